@@ -1,0 +1,135 @@
+// The instar plugin SDK: how a format plugin's host half describes its format to instar, as data.
+//
+// A plugin's host half is a shared object that exports exactly two symbols, both through
+// INSTAR_DECLARE_PLUGIN (which wraps BOOST_DLL_ALIAS):
+//   instar_plugin_abi_version   -> std::uint32_t(): the INSTAR_PLUGIN_ABI_VERSION it was built with.
+//   instar_format_plugin_v<N>   -> const instar::FormatDescriptor*(): the format, as static data.
+// The ABI-version function's name and signature never change, so instar can refuse a plugin built for
+// another ABI with a message naming both versions before it touches anything else in it.
+//
+// Only trivially-copyable structs, C strings and arrays with counts cross the boundary: no STL
+// ownership, no exceptions (the factory is noexcept; instar still survives one that throws).
+// Everything a descriptor points to must live in the plugin's static storage; instar keeps the
+// library loaded for as long as it holds the descriptor.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace instar {
+
+// Bumped whenever a struct below changes layout or meaning.
+inline constexpr std::uint32_t INSTAR_PLUGIN_ABI_VERSION = 1;
+
+// qemu-img version profiles are encoded as major*10000 + minor*100 + micro (7.2.0 -> 70200).
+constexpr std::uint32_t qemu_version(std::uint32_t major, std::uint32_t minor, std::uint32_t micro = 0) {
+    return major * 10000 + minor * 100 + micro;
+}
+
+// The subcommands a format supports (FormatDescriptor::capabilities is a mask of these).
+enum Capability : std::uint32_t {
+    CAP_INFO = 1u << 0,
+    CAP_CHECK = 1u << 1,
+    CAP_CREATE = 1u << 2,
+    CAP_CONVERT = 1u << 3,
+    CAP_COMPARE = 1u << 4,
+    CAP_MAP = 1u << 5,
+    CAP_MEASURE = 1u << 6,
+    CAP_RESIZE = 1u << 7,
+    CAP_SNAPSHOT = 1u << 8,
+    CAP_REBASE = 1u << 9,
+    CAP_COMMIT = 1u << 10,
+    CAP_AMEND = 1u << 11,
+};
+
+// Value types, with the spelling qemu-img's `-o help` uses for each.
+enum class OptionType : std::uint8_t {
+    String, // <str>
+    Size,   // <size>: bytes, optional k/M/G/T/P/E suffix
+    Number, // <num>
+    Bool,   // <bool (on/off)>
+};
+
+// What instar does with a key a user passes.
+enum class OptionPolicy : std::uint8_t {
+    Honoured, // implemented as qemu-img implements it
+    Ignored,  // accepted for compatibility, has no effect (reason says why)
+    Rejected, // refused with the reason as the error message
+};
+
+struct OptionDesc {
+    const char* key;            // e.g. "cluster_size"
+    OptionType type;
+    const char* default_value;  // as qemu-img prints it, or nullptr when qemu-img has none
+    const char* help;           // qemu-img's help text, verbatim
+    OptionPolicy policy;
+    const char* reason;         // why Ignored/Rejected; nullptr when Honoured
+    const char* const* choices; // nullptr-terminated allowed values for String options, or nullptr
+    std::uint32_t min_qemu;     // first qemu-img profile that has the key (0: all)
+    std::uint32_t max_qemu;     // last qemu-img profile that has the key (0: all)
+};
+
+// One byte comparison at a fixed offset of the file. Offsets count from the start, or back from the
+// end (FromEnd: offset 512 means the 512 bytes before EOF start the match).
+struct ProbeMatch {
+    enum Anchor : std::uint8_t { FromStart, FromEnd };
+    Anchor anchor;
+    std::uint64_t offset;
+    const unsigned char* bytes;
+    std::uint32_t length;
+};
+
+// A rule matches when all its matches do; a format matches when any of its rules does.
+struct ProbeRule {
+    const ProbeMatch* matches;
+    std::uint32_t match_count;
+};
+
+// A known, deliberate difference from qemu-img.
+struct Divergence {
+    const char* id;         // stable identifier, e.g. "raw-needs-partition-table"
+    const char* subcommand; // "info", "create", ... or "*"
+    const char* what;       // what instar does differently
+    const char* why;        // the reason (usually safety)
+};
+
+enum ProbePriority : std::uint32_t {
+    PROBE_NORMAL = 100,
+    PROBE_CATCH_ALL = 1000, // raw: probed last
+};
+
+struct FormatDescriptor {
+    std::uint32_t abi_version;   // INSTAR_PLUGIN_ABI_VERSION
+    const char* name;            // qemu-img's format name: "qcow2", "vpc", ...
+    const char* const* aliases;  // nullptr-terminated other names ("vhd"), or nullptr
+    const char* version;         // the plugin's own version string
+    const char* description;     // one line for `instar formats`
+    std::uint32_t capabilities;  // mask of Capability
+    std::uint32_t probe_priority;
+    const ProbeRule* probe_rules;
+    std::uint32_t probe_rule_count;
+    const OptionDesc* options;   // the `-o` table, in any order (printed sorted, as qemu-img does)
+    std::uint32_t option_count;
+    const Divergence* divergences;
+    std::uint32_t divergence_count;
+    const char* guest_module;    // file name of the guest half beside the .so, or nullptr
+};
+
+using PluginAbiVersionFn = std::uint32_t();
+using FormatPluginFactoryFn = const FormatDescriptor*();
+
+} // namespace instar
+
+#define INSTAR_PLUGIN_ABI_SYMBOL "instar_plugin_abi_version"
+#define INSTAR_PLUGIN_FACTORY_SYMBOL "instar_format_plugin_v1"
+
+// Exports a plugin's two symbols. Use once, at namespace scope, in the plugin's registration file:
+//   INSTAR_DECLARE_PLUGIN(my_fmt::descriptor)   where descriptor() returns const FormatDescriptor*.
+#include <boost/dll/alias.hpp>
+#define INSTAR_DECLARE_PLUGIN(factory)                                                            \
+    namespace instar_plugin_export {                                                              \
+    inline std::uint32_t abi_version() noexcept { return ::instar::INSTAR_PLUGIN_ABI_VERSION; }   \
+    inline const ::instar::FormatDescriptor* make() noexcept { return factory(); }                \
+    BOOST_DLL_ALIAS(instar_plugin_export::abi_version, instar_plugin_abi_version)                 \
+    BOOST_DLL_ALIAS(instar_plugin_export::make, instar_format_plugin_v1)                          \
+    }

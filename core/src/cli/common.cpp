@@ -1,0 +1,147 @@
+// Shared CLI plumbing: context, messages in each profile's shape, option parsing.
+#include "cli/common.h"
+
+#include "options/size.h"
+
+#include <iostream>
+
+namespace instar::cli {
+
+const PluginRegistry& Context::plugins() {
+    if (!registry_)
+        registry_ = PluginRegistry::discover(discovery_inputs_from_environment(),
+                                             [this](const std::string& w) { report_warning(*this, w); });
+    return *registry_;
+}
+
+int report_error(Context& ctx, std::string_view msg) {
+    ctx.err << ctx.prog << ": " << msg << '\n';
+    return 1;
+}
+
+void report_warning(Context& ctx, std::string_view msg) { ctx.err << ctx.prog << ": warning: " << msg << '\n'; }
+
+namespace {
+
+// 7.2: "Try 'qemu-img --help' for more information"; 10.0: "Try 'ARGV0 CMD --help' for more info".
+void try_help(Context& ctx, std::string_view command) {
+    if (ctx.profile.getopt_messages()) {
+        ctx.err << "Try '" << ctx.argv0;
+        if (!command.empty())
+            ctx.err << ' ' << command;
+        ctx.err << " --help' for more info\n";
+    } else {
+        ctx.err << "Try '" << ctx.prog << " --help' for more information\n";
+    }
+}
+
+} // namespace
+
+int report_usage_error(Context& ctx, std::string_view command, std::string_view msg) {
+    ctx.err << ctx.prog << ": " << msg << '\n';
+    try_help(ctx, command);
+    return 1;
+}
+
+int report_option_error(Context& ctx, std::string_view command, OptionErrorKind kind, std::string_view token) {
+    const bool is_long = token.rfind("--", 0) == 0;
+    const std::string bare(token.substr(is_long ? 2 : 1));
+    if (ctx.profile.getopt_messages()) {
+        ctx.err << ctx.argv0;
+        if (!command.empty())
+            ctx.err << ' ' << command;
+        ctx.err << ": ";
+        if (kind == OptionErrorKind::Unknown)
+            ctx.err << (is_long ? "unrecognized option '" + std::string(token) + "'" : "invalid option -- '" + bare + "'");
+        else
+            ctx.err << (is_long ? "option '" + std::string(token) + "' requires an argument"
+                                : "option requires an argument -- '" + bare + "'");
+        ctx.err << '\n';
+    } else {
+        ctx.err << ctx.prog << ": "
+                << (kind == OptionErrorKind::Unknown ? "unrecognized option '" : "missing argument for option '")
+                << token << "'\n";
+    }
+    try_help(ctx, command);
+    return 1;
+}
+
+po::options_description common_options() {
+    po::options_description d("instar options");
+    d.add_options()
+        ("qemu-version", po::value<std::string>(), "qemu-img version whose output to reproduce (7.2, 8.0+)")
+        ("max-guest-memory", po::value<std::string>(), "cap on the sandbox VM's RAM (size, e.g. 256M)");
+    return d;
+}
+
+namespace {
+
+// Program_options names an option by its canonical long form; recover what the user typed.
+std::string token_as_typed(std::span<const std::string> args, const po::error_with_option_name& e) {
+    const std::string name = e.get_option_name(); // "--format" or "-f"
+    for (const auto& a : args) {
+        if (a == name || a.rfind(name + "=", 0) == 0)
+            return name;
+    }
+    // A short option given as "-f" shows up under its long name; find the short spelling used.
+    for (const auto& a : args)
+        if (a.size() >= 2 && a[0] == '-' && a[1] != '-' && name.size() > 2 && name.rfind("--", 0) == 0)
+            return a.substr(0, 2);
+    return name;
+}
+
+} // namespace
+
+std::optional<ParsedCommand> parse_command(Context& ctx, std::string_view command,
+                                           const po::options_description& options,
+                                           std::span<const std::string> args, int& status) {
+    po::options_description all;
+    all.add(options).add(common_options());
+    all.add_options()("positional-args", po::value<std::vector<std::string>>());
+    po::positional_options_description pos;
+    pos.add("positional-args", -1);
+    namespace cls = po::command_line_style;
+    const int style = cls::allow_short | cls::short_allow_adjacent | cls::short_allow_next | cls::allow_long |
+                      cls::long_allow_adjacent | cls::long_allow_next | cls::allow_dash_for_short;
+    ParsedCommand parsed;
+    try {
+        const std::vector<std::string> argv(args.begin(), args.end());
+        po::store(po::command_line_parser(argv).options(all).positional(pos).style(style).run(), parsed.vm);
+        po::notify(parsed.vm);
+    } catch (const po::unknown_option& e) {
+        status = report_option_error(ctx, command, OptionErrorKind::Unknown, e.get_option_name());
+        return std::nullopt;
+    } catch (const po::invalid_command_line_syntax& e) {
+        if (e.kind() == po::invalid_command_line_syntax::missing_parameter) {
+            status = report_option_error(ctx, command, OptionErrorKind::MissingArgument, token_as_typed(args, e));
+            return std::nullopt;
+        }
+        status = report_usage_error(ctx, command, e.what());
+        return std::nullopt;
+    } catch (const po::error& e) {
+        status = report_usage_error(ctx, command, e.what());
+        return std::nullopt;
+    }
+    if (parsed.vm.count("positional-args"))
+        parsed.positional = parsed.vm["positional-args"].as<std::vector<std::string>>();
+    if (!apply_common_options(ctx, parsed.vm)) {
+        status = 1;
+        return std::nullopt;
+    }
+    return parsed;
+}
+
+bool apply_common_options(Context& ctx, const po::variables_map& vm) {
+    if (!vm.count("max-guest-memory"))
+        return true;
+    const auto& text = vm["max-guest-memory"].as<std::string>();
+    const SizeParse p = parse_qemu_size(text, ctx.profile.version);
+    if (p.status != ParseStatus::Ok || p.value == 0) {
+        report_error(ctx, "invalid --max-guest-memory '" + text + "': expected a size such as 256M");
+        return false;
+    }
+    ctx.max_guest_memory = p.value;
+    return true;
+}
+
+} // namespace instar::cli

@@ -1,0 +1,75 @@
+// What every subcommand shares: the invocation context, qemu-shaped error reporting, and
+// Boost.Program_options parsing with qemu-img's error messages.
+#pragma once
+
+#include "output/profile.h"
+#include "plugins/registry.h"
+
+#include <boost/program_options.hpp>
+
+#include <cstdint>
+#include <iosfwd>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace instar::cli {
+
+namespace po = boost::program_options;
+
+// Default guest RAM cap; room for the runtime, metadata tables and a large I/O buffer.
+inline constexpr std::uint64_t DEFAULT_MAX_GUEST_MEMORY = 256ull << 20;
+
+struct Context {
+    Context(std::string argv0_, std::string prog_, std::ostream& out_, std::ostream& err_)
+        : argv0(std::move(argv0_)), prog(std::move(prog_)), out(out_), err(err_) {}
+
+    std::string argv0; // as invoked (qemu 10 echoes it in usage hints)
+    std::string prog;  // basename of argv0: the "prog: " prefix of every message
+    Profile profile;
+    std::uint64_t max_guest_memory = DEFAULT_MAX_GUEST_MEMORY;
+    std::ostream& out;
+    std::ostream& err;
+
+    // Loaded on first use, so `--version` and `--help` never pay for plugin loading.
+    const PluginRegistry& plugins();
+
+private:
+    std::optional<PluginRegistry> registry_;
+};
+
+// "prog: msg"; returns exit status 1.
+int report_error(Context& ctx, std::string_view msg);
+void report_warning(Context& ctx, std::string_view msg);
+
+// A usage error qemu-img raises itself ("Expecting image file name"), followed by the profile's
+// "Try ... --help" hint; `command` is empty for global errors. Returns 1.
+int report_usage_error(Context& ctx, std::string_view command, std::string_view msg);
+
+enum class OptionErrorKind { Unknown, MissingArgument };
+// An option-parsing error, in getopt's words (10.0) or qemu-img's own (7.2). `token` is the option as
+// the user wrote it ("-z", "--bogus"). Returns 1.
+int report_option_error(Context& ctx, std::string_view command, OptionErrorKind kind, std::string_view token);
+
+// Options every subcommand accepts besides its own (--qemu-version, --max-guest-memory).
+po::options_description common_options();
+
+struct ParsedCommand {
+    po::variables_map vm;
+    std::vector<std::string> positional;
+};
+
+// Parses `args` (everything after the subcommand name) with qemu-img's conventions: short options
+// may be glued to their values (-fqcow2), long ones take =VALUE or the next word, options and
+// positionals mix, `--` ends options. On error, reports it and returns nullopt with `status` set.
+std::optional<ParsedCommand> parse_command(Context& ctx, std::string_view command,
+                                           const po::options_description& options,
+                                           std::span<const std::string> args, int& status);
+
+// Applies --max-guest-memory from a parsed command (qemu size syntax). Returns false after
+// reporting a bad value.
+bool apply_common_options(Context& ctx, const po::variables_map& vm);
+
+} // namespace instar::cli

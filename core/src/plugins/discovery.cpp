@@ -1,0 +1,76 @@
+// Plugin search path computation and directory scanning.
+#include "plugins/discovery.h"
+
+#include "instar_config.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <system_error>
+
+namespace fs = std::filesystem;
+
+namespace instar {
+namespace {
+
+bool is_inside(const fs::path& file, const fs::path& dir) {
+    if (dir.empty())
+        return false;
+    auto f = file.begin();
+    for (auto d = dir.begin(); d != dir.end(); ++d, ++f)
+        if (f == file.end() || *f != *d)
+            return false;
+    return true;
+}
+
+} // namespace
+
+std::vector<fs::path> plugin_search_dirs(const DiscoveryInputs& in) {
+    std::vector<fs::path> dirs;
+    std::error_code ec;
+    const fs::path build_plugins = in.build_root / "plugins";
+    if (is_inside(in.executable, in.build_root) && fs::is_directory(build_plugins, ec)) {
+        // Running from the build tree: use the plugins built beside us, not an older installed set.
+        std::vector<fs::path> sub;
+        for (const auto& e : fs::directory_iterator(build_plugins, ec))
+            if (e.is_directory(ec))
+                sub.push_back(e.path());
+        std::sort(sub.begin(), sub.end());
+        dirs.insert(dirs.end(), sub.begin(), sub.end());
+    } else {
+        dirs.push_back(in.installed_dir);
+    }
+    std::string_view rest = in.env_path;
+    while (!rest.empty()) {
+        const auto colon = rest.find(':');
+        const auto part = rest.substr(0, colon);
+        if (!part.empty())
+            dirs.emplace_back(std::string(part));
+        if (colon == std::string_view::npos)
+            break;
+        rest.remove_prefix(colon + 1);
+    }
+    return dirs;
+}
+
+std::vector<fs::path> plugin_files_in(const fs::path& dir) {
+    std::vector<fs::path> files;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(dir, ec))
+        if (e.path().extension() == ".so" && e.is_regular_file(ec))
+            files.push_back(e.path());
+    std::sort(files.begin(), files.end());
+    return files;
+}
+
+DiscoveryInputs discovery_inputs_from_environment() {
+    DiscoveryInputs in;
+    std::error_code ec;
+    in.executable = fs::canonical("/proc/self/exe", ec);
+    in.installed_dir = INSTAR_PLUGIN_DIR;
+    in.build_root = fs::weakly_canonical(INSTAR_BUILD_ROOT, ec);
+    if (const char* env = std::getenv("INSTAR_PLUGIN_PATH"))
+        in.env_path = env;
+    return in;
+}
+
+} // namespace instar

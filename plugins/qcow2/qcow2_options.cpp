@@ -1,0 +1,55 @@
+// qcow2's `-o` table: the keys, types and help texts of `qemu-img create -f qcow2 -o help`
+// (identical in qemu-img 7.2 and 10.0), with instar's policy for each.
+#include "qcow2_plugin.h"
+
+namespace instar::qcow2 {
+namespace {
+
+constexpr const char* NOT_YET_DATA_FILE = "external data files are not supported yet";
+constexpr const char* NOT_YET_ENCRYPT = "encrypted qcow2 images cannot be created yet";
+constexpr const char* COMPAT_CHOICES[] = {"0.10", "1.1", "v2", "v3", nullptr};
+constexpr const char* COMPRESSION_CHOICES[] = {"zlib", "zstd", nullptr};
+constexpr const char* PREALLOC_CHOICES[] = {"off", "metadata", "falloc", "full", nullptr};
+
+constexpr OptionPolicy H = OptionPolicy::Honoured;
+constexpr OptionPolicy R = OptionPolicy::Rejected;
+constexpr OptionType STR = OptionType::String;
+
+} // namespace
+
+const OptionDesc OPTIONS[] = {
+    {"backing_file", STR, nullptr, "File name of a base image", H, nullptr, nullptr, 0, 0},
+    {"backing_fmt", STR, nullptr, "Image format of the base image", H, nullptr, nullptr, 0, 0},
+    {"cluster_size", OptionType::Size, "65536", "qcow2 cluster size", H, nullptr, nullptr, 0, 0},
+    {"compat", STR, "1.1", "Compatibility level (v2 [0.10] or v3 [1.1])", H, nullptr, COMPAT_CHOICES, 0, 0},
+    {"compression_type", STR, "zlib", "Compression method used for image cluster compression", H, nullptr,
+     COMPRESSION_CHOICES, 0, 0},
+    {"data_file", STR, nullptr, "File name of an external data file", R, NOT_YET_DATA_FILE, nullptr, 0, 0},
+    {"data_file_raw", OptionType::Bool, "off", "The external data file must stay valid as a raw image", R,
+     NOT_YET_DATA_FILE, nullptr, 0, 0},
+    {"encrypt.cipher-alg", STR, nullptr, "Name of encryption cipher algorithm", R, NOT_YET_ENCRYPT, nullptr, 0, 0},
+    {"encrypt.cipher-mode", STR, nullptr, "Name of encryption cipher mode", R, NOT_YET_ENCRYPT, nullptr, 0, 0},
+    {"encrypt.format", STR, nullptr, "Encrypt the image, format choices: 'aes', 'luks'", R, NOT_YET_ENCRYPT,
+     nullptr, 0, 0},
+    {"encrypt.hash-alg", STR, nullptr, "Name of encryption hash algorithm", R, NOT_YET_ENCRYPT, nullptr, 0, 0},
+    {"encrypt.iter-time", OptionType::Number, nullptr, "Time to spend in PBKDF in milliseconds", R,
+     NOT_YET_ENCRYPT, nullptr, 0, 0},
+    {"encrypt.ivgen-alg", STR, nullptr, "Name of IV generator algorithm", R, NOT_YET_ENCRYPT, nullptr, 0, 0},
+    {"encrypt.ivgen-hash-alg", STR, nullptr, "Name of IV generator hash algorithm", R, NOT_YET_ENCRYPT, nullptr,
+     0, 0},
+    {"encrypt.key-secret", STR, nullptr, "ID of secret providing qcow AES key or LUKS passphrase", R,
+     NOT_YET_ENCRYPT, nullptr, 0, 0},
+    {"encryption", OptionType::Bool, "off",
+     "Encrypt the image with format 'aes'. (Deprecated in favor of encrypt.format=aes)", R,
+     "qcow2 AES encryption is insecure and deprecated; instar never creates it", nullptr, 0, 0},
+    {"extended_l2", OptionType::Bool, "off", "Extended L2 tables", H, nullptr, nullptr, 0, 0},
+    {"lazy_refcounts", OptionType::Bool, "off", "Postpone refcount updates", H, nullptr, nullptr, 0, 0},
+    {"preallocation", STR, "off", "Preallocation mode (allowed values: off, metadata, falloc, full)", H, nullptr,
+     PREALLOC_CHOICES, 0, 0},
+    {"refcount_bits", OptionType::Number, "16", "Width of a reference count entry in bits", H, nullptr, nullptr, 0,
+     0},
+    {"size", OptionType::Size, nullptr, "Virtual disk size", H, nullptr, nullptr, 0, 0},
+};
+const std::uint32_t OPTION_COUNT = sizeof OPTIONS / sizeof OPTIONS[0];
+
+} // namespace instar::qcow2

@@ -1,0 +1,29 @@
+// qcow2 plugin registration: the format descriptor instar loads through INSTAR_DECLARE_PLUGIN.
+#include "qcow2_plugin.h"
+
+namespace instar::qcow2 {
+namespace {
+
+const FormatDescriptor DESCRIPTOR = {
+    .abi_version = INSTAR_PLUGIN_ABI_VERSION,
+    .name = "qcow2",
+    .aliases = nullptr,
+    .version = "0.1.0",
+    .description = "QEMU copy-on-write image, versions 2 and 3",
+    .capabilities = 0, // operations arrive with the guest half
+    .probe_priority = PROBE_NORMAL,
+    .probe_rules = PROBE_RULES,
+    .probe_rule_count = PROBE_RULE_COUNT,
+    .options = OPTIONS,
+    .option_count = OPTION_COUNT,
+    .divergences = DIVERGENCES,
+    .divergence_count = DIVERGENCE_COUNT,
+    .guest_module = nullptr,
+};
+
+const FormatDescriptor* descriptor() { return &DESCRIPTOR; }
+
+} // namespace
+} // namespace instar::qcow2
+
+INSTAR_DECLARE_PLUGIN(instar::qcow2::descriptor)

@@ -1,0 +1,40 @@
+// qcow2 magic-byte probe rules: "QFI\xfb" followed by version 2 or 3 (version 1 is qcow, not ours).
+#include "qcow2_plugin.h"
+
+namespace instar::qcow2 {
+namespace {
+
+constexpr unsigned char QCOW_MAGIC[] = {'Q', 'F', 'I', 0xfb};
+constexpr unsigned char VERSION_2[] = {0, 0, 0, 2};
+constexpr unsigned char VERSION_3[] = {0, 0, 0, 3};
+
+constexpr ProbeMatch V2[] = {
+    {ProbeMatch::FromStart, 0, QCOW_MAGIC, sizeof QCOW_MAGIC},
+    {ProbeMatch::FromStart, 4, VERSION_2, sizeof VERSION_2},
+};
+constexpr ProbeMatch V3[] = {
+    {ProbeMatch::FromStart, 0, QCOW_MAGIC, sizeof QCOW_MAGIC},
+    {ProbeMatch::FromStart, 4, VERSION_3, sizeof VERSION_3},
+};
+
+} // namespace
+
+const ProbeRule PROBE_RULES[] = {{V2, 2}, {V3, 2}};
+const std::uint32_t PROBE_RULE_COUNT = sizeof PROBE_RULES / sizeof PROBE_RULES[0];
+
+} // namespace instar::qcow2
+
+namespace instar::qcow2 {
+
+const Divergence DIVERGENCES[] = {
+    {"qcow2-backing-path-policy", "*",
+     "a backing file named inside an image is opened only if the path policy allows it (default: the top "
+     "image's directory tree); json: and protocol names (nbd:, http:) are refused",
+     "CVE-2015-5163, CVE-2024-4467: a backing_file of /etc/shadow or json:{...} leaks host data into outputs"},
+    {"qcow2-data-file-path-policy", "*",
+     "an external data file named inside an image is opened only if the path policy allows it",
+     "CVE-2024-32498: a data_file naming a host file exposes it as guest data"},
+};
+const std::uint32_t DIVERGENCE_COUNT = sizeof DIVERGENCES / sizeof DIVERGENCES[0];
+
+} // namespace instar::qcow2

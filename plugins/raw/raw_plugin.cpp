@@ -1,0 +1,29 @@
+// raw plugin registration: the format descriptor instar loads through INSTAR_DECLARE_PLUGIN.
+#include "raw_plugin.h"
+
+namespace instar::raw {
+namespace {
+
+const FormatDescriptor DESCRIPTOR = {
+    .abi_version = INSTAR_PLUGIN_ABI_VERSION,
+    .name = "raw",
+    .aliases = nullptr,
+    .version = "0.1.0",
+    .description = "Raw disk image (needs an MBR or GPT to be detected)",
+    .capabilities = 0, // operations arrive with the guest half
+    .probe_priority = PROBE_CATCH_ALL,
+    .probe_rules = PROBE_RULES,
+    .probe_rule_count = PROBE_RULE_COUNT,
+    .options = OPTIONS,
+    .option_count = OPTION_COUNT,
+    .divergences = DIVERGENCES,
+    .divergence_count = DIVERGENCE_COUNT,
+    .guest_module = nullptr,
+};
+
+const FormatDescriptor* descriptor() { return &DESCRIPTOR; }
+
+} // namespace
+} // namespace instar::raw
+
+INSTAR_DECLARE_PLUGIN(instar::raw::descriptor)

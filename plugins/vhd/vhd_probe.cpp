@@ -1,0 +1,28 @@
+// VHD probe rules: the "conectix" cookie of the footer copy at offset 0 (dynamic and differencing
+// disks) or of the footer in the last 512 bytes (fixed disks), and the divergence that follows.
+#include "vhd_plugin.h"
+
+namespace instar::vpc {
+namespace {
+
+constexpr unsigned char COOKIE[] = {'c', 'o', 'n', 'e', 'c', 't', 'i', 'x'};
+
+constexpr ProbeMatch HEADER_COPY[] = {{ProbeMatch::FromStart, 0, COOKIE, sizeof COOKIE}};
+constexpr ProbeMatch FOOTER[] = {{ProbeMatch::FromEnd, 512, COOKIE, sizeof COOKIE}};
+
+} // namespace
+
+const ProbeRule PROBE_RULES[] = {{HEADER_COPY, 1}, {FOOTER, 1}};
+const std::uint32_t PROBE_RULE_COUNT = sizeof PROBE_RULES / sizeof PROBE_RULES[0];
+
+const Divergence DIVERGENCES[] = {
+    {"vpc-fixed-probe", "info",
+     "a fixed VHD (footer only, no header copy at offset 0) is detected as vpc; qemu-img's probe calls it raw",
+     "treating a fixed VHD as raw exposes its footer as guest data and skips the size the footer declares"},
+    {"vpc-parent-path-policy", "*",
+     "the parent named by a differencing VHD's parent locator is opened only if the path policy allows it",
+     "a parent locator is a path chosen by whoever made the image; following it can read any host file"},
+};
+const std::uint32_t DIVERGENCE_COUNT = sizeof DIVERGENCES / sizeof DIVERGENCES[0];
+
+} // namespace instar::vpc

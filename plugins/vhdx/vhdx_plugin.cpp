@@ -1,0 +1,29 @@
+// vhdx plugin registration: the format descriptor instar loads through INSTAR_DECLARE_PLUGIN.
+#include "vhdx_plugin.h"
+
+namespace instar::vhdx {
+namespace {
+
+const FormatDescriptor DESCRIPTOR = {
+    .abi_version = INSTAR_PLUGIN_ABI_VERSION,
+    .name = "vhdx",
+    .aliases = nullptr,
+    .version = "0.1.0",
+    .description = "Microsoft Hyper-V VHDX (fixed, dynamic, differencing)",
+    .capabilities = 0, // operations arrive with the guest half
+    .probe_priority = PROBE_NORMAL,
+    .probe_rules = PROBE_RULES,
+    .probe_rule_count = PROBE_RULE_COUNT,
+    .options = OPTIONS,
+    .option_count = OPTION_COUNT,
+    .divergences = DIVERGENCES,
+    .divergence_count = DIVERGENCE_COUNT,
+    .guest_module = nullptr,
+};
+
+const FormatDescriptor* descriptor() { return &DESCRIPTOR; }
+
+} // namespace
+} // namespace instar::vhdx
+
+INSTAR_DECLARE_PLUGIN(instar::vhdx::descriptor)

@@ -1,0 +1,21 @@
+// vhdx probe rule: the "vhdxfile" file-type identifier at offset 0.
+#include "vhdx_plugin.h"
+
+namespace instar::vhdx {
+namespace {
+
+constexpr unsigned char FILE_IDENTIFIER[] = {'v', 'h', 'd', 'x', 'f', 'i', 'l', 'e'};
+constexpr ProbeMatch IDENT[] = {{ProbeMatch::FromStart, 0, FILE_IDENTIFIER, sizeof FILE_IDENTIFIER}};
+
+} // namespace
+
+const ProbeRule PROBE_RULES[] = {{IDENT, 1}};
+const std::uint32_t PROBE_RULE_COUNT = sizeof PROBE_RULES / sizeof PROBE_RULES[0];
+const Divergence DIVERGENCES[] = {
+    {"vhdx-parent-path-policy", "*",
+     "the parent named by a differencing VHDX's parent locator is opened only if the path policy allows it",
+     "a parent locator is a path chosen by whoever made the image; following it can read any host file"},
+};
+const std::uint32_t DIVERGENCE_COUNT = sizeof DIVERGENCES / sizeof DIVERGENCES[0];
+
+} // namespace instar::vhdx

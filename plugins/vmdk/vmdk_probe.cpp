@@ -1,0 +1,26 @@
+// vmdk probe rules (hosted sparse "KDMV" header or a text descriptor) and known divergences.
+#include "vmdk_plugin.h"
+
+namespace instar::vmdk {
+namespace {
+
+constexpr unsigned char SPARSE_MAGIC[] = {'K', 'D', 'M', 'V'};
+constexpr unsigned char DESCRIPTOR_MAGIC[] = "# Disk DescriptorFile";
+
+constexpr ProbeMatch SPARSE[] = {{ProbeMatch::FromStart, 0, SPARSE_MAGIC, sizeof SPARSE_MAGIC}};
+constexpr ProbeMatch TEXT[] = {{ProbeMatch::FromStart, 0, DESCRIPTOR_MAGIC, sizeof DESCRIPTOR_MAGIC - 1}};
+
+} // namespace
+
+const ProbeRule PROBE_RULES[] = {{SPARSE, 1}, {TEXT, 1}};
+const std::uint32_t PROBE_RULE_COUNT = sizeof PROBE_RULES / sizeof PROBE_RULES[0];
+
+const Divergence DIVERGENCES[] = {
+    {"vmdk-extent-path-policy", "*",
+     "extent files named in a descriptor are opened only inside the allowed directory tree (default: the "
+     "descriptor's own directory); absolute paths and '..' escapes are refused",
+     "CVE-2022-47951: a descriptor naming /etc/shadow as a FLAT extent leaks it into converted images"},
+};
+const std::uint32_t DIVERGENCE_COUNT = sizeof DIVERGENCES / sizeof DIVERGENCES[0];
+
+} // namespace instar::vmdk

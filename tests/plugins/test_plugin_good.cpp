@@ -1,0 +1,24 @@
+// A minimal well-formed plugin ("testfmt"), used by the discovery tests.
+#include "instar/plugin.h"
+
+namespace {
+
+constexpr unsigned char MAGIC[] = {'T', 'E', 'S', 'T'};
+constexpr instar::ProbeMatch MATCH[] = {{instar::ProbeMatch::FromStart, 0, MAGIC, sizeof MAGIC}};
+constexpr instar::ProbeRule RULES[] = {{MATCH, 1}};
+constexpr instar::OptionDesc OPTIONS[] = {
+    {"size", instar::OptionType::Size, nullptr, "Virtual disk size", instar::OptionPolicy::Honoured, nullptr,
+     nullptr, 0, 0},
+};
+constexpr const char* ALIASES[] = {TEST_PLUGIN_ALIAS, nullptr};
+
+const instar::FormatDescriptor DESCRIPTOR = {
+    instar::INSTAR_PLUGIN_ABI_VERSION, TEST_PLUGIN_NAME, ALIASES, "9.9.9", "test format", instar::CAP_INFO,
+    TEST_PLUGIN_PRIORITY, RULES, 1, OPTIONS, 1, nullptr, 0, nullptr,
+};
+
+const instar::FormatDescriptor* descriptor() { return &DESCRIPTOR; }
+
+} // namespace
+
+INSTAR_DECLARE_PLUGIN(descriptor)
