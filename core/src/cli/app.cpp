@@ -20,7 +20,7 @@ const std::array COMMANDS = {
     Command{"convert", nullptr, "Copy one image to another with optional format conversion"},
     Command{"create", cmd_create, "Create and format new image file"},
     Command{"formats", cmd_formats, "List the format plugins instar has loaded (instar only)"},
-    Command{"info", nullptr, "Display information about image"},
+    Command{"info", cmd_info, "Display information about image"},
     Command{"map", nullptr, "Dump image metadata"},
     Command{"measure", nullptr, "Calculate file size required for a new image"},
     Command{"rebase", nullptr, "Change backing file of the image"},

@@ -1,6 +1,7 @@
 // `instar formats`: every loaded plugin, its metadata and where it came from (instar only).
 #include "cli/commands.h"
 #include "cli/help.h"
+#include "ops/sandbox_selftest.h"
 #include "output/json_pretty.h"
 #include "output/option_help.h"
 
@@ -17,13 +18,16 @@ namespace json = boost::json;
 constexpr std::string_view FORMATS_HELP =
     "List the image format plugins instar has loaded.  Usage:\n"
     "\n"
-    "  instar formats [--output human|json]\n"
+    "  instar formats [--output human|json] [--probe FILE]\n"
     "\n"
     "Arguments:\n"
     "  -h, --help\n"
     "     print this help and exit\n"
     "  --output human|json\n"
     "     output format (default: human)\n"
+    "  --probe FILE\n"
+    "     sandbox self-test: boot a guest, read FILE's first sectors through its device, crc32 them\n"
+    "     in the guest with zlib, run the raw module's partition-table probe, print one JSON line\n"
     "\n";
 
 constexpr std::pair<Capability, const char*> CAPABILITY_NAMES[] = {
@@ -150,7 +154,8 @@ void print_human(std::ostream& out, const LoadedPlugin& p) {
 
 int cmd_formats(Context& ctx, std::span<const std::string> args) {
     po::options_description opts("formats options");
-    opts.add_options()("help,h", "")("output", po::value<std::string>()->default_value("human"));
+    opts.add_options()("help,h", "")("output", po::value<std::string>()->default_value("human"))(
+        "probe", po::value<std::string>());
     int status = 0;
     auto parsed = parse_command(ctx, "formats", opts, args, status);
     if (!parsed)
@@ -159,14 +164,16 @@ int cmd_formats(Context& ctx, std::span<const std::string> args) {
         print_command_help(ctx, FORMATS_HELP);
         return 0;
     }
+    if (parsed->vm.count("probe"))
+        return ops::sandbox_selftest(parsed->vm["probe"].as<std::string>(), ctx.sandbox_config(), ctx.out, ctx.err);
     if (!parsed->positional.empty())
         return report_usage_error(ctx, "formats", "Unexpected argument: " + parsed->positional[0]);
-    const std::string output = parsed->vm["output"].as<std::string>();
-    if (output != "human" && output != "json")
-        return report_error(ctx, "--output must be used with human or json as argument.");
+    const auto output = parse_output_format(ctx, "formats", parsed->vm["output"].as<std::string>());
+    if (!output)
+        return 1;
 
     const auto& plugins = ctx.plugins().plugins();
-    if (output == "json") {
+    if (*output == OutputFormat::Json) {
         json::array all;
         for (const auto& p : plugins)
             all.push_back(plugin_json(p));

@@ -22,5 +22,6 @@ const Command* find_command(std::string_view name);
 
 int cmd_create(Context& ctx, std::span<const std::string> args);
 int cmd_formats(Context& ctx, std::span<const std::string> args);
+int cmd_info(Context& ctx, std::span<const std::string> args);
 
 } // namespace instar::cli

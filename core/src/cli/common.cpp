@@ -14,6 +14,13 @@ const PluginRegistry& Context::plugins() {
     return *registry_;
 }
 
+vmm::SandboxConfig Context::sandbox_config() const {
+    vmm::SandboxConfig c;
+    c.max_guest_memory = max_guest_memory;
+    c.timeout = guest_timeout;
+    return c;
+}
+
 int report_error(Context& ctx, std::string_view msg) {
     ctx.err << ctx.prog << ": " << msg << '\n';
     return 1;
@@ -129,6 +136,18 @@ std::optional<ParsedCommand> parse_command(Context& ctx, std::string_view comman
         return std::nullopt;
     }
     return parsed;
+}
+
+std::optional<OutputFormat> parse_output_format(Context& ctx, std::string_view command, const std::string& value) {
+    if (value == "human")
+        return OutputFormat::Human;
+    if (value == "json")
+        return OutputFormat::Json;
+    if (ctx.profile.getopt_messages())
+        report_usage_error(ctx, command, "--output expects 'human' or 'json' not '" + value + "'");
+    else
+        report_error(ctx, "--output must be used with human or json as argument.");
+    return std::nullopt;
 }
 
 bool apply_common_options(Context& ctx, const po::variables_map& vm) {

@@ -4,9 +4,11 @@
 
 #include "output/profile.h"
 #include "plugins/registry.h"
+#include "vmm/sandbox.h"
 
 #include <boost/program_options.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <iosfwd>
 #include <optional>
@@ -19,9 +21,6 @@ namespace instar::cli {
 
 namespace po = boost::program_options;
 
-// Default guest RAM cap; room for the runtime, metadata tables and a large I/O buffer.
-inline constexpr std::uint64_t DEFAULT_MAX_GUEST_MEMORY = 256ull << 20;
-
 struct Context {
     Context(std::string argv0_, std::string prog_, std::ostream& out_, std::ostream& err_)
         : argv0(std::move(argv0_)), prog(std::move(prog_)), out(out_), err(err_) {}
@@ -29,9 +28,14 @@ struct Context {
     std::string argv0; // as invoked (qemu 10 echoes it in usage hints)
     std::string prog;  // basename of argv0: the "prog: " prefix of every message
     Profile profile;
-    std::uint64_t max_guest_memory = DEFAULT_MAX_GUEST_MEMORY;
+    std::uint64_t max_guest_memory = vmm::DEFAULT_GUEST_MEMORY;
     std::ostream& out;
     std::ostream& err;
+
+    std::chrono::milliseconds guest_timeout{10'000};
+
+    // The sandbox settings these options ask for.
+    vmm::SandboxConfig sandbox_config() const;
 
     // Loaded on first use, so `--version` and `--help` never pay for plugin loading.
     const PluginRegistry& plugins();
@@ -67,6 +71,11 @@ struct ParsedCommand {
 std::optional<ParsedCommand> parse_command(Context& ctx, std::string_view command,
                                            const po::options_description& options,
                                            std::span<const std::string> args, int& status);
+
+enum class OutputFormat { Human, Json };
+// --output's value, or nullopt after printing the profile's error ("--output must be used with human
+// or json as argument." in 7.2; "--output expects 'human' or 'json' not 'X'" + hint in 10.0).
+std::optional<OutputFormat> parse_output_format(Context& ctx, std::string_view command, const std::string& value);
 
 // Applies --max-guest-memory from a parsed command (qemu size syntax). Returns false after
 // reporting a bad value.

@@ -17,6 +17,7 @@ enum class Status : int32_t {
     TooLarge = 4,    // a named limit on untrusted input was exceeded
     NoMemory = 5,    // the guest arena is exhausted
     Invalid = 6,     // bad arguments from the caller (not from the image)
+    NeedFiles = 7,   // the image names other files (reported through the sink): run again with them
 };
 
 // A read-only (or, for outputs, writable) device: an image file the host opened for us.

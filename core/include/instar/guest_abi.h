@@ -1,0 +1,201 @@
+/* The sandbox ABI shared by the host VMM and the guest runtime: memory map, hypercalls, records.
+ *
+ * Plain C so that any guest toolchain can use it. Every layout is pinned by a static assertion;
+ * any change to a layout or meaning bumps INSTAR_GUEST_ABI_VERSION. Documented in docs/guest-abi.md.
+ */
+#ifndef INSTAR_GUEST_ABI_H
+#define INSTAR_GUEST_ABI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+#define INSTAR_ABI_ASSERT(cond, msg) static_assert(cond, msg)
+#else
+#define INSTAR_ABI_ASSERT(cond, msg) _Static_assert(cond, msg)
+#endif
+
+#define INSTAR_GUEST_ABI_VERSION 1u
+
+/* ---- Guest physical memory map (identity-mapped: guest virtual == guest physical) ---- */
+#define INSTAR_PAGE_SIZE 0x1000ull
+#define INSTAR_GPA_GDT 0x1000ull        /* null, kernel code/data, user code/data, 16-byte TSS */
+#define INSTAR_GPA_PML4 0x2000ull
+#define INSTAR_GPA_PDPT 0x3000ull
+#define INSTAR_GPA_PD 0x4000ull         /* INSTAR_PD_PAGES page directories of 2 MiB pages */
+#define INSTAR_PD_PAGES 4ull            /* 4 x 1 GiB: room for the largest allowed RAM */
+#define INSTAR_GPA_PT_LOW 0x8000ull     /* 4 KiB pages for the first 2 MiB (guard pages) */
+#define INSTAR_GPA_MAILBOX 0x9000ull    /* struct instar_hypercall */
+#define INSTAR_GPA_BOOT_INFO 0xA000ull  /* struct instar_boot_info, written by the host */
+#define INSTAR_GPA_TLS 0xB000ull        /* FS base: the stack-protector canary lives at fs:0x28 */
+#define INSTAR_TLS_CANARY_OFFSET 0x28ull
+#define INSTAR_GPA_IDT 0xC000ull        /* 32 exception gates, written by the host */
+#define INSTAR_GPA_TSS 0xD000ull        /* 64-bit TSS: RSP0 = the exception stack */
+#define INSTAR_GPA_EXCEPTION_STACK_TOP 0xF000ull /* exceptions run on [0xE000, 0xF000) */
+#define INSTAR_GPA_STACK_GUARD 0xF000ull /* not present: a stack overflow faults */
+#define INSTAR_GPA_STACK_BOTTOM 0x10000ull
+#define INSTAR_GPA_STACK_TOP 0x100000ull /* 960 KiB of stack, grows down */
+#define INSTAR_GPA_RUNTIME 0x100000ull   /* the runtime is linked to run here */
+#define INSTAR_RUNTIME_MAX_SIZE 0x100000ull /* 1 MiB: runtime + zlib need ~150 KiB */
+#define INSTAR_GPA_MODULES 0x200000ull   /* modules are loaded page-aligned from here; arena follows */
+/* Page 0 (null) and INSTAR_GPA_STACK_GUARD are not present in the guest page tables, and nothing
+ * past the end of RAM is mapped, so wild pointers raise #PF inside the guest.
+ *
+ * The guest runs at CPL 3 from its first instruction; only the exception stubs run at CPL 0,
+ * entered through the host-written IDT and TSS. Under software
+ * virtualization (e.g. kvm-pvm) supervisor code is emulated instruction by instruction while user
+ * code runs natively, so keeping everything but the stubs in user mode is what makes SSE code
+ * (zlib) run at all, and fast. */
+
+/* The runtime image starts with this header (at INSTAR_GPA_RUNTIME) so the host can build the IDT. */
+#define INSTAR_RUNTIME_MAGIC 0x4E555254u /* "TRUN" */
+#define INSTAR_EXCEPTION_VECTORS 32u     /* the architectural exceptions; no IRQs are ever enabled */
+
+struct instar_runtime_header {
+    uint32_t magic;       /* INSTAR_RUNTIME_MAGIC */
+    uint32_t abi_version; /* INSTAR_GUEST_ABI_VERSION */
+    uint64_t entry;       /* CPL-3 entry: rdi = boot info, rsp = INSTAR_GPA_STACK_TOP */
+    uint64_t exception_handlers[INSTAR_EXCEPTION_VECTORS]; /* CPL-0 stubs, one per vector */
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_runtime_header) == 272, "runtime header layout");
+
+/* Guest RAM bounds. RAM is a multiple of 2 MiB (one large page). */
+#define INSTAR_LARGE_PAGE_SIZE 0x200000ull
+#define INSTAR_MIN_GUEST_MEMORY (16ull << 20) /* runtime + modules + a useful arena */
+#define INSTAR_MAX_GUEST_MEMORY (3ull << 30)  /* stays below KVM's TSS pages at 3.99 GiB */
+#define INSTAR_DEFAULT_GUEST_MEMORY (256ull << 20)
+
+/* ---- Hypercalls: fill the mailbox, then one 32-bit store of the call number to the doorbell.
+ * The doorbell is a guest-physical page outside RAM, mapped in the page tables but backed by no
+ * memory, so the store exits to the host (KVM_EXIT_MMIO). A store works at CPL 3, where port
+ * I/O and software interrupts do not under software virtualization (kvm-pvm). ---- */
+#define INSTAR_GPA_DOORBELL 0xE0000000ull /* 3.5 GiB: above the largest RAM, below KVM's pages */
+
+enum instar_hypercall_nr {
+    INSTAR_HC_READ = 1,        /* device, offset, gpa, len: device bytes -> guest RAM */
+    INSTAR_HC_WRITE = 2,       /* device, offset, gpa, len: guest RAM -> writable device */
+    INSTAR_HC_FLUSH = 3,       /* device: make written data durable */
+    INSTAR_HC_DEVICE_INFO = 4, /* device -> out_size, out_flags */
+    INSTAR_HC_RECORD = 5,      /* arg0 = record type, gpa, len: one result record */
+    INSTAR_HC_LOG = 6,         /* gpa, len: one log line (at most INSTAR_MAX_LOG_LINE bytes) */
+    INSTAR_HC_EXIT = 7,        /* arg0 = exit status (an instar::guest::Status value) */
+    INSTAR_HC_FAULT = 8,       /* arg0 = vector, arg1 = rip, arg2 = error code, arg3 = cr2 */
+};
+
+#define INSTAR_DEVICE_WRITABLE 1u /* out_flags bit */
+
+struct instar_hypercall {
+    uint32_t nr;     /* enum instar_hypercall_nr */
+    uint32_t device; /* device index */
+    uint64_t offset; /* byte offset on the device */
+    uint64_t gpa;    /* guest buffer address */
+    uint64_t len;    /* byte count */
+    uint64_t arg0;
+    uint64_t arg1;
+    uint64_t arg2;
+    uint64_t arg3;
+    int64_t ret;        /* host: 0 on success, negative INSTAR_E* otherwise */
+    uint64_t out_size;  /* host: DEVICE_INFO size */
+    uint64_t out_flags; /* host: DEVICE_INFO flags */
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_hypercall) == 88, "mailbox layout");
+INSTAR_ABI_ASSERT(offsetof(struct instar_hypercall, gpa) == 16, "mailbox layout");
+INSTAR_ABI_ASSERT(offsetof(struct instar_hypercall, arg0) == 32, "mailbox layout");
+INSTAR_ABI_ASSERT(offsetof(struct instar_hypercall, ret) == 64, "mailbox layout");
+INSTAR_ABI_ASSERT(offsetof(struct instar_hypercall, out_flags) == 80, "mailbox layout");
+
+/* Recoverable errors the host returns in `ret` (requests that break the rules end the guest). */
+#define INSTAR_EIO 5 /* the host file failed (e.g. it shrank under us) */
+
+/* ---- Limits the host enforces on what the guest sends ---- */
+#define INSTAR_MAX_LOG_LINE 512u            /* one line of diagnostics, not a data channel */
+#define INSTAR_MAX_LOG_LINES 256u           /* later lines are dropped (counted) */
+#define INSTAR_MAX_RECORD_SIZE (64u << 10)  /* the largest record type is far smaller */
+#define INSTAR_MAX_RECORDS 65536u           /* e.g. one map extent each for a fragmented image */
+#define INSTAR_MAX_RECORD_BYTES (16u << 20) /* bounds host memory spent on one guest's output */
+
+/* ---- Boot information the host writes at INSTAR_GPA_BOOT_INFO before the first instruction ---- */
+#define INSTAR_BOOT_MAGIC 0x52415453u /* "STAR" */
+#define INSTAR_MAX_MODULES 8u         /* an overlay over a base needs 2; room to spare */
+#define INSTAR_MAX_DEVICES 16u        /* an image, its backing chain (bounded), one output */
+#define INSTAR_MAX_OP_ARG 2048u       /* operation arguments are small; data comes via devices */
+
+struct instar_module_slot {
+    uint64_t base;  /* load address */
+    uint64_t size;  /* bytes occupied (page-aligned) */
+    uint64_t entry; /* address of instar_module_entry */
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_module_slot) == 24, "module slot layout");
+
+struct instar_boot_info {
+    uint32_t magic;       /* INSTAR_BOOT_MAGIC */
+    uint32_t abi_version; /* INSTAR_GUEST_ABI_VERSION */
+    uint64_t ram_size;
+    uint64_t arena_base; /* the allocator's memory: from after the modules to the end of RAM */
+    uint64_t arena_size;
+    uint32_t device_count;
+    uint32_t module_count;
+    struct instar_module_slot modules[INSTAR_MAX_MODULES];
+    uint32_t op;      /* enum instar_op */
+    uint32_t arg_len; /* bytes used in arg */
+    uint8_t arg[INSTAR_MAX_OP_ARG];
+};
+INSTAR_ABI_ASSERT(offsetof(struct instar_boot_info, modules) == 40, "boot info layout");
+INSTAR_ABI_ASSERT(offsetof(struct instar_boot_info, op) == 232, "boot info layout");
+INSTAR_ABI_ASSERT(sizeof(struct instar_boot_info) == 2288, "boot info layout");
+INSTAR_ABI_ASSERT(sizeof(struct instar_boot_info) <= INSTAR_PAGE_SIZE, "boot info fits its page");
+
+/* ---- Operations the runtime dispatches on ---- */
+enum instar_op {
+    INSTAR_OP_NOP = 0,        /* exit 0 at once: boot latency */
+    INSTAR_OP_SELFTEST = 1,   /* struct instar_selftest_arg -> one INSTAR_REC_SELFTEST */
+    INSTAR_OP_MODULE_RUN = 2, /* call module 0's run(arg): module-defined behaviour */
+    INSTAR_OP_READ_BENCH = 3, /* struct instar_read_bench_arg: read a device range, no record */
+    INSTAR_OP_INFO = 4,       /* struct instar_info_arg -> INSTAR_REC_INFO records (info_sink.h) */
+};
+
+/* INSTAR_OP_INFO: device 0 is the image, devices 1..file_count the files it referenced in an earlier
+ * run (in reference order). Modules 0..module_count-1 are tried in order: the first whose probe
+ * matches reports; the exit status is its info() Status (NeedFiles: run again with the files).
+ * With INSTAR_INFO_FORCE, module 0 reports without probing (the user named the format). When no
+ * module matches, modules with detect_other() may name an unsupported format in the reason. */
+#define INSTAR_INFO_FORCE 1u
+struct instar_info_arg {
+    uint32_t module_count;
+    uint32_t file_count;
+    uint32_t flags;        /* INSTAR_INFO_* */
+    uint32_t qemu_version; /* the profile, major*10000 + minor*100 + micro */
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_info_arg) == 16, "info arg layout");
+
+struct instar_selftest_arg {
+    uint64_t crc_limit; /* crc32 covers min(device size, crc_limit) bytes from offset 0 */
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_selftest_arg) == 8, "selftest arg layout");
+
+struct instar_read_bench_arg {
+    uint32_t device;
+    uint32_t reserved;
+    uint64_t length; /* total bytes, from offset 0 */
+    uint64_t chunk;  /* bytes per hypercall */
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_read_bench_arg) == 24, "read bench arg layout");
+
+/* ---- Result records ---- */
+enum instar_record_type {
+    INSTAR_REC_SELFTEST = 1, /* struct instar_selftest_record */
+    INSTAR_REC_INFO = 2,     /* a chunk of the info token stream (instar/guest/info_sink.h) */
+    INSTAR_REC_TEST = 0x7F00, /* free-form bytes, for tests of the sandbox itself */
+};
+
+#define INSTAR_SELFTEST_MODULE_MATCH 1u /* module 0's probe recognised device 0 */
+
+struct instar_selftest_record {
+    uint64_t device_size;
+    uint64_t bytes_read;
+    uint32_t crc32;
+    uint32_t flags; /* INSTAR_SELFTEST_* */
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_selftest_record) == 24, "selftest record layout");
+
+#endif /* INSTAR_GUEST_ABI_H */

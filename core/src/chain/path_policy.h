@@ -1,0 +1,54 @@
+// The path policy: which files named *inside* an image (backing files, data files, vmdk extents) the
+// host may open. Names from images are untrusted: json:/protocol names, device nodes, anything
+// outside the allowed directories, loops and over-deep chains are refused with a message naming the
+// image, the field, the path and the reason.
+#pragma once
+
+#include "util/expected.h"
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace instar {
+
+// Longest backing chain followed. Real chains (snapshot tools, CI layers) stay well under a dozen;
+// a deep chain costs one VM boot per link, so an unbounded one is a cheap denial of service.
+inline constexpr std::uint32_t MAX_CHAIN_DEPTH = 64;
+
+struct PathPolicy {
+    // Canonical directories whose trees may be opened. Default: the top image's directory.
+    std::vector<std::filesystem::path> allowed_roots;
+};
+
+// A file the policy allowed, opened read-only (regular files only).
+struct OpenedFile {
+    int fd = -1;
+    std::filesystem::path path;    // canonical path of what was opened
+    std::string display;           // the path as qemu would print it (relative names joined, not canonical)
+    std::uint64_t size = 0;
+    std::uint64_t allocated = 0;   // st_blocks * 512
+    std::uint64_t device = 0, inode = 0;
+};
+
+// The policy for a top image: its own directory plus `extra_roots` (--allow-path).
+Expected<PathPolicy> default_policy(const std::filesystem::path& top_image,
+                                    const std::vector<std::string>& extra_roots);
+
+// qemu's rule for where a relative name points: the referring image's directory joined with the
+// name (path_combine), or the name itself when absolute.
+std::string combine_path(std::string_view referring_image, std::string_view name);
+
+// Checks `name` (field `field`, e.g. "backing file") found in `image`, then opens it.
+Expected<OpenedFile> open_referenced(const PathPolicy& policy, const std::string& image, std::string_view field,
+                                     const std::string& name);
+
+// Opens a file the user named on the command line (no policy, but regular files only), with
+// qemu-img's "Could not open" messages.
+Expected<OpenedFile> open_user_file(const std::string& name);
+
+void close_file(OpenedFile& f);
+
+} // namespace instar

@@ -1,0 +1,121 @@
+// `instar info`: qemu-img info's command line; the image is parsed in the sandbox (ops/info_op).
+#include "cli/commands.h"
+#include "cli/help.h"
+#include "ops/guest_info_runner.h"
+#include "ops/info_op.h"
+#include "output/info_render.h"
+#include "output/json_pretty.h"
+
+#include <boost/json.hpp>
+
+#include <ostream>
+
+namespace instar::cli {
+namespace {
+
+// qemu-img 10.0's text (typos included), then instar's own options.
+constexpr std::string_view INFO_HELP =
+    "Usage:\n"
+    "Display information about image.  Usage:\n"
+    "\n"
+    "  qemu-img info [-f FMT | --image-opts] [-b] [-U] [--object OBJDEF]\n"
+    "        [--output human|json] FILENAME\n"
+    "\n"
+    "Arguments:\n"
+    "  -h, --help\n"
+    "     print this help and exit\n"
+    "  -f, --format FMT\n"
+    "     specify FILENAME image format explicitly\n"
+    "  --image-opts\n"
+    "     indicates that FILENAME is a complete image specification\n"
+    "     instead of a file name (incompatible with --format)\n"
+    "  -b, --backing-chain\n"
+    "     display information about backing chaing\n"
+    "  (in case the image is stacked\n"
+    "  -U, --force-share\n"
+    "     open image in shared mode for concurrent access\n"
+    "  --object OBJDEF\n"
+    "     QEMU user-creatable object (eg encryption key)\n"
+    "  --output human|json\n"
+    "     specify output format name (default human)\n"
+    "  FILENAME\n"
+    "     image file name (or specification with --image-opts)\n"
+    "\n"
+    "instar options:\n"
+    "  --allow-path DIR\n"
+    "     also allow files named inside images (backing files, extents) under DIR\n"
+    "  --unsafe-quirks\n"
+    "     qemu-img's raw fallback for unrecognised files (see docs/quirks.md)\n"
+    "\n";
+
+} // namespace
+
+int cmd_info(Context& ctx, std::span<const std::string> args) {
+    po::options_description opts("info options");
+    opts.add_options()
+        ("help,h", "")
+        ("format,f", po::value<std::string>())
+        ("image-opts", "")
+        ("backing-chain,b", "")
+        ("force-share,U", "")
+        ("output", po::value<std::string>()->default_value("human"))
+        ("object", po::value<std::vector<std::string>>())
+        ("allow-path", po::value<std::vector<std::string>>())
+        ("unsafe-quirks", "");
+    int status = 0;
+    auto parsed = parse_command(ctx, "info", opts, args, status);
+    if (!parsed)
+        return status;
+    const auto& vm = parsed->vm;
+    if (vm.count("help")) {
+        print_command_help(ctx, INFO_HELP);
+        return 0;
+    }
+    const auto output = parse_output_format(ctx, "info", vm["output"].as<std::string>());
+    if (!output)
+        return 1;
+    if (parsed->positional.size() != 1)
+        return report_usage_error(ctx, "info", "Expecting one image file name");
+    if (vm.count("image-opts"))
+        return report_error(ctx, "--image-opts is not supported: instar opens only plain image files");
+
+    // Start creating the VM now, so it overlaps plugin loading and the host-side work.
+    vmm::prewarm(ctx.sandbox_config());
+    InfoOptions io;
+    io.filename = parsed->positional[0];
+    if (vm.count("format"))
+        io.format = vm["format"].as<std::string>();
+    io.backing_chain = vm.count("backing-chain") > 0;
+    io.unsafe_quirks = vm.count("unsafe-quirks") > 0;
+    if (vm.count("allow-path"))
+        io.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
+
+    auto runner = make_sandbox_info_runner(ctx.sandbox_config(), ctx.profile.version);
+    if (!runner)
+        return report_error(ctx, runner.error());
+    auto nodes = collect_info(io, ctx.plugins(), *runner);
+    if (!nodes)
+        return report_error(ctx, nodes.error());
+
+    if (*output == OutputFormat::Json) {
+        if (io.backing_chain) {
+            boost::json::array all;
+            for (const auto& n : *nodes)
+                all.push_back(info_json(n, ctx.profile));
+            ctx.out << qemu_json_pretty(all) << '\n';
+        } else {
+            ctx.out << qemu_json_pretty(info_json(nodes->front(), ctx.profile)) << '\n';
+        }
+        return 0;
+    }
+    bool first = true;
+    for (const auto& n : *nodes) {
+        if (!first)
+            ctx.out << '\n';
+        first = false;
+        ctx.out << render_info_human(n, ctx.profile);
+    }
+    return 0;
+}
+
+} // namespace instar::cli

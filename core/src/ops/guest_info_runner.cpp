@@ -1,0 +1,87 @@
+// Sandbox-backed info runs: module selection, device list, INFO record decoding.
+#include "ops/guest_info_runner.h"
+
+#include "info/info_decode.h"
+
+#include <filesystem>
+
+namespace instar {
+namespace {
+
+// The guest's failure reason is shown to the user: keep it one short printable line.
+constexpr std::size_t MAX_REASON = 200;
+
+std::string printable(const std::string& text) {
+    std::string s;
+    for (char c : text) {
+        if (s.size() >= MAX_REASON)
+            break;
+        s += (c >= 0x20 && c < 0x7f) ? c : '?';
+    }
+    return s;
+}
+
+Expected<std::string> module_for(const LoadedPlugin& p) {
+    if (!p->guest_module)
+        return Error{"the " + std::string(p->name) + " plugin (" + p.file.string() + ") has no guest half"};
+    const auto beside = p.guest_module_path();
+    std::error_code ec;
+    if (std::filesystem::exists(beside, ec))
+        return beside.string();
+    std::string found = vmm::find_guest_module(p->guest_module);
+    if (found.empty())
+        return Error{"the guest half of the " + std::string(p->name) + " plugin (" + p->guest_module +
+                     ") is not installed"};
+    return found;
+}
+
+} // namespace
+
+Expected<GuestInfoRunner> make_sandbox_info_runner(const vmm::SandboxConfig& config, std::uint32_t qemu_version) {
+    if (auto err = vmm::check_kvm())
+        return Error{err->message};
+    return GuestInfoRunner([config, qemu_version](const std::vector<const LoadedPlugin*>& candidates, bool force,
+                                    const OpenedFile& image,
+                                    const std::vector<OpenedFile>& files) -> Expected<GuestInfoResult> {
+        if (candidates.size() > INSTAR_MAX_MODULES)
+            return Error{"too many candidate formats"};
+        std::vector<std::string> modules;
+        for (const LoadedPlugin* p : candidates) {
+            auto m = module_for(*p);
+            if (!m)
+                return Error{m.error()};
+            modules.push_back(*m);
+        }
+        std::vector<vmm::Device> devices{{image.fd, image.size, false}};
+        for (const auto& f : files)
+            devices.push_back({f.fd, f.size, false});
+        instar_info_arg arg{static_cast<std::uint32_t>(modules.size()), static_cast<std::uint32_t>(files.size()),
+                            force ? INSTAR_INFO_FORCE : 0u, qemu_version};
+        // SAFETY: instar_info_arg is a trivially-copyable ABI struct with no padding (static_assert).
+        const auto* a = reinterpret_cast<const std::uint8_t*>(&arg);
+        auto run = vmm::run(config, devices, modules, INSTAR_OP_INFO, {a, sizeof arg});
+        if (!run)
+            return Error{run.error().message};
+        GuestInfoResult out;
+        out.status = static_cast<guest::Status>(run->exit_status);
+        std::vector<std::uint8_t> stream;
+        for (const auto& rec : run->records) {
+            if (rec.type == INSTAR_REC_INFO)
+                stream.insert(stream.end(), rec.data.begin(), rec.data.end());
+            else
+                return Error{"the sandbox sent an unexpected record type " + std::to_string(rec.type)};
+        }
+        const bool good = out.status == guest::Status::Ok || out.status == guest::Status::NeedFiles;
+        auto decoded = decode_info(stream, good);
+        if (!decoded) {
+            if (good)
+                return Error{decoded.error()};
+            return out; // a failed run's garbled report: the status alone explains it
+        }
+        out.info = std::move(*decoded);
+        out.detail = printable(out.info.reason);
+        return out;
+    });
+}
+
+} // namespace instar

@@ -1,0 +1,62 @@
+// Magic-byte comparison of plugin probe rules against a file's first and last bytes.
+#include "ops/host_probe.h"
+
+#include <algorithm>
+#include <cstring>
+#include <unistd.h>
+
+namespace instar {
+namespace {
+
+std::vector<std::uint8_t> read_window(int fd, std::uint64_t offset, std::uint64_t len) {
+    std::vector<std::uint8_t> buf(len);
+    std::size_t got = 0;
+    while (got < len) {
+        const ssize_t n = ::pread(fd, buf.data() + got, len - got, static_cast<off_t>(offset + got));
+        if (n <= 0)
+            break;
+        got += static_cast<std::size_t>(n);
+    }
+    buf.resize(got);
+    return buf;
+}
+
+} // namespace
+
+bool rule_matches(const ProbeRule& rule, std::span<const std::uint8_t> head, std::span<const std::uint8_t> tail,
+                  std::uint64_t file_size) {
+    for (std::uint32_t i = 0; i < rule.match_count; ++i) {
+        const ProbeMatch& m = rule.matches[i];
+        if (m.anchor == ProbeMatch::FromStart) {
+            if (m.offset > head.size() || m.length > head.size() - m.offset)
+                return false;
+            if (std::memcmp(head.data() + m.offset, m.bytes, m.length) != 0)
+                return false;
+        } else {
+            // FromEnd: the match starts `offset` bytes before EOF.
+            if (m.offset > file_size || m.offset > tail.size() || m.length > m.offset)
+                return false;
+            if (std::memcmp(tail.data() + (tail.size() - m.offset), m.bytes, m.length) != 0)
+                return false;
+        }
+    }
+    return true;
+}
+
+std::vector<const LoadedPlugin*> host_probe(const PluginRegistry& plugins, const OpenedFile& file) {
+    const std::uint64_t window = std::min<std::uint64_t>(file.size, HOST_PROBE_WINDOW);
+    const auto head = read_window(file.fd, 0, window);
+    const auto tail = read_window(file.fd, file.size - window, window);
+    std::vector<const LoadedPlugin*> out;
+    for (const auto& p : plugins.plugins()) {
+        for (std::uint32_t r = 0; r < p->probe_rule_count; ++r) {
+            if (rule_matches(p->probe_rules[r], head, tail, file.size)) {
+                out.push_back(&p);
+                break;
+            }
+        }
+    }
+    return out;
+}
+
+} // namespace instar

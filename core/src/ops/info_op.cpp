@@ -1,0 +1,187 @@
+// The info operation's host side: detection, reruns for referenced files, chains, node assembly.
+#include "ops/info_op.h"
+
+#include "ops/host_probe.h"
+
+#include <set>
+#include <utility>
+
+namespace instar {
+namespace {
+
+using guest::FileRole;
+using guest::Status;
+
+// Closes every file opened for one inspection when it goes out of scope.
+struct FileSet {
+    std::vector<OpenedFile> files;
+    ~FileSet() {
+        for (auto& f : files)
+            close_file(f);
+    }
+};
+
+Error could_not_open(const std::string& name, const std::string& why) {
+    return Error{"Could not open '" + name + "': " + why};
+}
+
+// Not recognised by any plugin's magic bytes (qemu-img would fall back to raw).
+constexpr const char* NOT_RECOGNISED =
+    "image format not recognised: no known signature and no partition table (instar never guesses raw; "
+    "use -f raw, or --unsafe-quirks for qemu-img's fallback)";
+
+struct Candidates {
+    std::vector<const LoadedPlugin*> plugins;
+    bool force = false; // the guest must not re-probe: the user named the format
+};
+
+Expected<Candidates> candidates_for(const InfoOptions& opts, const PluginRegistry& plugins, const OpenedFile& image,
+                                    const std::string& name, const std::optional<std::string>& format) {
+    if (format) {
+        const LoadedPlugin* p = plugins.find(*format);
+        if (!p)
+            return could_not_open(name, "Unknown driver '" + *format + "'");
+        return Candidates{{p}, true};
+    }
+    Candidates c{host_probe(plugins, image), false};
+    if (!c.plugins.empty())
+        return c;
+    const LoadedPlugin* raw = plugins.find("raw");
+    if (!raw)
+        return could_not_open(name, NOT_RECOGNISED);
+    // --unsafe-quirks: qemu-img's raw fallback. Otherwise raw's module only names what it sees.
+    return Candidates{{raw}, opts.unsafe_quirks};
+}
+
+struct Inspected {
+    NodeInfo node;
+    std::optional<std::string> backing_name;
+    std::optional<std::string> backing_format;
+};
+
+Expected<Inspected> inspect(const InfoOptions& opts, const PluginRegistry& plugins, const GuestInfoRunner& run_guest,
+                            const PathPolicy& policy, const OpenedFile& image, const std::string& name,
+                            const std::optional<std::string>& format) {
+    auto candidates = candidates_for(opts, plugins, image, name, format);
+    if (!candidates)
+        return Error{candidates.error()};
+    FileSet referenced;
+    auto run = run_guest(candidates->plugins, candidates->force, image, referenced.files);
+    if (!run)
+        return could_not_open(name, run.error());
+    if (run->status == Status::NeedFiles) {
+        // The image names files it is made of (vmdk extents): open each through the policy, rerun.
+        for (const auto& ref : run->info.files) {
+            if (ref.role != FileRole::Extent)
+                continue;
+            auto f = open_referenced(policy, name, "extent file", ref.name);
+            if (!f)
+                return could_not_open(name, f.error());
+            referenced.files.push_back(*f);
+        }
+        run = run_guest(candidates->plugins, candidates->force, image, referenced.files);
+        if (!run)
+            return could_not_open(name, run.error());
+        if (run->status == Status::NeedFiles)
+            return could_not_open(name, "the format module asked for its files twice");
+    }
+    if (run->status == Status::Unsupported && run->detail == "no format module recognised the image")
+        return could_not_open(name, NOT_RECOGNISED);
+    if (run->status == Status::Unsupported && run->detail.rfind("unsupported format: ", 0) == 0)
+        return could_not_open(name, "image format '" + run->detail.substr(20) +
+                                        "' is not supported by instar (it is never treated as raw)");
+    if (run->status != Status::Ok)
+        return could_not_open(name, run->detail.empty() ? status_message(run->status) : run->detail);
+    const ImageInfo& info = run->info;
+    bool claimed = false;
+    for (const LoadedPlugin* c : candidates->plugins)
+        claimed |= c->answers_to(info.format);
+    if (!claimed)
+        return could_not_open(name, "the sandbox reported format '" + info.format + "', which was not probed");
+
+    Inspected out;
+    NodeInfo& n = out.node;
+    n.filename = name;
+    n.format = info.format;
+    n.dirty_flag = info.dirty.value_or(false);
+    std::uint64_t allocated = image.allocated;
+    for (const auto& f : referenced.files)
+        allocated += f.allocated;
+    n.actual_size = allocated;
+    n.virtual_size = info.virtual_size;
+    n.cluster_size = info.cluster_size;
+    n.encrypted = info.encrypted;
+    if (const FileReference* b = info.first_file(FileRole::Backing)) {
+        n.backing_filename = b->name;
+        n.full_backing_filename = combine_path(name, b->name);
+        n.backing_filename_format = info.backing_format;
+        out.backing_name = b->name;
+        out.backing_format = info.backing_format;
+    }
+    n.snapshots = info.snapshots;
+    n.specific_type = info.specific_type;
+    n.specific = info.specific;
+    n.children.emplace_back("file", file_protocol_node(name, image.size, image.allocated));
+    for (std::size_t i = 0; i < referenced.files.size(); ++i) {
+        const OpenedFile& f = referenced.files[i];
+        n.children.emplace_back("extents." + std::to_string(i), file_protocol_node(f.display, f.size, f.allocated));
+    }
+    return out;
+}
+
+} // namespace
+
+std::string status_message(Status s) {
+    switch (s) {
+    case Status::Ok: return "success";
+    case Status::IoError: return "I/O error while reading the image";
+    case Status::Corrupt: return "the image is corrupt";
+    case Status::Unsupported: return "the image uses a feature instar does not support";
+    case Status::TooLarge: return "the image exceeds one of instar's safety limits";
+    case Status::NoMemory: return "the image needs more memory than the sandbox allows (see --max-guest-memory)";
+    case Status::Invalid: return "internal error: invalid request to the format module";
+    case Status::NeedFiles: return "the image needs other files";
+    }
+    return "unknown error " + std::to_string(static_cast<int>(s));
+}
+
+Expected<std::vector<NodeInfo>> collect_info(const InfoOptions& opts, const PluginRegistry& plugins,
+                                             const GuestInfoRunner& run_guest) {
+    auto policy = default_policy(opts.filename, opts.allow_paths);
+    if (!policy)
+        return Error{policy.error()};
+    auto top = open_user_file(opts.filename);
+    if (!top)
+        return Error{top.error()};
+    FileSet chain;
+    chain.files.push_back(*top);
+
+    std::vector<NodeInfo> nodes;
+    std::set<std::pair<std::uint64_t, std::uint64_t>> seen{{top->device, top->inode}};
+    std::string name = opts.filename;
+    std::optional<std::string> format = opts.format;
+    const OpenedFile* current = &chain.files.back();
+    for (;;) {
+        auto inspected = inspect(opts, plugins, run_guest, *policy, *current, name, format);
+        if (!inspected)
+            return Error{inspected.error()};
+        nodes.push_back(std::move(inspected->node));
+        if (!opts.backing_chain || !inspected->backing_name)
+            break;
+        if (nodes.size() >= MAX_CHAIN_DEPTH)
+            return Error{name + ": backing chain longer than " + std::to_string(MAX_CHAIN_DEPTH) + " images"};
+        auto next = open_referenced(*policy, name, "backing file", *inspected->backing_name);
+        if (!next)
+            return Error{next.error()};
+        chain.files.push_back(*next);
+        if (!seen.insert({next->device, next->inode}).second)
+            return Error{name + ": backing file '" + *inspected->backing_name +
+                         "' refused: it loops back to an image already in the chain"};
+        name = next->display;
+        format = inspected->backing_format;
+        current = &chain.files.back();
+    }
+    return nodes;
+}
+
+} // namespace instar

@@ -1,0 +1,47 @@
+// `info` as an operation: pick candidate formats, have the guest parse the image (and, for formats
+// that name other files, run again with those files attached), walk the backing chain through the
+// path policy, and assemble the nodes the renderer prints.
+#pragma once
+
+#include "chain/path_policy.h"
+#include "info/image_info.h"
+#include "output/node_info.h"
+#include "plugins/registry.h"
+#include "util/expected.h"
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace instar {
+
+struct GuestInfoResult {
+    guest::Status status = guest::Status::Ok;
+    ImageInfo info;     // valid when status is Ok or NeedFiles
+    std::string detail; // the guest's one-line reason when status is an error (untrusted, printable)
+};
+
+// Runs the guest half of `candidates` (in probe order; the first whose guest probe matches reports)
+// on `image`, with `files` attached after it; with `force`, candidate 0 reports without probing (the
+// user named the format). The real runner boots the sandbox; tests may run format code hosted.
+using GuestInfoRunner = std::function<Expected<GuestInfoResult>(const std::vector<const LoadedPlugin*>& candidates,
+                                                                bool force, const OpenedFile& image,
+                                                                const std::vector<OpenedFile>& files)>;
+
+struct InfoOptions {
+    std::string filename;
+    std::optional<std::string> format; // -f
+    bool backing_chain = false;
+    bool unsafe_quirks = false; // qemu's raw fallback for unrecognised files
+    std::vector<std::string> allow_paths;
+};
+
+// The nodes to print: one, or the whole chain (top first) with --backing-chain.
+Expected<std::vector<NodeInfo>> collect_info(const InfoOptions& opts, const PluginRegistry& plugins,
+                                             const GuestInfoRunner& run_guest);
+
+// The human name of a guest Status for messages.
+std::string status_message(guest::Status s);
+
+} // namespace instar

@@ -1,0 +1,37 @@
+// One node of `qemu-img info` output (qemu's BlockNodeInfo / BlockGraphInfo), as the host assembles
+// it from the guest's validated report and what the host itself knows (names, file sizes).
+#pragma once
+
+#include "info/image_info.h"
+
+#include <boost/json/object.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace instar {
+
+struct NodeInfo {
+    std::string filename;
+    std::string format;
+    bool dirty_flag = false;
+    std::optional<std::uint64_t> actual_size;
+    std::uint64_t virtual_size = 0;
+    std::optional<std::uint64_t> cluster_size;
+    std::optional<bool> encrypted;
+    std::optional<std::string> backing_filename;
+    std::optional<std::string> full_backing_filename;
+    std::optional<std::string> backing_filename_format;
+    std::vector<SnapshotEntry> snapshots; // printed only when non-empty, as qemu does
+    std::optional<std::string> specific_type;
+    boost::json::object specific; // "data", in QAPI field order
+    std::vector<std::pair<std::string, NodeInfo>> children; // 8.0+: "file", "extents.0", ...
+};
+
+// The protocol node qemu 8.0+ shows as Child node '/file': a plain file's length and allocation.
+NodeInfo file_protocol_node(const std::string& filename, std::uint64_t length, std::uint64_t allocated);
+
+} // namespace instar

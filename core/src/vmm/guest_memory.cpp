@@ -1,0 +1,55 @@
+// Guest RAM mapping: reserve PROT_NONE, open the 2 MiB-aligned middle read-write.
+#include "vmm/guest_memory.h"
+
+#include <sys/mman.h>
+
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+namespace instar::vmm {
+
+namespace {
+// A guard on each side catches host-side overruns of guest buffers; 2 MiB of slack also lets RAM
+// start on a large-page boundary so the kernel can back it with huge pages.
+constexpr std::uint64_t GUARD_SIZE = INSTAR_LARGE_PAGE_SIZE;
+} // namespace
+
+Outcome<GuestMemory> GuestMemory::create(std::uint64_t size) {
+    if (size == 0 || size % INSTAR_LARGE_PAGE_SIZE != 0 || size > INSTAR_MAX_GUEST_MEMORY) {
+        return SandboxError{ErrorKind::Config, "guest memory size " + std::to_string(size) +
+                                                   " is not a multiple of 2 MiB within the cap", {}};
+    }
+    GuestMemory m;
+    m.reservation_size_ = size + 3 * GUARD_SIZE; // one guard each side plus alignment slack
+    // MAP_NORESERVE: the guest only costs the pages it touches.
+    m.reservation_ = ::mmap(nullptr, m.reservation_size_, PROT_NONE,
+                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m.reservation_ == MAP_FAILED) {
+        m.reservation_ = nullptr;
+        return SandboxError{ErrorKind::HostResource,
+                            std::string("cannot reserve guest memory: ") + std::strerror(errno), {}};
+    }
+    // SAFETY: address arithmetic only; nothing is dereferenced until mprotect below succeeds.
+    auto start = reinterpret_cast<std::uintptr_t>(m.reservation_) + GUARD_SIZE;
+    start = (start + INSTAR_LARGE_PAGE_SIZE - 1) & ~(INSTAR_LARGE_PAGE_SIZE - 1);
+    // SAFETY: [start, start + size) lies inside the reservation with >= GUARD_SIZE on each side.
+    m.base_ = reinterpret_cast<std::uint8_t*>(start);
+    m.size_ = size;
+    if (::mprotect(m.base_, size, PROT_READ | PROT_WRITE) != 0) {
+        return SandboxError{ErrorKind::HostResource,
+                            std::string("cannot map guest memory: ") + std::strerror(errno), {}};
+    }
+    return m;
+}
+
+GuestMemory::GuestMemory(GuestMemory&& o) noexcept
+    : reservation_(std::exchange(o.reservation_, nullptr)),
+      reservation_size_(std::exchange(o.reservation_size_, 0)), base_(std::exchange(o.base_, nullptr)),
+      size_(std::exchange(o.size_, 0)) {}
+
+GuestMemory::~GuestMemory() {
+    if (reservation_ != nullptr) ::munmap(reservation_, reservation_size_);
+}
+
+} // namespace instar::vmm

@@ -1,0 +1,39 @@
+// Guest RAM: one anonymous mapping with PROT_NONE guard regions on both sides.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "vmm/sandbox.h"
+
+namespace instar::vmm {
+
+class GuestMemory {
+public:
+    // size must be a multiple of INSTAR_LARGE_PAGE_SIZE (the caller rounds the config).
+    static Outcome<GuestMemory> create(std::uint64_t size);
+
+    GuestMemory(GuestMemory&& o) noexcept;
+    GuestMemory& operator=(GuestMemory&&) = delete;
+    GuestMemory(const GuestMemory&) = delete;
+    ~GuestMemory();
+
+    std::uint8_t* host_base() const { return base_; }
+    std::uint64_t size() const { return size_; }
+
+    // The host address of guest range [gpa, gpa + len), or nullptr unless it lies wholly inside
+    // RAM. Overflow-safe for any gpa and len a guest can send.
+    std::uint8_t* range(std::uint64_t gpa, std::uint64_t len) const {
+        if (gpa > size_ || len > size_ - gpa) return nullptr;
+        return base_ + gpa;
+    }
+
+private:
+    GuestMemory() = default;
+    void* reservation_ = nullptr;
+    std::size_t reservation_size_ = 0;
+    std::uint8_t* base_ = nullptr;
+    std::uint64_t size_ = 0;
+};
+
+} // namespace instar::vmm

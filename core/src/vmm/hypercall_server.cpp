@@ -1,0 +1,176 @@
+// Hypercall validation and service. Nothing from the mailbox reaches a syscall unchecked.
+#include "vmm/hypercall_server.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+namespace instar::vmm {
+
+namespace {
+
+SandboxError bad_request(const std::string& what) {
+    return {ErrorKind::GuestBadRequest, "guest made a bad request: " + what, {}};
+}
+
+std::string hex(std::uint64_t v) {
+    char buf[24];
+    std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+    return buf;
+}
+
+// Large requests move in pieces this big, so the watchdog is checked at least this often.
+constexpr std::uint64_t TRANSFER_PIECE = 64ull << 20;
+
+enum class Transfer { Done, Failed, TimedOut };
+
+// pread/pwrite the whole range, retrying short transfers and signals (the watchdog's included).
+Transfer transfer(int fd, std::uint8_t* buf, std::uint64_t len, std::uint64_t offset, bool write,
+                  const Watchdog& watchdog) {
+    while (len > 0) {
+        if (watchdog.expired()) return Transfer::TimedOut;
+        const std::size_t piece = len > TRANSFER_PIECE ? TRANSFER_PIECE : static_cast<std::size_t>(len);
+        const ssize_t n = write ? ::pwrite(fd, buf, piece, static_cast<off_t>(offset))
+                                : ::pread(fd, buf, piece, static_cast<off_t>(offset));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return Transfer::Failed; // error, or the file shrank under us
+        buf += n;
+        len -= static_cast<std::uint64_t>(n);
+        offset += static_cast<std::uint64_t>(n);
+    }
+    return Transfer::Done;
+}
+
+} // namespace
+
+std::string cpu_exception_name(std::uint64_t vector) {
+    static constexpr const char* NAMES[32] = {
+        "#DE divide error", "#DB debug", "NMI", "#BP breakpoint", "#OF overflow", "#BR bound range",
+        "#UD invalid opcode", "#NM device not available", "#DF double fault", "coprocessor overrun",
+        "#TS invalid TSS", "#NP segment not present", "#SS stack fault", "#GP general protection",
+        "#PF page fault", "reserved", "#MF x87 error", "#AC alignment check", "#MC machine check",
+        "#XM SIMD exception", "#VE virtualization exception", "#CP control protection"};
+    if (vector < 32 && NAMES[vector] != nullptr) return NAMES[vector];
+    return "vector " + std::to_string(vector);
+}
+
+const Device* HypercallServer::device(std::uint32_t index) const {
+    return index < devices_.size() ? &devices_[index] : nullptr;
+}
+
+Outcome<HypercallServer::Next> HypercallServer::serve() {
+    std::uint8_t* slot = mem_.range(INSTAR_GPA_MAILBOX, sizeof(instar_hypercall));
+    instar_hypercall req{};
+    // SAFETY: copy out of guest memory first (the mailbox page is inside RAM by the memory map);
+    // every check below then looks at this private copy, never at memory the guest can change.
+    std::memcpy(&req, slot, sizeof(req));
+    instar_hypercall reply = req;
+    reply.ret = 0;
+    Outcome<Next> next = Next::Resume;
+    switch (req.nr) {
+    case INSTAR_HC_READ: next = read_or_write(req, reply, false); break;
+    case INSTAR_HC_WRITE: next = read_or_write(req, reply, true); break;
+    case INSTAR_HC_FLUSH: {
+        const Device* d = device(req.device);
+        if (d == nullptr) return bad_request("flush of device " + std::to_string(req.device) + ", which does not exist");
+        if (d->writable && ::fdatasync(d->fd) != 0) reply.ret = -INSTAR_EIO;
+        break;
+    }
+    case INSTAR_HC_DEVICE_INFO: {
+        const Device* d = device(req.device);
+        if (d == nullptr) return bad_request("info on device " + std::to_string(req.device) + ", which does not exist");
+        reply.out_size = d->size;
+        reply.out_flags = d->writable ? INSTAR_DEVICE_WRITABLE : 0;
+        break;
+    }
+    case INSTAR_HC_RECORD: next = record(req); break;
+    case INSTAR_HC_LOG: next = log(req); break;
+    case INSTAR_HC_EXIT:
+        result_.exit_status = static_cast<std::int32_t>(static_cast<std::uint32_t>(req.arg0));
+        return Next::Exit;
+    case INSTAR_HC_FAULT: {
+        std::string msg = "guest CPU exception " + cpu_exception_name(req.arg0) + " at rip " + hex(req.arg1);
+        if (req.arg0 == 14) msg += " (address " + hex(req.arg3) + ", error code " + hex(req.arg2) + ")";
+        return SandboxError{ErrorKind::GuestFault, msg, {}};
+    }
+    default: return bad_request("unknown hypercall " + std::to_string(req.nr));
+    }
+    if (!next) return next;
+    std::memcpy(slot, &reply, sizeof(reply));
+    return next;
+}
+
+Outcome<HypercallServer::Next> HypercallServer::read_or_write(const instar_hypercall& req,
+                                                              instar_hypercall& reply, bool write) {
+    const char* verb = write ? "write" : "read";
+    const Device* d = device(req.device);
+    if (d == nullptr) {
+        return bad_request(std::string(verb) + " on device " + std::to_string(req.device) + ", which does not exist (" +
+                           std::to_string(devices_.size()) + " attached)");
+    }
+    if (write && !d->writable) return bad_request("write to read-only device " + std::to_string(req.device));
+    if (req.offset > d->size || req.len > d->size - req.offset) {
+        return bad_request(std::string(verb) + " past the end of device " + std::to_string(req.device) + ": offset " +
+                           std::to_string(req.offset) + " + length " + std::to_string(req.len) + " > size " +
+                           std::to_string(d->size));
+    }
+    std::uint8_t* buf = mem_.range(req.gpa, req.len);
+    if (buf == nullptr) {
+        return bad_request(std::string(verb) + " buffer " + hex(req.gpa) + " + " + std::to_string(req.len) +
+                           " lies outside guest RAM (" + std::to_string(mem_.size()) + " bytes)");
+    }
+    // SAFETY: [buf, buf + len) was checked to lie inside the guest mapping just above.
+    switch (transfer(d->fd, buf, req.len, req.offset, write, watchdog_)) {
+    case Transfer::Done: break;
+    case Transfer::Failed: reply.ret = -INSTAR_EIO; break;
+    case Transfer::TimedOut:
+        return SandboxError{ErrorKind::GuestTimeout, "guest ran past its time budget and was stopped (during a device "
+                                                     + std::string(verb) + ")", {}};
+    }
+    return Next::Resume;
+}
+
+Outcome<HypercallServer::Next> HypercallServer::record(const instar_hypercall& req) {
+    if (req.len > INSTAR_MAX_RECORD_SIZE) {
+        return SandboxError{ErrorKind::GuestBadRecord,
+                            "guest sent an oversized record (" + std::to_string(req.len) + " bytes, limit " +
+                                std::to_string(INSTAR_MAX_RECORD_SIZE) + "); its output was discarded",
+                            {}};
+    }
+    if (req.arg0 == 0 || req.arg0 > UINT32_MAX) {
+        return SandboxError{ErrorKind::GuestBadRecord, "guest sent a record of invalid type " + std::to_string(req.arg0), {}};
+    }
+    if (result_.records.size() >= INSTAR_MAX_RECORDS || req.len > INSTAR_MAX_RECORD_BYTES - record_bytes_) {
+        return SandboxError{ErrorKind::GuestBadRecord, "guest sent more records than the limits allow; output discarded", {}};
+    }
+    const std::uint8_t* src = mem_.range(req.gpa, req.len);
+    if (src == nullptr) return bad_request("record buffer " + hex(req.gpa) + " lies outside guest RAM");
+    // SAFETY: [src, src + len) is inside guest RAM (checked above); copied out before any use.
+    result_.records.push_back(Record{static_cast<std::uint32_t>(req.arg0), {src, src + req.len}});
+    record_bytes_ += req.len;
+    return Next::Resume;
+}
+
+Outcome<HypercallServer::Next> HypercallServer::log(const instar_hypercall& req) {
+    if (req.len > INSTAR_MAX_LOG_LINE) {
+        return SandboxError{ErrorKind::GuestBadRecord,
+                            "guest sent a log line of " + std::to_string(req.len) + " bytes (limit " +
+                                std::to_string(INSTAR_MAX_LOG_LINE) + ")",
+                            {}};
+    }
+    const std::uint8_t* src = mem_.range(req.gpa, req.len);
+    if (src == nullptr) return bad_request("log buffer " + hex(req.gpa) + " lies outside guest RAM");
+    if (result_.log.size() >= INSTAR_MAX_LOG_LINES) {
+        ++result_.dropped_log_lines;
+        return Next::Resume;
+    }
+    std::string line;
+    // SAFETY: [src, src + len) is inside guest RAM; non-printable bytes never reach a terminal.
+    for (std::uint64_t i = 0; i < req.len; ++i) line += (src[i] >= 0x20 && src[i] < 0x7f) ? char(src[i]) : '?';
+    result_.log.push_back(std::move(line));
+    return Next::Resume;
+}
+
+} // namespace instar::vmm

@@ -1,0 +1,144 @@
+// run(): validate the request, lay out guest RAM, boot the VM, collect what the guest reported.
+#include "vmm/sandbox.h"
+
+#include <sys/random.h>
+
+#include <cstring>
+
+#include "vmm/guest_image.h"
+#include "vmm/guest_memory.h"
+#include "vmm/hypercall_server.h"
+#include "vmm/kvm_system.h"
+#include "vmm/reaper.h"
+#include "vmm/spare_vm.h"
+#include "vmm/vm.h"
+#include "vmm/watchdog.h"
+#include "vmm/x86_boot.h"
+
+namespace instar::vmm {
+
+namespace {
+
+SandboxError config_error(const std::string& msg) { return {ErrorKind::Config, msg, {}}; }
+
+std::optional<SandboxError> check_request(const SandboxConfig& config, std::span<const Device> devices,
+                                          std::span<const std::string> modules, std::span<const std::uint8_t> arg) {
+    const std::uint64_t ram = config.max_guest_memory & ~(INSTAR_LARGE_PAGE_SIZE - 1);
+    if (ram < INSTAR_MIN_GUEST_MEMORY || ram > INSTAR_MAX_GUEST_MEMORY) {
+        return config_error("guest memory must be between " + std::to_string(INSTAR_MIN_GUEST_MEMORY >> 20) +
+                            " MiB and " + std::to_string(INSTAR_MAX_GUEST_MEMORY >> 20) + " MiB, not " +
+                            std::to_string(config.max_guest_memory) + " bytes");
+    }
+    if (config.timeout.count() <= 0) return config_error("the guest time budget must be positive");
+    if (devices.size() > INSTAR_MAX_DEVICES) return config_error("too many devices for one guest");
+    std::size_t writable = 0;
+    for (const Device& d : devices) {
+        if (d.fd < 0) return config_error("a device has no open file");
+        writable += d.writable ? 1 : 0;
+    }
+    if (writable > 1) return config_error("at most one device may be writable");
+    if (modules.size() > INSTAR_MAX_MODULES) return config_error("too many guest modules for one guest");
+    if (arg.size() > INSTAR_MAX_OP_ARG) return config_error("operation argument too large");
+    return std::nullopt;
+}
+
+std::uint64_t random_canary() {
+    std::uint64_t v = 0;
+    if (::getrandom(&v, sizeof v, GRND_NONBLOCK) != static_cast<ssize_t>(sizeof v)) {
+        v = static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) * 0x9e3779b97f4a7c15ull;
+    }
+    return v & ~0xffull; // a zero low byte stops string overruns from copying past it
+}
+
+Outcome<RunResult> boot_and_run(PreparedVm& vm, const GuestImage& rt,
+                                const std::vector<std::shared_ptr<const GuestImage>>& images,
+                                std::span<const Device> devices, std::uint32_t op, std::span<const std::uint8_t> arg,
+                                std::chrono::milliseconds timeout) {
+    GuestMemory& m = vm.memory;
+    const std::uint64_t ram = m.size();
+    x86::write_boot_tables({m.host_base(), m.size()},
+                           std::span<const std::uint64_t, INSTAR_EXCEPTION_VECTORS>(rt.exception_handlers));
+    if (!place_guest_image(rt, m, INSTAR_GPA_RUNTIME)) {
+        return SandboxError{ErrorKind::GuestImage, "the guest runtime does not fit in guest memory", {}};
+    }
+    instar_boot_info boot{};
+    boot.magic = INSTAR_BOOT_MAGIC;
+    boot.abi_version = INSTAR_GUEST_ABI_VERSION;
+    boot.ram_size = ram;
+    std::uint64_t next = INSTAR_GPA_MODULES;
+    for (std::size_t i = 0; i < images.size(); ++i) {
+        const GuestImage& img = *images[i];
+        if (!place_guest_image(img, m, next)) return config_error("guest memory is too small for the guest modules");
+        boot.modules[i] = instar_module_slot{next, img.bytes.size(), next + img.entry};
+        next += img.bytes.size(); // page-rounded by the loader
+    }
+    boot.module_count = static_cast<std::uint32_t>(images.size());
+    boot.device_count = static_cast<std::uint32_t>(devices.size());
+    boot.arena_base = next;
+    boot.arena_size = ram - next;
+    boot.op = op;
+    boot.arg_len = static_cast<std::uint32_t>(arg.size());
+    if (!arg.empty()) std::memcpy(boot.arg, arg.data(), arg.size());
+    std::memcpy(m.range(INSTAR_GPA_BOOT_INFO, sizeof boot), &boot, sizeof boot);
+    const std::uint64_t canary = random_canary();
+    std::memcpy(m.range(INSTAR_GPA_TLS + INSTAR_TLS_CANARY_OFFSET, sizeof canary), &canary, sizeof canary);
+
+    if (auto bad = vm.vm->boot(INSTAR_GPA_RUNTIME + rt.entry)) return *bad;
+    auto watchdog = Watchdog::arm(timeout);
+    if (!watchdog) return watchdog.error();
+    HypercallServer server(m, devices, *watchdog.value());
+    auto ran = vm.vm->run(server, *watchdog.value());
+    if (!ran) {
+        SandboxError e = ran.error();
+        e.log = server.take_log(); // records are dropped: a failed guest's output is never used
+        return e;
+    }
+    return server.take_result();
+}
+
+} // namespace
+
+Outcome<RunResult> run(const SandboxConfig& config, std::span<const Device> devices,
+                       std::span<const std::string> modules, std::uint32_t op, std::span<const std::uint8_t> arg) {
+    if (auto bad = check_request(config, devices, modules, arg)) return *bad;
+    const std::uint64_t ram = config.max_guest_memory & ~(INSTAR_LARGE_PAGE_SIZE - 1);
+
+    const std::string runtime_path = config.runtime_path.empty() ? default_runtime_path() : config.runtime_path;
+    auto runtime = load_guest_image(runtime_path, ImageKind::Runtime);
+    if (!runtime) return runtime.error();
+    std::vector<std::shared_ptr<const GuestImage>> images;
+    for (const std::string& path : modules) {
+        auto m = load_guest_image(path, ImageKind::Module);
+        if (!m) return m.error();
+        images.push_back(m.value());
+    }
+
+    auto prepared = take_prepared_vm(ram);
+    if (!prepared) return prepared.error();
+    std::shared_ptr<PreparedVm> vm = std::move(prepared.value());
+    auto ran = boot_and_run(*vm, *runtime.value(), images, devices, op, arg, config.timeout);
+    // Everything the host needs was copied out of the guest. In the background: get a spare ready
+    // for the next run first when prewarm() asked for spares (it may be waiting for it), then tear
+    // this VM down.
+    if (spares_enabled()) {
+        announce_spare_vm(ram);
+        reap_later([vm, ram]() mutable {
+            prepare_spare_vm(ram);
+            vm.reset();
+        });
+    } else {
+        reap_later([vm]() mutable { vm.reset(); });
+    }
+    return ran;
+}
+
+
+void prewarm(const SandboxConfig& config) {
+    const std::uint64_t ram = config.max_guest_memory & ~(INSTAR_LARGE_PAGE_SIZE - 1);
+    if (ram < INSTAR_MIN_GUEST_MEMORY || ram > INSTAR_MAX_GUEST_MEMORY) return; // run() will say why
+    enable_spares();
+    announce_spare_vm(ram);
+    reap_later([ram] { prepare_spare_vm(ram); });
+}
+
+} // namespace instar::vmm

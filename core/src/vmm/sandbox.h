@@ -1,0 +1,108 @@
+// The sandbox's public API: run one operation in a fresh KVM micro-VM and get back what the guest
+// reported. Every byte of an image is parsed only inside that VM (docs/sandbox.md).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include <instar/guest_abi.h>
+
+namespace instar::vmm {
+
+inline constexpr std::uint64_t DEFAULT_GUEST_MEMORY = INSTAR_DEFAULT_GUEST_MEMORY;
+// Ten seconds: far more than parsing any metadata needs; long copies pass their own budget.
+inline constexpr std::chrono::milliseconds DEFAULT_TIMEOUT{10'000};
+
+struct SandboxConfig {
+    std::uint64_t max_guest_memory = DEFAULT_GUEST_MEMORY; // rounded down to 2 MiB
+    std::chrono::milliseconds timeout = DEFAULT_TIMEOUT;   // wall-clock budget for the guest
+    std::string runtime_path; // the guest runtime ELF; empty: default_runtime_path()
+};
+
+// A file the host opened for the guest. The guest sees only its index in the device list.
+struct Device {
+    int fd = -1;             // borrowed: the caller keeps it open during run()
+    std::uint64_t size = 0;  // the guest can address [0, size)
+    bool writable = false;   // at most one device per run may be writable
+};
+
+struct Record {
+    std::uint32_t type = 0;
+    std::vector<std::uint8_t> data;
+};
+
+struct RunResult {
+    std::int32_t exit_status = 0; // the guest's instar::guest::Status (0 = Ok)
+    std::vector<Record> records;  // size-bounded; per-type validation is the operation's job
+    std::vector<std::string> log; // printable ASCII, each line bounded
+    std::uint32_t dropped_log_lines = 0;
+};
+
+enum class ErrorKind {
+    KvmMissing,      // /dev/kvm does not exist
+    KvmNoAccess,     // /dev/kvm exists but cannot be opened (permissions)
+    KvmUnusable,     // wrong API version, missing capability, or a KVM ioctl failed
+    Config,          // bad SandboxConfig, device list or arguments
+    GuestImage,      // the runtime or a module file cannot be loaded
+    HostResource,    // mmap, timer, ... failed
+    HostIo,          // pread/pwrite on a device failed in a way the guest cannot fix
+    GuestBadRequest, // a hypercall broke the rules (range, device, writable flag, unknown call)
+    GuestBadRecord,  // a record or log line broke the limits; output discarded
+    GuestFault,      // a CPU exception in the guest (vector and address in the message)
+    GuestShutdown,   // triple fault, or the guest stopped without the exit hypercall
+    GuestTimeout,    // the watchdog ended the guest
+    UnexpectedExit,  // any other VM exit
+};
+
+struct SandboxError {
+    ErrorKind kind;
+    std::string message;          // one line, says what happened and (for KVM) how to fix it
+    std::vector<std::string> log; // the guest's log lines up to the failure, for diagnosis
+};
+
+// A value or a SandboxError. Nothing in the sandbox throws across this API.
+template <typename T>
+class Outcome {
+public:
+    Outcome(T value) : v_(std::move(value)) {}
+    Outcome(SandboxError error) : v_(std::move(error)) {}
+    bool ok() const { return v_.index() == 0; }
+    explicit operator bool() const { return ok(); }
+    T& value() { return std::get<0>(v_); }
+    const T& value() const { return std::get<0>(v_); }
+    T* operator->() { return &value(); }
+    const SandboxError& error() const { return std::get<1>(v_); }
+
+private:
+    std::variant<T, SandboxError> v_;
+};
+
+// Boots the runtime plus `modules` (paths of .gmod files, loaded in order: module 0 first),
+// attaches `devices`, runs `op` (enum instar_op) with `arg` (at most INSTAR_MAX_OP_ARG bytes).
+Outcome<RunResult> run(const SandboxConfig& config, std::span<const Device> devices,
+                       std::span<const std::string> modules, std::uint32_t op,
+                       std::span<const std::uint8_t> arg);
+
+// Starts creating a VM for `config` in the background (KVM VM, RAM, vCPU: ~0.5 ms) so the next
+// run() with the same memory size finds it ready, and from then on keeps one such spare ready
+// after every run. Call early (e.g. before loading plugins). A spare never ran guest code, so each
+// operation still gets a fresh VM; errors surface in run().
+void prewarm(const SandboxConfig& config);
+
+// Whether /dev/kvm is there and usable, without booting anything; nullopt when it is.
+std::optional<SandboxError> check_kvm();
+
+// Where the guest runtime is: $INSTAR_GUEST_RUNTIME, else the installed copy, else the build tree.
+std::string default_runtime_path();
+
+// Finds a plugin's guest module (e.g. "raw.gmod"): $INSTAR_PLUGIN_PATH directories, the installed
+// plugin directory, then the build tree (plugins/<name>/guest/). Empty when not found.
+std::string find_guest_module(const std::string& file_name);
+
+} // namespace instar::vmm

@@ -1,0 +1,41 @@
+// One KVM VM with one vCPU in long mode over a GuestMemory, and its single run loop.
+#pragma once
+
+#include <linux/kvm.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+
+#include "vmm/guest_memory.h"
+#include "vmm/hypercall_server.h"
+#include "vmm/kvm_system.h"
+#include "vmm/unique_fd.h"
+#include "vmm/watchdog.h"
+
+namespace instar::vmm {
+
+class Vm {
+public:
+    // Creates the VM, registers `mem` as its RAM, creates the vCPU and gives it the host CPUID.
+    // The guest has not run: a created Vm may wait as a spare (spare_vm.h) before boot().
+    static Outcome<std::unique_ptr<Vm>> create(const KvmSystem& kvm, GuestMemory& mem);
+    // Long-mode boot registers with rip = entry (x86_boot.h). Call once, before run().
+    std::optional<SandboxError> boot(std::uint64_t entry);
+    ~Vm();
+    Vm(const Vm&) = delete;
+    Vm& operator=(const Vm&) = delete;
+
+    // Runs until the guest exits, fails or runs out of time. One switch on the exit reason;
+    // anything not expected is an error.
+    Outcome<std::int32_t> run(HypercallServer& server, const Watchdog& watchdog);
+
+private:
+    Vm() = default;
+    UniqueFd vm_;
+    UniqueFd vcpu_;
+    kvm_run* run_ = nullptr;
+    std::size_t run_size_ = 0;
+};
+
+} // namespace instar::vmm

@@ -1,0 +1,50 @@
+// BlockDevice over hypercalls. Ranges are checked here first so format code gets IoError for a
+// read past the end (format_api's contract); the host checks again and ends a guest that lies.
+#include "runtime.h"
+
+namespace instar::guest {
+namespace {
+
+class HypercallDevice final : public BlockDevice {
+public:
+    void init(uint32_t index) {
+        index_ = index;
+        uint64_t flags = 0;
+        if (hc_device_info(index, &size_, &flags) != 0) size_ = 0;
+        writable_ = (flags & INSTAR_DEVICE_WRITABLE) != 0;
+    }
+    uint64_t size() const override { return size_; }
+    Status read(uint64_t offset, void* buf, size_t len) override {
+        if (!in_range(offset, len)) return Status::IoError;
+        if (len == 0) return Status::Ok;
+        return hc_read(index_, offset, buf, len) == 0 ? Status::Ok : Status::IoError;
+    }
+    Status write(uint64_t offset, const void* buf, size_t len) override {
+        if (!writable_ || !in_range(offset, len)) return Status::IoError;
+        if (len == 0) return Status::Ok;
+        return hc_write(index_, offset, buf, len) == 0 ? Status::Ok : Status::IoError;
+    }
+
+private:
+    bool in_range(uint64_t offset, uint64_t len) const { return offset <= size_ && len <= size_ - offset; }
+
+    uint32_t index_ = 0;
+    uint64_t size_ = 0;
+    bool writable_ = false;
+};
+
+constinit HypercallDevice devices[INSTAR_MAX_DEVICES];
+constinit uint32_t count = 0;
+
+} // namespace
+
+void devices_init(uint32_t n) {
+    count = n < INSTAR_MAX_DEVICES ? n : INSTAR_MAX_DEVICES;
+    for (uint32_t i = 0; i < count; ++i) devices[i].init(i);
+}
+
+uint32_t device_count() { return count; }
+
+BlockDevice* device(uint32_t index) { return index < count ? &devices[index] : nullptr; }
+
+} // namespace instar::guest

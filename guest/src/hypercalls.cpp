@@ -1,0 +1,81 @@
+// Typed hypercall wrappers. One vCPU and no interrupts: the mailbox needs no locking.
+#include "runtime.h"
+
+#include <instar_guest/hypercall.h>
+
+namespace instar::guest {
+
+namespace {
+instar_hypercall* prepare(uint32_t nr) {
+    instar_hypercall* mb = mailbox();
+    *mb = instar_hypercall{};
+    mb->nr = nr;
+    return mb;
+}
+// Guest virtual == guest physical (identity map), so a pointer is the address the host wants.
+uint64_t addr(const void* p) { return reinterpret_cast<uintptr_t>(p); }
+} // namespace
+
+int64_t hc_read(uint32_t device, uint64_t offset, void* buf, uint64_t len) {
+    instar_hypercall* mb = prepare(INSTAR_HC_READ);
+    mb->device = device;
+    mb->offset = offset;
+    mb->gpa = addr(buf);
+    mb->len = len;
+    return hypercall_issue(mb);
+}
+
+int64_t hc_write(uint32_t device, uint64_t offset, const void* buf, uint64_t len) {
+    instar_hypercall* mb = prepare(INSTAR_HC_WRITE);
+    mb->device = device;
+    mb->offset = offset;
+    mb->gpa = addr(buf);
+    mb->len = len;
+    return hypercall_issue(mb);
+}
+
+int64_t hc_flush(uint32_t device) {
+    instar_hypercall* mb = prepare(INSTAR_HC_FLUSH);
+    mb->device = device;
+    return hypercall_issue(mb);
+}
+
+int64_t hc_device_info(uint32_t device, uint64_t* size, uint64_t* flags) {
+    instar_hypercall* mb = prepare(INSTAR_HC_DEVICE_INFO);
+    mb->device = device;
+    int64_t ret = hypercall_issue(mb);
+    *size = mb->out_size;
+    *flags = mb->out_flags;
+    return ret;
+}
+
+int64_t hc_record(uint32_t type, const void* data, uint64_t len) {
+    instar_hypercall* mb = prepare(INSTAR_HC_RECORD);
+    mb->arg0 = type;
+    mb->gpa = addr(data);
+    mb->len = len;
+    return hypercall_issue(mb);
+}
+
+void hc_log(const char* text, uint64_t len) {
+    instar_hypercall* mb = prepare(INSTAR_HC_LOG);
+    mb->gpa = addr(text);
+    mb->len = len < INSTAR_MAX_LOG_LINE ? len : INSTAR_MAX_LOG_LINE;
+    hypercall_issue(mb);
+}
+
+void log_str(const char* text) {
+    uint64_t n = 0;
+    while (text[n] != '\0') ++n;
+    hc_log(text, n);
+}
+
+void hc_exit(int32_t status) {
+    instar_hypercall* mb = prepare(INSTAR_HC_EXIT);
+    mb->arg0 = static_cast<uint32_t>(status);
+    for (;;) {
+        hypercall_issue(mb); // the host never resumes a guest after EXIT
+    }
+}
+
+} // namespace instar::guest

@@ -1,0 +1,41 @@
+// Internal interfaces between the guest runtime's parts (not seen by modules).
+#pragma once
+
+#include <instar/guest_abi.h>
+#include <instar_guest/module_abi.h>
+
+namespace instar::guest {
+
+// hypercalls.cpp: typed wrappers over the mailbox.
+int64_t hc_read(uint32_t device, uint64_t offset, void* buf, uint64_t len);
+int64_t hc_write(uint32_t device, uint64_t offset, const void* buf, uint64_t len);
+int64_t hc_flush(uint32_t device);
+int64_t hc_device_info(uint32_t device, uint64_t* size, uint64_t* flags);
+int64_t hc_record(uint32_t type, const void* data, uint64_t len);
+void hc_log(const char* text, uint64_t len);
+[[noreturn]] void hc_exit(int32_t status);
+void log_str(const char* text);
+
+// arena.cpp: the bounded allocator behind Services::allocator and malloc/free.
+void arena_init(uint64_t base, uint64_t size);
+Allocator& arena();
+
+// devices.cpp
+void devices_init(uint32_t count);
+uint32_t device_count();
+BlockDevice* device(uint32_t index);
+
+// services.cpp
+const Services& services();
+Status inflate_buffer(const void* src, size_t src_len, void* dst, size_t dst_cap, size_t* out_len,
+                      int window_bits);
+
+// modules.cpp
+Status modules_init(const instar_boot_info& boot);
+uint32_t module_count();
+const ModuleOps* module(uint32_t index);
+
+// ops.cpp
+Status dispatch(uint32_t op, const uint8_t* arg, uint32_t arg_len);
+
+} // namespace instar::guest

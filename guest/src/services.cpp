@@ -1,0 +1,67 @@
+// The Services table handed to modules, and zlib inflate over the arena.
+#include "runtime.h"
+
+#include <zlib.h>
+
+namespace instar::guest {
+namespace {
+
+Status send_record(uint32_t type, const void* data, size_t len) {
+    return hc_record(type, data, len) == 0 ? Status::Ok : Status::Invalid;
+}
+
+void log_line(const char* text, size_t len) { hc_log(text, len); }
+
+uint32_t crc32_fn(uint32_t crc, const void* data, size_t len) {
+    // zlib's crc32 takes a uInt length: feed it in pieces.
+    auto* p = static_cast<const Bytef*>(data);
+    while (len > 0) {
+        uInt n = len > 0x40000000u ? 0x40000000u : static_cast<uInt>(len);
+        crc = static_cast<uint32_t>(::crc32(crc, p, n));
+        p += n;
+        len -= n;
+    }
+    return crc;
+}
+
+voidpf zalloc(voidpf, uInt items, uInt size) {
+    if (size != 0 && items > ~uInt{0} / size) return Z_NULL;
+    return arena().allocate(static_cast<size_t>(items) * size, 16);
+}
+void zfree(voidpf, voidpf p) { arena().deallocate(p, 0); }
+
+constinit Services table = {};
+
+} // namespace
+
+Status inflate_buffer(const void* src, size_t src_len, void* dst, size_t dst_cap, size_t* out_len,
+                      int window_bits) {
+    *out_len = 0;
+    if (src_len > 0xFFFFFFFFu || dst_cap > 0xFFFFFFFFu) return Status::TooLarge; // uInt fields
+    z_stream zs{};
+    zs.zalloc = zalloc;
+    zs.zfree = zfree;
+    // SAFETY: zlib only reads next_in; the cast drops const for its C API.
+    zs.next_in = static_cast<Bytef*>(const_cast<void*>(src));
+    zs.avail_in = static_cast<uInt>(src_len);
+    zs.next_out = static_cast<Bytef*>(dst);
+    zs.avail_out = static_cast<uInt>(dst_cap);
+    if (inflateInit2(&zs, window_bits) != Z_OK) return Status::NoMemory;
+    int rc = ::inflate(&zs, Z_FINISH);
+    *out_len = zs.total_out;
+    inflateEnd(&zs);
+    if (rc == Z_STREAM_END) return Status::Ok;
+    if (rc == Z_MEM_ERROR) return Status::NoMemory;
+    if (rc == Z_BUF_ERROR && zs.avail_out == 0) return Status::TooLarge;
+    return Status::Corrupt;
+}
+
+const Services& services() {
+    if (table.abi_version == 0) {
+        table = Services{MODULE_ABI_VERSION, sizeof(Services), &arena(), device_count(), device,
+                         send_record, log_line, inflate_buffer, crc32_fn};
+    }
+    return table;
+}
+
+} // namespace instar::guest

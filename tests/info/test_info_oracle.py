@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""Differential test of `instar info` against qemu-img 7.2 and 10.0.
+
+Images are generated here with qemu-img and qemu-io (formats x options x sizes x written data,
+snapshots, bitmaps, LUKS, chains); for each one, instar's human and JSON output must equal each
+oracle's, byte for byte, under the matching profile. Deliberate differences (docs/quirks.md) are
+checked separately for instar's own behaviour.
+
+Usage: test_info_oracle.py INSTAR QEMU72 QEMU10 QEMU_IO
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+IMAGES = []  # (file name, [commands]) -- commands run in the work directory
+
+
+def image(name, *cmds):
+    IMAGES.append((name, list(cmds)))
+
+
+def q(*args):
+    return ["QIMG"] + list(args)
+
+
+def io(fmt, f, *ops):
+    cmd = ["QIO", "-f", fmt]
+    for op in ops:
+        cmd += ["-c", op]
+    return cmd + [f]
+
+
+# qcow2: versions, cluster sizes, refcount widths, features, sizes, data.
+for size in ["0", "1M", "64M", "1G", "1T"]:
+    image("q3-%s.qcow2" % size, q("create", "-q", "-f", "qcow2", "q3-%s.qcow2" % size, size))
+image("q2.qcow2", q("create", "-q", "-f", "qcow2", "-o", "compat=0.10", "q2.qcow2", "64M"))
+for cs in ["512", "4k", "2M"]:
+    image("qc%s.qcow2" % cs, q("create", "-q", "-f", "qcow2", "-o", "cluster_size=" + cs, "qc%s.qcow2" % cs, "64M"))
+for rb in ["1", "64"]:
+    image("qr%s.qcow2" % rb, q("create", "-q", "-f", "qcow2", "-o", "refcount_bits=" + rb, "qr%s.qcow2" % rb, "64M"))
+image("qfeat.qcow2", q("create", "-q", "-f", "qcow2", "-o", "lazy_refcounts=on,extended_l2=on,compression_type=zstd",
+                       "qfeat.qcow2", "1G"))
+image("qdata.qcow2", q("create", "-q", "-f", "qcow2", "qdata.qcow2", "64M"),
+      io("qcow2", "qdata.qcow2", "write -P 0xab 0 3M", "write -z 8M 1M", "write -c 16M 64k"))
+image("qsnap.qcow2", q("create", "-q", "-f", "qcow2", "qsnap.qcow2", "64M"),
+      io("qcow2", "qsnap.qcow2", "write 0 1M"), q("snapshot", "-c", "first", "qsnap.qcow2"),
+      io("qcow2", "qsnap.qcow2", "write 1M 1M"), q("snapshot", "-c", "second one", "qsnap.qcow2"))
+image("qbm.qcow2", q("create", "-q", "-f", "qcow2", "qbm.qcow2", "64M"),
+      q("bitmap", "--add", "qbm.qcow2", "b0"), q("bitmap", "--add", "-g", "1M", "qbm.qcow2", "b1"),
+      q("bitmap", "--add", "--disable", "qbm.qcow2", "b2"))
+image("qluks.qcow2", q("create", "-q", "-f", "qcow2", "--object", "secret,id=s0,data=pw",
+                       "-o", "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10", "qluks.qcow2", "16M"))
+image("base.qcow2", q("create", "-q", "-f", "qcow2", "base.qcow2", "64M"), io("qcow2", "base.qcow2", "write 0 64k"))
+image("ov.qcow2", q("create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "ov.qcow2"))
+image("ov2.qcow2", q("create", "-q", "-f", "qcow2", "-b", "ov.qcow2", "-F", "qcow2", "ov2.qcow2"))
+image("ovraw.qcow2", q("create", "-q", "-f", "raw", "base.raw", "8M"),
+      q("create", "-q", "-f", "qcow2", "-b", "base.raw", "-F", "raw", "ovraw.qcow2"))
+image("ovnofmt.qcow2", q("create", "-q", "-f", "qcow2", "-u", "-b", "missing.qcow2", "-F", "qcow2", "ovnofmt.qcow2", "1M"))
+# vmdk subformats
+for sub in ["monolithicSparse", "streamOptimized", "monolithicFlat", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat"]:
+    image("v-%s.vmdk" % sub, q("create", "-q", "-f", "vmdk", "-o", "subformat=" + sub, "v-%s.vmdk" % sub, "3G"))
+image("v6.vmdk", q("create", "-q", "-f", "vmdk", "-o", "compat6=on,adapter_type=lsilogic", "v6.vmdk", "100M"))
+# vpc / vhdx
+for sub in ["dynamic", "fixed"]:
+    image("p-%s.vpc" % sub, q("create", "-q", "-f", "vpc", "-o", "subformat=" + sub, "p-%s.vpc" % sub, "100M"))
+image("pforce.vpc", q("create", "-q", "-f", "vpc", "-o", "force_size=on", "pforce.vpc", "100M"))
+for sub in ["dynamic", "fixed"]:
+    image("x-%s.vhdx" % sub, q("create", "-q", "-f", "vhdx", "-o", "subformat=" + sub, "x-%s.vhdx" % sub, "100M"))
+image("xbs.vhdx", q("create", "-q", "-f", "vhdx", "-o", "block_size=1M", "xbs.vhdx", "1G"),
+      io("vhdx", "xbs.vhdx", "write 0 2M"))
+# raw with a partition table (an MBR boot signature)
+image("mbr.raw", q("create", "-q", "-f", "raw", "mbr.raw", "10M"),
+      io("raw", "mbr.raw", "write -P 0x55 510 1", "write -P 0xaa 511 1"))
+
+CHAINS = ["ov2.qcow2", "ovraw.qcow2"]
+EXTENSION_FORMAT = {"qcow2": "qcow2", "vmdk": "vmdk", "vpc": "vpc", "vhdx": "vhdx", "raw": "raw"}
+
+
+def formats_with_info(instar):
+    out = subprocess.run([instar, "formats", "--output=json"], capture_output=True, text=True, check=True).stdout
+    return {p["name"] for p in json.loads(out) if "info" in p["capabilities"]}
+
+
+def run(cmd, cwd, env):
+    p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    return p.returncode, p.stdout, p.stderr
+
+
+def main():
+    instar, q72, q10, qio = sys.argv[1:5]
+    missing = [x for x in (q72, q10, qio) if not os.access(x, os.X_OK)]
+    if missing:
+        print("SKIPPED LOUDLY: oracle(s) missing: %s (run tools/install-deps.sh)" % ", ".join(missing))
+        return 77
+    if not os.path.exists("/dev/kvm"):
+        print("SKIPPED LOUDLY: /dev/kvm is absent; instar info needs the KVM sandbox")
+        return 77
+    env = dict(os.environ, TZ="UTC", LC_ALL="C")
+    supported = formats_with_info(instar)
+    passed = failed = skipped = 0
+    work = tempfile.mkdtemp(prefix="instar-info-")
+    try:
+        for name, cmds in IMAGES:
+            for c in cmds:
+                c = [q72 if a == "QIMG" else qio if a == "QIO" else a for a in c]
+                rc, out, err = run(c, work, env)
+                if rc != 0:
+                    print("SETUP FAIL %s: %s\n%s" % (name, c, err))
+                    failed += 1
+        for name, _ in IMAGES:
+            fmt = EXTENSION_FORMAT[name.rsplit(".", 1)[1]]
+            if fmt not in supported:
+                skipped += 1
+                continue
+            variants = [[], ["--output=json"]]
+            if name in CHAINS:
+                variants += [["--backing-chain"], ["--backing-chain", "--output=json"]]
+            for oracle, version in ((q72, "7.2.22"), (q10, "10.0.2")):
+                for extra in variants:
+                    args = ["info"] + extra + [name]
+                    want = run([oracle] + args, work, env)
+                    got = run([instar, "--qemu-version", version] + args, work, env)
+                    if want[:2] == got[:2]:
+                        passed += 1
+                    else:
+                        failed += 1
+                        print("FAIL qemu-img %s %s\n--- want (rc %d)\n%s%s--- got (rc %d)\n%s%s" %
+                              (version, " ".join(args), want[0], want[1], want[2], got[0], got[1], got[2]))
+        # Deliberate differences: a file with no signature is not silently raw.
+        with open(os.path.join(work, "plain.img"), "wb") as f:
+            f.write(b"\0" * 65536)
+        rc, out, err = run([instar, "info", "plain.img"], work, env)
+        if rc == 1 and "image format not recognised" in err:
+            passed += 1
+        else:
+            failed += 1
+            print("FAIL plain file should be refused: rc %d %s" % (rc, err))
+        rc, out, err = run([instar, "info", "--unsafe-quirks", "plain.img"], work, env)
+        if rc == 0 and "file format: raw" in out:
+            passed += 1
+        else:
+            failed += 1
+            print("FAIL --unsafe-quirks should restore raw: rc %d %s" % (rc, err))
+    finally:
+        shutil.rmtree(work)
+    if skipped:
+        print("note: %d image(s) skipped: their format's plugin has no info support yet" % skipped)
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+// The attacks hostile.gmod knows (the first byte of its run argument); shared with the tests.
+#pragma once
+
+#include <stdint.h>
+
+enum class Attack : uint8_t {
+    EndlessLoop = 1,
+    ReadPastEnd,
+    WriteReadOnly,
+    BufferOutsideRam,
+    BufferWrapsAround,
+    NoSuchDevice,
+    UnknownHypercall,
+    OversizedRecord,
+    OversizedLogLine,
+    LogFlood,
+    DivideByZero,
+    NullPointer,
+    PointerPastRam,
+    StackOverflow,
+    ForeignPort,
+    Halt,
+    ExhaustAllocator,
+    Inflate,     // rest of the argument: a zlib stream; its output comes back as one record
+    InflateBomb, // the same with a 1 KiB output limit
+    WriteOutput, // writes 4 KiB to device 1 (writable)
+    SseMath,
+    HypercallLoop, // endless 1-byte reads: the watchdog must stop a guest that keeps exiting too
+};

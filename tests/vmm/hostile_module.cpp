@@ -1,0 +1,149 @@
+// A deliberately hostile guest module: each `run` argument selects one way to break the sandbox's
+// rules, so the tests can prove each limit ends the guest cleanly. Built as hostile.gmod.
+#include <instar_guest/hypercall.h>
+#include <instar_guest/module_abi.h>
+
+#include "hostile_attacks.h"
+
+namespace {
+
+using namespace instar::guest;
+
+constinit const Services* svc = nullptr;
+
+int64_t raw_call(uint32_t nr, uint32_t device, uint64_t offset, uint64_t gpa, uint64_t len) {
+    instar_hypercall* mb = mailbox();
+    *mb = instar_hypercall{};
+    mb->nr = nr;
+    mb->device = device;
+    mb->offset = offset;
+    mb->gpa = gpa;
+    mb->len = len;
+    return hypercall_issue(mb);
+}
+
+uint64_t addr(const void* p) { return reinterpret_cast<uintptr_t>(p); }
+
+Status exhaust_allocator() {
+    constexpr size_t CHUNK = 1 << 20;
+    uint64_t chunks = 0;
+    while (svc->allocator->allocate(CHUNK, 16) != nullptr) ++chunks;
+    // An absurd request must fail cleanly too, not wrap around.
+    if (svc->allocator->allocate(~size_t{0} - 8, 4096) != nullptr) return Status::Invalid;
+    svc->send_record(INSTAR_REC_TEST, &chunks, sizeof chunks);
+    return Status::NoMemory;
+}
+
+Status inflate_arg(const uint8_t* data, size_t len, size_t cap) {
+    void* out = svc->allocator->allocate(cap, 16);
+    if (out == nullptr) return Status::NoMemory;
+    size_t produced = 0;
+    Status st = svc->inflate(data, len, out, cap, &produced, 15);
+    if (st != Status::Ok) return st;
+    return svc->send_record(INSTAR_REC_TEST, out, produced);
+}
+
+[[gnu::noinline]] uint64_t recurse(uint64_t depth) {
+    volatile char pad[256];
+    pad[0] = static_cast<char>(depth);
+    if (depth == ~uint64_t{0}) return 0; // never: the stack runs out first
+    return recurse(depth + 1) + pad[0];
+}
+
+// Reads through an address the compiler cannot see is bogus.
+uint64_t load(uint64_t address) {
+    volatile uint64_t a = address;
+    return *reinterpret_cast<volatile uint64_t*>(static_cast<uintptr_t>(a));
+}
+
+Status run(const void* arg, size_t arg_len) {
+    if (arg_len < 1) return Status::Invalid;
+    auto* a = static_cast<const uint8_t*>(arg);
+    BlockDevice* dev0 = svc->device(0);
+    static uint8_t page[4096];
+    switch (static_cast<Attack>(a[0])) {
+    case Attack::EndlessLoop:
+        for (;;) asm volatile("" ::: "memory");
+    case Attack::ReadPastEnd:
+        raw_call(INSTAR_HC_READ, 0, dev0->size() - 10, addr(page), sizeof page);
+        return Status::Ok;
+    case Attack::WriteReadOnly:
+        raw_call(INSTAR_HC_WRITE, 0, 0, addr(page), sizeof page);
+        return Status::Ok;
+    case Attack::BufferOutsideRam:
+        raw_call(INSTAR_HC_READ, 0, 0, 0xFFFFFFFFFFFFF000ull, sizeof page);
+        return Status::Ok;
+    case Attack::BufferWrapsAround:
+        raw_call(INSTAR_HC_READ, 0, 0, 0x1000, ~0ull - 0x800);
+        return Status::Ok;
+    case Attack::NoSuchDevice:
+        raw_call(INSTAR_HC_READ, 7, 0, addr(page), 16);
+        return Status::Ok;
+    case Attack::UnknownHypercall:
+        raw_call(99, 0, 0, 0, 0);
+        return Status::Ok;
+    case Attack::OversizedRecord: {
+        svc->send_record(INSTAR_REC_TEST, "kept?", 5); // must be discarded with the rest
+        void* big = svc->allocator->allocate(INSTAR_MAX_RECORD_SIZE + 1, 16);
+        if (big == nullptr) return Status::NoMemory;
+        svc->send_record(INSTAR_REC_TEST, big, INSTAR_MAX_RECORD_SIZE + 1);
+        return Status::Ok;
+    }
+    case Attack::OversizedLogLine:
+        raw_call(INSTAR_HC_LOG, 0, 0, addr(page), sizeof page);
+        return Status::Ok;
+    case Attack::LogFlood:
+        for (int i = 0; i < 1000; ++i) svc->log("flood\x1b[31m", 10);
+        return Status::Ok;
+    case Attack::DivideByZero: {
+        volatile uint64_t zero = 0;
+        volatile uint64_t x = 42 / zero;
+        return x == 0 ? Status::Ok : Status::Invalid;
+    }
+    case Attack::NullPointer:
+        return load(8) == 0 ? Status::Ok : Status::Invalid;
+    case Attack::PointerPastRam:
+        return load(uint64_t{64} << 30) == 0 ? Status::Ok : Status::Invalid;
+    case Attack::StackOverflow:
+        return recurse(0) == 0 ? Status::Ok : Status::Invalid;
+    case Attack::ForeignPort:
+        asm volatile("outb %%al, $0x80" : : "a"(0));
+        return Status::Ok;
+    case Attack::Halt:
+        asm volatile("hlt");
+        return Status::Ok;
+    case Attack::ExhaustAllocator:
+        return exhaust_allocator();
+    case Attack::Inflate:
+        return inflate_arg(a + 1, arg_len - 1, 1 << 20);
+    case Attack::InflateBomb:
+        return inflate_arg(a + 1, arg_len - 1, 1024);
+    case Attack::WriteOutput: {
+        BlockDevice* out = svc->device(1);
+        if (out == nullptr) return Status::Invalid;
+        for (unsigned i = 0; i < sizeof page; ++i) page[i] = static_cast<uint8_t>(i * 7);
+        Status st = out->write(0, page, sizeof page);
+        if (st != Status::Ok) return st;
+        // The runtime refuses writes to a read-only device by itself, without asking the host.
+        return dev0->write(0, page, 16) == Status::IoError ? Status::Ok : Status::Invalid;
+    }
+    case Attack::HypercallLoop:
+        for (;;) dev0->read(0, page, 1);
+    case Attack::SseMath: {
+        volatile double x = 1.5;
+        double y = x * x * 4.0; // SSE2 registers: works only with CR4.OSFXSR set
+        uint64_t bits = static_cast<uint64_t>(y * 1000.0);
+        return svc->send_record(INSTAR_REC_TEST, &bits, sizeof bits);
+    }
+    }
+    return Status::Invalid;
+}
+
+constinit const ModuleOps ops = {MODULE_ABI_VERSION, sizeof(ModuleOps), "hostile", nullptr, run, nullptr, nullptr};
+
+} // namespace
+
+extern "C" const ModuleOps* instar_module_entry(const Services* services) {
+    svc = services;
+    return &ops;
+}

@@ -1,0 +1,54 @@
+// Guest RAM: range checks are overflow-safe; guard pages surround the mapping.
+#include <sys/mman.h>
+
+#include <cerrno>
+
+#include "vmm/guest_memory.h"
+#include "vmm_test_support.h"
+
+using instar::vmm::GuestMemory;
+
+TEST_SUITE("guest_memory") {
+
+TEST_CASE("range() accepts exactly the ranges inside RAM") {
+    auto mem = GuestMemory::create(16ull << 20);
+    REQUIRE(mem.ok());
+    GuestMemory& m = mem.value();
+    CHECK(m.range(0, m.size()) == m.host_base());
+    CHECK(m.range(m.size(), 0) == m.host_base() + m.size());
+    CHECK(m.range(m.size() - 8, 8) != nullptr);
+    CHECK(m.range(m.size() - 8, 9) == nullptr);
+    CHECK(m.range(m.size() + 1, 0) == nullptr);
+    CHECK(m.range(0x1000, ~0ull - 0x800) == nullptr);     // would wrap around
+    CHECK(m.range(~0ull - 0xfff, 0x1000) == nullptr);     // near 2^64
+    CHECK(m.range(0xFFFFFFFFFFFFF000ull, 4096) == nullptr);
+}
+
+TEST_CASE("guard pages on both sides are PROT_NONE and RAM is 2 MiB aligned") {
+    auto mem = GuestMemory::create(16ull << 20);
+    REQUIRE(mem.ok());
+    GuestMemory& m = mem.value();
+    CHECK(reinterpret_cast<std::uintptr_t>(m.host_base()) % INSTAR_LARGE_PAGE_SIZE == 0);
+    // The guards are mapped (mincore succeeds, so nothing else can be mapped there) but not
+    // accessible: the kernel refuses to read them for write(2) with EFAULT.
+    unsigned char vec = 0;
+    CHECK(::mincore(m.host_base() - 4096, 4096, &vec) == 0); // the guard is mapped (reserved)...
+    CHECK(::mincore(m.host_base() + m.size(), 4096, &vec) == 0);
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    CHECK(::write(fds[1], m.host_base() - 4096, 16) == -1);
+    CHECK(errno == EFAULT);
+    CHECK(::write(fds[1], m.host_base() + m.size(), 16) == -1);
+    CHECK(errno == EFAULT);
+    CHECK(::write(fds[1], m.host_base(), 16) == 16);
+    ::close(fds[0]);
+    ::close(fds[1]);
+}
+
+TEST_CASE("sizes outside the rules are refused") {
+    CHECK_FALSE(GuestMemory::create(0).ok());
+    CHECK_FALSE(GuestMemory::create((16ull << 20) + 4096).ok());
+    CHECK_FALSE(GuestMemory::create(INSTAR_MAX_GUEST_MEMORY + INSTAR_LARGE_PAGE_SIZE).ok());
+}
+
+} // TEST_SUITE

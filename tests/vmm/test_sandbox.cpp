@@ -1,0 +1,234 @@
+// The sandbox end to end: a no-op boot, and hostile guests proving each limit ends the run cleanly
+// while the host keeps working.
+#include <zlib.h>
+
+#include <chrono>
+#include <cstring>
+
+#include "hostile_attacks.h"
+#include "vmm_test_support.h"
+
+using namespace instar::vmm;
+using vmm_test::TempFile;
+
+namespace {
+
+std::vector<unsigned char> pattern(std::size_t n) {
+    std::vector<unsigned char> v(n);
+    for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<unsigned char>((i * 131) ^ (i >> 9));
+    return v;
+}
+
+Outcome<RunResult> attack(Attack a, std::span<const Device> devices, SandboxConfig config = {},
+                          std::vector<std::uint8_t> extra = {}) {
+    std::vector<std::uint8_t> arg{static_cast<std::uint8_t>(a)};
+    arg.insert(arg.end(), extra.begin(), extra.end());
+    const std::string modules[] = {vmm_test::hostile_module()};
+    return run(config, devices, modules, INSTAR_OP_MODULE_RUN, arg);
+}
+
+// Runs an attack on a 1 MiB read-only device; expects an error of `kind` whose message contains
+// `text`; then proves the host is unharmed: the file is unchanged and a fresh guest still runs.
+void expect_failure(Attack a, ErrorKind kind, const std::string& text) {
+    const auto data = pattern(1 << 20);
+    TempFile f(data);
+    const Device dev{f.fd(), data.size(), false};
+    auto r = attack(a, {&dev, 1});
+    REQUIRE_FALSE(r.ok());
+    INFO("message: ", r.error().message);
+    CHECK(r.error().kind == kind);
+    CHECK(r.error().message.find(text) != std::string::npos);
+    CHECK(f.contents() == data);
+    auto again = run(SandboxConfig{}, {&dev, 1}, {}, INSTAR_OP_NOP, {});
+    REQUIRE(again.ok());
+    CHECK(again.value().exit_status == 0);
+}
+
+} // namespace
+
+TEST_SUITE("sandbox") {
+
+TEST_CASE("a no-op guest boots and exits 0") {
+    if (!vmm_test::need_kvm()) return;
+    auto r = run(SandboxConfig{}, {}, {}, INSTAR_OP_NOP, {});
+    REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message));
+    CHECK(r.value().exit_status == 0);
+    CHECK(r.value().records.empty());
+}
+
+TEST_CASE("bad configurations are refused before anything boots") {
+    if (!vmm_test::need_kvm()) return;
+    SandboxConfig small;
+    small.max_guest_memory = 8ull << 20;
+    auto r = run(small, {}, {}, INSTAR_OP_NOP, {});
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().kind == ErrorKind::Config);
+    const Device two[] = {{0, 1, true}, {1, 1, true}};
+    r = run(SandboxConfig{}, two, {}, INSTAR_OP_NOP, {});
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().message.find("at most one device may be writable") != std::string::npos);
+    SandboxConfig missing;
+    missing.runtime_path = "/nonexistent/runtime.elf";
+    r = run(missing, {}, {}, INSTAR_OP_NOP, {});
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().kind == ErrorKind::GuestImage);
+}
+
+TEST_CASE("an endless loop is stopped near its budget") {
+    if (!vmm_test::need_kvm()) return;
+    const auto data = pattern(4096);
+    TempFile f(data);
+    const Device dev{f.fd(), data.size(), false};
+    SandboxConfig cfg;
+    cfg.timeout = std::chrono::milliseconds(300);
+    const auto start = std::chrono::steady_clock::now();
+    auto r = attack(Attack::EndlessLoop, {&dev, 1}, cfg);
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().kind == ErrorKind::GuestTimeout);
+    CHECK(ms >= 300);
+    CHECK(ms < 800);
+    MESSAGE("endless loop stopped after ", ms, " ms (budget 300 ms)");
+    CHECK(run(SandboxConfig{}, {}, {}, INSTAR_OP_NOP, {}).ok());
+}
+
+TEST_CASE("an endless stream of hypercalls is stopped near its budget") {
+    if (!vmm_test::need_kvm()) return;
+    const auto data = pattern(4096);
+    TempFile f(data);
+    const Device dev{f.fd(), data.size(), false};
+    SandboxConfig cfg;
+    cfg.timeout = std::chrono::milliseconds(300);
+    const auto start = std::chrono::steady_clock::now();
+    auto r = attack(Attack::HypercallLoop, {&dev, 1}, cfg);
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().kind == ErrorKind::GuestTimeout);
+    CHECK(ms >= 300);
+    CHECK(ms < 800);
+    MESSAGE("hypercall loop stopped after ", ms, " ms (budget 300 ms)");
+}
+
+TEST_CASE("bad requests end the guest with a clear error") {
+    if (!vmm_test::need_kvm()) return;
+    expect_failure(Attack::ReadPastEnd, ErrorKind::GuestBadRequest, "read past the end of device 0");
+    expect_failure(Attack::WriteReadOnly, ErrorKind::GuestBadRequest, "write to read-only device 0");
+    expect_failure(Attack::BufferOutsideRam, ErrorKind::GuestBadRequest, "outside guest RAM");
+    expect_failure(Attack::BufferWrapsAround, ErrorKind::GuestBadRequest, "read past the end of device 0");
+    expect_failure(Attack::NoSuchDevice, ErrorKind::GuestBadRequest, "device 7, which does not exist");
+    expect_failure(Attack::UnknownHypercall, ErrorKind::GuestBadRequest, "unknown hypercall 99");
+    expect_failure(Attack::ForeignPort, ErrorKind::GuestFault, "#GP general protection"); // no ports at CPL 3
+    expect_failure(Attack::Halt, ErrorKind::GuestFault, "#GP general protection"); // hlt is privileged
+}
+
+TEST_CASE("oversized records and log lines stop the guest and discard its output") {
+    if (!vmm_test::need_kvm()) return;
+    expect_failure(Attack::OversizedRecord, ErrorKind::GuestBadRecord, "oversized record (65537 bytes");
+    expect_failure(Attack::OversizedLogLine, ErrorKind::GuestBadRecord, "log line of 4096 bytes");
+}
+
+TEST_CASE("a log flood is bounded and sanitised") {
+    if (!vmm_test::need_kvm()) return;
+    const Device dev{0, 0, false};
+    auto r = attack(Attack::LogFlood, {&dev, 1});
+    REQUIRE(r.ok());
+    CHECK(r.value().log.size() == INSTAR_MAX_LOG_LINES);
+    CHECK(r.value().dropped_log_lines == 1000 - INSTAR_MAX_LOG_LINES);
+    CHECK(r.value().log[0] == "flood?[31m");
+}
+
+TEST_CASE("CPU faults are reported with vector and address") {
+    if (!vmm_test::need_kvm()) return;
+    expect_failure(Attack::DivideByZero, ErrorKind::GuestFault, "#DE divide error at rip 0x");
+    expect_failure(Attack::NullPointer, ErrorKind::GuestFault, "#PF page fault at rip 0x");
+    expect_failure(Attack::NullPointer, ErrorKind::GuestFault, "(address 0x8,");
+    expect_failure(Attack::PointerPastRam, ErrorKind::GuestFault, "(address 0x1000000000,");
+    expect_failure(Attack::StackOverflow, ErrorKind::GuestFault, "(address 0xf");  // the guard page
+}
+
+TEST_CASE("allocator exhaustion is a clean NoMemory exit") {
+    if (!vmm_test::need_kvm()) return;
+    const Device dev{0, 0, false};
+    SandboxConfig cfg;
+    cfg.max_guest_memory = 32ull << 20;
+    auto r = attack(Attack::ExhaustAllocator, {&dev, 1}, cfg);
+    REQUIRE(r.ok());
+    CHECK(r.value().exit_status == 5); // Status::NoMemory
+    REQUIRE(r.value().records.size() == 1);
+    std::uint64_t chunks = 0;
+    std::memcpy(&chunks, r.value().records[0].data.data(), sizeof chunks);
+    CHECK(chunks >= 25); // ~30 MiB of arena in 1 MiB (+ header) blocks
+    CHECK(chunks < 32);
+}
+
+TEST_CASE("zlib inflate runs in the guest and a bomb stops at its limit") {
+    if (!vmm_test::need_kvm()) return;
+    std::vector<std::uint8_t> plain;
+    const std::string phrase = "every byte of an untrusted image is parsed in the guest; ";
+    while (plain.size() < 60000) plain.insert(plain.end(), phrase.begin(), phrase.end());
+    std::vector<std::uint8_t> packed(compressBound(plain.size()));
+    uLongf packed_len = packed.size();
+    REQUIRE(compress2(packed.data(), &packed_len, plain.data(), plain.size(), 9) == Z_OK);
+    packed.resize(packed_len);
+    REQUIRE(packed.size() < INSTAR_MAX_OP_ARG - 1);
+    const Device dev{0, 0, false};
+    auto r = attack(Attack::Inflate, {&dev, 1}, {}, packed);
+    REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message));
+    CHECK(r.value().exit_status == 0);
+    REQUIRE(r.value().records.size() == 1);
+    CHECK(r.value().records[0].data == plain);
+    auto bomb = attack(Attack::InflateBomb, {&dev, 1}, {}, packed);
+    REQUIRE(bomb.ok());
+    CHECK(bomb.value().exit_status == 4); // Status::TooLarge: output capped at 1 KiB
+    CHECK(bomb.value().records.empty());
+}
+
+TEST_CASE("SSE code runs in the guest") {
+    if (!vmm_test::need_kvm()) return;
+    const Device dev{0, 0, false};
+    auto r = attack(Attack::SseMath, {&dev, 1});
+    REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message));
+    REQUIRE(r.value().records.size() == 1);
+    std::uint64_t bits = 0;
+    std::memcpy(&bits, r.value().records[0].data.data(), sizeof bits);
+    CHECK(bits == 9000);
+}
+
+TEST_CASE("a writable output device receives the guest's writes; the input stays untouched") {
+    if (!vmm_test::need_kvm()) return;
+    const auto data = pattern(8192);
+    TempFile in(data);
+    TempFile out(std::vector<unsigned char>(8192, 0));
+    const Device devs[] = {{in.fd(), data.size(), false}, {out.fd(), 8192, true}};
+    auto r = attack(Attack::WriteOutput, devs);
+    REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message));
+    CHECK(r.value().exit_status == 0);
+    const auto written = out.contents();
+    for (unsigned i = 0; i < 4096; ++i) REQUIRE(written[i] == static_cast<unsigned char>(i * 7));
+    CHECK(written[4096] == 0);
+    CHECK(in.contents() == data);
+}
+
+// Last in this file: from here on runs use spare VMs (later test files exercise that path).
+TEST_CASE("after prewarm() runs use spare VMs and still start fresh") {
+    if (!vmm_test::need_kvm()) return;
+    prewarm(SandboxConfig{});
+    const auto data = pattern(8192);
+    TempFile in(data);
+    TempFile out(std::vector<unsigned char>(8192, 0));
+    const Device devs[] = {{in.fd(), data.size(), false}, {out.fd(), 8192, true}};
+    for (int i = 0; i < 5; ++i) {
+        auto r = attack(Attack::WriteOutput, devs);
+        REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message));
+        CHECK(r.value().exit_status == 0);
+        // A guest that faulted must not leave anything behind for the next one.
+        CHECK_FALSE(attack(Attack::NullPointer, devs).ok());
+    }
+    SandboxConfig other;
+    other.max_guest_memory = 64ull << 20; // a size without a spare: created in the call
+    auto r = run(other, {}, {}, INSTAR_OP_NOP, {});
+    REQUIRE(r.ok());
+    CHECK(r.value().exit_status == 0);
+}
+
+} // TEST_SUITE

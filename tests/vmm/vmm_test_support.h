@@ -1,0 +1,65 @@
+// Shared helpers for the sandbox tests: where the guest binaries are, KVM presence, temp files.
+#pragma once
+
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "vmm/sandbox.h"
+
+namespace vmm_test {
+
+// Set when a test could not run for lack of /dev/kvm; main() then exits 77 (meson: SKIP).
+inline bool kvm_skipped = false;
+
+// True when KVM tests can run. Only a missing /dev/kvm skips; anything else is a failure.
+inline bool need_kvm() {
+    if (::access("/dev/kvm", F_OK) != 0) {
+        MESSAGE("!!!!!!!! /dev/kvm IS ABSENT: THIS SANDBOX TEST WAS SKIPPED, NOTHING WAS VERIFIED !!!!!!!!");
+        kvm_skipped = true;
+        return false;
+    }
+    return true;
+}
+
+inline std::string env_path(const char* name) {
+    const char* v = std::getenv(name);
+    REQUIRE_MESSAGE(v != nullptr, name, " must be set by meson");
+    return v;
+}
+
+inline std::string hostile_module() { return env_path("INSTAR_TEST_HOSTILE_MODULE"); }
+inline std::string raw_module() { return env_path("INSTAR_TEST_RAW_MODULE"); }
+
+// A temporary file with the given contents, removed on destruction; fd stays open read-write.
+class TempFile {
+public:
+    explicit TempFile(const std::vector<unsigned char>& data) {
+        char tmpl[] = "/tmp/instar-vmm-test-XXXXXX";
+        fd_ = ::mkstemp(tmpl);
+        REQUIRE(fd_ >= 0);
+        path_ = tmpl;
+        REQUIRE(::write(fd_, data.data(), data.size()) == static_cast<ssize_t>(data.size()));
+    }
+    ~TempFile() {
+        ::close(fd_);
+        ::unlink(path_.c_str());
+    }
+    int fd() const { return fd_; }
+    const std::string& path() const { return path_; }
+    std::vector<unsigned char> contents() const {
+        std::vector<unsigned char> out(static_cast<std::size_t>(::lseek(fd_, 0, SEEK_END)));
+        REQUIRE(::pread(fd_, out.data(), out.size(), 0) == static_cast<ssize_t>(out.size()));
+        return out;
+    }
+
+private:
+    int fd_ = -1;
+    std::string path_;
+};
+
+} // namespace vmm_test
