@@ -44,9 +44,22 @@ bool rule_matches(const ProbeRule& rule, std::span<const std::uint8_t> head, std
 }
 
 std::vector<const LoadedPlugin*> host_probe(const PluginRegistry& plugins, const OpenedFile& file) {
-    const std::uint64_t window = std::min<std::uint64_t>(file.size, HOST_PROBE_WINDOW);
-    const auto head = read_window(file.fd, 0, window);
-    const auto tail = read_window(file.fd, file.size - window, window);
+    // Read only as far into each end as the loaded rules look (descriptor_check bounds each rule to
+    // MAX_PROBE_OFFSET + MAX_PROBE_MATCH_BYTES, so this stays small).
+    std::uint64_t head_len = 0, tail_len = 0;
+    for (const auto& p : plugins.plugins())
+        for (std::uint32_t r = 0; r < p->probe_rule_count; ++r)
+            for (std::uint32_t m = 0; m < p->probe_rules[r].match_count; ++m) {
+                const ProbeMatch& pm = p->probe_rules[r].matches[m];
+                if (pm.anchor == ProbeMatch::FromStart)
+                    head_len = std::max<std::uint64_t>(head_len, pm.offset + pm.length);
+                else
+                    tail_len = std::max<std::uint64_t>(tail_len, pm.offset);
+            }
+    head_len = std::min(head_len, file.size);
+    tail_len = std::min(tail_len, file.size);
+    const auto head = read_window(file.fd, 0, head_len);
+    const auto tail = read_window(file.fd, file.size - tail_len, tail_len);
     std::vector<const LoadedPlugin*> out;
     for (const auto& p : plugins.plugins()) {
         for (std::uint32_t r = 0; r < p->probe_rule_count; ++r) {

@@ -10,10 +10,6 @@
 
 namespace instar {
 
-// How much of each end of the file the host compares against plugins' probe rules; descriptor
-// checks keep every rule's offset + length inside this (MAX_PROBE_OFFSET + MAX_PROBE_MATCH_BYTES).
-inline constexpr std::uint64_t HOST_PROBE_WINDOW = (1u << 20) + 4096;
-
 // Plugins whose rules match `file`, in probe order (catch-all last).
 std::vector<const LoadedPlugin*> host_probe(const PluginRegistry& plugins, const OpenedFile& file);
 
