@@ -12,7 +12,7 @@ const FormatDescriptor DESCRIPTOR = {
     .aliases = ALIASES,
     .version = "0.1.0",
     .description = "Microsoft Virtual PC / VHD (fixed, dynamic, differencing)",
-    .capabilities = 0, // operations arrive with the guest half
+    .capabilities = CAP_INFO,
     .probe_priority = PROBE_NORMAL,
     .probe_rules = PROBE_RULES,
     .probe_rule_count = PROBE_RULE_COUNT,
@@ -20,7 +20,7 @@ const FormatDescriptor DESCRIPTOR = {
     .option_count = OPTION_COUNT,
     .divergences = DIVERGENCES,
     .divergence_count = DIVERGENCE_COUNT,
-    .guest_module = nullptr,
+    .guest_module = "vpc.gmod",
 };
 
 const FormatDescriptor* descriptor() { return &DESCRIPTOR; }

@@ -19,6 +19,10 @@ const Divergence DIVERGENCES[] = {
     {"vpc-fixed-probe", "info",
      "a fixed VHD (footer only, no header copy at offset 0) is detected as vpc; qemu-img's probe calls it raw",
      "treating a fixed VHD as raw exposes its footer as guest data and skips the size the footer declares"},
+    {"vpc-differencing-backing", "info",
+     "a differencing VHD reports its parent locator (W2ru, then W2ku, then the parent name) as the backing "
+     "file; qemu-img shows no backing file for it",
+     "the parent is part of what the image means: hiding it hides a dependency on another file"},
     {"vpc-parent-path-policy", "*",
      "the parent named by a differencing VHD's parent locator is opened only if the path policy allows it",
      "a parent locator is a path chosen by whoever made the image; following it can read any host file"},

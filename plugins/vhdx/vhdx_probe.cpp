@@ -12,6 +12,10 @@ constexpr ProbeMatch IDENT[] = {{ProbeMatch::FromStart, 0, FILE_IDENTIFIER, size
 const ProbeRule PROBE_RULES[] = {{IDENT, 1}};
 const std::uint32_t PROBE_RULE_COUNT = sizeof PROBE_RULES / sizeof PROBE_RULES[0];
 const Divergence DIVERGENCES[] = {
+    {"vhdx-differencing-info", "info",
+     "a differencing VHDX is reported, with its parent locator (relative_path, absolute_win32_path, "
+     "volume_path) as the backing file; qemu-img refuses to open it (Operation not supported)",
+     "info should describe the image it is given, including which file it depends on"},
     {"vhdx-parent-path-policy", "*",
      "the parent named by a differencing VHDX's parent locator is opened only if the path policy allows it",
      "a parent locator is a path chosen by whoever made the image; following it can read any host file"},

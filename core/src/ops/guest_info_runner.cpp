@@ -24,10 +24,11 @@ std::string printable(const std::string& text) {
 Expected<std::string> module_for(const LoadedPlugin& p) {
     if (!p->guest_module)
         return Error{"the " + std::string(p->name) + " plugin (" + p.file.string() + ") has no guest half"};
-    const auto beside = p.guest_module_path();
+    // Installed: beside the plugin's .so. Build tree: in the plugin's guest/ subdirectory.
     std::error_code ec;
-    if (std::filesystem::exists(beside, ec))
-        return beside.string();
+    for (const auto& candidate : {p.guest_module_path(), p.file.parent_path() / "guest" / p->guest_module})
+        if (std::filesystem::exists(candidate, ec))
+            return candidate.string();
     std::string found = vmm::find_guest_module(p->guest_module);
     if (found.empty())
         return Error{"the guest half of the " + std::string(p->name) + " plugin (" + p->guest_module +

@@ -3,6 +3,8 @@
 
 #include "ops/host_probe.h"
 
+#include <boost/json.hpp>
+
 #include <set>
 #include <utility>
 
@@ -51,6 +53,25 @@ Expected<Candidates> candidates_for(const InfoOptions& opts, const PluginRegistr
         return could_not_open(name, NOT_RECOGNISED);
     // --unsafe-quirks: qemu-img's raw fallback. Otherwise raw's module only names what it sees.
     return Candidates{{raw}, opts.unsafe_quirks};
+}
+
+// qemu prints the file names inside format-specific data (vmdk extents) as host paths: the image's
+// own name for an extent that is the image itself (reported as ""), otherwise the name joined to
+// the image's directory (path_combine). The guest reports names as written; the host joins them.
+void resolve_filenames(boost::json::value& v, const std::string& image) {
+    if (v.is_array()) {
+        for (auto& e : v.get_array())
+            resolve_filenames(e, image);
+    } else if (v.is_object()) {
+        for (auto& kv : v.get_object()) {
+            if (kv.key() == "filename" && kv.value().is_string()) {
+                const std::string name(kv.value().get_string());
+                kv.value() = name.empty() ? image : combine_path(image, name);
+            } else {
+                resolve_filenames(kv.value(), image);
+            }
+        }
+    }
 }
 
 struct Inspected {
@@ -121,6 +142,8 @@ Expected<Inspected> inspect(const InfoOptions& opts, const PluginRegistry& plugi
     n.snapshots = info.snapshots;
     n.specific_type = info.specific_type;
     n.specific = info.specific;
+    for (auto& kv : n.specific)
+        resolve_filenames(kv.value(), name);
     n.children.emplace_back("file", file_protocol_node(name, image.size, image.allocated));
     for (std::size_t i = 0; i < referenced.files.size(); ++i) {
         const OpenedFile& f = referenced.files[i];

@@ -1,0 +1,84 @@
+// Freestanding helpers format code shares: UTF-16 to UTF-8 (VHD and VHDX parent paths) and a
+// scoped arena buffer. Header-only, so a plugin's guest half needs nothing but the SDK headers.
+#pragma once
+
+#include <instar/guest/format_api.h>
+
+#include <stddef.h>
+#include <stdint.h>
+
+namespace instar::guest {
+
+inline uint32_t utf16_unit_at(const uint8_t* src, size_t i, bool big_endian) {
+    const uint8_t a = src[2 * i];
+    const uint8_t b = src[2 * i + 1];
+    return big_endian ? (static_cast<uint32_t>(a) << 8) | b : (static_cast<uint32_t>(b) << 8) | a;
+}
+
+// Converts `units` UTF-16 code units at `src` (stopping at the first NUL) into `dst`. Unpaired
+// surrogates become U+FFFD, as Windows would display them. Returns false if `dst_cap` is too small.
+inline bool utf16_to_utf8(const uint8_t* src, size_t units, bool big_endian, char* dst, size_t dst_cap,
+                          size_t* dst_len) {
+    size_t n = 0;
+    for (size_t i = 0; i < units; ++i) {
+        uint32_t c = utf16_unit_at(src, i, big_endian);
+        if (c == 0)
+            break;
+        if (c >= 0xD800 && c < 0xDC00 && i + 1 < units) {
+            const uint32_t lo = utf16_unit_at(src, i + 1, big_endian);
+            if (lo >= 0xDC00 && lo < 0xE000) {
+                c = 0x10000 + ((c - 0xD800) << 10) + (lo - 0xDC00);
+                ++i;
+            } else {
+                c = 0xFFFD;
+            }
+        } else if (c >= 0xD800 && c < 0xE000) {
+            c = 0xFFFD;
+        }
+        uint8_t out[4];
+        size_t k;
+        if (c < 0x80) {
+            out[0] = static_cast<uint8_t>(c);
+            k = 1;
+        } else if (c < 0x800) {
+            out[0] = static_cast<uint8_t>(0xC0 | (c >> 6));
+            out[1] = static_cast<uint8_t>(0x80 | (c & 0x3F));
+            k = 2;
+        } else if (c < 0x10000) {
+            out[0] = static_cast<uint8_t>(0xE0 | (c >> 12));
+            out[1] = static_cast<uint8_t>(0x80 | ((c >> 6) & 0x3F));
+            out[2] = static_cast<uint8_t>(0x80 | (c & 0x3F));
+            k = 3;
+        } else {
+            out[0] = static_cast<uint8_t>(0xF0 | (c >> 18));
+            out[1] = static_cast<uint8_t>(0x80 | ((c >> 12) & 0x3F));
+            out[2] = static_cast<uint8_t>(0x80 | ((c >> 6) & 0x3F));
+            out[3] = static_cast<uint8_t>(0x80 | (c & 0x3F));
+            k = 4;
+        }
+        if (dst_cap - n < k)
+            return false;
+        for (size_t j = 0; j < k; ++j)
+            dst[n + j] = static_cast<char>(out[j]);
+        n += k;
+    }
+    *dst_len = n;
+    return true;
+}
+
+// Owns one allocation from a guest Allocator for the scope of a call (p is nullptr when the
+// allocator is exhausted: check it).
+struct ScopedBuffer {
+    Allocator& alloc;
+    size_t size;
+    uint8_t* p;
+    ScopedBuffer(Allocator& a, size_t n) : alloc(a), size(n), p(static_cast<uint8_t*>(a.allocate(n, 8))) {}
+    ~ScopedBuffer() {
+        if (p)
+            alloc.deallocate(p, size);
+    }
+    ScopedBuffer(const ScopedBuffer&) = delete;
+    ScopedBuffer& operator=(const ScopedBuffer&) = delete;
+};
+
+} // namespace instar::guest

@@ -1,0 +1,6 @@
+// The vpc format's guest module: binds vpc_format's probe and info.
+#include "vpc_format.h"
+
+#include <instar_guest/format_module.h>
+
+INSTAR_FORMAT_MODULE("vpc", instar::vpc::probe, instar::vpc::info, nullptr)

@@ -1,0 +1,81 @@
+// qemu's open-time checks of the VHDX block allocation table.
+#include "vhdx_bat.h"
+
+#include "vhdx_bytes.h"
+
+namespace instar::vhdx {
+
+using guest::Status;
+
+namespace {
+
+bool overlaps(uint64_t a, uint64_t a_len, uint64_t b, uint64_t b_len) {
+    if (a_len == 0 || b_len == 0)
+        return false;
+    return a < b ? b - a < a_len : a - b < b_len;
+}
+
+uint32_t log2_u64(uint64_t v) {
+    uint32_t n = 0;
+    while (v > 1) {
+        v >>= 1;
+        ++n;
+    }
+    return n;
+}
+
+} // namespace
+
+uint32_t vhdx_bat_entries(uint64_t virtual_disk_size, uint32_t block_size) {
+    const uint64_t chunk_ratio = VHDX_MAX_SECTORS_PER_BLOCK * 512 / block_size;
+    const uint32_t data_blocks = static_cast<uint32_t>((virtual_disk_size + block_size - 1) / block_size);
+    return data_blocks + ((data_blocks - 1) >> log2_u64(chunk_ratio));
+}
+
+Status vhdx_bat_check(guest::BlockDevice& dev, guest::Allocator& alloc, const VhdxHeader& h,
+                      const VhdxRegions& regions, const VhdxMetadata& m) {
+    const uint64_t chunk_ratio = VHDX_MAX_SECTORS_PER_BLOCK * 512 / m.block_size;
+    const uint32_t entries = vhdx_bat_entries(m.virtual_disk_size, m.block_size);
+    if (entries > regions.bat.length / 8)
+        return Status::Corrupt;
+    const uint64_t bytes = static_cast<uint64_t>(entries) * 8;
+    uint64_t end;
+    if (!add_u64(regions.bat.file_offset, bytes, &end) || end > dev.size())
+        return Status::Corrupt;
+    Buffer chunk(alloc, VHDX_BAT_CHUNK);
+    if (!chunk.p)
+        return Status::NoMemory;
+    const uint64_t file_size = dev.size();
+    const uint64_t disk_bytes = (m.virtual_disk_size >> 9) << 9;
+    uint64_t payblocks = chunk_ratio;
+    for (uint64_t done = 0; done < bytes;) {
+        const uint64_t n = bytes - done < VHDX_BAT_CHUNK ? bytes - done : VHDX_BAT_CHUNK;
+        const Status st = dev.read(regions.bat.file_offset + done, chunk.p, n);
+        if (st != Status::Ok)
+            return st;
+        for (uint64_t k = 0; k < n; k += 8) {
+            const uint64_t i = (done + k) / 8;
+            const uint64_t e = load_le64(chunk.p + k);
+            if ((e & VHDX_BAT_STATE_BIT_MASK) != PAYLOAD_BLOCK_FULLY_PRESENT)
+                continue;
+            const uint64_t offset = e & VHDX_BAT_FILE_OFF_MASK;
+            // Wrapping arithmetic as in qemu: a bitmap entry past the disk end counts a full block.
+            const uint64_t rest = disk_bytes - i * m.block_size;
+            const uint64_t block_length = rest < m.block_size ? rest : m.block_size;
+            if (offset > 0x7fffffffffffffffull - m.block_size || offset >= file_size || offset + block_length > file_size)
+                return Status::Corrupt;
+            if (payblocks--) {
+                if (overlaps(offset, m.block_size, h.log_offset, h.log_length) ||
+                    overlaps(offset, m.block_size, regions.bat.file_offset, regions.bat.length) ||
+                    overlaps(offset, m.block_size, regions.metadata.file_offset, regions.metadata.length))
+                    return Status::Corrupt;
+            } else {
+                payblocks = chunk_ratio;
+            }
+        }
+        done += n;
+    }
+    return Status::Ok;
+}
+
+} // namespace instar::vhdx

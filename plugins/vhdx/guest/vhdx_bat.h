@@ -1,0 +1,28 @@
+// The VHDX block allocation table: its size rule and qemu's open-time checks of its entries.
+#pragma once
+
+#include <stdint.h>
+
+#include <instar/guest/format_api.h>
+
+#include "vhdx_header.h"
+#include "vhdx_metadata.h"
+#include "vhdx_region_table.h"
+
+namespace instar::vhdx {
+
+inline constexpr uint64_t VHDX_MAX_SECTORS_PER_BLOCK = 1u << 23; // MS-VHDX 2.5: chunk ratio base
+inline constexpr uint64_t VHDX_BAT_STATE_BIT_MASK = 7;
+inline constexpr uint64_t VHDX_BAT_FILE_OFF_MASK = 0xFFFFFFFFFFF00000ull; // offsets in 1 MiB units
+inline constexpr uint64_t PAYLOAD_BLOCK_FULLY_PRESENT = 6;
+inline constexpr size_t VHDX_BAT_CHUNK = 4096; // bytes of BAT read at a time
+
+// qemu's BAT entry count for a non-differencing disk (uint32 arithmetic, as qemu does it).
+uint32_t vhdx_bat_entries(uint64_t virtual_disk_size, uint32_t block_size);
+
+// Corrupt if the BAT region is too small for the disk, or a present payload block lies past the
+// end of the file or over the log, BAT or metadata region (qemu's vhdx_check_bat_entries).
+guest::Status vhdx_bat_check(guest::BlockDevice& dev, guest::Allocator& alloc, const VhdxHeader& h,
+                             const VhdxRegions& regions, const VhdxMetadata& m);
+
+} // namespace instar::vhdx

@@ -1,0 +1,77 @@
+// The VHDX format's guest half: the open sequence of qemu's block/vhdx.c, without writing.
+#include "vhdx_format.h"
+
+#include "vhdx_bat.h"
+#include "vhdx_bytes.h"
+#include "vhdx_header.h"
+#include "vhdx_log.h"
+#include "vhdx_metadata.h"
+#include "vhdx_parent_locator.h"
+#include "vhdx_region_table.h"
+
+namespace instar::vhdx {
+
+using guest::Status;
+
+namespace {
+
+// MS-VHDX 2.6.2.2: the largest virtual disk is 64 TiB (qemu-img create enforces the same).
+constexpr uint64_t VHDX_MAX_VIRTUAL_SIZE = 64ull << 40;
+
+} // namespace
+
+Status probe(guest::BlockDevice& dev, bool* match) {
+    *match = false;
+    uint8_t sig[8];
+    if (dev.size() < sizeof sig || dev.read(0, sig, sizeof sig) != Status::Ok)
+        return Status::Ok;
+    *match = same_bytes(sig, VHDX_FILE_SIGNATURE, 8);
+    return Status::Ok;
+}
+
+Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
+    if (req.image == nullptr || req.allocator == nullptr)
+        return Status::Invalid;
+    guest::BlockDevice& dev = *req.image;
+    guest::Allocator& alloc = *req.allocator;
+    uint8_t sig[8];
+    Status st = read_at(dev, VHDX_FILE_IDENTIFIER_OFFSET, sig, sizeof sig);
+    if (st != Status::Ok)
+        return st;
+    if (!same_bytes(sig, VHDX_FILE_SIGNATURE, 8))
+        return Status::Corrupt;
+    VhdxHeader header;
+    if ((st = vhdx_read_current_header(dev, alloc, &header)) != Status::Ok)
+        return st;
+    if ((st = vhdx_log_check(dev, alloc, header)) != Status::Ok)
+        return st;
+    VhdxRegions regions{};
+    {
+        Buffer table(alloc, VHDX_REGION_TABLE_SIZE);
+        if (!table.p)
+            return Status::NoMemory;
+        if ((st = read_at(dev, VHDX_REGION_TABLE_OFFSET, table.p, VHDX_REGION_TABLE_SIZE)) != Status::Ok)
+            return st;
+        if ((st = vhdx_region_table_parse(table.p, VHDX_REGION_TABLE_SIZE, header.log_offset, header.log_length,
+                                          &regions)) != Status::Ok)
+            return st;
+    }
+    VhdxMetadata meta{};
+    if ((st = vhdx_metadata_read(dev, alloc, regions.metadata, &meta)) != Status::Ok)
+        return st;
+    if (meta.virtual_disk_size > VHDX_MAX_VIRTUAL_SIZE)
+        return Status::TooLarge;
+    if ((st = vhdx_bat_check(dev, alloc, header, regions, meta)) != Status::Ok)
+        return st;
+    if (meta.data_bits & VHDX_PARAMS_HAS_PARENT) {
+        if ((st = vhdx_report_parent(dev, alloc, regions.metadata, meta.parent_locator, sink)) != Status::Ok)
+            return st;
+    }
+    sink.format("vhdx");
+    sink.virtual_size((meta.virtual_disk_size >> 9) << 9);
+    sink.cluster_size(meta.block_size);
+    sink.dirty(false);
+    return Status::Ok;
+}
+
+} // namespace instar::vhdx

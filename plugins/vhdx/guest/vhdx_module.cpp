@@ -1,0 +1,6 @@
+// The vhdx format's guest module: binds vhdx_format's probe and info.
+#include "vhdx_format.h"
+
+#include <instar_guest/format_module.h>
+
+INSTAR_FORMAT_MODULE("vhdx", instar::vhdx::probe, instar::vhdx::info, nullptr)

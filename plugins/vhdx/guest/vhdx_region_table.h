@@ -1,0 +1,47 @@
+// The VHDX region table ("regi" at 192 KiB): where the BAT and the metadata region are.
+#pragma once
+
+#include <stdint.h>
+
+#include <instar/guest/format_api.h>
+
+namespace instar::vhdx {
+
+inline constexpr uint64_t VHDX_REGION_TABLE_OFFSET = 192 * 1024;
+inline constexpr uint32_t VHDX_REGION_TABLE_SIZE = 64 * 1024; // the checksum covers all 64 KiB
+inline constexpr char VHDX_REGION_SIGNATURE[] = "regi";
+inline constexpr uint32_t VHDX_REGION_MAX_ENTRIES = 2047; // MS-VHDX 2.2.3.1: at most 2047 entries
+inline constexpr uint32_t VHDX_REGION_ENTRY_REQUIRED = 1;
+
+// On-disk layout, little-endian (MS-VHDX 2.2.3 "Region Table").
+struct VhdxRegionTableHeaderDisk {
+    uint8_t signature[4];
+    uint8_t checksum[4];
+    uint8_t entry_count[4];
+    uint8_t reserved[4];
+};
+struct VhdxRegionTableEntryDisk {
+    uint8_t guid[16];
+    uint8_t file_offset[8];
+    uint8_t length[4];
+    uint8_t required[4];
+};
+static_assert(sizeof(VhdxRegionTableHeaderDisk) == 16 && sizeof(VhdxRegionTableEntryDisk) == 32);
+
+struct VhdxRegion {
+    uint64_t file_offset;
+    uint32_t length;
+};
+
+struct VhdxRegions {
+    VhdxRegion bat;
+    VhdxRegion metadata;
+};
+
+// Parses the 64 KiB table at `bytes`. Corrupt on a bad signature/checksum, too many entries,
+// overlapping regions (with each other or the log), a duplicate or missing BAT/metadata region;
+// Unsupported on an unknown region marked required (qemu: -ENOTSUP).
+guest::Status vhdx_region_table_parse(const uint8_t* bytes, uint64_t len, uint64_t log_offset,
+                                      uint32_t log_length, VhdxRegions* out);
+
+} // namespace instar::vhdx

@@ -1,0 +1,293 @@
+// The VMDK format's guest half: qemu's vmdk_open sequence, reporting what `qemu-img info` prints.
+#include "vmdk_format.h"
+
+#include "vmdk_bytes.h"
+#include "vmdk_descriptor.h"
+#include "vmdk_sparse_header.h"
+
+namespace instar::vmdk {
+
+using guest::Status;
+
+namespace {
+
+constexpr size_t PROBE_BYTES = 2048; // qemu's BLOCK_PROBE_BUF_SIZE
+
+// One extent as qemu's VmdkExtent sees it.
+struct Extent {
+    const char* file; // as written in the descriptor; nullptr for the image itself
+    size_t file_len;
+    const char* type_name; // nullptr when opened without a descriptor (qemu prints "")
+    ExtentType type;
+    uint64_t sectors;
+    uint64_t cluster_sectors;
+    bool flat;
+    bool compressed;
+};
+
+struct State {
+    Extent* extents;
+    uint32_t count;
+    const char* create_type;
+    size_t create_type_len;
+};
+
+size_t cstrlen(const char* s) {
+    size_t n = 0;
+    while (s[n])
+        ++n;
+    return n;
+}
+
+bool same(const char* a, size_t n, const char* b) {
+    if (n != cstrlen(b))
+        return false;
+    for (size_t i = 0; i < n; ++i)
+        if (a[i] != b[i])
+            return false;
+    return true;
+}
+
+Status collect(void* ctx, const ExtentLine& line) {
+    auto* s = static_cast<State*>(ctx);
+    if (s->count == VMDK_MAX_EXTENTS)
+        return Status::TooLarge;
+    Extent& e = s->extents[s->count++];
+    e = Extent{};
+    e.file = line.file;
+    e.file_len = line.file_len;
+    e.type_name = line.type_name;
+    e.type = line.type;
+    e.sectors = static_cast<uint64_t>(line.sectors);
+    e.flat = line.type == ExtentType::Flat || line.type == ExtentType::Vmfs;
+    return Status::Ok;
+}
+
+// The createType values qemu opens as descriptor files.
+bool supported_create_type(const char* s, size_t n) {
+    static constexpr const char* types[] = {"monolithicFlat",       "vmfs",
+                                            "vmfsSparse",           "seSparse",
+                                            "twoGbMaxExtentSparse", "twoGbMaxExtentFlat"};
+    for (const char* t : types)
+        if (same(s, n, t))
+            return true;
+    return false;
+}
+
+// Fills in each extent from its file on the second pass (qemu opens every extent).
+Status open_extents(const guest::InfoRequest& req, State& s) {
+    for (uint32_t i = 0; i < s.count; ++i) {
+        Extent& e = s.extents[i];
+        if (e.flat) {
+            if (e.sectors > VMDK_MAX_EXTENT_SECTORS)
+                return Status::TooLarge;
+            e.cluster_sectors = e.sectors;
+            continue;
+        }
+        if (e.type == ExtentType::SeSparse)
+            return Status::Unsupported;
+        if (req.files[i] == nullptr)
+            return Status::Invalid;
+        VmdkSparseExtent x;
+        Vmdk4Header h;
+        bool embedded = false;
+        const Status st = vmdk_sparse_open(*req.files[i], &x, &h, &embedded);
+        if (st != Status::Ok)
+            return st;
+        if (embedded)
+            return Status::Unsupported; // a descriptor inside an extent: qemu recurses, instar does not
+        e.sectors = x.sectors;
+        e.cluster_sectors = x.cluster_sectors;
+        e.compressed = x.compressed;
+        if (e.compressed) {
+            s.create_type = "streamOptimized";
+            s.create_type_len = cstrlen(s.create_type);
+        }
+    }
+    return Status::Ok;
+}
+
+void report(guest::InfoSink& sink, const State& s, uint32_t cid, uint32_t parent_cid, const char* hint,
+            size_t hint_len) {
+    for (uint32_t i = 0; i < s.count; ++i)
+        if (s.extents[i].file)
+            sink.file_reference(guest::FileRole::Extent, s.extents[i].file, s.extents[i].file_len);
+    if (hint_len != 0) {
+        sink.file_reference(guest::FileRole::Backing, hint, hint_len);
+        sink.backing_format("vmdk", 4);
+    }
+    uint64_t sectors = 0;
+    for (uint32_t i = 0; i < s.count; ++i)
+        sectors += s.extents[i].sectors;
+    sink.format("vmdk");
+    sink.virtual_size(sectors * 512);
+    // qemu's vmdk_get_info fails (no cluster size, no dirty flag) unless all extents match the first.
+    const Extent& first = s.extents[0];
+    bool uniform = true;
+    for (uint32_t i = 1; i < s.count; ++i) {
+        const Extent& e = s.extents[i];
+        uniform = uniform && e.flat == first.flat && e.compressed == first.compressed &&
+                  (first.flat || e.cluster_sectors == first.cluster_sectors);
+    }
+    if (uniform) {
+        if (!first.flat)
+            sink.cluster_size(first.cluster_sectors * 512);
+        sink.dirty(false);
+    }
+    sink.specific_type("vmdk");
+    sink.put_string("create-type", s.create_type, s.create_type_len);
+    sink.put_int("cid", cid);
+    sink.put_int("parent-cid", parent_cid);
+    sink.begin_list("extents");
+    for (uint32_t i = 0; i < s.count; ++i) {
+        const Extent& e = s.extents[i];
+        sink.begin_object(nullptr);
+        // The host replaces "filename" with qemu's path: see docs/formats/vmdk.md.
+        sink.put_string("filename", e.file ? e.file : "", e.file ? e.file_len : 0);
+        sink.put_string("format", e.type_name ? e.type_name : "", e.type_name ? cstrlen(e.type_name) : 0);
+        sink.put_int("virtual-size", static_cast<int64_t>(e.sectors * 512));
+        if (!e.flat)
+            sink.put_int("cluster-size", static_cast<int64_t>(e.cluster_sectors * 512));
+        if (e.compressed)
+            sink.put_bool("compressed", true);
+        sink.end_object();
+    }
+    sink.end_list();
+}
+
+} // namespace
+
+Status probe(guest::BlockDevice& dev, bool* match) {
+    *match = false;
+    uint8_t buf[PROBE_BYTES];
+    const size_t n = dev.size() < PROBE_BYTES ? static_cast<size_t>(dev.size()) : PROBE_BYTES;
+    if (n < 4 || dev.read(0, buf, n) != Status::Ok)
+        return Status::Ok;
+    const uint32_t magic = load_be32(buf);
+    if (magic == VMDK3_MAGIC || magic == VMDK4_MAGIC) {
+        *match = true;
+        return Status::Ok;
+    }
+    const char* p = reinterpret_cast<const char*>(buf);
+    const char* end = p + n;
+    while (p < end) {
+        if (*p == '#') {
+            while (p < end && *p != '\n')
+                ++p;
+            ++p;
+            continue;
+        }
+        if (*p == ' ') {
+            while (p < end && *p == ' ')
+                ++p;
+            if (p < end && *p == '\r')
+                ++p;
+            if (p == end || *p != '\n')
+                return Status::Ok;
+            ++p;
+            continue;
+        }
+        static constexpr const char* versions[] = {"version=1\n",   "version=2\n",   "version=3\n",
+                                                   "version=1\r\n", "version=2\r\n", "version=3\r\n"};
+        for (const char* v : versions) {
+            const size_t k = cstrlen(v);
+            if (static_cast<size_t>(end - p) >= k && same(p, k, v)) {
+                *match = true;
+                return Status::Ok;
+            }
+        }
+        return Status::Ok;
+    }
+    return Status::Ok;
+}
+
+Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
+    if (req.image == nullptr || req.allocator == nullptr)
+        return Status::Invalid;
+    guest::BlockDevice& dev = *req.image;
+    guest::Allocator& alloc = *req.allocator;
+    if (dev.size() < 4)
+        return Status::Corrupt; // qemu: "File is too small, not a valid image"
+    uint8_t magic_bytes[4];
+    Status st = dev.read(0, magic_bytes, 4);
+    if (st != Status::Ok)
+        return st;
+    const uint32_t magic = load_be32(magic_bytes);
+
+    Buffer extents(alloc, sizeof(Extent) * VMDK_MAX_EXTENTS);
+    if (!extents.p)
+        return Status::NoMemory;
+    State s{reinterpret_cast<Extent*>(extents.p), 0, nullptr, 0};
+    uint64_t window_offset = 0;
+    uint64_t desc_offset = 0; // where descriptor text starts; used when `descriptor` is true
+    bool descriptor = true;
+    if (magic == VMDK4_MAGIC || magic == VMDK3_MAGIC) {
+        window_offset = VMDK_EMBEDDED_DESC_OFFSET;
+        VmdkSparseExtent x;
+        Vmdk4Header h;
+        bool embedded = false;
+        if ((st = vmdk_sparse_open(dev, &x, &h, &embedded)) != Status::Ok)
+            return st;
+        if (embedded) {
+            if (h.desc_offset > (~uint64_t{0} >> 9))
+                return Status::Corrupt;
+            desc_offset = h.desc_offset << 9;
+        } else {
+            descriptor = false;
+            s.extents[0] = Extent{nullptr, 0, nullptr, ExtentType::Sparse, x.sectors, x.cluster_sectors, false,
+                                  x.compressed};
+            s.count = 1;
+            s.create_type = x.compressed ? "streamOptimized" : "monolithicSparse";
+            s.create_type_len = cstrlen(s.create_type);
+        }
+    }
+
+    // The descriptor text must outlive the extents, which point into it.
+    const size_t text_cap = dev.size() < VMDK_DESC_MAX ? static_cast<size_t>(dev.size()) : VMDK_DESC_MAX;
+    Buffer text_buf(alloc, descriptor ? text_cap + 1 : 1);
+    if (!text_buf.p)
+        return Status::NoMemory;
+    if (descriptor) {
+        if ((st = read_zero_filled(dev, desc_offset, text_buf.p, text_cap)) != Status::Ok)
+            return st;
+        text_buf.p[text_cap] = 0;
+        const Text text = text_of(text_buf.p, text_cap);
+        if (!descriptor_value(text, "createType", VMDK_CREATE_TYPE_MAX + 1, &s.create_type, &s.create_type_len))
+            return Status::Corrupt; // qemu: "invalid VMDK image descriptor"
+        if (!supported_create_type(s.create_type, s.create_type_len))
+            return Status::Unsupported; // qemu: "Unsupported image type"
+        if ((st = descriptor_extents(text, &collect, &s)) != Status::Ok)
+            return st;
+        if (s.count == 0)
+            return Status::Corrupt; // qemu asserts at least one extent when asked for info
+        if (req.file_count == 0) {
+            sink.format("vmdk");
+            for (uint32_t i = 0; i < s.count; ++i)
+                sink.file_reference(guest::FileRole::Extent, s.extents[i].file, s.extents[i].file_len);
+            return Status::NeedFiles;
+        }
+        if (req.file_count != s.count || req.files == nullptr)
+            return Status::Invalid;
+        if ((st = open_extents(req, s)) != Status::Ok)
+            return st;
+    }
+
+    Buffer window_buf(alloc, VMDK_DESC_WINDOW);
+    if (!window_buf.p)
+        return Status::NoMemory;
+    if ((st = read_zero_filled(dev, window_offset, window_buf.p, VMDK_DESC_WINDOW)) != Status::Ok)
+        return st;
+    window_buf.p[VMDK_DESC_WINDOW - 1] = 0;
+    const Text window = text_of(window_buf.p, VMDK_DESC_WINDOW);
+    const char* hint = nullptr;
+    size_t hint_len = 0;
+    if ((st = descriptor_parent_hint(window, &hint, &hint_len)) != Status::Ok)
+        return st;
+    uint32_t cid = 0, parent_cid = 0;
+    if (!descriptor_cid(window, false, &cid) || !descriptor_cid(window, true, &parent_cid))
+        return Status::Corrupt; // qemu fails the open when a CID is missing
+    report(sink, s, cid, parent_cid, hint, hint_len);
+    return Status::Ok;
+}
+
+} // namespace instar::vmdk

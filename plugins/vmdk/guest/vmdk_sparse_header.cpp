@@ -1,0 +1,91 @@
+// Opening of a hosted sparse (KDMV) extent, following qemu's vmdk_open_vmdk4.
+#include "vmdk_sparse_header.h"
+
+#include "vmdk_bytes.h"
+
+namespace instar::vmdk {
+
+using guest::Status;
+
+void vmdk4_header_decode(const uint8_t* p, Vmdk4Header* out) {
+    Vmdk4HeaderDisk d;
+    __builtin_memcpy(&d, p, sizeof d);
+    out->version = load_le32(d.version);
+    out->flags = load_le32(d.flags);
+    out->capacity = load_le64(d.capacity);
+    out->granularity = load_le64(d.granularity);
+    out->desc_offset = load_le64(d.desc_offset);
+    out->desc_size = load_le64(d.desc_size);
+    out->num_gtes_per_gt = load_le32(d.num_gtes_per_gt);
+    out->rgd_offset = load_le64(d.rgd_offset);
+    out->gd_offset = load_le64(d.gd_offset);
+    out->grain_offset = load_le64(d.grain_offset);
+    out->compress_algorithm = load_le16(d.compress_algorithm);
+}
+
+namespace {
+
+// The streamOptimized footer: a footer marker sector, the footer (magic + header), an
+// end-of-stream marker, ending 512 bytes before the end of the file (rounded up to a sector).
+Status read_footer(guest::BlockDevice& dev, Vmdk4Header* header) {
+    constexpr uint64_t FOOTER_BYTES = 1536;
+    const uint64_t sectors = (dev.size() + 511) / 512;
+    if (sectors * 512 < FOOTER_BYTES)
+        return Status::Corrupt; // qemu: "Failed to read footer"
+    uint8_t f[FOOTER_BYTES];
+    const Status st = read_zero_filled(dev, sectors * 512 - FOOTER_BYTES, f, sizeof f);
+    if (st != Status::Ok)
+        return st;
+    if (load_be32(f + 512) != VMDK4_MAGIC || load_le32(f + 8) != 0 || load_le32(f + 12) != MARKER_FOOTER ||
+        load_le64(f + 1024) != 0 || load_le32(f + 1032) != 0 || load_le32(f + 1036) != MARKER_END_OF_STREAM)
+        return Status::Corrupt; // qemu: "Invalid footer"
+    vmdk4_header_decode(f + 512 + 4, header);
+    return Status::Ok;
+}
+
+} // namespace
+
+Status vmdk_sparse_open(guest::BlockDevice& dev, VmdkSparseExtent* out, Vmdk4Header* header, bool* embedded_descriptor) {
+    *embedded_descriptor = false;
+    if (dev.size() < 4)
+        return Status::Corrupt; // qemu: "File is too small, not a valid image"
+    uint8_t raw[4 + sizeof(Vmdk4HeaderDisk)];
+    Status st = read_zero_filled(dev, 0, raw, sizeof raw);
+    if (st != Status::Ok)
+        return st;
+    const uint32_t magic = load_be32(raw);
+    if (magic == VMDK3_MAGIC)
+        return Status::Unsupported;
+    if (magic != VMDK4_MAGIC)
+        return Status::Corrupt; // qemu: "Image not in VMDK format"
+    vmdk4_header_decode(raw + 4, header);
+    if (header->capacity == 0 && header->desc_offset != 0) {
+        *embedded_descriptor = true;
+        return Status::Ok;
+    }
+    if (header->gd_offset == VMDK4_GD_AT_END && (st = read_footer(dev, header)) != Status::Ok)
+        return st;
+    const Vmdk4Header& h = *header;
+    if (h.version > 3)
+        return Status::Unsupported; // qemu: "Unsupported VMDK version"
+    if (h.num_gtes_per_gt > VMDK_MAX_GTES_PER_GT)
+        return Status::Corrupt;
+    // qemu computes the L1 entry span in 32 bits and the L1 size in 32 bits; keep its results.
+    const uint32_t l1_entry_sectors = static_cast<uint32_t>(h.num_gtes_per_gt * h.granularity);
+    if (l1_entry_sectors == 0)
+        return Status::Corrupt; // qemu: "L1 entry size is invalid"
+    const uint64_t l1_wide = h.capacity / l1_entry_sectors + (h.capacity % l1_entry_sectors != 0);
+    const uint32_t l1_size = static_cast<uint32_t>(l1_wide);
+    if ((dev.size() + 511) / 512 < h.grain_offset)
+        return Status::Corrupt; // qemu: "File truncated"
+    if (h.granularity > VMDK_MAX_GRAIN_SECTORS || l1_size > VMDK_MAX_L1_SIZE)
+        return Status::TooLarge; // qemu: "Invalid granularity" / "L1 size too big" (-EFBIG)
+    if (h.capacity > VMDK_MAX_EXTENT_SECTORS)
+        return Status::TooLarge;
+    out->sectors = h.capacity;
+    out->cluster_sectors = h.granularity;
+    out->compressed = h.compress_algorithm == VMDK4_COMPRESSION_DEFLATE;
+    return Status::Ok;
+}
+
+} // namespace instar::vmdk

@@ -1,0 +1,77 @@
+// The hosted sparse extent header ("KDMV", VMware Virtual Disk Format 1.1, section 4) and the
+// streamOptimized footer that overrides it.
+#pragma once
+
+#include <stdint.h>
+
+#include <instar/guest/format_api.h>
+
+namespace instar::vmdk {
+
+inline constexpr uint32_t VMDK4_MAGIC = 0x4b444d56; // "KDMV" read big-endian
+inline constexpr uint32_t VMDK3_MAGIC = 0x434f5744; // "COWD": ESX vmfsSparse, not implemented
+inline constexpr uint64_t VMDK4_GD_AT_END = 0xffffffffffffffffull;
+inline constexpr uint32_t VMDK4_FLAG_RGD = 1u << 1;
+inline constexpr uint32_t VMDK4_FLAG_ZERO_GRAIN = 1u << 2;
+inline constexpr uint32_t VMDK4_FLAG_COMPRESS = 1u << 16;
+inline constexpr uint32_t VMDK4_FLAG_MARKER = 1u << 17;
+inline constexpr uint16_t VMDK4_COMPRESSION_DEFLATE = 1;
+inline constexpr uint32_t MARKER_END_OF_STREAM = 0;
+inline constexpr uint32_t MARKER_FOOTER = 3;
+// qemu's bounds (block/vmdk.c vmdk_open_vmdk4 / vmdk_add_extent).
+inline constexpr uint32_t VMDK_MAX_GTES_PER_GT = 512;        // "L2 table size too big"
+inline constexpr uint64_t VMDK_MAX_GRAIN_SECTORS = 0x200000; // a 1 GiB grain is unrealistic
+inline constexpr uint64_t VMDK_MAX_L1_SIZE = 32u << 20;      // grain directory entries (8 TiB at 512 B grains)
+// Largest extent instar accepts: 64 TiB, the largest VMDK VMware defines (seSparse); hosted
+// sparse extents stop at 2 TiB. Guards the byte arithmetic on a hostile capacity.
+inline constexpr uint64_t VMDK_MAX_EXTENT_SECTORS = (64ull << 40) / 512;
+
+// On-disk layout after the 4-byte magic, little-endian, packed (qemu's VMDK4Header).
+struct Vmdk4HeaderDisk {
+    uint8_t version[4];
+    uint8_t flags[4];
+    uint8_t capacity[8];      // sectors
+    uint8_t granularity[8];   // sectors per grain
+    uint8_t desc_offset[8];   // sectors
+    uint8_t desc_size[8];     // sectors
+    uint8_t num_gtes_per_gt[4];
+    uint8_t rgd_offset[8];    // sectors
+    uint8_t gd_offset[8];     // sectors, or VMDK4_GD_AT_END
+    uint8_t grain_offset[8];  // sectors
+    uint8_t filler[1];
+    uint8_t check_bytes[4];   // "\n \r\n"
+    uint8_t compress_algorithm[2];
+};
+static_assert(sizeof(Vmdk4HeaderDisk) == 75);
+
+struct Vmdk4Header {
+    uint32_t version;
+    uint32_t flags;
+    uint64_t capacity;
+    uint64_t granularity;
+    uint64_t desc_offset;
+    uint64_t desc_size;
+    uint32_t num_gtes_per_gt;
+    uint64_t rgd_offset;
+    uint64_t gd_offset;
+    uint64_t grain_offset;
+    uint16_t compress_algorithm;
+};
+
+void vmdk4_header_decode(const uint8_t* after_magic, Vmdk4Header* out);
+
+// What `info` needs from a sparse extent.
+struct VmdkSparseExtent {
+    uint64_t sectors;
+    uint64_t cluster_sectors;
+    bool compressed;
+};
+
+// Opens a KDMV extent as qemu's vmdk_open_vmdk4 does: the footer when the grain directory is at the
+// end, version <= 3, qemu's table bounds, the file at least grain_offset sectors long. A header with
+// capacity 0 and a descriptor offset is a descriptor in disguise: *embedded_descriptor is set and
+// the caller parses the descriptor instead.
+guest::Status vmdk_sparse_open(guest::BlockDevice& dev, VmdkSparseExtent* out, Vmdk4Header* header,
+                               bool* embedded_descriptor);
+
+} // namespace instar::vmdk

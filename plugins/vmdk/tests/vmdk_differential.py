@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""Differential check: the VMDK guest half's report vs `qemu-img info --output=json` (7.2 and 10.0).
+
+Runs the hosted tool twice like the host does: the first pass names the extent files (NeedFiles),
+the second gets them (resolved against the image's directory). Extent "filename"s are compared
+after the substitution the host makes: "" is the image's own path, other names are joined to the
+image's directory unless absolute (qemu's path_combine).
+
+usage: vmdk_differential.py HOSTED_TOOL
+"""
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+
+QEMUS = {'7.2': ('/usr/bin/qemu-img', '/usr/bin/qemu-io'),
+         '10.0': ('/opt/qemu-img-10/root/usr/bin/qemu-img', '/opt/qemu-img-10/root/usr/bin/qemu-io')}
+FIELDS = ('virtual-size', 'cluster-size', 'encrypted', 'dirty-flag', 'backing-filename-format')
+NEED_FILES = 7
+
+
+def run(cmd):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+
+
+def resolve(image, name):
+    if name == '':
+        return image
+    return name if os.path.isabs(name) else os.path.join(os.path.dirname(image), name)
+
+
+def ours(tool, path):
+    first = json.loads(run([tool, path]))
+    if first.get('status') != NEED_FILES:
+        return first
+    extents = [f['name'] for f in first['info']['files'] if f['role'] == 'extent']
+    return json.loads(run([tool, path] + [resolve(path, e) for e in extents]))
+
+
+def compare(tool, path, label, results):
+    mine = ours(tool, path)
+    for ver, (qemu_img, _) in QEMUS.items():
+        qi = json.loads(run([qemu_img, 'info', '-f', 'vmdk', '--output=json', path]))
+        problems = []
+        info = mine.get('info')
+        if mine.get('status') != 0 or info is None:
+            problems.append(f'status {mine.get("status")} {mine.get("decode-error", "")}')
+        else:
+            if not mine.get('probe'):
+                problems.append('probe false')
+            for k in FIELDS:
+                if info.get(k) != qi.get(k):
+                    problems.append(f'{k}: ours {info.get(k)!r} qemu {qi.get(k)!r}')
+            backing = [f['name'] for f in info['files'] if f['role'] == 'backing']
+            want = [qi['backing-filename']] if 'backing-filename' in qi else []
+            if backing != want:
+                problems.append(f'backing: ours {backing} qemu {want}')
+            spec = info.get('format-specific')
+            if spec:
+                for e in spec['data'].get('extents', []):
+                    e['filename'] = resolve(path, e['filename'])
+            if spec != qi.get('format-specific'):
+                problems.append(f'format-specific: ours {spec} qemu {qi.get("format-specific")}')
+        results.append((f'{label} [qemu {ver}]', problems))
+
+
+def main():
+    if len(sys.argv) != 2:
+        print(__doc__)
+        return 2
+    tool = sys.argv[1]
+    for ver, (qemu_img, qemu_io) in QEMUS.items():
+        if not (os.access(qemu_img, os.X_OK) and os.access(qemu_io, os.X_OK)):
+            print(f'SKIP: qemu {ver} oracle missing ({qemu_img}); differential check NOT run')
+            return 77
+    qemu_img, qemu_io = QEMUS['7.2']
+    results = []
+    subformats = ('monolithicSparse', 'monolithicFlat', 'twoGbMaxExtentSparse', 'twoGbMaxExtentFlat',
+                  'streamOptimized')
+    with tempfile.TemporaryDirectory() as d:
+        n = 0
+
+        def make(opts, size, label, data=False):
+            nonlocal n
+            n += 1
+            sub = os.path.join(d, f'case{n}')
+            os.mkdir(sub)
+            path = os.path.join(sub, 'disk.vmdk')
+            run([qemu_img, 'create', '-q', '-f', 'vmdk', '-o', opts, path, size])
+            if data:
+                run([qemu_io, '-f', 'vmdk', '-c', 'write -P 0x55 0 3M', '-c', 'write -P 0xaa 40M 1M', path])
+            compare(tool, path, f'{opts} {size}{" with data" if data else ""}', results)
+            return path
+
+        for sub in subformats:
+            for size in ('1M', '100M', '3G', '5G'):
+                make(f'subformat={sub}', size, sub)
+        for adapter in ('ide', 'lsilogic', 'buslogic', 'legacyESX'):
+            make(f'subformat=monolithicSparse,adapter_type={adapter}', '64M', adapter)
+        make('subformat=monolithicSparse,compat6=on', '64M', 'compat6')
+        make('subformat=twoGbMaxExtentFlat,hwversion=7', '64M', 'hwversion')
+        make('subformat=monolithicSparse,zeroed_grain=on', '64M', 'zeroed')
+        for sub in ('monolithicSparse', 'twoGbMaxExtentSparse', 'monolithicFlat'):
+            make(f'subformat={sub}', '64M', sub, data=True)
+        base = make('subformat=monolithicSparse', '64M', 'base')
+        over = os.path.join(os.path.dirname(base), 'over.vmdk')
+        run([qemu_img, 'create', '-q', '-f', 'vmdk', '-b', 'disk.vmdk', '-F', 'vmdk', over])
+        compare(tool, over, 'with backing', results)
+        src = os.path.join(d, 'src.raw')
+        run([qemu_img, 'create', '-q', '-f', 'raw', src, '20M'])
+        run([qemu_io, '-f', 'raw', '-c', 'write -P 0x11 0 5M', src])
+        so = os.path.join(d, 'converted.vmdk')
+        run([qemu_img, 'convert', '-O', 'vmdk', '-o', 'subformat=streamOptimized', src, so])
+        compare(tool, so, 'streamOptimized converted with data', results)
+        # Hand-built: a KDMV header with capacity 0 pointing at a descriptor (qemu reads it as a
+        # descriptor file, with its CID window still at 0x200), and RDONLY/NOACCESS lines (skipped).
+        hand = os.path.join(d, 'hand')
+        os.mkdir(hand)
+        header = bytearray(64 * 1024)
+        header[0:4] = b'KDMV'
+        struct.pack_into('<IIQQQQI', header, 4, 1, 3, 0, 128, 1, 20, 512)
+        desc = (b'# Disk DescriptorFile\nversion=1\nCID=abcdef01\nparentCID=ffffffff\n'
+                b'createType="monolithicFlat"\nRW 2048 FLAT "e-flat.vmdk" 0\n')
+        header[512:512 + len(desc)] = desc
+        with open(os.path.join(hand, 'e.vmdk'), 'wb') as f:
+            f.write(header)
+        with open(os.path.join(hand, 'e-flat.vmdk'), 'wb') as f:
+            f.write(bytes(2048 * 512))
+        compare(tool, os.path.join(hand, 'e.vmdk'), 'KDMV header pointing at a descriptor', results)
+        with open(os.path.join(hand, 'ro.vmdk'), 'w') as f:
+            f.write('# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\n'
+                    'createType="twoGbMaxExtentFlat"\nRDONLY 4096 FLAT "x.vmdk" 0\n'
+                    'RW 2048 FLAT "e-flat.vmdk" 0\nNOACCESS 8 FLAT "y.vmdk" 0\n')
+        compare(tool, os.path.join(hand, 'ro.vmdk'), 'RDONLY and NOACCESS extents', results)
+        with open(os.path.join(hand, 'blank.vmdk'), 'w') as f:
+            f.write('# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\n'
+                    'createType="monolithicFlat"\n\n\nRW 2048 FLAT "e-flat.vmdk" 0\n')
+        compare(tool, os.path.join(hand, 'blank.vmdk'), 'blank lines repeat an extent (sscanf quirk)', results)
+    failed = 0
+    for label, problems in results:
+        if problems:
+            failed += 1
+            print(f'FAIL {label}: ' + '; '.join(problems))
+    print(f'{len(results) - failed} passed, {failed} failed')
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
