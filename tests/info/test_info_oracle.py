@@ -141,6 +141,41 @@ def main():
                         failed += 1
                         print("FAIL qemu-img %s %s\n--- want (rc %d)\n%s%s--- got (rc %d)\n%s%s" %
                               (version, " ".join(args), want[0], want[1], want[2], got[0], got[1], got[2]))
+        # Hostile images: names inside images never reach host files (docs/info.md, path policy).
+        hostile = [
+            ("evil-abs.qcow2", ["-u", "-b", "/etc/shadow", "-F", "raw"], "backing file '/etc/shadow' refused"),
+            ("evil-json.qcow2", ["-u", "-b", 'json:{"driver":"raw","file":{"driver":"file","filename":"/etc/passwd"}}',
+                                 "-F", "raw"], "json: pseudo-protocol names are never followed"),
+            ("evil-nbd.qcow2", ["-u", "-b", "nbd://127.0.0.1:10809/x", "-F", "raw"], "protocol names (nbd:)"),
+            ("evil-up.qcow2", ["-u", "-b", "../../../etc/hostname", "-F", "raw"], "outside the allowed directories"),
+        ]
+        for name, opts, want in hostile:
+            run([q72, "create", "-q", "-f", "qcow2"] + opts + [name, "1M"], work, env)
+            rc, out, err = run([instar, "info", "--backing-chain", name], work, env)
+            if rc == 1 and want in err and out == "":
+                passed += 1
+            else:
+                failed += 1
+                print("FAIL hostile %s: rc %d out %r err %r" % (name, rc, out, err))
+        with open(os.path.join(work, "evil.vmdk"), "w") as f:
+            f.write('# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n'
+                    'createType="monolithicFlat"\nRW 2048 FLAT "/etc/passwd" 0\n')
+        rc, out, err = run([instar, "info", "evil.vmdk"], work, env)
+        if rc == 1 and "extent file '/etc/passwd' refused" in err and out == "":
+            passed += 1
+        else:
+            failed += 1
+            print("FAIL hostile vmdk extent: rc %d out %r err %r" % (rc, out, err))
+        # A loop: two images naming each other.
+        run([q72, "create", "-q", "-f", "qcow2", "-u", "-b", "loop-b.qcow2", "-F", "qcow2", "loop-a.qcow2", "1M"], work, env)
+        run([q72, "create", "-q", "-f", "qcow2", "-u", "-b", "loop-a.qcow2", "-F", "qcow2", "loop-b.qcow2", "1M"], work, env)
+        rc, out, err = run([instar, "info", "--backing-chain", "loop-a.qcow2"], work, env)
+        if rc == 1 and "loops back" in err:
+            passed += 1
+        else:
+            failed += 1
+            print("FAIL hostile loop: rc %d err %r" % (rc, err))
+
         # Deliberate differences: a file with no signature is not silently raw.
         with open(os.path.join(work, "plain.img"), "wb") as f:
             f.write(b"\0" * 65536)
