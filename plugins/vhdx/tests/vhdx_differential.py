@@ -5,43 +5,17 @@ usage: vhdx_differential.py HOSTED_TOOL
 """
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
-QEMUS = {'7.2': ('/usr/bin/qemu-img', '/usr/bin/qemu-io'),
-         '10.0': ('/opt/qemu-img-10/root/usr/bin/qemu-img', '/opt/qemu-img-10/root/usr/bin/qemu-io')}
-FIELDS = ('virtual-size', 'cluster-size', 'encrypted', 'dirty-flag', 'backing-filename-format')
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'tests', 'formats'))
+from differential_support import QEMUS, compare_report, missing_oracle, report, run  # noqa: E402
+
 FORMAT = 'vhdx'
 
 
-def run(cmd):
-    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-
-
 def compare(tool, path, label, results):
-    ours = json.loads(run([tool, path]))
-    for ver, (qemu_img, _) in QEMUS.items():
-        qi = json.loads(run([qemu_img, 'info', '-f', FORMAT, '--output=json', path]))
-        problems = []
-        if ours.get('status') != 0 or 'info' not in ours:
-            problems.append(f'status {ours.get("status")} {ours.get("decode-error", "")}')
-        else:
-            info = ours['info']
-            if not ours.get('probe'):
-                problems.append('probe false')
-            if info['format'] != qi['format']:
-                problems.append(f'format {info["format"]} != {qi["format"]}')
-            for k in FIELDS:
-                if info.get(k) != qi.get(k):
-                    problems.append(f'{k}: ours {info.get(k)!r} qemu {qi.get(k)!r}')
-            backing = [f['name'] for f in info['files'] if f['role'] == 'backing']
-            want = [qi['backing-filename']] if 'backing-filename' in qi else []
-            if backing != want:
-                problems.append(f'backing: ours {backing} qemu {want}')
-            if info.get('format-specific') != qi.get('format-specific'):
-                problems.append(f'format-specific: ours {info.get("format-specific")} qemu {qi.get("format-specific")}')
-        results.append((f'{label} [qemu {ver}]', problems))
+    compare_report(json.loads(run([tool, path])), FORMAT, path, label, results)
 
 
 def main():
@@ -49,10 +23,9 @@ def main():
         print(__doc__)
         return 2
     tool = sys.argv[1]
-    for ver, (qemu_img, qemu_io) in QEMUS.items():
-        if not (os.access(qemu_img, os.X_OK) and os.access(qemu_io, os.X_OK)):
-            print(f'SKIP: qemu {ver} oracle missing ({qemu_img}); differential check NOT run')
-            return 77
+    skip = missing_oracle()
+    if skip is not None:
+        return skip
     qemu_img, qemu_io = QEMUS['7.2']
     results = []
     with tempfile.TemporaryDirectory() as d:
@@ -77,13 +50,7 @@ def main():
                 run([qemu_io, '-f', FORMAT, '-c', 'write -P 0x55 0 3M', '-c', 'write -P 0xaa 20M 1M', path])
             compare(tool, path, f'{opts} {size}{" with data" if data else ""}', results)
             os.unlink(path)
-    failed = 0
-    for label, problems in results:
-        if problems:
-            failed += 1
-            print(f'FAIL {label}: ' + '; '.join(problems))
-    print(f'{len(results) - failed} passed, {failed} failed')
-    return 1 if failed else 0
+    return report(results)
 
 
 if __name__ == '__main__':

@@ -11,18 +11,13 @@ usage: vmdk_differential.py HOSTED_TOOL
 import json
 import os
 import struct
-import subprocess
 import sys
 import tempfile
 
-QEMUS = {'7.2': ('/usr/bin/qemu-img', '/usr/bin/qemu-io'),
-         '10.0': ('/opt/qemu-img-10/root/usr/bin/qemu-img', '/opt/qemu-img-10/root/usr/bin/qemu-io')}
-FIELDS = ('virtual-size', 'cluster-size', 'encrypted', 'dirty-flag', 'backing-filename-format')
-NEED_FILES = 7
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'tests', 'formats'))
+from differential_support import QEMUS, compare_report, missing_oracle, report, run  # noqa: E402
 
-
-def run(cmd):
-    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+NEED_FILES = 7  # guest::Status::NeedFiles
 
 
 def resolve(image, name):
@@ -40,41 +35,19 @@ def ours(tool, path):
 
 
 def compare(tool, path, label, results):
-    mine = ours(tool, path)
-    for ver, (qemu_img, _) in QEMUS.items():
-        qi = json.loads(run([qemu_img, 'info', '-f', 'vmdk', '--output=json', path]))
-        problems = []
-        info = mine.get('info')
-        if mine.get('status') != 0 or info is None:
-            problems.append(f'status {mine.get("status")} {mine.get("decode-error", "")}')
-        else:
-            if not mine.get('probe'):
-                problems.append('probe false')
-            for k in FIELDS:
-                if info.get(k) != qi.get(k):
-                    problems.append(f'{k}: ours {info.get(k)!r} qemu {qi.get(k)!r}')
-            backing = [f['name'] for f in info['files'] if f['role'] == 'backing']
-            want = [qi['backing-filename']] if 'backing-filename' in qi else []
-            if backing != want:
-                problems.append(f'backing: ours {backing} qemu {want}')
-            spec = info.get('format-specific')
-            if spec:
-                for e in spec['data'].get('extents', []):
-                    e['filename'] = resolve(path, e['filename'])
-            if spec != qi.get('format-specific'):
-                problems.append(f'format-specific: ours {spec} qemu {qi.get("format-specific")}')
-        results.append((f'{label} [qemu {ver}]', problems))
-
+    def resolve_extents(spec):
+        for e in spec['data'].get('extents', []):
+            e['filename'] = resolve(path, e['filename'])
+    compare_report(ours(tool, path), 'vmdk', path, label, results, resolve_extents)
 
 def main():
     if len(sys.argv) != 2:
         print(__doc__)
         return 2
     tool = sys.argv[1]
-    for ver, (qemu_img, qemu_io) in QEMUS.items():
-        if not (os.access(qemu_img, os.X_OK) and os.access(qemu_io, os.X_OK)):
-            print(f'SKIP: qemu {ver} oracle missing ({qemu_img}); differential check NOT run')
-            return 77
+    skip = missing_oracle()
+    if skip is not None:
+        return skip
     qemu_img, qemu_io = QEMUS['7.2']
     results = []
     subformats = ('monolithicSparse', 'monolithicFlat', 'twoGbMaxExtentSparse', 'twoGbMaxExtentFlat',
@@ -138,13 +111,7 @@ def main():
             f.write('# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\n'
                     'createType="monolithicFlat"\n\n\nRW 2048 FLAT "e-flat.vmdk" 0\n')
         compare(tool, os.path.join(hand, 'blank.vmdk'), 'blank lines repeat an extent (sscanf quirk)', results)
-    failed = 0
-    for label, problems in results:
-        if problems:
-            failed += 1
-            print(f'FAIL {label}: ' + '; '.join(problems))
-    print(f'{len(results) - failed} passed, {failed} failed')
-    return 1 if failed else 0
+    return report(results)
 
 
 if __name__ == '__main__':

@@ -1,0 +1,63 @@
+"""Shared pieces of the per-format differential checks (plugins/<fmt>/tests/*_differential.py):
+the qemu-img oracles, running commands, comparing a hosted tool's report with
+`qemu-img info --output=json`, and the closing "N passed, N failed" line."""
+import json
+import os
+import subprocess
+
+QEMUS = {'7.2': ('/usr/bin/qemu-img', '/usr/bin/qemu-io'),
+         '10.0': ('/opt/qemu-img-10/root/usr/bin/qemu-img', '/opt/qemu-img-10/root/usr/bin/qemu-io')}
+FIELDS = ('virtual-size', 'cluster-size', 'encrypted', 'dirty-flag', 'backing-filename-format')
+
+
+def run(cmd):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+
+
+def missing_oracle():
+    """77 (meson's skip code) after a loud message when an oracle is missing, else None."""
+    for ver, (qemu_img, qemu_io) in QEMUS.items():
+        if not (os.access(qemu_img, os.X_OK) and os.access(qemu_io, os.X_OK)):
+            print(f'SKIP: qemu {ver} oracle missing ({qemu_img}); differential check NOT run')
+            return 77
+    return None
+
+
+def compare_report(ours, fmt, path, label, results, fixup_specific=None):
+    """Compares a hosted tool's JSON report with each oracle's `info --output=json`, appending
+    (label, problems) per qemu version. fixup_specific(spec) may adjust host-derived fields."""
+    for ver, (qemu_img, _) in QEMUS.items():
+        qi = json.loads(run([qemu_img, 'info', '-f', fmt, '--output=json', path]))
+        problems = []
+        info = ours.get('info')
+        if ours.get('status') != 0 or info is None:
+            problems.append(f'status {ours.get("status")} {ours.get("decode-error", "")}')
+        else:
+            if not ours.get('probe'):
+                problems.append('probe false')
+            if info['format'] != qi['format']:
+                problems.append(f'format {info["format"]} != {qi["format"]}')
+            for k in FIELDS:
+                if info.get(k) != qi.get(k):
+                    problems.append(f'{k}: ours {info.get(k)!r} qemu {qi.get(k)!r}')
+            backing = [f['name'] for f in info['files'] if f['role'] == 'backing']
+            want = [qi['backing-filename']] if 'backing-filename' in qi else []
+            if backing != want:
+                problems.append(f'backing: ours {backing} qemu {want}')
+            spec = info.get('format-specific')
+            if spec and fixup_specific:
+                fixup_specific(spec)
+            if spec != qi.get('format-specific'):
+                problems.append(f'format-specific: ours {spec} qemu {qi.get("format-specific")}')
+        results.append((f'{label} [qemu {ver}]', problems))
+
+
+def report(results):
+    """Prints each failure and the closing line; returns the exit status."""
+    failed = 0
+    for label, problems in results:
+        if problems:
+            failed += 1
+            print(f'FAIL {label}: ' + '; '.join(problems))
+    print(f'{len(results) - failed} passed, {failed} failed')
+    return 1 if failed else 0
