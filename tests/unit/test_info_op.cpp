@@ -164,6 +164,11 @@ TEST_CASE("guest errors, a lying guest, and unrecognised files") {
     REQUIRE_FALSE(r);
     CHECK(r.error() == "Could not open '" + bad + "': L1-table-offset-past-EOF");
 
+    auto named = f.image("named", "fail in-{image}-twice-{image}\n");
+    auto n = f.info(named);
+    REQUIRE_FALSE(n);
+    CHECK(n.error() == "Could not open '" + named + "': in-" + named + "-twice-" + named);
+
     auto liar = f.image("liar", "fmt qcow2\n");
     auto l = f.info(liar);
     REQUIRE_FALSE(l);

@@ -8,15 +8,20 @@
 namespace instar {
 namespace {
 
-// The guest's failure reason is shown to the user: keep it one short printable line.
-constexpr std::size_t MAX_REASON = 200;
+// The guest's failure reason is shown to the user: short, printable, at most a few lines.
+constexpr std::size_t MAX_REASON = 400;
+constexpr int MAX_REASON_LINES = 4;
 
 std::string printable(const std::string& text) {
     std::string s;
+    int lines = 1;
     for (char c : text) {
         if (s.size() >= MAX_REASON)
             break;
-        s += (c >= 0x20 && c < 0x7f) ? c : '?';
+        if (c == '\n' && ++lines <= MAX_REASON_LINES)
+            s += c;
+        else
+            s += (c >= 0x20 && c < 0x7f) ? c : '?';
     }
     return s;
 }

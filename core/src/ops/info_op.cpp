@@ -111,8 +111,12 @@ Expected<Inspected> inspect(const InfoOptions& opts, const PluginRegistry& plugi
     if (run->status == Status::Unsupported && run->detail.rfind("unsupported format: ", 0) == 0)
         return could_not_open(name, "image format '" + run->detail.substr(20) +
                                         "' is not supported by instar (it is never treated as raw)");
-    if (run->status != Status::Ok)
-        return could_not_open(name, run->detail.empty() ? status_message(run->status) : run->detail);
+    if (run->status != Status::Ok) {
+        std::string detail = run->detail.empty() ? status_message(run->status) : run->detail;
+        for (std::size_t at; (at = detail.find("{image}")) != std::string::npos;)
+            detail.replace(at, 7, name);
+        return could_not_open(name, detail);
+    }
     const ImageInfo& info = run->info;
     bool claimed = false;
     for (const LoadedPlugin* c : candidates->plugins)

@@ -43,8 +43,17 @@ Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
     VhdxHeader header;
     if ((st = vhdx_read_current_header(dev, alloc, &header)) != Status::Ok)
         return st;
-    if ((st = vhdx_log_check(dev, alloc, header)) != Status::Ok)
+    if ((st = vhdx_log_check(dev, alloc, header)) != Status::Ok) {
+        if (st == Status::Unsupported) {
+            // qemu-img's words for a read-only open of an image with a log to replay.
+            static constexpr char REPLAY[] =
+                "VHDX image file '{image}' opened read-only, but contains a log that needs to be replayed\n"
+                "To replay the log, run:\n"
+                "qemu-img check -r all '{image}'";
+            sink.reason(REPLAY, sizeof REPLAY - 1);
+        }
         return st;
+    }
     VhdxRegions regions{};
     {
         Buffer table(alloc, VHDX_REGION_TABLE_SIZE);

@@ -70,7 +70,9 @@ TEST_CASE("info: differencing disk reports its parent") {
 TEST_CASE("info: a log that needs replay is refused; a stale entry is ignored") {
     auto img = vhdx_test::image();
     add_log_entry(img, 17);
-    CHECK(run(img).status == Status::Unsupported);
+    const auto refused = run(img);
+    CHECK(refused.status == Status::Unsupported);
+    CHECK(refused.info.reason.rfind("VHDX image file '{image}' opened read-only, but contains a log", 0) == 0);
     img[vhdx_test::LOG_OFFSET + 17 * 4096 + 200] ^= 1; // checksum no longer matches
     CHECK(run(img).status == Status::Ok);
     for (std::size_t h : {64 * 1024, 128 * 1024}) {

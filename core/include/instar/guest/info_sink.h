@@ -65,8 +65,9 @@ public:
     virtual void put_int(const char* key, int64_t value) = 0;
     virtual void put_bool(const char* key, bool value) = 0;
 
-    // Why the image was refused, one short line for the user (e.g. "L1 table offset past end of
-    // file"); call it before returning a non-Ok Status. The host shows it after "Could not open".
+    // Why the image was refused, for the user (e.g. "L1 table offset past end of file"); call it
+    // before returning a non-Ok Status. The host shows it after "Could not open 'NAME': ", with
+    // every "{image}" replaced by NAME (the guest never knows file names).
     virtual void reason(const char* text, size_t len) = 0;
 
 protected:
