@@ -32,7 +32,7 @@ struct Context {
     std::ostream& out;
     std::ostream& err;
 
-    std::chrono::milliseconds guest_timeout{10'000};
+    std::chrono::milliseconds guest_timeout = vmm::DEFAULT_TIMEOUT;
 
     // The sandbox settings these options ask for.
     vmm::SandboxConfig sandbox_config() const;
