@@ -1,6 +1,8 @@
 // Path policy checks and the opening of files named by images or by the user.
 #include "chain/path_policy.h"
 
+#include "util/path_within.h"
+
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
@@ -20,15 +22,6 @@ bool looks_like_protocol(std::string_view name) {
         return false;
     for (char c : name.substr(0, colon))
         if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '+' || c == '-'))
-            return false;
-    return true;
-}
-
-bool is_within(const fs::path& p, const fs::path& root) {
-    auto r = root.begin();
-    auto q = p.begin();
-    for (; r != root.end(); ++r, ++q)
-        if (q == p.end() || *q != *r)
             return false;
     return true;
 }
@@ -100,7 +93,7 @@ Expected<OpenedFile> open_referenced(const PathPolicy& policy, const std::string
     const fs::path target = fs::weakly_canonical(fs::absolute(display, ec), ec);
     auto inside = [&](const fs::path& p) {
         for (const auto& root : policy.allowed_roots)
-            if (is_within(p, root))
+            if (path_is_within(p, root))
                 return true;
         return false;
     };

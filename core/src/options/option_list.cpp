@@ -14,15 +14,11 @@ constexpr const char* SIZE_HELP_TAIL =
 
 bool is_help_name(std::string_view name) { return name == "help" || name == "?"; }
 
-bool in_profile(const OptionDesc& d, std::uint32_t v) {
-    return (d.min_qemu == 0 || v >= d.min_qemu) && (d.max_qemu == 0 || v <= d.max_qemu);
-}
-
 std::string join_keys(std::span<const OptionDesc> a, std::span<const OptionDesc> b, std::uint32_t v) {
     std::vector<std::string> keys;
     for (auto t : {a, b})
         for (const auto& d : t)
-            if (in_profile(d, v) && std::find(keys.begin(), keys.end(), d.key) == keys.end())
+            if (option_in_profile(d, v) && std::find(keys.begin(), keys.end(), d.key) == keys.end())
                 keys.emplace_back(d.key);
     std::sort(keys.begin(), keys.end());
     std::string out;
@@ -118,6 +114,10 @@ bool has_help_option(std::string_view list) {
     return false;
 }
 
+bool option_in_profile(const OptionDesc& d, std::uint32_t v) {
+    return (d.min_qemu == 0 || v >= d.min_qemu) && (d.max_qemu == 0 || v <= d.max_qemu);
+}
+
 const std::string* OptionSet::find(std::string_view key) const {
     for (auto it = items.rbegin(); it != items.rend(); ++it)
         if (it->key == key)
@@ -128,7 +128,7 @@ const std::string* OptionSet::find(std::string_view key) const {
 const OptionDesc* find_option(std::span<const OptionDesc> table, std::string_view key,
                               std::uint32_t profile_version) {
     for (const auto& d : table)
-        if (key == d.key && in_profile(d, profile_version))
+        if (key == d.key && option_in_profile(d, profile_version))
             return &d;
     return nullptr;
 }

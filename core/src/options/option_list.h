@@ -46,6 +46,9 @@ Expected<OptionSet> apply_option_table(const std::vector<OptionItem>& items,
                                        std::uint32_t profile_version,
                                        std::vector<std::string>* warnings = nullptr);
 
+// The option exists in this qemu-img profile (min_qemu/max_qemu, 0 meaning unbounded).
+bool option_in_profile(const OptionDesc& d, std::uint32_t profile_version);
+
 // The key is in the table and in this profile.
 const OptionDesc* find_option(std::span<const OptionDesc> table, std::string_view key,
                               std::uint32_t profile_version);

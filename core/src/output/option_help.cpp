@@ -1,6 +1,8 @@
 // Rendering of option tables in qemu_opts_print_help's layout (sorted, "  key=<type>" padded to 24).
 #include "output/option_help.h"
 
+#include "options/option_list.h"
+
 #include <algorithm>
 #include <string>
 #include <vector>
@@ -23,10 +25,6 @@ const OptionDesc FILE_OPTIONS[] = {
 // qemu_opts_print_help pads "  key=<type>" to this many columns before " - help".
 constexpr std::size_t HELP_COLUMN = 24;
 
-bool in_profile(const OptionDesc& d, std::uint32_t v) {
-    return (d.min_qemu == 0 || v >= d.min_qemu) && (d.max_qemu == 0 || v <= d.max_qemu);
-}
-
 } // namespace
 
 std::span<const OptionDesc> file_protocol_options() { return FILE_OPTIONS; }
@@ -47,7 +45,7 @@ void print_option_help(std::ostream& out, std::string_view format, std::span<con
     std::vector<const OptionDesc*> all;
     auto add = [&](std::span<const OptionDesc> table) {
         for (const auto& d : table)
-            if (in_profile(d, profile_version) &&
+            if (option_in_profile(d, profile_version) &&
                 std::none_of(all.begin(), all.end(), [&](const OptionDesc* x) { return std::string_view(x->key) == d.key; }))
                 all.push_back(&d);
     };

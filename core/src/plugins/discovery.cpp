@@ -2,6 +2,7 @@
 #include "plugins/discovery.h"
 
 #include "instar_config.h"
+#include "util/path_within.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -12,23 +13,13 @@ namespace fs = std::filesystem;
 namespace instar {
 namespace {
 
-bool is_inside(const fs::path& file, const fs::path& dir) {
-    if (dir.empty())
-        return false;
-    auto f = file.begin();
-    for (auto d = dir.begin(); d != dir.end(); ++d, ++f)
-        if (f == file.end() || *f != *d)
-            return false;
-    return true;
-}
-
 } // namespace
 
 std::vector<fs::path> plugin_search_dirs(const DiscoveryInputs& in) {
     std::vector<fs::path> dirs;
     std::error_code ec;
     const fs::path build_plugins = in.build_root / "plugins";
-    if (is_inside(in.executable, in.build_root) && fs::is_directory(build_plugins, ec)) {
+    if (path_is_within(in.executable, in.build_root) && fs::is_directory(build_plugins, ec)) {
         // Running from the build tree: use the plugins built beside us, not an older installed set.
         std::vector<fs::path> sub;
         for (const auto& e : fs::directory_iterator(build_plugins, ec))
