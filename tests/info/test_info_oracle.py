@@ -81,6 +81,71 @@ DIVERGENT = {
     "p-fixed.vpc": "file format: vpc\n",  # vpc-fixed-probe: qemu-img's probe calls a fixed VHD raw
 }
 EXTENSION_FORMAT = {"qcow2": "qcow2", "vmdk": "vmdk", "vpc": "vpc", "vhdx": "vhdx", "raw": "raw"}
+# instar extensions (docs/info.md). --ignore-quirks: qemu's output with true file sizes and exact
+# size text (docs/quirks.md); [image, extra args] -- every image of a chain is affected.
+IGNORE_QUIRKS = [["qdata.qcow2"], ["v-twoGbMaxExtentSparse.vmdk"], ["v-twoGbMaxExtentFlat.vmdk"],
+                 ["ov2.qcow2", "--backing-chain"]]
+# --extra-detail: nothing beyond qemu's output for any supported format (reserved for VDI).
+EXTRA_DETAIL = [["qdata.qcow2"], ["v-twoGbMaxExtentSparse.vmdk"], ["p-dynamic.vpc"], ["x-dynamic.vhdx"],
+                ["mbr.raw"], ["ov2.qcow2", "--backing-chain"]]
+
+
+def exact_size(n):
+    """instar's size text under --ignore-quirks: integer when whole in its unit, else one decimal
+    rounded half up; the unit is the largest power of 1024 the value reaches."""
+    units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
+    i = 0
+    while i < 6 and n >= 1024 ** (i + 1):
+        i += 1
+    if n % 1024 ** i == 0:
+        return "%d %s" % (n // 1024 ** i, units[i])
+    tenths = (n * 10 + 1024 ** i // 2) // 1024 ** i
+    if tenths >= 10240 and i < 6:
+        i += 1
+        tenths = (n * 10 + 1024 ** i // 2) // 1024 ** i
+    return "%d.%d %s" % (tenths // 10, tenths % 10, units[i])
+
+
+def true_sizes(work, nodes):
+    """{image: st_size of the image plus its extent files} from qemu 10.0's JSON nodes."""
+    total = {}
+    for node in nodes:
+        extents = [c["info"]["filename"] for c in node.get("children", []) if c["name"].startswith("extents.")]
+        total[node["filename"]] = sum(os.stat(os.path.join(work, f)).st_size for f in [node["filename"]] + extents)
+    return total
+
+
+def without_quirks_human(work, text, total):
+    """qemu-img's human output with only the --ignore-quirks fields changed."""
+    out, top, cur = [], None, None
+    for line in text.split("\n"):
+        body = line.lstrip(" ")
+        ind = line[:len(line) - len(body)]
+        key, _, value = body.partition(": ")
+        if key in ("image", "filename"):
+            cur = value
+            if not ind:
+                top = value
+        elif key == "disk size":
+            line = ind + "disk size: " + exact_size(total[top] if not ind else os.stat(os.path.join(work, cur)).st_size)
+        elif key == "virtual size" and value.endswith(" bytes)"):
+            n = int(value.rsplit("(", 1)[1].split()[0])
+            line = ind + "virtual size: %s (%d bytes)" % (exact_size(n), n)
+        elif key == "file length":
+            n = os.stat(os.path.join(work, cur)).st_size
+            line = ind + "file length: %s (%d bytes)" % (exact_size(n), n)
+        out.append(line)
+    return "\n".join(out)
+
+
+def without_quirks_json(work, value, total):
+    """qemu-img's JSON with true file sizes in actual-size and the file children's virtual-size."""
+    for node in value if isinstance(value, list) else [value]:
+        node["actual-size"] = total[node["filename"]]
+        for c in node.get("children", []):
+            c["info"]["actual-size"] = c["info"]["virtual-size"] = \
+                os.stat(os.path.join(work, c["info"]["filename"])).st_size
+    return json.dumps(value, indent=4)
 
 
 def formats_with_info(instar):
@@ -141,6 +206,45 @@ def main():
                         failed += 1
                         print("FAIL qemu-img %s %s\n--- want (rc %d)\n%s%s--- got (rc %d)\n%s%s" %
                               (version, " ".join(args), want[0], want[1], want[2], got[0], got[1], got[2]))
+        # --extra-detail: qemu-img's output exactly, for every supported format.
+        for case in EXTRA_DETAIL:
+            if EXTENSION_FORMAT[case[0].rsplit(".", 1)[1]] not in supported:
+                continue
+            for oracle, version in ((q72, "7.2.22"), (q10, "10.0.2")):
+                for extra in ([], ["--output=json"]):
+                    args = ["info"] + extra + case[1:] + [case[0]]
+                    want = run([oracle] + args, work, env)
+                    got = run([instar, "--qemu-version", version, "info", "--extra-detail"] + args[1:], work, env)
+                    if want[:2] == got[:2]:
+                        passed += 1
+                    else:
+                        failed += 1
+                        print("FAIL --extra-detail %s %s\n--- want\n%s--- got (rc %d)\n%s%s" %
+                              (version, " ".join(args), want[1], got[0], got[1], got[2]))
+        # --ignore-quirks: qemu-img's output with true file sizes and exact size text.
+        for case in IGNORE_QUIRKS:
+            if EXTENSION_FORMAT[case[0].rsplit(".", 1)[1]] not in supported:
+                continue
+            chain = "--backing-chain" in case
+            nodes = json.loads(run([q10, "info", "--output=json"] + case[1:] + [case[0]], work, env)[1])
+            total = true_sizes(work, nodes if chain else [nodes])
+            for oracle, version in ((q72, "7.2.22"), (q10, "10.0.2")):
+                for js in (False, True):
+                    args = ["info"] + (["--output=json"] if js else []) + case[1:] + [case[0]]
+                    qemu = run([oracle] + args, work, env)[1]
+                    got = run([instar, "--qemu-version", version, "info", "--ignore-quirks"] + args[1:], work, env)
+                    if js:
+                        want = without_quirks_json(work, json.loads(qemu), total)
+                        ok = got[0] == 0 and json.dumps(json.loads(got[1]), indent=4) == want
+                    else:
+                        want = without_quirks_human(work, qemu, total)
+                        ok = got[0] == 0 and got[1] == want
+                    if ok and want != (json.dumps(json.loads(qemu), indent=4) if js else qemu):
+                        passed += 1
+                    else:
+                        failed += 1
+                        print("FAIL --ignore-quirks %s %s (or nothing differs from qemu-img)\n--- want\n%s\n--- got (rc %d)\n%s%s" %
+                              (version, " ".join(args), want, got[0], got[1], got[2]))
         # Hostile images: names inside images never reach host files (docs/info.md, path policy).
         hostile = [
             ("evil-abs.qcow2", ["-u", "-b", "/etc/shadow", "-F", "raw"], "backing file '/etc/shadow' refused"),
@@ -191,6 +295,19 @@ def main():
         else:
             failed += 1
             print("FAIL --unsafe-quirks should restore raw: rc %d %s" % (rc, err))
+        # --ignore-quirks never enables an unsafe quirk; with --unsafe-quirks both apply.
+        rc, out, err = run([instar, "info", "--ignore-quirks", "plain.img"], work, env)
+        if rc == 1 and "image format not recognised" in err:
+            passed += 1
+        else:
+            failed += 1
+            print("FAIL --ignore-quirks must not restore raw: rc %d %s" % (rc, err))
+        rc, out, err = run([instar, "info", "--ignore-quirks", "--unsafe-quirks", "plain.img"], work, env)
+        if rc == 0 and "file format: raw" in out and "disk size: 64 KiB\n" in out:
+            passed += 1
+        else:
+            failed += 1
+            print("FAIL --ignore-quirks --unsafe-quirks: rc %d %s%s" % (rc, out, err))
     finally:
         shutil.rmtree(work)
     if skipped:

@@ -157,6 +157,33 @@ TEST_CASE("NeedFiles: referenced extents are opened by policy and the guest runs
                            f.dir.string() + "; --allow-path DIR adds one)");
 }
 
+TEST_CASE("--ignore-quirks: file lengths instead of allocated blocks, summed over extents") {
+    Fixture f;
+    std::ofstream(f.dir / "ext0") << "0123456789";
+    auto top = f.image("desc", "size 10\nextent ext0\n");
+    InfoOptions o;
+    o.filename = top;
+    auto quirky = collect_info(o, f.plugins, fake_guest);
+    o.ignore_quirks = true;
+    o.extra_detail = true; // reserved: changes nothing for any supported format
+    auto exact = collect_info(o, f.plugins, fake_guest);
+    REQUIRE(quirky);
+    REQUIRE(exact);
+    const NodeInfo& q = quirky->front();
+    const NodeInfo& n = exact->front();
+    const auto top_len = fs::file_size(top);
+    CHECK(n.actual_size == top_len + 10);
+    REQUIRE(n.children.size() == 2);
+    CHECK(n.children[0].second.virtual_size == top_len);
+    CHECK(n.children[0].second.actual_size == top_len);
+    CHECK(n.children[1].second.virtual_size == 10);
+    CHECK(n.children[1].second.actual_size == 10);
+    // Without the flag: allocated blocks and whole sectors, as qemu.
+    CHECK(q.children[1].second.virtual_size == 512);
+    CHECK(q.actual_size == q.children[0].second.actual_size.value() + q.children[1].second.actual_size.value());
+    CHECK(n.virtual_size == q.virtual_size);
+}
+
 TEST_CASE("guest errors, a lying guest, and unrecognised files") {
     Fixture f;
     auto bad = f.image("bad", "fail L1-table-offset-past-EOF\n");

@@ -60,6 +60,32 @@ TEST_CASE("size_to_str") {
     CHECK(qemu_size_to_str(UINT64_MAX) == "16 EiB");
 }
 
+TEST_CASE("exact_size_to_str (--ignore-quirks): whole units as integers, otherwise one decimal") {
+    CHECK(exact_size_to_str(0) == "0 B");
+    CHECK(exact_size_to_str(1) == "1 B");
+    CHECK(exact_size_to_str(512) == "512 B");
+    CHECK(exact_size_to_str(1000) == "1000 B"); // no switch at 1000: "0.977 KiB" is qemu's
+    CHECK(exact_size_to_str(1023) == "1023 B");
+    CHECK(exact_size_to_str(1024) == "1 KiB");
+    CHECK(exact_size_to_str(1536) == "1.5 KiB");
+    CHECK(exact_size_to_str(197120) == "192.5 KiB"); // qemu: "192 KiB" (ties to even)
+    CHECK(exact_size_to_str(262656) == "256.5 KiB"); // qemu: "256 KiB"
+    CHECK(exact_size_to_str(200704) == "196 KiB");
+    CHECK(exact_size_to_str(1280) == "1.3 KiB");     // 1.25: half up, not to even
+    CHECK(exact_size_to_str(1335296) == "1.3 MiB");  // qemu: "1.27 MiB"
+    CHECK(exact_size_to_str(21692416) == "20.7 MiB");
+    CHECK(exact_size_to_str(1024000) == "1000 KiB"); // qemu: "0.977 MiB"
+    CHECK(exact_size_to_str(1048575) == "1.0 MiB");  // 1023.999 KiB rounds into the next unit
+    CHECK(exact_size_to_str(1048576) == "1 MiB");
+    CHECK(exact_size_to_str(67108864) == "64 MiB");
+    CHECK(exact_size_to_str(1ull << 30) == "1 GiB");
+    CHECK(exact_size_to_str((1ull << 30) + 1) == "1.0 GiB");
+    CHECK(exact_size_to_str(136363130880ull) == "127.0 GiB"); // 126.998 GiB
+    CHECK(exact_size_to_str(1ull << 50) == "1 PiB");
+    CHECK(exact_size_to_str(1ull << 60) == "1 EiB");
+    CHECK(exact_size_to_str(UINT64_MAX) == "16.0 EiB");
+}
+
 TEST_CASE("QDict order is tdb_hash bucket order, newest first within a bucket") {
     CHECK(qdict_bucket("children") == 206);
     CHECK(qdict_bucket("backing-filename-format") == 206);
@@ -117,6 +143,28 @@ TEST_CASE("human dump, 10.0: child node, snapshot table, format-specific tree") 
                                                  "    protocol type: file\n"
                                                  "    file length: 1.5 MiB (1573376 bytes)\n"
                                                  "    disk size: 1.27 MiB\n");
+}
+
+TEST_CASE("human dump with ignore_quirks: every size text is exact, nothing else changes") {
+    const InfoRenderOptions exact{.ignore_quirks = true};
+    NodeInfo n = overlay();
+    n.snapshots[0].vm_state_size = 1000;
+    std::string want = render_info_human(n, p10());
+    for (const auto& [from, to] : {std::pair<std::string, std::string>{"disk size: 1.27 MiB\n", "disk size: 1.3 MiB\n"},
+                                   {"disk size: 1.27 MiB\n", "disk size: 1.3 MiB\n"},
+                                   {" 0.977 KiB ", "   1000 B "}}) { // %8s: "1000 B" is padded
+        const auto at = want.find(from);
+        REQUIRE(at != std::string::npos);
+        want.replace(at, from.size(), to);
+    }
+    CHECK(render_info_human(n, p10(), exact) == want);
+    CHECK(snapshot_row(&n.snapshots[0], p72(), exact).find(" 1000 B ") != std::string::npos);
+}
+
+TEST_CASE("file protocol node: whole sectors for qemu, the real length with whole_sectors = false") {
+    CHECK(file_protocol_node("f", 1000, 4096).virtual_size == 1024);
+    CHECK(file_protocol_node("f", 1000, 4096, false).virtual_size == 1000);
+    CHECK(file_protocol_node("f", 1000, 4096, false).actual_size == 4096);
 }
 
 TEST_CASE("human dump, 7.2: no child nodes, old snapshot layout") {

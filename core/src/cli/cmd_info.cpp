@@ -46,6 +46,10 @@ constexpr std::string_view INFO_HELP =
     "     also allow files named inside images (backing files, extents) under DIR\n"
     "  --unsafe-quirks\n"
     "     qemu-img's raw fallback for unrecognised files (see docs/quirks.md)\n"
+    "  --ignore-quirks\n"
+    "     true sizes: file lengths instead of allocated blocks, sizes with one decimal\n"
+    "  --extra-detail\n"
+    "     format-specific details qemu-img does not print (none yet for the supported formats)\n"
     "\n";
 
 } // namespace
@@ -61,7 +65,9 @@ int cmd_info(Context& ctx, std::span<const std::string> args) {
         ("output", po::value<std::string>()->default_value("human"))
         ("object", po::value<std::vector<std::string>>())
         ("allow-path", po::value<std::vector<std::string>>())
-        ("unsafe-quirks", "");
+        ("unsafe-quirks", "")
+        ("ignore-quirks", "")
+        ("extra-detail", "");
     int status = 0;
     auto parsed = parse_command(ctx, "info", opts, args, status);
     if (!parsed)
@@ -87,6 +93,8 @@ int cmd_info(Context& ctx, std::span<const std::string> args) {
         io.format = vm["format"].as<std::string>();
     io.backing_chain = vm.count("backing-chain") > 0;
     io.unsafe_quirks = vm.count("unsafe-quirks") > 0;
+    io.ignore_quirks = vm.count("ignore-quirks") > 0;
+    io.extra_detail = vm.count("extra-detail") > 0;
     if (vm.count("allow-path"))
         io.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
 
@@ -108,12 +116,13 @@ int cmd_info(Context& ctx, std::span<const std::string> args) {
         }
         return 0;
     }
+    const InfoRenderOptions render{.ignore_quirks = io.ignore_quirks};
     bool first = true;
     for (const auto& n : *nodes) {
         if (!first)
             ctx.out << '\n';
         first = false;
-        ctx.out << render_info_human(n, ctx.profile);
+        ctx.out << render_info_human(n, ctx.profile, render);
     }
     return 0;
 }

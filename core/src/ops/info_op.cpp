@@ -74,6 +74,16 @@ void resolve_filenames(boost::json::value& v, const std::string& image) {
     }
 }
 
+// What qemu reports as a file's disk size (allocated blocks), or with --ignore-quirks its length.
+std::uint64_t disk_size(const OpenedFile& f, const InfoOptions& opts) {
+    return opts.ignore_quirks ? f.size : f.allocated;
+}
+
+// The protocol node of one file, with qemu's numbers or (--ignore-quirks) the true ones.
+NodeInfo file_node(const std::string& name, const OpenedFile& f, const InfoOptions& opts) {
+    return file_protocol_node(name, f.size, disk_size(f, opts), !opts.ignore_quirks);
+}
+
 struct Inspected {
     NodeInfo node;
     std::optional<std::string> backing_name;
@@ -129,10 +139,10 @@ Expected<Inspected> inspect(const InfoOptions& opts, const PluginRegistry& plugi
     n.filename = name;
     n.format = info.format;
     n.dirty_flag = info.dirty.value_or(false);
-    std::uint64_t allocated = image.allocated;
+    std::uint64_t actual = disk_size(image, opts);
     for (const auto& f : referenced.files)
-        allocated += f.allocated;
-    n.actual_size = allocated;
+        actual += disk_size(f, opts);
+    n.actual_size = actual;
     n.virtual_size = info.virtual_size;
     n.cluster_size = info.cluster_size;
     n.encrypted = info.encrypted;
@@ -148,10 +158,10 @@ Expected<Inspected> inspect(const InfoOptions& opts, const PluginRegistry& plugi
     n.specific = info.specific;
     for (auto& kv : n.specific)
         resolve_filenames(kv.value(), name);
-    n.children.emplace_back("file", file_protocol_node(name, image.size, image.allocated));
+    n.children.emplace_back("file", file_node(name, image, opts));
     for (std::size_t i = 0; i < referenced.files.size(); ++i) {
         const OpenedFile& f = referenced.files[i];
-        n.children.emplace_back("extents." + std::to_string(i), file_protocol_node(f.display, f.size, f.allocated));
+        n.children.emplace_back("extents." + std::to_string(i), file_node(f.display, f, opts));
     }
     return out;
 }

@@ -34,6 +34,13 @@ struct InfoOptions {
     std::optional<std::string> format; // -f
     bool backing_chain = false;
     bool unsafe_quirks = false; // qemu's raw fallback for unrecognised files
+    // --ignore-quirks: true file sizes instead of qemu's safe quirks: disk size / actual-size is the
+    // files' length (st_size, summed over vmdk extents) rather than their allocated blocks, and the
+    // file child's length is not rounded up to whole sectors. Independent of unsafe_quirks.
+    bool ignore_quirks = false;
+    // --extra-detail: format-specific details qemu-img does not print. Reserved: none of the
+    // supported formats has any (VDI's image type, block counts and uuid will use it).
+    bool extra_detail = false;
     std::vector<std::string> allow_paths;
 };
 

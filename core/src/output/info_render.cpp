@@ -63,15 +63,21 @@ void dump_value(std::string& out, int level, const json::value& v) {
 
 bool empty_dump(const json::object& o) { return o.empty(); }
 
-void dump_node(std::string& out, const NodeInfo& n, int level, bool protocol, const Profile& p) {
+// Every size the human output spells out goes through here.
+std::string size_text(std::uint64_t bytes, const InfoRenderOptions& o) {
+    return o.ignore_quirks ? exact_size_to_str(bytes) : qemu_size_to_str(bytes);
+}
+
+void dump_node(std::string& out, const NodeInfo& n, int level, bool protocol, const Profile& p,
+               const InfoRenderOptions& o) {
     const std::string ind = indent_of(level);
     if (level == 0)
         protocol = false;
     out += ind + (protocol ? "filename: " : "image: ") + n.filename + "\n";
     out += ind + (protocol ? "protocol type: " : "file format: ") + n.format + "\n";
-    out += ind + (protocol ? "file length: " : "virtual size: ") + qemu_size_to_str(n.virtual_size) + " (" +
+    out += ind + (protocol ? "file length: " : "virtual size: ") + size_text(n.virtual_size, o) + " (" +
            std::to_string(n.virtual_size) + " bytes)\n";
-    out += ind + "disk size: " + (n.actual_size ? qemu_size_to_str(*n.actual_size) : "unavailable") + "\n";
+    out += ind + "disk size: " + (n.actual_size ? size_text(*n.actual_size, o) : "unavailable") + "\n";
     if (n.encrypted && *n.encrypted)
         out += ind + "encrypted: yes\n";
     if (n.cluster_size)
@@ -91,7 +97,7 @@ void dump_node(std::string& out, const NodeInfo& n, int level, bool protocol, co
     if (!n.snapshots.empty()) {
         out += ind + "Snapshot list:\n" + ind + snapshot_row(nullptr, p) + "\n";
         for (const auto& s : n.snapshots)
-            out += ind + snapshot_row(&s, p) + "\n";
+            out += ind + snapshot_row(&s, p, o) + "\n";
     }
     if (n.specific_type) {
         const json::value data = qdict_order(json::value(n.specific));
@@ -103,14 +109,15 @@ void dump_node(std::string& out, const NodeInfo& n, int level, bool protocol, co
     }
 }
 
-void dump_graph(std::string& out, const NodeInfo& n, int level, const std::string& path, const Profile& p) {
-    dump_node(out, n, level, n.children.empty(), p);
+void dump_graph(std::string& out, const NodeInfo& n, int level, const std::string& path, const Profile& p,
+                const InfoRenderOptions& o) {
+    dump_node(out, n, level, n.children.empty(), p, o);
     if (!p.has_child_nodes())
         return;
     // qemu lists children newest-first (QAPI_LIST_PREPEND).
     for (auto it = n.children.rbegin(); it != n.children.rend(); ++it) {
         out += indent_of(level) + "Child node '" + path + it->first + "':\n";
-        dump_graph(out, it->second, level + 1, path + it->first + "/", p);
+        dump_graph(out, it->second, level + 1, path + it->first + "/", p, o);
     }
 }
 
@@ -168,18 +175,19 @@ json::object node_json(const NodeInfo& n, const Profile& p) {
 
 } // namespace
 
-NodeInfo file_protocol_node(const std::string& filename, std::uint64_t length, std::uint64_t allocated) {
+NodeInfo file_protocol_node(const std::string& filename, std::uint64_t length, std::uint64_t allocated,
+                            bool whole_sectors) {
     NodeInfo n;
     n.filename = filename;
     n.format = "file";
     // qemu's bdrv_getlength() counts whole 512-byte sectors, so a partial last sector rounds up.
-    n.virtual_size = length > UINT64_MAX - 511 ? length : (length + 511) / 512 * 512;
+    n.virtual_size = !whole_sectors || length > UINT64_MAX - 511 ? length : (length + 511) / 512 * 512;
     n.actual_size = allocated;
     n.specific_type = "file";
     return n;
 }
 
-std::string snapshot_row(const SnapshotEntry* sn, const Profile& p) {
+std::string snapshot_row(const SnapshotEntry* sn, const Profile& p, const InfoRenderOptions& o) {
     const bool v10 = p.getopt_messages(); // the 10.0 table layout arrived with the 10.0 CLI rework
     char buf[512];
     if (!sn) {
@@ -202,7 +210,7 @@ std::string snapshot_row(const SnapshotEntry* sn, const Profile& p) {
                   static_cast<int>(secs / 3600), static_cast<int>((secs / 60) % 60), static_cast<int>(secs % 60),
                   static_cast<int>((sn->vm_clock_nsec / 1000000) % 1000));
     const std::string icount = sn->icount ? std::to_string(*sn->icount) : (v10 ? "--" : "");
-    const std::string size = qemu_size_to_str(sn->vm_state_size);
+    const std::string size = size_text(sn->vm_state_size, o);
     if (v10)
         std::snprintf(buf, sizeof buf, "%-7s %-16s %8s %19s %15s %10s", sn->id.c_str(), sn->name.c_str(), size.c_str(),
                       date, clock, icount.c_str());
@@ -212,9 +220,9 @@ std::string snapshot_row(const SnapshotEntry* sn, const Profile& p) {
     return buf;
 }
 
-std::string render_info_human(const NodeInfo& node, const Profile& profile) {
+std::string render_info_human(const NodeInfo& node, const Profile& profile, const InfoRenderOptions& opts) {
     std::string out;
-    dump_graph(out, node, 0, "/", profile);
+    dump_graph(out, node, 0, "/", profile, opts);
     return out;
 }
 

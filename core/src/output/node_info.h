@@ -32,6 +32,9 @@ struct NodeInfo {
 };
 
 // The protocol node qemu 8.0+ shows as Child node '/file': a plain file's length and allocation.
-NodeInfo file_protocol_node(const std::string& filename, std::uint64_t length, std::uint64_t allocated);
+// qemu reports the length in whole 512-byte sectors; whole_sectors = false keeps the real length
+// (--ignore-quirks).
+NodeInfo file_protocol_node(const std::string& filename, std::uint64_t length, std::uint64_t allocated,
+                            bool whole_sectors = true);
 
 } // namespace instar

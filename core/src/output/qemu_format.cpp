@@ -23,6 +23,28 @@ std::string qemu_size_to_str(std::uint64_t val) {
     return buf;
 }
 
+std::string exact_size_to_str(std::uint64_t val) {
+    static const char* const SUFFIXES[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+    int i = 0;
+    while (i < 6 && val >> ((i + 1) * 10) != 0)
+        ++i;
+    // Tenths of the unit, rounded half up; a value that rounds up to 1024.0 moves to the next unit.
+    const auto tenths = [val](int unit) {
+        const std::uint64_t div = std::uint64_t{1} << (unit * 10);
+        return val / div * 10 + (val % div * 10 + div / 2) / div;
+    };
+    std::uint64_t t = tenths(i);
+    if (t >= 10240 && i < 6)
+        t = tenths(++i);
+    char buf[64];
+    if (val % (std::uint64_t{1} << (i * 10)) == 0)
+        std::snprintf(buf, sizeof buf, "%llu %s", static_cast<unsigned long long>(val >> (i * 10)), SUFFIXES[i]);
+    else
+        std::snprintf(buf, sizeof buf, "%llu.%llu %s", static_cast<unsigned long long>(t / 10),
+                      static_cast<unsigned long long>(t % 10), SUFFIXES[i]);
+    return buf;
+}
+
 unsigned qdict_bucket(std::string_view key) {
     // QDICT_BUCKET_MAX in qemu's include/qobject/qdict.h.
     constexpr unsigned QDICT_BUCKET_MAX = 512;

@@ -13,6 +13,11 @@ namespace instar {
 // appears: it is "0.977 MiB").
 std::string qemu_size_to_str(std::uint64_t bytes);
 
+// instar's size text without qemu's rounding quirks (--ignore-quirks): powers of 1024, the largest
+// unit the value reaches; a whole number of units prints as an integer ("1 GiB", "512 B"), anything
+// else with one decimal, rounded half up ("192.5 KiB", "20.7 MiB", "1.0 GiB" for 1 GiB + 1 byte).
+std::string exact_size_to_str(std::uint64_t bytes);
+
 // The bucket qemu's QDict puts `key` in: tdb_hash(key) % QDICT_BUCKET_MAX.
 unsigned qdict_bucket(std::string_view key);
 
