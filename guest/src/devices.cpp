@@ -2,6 +2,8 @@
 // read past the end (format_api's contract); the host checks again and ends a guest that lies.
 #include "runtime.h"
 
+#include <new>
+
 namespace instar::guest {
 namespace {
 
@@ -13,6 +15,7 @@ public:
         if (hc_device_info(index, &size_, &flags) != 0) size_ = 0;
         writable_ = (flags & INSTAR_DEVICE_WRITABLE) != 0;
     }
+    uint32_t index() const { return index_; }
     uint64_t size() const override { return size_; }
     Status read(uint64_t offset, void* buf, size_t len) override {
         if (!in_range(offset, len)) return Status::IoError;
@@ -46,5 +49,39 @@ void devices_init(uint32_t n) {
 uint32_t device_count() { return count; }
 
 BlockDevice* device(uint32_t index) { return index < count ? &devices[index] : nullptr; }
+
+// Devices the host attached during the run, by host index (allocated on the first attach).
+constinit HypercallDevice** attached = nullptr;
+constexpr uint32_t ATTACHED_SLOTS = INSTAR_MAX_DEVICES + INSTAR_MAX_ADDED_FILES;
+constinit uint32_t last_attached = UINT32_MAX;
+
+BlockDevice* attach_device(uint32_t index) {
+    if (index < count || index >= ATTACHED_SLOTS) return nullptr;
+    if (attached == nullptr) {
+        void* table = arena().allocate(ATTACHED_SLOTS * sizeof(HypercallDevice*), alignof(HypercallDevice*));
+        if (table == nullptr) return nullptr;
+        __builtin_memset(table, 0, ATTACHED_SLOTS * sizeof(HypercallDevice*));
+        attached = static_cast<HypercallDevice**>(table);
+    }
+    // Added files live as long as the run; the arena goes with the VM, so they are never freed.
+    void* p = arena().allocate(sizeof(HypercallDevice), alignof(HypercallDevice));
+    if (p == nullptr || attached[index] != nullptr) return nullptr;
+    auto* dev = new (p) HypercallDevice();
+    dev->init(index);
+    attached[index] = dev;
+    last_attached = index;
+    return dev;
+}
+
+uint32_t device_index(const BlockDevice& dev) {
+    for (uint32_t i = 0; i < count; ++i)
+        if (&dev == &devices[i]) return i;
+    if (attached == nullptr) return UINT32_MAX;
+    // Emitters size a file right after adding it: the newest device is the usual answer.
+    if (last_attached < ATTACHED_SLOTS && attached[last_attached] == &dev) return last_attached;
+    for (uint32_t i = count; i < ATTACHED_SLOTS; ++i)
+        if (attached[i] == &dev) return i;
+    return UINT32_MAX;
+}
 
 } // namespace instar::guest

@@ -57,6 +57,21 @@ int64_t hc_record(uint32_t type, const void* data, uint64_t len) {
     return hypercall_issue(mb);
 }
 
+int64_t hc_set_length(uint32_t device, uint64_t length, uint32_t fill) {
+    instar_hypercall* mb = prepare(INSTAR_HC_SET_LENGTH);
+    mb->device = device;
+    mb->arg0 = length;
+    mb->arg1 = fill;
+    return hypercall_issue(mb);
+}
+
+int64_t hc_add_file(const char* name, uint64_t len) {
+    instar_hypercall* mb = prepare(INSTAR_HC_ADD_FILE);
+    mb->gpa = addr(name);
+    mb->len = len;
+    return hypercall_issue(mb);
+}
+
 void hc_log(const char* text, uint64_t len) {
     instar_hypercall* mb = prepare(INSTAR_HC_LOG);
     mb->gpa = addr(text);

@@ -134,6 +134,8 @@ Status dispatch(uint32_t op, const uint8_t* arg, uint32_t arg_len) {
         return read_bench(arg, arg_len);
     case INSTAR_OP_INFO:
         return info(arg, arg_len);
+    case INSTAR_OP_CREATE:
+        return create_op(arg, arg_len);
     default:
         log_str("runtime: unknown operation");
         return Status::Invalid;

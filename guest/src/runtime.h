@@ -12,6 +12,8 @@ int64_t hc_write(uint32_t device, uint64_t offset, const void* buf, uint64_t len
 int64_t hc_flush(uint32_t device);
 int64_t hc_device_info(uint32_t device, uint64_t* size, uint64_t* flags);
 int64_t hc_record(uint32_t type, const void* data, uint64_t len);
+int64_t hc_set_length(uint32_t device, uint64_t length, uint32_t fill);
+int64_t hc_add_file(const char* name, uint64_t len); // >= 0: the new device's index
 void hc_log(const char* text, uint64_t len);
 [[noreturn]] void hc_exit(int32_t status);
 void log_str(const char* text);
@@ -24,6 +26,10 @@ Allocator& arena();
 void devices_init(uint32_t count);
 uint32_t device_count();
 BlockDevice* device(uint32_t index);
+// A device the host attached during the run (INSTAR_HC_ADD_FILE), or nullptr when the arena is full.
+BlockDevice* attach_device(uint32_t index);
+// The host's index of a device made by device() or attach_device(); UINT32_MAX for any other.
+uint32_t device_index(const BlockDevice& dev);
 
 // services.cpp
 const Services& services();
@@ -37,5 +43,8 @@ const ModuleOps* module(uint32_t index);
 
 // ops.cpp
 Status dispatch(uint32_t op, const uint8_t* arg, uint32_t arg_len);
+
+// op_create.cpp
+Status create_op(const uint8_t* arg, uint32_t arg_len);
 
 } // namespace instar::guest

@@ -15,7 +15,7 @@
 #define INSTAR_ABI_ASSERT(cond, msg) _Static_assert(cond, msg)
 #endif
 
-#define INSTAR_GUEST_ABI_VERSION 1u
+#define INSTAR_GUEST_ABI_VERSION 2u
 
 /* ---- Guest physical memory map (identity-mapped: guest virtual == guest physical) ---- */
 #define INSTAR_PAGE_SIZE 0x1000ull
@@ -80,9 +80,19 @@ enum instar_hypercall_nr {
     INSTAR_HC_LOG = 6,         /* gpa, len: one log line (at most INSTAR_MAX_LOG_LINE bytes) */
     INSTAR_HC_EXIT = 7,        /* arg0 = exit status (an instar::guest::Status value) */
     INSTAR_HC_FAULT = 8,       /* arg0 = vector, arg1 = rip, arg2 = error code, arg3 = cr2 */
+    INSTAR_HC_SET_LENGTH = 9,  /* device, arg0 = length, arg1 = enum instar_fill: size an output */
+    INSTAR_HC_ADD_FILE = 10,   /* gpa, len = plain file name: a new output file -> ret = device */
+};
+
+/* How INSTAR_HC_SET_LENGTH provides the bytes past the old end (instar::guest::Prealloc). */
+enum instar_fill {
+    INSTAR_FILL_HOLE = 0,   /* ftruncate: sparse */
+    INSTAR_FILL_FALLOC = 2, /* fallocate: reserved, reads as zero */
+    INSTAR_FILL_ZEROS = 3,  /* zeros written by the host */
 };
 
 #define INSTAR_DEVICE_WRITABLE 1u /* out_flags bit */
+#define INSTAR_DEVICE_OUTPUT 2u   /* out_flags bit: a file being created; writes may extend it */
 
 struct instar_hypercall {
     uint32_t nr;     /* enum instar_hypercall_nr */
@@ -113,6 +123,8 @@ INSTAR_ABI_ASSERT(offsetof(struct instar_hypercall, out_flags) == 80, "mailbox l
 #define INSTAR_MAX_RECORD_SIZE (64u << 10)  /* the largest record type is far smaller */
 #define INSTAR_MAX_RECORDS 65536u           /* e.g. one map extent each for a fragmented image */
 #define INSTAR_MAX_RECORD_BYTES (16u << 20) /* bounds host memory spent on one guest's output */
+#define INSTAR_MAX_ADDED_FILES 32768u       /* vmdk twoGbMaxExtent* at vmdk's 64 TiB limit: 2 GiB each */
+#define INSTAR_MAX_OUTPUT_SIZE (1ull << 57) /* qcow2 host offsets have 56 bits: no format's file is larger */
 
 /* ---- Boot information the host writes at INSTAR_GPA_BOOT_INFO before the first instruction ---- */
 #define INSTAR_BOOT_MAGIC 0x52415453u /* "STAR" */
@@ -152,6 +164,7 @@ enum instar_op {
     INSTAR_OP_MODULE_RUN = 2, /* call module 0's run(arg): module-defined behaviour */
     INSTAR_OP_READ_BENCH = 3, /* struct instar_read_bench_arg: read a device range, no record */
     INSTAR_OP_INFO = 4,       /* struct instar_info_arg -> INSTAR_REC_INFO records (info_sink.h) */
+    INSTAR_OP_CREATE = 5,     /* struct instar_create_arg + strings -> INSTAR_REC_CREATE (create_api.h) */
 };
 
 /* INSTAR_OP_INFO: device 0 is the image, devices 1..file_count the files it referenced in an earlier
@@ -167,6 +180,25 @@ struct instar_info_arg {
     uint32_t qemu_version; /* the profile, major*10000 + minor*100 + micro */
 };
 INSTAR_ABI_ASSERT(sizeof(struct instar_info_arg) == 16, "info arg layout");
+
+/* INSTAR_OP_CREATE: device 0 is the new image (an output), device 1 the backing file (read-only)
+ * when INSTAR_CREATE_BACKING_DEVICE is set; files the module adds get the next indices. Module 0
+ * creates. The header is followed by strings_len bytes of NUL-terminated strings: the file name,
+ * the backing file name, the backing format (both may be empty), then option_count key/value pairs. */
+#define INSTAR_CREATE_BACKING_DEVICE 1u
+#define INSTAR_CREATE_HAS_BACKING 2u     /* a backing file name was given (it may be empty text) */
+#define INSTAR_CREATE_HAS_BACKING_FMT 4u
+struct instar_create_arg {
+    uint64_t size;
+    uint64_t backing_size;
+    int64_t unix_time;
+    uint32_t qemu_version;
+    uint32_t flags;        /* INSTAR_CREATE_* */
+    uint32_t option_count;
+    uint32_t strings_len;
+    uint8_t random[32];
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_create_arg) == 72, "create arg layout");
 
 struct instar_selftest_arg {
     uint64_t crc_limit; /* crc32 covers min(device size, crc_limit) bytes from offset 0 */
@@ -185,8 +217,15 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_read_bench_arg) == 24, "read bench arg la
 enum instar_record_type {
     INSTAR_REC_SELFTEST = 1, /* struct instar_selftest_record */
     INSTAR_REC_INFO = 2,     /* a chunk of the info token stream (instar/guest/info_sink.h) */
+    INSTAR_REC_CREATE = 3,   /* struct instar_create_record, once, when creation succeeded */
+    INSTAR_REC_REASON = 4,   /* why an operation was refused: text, at most CREATE_MAX_REASON bytes */
     INSTAR_REC_TEST = 0x7F00, /* free-form bytes, for tests of the sandbox itself */
 };
+
+struct instar_create_record {
+    uint64_t resolved_unit_size;
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_create_record) == 8, "create record layout");
 
 #define INSTAR_SELFTEST_MODULE_MATCH 1u /* module 0's probe recognised device 0 */
 

@@ -40,6 +40,12 @@ enum Capability : std::uint32_t {
     CAP_REBASE = 1u << 9,
     CAP_COMMIT = 1u << 10,
     CAP_AMEND = 1u << 11,
+    // The format has no metadata: an image is its data. The host creates it as a plain file
+    // (create + truncate + preallocation) instead of asking the guest half (raw).
+    CAP_CREATE_PLAIN_FILE = 1u << 12,
+    // The format's guest half can create an image with a backing file even though qemu-img's
+    // option table has no backing_file (vpc, vhdx: differencing disks, an instar extension).
+    CAP_CREATE_DIFFERENCING = 1u << 13,
 };
 
 // Value types, with the spelling qemu-img's `-o help` uses for each.
@@ -60,7 +66,7 @@ enum class OptionPolicy : std::uint8_t {
 struct OptionDesc {
     const char* key;            // e.g. "cluster_size"
     OptionType type;
-    const char* default_value;  // as qemu-img prints it, or nullptr when qemu-img has none
+    const char* default_value;  // qemu's def_value_str (printed in create's "Formatting" line), or nullptr
     const char* help;           // qemu-img's help text, verbatim
     OptionPolicy policy;
     const char* reason;         // why Ignored/Rejected; nullptr when Honoured
@@ -108,7 +114,7 @@ struct FormatDescriptor {
     std::uint32_t probe_priority;
     const ProbeRule* probe_rules;
     std::uint32_t probe_rule_count;
-    const OptionDesc* options;   // the `-o` table, in any order (printed sorted, as qemu-img does)
+    const OptionDesc* options;   // the `-o` table in qemu's QemuOptsList order (`-o help` sorts it)
     std::uint32_t option_count;
     const Divergence* divergences;
     std::uint32_t divergence_count;

@@ -34,6 +34,7 @@ constexpr std::pair<Capability, const char*> CAPABILITY_NAMES[] = {
     {CAP_INFO, "info"},         {CAP_CHECK, "check"},       {CAP_CREATE, "create"}, {CAP_CONVERT, "convert"},
     {CAP_COMPARE, "compare"},   {CAP_MAP, "map"},           {CAP_MEASURE, "measure"}, {CAP_RESIZE, "resize"},
     {CAP_SNAPSHOT, "snapshot"}, {CAP_REBASE, "rebase"},     {CAP_COMMIT, "commit"}, {CAP_AMEND, "amend"},
+    {CAP_CREATE_PLAIN_FILE, "create-plain-file"}, {CAP_CREATE_DIFFERENCING, "create-differencing"},
 };
 
 const char* policy_name(OptionPolicy p) {

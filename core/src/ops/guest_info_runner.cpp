@@ -2,46 +2,9 @@
 #include "ops/guest_info_runner.h"
 
 #include "info/info_decode.h"
-
-#include <filesystem>
+#include "ops/guest_module.h"
 
 namespace instar {
-namespace {
-
-// The guest's failure reason is shown to the user: short, printable, at most a few lines.
-constexpr std::size_t MAX_REASON = 400;
-constexpr int MAX_REASON_LINES = 4;
-
-std::string printable(const std::string& text) {
-    std::string s;
-    int lines = 1;
-    for (char c : text) {
-        if (s.size() >= MAX_REASON)
-            break;
-        if (c == '\n' && ++lines <= MAX_REASON_LINES)
-            s += c;
-        else
-            s += (c >= 0x20 && c < 0x7f) ? c : '?';
-    }
-    return s;
-}
-
-Expected<std::string> module_for(const LoadedPlugin& p) {
-    if (!p->guest_module)
-        return Error{"the " + std::string(p->name) + " plugin (" + p.file.string() + ") has no guest half"};
-    // Installed: beside the plugin's .so. Build tree: in the plugin's guest/ subdirectory.
-    std::error_code ec;
-    for (const auto& candidate : {p.guest_module_path(), p.file.parent_path() / "guest" / p->guest_module})
-        if (std::filesystem::exists(candidate, ec))
-            return candidate.string();
-    std::string found = vmm::find_guest_module(p->guest_module);
-    if (found.empty())
-        return Error{"the guest half of the " + std::string(p->name) + " plugin (" + p->guest_module +
-                     ") is not installed"};
-    return found;
-}
-
-} // namespace
 
 Expected<GuestInfoRunner> make_sandbox_info_runner(const vmm::SandboxConfig& config, std::uint32_t qemu_version) {
     if (auto err = vmm::check_kvm())
@@ -53,7 +16,7 @@ Expected<GuestInfoRunner> make_sandbox_info_runner(const vmm::SandboxConfig& con
             return Error{"too many candidate formats"};
         std::vector<std::string> modules;
         for (const LoadedPlugin* p : candidates) {
-            auto m = module_for(*p);
+            auto m = guest_module_path(*p);
             if (!m)
                 return Error{m.error()};
             modules.push_back(*m);
@@ -85,7 +48,7 @@ Expected<GuestInfoRunner> make_sandbox_info_runner(const vmm::SandboxConfig& con
             return out; // a failed run's garbled report: the status alone explains it
         }
         out.info = std::move(*decoded);
-        out.detail = printable(out.info.reason);
+        out.detail = printable_reason(out.info.reason);
         return out;
     });
 }

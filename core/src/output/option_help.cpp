@@ -12,14 +12,15 @@ namespace {
 
 constexpr const char* NOT_SET_HINT = "instar does not set filesystem-specific attributes on images it creates";
 
+// file-posix's create options, in its QemuOptsList order; none has a def_value_str qemu prints.
 const OptionDesc FILE_OPTIONS[] = {
-    {"extent_size_hint", OptionType::Size, "1048576", "Extent size hint for the image file, 0 to disable",
-     OptionPolicy::Ignored, NOT_SET_HINT, nullptr, 0, 0},
-    {"nocow", OptionType::Bool, "off", "Turn off copy-on-write (valid only on btrfs)", OptionPolicy::Ignored,
-     NOT_SET_HINT, nullptr, 0, 0},
-    {"preallocation", OptionType::String, "off", "Preallocation mode (allowed values: off, falloc, full)",
-     OptionPolicy::Honoured, nullptr, nullptr, 0, 0},
     {"size", OptionType::Size, nullptr, "Virtual disk size", OptionPolicy::Honoured, nullptr, nullptr, 0, 0},
+    {"nocow", OptionType::Bool, nullptr, "Turn off copy-on-write (valid only on btrfs)", OptionPolicy::Ignored,
+     NOT_SET_HINT, nullptr, 0, 0},
+    {"preallocation", OptionType::String, nullptr, "Preallocation mode (allowed values: off, falloc, full)",
+     OptionPolicy::Honoured, nullptr, nullptr, 0, 0},
+    {"extent_size_hint", OptionType::Size, nullptr, "Extent size hint for the image file, 0 to disable",
+     OptionPolicy::Ignored, NOT_SET_HINT, nullptr, 0, 0},
 };
 
 // qemu_opts_print_help pads "  key=<type>" to this many columns before " - help".

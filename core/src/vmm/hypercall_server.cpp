@@ -1,9 +1,12 @@
 // Hypercall validation and service. Nothing from the mailbox reaches a syscall unchecked.
 #include "vmm/hypercall_server.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstdio>
 #include <cstring>
 
@@ -82,9 +85,11 @@ Outcome<HypercallServer::Next> HypercallServer::serve() {
         const Device* d = device(req.device);
         if (d == nullptr) return bad_request("info on device " + std::to_string(req.device) + ", which does not exist");
         reply.out_size = d->size;
-        reply.out_flags = d->writable ? INSTAR_DEVICE_WRITABLE : 0;
+        reply.out_flags = (d->writable ? INSTAR_DEVICE_WRITABLE : 0) | (d->output ? INSTAR_DEVICE_OUTPUT : 0);
         break;
     }
+    case INSTAR_HC_SET_LENGTH: next = set_length(req, reply); break;
+    case INSTAR_HC_ADD_FILE: next = add_file(req, reply); break;
     case INSTAR_HC_RECORD: next = record(req); break;
     case INSTAR_HC_LOG: next = log(req); break;
     case INSTAR_HC_EXIT:
@@ -123,12 +128,100 @@ Outcome<HypercallServer::Next> HypercallServer::read_or_write(const instar_hyper
     }
     // SAFETY: [buf, buf + len) was checked to lie inside the guest mapping just above.
     switch (transfer(d->fd, buf, req.len, req.offset, write, watchdog_)) {
-    case Transfer::Done: break;
-    case Transfer::Failed: reply.ret = -INSTAR_EIO; break;
+    case Transfer::Done:
+        if (write) result_.bytes_written += req.len;
+        break;
+    case Transfer::Failed:
+        reply.ret = -INSTAR_EIO;
+        if (write) host_failure(std::string("could not write: ") + std::strerror(errno), errno);
+        break;
     case Transfer::TimedOut:
         return SandboxError{ErrorKind::GuestTimeout, "guest ran past its time budget and was stopped (during a device "
                                                      + std::string(verb) + ")", {}};
     }
+    return Next::Resume;
+}
+
+void HypercallServer::host_failure(std::string message, int err) {
+    if (!result_.host_error.empty()) return;
+    result_.host_error = std::move(message);
+    result_.host_errno = err;
+}
+
+namespace {
+
+// Writes zeros over [from, to) of fd, in pieces so the watchdog is checked between them.
+Transfer fill_zeros(int fd, std::uint64_t from, std::uint64_t to, const Watchdog& watchdog) {
+    static const std::vector<std::uint8_t> zeros(TRANSFER_PIECE > (8u << 20) ? (8u << 20) : TRANSFER_PIECE);
+    while (from < to) {
+        const std::uint64_t n = to - from < zeros.size() ? to - from : zeros.size();
+        const Transfer t = transfer(fd, const_cast<std::uint8_t*>(zeros.data()), n, from, true, watchdog);
+        if (t != Transfer::Done) return t;
+        from += n;
+    }
+    return Transfer::Done;
+}
+
+} // namespace
+
+Outcome<HypercallServer::Next> HypercallServer::set_length(const instar_hypercall& req, instar_hypercall& reply) {
+    const Device* d = device(req.device);
+    if (d == nullptr || !d->output)
+        return bad_request("set length of device " + std::to_string(req.device) + ", which is not an output");
+    if (req.arg0 > d->size)
+        return bad_request("set length " + std::to_string(req.arg0) + " beyond the output limit " + std::to_string(d->size));
+    if (req.arg1 != INSTAR_FILL_HOLE && req.arg1 != INSTAR_FILL_FALLOC && req.arg1 != INSTAR_FILL_ZEROS)
+        return bad_request("set length with unknown fill mode " + std::to_string(req.arg1));
+    struct stat st{};
+    if (::fstat(d->fd, &st) != 0 || ::ftruncate(d->fd, static_cast<off_t>(req.arg0)) != 0) {
+        host_failure(std::string("could not resize: ") + std::strerror(errno), errno);
+        reply.ret = -INSTAR_EIO;
+        return Next::Resume;
+    }
+    const auto old = static_cast<std::uint64_t>(st.st_size);
+    if (req.arg0 <= old || req.arg1 == INSTAR_FILL_HOLE) return Next::Resume;
+    if (req.arg1 == INSTAR_FILL_FALLOC) {
+        const int err = ::posix_fallocate(d->fd, static_cast<off_t>(old), static_cast<off_t>(req.arg0 - old));
+        if (err != 0) {
+            host_failure(std::string("could not preallocate: ") + std::strerror(err), err);
+            reply.ret = -INSTAR_EIO;
+        }
+        return Next::Resume;
+    }
+    switch (fill_zeros(d->fd, old, req.arg0, watchdog_)) {
+    case Transfer::Done: break;
+    case Transfer::Failed:
+        host_failure(std::string("could not write zeros: ") + std::strerror(errno), errno);
+        reply.ret = -INSTAR_EIO;
+        break;
+    case Transfer::TimedOut:
+        return SandboxError{ErrorKind::GuestTimeout, "guest ran past its time budget and was stopped (while the host "
+                                                     "wrote preallocated zeros)", {}};
+    }
+    return Next::Resume;
+}
+
+Outcome<HypercallServer::Next> HypercallServer::add_file(const instar_hypercall& req, instar_hypercall& reply) {
+    if (outputs_ == nullptr) return bad_request("add a file, which this operation does not allow");
+    if (added_files_ >= INSTAR_MAX_ADDED_FILES)
+        return bad_request("add more than " + std::to_string(INSTAR_MAX_ADDED_FILES) + " files");
+    if (req.len == 0 || req.len > NAME_MAX) return bad_request("add a file with a name of " + std::to_string(req.len) + " bytes");
+    const std::uint8_t* src = mem_.range(req.gpa, req.len);
+    if (src == nullptr) return bad_request("file name buffer " + hex(req.gpa) + " lies outside guest RAM");
+    // SAFETY: [src, src + len) is inside guest RAM (checked above); copied out before any check.
+    const std::string name(reinterpret_cast<const char*>(src), req.len);
+    if (name == "." || name == ".." || name.find('/') != std::string::npos || name.find('\0') != std::string::npos)
+        return bad_request("add a file whose name is not a plain file name");
+    std::string error;
+    std::optional<Device> dev = outputs_->add(name, error);
+    if (!dev) {
+        host_failure(error, 0);
+        reply.ret = -INSTAR_EIO;
+        return Next::Resume;
+    }
+    ++added_files_;
+    devices_.push_back(*dev);
+    reply.ret = static_cast<std::int64_t>(devices_.size() - 1);
     return Next::Resume;
 }
 

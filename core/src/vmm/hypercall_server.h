@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <string>
+#include <vector>
 
 #include "vmm/guest_memory.h"
 #include "vmm/sandbox.h"
@@ -14,8 +16,10 @@ namespace instar::vmm {
 class HypercallServer {
 public:
     // `watchdog` bounds long transfers too: a huge request on a slow file stops at the deadline.
-    HypercallServer(GuestMemory& mem, std::span<const Device> devices, const Watchdog& watchdog)
-        : mem_(mem), devices_(devices), watchdog_(watchdog) {}
+    // `outputs` serves INSTAR_HC_ADD_FILE (nullptr: refused).
+    HypercallServer(GuestMemory& mem, std::span<const Device> devices, const Watchdog& watchdog,
+                    OutputFiles* outputs = nullptr)
+        : mem_(mem), devices_(devices.begin(), devices.end()), watchdog_(watchdog), outputs_(outputs) {}
 
     enum class Next { Resume, Exit };
     // Serves the request in the mailbox. An error ends the guest; records sent so far are discarded
@@ -29,11 +33,16 @@ private:
     Outcome<Next> read_or_write(const instar_hypercall& req, instar_hypercall& reply, bool write);
     Outcome<Next> record(const instar_hypercall& req);
     Outcome<Next> log(const instar_hypercall& req);
+    Outcome<Next> set_length(const instar_hypercall& req, instar_hypercall& reply);
+    Outcome<Next> add_file(const instar_hypercall& req, instar_hypercall& reply);
+    void host_failure(std::string message, int err);
     const Device* device(std::uint32_t index) const;
 
     GuestMemory& mem_;
-    std::span<const Device> devices_;
+    std::vector<Device> devices_; // grows as the guest adds files
     const Watchdog& watchdog_;
+    OutputFiles* outputs_;
+    std::uint32_t added_files_ = 0;
     RunResult result_;
     std::uint64_t record_bytes_ = 0;
 };

@@ -34,7 +34,9 @@ std::optional<SandboxError> check_request(const SandboxConfig& config, std::span
     std::size_t writable = 0;
     for (const Device& d : devices) {
         if (d.fd < 0) return config_error("a device has no open file");
-        writable += d.writable ? 1 : 0;
+        if (d.output && (!d.writable || d.size > INSTAR_MAX_OUTPUT_SIZE))
+            return config_error("an output device must be writable and at most INSTAR_MAX_OUTPUT_SIZE");
+        writable += d.writable && !d.output ? 1 : 0;
     }
     if (writable > 1) return config_error("at most one device may be writable");
     if (modules.size() > INSTAR_MAX_MODULES) return config_error("too many guest modules for one guest");
@@ -53,7 +55,7 @@ std::uint64_t random_canary() {
 Outcome<RunResult> boot_and_run(PreparedVm& vm, const GuestImage& rt,
                                 const std::vector<std::shared_ptr<const GuestImage>>& images,
                                 std::span<const Device> devices, std::uint32_t op, std::span<const std::uint8_t> arg,
-                                std::chrono::milliseconds timeout) {
+                                std::chrono::milliseconds timeout, OutputFiles* outputs) {
     GuestMemory& m = vm.memory;
     const std::uint64_t ram = m.size();
     x86::write_boot_tables({m.host_base(), m.size()},
@@ -86,7 +88,7 @@ Outcome<RunResult> boot_and_run(PreparedVm& vm, const GuestImage& rt,
     if (auto bad = vm.vm->boot(INSTAR_GPA_RUNTIME + rt.entry)) return *bad;
     auto watchdog = Watchdog::arm(timeout);
     if (!watchdog) return watchdog.error();
-    HypercallServer server(m, devices, *watchdog.value());
+    HypercallServer server(m, devices, *watchdog.value(), outputs);
     auto ran = vm.vm->run(server, *watchdog.value());
     if (!ran) {
         SandboxError e = ran.error();
@@ -116,7 +118,7 @@ Outcome<RunResult> run(const SandboxConfig& config, std::span<const Device> devi
     auto prepared = take_prepared_vm(ram);
     if (!prepared) return prepared.error();
     std::shared_ptr<PreparedVm> vm = std::move(prepared.value());
-    auto ran = boot_and_run(*vm, *runtime.value(), images, devices, op, arg, config.timeout);
+    auto ran = boot_and_run(*vm, *runtime.value(), images, devices, op, arg, config.timeout, config.outputs);
     // Everything the host needs was copied out of the guest. In the background: get a spare ready
     // for the next run first when prewarm() asked for spares (it may be waiting for it), then tear
     // this VM down.

@@ -19,17 +19,34 @@ inline constexpr std::uint64_t DEFAULT_GUEST_MEMORY = INSTAR_DEFAULT_GUEST_MEMOR
 // Ten seconds: far more than parsing any metadata needs; long copies pass their own budget.
 inline constexpr std::chrono::milliseconds DEFAULT_TIMEOUT{10'000};
 
-struct SandboxConfig {
-    std::uint64_t max_guest_memory = DEFAULT_GUEST_MEMORY; // rounded down to 2 MiB
-    std::chrono::milliseconds timeout = DEFAULT_TIMEOUT;   // wall-clock budget for the guest
-    std::string runtime_path; // the guest runtime ELF; empty: default_runtime_path()
-};
-
 // A file the host opened for the guest. The guest sees only its index in the device list.
 struct Device {
     int fd = -1;             // borrowed: the caller keeps it open during run()
     std::uint64_t size = 0;  // the guest can address [0, size)
-    bool writable = false;   // at most one device per run may be writable
+    bool writable = false;   // at most one non-output device per run may be writable
+    // A file being created: writable, writes may extend it up to `size`, and the guest may set its
+    // length (INSTAR_HC_SET_LENGTH). Use output_device().
+    bool output = false;
+};
+
+// An output device over `fd`: addressable up to INSTAR_MAX_OUTPUT_SIZE.
+inline Device output_device(int fd) { return Device{fd, INSTAR_MAX_OUTPUT_SIZE, true, true}; }
+
+// Creates the further files an operation's guest may add (INSTAR_HC_ADD_FILE, e.g. vmdk extents).
+// The operation owns them (and deletes them when the operation fails).
+class OutputFiles {
+public:
+    virtual ~OutputFiles() = default;
+    // `name` is already checked to be a plain file name (no '/', not "." or "..", at most
+    // NAME_MAX bytes). Returns the new output device, or nullopt with `error` set (one line).
+    virtual std::optional<Device> add(const std::string& name, std::string& error) = 0;
+};
+
+struct SandboxConfig {
+    std::uint64_t max_guest_memory = DEFAULT_GUEST_MEMORY; // rounded down to 2 MiB
+    std::chrono::milliseconds timeout = DEFAULT_TIMEOUT;   // wall-clock budget for the guest
+    std::string runtime_path; // the guest runtime ELF; empty: default_runtime_path()
+    OutputFiles* outputs = nullptr; // where INSTAR_HC_ADD_FILE goes; nullptr: the guest may not add files
 };
 
 struct Record {
@@ -42,6 +59,9 @@ struct RunResult {
     std::vector<Record> records;  // size-bounded; per-type validation is the operation's job
     std::vector<std::string> log; // printable ASCII, each line bounded
     std::uint32_t dropped_log_lines = 0;
+    std::uint64_t bytes_written = 0; // by INSTAR_HC_WRITE (not the fills of INSTAR_HC_SET_LENGTH)
+    std::string host_error;          // the first host-side I/O failure the guest was told about
+    int host_errno = 0;              // its errno (EFBIG: the file system cannot hold that size)
 };
 
 enum class ErrorKind {

@@ -7,6 +7,7 @@
 // Modules must not rely on static constructors (none are run): use constinit data.
 #pragma once
 
+#include <instar/guest/create_api.h>
 #include <instar/guest/format_api.h>
 #include <instar/guest/info_sink.h>
 #include <stddef.h>
@@ -15,7 +16,7 @@
 namespace instar::guest {
 
 // Bumped whenever Services or ModuleOps change layout or meaning.
-inline constexpr uint32_t MODULE_ABI_VERSION = 1;
+inline constexpr uint32_t MODULE_ABI_VERSION = 2;
 
 // What the runtime offers a module. Valid for the whole run.
 struct Services {
@@ -51,6 +52,8 @@ struct ModuleOps {
     // Names a format instar does not support (raw's module recognises vdi, qed, iso, ...): sets
     // *name, or nullptr when it sees none of them.
     Status (*detect_other)(BlockDevice& dev, const char** name);
+    // INSTAR_OP_CREATE: write a new image's metadata (instar/guest/create_api.h).
+    Status (*create)(const CreateRequest& req, CreateTarget& target);
 };
 
 using ModuleEntryFn = const ModuleOps* (*)(const Services* services);

@@ -3,4 +3,4 @@
 
 #include <instar_guest/format_module.h>
 
-INSTAR_FORMAT_MODULE("qcow2", instar::qcow2::probe, instar::qcow2::info, nullptr)
+INSTAR_FORMAT_MODULE("qcow2", instar::qcow2::probe, instar::qcow2::info, nullptr, nullptr)

@@ -3,4 +3,4 @@
 
 #include <instar_guest/format_module.h>
 
-INSTAR_FORMAT_MODULE("raw", instar::raw::probe, instar::raw::info, instar::raw::detect_other)
+INSTAR_FORMAT_MODULE("raw", instar::raw::probe, instar::raw::info, instar::raw::detect_other, nullptr)

@@ -3,4 +3,4 @@
 
 #include <instar_guest/format_module.h>
 
-INSTAR_FORMAT_MODULE("vpc", instar::vpc::probe, instar::vpc::info, nullptr)
+INSTAR_FORMAT_MODULE("vpc", instar::vpc::probe, instar::vpc::info, nullptr, nullptr)

@@ -3,4 +3,4 @@
 
 #include <instar_guest/format_module.h>
 
-INSTAR_FORMAT_MODULE("vhdx", instar::vhdx::probe, instar::vhdx::info, nullptr)
+INSTAR_FORMAT_MODULE("vhdx", instar::vhdx::probe, instar::vhdx::info, nullptr, nullptr)

@@ -3,4 +3,4 @@
 
 #include <instar_guest/format_module.h>
 
-INSTAR_FORMAT_MODULE("vmdk", instar::vmdk::probe, instar::vmdk::info, nullptr)
+INSTAR_FORMAT_MODULE("vmdk", instar::vmdk::probe, instar::vmdk::info, nullptr, nullptr)

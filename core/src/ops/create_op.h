@@ -1,0 +1,44 @@
+// `create` as an operation: a plain file for formats without metadata (raw), else the format's
+// guest half writes the metadata in the sandbox. Either way the files appear atomically: written
+// under temporary names and renamed into place only on success (ops/atomic_output.h).
+#pragma once
+
+#include "chain/path_policy.h"
+#include "options/option_list.h"
+#include "plugins/loaded_plugin.h"
+#include "util/expected.h"
+#include "vmm/sandbox.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace instar {
+
+struct CreateSpec {
+    std::string filename;                  // as the user named it
+    const LoadedPlugin* plugin = nullptr;
+    std::uint64_t size = 0;                // virtual size in bytes
+    // The user's settings for the format except size/backing_file/backing_fmt, normalised (sizes and
+    // numbers in decimal, booleans on/off), each key once.
+    std::vector<OptionItem> options;
+    std::optional<std::string> backing_file; // verbatim, stored in the image
+    std::optional<std::string> backing_fmt;
+    const OpenedFile* backing = nullptr;   // opened through the path policy; nullptr with -u
+    std::uint64_t backing_size = 0;
+    std::uint32_t qemu_version = 0;
+    std::string preallocation = "off";     // for plain-file formats: off, falloc or full
+};
+
+struct CreateOutcome {
+    std::uint64_t unit_size = 0;      // the cluster/grain/block size the format settled on (0: none)
+    std::uint64_t metadata_bytes = 0; // bytes the format wrote (fills and plain data not counted)
+    std::uint64_t file_size = 0;      // the image file's length afterwards
+};
+
+// Errors are qemu-img's messages without the "prog: " prefix ("FILE: REASON" where qemu names the
+// file).
+Expected<CreateOutcome> create_image(const CreateSpec& spec, const vmm::SandboxConfig& sandbox);
+
+} // namespace instar

@@ -1,0 +1,291 @@
+#!/usr/bin/env python3
+"""Differential test of `instar create` against qemu-img 7.2 and 10.0.
+
+For every case (formats x options x sizes, backing files, per-target flags, error paths) the same
+command line runs through qemu-img and through instar (under the matching profile), each in its own
+directory. Then:
+  - stdout, stderr and the exit status must be equal (instar runs through a symlink named qemu-img);
+  - the files each created must have the same names and sizes;
+  - `qemu-img info --output=json` of instar's image must equal it on qemu-img's, under both
+    oracles, except for fields random or allocation-dependent by nature (filename, actual-size,
+    vmdk CIDs);
+  - `qemu-img check` (where the format has it) must be clean, the libyal reader must open the
+    image, and `instar info --output=json` must equal qemu-img's on it;
+  - a failed create must leave the target untouched and no temporary file behind.
+
+Usage: test_create_oracle.py INSTAR QEMU72 QEMU10 [FORMAT...]
+(with FORMATs, only the cases creating those formats run; errors of qemu-img's own argument
+parsing always run.)
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+CHECKABLE = {"qcow2", "vmdk", "vhdx"}
+READERS = {"qcow2": "qcowinfo", "vmdk": "vmdkinfo", "vpc": "vhdiinfo", "vhdx": "vhdiinfo"}
+# Fields that differ by nature between two creations (random ids, allocation of the host file).
+RANDOM_SPECIFIC = {"vmdk": ("cid", "parent-cid")}
+
+CASES = []  # (label, args, setup commands run in both directories first, flags)
+
+
+def case(label, *args, setup=(), expect_error=False, instar_args=None):
+    CASES.append((label, list(args), list(setup), expect_error, instar_args))
+
+
+# raw: created on the host
+for size in ["0", "1M", "64M", "1G", "1T", "1.5k", "2b"]:
+    case(f"raw {size}", "create", "-f", "raw", "img.raw", size)
+for mode in ["off", "falloc", "full"]:
+    case(f"raw preallocation={mode}", "create", "-f", "raw", "-o", f"preallocation={mode}", "img.raw", "8M")
+case("raw default format", "create", "img.raw", "1M")
+case("raw -q", "create", "-q", "-f", "raw", "img.raw", "1M")
+
+# qcow2
+for size in ["0", "1M", "64M", "1G", "1T", "1536"]:
+    case(f"qcow2 {size}", "create", "-f", "qcow2", "img.qcow2", size)
+for opts in ["cluster_size=512", "cluster_size=4k", "cluster_size=2M", "refcount_bits=1", "refcount_bits=8",
+             "refcount_bits=64", "compat=0.10", "compat=v2", "compat=v3", "compat=1.1", "extended_l2=on",
+             "lazy_refcounts=on", "compression_type=zstd", "cluster_size=16k,extended_l2=on,refcount_bits=32",
+             "preallocation=metadata", "preallocation=falloc", "preallocation=full", "preallocation=off",
+             "compat=0.10,refcount_bits=16"]:
+    case(f"qcow2 {opts}", "create", "-f", "qcow2", "-o", opts, "img.qcow2", "64M")
+case("qcow2 metadata 1G", "create", "-f", "qcow2", "-o", "preallocation=metadata", "img.qcow2", "1G")
+case("qcow2 metadata 512-byte clusters", "create", "-f", "qcow2", "-o", "preallocation=metadata,cluster_size=512",
+     "img.qcow2", "16M")
+case("qcow2 backing qcow2", "create", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "img.qcow2",
+     setup=[["QIMG", "create", "-q", "-f", "qcow2", "base.qcow2", "32M"]])
+case("qcow2 backing raw, own size", "create", "-f", "qcow2", "-b", "base.raw", "-F", "raw", "img.qcow2", "1G",
+     setup=[["QIMG", "create", "-q", "-f", "raw", "base.raw", "8M"]])
+case("qcow2 -o backing_file", "create", "-f", "qcow2", "-o", "backing_file=base.qcow2,backing_fmt=qcow2",
+     "img.qcow2", setup=[["QIMG", "create", "-q", "-f", "qcow2", "base.qcow2", "32M"]])
+case("qcow2 -u backing", "create", "-f", "qcow2", "-u", "-b", "missing.qcow2", "-F", "qcow2", "img.qcow2", "4M")
+case("qcow2 backing vmdk", "create", "-f", "qcow2", "-b", "base.vmdk", "-F", "vmdk", "img.qcow2",
+     setup=[["QIMG", "create", "-q", "-f", "vmdk", "base.vmdk", "16M"]])
+case("qcow2 --cluster-size flag", "create", "-f", "qcow2", "-o", "cluster_size=4k", "img.qcow2", "64M",
+     instar_args=["create", "-f", "qcow2", "--cluster-size", "4k", "img.qcow2", "64M"])
+case("qcow2 flags lose to -o", "create", "-f", "qcow2", "-o", "cluster_size=8k,refcount_bits=8,compat=v3",
+     "img.qcow2", "64M",
+     instar_args=["create", "-f", "qcow2", "--cluster-size", "4k", "--refcount-bits", "8", "--compat", "v3",
+                  "-o", "cluster_size=8k", "img.qcow2", "64M"])
+case("qcow2 --lazy-refcounts --extended-l2", "create", "-f", "qcow2", "-o", "lazy_refcounts=on,extended_l2=on",
+     "img.qcow2", "64M",
+     instar_args=["create", "-f", "qcow2", "--lazy-refcounts", "--extended-l2", "img.qcow2", "64M"])
+case("qcow2 --preallocation", "create", "-f", "qcow2", "-o", "preallocation=metadata", "img.qcow2", "64M",
+     instar_args=["create", "-f", "qcow2", "--preallocation", "metadata", "img.qcow2", "64M"])
+
+# vmdk
+for sub in ["monolithicSparse", "streamOptimized", "monolithicFlat", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat"]:
+    for size in ["64M", "5G"]:
+        case(f"vmdk {sub} {size}", "create", "-f", "vmdk", "-o", f"subformat={sub}", "img.vmdk", size)
+for opts in ["compat6=on", "adapter_type=lsilogic", "adapter_type=buslogic", "adapter_type=legacyESX",
+             "hwversion=6", "toolsversion=1234", "zeroed_grain=on"]:
+    case(f"vmdk {opts}", "create", "-f", "vmdk", "-o", opts, "img.vmdk", "1G")
+for size in ["0", "1M", "1T"]:
+    case(f"vmdk {size}", "create", "-f", "vmdk", "img.vmdk", size)
+case("vmdk backing", "create", "-f", "vmdk", "-b", "base.vmdk", "-F", "vmdk", "img.vmdk",
+     setup=[["QIMG", "create", "-q", "-f", "vmdk", "base.vmdk", "16M"]])
+case("vmdk --subformat flag", "create", "-f", "vmdk", "-o", "subformat=streamOptimized", "img.vmdk", "64M",
+     instar_args=["create", "-f", "vmdk", "--subformat", "streamOptimized", "img.vmdk", "64M"])
+
+# vpc
+for sub in ["dynamic", "fixed"]:
+    for size in ["0", "1M", "64M", "1G", "127G"]:
+        if sub == "fixed" and size == "0":
+            continue  # qemu writes a lone footer nothing can open (docs/formats/vpc.md)
+        case(f"vpc {sub} {size}", "create", "-f", "vpc", "-o", f"subformat={sub}", "img.vpc", size)
+    case(f"vpc {sub} force_size", "create", "-f", "vpc", "-o", f"subformat={sub},force_size=on", "img.vpc", "100M")
+case("vpc 2T dynamic", "create", "-f", "vpc", "img.vpc", "2000G")
+
+# vhdx
+for sub in ["dynamic", "fixed"]:
+    for size in ["0", "1M", "64M", "1G"]:
+        case(f"vhdx {sub} {size}", "create", "-f", "vhdx", "-o", f"subformat={sub}", "img.vhdx", size)
+case("vhdx 1T", "create", "-f", "vhdx", "img.vhdx", "1T")
+for opts in ["block_size=1M", "block_size=32M", "block_size=256M", "log_size=4M", "block_state_zero=off"]:
+    case(f"vhdx {opts}", "create", "-f", "vhdx", "-o", opts, "img.vhdx", "1G")
+case("vhdx --block-size flag", "create", "-f", "vhdx", "-o", "block_size=8M", "img.vhdx", "1G",
+     instar_args=["create", "-f", "vhdx", "--block-size", "8M", "img.vhdx", "1G"])
+
+# errors: same message, same exit status, nothing left behind
+for args in [
+    ["create", "-f", "qcow2", "img.qcow2"],
+    ["create", "-f", "qcow2", "img.qcow2", "1X"],
+    ["create", "-f", "qcow2", "img.qcow2", "--", "-1"],
+    ["create", "-f", "qcow2", "img.qcow2", "9E"],
+    ["create", "-f", "qcow2", "img.qcow2", "1M", "extra"],
+    ["create", "-f", "qcow2", "-o", "size=1M", "img.qcow2", "1M"],
+    ["create", "-f", "qcow2", "-o", "cluster_size=1000", "img.qcow2", "1G"],
+    ["create", "-f", "qcow2", "-o", "cluster_size=4M", "img.qcow2", "1G"],
+    ["create", "-f", "qcow2", "-o", "refcount_bits=3", "img.qcow2", "1G"],
+    ["create", "-f", "qcow2", "-o", "refcount_bits=128", "img.qcow2", "1G"],
+    ["create", "-f", "qcow2", "-o", "compat=0.10,lazy_refcounts=on", "img.qcow2", "1G"],
+    ["create", "-f", "qcow2", "-o", "compat=0.10,compression_type=zstd", "img.qcow2", "1G"],
+    ["create", "-f", "qcow2", "-o", "extended_l2=on,cluster_size=4k", "img.qcow2", "1G"],
+    ["create", "-f", "qcow2", "-o", "compat=2", "img.qcow2", "1G"],
+    ["create", "-f", "qcow2", "-o", "preallocation=bogus", "img.qcow2", "1G"],
+    ["create", "-f", "qcow2", "-o", "cluster_size=512", "img.qcow2", "1P"],
+    ["create", "-f", "qcow2", "-b", "base.qcow2", "img.qcow2"],
+    ["create", "-f", "qcow2", "-u", "-b", "base.qcow2", "img.qcow2"],
+    ["create", "-f", "qcow2", "-u", "-b", "base.qcow2", "-F", "qcow2", "img.qcow2"],
+    ["create", "-f", "qcow2", "-b", "nonexistent.qcow2", "-F", "qcow2", "img.qcow2"],
+    ["create", "-f", "qcow2", "-b", "img.qcow2", "-F", "qcow2", "img.qcow2", "1M"],
+    ["create", "-f", "raw", "-b", "base.qcow2", "-F", "qcow2", "img.raw", "1M"],
+    ["create", "-f", "raw", "-o", "preallocation=metadata", "img.raw", "1M"],
+    ["create", "-f", "raw", "img.raw", "7E"],
+    ["create", "-f", "vmdk", "-o", "subformat=bogus", "img.vmdk", "1G"],
+    ["create", "-f", "vmdk", "-o", "adapter_type=scsi", "img.vmdk", "1G"],
+    ["create", "-f", "vmdk", "-o", "compat6=on,hwversion=4", "img.vmdk", "1G"],
+    ["create", "-f", "vmdk", "img.vmdk", "100T"],
+    ["create", "-f", "vpc", "-o", "subformat=bogus", "img.vpc", "1G"],
+    ["create", "-f", "vpc", "img.vpc", "3T"],
+    ["create", "-f", "vhdx", "-o", "block_size=3M", "img.vhdx", "1G"],
+    ["create", "-f", "vhdx", "-o", "log_size=1536k", "img.vhdx", "1G"],
+    ["create", "-f", "vhdx", "img.vhdx", "65T"],
+    ["create", "-f", "qcow2", "missing-dir/img.qcow2", "1M"],
+]:
+    case("error: " + " ".join(args[1:]), *args, expect_error=True,
+         setup=[["QIMG", "create", "-q", "-f", "qcow2", "base.qcow2", "32M"]])
+
+
+def run(cmd, cwd, env=None, timeout=600):
+    p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return p.returncode, p.stdout, p.stderr
+
+
+def listing(d):
+    return sorted((n, os.stat(os.path.join(d, n)).st_size) for n in os.listdir(d))
+
+
+def normalise_info(info, fmt):
+    info = dict(info)
+    for k in ("filename", "actual-size"):
+        info.pop(k, None)
+    info.pop("children", None)  # file-child details: host allocation and names
+    spec = info.get("format-specific")
+    if spec and fmt in RANDOM_SPECIFIC:
+        spec = json.loads(json.dumps(spec))
+        for k in RANDOM_SPECIFIC[fmt]:
+            spec.get("data", {}).pop(k, None)
+        info["format-specific"] = spec
+    return info
+
+
+def image_name(args):
+    positional = [a for a in args if not a.startswith("-")]
+    for a in args:
+        if a.startswith("img."):
+            return a
+    return positional[-1]
+
+
+def main():
+    instar, q72, q10 = sys.argv[1:4]
+    only = set(sys.argv[4:])
+    missing = [q for q in (q72, q10) if not os.access(q, os.X_OK)]
+    if missing:
+        print("SKIP: qemu-img oracle missing (%s); differential create test NOT run" % ", ".join(missing))
+        return 77
+    if not os.path.exists("/dev/kvm"):
+        print("SKIP: /dev/kvm is absent; the sandboxed create test NOT run")
+        return 77
+    failures = []
+    passed = 0
+    work = tempfile.mkdtemp(prefix="instar-create-")
+    link_dir = os.path.join(work, "bin")
+    os.mkdir(link_dir)
+    os.symlink(os.path.abspath(instar), os.path.join(link_dir, "qemu-img"))
+    ours = os.path.join(link_dir, "qemu-img")
+    try:
+        for profile, qimg in (("7.2", q72), ("10.0", q10)):
+            env = dict(os.environ, INSTAR_QEMU_VERSION=profile)
+            for label, args, setup, expect_error, instar_args in CASES:
+                fmt = args[args.index("-f") + 1] if "-f" in args else "raw"
+                if only and fmt not in only:
+                    continue
+                name = f"[{profile}] {label}"
+                problems = []
+                dq = tempfile.mkdtemp(dir=work)
+                di = tempfile.mkdtemp(dir=work)
+                for d in (dq, di):
+                    for cmd in setup:
+                        run([qimg if c == "QIMG" else c for c in cmd], d)
+                before_i = listing(di)
+                rq = run([qimg] + args, dq)
+                ri = run([ours] + (instar_args or args), di, env)
+                if rq != ri:
+                    problems.append(f"output differs:\n  qemu-img: {rq!r}\n  instar:   {ri!r}")
+                if expect_error:
+                    if ri[0] == 0:
+                        problems.append("instar succeeded where an error was expected")
+                    if listing(di) != before_i:
+                        problems.append(f"a failed create changed the directory: {before_i} -> {listing(di)}")
+                elif ri[0] == 0 and rq[0] == 0:
+                    lq, li = listing(dq), listing(di)
+                    if lq != li:
+                        problems.append(f"files differ: qemu-img {lq} instar {li}")
+                    img = image_name(args)
+                    for oracle in (q72, q10):
+                        iq = run([oracle, "info", "-U", "--output=json", img], dq)
+                        ii = run([oracle, "info", "-U", "--output=json", img], di)
+                        if iq[0] != 0 or ii[0] != 0:
+                            problems.append(f"{oracle} info failed: {iq[2]} {ii[2]}")
+                            continue
+                        if normalise_info(json.loads(iq[1]), fmt) != normalise_info(json.loads(ii[1]), fmt):
+                            problems.append(f"{oracle} info differs:\n  qemu-img: {iq[1]}\n  instar:   {ii[1]}")
+                    if fmt in CHECKABLE:
+                        rc = run([q10, "check", "-U", img], di)
+                        if rc[0] != 0:
+                            problems.append(f"qemu-img check: {rc[1]}{rc[2]}")
+                    reader = READERS.get(fmt)
+                    if reader and shutil.which(reader) and os.path.getsize(os.path.join(di, img)) > 0:
+                        rr = run([reader, img], di)
+                        if rr[0] != 0:
+                            problems.append(f"{reader} failed: {rr[1][-300:]}{rr[2][-300:]}")
+                    own = run([ours, "info", "--output=json", "-f", fmt, img], di, env)
+                    ref = run([qimg, "info", "--output=json", "-f", fmt, img], di)
+                    if own != ref:
+                        problems.append(f"instar info differs:\n  qemu-img: {ref!r}\n  instar:   {own!r}")
+                leftovers = [n for n in os.listdir(di) if ".instar-" in n]
+                if leftovers:
+                    problems.append(f"temporary files left: {leftovers}")
+                shutil.rmtree(dq)
+                shutil.rmtree(di)
+                if problems:
+                    failures.append(name)
+                    print(f"FAIL {name}")
+                    for p in problems:
+                        print("   ", p)
+                else:
+                    passed += 1
+        # Atomicity: a failed create leaves an existing target as it was.
+        d = tempfile.mkdtemp(dir=work)
+        target = os.path.join(d, "keep.img")
+        with open(target, "wb") as f:
+            f.write(b"precious")
+        r = run([ours, "create", "-f", "raw", "-o", "preallocation=bogus", "keep.img", "1G"], d)
+        with open(target, "rb") as f:
+            kept = f.read()
+        if r[0] == 0 or kept != b"precious" or sorted(os.listdir(d)) != ["keep.img"]:
+            failures.append("atomic overwrite")
+            print(f"FAIL atomic: rc={r[0]} content={kept!r} files={os.listdir(d)}")
+        else:
+            passed += 1
+        # Overwriting an existing target works, as in qemu-img.
+        r = run([ours, "create", "-q", "-f", "raw", "keep.img", "1M"], d)
+        if r[0] != 0 or os.path.getsize(target) == len(b"precious"):
+            failures.append("overwrite")
+            print(f"FAIL overwrite: {r}")
+        else:
+            passed += 1
+    finally:
+        shutil.rmtree(work)
+    print(f"{passed} passed, {len(failures)} failed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
