@@ -1,5 +1,5 @@
 // VHD probe rules: the "conectix" cookie of the footer copy at offset 0 (dynamic and differencing
-// disks) or of the footer in the last 512 bytes (fixed disks), and the divergence that follows.
+// disks) or of the footer in the last 512 bytes (fixed disks), and the plugin's divergences.
 #include "vhd_plugin.h"
 
 namespace instar::vpc {
@@ -23,6 +23,12 @@ const Divergence DIVERGENCES[] = {
      "a differencing VHD reports its parent locator (W2ru, then W2ku, then the parent name) as the backing "
      "file; qemu-img shows no backing file for it",
      "the parent is part of what the image means: hiding it hides a dependency on another file"},
+    {"vpc-create-differencing", "create",
+     "with -b, create -f vpc writes a differencing VHD (type 4: the parent's unique id and timestamp, its "
+     "file name, and a W2ru or W2ku parent locator holding -b verbatim); qemu-img refuses: \"Backing file "
+     "not supported for file format 'vpc'\". Without force_size, a size the CHS geometry cannot express is "
+     "kept exactly (as force_size=on), so the child has its parent's size",
+     "VHD has differencing disks; refusing -b for them only because qemu never implemented it helps nobody"},
     {"vpc-parent-path-policy", "*",
      "the parent named by a differencing VHD's parent locator is opened only if the path policy allows it",
      "a parent locator is a path chosen by whoever made the image; following it can read any host file"},

@@ -19,6 +19,12 @@ const Divergence DIVERGENCES[] = {
     {"vhdx-parent-path-policy", "*",
      "the parent named by a differencing VHDX's parent locator is opened only if the path policy allows it",
      "a parent locator is a path chosen by whoever made the image; following it can read any host file"},
+    {"vhdx-create-differencing", "create",
+     "with -b, create makes a differencing VHDX (has_parent, a parent locator with parent_linkage = the "
+     "parent's DataWriteGuid and relative_path = the -b name verbatim, an all-absent BAT with sector bitmap "
+     "entries); the parent must be a readable VHDX. qemu-img refuses: Backing file not supported for file "
+     "format 'vhdx'",
+     "differencing disks are the VHDX way to stack an overlay on a base image, and Hyper-V and libvhdi read them"},
 };
 const std::uint32_t DIVERGENCE_COUNT = sizeof DIVERGENCES / sizeof DIVERGENCES[0];
 

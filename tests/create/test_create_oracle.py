@@ -105,7 +105,8 @@ for sub in ["dynamic", "fixed"]:
     for size in ["0", "1M", "64M", "1G"]:
         case(f"vhdx {sub} {size}", "create", "-f", "vhdx", "-o", f"subformat={sub}", "img.vhdx", size)
 case("vhdx 1T", "create", "-f", "vhdx", "img.vhdx", "1T")
-for opts in ["block_size=1M", "block_size=32M", "block_size=256M", "log_size=4M", "block_state_zero=off"]:
+for opts in ["block_size=1M", "block_size=32M", "block_size=256M", "log_size=4M", "log_size=1536k",
+             "block_state_zero=off"]:
     case(f"vhdx {opts}", "create", "-f", "vhdx", "-o", opts, "img.vhdx", "1G")
 case("vhdx --block-size flag", "create", "-f", "vhdx", "-o", "block_size=8M", "img.vhdx", "1G",
      instar_args=["create", "-f", "vhdx", "--block-size", "8M", "img.vhdx", "1G"])
@@ -143,7 +144,6 @@ for args in [
     ["create", "-f", "vpc", "-o", "subformat=bogus", "img.vpc", "1G"],
     ["create", "-f", "vpc", "img.vpc", "3T"],
     ["create", "-f", "vhdx", "-o", "block_size=3M", "img.vhdx", "1G"],
-    ["create", "-f", "vhdx", "-o", "log_size=1536k", "img.vhdx", "1G"],
     ["create", "-f", "vhdx", "img.vhdx", "65T"],
     ["create", "-f", "qcow2", "missing-dir/img.qcow2", "1M"],
 ]:
@@ -241,9 +241,11 @@ def main():
                         if rc[0] != 0:
                             problems.append(f"qemu-img check: {rc[1]}{rc[2]}")
                     reader = READERS.get(fmt)
-                    if reader and shutil.which(reader) and os.path.getsize(os.path.join(di, img)) > 0:
+                    if reader and shutil.which(reader):
                         rr = run([reader, img], di)
-                        if rr[0] != 0:
+                        # libvhdi cannot open qemu-img's own 0-byte VHD/VHDX either: hold instar
+                        # to what the reader accepts from qemu-img.
+                        if rr[0] != 0 and run([reader, img], dq)[0] == 0:
                             problems.append(f"{reader} failed: {rr[1][-300:]}{rr[2][-300:]}")
                     own = run([ours, "info", "--output=json", "-f", fmt, img], di, env)
                     ref = run([qimg, "info", "--output=json", "-f", fmt, img], di)
@@ -261,6 +263,26 @@ def main():
                         print("   ", p)
                 else:
                     passed += 1
+        # Differencing VHD and VHDX (instar's extension): vhdiinfo opens them and instar info
+        # reports the parent as the backing file.
+        for fmt, ext in (("vpc", "vhd"), ("vhdx", "vhdx")):
+            if only and fmt not in only:
+                continue
+            d = tempfile.mkdtemp(dir=work)
+            run([q10, "create", "-q", "-f", fmt, f"parent.{ext}", "64M"], d)
+            r = run([ours, "create", "-f", fmt, "-b", f"parent.{ext}", "-F", fmt, f"child.{ext}"], d)
+            info = run([ours, "info", "--output=json", f"child.{ext}"], d)
+            reader = run(["vhdiinfo", f"child.{ext}"], d)
+            ok = r[0] == 0 and info[0] == 0 and reader[0] == 0
+            if ok:
+                j = json.loads(info[1])
+                parent = json.loads(run([q10, "info", "--output=json", f"parent.{ext}"], d)[1])
+                ok = j.get("backing-filename") == f"parent.{ext}" and j.get("virtual-size") == parent["virtual-size"]
+            if ok:
+                passed += 1
+            else:
+                failures.append(f"differencing {fmt}")
+                print(f"FAIL differencing {fmt}: create={r} info={info} vhdiinfo={reader[0]}")
         # Atomicity: a failed create leaves an existing target as it was.
         d = tempfile.mkdtemp(dir=work)
         target = os.path.join(d, "keep.img")

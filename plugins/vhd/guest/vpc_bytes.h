@@ -1,4 +1,5 @@
-// Byte-order loads and checked arithmetic for the VHD parser (all VHD fields are big-endian).
+// Byte-order loads and stores and checked arithmetic for the VHD parser and emitter (all VHD fields
+// are big-endian).
 #pragma once
 
 #include <stddef.h>
@@ -17,6 +18,23 @@ inline uint64_t load_be64(const uint8_t* p) {
 inline uint32_t load_le32(const uint8_t* p) {
     return (static_cast<uint32_t>(p[3]) << 24) | (static_cast<uint32_t>(p[2]) << 16) |
            (static_cast<uint32_t>(p[1]) << 8) | p[0];
+}
+
+inline void store_be16(uint8_t* p, uint16_t v) {
+    p[0] = static_cast<uint8_t>(v >> 8);
+    p[1] = static_cast<uint8_t>(v);
+}
+inline void store_be32(uint8_t* p, uint32_t v) {
+    for (int i = 0; i < 4; ++i)
+        p[i] = static_cast<uint8_t>(v >> (24 - 8 * i));
+}
+inline void store_be64(uint8_t* p, uint64_t v) {
+    store_be32(p, static_cast<uint32_t>(v >> 32));
+    store_be32(p + 4, static_cast<uint32_t>(v));
+}
+inline void store4(uint8_t* p, const char* s) {
+    for (int i = 0; i < 4; ++i)
+        p[i] = static_cast<uint8_t>(s[i]);
 }
 
 // Four-character codes (creator application, platform codes) compared as bytes.

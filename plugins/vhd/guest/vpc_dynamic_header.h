@@ -1,5 +1,6 @@
 // The VHD dynamic disk header ("cxsparse"): 1024 bytes at the footer's data offset in dynamic and
 // differencing disks: where the block allocation table is, the block size, and the parent locators.
+// Parsed for `info`, built for `create`.
 #pragma once
 
 #include <stdint.h>
@@ -42,7 +43,8 @@ struct VpcDynamicHeaderDisk {
 static_assert(sizeof(VpcDynamicHeaderDisk) == VPC_DYNAMIC_HEADER_SIZE);
 
 struct VpcParentLocator {
-    uint8_t platform_code[4];
+    uint8_t platform_code[4]; // all zero: unused entry
+    uint32_t data_space;      // bytes reserved (the spec says sectors; Windows writes bytes)
     uint32_t data_length;
     uint64_t data_offset;
 };
@@ -51,6 +53,8 @@ struct VpcDynamicHeader {
     uint64_t table_offset;
     uint32_t max_table_entries;
     uint32_t block_size;
+    uint8_t parent_unique_id[16];
+    uint32_t parent_timestamp;
     uint8_t parent_unicode_name[VPC_PARENT_NAME_BYTES];
     VpcParentLocator parent_locators[VPC_PARENT_LOCATOR_COUNT];
 };
@@ -59,5 +63,9 @@ struct VpcDynamicHeader {
 // (qemu: "Invalid header magic", "Invalid block size"). The header checksum is not checked: qemu
 // does not check it either.
 guest::Status vpc_dynamic_header_parse(const uint8_t* bytes, uint64_t len, VpcDynamicHeader* out);
+
+// Builds the 1024 header bytes for `h` as qemu's create_dynamic_disk does (no next structure,
+// version 1.0), with the checksum computed.
+void vpc_dynamic_header_build(const VpcDynamicHeader& h, uint8_t* out);
 
 } // namespace instar::vpc

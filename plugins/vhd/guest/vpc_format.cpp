@@ -5,6 +5,7 @@
 #include "vpc_bytes.h"
 #include "vpc_dynamic_header.h"
 #include "vpc_footer.h"
+#include "vpc_geometry.h"
 #include "vpc_parent.h"
 
 namespace instar::vpc {
@@ -13,9 +14,6 @@ using guest::Status;
 
 namespace {
 
-// qemu's size rules (block/vpc.c).
-constexpr uint64_t VHD_MAX_SECTORS = 0xff000000;          // qemu: 2040 GiB max image size
-constexpr uint64_t VHD_MAX_GEOMETRY = 65535ull * 16 * 255; // CHS maxed out: the size is current_size
 // Largest block allocation table scanned: 16 Mi entries (64 MiB) covers 2040 GiB with blocks of
 // 128 KiB; every known writer (Virtual PC, Hyper-V, qemu) uses 2 MiB blocks.
 constexpr uint32_t VPC_MAX_TABLE_ENTRIES = 1u << 24;

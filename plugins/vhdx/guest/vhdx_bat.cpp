@@ -27,15 +27,26 @@ uint32_t log2_u64(uint64_t v) {
 } // namespace
 
 uint32_t vhdx_bat_entries(uint64_t virtual_disk_size, uint32_t block_size) {
-    const uint64_t chunk_ratio = VHDX_MAX_SECTORS_PER_BLOCK * 512 / block_size;
+    const uint64_t chunk_ratio = vhdx_chunk_ratio(block_size);
     const uint32_t data_blocks = static_cast<uint32_t>((virtual_disk_size + block_size - 1) / block_size);
     return data_blocks + ((data_blocks - 1) >> log2_u64(chunk_ratio));
 }
 
+uint32_t vhdx_bat_entries_differencing(uint64_t virtual_disk_size, uint32_t block_size) {
+    const uint64_t chunk_ratio = vhdx_chunk_ratio(block_size);
+    const uint32_t data_blocks = static_cast<uint32_t>((virtual_disk_size + block_size - 1) / block_size);
+    const uint32_t bitmap_blocks = static_cast<uint32_t>((data_blocks + chunk_ratio - 1) / chunk_ratio);
+    return static_cast<uint32_t>(bitmap_blocks * (chunk_ratio + 1));
+}
+
 Status vhdx_bat_check(guest::BlockDevice& dev, guest::Allocator& alloc, const VhdxHeader& h,
                       const VhdxRegions& regions, const VhdxMetadata& m) {
-    const uint64_t chunk_ratio = VHDX_MAX_SECTORS_PER_BLOCK * 512 / m.block_size;
-    const uint32_t entries = vhdx_bat_entries(m.virtual_disk_size, m.block_size);
+    const uint64_t chunk_ratio = vhdx_chunk_ratio(m.block_size);
+    // A differencing disk has a sector bitmap entry after its last chunk too (MS-VHDX 2.5; qemu's
+    // vhdx_calc_bat_entries has the rule but never reaches it, refusing such disks).
+    const uint32_t entries = (m.data_bits & VHDX_PARAMS_HAS_PARENT)
+                                 ? vhdx_bat_entries_differencing(m.virtual_disk_size, m.block_size)
+                                 : vhdx_bat_entries(m.virtual_disk_size, m.block_size);
     if (entries > regions.bat.length / 8)
         return Status::Corrupt;
     const uint64_t bytes = static_cast<uint64_t>(entries) * 8;

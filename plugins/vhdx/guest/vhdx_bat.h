@@ -14,11 +14,20 @@ namespace instar::vhdx {
 inline constexpr uint64_t VHDX_MAX_SECTORS_PER_BLOCK = 1u << 23; // MS-VHDX 2.5: chunk ratio base
 inline constexpr uint64_t VHDX_BAT_STATE_BIT_MASK = 7;
 inline constexpr uint64_t VHDX_BAT_FILE_OFF_MASK = 0xFFFFFFFFFFF00000ull; // offsets in 1 MiB units
+inline constexpr uint64_t PAYLOAD_BLOCK_NOT_PRESENT = 0;
+inline constexpr uint64_t PAYLOAD_BLOCK_ZERO = 2;
 inline constexpr uint64_t PAYLOAD_BLOCK_FULLY_PRESENT = 6;
 inline constexpr size_t VHDX_BAT_CHUNK = 4096; // bytes of BAT read at a time
 
 // qemu's BAT entry count for a non-differencing disk (uint32 arithmetic, as qemu does it).
 uint32_t vhdx_bat_entries(uint64_t virtual_disk_size, uint32_t block_size);
+
+// A differencing disk's BAT entry count (MS-VHDX 2.5: one sector bitmap entry after every chunk
+// ratio payload entries, the last chunk included), in qemu's uint32 arithmetic.
+uint32_t vhdx_bat_entries_differencing(uint64_t virtual_disk_size, uint32_t block_size);
+
+// The chunk ratio of MS-VHDX 2.5 for 512-byte logical sectors (a power of two, 32..8192).
+inline uint64_t vhdx_chunk_ratio(uint32_t block_size) { return VHDX_MAX_SECTORS_PER_BLOCK * 512 / block_size; }
 
 // Corrupt if the BAT region is too small for the disk, or a present payload block lies past the
 // end of the file or over the log, BAT or metadata region (qemu's vhdx_check_bat_entries).

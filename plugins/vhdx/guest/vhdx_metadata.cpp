@@ -9,22 +9,11 @@ using guest::Status;
 
 namespace {
 
-constexpr uint8_t FILE_PARAM_D4[8] = {0xb3, 0xb6, 0x33, 0xf0, 0xaa, 0x44, 0xe7, 0x6b};
-constexpr uint8_t VIRTUAL_SIZE_D4[8] = {0xb2, 0x11, 0x5d, 0xbe, 0xd8, 0x3b, 0xf4, 0xb8};
-constexpr uint8_t PAGE83_D4[8] = {0x93, 0xef, 0xc3, 0x09, 0xe0, 0x00, 0xc7, 0x46};
-constexpr uint8_t LOGICAL_SECTOR_D4[8] = {0xba, 0x47, 0xf2, 0x33, 0xa8, 0xfa, 0xab, 0x5f};
-constexpr uint8_t PHYS_SECTOR_D4[8] = {0x9c, 0xc9, 0xe9, 0x88, 0x52, 0x51, 0xc5, 0x56};
-constexpr uint8_t PARENT_LOCATOR_D4[8] = {0xab, 0xf7, 0xd3, 0xd8, 0x48, 0x34, 0xab, 0x0c};
-
 enum Item { FILE_PARAMETERS, VIRTUAL_DISK_SIZE, PAGE83, LOGICAL_SECTOR_SIZE, PHYSICAL_SECTOR_SIZE, PARENT_LOCATOR, ITEM_COUNT };
 
-constexpr Guid ITEM_GUIDS[ITEM_COUNT] = {
-    make_guid(0xcaa16737, 0xfa36, 0x4d43, FILE_PARAM_D4),
-    make_guid(0x2fa54224, 0xcd1b, 0x4876, VIRTUAL_SIZE_D4),
-    make_guid(0xbeca12ab, 0xb2e6, 0x4523, PAGE83_D4),
-    make_guid(0x8141bf1d, 0xa96f, 0x4709, LOGICAL_SECTOR_D4),
-    make_guid(0xcda348c7, 0x445d, 0x4471, PHYS_SECTOR_D4),
-    make_guid(0xa8d35f2d, 0xb30b, 0x454d, PARENT_LOCATOR_D4),
+constexpr const Guid* ITEM_GUIDS[ITEM_COUNT] = {
+    &VHDX_FILE_PARAMETERS_GUID, &VHDX_VIRTUAL_DISK_SIZE_GUID,  &VHDX_PAGE83_GUID,
+    &VHDX_LOGICAL_SECTOR_GUID,  &VHDX_PHYSICAL_SECTOR_GUID,    &VHDX_PARENT_LOCATOR_GUID,
 };
 
 // Reads `len` bytes of an item (offset relative to the metadata region).
@@ -58,7 +47,7 @@ Status vhdx_metadata_read(guest::BlockDevice& dev, guest::Allocator& alloc, cons
         __builtin_memcpy(&e, table.p + sizeof h + i * sizeof e, sizeof e);
         int which = -1;
         for (int k = 0; k < ITEM_COUNT; ++k)
-            if (guid_eq(e.item_id, ITEM_GUIDS[k]))
+            if (guid_eq(e.item_id, *ITEM_GUIDS[k]))
                 which = k;
         if (which < 0) {
             if (load_le32(e.flags) & VHDX_META_FLAGS_IS_REQUIRED)

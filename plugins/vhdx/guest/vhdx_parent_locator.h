@@ -6,12 +6,17 @@
 #include <instar/guest/format_api.h>
 #include <instar/guest/info_sink.h>
 
+#include "vhdx_bytes.h"
 #include "vhdx_metadata.h"
 
 namespace instar::vhdx {
 
 // MS-VHDX 2.6.2.6: the whole parent locator must be smaller than 64 KiB.
 inline constexpr uint32_t VHDX_PARENT_LOCATOR_MAX_SIZE = 64 * 1024;
+
+// MS-VHDX 2.6.2.6.1: the locator type of a VHDX parent.
+inline constexpr uint8_t VHDX_PARENT_LOCATOR_TYPE_D4[8] = {0xb7, 0x89, 0x25, 0xb8, 0xe9, 0x44, 0x59, 0x13};
+inline constexpr Guid VHDX_PARENT_LOCATOR_TYPE_VHDX = make_guid(0xb04aefb7, 0xd19e, 0x4a81, VHDX_PARENT_LOCATOR_TYPE_D4);
 
 // On-disk layout, little-endian (MS-VHDX 2.6.2.6 "Parent Locator").
 struct VhdxParentLocatorHeaderDisk {

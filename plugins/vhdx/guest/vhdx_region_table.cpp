@@ -10,11 +10,6 @@ using guest::Status;
 
 namespace {
 
-constexpr uint8_t BAT_D4[8] = {0x9d, 0x64, 0x11, 0x5e, 0x9b, 0xfd, 0x4a, 0x08};
-constexpr uint8_t METADATA_D4[8] = {0xb8, 0xfe, 0x57, 0x5f, 0x05, 0x0f, 0x88, 0x6e};
-constexpr Guid BAT_GUID = make_guid(0x2dc27766, 0xf623, 0x4200, BAT_D4);
-constexpr Guid METADATA_GUID = make_guid(0x8b7ca206, 0x4790, 0x4b9a, METADATA_D4);
-
 bool overlaps(uint64_t a_start, uint64_t a_len, uint64_t b_start, uint64_t b_len) {
     // Computed without overflow: [a, a+len) and [b, b+len) intersect.
     if (a_len == 0 || b_len == 0)
@@ -56,10 +51,10 @@ Status vhdx_region_table_parse(const uint8_t* bytes, uint64_t len, uint64_t log_
         }
         VhdxRegion* slot = nullptr;
         bool* found = nullptr;
-        if (guid_eq(e.guid, BAT_GUID)) {
+        if (guid_eq(e.guid, VHDX_BAT_GUID)) {
             slot = &out->bat;
             found = &bat_found;
-        } else if (guid_eq(e.guid, METADATA_GUID)) {
+        } else if (guid_eq(e.guid, VHDX_METADATA_GUID)) {
             slot = &out->metadata;
             found = &metadata_found;
         } else if (load_le32(e.required) & VHDX_REGION_ENTRY_REQUIRED) {

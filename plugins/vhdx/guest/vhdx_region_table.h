@@ -5,6 +5,8 @@
 
 #include <instar/guest/format_api.h>
 
+#include "vhdx_bytes.h"
+
 namespace instar::vhdx {
 
 inline constexpr uint64_t VHDX_REGION_TABLE_OFFSET = 192 * 1024;
@@ -12,6 +14,12 @@ inline constexpr uint32_t VHDX_REGION_TABLE_SIZE = 64 * 1024; // the checksum co
 inline constexpr char VHDX_REGION_SIGNATURE[] = "regi";
 inline constexpr uint32_t VHDX_REGION_MAX_ENTRIES = 2047; // MS-VHDX 2.2.3.1: at most 2047 entries
 inline constexpr uint32_t VHDX_REGION_ENTRY_REQUIRED = 1;
+
+// MS-VHDX 2.2.3.2: the two known regions.
+inline constexpr uint8_t VHDX_BAT_GUID_D4[8] = {0x9d, 0x64, 0x11, 0x5e, 0x9b, 0xfd, 0x4a, 0x08};
+inline constexpr uint8_t VHDX_METADATA_GUID_D4[8] = {0xb8, 0xfe, 0x57, 0x5f, 0x05, 0x0f, 0x88, 0x6e};
+inline constexpr Guid VHDX_BAT_GUID = make_guid(0x2dc27766, 0xf623, 0x4200, VHDX_BAT_GUID_D4);
+inline constexpr Guid VHDX_METADATA_GUID = make_guid(0x8b7ca206, 0x4790, 0x4b9a, VHDX_METADATA_GUID_D4);
 
 // On-disk layout, little-endian (MS-VHDX 2.2.3 "Region Table").
 struct VhdxRegionTableHeaderDisk {
