@@ -283,6 +283,23 @@ def main():
             else:
                 failures.append(f"differencing {fmt}")
                 print(f"FAIL differencing {fmt}: create={r} info={info} vhdiinfo={reader[0]}")
+        # Backing names go through the path policy (instar refuses where qemu-img would open).
+        hostile = [("/etc/passwd", "outside the allowed directories"),
+                   ('json:{"file.filename":"/etc/passwd"}', "json: pseudo-protocol"),
+                   ("nbd://localhost/x", "protocol names"),
+                   ("../escape.qcow2", "outside the allowed directories")]
+        if not only or "qcow2" in only:
+            for name, why in hostile:
+                d = tempfile.mkdtemp(dir=work)
+                sub = os.path.join(d, "sub")
+                os.mkdir(sub)
+                run([q10, "create", "-q", "-f", "qcow2", "escape.qcow2", "1M"], d)
+                r = run([ours, "create", "-f", "qcow2", "-b", name, "-F", "qcow2", "img.qcow2"], sub)
+                if r[0] != 1 or why not in r[2] or os.listdir(sub):
+                    failures.append(f"hostile backing {name}")
+                    print(f"FAIL hostile backing {name}: {r} files={os.listdir(sub)}")
+                else:
+                    passed += 1
         # Atomicity: a failed create leaves an existing target as it was.
         d = tempfile.mkdtemp(dir=work)
         target = os.path.join(d, "keep.img")

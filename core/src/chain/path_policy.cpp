@@ -75,11 +75,31 @@ std::string combine_path(std::string_view referring_image, std::string_view name
     return std::string(referring_image.substr(0, slash + 1)) + std::string(name);
 }
 
-Expected<OpenedFile> open_referenced(const PathPolicy& policy, const std::string& image, std::string_view field,
-                                     const std::string& name) {
-    auto refuse = [&](const std::string& why) {
-        return Error{image + ": " + std::string(field) + " '" + name + "' refused: " + why};
-    };
+namespace {
+
+std::string roots_text(const PathPolicy& policy) {
+    std::string roots;
+    for (const auto& r : policy.allowed_roots)
+        roots += (roots.empty() ? "" : ", ") + r.string();
+    return roots;
+}
+
+bool inside_roots(const PathPolicy& policy, const fs::path& p) {
+    for (const auto& root : policy.allowed_roots)
+        if (path_is_within(p, root))
+            return true;
+    return false;
+}
+
+Error refusal(const std::string& image, std::string_view field, const std::string& name, const std::string& why) {
+    return Error{image + ": " + std::string(field) + " '" + name + "' refused: " + why};
+}
+
+} // namespace
+
+Expected<std::string> check_referenced(const PathPolicy& policy, const std::string& image, std::string_view field,
+                                       const std::string& name) {
+    auto refuse = [&](const std::string& why) { return refusal(image, field, name, why); };
     if (name.empty())
         return refuse("empty name");
     if (name.find('\0') != std::string::npos)
@@ -91,28 +111,27 @@ Expected<OpenedFile> open_referenced(const PathPolicy& policy, const std::string
     const std::string display = combine_path(image, name);
     std::error_code ec;
     const fs::path target = fs::weakly_canonical(fs::absolute(display, ec), ec);
-    auto inside = [&](const fs::path& p) {
-        for (const auto& root : policy.allowed_roots)
-            if (path_is_within(p, root))
-                return true;
-        return false;
-    };
-    std::string roots;
-    for (const auto& r : policy.allowed_roots)
-        roots += (roots.empty() ? "" : ", ") + r.string();
-    if (!inside(target))
-        return refuse("outside the allowed directories (" + roots + "; --allow-path DIR adds one)");
+    if (!inside_roots(policy, target))
+        return refuse("outside the allowed directories (" + roots_text(policy) + "; --allow-path DIR adds one)");
+    return display;
+}
+
+Expected<OpenedFile> open_referenced(const PathPolicy& policy, const std::string& image, std::string_view field,
+                                     const std::string& name) {
+    auto display = check_referenced(policy, image, field, name);
+    if (!display)
+        return Error{display.error()};
     std::string why;
-    auto f = open_regular(display, why);
+    auto f = open_regular(*display, why);
     if (!f)
-        return refuse(why);
+        return refusal(image, field, name, why);
     // The name was checked before open; check what was actually opened too (a symlink swapped in
     // between, or a link inside the tree pointing out of it).
-    if (!inside(f->path)) {
+    if (!inside_roots(policy, f->path)) {
         close_file(*f);
-        return refuse("it resolves outside the allowed directories (" + roots + ")");
+        return refusal(image, field, name, "it resolves outside the allowed directories (" + roots_text(policy) + ")");
     }
-    f->display = display;
+    f->display = *display;
     return f;
 }
 

@@ -41,6 +41,11 @@ Expected<PathPolicy> default_policy(const std::filesystem::path& top_image,
 // name (path_combine), or the name itself when absolute.
 std::string combine_path(std::string_view referring_image, std::string_view name);
 
+// The name checks of open_referenced without opening anything: returns the path the name points
+// to (combine_path), or the refusal. For callers that must tell "refused" from "missing".
+Expected<std::string> check_referenced(const PathPolicy& policy, const std::string& image, std::string_view field,
+                                       const std::string& name);
+
 // Checks `name` (field `field`, e.g. "backing file") found in `image`, then opens it.
 Expected<OpenedFile> open_referenced(const PathPolicy& policy, const std::string& image, std::string_view field,
                                      const std::string& name);

@@ -138,7 +138,10 @@ Expected<BackingProbe> probe_backing(CreateRequestLine& r, const std::string& na
     auto policy = default_policy(r.filename, r.allow_paths);
     if (!policy)
         return Error{policy.error()};
-    const std::string display = combine_path(r.filename, name);
+    auto checked = check_referenced(*policy, r.filename, "backing file", name);
+    if (!checked)
+        return Error{checked.error() + "\nCould not open backing image."};
+    const std::string display = *checked;
     struct stat st{};
     if (::stat(display.c_str(), &st) != 0)
         return Error{r.filename + ": Could not open '" + display + "': " + std::strerror(errno) +
