@@ -26,14 +26,20 @@ constexpr std::chrono::milliseconds PREALLOC_TIMEOUT{60 * 60 * 1000};
 
 std::string file_error(const std::string& file, const std::string& what) { return file + ": " + what; }
 
+// As qemu's file protocol: falloc extends the empty file with fallocate alone; full truncates to the
+// final size first, then writes zeros.
 Expected<bool> fill_plain(int fd, std::uint64_t size, const std::string& mode) {
-    if (::ftruncate(fd, static_cast<off_t>(size)) != 0)
-        return Error{errno == EFBIG ? "EFBIG" : std::string("Could not resize file: ") + std::strerror(errno)};
-    if (mode == "falloc" && size > 0) {
-        const int err = ::posix_fallocate(fd, 0, static_cast<off_t>(size));
+    if (mode == "falloc") {
+        const int err = size > 0 ? ::posix_fallocate(fd, 0, static_cast<off_t>(size)) : 0;
+        if (err == EFBIG)
+            return Error{"EFBIG"};
         if (err != 0)
             return Error{std::string("Could not preallocate data for the new file: ") + std::strerror(err)};
-    } else if (mode == "full") {
+        return true;
+    }
+    if (::ftruncate(fd, static_cast<off_t>(size)) != 0)
+        return Error{errno == EFBIG ? "EFBIG" : std::string("Could not resize file: ") + std::strerror(errno)};
+    if (mode == "full") {
         const std::vector<char> zeros(ZERO_PIECE);
         for (std::uint64_t off = 0; off < size;) {
             const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(zeros.size(), size - off));

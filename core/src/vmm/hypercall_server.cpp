@@ -173,14 +173,15 @@ Outcome<HypercallServer::Next> HypercallServer::set_length(const instar_hypercal
     if (req.arg1 != INSTAR_FILL_HOLE && req.arg1 != INSTAR_FILL_FALLOC && req.arg1 != INSTAR_FILL_ZEROS)
         return bad_request("set length with unknown fill mode " + std::to_string(req.arg1));
     struct stat st{};
-    if (::fstat(d->fd, &st) != 0 || ::ftruncate(d->fd, static_cast<off_t>(req.arg0)) != 0) {
+    if (::fstat(d->fd, &st) != 0) {
         host_failure(std::string("could not resize: ") + std::strerror(errno), errno);
         reply.ret = -INSTAR_EIO;
         return Next::Resume;
     }
     const auto old = static_cast<std::uint64_t>(st.st_size);
-    if (req.arg0 <= old || req.arg1 == INSTAR_FILL_HOLE) return Next::Resume;
-    if (req.arg1 == INSTAR_FILL_FALLOC) {
+    if (req.arg0 > old && req.arg1 == INSTAR_FILL_FALLOC) {
+        // As qemu's file protocol: fallocate extends the file itself, with no truncate first (which
+        // would make the file system map the range twice).
         const int err = ::posix_fallocate(d->fd, static_cast<off_t>(old), static_cast<off_t>(req.arg0 - old));
         if (err != 0) {
             host_failure(std::string("could not preallocate: ") + std::strerror(err), err);
@@ -188,6 +189,12 @@ Outcome<HypercallServer::Next> HypercallServer::set_length(const instar_hypercal
         }
         return Next::Resume;
     }
+    if (::ftruncate(d->fd, static_cast<off_t>(req.arg0)) != 0) {
+        host_failure(std::string("could not resize: ") + std::strerror(errno), errno);
+        reply.ret = -INSTAR_EIO;
+        return Next::Resume;
+    }
+    if (req.arg0 <= old || req.arg1 == INSTAR_FILL_HOLE) return Next::Resume;
     switch (fill_zeros(d->fd, old, req.arg0, watchdog_)) {
     case Transfer::Done: break;
     case Transfer::Failed:
