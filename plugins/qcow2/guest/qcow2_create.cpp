@@ -1,0 +1,166 @@
+// The qcow2 emitter: replays qemu's qcow2_co_create (header, one-cluster refcount table, first
+// refcount block), the truncate to the virtual size (L1 table and preallocation) and the backing
+// file assignment, then writes the final refcount blocks and header.
+#include "qcow2_create.h"
+
+#include "qcow2_create_alloc.h"
+#include "qcow2_create_header.h"
+#include "qcow2_create_options.h"
+#include "qcow2_create_tables.h"
+#include "qcow2_header.h"
+#include "qcow2_limits.h"
+
+#include <instar/guest/format_util.h>
+
+namespace instar::qcow2 {
+
+using guest::CreateRequest;
+using guest::CreateTarget;
+using guest::Prealloc;
+using guest::create_fail;
+
+namespace {
+
+// qemu's BDRV_MAX_LENGTH: the largest image length its block layer accepts.
+constexpr uint64_t BDRV_MAX_LENGTH = 9223372035781033984ull;
+
+void append_u64(char* dst, size_t cap, uint64_t v) {
+    char digits[21];
+    size_t n = 0;
+    do {
+        digits[n++] = static_cast<char>('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    char out[21];
+    for (size_t i = 0; i < n; ++i)
+        out[i] = digits[n - 1 - i];
+    out[n] = 0;
+    qcow2_append(dst, cap, out);
+}
+
+size_t str_len(const char* s) {
+    size_t n = 0;
+    while (s[n] != 0)
+        ++n;
+    return n;
+}
+
+// qemu-img turns any -EFBIG from the driver into its own message (block.c, bdrv_img_create); the
+// hint is there because qcow2's cluster_size option has a default.
+Status fail_errno(CreateTarget& target, int64_t err) {
+    switch (err) {
+    case QCOW2_EFBIG:
+        return create_fail(target, Status::TooLarge,
+                           "The image size is too large for file format 'qcow2' (try using a larger cluster size)");
+    case QCOW2_ENOMEM:
+        return create_fail(target, Status::NoMemory, "Could not resize image: Cannot allocate memory");
+    default:
+        return create_fail(target, Status::IoError, "Could not resize image: Input/output error");
+    }
+}
+
+// qcow2_change_backing_file's failures: "Could not assign backing file '%s' with format '%s': %s".
+Status backing_error(CreateTarget& target, const Qcow2CreateSettings& s, const char* why, Status st) {
+    char text[guest::CREATE_MAX_REASON] = {};
+    qcow2_append(text, sizeof text, "Could not assign backing file '");
+    qcow2_append(text, sizeof text, s.backing_file);
+    qcow2_append(text, sizeof text, "' with format '");
+    qcow2_append(text, sizeof text, s.backing_fmt != nullptr ? s.backing_fmt : "(null)");
+    qcow2_append(text, sizeof text, "': ");
+    qcow2_append(text, sizeof text, why);
+    return create_fail(target, st, text);
+}
+
+Qcow2HeaderState header_state(const Qcow2CreateSettings& s, const Qcow2Alloc& a, const Qcow2Tables& t) {
+    Qcow2HeaderState h;
+    h.version = s.version;
+    h.cluster_bits = s.cluster_bits;
+    h.size = s.size;
+    h.l1_size = t.l1_size();
+    h.l1_table_offset = t.l1_offset();
+    h.refcount_table_offset = a.refcount_table_offset();
+    h.refcount_table_clusters = static_cast<uint32_t>(a.refcount_table_clusters());
+    h.incompatible_features = (s.compression_type != QCOW2_COMPRESSION_TYPE_ZLIB ? QCOW2_INCOMPAT_COMPRESSION : 0) |
+                              (s.extended_l2 ? QCOW2_INCOMPAT_EXTL2 : 0);
+    h.compatible_features = s.lazy_refcounts ? QCOW2_COMPAT_LAZY_REFCOUNTS : 0;
+    h.refcount_order = s.refcount_order;
+    h.compression_type = s.compression_type;
+    h.backing_file = s.backing_file;
+    h.backing_fmt = s.backing_fmt;
+    return h;
+}
+
+// The truncate from 0 to the virtual size: L1 table, then the preallocation.
+int64_t lay_out(const Qcow2CreateSettings& s, Qcow2Tables& t, CreateTarget& target) {
+    int64_t r = t.grow_l1(t.size_to_l1(s.size));
+    if (r < 0)
+        return r;
+    switch (s.prealloc) {
+    case Prealloc::Off:
+        return 0;
+    case Prealloc::Metadata:
+        return t.prealloc_metadata(s.size);
+    case Prealloc::Falloc:
+    case Prealloc::Full:
+        return t.prealloc_data(s.size, s.prealloc, target);
+    }
+    return 0;
+}
+
+} // namespace
+
+Status create(const CreateRequest& req, CreateTarget& target) {
+    Qcow2CreateSettings s;
+    Status st = qcow2_create_settings(req, target, &s);
+    if (st != Status::Ok)
+        return st;
+    // bdrv_co_truncate's own checks on the new length.
+    if (s.size_negative)
+        return create_fail(target, Status::Invalid, "Could not resize image: Image size cannot be negative");
+    if (s.size > BDRV_MAX_LENGTH) {
+        char text[guest::CREATE_MAX_REASON] = {};
+        qcow2_append(text, sizeof text, "Could not resize image: offset(");
+        append_u64(text, sizeof text, s.size);
+        qcow2_append(text, sizeof text, ") exceeds maximum(");
+        append_u64(text, sizeof text, BDRV_MAX_LENGTH);
+        qcow2_append(text, sizeof text, ")");
+        return create_fail(target, Status::TooLarge, text);
+    }
+    if (req.allocator == nullptr)
+        return create_fail(target, Status::Invalid, "Could not create image: no allocator");
+
+    guest::Allocator& alloc = *req.allocator;
+    Qcow2Alloc a(target.image(), alloc, s.cluster_bits, s.refcount_order);
+    Qcow2Tables t(a, alloc, s.extended_l2);
+    int64_t r = a.start();
+    if (r >= 0)
+        r = t.init();
+    if (r >= 0)
+        r = lay_out(s, t, target);
+    if (r < 0)
+        return fail_errno(target, r);
+
+    const uint64_t cs = a.cluster_size();
+    guest::ScopedBuffer header(alloc, static_cast<size_t>(cs));
+    if (header.p == nullptr)
+        return fail_errno(target, QCOW2_ENOMEM);
+    if (s.backing_file != nullptr && str_len(s.backing_file) > QCOW2_MAX_BACKING_FILE_NAME)
+        return backing_error(target, s, "Invalid argument", Status::Invalid);
+    if (!qcow2_build_header_cluster(header_state(s, a, t), header.p, static_cast<size_t>(cs)))
+        return backing_error(target, s, "No space left on device", Status::TooLarge);
+
+    r = t.flush();
+    if (r >= 0)
+        r = a.write_refblocks();
+    if (r >= 0)
+        r = a.write(0, header.p, static_cast<size_t>(cs));
+    if (r < 0)
+        return fail_errno(target, r);
+    if (a.written_length() < a.file_length() &&
+        target.set_length(target.image(), a.file_length(), Prealloc::Off) != Status::Ok)
+        return fail_errno(target, QCOW2_EIO);
+    target.resolved_unit_size(cs);
+    return Status::Ok;
+}
+
+} // namespace instar::qcow2

@@ -1,0 +1,37 @@
+// The header cluster a new qcow2 image ends with: qemu's qcow2_update_header (header, backing
+// format and feature-table extensions, end marker, backing file name).
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+namespace instar::qcow2 {
+
+// The state qcow2_update_header serialises.
+struct Qcow2HeaderState {
+    uint32_t version = 3;
+    uint32_t cluster_bits = 16;
+    uint64_t size = 0;
+    uint32_t l1_size = 0;
+    uint64_t l1_table_offset = 0;
+    uint64_t refcount_table_offset = 0;
+    uint32_t refcount_table_clusters = 0;
+    uint64_t incompatible_features = 0;
+    uint64_t compatible_features = 0;
+    uint32_t refcount_order = 4;
+    uint8_t compression_type = 0;
+    const char* backing_file = nullptr;
+    const char* backing_fmt = nullptr;
+};
+
+// The feature-name table qemu writes for v3 images with clusters above 4 KiB (8 names, 48 bytes
+// each); smaller clusters leave it out to keep room for a backing file name.
+inline constexpr uint32_t QCOW2_FEATURE_TABLE_MIN_CLUSTER = 4096;
+inline constexpr size_t QCOW2_FEATURE_ENTRY_SIZE = 48;
+inline constexpr size_t QCOW2_FEATURE_COUNT = 8;
+
+// Writes the whole header cluster (`cluster_size` bytes) into `buf`. False when the extensions and
+// the backing file name do not fit in it (qemu's -ENOSPC).
+bool qcow2_build_header_cluster(const Qcow2HeaderState& h, uint8_t* buf, size_t cluster_size);
+
+} // namespace instar::qcow2
