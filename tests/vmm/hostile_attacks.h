@@ -26,4 +26,7 @@ enum class Attack : uint8_t {
     WriteOutput, // writes 4 KiB to device 1 (writable)
     SseMath,
     HypercallLoop, // endless 1-byte reads: the watchdog must stop a guest that keeps exiting too
+    SetLengthNotOutput,  // INSTAR_HC_SET_LENGTH on a read-only input
+    AddFileNotAllowed,   // INSTAR_HC_ADD_FILE where the operation allows no added files
+    AddFileWithSlash,    // INSTAR_HC_ADD_FILE("../x"): not a plain file name
 };

@@ -129,6 +129,20 @@ Status run(const void* arg, size_t arg_len) {
     }
     case Attack::HypercallLoop:
         for (;;) dev0->read(0, page, 1);
+    case Attack::SetLengthNotOutput: {
+        instar_hypercall* mb = mailbox();
+        *mb = instar_hypercall{};
+        mb->nr = INSTAR_HC_SET_LENGTH;
+        mb->arg0 = 1ull << 40;
+        hypercall_issue(mb);
+        return Status::Ok;
+    }
+    case Attack::AddFileNotAllowed:
+        raw_call(INSTAR_HC_ADD_FILE, 0, 0, addr("extent.vmdk"), 11);
+        return Status::Ok;
+    case Attack::AddFileWithSlash:
+        raw_call(INSTAR_HC_ADD_FILE, 0, 0, addr("../x"), 4);
+        return Status::Ok;
     case Attack::SseMath: {
         volatile double x = 1.5;
         double y = x * x * 4.0; // SSE2 registers: works only with CR4.OSFXSR set

@@ -74,6 +74,26 @@ TEST_CASE("bad configurations are refused before anything boots") {
     CHECK(r.error().kind == ErrorKind::GuestImage);
 }
 
+TEST_CASE("added files need a plain name, and the operation decides what is created") {
+    if (!vmm_test::need_kvm()) return;
+    struct Recorder final : OutputFiles {
+        std::vector<std::string> names;
+        std::optional<Device> add(const std::string& name, std::string&) override {
+            names.push_back(name);
+            return std::nullopt;
+        }
+    } recorder;
+    const auto data = pattern(4096);
+    TempFile f(data);
+    const Device dev{f.fd(), data.size(), false};
+    SandboxConfig config;
+    config.outputs = &recorder;
+    auto r = attack(Attack::AddFileWithSlash, {&dev, 1}, config);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().message.find("not a plain file name") != std::string::npos);
+    CHECK(recorder.names.empty()); // refused before the operation was asked
+}
+
 TEST_CASE("an endless loop is stopped near its budget") {
     if (!vmm_test::need_kvm()) return;
     const auto data = pattern(4096);
@@ -117,6 +137,8 @@ TEST_CASE("bad requests end the guest with a clear error") {
     expect_failure(Attack::BufferWrapsAround, ErrorKind::GuestBadRequest, "read past the end of device 0");
     expect_failure(Attack::NoSuchDevice, ErrorKind::GuestBadRequest, "device 7, which does not exist");
     expect_failure(Attack::UnknownHypercall, ErrorKind::GuestBadRequest, "unknown hypercall 99");
+    expect_failure(Attack::SetLengthNotOutput, ErrorKind::GuestBadRequest, "which is not an output");
+    expect_failure(Attack::AddFileNotAllowed, ErrorKind::GuestBadRequest, "which this operation does not allow");
     expect_failure(Attack::ForeignPort, ErrorKind::GuestFault, "#GP general protection"); // no ports at CPL 3
     expect_failure(Attack::Halt, ErrorKind::GuestFault, "#GP general protection"); // hlt is privileged
 }

@@ -10,10 +10,12 @@ cd "$dir"
 instar="$build/tools/instar/instar"
 q72=/usr/bin/qemu-img
 q10=/opt/qemu-img-10/root/usr/bin/qemu-img
-for args in "1T" "-o preallocation=metadata 10G"; do
-  echo "== qcow2 $args"
+for case in "|1T" "-o preallocation=metadata|10G"; do
+  opts=${case%%|*}
+  size=${case##*|}
+  echo "== qcow2 $opts $size"
   hyperfine -N --warmup 3 --runs 30 \
-    "$instar create -q -f qcow2 $args a.qcow2" \
-    "$q72 create -q -f qcow2 $args b.qcow2" \
-    "$q10 create -q -f qcow2 $args c.qcow2"
+    "$instar create -q -f qcow2 $opts a.qcow2 $size" \
+    "$q72 create -q -f qcow2 $opts b.qcow2 $size" \
+    "$q10 create -q -f qcow2 $opts c.qcow2 $size"
 done
