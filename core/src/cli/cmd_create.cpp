@@ -218,11 +218,25 @@ int run_create(CreateRequestLine& r, const LoadedPlugin& plugin, bool quiet, boo
     } else if (backing && !backing_fmt) {
         return report_error(ctx, r.filename + ": Backing file specified without backing format");
     }
-    if (!size) {
-        if (probe)
-            close_file(probe->file);
+    // With -u qemu-img reads neither size nor format from the backing file, but a format that
+    // records its parent's identity (vmdk's parentCID) still reads it when the policy allows it.
+    std::optional<OpenedFile> unsafe_backing;
+    if (backing && r.unsafe)
+        if (auto policy = default_policy(r.filename, r.allow_paths))
+            if (auto f = open_referenced(*policy, r.filename, "backing file", *backing))
+                unsafe_backing = *f;
+    struct CloseBacking {
+        std::optional<OpenedFile>& a;
+        std::optional<BackingProbe>& b;
+        ~CloseBacking() {
+            if (a)
+                close_file(*a);
+            if (b)
+                close_file(b->file);
+        }
+    } close_backing{unsafe_backing, probe};
+    if (!size)
         return report_error(ctx, r.filename + ": Image creation needs a size parameter");
-    }
     set_item(r.set, "size", std::to_string(*size));
     if (!quiet) {
         ctx.out << formatting_line(r.filename, fmt, table, file_protocol_options(), r.set, ctx.profile.version)
@@ -259,10 +273,10 @@ int run_create(CreateRequestLine& r, const LoadedPlugin& plugin, bool quiet, boo
     if (probe) {
         spec.backing = &probe->file;
         spec.backing_size = probe->virtual_size;
+    } else if (unsafe_backing) {
+        spec.backing = &*unsafe_backing;
     }
     auto created = create_image(spec, ctx.sandbox_config());
-    if (probe)
-        close_file(probe->file);
     if (!created)
         return report_error(ctx, created.error());
     if (json) {
