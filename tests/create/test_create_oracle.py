@@ -88,6 +88,8 @@ for size in ["0", "1M", "1T"]:
     case(f"vmdk {size}", "create", "-f", "vmdk", "img.vmdk", size)
 case("vmdk backing", "create", "-f", "vmdk", "-b", "base.vmdk", "-F", "vmdk", "img.vmdk",
      setup=[["QIMG", "create", "-q", "-f", "vmdk", "base.vmdk", "16M"]])
+case("vmdk -u backing", "create", "-f", "vmdk", "-u", "-b", "base.vmdk", "-F", "vmdk", "img.vmdk", "16M",
+     setup=[["QIMG", "create", "-q", "-f", "vmdk", "base.vmdk", "16M"]])
 case("vmdk --subformat flag", "create", "-f", "vmdk", "-o", "subformat=streamOptimized", "img.vmdk", "64M",
      instar_args=["create", "-f", "vmdk", "--subformat", "streamOptimized", "img.vmdk", "64M"])
 
@@ -140,7 +142,6 @@ for args in [
     ["create", "-f", "vmdk", "-o", "subformat=bogus", "img.vmdk", "1G"],
     ["create", "-f", "vmdk", "-o", "adapter_type=scsi", "img.vmdk", "1G"],
     ["create", "-f", "vmdk", "-o", "compat6=on,hwversion=4", "img.vmdk", "1G"],
-    ["create", "-f", "vmdk", "img.vmdk", "100T"],
     ["create", "-f", "vpc", "-o", "subformat=bogus", "img.vpc", "1G"],
     ["create", "-f", "vpc", "img.vpc", "3T"],
     ["create", "-f", "vhdx", "-o", "block_size=3M", "img.vhdx", "1G"],
@@ -229,14 +230,20 @@ def main():
                         problems.append(f"a failed create changed the directory: {before_i} -> {listing(di)}")
                 elif ri[0] == 0 and rq[0] == 0:
                     lq, li = listing(dq), listing(di)
-                    if lq != li:
-                        problems.append(f"files differ: qemu-img {lq} instar {li}")
                     img = image_name(args)
+                    # A vmdk descriptor file prints the random CID in hex (%x): its length varies.
+                    same = [n for n, _ in lq] == [n for n, _ in li] and all(
+                        a == b or (fmt == "vmdk" and na == img and abs(a - b) < 8)
+                        for (na, a), (_, b) in zip(lq, li))
+                    if not same:
+                        problems.append(f"files differ: qemu-img {lq} instar {li}")
                     for oracle in (q72, q10):
                         iq = run([oracle, "info", "-U", "--output=json", img], dq)
                         ii = run([oracle, "info", "-U", "--output=json", img], di)
                         if iq[0] != 0 or ii[0] != 0:
-                            problems.append(f"{oracle} info failed: {iq[2]} {ii[2]}")
+                            # (qemu-img cannot open its own 0-byte vmdk: then it must fail alike)
+                            if iq != ii:
+                                problems.append(f"{oracle} info failed: {iq[2]} {ii[2]}")
                             continue
                         if normalise_info(json.loads(iq[1]), fmt) != normalise_info(json.loads(ii[1]), fmt):
                             problems.append(f"{oracle} info differs:\n  qemu-img: {iq[1]}\n  instar:   {ii[1]}")

@@ -254,8 +254,19 @@ Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
         const Text text = text_of(text_buf.p, text_cap);
         if (!descriptor_value(text, "createType", VMDK_CREATE_TYPE_MAX + 1, &s.create_type, &s.create_type_len))
             return Status::Corrupt; // qemu: "invalid VMDK image descriptor"
-        if (!supported_create_type(s.create_type, s.create_type_len))
-            return Status::Unsupported; // qemu: "Unsupported image type"
+        if (!supported_create_type(s.create_type, s.create_type_len)) {
+            // qemu's words (e.g. a 0-byte monolithicSparse, whose header points at its descriptor).
+            static constexpr char PREFIX[] = "Unsupported image type '";
+            char why[sizeof PREFIX + VMDK_CREATE_TYPE_MAX + 2];
+            size_t n = 0;
+            for (; PREFIX[n] != 0; ++n)
+                why[n] = PREFIX[n];
+            for (size_t i = 0; i < s.create_type_len && i < VMDK_CREATE_TYPE_MAX; ++i)
+                why[n++] = s.create_type[i];
+            why[n++] = '\'';
+            sink.reason(why, n);
+            return Status::Unsupported;
+        }
         if ((st = descriptor_extents(text, &collect, &s)) != Status::Ok)
             return st;
         if (s.count == 0)

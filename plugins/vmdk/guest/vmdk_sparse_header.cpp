@@ -25,6 +25,39 @@ void vmdk4_header_decode(const uint8_t* p, Vmdk4Header* out) {
 
 namespace {
 
+void store_le(uint8_t* p, uint64_t v, size_t n) {
+    for (size_t i = 0; i < n; ++i)
+        p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+
+} // namespace
+
+void vmdk4_header_encode(const Vmdk4Header& h, uint8_t out[VMDK4_HEADER_BYTES]) {
+    out[0] = 'K';
+    out[1] = 'D';
+    out[2] = 'M';
+    out[3] = 'V';
+    Vmdk4HeaderDisk d{};
+    store_le(d.version, h.version, 4);
+    store_le(d.flags, h.flags, 4);
+    store_le(d.capacity, h.capacity, 8);
+    store_le(d.granularity, h.granularity, 8);
+    store_le(d.desc_offset, h.desc_offset, 8);
+    store_le(d.desc_size, h.desc_size, 8);
+    store_le(d.num_gtes_per_gt, h.num_gtes_per_gt, 4);
+    store_le(d.rgd_offset, h.rgd_offset, 8);
+    store_le(d.gd_offset, h.gd_offset, 8);
+    store_le(d.grain_offset, h.grain_offset, 8);
+    d.check_bytes[0] = '\n';
+    d.check_bytes[1] = ' ';
+    d.check_bytes[2] = '\r';
+    d.check_bytes[3] = '\n';
+    store_le(d.compress_algorithm, h.compress_algorithm, 2);
+    __builtin_memcpy(out + 4, &d, sizeof d);
+}
+
+namespace {
+
 // The streamOptimized footer: a footer marker sector, the footer (magic + header), an
 // end-of-stream marker, ending 512 bytes before the end of the file (rounded up to a sector).
 Status read_footer(guest::BlockDevice& dev, Vmdk4Header* header) {

@@ -2,6 +2,7 @@
 // streamOptimized footer that overrides it.
 #pragma once
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include <instar/guest/format_api.h>
@@ -11,6 +12,7 @@ namespace instar::vmdk {
 inline constexpr uint32_t VMDK4_MAGIC = 0x4b444d56; // "KDMV" read big-endian
 inline constexpr uint32_t VMDK3_MAGIC = 0x434f5744; // "COWD": ESX vmfsSparse, not implemented
 inline constexpr uint64_t VMDK4_GD_AT_END = 0xffffffffffffffffull;
+inline constexpr uint32_t VMDK4_FLAG_NL_DETECT = 1u << 0;
 inline constexpr uint32_t VMDK4_FLAG_RGD = 1u << 1;
 inline constexpr uint32_t VMDK4_FLAG_ZERO_GRAIN = 1u << 2;
 inline constexpr uint32_t VMDK4_FLAG_COMPRESS = 1u << 16;
@@ -59,6 +61,10 @@ struct Vmdk4Header {
 };
 
 void vmdk4_header_decode(const uint8_t* after_magic, Vmdk4Header* out);
+
+// The magic and the header as qemu writes them (check bytes "\n \r\n", filler 0): 79 bytes.
+inline constexpr size_t VMDK4_HEADER_BYTES = 4 + sizeof(Vmdk4HeaderDisk);
+void vmdk4_header_encode(const Vmdk4Header& h, uint8_t out[VMDK4_HEADER_BYTES]);
 
 // What `info` needs from a sparse extent.
 struct VmdkSparseExtent {
