@@ -34,6 +34,9 @@ const Divergence DIVERGENCES[] = {
     {"qcow2-data-file-path-policy", "*",
      "an external data file named inside an image is opened only if the path policy allows it",
      "CVE-2024-32498: a data_file naming a host file exposes it as guest data"},
+    {"qcow2-create-refcount-table-limit", "create",
+     "an image whose refcount table would exceed 8 MiB is refused with qemu's 'too large' message",
+     "qemu-img writes such an image and then cannot reopen it (its own 8 MiB limit)"},
 };
 const std::uint32_t DIVERGENCE_COUNT = sizeof DIVERGENCES / sizeof DIVERGENCES[0];
 

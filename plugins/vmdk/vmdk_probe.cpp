@@ -20,6 +20,12 @@ const Divergence DIVERGENCES[] = {
      "extent files named in a descriptor are opened only inside the allowed directory tree (default: the "
      "descriptor's own directory); absolute paths and '..' escapes are refused",
      "CVE-2022-47951: a descriptor naming /etc/shadow as a FLAT extent leaks it into converted images"},
+    {"vmdk-create-extent-limit", "create",
+     "twoGbMaxExtentSparse/Flat images above 64 TiB (more than 32768 extent files) are refused",
+     "a bound on the files one create may add (INSTAR_MAX_ADDED_FILES); qemu-img creates them"},
+    {"vmdk-create-flat-too-large", "create",
+     "a flat extent larger than the file system allows fails with the host's error",
+     "qemu-img silently leaves a 0-byte extent and exits 0: a broken image reported as success"},
 };
 const std::uint32_t DIVERGENCE_COUNT = sizeof DIVERGENCES / sizeof DIVERGENCES[0];
 
