@@ -14,6 +14,27 @@ def run(cmd):
     return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
 
 
+def data_segments(path):
+    """The file's allocated byte ranges (SEEK_DATA / SEEK_HOLE), so sparse images of any size are
+    compared by what is really stored."""
+    segs = []
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        off = 0
+        while off < size:
+            try:
+                start = os.lseek(fd, off, os.SEEK_DATA)
+            except OSError:
+                break
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+            segs.append((start, end))
+            off = end
+    finally:
+        os.close(fd)
+    return segs
+
+
 def missing_oracle():
     """77 (meson's skip code) after a loud message when an oracle is missing, else None."""
     for ver, (qemu_img, qemu_io) in QEMUS.items():

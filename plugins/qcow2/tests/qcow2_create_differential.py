@@ -17,7 +17,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'tests', 'formats'))
-from differential_support import QEMUS, missing_oracle, report, run  # noqa: E402
+from differential_support import QEMUS, data_segments, missing_oracle, report, run  # noqa: E402
 
 FORMAT = 'qcow2'
 QCOWINFO = '/usr/bin/qcowinfo'
@@ -170,25 +170,6 @@ def qemu_json(qemu_img, verb, path):
     if p.returncode != 0 and not p.stdout:
         return {'error': p.stderr.replace(path, 'FILE').strip(), 'rc': p.returncode}
     return strip(json.loads(p.stdout))
-
-
-def data_segments(path):
-    segs = []
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        size = os.fstat(fd).st_size
-        off = 0
-        while off < size:
-            try:
-                start = os.lseek(fd, off, os.SEEK_DATA)
-            except OSError:
-                break
-            end = os.lseek(fd, start, os.SEEK_HOLE)
-            segs.append((start, end))
-            off = end
-    finally:
-        os.close(fd)
-    return segs
 
 
 def compare_bytes(ours, theirs):

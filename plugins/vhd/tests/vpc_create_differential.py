@@ -18,7 +18,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'tests', 'formats'))
-from differential_support import QEMUS, missing_oracle, report, run  # noqa: E402
+from differential_support import QEMUS, data_segments, missing_oracle, report, run  # noqa: E402
 
 FORMAT = 'vpc'
 VHDIINFO = '/usr/bin/vhdiinfo'
@@ -70,26 +70,6 @@ def strip(d):
     if isinstance(d, list):
         return [strip(v) for v in d]
     return d
-
-
-def data_segments(path):
-    """The allocated byte ranges of a file (SEEK_DATA / SEEK_HOLE)."""
-    segs = []
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        size = os.fstat(fd).st_size
-        off = 0
-        while off < size:
-            try:
-                start = os.lseek(fd, off, os.SEEK_DATA)
-            except OSError:
-                break
-            end = os.lseek(fd, start, os.SEEK_HOLE)
-            segs.append((start, end))
-            off = end
-    finally:
-        os.close(fd)
-    return segs
 
 
 def masked(buf, base, footers):

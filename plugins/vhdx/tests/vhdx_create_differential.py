@@ -18,7 +18,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'tests', 'formats'))
-from differential_support import QEMUS, compare_report, missing_oracle, report, run  # noqa: E402
+from differential_support import QEMUS, data_segments, compare_report, missing_oracle, report, run  # noqa: E402
 
 FORMAT = 'vhdx'
 KiB, MiB, GiB, TiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
@@ -55,23 +55,6 @@ def masked(path):
     return bytes(b)
 
 
-def data_map(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        end, off, runs = os.fstat(fd).st_size, 0, []
-        while off < end:
-            try:
-                d = os.lseek(fd, off, os.SEEK_DATA)
-            except OSError:
-                break
-            h = os.lseek(fd, d, os.SEEK_HOLE)
-            runs.append((d, h))
-            off = h
-        return runs
-    finally:
-        os.close(fd)
-
-
 def strip(j):
     """Drops the fields that name the file or measure the host's allocation, at every level."""
     if isinstance(j, dict):
@@ -96,8 +79,8 @@ def compare_files(mine, theirs, problems):
         a, b = masked(mine), masked(theirs)
         first = next((i for i in range(min(len(a), len(b))) if a[i] != b[i]), min(len(a), len(b)))
         problems.append(f'bytes differ at {first} (after masking)')
-    if data_map(mine) != data_map(theirs):
-        problems.append(f'data map {data_map(mine)[:6]} != {data_map(theirs)[:6]}')
+    if data_segments(mine) != data_segments(theirs):
+        problems.append(f'data map {data_segments(mine)[:6]} != {data_segments(theirs)[:6]}')
     os.sync()
     if os.stat(mine).st_blocks != os.stat(theirs).st_blocks:
         problems.append(f'du {os.stat(mine).st_blocks} != {os.stat(theirs).st_blocks} blocks')

@@ -23,7 +23,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'tests', 'formats'))
-from differential_support import QEMUS, compare_report, missing_oracle, report, run  # noqa: E402
+from differential_support import QEMUS, data_segments, compare_report, missing_oracle, report, run  # noqa: E402
 
 NEED_FILES = 7
 K, M, G, T = 1 << 10, 1 << 20, 1 << 30, 1 << 40
@@ -57,22 +57,6 @@ def is_descriptor_file(path):
         return f.read(21) == b'# Disk DescriptorFile'
 
 
-def data_ranges(path):
-    """The file's data segments (SEEK_DATA/SEEK_HOLE), so sparse 100 TiB images are compared cheaply."""
-    out = []
-    with open(path, 'rb') as f:
-        fd, size, pos = f.fileno(), os.fstat(f.fileno()).st_size, 0
-        while pos < size:
-            try:
-                start = os.lseek(fd, pos, os.SEEK_DATA)
-            except OSError:
-                break
-            end = os.lseek(fd, start, os.SEEK_HOLE)
-            out.append((start, end))
-            pos = end
-    return out
-
-
 def same_bytes(a, b):
     """Equal contents once the CID is masked: the first 21 sectors (header, descriptor) compared with
     masked(), everything after them over the union of both files' data segments."""
@@ -80,7 +64,7 @@ def same_bytes(a, b):
     with open(a, 'rb') as fa, open(b, 'rb') as fb:
         if masked(fa.read(head)) != masked(fb.read(head)):
             return False
-        for start, end in sorted(set(data_ranges(a) + data_ranges(b))):
+        for start, end in sorted(set(data_segments(a) + data_segments(b))):
             start = max(start, head)
             while start < end:
                 n = min(end - start, 16 * M)
