@@ -159,6 +159,7 @@ Expected<BackingProbe> probe_backing(CreateRequestLine& r, const std::string& na
     io.format = r.backing_fmt;
     io.allow_paths = r.allow_paths;
     io.unsafe_quirks = r.unsafe_quirks;
+    io.top = &*opened;
     auto nodes = collect_info(io, r.ctx.plugins(), *runner);
     if (!nodes) {
         close_file(*opened);

@@ -5,6 +5,10 @@
 
 #include <boost/json.hpp>
 
+#include <fcntl.h>
+
+#include <cerrno>
+#include <cstring>
 #include <set>
 #include <utility>
 
@@ -182,12 +186,21 @@ std::string status_message(Status s) {
     return "unknown error " + std::to_string(static_cast<int>(s));
 }
 
+// A second handle on an opened file, owned by the caller like any other OpenedFile.
+Expected<OpenedFile> duplicate(const OpenedFile& f) {
+    OpenedFile copy = f;
+    copy.fd = ::fcntl(f.fd, F_DUPFD_CLOEXEC, 0);
+    if (copy.fd < 0)
+        return Error{"Could not open '" + f.display + "': " + std::strerror(errno)};
+    return copy;
+}
+
 Expected<std::vector<NodeInfo>> collect_info(const InfoOptions& opts, const PluginRegistry& plugins,
                                              const GuestInfoRunner& run_guest) {
     auto policy = default_policy(opts.filename, opts.allow_paths);
     if (!policy)
         return Error{policy.error()};
-    auto top = open_user_file(opts.filename);
+    auto top = opts.top ? duplicate(*opts.top) : open_user_file(opts.filename);
     if (!top)
         return Error{top.error()};
     FileSet chain;

@@ -42,6 +42,9 @@ struct InfoOptions {
     // supported formats has any (VDI's image type, block counts and uuid will use it).
     bool extra_detail = false;
     std::vector<std::string> allow_paths;
+    // The top image already opened (e.g. through a path policy); used instead of opening `filename`
+    // again, so what is inspected is exactly what was checked.
+    const OpenedFile* top = nullptr;
 };
 
 // The nodes to print: one, or the whole chain (top first) with --backing-chain.
