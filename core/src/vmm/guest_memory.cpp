@@ -40,6 +40,10 @@ Outcome<GuestMemory> GuestMemory::create(std::uint64_t size) {
         return SandboxError{ErrorKind::HostResource,
                             std::string("cannot map guest memory: ") + std::strerror(errno), {}};
     }
+    // The guest maps RAM with 2 MiB pages; backing them with host huge pages lets KVM map each with
+    // one large page instead of faulting every 4 KiB page in (costly under shadow paging). Advice
+    // only: where THP is off this changes nothing.
+    (void)::madvise(m.base_, size, MADV_HUGEPAGE);
     return m;
 }
 
