@@ -14,6 +14,16 @@ def run(cmd):
     return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
 
 
+def strip(j):
+    """A JSON report without the fields that name the file or measure the host's allocation
+    (filename, actual-size), at every level: 10.0 nests the protocol node in children."""
+    if isinstance(j, dict):
+        return {k: strip(v) for k, v in j.items() if k not in ('filename', 'actual-size')}
+    if isinstance(j, list):
+        return [strip(v) for v in j]
+    return j
+
+
 def data_segments(path):
     """The file's allocated byte ranges (SEEK_DATA / SEEK_HOLE), so sparse images of any size are
     compared by what is really stored."""

@@ -17,7 +17,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'tests', 'formats'))
-from differential_support import QEMUS, data_segments, missing_oracle, report, run  # noqa: E402
+from differential_support import QEMUS, data_segments, strip, missing_oracle, report, run  # noqa: E402
 
 FORMAT = 'qcow2'
 QCOWINFO = '/usr/bin/qcowinfo'
@@ -155,14 +155,6 @@ def ours_create(tool, path, opts, size, backing=None):
     if backing:
         cmd += ['--backing', backing[0], '--backing-fmt', backing[1]]
     return json.loads(run(cmd))
-
-
-def strip(d):
-    if isinstance(d, dict):
-        return {k: strip(v) for k, v in d.items() if k not in ('filename', 'actual-size')}
-    if isinstance(d, list):
-        return [strip(v) for v in d]
-    return d
 
 
 def qemu_json(qemu_img, verb, path):

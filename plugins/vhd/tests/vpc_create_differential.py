@@ -18,7 +18,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'tests', 'formats'))
-from differential_support import QEMUS, data_segments, missing_oracle, report, run  # noqa: E402
+from differential_support import QEMUS, data_segments, strip, missing_oracle, report, run  # noqa: E402
 
 FORMAT = 'vpc'
 VHDIINFO = '/usr/bin/vhdiinfo'
@@ -60,16 +60,6 @@ def qemu_info(qemu_img, path):
     if p.returncode != 0:
         return {'error': p.stderr.replace(path, 'FILE').strip()}
     return strip(json.loads(p.stdout))
-
-
-def strip(d):
-    """Drops filename and actual-size at every level (10.0 nests the protocol node in children);
-    allocation is compared separately, with the one known host-side difference."""
-    if isinstance(d, dict):
-        return {k: strip(v) for k, v in d.items() if k not in ('filename', 'actual-size')}
-    if isinstance(d, list):
-        return [strip(v) for v in d]
-    return d
 
 
 def masked(buf, base, footers):

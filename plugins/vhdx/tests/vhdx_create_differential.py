@@ -18,7 +18,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'tests', 'formats'))
-from differential_support import QEMUS, data_segments, compare_report, missing_oracle, report, run  # noqa: E402
+from differential_support import QEMUS, data_segments, strip, compare_report, missing_oracle, report, run  # noqa: E402
 
 FORMAT = 'vhdx'
 KiB, MiB, GiB, TiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
@@ -53,15 +53,6 @@ def masked(path):
     md = int.from_bytes(b[192 * KiB + 64:192 * KiB + 72], 'little')
     b[md + 64 * KiB + 16:md + 64 * KiB + 32] = bytes(16)  # page 83 data
     return bytes(b)
-
-
-def strip(j):
-    """Drops the fields that name the file or measure the host's allocation, at every level."""
-    if isinstance(j, dict):
-        return {k: strip(v) for k, v in j.items() if k not in ('filename', 'actual-size')}
-    if isinstance(j, list):
-        return [strip(v) for v in j]
-    return j
 
 
 def info_json(qemu_img, path):
