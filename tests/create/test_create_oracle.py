@@ -312,6 +312,24 @@ def main():
                     print(f"FAIL hostile backing {name}: {r} files={os.listdir(sub)}")
                 else:
                     passed += 1
+        # --output=json (an instar extension): the summary describes the file that was made.
+        if not only or "qcow2" in only:
+            d = tempfile.mkdtemp(dir=work)
+            r = run([ours, "create", "-f", "qcow2", "--output=json", "-o", "cluster_size=4k", "j.qcow2", "64M"], d)
+            try:
+                j = json.loads(r[1])
+                ok = (r[0] == 0 and list(j) == ["format", "filename", "virtual_size", "resolved_unit_size",
+                                                 "metadata_bytes_written", "file_size_after"]
+                      and j["format"] == "qcow2" and j["filename"] == "j.qcow2" and j["virtual_size"] == 64 << 20
+                      and j["resolved_unit_size"] == 4096 and j["metadata_bytes_written"] > 0
+                      and j["file_size_after"] == os.path.getsize(os.path.join(d, "j.qcow2")))
+            except ValueError:
+                ok = False
+            if ok:
+                passed += 1
+            else:
+                failures.append("json output")
+                print(f"FAIL json output: {r}")
         # Atomicity: a failed create leaves an existing target as it was.
         d = tempfile.mkdtemp(dir=work)
         target = os.path.join(d, "keep.img")
