@@ -4,6 +4,7 @@ the qemu-img oracles, running commands, comparing a hosted tool's report with
 import json
 import os
 import subprocess
+import sys
 
 QEMUS = {'7.2': ('/usr/bin/qemu-img', '/usr/bin/qemu-io'),
          '10.0': ('/opt/qemu-img-10/root/usr/bin/qemu-img', '/opt/qemu-img-10/root/usr/bin/qemu-io')}
@@ -43,6 +44,23 @@ def data_segments(path):
     finally:
         os.close(fd)
     return segs
+
+
+def start(usage, tool_count, required=()):
+    """The hosted tools a check was given (sys.argv), or (None, exit status): 2 after `usage` when
+    the count is wrong; 77 (meson's skip) after a loud message when an oracle or one of the
+    `required` programs (e.g. a libyal reader) is missing."""
+    if len(sys.argv) != tool_count + 1:
+        print(usage)
+        return None, 2
+    skip = missing_oracle()
+    if skip is not None:
+        return None, skip
+    for program in required:
+        if not os.access(program, os.X_OK):
+            print(f'SKIP: {program} missing; differential check NOT run')
+            return None, 77
+    return sys.argv[1:], None
 
 
 def missing_oracle():

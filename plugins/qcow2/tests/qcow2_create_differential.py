@@ -17,7 +17,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'tests', 'formats'))
-from differential_support import QEMUS, data_segments, strip, missing_oracle, report, run  # noqa: E402
+from differential_support import QEMUS, data_segments, report, run, start, strip  # noqa: E402
 
 FORMAT = 'qcow2'
 QCOWINFO = '/usr/bin/qcowinfo'
@@ -242,13 +242,10 @@ def cases():
 
 
 def main():
-    skip = missing_oracle()
-    if skip is not None:
-        return skip
-    if not os.access(QCOWINFO, os.X_OK):
-        print(f'SKIP: {QCOWINFO} missing; differential check NOT run')
-        return 77
-    tool = os.path.abspath(sys.argv[1])
+    tools, status = start(__doc__, 1, required=[QCOWINFO])
+    if tools is None:
+        return status
+    tool = os.path.abspath(tools[0])
     results = []
     with tempfile.TemporaryDirectory() as d:
         for n, (opts, size, backing) in enumerate(cases()):

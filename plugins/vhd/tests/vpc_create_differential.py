@@ -18,7 +18,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'tests', 'formats'))
-from differential_support import QEMUS, data_segments, strip, missing_oracle, report, run  # noqa: E402
+from differential_support import QEMUS, data_segments, report, run, start, strip  # noqa: E402
 
 FORMAT = 'vpc'
 VHDIINFO = '/usr/bin/vhdiinfo'
@@ -261,16 +261,10 @@ def check_differencing(tool, info_tool, d, results):
 
 
 def main():
-    if len(sys.argv) != 3:
-        print(__doc__)
-        return 2
-    tool, info_tool = sys.argv[1], sys.argv[2]
-    skip = missing_oracle()
-    if skip is not None:
-        return skip
-    if not os.access(VHDIINFO, os.X_OK):
-        print(f'SKIP: {VHDIINFO} missing; differential check NOT run')
-        return 77
+    tools, status = start(__doc__, 2, required=[VHDIINFO])
+    if tools is None:
+        return status
+    tool, info_tool = tools
     results = []
     with tempfile.TemporaryDirectory() as d:
         check_matrix(tool, d, results)

@@ -18,7 +18,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'tests', 'formats'))
-from differential_support import QEMUS, data_segments, strip, compare_report, missing_oracle, report, run  # noqa: E402
+from differential_support import QEMUS, compare_report, data_segments, report, run, start, strip  # noqa: E402
 
 FORMAT = 'vhdx'
 KiB, MiB, GiB, TiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
@@ -227,13 +227,10 @@ def differencing_cases(create_tool, info_tool, d, results):
 
 
 def main():
-    if len(sys.argv) != 3:
-        print(__doc__)
-        return 2
-    create_tool, info_tool = sys.argv[1], sys.argv[2]
-    skip = missing_oracle()
-    if skip is not None:
-        return skip
+    tools, status = start(__doc__, 2)
+    if tools is None:
+        return status
+    create_tool, info_tool = tools
     results = []
     with tempfile.TemporaryDirectory() as d:
         mine, theirs = os.path.join(d, 'ours.vhdx'), os.path.join(d, 'qemu.vhdx')

@@ -9,7 +9,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'tests', 'formats'))
-from differential_support import QEMUS, compare_report, missing_oracle, report, run  # noqa: E402
+from differential_support import QEMUS, compare_report, report, run, start  # noqa: E402
 
 FORMAT = 'vhdx'
 
@@ -19,13 +19,10 @@ def compare(tool, path, label, results):
 
 
 def main():
-    if len(sys.argv) != 2:
-        print(__doc__)
-        return 2
-    tool = sys.argv[1]
-    skip = missing_oracle()
-    if skip is not None:
-        return skip
+    tools, status = start(__doc__, 1)
+    if tools is None:
+        return status
+    tool = tools[0]
     qemu_img, qemu_io = QEMUS['7.2']
     results = []
     with tempfile.TemporaryDirectory() as d:

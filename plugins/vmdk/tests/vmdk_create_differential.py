@@ -23,7 +23,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'tests', 'formats'))
-from differential_support import QEMUS, data_segments, compare_report, missing_oracle, report, run  # noqa: E402
+from differential_support import QEMUS, compare_report, data_segments, report, run, start  # noqa: E402
 
 NEED_FILES = 7
 K, M, G, T = 1 << 10, 1 << 20, 1 << 30, 1 << 40
@@ -224,16 +224,13 @@ class Checker:
 
 
 def main():
-    if len(sys.argv) != 3:
-        print(__doc__)
-        return 2
-    skip = missing_oracle()
-    if skip is not None:
-        return skip
+    tools, status = start(__doc__, 2)
+    if tools is None:
+        return status
     if VMDKINFO is None:
         print('note: vmdkinfo (libyal) not installed; its check is skipped')
     with tempfile.TemporaryDirectory() as root:
-        c = Checker(sys.argv[1], sys.argv[2], root)
+        c = Checker(tools[0], tools[1], root)
         for sub in SUBFORMATS:
             for size in (M, 64 * M, G, T):
                 c.case(size, [('subformat', sub)], check=size < T)

@@ -15,7 +15,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'tests', 'formats'))
-from differential_support import QEMUS, compare_report, missing_oracle, report, run  # noqa: E402
+from differential_support import QEMUS, compare_report, report, run, start  # noqa: E402
 
 NEED_FILES = 7  # guest::Status::NeedFiles
 
@@ -41,13 +41,10 @@ def compare(tool, path, label, results):
     compare_report(ours(tool, path), 'vmdk', path, label, results, resolve_extents)
 
 def main():
-    if len(sys.argv) != 2:
-        print(__doc__)
-        return 2
-    tool = sys.argv[1]
-    skip = missing_oracle()
-    if skip is not None:
-        return skip
+    tools, status = start(__doc__, 1)
+    if tools is None:
+        return status
+    tool = tools[0]
     qemu_img, qemu_io = QEMUS['7.2']
     results = []
     subformats = ('monolithicSparse', 'monolithicFlat', 'twoGbMaxExtentSparse', 'twoGbMaxExtentFlat',
