@@ -3,8 +3,9 @@ the qemu-img oracles, running commands, comparing a hosted tool's report with
 `qemu-img info --output=json`, and the closing "N passed, N failed" line."""
 import json
 import os
-import subprocess
 import sys
+
+from oracle_retry import run_fixture
 
 QEMUS = {'7.2': ('/usr/bin/qemu-img', '/usr/bin/qemu-io'),
          '10.0': ('/opt/qemu-img-10/root/usr/bin/qemu-img', '/opt/qemu-img-10/root/usr/bin/qemu-io')}
@@ -12,7 +13,7 @@ FIELDS = ('virtual-size', 'cluster-size', 'encrypted', 'dirty-flag', 'backing-fi
 
 
 def run(cmd):
-    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return run_fixture(cmd, check=True).stdout
 
 
 def strip(j):

@@ -15,6 +15,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "formats"))
+from oracle_retry import run_fixture  # noqa: E402
+
 IMAGES = []  # (file name, [commands]) -- commands run in the work directory
 
 
@@ -154,7 +157,7 @@ def formats_with_info(instar):
 
 
 def run(cmd, cwd, env):
-    p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    p = run_fixture(cmd, cwd=cwd, env=env, timeout=120)
     return p.returncode, p.stdout, p.stderr
 
 

@@ -11,9 +11,11 @@ import json
 import os
 import shutil
 import struct
-import subprocess
 import sys
 import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "tests", "formats"))
+from oracle_retry import run_fixture  # noqa: E402
 
 ORACLES = {
     "7.2": "/usr/bin/qemu-img",
@@ -24,7 +26,7 @@ SECRET = ["--object", "secret,id=sec0,data=pw"]
 
 
 def sh(args, cwd):
-    r = subprocess.run(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    r = run_fixture(args, cwd=cwd)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(args)}: {r.stderr.strip()}")
     return r.stdout

@@ -7,16 +7,18 @@ usage: raw_differential.py HOSTED_TOOL
 import json
 import os
 import struct
-import subprocess
 import sys
 import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "tests", "formats"))
+from oracle_retry import run_fixture  # noqa: E402
 
 QEMUS = {'7.2': '/usr/bin/qemu-img', '10.0': '/opt/qemu-img-10/root/usr/bin/qemu-img'}
 FIELDS = ('virtual-size', 'cluster-size', 'encrypted', 'dirty-flag', 'backing-filename-format')
 
 
 def run(cmd):
-    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return run_fixture(cmd, check=True).stdout
 
 
 def mbr(size):

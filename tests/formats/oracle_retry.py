@@ -1,0 +1,25 @@
+"""Runs fixture commands (qemu-img, qemu-io) so that the oracles' own flakiness cannot fail a test.
+
+qemu's LUKS code sizes its PBKDF iteration count by timing a first round with getrusage(), whose
+tick-based accounting on these machines often reports 0 ms; qemu then refuses with "Unable to get
+accurate CPU usage" (about one LUKS creation in four here), whatever encrypt.iter-time says. That is
+qemu measuring the machine, not the behaviour under test, so such a run is simply tried again."""
+import subprocess
+
+# qemu's crypto/pbkdf.c message for a zero-length timing sample.
+TRANSIENT = ("Unable to get accurate CPU usage",)
+# At a failure rate of 1 in 4 (measured), ten tries fail together about once in a million runs.
+ATTEMPTS = 10
+
+
+def run_fixture(cmd, **kwargs):
+    """subprocess.run(cmd, capture_output=True, text=True, **kwargs), retried while it fails with
+    one of qemu's transient messages. Returns the last CompletedProcess (check=True raises as usual)."""
+    check = kwargs.pop("check", False)
+    for attempt in range(ATTEMPTS):
+        p = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+        if p.returncode == 0 or not any(t in (p.stderr or "") for t in TRANSIENT):
+            break
+    if check and p.returncode != 0:
+        raise subprocess.CalledProcessError(p.returncode, cmd, p.stdout, p.stderr)
+    return p
