@@ -28,6 +28,18 @@ public:
         return hc_write(index_, offset, buf, len) == 0 ? Status::Ok : Status::IoError;
     }
 
+    Status discard(uint64_t offset, uint64_t len) override {
+        if (!writable_ || !in_range(offset, len)) return Status::IoError;
+        if (len == 0) return Status::Ok;
+        return hc_discard(index_, offset, len) == 0 ? Status::Ok : Status::IoError;
+    }
+    Status allocation(uint64_t offset, bool* data, uint64_t* length) override {
+        if (offset >= size_) return Status::IoError;
+        if (hc_allocation(index_, offset, data, length) != 0 || *length == 0 || *length > size_ - offset)
+            return Status::IoError;
+        return Status::Ok;
+    }
+
 private:
     bool in_range(uint64_t offset, uint64_t len) const { return offset <= size_ && len <= size_ - offset; }
 

@@ -72,6 +72,31 @@ int64_t hc_add_file(const char* name, uint64_t len) {
     return hypercall_issue(mb);
 }
 
+int64_t hc_allocation(uint32_t device, uint64_t offset, bool* data, uint64_t* length) {
+    instar_hypercall* mb = prepare(INSTAR_HC_ALLOCATION);
+    mb->device = device;
+    mb->offset = offset;
+    const int64_t ret = hypercall_issue(mb);
+    *data = (mb->out_flags & INSTAR_ALLOCATION_DATA) != 0;
+    *length = mb->out_size;
+    return ret;
+}
+
+int64_t hc_discard(uint32_t device, uint64_t offset, uint64_t len) {
+    instar_hypercall* mb = prepare(INSTAR_HC_DISCARD);
+    mb->device = device;
+    mb->offset = offset;
+    mb->len = len;
+    return hypercall_issue(mb);
+}
+
+void hc_progress(uint64_t done, uint64_t total) {
+    instar_hypercall* mb = prepare(INSTAR_HC_PROGRESS);
+    mb->arg0 = done;
+    mb->arg1 = total;
+    hypercall_issue(mb);
+}
+
 void hc_log(const char* text, uint64_t len) {
     instar_hypercall* mb = prepare(INSTAR_HC_LOG);
     mb->gpa = addr(text);

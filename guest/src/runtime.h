@@ -14,6 +14,9 @@ int64_t hc_device_info(uint32_t device, uint64_t* size, uint64_t* flags);
 int64_t hc_record(uint32_t type, const void* data, uint64_t len);
 int64_t hc_set_length(uint32_t device, uint64_t length, uint32_t fill);
 int64_t hc_add_file(const char* name, uint64_t len); // >= 0: the new device's index
+int64_t hc_allocation(uint32_t device, uint64_t offset, bool* data, uint64_t* length);
+int64_t hc_discard(uint32_t device, uint64_t offset, uint64_t len);
+void hc_progress(uint64_t done, uint64_t total);
 void hc_log(const char* text, uint64_t len);
 [[noreturn]] void hc_exit(int32_t status);
 void log_str(const char* text);
@@ -35,6 +38,8 @@ uint32_t device_index(const BlockDevice& dev);
 const Services& services();
 Status inflate_buffer(const void* src, size_t src_len, void* dst, size_t dst_cap, size_t* out_len,
                       int window_bits);
+// The compressors and decompressors format code gets through OpenRequest and CreateRequest.
+const Codecs& codecs();
 
 // modules.cpp
 Status modules_init(const instar_boot_info& boot);

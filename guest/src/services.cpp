@@ -56,6 +56,34 @@ Status inflate_buffer(const void* src, size_t src_len, void* dst, size_t dst_cap
     return Status::Corrupt;
 }
 
+namespace {
+
+Status deflate_buffer(const void* src, size_t src_len, void* dst, size_t dst_cap, size_t* out_len, int window_bits,
+                      int level) {
+    *out_len = 0;
+    if (src_len > 0xFFFFFFFFu || dst_cap > 0xFFFFFFFFu) return Status::TooLarge; // uInt fields
+    z_stream zs{};
+    zs.zalloc = zalloc;
+    zs.zfree = zfree;
+    if (deflateInit2(&zs, level, Z_DEFLATED, window_bits, 9, Z_DEFAULT_STRATEGY) != Z_OK) return Status::NoMemory;
+    // SAFETY: zlib only reads next_in; the cast drops const for its C API.
+    zs.next_in = static_cast<Bytef*>(const_cast<void*>(src));
+    zs.avail_in = static_cast<uInt>(src_len);
+    zs.next_out = static_cast<Bytef*>(dst);
+    zs.avail_out = static_cast<uInt>(dst_cap);
+    const int rc = ::deflate(&zs, Z_FINISH);
+    *out_len = zs.total_out;
+    deflateEnd(&zs);
+    return rc == Z_STREAM_END ? Status::Ok : Status::TooLarge;
+}
+
+// zstd joins when the runtime links Debian's libzstd.a (qcow2 compression_type=zstd).
+constinit Codecs codec_table = {inflate_buffer, nullptr, deflate_buffer, nullptr};
+
+} // namespace
+
+const Codecs& codecs() { return codec_table; }
+
 const Services& services() {
     if (table.abi_version == 0) {
         table = Services{MODULE_ABI_VERSION, sizeof(Services), &arena(), device_count(), device,

@@ -5,6 +5,7 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
@@ -46,6 +47,22 @@ Status FileDevice::read(std::uint64_t offset, void* buf, std::size_t len) {
         offset += static_cast<std::uint64_t>(n);
         len -= static_cast<std::size_t>(n);
     }
+    return Status::Ok;
+}
+
+Status FileDevice::allocation(std::uint64_t offset, bool* data, std::uint64_t* length) {
+    if (offset >= size_)
+        return Status::IoError;
+    const off_t d = ::lseek(fd_, static_cast<off_t>(offset), SEEK_DATA);
+    if (d < 0 || static_cast<std::uint64_t>(d) > offset) {
+        // A hole up to the next data (or to the end: ENXIO).
+        *data = false;
+        *length = (d < 0 ? size_ : std::min<std::uint64_t>(static_cast<std::uint64_t>(d), size_)) - offset;
+        return Status::Ok;
+    }
+    const off_t h = ::lseek(fd_, static_cast<off_t>(offset), SEEK_HOLE);
+    *data = true;
+    *length = (h < 0 ? size_ : std::min<std::uint64_t>(static_cast<std::uint64_t>(h), size_)) - offset;
     return Status::Ok;
 }
 

@@ -43,6 +43,8 @@ public:
     std::uint64_t size() const override { return size_; }
     Status read(std::uint64_t offset, void* buf, std::size_t len) override;
     Status write(std::uint64_t, const void*, std::size_t) override { return Status::IoError; }
+    // SEEK_DATA/SEEK_HOLE, as the host serves it to the guest.
+    Status allocation(std::uint64_t offset, bool* data, std::uint64_t* length) override;
 
 private:
     int fd_ = -1;

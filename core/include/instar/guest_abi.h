@@ -15,7 +15,7 @@
 #define INSTAR_ABI_ASSERT(cond, msg) _Static_assert(cond, msg)
 #endif
 
-#define INSTAR_GUEST_ABI_VERSION 2u
+#define INSTAR_GUEST_ABI_VERSION 3u
 
 /* ---- Guest physical memory map (identity-mapped: guest virtual == guest physical) ---- */
 #define INSTAR_PAGE_SIZE 0x1000ull
@@ -82,6 +82,9 @@ enum instar_hypercall_nr {
     INSTAR_HC_FAULT = 8,       /* arg0 = vector, arg1 = rip, arg2 = error code, arg3 = cr2 */
     INSTAR_HC_SET_LENGTH = 9,  /* device, arg0 = length, arg1 = enum instar_fill: size an output */
     INSTAR_HC_ADD_FILE = 10,   /* gpa, len = plain file name: a new output file -> ret = device */
+    INSTAR_HC_ALLOCATION = 11, /* device, offset -> out_flags (1 data, 0 hole), out_size = run length */
+    INSTAR_HC_PROGRESS = 12,   /* arg0 = work done, arg1 = total: the host's progress display */
+    INSTAR_HC_DISCARD = 13,    /* device, offset, len: reads as zeros afterwards (punched or zeroed) */
 };
 
 /* How INSTAR_HC_SET_LENGTH provides the bytes past the old end (instar::guest::Prealloc). */
@@ -93,6 +96,7 @@ enum instar_fill {
 
 #define INSTAR_DEVICE_WRITABLE 1u /* out_flags bit */
 #define INSTAR_DEVICE_OUTPUT 2u   /* out_flags bit: a file being created; writes may extend it */
+#define INSTAR_ALLOCATION_DATA 1u /* INSTAR_HC_ALLOCATION out_flags: the run holds data, else a hole */
 
 struct instar_hypercall {
     uint32_t nr;     /* enum instar_hypercall_nr */

@@ -31,7 +31,7 @@ enum Capability : std::uint32_t {
     CAP_INFO = 1u << 0,
     CAP_CHECK = 1u << 1,
     CAP_CREATE = 1u << 2,
-    CAP_CONVERT = 1u << 3,
+    CAP_CONVERT = 1u << 3, // a convert source: the guest half reads the virtual disk (read_api.h)
     CAP_COMPARE = 1u << 4,
     CAP_MAP = 1u << 5,
     CAP_MEASURE = 1u << 6,
@@ -46,6 +46,8 @@ enum Capability : std::uint32_t {
     // The format's guest half can create an image with a backing file even though qemu-img's
     // option table has no backing_file (vpc, vhdx: differencing disks, an instar extension).
     CAP_CREATE_DIFFERENCING = 1u << 13,
+    // A convert target: the guest half creates the image and writes its data (write_api.h).
+    CAP_CONVERT_TARGET = 1u << 14,
 };
 
 // Value types, with the spelling qemu-img's `-o help` uses for each.

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstdio>
@@ -90,6 +91,9 @@ Outcome<HypercallServer::Next> HypercallServer::serve() {
     }
     case INSTAR_HC_SET_LENGTH: next = set_length(req, reply); break;
     case INSTAR_HC_ADD_FILE: next = add_file(req, reply); break;
+    case INSTAR_HC_ALLOCATION: next = allocation(req, reply); break;
+    case INSTAR_HC_DISCARD: next = discard(req, reply); break;
+    case INSTAR_HC_PROGRESS: next = progress(req); break;
     case INSTAR_HC_RECORD: next = record(req); break;
     case INSTAR_HC_LOG: next = log(req); break;
     case INSTAR_HC_EXIT:
@@ -205,6 +209,73 @@ Outcome<HypercallServer::Next> HypercallServer::set_length(const instar_hypercal
         return SandboxError{ErrorKind::GuestTimeout, "guest ran past its time budget and was stopped (while the host "
                                                      "wrote preallocated zeros)", {}};
     }
+    return Next::Resume;
+}
+
+// File-system allocation is host metadata (SEEK_DATA/SEEK_HOLE), not image content: the guest may
+// use it to skip holes in a raw image, as qemu's file protocol does.
+Outcome<HypercallServer::Next> HypercallServer::allocation(const instar_hypercall& req, instar_hypercall& reply) {
+    const Device* d = device(req.device);
+    if (d == nullptr) return bad_request("allocation of device " + std::to_string(req.device) + ", which does not exist");
+    struct stat st{};
+    if (::fstat(d->fd, &st) != 0) {
+        reply.ret = -INSTAR_EIO;
+        return Next::Resume;
+    }
+    // An output's addressable size is its limit, not its length: answer within the file.
+    const std::uint64_t end = std::min<std::uint64_t>(d->size, static_cast<std::uint64_t>(st.st_size));
+    if (req.offset >= end) return bad_request("allocation at " + std::to_string(req.offset) + ", past the end of device " +
+                                              std::to_string(req.device));
+    const off_t data = ::lseek(d->fd, static_cast<off_t>(req.offset), SEEK_DATA);
+    if (data < 0 || static_cast<std::uint64_t>(data) > req.offset) {
+        reply.out_flags = 0;
+        reply.out_size = (data < 0 ? end : std::min<std::uint64_t>(static_cast<std::uint64_t>(data), end)) - req.offset;
+        return Next::Resume;
+    }
+    const off_t hole = ::lseek(d->fd, static_cast<off_t>(req.offset), SEEK_HOLE);
+    reply.out_flags = INSTAR_ALLOCATION_DATA;
+    reply.out_size = (hole < 0 ? end : std::min<std::uint64_t>(static_cast<std::uint64_t>(hole), end)) - req.offset;
+    return Next::Resume;
+}
+
+// Makes a writable device's range read as zeros: a punched hole where the file system can, else
+// written zeros (qemu's file protocol does the same for write_zeroes with MAY_UNMAP).
+Outcome<HypercallServer::Next> HypercallServer::discard(const instar_hypercall& req, instar_hypercall& reply) {
+    const Device* d = device(req.device);
+    if (d == nullptr || !d->writable) return bad_request("discard on device " + std::to_string(req.device) +
+                                                         ", which is not writable");
+    if (req.offset > d->size || req.len > d->size - req.offset)
+        return bad_request("discard past the end of device " + std::to_string(req.device));
+    if (req.len == 0) return Next::Resume;
+    struct stat st{};
+    if (::fstat(d->fd, &st) != 0) {
+        reply.ret = -INSTAR_EIO;
+        return Next::Resume;
+    }
+    const auto length = static_cast<std::uint64_t>(st.st_size);
+    const std::uint64_t end = req.offset + req.len;
+    // Past the file's end reads as zeros already (a later write extends it with a hole).
+    const std::uint64_t inside = std::min(end, length);
+    if (req.offset < inside &&
+        ::fallocate(d->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(req.offset),
+                    static_cast<off_t>(inside - req.offset)) != 0) {
+        switch (fill_zeros(d->fd, req.offset, inside, watchdog_)) {
+        case Transfer::Done: break;
+        case Transfer::Failed:
+            host_failure(std::string("could not write zeros: ") + std::strerror(errno), errno);
+            reply.ret = -INSTAR_EIO;
+            break;
+        case Transfer::TimedOut:
+            return SandboxError{ErrorKind::GuestTimeout, "guest ran past its time budget and was stopped (while the "
+                                                         "host wrote zeros)", {}};
+        }
+    }
+    return Next::Resume;
+}
+
+Outcome<HypercallServer::Next> HypercallServer::progress(const instar_hypercall& req) {
+    if (req.arg0 > req.arg1) return bad_request("progress " + std::to_string(req.arg0) + " of " + std::to_string(req.arg1));
+    if (progress_) progress_(req.arg0, req.arg1);
     return Next::Resume;
 }
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -17,9 +18,11 @@ class HypercallServer {
 public:
     // `watchdog` bounds long transfers too: a huge request on a slow file stops at the deadline.
     // `outputs` serves INSTAR_HC_ADD_FILE (nullptr: refused).
+    using ProgressFn = std::function<void(std::uint64_t done, std::uint64_t total)>;
     HypercallServer(GuestMemory& mem, std::span<const Device> devices, const Watchdog& watchdog,
-                    OutputFiles* outputs = nullptr)
-        : mem_(mem), devices_(devices.begin(), devices.end()), watchdog_(watchdog), outputs_(outputs) {}
+                    OutputFiles* outputs = nullptr, ProgressFn progress = {})
+        : mem_(mem), devices_(devices.begin(), devices.end()), watchdog_(watchdog), outputs_(outputs),
+          progress_(std::move(progress)) {}
 
     enum class Next { Resume, Exit };
     // Serves the request in the mailbox. An error ends the guest; records sent so far are discarded
@@ -35,6 +38,9 @@ private:
     Outcome<Next> log(const instar_hypercall& req);
     Outcome<Next> set_length(const instar_hypercall& req, instar_hypercall& reply);
     Outcome<Next> add_file(const instar_hypercall& req, instar_hypercall& reply);
+    Outcome<Next> allocation(const instar_hypercall& req, instar_hypercall& reply);
+    Outcome<Next> discard(const instar_hypercall& req, instar_hypercall& reply);
+    Outcome<Next> progress(const instar_hypercall& req);
     void host_failure(std::string message, int err);
     const Device* device(std::uint32_t index) const;
 
@@ -42,6 +48,7 @@ private:
     std::vector<Device> devices_; // grows as the guest adds files
     const Watchdog& watchdog_;
     OutputFiles* outputs_;
+    ProgressFn progress_;
     std::uint32_t added_files_ = 0;
     RunResult result_;
     std::uint64_t record_bytes_ = 0;

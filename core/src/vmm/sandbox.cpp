@@ -55,7 +55,8 @@ std::uint64_t random_canary() {
 Outcome<RunResult> boot_and_run(PreparedVm& vm, const GuestImage& rt,
                                 const std::vector<std::shared_ptr<const GuestImage>>& images,
                                 std::span<const Device> devices, std::uint32_t op, std::span<const std::uint8_t> arg,
-                                std::chrono::milliseconds timeout, OutputFiles* outputs) {
+                                std::chrono::milliseconds timeout, OutputFiles* outputs,
+                                const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
     GuestMemory& m = vm.memory;
     const std::uint64_t ram = m.size();
     x86::write_boot_tables({m.host_base(), m.size()},
@@ -88,7 +89,7 @@ Outcome<RunResult> boot_and_run(PreparedVm& vm, const GuestImage& rt,
     if (auto bad = vm.vm->boot(INSTAR_GPA_RUNTIME + rt.entry)) return *bad;
     auto watchdog = Watchdog::arm(timeout);
     if (!watchdog) return watchdog.error();
-    HypercallServer server(m, devices, *watchdog.value(), outputs);
+    HypercallServer server(m, devices, *watchdog.value(), outputs, progress);
     auto ran = vm.vm->run(server, *watchdog.value());
     if (!ran) {
         SandboxError e = ran.error();
@@ -118,7 +119,8 @@ Outcome<RunResult> run(const SandboxConfig& config, std::span<const Device> devi
     auto prepared = take_prepared_vm(ram);
     if (!prepared) return prepared.error();
     std::shared_ptr<PreparedVm> vm = std::move(prepared.value());
-    auto ran = boot_and_run(*vm, *runtime.value(), images, devices, op, arg, config.timeout, config.outputs);
+    auto ran = boot_and_run(*vm, *runtime.value(), images, devices, op, arg, config.timeout, config.outputs,
+                            config.progress);
     // Everything the host needs was copied out of the guest. In the background: get a spare ready
     // for the next run first when prewarm() asked for spares (it may be waiting for it), then tear
     // this VM down.

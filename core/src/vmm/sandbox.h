@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -47,6 +48,9 @@ struct SandboxConfig {
     std::chrono::milliseconds timeout = DEFAULT_TIMEOUT;   // wall-clock budget for the guest
     std::string runtime_path; // the guest runtime ELF; empty: default_runtime_path()
     OutputFiles* outputs = nullptr; // where INSTAR_HC_ADD_FILE goes; nullptr: the guest may not add files
+    // Called for each INSTAR_HC_PROGRESS (work done, total; done <= total, checked), on the thread
+    // that called run(). Empty: progress reports are accepted and dropped.
+    std::function<void(std::uint64_t done, std::uint64_t total)> progress;
 };
 
 struct Record {

@@ -10,13 +10,15 @@
 #include <instar/guest/create_api.h>
 #include <instar/guest/format_api.h>
 #include <instar/guest/info_sink.h>
+#include <instar/guest/read_api.h>
+#include <instar/guest/write_api.h>
 #include <stddef.h>
 #include <stdint.h>
 
 namespace instar::guest {
 
 // Bumped whenever Services or ModuleOps change layout or meaning.
-inline constexpr uint32_t MODULE_ABI_VERSION = 2;
+inline constexpr uint32_t MODULE_ABI_VERSION = 3;
 
 // What the runtime offers a module. Valid for the whole run.
 struct Services {
@@ -54,6 +56,10 @@ struct ModuleOps {
     Status (*detect_other)(BlockDevice& dev, const char** name);
     // INSTAR_OP_CREATE: write a new image's metadata (instar/guest/create_api.h).
     Status (*create)(const CreateRequest& req, CreateTarget& target);
+    // Since module ABI 3. Reading an image's virtual disk (instar/guest/read_api.h).
+    OpenFn open;
+    // Creating an image and writing its data: convert's target (instar/guest/write_api.h).
+    CreateWriterFn create_writer;
 };
 
 using ModuleEntryFn = const ModuleOps* (*)(const Services* services);

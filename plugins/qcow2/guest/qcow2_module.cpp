@@ -4,4 +4,4 @@
 
 #include <instar_guest/format_module.h>
 
-INSTAR_FORMAT_MODULE("qcow2", instar::qcow2::probe, instar::qcow2::info, nullptr, instar::qcow2::create)
+INSTAR_FORMAT_MODULE("qcow2", instar::qcow2::probe, instar::qcow2::info, nullptr, instar::qcow2::create, nullptr, nullptr)

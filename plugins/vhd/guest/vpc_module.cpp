@@ -4,4 +4,4 @@
 
 #include <instar_guest/format_module.h>
 
-INSTAR_FORMAT_MODULE("vpc", instar::vpc::probe, instar::vpc::info, nullptr, instar::vpc::create)
+INSTAR_FORMAT_MODULE("vpc", instar::vpc::probe, instar::vpc::info, nullptr, instar::vpc::create, nullptr, nullptr)

@@ -70,6 +70,7 @@ struct CreateRequest {
     const uint8_t* random;         // CREATE_RANDOM_BYTES bytes from the host's CSPRNG
     uint32_t qemu_version;         // the output profile, major*10000 + minor*100 + micro
     Allocator* allocator;
+    const struct Codecs* codecs;   // compressors and decompressors (read_api.h); nullptr for create
 };
 
 using CreateFn = Status (*)(const CreateRequest& req, CreateTarget& target);

@@ -27,6 +27,24 @@ public:
     // Reads exactly len bytes at offset; a range past the end is IoError, never a short read.
     virtual Status read(uint64_t offset, void* buf, size_t len) = 0;
     virtual Status write(uint64_t offset, const void* buf, size_t len) = 0;
+    // The file system's allocation at `offset` (< size()): *data says whether [offset, offset +
+    // *length) holds data (true) or is a hole that reads as zeros (false). Host metadata
+    // (SEEK_DATA/SEEK_HOLE), never image content; a device that cannot tell says "all data".
+    virtual Status allocation(uint64_t offset, bool* data, uint64_t* length) {
+        if (offset >= size())
+            return Status::IoError;
+        *data = true;
+        *length = size() - offset;
+        return Status::Ok;
+    }
+
+    // Makes [offset, offset + len) of a writable device read as zeros (a hole where the file system
+    // can punch one). Unsupported on devices that cannot.
+    virtual Status discard(uint64_t offset, uint64_t len) {
+        (void)offset;
+        (void)len;
+        return Status::Unsupported;
+    }
 
 protected:
     ~BlockDevice() = default;

@@ -1,0 +1,98 @@
+// What format code offers to read an image's virtual disk: the guest side of convert, compare, map,
+// dd, commit and rebase. Freestanding-clean, like format_api.h: the same sources run in the guest
+// module, in hosted unit tests and in fuzz targets. Documented in docs/convert.md.
+//
+// A reader answers for ONE image. Backing chains are composed by the caller (the runtime's chain
+// reader): where an image says Unallocated, the caller asks the next image down, and past the end of
+// the chain reads zeros, as qemu's bdrv_block_status_above and backing reads do.
+#pragma once
+
+#include <instar/guest/format_api.h>
+
+#include <stddef.h>
+#include <stdint.h>
+
+namespace instar::guest {
+
+// What one image says about a range of its virtual disk (qemu's BDRV_BLOCK_DATA / _ZERO / neither).
+enum class Allocation : uint32_t {
+    Data = 0,        // stored in this image: read() returns the bytes (which may happen to be zeros)
+    Zero = 1,        // reads as zeros by this image's own metadata; the backing file is not consulted
+    Unallocated = 2, // not in this image: the backing image's bytes, or zeros when there is none
+};
+
+// Extent::flags
+inline constexpr uint32_t EXTENT_COMPRESSED = 1u;   // the data is stored compressed (qemu map's "compressed")
+inline constexpr uint32_t EXTENT_OFFSET_VALID = 2u; // device/offset say where the data lies, uncompressed
+inline constexpr uint32_t EXTENT_ENCRYPTED = 4u;    // stored encrypted (no offset is reported)
+
+struct Extent {
+    uint64_t length;       // > 0 and <= the length asked for: the run with the same answer
+    Allocation allocation;
+    uint32_t flags;        // EXTENT_*
+    uint32_t device;       // with EXTENT_OFFSET_VALID: 0 the image, 1 + i the request's files[i]
+    uint32_t reserved;
+    uint64_t offset;       // with EXTENT_OFFSET_VALID: byte offset of the extent's first byte there
+};
+
+// Why an operation was refused, in qemu-img's words (one line, at most CREATE_MAX_REASON bytes);
+// "{image}" in the text is replaced by the image's name on the host.
+class ReasonSink {
+public:
+    virtual void reason(const char* text, size_t len) = 0;
+
+protected:
+    ~ReasonSink() = default;
+};
+
+// Decompressors for untrusted data. Each stops with TooLarge when the output would exceed dst_cap,
+// so a decompression bomb costs at most dst_cap bytes; Corrupt on bad data.
+struct Codecs {
+    // One complete deflate stream; window_bits as zlib's inflateInit2 (-12: qcow2's raw deflate).
+    Status (*inflate)(const void* src, size_t src_len, void* dst, size_t dst_cap, size_t* out_len,
+                      int window_bits);
+    // One zstd frame (qcow2 compression_type=zstd); nullptr where zstd is not available.
+    Status (*zstd_decompress)(const void* src, size_t src_len, void* dst, size_t dst_cap, size_t* out_len);
+    // Compressors for writing (-c): TooLarge when the result would not fit in dst_cap (the caller
+    // then stores the data uncompressed). window_bits as zlib's deflateInit2; level 1..9.
+    Status (*deflate)(const void* src, size_t src_len, void* dst, size_t dst_cap, size_t* out_len,
+                      int window_bits, int level);
+    Status (*zstd_compress)(const void* src, size_t src_len, void* dst, size_t dst_cap, size_t* out_len);
+};
+
+// One opened image's virtual disk.
+class ImageReader {
+public:
+    virtual uint64_t virtual_size() const = 0;
+    // What backs [offset, offset + length): the first run's answer. offset < virtual_size(),
+    // length > 0 and offset + length <= virtual_size() (callers clip).
+    virtual Status status(uint64_t offset, uint64_t length, Extent* out) = 0;
+    // This image's bytes for [offset, offset + len) (inside the virtual size): Data as stored, Zero
+    // and Unallocated ranges as zeros (the caller composes the chain over Unallocated ranges).
+    virtual Status read(uint64_t offset, void* buf, size_t len) = 0;
+    // Releases everything the reader allocated. The reader is unusable afterwards.
+    virtual void close() = 0;
+
+protected:
+    ~ImageReader() = default;
+};
+
+// What a format's open entry point gets.
+struct OpenRequest {
+    BlockDevice* image;
+    // The files the image names other than its backing file, opened by the host's path policy, in
+    // the order info reported them (vmdk extents in descriptor order, a qcow2 data file).
+    BlockDevice* const* files;
+    uint32_t file_count;
+    Allocator* allocator; // everything the reader keeps comes from here, so memory stays bounded
+    const Codecs* codecs;
+    ReasonSink* reasons;  // may be nullptr
+    const char* snapshot; // -l: an internal snapshot's id or name to read instead; nullptr for the image
+    uint32_t qemu_version;
+};
+
+// Opens a reader (allocated from req.allocator). A non-Ok Status leaves *out untouched; Unsupported
+// for valid images the format code cannot read yet (with a reason naming what).
+using OpenFn = Status (*)(const OpenRequest& req, ImageReader** out);
+
+} // namespace instar::guest

@@ -1,0 +1,49 @@
+// What format code offers to write a new image's virtual disk: the target side of convert (and
+// later dd and commit into a new base). Freestanding-clean; the same sources run in the guest
+// module, hosted unit tests and fuzz targets. Documented in docs/convert.md.
+//
+// A writer is made by the format's create_writer entry point, which first lays down exactly what
+// `create` would (the same CreateRequest, the same emitter), then accepts data in the order and the
+// piece sizes qemu-img convert issues them, so that the result is byte-identical to qemu-img's.
+#pragma once
+
+#include <instar/guest/create_api.h>
+#include <instar/guest/read_api.h>
+
+#include <stddef.h>
+#include <stdint.h>
+
+namespace instar::guest {
+
+class ImageWriter {
+public:
+    // The target's allocation unit as qemu's bdrv_get_info reports it (cluster, grain or block
+    // size), 0 when it has none: convert aligns data runs to it, as qemu-img does.
+    virtual uint64_t cluster_size() const = 0;
+    // Whether the new image already reads as zeros everywhere (qemu's bdrv_has_zero_init): convert
+    // then leaves zero ranges alone instead of writing them.
+    virtual bool zero_init() const = 0;
+    // Virtual bytes [offset, offset + len). Offsets and lengths are 512-byte multiples, except at
+    // the end of a virtual size that is not.
+    virtual Status write(uint64_t offset, const void* buf, size_t len) = 0;
+    // [offset, offset + len) reads as zeros afterwards (qemu's write_zeroes; may_unmap as
+    // BDRV_REQ_MAY_UNMAP).
+    virtual Status write_zeroes(uint64_t offset, uint64_t len, bool may_unmap) = 0;
+    // -c: one cluster (the image's last may be shorter), stored compressed where that is smaller.
+    // Unsupported when the format has no compressed clusters (qemu's "does not support
+    // compression").
+    virtual Status write_compressed(uint64_t offset, const void* buf, size_t len) = 0;
+    // Writes every table still held in memory; the image is complete when this returns Ok.
+    virtual Status finish() = 0;
+    // Releases the writer's memory. Unusable afterwards.
+    virtual void close() = 0;
+
+protected:
+    ~ImageWriter() = default;
+};
+
+// Creates the image as `create` does (req, target: create_api.h), then returns a writer over it,
+// allocated from req.allocator. codecs carries the compressors for -c.
+using CreateWriterFn = Status (*)(const CreateRequest& req, CreateTarget& target, ImageWriter** out);
+
+} // namespace instar::guest

@@ -1,0 +1,230 @@
+// Hosted read harness: open() over files, the extent walk and the raw dump (hosted_read.h).
+#include "hosted_read.h"
+
+#include "hosted_support.h"
+
+#include <boost/json.hpp>
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <zlib.h>
+#include <zstd.h>
+#include <zstd_errors.h>
+
+#include <algorithm>
+#include <cstring>
+#include <iostream>
+#include <memory>
+
+namespace instar::hosted {
+namespace {
+
+using guest::Status;
+
+Status inflate_host(const void* src, std::size_t src_len, void* dst, std::size_t dst_cap, std::size_t* out_len,
+                    int window_bits) {
+    *out_len = 0;
+    z_stream zs{};
+    zs.next_in = static_cast<Bytef*>(const_cast<void*>(src));
+    zs.avail_in = static_cast<uInt>(src_len);
+    zs.next_out = static_cast<Bytef*>(dst);
+    zs.avail_out = static_cast<uInt>(dst_cap);
+    if (src_len > 0xFFFFFFFFu || dst_cap > 0xFFFFFFFFu)
+        return Status::TooLarge;
+    if (inflateInit2(&zs, window_bits) != Z_OK)
+        return Status::NoMemory;
+    const int rc = ::inflate(&zs, Z_FINISH);
+    *out_len = zs.total_out;
+    inflateEnd(&zs);
+    // The same answers as the guest runtime's inflate_buffer (guest/src/services.cpp).
+    if (rc == Z_STREAM_END)
+        return Status::Ok;
+    if (rc == Z_MEM_ERROR)
+        return Status::NoMemory;
+    if (rc == Z_BUF_ERROR && zs.avail_out == 0)
+        return Status::TooLarge;
+    return Status::Corrupt;
+}
+
+Status zstd_decompress_host(const void* src, std::size_t src_len, void* dst, std::size_t dst_cap,
+                            std::size_t* out_len) {
+    *out_len = 0;
+    const std::size_t n = ZSTD_decompress(dst, dst_cap, src, src_len);
+    if (ZSTD_isError(n))
+        return ZSTD_getErrorCode(n) == ZSTD_error_dstSize_tooSmall ? Status::TooLarge : Status::Corrupt;
+    *out_len = n;
+    return Status::Ok;
+}
+
+Status deflate_host(const void* src, std::size_t src_len, void* dst, std::size_t dst_cap, std::size_t* out_len,
+                    int window_bits, int level) {
+    *out_len = 0;
+    z_stream zs{};
+    if (deflateInit2(&zs, level, Z_DEFLATED, window_bits, 9, Z_DEFAULT_STRATEGY) != Z_OK)
+        return Status::NoMemory;
+    zs.next_in = static_cast<Bytef*>(const_cast<void*>(src));
+    zs.avail_in = static_cast<uInt>(src_len);
+    zs.next_out = static_cast<Bytef*>(dst);
+    zs.avail_out = static_cast<uInt>(dst_cap);
+    const int rc = ::deflate(&zs, Z_FINISH);
+    *out_len = zs.total_out;
+    deflateEnd(&zs);
+    return rc == Z_STREAM_END ? Status::Ok : Status::TooLarge;
+}
+
+Status zstd_compress_host(const void* src, std::size_t src_len, void* dst, std::size_t dst_cap,
+                          std::size_t* out_len) {
+    *out_len = 0;
+    const std::size_t n = ZSTD_compress(dst, dst_cap, src, src_len, ZSTD_CLEVEL_DEFAULT);
+    if (ZSTD_isError(n))
+        return Status::TooLarge;
+    *out_len = n;
+    return Status::Ok;
+}
+
+const guest::Codecs CODECS{inflate_host, zstd_decompress_host, deflate_host, zstd_compress_host};
+
+struct Reasons final : guest::ReasonSink {
+    std::string text;
+    void reason(const char* t, std::size_t len) override {
+        if (text.empty())
+            text.assign(t, len);
+    }
+};
+
+const char* allocation_name(guest::Allocation a) {
+    switch (a) {
+    case guest::Allocation::Data: return "data";
+    case guest::Allocation::Zero: return "zero";
+    case guest::Allocation::Unallocated: return "unallocated";
+    }
+    return "?";
+}
+
+// Two extents merge when they continue each other exactly.
+bool continues(const DumpedExtent& a, std::uint64_t start, const guest::Extent& b) {
+    if (a.extent.allocation != b.allocation || a.extent.flags != b.flags || a.start + a.extent.length != start)
+        return false;
+    if (!(b.flags & guest::EXTENT_OFFSET_VALID))
+        return true;
+    return a.extent.device == b.device && a.extent.offset + a.extent.length == b.offset;
+}
+
+} // namespace
+
+const guest::Codecs& host_codecs() { return CODECS; }
+
+ReadDump dump_image(guest::OpenFn open, const std::string& image, const std::vector<std::string>& files,
+                    const std::string& out_path, const char* snapshot, std::size_t memory_budget,
+                    std::size_t chunk) {
+    ReadDump out;
+    FileDevice img(image);
+    std::vector<std::unique_ptr<FileDevice>> owned;
+    std::vector<BlockDevice*> devs;
+    for (const auto& f : files) {
+        owned.push_back(std::make_unique<FileDevice>(f));
+        devs.push_back(owned.back().get());
+    }
+    BudgetAllocator alloc(memory_budget);
+    Reasons reasons;
+    guest::OpenRequest req{&img, devs.data(), static_cast<std::uint32_t>(devs.size()), &alloc, &CODECS, &reasons,
+                           snapshot, 100000};
+    guest::ImageReader* reader = nullptr;
+    out.status = open(req, &reader);
+    if (out.status != Status::Ok || reader == nullptr) {
+        out.reason = reasons.text;
+        if (out.status == Status::Ok)
+            out.status = Status::Invalid;
+        return out;
+    }
+    const std::uint64_t size = reader->virtual_size();
+    out.virtual_size = size;
+    int fd = -1;
+    if (!out_path.empty()) {
+        fd = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0 || ::ftruncate(fd, static_cast<off_t>(size)) != 0) {
+            out.status = Status::IoError;
+            out.reason = "cannot create " + out_path;
+        }
+    }
+    std::vector<std::uint8_t> buf(chunk);
+    for (std::uint64_t off = 0; out.status == Status::Ok && off < size;) {
+        guest::Extent e{};
+        const std::uint64_t want = std::min<std::uint64_t>(size - off, std::uint64_t{1} << 40);
+        out.status = reader->status(off, want, &e);
+        if (out.status != Status::Ok)
+            break;
+        if (e.length == 0 || e.length > want) {
+            out.status = Status::Invalid;
+            out.reason = "status() returned a length of " + std::to_string(e.length) + " at " + std::to_string(off);
+            break;
+        }
+        if (!out.extents.empty() && continues(out.extents.back(), off, e))
+            out.extents.back().extent.length += e.length;
+        else
+            out.extents.push_back({off, e});
+        if (fd >= 0 && e.allocation == guest::Allocation::Data) {
+            for (std::uint64_t p = off; p < off + e.length && out.status == Status::Ok;) {
+                const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(chunk, off + e.length - p));
+                out.status = reader->read(p, buf.data(), n);
+                if (out.status == Status::Ok &&
+                    ::pwrite(fd, buf.data(), n, static_cast<off_t>(p)) != static_cast<ssize_t>(n))
+                    out.status = Status::IoError;
+                p += n;
+            }
+        }
+        off += e.length;
+    }
+    if (fd >= 0)
+        ::close(fd);
+    if (out.reason.empty())
+        out.reason = reasons.text;
+    reader->close();
+    out.peak_memory = alloc.peak();
+    return out;
+}
+
+int hosted_read_main(guest::OpenFn open, int argc, char** argv) {
+    std::vector<std::string> files;
+    std::vector<std::string> positional;
+    const char* snapshot = nullptr;
+    std::size_t chunk = 2u << 20;
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "--file" && i + 1 < argc)
+            files.emplace_back(argv[++i]);
+        else if (a == "-l" && i + 1 < argc)
+            snapshot = argv[++i];
+        else if (a == "--chunk" && i + 1 < argc)
+            chunk = std::stoul(argv[++i]);
+        else
+            positional.push_back(a);
+    }
+    if (positional.empty() || positional.size() > 2 || chunk == 0) {
+        std::cerr << "usage: " << argv[0] << " [--file F]... [-l SNAPSHOT] [--chunk BYTES] IMAGE [OUT.raw]\n";
+        return 2;
+    }
+    const ReadDump d = dump_image(open, positional[0], files, positional.size() > 1 ? positional[1] : "", snapshot,
+                                  256u << 20, chunk);
+    boost::json::array map;
+    for (const auto& x : d.extents) {
+        boost::json::object o{{"start", x.start},
+                              {"length", x.extent.length},
+                              {"allocation", allocation_name(x.extent.allocation)},
+                              {"compressed", (x.extent.flags & guest::EXTENT_COMPRESSED) != 0}};
+        if (x.extent.flags & guest::EXTENT_OFFSET_VALID) {
+            o["device"] = x.extent.device;
+            o["offset"] = x.extent.offset;
+        }
+        map.push_back(std::move(o));
+    }
+    boost::json::object report{{"status", static_cast<int>(d.status)},
+                               {"reason", d.reason},
+                               {"virtual-size", d.virtual_size},
+                               {"peak-memory", d.peak_memory},
+                               {"map", std::move(map)}};
+    std::cout << boost::json::serialize(report) << "\n";
+    return 0;
+}
+
+} // namespace instar::hosted
