@@ -1,53 +1,10 @@
 // INSTAR_OP_CREATE: unpacks the host's request and gives module 0's create() a CreateTarget whose
 // files are host devices: device 0 the new image, device 1 the backing file when flagged, and the
 // files the module adds (INSTAR_HC_ADD_FILE) after them.
-#include "runtime.h"
+#include "create_target.h"
 
 namespace instar::guest {
 namespace {
-
-// Every format's -o table has fewer than 32 keys; the host sends each set key once.
-constexpr uint32_t MAX_CREATE_OPTIONS = 64;
-
-class HypercallTarget final : public CreateTarget {
-public:
-    BlockDevice& image() override { return *device(0); }
-
-    Status set_length(BlockDevice& file, uint64_t length, Prealloc mode) override {
-        const uint32_t index = device_index(file);
-        uint32_t fill = 0;
-        switch (mode) {
-        case Prealloc::Off: fill = INSTAR_FILL_HOLE; break;
-        case Prealloc::Falloc: fill = INSTAR_FILL_FALLOC; break;
-        case Prealloc::Full: fill = INSTAR_FILL_ZEROS; break;
-        default: return Status::Invalid;
-        }
-        if (index == UINT32_MAX) return Status::Invalid;
-        return hc_set_length(index, length, fill) == 0 ? Status::Ok : Status::IoError;
-    }
-
-    Status add_file(const char* name, BlockDevice** out) override {
-        size_t len = 0;
-        while (name[len] != 0 && len <= CREATE_MAX_FILE_NAME) ++len;
-        if (len == 0 || len > CREATE_MAX_FILE_NAME) return Status::Invalid;
-        const int64_t index = hc_add_file(name, len);
-        if (index < 0) return Status::IoError;
-        BlockDevice* dev = attach_device(static_cast<uint32_t>(index));
-        if (dev == nullptr) return Status::NoMemory;
-        *out = dev;
-        return Status::Ok;
-    }
-
-    void reason(const char* text, size_t len) override {
-        hc_record(INSTAR_REC_REASON, text, len < CREATE_MAX_REASON ? len : CREATE_MAX_REASON);
-    }
-
-    void resolved_unit_size(uint64_t bytes) override { unit_ = bytes; }
-    uint64_t unit() const { return unit_; }
-
-private:
-    uint64_t unit_ = 0;
-};
 
 // Splits the NUL-terminated strings after the header; false when they do not add up exactly.
 bool split_strings(const char* p, uint32_t len, const char** out, uint32_t want) {
@@ -63,41 +20,78 @@ bool split_strings(const char* p, uint32_t len, const char** out, uint32_t want)
 
 } // namespace
 
-Status create_op(const uint8_t* arg, uint32_t arg_len) {
-    instar_create_arg a{};
-    if (arg_len < sizeof a) return Status::Invalid;
-    __builtin_memcpy(&a, arg, sizeof a);
-    if (a.strings_len != arg_len - sizeof a || a.option_count > MAX_CREATE_OPTIONS) return Status::Invalid;
+Status HypercallTarget::set_length(BlockDevice& file, uint64_t length, Prealloc mode) {
+    const uint32_t index = device_index(file);
+    uint32_t fill = 0;
+    switch (mode) {
+    case Prealloc::Off: fill = INSTAR_FILL_HOLE; break;
+    case Prealloc::Falloc: fill = INSTAR_FILL_FALLOC; break;
+    case Prealloc::Full: fill = INSTAR_FILL_ZEROS; break;
+    default: return Status::Invalid;
+    }
+    if (index == UINT32_MAX) return Status::Invalid;
+    return hc_set_length(index, length, fill) == 0 ? Status::Ok : Status::IoError;
+}
+
+Status HypercallTarget::add_file(const char* name, BlockDevice** out) {
+    size_t len = 0;
+    while (name[len] != 0 && len <= CREATE_MAX_FILE_NAME) ++len;
+    if (len == 0 || len > CREATE_MAX_FILE_NAME) return Status::Invalid;
+    const int64_t index = hc_add_file(name, len);
+    if (index < 0) return Status::IoError;
+    BlockDevice* dev = attach_device(static_cast<uint32_t>(index));
+    if (dev == nullptr) return Status::NoMemory;
+    *out = dev;
+    return Status::Ok;
+}
+
+void HypercallTarget::reason(const char* text, size_t len) {
+    hc_record(INSTAR_REC_REASON, text, len < CREATE_MAX_REASON ? len : CREATE_MAX_REASON);
+}
+
+bool unpack_create(const uint8_t* data, uint32_t len, UnpackedCreate& out) {
+    instar_create_arg& a = out.arg;
+    if (len < sizeof a) return false;
+    __builtin_memcpy(&a, data, sizeof a);
+    if (a.strings_len != len - sizeof a || a.option_count > MAX_CREATE_OPTIONS) return false;
     const uint32_t want = 3 + 2 * a.option_count;
-    const char* strings[3 + 2 * MAX_CREATE_OPTIONS] = {};
-    if (!split_strings(reinterpret_cast<const char*>(arg + sizeof a), a.strings_len, strings, want))
-        return Status::Invalid;
-    CreateOption options[MAX_CREATE_OPTIONS] = {};
-    for (uint32_t i = 0; i < a.option_count; ++i) options[i] = {strings[3 + 2 * i], strings[4 + 2 * i]};
-
-    const ModuleOps* ops = module(0);
-    BlockDevice* image = device(0);
-    BlockDevice* backing = (a.flags & INSTAR_CREATE_BACKING_DEVICE) ? device(1) : nullptr;
-    if (ops == nullptr || image == nullptr || ((a.flags & INSTAR_CREATE_BACKING_DEVICE) && backing == nullptr))
-        return Status::Invalid;
-    HypercallTarget target;
-    if (ops->size < sizeof(ModuleOps) || ops->create == nullptr)
-        return create_fail(target, Status::Unsupported, "this format's plugin cannot create images");
-
-    CreateRequest req{};
+    if (!split_strings(reinterpret_cast<const char*>(data + sizeof a), a.strings_len, out.strings, want))
+        return false;
+    for (uint32_t i = 0; i < a.option_count; ++i) out.options[i] = {out.strings[3 + 2 * i], out.strings[4 + 2 * i]};
+    CreateRequest& req = out.req;
     req.size = a.size;
-    req.options = options;
+    req.options = out.options;
     req.option_count = a.option_count;
-    req.file_name = strings[0];
-    req.backing_file = (a.flags & INSTAR_CREATE_HAS_BACKING) ? strings[1] : nullptr;
-    req.backing_fmt = (a.flags & INSTAR_CREATE_HAS_BACKING_FMT) ? strings[2] : nullptr;
-    req.backing = backing;
+    req.file_name = out.strings[0];
+    req.backing_file = (a.flags & INSTAR_CREATE_HAS_BACKING) ? out.strings[1] : nullptr;
+    req.backing_fmt = (a.flags & INSTAR_CREATE_HAS_BACKING_FMT) ? out.strings[2] : nullptr;
+    req.backing = nullptr;
     req.backing_size = a.backing_size;
     req.unix_time = a.unix_time;
     req.random = a.random;
     req.qemu_version = a.qemu_version;
     req.allocator = &arena();
-    const Status st = ops->create(req, target);
+    req.codecs = &codecs();
+    return true;
+}
+
+Status create_op(const uint8_t* arg, uint32_t arg_len) {
+    // The unpacked request holds ~3 KiB of pointers: keep it off the small exception-free stack's way.
+    auto* u = static_cast<UnpackedCreate*>(arena().allocate(sizeof(UnpackedCreate), alignof(UnpackedCreate)));
+    if (u == nullptr) return Status::NoMemory;
+    *u = UnpackedCreate{};
+    if (!unpack_create(arg, arg_len, *u)) return Status::Invalid;
+    const ModuleOps* ops = module(0);
+    BlockDevice* image = device(0);
+    BlockDevice* backing = (u->arg.flags & INSTAR_CREATE_BACKING_DEVICE) ? device(1) : nullptr;
+    if (ops == nullptr || image == nullptr || ((u->arg.flags & INSTAR_CREATE_BACKING_DEVICE) && backing == nullptr))
+        return Status::Invalid;
+    HypercallTarget target(0);
+    if (ops->size < sizeof(ModuleOps) || ops->create == nullptr)
+        return create_fail(target, Status::Unsupported, "this format's plugin cannot create images");
+    u->req.backing = backing;
+    u->req.codecs = nullptr; // create writes no data
+    const Status st = ops->create(u->req, target);
     if (st != Status::Ok) return st;
     const instar_create_record rec{target.unit()};
     return hc_record(INSTAR_REC_CREATE, &rec, sizeof rec) == 0 ? Status::Ok : Status::IoError;

@@ -136,6 +136,8 @@ Status dispatch(uint32_t op, const uint8_t* arg, uint32_t arg_len) {
         return info(arg, arg_len);
     case INSTAR_OP_CREATE:
         return create_op(arg, arg_len);
+    case INSTAR_OP_CONVERT:
+        return convert_op(arg, arg_len);
     default:
         log_str("runtime: unknown operation");
         return Status::Invalid;

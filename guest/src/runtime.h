@@ -52,4 +52,7 @@ Status dispatch(uint32_t op, const uint8_t* arg, uint32_t arg_len);
 // op_create.cpp
 Status create_op(const uint8_t* arg, uint32_t arg_len);
 
+// op_convert.cpp
+Status convert_op(const uint8_t* arg, uint32_t arg_len);
+
 } // namespace instar::guest

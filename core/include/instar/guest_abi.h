@@ -169,6 +169,7 @@ enum instar_op {
     INSTAR_OP_READ_BENCH = 3, /* struct instar_read_bench_arg: read a device range, no record */
     INSTAR_OP_INFO = 4,       /* struct instar_info_arg -> INSTAR_REC_INFO records (info_sink.h) */
     INSTAR_OP_CREATE = 5,     /* struct instar_create_arg + strings -> INSTAR_REC_CREATE (create_api.h) */
+    INSTAR_OP_CONVERT = 6,    /* struct instar_convert_arg: the plan is a device (docs/convert.md) */
 };
 
 /* INSTAR_OP_INFO: device 0 is the image, devices 1..file_count the files it referenced in an earlier
@@ -204,6 +205,54 @@ struct instar_create_arg {
 };
 INSTAR_ABI_ASSERT(sizeof(struct instar_create_arg) == 72, "create arg layout");
 
+/* INSTAR_OP_CONVERT: the argument names a read-only device holding the plan the host wrote (chains
+ * can be longer than INSTAR_MAX_OP_ARG allows). The plan is a struct instar_convert_plan, then
+ * image_count struct instar_convert_image entries, then create_len bytes of the target's
+ * instar_create_arg and its strings (as INSTAR_OP_CREATE), then snapshot_len bytes of -l's name.
+ * Images 0..source_count-1 are the SRC arguments in order; an image's backing is another entry.
+ * The target device is an output; the target module's create_writer makes and fills it. */
+#define INSTAR_CONVERT_PLAN_MAGIC 0x4E4C5043u /* "CPLN" */
+#define INSTAR_CONVERT_COMPRESS 1u            /* -c */
+#define INSTAR_CONVERT_TARGET_HAS_BACKING 2u  /* -B or -o backing_file */
+#define INSTAR_CONVERT_TARGET_IS_ZERO 4u      /* --target-is-zero */
+#define INSTAR_CONVERT_EXISTING_TARGET 8u     /* -n */
+#define INSTAR_CONVERT_OUT_OF_ORDER 16u       /* -W */
+#define INSTAR_CONVERT_PROGRESS 32u           /* send INSTAR_HC_PROGRESS */
+#define INSTAR_CONVERT_NO_BACKING 0xFFFFFFFFu /* instar_convert_image.backing: none */
+#define INSTAR_CONVERT_MAX_IMAGES 4096u       /* 64 sources x a 64-deep chain: more than any sane plan */
+
+struct instar_convert_arg {
+    uint32_t plan_device;
+    uint32_t reserved;
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_convert_arg) == 8, "convert arg layout");
+
+struct instar_convert_plan {
+    uint32_t magic;         /* INSTAR_CONVERT_PLAN_MAGIC */
+    uint32_t image_count;   /* entries in the image table */
+    uint32_t source_count;  /* the first source_count entries are the SRC arguments */
+    uint32_t target_module; /* module index of the target format */
+    uint32_t target_device; /* device index of the target (an output) */
+    uint32_t flags;         /* INSTAR_CONVERT_* */
+    uint64_t min_sparse;    /* -S in bytes; 0 writes everything */
+    uint64_t target_backing_size; /* -B: the backing file's virtual size; UINT64_MAX when unknown */
+    uint32_t create_len;    /* bytes of instar_create_arg + strings after the table */
+    uint32_t snapshot_len;  /* bytes of -l's name after those (0: none) */
+    uint32_t qemu_version;  /* the output profile */
+    uint32_t reserved;
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_convert_plan) == 56, "convert plan layout");
+
+struct instar_convert_image {
+    uint32_t module;     /* module index that reads it */
+    uint32_t device;     /* its device */
+    uint32_t first_file; /* device index of its first other file (extents, data file) */
+    uint32_t file_count;
+    uint32_t backing;    /* table index of its backing image, or INSTAR_CONVERT_NO_BACKING */
+    uint32_t cluster_size; /* qemu's bdrv_get_info cluster size as info reported it (0: none) */
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_convert_image) == 24, "convert image layout");
+
 struct instar_selftest_arg {
     uint64_t crc_limit; /* crc32 covers min(device size, crc_limit) bytes from offset 0 */
 };
@@ -223,6 +272,7 @@ enum instar_record_type {
     INSTAR_REC_INFO = 2,     /* a chunk of the info token stream (instar/guest/info_sink.h) */
     INSTAR_REC_CREATE = 3,   /* struct instar_create_record, once, when creation succeeded */
     INSTAR_REC_REASON = 4,   /* why an operation was refused: text, at most CREATE_MAX_REASON bytes */
+    INSTAR_REC_CONVERT_FAILURE = 5, /* struct instar_convert_failure: which step failed (a REASON follows) */
     INSTAR_REC_TEST = 0x7F00, /* free-form bytes, for tests of the sandbox itself */
 };
 
@@ -230,6 +280,19 @@ struct instar_create_record {
     uint64_t resolved_unit_size;
 };
 INSTAR_ABI_ASSERT(sizeof(struct instar_create_record) == 8, "create record layout");
+
+/* What failed in a convert, so the host can word it as qemu-img does. */
+enum instar_convert_phase {
+    INSTAR_CONVERT_PHASE_OPEN = 1,   /* opening image `image` of the plan's table */
+    INSTAR_CONVERT_PHASE_CREATE = 2, /* creating the target */
+    INSTAR_CONVERT_PHASE_COPY = 3,   /* moving data */
+    INSTAR_CONVERT_PHASE_FINISH = 4, /* writing the target's last metadata */
+};
+struct instar_convert_failure {
+    uint32_t phase; /* enum instar_convert_phase */
+    uint32_t image; /* for PHASE_OPEN: the table index; else INSTAR_CONVERT_NO_BACKING */
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_convert_failure) == 8, "convert failure layout");
 
 #define INSTAR_SELFTEST_MODULE_MATCH 1u /* module 0's probe recognised device 0 */
 

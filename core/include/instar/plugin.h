@@ -48,6 +48,8 @@ enum Capability : std::uint32_t {
     CAP_CREATE_DIFFERENCING = 1u << 13,
     // A convert target: the guest half creates the image and writes its data (write_api.h).
     CAP_CONVERT_TARGET = 1u << 14,
+    // The target format stores compressed data (qemu's bdrv_co_pwritev_compressed): convert -c.
+    CAP_CONVERT_COMPRESS = 1u << 15,
 };
 
 // Value types, with the spelling qemu-img's `-o help` uses for each.

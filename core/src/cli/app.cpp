@@ -17,7 +17,7 @@ const std::array COMMANDS = {
     Command{"check", nullptr, "Check basic image integrity"},
     Command{"commit", nullptr, "Commit image to its backing file"},
     Command{"compare", nullptr, "Check if two images have the same contents"},
-    Command{"convert", nullptr, "Copy one image to another with optional format conversion"},
+    Command{"convert", cmd_convert, "Copy one image to another with optional format conversion"},
     Command{"create", cmd_create, "Create and format new image file"},
     Command{"formats", cmd_formats, "List the format plugins instar has loaded (instar only)"},
     Command{"info", cmd_info, "Display information about image"},

@@ -56,17 +56,6 @@ constexpr std::string_view CREATE_HELP =
     "     in which case it will be the same as size of BACKING_IMG\n"
     "\n";
 
-// In-tree formats name the package that ships them, for distros that split plugins out.
-std::string unknown_format(std::string_view fmt) {
-    std::string msg = "Unknown file format '" + std::string(fmt) + "'";
-    for (std::string_view in_tree : {"qcow2", "vmdk", "vpc", "vhdx", "raw"})
-        if (fmt == in_tree)
-            msg += " (its plugin is not installed: install the package instar-plugin-" +
-                   std::string(fmt == "vpc" ? "vhd" : fmt) + ")";
-    return msg;
-}
-
-
 // Per-target flags: alternatives to `-o KEY=VALUE` for the format whose table has KEY (checked
 // like any -o key, so a flag for another format's key gets qemu's "Invalid parameter" error).
 struct TargetFlag {

@@ -35,6 +35,7 @@ constexpr std::pair<Capability, const char*> CAPABILITY_NAMES[] = {
     {CAP_COMPARE, "compare"},   {CAP_MAP, "map"},           {CAP_MEASURE, "measure"}, {CAP_RESIZE, "resize"},
     {CAP_SNAPSHOT, "snapshot"}, {CAP_REBASE, "rebase"},     {CAP_COMMIT, "commit"}, {CAP_AMEND, "amend"},
     {CAP_CREATE_PLAIN_FILE, "create-plain-file"}, {CAP_CREATE_DIFFERENCING, "create-differencing"},
+    {CAP_CONVERT_TARGET, "convert-target"}, {CAP_CONVERT_COMPRESS, "convert-compress"},
 };
 
 const char* policy_name(OptionPolicy p) {

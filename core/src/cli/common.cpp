@@ -138,6 +138,15 @@ std::optional<ParsedCommand> parse_command(Context& ctx, std::string_view comman
     return parsed;
 }
 
+std::string unknown_format(std::string_view fmt) {
+    std::string msg = "Unknown file format '" + std::string(fmt) + "'";
+    for (std::string_view in_tree : {"qcow2", "vmdk", "vpc", "vhdx", "raw"})
+        if (fmt == in_tree)
+            msg += " (its plugin is not installed: install the package instar-plugin-" +
+                   std::string(fmt == "vpc" ? "vhd" : fmt) + ")";
+    return msg;
+}
+
 std::optional<OutputFormat> parse_output_format(Context& ctx, std::string_view command, const std::string& value) {
     if (value == "human")
         return OutputFormat::Human;

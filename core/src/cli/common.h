@@ -57,6 +57,10 @@ enum class OptionErrorKind { Unknown, MissingArgument };
 // the user wrote it ("-z", "--bogus"). Returns 1.
 int report_option_error(Context& ctx, std::string_view command, OptionErrorKind kind, std::string_view token);
 
+// qemu's "Unknown file format 'FMT'"; for an in-tree format whose plugin is missing, also the package
+// that ships it (distros split plugins out).
+std::string unknown_format(std::string_view fmt);
+
 // Options every subcommand accepts besides its own (--qemu-version, --max-guest-memory).
 po::options_description common_options();
 

@@ -94,45 +94,11 @@ std::string base_name(const std::string& path) {
     return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
-// The operation argument: instar_create_arg, then the NUL-terminated strings it describes.
-Expected<std::vector<std::uint8_t>> encode_arg(const CreateSpec& spec) {
-    instar_create_arg a{};
-    a.size = spec.size;
-    a.backing_size = spec.backing_size;
-    a.unix_time = static_cast<std::int64_t>(std::time(nullptr));
-    a.qemu_version = spec.qemu_version;
-    a.flags = (spec.backing ? INSTAR_CREATE_BACKING_DEVICE : 0u) | (spec.backing_file ? INSTAR_CREATE_HAS_BACKING : 0u) |
-              (spec.backing_fmt ? INSTAR_CREATE_HAS_BACKING_FMT : 0u);
-    a.option_count = static_cast<std::uint32_t>(spec.options.size());
-    if (::getrandom(a.random, sizeof a.random, 0) != static_cast<ssize_t>(sizeof a.random))
-        return Error{std::string("cannot read random bytes: ") + std::strerror(errno)};
-    std::string strings;
-    auto add = [&](const std::string& s) {
-        strings += s;
-        strings += '\0';
-    };
-    add(base_name(spec.filename));
-    add(spec.backing_file.value_or(""));
-    add(spec.backing_fmt.value_or(""));
-    for (const auto& o : spec.options) {
-        add(o.key);
-        add(o.value);
-    }
-    a.strings_len = static_cast<std::uint32_t>(strings.size());
-    if (sizeof a + strings.size() > INSTAR_MAX_OP_ARG)
-        return Error{"the options and backing file name are too long (" + std::to_string(strings.size()) +
-                     " bytes; at most " + std::to_string(INSTAR_MAX_OP_ARG - sizeof a) + ")"};
-    std::vector<std::uint8_t> arg(sizeof a + strings.size());
-    std::memcpy(arg.data(), &a, sizeof a);
-    std::memcpy(arg.data() + sizeof a, strings.data(), strings.size());
-    return arg;
-}
-
 Expected<CreateOutcome> create_in_guest(const CreateSpec& spec, vmm::SandboxConfig config) {
     auto module = guest_module_path(*spec.plugin);
     if (!module)
         return Error{file_error(spec.filename, module.error())};
-    auto arg = encode_arg(spec);
+    auto arg = encode_create_arg(spec);
     if (!arg)
         return Error{file_error(spec.filename, arg.error())};
     if (auto err = vmm::check_kvm())
@@ -186,6 +152,40 @@ Expected<CreateOutcome> create_in_guest(const CreateSpec& spec, vmm::SandboxConf
 }
 
 } // namespace
+
+// The operation argument: instar_create_arg, then the NUL-terminated strings it describes.
+Expected<std::vector<std::uint8_t>> encode_create_arg(const CreateSpec& spec) {
+    instar_create_arg a{};
+    a.size = spec.size;
+    a.backing_size = spec.backing_size;
+    a.unix_time = static_cast<std::int64_t>(std::time(nullptr));
+    a.qemu_version = spec.qemu_version;
+    a.flags = (spec.backing ? INSTAR_CREATE_BACKING_DEVICE : 0u) | (spec.backing_file ? INSTAR_CREATE_HAS_BACKING : 0u) |
+              (spec.backing_fmt ? INSTAR_CREATE_HAS_BACKING_FMT : 0u);
+    a.option_count = static_cast<std::uint32_t>(spec.options.size());
+    if (::getrandom(a.random, sizeof a.random, 0) != static_cast<ssize_t>(sizeof a.random))
+        return Error{std::string("cannot read random bytes: ") + std::strerror(errno)};
+    std::string strings;
+    auto add = [&](const std::string& s) {
+        strings += s;
+        strings += '\0';
+    };
+    add(base_name(spec.filename));
+    add(spec.backing_file.value_or(""));
+    add(spec.backing_fmt.value_or(""));
+    for (const auto& o : spec.options) {
+        add(o.key);
+        add(o.value);
+    }
+    a.strings_len = static_cast<std::uint32_t>(strings.size());
+    if (sizeof a + strings.size() > INSTAR_MAX_OP_ARG)
+        return Error{"the options and backing file name are too long (" + std::to_string(strings.size()) +
+                     " bytes; at most " + std::to_string(INSTAR_MAX_OP_ARG - sizeof a) + ")"};
+    std::vector<std::uint8_t> arg(sizeof a + strings.size());
+    std::memcpy(arg.data(), &a, sizeof a);
+    std::memcpy(arg.data() + sizeof a, strings.data(), strings.size());
+    return arg;
+}
 
 Expected<CreateOutcome> create_image(const CreateSpec& spec, const vmm::SandboxConfig& sandbox) {
     if ((*spec.plugin)->capabilities & CAP_CREATE_PLAIN_FILE)

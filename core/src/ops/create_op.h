@@ -41,4 +41,8 @@ struct CreateOutcome {
 // file).
 Expected<CreateOutcome> create_image(const CreateSpec& spec, const vmm::SandboxConfig& sandbox);
 
+// The guest's view of a create: instar_create_arg, then the NUL-terminated strings it describes (file
+// name, backing name and format, option pairs). convert sends the same bytes for its target.
+Expected<std::vector<std::uint8_t>> encode_create_arg(const CreateSpec& spec);
+
 } // namespace instar

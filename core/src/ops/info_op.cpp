@@ -92,11 +92,14 @@ struct Inspected {
     NodeInfo node;
     std::optional<std::string> backing_name;
     std::optional<std::string> backing_format;
+    const LoadedPlugin* plugin = nullptr; // the candidate that reported
 };
 
+// With `keep`, the files the image is made of (extents, a data file: every reference but the backing
+// file, in reference order) stay open and move there, for a caller that reads the image's data.
 Expected<Inspected> inspect(const InfoOptions& opts, const PluginRegistry& plugins, const GuestInfoRunner& run_guest,
                             const PathPolicy& policy, const OpenedFile& image, const std::string& name,
-                            const std::optional<std::string>& format) {
+                            const std::optional<std::string>& format, std::vector<OpenedFile>* keep = nullptr) {
     auto candidates = candidates_for(opts, plugins, image, name, format);
     if (!candidates)
         return Error{candidates.error()};
@@ -132,13 +135,15 @@ Expected<Inspected> inspect(const InfoOptions& opts, const PluginRegistry& plugi
         return could_not_open(name, detail);
     }
     const ImageInfo& info = run->info;
-    bool claimed = false;
+    const LoadedPlugin* claimed = nullptr;
     for (const LoadedPlugin* c : candidates->plugins)
-        claimed |= c->answers_to(info.format);
+        if (!claimed && c->answers_to(info.format))
+            claimed = c;
     if (!claimed)
         return could_not_open(name, "the sandbox reported format '" + info.format + "', which was not probed");
 
     Inspected out;
+    out.plugin = claimed;
     NodeInfo& n = out.node;
     n.filename = name;
     n.format = info.format;
@@ -167,10 +172,68 @@ Expected<Inspected> inspect(const InfoOptions& opts, const PluginRegistry& plugi
         const OpenedFile& f = referenced.files[i];
         n.children.emplace_back("extents." + std::to_string(i), file_node(f.display, f, opts));
     }
+    if (keep) {
+        // Extents were opened for the second run; a data file is opened here, through the policy.
+        for (const auto& ref : info.files) {
+            if (ref.role != FileRole::DataFile)
+                continue;
+            auto f = open_referenced(policy, name, "data file", ref.name);
+            if (!f)
+                return could_not_open(name, f.error());
+            referenced.files.push_back(*f);
+        }
+        *keep = std::move(referenced.files);
+        referenced.files.clear();
+    }
     return out;
 }
 
 } // namespace
+
+OpenedChain::~OpenedChain() {
+    for (auto& link : links) {
+        close_file(link.image);
+        for (auto& f : link.files)
+            close_file(f);
+    }
+}
+
+Expected<bool> open_chain(const InfoOptions& opts, const PluginRegistry& plugins, const GuestInfoRunner& run_guest,
+                          OpenedChain& chain) {
+    auto policy = default_policy(opts.filename, opts.allow_paths);
+    if (!policy)
+        return Error{policy.error()};
+    auto top = open_user_file(opts.filename);
+    if (!top)
+        return Error{top.error()};
+    std::set<std::pair<std::uint64_t, std::uint64_t>> seen{{top->device, top->inode}};
+    std::string name = opts.filename;
+    std::optional<std::string> format = opts.format;
+    chain.links.push_back(ChainLink{*top, {}, nullptr, {}, name});
+    for (;;) {
+        ChainLink& link = chain.links.back();
+        auto inspected = inspect(opts, plugins, run_guest, *policy, link.image, name, format, &link.files);
+        if (!inspected)
+            return Error{inspected.error()};
+        link.plugin = inspected->plugin;
+        link.node = std::move(inspected->node);
+        if (!opts.backing_chain || !inspected->backing_name)
+            return true;
+        if (chain.links.size() >= MAX_CHAIN_DEPTH)
+            return Error{name + ": backing chain longer than " + std::to_string(MAX_CHAIN_DEPTH) + " images"};
+        auto next = open_referenced(*policy, name, "backing file", *inspected->backing_name);
+        if (!next)
+            return Error{next.error()};
+        if (!seen.insert({next->device, next->inode}).second) {
+            close_file(*next);
+            return Error{name + ": backing file '" + *inspected->backing_name +
+                         "' refused: it loops back to an image already in the chain"};
+        }
+        name = next->display;
+        format = inspected->backing_format;
+        chain.links.push_back(ChainLink{*next, {}, nullptr, {}, name});
+    }
+}
 
 std::string status_message(Status s) {
     switch (s) {

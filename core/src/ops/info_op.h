@@ -51,6 +51,30 @@ struct InfoOptions {
 Expected<std::vector<NodeInfo>> collect_info(const InfoOptions& opts, const PluginRegistry& plugins,
                                              const GuestInfoRunner& run_guest);
 
+// One image of a chain opened for reading its data (convert, compare, map): the image, the files
+// it is made of (extents or a data file, in reference order) and what info found.
+struct ChainLink {
+    OpenedFile image;
+    std::vector<OpenedFile> files;
+    const LoadedPlugin* plugin = nullptr; // the format that reported
+    NodeInfo node;                        // format, virtual size, backing name, ...
+    std::string name;                     // as qemu names it in messages
+};
+// Owns the files of every link.
+struct OpenedChain {
+    std::vector<ChainLink> links; // top first
+    OpenedChain() = default;
+    OpenedChain(const OpenedChain&) = delete;
+    OpenedChain& operator=(const OpenedChain&) = delete;
+    OpenedChain(OpenedChain&&) = default;
+    ~OpenedChain();
+};
+// Inspects opts.filename as collect_info does and keeps everything open: with opts.backing_chain,
+// the whole backing chain (through the path policy, loops and depth refused), else the top only.
+// On error the links opened so far stay in `chain` (and are closed with it).
+Expected<bool> open_chain(const InfoOptions& opts, const PluginRegistry& plugins, const GuestInfoRunner& run_guest,
+                          OpenedChain& chain);
+
 // The human name of a guest Status for messages.
 std::string status_message(guest::Status s);
 

@@ -1,0 +1,404 @@
+// `instar convert`: qemu-img convert's command line and img_convert's checks, in qemu's order; the
+// copy itself is ops/convert_op (one sandbox run: sources read and target written by format code).
+#include "cli/commands.h"
+#include "cli/help.h"
+#include "ops/convert_op.h"
+#include "ops/guest_info_runner.h"
+#include "ops/info_op.h"
+#include "options/option_list.h"
+#include "options/size.h"
+#include "output/create_line.h"
+#include "output/option_help.h"
+#include "output/progress.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <ostream>
+
+namespace instar::cli {
+namespace {
+
+constexpr std::string_view CONVERT_HELP =
+    "Usage:\n"
+    "Copy one image to another with optional format conversion.  Usage:\n"
+    "\n"
+    "  qemu-img convert [-f SRC_FMT|--image-opts] [-T SRC_CACHE] [--bitmaps [--skip-broken-bitmaps]]\n"
+    "        [-o TGT_OPTS|--target-image-opts] [-t TGT_CACHE] [-n]\n"
+    "        [-B BACKING_FILENAME [-F BACKING_FMT]]\n"
+    "        SRC_FILENAME [SRC_FILENAME2 [...]] TGT_FILENAME\n"
+    "\n"
+    "Arguments:\n"
+    "  -h, --help\n"
+    "     print this help and exit\n"
+    "  -q, --quiet\n"
+    "     quiet operations\n"
+    "  -p, --progress\n"
+    "     show operation progress\n"
+    "  -f, --source-format SRC_FMT\n"
+    "     specify SRC_FILENAME source image format explicitly\n"
+    "  --source-image-opts\n"
+    "     indicates that SRC_FILENAME is a complete image specification\n"
+    "     instead of a file name (incompatible with --source-format)\n"
+    "  -l, --source-snapshot SNAPSHOT_PARAMS\n"
+    "     specify source snapshot parameters\n"
+    "  -T, --source-cache SRC_CACHE\n"
+    "     source image(s) cache mode (writeback)\n"
+    "  -O, --target-format TGT_FMT\n"
+    "     specify TGT_FILENAME image format (default is raw)\n"
+    "  --target-image-opts\n"
+    "     indicates that TGT_FILENAME is a complete image specification\n"
+    "     instead of a file name (incompatible with --output-format)\n"
+    "  -o, --target-options TGT_OPTS\n"
+    "     TARGET_FMT-specific options\n"
+    "  -c, --compress\n"
+    "     create compressed output image (qcow and qcow2 format only)\n"
+    "  -t, --target-cache TGT_CACHE\n"
+    "     cache mode when opening output image (unsafe)\n"
+    "  -B, --backing BACKING_FILENAME\n"
+    "     create output to be a CoW on top of BACKING_FILENAME\n"
+    "  -F, --backing-format BACKING_FMT\n"
+    "     specify BACKING_FILENAME image format explicitly\n"
+    "  -n, --no-create\n"
+    "     omit target volume creation (eg on rbd)\n"
+    "  --target-is-zero\n"
+    "  -S, --sparse-size SPARSE_SIZE\n"
+    "     XXX todo\n"
+    "  --bitmaps\n"
+    "     also copy any persistent bitmaps present in source\n"
+    "  --skip-broken-bitmaps\n"
+    "     skip (do not error out) any broken bitmaps\n"
+    "  -U, --force-share\n"
+    "     open images in shared mode for concurrent access\n"
+    "  -r, --rate RATE\n"
+    "     I/O rate limit\n"
+    "  -m, --parallel NUM_COROUTINES\n"
+    "     specify parallelism (default 8)\n"
+    "  -C, --copy-range-offloading\n"
+    "     use copy_range offloading\n"
+    "  --salvage\n"
+    "     XXX todo\n"
+    "  -W, --oob-writes\n"
+    "     enable out-of-order writes to improve performance\n"
+    "  --object OBJDEF\n"
+    "     QEMU user-creatable object (eg encryption key)\n"
+    "  SRC_FILENAME\n"
+    "     source image file name (or specification with --image-opts)\n"
+    "  TGT_FILENAME\n"
+    "     target (output) image file name\n"
+    "\n";
+
+// qemu-img 7.2 knows only these long options for convert; 10.0's Debian build adds long names for
+// every short one (--source-format, --target-format, ...), which 7.2 refuses as unrecognised.
+constexpr std::string_view LONG_OPTIONS_72[] = {"help", "object", "image-opts", "force-share", "target-image-opts",
+                                                "salvage", "target-is-zero", "bitmaps", "skip-broken-bitmaps"};
+// instar's own long options, accepted under every profile.
+constexpr std::string_view LONG_OPTIONS_INSTAR[] = {"allow-path", "unsafe-quirks", "progress", "qemu-version",
+                                                    "max-guest-memory"};
+
+// qemu's block cache modes (bdrv_parse_cache_mode).
+bool valid_cache_mode(std::string_view mode) {
+    return mode == "none" || mode == "off" || mode == "writeback" || mode == "writethrough" ||
+           mode == "directsync" || mode == "unsafe";
+}
+
+// MAX_BUF_SECTORS in qemu-img: -S is at most 16 MiB.
+constexpr std::uint64_t MAX_SPARSE = 32768ull * 512;
+constexpr long MAX_COROUTINES = 16;
+
+} // namespace
+
+int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
+    // --progress=json (instar) selects JSON lines; a bare -p/--progress is qemu's flag. Rewritten
+    // here so the flag never takes the next word as its value.
+    std::vector<std::string> args(in_args.begin(), in_args.end());
+    std::optional<std::string> progress_mode;
+    for (auto& a : args) {
+        if (a == "--")
+            break;
+        if (a.rfind("--progress=", 0) == 0) {
+            progress_mode = a.substr(11);
+            a = "--progress";
+        }
+    }
+    // 7.2 refuses the long names only 10.0 has (--progress is instar's --progress=json under 7.2).
+    if (!ctx.profile.getopt_messages()) {
+        for (const auto& a : args) {
+            if (a == "--")
+                break;
+            if (a.rfind("--", 0) != 0 || a.rfind("--progress=", 0) == 0)
+                continue;
+            const std::string name = a.substr(2, a.find('=') == std::string::npos ? std::string::npos : a.find('=') - 2);
+            const bool known =
+                std::find(std::begin(LONG_OPTIONS_72), std::end(LONG_OPTIONS_72), name) != std::end(LONG_OPTIONS_72) ||
+                std::find(std::begin(LONG_OPTIONS_INSTAR), std::end(LONG_OPTIONS_INSTAR), name) !=
+                    std::end(LONG_OPTIONS_INSTAR);
+            if (!known)
+                return report_option_error(ctx, "convert", OptionErrorKind::Unknown, a);
+        }
+    }
+    po::options_description opts("convert options");
+    opts.add_options()
+        ("help,h", "")
+        ("quiet,q", "")
+        ("source-format,f", po::value<std::string>())
+        ("target-format,O", po::value<std::string>())
+        ("backing,B", po::value<std::string>())
+        ("copy-range-offloading,C", "")
+        ("compress,c", "")
+        ("backing-format,F", po::value<std::string>())
+        ("target-options,o", po::value<std::vector<std::string>>())
+        ("source-snapshot,l", po::value<std::string>())
+        ("sparse-size,S", po::value<std::string>())
+        ("progress,p", "")
+        ("target-cache,t", po::value<std::string>())
+        ("source-cache,T", po::value<std::string>())
+        ("no-create,n", "")
+        ("parallel,m", po::value<std::string>())
+        ("oob-writes,W", "")
+        ("force-share,U", "")
+        ("rate,r", po::value<std::string>())
+        ("object", po::value<std::vector<std::string>>())
+        ("image-opts", "")
+        ("source-image-opts", "")
+        ("target-image-opts", "")
+        ("salvage", "")
+        ("target-is-zero", "")
+        ("bitmaps", "")
+        ("skip-broken-bitmaps", "")
+        ("allow-path", po::value<std::vector<std::string>>())
+        ("unsafe-quirks", "");
+    int status = 0;
+    auto parsed = parse_command(ctx, "convert", opts, args, status);
+    if (!parsed)
+        return status;
+    const auto& vm = parsed->vm;
+    if (vm.count("help")) {
+        print_command_help(ctx, CONVERT_HELP);
+        return 0;
+    }
+    auto has = [&](const char* k) { return vm.count(k) > 0; };
+    auto str = [&](const char* k) { return vm[k].as<std::string>(); };
+
+    // Option values qemu checks while parsing, in argv order there; instar checks them in the order
+    // qemu's switch would meet a single bad one.
+    std::uint64_t min_sparse = 4096;
+    const bool explicit_sparse = has("sparse-size");
+    if (explicit_sparse) {
+        const std::string text = str("sparse-size");
+        const SizeParse p = parse_qemu_size(text, ctx.profile.version);
+        if (p.status != ParseStatus::Ok) {
+            if (ctx.profile.version >= qemu_version(8, 0))
+                return report_error(ctx, "Invalid buffer size for sparse output specified: '" + text + "'.");
+            report_error(ctx, "Invalid buffer size for sparse output specified. You may use k, M, G, T, P or E "
+                              "suffixes for");
+            return report_error(ctx, "kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
+        }
+        if (p.value % 512 != 0 || p.value > MAX_SPARSE)
+            return report_error(ctx, "Invalid buffer size for sparse output specified. Valid sizes are multiples of "
+                                     "512 up to 16777216. Select 0 to disable sparse detection (fully allocates "
+                                     "output).");
+        min_sparse = p.value;
+    }
+    if (has("parallel")) {
+        const std::string text = str("parallel");
+        char* end = nullptr;
+        errno = 0;
+        const long n = std::strtol(text.c_str(), &end, 0);
+        if (text.empty() || *end != 0 || errno != 0 || n < 1 || n > MAX_COROUTINES) {
+            if (ctx.profile.getopt_messages())
+                return report_error(ctx, "Invalid number of coroutines specified. Must be between 1 and 16.");
+            return report_error(ctx, "Invalid number of coroutines. Allowed number of coroutines is between 1 and 16");
+        }
+    }
+    std::uint64_t rate_limit = 0;
+    if (has("rate")) {
+        const std::string text = str("rate");
+        const SizeParse p = parse_qemu_size(text, ctx.profile.version);
+        if (p.status != ParseStatus::Ok) {
+            if (ctx.profile.version >= qemu_version(8, 0))
+                return report_error(ctx, "Invalid rate limit specified: '" + text + "'.");
+            report_error(ctx, "Invalid rate limit specified. You may use k, M, G, T, P or E suffixes for");
+            return report_error(ctx, "kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
+        }
+        rate_limit = p.value;
+    }
+    std::string options;
+    if (has("target-options"))
+        for (const auto& o : vm["target-options"].as<std::vector<std::string>>())
+            if (auto err = accumulate_option_list(options, o))
+                return report_error(ctx, err->message);
+
+    const bool skip_create = has("no-create");
+    const bool compressed = has("compress");
+    const bool copy_range = has("copy-range-offloading");
+    const bool target_image_opts = has("target-image-opts");
+    const bool target_is_zero = has("target-is-zero");
+    std::optional<std::string> out_fmt = has("target-format") ? std::optional(str("target-format")) : std::nullopt;
+    if (!out_fmt && !target_image_opts)
+        out_fmt = "raw";
+    if (has("skip-broken-bitmaps") && !has("bitmaps"))
+        return report_error(ctx, "Use of --skip-broken-bitmaps requires --bitmaps");
+    if (compressed && copy_range)
+        return report_error(ctx, "Cannot enable copy offloading when -c is used");
+    if (explicit_sparse && copy_range)
+        return report_error(ctx, "Cannot enable copy offloading when -S is used");
+    if (copy_range && has("salvage"))
+        return report_error(ctx, "Cannot use copy offloading in salvaging mode");
+    if (target_image_opts && !skip_create)
+        return report_error(ctx, "--target-image-opts requires use of -n flag");
+    if (skip_create && !options.empty())
+        return report_error(ctx, "-o has no effect when skipping image creation");
+    if (target_is_zero && !skip_create)
+        return report_error(ctx, "--target-is-zero requires use of -n flag");
+
+    const auto& pos = parsed->positional;
+    const std::size_t src_num = pos.empty() ? 0 : pos.size() - 1;
+    const std::string* out_filename = src_num >= 1 ? &pos.back() : nullptr;
+    if (!options.empty() && has_help_option(options)) {
+        const LoadedPlugin* plugin = ctx.plugins().find(*out_fmt);
+        if (!plugin)
+            return report_error(ctx, unknown_format(*out_fmt));
+        print_option_help(ctx.out, *out_fmt, {(*plugin)->options, (*plugin)->option_count}, out_filename != nullptr,
+                          ctx.profile.version);
+        return 0;
+    }
+    if (src_num < 1)
+        return report_error(ctx, "Must specify image file name");
+    if (has("source-cache") && !valid_cache_mode(str("source-cache")))
+        return report_error(ctx, "Invalid source cache option: " + str("source-cache"));
+
+    // What instar cannot honour yet is refused, never silently ignored.
+    auto unsupported = [&](const std::string& what) {
+        return report_error(ctx, what + " is not supported by instar yet");
+    };
+    if (has("image-opts") || has("source-image-opts"))
+        return unsupported("--image-opts");
+    if (target_image_opts)
+        return unsupported("--target-image-opts");
+    if (skip_create)
+        return unsupported("-n (converting into an existing target)");
+    if (has("salvage"))
+        return unsupported("--salvage");
+    if (has("bitmaps"))
+        return unsupported("--bitmaps");
+    if (rate_limit != 0)
+        return unsupported("-r (a rate limit)");
+
+    Progress::Mode mode = Progress::Mode::Off;
+    if (has("progress")) {
+        const std::string p = progress_mode.value_or("human");
+        if (p == "json")
+            mode = Progress::Mode::Json;
+        else if (p == "human")
+            mode = Progress::Mode::Human;
+        else
+            return report_error(ctx, "--progress expects 'human' or 'json' not '" + p + "'");
+    }
+    if (has("quiet"))
+        mode = Progress::Mode::Off;
+    Progress progress(mode, ctx.out, ctx.err, "convert");
+    progress.print(0, 100);
+
+    // The target, as qemu's bdrv_create would make it.
+    const LoadedPlugin* plugin = ctx.plugins().find(*out_fmt);
+    auto fail = [&](const std::string& msg) {
+        report_error(ctx, msg);
+        progress.end();
+        return 1;
+    };
+    ConvertSpec spec;
+    spec.sources.assign(pos.begin(), pos.end() - 1);
+    if (has("source-format"))
+        spec.source_format = str("source-format");
+    if (has("source-snapshot")) {
+        std::string l = str("source-snapshot");
+        if (l.rfind("snapshot.", 0) == 0) {
+            // snapshot.id=ID or snapshot.name=NAME: instar looks either up as an id, then a name.
+            const auto eq = l.find('=');
+            if (eq == std::string::npos || (l.substr(0, eq) != "snapshot.id" && l.substr(0, eq) != "snapshot.name"))
+                return fail("Failed in parsing snapshot param '" + l + "'");
+            l = l.substr(eq + 1);
+        } else if (src_num > 1) {
+            return fail("No support for concatenating multiple snapshot");
+        }
+        spec.snapshot = l;
+    }
+    if (!plugin)
+        return fail(unknown_format(*out_fmt));
+    const FormatDescriptor& d = **plugin;
+    if (!(d.capabilities & CAP_CREATE))
+        return fail("Format driver '" + std::string(d.name) + "' does not support image creation");
+    const std::span<const OptionDesc> table{d.options, d.option_count};
+    std::vector<std::string> warnings;
+    auto set = apply_option_table(split_option_list(options), table, file_protocol_options(), ctx.profile.version,
+                                  &warnings);
+    for (const auto& w : warnings)
+        report_warning(ctx, w);
+    if (!set)
+        return fail(set.error());
+    const bool has_backing_key = find_option(table, "backing_file", ctx.profile.version) != nullptr;
+    if (has("backing") && !has_backing_key)
+        return fail("Backing file not supported for file format '" + std::string(d.name) + "'");
+    if (has("backing-format") && !has_backing_key)
+        return fail("Backing file format not supported for file format '" + std::string(d.name) + "'");
+    std::optional<std::string> backing = has("backing") ? std::optional(str("backing")) : std::nullopt;
+    std::optional<std::string> backing_fmt =
+        has("backing-format") ? std::optional(str("backing-format")) : std::nullopt;
+    const bool backing_from_option = set->find("backing_file") != nullptr;
+    if (const std::string* b = set->find("backing_file"))
+        backing = *b;
+    if (const std::string* f = set->find("backing_fmt"))
+        backing_fmt = *f;
+    if (backing && src_num > 1)
+        return fail("Having a backing file for the target makes no sense when concatenating multiple input images");
+    if (backing_from_option && !backing_fmt)
+        return fail("Use of backing file requires explicit backing format");
+    if (compressed) {
+        if (!(d.capabilities & CAP_CONVERT_COMPRESS))
+            return fail("Compression not supported for this file format");
+        const std::string* enc = set->find("encryption");
+        if ((enc && *enc == "on") || set->find("encrypt.format"))
+            return fail("Compression and encryption not supported at the same time");
+        if (const std::string* pre = set->find("preallocation"); pre && *pre != "off")
+            return fail("Compression and preallocation not supported at the same time");
+    }
+    if (!(d.capabilities & CAP_CONVERT_TARGET))
+        return fail(*out_filename + ": error while converting " + std::string(d.name) +
+                    ": instar cannot write the data of " + std::string(d.name) + " images yet");
+    if (backing)
+        return fail("-B (a target with a backing file) is not supported by instar yet");
+    if (has("target-cache") && !valid_cache_mode(str("target-cache")))
+        return fail("Invalid cache option: " + str("target-cache"));
+
+    spec.target.filename = *out_filename;
+    spec.target.plugin = plugin;
+    for (const auto& item : set->items) {
+        if (item.key == "size" || item.key == "backing_file" || item.key == "backing_fmt")
+            continue;
+        const OptionDesc* desc = find_option(table, item.key, ctx.profile.version);
+        if (!desc)
+            desc = find_option(file_protocol_options(), item.key, ctx.profile.version);
+        spec.target.options.push_back(
+            {item.key, desc ? normalised_value(*desc, item.value, ctx.profile.version) : item.value});
+        if (item.key == "preallocation")
+            spec.target.preallocation = item.value;
+    }
+    spec.target.backing_file = backing;
+    spec.target.backing_fmt = backing_fmt;
+    spec.min_sparse = min_sparse;
+    spec.compressed = compressed;
+    spec.out_of_order = has("oob-writes");
+    spec.unsafe_quirks = has("unsafe-quirks");
+    if (has("allow-path"))
+        spec.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
+    spec.progress = mode == Progress::Mode::Off ? nullptr : &progress;
+    auto done = convert_image(spec, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version);
+    if (!done)
+        return fail(done.error());
+    progress.print(100, 0);
+    progress.end();
+    return 0;
+}
+
+} // namespace instar::cli

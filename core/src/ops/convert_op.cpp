@@ -1,0 +1,259 @@
+// convert's host side: sources and chains opened, the plan written, one sandbox run, atomic commit.
+#include "ops/convert_op.h"
+
+#include "ops/atomic_output.h"
+#include "ops/guest_info_runner.h"
+#include "ops/guest_module.h"
+#include "ops/info_op.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <map>
+
+namespace instar {
+namespace {
+
+// Copying runs at disk speed, not parsing speed. The watchdog still bounds a guest that stops making
+// progress: a minute, plus one second per 16 MiB of virtual disk (far slower than any disk), so a
+// hostile image claiming petabytes cannot keep a sandbox for long unless it really holds the data.
+constexpr std::chrono::milliseconds CONVERT_BASE_TIMEOUT{60'000};
+constexpr std::uint64_t CONVERT_BYTES_PER_SECOND = 16u << 20;
+
+struct Plan {
+    instar_convert_plan head{};
+    std::vector<instar_convert_image> images;
+    std::vector<std::uint8_t> create;
+    std::string snapshot;
+
+    std::vector<std::uint8_t> bytes() const {
+        std::vector<std::uint8_t> out(sizeof head + images.size() * sizeof(instar_convert_image) + create.size() +
+                                      snapshot.size());
+        std::uint8_t* p = out.data();
+        // SAFETY: the ABI structs are trivially copyable with fixed layouts (static_asserts).
+        std::memcpy(p, &head, sizeof head);
+        p += sizeof head;
+        if (!images.empty())
+            std::memcpy(p, images.data(), images.size() * sizeof(instar_convert_image));
+        p += images.size() * sizeof(instar_convert_image);
+        if (!create.empty())
+            std::memcpy(p, create.data(), create.size());
+        p += create.size();
+        std::memcpy(p, snapshot.data(), snapshot.size());
+        return out;
+    }
+};
+
+// The plan as a sealed, read-only in-memory file the guest reads as a device.
+class PlanFile {
+public:
+    ~PlanFile() {
+        if (fd_ >= 0)
+            ::close(fd_);
+    }
+    Expected<vmm::Device> write(const std::vector<std::uint8_t>& bytes) {
+        fd_ = ::memfd_create("instar-convert-plan", MFD_CLOEXEC);
+        if (fd_ < 0)
+            return Error{std::string("cannot make the convert plan: ") + std::strerror(errno)};
+        std::size_t done = 0;
+        while (done < bytes.size()) {
+            const ssize_t n = ::write(fd_, bytes.data() + done, bytes.size() - done);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0)
+                return Error{std::string("cannot write the convert plan: ") + std::strerror(errno)};
+            done += static_cast<std::size_t>(n);
+        }
+        return vmm::Device{fd_, bytes.size(), false};
+    }
+
+private:
+    int fd_ = -1;
+};
+
+std::string failure_message(const ConvertSpec& spec, const std::vector<const ChainLink*>& table,
+                            const vmm::RunResult& run) {
+    std::string reason;
+    std::optional<instar_convert_failure> failure;
+    for (const auto& rec : run.records) {
+        if (rec.type == INSTAR_REC_REASON && reason.empty())
+            reason = printable_reason(std::string(rec.data.begin(), rec.data.end()));
+        else if (rec.type == INSTAR_REC_CONVERT_FAILURE && rec.data.size() == sizeof(instar_convert_failure) &&
+                 !failure) {
+            instar_convert_failure f{};
+            std::memcpy(&f, rec.data.data(), sizeof f);
+            failure = f;
+        }
+    }
+    const auto status = static_cast<guest::Status>(run.exit_status);
+    if (reason.empty())
+        reason = status_message(status);
+    const std::string& target = spec.target.filename;
+    const std::string fmt = (*spec.target.plugin)->name;
+    if (!run.host_error.empty())
+        return target + ": error while converting " + fmt + ": " + run.host_error;
+    if (failure && failure->phase == INSTAR_CONVERT_PHASE_OPEN && failure->image < table.size()) {
+        const std::string& name = table[failure->image]->name;
+        for (std::size_t at; (at = reason.find("{image}")) != std::string::npos;)
+            reason.replace(at, 7, name);
+        if (failure->image == 0 && spec.snapshot)
+            return "Failed to load snapshot: " + reason;
+        return "Could not open '" + name + "': " + reason;
+    }
+    if (failure && failure->phase == INSTAR_CONVERT_PHASE_CREATE)
+        return target + ": error while converting " + fmt + ": " + reason;
+    return "error while converting: " + reason;
+}
+
+} // namespace
+
+Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plugins, vmm::SandboxConfig sandbox,
+                             std::uint32_t qemu_version) {
+    auto runner = make_sandbox_info_runner(sandbox, qemu_version);
+    if (!runner)
+        return Error{runner.error()};
+
+    // Every source with its whole backing chain, as qemu-img opens them.
+    std::vector<OpenedChain> chains(spec.sources.size());
+    std::uint64_t total = 0;
+    for (std::size_t i = 0; i < spec.sources.size(); ++i) {
+        InfoOptions io;
+        io.filename = spec.sources[i];
+        io.format = spec.source_format;
+        io.backing_chain = true;
+        io.unsafe_quirks = spec.unsafe_quirks;
+        io.allow_paths = spec.allow_paths;
+        auto opened = open_chain(io, plugins, *runner, chains[i]);
+        if (!opened)
+            return Error{opened.error()};
+        for (const auto& link : chains[i].links)
+            if (!((*link.plugin)->capabilities & CAP_CONVERT))
+                return Error{"Could not open '" + link.name + "': instar cannot read the data of " +
+                             std::string((*link.plugin)->name) + " images yet"};
+        // qemu counts whole sectors (blk_nb_sectors).
+        total += (chains[i].links.front().node.virtual_size + 511) / 512 * 512;
+    }
+    const bool has_backing = spec.target.backing_file.has_value();
+
+    // The plan's image table: the sources first, then the rest of each chain; with a backing file
+    // for the target only the sources' own data is copied (qemu: block status above the source's
+    // backing), so their chains are not attached.
+    Plan plan;
+    std::vector<const ChainLink*> table;
+    std::vector<vmm::Device> devices{vmm::Device{}}; // 0: the plan, filled in below
+    std::vector<std::string> modules;
+    std::map<std::string, std::uint32_t> module_index;
+    auto add_image = [&](const ChainLink& link) -> Expected<std::uint32_t> {
+        auto path = guest_module_path(*link.plugin);
+        if (!path)
+            return Error{path.error()};
+        auto [it, fresh] = module_index.try_emplace(*path, static_cast<std::uint32_t>(modules.size()));
+        if (fresh)
+            modules.push_back(*path);
+        instar_convert_image im{};
+        im.module = it->second;
+        im.device = static_cast<std::uint32_t>(devices.size());
+        devices.push_back({link.image.fd, link.image.size, false});
+        im.first_file = static_cast<std::uint32_t>(devices.size());
+        im.file_count = static_cast<std::uint32_t>(link.files.size());
+        for (const auto& f : link.files)
+            devices.push_back({f.fd, f.size, false});
+        im.backing = INSTAR_CONVERT_NO_BACKING;
+        im.cluster_size = static_cast<std::uint32_t>(std::min<std::uint64_t>(link.node.cluster_size.value_or(0),
+                                                                             UINT32_MAX));
+        plan.images.push_back(im);
+        table.push_back(&link);
+        return static_cast<std::uint32_t>(plan.images.size() - 1);
+    };
+    for (const auto& chain : chains)
+        if (auto idx = add_image(chain.links.front()); !idx)
+            return Error{idx.error()};
+    if (!has_backing) {
+        for (std::size_t s = 0; s < chains.size(); ++s) {
+            std::uint32_t above = static_cast<std::uint32_t>(s);
+            for (std::size_t k = 1; k < chains[s].links.size(); ++k) {
+                auto idx = add_image(chains[s].links[k]);
+                if (!idx)
+                    return Error{idx.error()};
+                plan.images[above].backing = *idx;
+                above = *idx;
+            }
+        }
+    }
+    if (plan.images.size() > INSTAR_CONVERT_MAX_IMAGES)
+        return Error{"too many images to convert at once (" + std::to_string(plan.images.size()) + "; at most " +
+                     std::to_string(INSTAR_CONVERT_MAX_IMAGES) + ")"};
+
+    auto target_module = guest_module_path(*spec.target.plugin);
+    if (!target_module)
+        return Error{target_module.error()};
+    auto [tit, tfresh] = module_index.try_emplace(*target_module, static_cast<std::uint32_t>(modules.size()));
+    if (tfresh)
+        modules.push_back(*target_module);
+    if (modules.size() > INSTAR_MAX_MODULES)
+        return Error{"too many different formats in one convert (" + std::to_string(modules.size()) + ")"};
+
+    CreateSpec target = spec.target;
+    target.size = total;
+    target.qemu_version = qemu_version;
+    auto create = encode_create_arg(target);
+    if (!create)
+        return Error{target.filename + ": " + create.error()};
+
+    AtomicFiles files(target.filename);
+    auto fd = files.open_image();
+    if (!fd)
+        return Error{target.filename + ": error while converting " + std::string((*target.plugin)->name) + ": " +
+                     fd.error()};
+
+    plan.head.magic = INSTAR_CONVERT_PLAN_MAGIC;
+    plan.head.image_count = static_cast<std::uint32_t>(plan.images.size());
+    plan.head.source_count = static_cast<std::uint32_t>(chains.size());
+    plan.head.target_module = tit->second;
+    plan.head.target_device = static_cast<std::uint32_t>(devices.size());
+    devices.push_back(vmm::output_device(*fd));
+    plan.head.flags = (spec.compressed ? INSTAR_CONVERT_COMPRESS : 0u) |
+                      (has_backing ? INSTAR_CONVERT_TARGET_HAS_BACKING : 0u) |
+                      (spec.out_of_order ? INSTAR_CONVERT_OUT_OF_ORDER : 0u) |
+                      (spec.progress ? INSTAR_CONVERT_PROGRESS : 0u);
+    plan.head.min_sparse = spec.min_sparse;
+    plan.head.target_backing_size = target.backing ? target.backing_size : UINT64_MAX;
+    plan.head.create_len = static_cast<std::uint32_t>(create->size());
+    plan.create = std::move(*create);
+    if (spec.snapshot)
+        plan.snapshot = *spec.snapshot;
+    plan.head.snapshot_len = static_cast<std::uint32_t>(plan.snapshot.size());
+    plan.head.qemu_version = qemu_version;
+    PlanFile plan_file;
+    auto plan_device = plan_file.write(plan.bytes());
+    if (!plan_device)
+        return Error{plan_device.error()};
+    devices[0] = *plan_device;
+    if (devices.size() > INSTAR_MAX_DEVICES)
+        return Error{"too many files for one sandbox (" + std::to_string(devices.size()) + "; at most " +
+                     std::to_string(INSTAR_MAX_DEVICES) + ")"};
+
+    sandbox.outputs = &files;
+    const auto budget = CONVERT_BASE_TIMEOUT + std::chrono::seconds(total / CONVERT_BYTES_PER_SECOND);
+    if (sandbox.timeout < budget)
+        sandbox.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(budget);
+    if (spec.progress)
+        sandbox.progress = [p = spec.progress](std::uint64_t done, std::uint64_t all) { p->work(done, all); };
+    const instar_convert_arg arg{0, 0};
+    // SAFETY: instar_convert_arg is a trivially-copyable ABI struct with no padding (static_assert).
+    const auto* a = reinterpret_cast<const std::uint8_t*>(&arg);
+    auto run = vmm::run(sandbox, devices, modules, INSTAR_OP_CONVERT, {a, sizeof arg});
+    if (!run)
+        return Error{target.filename + ": error while converting " + std::string((*target.plugin)->name) + ": " +
+                     run.error().message};
+    if (run->exit_status != 0)
+        return Error{failure_message(spec, table, run.value())};
+    if (auto done = files.commit(); !done)
+        return Error{done.error()};
+    return true;
+}
+
+} // namespace instar

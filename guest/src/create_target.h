@@ -1,0 +1,39 @@
+// The create operation's pieces that convert shares: unpacking an instar_create_arg (and its
+// strings) into a CreateRequest, and a CreateTarget whose files are host devices.
+#pragma once
+
+#include "runtime.h"
+
+namespace instar::guest {
+
+// Every format's -o table has fewer than 32 keys; the host sends each set key once.
+inline constexpr uint32_t MAX_CREATE_OPTIONS = 64;
+
+// A CreateRequest unpacked from the host's argument, with the storage its pointers point into.
+struct UnpackedCreate {
+    instar_create_arg arg{};
+    const char* strings[3 + 2 * MAX_CREATE_OPTIONS] = {};
+    CreateOption options[MAX_CREATE_OPTIONS] = {};
+    CreateRequest req{};
+};
+
+// Fills `out` from `data` (an instar_create_arg and its strings, exactly `len` bytes); the strings
+// stay in `data`. False when the bytes do not add up.
+bool unpack_create(const uint8_t* data, uint32_t len, UnpackedCreate& out);
+
+class HypercallTarget final : public CreateTarget {
+public:
+    explicit HypercallTarget(uint32_t image_device) : image_device_(image_device) {}
+    BlockDevice& image() override { return *device(image_device_); }
+    Status set_length(BlockDevice& file, uint64_t length, Prealloc mode) override;
+    Status add_file(const char* name, BlockDevice** out) override;
+    void reason(const char* text, size_t len) override;
+    void resolved_unit_size(uint64_t bytes) override { unit_ = bytes; }
+    uint64_t unit() const { return unit_; }
+
+private:
+    uint32_t image_device_;
+    uint64_t unit_ = 0;
+};
+
+} // namespace instar::guest

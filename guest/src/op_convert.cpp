@@ -1,0 +1,183 @@
+// INSTAR_OP_CONVERT: reads the host's plan (a device), opens every source image with its format's
+// reader, makes the target with the target format's writer, and runs the convert engine
+// (guest/convert) between them. Failures are reported as an INSTAR_REC_CONVERT_FAILURE naming the
+// phase and image, then the format's reason (INSTAR_REC_REASON).
+#include "create_target.h"
+
+#include "../convert/convert_engine.h"
+
+#include <instar/guest/arena_new.h>
+
+namespace instar::guest {
+namespace {
+
+// The plan's other parts are bounded by the host's own limits; these are the guest's checks.
+constexpr uint32_t MAX_PLAN_BYTES = 1u << 20;        // 4096 images x 24 bytes + create arg + name
+constexpr uint32_t MAX_SNAPSHOT_NAME = 1024;          // qemu's snapshot names are far shorter
+
+// Reasons from format code go to the host once (the first one explains the failure).
+class RecordReasons final : public ReasonSink {
+public:
+    void reason(const char* text, size_t len) override {
+        if (sent_) return;
+        sent_ = true;
+        hc_record(INSTAR_REC_REASON, text, len < CREATE_MAX_REASON ? len : CREATE_MAX_REASON);
+    }
+    bool sent() const { return sent_; }
+
+private:
+    bool sent_ = false;
+};
+
+void report_failure(uint32_t phase, uint32_t image) {
+    const instar_convert_failure f{phase, image};
+    hc_record(INSTAR_REC_CONVERT_FAILURE, &f, sizeof f);
+}
+
+void progress(void*, uint64_t done, uint64_t total) {
+    if (done <= total) hc_progress(done, total);
+}
+
+struct Plan {
+    instar_convert_plan head{};
+    instar_convert_image* images = nullptr;
+    const uint8_t* create = nullptr;
+    char* snapshot = nullptr; // NUL-terminated copy, or nullptr
+};
+
+// Reads and checks the plan: every index inside the tables the host gave us.
+Status read_plan(uint32_t plan_device, Plan& plan) {
+    BlockDevice* dev = device(plan_device);
+    if (dev == nullptr || dev->size() < sizeof(instar_convert_plan) || dev->size() > MAX_PLAN_BYTES)
+        return Status::Invalid;
+    const size_t size = static_cast<size_t>(dev->size());
+    auto* bytes = static_cast<uint8_t*>(arena().allocate(size + 1, 16));
+    if (bytes == nullptr) return Status::NoMemory;
+    if (dev->read(0, bytes, size) != Status::Ok) return Status::IoError;
+    __builtin_memcpy(&plan.head, bytes, sizeof plan.head);
+    const instar_convert_plan& h = plan.head;
+    const uint64_t table = static_cast<uint64_t>(h.image_count) * sizeof(instar_convert_image);
+    if (h.magic != INSTAR_CONVERT_PLAN_MAGIC || h.image_count == 0 || h.image_count > INSTAR_CONVERT_MAX_IMAGES ||
+        h.source_count == 0 || h.source_count > h.image_count || h.snapshot_len > MAX_SNAPSHOT_NAME ||
+        sizeof h + table + h.create_len + h.snapshot_len != size)
+        return Status::Invalid;
+    plan.images = reinterpret_cast<instar_convert_image*>(bytes + sizeof h); // 16-aligned + 56: 8-aligned
+    plan.create = bytes + sizeof h + table;
+    if (h.snapshot_len > 0) {
+        plan.snapshot = reinterpret_cast<char*>(bytes + sizeof h + table + h.create_len);
+        plan.snapshot[h.snapshot_len] = 0; // the spare byte allocated above
+        if (__builtin_strlen(plan.snapshot) != h.snapshot_len) return Status::Invalid;
+    }
+    for (uint32_t i = 0; i < h.image_count; ++i) {
+        const instar_convert_image& im = plan.images[i];
+        const ModuleOps* m = module(im.module);
+        if (m == nullptr || device(im.device) == nullptr || im.file_count > device_count() ||
+            im.first_file > device_count() - im.file_count ||
+            (im.backing != INSTAR_CONVERT_NO_BACKING && (im.backing >= h.image_count || im.backing == i)))
+            return Status::Invalid;
+    }
+    if (module(h.target_module) == nullptr || device(h.target_device) == nullptr) return Status::Invalid;
+    return Status::Ok;
+}
+
+} // namespace
+
+Status convert_op(const uint8_t* arg, uint32_t arg_len) {
+    instar_convert_arg a{};
+    if (arg_len != sizeof a) return Status::Invalid;
+    __builtin_memcpy(&a, arg, sizeof a);
+    Plan plan;
+    if (const Status st = read_plan(a.plan_device, plan); st != Status::Ok) return st;
+    const instar_convert_plan& h = plan.head;
+    RecordReasons reasons;
+
+    // One reader per image, opened in table order (sources first).
+    auto* readers =
+        static_cast<ImageReader**>(arena().allocate(h.image_count * sizeof(ImageReader*), alignof(ImageReader*)));
+    auto* files = static_cast<BlockDevice**>(arena().allocate(device_count() * sizeof(BlockDevice*) + 1, 8));
+    if (readers == nullptr || files == nullptr) return Status::NoMemory;
+    for (uint32_t i = 0; i < device_count(); ++i) files[i] = device(i);
+    Status st = Status::Ok;
+    uint32_t opened = 0;
+    for (; opened < h.image_count; ++opened) {
+        const instar_convert_image& im = plan.images[opened];
+        const ModuleOps* m = module(im.module);
+        if (m->open == nullptr) {
+            report_failure(INSTAR_CONVERT_PHASE_OPEN, opened);
+            static constexpr char TEXT[] = "this format's plugin cannot read image data";
+            reasons.reason(TEXT, sizeof TEXT - 1);
+            st = Status::Unsupported;
+            break;
+        }
+        // -l names a snapshot of the (single) source image, as qemu-img loads it on src[0] only.
+        const OpenRequest req{device(im.device), files + im.first_file, im.file_count, &arena(), &codecs(),
+                              &reasons, opened == 0 ? plan.snapshot : nullptr, h.qemu_version};
+        st = m->open(req, &readers[opened]);
+        if (st != Status::Ok) {
+            report_failure(INSTAR_CONVERT_PHASE_OPEN, opened);
+            break;
+        }
+    }
+
+    // Each source's chain, top first; a loop in the table would be the host's bug, but is bounded.
+    auto* chains = static_cast<ImageReader**>(
+        arena().allocate(static_cast<size_t>(h.image_count) * sizeof(ImageReader*), alignof(ImageReader*)));
+    auto* sources = static_cast<convert::Source*>(
+        arena().allocate(h.source_count * sizeof(convert::Source), alignof(convert::Source)));
+    if (st == Status::Ok && (chains == nullptr || sources == nullptr)) st = Status::NoMemory;
+    uint32_t used = 0;
+    for (uint32_t s = 0; st == Status::Ok && s < h.source_count; ++s) {
+        sources[s] = convert::Source{chains + used, 0};
+        for (uint32_t i = s; i != INSTAR_CONVERT_NO_BACKING; i = plan.images[i].backing) {
+            if (used == h.image_count) {
+                st = Status::Invalid;
+                break;
+            }
+            chains[used++] = readers[i];
+            ++sources[s].depth;
+        }
+    }
+
+    ImageWriter* writer = nullptr;
+    if (st == Status::Ok) {
+        auto* u = static_cast<UnpackedCreate*>(arena().allocate(sizeof(UnpackedCreate), alignof(UnpackedCreate)));
+        if (u == nullptr) st = Status::NoMemory;
+        else {
+            *u = UnpackedCreate{};
+            if (!unpack_create(plan.create, h.create_len, *u)) st = Status::Invalid;
+        }
+        const ModuleOps* tm = module(h.target_module);
+        HypercallTarget target(h.target_device);
+        if (st == Status::Ok && tm->create_writer == nullptr) {
+            report_failure(INSTAR_CONVERT_PHASE_CREATE, INSTAR_CONVERT_NO_BACKING);
+            static constexpr char TEXT[] = "this format's plugin cannot write image data";
+            reasons.reason(TEXT, sizeof TEXT - 1);
+            st = Status::Unsupported;
+        } else if (st == Status::Ok) {
+            st = tm->create_writer(u->req, target, &writer);
+            if (st != Status::Ok) report_failure(INSTAR_CONVERT_PHASE_CREATE, INSTAR_CONVERT_NO_BACKING);
+        }
+    }
+
+    if (st == Status::Ok) {
+        convert::Params p;
+        p.min_sparse = h.min_sparse;
+        p.compressed = (h.flags & INSTAR_CONVERT_COMPRESS) != 0;
+        p.target_has_backing = (h.flags & INSTAR_CONVERT_TARGET_HAS_BACKING) != 0;
+        p.target_is_zero = (h.flags & INSTAR_CONVERT_TARGET_IS_ZERO) != 0;
+        p.existing_target = (h.flags & INSTAR_CONVERT_EXISTING_TARGET) != 0;
+        p.out_of_order = (h.flags & INSTAR_CONVERT_OUT_OF_ORDER) != 0;
+        if (h.flags & INSTAR_CONVERT_PROGRESS) p.progress = progress;
+        st = convert::run_convert(sources, h.source_count, *writer, p, arena(), &reasons);
+        if (st != Status::Ok) report_failure(INSTAR_CONVERT_PHASE_COPY, INSTAR_CONVERT_NO_BACKING);
+    }
+    if (st == Status::Ok) {
+        st = writer->finish();
+        if (st != Status::Ok) report_failure(INSTAR_CONVERT_PHASE_FINISH, INSTAR_CONVERT_NO_BACKING);
+    }
+    if (writer != nullptr) writer->close();
+    for (uint32_t i = 0; i < opened && i < h.image_count; ++i) readers[i]->close();
+    return st;
+}
+
+} // namespace instar::guest
