@@ -208,13 +208,14 @@ Status check_window(const guest::OpenRequest& req, uint64_t window_offset) {
     const Text window = text_of(w.p, VMDK_DESC_WINDOW);
     const char* hint = nullptr;
     size_t hint_len = 0;
+    // qemu fails these with a bare -EINVAL, which bdrv_open_driver words as below.
     if (descriptor_parent_hint(window, &hint, &hint_len) != Status::Ok) {
-        say(req.reasons, "Invalid parentFileNameHint");
+        say(req.reasons, "Could not open '{image}': Invalid argument");
         return Status::Corrupt;
     }
     uint32_t cid = 0;
     if (!descriptor_cid(window, false, &cid) || !descriptor_cid(window, true, &cid)) {
-        say(req.reasons, "Invalid argument"); // qemu: -EINVAL from vmdk_read_cid, no message
+        say(req.reasons, "Could not open '{image}': Invalid argument");
         return Status::Corrupt;
     }
     return Status::Ok;
