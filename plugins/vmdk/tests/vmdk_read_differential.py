@@ -160,7 +160,11 @@ def main():
             make(f'subformat={sub}', '64M', 'empty')
             if sub != 'streamOptimized':
                 make(f'subformat={sub}', '64M', 'data', pattern)
-        make('subformat=monolithicSparse', '64M', 'data', pattern, qemu='10.0')
+        for sub in ('monolithicSparse', 'monolithicFlat', 'twoGbMaxExtentSparse'):
+            make(f'subformat={sub}', '64M', 'data', pattern, qemu='10.0')
+        for prealloc in ('falloc', 'full'):
+            make(f'subformat=monolithicFlat,preallocation={prealloc}', '8M', 'preallocated flat',
+                 ('write -P 0x21 1M 64k',))
         # 3 GiB split images: two extents; data across the 2 GiB boundary and at the end.
         across = ('write -P 0x33 2047M 2M', 'write -P 0x44 0 64k', 'write -P 0x66 3071M 1M')
         make('subformat=twoGbMaxExtentSparse', '3G', 'across extents', across)
@@ -226,6 +230,19 @@ def main():
             f.write('# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\ncreateType="vmfs"\n'
                     'RW 2048 VMFS "a.bin"\n')
         check(tools, vmfs, 'vmfs descriptor', results)
+        # Sparse extents named by a descriptor: a streamOptimized one (compressed grains on device
+        # 1), one with zeroed grains, and a flat one between them.
+        run([qemu_img, 'convert', '-q', '-f', 'vmdk', '-O', 'vmdk', '-o', 'subformat=streamOptimized',
+             os.path.join(hand, 's.vmdk'), os.path.join(hand, 'so.vmdk')])
+        zg = os.path.join(hand, 'zg.vmdk')
+        run([qemu_img, 'create', '-q', '-f', 'vmdk', '-o', 'zeroed_grain=on', zg, '1M'])
+        run([qemu_io, '-f', 'vmdk', '-c', 'write -P 0x61 0 256k', '-c', 'write -z 64k 128k', zg])
+        sparse_desc = os.path.join(hand, 'sparse.vmdk')
+        with open(sparse_desc, 'w') as f:
+            f.write('# Disk DescriptorFile\nversion=1\nCID=5\nparentCID=ffffffff\n'
+                    'createType="vmfsSparse"\n'
+                    'RW 4096 SPARSE "so.vmdk"\nRW 2048 FLAT "a.bin" 0\nRW 2048 VMFSSPARSE "zg.vmdk"\n')
+        check(tools, sparse_desc, 'descriptor with streamOptimized, flat and zeroed-grain extents', results)
     return report(results)
 
 
