@@ -45,6 +45,8 @@ public:
     uint64_t virtual_size() const override { return layout_.virtual_size; }
 
     Status status(uint64_t offset, uint64_t length, Extent* out) override {
+        if (broken_)
+            return Status::Corrupt;
         if (offset >= layout_.virtual_size || length == 0 || length > layout_.virtual_size - offset)
             return Status::Invalid;
         uint32_t ei = 0;
@@ -52,6 +54,8 @@ public:
     }
 
     Status read(uint64_t offset, void* buf, size_t len) override {
+        if (broken_)
+            return Status::Corrupt;
         if (offset > layout_.virtual_size || len > layout_.virtual_size - offset)
             return Status::Invalid;
         auto* p = static_cast<uint8_t*>(buf);
@@ -98,9 +102,10 @@ private:
         return lo;
     }
 
-    Status corrupt(const char* why, uint32_t ei) {
-        say(reasons_, why, nullptr, 0, false);
-        (void)ei;
+    // Corrupt is terminal: the reader refuses everything afterwards (as qemu's corrupt images).
+    Status corrupt(const char* why) {
+        say(reasons_, why);
+        broken_ = true;
         return Status::Corrupt;
     }
 
@@ -154,7 +159,7 @@ private:
             const uint64_t bytes = uint64_t{e.gtes} * 4;
             // qemu reads zeros past EOF; a table the file does not hold is refused instead.
             if (at > e.dev->size() || bytes > e.dev->size() - at)
-                return corrupt("Grain table lies past the end of the extent file", ei);
+                return corrupt("Grain table lies past the end of the extent file");
             if (const Status st = e.dev->read(at, mem, static_cast<size_t>(bytes)); st != Status::Ok)
                 return st;
             gt_[s].extent = ei;
@@ -172,7 +177,7 @@ private:
         const ReadExtent& e = layout_.extents[ei];
         const uint64_t l1_index = grain / e.gtes;
         if (l1_index >= e.l1_size)
-            return corrupt("Grain directory too small for the extent", ei);
+            return corrupt("Grain directory too small for the extent");
         uint32_t gt_sector = 0;
         if (const Status st = gd_entry(ei, static_cast<uint32_t>(l1_index), &gt_sector); st != Status::Ok)
             return st;
@@ -218,7 +223,7 @@ private:
             return st;
         const uint64_t dev_size = e.dev->size();
         if (kind == Kind::Data && sector * 512 >= dev_size)
-            return corrupt("Grain lies past the end of the extent file", ei);
+            return corrupt("Grain lies past the end of the extent file");
         uint64_t got = same * e.grain_bytes - in_grain; // may pass avail; clipped below
         uint64_t next_sector = sector + e.grain_bytes / 512;
         grain += same;
@@ -299,7 +304,7 @@ private:
             if (const Status st = load_grain(ei, grain); st != Status::Ok)
                 return st;
             if (in_grain + k > grain_len_)
-                return corrupt("Compressed grain is shorter than the data it must hold", ei);
+                return corrupt("Compressed grain is shorter than the data it must hold");
             __builtin_memcpy(p, grain_ + in_grain, k);
             p += k;
             offset += k;
@@ -322,7 +327,7 @@ private:
             return Status::Invalid; // run() said Data for this grain
         const uint64_t at = sector * 512;
         if (at >= e.dev->size())
-            return corrupt("Grain lies past the end of the extent file", ei);
+            return corrupt("Grain lies past the end of the extent file");
         // qemu reads two grains (marker + data may exceed one); past EOF reads as zeros.
         const size_t in_cap = static_cast<size_t>(2 * e.grain_bytes);
         if (const Status st = read_zero_filled(*e.dev, at, packed_, in_cap); st != Status::Ok)
@@ -333,15 +338,15 @@ private:
             src = packed_ + MARKER_BYTES;
             src_len = load_le32(packed_ + 8);
             if (src_len == 0 || src_len > in_cap - MARKER_BYTES)
-                return corrupt("Invalid compressed grain size", ei);
+                return corrupt("Invalid compressed grain size");
         }
         size_t out_len = 0;
         const Status st = codecs_->inflate(src, src_len, grain_, static_cast<size_t>(e.grain_bytes), &out_len,
                                            ZLIB_WINDOW_BITS);
         if (st == Status::TooLarge)
-            return corrupt("Compressed grain inflates past the grain size", ei);
+            return corrupt("Compressed grain inflates past the grain size");
         if (st == Status::Corrupt)
-            return corrupt("Invalid compressed grain data", ei);
+            return corrupt("Invalid compressed grain data");
         if (st != Status::Ok)
             return st;
         grain_len_ = out_len;
@@ -363,6 +368,7 @@ private:
     CacheSlot gt_[VMDK_READ_GT_CACHE] = {};
     CacheSlot gd_[VMDK_READ_GD_CACHE] = {};
     uint64_t stamp_ = 0;
+    bool broken_ = false;
     bool grain_valid_ = false;
     uint32_t grain_extent_ = 0;
     uint64_t grain_index_ = 0;

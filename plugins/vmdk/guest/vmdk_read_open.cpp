@@ -280,7 +280,12 @@ Status open_layout(const guest::OpenRequest& req, ReadLayout* layout) {
         if (st != Status::Ok) {
             st = refuse_sparse(dev, st, h, req.reasons);
         } else if (embedded) {
-            st = h.desc_offset > (~uint64_t{0} >> 9) ? Status::Corrupt : open_descriptor(req, h.desc_offset << 9, &c);
+            if (h.desc_offset > (~uint64_t{0} >> 9)) {
+                say(req.reasons, "Could not read from file");
+                st = Status::Corrupt;
+            } else {
+                st = open_descriptor(req, h.desc_offset << 9, &c);
+            }
         } else {
             extents[0] = ReadExtent{};
             extents[0].dev = &dev;

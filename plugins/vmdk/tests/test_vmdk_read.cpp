@@ -353,6 +353,8 @@ TEST_CASE("read: hostile sparse tables are refused with a reason") {
         CHECK(o->reasons.text == "Grain table lies past the end of the extent file");
         Bytes buf(512);
         CHECK(o->reader->read(0, buf.data(), 512) == Status::Corrupt);
+        // Corrupt is terminal: even a range the table does not cover is refused now.
+        CHECK(o->reader->status(63 * GRAIN, GRAIN, &e) == Status::Corrupt);
     }
     SUBCASE("grain past EOF") {
         SparseImage s(64 * 128);
@@ -364,6 +366,7 @@ TEST_CASE("read: hostile sparse tables are refused with a reason") {
         CHECK(o->reasons.text == "Grain lies past the end of the extent file");
         // A run of data stops before such a grain instead of reporting it.
         s.grain(2, 1);
+        s.gte(3, static_cast<std::uint32_t>(s.b.size() / 512));
         auto p = open(s.b);
         REQUIRE(p->reader->status(2 * GRAIN, 2 * GRAIN, &e) == Status::Ok);
         CHECK(e.length == GRAIN);
