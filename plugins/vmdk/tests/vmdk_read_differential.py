@@ -170,6 +170,14 @@ def main():
         make('subformat=twoGbMaxExtentSparse', '3G', 'across extents', across)
         make('subformat=twoGbMaxExtentFlat', '3G', 'across extents', across)
         make('subformat=twoGbMaxExtentSparse', '5G', 'three extents', ('write -P 0x77 4095M 2M',))
+        # Descriptor counts that disagree with the sparse extents' capacities: qemu opens the image
+        # with the capacities (nothing to refuse), and so must the reader.
+        odd = make('subformat=twoGbMaxExtentSparse', '3G', 'before editing', across)
+        with open(odd) as f:
+            text = f.read().replace('RW 4194304 SPARSE', 'RW 1000 SPARSE')
+        with open(odd, 'w') as f:
+            f.write(text)
+        check(tools, odd, 'descriptor sector counts that do not add up', results)
         # Zero writes: zeroed grains where the grain is whole, data elsewhere (qemu's fallback).
         zeros = ('write -P 0x55 0 4M', 'write -z 1M 128k', 'write -z 3M 4k', 'write -z 8M 1M', 'write -z 2M 64k')
         make('subformat=monolithicSparse,zeroed_grain=on', '64M', 'write -z', zeros)
