@@ -91,8 +91,10 @@ private:
     // A fixed disk passes through to the file (qemu: BDRV_BLOCK_RAW), so the file's holes are Zero.
     Status fixed_status(uint64_t offset, uint64_t length, Extent* out) {
         const uint64_t file = dev_.size();
-        if (offset >= file) { // qemu's block layer reads zeros past the end of the file
+        if (offset >= file) { // qemu's block layer reads zeros past the end of the file (with offsets)
             out->allocation = Allocation::Zero;
+            out->flags = guest::EXTENT_OFFSET_VALID;
+            out->offset = offset;
             out->length = length;
             return Status::Ok;
         }

@@ -142,7 +142,7 @@ TEST_CASE("read: fixed disk: the file from offset 0, the CHS size, zeros past th
     REQUIRE(o.status == Status::Ok);
     CHECK(o.size == 4u * 16 * 17 * 512);
     const std::vector<Run> want{{0, img.size(), Allocation::Data, true, 0},
-                                {img.size(), o.size - img.size(), Allocation::Zero, false, 0}};
+                                {img.size(), o.size - img.size(), Allocation::Zero, true, img.size()}};
     CHECK(o.runs == want);
     CHECK(std::memcmp(o.bytes.data(), img.data(), img.size()) == 0); // the footer too, as qemu reads it
     for (std::size_t i = img.size(); i < o.size; ++i)

@@ -11,6 +11,7 @@ so its depth-0 "zero" ranges are where instar says Unallocated (the parent's).
 """
 import json
 import os
+import struct
 import sys
 import tempfile
 
@@ -32,7 +33,7 @@ def qemu_classes(qemu_img, path):
             cls = 'zero'
         else:
             cls = 'data' if e['data'] else 'unallocated'
-        out.append((e['start'], e['length'], cls, e.get('offset') if cls == 'data' else None))
+        out.append((e['start'], e['length'], cls, e.get('offset')))
     return merge(out)
 
 
@@ -42,7 +43,7 @@ def our_classes(ours, unallocated_as='unallocated'):
         cls = e['allocation']
         if cls == 'unallocated':
             cls = unallocated_as
-        out.append((e['start'], e['length'], cls, e.get('offset') if cls == 'data' else None))
+        out.append((e['start'], e['length'], cls, e.get('offset')))
     return merge(out)
 
 
@@ -96,6 +97,20 @@ def check(read_tool, path, label, d, results, unallocated_as='unallocated', expe
     return ours
 
 
+def set_creator(path, creator, current_size):
+    """Rewrites the footer at the end: creator application and current size, new checksum."""
+    size = os.path.getsize(path)
+    with open(path, 'r+b') as f:
+        f.seek(size - 512)
+        b = bytearray(f.read(512))
+        b[28:32] = creator
+        struct.pack_into('>Q', b, 48, current_size)
+        b[64:68] = bytes(4)
+        struct.pack_into('>I', b, 64, ~sum(b) & 0xffffffff)
+        f.seek(size - 512)
+        f.write(b)
+
+
 def io(qemu_io, path, *cmds):
     args = [qemu_io, '-f', FORMAT]
     for c in cmds:
@@ -133,6 +148,11 @@ def main():
             ours = check(read_tool, p, f'empty dynamic 1G (made by {maker})', d, results)
             results.append((f'empty dynamic 1G is one Zero extent (made by {maker})',
                             [] if len(ours.get('map', [])) == 1 else [f'{len(ours.get("map", []))} extents']))
+            p = img('win', '1M', 'subformat=fixed')
+            io(qemu_io, p, 'write -P 0x12 0 64k')
+            set_creator(p, b'win ', 3 * M)
+            check(read_tool, p, f'fixed, creator "win ", current_size past the end of the file (made by {maker})',
+                  d, results)
             p = img('odd', '12345678')
             io(qemu_io, p, 'write -P 0x88 12000000 300000')
             check(read_tool, p, f'dynamic 12345678 with data in the last block (made by {maker})', d, results)
