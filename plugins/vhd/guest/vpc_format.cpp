@@ -31,6 +31,23 @@ bool creator_uses_current_size(const uint8_t* app) {
 
 using Buffer = guest::ScopedBuffer;
 
+// `prefix` followed by `v` in decimal, in `buf` (cut to fit, NUL-terminated).
+const char* with_number(char* buf, size_t cap, const char* prefix, uint32_t v) {
+    size_t n = 0;
+    for (; prefix[n] != 0 && n + 1 < cap; ++n)
+        buf[n] = prefix[n];
+    char digits[10];
+    size_t k = 0;
+    do {
+        digits[k++] = static_cast<char>('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    while (k > 0 && n + 1 < cap)
+        buf[n++] = digits[--k];
+    buf[n] = 0;
+    return buf;
+}
+
 // qemu's truncation check: no allocated block (bitmap + data) may end past the end of the file.
 Status check_bat(guest::BlockDevice& dev, guest::Allocator& alloc, const VpcDynamicHeader& h) {
     const uint64_t bat_bytes = static_cast<uint64_t>(h.max_table_entries) * 4;
@@ -137,7 +154,10 @@ Status vpc_load(guest::BlockDevice& dev, guest::Allocator& alloc, VpcImage* out,
         st = vpc_dynamic_header_parse(hraw, sizeof hraw, &h);
         if (st != Status::Ok) {
             if (st == Status::Corrupt)
-                *why = same_bytes(hraw, VPC_DYNAMIC_COOKIE, 8) ? "Invalid block size" : "Invalid header magic";
+                *why = same_bytes(hraw, VPC_DYNAMIC_COOKIE, 8)
+                           ? with_number(out->message, sizeof out->message, "Invalid block size ",
+                                         load_be32(hraw + offsetof(VpcDynamicHeaderDisk, block_size)))
+                           : "Invalid header magic";
             return st;
         }
         // qemu: "Too many blocks", "Page table too small", "Max Table Entries too large".
@@ -150,7 +170,16 @@ Status vpc_load(guest::BlockDevice& dev, guest::Allocator& alloc, VpcImage* out,
             return Status::Corrupt;
         }
         if (h.max_table_entries > VPC_QEMU_MAX_TABLE_ENTRIES) {
-            *why = "Max Table Entries too large";
+            char* m = out->message;
+            with_number(m, sizeof out->message, "Max Table Entries too large (", h.max_table_entries);
+            size_t n = 0;
+            while (m[n] != 0)
+                ++n;
+            if (n + 1 < sizeof out->message) {
+                m[n] = ')';
+                m[n + 1] = 0;
+            }
+            *why = m;
             return Status::Corrupt;
         }
         if (h.max_table_entries > VPC_MAX_TABLE_ENTRIES) {

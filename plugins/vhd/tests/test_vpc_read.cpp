@@ -184,6 +184,17 @@ TEST_CASE("read: refusals carry qemu's words") {
         CHECK(o.status == Status::Corrupt);
         CHECK(o.reason == "Invalid header magic");
     }
+    SUBCASE("bad block size, table too small or too large") {
+        vpc_test::be(img, 512 + 32, 1000, 4);
+        auto o = open_image(img);
+        CHECK(o.status == Status::Corrupt);
+        CHECK(o.reason == "Invalid block size 1000");
+        img = small_image(3, 0);
+        vpc_test::be(img, 512 + 28, 1, 4);
+        CHECK(open_image(img).reason == "Page table too small");
+        vpc_test::be(img, 512 + 28, 0x20000000, 4);
+        CHECK(open_image(img).reason == "Max Table Entries too large (536870912)");
+    }
     SUBCASE("snapshots") {
         auto o = open_image(img, "snap");
         CHECK(o.status == Status::Unsupported);
