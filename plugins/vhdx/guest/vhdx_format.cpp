@@ -74,7 +74,9 @@ Status vhdx_load(guest::BlockDevice& dev, guest::Allocator& alloc, VhdxImage* ou
         return Status::TooLarge;
     if ((st = vhdx_bat_check(dev, alloc, header, regions, meta)) != Status::Ok) {
         if (st == Status::Corrupt)
-            *why = "VHDX BAT entry points after end of file or into a metadata region. Image has probably been truncated.";
+            // qemu error_reports the entry first ("VHDX BAT entry N end offset ... points after end of
+            // file ..."), then fails the open with -EINVAL: qemu-img's last line is this one.
+            *why = "Could not open '{image}': Invalid argument";
         return st;
     }
     out->virtual_size = (meta.virtual_disk_size >> 9) << 9;
