@@ -20,6 +20,7 @@ from differential_support import QEMUS, report, run, start  # noqa: E402
 
 FORMAT = 'vpc'
 M = 1 << 20
+PEAK_LIMIT = 128 * 1024  # the reader's memory is bounded independently of the image
 
 
 def qemu_classes(qemu_img, path):
@@ -87,6 +88,8 @@ def check(read_tool, path, label, d, results, unallocated_as='unallocated', expe
             diff = same_file(dump, ref)
             if diff:
                 problems.append('dump: ' + diff)
+            if ours['peak-memory'] > PEAK_LIMIT:
+                problems.append(f'peak memory {ours["peak-memory"]} > {PEAK_LIMIT}')
             theirs = qemu_classes(qemu_img, path)
             mine = our_classes(ours, 'zero' if expect_unallocated else unallocated_as)
             if mine != theirs:
