@@ -38,7 +38,32 @@ public:
 
     uint64_t virtual_size() const override { return img_.virtual_size; }
 
+    // "Corrupt" is terminal: after a structure failed validation every later call fails too.
     Status status(uint64_t offset, uint64_t length, Extent* out) override {
+        if (corrupt_)
+            return Status::Corrupt;
+        return latch(status_at(offset, length, out));
+    }
+
+    Status read(uint64_t offset, void* buf, size_t len) override {
+        if (corrupt_)
+            return Status::Corrupt;
+        return latch(read_range(offset, buf, len));
+    }
+
+    void close() override {
+        alloc_.deallocate(pages_, sizeof(BatPage) * VPC_BAT_CACHE_PAGES);
+        guest::arena_delete(alloc_, this);
+    }
+
+private:
+    Status latch(Status st) {
+        if (st == Status::Corrupt)
+            corrupt_ = true;
+        return st;
+    }
+
+    Status status_at(uint64_t offset, uint64_t length, Extent* out) {
         if (offset >= img_.virtual_size || length == 0 || length > img_.virtual_size - offset)
             return Status::Invalid;
         *out = Extent{};
@@ -60,7 +85,7 @@ public:
         return Status::Ok;
     }
 
-    Status read(uint64_t offset, void* buf, size_t len) override {
+    Status read_range(uint64_t offset, void* buf, size_t len) {
         if (offset > img_.virtual_size || len > img_.virtual_size - offset)
             return Status::Invalid;
         uint8_t* dst = static_cast<uint8_t*>(buf);
@@ -82,12 +107,6 @@ public:
         return Status::Ok;
     }
 
-    void close() override {
-        alloc_.deallocate(pages_, sizeof(BatPage) * VPC_BAT_CACHE_PAGES);
-        guest::arena_delete(alloc_, this);
-    }
-
-private:
     // A fixed disk passes through to the file (qemu: BDRV_BLOCK_RAW), so the file's holes are Zero.
     Status fixed_status(uint64_t offset, uint64_t length, Extent* out) {
         const uint64_t file = dev_.size();
@@ -242,6 +261,7 @@ private:
     VpcImage img_;
     BatPage* pages_;
     uint32_t clock_ = 0;
+    bool corrupt_ = false;
     bool bitmap_valid_ = false;
     uint64_t bitmap_at_ = 0;
     uint8_t bitmap_[VPC_BITMAP_CACHE_BYTES];

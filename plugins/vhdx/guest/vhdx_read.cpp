@@ -46,7 +46,32 @@ public:
 
     uint64_t virtual_size() const override { return img_.virtual_size; }
 
+    // "Corrupt" is terminal: after a structure failed validation every later call fails too.
     Status status(uint64_t offset, uint64_t length, Extent* out) override {
+        if (corrupt_)
+            return Status::Corrupt;
+        return latch(status_at(offset, length, out));
+    }
+
+    Status read(uint64_t offset, void* buf, size_t len) override {
+        if (corrupt_)
+            return Status::Corrupt;
+        return latch(read_range(offset, buf, len));
+    }
+
+    void close() override {
+        alloc_.deallocate(pages_, sizeof(BatPage) * VHDX_BAT_CACHE_PAGES);
+        guest::arena_delete(alloc_, this);
+    }
+
+private:
+    Status latch(Status st) {
+        if (st == Status::Corrupt)
+            corrupt_ = true;
+        return st;
+    }
+
+    Status status_at(uint64_t offset, uint64_t length, Extent* out) {
         if (offset >= img_.virtual_size || length == 0 || length > img_.virtual_size - offset)
             return Status::Invalid;
         *out = Extent{};
@@ -71,7 +96,7 @@ public:
         return Status::Ok;
     }
 
-    Status read(uint64_t offset, void* buf, size_t len) override {
+    Status read_range(uint64_t offset, void* buf, size_t len) {
         if (offset > img_.virtual_size || len > img_.virtual_size - offset)
             return Status::Invalid;
         uint8_t* dst = static_cast<uint8_t*>(buf);
@@ -93,12 +118,6 @@ public:
         return Status::Ok;
     }
 
-    void close() override {
-        alloc_.deallocate(pages_, sizeof(BatPage) * VHDX_BAT_CACHE_PAGES);
-        guest::arena_delete(alloc_, this);
-    }
-
-private:
     // What a payload block's state says for non-present data: zeros in a disk without a parent
     // (qemu), the parent's in a differencing disk, or Corrupt for states qemu fails on.
     Status absent_kind(uint64_t state, Kind* kind) {
@@ -279,6 +298,7 @@ private:
     uint64_t chunk_ratio_;
     bool differencing_;
     uint32_t clock_ = 0;
+    bool corrupt_ = false;
     bool bitmap_valid_ = false;
     uint64_t bitmap_at_ = 0;
     uint8_t bitmap_[VHDX_BITMAP_CACHE_BYTES];

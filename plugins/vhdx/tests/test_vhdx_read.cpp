@@ -137,6 +137,23 @@ TEST_CASE("read: dynamic disk: PARTIALLY_PRESENT and the reserved state 4 fail r
     }
 }
 
+TEST_CASE("read: Corrupt is terminal: after a failed read every call fails") {
+    auto img = vhdx_test::image(small(false));
+    set_entry(img, 3, 4); // reserved state
+    hosted::MemoryDevice dev(img);
+    hosted::BudgetAllocator alloc(1 << 20);
+    guest::OpenRequest req{&dev, nullptr, 0, &alloc, &hosted::host_codecs(), nullptr, nullptr, 100000};
+    guest::ImageReader* r = nullptr;
+    REQUIRE(vhdx::open(req, &r) == Status::Ok);
+    Bytes buf(4096);
+    CHECK(r->read(0, buf.data(), buf.size()) == Status::Ok);
+    CHECK(r->read(3 * MiB, buf.data(), buf.size()) == Status::Corrupt);
+    CHECK(r->read(0, buf.data(), buf.size()) == Status::Corrupt);
+    guest::Extent e{};
+    CHECK(r->status(0, MiB, &e) == Status::Corrupt);
+    r->close();
+}
+
 TEST_CASE("read: a partial last block and an odd virtual size") {
     auto opts = small(false);
     opts.size = 3 * MiB + 1000; // rounded down to 512
