@@ -31,13 +31,30 @@ bool creator_uses_current_size(const uint8_t* app) {
 
 using Buffer = guest::ScopedBuffer;
 
+// `prefix` followed by `v` in decimal, in `buf` (cut to fit, NUL-terminated).
+const char* with_number(char* buf, size_t cap, const char* prefix, uint32_t v) {
+    size_t n = 0;
+    for (; prefix[n] != 0 && n + 1 < cap; ++n)
+        buf[n] = prefix[n];
+    char digits[10];
+    size_t k = 0;
+    do {
+        digits[k++] = static_cast<char>('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    while (k > 0 && n + 1 < cap)
+        buf[n++] = digits[--k];
+    buf[n] = 0;
+    return buf;
+}
+
 // qemu's truncation check: no allocated block (bitmap + data) may end past the end of the file.
 Status check_bat(guest::BlockDevice& dev, guest::Allocator& alloc, const VpcDynamicHeader& h) {
     const uint64_t bat_bytes = static_cast<uint64_t>(h.max_table_entries) * 4;
     uint64_t bat_end;
     if (!add_u64(h.table_offset, bat_bytes, &bat_end) || bat_end > dev.size())
         return Status::Corrupt;
-    const uint64_t bitmap_size = ((h.block_size / (8 * 512)) + 511) & ~uint64_t{511};
+    const uint64_t bitmap_size = vpc_bitmap_size(h.block_size);
     uint64_t free_offset = (bat_end + 511) & ~uint64_t{511};
     Buffer chunk(alloc, BAT_CHUNK);
     if (!chunk.p)
@@ -79,12 +96,16 @@ Status probe(guest::BlockDevice& dev, bool* match) {
     return Status::Ok;
 }
 
-Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
-    if (req.image == nullptr || req.allocator == nullptr)
-        return Status::Invalid;
-    guest::BlockDevice& dev = *req.image;
-    if (dev.size() < VPC_FOOTER_SIZE)
+Status vpc_load(guest::BlockDevice& dev, guest::Allocator& alloc, VpcImage* out, const char** why) {
+    const char* ignored = nullptr;
+    if (why == nullptr)
+        why = &ignored;
+    *why = nullptr;
+    *out = VpcImage{};
+    if (dev.size() < VPC_FOOTER_SIZE) {
+        *why = "invalid VPC image";
         return Status::Corrupt;
+    }
     uint8_t raw[VPC_FOOTER_SIZE];
     Status st = dev.read(0, raw, sizeof raw);
     if (st != Status::Ok)
@@ -96,58 +117,103 @@ Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
         st = dev.read(dev.size() - VPC_FOOTER_SIZE, raw, sizeof raw);
         if (st != Status::Ok)
             return st;
-        if (!vpc_footer_has_cookie(raw) || load_be32(raw + offsetof(VpcFooterDisk, disk_type)) != VHD_FIXED)
+        if (!vpc_footer_has_cookie(raw) || load_be32(raw + offsetof(VpcFooterDisk, disk_type)) != VHD_FIXED) {
+            *why = "invalid VPC image";
             return Status::Corrupt;
+        }
     }
-    VpcFooter footer;
+    VpcFooter& footer = out->footer;
     st = vpc_footer_parse(raw, sizeof raw, &footer);
-    if (st != Status::Ok)
+    if (st != Status::Ok) {
+        if (st == Status::Corrupt)
+            *why = "Incorrect header checksum";
         return st;
+    }
 
     uint64_t sectors = static_cast<uint64_t>(footer.cylinders) * footer.heads * footer.sectors_per_track;
     if (creator_uses_current_size(footer.creator_application) || sectors == VHD_MAX_GEOMETRY)
         sectors = footer.current_size / 512;
-    if (sectors > VHD_MAX_SECTORS)
+    if (sectors > VHD_MAX_SECTORS) {
+        *why = "File too large";
         return Status::TooLarge;
+    }
+    out->dynamic = dynamic;
+    out->virtual_size = sectors * 512;
 
-    uint32_t block_size = 0;
     if (dynamic) {
         uint8_t hraw[VPC_DYNAMIC_HEADER_SIZE];
         uint64_t end;
-        if (!add_u64(footer.data_offset, sizeof hraw, &end) || end > dev.size())
+        if (!add_u64(footer.data_offset, sizeof hraw, &end) || end > dev.size()) {
+            *why = "Invalid header magic";
             return Status::Corrupt;
+        }
         st = dev.read(footer.data_offset, hraw, sizeof hraw);
         if (st != Status::Ok)
             return st;
-        VpcDynamicHeader h;
+        VpcDynamicHeader& h = out->header;
         st = vpc_dynamic_header_parse(hraw, sizeof hraw, &h);
-        if (st != Status::Ok)
+        if (st != Status::Ok) {
+            if (st == Status::Corrupt)
+                *why = same_bytes(hraw, VPC_DYNAMIC_COOKIE, 8)
+                           ? with_number(out->message, sizeof out->message, "Invalid block size ",
+                                         load_be32(hraw + offsetof(VpcDynamicHeaderDisk, block_size)))
+                           : "Invalid header magic";
             return st;
-        // qemu: "Too many blocks", "Page table too small", "Max Table Entries too large".
-        if (sectors * 512 / h.block_size > 0xffffffffu)
-            return Status::Corrupt;
-        if (static_cast<uint64_t>(h.max_table_entries) * h.block_size < sectors * 512)
-            return Status::Corrupt;
-        if (h.max_table_entries > VPC_QEMU_MAX_TABLE_ENTRIES)
-            return Status::Corrupt;
-        if (h.max_table_entries > VPC_MAX_TABLE_ENTRIES)
-            return Status::TooLarge;
-        st = check_bat(dev, *req.allocator, h);
-        if (st != Status::Ok)
-            return st;
-        block_size = h.block_size;
-        if (footer.disk_type == VHD_DIFFERENCING) {
-            st = vpc_report_parent(dev, *req.allocator, h, sink);
-            if (st != Status::Ok)
-                return st;
         }
+        // qemu: "Too many blocks", "Page table too small", "Max Table Entries too large".
+        if (sectors * 512 / h.block_size > 0xffffffffu) {
+            *why = "Too many blocks";
+            return Status::Corrupt;
+        }
+        if (static_cast<uint64_t>(h.max_table_entries) * h.block_size < sectors * 512) {
+            *why = "Page table too small";
+            return Status::Corrupt;
+        }
+        if (h.max_table_entries > VPC_QEMU_MAX_TABLE_ENTRIES) {
+            char* m = out->message;
+            with_number(m, sizeof out->message, "Max Table Entries too large (", h.max_table_entries);
+            size_t n = 0;
+            while (m[n] != 0)
+                ++n;
+            if (n + 1 < sizeof out->message) {
+                m[n] = ')';
+                m[n + 1] = 0;
+            }
+            *why = m;
+            return Status::Corrupt;
+        }
+        if (h.max_table_entries > VPC_MAX_TABLE_ENTRIES) {
+            *why = "The block allocation table exceeds instar's limit of 16 Mi entries";
+            return Status::TooLarge;
+        }
+        st = check_bat(dev, alloc, h);
+        if (st != Status::Ok) {
+            if (st == Status::Corrupt)
+                *why = "block-vpc: free_data_block_offset points after the end of file. The image has been truncated.";
+            return st;
+        }
+        out->bitmap_size = vpc_bitmap_size(h.block_size);
     }
+    return Status::Ok;
+}
 
+Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
+    if (req.image == nullptr || req.allocator == nullptr)
+        return Status::Invalid;
+    VpcImage img;
+    Status st = vpc_load(*req.image, *req.allocator, &img, nullptr);
+    if (st != Status::Ok)
+        return st;
+    if (img.dynamic && img.footer.disk_type == VHD_DIFFERENCING) {
+        st = vpc_report_parent(*req.image, *req.allocator, img.header, sink);
+        if (st != Status::Ok)
+            return st;
+    }
     sink.format("vpc");
-    sink.virtual_size(sectors * 512);
+    sink.virtual_size(img.virtual_size);
     // qemu reports the block size as cluster size for every disk whose footer type is not fixed.
-    if (footer.disk_type != VHD_FIXED && block_size != 0)
-        sink.cluster_size(block_size);
+    if (img.footer.disk_type != VHD_FIXED && img.dynamic)
+        sink.cluster_size(img.header.block_size);
     sink.dirty(false);
     return Status::Ok;
 }

@@ -29,32 +29,34 @@ Status probe(guest::BlockDevice& dev, bool* match) {
     return Status::Ok;
 }
 
-Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
-    if (req.image == nullptr || req.allocator == nullptr)
-        return Status::Invalid;
-    guest::BlockDevice& dev = *req.image;
-    guest::Allocator& alloc = *req.allocator;
+Status vhdx_load(guest::BlockDevice& dev, guest::Allocator& alloc, VhdxImage* out, const char** why) {
+    const char* ignored = nullptr;
+    if (why == nullptr)
+        why = &ignored;
+    *why = nullptr;
+    *out = VhdxImage{};
     uint8_t sig[8];
     Status st = read_at(dev, VHDX_FILE_IDENTIFIER_OFFSET, sig, sizeof sig);
     if (st != Status::Ok)
         return st;
     if (!same_bytes(sig, VHDX_FILE_SIGNATURE, 8))
         return Status::Corrupt;
-    VhdxHeader header;
-    if ((st = vhdx_read_current_header(dev, alloc, &header)) != Status::Ok)
+    VhdxHeader& header = out->header;
+    if ((st = vhdx_read_current_header(dev, alloc, &header)) != Status::Ok) {
+        if (st == Status::Corrupt)
+            *why = "No valid VHDX header found";
         return st;
+    }
     if ((st = vhdx_log_check(dev, alloc, header)) != Status::Ok) {
         if (st == Status::Unsupported) {
             // qemu-img's words for a read-only open of an image with a log to replay.
-            static constexpr char REPLAY[] =
-                "VHDX image file '{image}' opened read-only, but contains a log that needs to be replayed\n"
-                "To replay the log, run:\n"
-                "qemu-img check -r all '{image}'";
-            sink.reason(REPLAY, sizeof REPLAY - 1);
+            *why = "VHDX image file '{image}' opened read-only, but contains a log that needs to be replayed\n"
+                   "To replay the log, run:\n"
+                   "qemu-img check -r all '{image}'";
         }
         return st;
     }
-    VhdxRegions regions{};
+    VhdxRegions& regions = out->regions;
     {
         Buffer table(alloc, VHDX_REGION_TABLE_SIZE);
         if (!table.p)
@@ -65,20 +67,46 @@ Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
                                           &regions)) != Status::Ok)
             return st;
     }
-    VhdxMetadata meta{};
+    VhdxMetadata& meta = out->meta;
     if ((st = vhdx_metadata_read(dev, alloc, regions.metadata, &meta)) != Status::Ok)
         return st;
     if (meta.virtual_disk_size > VHDX_MAX_VIRTUAL_SIZE)
         return Status::TooLarge;
-    if ((st = vhdx_bat_check(dev, alloc, header, regions, meta)) != Status::Ok)
+    if ((st = vhdx_bat_check(dev, alloc, header, regions, meta)) != Status::Ok) {
+        if (st == Status::Corrupt)
+            // qemu error_reports the entry first ("VHDX BAT entry N end offset ... points after end of
+            // file ..."), then fails the open with -EINVAL: qemu-img's last line is this one.
+            *why = "Could not open '{image}': Invalid argument";
         return st;
-    if (meta.data_bits & VHDX_PARAMS_HAS_PARENT) {
-        if ((st = vhdx_report_parent(dev, alloc, regions.metadata, meta.parent_locator, sink)) != Status::Ok)
+    }
+    out->virtual_size = (meta.virtual_disk_size >> 9) << 9;
+    return Status::Ok;
+}
+
+Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
+    if (req.image == nullptr || req.allocator == nullptr)
+        return Status::Invalid;
+    VhdxImage img;
+    const char* why = nullptr;
+    Status st = vhdx_load(*req.image, *req.allocator, &img, &why);
+    if (st != Status::Ok) {
+        // Only the log refusal has always been reported by info.
+        if (st == Status::Unsupported && why != nullptr) {
+            size_t n = 0;
+            while (why[n] != 0)
+                ++n;
+            sink.reason(why, n);
+        }
+        return st;
+    }
+    if (img.meta.data_bits & VHDX_PARAMS_HAS_PARENT) {
+        if ((st = vhdx_report_parent(*req.image, *req.allocator, img.regions.metadata, img.meta.parent_locator,
+                                     sink)) != Status::Ok)
             return st;
     }
     sink.format("vhdx");
-    sink.virtual_size((meta.virtual_disk_size >> 9) << 9);
-    sink.cluster_size(meta.block_size);
+    sink.virtual_size(img.virtual_size);
+    sink.cluster_size(img.meta.block_size);
     sink.dirty(false);
     return Status::Ok;
 }
