@@ -70,6 +70,9 @@ Outcome<HypercallServer::Next> HypercallServer::serve() {
     // SAFETY: copy out of guest memory first (the mailbox page is inside RAM by the memory map);
     // every check below then looks at this private copy, never at memory the guest can change.
     std::memcpy(&req, slot, sizeof(req));
+#ifdef INSTAR_VMM_TEST_HOOKS
+    if (test_hooks::on_hypercall) test_hooks::on_hypercall(req.nr);
+#endif
     instar_hypercall reply = req;
     reply.ret = 0;
     Outcome<Next> next = Next::Resume;

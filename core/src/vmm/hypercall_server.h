@@ -54,6 +54,14 @@ private:
     std::uint64_t record_bytes_ = 0;
 };
 
+#ifdef INSTAR_VMM_TEST_HOOKS
+// Compiled only into tests/vmm/test_vmm_seccomp: called on the vCPU thread at the start of every
+// hypercall, so a test can make the host code path attempt a forbidden system call after the drop.
+namespace test_hooks {
+inline std::function<void(std::uint32_t nr)> on_hypercall;
+} // namespace test_hooks
+#endif
+
 // "#PF page fault" for vector 14, etc.
 std::string cpu_exception_name(std::uint64_t vector);
 

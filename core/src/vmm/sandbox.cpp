@@ -3,6 +3,7 @@
 
 #include <sys/random.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "vmm/guest_image.h"
@@ -10,7 +11,9 @@
 #include "vmm/hypercall_server.h"
 #include "vmm/kvm_system.h"
 #include "vmm/reaper.h"
+#include "vmm/seccomp_filter.h"
 #include "vmm/spare_vm.h"
+#include "vmm/vcpu_thread.h"
 #include "vmm/vm.h"
 #include "vmm/watchdog.h"
 #include "vmm/x86_boot.h"
@@ -56,7 +59,8 @@ Outcome<RunResult> boot_and_run(PreparedVm& vm, const GuestImage& rt,
                                 const std::vector<std::shared_ptr<const GuestImage>>& images,
                                 std::span<const Device> devices, std::uint32_t op, std::span<const std::uint8_t> arg,
                                 std::chrono::milliseconds timeout, OutputFiles* outputs,
-                                const std::function<void(std::uint64_t, std::uint64_t)>& progress) {
+                                const std::function<void(std::uint64_t, std::uint64_t)>& progress,
+                                bool confine, int added_fd_floor) {
     GuestMemory& m = vm.memory;
     const std::uint64_t ram = m.size();
     x86::write_boot_tables({m.host_base(), m.size()},
@@ -89,6 +93,15 @@ Outcome<RunResult> boot_and_run(PreparedVm& vm, const GuestImage& rt,
     if (auto bad = vm.vm->boot(INSTAR_GPA_RUNTIME + rt.entry)) return *bad;
     auto watchdog = Watchdog::arm(timeout);
     if (!watchdog) return watchdog.error();
+    // Everything is open, built and armed: from here this thread may only run the guest and serve
+    // its hypercalls (seccomp_filter.cpp has the list).
+    if (confine) {
+        VcpuFilter filter;
+        filter.vcpu_fd = vm.vm->vcpu_fd();
+        for (const Device& d : devices) filter.device_fds.push_back(d.fd);
+        filter.added_fd_floor = outputs != nullptr ? added_fd_floor : -1;
+        if (auto bad = confine_vcpu_thread(filter)) return *bad;
+    }
     HypercallServer server(m, devices, *watchdog.value(), outputs, progress);
     auto ran = vm.vm->run(server, *watchdog.value());
     if (!ran) {
@@ -119,8 +132,27 @@ Outcome<RunResult> run(const SandboxConfig& config, std::span<const Device> devi
     auto prepared = take_prepared_vm(ram);
     if (!prepared) return prepared.error();
     std::shared_ptr<PreparedVm> vm = std::move(prepared.value());
-    auto ran = boot_and_run(*vm, *runtime.value(), images, devices, op, arg, config.timeout, config.outputs,
-                            config.progress);
+    // The guest runs on a fresh thread that confines itself (vcpu_thread.h); this thread creates
+    // added files and reports progress for it, through the broker.
+    const bool confine = seccomp_enabled();
+    int added_fd_floor = vm->vm->vcpu_fd() + 1;
+    for (const Device& d : devices) added_fd_floor = std::max(added_fd_floor, d.fd + 1);
+    Broker broker;
+    std::optional<BrokeredOutputs> outputs;
+    if (config.outputs != nullptr) outputs.emplace(broker, *config.outputs, added_fd_floor);
+    std::function<void(std::uint64_t, std::uint64_t)> progress;
+    if (config.progress) {
+        progress = [&](std::uint64_t done, std::uint64_t total) {
+            broker.call([&] { config.progress(done, total); });
+        };
+    }
+    const bool brokered = outputs.has_value() || config.progress;
+    auto ran = run_on_fresh_thread(
+        [&] {
+            return boot_and_run(*vm, *runtime.value(), images, devices, op, arg, config.timeout,
+                                outputs ? &*outputs : nullptr, progress, confine, added_fd_floor);
+        },
+        brokered ? &broker : nullptr);
     // Everything the host needs was copied out of the guest. In the background: get a spare ready
     // for the next run first when prewarm() asked for spares (it may be waiting for it), then tear
     // this VM down.

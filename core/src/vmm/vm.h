@@ -29,6 +29,8 @@ public:
     // Runs until the guest exits, fails or runs out of time. One switch on the exit reason;
     // anything not expected is an error.
     Outcome<std::int32_t> run(HypercallServer& server, const Watchdog& watchdog);
+    // The vCPU descriptor: the one the seccomp filter lets KVM_RUN reach (seccomp_filter.h).
+    int vcpu_fd() const { return vcpu_.get(); }
 
 private:
     Vm() = default;

@@ -1,0 +1,124 @@
+// The one list of system calls the vCPU thread may make after it drops its rights, each with the
+// reason it is there. Built with libseccomp; the default action kills the whole process.
+#include "vmm/seccomp_filter.h"
+
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <seccomp.h>
+#include <sys/mman.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+namespace instar::vmm {
+
+namespace {
+
+// Calls allowed whatever their arguments. Nothing here opens, creates, executes, maps executable
+// memory, signals another task, or talks to the network.
+struct Plain {
+    int nr;
+    const char* reason;
+};
+const Plain PLAIN[] = {
+    {SCMP_SYS(futex), "the caller-thread broker (ADD_FILE, PROGRESS) and malloc's locks"},
+    {SCMP_SYS(brk), "malloc: records, log lines and error messages are built during the run"},
+    {SCMP_SYS(munmap), "malloc/free of large blocks; glibc frees thread-arena heaps"},
+    {SCMP_SYS(mremap), "realloc of large blocks (the record list)"},
+    {SCMP_SYS(madvise), "free() trims heaps (MADV_DONTNEED); thread exit releases its stack"},
+    {SCMP_SYS(rt_sigreturn), "return from the watchdog's (empty) signal handler"},
+    {SCMP_SYS(rt_sigprocmask), "the watchdog restores the signal mask; glibc blocks signals at thread exit"},
+    {SCMP_SYS(restart_syscall), "the kernel's restart of a call the watchdog signal interrupted"},
+    {SCMP_SYS(timer_delete), "the watchdog deletes its timer at the end of the run"},
+    {SCMP_SYS(clock_gettime), "the watchdog's deadline check, should the vDSO fall back to the syscall"},
+    {SCMP_SYS(exit), "the vCPU thread ends (only this thread: exit_group is not allowed)"},
+};
+
+// Calls allowed only on the guest's devices: the hypercall server's whole file I/O.
+const Plain ON_DEVICES[] = {
+    {SCMP_SYS(pread64), "INSTAR_HC_READ into guest RAM"},
+    {SCMP_SYS(pwrite64), "INSTAR_HC_WRITE; zero fills for SET_LENGTH and DISCARD"},
+    {SCMP_SYS(fdatasync), "INSTAR_HC_FLUSH"},
+    {SCMP_SYS(fstat), "SET_LENGTH, ALLOCATION and DISCARD read the file's length"},
+    {SCMP_SYS(newfstatat), "glibc's fstat is newfstatat(fd, \"\", AT_EMPTY_PATH)"},
+    {SCMP_SYS(ftruncate), "INSTAR_HC_SET_LENGTH"},
+    {SCMP_SYS(fallocate), "SET_LENGTH preallocation (posix_fallocate), DISCARD hole punching"},
+    {SCMP_SYS(fstatfs), "posix_fallocate's fallback where the file system has no fallocate"},
+    {SCMP_SYS(lseek), "INSTAR_HC_ALLOCATION (SEEK_DATA/SEEK_HOLE)"},
+};
+
+// ioctl requests allowed on the vCPU descriptor (and on nothing else).
+struct Ioctl {
+    unsigned long request;
+    const char* reason;
+};
+const Ioctl VCPU_IOCTLS[] = {
+    {KVM_RUN, "run the guest until its next exit"},
+    {KVM_GET_REGS, "read rip to report a KVM internal error"},
+};
+
+// Calls allowed unless they ask for executable memory: malloc needs fresh memory, nothing on this
+// thread needs new code.
+const Plain NO_EXEC[] = {
+    {SCMP_SYS(mmap), "malloc: large blocks and new thread-arena heaps (never PROT_EXEC)"},
+    {SCMP_SYS(mprotect), "malloc grows thread-arena heaps (never PROT_EXEC)"},
+};
+
+SandboxError filter_error(const char* what, int rc) {
+    return {ErrorKind::HostResource,
+            std::string("seccomp: ") + what + " failed: " + std::strerror(rc < 0 ? -rc : rc), {}};
+}
+
+scmp_datum_t datum(int fd) { return static_cast<scmp_datum_t>(static_cast<unsigned int>(fd)); }
+
+bool read_enabled() {
+    const char* v = std::getenv("INSTAR_SECCOMP");
+    if (v == nullptr || std::strcmp(v, "off") != 0) return true;
+    std::fputs("instar: warning: INSTAR_SECCOMP=off: the sandbox's system-call filter is disabled; use this only to "
+               "debug, never on untrusted images\n",
+               stderr);
+    return false;
+}
+
+} // namespace
+
+bool seccomp_enabled() {
+    static const bool enabled = read_enabled();
+    return enabled;
+}
+
+std::optional<SandboxError> confine_vcpu_thread(const VcpuFilter& f) {
+    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_KILL_PROCESS);
+    if (ctx == nullptr) return filter_error("seccomp_init", ENOMEM);
+    struct Release {
+        scmp_filter_ctx c;
+        ~Release() { seccomp_release(c); }
+    } release{ctx};
+    int rc = 0;
+    for (const Plain& p : PLAIN)
+        if ((rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, p.nr, 0)) < 0) return filter_error("seccomp_rule_add", rc);
+    for (const Plain& p : NO_EXEC)
+        if ((rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, p.nr, 1, SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0))) < 0)
+            return filter_error("seccomp_rule_add", rc);
+    for (const Ioctl& i : VCPU_IOCTLS)
+        if ((rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 2, SCMP_A0(SCMP_CMP_EQ, datum(f.vcpu_fd)),
+                                   SCMP_A1(SCMP_CMP_EQ, static_cast<scmp_datum_t>(i.request)))) < 0)
+            return filter_error("seccomp_rule_add", rc);
+    for (const Plain& p : ON_DEVICES) {
+        for (int fd : f.device_fds)
+            if ((rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, p.nr, 1, SCMP_A0(SCMP_CMP_EQ, datum(fd)))) < 0)
+                return filter_error("seccomp_rule_add", rc);
+        if (f.added_fd_floor >= 0 &&
+            (rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, p.nr, 1, SCMP_A0(SCMP_CMP_GE, datum(f.added_fd_floor)))) < 0)
+            return filter_error("seccomp_rule_add", rc);
+    }
+    // No TSYNC (libseccomp's default): only this thread is confined. NO_NEW_PRIVS (also libseccomp's
+    // default) is set for this thread only, as the kernel requires of an unprivileged filter.
+    if ((rc = seccomp_load(ctx)) < 0) return filter_error("seccomp_load", rc);
+    return std::nullopt;
+}
+
+} // namespace instar::vmm

@@ -1,0 +1,31 @@
+// The vCPU thread's seccomp-bpf allow-list (Firecracker-style): after the VM is built and the
+// watchdog armed, the thread that runs the guest may make only the system calls the run loop and
+// the hypercall server need, on the descriptors they need. Anything else kills the process
+// (SECCOMP_RET_KILL_PROCESS). The filter is installed on that one thread only (no TSYNC): the CLI's
+// own thread keeps its rights and carries on after the run. docs/sandbox.md, "System-call filter".
+#pragma once
+
+#include <optional>
+#include <vector>
+
+#include "vmm/sandbox.h"
+
+namespace instar::vmm {
+
+struct VcpuFilter {
+    int vcpu_fd = -1;            // ioctl(KVM_RUN) / ioctl(KVM_GET_REGS) only on this descriptor
+    std::vector<int> device_fds; // pread/pwrite/fdatasync/fstat/ftruncate/fallocate/lseek only on these
+    // When the guest may add files (INSTAR_HC_ADD_FILE), their descriptors are made on the caller's
+    // thread during the run and placed at or above this number; the same I/O calls are then also
+    // allowed on any descriptor >= it. -1: the run adds no files.
+    int added_fd_floor = -1;
+};
+
+// False only when INSTAR_SECCOMP=off (debugging; a warning is printed once on stderr).
+bool seccomp_enabled();
+
+// Installs the filter on the calling thread (PR_SET_NO_NEW_PRIVS for this thread, then
+// SECCOMP_SET_MODE_FILTER without TSYNC). nullopt on success.
+std::optional<SandboxError> confine_vcpu_thread(const VcpuFilter& filter);
+
+} // namespace instar::vmm

@@ -1,0 +1,56 @@
+// Each run's guest runs on a fresh thread, which confines itself with the seccomp filter
+// (seccomp_filter.h) before the guest's first instruction and ends with the run. The filter is
+// per thread and cannot be lifted, and the CLI carries on after the run (renames files, prints),
+// so the caller's thread must never be the one confined. Whatever the confined thread may not do
+// itself (create an added file, print progress) it asks the caller's thread to do, through the
+// Broker, and waits for the answer.
+#pragma once
+
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "vmm/sandbox.h"
+
+namespace instar::vmm {
+
+class Broker {
+public:
+    // On the vCPU thread: runs `job` on the caller's thread (inside serve()) and waits for it.
+    void call(const std::function<void()>& job);
+    // On the caller's thread: runs jobs until finish().
+    void serve();
+    // On the vCPU thread, last: ends serve().
+    void finish();
+
+private:
+    std::mutex mu_;
+    std::condition_variable cv_;
+    const std::function<void()>* job_ = nullptr; // guarded by mu_
+    bool done_ = false;                          // guarded by mu_
+};
+
+// The operation's OutputFiles, reached from the vCPU thread through the broker. A new file whose
+// descriptor lies below `fd_floor` is duplicated at or above it (the filter allows the I/O calls
+// there) and the duplicate is closed with this object, after the run.
+class BrokeredOutputs final : public OutputFiles {
+public:
+    BrokeredOutputs(Broker& broker, OutputFiles& real, int fd_floor) : broker_(broker), real_(real), floor_(fd_floor) {}
+    ~BrokeredOutputs() override;
+    std::optional<Device> add(const std::string& name, std::string& error) override;
+
+private:
+    Broker& broker_;
+    OutputFiles& real_;
+    int floor_;
+    std::vector<int> dups_; // touched only on the caller's thread
+};
+
+// Runs `body` on a fresh thread and returns its result. While it runs, the calling thread serves
+// `broker` when one is given, else just waits.
+Outcome<RunResult> run_on_fresh_thread(const std::function<Outcome<RunResult>()>& body, Broker* broker);
+
+} // namespace instar::vmm
