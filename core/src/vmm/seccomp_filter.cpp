@@ -42,11 +42,9 @@ const Plain ON_DEVICES[] = {
     {SCMP_SYS(pread64), "INSTAR_HC_READ into guest RAM"},
     {SCMP_SYS(pwrite64), "INSTAR_HC_WRITE; zero fills for SET_LENGTH and DISCARD"},
     {SCMP_SYS(fdatasync), "INSTAR_HC_FLUSH"},
-    {SCMP_SYS(fstat), "SET_LENGTH, ALLOCATION and DISCARD read the file's length"},
-    {SCMP_SYS(newfstatat), "glibc's fstat is newfstatat(fd, \"\", AT_EMPTY_PATH)"},
+    {SCMP_SYS(fstat), "SET_LENGTH, ALLOCATION and DISCARD read the file's length (not newfstatat: takes a path)"},
     {SCMP_SYS(ftruncate), "INSTAR_HC_SET_LENGTH"},
-    {SCMP_SYS(fallocate), "SET_LENGTH preallocation (posix_fallocate), DISCARD hole punching"},
-    {SCMP_SYS(fstatfs), "posix_fallocate's fallback where the file system has no fallocate"},
+    {SCMP_SYS(fallocate), "SET_LENGTH preallocation, DISCARD hole punching"},
     {SCMP_SYS(lseek), "INSTAR_HC_ALLOCATION (SEEK_DATA/SEEK_HOLE)"},
 };
 
