@@ -6,6 +6,7 @@
 #include "ops/guest_module.h"
 #include "ops/info_op.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -55,7 +56,7 @@ public:
             ::close(fd_);
     }
     Expected<vmm::Device> write(const std::vector<std::uint8_t>& bytes) {
-        fd_ = ::memfd_create("instar-convert-plan", MFD_CLOEXEC);
+        fd_ = ::memfd_create("instar-convert-plan", MFD_CLOEXEC | MFD_ALLOW_SEALING);
         if (fd_ < 0)
             return Error{std::string("cannot make the convert plan: ") + std::strerror(errno)};
         std::size_t done = 0;
@@ -67,6 +68,9 @@ public:
                 return Error{std::string("cannot write the convert plan: ") + std::strerror(errno)};
             done += static_cast<std::size_t>(n);
         }
+        // Nothing, not even this process, changes the plan once the guest may read it.
+        if (::fcntl(fd_, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0)
+            return Error{std::string("cannot seal the convert plan: ") + std::strerror(errno)};
         return vmm::Device{fd_, bytes.size(), false};
     }
 
