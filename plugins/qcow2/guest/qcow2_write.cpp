@@ -787,8 +787,10 @@ int64_t Qcow2Writer::alloc_bytes(uint64_t size) {
 Status Qcow2Writer::write_compressed(uint64_t offset, const void* buf, size_t len) {
     if (closed_)
         return Status::Invalid;
-    if (len == 0)
-        return Status::Ok; // qemu's end-of-convert call: a truncate to the current length
+    if (len == 0) { // qemu's end-of-convert call: the file is truncated to its length in sectors
+        a_.note_write(round_up(a_.file_length(), COMPRESSED_SECTOR));
+        return Status::Ok;
+    }
     if ((offset & (cs_ - 1)) != 0 || offset > size_ || len > size_ - offset || len > cs_ ||
         (len != cs_ && offset + len != size_))
         return Status::Invalid;
