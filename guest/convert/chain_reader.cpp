@@ -87,4 +87,15 @@ Status ChainReader::read(uint64_t offset, void* buf, size_t len) const {
     return read_layer(0, offset, static_cast<uint8_t*>(buf), len);
 }
 
+Status ChainImageReader::status(uint64_t offset, uint64_t length, Extent* out) {
+    ChainClass cls = ChainClass::Data;
+    uint64_t run = 0;
+    if (const Status st = chain_.status(offset, length, false, &cls, &run); st != Status::Ok)
+        return st;
+    *out = Extent{};
+    out->length = run;
+    out->allocation = cls == ChainClass::Data ? Allocation::Data : Allocation::Zero;
+    return Status::Ok;
+}
+
 } // namespace instar::convert

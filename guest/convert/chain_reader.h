@@ -39,4 +39,18 @@ private:
     uint32_t depth_ = 0;
 };
 
+// A chain as one ImageReader (Data or Zero, never Unallocated): what a writer reads for the target's
+// backing file (ImageWriter::set_backing).
+class ChainImageReader final : public guest::ImageReader {
+public:
+    ChainImageReader(guest::ImageReader* const* chain, uint32_t depth) : chain_(chain, depth) {}
+    uint64_t virtual_size() const override { return chain_.virtual_size(); }
+    guest::Status status(uint64_t offset, uint64_t length, guest::Extent* out) override;
+    guest::Status read(uint64_t offset, void* buf, size_t len) override { return chain_.read(offset, buf, len); }
+    void close() override {}
+
+private:
+    ChainReader chain_;
+};
+
 } // namespace instar::convert

@@ -309,8 +309,18 @@ Status Converter::run(guest::Allocator& alloc) {
     // Align write requests (qemu: MAX(pow2floor(min_sparse), request_alignment in sectors), and
     // every target instar writes has a request alignment of at most one sector).
     alignment_ = pow2floor(min_sparse_) > 1 ? pow2floor(min_sparse_) : 1;
-    if (p_.target_has_backing && !p_.existing_target && p_.target_backing_size != UINT64_MAX)
-        target_backing_sectors_ = p_.target_backing_size / SECTOR;
+    uint64_t backing_size = p_.target_backing_size;
+    ChainImageReader backing(p_.target_backing_chain, p_.target_backing_depth);
+    if (p_.target_has_backing && p_.target_backing_chain != nullptr) {
+        if (p_.target_backing_depth == 0 || p_.target_backing_depth > CONVERT_MAX_CHAIN)
+            return Status::Invalid;
+        if (backing_size == UINT64_MAX)
+            backing_size = backing.virtual_size();
+        target_.set_backing(&backing);
+    }
+    // qemu's target_backing_sectors: bdrv_nb_sectors of the backing, rounded up.
+    if (p_.target_has_backing && !p_.existing_target && backing_size != UINT64_MAX)
+        target_backing_sectors_ = backing_size / SECTOR + (backing_size % SECTOR != 0 ? 1 : 0);
 
     // convert_do_copy: zero initialisation.
     has_zero_init_ = p_.target_is_zero && !p_.target_has_backing;

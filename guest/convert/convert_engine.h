@@ -37,6 +37,11 @@ struct Params {
     // -B: the target's backing file's virtual size (qemu's target_backing_sectors * 512); zero ranges
     // past it are left unallocated. UINT64_MAX: unknown, as qemu treats a failed size query.
     uint64_t target_backing_size = UINT64_MAX;
+    // -B: the target's backing file opened as a chain (chain[0] the -B image), handed to the writer
+    // (ImageWriter::set_backing) for copy-on-write; also gives target_backing_size when that is
+    // UINT64_MAX. nullptr: none (the writer then takes the backing as reading zeros).
+    guest::ImageReader* const* target_backing_chain = nullptr;
+    uint32_t target_backing_depth = 0;
 };
 
 // qemu-img's IO_BUF_SIZE: the copy buffer, the most data one write request carries.

@@ -169,12 +169,18 @@ HostedConvertResult run_hosted_convert(const HostedConvert& job, guest::CreateWr
 
     convert::Params params = job.params;
     Opened backing;
+    guest::ImageReader* backing_chain[1] = {nullptr};
     if (!job.backing_file.empty()) {
         params.target_has_backing = true;
-        if (open_one(job.open, job.backing_file, alloc, reasons, &backing) == Status::Ok) {
-            params.target_backing_size = backing.reader->virtual_size();
-            backing.reader->close();
-            backing.reader = nullptr;
+        // Named relative to the target's directory, as qemu resolves it.
+        const auto dir_end = job.out_path.rfind('/');
+        const std::string path = job.backing_file[0] == '/' || dir_end == std::string::npos
+                                     ? job.backing_file
+                                     : job.out_path.substr(0, dir_end + 1) + job.backing_file;
+        if (open_one(job.open, path, alloc, reasons, &backing) == Status::Ok) {
+            backing_chain[0] = backing.reader;
+            params.target_backing_chain = backing_chain;
+            params.target_backing_depth = 1;
         }
         reasons.text.clear();
     }
@@ -221,6 +227,8 @@ HostedConvertResult run_hosted_convert(const HostedConvert& job, guest::CreateWr
                                       alloc, &reasons);
     res.reason = !reasons.text.empty() ? reasons.text : target.reason_;
     writer->close();
+    if (backing.reader != nullptr)
+        backing.reader->close();
     close_all();
     res.peak_memory = alloc.peak();
     return res;
