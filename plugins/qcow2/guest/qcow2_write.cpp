@@ -104,6 +104,7 @@ public:
         return r < 0 ? errno_status(r) : Status::Ok;
     }
     Status write_compressed(uint64_t offset, const void* buf, size_t len) override;
+    void set_backing(guest::ImageReader* backing) override { backing_ = backing; }
     Status finish() override {
         if (closed_)
             return Status::Invalid;
@@ -143,6 +144,7 @@ private:
     int64_t handle_copied(uint64_t guest, uint64_t* host, uint64_t* bytes);
     int64_t handle_alloc(uint64_t guest, uint64_t* host, uint64_t* bytes);
     int64_t alloc_host_offset(uint64_t offset, uint64_t* bytes, uint64_t* host);
+    int64_t cow_fill(uint64_t host, uint64_t guest, uint64_t len);
     int64_t link_l2(const L2Meta& m);
     int64_t pwritev(uint64_t offset, const uint8_t* buf, uint64_t bytes);
 
@@ -164,6 +166,7 @@ private:
     guest::Allocator& alloc_;
     const guest::Codecs* codecs_;
     bool has_backing_;
+    guest::ImageReader* backing_ = nullptr; // the -B chain as one disk, when the host gave it
     bool closed_ = false;
     uint64_t cs_;
     uint32_t cluster_bits_;
@@ -181,6 +184,7 @@ private:
     uint8_t* cbuf_ = nullptr; // compressed output, one cluster
     uint8_t* pbuf_ = nullptr; // a short last cluster padded with zeros
     uint8_t* zbuf_ = nullptr; // zeros for the write_zeroes fallback, one cluster
+    uint8_t* rbuf_ = nullptr; // backing data for copy-on-write, one cluster
 };
 
 Sc Qcow2Writer::subcluster_type(uint64_t entry, uint64_t bitmap, uint64_t sc) const {
@@ -467,16 +471,54 @@ int64_t Qcow2Writer::alloc_host_offset(uint64_t offset, uint64_t* bytes, uint64_
     return 0;
 }
 
+int64_t Qcow2Writer::cow_fill(uint64_t host, uint64_t guest, uint64_t len) {
+    // The guest disk's bytes before the write: the backing file's where the (sub)cluster is
+    // unallocated, zeros elsewhere (a new image has no data of its own there yet).
+    while (len > 0) {
+        const uint64_t n = min_u64(len, sc_size_ - (guest & (sc_size_ - 1)));
+        Slot* s = nullptr;
+        int64_t r = get_table(guest, &s);
+        if (r < 0)
+            return r;
+        const uint64_t idx = l2_index(guest);
+        const Sc type = subcluster_type(l2_entry(s, idx), l2_bitmap(s, idx), sc_index(guest));
+        if ((type == Sc::UnallocPlain || type == Sc::UnallocAlloc) && backing_ != nullptr &&
+            guest < backing_->virtual_size()) {
+            if (rbuf_ == nullptr) {
+                rbuf_ = static_cast<uint8_t*>(alloc_.allocate(static_cast<size_t>(cs_), 64));
+                if (rbuf_ == nullptr)
+                    return QCOW2_ENOMEM;
+            }
+            const uint64_t in = min_u64(n, backing_->virtual_size() - guest);
+            if (backing_->read(guest, rbuf_, static_cast<size_t>(in)) != Status::Ok)
+                return QCOW2_EIO;
+            for (uint64_t i = in; i < n; ++i)
+                rbuf_[i] = 0;
+            r = a_.write(host, rbuf_, static_cast<size_t>(n));
+        } else {
+            r = t_.write_zeros(host, n);
+        }
+        if (r < 0)
+            return r;
+        host += n;
+        guest += n;
+        len -= n;
+    }
+    return 0;
+}
+
 int64_t Qcow2Writer::link_l2(const L2Meta& m) {
-    // perform_cow: the parts of the new (sub)clusters the request does not cover come from the
-    // guest disk before the write, which has no data there: zeros (see docs/convert.md for -B).
+    // perform_cow: the parts of the new (sub)clusters the request does not cover keep the guest
+    // disk's bytes from before the write.
     if (m.cow_start.nb_bytes != 0) {
-        const int64_t r = t_.write_zeros(m.alloc_offset + m.cow_start.offset, m.cow_start.nb_bytes);
+        const int64_t r = cow_fill(m.alloc_offset + m.cow_start.offset, m.offset + m.cow_start.offset,
+                                   m.cow_start.nb_bytes);
         if (r < 0)
             return r;
     }
     if (m.cow_end.nb_bytes != 0) {
-        const int64_t r = t_.write_zeros(m.alloc_offset + m.cow_end.offset, m.cow_end.nb_bytes);
+        const int64_t r =
+            cow_fill(m.alloc_offset + m.cow_end.offset, m.offset + m.cow_end.offset, m.cow_end.nb_bytes);
         if (r < 0)
             return r;
     }
@@ -534,27 +576,36 @@ int64_t Qcow2Writer::pwritev(uint64_t offset, const uint8_t* buf, uint64_t bytes
 // ---- write_zeroes ----
 
 bool Qcow2Writer::is_zero(uint64_t offset, uint64_t bytes) {
-    // bdrv_co_is_zero_fast over the image and its backing: unallocated ranges read as zeros only
-    // without a backing file; data clusters are not looked into.
-    while (bytes > 0) {
-        Slot* s = nullptr;
-        if (get_table(offset, &s) < 0)
+    // bdrv_co_is_zero_fast: one block-status run of the image (and, where that is unallocated, of
+    // its backing chain) must cover the range and say zero. The ranges asked about lie inside one
+    // subcluster.
+    if (bytes == 0)
+        return true;
+    Slot* s = nullptr;
+    if (get_table(offset, &s) < 0)
+        return false;
+    const uint64_t idx = l2_index(offset);
+    const uint64_t in_cluster = offset & (cs_ - 1);
+    if (in_cluster + bytes > cs_)
+        return false;
+    const Sc type = subcluster_type(l2_entry(s, idx), l2_bitmap(s, idx), sc_index(in_cluster));
+    for (uint64_t sc = sc_index(in_cluster) + 1; sc <= sc_index(in_cluster + bytes - 1); ++sc)
+        if (subcluster_type(l2_entry(s, idx), l2_bitmap(s, idx), sc) != type)
             return false;
-        const uint64_t idx = l2_index(offset);
-        const uint64_t in_cluster = offset & (cs_ - 1);
-        const uint64_t n = min_u64(bytes, cs_ - in_cluster);
-        for (uint64_t sc = sc_index(in_cluster); sc <= sc_index(in_cluster + n - 1); ++sc) {
-            const Sc type = subcluster_type(l2_entry(s, idx), l2_bitmap(s, idx), sc);
-            if (type == Sc::ZeroPlain || type == Sc::ZeroAlloc)
-                continue;
-            if (type == Sc::UnallocPlain && !has_backing_)
-                continue;
-            return false;
-        }
-        offset += n;
-        bytes -= n;
-    }
-    return true;
+    if (type == Sc::ZeroPlain || type == Sc::ZeroAlloc)
+        return true;
+    if (type != Sc::UnallocPlain && type != Sc::UnallocAlloc)
+        return false;
+    if (!has_backing_)
+        return true;
+    if (backing_ == nullptr)
+        return false; // not told what the backing holds: qemu would look; take it as data
+    if (offset >= backing_->virtual_size())
+        return true;
+    guest::Extent e{};
+    if (backing_->status(offset, min_u64(bytes, backing_->virtual_size() - offset), &e) != Status::Ok)
+        return false;
+    return e.allocation != guest::Allocation::Data && e.length == bytes;
 }
 
 int64_t Qcow2Writer::zero_l2_subclusters(uint64_t offset, uint64_t nb_subclusters) {
@@ -859,6 +910,8 @@ void Qcow2Writer::close() {
         alloc_.deallocate(pbuf_, static_cast<size_t>(cs_));
     if (zbuf_ != nullptr)
         alloc_.deallocate(zbuf_, static_cast<size_t>(cs_));
+    if (rbuf_ != nullptr)
+        alloc_.deallocate(rbuf_, static_cast<size_t>(cs_));
     create_release(img_, alloc_);
     guest::Allocator& alloc = alloc_;
     guest::arena_delete(alloc, this);

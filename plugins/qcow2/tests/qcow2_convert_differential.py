@@ -17,7 +17,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'tests', 'formats'))
-from differential_support import QEMUS, report, run, start  # noqa: E402
+from differential_support import QEMUS, report, start  # noqa: E402
 
 KIB = 1 << 10
 MIB = 1 << 20
@@ -62,6 +62,10 @@ SOURCES = {
     # Not a sector multiple: qemu rounds the source up to 512 bytes.
     'odd': (1000003, [(0, 300000, 'text'), (500000, 500003, 'rand')], 5),
     'second': (1 * MIB + 512, [(4096, 200000, 'text'), (1 * MIB, 512, 'rand')], 6),
+    # -B backing files: sparse and shorter than the source (zeros past it stay unallocated), and
+    # full of data.
+    'back_sparse': (3 * MIB, [], 7),
+    'back_data': (6 * MIB, [(0, 6 * MIB, 'rand')], 8),
 }
 
 # (label, source names, convert flags, -o options). Sources concatenate when there are several.
@@ -94,6 +98,14 @@ CASES = [
     ('-c odd size', ['odd'], ['-c'], {'cluster_size': '4096'}),
     ('-c zstd', ['mixed'], ['-c'], {'compression_type': 'zstd'}),
     ('-c extended_l2', ['mixed'], ['-c'], {'extended_l2': 'on'}),
+    # -B: no zero initialisation, so zero ranges become write_zeroes (zero flags; version 2 falls
+    # back to writing zeros when the image has a backing file).
+    ('-B sparse', ['mixed'], ['-B', 'back_sparse.raw', '-F', 'raw'], {}),
+    ('-B data', ['mixed'], ['-B', 'back_data.raw', '-F', 'raw'], {}),
+    ('-B compat=0.10', ['mixed'], ['-B', 'back_data.raw', '-F', 'raw'], {'compat': '0.10'}),
+    ('-B extended_l2', ['mixed'], ['-B', 'back_sparse.raw', '-F', 'raw'], {'extended_l2': 'on'}),
+    ('-B 4k', ['mixed'], ['-B', 'back_data.raw', '-F', 'raw'], {'cluster_size': '4096'}),
+    ('-B -c', ['mixed'], ['-c', '-B', 'back_data.raw', '-F', 'raw'], {}),
 ]
 
 
@@ -105,7 +117,7 @@ def main():
     tools, status = start(__doc__.strip().splitlines()[-1], 1)
     if tools is None:
         return status
-    tool = tools[0]
+    tool = os.path.abspath(tools[0])
     results = []
     with tempfile.TemporaryDirectory(prefix='qcow2-convert-') as tmp:
         paths = {}
@@ -117,21 +129,24 @@ def main():
             o = ['-o', opt_string(opts)] if opts else []
             ours = os.path.join(tmp, 'ours.qcow2')
             problems = []
-            proc = subprocess.run([tool] + flags + o + src_paths + [ours], capture_output=True, text=True)
+            # -B names are relative to the target's directory, as qemu-img resolves them.
+            proc = subprocess.run([tool] + flags + o + src_paths + [ours], capture_output=True, text=True, cwd=tmp)
             if proc.returncode != 0:
                 problems.append(f'hosted tool failed: {proc.stdout.strip()} {proc.stderr.strip()}')
             else:
-                chk = subprocess.run([QEMUS['7.2'][0], 'check', '-f', 'qcow2', ours], capture_output=True, text=True)
+                chk = subprocess.run([QEMUS['7.2'][0], 'check', '-f', 'qcow2', ours], capture_output=True, text=True,
+                                     cwd=tmp)
                 if chk.returncode != 0:
                     problems.append(f'check: {chk.stdout.strip()} {chk.stderr.strip()}')
-                if len(src_paths) == 1:
+                if len(src_paths) == 1 and '-B' not in flags:
                     cmp_ = subprocess.run([QEMUS['7.2'][0], 'compare', '-f', 'raw', '-F', 'qcow2', src_paths[0], ours],
                                           capture_output=True, text=True)
                     if cmp_.returncode != 0:
                         problems.append(f'compare: {cmp_.stdout.strip()}')
             for ver, (qemu_img, _) in QEMUS.items():
                 theirs = os.path.join(tmp, f'qemu-{ver}.qcow2')
-                run([qemu_img, 'convert', '-f', 'raw', '-O', 'qcow2'] + flags + o + src_paths + [theirs])
+                subprocess.run([qemu_img, 'convert', '-f', 'raw', '-O', 'qcow2'] + flags + o + src_paths + [theirs],
+                               check=True, capture_output=True, cwd=tmp)
                 p = list(problems)
                 if not p:
                     a = open(ours, 'rb').read()
