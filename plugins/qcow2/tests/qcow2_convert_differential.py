@@ -8,7 +8,12 @@ to grow the refcount table with small clusters). Each case converts with the hos
 both qemu-imgs and requires the same bytes, a clean `qemu-img check` and `qemu-img compare` finding
 the result identical to the source. Each option is covered once, not every combination.
 
-usage: qcow2_convert_differential.py HOSTED_CONVERT
+With a second tool (a hosted convert whose opener reads qcow2, once the qcow2 reader is built in),
+qcow2 sources made with qemu-img/qemu-io are converted too: backing chains (full, and -B leaving the
+backing visible), overlays with smaller clusters than the target, compressed sources, zero clusters,
+several qcow2 sources, sizes that are not cluster multiples.
+
+usage: qcow2_convert_differential.py HOSTED_CONVERT [HOSTED_CONVERT_QCOW2_SOURCES]
 """
 import os
 import random
@@ -109,12 +114,77 @@ CASES = [
 ]
 
 
+# qcow2 sources: (name, qemu-img create args, qemu-io commands). Made in order (backings first).
+QCOW2_SOURCES = [
+    ('base', ['-o', 'cluster_size=65536'], '4M',
+     ['write -P 0x11 0 1M', 'write -P 0x22 2M 300k', 'write -z 3M 64k']),
+    ('ov4k', ['-o', 'cluster_size=4096', '-b', 'base.qcow2', '-F', 'qcow2'], '6M',
+     ['write -P 0x33 512k 100k', 'write -z 2M 8k', 'write -P 0x44 5M 4k', 'write -P 0 1M 64k']),
+    ('ov64', ['-b', 'base.qcow2', '-F', 'qcow2'], '4M', ['write -P 0x55 64k 128k', 'write -z 2M 64k']),
+    ('odd', [], '1000000', ['write -P 0x66 4096 500000']),
+]
+CHAINS = {'base': ['base.qcow2'], 'ov4k': ['ov4k.qcow2', 'base.qcow2'], 'ov64': ['ov64.qcow2', 'base.qcow2'],
+          'odd': ['odd.qcow2'], 'comp': ['comp.qcow2']}
+ALIGN = {'base': 65536, 'ov4k': 4096, 'ov64': 65536, 'odd': 65536, 'comp': 65536}
+# (label, sources, convert flags, -o options)
+QCOW2_CASES = [
+    ('qcow2 chain 4k over 64k', ['ov4k'], [], {}),
+    ('qcow2 chain 64k', ['ov64'], [], {}),
+    ('qcow2 chain -B', ['ov4k'], ['-B', 'base.qcow2', '-F', 'qcow2'], {}),
+    ('qcow2 chain -B 64k', ['ov64'], ['-B', 'base.qcow2', '-F', 'qcow2'], {}),
+    ('qcow2 compressed source', ['comp'], [], {}),
+    ('qcow2 chain -c', ['ov4k'], ['-c'], {}),
+    ('qcow2 chain -S 0', ['ov4k'], ['-S', '0'], {}),
+    ('qcow2 chain to 512', ['ov4k'], [], {'cluster_size': '512'}),
+    ('qcow2 chain to extended_l2', ['ov4k'], [], {'extended_l2': 'on'}),
+    ('qcow2 two sources', ['ov4k', 'comp'], [], {}),
+    ('qcow2 odd size -c', ['odd'], ['-c'], {}),
+]
+
+
+def make_qcow2_sources(tmp):
+    qemu_img, qemu_io = QEMUS['7.2']
+    for name, args, size, cmds in QCOW2_SOURCES:
+        subprocess.run([qemu_img, 'create', '-f', 'qcow2'] + args + [name + '.qcow2', size], check=True,
+                       capture_output=True, cwd=tmp)
+        io = [qemu_io]
+        for c in cmds:
+            io += ['-c', c]
+        subprocess.run(io + [name + '.qcow2'], check=True, capture_output=True, cwd=tmp)
+    subprocess.run([qemu_img, 'convert', '-c', '-O', 'qcow2', 'base.qcow2', 'comp.qcow2'], check=True,
+                   capture_output=True, cwd=tmp)
+
+
+def compare_case(tool, tmp, label, ours_args, qemu_args, results, src_fmt):
+    ours = os.path.join(tmp, 'ours.qcow2')
+    problems = []
+    proc = subprocess.run([tool] + ours_args + [ours], capture_output=True, text=True, cwd=tmp)
+    if proc.returncode != 0:
+        problems.append(f'hosted tool failed: {proc.stdout.strip()} {proc.stderr.strip()}')
+    else:
+        chk = subprocess.run([QEMUS['7.2'][0], 'check', '-f', 'qcow2', ours], capture_output=True, text=True, cwd=tmp)
+        if chk.returncode != 0:
+            problems.append(f'check: {chk.stdout.strip()} {chk.stderr.strip()}')
+    for ver, (qemu_img, _) in QEMUS.items():
+        theirs = os.path.join(tmp, f'qemu-{ver}.qcow2')
+        subprocess.run([qemu_img, 'convert', '-f', src_fmt, '-O', 'qcow2'] + qemu_args + [theirs],
+                       check=True, capture_output=True, cwd=tmp)
+        p = list(problems)
+        if not p:
+            a = open(ours, 'rb').read()
+            b = open(theirs, 'rb').read()
+            if a != b:
+                first = next((i for i in range(min(len(a), len(b))) if a[i] != b[i]), min(len(a), len(b)))
+                p.append(f'bytes differ: sizes {len(a)} vs {len(b)}, first difference at {first:#x}')
+        results.append((f'{label} [qemu {ver}]', p))
+
+
 def opt_string(opts):
     return ','.join(f'{k}={v}' for k, v in opts.items())
 
 
 def main():
-    tools, status = start(__doc__.strip().splitlines()[-1], 1)
+    tools, status = start(__doc__.strip().splitlines()[-1], 2 if len(sys.argv) == 3 else 1)
     if tools is None:
         return status
     tool = os.path.abspath(tools[0])
@@ -155,6 +225,18 @@ def main():
                         first = next((i for i in range(min(len(a), len(b))) if a[i] != b[i]), min(len(a), len(b)))
                         p.append(f'bytes differ: sizes {len(a)} vs {len(b)}, first difference at {first:#x}')
                 results.append((f'{label} [qemu {ver}]', p))
+        if len(tools) > 1:
+            qtool = os.path.abspath(tools[1])
+            make_qcow2_sources(tmp)
+            for label, srcs, flags, opts in QCOW2_CASES:
+                o = ['-o', opt_string(opts)] if opts else []
+                ours_args = list(flags) + o
+                for src in srcs:
+                    ours_args += ['--alignment', str(ALIGN[src]), ':'.join(CHAINS[src])]
+                qemu_args = list(flags) + o + [CHAINS[src][0] for src in srcs]
+                compare_case(qtool, tmp, label, ours_args, qemu_args, results, 'qcow2')
+        else:
+            print('qcow2 sources: no qcow2-reading tool given, those cases not run')
     return report(results)
 
 
