@@ -9,6 +9,7 @@
 #include <boost/json.hpp>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fcntl.h>
 #include <iostream>
@@ -256,9 +257,37 @@ std::string normalise(const std::string& v) {
 
 } // namespace
 
+std::string progress_text(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& calls, bool ok) {
+    // qemu_progress_init(1, 1.0); qemu_progress_print(0, 100); per chunk
+    // qemu_progress_print(100.0 * done / total, 0); at the end qemu_progress_print(100, 0) and
+    // qemu_progress_end(). Floats as qemu keeps them.
+    std::string out;
+    float current = 0;
+    float last_print = 0;
+    const float min_skip = 1.0f;
+    auto print = [&](float delta) {
+        const float c = delta;
+        if (c > last_print + min_skip || c < last_print - min_skip || c == 0 || c == 100) {
+            last_print = c;
+            current = c;
+            char line[64];
+            std::snprintf(line, sizeof line, "    (%3.2f/100%%)\r", static_cast<double>(current));
+            out += line;
+        }
+    };
+    print(0);
+    for (const auto& [done, total] : calls)
+        print(static_cast<float>(100.0 * static_cast<double>(done) / static_cast<double>(total)));
+    if (ok)
+        print(100);
+    out += "\n";
+    return out;
+}
+
 int hosted_convert_main(int argc, char** argv, guest::OpenFn open, guest::CreateWriterFn create_writer) {
     HostedConvert job;
     job.open = open;
+    bool progress = false;
     std::vector<std::string> positional;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
@@ -266,6 +295,8 @@ int hosted_convert_main(int argc, char** argv, guest::OpenFn open, guest::Create
             job.params.min_sparse = std::stoull(normalise(argv[++i]));
         } else if (a == "-c") {
             job.params.compressed = true;
+        } else if (a == "-p") {
+            progress = true;
         } else if (a == "-W") {
             job.params.out_of_order = true;
         } else if (a == "-o" && i + 1 < argc) {
@@ -321,6 +352,8 @@ int hosted_convert_main(int argc, char** argv, guest::OpenFn open, guest::Create
         job.sources.push_back(chain);
     }
     const HostedConvertResult r = run_hosted_convert(job, create_writer);
+    if (progress) // qemu-img -p's display (util/qemu-progress.c), on stderr
+        std::cerr << progress_text(r.progress, r.status == Status::Ok);
     boost::json::object out{{"status", static_cast<int>(r.status)},
                             {"reason", r.reason},
                             {"peak-memory", r.peak_memory},

@@ -40,8 +40,11 @@ struct HostedConvertResult {
 // qemu-img sizes the target), runs convert::run_convert and closes everything.
 HostedConvertResult run_hosted_convert(const HostedConvert& job, guest::CreateWriterFn create_writer);
 
-// main() of a `<fmt>_hosted_convert` tool:
-//   TOOL [-S BYTES] [-c] [-o K=V[,K=V...]]... [-B BACKING [-F FMT]] [--qemu-version N]
+// qemu-img convert -p's output for the progress calls a convert made (util/qemu-progress.c).
+std::string progress_text(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& calls, bool ok);
+
+// main() of a `<fmt>_hosted_convert` tool (-p prints qemu's progress display on stderr):
+//   TOOL [-p] [-S BYTES] [-c] [-o K=V[,K=V...]]... [-B BACKING [-F FMT]] [--qemu-version N]
 //        [--alignment BYTES] SRC[:BACKING...]... OUT
 // prints {"status": N, "reason": "...", "peak-memory": N, "progress-calls": N} and writes OUT.
 int hosted_convert_main(int argc, char** argv, guest::OpenFn open, guest::CreateWriterFn create_writer);

@@ -5,8 +5,8 @@
 Raw sources are made here (random data, written zeros, zero gaps inside clusters, holes, sizes that
 are not cluster or sector multiples, enough data to cross L2-table and refcount-block boundaries and
 to grow the refcount table with small clusters). Each case converts with the hosted tool and with
-both qemu-imgs and requires the same bytes, a clean `qemu-img check` and `qemu-img compare` finding
-the result identical to the source. Each option is covered once, not every combination.
+both qemu-imgs and requires the same bytes, the same `-p` progress display, a clean `qemu-img check`
+and `qemu-img compare` finding the result identical to the source. Each option is covered once, not every combination.
 
 With a second tool (a hosted convert whose opener reads qcow2, once the qcow2 reader is built in),
 qcow2 sources made with qemu-img/qemu-io are converted too: backing chains (full, and -B leaving the
@@ -158,7 +158,7 @@ def make_qcow2_sources(tmp):
 def compare_case(tool, tmp, label, ours_args, qemu_args, results, src_fmt):
     ours = os.path.join(tmp, 'ours.qcow2')
     problems = []
-    proc = subprocess.run([tool] + ours_args + [ours], capture_output=True, text=True, cwd=tmp)
+    proc = subprocess.run([tool, '-p'] + ours_args + [ours], capture_output=True, text=True, cwd=tmp)
     if proc.returncode != 0:
         problems.append(f'hosted tool failed: {proc.stdout.strip()} {proc.stderr.strip()}')
     else:
@@ -167,9 +167,11 @@ def compare_case(tool, tmp, label, ours_args, qemu_args, results, src_fmt):
             problems.append(f'check: {chk.stdout.strip()} {chk.stderr.strip()}')
     for ver, (qemu_img, _) in QEMUS.items():
         theirs = os.path.join(tmp, f'qemu-{ver}.qcow2')
-        subprocess.run([qemu_img, 'convert', '-f', src_fmt, '-O', 'qcow2'] + qemu_args + [theirs],
-                       check=True, capture_output=True, cwd=tmp)
+        q = subprocess.run([qemu_img, 'convert', '-p', '-f', src_fmt, '-O', 'qcow2'] + qemu_args + [theirs],
+                           check=True, capture_output=True, text=True, cwd=tmp)
         p = list(problems)
+        if not p and proc.stderr != q.stdout:
+            p.append(f'-p display: ours {proc.stderr!r} qemu {q.stdout!r}')
         if not p:
             a = open(ours, 'rb').read()
             b = open(theirs, 'rb').read()
@@ -200,7 +202,8 @@ def main():
             ours = os.path.join(tmp, 'ours.qcow2')
             problems = []
             # -B names are relative to the target's directory, as qemu-img resolves them.
-            proc = subprocess.run([tool] + flags + o + src_paths + [ours], capture_output=True, text=True, cwd=tmp)
+            proc = subprocess.run([tool, '-p'] + flags + o + src_paths + [ours], capture_output=True, text=True,
+                                  cwd=tmp)
             if proc.returncode != 0:
                 problems.append(f'hosted tool failed: {proc.stdout.strip()} {proc.stderr.strip()}')
             else:
@@ -215,9 +218,11 @@ def main():
                         problems.append(f'compare: {cmp_.stdout.strip()}')
             for ver, (qemu_img, _) in QEMUS.items():
                 theirs = os.path.join(tmp, f'qemu-{ver}.qcow2')
-                subprocess.run([qemu_img, 'convert', '-f', 'raw', '-O', 'qcow2'] + flags + o + src_paths + [theirs],
-                               check=True, capture_output=True, cwd=tmp)
+                q = subprocess.run([qemu_img, 'convert', '-p', '-f', 'raw', '-O', 'qcow2'] + flags + o + src_paths
+                                   + [theirs], check=True, capture_output=True, text=True, cwd=tmp)
                 p = list(problems)
+                if not p and proc.stderr != q.stdout:
+                    p.append(f'-p display: ours {proc.stderr!r} qemu {q.stdout!r}')
                 if not p:
                     a = open(ours, 'rb').read()
                     b = open(theirs, 'rb').read()
