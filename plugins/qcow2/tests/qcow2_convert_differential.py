@@ -111,6 +111,9 @@ CASES = [
     ('-B extended_l2', ['mixed'], ['-B', 'back_sparse.raw', '-F', 'raw'], {'extended_l2': 'on'}),
     ('-B 4k', ['mixed'], ['-B', 'back_data.raw', '-F', 'raw'], {'cluster_size': '4096'}),
     ('-B -c', ['mixed'], ['-c', '-B', 'back_data.raw', '-F', 'raw'], {}),
+    ('-B -S 0', ['mixed'], ['-S', '0', '-B', 'back_data.raw', '-F', 'raw'], {}),
+    ('-B preallocated extended_l2', ['mixed'], ['-B', 'back_data.raw', '-F', 'raw'],
+     {'preallocation': 'metadata', 'extended_l2': 'on'}),
 ]
 
 
