@@ -141,7 +141,12 @@ HostedConvertResult run_hosted_convert(const HostedConvert& job, guest::CreateWr
     std::vector<std::vector<guest::ImageReader*>> chains(job.sources.size());
     std::vector<convert::Source> sources;
     std::uint64_t total_sectors = 0;
+    Opened backing;
     auto close_all = [&] {
+        if (backing.reader != nullptr) {
+            backing.reader->close();
+            backing.reader = nullptr;
+        }
         for (auto& c : opened)
             for (auto& o : c)
                 if (o.reader != nullptr) {
@@ -169,7 +174,6 @@ HostedConvertResult run_hosted_convert(const HostedConvert& job, guest::CreateWr
     }
 
     convert::Params params = job.params;
-    Opened backing;
     guest::ImageReader* backing_chain[1] = {nullptr};
     if (!job.backing_file.empty()) {
         params.target_has_backing = true;
@@ -228,8 +232,6 @@ HostedConvertResult run_hosted_convert(const HostedConvert& job, guest::CreateWr
                                       alloc, &reasons);
     res.reason = !reasons.text.empty() ? reasons.text : target.reason_;
     writer->close();
-    if (backing.reader != nullptr)
-        backing.reader->close();
     close_all();
     res.peak_memory = alloc.peak();
     return res;
