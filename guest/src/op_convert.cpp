@@ -4,7 +4,7 @@
 // phase and image, then the format's reason (INSTAR_REC_REASON).
 #include "create_target.h"
 
-#include "../convert/convert_engine.h"
+#include "convert_engine.h"
 
 #include <instar/guest/arena_new.h>
 
@@ -127,7 +127,7 @@ Status convert_op(const uint8_t* arg, uint32_t arg_len) {
     if (st == Status::Ok && (chains == nullptr || sources == nullptr)) st = Status::NoMemory;
     uint32_t used = 0;
     for (uint32_t s = 0; st == Status::Ok && s < h.source_count; ++s) {
-        sources[s] = convert::Source{chains + used, 0};
+        sources[s] = convert::Source{chains + used, 0, plan.images[s].cluster_size};
         for (uint32_t i = s; i != INSTAR_CONVERT_NO_BACKING; i = plan.images[i].backing) {
             if (used == h.image_count) {
                 st = Status::Invalid;
@@ -168,12 +168,9 @@ Status convert_op(const uint8_t* arg, uint32_t arg_len) {
         p.existing_target = (h.flags & INSTAR_CONVERT_EXISTING_TARGET) != 0;
         p.out_of_order = (h.flags & INSTAR_CONVERT_OUT_OF_ORDER) != 0;
         if (h.flags & INSTAR_CONVERT_PROGRESS) p.progress = progress;
+        // The engine finishes the target itself (writer->finish()) once the data is in.
         st = convert::run_convert(sources, h.source_count, *writer, p, arena(), &reasons);
         if (st != Status::Ok) report_failure(INSTAR_CONVERT_PHASE_COPY, INSTAR_CONVERT_NO_BACKING);
-    }
-    if (st == Status::Ok) {
-        st = writer->finish();
-        if (st != Status::Ok) report_failure(INSTAR_CONVERT_PHASE_FINISH, INSTAR_CONVERT_NO_BACKING);
     }
     if (writer != nullptr) writer->close();
     for (uint32_t i = 0; i < opened && i < h.image_count; ++i) readers[i]->close();

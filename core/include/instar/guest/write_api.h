@@ -33,6 +33,11 @@ public:
     // Unsupported when the format has no compressed clusters (qemu's "does not support
     // compression").
     virtual Status write_compressed(uint64_t offset, const void* buf, size_t len) = 0;
+    // -B: the new image's backing file (its whole chain composed) as qemu's target sees it, for
+    // copy-on-write of partly written clusters and the "rest reads as zeros" checks of write_zeroes.
+    // Called before the first write; the reader outlives the writer's use. Formats without backing
+    // files ignore it.
+    virtual void set_backing(ImageReader* backing) { (void)backing; }
     // Writes every table still held in memory; the image is complete when this returns Ok.
     virtual Status finish() = 0;
     // Releases the writer's memory. Unusable afterwards.
