@@ -49,7 +49,9 @@ inline constexpr uint32_t CONVERT_MAX_SOURCES = 64;
 // Backing-chain depth followed for one source (qemu's own limit on chain length is similar).
 inline constexpr uint32_t CONVERT_MAX_CHAIN = 64;
 
-// Copies the concatenated sources into `target`, then calls target.finish(). On failure a reason in
+// Copies the concatenated sources into `target`, then calls target.finish(). With -c every data
+// write is target.write_compressed() of one cluster (the disk's last may be shorter), and the end
+// of the copy is signalled, as qemu-img does, by write_compressed(0, nullptr, 0) before finish(). On failure a reason in
 // qemu-img's words goes to `reasons` (may be nullptr).
 guest::Status run_convert(const Source* sources, uint32_t count, guest::ImageWriter& target, const Params& p,
                           guest::Allocator& alloc, guest::ReasonSink* reasons);
