@@ -4,19 +4,20 @@
 usage: vpc_write_differential.py VPC_HOSTED_CONVERT
 
 For each raw source (random data, zeros, holes, partial blocks, a size that is not a multiple of
-512) and each option set (subformat fixed/dynamic, force_size), the hosted tool and each qemu-img
-convert the same source; the two files must have the same size and the same bytes apart from the
+512) and each option set (subformat fixed/dynamic, force_size, -S 0), the hosted tool (the convert
+engine over raw's reader and the vpc writer) and each qemu-img convert the same source; the two files must have the same size and the same bytes apart from the
 footer's random fields (timestamp, checksum, unique id, in every footer copy), the same data/hole
 map, `qemu-img compare` must call ours identical to the source under both qemus, and vhdiinfo must
 open ours.
 """
 import os
+import re
 import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'tests', 'formats'))
-from differential_support import QEMUS, data_segments, report, start  # noqa: E402
+from differential_support import QEMUS, data_segments, report, run, start  # noqa: E402
 
 FORMAT = 'vpc'
 VHDIINFO = '/usr/bin/vhdiinfo'
@@ -53,7 +54,19 @@ def make_sources(d):
     return srcs
 
 
-OPTIONS = ['', 'subformat=dynamic', 'subformat=fixed', 'force_size=on', 'subformat=fixed,force_size=on']
+# -o settings, optionally followed by convert flags after a '|'.
+OPTIONS = ['', 'subformat=dynamic', 'subformat=fixed', 'force_size=on', 'subformat=fixed,force_size=on',
+           '|-S 0', 'subformat=fixed|-S 0']
+
+
+def split_case(case):
+    opts, _, flags = case.partition('|')
+    return (['-o', opts] if opts else []) + flags.split()
+
+
+def qemu_version(qemu_img):
+    m = re.search(r'version (\d+)\.(\d+)\.(\d+)', run([qemu_img, '--version']))
+    return int(m.group(1)) * 10000 + int(m.group(2)) * 100 + int(m.group(3))
 
 
 def footer_offsets(b):
@@ -88,19 +101,18 @@ def compare_allocation(mine, theirs):
     return [] if a == b else [f'data map {a[:6]} != {b[:6]}']
 
 
-def check(tool, src, opts, ver, qemu_img, d):
+def check(tool, src, opts, ver, qemu_img, version, d):
     problems = []
     mine, theirs = os.path.join(d, 'ours.vhd'), os.path.join(d, 'qemu.vhd')
     for p in (mine, theirs):
         if os.path.exists(p):
             os.unlink(p)
-    env = dict(os.environ, TEST_QEMU_VERSION='0')
-    r = subprocess.run([tool, src, mine] + [o for o in opts.split(',') if o], capture_output=True, text=True,
-                       env=env)
+    args = split_case(opts)
+    r = subprocess.run([tool] + args + ['--qemu-version', str(version), src, mine], capture_output=True, text=True)
     if r.returncode != 0:
         return [f'hosted convert failed: {r.stdout.strip()} {r.stderr.strip()}']
-    q = subprocess.run([qemu_img, 'convert', '-f', 'raw', '-O', FORMAT] + (['-o', opts] if opts else []) +
-                       [src, theirs], capture_output=True, text=True)
+    q = subprocess.run([qemu_img, 'convert', '-f', 'raw', '-O', FORMAT] + args + [src, theirs],
+                       capture_output=True, text=True)
     if q.returncode != 0:
         return [f'qemu-img convert failed: {q.stderr.strip()}']
     if os.path.getsize(mine) != os.path.getsize(theirs):
@@ -124,12 +136,14 @@ def main():
         return status
     tool = tools[0]
     results = []
+    versions = {ver: qemu_version(qi) for ver, (qi, _) in QEMUS.items()}
     with tempfile.TemporaryDirectory() as d:
         srcs = make_sources(d)
         for name, src in srcs.items():
             for opts in OPTIONS:
                 for ver, (qemu_img, _) in QEMUS.items():
-                    results.append((f'{name} -o "{opts}" [qemu {ver}]', check(tool, src, opts, ver, qemu_img, d)))
+                    results.append((f'{name} {" ".join(split_case(opts))} [qemu {ver}]',
+                                    check(tool, src, opts, ver, qemu_img, versions[ver], d)))
     return report(results)
 
 

@@ -5,8 +5,9 @@ usage: vhdx_write_differential.py VHDX_HOSTED_CONVERT
 
 For each raw source (random data, zeros, holes, partial blocks, a size that is not a multiple of
 512, enough blocks to wrap a 1 MiB log) and each option set (subformat fixed/dynamic, block_size 1M
-and 8M, block_state_zero, log_size), the hosted tool (given the compared qemu's version for the
-creator string) and each qemu-img convert the same source. The files must have the same size and
+and 8M, block_state_zero, log_size, -S 0), the hosted tool (the convert engine over raw's reader
+and the vhdx writer, given the compared qemu's version for the creator string) and each qemu-img
+convert the same source. The files must have the same size and
 the same bytes apart from the random fields: both headers' checksum, sequence number and write
 GUIDs, the page 83 GUID, and each log entry's checksum and log GUID. Beyond that: the headers'
 sequence numbers are one apart with the same header current, the log entries' sequence numbers,
@@ -54,10 +55,16 @@ def make_sources(d):
     return srcs
 
 
+# -o settings, optionally followed by convert flags after a '|'.
 OPTIONS = ['', 'block_size=1M', 'block_size=8M', 'subformat=fixed', 'subformat=fixed,block_state_zero=off',
-           'block_state_zero=off,block_size=1M', 'log_size=2M,block_size=1M']
+           'block_state_zero=off,block_size=1M', 'log_size=2M,block_size=1M', 'block_size=1M|-S 0']
 # The log-wrap source only where blocks are 1 MiB and the log 1 MiB (where it wraps).
 WRAP_OPTIONS = ['block_size=1M']
+
+
+def split_case(case):
+    opts, _, flags = case.partition('|')
+    return (['-o', opts] if opts else []) + flags.split()
 
 
 def qemu_version(qemu_img):
@@ -115,14 +122,12 @@ def check(tool, src, opts, ver, qemu_img, version, d):
     for p in (mine, theirs):
         if os.path.exists(p):
             os.unlink(p)
-    env = dict(os.environ, TEST_QEMU_VERSION=str(version))
-    args = [o for o in opts.replace('1M', str(MiB)).replace('8M', str(8 * MiB)).replace('2M', str(2 * MiB))
-            .split(',') if o]
-    r = subprocess.run([tool, src, mine] + args, capture_output=True, text=True, env=env)
+    args = split_case(opts)
+    r = subprocess.run([tool] + args + ['--qemu-version', str(version), src, mine], capture_output=True, text=True)
     if r.returncode != 0:
         return [f'hosted convert failed: {r.stdout.strip()} {r.stderr.strip()}']
-    q = subprocess.run([qemu_img, 'convert', '-f', 'raw', '-O', FORMAT] + (['-o', opts] if opts else []) +
-                       [src, theirs], capture_output=True, text=True)
+    q = subprocess.run([qemu_img, 'convert', '-f', 'raw', '-O', FORMAT] + args + [src, theirs],
+                       capture_output=True, text=True)
     if q.returncode != 0:
         return [f'qemu-img convert failed: {q.stderr.strip()}']
     with open(mine, 'rb') as f:
@@ -162,7 +167,7 @@ def main():
         for name, src in make_sources(d).items():
             for opts in (WRAP_OPTIONS if name.startswith('log-wrap') else OPTIONS):
                 for ver, (qemu_img, _) in QEMUS.items():
-                    results.append((f'{name} -o "{opts}" [qemu {ver}]',
+                    results.append((f'{name} {" ".join(split_case(opts))} [qemu {ver}]',
                                     check(tool, src, opts, ver, qemu_img, versions[ver], d)))
     return report(results)
 
