@@ -4,8 +4,8 @@
 usage: vhdx_write_differential.py VHDX_HOSTED_CONVERT
 
 For each raw source (random data, zeros, holes, partial blocks, a size that is not a multiple of
-512, enough blocks to wrap a 1 MiB log) and each option set (subformat fixed/dynamic, block_size 1M
-and 8M, block_state_zero, log_size, -S 0), the hosted tool (the convert engine over raw's reader
+512, enough blocks to wrap a 1 MiB log, data past the first BAT chunk) and each option set
+(subformat fixed/dynamic, block_size 1M/8M/16M, block_state_zero, log_size, -S 0), the hosted tool (the convert engine over raw's reader
 and the vhdx writer, given the compared qemu's version for the creator string) and each qemu-img
 convert the same source. The files must have the same size and
 the same bytes apart from the random fields: both headers' checksum, sequence number and write
@@ -52,14 +52,21 @@ def make_sources(d):
                                   (6 * MiB + 4096, bytes(2048)), (7 * MiB, bytes(64 * KiB))])
     # 140 blocks of 1 MiB each holding 4 KiB: 140 log entries of 8 KiB wrap a 1 MiB log.
     mk('log-wrap-140m', 140 * MiB, [(i * MiB + 8192, rnd(4096)) for i in range(140)])
+    # Past the first chunk of blocks (4096 of 1 MiB, 256 of 16 MiB), where a sector bitmap entry
+    # sits between the payload entries of the BAT.
+    mk('past-chunk-4g', (4 << 30) + 3 * MiB, [(0, rnd(4096)), ((4 << 30) + MiB + 512, rnd(8192)),
+                                                 ((4 << 30) + 3 * MiB - 512, rnd(512))])
     return srcs
 
 
 # -o settings, optionally followed by convert flags after a '|'.
-OPTIONS = ['', 'block_size=1M', 'block_size=8M', 'subformat=fixed', 'subformat=fixed,block_state_zero=off',
+# (Sources up to 1 GiB get qemu's automatic 8 MiB blocks: '' is block_size=8M for them.)
+OPTIONS = ['', 'block_size=1M', 'subformat=fixed', 'subformat=fixed,block_state_zero=off',
            'block_state_zero=off,block_size=1M', 'log_size=2M,block_size=1M', 'block_size=1M|-S 0']
 # The log-wrap source only where blocks are 1 MiB and the log 1 MiB (where it wraps).
 WRAP_OPTIONS = ['block_size=1M']
+# The 4 GiB source: dynamic disks only (the check reads whole files).
+LARGE_OPTIONS = ['block_size=1M', 'block_state_zero=off,block_size=1M', 'block_size=8M', '']
 
 
 # qemu fills the rest of a log entry's first sector (after the header and descriptor) from an
@@ -172,7 +179,7 @@ def main():
     versions = {ver: qemu_version(qi) for ver, (qi, _) in QEMUS.items()}
     with tempfile.TemporaryDirectory() as d:
         for name, src in make_sources(d).items():
-            for opts in (WRAP_OPTIONS if name.startswith('log-wrap') else OPTIONS):
+            for opts in {'log-wrap-140m': WRAP_OPTIONS, 'past-chunk-4g': LARGE_OPTIONS}.get(name, OPTIONS):
                 for ver, (qemu_img, _) in QEMUS.items():
                     results.append((f'{name} {" ".join(split_case(opts))} [qemu {ver}]',
                                     check(tool, src, opts, ver, qemu_img, versions[ver], d)))
