@@ -10,6 +10,7 @@ footer's random fields (timestamp, checksum, unique id, in every footer copy), t
 map, `qemu-img compare` must call ours identical to the source under both qemus, and vhdiinfo must
 open ours.
 """
+import json
 import os
 import re
 import subprocess
@@ -22,6 +23,9 @@ from differential_support import QEMUS, data_segments, report, run, start  # noq
 FORMAT = 'vpc'
 VHDIINFO = '/usr/bin/vhdiinfo'
 KiB, MiB = 1 << 10, 1 << 20
+# The engine's 2 MiB buffer and the writer's few KiB (create's 1 MiB BAT chunk is freed before):
+# memory must not grow with the disk.
+PEAK_MEMORY_LIMIT = 3 * MiB
 # Footer bytes qemu fills from the clock and the RNG: timestamp, checksum, unique id.
 FOOTER_RANDOM = [(24, 28), (64, 84)]
 
@@ -115,6 +119,9 @@ def check(tool, src, opts, ver, qemu_img, version, d):
     r = subprocess.run([tool] + args + ['--qemu-version', str(version), src, mine], capture_output=True, text=True)
     if r.returncode != 0:
         return [f'hosted convert failed: {r.stdout.strip()} {r.stderr.strip()}']
+    peak = json.loads(r.stdout)['peak-memory']
+    if peak > PEAK_MEMORY_LIMIT:
+        problems.append(f'guest memory peak {peak} > {PEAK_MEMORY_LIMIT}')
     q = subprocess.run([qemu_img, 'convert', '-f', 'raw', '-O', FORMAT] + args + [src, theirs],
                        capture_output=True, text=True)
     if q.returncode != 0:
