@@ -2,6 +2,7 @@
 // entry), fixed disks written in place, bounds, zeros, and what it refuses.
 #include "hosted_create.h"
 #include "hosted_support.h"
+#include "vpc_create.h"
 #include "vpc_write.h"
 
 #include <doctest/doctest.h>
@@ -155,4 +156,15 @@ TEST_CASE("vpc writer: bounds, compression and differencing disks are refused") 
     Session bad(4 * MiB, {{"subformat", "nope"}});
     CHECK(bad.status == Status::Invalid);
     CHECK(bad.w == nullptr);
+}
+
+TEST_CASE("vpc writer: before any write the image is create's, byte for byte") {
+    for (const auto& opts : std::vector<std::vector<std::pair<std::string, std::string>>>{
+             {}, {{"subformat", "fixed"}}, {{"force_size", "on"}}}) {
+        Session s(5 * MiB + 1000, opts);
+        REQUIRE(s.status == Status::Ok);
+        hosted::MemoryTarget t(64 * MiB);
+        REQUIRE(hosted::run_create(vpc::create, s.p, t) == Status::Ok);
+        CHECK(s.bytes() == t.image_output().bytes());
+    }
 }
