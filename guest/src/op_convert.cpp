@@ -138,6 +138,8 @@ Status convert_op(const uint8_t* arg, uint32_t arg_len) {
         }
     }
 
+    // Writers keep the target (set_length, add_file) for their whole life.
+    HypercallTarget target(h.target_device);
     ImageWriter* writer = nullptr;
     if (st == Status::Ok) {
         auto* u = static_cast<UnpackedCreate*>(arena().allocate(sizeof(UnpackedCreate), alignof(UnpackedCreate)));
@@ -147,7 +149,6 @@ Status convert_op(const uint8_t* arg, uint32_t arg_len) {
             if (!unpack_create(plan.create, h.create_len, *u)) st = Status::Invalid;
         }
         const ModuleOps* tm = module(h.target_module);
-        HypercallTarget target(h.target_device);
         if (st == Status::Ok && tm->create_writer == nullptr) {
             report_failure(INSTAR_CONVERT_PHASE_CREATE, INSTAR_CONVERT_NO_BACKING);
             static constexpr char TEXT[] = "this format's plugin cannot write image data";

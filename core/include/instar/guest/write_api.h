@@ -48,7 +48,8 @@ protected:
 };
 
 // Creates the image as `create` does (req, target: create_api.h), then returns a writer over it,
-// allocated from req.allocator. codecs carries the compressors for -c.
+// allocated from req.allocator. `target` (and req.codecs) must outlive the writer: writers grow
+// files through it. codecs carries the compressors for -c.
 using CreateWriterFn = Status (*)(const CreateRequest& req, CreateTarget& target, ImageWriter** out);
 
 } // namespace instar::guest
