@@ -1,0 +1,314 @@
+#!/usr/bin/env python3
+"""Differential check of the qcow2 reader against qemu-img 7.2 and 10.0.
+
+Images are made with qemu-img/qemu-io (v2, v3, cluster sizes 512 B to 2 MiB, extended L2 with
+subcluster and zero writes, write -z, discards, compressed writes with zlib and zstd, data across L2
+table boundaries, an external data file with and without data_file_raw, internal snapshots, an
+overlay over a backing file). For each, under both qemu versions:
+  (a) the hosted dump equals `qemu-img convert -O raw` byte for byte (images without backing; with
+      -l for snapshots),
+  (b) the extents agree with `qemu-img map --output=json`: data / zero / unallocated per byte
+      range, the host offset of data, and (10.0) the compressed flag; with a backing file, against
+      the depth-0 entries.
+Refusals (missing snapshot, encryption) must carry qemu's message.
+
+usage: qcow2_read_differential.py HOSTED_READ
+"""
+import filecmp
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'tests', 'formats'))
+from differential_support import QEMUS, report, run, start  # noqa: E402
+from oracle_retry import run_fixture  # noqa: E402
+
+QI7, QIO7 = QEMUS['7.2']
+STATUS_UNSUPPORTED = 3
+STATUS_INVALID = 6
+
+
+def io(img, *cmds, fmt='qcow2', qemu_io=QIO7, extra=()):
+    args = [qemu_io, '-f', fmt, *extra]
+    for c in cmds:
+        args += ['-c', c]
+    run(args + [img])
+
+
+def create(img, size, opts=None, qemu_img=QI7, backing=None):
+    cmd = [qemu_img, 'create', '-q', '-f', 'qcow2']
+    if backing:
+        cmd += ['-b', backing, '-F', 'qcow2']
+    if opts:
+        cmd += ['-o', ','.join(f'{k}={v}' for k, v in opts.items())]
+    run(cmd + [img, str(size)])
+
+
+def classes_qemu(entries, with_backing):
+    """qemu map entries as (start, end, class, compressed, offset)."""
+    out = []
+    for e in entries:
+        if e['depth'] > 0 or not e.get('present', True):
+            cls = 'unallocated'
+        elif e['data']:
+            cls = 'data'
+        elif e['zero']:
+            cls = 'zero'
+        else:
+            cls = 'unallocated'
+        out.append((e['start'], e['start'] + e['length'], cls, e.get('compressed'),
+                    e.get('offset') if cls == 'data' else None))
+    return out
+
+
+def classes_ours(entries):
+    return [(e['start'], e['start'] + e['length'], e['allocation'], e['compressed'],
+             e.get('offset') if e['allocation'] == 'data' else None) for e in entries]
+
+
+def compare_maps(ours, theirs, size):
+    """Problems found comparing two range lists over [0, size)."""
+    problems = []
+    if not ours or ours[-1][1] != size or (theirs and theirs[-1][1] != size):
+        return [f'coverage: ours ends {ours[-1][1] if ours else None}, qemu {theirs[-1][1] if theirs else None}, size {size}']
+    cuts = sorted({0, size} | {r[0] for r in ours} | {r[0] for r in theirs})
+    i = j = 0
+    for a, b in zip(cuts, cuts[1:]):
+        while ours[i][1] <= a:
+            i += 1
+        while theirs[j][1] <= a:
+            j += 1
+        o, t = ours[i], theirs[j]
+        if o[2] != t[2]:
+            problems.append(f'[{a:#x},{b:#x}) ours {o[2]} qemu {t[2]}')
+        elif t[3] is not None and o[3] != t[3]:
+            problems.append(f'[{a:#x},{b:#x}) compressed ours {o[3]} qemu {t[3]}')
+        elif o[4] is not None and t[4] is not None and o[4] + (a - o[0]) != t[4] + (a - t[0]):
+            problems.append(f'[{a:#x},{b:#x}) offset ours {o[4] + (a - o[0]):#x} qemu {t[4] + (a - t[0]):#x}')
+        elif (o[4] is None) != (t[4] is None) and o[2] == 'data':
+            problems.append(f'[{a:#x},{b:#x}) offset ours {o[4]} qemu {t[4]}')
+        if len(problems) > 5:
+            break
+    return problems
+
+
+def hosted(tool, img, out=None, files=(), snapshot=None, chunk=None):
+    cmd = [tool]
+    for f in files:
+        cmd += ['--file', f]
+    if snapshot is not None:
+        cmd += ['-l', snapshot]
+    if chunk is not None:
+        cmd += ['--chunk', str(chunk)]
+    cmd.append(img)
+    if out:
+        cmd.append(out)
+    return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+
+
+def check_image(tool, d, label, img, results, files=(), snapshot=None, backing=False, chunk=None):
+    out = os.path.join(d, 'ours.raw')
+    ours = hosted(tool, img, None if backing else out, files, snapshot, chunk)
+    for ver, (qemu_img, _) in QEMUS.items():
+        problems = []
+        if ours['status'] != 0:
+            problems.append(f'status {ours["status"]}: {ours["reason"]}')
+            results.append((f'{label} [qemu {ver}]', problems))
+            continue
+        if not backing:
+            theirs = os.path.join(d, 'qemu.raw')
+            cmd = [qemu_img, 'convert', '-f', 'qcow2', '-O', 'raw']
+            if snapshot is not None:
+                cmd += ['-l', snapshot]
+            run(cmd + [img, theirs])
+            if os.path.getsize(theirs) != ours['virtual-size']:
+                problems.append(f'size ours {ours["virtual-size"]} qemu {os.path.getsize(theirs)}')
+            elif not filecmp.cmp(out, theirs, shallow=False):
+                problems.append('converted bytes differ')
+        if snapshot is None:
+            qmap = json.loads(run([qemu_img, 'map', '-f', 'qcow2', '--output=json', img]))
+            problems += compare_maps(classes_ours(ours['map']), classes_qemu(qmap, backing), ours['virtual-size'])
+        results.append((f'{label} [qemu {ver}]', problems))
+
+
+def check_refusal(tool, img, label, results, want_status, snapshot=None):
+    ours = hosted(tool, img, snapshot=snapshot)
+    for ver, (qemu_img, _) in QEMUS.items():
+        cmd = [qemu_img, 'convert', '-f', 'qcow2', '-O', 'raw']
+        if snapshot is not None:
+            cmd += ['-l', snapshot]
+        p = run_fixture(cmd + [img, img + '.out'])
+        problems = []
+        if p.returncode == 0:
+            problems.append('qemu-img accepted it')
+        if ours['status'] != want_status:
+            problems.append(f'status {ours["status"]} want {want_status}')
+        if not ours['reason'] or ours['reason'] not in p.stderr:
+            problems.append(f'reason {ours["reason"]!r} not in qemu\'s {p.stderr.strip()!r}')
+        results.append((f'{label} [qemu {ver}]', problems))
+
+
+def random_writes(img, size, cluster, seed, count, compressed=False, zeros=True):
+    """A seeded mix of unaligned writes, zero writes, discards and (optionally) compressed writes."""
+    rng = random.Random(seed)
+    cmds = []
+    for _ in range(count):
+        kind = rng.choice(['w', 'w', 'z', 'd'] + (['c', 'c'] if compressed else []) if zeros else ['w'])
+        if kind == 'c':
+            n = rng.randint(1, 4) * cluster
+            off = rng.randrange(0, size - n, cluster)
+            # Compression cannot overwrite allocated clusters: free them first.
+            cmds.append(f'discard {off} {n}')
+            cmds.append(f'write -c -P {rng.randint(1, 255)} {off} {n}')
+            continue
+        n = rng.randint(1, 6 * cluster // 512) * 512
+        off = rng.randrange(0, size - n, 512)
+        if kind == 'w':
+            cmds.append(f'write -P {rng.randint(1, 255)} {off} {n}')
+        elif kind == 'z':
+            cmds.append(f'write -z {off} {n}')
+        else:
+            cmds.append(f'discard {off} {n}')
+    for i in range(0, len(cmds), 40):
+        io(img, *cmds[i:i + 40])
+
+
+def raw_source(path, size, seed):
+    """A raw file of compressible and incompressible stretches with holes, for convert -c."""
+    rng = random.Random(seed)
+    with open(path, 'wb') as f:
+        f.truncate(size)
+        for off in range(0, size, 96 << 10):
+            kind = rng.randrange(4)
+            f.seek(off)
+            if kind == 0:
+                f.write(bytes([rng.randrange(256)]) * (40 << 10))
+            elif kind == 1:
+                f.write(rng.randbytes(20 << 10))
+            elif kind == 2:
+                f.write((b'instar qcow2 ' * 4000)[:50 << 10])
+
+
+def cases(tool, d, results):
+    def path(name):
+        return os.path.join(d, name)
+
+    # v2 and v3 with the default cluster size.
+    img = path('v2.qcow2')
+    create(img, '8M', {'compat': '0.10'})
+    io(img, 'write -P 0x11 0 64k', 'write -P 0x22 1M 100k', 'write -P 0x33 5000k 7k', 'discard 1M 64k')
+    check_image(tool, d, 'v2', img, results)
+
+    img = path('v3.qcow2')
+    create(img, '8M')
+    io(img, 'write -P 0x11 0 200k', 'write -z 64k 64k', 'write -z -u 128k 64k', 'write -z 3M 256k',
+       'discard 4M 64k', 'write -P 0x44 7M 1k')
+    check_image(tool, d, 'v3 zero writes and discards', img, results)
+
+    # Every cluster size, with seeded random writes; small clusters put runs across L2 tables.
+    for cs, size, seed in [(512, 2 << 20, 1), (4096, 16 << 20, 2), (65536, 64 << 20, 3), (2 << 20, 64 << 20, 4)]:
+        for compat in ('0.10', '1.1'):
+            img = path(f'c{cs}-{compat}.qcow2')
+            create(img, size, {'cluster_size': cs, 'compat': compat})
+            random_writes(img, size, cs, seed, 60, compressed=True, zeros=compat == '1.1')
+            check_image(tool, d, f'cluster_size={cs} compat={compat}', img, results)
+
+    # L2 table boundaries: with 512-byte clusters one table maps 32 KiB.
+    img = path('l2edge.qcow2')
+    create(img, '1M', {'cluster_size': 512})
+    io(img, 'write -P 1 30k 8k', 'write -P 2 63k 66k', 'write -z 200k 40k', 'write -c -P 3 256k 512',
+       'write -c -P 4 287k 2k')
+    check_image(tool, d, 'L2 boundaries 512', img, results)
+    check_image(tool, d, 'L2 boundaries 512 (reads of 1000 bytes)', img, results, chunk=1000)
+
+    # Extended L2: subcluster writes, zero and unmapping zero writes, discards.
+    for cs in (16384, 65536):
+        img = path(f'extl2-{cs}.qcow2')
+        create(img, '8M', {'extended_l2': 'on', 'cluster_size': cs})
+        sc = cs // 32
+        io(img, f'write -P 1 0 {sc}', f'write -P 2 {5 * sc} {3 * sc}', f'write -z {8 * sc} {4 * sc}',
+           f'write -z {cs} {cs}', f'write -P 3 {2 * cs + 100 * 512 // 512} {sc * 3}', f'write -z -u {3 * cs} {2 * sc}',
+           f'write -P 4 {4 * cs} {cs}', f'discard {4 * cs + sc} {sc}', f'write -c -P 5 {6 * cs} {cs}',
+           f'write -P 6 {40 * cs - sc} {2 * sc}')
+        random_writes(img, 8 << 20, cs, 10 + cs, 40)
+        check_image(tool, d, f'extended_l2 cluster_size={cs}', img, results)
+
+    # Compressed writes: qemu-io write -c and convert -c, zlib and zstd.
+    for ctype in ('zlib', 'zstd'):
+        img = path(f'c-{ctype}.qcow2')
+        create(img, '4M', {'compression_type': ctype})
+        io(img, 'write -c -P 7 0 64k', 'write -c -P 8 128k 192k', 'write -P 9 512k 64k', 'write -c -z 1M 64k')
+        check_image(tool, d, f'qemu-io write -c {ctype}', img, results)
+        src = path('src.raw')
+        raw_source(src, 6 << 20, 5)
+        for cs in (4096, 65536):
+            img = path(f'conv-{ctype}-{cs}.qcow2')
+            run([QI7, 'convert', '-c', '-f', 'raw', '-O', 'qcow2', '-o',
+                 f'compression_type={ctype},cluster_size={cs}', src, img])
+            check_image(tool, d, f'convert -c {ctype} cluster_size={cs}', img, results)
+    # qemu 10.0's compressed writes.
+    img = path('c10.qcow2')
+    qi10, qio10 = QEMUS['10.0']
+    create(img, '2M', {'compression_type': 'zstd', 'cluster_size': 4096}, qemu_img=qi10)
+    io(img, 'write -c -P 1 0 64k', 'write -P 2 100k 10k', qemu_io=qio10)
+    check_image(tool, d, 'qemu 10.0 write -c zstd', img, results)
+
+    # External data file, with and without data_file_raw.
+    for raw in ('off', 'on'):
+        img, data = path(f'df-{raw}.qcow2'), path(f'df-{raw}.data')
+        create(img, '4M', {'data_file': data, 'data_file_raw': raw})
+        io(img, 'write -P 1 0 64k', 'write -P 2 1M 100k', 'write -z 2M 64k', 'discard 1M 64k')
+        check_image(tool, d, f'data_file data_file_raw={raw}', img, results, files=[data])
+
+    # Preallocated metadata (clusters mapped, never written).
+    img = path('prealloc.qcow2')
+    create(img, '4M', {'preallocation': 'metadata', 'cluster_size': 4096})
+    io(img, 'write -P 1 8k 4k')
+    check_image(tool, d, 'preallocation=metadata', img, results)
+
+    # Internal snapshots, read with -l by name and by id; a missing one is refused.
+    img = path('snap.qcow2')
+    create(img, '2M', {'cluster_size': 4096})
+    io(img, 'write -P 1 0 64k', 'write -c -P 5 512k 8k')
+    run([QI7, 'snapshot', '-c', 'first', img])
+    io(img, 'write -P 2 32k 64k', 'discard 512k 8k')
+    run([QI7, 'snapshot', '-c', 'second', img])
+    io(img, 'write -z 0 16k')
+    run([QI7, 'resize', '-q', img, '3M'])
+    io(img, 'write -P 3 2500k 4k')
+    check_image(tool, d, 'snapshot active', img, results)
+    check_image(tool, d, 'snapshot -l first', img, results, snapshot='first')
+    check_image(tool, d, 'snapshot -l 2', img, results, snapshot='2')
+    check_refusal(tool, img, 'snapshot -l nosuch', results, STATUS_INVALID, snapshot='nosuch')
+
+    # An overlay: only its own clusters are allocated; the rest is the backing file's (depth 1).
+    base, top = path('base.qcow2'), path('top.qcow2')
+    create(base, '4M', {'cluster_size': 4096})
+    io(base, 'write -P 1 0 4M')
+    create(top, '4M', {'cluster_size': 4096}, backing=base)
+    io(top, 'write -P 2 8k 8k', 'write -z 100k 12k', 'write -z -u 1M 64k', 'discard 2M 8k')
+    check_image(tool, d, 'overlay with backing', top, results, backing=True)
+
+    # Encrypted images are refused with qemu's message for a missing secret.
+    for fmt in ('luks', 'aes'):
+        img = path(f'enc-{fmt}.qcow2')
+        opts = f'encrypt.format={fmt},encrypt.key-secret=sec0' + (',encrypt.iter-time=10' if fmt == 'luks' else '')
+        run([QI7, 'create', '-q', '-f', 'qcow2', '--object', 'secret,id=sec0,data=abc', '-o', opts, img, '1M'])
+        check_refusal(tool, img, f'encrypted {fmt}', results, STATUS_UNSUPPORTED)
+
+
+def main():
+    tools, status = start(__doc__.split('usage: ')[1].strip(), 1)
+    if tools is None:
+        return status
+    results = []
+    with tempfile.TemporaryDirectory() as d:
+        cases(tools[0], d, results)
+    return report(results)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
