@@ -104,7 +104,7 @@ Status Qcow2Map::classify(const uint8_t* p, uint32_t sc, uint64_t guest, uint64_
         const uint64_t zero = bitmap >> 32;
         const bool invalid = k == ClusterKind::Normal ? (alloc & zero) != 0 : alloc != 0;
         if (invalid) {
-            r.add("Invalid cluster entry found (L2 offset: ").hex(l2_offset).add(", L2 index: ").hex(l2_index).add(")");
+            r.add("Invalid cluster entry found  (L2 offset: ").hex(l2_offset).add(", L2 index: ").hex(l2_index).add(")");
             return corrupt(r, report);
         }
         if (k == ClusterKind::Normal)

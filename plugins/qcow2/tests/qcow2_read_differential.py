@@ -18,6 +18,7 @@ import filecmp
 import json
 import os
 import random
+import struct
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,7 @@ from differential_support import QEMUS, report, run, start  # noqa: E402
 from oracle_retry import run_fixture  # noqa: E402
 
 QI7, QIO7 = QEMUS['7.2']
+STATUS_CORRUPT = 2
 STATUS_UNSUPPORTED = 3
 STATUS_INVALID = 6
 
@@ -147,6 +149,43 @@ def check_refusal(tool, img, label, results, want_status, snapshot=None):
         if ours['status'] != want_status:
             problems.append(f'status {ours["status"]} want {want_status}')
         if not ours['reason'] or ours['reason'] not in p.stderr:
+            problems.append(f'reason {ours["reason"]!r} not in qemu\'s {p.stderr.strip()!r}')
+        results.append((f'{label} [qemu {ver}]', problems))
+
+
+def patch_l2(img, out, l2_index, fn, l1_fn=None):
+    """Copies img to out with the first L2 table's entry l2_index replaced by fn(entry, bitmap) ->
+    (entry, bitmap) and, with l1_fn, the first L1 entry by l1_fn(entry)."""
+    b = bytearray(open(img, 'rb').read())
+    l1 = struct.unpack('>Q', b[40:48])[0]
+    l1e = struct.unpack('>Q', b[l1:l1 + 8])[0]
+    l2 = l1e & 0x00fffffffffffe00
+    ext = struct.unpack('>Q', b[72:80])[0] & 16 if struct.unpack('>I', b[4:8])[0] == 3 else 0
+    size = 16 if ext else 8
+    at = l2 + size * l2_index
+    entry = struct.unpack('>Q', b[at:at + 8])[0]
+    bitmap = struct.unpack('>Q', b[at + 8:at + 16])[0] if ext else 0
+    entry, bitmap = fn(entry, bitmap)
+    struct.pack_into('>Q', b, at, entry)
+    if ext:
+        struct.pack_into('>Q', b, at + 8, bitmap)
+    if l1_fn:
+        struct.pack_into('>Q', b, l1, l1_fn(l1e))
+    with open(out, 'wb') as f:
+        f.write(b)
+
+
+def check_corrupt(tool, img, label, results, files=()):
+    """qemu-img convert must fail with our reason in its "Image is corrupt: ..." line."""
+    ours = hosted(tool, img, os.path.join(os.path.dirname(img), 'ours.raw'), files)
+    for ver, (qemu_img, _) in QEMUS.items():
+        p = run_fixture([qemu_img, 'convert', '-f', 'qcow2', '-O', 'raw', img, img + '.out'])
+        problems = []
+        if p.returncode == 0:
+            problems.append('qemu-img accepted it')
+        if ours['status'] != STATUS_CORRUPT:
+            problems.append(f'status {ours["status"]} want {STATUS_CORRUPT}')
+        if not ours['reason'] or f'Image is corrupt: {ours["reason"]};' not in p.stderr:
             problems.append(f'reason {ours["reason"]!r} not in qemu\'s {p.stderr.strip()!r}')
         results.append((f'{label} [qemu {ver}]', problems))
 
@@ -291,6 +330,34 @@ def cases(tool, d, results):
     create(top, '4M', {'cluster_size': 4096}, backing=base)
     io(top, 'write -P 2 8k 8k', 'write -z 100k 12k', 'write -z -u 1M 64k', 'discard 2M 8k')
     check_image(tool, d, 'overlay with backing', top, results, backing=True)
+
+    # Corrupt entries: qemu's "Image is corrupt: <reason>;" line carries our reason.
+    base = path('plain4k.qcow2')
+    create(base, '1M', {'cluster_size': 4096})
+    io(base, 'write -P 1 0 12k')
+    patch_l2(base, path('x1.qcow2'), 1, lambda e, b: (e + 0x200, b))
+    check_corrupt(tool, path('x1.qcow2'), 'corrupt: unaligned data cluster', results)
+    patch_l2(base, path('x2.qcow2'), 0, lambda e, b: (e, b), lambda l1e: l1e + 0x200)
+    check_corrupt(tool, path('x2.qcow2'), 'corrupt: unaligned L2 table', results)
+    v2 = path('v2z.qcow2')
+    create(v2, '1M', {'cluster_size': 4096, 'compat': '0.10'})
+    io(v2, 'write -P 1 0 12k')
+    patch_l2(v2, path('x3.qcow2'), 2, lambda e, b: (e | 1, b))
+    check_corrupt(tool, path('x3.qcow2'), 'corrupt: zero flag in v2', results)
+    ext = path('ext.qcow2')
+    create(ext, '1M', {'cluster_size': 16384, 'extended_l2': 'on'})
+    io(ext, 'write -P 1 0 16k')
+    patch_l2(ext, path('x4.qcow2'), 0, lambda e, b: (e, b | (1 << 32)))
+    check_corrupt(tool, path('x4.qcow2'), 'corrupt: subcluster allocated and zero', results)
+    patch_l2(ext, path('x5.qcow2'), 3, lambda e, b: (e, b | 1))
+    check_corrupt(tool, path('x5.qcow2'), 'corrupt: unallocated cluster with allocated subcluster', results)
+    img, data = path('dfx.qcow2'), path('dfx.data')
+    create(img, '1M', {'data_file': data, 'cluster_size': 4096})
+    io(img, 'write -P 1 0 8k')
+    patch_l2(img, path('x6.qcow2'), 1, lambda e, b: (e + 0x1000, b))
+    check_corrupt(tool, path('x6.qcow2'), 'corrupt: data file offset mismatch', results, files=[data])
+    patch_l2(img, path('x7.qcow2'), 1, lambda e, b: ((e & 0xffffffff) | (1 << 62), b))
+    check_corrupt(tool, path('x7.qcow2'), 'corrupt: compressed cluster with a data file', results, files=[data])
 
     # Encrypted images are refused with qemu's message for a missing secret.
     for fmt in ('luks', 'aes'):

@@ -358,7 +358,7 @@ TEST_CASE("qcow2 read: invalid subcluster bitmaps") {
     Opened o(img.bytes());
     Extent e{};
     CHECK(o.reader->status(0, 512, &e) == Status::Corrupt);
-    CHECK(o.reasons.text == "Invalid cluster entry found (L2 offset: 0xc000, L2 index: 0)");
+    CHECK(o.reasons.text == "Invalid cluster entry found  (L2 offset: 0xc000, L2 index: 0)");
 }
 
 TEST_CASE("qcow2 read: runs continue across L2 tables, empty L1 ranges are one extent") {
