@@ -11,14 +11,93 @@
 namespace instar::qcow2 {
 namespace {
 
+// The first of qemu's qcow2_do_open checks that the header fails, in qemu's order and words.
+void header_reason(const Qcow2HeaderDisk& d, ReasonText& r) {
+    const uint32_t version = load_be32(d.version);
+    const uint32_t cb = load_be32(d.cluster_bits);
+    if (load_be32(d.magic) != QCOW_MAGIC) {
+        r.add("Image is not in qcow2 format");
+        return;
+    }
+    if (version < 2 || version > 3) {
+        r.add("Unsupported qcow2 version ").dec(version);
+        return;
+    }
+    if (cb < QCOW2_MIN_CLUSTER_BITS || cb > QCOW2_MAX_CLUSTER_BITS) {
+        r.add("Unsupported cluster size: 2^").dec(cb);
+        return;
+    }
+    const uint64_t cs = uint64_t{1} << cb;
+    const bool v3 = version == 3;
+    const uint32_t header_length = v3 ? load_be32(d.header_length) : QCOW2_V2_HEADER_LENGTH;
+    const uint64_t incompat = v3 ? load_be64(d.incompatible_features) : 0;
+    const uint64_t autoclear = v3 ? load_be64(d.autoclear_features) : 0;
+    const uint32_t refcount_order = v3 ? load_be32(d.refcount_order) : 4;
+    const uint8_t ctype = header_length > QCOW2_COMPRESSION_TYPE_OFFSET ? d.compression_type[0] : 0;
+    const uint32_t crypt = load_be32(d.crypt_method);
+    if (v3 && header_length < QCOW2_V3_MIN_HEADER_LENGTH)
+        r.add("qcow2 header too short");
+    else if (header_length > cs)
+        r.add("qcow2 header exceeds cluster size");
+    else if (load_be64(d.backing_file_offset) > cs)
+        r.add("Invalid backing file offset");
+    else if (incompat & ~QCOW2_INCOMPAT_MASK)
+        r.add("Unsupported qcow2 feature(s): Unknown incompatible feature: ").hex_bare(incompat & ~QCOW2_INCOMPAT_MASK);
+    else if (refcount_order > 6)
+        r.add("Reference count entry width too large; may not exceed 64 bits");
+    else if (ctype > QCOW2_COMPRESSION_TYPE_ZSTD)
+        r.add("qcow2: unknown compression type: ").dec(ctype);
+    else if (ctype != QCOW2_COMPRESSION_TYPE_ZLIB && !(incompat & QCOW2_INCOMPAT_COMPRESSION))
+        r.add("qcow2: Compression type incompatible feature bit must be set");
+    else if (ctype == QCOW2_COMPRESSION_TYPE_ZLIB && (incompat & QCOW2_INCOMPAT_COMPRESSION))
+        r.add("qcow2: Compression type incompatible feature bit must not be set");
+    else if (crypt > QCOW_CRYPT_LUKS)
+        r.add("Unsupported encryption method ").dec(crypt);
+    else if ((incompat & QCOW2_INCOMPAT_EXTL2) && cb < QCOW2_MIN_EXTL2_CLUSTER_BITS)
+        r.add("Unsupported subcluster size: ").dec(cs / 32);
+    else if ((autoclear & QCOW2_AUTOCLEAR_DATA_FILE_RAW) && !(incompat & QCOW2_INCOMPAT_DATA_FILE))
+        r.add("data-file-raw requires a data file");
+    if (r.size() > 0)
+        return;
+    Qcow2Header h; // the fields the table checks use
+    h.cluster_bits = cb;
+    h.size = load_be64(d.size);
+    h.incompatible_features = incompat;
+    const uint32_t rt_clusters = load_be32(d.refcount_table_clusters);
+    const uint32_t nb_snapshots = load_be32(d.nb_snapshots);
+    const uint32_t l1_size = load_be32(d.l1_size);
+    const bool extl2 = (incompat & QCOW2_INCOMPAT_EXTL2) != 0;
+    const uint32_t span_bits = cb + cb - (extl2 ? 4 : 3);
+    const uint64_t needed = (h.size >> span_bits) + ((h.size & ((uint64_t{1} << span_bits) - 1)) ? 1 : 0);
+    if (h.size > QCOW2_MAX_VIRTUAL_SIZE)
+        r.add("Image size is too large"); // qemu's int64 size cannot hold it
+    else if (rt_clusters > (QCOW_MAX_REFTABLE_SIZE >> cb))
+        r.add("Reference count table too large");
+    else if (!qcow2_table_offset_valid(h, load_be64(d.refcount_table_offset), rt_clusters, cs))
+        r.add("Reference count table offset invalid");
+    else if (rt_clusters == 0)
+        r.add("Image does not contain a reference count table");
+    else if (nb_snapshots > QCOW_MAX_SNAPSHOTS)
+        r.add("Snapshot table too large");
+    else if (!qcow2_table_offset_valid(h, load_be64(d.snapshots_offset), nb_snapshots, 40))
+        r.add("Snapshot table offset invalid");
+    else if (l1_size > QCOW_MAX_L1_SIZE / 8)
+        r.add("Active L1 table too large");
+    else if (needed > QCOW2_MAX_L1_VM_STATE_INDEX)
+        r.add("Image is too big");
+    else if (l1_size < needed)
+        r.add("L1 table is too small");
+    else if (!qcow2_table_offset_valid(h, load_be64(d.l1_table_offset), l1_size, 8))
+        r.add("Active L1 table offset invalid");
+    else
+        r.add("qcow2 header is invalid");
+}
+
 Status header_failure(guest::ReasonSink* reasons, Status st, const Qcow2HeaderDisk& d) {
-    if (load_be32(d.magic) != QCOW_MAGIC)
-        return fail(reasons, st, "Image is not in qcow2 format");
-    if (st == Status::TooLarge)
-        return fail(reasons, st, "qcow2 header: a table or the virtual size exceeds qemu's limits");
-    if (st == Status::Unsupported)
-        return fail(reasons, st, "qcow2 header: unsupported version, cluster size or feature");
-    return fail(reasons, st, "qcow2 header is corrupt");
+    ReasonText r;
+    header_reason(d, r);
+    r.send(reasons);
+    return st;
 }
 
 struct Found {

@@ -33,6 +33,28 @@ public:
             buf_[len_++] = digits[--n];
         return *this;
     }
+    ReasonText& dec(uint64_t v) {
+        char digits[20];
+        int n = 0;
+        do {
+            digits[n++] = static_cast<char>('0' + v % 10);
+            v /= 10;
+        } while (v != 0);
+        while (n > 0 && len_ < QCOW2_READ_MAX_REASON)
+            buf_[len_++] = digits[--n];
+        return *this;
+    }
+    // Hexadecimal without the 0x prefix (qemu's plain PRIx64).
+    ReasonText& hex_bare(uint64_t v) {
+        const size_t start = len_;
+        hex(v);
+        if (v != 0 && len_ - start >= 2) { // drop the "0x"
+            for (size_t i = start; i + 2 < len_; ++i)
+                buf_[i] = buf_[i + 2];
+            len_ -= 2;
+        }
+        return *this;
+    }
     void send(guest::ReasonSink* sink) const {
         if (sink != nullptr)
             sink->reason(buf_, len_);

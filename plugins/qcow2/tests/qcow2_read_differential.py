@@ -190,6 +190,56 @@ def check_corrupt(tool, img, label, results, files=()):
         results.append((f'{label} [qemu {ver}]', problems))
 
 
+# Header fields set to values qemu refuses at open: (label, byte offset, struct format, value).
+BAD_HEADERS = [
+    ('version 4', 4, '>I', 4),
+    ('cluster bits 22', 20, '>I', 22),
+    ('header length 100', 100, '>I', 100),
+    ('backing file offset past cluster 0', 8, '>Q', 0x20000),
+    ('unknown incompatible bit', 72, '>Q', 0x40),
+    ('refcount order 7', 96, '>I', 7),
+    ('compression type 2', 104, 'B', 2),
+    ('compression type without its bit', 104, 'B', 1),
+    ('compression bit without the type', 72, '>Q', 8),
+    ('encryption method 3', 32, '>I', 3),
+    ('data-file-raw without a data file', 88, '>Q', 2),
+    ('data file bit without the extension', 72, '>Q', 4),
+    ('refcount table too large', 56, '>I', 0x10000),
+    ('refcount table unaligned', 48, '>Q', 0x10001),
+    ('no refcount table', 56, '>I', 0),
+    ('too many snapshots', 60, '>I', 70000),
+    ('snapshot table unaligned', 64, '>Q', 0x10001),
+    ('L1 table too large', 36, '>I', 0x1000000),
+    ('L1 table too small', 36, '>I', 0),
+    ('L1 table unaligned', 40, '>Q', 0x30001),
+    ('image too big', 24, '>Q', 0x7fffffffffffffff),
+]
+
+
+def check_bad_headers(tool, d, results):
+    """Each refused header gives qemu's reason: qemu-img says "Could not open 'X': <reason>"."""
+    base = os.path.join(d, 'hdr.qcow2')
+    create(base, '1M')
+    good = open(base, 'rb').read()
+    for label, off, fmt, value in BAD_HEADERS:
+        img = os.path.join(d, 'badhdr.qcow2')
+        b = bytearray(good)
+        struct.pack_into(fmt, b, off, value)
+        with open(img, 'wb') as f:
+            f.write(b)
+        ours = hosted(tool, img)
+        for ver, (qemu_img, _) in QEMUS.items():
+            p = run_fixture([qemu_img, 'convert', '-f', 'qcow2', '-O', 'raw', img, img + '.out'])
+            problems = []
+            if p.returncode == 0:
+                problems.append('qemu-img accepted it')
+            if ours['status'] == 0:
+                problems.append('we accepted it')
+            if f"Could not open '{img}': {ours['reason']}\n" not in p.stderr:
+                problems.append(f'reason {ours["reason"]!r} not in qemu\'s {p.stderr.strip()!r}')
+            results.append((f'header: {label} [qemu {ver}]', problems))
+
+
 def random_writes(img, size, cluster, seed, count, compressed=False, zeros=True):
     """A seeded mix of unaligned writes, zero writes, discards and (optionally) compressed writes."""
     rng = random.Random(seed)
@@ -358,6 +408,8 @@ def cases(tool, d, results):
     check_corrupt(tool, path('x6.qcow2'), 'corrupt: data file offset mismatch', results, files=[data])
     patch_l2(img, path('x7.qcow2'), 1, lambda e, b: ((e & 0xffffffff) | (1 << 62), b))
     check_corrupt(tool, path('x7.qcow2'), 'corrupt: compressed cluster with a data file', results, files=[data])
+
+    check_bad_headers(tool, d, results)
 
     # Encrypted images are refused with qemu's message for a missing secret.
     for fmt in ('luks', 'aes'):

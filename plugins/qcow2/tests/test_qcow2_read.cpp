@@ -620,6 +620,19 @@ TEST_CASE("qcow2 read: hostile headers are refused at open") {
         put_be(bytes, 36, 0xffffffff, 4);
         Opened o(bytes);
         CHECK(o.status == Status::TooLarge);
+        CHECK(o.reasons.text == "Active L1 table too large");
+    }
+    SUBCASE("version 4") {
+        put_be(bytes, 4, 4, 4);
+        Opened o(bytes);
+        CHECK(o.status == Status::Unsupported);
+        CHECK(o.reasons.text == "Unsupported qcow2 version 4");
+    }
+    SUBCASE("unknown incompatible bits") {
+        put_be(bytes, 72, 0x1040, 8);
+        Opened o(bytes);
+        CHECK(o.status == Status::Unsupported);
+        CHECK(o.reasons.text == "Unsupported qcow2 feature(s): Unknown incompatible feature: 1040");
     }
     SUBCASE("empty file") {
         Opened o(std::vector<std::uint8_t>{});
