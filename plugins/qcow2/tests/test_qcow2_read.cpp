@@ -540,7 +540,10 @@ std::vector<std::uint8_t> snapshot_entry(std::uint64_t l1_off, std::uint32_t l1_
     append_be(b, l1_size, 4);
     append_be(b, id.size(), 2);
     append_be(b, name.size(), 2);
-    append_be(b, 0, 4 + 4 + 8 + 4);
+    append_be(b, 0, 4); // date
+    append_be(b, 0, 4);
+    append_be(b, 0, 8); // vm clock
+    append_be(b, 0, 4); // vm state size
     append_be(b, 0, 4); // no extra data
     append_str(b, id);
     append_str(b, name);
