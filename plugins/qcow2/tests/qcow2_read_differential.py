@@ -74,6 +74,8 @@ def classes_ours(entries):
 def compare_maps(ours, theirs, size):
     """Problems found comparing two range lists over [0, size)."""
     problems = []
+    if size == 0:
+        return [] if not ours else [f'extents on an empty disk: {ours}']
     if not ours or ours[-1][1] != size or (theirs and theirs[-1][1] != size):
         return [f'coverage: ours ends {ours[-1][1] if ours else None}, qemu {theirs[-1][1] if theirs else None}, size {size}']
     cuts = sorted({0, size} | {r[0] for r in ours} | {r[0] for r in theirs})
@@ -296,6 +298,21 @@ def cases(tool, d, results):
     io(img, 'write -P 0x11 0 200k', 'write -z 64k 64k', 'write -z -u 128k 64k', 'write -z 3M 256k',
        'discard 4M 64k', 'write -P 0x44 7M 1k')
     check_image(tool, d, 'v3 zero writes and discards', img, results)
+
+    # An empty disk, a size qemu-img rounds up to 512, and one whose header is not a multiple of
+    # 512 (qemu reads whole sectors: 1000 bytes is a 512-byte disk).
+    img = path('empty.qcow2')
+    create(img, '0')
+    check_image(tool, d, 'empty disk', img, results)
+    img = path('odd.qcow2')
+    create(img, '1000')
+    io(img, 'write -P 1 0 512')
+    check_image(tool, d, 'size 1000', img, results)
+    b = bytearray(open(img, 'rb').read())
+    struct.pack_into('>Q', b, 24, 1000)
+    with open(path('odd2.qcow2'), 'wb') as f:
+        f.write(b)
+    check_image(tool, d, 'header size 1000', path('odd2.qcow2'), results)
 
     # Every cluster size, with seeded random writes; small clusters put runs across L2 tables.
     for cs, size, seed in [(512, 2 << 20, 1), (4096, 16 << 20, 2), (65536, 64 << 20, 3), (2 << 20, 64 << 20, 4)]:
