@@ -10,6 +10,7 @@ overlay over a backing file). For each, under both qemu versions:
   (b) the extents agree with `qemu-img map --output=json`: data / zero / unallocated per byte
       range, the host offset of data, and (10.0) the compressed flag; with a backing file, against
       the depth-0 entries.
+The reader's peak memory must stay within 192 KiB plus three clusters on every image.
 Refusals (missing snapshot, encryption) must carry qemu's message.
 
 usage: qcow2_read_differential.py HOSTED_READ
@@ -113,11 +114,22 @@ def hosted(tool, img, out=None, files=(), snapshot=None, chunk=None):
     return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
 
 
+def peak_limit(img):
+    """The reader's memory bound: 192 KiB (L1 window, 32 L2 slices, the reader) plus, once a
+    compressed cluster is read, three clusters (two of compressed input, one decompressed); cluster
+    0 during open is smaller than that."""
+    with open(img, 'rb') as f:
+        cluster = 1 << struct.unpack('>I', f.read(24)[20:24])[0]
+    return (192 << 10) + 3 * cluster
+
+
 def check_image(tool, d, label, img, results, files=(), snapshot=None, backing=False, chunk=None):
     out = os.path.join(d, 'ours.raw')
     ours = hosted(tool, img, None if backing else out, files, snapshot, chunk)
     for ver, (qemu_img, _) in QEMUS.items():
         problems = []
+        if ours['peak-memory'] > peak_limit(img):
+            problems.append(f'peak memory {ours["peak-memory"]} > {peak_limit(img)}')
         if ours['status'] != 0:
             problems.append(f'status {ours["status"]}: {ours["reason"]}')
             results.append((f'{label} [qemu {ver}]', problems))
