@@ -29,7 +29,26 @@ public:
 
     uint64_t virtual_size() const override { return size_; }
 
+    // "Corrupt" is terminal (qemu's fatal corruption events make the image unusable): after a
+    // structure failed validation, every later call fails too.
     Status status(uint64_t offset, uint64_t length, Extent* out) override {
+        return corrupt_ ? Status::Corrupt : latch(status_at(offset, length, out));
+    }
+
+    Status read(uint64_t offset, void* buf, size_t len) override {
+        return corrupt_ ? Status::Corrupt : latch(read_range(offset, buf, len));
+    }
+
+    void close() override { guest::arena_delete(alloc_, this); }
+
+private:
+    Status latch(Status st) {
+        if (st == Status::Corrupt)
+            corrupt_ = true;
+        return st;
+    }
+
+    Status status_at(uint64_t offset, uint64_t length, Extent* out) {
         if (offset >= size_ || length == 0 || length > size_ - offset)
             return Status::Invalid;
         Mapping m;
@@ -50,7 +69,7 @@ public:
         return Status::Ok;
     }
 
-    Status read(uint64_t offset, void* buf, size_t len) override {
+    Status read_range(uint64_t offset, void* buf, size_t len) {
         if (offset > size_ || len > size_ - offset)
             return Status::Invalid;
         auto* dst = static_cast<uint8_t*>(buf);
@@ -79,9 +98,6 @@ public:
         return Status::Ok;
     }
 
-    void close() override { guest::arena_delete(alloc_, this); }
-
-private:
     Extent to_extent(const Mapping& m) const {
         Extent e{};
         e.length = m.length;
@@ -119,6 +135,7 @@ private:
     uint64_t size_;
     Qcow2Map map_;
     CompressedCache compressed_;
+    bool corrupt_ = false;
 };
 
 } // namespace

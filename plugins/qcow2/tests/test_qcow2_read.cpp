@@ -251,6 +251,10 @@ TEST_CASE("qcow2 read: v2 images refuse the zero flag with qemu's message") {
     CHECK(e.length == 0x20000);
     CHECK(o.reader->status(0x20000, 0x10000, &e) == Status::Corrupt);
     CHECK(o.reasons.text == "Zero cluster entry found in pre-v3 image (L2 offset: 0x30000, L2 index: 0x2)");
+    // Corrupt is terminal: the valid range before it is refused from now on too.
+    CHECK(o.reader->status(0, 0x10000, &e) == Status::Corrupt);
+    std::vector<std::uint8_t> buf(512);
+    CHECK(o.reader->read(0, buf.data(), buf.size()) == Status::Corrupt);
 }
 
 TEST_CASE("qcow2 read: unaligned and out-of-file offsets are Corrupt") {
@@ -411,8 +415,10 @@ TEST_CASE("qcow2 read: zlib compressed clusters") {
     CHECK(all(o.read(4096, 4096), 7));
     std::vector<std::uint8_t> buf(4096);
     CHECK(o.reader->read(8192, buf.data(), 4096) == Status::Corrupt);
-    CHECK(o.reasons.text.find("does not decompress to one cluster") != std::string::npos);
-    CHECK(o.reader->read(12288, buf.data(), 4096) == Status::Corrupt);
+    CHECK(o.reasons.text == "Compressed cluster at offset 0x6000 size 0x200 does not decompress to one cluster");
+    Opened garbage(img.bytes()); // a fresh reader: Corrupt is terminal
+    CHECK(garbage.reader->read(12288, buf.data(), 4096) == Status::Corrupt);
+    CHECK(garbage.reasons.text.find("does not decompress to one cluster") != std::string::npos);
 }
 
 TEST_CASE("qcow2 read: zstd compressed clusters") {
@@ -438,7 +444,9 @@ TEST_CASE("qcow2 read: zstd compressed clusters") {
     CHECK(o.read(4096, 4096) == content);
     std::vector<std::uint8_t> buf(4096);
     CHECK(o.reader->read(8192, buf.data(), 4096) == Status::Corrupt);
-    CHECK(o.reader->read(12288, buf.data(), 4096) == Status::Corrupt);
+    Opened short_frame(img.bytes()); // a fresh reader: Corrupt is terminal
+    CHECK(short_frame.reader->read(12288, buf.data(), 4096) == Status::Corrupt);
+    CHECK(short_frame.reasons.text.find("does not decompress to one cluster") != std::string::npos);
 
     Opened no_zstd(img.bytes(), {}, nullptr, 64u << 20, false);
     REQUIRE(no_zstd.status == Status::Ok);
