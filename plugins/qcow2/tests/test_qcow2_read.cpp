@@ -672,3 +672,26 @@ TEST_CASE("qcow2 read: region rule") {
     CHECK_FALSE(qcow2::qcow2_region_in_file(1000, 512, 1000, 512));
     CHECK_FALSE(qcow2::qcow2_region_in_file(1000, ~0ull, 2, 512));
 }
+
+TEST_CASE("qcow2 read: a snapshot's smaller L1 table leaves the rest of the disk unallocated") {
+    Image img(9, 1u << 20); // an L1 entry maps 32 KiB; the active table has 32 entries
+    const std::uint64_t snap_l1 = img.alloc();
+    const std::uint64_t l2 = img.alloc();
+    put_be(img.b, snap_l1, l2, 8);
+    img.l2(l2, 63, img.data(0x77)); // the last cluster the snapshot's one L1 entry maps
+    const auto entry = snapshot_entry(snap_l1, 1, "1", "old");
+    img.snapshots_offset = img.alloc();
+    std::copy(entry.begin(), entry.end(), img.b.begin() + img.snapshots_offset);
+    img.nb_snapshots = 1;
+    Opened o(img.bytes(), {}, "old");
+    REQUIRE(o.status == Status::Ok);
+    CHECK(o.reader->virtual_size() == 1u << 20); // the image's size, as qemu-img convert -l gives
+    Extent e = o.status_at(32768 - 512);
+    CHECK(e.allocation == Allocation::Data);
+    CHECK(e.length == 512);
+    e = o.status_at(32768);
+    CHECK(e.allocation == Allocation::Unallocated);
+    CHECK(e.length == (1u << 20) - 32768);
+    CHECK(all(o.read(32768 - 512, 1024), 0x77, 0, 512));
+    CHECK(all(o.read(32768, 4096), 0));
+}
