@@ -205,6 +205,7 @@ Status pick_snapshot(const guest::OpenRequest& req, const Qcow2Header& h, Qcow2S
 Status qcow2_read_setup(const guest::OpenRequest& req, Qcow2ReadSetup* out) {
     BlockDevice& dev = *req.image;
     Qcow2HeaderDisk disk;
+    // SAFETY: Qcow2HeaderDisk is byte arrays only (alignment 1), filled as raw bytes.
     Status st = read_zero_padded(dev, 0, reinterpret_cast<uint8_t*>(&disk), sizeof disk);
     if (st != Status::Ok)
         return st;
