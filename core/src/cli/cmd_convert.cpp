@@ -367,8 +367,6 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
     if (!(d.capabilities & CAP_CONVERT_TARGET))
         return fail(*out_filename + ": error while converting " + std::string(d.name) +
                     ": instar cannot write the data of " + std::string(d.name) + " images yet");
-    if (backing)
-        return fail("-B (a target with a backing file) is not supported by instar yet");
     if (has("target-cache") && !valid_cache_mode(str("target-cache")))
         return fail("Invalid cache option: " + str("target-cache"));
 
