@@ -24,6 +24,12 @@ WAIT_FOR_DATA = 20.0  # seconds for a run to start writing before the case fails
 passed = failed = skipped = 0
 
 
+def report(case, before, note=""):
+    """Prints the case's outcome: ok unless a check failed since `before` failures."""
+    if failed == before:
+        print(f"ok: {case}{note}", flush=True)
+
+
 def check(ok, what):
     global passed, failed
     if ok:
@@ -161,10 +167,11 @@ def main():
                             skipped += 1
                             print(f"SKIPPED LOUDLY: {case}: finished before it wrote data (rc {rc}) {err}", flush=True)
                             continue
+                        before = failed
                         check(rc == -sig, f"{case}: exit {rc}, expected killed by {sig.name}; stderr {err!r}")
                         check(not named_temporaries(work), f"{case}: left {named_temporaries(work)}")
                         check(untouched(t, existing), f"{case}: the target was changed")
-                        print(f"ok: {case}", flush=True)
+                        report(case, before)
 
             # An ignored SIGHUP stays ignored (nohup), as for qemu-img; SIGTERM then ends the run.
             args, target = commands["create raw preallocation=full"]
@@ -174,10 +181,11 @@ def main():
                                       preexec=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
                                       then=signal.SIGTERM)
             case = f"{mode}: ignored SIGHUP, then SIGTERM"
+            before = failed
             check(sent, f"{case}: the ignored SIGHUP ended the run (rc {rc})")
             check(rc == -signal.SIGTERM, f"{case}: exit {rc}")
             check(not named_temporaries(work) and untouched(t, True), f"{case}: left {os.listdir(work)}")
-            print(f"ok: {case}", flush=True)
+            report(case, before)
 
             # kill -9: an unnamed temporary goes with the process; a named one stays (documented).
             args, target = commands["create qcow2 preallocation=full"]
@@ -185,6 +193,7 @@ def main():
             reset(work, t, existing=True)
             rc, err, sent = interrupt([INSTAR] + args, work, t, signal.SIGKILL, env=env)
             case = f"{mode}: SIGKILL"
+            before = failed
             check(sent and rc == -signal.SIGKILL, f"{case}: exit {rc}")
             left = named_temporaries(work)
             if mode == "unnamed":
@@ -193,7 +202,7 @@ def main():
                 check(len(left) == 1 and left[0].startswith(".big.qcow2.instar-"),
                       f"{case}: expected the named temporary to stay, found {left}")
             check(untouched(t, True), f"{case}: the target was changed")
-            print(f"ok: {case}{' (named temporary left, as documented)' if left else ''}", flush=True)
+            report(case, before, " (named temporary left, as documented)" if left else "")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
