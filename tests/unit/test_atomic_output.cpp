@@ -144,7 +144,8 @@ TEST_CASE("SIGTERM removes the named temporaries and ends the process by SIGTERM
     std::ofstream(dir / "keep.img") << "precious";
     const int status = in_child([&] {
         AtomicFiles files((dir / "keep.img").string());
-        if (!files.open_image().ok() || !has_temporary(dir))
+        std::string error;
+        if (!files.open_image().ok() || !files.add("keep-s001.img", error) || entries(dir).size() != 3)
             ::_exit(3);
         ::raise(SIGTERM);
         ::_exit(4); // not reached
@@ -206,4 +207,33 @@ TEST_CASE("the registry takes paths up to its bound and frees slots for reuse") 
     for (const int s : slots)
         signal_cleanup::unregister(s);
     CHECK(signal_cleanup::MAX_TEMP_PATHS == 2 * (INSTAR_MAX_ADDED_FILES + 1));
+}
+
+TEST_CASE("SIGTERM at any moment of a create-and-commit loop leaves no temporary") {
+    // Catches the windows between creating, registering, placing and forgetting a file.
+    for (const bool named : {false, true}) {
+        const NoTmpfile hook(named);
+        const auto dir = temp_dir();
+        for (int round = 0; round < 25; ++round) {
+            const pid_t pid = ::fork();
+            REQUIRE(pid >= 0);
+            if (pid == 0) {
+                for (const int s : {SIGINT, SIGTERM})
+                    ::signal(s, SIG_DFL);
+                for (;;) {
+                    AtomicFiles files((dir / "x.img").string());
+                    std::string error;
+                    if (!files.open_image().ok() || !files.add("x-s001.img", error) || !files.commit().ok())
+                        ::_exit(3);
+                }
+            }
+            ::usleep(static_cast<useconds_t>(2000 + round * 400));
+            ::kill(pid, SIGTERM);
+            int status = 0;
+            REQUIRE(::waitpid(pid, &status, 0) == pid);
+            CHECK(WIFSIGNALED(status));
+            CHECK_FALSE(has_temporary(dir));
+        }
+        std::filesystem::remove_all(dir);
+    }
 }
