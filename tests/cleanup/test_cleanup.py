@@ -134,6 +134,7 @@ def main():
             "create qcow2 preallocation=full": (["create", "-f", "qcow2", "-o", "preallocation=full", "big.qcow2", "8G"], "big.qcow2"),
             "create raw preallocation=full": (["create", "-f", "raw", "-o", "preallocation=full", "big.raw", "8G"], "big.raw"),
             "convert raw to raw": (["convert", "-f", "raw", "-O", "raw", "src.raw", "big.img"], "big.img"),
+            "convert raw to qcow2": (["convert", "-f", "raw", "-O", "qcow2", "src.raw", "big.qcow2"], "big.qcow2"),
         }
 
         # What qemu-img does: run each create and send each signal while it writes.
