@@ -4,7 +4,7 @@
 // phase and image, then the format's reason (INSTAR_REC_REASON).
 #include "create_target.h"
 
-#include "../convert/convert_engine.h"
+#include "convert_engine.h"
 
 #include <instar/guest/arena_new.h>
 
@@ -76,7 +76,10 @@ Status read_plan(uint32_t plan_device, Plan& plan) {
             (im.backing != INSTAR_CONVERT_NO_BACKING && (im.backing >= h.image_count || im.backing == i)))
             return Status::Invalid;
     }
-    if (module(h.target_module) == nullptr || device(h.target_device) == nullptr) return Status::Invalid;
+    if (module(h.target_module) == nullptr || device(h.target_device) == nullptr ||
+        (h.target_backing != INSTAR_CONVERT_NO_BACKING && (h.target_backing >= h.image_count ||
+                                                           h.target_backing < h.source_count)))
+        return Status::Invalid;
     return Status::Ok;
 }
 
@@ -119,16 +122,19 @@ Status convert_op(const uint8_t* arg, uint32_t arg_len) {
         }
     }
 
-    // Each source's chain, top first; a loop in the table would be the host's bug, but is bounded.
+    // Each source's chain (and the -B image's), top first; a loop in the table would be the host's
+    // bug, but is bounded by the table's size.
+    const uint32_t chain_count = h.source_count + (h.target_backing != INSTAR_CONVERT_NO_BACKING ? 1 : 0);
     auto* chains = static_cast<ImageReader**>(
         arena().allocate(static_cast<size_t>(h.image_count) * sizeof(ImageReader*), alignof(ImageReader*)));
     auto* sources = static_cast<convert::Source*>(
-        arena().allocate(h.source_count * sizeof(convert::Source), alignof(convert::Source)));
+        arena().allocate(chain_count * sizeof(convert::Source), alignof(convert::Source)));
     if (st == Status::Ok && (chains == nullptr || sources == nullptr)) st = Status::NoMemory;
     uint32_t used = 0;
-    for (uint32_t s = 0; st == Status::Ok && s < h.source_count; ++s) {
-        sources[s] = convert::Source{chains + used, 0};
-        for (uint32_t i = s; i != INSTAR_CONVERT_NO_BACKING; i = plan.images[i].backing) {
+    for (uint32_t s = 0; st == Status::Ok && s < chain_count; ++s) {
+        const uint32_t top = s < h.source_count ? s : h.target_backing;
+        sources[s] = convert::Source{chains + used, 0, plan.images[top].cluster_size};
+        for (uint32_t i = top; i != INSTAR_CONVERT_NO_BACKING; i = plan.images[i].backing) {
             if (used == h.image_count) {
                 st = Status::Invalid;
                 break;
@@ -138,6 +144,8 @@ Status convert_op(const uint8_t* arg, uint32_t arg_len) {
         }
     }
 
+    // Writers keep the target (set_length, add_file) for their whole life.
+    HypercallTarget target(h.target_device);
     ImageWriter* writer = nullptr;
     if (st == Status::Ok) {
         auto* u = static_cast<UnpackedCreate*>(arena().allocate(sizeof(UnpackedCreate), alignof(UnpackedCreate)));
@@ -145,9 +153,11 @@ Status convert_op(const uint8_t* arg, uint32_t arg_len) {
         else {
             *u = UnpackedCreate{};
             if (!unpack_create(plan.create, h.create_len, *u)) st = Status::Invalid;
+            // The backing image's file, for formats that record its identity (vmdk's parentCID).
+            else if (h.target_backing != INSTAR_CONVERT_NO_BACKING)
+                u->req.backing = device(plan.images[h.target_backing].device);
         }
         const ModuleOps* tm = module(h.target_module);
-        HypercallTarget target(h.target_device);
         if (st == Status::Ok && tm->create_writer == nullptr) {
             report_failure(INSTAR_CONVERT_PHASE_CREATE, INSTAR_CONVERT_NO_BACKING);
             static constexpr char TEXT[] = "this format's plugin cannot write image data";
@@ -168,12 +178,14 @@ Status convert_op(const uint8_t* arg, uint32_t arg_len) {
         p.existing_target = (h.flags & INSTAR_CONVERT_EXISTING_TARGET) != 0;
         p.out_of_order = (h.flags & INSTAR_CONVERT_OUT_OF_ORDER) != 0;
         if (h.flags & INSTAR_CONVERT_PROGRESS) p.progress = progress;
+        p.target_backing_size = h.target_backing_size;
+        if (h.target_backing != INSTAR_CONVERT_NO_BACKING) {
+            p.target_backing_chain = sources[h.source_count].chain;
+            p.target_backing_depth = sources[h.source_count].depth;
+        }
+        // The engine finishes the target itself (writer->finish()) once the data is in.
         st = convert::run_convert(sources, h.source_count, *writer, p, arena(), &reasons);
         if (st != Status::Ok) report_failure(INSTAR_CONVERT_PHASE_COPY, INSTAR_CONVERT_NO_BACKING);
-    }
-    if (st == Status::Ok) {
-        st = writer->finish();
-        if (st != Status::Ok) report_failure(INSTAR_CONVERT_PHASE_FINISH, INSTAR_CONVERT_NO_BACKING);
     }
     if (writer != nullptr) writer->close();
     for (uint32_t i = 0; i < opened && i < h.image_count; ++i) readers[i]->close();

@@ -1,7 +1,11 @@
-// The Services table handed to modules, and zlib inflate over the arena.
+// The Services table handed to modules, and zlib inflate and zstd decompression over the arena.
 #include "runtime.h"
 
 #include <zlib.h>
+// ZSTD_createDCtx_advanced (allocation through the arena) is in zstd's static-linking API.
+#define ZSTD_STATIC_LINKING_ONLY
+#include <zstd.h>
+#include <zstd_errors.h>
 
 namespace instar::guest {
 namespace {
@@ -77,8 +81,30 @@ Status deflate_buffer(const void* src, size_t src_len, void* dst, size_t dst_cap
     return rc == Z_STREAM_END ? Status::Ok : Status::TooLarge;
 }
 
-// zstd joins when the runtime links Debian's libzstd.a (qcow2 compression_type=zstd).
-constinit Codecs codec_table = {inflate_buffer, nullptr, deflate_buffer, nullptr};
+void* zstd_alloc(void*, size_t size) { return arena().allocate(size, 16); }
+void zstd_free(void*, void* p) { arena().deallocate(p, 0); }
+
+// One zstd frame into dst (qcow2 compression_type=zstd). Single-pass decompression writes straight
+// into dst, so besides the context (about 100 KiB, from the arena) a frame costs no window buffer,
+// and a frame larger than dst_cap stops at dst_cap. Only libzstd.a's decompression objects are
+// linked: nothing here references its compressor.
+Status zstd_decompress_buffer(const void* src, size_t src_len, void* dst, size_t dst_cap, size_t* out_len) {
+    *out_len = 0;
+    ZSTD_DCtx* dctx = ZSTD_createDCtx_advanced(ZSTD_customMem{zstd_alloc, zstd_free, nullptr});
+    if (dctx == nullptr) return Status::NoMemory;
+    const size_t n = ZSTD_decompressDCtx(dctx, dst, dst_cap, src, src_len);
+    ZSTD_freeDCtx(dctx);
+    if (ZSTD_isError(n)) {
+        const ZSTD_ErrorCode code = ZSTD_getErrorCode(n);
+        if (code == ZSTD_error_dstSize_tooSmall) return Status::TooLarge;
+        if (code == ZSTD_error_memory_allocation) return Status::NoMemory;
+        return Status::Corrupt;
+    }
+    *out_len = n;
+    return Status::Ok;
+}
+
+constinit Codecs codec_table = {inflate_buffer, zstd_decompress_buffer, deflate_buffer, nullptr};
 
 } // namespace
 
@@ -93,3 +119,4 @@ const Services& services() {
 }
 
 } // namespace instar::guest
+

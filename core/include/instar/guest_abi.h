@@ -239,7 +239,7 @@ struct instar_convert_plan {
     uint32_t create_len;    /* bytes of instar_create_arg + strings after the table */
     uint32_t snapshot_len;  /* bytes of -l's name after those (0: none) */
     uint32_t qemu_version;  /* the output profile */
-    uint32_t reserved;
+    uint32_t target_backing; /* -B: table index of the target's backing image, or INSTAR_CONVERT_NO_BACKING */
 };
 INSTAR_ABI_ASSERT(sizeof(struct instar_convert_plan) == 56, "convert plan layout");
 

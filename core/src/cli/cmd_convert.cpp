@@ -345,14 +345,15 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
     std::optional<std::string> backing = has("backing") ? std::optional(str("backing")) : std::nullopt;
     std::optional<std::string> backing_fmt =
         has("backing-format") ? std::optional(str("backing-format")) : std::nullopt;
-    const bool backing_from_option = set->find("backing_file") != nullptr;
     if (const std::string* b = set->find("backing_file"))
         backing = *b;
     if (const std::string* f = set->find("backing_fmt"))
         backing_fmt = *f;
     if (backing && src_num > 1)
         return fail("Having a backing file for the target makes no sense when concatenating multiple input images");
-    if (backing_from_option && !backing_fmt)
+    // -B is set as the backing_file option before this check (add_old_style_options), so it
+    // applies to both spellings.
+    if (backing && !backing_fmt)
         return fail("Use of backing file requires explicit backing format");
     if (compressed) {
         if (!(d.capabilities & CAP_CONVERT_COMPRESS))
@@ -366,8 +367,6 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
     if (!(d.capabilities & CAP_CONVERT_TARGET))
         return fail(*out_filename + ": error while converting " + std::string(d.name) +
                     ": instar cannot write the data of " + std::string(d.name) + " images yet");
-    if (backing)
-        return fail("-B (a target with a backing file) is not supported by instar yet");
     if (has("target-cache") && !valid_cache_mode(str("target-cache")))
         return fail("Invalid cache option: " + str("target-cache"));
 

@@ -1,16 +1,24 @@
-// Temporary files beside their targets, renamed into place on commit, removed otherwise.
+// Unnamed (O_TMPFILE) or named temporary files beside their targets, put in place on commit,
+// removed otherwise.
 #include "ops/atomic_output.h"
 
+#include "ops/signal_cleanup.h"
+
 #include <fcntl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
 namespace instar {
 namespace {
+
+// A name for a temporary that collides with an existing file is drawn again, this many times.
+constexpr int MAX_NAME_ATTEMPTS = 100;
 
 // The permissions qemu-img gives a new file: 0644 under the usual umask.
 mode_t creation_mode() {
@@ -24,6 +32,48 @@ std::string base_name(const std::string& path) {
     return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
+std::string could_not_create(const std::string& path, int err) {
+    return "Could not create '" + path + "': " + std::strerror(err);
+}
+
+// INSTAR_NO_TMPFILE=1 (a test hook, docs/create.md) makes every file a named temporary, as on a
+// file system without O_TMPFILE.
+bool unnamed_files_allowed() {
+    const char* no = std::getenv("INSTAR_NO_TMPFILE");
+    return no == nullptr || *no == '\0' || std::strcmp(no, "0") == 0;
+}
+
+struct ProcFdPath {
+    char text[32];
+};
+ProcFdPath proc_fd_path(int fd) {
+    ProcFdPath p{};
+    std::snprintf(p.text, sizeof p.text, "/proc/self/fd/%d", fd);
+    return p;
+}
+
+// linkat through /proc/self/fd (the way that needs no CAP_DAC_READ_SEARCH) works only where /proc
+// is mounted and shows this process: check before any data goes into a file that could not be named.
+bool linkable_through_proc(int fd) {
+    struct stat by_fd{}, by_path{};
+    return ::fstat(fd, &by_fd) == 0 && ::stat(proc_fd_path(fd).text, &by_path) == 0 &&
+           by_fd.st_dev == by_path.st_dev && by_fd.st_ino == by_path.st_ino;
+}
+
+// `.NAME.instar-` plus six random characters, in the target's directory: same file system (rename
+// is atomic) and hidden from globs.
+std::string random_temp_name(const std::string& dir_prefix, const std::string& final_path) {
+    static constexpr char ALPHABET[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    unsigned char r[6] = {};
+    if (::getrandom(r, sizeof r, 0) != static_cast<ssize_t>(sizeof r))
+        for (auto& c : r) // no entropy: still unique enough with the retries on EEXIST
+            c = static_cast<unsigned char>(std::rand());
+    std::string name = dir_prefix + "." + base_name(final_path) + ".instar-";
+    for (const unsigned char c : r)
+        name += ALPHABET[c % (sizeof ALPHABET - 1)];
+    return name;
+}
+
 } // namespace
 
 AtomicFiles::AtomicFiles(std::string image) : image_(std::move(image)) {
@@ -34,28 +84,61 @@ AtomicFiles::AtomicFiles(std::string image) : image_(std::move(image)) {
 AtomicFiles::~AtomicFiles() {
     for (File& f : files_) {
         if (f.fd >= 0)
-            ::close(f.fd);
-        if (!committed_)
-            ::unlink(f.temp_path.c_str());
+            ::close(f.fd); // an unnamed file not linked yet goes with its last descriptor
+        if (!committed_ && f.temp_path)
+            ::unlink(f.temp_path.get());
+        signal_cleanup::unregister(f.signal_slot);
     }
 }
 
-Expected<int> AtomicFiles::create(const std::string& final_path) {
-    // A dot-name in the same directory: same filesystem (rename is atomic) and hidden from globs.
-    std::string temp = (dir_ == "/" ? "/" : dir_ + "/") + "." + base_name(final_path) + ".instar-XXXXXX";
-    const int fd = ::mkostemp(temp.data(), O_CLOEXEC);
+std::string AtomicFiles::dir_prefix() const { return dir_ == "/" ? "/" : dir_ + "/"; }
+
+std::optional<int> AtomicFiles::create_unnamed() {
+    if (!unnamed_files_allowed())
+        return std::nullopt;
+    signal_cleanup::Section section; // the handler's state set up before the first file exists
+    const int fd = ::open(dir_.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0666); // the umask applies
     if (fd < 0)
-        return Error{"Could not create '" + final_path + "': " + std::strerror(errno)};
-    files_.push_back({final_path, temp, fd});
-    if (::fchmod(fd, creation_mode()) != 0)
-        return Error{"Could not create '" + final_path + "': " + std::strerror(errno)};
+        return std::nullopt; // EOPNOTSUPP, EISDIR (no O_TMPFILE here); real errors come again below
+    if (!linkable_through_proc(fd)) {
+        ::close(fd);
+        return std::nullopt;
+    }
     return fd;
+}
+
+Expected<int> AtomicFiles::create_named(const std::string& final_path) {
+    const std::string templ = dir_prefix() + "." + base_name(final_path) + ".instar-XXXXXX";
+    auto temp = std::make_unique<char[]>(templ.size() + 1);
+    std::memcpy(temp.get(), templ.c_str(), templ.size() + 1);
+    files_.reserve(files_.size() + 1);
+    // Created and registered with no signal cleanup in between: never a file the handler misses.
+    signal_cleanup::Section section;
+    const int fd = ::mkostemp(temp.get(), O_CLOEXEC);
+    if (fd < 0)
+        return Error{could_not_create(final_path, errno)};
+    const int slot = signal_cleanup::register_path(temp.get());
+    files_.push_back({final_path, std::move(temp), fd, slot});
+    if (slot < 0)
+        return Error{"Could not create '" + final_path + "': too many temporary files at once (at most " +
+                     std::to_string(signal_cleanup::MAX_TEMP_PATHS) + ")"};
+    if (::fchmod(fd, creation_mode()) != 0)
+        return Error{could_not_create(final_path, errno)};
+    return fd;
+}
+
+Expected<int> AtomicFiles::create(const std::string& final_path) {
+    if (const auto fd = create_unnamed()) {
+        files_.push_back({final_path, nullptr, *fd, -1});
+        return *fd;
+    }
+    return create_named(final_path);
 }
 
 Expected<int> AtomicFiles::open_image() { return create(image_); }
 
 std::optional<vmm::Device> AtomicFiles::add(const std::string& name, std::string& error) {
-    const std::string path = (dir_ == "/" ? "/" : dir_ + "/") + name;
+    const std::string path = dir_prefix() + name;
     for (const File& f : files_)
         if (base_name(f.final_path) == name) {
             error = "Could not create '" + path + "': the image already has a file of that name";
@@ -69,14 +152,53 @@ std::optional<vmm::Device> AtomicFiles::add(const std::string& name, std::string
     return vmm::output_device(*fd);
 }
 
+// An unnamed file gets its name: linked straight to a target that does not exist; over one that
+// does, linked to a fresh temporary name and renamed over it (linkat never replaces). A kill -9
+// between that link and the rename leaves the temporary name behind (docs/create.md).
+Expected<bool> AtomicFiles::link_unnamed(const File& f) {
+    const auto proc = proc_fd_path(f.fd);
+    if (::linkat(AT_FDCWD, proc.text, AT_FDCWD, f.final_path.c_str(), AT_SYMLINK_FOLLOW) == 0)
+        return true;
+    if (errno != EEXIST)
+        return Error{could_not_create(f.final_path, errno)};
+    for (int attempt = 0; attempt < MAX_NAME_ATTEMPTS; ++attempt) {
+        const std::string temp = random_temp_name(dir_prefix(), f.final_path);
+        if (::linkat(AT_FDCWD, proc.text, AT_FDCWD, temp.c_str(), AT_SYMLINK_FOLLOW) != 0) {
+            if (errno == EEXIST)
+                continue;
+            return Error{could_not_create(f.final_path, errno)};
+        }
+        if (::rename(temp.c_str(), f.final_path.c_str()) != 0) {
+            const int err = errno;
+            ::unlink(temp.c_str());
+            return Error{could_not_create(f.final_path, err)};
+        }
+        return true;
+    }
+    return Error{could_not_create(f.final_path, EEXIST)};
+}
+
+// Puts one file at its final path.
+Expected<bool> AtomicFiles::place(File& f) {
+    if (!f.temp_path)
+        return link_unnamed(f);
+    if (::rename(f.temp_path.get(), f.final_path.c_str()) != 0)
+        return Error{could_not_create(f.final_path, errno)};
+    signal_cleanup::unregister(f.signal_slot); // its temporary name is gone
+    f.signal_slot = -1;
+    return true;
+}
+
 Expected<bool> AtomicFiles::commit() {
     for (const File& f : files_)
         if (::fdatasync(f.fd) != 0)
             return Error{"Could not write '" + f.final_path + "': " + std::strerror(errno)};
+    // A signal from here on waits until every file is in place: never half a multi-file image.
+    signal_cleanup::Section section;
     for (std::size_t k = 1; k <= files_.size(); ++k) {
-        const File& f = files_[k % files_.size()]; // added files 1..n-1, then the image (0)
-        if (::rename(f.temp_path.c_str(), f.final_path.c_str()) != 0)
-            return Error{"Could not create '" + f.final_path + "': " + std::strerror(errno)};
+        File& f = files_[k % files_.size()]; // added files 1..n-1, then the image (0)
+        if (auto placed = place(f); !placed)
+            return placed;
     }
     committed_ = true;
     return true;

@@ -1,12 +1,16 @@
-// Atomic creation of an image's files: each is written under a temporary name in its final
-// directory and renamed into place only when the whole operation succeeded. Until commit(), the
-// destructor removes every temporary, so a failed or interrupted operation leaves the target paths
-// exactly as they were.
+// Atomic creation of an image's files: each is written as an unnamed file (O_TMPFILE) in its final
+// directory and linked into place only when the whole operation succeeded; where the file system has
+// no O_TMPFILE, under a temporary name (`.NAME.instar-XXXXXX`) renamed into place. Until commit(),
+// the destructor removes every temporary, and so does SIGINT, SIGTERM or SIGHUP
+// (ops/signal_cleanup.h), so a failed or interrupted operation leaves the target paths exactly as
+// they were; after a kill -9 an unnamed file vanishes with the process, a named one stays.
 #pragma once
 
 #include "util/expected.h"
 #include "vmm/sandbox.h"
 
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,8 +29,8 @@ public:
     // vmm::OutputFiles: a further file `name` beside the image (e.g. a vmdk extent).
     std::optional<vmm::Device> add(const std::string& name, std::string& error) override;
 
-    // Flushes every file and renames them into place (added files first, the image last, so a
-    // reader never sees an image whose extents are missing).
+    // Flushes every file and puts them in place (added files first, the image last, so a reader
+    // never sees an image whose extents are missing); signals wait until all are in place.
     Expected<bool> commit();
 
     const std::string& image_path() const { return image_; }
@@ -36,10 +40,18 @@ public:
 private:
     struct File {
         std::string final_path;
-        std::string temp_path;
+        // The named temporary (fallback); null for an unnamed O_TMPFILE file. Heap-held so its
+        // address, registered with the signal handler, survives the vector's growth.
+        std::unique_ptr<char[]> temp_path;
         int fd = -1;
+        int signal_slot = -1; // signal_cleanup's registration of temp_path
     };
     Expected<int> create(const std::string& final_path);
+    std::optional<int> create_unnamed();
+    Expected<int> create_named(const std::string& final_path);
+    std::string dir_prefix() const; // dir_ with a trailing slash
+    Expected<bool> place(File& f);
+    Expected<bool> link_unnamed(const File& f);
 
     std::string image_;
     std::string dir_; // the image's directory ("." when it has none)

@@ -6,6 +6,7 @@
 #include "ops/guest_module.h"
 #include "ops/info_op.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -55,7 +56,7 @@ public:
             ::close(fd_);
     }
     Expected<vmm::Device> write(const std::vector<std::uint8_t>& bytes) {
-        fd_ = ::memfd_create("instar-convert-plan", MFD_CLOEXEC);
+        fd_ = ::memfd_create("instar-convert-plan", MFD_CLOEXEC | MFD_ALLOW_SEALING);
         if (fd_ < 0)
             return Error{std::string("cannot make the convert plan: ") + std::strerror(errno)};
         std::size_t done = 0;
@@ -67,6 +68,9 @@ public:
                 return Error{std::string("cannot write the convert plan: ") + std::strerror(errno)};
             done += static_cast<std::size_t>(n);
         }
+        // Nothing, not even this process, changes the plan once the guest may read it.
+        if (::fcntl(fd_, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0)
+            return Error{std::string("cannot seal the convert plan: ") + std::strerror(errno)};
         return vmm::Device{fd_, bytes.size(), false};
     }
 
@@ -138,9 +142,38 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
     }
     const bool has_backing = spec.target.backing_file.has_value();
 
-    // The plan's image table: the sources first, then the rest of each chain; with a backing file
+    // -B: the target's backing file, named relative to the target and opened through the target's
+    // path policy (qemu opens the new image with its backing chain: the writer needs the backing's
+    // data for copy-on-write, and convert its size).
+    OpenedChain backing_chain;
+    if (has_backing) {
+        auto policy = default_policy(spec.target.filename, spec.allow_paths);
+        if (!policy)
+            return Error{policy.error()};
+        auto path = check_referenced(*policy, spec.target.filename, "backing file", *spec.target.backing_file);
+        if (!path)
+            return Error{path.error()};
+        InfoOptions io;
+        io.filename = *path;
+        io.format = spec.target.backing_fmt;
+        io.backing_chain = true;
+        io.unsafe_quirks = spec.unsafe_quirks;
+        io.allow_paths = spec.allow_paths;
+        if (auto opened = open_chain(io, plugins, *runner, backing_chain); !opened) {
+            // open_user_file says "Could not open 'P': Could not open 'P': ..." as qemu does for a
+            // top image; for a backing file qemu names it once.
+            std::string why = opened.error();
+            const std::string twice = "Could not open '" + *path + "': ";
+            if (why.rfind(twice + twice, 0) == 0)
+                why.erase(0, twice.size());
+            return Error{"Could not open '" + spec.target.filename + "': Could not open backing file: " + why};
+        }
+    }
+
+    // The plan's image table: the sources first, then the rest of each chain. With a backing file
     // for the target only the sources' own data is copied (qemu: block status above the source's
-    // backing), so their chains are not attached.
+    // backing), but whether a source has a backing at all still decides what its unallocated
+    // ranges are (the target's backing shows through, or zeros), so the chains are attached.
     Plan plan;
     std::vector<const ChainLink*> table;
     std::vector<vmm::Device> devices{vmm::Device{}}; // 0: the plan, filled in below
@@ -171,16 +204,28 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
     for (const auto& chain : chains)
         if (auto idx = add_image(chain.links.front()); !idx)
             return Error{idx.error()};
-    if (!has_backing) {
-        for (std::size_t s = 0; s < chains.size(); ++s) {
-            std::uint32_t above = static_cast<std::uint32_t>(s);
-            for (std::size_t k = 1; k < chains[s].links.size(); ++k) {
-                auto idx = add_image(chains[s].links[k]);
-                if (!idx)
-                    return Error{idx.error()};
+    for (std::size_t s = 0; s < chains.size(); ++s) {
+        std::uint32_t above = static_cast<std::uint32_t>(s);
+        for (std::size_t k = 1; k < chains[s].links.size(); ++k) {
+            auto idx = add_image(chains[s].links[k]);
+            if (!idx)
+                return Error{idx.error()};
+            plan.images[above].backing = *idx;
+            above = *idx;
+        }
+    }
+    plan.head.target_backing = INSTAR_CONVERT_NO_BACKING;
+    if (has_backing) {
+        std::uint32_t above = INSTAR_CONVERT_NO_BACKING;
+        for (const auto& link : backing_chain.links) {
+            auto idx = add_image(link);
+            if (!idx)
+                return Error{idx.error()};
+            if (above == INSTAR_CONVERT_NO_BACKING)
+                plan.head.target_backing = *idx;
+            else
                 plan.images[above].backing = *idx;
-                above = *idx;
-            }
+            above = *idx;
         }
     }
     if (plan.images.size() > INSTAR_CONVERT_MAX_IMAGES)
@@ -198,6 +243,10 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
 
     CreateSpec target = spec.target;
     target.size = total;
+    if (has_backing) {
+        target.backing = &backing_chain.links.front().image;
+        target.backing_size = backing_chain.links.front().node.virtual_size;
+    }
     target.qemu_version = qemu_version;
     auto create = encode_create_arg(target);
     if (!create)

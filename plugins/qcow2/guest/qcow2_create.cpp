@@ -10,6 +10,7 @@
 #include "qcow2_header.h"
 #include "qcow2_limits.h"
 
+#include <instar/guest/arena_new.h>
 #include <instar/guest/format_util.h>
 
 namespace instar::qcow2 {
@@ -109,7 +110,7 @@ int64_t lay_out(const Qcow2CreateSettings& s, Qcow2Tables& t, CreateTarget& targ
 
 } // namespace
 
-Status create(const CreateRequest& req, CreateTarget& target) {
+Status create_begin(const CreateRequest& req, CreateTarget& target, Qcow2NewImage** out) {
     Qcow2CreateSettings s;
     Status st = qcow2_create_settings(req, target, &s);
     if (st != Status::Ok)
@@ -130,16 +131,26 @@ Status create(const CreateRequest& req, CreateTarget& target) {
         return create_fail(target, Status::Invalid, "Could not create image: no allocator");
 
     guest::Allocator& alloc = *req.allocator;
-    Qcow2Alloc a(target.image(), alloc, s.cluster_bits, s.refcount_order);
-    Qcow2Tables t(a, alloc, s.extended_l2);
-    int64_t r = a.start();
+    Qcow2NewImage* img = guest::arena_new<Qcow2NewImage>(alloc, s, target.image(), alloc);
+    if (img == nullptr)
+        return fail_errno(target, QCOW2_ENOMEM);
+    int64_t r = img->a.start();
     if (r >= 0)
-        r = t.init();
+        r = img->t.init();
     if (r >= 0)
-        r = lay_out(s, t, target);
-    if (r < 0)
+        r = lay_out(img->s, img->t, target);
+    if (r < 0) {
+        create_release(img, alloc);
         return fail_errno(target, r);
+    }
+    *out = img;
+    return Status::Ok;
+}
 
+Status create_end(Qcow2NewImage& img, CreateTarget& target, guest::Allocator& alloc) {
+    const Qcow2CreateSettings& s = img.s;
+    Qcow2Alloc& a = img.a;
+    Qcow2Tables& t = img.t;
     const uint64_t cs = a.cluster_size();
     guest::ScopedBuffer header(alloc, static_cast<size_t>(cs));
     if (header.p == nullptr)
@@ -149,7 +160,7 @@ Status create(const CreateRequest& req, CreateTarget& target) {
     if (!qcow2_build_header_cluster(header_state(s, a, t), header.p, static_cast<size_t>(cs)))
         return backing_error(target, s, "No space left on device", Status::TooLarge);
 
-    r = t.flush();
+    int64_t r = t.flush();
     if (r >= 0)
         r = a.write_refblocks();
     if (r >= 0)
@@ -161,6 +172,18 @@ Status create(const CreateRequest& req, CreateTarget& target) {
         return fail_errno(target, QCOW2_EIO);
     target.resolved_unit_size(cs);
     return Status::Ok;
+}
+
+void create_release(Qcow2NewImage* img, guest::Allocator& alloc) { guest::arena_delete(alloc, img); }
+
+Status create(const CreateRequest& req, CreateTarget& target) {
+    Qcow2NewImage* img = nullptr;
+    const Status st = create_begin(req, target, &img);
+    if (st != Status::Ok)
+        return st;
+    const Status end = create_end(*img, target, *req.allocator);
+    create_release(img, *req.allocator);
+    return end;
 }
 
 } // namespace instar::qcow2

@@ -1,10 +1,32 @@
 // The qcow2 emitter: `instar create -f qcow2`, byte-identical to what qemu-img create writes.
 #pragma once
 
+#include "qcow2_create_alloc.h"
+#include "qcow2_create_options.h"
+#include "qcow2_create_tables.h"
+
 #include <instar/guest/create_api.h>
 
 namespace instar::qcow2 {
 
 guest::Status create(const guest::CreateRequest& req, guest::CreateTarget& target);
+
+// A new image between create's layout (header, refcount structures, L1, preallocation) and its
+// final writes (L2 tables still held, refcount blocks, header): convert's writer fills it between.
+struct Qcow2NewImage {
+    Qcow2NewImage(const Qcow2CreateSettings& settings, guest::BlockDevice& dev, guest::Allocator& alloc)
+        : s(settings), a(dev, alloc, settings.cluster_bits, settings.refcount_order),
+          t(a, alloc, settings.extended_l2) {}
+    Qcow2CreateSettings s;
+    Qcow2Alloc a;
+    Qcow2Tables t;
+};
+
+// create's first half: validates req and lays the image out as create does (from req.allocator).
+guest::Status create_begin(const guest::CreateRequest& req, guest::CreateTarget& target, Qcow2NewImage** out);
+// create's second half: the final writes; the image is complete when it returns Ok.
+guest::Status create_end(Qcow2NewImage& img, guest::CreateTarget& target, guest::Allocator& alloc);
+// Releases what create_begin allocated.
+void create_release(Qcow2NewImage* img, guest::Allocator& alloc);
 
 } // namespace instar::qcow2

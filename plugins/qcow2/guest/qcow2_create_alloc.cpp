@@ -54,7 +54,74 @@ void set_refcount_one(uint8_t* block, uint64_t index, uint32_t order) {
     }
 }
 
+// Sets refcount entry `index` of a refcount block to `v` (qemu's set_refcount_ro0..6 layouts).
+void set_refcount(uint8_t* block, uint64_t index, uint32_t order, uint64_t v) {
+    if (order < 3) {
+        const uint32_t bits = 1u << order;
+        const uint64_t per_byte = 8 >> order;
+        const uint32_t shift = static_cast<uint32_t>(bits * (index % per_byte));
+        const uint32_t mask = ((1u << bits) - 1) << shift;
+        uint8_t& b = block[index / per_byte];
+        b = static_cast<uint8_t>((b & ~mask) | ((static_cast<uint32_t>(v) << shift) & mask));
+    } else {
+        const uint64_t width = uint64_t{1} << (order - 3);
+        for (uint64_t k = 0; k < width; ++k)
+            block[index * width + width - 1 - k] = static_cast<uint8_t>(k < 8 ? v >> (8 * k) : 0);
+    }
+}
+
 } // namespace
+
+size_t Qcow2Alloc::shared_find(uint64_t cluster) const {
+    size_t lo = 0;
+    size_t hi = shared_count_;
+    while (lo < hi) {
+        const size_t mid = lo + (hi - lo) / 2;
+        if (shared_[mid].cluster < cluster)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+uint64_t Qcow2Alloc::refcount(uint64_t cluster) const {
+    const size_t i = shared_find(cluster);
+    if (i < shared_count_ && shared_[i].cluster == cluster)
+        return shared_[i].refcount;
+    return used_.contains(cluster) ? 1 : 0;
+}
+
+int64_t Qcow2Alloc::shared_increment(uint64_t cluster) {
+    const size_t i = shared_find(cluster);
+    if (i < shared_count_ && shared_[i].cluster == cluster) {
+        if (shared_[i].refcount >= refcount_max())
+            return -34; // qemu's -ERANGE
+        ++shared_[i].refcount;
+        return 0;
+    }
+    if (refcount_max() < 2)
+        return -34;
+    if (shared_count_ == shared_cap_) {
+        if (shared_cap_ >= QCOW2_MAX_SHARED_CLUSTERS)
+            return QCOW2_EFBIG;
+        const size_t cap = shared_cap_ == 0 ? 256 : shared_cap_ * 2;
+        auto* grown = static_cast<Qcow2SharedRef*>(alloc_.allocate(cap * sizeof(Qcow2SharedRef), 8));
+        if (grown == nullptr)
+            return QCOW2_ENOMEM;
+        for (size_t k = 0; k < shared_count_; ++k)
+            grown[k] = shared_[k];
+        if (shared_ != nullptr)
+            alloc_.deallocate(shared_, shared_cap_ * sizeof(Qcow2SharedRef));
+        shared_ = grown;
+        shared_cap_ = cap;
+    }
+    for (size_t k = shared_count_; k > i; --k)
+        shared_[k] = shared_[k - 1];
+    shared_[i] = {cluster, 2};
+    ++shared_count_;
+    return 0;
+}
 
 Qcow2Alloc::Qcow2Alloc(guest::BlockDevice& dev, guest::Allocator& alloc, uint32_t cluster_bits,
                        uint32_t refcount_order)
@@ -68,6 +135,8 @@ Qcow2Alloc::~Qcow2Alloc() {
         alloc_.deallocate(extent_storage_, QCOW2_CREATE_MAX_EXTENTS * sizeof(Qcow2Extent));
     if (reftable_ != nullptr)
         alloc_.deallocate(reftable_, rt_size_ * 8);
+    if (shared_ != nullptr)
+        alloc_.deallocate(shared_, shared_cap_ * sizeof(Qcow2SharedRef));
 }
 
 int64_t Qcow2Alloc::write(uint64_t offset, const void* buf, size_t len) {
@@ -184,10 +253,20 @@ int64_t Qcow2Alloc::update_refcount(uint64_t offset, uint64_t length, bool decre
                 free_index_ = c;
         } else {
             if (used_.next_allocated(c) < run_end) {
-                ret = QCOW2_EINVAL; // never happens for a new image: every refcount goes 0 -> 1
-                break;
-            }
-            if (!used_.set(c, run_end)) {
+                if (!shared_enabled_) {
+                    ret = QCOW2_EINVAL; // never happens for create: every refcount goes 0 -> 1
+                    break;
+                }
+                // convert -c: compressed clusters share host clusters. qemu checks every refcount
+                // for overflow before changing any (update_refcount's first pass).
+                for (uint64_t k = c; k < run_end && ret >= 0; ++k)
+                    if (used_.contains(k) && refcount(k) >= refcount_max())
+                        ret = -34; // -ERANGE
+                for (uint64_t k = c; k < run_end && ret >= 0; ++k)
+                    ret = used_.contains(k) ? shared_increment(k) : (used_.set(k, k + 1) ? 0 : QCOW2_ENOMEM);
+                if (ret < 0)
+                    break;
+            } else if (!used_.set(c, run_end)) {
                 ret = QCOW2_ENOMEM;
                 break;
             }
@@ -366,6 +445,8 @@ int64_t Qcow2Alloc::write_refblocks() {
             for (uint64_t c = from; c < to; ++c)
                 set_refcount_one(buf.p, c - first, refcount_order_);
         }
+        for (size_t k = shared_find(first); k < shared_count_ && shared_[k].cluster < end; ++k)
+            set_refcount(buf.p, shared_[k].cluster - first, refcount_order_, shared_[k].refcount);
         const int64_t r = write(reftable_[i], buf.p, static_cast<size_t>(cs));
         if (r < 0)
             return r;

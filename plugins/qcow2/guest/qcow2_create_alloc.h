@@ -27,6 +27,17 @@ inline constexpr uint64_t QCOW_MAX_CLUSTER_OFFSET = (uint64_t{1} << 56) - 1;
 // Bytes of the refcount table converted and written at a time (the table can be 8 MiB).
 inline constexpr size_t QCOW2_CREATE_TABLE_CHUNK = 64u << 10;
 
+// Refcounts above 1: host clusters that several compressed clusters share (convert -c only). Sorted
+// (cluster, refcount) pairs in one array from the arena, growing by doubling up to
+// QCOW2_MAX_SHARED_CLUSTERS entries (16 MiB): 1 Mi shared host clusters, e.g. 64 GiB of 64 KiB
+// clusters compressed; past it the convert stops with TooLarge rather than grow without bound.
+inline constexpr size_t QCOW2_MAX_SHARED_CLUSTERS = size_t{1} << 20;
+
+struct Qcow2SharedRef {
+    uint64_t cluster;
+    uint64_t refcount; // >= 2
+};
+
 class Qcow2Alloc {
 public:
     Qcow2Alloc(guest::BlockDevice& dev, guest::Allocator& alloc, uint32_t cluster_bits, uint32_t refcount_order);
@@ -56,6 +67,14 @@ public:
     uint64_t written_length() const { return real_len_; }
     void note_real_write(uint64_t end) { real_len_ = end > real_len_ ? end : real_len_; }
 
+    // Lets increments reach clusters already in use (compressed clusters sharing a host cluster).
+    void allow_shared() { shared_enabled_ = true; }
+    // A host cluster's refcount in the model.
+    uint64_t refcount(uint64_t cluster) const;
+    uint64_t refcount_max() const {
+        return refcount_order_ == 6 ? UINT64_MAX : (uint64_t{1} << (uint32_t{1} << refcount_order_)) - 1;
+    }
+
     uint32_t cluster_bits() const { return cluster_bits_; }
     uint64_t cluster_size() const { return uint64_t{1} << cluster_bits_; }
     uint64_t refcount_table_offset() const { return rt_offset_; }
@@ -71,8 +90,16 @@ private:
         return (a_cluster >> rb_bits_) == (b_cluster >> rb_bits_);
     }
 
+    friend class Qcow2Writer;
+    size_t shared_find(uint64_t cluster) const; // first index with cluster >= `cluster`
+    int64_t shared_increment(uint64_t cluster);
+
     guest::BlockDevice& dev_;
     guest::Allocator& alloc_;
+    bool shared_enabled_ = false;
+    Qcow2SharedRef* shared_ = nullptr;
+    size_t shared_count_ = 0;
+    size_t shared_cap_ = 0;
     uint32_t cluster_bits_;
     uint32_t refcount_order_;
     uint32_t rb_bits_; // refcount entries per block, log2

@@ -42,6 +42,7 @@ public:
     uint64_t l1_offset() const { return l1_offset_; }
 
 private:
+    friend class Qcow2Writer;
     struct Slot {
         uint64_t l1_index = UINT64_MAX;
         uint64_t offset = 0;

@@ -122,7 +122,8 @@ Status write_bat(CreateTarget& target, guest::Allocator& alloc, uint64_t bytes) 
 // qemu's create_dynamic_disk: footer copy at 0, header at 512, BAT at 1536 (whole sectors of unused
 // entries), footer after it. A differencing disk adds its parent locator data between the BAT and
 // the footer.
-Status create_dynamic(const CreateRequest& req, CreateTarget& target, const VpcFooter& f, uint64_t sectors) {
+Status create_dynamic(const CreateRequest& req, CreateTarget& target, const VpcFooter& f, uint64_t sectors,
+                      VpcCreated* out) {
     constexpr uint64_t sectors_per_block = VPC_BLOCK_SIZE / 512;
     VpcDynamicHeader h{};
     h.table_offset = VPC_BAT_OFFSET;
@@ -146,24 +147,39 @@ Status create_dynamic(const CreateRequest& req, CreateTarget& target, const VpcF
         st = write_bat(target, *req.allocator, bat_bytes);
     if (st == Status::Ok)
         st = target.image().write(end, footer, sizeof footer);
-    if (st == Status::Ok)
+    if (st == Status::Ok) {
         target.resolved_unit_size(VPC_BLOCK_SIZE);
+        out->footer_offset = end;
+        out->bat_offset = VPC_BAT_OFFSET;
+        out->max_table_entries = h.max_table_entries;
+        out->block_size = h.block_size;
+        __builtin_memcpy(out->footer, footer, sizeof footer);
+    }
     return st;
 }
 
 // qemu's create_fixed_disk: the data area is a hole, the footer follows it.
-Status create_fixed(CreateTarget& target, const VpcFooter& f) {
+Status create_fixed(CreateTarget& target, const VpcFooter& f, VpcCreated* out) {
     uint8_t footer[VPC_FOOTER_SIZE];
     vpc_footer_build(f, footer);
     Status st = target.set_length(target.image(), f.current_size + VPC_FOOTER_SIZE, guest::Prealloc::Off);
     if (st == Status::Ok)
         st = target.image().write(f.current_size, footer, sizeof footer);
+    if (st == Status::Ok) {
+        out->footer_offset = f.current_size;
+        __builtin_memcpy(out->footer, footer, sizeof footer);
+    }
     return st;
 }
 
 } // namespace
 
 Status create(const CreateRequest& req, CreateTarget& target) {
+    VpcCreated created;
+    return create_image(req, target, &created);
+}
+
+Status create_image(const CreateRequest& req, CreateTarget& target, VpcCreated* out) {
     if (req.allocator == nullptr || req.random == nullptr)
         return Status::Invalid;
     Settings s;
@@ -196,9 +212,12 @@ Status create(const CreateRequest& req, CreateTarget& target) {
     f.sectors_per_track = g.sectors_per_track;
     f.disk_type = differencing ? VHD_DIFFERENCING : s.disk_type;
     random_uuid(req.random, f.unique_id);
+    *out = VpcCreated{};
+    out->disk_type = f.disk_type;
+    out->size = size;
     if (s.disk_type == VHD_FIXED)
-        return create_fixed(target, f);
-    return create_dynamic(req, target, f, size / 512);
+        return create_fixed(target, f, out);
+    return create_dynamic(req, target, f, size / 512, out);
 }
 
 } // namespace instar::vpc

@@ -2,7 +2,9 @@
 #include "vpc_create.h"
 #include "vpc_format.h"
 #include "vpc_read.h"
+#include "vpc_write.h"
 
 #include <instar_guest/format_module.h>
 
-INSTAR_FORMAT_MODULE("vpc", instar::vpc::probe, instar::vpc::info, nullptr, instar::vpc::create, instar::vpc::open, nullptr)
+INSTAR_FORMAT_MODULE("vpc", instar::vpc::probe, instar::vpc::info, nullptr, instar::vpc::create, instar::vpc::open,
+                     instar::vpc::create_writer)

@@ -25,6 +25,11 @@ Status write_failed(guest::CreateTarget& target, Status st, const char* what) {
 } // namespace
 
 Status create(const guest::CreateRequest& req, guest::CreateTarget& target) {
+    VhdxCreated created;
+    return create_image(req, target, &created);
+}
+
+Status create_image(const guest::CreateRequest& req, guest::CreateTarget& target, VhdxCreated* out) {
     if (req.allocator == nullptr || req.random == nullptr)
         return guest::create_fail(target, Status::Invalid, "Invalid create request");
     VhdxCreateParams p{};
@@ -80,6 +85,9 @@ Status create(const guest::CreateRequest& req, guest::CreateTarget& target) {
         return guest::create_fail(target, st, "The image size is too large for file format 'vhdx'");
     if (st != Status::Ok)
         return write_failed(target, st, "Could not resize image");
+    out->params = p;
+    out->layout = l;
+    out->ids = ids;
     return Status::Ok;
 }
 

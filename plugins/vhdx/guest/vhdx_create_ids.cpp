@@ -46,4 +46,10 @@ void vhdx_create_ids(const uint8_t* random, VhdxCreateIds* out) {
     out->sequence_number = static_cast<uint32_t>(derive(random, 3));
 }
 
+void vhdx_derived_guid(const uint8_t* random, uint64_t label, uint8_t* out) {
+    store_le64(out, derive(random, 2 * label));
+    store_le64(out + 8, derive(random, 2 * label + 1));
+    make_v4(out);
+}
+
 } // namespace instar::vhdx

@@ -18,4 +18,8 @@ struct VhdxCreateIds {
 // Every GUID is a version 4 UUID stored byte for byte, as qemu's vhdx_guid_generate stores them.
 void vhdx_create_ids(const uint8_t* random, VhdxCreateIds* out);
 
+// A further version 4 GUID derived from the same random bytes, one per `label` (labels 1..3 are
+// create's own; the writer's session, data write and log GUIDs use labels from 16 on).
+void vhdx_derived_guid(const uint8_t* random, uint64_t label, uint8_t* out);
+
 } // namespace instar::vhdx

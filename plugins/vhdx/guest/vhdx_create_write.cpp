@@ -56,6 +56,22 @@ Status vhdx_write_file_identifier(guest::BlockDevice& dev, uint32_t qemu_version
     return dev.write(VHDX_FILE_IDENTIFIER_OFFSET, buf, n);
 }
 
+void vhdx_build_header(uint8_t* h, uint64_t sequence_number, const uint8_t* file_write_guid,
+                       const uint8_t* data_write_guid, const uint8_t* log_guid, const VhdxLayout& l) {
+    __builtin_memset(h, 0, VHDX_HEADER_SIZE);
+    __builtin_memcpy(h, VHDX_HEADER_SIGNATURE, 4);
+    store_le(FIELD(h, VhdxHeaderDisk, sequence_number), sequence_number, 8);
+    __builtin_memcpy(FIELD(h, VhdxHeaderDisk, file_write_guid), file_write_guid, 16);
+    __builtin_memcpy(FIELD(h, VhdxHeaderDisk, data_write_guid), data_write_guid, 16);
+    if (log_guid != nullptr)
+        __builtin_memcpy(FIELD(h, VhdxHeaderDisk, log_guid), log_guid, 16);
+    store_le(FIELD(h, VhdxHeaderDisk, version), 1, 2);
+    store_le(FIELD(h, VhdxHeaderDisk, log_length), l.log_length, 4);
+    store_le(FIELD(h, VhdxHeaderDisk, log_offset), l.log_offset, 8);
+    const size_t crc_at = __builtin_offsetof(VhdxHeaderDisk, checksum);
+    store_le(h + crc_at, crc32c_skipping(h, VHDX_HEADER_SIZE, crc_at), 4);
+}
+
 Status vhdx_write_headers(guest::BlockDevice& dev, guest::Allocator& alloc, const VhdxLayout& l,
                           const VhdxCreateIds& ids) {
     Buffer buf(alloc, VHDX_HEADER_SIZE);
@@ -63,18 +79,9 @@ Status vhdx_write_headers(guest::BlockDevice& dev, guest::Allocator& alloc, cons
         return Status::NoMemory;
     const uint64_t offsets[2] = {VHDX_HEADER1_OFFSET, VHDX_HEADER2_OFFSET};
     for (int i = 0; i < 2; ++i) {
-        uint8_t* h = buf.p;
-        __builtin_memset(h, 0, VHDX_HEADER_SIZE);
-        __builtin_memcpy(h, VHDX_HEADER_SIGNATURE, 4);
-        store_le(FIELD(h, VhdxHeaderDisk, sequence_number), static_cast<uint64_t>(ids.sequence_number) + i, 8);
-        __builtin_memcpy(FIELD(h, VhdxHeaderDisk, file_write_guid), ids.file_write_guid, 16);
-        __builtin_memcpy(FIELD(h, VhdxHeaderDisk, data_write_guid), ids.data_write_guid, 16);
-        store_le(FIELD(h, VhdxHeaderDisk, version), 1, 2);
-        store_le(FIELD(h, VhdxHeaderDisk, log_length), l.log_length, 4);
-        store_le(FIELD(h, VhdxHeaderDisk, log_offset), l.log_offset, 8);
-        const size_t crc_at = __builtin_offsetof(VhdxHeaderDisk, checksum);
-        store_le(h + crc_at, crc32c_skipping(h, VHDX_HEADER_SIZE, crc_at), 4);
-        const Status st = dev.write(offsets[i], h, VHDX_HEADER_SIZE);
+        vhdx_build_header(buf.p, static_cast<uint64_t>(ids.sequence_number) + i, ids.file_write_guid,
+                          ids.data_write_guid, nullptr, l);
+        const Status st = dev.write(offsets[i], buf.p, VHDX_HEADER_SIZE);
         if (st != Status::Ok)
             return st;
     }

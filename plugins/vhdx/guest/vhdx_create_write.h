@@ -17,6 +17,11 @@ inline constexpr uint32_t VHDX_CREATE_BAT_CHUNK = 1u << 20;
 // "vhdxfile" and the creator "QEMU vX.Y.Z" (UTF-16LE, no terminator) of the profile's qemu.
 guest::Status vhdx_write_file_identifier(guest::BlockDevice& dev, uint32_t qemu_version);
 
+// Builds one 4 KiB header (signature, the fields given, version 1, the layout's log, checksum).
+// log_guid may be nullptr for an empty log (all zeros).
+void vhdx_build_header(uint8_t* out, uint64_t sequence_number, const uint8_t* file_write_guid,
+                       const uint8_t* data_write_guid, const uint8_t* log_guid, const VhdxLayout& l);
+
 // Header 1 with ids.sequence_number, header 2 with the next number; log GUID zero (empty log).
 guest::Status vhdx_write_headers(guest::BlockDevice& dev, guest::Allocator& alloc, const VhdxLayout& l,
                                  const VhdxCreateIds& ids);

@@ -2,7 +2,9 @@
 #include "vhdx_create.h"
 #include "vhdx_format.h"
 #include "vhdx_read.h"
+#include "vhdx_write.h"
 
 #include <instar_guest/format_module.h>
 
-INSTAR_FORMAT_MODULE("vhdx", instar::vhdx::probe, instar::vhdx::info, nullptr, instar::vhdx::create, instar::vhdx::open, nullptr)
+INSTAR_FORMAT_MODULE("vhdx", instar::vhdx::probe, instar::vhdx::info, nullptr, instar::vhdx::create, instar::vhdx::open,
+                     instar::vhdx::create_writer)

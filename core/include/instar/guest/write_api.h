@@ -33,6 +33,11 @@ public:
     // Unsupported when the format has no compressed clusters (qemu's "does not support
     // compression").
     virtual Status write_compressed(uint64_t offset, const void* buf, size_t len) = 0;
+    // -B: the new image's backing file (its whole chain composed) as qemu's target sees it, for
+    // copy-on-write of partly written clusters and the "rest reads as zeros" checks of write_zeroes.
+    // Called before the first write; the reader outlives the writer's use. Formats without backing
+    // files ignore it.
+    virtual void set_backing(ImageReader* backing) { (void)backing; }
     // Writes every table still held in memory; the image is complete when this returns Ok.
     virtual Status finish() = 0;
     // Releases the writer's memory. Unusable afterwards.
@@ -43,7 +48,8 @@ protected:
 };
 
 // Creates the image as `create` does (req, target: create_api.h), then returns a writer over it,
-// allocated from req.allocator. codecs carries the compressors for -c.
+// allocated from req.allocator. `target` (and req.codecs) must outlive the writer: writers grow
+// files through it. codecs carries the compressors for -c.
 using CreateWriterFn = Status (*)(const CreateRequest& req, CreateTarget& target, ImageWriter** out);
 
 } // namespace instar::guest

@@ -1,0 +1,160 @@
+// The qcow2 reader: status() and read() over the L1/L2 map (qcow2_read.h).
+#include "qcow2_read.h"
+
+#include "qcow2_read_compressed.h"
+#include "qcow2_read_internal.h"
+#include "qcow2_read_map.h"
+#include "qcow2_reader.h"
+
+#include <instar/guest/arena_new.h>
+
+namespace instar::qcow2 {
+namespace {
+
+using guest::Allocation;
+using guest::Extent;
+
+// Lookups one status() call may merge: each costs at most one L2 slice read, so a call's work is
+// bounded while a run over many small L2 tables still comes back as one long extent.
+constexpr uint32_t QCOW2_STATUS_MAX_LOOKUPS = 1024;
+
+class Qcow2Reader final : public guest::ImageReader {
+public:
+    Qcow2Reader(const Qcow2ReadSetup& s, Allocator& alloc, const guest::Codecs* codecs, guest::ReasonSink* reasons)
+        : alloc_(alloc), data_(*s.data), data_device_(s.data_device), size_(s.virtual_size),
+          map_(*s.image, *s.data, alloc, s.geometry, reasons),
+          compressed_(*s.image, alloc, codecs, s.compression_type, s.geometry.cluster_bits, reasons) {}
+
+    Status init() { return map_.init(); }
+
+    uint64_t virtual_size() const override { return size_; }
+
+    // "Corrupt" is terminal (qemu's fatal corruption events make the image unusable): after a
+    // structure failed validation, every later call fails too.
+    Status status(uint64_t offset, uint64_t length, Extent* out) override {
+        return corrupt_ ? Status::Corrupt : latch(status_at(offset, length, out));
+    }
+
+    Status read(uint64_t offset, void* buf, size_t len) override {
+        return corrupt_ ? Status::Corrupt : latch(read_range(offset, buf, len));
+    }
+
+    void close() override { guest::arena_delete(alloc_, this); }
+
+private:
+    Status latch(Status st) {
+        if (st == Status::Corrupt)
+            corrupt_ = true;
+        return st;
+    }
+
+    Status status_at(uint64_t offset, uint64_t length, Extent* out) {
+        if (offset >= size_ || length == 0 || length > size_ - offset)
+            return Status::Invalid;
+        Mapping m;
+        if (const Status st = map_.lookup(offset, length, &m); st != Status::Ok)
+            return st;
+        *out = to_extent(m);
+        for (uint32_t n = 1; n < QCOW2_STATUS_MAX_LOOKUPS && out->length < length; ++n) {
+            Mapping next;
+            const uint64_t at = offset + out->length;
+            if (map_.lookup(at, length - out->length, &next) != Status::Ok)
+                break; // the next call starts there and reports it
+            const Extent e = to_extent(next);
+            if (e.allocation != out->allocation || e.flags != out->flags ||
+                ((e.flags & guest::EXTENT_OFFSET_VALID) && e.offset != out->offset + out->length))
+                break;
+            out->length += e.length;
+        }
+        return Status::Ok;
+    }
+
+    Status read_range(uint64_t offset, void* buf, size_t len) {
+        if (offset > size_ || len > size_ - offset)
+            return Status::Invalid;
+        auto* dst = static_cast<uint8_t*>(buf);
+        const uint64_t cs = map_.geometry().cluster_size();
+        while (len > 0) {
+            Mapping m;
+            if (const Status st = map_.lookup(offset, len, &m); st != Status::Ok)
+                return st;
+            const size_t n = static_cast<size_t>(m.length); // <= len
+            if (m.kind == ClusterKind::Normal) {
+                // Checked against the file by the lookup; a last, partly written cluster reads zeros past its end.
+                if (const Status st = read_zero_padded(data_, m.host, dst, n); st != Status::Ok)
+                    return st;
+            } else if (m.kind == ClusterKind::Compressed) {
+                const uint8_t* cluster = nullptr;
+                if (const Status st = compressed_.cluster(m.host, &cluster); st != Status::Ok)
+                    return st;
+                __builtin_memcpy(dst, cluster + (offset & (cs - 1)), n); // the run stays in one cluster
+            } else {
+                __builtin_memset(dst, 0, n);
+            }
+            dst += n;
+            offset += n;
+            len -= n;
+        }
+        return Status::Ok;
+    }
+
+    Extent to_extent(const Mapping& m) const {
+        Extent e{};
+        e.length = m.length;
+        switch (m.kind) {
+        case ClusterKind::Normal:
+            e.allocation = Allocation::Data;
+            e.flags = guest::EXTENT_OFFSET_VALID;
+            break;
+        case ClusterKind::Compressed:
+            e.allocation = Allocation::Data;
+            e.flags = guest::EXTENT_COMPRESSED;
+            break;
+        case ClusterKind::ZeroAlloc: // qemu reports the preallocated offset with the zeros
+            e.allocation = Allocation::Zero;
+            e.flags = guest::EXTENT_OFFSET_VALID;
+            break;
+        case ClusterKind::Zero:
+            e.allocation = Allocation::Zero;
+            break;
+        case ClusterKind::Unallocated:
+        case ClusterKind::UnallocatedAlloc:
+            e.allocation = Allocation::Unallocated;
+            break;
+        }
+        if (e.flags & guest::EXTENT_OFFSET_VALID) {
+            e.device = data_device_;
+            e.offset = m.host;
+        }
+        return e;
+    }
+
+    Allocator& alloc_;
+    BlockDevice& data_;
+    uint32_t data_device_;
+    uint64_t size_;
+    Qcow2Map map_;
+    CompressedCache compressed_;
+    bool corrupt_ = false;
+};
+
+} // namespace
+
+Status open(const guest::OpenRequest& req, guest::ImageReader** out) {
+    if (req.image == nullptr || req.allocator == nullptr)
+        return Status::Invalid;
+    Qcow2ReadSetup setup;
+    if (const Status st = qcow2_read_setup(req, &setup); st != Status::Ok)
+        return st;
+    Qcow2Reader* r = guest::arena_new<Qcow2Reader>(*req.allocator, setup, *req.allocator, req.codecs, req.reasons);
+    if (r == nullptr)
+        return Status::NoMemory;
+    if (const Status st = r->init(); st != Status::Ok) {
+        r->close();
+        return st;
+    }
+    *out = r;
+    return Status::Ok;
+}
+
+} // namespace instar::qcow2

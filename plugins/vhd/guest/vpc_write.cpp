@@ -1,0 +1,155 @@
+// The VHD writer (vpc_write.h): qemu's vpc_co_pwritev and alloc_block rules, with one BAT sector
+// cached so memory does not grow with the disk.
+#include "vpc_write.h"
+
+#include <instar/guest/arena_new.h>
+#include <instar/guest/format_util.h>
+
+#include "vpc_bytes.h"
+#include "vpc_create.h"
+#include "vpc_footer.h"
+
+namespace instar::vpc {
+
+using guest::Status;
+
+namespace {
+
+constexpr uint64_t SECTOR = 512;
+constexpr uint32_t BAT_UNUSED = 0xFFFFFFFFu;
+// qemu's bitmap_size for the 2 MiB blocks create makes: one bit per sector, rounded up to a sector.
+constexpr uint32_t BITMAP_SIZE = 512;
+// Zeros written at a time for write_zeroes (qemu has no zero-write for vpc: it writes zeros as data).
+constexpr size_t ZERO_CHUNK = 64 * 1024;
+// BAT entries per cached sector.
+constexpr uint32_t ENTRIES_PER_SECTOR = SECTOR / 4;
+
+class VpcWriter final : public guest::ImageWriter {
+public:
+    VpcWriter(guest::BlockDevice& dev, guest::Allocator& alloc, const VpcCreated& c) : dev_(dev), alloc_(alloc), c_(c) {
+        free_offset_ = c.footer_offset;
+    }
+
+    // vpc_get_info: the block size for dynamic disks, nothing for fixed ones.
+    uint64_t cluster_size() const override { return c_.disk_type == VHD_FIXED ? 0 : c_.block_size; }
+    // vpc_has_zero_init: a dynamic disk reads as zeros; a fixed one as its (new, sparse) file does.
+    bool zero_init() const override { return true; }
+
+    Status write(uint64_t offset, const void* buf, size_t len) override {
+        if (offset > c_.size || len > c_.size - offset)
+            return Status::Invalid;
+        if (c_.disk_type == VHD_FIXED)
+            return dev_.write(offset, buf, len);
+        const uint8_t* p = static_cast<const uint8_t*>(buf);
+        while (len > 0) {
+            const uint64_t in_block = offset % c_.block_size;
+            const size_t n = c_.block_size - in_block < len ? static_cast<size_t>(c_.block_size - in_block) : len;
+            uint64_t data_at = 0;
+            if (const Status st = block_data(offset / c_.block_size, &data_at); st != Status::Ok)
+                return st;
+            if (const Status st = dev_.write(data_at + in_block, p, n); st != Status::Ok)
+                return st;
+            offset += n;
+            p += n;
+            len -= n;
+        }
+        return Status::Ok;
+    }
+
+    // qemu's vpc driver has no write_zeroes: the block layer writes a buffer of zeros instead.
+    Status write_zeroes(uint64_t offset, uint64_t len, bool) override {
+        if (offset > c_.size || len > c_.size - offset)
+            return Status::Invalid;
+        guest::ScopedBuffer zeros(alloc_, ZERO_CHUNK);
+        if (!zeros.p)
+            return Status::NoMemory;
+        __builtin_memset(zeros.p, 0, ZERO_CHUNK);
+        while (len > 0) {
+            const size_t n = len < ZERO_CHUNK ? static_cast<size_t>(len) : ZERO_CHUNK;
+            if (const Status st = write(offset, zeros.p, n); st != Status::Ok)
+                return st;
+            offset += n;
+            len -= n;
+        }
+        return Status::Ok;
+    }
+
+    Status write_compressed(uint64_t, const void*, size_t) override { return Status::Unsupported; }
+    Status finish() override { return Status::Ok; } // every update is written as it is made
+    void close() override { guest::arena_delete(alloc_, this); }
+
+private:
+    // Loads the BAT sector holding entry `index` into the cache.
+    Status load_bat_sector(uint32_t index) {
+        const uint32_t sector = index / ENTRIES_PER_SECTOR;
+        if (cached_ && cached_sector_ == sector)
+            return Status::Ok;
+        if (const Status st = dev_.read(c_.bat_offset + uint64_t{sector} * SECTOR, bat_, SECTOR); st != Status::Ok)
+            return st;
+        cached_ = true;
+        cached_sector_ = sector;
+        return Status::Ok;
+    }
+
+    // Where block `index`'s data starts in the file, allocating the block as qemu's alloc_block does.
+    Status block_data(uint64_t index, uint64_t* out) {
+        if (index >= c_.max_table_entries)
+            return Status::Invalid;
+        const uint32_t i = static_cast<uint32_t>(index);
+        if (const Status st = load_bat_sector(i); st != Status::Ok)
+            return st;
+        uint8_t* entry = bat_ + 4 * (i % ENTRIES_PER_SECTOR);
+        uint32_t value = load_be32(entry);
+        if (value == BAT_UNUSED) {
+            // The bitmap goes where the footer was, the footer after the new block, then the entry.
+            const uint64_t block = free_offset_;
+            uint64_t next;
+            if (!add_u64(block, BITMAP_SIZE + uint64_t{c_.block_size}, &next) || block / SECTOR >= BAT_UNUSED)
+                return Status::TooLarge;
+            uint8_t bitmap[BITMAP_SIZE];
+            __builtin_memset(bitmap, 0xFF, sizeof bitmap);
+            if (const Status st = dev_.write(block, bitmap, sizeof bitmap); st != Status::Ok)
+                return st;
+            if (const Status st = dev_.write(next, c_.footer, sizeof c_.footer); st != Status::Ok)
+                return st;
+            value = static_cast<uint32_t>(block / SECTOR);
+            store_be32(entry, value);
+            if (const Status st = dev_.write(c_.bat_offset + 4 * uint64_t{i}, entry, 4); st != Status::Ok)
+                return st;
+            free_offset_ = next;
+        }
+        *out = uint64_t{value} * SECTOR + BITMAP_SIZE;
+        return Status::Ok;
+    }
+
+    guest::BlockDevice& dev_;
+    guest::Allocator& alloc_;
+    VpcCreated c_;
+    uint64_t free_offset_;
+    bool cached_ = false;
+    uint32_t cached_sector_ = 0;
+    uint8_t bat_[SECTOR];
+};
+
+} // namespace
+
+Status create_writer(const guest::CreateRequest& req, guest::CreateTarget& target, guest::ImageWriter** out) {
+    if (req.allocator == nullptr)
+        return Status::Invalid;
+    if (req.backing_file != nullptr && req.backing_file[0] != 0)
+        return guest::create_fail(target, Status::Unsupported,
+                                  "Backing file not supported for file format 'vpc'");
+    VpcCreated created;
+    if (const Status st = create_image(req, target, &created); st != Status::Ok)
+        return st;
+    // create makes 2 MiB blocks only; the bitmap size and the entry arithmetic above rely on it.
+    if (created.disk_type != VHD_FIXED && created.block_size != 0x200000)
+        return Status::Invalid;
+    VpcWriter* w = guest::arena_new<VpcWriter>(*req.allocator, target.image(), *req.allocator, created);
+    if (w == nullptr)
+        return Status::NoMemory;
+    *out = w;
+    return Status::Ok;
+}
+
+} // namespace instar::vpc

@@ -1,0 +1,14 @@
+// The VHD (vpc) format's writer: the target side of convert (write_api.h).
+#pragma once
+
+#include <instar/guest/write_api.h>
+
+namespace instar::vpc {
+
+// Creates the image exactly as create() does, then stores data as qemu's block/vpc.c does: a fixed
+// disk in place; a dynamic disk allocates a 2 MiB block (its 512-byte all-ones sector bitmap, then
+// the data) where the footer was, moves the footer past it and sets the BAT entry, in write order.
+// Differencing disks (an instar extension) are refused: qemu cannot write into one either.
+guest::Status create_writer(const guest::CreateRequest& req, guest::CreateTarget& target, guest::ImageWriter** out);
+
+} // namespace instar::vpc

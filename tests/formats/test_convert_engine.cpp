@@ -1,0 +1,274 @@
+// Unit tests of the convert engine (guest/convert): the request sequence a writer sees for
+// synthetic sources, chain composition, -S, -c, -B, progress, memory and hostile readers.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include "convert_engine.h"
+#include "hosted_support.h"
+
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+using instar::convert::Params;
+using instar::convert::run_convert;
+using instar::convert::Source;
+using instar::guest::Allocation;
+using instar::guest::Extent;
+using instar::guest::ImageReader;
+using instar::guest::ImageWriter;
+using instar::guest::Status;
+
+namespace {
+
+constexpr std::uint64_t KiB = 1024;
+constexpr std::uint64_t MiB = 1024 * KiB;
+
+// A reader over a byte vector with an explicit extent list (runs of one allocation each).
+class FakeReader final : public ImageReader {
+public:
+    struct Run {
+        std::uint64_t length;
+        Allocation allocation;
+    };
+    FakeReader(std::vector<std::uint8_t> bytes, std::vector<Run> runs) : bytes_(std::move(bytes)), runs_(std::move(runs)) {}
+    std::uint64_t virtual_size() const override { return bytes_.size(); }
+    Status status(std::uint64_t offset, std::uint64_t length, Extent* out) override {
+        ++status_calls;
+        if (broken)
+            return *out = Extent{0, Allocation::Data, 0, 0, 0, 0}, Status::Ok;
+        std::uint64_t pos = 0;
+        for (const Run& r : runs_) {
+            if (offset < pos + r.length) {
+                *out = Extent{};
+                out->allocation = r.allocation;
+                out->length = std::min(pos + r.length - offset, length);
+                return Status::Ok;
+            }
+            pos += r.length;
+        }
+        return Status::Invalid;
+    }
+    Status read(std::uint64_t offset, void* buf, std::size_t len) override {
+        if (offset > bytes_.size() || len > bytes_.size() - offset)
+            return Status::Invalid;
+        std::memcpy(buf, bytes_.data() + offset, len);
+        return Status::Ok;
+    }
+    void close() override {}
+    bool broken = false;
+    int status_calls = 0;
+
+private:
+    std::vector<std::uint8_t> bytes_;
+    std::vector<Run> runs_;
+};
+
+struct Call {
+    char kind; // 'w' write, 'z' write_zeroes, 'c' write_compressed, 'f' finish
+    std::uint64_t offset;
+    std::uint64_t length;
+    bool operator==(const Call& o) const { return kind == o.kind && offset == o.offset && length == o.length; }
+};
+
+std::string show(const std::vector<Call>& calls) {
+    std::string s;
+    for (const Call& c : calls)
+        s += std::string(1, c.kind) + "(" + std::to_string(c.offset) + "," + std::to_string(c.length) + ") ";
+    return s;
+}
+
+class RecordingWriter final : public ImageWriter {
+public:
+    RecordingWriter(std::uint64_t size, std::uint64_t cluster, bool zero_init)
+        : disk(size, 0), cluster_(cluster), zero_init_(zero_init) {}
+    std::uint64_t cluster_size() const override { return cluster_; }
+    bool zero_init() const override { return zero_init_; }
+    Status write(std::uint64_t offset, const void* buf, std::size_t len) override {
+        calls.push_back({'w', offset, len});
+        std::memcpy(disk.data() + offset, buf, len);
+        return Status::Ok;
+    }
+    Status write_zeroes(std::uint64_t offset, std::uint64_t len, bool) override {
+        calls.push_back({'z', offset, len});
+        std::memset(disk.data() + offset, 0, len);
+        return Status::Ok;
+    }
+    Status write_compressed(std::uint64_t offset, const void* buf, std::size_t len) override {
+        calls.push_back({'c', offset, len});
+        if (len != 0)
+            std::memcpy(disk.data() + offset, buf, len);
+        return Status::Ok;
+    }
+    Status finish() override {
+        calls.push_back({'f', 0, 0});
+        return Status::Ok;
+    }
+    void close() override {}
+    std::vector<std::uint8_t> disk;
+    std::vector<Call> calls;
+
+private:
+    std::uint64_t cluster_;
+    bool zero_init_;
+};
+
+std::vector<std::uint8_t> pattern(std::uint64_t n, std::uint8_t seed = 1) {
+    std::vector<std::uint8_t> v(n);
+    for (std::uint64_t i = 0; i < n; ++i)
+        v[i] = static_cast<std::uint8_t>((i * 131 + seed) % 251 + 1); // never zero
+    return v;
+}
+
+Status convert_one(ImageReader* top, RecordingWriter& w, const Params& p, std::size_t budget = 3 * MiB,
+                   ImageReader* backing = nullptr) {
+    ImageReader* chain[2] = {top, backing};
+    Source s{chain, backing != nullptr ? 2u : 1u};
+    instar::hosted::BudgetAllocator alloc(budget);
+    return run_convert(&s, 1, w, p, alloc, nullptr);
+}
+
+} // namespace
+
+TEST_CASE("data is copied in 2 MiB requests") {
+    FakeReader r(pattern(5 * MiB), {{5 * MiB, Allocation::Data}});
+    RecordingWriter w(5 * MiB, 65536, true);
+    REQUIRE(convert_one(&r, w, Params{}) == Status::Ok);
+    CHECK((w.calls == std::vector<Call>{{'w', 0, 2 * MiB}, {'w', 2 * MiB, 2 * MiB}, {'w', 4 * MiB, MiB}, {'f', 0, 0}}));
+    CHECK(w.disk == pattern(5 * MiB));
+}
+
+TEST_CASE("zero ranges: skipped on a zero-initialised target, write_zeroes otherwise, data with -S 0") {
+    FakeReader r(std::vector<std::uint8_t>(3 * MiB, 0), {{3 * MiB, Allocation::Zero}});
+    RecordingWriter a(3 * MiB, 65536, true);
+    REQUIRE(convert_one(&r, a, Params{}) == Status::Ok);
+    CHECK((a.calls == std::vector<Call>{{'f', 0, 0}}));
+
+    RecordingWriter b(3 * MiB, 65536, false);
+    REQUIRE(convert_one(&r, b, Params{}) == Status::Ok);
+    CHECK((b.calls == std::vector<Call>{{'z', 0, 3 * MiB}, {'f', 0, 0}}));
+
+    Params p;
+    p.min_sparse = 0;
+    RecordingWriter c(3 * MiB, 65536, true);
+    REQUIRE(convert_one(&r, c, p) == Status::Ok);
+    CHECK((c.calls == std::vector<Call>{{'w', 0, 2 * MiB}, {'w', 2 * MiB, MiB}, {'f', 0, 0}}));
+}
+
+TEST_CASE("zeros inside data: short runs stay in the write, 4 KiB-aligned runs of 4 KiB are skipped") {
+    std::vector<std::uint8_t> bytes = pattern(64 * KiB);
+    std::memset(bytes.data() + 1024, 0, 2048);      // 2 KiB: shorter than -S, written
+    std::memset(bytes.data() + 16 * KiB, 0, 8 * KiB); // aligned 8 KiB: skipped
+    FakeReader r(bytes, {{64 * KiB, Allocation::Data}});
+    RecordingWriter w(64 * KiB, 65536, true);
+    REQUIRE(convert_one(&r, w, Params{}) == Status::Ok);
+    CHECK_MESSAGE((w.calls == std::vector<Call>{{'w', 0, 16 * KiB}, {'w', 24 * KiB, 40 * KiB}, {'f', 0, 0}}),
+                  show(w.calls));
+    CHECK(w.disk == bytes);
+}
+
+TEST_CASE("an unaligned zero run is trimmed to the 4 KiB alignment") {
+    std::vector<std::uint8_t> bytes = pattern(32 * KiB);
+    std::memset(bytes.data() + 5 * KiB, 0, 10 * KiB); // [5K, 15K): only [8K, 12K) is aligned
+    FakeReader r(bytes, {{32 * KiB, Allocation::Data}});
+    RecordingWriter w(32 * KiB, 65536, true);
+    REQUIRE(convert_one(&r, w, Params{}) == Status::Ok);
+    CHECK_MESSAGE((w.calls == std::vector<Call>{{'w', 0, 8 * KiB}, {'w', 12 * KiB, 20 * KiB}, {'f', 0, 0}}),
+                  show(w.calls));
+    CHECK(w.disk == bytes);
+}
+
+TEST_CASE("backing chains compose as bdrv_block_status_above") {
+    // top: [0,1M) data, [1M,2M) unallocated, [2M,4M) unallocated; backing is 3 MiB of data.
+    FakeReader back(pattern(3 * MiB, 7), {{3 * MiB, Allocation::Data}});
+    std::vector<std::uint8_t> top_bytes = pattern(4 * MiB, 3);
+    FakeReader top(top_bytes, {{MiB, Allocation::Data}, {3 * MiB, Allocation::Unallocated}});
+    RecordingWriter w(4 * MiB, 65536, true);
+    REQUIRE(convert_one(&top, w, Params{}, 3 * MiB, &back) == Status::Ok);
+    std::vector<std::uint8_t> want(4 * MiB, 0);
+    std::memcpy(want.data(), top_bytes.data(), MiB);
+    std::memcpy(want.data() + MiB, pattern(3 * MiB, 7).data() + MiB, 2 * MiB);
+    CHECK(w.disk == want); // past the backing's 3 MiB: zeros
+    CHECK_MESSAGE((w.calls == std::vector<Call>{{'w', 0, MiB}, {'w', MiB, 2 * MiB}, {'f', 0, 0}}), show(w.calls));
+
+    // -B: the top alone; its unallocated run is left to the target's backing. qemu decides "zero
+    // past the backing's end" by where the run starts, so the run from 1 MiB stays whole.
+    Params p;
+    p.target_has_backing = true;
+    RecordingWriter b(4 * MiB, 65536, false);
+    REQUIRE(convert_one(&top, b, p, 3 * MiB, &back) == Status::Ok);
+    CHECK_MESSAGE((b.calls == std::vector<Call>{{'w', 0, MiB}, {'f', 0, 0}}), show(b.calls));
+
+    // A run that starts past the source backing's end is zero: write_zeroes (no zero init with -B).
+    FakeReader top2(top_bytes, {{MiB, Allocation::Data}, {2 * MiB, Allocation::Unallocated},
+                                {MiB, Allocation::Unallocated}});
+    RecordingWriter b2(4 * MiB, 65536, false);
+    REQUIRE(convert_one(&top2, b2, p, 3 * MiB, &back) == Status::Ok);
+    CHECK_MESSAGE((b2.calls == std::vector<Call>{{'w', 0, MiB}, {'z', 3 * MiB, MiB}, {'f', 0, 0}}), show(b2.calls));
+
+    // -B with a known target backing size: zeros past it are left unallocated too.
+    p.target_backing_size = 3 * MiB;
+    RecordingWriter c(4 * MiB, 65536, false);
+    REQUIRE(convert_one(&top, c, p, 3 * MiB, &back) == Status::Ok);
+    CHECK_MESSAGE((c.calls == std::vector<Call>{{'w', 0, MiB}, {'f', 0, 0}}), show(c.calls));
+}
+
+TEST_CASE("-c writes whole clusters and ends with an empty compressed write") {
+    std::vector<std::uint8_t> bytes = pattern(200 * KiB);
+    std::memset(bytes.data() + 64 * KiB, 0, 64 * KiB); // one all-zero cluster: skipped
+    FakeReader r(bytes, {{100 * KiB, Allocation::Data}, {100 * KiB, Allocation::Data}});
+    RecordingWriter w(200 * KiB, 64 * KiB, true);
+    Params p;
+    p.compressed = true;
+    REQUIRE(convert_one(&r, w, p) == Status::Ok);
+    CHECK_MESSAGE((w.calls == std::vector<Call>{{'c', 0, 64 * KiB}, {'c', 128 * KiB, 64 * KiB},
+                                               {'c', 192 * KiB, 8 * KiB}, {'c', 0, 0}, {'f', 0, 0}}),
+                  show(w.calls));
+    CHECK(w.disk == bytes);
+}
+
+TEST_CASE("several sources are concatenated, each rounded up to a sector") {
+    FakeReader a(pattern(1000, 1), {{1000, Allocation::Data}});
+    FakeReader b(pattern(4096, 2), {{4096, Allocation::Data}});
+    ImageReader* ca[1] = {&a};
+    ImageReader* cb[1] = {&b};
+    Source s[2] = {{ca, 1}, {cb, 1}};
+    RecordingWriter w(1024 + 4096, 65536, true);
+    instar::hosted::BudgetAllocator alloc(3 * MiB);
+    REQUIRE(run_convert(s, 2, w, Params{}, alloc, nullptr) == Status::Ok);
+    CHECK_MESSAGE((w.calls == std::vector<Call>{{'w', 0, 1024}, {'w', 1024, 4096}, {'f', 0, 0}}), show(w.calls));
+    CHECK(std::memcmp(w.disk.data(), pattern(1000, 1).data(), 1000) == 0);
+    CHECK(w.disk[1000] == 0);
+    CHECK(std::memcmp(w.disk.data() + 1024, pattern(4096, 2).data(), 4096) == 0);
+}
+
+TEST_CASE("progress counts the sectors copied, as qemu's allocated_done / allocated_sectors") {
+    FakeReader r(pattern(3 * MiB), {{MiB, Allocation::Data}, {MiB, Allocation::Zero}, {MiB, Allocation::Data}});
+    RecordingWriter w(3 * MiB, 65536, true);
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> seen;
+    Params p;
+    p.progress = [](void* ctx, std::uint64_t done, std::uint64_t total) {
+        static_cast<std::vector<std::pair<std::uint64_t, std::uint64_t>>*>(ctx)->emplace_back(done, total);
+    };
+    p.progress_ctx = &seen;
+    REQUIRE(convert_one(&r, w, p) == Status::Ok);
+    CHECK((seen == std::vector<std::pair<std::uint64_t, std::uint64_t>>{{2048, 4096}, {4096, 4096}}));
+}
+
+TEST_CASE("memory stays at the copy buffer; an exhausted arena and a broken reader fail cleanly") {
+    FakeReader r(pattern(8 * MiB), {{8 * MiB, Allocation::Data}});
+    RecordingWriter w(8 * MiB, 65536, true);
+    instar::hosted::BudgetAllocator alloc(4 * MiB);
+    ImageReader* chain[1] = {&r};
+    Source s{chain, 1};
+    REQUIRE(run_convert(&s, 1, w, Params{}, alloc, nullptr) == Status::Ok);
+    CHECK(alloc.peak() <= 2 * MiB + 4096);
+
+    RecordingWriter w2(8 * MiB, 65536, true);
+    CHECK(convert_one(&r, w2, Params{}, MiB) == Status::NoMemory);
+
+    r.broken = true; // a zero-length extent: refused, not looped on
+    RecordingWriter w3(8 * MiB, 65536, true);
+    CHECK(convert_one(&r, w3, Params{}) == Status::Corrupt);
+    CHECK(r.status_calls < 10);
+}

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# `instar convert` against `qemu-img convert` (7.2 and 10.0), side by side in one hyperfine run per
+# workload, page cache warm, both CPUs online; prints each median and instar's ratio to each qemu,
+# and the peak RSS of each (instar's includes the guest RAM it touched: it is a mapping in the
+# host process). Usage: convert.sh [BUILD_DIR] [RUNS]     (docs/convert.md has the figures)
+set -euo pipefail
+build=$(cd "${1:-build}" && pwd)
+runs=${2:-10}
+instar="$build/tools/instar/instar"
+q72=/usr/bin/qemu-img
+q10=/opt/qemu-img-10/root/usr/bin/qemu-img
+dir=$(mktemp -d /tmp/instar-bench-convert-XXXXXX)
+trap 'rm -rf "$dir"' EXIT
+cd "$dir"
+# 1 GiB, half random, half zeros (written, not holes), in alternating 1 MiB runs.
+python3 - <<'PY'
+import os
+with open("mixed.raw", "wb") as f:
+    for i in range(512):
+        f.write(os.urandom(1 << 20))
+        f.write(bytes(1 << 20))
+# 256 MiB of compressible data: text-like runs with some entropy.
+words = [os.urandom(4).hex().encode() for _ in range(4096)]
+import random
+random.seed(1)
+with open("text.raw", "wb") as f:
+    left = 256 << 20
+    while left > 0:
+        chunk = b" ".join(random.choice(words) for _ in range(20000))[:min(left, 1 << 20)]
+        f.write(chunk)
+        left -= len(chunk)
+PY
+$q72 convert -O qcow2 mixed.raw mixed.qcow2
+cat mixed.raw text.raw mixed.qcow2 >/dev/null # warm the page cache
+
+median() { python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['results']; print(' '.join('%.4f' % x['median'] for x in r))" "$1"; }
+report() { # name json
+  read -r mi m7 m10 <<<"$(median "$2")"
+  python3 - "$1" "$mi" "$m7" "$m10" <<'PY'
+import sys
+name, i, a, b = sys.argv[1], *map(float, sys.argv[2:])
+print("%-34s instar %7.3f s  7.2 %7.3f s  10.0 %7.3f s  ratio %.2f / %.2f" % (name, i, a, b, i / a, i / b))
+PY
+}
+bench() { # name, then the three commands' common tail (source target-args)
+  local name=$1; shift
+  hyperfine -N --warmup 1 --runs "$runs" --export-json "$name.json" \
+    "$instar convert $*" "$q72 convert $*" "$q10 convert $*" >/dev/null
+  report "$name" "$name.json"
+}
+rss() { # peak RSS in MiB of one run
+  /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -1 | awk '{printf "%.0f", $1/1024}'
+}
+bench "raw->qcow2 (1 GiB mixed)" -O qcow2 mixed.raw out.qcow2
+bench "qcow2->raw (1 GiB mixed)" -O raw mixed.qcow2 out.raw
+hyperfine -N --warmup 1 --runs "$runs" --export-json c.json \
+  "$instar convert -c -O qcow2 text.raw c.qcow2" "$q72 convert -c -W -O qcow2 text.raw c.qcow2" \
+  "$q10 convert -c -W -O qcow2 text.raw c.qcow2" >/dev/null
+report "-c qcow2 (256 MiB text) vs -c -W" c.json
+bench "vmdk streamOptimized (256 MiB text)" -O vmdk -o subformat=streamOptimized text.raw s.vmdk
+echo "peak RSS (MiB), raw->qcow2 1 GiB: instar $(rss "$instar" convert -O qcow2 mixed.raw r.qcow2)," \
+     "7.2 $(rss $q72 convert -O qcow2 mixed.raw r.qcow2), 10.0 $(rss $q10 convert -O qcow2 mixed.raw r.qcow2)"
