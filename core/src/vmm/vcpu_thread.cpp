@@ -2,6 +2,8 @@
 #include "vmm/vcpu_thread.h"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -68,6 +70,20 @@ std::optional<Device> BrokeredOutputs::add(const std::string& name, std::string&
 
 Outcome<RunResult> run_on_fresh_thread(const std::function<Outcome<RunResult>()>& body, Broker* broker) {
     std::optional<Outcome<RunResult>> result;
+    // The vCPU thread starts with every signal blocked (a new thread inherits its creator's mask),
+    // so a process-directed signal (SIGINT, SIGTERM, SIGHUP: ops/signal_cleanup's handler unlinks
+    // temporaries) is delivered to a thread whose handler may make those calls, never to the
+    // confined one. Watchdog::arm unblocks only the watchdog's own signal there. Faults (SIGSEGV,
+    // SIGBUS, ...) still reach the faulting thread: the kernel forces them.
+    sigset_t all, caller_mask;
+    sigfillset(&all);
+    ::pthread_sigmask(SIG_SETMASK, &all, &caller_mask);
+    struct RestoreMask {
+        sigset_t* mask;
+        ~RestoreMask() { ::pthread_sigmask(SIG_SETMASK, mask, nullptr); }
+    };
+    std::optional<RestoreMask> restore;
+    restore.emplace(RestoreMask{&caller_mask});
     try {
         std::thread vcpu([&] {
             try {
@@ -77,6 +93,7 @@ Outcome<RunResult> run_on_fresh_thread(const std::function<Outcome<RunResult>()>
             }
             if (broker != nullptr) broker->finish();
         });
+        restore.reset(); // the caller's own mask again, before it serves the broker
         if (broker != nullptr) broker->serve();
         vcpu.join();
     } catch (const std::system_error& e) {
