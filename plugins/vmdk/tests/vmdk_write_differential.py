@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""Differential check of vmdk's convert target: the hosted convert tool (raw sources through the
+convert engine into vmdk's create_writer) vs `qemu-img convert -O vmdk` (7.2 and 10.0).
+
+For each case (subformat x source: random data, zeros, partial grains, sizes that are not a multiple
+of 64 KiB, a source crossing the 2 GiB extent boundary for twoGbMaxExtent*; adapter_type, hwversion,
+compat6, zeroed_grain once; -c) it converts the same raw file with the hosted tool and with both
+qemu-img versions, each in its own directory under the same name, and checks:
+  - the same files, the same lengths, the same bytes once the random CID is masked (qemu rewrites
+    the CID on the first write and may leave the old text's last bytes after the new text's NUL:
+    the descriptor window is compared as text with CID=X, and what follows its NUL must be zeros or
+    a tail of the text);
+  - `qemu-img compare` of the source with the result: identical (7.2 and 10.0);
+  - `qemu-img check` clean (7.2 and 10.0) and libyal's vmdkinfo opening it.
+
+usage: vmdk_write_differential.py HOSTED_CONVERT_TOOL HOSTED_INFO_TOOL
+"""
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'tests', 'formats'))
+from differential_support import QEMUS, data_segments, report, run, start  # noqa: E402
+
+K, M, G = 1 << 10, 1 << 20, 1 << 30
+GRAIN = 64 * K
+WINDOW = 20 * 512
+SUBFORMATS = ('monolithicSparse', 'streamOptimized', 'monolithicFlat', 'twoGbMaxExtentSparse', 'twoGbMaxExtentFlat')
+VMDKINFO = shutil.which('vmdkinfo')
+CID_RE = re.compile(rb'(^|\n)CID=[0-9a-f]+\n')
+
+
+def rng(seed):
+    return random.Random(seed).randbytes
+
+
+def make_sources(d):
+    """name -> path of the raw sources."""
+    src = {}
+    r = rng(1)
+    # Random data, 3 MiB and three sectors: the last grain is partial.
+    src['random'] = (r(3 * M + 1536), None)
+    # Written zeros (no holes): every chunk is skipped, nothing is allocated.
+    src['zeros'] = (bytes(5 * M), None)
+    # Zero grains, partial grains, zero runs shorter and longer than -S's 4 KiB, text-like data.
+    b = bytearray(r(40 * GRAIN))
+    b[2 * GRAIN:3 * GRAIN] = bytes(GRAIN)
+    b[5 * GRAIN + 4096:6 * GRAIN] = bytes(GRAIN - 4096)
+    b[8 * GRAIN:8 * GRAIN + 8192] = bytes(8192)
+    b[9 * GRAIN + 512:9 * GRAIN + 2048] = bytes(1536)
+    b[10 * GRAIN:14 * GRAIN] = bytes(4 * GRAIN)
+    b[20 * GRAIN:24 * GRAIN] = (b'compressible text ' * (4 * GRAIN // 18 + 1))[:4 * GRAIN]
+    src['partial'] = (bytes(b) + r(2560), None)
+    # A small disk of 100 KiB and one sector.
+    src['small'] = (r(100 * K + 512), None)
+    paths = {}
+    for name, (data, _) in src.items():
+        p = os.path.join(d, name + '.raw')
+        with open(p, 'wb') as f:
+            f.write(data)
+        paths[name] = p
+    # Crossing the 2 GiB extent boundary: a sparse file with data on both sides of it and a last
+    # partial grain; the holes cost nothing to convert.
+    p = os.path.join(d, 'boundary.raw')
+    with open(p, 'wb') as f:
+        f.truncate(2 * G + 3 * GRAIN + 1024)
+        f.seek(2 * G - 3 * GRAIN - 4096)
+        f.write(r(6 * GRAIN))
+        f.seek(2 * G + 3 * GRAIN - 1024)
+        f.write(r(2048))
+        f.seek(5 * M)
+        f.write(r(GRAIN + 512))
+    paths['boundary'] = p
+    return paths
+
+
+def normalise_window(window):
+    """The descriptor window with CID=X and zeros after the text; None when what follows the text's
+    NUL is neither zeros nor a tail of the text (qemu's leftover bytes)."""
+    text, _, rest = window.partition(b'\0')
+    left = rest.rstrip(b'\0')
+    if left and not text.endswith(left):
+        return None
+    norm = CID_RE.sub(rb'\1CID=X\n', text)
+    return norm + bytes(len(window) - len(norm))
+
+
+def masked_head(data):
+    if data[:4] == b'KDMV':
+        w = normalise_window(data[512:512 + WINDOW])
+        return data[:512] + (w if w is not None else b'<bad window>')
+    w = normalise_window(data[:WINDOW])
+    return w if w is not None else b'<bad window>'
+
+
+def same_file(a, b):
+    """'' when equal apart from the CID, else what differs."""
+    sa, sb = os.stat(a), os.stat(b)
+    with open(a, 'rb') as fa, open(b, 'rb') as fb:
+        ta, tb = fa.read(WINDOW + 1), fb.read(WINDOW + 1)
+    if sa.st_size != sb.st_size and b'\0' not in ta + tb and ta.startswith(b'# Disk DescriptorFile'):
+        # Descriptors nothing was written through keep create's CID, whose hex length is random.
+        return '' if CID_RE.sub(rb'\1CID=X\n', ta) == CID_RE.sub(rb'\1CID=X\n', tb) else 'descriptors differ'
+    if sa.st_size != sb.st_size:
+        return f'length {sa.st_size} != {sb.st_size}'
+    with open(a, 'rb') as fa, open(b, 'rb') as fb:
+        ha, hb = fa.read(21 * 512), fb.read(21 * 512)
+        is_desc = ha[:4] != b'KDMV' and ha.startswith(b'# Disk DescriptorFile')
+        if ha[:4] == b'KDMV' or is_desc:
+            if masked_head(ha) != masked_head(hb):
+                return 'header/descriptor differ beyond the CID'
+            head = 512 + WINDOW if ha[:4] == b'KDMV' else WINDOW
+        else:
+            head = 0
+        if is_desc and len(ha) > WINDOW and ha[WINDOW:] != hb[WINDOW:]:
+            return 'descriptor differs past its window'
+        for s, e in sorted(set(data_segments(a) + data_segments(b))):
+            s = max(s, head)
+            while s < e:
+                n = min(e - s, 16 * M)
+                fa.seek(s)
+                fb.seek(s)
+                if fa.read(n) != fb.read(n):
+                    return f'bytes differ in [{s}, {s + n})'
+                s += n
+    return ''
+
+
+def run_case(tool, src, label, opts, compress, results, tmp):
+    base = os.path.join(tmp, label.replace(' ', '_').replace(',', '_').replace('=', '-'))
+    dirs = {'ours': os.path.join(base, 'ours')}
+    for ver in QEMUS:
+        dirs[ver] = os.path.join(base, ver)
+    for d in dirs.values():
+        os.makedirs(d)
+    o = ['-o', opts] if opts else []
+    c = ['-c'] if compress else []
+    p = subprocess.run([tool] + c + o + [src, os.path.join(dirs['ours'], 'out.vmdk')], capture_output=True, text=True)
+    if p.returncode != 0:
+        results.append((label, [f'hosted convert failed: {p.stdout.strip()} {p.stderr.strip()}']))
+        return
+    for ver, (qemu_img, _) in QEMUS.items():
+        run([qemu_img, 'convert', '-f', 'raw', '-O', 'vmdk'] + c + o + [src, os.path.join(dirs[ver], 'out.vmdk')])
+    ours = dirs['ours']
+    names = sorted(os.listdir(ours))
+    for ver, (qemu_img, _) in QEMUS.items():
+        problems = []
+        theirs = sorted(os.listdir(dirs[ver]))
+        if names != theirs:
+            problems.append(f'files {names} != {theirs}')
+        else:
+            for n in names:
+                why = same_file(os.path.join(ours, n), os.path.join(dirs[ver], n))
+                if why:
+                    problems.append(f'{n}: {why}')
+        out = os.path.join(ours, 'out.vmdk')
+        cmp = subprocess.run([qemu_img, 'compare', '-f', 'raw', '-F', 'vmdk', src, out], capture_output=True, text=True)
+        if cmp.returncode != 0:
+            problems.append(f'compare: {cmp.stdout.strip()} {cmp.stderr.strip()}')
+        chk = subprocess.run([qemu_img, 'check', '-f', 'vmdk', out], capture_output=True, text=True)
+        if chk.returncode != 0:
+            problems.append(f'check: {chk.stdout.strip()} {chk.stderr.strip()}')
+        results.append((f'{label} [qemu {ver}]', problems))
+    if VMDKINFO:
+        vi = subprocess.run([VMDKINFO, os.path.join(ours, 'out.vmdk')], capture_output=True, text=True, cwd=ours)
+        results.append((f'{label} [vmdkinfo]', [] if vi.returncode == 0 else [f'vmdkinfo: {vi.stderr.strip()}']))
+    shutil.rmtree(base)
+
+
+def main():
+    tools, status = start(__doc__.strip().splitlines()[-1], 2)
+    if tools is None:
+        return status
+    tool = tools[0]
+    results = []
+    with tempfile.TemporaryDirectory(prefix='vmdk-write-') as tmp:
+        src = make_sources(tmp)
+        for sf in SUBFORMATS:
+            for name in ('random', 'zeros', 'partial', 'small'):
+                run_case(tool, src[name], f'{sf} {name}', f'subformat={sf}', False, results, tmp)
+        for sf in ('twoGbMaxExtentSparse', 'twoGbMaxExtentFlat', 'monolithicSparse'):
+            run_case(tool, src['boundary'], f'{sf} boundary', f'subformat={sf}', False, results, tmp)
+        run_case(tool, src['partial'], 'adapter_type=lsilogic,compat6=on', 'adapter_type=lsilogic,compat6=on',
+                 False, results, tmp)
+        run_case(tool, src['partial'], 'hwversion=10,adapter_type=buslogic,zeroed_grain=on',
+                 'hwversion=10,adapter_type=buslogic,zeroed_grain=on', False, results, tmp)
+        run_case(tool, src['partial'], 'streamOptimized zeroed_grain=on', 'subformat=streamOptimized,zeroed_grain=on',
+                 False, results, tmp)
+        for sf in ('monolithicSparse', 'streamOptimized', 'twoGbMaxExtentSparse'):
+            run_case(tool, src['partial'], f'-c {sf}', f'subformat={sf}', True, results, tmp)
+    return report(results)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
