@@ -4,7 +4,7 @@ convert engine into vmdk's create_writer) vs `qemu-img convert -O vmdk` (7.2 and
 
 For each case (subformat x source: random data, zeros, partial grains, sizes that are not a multiple
 of 64 KiB, a source crossing the 2 GiB extent boundary for twoGbMaxExtent*; adapter_type, hwversion,
-compat6, zeroed_grain once; -c) it converts the same raw file with the hosted tool and with both
+compat6, zeroed_grain once; -c; -S 0) it converts the same raw file with the hosted tool and with both
 qemu-img versions, each in its own directory under the same name, and checks:
   - the same files, the same lengths, the same bytes once the random CID is masked (qemu rewrites
     the CID on the first write and may leave the old text's last bytes after the new text's NUL:
@@ -130,7 +130,7 @@ def same_file(a, b):
     return ''
 
 
-def run_case(tool, src, label, opts, compress, results, tmp):
+def run_case(tool, src, label, opts, extra, results, tmp):
     base = os.path.join(tmp, label.replace(' ', '_').replace(',', '_').replace('=', '-'))
     dirs = {'ours': os.path.join(base, 'ours')}
     for ver in QEMUS:
@@ -138,7 +138,7 @@ def run_case(tool, src, label, opts, compress, results, tmp):
     for d in dirs.values():
         os.makedirs(d)
     o = ['-o', opts] if opts else []
-    c = ['-c'] if compress else []
+    c = list(extra)
     p = subprocess.run([tool] + c + o + [src, os.path.join(dirs['ours'], 'out.vmdk')], capture_output=True, text=True)
     if p.returncode != 0:
         results.append((label, [f'hosted convert failed: {p.stdout.strip()} {p.stderr.strip()}']))
@@ -181,17 +181,20 @@ def main():
         src = make_sources(tmp)
         for sf in SUBFORMATS:
             for name in ('random', 'zeros', 'partial', 'small'):
-                run_case(tool, src[name], f'{sf} {name}', f'subformat={sf}', False, results, tmp)
+                run_case(tool, src[name], f'{sf} {name}', f'subformat={sf}', [], results, tmp)
         for sf in ('twoGbMaxExtentSparse', 'twoGbMaxExtentFlat', 'monolithicSparse'):
-            run_case(tool, src['boundary'], f'{sf} boundary', f'subformat={sf}', False, results, tmp)
+            run_case(tool, src['boundary'], f'{sf} boundary', f'subformat={sf}', [], results, tmp)
         run_case(tool, src['partial'], 'adapter_type=lsilogic,compat6=on', 'adapter_type=lsilogic,compat6=on',
-                 False, results, tmp)
+                 [], results, tmp)
         run_case(tool, src['partial'], 'hwversion=10,adapter_type=buslogic,zeroed_grain=on',
-                 'hwversion=10,adapter_type=buslogic,zeroed_grain=on', False, results, tmp)
+                 'hwversion=10,adapter_type=buslogic,zeroed_grain=on', [], results, tmp)
         run_case(tool, src['partial'], 'streamOptimized zeroed_grain=on', 'subformat=streamOptimized,zeroed_grain=on',
-                 False, results, tmp)
+                 [], results, tmp)
         for sf in ('monolithicSparse', 'streamOptimized', 'twoGbMaxExtentSparse'):
-            run_case(tool, src['partial'], f'-c {sf}', f'subformat={sf}', True, results, tmp)
+            run_case(tool, src['partial'], f'-c {sf}', f'subformat={sf}', ['-c'], results, tmp)
+        # -S 0: every grain is written, zeros included.
+        for sf in ('monolithicSparse', 'streamOptimized'):
+            run_case(tool, src['partial'], f'-S 0 {sf}', f'subformat={sf}', ['-S', '0'], results, tmp)
     return report(results)
 
 
