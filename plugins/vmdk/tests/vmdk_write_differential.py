@@ -12,8 +12,12 @@ qemu-img versions, each in its own directory under the same name, and checks:
     a tail of the text);
   - `qemu-img compare` of the source with the result: identical (7.2 and 10.0);
   - `qemu-img check` clean (7.2 and 10.0) and libyal's vmdkinfo opening it.
+Then op replays (HOSTED_WRITE_TOOL): writes, zero writes (zeroed_grain on and off, unaligned heads
+and tails), rewrites, compressed writes and refused streamOptimized rewrites issued through
+create_writer and through qemu-io on a `qemu-img create`d image: the same request results, the same
+files and bytes (CID masked), `qemu-img check` clean.
 
-usage: vmdk_write_differential.py HOSTED_CONVERT_TOOL HOSTED_INFO_TOOL
+usage: vmdk_write_differential.py HOSTED_CONVERT_TOOL HOSTED_WRITE_TOOL
 """
 import os
 import random
@@ -171,12 +175,87 @@ def run_case(tool, src, label, opts, extra, results, tmp):
     shutil.rmtree(base)
 
 
+# Op replays: (label, size, create options, ops). w: data of one byte value, z: write_zeroes,
+# c: compressed write. qemu-io issues the same requests on a `qemu-img create`d image.
+OPS = [
+    ('zeroed_grain writes and zero writes', 1 * M, 'zeroed_grain=on',
+     ['w:0:65536:0xab', 'z:4096:196608', 'z:262144:65536', 'z:0:65536', 'w:512:512:0x11',
+      'w:655360:1024:0x22', 'z:655360:131072', 'z:983040:65536']),
+    ('zero writes without zeroed_grain', 1 * M, '',
+     ['z:65536:131072', 'z:102400:10240', 'w:524288:4096:0x33', 'z:524288:2048', 'w:0:512:0x44']),
+    ('rewrites of allocated grains', 1 * M, '',
+     ['w:0:131072:0x55', 'w:4096:512:0x66', 'w:65536:8192:0x77', 'w:1040384:8192:0x78']),
+    ('monolithicFlat zero writes', 1 * M, 'subformat=monolithicFlat', ['w:0:131072:0x55', 'z:4096:65536']),
+    ('twoGbMaxExtentSparse across 2 GiB', 2 * G + 3 * GRAIN, 'subformat=twoGbMaxExtentSparse,zeroed_grain=on',
+     ['w:2147418112:131072:0x5a', 'z:2147352576:196608', 'w:2147483648:512:0x5b']),
+    ('twoGbMaxExtentFlat across 2 GiB', 2 * G + 3 * GRAIN, 'subformat=twoGbMaxExtentFlat',
+     ['w:2147479552:8192:0x5c', 'z:2147482624:2048']),
+    ('streamOptimized grains, zeroed grains, refused rewrites', 4 * GRAIN + 1024,
+     'subformat=streamOptimized,zeroed_grain=on',
+     ['w:0:65536:0x61', 'z:131072:65536', 'w:0:65536:0x62', 'z:0:65536', 'w:131072:65536:0x63',
+      'w:262144:1024:0x64']),
+    ('-c on monolithicSparse', 1 * M, '', ['c:65536:65536:0x71', 'c:0:65536:0x72']),
+]
+
+
+def qemu_io_cmd(op):
+    f = op.split(':')
+    if f[0] == 'z':
+        return f'write -z {f[1]} {f[2]}'
+    return f'write {"-c " if f[0] == "c" else ""}-P {f[3]} {f[1]} {f[2]}'
+
+
+def run_ops(tool, label, size, opts, ops, results, tmp):
+    base = os.path.join(tmp, 'ops')
+    dirs = {'ours': os.path.join(base, 'ours')}
+    for ver in QEMUS:
+        dirs[ver] = os.path.join(base, ver)
+    for d in dirs.values():
+        os.makedirs(d)
+    kv = [o for o in opts.split(',') if o]
+    p = subprocess.run([tool, os.path.join(dirs['ours'], 'out.vmdk'), str(size)] + kv + ['--'] + ops,
+                       capture_output=True, text=True)
+    if 'create error' in p.stdout or 'finish 0' not in p.stdout:
+        results.append((f'ops: {label}', [f'hosted write failed: {p.stdout.strip()} {p.stderr.strip()}']))
+        shutil.rmtree(base)
+        return
+    ours_ok = [line.endswith(' ok') for line in p.stdout.splitlines()[:len(ops)]]
+    for ver, (qemu_img, qemu_io) in QEMUS.items():
+        problems = []
+        out = os.path.join(dirs[ver], 'out.vmdk')
+        run([qemu_img, 'create', '-f', 'vmdk'] + (['-o', opts] if opts else []) + [out, str(size)])
+        # One open for all ops, as one convert is (qemu recomputes where grains go on every open).
+        cmds = [a for op in ops for a in ('-c', qemu_io_cmd(op))]
+        q = subprocess.run([qemu_io, '-f', 'vmdk'] + cmds + [out], capture_output=True, text=True)
+        theirs_ok = [line.startswith('wrote ') for line in q.stdout.splitlines()
+                     if line.startswith('wrote ') or ' failed: ' in line]
+        if ours_ok != theirs_ok:
+            problems.append(f'request results: ours {ours_ok} qemu {theirs_ok}')
+        names, theirs = sorted(os.listdir(dirs['ours'])), sorted(os.listdir(dirs[ver]))
+        if names != theirs:
+            problems.append(f'files {names} != {theirs}')
+        else:
+            for n in names:
+                why = same_file(os.path.join(dirs['ours'], n), os.path.join(dirs[ver], n))
+                if why:
+                    problems.append(f'{n}: {why}')
+        chk = subprocess.run([qemu_img, 'check', '-f', 'vmdk', os.path.join(dirs['ours'], 'out.vmdk')],
+                             capture_output=True, text=True)
+        if chk.returncode != 0:
+            problems.append(f'check: {chk.stdout.strip()} {chk.stderr.strip()}')
+        results.append((f'ops: {label} [qemu {ver}]', problems))
+    shutil.rmtree(base)
+
+
 def main():
     tools, status = start(__doc__.strip().splitlines()[-1], 2)
     if tools is None:
         return status
     tool = tools[0]
     results = []
+    with tempfile.TemporaryDirectory(prefix='vmdk-ops-') as tmp:
+        for label, size, opts, ops in OPS:
+            run_ops(tools[1], label, size, opts, ops, results, tmp)
     with tempfile.TemporaryDirectory(prefix='vmdk-write-') as tmp:
         src = make_sources(tmp)
         for sf in SUBFORMATS:
