@@ -12,7 +12,7 @@ bool GrainTableCache::init(guest::Allocator& alloc) {
     if (memory_ == nullptr)
         return false;
     for (size_t i = 0; i < VMDK_WRITE_GT_CACHE; ++i)
-        slots_[i] = Slot{TableRef{}, false, false, 0, memory_ + i * VMDK_WRITE_GT_BYTES};
+        slots_[i] = Slot{TableRef{}, false, false, 0, 0, 0, memory_ + i * VMDK_WRITE_GT_BYTES};
     return true;
 }
 
@@ -25,9 +25,11 @@ void GrainTableCache::release(guest::Allocator& alloc) {
 Status GrainTableCache::write_back(Slot& s) {
     if (!s.valid || !s.dirty)
         return Status::Ok;
-    Status st = s.ref.dev->write(s.ref.primary, s.bytes, VMDK_WRITE_GT_BYTES);
+    const uint64_t at = 4ull * s.lo;
+    const size_t n = 4u * (s.hi - s.lo);
+    Status st = s.ref.dev->write(s.ref.primary + at, s.bytes + at, n);
     if (st == Status::Ok)
-        st = s.ref.dev->write(s.ref.backup, s.bytes, VMDK_WRITE_GT_BYTES);
+        st = s.ref.dev->write(s.ref.backup + at, s.bytes + at, n);
     if (st == Status::Ok)
         s.dirty = false;
     return st;
@@ -78,6 +80,10 @@ Status GrainTableCache::set(const TableRef& ref, uint32_t index, uint32_t value)
     p[1] = static_cast<uint8_t>(value >> 8);
     p[2] = static_cast<uint8_t>(value >> 16);
     p[3] = static_cast<uint8_t>(value >> 24);
+    if (!s->dirty || index < s->lo)
+        s->lo = index;
+    if (!s->dirty || index + 1 > s->hi)
+        s->hi = index + 1;
     s->dirty = true;
     return Status::Ok;
 }

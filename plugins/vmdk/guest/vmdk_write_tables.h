@@ -1,5 +1,6 @@
-// The grain tables a VMDK writer updates, cached a few at a time (qemu's L2 cache): each table is
-// written back whole, to its primary and its redundant copy, when it leaves the cache or at finish.
+// The grain tables a VMDK writer updates, cached a few at a time (qemu's L2 cache): the changed
+// part of a table is written back, to its primary and its redundant copy, when it leaves the cache
+// or at finish.
 #pragma once
 
 #include <stddef.h>
@@ -43,6 +44,8 @@ private:
         TableRef ref;
         bool valid;
         bool dirty;
+        uint32_t lo, hi; // the changed entries [lo, hi): only they are written back, so the file
+                         // system allocates what qemu's 4-byte entry writes allocate
         uint64_t used; // last use, for replacing the least recently used
         uint8_t* bytes;
     };
