@@ -3,7 +3,7 @@
 convert engine into vmdk's create_writer) vs `qemu-img convert -O vmdk` (7.2 and 10.0).
 
 For each case (subformat x source: random data, zeros, partial grains, sizes that are not a multiple
-of 64 KiB, a source crossing the 2 GiB extent boundary for twoGbMaxExtent*; adapter_type, hwversion,
+of 64 KiB or of a sector, a source crossing the 2 GiB extent boundary for twoGbMaxExtent*; adapter_type, hwversion,
 compat6, zeroed_grain once; -c; -S 0) it converts the same raw file with the hosted tool and with both
 qemu-img versions, each in its own directory under the same name, and checks:
   - the same files, the same lengths and data segments, the same bytes once the random CID is masked (qemu rewrites
@@ -61,6 +61,8 @@ def make_sources(d):
     src['partial'] = (bytes(b) + r(2560), None)
     # A small disk of 100 KiB and one sector.
     src['small'] = (r(100 * K + 512), None)
+    # Not a whole sector: qemu-img rounds the target up and reads zeros past the source's end.
+    src['odd'] = (r(70000), None)
     paths = {}
     for name, (data, _) in src.items():
         p = os.path.join(d, name + '.raw')
@@ -263,7 +265,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix='vmdk-write-') as tmp:
         src = make_sources(tmp)
         for sf in SUBFORMATS:
-            for name in ('random', 'zeros', 'partial', 'small'):
+            for name in ('random', 'zeros', 'partial', 'small', 'odd'):
                 run_case(tool, src[name], f'{sf} {name}', f'subformat={sf}', [], results, tmp)
         for sf in ('twoGbMaxExtentSparse', 'twoGbMaxExtentFlat', 'monolithicSparse'):
             run_case(tool, src['boundary'], f'{sf} boundary', f'subformat={sf}', [], results, tmp)
