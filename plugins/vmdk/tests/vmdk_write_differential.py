@@ -2,7 +2,7 @@
 """Differential check of vmdk's convert target: the hosted convert tool (raw sources through the
 convert engine into vmdk's create_writer) vs `qemu-img convert -O vmdk` (7.2 and 10.0).
 
-For each case (subformat x source: random data, zeros, partial grains, sizes that are not a multiple
+For each case (subformat x source: random data, zeros, partial grains, holes, sizes that are not a multiple
 of 64 KiB or of a sector, a source crossing the 2 GiB extent boundary for twoGbMaxExtent*; adapter_type, hwversion,
 compat6, zeroed_grain once; -c; -S 0) it converts the same raw file with the hosted tool and with both
 qemu-img versions, each in its own directory under the same name, and checks:
@@ -81,6 +81,14 @@ def make_sources(d):
         f.seek(5 * M)
         f.write(r(GRAIN + 512))
     paths['boundary'] = p
+    # Holes that split grains (the source's block status, not its bytes, says zero there).
+    p = os.path.join(d, 'holes.raw')
+    with open(p, 'wb') as f:
+        f.truncate(M + 3 * 512)
+        for at, n in ((4 * K, 8 * K), (100 * K, 100 * K), (300 * K, 4 * K), (M - 8 * K, 8 * K + 1536)):
+            f.seek(at)
+            f.write(r(n))
+    paths['holes'] = p
     return paths
 
 
@@ -265,7 +273,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix='vmdk-write-') as tmp:
         src = make_sources(tmp)
         for sf in SUBFORMATS:
-            for name in ('random', 'zeros', 'partial', 'small', 'odd'):
+            for name in ('random', 'zeros', 'partial', 'small', 'odd', 'holes'):
                 run_case(tool, src[name], f'{sf} {name}', f'subformat={sf}', [], results, tmp)
         for sf in ('twoGbMaxExtentSparse', 'twoGbMaxExtentFlat', 'monolithicSparse'):
             run_case(tool, src['boundary'], f'{sf} boundary', f'subformat={sf}', [], results, tmp)
