@@ -22,6 +22,21 @@ namespace {
 constexpr uint64_t GRAIN = VMDK_CREATE_GRAIN_SECTORS * 512;
 // The compressed grain buffer: qemu's (cluster_sectors << 9) * 2 behind the marker.
 constexpr size_t DEFLATE_CAP = 2 * GRAIN;
+// Grains partly written over a backing file, tracked until the rest of each is written: in-order
+// convert finishes a grain before it moves on, so a few are enough.
+constexpr size_t OPEN_GRAINS = 16;
+constexpr uint64_t GRAIN_SECTORS = VMDK_CREATE_GRAIN_SECTORS;
+static_assert(GRAIN_SECTORS == 128, "a grain's sectors are two 64-bit masks");
+
+// A new grain qemu would have filled from the backing file around the first write into it
+// (get_whole_cluster). The writer has only the backing's header, so it writes zeros there and
+// vouches for the grain once the writes have covered every sector the backing would have
+// supplied; convert of a fully allocated source (raw) writes every byte, data or zeros.
+struct OpenGrain {
+    bool used;
+    uint64_t start;      // virtual offset of the grain
+    uint64_t covered[2]; // one bit per sector
+};
 
 // One extent file as qemu's VmdkExtent tracks it while writing.
 struct ExtentState {
@@ -63,9 +78,11 @@ uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
 class VmdkWriter final : public guest::ImageWriter {
 public:
     VmdkWriter(guest::Allocator& alloc, const CreatedImage& made, ExtentState* extents, uint64_t count,
-               BlockDevice* desc_dev, const guest::Codecs* codecs, uint32_t new_cid, bool backing)
+               BlockDevice* desc_dev, const guest::Codecs* codecs, uint32_t new_cid, bool backing,
+               uint64_t backing_size)
         : alloc_(alloc), s_(made.settings), plan_(made.settings), extents_(extents), count_(count), codecs_(codecs),
-          new_cid_(new_cid), backing_(backing), desc_dev_(desc_dev), desc_bytes_(made.descriptor_bytes) {}
+          new_cid_(new_cid), backing_(backing), backing_size_(backing_size), desc_dev_(desc_dev),
+          desc_bytes_(made.descriptor_bytes) {}
 
     Status init() {
         if (!tables_.init(alloc_))
@@ -129,6 +146,9 @@ public:
             st = flush_run();
         if (st == Status::Ok)
             st = tables_.flush();
+        for (const OpenGrain& g : open_)
+            if (st == Status::Ok && g.used)
+                st = Status::Unsupported; // part of a grain would be the backing file's data
         // qemu-img signals the end of a compressed convert (streamOptimized always is one) with an
         // empty compressed write, which rounds every extent file up to a sector.
         const bool align = s_.compress || compressed_mode_;
@@ -301,10 +321,9 @@ private:
         const bool zeroed = s_.zeroed_grain && gte == VMDK_GTE_ZEROED;
         uint64_t grain_at = static_cast<uint64_t>(gte) * 512;
         if (gte == 0 || zeroed) {
-            // qemu copies the rest of a new grain from the backing file; instar has only the
-            // backing's header here.
-            if (backing_ && !zeroed && (in_grain != 0 || p.n != GRAIN))
-                return Status::Unsupported;
+            if (backing_ && !zeroed && (in_grain != 0 || p.n != GRAIN) &&
+                (st = open_grain(p, p.virt - in_grain)) != Status::Ok)
+                return st;
             if (e.next_sector >= VMDK_WRITE_MAX_SECTOR)
                 return Status::Invalid;
             grain_at = e.next_sector * 512;
@@ -318,6 +337,7 @@ private:
             e.file_bytes = max_u64(e.file_bytes, grain_at + GRAIN);
             e.data_end = max_u64(e.data_end, grain_at + GRAIN);
         }
+        cover(p.virt, p.n);
         const uint64_t at = grain_at + in_grain;
         e.next_sector = max_u64(e.next_sector, (at + p.n + 511) / 512);
         e.file_bytes = max_u64(e.file_bytes, at + p.n);
@@ -328,6 +348,38 @@ private:
             return write_zeros_at(*e.dev, at, p.n);
         }
         return queue(*e.dev, at, src, p.n);
+    }
+
+    // Starts tracking a new grain over the backing file. Sectors past the disk's end count as
+    // covered when the backing file ends before them too (qemu reads zeros there).
+    Status open_grain(const Piece& p, uint64_t start) {
+        for (OpenGrain& g : open_) {
+            if (g.used)
+                continue;
+            g = OpenGrain{true, start, {0, 0}};
+            const uint64_t in_disk = p.bytes - (p.rel - p.rel % GRAIN); // bytes of the extent from the grain on
+            if (in_disk < GRAIN && backing_size_ != 0 && backing_size_ <= start + in_disk)
+                for (uint64_t sec = in_disk / 512; sec < GRAIN_SECTORS; ++sec)
+                    g.covered[sec / 64] |= 1ull << (sec % 64);
+            return Status::Ok;
+        }
+        return Status::Unsupported; // more half-written grains than the writer can vouch for
+    }
+
+    void cover(uint64_t virt, uint64_t n) {
+        if (!backing_)
+            return;
+        for (OpenGrain& g : open_) {
+            if (!g.used || virt + n <= g.start || virt >= g.start + GRAIN)
+                continue;
+            const uint64_t from = (virt > g.start ? virt - g.start : 0) / 512;
+            const uint64_t end = virt + n - g.start;
+            const uint64_t to = ((end < GRAIN ? end : GRAIN) + 511) / 512;
+            for (uint64_t sec = from; sec < to; ++sec)
+                g.covered[sec / 64] |= 1ull << (sec % 64);
+            if (g.covered[0] == ~0ull && g.covered[1] == ~0ull)
+                g.used = false;
+        }
     }
 
     // ---- streamOptimized: every grain deflated behind a grain marker.
@@ -349,7 +401,9 @@ private:
             return Status::IoError; // "Could not write to allocated cluster for streamOptimized"
         if (e.next_sector >= VMDK_WRITE_MAX_SECTOR)
             return Status::Invalid;
-        if (codecs_ == nullptr || codecs_->deflate_mem == nullptr)
+        // qemu fills the new grain from the backing file first (get_whole_cluster), and the bytes
+        // after the compressed data keep what it read there: not something instar can write.
+        if (backing_ || codecs_ == nullptr || codecs_->deflate_mem == nullptr)
             return Status::Unsupported;
         size_t packed = 0;
         st = codecs_->deflate_mem(src == nullptr ? zeros_ : src, static_cast<size_t>(p.n),
@@ -446,6 +500,7 @@ private:
             st = grain_entry(at, &ref, &index, &gte);
             if (st == Status::Ok && gte != VMDK_GTE_ZEROED)
                 st = tables_.set(ref, index, VMDK_GTE_ZEROED);
+            cover(at, GRAIN); // a zeroed grain reads no backing data
         }
         if (st == Status::Ok && end > body_end)
             st = zero_fallback(body_end, end - body_end);
@@ -486,6 +541,7 @@ private:
     const guest::Codecs* codecs_;
     uint32_t new_cid_;
     bool backing_;
+    uint64_t backing_size_; // 0 when unknown: then no sector past the disk's end is taken as zeros
     BlockDevice* desc_dev_; // the descriptor file of split and flat subformats
     uint64_t desc_bytes_;
     GrainTableCache tables_;
@@ -496,6 +552,7 @@ private:
     uint64_t pending_grain_ = 0;
     bool compressed_mode_ = false;
     bool cid_updated_ = false;
+    OpenGrain open_[OPEN_GRAINS] = {};
     BlockDevice* run_dev_ = nullptr;
     uint64_t run_at_ = 0;
     const uint8_t* run_src_ = nullptr;
@@ -548,7 +605,7 @@ Status create_writer(const guest::CreateRequest& req, guest::CreateTarget& targe
     const uint32_t new_cid = load_le32(req.random + 4); // qemu's g_random_int() in vmdk_write_cid
     BlockDevice* desc_dev = monolithic ? nullptr : &target.image();
     VmdkWriter* w = guest::arena_new<VmdkWriter>(*req.allocator, *req.allocator, made, extents, count, desc_dev,
-                                                 req.codecs, new_cid, s.backing_file != nullptr);
+                                                 req.codecs, new_cid, s.backing_file != nullptr, req.backing_size);
     if (w == nullptr) {
         req.allocator->deallocate(extents, table_bytes);
         return Status::NoMemory;

@@ -1,6 +1,7 @@
 // Tests of vmdk create_writer: grain allocation and both grain tables, partial grains, zeroed
 // grains, streamOptimized grain markers, extent splitting, the CID rewrite and the table cache.
 #include "vmdk_bytes.h"
+#include "vmdk_create.h"
 #include "vmdk_create_extent.h"
 #include "vmdk_sparse_header.h"
 #include "vmdk_write.h"
@@ -36,7 +37,9 @@ struct Run {
     guest::ImageWriter* w = nullptr;
     Status status = Status::Ok;
 
-    Run(std::uint64_t size, std::vector<std::pair<std::string, std::string>> options) : kv(std::move(options)) {
+    Run(std::uint64_t size, std::vector<std::pair<std::string, std::string>> options,
+        guest::BlockDevice* backing = nullptr, std::uint64_t backing_size = 0)
+        : kv(std::move(options)) {
         for (const auto& [k, v] : kv)
             opts.push_back({k.c_str(), v.c_str()});
         guest::CreateRequest req{};
@@ -49,6 +52,11 @@ struct Run {
         req.qemu_version = 100000;
         req.allocator = &alloc;
         req.codecs = &hosted::host_codecs();
+        if (backing != nullptr) {
+            req.backing_file = "base.vmdk";
+            req.backing = backing;
+            req.backing_size = backing_size;
+        }
         status = vmdk::create_writer(req, target, &w);
     }
     ~Run() {
@@ -349,4 +357,45 @@ TEST_CASE("rewrite_cid: qemu's vmdk_write_cid, leftovers and all") {
     CHECK(vmdk::cid_write_bytes(0, 826) == 1024);
     CHECK(vmdk::cid_write_bytes(0, 1u << 20) == 10240);
     CHECK(vmdk::cid_write_bytes(512, 65536) == 10240);
+}
+
+TEST_CASE("write: over a backing file, a new grain must be written whole before finish") {
+    hosted::CreateParams bp;
+    bp.size = 1u << 20;
+    bp.file_name = "base.vmdk";
+    hosted::MemoryTarget bt;
+    REQUIRE(hosted::run_create(&vmdk::create, bp, bt) == Status::Ok);
+    hosted::MemoryDevice base(bt.image_output().bytes());
+    const auto a = pattern(4096, 15);
+    {
+        // Covered in two requests (data, then zeros): qemu's copy from the backing is overwritten.
+        Run r(1u << 20, {}, &base, 1u << 20);
+        REQUIRE(r.status == Status::Ok);
+        REQUIRE(r.w->write(0, a.data(), a.size()) == Status::Ok);
+        REQUIRE(r.w->write_zeroes(4096, GRAIN - 4096, true) == Status::Ok);
+        CHECK(r.w->finish() == Status::Ok);
+        CHECK(descriptor(r.image(), 512).find("parentFileNameHint=\"base.vmdk\"") != std::string::npos);
+    }
+    {
+        // Left half-written: the rest would be the backing file's bytes, which the writer lacks.
+        Run r(1u << 20, {}, &base, 1u << 20);
+        REQUIRE(r.w->write(GRAIN, a.data(), a.size()) == Status::Ok);
+        CHECK(r.w->finish() == Status::Unsupported);
+    }
+    {
+        // The disk's last grain past a backing file that ends with the disk: zeros there.
+        Run r((1u << 20) + 1024, {}, &base, 1u << 20);
+        REQUIRE(r.w->write(1u << 20, a.data(), 1024) == Status::Ok);
+        CHECK(r.w->finish() == Status::Ok);
+        // A larger backing file would have data there.
+        Run r2((1u << 20) + 1024, {}, &base, 2u << 20);
+        REQUIRE(r2.w->write(1u << 20, a.data(), 1024) == Status::Ok);
+        CHECK(r2.w->finish() == Status::Unsupported);
+    }
+    {
+        // streamOptimized keeps what qemu read from the backing file after each grain.
+        Run r(1u << 20, {{"subformat", "streamOptimized"}}, &base, 1u << 20);
+        const auto g = pattern(GRAIN, 16);
+        CHECK(r.w->write(0, g.data(), g.size()) == Status::Unsupported);
+    }
 }

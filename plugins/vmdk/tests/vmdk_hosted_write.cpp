@@ -1,6 +1,6 @@
 // Hosted write tool for the op-replay differential: create_writer on real files, then a list of
 // writes, zero writes and compressed writes, as qemu-io issues them on a new image.
-//   vmdk_hosted_write OUT SIZE [K=V...] -- OP...
+//   vmdk_hosted_write OUT SIZE [K=V...] [--backing NAME --backing-size N] -- OP...
 //   OP: w:OFF:LEN:BYTE (data filled with BYTE) | z:OFF:LEN (write_zeroes) | c:OFF:LEN:BYTE (compressed)
 // Prints one line per op ("ok" or "error N") and writes OUT (and its extents beside it).
 #include "hosted_read.h"
@@ -94,9 +94,19 @@ int main(int argc, char** argv) {
     const std::string dir = slash == std::string::npos ? "." : out.substr(0, slash);
     const std::string base = slash == std::string::npos ? out : out.substr(slash + 1);
     std::vector<std::pair<std::string, std::string>> kv;
+    std::string backing_name;
+    std::uint64_t backing_size = 0;
     int i = 3;
     for (; i < argc && std::string(argv[i]) != "--"; ++i) {
         const std::string a = argv[i];
+        if (a == "--backing" && i + 1 < argc) {
+            backing_name = argv[++i];
+            continue;
+        }
+        if (a == "--backing-size" && i + 1 < argc) {
+            backing_size = std::stoull(argv[++i]);
+            continue;
+        }
         const auto eq = a.find('=');
         kv.emplace_back(a.substr(0, eq), eq == std::string::npos ? "" : a.substr(eq + 1));
     }
@@ -115,6 +125,14 @@ int main(int argc, char** argv) {
     req.qemu_version = 100000;
     req.allocator = &alloc;
     req.codecs = &instar::hosted::host_codecs();
+    std::unique_ptr<instar::hosted::FileDevice> backing;
+    if (!backing_name.empty()) {
+        backing = std::make_unique<instar::hosted::FileDevice>(dir + "/" + backing_name);
+        req.backing_file = backing_name.c_str();
+        req.backing_fmt = "vmdk";
+        req.backing = backing->ok() ? backing.get() : nullptr;
+        req.backing_size = backing_size;
+    }
     Target target(dir, out);
     instar::guest::ImageWriter* w = nullptr;
     if (const Status st = instar::vmdk::create_writer(req, target, &w); st != Status::Ok) {

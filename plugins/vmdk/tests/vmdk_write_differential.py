@@ -209,6 +209,12 @@ OPS = [
      ['w:0:65536:0x61', 'z:131072:65536', 'w:0:65536:0x62', 'z:0:65536', 'w:131072:65536:0x63',
       'w:262144:1024:0x64']),
     ('-c on monolithicSparse', 1 * M, '', ['c:65536:65536:0x71', 'c:0:65536:0x72']),
+    # Over a backing file (base.vmdk, 1 MiB of 0xee): qemu copies a new grain's rest from it, and
+    # the later requests overwrite that copy, as a convert of a raw source with -B does; the disk's
+    # last grain reaches past the backing file's end (zeros there).
+    ('grains completed over a backing file', M + 1536, 'BACKING',
+     ['w:0:4096:0x11', 'z:4096:61440', 'w:65536:65536:0x12', 'z:131072:8192', 'w:139264:57344:0x13',
+      'w:983040:61440:0x16', 'z:1044480:4096', 'w:1048576:1536:0x14', 'w:524288:512:0x15', 'z:524800:65024']),
 ]
 
 
@@ -226,7 +232,17 @@ def run_ops(tool, label, size, opts, ops, results, tmp):
         dirs[ver] = os.path.join(base, ver)
     for d in dirs.values():
         os.makedirs(d)
+    backing = opts == 'BACKING'
+    if backing:
+        opts = ''
+        base_path = os.path.join(base, 'base.vmdk')
+        run([QEMUS['10.0'][0], 'create', '-f', 'vmdk', base_path, str(M)])
+        run([QEMUS['10.0'][1], '-f', 'vmdk', '-c', f'write -P 0xee 0 {M}', base_path])
+        for d in dirs.values():
+            shutil.copy(base_path, d)
     kv = [o for o in opts.split(',') if o]
+    if backing:
+        kv += ['--backing', 'base.vmdk', '--backing-size', str(M)]
     p = subprocess.run([tool, os.path.join(dirs['ours'], 'out.vmdk'), str(size)] + kv + ['--'] + ops,
                        capture_output=True, text=True)
     if 'create error' in p.stdout or 'finish 0' not in p.stdout:
@@ -237,7 +253,8 @@ def run_ops(tool, label, size, opts, ops, results, tmp):
     for ver, (qemu_img, qemu_io) in QEMUS.items():
         problems = []
         out = os.path.join(dirs[ver], 'out.vmdk')
-        run([qemu_img, 'create', '-f', 'vmdk'] + (['-o', opts] if opts else []) + [out, str(size)])
+        b = ['-b', 'base.vmdk', '-F', 'vmdk'] if backing else []
+        run([qemu_img, 'create', '-f', 'vmdk'] + b + (['-o', opts] if opts else []) + [out, str(size)])
         # One open for all ops, as one convert is (qemu recomputes where grains go on every open).
         cmds = [a for op in ops for a in ('-c', qemu_io_cmd(op))]
         q = subprocess.run([qemu_io, '-f', 'vmdk'] + cmds + [out], capture_output=True, text=True)
