@@ -101,6 +101,8 @@ public:
     }
 
     uint64_t cluster_size() const override { return s_.flat ? 0 : GRAIN; }
+    // -B: the target's backing chain, for get_whole_cluster's copy of a new grain's rest.
+    void set_backing(guest::ImageReader* backing) override { backing_reader_ = backing; }
     // vmdk_has_zero_init: sparse extents read as zeros, and so do the new sparse flat files.
     bool zero_init() const override { return true; }
 
@@ -169,6 +171,8 @@ public:
             alloc_.deallocate(deflated_, VMDK_GRAIN_MARKER_BYTES + DEFLATE_CAP);
         if (pending_ != nullptr)
             alloc_.deallocate(pending_, GRAIN);
+        if (cow_ != nullptr)
+            alloc_.deallocate(cow_, GRAIN);
         if (extents_ != nullptr)
             alloc_.deallocate(extents_, (count_ == 0 ? 1 : count_) * sizeof(ExtentState));
         guest::Allocator& a = alloc_;
@@ -321,17 +325,26 @@ private:
         const bool zeroed = s_.zeroed_grain && gte == VMDK_GTE_ZEROED;
         uint64_t grain_at = static_cast<uint64_t>(gte) * 512;
         if (gte == 0 || zeroed) {
-            if (backing_ && !zeroed && (in_grain != 0 || p.n != GRAIN) &&
-                (st = open_grain(p, p.virt - in_grain)) != Status::Ok)
+            const bool cow = backing_ && !zeroed && (in_grain != 0 || p.n != GRAIN);
+            if (cow && backing_reader_ == nullptr && (st = open_grain(p, p.virt - in_grain)) != Status::Ok)
                 return st;
             if (e.next_sector >= VMDK_WRITE_MAX_SECTOR)
                 return Status::Invalid;
             grain_at = e.next_sector * 512;
             e.next_sector += VMDK_CREATE_GRAIN_SECTORS;
-            // get_whole_cluster: zeros around the request's part of the grain.
-            if ((st = flush_run()) != Status::Ok || (st = write_zeros_at(*e.dev, grain_at, in_grain)) != Status::Ok ||
-                (st = write_zeros_at(*e.dev, grain_at + in_grain + p.n, GRAIN - in_grain - p.n)) != Status::Ok)
+            // get_whole_cluster: the backing's bytes (or zeros) around the request's part of the grain.
+            if ((st = flush_run()) != Status::Ok)
                 return st;
+            if (cow && backing_reader_ != nullptr) {
+                const uint64_t from = p.rel - in_grain; // qemu reads the backing at the extent-relative offset
+                const uint64_t tail = in_grain + p.n;
+                if ((st = copy_backing(*e.dev, grain_at, from, in_grain)) != Status::Ok ||
+                    (st = copy_backing(*e.dev, grain_at + tail, from + tail, GRAIN - tail)) != Status::Ok)
+                    return st;
+            } else if ((st = write_zeros_at(*e.dev, grain_at, in_grain)) != Status::Ok ||
+                       (st = write_zeros_at(*e.dev, grain_at + in_grain + p.n, GRAIN - in_grain - p.n)) != Status::Ok) {
+                return st;
+            }
             if ((st = tables_.set(ref, index, static_cast<uint32_t>(grain_at / 512))) != Status::Ok)
                 return st;
             e.file_bytes = max_u64(e.file_bytes, grain_at + GRAIN);
@@ -382,6 +395,23 @@ private:
         }
     }
 
+    // Writes the backing chain's bytes [from, from + n) at `at` of `dev`, zeros past its end (qemu's
+    // block layer reads zeros there).
+    Status copy_backing(BlockDevice& dev, uint64_t at, uint64_t from, uint64_t n) {
+        if (n == 0)
+            return Status::Ok;
+        if (cow_ == nullptr && (cow_ = static_cast<uint8_t*>(alloc_.allocate(GRAIN, 8))) == nullptr)
+            return Status::NoMemory;
+        const uint64_t size = backing_reader_->virtual_size();
+        const uint64_t have = from >= size ? 0 : (size - from < n ? size - from : n);
+        __builtin_memset(cow_ + have, 0, static_cast<size_t>(n - have));
+        if (have > 0) {
+            if (const Status st = backing_reader_->read(from, cow_, static_cast<size_t>(have)); st != Status::Ok)
+                return st;
+        }
+        return dev.write(at, cow_, static_cast<size_t>(n));
+    }
+
     // ---- streamOptimized: every grain deflated behind a grain marker.
 
     // One whole grain (or the disk's last, shorter one): qemu's vmdk_pwritev on a compressed extent.
@@ -402,8 +432,9 @@ private:
         if (e.next_sector >= VMDK_WRITE_MAX_SECTOR)
             return Status::Invalid;
         // qemu fills the new grain from the backing file first (get_whole_cluster), and the bytes
-        // after the compressed data keep what it read there: not something instar can write.
-        if (backing_ || codecs_ == nullptr || codecs_->deflate_mem == nullptr)
+        // after the compressed data keep what it read there.
+        const bool cow = backing_ && !(s_.zeroed_grain && gte == VMDK_GTE_ZEROED);
+        if ((cow && backing_reader_ == nullptr) || codecs_ == nullptr || codecs_->deflate_mem == nullptr)
             return Status::Unsupported;
         size_t packed = 0;
         st = codecs_->deflate_mem(src == nullptr ? zeros_ : src, static_cast<size_t>(p.n),
@@ -418,6 +449,11 @@ private:
             deflated_[8 + i] = static_cast<uint8_t>(static_cast<uint64_t>(packed) >> (8 * i));
         const uint64_t at = e.next_sector * 512;
         const uint64_t n = VMDK_GRAIN_MARKER_BYTES + packed;
+        if (cow) {
+            if ((st = copy_backing(*e.dev, at, p.rel, GRAIN)) != Status::Ok)
+                return st;
+            e.data_end = max_u64(e.data_end, at + GRAIN);
+        }
         if ((st = e.dev->write(at, deflated_, static_cast<size_t>(n))) != Status::Ok)
             return st;
         if ((st = tables_.set(ref, index, static_cast<uint32_t>(e.next_sector))) != Status::Ok)
@@ -553,6 +589,8 @@ private:
     bool compressed_mode_ = false;
     bool cid_updated_ = false;
     OpenGrain open_[OPEN_GRAINS] = {};
+    guest::ImageReader* backing_reader_ = nullptr;
+    uint8_t* cow_ = nullptr; // the backing's bytes for one grain
     BlockDevice* run_dev_ = nullptr;
     uint64_t run_at_ = 0;
     const uint8_t* run_src_ = nullptr;

@@ -5,6 +5,7 @@
 // Prints one line per op ("ok" or "error N") and writes OUT (and its extents beside it).
 #include "hosted_read.h"
 #include "hosted_support.h"
+#include "vmdk_read.h"
 #include "vmdk_write.h"
 
 #include "instar/guest_abi.h"
@@ -139,6 +140,20 @@ int main(int argc, char** argv) {
         std::cout << "create error " << static_cast<int>(st) << '\n';
         return 1;
     }
+    // -B: the engine hands the writer the backing chain; here the base is one vmdk image.
+    instar::guest::ImageReader* base_reader = nullptr;
+    if (backing && backing->ok()) {
+        instar::guest::OpenRequest oreq{};
+        oreq.image = backing.get();
+        oreq.allocator = &alloc;
+        oreq.codecs = &instar::hosted::host_codecs();
+        oreq.qemu_version = 100000;
+        if (instar::vmdk::open(oreq, &base_reader) != Status::Ok) {
+            std::cout << "create error: cannot open the backing file\n";
+            return 1;
+        }
+        w->set_backing(base_reader);
+    }
     for (++i; i < argc; ++i) {
         const auto f = split(argv[i]);
         const std::uint64_t off = std::stoull(f.at(1));
@@ -155,5 +170,7 @@ int main(int argc, char** argv) {
     const Status st = w->finish();
     std::cout << "finish " << static_cast<int>(st) << '\n';
     w->close();
+    if (base_reader != nullptr)
+        base_reader->close();
     return st == Status::Ok ? 0 : 1;
 }

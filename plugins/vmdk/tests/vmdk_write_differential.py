@@ -209,12 +209,18 @@ OPS = [
      ['w:0:65536:0x61', 'z:131072:65536', 'w:0:65536:0x62', 'z:0:65536', 'w:131072:65536:0x63',
       'w:262144:1024:0x64']),
     ('-c on monolithicSparse', 1 * M, '', ['c:65536:65536:0x71', 'c:0:65536:0x72']),
-    # Over a backing file (base.vmdk, 1 MiB of 0xee): qemu copies a new grain's rest from it, and
-    # the later requests overwrite that copy, as a convert of a raw source with -B does; the disk's
-    # last grain reaches past the backing file's end (zeros there).
-    ('grains completed over a backing file', M + 1536, 'BACKING',
-     ['w:0:4096:0x11', 'z:4096:61440', 'w:65536:65536:0x12', 'z:131072:8192', 'w:139264:57344:0x13',
-      'w:983040:61440:0x16', 'z:1044480:4096', 'w:1048576:1536:0x14', 'w:524288:512:0x15', 'z:524800:65024']),
+    # Over a backing file (base.vmdk, 1 MiB of 0xee): a new grain's rest is copied from it
+    # (get_whole_cluster), zeros past its end; zeroed grains copy nothing.
+    ('grains over a backing file', M + 1536, 'BACKING',
+     ['w:0:4096:0x11', 'w:131072:512:0x12', 'z:200704:4096', 'z:262144:65536', 'w:1044480:512:0x16',
+      'w:1048576:1536:0x14', 'w:524288:512:0x15', 'z:524800:65024']),
+    ('zeroed grains over a backing file', M, 'BACKING,zeroed_grain=on',
+     ['z:0:131072', 'w:4096:512:0x21', 'z:200704:4096', 'w:327680:512:0x22']),
+    ('streamOptimized over a backing file', M + 1024, 'BACKING,subformat=streamOptimized',
+     ['w:0:65536:0x31', 'w:1048576:1024:0x32']),
+    # qemu reads the backing file at the extent-relative offset (get_cluster_offset's offset).
+    ('twoGbMaxExtentSparse over a backing file', 2 * G + 3 * GRAIN, 'BACKING,subformat=twoGbMaxExtentSparse',
+     ['w:4096:512:0x41', 'w:2147487744:512:0x42', 'w:2147418112:512:0x43']),
 ]
 
 
@@ -232,9 +238,9 @@ def run_ops(tool, label, size, opts, ops, results, tmp):
         dirs[ver] = os.path.join(base, ver)
     for d in dirs.values():
         os.makedirs(d)
-    backing = opts == 'BACKING'
+    backing = opts.startswith('BACKING')
     if backing:
-        opts = ''
+        opts = opts[len('BACKING'):].lstrip(',')
         base_path = os.path.join(base, 'base.vmdk')
         run([QEMUS['10.0'][0], 'create', '-f', 'vmdk', base_path, str(M)])
         run([QEMUS['10.0'][1], '-f', 'vmdk', '-c', f'write -P 0xee 0 {M}', base_path])
