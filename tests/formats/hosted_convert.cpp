@@ -231,6 +231,7 @@ HostedConvertResult run_hosted_convert(const HostedConvert& job, guest::CreateWr
     req.backing_file = job.backing_file.empty() ? nullptr : job.backing_file.c_str();
     req.backing_fmt = job.backing_fmt.empty() ? nullptr : job.backing_fmt.c_str();
     req.backing_size = params.target_backing_size == UINT64_MAX ? 0 : params.target_backing_size;
+    req.backing = backing.dev != nullptr && backing.dev->ok() ? backing.dev.get() : nullptr; // vmdk reads its CID
     req.unix_time = 1700000000;
     req.random = random;
     req.qemu_version = job.qemu_version;

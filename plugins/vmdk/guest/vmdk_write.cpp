@@ -482,11 +482,8 @@ private:
             if (whole && !has_pending_) {
                 st = compressed_grain(p, src + done);
             } else {
-                if (!has_pending_) {
-                    __builtin_memset(pending_, 0, GRAIN);
-                    has_pending_ = true;
-                    pending_grain_ = grain;
-                }
+                start_pending(grain);
+                pending_data_ = true;
                 __builtin_memcpy(pending_ + p.rel % GRAIN, src + done, static_cast<size_t>(p.n));
             }
             if (st != Status::Ok)
@@ -496,12 +493,66 @@ private:
         return Status::Ok;
     }
 
+    void start_pending(uint64_t grain) {
+        if (has_pending_)
+            return;
+        __builtin_memset(pending_, 0, GRAIN);
+        has_pending_ = true;
+        pending_data_ = false;
+        pending_grain_ = grain;
+    }
+
+    // A gathered grain goes out as qemu's compressed convert would send it: data when any write
+    // put data in it, else as a zero write of the whole grain.
     Status emit_pending() {
         if (!has_pending_)
             return Status::Ok;
         has_pending_ = false;
         const Piece p = piece_at(pending_grain_ * GRAIN, GRAIN);
-        return compressed_grain(p, pending_);
+        return pending_data_ ? compressed_grain(p, pending_) : stream_zero_grain(p);
+    }
+
+    // Zero writes to a streamOptimized image (convert with -B, whose zero runs are written): whole
+    // grains are qemu's zero write of a grain, pieces gather like data.
+    Status stream_zero(uint64_t offset, uint64_t len) {
+        for (uint64_t done = 0; done < len;) {
+            const Piece p = piece_at(offset + done, len - done);
+            const uint64_t grain = p.virt / GRAIN;
+            Status st = Status::Ok;
+            if (has_pending_ && pending_grain_ != grain)
+                st = emit_pending();
+            if (st != Status::Ok)
+                return st;
+            const bool whole = p.rel % GRAIN == 0 && (p.n == GRAIN || p.rel + p.n == p.bytes);
+            if (whole && !has_pending_) {
+                st = stream_zero_grain(p);
+            } else {
+                start_pending(grain);
+                __builtin_memset(pending_ + p.rel % GRAIN, 0, static_cast<size_t>(p.n));
+            }
+            if (st != Status::Ok)
+                return st;
+            done += p.n;
+        }
+        return Status::Ok;
+    }
+
+    // vmdk_pwritev(zeroed) on a compressed extent: a written grain is refused, a zeroed-grain
+    // image marks the grain, otherwise the block layer writes a grain of zeros (compressed).
+    Status stream_zero_grain(const Piece& p) {
+        uint32_t gte = 0;
+        TableRef ref{};
+        uint32_t index = 0;
+        Status st = table_of(p, p.rel / GRAIN, &ref, &index);
+        if (st == Status::Ok)
+            st = tables_.get(ref, index, &gte);
+        if (st != Status::Ok)
+            return st;
+        if (gte != 0 && gte != VMDK_GTE_ZEROED)
+            return Status::IoError; // "Could not write to allocated cluster for streamOptimized"
+        if (!s_.zeroed_grain || p.n != GRAIN)
+            return compressed_grain(p, nullptr);
+        return gte == VMDK_GTE_ZEROED ? Status::Ok : tables_.set(ref, index, VMDK_GTE_ZEROED);
     }
 
     // ---- write_zeroes: the block layer's split around grain alignment, then vmdk_co_pwrite_zeroes.
@@ -509,7 +560,9 @@ private:
     Status zero_write(uint64_t offset, uint64_t len) {
         if (s_.flat)
             return data_write(offset, nullptr, len);
-        Status st = emit_pending();
+        if (s_.compress)
+            return stream_zero(offset, len);
+        Status st = Status::Ok;
         // bdrv_co_do_pwrite_zeroes: an unaligned head and tail go to the driver alone; the driver
         // refuses anything but whole grains (-ENOTSUP), and the block layer writes zeros instead.
         const uint64_t end = offset + len;
@@ -522,13 +575,6 @@ private:
         }
         if (st == Status::Ok && head_end > offset)
             st = zero_fallback(offset, head_end - offset);
-        // The dry run first: a streamOptimized grain already written fails the whole body.
-        for (uint64_t at = head_end; st == Status::Ok && s_.compress && at < body_end; at += GRAIN) {
-            uint32_t gte = 0;
-            st = grain_entry(at, nullptr, nullptr, &gte);
-            if (st == Status::Ok && gte != 0 && gte != VMDK_GTE_ZEROED)
-                st = Status::IoError;
-        }
         for (uint64_t at = head_end; st == Status::Ok && at < body_end; at += GRAIN) {
             TableRef ref{};
             uint32_t index = 0;
@@ -557,17 +603,7 @@ private:
         return st;
     }
 
-    Status zero_fallback(uint64_t offset, uint64_t len) {
-        if (!s_.compress)
-            return data_write(offset, nullptr, len);
-        for (uint64_t done = 0; done < len;) {
-            const Piece p = piece_at(offset + done, len - done);
-            if (const Status st = compressed_grain(p, nullptr); st != Status::Ok)
-                return st;
-            done += p.n;
-        }
-        return Status::Ok;
-    }
+    Status zero_fallback(uint64_t offset, uint64_t len) { return data_write(offset, nullptr, len); }
 
     guest::Allocator& alloc_;
     CreateSettings s_; // its strings point into the request: not used after create
@@ -585,6 +621,7 @@ private:
     uint8_t* deflated_ = nullptr;
     uint8_t* pending_ = nullptr;
     bool has_pending_ = false;
+    bool pending_data_ = false; // some write put data in the gathered grain
     uint64_t pending_grain_ = 0;
     bool compressed_mode_ = false;
     bool cid_updated_ = false;

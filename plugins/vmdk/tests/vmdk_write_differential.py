@@ -148,13 +148,17 @@ def same_file(a, b):
     return ''
 
 
-def run_case(tool, src, label, opts, extra, results, tmp):
+def run_case(tool, src, label, opts, extra, results, tmp, backing=None):
     base = os.path.join(tmp, label.replace(' ', '_').replace(',', '_').replace('=', '-'))
     dirs = {'ours': os.path.join(base, 'ours')}
     for ver in QEMUS:
         dirs[ver] = os.path.join(base, ver)
     for d in dirs.values():
         os.makedirs(d)
+        if backing:
+            shutil.copy(backing, os.path.join(d, 'base.vmdk'))
+    if backing:
+        extra = list(extra) + ['-B', 'base.vmdk', '-F', 'vmdk']
     o = ['-o', opts] if opts else []
     c = list(extra)
     p = subprocess.run([tool] + c + o + [src, os.path.join(dirs['ours'], 'out.vmdk')], capture_output=True, text=True)
@@ -308,6 +312,16 @@ def main():
                  [], results, tmp)
         for sf in ('monolithicSparse', 'streamOptimized', 'twoGbMaxExtentSparse'):
             run_case(tool, src['partial'], f'-c {sf}', f'subformat={sf}', ['-c'], results, tmp)
+        # -B: the target is backed by a vmdk (1 MiB + 1536 of 0xee, one grain left unallocated);
+        # zero runs become zero writes, partly written grains copy the backing's bytes.
+        b = os.path.join(tmp, 'base.vmdk')
+        run([QEMUS['10.0'][0], 'create', '-f', 'vmdk', b, str(M + 1536)])
+        run([QEMUS['10.0'][1], '-f', 'vmdk', '-c', f'write -P 0xee 0 {M - GRAIN}', b])
+        for sf in ('monolithicSparse', 'twoGbMaxExtentSparse'):
+            for name in ('partial', 'holes'):
+                run_case(tool, src[name], f'-B {sf} {name}', f'subformat={sf}', [], results, tmp, b)
+        run_case(tool, src['holes'], '-B zeroed_grain=on holes', 'zeroed_grain=on', [], results, tmp, b)
+        run_case(tool, src['holes'], '-B streamOptimized holes', 'subformat=streamOptimized', [], results, tmp, b)
         # -S 0: every grain is written, zeros included.
         for sf in ('monolithicSparse', 'streamOptimized'):
             run_case(tool, src['partial'], f'-S 0 {sf}', f'subformat={sf}', ['-S', '0'], results, tmp)
