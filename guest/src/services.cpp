@@ -62,14 +62,14 @@ Status inflate_buffer(const void* src, size_t src_len, void* dst, size_t dst_cap
 
 namespace {
 
-Status deflate_buffer(const void* src, size_t src_len, void* dst, size_t dst_cap, size_t* out_len, int window_bits,
-                      int level) {
+Status deflate_mem_buffer(const void* src, size_t src_len, void* dst, size_t dst_cap, size_t* out_len,
+                          int window_bits, int level, int mem_level) {
     *out_len = 0;
     if (src_len > 0xFFFFFFFFu || dst_cap > 0xFFFFFFFFu) return Status::TooLarge; // uInt fields
     z_stream zs{};
     zs.zalloc = zalloc;
     zs.zfree = zfree;
-    if (deflateInit2(&zs, level, Z_DEFLATED, window_bits, 9, Z_DEFAULT_STRATEGY) != Z_OK) return Status::NoMemory;
+    if (deflateInit2(&zs, level, Z_DEFLATED, window_bits, mem_level, Z_DEFAULT_STRATEGY) != Z_OK) return Status::NoMemory;
     // SAFETY: zlib only reads next_in; the cast drops const for its C API.
     zs.next_in = static_cast<Bytef*>(const_cast<void*>(src));
     zs.avail_in = static_cast<uInt>(src_len);
@@ -104,7 +104,12 @@ Status zstd_decompress_buffer(const void* src, size_t src_len, void* dst, size_t
     return Status::Ok;
 }
 
-constinit Codecs codec_table = {inflate_buffer, zstd_decompress_buffer, deflate_buffer, nullptr};
+Status deflate_buffer(const void* src, size_t src_len, void* dst, size_t dst_cap, size_t* out_len, int window_bits,
+                      int level) {
+    return deflate_mem_buffer(src, src_len, dst, dst_cap, out_len, window_bits, level, 9);
+}
+
+constinit Codecs codec_table = {inflate_buffer, zstd_decompress_buffer, deflate_buffer, nullptr, deflate_mem_buffer};
 
 } // namespace
 

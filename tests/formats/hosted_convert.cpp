@@ -65,13 +65,19 @@ private:
 
 class OutTarget final : public guest::CreateTarget {
 public:
-    explicit OutTarget(const std::string& path) : image_(path) {}
+    explicit OutTarget(const std::string& path) : image_(path) {
+        const auto slash = path.rfind('/');
+        dir_ = slash == std::string::npos ? "." : path.substr(0, slash);
+    }
     bool ok() const { return image_.ok(); }
     BlockDevice& image() override { return image_; }
     Status set_length(BlockDevice& file, std::uint64_t length, Prealloc mode) override {
-        if (&file != &image_)
+        int fd = &file == &image_ ? image_.fd() : -1;
+        for (const auto& f : added_)
+            if (f.get() == &file)
+                fd = f->fd();
+        if (fd < 0)
             return Status::Invalid;
-        const int fd = image_.fd();
         struct stat st{};
         if (::fstat(fd, &st) != 0 || ::ftruncate(fd, static_cast<off_t>(length)) != 0)
             return Status::IoError;
@@ -90,13 +96,25 @@ public:
         }
         return Status::Ok;
     }
-    Status add_file(const char*, BlockDevice**) override { return Status::Unsupported; }
+    // Files beside the image (vmdk extents), as the host's policy creates them.
+    Status add_file(const char* name, BlockDevice** out) override {
+        const std::string n(name);
+        if (n.empty() || n.find('/') != std::string::npos || n == "." || n == "..")
+            return Status::Invalid;
+        added_.push_back(std::make_unique<OutFile>(dir_ + "/" + n));
+        if (!added_.back()->ok())
+            return Status::IoError;
+        *out = added_.back().get();
+        return Status::Ok;
+    }
     void reason(const char* text, std::size_t len) override { reason_.assign(text, len); }
     void resolved_unit_size(std::uint64_t) override {}
     std::string reason_;
 
 private:
     OutFile image_;
+    std::string dir_;
+    std::vector<std::unique_ptr<OutFile>> added_;
 };
 
 struct Reasons final : guest::ReasonSink {
@@ -213,6 +231,7 @@ HostedConvertResult run_hosted_convert(const HostedConvert& job, guest::CreateWr
     req.backing_file = job.backing_file.empty() ? nullptr : job.backing_file.c_str();
     req.backing_fmt = job.backing_fmt.empty() ? nullptr : job.backing_fmt.c_str();
     req.backing_size = params.target_backing_size == UINT64_MAX ? 0 : params.target_backing_size;
+    req.backing = backing.dev != nullptr && backing.dev->ok() ? backing.dev.get() : nullptr; // vmdk reads its CID
     req.unix_time = 1700000000;
     req.random = random;
     req.qemu_version = job.qemu_version;

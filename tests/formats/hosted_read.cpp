@@ -56,11 +56,11 @@ Status zstd_decompress_host(const void* src, std::size_t src_len, void* dst, std
     return Status::Ok;
 }
 
-Status deflate_host(const void* src, std::size_t src_len, void* dst, std::size_t dst_cap, std::size_t* out_len,
-                    int window_bits, int level) {
+Status deflate_mem_host(const void* src, std::size_t src_len, void* dst, std::size_t dst_cap, std::size_t* out_len,
+                        int window_bits, int level, int mem_level) {
     *out_len = 0;
     z_stream zs{};
-    if (deflateInit2(&zs, level, Z_DEFLATED, window_bits, 9, Z_DEFAULT_STRATEGY) != Z_OK)
+    if (deflateInit2(&zs, level, Z_DEFLATED, window_bits, mem_level, Z_DEFAULT_STRATEGY) != Z_OK)
         return Status::NoMemory;
     zs.next_in = static_cast<Bytef*>(const_cast<void*>(src));
     zs.avail_in = static_cast<uInt>(src_len);
@@ -70,6 +70,11 @@ Status deflate_host(const void* src, std::size_t src_len, void* dst, std::size_t
     *out_len = zs.total_out;
     deflateEnd(&zs);
     return rc == Z_STREAM_END ? Status::Ok : Status::TooLarge;
+}
+
+Status deflate_host(const void* src, std::size_t src_len, void* dst, std::size_t dst_cap, std::size_t* out_len,
+                    int window_bits, int level) {
+    return deflate_mem_host(src, src_len, dst, dst_cap, out_len, window_bits, level, 9);
 }
 
 Status zstd_compress_host(const void* src, std::size_t src_len, void* dst, std::size_t dst_cap,
@@ -82,7 +87,7 @@ Status zstd_compress_host(const void* src, std::size_t src_len, void* dst, std::
     return Status::Ok;
 }
 
-const guest::Codecs CODECS{inflate_host, zstd_decompress_host, deflate_host, zstd_compress_host};
+const guest::Codecs CODECS{inflate_host, zstd_decompress_host, deflate_host, zstd_compress_host, deflate_mem_host};
 
 struct Reasons final : guest::ReasonSink {
     std::string text;

@@ -12,6 +12,9 @@ using guest::Extent;
 using guest::Status;
 
 constexpr uint64_t SECTOR = 512;
+// qemu's file protocol writes zeros over the first block of a file it has just grown from empty (so
+// that its alignment probing reads allocated data): MAX_BLOCKSIZE, or one sector for smaller files.
+constexpr uint64_t FIRST_BLOCK = 4096;
 
 class RawReader final : public guest::ImageReader {
 public:
@@ -112,6 +115,12 @@ Status create_writer(const guest::CreateRequest& req, guest::CreateTarget& targe
     const uint64_t length = (req.size + SECTOR - 1) / SECTOR * SECTOR;
     if (req.size > UINT64_MAX - SECTOR) return Status::TooLarge;
     if (const Status st = target.set_length(target.image(), length, mode); st != Status::Ok) return st;
+    if (length > 0 && mode != guest::Prealloc::Full) { // allocate_first_block (file-posix.c)
+        static constexpr uint8_t ZEROS[FIRST_BLOCK] = {};
+        if (const Status st = target.image().write(0, ZEROS, length < FIRST_BLOCK ? SECTOR : FIRST_BLOCK);
+            st != Status::Ok)
+            return st;
+    }
     target.resolved_unit_size(0);
     // Preallocated files read as zeros too (fallocate and written zeros), as qemu's file protocol says.
     RawWriter* w = guest::arena_new<RawWriter>(*req.allocator, target.image(), *req.allocator, length, true);

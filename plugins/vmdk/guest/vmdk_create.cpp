@@ -96,6 +96,11 @@ Status write_extents(const guest::CreateRequest& req, guest::CreateTarget& t, co
 } // namespace
 
 Status create(const guest::CreateRequest& req, guest::CreateTarget& target) {
+    CreatedImage made;
+    return create_image(req, target, &made);
+}
+
+Status create_image(const guest::CreateRequest& req, guest::CreateTarget& target, CreatedImage* out) {
     if (req.allocator == nullptr || req.random == nullptr || req.file_name == nullptr)
         return Status::Invalid;
     CreateSettings s;
@@ -135,6 +140,7 @@ Status create(const guest::CreateRequest& req, guest::CreateTarget& target) {
         return st;
     if (!s.flat)
         target.resolved_unit_size(VMDK_CREATE_GRAIN_SECTORS * 512);
+    *out = CreatedImage{s, fields.cid, parent_cid, w.total()};
     return Status::Ok;
 }
 

@@ -58,6 +58,10 @@ struct Codecs {
     Status (*deflate)(const void* src, size_t src_len, void* dst, size_t dst_cap, size_t* out_len,
                       int window_bits, int level);
     Status (*zstd_compress)(const void* src, size_t src_len, void* dst, size_t dst_cap, size_t* out_len);
+    // deflate with zlib's memLevel as well (deflateInit2's 1..9): vmdk's grains are zlib's
+    // compress(), whose memLevel is 8, where `deflate` above uses qcow2's 9; the output differs.
+    Status (*deflate_mem)(const void* src, size_t src_len, void* dst, size_t dst_cap, size_t* out_len,
+                          int window_bits, int level, int mem_level);
 };
 
 // One opened image's virtual disk.
