@@ -137,22 +137,19 @@ Outcome<RunResult> run(const SandboxConfig& config, std::span<const Device> devi
     const bool confine = seccomp_enabled();
     int added_fd_floor = vm->vm->vcpu_fd() + 1;
     for (const Device& d : devices) added_fd_floor = std::max(added_fd_floor, d.fd + 1);
-    Broker broker;
-    std::optional<BrokeredOutputs> outputs;
-    if (config.outputs != nullptr) outputs.emplace(broker, *config.outputs, added_fd_floor);
-    std::function<void(std::uint64_t, std::uint64_t)> progress;
-    if (config.progress) {
-        progress = [&](std::uint64_t done, std::uint64_t total) {
-            broker.call([&] { config.progress(done, total); });
-        };
-    }
-    const bool brokered = outputs.has_value() || config.progress;
-    auto ran = run_on_fresh_thread(
-        [&] {
-            return boot_and_run(*vm, *runtime.value(), images, devices, op, arg, config.timeout,
-                                outputs ? &*outputs : nullptr, progress, confine, added_fd_floor);
-        },
-        brokered ? &broker : nullptr);
+    std::optional<BrokeredOutputs> outputs; // destroyed here, on this thread: it closes descriptors
+    if (config.outputs != nullptr) outputs.emplace(*config.outputs, added_fd_floor);
+    auto ran = run_on_fresh_thread([&](Broker& broker) {
+        if (outputs) outputs->attach(broker);
+        std::function<void(std::uint64_t, std::uint64_t)> progress;
+        if (config.progress) {
+            progress = [&](std::uint64_t done, std::uint64_t total) {
+                broker.call([&] { config.progress(done, total); });
+            };
+        }
+        return boot_and_run(*vm, *runtime.value(), images, devices, op, arg, config.timeout,
+                            outputs ? &*outputs : nullptr, progress, confine, added_fd_floor);
+    });
     // Everything the host needs was copied out of the guest. In the background: get a spare ready
     // for the next run first when prewarm() asked for spares (it may be waiting for it), then tear
     // this VM down.

@@ -3,14 +3,13 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <memory>
 #include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <exception>
-#include <system_error>
-#include <thread>
 
 namespace instar::vmm {
 
@@ -64,42 +63,65 @@ std::optional<Device> BrokeredOutputs::add(const std::string& name, std::string&
         dups_.push_back(moved);
         dev->fd = moved;
     };
-    broker_.call(job);
+    broker_->call(job);
     return dev;
 }
 
-Outcome<RunResult> run_on_fresh_thread(const std::function<Outcome<RunResult>()>& body, Broker* broker) {
+namespace {
+
+// What the caller and the vCPU thread share. The thread holds a reference until it ends, so the
+// caller may return as soon as the result is in (the thread's own exit, ~1 ms under kvm-pvm for
+// releasing its stack, then overlaps the caller's work).
+struct Shared {
+    Broker broker;
     std::optional<Outcome<RunResult>> result;
-    // The vCPU thread starts with every signal blocked (a new thread inherits its creator's mask),
-    // so a process-directed signal (SIGINT, SIGTERM, SIGHUP: ops/signal_cleanup's handler unlinks
-    // temporaries) is delivered to a thread whose handler may make those calls, never to the
-    // confined one. Watchdog::arm unblocks only the watchdog's own signal there. Faults (SIGSEGV,
-    // SIGBUS, ...) still reach the faulting thread: the kernel forces them.
-    sigset_t all, caller_mask;
-    sigfillset(&all);
-    ::pthread_sigmask(SIG_SETMASK, &all, &caller_mask);
-    struct RestoreMask {
-        sigset_t* mask;
-        ~RestoreMask() { ::pthread_sigmask(SIG_SETMASK, mask, nullptr); }
-    };
-    std::optional<RestoreMask> restore;
-    restore.emplace(RestoreMask{&caller_mask});
+};
+
+struct VcpuStart {
+    std::shared_ptr<Shared> shared;
+    const std::function<Outcome<RunResult>(Broker&)>* body; // the caller's: used only before finish()
+};
+
+void* vcpu_main(void* arg) {
+    std::unique_ptr<VcpuStart> start(static_cast<VcpuStart*>(arg));
+    const std::shared_ptr<Shared> shared = std::move(start->shared);
     try {
-        std::thread vcpu([&] {
-            try {
-                result.emplace(body());
-            } catch (const std::exception& e) {
-                result.emplace(SandboxError{ErrorKind::HostResource, std::string("the vCPU thread failed: ") + e.what(), {}});
-            }
-            if (broker != nullptr) broker->finish();
-        });
-        restore.reset(); // the caller's own mask again, before it serves the broker
-        if (broker != nullptr) broker->serve();
-        vcpu.join();
-    } catch (const std::system_error& e) {
-        return SandboxError{ErrorKind::HostResource, std::string("cannot start the vCPU thread: ") + e.what(), {}};
+        shared->result.emplace((*start->body)(shared->broker));
+    } catch (const std::exception& e) {
+        shared->result.emplace(SandboxError{ErrorKind::HostResource, std::string("the vCPU thread failed: ") + e.what(), {}});
     }
-    return std::move(*result);
+    start.reset();
+    shared->broker.finish(); // from here on nothing of the caller's is touched
+    return nullptr;
+}
+
+} // namespace
+
+Outcome<RunResult> run_on_fresh_thread(const std::function<Outcome<RunResult>(Broker&)>& body) {
+    auto shared = std::make_shared<Shared>();
+    pthread_attr_t attr;
+    if (int err = ::pthread_attr_init(&attr); err != 0)
+        return SandboxError{ErrorKind::HostResource, std::string("cannot start the vCPU thread: ") + std::strerror(err), {}};
+    struct DestroyAttr {
+        pthread_attr_t* a;
+        ~DestroyAttr() { ::pthread_attr_destroy(a); }
+    } destroy_attr{&attr};
+    ::pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    // Every signal blocked on the vCPU thread, so a process-directed signal (SIGINT, SIGTERM,
+    // SIGHUP: ops/signal_cleanup's handler unlinks temporaries) is delivered to a thread whose
+    // handler may make those calls, never to the confined one. Watchdog::arm unblocks only the
+    // watchdog's own signal there. Faults (SIGSEGV, SIGBUS, ...) still reach the faulting thread.
+    sigset_t all;
+    sigfillset(&all);
+    ::pthread_attr_setsigmask_np(&attr, &all);
+    auto* start = new VcpuStart{shared, &body};
+    pthread_t vcpu;
+    if (int err = ::pthread_create(&vcpu, &attr, vcpu_main, start); err != 0) {
+        delete start;
+        return SandboxError{ErrorKind::HostResource, std::string("cannot start the vCPU thread: ") + std::strerror(err), {}};
+    }
+    shared->broker.serve(); // ADD_FILE and PROGRESS jobs, until the thread has its result
+    return std::move(*shared->result);
 }
 
 } // namespace instar::vmm

@@ -35,22 +35,24 @@ private:
 
 // The operation's OutputFiles, reached from the vCPU thread through the broker. A new file whose
 // descriptor lies below `fd_floor` is duplicated at or above it (the filter allows the I/O calls
-// there) and the duplicate is closed with this object, after the run.
+// there) and the duplicate is closed with this object, after the run: create and destroy it on the
+// caller's thread, attach() it to the run's broker on the vCPU thread.
 class BrokeredOutputs final : public OutputFiles {
 public:
-    BrokeredOutputs(Broker& broker, OutputFiles& real, int fd_floor) : broker_(broker), real_(real), floor_(fd_floor) {}
+    BrokeredOutputs(OutputFiles& real, int fd_floor) : real_(real), floor_(fd_floor) {}
     ~BrokeredOutputs() override;
+    void attach(Broker& broker) { broker_ = &broker; }
     std::optional<Device> add(const std::string& name, std::string& error) override;
 
 private:
-    Broker& broker_;
+    Broker* broker_ = nullptr;
     OutputFiles& real_;
     int floor_;
     std::vector<int> dups_; // touched only on the caller's thread
 };
 
-// Runs `body` on a fresh thread and returns its result. While it runs, the calling thread serves
-// `broker` when one is given, else just waits.
-Outcome<RunResult> run_on_fresh_thread(const std::function<Outcome<RunResult>()>& body, Broker* broker);
+// Runs `body` on a fresh (detached) thread and returns its result as soon as the body has returned.
+// Meanwhile the calling thread runs the jobs the body hands to the broker it is given.
+Outcome<RunResult> run_on_fresh_thread(const std::function<Outcome<RunResult>(Broker&)>& body);
 
 } // namespace instar::vmm
