@@ -10,8 +10,11 @@
 
 #include "plugins/descriptor_check.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <charconv>
 #include <fstream>
 #include <sstream>
@@ -113,14 +116,26 @@ std::string manifest_text(const FormatDescriptor& d, const fs::path& so) {
 }
 
 std::shared_ptr<const PluginManifest> read_manifest(const fs::path& so) {
-    std::ifstream in(so.string() + MANIFEST_SUFFIX, std::ios::binary);
-    if (!in)
+    // Plain open and read (no stream buffering): discovery reads a manifest per plugin on every command.
+    const int fd = ::open((so.string() + MANIFEST_SUFFIX).c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
         return nullptr;
     std::string text(MAX_MANIFEST_BYTES + 1, '\0');
-    in.read(text.data(), static_cast<std::streamsize>(text.size()));
-    if (in.gcount() <= 0 || static_cast<std::size_t>(in.gcount()) > MAX_MANIFEST_BYTES)
+    std::size_t got = 0;
+    for (;;) {
+        const ssize_t n = ::read(fd, text.data() + got, text.size() - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += static_cast<std::size_t>(n);
+        if (got == text.size())
+            break; // too much
+    }
+    ::close(fd);
+    if (got == 0 || got > MAX_MANIFEST_BYTES)
         return nullptr;
-    text.resize(static_cast<std::size_t>(in.gcount()));
+    text.resize(got);
 
     auto m = std::make_shared<PluginManifest>();
     Identity recorded, actual;
