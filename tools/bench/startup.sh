@@ -13,6 +13,10 @@
 #   BASELINE=/path/to/other/instar       also time another instar build in the same hyperfine runs
 #                                        (e.g. a worktree of main) and print its ratios as "before"
 #   INSTAR=/path/to/instar               the instar to measure (default BUILD_DIR/tools/instar/instar)
+#   INTERLEAVE=1                         instead of hyperfine (which runs all of one command's runs
+#                                        before the next command's), run the commands round-robin
+#                                        (A B C A B C ...) from a small Python timer: on a host whose
+#                                        load changes by the second this compares like with like
 # The host is often shared: compare only numbers from one run, check the load (printed), repeat.
 set -euo pipefail
 build=$(cd "${1:-build}" && pwd)
@@ -66,7 +70,28 @@ for r in $(seq 1 "$repeat"); do
       [ -n "$baseline" ] && cmds+=("$baseline $args")
     fi
     for cmd in "${cmds[@]}"; do $cmd >/dev/null; done # each must succeed before timing means anything
-    hyperfine -N --style none --warmup 5 --runs "$runs" --export-json "$c.$r.json" "${cmds[@]}" >/dev/null 2>&1
+    if [ -n "${INTERLEAVE:-}" ]; then
+      python3 - "$runs" "$c.$r.json" "${cmds[@]}" <<'PY'
+import json, os, shlex, sys, time
+runs, out, cmds = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+null = os.open(os.devnull, os.O_RDWR)
+times = [[] for _ in cmds]
+for i in range(runs + 5):  # the first 5 rounds are warm-up
+    for j, c in enumerate(cmds):
+        argv = shlex.split(c)
+        t0 = time.perf_counter()
+        pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=[(os.POSIX_SPAWN_DUP2, null, 1)])
+        _, status = os.waitpid(pid, 0)
+        t = time.perf_counter() - t0
+        if status != 0:
+            sys.exit(f"{c} failed")
+        if i >= 5:
+            times[j].append(t)
+json.dump({"results": [{"command": c, "times": t} for c, t in zip(cmds, times)]}, open(out, "w"))
+PY
+    else
+      hyperfine -N --style none --warmup 5 --runs "$runs" --export-json "$c.$r.json" "${cmds[@]}" >/dev/null 2>&1
+    fi
   done
 done
 echo "load after:  $(uptime)"
