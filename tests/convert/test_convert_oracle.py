@@ -197,11 +197,12 @@ def hostile_cases(ours, q72, work, env):
     run([q72, "create", "-q", "-f", "qcow2", "-u", "-b", "loop-b.qcow2", "-F", "qcow2", "loop-a.qcow2", "1M"], d, env)
     run([q72, "create", "-q", "-f", "qcow2", "-u", "-b", "loop-a.qcow2", "-F", "qcow2", "loop-b.qcow2", "1M"], d, env)
     cases.append(("loop-a.qcow2", ["convert", "-O", "raw", "loop-a.qcow2", "out.raw"], "loops back"))
-    # A truncated image whose L2 table lies past the end of the file.
+    # A truncated image whose data clusters lie past the end of the file (qemu reads zeros there;
+    # instar refuses, naming the image: docs/formats/qcow2.md).
     run([q72, "create", "-q", "-f", "qcow2", "trunc.qcow2", "64M"], d, env)
     run(["/usr/bin/qemu-io", "-f", "qcow2", "-c", "write -P 1 0 1M", "trunc.qcow2"], d, env)
     with open(os.path.join(d, "trunc.qcow2"), "r+b") as f:
-        f.truncate(3 * 65536)
+        f.truncate(0x48000)
     cases.append(("trunc.qcow2", ["convert", "-O", "raw", "trunc.qcow2", "out.raw"], "trunc.qcow2"))
     passed, failed = 0, []
     for name, args, why in cases:

@@ -1,10 +1,16 @@
 // Plugin discovery: search order, the build-tree rule, env path, and each kind of broken plugin.
 #include "plugins/discovery.h"
+#include "plugins/manifest.h"
 #include "plugins/registry.h"
 
 #include <doctest/doctest.h>
 
+#include <sys/stat.h>
+
+#include <chrono>
 #include <cstdlib>
+#include <cstring>
+#include <iterator>
 #include <fstream>
 
 namespace fs = std::filesystem;
@@ -138,4 +144,128 @@ TEST_CASE("an ELF that is not an instar plugin") {
     CHECK_FALSE(reg.load("/lib/x86_64-linux-gnu/libz.so.1", w.sink()));
     REQUIRE(w.lines.size() == 1);
     CHECK(w.lines[0] == "skipping plugin /lib/x86_64-linux-gnu/libz.so.1: no instar_plugin_abi_version symbol (not an instar plugin)");
+}
+
+namespace {
+
+// Whether this process has `file` mapped (i.e. the plugin was dlopen'ed).
+bool mapped(const fs::path& file) {
+    std::ifstream maps("/proc/self/maps");
+    for (std::string line; std::getline(maps, line);)
+        if (line.find(file.string()) != std::string::npos)
+            return true;
+    return false;
+}
+
+void write_manifest_for(const fs::path& so) {
+    PluginRegistry reg;
+    Collected w;
+    REQUIRE(reg.load(so, w.sink()));
+    const std::string text = manifest_text(*reg.plugins()[0], so);
+    REQUIRE_FALSE(text.empty());
+    std::ofstream(so.string() + MANIFEST_SUFFIX) << text;
+}
+
+} // namespace
+
+TEST_CASE("manifest: a plugin with a current manifest is loaded only when a command needs it") {
+    TempDir d;
+    const auto good = d.add(TEST_PLUGIN_GOOD, "good.so");
+    const auto last = d.add(TEST_PLUGIN_GOOD_LAST, "last.so");
+    write_manifest_for(good);
+    write_manifest_for(last);
+    REQUIRE_FALSE(mapped(good)); // write_manifest_for's registry is gone, and with it the library
+    Collected w;
+    auto reg = PluginRegistry::discover({"/usr/bin/instar", d.path, "/nonexistent-build", ""}, w.sink());
+    CHECK(w.lines.empty());
+    REQUIRE(reg.entries().size() == 2);
+    CHECK(reg.entries()[0].name() == "testfmt"); // probe order from the manifests' priorities
+    CHECK(reg.entries()[1].name() == "aaalast");
+    CHECK(reg.entries()[0].answers_to("tf"));
+    CHECK_FALSE(mapped(good));
+    CHECK_FALSE(mapped(last));
+    // The manifest's probe rules are the descriptor's.
+    PluginRegistry eager;
+    REQUIRE(eager.load(good, w.sink()));
+    const auto rules = reg.entries()[0].probe_rules();
+    REQUIRE(rules.size() == eager.plugins()[0]->probe_rule_count);
+    for (std::size_t r = 0; r < rules.size(); ++r) {
+        const ProbeRule& want = eager.plugins()[0]->probe_rules[r];
+        REQUIRE(rules[r].match_count == want.match_count);
+        for (std::uint32_t m = 0; m < want.match_count; ++m) {
+            CHECK(rules[r].matches[m].anchor == want.matches[m].anchor);
+            CHECK(rules[r].matches[m].offset == want.matches[m].offset);
+            REQUIRE(rules[r].matches[m].length == want.matches[m].length);
+            CHECK(std::memcmp(rules[r].matches[m].bytes, want.matches[m].bytes, want.matches[m].length) == 0);
+        }
+    }
+    eager = PluginRegistry();
+    CHECK_FALSE(mapped(good));
+    const LoadedPlugin* p = reg.find("tf");
+    REQUIRE(p != nullptr);
+    CHECK(std::string((*p)->name) == "testfmt");
+    CHECK(mapped(good));
+    CHECK_FALSE(mapped(last));
+    CHECK(reg.find("nope") == nullptr);
+    REQUIRE(reg.plugins().size() == 2); // `instar formats`: everything
+    CHECK(mapped(last));
+    CHECK(w.lines.empty());
+}
+
+TEST_CASE("manifest: a stale, garbled or forged manifest never hides a plugin or its warning") {
+    TempDir d;
+    const auto good = d.add(TEST_PLUGIN_GOOD, "a-good.so");
+    const auto last = d.add(TEST_PLUGIN_GOOD_LAST, "b-last.so");
+    const auto abi = d.add(TEST_PLUGIN_WRONG_ABI, "c-abi.so");
+    write_manifest_for(good);
+    write_manifest_for(last);
+    // Stale: the plugin changed after its manifest was written.
+    fs::last_write_time(good, fs::last_write_time(good) + std::chrono::seconds(5));
+    // Garbled: cut off mid-line.
+    {
+        std::ifstream in(last.string() + MANIFEST_SUFFIX);
+        std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        std::ofstream(last.string() + MANIFEST_SUFFIX) << text.substr(0, text.size() - 3);
+    }
+    // Forged: a broken plugin with a manifest copied from a good one (its identity fixed up).
+    {
+        std::ifstream in(good.string() + MANIFEST_SUFFIX);
+        std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        struct stat st {};
+        REQUIRE(::stat(abi.c_str(), &st) == 0);
+        const auto file_line = text.find("file ");
+        const auto end = text.find('\n', file_line);
+        text.replace(file_line, end - file_line,
+                     "file " + std::to_string(st.st_size) + " " + std::to_string(st.st_mtim.tv_sec) + " " +
+                         std::to_string(st.st_mtim.tv_nsec));
+        const auto name = text.find("name testfmt");
+        text.replace(name, 12, "name forged");
+        for (std::size_t a; (a = text.find("alias ")) != std::string::npos;)
+            text.erase(a, text.find('\n', a) + 1 - a);
+        std::ofstream(abi.string() + MANIFEST_SUFFIX) << text;
+    }
+    Collected w;
+    auto reg = PluginRegistry::discover({"/usr/bin/instar", d.path, "/nonexistent-build", ""}, w.sink());
+    CHECK(mapped(good)); // stale: loaded at discovery
+    CHECK(mapped(last)); // garbled: loaded at discovery
+    CHECK(w.lines.empty()); // the forged one is not loaded yet...
+    CHECK(reg.find("forged") == nullptr); // ...and says why when a command needs it
+    REQUIRE(w.lines.size() == 1);
+    CHECK(w.lines[0] == "skipping plugin " + abi.string() + ": built for plugin ABI 999, this instar speaks plugin ABI 1");
+    REQUIRE(reg.plugins().size() == 2);
+    CHECK(w.lines.size() == 1); // warned once
+}
+
+TEST_CASE("manifest: a name taken by an earlier plugin is refused at discovery, as without one") {
+    TempDir d;
+    const auto first = d.add(TEST_PLUGIN_GOOD, "a.so");
+    const auto second = d.add(TEST_PLUGIN_GOOD, "b.so");
+    write_manifest_for(first);
+    write_manifest_for(second);
+    Collected w;
+    auto reg = PluginRegistry::discover({"/usr/bin/instar", d.path, "/nonexistent-build", ""}, w.sink());
+    REQUIRE(w.lines.size() == 1);
+    CHECK(w.lines[0] == "skipping plugin " + second.string() + ": format 'testfmt' is already provided by " +
+                            first.string());
+    CHECK(reg.entries().size() == 1);
 }

@@ -1,4 +1,7 @@
 // Guest RAM: range checks are overflow-safe; guard pages surround the mapping.
+#include <cstdio>
+#include <fstream>
+#include <string>
 #include <sys/mman.h>
 
 #include <cerrno>
@@ -43,6 +46,35 @@ TEST_CASE("guard pages on both sides are PROT_NONE and RAM is 2 MiB aligned") {
     CHECK(::write(fds[1], m.host_base(), 16) == 16);
     ::close(fds[0]);
     ::close(fds[1]);
+}
+
+// VmFlags of the mapping containing `p` in /proc/self/smaps ("" when not found).
+std::string vm_flags_of(const void* p) {
+    std::ifstream smaps("/proc/self/smaps");
+    const auto addr = reinterpret_cast<std::uintptr_t>(p);
+    bool inside = false;
+    for (std::string line; std::getline(smaps, line);) {
+        unsigned long lo = 0, hi = 0;
+        if (std::sscanf(line.c_str(), "%lx-%lx ", &lo, &hi) == 2 && line.find(':') > line.find(' ')) {
+            inside = addr >= lo && addr < hi;
+        } else if (inside && line.rfind("VmFlags:", 0) == 0) {
+            return line;
+        }
+    }
+    return "";
+}
+
+TEST_CASE("huge pages are advised only when asked for") {
+    auto huge = GuestMemory::create(16ull << 20, true);
+    auto small = GuestMemory::create(16ull << 20, false);
+    REQUIRE(huge.ok());
+    REQUIRE(small.ok());
+    CHECK(huge.value().huge_pages());
+    CHECK_FALSE(small.value().huge_pages());
+    CHECK(vm_flags_of(huge.value().host_base()).find(" hg") != std::string::npos);
+    const std::string flags = vm_flags_of(small.value().host_base());
+    CHECK(flags.find(" rd") != std::string::npos); // found the mapping
+    CHECK(flags.find(" hg") == std::string::npos);
 }
 
 TEST_CASE("sizes outside the rules are refused") {

@@ -176,6 +176,39 @@ TEST_CASE("allocator exhaustion is a clean NoMemory exit") {
     CHECK(chunks < 32);
 }
 
+TEST_CASE("an operation's own RAM size is used, never more than the cap") {
+    if (!vmm_test::need_kvm()) return;
+    const Device dev{0, 0, false};
+    auto chunks_with = [&](SandboxConfig cfg) {
+        auto r = attack(Attack::ExhaustAllocator, {&dev, 1}, cfg);
+        REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message));
+        CHECK(r.value().exit_status == 5); // Status::NoMemory
+        REQUIRE(r.value().records.size() == 1);
+        std::uint64_t chunks = 0;
+        std::memcpy(&chunks, r.value().records[0].data.data(), sizeof chunks);
+        return chunks;
+    };
+    SandboxConfig small;
+    small.guest_memory = 16ull << 20;
+    small.huge_pages = false;
+    CHECK(guest_ram(small) == (16ull << 20));
+    const std::uint64_t in_16 = chunks_with(small);
+    CHECK(in_16 >= 10); // ~14 MiB of arena in 1 MiB (+ header) blocks
+    CHECK(in_16 < 16);
+    SandboxConfig capped;
+    capped.max_guest_memory = 32ull << 20;
+    capped.guest_memory = 64ull << 20; // asks for more than the cap: gets the cap
+    CHECK(guest_ram(capped) == (32ull << 20));
+    const std::uint64_t in_32 = chunks_with(capped);
+    CHECK(in_32 >= 25);
+    CHECK(in_32 < 32);
+    SandboxConfig bad;
+    bad.guest_memory = 4ull << 20; // below the minimum
+    auto r = run(bad, {}, {}, INSTAR_OP_NOP, {});
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().kind == ErrorKind::Config);
+}
+
 TEST_CASE("zlib inflate runs in the guest and a bomb stops at its limit") {
     if (!vmm_test::need_kvm()) return;
     std::vector<std::uint8_t> plain;

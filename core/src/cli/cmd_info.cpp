@@ -85,8 +85,6 @@ int cmd_info(Context& ctx, std::span<const std::string> args) {
     if (vm.count("image-opts"))
         return report_error(ctx, "--image-opts is not supported: instar opens only plain image files");
 
-    // Start creating the VM now, so it overlaps plugin loading and the host-side work.
-    vmm::prewarm(ctx.sandbox_config());
     InfoOptions io;
     io.filename = parsed->positional[0];
     if (vm.count("format"))

@@ -109,6 +109,10 @@ std::string failure_message(const ConvertSpec& spec, const std::vector<const Cha
     }
     if (failure && failure->phase == INSTAR_CONVERT_PHASE_CREATE)
         return target + ": error while converting " + fmt + ": " + reason;
+    // Copying failed: a source's data could not be read (or the target written). Name the source
+    // when there is only one, so the message says which file is damaged.
+    if (spec.sources.size() == 1)
+        return "error while converting '" + spec.sources.front() + "': " + reason;
     return "error while converting: " + reason;
 }
 

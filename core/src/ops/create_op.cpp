@@ -4,6 +4,8 @@
 #include "ops/atomic_output.h"
 #include "ops/guest_module.h"
 
+#include <instar/guest/format_api.h>
+
 #include <fcntl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -94,15 +96,15 @@ std::string base_name(const std::string& path) {
     return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
-Expected<CreateOutcome> create_in_guest(const CreateSpec& spec, vmm::SandboxConfig config) {
-    auto module = guest_module_path(*spec.plugin);
-    if (!module)
-        return Error{file_error(spec.filename, module.error())};
-    auto arg = encode_create_arg(spec);
-    if (!arg)
-        return Error{file_error(spec.filename, arg.error())};
-    if (auto err = vmm::check_kvm())
-        return Error{err->message};
+// Writing a new image's metadata needs little guest memory unless the image is huge (tables for
+// preallocation=metadata); the smallest VM is the cheapest to create. A guest that runs out exits
+// with NoMemory, and the create is repeated from scratch with the configured cap.
+constexpr std::uint64_t CREATE_GUEST_MEMORY = INSTAR_MIN_GUEST_MEMORY;
+
+// One attempt in a VM of `config`'s size. Sets `out_of_memory` (and returns an error) when the guest
+// ran out of memory; the temporary files are gone by then.
+Expected<CreateOutcome> create_in_vm(const CreateSpec& spec, vmm::SandboxConfig config, const std::string& module,
+                                     const std::vector<std::uint8_t>& arg, bool& out_of_memory) {
     AtomicFiles files(spec.filename);
     auto fd = files.open_image();
     if (!fd)
@@ -116,10 +118,11 @@ Expected<CreateOutcome> create_in_guest(const CreateSpec& spec, vmm::SandboxConf
         fills |= o.key == "preallocation" && (o.value == "falloc" || o.value == "full");
     if (fills && config.timeout < PREALLOC_TIMEOUT)
         config.timeout = PREALLOC_TIMEOUT;
-    const std::vector<std::string> modules{*module};
-    auto run = vmm::run(config, devices, modules, INSTAR_OP_CREATE, *arg);
+    const std::vector<std::string> modules{module};
+    auto run = vmm::run(config, devices, modules, INSTAR_OP_CREATE, arg);
     if (!run)
         return Error{file_error(spec.filename, run.error().message)};
+    out_of_memory = run->exit_status == static_cast<std::int32_t>(guest::Status::NoMemory);
     std::string reason;
     CreateOutcome out;
     bool reported = false;
@@ -149,6 +152,25 @@ Expected<CreateOutcome> create_in_guest(const CreateSpec& spec, vmm::SandboxConf
     if (auto done = files.commit(); !done)
         return Error{file_error(spec.filename, done.error())};
     return out;
+}
+
+Expected<CreateOutcome> create_in_guest(const CreateSpec& spec, const vmm::SandboxConfig& config) {
+    auto module = guest_module_path(*spec.plugin);
+    if (!module)
+        return Error{file_error(spec.filename, module.error())};
+    auto arg = encode_create_arg(spec);
+    if (!arg)
+        return Error{file_error(spec.filename, arg.error())};
+    if (auto err = vmm::check_kvm())
+        return Error{err->message};
+    vmm::SandboxConfig small = config;
+    small.guest_memory = CREATE_GUEST_MEMORY;
+    bool out_of_memory = false;
+    auto made = create_in_vm(spec, small, *module, *arg, out_of_memory);
+    if (made || !out_of_memory || vmm::guest_ram(config) <= vmm::guest_ram(small))
+        return made;
+    out_of_memory = false;
+    return create_in_vm(spec, config, *module, *arg, out_of_memory);
 }
 
 } // namespace

@@ -5,6 +5,14 @@
 #include "ops/guest_module.h"
 
 namespace instar {
+namespace {
+
+// Reading metadata needs a few hundred KiB of arena for ordinary images, and the smallest VM is the
+// cheapest to create (the memslot's cost grows with RAM). An image that needs more makes the guest
+// exit with NoMemory; the run is then repeated with the configured cap (--max-guest-memory).
+constexpr std::uint64_t INFO_GUEST_MEMORY = INSTAR_MIN_GUEST_MEMORY;
+
+} // namespace
 
 Expected<GuestInfoRunner> make_sandbox_info_runner(const vmm::SandboxConfig& config, std::uint32_t qemu_version) {
     if (auto err = vmm::check_kvm())
@@ -28,7 +36,13 @@ Expected<GuestInfoRunner> make_sandbox_info_runner(const vmm::SandboxConfig& con
                             force ? INSTAR_INFO_FORCE : 0u, qemu_version};
         // SAFETY: instar_info_arg is a trivially-copyable ABI struct with no padding (static_assert).
         const auto* a = reinterpret_cast<const std::uint8_t*>(&arg);
-        auto run = vmm::run(config, devices, modules, INSTAR_OP_INFO, {a, sizeof arg});
+        vmm::SandboxConfig small = config;
+        small.guest_memory = INFO_GUEST_MEMORY;
+        small.huge_pages = false; // info touches a few dozen pages: see SandboxConfig::huge_pages
+        auto run = vmm::run(small, devices, modules, INSTAR_OP_INFO, {a, sizeof arg});
+        if (run && run->exit_status == static_cast<std::int32_t>(guest::Status::NoMemory) &&
+            vmm::guest_ram(config) > vmm::guest_ram(small))
+            run = vmm::run(config, devices, modules, INSTAR_OP_INFO, {a, sizeof arg});
         if (!run)
             return Error{run.error().message};
         GuestInfoResult out;

@@ -47,10 +47,12 @@ std::vector<const LoadedPlugin*> host_probe(const PluginRegistry& plugins, const
     // Read only as far into each end as the loaded rules look (descriptor_check bounds each rule to
     // MAX_PROBE_OFFSET + MAX_PROBE_MATCH_BYTES, so this stays small).
     std::uint64_t head_len = 0, tail_len = 0;
-    for (const auto& p : plugins.plugins())
-        for (std::uint32_t r = 0; r < p->probe_rule_count; ++r)
-            for (std::uint32_t m = 0; m < p->probe_rules[r].match_count; ++m) {
-                const ProbeMatch& pm = p->probe_rules[r].matches[m];
+    // The rules come from the plugins' manifests where they have one: only plugins that match are
+    // loaded.
+    for (const auto& p : plugins.entries())
+        for (const ProbeRule& rule : p.probe_rules())
+            for (std::uint32_t m = 0; m < rule.match_count; ++m) {
+                const ProbeMatch& pm = rule.matches[m];
                 if (pm.anchor == ProbeMatch::FromStart)
                     head_len = std::max<std::uint64_t>(head_len, pm.offset + pm.length);
                 else
@@ -60,15 +62,19 @@ std::vector<const LoadedPlugin*> host_probe(const PluginRegistry& plugins, const
     tail_len = std::min(tail_len, file.size);
     const auto head = read_window(file.fd, 0, head_len);
     const auto tail = read_window(file.fd, file.size - tail_len, tail_len);
-    std::vector<const LoadedPlugin*> out;
-    for (const auto& p : plugins.plugins()) {
-        for (std::uint32_t r = 0; r < p->probe_rule_count; ++r) {
-            if (rule_matches(p->probe_rules[r], head, tail, file.size)) {
-                out.push_back(&p);
+    std::vector<const PluginEntry*> matched;
+    for (const auto& p : plugins.entries()) {
+        for (const ProbeRule& rule : p.probe_rules()) {
+            if (rule_matches(rule, head, tail, file.size)) {
+                matched.push_back(&p);
                 break;
             }
         }
     }
+    std::vector<const LoadedPlugin*> out;
+    for (const PluginEntry* p : matched)
+        if (const LoadedPlugin* loaded = plugins.get(*p))
+            out.push_back(loaded);
     return out;
 }
 

@@ -56,7 +56,11 @@ std::vector<fs::path> plugin_files_in(const fs::path& dir) {
 DiscoveryInputs discovery_inputs_from_environment() {
     DiscoveryInputs in;
     std::error_code ec;
-    in.executable = fs::canonical("/proc/self/exe", ec);
+    // The kernel's link is already the resolved absolute path: one readlink instead of canonical()'s
+    // one per path component (start-up cost, docs/architecture.md "Start-up").
+    in.executable = fs::read_symlink("/proc/self/exe", ec);
+    if (ec || !in.executable.is_absolute())
+        in.executable = fs::canonical("/proc/self/exe", ec);
     in.installed_dir = INSTAR_PLUGIN_DIR;
     in.build_root = fs::weakly_canonical(INSTAR_BUILD_ROOT, ec);
     if (const char* env = std::getenv("INSTAR_PLUGIN_PATH"))

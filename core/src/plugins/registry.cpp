@@ -66,54 +66,133 @@ std::shared_ptr<const FormatDescriptor> open_plugin(const fs::path& file, std::s
     return std::shared_ptr<const FormatDescriptor>(lib, d);
 }
 
-bool same_name(const LoadedPlugin& a, const FormatDescriptor& b) {
-    if (a.answers_to(b.name))
+// Whether a name or alias of `b` is already taken by `a`.
+bool same_name(const PluginEntry& a, std::string_view b_name, const std::vector<std::string>& b_aliases) {
+    if (a.answers_to(b_name))
         return true;
-    if (b.aliases)
-        for (const char* const* x = b.aliases; *x; ++x)
-            if (a.answers_to(*x))
-                return true;
+    for (const auto& x : b_aliases)
+        if (a.answers_to(x))
+            return true;
     return false;
+}
+
+std::vector<std::string> aliases_of(const FormatDescriptor& d) {
+    std::vector<std::string> v;
+    if (d.aliases)
+        for (const char* const* x = d.aliases; *x; ++x)
+            v.emplace_back(*x);
+    return v;
 }
 
 } // namespace
 
+std::string_view PluginEntry::name() const { return loaded_ ? std::string_view((*loaded_)->name) : manifest_->name; }
+
+std::uint32_t PluginEntry::probe_priority() const {
+    return loaded_ ? (*loaded_)->probe_priority : manifest_->probe_priority;
+}
+
+bool PluginEntry::answers_to(std::string_view n) const {
+    return loaded_ ? loaded_->answers_to(n) : manifest_->answers_to(n);
+}
+
+std::span<const ProbeRule> PluginEntry::probe_rules() const {
+    if (loaded_)
+        return {(*loaded_)->probe_rules, (*loaded_)->probe_rule_count};
+    return manifest_->rules;
+}
+
+bool PluginRegistry::add(PluginEntry entry, const WarningSink& warn) {
+    const std::string name(entry.name());
+    const auto aliases = entry.loaded_ ? aliases_of(**entry.loaded_) : entry.manifest_->aliases;
+    for (const auto& e : entries_) {
+        if (same_name(e, name, aliases)) {
+            warn("skipping plugin " + entry.file_.string() + ": format '" + name + "' is already provided by " +
+                 e.file_.string());
+            return false;
+        }
+    }
+    auto pos = std::upper_bound(entries_.begin(), entries_.end(), entry, [](const PluginEntry& a, const PluginEntry& b) {
+        if (a.probe_priority() != b.probe_priority())
+            return a.probe_priority() < b.probe_priority();
+        return a.name() < b.name();
+    });
+    entries_.insert(pos, std::move(entry));
+    all_loaded_ = false;
+    return true;
+}
+
 bool PluginRegistry::load(const fs::path& file, const WarningSink& warn) {
+    warn_ = warn;
     std::string reason;
     auto d = open_plugin(file, reason);
     if (!d) {
         warn("skipping plugin " + file.string() + ": " + reason);
         return false;
     }
-    for (const auto& p : plugins_) {
-        if (same_name(p, *d)) {
-            warn("skipping plugin " + file.string() + ": format '" + d->name + "' is already provided by " +
-                 p.file.string());
-            return false;
-        }
-    }
-    LoadedPlugin lp{std::move(d), file};
-    auto pos = std::upper_bound(plugins_.begin(), plugins_.end(), lp, [](const LoadedPlugin& a, const LoadedPlugin& b) {
-        if (a->probe_priority != b->probe_priority)
-            return a->probe_priority < b->probe_priority;
-        return std::string_view(a->name) < std::string_view(b->name);
-    });
-    plugins_.insert(pos, std::move(lp));
-    return true;
+    PluginEntry e;
+    e.file_ = file;
+    e.loaded_ = std::make_shared<LoadedPlugin>(LoadedPlugin{std::move(d), file});
+    return add(std::move(e), warn);
 }
 
 PluginRegistry PluginRegistry::discover(const DiscoveryInputs& in, const WarningSink& warn) {
     PluginRegistry reg;
+    reg.warn_ = warn;
     for (const auto& dir : plugin_search_dirs(in))
-        for (const auto& file : plugin_files_in(dir))
-            reg.load(file, warn);
+        for (const auto& file : plugin_files_in(dir)) {
+            if (auto m = read_manifest(file)) {
+                PluginEntry e;
+                e.file_ = file;
+                e.manifest_ = std::move(m);
+                reg.add(std::move(e), warn);
+            } else {
+                reg.load(file, warn);
+            }
+        }
     return reg;
 }
 
+const LoadedPlugin* PluginRegistry::get(const PluginEntry& entry) const {
+    if (entry.loaded_ || entry.failed_)
+        return entry.loaded_.get();
+    auto& e = const_cast<PluginEntry&>(entry); // entries_ is mutable: loading fills its cache
+    std::string reason;
+    auto d = open_plugin(e.file_, reason);
+    if (d && (std::string_view(d->name) != e.manifest_->name || aliases_of(*d) != e.manifest_->aliases ||
+              d->probe_priority != e.manifest_->probe_priority))
+        reason = "its manifest does not match it (rebuild or reinstall it)";
+    if (!d || !reason.empty()) {
+        if (warn_)
+            warn_("skipping plugin " + e.file_.string() + ": " + reason);
+        e.failed_ = true;
+        return nullptr;
+    }
+    e.loaded_ = std::make_shared<LoadedPlugin>(LoadedPlugin{std::move(d), e.file_});
+    return e.loaded_.get();
+}
+
+const std::vector<LoadedPlugin>& PluginRegistry::plugins() const {
+    if (!all_loaded_) {
+        all_.clear();
+        for (const auto& e : entries_)
+            if (const LoadedPlugin* p = get(e))
+                all_.push_back(*p);
+        all_loaded_ = true;
+    }
+    return all_;
+}
+
 const LoadedPlugin* PluginRegistry::find(std::string_view name) const {
-    for (const auto& p : plugins_)
-        if (p.answers_to(name))
-            return &p;
+    if (all_loaded_) { // the same pointers plugins() hands out
+        for (const auto& p : all_)
+            if (p.answers_to(name))
+                return &p;
+        return nullptr;
+    }
+    for (const auto& e : entries_)
+        if (!e.failed_ && e.answers_to(name))
+            return get(e);
     return nullptr;
 }
 

@@ -1,12 +1,16 @@
 // ELF64 loading for the guest runtime and modules.
 #include "vmm/guest_image.h"
 
-#include <elf.h>
-#include <sys/stat.h>
+#include "vmm/unique_fd.h"
 
+#include <elf.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <iterator>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -120,6 +124,52 @@ Outcome<std::shared_ptr<const GuestImage>> parse(const std::string& path, ImageK
     return std::shared_ptr<const GuestImage>(img);
 }
 
+// pread until `len` bytes or end of file; false on an I/O error.
+bool read_exactly(int fd, std::uint8_t* buf, std::size_t len, std::uint64_t offset, std::size_t& got) {
+    got = 0;
+    while (got < len) {
+        const ssize_t n = ::pread(fd, buf + got, len - got, static_cast<off_t>(offset + got));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return false;
+        if (n == 0) break;
+        got += static_cast<std::size_t>(n);
+    }
+    return true;
+}
+
+// The file's bytes up to the end of its last loadable segment (and its program headers), read in
+// one pread: modules carry debug information after their segments (the qcow2 module is ~390 KiB on
+// disk, ~55 KiB loaded), which the loader never needs. Only the headers are trusted to say how far
+// to read; parse() validates everything in what was read, so a header pointing past the file end
+// makes the image fail there as before.
+Outcome<std::vector<std::uint8_t>> read_loadable_prefix(const std::string& path, int fd, std::uint64_t file_size) {
+    Elf64_Ehdr eh{};
+    std::size_t got = 0;
+    if (!read_exactly(fd, reinterpret_cast<std::uint8_t*>(&eh), sizeof eh, 0, got)) return image_error(path, "cannot read");
+    std::uint64_t need = file_size; // anything unexpected: read it all and let parse() say what is wrong
+    if (got == sizeof eh && std::memcmp(eh.e_ident, ELFMAG, SELFMAG) == 0 && eh.e_phentsize == sizeof(Elf64_Phdr) &&
+        eh.e_phoff <= file_size && std::uint64_t(eh.e_phnum) * sizeof(Elf64_Phdr) <= file_size - eh.e_phoff) {
+        std::vector<Elf64_Phdr> ph(eh.e_phnum);
+        if (!read_exactly(fd, reinterpret_cast<std::uint8_t*>(ph.data()), ph.size() * sizeof(Elf64_Phdr), eh.e_phoff, got))
+            return image_error(path, "cannot read");
+        if (got == ph.size() * sizeof(Elf64_Phdr)) {
+            need = std::max<std::uint64_t>(sizeof eh, eh.e_phoff + got);
+            for (const Elf64_Phdr& p : ph) {
+                if (p.p_type != PT_LOAD) continue;
+                if (p.p_offset > file_size || p.p_filesz > file_size - p.p_offset) {
+                    need = file_size;
+                    break;
+                }
+                need = std::max(need, p.p_offset + p.p_filesz);
+            }
+        }
+    }
+    std::vector<std::uint8_t> bytes(need);
+    if (!read_exactly(fd, bytes.data(), bytes.size(), 0, got)) return image_error(path, "cannot read");
+    bytes.resize(got);
+    return bytes;
+}
+
 } // namespace
 
 Outcome<std::shared_ptr<const GuestImage>> load_guest_image(const std::string& path, ImageKind kind) {
@@ -147,10 +197,11 @@ Outcome<std::shared_ptr<const GuestImage>> load_guest_image(const std::string& p
         }
     }
     if (static_cast<std::uint64_t>(st.st_size) > MAX_MODULE_SIZE) return image_error(path, "file too large");
-    std::ifstream in(path, std::ios::binary);
-    std::vector<std::uint8_t> file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (!in.good() && !in.eof()) return image_error(path, "cannot read");
-    auto parsed = parse(path, kind, file);
+    const UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.valid()) return image_error(path, std::strerror(errno));
+    auto file = read_loadable_prefix(path, fd.get(), static_cast<std::uint64_t>(st.st_size));
+    if (!file) return file.error();
+    auto parsed = parse(path, kind, file.value());
     if (!parsed) return parsed;
     std::lock_guard lock(mu);
     cache[key] = Entry{st.st_mtim, st.st_size, parsed.value()};

@@ -15,7 +15,7 @@ namespace {
 constexpr std::uint64_t GUARD_SIZE = INSTAR_LARGE_PAGE_SIZE;
 } // namespace
 
-Outcome<GuestMemory> GuestMemory::create(std::uint64_t size) {
+Outcome<GuestMemory> GuestMemory::create(std::uint64_t size, bool huge_pages) {
     if (size == 0 || size % INSTAR_LARGE_PAGE_SIZE != 0 || size > INSTAR_MAX_GUEST_MEMORY) {
         return SandboxError{ErrorKind::Config, "guest memory size " + std::to_string(size) +
                                                    " is not a multiple of 2 MiB within the cap", {}};
@@ -41,16 +41,19 @@ Outcome<GuestMemory> GuestMemory::create(std::uint64_t size) {
                             std::string("cannot map guest memory: ") + std::strerror(errno), {}};
     }
     // The guest maps RAM with 2 MiB pages; backing them with host huge pages lets KVM map each with
-    // one large page instead of faulting every 4 KiB page in (costly under shadow paging). Advice
-    // only: where THP is off this changes nothing.
-    (void)::madvise(m.base_, size, MADV_HUGEPAGE);
+    // one large page instead of faulting every 4 KiB page in (costly under shadow paging), but each
+    // touched 2 MiB must be cleared first: it pays for guests that touch many MiB, not for a guest
+    // that touches a few dozen pages (info), so the operation chooses. Advice only: where THP is
+    // off this changes nothing.
+    m.huge_pages_ = huge_pages;
+    if (huge_pages) (void)::madvise(m.base_, size, MADV_HUGEPAGE);
     return m;
 }
 
 GuestMemory::GuestMemory(GuestMemory&& o) noexcept
     : reservation_(std::exchange(o.reservation_, nullptr)),
       reservation_size_(std::exchange(o.reservation_size_, 0)), base_(std::exchange(o.base_, nullptr)),
-      size_(std::exchange(o.size_, 0)) {}
+      size_(std::exchange(o.size_, 0)), huge_pages_(o.huge_pages_) {}
 
 GuestMemory::~GuestMemory() {
     if (reservation_ != nullptr) ::munmap(reservation_, reservation_size_);

@@ -10,8 +10,9 @@ namespace instar::vmm {
 
 class GuestMemory {
 public:
-    // size must be a multiple of INSTAR_LARGE_PAGE_SIZE (the caller rounds the config).
-    static Outcome<GuestMemory> create(std::uint64_t size);
+    // size must be a multiple of INSTAR_LARGE_PAGE_SIZE (the caller rounds the config);
+    // huge_pages: advise MADV_HUGEPAGE (SandboxConfig::huge_pages).
+    static Outcome<GuestMemory> create(std::uint64_t size, bool huge_pages = true);
 
     GuestMemory(GuestMemory&& o) noexcept;
     GuestMemory& operator=(GuestMemory&&) = delete;
@@ -20,6 +21,7 @@ public:
 
     std::uint8_t* host_base() const { return base_; }
     std::uint64_t size() const { return size_; }
+    bool huge_pages() const { return huge_pages_; }
 
     // The host address of guest range [gpa, gpa + len), or nullptr unless it lies wholly inside
     // RAM. Overflow-safe for any gpa and len a guest can send.
@@ -34,6 +36,7 @@ private:
     std::size_t reservation_size_ = 0;
     std::uint8_t* base_ = nullptr;
     std::uint64_t size_ = 0;
+    bool huge_pages_ = false;
 };
 
 } // namespace instar::vmm

@@ -1,6 +1,7 @@
 // /dev/kvm: open, API version, capability table, cached CPUID.
 #include "vmm/kvm_system.h"
 
+#include <cpuid.h>
 #include <fcntl.h>
 #include <sys/ioctl.h>
 
@@ -13,7 +14,10 @@ namespace instar::vmm {
 namespace {
 constexpr const char* KVM_PATH = "/dev/kvm";
 constexpr int KVM_EXPECTED_API_VERSION = 12; // stable since Linux 2.6.22
-constexpr int MAX_CPUID_ENTRIES = 256;       // hosts report ~60; KVM returns E2BIG past this
+} // namespace
+
+namespace {
+const void* guest_cpuid_table();
 } // namespace
 
 const KvmCapability REQUIRED_KVM_CAPS[] = {
@@ -28,6 +32,22 @@ SandboxError kvm_error(const char* what) {
 }
 
 Outcome<KvmSystem> KvmSystem::open() {
+    // The first successful open is checked fully and kept; later opens (check_kvm, then each VM)
+    // duplicate it: /dev/kvm and its capabilities do not change while we run.
+    static std::mutex mu;
+    static int checked_fd = -1;
+    static int checked_mmap_size = 0;
+    {
+        std::lock_guard lock(mu);
+        if (checked_fd >= 0) {
+            KvmSystem k;
+            k.fd_ = UniqueFd(::fcntl(checked_fd, F_DUPFD_CLOEXEC, 0));
+            if (!k.fd_.valid()) return kvm_error("dup of the /dev/kvm descriptor");
+            k.vcpu_mmap_size_ = checked_mmap_size;
+            k.cpuid_ = guest_cpuid_table();
+            return k;
+        }
+    }
     KvmSystem k;
     k.fd_ = UniqueFd(::open(KVM_PATH, O_RDWR | O_CLOEXEC));
     if (!k.fd_.valid()) {
@@ -67,24 +87,75 @@ Outcome<KvmSystem> KvmSystem::open() {
     k.vcpu_mmap_size_ = ::ioctl(k.fd_.get(), KVM_GET_VCPU_MMAP_SIZE, 0);
     if (k.vcpu_mmap_size_ < static_cast<int>(sizeof(kvm_run))) return kvm_error("KVM_GET_VCPU_MMAP_SIZE");
 
-    // The supported CPUID is a property of the host: fetch it once, keep it for the process.
-    static std::once_flag once;
-    static std::vector<unsigned char> cpuid_storage;
-    static int cpuid_errno = 0;
-    std::call_once(once, [&] {
-        cpuid_storage.assign(sizeof(KvmCpuid2Header) + MAX_CPUID_ENTRIES * sizeof(kvm_cpuid_entry2), 0);
-        const KvmCpuid2Header header{MAX_CPUID_ENTRIES, 0};
-        std::memcpy(cpuid_storage.data(), &header, sizeof header);
-        // SAFETY: the buffer is the 8-byte header followed by room for MAX_CPUID_ENTRIES entries,
-        // zeroed (KVM rejects entries with non-zero padding).
-        if (::ioctl(k.fd_.get(), KVM_GET_SUPPORTED_CPUID_C, cpuid_storage.data()) < 0) cpuid_errno = errno;
-    });
-    if (cpuid_errno != 0) {
-        errno = cpuid_errno;
-        return kvm_error("KVM_GET_SUPPORTED_CPUID");
+    k.cpuid_ = guest_cpuid_table();
+    std::lock_guard lock(mu);
+    if (checked_fd < 0) {
+        checked_fd = ::fcntl(k.fd_.get(), F_DUPFD_CLOEXEC, 0); // kept for the process; -1: check again next time
+        checked_mmap_size = k.vcpu_mmap_size_;
     }
-    k.cpuid_ = cpuid_storage.data(); // filled by the successful ioctl above, never modified after
     return k;
+}
+
+namespace {
+// The kvm_cpuid2 (C layout) for KVM_SET_CPUID2, built once per process.
+const void* guest_cpuid_table() {
+    static const std::vector<unsigned char> table = [] {
+        const auto entries = guest_cpuid_entries();
+        std::vector<unsigned char> t(sizeof(KvmCpuid2Header) + entries.size() * sizeof(kvm_cpuid_entry2), 0);
+        const KvmCpuid2Header header{static_cast<__u32>(entries.size()), 0};
+        std::memcpy(t.data(), &header, sizeof header);
+        std::memcpy(t.data() + sizeof header, entries.data(), entries.size() * sizeof(kvm_cpuid_entry2));
+        return t;
+    }();
+    return table.data();
+}
+} // namespace
+
+std::vector<kvm_cpuid_entry2> guest_cpuid_entries() {
+    // Feature bits the guest may see, each also required to be in the host's own CPUID: what code
+    // built for baseline x86-64 (the runtime, zlib, the modules) and KVM's checks of our boot state
+    // (long mode, PAE, FXSR for CR4.OSFXSR) need, and nothing that needs more state (no XSAVE/AVX).
+    constexpr std::uint32_t LEAF1_EDX = 1u << 0 /* FPU */ | 1u << 3 /* PSE */ | 1u << 4 /* TSC */ |
+                                        1u << 5 /* MSR */ | 1u << 6 /* PAE */ | 1u << 8 /* CX8 */ |
+                                        1u << 13 /* PGE */ | 1u << 15 /* CMOV */ | 1u << 16 /* PAT */ |
+                                        1u << 19 /* CLFSH */ | 1u << 23 /* MMX */ | 1u << 24 /* FXSR */ |
+                                        1u << 25 /* SSE */ | 1u << 26 /* SSE2 */;
+    constexpr std::uint32_t LEAF1_ECX = 1u << 0 /* SSE3 */ | 1u << 1 /* PCLMULQDQ */ | 1u << 9 /* SSSE3 */ |
+                                        1u << 13 /* CX16 */ | 1u << 19 /* SSE4.1 */ | 1u << 20 /* SSE4.2 */ |
+                                        1u << 23 /* POPCNT */;
+    constexpr std::uint32_t EXT1_EDX = 1u << 11 /* SYSCALL */ | 1u << 20 /* NX */ | 1u << 29 /* LM */;
+    constexpr std::uint32_t EXT1_ECX = 1u << 0 /* LAHF/SAHF in long mode */ | 1u << 5 /* LZCNT */;
+    auto leaf = [](std::uint32_t fn) {
+        kvm_cpuid_entry2 e{};
+        e.function = fn;
+        __cpuid_count(fn, 0, e.eax, e.ebx, e.ecx, e.edx);
+        return e;
+    };
+    std::vector<kvm_cpuid_entry2> v;
+    kvm_cpuid_entry2 l0 = leaf(0); // vendor: KVM emulates some instructions the vendor's way
+    l0.eax = 1;
+    v.push_back(l0);
+    kvm_cpuid_entry2 l1 = leaf(1);
+    l1.ebx &= 0xffff; // brand index and CLFLUSH size; no APIC ID or logical-processor count
+    l1.ecx &= LEAF1_ECX;
+    l1.edx &= LEAF1_EDX;
+    v.push_back(l1);
+    kvm_cpuid_entry2 e0 = leaf(0x80000000);
+    const std::uint32_t ext_max = e0.eax;
+    e0.eax = ext_max >= 0x80000008 ? 0x80000008 : 0x80000001;
+    v.push_back(e0);
+    kvm_cpuid_entry2 e1 = leaf(0x80000001);
+    e1.eax = e1.ebx = 0;
+    e1.ecx &= EXT1_ECX;
+    e1.edx &= EXT1_EDX;
+    v.push_back(e1);
+    if (ext_max >= 0x80000008) { // address sizes: guest page-table checks use MAXPHYADDR
+        kvm_cpuid_entry2 e8 = leaf(0x80000008);
+        e8.eax &= 0xffff;
+        e8.ebx = e8.ecx = e8.edx = 0;
+        v.push_back(e8);
+    }
+    return v;
 }
 
 std::optional<SandboxError> check_kvm() {

@@ -26,11 +26,14 @@ SandboxError config_error(const std::string& msg) { return {ErrorKind::Config, m
 
 std::optional<SandboxError> check_request(const SandboxConfig& config, std::span<const Device> devices,
                                           std::span<const std::string> modules, std::span<const std::uint8_t> arg) {
-    const std::uint64_t ram = config.max_guest_memory & ~(INSTAR_LARGE_PAGE_SIZE - 1);
-    if (ram < INSTAR_MIN_GUEST_MEMORY || ram > INSTAR_MAX_GUEST_MEMORY) {
-        return config_error("guest memory must be between " + std::to_string(INSTAR_MIN_GUEST_MEMORY >> 20) +
-                            " MiB and " + std::to_string(INSTAR_MAX_GUEST_MEMORY >> 20) + " MiB, not " +
-                            std::to_string(config.max_guest_memory) + " bytes");
+    const bool own_size = config.guest_memory != 0; // 0: the operation takes the cap
+    for (const std::uint64_t asked : {config.max_guest_memory, own_size ? config.guest_memory : config.max_guest_memory}) {
+        const std::uint64_t ram = asked & ~(INSTAR_LARGE_PAGE_SIZE - 1);
+        if (ram < INSTAR_MIN_GUEST_MEMORY || ram > INSTAR_MAX_GUEST_MEMORY) {
+            return config_error("guest memory must be between " + std::to_string(INSTAR_MIN_GUEST_MEMORY >> 20) +
+                                " MiB and " + std::to_string(INSTAR_MAX_GUEST_MEMORY >> 20) + " MiB, not " +
+                                std::to_string(asked) + " bytes");
+        }
     }
     if (config.timeout.count() <= 0) return config_error("the guest time budget must be positive");
     if (devices.size() > INSTAR_MAX_DEVICES) return config_error("too many devices for one guest");
@@ -114,10 +117,17 @@ Outcome<RunResult> boot_and_run(PreparedVm& vm, const GuestImage& rt,
 
 } // namespace
 
+std::uint64_t guest_ram(const SandboxConfig& config) {
+    const std::uint64_t asked = config.guest_memory == 0 ? config.max_guest_memory
+                                                         : std::min(config.guest_memory, config.max_guest_memory);
+    return asked & ~(INSTAR_LARGE_PAGE_SIZE - 1);
+}
+
 Outcome<RunResult> run(const SandboxConfig& config, std::span<const Device> devices,
                        std::span<const std::string> modules, std::uint32_t op, std::span<const std::uint8_t> arg) {
     if (auto bad = check_request(config, devices, modules, arg)) return *bad;
-    const std::uint64_t ram = config.max_guest_memory & ~(INSTAR_LARGE_PAGE_SIZE - 1);
+    const std::uint64_t ram = guest_ram(config);
+    const bool huge = config.huge_pages;
 
     const std::string runtime_path = config.runtime_path.empty() ? default_runtime_path() : config.runtime_path;
     auto runtime = load_guest_image(runtime_path, ImageKind::Runtime);
@@ -129,7 +139,7 @@ Outcome<RunResult> run(const SandboxConfig& config, std::span<const Device> devi
         images.push_back(m.value());
     }
 
-    auto prepared = take_prepared_vm(ram);
+    auto prepared = take_prepared_vm(ram, huge);
     if (!prepared) return prepared.error();
     std::shared_ptr<PreparedVm> vm = std::move(prepared.value());
     // The guest runs on a fresh thread that confines itself (vcpu_thread.h); this thread creates
@@ -150,28 +160,30 @@ Outcome<RunResult> run(const SandboxConfig& config, std::span<const Device> devi
         return boot_and_run(*vm, *runtime.value(), images, devices, op, arg, config.timeout,
                             outputs ? &*outputs : nullptr, progress, confine, added_fd_floor);
     });
-    // Everything the host needs was copied out of the guest. In the background: get a spare ready
-    // for the next run first when prewarm() asked for spares (it may be waiting for it), then tear
-    // this VM down.
+    // Everything the host needs was copied out of the guest. After prewarm() (a process running
+    // many operations), in the background: get a spare ready for the next run first (it may be
+    // waiting for it), then tear this VM down. Otherwise tear it down here: a helper thread would
+    // cost more in cross-CPU wake-ups than the teardown it hides (docs/sandbox.md, "Start-up").
     if (spares_enabled()) {
         announce_spare_vm(ram);
-        reap_later([vm, ram]() mutable {
-            prepare_spare_vm(ram);
+        reap_later([vm, ram, huge]() mutable {
+            prepare_spare_vm(ram, huge);
             vm.reset();
         });
     } else {
-        reap_later([vm]() mutable { vm.reset(); });
+        vm.reset();
     }
     return ran;
 }
 
 
 void prewarm(const SandboxConfig& config) {
-    const std::uint64_t ram = config.max_guest_memory & ~(INSTAR_LARGE_PAGE_SIZE - 1);
+    const std::uint64_t ram = guest_ram(config);
     if (ram < INSTAR_MIN_GUEST_MEMORY || ram > INSTAR_MAX_GUEST_MEMORY) return; // run() will say why
+    const bool huge = config.huge_pages;
     enable_spares();
     announce_spare_vm(ram);
-    reap_later([ram] { prepare_spare_vm(ram); });
+    reap_later([ram, huge] { prepare_spare_vm(ram, huge); });
 }
 
 } // namespace instar::vmm

@@ -44,7 +44,13 @@ public:
 };
 
 struct SandboxConfig {
-    std::uint64_t max_guest_memory = DEFAULT_GUEST_MEMORY; // rounded down to 2 MiB
+    std::uint64_t max_guest_memory = DEFAULT_GUEST_MEMORY; // the cap (--max-guest-memory); rounded down to 2 MiB
+    // This operation's RAM: 0 = max_guest_memory; larger values are clamped to max_guest_memory.
+    // Small operations (info) ask for little: a smaller VM is cheaper to create (docs/sandbox.md).
+    std::uint64_t guest_memory = 0;
+    // Advise host huge pages for guest RAM: pays when the guest touches many MiB (create's cluster
+    // buffers, copies), costs a 2 MiB clear per touched region when it touches a few pages (info).
+    bool huge_pages = true;
     std::chrono::milliseconds timeout = DEFAULT_TIMEOUT;   // wall-clock budget for the guest
     std::string runtime_path; // the guest runtime ELF; empty: default_runtime_path()
     OutputFiles* outputs = nullptr; // where INSTAR_HC_ADD_FILE goes; nullptr: the guest may not add files
@@ -113,10 +119,16 @@ Outcome<RunResult> run(const SandboxConfig& config, std::span<const Device> devi
                        std::span<const std::string> modules, std::uint32_t op,
                        std::span<const std::uint8_t> arg);
 
-// Starts creating a VM for `config` in the background (KVM VM, RAM, vCPU: ~0.5 ms) so the next
-// run() with the same memory size finds it ready, and from then on keeps one such spare ready
-// after every run. Call early (e.g. before loading plugins). A spare never ran guest code, so each
-// operation still gets a fresh VM; errors surface in run().
+// The RAM run() gives a guest for `config`: guest_memory (or the cap when 0), at most the cap, rounded
+// down to 2 MiB.
+std::uint64_t guest_ram(const SandboxConfig& config);
+
+// For a process that runs many operations: starts creating a VM for `config` on a background thread
+// (KVM VM, RAM, vCPU: ~0.5 ms) so the next run() with the same memory size and huge-page advice
+// finds it ready, and from then on keeps one such spare ready (and tears finished VMs down) on that
+// thread after every run. A one-shot command should not call it: the thread's cross-CPU wake-ups
+// cost more than the VM creation it hides, and the last spare is never used. A spare never ran
+// guest code, so each operation still gets a fresh VM; errors surface in run().
 void prewarm(const SandboxConfig& config);
 
 // Whether /dev/kvm is there and usable, without booting anything; nullopt when it is.

@@ -26,10 +26,10 @@ Slot& slot() {
     return *s;
 }
 
-Outcome<std::unique_ptr<PreparedVm>> create_prepared(std::uint64_t ram) {
+Outcome<std::unique_ptr<PreparedVm>> create_prepared(std::uint64_t ram, bool huge_pages) {
     auto kvm = KvmSystem::open();
     if (!kvm) return kvm.error();
-    auto mem = GuestMemory::create(ram);
+    auto mem = GuestMemory::create(ram, huge_pages);
     if (!mem) return mem.error();
     auto vm = Vm::create(kvm.value(), mem.value());
     if (!vm) return vm.error();
@@ -39,16 +39,17 @@ Outcome<std::unique_ptr<PreparedVm>> create_prepared(std::uint64_t ram) {
 
 } // namespace
 
-Outcome<std::unique_ptr<PreparedVm>> take_prepared_vm(std::uint64_t ram) {
+Outcome<std::unique_ptr<PreparedVm>> take_prepared_vm(std::uint64_t ram, bool huge_pages) {
     {
         Slot& s = slot();
         std::unique_lock lock(s.mu);
         // Usually the reaper finishes it sooner than we could make our own; on a loaded machine it
         // may not get the CPU, so wait only so long.
         s.cv.wait_for(lock, SPARE_WAIT_LIMIT, [&] { return s.coming != ram; });
-        if (s.vm != nullptr && s.vm->memory.size() == ram) return std::move(s.vm);
+        if (s.vm != nullptr && s.vm->memory.size() == ram && s.vm->memory.huge_pages() == huge_pages)
+            return std::move(s.vm);
     }
-    return create_prepared(ram);
+    return create_prepared(ram, huge_pages);
 }
 
 namespace {
@@ -64,16 +65,16 @@ void announce_spare_vm(std::uint64_t ram) {
     s.coming = ram;
 }
 
-void prepare_spare_vm(std::uint64_t ram) {
+void prepare_spare_vm(std::uint64_t ram, bool huge_pages) {
     Slot& s = slot();
     bool have = false;
     {
         std::lock_guard lock(s.mu);
-        have = s.vm != nullptr && s.vm->memory.size() == ram;
+        have = s.vm != nullptr && s.vm->memory.size() == ram && s.vm->memory.huge_pages() == huge_pages;
     }
     std::unique_ptr<PreparedVm> made;
     if (!have) {
-        auto m = create_prepared(ram); // outside the lock: runs for other sizes need not wait
+        auto m = create_prepared(ram, huge_pages); // outside the lock: runs for other sizes need not wait
         if (m) made = std::move(m.value());
     }
     {
