@@ -304,7 +304,7 @@ Status Converter::run(guest::Allocator& alloc) {
         total_sectors_ += src_sectors_[i];
     }
     min_sparse_ = p_.min_sparse / SECTOR;
-    compressed_ = p_.compressed;
+    compressed_ = p_.compressed || target_.needs_compressed_writes(); // qemu-img: bdi.needs_compressed_writes
     cluster_sectors_ = target_.cluster_size() / SECTOR;
     // Align write requests (qemu: MAX(pow2floor(min_sparse), request_alignment in sectors), and
     // every target instar writes has a request alignment of at most one sector).

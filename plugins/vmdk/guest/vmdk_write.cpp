@@ -105,6 +105,8 @@ public:
     void set_backing(guest::ImageReader* backing) override { backing_reader_ = backing; }
     // vmdk_has_zero_init: sparse extents read as zeros, and so do the new sparse flat files.
     bool zero_init() const override { return true; }
+    // vmdk_get_info: a streamOptimized extent takes only compressed grains.
+    bool needs_compressed_writes() const override { return s_.compress; }
 
     Status write(uint64_t offset, const void* buf, size_t len) override {
         if (!in_range(offset, len))

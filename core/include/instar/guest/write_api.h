@@ -38,6 +38,9 @@ public:
     // Called before the first write; the reader outlives the writer's use. Formats without backing
     // files ignore it.
     virtual void set_backing(ImageReader* backing) { (void)backing; }
+    // qemu's bdi.needs_compressed_writes: the format takes data only as whole compressed clusters
+    // (vmdk streamOptimized), so convert runs in -c mode whether or not -c was given.
+    virtual bool needs_compressed_writes() const { return false; }
     // Writes every table still held in memory; the image is complete when this returns Ok.
     virtual Status finish() = 0;
     // Releases the writer's memory. Unusable afterwards.
