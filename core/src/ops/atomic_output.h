@@ -8,6 +8,7 @@
 #include "vmm/sandbox.h"
 
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 namespace instar {
@@ -26,7 +27,9 @@ public:
     std::optional<vmm::Device> add(const std::string& name, std::string& error) override;
 
     // Flushes every file and renames them into place (added files first, the image last, so a
-    // reader never sees an image whose extents are missing).
+    // reader never sees an image whose extents are missing). When a rename fails, the files already
+    // renamed are put back (a file they replaced is restored from a hard link made just before), so
+    // the target paths are as they were.
     Expected<bool> commit();
 
     const std::string& image_path() const { return image_; }
@@ -44,6 +47,7 @@ private:
     std::string image_;
     std::string dir_; // the image's directory ("." when it has none)
     std::vector<File> files_;
+    std::unordered_set<std::string> names_; // added files' names: a vmdk may add 32768 of them
     bool committed_ = false;
 };
 
