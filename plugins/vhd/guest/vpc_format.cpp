@@ -31,8 +31,48 @@ bool creator_uses_current_size(const uint8_t* app) {
 
 using Buffer = guest::ScopedBuffer;
 
+// qemu's words for a refused image (vpc_open's error_setg), sent as the reason before failing.
+class Why {
+public:
+    explicit Why(guest::InfoSink& sink) : sink_(sink) {}
+    Why& s(const char* t) {
+        for (size_t i = 0; t[i] != 0; ++i)
+            put(t[i]);
+        return *this;
+    }
+    Why& i(int64_t v) {
+        uint64_t m = static_cast<uint64_t>(v);
+        if (v < 0) {
+            put('-');
+            m = ~m + 1;
+        }
+        char d[20];
+        size_t n = 0;
+        do {
+            d[n++] = static_cast<char>('0' + m % 10);
+            m /= 10;
+        } while (m != 0);
+        while (n > 0)
+            put(d[--n]);
+        return *this;
+    }
+    Status fail(Status st) {
+        sink_.reason(text_, len_);
+        return st;
+    }
+
+private:
+    void put(char c) {
+        if (len_ < sizeof text_)
+            text_[len_++] = c;
+    }
+    guest::InfoSink& sink_;
+    char text_[128] = {};
+    size_t len_ = 0;
+};
+
 // qemu's truncation check: no allocated block (bitmap + data) may end past the end of the file.
-Status check_bat(guest::BlockDevice& dev, guest::Allocator& alloc, const VpcDynamicHeader& h) {
+Status check_bat(guest::BlockDevice& dev, guest::Allocator& alloc, const VpcDynamicHeader& h, guest::InfoSink& sink) {
     const uint64_t bat_bytes = static_cast<uint64_t>(h.max_table_entries) * 4;
     uint64_t bat_end;
     if (!add_u64(h.table_offset, bat_bytes, &bat_end) || bat_end > dev.size())
@@ -57,7 +97,11 @@ Status check_bat(guest::BlockDevice& dev, guest::Allocator& alloc, const VpcDyna
         }
         done += n;
     }
-    return free_offset > dev.size() ? Status::Corrupt : Status::Ok;
+    if (free_offset > dev.size())
+        return Why(sink)
+            .s("block-vpc: free_data_block_offset points after the end of file. The image has been truncated.")
+            .fail(Status::Corrupt);
+    return Status::Ok;
 }
 
 } // namespace
@@ -97,8 +141,10 @@ Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
         if (st != Status::Ok)
             return st;
         if (!vpc_footer_has_cookie(raw) || load_be32(raw + offsetof(VpcFooterDisk, disk_type)) != VHD_FIXED)
-            return Status::Corrupt;
+            return Why(sink).s("invalid VPC image").fail(Status::Corrupt);
     }
+    if (load_be32(raw + offsetof(VpcFooterDisk, checksum)) != vpc_footer_checksum(raw))
+        return Why(sink).s("Incorrect header checksum").fail(Status::Corrupt);
     VpcFooter footer;
     st = vpc_footer_parse(raw, sizeof raw, &footer);
     if (st != Status::Ok)
@@ -107,8 +153,8 @@ Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
     uint64_t sectors = static_cast<uint64_t>(footer.cylinders) * footer.heads * footer.sectors_per_track;
     if (creator_uses_current_size(footer.creator_application) || sectors == VHD_MAX_GEOMETRY)
         sectors = footer.current_size / 512;
-    if (sectors > VHD_MAX_SECTORS)
-        return Status::TooLarge;
+    if (sectors > VHD_MAX_SECTORS) // qemu fails the open with EFBIG and no message of its own
+        return Why(sink).s("File too large").fail(Status::TooLarge);
 
     uint32_t block_size = 0;
     if (dynamic) {
@@ -119,20 +165,27 @@ Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
         st = dev.read(footer.data_offset, hraw, sizeof hraw);
         if (st != Status::Ok)
             return st;
+        if (!same_bytes(hraw, VPC_DYNAMIC_COOKIE, 8))
+            return Why(sink).s("Invalid header magic").fail(Status::Corrupt);
+        const uint32_t raw_block_size = load_be32(hraw + offsetof(VpcDynamicHeaderDisk, block_size));
+        if (raw_block_size < 512 || (raw_block_size & (raw_block_size - 1)) != 0)
+            return Why(sink).s("Invalid block size ").i(raw_block_size).fail(Status::Corrupt);
         VpcDynamicHeader h;
         st = vpc_dynamic_header_parse(hraw, sizeof hraw, &h);
         if (st != Status::Ok)
             return st;
-        // qemu: "Too many blocks", "Page table too small", "Max Table Entries too large".
         if (sectors * 512 / h.block_size > 0xffffffffu)
-            return Status::Corrupt;
+            return Why(sink).s("Too many blocks").fail(Status::Corrupt);
         if (static_cast<uint64_t>(h.max_table_entries) * h.block_size < sectors * 512)
-            return Status::Corrupt;
-        if (h.max_table_entries > VPC_QEMU_MAX_TABLE_ENTRIES)
-            return Status::Corrupt;
+            return Why(sink).s("Page table too small").fail(Status::Corrupt);
+        if (h.max_table_entries > VPC_QEMU_MAX_TABLE_ENTRIES) // qemu prints it as an int32
+            return Why(sink).s("Max Table Entries too large (").i(static_cast<int32_t>(h.max_table_entries)).s(")")
+                .fail(Status::Corrupt);
         if (h.max_table_entries > VPC_MAX_TABLE_ENTRIES)
-            return Status::TooLarge;
-        st = check_bat(dev, *req.allocator, h);
+            return Why(sink).s("Max Table Entries ").i(h.max_table_entries)
+                .s(" exceeds instar's limit VPC_MAX_TABLE_ENTRIES (").i(VPC_MAX_TABLE_ENTRIES).s(")")
+                .fail(Status::TooLarge);
+        st = check_bat(dev, *req.allocator, h, sink);
         if (st != Status::Ok)
             return st;
         block_size = h.block_size;
