@@ -47,6 +47,7 @@ for mode in ["off", "falloc", "full"]:
 case("raw default format", "create", "img.raw", "1M")
 # qemu documents extent_size_hint=0 as "don't set a hint": nothing to warn about.
 case("raw extent_size_hint=0", "create", "-f", "raw", "-o", "extent_size_hint=0", "img.raw", "1M")
+case("qcow2 data_file_raw=off", "create", "-f", "qcow2", "-o", "data_file_raw=off", "img.qcow2", "1M")
 case("qcow2 extent_size_hint=0", "create", "-f", "qcow2", "-o", "extent_size_hint=0", "img.qcow2", "1M")
 case("raw -q", "create", "-q", "-f", "raw", "img.raw", "1M")
 
@@ -153,6 +154,8 @@ for args in [
     ["create", "-f", "vhdx", "-o", "block_size=3M", "img.vhdx", "1G"],
     ["create", "-f", "vhdx", "img.vhdx", "65T"],
     ["create", "-f", "qcow2", "missing-dir/img.qcow2", "1M"],
+    ["create", "-f", "qcow2", "-o", "data_file_raw=on", "img.qcow2", "1M"],
+    ["create", "-f", "qcow2", "-o", "data_file_raw=on,compat=0.10", "img.qcow2", "1M"],
 ]:
     case("error: " + " ".join(args[1:]), *args, expect_error=True,
          setup=[["QIMG", "create", "-q", "-f", "qcow2", "base.qcow2", "32M"]])
