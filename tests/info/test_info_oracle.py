@@ -66,6 +66,8 @@ image("ovnofmt.qcow2", q("create", "-q", "-f", "qcow2", "-u", "-b", "missing.qco
 # vmdk subformats
 for sub in ["monolithicSparse", "streamOptimized", "monolithicFlat", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat"]:
     image("v-%s.vmdk" % sub, q("create", "-q", "-f", "vmdk", "-o", "subformat=" + sub, "v-%s.vmdk" % sub, "3G"))
+# 500 extents: more devices than one guest took before INSTAR_MAX_DEVICES covered vmdk's 32768.
+image("v-1000g.vmdk", q("create", "-q", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentFlat", "v-1000g.vmdk", "1000G"))
 image("v6.vmdk", q("create", "-q", "-f", "vmdk", "-o", "compat6=on,adapter_type=lsilogic", "v6.vmdk", "100M"))
 # vpc / vhdx
 for sub in ["dynamic", "fixed"]:
