@@ -48,14 +48,24 @@ private:
     bool writable_ = false;
 };
 
-constinit HypercallDevice devices[INSTAR_MAX_DEVICES];
+// The boot devices, in the arena: INSTAR_MAX_DEVICES is large (a vmdk's extents), most runs have few.
+constinit HypercallDevice* devices = nullptr;
 constinit uint32_t count = 0;
 
 } // namespace
 
 void devices_init(uint32_t n) {
-    count = n < INSTAR_MAX_DEVICES ? n : INSTAR_MAX_DEVICES;
-    for (uint32_t i = 0; i < count; ++i) devices[i].init(i);
+    count = 0;
+    n = n < INSTAR_MAX_DEVICES ? n : INSTAR_MAX_DEVICES;
+    if (n == 0) return;
+    void* table = arena().allocate(n * sizeof(HypercallDevice), alignof(HypercallDevice));
+    if (table == nullptr) return; // no devices: every operation then fails on device(0)
+    devices = static_cast<HypercallDevice*>(table);
+    for (uint32_t i = 0; i < n; ++i) {
+        new (&devices[i]) HypercallDevice();
+        devices[i].init(i);
+    }
+    count = n;
 }
 
 uint32_t device_count() { return count; }
@@ -86,8 +96,8 @@ BlockDevice* attach_device(uint32_t index) {
 }
 
 uint32_t device_index(const BlockDevice& dev) {
-    for (uint32_t i = 0; i < count; ++i)
-        if (&dev == &devices[i]) return i;
+    if (count != 0 && &dev >= &devices[0] && &dev < &devices[0] + count)
+        return static_cast<uint32_t>(static_cast<const HypercallDevice*>(&dev) - devices);
     if (attached == nullptr) return UINT32_MAX;
     // Emitters size a file right after adding it: the newest device is the usual answer.
     if (last_attached < ATTACHED_SLOTS && attached[last_attached] == &dev) return last_attached;

@@ -66,7 +66,11 @@ Status info(const uint8_t* arg, uint32_t arg_len) {
         a.file_count > INSTAR_MAX_DEVICES - 1)
         return Status::Invalid;
     BlockDevice* image = device(0);
-    BlockDevice* files[INSTAR_MAX_DEVICES] = {};
+    // In the arena, not on the stack: a vmdk may name up to INSTAR_MAX_ADDED_FILES extents.
+    auto** files = static_cast<BlockDevice**>(
+        arena().allocate((a.file_count == 0 ? 1 : a.file_count) * sizeof(BlockDevice*), alignof(BlockDevice*)));
+    if (files == nullptr)
+        return Status::NoMemory;
     for (uint32_t i = 0; i < a.file_count; ++i)
         files[i] = device(i + 1);
     auto* buf = static_cast<uint8_t*>(arena().allocate(INFO_RECORD_BYTES, 16));

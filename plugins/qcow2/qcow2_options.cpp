@@ -46,8 +46,10 @@ const OptionDesc OPTIONS[] = {
     {"backing_file", STR, nullptr, "File name of a base image", H, nullptr, nullptr, 0, 0},
     {"backing_fmt", STR, nullptr, "Image format of the base image", H, nullptr, nullptr, 0, 0},
     {"data_file", STR, nullptr, "File name of an external data file", R, NOT_YET_DATA_FILE, nullptr, 0, 0},
-    {"data_file_raw", OptionType::Bool, nullptr, "The external data file must stay valid as a raw image", R,
-     NOT_YET_DATA_FILE, nullptr, 0, 0},
+    // Honoured so that data_file_raw without data_file fails in the guest with qemu's words, after the
+    // Formatting line; data_file itself is still refused above.
+    {"data_file_raw", OptionType::Bool, nullptr, "The external data file must stay valid as a raw image", H,
+     nullptr, nullptr, 0, 0},
     {"lazy_refcounts", OptionType::Bool, "off", "Postpone refcount updates", H, nullptr, nullptr, 0, 0},
     {"refcount_bits", OptionType::Number, "16", "Width of a reference count entry in bits", H, nullptr, nullptr, 0,
      0},

@@ -26,6 +26,9 @@ import tempfile
 
 CHECKABLE = {"qcow2", "vmdk", "vhdx"}
 READERS = {"qcow2": "qcowinfo", "vmdk": "vmdkinfo", "vpc": "vhdiinfo", "vhdx": "vhdiinfo"}
+# Formats whose files must be allocated block for block as qemu-img's (its file layer allocates the
+# first block of a file it grows from empty): `du` and `qemu-img map` then agree.
+SAME_ALLOCATION = {"raw", "vpc"}
 # Fields that differ by nature between two creations (random ids, allocation of the host file).
 RANDOM_SPECIFIC = {"vmdk": ("cid", "parent-cid")}
 
@@ -42,6 +45,10 @@ for size in ["0", "1M", "64M", "1G", "1T", "1.5k", "2b"]:
 for mode in ["off", "falloc", "full"]:
     case(f"raw preallocation={mode}", "create", "-f", "raw", "-o", f"preallocation={mode}", "img.raw", "8M")
 case("raw default format", "create", "img.raw", "1M")
+# qemu documents extent_size_hint=0 as "don't set a hint": nothing to warn about.
+case("raw extent_size_hint=0", "create", "-f", "raw", "-o", "extent_size_hint=0", "img.raw", "1M")
+case("qcow2 data_file_raw=off", "create", "-f", "qcow2", "-o", "data_file_raw=off", "img.qcow2", "1M")
+case("qcow2 extent_size_hint=0", "create", "-f", "qcow2", "-o", "extent_size_hint=0", "img.qcow2", "1M")
 case("raw -q", "create", "-q", "-f", "raw", "img.raw", "1M")
 
 # qcow2
@@ -147,6 +154,8 @@ for args in [
     ["create", "-f", "vhdx", "-o", "block_size=3M", "img.vhdx", "1G"],
     ["create", "-f", "vhdx", "img.vhdx", "65T"],
     ["create", "-f", "qcow2", "missing-dir/img.qcow2", "1M"],
+    ["create", "-f", "qcow2", "-o", "data_file_raw=on", "img.qcow2", "1M"],
+    ["create", "-f", "qcow2", "-o", "data_file_raw=on,compat=0.10", "img.qcow2", "1M"],
 ]:
     case("error: " + " ".join(args[1:]), *args, expect_error=True,
          setup=[["QIMG", "create", "-q", "-f", "qcow2", "base.qcow2", "32M"]])
@@ -237,6 +246,11 @@ def main():
                         for (na, a), (_, b) in zip(lq, li))
                     if not same:
                         problems.append(f"files differ: qemu-img {lq} instar {li}")
+                    if fmt in SAME_ALLOCATION:
+                        bq = [os.stat(os.path.join(dq, n)).st_blocks for n, _ in lq]
+                        bi = [os.stat(os.path.join(di, n)).st_blocks for n, _ in li]
+                        if bq != bi:
+                            problems.append(f"allocated blocks differ: qemu-img {bq} instar {bi}")
                     for oracle in (q72, q10):
                         iq = run([oracle, "info", "-U", "--output=json", img], dq)
                         ii = run([oracle, "info", "-U", "--output=json", img], di)
@@ -343,6 +357,23 @@ def main():
             print(f"FAIL atomic: rc={r[0]} content={kept!r} files={os.listdir(d)}")
         else:
             passed += 1
+        # A multi-file create whose renames fail part-way (here the second extent's name is a
+        # directory) leaves no half-renamed set: the first extent is renamed back, and the file it
+        # had replaced is restored.
+        if not only or "vmdk" in only:
+            d2 = tempfile.mkdtemp(dir=work)
+            with open(os.path.join(d2, "x-f001.vmdk"), "wb") as f:
+                f.write(b"old extent")
+            os.mkdir(os.path.join(d2, "x-f002.vmdk"))
+            r = run([ours, "create", "-q", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentFlat", "x.vmdk", "5G"], d2)
+            with open(os.path.join(d2, "x-f001.vmdk"), "rb") as f:
+                kept = f.read()
+            if (r[0] != 1 or "Could not create 'x-f002.vmdk': Is a directory" not in r[2] or kept != b"old extent"
+                    or sorted(os.listdir(d2)) != ["x-f001.vmdk", "x-f002.vmdk"]):
+                failures.append("rename rollback")
+                print(f"FAIL rename rollback: {r} content={kept!r} files={sorted(os.listdir(d2))}")
+            else:
+                passed += 1
         # Overwriting an existing target works, as in qemu-img.
         r = run([ours, "create", "-q", "-f", "raw", "keep.img", "1M"], d)
         if r[0] != 0 or os.path.getsize(target) == len(b"precious"):

@@ -11,6 +11,7 @@ Usage: test_info_oracle.py INSTAR QEMU72 QEMU10 QEMU_IO
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -65,6 +66,8 @@ image("ovnofmt.qcow2", q("create", "-q", "-f", "qcow2", "-u", "-b", "missing.qco
 # vmdk subformats
 for sub in ["monolithicSparse", "streamOptimized", "monolithicFlat", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat"]:
     image("v-%s.vmdk" % sub, q("create", "-q", "-f", "vmdk", "-o", "subformat=" + sub, "v-%s.vmdk" % sub, "3G"))
+# 500 extents: more devices than one guest took before INSTAR_MAX_DEVICES covered vmdk's 32768.
+image("v-1000g.vmdk", q("create", "-q", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentFlat", "v-1000g.vmdk", "1000G"))
 image("v6.vmdk", q("create", "-q", "-f", "vmdk", "-o", "compat6=on,adapter_type=lsilogic", "v6.vmdk", "100M"))
 # vpc / vhdx
 for sub in ["dynamic", "fixed"]:
@@ -91,6 +94,31 @@ IGNORE_QUIRKS = [["qdata.qcow2"], ["v-twoGbMaxExtentSparse.vmdk"], ["v-twoGbMaxE
 # --extra-detail: nothing beyond qemu's output for any supported format (reserved for VDI).
 EXTRA_DETAIL = [["qdata.qcow2"], ["v-twoGbMaxExtentSparse.vmdk"], ["p-dynamic.vpc"], ["x-dynamic.vhdx"],
                 ["mbr.raw"], ["ov2.qcow2", "--backing-chain"]]
+
+
+# Corrupt images: (file, format, [(offset, struct format, value) patched in], text instar must
+# print instead of qemu-img's exact line when its own limit is the stricter one). qcow2 header
+# fields: l1_size @36, refcount_table_clusters @56, nb_snapshots @60, incompatible_features @72;
+# VHD: the dynamic header follows the footer copy at 512 (max_table_entries @28, block_size @32).
+CORRUPT = [
+    ("c-l1small.qcow2", "qcow2", [(36, ">I", 0)], None),
+    ("c-l1big.qcow2", "qcow2", [(36, ">I", 0x400001)], None),
+    ("c-incompat.qcow2", "qcow2", [(72, ">Q", 0x100)], None),
+    ("c-incompat2.qcow2", "qcow2", [(72, ">Q", 0x8000000000000020)], None),
+    ("c-snaps.qcow2", "qcow2", [(60, ">I", 0x10001)], None),
+    ("c-norefcount.qcow2", "qcow2", [(56, ">I", 0)], None),
+    ("c-refcountbig.qcow2", "qcow2", [(56, ">I", 0x10000)], None),
+    ("c-refcountorder.qcow2", "qcow2", [(96, ">I", 7)], None),
+    ("c-cluster.qcow2", "qcow2", [(20, ">I", 22)], None),
+    ("c-maxtable.vpc", "vpc", [(512 + 28, ">I", 0x20000000)], None),
+    ("c-maxtable2.vpc", "vpc", [(512 + 28, ">I", 0x80000000)], None),
+    ("c-maxtable-instar.vpc", "vpc", [(512 + 28, ">I", 0x1000001)],
+     "Max Table Entries 16777217 exceeds instar's limit VPC_MAX_TABLE_ENTRIES (16777216)"),
+    ("c-blocksize.vpc", "vpc", [(512 + 32, ">I", 1000)], None),
+    ("c-checksum.vpc", "vpc", [(24, ">I", 5)], None),
+    ("c-magic.vpc", "vpc", [(512, ">I", 5)], None),
+    ("trunc.vpc", "vpc", [(0, "truncate", 2 << 20)], None),
+]
 
 
 def exact_size(n):
@@ -174,6 +202,10 @@ def main():
     supported = formats_with_info(instar)
     passed = failed = skipped = 0
     work = tempfile.mkdtemp(prefix="instar-info-")
+    # instar names itself after argv[0]: a link named qemu-img makes its error lines qemu-img's.
+    os.mkdir(os.path.join(work, "bin"))
+    qemu_named = os.path.join(work, "bin", "qemu-img")
+    os.symlink(os.path.abspath(instar), qemu_named)
     try:
         for name, cmds in IMAGES:
             for c in cmds:
@@ -276,12 +308,43 @@ def main():
         # A loop: two images naming each other.
         run([q72, "create", "-q", "-f", "qcow2", "-u", "-b", "loop-b.qcow2", "-F", "qcow2", "loop-a.qcow2", "1M"], work, env)
         run([q72, "create", "-q", "-f", "qcow2", "-u", "-b", "loop-a.qcow2", "-F", "qcow2", "loop-b.qcow2", "1M"], work, env)
-        rc, out, err = run([instar, "info", "--backing-chain", "loop-a.qcow2"], work, env)
-        if rc == 1 and "loops back" in err:
-            passed += 1
-        else:
-            failed += 1
-            print("FAIL hostile loop: rc %d err %r" % (rc, err))
+        # qemu-img's own words for it (instar runs as "qemu-img" so the prefix matches too).
+        for oracle, version in ((q72, "7.2.22"), (q10, "10.0.2")):
+            want = run([oracle, "info", "--backing-chain", "loop-a.qcow2"], work, env)
+            got = run([qemu_named, "--qemu-version", version, "info", "--backing-chain", "loop-a.qcow2"], work, env)
+            if got[0] == 1 and want == got and "creates an infinite loop." in got[2]:
+                passed += 1
+            else:
+                failed += 1
+                print("FAIL hostile loop %s: want %r got %r" % (version, want, got))
+
+        # Corrupt images (bytes patched into qemu-made ones) get qemu-img's own words, exactly;
+        # where instar's limit is stricter than qemu's, the message names the limit and the value.
+        for name, fmt, patches, stricter in CORRUPT:
+            size = "64M"
+            cmds = [[q72, "create", "-q", "-f", fmt, name, size]]
+            if name.startswith("trunc"):
+                cmds.append([qio, "-f", fmt, "-c", "write 0 4M", name])
+            for c in cmds:
+                run(c, work, env)
+            with open(os.path.join(work, name), "r+b") as f:
+                for off, pack, value in patches:
+                    if pack == "truncate":
+                        f.truncate(value)
+                        continue
+                    f.seek(off)
+                    f.write(struct.pack(pack, value))
+            for oracle, version in ((q72, "7.2.22"), (q10, "10.0.2")):
+                want = run([oracle, "info", name], work, env)
+                got = run([qemu_named, "--qemu-version", version, "info", name], work, env)
+                ok = got[0] == 1 and got[1] == "" and (stricter in got[2] if stricter else got == want)
+                if ok and not stricter and "Could not open" not in want[2]:
+                    ok = False  # the patch must break the image for qemu-img too
+                if ok:
+                    passed += 1
+                else:
+                    failed += 1
+                    print("FAIL corrupt %s %s: want %r got %r" % (version, name, want, got))
 
         # Deliberate differences: a file with no signature is not silently raw.
         with open(os.path.join(work, "plain.img"), "wb") as f:
@@ -298,6 +361,19 @@ def main():
         else:
             failed += 1
             print("FAIL --unsafe-quirks should restore raw: rc %d %s" % (rc, err))
+        # --unsafe-quirks probes as qemu-img does: a fixed VHD (footer only at the end) is raw,
+        # its footer counted in the size, exactly as each oracle prints it.
+        for oracle, version in ((q72, "7.2.22"), (q10, "10.0.2")):
+            for extra in ([], ["--output=json"]):
+                args = ["info"] + extra + ["p-fixed.vpc"]
+                want = run([oracle] + args, work, env)
+                got = run([instar, "--qemu-version", version, "info", "--unsafe-quirks"] + args[1:], work, env)
+                if want[:2] == got[:2] and "raw" in want[1]:
+                    passed += 1
+                else:
+                    failed += 1
+                    print("FAIL --unsafe-quirks fixed VHD %s %s\n--- want\n%s--- got (rc %d)\n%s%s" %
+                          (version, " ".join(args), want[1], got[0], got[1], got[2]))
         # --ignore-quirks never enables an unsafe quirk; with --unsafe-quirks both apply.
         rc, out, err = run([instar, "info", "--ignore-quirks", "plain.img"], work, env)
         if rc == 1 and "image format not recognised" in err:

@@ -132,3 +132,40 @@ TEST_CASE("a missing directory is qemu's Could not create message") {
     REQUIRE_FALSE(fd.ok());
     CHECK(fd.error() == "Could not create '/nonexistent-instar-dir/x.qcow2': No such file or directory");
 }
+
+TEST_CASE("a rename failing part-way puts back the files already renamed") {
+    const auto dir = temp_dir();
+    const auto image = dir / "img.vmdk";
+    std::ofstream(image) << "old-image";
+    std::ofstream(dir / "img-f001.vmdk") << "old-extent";
+    std::filesystem::create_directory(dir / "img-f003.vmdk"); // rename(file, non-empty dir) fails
+    std::ofstream(dir / "img-f003.vmdk" / "x") << "x";
+    {
+        AtomicFiles files(image.string());
+        auto fd = files.open_image();
+        REQUIRE(fd.ok());
+        std::string error;
+        for (const char* name : {"img-f001.vmdk", "img-f002.vmdk", "img-f003.vmdk"}) {
+            auto dev = files.add(name, error);
+            REQUIRE(dev.has_value());
+            CHECK(::write(dev->fd, "new", 3) == 3);
+        }
+        auto done = files.commit();
+        REQUIRE_FALSE(done.ok());
+        CHECK(done.error() == "Could not create '" + (dir / "img-f003.vmdk").string() + "': Is a directory");
+    }
+    auto content = [](const std::filesystem::path& p) {
+        std::ifstream in(p);
+        std::string s;
+        in >> s;
+        return s;
+    };
+    CHECK(content(image) == "old-image");
+    CHECK(content(dir / "img-f001.vmdk") == "old-extent"); // restored from its hard link
+    CHECK_FALSE(std::filesystem::exists(dir / "img-f002.vmdk")); // new: moved back and removed
+    std::size_t entries = 0;
+    for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir))
+        ++entries;
+    CHECK(entries == 3); // img.vmdk, img-f001.vmdk, img-f003.vmdk: no temporaries or links left
+    std::filesystem::remove_all(dir);
+}

@@ -110,6 +110,14 @@ TEST_CASE("policies: rejected keys fail with the reason, ignored keys warn") {
     CHECK(warnings[0] == "Parameter 'hint' is accepted but ignored: no such thing here");
 }
 
+TEST_CASE("an ignored key set to its disabled value (0) does not warn, as qemu sets nothing then") {
+    std::vector<std::string> warnings;
+    REQUIRE(apply("hint=0", V10, &warnings));
+    CHECK(warnings.empty());
+    REQUIRE(apply("hint=0k", V10, &warnings));
+    CHECK(warnings.empty());
+}
+
 TEST_CASE("size warnings surface for 7.2 hex multipliers") {
     std::vector<std::string> warnings;
     REQUIRE(apply("size=0x10k", V72, &warnings));

@@ -133,7 +133,10 @@ INSTAR_ABI_ASSERT(offsetof(struct instar_hypercall, out_flags) == 80, "mailbox l
 /* ---- Boot information the host writes at INSTAR_GPA_BOOT_INFO before the first instruction ---- */
 #define INSTAR_BOOT_MAGIC 0x52415453u /* "STAR" */
 #define INSTAR_MAX_MODULES 8u         /* an overlay over a base needs 2; room to spare */
-#define INSTAR_MAX_DEVICES 16u        /* an image, its backing chain (bounded), one output */
+/* Devices of one guest: an image with every file it names (a vmdk that instar or qemu creates at
+ * vmdk's 64 TiB limit has INSTAR_MAX_ADDED_FILES 2 GiB extents), plus room for a backing file and
+ * outputs. The guest keeps its device table in the arena, so the bound costs nothing when unused. */
+#define INSTAR_MAX_DEVICES (INSTAR_MAX_ADDED_FILES + 16u)
 #define INSTAR_MAX_OP_ARG 2048u       /* operation arguments are small; data comes via devices */
 
 struct instar_module_slot {

@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 namespace instar {
@@ -30,7 +31,9 @@ public:
     std::optional<vmm::Device> add(const std::string& name, std::string& error) override;
 
     // Flushes every file and puts them in place (added files first, the image last, so a reader
-    // never sees an image whose extents are missing); signals wait until all are in place.
+    // never sees an image whose extents are missing); signals wait until all are in place. When one
+    // cannot be placed, those already placed are put back (a file they replaced is restored from a
+    // hard link made just before), so the target paths are as they were.
     Expected<bool> commit();
 
     const std::string& image_path() const { return image_; }
@@ -56,6 +59,7 @@ private:
     std::string image_;
     std::string dir_; // the image's directory ("." when it has none)
     std::vector<File> files_;
+    std::unordered_set<std::string> names_; // added files' names, to refuse a duplicate in O(1)
     bool committed_ = false;
 };
 

@@ -26,6 +26,11 @@ constexpr std::size_t ZERO_PIECE = 8u << 20;
 // take many minutes, so those runs get an hour instead of the parse budget.
 constexpr std::chrono::milliseconds PREALLOC_TIMEOUT{60 * 60 * 1000};
 
+// The most disk one added file can stand for (vmdk's 2 GiB extents), and the time allowed per
+// added file: 5 times what creating one took on a loaded test machine.
+constexpr std::uint64_t ADDED_FILE_SPAN = 2ull << 30;
+constexpr std::chrono::milliseconds ADDED_FILE_TIME{5};
+
 std::string file_error(const std::string& file, const std::string& what) { return file + ": " + what; }
 
 // As qemu's file protocol: falloc extends the empty file with fallocate alone; full truncates to the
@@ -75,6 +80,21 @@ std::string too_large(const LoadedPlugin& plugin) {
 // qemu's file protocol makes files a whole number of sectors long.
 constexpr std::uint64_t SECTOR = 512;
 
+// Growing an empty file, qemu's file protocol writes zeros over its first block "to optimize future
+// alignment probing" (file-posix.c allocate_first_block): 4 KiB (MAX_BLOCKSIZE), or one sector when
+// the new length is below that. `du` and `qemu-img map` see that block, so a new raw file has it too.
+constexpr std::uint64_t FILE_FIRST_BLOCK = 4096;
+
+// Failures are ignored, as qemu does: the file's content is right either way.
+void allocate_first_block(int fd, std::uint64_t length) {
+    if (length == 0)
+        return;
+    static const char zeros[FILE_FIRST_BLOCK] = {};
+    const std::size_t n = length < FILE_FIRST_BLOCK ? SECTOR : FILE_FIRST_BLOCK;
+    while (::pwrite(fd, zeros, n, 0) < 0 && errno == EINTR) {
+    }
+}
+
 Expected<CreateOutcome> create_plain(const CreateSpec& spec) {
     AtomicFiles files(spec.filename);
     auto fd = files.open_image();
@@ -84,6 +104,8 @@ Expected<CreateOutcome> create_plain(const CreateSpec& spec) {
     if (auto filled = fill_plain(*fd, length, spec.preallocation); !filled)
         return Error{file_error(spec.filename, filled.error() == "EFBIG" ? too_large(*spec.plugin)
                                                                           : filled.error())};
+    if (spec.preallocation == "off") // falloc and full allocate every block anyway
+        allocate_first_block(*fd, length);
     CreateOutcome out;
     out.file_size = file_length(*fd);
     if (auto done = files.commit(); !done)
@@ -118,6 +140,11 @@ Expected<CreateOutcome> create_in_vm(const CreateSpec& spec, vmm::SandboxConfig 
         fills |= o.key == "preallocation" && (o.value == "falloc" || o.value == "full");
     if (fills && config.timeout < PREALLOC_TIMEOUT)
         config.timeout = PREALLOC_TIMEOUT;
+    // Files the guest adds are created by the host at file-system speed (about 1 ms each on a busy
+    // disk); a format adds at most one per 2 GiB of disk (vmdk's twoGbMaxExtent*), so that many
+    // get time of their own beyond the parse budget.
+    const std::uint64_t may_add = std::min<std::uint64_t>(spec.size / ADDED_FILE_SPAN, INSTAR_MAX_ADDED_FILES);
+    config.timeout += ADDED_FILE_TIME * static_cast<std::int64_t>(may_add);
     const std::vector<std::string> modules{module};
     auto run = vmm::run(config, devices, modules, INSTAR_OP_CREATE, arg);
     if (!run)

@@ -43,7 +43,18 @@ bool rule_matches(const ProbeRule& rule, std::span<const std::uint8_t> head, std
     return true;
 }
 
-std::vector<const LoadedPlugin*> host_probe(const PluginRegistry& plugins, const OpenedFile& file) {
+namespace {
+
+bool looks_at_end(const ProbeRule& rule) {
+    for (std::uint32_t i = 0; i < rule.match_count; ++i)
+        if (rule.matches[i].anchor == ProbeMatch::FromEnd)
+            return true;
+    return false;
+}
+
+} // namespace
+
+std::vector<const LoadedPlugin*> host_probe(const PluginRegistry& plugins, const OpenedFile& file, bool head_only) {
     // Read only as far into each end as the loaded rules look (descriptor_check bounds each rule to
     // MAX_PROBE_OFFSET + MAX_PROBE_MATCH_BYTES, so this stays small).
     std::uint64_t head_len = 0, tail_len = 0;
@@ -65,6 +76,8 @@ std::vector<const LoadedPlugin*> host_probe(const PluginRegistry& plugins, const
     std::vector<const PluginEntry*> matched;
     for (const auto& p : plugins.entries()) {
         for (const ProbeRule& rule : p.probe_rules()) {
+            if (head_only && looks_at_end(rule))
+                continue;
             if (rule_matches(rule, head, tail, file.size)) {
                 matched.push_back(&p);
                 break;

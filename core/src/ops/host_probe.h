@@ -10,8 +10,11 @@
 
 namespace instar {
 
-// Plugins whose rules match `file`, in probe order (catch-all last).
-std::vector<const LoadedPlugin*> host_probe(const PluginRegistry& plugins, const OpenedFile& file);
+// Plugins whose rules match `file`, in probe order (catch-all last). With `head_only`, only rules
+// that look at the file's first bytes count: qemu-img's probes see nothing else, so a fixed VHD
+// (its footer only at the end) is raw to them (--unsafe-quirks).
+std::vector<const LoadedPlugin*> host_probe(const PluginRegistry& plugins, const OpenedFile& file,
+                                            bool head_only = false);
 
 // One rule against the given head (from offset 0) and tail (ending at EOF) windows.
 bool rule_matches(const ProbeRule& rule, std::span<const std::uint8_t> head, std::span<const std::uint8_t> tail,

@@ -1,6 +1,7 @@
 // The info operation's host side: detection, reruns for referenced files, chains, node assembly.
 #include "ops/info_op.h"
 
+#include "ops/file_limit.h"
 #include "ops/host_probe.h"
 
 #include <boost/json.hpp>
@@ -49,7 +50,8 @@ Expected<Candidates> candidates_for(const InfoOptions& opts, const PluginRegistr
             return could_not_open(name, "Unknown driver '" + *format + "'");
         return Candidates{{p}, true};
     }
-    Candidates c{host_probe(plugins, image), false};
+    // --unsafe-quirks probes as qemu-img does, from the file's first bytes only.
+    Candidates c{host_probe(plugins, image, opts.unsafe_quirks), false};
     if (!c.plugins.empty())
         return c;
     const LoadedPlugin* raw = plugins.find("raw");
@@ -109,6 +111,11 @@ Expected<Inspected> inspect(const InfoOptions& opts, const PluginRegistry& plugi
         return could_not_open(name, run.error());
     if (run->status == Status::NeedFiles) {
         // The image names files it is made of (vmdk extents): open each through the policy, rerun.
+        std::size_t extents = 0;
+        for (const auto& ref : run->info.files)
+            extents += ref.role == FileRole::Extent ? 1 : 0;
+        if (auto room = reserve_open_files(extents); !room)
+            return could_not_open(name, room.error());
         for (const auto& ref : run->info.files) {
             if (ref.role != FileRole::Extent)
                 continue;
@@ -287,9 +294,9 @@ Expected<std::vector<NodeInfo>> collect_info(const InfoOptions& opts, const Plug
         if (!next)
             return Error{next.error()};
         chain.files.push_back(*next);
+        // qemu-img compares names, instar the files themselves; the words are qemu-img's.
         if (!seen.insert({next->device, next->inode}).second)
-            return Error{name + ": backing file '" + *inspected->backing_name +
-                         "' refused: it loops back to an image already in the chain"};
+            return Error{"Backing file '" + next->display + "' creates an infinite loop."};
         name = next->display;
         format = inspected->backing_format;
         current = &chain.files.back();

@@ -58,6 +58,24 @@ std::optional<Error> check_value(const OptionDesc& d, const std::string& value, 
     return std::nullopt;
 }
 
+// An ignored option set to its "disabled" value (0, off) asks for nothing instar leaves undone:
+// qemu documents extent_size_hint=0 as "don't set a hint", so that warns no more than nocow=off.
+bool asks_for_nothing(const OptionDesc& d, const std::string& value, std::uint32_t profile) {
+    switch (d.type) {
+    case OptionType::Bool:
+        return value == "off" || value == "no" || value == "false" || value == "n";
+    case OptionType::Number:
+        return parse_qemu_number(value) == std::optional<std::uint64_t>{0};
+    case OptionType::Size: {
+        const SizeParse p = parse_qemu_size(value, profile);
+        return p.status == ParseStatus::Ok && p.value == 0;
+    }
+    case OptionType::String:
+        return false;
+    }
+    return false;
+}
+
 } // namespace
 
 std::optional<Error> accumulate_option_list(std::string& accumulated, std::string_view arg) {
@@ -151,7 +169,7 @@ Expected<OptionSet> apply_option_table(const std::vector<OptionItem>& items,
         if (d->policy == OptionPolicy::Rejected)
             return Error{"Parameter '" + item.key + "' is not supported by instar: " +
                          (d->reason ? d->reason : "no reason given")};
-        if (d->policy == OptionPolicy::Ignored && warnings)
+        if (d->policy == OptionPolicy::Ignored && warnings && !asks_for_nothing(*d, item.value, profile_version))
             warnings->push_back("Parameter '" + item.key + "' is accepted but ignored: " +
                                 (d->reason ? d->reason : "no reason given"));
         auto same = std::find_if(set.items.begin(), set.items.end(),

@@ -138,6 +138,9 @@ Status qcow2_create_settings(const CreateRequest& req, CreateTarget& target, Qco
                            "Different refcount widths than 16 bits require compatibility level 1.1 or above (use "
                            "version=v3 or greater)");
     s->refcount_order = log2_exact(refcount_bits);
+    // The host refuses data_file (not supported yet), so data_file_raw=on never has one here.
+    if (guest::create_option_bool(req, "data_file_raw", false))
+        return create_fail(target, Status::Invalid, "data-file-raw requires data-file");
     if (s->compression_type != QCOW2_COMPRESSION_TYPE_ZLIB && s->version < 3)
         return create_fail(target, Status::Invalid,
                            "Non-zlib compression type is only supported with compatibility level 1.1 and above "

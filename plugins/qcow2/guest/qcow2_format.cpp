@@ -95,9 +95,13 @@ Status info(const guest::InfoRequest& req, InfoSink& sink) {
     Status st = read_zero_padded(dev, 0, reinterpret_cast<uint8_t*>(&disk), sizeof disk);
     if (st != Status::Ok)
         return st;
-    st = qcow2_header_parse(disk, &p.header);
-    if (st != Status::Ok)
+    HeaderProblem why;
+    st = qcow2_header_parse(disk, &p.header, &why);
+    if (st != Status::Ok) {
+        if (why.len != 0)
+            sink.reason(why.text, why.len);
         return st;
+    }
     const Qcow2Header& h = p.header;
 
     // Cluster 0 up to the end of the extensions and the backing file name (<= 2 MiB).

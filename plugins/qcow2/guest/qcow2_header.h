@@ -87,7 +87,13 @@ struct Qcow2Header {
 // Parses and validates the header the way qemu's qcow2 open does (for a read-only open: the dirty
 // and corrupt bits are reported, not refused). `disk` must be the first 112 bytes of the file,
 // zero-padded if the file is shorter.
-Status qcow2_header_parse(const Qcow2HeaderDisk& disk, Qcow2Header* out);
+// On refusal, `why` (if given) holds qemu-img's words for the problem, or for a limit stricter than
+// qemu's, the limit and the value; len 0 when there is no message.
+struct HeaderProblem {
+    char text[128] = {};
+    size_t len = 0;
+};
+Status qcow2_header_parse(const Qcow2HeaderDisk& disk, Qcow2Header* out, HeaderProblem* why = nullptr);
 
 // qemu's validate_table_offset: a table of entries * entry_len bytes at a cluster-aligned offset
 // whose end does not overflow int64.

@@ -46,6 +46,28 @@ Status qcow2_snapshot_parse(const uint8_t* hdr, size_t hdr_len, const uint8_t* e
 
 namespace {
 
+// qemu's words for a refused snapshot table, with the hint qemu-img prints on the next line.
+struct Reason {
+    char text[160] = {};
+    size_t len = 0;
+    Reason& s(const char* t) {
+        for (size_t i = 0; t[i] != 0 && len < sizeof text; ++i)
+            text[len++] = t[i];
+        return *this;
+    }
+    Reason& u(uint64_t v) {
+        char d[20];
+        size_t n = 0;
+        do {
+            d[n++] = static_cast<char>('0' + v % 10);
+            v /= 10;
+        } while (v != 0);
+        while (n > 0 && len < sizeof text)
+            text[len++] = d[--n];
+        return *this;
+    }
+};
+
 // Room for an id and a name of the largest size their 16-bit lengths allow.
 constexpr size_t SNAPSHOT_STRINGS_BUFFER = 2u * 0xffff;
 
@@ -76,6 +98,12 @@ Status qcow2_snapshots_report(const Qcow2Header& h, MetadataReader& reader, gues
         }
         Qcow2Snapshot s;
         st = qcow2_snapshot_parse(hdr, sizeof hdr, extra, known, &s);
+        if (st == Status::TooLarge) {
+            Reason r;
+            r.s("Too much extra metadata in snapshot table entry ").u(i)
+                .s("\nYou can force-remove this extra metadata with qemu-img check -r all");
+            sink.reason(r.text, r.len);
+        }
         if (st != Status::Ok)
             return st;
         offset += s.extra_data_size; // unknown extra data is skipped (<= 1024 bytes)
@@ -87,8 +115,13 @@ Status qcow2_snapshots_report(const Qcow2Header& h, MetadataReader& reader, gues
         if (st != Status::Ok)
             return st;
         offset += uint64_t{s.id_str_size} + s.name_size;
-        if (offset - h.snapshots_offset > QCOW_MAX_SNAPSHOTS_SIZE)
-            return Status::TooLarge; // qemu: "Snapshot table is too big"
+        if (offset - h.snapshots_offset > QCOW_MAX_SNAPSHOTS_SIZE) {
+            Reason r;
+            r.s("Snapshot table is too big\nYou can force-remove all ").u(h.nb_snapshots - i)
+                .s(" overhanging snapshots with qemu-img check -r all");
+            sink.reason(r.text, r.len);
+            return Status::TooLarge;
+        }
         guest::SnapshotInfo info{};
         // SAFETY: byte buffers reinterpreted as the char strings the sink takes; same size and alignment.
         info.id = reinterpret_cast<const char*>(id);

@@ -181,3 +181,34 @@ TEST_CASE("bad magic and all-zero header") {
     img[3] = 0xfa;
     CHECK(parse(img, &h) == Status::Corrupt);
 }
+
+TEST_CASE("refusals carry qemu-img's words") {
+    auto why = [](const std::vector<std::uint8_t>& img) {
+        Qcow2HeaderDisk d{};
+        std::memcpy(&d, img.data(), std::min(img.size(), sizeof d));
+        Qcow2Header h;
+        HeaderProblem p;
+        qcow2_header_parse(d, &h, &p);
+        return std::string(p.text, p.len);
+    };
+    ImageSpec s;
+    auto img = s.build();
+    put_be(img, 36, 0, 4); // l1_size
+    CHECK(why(img) == "L1 table is too small");
+    img = s.build();
+    put_be(img, 36, 0x400001, 4);
+    CHECK(why(img) == "Active L1 table too large");
+    img = s.build();
+    put_be(img, 72, 0x8000000000000120ull, 8);
+    CHECK(why(img) == "Unsupported qcow2 feature(s): Unknown incompatible feature: 8000000000000120");
+    img = s.build();
+    put_be(img, 60, 0x10001, 4); // nb_snapshots
+    CHECK(why(img) == "Snapshot table too large");
+    img = s.build();
+    put_be(img, 20, 22, 4); // cluster_bits
+    CHECK(why(img) == "Unsupported cluster size: 2^22");
+    img = s.build();
+    put_be(img, 24, 0xffffffffffffffffull, 8); // size beyond int64: instar's limit, named
+    CHECK(why(img).rfind("virtual size 18446744073709551615 exceeds instar's QCOW2_MAX_VIRTUAL_SIZE", 0) == 0);
+    CHECK(why(s.build()).empty());
+}

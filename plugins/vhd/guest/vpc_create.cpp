@@ -158,11 +158,23 @@ Status create_dynamic(const CreateRequest& req, CreateTarget& target, const VpcF
     return st;
 }
 
-// qemu's create_fixed_disk: the data area is a hole, the footer follows it.
+// qemu's file protocol, growing an empty file without preallocation, writes zeros over its first
+// block "to optimize future alignment probing" (file-posix.c allocate_first_block): 4 KiB
+// (MAX_BLOCKSIZE), or one sector when the new length is below that. `du` counts that block.
+constexpr uint64_t FILE_FIRST_BLOCK = 4096;
+constexpr uint64_t FILE_SECTOR = 512;
+
+// qemu's create_fixed_disk: the data area is a hole (but for the file protocol's first block), the
+// footer follows it.
 Status create_fixed(CreateTarget& target, const VpcFooter& f, VpcCreated* out) {
     uint8_t footer[VPC_FOOTER_SIZE];
     vpc_footer_build(f, footer);
-    Status st = target.set_length(target.image(), f.current_size + VPC_FOOTER_SIZE, guest::Prealloc::Off);
+    const uint64_t length = f.current_size + VPC_FOOTER_SIZE;
+    Status st = target.set_length(target.image(), length, guest::Prealloc::Off);
+    if (st == Status::Ok) {
+        static constexpr uint8_t zeros[FILE_FIRST_BLOCK] = {};
+        st = target.image().write(0, zeros, length < FILE_FIRST_BLOCK ? FILE_SECTOR : FILE_FIRST_BLOCK);
+    }
     if (st == Status::Ok)
         st = target.image().write(f.current_size, footer, sizeof footer);
     if (st == Status::Ok) {

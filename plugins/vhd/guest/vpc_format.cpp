@@ -31,6 +31,16 @@ bool creator_uses_current_size(const uint8_t* app) {
 
 using Buffer = guest::ScopedBuffer;
 
+// Appends `tail` to the NUL-terminated text in `buf` (cut to fit).
+void append(char* buf, size_t cap, const char* tail) {
+    size_t n = 0;
+    while (buf[n] != 0)
+        ++n;
+    for (size_t i = 0; tail[i] != 0 && n + 1 < cap; ++i)
+        buf[n++] = tail[i];
+    buf[n] = 0;
+}
+
 // `prefix` followed by `v` in decimal, in `buf` (cut to fit, NUL-terminated).
 const char* with_number(char* buf, size_t cap, const char* prefix, uint32_t v) {
     size_t n = 0;
@@ -170,20 +180,21 @@ Status vpc_load(guest::BlockDevice& dev, guest::Allocator& alloc, VpcImage* out,
             return Status::Corrupt;
         }
         if (h.max_table_entries > VPC_QEMU_MAX_TABLE_ENTRIES) {
+            // qemu prints the count as an int32: a count past 2^31 comes out negative.
             char* m = out->message;
-            with_number(m, sizeof out->message, "Max Table Entries too large (", h.max_table_entries);
-            size_t n = 0;
-            while (m[n] != 0)
-                ++n;
-            if (n + 1 < sizeof out->message) {
-                m[n] = ')';
-                m[n + 1] = 0;
-            }
+            const auto v = static_cast<int32_t>(h.max_table_entries);
+            with_number(m, sizeof out->message, v < 0 ? "Max Table Entries too large (-" : "Max Table Entries too large (",
+                        v < 0 ? 0u - static_cast<uint32_t>(v) : static_cast<uint32_t>(v));
+            append(m, sizeof out->message, ")");
             *why = m;
             return Status::Corrupt;
         }
         if (h.max_table_entries > VPC_MAX_TABLE_ENTRIES) {
-            *why = "The block allocation table exceeds instar's limit of 16 Mi entries";
+            char* m = out->message;
+            with_number(m, sizeof out->message, "Max Table Entries ", h.max_table_entries);
+            append(m, sizeof out->message, " exceeds instar's limit VPC_MAX_TABLE_ENTRIES (16777216)");
+            static_assert(VPC_MAX_TABLE_ENTRIES == 16777216, "the message names the limit's value");
+            *why = m;
             return Status::TooLarge;
         }
         st = check_bat(dev, alloc, h);
@@ -201,9 +212,17 @@ Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
     if (req.image == nullptr || req.allocator == nullptr)
         return Status::Invalid;
     VpcImage img;
-    Status st = vpc_load(*req.image, *req.allocator, &img, nullptr);
-    if (st != Status::Ok)
+    const char* why = nullptr;
+    Status st = vpc_load(*req.image, *req.allocator, &img, &why);
+    if (st != Status::Ok) {
+        if (why != nullptr) { // qemu's words for the refusal (vpc_open's error_setg)
+            size_t n = 0;
+            while (why[n] != 0)
+                ++n;
+            sink.reason(why, n);
+        }
         return st;
+    }
     if (img.dynamic && img.footer.disk_type == VHD_DIFFERENCING) {
         st = vpc_report_parent(*req.image, *req.allocator, img.header, sink);
         if (st != Status::Ok)

@@ -22,7 +22,7 @@ struct VpcImage {
     uint64_t virtual_size;    // qemu's rule: CHS, or current_size for some creators / maxed geometry
     VpcDynamicHeader header;  // dynamic only
     uint64_t bitmap_size;     // dynamic only: bytes of sector bitmap before each block's data
-    char message[64];         // storage for a formatted error text (*why may point here)
+    char message[96];         // storage for a formatted error text (*why may point here)
 };
 
 // qemu's sector bitmap size before each block's data: ((block_size / 4096) + 511) & ~511 (0 for

@@ -18,8 +18,9 @@ inline constexpr uint64_t VMDK_EMBEDDED_DESC_OFFSET = 0x200;
 // qemu copies createType into a 128-byte buffer and parentFileNameHint into PATH_MAX.
 inline constexpr size_t VMDK_CREATE_TYPE_MAX = 127;
 inline constexpr size_t VMDK_PARENT_HINT_MAX = 4095;
-// Extents per descriptor: the number of files one image may name (INFO_MAX_FILES); qemu has none.
-inline constexpr uint32_t VMDK_MAX_EXTENTS = 1024;
+// Extents per descriptor: the number of files one image may name (INFO_MAX_FILES: a 64 TiB
+// twoGbMaxExtent* image); qemu has none.
+inline constexpr uint32_t VMDK_MAX_EXTENTS = 32768;
 
 // A NUL-terminated view of descriptor text (the text ends at its first NUL, as for qemu's strstr).
 struct Text {

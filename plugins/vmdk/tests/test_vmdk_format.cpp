@@ -2,6 +2,7 @@
 #include "vmdk_test_images.h"
 
 #include "hosted_support.h"
+#include "vmdk_descriptor.h"
 #include "vmdk_format.h"
 
 #include <doctest/doctest.h>
@@ -123,8 +124,11 @@ TEST_CASE("info: descriptor rejections") {
 
 TEST_CASE("hostile: too many extents, huge flat extents, a descriptor inside an extent") {
     std::string lines;
-    for (int i = 0; i < 1100; ++i)
+    for (std::uint32_t i = 0; i < instar::vmdk::VMDK_MAX_EXTENTS; ++i)
         lines += "RW 1 FLAT \"x\" 0\n";
+    // A 64 TiB twoGbMaxExtent* image has VMDK_MAX_EXTENTS extents: asked for, one more is too many.
+    CHECK(run(vmdk_test::bytes(vmdk_test::descriptor("monolithicFlat", lines))).status == Status::NeedFiles);
+    lines += "RW 1 FLAT \"x\" 0\n";
     CHECK(run(vmdk_test::bytes(vmdk_test::descriptor("monolithicFlat", lines))).status == Status::TooLarge);
     const auto big = vmdk_test::bytes(vmdk_test::descriptor("monolithicFlat", "RW 9223372036854775807 FLAT \"x\" 0"));
     CHECK(run(big, {Bytes(512, 0)}).status == Status::TooLarge);

@@ -17,7 +17,9 @@ inline constexpr size_t INFO_MAX_STRING = 4096;     // a backing path: qcow2 all
 inline constexpr size_t INFO_MAX_KEY = 64;          // qemu's longest format-specific key is ~25
 inline constexpr uint32_t INFO_MAX_DEPTH = 8;       // qemu's deepest info tree is 4 (bitmaps/flags)
 inline constexpr uint32_t INFO_MAX_SNAPSHOTS = 65536; // QCOW_MAX_SNAPSHOTS
-inline constexpr uint32_t INFO_MAX_FILES = 1024;    // referenced files (vmdk extents); qemu has no limit
+// Referenced files (vmdk extents; qemu has no limit): a vmdk at vmdk's 64 TiB limit in 2 GiB
+// extents, the largest instar or qemu creates (INSTAR_MAX_ADDED_FILES).
+inline constexpr uint32_t INFO_MAX_FILES = 32768;
 
 // One internal snapshot, as qemu's SnapshotInfo.
 struct SnapshotInfo {
