@@ -147,12 +147,12 @@ Expected<int> AtomicFiles::create(const std::string& final_path) {
 Expected<int> AtomicFiles::open_image() { return create(image_); }
 
 std::optional<vmm::Device> AtomicFiles::add(const std::string& name, std::string& error) {
-    const std::string path = dir_prefix() + name;
+    // qemu's path_combine: the image's own directory prefix, none when the image has none (so
+    // messages name "x-f001.vmdk", not "./x-f001.vmdk").
+    const auto slash = image_.rfind('/');
+    const std::string path = (slash == std::string::npos ? "" : image_.substr(0, slash + 1)) + name;
     if (name == base_name(image_) || names_.count(name) != 0) {
-        // qemu's path_combine in the message: the image's own directory prefix, none without one.
-        const auto slash = image_.rfind('/');
-        error = "Could not create '" + (slash == std::string::npos ? "" : image_.substr(0, slash + 1)) + name +
-                "': the image already has a file of that name";
+        error = "Could not create '" + path + "': the image already has a file of that name";
         return std::nullopt;
     }
     if (files_.size() == OPEN_FILES_BEFORE_RAISE) {
