@@ -47,8 +47,9 @@ struct ReadExtent {
 };
 
 struct ReadLayout {
-    ReadExtent* extents; // from the allocator, `count` entries
+    ReadExtent* extents; // from the allocator, `capacity` entries of which `count` are used
     uint32_t count;
+    uint32_t capacity;
     uint64_t virtual_size;
     uint64_t max_compressed_grain; // 0 when no extent is compressed
 };

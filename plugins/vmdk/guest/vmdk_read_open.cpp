@@ -115,12 +115,13 @@ Status open_sparse(guest::BlockDevice& dev, ReadExtent* e, guest::ReasonSink* rs
 struct Collect {
     ReadExtent* extents;
     uint32_t count;
+    uint32_t capacity; // the files the host gave (a descriptor names exactly those), at least 1
 };
 
 Status collect(void* ctx, const ExtentLine& line) {
     auto* c = static_cast<Collect*>(ctx);
-    if (c->count == VMDK_MAX_EXTENTS)
-        return Status::TooLarge;
+    if (c->count == c->capacity) // more extents than files: refused below as a mismatch
+        return c->capacity == VMDK_MAX_EXTENTS ? Status::TooLarge : Status::Invalid;
     ReadExtent& e = c->extents[c->count++];
     e = ReadExtent{};
     e.flat = line.type == ExtentType::Flat || line.type == ExtentType::Vmfs;
@@ -173,6 +174,8 @@ Status open_descriptor(const guest::OpenRequest& req, uint64_t desc_offset, Coll
         say(rs, "SESPARSE extents are not supported");
     else if (st == Status::TooLarge)
         say(rs, "Too many extents or an extent too large");
+    else if (st == Status::Invalid && c->count == c->capacity)
+        say(rs, "The extent files given do not match the descriptor");
     else if (st != Status::Ok)
         say(rs, "Invalid extent line");
     if (st != Status::Ok)
@@ -247,9 +250,10 @@ void say(guest::ReasonSink* sink, const char* text, const char* tail, uint64_t n
 
 void free_layout(guest::Allocator& alloc, ReadLayout* layout) {
     if (layout->extents != nullptr)
-        alloc.deallocate(layout->extents, sizeof(ReadExtent) * VMDK_MAX_EXTENTS);
+        alloc.deallocate(layout->extents, sizeof(ReadExtent) * layout->capacity);
     layout->extents = nullptr;
     layout->count = 0;
+    layout->capacity = 0;
 }
 
 Status open_layout(const guest::OpenRequest& req, ReadLayout* layout) {
@@ -264,12 +268,17 @@ Status open_layout(const guest::OpenRequest& req, ReadLayout* layout) {
     if (st != Status::Ok)
         return st;
     const uint32_t magic = load_be32(m);
-    auto* extents = static_cast<ReadExtent*>(
-        req.allocator->allocate(sizeof(ReadExtent) * VMDK_MAX_EXTENTS, alignof(ReadExtent)));
+    // One entry per file the host gave (a descriptor must name exactly those), so memory follows the
+    // image, not VMDK_MAX_EXTENTS.
+    const uint32_t capacity =
+        req.file_count == 0 ? 1 : (req.file_count < VMDK_MAX_EXTENTS ? req.file_count : VMDK_MAX_EXTENTS);
+    auto* extents =
+        static_cast<ReadExtent*>(req.allocator->allocate(sizeof(ReadExtent) * capacity, alignof(ReadExtent)));
     if (extents == nullptr)
         return Status::NoMemory;
     layout->extents = extents;
-    Collect c{extents, 0};
+    layout->capacity = capacity;
+    Collect c{extents, 0, capacity};
     uint64_t window_offset = 0;
     if (magic == VMDK4_MAGIC || magic == VMDK3_MAGIC) {
         window_offset = VMDK_EMBEDDED_DESC_OFFSET;
@@ -307,7 +316,7 @@ Status open_layout(const guest::OpenRequest& req, ReadLayout* layout) {
     for (uint32_t i = 0; i < c.count; ++i) {
         ReadExtent& e = extents[i];
         e.start = start;
-        start += e.bytes; // <= 1024 extents of <= 64 TiB each: no overflow
+        start += e.bytes; // <= 32768 extents of <= 64 TiB each: no overflow
         if (e.compressed && e.grain_bytes > layout->max_compressed_grain)
             layout->max_compressed_grain = e.grain_bytes;
     }

@@ -437,7 +437,9 @@ TEST_CASE("read: hostile sparse tables are refused with a reason") {
         auto snap = open(SparseImage(64 * 128).b, {}, 8 << 20, "s1");
         CHECK(snap->status == Status::Unsupported);
         CHECK(open(Bytes{'K', 'D'})->status == Status::Corrupt);
-        for (std::size_t budget : {0u, 1000u, 80000u, 100000u}) {
+        // Budgets that run out at different steps of the open (the extent table is sized by the
+        // files given, so a single-extent image needs little).
+        for (std::size_t budget : {0u, 100u, 1000u, 3000u}) {
             auto o = open(SparseImage(64 * 128).b, {}, budget);
             CHECK(o->status == Status::NoMemory);
             CHECK(o->alloc.blocks == 0);
