@@ -294,7 +294,10 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
     if (sandbox.timeout < budget)
         sandbox.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(budget);
     if (spec.progress)
-        sandbox.progress = [p = spec.progress](std::uint64_t done, std::uint64_t all) { p->work(done, all); };
+        // The engine counts 512-byte sectors, as qemu-img does; --progress=json reports bytes.
+        sandbox.progress = [p = spec.progress](std::uint64_t done, std::uint64_t all) {
+            p->work(done * 512, all * 512);
+        };
     const instar_convert_arg arg{0, 0};
     // SAFETY: instar_convert_arg is a trivially-copyable ABI struct with no padding (static_assert).
     const auto* a = reinterpret_cast<const std::uint8_t*>(&arg);

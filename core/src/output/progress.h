@@ -18,7 +18,8 @@ public:
     // qemu_progress_print(delta, max): with max == 0, `delta` is the new figure; otherwise the figure
     // grows by delta/100*max. float arithmetic, as qemu's.
     void print(float delta, int max);
-    // Work done of total (e.g. sectors): the figure 100 * done / total, as qemu-img convert computes it.
+    // Work done of total, in bytes: the figure 100 * done / total, as qemu-img convert computes it
+    // (its ratio of sectors is the same ratio).
     void work(std::uint64_t done, std::uint64_t total);
     // qemu_progress_end: the newline after the last figure (human mode).
     void end();
