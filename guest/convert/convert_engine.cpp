@@ -28,8 +28,18 @@ uint64_t pow2floor(uint64_t v) {
     return p;
 }
 
+// qemu's buffer_is_zero, word-wise: GCC does not vectorise a byte loop with an early exit, and the
+// byte loop cost ~0.5 s per GiB of zeros in the guest. 64 bytes are OR-ed per step (eight loads the
+// compiler keeps in registers), then the first non-zero block ends the scan.
 bool buffer_is_zero(const uint8_t* p, uint64_t len) {
-    for (uint64_t i = 0; i < len; ++i)
+    uint64_t i = 0;
+    for (; i + 64 <= len; i += 64) {
+        uint64_t w[8];
+        __builtin_memcpy(w, p + i, sizeof w); // any alignment
+        if ((w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7]) != 0)
+            return false;
+    }
+    for (; i < len; ++i)
         if (p[i] != 0)
             return false;
     return true;

@@ -12,6 +12,7 @@ q10=/opt/qemu-img-10/root/usr/bin/qemu-img
 dir=$(mktemp -d /tmp/instar-bench-convert-XXXXXX)
 trap 'rm -rf "$dir"' EXIT
 cd "$dir"
+# Raw sources are named with -f raw (instar never guesses raw).
 # 1 GiB, half random, half zeros (written, not holes), in alternating 1 MiB runs.
 python3 - <<'PY'
 import os
@@ -20,15 +21,14 @@ with open("mixed.raw", "wb") as f:
         f.write(os.urandom(1 << 20))
         f.write(bytes(1 << 20))
 # 256 MiB of compressible data: text-like runs with some entropy.
-words = [os.urandom(4).hex().encode() for _ in range(4096)]
 import random
 random.seed(1)
+words = [os.urandom(4).hex().encode() for _ in range(4096)]
+block = b" ".join(random.choice(words) for _ in range(200000))[: 1 << 20]
 with open("text.raw", "wb") as f:
-    left = 256 << 20
-    while left > 0:
-        chunk = b" ".join(random.choice(words) for _ in range(20000))[:min(left, 1 << 20)]
-        f.write(chunk)
-        left -= len(chunk)
+    for i in range(256):  # each MiB a rotation of the same text: compressible, not trivially so
+        k = (i * 7919) % len(block)
+        f.write(block[k:] + block[:k])
 PY
 $q72 convert -O qcow2 mixed.raw mixed.qcow2
 cat mixed.raw text.raw mixed.qcow2 >/dev/null # warm the page cache
@@ -51,12 +51,12 @@ bench() { # name, then the three commands' common tail (source target-args)
 rss() { # peak RSS in MiB of one run
   /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -1 | awk '{printf "%.0f", $1/1024}'
 }
-bench "raw->qcow2 (1 GiB mixed)" -O qcow2 mixed.raw out.qcow2
+bench "raw->qcow2 (1 GiB mixed)" -f raw -O qcow2 mixed.raw out.qcow2
 bench "qcow2->raw (1 GiB mixed)" -O raw mixed.qcow2 out.raw
 hyperfine -N --warmup 1 --runs "$runs" --export-json c.json \
-  "$instar convert -c -O qcow2 text.raw c.qcow2" "$q72 convert -c -W -O qcow2 text.raw c.qcow2" \
-  "$q10 convert -c -W -O qcow2 text.raw c.qcow2" >/dev/null
+  "$instar convert -c -f raw -O qcow2 text.raw c.qcow2" "$q72 convert -c -W -f raw -O qcow2 text.raw c.qcow2" \
+  "$q10 convert -c -W -f raw -O qcow2 text.raw c.qcow2" >/dev/null
 report "-c qcow2 (256 MiB text) vs -c -W" c.json
-bench "vmdk streamOptimized (256 MiB text)" -O vmdk -o subformat=streamOptimized text.raw s.vmdk
-echo "peak RSS (MiB), raw->qcow2 1 GiB: instar $(rss "$instar" convert -O qcow2 mixed.raw r.qcow2)," \
-     "7.2 $(rss $q72 convert -O qcow2 mixed.raw r.qcow2), 10.0 $(rss $q10 convert -O qcow2 mixed.raw r.qcow2)"
+bench "vmdk streamOptimized (256 MiB text)" -f raw -O vmdk -o subformat=streamOptimized text.raw s.vmdk
+echo "peak RSS (MiB), raw->qcow2 1 GiB: instar $(rss "$instar" convert -f raw -O qcow2 mixed.raw r.qcow2)," \
+     "7.2 $(rss $q72 convert -f raw -O qcow2 mixed.raw r.qcow2), 10.0 $(rss $q10 convert -f raw -O qcow2 mixed.raw r.qcow2)"
