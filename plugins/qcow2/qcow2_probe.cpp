@@ -37,6 +37,13 @@ const Divergence DIVERGENCES[] = {
     {"qcow2-create-refcount-table-limit", "create",
      "an image whose refcount table would exceed 8 MiB is refused with qemu's 'too large' message",
      "qemu-img writes such an image and then cannot reopen it (its own 8 MiB limit)"},
+    {"qcow2-read-past-eof", "convert",
+     "an L2 table, a data cluster or a compressed cluster more than one cluster past the end of the file is "
+     "a Corrupt error naming the image (less than a cluster past it reads as zeros, as qemu-img check allows)",
+     "qemu-img reads zeros there and converts a truncated image as if it were whole, silently"},
+    {"qcow2-convert-zstd-compress", "convert",
+     "convert -c into a qcow2 with compression_type=zstd is refused",
+     "zstd compression is not in the sandbox yet (decompression is); never a silent fallback to zlib"},
 };
 const std::uint32_t DIVERGENCE_COUNT = sizeof DIVERGENCES / sizeof DIVERGENCES[0];
 

@@ -32,6 +32,10 @@ const Divergence DIVERGENCES[] = {
     {"vpc-parent-path-policy", "*",
      "the parent named by a differencing VHD's parent locator is opened only if the path policy allows it",
      "a parent locator is a path chosen by whoever made the image; following it can read any host file"},
+    {"vpc-read-differencing", "convert",
+     "a differencing VHD's data is read with its parent: absent blocks and sectors whose bitmap bit is clear "
+     "come from the parent; qemu-img reads it as a dynamic disk (zeros there)",
+     "the parent is part of what the image means (see vpc-differencing-backing)"},
 };
 const std::uint32_t DIVERGENCE_COUNT = sizeof DIVERGENCES / sizeof DIVERGENCES[0];
 

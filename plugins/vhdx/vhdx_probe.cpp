@@ -25,6 +25,10 @@ const Divergence DIVERGENCES[] = {
      "entries); the parent must be a readable VHDX. qemu-img refuses: Backing file not supported for file "
      "format 'vhdx'",
      "differencing disks are the VHDX way to stack an overlay on a base image, and Hyper-V and libvhdi read them"},
+    {"vhdx-read-differencing", "convert",
+     "a differencing VHDX's data is read with its parent (NOT_PRESENT, UNDEFINED and UNMAPPED blocks and "
+     "clear sector-bitmap bits come from the parent); qemu-img refuses to open it",
+     "convert should read the image it is given, as info reports it (vhdx-differencing-info)"},
 };
 const std::uint32_t DIVERGENCE_COUNT = sizeof DIVERGENCES / sizeof DIVERGENCES[0];
 

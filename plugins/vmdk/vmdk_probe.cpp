@@ -26,6 +26,10 @@ const Divergence DIVERGENCES[] = {
     {"vmdk-create-flat-too-large", "create",
      "a flat extent larger than the file system allows fails with the host's error",
      "qemu-img silently leaves a 0-byte extent and exits 0: a broken image reported as success"},
+    {"vmdk-read-past-eof", "convert",
+     "a grain directory, grain table or grain outside its extent file is a Corrupt error naming the image; "
+     "compressed grains larger than 2 MiB are refused",
+     "qemu-img reads zeros past the end; a truncated image should not convert as if it were whole"},
 };
 const std::uint32_t DIVERGENCE_COUNT = sizeof DIVERGENCES / sizeof DIVERGENCES[0];
 
