@@ -189,6 +189,37 @@ ReadDump dump_image(guest::OpenFn open, const std::string& image, const std::vec
     return out;
 }
 
+int fuzz_read_walk(guest::OpenFn open, const std::uint8_t* data, std::size_t size) {
+    constexpr int MAX_CALLS = 4096;              // status() calls per input
+    constexpr std::size_t READ_CAP = 256 * 1024; // bytes per read() call
+    MemoryDevice dev(std::vector<std::uint8_t>(data, data + size));
+    BudgetAllocator alloc(1 << 20);
+    guest::OpenRequest req{&dev, nullptr, 0, &alloc, &CODECS, nullptr, nullptr, 100000};
+    guest::ImageReader* r = nullptr;
+    if (open(req, &r) != Status::Ok)
+        return 0;
+    std::vector<std::uint8_t> buf(READ_CAP);
+    const std::uint64_t vsize = r->virtual_size();
+    std::uint64_t off = 0;
+    for (int calls = 0; off < vsize && calls < MAX_CALLS; ++calls) {
+        guest::Extent e{};
+        if (r->status(off, vsize - off, &e) != Status::Ok)
+            break;
+        if (e.length == 0 || e.length > vsize - off)
+            __builtin_trap();
+        const std::size_t n = e.length < READ_CAP ? static_cast<std::size_t>(e.length) : READ_CAP;
+        if (r->read(off, buf.data(), n) != Status::Ok)
+            break;
+        if (e.allocation != guest::Allocation::Data)
+            for (std::size_t i = 0; i < n; ++i)
+                if (buf[i] != 0)
+                    __builtin_trap();
+        off += e.length;
+    }
+    r->close();
+    return 0;
+}
+
 int hosted_read_main(guest::OpenFn open, int argc, char** argv) {
     std::vector<std::string> files;
     std::vector<std::string> positional;

@@ -34,6 +34,12 @@ ReadDump dump_image(guest::OpenFn open, const std::string& image, const std::vec
                     const std::string& out_path, const char* snapshot = nullptr,
                     std::size_t memory_budget = 256u << 20, std::size_t chunk = 2u << 20);
 
+// The body of a `fuzz_<fmt>_read` target: opens `data` as a single-file image through `open` with a
+// 1 MiB budget, then walks status() and read() over the whole disk (at most 4096 status() calls,
+// 256 KiB per read), trapping when a reader breaks read_api.h's contract (a run of 0 or past the end,
+// non-zero bytes in a Zero or Unallocated run). Always returns 0 (libFuzzer's convention).
+int fuzz_read_walk(guest::OpenFn open, const std::uint8_t* data, std::size_t size);
+
 // main() of a `<fmt>_hosted_read` tool:
 //   TOOL [--file F]... [-l SNAPSHOT] [--chunk BYTES] IMAGE [OUT.raw]
 // prints {"status": N, "reason": "...", "virtual-size": N, "peak-memory": N, "map": [{"start", "length",
