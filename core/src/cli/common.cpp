@@ -139,12 +139,7 @@ std::optional<ParsedCommand> parse_command(Context& ctx, std::string_view comman
 }
 
 std::string unknown_format(std::string_view fmt) {
-    std::string msg = "Unknown file format '" + std::string(fmt) + "'";
-    for (std::string_view in_tree : {"qcow2", "vmdk", "vpc", "vhdx", "raw"})
-        if (fmt == in_tree)
-            msg += " (its plugin is not installed: install the package instar-plugin-" +
-                   std::string(fmt == "vpc" ? "vhd" : fmt) + ")";
-    return msg;
+    return "Unknown file format '" + std::string(fmt) + "'" + missing_plugin_hint(fmt);
 }
 
 std::optional<OutputFormat> parse_output_format(Context& ctx, std::string_view command, const std::string& value) {

@@ -35,7 +35,7 @@ Error could_not_open(const std::string& name, const std::string& why) {
 // Not recognised by any plugin's magic bytes (qemu-img would fall back to raw).
 constexpr const char* NOT_RECOGNISED =
     "image format not recognised: no known signature and no partition table (instar never guesses raw; "
-    "use -f raw, or --unsafe-quirks for qemu-img's fallback)";
+    "use -f raw, or --unsafe-quirks for qemu-img's fallback; `instar formats` lists the installed format plugins)";
 
 struct Candidates {
     std::vector<const LoadedPlugin*> plugins;
@@ -47,7 +47,7 @@ Expected<Candidates> candidates_for(const InfoOptions& opts, const PluginRegistr
     if (format) {
         const LoadedPlugin* p = plugins.find(*format);
         if (!p)
-            return could_not_open(name, "Unknown driver '" + *format + "'");
+            return could_not_open(name, "Unknown driver '" + *format + "'" + missing_plugin_hint(*format));
         return Candidates{{p}, true};
     }
     // --unsafe-quirks probes as qemu-img does, from the file's first bytes only.
