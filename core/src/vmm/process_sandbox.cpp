@@ -148,7 +148,10 @@ Outcome<RunResult> run_in_process(const SandboxConfig& config, std::uint64_t ram
     sigfillset(&all);
     posix_spawnattr_setsigmask(&attr, &none);     // the watchdog's signal is blocked elsewhere
     posix_spawnattr_setsigdefault(&attr, &all);   // no inherited handlers
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    // Its own process group: a terminal's ^C reaches the host (which cleans up and ends the guest),
+    // not the guest process behind its back.
+    posix_spawnattr_setpgroup(&attr, 0);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
     Child child;
     const int spawned = ::posix_spawn(&child.pid, loader.c_str(), &fa, &attr, argv, envp);
     posix_spawn_file_actions_destroy(&fa);

@@ -112,6 +112,7 @@ static uint32_t confine(uint64_t cpu_seconds, uint64_t ram) {
         for (int fd = LOADER_MEMFD_FD; fd < 65536; ++fd) sys(SYS_close, fd, 0, 0);
     }
     applied |= LOADER_FDS_CLOSED;
+    sys(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0); /* the host gone: so is the guest */
     if (sys(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0) == 0) applied |= LOADER_NO_NEW_PRIVS;
     sys(SYS_prctl, PR_SET_DUMPABLE, 0, 0); /* no core dumps, no ptrace by the same user */
     /* New namespaces where the kernel allows them: a user namespace first (it grants the right
