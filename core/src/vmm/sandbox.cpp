@@ -173,6 +173,15 @@ Outcome<RunResult> run(const SandboxConfig& config, std::span<const Device> devi
 }
 
 
+std::optional<SandboxError> check_sandbox(const SandboxConfig& config) {
+    switch (requested_sandbox(config.sandbox)) {
+    case SandboxKind::Process: return std::nullopt;
+    case SandboxKind::Kvm: return check_kvm();
+    case SandboxKind::Auto: break;
+    }
+    return std::nullopt; // auto: whatever is wrong with KVM, the process sandbox runs the guest
+}
+
 void prewarm(const SandboxConfig& config) {
     if (requested_sandbox(config.sandbox) == SandboxKind::Process) return; // nothing to keep ready
     const std::uint64_t ram = guest_ram(config);

@@ -148,6 +148,9 @@ void prewarm(const SandboxConfig& config);
 
 // Whether /dev/kvm is there and usable, without booting anything; nullopt when it is.
 std::optional<SandboxError> check_kvm();
+// Whether run() can run a guest for `config` at all: nullopt for the process sandbox (requested, or
+// auto without usable KVM), else check_kvm(). Operations call this before their first run.
+std::optional<SandboxError> check_sandbox(const SandboxConfig& config);
 
 // Where the guest runtime is: $INSTAR_GUEST_RUNTIME, else the installed copy, else the build tree.
 std::string default_runtime_path();
