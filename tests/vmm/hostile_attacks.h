@@ -30,4 +30,5 @@ enum class Attack : uint8_t {
     AddFileNotAllowed,   // INSTAR_HC_ADD_FILE where the operation allows no added files
     AddFileWithSlash,    // INSTAR_HC_ADD_FILE("../x"): not a plain file name
     RawSyscall,          // rest of the argument: a NUL-terminated path the guest tries to open(O_CREAT)
+    ShortMessage,        // process sandbox only: a 7-byte message on the channel
 };

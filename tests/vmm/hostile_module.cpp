@@ -152,6 +152,12 @@ Status run(const void* arg, size_t arg_len) {
         asm volatile("syscall" : "=a"(ret) : "a"(2L), "D"(a + 1), "S"(0101L), "d"(0600L) : "rcx", "r11", "memory");
         return ret >= 0 ? Status::Ok : Status::IoError;
     }
+    case Attack::ShortMessage:
+#ifdef INSTAR_GUEST_PROCESS
+        process_syscall3(1, INSTAR_PROC_CHANNEL_FD, reinterpret_cast<long>(page), 7); // write
+        process_syscall3(0, INSTAR_PROC_CHANNEL_FD, reinterpret_cast<long>(page), 88); // read: never answered
+#endif
+        return Status::Invalid;
     case Attack::SseMath: {
         volatile double x = 1.5;
         double y = x * x * 4.0; // SSE2 registers: works only with CR4.OSFXSR set

@@ -182,6 +182,11 @@ TEST_CASE("a system call from guest code ends the guest and opens nothing") {
     ::unlink(path.c_str());
 }
 
+TEST_CASE("a malformed channel message ends a process-sandbox guest") {
+    if (!vmm_test::process_mode()) return; // the VM has no channel
+    expect_failure(Attack::ShortMessage, ErrorKind::GuestBadRequest, "a hypercall message of 7 bytes");
+}
+
 TEST_CASE("the result says which sandbox ran, and the process sandbox what confines it") {
     if (!vmm_test::need_kvm()) return;
     auto r = run(SandboxConfig{}, {}, {}, INSTAR_OP_NOP, {});
