@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "vmm/guest_layout.h"
@@ -125,7 +126,7 @@ Outcome<RunResult> run_in_process(const SandboxConfig& config, std::uint64_t ram
     const std::string loader = process_loader_path();
     const std::string ram_arg = hex(ram);
     const std::string entry_arg = hex(INSTAR_GPA_RUNTIME + runtime.entry);
-    // RLIMIT_CPU backs the watchdog up: whole seconds, at least one more than the budget.
+    // RLIMIT_CPU backs the watchdog up: whole seconds, two more than the budget.
     const auto budget_s = std::chrono::duration_cast<std::chrono::seconds>(config.timeout).count() + 2;
     const std::string cpu_arg = std::to_string(budget_s);
     char* const argv[] = {const_cast<char*>("instar-process-loader"), const_cast<char*>(ram_arg.c_str()),
@@ -146,7 +147,7 @@ Outcome<RunResult> run_in_process(const SandboxConfig& config, std::uint64_t ram
     sigset_t none, all;
     sigemptyset(&none);
     sigfillset(&all);
-    posix_spawnattr_setsigmask(&attr, &none);     // the watchdog's signal is blocked elsewhere
+    posix_spawnattr_setsigmask(&attr, &none);     // nothing blocked
     posix_spawnattr_setsigdefault(&attr, &all);   // no inherited handlers
     // Its own process group: a terminal's ^C reaches the host (which cleans up and ends the guest),
     // not the guest process behind its back.
