@@ -158,6 +158,14 @@ Status run(const void* arg, size_t arg_len) {
         process_syscall3(0, INSTAR_PROC_CHANNEL_FD, reinterpret_cast<long>(page), 88); // read: never answered
 #endif
         return Status::Invalid;
+    case Attack::RunArenaCode: {
+        auto* code = static_cast<uint8_t*>(svc->allocator->allocate(16, 16));
+        if (code == nullptr) return Status::NoMemory;
+        code[0] = 0xC3; // ret
+        asm volatile("" ::: "memory");
+        reinterpret_cast<void (*)()>(code)();
+        return Status::Ok;
+    }
     case Attack::SseMath: {
         volatile double x = 1.5;
         double y = x * x * 4.0; // SSE2 registers: works only with CR4.OSFXSR set

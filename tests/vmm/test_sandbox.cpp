@@ -187,6 +187,11 @@ TEST_CASE("a malformed channel message ends a process-sandbox guest") {
     expect_failure(Attack::ShortMessage, ErrorKind::GuestBadRequest, "a hypercall message of 7 bytes");
 }
 
+TEST_CASE("the process sandbox never runs arena bytes as code") {
+    if (!vmm_test::process_mode()) return; // the VM maps all RAM executable
+    expect_failure(Attack::RunArenaCode, ErrorKind::GuestFault, "#PF page fault at rip 0x");
+}
+
 TEST_CASE("the result says which sandbox ran, and the process sandbox what confines it") {
     if (!vmm_test::need_kvm()) return;
     auto r = run(SandboxConfig{}, {}, {}, INSTAR_OP_NOP, {});

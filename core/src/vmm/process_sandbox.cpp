@@ -129,8 +129,14 @@ Outcome<RunResult> run_in_process(const SandboxConfig& config, std::uint64_t ram
     // RLIMIT_CPU backs the watchdog up: whole seconds, two more than the budget.
     const auto budget_s = std::chrono::duration_cast<std::chrono::seconds>(config.timeout).count() + 2;
     const std::string cpu_arg = std::to_string(budget_s);
+    // The arena's start (written by lay_out_guest above; the guest has not run): the loader maps
+    // only the pages below it executable.
+    instar_boot_info boot{};
+    std::memcpy(&boot, m.range(PROCESS_LAYOUT.boot_info, sizeof boot), sizeof boot);
+    const std::string arena_arg = hex(boot.arena_base);
     char* const argv[] = {const_cast<char*>("instar-process-loader"), const_cast<char*>(ram_arg.c_str()),
-                          const_cast<char*>(entry_arg.c_str()), const_cast<char*>(cpu_arg.c_str()), nullptr};
+                          const_cast<char*>(entry_arg.c_str()), const_cast<char*>(cpu_arg.c_str()),
+                          const_cast<char*>(arena_arg.c_str()), nullptr};
     char* const envp[] = {nullptr};
 
     // dup2 onto the fixed numbers clears close-on-exec; sources above them so none is overwritten

@@ -1,8 +1,8 @@
 /* instar-process-loader: the first and only program of a process-sandbox guest (docs/sandbox.md).
  *
  * The host starts it with the channel on fd INSTAR_PROC_CHANNEL_FD, the guest-memory memfd on fd
- * LOADER_MEMFD_FD, an empty environment and argv = {name, ram size, entry, cpu seconds} (hex, hex,
- * decimal). It maps guest memory at the guest addresses, gives up everything it can (descriptors,
+ * LOADER_MEMFD_FD, an empty environment and argv = {name, ram size, entry, cpu seconds, arena base}
+ * (hex, hex, decimal, hex). It maps guest memory at the guest addresses, gives up everything it can (descriptors,
  * privileges, namespaces, resources), tells the host what it applied, enters seccomp strict mode
  * (read, write, exit, sigreturn) and jumps to the runtime's entry. From then on the process is
  * untrusted: the host believes nothing it sends beyond the hypercall rules.
@@ -142,16 +142,34 @@ static uint32_t confine(uint64_t cpu_seconds, uint64_t ram) {
 extern "C" void loader_main(long* sp) {
     const long argc = sp[0];
     char** argv = (char**)(sp + 1);
-    uint64_t ram = 0, entry = 0, cpu = 0;
-    if (argc != 4 || !parse(argv[1], 16, &ram) || !parse(argv[2], 16, &entry) || !parse(argv[3], 10, &cpu)) die(120);
-    if (ram < INSTAR_MIN_GUEST_MEMORY || ram > INSTAR_MAX_GUEST_MEMORY || entry < INSTAR_GPA_RUNTIME || entry >= ram) die(120);
+    uint64_t ram = 0, entry = 0, cpu = 0, arena = 0;
+    if (argc != 5 || !parse(argv[1], 16, &ram) || !parse(argv[2], 16, &entry) || !parse(argv[3], 10, &cpu) ||
+        !parse(argv[4], 16, &arena)) {
+        die(120);
+    }
+    if (ram < INSTAR_MIN_GUEST_MEMORY || ram > INSTAR_MAX_GUEST_MEMORY || entry < INSTAR_GPA_RUNTIME || entry >= arena ||
+        arena < INSTAR_GPA_MODULES || arena > ram || arena % INSTAR_PAGE_SIZE != 0) {
+        die(120);
+    }
 
-    /* Guest memory at the guest addresses: [MAP_BASE, STACK_GUARD) and [guard + 1 page, ram). */
-    const long prot = PROT_READ | PROT_WRITE | PROT_EXEC; /* as the KVM guest's page tables */
+    /* Guest memory at the guest addresses, with the stack guard left out. Only the runtime's and the
+     * modules' pages [INSTAR_GPA_RUNTIME, arena) are executable (they hold code and its data); the
+     * mailbox, boot info, TLS, stack and the arena are not: data the guest writes never runs. */
+    const long rw = PROT_READ | PROT_WRITE, rwx = rw | PROT_EXEC;
     const long flags = MAP_SHARED | MAP_FIXED_NOREPLACE;
-    const uint64_t lo = INSTAR_PROC_MAP_BASE, guard = INSTAR_PROC_STACK_GUARD, hi = guard + INSTAR_PAGE_SIZE;
-    if (sys6(SYS_mmap, (long)lo, (long)(guard - lo), prot, flags, LOADER_MEMFD_FD, (long)lo) != (long)lo) die(121);
-    if (sys6(SYS_mmap, (long)hi, (long)(ram - hi), prot, flags, LOADER_MEMFD_FD, (long)hi) != (long)hi) die(121);
+    const uint64_t guard = INSTAR_PROC_STACK_GUARD;
+    const struct {
+        uint64_t start, end;
+        long prot;
+    } maps[] = {{INSTAR_PROC_MAP_BASE, guard, rw},
+                {guard + INSTAR_PAGE_SIZE, INSTAR_GPA_RUNTIME, rw},
+                {INSTAR_GPA_RUNTIME, arena, rwx},
+                {arena, ram, rw}};
+    for (size_t i = 0; i < sizeof maps / sizeof maps[0]; ++i) {
+        if (maps[i].end == maps[i].start) continue;
+        const long at = (long)maps[i].start;
+        if (sys6(SYS_mmap, at, (long)(maps[i].end - maps[i].start), maps[i].prot, flags, LOADER_MEMFD_FD, at) != at) die(121);
+    }
 
     const uint32_t applied = confine(cpu, ram);
     if (sys(SYS_arch_prctl, ARCH_SET_FS, INSTAR_PROC_TLS, 0) != 0) die(122);
