@@ -47,6 +47,21 @@
  * code runs natively, so keeping everything but the stubs in user mode is what makes SSE code
  * (zlib) run at all, and fast. */
 
+/* ---- The process sandbox (docs/sandbox.md, "The process sandbox"): without /dev/kvm the same
+ * runtime sources (built with INSTAR_GUEST_PROCESS) and modules run in a confined process. Guest
+ * memory is one memfd laid out exactly as above, mapped at the same addresses from
+ * INSTAR_GPA_STACK_BOTTOM up; the pages below that (64 KiB is Linux's default vm.mmap_min_addr)
+ * are not mapped, so the mailbox, boot info and TLS move to the bottom of the stack region.
+ * A hypercall is the 88-byte struct instar_hypercall written to INSTAR_PROC_CHANNEL_FD (a
+ * SOCK_SEQPACKET socket), answered by the host with the same 88 bytes (ret, out_* filled in). ---- */
+#define INSTAR_PROC_MAILBOX 0x10000ull     /* struct instar_hypercall (the guest's copy) */
+#define INSTAR_PROC_BOOT_INFO 0x11000ull   /* struct instar_boot_info */
+#define INSTAR_PROC_TLS 0x12000ull         /* FS base; the canary at INSTAR_TLS_CANARY_OFFSET */
+#define INSTAR_PROC_STACK_GUARD 0x13000ull /* not mapped: a stack overflow faults */
+#define INSTAR_PROC_STACK_BOTTOM 0x14000ull /* the stack: [0x14000, INSTAR_GPA_STACK_TOP) */
+#define INSTAR_PROC_MAP_BASE INSTAR_GPA_STACK_BOTTOM /* lowest guest address mapped in the process */
+#define INSTAR_PROC_CHANNEL_FD 3           /* the only descriptor the guest process holds */
+
 /* The runtime image starts with this header (at INSTAR_GPA_RUNTIME) so the host can build the IDT. */
 #define INSTAR_RUNTIME_MAGIC 0x4E555254u /* "TRUN" */
 #define INSTAR_EXCEPTION_VECTORS 32u     /* the architectural exceptions; no IRQs are ever enabled */

@@ -105,7 +105,14 @@ int run(int argc, char** argv, std::ostream& out, std::ostream& err) {
                 return 1;
             continue;
         }
-        if (a == "--qemu-version" || a == "--max-guest-memory")
+        if (take_value(args, i, "--sandbox", value)) {
+            po::variables_map vm;
+            vm.emplace("sandbox", po::variable_value(value, false));
+            if (!apply_common_options(ctx, vm))
+                return 1;
+            continue;
+        }
+        if (a == "--qemu-version" || a == "--max-guest-memory" || a == "--sandbox")
             return report_option_error(ctx, "", OptionErrorKind::MissingArgument, a);
         return report_option_error(ctx, "", OptionErrorKind::Unknown, a.rfind("--", 0) == 0 ? a.substr(0, a.find('=')) : a.substr(0, 2));
     }

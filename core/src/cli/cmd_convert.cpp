@@ -94,7 +94,7 @@ constexpr std::string_view LONG_OPTIONS_72[] = {"help", "object", "image-opts", 
                                                 "salvage", "target-is-zero", "bitmaps", "skip-broken-bitmaps"};
 // instar's own long options, accepted under every profile.
 constexpr std::string_view LONG_OPTIONS_INSTAR[] = {"allow-path", "unsafe-quirks", "progress", "qemu-version",
-                                                    "max-guest-memory"};
+                                                    "max-guest-memory", "sandbox"};
 
 // qemu's block cache modes (bdrv_parse_cache_mode).
 bool valid_cache_mode(std::string_view mode) {
