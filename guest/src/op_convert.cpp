@@ -38,6 +38,56 @@ void progress(void*, uint64_t done, uint64_t total) {
     if (done <= total) hc_progress(done, total);
 }
 
+// --salvage: consecutive failed sectors of one kind and status become one record (the host prints
+// qemu-img's warning once per sector), so a damaged region costs one record, not one per sector.
+// In the copy pass a sector whose block status failed is then read, and usually fails again: those
+// pairs coalesce as INSTAR_SALVAGE_BOTH.
+struct SalvageRecords {
+    instar_convert_salvage pending{};
+    bool has_pending = false;
+    bool half = false; // BOTH: the next sector's status warning arrived, its read warning not yet
+
+    void flush() {
+        if (has_pending) hc_record(INSTAR_REC_CONVERT_SALVAGE, &pending, sizeof pending);
+        if (has_pending && half) {
+            const instar_convert_salvage rest{INSTAR_SALVAGE_STATUS, pending.status,
+                                              pending.offset + pending.sectors * 512, 1};
+            hc_record(INSTAR_REC_CONVERT_SALVAGE, &rest, sizeof rest);
+        }
+        has_pending = false;
+        half = false;
+    }
+    static void add(void* ctx, uint32_t kind, uint64_t offset, Status st) {
+        auto* self = static_cast<SalvageRecords*>(ctx);
+        instar_convert_salvage& p = self->pending;
+        const auto code = static_cast<uint32_t>(st);
+        if (self->has_pending && p.status == code) {
+            const uint64_t next = p.offset + p.sectors * 512;
+            if (p.kind == kind && !self->half && next == offset) {
+                ++p.sectors;
+                return;
+            }
+            if (p.kind == INSTAR_SALVAGE_STATUS && kind == INSTAR_SALVAGE_READ && p.sectors == 1 &&
+                offset == p.offset) {
+                p.kind = INSTAR_SALVAGE_BOTH;
+                return;
+            }
+            if (p.kind == INSTAR_SALVAGE_BOTH && kind == INSTAR_SALVAGE_STATUS && !self->half && offset == next) {
+                self->half = true;
+                return;
+            }
+            if (p.kind == INSTAR_SALVAGE_BOTH && kind == INSTAR_SALVAGE_READ && self->half && offset == next) {
+                self->half = false;
+                ++p.sectors;
+                return;
+            }
+        }
+        self->flush();
+        p = instar_convert_salvage{kind, code, offset, 1};
+        self->has_pending = true;
+    }
+};
+
 struct Plan {
     instar_convert_plan head{};
     instar_convert_image* images = nullptr;
@@ -147,7 +197,23 @@ Status convert_op(const uint8_t* arg, uint32_t arg_len) {
     // Writers keep the target (set_length, add_file) for their whole life.
     HypercallTarget target(h.target_device);
     ImageWriter* writer = nullptr;
-    if (st == Status::Ok) {
+    const bool existing = (h.flags & INSTAR_CONVERT_EXISTING_TARGET) != 0;
+    if (st == Status::Ok && existing) {
+        // -n: the format opens the image already on the target device and writes into it.
+        const ModuleOps* tm = module(h.target_module);
+        if (tm->open_writer == nullptr || h.create_len != 0) {
+            report_failure(INSTAR_CONVERT_PHASE_OPEN, INSTAR_CONVERT_NO_BACKING);
+            static constexpr char TEXT[] = "instar cannot write into an existing image of this format yet";
+            reasons.reason(TEXT, sizeof TEXT - 1);
+            st = Status::Unsupported;
+        } else {
+            const OpenRequest req{device(h.target_device), nullptr, 0, &arena(), &codecs(), &reasons, nullptr,
+                                  h.qemu_version};
+            st = tm->open_writer(req, &writer);
+            if (st != Status::Ok) report_failure(INSTAR_CONVERT_PHASE_OPEN, INSTAR_CONVERT_NO_BACKING);
+        }
+    }
+    if (st == Status::Ok && !existing) {
         auto* u = static_cast<UnpackedCreate*>(arena().allocate(sizeof(UnpackedCreate), alignof(UnpackedCreate)));
         if (u == nullptr) st = Status::NoMemory;
         else {
@@ -183,8 +249,13 @@ Status convert_op(const uint8_t* arg, uint32_t arg_len) {
             p.target_backing_chain = sources[h.source_count].chain;
             p.target_backing_depth = sources[h.source_count].depth;
         }
+        SalvageRecords salvage;
+        p.salvage = (h.flags & INSTAR_CONVERT_SALVAGE) != 0;
+        p.salvage_warning = SalvageRecords::add;
+        p.salvage_ctx = &salvage;
         // The engine finishes the target itself (writer->finish()) once the data is in.
         st = convert::run_convert(sources, h.source_count, *writer, p, arena(), &reasons);
+        salvage.flush();
         if (st != Status::Ok) report_failure(INSTAR_CONVERT_PHASE_COPY, INSTAR_CONVERT_NO_BACKING);
     }
     if (writer != nullptr) writer->close();

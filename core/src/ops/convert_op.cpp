@@ -8,12 +8,15 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <map>
+#include <thread>
 
 namespace instar {
 namespace {
@@ -99,6 +102,12 @@ std::string failure_message(const ConvertSpec& spec, const std::vector<const Cha
     const std::string fmt = (*spec.target.plugin)->name;
     if (!run.host_error.empty())
         return target + ": error while converting " + fmt + ": " + run.host_error;
+    if (failure && failure->phase == INSTAR_CONVERT_PHASE_OPEN && failure->image == INSTAR_CONVERT_NO_BACKING &&
+        spec.existing_target) {
+        if (reason.find("existing image of this format") != std::string::npos)
+            reason = "instar cannot write into an existing " + fmt + " image yet (convert -n)";
+        return "Could not open '" + target + "': " + reason;
+    }
     if (failure && failure->phase == INSTAR_CONVERT_PHASE_OPEN && failure->image < table.size()) {
         const std::string& name = table[failure->image]->name;
         for (std::size_t at; (at = reason.find("{image}")) != std::string::npos;)
@@ -114,6 +123,61 @@ std::string failure_message(const ConvertSpec& spec, const std::vector<const Cha
     if (spec.sources.size() == 1)
         return "error while converting '" + spec.sources.front() + "': " + reason;
     return "error while converting: " + reason;
+}
+
+// The engine's words for a failed request (convert_engine.cpp's errno_text), as strerror says them.
+const char* salvage_errno_text(std::uint32_t status) {
+    switch (static_cast<guest::Status>(status)) {
+    case guest::Status::NoMemory: return "Cannot allocate memory";
+    case guest::Status::Unsupported: return "Operation not supported";
+    case guest::Status::TooLarge: return "File too large";
+    case guest::Status::Invalid: return "Invalid argument";
+    default: return "Input/output error";
+    }
+}
+
+// --salvage: qemu-img warns once per failed sector; the guest sends runs of them.
+constexpr std::uint64_t MAX_SALVAGE_WARNINGS = 1u << 20; // ~60 MiB of text at most; a 512 MiB damaged run
+
+void salvage_warnings(const vmm::RunResult& run, std::vector<std::string>& out) {
+    for (const auto& rec : run.records) {
+        if (rec.type != INSTAR_REC_CONVERT_SALVAGE || rec.data.size() != sizeof(instar_convert_salvage))
+            continue;
+        instar_convert_salvage w{};
+        std::memcpy(&w, rec.data.data(), sizeof w);
+        const std::string why = std::string(": ") + salvage_errno_text(w.status);
+        for (std::uint64_t i = 0; i < w.sectors && out.size() < MAX_SALVAGE_WARNINGS; ++i) {
+            const std::string at = std::to_string(w.offset + i * 512);
+            if (w.kind == INSTAR_SALVAGE_STATUS || w.kind == INSTAR_SALVAGE_BOTH)
+                out.push_back("error while reading block status at offset " + at + why);
+            if (w.kind == INSTAR_SALVAGE_READ || w.kind == INSTAR_SALVAGE_BOTH)
+                out.push_back("error while reading offset " + at + why);
+        }
+    }
+}
+
+// -n: the existing target, opened read-write as the user named it: a regular file or a block
+// device (an LV), never created, never truncated. qemu-img's "Could not open" when it is missing.
+Expected<OpenedFile> open_existing_target(const std::string& name) {
+    const int fd = ::open(name.c_str(), O_RDWR | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0)
+        return Error{"Could not open '" + name + "': Could not open '" + name + "': " + std::strerror(errno)};
+    struct stat st{};
+    if (::fstat(fd, &st) != 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))) {
+        ::close(fd);
+        return Error{"Could not open '" + name + "': Could not open '" + name + "': not a regular file"};
+    }
+    OpenedFile f;
+    f.fd = fd;
+    const off_t end = S_ISBLK(st.st_mode) ? ::lseek(fd, 0, SEEK_END) : st.st_size;
+    f.size = end > 0 ? static_cast<std::uint64_t>(end) : 0;
+    f.allocated = static_cast<std::uint64_t>(st.st_blocks) * 512;
+    f.device = st.st_dev;
+    f.inode = st.st_ino;
+    f.display = name;
+    std::error_code ec;
+    f.path = std::filesystem::read_symlink("/proc/self/fd/" + std::to_string(fd), ec);
+    return f;
 }
 
 } // namespace
@@ -146,11 +210,49 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
     }
     const bool has_backing = spec.target.backing_file.has_value();
 
+    // -n, in img_convert's order: the backing conflicts, -t, then the existing target opened with
+    // -O's format (as info opens a user's file, so its header is checked in the sandbox first),
+    // -c against that format, and its size against the sources'.
+    OpenedChain existing;
+    OpenedFile existing_file;
+    struct FileCloser {
+        OpenedFile& f;
+        ~FileCloser() { close_file(f); }
+    } existing_closer{existing_file};
+    if (spec.existing_target) {
+        if (spec.target_is_zero && has_backing)
+            return false;
+        if (has_backing && spec.sources.size() > 1)
+            return Error{"Having a backing file for the target makes no sense when concatenating multiple input "
+                         "images"};
+        if (spec.target_cache_error)
+            return Error{*spec.target_cache_error};
+        auto file = open_existing_target(spec.target.filename);
+        if (!file)
+            return Error{file.error()};
+        existing_file = *file;
+        if (spec.target.plugin == nullptr)
+            return Error{"Could not open '" + spec.target.filename + "': Unknown driver '" + spec.target_format + "'"};
+        InfoOptions io;
+        io.filename = spec.target.filename;
+        io.format = spec.target_format;
+        io.unsafe_quirks = spec.unsafe_quirks;
+        io.allow_paths = spec.allow_paths;
+        io.top = &existing_file;
+        if (auto opened = open_chain(io, plugins, *runner, existing); !opened)
+            return Error{opened.error()};
+        if (spec.compressed && !((*spec.target.plugin)->capabilities & CAP_CONVERT_COMPRESS))
+            return Error{"Compression not supported for this file format"};
+        const std::uint64_t have = (existing.links.front().node.virtual_size + 511) / 512 * 512;
+        if (have < total)
+            return Error{"output file is smaller than input file"};
+    }
+
     // -B: the target's backing file, named relative to the target and opened through the target's
     // path policy (qemu opens the new image with its backing chain: the writer needs the backing's
     // data for copy-on-write, and convert its size).
     OpenedChain backing_chain;
-    if (has_backing) {
+    if (has_backing && !spec.existing_target) {
         auto policy = default_policy(spec.target.filename, spec.allow_paths);
         if (!policy)
             return Error{policy.error()};
@@ -219,7 +321,7 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
         }
     }
     plan.head.target_backing = INSTAR_CONVERT_NO_BACKING;
-    if (has_backing) {
+    if (has_backing && !spec.existing_target) {
         std::uint32_t above = INSTAR_CONVERT_NO_BACKING;
         for (const auto& link : backing_chain.links) {
             auto idx = add_image(link);
@@ -247,35 +349,54 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
 
     CreateSpec target = spec.target;
     target.size = total;
-    if (has_backing) {
+    if (has_backing && !spec.existing_target) {
         target.backing = &backing_chain.links.front().image;
         target.backing_size = backing_chain.links.front().node.virtual_size;
     }
     target.qemu_version = qemu_version;
-    auto create = encode_create_arg(target);
-    if (!create)
-        return Error{target.filename + ": " + create.error()};
+    std::vector<std::uint8_t> create_bytes;
+    if (!spec.existing_target) {
+        auto create = encode_create_arg(target);
+        if (!create)
+            return Error{target.filename + ": " + create.error()};
+        create_bytes = std::move(*create);
+    }
 
+    // Without -n the target is written under a temporary name and linked into place on success.
+    // With -n it is written in place, as qemu-img does: an interrupted convert leaves it partly
+    // written (the same crash semantics as qemu-img's).
     AtomicFiles files(target.filename);
-    auto fd = files.open_image();
-    if (!fd)
-        return Error{target.filename + ": error while converting " + std::string((*target.plugin)->name) + ": " +
-                     fd.error()};
+    int target_fd = existing_file.fd;
+    if (!spec.existing_target) {
+        auto fd = files.open_image();
+        if (!fd)
+            return Error{target.filename + ": error while converting " + std::string((*target.plugin)->name) + ": " +
+                         fd.error()};
+        target_fd = *fd;
+    }
 
     plan.head.magic = INSTAR_CONVERT_PLAN_MAGIC;
     plan.head.image_count = static_cast<std::uint32_t>(plan.images.size());
     plan.head.source_count = static_cast<std::uint32_t>(chains.size());
     plan.head.target_module = tit->second;
     plan.head.target_device = static_cast<std::uint32_t>(devices.size());
-    devices.push_back(vmm::output_device(*fd));
+    // raw's existing target is a fixed-size device (a file or a block device, never grown); image
+    // formats allocate clusters past their file's end, so theirs is an output.
+    const bool fixed_target = spec.existing_target && std::string_view((*target.plugin)->name) == "raw";
+    devices.push_back(fixed_target ? vmm::Device{target_fd, existing_file.size, true, false}
+                                   : vmm::output_device(target_fd));
+    const bool report_progress = spec.progress != nullptr || spec.rate_limit != 0;
     plan.head.flags = (spec.compressed ? INSTAR_CONVERT_COMPRESS : 0u) |
                       (has_backing ? INSTAR_CONVERT_TARGET_HAS_BACKING : 0u) |
                       (spec.out_of_order ? INSTAR_CONVERT_OUT_OF_ORDER : 0u) |
-                      (spec.progress ? INSTAR_CONVERT_PROGRESS : 0u);
+                      (report_progress ? INSTAR_CONVERT_PROGRESS : 0u) |
+                      (spec.existing_target ? INSTAR_CONVERT_EXISTING_TARGET : 0u) |
+                      (spec.target_is_zero ? INSTAR_CONVERT_TARGET_IS_ZERO : 0u) |
+                      (spec.salvage ? INSTAR_CONVERT_SALVAGE : 0u);
     plan.head.min_sparse = spec.min_sparse;
     plan.head.target_backing_size = target.backing ? target.backing_size : UINT64_MAX;
-    plan.head.create_len = static_cast<std::uint32_t>(create->size());
-    plan.create = std::move(*create);
+    plan.head.create_len = static_cast<std::uint32_t>(create_bytes.size());
+    plan.create = std::move(create_bytes);
     if (spec.snapshot)
         plan.snapshot = *spec.snapshot;
     plan.head.snapshot_len = static_cast<std::uint32_t>(plan.snapshot.size());
@@ -289,14 +410,30 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
         return Error{"too many files for one sandbox (" + std::to_string(devices.size()) + "; at most " +
                      std::to_string(INSTAR_MAX_DEVICES) + ")"};
 
-    sandbox.outputs = &files;
-    const auto budget = CONVERT_BASE_TIMEOUT + std::chrono::seconds(total / CONVERT_BYTES_PER_SECOND);
+    sandbox.outputs = spec.existing_target ? nullptr : &files;
+    auto budget = CONVERT_BASE_TIMEOUT + std::chrono::seconds(total / CONVERT_BYTES_PER_SECOND);
+    if (spec.rate_limit != 0)
+        budget += std::chrono::seconds(total / spec.rate_limit + 1);
     if (sandbox.timeout < budget)
         sandbox.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(budget);
-    if (spec.progress)
+    // -r: the engine reports, before each chunk it copies, the sectors copied so far including that
+    // chunk; the host (the caller's thread, outside the seccomp filter) holds the guest there until
+    // the bytes before the chunk fit the rate. qemu's throttle likewise lets the first request
+    // through at once: 4 MiB at 2 MiB/s takes about a second in both.
+    const auto started = std::chrono::steady_clock::now();
+    std::uint64_t rate_before = 0;
+    if (report_progress)
         // The engine counts 512-byte sectors, as qemu-img does; --progress=json reports bytes.
-        sandbox.progress = [p = spec.progress](std::uint64_t done, std::uint64_t all) {
-            p->work(done * 512, all * 512);
+        sandbox.progress = [&, p = spec.progress](std::uint64_t done, std::uint64_t all) {
+            if (spec.rate_limit != 0) {
+                const auto due = started + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                               std::chrono::duration<double>(static_cast<double>(rate_before) * 512.0 /
+                                                                             static_cast<double>(spec.rate_limit)));
+                std::this_thread::sleep_until(due);
+                rate_before = done;
+            }
+            if (p)
+                p->work(done * 512, all * 512);
         };
     const instar_convert_arg arg{0, 0};
     // SAFETY: instar_convert_arg is a trivially-copyable ABI struct with no padding (static_assert).
@@ -305,8 +442,12 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
     if (!run)
         return Error{target.filename + ": error while converting " + std::string((*target.plugin)->name) + ": " +
                      run.error().message};
+    if (spec.warnings && !spec.quiet)
+        salvage_warnings(run.value(), *spec.warnings);
     if (run->exit_status != 0)
         return Error{failure_message(spec, table, run.value())};
+    if (spec.existing_target)
+        return true; // written in place; qemu-img's default cache mode (unsafe) does not flush either
     if (auto done = files.commit(); !done)
         return Error{done.error()};
     return true;
