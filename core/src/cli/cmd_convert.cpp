@@ -341,8 +341,12 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
     spec.warnings = &salvage_warnings;
     auto run_convert = [&]() {
         auto done = convert_image(spec, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version);
-        for (const auto& w : salvage_warnings)
-            report_warning(ctx, w);
+        for (const auto& w : salvage_warnings) {
+            if (w.rfind("qcow2: ", 0) == 0)
+                ctx.err << w << '\n'; // a driver's own line, without the program name
+            else
+                report_warning(ctx, w);
+        }
         return done;
     };
     if (skip_create) {

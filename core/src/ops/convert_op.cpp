@@ -442,8 +442,28 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
     if (!run)
         return Error{target.filename + ": error while converting " + std::string((*target.plugin)->name) + ": " +
                      run.error().message};
-    if (spec.warnings && !spec.quiet)
-        salvage_warnings(run.value(), *spec.warnings);
+    if (spec.warnings) {
+        const std::size_t first = spec.warnings->size();
+        const bool salvaged = std::any_of(run->records.begin(), run->records.end(),
+                                          [](const auto& r) { return r.type == INSTAR_REC_CONVERT_SALVAGE; });
+        if (!spec.quiet) // -q silences qemu-img's warnings, not the driver's line below
+            salvage_warnings(run.value(), *spec.warnings);
+        // qemu's qcow2 driver reports its first corruption event on a read-only image once, before
+        // the warnings it causes; instar's qcow2 reader words the event as qemu does.
+        const bool has_qcow2 = std::any_of(table.begin(), table.end(), [](const ChainLink* l) {
+            return std::string_view((*l->plugin)->name) == "qcow2";
+        });
+        if (salvaged && has_qcow2 && run->exit_status == 0) {
+            for (const auto& rec : run->records)
+                if (rec.type == INSTAR_REC_REASON) {
+                    spec.warnings->insert(spec.warnings->begin() + static_cast<std::ptrdiff_t>(first),
+                                          "qcow2: Image is corrupt: " +
+                                              printable_reason(std::string(rec.data.begin(), rec.data.end())) +
+                                              "; further non-fatal corruption events will be suppressed");
+                    break;
+                }
+        }
+    }
     if (run->exit_status != 0)
         return Error{failure_message(spec, table, run.value())};
     if (spec.existing_target)
