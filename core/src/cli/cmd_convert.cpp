@@ -221,7 +221,8 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
         const auto first = text.find_first_not_of(" \t\n\r\f\v");
         const bool negative_integer = first != std::string::npos && text[first] == '-' && first + 1 < text.size() &&
                                       text.find_first_not_of("0123456789", first + 1) == std::string::npos;
-        if (p.status == ParseStatus::OutOfRange || (p.status == ParseStatus::Ok && p.value > INT64_MAX) ||
+        const bool minus = text.find('-') != std::string::npos;
+        if ((p.status == ParseStatus::OutOfRange && !minus) || (p.status == ParseStatus::Ok && p.value > INT64_MAX) ||
             (newer && negative_integer))
             return report_error(ctx, "Invalid rate limit specified. Must be between 0 and 9223372036854775807.");
         if (p.status != ParseStatus::Ok) {

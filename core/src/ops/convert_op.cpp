@@ -231,6 +231,17 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
         if (!file)
             return Error{file.error()};
         existing_file = *file;
+        // qemu's image locking refuses to write a file a source (or a file of its chain) has open;
+        // instar takes no locks, so it asks the same question of the files themselves.
+        for (const auto& chain : chains)
+            for (const auto& link : chain.links) {
+                bool same = link.image.device == existing_file.device && link.image.inode == existing_file.inode;
+                for (const auto& f : link.files)
+                    same = same || (f.device == existing_file.device && f.inode == existing_file.inode);
+                if (same)
+                    return Error{"Could not open '" + spec.target.filename + "': Failed to get \"write\" lock\nIs "
+                                 "another process using the image [" + spec.target.filename + "]?"};
+            }
         if (spec.target.plugin == nullptr)
             return Error{"Could not open '" + spec.target.filename + "': Unknown driver '" + spec.target_format + "'"};
         InfoOptions io;
