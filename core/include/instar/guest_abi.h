@@ -241,7 +241,8 @@ struct instar_convert_plan {
     uint32_t target_device; /* device index of the target (an output) */
     uint32_t flags;         /* INSTAR_CONVERT_* */
     uint64_t min_sparse;    /* -S in bytes; 0 writes everything */
-    uint64_t target_backing_size; /* -B: the backing file's virtual size; UINT64_MAX when unknown */
+    uint64_t target_backing_size; /* -B: the backing file's virtual size; UINT64_MAX when unknown.
+                                     With INSTAR_CONVERT_EXISTING_TARGET: the target file's length */
     uint32_t create_len;    /* bytes of instar_create_arg + strings after the table */
     uint32_t snapshot_len;  /* bytes of -l's name after those (0: none) */
     uint32_t qemu_version;  /* the output profile */

@@ -405,7 +405,10 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
                       (spec.target_is_zero ? INSTAR_CONVERT_TARGET_IS_ZERO : 0u) |
                       (spec.salvage ? INSTAR_CONVERT_SALVAGE : 0u);
     plan.head.min_sparse = spec.min_sparse;
-    plan.head.target_backing_size = target.backing ? target.backing_size : UINT64_MAX;
+    // With -n the field carries the existing target file's length instead (no -B chain is opened).
+    plan.head.target_backing_size = spec.existing_target ? existing_file.size
+                                    : target.backing           ? target.backing_size
+                                                               : UINT64_MAX;
     plan.head.create_len = static_cast<std::uint32_t>(create_bytes.size());
     plan.create = std::move(create_bytes);
     if (spec.snapshot)
