@@ -109,6 +109,9 @@ for tname, opts in (("tgt.qcow2", []), ("tgt-v2.qcow2", ["-o", "compat=0.10"]),
             [tname if a == "TGT" else a for a in TGT_IO] if "v2" not in tname else
             io("qcow2", tname, "write -P 0x5a 0 3M", "write -P 0x6b 10M 1M"))
 fixture("tgt-1m.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "tgt-1m.qcow2", "1M"))
+for sub in ("dynamic", "fixed"):
+    fixture("tgt-%s.vhd" % sub, "vpc", q("create", "-q", "-f", "vpc", "-o", "subformat=" + sub, "tgt-%s.vhd" % sub, "16M"),
+            io("vpc", "tgt-%s.vhd" % sub, "write -P 0x5a 0 3M", "write -P 0x6b 10M 1M"))
 fixture("tgt-comp.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "tgt-comp.qcow2", "16M"),
         io("qcow2", "tgt-comp.qcow2", "write -c -P 0x5a 0 1M"))
 fixture("tgt-snap.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "tgt-snap.qcow2", "16M"),
@@ -210,6 +213,12 @@ case("-n -S 0 -> qcow2", ["convert", "-n", "-S", "0", "-O", "qcow2", "q.qcow2", 
      copies={"out.qcow2": "tgt.qcow2"})
 case("-n --target-is-zero -> qcow2", ["convert", "-n", "--target-is-zero", "-O", "qcow2", "q.qcow2", "out.qcow2"],
      ["qcow2"], "qcow2", copies={"out.qcow2": "tgt.qcow2"})
+# -n into existing VHDs: byte-identical to qemu-img's (the ids are the target's own).
+for sub in ("dynamic", "fixed"):
+    case("-n raw -> vpc %s" % sub, ["convert", "-n", "-f", "raw", "-O", "vpc", "src.raw", "out.vhd"], ["raw"], "vpc",
+         copies={"out.vhd": "tgt-%s.vhd" % sub})
+    case("-n qcow2 -> vpc %s" % sub, ["convert", "-n", "-O", "vpc", "q.qcow2", "out.vhd"], ["qcow2"], "vpc",
+         copies={"out.vhd": "tgt-%s.vhd" % sub})
 case("error: -n smaller qcow2", ["convert", "-n", "-O", "qcow2", "q.qcow2", "out.qcow2"], ["qcow2"], "qcow2",
      expect_error=True, copies={"out.qcow2": "tgt-1m.qcow2"})
 REFUSED.append(("-n over compressed clusters", ["convert", "-n", "-f", "raw", "-O", "qcow2", "odd.raw", "n.qcow2"],
@@ -380,7 +389,9 @@ def main():
                     pq, pi = os.path.join(dq, out), os.path.join(di, out)
                     # -W: qemu-img's out-of-order writes give another valid layout (convert-in-order).
                     # -n qcow2: instar's allocation differs (convert-existing-qcow2, docs/quirks.md).
-                    if tgt in EXACT_TARGETS and "-W" not in args and not ("-n" in args and tgt != "raw"):
+                    exact = (tgt in EXACT_TARGETS and not ("-n" in args and tgt == "qcow2")) or \
+                        ("-n" in args and tgt == "vpc")
+                    if exact and "-W" not in args:
                         if open(pq, "rb").read() != open(pi, "rb").read():
                             problems.append("target bytes differ from qemu-img's")
                         if tgt == "raw" and data_segments(pq) != data_segments(pi):
