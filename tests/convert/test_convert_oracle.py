@@ -94,6 +94,7 @@ for sub in ["dynamic", "fixed"]:
 # corruption on a read-only image; cluster 1 reads as zeros, the rest is saved).
 fixture("tgt-rand.raw", "raw", ["python3", "-c", "import os\nopen('tgt-rand.raw','wb').write(os.urandom(16<<20))"])
 fixture("tgt-small.raw", "raw", ["python3", "-c", "import os\nopen('tgt-small.raw','wb').write(os.urandom(1<<20))"])
+fixture("tgt-odd.raw", "raw", ["python3", "-c", "import os\nopen('tgt-odd.raw','wb').write(os.urandom(1000000))"])
 fixture("r4.raw", "raw", ["python3", "-c", "import os\nopen('r4.raw','wb').write(os.urandom(4<<20))"])
 CORRUPT_L2 = ("import struct\nf=open('corrupt.qcow2','r+b')\nh=f.read(104)\nl1=struct.unpack('>Q',h[40:48])[0]\n"
               "f.seek(l1)\nl2=struct.unpack('>Q',f.read(8))[0]&0x00fffffffffffe00\nf.seek(l2+8)\n"
@@ -188,6 +189,10 @@ case("-n -S 0", ["convert", "-n", "-S", "0", "-O", "raw", "q.qcow2", "out.raw"],
 case("-n --target-is-zero", ["convert", "-n", "--target-is-zero", "q.qcow2", "out.raw"], ["qcow2"], "raw",
      copies=RAND)
 case("-n -p", ["convert", "-n", "-p", "-f", "raw", "odd.raw", "out.raw"], ["raw"], "raw", copies=RAND)
+# odd.raw (1000001 bytes) into a 1000000-byte file: the same sector count; the last sector's write
+# extends the file to 1000448 bytes, as qemu-img's does.
+case("-n odd-sized target", ["convert", "-n", "-f", "raw", "odd.raw", "out.raw"], ["raw"], "raw",
+     copies={"out.raw": "tgt-odd.raw"})
 case("-n chain", ["convert", "-n", "ov.qcow2", "out.raw"], ["qcow2"], "raw", copies=RAND)
 case("-n concatenate", ["convert", "-n", "-f", "raw", "odd.raw", "odd.raw", "out.raw"], ["raw"], "raw", copies=RAND)
 for label, args, copies in (

@@ -394,7 +394,9 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
     // raw's existing target is a fixed-size device (a file or a block device, never grown); image
     // formats allocate clusters past their file's end, so theirs is an output.
     const bool fixed_target = spec.existing_target && std::string_view((*target.plugin)->name) == "raw";
-    devices.push_back(fixed_target ? vmm::Device{target_fd, existing_file.size, true, false}
+    // (its length rounded up to a sector: qemu's raw disk ends there, and writing the last sector
+    // extends the file to it)
+    devices.push_back(fixed_target ? vmm::Device{target_fd, (existing_file.size + 511) / 512 * 512, true, false}
                                    : vmm::output_device(target_fd));
     const bool report_progress = spec.progress != nullptr || spec.rate_limit != 0;
     plan.head.flags = (spec.compressed ? INSTAR_CONVERT_COMPRESS : 0u) |
