@@ -118,6 +118,17 @@ fixture("tgt-comp.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "tgt-comp.qc
 fixture("tgt-snap.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "tgt-snap.qcow2", "16M"),
         q("snapshot", "-c", "s1", "tgt-snap.qcow2"))
 
+# --bitmaps: an image with two persistent bitmaps, and one whose only bitmap is in use (inconsistent).
+SET_IN_USE = ("import struct\nf=open('bm-broken.qcow2','r+b')\nb=f.read(65536)\noff=struct.unpack('>I',b[100:104])[0]\n"
+              "while True:\n t,l=struct.unpack('>II',b[off:off+8])\n if t==0x23852875:\n"
+              "  nb,_,ds,do=struct.unpack('>IIQQ',b[off+8:off+32])\n  break\n off+=8+((l+7)&~7)\n"
+              "f.seek(do)\nd=f.read(16)\nf.seek(do+12)\nf.write(struct.pack('>I',struct.unpack('>I',d[12:16])[0]|1))")
+fixture("bm.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "bm.qcow2", "4M"), io("qcow2", "bm.qcow2", "write -P 1 0 1M"),
+        q("bitmap", "--add", "bm.qcow2", "b1"), q("bitmap", "--add", "-g", "128k", "--disable", "bm.qcow2", "b2"))
+fixture("bm-broken.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "bm-broken.qcow2", "4M"),
+        io("qcow2", "bm-broken.qcow2", "write -P 1 0 1M"), q("bitmap", "--add", "bm-broken.qcow2", "b1"),
+        ["python3", "-c", SET_IN_USE])
+
 CASES = []  # (label, args, source formats, target format, expect_error, copies)
 
 
@@ -134,7 +145,7 @@ REFUSED = []
 # raw and fixed VHD sources are named with -f: instar never guesses raw, and qemu-img's probe calls a
 # fixed VHD raw (docs/quirks.md: info-unrecognised, vpc-fixed-probe).
 for name, fmt, _ in FIXTURES:
-    if name.startswith(("tgt", "corrupt", "r4")):
+    if name.startswith(("tgt", "corrupt", "r4", "bm")):
         continue  # -n targets, --salvage's damaged source and -r's timing source have cases of their own
     named = ["-f", fmt] if fmt == "raw" or name == "p-fixed.vhd" else []
     case("%s -> raw" % name, ["convert"] + named + ["-O", "raw", name, "out.raw"], [fmt], "raw")
@@ -232,6 +243,20 @@ REFUSED.append(("-n into a qcow2 with snapshots", ["convert", "-n", "-f", "raw",
                 "internal snapshots", {"n.qcow2": "tgt-snap.qcow2"}))
 REFUSED.append(("-n -O vmdk", ["convert", "-n", "-f", "raw", "-O", "vmdk", "odd.raw", "n.vmdk"],
                 "existing vmdk image", {"n.vmdk": "v-monolithicSparse.vmdk"}))
+# --bitmaps: qemu's checks; a source without bitmaps (or only broken ones, skipped) converts as
+# without the flag. Copying real bitmaps is refused (not implemented yet).
+case("--bitmaps, none to copy", ["convert", "--bitmaps", "-O", "qcow2", "q.qcow2", "out.qcow2"], ["qcow2"], "qcow2")
+case("--bitmaps --skip-broken-bitmaps", ["convert", "--bitmaps", "--skip-broken-bitmaps", "-O", "qcow2",
+                                         "bm-broken.qcow2", "out.qcow2"], ["qcow2"], "qcow2")
+for label, args in (("raw source", ["convert", "--bitmaps", "-f", "raw", "-O", "qcow2", "src.raw", "out.qcow2"]),
+                    ("two sources", ["convert", "--bitmaps", "-O", "qcow2", "q.qcow2", "q.qcow2", "out.qcow2"]),
+                    ("v2 source", ["convert", "--bitmaps", "-O", "qcow2", "qv2.qcow2", "out.qcow2"]),
+                    ("inconsistent", ["convert", "--bitmaps", "-O", "qcow2", "bm-broken.qcow2", "out.qcow2"]),
+                    ("-n raw target", ["convert", "-n", "--bitmaps", "q.qcow2", "out.raw"])):
+    case("error: --bitmaps " + label, args, ["qcow2"], "qcow2", expect_error=True,
+         copies={"out.raw": "tgt-rand.raw"} if "-n" in args else None)
+REFUSED.append(("--bitmaps with bitmaps", ["convert", "--bitmaps", "-O", "qcow2", "bm.qcow2", "out.qcow2"],
+                "not supported by instar yet"))
 # -r: parsed as qemu's cvtnum per profile; the copy is throttled (timed loosely in main()).
 case("-r 100M", ["convert", "-r", "100M", "-f", "raw", "src.raw", "out.raw"], ["raw"], "raw")
 for rate in ("-1", "1x", "20E", "9223372036854775808", "", "-1k"):

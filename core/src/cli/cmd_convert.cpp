@@ -286,8 +286,6 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
         return unsupported("--image-opts");
     if (target_image_opts)
         return unsupported("--target-image-opts");
-    if (has("bitmaps"))
-        return unsupported("--bitmaps");
 
     Progress::Mode mode = Progress::Mode::Off;
     if (has("progress")) {
@@ -335,6 +333,8 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
     spec.rate_limit = rate_limit;
     spec.salvage = has("salvage");
     spec.quiet = has("quiet");
+    spec.bitmaps = has("bitmaps");
+    spec.skip_broken_bitmaps = has("skip-broken-bitmaps");
     if (has("allow-path"))
         spec.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
     spec.progress = mode == Progress::Mode::Off ? nullptr : &progress;
@@ -438,6 +438,8 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
             {item.key, desc ? normalised_value(*desc, item.value, ctx.profile.version) : item.value});
         if (item.key == "preallocation")
             spec.target.preallocation = item.value;
+        if (item.key == "compat")
+            spec.target_compat = item.value;
     }
     spec.target.backing_file = backing;
     spec.target.backing_fmt = backing_fmt;

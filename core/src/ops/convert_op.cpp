@@ -156,6 +156,40 @@ void salvage_warnings(const vmm::RunResult& run, std::vector<std::string>& out) 
     }
 }
 
+// --bitmaps: qemu's convert_check_bitmaps over what info reported of the (single) source. Sets
+// `skipped` to the inconsistent bitmaps --skip-broken-bitmaps leaves out and `copied` to the count
+// that would be copied.
+Expected<bool> check_bitmaps(const ConvertSpec& spec, const std::vector<OpenedChain>& chains,
+                             std::vector<std::string>& skipped, std::size_t& copied) {
+    if (chains.size() > 1)
+        return Error{"Copying bitmaps only possible with single source"};
+    const NodeInfo& n = chains.front().links.front().node;
+    const auto* compat = n.specific.if_contains("compat");
+    if (n.format != "qcow2" || compat == nullptr || !compat->is_string() || compat->as_string() != "1.1")
+        return Error{"Source lacks bitmap support"};
+    copied = 0;
+    if (const auto* list = n.specific.if_contains("bitmaps"); list != nullptr && list->is_array()) {
+        for (const auto& b : list->as_array()) {
+            if (!b.is_object())
+                continue;
+            const auto* name = b.as_object().if_contains("name");
+            const std::string nm = name && name->is_string() ? std::string(name->as_string()) : std::string();
+            bool in_use = false;
+            if (const auto* flags = b.as_object().if_contains("flags"); flags && flags->is_array())
+                for (const auto& f : flags->as_array())
+                    in_use = in_use || (f.is_string() && f.as_string() == "in-use");
+            if (in_use && !spec.skip_broken_bitmaps)
+                return Error{"Cannot copy inconsistent bitmap '" + nm +
+                             "'\nTry --skip-broken-bitmaps, or use 'qemu-img bitmap --remove' to delete it"};
+            if (in_use)
+                skipped.push_back(nm);
+            else
+                ++copied;
+        }
+    }
+    return true;
+}
+
 // -n: the existing target, opened read-write as the user named it: a regular file or a block
 // device (an LV), never created, never truncated. qemu-img's "Could not open" when it is missing.
 Expected<OpenedFile> open_existing_target(const std::string& name) {
@@ -219,12 +253,17 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
         OpenedFile& f;
         ~FileCloser() { close_file(f); }
     } existing_closer{existing_file};
+    std::vector<std::string> skipped_bitmaps;
+    std::size_t bitmaps_to_copy = 0;
     if (spec.existing_target) {
         if (spec.target_is_zero && has_backing)
             return false;
         if (has_backing && spec.sources.size() > 1)
             return Error{"Having a backing file for the target makes no sense when concatenating multiple input "
                          "images"};
+        if (spec.bitmaps)
+            if (auto ok = check_bitmaps(spec, chains, skipped_bitmaps, bitmaps_to_copy); !ok)
+                return Error{ok.error()};
         if (spec.target_cache_error)
             return Error{*spec.target_cache_error};
         auto file = open_existing_target(spec.target.filename);
@@ -254,10 +293,27 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
             return Error{opened.error()};
         if (spec.compressed && !((*spec.target.plugin)->capabilities & CAP_CONVERT_COMPRESS))
             return Error{"Compression not supported for this file format"};
+        if (spec.bitmaps) {
+            const auto* compat = existing.links.front().node.specific.if_contains("compat");
+            if (std::string_view((*spec.target.plugin)->name) != "qcow2" || compat == nullptr ||
+                !compat->is_string() || compat->as_string() != "1.1")
+                return Error{"Format driver '" + spec.target_format + "' does not support bitmaps"};
+        }
         const std::uint64_t have = (existing.links.front().node.virtual_size + 511) / 512 * 512;
         if (have < total)
             return Error{"output file is smaller than input file"};
+    } else if (spec.bitmaps) {
+        // qemu creates the target first and then finds it cannot hold bitmaps; instar says so
+        // before creating anything (convert-atomic).
+        if (auto ok = check_bitmaps(spec, chains, skipped_bitmaps, bitmaps_to_copy); !ok)
+            return Error{ok.error()};
+        const std::string fmt = (*spec.target.plugin)->name;
+        if (fmt != "qcow2" || (spec.target_compat && *spec.target_compat != "1.1" && *spec.target_compat != "v3"))
+            return Error{"Format driver '" + fmt + "' does not support bitmaps"};
     }
+    if (spec.bitmaps && bitmaps_to_copy > 0)
+        return Error{"--bitmaps: copying persistent bitmaps is not supported by instar yet (the source has " +
+                     std::to_string(bitmaps_to_copy) + ")"};
 
     // -B: the target's backing file, named relative to the target and opened through the target's
     // path policy (qemu opens the new image with its backing chain: the writer needs the backing's
@@ -458,6 +514,9 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
     if (!run)
         return Error{target.filename + ": error while converting " + std::string((*target.plugin)->name) + ": " +
                      run.error().message};
+    if (spec.warnings && run->exit_status == 0)
+        for (const auto& name : skipped_bitmaps) // qemu warns as it copies the bitmaps, after the data
+            spec.warnings->push_back("Skipping inconsistent bitmap '" + name + "'");
     if (spec.warnings) {
         const std::size_t first = spec.warnings->size();
         const bool salvaged = std::any_of(run->records.begin(), run->records.end(),

@@ -38,6 +38,9 @@ struct ConvertSpec {
     std::optional<std::string> target_cache_error; // -n: a bad -t, reported where qemu checks it
     std::uint64_t rate_limit = 0;              // -r bytes per second; 0 = none
     bool salvage = false;                      // --salvage
+    bool bitmaps = false;                      // --bitmaps
+    bool skip_broken_bitmaps = false;          // --skip-broken-bitmaps
+    std::optional<std::string> target_compat;  // a new qcow2 target's -o compat (bitmaps need 1.1)
     bool quiet = false;                        // -q: no salvage warnings
     // --salvage: qemu's warnings (without the "prog: warning: " prefix), in order; may be nullptr.
     std::vector<std::string>* warnings = nullptr;
