@@ -223,6 +223,9 @@ for label, args, copies in (
 for tname in ("tgt.qcow2", "tgt-v2.qcow2", "tgt-512.qcow2", "tgt-rc1.qcow2"):
     case("-n raw -> %s" % tname, ["convert", "-n", "-f", "raw", "-O", "qcow2", "src.raw", "out.qcow2"], ["raw"],
          "qcow2", copies={"out.qcow2": tname})
+# 12 MiB of random data into 512-byte clusters: the refcount table (one cluster, 8 MiB of file) grows.
+case("-n grows the refcount table", ["convert", "-n", "-f", "raw", "-O", "qcow2", "r4.raw", "r4.raw", "r4.raw",
+                                     "out.qcow2"], ["raw"], "qcow2", copies={"out.qcow2": "tgt-512.qcow2"})
 case("-n qcow2 -> qcow2", ["convert", "-n", "-O", "qcow2", "q512.qcow2", "out.qcow2"], ["qcow2"], "qcow2",
      copies={"out.qcow2": "tgt.qcow2"})
 case("-n -S 0 -> qcow2", ["convert", "-n", "-S", "0", "-O", "qcow2", "q.qcow2", "out.qcow2"], ["qcow2"], "qcow2",

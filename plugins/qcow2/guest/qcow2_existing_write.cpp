@@ -26,6 +26,8 @@ constexpr uint64_t MAX_CLUSTER_OFFSET = (uint64_t{1} << 56) - 1;
 // A new refcount block may itself fall under a block that does not exist yet; each level covers
 // far more than the one below, so two suffice; the bound only stops a hostile table from looping.
 constexpr uint32_t MAX_REFBLOCK_DEPTH = 4;
+// qemu's QCOW_MAX_REFTABLE_SIZE: the largest refcount table qemu opens, so the most grown.
+constexpr uint64_t QCOW2_EXISTING_MAX_REFTABLE_BYTES = 8u << 20;
 
 class ExistingWriter final : public guest::ImageWriter {
 public:
@@ -124,8 +126,10 @@ private:
             return Status::Corrupt;
         const uint64_t cluster = host >> cb_;
         const uint64_t rt_index = cluster / rb_entries_;
-        if (rt_index >= rt_entries_)
-            return refuse("past the end of an existing qcow2 image's refcount table (growing it)");
+        if (rt_index >= rt_entries_) {
+            if (const Status st = grow_reftable(rt_index, depth); st != Status::Ok)
+                return st;
+        }
         uint64_t block = 0;
         if (const Status st = read64(h_.refcount_table_offset + rt_index * 8, &block); st != Status::Ok)
             return st;
@@ -166,6 +170,52 @@ private:
         for (uint32_t i = 0; i < bytes; ++i)
             b[i] = static_cast<uint8_t>(value >> (8 * (bytes - 1 - i)));
         return dev_.write(block + index * bytes, b, bytes);
+    }
+
+    // qemu's refcount table growth, simplified: a table at least twice as large (and covering
+    // `rt_index`) is appended, the old entries copied into it, the header pointed at it, its own
+    // clusters counted, and the old table's clusters freed.
+    Status grow_reftable(uint64_t rt_index, uint32_t depth) {
+        if (depth > MAX_REFBLOCK_DEPTH)
+            return Status::Corrupt;
+        const uint64_t per_cluster = cs_ / 8;
+        uint64_t want = rt_entries_ * 2 > rt_index + 1 ? rt_entries_ * 2 : rt_index + 1;
+        const uint64_t clusters = (want + per_cluster - 1) / per_cluster;
+        // qemu caps the table at QCOW_MAX_REFTABLE_SIZE bytes; no larger one is grown.
+        uint64_t bytes = 0;
+        if (__builtin_mul_overflow(clusters, cs_, &bytes) || bytes > QCOW2_EXISTING_MAX_REFTABLE_BYTES ||
+            next_ > MAX_CLUSTER_OFFSET - bytes)
+            return Status::TooLarge;
+        const uint64_t old_offset = h_.refcount_table_offset;
+        const uint64_t old_clusters = h_.refcount_table_clusters;
+        const uint64_t table = next_;
+        next_ += bytes;
+        for (uint64_t i = 0; i < clusters; ++i) {
+            if (i < old_clusters) {
+                if (const Status st = dev_.read(old_offset + i * cs_, buf_, static_cast<size_t>(cs_)); st != Status::Ok)
+                    return st;
+            } else {
+                __builtin_memset(buf_, 0, static_cast<size_t>(cs_));
+            }
+            if (const Status st = dev_.write(table + i * cs_, buf_, static_cast<size_t>(cs_)); st != Status::Ok)
+                return st;
+        }
+        file_len_ = next_;
+        uint8_t field[12];
+        store_be64(field, table);
+        store_be32(field + 8, static_cast<uint32_t>(clusters));
+        if (const Status st = dev_.write(48, field, sizeof field); st != Status::Ok) // refcount_table_offset, _clusters
+            return st;
+        h_.refcount_table_offset = table;
+        h_.refcount_table_clusters = static_cast<uint32_t>(clusters);
+        rt_entries_ = clusters * per_cluster;
+        for (uint64_t i = 0; i < clusters; ++i)
+            if (const Status st = set_refcount(table + i * cs_, 1, depth + 1); st != Status::Ok)
+                return st;
+        for (uint64_t i = 0; i < old_clusters; ++i)
+            if (const Status st = set_refcount(old_offset + i * cs_, 0, depth + 1); st != Status::Ok)
+                return st;
+        return Status::Ok;
     }
 
     // Appends one cluster: refcount first, then (the caller) its data, then the entry naming it.

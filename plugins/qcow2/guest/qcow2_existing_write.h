@@ -11,8 +11,9 @@
 //   - zeros leave unallocated and zero clusters alone; a whole allocated cluster gets the zero flag
 //     (v3, the cluster stays allocated where qemu unmaps it) or zeros written (v2, partial ranges).
 // Refused with a reason (Unsupported): backing files, encryption, internal snapshots, external
-// data files, extended L2 entries, persistent bitmaps, dirty or corrupt images, compressed clusters
-// in the written range, and a refcount table too small for the new clusters (instar does not grow it).
+// data files, extended L2 entries, persistent bitmaps, dirty or corrupt images, and compressed
+// clusters in the written range. A refcount table too small for the new clusters is grown (a
+// larger copy appended, the header pointed at it, the old one freed), up to qemu's 8 MiB.
 #pragma once
 
 #include <instar/guest/read_api.h>

@@ -48,12 +48,17 @@ private:
 };
 
 // A fresh 4 MiB image (instar's create writer) with 0xab in cluster 1.
-std::vector<std::uint8_t> base_image() {
+std::vector<std::uint8_t> base_image(std::uint64_t size = 4u << 20, const char* cluster_size = nullptr) {
     hosted::MemoryTarget target;
     hosted::BudgetAllocator alloc(16u << 20);
     std::uint8_t random[guest::CREATE_RANDOM_BYTES] = {};
     guest::CreateRequest req{};
-    req.size = 4u << 20;
+    req.size = size;
+    const guest::CreateOption opt{"cluster_size", cluster_size};
+    if (cluster_size != nullptr) {
+        req.options = &opt;
+        req.option_count = 1;
+    }
     req.file_name = "t.qcow2";
     req.random = random;
     req.qemu_version = 100000;
@@ -62,7 +67,7 @@ std::vector<std::uint8_t> base_image() {
     guest::ImageWriter* w = nullptr;
     REQUIRE(qcow2::create_writer(req, target, &w) == Status::Ok);
     const std::vector<std::uint8_t> data(CS, 0xab);
-    REQUIRE(w->write(CS, data.data(), data.size()) == Status::Ok);
+    REQUIRE(w->write(CS, data.data(), std::min<std::size_t>(data.size(), size - CS)) == Status::Ok);
     REQUIRE(w->finish() == Status::Ok);
     w->close();
     return target.image_output().bytes();
@@ -203,4 +208,26 @@ TEST_CASE("qcow2 existing writer: hostile metadata is refused before anything la
         Opened o(snapshots);
         CHECK(o.status != Status::Ok);
     }
+}
+
+TEST_CASE("qcow2 existing writer: a full refcount table is grown, the old one freed") {
+    // 512-byte clusters: one refcount table cluster names 64 blocks of 256 clusters, 8 MiB of file.
+    const auto base = base_image(16u << 20, "512");
+    const std::uint64_t old_table = be64(base, 48);
+    Opened o(base);
+    REQUIRE(o.status == Status::Ok);
+    std::vector<std::uint8_t> d(1u << 20);
+    for (std::size_t i = 0; i < d.size(); ++i)
+        d[i] = static_cast<std::uint8_t>(i * 7 + 1);
+    for (std::uint64_t at = 0; at < (12u << 20); at += d.size())
+        REQUIRE(o.w->write(at, d.data(), d.size()) == Status::Ok);
+    REQUIRE(o.w->finish() == Status::Ok);
+    const auto img = o.file.bytes();
+    CHECK(img.size() > (12u << 20));
+    const std::uint64_t table = be64(img, 48);
+    CHECK(table != old_table);
+    CHECK(qcow2::load_be32(img.data() + 56) >= 2);
+    const auto disk = read_disk(img);
+    for (std::uint64_t at = 0; at < (12u << 20); at += d.size())
+        CHECK(std::memcmp(disk.data() + at, d.data(), d.size()) == 0);
 }
