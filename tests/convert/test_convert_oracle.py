@@ -110,6 +110,10 @@ for tname, opts in (("tgt.qcow2", []), ("tgt-v2.qcow2", ["-o", "compat=0.10"]),
             [tname if a == "TGT" else a for a in TGT_IO] if "v2" not in tname else
             io("qcow2", tname, "write -P 0x5a 0 3M", "write -P 0x6b 10M 1M"))
 fixture("tgt-1m.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "tgt-1m.qcow2", "1M"))
+fixture("tgt-empty.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "tgt-empty.qcow2", "16M"))
+fixture("tgt-text16.raw", "raw", ["python3", "-c", "import random\nrandom.seed(7)\nw=[b'alpha ',b'beta ',b'gamma\\n']\n"
+                                  "d=b''.join(random.choice(w) for _ in range(3000000))[:8<<20]\n"
+                                  "open('tgt-text16.raw','wb').write(d+bytes((16<<20)-len(d)))"])
 for sub in ("dynamic", "fixed"):
     fixture("tgt-%s.vhd" % sub, "vpc", q("create", "-q", "-f", "vpc", "-o", "subformat=" + sub, "tgt-%s.vhd" % sub, "16M"),
             io("vpc", "tgt-%s.vhd" % sub, "write -P 0x5a 0 3M", "write -P 0x6b 10M 1M"))
@@ -226,6 +230,9 @@ for tname in ("tgt.qcow2", "tgt-v2.qcow2", "tgt-512.qcow2", "tgt-rc1.qcow2"):
 # 12 MiB of random data into 512-byte clusters: the refcount table (one cluster, 8 MiB of file) grows.
 case("-n grows the refcount table", ["convert", "-n", "-f", "raw", "-O", "qcow2", "r4.raw", "r4.raw", "r4.raw",
                                      "out.qcow2"], ["raw"], "qcow2", copies={"out.qcow2": "tgt-512.qcow2"})
+# -c into an existing qcow2: compressed clusters where nothing is allocated (16 MiB source = target).
+case("-n -c -> qcow2", ["convert", "-n", "-c", "-f", "raw", "-O", "qcow2", "tgt-text16.raw", "out.qcow2"], ["raw"],
+     "qcow2", copies={"out.qcow2": "tgt-empty.qcow2"})
 case("-n qcow2 -> qcow2", ["convert", "-n", "-O", "qcow2", "q512.qcow2", "out.qcow2"], ["qcow2"], "qcow2",
      copies={"out.qcow2": "tgt.qcow2"})
 case("-n -S 0 -> qcow2", ["convert", "-n", "-S", "0", "-O", "qcow2", "q.qcow2", "out.qcow2"], ["qcow2"], "qcow2",

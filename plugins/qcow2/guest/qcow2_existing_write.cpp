@@ -26,14 +26,16 @@ constexpr uint64_t MAX_CLUSTER_OFFSET = (uint64_t{1} << 56) - 1;
 // A new refcount block may itself fall under a block that does not exist yet; each level covers
 // far more than the one below, so two suffice; the bound only stops a hostile table from looping.
 constexpr uint32_t MAX_REFBLOCK_DEPTH = 4;
+constexpr int ZLIB_WINDOW_BITS = -12; // qcow2's raw deflate with a 4 KiB window
+constexpr int ZLIB_DEFAULT_LEVEL = 6; // Z_DEFAULT_COMPRESSION, as qemu
 // qemu's QCOW_MAX_REFTABLE_SIZE: the largest refcount table qemu opens, so the most grown.
 constexpr uint64_t QCOW2_EXISTING_MAX_REFTABLE_BYTES = 8u << 20;
 
 class ExistingWriter final : public guest::ImageWriter {
 public:
-    ExistingWriter(guest::BlockDevice& dev, guest::Allocator& alloc, guest::ReasonSink* reasons, const Qcow2Header& h,
-                   uint8_t* buf)
-        : dev_(dev), alloc_(alloc), reasons_(reasons), h_(h), cs_(h.cluster_size()), cb_(h.cluster_bits),
+    ExistingWriter(guest::BlockDevice& dev, guest::Allocator& alloc, guest::ReasonSink* reasons,
+                   const guest::Codecs* codecs, const Qcow2Header& h, uint8_t* buf)
+        : dev_(dev), alloc_(alloc), reasons_(reasons), codecs_(codecs), h_(h), cs_(h.cluster_size()), cb_(h.cluster_bits),
           l2_entries_(h.cluster_size() / 8), buf_(buf) {
         file_len_ = dev.size();
         next_ = (file_len_ + cs_ - 1) / cs_ * cs_;
@@ -75,12 +77,62 @@ public:
         return Status::Ok;
     }
 
-    Status write_compressed(uint64_t, const void*, size_t) override {
-        return refuse("compressed writes (-c) into an existing qcow2 image");
+    // -c: qemu's qcow2_co_pwritev_compressed_task over this writer. Data that does not shrink is
+    // written as a normal cluster; a compressed cluster may only go where nothing is allocated
+    // (qemu: EIO) and gets a host cluster of its own (qemu packs several into one: not modelled).
+    Status write_compressed(uint64_t offset, const void* buf, size_t len) override {
+        if (len == 0)
+            return Status::Ok; // qemu's end-of-convert call: the file already ends on a cluster
+        if ((offset & (cs_ - 1)) != 0 || offset > h_.size || len > h_.size - offset || len > cs_ ||
+            (len != cs_ && offset + len != h_.size))
+            return Status::Invalid;
+        if (h_.compression_type != QCOW2_COMPRESSION_TYPE_ZLIB)
+            return refuse("zstd-compressed clusters into an existing qcow2 image");
+        if (codecs_ == nullptr || codecs_->deflate == nullptr)
+            return Status::Unsupported;
+        if (cbuf_ == nullptr) {
+            cbuf_ = static_cast<uint8_t*>(alloc_.allocate(static_cast<size_t>(cs_), 64));
+            if (cbuf_ == nullptr)
+                return Status::NoMemory;
+        }
+        const uint8_t* src = static_cast<const uint8_t*>(buf);
+        if (len != cs_) { // the disk's short last cluster, padded with zeros
+            __builtin_memset(buf_, 0, static_cast<size_t>(cs_));
+            __builtin_memcpy(buf_, src, len);
+            src = buf_;
+        }
+        size_t out_len = 0;
+        const Status st = codecs_->deflate(src, static_cast<size_t>(cs_), cbuf_, static_cast<size_t>(cs_ - 1),
+                                           &out_len, ZLIB_WINDOW_BITS, ZLIB_DEFAULT_LEVEL);
+        if (st == Status::TooLarge)
+            return write(offset, buf, len); // does not fit in cluster_size - 1 bytes: a normal cluster
+        if (st != Status::Ok)
+            return st;
+        uint64_t at = 0, e = 0, host = 0;
+        if (const Status s2 = entry(offset, true, &at, &e, &host); s2 != Status::Ok)
+            return s2;
+        if (host != 0)
+            return Status::IoError; // compression can't overwrite anything (qemu)
+        if (const Status s2 = allocate(&host); s2 != Status::Ok)
+            return s2;
+        if (const Status s2 = dev_.write(host, cbuf_, out_len); s2 != Status::Ok)
+            return s2;
+        if (host + cs_ > file_len_) {
+            // The rest of the host cluster is not written; keep the file a whole cluster long.
+            __builtin_memset(buf_, 0, static_cast<size_t>(cs_));
+            if (const Status s2 = dev_.write(host + out_len, buf_, static_cast<size_t>(cs_ - out_len)); s2 != Status::Ok)
+                return s2;
+            file_len_ = host + cs_;
+        }
+        const uint64_t nb_csectors = (host + out_len - 1) / 512 - host / 512;
+        const uint32_t csize_shift = 62 - (cb_ - 8);
+        return write64(at, host | QCOW_OFLAG_COMPRESSED | (nb_csectors << csize_shift));
     }
     Status finish() override { return Status::Ok; } // every update was written through
     void close() override {
         alloc_.deallocate(buf_, static_cast<size_t>(cs_));
+        if (cbuf_ != nullptr)
+            alloc_.deallocate(cbuf_, static_cast<size_t>(cs_));
         guest::arena_delete(alloc_, this);
     }
 
@@ -351,11 +403,13 @@ private:
     guest::BlockDevice& dev_;
     guest::Allocator& alloc_;
     guest::ReasonSink* reasons_;
+    const guest::Codecs* codecs_;
     Qcow2Header h_;
     uint64_t cs_;
     uint32_t cb_;
     uint64_t l2_entries_;
-    uint8_t* buf_; // one cluster
+    uint8_t* buf_;            // one cluster
+    uint8_t* cbuf_ = nullptr; // -c: compressed output, one cluster
     uint64_t file_len_ = 0;
     uint64_t next_ = 0; // where the next appended cluster goes
     uint32_t refcount_bits_ = 16;
@@ -432,7 +486,7 @@ Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
     auto* buf = static_cast<uint8_t*>(req.allocator->allocate(static_cast<size_t>(cs), 64));
     if (buf == nullptr)
         return Status::NoMemory;
-    ExistingWriter* w = guest::arena_new<ExistingWriter>(*req.allocator, dev, *req.allocator, req.reasons, h, buf);
+    ExistingWriter* w = guest::arena_new<ExistingWriter>(*req.allocator, dev, *req.allocator, req.reasons, req.codecs, h, buf);
     if (w == nullptr) {
         req.allocator->deallocate(buf, static_cast<size_t>(cs));
         return Status::NoMemory;

@@ -8,6 +8,8 @@
 //     cluster, written with the rest of the cluster zeroed; into an unallocated or zero cluster, a
 //     new cluster is appended to the file (refcount, then data, then the L2 entry), with its L2
 //     table or refcount block appended first when missing;
+//   - -c: a cluster that shrinks is stored compressed where nothing is allocated (qemu's EIO
+//     otherwise), in a host cluster of its own;
 //   - zeros leave unallocated and zero clusters alone; a whole allocated cluster gets the zero flag
 //     (v3, the cluster stays allocated where qemu unmaps it) or zeros written (v2, partial ranges).
 // Refused with a reason (Unsupported): backing files, encryption, internal snapshots, external
