@@ -233,6 +233,9 @@ case("-n grows the refcount table", ["convert", "-n", "-f", "raw", "-O", "qcow2"
 # -c into an existing qcow2: compressed clusters where nothing is allocated (16 MiB source = target).
 case("-n -c -> qcow2", ["convert", "-n", "-c", "-f", "raw", "-O", "qcow2", "tgt-text16.raw", "out.qcow2"], ["raw"],
      "qcow2", copies={"out.qcow2": "tgt-empty.qcow2"})
+case("error: -n -c over allocated clusters", ["convert", "-n", "-c", "-f", "raw", "-O", "qcow2", "tgt-text16.raw",
+                                              "out.qcow2"], ["raw"], "qcow2", expect_error=True,
+     copies={"out.qcow2": "tgt.qcow2"})
 case("-n qcow2 -> qcow2", ["convert", "-n", "-O", "qcow2", "q512.qcow2", "out.qcow2"], ["qcow2"], "qcow2",
      copies={"out.qcow2": "tgt.qcow2"})
 case("-n -S 0 -> qcow2", ["convert", "-n", "-S", "0", "-O", "qcow2", "q.qcow2", "out.qcow2"], ["qcow2"], "qcow2",

@@ -118,6 +118,10 @@ std::string failure_message(const ConvertSpec& spec, const std::vector<const Cha
     }
     if (failure && failure->phase == INSTAR_CONVERT_PHASE_CREATE)
         return target + ": error while converting " + fmt + ": " + reason;
+    // The target refused a write (e.g. -n -c over an allocated cluster): qemu-img's words alone,
+    // since no source is at fault.
+    if (reason.rfind("error while writing at byte ", 0) == 0)
+        return reason;
     // Copying failed: a source's data could not be read (or the target written). Name the source
     // when there is only one, so the message says which file is damaged.
     if (spec.sources.size() == 1)
