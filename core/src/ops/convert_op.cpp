@@ -4,6 +4,7 @@
 #include "ops/atomic_output.h"
 #include "ops/guest_info_runner.h"
 #include "ops/guest_module.h"
+#include "ops/image_table.h"
 #include "ops/info_op.h"
 
 #include <fcntl.h>
@@ -29,56 +30,17 @@ constexpr std::uint64_t CONVERT_BYTES_PER_SECOND = 16u << 20;
 
 struct Plan {
     instar_convert_plan head{};
-    std::vector<instar_convert_image> images;
     std::vector<std::uint8_t> create;
     std::string snapshot;
 
-    std::vector<std::uint8_t> bytes() const {
-        std::vector<std::uint8_t> out(sizeof head + images.size() * sizeof(instar_convert_image) + create.size() +
-                                      snapshot.size());
-        std::uint8_t* p = out.data();
-        // SAFETY: the ABI structs are trivially copyable with fixed layouts (static_asserts).
-        std::memcpy(p, &head, sizeof head);
-        p += sizeof head;
-        if (!images.empty())
-            std::memcpy(p, images.data(), images.size() * sizeof(instar_convert_image));
-        p += images.size() * sizeof(instar_convert_image);
-        if (!create.empty())
-            std::memcpy(p, create.data(), create.size());
-        p += create.size();
-        std::memcpy(p, snapshot.data(), snapshot.size());
+    std::vector<std::uint8_t> bytes(const std::vector<instar_convert_image>& images) const {
+        std::vector<std::uint8_t> out;
+        append_bytes(out, &head, 1);
+        append_bytes(out, images.data(), images.size());
+        out.insert(out.end(), create.begin(), create.end());
+        out.insert(out.end(), snapshot.begin(), snapshot.end());
         return out;
     }
-};
-
-// The plan as a sealed, read-only in-memory file the guest reads as a device.
-class PlanFile {
-public:
-    ~PlanFile() {
-        if (fd_ >= 0)
-            ::close(fd_);
-    }
-    Expected<vmm::Device> write(const std::vector<std::uint8_t>& bytes) {
-        fd_ = ::memfd_create("instar-convert-plan", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-        if (fd_ < 0)
-            return Error{std::string("cannot make the convert plan: ") + std::strerror(errno)};
-        std::size_t done = 0;
-        while (done < bytes.size()) {
-            const ssize_t n = ::write(fd_, bytes.data() + done, bytes.size() - done);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n <= 0)
-                return Error{std::string("cannot write the convert plan: ") + std::strerror(errno)};
-            done += static_cast<std::size_t>(n);
-        }
-        // Nothing, not even this process, changes the plan once the guest may read it.
-        if (::fcntl(fd_, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0)
-            return Error{std::string("cannot seal the convert plan: ") + std::strerror(errno)};
-        return vmm::Device{fd_, bytes.size(), false};
-    }
-
-private:
-    int fd_ = -1;
 };
 
 std::string failure_message(const ConvertSpec& spec, const std::vector<const ChainLink*>& table,
@@ -352,71 +314,21 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
     // backing), but whether a source has a backing at all still decides what its unallocated
     // ranges are (the target's backing shows through, or zeros), so the chains are attached.
     Plan plan;
-    std::vector<const ChainLink*> table;
-    std::vector<vmm::Device> devices{vmm::Device{}}; // 0: the plan, filled in below
-    std::vector<std::string> modules;
-    std::map<std::string, std::uint32_t> module_index;
-    auto add_image = [&](const ChainLink& link) -> Expected<std::uint32_t> {
-        auto path = guest_module_path(*link.plugin);
-        if (!path)
-            return Error{path.error()};
-        auto [it, fresh] = module_index.try_emplace(*path, static_cast<std::uint32_t>(modules.size()));
-        if (fresh)
-            modules.push_back(*path);
-        instar_convert_image im{};
-        im.module = it->second;
-        im.device = static_cast<std::uint32_t>(devices.size());
-        devices.push_back({link.image.fd, link.image.size, false});
-        im.first_file = static_cast<std::uint32_t>(devices.size());
-        im.file_count = static_cast<std::uint32_t>(link.files.size());
-        for (const auto& f : link.files)
-            devices.push_back({f.fd, f.size, false});
-        im.backing = INSTAR_CONVERT_NO_BACKING;
-        im.cluster_size = static_cast<std::uint32_t>(std::min<std::uint64_t>(link.node.cluster_size.value_or(0),
-                                                                             UINT32_MAX));
-        plan.images.push_back(im);
-        table.push_back(&link);
-        return static_cast<std::uint32_t>(plan.images.size() - 1);
-    };
-    for (const auto& chain : chains)
-        if (auto idx = add_image(chain.links.front()); !idx)
-            return Error{idx.error()};
-    for (std::size_t s = 0; s < chains.size(); ++s) {
-        std::uint32_t above = static_cast<std::uint32_t>(s);
-        for (std::size_t k = 1; k < chains[s].links.size(); ++k) {
-            auto idx = add_image(chains[s].links[k]);
-            if (!idx)
-                return Error{idx.error()};
-            plan.images[above].backing = *idx;
-            above = *idx;
-        }
-    }
+    ImageTable table; // device 0: the plan, filled in below
+    if (auto added = table.add_chains(chains); !added)
+        return Error{added.error()};
     plan.head.target_backing = INSTAR_CONVERT_NO_BACKING;
     if (has_backing && !spec.existing_target) {
-        std::uint32_t above = INSTAR_CONVERT_NO_BACKING;
-        for (const auto& link : backing_chain.links) {
-            auto idx = add_image(link);
-            if (!idx)
-                return Error{idx.error()};
-            if (above == INSTAR_CONVERT_NO_BACKING)
-                plan.head.target_backing = *idx;
-            else
-                plan.images[above].backing = *idx;
-            above = *idx;
-        }
+        auto top = table.add_chain(backing_chain);
+        if (!top)
+            return Error{top.error()};
+        plan.head.target_backing = *top;
     }
-    if (plan.images.size() > INSTAR_CONVERT_MAX_IMAGES)
-        return Error{"too many images to convert at once (" + std::to_string(plan.images.size()) + "; at most " +
-                     std::to_string(INSTAR_CONVERT_MAX_IMAGES) + ")"};
-
-    auto target_module = guest_module_path(*spec.target.plugin);
+    auto target_module = table.module(*spec.target.plugin);
     if (!target_module)
         return Error{target_module.error()};
-    auto [tit, tfresh] = module_index.try_emplace(*target_module, static_cast<std::uint32_t>(modules.size()));
-    if (tfresh)
-        modules.push_back(*target_module);
-    if (modules.size() > INSTAR_MAX_MODULES)
-        return Error{"too many different formats in one convert (" + std::to_string(modules.size()) + ")"};
+    if (auto ok = table.check_limits("convert"); !ok)
+        return Error{ok.error()};
 
     CreateSpec target = spec.target;
     target.size = total;
@@ -447,17 +359,17 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
     }
 
     plan.head.magic = INSTAR_CONVERT_PLAN_MAGIC;
-    plan.head.image_count = static_cast<std::uint32_t>(plan.images.size());
+    plan.head.image_count = static_cast<std::uint32_t>(table.images.size());
     plan.head.source_count = static_cast<std::uint32_t>(chains.size());
-    plan.head.target_module = tit->second;
-    plan.head.target_device = static_cast<std::uint32_t>(devices.size());
+    plan.head.target_module = *target_module;
+    plan.head.target_device = static_cast<std::uint32_t>(table.devices.size());
     // raw's existing target is a fixed-size device (a file or a block device, never grown); image
     // formats allocate clusters past their file's end, so theirs is an output.
     const bool fixed_target = spec.existing_target && std::string_view((*target.plugin)->name) == "raw";
     // (its length rounded up to a sector: qemu's raw disk ends there, and writing the last sector
     // extends the file to it)
-    devices.push_back(fixed_target ? vmm::Device{target_fd, (existing_file.size + 511) / 512 * 512, true, false}
-                                   : vmm::output_device(target_fd));
+    table.devices.push_back(fixed_target ? vmm::Device{target_fd, (existing_file.size + 511) / 512 * 512, true, false}
+                                         : vmm::output_device(target_fd));
     const bool report_progress = spec.progress != nullptr || spec.rate_limit != 0;
     plan.head.flags = (spec.compressed ? INSTAR_CONVERT_COMPRESS : 0u) |
                       (has_backing ? INSTAR_CONVERT_TARGET_HAS_BACKING : 0u) |
@@ -478,13 +390,12 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
     plan.head.snapshot_len = static_cast<std::uint32_t>(plan.snapshot.size());
     plan.head.qemu_version = qemu_version;
     PlanFile plan_file;
-    auto plan_device = plan_file.write(plan.bytes());
+    auto plan_device = plan_file.write(plan.bytes(table.images));
     if (!plan_device)
         return Error{plan_device.error()};
-    devices[0] = *plan_device;
-    if (devices.size() > INSTAR_MAX_DEVICES)
-        return Error{"too many files for one sandbox (" + std::to_string(devices.size()) + "; at most " +
-                     std::to_string(INSTAR_MAX_DEVICES) + ")"};
+    table.devices[0] = *plan_device;
+    if (auto ok = table.check_limits("convert"); !ok)
+        return Error{ok.error()};
 
     sandbox.outputs = spec.existing_target ? nullptr : &files;
     auto budget = CONVERT_BASE_TIMEOUT + std::chrono::seconds(total / CONVERT_BYTES_PER_SECOND);
@@ -514,7 +425,7 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
     const instar_convert_arg arg{0, 0};
     // SAFETY: instar_convert_arg is a trivially-copyable ABI struct with no padding (static_assert).
     const auto* a = reinterpret_cast<const std::uint8_t*>(&arg);
-    auto run = vmm::run(sandbox, devices, modules, INSTAR_OP_CONVERT, {a, sizeof arg});
+    auto run = vmm::run(sandbox, table.devices, table.modules, INSTAR_OP_CONVERT, {a, sizeof arg});
     if (!run)
         return Error{target.filename + ": error while converting " + std::string((*target.plugin)->name) + ": " +
                      run.error().message};
@@ -529,7 +440,7 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
             salvage_warnings(run.value(), *spec.warnings);
         // qemu's qcow2 driver reports its first corruption event on a read-only image once, before
         // the warnings it causes; instar's qcow2 reader words the event as qemu does.
-        const bool has_qcow2 = std::any_of(table.begin(), table.end(), [](const ChainLink* l) {
+        const bool has_qcow2 = std::any_of(table.links.begin(), table.links.end(), [](const ChainLink* l) {
             return std::string_view((*l->plugin)->name) == "qcow2";
         });
         if (salvaged && has_qcow2 && run->exit_status == 0) {
@@ -544,7 +455,7 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
         }
     }
     if (run->exit_status != 0)
-        return Error{failure_message(spec, table, run.value())};
+        return Error{failure_message(spec, table.links, run.value())};
     if (spec.existing_target)
         return true; // written in place; qemu-img's default cache mode (unsafe) does not flush either
     if (auto done = files.commit(); !done)
