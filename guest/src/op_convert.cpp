@@ -23,6 +23,81 @@ void progress(void*, uint64_t done, uint64_t total) {
     if (done <= total) hc_progress(done, total);
 }
 
+// --salvage: consecutive failed sectors of one kind and status become one record (the host prints
+// qemu-img's warning once per sector), so a damaged region costs one record, not one per sector.
+// In the copy pass a sector whose block status failed is then read, and usually fails again: those
+// pairs coalesce as INSTAR_SALVAGE_BOTH.
+struct SalvageRecords {
+    instar_convert_salvage pending{};
+    bool has_pending = false;
+    bool half = false; // BOTH: the next sector's status warning arrived, its read warning not yet
+
+    void flush() {
+        if (has_pending) hc_record(INSTAR_REC_CONVERT_SALVAGE, &pending, sizeof pending);
+        if (has_pending && half) {
+            const instar_convert_salvage rest{INSTAR_SALVAGE_STATUS, pending.status,
+                                              pending.offset + pending.sectors * 512, 1};
+            hc_record(INSTAR_REC_CONVERT_SALVAGE, &rest, sizeof rest);
+        }
+        has_pending = false;
+        half = false;
+    }
+    static void add(void* ctx, uint32_t kind, uint64_t offset, Status st) {
+        auto* self = static_cast<SalvageRecords*>(ctx);
+        instar_convert_salvage& p = self->pending;
+        const auto code = static_cast<uint32_t>(st);
+        if (self->has_pending && p.status == code) {
+            const uint64_t next = p.offset + p.sectors * 512;
+            if (p.kind == kind && !self->half && next == offset) {
+                ++p.sectors;
+                return;
+            }
+            if (p.kind == INSTAR_SALVAGE_STATUS && kind == INSTAR_SALVAGE_READ && p.sectors == 1 &&
+                offset == p.offset) {
+                p.kind = INSTAR_SALVAGE_BOTH;
+                return;
+            }
+            if (p.kind == INSTAR_SALVAGE_BOTH && kind == INSTAR_SALVAGE_STATUS && !self->half && offset == next) {
+                self->half = true;
+                return;
+            }
+            if (p.kind == INSTAR_SALVAGE_BOTH && kind == INSTAR_SALVAGE_READ && self->half && offset == next) {
+                self->half = false;
+                ++p.sectors;
+                return;
+            }
+        }
+        self->flush();
+        p = instar_convert_salvage{kind, code, offset, 1};
+        self->has_pending = true;
+    }
+};
+
+// -n: the existing target as its format sees it: an output device is addressable far past the
+// file, so its length is the host's figure (plan.target_backing_size), growing as writes extend it.
+class ExistingTarget final : public BlockDevice {
+public:
+    ExistingTarget(BlockDevice& dev, uint64_t length) : dev_(dev), length_(length < dev.size() ? length : dev.size()) {}
+    uint64_t size() const override { return length_; }
+    Status read(uint64_t offset, void* buf, size_t len) override {
+        if (offset > length_ || len > length_ - offset) return Status::IoError;
+        return dev_.read(offset, buf, len);
+    }
+    Status write(uint64_t offset, const void* buf, size_t len) override {
+        const Status st = dev_.write(offset, buf, len);
+        if (st == Status::Ok && offset + len > length_) length_ = offset + len; // dev_ bounds-checked it
+        return st;
+    }
+    Status allocation(uint64_t offset, bool* data, uint64_t* length) override {
+        return dev_.allocation(offset, data, length);
+    }
+    Status discard(uint64_t offset, uint64_t len) override { return dev_.discard(offset, len); }
+
+private:
+    BlockDevice& dev_;
+    uint64_t length_;
+};
+
 struct Plan {
     instar_convert_plan head{};
     instar_convert_image* images = nullptr;
@@ -97,7 +172,23 @@ Status convert_op(const uint8_t* arg, uint32_t arg_len) {
     // Writers keep the target (set_length, add_file) for their whole life.
     HypercallTarget target(h.target_device);
     ImageWriter* writer = nullptr;
-    if (st == Status::Ok) {
+    const bool existing = (h.flags & INSTAR_CONVERT_EXISTING_TARGET) != 0;
+    if (st == Status::Ok && existing) {
+        // -n: the format opens the image already on the target device and writes into it.
+        const ModuleOps* tm = module(h.target_module);
+        if (tm->open_writer == nullptr || h.create_len != 0) {
+            report_failure(INSTAR_CONVERT_PHASE_OPEN, INSTAR_CONVERT_NO_BACKING);
+            static constexpr char TEXT[] = "instar cannot write into an existing image of this format yet";
+            reasons.reason(TEXT, sizeof TEXT - 1);
+            st = Status::Unsupported;
+        } else {
+            auto* dev = arena_new<ExistingTarget>(arena(), *device(h.target_device), h.target_backing_size);
+            const OpenRequest req{dev, nullptr, 0, &arena(), &codecs(), &reasons, nullptr, h.qemu_version};
+            st = dev == nullptr ? Status::NoMemory : tm->open_writer(req, &writer);
+            if (st != Status::Ok) report_failure(INSTAR_CONVERT_PHASE_OPEN, INSTAR_CONVERT_NO_BACKING);
+        }
+    }
+    if (st == Status::Ok && !existing) {
         auto* u = static_cast<UnpackedCreate*>(arena().allocate(sizeof(UnpackedCreate), alignof(UnpackedCreate)));
         if (u == nullptr) st = Status::NoMemory;
         else {
@@ -133,8 +224,13 @@ Status convert_op(const uint8_t* arg, uint32_t arg_len) {
             p.target_backing_chain = sources[h.source_count].chain;
             p.target_backing_depth = sources[h.source_count].depth;
         }
+        SalvageRecords salvage;
+        p.salvage = (h.flags & INSTAR_CONVERT_SALVAGE) != 0;
+        p.salvage_warning = SalvageRecords::add;
+        p.salvage_ctx = &salvage;
         // The engine finishes the target itself (writer->finish()) once the data is in.
         st = convert::run_convert(sources, h.source_count, *writer, p, arena(), &reasons);
+        salvage.flush();
         if (st != Status::Ok) report_failure(INSTAR_CONVERT_PHASE_COPY, INSTAR_CONVERT_NO_BACKING);
     }
     if (writer != nullptr) writer->close();

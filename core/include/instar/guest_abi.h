@@ -228,7 +228,9 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_create_arg) == 72, "create arg layout");
  * image_count struct instar_convert_image entries, then create_len bytes of the target's
  * instar_create_arg and its strings (as INSTAR_OP_CREATE), then snapshot_len bytes of -l's name.
  * Images 0..source_count-1 are the SRC arguments in order; an image's backing is another entry.
- * The target device is an output; the target module's create_writer makes and fills it. */
+ * The target device is an output; the target module's create_writer makes and fills it. With
+ * INSTAR_CONVERT_EXISTING_TARGET (-n) create_len is 0 and the target module's open_writer opens the
+ * existing image on the target device (writable; an output when the format may grow its file). */
 #define INSTAR_CONVERT_PLAN_MAGIC 0x4E4C5043u /* "CPLN" */
 #define INSTAR_CONVERT_COMPRESS 1u            /* -c */
 #define INSTAR_CONVERT_TARGET_HAS_BACKING 2u  /* -B or -o backing_file */
@@ -236,6 +238,7 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_create_arg) == 72, "create arg layout");
 #define INSTAR_CONVERT_EXISTING_TARGET 8u     /* -n */
 #define INSTAR_CONVERT_OUT_OF_ORDER 16u       /* -W */
 #define INSTAR_CONVERT_PROGRESS 32u           /* send INSTAR_HC_PROGRESS */
+#define INSTAR_CONVERT_SALVAGE 64u            /* --salvage: read errors become zeros (INSTAR_REC_CONVERT_SALVAGE) */
 #define INSTAR_CONVERT_NO_BACKING 0xFFFFFFFFu /* instar_convert_image.backing: none */
 #define INSTAR_CONVERT_MAX_IMAGES 4096u       /* 64 sources x a 64-deep chain: more than any sane plan */
 
@@ -253,7 +256,8 @@ struct instar_convert_plan {
     uint32_t target_device; /* device index of the target (an output) */
     uint32_t flags;         /* INSTAR_CONVERT_* */
     uint64_t min_sparse;    /* -S in bytes; 0 writes everything */
-    uint64_t target_backing_size; /* -B: the backing file's virtual size; UINT64_MAX when unknown */
+    uint64_t target_backing_size; /* -B: the backing file's virtual size; UINT64_MAX when unknown.
+                                     With INSTAR_CONVERT_EXISTING_TARGET: the target file's length */
     uint32_t create_len;    /* bytes of instar_create_arg + strings after the table */
     uint32_t snapshot_len;  /* bytes of -l's name after those (0: none) */
     uint32_t qemu_version;  /* the output profile */
@@ -291,6 +295,7 @@ enum instar_record_type {
     INSTAR_REC_CREATE = 3,   /* struct instar_create_record, once, when creation succeeded */
     INSTAR_REC_REASON = 4,   /* why an operation was refused: text, at most CREATE_MAX_REASON bytes */
     INSTAR_REC_CONVERT_FAILURE = 5, /* struct instar_convert_failure: which step failed (a REASON follows) */
+    INSTAR_REC_CONVERT_SALVAGE = 10, /* struct instar_convert_salvage: --salvage zeroed a failed range */
     INSTAR_REC_TEST = 0x7F00, /* free-form bytes, for tests of the sandbox itself */
 };
 
@@ -311,6 +316,21 @@ struct instar_convert_failure {
     uint32_t image; /* for PHASE_OPEN: the table index; else INSTAR_CONVERT_NO_BACKING */
 };
 INSTAR_ABI_ASSERT(sizeof(struct instar_convert_failure) == 8, "convert failure layout");
+
+/* --salvage: `sectors` consecutive 512-byte sectors from source byte `offset` on, each of which qemu-img
+ * warns about once ("error while reading [block status at ]offset N: ERRNO-TEXT"). */
+enum instar_salvage_kind {
+    INSTAR_SALVAGE_READ = 1,   /* a data read failed: the sector reads as zeros */
+    INSTAR_SALVAGE_STATUS = 2, /* block status failed: the sector is taken as data */
+    INSTAR_SALVAGE_BOTH = 3,   /* per sector: block status failed, then its read failed (both warnings) */
+};
+struct instar_convert_salvage {
+    uint32_t kind;    /* enum instar_salvage_kind */
+    uint32_t status;  /* the instar::guest::Status of the failure */
+    uint64_t offset;  /* byte offset in the source image of the first sector */
+    uint64_t sectors; /* count of consecutive sectors */
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_convert_salvage) == 24, "convert salvage layout");
 
 #define INSTAR_SELFTEST_MODULE_MATCH 1u /* module 0's probe recognised device 0 */
 

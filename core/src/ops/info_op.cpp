@@ -205,12 +205,15 @@ OpenedChain::~OpenedChain() {
     }
 }
 
+Expected<OpenedFile> duplicate(const OpenedFile& f);
+
 Expected<bool> open_chain(const InfoOptions& opts, const PluginRegistry& plugins, const GuestInfoRunner& run_guest,
                           OpenedChain& chain) {
     auto policy = default_policy(opts.filename, opts.allow_paths);
     if (!policy)
         return Error{policy.error()};
-    auto top = open_user_file(opts.filename);
+    // opts.top: already opened by the caller (convert -n's target, read-write, perhaps a block device).
+    auto top = opts.top ? duplicate(*opts.top) : open_user_file(opts.filename);
     if (!top)
         return Error{top.error()};
     std::set<std::pair<std::uint64_t, std::uint64_t>> seen{{top->device, top->inode}};

@@ -276,7 +276,8 @@ Outcome<HypercallServer::Next> HypercallServer::discard(const instar_hypercall& 
         reply.ret = -INSTAR_EIO;
         return Next::Resume;
     }
-    const auto length = static_cast<std::uint64_t>(st.st_size);
+    // A block device (convert -n into an LV) has no st_size: its length is the device's size.
+    const auto length = S_ISBLK(st.st_mode) ? d->size : static_cast<std::uint64_t>(st.st_size);
     const std::uint64_t end = req.offset + req.len;
     // Past the file's end reads as zeros already (a later write extends it with a hole).
     const std::uint64_t inside = std::min(end, length);

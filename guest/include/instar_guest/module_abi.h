@@ -18,7 +18,7 @@
 namespace instar::guest {
 
 // Bumped whenever Services or ModuleOps change layout or meaning.
-inline constexpr uint32_t MODULE_ABI_VERSION = 3;
+inline constexpr uint32_t MODULE_ABI_VERSION = 4;
 
 // What the runtime offers a module. Valid for the whole run.
 struct Services {
@@ -60,6 +60,8 @@ struct ModuleOps {
     OpenFn open;
     // Creating an image and writing its data: convert's target (instar/guest/write_api.h).
     CreateWriterFn create_writer;
+    // Since module ABI 4. Writing into an existing image: convert -n's target (write_api.h).
+    OpenWriterFn open_writer;
 };
 
 using ModuleEntryFn = const ModuleOps* (*)(const Services* services);
