@@ -1,0 +1,291 @@
+// qemu-img compare's walk (compare_engine.h).
+#include "compare_engine.h"
+
+#include "chain_reader.h"
+
+namespace instar::convert {
+
+using guest::Allocation;
+using guest::Extent;
+using guest::Status;
+
+namespace {
+
+constexpr uint64_t SECTOR = 512;
+// qemu-img's IO_BUF_SIZE: the most compare reads of each image at a time, so its chunks (and hence
+// its progress figures) are ours.
+constexpr uint64_t IO_BUF = 2u << 20;
+
+uint64_t round_sector(uint64_t v) {
+    return v > UINT64_MAX - (SECTOR - 1) ? UINT64_MAX / SECTOR * SECTOR : (v + SECTOR - 1) / SECTOR * SECTOR;
+}
+
+uint64_t min64(uint64_t a, uint64_t b) { return a < b ? a : b; }
+
+// bdrv_co_block_status of one layer (want_zero), in qemu's flag word.
+Status layer_status(const CompareSide& s, uint32_t k, uint64_t offset, uint64_t bytes, uint32_t* ret,
+                    uint64_t* pnum) {
+    guest::ImageReader& r = *s.chain[k];
+    const uint64_t rvs = r.virtual_size();
+    const uint64_t vs = round_sector(rvs);
+    if (offset >= vs) {
+        *ret = QBS_EOF;
+        *pnum = 0;
+        return Status::Ok;
+    }
+    if (bytes > vs - offset)
+        bytes = vs - offset;
+    const uint32_t lf = s.layer_flags[k];
+    if ((lf & LAYER_NO_STATUS) != 0) {
+        *ret = QBS_DATA | QBS_ALLOCATED | (offset + bytes == vs ? QBS_EOF : 0u);
+        *pnum = bytes;
+        return Status::Ok;
+    }
+    uint32_t flags = 0;
+    uint64_t run = 0;
+    if (offset >= rvs) { // the sub-sector tail qemu rounds the length up to: reads as zeros
+        flags = QBS_ZERO | QBS_ALLOCATED;
+        run = bytes;
+    } else {
+        const uint64_t len = min64(bytes, rvs - offset);
+        Extent e{};
+        if (const Status st = r.status(offset, len, &e); st != Status::Ok)
+            return st;
+        if (e.length == 0 || e.length > len)
+            return Status::Corrupt; // a reader broke its contract; never loop on it
+        run = e.length;
+        if (offset + run == rvs)
+            run = vs - offset; // the run reaching the end covers the rounded tail
+        if (e.allocation == Allocation::Data)
+            flags = QBS_DATA;
+        else if (e.allocation == Allocation::Zero)
+            flags = QBS_ZERO;
+        if ((e.flags & guest::EXTENT_OFFSET_VALID) != 0)
+            flags |= QBS_OFFSET_VALID;
+        if ((flags & (QBS_DATA | QBS_ZERO)) != 0)
+            flags |= QBS_ALLOCATED;
+        else if ((lf & LAYER_SUPPORTS_BACKING) != 0) {
+            if (k + 1 == s.depth || offset >= round_sector(s.chain[k + 1]->virtual_size()))
+                flags |= QBS_ZERO;
+        }
+    }
+    if (offset + run == vs)
+        flags |= QBS_EOF;
+    *ret = flags;
+    *pnum = run;
+    return Status::Ok;
+}
+
+// 64-bit loads through memcpy: no alignment or aliasing assumptions about the buffers.
+uint64_t load64(const uint8_t* p) {
+    uint64_t v;
+    __builtin_memcpy(&v, p, sizeof v);
+    return v;
+}
+
+bool sector_differs(const uint8_t* a, const uint8_t* b, size_t n) {
+    uint64_t acc = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        acc |= load64(a + i) ^ load64(b + i);
+    for (; i < n; ++i)
+        acc |= static_cast<uint64_t>(a[i] ^ b[i]);
+    return acc != 0;
+}
+
+bool sector_nonzero(const uint8_t* a, size_t n) {
+    uint64_t acc = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        acc |= load64(a + i);
+    for (; i < n; ++i)
+        acc |= a[i];
+    return acc != 0;
+}
+
+} // namespace
+
+size_t first_diff_sector(const uint8_t* a, const uint8_t* b, size_t len) {
+    for (size_t i = 0; i < len; i += SECTOR) {
+        const size_t n = len - i < SECTOR ? len - i : SECTOR;
+        if (sector_differs(a + i, b + i, n))
+            return i;
+    }
+    return len;
+}
+
+size_t first_nonzero_sector(const uint8_t* a, size_t len) {
+    for (size_t i = 0; i < len; i += SECTOR) {
+        const size_t n = len - i < SECTOR ? len - i : SECTOR;
+        if (sector_nonzero(a + i, n))
+            return i;
+    }
+    return len;
+}
+
+uint64_t side_length(const CompareSide& side) {
+    return side.depth == 0 ? 0 : round_sector(side.chain[0]->virtual_size());
+}
+
+Status qemu_block_status(const CompareSide& s, uint64_t offset, uint64_t bytes, uint32_t* flags, uint64_t* pnum) {
+    if (s.depth == 0 || s.chain == nullptr || s.layer_flags == nullptr || bytes == 0)
+        return Status::Invalid;
+    uint32_t ret = 0;
+    if (const Status st = layer_status(s, 0, offset, bytes, &ret, pnum); st != Status::Ok)
+        return st;
+    if (*pnum == 0 || (ret & QBS_ALLOCATED) != 0) {
+        *flags = ret;
+        return Status::Ok;
+    }
+    const uint64_t eof = (ret & QBS_EOF) != 0 ? offset + *pnum : 0;
+    bytes = *pnum;
+    for (uint32_t k = 1; k < s.depth; ++k) {
+        if (const Status st = layer_status(s, k, offset, bytes, &ret, pnum); st != Status::Ok)
+            return st;
+        if (*pnum == 0) { // a short backing layer: zeros synthesized past its end count as allocated
+            *pnum = bytes;
+            ret = QBS_ZERO | QBS_ALLOCATED;
+            break;
+        }
+        if ((ret & QBS_ALLOCATED) != 0) {
+            ret &= ~QBS_EOF;
+            break;
+        }
+        bytes = *pnum;
+    }
+    if (offset + *pnum == eof)
+        ret |= QBS_EOF;
+    *flags = ret;
+    return Status::Ok;
+}
+
+namespace {
+
+struct Walk {
+    const CompareSide* side[2];
+    uint8_t* buf[2];
+    CompareResult* result;
+
+    bool read(uint32_t i, uint64_t offset, uint64_t len) {
+        ChainReader chain(side[i]->chain, side[i]->depth);
+        if (chain.read(offset, buf[i], len) != Status::Ok) {
+            result->outcome = CompareOutcome::ReadFailed;
+            result->side = i;
+            result->offset = offset;
+            return false;
+        }
+        return true;
+    }
+
+    // check_empty_sectors: true when [offset, offset + len) of side i reads as zeros.
+    bool empty(uint32_t i, uint64_t offset, uint64_t len) {
+        if (!read(i, offset, len))
+            return false;
+        const size_t at = first_nonzero_sector(buf[i], len);
+        if (at < len) {
+            result->outcome = CompareOutcome::Mismatch;
+            result->offset = offset + at;
+            return false;
+        }
+        return true;
+    }
+};
+
+} // namespace
+
+Status run_compare(const CompareSide& a, const CompareSide& b, const CompareParams& p, guest::Allocator& alloc,
+                   CompareResult* result) {
+    if (a.depth == 0 || b.depth == 0 || result == nullptr)
+        return Status::Invalid;
+    *result = CompareResult{};
+    const uint64_t size[2] = {side_length(a), side_length(b)};
+    const uint64_t total = min64(size[0], size[1]);
+    const uint64_t base = size[0] > size[1] ? size[0] : size[1];
+    if (p.strict && size[0] != size[1]) {
+        result->outcome = CompareOutcome::SizeStrict;
+        return Status::Ok;
+    }
+    Walk w{{&a, &b}, {nullptr, nullptr}, result};
+    w.buf[0] = static_cast<uint8_t*>(alloc.allocate(IO_BUF, 4096));
+    w.buf[1] = static_cast<uint8_t*>(alloc.allocate(IO_BUF, 4096));
+    if (w.buf[0] == nullptr || w.buf[1] == nullptr) {
+        if (w.buf[0] != nullptr)
+            alloc.deallocate(w.buf[0], IO_BUF);
+        if (w.buf[1] != nullptr)
+            alloc.deallocate(w.buf[1], IO_BUF);
+        return Status::NoMemory;
+    }
+    auto done = [&](uint64_t chunk) {
+        if (p.progress != nullptr)
+            p.progress(p.progress_ctx, chunk, base);
+    };
+    bool go = true;
+    uint64_t offset = 0;
+    while (go && offset < total) {
+        uint32_t st[2] = {};
+        uint64_t pn[2] = {};
+        for (uint32_t i = 0; i < 2; ++i) {
+            if (qemu_block_status(*w.side[i], offset, size[i] - offset, &st[i], &pn[i]) != Status::Ok || pn[i] == 0) {
+                result->outcome = CompareOutcome::StatusFailed;
+                result->side = i;
+                go = false;
+                break;
+            }
+        }
+        if (!go)
+            break;
+        uint64_t chunk = min64(pn[0], pn[1]);
+        if (p.strict && st[0] != st[1]) {
+            result->outcome = CompareOutcome::StatusStrict;
+            result->offset = offset;
+            break;
+        }
+        const bool al0 = (st[0] & QBS_ALLOCATED) != 0, al1 = (st[1] & QBS_ALLOCATED) != 0;
+        if ((st[0] & QBS_ZERO) != 0 && (st[1] & QBS_ZERO) != 0) {
+            // both read as zeros: nothing to read
+        } else if (al0 == al1) {
+            if (al0) {
+                chunk = min64(chunk, IO_BUF);
+                if (!w.read(0, offset, chunk) || !w.read(1, offset, chunk))
+                    break;
+                const size_t at = first_diff_sector(w.buf[0], w.buf[1], chunk);
+                if (at < chunk) {
+                    result->outcome = CompareOutcome::Mismatch;
+                    result->offset = offset + at;
+                    break;
+                }
+            }
+        } else {
+            chunk = min64(chunk, IO_BUF);
+            if (!w.empty(al0 ? 0 : 1, offset, chunk))
+                break;
+        }
+        offset += chunk;
+        done(chunk);
+    }
+    if (go && result->outcome == CompareOutcome::Identical && size[0] != size[1]) {
+        result->size_mismatch = true;
+        const uint32_t over = size[0] > size[1] ? 0 : 1;
+        while (offset < base) {
+            uint32_t st = 0;
+            uint64_t chunk = 0;
+            if (qemu_block_status(*w.side[over], offset, base - offset, &st, &chunk) != Status::Ok || chunk == 0) {
+                result->outcome = CompareOutcome::StatusFailed;
+                result->side = over;
+                break;
+            }
+            if ((st & QBS_ALLOCATED) != 0 && (st & QBS_ZERO) == 0) {
+                chunk = min64(chunk, IO_BUF);
+                if (!w.empty(over, offset, chunk))
+                    break;
+            }
+            offset += chunk;
+            done(chunk);
+        }
+    }
+    alloc.deallocate(w.buf[0], IO_BUF);
+    alloc.deallocate(w.buf[1], IO_BUF);
+    return Status::Ok;
+}
+
+} // namespace instar::convert
