@@ -22,6 +22,37 @@ uint64_t round_sector(uint64_t v) {
 
 uint64_t min64(uint64_t a, uint64_t b) { return a < b ? a : b; }
 
+// The protocol layer's answer for a RECURSE data run at file offset `at` (bdrv_co_block_status's
+// want_zero recursion): a hole to the file's end adds ZERO to the whole run, another hole adds ZERO
+// to the hole's length, data clips the run to the data's length.
+Status file_status(guest::BlockDevice& dev, uint64_t at, uint64_t* run, uint32_t* flags) {
+    const uint64_t size = dev.size();
+    const uint64_t total = round_sector(size);
+    if (at >= total) { // past the file: BDRV_BLOCK_EOF with no bytes
+        *flags |= QBS_ZERO;
+        return Status::Ok;
+    }
+    bool data = true;
+    uint64_t n = 0;
+    if (at >= size) {
+        data = false;
+        n = total - at;
+    } else if (const Status st = dev.allocation(at, &data, &n); st != Status::Ok || n == 0) {
+        return Status::Ok; // qemu ignores errors here: extra information only
+    }
+    if (at + n >= size)
+        n = total - at; // the run reaching the file's end covers its rounded tail
+    const uint64_t fp = n < *run ? n : *run;
+    if (!data && at + fp == total) {
+        *flags |= QBS_ZERO;
+        return Status::Ok;
+    }
+    *run = fp;
+    if (!data)
+        *flags |= QBS_ZERO;
+    return Status::Ok;
+}
+
 // bdrv_co_block_status of one layer (want_zero), in qemu's flag word.
 Status layer_status(const CompareSide& s, uint32_t k, uint64_t offset, uint64_t bytes, uint32_t* ret,
                     uint64_t* pnum) {
@@ -60,8 +91,17 @@ Status layer_status(const CompareSide& s, uint32_t k, uint64_t offset, uint64_t 
             flags = QBS_DATA;
         else if (e.allocation == Allocation::Zero)
             flags = QBS_ZERO;
-        if ((e.flags & guest::EXTENT_OFFSET_VALID) != 0)
+        if ((e.flags & guest::EXTENT_OFFSET_VALID) != 0) {
             flags |= QBS_OFFSET_VALID;
+            // RECURSE formats ask the protocol layer, whose holes add ZERO to DATA.
+            if (e.allocation == Allocation::Zero && (lf & LAYER_HOLE_DATA) != 0)
+                flags |= QBS_DATA;
+            if (e.allocation == Allocation::Data && (lf & LAYER_RECURSE) != 0 && e.device == 0 &&
+                s.layer_files != nullptr && s.layer_files[k] != nullptr) {
+                if (const Status st = file_status(*s.layer_files[k], e.offset, &run, &flags); st != Status::Ok)
+                    return st;
+            }
+        }
         if ((flags & (QBS_DATA | QBS_ZERO)) != 0)
             flags |= QBS_ALLOCATED;
         else if ((lf & LAYER_SUPPORTS_BACKING) != 0) {

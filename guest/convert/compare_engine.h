@@ -21,11 +21,15 @@ inline constexpr uint32_t QBS_EOF = 0x20;
 // Per-layer facts qemu's block layer knows about the format (instar_compare_image flags).
 inline constexpr uint32_t LAYER_SUPPORTS_BACKING = 1u; // drv->supports_backing
 inline constexpr uint32_t LAYER_NO_STATUS = 2u;        // no bdrv_co_block_status: all data
+inline constexpr uint32_t LAYER_HOLE_DATA = 4u;        // Zero with an offset is DATA|ZERO (RECURSE formats)
+inline constexpr uint32_t LAYER_RECURSE = 8u;          // Data with an offset asks the layer's file (RECURSE)
 
 // One image with its backing chain, top first.
 struct CompareSide {
     guest::ImageReader* const* chain = nullptr;
     const uint32_t* layer_flags = nullptr; // depth entries
+    // Each layer's own file (for LAYER_RECURSE: the file's holes); entries may be nullptr.
+    guest::BlockDevice* const* layer_files = nullptr;
     uint32_t depth = 0;
 };
 

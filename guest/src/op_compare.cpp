@@ -56,7 +56,10 @@ Status compare_op(const uint8_t* arg, uint32_t arg_len) {
     auto* chains =
         static_cast<ImageReader**>(arena().allocate(h.image_count * sizeof(ImageReader*), alignof(ImageReader*)));
     auto* layer_flags = static_cast<uint32_t*>(arena().allocate(h.image_count * sizeof(uint32_t), alignof(uint32_t)));
-    if (readers == nullptr || chains == nullptr || layer_flags == nullptr) return Status::NoMemory;
+    auto* layer_files =
+        static_cast<BlockDevice**>(arena().allocate(h.image_count * sizeof(BlockDevice*), alignof(BlockDevice*)));
+    if (readers == nullptr || chains == nullptr || layer_flags == nullptr || layer_files == nullptr)
+        return Status::NoMemory;
     uint32_t opened = 0;
     Status st = open_images(plan.images, h.image_count, nullptr, h.qemu_version, reasons, readers, &opened);
     if (st != Status::Ok) {
@@ -77,9 +80,11 @@ Status compare_op(const uint8_t* arg, uint32_t arg_len) {
         if (st != Status::Ok) break;
         // chain_of walked entries s, images[s].backing, ...: the same walk gives each layer's flags.
         uint32_t k = 0;
-        for (uint32_t i = s; i != INSTAR_CONVERT_NO_BACKING && k < depth; i = plan.images[i].backing)
+        for (uint32_t i = s; i != INSTAR_CONVERT_NO_BACKING && k < depth; i = plan.images[i].backing) {
+            layer_files[used + k] = device(plan.images[i].device);
             layer_flags[used + k++] = plan.flags[i];
-        sides[s] = convert::CompareSide{chains + used, layer_flags + used, depth};
+        }
+        sides[s] = convert::CompareSide{chains + used, layer_flags + used, layer_files + used, depth};
         used += depth;
     }
     if (st == Status::Ok) {

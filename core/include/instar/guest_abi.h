@@ -266,6 +266,10 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_convert_image) == 24, "convert image layo
 #define INSTAR_COMPARE_PROGRESS 2u            /* send INSTAR_HC_PROGRESS in bytes of the larger image */
 #define INSTAR_COMPARE_IMAGE_BACKING 1u       /* the format can have a backing file (qemu's supports_backing) */
 #define INSTAR_COMPARE_IMAGE_NO_STATUS 2u     /* qemu has no block status for the format: all data */
+#define INSTAR_COMPARE_IMAGE_HOLE_DATA 4u     /* BDRV_BLOCK_RECURSE formats (vmdk flat, vpc fixed): a Zero
+                                               * extent with an offset is a host hole: DATA|ZERO to qemu */
+#define INSTAR_COMPARE_IMAGE_RECURSE 8u       /* qcow2 qemu deems metadata-preallocated: data clusters over
+                                               * host holes read ZERO as well (the image's own file) */
 
 struct instar_compare_arg {
     uint32_t plan_device;

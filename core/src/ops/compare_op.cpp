@@ -19,12 +19,26 @@ constexpr std::chrono::milliseconds COMPARE_BASE_TIMEOUT{60'000};
 constexpr std::uint64_t COMPARE_BYTES_PER_SECOND = 16u << 20;
 
 // qemu's block layer facts about a format (instar_compare plan's per-image flags).
-std::uint32_t image_flags(const std::string& format) {
+std::uint32_t image_flags(const ChainLink& link) {
+    const std::string& format = link.node.format;
     std::uint32_t f = 0;
     if (format == "qcow2" || format == "vmdk" || format == "qcow" || format == "qed" || format == "parallels")
         f |= INSTAR_COMPARE_IMAGE_BACKING;
     if (format == "vhdx") // block/vhdx.c has no bdrv_co_block_status: qemu sees all data
         f |= INSTAR_COMPARE_IMAGE_NO_STATUS;
+    if (format == "vmdk" || format == "vpc") // BDRV_BLOCK_RECURSE for flat extents and fixed disks
+        f |= INSTAR_COMPARE_IMAGE_HOLE_DATA;
+    // qcow2_detect_metadata_preallocation: the file holds fewer allocated clusters than the image
+    // references. qemu counts clusters with a non-zero refcount; every cluster below the file's end
+    // is taken as referenced (true unless the image has free clusters: docs/compare.md).
+    if (format == "qcow2" && link.node.cluster_size && *link.node.cluster_size > 0) {
+        const std::uint64_t cs = *link.node.cluster_size;
+        const std::uint64_t length = (link.image.size + 511) / 512 * 512;
+        const std::uint64_t real = link.image.allocated / cs;
+        const std::uint64_t threshold = std::max(real * 10 / 9, real + 2);
+        if ((length + cs - 1) / cs >= threshold)
+            f |= INSTAR_COMPARE_IMAGE_RECURSE;
+    }
     return f;
 }
 
@@ -70,7 +84,7 @@ Expected<CompareReport> compare_images(const CompareSpec& spec, const PluginRegi
     head.qemu_version = qemu_version;
     std::vector<std::uint32_t> flags;
     for (const ChainLink* link : table.links)
-        flags.push_back(image_flags(link->node.format));
+        flags.push_back(image_flags(*link));
     std::vector<std::uint8_t> bytes;
     append_bytes(bytes, &head, 1);
     append_bytes(bytes, table.images.data(), table.images.size());
