@@ -13,8 +13,11 @@ namespace {
 
 constexpr uint64_t SECTOR = 512;
 // qemu-img's IO_BUF_SIZE: the most compare reads of each image at a time, so its chunks (and hence
-// its progress figures) are ours.
+// its progress figures) are ours when progress is shown.
 constexpr uint64_t IO_BUF = 2u << 20;
+// Without progress the chunking shows nowhere (the first differing sector and the status word of a
+// run do not depend on it), so reads are larger: fewer exits per GiB. Two buffers of this size.
+constexpr uint64_t BIG_BUF = 8u << 20;
 
 uint64_t round_sector(uint64_t v) {
     return v > UINT64_MAX - (SECTOR - 1) ? UINT64_MAX / SECTOR * SECTOR : (v + SECTOR - 1) / SECTOR * SECTOR;
@@ -123,41 +126,57 @@ uint64_t load64(const uint8_t* p) {
     return v;
 }
 
-bool sector_differs(const uint8_t* a, const uint8_t* b, size_t n) {
-    uint64_t acc = 0;
+// 64 bytes per step in eight independent words (GCC does not vectorise a byte loop with an early
+// exit; the word loop keeps the loads in registers), then a byte tail.
+bool block_differs(const uint8_t* a, const uint8_t* b, size_t n) {
     size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        acc |= load64(a + i) ^ load64(b + i);
+    for (; i + 64 <= n; i += 64) {
+        uint64_t x[8], y[8];
+        __builtin_memcpy(x, a + i, sizeof x);
+        __builtin_memcpy(y, b + i, sizeof y);
+        if (((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3]) | (x[4] ^ y[4]) | (x[5] ^ y[5]) |
+             (x[6] ^ y[6]) | (x[7] ^ y[7])) != 0)
+            return true;
+    }
     for (; i < n; ++i)
-        acc |= static_cast<uint64_t>(a[i] ^ b[i]);
-    return acc != 0;
+        if (a[i] != b[i])
+            return true;
+    return false;
 }
 
-bool sector_nonzero(const uint8_t* a, size_t n) {
-    uint64_t acc = 0;
+bool block_nonzero(const uint8_t* a, size_t n) {
     size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        acc |= load64(a + i);
+    for (; i + 64 <= n; i += 64) {
+        uint64_t x[8];
+        __builtin_memcpy(x, a + i, sizeof x);
+        if ((x[0] | x[1] | x[2] | x[3] | x[4] | x[5] | x[6] | x[7]) != 0)
+            return true;
+    }
     for (; i < n; ++i)
-        acc |= a[i];
-    return acc != 0;
+        if (a[i] != 0)
+            return true;
+    return false;
 }
 
 } // namespace
 
 size_t first_diff_sector(const uint8_t* a, const uint8_t* b, size_t len) {
+    if (!block_differs(a, b, len)) // the common case: one pass, no per-sector bookkeeping
+        return len;
     for (size_t i = 0; i < len; i += SECTOR) {
         const size_t n = len - i < SECTOR ? len - i : SECTOR;
-        if (sector_differs(a + i, b + i, n))
+        if (block_differs(a + i, b + i, n))
             return i;
     }
     return len;
 }
 
 size_t first_nonzero_sector(const uint8_t* a, size_t len) {
+    if (!block_nonzero(a, len))
+        return len;
     for (size_t i = 0; i < len; i += SECTOR) {
         const size_t n = len - i < SECTOR ? len - i : SECTOR;
-        if (sector_nonzero(a + i, n))
+        if (block_nonzero(a + i, n))
             return i;
     }
     return len;
@@ -246,13 +265,14 @@ Status run_compare(const CompareSide& a, const CompareSide& b, const ComparePara
         return Status::Ok;
     }
     Walk w{{&a, &b}, {nullptr, nullptr}, result};
-    w.buf[0] = static_cast<uint8_t*>(alloc.allocate(IO_BUF, 4096));
-    w.buf[1] = static_cast<uint8_t*>(alloc.allocate(IO_BUF, 4096));
+    const uint64_t cap = p.progress != nullptr ? IO_BUF : BIG_BUF;
+    w.buf[0] = static_cast<uint8_t*>(alloc.allocate(cap, 4096));
+    w.buf[1] = static_cast<uint8_t*>(alloc.allocate(cap, 4096));
     if (w.buf[0] == nullptr || w.buf[1] == nullptr) {
         if (w.buf[0] != nullptr)
-            alloc.deallocate(w.buf[0], IO_BUF);
+            alloc.deallocate(w.buf[0], cap);
         if (w.buf[1] != nullptr)
-            alloc.deallocate(w.buf[1], IO_BUF);
+            alloc.deallocate(w.buf[1], cap);
         return Status::NoMemory;
     }
     auto done = [&](uint64_t chunk) {
@@ -285,7 +305,7 @@ Status run_compare(const CompareSide& a, const CompareSide& b, const ComparePara
             // both read as zeros: nothing to read
         } else if (al0 == al1) {
             if (al0) {
-                chunk = min64(chunk, IO_BUF);
+                chunk = min64(chunk, cap);
                 if (!w.read(0, offset, chunk) || !w.read(1, offset, chunk))
                     break;
                 const size_t at = first_diff_sector(w.buf[0], w.buf[1], chunk);
@@ -296,7 +316,7 @@ Status run_compare(const CompareSide& a, const CompareSide& b, const ComparePara
                 }
             }
         } else {
-            chunk = min64(chunk, IO_BUF);
+            chunk = min64(chunk, cap);
             if (!w.empty(al0 ? 0 : 1, offset, chunk))
                 break;
         }
@@ -315,7 +335,7 @@ Status run_compare(const CompareSide& a, const CompareSide& b, const ComparePara
                 break;
             }
             if ((st & QBS_ALLOCATED) != 0 && (st & QBS_ZERO) == 0) {
-                chunk = min64(chunk, IO_BUF);
+                chunk = min64(chunk, cap);
                 if (!w.empty(over, offset, chunk))
                     break;
             }
@@ -323,8 +343,8 @@ Status run_compare(const CompareSide& a, const CompareSide& b, const ComparePara
             done(chunk);
         }
     }
-    alloc.deallocate(w.buf[0], IO_BUF);
-    alloc.deallocate(w.buf[1], IO_BUF);
+    alloc.deallocate(w.buf[0], cap);
+    alloc.deallocate(w.buf[1], cap);
     return Status::Ok;
 }
 
