@@ -266,8 +266,8 @@ Status run_compare(const CompareSide& a, const CompareSide& b, const ComparePara
     }
     Walk w{{&a, &b}, {nullptr, nullptr}, result};
     const uint64_t cap = p.progress != nullptr ? IO_BUF : BIG_BUF;
-    w.buf[0] = static_cast<uint8_t*>(alloc.allocate(cap, 4096));
-    w.buf[1] = static_cast<uint8_t*>(alloc.allocate(cap, 4096));
+    w.buf[0] = static_cast<uint8_t*>(alloc.allocate(cap, 64));
+    w.buf[1] = static_cast<uint8_t*>(alloc.allocate(cap, 64));
     if (w.buf[0] == nullptr || w.buf[1] == nullptr) {
         if (w.buf[0] != nullptr)
             alloc.deallocate(w.buf[0], cap);
