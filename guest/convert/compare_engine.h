@@ -58,8 +58,9 @@ struct CompareParams {
 
 // qemu's bdrv_block_status_above(bs, NULL, offset, bytes): the flag word and the run. The side's
 // size is its top's virtual size rounded up to 512 (blk_getlength).
+// *top_data (may be nullptr): the top image's own reader said Data for the whole run.
 guest::Status qemu_block_status(const CompareSide& side, uint64_t offset, uint64_t bytes, uint32_t* flags,
-                                uint64_t* pnum);
+                                uint64_t* pnum, bool* top_data = nullptr);
 
 // The image's length as qemu-img sees it (whole sectors).
 uint64_t side_length(const CompareSide& side);
