@@ -83,6 +83,16 @@ fx(q("convert", "-q", "-O", "raw", "sov.qcow2", "sov.raw"))
 fx(q("create", "-q", "-f", "qcow2", "-b", "ov.qcow2", "-F", "qcow2", "ov2.qcow2"),
    io("qcow2", "ov2.qcow2", "write -P 0x65 7M 4k"))
 fx(q("convert", "-q", "-O", "qcow2", "ov2.qcow2", "ov2flat.qcow2"))
+# Chains across formats: qcow2 over a raw backing, a vmdk delta over a vmdk base.
+fx(q("create", "-q", "-f", "qcow2", "-b", "a.raw", "-F", "raw", "ovraw.qcow2"),
+   io("qcow2", "ovraw.qcow2", "write -P 0x66 6M 128k"))
+fx(q("convert", "-q", "-O", "raw", "ovraw.qcow2", "ovraw.raw"))
+fx(q("create", "-q", "-f", "vmdk", "vbase.vmdk", SIZE), io("vmdk", "vbase.vmdk", "write -P 0x67 0 3M"))
+fx(q("create", "-q", "-f", "vmdk", "-b", "vbase.vmdk", "-F", "vmdk", "vov.vmdk"),
+   io("vmdk", "vov.vmdk", "write -P 0x68 1M 64k"))
+fx(q("convert", "-q", "-O", "raw", "vov.vmdk", "vov.raw"))
+# Subclusters: a 4 KiB difference inside an extended-L2 cluster.
+fx(["cp", "al2.qcow2", "dl2.qcow2"], io("qcow2", "dl2.qcow2", "write -P 0x69 5124k 4k"))
 fx(q("create", "-q", "-f", "qcow2", "empty.qcow2", SIZE), q("create", "-q", "-f", "raw", "empty.raw", SIZE))
 fx(["sh", "-c", "echo garbage > text.txt"])
 
@@ -130,6 +140,15 @@ pair("ov2.qcow2", "qcow2", "ov2flat.qcow2", "qcow2")
 pair("ov2.qcow2", "qcow2", "ov.qcow2", "qcow2")
 pair("ov.qcow2", "qcow2", "base.qcow2", "qcow2")
 pair("empty.qcow2", "qcow2", "empty.raw", "raw")
+pair("ovraw.qcow2", "qcow2", "ovraw.raw", "raw")
+pair("ovraw.qcow2", "qcow2", "a.raw", "raw")
+pair("ovraw.qcow2", "qcow2", "ovraw.raw", "raw", "-s", both=False)
+pair("vov.vmdk", "vmdk", "vov.raw", "raw")
+pair("vov.vmdk", "vmdk", "vbase.vmdk", "vmdk")
+pair("vov.vmdk", "vmdk", "vov.raw", "raw", "-s", both=False)
+pair("al2.qcow2", "qcow2", "dl2.qcow2", "qcow2")
+pair("al2.qcow2", "qcow2", "dl2.qcow2", "qcow2", "-s", both=False)
+pair("ac.qcow2", "qcow2", "dmid.raw", "raw")
 pair("empty.qcow2", "qcow2", "empty.raw", "raw", "-s")
 # Options: progress, quiet, cache, force-share, probing, long forms.
 pair("a.qcow2", "qcow2", "a.raw", "raw", "-p", both=False)
