@@ -188,6 +188,7 @@ enum instar_op {
     INSTAR_OP_INFO = 4,       /* struct instar_info_arg -> INSTAR_REC_INFO records (info_sink.h) */
     INSTAR_OP_CREATE = 5,     /* struct instar_create_arg + strings -> INSTAR_REC_CREATE (create_api.h) */
     INSTAR_OP_CONVERT = 6,    /* struct instar_convert_arg: the plan is a device (docs/convert.md) */
+    INSTAR_OP_COMPARE = 9,    /* struct instar_compare_arg: the plan is a device (docs/compare.md) */
 };
 
 /* INSTAR_OP_INFO: device 0 is the image, devices 1..file_count the files it referenced in an earlier
@@ -275,6 +276,34 @@ struct instar_convert_image {
 };
 INSTAR_ABI_ASSERT(sizeof(struct instar_convert_image) == 24, "convert image layout");
 
+/* INSTAR_OP_COMPARE: the argument names a read-only device holding a struct instar_compare_plan, then
+ * image_count struct instar_convert_image entries (entries 0 and 1 are FILE1 and FILE2, the rest their
+ * backing chains), then image_count uint32_t INSTAR_COMPARE_IMAGE_* flags, one per entry. The guest
+ * answers with one INSTAR_REC_COMPARE (after an INSTAR_REC_REASON when opening failed). */
+#define INSTAR_COMPARE_PLAN_MAGIC 0x4E4C504Du /* "MPLN" */
+#define INSTAR_COMPARE_STRICT 1u              /* -s */
+#define INSTAR_COMPARE_PROGRESS 2u            /* send INSTAR_HC_PROGRESS in bytes of the larger image */
+#define INSTAR_COMPARE_IMAGE_BACKING 1u       /* the format can have a backing file (qemu's supports_backing) */
+#define INSTAR_COMPARE_IMAGE_NO_STATUS 2u     /* qemu has no block status for the format: all data */
+#define INSTAR_COMPARE_IMAGE_HOLE_DATA 4u     /* BDRV_BLOCK_RECURSE formats (vmdk flat, vpc fixed): a Zero
+                                               * extent with an offset is a host hole: DATA|ZERO to qemu */
+#define INSTAR_COMPARE_IMAGE_RECURSE 8u       /* qcow2 qemu deems metadata-preallocated: data clusters over
+                                               * host holes read ZERO as well (the image's own file) */
+
+struct instar_compare_arg {
+    uint32_t plan_device;
+    uint32_t reserved;
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_compare_arg) == 8, "compare arg layout");
+
+struct instar_compare_plan {
+    uint32_t magic;        /* INSTAR_COMPARE_PLAN_MAGIC */
+    uint32_t image_count;  /* entries in the image table (>= 2) */
+    uint32_t flags;        /* INSTAR_COMPARE_* */
+    uint32_t qemu_version; /* the output profile */
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_compare_plan) == 16, "compare plan layout");
+
 struct instar_selftest_arg {
     uint64_t crc_limit; /* crc32 covers min(device size, crc_limit) bytes from offset 0 */
 };
@@ -296,6 +325,7 @@ enum instar_record_type {
     INSTAR_REC_REASON = 4,   /* why an operation was refused: text, at most CREATE_MAX_REASON bytes */
     INSTAR_REC_CONVERT_FAILURE = 5, /* struct instar_convert_failure: which step failed (a REASON follows) */
     INSTAR_REC_CONVERT_SALVAGE = 10, /* struct instar_convert_salvage: --salvage zeroed a failed range */
+    INSTAR_REC_COMPARE = 8,  /* struct instar_compare_record, once, at the end of INSTAR_OP_COMPARE */
     INSTAR_REC_TEST = 0x7F00, /* free-form bytes, for tests of the sandbox itself */
 };
 
@@ -331,6 +361,24 @@ struct instar_convert_salvage {
     uint64_t sectors; /* count of consecutive sectors */
 };
 INSTAR_ABI_ASSERT(sizeof(struct instar_convert_salvage) == 24, "convert salvage layout");
+/* How a compare ended (instar_compare_record.outcome), as qemu-img compare words it. */
+enum instar_compare_outcome {
+    INSTAR_COMPARE_IDENTICAL = 0,     /* "Images are identical." */
+    INSTAR_COMPARE_MISMATCH = 1,      /* "Content mismatch at offset N!" */
+    INSTAR_COMPARE_SIZE_STRICT = 2,   /* -s: "Strict mode: Image size mismatch!" */
+    INSTAR_COMPARE_STATUS_STRICT = 3, /* -s: "Strict mode: Offset N block status mismatch!" */
+    INSTAR_COMPARE_OPEN_FAILED = 4,   /* entry `image` could not be opened (a REASON came first) */
+    INSTAR_COMPARE_STATUS_FAILED = 5, /* "Sector allocation test failed for FILE<image+1>" */
+    INSTAR_COMPARE_READ_FAILED = 6,   /* "Error while reading offset N of FILE<image+1>: ..." */
+};
+struct instar_compare_record {
+    uint32_t outcome;       /* enum instar_compare_outcome */
+    uint32_t image;         /* OPEN_FAILED: table index; STATUS/READ_FAILED: 0 FILE1, 1 FILE2 */
+    uint64_t offset;        /* MISMATCH, STATUS_STRICT, READ_FAILED: the byte offset */
+    uint32_t size_mismatch; /* 1: the sizes differ and "Warning: Image size mismatch!" was reached */
+    uint32_t reserved;
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_compare_record) == 24, "compare record layout");
 
 #define INSTAR_SELFTEST_MODULE_MATCH 1u /* module 0's probe recognised device 0 */
 

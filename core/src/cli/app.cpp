@@ -16,7 +16,7 @@ const std::array COMMANDS = {
     Command{"amend", nullptr, "Update format-specific options of the image"},
     Command{"check", nullptr, "Check basic image integrity"},
     Command{"commit", nullptr, "Commit image to its backing file"},
-    Command{"compare", nullptr, "Check if two images have the same contents"},
+    Command{"compare", cmd_compare, "Check if two images have the same contents"},
     Command{"convert", cmd_convert, "Copy one image to another with optional format conversion"},
     Command{"create", cmd_create, "Create and format new image file"},
     Command{"formats", cmd_formats, "List the format plugins instar has loaded (instar only)"},
