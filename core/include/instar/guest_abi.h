@@ -173,6 +173,7 @@ enum instar_op {
     INSTAR_OP_INFO = 4,       /* struct instar_info_arg -> INSTAR_REC_INFO records (info_sink.h) */
     INSTAR_OP_CREATE = 5,     /* struct instar_create_arg + strings -> INSTAR_REC_CREATE (create_api.h) */
     INSTAR_OP_CONVERT = 6,    /* struct instar_convert_arg: the plan is a device (docs/convert.md) */
+    INSTAR_OP_MAP = 8,        /* struct instar_map_arg: the plan is a device -> INSTAR_REC_MAP (docs/map.md) */
 };
 
 /* INSTAR_OP_INFO: device 0 is the image, devices 1..file_count the files it referenced in an earlier
@@ -256,6 +257,56 @@ struct instar_convert_image {
 };
 INSTAR_ABI_ASSERT(sizeof(struct instar_convert_image) == 24, "convert image layout");
 
+/* INSTAR_OP_MAP: the argument names a read-only device holding the plan: a struct instar_map_plan,
+ * then image_count struct instar_convert_image entries (image 0 is the FILE argument, its backing
+ * chain follows through `backing`), then image_count uint32_t INSTAR_MAP_STYLE_* values. The guest walks [start, min(end, virtual size)) as qemu-img map's
+ * get_block_status does and sends the runs as INSTAR_REC_MAP records of whole struct instar_map_entry
+ * items (consecutive runs that qemu's entry_mergeable would join already joined). A failure while
+ * opening sends INSTAR_REC_CONVERT_FAILURE (PHASE_OPEN, image) and a reason; one while walking sends
+ * PHASE_COPY and a reason, after the records of the runs before it. */
+#define INSTAR_MAP_PLAN_MAGIC 0x4E4C504Du /* "MPLN" */
+/* After the image table: image_count uint32_t styles, how each image's format driver answers qemu's
+ * block status (what the reader's Extent cannot say by itself). */
+#define INSTAR_MAP_STYLE_HOLE_IS_DATA 1u    /* BDRV_BLOCK_RECURSE: a Zero run with an offset is DATA|ZERO */
+#define INSTAR_MAP_STYLE_UNALLOCATED_ZERO 2u /* the driver says ZERO for its unallocated blocks (vpc) */
+#define INSTAR_MAP_STYLE_NO_STATUS 4u       /* no block status: the whole disk is DATA, no offset (vhdx) */
+#define INSTAR_MAP_STYLE_NO_BACKING 8u      /* no backing support: unallocated is neither DATA nor ZERO */
+#define INSTAR_MAP_STYLE_ALL 15u
+struct instar_map_arg {
+    uint32_t plan_device;
+    uint32_t reserved;
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_map_arg) == 8, "map arg layout");
+
+struct instar_map_plan {
+    uint32_t magic;        /* INSTAR_MAP_PLAN_MAGIC */
+    uint32_t image_count;  /* entries in the image table */
+    uint64_t start;        /* --start-offset */
+    uint64_t end;          /* start + --max-length, or UINT64_MAX: the walk stops at min(end, size) */
+    uint32_t qemu_version; /* the output profile */
+    uint32_t reserved;
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_map_plan) == 32, "map plan layout");
+
+/* instar_map_entry.flags: qemu's BDRV_BLOCK_* as map prints them */
+#define INSTAR_MAP_DATA 1u
+#define INSTAR_MAP_ZERO 2u
+#define INSTAR_MAP_PRESENT 4u      /* BDRV_BLOCK_ALLOCATED in the layer that answered */
+#define INSTAR_MAP_OFFSET_VALID 8u /* offset and file say where the run's bytes lie */
+#define INSTAR_MAP_COMPRESSED 16u
+#define INSTAR_MAP_FLAGS_ALL 31u
+#define INSTAR_MAP_MAX_BATCH 1024u /* entries per record: 40 KiB, under INSTAR_MAX_RECORD_SIZE */
+struct instar_map_entry {
+    uint64_t start;
+    uint64_t length;
+    uint64_t offset; /* with INSTAR_MAP_OFFSET_VALID */
+    uint32_t depth;  /* the chain layer that answered (0: the image itself) */
+    uint32_t flags;  /* INSTAR_MAP_* */
+    uint32_t file;   /* with OFFSET_VALID: 0 the layer's image file, 1 + i its files[i] */
+    uint32_t reserved;
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_map_entry) == 40, "map entry layout");
+
 struct instar_selftest_arg {
     uint64_t crc_limit; /* crc32 covers min(device size, crc_limit) bytes from offset 0 */
 };
@@ -276,6 +327,7 @@ enum instar_record_type {
     INSTAR_REC_CREATE = 3,   /* struct instar_create_record, once, when creation succeeded */
     INSTAR_REC_REASON = 4,   /* why an operation was refused: text, at most CREATE_MAX_REASON bytes */
     INSTAR_REC_CONVERT_FAILURE = 5, /* struct instar_convert_failure: which step failed (a REASON follows) */
+    INSTAR_REC_MAP = 7,      /* 1..INSTAR_MAP_MAX_BATCH struct instar_map_entry, in disk order */
     INSTAR_REC_TEST = 0x7F00, /* free-form bytes, for tests of the sandbox itself */
 };
 

@@ -1,0 +1,66 @@
+// `map` as an operation: open the image and its backing chain (through the path policy), write the
+// plan, run one sandbox in which the formats' readers walk the disk as qemu-img map's
+// get_block_status does, and check the runs it sends back (untrusted) before naming their files.
+#pragma once
+
+#include "plugins/registry.h"
+#include "util/expected.h"
+#include "vmm/sandbox.h"
+
+#include <instar/guest_abi.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace instar {
+
+struct MapSpec {
+    std::string filename;
+    std::optional<std::string> format; // -f
+    std::uint64_t start = 0;           // --start-offset
+    std::optional<std::uint64_t> max_length;
+    bool unsafe_quirks = false;
+    std::vector<std::string> allow_paths;
+};
+
+// One run as qemu's MapEntry holds it.
+struct MapEntry {
+    std::uint64_t start = 0;
+    std::uint64_t length = 0;
+    std::uint64_t depth = 0;
+    bool present = false, zero = false, data = false, compressed = false;
+    bool has_offset = false;
+    std::uint64_t offset = 0;
+    std::optional<std::string> filename; // the file the data lies in (with an offset)
+};
+
+struct MapResult {
+    std::vector<MapEntry> entries; // merged where the guest could tell; the printer merges again
+    std::uint64_t start = 0;       // --start-offset (qemu's first curr.start)
+    // A failure while walking, after `entries`: qemu's "Could not read file metadata: ..." text.
+    std::optional<std::string> walk_error;
+};
+
+// Errors (opening) are qemu-img's messages without the "prog: " prefix.
+Expected<MapResult> map_image(const MapSpec& spec, const PluginRegistry& plugins, vmm::SandboxConfig sandbox,
+                              std::uint32_t qemu_version);
+
+// Decodes the guest's INSTAR_REC_MAP payloads (untrusted): every entry inside [start, end), in order
+// and contiguous from `start`, flags known, depth inside the chain, files inside each layer's
+// files (file_counts[depth] other files besides the image). Returns the raw entries or an error.
+Expected<std::vector<instar_map_entry>> decode_map_records(const std::vector<std::vector<std::uint8_t>>& payloads,
+                                                           std::uint64_t start, std::uint64_t end,
+                                                           const std::vector<std::uint32_t>& file_counts);
+
+// qemu-img's output for `result` (img_map's loop with dump_map_entry and entry_mergeable): stdout
+// text, and an error (without prefix) when qemu would stop with one ("File contains external,
+// encrypted or compressed clusters." in human output, or the walk's error).
+struct MapOutput {
+    std::string out;
+    std::optional<std::string> error;
+};
+MapOutput render_map(const MapResult& result, bool json, std::uint32_t qemu_version);
+
+} // namespace instar
