@@ -46,6 +46,18 @@ Status map_block_status(const MapLayer* chain, uint32_t depth, uint64_t offset, 
         else if (style & INSTAR_MAP_STYLE_UNALLOCATED_ZERO)
             flags = INSTAR_MAP_ZERO | INSTAR_MAP_PRESENT;
         if (flags != 0) {
+            // A raw file's last, partial sector: qemu's file protocol says DATA up to the file's end
+            // and ZERO for the rest (the reader joins them; its run reaches the file's end).
+            if ((style & INSTAR_MAP_STYLE_SPLIT_EOF) && (e.flags & guest::EXTENT_OFFSET_VALID) && e.device == 0 &&
+                e.offset < chain[k].file_size && bytes > chain[k].file_size - e.offset) {
+                if (e.allocation == Allocation::Data) {
+                    bytes = chain[k].file_size - e.offset;
+                    out->length = bytes;
+                }
+            } else if ((style & INSTAR_MAP_STYLE_SPLIT_EOF) && (e.flags & guest::EXTENT_OFFSET_VALID) &&
+                       e.device == 0 && e.offset >= chain[k].file_size && e.allocation == Allocation::Data) {
+                flags = INSTAR_MAP_ZERO | INSTAR_MAP_PRESENT;
+            }
             if (e.flags & guest::EXTENT_COMPRESSED)
                 flags |= INSTAR_MAP_COMPRESSED;
             if (e.flags & guest::EXTENT_OFFSET_VALID) {
@@ -58,8 +70,14 @@ Status map_block_status(const MapLayer* chain, uint32_t depth, uint64_t offset, 
         }
         // Unallocated: qemu's block layer says ZERO (not ALLOCATED) when there is no backing or the
         // backing is shorter than offset, and the walk stops at this depth; else it asks the backing.
+        // The offset the layer reported stays (qcow2's allocated but unallocated subclusters).
         if ((style & INSTAR_MAP_STYLE_NO_BACKING) || k + 1 == depth || offset >= chain[k + 1].reader->virtual_size()) {
             out->flags = (style & INSTAR_MAP_STYLE_NO_BACKING) ? 0u : INSTAR_MAP_ZERO;
+            if (e.flags & guest::EXTENT_OFFSET_VALID) {
+                out->flags |= INSTAR_MAP_OFFSET_VALID;
+                out->offset = e.offset;
+                out->file = e.device;
+            }
             return Status::Ok;
         }
     }

@@ -15,7 +15,8 @@ namespace instar::convert {
 // plan carries it as INSTAR_MAP_STYLE_* per image).
 struct MapLayer {
     guest::ImageReader* reader;
-    uint32_t style; // INSTAR_MAP_STYLE_*
+    uint32_t style;     // INSTAR_MAP_STYLE_*
+    uint64_t file_size; // the layer's image file's length (INSTAR_MAP_STYLE_SPLIT_EOF)
 };
 
 // Where the walk's runs go: batches of 1..INSTAR_MAP_MAX_BATCH entries, in disk order.

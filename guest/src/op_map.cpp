@@ -88,7 +88,7 @@ Status map_op(const uint8_t* arg, uint32_t arg_len) {
         // The styles follow the chain: find each layer's table index again.
         uint32_t i = 0;
         for (uint32_t k = 0; k < depth; ++k) {
-            layers[k] = convert::MapLayer{chain[k], plan.styles[i]};
+            layers[k] = convert::MapLayer{chain[k], plan.styles[i], device(plan.images[i].device)->size()};
             i = plan.images[i].backing;
         }
         const uint64_t size = chain[0]->virtual_size();

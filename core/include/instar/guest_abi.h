@@ -271,7 +271,8 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_convert_image) == 24, "convert image layo
 #define INSTAR_MAP_STYLE_UNALLOCATED_ZERO 2u /* the driver says ZERO for its unallocated blocks (vpc) */
 #define INSTAR_MAP_STYLE_NO_STATUS 4u       /* no block status: the whole disk is DATA, no offset (vhdx) */
 #define INSTAR_MAP_STYLE_NO_BACKING 8u      /* no backing support: unallocated is neither DATA nor ZERO */
-#define INSTAR_MAP_STYLE_ALL 15u
+#define INSTAR_MAP_STYLE_SPLIT_EOF 16u      /* raw: the file's partial last sector is ZERO past the file's end */
+#define INSTAR_MAP_STYLE_ALL 31u
 struct instar_map_arg {
     uint32_t plan_device;
     uint32_t reserved;

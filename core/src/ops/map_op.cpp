@@ -28,7 +28,7 @@ std::uint32_t map_style(const std::string& format) {
     if (format == "vhdx") // no bdrv_co_block_status at all
         return INSTAR_MAP_STYLE_NO_STATUS | INSTAR_MAP_STYLE_NO_BACKING;
     if (format == "raw")
-        return INSTAR_MAP_STYLE_NO_BACKING;
+        return INSTAR_MAP_STYLE_NO_BACKING | INSTAR_MAP_STYLE_SPLIT_EOF;
     return 0;
 }
 
