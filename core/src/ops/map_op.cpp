@@ -7,7 +7,9 @@
 #include "ops/info_op.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cinttypes>
+#include <map>
 #include <cstdio>
 #include <cstring>
 
@@ -18,6 +20,8 @@ namespace {
 // of virtual disk, bounds a guest that stops making progress.
 constexpr std::chrono::milliseconds MAP_BASE_TIMEOUT{60'000};
 constexpr std::uint64_t MAP_BYTES_PER_SECOND = 1ull << 30;
+// A walk keeps one reader per layer (L2 caches, vmdk grain tables) and a 40 KiB batch.
+constexpr std::uint64_t MAP_GUEST_MEMORY = INSTAR_MIN_GUEST_MEMORY;
 
 // qemu's block drivers differ in how they answer block status where the reader's Extent cannot say.
 std::uint32_t map_style(const std::string& format) {
@@ -67,6 +71,10 @@ Expected<std::vector<instar_map_entry>> decode_map_records(const std::vector<std
                                                            std::uint64_t start, std::uint64_t end,
                                                            const std::vector<std::uint32_t>& file_counts) {
     std::vector<instar_map_entry> out;
+    std::size_t total = 0;
+    for (const auto& p : payloads)
+        total += p.size() / sizeof(instar_map_entry);
+    out.reserve(total);
     std::uint64_t at = start;
     for (const auto& p : payloads) {
         if (p.empty() || p.size() % sizeof(instar_map_entry) != 0 ||
@@ -146,7 +154,14 @@ Expected<MapResult> map_image(const MapSpec& spec, const PluginRegistry& plugins
     const instar_map_arg arg{0, 0};
     // SAFETY: instar_map_arg is a trivially-copyable ABI struct with no padding (static_assert).
     const auto* a = reinterpret_cast<const std::uint8_t*>(&arg);
-    auto run = vmm::run(sandbox, table.devices, table.modules, INSTAR_OP_MAP, {a, sizeof arg});
+    // The smallest VM first (cheapest to create; metadata of ordinary images fits), the cap when the
+    // guest runs out of memory: the walk has no side effects, so it simply runs again.
+    vmm::SandboxConfig small = sandbox;
+    small.guest_memory = MAP_GUEST_MEMORY;
+    small.huge_pages = false;
+    auto run = vmm::run(small, table.devices, table.modules, INSTAR_OP_MAP, {a, sizeof arg});
+    if (run && run->exit_status == static_cast<std::int32_t>(guest::Status::NoMemory))
+        run = vmm::run(sandbox, table.devices, table.modules, INSTAR_OP_MAP, {a, sizeof arg});
     if (!run)
         return Error{"Could not open '" + spec.filename + "': " + run.error().message};
 
@@ -169,6 +184,20 @@ Expected<MapResult> map_image(const MapSpec& spec, const PluginRegistry& plugins
         return Error{"Could not read file metadata: " + entries.error()};
     if (!failure && !entries->empty() && entries->back().start + entries->back().length != end)
         return Error{"Could not read file metadata: the sandbox's map stopped short of the end"};
+    // One index per distinct name (qemu compares names: two layers' runs in one file join).
+    std::map<std::string, std::int32_t> name_index;
+    std::vector<std::vector<std::int32_t>> file_ids(chain.links.size());
+    for (std::size_t k = 0; k < chain.links.size(); ++k) {
+        const ChainLink& link = chain.links[k];
+        for (std::size_t f = 0; f <= link.files.size(); ++f) {
+            const std::string& name = f == 0 ? link.image.display : link.files[f - 1].display;
+            auto [it, fresh] = name_index.try_emplace(name, static_cast<std::int32_t>(result.files.size()));
+            if (fresh)
+                result.files.push_back(name);
+            file_ids[k].push_back(it->second);
+        }
+    }
+    result.entries.reserve(entries->size());
     for (const auto& e : *entries) {
         MapEntry m;
         m.start = e.start;
@@ -181,10 +210,9 @@ Expected<MapResult> map_image(const MapSpec& spec, const PluginRegistry& plugins
         m.has_offset = e.flags & INSTAR_MAP_OFFSET_VALID;
         if (m.has_offset) {
             m.offset = e.offset;
-            const ChainLink& link = chain.links[e.depth];
-            m.filename = e.file == 0 ? link.image.display : link.files[e.file - 1].display;
+            m.file = file_ids[e.depth][e.file];
         }
-        result.entries.push_back(std::move(m));
+        result.entries.push_back(m);
     }
     result.walk_error = failure;
     return result;
@@ -197,32 +225,41 @@ bool mergeable(const MapEntry& curr, const MapEntry& next) {
         return false;
     if (curr.zero != next.zero || curr.data != next.data || curr.compressed != next.compressed ||
         curr.depth != next.depth || curr.present != next.present ||
-        curr.filename.has_value() != next.filename.has_value() || curr.has_offset != next.has_offset)
-        return false;
-    if (curr.filename && *curr.filename != *next.filename)
+        curr.file != next.file || curr.has_offset != next.has_offset)
         return false;
     if (curr.has_offset && curr.offset + curr.length != next.offset)
         return false;
     return true;
 }
 
-std::string hex16(std::uint64_t v) {
+void hex16(std::string& out, std::uint64_t v) {
     char buf[40];
-    std::snprintf(buf, sizeof buf, "%#-16" PRIx64, v);
-    return buf;
+    const int n = std::snprintf(buf, sizeof buf, "%#-16" PRIx64, v);
+    out.append(buf, static_cast<std::size_t>(n));
+}
+
+void number(std::string& out, std::uint64_t v) {
+    char buf[24];
+    const auto r = std::to_chars(buf, buf + sizeof buf, v);
+    out.append(buf, r.ptr);
 }
 
 // dump_map_entry; false when qemu stops with `error`.
-bool dump(std::string& out, bool json, bool compressed_field, const MapEntry& e, MapEntry* next,
-          std::optional<std::string>& error) {
+bool dump(std::string& out, bool json, bool compressed_field, const std::vector<std::string>& files,
+          const MapEntry& e, MapEntry* next, std::optional<std::string>& error) {
     if (!json) {
         if (e.data && !e.has_offset) {
             error = "File contains external, encrypted or compressed clusters.";
             return false;
         }
-        if (e.data && !e.zero)
-            out += hex16(e.start) + hex16(e.length) + hex16(e.has_offset ? e.offset : 0) + e.filename.value_or("") +
-                   "\n";
+        if (e.data && !e.zero) {
+            hex16(out, e.start);
+            hex16(out, e.length);
+            hex16(out, e.has_offset ? e.offset : 0);
+            if (e.file >= 0)
+                out += files[static_cast<std::size_t>(e.file)];
+            out += '\n';
+        }
         // qemu: this format ignores the distinction between 0, ZERO and ZERO|DATA.
         if (next && (!next->data || next->zero)) {
             next->data = false;
@@ -231,13 +268,26 @@ bool dump(std::string& out, bool json, bool compressed_field, const MapEntry& e,
         return true;
     }
     auto b = [](bool v) { return v ? "true" : "false"; };
-    out += "{ \"start\": " + std::to_string(e.start) + ", \"length\": " + std::to_string(e.length) +
-           ", \"depth\": " + std::to_string(e.depth) + ", \"present\": " + b(e.present) + ", \"zero\": " + b(e.zero) +
-           ", \"data\": " + b(e.data);
-    if (compressed_field)
-        out += std::string(", \"compressed\": ") + b(e.compressed);
-    if (e.has_offset)
-        out += ", \"offset\": " + std::to_string(e.offset);
+    out += "{ \"start\": ";
+    number(out, e.start);
+    out += ", \"length\": ";
+    number(out, e.length);
+    out += ", \"depth\": ";
+    number(out, e.depth);
+    out += ", \"present\": ";
+    out += b(e.present);
+    out += ", \"zero\": ";
+    out += b(e.zero);
+    out += ", \"data\": ";
+    out += b(e.data);
+    if (compressed_field) {
+        out += ", \"compressed\": ";
+        out += b(e.compressed);
+    }
+    if (e.has_offset) {
+        out += ", \"offset\": ";
+        number(out, e.offset);
+    }
     out += '}';
     if (next)
         out += ",\n";
@@ -250,24 +300,25 @@ MapOutput render_map(const MapResult& result, bool json, std::uint32_t qemu_vers
     // qemu 8.2 added "compressed" to the JSON runs.
     const bool compressed_field = qemu_version >= instar::qemu_version(8, 2);
     MapOutput o;
+    o.out.reserve(result.entries.size() * (json ? 128 : 64) + 64);
     o.out = json ? "[" : "Offset          Length          Mapped to       File\n";
     MapEntry curr;
     curr.start = result.start;
     for (const MapEntry& n : result.entries) {
-        MapEntry next = n;
+        MapEntry next = n; // dump may change its flags (human output)
         if (mergeable(curr, next)) {
             curr.length += next.length;
             continue;
         }
-        if (curr.length > 0 && !dump(o.out, json, compressed_field, curr, &next, o.error))
+        if (curr.length > 0 && !dump(o.out, json, compressed_field, result.files, curr, &next, o.error))
             return o;
-        curr = std::move(next);
+        curr = next;
     }
     if (result.walk_error) {
         o.error = result.walk_error;
         return o;
     }
-    if (!dump(o.out, json, compressed_field, curr, nullptr, o.error))
+    if (!dump(o.out, json, compressed_field, result.files, curr, nullptr, o.error))
         return o;
     if (json)
         o.out += "]\n";

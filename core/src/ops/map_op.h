@@ -33,11 +33,12 @@ struct MapEntry {
     bool present = false, zero = false, data = false, compressed = false;
     bool has_offset = false;
     std::uint64_t offset = 0;
-    std::optional<std::string> filename; // the file the data lies in (with an offset)
+    std::int32_t file = -1; // index into MapResult::files: the file the data lies in (with an offset)
 };
 
 struct MapResult {
     std::vector<MapEntry> entries; // merged where the guest could tell; the printer merges again
+    std::vector<std::string> files; // names as qemu prints them; equal names have one index
     std::uint64_t start = 0;       // --start-offset (qemu's first curr.start)
     // A failure while walking, after `entries`: qemu's "Could not read file metadata: ..." text.
     std::optional<std::string> walk_error;
