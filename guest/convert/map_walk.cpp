@@ -8,7 +8,7 @@ using guest::Extent;
 using guest::Status;
 
 Status map_block_status(const MapLayer* chain, uint32_t depth, uint64_t offset, uint64_t bytes,
-                        instar_map_entry* out) {
+                        instar_map_entry* out, uint32_t* failed_layer) {
     if (depth == 0 || bytes == 0)
         return Status::Invalid;
     *out = instar_map_entry{};
@@ -29,6 +29,7 @@ Status map_block_status(const MapLayer* chain, uint32_t depth, uint64_t offset, 
             return Status::Ok;
         }
         Extent e{};
+        *failed_layer = k;
         if (const Status st = r.status(offset, bytes, &e); st != Status::Ok)
             return st;
         if (e.length == 0 || e.length > bytes)
@@ -95,7 +96,7 @@ bool map_mergeable(const instar_map_entry& curr, const instar_map_entry& next) {
 }
 
 Status map_walk(const MapLayer* chain, uint32_t depth, uint64_t start, uint64_t end, instar_map_entry* batch,
-                uint64_t max_entries, MapSink& sink) {
+                uint64_t max_entries, MapSink& sink, uint32_t* failed_layer) {
     uint32_t queued = 0;
     uint64_t sent = 0;
     auto push = [&](const instar_map_entry& e) -> Status {
@@ -122,7 +123,8 @@ Status map_walk(const MapLayer* chain, uint32_t depth, uint64_t start, uint64_t 
     Status result = Status::Ok;
     for (uint64_t offset = start; offset < end;) {
         instar_map_entry next{};
-        if (const Status st = map_block_status(chain, depth, offset, end - offset, &next); st != Status::Ok) {
+        if (const Status st = map_block_status(chain, depth, offset, end - offset, &next, failed_layer);
+            st != Status::Ok) {
             result = st;
             break;
         }

@@ -30,8 +30,9 @@ protected:
 
 // qemu's get_block_status for [offset, offset + bytes) of chain[0] (bytes > 0, inside the top's
 // virtual size): the first run with one answer, and the layer that gave it.
+// *failed_layer names the layer whose reader failed (unchanged on success).
 guest::Status map_block_status(const MapLayer* chain, uint32_t depth, uint64_t offset, uint64_t bytes,
-                               instar_map_entry* out);
+                               instar_map_entry* out, uint32_t* failed_layer);
 
 // qemu's entry_mergeable, with (depth, file) standing for the file name (same layer and file: same
 // name; the host merges again on the names themselves).
@@ -40,8 +41,8 @@ bool map_mergeable(const instar_map_entry& curr, const instar_map_entry& next);
 // The whole walk over [start, end) (end already clipped to the virtual size): runs joined as
 // entry_mergeable joins them, sent in batches through `batch` (INSTAR_MAP_MAX_BATCH entries).
 // At most max_entries are sent: TooLarge beyond that. On a reader failure the runs before it have
-// been sent and the Status is returned.
+// been sent, the Status is returned and *failed_layer names the layer whose reader failed.
 guest::Status map_walk(const MapLayer* chain, uint32_t depth, uint64_t start, uint64_t end, instar_map_entry* batch,
-                       uint64_t max_entries, MapSink& sink);
+                       uint64_t max_entries, MapSink& sink, uint32_t* failed_layer);
 
 } // namespace instar::convert

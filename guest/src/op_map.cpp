@@ -94,9 +94,14 @@ Status map_op(const uint8_t* arg, uint32_t arg_len) {
         const uint64_t size = chain[0]->virtual_size();
         const uint64_t end = h.end < size ? h.end : size;
         RecordSink sink;
-        st = convert::map_walk(layers, depth, h.start, end, batch, MAX_MAP_ENTRIES, sink);
+        uint32_t failed = 0;
+        st = convert::map_walk(layers, depth, h.start, end, batch, MAX_MAP_ENTRIES, sink, &failed);
         if (st != Status::Ok) {
-            report_failure(INSTAR_CONVERT_PHASE_COPY, INSTAR_CONVERT_NO_BACKING);
+            // The table index of the layer that failed (the host words qcow2's corruption as qemu).
+            uint32_t image = 0;
+            for (uint32_t k = 0; k < failed && k + 1 < depth; ++k)
+                image = plan.images[image].backing;
+            report_failure(INSTAR_CONVERT_PHASE_COPY, st == Status::TooLarge ? INSTAR_CONVERT_NO_BACKING : image);
             if (st == Status::TooLarge) {
                 static constexpr char TEXT[] = "the image has more extents than one map can report";
                 reasons.reason(TEXT, sizeof TEXT - 1);

@@ -169,6 +169,8 @@ int cmd_map(Context& ctx, std::span<const std::string> args) {
     const MapOutput o = render_map(*result, *output == OutputFormat::Json, ctx.profile.version);
     ctx.out << o.out;
     ctx.out.flush();
+    if (o.notice)
+        ctx.err << *o.notice << '\n';
     if (o.error)
         return report_error(ctx, *o.error);
     return 0;

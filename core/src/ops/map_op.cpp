@@ -37,7 +37,7 @@ std::uint32_t map_style(const std::string& format) {
 }
 
 std::string failure_message(const MapSpec& spec, const std::vector<const ChainLink*>& table,
-                            const vmm::RunResult& run, bool* walk) {
+                            const vmm::RunResult& run, bool* walk, std::optional<std::string>* notice) {
     std::string reason;
     std::optional<instar_convert_failure> failure;
     for (const auto& rec : run.records) {
@@ -62,6 +62,14 @@ std::string failure_message(const MapSpec& spec, const std::vector<const ChainLi
         return "Could not open '" + name + "': " + reason;
     }
     *walk = true;
+    // qcow2's corruption events: qemu prints the event, then the walk's EIO.
+    if (failure && failure->phase == INSTAR_CONVERT_PHASE_COPY && failure->image < table.size() &&
+        std::string((*table[failure->image]->plugin)->name) == "qcow2" &&
+        static_cast<guest::Status>(run.exit_status) == guest::Status::Corrupt)
+    {
+        *notice = "qcow2: Image is corrupt: " + reason + "; further non-fatal corruption events will be suppressed";
+        return "Could not read file metadata: Input/output error";
+    }
     return "Could not read file metadata: " + reason;
 }
 
@@ -170,7 +178,7 @@ Expected<MapResult> map_image(const MapSpec& spec, const PluginRegistry& plugins
     bool walk = false;
     std::optional<std::string> failure;
     if (run->exit_status != 0) {
-        failure = failure_message(spec, table.links, run.value(), &walk);
+        failure = failure_message(spec, table.links, run.value(), &walk, &result.walk_notice);
         if (!walk)
             return Error{*failure};
     }
@@ -316,6 +324,7 @@ MapOutput render_map(const MapResult& result, bool json, std::uint32_t qemu_vers
     }
     if (result.walk_error) {
         o.error = result.walk_error;
+        o.notice = result.walk_notice;
         return o;
     }
     if (!dump(o.out, json, compressed_field, result.files, curr, nullptr, o.error))

@@ -42,6 +42,7 @@ struct MapResult {
     std::uint64_t start = 0;       // --start-offset (qemu's first curr.start)
     // A failure while walking, after `entries`: qemu's "Could not read file metadata: ..." text.
     std::optional<std::string> walk_error;
+    std::optional<std::string> walk_notice; // a line qemu's driver prints first (no "prog: " prefix)
 };
 
 // Errors (opening) are qemu-img's messages without the "prog: " prefix.
@@ -60,6 +61,7 @@ Expected<std::vector<instar_map_entry>> decode_map_records(const std::vector<std
 // encrypted or compressed clusters." in human output, or the walk's error).
 struct MapOutput {
     std::string out;
+    std::optional<std::string> notice; // printed to stderr as it is, before the error
     std::optional<std::string> error;
 };
 MapOutput render_map(const MapResult& result, bool json, std::uint32_t qemu_version);
