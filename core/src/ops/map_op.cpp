@@ -197,8 +197,13 @@ Expected<MapResult> map_image(const MapSpec& spec, const PluginRegistry& plugins
     std::vector<std::vector<std::int32_t>> file_ids(chain.links.size());
     for (std::size_t k = 0; k < chain.links.size(); ++k) {
         const ChainLink& link = chain.links[k];
+        // qemu names a qcow2 data file as the header writes it (its node's filename), but vmdk
+        // extents joined with the descriptor's directory.
+        const bool data_file = std::string((*link.plugin)->name) == "qcow2";
         for (std::size_t f = 0; f <= link.files.size(); ++f) {
-            const std::string& name = f == 0 ? link.image.display : link.files[f - 1].display;
+            const std::string& name = f == 0       ? link.image.display
+                                      : data_file ? link.files[f - 1].reference
+                                                  : link.files[f - 1].display;
             auto [it, fresh] = name_index.try_emplace(name, static_cast<std::int32_t>(result.files.size()));
             if (fresh)
                 result.files.push_back(name);
