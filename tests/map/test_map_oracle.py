@@ -103,6 +103,12 @@ fixture("qunal.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "qunal.qcow2", 
         io("qcow2", "qunal.qcow2", "write -P 1 0 64k", "write -P 2 600M 64k"),
         ["python3", "-c", "import struct\nf=open('qunal.qcow2','r+b')\nf.seek(0x30000+8*1)\n"
                           "f.write(struct.pack('>Q', (1<<63)|0x30200))"])
+# qcow2 overlays over every other format (the backing's own style applies at depth 1)
+for name, fmt in (("v-monolithicFlat.vmdk", "vmdk"), ("v-twoGbMaxExtentSparse.vmdk", "vmdk"),
+                  ("p-dynamic.vhd", "vpc"), ("p-fixed.vhd", "vpc"), ("x-dynamic.vhdx", "vhdx")):
+    ov = "ov-%s.qcow2" % name.split(".")[0]
+    fixture(ov, "qcow2", q("create", "-q", "-f", "qcow2", "-b", name, "-F", fmt, ov),
+            io("qcow2", ov, "write -P 0x31 2M 64k"))
 # differencing vpc (made by instar: qemu-img cannot; qemu reads it as a dynamic disk)
 # (qemu-io cannot write into it: qemu's vpc driver allocates blocks over the parent locators)
 fixture("p-diff.vhd", "vpc", ["INSTAR", "create", "-q", "-f", "vpc", "-b", "p-dynamic.vhd", "-F", "vpc", "p-diff.vhd"])
