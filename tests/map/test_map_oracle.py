@@ -59,6 +59,10 @@ fixture("qza.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "qza.qcow2", "4M"
         io("qcow2", "qza.qcow2", "write -P 1 0 2M", "write -z 512k 512k", "write -z -u 1M 256k"))
 fixture("qpre.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "-o", "preallocation=metadata", "qpre.qcow2", "4M"),
         io("qcow2", "qpre.qcow2", "write -P 1 1M 64k"))
+for prealloc in ("falloc", "full"):
+    fixture("qpre-%s.qcow2" % prealloc, "qcow2",
+            q("create", "-q", "-f", "qcow2", "-o", "preallocation=" + prealloc, "qpre-%s.qcow2" % prealloc, "4M"),
+            io("qcow2", "qpre-%s.qcow2" % prealloc, "write -P 1 1M 64k"))
 fixture("base.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "base.qcow2", "8M"),
         io("qcow2", "base.qcow2", "write -P 0x99 0 4M", "write -z 6M 64k"))
 fixture("mid.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "mid.qcow2", "8M"),
