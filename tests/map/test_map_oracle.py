@@ -76,6 +76,8 @@ for sub in ["monolithicSparse", "monolithicFlat", "twoGbMaxExtentSparse", "twoGb
     name = "v-%s.vmdk" % sub
     fixture(name, "vmdk", q("create", "-q", "-f", "vmdk", "-o", "subformat=" + sub, name, "10M"),
             io("vmdk", name, *PATTERN))
+fixture("v-zg.vmdk", "vmdk", q("create", "-q", "-f", "vmdk", "-o", "zeroed_grain=on", "v-zg.vmdk", "8M"),
+        io("vmdk", "v-zg.vmdk", "write -P 1 0 1M", "write -z 256k 128k", "write -z 4M 64k"))
 fixture("v-big.vmdk", "vmdk", q("create", "-q", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentSparse", "v-big.vmdk", "5G"),
         io("vmdk", "v-big.vmdk", "write -P 1 2047M 2M", "write -P 2 4G 64k"))
 fixture("v-bigflat.vmdk", "vmdk",
