@@ -154,7 +154,10 @@ for args in (["map"], ["map", "q.qcow2", "ov.qcow2"], ["map", "missing.qcow2"], 
              ["map", "-s", "9E", "q.qcow2"], ["map", "-l", "abc", "-s", "xyz", "q.qcow2"],
              ["map", "-s", "xyz", "--output=bad", "q.qcow2"], ["map", "--output=bad", "-s", "xyz", "q.qcow2"],
              ["map", "-s"], ["map", "--max-length"], ["map", "-z", "q.qcow2"], ["map", "--bogus", "q.qcow2"],
-             ["map", "-s", "1M"]):
+             ["map", "-s", "1M"], ["map", "--start-offset=", "q.qcow2"], ["map", "--max-length=", "q.qcow2"],
+             ["map", "--output=", "q.qcow2"], ["map", "--format=", "q.qcow2"], ["map", "-s", "", "q.qcow2"],
+             ["map", "-s", "0x10k", "q.qcow2"], ["map", "-s", "1.5k", "--output=json", "q.qcow2"],
+             ["map", "-s", "1e3", "q.qcow2"], ["map", "-s", "08", "--output=json", "q.qcow2"]):
     case("error: " + " ".join(args[1:]), args)
 
 

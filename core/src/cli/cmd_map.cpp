@@ -87,7 +87,23 @@ std::size_t position_of(std::span<const std::string> args, std::string_view long
 
 } // namespace
 
-int cmd_map(Context& ctx, std::span<const std::string> args) {
+int cmd_map(Context& ctx, std::span<const std::string> in_args) {
+    // qemu's getopt takes "--start-offset=" as an empty value (then cvtnum refuses it); the option
+    // parser would refuse the form itself, so pass the empty value as its own word.
+    std::vector<std::string> args;
+    for (std::size_t i = 0; i < in_args.size(); ++i) {
+        const std::string& a = in_args[i];
+        if (a == "--") {
+            args.insert(args.end(), in_args.begin() + static_cast<std::ptrdiff_t>(i), in_args.end());
+            break;
+        }
+        if (a.size() > 3 && a.rfind("--", 0) == 0 && a.back() == '=' && a.find('=') == a.size() - 1) {
+            args.push_back(a.substr(0, a.size() - 1));
+            args.emplace_back();
+        } else {
+            args.push_back(a);
+        }
+    }
     po::options_description opts("map options");
     opts.add_options()
         ("help,h", "")
