@@ -100,8 +100,15 @@ Status map_walk(const MapLayer* chain, uint32_t depth, uint64_t start, uint64_t 
     uint32_t queued = 0;
     uint64_t sent = 0;
     auto push = [&](const instar_map_entry& e) -> Status {
-        if (sent + queued >= max_entries)
+        if (sent + queued >= max_entries) {
+            // Whole runs only: the caller continues from the end of the last one sent.
+            if (queued > 0)
+                if (const Status st = sink.emit(batch, queued); st != Status::Ok)
+                    return st;
+            queued = 0;
+            *failed_layer = UINT32_MAX; // the bound, not a reader
             return Status::TooLarge;
+        }
         batch[queued++] = e;
         if (queued == INSTAR_MAP_MAX_BATCH) {
             const Status st = sink.emit(batch, queued);

@@ -40,7 +40,8 @@ bool map_mergeable(const instar_map_entry& curr, const instar_map_entry& next);
 
 // The whole walk over [start, end) (end already clipped to the virtual size): runs joined as
 // entry_mergeable joins them, sent in batches through `batch` (INSTAR_MAP_MAX_BATCH entries).
-// At most max_entries are sent: TooLarge beyond that. On a reader failure the runs before it have
+// At most max_entries are sent: TooLarge beyond that, after sending them (all complete runs: the
+// walk can continue from the end of the last one; *failed_layer is then UINT32_MAX). On a reader failure the runs before it have
 // been sent, the Status is returned and *failed_layer names the layer whose reader failed.
 guest::Status map_walk(const MapLayer* chain, uint32_t depth, uint64_t start, uint64_t end, instar_map_entry* batch,
                        uint64_t max_entries, MapSink& sink, uint32_t* failed_layer);

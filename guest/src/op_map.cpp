@@ -98,14 +98,12 @@ Status map_op(const uint8_t* arg, uint32_t arg_len) {
         st = convert::map_walk(layers, depth, h.start, end, batch, MAX_MAP_ENTRIES, sink, &failed);
         if (st != Status::Ok) {
             // The table index of the layer that failed (the host words qcow2's corruption as qemu).
+            // INSTAR_CONVERT_NO_BACKING: the record bound was reached after whole runs; the host
+            // continues from the end of the last one in another run.
             uint32_t image = 0;
             for (uint32_t k = 0; k < failed && k + 1 < depth; ++k)
                 image = plan.images[image].backing;
-            report_failure(INSTAR_CONVERT_PHASE_COPY, st == Status::TooLarge ? INSTAR_CONVERT_NO_BACKING : image);
-            if (st == Status::TooLarge) {
-                static constexpr char TEXT[] = "the image has more extents than one map can report";
-                reasons.reason(TEXT, sizeof TEXT - 1);
-            }
+            report_failure(INSTAR_CONVERT_PHASE_COPY, failed == UINT32_MAX ? INSTAR_CONVERT_NO_BACKING : image);
         }
     }
     close_images(readers, opened);

@@ -140,7 +140,12 @@ TEST_CASE("batches are bounded and the entry bound holds") {
     CHECK(map_walk(&layer, 1, 0, 3000 * 512, batch.data(), 1u << 20, sink, &failed) == Status::Ok);
     CHECK(sink.entries.size() == 3000);
     CHECK(sink.batches == std::vector<std::uint32_t>{1024, 1024, 952});
-    walk({{&r, 0, 0}}, 0, 3000 * 512, Status::TooLarge, 100);
+    // The bound: whole runs sent first, the layer marked as none, so the host continues after them.
+    Collect capped;
+    failed = 0;
+    CHECK(map_walk(&layer, 1, 0, 3000 * 512, batch.data(), 100, capped, &failed) == Status::TooLarge);
+    CHECK((capped.entries.size() == 100 && failed == UINT32_MAX));
+    CHECK(capped.entries.back().start + capped.entries.back().length == 100 * 512);
 }
 
 TEST_CASE("reader failures stop the walk after the runs before them; broken readers never loop") {

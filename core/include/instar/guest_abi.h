@@ -263,7 +263,9 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_convert_image) == 24, "convert image layo
  * get_block_status does and sends the runs as INSTAR_REC_MAP records of whole struct instar_map_entry
  * items (consecutive runs that qemu's entry_mergeable would join already joined). A failure while
  * opening sends INSTAR_REC_CONVERT_FAILURE (PHASE_OPEN, image) and a reason; one while walking sends
- * PHASE_COPY and a reason, after the records of the runs before it. */
+ * PHASE_COPY (with the failing layer's image) and a reason, after the records of the runs before it.
+ * When the records would outgrow the host's bounds, the guest stops after whole runs with TooLarge and
+ * PHASE_COPY naming INSTAR_CONVERT_NO_BACKING: the host continues from the last run's end. */
 #define INSTAR_MAP_PLAN_MAGIC 0x4E4C504Du /* "MPLN" */
 /* After the image table: image_count uint32_t styles, how each image's format driver answers qemu's
  * block status (what the reader's Extent cannot say by itself). */

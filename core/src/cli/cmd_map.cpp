@@ -179,16 +179,24 @@ int cmd_map(Context& ctx, std::span<const std::string> in_args) {
     spec.unsafe_quirks = vm.count("unsafe-quirks") > 0;
     if (vm.count("allow-path"))
         spec.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
-    auto result = map_image(spec, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version);
+    // Runs are printed as each sandbox run delivers them (a huge map takes several).
+    MapPrinter printer(*output == OutputFormat::Json, ctx.profile.version, start);
+    std::string text;
+    auto result = map_image(spec, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version,
+                            [&](const std::vector<MapEntry>& entries, const std::vector<std::string>& files) {
+                                printer.add(entries, files, text);
+                                ctx.out << text;
+                                text.clear();
+                            });
     if (!result)
         return report_error(ctx, result.error());
-    const MapOutput o = render_map(*result, *output == OutputFormat::Json, ctx.profile.version);
-    ctx.out << o.out;
+    printer.finish(*result, text);
+    ctx.out << text;
     ctx.out.flush();
-    if (o.notice)
-        ctx.err << *o.notice << '\n';
-    if (o.error)
-        return report_error(ctx, *o.error);
+    if (printer.notice())
+        ctx.err << *printer.notice() << '\n';
+    if (printer.error())
+        return report_error(ctx, *printer.error());
     return 0;
 }
 

@@ -108,7 +108,7 @@ Expected<std::vector<instar_map_entry>> decode_map_records(const std::vector<std
 }
 
 Expected<MapResult> map_image(const MapSpec& spec, const PluginRegistry& plugins, vmm::SandboxConfig sandbox,
-                              std::uint32_t qemu_version) {
+                              std::uint32_t qemu_version, const MapChunkSink& sink) {
     auto runner = make_sandbox_info_runner(sandbox, qemu_version);
     if (!runner)
         return Error{runner.error()};
@@ -146,53 +146,9 @@ Expected<MapResult> map_image(const MapSpec& spec, const PluginRegistry& plugins
         styles.push_back(map_style((*link->plugin)->name));
         file_counts.push_back(static_cast<std::uint32_t>(link->files.size()));
     }
-    std::vector<std::uint8_t> bytes;
-    append_bytes(bytes, &head, 1);
-    append_bytes(bytes, table.images.data(), table.images.size());
-    append_bytes(bytes, styles.data(), styles.size());
-    PlanFile plan_file;
-    auto plan_device = plan_file.write(bytes);
-    if (!plan_device)
-        return Error{plan_device.error()};
-    table.devices[0] = *plan_device;
-
-    const auto budget = MAP_BASE_TIMEOUT + std::chrono::seconds(size / MAP_BYTES_PER_SECOND);
-    if (sandbox.timeout < budget)
-        sandbox.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(budget);
-    const instar_map_arg arg{0, 0};
-    // SAFETY: instar_map_arg is a trivially-copyable ABI struct with no padding (static_assert).
-    const auto* a = reinterpret_cast<const std::uint8_t*>(&arg);
-    // The smallest VM first (cheapest to create; metadata of ordinary images fits), the cap when the
-    // guest runs out of memory: the walk has no side effects, so it simply runs again.
-    vmm::SandboxConfig small = sandbox;
-    small.guest_memory = MAP_GUEST_MEMORY;
-    small.huge_pages = false;
-    auto run = vmm::run(small, table.devices, table.modules, INSTAR_OP_MAP, {a, sizeof arg});
-    if (run && run->exit_status == static_cast<std::int32_t>(guest::Status::NoMemory))
-        run = vmm::run(sandbox, table.devices, table.modules, INSTAR_OP_MAP, {a, sizeof arg});
-    if (!run)
-        return Error{"Could not open '" + spec.filename + "': " + run.error().message};
-
+    // One index per distinct name (qemu compares names: two layers' runs in one file join).
     MapResult result;
     result.start = spec.start;
-    bool walk = false;
-    std::optional<std::string> failure;
-    if (run->exit_status != 0) {
-        failure = failure_message(spec, table.links, run.value(), &walk, &result.walk_notice);
-        if (!walk)
-            return Error{*failure};
-    }
-    std::vector<std::vector<std::uint8_t>> payloads;
-    for (auto& rec : run->records)
-        if (rec.type == INSTAR_REC_MAP)
-            payloads.push_back(std::move(rec.data));
-    const std::uint64_t end = std::min(head.end, size);
-    auto entries = decode_map_records(payloads, spec.start, std::max(end, spec.start), file_counts);
-    if (!entries)
-        return Error{"Could not read file metadata: " + entries.error()};
-    if (!failure && !entries->empty() && entries->back().start + entries->back().length != end)
-        return Error{"Could not read file metadata: the sandbox's map stopped short of the end"};
-    // One index per distinct name (qemu compares names: two layers' runs in one file join).
     std::map<std::string, std::int32_t> name_index;
     std::vector<std::vector<std::int32_t>> file_ids(chain.links.size());
     for (std::size_t k = 0; k < chain.links.size(); ++k) {
@@ -210,25 +166,94 @@ Expected<MapResult> map_image(const MapSpec& spec, const PluginRegistry& plugins
             file_ids[k].push_back(it->second);
         }
     }
-    result.entries.reserve(entries->size());
-    for (const auto& e : *entries) {
-        MapEntry m;
-        m.start = e.start;
-        m.length = e.length;
-        m.depth = e.depth;
-        m.data = e.flags & INSTAR_MAP_DATA;
-        m.zero = e.flags & INSTAR_MAP_ZERO;
-        m.present = e.flags & INSTAR_MAP_PRESENT;
-        m.compressed = e.flags & INSTAR_MAP_COMPRESSED;
-        m.has_offset = e.flags & INSTAR_MAP_OFFSET_VALID;
-        if (m.has_offset) {
-            m.offset = e.offset;
-            m.file = file_ids[e.depth][e.file];
+
+    const auto budget = MAP_BASE_TIMEOUT + std::chrono::seconds(size / MAP_BYTES_PER_SECOND);
+    if (sandbox.timeout < budget)
+        sandbox.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(budget);
+    const instar_map_arg arg{0, 0};
+    // SAFETY: instar_map_arg is a trivially-copyable ABI struct with no padding (static_assert).
+    const auto* a = reinterpret_cast<const std::uint8_t*>(&arg);
+    const std::uint64_t end = std::min(head.end, size);
+    // A map with more runs than one sandbox's records hold (the guest stops with TooLarge after
+    // sending whole runs) continues in another sandbox from the end of the last run.
+    for (std::uint64_t at = spec.start;;) {
+        head.start = at;
+        std::vector<std::uint8_t> bytes;
+        append_bytes(bytes, &head, 1);
+        append_bytes(bytes, table.images.data(), table.images.size());
+        append_bytes(bytes, styles.data(), styles.size());
+        PlanFile plan_file;
+        auto plan_device = plan_file.write(bytes);
+        if (!plan_device)
+            return Error{plan_device.error()};
+        table.devices[0] = *plan_device;
+        // The smallest VM first (cheapest to create; metadata of ordinary images fits), the cap when
+        // the guest runs out of memory: the walk has no side effects, so it simply runs again.
+        vmm::SandboxConfig small = sandbox;
+        small.guest_memory = MAP_GUEST_MEMORY;
+        small.huge_pages = false;
+        auto run = vmm::run(small, table.devices, table.modules, INSTAR_OP_MAP, {a, sizeof arg});
+        if (run && run->exit_status == static_cast<std::int32_t>(guest::Status::NoMemory))
+            run = vmm::run(sandbox, table.devices, table.modules, INSTAR_OP_MAP, {a, sizeof arg});
+        if (!run)
+            return Error{"Could not open '" + spec.filename + "': " + run.error().message};
+
+        bool walk = false;
+        bool more = false;
+        std::optional<std::string> failure;
+        if (run->exit_status == static_cast<std::int32_t>(guest::Status::TooLarge)) {
+            for (const auto& rec : run->records)
+                if (rec.type == INSTAR_REC_CONVERT_FAILURE && rec.data.size() == sizeof(instar_convert_failure)) {
+                    instar_convert_failure f{};
+                    std::memcpy(&f, rec.data.data(), sizeof f);
+                    more = f.phase == INSTAR_CONVERT_PHASE_COPY && f.image == INSTAR_CONVERT_NO_BACKING;
+                    break;
+                }
         }
-        result.entries.push_back(m);
+        if (run->exit_status != 0 && !more) {
+            failure = failure_message(spec, table.links, run.value(), &walk, &result.walk_notice);
+            if (!walk)
+                return Error{*failure};
+        }
+        std::vector<std::vector<std::uint8_t>> payloads;
+        for (auto& rec : run->records)
+            if (rec.type == INSTAR_REC_MAP)
+                payloads.push_back(std::move(rec.data));
+        auto entries = decode_map_records(payloads, at, std::max(end, at), file_counts);
+        if (!entries)
+            return Error{"Could not read file metadata: " + entries.error()};
+        if (!failure && !more && !entries->empty() && entries->back().start + entries->back().length != end)
+            return Error{"Could not read file metadata: the sandbox's map stopped short of the end"};
+        if (more && entries->empty())
+            return Error{"Could not read file metadata: the sandbox's map made no progress"};
+        std::vector<MapEntry> chunk;
+        chunk.reserve(entries->size());
+        for (const auto& e : *entries) {
+            MapEntry m;
+            m.start = e.start;
+            m.length = e.length;
+            m.depth = e.depth;
+            m.data = e.flags & INSTAR_MAP_DATA;
+            m.zero = e.flags & INSTAR_MAP_ZERO;
+            m.present = e.flags & INSTAR_MAP_PRESENT;
+            m.compressed = e.flags & INSTAR_MAP_COMPRESSED;
+            m.has_offset = e.flags & INSTAR_MAP_OFFSET_VALID;
+            if (m.has_offset) {
+                m.offset = e.offset;
+                m.file = file_ids[e.depth][e.file];
+            }
+            chunk.push_back(m);
+        }
+        if (sink)
+            sink(chunk, result.files);
+        else
+            result.entries.insert(result.entries.end(), chunk.begin(), chunk.end());
+        if (!more) {
+            result.walk_error = failure;
+            return result;
+        }
+        at = entries->back().start + entries->back().length;
     }
-    result.walk_error = failure;
-    return result;
 }
 
 namespace {
@@ -309,33 +334,60 @@ bool dump(std::string& out, bool json, bool compressed_field, const std::vector<
 
 } // namespace
 
-MapOutput render_map(const MapResult& result, bool json, std::uint32_t qemu_version) {
+MapPrinter::MapPrinter(bool json, std::uint32_t qemu_version, std::uint64_t start)
     // qemu 8.2 added "compressed" to the JSON runs.
-    const bool compressed_field = qemu_version >= instar::qemu_version(8, 2);
-    MapOutput o;
-    o.out.reserve(result.entries.size() * (json ? 128 : 64) + 64);
-    o.out = json ? "[" : "Offset          Length          Mapped to       File\n";
-    MapEntry curr;
-    curr.start = result.start;
-    for (const MapEntry& n : result.entries) {
+    : json_(json), compressed_field_(qemu_version >= instar::qemu_version(8, 2)) {
+    curr_.start = start;
+}
+
+void MapPrinter::begin(std::string& out) {
+    if (begun_)
+        return;
+    begun_ = true;
+    out += json_ ? "[" : "Offset          Length          Mapped to       File\n";
+}
+
+bool MapPrinter::add(const std::vector<MapEntry>& entries, const std::vector<std::string>& files, std::string& out) {
+    begin(out);
+    if (error_)
+        return false;
+    files_ = files;
+    out.reserve(out.size() + entries.size() * (json_ ? 128 : 64));
+    for (const MapEntry& n : entries) {
         MapEntry next = n; // dump may change its flags (human output)
-        if (mergeable(curr, next)) {
-            curr.length += next.length;
+        if (mergeable(curr_, next)) {
+            curr_.length += next.length;
             continue;
         }
-        if (curr.length > 0 && !dump(o.out, json, compressed_field, result.files, curr, &next, o.error))
-            return o;
-        curr = next;
+        if (curr_.length > 0 && !dump(out, json_, compressed_field_, files_, curr_, &next, error_))
+            return false;
+        curr_ = next;
     }
+    return true;
+}
+
+void MapPrinter::finish(const MapResult& result, std::string& out) {
+    begin(out);
+    if (error_)
+        return;
     if (result.walk_error) {
-        o.error = result.walk_error;
-        o.notice = result.walk_notice;
-        return o;
+        error_ = result.walk_error;
+        notice_ = result.walk_notice;
+        return;
     }
-    if (!dump(o.out, json, compressed_field, result.files, curr, nullptr, o.error))
-        return o;
-    if (json)
-        o.out += "]\n";
+    if (!dump(out, json_, compressed_field_, files_, curr_, nullptr, error_))
+        return;
+    if (json_)
+        out += "]\n";
+}
+
+MapOutput render_map(const MapResult& result, bool json, std::uint32_t qemu_version) {
+    MapPrinter p(json, qemu_version, result.start);
+    MapOutput o;
+    p.add(result.entries, result.files, o.out);
+    p.finish(result, o.out);
+    o.error = p.error();
+    o.notice = p.notice();
     return o;
 }
 

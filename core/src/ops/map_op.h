@@ -10,6 +10,7 @@
 #include <instar/guest_abi.h>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -45,9 +46,14 @@ struct MapResult {
     std::optional<std::string> walk_notice; // a line qemu's driver prints first (no "prog: " prefix)
 };
 
-// Errors (opening) are qemu-img's messages without the "prog: " prefix.
+// Receives the runs in disk order, chunk by chunk (one per sandbox run), with the file names.
+using MapChunkSink = std::function<void(const std::vector<MapEntry>& entries, const std::vector<std::string>& files)>;
+
+// Errors (opening) are qemu-img's messages without the "prog: " prefix. With a sink, the runs go
+// there as they come (a map too large for one sandbox's records takes several runs); without one
+// they are collected in MapResult::entries.
 Expected<MapResult> map_image(const MapSpec& spec, const PluginRegistry& plugins, vmm::SandboxConfig sandbox,
-                              std::uint32_t qemu_version);
+                              std::uint32_t qemu_version, const MapChunkSink& sink = {});
 
 // Decodes the guest's INSTAR_REC_MAP payloads (untrusted): every entry inside [start, end), in order
 // and contiguous from `start`, flags known, depth inside the chain, files inside each layer's
@@ -65,5 +71,27 @@ struct MapOutput {
     std::optional<std::string> error;
 };
 MapOutput render_map(const MapResult& result, bool json, std::uint32_t qemu_version);
+
+// render_map in pieces, for runs that arrive chunk by chunk: text goes to `out` as it is decided.
+class MapPrinter {
+public:
+    MapPrinter(bool json, std::uint32_t qemu_version, std::uint64_t start);
+    // The runs of one chunk; false once qemu would have stopped (error()).
+    bool add(const std::vector<MapEntry>& entries, const std::vector<std::string>& files, std::string& out);
+    // The end: the last run unless the walk failed (result's walk_error/notice), "]" for JSON.
+    void finish(const MapResult& result, std::string& out);
+    const std::optional<std::string>& error() const { return error_; }
+    const std::optional<std::string>& notice() const { return notice_; }
+
+private:
+    void begin(std::string& out);
+    bool json_;
+    bool compressed_field_;
+    bool begun_ = false;
+    MapEntry curr_;
+    std::optional<std::string> error_;
+    std::optional<std::string> notice_;
+    std::vector<std::string> files_; // the names the last chunk came with
+};
 
 } // namespace instar
