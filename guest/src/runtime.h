@@ -57,5 +57,7 @@ Status convert_op(const uint8_t* arg, uint32_t arg_len);
 
 // op_compare.cpp
 Status compare_op(const uint8_t* arg, uint32_t arg_len);
+// op_map.cpp
+Status map_op(const uint8_t* arg, uint32_t arg_len);
 
 } // namespace instar::guest

@@ -44,6 +44,15 @@ const Divergence DIVERGENCES[] = {
     {"qcow2-convert-zstd-compress", "convert",
      "convert -c into a qcow2 with compression_type=zstd is refused",
      "zstd compression is not in the sandbox yet (decompression is); never a silent fallback to zlib"},
+    {"qcow2-map-prealloc-metadata", "map",
+     "map reports the data clusters of an image made with preallocation=metadata as data: true, zero: false; "
+     "qemu-img detects metadata preallocation from the refcounts and the file's allocated size and reports the "
+     "file's holes under those clusters as zero: true",
+     "not implemented yet: the detection needs a refcount scan the reader does not do"},
+    {"qcow2-map-read-past-eof", "map",
+     "an L2 table more than one cluster past the end of the file stops map with qemu's corruption message "
+     "after the runs before it (as qcow2-read-past-eof for convert)",
+     "qemu-img reads zeros there and maps a truncated image as unallocated, silently"},
 };
 const std::uint32_t DIVERGENCE_COUNT = sizeof DIVERGENCES / sizeof DIVERGENCES[0];
 

@@ -189,6 +189,7 @@ enum instar_op {
     INSTAR_OP_CREATE = 5,     /* struct instar_create_arg + strings -> INSTAR_REC_CREATE (create_api.h) */
     INSTAR_OP_CONVERT = 6,    /* struct instar_convert_arg: the plan is a device (docs/convert.md) */
     INSTAR_OP_COMPARE = 9,    /* struct instar_compare_arg: the plan is a device (docs/compare.md) */
+    INSTAR_OP_MAP = 8,        /* struct instar_map_arg: the plan is a device -> INSTAR_REC_MAP (docs/map.md) */
 };
 
 /* INSTAR_OP_INFO: device 0 is the image, devices 1..file_count the files it referenced in an earlier
@@ -280,7 +281,7 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_convert_image) == 24, "convert image layo
  * image_count struct instar_convert_image entries (entries 0 and 1 are FILE1 and FILE2, the rest their
  * backing chains), then image_count uint32_t INSTAR_COMPARE_IMAGE_* flags, one per entry. The guest
  * answers with one INSTAR_REC_COMPARE (after an INSTAR_REC_REASON when opening failed). */
-#define INSTAR_COMPARE_PLAN_MAGIC 0x4E4C504Du /* "MPLN" */
+#define INSTAR_COMPARE_PLAN_MAGIC 0x4E4C504Bu /* "KPLN" (map's is "MPLN") */
 #define INSTAR_COMPARE_STRICT 1u              /* -s */
 #define INSTAR_COMPARE_PROGRESS 2u            /* send INSTAR_HC_PROGRESS in bytes of the larger image */
 #define INSTAR_COMPARE_IMAGE_BACKING 1u       /* the format can have a backing file (qemu's supports_backing) */
@@ -303,6 +304,58 @@ struct instar_compare_plan {
     uint32_t qemu_version; /* the output profile */
 };
 INSTAR_ABI_ASSERT(sizeof(struct instar_compare_plan) == 16, "compare plan layout");
+/* INSTAR_OP_MAP: the argument names a read-only device holding the plan: a struct instar_map_plan,
+ * then image_count struct instar_convert_image entries (image 0 is the FILE argument, its backing
+ * chain follows through `backing`), then image_count uint32_t INSTAR_MAP_STYLE_* values. The guest walks [start, min(end, virtual size)) as qemu-img map's
+ * get_block_status does and sends the runs as INSTAR_REC_MAP records of whole struct instar_map_entry
+ * items (consecutive runs that qemu's entry_mergeable would join already joined). A failure while
+ * opening sends INSTAR_REC_CONVERT_FAILURE (PHASE_OPEN, image) and a reason; one while walking sends
+ * PHASE_COPY (with the failing layer's image) and a reason, after the records of the runs before it.
+ * When the records would outgrow the host's bounds, the guest stops after whole runs with TooLarge and
+ * PHASE_COPY naming INSTAR_CONVERT_NO_BACKING: the host continues from the last run's end. */
+#define INSTAR_MAP_PLAN_MAGIC 0x4E4C504Du /* "MPLN" */
+/* After the image table: image_count uint32_t styles, how each image's format driver answers qemu's
+ * block status (what the reader's Extent cannot say by itself). */
+#define INSTAR_MAP_STYLE_HOLE_IS_DATA 1u    /* BDRV_BLOCK_RECURSE: a Zero run with an offset is DATA|ZERO */
+#define INSTAR_MAP_STYLE_UNALLOCATED_ZERO 2u /* the driver says ZERO for its unallocated blocks (vpc) */
+#define INSTAR_MAP_STYLE_NO_STATUS 4u       /* no block status: the whole disk is DATA, no offset (vhdx) */
+#define INSTAR_MAP_STYLE_NO_BACKING 8u      /* no backing support: unallocated is neither DATA nor ZERO */
+#define INSTAR_MAP_STYLE_SPLIT_EOF 16u      /* raw: the file's partial last sector is ZERO past the file's end */
+#define INSTAR_MAP_STYLE_ALL 31u
+struct instar_map_arg {
+    uint32_t plan_device;
+    uint32_t reserved;
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_map_arg) == 8, "map arg layout");
+
+struct instar_map_plan {
+    uint32_t magic;        /* INSTAR_MAP_PLAN_MAGIC */
+    uint32_t image_count;  /* entries in the image table */
+    uint64_t start;        /* --start-offset */
+    uint64_t end;          /* start + --max-length, or UINT64_MAX: the walk stops at min(end, size) */
+    uint32_t qemu_version; /* the output profile */
+    uint32_t reserved;
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_map_plan) == 32, "map plan layout");
+
+/* instar_map_entry.flags: qemu's BDRV_BLOCK_* as map prints them */
+#define INSTAR_MAP_DATA 1u
+#define INSTAR_MAP_ZERO 2u
+#define INSTAR_MAP_PRESENT 4u      /* BDRV_BLOCK_ALLOCATED in the layer that answered */
+#define INSTAR_MAP_OFFSET_VALID 8u /* offset and file say where the run's bytes lie */
+#define INSTAR_MAP_COMPRESSED 16u
+#define INSTAR_MAP_FLAGS_ALL 31u
+#define INSTAR_MAP_MAX_BATCH 1024u /* entries per record: 40 KiB, under INSTAR_MAX_RECORD_SIZE */
+struct instar_map_entry {
+    uint64_t start;
+    uint64_t length;
+    uint64_t offset; /* with INSTAR_MAP_OFFSET_VALID */
+    uint32_t depth;  /* the chain layer that answered (0: the image itself) */
+    uint32_t flags;  /* INSTAR_MAP_* */
+    uint32_t file;   /* with OFFSET_VALID: 0 the layer's image file, 1 + i its files[i] */
+    uint32_t reserved;
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_map_entry) == 40, "map entry layout");
 
 struct instar_selftest_arg {
     uint64_t crc_limit; /* crc32 covers min(device size, crc_limit) bytes from offset 0 */
@@ -326,6 +379,7 @@ enum instar_record_type {
     INSTAR_REC_CONVERT_FAILURE = 5, /* struct instar_convert_failure: which step failed (a REASON follows) */
     INSTAR_REC_CONVERT_SALVAGE = 10, /* struct instar_convert_salvage: --salvage zeroed a failed range */
     INSTAR_REC_COMPARE = 8,  /* struct instar_compare_record, once, at the end of INSTAR_OP_COMPARE */
+    INSTAR_REC_MAP = 7,      /* 1..INSTAR_MAP_MAX_BATCH struct instar_map_entry, in disk order */
     INSTAR_REC_TEST = 0x7F00, /* free-form bytes, for tests of the sandbox itself */
 };
 

@@ -132,6 +132,7 @@ Expected<OpenedFile> open_referenced(const PathPolicy& policy, const std::string
         return refusal(image, field, name, "it resolves outside the allowed directories (" + roots_text(policy) + ")");
     }
     f->display = *display;
+    f->reference = std::string(name);
     return f;
 }
 

@@ -28,6 +28,7 @@ struct OpenedFile {
     int fd = -1;
     std::filesystem::path path;    // canonical path of what was opened
     std::string display;           // the path as qemu would print it (relative names joined, not canonical)
+    std::string reference;         // a referenced file: the name as the referring image wrote it
     std::uint64_t size = 0;
     std::uint64_t allocated = 0;   // st_blocks * 512
     std::uint64_t device = 0, inode = 0;
