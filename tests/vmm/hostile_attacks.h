@@ -29,4 +29,14 @@ enum class Attack : uint8_t {
     SetLengthNotOutput,  // INSTAR_HC_SET_LENGTH on a read-only input
     AddFileNotAllowed,   // INSTAR_HC_ADD_FILE where the operation allows no added files
     AddFileWithSlash,    // INSTAR_HC_ADD_FILE("../x"): not a plain file name
+    // INSTAR_HC_COMPRESS: rest of the argument = kind byte; 64 jobs over the argument's pattern; the
+    // results (status, out_len, bytes) come back as one record per job.
+    CompressGood,
+    CompressTableOutsideRam, // the job table's address past RAM
+    CompressBufferOutsideRam, // a job's destination past RAM
+    CompressHugeCount,       // 2^40 jobs
+    CompressOverlap,         // two jobs share a destination
+    CompressDstOverSrc,      // a destination on top of a source
+    CompressTooBig,          // a job of 3 MiB
+    CompressBadKind,         // kind 99
 };

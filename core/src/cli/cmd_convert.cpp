@@ -364,12 +364,6 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
         if (const std::string* pre = set->find("preallocation"); pre && *pre != "off")
             return fail("Compression and preallocation not supported at the same time");
     }
-    if (compressed) {
-        const std::string* ct = set->find("compression_type");
-        if (ct && *ct == "zstd")
-            return fail("-c with compression_type=zstd is not supported by instar yet (zstd compression is not in "
-                        "the sandbox)");
-    }
     if (!(d.capabilities & CAP_CONVERT_TARGET))
         return fail(*out_filename + ": error while converting " + std::string(d.name) +
                     ": instar cannot write the data of " + std::string(d.name) + " images yet");
@@ -394,6 +388,10 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
     spec.min_sparse = min_sparse;
     spec.compressed = compressed;
     spec.out_of_order = has("oob-writes");
+    if (has("target-cache"))
+        spec.target_cache = str("target-cache");
+    if (has("source-cache"))
+        spec.source_cache = str("source-cache");
     spec.unsafe_quirks = has("unsafe-quirks");
     if (has("allow-path"))
         spec.allow_paths = vm["allow-path"].as<std::vector<std::string>>();

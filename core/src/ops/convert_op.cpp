@@ -24,6 +24,12 @@ namespace {
 constexpr std::chrono::milliseconds CONVERT_BASE_TIMEOUT{60'000};
 constexpr std::uint64_t CONVERT_BYTES_PER_SECOND = 16u << 20;
 
+// qemu's bdrv_parse_cache_mode: none/off and directsync set BDRV_O_NOCACHE (O_DIRECT); unsafe sets
+// BDRV_O_NO_FLUSH (flushes are ignored); every other mode flushes at the latest when the image is
+// closed. docs/convert.md, "Cache modes".
+bool cache_is_direct(const std::string& mode) { return mode == "none" || mode == "off" || mode == "directsync"; }
+bool cache_flushes(const std::string& mode) { return mode != "unsafe"; }
+
 struct Plan {
     instar_convert_plan head{};
     std::vector<instar_convert_image> images;
@@ -193,11 +199,20 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
         instar_convert_image im{};
         im.module = it->second;
         im.device = static_cast<std::uint32_t>(devices.size());
-        devices.push_back({link.image.fd, link.image.size, false});
+        // -T none/directsync: the sources are read with O_DIRECT too (the fds are this convert's own).
+        const bool direct = cache_is_direct(spec.source_cache);
+        if (direct)
+            if (auto ok = AtomicFiles::make_direct(link.image.fd, link.name); !ok)
+                return Error{ok.error()};
+        devices.push_back({link.image.fd, link.image.size, false, false, direct});
         im.first_file = static_cast<std::uint32_t>(devices.size());
         im.file_count = static_cast<std::uint32_t>(link.files.size());
-        for (const auto& f : link.files)
-            devices.push_back({f.fd, f.size, false});
+        for (const auto& f : link.files) {
+            if (direct)
+                if (auto ok = AtomicFiles::make_direct(f.fd, link.name); !ok)
+                    return Error{ok.error()};
+            devices.push_back({f.fd, f.size, false, false, direct});
+        }
         im.backing = INSTAR_CONVERT_NO_BACKING;
         im.cluster_size = static_cast<std::uint32_t>(std::min<std::uint64_t>(link.node.cluster_size.value_or(0),
                                                                              UINT32_MAX));
@@ -257,17 +272,25 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
         return Error{target.filename + ": " + create.error()};
 
     AtomicFiles files(target.filename);
+    files.set_durable(cache_flushes(spec.target_cache));
+    files.set_direct(cache_is_direct(spec.target_cache));
     auto fd = files.open_image();
     if (!fd)
         return Error{target.filename + ": error while converting " + std::string((*target.plugin)->name) + ": " +
                      fd.error()};
+    vmm::Device target_device = vmm::output_device(*fd);
+    if (cache_is_direct(spec.target_cache)) {
+        if (auto ok = AtomicFiles::make_direct(*fd, target.filename); !ok)
+            return Error{ok.error()};
+        target_device.direct = true;
+    }
 
     plan.head.magic = INSTAR_CONVERT_PLAN_MAGIC;
     plan.head.image_count = static_cast<std::uint32_t>(plan.images.size());
     plan.head.source_count = static_cast<std::uint32_t>(chains.size());
     plan.head.target_module = tit->second;
     plan.head.target_device = static_cast<std::uint32_t>(devices.size());
-    devices.push_back(vmm::output_device(*fd));
+    devices.push_back(target_device);
     plan.head.flags = (spec.compressed ? INSTAR_CONVERT_COMPRESS : 0u) |
                       (has_backing ? INSTAR_CONVERT_TARGET_HAS_BACKING : 0u) |
                       (spec.out_of_order ? INSTAR_CONVERT_OUT_OF_ORDER : 0u) |
@@ -290,6 +313,7 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
                      std::to_string(INSTAR_MAX_DEVICES) + ")"};
 
     sandbox.outputs = &files;
+    sandbox.write_behind = true; // the target's writes overlap the guest's reading (docs/sandbox.md)
     const auto budget = CONVERT_BASE_TIMEOUT + std::chrono::seconds(total / CONVERT_BYTES_PER_SECOND);
     if (sandbox.timeout < budget)
         sandbox.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(budget);

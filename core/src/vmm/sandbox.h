@@ -28,6 +28,9 @@ struct Device {
     // A file being created: writable, writes may extend it up to `size`, and the guest may set its
     // length (INSTAR_HC_SET_LENGTH). Use output_device().
     bool output = false;
+    // Opened with O_DIRECT (cache modes none/directsync): the hypercall server moves its data through
+    // aligned bounce buffers (DIRECT_IO_ALIGN), reading and rewriting partial blocks at the edges.
+    bool direct = false;
 };
 
 // An output device over `fd`: addressable up to INSTAR_MAX_OUTPUT_SIZE.
@@ -57,6 +60,10 @@ struct SandboxConfig {
     // Called for each INSTAR_HC_PROGRESS (work done, total; done <= total, checked), on the thread
     // that called run(). Empty: progress reports are accepted and dropped.
     std::function<void(std::uint64_t done, std::uint64_t total)> progress;
+    // Write-behind: INSTAR_HC_WRITE to an output device is copied into a bounded queue that a host
+    // writer thread drains while the guest carries on (docs/sandbox.md, "Write-behind"). For bulk
+    // copies (convert); off for everything else, where the thread would only add start-up time.
+    bool write_behind = false;
 };
 
 struct Record {
