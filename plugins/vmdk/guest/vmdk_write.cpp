@@ -452,8 +452,8 @@ private:
             if (bin_ == nullptr || bout_ == nullptr || jobs_ == nullptr || bpieces_ == nullptr)
                 return Status::NoMemory;
         }
-        if (p.n > GRAIN)
-            return Status::Invalid;
+        if (p.n > GRAIN || p.rel % GRAIN != 0 || (p.n != GRAIN && p.rel + p.n != p.bytes))
+            return Status::Invalid; // vmdk_write_extent: only whole clusters (checked before queueing)
         __builtin_memcpy(bin_ + batch_n_ * GRAIN, src, static_cast<size_t>(p.n));
         bpieces_[batch_n_] = p;
         if (++batch_n_ == VMDK_COMPRESS_BATCH)
