@@ -193,7 +193,7 @@ Outcome<RunResult> compress_run(Attack a, std::uint8_t kind, bool pool) {
     const std::string modules[] = {vmm_test::hostile_module()};
     const std::vector<std::uint8_t> arg{static_cast<std::uint8_t>(a), kind};
     SandboxConfig cfg;
-    cfg.write_behind = pool; // the bulk-copy runs get the compress workers too
+    cfg.compress_workers = pool;
     return run(cfg, {}, modules, INSTAR_OP_MODULE_RUN, arg);
 }
 

@@ -72,6 +72,7 @@ TEST_CASE("a write-behind run (writer thread, O_DIRECT output) passes the filter
         ::setrlimit(RLIMIT_CORE, &no_core);
         SandboxConfig cfg;
         cfg.write_behind = true;
+        cfg.compress_workers = true; // the workers confine themselves too (and idle)
         Device target = output_device(out.fd());
         const int direct = ::open(out.path().c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
         if (direct >= 0) { // the writer thread's bounce buffer and length fix-up under the filter too

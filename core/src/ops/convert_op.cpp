@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 
@@ -313,7 +314,11 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
                      std::to_string(INSTAR_MAX_DEVICES) + ")"};
 
     sandbox.outputs = &files;
-    sandbox.write_behind = true; // the target's writes overlap the guest's reading (docs/sandbox.md)
+    sandbox.compress_workers = true; // -c compresses on every core (docs/convert.md)
+    // Write-behind overlaps the target's writes with the guest's reading; measured slower on this
+    // loaded host, so opt-in (docs/convert.md, figures).
+    if (const char* wb = std::getenv("INSTAR_WRITE_BEHIND"); wb != nullptr && std::strcmp(wb, "on") == 0)
+        sandbox.write_behind = true;
     const auto budget = CONVERT_BASE_TIMEOUT + std::chrono::seconds(total / CONVERT_BYTES_PER_SECOND);
     if (sandbox.timeout < budget)
         sandbox.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(budget);

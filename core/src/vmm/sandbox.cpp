@@ -4,6 +4,7 @@
 #include <sys/random.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include "vmm/guest_image.h"
@@ -63,7 +64,7 @@ Outcome<RunResult> boot_and_run(PreparedVm& vm, const GuestImage& rt,
                                 std::span<const Device> devices, std::uint32_t op, std::span<const std::uint8_t> arg,
                                 std::chrono::milliseconds timeout, OutputFiles* outputs,
                                 const std::function<void(std::uint64_t, std::uint64_t)>& progress,
-                                bool confine, int added_fd_floor, bool write_behind) {
+                                bool confine, int added_fd_floor, bool write_behind, bool compress_workers) {
     GuestMemory& m = vm.memory;
     const std::uint64_t ram = m.size();
     x86::write_boot_tables({m.host_base(), m.size()},
@@ -114,7 +115,7 @@ Outcome<RunResult> boot_and_run(PreparedVm& vm, const GuestImage& rt,
     // INSTAR_HC_COMPRESS's workers, with the bulk-copy runs only: one per online CPU beside this
     // thread, which takes its share of each batch.
     std::optional<CompressPool> pool;
-    if (write_behind) {
+    if (compress_workers) {
         pool.emplace();
         const unsigned cpus = online_cpus();
         std::function<bool()> confine_worker;
@@ -179,7 +180,7 @@ Outcome<RunResult> run(const SandboxConfig& config, std::span<const Device> devi
         }
         return boot_and_run(*vm, *runtime.value(), images, devices, op, arg, config.timeout,
                             outputs ? &*outputs : nullptr, progress, confine, added_fd_floor,
-                            config.write_behind);
+                            config.write_behind, config.compress_workers);
     });
     // Everything the host needs was copied out of the guest. After prewarm() (a process running
     // many operations), in the background: get a spare ready for the next run first (it may be
