@@ -85,9 +85,9 @@ enum instar_hypercall_nr {
     INSTAR_HC_ALLOCATION = 11, /* device, offset -> out_flags (1 data, 0 hole), out_size = run length */
     INSTAR_HC_PROGRESS = 12,   /* arg0 = work done, arg1 = total: the host's progress display */
     INSTAR_HC_DISCARD = 13,    /* device, offset, len: reads as zeros afterwards (punched or zeroed) */
-    INSTAR_HC_COMPRESS = 14,   /* arg0 = enum instar_compress_kind, gpa, len = job count: compress
-                                  the jobs' opaque bytes on host threads (optional: a host without
-                                  it answers -INSTAR_ENOSYS... by ending the guest; see guest-abi.md) */
+    INSTAR_HC_COMPRESS = 14,   /* arg0 = enum instar_compress_kind, gpa = job table, len = job
+                                  count: the jobs' opaque bytes compressed on host threads (added
+                                  within ABI 3: runtime and host ship together; docs/guest-abi.md) */
 };
 
 /* INSTAR_HC_COMPRESS: what each job's bytes become. The host never interprets them. */
