@@ -41,9 +41,6 @@ const Divergence DIVERGENCES[] = {
      "an L2 table, a data cluster or a compressed cluster more than one cluster past the end of the file is "
      "a Corrupt error naming the image (less than a cluster past it reads as zeros, as qemu-img check allows)",
      "qemu-img reads zeros there and converts a truncated image as if it were whole, silently"},
-    {"qcow2-convert-zstd-compress", "convert",
-     "convert -c into a qcow2 with compression_type=zstd is refused",
-     "zstd compression is not in the sandbox yet (decompression is); never a silent fallback to zlib"},
     {"qcow2-map-prealloc-metadata", "map",
      "map reports the data clusters of an image made with preallocation=metadata as data: true, zero: false; "
      "qemu-img detects metadata preallocation from the refcounts and the file's allocated size and reports the "

@@ -100,7 +100,31 @@ enum instar_hypercall_nr {
     INSTAR_HC_ALLOCATION = 11, /* device, offset -> out_flags (1 data, 0 hole), out_size = run length */
     INSTAR_HC_PROGRESS = 12,   /* arg0 = work done, arg1 = total: the host's progress display */
     INSTAR_HC_DISCARD = 13,    /* device, offset, len: reads as zeros afterwards (punched or zeroed) */
+    INSTAR_HC_COMPRESS = 14,   /* arg0 = enum instar_compress_kind, gpa = job table, len = job
+                                  count: the jobs' opaque bytes compressed on host threads (added
+                                  within ABI 3: runtime and host ship together; docs/guest-abi.md) */
 };
+
+/* INSTAR_HC_COMPRESS: what each job's bytes become. The host never interprets them. */
+enum instar_compress_kind {
+    INSTAR_COMPRESS_QCOW2_ZLIB = 1, /* raw deflate, window 12 bits, level 6, memLevel 9 (qcow2) */
+    INSTAR_COMPRESS_QCOW2_ZSTD = 2, /* one zstd frame, ZSTD_compressStream2 defaults (qcow2) */
+    INSTAR_COMPRESS_ZLIB = 3,       /* zlib stream, window 15, level 6, memLevel 8: compress() (vmdk) */
+};
+
+/* One job: [src_gpa, +src_len) -> [dst_gpa, +dst_cap); the host fills out_len and status. */
+struct instar_compress_job {
+    uint64_t src_gpa;
+    uint64_t src_len;
+    uint64_t dst_gpa;
+    uint64_t dst_cap;
+    uint64_t out_len; /* host: bytes written at dst_gpa when status is 0 */
+    int64_t status;   /* host: 0 done, -INSTAR_ENOSPC the result does not fit in dst_cap, -INSTAR_EIO */
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_compress_job) == 48, "compress job layout");
+#define INSTAR_MAX_COMPRESS_JOBS 256u            /* one batch: 256 clusters is plenty for every core */
+#define INSTAR_MAX_COMPRESS_BYTES (2u << 20)     /* one job's input: qcow2's largest cluster */
+#define INSTAR_MAX_COMPRESS_BATCH_BYTES (64u << 20) /* one batch's input: bounds the time of one exit */
 
 /* How INSTAR_HC_SET_LENGTH provides the bytes past the old end (instar::guest::Prealloc). */
 enum instar_fill {
@@ -135,6 +159,7 @@ INSTAR_ABI_ASSERT(offsetof(struct instar_hypercall, out_flags) == 80, "mailbox l
 
 /* Recoverable errors the host returns in `ret` (requests that break the rules end the guest). */
 #define INSTAR_EIO 5 /* the host file failed (e.g. it shrank under us) */
+#define INSTAR_ENOSPC 28 /* INSTAR_HC_COMPRESS: the result does not fit in the job's dst_cap */
 
 /* ---- Limits the host enforces on what the guest sends ---- */
 #define INSTAR_MAX_LOG_LINE 512u            /* one line of diagnostics, not a data channel */

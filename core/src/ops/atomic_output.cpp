@@ -170,7 +170,22 @@ std::optional<vmm::Device> AtomicFiles::add(const std::string& name, std::string
         return std::nullopt;
     }
     names_.insert(name);
-    return vmm::output_device(*fd);
+    vmm::Device dev = vmm::output_device(*fd);
+    if (direct_) {
+        if (auto ok = make_direct(*fd, path); !ok) {
+            error = ok.error();
+            return std::nullopt;
+        }
+        dev.direct = true;
+    }
+    return dev;
+}
+
+Expected<bool> AtomicFiles::make_direct(int fd, const std::string& path) {
+    const int flags = ::fcntl(fd, F_GETFL);
+    if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_DIRECT) != 0)
+        return Error{"Could not open '" + path + "': Could not open '" + path + "': " + std::strerror(errno)};
+    return true;
 }
 
 // An unnamed file gets its name: linked straight to a target that does not exist; over one that
@@ -211,7 +226,9 @@ Expected<bool> AtomicFiles::place(File& f) {
 }
 
 Expected<bool> AtomicFiles::commit() {
-    if (files_.size() > SYNC_EACH_MAX) {
+    if (!durable_) {
+        // cache=unsafe: no flush (the link below is still the only way the files get their names).
+    } else if (files_.size() > SYNC_EACH_MAX) {
         if (::syncfs(files_.front().fd) != 0) // every file is in the image's directory: one file system
             return Error{"Could not write '" + image_ + "': " + std::strerror(errno)};
     } else {

@@ -36,6 +36,15 @@ public:
     // hard link made just before), so the target paths are as they were.
     Expected<bool> commit();
 
+    // Cache modes (convert's -t): without `durable` commit() links the files into place without
+    // flushing them first (qemu's cache=unsafe never flushes); with `direct` every file is switched
+    // to O_DIRECT as it is made (none/directsync), and its Device says so.
+    void set_durable(bool durable) { durable_ = durable; }
+    void set_direct(bool direct) { direct_ = direct; }
+    // Switches fd to O_DIRECT; qemu's "Could not open 'PATH': Could not open 'PATH': REASON" when the
+    // file system refuses it.
+    static Expected<bool> make_direct(int fd, const std::string& path);
+
     const std::string& image_path() const { return image_; }
     int image_fd() const { return files_.empty() ? -1 : files_.front().fd; }
     std::size_t file_count() const { return files_.size(); }
@@ -61,6 +70,8 @@ private:
     std::vector<File> files_;
     std::unordered_set<std::string> names_; // added files' names, to refuse a duplicate in O(1)
     bool committed_ = false;
+    bool durable_ = true;
+    bool direct_ = false;
 };
 
 } // namespace instar
