@@ -1,0 +1,39 @@
+// Image names as the user gives them on the command line, read the way qemu's block layer reads
+// them: a plain path, `file:PATH`, `json:{...}` option trees (bdrv_open) and `--image-opts`
+// (QemuOpts "driver=qcow2,file.filename=x"). Only local files: every other protocol (nbd:, http:,
+// ssh: ...) is refused with a message naming it. These are the user's own words; names found
+// *inside* images never come here (they go through chain/path_policy).
+//
+// info uses both parsers; create uses parse_image_name without json (qemu-img create does not
+// parse json: either). convert's sources and target should call the same functions (see
+// docs/usage.md, "Image names").
+#pragma once
+
+#include "util/expected.h"
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace instar::cli {
+
+struct ImageName {
+    std::string path;                  // the local file to open or create
+    std::string display;               // the name qemu prints for the image ("image:" line)
+    std::string given;                 // the text as the user wrote it (qemu's "Could not open" quote)
+    std::optional<std::string> format; // a format driver named in the options (driver=qcow2)
+    bool from_options = false;         // json: or --image-opts
+};
+
+// qemu's path_has_protocol: "PROTO:rest" with no '/' before the first ':'. Returns PROTO, or "".
+std::string protocol_prefix(std::string_view name);
+
+// A filename argument. `allow_json`: the name may be a json:{...} option tree (bdrv_open; not
+// create). Errors are qemu's text without the "Could not open 'NAME': " frame for opening commands
+// (callers add what their command prints), e.g. "Unknown protocol 'a'".
+Expected<ImageName> parse_image_name(std::string_view name, bool allow_json);
+
+// --image-opts: the filename argument is a QemuOpts option list (",," escapes a comma).
+Expected<ImageName> parse_image_opts(std::string_view opts);
+
+} // namespace instar::cli
