@@ -184,7 +184,8 @@ Expected<Inspected> inspect(const InfoOptions& opts, const PluginRegistry& plugi
         for (const auto& ref : info.files) {
             if (ref.role != FileRole::DataFile)
                 continue;
-            auto f = open_referenced(policy, name, "data file", ref.name);
+            // qemu opens the data file by its name as written, from the working directory.
+            auto f = open_referenced(policy, name, "data file", ref.name, true);
             if (!f)
                 return could_not_open(name, f.error());
             referenced.files.push_back(*f);
