@@ -1,8 +1,11 @@
 // qemu's reading of command-line image names, for local files only.
 #include "cli/image_name.h"
 
+#include "output/qemu_format.h"
+
 #include <boost/json.hpp>
 
+#include <functional>
 #include <map>
 #include <vector>
 
@@ -18,13 +21,21 @@ constexpr std::string_view REMOTE_PROTOCOLS[] = {
 };
 
 // Options that change nothing instar reads: caching, locking, sharing and read-only flags (instar
-// only reads, never locks), and secrets (info reads LUKS headers without a passphrase).
+// only reads, never locks).
 constexpr std::string_view IGNORED_OPTIONS[] = {
     "read-only",          "auto-read-only",     "force-share",         "cache.direct",     "cache.no-flush",
-    "discard",            "detect-zeroes",      "node-name",           "encrypt.key-secret", "key-secret",
+    "discard",            "detect-zeroes",      "node-name",
     "file.locking",       "file.aio",           "file.cache.direct",   "file.cache.no-flush", "file.node-name",
     "file.read-only",     "file.auto-read-only", "file.force-share",   "file.discard",     "file.detect-zeroes",
 };
+
+// qemu's strong runtime options instar accepts and ignores: secrets (info reads LUKS headers
+// without a passphrase). They still make qemu print a json: filename.
+constexpr std::string_view STRONG_SECRETS[] = {"encrypt.key-secret", "key-secret"};
+
+// Options qemu's local drivers have that change what is read; instar does not implement them.
+constexpr std::string_view UNSUPPORTED_OPTIONS[] = {"offset", "size", "force_size_calc", "backing.",
+                                                    "data-file", "snapshot.", "bitmap"};
 
 bool is_remote(std::string_view proto) {
     for (auto p : REMOTE_PROTOCOLS)
@@ -43,14 +54,18 @@ Expected<std::string> local_path(std::string_view name) {
     const std::string proto = protocol_prefix(name);
     if (proto.empty())
         return std::string(name);
-    if (proto == "file")
-        return std::string(name.substr(5));
+    if (proto == "file") {
+        // bdrv_parse_filename_strip_prefix: a name that would look like a protocol again gets "./".
+        const std::string_view rest = name.substr(5);
+        return (protocol_prefix(rest).empty() ? "" : "./") + std::string(rest);
+    }
     if (is_remote(proto))
         return remote_refused(proto);
     return Error{"Unknown protocol '" + proto + "'"};
 }
 
 using Flat = std::map<std::string, std::string>;
+constexpr std::string_view JSON_NULL = "\x01null"; // `"backing": null` (no string can be this)
 
 // qdict_flatten: nested objects become dotted keys. Scalars keep qemu's string forms.
 bool flatten(const boost::json::object& o, const std::string& prefix, Flat& out, std::string& error) {
@@ -66,6 +81,8 @@ bool flatten(const boost::json::object& o, const std::string& prefix, Flat& out,
             out[key] = v.get_bool() ? "on" : "off";
         } else if (v.is_int64() || v.is_uint64() || v.is_double()) {
             out[key] = boost::json::serialize(v);
+        } else if (v.is_null() && key == "backing") {
+            out[key] = std::string(JSON_NULL);
         } else {
             error = "Invalid parameter type for '" + key + "'";
             return false;
@@ -121,12 +138,26 @@ Expected<ImageName> interpret(Flat opts, const std::string& given) {
     }
     for (auto ignored : IGNORED_OPTIONS)
         opts.erase(std::string(ignored));
+    for (auto secret : STRONG_SECRETS)
+        if (auto it = opts.find(std::string(secret)); it != opts.end()) {
+            out.strong[std::string(secret)] = it->second;
+            opts.erase(it);
+        }
+    if (auto it = opts.find("backing"); it != opts.end() && it->second == JSON_NULL) {
+        out.no_backing = true;
+        opts.erase(it);
+    }
+    for (const auto& kv : opts)
+        for (auto unsupported : UNSUPPORTED_OPTIONS)
+            if (kv.first == unsupported || (unsupported.back() == '.' && kv.first.rfind(unsupported, 0) == 0))
+                return Error{"option '" + kv.first + "' is not supported by instar (it changes what is read)"};
     if (!opts.empty()) {
         const std::string& key = opts.begin()->first;
         if (key.rfind("file.", 0) == 0)
             return Error{"Block protocol 'file' doesn't support the option '" + key.substr(5) + "'"};
-        // qemu names the format; without driver= it is the probed one, which instar knows only later.
-        return Error{"Block format '" + driver.value_or("(probed)") + "' does not support the option '" + key + "'"};
+        if (driver)
+            return Error{"Block format '" + *driver + "' does not support the option '" + key + "'"};
+        out.unsupported_option = key; // qemu names the probed format: the caller reports it
     }
     out.path = *filename;
     out.display = *filename;
@@ -135,6 +166,48 @@ Expected<ImageName> interpret(Flat opts, const std::string& given) {
 }
 
 } // namespace
+
+std::string image_display_name(const ImageName& name, const std::string& format) {
+    if (name.strong.empty() && !name.no_backing)
+        return name.display;
+    // bdrv_refresh_filename: driver, the strong options, then the children (file; backing null),
+    // serialised by qobject_to_json in QDict order.
+    boost::json::object o;
+    o["driver"] = format;
+    for (const auto& kv : name.strong)
+        o[kv.key()] = kv.value();
+    boost::json::object file;
+    file["driver"] = "file";
+    file["filename"] = name.path;
+    o["file"] = std::move(file);
+    if (name.no_backing)
+        o["backing"] = nullptr;
+    std::string out = "json:";
+    std::function<void(const boost::json::value&)> emit = [&](const boost::json::value& v) {
+        if (!v.is_object()) {
+            out += boost::json::serialize(v);
+            return;
+        }
+        out += '{';
+        bool first = true;
+        for (const auto& kv : v.get_object()) {
+            out += first ? "" : ", ";
+            first = false;
+            out += boost::json::serialize(boost::json::value(kv.key())) + ": ";
+            emit(kv.value());
+        }
+        out += '}';
+    };
+    emit(qdict_order(o));
+    return out;
+}
+
+std::string quote_given(const ImageName& name, const std::string& message) {
+    const std::string quoted = "Could not open '" + name.path + "'";
+    if (name.given == name.path || message.rfind(quoted, 0) != 0)
+        return message;
+    return "Could not open '" + name.given + "'" + message.substr(quoted.size());
+}
 
 std::string protocol_prefix(std::string_view name) {
     const auto stop = name.find_first_of(":/");

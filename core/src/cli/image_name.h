@@ -11,6 +11,8 @@
 
 #include "util/expected.h"
 
+#include <boost/json/object.hpp>
+
 #include <optional>
 #include <string>
 #include <string_view>
@@ -23,7 +25,24 @@ struct ImageName {
     std::string given;                 // the text as the user wrote it (qemu's "Could not open" quote)
     std::optional<std::string> format; // a format driver named in the options (driver=qcow2)
     bool from_options = false;         // json: or --image-opts
+    // An option instar does not know, given without driver=: qemu names the probed format in its
+    // error ("Block format 'qcow2' does not support the option 'KEY'"), so the caller reports it
+    // once the format is known.
+    std::optional<std::string> unsupported_option;
+    // Options qemu calls "strong" (they change the data, so qemu names the image by a json:
+    // filename instead of the file's name): the secrets instar accepts and ignores
+    // (encrypt.key-secret, key-secret), in the order given; and `"backing": null`.
+    boost::json::object strong;
+    bool no_backing = false; // "backing": null
 };
+
+// The name qemu prints for the image ("image:" line, "filename"): the file's name, or with strong
+// options qemu's json: filename built from them (bdrv_refresh_filename), `format` the image's.
+std::string image_display_name(const ImageName& name, const std::string& format);
+
+// qemu's "Could not open 'NAME': ..." quotes the name as the user gave it; instar's open errors
+// quote the path: puts `name.given` back where a message quotes `name.path`.
+std::string quote_given(const ImageName& name, const std::string& message);
 
 // qemu's path_has_protocol: "PROTO:rest" with no '/' before the first ':'. Returns PROTO, or "".
 std::string protocol_prefix(std::string_view name);
