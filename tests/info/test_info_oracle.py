@@ -81,6 +81,52 @@ image("xbs.vhdx", q("create", "-q", "-f", "vhdx", "-o", "block_size=1M", "xbs.vh
 image("mbr.raw", q("create", "-q", "-f", "raw", "mbr.raw", "10M"),
       io("raw", "mbr.raw", "write -P 0x55 510 1", "write -P 0xaa 511 1"))
 
+# qcow2 with an external data file (the data file itself is not an image of the table).
+image("qdf.qcow2", q("create", "-q", "-f", "qcow2", "-o", "data_file=qdf.data", "qdf.qcow2", "64M"),
+      io("qcow2", "qdf.qcow2", "write -P 0x11 1M 64k"))
+image("qdfraw.qcow2", q("create", "-q", "-f", "qcow2", "-o", "data_file=qdfraw.data,data_file_raw=on",
+                        "qdfraw.qcow2", "64M"))
+# A name qemu would read as protocol "colon" unless written file:colon:x.qcow2 (or ./colon:x.qcow2).
+image("colon:x.qcow2", q("create", "-q", "-f", "qcow2", "file:colon:x.qcow2", "1M"))
+image("comma,x.qcow2", q("create", "-q", "-f", "qcow2", "comma,x.qcow2", "1M"))
+
+# Image names as the user writes them (docs/info.md, "Image names"): stdout, stderr and the exit
+# status must be qemu-img's.
+NAMES = [
+    ["file:qdata.qcow2"], ["file:colon:x.qcow2"], ["--output=json", "file:colon:x.qcow2"], ["colon:x.qcow2"],
+    ["./colon:x.qcow2"], ["file:missing.qcow2"],
+    ['json:{"driver":"qcow2","file":{"driver":"file","filename":"qdata.qcow2"}}'],
+    ['json:{"file":{"driver":"file","filename":"qdata.qcow2"}}'], ['json:{"file.filename":"qdata.qcow2"}'],
+    ["--output=json", 'json:{"file":{"filename":"v-twoGbMaxExtentSparse.vmdk"}}'],
+    ['json:{"driver":"vpc","file.filename":"p-dynamic.vpc"}'],
+    ['json:{"driver":"vhdx","file.filename":"x-dynamic.vhdx"}'],
+    ['json:{"driver":"raw","file.filename":"mbr.raw"}'],
+    ['json:{"driver":"qcow2","file.filename":"qdata.qcow2","foo":1}'],
+    ['json:{"file.filename":"qdata.qcow2","foo":1}'],
+    ['json:{"driver":"nope","file.filename":"qdata.qcow2"}'],
+    ['json:{"driver":"qcow2"'], ["json:[]"], ["json:{}"], ['json:{"file.filename":"missing.qcow2"}'],
+    ['json:{"driver":"qcow2","file.filename":"qdata.qcow2","encrypt.key-secret":"s0"}'],
+    ["--output=json", 'json:{"file.filename":"qluks.qcow2","encrypt.key-secret":"s0"}'],
+    ['json:{"driver":"qcow2","file.filename":"ov.qcow2","backing":null}'],
+    ["--backing-chain", 'json:{"file.filename":"ov2.qcow2"}'],
+    ["--image-opts", "driver=raw,file.filename=mbr.raw"], ["--image-opts", "file.filename=qdata.qcow2"],
+    ["--image-opts", "driver=qcow2,file.driver=file,file.filename=qdata.qcow2,file.locking=off"],
+    ["--output=json", "--image-opts", "driver=qcow2,file.filename=qdata.qcow2,encrypt.key-secret=s0"],
+    ["--image-opts", "file.filename=qdata.qcow2,foo=bar"], ["--image-opts", "qdata.qcow2"], ["--image-opts", ""],
+    ["--image-opts", "driver=qcow2"], ["--image-opts", "file.filename=comma,,x.qcow2"],
+    ["-f", "raw", "--image-opts", "driver=raw,file.filename=mbr.raw"],
+    ["qdf.qcow2"], ["--output=json", "qdfraw.qcow2"],
+]
+# Names instar refuses where qemu-img would reach a network, a device or an option it lacks:
+# (arguments, text the error must contain).
+NAMES_REFUSED = [
+    (['json:{"file":{"driver":"nbd","host":"localhost"}}'], "protocol 'nbd' is not supported"),
+    (["nbd://localhost/x"], "protocol 'nbd' is not supported"),
+    (["--image-opts", "driver=qcow2,file.driver=host_device,file.filename=/dev/null"],
+     "protocol 'host_device' is not supported"),
+    (['json:{"driver":"raw","file.filename":"mbr.raw","offset":512}'], "option 'offset' is not supported"),
+]
+
 CHAINS = ["ov2.qcow2", "ovraw.qcow2"]
 # Images where instar deliberately differs (docs/quirks.md): what instar must print instead.
 DIVERGENT = {
@@ -345,6 +391,24 @@ def main():
                 else:
                     failed += 1
                     print("FAIL corrupt %s %s: want %r got %r" % (version, name, want, got))
+
+        # Image names: file:, json:{...}, --image-opts.
+        for args in NAMES:
+            for oracle, version in ((q72, "7.2.22"), (q10, "10.0.2")):
+                want = run([oracle, "info"] + args, work, env)
+                got = run([qemu_named, "--qemu-version", version, "info"] + args, work, env)
+                if want == got:
+                    passed += 1
+                else:
+                    failed += 1
+                    print("FAIL name %s %s\n--- want %r\n--- got  %r" % (version, args, want, got))
+        for args, text in NAMES_REFUSED:
+            rc, out, err = run([instar, "info"] + args, work, env)
+            if rc == 1 and out == "" and text in err:
+                passed += 1
+            else:
+                failed += 1
+                print("FAIL refused name %s: rc %d %r %r" % (args, rc, out, err))
 
         # Deliberate differences: a file with no signature is not silently raw.
         with open(os.path.join(work, "plain.img"), "wb") as f:

@@ -168,7 +168,8 @@ Expected<ImageName> interpret(Flat opts, const std::string& given) {
 } // namespace
 
 std::string image_display_name(const ImageName& name, const std::string& format) {
-    if (name.strong.empty() && !name.no_backing)
+    // ("backing": null is no reason: info opens without backing files anyway.)
+    if (name.strong.empty())
         return name.display;
     // bdrv_refresh_filename: driver, the strong options, then the children (file; backing null),
     // serialised by qobject_to_json in QDict order.
@@ -180,8 +181,6 @@ std::string image_display_name(const ImageName& name, const std::string& format)
     file["driver"] = "file";
     file["filename"] = name.path;
     o["file"] = std::move(file);
-    if (name.no_backing)
-        o["backing"] = nullptr;
     std::string out = "json:";
     std::function<void(const boost::json::value&)> emit = [&](const boost::json::value& v) {
         if (!v.is_object()) {

@@ -31,7 +31,7 @@ struct ImageName {
     std::optional<std::string> unsupported_option;
     // Options qemu calls "strong" (they change the data, so qemu names the image by a json:
     // filename instead of the file's name): the secrets instar accepts and ignores
-    // (encrypt.key-secret, key-secret), in the order given; and `"backing": null`.
+    // (encrypt.key-secret, key-secret), in the order given.
     boost::json::object strong;
     bool no_backing = false; // "backing": null
 };
