@@ -29,11 +29,35 @@ Status probe(guest::BlockDevice& dev, bool* match) {
     return Status::Ok;
 }
 
+namespace {
+
+// qemu fails vhdx_open with a bare errno for everything but the headers and the log; qemu-img then
+// prints bdrv_open's "Could not open 'NAME': " + strerror (the host fills in {image}).
+constexpr const char* QEMU_EINVAL = "Could not open '{image}': Invalid argument";
+constexpr const char* QEMU_ENOTSUP = "Could not open '{image}': Operation not supported";
+
+Status load(guest::BlockDevice& dev, guest::Allocator& alloc, VhdxImage* out, const char** why);
+
+} // namespace
+
 Status vhdx_load(guest::BlockDevice& dev, guest::Allocator& alloc, VhdxImage* out, const char** why) {
     const char* ignored = nullptr;
     if (why == nullptr)
         why = &ignored;
     *why = nullptr;
+    const Status st = load(dev, alloc, out, why);
+    if (st != Status::Ok && *why == nullptr) {
+        if (st == Status::Corrupt || st == Status::Invalid)
+            *why = QEMU_EINVAL;
+        else if (st == Status::Unsupported)
+            *why = QEMU_ENOTSUP; // an unknown required region or metadata item, a 4 KiB logical sector
+    }
+    return st;
+}
+
+namespace {
+
+Status load(guest::BlockDevice& dev, guest::Allocator& alloc, VhdxImage* out, const char** why) {
     *out = VhdxImage{};
     uint8_t sig[8];
     Status st = read_at(dev, VHDX_FILE_IDENTIFIER_OFFSET, sig, sizeof sig);
@@ -70,8 +94,10 @@ Status vhdx_load(guest::BlockDevice& dev, guest::Allocator& alloc, VhdxImage* ou
     VhdxMetadata& meta = out->meta;
     if ((st = vhdx_metadata_read(dev, alloc, regions.metadata, &meta)) != Status::Ok)
         return st;
-    if (meta.virtual_disk_size > VHDX_MAX_VIRTUAL_SIZE)
+    if (meta.virtual_disk_size > VHDX_MAX_VIRTUAL_SIZE) {
+        *why = QEMU_EINVAL; // qemu's limit too (vhdx_parse_metadata)
         return Status::TooLarge;
+    }
     if ((st = vhdx_bat_check(dev, alloc, header, regions, meta)) != Status::Ok) {
         if (st == Status::Corrupt)
             // qemu error_reports the entry first ("VHDX BAT entry N end offset ... points after end of
@@ -83,6 +109,8 @@ Status vhdx_load(guest::BlockDevice& dev, guest::Allocator& alloc, VhdxImage* ou
     return Status::Ok;
 }
 
+} // namespace
+
 Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
     if (req.image == nullptr || req.allocator == nullptr)
         return Status::Invalid;
@@ -90,8 +118,7 @@ Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
     const char* why = nullptr;
     Status st = vhdx_load(*req.image, *req.allocator, &img, &why);
     if (st != Status::Ok) {
-        // Only the log refusal has always been reported by info.
-        if (st == Status::Unsupported && why != nullptr) {
+        if (why != nullptr) {
             size_t n = 0;
             while (why[n] != 0)
                 ++n;
