@@ -154,7 +154,8 @@ Status qcow2_create_settings(const CreateRequest& req, CreateTarget& target, Qco
                                "External data files are only supported with compatibility level 1.1 and above "
                                "(use version=v3 or greater)");
         if (s->data_device == nullptr)
-            return create_fail(target, Status::Invalid, "the host did not provide the external data file");
+            return create_fail(target, Status::Invalid,
+                               "external data files (data_file) are made only by instar create so far");
     }
     if (s->compression_type != QCOW2_COMPRESSION_TYPE_ZLIB && s->version < 3)
         return create_fail(target, Status::Invalid,
