@@ -257,6 +257,8 @@ CORRUPT_MORE = [
     ("d-extenttype.vmdk", VMDK_FLAT, [("RW 131072 FLAT", "sub", "RW 131072 BOGUS")], None),
     ("d-sectors.vmdk", VMDK_FLAT, [("RW 131072 FLAT", "sub", "RW 99999999999999999 FLAT")], None),
     ("d-missing.vmdk", VMDK_FLAT, [("d-missing-flat.vmdk", "sub", "nothere.vmdk")], None),
+    ("d-flatbig.vmdk", VMDK_FLAT, [("RW 131072 FLAT", "sub", "RW 1099511627776 FLAT")],
+     "Extent of 1099511627776 sectors exceeds instar's limit VMDK_MAX_EXTENT_SECTORS (137438953472)"),
     ("d-ident.vhdx", VHDX, [(0, "bytes", b"vhdxfilX")], None),
     ("d-headers.vhdx", VHDX, [(H1, "bytes", b"hexd"), (H2, "bytes", b"hexd")], None),
     ("d-hcsum.vhdx", VHDX, [(H1 + 100, "bytes", b"x"), (H2 + 100, "bytes", b"x")], None),

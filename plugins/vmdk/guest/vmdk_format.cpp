@@ -102,9 +102,13 @@ Status open_extents(const guest::InfoRequest& req, guest::InfoSink& sink, State&
         if (e.flat) {
             if (e.sectors > QEMU_MAX_SECTORS)
                 return refuse(sink, Status::TooLarge, "Could not refresh total sector count: File too large");
-            if (e.sectors > VMDK_MAX_EXTENT_SECTORS)
-                return refuse(sink, Status::TooLarge, "Extent of ", e.sectors, true,
-                              " sectors exceeds instar's limit VMDK_MAX_EXTENT_SECTORS (137438953472)");
+            if (e.sectors > VMDK_MAX_EXTENT_SECTORS) {
+                char why[VMDK_REASON_MAX] = {};
+                vmdk_reason_append(why, "Extent of ", e.sectors, true);
+                vmdk_reason_append(why, " sectors exceeds instar's limit VMDK_MAX_EXTENT_SECTORS (",
+                                   VMDK_MAX_EXTENT_SECTORS, true);
+                return refuse(sink, Status::TooLarge, why, 0, false, ")");
+            }
             e.cluster_sectors = e.sectors;
             continue;
         }
