@@ -301,11 +301,18 @@ Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
                 return refuse(sink, st, "The descriptor names more extents than instar's limit VMDK_MAX_EXTENTS (",
                               VMDK_MAX_EXTENTS, true, ")");
             if (st == Status::Corrupt && bad.s != nullptr) {
-                char why[VMDK_REASON_MAX + 1] = "Invalid extent line: ";
-                size_t n = cstrlen(why);
-                for (size_t i = 0; i < bad.len && n < VMDK_REASON_MAX; ++i)
-                    why[n++] = bad.s[i];
-                sink.reason(why, n);
+                // qemu quotes the whole line (the host shows the first 400 characters of a reason).
+                static constexpr char PREFIX[] = "Invalid extent line: ";
+                const size_t cap = guest::INFO_MAX_STRING;
+                Buffer why(alloc, cap);
+                if (!why.p)
+                    return Status::NoMemory;
+                size_t n = 0;
+                for (; PREFIX[n] != 0; ++n)
+                    why.p[n] = static_cast<uint8_t>(PREFIX[n]);
+                for (size_t i = 0; i < bad.len && n < cap; ++i)
+                    why.p[n++] = static_cast<uint8_t>(bad.s[i]);
+                sink.reason(reinterpret_cast<const char*>(why.p), n);
             }
             return st;
         }
