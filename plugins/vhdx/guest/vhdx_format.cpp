@@ -17,6 +17,9 @@ namespace {
 
 // MS-VHDX 2.6.2.2: the largest virtual disk is 64 TiB (qemu-img create enforces the same).
 constexpr uint64_t VHDX_MAX_VIRTUAL_SIZE = 64ull << 40;
+// The messages below print these limits as literals.
+static_assert(VHDX_LOG_SCAN_BUDGET == 268435456 && VHDX_PARENT_LOCATOR_MAX_SIZE == 65536 &&
+              guest::INFO_MAX_STRING == 4096);
 
 } // namespace
 
@@ -72,6 +75,8 @@ Status load(guest::BlockDevice& dev, guest::Allocator& alloc, VhdxImage* out, co
         return st;
     }
     if ((st = vhdx_log_check(dev, alloc, header)) != Status::Ok) {
+        if (st == Status::TooLarge) // qemu has no such bound: name instar's
+            *why = "The VHDX log entries to check exceed instar's limit VHDX_LOG_SCAN_BUDGET (268435456 bytes)";
         if (st == Status::Unsupported) {
             // qemu-img's words for a read-only open of an image with a log to replay.
             *why = "VHDX image file '{image}' opened read-only, but contains a log that needs to be replayed\n"
@@ -128,8 +133,17 @@ Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
     }
     if (img.meta.data_bits & VHDX_PARAMS_HAS_PARENT) {
         if ((st = vhdx_report_parent(*req.image, *req.allocator, img.regions.metadata, img.meta.parent_locator,
-                                     sink)) != Status::Ok)
+                                     sink)) != Status::Ok) {
+            // qemu opens no differencing VHDX at all ("Operation not supported"); instar reports the
+            // parent, within its bounds.
+            if (st == Status::TooLarge) {
+                static constexpr char WHY[] = "The VHDX parent locator exceeds instar's limit "
+                                              "VHDX_PARENT_LOCATOR_MAX_SIZE (65536 bytes) or a path of "
+                                              "INFO_MAX_STRING (4096 bytes)";
+                sink.reason(WHY, sizeof WHY - 1);
+            }
             return st;
+        }
     }
     sink.format("vhdx");
     sink.virtual_size(img.virtual_size);
