@@ -116,6 +116,8 @@ NAMES = [
     ["--image-opts", "driver=qcow2"], ["--image-opts", "file.filename=comma,,x.qcow2"],
     ["-f", "raw", "--image-opts", "driver=raw,file.filename=mbr.raw"],
     ["qdf.qcow2"], ["--output=json", "qdfraw.qcow2"],
+    ["--image-opts", "driver=qcow2,file.filename=ov.qcow2,backing="],
+    ["--image-opts", "file.filename=qdata.qcow2,file.foo=1"],
 ]
 # Names instar refuses where qemu-img would reach a network, a device or an option it lacks:
 # (arguments, text the error must contain).

@@ -91,6 +91,8 @@ int cmd_info(Context& ctx, std::span<const std::string> args) {
     auto name = image_opts ? parse_image_opts(given) : parse_image_name(given, true);
     if (!name)
         return report_error(ctx, "Could not open '" + given + "': " + name.error());
+    for (const auto& w : name->warnings)
+        report_warning(ctx, w);
 
     InfoOptions io;
     io.filename = name->path;

@@ -143,7 +143,9 @@ Expected<ImageName> interpret(Flat opts, const std::string& given) {
             out.strong[std::string(secret)] = it->second;
             opts.erase(it);
         }
-    if (auto it = opts.find("backing"); it != opts.end() && it->second == JSON_NULL) {
+    if (auto it = opts.find("backing"); it != opts.end() && (it->second == JSON_NULL || it->second.empty())) {
+        if (it->second.empty())
+            out.warnings.push_back("Use of \"backing\": \"\" is deprecated; use \"backing\": null instead");
         out.no_backing = true;
         opts.erase(it);
     }

@@ -16,6 +16,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace instar::cli {
 
@@ -33,7 +34,8 @@ struct ImageName {
     // filename instead of the file's name): the secrets instar accepts and ignores
     // (encrypt.key-secret, key-secret), in the order given.
     boost::json::object strong;
-    bool no_backing = false; // "backing": null
+    bool no_backing = false; // "backing": null (or qemu's deprecated "backing": "")
+    std::vector<std::string> warnings; // qemu's warnings about the options, to print first
 };
 
 // The name qemu prints for the image ("image:" line, "filename"): the file's name, or with strong
