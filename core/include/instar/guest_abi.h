@@ -238,6 +238,9 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_info_arg) == 16, "info arg layout");
 #define INSTAR_CREATE_BACKING_DEVICE 1u
 #define INSTAR_CREATE_HAS_BACKING 2u     /* a backing file name was given (it may be empty text) */
 #define INSTAR_CREATE_HAS_BACKING_FMT 4u
+/* An external data file (qcow2 data_file), made by the host, is the device after the backing file
+ * (or after the image without one); the module writes it and sets its length. */
+#define INSTAR_CREATE_DATA_FILE_DEVICE 8u
 struct instar_create_arg {
     uint64_t size;
     uint64_t backing_size;
