@@ -392,6 +392,10 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
         report_warning(ctx, w);
     if (!set)
         return fail(set.error());
+    // A qcow2 target with an external data file: create makes one, but convert's qcow2 writer
+    // writes data clusters into the image only. Refused before any file is made (docs/convert.md).
+    if (set->find("data_file") != nullptr)
+        return fail("instar cannot convert into an image with an external data file (-o data_file) yet");
     const bool has_backing_key = find_option(table, "backing_file", ctx.profile.version) != nullptr;
     if (has("backing") && !has_backing_key)
         return fail("Backing file not supported for file format '" + std::string(d.name) + "'");
