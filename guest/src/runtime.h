@@ -55,4 +55,7 @@ Status create_op(const uint8_t* arg, uint32_t arg_len);
 // op_convert.cpp
 Status convert_op(const uint8_t* arg, uint32_t arg_len);
 
+// op_check.cpp
+Status check_op(const uint8_t* arg, uint32_t arg_len);
+
 } // namespace instar::guest

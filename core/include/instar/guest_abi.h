@@ -173,6 +173,7 @@ enum instar_op {
     INSTAR_OP_INFO = 4,       /* struct instar_info_arg -> INSTAR_REC_INFO records (info_sink.h) */
     INSTAR_OP_CREATE = 5,     /* struct instar_create_arg + strings -> INSTAR_REC_CREATE (create_api.h) */
     INSTAR_OP_CONVERT = 6,    /* struct instar_convert_arg: the plan is a device (docs/convert.md) */
+    INSTAR_OP_CHECK = 7,      /* struct instar_check_arg -> INSTAR_REC_CHECK records (docs/check.md) */
 };
 
 /* INSTAR_OP_INFO: device 0 is the image, devices 1..file_count the files it referenced in an earlier
@@ -256,6 +257,43 @@ struct instar_convert_image {
 };
 INSTAR_ABI_ASSERT(sizeof(struct instar_convert_image) == 24, "convert image layout");
 
+/* INSTAR_OP_CHECK: device 0 is the image; module 0 (the format info detected) checks it. The guest
+ * sends INSTAR_REC_CHECK records: any number of INSTAR_CHECK_TEXT (the lines qemu prints on stderr
+ * while it checks, in order) and then exactly one INSTAR_CHECK_RESULT. A module without a check
+ * sends a result whose error is -ENOTSUP (qemu's "does not support checks"). */
+#define INSTAR_CHECK_FIX_LEAKS 1u  /* -r leaks (qemu's BDRV_FIX_LEAKS) */
+#define INSTAR_CHECK_FIX_ERRORS 2u /* -r all adds this (BDRV_FIX_ERRORS) */
+struct instar_check_arg {
+    uint32_t fix;          /* INSTAR_CHECK_FIX_* */
+    uint32_t qemu_version; /* the profile, major*10000 + minor*100 + micro */
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_check_arg) == 8, "check arg layout");
+
+#define INSTAR_CHECK_TEXT 1u   /* record payload: struct instar_check_record_head, then stderr bytes */
+#define INSTAR_CHECK_RESULT 2u /* record payload: struct instar_check_record_head, then instar_check_result */
+#define INSTAR_CHECK_TEXT_TRUNCATED 1u /* instar_check_result.flags: the guest stopped sending lines */
+struct instar_check_record_head {
+    uint32_t kind; /* INSTAR_CHECK_TEXT or INSTAR_CHECK_RESULT */
+    uint32_t reserved;
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_check_record_head) == 8, "check record head layout");
+/* qemu's BdrvCheckResult plus the return value of its bdrv_check. */
+struct instar_check_result {
+    uint64_t corruptions;
+    uint64_t leaks;
+    uint64_t check_errors;
+    uint64_t corruptions_fixed;
+    uint64_t leaks_fixed;
+    uint64_t image_end_offset;
+    uint64_t total_clusters;
+    uint64_t allocated_clusters;
+    uint64_t fragmented_clusters;
+    uint64_t compressed_clusters;
+    int32_t error;  /* 0, or a negative Linux errno: the check stopped (qemu's "Check failed: %s") */
+    uint32_t flags; /* INSTAR_CHECK_TEXT_TRUNCATED */
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_check_result) == 88, "check result layout");
+
 struct instar_selftest_arg {
     uint64_t crc_limit; /* crc32 covers min(device size, crc_limit) bytes from offset 0 */
 };
@@ -276,6 +314,7 @@ enum instar_record_type {
     INSTAR_REC_CREATE = 3,   /* struct instar_create_record, once, when creation succeeded */
     INSTAR_REC_REASON = 4,   /* why an operation was refused: text, at most CREATE_MAX_REASON bytes */
     INSTAR_REC_CONVERT_FAILURE = 5, /* struct instar_convert_failure: which step failed (a REASON follows) */
+    INSTAR_REC_CHECK = 6,    /* INSTAR_OP_CHECK's output (struct instar_check_record_head first) */
     INSTAR_REC_TEST = 0x7F00, /* free-form bytes, for tests of the sandbox itself */
 };
 

@@ -1,0 +1,98 @@
+// `check`: info's detection (the same candidates, open errors and path policy), then one sandbox run
+// of INSTAR_OP_CHECK with the detected format's guest module.
+#include "ops/check_op.h"
+
+#include "ops/guest_info_runner.h"
+#include "ops/guest_module.h"
+#include "ops/info_op.h"
+
+#include <cstring>
+
+namespace instar {
+
+Expected<CheckReport> decode_check_records(std::span<const vmm::Record> records) {
+    CheckReport out;
+    bool have_result = false;
+    for (const auto& rec : records) {
+        if (rec.type != INSTAR_REC_CHECK)
+            return Error{"the sandbox sent an unexpected record type " + std::to_string(rec.type)};
+        instar_check_record_head head{};
+        if (rec.data.size() < sizeof head)
+            return Error{"the sandbox sent a truncated check record"};
+        std::memcpy(&head, rec.data.data(), sizeof head);
+        if (have_result)
+            return Error{"the sandbox sent check records after its result"};
+        if (head.kind == INSTAR_CHECK_TEXT) {
+            for (std::size_t i = sizeof head; i < rec.data.size(); ++i) {
+                const auto c = static_cast<unsigned char>(rec.data[i]);
+                // Untrusted text (snapshot names) goes to a terminal: no control bytes but newlines.
+                out.diagnostics.push_back(c == '\n' || (c >= 0x20 && c != 0x7f) ? static_cast<char>(c) : '?');
+            }
+        } else if (head.kind == INSTAR_CHECK_RESULT) {
+            if (rec.data.size() != sizeof head + sizeof out.result)
+                return Error{"the sandbox sent a check result of the wrong size"};
+            std::memcpy(&out.result, rec.data.data() + sizeof head, sizeof out.result);
+            have_result = true;
+        } else {
+            return Error{"the sandbox sent an unknown check record kind " + std::to_string(head.kind)};
+        }
+    }
+    if (!have_result)
+        return Error{"the sandbox sent no check result"};
+    if (!out.diagnostics.empty() && out.diagnostics.back() != '\n')
+        return Error{"the sandbox sent an unterminated check line"};
+    const auto& r = out.result;
+    if ((r.flags & ~INSTAR_CHECK_TEXT_TRUNCATED) != 0 || r.error > 0 || r.error < -4095)
+        return Error{"the sandbox sent an invalid check result"};
+    // qemu's counters are int64 (and printed as such): refuse values it could never hold.
+    for (std::uint64_t v : {r.corruptions, r.leaks, r.check_errors, r.corruptions_fixed, r.leaks_fixed,
+                            r.image_end_offset, r.total_clusters, r.allocated_clusters, r.fragmented_clusters,
+                            r.compressed_clusters})
+        if (v > static_cast<std::uint64_t>(INT64_MAX))
+            return Error{"the sandbox sent an out-of-range check counter"};
+    out.truncated = (r.flags & INSTAR_CHECK_TEXT_TRUNCATED) != 0;
+    return out;
+}
+
+Expected<CheckReport> run_check(const CheckOptions& opts, const PluginRegistry& plugins,
+                                const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version) {
+    auto runner = make_sandbox_info_runner(sandbox, qemu_version);
+    if (!runner)
+        return Error{runner.error()};
+    InfoOptions io;
+    io.filename = opts.filename;
+    io.format = opts.format;
+    io.allow_paths = opts.allow_paths;
+    OpenedChain chain;
+    if (auto opened = open_chain(io, plugins, *runner, chain); !opened)
+        return Error{opened.error()};
+    const ChainLink& link = chain.links.front();
+    auto module = guest_module_path(*link.plugin);
+    if (!module)
+        return Error{module.error()};
+    std::vector<vmm::Device> devices{{link.image.fd, link.image.size, false}};
+    const instar_check_arg arg{opts.fix, qemu_version};
+    // SAFETY: instar_check_arg is a trivially-copyable ABI struct with no padding (static_assert).
+    const auto* a = reinterpret_cast<const std::uint8_t*>(&arg);
+    const std::vector<std::string> modules{*module};
+    auto run = vmm::run(sandbox, devices, modules, INSTAR_OP_CHECK, {a, sizeof arg});
+    if (!run)
+        return Error{run.error().message};
+    const auto status = static_cast<guest::Status>(run->exit_status);
+    if (status == guest::Status::TooLarge)
+        return Error{"Check failed: '" + opts.filename +
+                     "' has more clusters than instar's in-guest check allows (QCOW2_CHECK_MAX_CLUSTERS = 2^28, "
+                     "docs/check.md)"};
+    if (status == guest::Status::NoMemory)
+        return Error{"Check failed: the check's reference-count array for '" + opts.filename +
+                     "' does not fit in guest memory; raise --max-guest-memory (docs/check.md)"};
+    if (status != guest::Status::Ok)
+        return Error{"Check failed: " + status_message(status)};
+    auto report = decode_check_records(run->records);
+    if (!report)
+        return Error{report.error()};
+    report->format = link.node.format;
+    return report;
+}
+
+} // namespace instar
