@@ -56,8 +56,16 @@ Status check_op(const uint8_t* arg, uint32_t arg_len) {
     __builtin_memcpy(&a, arg, sizeof a);
     const ModuleOps* ops = module(0);
     BlockDevice* image = device(0);
-    if (ops == nullptr || image == nullptr || (a.fix & ~(INSTAR_CHECK_FIX_LEAKS | INSTAR_CHECK_FIX_ERRORS)) != 0)
+    if (ops == nullptr || image == nullptr || (a.fix & ~(INSTAR_CHECK_FIX_LEAKS | INSTAR_CHECK_FIX_ERRORS)) != 0 ||
+        a.file_count >= device_count() || a.file_count > INSTAR_MAX_DEVICES - 1)
         return Status::Invalid;
+    // In the arena, not on the stack: a vmdk may name up to INSTAR_MAX_ADDED_FILES extents.
+    auto** files = static_cast<BlockDevice**>(
+        arena().allocate((a.file_count == 0 ? 1 : a.file_count) * sizeof(BlockDevice*), alignof(BlockDevice*)));
+    if (files == nullptr)
+        return Status::NoMemory;
+    for (uint32_t i = 0; i < a.file_count; ++i)
+        files[i] = device(i + 1);
     auto* buf = static_cast<uint8_t*>(arena().allocate(sizeof(instar_check_record_head) + CHECK_TEXT_RECORD_BYTES, 16));
     if (buf == nullptr)
         return Status::NoMemory;
@@ -66,7 +74,7 @@ Status check_op(const uint8_t* arg, uint32_t arg_len) {
     if (ops->check == nullptr) {
         r.error = -CHECK_ENOTSUP;
     } else {
-        const CheckRequest req{image, &arena(), a.fix, a.qemu_version};
+        const CheckRequest req{image, files, a.file_count, &arena(), &codecs(), a.fix, a.qemu_version};
         const Status st = ops->check(req, sink, &r);
         if (st != Status::Ok) {
             sink.flush();

@@ -216,6 +216,21 @@ def snapshot_set_copied(q):
     q.put64(q.l1_offset, q.l1(0) | COPIED)
 
 
+def vmdk_grain_past_eof(path):
+    """monolithicSparse: the second grain's table entry points past the end of the file."""
+    with open(path, "r+b") as f:
+        h = f.read(64)
+        gd = struct.unpack("<Q", h[56:64])[0] * 512
+        f.seek(gd)
+        gt = struct.unpack("<I", f.read(4))[0] * 512
+        f.seek(gt + 4)
+        f.write(struct.pack("<I", os.path.getsize(path) // 512 + 1000))
+
+
+def vmdk_flat_truncated(path):
+    os.truncate(path.replace(".vmdk", "-flat.vmdk"), 0)
+
+
 IMAGES = []  # (name, [commands], damage or None)
 
 
@@ -292,6 +307,17 @@ OTHER = [
     ("x.vhdx", [["QIMG", "create", "-q", "-f", "vhdx", "x.vhdx", "10M"]], []),
     ("k.vmdk", [["QIMG", "create", "-q", "-f", "vmdk", "k.vmdk", "10M"]], []),
     ("q-as-raw", None, ["-f", "raw", "empty.qcow2"]),
+    ("k2g.vmdk", [["QIMG", "create", "-q", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentSparse", "k2g.vmdk", "5G"],
+                  ["QIO", "-f", "vmdk", "-c", "write 0 1M", "-c", "write 3G 1M", "k2g.vmdk"]], []),
+    ("kstream.vmdk", [["QIMG", "create", "-q", "-f", "vmdk", "-o", "subformat=streamOptimized", "kstream.vmdk", "10M"]],
+     []),
+    ("kstream2.vmdk", [["QIMG", "convert", "-O", "vmdk", "-o", "subformat=streamOptimized", "v2.qcow2", "kstream2.vmdk"]],
+     []),
+    ("kflat.vmdk", [["QIMG", "create", "-q", "-f", "vmdk", "-o", "subformat=monolithicFlat", "kflat.vmdk", "10M"]], []),
+    ("kbad.vmdk", [["QIMG", "create", "-q", "-f", "vmdk", "kbad.vmdk", "10M"],
+                   ["QIO", "-f", "vmdk", "-c", "write 0 1M", "kbad.vmdk"], vmdk_grain_past_eof], []),
+    ("kflatbad.vmdk", [["QIMG", "create", "-q", "-f", "vmdk", "-o", "subformat=monolithicFlat", "kflatbad.vmdk", "10M"],
+                       vmdk_flat_truncated], []),
 ]
 
 # Command-line errors, per profile.
@@ -360,7 +386,10 @@ def main():
             if only and only not in name:
                 continue
             for c in cmds or []:
-                rc, out, err = run([q72 if a == "QIMG" else a for a in c], work, env)
+                if callable(c):
+                    c(os.path.join(work, name))
+                    continue
+                rc, out, err = run([q72 if a == "QIMG" else qio if a == "QIO" else a for a in c], work, env)
                 if rc != 0:
                     print("SETUP FAIL %s: %s\n%s" % (name, c, err))
                     failed += 1

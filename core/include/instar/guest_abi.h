@@ -257,7 +257,8 @@ struct instar_convert_image {
 };
 INSTAR_ABI_ASSERT(sizeof(struct instar_convert_image) == 24, "convert image layout");
 
-/* INSTAR_OP_CHECK: device 0 is the image; module 0 (the format info detected) checks it. The guest
+/* INSTAR_OP_CHECK: device 0 is the image, devices 1..file_count the files info found it names
+ * (vmdk extents), in reference order; module 0 (the format info detected) checks it. The guest
  * sends INSTAR_REC_CHECK records: any number of INSTAR_CHECK_TEXT (the lines qemu prints on stderr
  * while it checks, in order) and then exactly one INSTAR_CHECK_RESULT. A module without a check
  * sends a result whose error is -ENOTSUP (qemu's "does not support checks"). */
@@ -266,8 +267,10 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_convert_image) == 24, "convert image layo
 struct instar_check_arg {
     uint32_t fix;          /* INSTAR_CHECK_FIX_* */
     uint32_t qemu_version; /* the profile, major*10000 + minor*100 + micro */
+    uint32_t file_count;
+    uint32_t reserved;
 };
-INSTAR_ABI_ASSERT(sizeof(struct instar_check_arg) == 8, "check arg layout");
+INSTAR_ABI_ASSERT(sizeof(struct instar_check_arg) == 16, "check arg layout");
 
 #define INSTAR_CHECK_TEXT 1u   /* record payload: struct instar_check_record_head, then stderr bytes */
 #define INSTAR_CHECK_RESULT 2u /* record payload: struct instar_check_record_head, then instar_check_result */

@@ -71,7 +71,9 @@ Expected<CheckReport> run_check(const CheckOptions& opts, const PluginRegistry& 
     if (!module)
         return Error{module.error()};
     std::vector<vmm::Device> devices{{link.image.fd, link.image.size, false}};
-    const instar_check_arg arg{opts.fix, qemu_version};
+    for (const auto& f : link.files)
+        devices.push_back({f.fd, f.size, false});
+    const instar_check_arg arg{opts.fix, qemu_version, static_cast<std::uint32_t>(link.files.size()), 0};
     // SAFETY: instar_check_arg is a trivially-copyable ABI struct with no padding (static_assert).
     const auto* a = reinterpret_cast<const std::uint8_t*>(&arg);
     const std::vector<std::string> modules{*module};

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <instar/guest/format_api.h>
+#include <instar/guest/read_api.h>
 
 #include <stddef.h>
 #include <stdint.h>
@@ -45,7 +46,10 @@ protected:
 
 struct CheckRequest {
     BlockDevice* image;
+    BlockDevice* const* files; // the files the image names (vmdk extents), as OpenRequest::files
+    uint32_t file_count;
     Allocator* allocator;
+    const Codecs* codecs;
     uint32_t fix;          // CHECK_FIX_*
     uint32_t qemu_version; // major*10000 + minor*100 + micro
 };
