@@ -44,6 +44,15 @@ const Divergence DIVERGENCES[] = {
     {"qcow2-convert-zstd-compress", "convert",
      "convert -c into a qcow2 with compression_type=zstd is refused",
      "zstd compression is not in the sandbox yet (decompression is); never a silent fallback to zlib"},
+    {"qcow2-check-cluster-limit", "check",
+     "check refuses files of more than 2^28 clusters (QCOW2_CHECK_MAX_CLUSTERS), or whose reference-count "
+     "array does not fit in guest memory, naming the limit; a refcount_bits=64 cluster referenced 2^32 times "
+     "or more is reported as an overflow",
+     "the in-guest array is bounded (4 bytes per cluster); qemu allocates up to INT_MAX clusters on the host"},
+    {"qcow2-check-open", "check",
+     "the image is opened as info opens it, so an image whose snapshot table qemu's open would refuse fails "
+     "with info's message rather than check's 'ERROR failed to read the snapshot table' lines",
+     "one open path (info's) for every command; qemu skips the snapshot table only in its check mode"},
 };
 const std::uint32_t DIVERGENCE_COUNT = sizeof DIVERGENCES / sizeof DIVERGENCES[0];
 

@@ -51,6 +51,8 @@ constexpr std::string_view CHECK_HELP =
     "instar options:\n"
     "  --allow-path DIR\n"
     "     also allow files named inside images under DIR\n"
+    "  --unsafe-quirks\n"
+    "     qemu-img's raw fallback for unrecognised files (see docs/quirks.md)\n"
     "\n";
 
 // qemu-img 7.2 knows only these long options for check; 10.0's Debian build adds --cache, --quiet
@@ -141,7 +143,8 @@ int cmd_check(Context& ctx, std::span<const std::string> args) {
         ("force-share,U", "")
         ("cache,T", po::value<std::string>())
         ("quiet,q", "")
-        ("allow-path", po::value<std::vector<std::string>>());
+        ("allow-path", po::value<std::vector<std::string>>())
+        ("unsafe-quirks", "");
     (void)LONG_OPTIONS_72;
     int status = 0;
     auto parsed = parse_command(ctx, "check", opts, args, status);
@@ -191,6 +194,7 @@ int cmd_check(Context& ctx, std::span<const std::string> args) {
     if (vm.count("format"))
         co.format = vm["format"].as<std::string>();
     co.fix = fix;
+    co.unsafe_quirks = vm.count("unsafe-quirks") > 0;
     if (vm.count("allow-path"))
         co.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
     auto report = run_check(co, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version);

@@ -63,6 +63,7 @@ Expected<CheckReport> run_check(const CheckOptions& opts, const PluginRegistry& 
     io.filename = opts.filename;
     io.format = opts.format;
     io.allow_paths = opts.allow_paths;
+    io.unsafe_quirks = opts.unsafe_quirks;
     OpenedChain chain;
     if (auto opened = open_chain(io, plugins, *runner, chain); !opened)
         return Error{opened.error()};

@@ -21,6 +21,7 @@ struct CheckOptions {
     std::optional<std::string> format; // -f
     std::uint32_t fix = 0;             // INSTAR_CHECK_FIX_*
     std::vector<std::string> allow_paths;
+    bool unsafe_quirks = false; // qemu's raw fallback for unrecognised files (as info's)
 };
 
 struct CheckReport {
