@@ -47,6 +47,13 @@ private:
     Status failed_ = Status::Ok;
 };
 
+Status flush_device(BlockDevice& dev) {
+    const uint32_t index = device_index(dev);
+    if (index == UINT32_MAX)
+        return Status::Invalid;
+    return hc_flush(index) == 0 ? Status::Ok : Status::IoError;
+}
+
 } // namespace
 
 Status check_op(const uint8_t* arg, uint32_t arg_len) {
@@ -74,7 +81,7 @@ Status check_op(const uint8_t* arg, uint32_t arg_len) {
     if (ops->check == nullptr) {
         r.error = -CHECK_ENOTSUP;
     } else {
-        const CheckRequest req{image, files, a.file_count, &arena(), &codecs(), a.fix, a.qemu_version};
+        const CheckRequest req{image, files, a.file_count, &arena(), &codecs(), a.fix, a.qemu_version, flush_device};
         const Status st = ops->check(req, sink, &r);
         if (st != Status::Ok) {
             sink.flush();

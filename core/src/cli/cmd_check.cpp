@@ -146,10 +146,10 @@ int cmd_check(Context& ctx, std::span<const std::string> args) {
         ("allow-path", po::value<std::vector<std::string>>())
         ("unsafe-quirks", "");
     (void)LONG_OPTIONS_72;
-    int status = 0;
-    auto parsed = parse_command(ctx, "check", opts, args, status);
+    int parse_status = 0;
+    auto parsed = parse_command(ctx, "check", opts, args, parse_status);
     if (!parsed)
-        return status;
+        return parse_status;
     const auto& vm = parsed->vm;
     if (vm.count("help")) {
         print_command_help(ctx, CHECK_HELP);
@@ -185,8 +185,6 @@ int cmd_check(Context& ctx, std::span<const std::string> args) {
     }
     if (fix && vm.count("force-share"))
         return report_error(ctx, "Could not open '" + filename + "': force-share=on can only be used with read-only images");
-    if (fix)
-        return report_error(ctx, "check -r is not implemented yet: instar checks images read-only (docs/check.md)");
     const bool quiet = vm.count("quiet") > 0;
 
     CheckOptions co;
@@ -197,17 +195,54 @@ int cmd_check(Context& ctx, std::span<const std::string> args) {
     co.unsafe_quirks = vm.count("unsafe-quirks") > 0;
     if (vm.count("allow-path"))
         co.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
-    auto report = run_check(co, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version);
+    // One pass: run it, print its stderr lines; nullopt after reporting a failure (status set).
+    auto pass = [&](std::uint32_t how, int& status) -> std::optional<CheckReport> {
+        co.fix = how;
+        auto report = run_check(co, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version);
+        if (!report) {
+            status = report_error(ctx, report.error());
+            return std::nullopt;
+        }
+        ctx.err << report->diagnostics;
+        if (report->truncated)
+            ctx.err << ctx.prog << ": further check messages were dropped (more than the guest's 12 MiB of text)\n";
+        if (report->failure) {
+            status = report_error(ctx, *report->failure);
+            return std::nullopt;
+        }
+        const int error = report->result.error;
+        if (error == -95) {
+            report_error(ctx, "This image format does not support checks");
+            status = 63;
+            return std::nullopt;
+        }
+        if (error < 0) {
+            status = report_error(ctx, std::string("Check failed: ") + std::strerror(-error));
+            return std::nullopt;
+        }
+        return std::move(*report);
+    };
+    int status = 0;
+    auto report = pass(fix, status);
     if (!report)
-        return report_error(ctx, report.error());
+        return status;
+    // qemu-img: after a repair, say what was fixed and check again read-only; the summary is the
+    // second check's with the first one's fixed counts.
+    if (report->result.corruptions_fixed || report->result.leaks_fixed) {
+        const std::uint64_t leaks_fixed = report->result.leaks_fixed;
+        const std::uint64_t corruptions_fixed = report->result.corruptions_fixed;
+        if (*output == OutputFormat::Human && !quiet)
+            ctx.out << "The following inconsistencies were found and repaired:\n\n    " << leaks_fixed
+                    << " leaked clusters\n    " << corruptions_fixed << " corruptions\n\n"
+                    << "Double checking the fixed image now...\n";
+        ctx.out.flush();
+        report = pass(0, status);
+        if (!report)
+            return status;
+        report->result.leaks_fixed = leaks_fixed;
+        report->result.corruptions_fixed = corruptions_fixed;
+    }
     const instar_check_result& c = report->result;
-    ctx.err << report->diagnostics;
-    if (report->truncated)
-        ctx.err << ctx.prog << ": further check messages were dropped (more than the guest's 12 MiB of text)\n";
-    if (c.error == -95)
-        return report_error(ctx, "This image format does not support checks"), 63;
-    if (c.error < 0)
-        return report_error(ctx, std::string("Check failed: ") + std::strerror(-c.error));
     if (!quiet) {
         if (*output == OutputFormat::Json)
             ctx.out << render_json(filename, report->format, c) << '\n';

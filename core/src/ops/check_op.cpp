@@ -6,9 +6,46 @@
 #include "ops/guest_module.h"
 #include "ops/info_op.h"
 
+#include <cerrno>
 #include <cstring>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 namespace instar {
+
+namespace {
+
+// The text records of a run that failed: what the guest printed before it stopped.
+std::string partial_text(std::span<const vmm::Record> records) {
+    std::string out;
+    for (const auto& rec : records) {
+        instar_check_record_head head{};
+        if (rec.type != INSTAR_REC_CHECK || rec.data.size() < sizeof head)
+            continue;
+        std::memcpy(&head, rec.data.data(), sizeof head);
+        if (head.kind != INSTAR_CHECK_TEXT)
+            continue;
+        for (std::size_t i = sizeof head; i < rec.data.size(); ++i) {
+            const auto c = static_cast<unsigned char>(rec.data[i]);
+            out.push_back(c == '\n' || (c >= 0x20 && c != 0x7f) ? static_cast<char>(c) : '?');
+        }
+    }
+    if (!out.empty() && out.back() != '\n')
+        out.push_back('\n');
+    return out;
+}
+
+struct Fd {
+    int fd = -1;
+    ~Fd() {
+        if (fd >= 0)
+            ::close(fd);
+    }
+};
+
+} // namespace
 
 Expected<CheckReport> decode_check_records(std::span<const vmm::Record> records) {
     CheckReport out;
@@ -71,7 +108,21 @@ Expected<CheckReport> run_check(const CheckOptions& opts, const PluginRegistry& 
     auto module = guest_module_path(*link.plugin);
     if (!module)
         return Error{module.error()};
-    std::vector<vmm::Device> devices{{link.image.fd, link.image.size, false}};
+    // -r: the same file (device and inode checked) opened for writing, after info inspected it.
+    Fd rw;
+    if (opts.fix) {
+        rw.fd = ::open(link.image.path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+        if (rw.fd < 0) {
+            const std::string why = std::strerror(errno);
+            return Error{"Could not open '" + opts.filename + "': Could not open '" + opts.filename + "': " + why};
+        }
+        struct stat st {};
+        if (::fstat(rw.fd, &st) != 0 || static_cast<std::uint64_t>(st.st_dev) != link.image.device ||
+            static_cast<std::uint64_t>(st.st_ino) != link.image.inode ||
+            static_cast<std::uint64_t>(st.st_size) != link.image.size)
+            return Error{"Could not open '" + opts.filename + "': the file changed while it was being inspected"};
+    }
+    std::vector<vmm::Device> devices{{opts.fix ? rw.fd : link.image.fd, link.image.size, opts.fix != 0}};
     for (const auto& f : link.files)
         devices.push_back({f.fd, f.size, false});
     const instar_check_arg arg{opts.fix, qemu_version, static_cast<std::uint32_t>(link.files.size()), 0};
@@ -82,15 +133,25 @@ Expected<CheckReport> run_check(const CheckOptions& opts, const PluginRegistry& 
     if (!run)
         return Error{run.error().message};
     const auto status = static_cast<guest::Status>(run->exit_status);
-    if (status == guest::Status::TooLarge)
-        return Error{"Check failed: '" + opts.filename +
-                     "' has more clusters than instar's in-guest check allows (QCOW2_CHECK_MAX_CLUSTERS = 2^28, "
-                     "docs/check.md)"};
-    if (status == guest::Status::NoMemory)
-        return Error{"Check failed: the check's reference-count array for '" + opts.filename +
-                     "' does not fit in guest memory; raise --max-guest-memory (docs/check.md)"};
-    if (status != guest::Status::Ok)
-        return Error{"Check failed: " + status_message(status)};
+    if (status != guest::Status::Ok) {
+        CheckReport failed;
+        failed.format = link.node.format;
+        failed.diagnostics = partial_text(run->records);
+        if (status == guest::Status::TooLarge)
+            failed.failure = "Check failed: '" + opts.filename +
+                             "' has more clusters than instar's in-guest check allows (QCOW2_CHECK_MAX_CLUSTERS = "
+                             "2^28, docs/check.md)";
+        else if (status == guest::Status::NoMemory)
+            failed.failure = "Check failed: the check's reference-count array for '" + opts.filename +
+                             "' does not fit in guest memory; raise --max-guest-memory (docs/check.md)";
+        else if (status == guest::Status::Unsupported && opts.fix)
+            failed.failure = "Check failed: this image needs a repair instar does not implement (rebuilding the "
+                             "refcount structure, growing the file, rewriting the snapshot table or zeroing "
+                             "misaligned entries; docs/check.md); nothing was written";
+        else
+            failed.failure = "Check failed: " + status_message(status);
+        return failed;
+    }
     auto report = decode_check_records(run->records);
     if (!report)
         return Error{report.error()};

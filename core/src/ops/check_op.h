@@ -29,6 +29,9 @@ struct CheckReport {
     std::string diagnostics; // stderr lines, in order, each ending in '\n' (control bytes replaced)
     bool truncated = false; // the guest dropped lines past its text bound
     instar_check_result result{};
+    // Set when the guest could not finish (a named limit, memory, a repair instar does not
+    // implement): print `diagnostics`, then this error. `result` is then meaningless.
+    std::optional<std::string> failure;
 };
 
 // Decodes INSTAR_REC_CHECK records: text chunks then exactly one result, nothing after it.

@@ -85,6 +85,13 @@ struct Checker {
 
     uint64_t snapshots_size = 0;
 
+    uint32_t fix = 0;                            // guest::CHECK_FIX_*
+    Status (*flush)(BlockDevice&) = nullptr;     // with fix: makes writes durable
+    bool unsupported = false;                    // a repair instar does not implement was needed
+
+    bool fix_errors() const { return (fix & guest::CHECK_FIX_ERRORS) != 0; }
+    bool fix_leaks() const { return (fix & guest::CHECK_FIX_LEAKS) != 0; }
+
     void text(const char* t) { CheckLine().s(t).emit(sink); }
 
     uint64_t* alloc_u64(uint64_t n) {
@@ -249,8 +256,16 @@ struct Checker {
                 if (offset & (cs - 1)) {
                     res.corruptions++;
                     const bool contains_data = extl2 ? (bitmap & QCOW_L2_BITMAP_ALL_ALLOC) != 0 : !(e & QCOW_OFLAG_ZERO);
-                    if (!contains_data)
-                        CheckLine().s("ERROR offset=").x(offset).s(": Preallocated cluster is not properly aligned; L2 entry corrupted.").emit(sink);
+                    if (!contains_data) {
+                        CheckLine()
+                            .s(fix_errors() ? "Repairing" : "ERROR")
+                            .s(" offset=")
+                            .x(offset)
+                            .s(": Preallocated cluster is not properly aligned; L2 entry corrupted.")
+                            .emit(sink);
+                        if (fix_errors())
+                            unsupported = true; // fix_l2_entry_by_zero is not implemented
+                    }
                     else
                         CheckLine().s("ERROR offset=").x(offset).s(": Data cluster is not properly aligned; L2 entry corrupted.").emit(sink);
                 }
@@ -387,6 +402,10 @@ struct Checker {
         }
         if (n == 0)
             return 0;
+        if (fix_errors() && n > QCOW_MAX_SNAPSHOTS) {
+            unsupported = true; // qemu discards the overhanging snapshots
+            return 0;
+        }
         Snap* s = static_cast<Snap*>(alloc.allocate(sizeof(Snap), 16));
         if (s == nullptr)
             return -guest::CHECK_ENOMEM;
@@ -397,12 +416,19 @@ struct Checker {
             const int32_t r = read_snapshot(offset, s, &why);
             if (r == 0)
                 offset = s->next;
+            if (fix_errors() && (r == -guest::CHECK_EFBIG || (r == 0 && offset - off > QCOW_MAX_SNAPSHOTS_SIZE))) {
+                unsupported = true; // qemu drops extra data or snapshots to make the table fit
+                alloc.deallocate(s, sizeof(Snap));
+                return 0;
+            }
             if (r == 0 && offset - off > QCOW_MAX_SNAPSHOTS_SIZE) {
                 why = "Snapshot table is too big";
             } else if (r == 0) {
                 if (h.version >= 3 && s->sn.extra_data_size < 16) {
                     res.corruptions++;
-                    CheckLine().s("ERROR snapshot table entry ").u(i).s(" is incomplete").emit(sink);
+                    CheckLine().s(fix_errors() ? "Repairing" : "ERROR").s(" snapshot table entry ").u(i).s(" is incomplete").emit(sink);
+                    if (fix_errors())
+                        unsupported = true; // qcow2_check_fix_snapshot_table is not implemented
                 }
                 continue;
             }
@@ -575,7 +601,9 @@ struct Checker {
             }
             if (cluster >= nb_clusters) {
                 res.corruptions++;
-                CheckLine().s("ERROR refcount block ").u(i).s(" is outside image").emit(sink);
+                CheckLine().s(fix_errors() ? "Repairing" : "ERROR").s(" refcount block ").u(i).s(" is outside image").emit(sink);
+                if (fix_errors())
+                    unsupported = true; // qemu grows the file to hold the block
                 continue;
             }
             if (offset != 0) {
@@ -610,7 +638,49 @@ struct Checker {
         return check_refblocks(rebuild);
     }
 
-    void compare(bool* rebuild, uint64_t* highest) {
+    // qemu's update_refcount for one cluster: the entry in its refcount block, and a discard of the
+    // cluster when its refcount drops to 0 (QCOW2_DISCARD_ALWAYS).
+    int32_t write_refcount(uint64_t cluster, uint64_t value) {
+        const uint64_t index = cluster >> refblock_bits;
+        if (index >= reftable_size)
+            return -guest::CHECK_EIO;
+        const uint64_t block = load_be64(reftable + index * 8) & REFT_OFFSET_MASK;
+        if (block == 0 || (block & (cs - 1)))
+            return -guest::CHECK_EIO;
+        uint64_t dummy = 0;
+        if (disk_refcount(cluster, &dummy) < 0) // loads the block into the cache
+            return -guest::CHECK_EIO;
+        const uint64_t i = cluster & ((uint64_t{1} << refblock_bits) - 1);
+        uint64_t pos = 0;
+        size_t len = 1;
+        switch (refcount_order) {
+        case 0:
+            pos = i / 8;
+            refblock[pos] = static_cast<uint8_t>((refblock[pos] & ~(1u << (i % 8))) | ((value & 1) << (i % 8)));
+            break;
+        case 1:
+            pos = i / 4;
+            refblock[pos] = static_cast<uint8_t>((refblock[pos] & ~(3u << (2 * (i % 4)))) | ((value & 3) << (2 * (i % 4))));
+            break;
+        case 2:
+            pos = i / 2;
+            refblock[pos] = static_cast<uint8_t>((refblock[pos] & ~(15u << (4 * (i % 2)))) | ((value & 15) << (4 * (i % 2))));
+            break;
+        case 3: pos = i; refblock[pos] = static_cast<uint8_t>(value); break;
+        case 4: pos = 2 * i; len = 2; store_be16(refblock + pos, static_cast<uint16_t>(value)); break;
+        case 5: pos = 4 * i; len = 4; store_be32(refblock + pos, static_cast<uint32_t>(value)); break;
+        default: pos = 8 * i; len = 8; store_be64(refblock + pos, value); break;
+        }
+        if (dev.write(block + pos, refblock + pos, len) != Status::Ok) {
+            refblock_offset = UINT64_MAX; // the cache may no longer match the file
+            return -guest::CHECK_EIO;
+        }
+        if (value == 0)
+            (void)dev.discard(cluster << bits, cs); // qemu ignores discard failures too
+        return 0;
+    }
+
+    void compare(bool* rebuild, uint64_t* highest, uint32_t how = 0) {
         *highest = 0;
         for (uint64_t i = 0; i < nb_clusters; ++i) {
             uint64_t r1 = 0;
@@ -623,9 +693,26 @@ struct Checker {
             if (r1 > 0 || r2 > 0)
                 *highest = i;
             if (r1 != r2) {
+                uint64_t* num_fixed = nullptr;
                 if (r1 == 0)
                     *rebuild = true;
-                CheckLine().s(r1 < r2 ? "ERROR" : "Leaked").s(" cluster ").u(i).s(" refcount=").u(r1).s(" reference=").u(r2).emit(sink);
+                else if (r1 > r2 && (how & guest::CHECK_FIX_LEAKS))
+                    num_fixed = &res.leaks_fixed;
+                else if (r1 < r2 && (how & guest::CHECK_FIX_ERRORS))
+                    num_fixed = &res.corruptions_fixed;
+                CheckLine()
+                    .s(num_fixed ? "Repairing" : r1 < r2 ? "ERROR" : "Leaked")
+                    .s(" cluster ")
+                    .u(i)
+                    .s(" refcount=")
+                    .u(r1)
+                    .s(" reference=")
+                    .u(r2)
+                    .emit(sink);
+                if (num_fixed && write_refcount(i, r2) == 0) {
+                    (*num_fixed)++;
+                    continue;
+                }
                 if (r1 < r2)
                     res.corruptions++;
                 else
@@ -634,7 +721,26 @@ struct Checker {
         }
     }
 
+    // qemu's metadata overlap check for an L2 table it is about to write, reduced to the structures
+    // instar tracks: the header cluster, the active L1 table, the refcount table and blocks and the
+    // snapshot table. True when writing [offset, offset + cs) would overwrite one of them.
+    bool overlaps_metadata(uint64_t offset) const {
+        auto hit = [&](uint64_t start, uint64_t len) {
+            return len != 0 && offset < start + len && start < offset + cs;
+        };
+        if (offset < cs || hit(h.l1_table_offset, uint64_t{h.l1_size} * 8) ||
+            hit(h.refcount_table_offset, reftable_size * 8) || hit(h.snapshots_offset, snapshots_size))
+            return true;
+        for (uint64_t i = 0; i < reftable_size; ++i) {
+            const uint64_t b = load_be64(reftable + i * 8) & REFT_OFFSET_MASK;
+            if (b && hit(b, cs))
+                return true;
+        }
+        return false;
+    }
+
     int32_t check_oflag_copied() {
+        const bool repair = fix_errors() || (fix_leaks() && !res.check_errors && !res.corruptions && !res.leaks);
         ArenaBuffer l1(alloc, static_cast<size_t>(uint64_t{h.l1_size} * 8));
         ArenaBuffer l2(alloc, static_cast<size_t>(cs));
         if (!l1.ok() || !l2.ok())
@@ -653,19 +759,30 @@ struct Checker {
             if ((refcount == 1) != ((e & QCOW_OFLAG_COPIED) != 0)) {
                 res.corruptions++;
                 CheckLine()
-                    .s("ERROR OFLAG_COPIED L2 cluster: l1_index=")
+                    .s(repair ? "Repairing" : "ERROR")
+                    .s(" OFLAG_COPIED L2 cluster: l1_index=")
                     .i(static_cast<int32_t>(i))
                     .s(" l1_entry=")
                     .x(e)
                     .s(" refcount=")
                     .u(refcount)
                     .emit(sink);
+                if (repair) {
+                    store_be64(l1.data() + i * 8, refcount == 1 ? e | QCOW_OFLAG_COPIED : e & ~QCOW_OFLAG_COPIED);
+                    if (dev.write(h.l1_table_offset + i * 8, l1.data() + i * 8, 8) != Status::Ok) {
+                        res.check_errors++;
+                        return -guest::CHECK_EIO;
+                    }
+                    res.corruptions--;
+                    res.corruptions_fixed++;
+                }
             }
             if (read_zero_padded(dev, l2_offset, l2.data(), static_cast<size_t>(l2_entries * l2_entry_bytes)) != Status::Ok) {
                 CheckLine().s("ERROR: Could not read L2 table: Input/output error").emit(sink);
                 res.check_errors++;
                 return -guest::CHECK_EIO;
             }
+            uint64_t l2_dirty = 0;
             for (uint64_t j = 0; j < l2_entries; ++j) {
                 const uint64_t l2e = load_be64(l2.data() + j * l2_entry_bytes);
                 const ClusterType t = type_of(l2e);
@@ -676,8 +793,32 @@ struct Checker {
                     continue;
                 if ((rc == 1) != ((l2e & QCOW_OFLAG_COPIED) != 0)) {
                     res.corruptions++;
-                    CheckLine().s("ERROR OFLAG_COPIED data cluster: l2_entry=").x(l2e).s(" refcount=").u(rc).emit(sink);
+                    CheckLine()
+                        .s(repair ? "Repairing" : "ERROR")
+                        .s(" OFLAG_COPIED data cluster: l2_entry=")
+                        .x(l2e)
+                        .s(" refcount=")
+                        .u(rc)
+                        .emit(sink);
+                    if (repair) {
+                        store_be64(l2.data() + j * l2_entry_bytes, rc == 1 ? l2e | QCOW_OFLAG_COPIED : l2e & ~QCOW_OFLAG_COPIED);
+                        l2_dirty++;
+                    }
                 }
+            }
+            if (l2_dirty > 0) {
+                if (overlaps_metadata(l2_offset)) {
+                    text("ERROR: Could not write L2 table; metadata overlap check failed: Input/output error");
+                    res.check_errors++;
+                    return -guest::CHECK_EIO;
+                }
+                if (dev.write(l2_offset, l2.data(), static_cast<size_t>(cs)) != Status::Ok) {
+                    text("ERROR: Could not write L2 table: Input/output error");
+                    res.check_errors++;
+                    return -guest::CHECK_EIO;
+                }
+                res.corruptions -= l2_dirty;
+                res.corruptions_fixed += l2_dirty;
             }
         }
         return 0;
@@ -706,10 +847,33 @@ struct Checker {
         bool rebuild = false;
         if (const int32_t r = calculate(&rebuild); r < 0)
             return r;
+        if (unsupported)
+            return 3; // nothing was written yet
+        const CheckResult pre_compare = res;
         uint64_t highest = 0;
         compare(&rebuild, &highest);
+        if (rebuild && fix_errors())
+            return 3; // rebuild_refcount_structure is not implemented; nothing was written yet
+        if (fix) {
+            if (rebuild) {
+                text("ERROR need to rebuild refcount structures");
+                res.check_errors++;
+                return -guest::CHECK_EIO;
+            }
+            if (res.leaks || res.corruptions) {
+                // Crash consistency: each write moves one refcount toward its true reference count,
+                // so an interrupted repair leaves a subset of the problems it found.
+                res = pre_compare;
+                compare(&rebuild, &highest, fix);
+            }
+            if (flush(dev) != Status::Ok)
+                return -guest::CHECK_EIO;
+        }
+        // OFLAG_COPIED only after the refcounts it follows are durable.
         if (const int32_t r = check_oflag_copied(); r < 0)
             return r;
+        if (fix && flush(dev) != Status::Ok)
+            return -guest::CHECK_EIO;
         res.image_end_offset = (highest + 1) * cs;
         return 0;
     }
@@ -720,13 +884,15 @@ struct Checker {
 Status check(const guest::CheckRequest& req, CheckSink& sink, CheckResult* result) {
     if (!req.image || !req.allocator || !result)
         return Status::Invalid;
-    if (req.fix != 0)
-        return Status::Unsupported; // repair is not implemented (docs/check.md)
+    if ((req.fix & ~(guest::CHECK_FIX_LEAKS | guest::CHECK_FIX_ERRORS)) != 0 || (req.fix && req.flush == nullptr))
+        return Status::Invalid;
     BlockDevice& dev = *req.image;
     guest::Allocator& alloc = *req.allocator;
     CheckResult& res = *result;
     res = CheckResult{};
     Checker c{dev, alloc, sink, res};
+    c.fix = req.fix;
+    c.flush = req.flush;
 
     Qcow2HeaderDisk disk;
     // SAFETY: Qcow2HeaderDisk is byte arrays only (alignment 1), filled as raw bytes.
@@ -786,7 +952,19 @@ Status check(const guest::CheckRequest& req, CheckSink& sink, CheckResult* resul
         return Status::TooLarge;
     if (r == 2)
         return Status::NoMemory;
+    if (r == 3)
+        return Status::Unsupported;
     res.error = r < 0 ? r : 0;
+    // qemu's qcow2_mark_clean and qcow2_mark_consistent, last: the bits that make qemu distrust the
+    // image go only after every repair is durable.
+    if (req.fix && r == 0 && res.check_errors == 0 && res.corruptions == 0 && h.version >= 3 &&
+        (h.incompatible_features & (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT))) {
+        uint8_t field[8];
+        store_be64(field, h.incompatible_features & ~(QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT));
+        if (dev.write(offsetof(Qcow2HeaderDisk, incompatible_features), field, sizeof field) != Status::Ok ||
+            req.flush(dev) != Status::Ok)
+            res.error = -guest::CHECK_EIO;
+    }
     return Status::Ok;
 }
 

@@ -52,6 +52,9 @@ struct CheckRequest {
     const Codecs* codecs;
     uint32_t fix;          // CHECK_FIX_*
     uint32_t qemu_version; // major*10000 + minor*100 + micro
+    // Makes the writes so far to `dev` durable (repair orders its steps with it); nullptr when the
+    // image is read-only (fix == 0).
+    Status (*flush)(BlockDevice& dev);
 };
 
 // Ok when the check ran (its findings, including a failed check, are in *result); any other
