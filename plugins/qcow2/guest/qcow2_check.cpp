@@ -82,6 +82,10 @@ struct Checker {
     uint8_t* refblock = nullptr; // one cached refcount block
     uint64_t refblock_offset = UINT64_MAX;
     bool signaled_corruption = false;
+    // Repair batches like qemu's refcount-block cache: the cached block's changed bytes are written
+    // once, before another block is loaded and at the end; freed clusters are discarded in runs.
+    uint64_t dirty_lo = UINT64_MAX, dirty_hi = 0;
+    uint64_t discard_start = 0, discard_len = 0;
 
     uint64_t snapshots_size = 0;
 
@@ -162,18 +166,26 @@ struct Checker {
         }
         if (block & (cs - 1)) {
             if (!signaled_corruption) {
+                // qemu's qcow2_signal_corruption: read-write, it also marks the image corrupt.
                 CheckLine()
-                    .s("qcow2: Image is corrupt: Refblock offset ")
+                    .s(fix ? "qcow2: Marking image as corrupt: Refblock offset " : "qcow2: Image is corrupt: Refblock offset ")
                     .alt_x(block)
                     .s(" unaligned (reftable index: ")
                     .alt_x(index)
-                    .s("); further non-fatal corruption events will be suppressed")
+                    .s(fix ? "); further corruption events will be suppressed"
+                           : "); further non-fatal corruption events will be suppressed")
                     .emit(sink);
                 signaled_corruption = true;
+                if (fix)
+                    mark_corrupt();
             }
             return -guest::CHECK_EIO;
         }
         if (block != refblock_offset) {
+            if (write_back() != 0) {
+                refblock_offset = UINT64_MAX;
+                return -guest::CHECK_EIO;
+            }
             if (read_zero_padded(dev, block, refblock, static_cast<size_t>(cs)) != Status::Ok) {
                 refblock_offset = UINT64_MAX;
                 return -guest::CHECK_EIO;
@@ -671,14 +683,46 @@ struct Checker {
         case 5: pos = 4 * i; len = 4; store_be32(refblock + pos, static_cast<uint32_t>(value)); break;
         default: pos = 8 * i; len = 8; store_be64(refblock + pos, value); break;
         }
-        if (dev.write(block + pos, refblock + pos, len) != Status::Ok) {
-            refblock_offset = UINT64_MAX; // the cache may no longer match the file
-            return -guest::CHECK_EIO;
+        if (pos < dirty_lo)
+            dirty_lo = pos;
+        if (pos + len > dirty_hi)
+            dirty_hi = pos + len;
+        if (value == 0) {
+            const uint64_t at = cluster << bits;
+            if (discard_len && discard_start + discard_len == at) {
+                discard_len += cs;
+            } else {
+                flush_discard();
+                discard_start = at;
+                discard_len = cs;
+            }
         }
-        if (value == 0)
-            (void)dev.discard(cluster << bits, cs); // qemu ignores discard failures too
         return 0;
     }
+
+    // Writes the cached refcount block's changed bytes. 0 or -EIO.
+    int32_t write_back() {
+        if (dirty_hi == 0)
+            return 0;
+        const uint64_t lo = dirty_lo, hi = dirty_hi;
+        dirty_lo = UINT64_MAX;
+        dirty_hi = 0;
+        if (dev.write(refblock_offset + lo, refblock + lo, static_cast<size_t>(hi - lo)) != Status::Ok)
+            return -guest::CHECK_EIO;
+        return 0;
+    }
+
+    void flush_discard() {
+        if (discard_len)
+            (void)dev.discard(discard_start, discard_len); // qemu ignores discard failures too
+        discard_len = 0;
+    }
+
+    // qemu's qcow2_mark_corrupt (read-write only). qemu sets the bit at once; instar sets it with
+    // the other header bits at the end of the run (check()), so a repair refused as unimplemented
+    // leaves the file untouched. Either way the bit is on disk when the command returns.
+    bool pending_corrupt = false;
+    void mark_corrupt() { pending_corrupt = true; }
 
     void compare(bool* rebuild, uint64_t* highest, uint32_t how = 0) {
         *highest = 0;
@@ -865,6 +909,9 @@ struct Checker {
                 // so an interrupted repair leaves a subset of the problems it found.
                 res = pre_compare;
                 compare(&rebuild, &highest, fix);
+                flush_discard();
+                if (write_back() != 0)
+                    return -guest::CHECK_EIO;
             }
             if (flush(dev) != Status::Ok)
                 return -guest::CHECK_EIO;
@@ -957,12 +1004,21 @@ Status check(const guest::CheckRequest& req, CheckSink& sink, CheckResult* resul
     res.error = r < 0 ? r : 0;
     // qemu's qcow2_mark_clean and qcow2_mark_consistent, last: the bits that make qemu distrust the
     // image go only after every repair is durable.
-    if (req.fix && r == 0 && res.check_errors == 0 && res.corruptions == 0 && h.version >= 3 &&
-        (h.incompatible_features & (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT))) {
+    // qemu clears the corrupt bit only after a clean repair (qcow2_co_check_locked), and the dirty
+    // bit whenever it closes the image read-write (qcow2_inactivate's qcow2_mark_clean).
+    uint64_t features = c.h.incompatible_features;
+    if (c.pending_corrupt)
+        features |= QCOW2_INCOMPAT_CORRUPT;
+    if (req.fix && r == 0 && res.check_errors == 0 && res.corruptions == 0)
+        features &= ~QCOW2_INCOMPAT_CORRUPT;
+    if (req.fix)
+        features &= ~QCOW2_INCOMPAT_DIRTY;
+    if (h.version >= 3 && features != c.h.incompatible_features) {
         uint8_t field[8];
-        store_be64(field, h.incompatible_features & ~(QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT));
-        if (dev.write(offsetof(Qcow2HeaderDisk, incompatible_features), field, sizeof field) != Status::Ok ||
-            req.flush(dev) != Status::Ok)
+        store_be64(field, features);
+        if ((dev.write(offsetof(Qcow2HeaderDisk, incompatible_features), field, sizeof field) != Status::Ok ||
+             req.flush(dev) != Status::Ok) &&
+            res.error == 0)
             res.error = -guest::CHECK_EIO;
     }
     return Status::Ok;

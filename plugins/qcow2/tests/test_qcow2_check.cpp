@@ -7,6 +7,7 @@
 #include "qcow2_check.h"
 #include "qcow2_test_image.h"
 
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -176,12 +177,91 @@ TEST_CASE("qcow2 check: the refcount array has a named bound, and memory is chec
     CHECK(qcow2::QCOW2_CHECK_MAX_CLUSTERS == (std::uint64_t{1} << 28));
 }
 
-TEST_CASE("qcow2 check: repair is refused, not half done") {
-    Image img;
-    hosted::MemoryDevice dev(img.b);
-    hosted::BudgetAllocator alloc(1u << 20);
+// A writable in-memory image that counts flushes.
+struct WritableImage final : guest::BlockDevice {
+    std::vector<std::uint8_t> b;
+    int flushes = 0;
+    std::uint64_t size() const override { return b.size(); }
+    Status read(std::uint64_t off, void* buf, std::size_t len) override {
+        if (off > b.size() || len > b.size() - off)
+            return Status::IoError;
+        std::memcpy(buf, b.data() + off, len);
+        return Status::Ok;
+    }
+    Status write(std::uint64_t off, const void* buf, std::size_t len) override {
+        if (off > b.size() || len > b.size() - off)
+            return Status::IoError;
+        std::memcpy(b.data() + off, buf, len);
+        return Status::Ok;
+    }
+};
+
+Status count_flush(guest::BlockDevice& d) {
+    static_cast<WritableImage&>(d).flushes++;
+    return Status::Ok;
+}
+
+Run repair(WritableImage& dev, std::uint32_t fix) {
+    hosted::BudgetAllocator alloc(16u << 20);
     Lines lines;
-    guest::CheckResult r;
-    guest::CheckRequest req{&dev, nullptr, 0, &alloc, nullptr, guest::CHECK_FIX_LEAKS, 100002};
-    CHECK(qcow2::check(req, lines, &r) == Status::Unsupported);
+    guest::CheckRequest req{&dev, nullptr, 0, &alloc, nullptr, fix, 100002, count_flush};
+    Run out{};
+    out.status = qcow2::check(req, lines, &out.r);
+    out.err = lines.text;
+    return out;
+}
+
+TEST_CASE("qcow2 check -r leaks: a leak repaired, then the image is clean") {
+    Image img;
+    img.b.resize(8 * CS);
+    img.refcount(7, 1);
+    WritableImage dev;
+    dev.b = img.b;
+    const Run run = repair(dev, guest::CHECK_FIX_LEAKS);
+    REQUIRE(run.status == Status::Ok);
+    CHECK(run.err == "Leaked cluster 7 refcount=1 reference=0\nRepairing cluster 7 refcount=1 reference=0\n");
+    CHECK(run.r.leaks_fixed == 1);
+    CHECK(run.r.leaks == 0);
+    CHECK(dev.flushes >= 1);
+    const Run again = check(dev.b);
+    CHECK(again.err == "");
+    CHECK(again.r.leaks == 0);
+}
+
+TEST_CASE("qcow2 check -r all: OFLAG_COPIED repaired on L1 and L2; dirty bit cleared last") {
+    Image img;
+    put_be(img.b, 3 * CS, 4 * CS, 8);
+    put_be(img.b, 4 * CS, 5 * CS, 8);
+    put_be(img.b, 72, 1, 8); // dirty
+    WritableImage dev;
+    dev.b = img.b;
+    const Run run = repair(dev, guest::CHECK_FIX_LEAKS | guest::CHECK_FIX_ERRORS);
+    CHECK(run.err == "Repairing OFLAG_COPIED L2 cluster: l1_index=0 l1_entry=800 refcount=1\n"
+                     "Repairing OFLAG_COPIED data cluster: l2_entry=a00 refcount=1\n");
+    CHECK(run.r.corruptions_fixed == 2);
+    CHECK(run.r.corruptions == 0);
+    CHECK(dev.b[79] == 0);
+    CHECK(check(dev.b).err == "");
+}
+
+TEST_CASE("qcow2 check -r all: a needed refcount rebuild is refused before any write") {
+    Image img;
+    img.refcount(5, 0);
+    WritableImage dev;
+    dev.b = img.b;
+    const Run run = repair(dev, guest::CHECK_FIX_LEAKS | guest::CHECK_FIX_ERRORS);
+    CHECK(run.status == Status::Unsupported);
+    CHECK(dev.b == img.b);
+    CHECK(dev.flushes == 0);
+}
+
+TEST_CASE("qcow2 check -r leaks: a needed rebuild is qemu's error") {
+    Image img;
+    img.refcount(5, 0);
+    WritableImage dev;
+    dev.b = img.b;
+    const Run run = repair(dev, guest::CHECK_FIX_LEAKS);
+    CHECK(run.err == "ERROR cluster 5 refcount=0 reference=1\nERROR need to rebuild refcount structures\n");
+    CHECK(run.r.error == -guest::CHECK_EIO);
+    CHECK(dev.b == img.b);
 }
