@@ -53,6 +53,11 @@ const Divergence DIVERGENCES[] = {
      "the image is opened as info opens it, so an image whose snapshot table qemu's open would refuse fails "
      "with info's message rather than check's 'ERROR failed to read the snapshot table' lines",
      "one open path (info's) for every command; qemu skips the snapshot table only in its check mode"},
+    {"qcow2-check-repair", "check",
+     "check -r stops before writing anything when the image needs a refcount rebuild, a larger file for a "
+     "refcount block outside it, snapshot table fixes or zeroed misaligned entries; persistent bitmaps are "
+     "left in place (qemu-img re-stores them when it closes the image)",
+     "those repairs allocate new metadata and are not built yet; a repair is never left half done"},
 };
 const std::uint32_t DIVERGENCE_COUNT = sizeof DIVERGENCES / sizeof DIVERGENCES[0];
 
