@@ -105,6 +105,10 @@ Expected<CheckReport> run_check(const CheckOptions& opts, const PluginRegistry& 
     if (auto opened = open_chain(io, plugins, *runner, chain); !opened)
         return Error{opened.error()};
     const ChainLink& link = chain.links.front();
+    // qemu-img check opens the image for I/O (info does not): an encrypted image needs its key, and a
+    // plain file name cannot name the secret (encrypt.key-secret), so qemu always stops here.
+    if (link.node.encrypted.value_or(false))
+        return Error{"Could not open '" + opts.filename + "': Parameter 'encrypt.key-secret' is required for cipher"};
     auto module = guest_module_path(*link.plugin);
     if (!module)
         return Error{module.error()};
