@@ -49,10 +49,6 @@ const Divergence DIVERGENCES[] = {
      "array does not fit in guest memory, naming the limit; a refcount_bits=64 cluster referenced 2^32 times "
      "or more is reported as an overflow",
      "the in-guest array is bounded (4 bytes per cluster); qemu allocates up to INT_MAX clusters on the host"},
-    {"qcow2-check-open", "check",
-     "the image is opened as info opens it, so an image whose snapshot table qemu's open would refuse fails "
-     "with info's message rather than check's 'ERROR failed to read the snapshot table' lines",
-     "one open path (info's) for every command; qemu skips the snapshot table only in its check mode"},
     {"qcow2-check-repair", "check",
      "check -r stops before writing anything when the image needs a refcount rebuild, a larger file for a "
      "refcount block outside it, snapshot table fixes or zeroed misaligned entries; persistent bitmaps are "

@@ -209,6 +209,31 @@ def snapshot_l1_unaligned(q):
     q.put64(off, q.u64(off) + 512)
 
 
+def snapshot_extra_size(q, which):
+    """Shrinks one entry's extra_data_size from qemu's 24 to 8: the rest of the table is misread."""
+    n, off = snapshot_table(q)
+    entries = []
+    with open(q.path, "r+b") as f:
+        o = off
+        for _ in range(n):
+            o = (o + 7) & ~7
+            f.seek(o)
+            h = f.read(40)
+            ids, names = struct.unpack(">HH", h[12:16])
+            entries.append(o)
+            o += 40 + struct.unpack(">I", h[36:40])[0] + ids + names
+        f.seek(entries[which] + 36)
+        f.write(struct.pack(">I", 8))
+
+
+def snapshot_extra_first(q):
+    snapshot_extra_size(q, 0)
+
+
+def snapshot_extra_last(q):
+    snapshot_extra_size(q, -1)
+
+
 def snapshot_set_copied(q):
     # After a snapshot the shared clusters have refcount 2: COPIED set on them is wrong.
     off = q.l2_entry_offset(0, 0)
@@ -291,6 +316,10 @@ for fn in [refblock_outside, refblock_unaligned]:
 for fn in [snapshot_l1_unaligned, snapshot_set_copied]:
     n = "bad_%s.qcow2" % fn.__name__
     image(n, [create(n, "64M"), io(n, "write 0 1M"), ["QIMG", "snapshot", "-c", "snap one", n]], fn)
+for fn in [snapshot_extra_first, snapshot_extra_last]:
+    n = "bad_%s.qcow2" % fn.__name__
+    image(n, [create(n, "64M"), io(n, "write 0 1M"), ["QIMG", "snapshot", "-c", "one", n], io(n, "write 1M 1M"),
+              ["QIMG", "snapshot", "-c", "two", n]], fn)
 image("bad_dirty_lazy.qcow2", [create("bad_dirty_lazy.qcow2", "64M", "lazy_refcounts=on"),
                                io("bad_dirty_lazy.qcow2", "write 0 1M")], dirty_lazy)
 image("bad_compressed_copied.qcow2", [create("bad_compressed_copied.qcow2", "64M"),

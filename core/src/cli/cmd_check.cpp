@@ -200,7 +200,12 @@ int cmd_check(Context& ctx, std::span<const std::string> args) {
             status = report_error(ctx, report.error());
             return std::nullopt;
         }
-        ctx.err << report->diagnostics;
+        for (std::size_t i = 0; i < report->diagnostics.size(); ++i) {
+            if (report->diagnostics[i] == '\x01')
+                ctx.err << ctx.prog << ": ";
+            else
+                ctx.err << report->diagnostics[i];
+        }
         if (report->truncated)
             ctx.err << ctx.prog << ": further check messages were dropped (more than the guest's 12 MiB of text)\n";
         if (report->failure) {

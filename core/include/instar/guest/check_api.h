@@ -35,7 +35,10 @@ struct CheckResult {
     int32_t error = 0; // 0 or -errno: the check did not complete
 };
 
-// Receives stderr text, one complete line (with its '\n') per call.
+// Receives stderr text, one complete line (with its '\n') per call. A line that qemu prints through
+// error_report ("qemu-img: ...") starts with CHECK_PROGRAM_PREFIX instead: the host puts its own
+// program name there.
+inline constexpr char CHECK_PROGRAM_PREFIX = '\x01';
 class CheckSink {
 public:
     virtual void line(const char* text, size_t len) = 0;
