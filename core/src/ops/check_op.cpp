@@ -19,6 +19,12 @@ namespace instar {
 
 namespace {
 
+// The guest's budget for a check: the sandbox's default for small files, then 1 s more per 512 MiB
+// of file (at 512-byte clusters, 1 Mi refcounts and table entries: a few milliseconds of work, so
+// the margin covers a loaded host); repairs get twice that (a discard per freed run of clusters).
+constexpr std::chrono::seconds CHECK_BASE_TIMEOUT{10};
+constexpr std::uint64_t CHECK_BYTES_PER_SECOND = 512ull << 20;
+
 // Untrusted text (snapshot names) goes to a terminal: no control bytes but newlines, and the
 // program-name marker (CHECK_PROGRAM_PREFIX) kept only at the start of a line.
 void append_text(std::string& out, const std::vector<std::uint8_t>& data, std::size_t from) {
@@ -164,7 +170,14 @@ Expected<CheckReport> run_check(const CheckOptions& opts, const PluginRegistry& 
     // SAFETY: instar_check_arg is a trivially-copyable ABI struct with no padding (static_assert).
     const auto* a = reinterpret_cast<const std::uint8_t*>(&arg);
     const std::vector<std::string> modules{*module};
-    auto run = vmm::run(sandbox, devices, modules, INSTAR_OP_CHECK, {a, sizeof arg});
+    // The check's work grows with the file (one refcount per cluster, every table in it): the
+    // guest's wall-clock budget grows with it, as convert's does with the data.
+    vmm::SandboxConfig config = sandbox;
+    const auto budget = CHECK_BASE_TIMEOUT + std::chrono::seconds(link.image.size / CHECK_BYTES_PER_SECOND) *
+                                                 (opts.fix ? 2 : 1);
+    if (config.timeout < budget)
+        config.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(budget);
+    auto run = vmm::run(config, devices, modules, INSTAR_OP_CHECK, {a, sizeof arg});
     if (!run)
         return Error{run.error().message};
     const auto status = static_cast<guest::Status>(run->exit_status);
