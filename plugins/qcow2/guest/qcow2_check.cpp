@@ -345,9 +345,9 @@ struct Checker {
     // One snapshot table entry as qemu's qcow2_do_read_snapshots reads it (read-only: no repair).
     struct Snap {
         Qcow2Snapshot sn;
-        char id[64];   // id_str as printed (truncated past 63 bytes: see docs/check.md)
+        char id[1024]; // id_str as printed: CheckLine cuts lines at 2048 bytes anyway
         size_t id_len;
-        char name[256];
+        char name[1024];
         size_t name_len;
         uint64_t next; // offset after the name
     };
@@ -376,7 +376,7 @@ struct Checker {
             *why = "Failed to read snapshot table";
             return -guest::CHECK_EINVAL;
         }
-        uint8_t buf[0x10000];
+        uint8_t buf[0x10000]; // id_str_size and name_size are 16-bit: one field fits
         s->id_len = 0;
         s->name_len = 0;
         if (read_zero_padded(dev, offset, buf, s->sn.id_str_size) != Status::Ok)

@@ -48,7 +48,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     instar::hosted::BudgetAllocator alloc(8u << 20);
     Lines lines;
     instar::guest::CheckResult r;
-    const instar::guest::CheckRequest req{&dev, nullptr, 0, &alloc, nullptr, 0, 100002};
+    const instar::guest::CheckRequest req{&dev, nullptr, 0, &alloc, nullptr, 0, 100002, nullptr};
     if (instar::qcow2::check(req, lines, &r) == instar::guest::Status::Ok) {
         if (r.error > 0 || r.allocated_clusters < r.compressed_clusters ||
             (r.image_end_offset != 0 && r.image_end_offset > (size + (2u << 20)) * 2))

@@ -75,7 +75,7 @@ Run check(const std::vector<std::uint8_t>& bytes, std::size_t budget = 16u << 20
     hosted::MemoryDevice dev(bytes);
     hosted::BudgetAllocator alloc(budget);
     Lines lines;
-    guest::CheckRequest req{&dev, nullptr, 0, &alloc, nullptr, 0, 100002};
+    guest::CheckRequest req{&dev, nullptr, 0, &alloc, nullptr, 0, 100002, nullptr};
     Run out{};
     out.status = qcow2::check(req, lines, &out.r);
     out.err = lines.text;

@@ -67,7 +67,9 @@ using CheckFn = Status (*)(const CheckRequest& req, CheckSink& sink, CheckResult
 // A bounded printf-free line builder for CheckSink text: qemu's %s, %d, PRIu64, PRIx64 and %#x.
 class CheckLine {
 public:
-    static constexpr size_t CAPACITY = 512; // INSTAR_MAX_LOG_LINE: no qemu check line comes close
+    // qemu's check lines are short except those naming a snapshot (id and name up to 65535 bytes
+    // each): longer lines are cut here (docs/check.md), well inside a 32 KiB text record.
+    static constexpr size_t CAPACITY = 2048;
     CheckLine& s(const char* text) {
         while (*text)
             put(*text++);
