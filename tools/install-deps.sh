@@ -10,5 +10,6 @@ apt-get install -y -qq --no-install-recommends \
   build-essential meson ninja-build pkg-config python3 git ca-certificates \
   libboost1.81-dev libboost-json1.81-dev libboost-program-options1.81-dev \
   libboost-filesystem1.81-dev zlib1g-dev libzstd-dev libseccomp-dev doctest-dev \
-  hyperfine time >/dev/null
+  hyperfine time \
+  debhelper lintian bash-completion >/dev/null
 bash "$here/install-oracles.sh"

@@ -17,6 +17,10 @@ constexpr uint64_t BUF_SECTORS = CONVERT_BUF_BYTES / SECTOR;
 
 enum class Blk : uint32_t { Data, Zero, BackingFile }; // qemu's ImgConvertBlockStatus
 
+// Params::salvage_warning kinds (INSTAR_SALVAGE_READ / INSTAR_SALVAGE_STATUS).
+constexpr uint32_t SALVAGE_READ = 1;
+constexpr uint32_t SALVAGE_STATUS = 2;
+
 uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
 
 uint64_t pow2floor(uint64_t v) {
@@ -208,9 +212,21 @@ Status Converter::iteration_sectors(uint64_t sector_num, uint64_t* out) {
         const uint64_t offset = (sector_num - src_cur_offset_) * SECTOR;
         ChainClass cls = ChainClass::Data;
         uint64_t count = 0;
-        const Status st = chains_[src_cur_].status(offset, n * SECTOR, p_.target_has_backing, &cls, &count);
-        if (st != Status::Ok)
-            return fail(st, "error while reading block status at offset ", offset);
+        for (;;) {
+            const Status st = chains_[src_cur_].status(offset, n * SECTOR, p_.target_has_backing, &cls, &count);
+            if (st == Status::Ok)
+                break;
+            if (!p_.salvage)
+                return fail(st, "error while reading block status at offset ", offset);
+            if (n == 1) { // qemu: warn, then just try to read the data
+                if (p_.salvage_warning != nullptr)
+                    p_.salvage_warning(p_.salvage_ctx, SALVAGE_STATUS, offset, st);
+                cls = ChainClass::Data;
+                count = SECTOR;
+                break;
+            }
+            n = (n + 3) / 4; // retry on a shorter range
+        }
         n = (count + SECTOR - 1) / SECTOR;
         // Keep sector_next_status aligned to the source's cluster (qemu's src_alignment).
         const uint64_t tail = (sector_num - src_cur_offset_ + n) % src_alignment_[src_cur_];
@@ -244,17 +260,29 @@ Status Converter::iteration_sectors(uint64_t sector_num, uint64_t* out) {
 }
 
 Status Converter::co_read(uint64_t sector_num, uint64_t nb_sectors, uint8_t* buf) {
+    uint64_t single_read_until = 0; // --salvage: below this source offset, read sector by sector
     while (nb_sectors > 0) {
         select_part(sector_num);
-        const uint64_t n = min_u64(nb_sectors, src_sectors_[src_cur_] - (sector_num - src_cur_offset_));
+        uint64_t n = min_u64(nb_sectors, src_sectors_[src_cur_] - (sector_num - src_cur_offset_));
         const uint64_t offset = (sector_num - src_cur_offset_) * SECTOR;
+        if (single_read_until > offset)
+            n = 1;
         ChainReader& c = chains_[src_cur_];
         const uint64_t vs = c.virtual_size();
         const uint64_t bytes = n * SECTOR;
         const uint64_t in = offset >= vs ? 0 : min_u64(bytes, vs - offset);
         if (in > 0) {
-            if (const Status st = c.read(offset, buf, in); st != Status::Ok)
-                return fail(st, "error while reading at byte ", sector_num * SECTOR);
+            if (const Status st = c.read(offset, buf, in); st != Status::Ok) {
+                if (!p_.salvage)
+                    return fail(st, "error while reading at byte ", sector_num * SECTOR);
+                if (n > 1) {
+                    single_read_until = offset + bytes;
+                    continue;
+                }
+                if (p_.salvage_warning != nullptr)
+                    p_.salvage_warning(p_.salvage_ctx, SALVAGE_READ, offset, st);
+                __builtin_memset(buf, 0, in);
+            }
         }
         __builtin_memset(buf + in, 0, bytes - in); // the sub-sector tail of a source
         sector_num += n;

@@ -42,6 +42,13 @@ struct Params {
     // UINT64_MAX. nullptr: none (the writer then takes the backing as reading zeros).
     guest::ImageReader* const* target_backing_chain = nullptr;
     uint32_t target_backing_depth = 0;
+    // --salvage: a failed read is retried sector by sector and each sector that still fails reads
+    // as zeros; a failed block-status query is retried on a quarter of the range, down to one
+    // sector, which is then taken as data. Each such sector is reported (kind: 1 read, 2 block
+    // status, as INSTAR_SALVAGE_*; offset: the source's byte offset) where qemu-img warns.
+    bool salvage = false;
+    void (*salvage_warning)(void* ctx, uint32_t kind, uint64_t offset, guest::Status st) = nullptr;
+    void* salvage_ctx = nullptr;
 };
 
 // qemu-img's IO_BUF_SIZE: the copy buffer, the most data one write request carries.

@@ -3,6 +3,7 @@
 // (guest/convert) between them. Failures are reported as an INSTAR_REC_CONVERT_FAILURE naming the
 // phase and image, then the format's reason (INSTAR_REC_REASON).
 #include "create_target.h"
+#include "image_table.h"
 
 #include "convert_engine.h"
 
@@ -11,23 +12,7 @@
 namespace instar::guest {
 namespace {
 
-// The plan's other parts are bounded by the host's own limits; these are the guest's checks.
-constexpr uint32_t MAX_PLAN_BYTES = 1u << 20;        // 4096 images x 24 bytes + create arg + name
-constexpr uint32_t MAX_SNAPSHOT_NAME = 1024;          // qemu's snapshot names are far shorter
-
-// Reasons from format code go to the host once (the first one explains the failure).
-class RecordReasons final : public ReasonSink {
-public:
-    void reason(const char* text, size_t len) override {
-        if (sent_) return;
-        sent_ = true;
-        hc_record(INSTAR_REC_REASON, text, len < CREATE_MAX_REASON ? len : CREATE_MAX_REASON);
-    }
-    bool sent() const { return sent_; }
-
-private:
-    bool sent_ = false;
-};
+constexpr uint32_t MAX_SNAPSHOT_NAME = 1024; // qemu's snapshot names are far shorter
 
 void report_failure(uint32_t phase, uint32_t image) {
     const instar_convert_failure f{phase, image};
@@ -38,6 +23,81 @@ void progress(void*, uint64_t done, uint64_t total) {
     if (done <= total) hc_progress(done, total);
 }
 
+// --salvage: consecutive failed sectors of one kind and status become one record (the host prints
+// qemu-img's warning once per sector), so a damaged region costs one record, not one per sector.
+// In the copy pass a sector whose block status failed is then read, and usually fails again: those
+// pairs coalesce as INSTAR_SALVAGE_BOTH.
+struct SalvageRecords {
+    instar_convert_salvage pending{};
+    bool has_pending = false;
+    bool half = false; // BOTH: the next sector's status warning arrived, its read warning not yet
+
+    void flush() {
+        if (has_pending) hc_record(INSTAR_REC_CONVERT_SALVAGE, &pending, sizeof pending);
+        if (has_pending && half) {
+            const instar_convert_salvage rest{INSTAR_SALVAGE_STATUS, pending.status,
+                                              pending.offset + pending.sectors * 512, 1};
+            hc_record(INSTAR_REC_CONVERT_SALVAGE, &rest, sizeof rest);
+        }
+        has_pending = false;
+        half = false;
+    }
+    static void add(void* ctx, uint32_t kind, uint64_t offset, Status st) {
+        auto* self = static_cast<SalvageRecords*>(ctx);
+        instar_convert_salvage& p = self->pending;
+        const auto code = static_cast<uint32_t>(st);
+        if (self->has_pending && p.status == code) {
+            const uint64_t next = p.offset + p.sectors * 512;
+            if (p.kind == kind && !self->half && next == offset) {
+                ++p.sectors;
+                return;
+            }
+            if (p.kind == INSTAR_SALVAGE_STATUS && kind == INSTAR_SALVAGE_READ && p.sectors == 1 &&
+                offset == p.offset) {
+                p.kind = INSTAR_SALVAGE_BOTH;
+                return;
+            }
+            if (p.kind == INSTAR_SALVAGE_BOTH && kind == INSTAR_SALVAGE_STATUS && !self->half && offset == next) {
+                self->half = true;
+                return;
+            }
+            if (p.kind == INSTAR_SALVAGE_BOTH && kind == INSTAR_SALVAGE_READ && self->half && offset == next) {
+                self->half = false;
+                ++p.sectors;
+                return;
+            }
+        }
+        self->flush();
+        p = instar_convert_salvage{kind, code, offset, 1};
+        self->has_pending = true;
+    }
+};
+
+// -n: the existing target as its format sees it: an output device is addressable far past the
+// file, so its length is the host's figure (plan.target_backing_size), growing as writes extend it.
+class ExistingTarget final : public BlockDevice {
+public:
+    ExistingTarget(BlockDevice& dev, uint64_t length) : dev_(dev), length_(length < dev.size() ? length : dev.size()) {}
+    uint64_t size() const override { return length_; }
+    Status read(uint64_t offset, void* buf, size_t len) override {
+        if (offset > length_ || len > length_ - offset) return Status::IoError;
+        return dev_.read(offset, buf, len);
+    }
+    Status write(uint64_t offset, const void* buf, size_t len) override {
+        const Status st = dev_.write(offset, buf, len);
+        if (st == Status::Ok && offset + len > length_) length_ = offset + len; // dev_ bounds-checked it
+        return st;
+    }
+    Status allocation(uint64_t offset, bool* data, uint64_t* length) override {
+        return dev_.allocation(offset, data, length);
+    }
+    Status discard(uint64_t offset, uint64_t len) override { return dev_.discard(offset, len); }
+
+private:
+    BlockDevice& dev_;
+    uint64_t length_;
+};
+
 struct Plan {
     instar_convert_plan head{};
     instar_convert_image* images = nullptr;
@@ -47,13 +107,10 @@ struct Plan {
 
 // Reads and checks the plan: every index inside the tables the host gave us.
 Status read_plan(uint32_t plan_device, Plan& plan) {
-    BlockDevice* dev = device(plan_device);
-    if (dev == nullptr || dev->size() < sizeof(instar_convert_plan) || dev->size() > MAX_PLAN_BYTES)
-        return Status::Invalid;
-    const size_t size = static_cast<size_t>(dev->size());
-    auto* bytes = static_cast<uint8_t*>(arena().allocate(size + 1, 16));
-    if (bytes == nullptr) return Status::NoMemory;
-    if (dev->read(0, bytes, size) != Status::Ok) return Status::IoError;
+    uint8_t* bytes = nullptr;
+    size_t size = 0;
+    if (const Status st = read_plan_device(plan_device, sizeof(instar_convert_plan), &bytes, &size); st != Status::Ok)
+        return st;
     __builtin_memcpy(&plan.head, bytes, sizeof plan.head);
     const instar_convert_plan& h = plan.head;
     const uint64_t table = static_cast<uint64_t>(h.image_count) * sizeof(instar_convert_image);
@@ -65,17 +122,10 @@ Status read_plan(uint32_t plan_device, Plan& plan) {
     plan.create = bytes + sizeof h + table;
     if (h.snapshot_len > 0) {
         plan.snapshot = reinterpret_cast<char*>(bytes + sizeof h + table + h.create_len);
-        plan.snapshot[h.snapshot_len] = 0; // the spare byte allocated above
+        plan.snapshot[h.snapshot_len] = 0; // the spare byte read_plan_device keeps
         if (__builtin_strlen(plan.snapshot) != h.snapshot_len) return Status::Invalid;
     }
-    for (uint32_t i = 0; i < h.image_count; ++i) {
-        const instar_convert_image& im = plan.images[i];
-        const ModuleOps* m = module(im.module);
-        if (m == nullptr || device(im.device) == nullptr || im.file_count > device_count() ||
-            im.first_file > device_count() - im.file_count ||
-            (im.backing != INSTAR_CONVERT_NO_BACKING && (im.backing >= h.image_count || im.backing == i)))
-            return Status::Invalid;
-    }
+    if (const Status st = check_image_table(plan.images, h.image_count); st != Status::Ok) return st;
     if (module(h.target_module) == nullptr || device(h.target_device) == nullptr ||
         (h.target_backing != INSTAR_CONVERT_NO_BACKING && (h.target_backing >= h.image_count ||
                                                            h.target_backing < h.source_count)))
@@ -97,33 +147,12 @@ Status convert_op(const uint8_t* arg, uint32_t arg_len) {
     // One reader per image, opened in table order (sources first).
     auto* readers =
         static_cast<ImageReader**>(arena().allocate(h.image_count * sizeof(ImageReader*), alignof(ImageReader*)));
-    auto* files = static_cast<BlockDevice**>(arena().allocate(device_count() * sizeof(BlockDevice*) + 1, 8));
-    if (readers == nullptr || files == nullptr) return Status::NoMemory;
-    for (uint32_t i = 0; i < device_count(); ++i) files[i] = device(i);
-    Status st = Status::Ok;
+    if (readers == nullptr) return Status::NoMemory;
     uint32_t opened = 0;
-    for (; opened < h.image_count; ++opened) {
-        const instar_convert_image& im = plan.images[opened];
-        const ModuleOps* m = module(im.module);
-        if (m->open == nullptr) {
-            report_failure(INSTAR_CONVERT_PHASE_OPEN, opened);
-            static constexpr char TEXT[] = "this format's plugin cannot read image data";
-            reasons.reason(TEXT, sizeof TEXT - 1);
-            st = Status::Unsupported;
-            break;
-        }
-        // -l names a snapshot of the (single) source image, as qemu-img loads it on src[0] only.
-        const OpenRequest req{device(im.device), files + im.first_file, im.file_count, &arena(), &codecs(),
-                              &reasons, opened == 0 ? plan.snapshot : nullptr, h.qemu_version};
-        st = m->open(req, &readers[opened]);
-        if (st != Status::Ok) {
-            report_failure(INSTAR_CONVERT_PHASE_OPEN, opened);
-            break;
-        }
-    }
+    Status st = open_images(plan.images, h.image_count, plan.snapshot, h.qemu_version, reasons, readers, &opened);
+    if (st != Status::Ok) report_failure(INSTAR_CONVERT_PHASE_OPEN, opened);
 
-    // Each source's chain (and the -B image's), top first; a loop in the table would be the host's
-    // bug, but is bounded by the table's size.
+    // Each source's chain (and the -B image's), top first.
     const uint32_t chain_count = h.source_count + (h.target_backing != INSTAR_CONVERT_NO_BACKING ? 1 : 0);
     auto* chains = static_cast<ImageReader**>(
         arena().allocate(static_cast<size_t>(h.image_count) * sizeof(ImageReader*), alignof(ImageReader*)));
@@ -133,21 +162,33 @@ Status convert_op(const uint8_t* arg, uint32_t arg_len) {
     uint32_t used = 0;
     for (uint32_t s = 0; st == Status::Ok && s < chain_count; ++s) {
         const uint32_t top = s < h.source_count ? s : h.target_backing;
-        sources[s] = convert::Source{chains + used, 0, plan.images[top].cluster_size};
-        for (uint32_t i = top; i != INSTAR_CONVERT_NO_BACKING; i = plan.images[i].backing) {
-            if (used == h.image_count) {
-                st = Status::Invalid;
-                break;
-            }
-            chains[used++] = readers[i];
-            ++sources[s].depth;
-        }
+        uint32_t depth = 0;
+        // Chains share no entries, so together they fit the table's size.
+        st = chain_of(plan.images, h.image_count, top, readers, chains + used, h.image_count - used, &depth);
+        sources[s] = convert::Source{chains + used, depth, plan.images[top].cluster_size};
+        used += depth;
     }
 
     // Writers keep the target (set_length, add_file) for their whole life.
     HypercallTarget target(h.target_device);
     ImageWriter* writer = nullptr;
-    if (st == Status::Ok) {
+    const bool existing = (h.flags & INSTAR_CONVERT_EXISTING_TARGET) != 0;
+    if (st == Status::Ok && existing) {
+        // -n: the format opens the image already on the target device and writes into it.
+        const ModuleOps* tm = module(h.target_module);
+        if (tm->open_writer == nullptr || h.create_len != 0) {
+            report_failure(INSTAR_CONVERT_PHASE_OPEN, INSTAR_CONVERT_NO_BACKING);
+            static constexpr char TEXT[] = "instar cannot write into an existing image of this format yet";
+            reasons.reason(TEXT, sizeof TEXT - 1);
+            st = Status::Unsupported;
+        } else {
+            auto* dev = arena_new<ExistingTarget>(arena(), *device(h.target_device), h.target_backing_size);
+            const OpenRequest req{dev, nullptr, 0, &arena(), &codecs(), &reasons, nullptr, h.qemu_version};
+            st = dev == nullptr ? Status::NoMemory : tm->open_writer(req, &writer);
+            if (st != Status::Ok) report_failure(INSTAR_CONVERT_PHASE_OPEN, INSTAR_CONVERT_NO_BACKING);
+        }
+    }
+    if (st == Status::Ok && !existing) {
         auto* u = static_cast<UnpackedCreate*>(arena().allocate(sizeof(UnpackedCreate), alignof(UnpackedCreate)));
         if (u == nullptr) st = Status::NoMemory;
         else {
@@ -183,12 +224,17 @@ Status convert_op(const uint8_t* arg, uint32_t arg_len) {
             p.target_backing_chain = sources[h.source_count].chain;
             p.target_backing_depth = sources[h.source_count].depth;
         }
+        SalvageRecords salvage;
+        p.salvage = (h.flags & INSTAR_CONVERT_SALVAGE) != 0;
+        p.salvage_warning = SalvageRecords::add;
+        p.salvage_ctx = &salvage;
         // The engine finishes the target itself (writer->finish()) once the data is in.
         st = convert::run_convert(sources, h.source_count, *writer, p, arena(), &reasons);
+        salvage.flush();
         if (st != Status::Ok) report_failure(INSTAR_CONVERT_PHASE_COPY, INSTAR_CONVERT_NO_BACKING);
     }
     if (writer != nullptr) writer->close();
-    for (uint32_t i = 0; i < opened && i < h.image_count; ++i) readers[i]->close();
+    close_images(readers, opened);
     return st;
 }
 

@@ -58,4 +58,7 @@ Status convert_op(const uint8_t* arg, uint32_t arg_len);
 // op_check.cpp
 Status check_op(const uint8_t* arg, uint32_t arg_len);
 
+// op_compare.cpp
+Status compare_op(const uint8_t* arg, uint32_t arg_len);
+
 } // namespace instar::guest

@@ -16,10 +16,12 @@ and counted, so the test says plainly how much of the matrix ran.
 Usage: test_convert_oracle.py INSTAR QEMU72 QEMU10 QEMU_IO
 """
 import json
+import re
 import os
 import shutil
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "formats"))
 from oracle_retry import run_fixture  # noqa: E402
@@ -87,11 +89,56 @@ for sub in ["dynamic", "fixed"]:
             q("create", "-q", "-f", "vhdx", "-o", "subformat=%s,block_size=1M" % sub, "x-%s.vhdx" % sub, "10M"),
             io("vhdx", "x-%s.vhdx" % sub, *PATTERN))
 
-CASES = []  # (label, args, source formats, target format, expect_error)
+# -n targets (copied, never linked, into each case's directory: both tools write into them) and
+# --salvage's damaged source: one L2 entry with an unaligned cluster offset (qemu's non-fatal
+# corruption on a read-only image; cluster 1 reads as zeros, the rest is saved).
+fixture("tgt-rand.raw", "raw", ["python3", "-c", "import os\nopen('tgt-rand.raw','wb').write(os.urandom(16<<20))"])
+fixture("tgt-small.raw", "raw", ["python3", "-c", "import os\nopen('tgt-small.raw','wb').write(os.urandom(1<<20))"])
+fixture("tgt-odd.raw", "raw", ["python3", "-c", "import os\nopen('tgt-odd.raw','wb').write(os.urandom(1000000))"])
+fixture("r4.raw", "raw", ["python3", "-c", "import os\nopen('r4.raw','wb').write(os.urandom(4<<20))"])
+CORRUPT_L2 = ("import struct\nf=open('corrupt.qcow2','r+b')\nh=f.read(104)\nl1=struct.unpack('>Q',h[40:48])[0]\n"
+              "f.seek(l1)\nl2=struct.unpack('>Q',f.read(8))[0]&0x00fffffffffffe00\nf.seek(l2+8)\n"
+              "e=struct.unpack('>Q',f.read(8))[0]\nf.seek(l2+8)\nf.write(struct.pack('>Q',e|0x200))")
+fixture("corrupt.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "corrupt.qcow2", "1M"),
+        io("qcow2", "corrupt.qcow2", "write -P 0x22 0 256k", "write -P 0x23 512k 64k"),
+        ["python3", "-c", CORRUPT_L2])
+
+TGT_IO = io("qcow2", "TGT", "write -P 0x5a 0 3M", "write -P 0x6b 10M 1M", "write -z 12M 64k")
+for tname, opts in (("tgt.qcow2", []), ("tgt-v2.qcow2", ["-o", "compat=0.10"]),
+                    ("tgt-512.qcow2", ["-o", "cluster_size=512"]), ("tgt-rc1.qcow2", ["-o", "refcount_bits=1"])):
+    fixture(tname, "qcow2", q("create", "-q", "-f", "qcow2", *opts, tname, "16M"),
+            [tname if a == "TGT" else a for a in TGT_IO] if "v2" not in tname else
+            io("qcow2", tname, "write -P 0x5a 0 3M", "write -P 0x6b 10M 1M"))
+fixture("tgt-1m.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "tgt-1m.qcow2", "1M"))
+fixture("tgt-empty.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "tgt-empty.qcow2", "16M"))
+fixture("tgt-text16.raw", "raw", ["python3", "-c", "import random\nrandom.seed(7)\nw=[b'alpha ',b'beta ',b'gamma\\n']\n"
+                                  "d=b''.join(random.choice(w) for _ in range(3000000))[:8<<20]\n"
+                                  "open('tgt-text16.raw','wb').write(d+bytes((16<<20)-len(d)))"])
+for sub in ("dynamic", "fixed"):
+    fixture("tgt-%s.vhd" % sub, "vpc", q("create", "-q", "-f", "vpc", "-o", "subformat=" + sub, "tgt-%s.vhd" % sub, "16M"),
+            io("vpc", "tgt-%s.vhd" % sub, "write -P 0x5a 0 3M", "write -P 0x6b 10M 1M"))
+fixture("tgt-comp.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "tgt-comp.qcow2", "16M"),
+        io("qcow2", "tgt-comp.qcow2", "write -c -P 0x5a 0 1M"))
+fixture("tgt-snap.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "tgt-snap.qcow2", "16M"),
+        q("snapshot", "-c", "s1", "tgt-snap.qcow2"))
+
+# --bitmaps: an image with two persistent bitmaps, and one whose only bitmap is in use (inconsistent).
+SET_IN_USE = ("import struct\nf=open('bm-broken.qcow2','r+b')\nb=f.read(65536)\noff=struct.unpack('>I',b[100:104])[0]\n"
+              "while True:\n t,l=struct.unpack('>II',b[off:off+8])\n if t==0x23852875:\n"
+              "  nb,_,ds,do=struct.unpack('>IIQQ',b[off+8:off+32])\n  break\n off+=8+((l+7)&~7)\n"
+              "f.seek(do)\nd=f.read(16)\nf.seek(do+12)\nf.write(struct.pack('>I',struct.unpack('>I',d[12:16])[0]|1))")
+fixture("bm.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "bm.qcow2", "4M"), io("qcow2", "bm.qcow2", "write -P 1 0 1M"),
+        q("bitmap", "--add", "bm.qcow2", "b1"), q("bitmap", "--add", "-g", "128k", "--disable", "bm.qcow2", "b2"))
+fixture("bm-broken.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "bm-broken.qcow2", "4M"),
+        io("qcow2", "bm-broken.qcow2", "write -P 1 0 1M"), q("bitmap", "--add", "bm-broken.qcow2", "b1"),
+        ["python3", "-c", SET_IN_USE])
+
+CASES = []  # (label, args, source formats, target format, expect_error, copies)
 
 
-def case(label, args, sources, target, expect_error=False):
-    CASES.append((label, args, sources, target, expect_error))
+def case(label, args, sources, target, expect_error=False, copies=None):
+    """copies: {name in the case directory: fixture copied there first} (-n targets)."""
+    CASES.append((label, args, sources, target, expect_error, copies or {}))
 
 
 # What instar refuses on purpose where qemu-img goes ahead (docs/convert.md): exit 1 naming it.
@@ -102,6 +149,8 @@ REFUSED = []
 # raw and fixed VHD sources are named with -f: instar never guesses raw, and qemu-img's probe calls a
 # fixed VHD raw (docs/quirks.md: info-unrecognised, vpc-fixed-probe).
 for name, fmt, _ in FIXTURES:
+    if name.startswith(("tgt", "corrupt", "r4", "bm")):
+        continue  # -n targets, --salvage's damaged source and -r's timing source have cases of their own
     named = ["-f", fmt] if fmt == "raw" or name == "p-fixed.vhd" else []
     case("%s -> raw" % name, ["convert"] + named + ["-O", "raw", name, "out.raw"], [fmt], "raw")
 for tgt in ["qcow2", "vmdk", "vpc", "vhdx"]:
@@ -146,6 +195,93 @@ for args in (["convert"], ["convert", "q.qcow2"], ["convert", "missing.qcow2", "
              ["convert", "-O", "qcow2", "-o", "backing_file=base.qcow2", "q.qcow2", "out.qcow2"],
              ["convert", "-s", "snap", "q.qcow2", "out.raw"], ["convert", "--bogus", "q.qcow2", "out.raw"]):
     case("error: " + " ".join(args[1:]), args, ["qcow2"], "raw", expect_error=True)
+
+# -n: into an existing target, written in place (its tail past the sources stays as it was).
+RAND = {"out.raw": "tgt-rand.raw"}
+case("-n raw -> raw", ["convert", "-n", "-f", "raw", "src.raw", "out.raw"], ["raw"], "raw", copies=RAND)
+case("-n qcow2 -> raw", ["convert", "-n", "q.qcow2", "out.raw"], ["qcow2"], "raw", copies=RAND)
+case("-n -S 0", ["convert", "-n", "-S", "0", "-O", "raw", "q.qcow2", "out.raw"], ["qcow2"], "raw", copies=RAND)
+case("-n --target-is-zero", ["convert", "-n", "--target-is-zero", "q.qcow2", "out.raw"], ["qcow2"], "raw",
+     copies=RAND)
+case("-n -p", ["convert", "-n", "-p", "-f", "raw", "odd.raw", "out.raw"], ["raw"], "raw", copies=RAND)
+# odd.raw (1000001 bytes) into a 1000000-byte file: the same sector count; the last sector's write
+# extends the file to 1000448 bytes, as qemu-img's does.
+case("-n odd-sized target", ["convert", "-n", "-f", "raw", "odd.raw", "out.raw"], ["raw"], "raw",
+     copies={"out.raw": "tgt-odd.raw"})
+case("-n chain", ["convert", "-n", "ov.qcow2", "out.raw"], ["qcow2"], "raw", copies=RAND)
+case("-n concatenate", ["convert", "-n", "-f", "raw", "odd.raw", "odd.raw", "out.raw"], ["raw"], "raw", copies=RAND)
+for label, args, copies in (
+        ("-n smaller target", ["convert", "-n", "q.qcow2", "out.raw"], {"out.raw": "tgt-small.raw"}),
+        ("-n missing target", ["convert", "-n", "q.qcow2", "out.raw"], {}),
+        ("-n wrong format", ["convert", "-n", "-O", "qcow2", "q.qcow2", "out.raw"], RAND),
+        ("-n unknown format", ["convert", "-n", "-O", "bogus", "q.qcow2", "out.raw"], RAND),
+        ("-n -c raw", ["convert", "-n", "-c", "q.qcow2", "out.raw"], RAND),
+        ("-n into a source", ["convert", "-n", "-f", "raw", "odd.raw", "odd.raw"], {}),
+        ("-n -t bogus", ["convert", "-n", "-t", "bogus", "q.qcow2", "out.raw"], RAND),
+        ("-n --target-is-zero -B", ["convert", "-n", "--target-is-zero", "-B", "base.qcow2", "q.qcow2", "out.raw"],
+         RAND),
+        ("-n -B concatenate", ["convert", "-n", "-B", "base.qcow2", "q.qcow2", "q.qcow2", "out.raw"], RAND)):
+    case("error: " + label, args, ["qcow2"], "raw", expect_error=True, copies=copies)
+# -n into existing qcow2 images: same content as qemu-img's and clean (not byte-identical: instar
+# appends new clusters where qemu reuses free ones, and keeps zeroed clusters allocated).
+for tname in ("tgt.qcow2", "tgt-v2.qcow2", "tgt-512.qcow2", "tgt-rc1.qcow2"):
+    case("-n raw -> %s" % tname, ["convert", "-n", "-f", "raw", "-O", "qcow2", "src.raw", "out.qcow2"], ["raw"],
+         "qcow2", copies={"out.qcow2": tname})
+# 12 MiB of random data into 512-byte clusters: the refcount table (one cluster, 8 MiB of file) grows.
+case("-n grows the refcount table", ["convert", "-n", "-f", "raw", "-O", "qcow2", "r4.raw", "r4.raw", "r4.raw",
+                                     "out.qcow2"], ["raw"], "qcow2", copies={"out.qcow2": "tgt-512.qcow2"})
+# -c into an existing qcow2: compressed clusters where nothing is allocated (16 MiB source = target).
+case("-n -c -> qcow2", ["convert", "-n", "-c", "-f", "raw", "-O", "qcow2", "tgt-text16.raw", "out.qcow2"], ["raw"],
+     "qcow2", copies={"out.qcow2": "tgt-empty.qcow2"})
+case("error: -n -c over allocated clusters", ["convert", "-n", "-c", "-f", "raw", "-O", "qcow2", "tgt-text16.raw",
+                                              "out.qcow2"], ["raw"], "qcow2", expect_error=True,
+     copies={"out.qcow2": "tgt.qcow2"})
+case("-n qcow2 -> qcow2", ["convert", "-n", "-O", "qcow2", "q512.qcow2", "out.qcow2"], ["qcow2"], "qcow2",
+     copies={"out.qcow2": "tgt.qcow2"})
+case("-n -S 0 -> qcow2", ["convert", "-n", "-S", "0", "-O", "qcow2", "q.qcow2", "out.qcow2"], ["qcow2"], "qcow2",
+     copies={"out.qcow2": "tgt.qcow2"})
+case("-n --target-is-zero -> qcow2", ["convert", "-n", "--target-is-zero", "-O", "qcow2", "q.qcow2", "out.qcow2"],
+     ["qcow2"], "qcow2", copies={"out.qcow2": "tgt.qcow2"})
+# -n into existing VHDs: byte-identical to qemu-img's (the ids are the target's own).
+for sub in ("dynamic", "fixed"):
+    case("-n raw -> vpc %s" % sub, ["convert", "-n", "-f", "raw", "-O", "vpc", "src.raw", "out.vhd"], ["raw"], "vpc",
+         copies={"out.vhd": "tgt-%s.vhd" % sub})
+    case("-n qcow2 -> vpc %s" % sub, ["convert", "-n", "-O", "vpc", "q.qcow2", "out.vhd"], ["qcow2"], "vpc",
+         copies={"out.vhd": "tgt-%s.vhd" % sub})
+case("error: -n smaller qcow2", ["convert", "-n", "-O", "qcow2", "q.qcow2", "out.qcow2"], ["qcow2"], "qcow2",
+     expect_error=True, copies={"out.qcow2": "tgt-1m.qcow2"})
+REFUSED.append(("-n over compressed clusters", ["convert", "-n", "-f", "raw", "-O", "qcow2", "odd.raw", "n.qcow2"],
+                "compressed clusters", {"n.qcow2": "tgt-comp.qcow2"}))
+REFUSED.append(("-n into a qcow2 with snapshots", ["convert", "-n", "-f", "raw", "-O", "qcow2", "odd.raw", "n.qcow2"],
+                "internal snapshots", {"n.qcow2": "tgt-snap.qcow2"}))
+REFUSED.append(("-n -O vmdk", ["convert", "-n", "-f", "raw", "-O", "vmdk", "odd.raw", "n.vmdk"],
+                "existing vmdk image", {"n.vmdk": "v-monolithicSparse.vmdk"}))
+# --bitmaps: qemu's checks; a source without bitmaps (or only broken ones, skipped) converts as
+# without the flag. Copying real bitmaps is refused (not implemented yet).
+case("--bitmaps, none to copy", ["convert", "--bitmaps", "-O", "qcow2", "q.qcow2", "out.qcow2"], ["qcow2"], "qcow2")
+case("--bitmaps --skip-broken-bitmaps", ["convert", "--bitmaps", "--skip-broken-bitmaps", "-O", "qcow2",
+                                         "bm-broken.qcow2", "out.qcow2"], ["qcow2"], "qcow2")
+for label, args in (("raw source", ["convert", "--bitmaps", "-f", "raw", "-O", "qcow2", "src.raw", "out.qcow2"]),
+                    ("two sources", ["convert", "--bitmaps", "-O", "qcow2", "q.qcow2", "q.qcow2", "out.qcow2"]),
+                    ("v2 source", ["convert", "--bitmaps", "-O", "qcow2", "qv2.qcow2", "out.qcow2"]),
+                    ("inconsistent", ["convert", "--bitmaps", "-O", "qcow2", "bm-broken.qcow2", "out.qcow2"]),
+                    ("-n raw target", ["convert", "-n", "--bitmaps", "q.qcow2", "out.raw"])):
+    case("error: --bitmaps " + label, args, ["qcow2"], "qcow2", expect_error=True,
+         copies={"out.raw": "tgt-rand.raw"} if "-n" in args else None)
+REFUSED.append(("--bitmaps with bitmaps", ["convert", "--bitmaps", "-O", "qcow2", "bm.qcow2", "out.qcow2"],
+                "not supported by instar yet"))
+# -r: parsed as qemu's cvtnum per profile; the copy is throttled (timed loosely in main()).
+case("-r 100M", ["convert", "-r", "100M", "-f", "raw", "src.raw", "out.raw"], ["raw"], "raw")
+for rate in ("-1", "1x", "20E", "9223372036854775808", "", "-1k"):
+    case("error: -r %r" % rate, ["convert", "-r", rate, "q.qcow2", "out.raw"], ["qcow2"], "raw", expect_error=True)
+# --salvage: the damaged cluster's sectors read as zeros with qemu's warnings (twice for block
+# status: qemu asks in its counting pass and again while copying), the rest is copied.
+case("--salvage", ["convert", "--salvage", "-O", "raw", "corrupt.qcow2", "out.raw"], ["qcow2"], "raw")
+case("--salvage -q", ["convert", "--salvage", "-q", "-O", "raw", "corrupt.qcow2", "out.raw"], ["qcow2"], "raw")
+case("--salvage -> qcow2", ["convert", "--salvage", "-O", "qcow2", "corrupt.qcow2", "out.qcow2"], ["qcow2"], "qcow2")
+case("--salvage healthy", ["convert", "--salvage", "-O", "raw", "q.qcow2", "out.raw"], ["qcow2"], "raw")
+case("error: --salvage -C", ["convert", "--salvage", "-C", "q.qcow2", "out.raw"], ["qcow2"], "raw",
+     expect_error=True)
 
 
 def run(cmd, cwd, env=None, timeout=600):
@@ -237,6 +373,8 @@ def main():
     if not os.path.exists("/dev/kvm"):
         print("SKIPPED LOUDLY: /dev/kvm is absent; instar convert needs the KVM sandbox")
         return 77
+    # CONVERT_ONLY=REGEX runs only the cases whose label matches (while working on a few).
+    only = os.environ.get("CONVERT_ONLY")
     caps = capabilities(instar)
     readable = {f for f, c in caps.items() if "convert" in c}
     writable = {f for f, c in caps.items() if "convert-target" in c}
@@ -259,8 +397,10 @@ def main():
         os.symlink(os.path.abspath(instar), ours)
         for profile, qimg in (("7.2", q72), ("10.0", q10)):
             ienv = dict(env, INSTAR_QEMU_VERSION=profile)
-            for label, args, srcs, tgt, expect_error in CASES:
+            for label, args, srcs, tgt, expect_error, copies in CASES:
                 name = "[%s] %s" % (profile, label)
+                if only and not re.search(only, label):
+                    continue
                 if not expect_error and (any(s not in readable for s in srcs) or tgt not in writable):
                     skipped += 1
                     continue
@@ -271,6 +411,8 @@ def main():
                     os.mkdir(d)
                     for n in os.listdir(fx):
                         os.link(os.path.join(fx, n), os.path.join(d, n))
+                    for n, src in copies.items():
+                        shutil.copyfile(os.path.join(fx, src), os.path.join(d, n))
                     dirs.append(d)
                 dq, di = dirs
                 before = sorted(os.listdir(di))
@@ -289,7 +431,10 @@ def main():
                 elif rq[0] == 0:
                     pq, pi = os.path.join(dq, out), os.path.join(di, out)
                     # -W: qemu-img's out-of-order writes give another valid layout (convert-in-order).
-                    if tgt in EXACT_TARGETS and "-W" not in args:
+                    # -n qcow2: instar's allocation differs (convert-existing-qcow2, docs/quirks.md).
+                    exact = (tgt in EXACT_TARGETS and not ("-n" in args and tgt == "qcow2")) or \
+                        ("-n" in args and tgt == "vpc")
+                    if exact and "-W" not in args:
                         if open(pq, "rb").read() != open(pi, "rb").read():
                             problems.append("target bytes differ from qemu-img's")
                         if tgt == "raw" and data_segments(pq) != data_segments(pi):
@@ -314,13 +459,36 @@ def main():
                         print("   ", p)
                 else:
                     passed += 1
-        for label, args, why in REFUSED:
+        for entry in REFUSED:
+            label, args, why = entry[:3]
+            copies = entry[3] if len(entry) > 3 else {}
+            for n, src in copies.items():
+                shutil.copyfile(os.path.join(fx, src), os.path.join(fx, n))
             rc, out, err = run([ours] + args, fx, env)
-            if rc == 1 and why in err and not os.path.exists(os.path.join(fx, args[-1])):
+            for n in copies:
+                os.unlink(os.path.join(fx, n))
+            if rc == 1 and why in err and (copies or not os.path.exists(os.path.join(fx, args[-1]))):
                 passed += 1
             else:
                 failures.append("refused " + label)
                 print("FAIL refused %s: rc %d %r" % (label, rc, err))
+        # -r: 4 MiB at 2 MiB/s takes about a second (qemu-img 0.9 s: its first request goes
+        # through at once), at 1 GiB/s next to nothing. Loose bounds: the machine is shared.
+        timing = os.path.join(work, "rate")
+        os.mkdir(timing)
+        os.link(os.path.join(fx, "r4.raw"), os.path.join(timing, "r4.raw"))
+        for rate, low, high in (("2M", 0.9, 20.0), ("1G", 0.0, 5.0)):
+            t0 = time.monotonic()
+            rc, out, err = run([ours, "convert", "-r", rate, "-f", "raw", "r4.raw", "out.raw"], timing, env)
+            took = time.monotonic() - t0
+            same = rc == 0 and open(os.path.join(timing, "out.raw"), "rb").read() == \
+                open(os.path.join(timing, "r4.raw"), "rb").read()
+            if same and low <= took <= high:
+                passed += 1
+            else:
+                failures.append("-r %s timing" % rate)
+                print("FAIL -r %s: rc %d, %.2f s (expected %.1f..%.1f s), same %s, err %r" %
+                      (rate, rc, took, low, high, same, err))
         # Hostile sources: names inside images never reach host files, damaged images give a clear
         # error naming the file, and nothing is left behind.
         passed_h, failed_h = hostile_cases(ours, q72, work, env)

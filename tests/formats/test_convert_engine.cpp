@@ -272,3 +272,101 @@ TEST_CASE("memory stays at the copy buffer; an exhausted arena and a broken read
     CHECK(convert_one(&r, w3, Params{}) == Status::Corrupt);
     CHECK(r.status_calls < 10);
 }
+
+namespace {
+
+// A reader whose bytes [bad_from, bad_to) fail to read, and whose block status fails for any query
+// touching them (as qcow2's reader does for one corrupt L2 entry).
+class DamagedReader final : public ImageReader {
+public:
+    DamagedReader(std::vector<std::uint8_t> bytes, std::uint64_t from, std::uint64_t to)
+        : bytes_(std::move(bytes)), from_(from), to_(to) {}
+    std::uint64_t virtual_size() const override { return bytes_.size(); }
+    Status status(std::uint64_t offset, std::uint64_t length, Extent* out) override {
+        if (offset < to_ && offset + length > from_)
+            return Status::Corrupt;
+        *out = Extent{};
+        out->allocation = Allocation::Data;
+        out->length = length;
+        return Status::Ok;
+    }
+    Status read(std::uint64_t offset, void* buf, std::size_t len) override {
+        if (offset < to_ && offset + len > from_)
+            return Status::Corrupt;
+        std::memcpy(buf, bytes_.data() + offset, len);
+        return Status::Ok;
+    }
+    void close() override {}
+
+private:
+    std::vector<std::uint8_t> bytes_;
+    std::uint64_t from_, to_;
+};
+
+struct Warning {
+    std::uint32_t kind;
+    std::uint64_t offset;
+    bool operator==(const Warning& o) const { return kind == o.kind && offset == o.offset; }
+};
+
+void note_warning(void* ctx, std::uint32_t kind, std::uint64_t offset, Status) {
+    static_cast<std::vector<Warning>*>(ctx)->push_back({kind, offset});
+}
+
+} // namespace
+
+TEST_CASE("--salvage: failed sectors read as zeros, each warned about where qemu-img warns") {
+    const std::vector<std::uint8_t> bytes = pattern(256 * KiB);
+    DamagedReader r(bytes, 64 * KiB, 64 * KiB + 1024); // two bad sectors
+    RecordingWriter w(256 * KiB, 65536, true);
+    CHECK(convert_one(&r, w, Params{}) == Status::Corrupt); // without --salvage: the first error stops it
+
+    RecordingWriter ws(256 * KiB, 65536, true);
+    std::vector<Warning> warnings;
+    Params p;
+    p.salvage = true;
+    p.salvage_warning = note_warning;
+    p.salvage_ctx = &warnings;
+    REQUIRE(convert_one(&r, ws, p) == Status::Ok);
+    std::vector<std::uint8_t> expect = bytes;
+    std::memset(expect.data() + 64 * KiB, 0, 1024);
+    CHECK(ws.disk == expect);
+    // Block status twice per bad sector (the counting pass, then the copy), each copy-pass status
+    // failure followed by its read failure, as qemu-img prints them.
+    const std::uint64_t a = 64 * KiB, b = 64 * KiB + 512;
+    CHECK((warnings == std::vector<Warning>{{2, a}, {2, b}, {2, a}, {1, a}, {2, b}, {1, b}}));
+}
+
+TEST_CASE("--salvage: a read that fails in a good-status run is retried sector by sector") {
+    // Status succeeds everywhere (the damage is only in the data), so the 2 MiB read fails and is
+    // retried per sector from the start of the request.
+    class ReadOnlyDamage final : public ImageReader {
+    public:
+        std::uint64_t virtual_size() const override { return 8 * KiB; }
+        Status status(std::uint64_t, std::uint64_t length, Extent* out) override {
+            *out = Extent{};
+            out->allocation = Allocation::Data;
+            out->length = length;
+            return Status::Ok;
+        }
+        Status read(std::uint64_t offset, void* buf, std::size_t len) override {
+            if (offset <= 4096 && offset + len > 4096)
+                return Status::IoError;
+            std::memset(buf, 0x5a, len);
+            return Status::Ok;
+        }
+        void close() override {}
+    } r;
+    RecordingWriter w(8 * KiB, 65536, true);
+    std::vector<Warning> warnings;
+    Params p;
+    p.salvage = true;
+    p.salvage_warning = note_warning;
+    p.salvage_ctx = &warnings;
+    REQUIRE(convert_one(&r, w, p) == Status::Ok);
+    CHECK((warnings == std::vector<Warning>{{1, 4096}}));
+    CHECK(w.disk[4095] == 0x5a);
+    CHECK(w.disk[4096] == 0);
+    CHECK(w.disk[4607] == 0);
+    CHECK(w.disk[4608] == 0x5a);
+}

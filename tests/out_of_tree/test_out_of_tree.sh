@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs instar to a staging prefix, builds tests/out_of_tree/plugin against that install's
-# instar-plugin.pc (as a third party would), and checks that instar finds it via INSTAR_PLUGIN_PATH.
+# instar-plugin.pc and instar-guest-module.pc (as a third party would), and checks that instar finds
+# it via INSTAR_PLUGIN_PATH and uses both halves (info, convert).
 # Also checks per-plugin install tags and that -D<fmt>=disabled removes a plugin.
 # Usage: test_out_of_tree.sh BUILD_ROOT SOURCE_ROOT INSTAR
 set -euo pipefail
@@ -33,6 +34,19 @@ check "its source file is reported" grep -q "\"file\": \"$so\"" <<<"$out"
 check "its options are listed" grep -q '"key": "flavour"' <<<"$out"
 check "the five in-tree plugins are still there" \
   test "$(grep -cE '"name": "(qcow2|vmdk|vpc|vhdx|raw)"' <<<"$out")" -eq 5
+# The guest half, built against the installed guest SDK alone, and used: probe, info, convert.
+check "instar-guest-module.pc installed" test -n "$(find "$tmp/stage" -name instar-guest-module.pc)"
+check "guest SDK headers installed" test -n "$(find "$tmp/stage" -path '*/include/instar_guest/format_module.h')"
+check "third-party guest half built" test -f "$tmp/ext/example.gmod"
+{ printf 'EXAMPLE!'; printf '\x00\x00\x10\x00\x00\x00\x00\x00'; head -c 496 /dev/zero
+  head -c 300000 /dev/urandom; } >"$tmp/disk.example"
+info=$(INSTAR_PLUGIN_PATH="$tmp/ext" "$instar" info "$tmp/disk.example" 2>&1 || true)
+check "info probes the third-party format" grep -q '^file format: example$' <<<"$info"
+check "info reads its virtual size" grep -q '^virtual size: 1 MiB (1048576 bytes)$' <<<"$info"
+INSTAR_PLUGIN_PATH="$tmp/ext" "$instar" convert -O raw "$tmp/disk.example" "$tmp/disk.raw" >/dev/null 2>&1 || true
+{ tail -c +513 "$tmp/disk.example"; head -c $((1048576 - 300000)) /dev/zero; } >"$tmp/expected.raw"
+check "convert reads its data through the third-party reader" cmp -s "$tmp/disk.raw" "$tmp/expected.raw"
+
 help=$(INSTAR_PLUGIN_PATH="$tmp/ext" "$instar" create -f example -o help)
 check "create -o help uses the third-party table" grep -q '^  flavour=<str>          - Which flavour of example image$' <<<"$help"
 

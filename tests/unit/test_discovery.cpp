@@ -269,3 +269,10 @@ TEST_CASE("manifest: a name taken by an earlier plugin is refused at discovery, 
                             first.string());
     CHECK(reg.entries().size() == 1);
 }
+
+TEST_CASE("a missing in-tree plugin is named by its distribution package") {
+    CHECK(instar::missing_plugin_hint("vmdk") ==
+          " (its plugin is not installed: install the package instar-plugin-vmdk)");
+    CHECK(instar::missing_plugin_hint("vpc") == " (its plugin is not installed: install the package instar-plugin-vhd)");
+    CHECK(instar::missing_plugin_hint("vdi").empty());
+}

@@ -29,4 +29,7 @@ enum class Attack : uint8_t {
     SetLengthNotOutput,  // INSTAR_HC_SET_LENGTH on a read-only input
     AddFileNotAllowed,   // INSTAR_HC_ADD_FILE where the operation allows no added files
     AddFileWithSlash,    // INSTAR_HC_ADD_FILE("../x"): not a plain file name
+    RawSyscall,          // rest of the argument: a NUL-terminated path the guest tries to open(O_CREAT)
+    ShortMessage,        // process sandbox only: a 7-byte message on the channel
+    RunArenaCode,        // writes `ret` into an arena buffer and calls it
 };

@@ -143,6 +143,29 @@ Status run(const void* arg, size_t arg_len) {
     case Attack::AddFileWithSlash:
         raw_call(INSTAR_HC_ADD_FILE, 0, 0, addr("../x"), 4);
         return Status::Ok;
+    case Attack::RawSyscall: {
+        // open(path, O_WRONLY | O_CREAT, 0600) straight to the kernel, past the runtime: a KVM guest
+        // has no kernel (syscall jumps to address 0 and faults); the process sandbox's seccomp
+        // strict mode kills the process.
+        if (arg_len < 2 || a[arg_len - 1] != 0) return Status::Invalid;
+        long ret;
+        asm volatile("syscall" : "=a"(ret) : "a"(2L), "D"(a + 1), "S"(0101L), "d"(0600L) : "rcx", "r11", "memory");
+        return ret >= 0 ? Status::Ok : Status::IoError;
+    }
+    case Attack::ShortMessage:
+#ifdef INSTAR_GUEST_PROCESS
+        process_syscall3(1, INSTAR_PROC_CHANNEL_FD, reinterpret_cast<long>(page), 7); // write
+        process_syscall3(0, INSTAR_PROC_CHANNEL_FD, reinterpret_cast<long>(page), 88); // read: never answered
+#endif
+        return Status::Invalid;
+    case Attack::RunArenaCode: {
+        auto* code = static_cast<uint8_t*>(svc->allocator->allocate(16, 16));
+        if (code == nullptr) return Status::NoMemory;
+        code[0] = 0xC3; // ret
+        asm volatile("" ::: "memory");
+        reinterpret_cast<void (*)()>(code)();
+        return Status::Ok;
+    }
     case Attack::SseMath: {
         volatile double x = 1.5;
         double y = x * x * 4.0; // SSE2 registers: works only with CR4.OSFXSR set
@@ -153,7 +176,7 @@ Status run(const void* arg, size_t arg_len) {
     return Status::Invalid;
 }
 
-constinit const ModuleOps ops = {MODULE_ABI_VERSION, sizeof(ModuleOps), "hostile", nullptr, run, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
+constinit const ModuleOps ops = {MODULE_ABI_VERSION, sizeof(ModuleOps), "hostile", nullptr, run, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
 
 } // namespace
 

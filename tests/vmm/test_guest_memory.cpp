@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 
 #include <cerrno>
+#include <cstring>
 
 #include "vmm/guest_memory.h"
 #include "vmm_test_support.h"
@@ -75,6 +76,20 @@ TEST_CASE("huge pages are advised only when asked for") {
     const std::string flags = vm_flags_of(small.value().host_base());
     CHECK(flags.find(" rd") != std::string::npos); // found the mapping
     CHECK(flags.find(" hg") == std::string::npos);
+}
+
+TEST_CASE("shared memory (the process sandbox's) is the memfd's bytes, sized to RAM") {
+    auto mem = GuestMemory::create_shared(16ull << 20);
+    REQUIRE(mem.ok());
+    GuestMemory& m = mem.value();
+    REQUIRE(m.memfd() >= 0);
+    CHECK(::lseek(m.memfd(), 0, SEEK_END) == static_cast<off_t>(16ull << 20));
+    std::memcpy(m.range(0x200000, 5), "hello", 5);
+    char back[5] = {};
+    CHECK(::pread(m.memfd(), back, 5, 0x200000) == 5);
+    CHECK(std::memcmp(back, "hello", 5) == 0);
+    CHECK(GuestMemory::create(16ull << 20).value().memfd() == -1);
+    CHECK_FALSE(GuestMemory::create_shared(0).ok());
 }
 
 TEST_CASE("sizes outside the rules are refused") {

@@ -158,7 +158,64 @@ TEST_CASE("CPU faults are reported with vector and address") {
     expect_failure(Attack::NullPointer, ErrorKind::GuestFault, "#PF page fault at rip 0x");
     expect_failure(Attack::NullPointer, ErrorKind::GuestFault, "(address 0x8,");
     expect_failure(Attack::PointerPastRam, ErrorKind::GuestFault, "(address 0x1000000000,");
-    expect_failure(Attack::StackOverflow, ErrorKind::GuestFault, "(address 0xf");  // the guard page
+    // The guard page: 0xF000 in the VM, INSTAR_PROC_STACK_GUARD in the process sandbox.
+    expect_failure(Attack::StackOverflow, ErrorKind::GuestFault, vmm_test::process_mode() ? "(address 0x13" : "(address 0xf");
+}
+
+TEST_CASE("a system call from guest code ends the guest and opens nothing") {
+    if (!vmm_test::need_kvm()) return;
+    const std::string path = "/tmp/instar-hostile-syscall-" + std::to_string(::getpid());
+    ::unlink(path.c_str());
+    std::vector<std::uint8_t> name(path.begin(), path.end());
+    name.push_back(0);
+    const auto data = pattern(4096);
+    TempFile f(data);
+    const Device dev{f.fd(), data.size(), false};
+    auto r = attack(Attack::RawSyscall, {&dev, 1}, {}, name);
+    REQUIRE_FALSE(r.ok());
+    INFO("message: ", r.error().message);
+    CHECK(r.error().kind == ErrorKind::GuestFault);
+    // KVM: syscall jumps to the unset LSTAR (0), which faults; the process: seccomp kills it.
+    CHECK(r.error().message.find(vmm_test::process_mode() ? "forbids (seccomp strict)" : "guest CPU exception") !=
+          std::string::npos);
+    CHECK(::access(path.c_str(), F_OK) != 0);
+    ::unlink(path.c_str());
+}
+
+TEST_CASE("a malformed channel message ends a process-sandbox guest") {
+    if (!vmm_test::process_mode()) return; // the VM has no channel
+    expect_failure(Attack::ShortMessage, ErrorKind::GuestBadRequest, "a hypercall message of 7 bytes");
+}
+
+TEST_CASE("the process sandbox never runs arena bytes as code") {
+    if (!vmm_test::process_mode()) return; // the VM maps all RAM executable
+    expect_failure(Attack::RunArenaCode, ErrorKind::GuestFault, "#PF page fault at rip 0x");
+}
+
+TEST_CASE("the result says which sandbox ran, and the process sandbox what confines it") {
+    if (!vmm_test::need_kvm()) return;
+    auto r = run(SandboxConfig{}, {}, {}, INSTAR_OP_NOP, {});
+    REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message));
+    if (vmm_test::process_mode()) {
+        CHECK(r.value().sandbox == SandboxKind::Process);
+        MESSAGE("process sandbox confinement: ", r.value().confinement);
+        CHECK(r.value().confinement.find("seccomp-strict") != std::string::npos);
+        CHECK(r.value().confinement.find("no-new-privs") != std::string::npos);
+        CHECK(r.value().confinement.find("only-channel-fd") != std::string::npos);
+        CHECK(r.value().confinement.find("rlimits") != std::string::npos);
+    } else {
+        CHECK(r.value().sandbox == SandboxKind::Kvm);
+    }
+    // An explicit kind wins over $INSTAR_SANDBOX.
+    SandboxConfig process;
+    process.sandbox = SandboxKind::Process;
+    auto p = run(process, {}, {}, INSTAR_OP_NOP, {});
+    REQUIRE_MESSAGE(p.ok(), (p.ok() ? "" : p.error().message));
+    CHECK(p.value().sandbox == SandboxKind::Process);
+    CHECK(parse_sandbox_kind("kvm") == SandboxKind::Kvm);
+    CHECK(parse_sandbox_kind("process") == SandboxKind::Process);
+    CHECK(parse_sandbox_kind("auto") == SandboxKind::Auto);
+    CHECK_FALSE(parse_sandbox_kind("vm").has_value());
 }
 
 TEST_CASE("allocator exhaustion is a clean NoMemory exit") {

@@ -63,8 +63,14 @@ TEST_CASE("sandbox_selftest prints one JSON line") {
     ::setenv("INSTAR_PLUGIN_PATH", vmm_test::raw_module().substr(0, vmm_test::raw_module().rfind('/')).c_str(), 1);
     std::ostringstream out, err;
     CHECK(instar::ops::sandbox_selftest(f.path(), {}, out, err) == 0);
-    CHECK(out.str() == "{\"device-size\": 4096, \"bytes-read\": 4096, \"crc32\": " +
-                           std::to_string(host_crc(data, 4096)) + ", \"raw-partition-table\": true}\n");
+    const std::string start = "{\"device-size\": 4096, \"bytes-read\": 4096, \"crc32\": " +
+                              std::to_string(host_crc(data, 4096)) + ", \"raw-partition-table\": true, \"sandbox\": ";
+    CHECK(out.str().rfind(start, 0) == 0);
+    if (vmm_test::process_mode()) {
+        CHECK(out.str().find("\"sandbox\": \"process\", \"confinement\": \"seccomp-strict,") != std::string::npos);
+    } else {
+        CHECK(out.str() == start + "\"kvm\"}\n");
+    }
     CHECK(err.str().empty());
 }
 

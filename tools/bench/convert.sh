@@ -3,12 +3,18 @@
 # workload, page cache warm, both CPUs online; prints each median and instar's ratio to each qemu,
 # and the peak RSS of each (instar's includes the guest RAM it touched: it is a mapping in the
 # host process). Usage: convert.sh [BUILD_DIR] [RUNS]     (docs/convert.md has the figures)
+# INSTAR_SANDBOX=kvm|process: only that sandbox (default: both; docs/sandbox.md).
 set -euo pipefail
 build=$(cd "${1:-build}" && pwd)
 runs=${2:-10}
 instar="$build/tools/instar/instar"
 q72=/usr/bin/qemu-img
 q10=/opt/qemu-img-10/root/usr/bin/qemu-img
+# Sandboxes measured: INSTAR_SANDBOX=kvm|process measures only that one; otherwise both (only the
+# process sandbox without a usable /dev/kvm). Each instar command names its own (--sandbox=).
+if [ -n "${INSTAR_SANDBOX:-}" ] && [ "${INSTAR_SANDBOX}" != auto ]; then sandboxes=$INSTAR_SANDBOX
+elif [ -r /dev/kvm ] && [ -w /dev/kvm ]; then sandboxes="kvm process"; else sandboxes=process; fi
+unset INSTAR_SANDBOX
 dir=$(mktemp -d /tmp/instar-bench-convert-XXXXXX)
 trap 'rm -rf "$dir"' EXIT
 cd "$dir"
@@ -33,19 +39,24 @@ PY
 $q72 convert -O qcow2 mixed.raw mixed.qcow2
 cat mixed.raw text.raw mixed.qcow2 >/dev/null # warm the page cache
 
-median() { python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['results']; print(' '.join('%.4f' % x['median'] for x in r))" "$1"; }
-report() { # name json
-  read -r mi m7 m10 <<<"$(median "$2")"
-  python3 - "$1" "$mi" "$m7" "$m10" <<'PY'
-import sys
-name, i, a, b = sys.argv[1], *map(float, sys.argv[2:])
-print("%-34s instar %7.3f s  7.2 %7.3f s  10.0 %7.3f s  ratio %.2f / %.2f" % (name, i, a, b, i / a, i / b))
+report() { # name json: one line per sandbox (the instar commands come first, then 7.2 and 10.0)
+  python3 - "$1" "$2" $sandboxes <<'PY'
+import json, sys
+name, f, sbs = sys.argv[1], sys.argv[2], sys.argv[3:]
+m = [x["median"] for x in json.load(open(f))["results"]]
+a, b = m[len(sbs)], m[len(sbs) + 1]
+for i, s in enumerate(sbs):
+    print("%-34s %-7s instar %7.3f s  7.2 %7.3f s  10.0 %7.3f s  ratio %.2f / %.2f" % (name, s, m[i], a, b, m[i] / a, m[i] / b))
 PY
+}
+instar_cmds() { # the instar command line once per sandbox
+  cmds=(); for s in $sandboxes; do cmds+=("$instar --sandbox=$s $*"); done
 }
 bench() { # name, then the three commands' common tail (source target-args)
   local name=$1; shift
+  instar_cmds convert "$@"
   hyperfine -N --warmup 1 --runs "$runs" --export-json "$name.json" \
-    "$instar convert $*" "$q72 convert $*" "$q10 convert $*" >/dev/null
+    "${cmds[@]}" "$q72 convert $*" "$q10 convert $*" >/dev/null
   report "$name" "$name.json"
 }
 rss() { # peak RSS in MiB of one run
@@ -53,10 +64,12 @@ rss() { # peak RSS in MiB of one run
 }
 bench "raw->qcow2 (1 GiB mixed)" -f raw -O qcow2 mixed.raw out.qcow2
 bench "qcow2->raw (1 GiB mixed)" -O raw mixed.qcow2 out.raw
+instar_cmds convert -c -f raw -O qcow2 text.raw c.qcow2
 hyperfine -N --warmup 1 --runs "$runs" --export-json c.json \
-  "$instar convert -c -f raw -O qcow2 text.raw c.qcow2" "$q72 convert -c -W -f raw -O qcow2 text.raw c.qcow2" \
+  "${cmds[@]}" "$q72 convert -c -W -f raw -O qcow2 text.raw c.qcow2" \
   "$q10 convert -c -W -f raw -O qcow2 text.raw c.qcow2" >/dev/null
 report "-c qcow2 (256 MiB text) vs -c -W" c.json
 bench "vmdk streamOptimized (256 MiB text)" -f raw -O vmdk -o subformat=streamOptimized text.raw s.vmdk
-echo "peak RSS (MiB), raw->qcow2 1 GiB: instar $(rss "$instar" convert -f raw -O qcow2 mixed.raw r.qcow2)," \
+echo "peak RSS (MiB), raw->qcow2 1 GiB:" \
+     $(for s in $sandboxes; do echo "instar/$s $(rss "$instar" --sandbox=$s convert -f raw -O qcow2 mixed.raw r.qcow2),"; done) \
      "7.2 $(rss $q72 convert -f raw -O qcow2 mixed.raw r.qcow2), 10.0 $(rss $q10 convert -f raw -O qcow2 mixed.raw r.qcow2)"

@@ -17,6 +17,8 @@
 #                                        before the next command's), run the commands round-robin
 #                                        (A B C A B C ...) from a small Python timer: on a host whose
 #                                        load changes by the second this compares like with like
+#   INSTAR_SANDBOX=kvm|process           measure only that sandbox (default: both, each instar run
+#                                        with --sandbox=...; only process without /dev/kvm)
 # The host is often shared: compare only numbers from one run, check the load (printed), repeat.
 set -euo pipefail
 build=$(cd "${1:-build}" && pwd)
@@ -30,6 +32,11 @@ for q in "$q72" "$q10" "$(dirname "$q72")/qemu-io"; do
   [ -x "$q" ] || { echo "SKIPPED LOUDLY: $q missing" >&2; exit 77; }
 done
 command -v hyperfine >/dev/null || { echo "SKIPPED LOUDLY: hyperfine missing" >&2; exit 77; }
+# Sandboxes measured: INSTAR_SANDBOX=kvm|process measures only that one; otherwise both (only the
+# process sandbox without a usable /dev/kvm). Each instar command names its own (--sandbox=).
+if [ -n "${INSTAR_SANDBOX:-}" ] && [ "${INSTAR_SANDBOX}" != auto ]; then sandboxes=$INSTAR_SANDBOX
+elif [ -r /dev/kvm ] && [ -w /dev/kvm ]; then sandboxes="kvm process"; else sandboxes=process; fi
+unset INSTAR_SANDBOX
 dir=$(mktemp -d /tmp/instar-bench-XXXXXX)
 trap 'rm -rf "$dir"' EXIT
 cd "$dir"
@@ -62,11 +69,13 @@ for r in $(seq 1 "$repeat"); do
     esac
     if [ "$c" = create-qcow2-1T ]; then
       # Each program replaces its own file on every run, as qemu-img does.
-      cmds=("$instar create -q -f qcow2 a.qcow2 1T" "$q72 create -q -f qcow2 b.qcow2 1T"
+      cmds=(); for s in $sandboxes; do cmds+=("$instar --sandbox=$s create -q -f qcow2 a-$s.qcow2 1T"); done
+      cmds+=("$q72 create -q -f qcow2 b.qcow2 1T"
             "$q10 create -q -f qcow2 c.qcow2 1T")
       [ -n "$baseline" ] && cmds+=("$baseline create -q -f qcow2 d.qcow2 1T")
     else
-      cmds=("$instar $args" "$q72 $args" "$q10 $args")
+      cmds=(); for s in $sandboxes; do cmds+=("$instar --sandbox=$s $args"); done
+      cmds+=("$q72 $args" "$q10 $args")
       [ -n "$baseline" ] && cmds+=("$baseline $args")
     fi
     for cmd in "${cmds[@]}"; do $cmd >/dev/null; done # each must succeed before timing means anything
@@ -96,39 +105,43 @@ PY
 done
 echo "load after:  $(uptime)"
 
-python3 - "$dir" "$repeat" $cases <<'PY'
+python3 - "$dir" "$repeat" "$sandboxes" $cases <<'PY'
 import json, statistics, sys
-d, repeat, cases = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+d, repeat, sbs, cases = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4:]
+k = len(sbs)  # the instar commands (one per sandbox) come first, then 7.2, 10.0 and the baseline
 ms = lambda s: s * 1000
 rows, ratios = [], {}
 for c in cases:
     for r in range(1, repeat + 1):
         res = json.load(open(f"{d}/{c}.{r}.json"))["results"]
-        med = [statistics.median(x["times"]) for x in res]
-        spr = [max(x["times"]) - min(x["times"]) for x in res]
-        rows.append((c, r, med, spr))
-        ratios.setdefault(c, []).append(([med[0] / med[1], med[0] / med[2]], [spr[0] / spr[1], spr[0] / spr[2]],
-                                         [med[3] / med[1], med[3] / med[2]] if len(med) > 3 else None))
-base = len(rows[0][2]) > 3
+        allmed = [statistics.median(x["times"]) for x in res]
+        allspr = [max(x["times"]) - min(x["times"]) for x in res]
+        for i, sb in enumerate(sbs):
+            med = [allmed[i]] + allmed[k:]
+            spr = [allspr[i]] + allspr[k:]
+            rows.append((c, sb, r, med, spr))
+            ratios.setdefault((c, sb), []).append(([med[0] / med[1], med[0] / med[2]], [spr[0] / spr[1], spr[0] / spr[2]]))
+base = len(rows[0][3]) > 3
 print()
-print(f"{'case':17} {'#':>2} {'instar':>7} {'q7.2':>7} {'q10':>7} | {'r7.2':>5} {'r10':>5} | {'spr':>6} {'spr7.2':>6} {'spr10':>6} |"
+print(f"{'case':17} {'sandbox':7} {'#':>2} {'instar':>7} {'q7.2':>7} {'q10':>7} | {'r7.2':>5} {'r10':>5} | {'spr':>6} {'spr7.2':>6} {'spr10':>6} |"
       f" {'sr7.2':>5} {'sr10':>5}" + (f" | {'before':>7} {'br7.2':>5} {'br10':>5}" if base else ""))
-for c, r, med, spr in rows:
-    line = (f"{c:17} {r:2} {ms(med[0]):7.2f} {ms(med[1]):7.2f} {ms(med[2]):7.2f} | {med[0]/med[1]:5.2f} {med[0]/med[2]:5.2f} |"
+for c, sb, r, med, spr in rows:
+    line = (f"{c:17} {sb:7} {r:2} {ms(med[0]):7.2f} {ms(med[1]):7.2f} {ms(med[2]):7.2f} | {med[0]/med[1]:5.2f} {med[0]/med[2]:5.2f} |"
             f" {ms(spr[0]):6.2f} {ms(spr[1]):6.2f} {ms(spr[2]):6.2f} | {spr[0]/spr[1]:5.2f} {spr[0]/spr[2]:5.2f}")
     if base:
         line += f" | {ms(med[3]):7.2f} {med[3]/med[1]:5.2f} {med[3]/med[2]:5.2f}"
     print(line)
 print("(ms; columns: medians, r = instar/qemu-img medians, spr = spreads max-min, sr = spread ratios"
       + ("; before = BASELINE median and its ratios" if base else "") + ")")
-worst_r = max(max(x[0]) for v in ratios.values() for x in v)
-worst_s = max(max(x[1]) for v in ratios.values() for x in v)
 if repeat > 1:
     print("ranges over repeats:")
-    for c, v in ratios.items():
+    for (c, sb), v in ratios.items():
         r72 = [x[0][0] for x in v]; r10 = [x[0][1] for x in v]
         s72 = [x[1][0] for x in v]; s10 = [x[1][1] for x in v]
-        print(f"  {c:17} r7.2 {min(r72):.2f}-{max(r72):.2f}  r10 {min(r10):.2f}-{max(r10):.2f}  "
+        print(f"  {c:17} {sb:7} r7.2 {min(r72):.2f}-{max(r72):.2f}  r10 {min(r10):.2f}-{max(r10):.2f}  "
               f"sr7.2 {min(s72):.2f}-{max(s72):.2f}  sr10 {min(s10):.2f}-{max(s10):.2f}")
-print(f"worst median ratio {worst_r:.2f} (goal <= 1.0), worst spread ratio {worst_s:.2f} (goal <= 2.0)")
+for sb in sbs:
+    worst_r = max(max(x[0]) for (c, s), v in ratios.items() if s == sb for x in v)
+    worst_s = max(max(x[1]) for (c, s), v in ratios.items() if s == sb for x in v)
+    print(f"{sb}: worst median ratio {worst_r:.2f} (goal <= 1.0), worst spread ratio {worst_s:.2f} (goal <= 2.0)")
 PY

@@ -47,6 +47,21 @@
  * code runs natively, so keeping everything but the stubs in user mode is what makes SSE code
  * (zlib) run at all, and fast. */
 
+/* ---- The process sandbox (docs/sandbox.md, "The process sandbox"): without /dev/kvm the same
+ * runtime sources (built with INSTAR_GUEST_PROCESS) and modules run in a confined process. Guest
+ * memory is one memfd laid out exactly as above, mapped at the same addresses from
+ * INSTAR_GPA_STACK_BOTTOM up; the pages below that (64 KiB is Linux's default vm.mmap_min_addr)
+ * are not mapped, so the mailbox, boot info and TLS move to the bottom of the stack region.
+ * A hypercall is the 88-byte struct instar_hypercall written to INSTAR_PROC_CHANNEL_FD (a
+ * SOCK_SEQPACKET socket), answered by the host with the same 88 bytes (ret, out_* filled in). ---- */
+#define INSTAR_PROC_MAILBOX 0x10000ull     /* struct instar_hypercall (the guest's copy) */
+#define INSTAR_PROC_BOOT_INFO 0x11000ull   /* struct instar_boot_info */
+#define INSTAR_PROC_TLS 0x12000ull         /* FS base; the canary at INSTAR_TLS_CANARY_OFFSET */
+#define INSTAR_PROC_STACK_GUARD 0x13000ull /* not mapped: a stack overflow faults */
+#define INSTAR_PROC_STACK_BOTTOM 0x14000ull /* the stack: [0x14000, INSTAR_GPA_STACK_TOP) */
+#define INSTAR_PROC_MAP_BASE INSTAR_GPA_STACK_BOTTOM /* lowest guest address mapped in the process */
+#define INSTAR_PROC_CHANNEL_FD 3           /* the only descriptor the guest process holds */
+
 /* The runtime image starts with this header (at INSTAR_GPA_RUNTIME) so the host can build the IDT. */
 #define INSTAR_RUNTIME_MAGIC 0x4E555254u /* "TRUN" */
 #define INSTAR_EXCEPTION_VECTORS 32u     /* the architectural exceptions; no IRQs are ever enabled */
@@ -174,6 +189,7 @@ enum instar_op {
     INSTAR_OP_CREATE = 5,     /* struct instar_create_arg + strings -> INSTAR_REC_CREATE (create_api.h) */
     INSTAR_OP_CONVERT = 6,    /* struct instar_convert_arg: the plan is a device (docs/convert.md) */
     INSTAR_OP_CHECK = 7,      /* struct instar_check_arg -> INSTAR_REC_CHECK records (docs/check.md) */
+    INSTAR_OP_COMPARE = 9,    /* struct instar_compare_arg: the plan is a device (docs/compare.md) */
 };
 
 /* INSTAR_OP_INFO: device 0 is the image, devices 1..file_count the files it referenced in an earlier
@@ -214,7 +230,9 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_create_arg) == 72, "create arg layout");
  * image_count struct instar_convert_image entries, then create_len bytes of the target's
  * instar_create_arg and its strings (as INSTAR_OP_CREATE), then snapshot_len bytes of -l's name.
  * Images 0..source_count-1 are the SRC arguments in order; an image's backing is another entry.
- * The target device is an output; the target module's create_writer makes and fills it. */
+ * The target device is an output; the target module's create_writer makes and fills it. With
+ * INSTAR_CONVERT_EXISTING_TARGET (-n) create_len is 0 and the target module's open_writer opens the
+ * existing image on the target device (writable; an output when the format may grow its file). */
 #define INSTAR_CONVERT_PLAN_MAGIC 0x4E4C5043u /* "CPLN" */
 #define INSTAR_CONVERT_COMPRESS 1u            /* -c */
 #define INSTAR_CONVERT_TARGET_HAS_BACKING 2u  /* -B or -o backing_file */
@@ -222,6 +240,7 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_create_arg) == 72, "create arg layout");
 #define INSTAR_CONVERT_EXISTING_TARGET 8u     /* -n */
 #define INSTAR_CONVERT_OUT_OF_ORDER 16u       /* -W */
 #define INSTAR_CONVERT_PROGRESS 32u           /* send INSTAR_HC_PROGRESS */
+#define INSTAR_CONVERT_SALVAGE 64u            /* --salvage: read errors become zeros (INSTAR_REC_CONVERT_SALVAGE) */
 #define INSTAR_CONVERT_NO_BACKING 0xFFFFFFFFu /* instar_convert_image.backing: none */
 #define INSTAR_CONVERT_MAX_IMAGES 4096u       /* 64 sources x a 64-deep chain: more than any sane plan */
 
@@ -239,7 +258,8 @@ struct instar_convert_plan {
     uint32_t target_device; /* device index of the target (an output) */
     uint32_t flags;         /* INSTAR_CONVERT_* */
     uint64_t min_sparse;    /* -S in bytes; 0 writes everything */
-    uint64_t target_backing_size; /* -B: the backing file's virtual size; UINT64_MAX when unknown */
+    uint64_t target_backing_size; /* -B: the backing file's virtual size; UINT64_MAX when unknown.
+                                     With INSTAR_CONVERT_EXISTING_TARGET: the target file's length */
     uint32_t create_len;    /* bytes of instar_create_arg + strings after the table */
     uint32_t snapshot_len;  /* bytes of -l's name after those (0: none) */
     uint32_t qemu_version;  /* the output profile */
@@ -296,6 +316,33 @@ struct instar_check_result {
     uint32_t flags; /* INSTAR_CHECK_TEXT_TRUNCATED */
 };
 INSTAR_ABI_ASSERT(sizeof(struct instar_check_result) == 88, "check result layout");
+/* INSTAR_OP_COMPARE: the argument names a read-only device holding a struct instar_compare_plan, then
+ * image_count struct instar_convert_image entries (entries 0 and 1 are FILE1 and FILE2, the rest their
+ * backing chains), then image_count uint32_t INSTAR_COMPARE_IMAGE_* flags, one per entry. The guest
+ * answers with one INSTAR_REC_COMPARE (after an INSTAR_REC_REASON when opening failed). */
+#define INSTAR_COMPARE_PLAN_MAGIC 0x4E4C504Du /* "MPLN" */
+#define INSTAR_COMPARE_STRICT 1u              /* -s */
+#define INSTAR_COMPARE_PROGRESS 2u            /* send INSTAR_HC_PROGRESS in bytes of the larger image */
+#define INSTAR_COMPARE_IMAGE_BACKING 1u       /* the format can have a backing file (qemu's supports_backing) */
+#define INSTAR_COMPARE_IMAGE_NO_STATUS 2u     /* qemu has no block status for the format: all data */
+#define INSTAR_COMPARE_IMAGE_HOLE_DATA 4u     /* BDRV_BLOCK_RECURSE formats (vmdk flat, vpc fixed): a Zero
+                                               * extent with an offset is a host hole: DATA|ZERO to qemu */
+#define INSTAR_COMPARE_IMAGE_RECURSE 8u       /* qcow2 qemu deems metadata-preallocated: data clusters over
+                                               * host holes read ZERO as well (the image's own file) */
+
+struct instar_compare_arg {
+    uint32_t plan_device;
+    uint32_t reserved;
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_compare_arg) == 8, "compare arg layout");
+
+struct instar_compare_plan {
+    uint32_t magic;        /* INSTAR_COMPARE_PLAN_MAGIC */
+    uint32_t image_count;  /* entries in the image table (>= 2) */
+    uint32_t flags;        /* INSTAR_COMPARE_* */
+    uint32_t qemu_version; /* the output profile */
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_compare_plan) == 16, "compare plan layout");
 
 struct instar_selftest_arg {
     uint64_t crc_limit; /* crc32 covers min(device size, crc_limit) bytes from offset 0 */
@@ -318,6 +365,8 @@ enum instar_record_type {
     INSTAR_REC_REASON = 4,   /* why an operation was refused: text, at most CREATE_MAX_REASON bytes */
     INSTAR_REC_CONVERT_FAILURE = 5, /* struct instar_convert_failure: which step failed (a REASON follows) */
     INSTAR_REC_CHECK = 6,    /* INSTAR_OP_CHECK's output (struct instar_check_record_head first) */
+    INSTAR_REC_CONVERT_SALVAGE = 10, /* struct instar_convert_salvage: --salvage zeroed a failed range */
+    INSTAR_REC_COMPARE = 8,  /* struct instar_compare_record, once, at the end of INSTAR_OP_COMPARE */
     INSTAR_REC_TEST = 0x7F00, /* free-form bytes, for tests of the sandbox itself */
 };
 
@@ -338,6 +387,39 @@ struct instar_convert_failure {
     uint32_t image; /* for PHASE_OPEN: the table index; else INSTAR_CONVERT_NO_BACKING */
 };
 INSTAR_ABI_ASSERT(sizeof(struct instar_convert_failure) == 8, "convert failure layout");
+
+/* --salvage: `sectors` consecutive 512-byte sectors from source byte `offset` on, each of which qemu-img
+ * warns about once ("error while reading [block status at ]offset N: ERRNO-TEXT"). */
+enum instar_salvage_kind {
+    INSTAR_SALVAGE_READ = 1,   /* a data read failed: the sector reads as zeros */
+    INSTAR_SALVAGE_STATUS = 2, /* block status failed: the sector is taken as data */
+    INSTAR_SALVAGE_BOTH = 3,   /* per sector: block status failed, then its read failed (both warnings) */
+};
+struct instar_convert_salvage {
+    uint32_t kind;    /* enum instar_salvage_kind */
+    uint32_t status;  /* the instar::guest::Status of the failure */
+    uint64_t offset;  /* byte offset in the source image of the first sector */
+    uint64_t sectors; /* count of consecutive sectors */
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_convert_salvage) == 24, "convert salvage layout");
+/* How a compare ended (instar_compare_record.outcome), as qemu-img compare words it. */
+enum instar_compare_outcome {
+    INSTAR_COMPARE_IDENTICAL = 0,     /* "Images are identical." */
+    INSTAR_COMPARE_MISMATCH = 1,      /* "Content mismatch at offset N!" */
+    INSTAR_COMPARE_SIZE_STRICT = 2,   /* -s: "Strict mode: Image size mismatch!" */
+    INSTAR_COMPARE_STATUS_STRICT = 3, /* -s: "Strict mode: Offset N block status mismatch!" */
+    INSTAR_COMPARE_OPEN_FAILED = 4,   /* entry `image` could not be opened (a REASON came first) */
+    INSTAR_COMPARE_STATUS_FAILED = 5, /* "Sector allocation test failed for FILE<image+1>" */
+    INSTAR_COMPARE_READ_FAILED = 6,   /* "Error while reading offset N of FILE<image+1>: ..." */
+};
+struct instar_compare_record {
+    uint32_t outcome;       /* enum instar_compare_outcome */
+    uint32_t image;         /* OPEN_FAILED: table index; STATUS/READ_FAILED: 0 FILE1, 1 FILE2 */
+    uint64_t offset;        /* MISMATCH, STATUS_STRICT, READ_FAILED: the byte offset */
+    uint32_t size_mismatch; /* 1: the sizes differ and "Warning: Image size mismatch!" was reached */
+    uint32_t reserved;
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_compare_record) == 24, "compare record layout");
 
 #define INSTAR_SELFTEST_MODULE_MATCH 1u /* module 0's probe recognised device 0 */
 

@@ -16,7 +16,7 @@ const std::array COMMANDS = {
     Command{"amend", nullptr, "Update format-specific options of the image"},
     Command{"check", cmd_check, "Check basic image integrity"},
     Command{"commit", nullptr, "Commit image to its backing file"},
-    Command{"compare", nullptr, "Check if two images have the same contents"},
+    Command{"compare", cmd_compare, "Check if two images have the same contents"},
     Command{"convert", cmd_convert, "Copy one image to another with optional format conversion"},
     Command{"create", cmd_create, "Create and format new image file"},
     Command{"formats", cmd_formats, "List the format plugins instar has loaded (instar only)"},
@@ -105,7 +105,14 @@ int run(int argc, char** argv, std::ostream& out, std::ostream& err) {
                 return 1;
             continue;
         }
-        if (a == "--qemu-version" || a == "--max-guest-memory")
+        if (take_value(args, i, "--sandbox", value)) {
+            po::variables_map vm;
+            vm.emplace("sandbox", po::variable_value(value, false));
+            if (!apply_common_options(ctx, vm))
+                return 1;
+            continue;
+        }
+        if (a == "--qemu-version" || a == "--max-guest-memory" || a == "--sandbox")
             return report_option_error(ctx, "", OptionErrorKind::MissingArgument, a);
         return report_option_error(ctx, "", OptionErrorKind::Unknown, a.rfind("--", 0) == 0 ? a.substr(0, a.find('=')) : a.substr(0, 2));
     }

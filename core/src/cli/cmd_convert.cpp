@@ -94,7 +94,7 @@ constexpr std::string_view LONG_OPTIONS_72[] = {"help", "object", "image-opts", 
                                                 "salvage", "target-is-zero", "bitmaps", "skip-broken-bitmaps"};
 // instar's own long options, accepted under every profile.
 constexpr std::string_view LONG_OPTIONS_INSTAR[] = {"allow-path", "unsafe-quirks", "progress", "qemu-version",
-                                                    "max-guest-memory"};
+                                                    "max-guest-memory", "sandbox"};
 
 // qemu's block cache modes (bdrv_parse_cache_mode).
 bool valid_cache_mode(std::string_view mode) {
@@ -215,8 +215,18 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
     if (has("rate")) {
         const std::string text = str("rate");
         const SizeParse p = parse_qemu_size(text, ctx.profile.version);
+        // cvtnum_full's range: 0..INT64_MAX. 10.0 (Debian's parser) also calls a plain negative
+        // integer ("-1", " -5", "-0") out of range; 7.2 calls it invalid.
+        const bool newer = ctx.profile.version >= qemu_version(8, 0);
+        const auto first = text.find_first_not_of(" \t\n\r\f\v");
+        const bool negative_integer = first != std::string::npos && text[first] == '-' && first + 1 < text.size() &&
+                                      text.find_first_not_of("0123456789", first + 1) == std::string::npos;
+        const bool minus = text.find('-') != std::string::npos;
+        if ((p.status == ParseStatus::OutOfRange && !minus) || (p.status == ParseStatus::Ok && p.value > INT64_MAX) ||
+            (newer && negative_integer))
+            return report_error(ctx, "Invalid rate limit specified. Must be between 0 and 9223372036854775807.");
         if (p.status != ParseStatus::Ok) {
-            if (ctx.profile.version >= qemu_version(8, 0))
+            if (newer)
                 return report_error(ctx, "Invalid rate limit specified: '" + text + "'.");
             report_error(ctx, "Invalid rate limit specified. You may use k, M, G, T, P or E suffixes for");
             return report_error(ctx, "kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
@@ -276,14 +286,6 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
         return unsupported("--image-opts");
     if (target_image_opts)
         return unsupported("--target-image-opts");
-    if (skip_create)
-        return unsupported("-n (converting into an existing target)");
-    if (has("salvage"))
-        return unsupported("--salvage");
-    if (has("bitmaps"))
-        return unsupported("--bitmaps");
-    if (rate_limit != 0)
-        return unsupported("-r (a rate limit)");
 
     Progress::Mode mode = Progress::Mode::Off;
     if (has("progress")) {
@@ -323,6 +325,54 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
             return fail("No support for concatenating multiple snapshot");
         }
         spec.snapshot = l;
+    }
+    spec.min_sparse = min_sparse;
+    spec.compressed = compressed;
+    spec.out_of_order = has("oob-writes");
+    spec.unsafe_quirks = has("unsafe-quirks");
+    spec.rate_limit = rate_limit;
+    spec.salvage = has("salvage");
+    spec.quiet = has("quiet");
+    spec.bitmaps = has("bitmaps");
+    spec.skip_broken_bitmaps = has("skip-broken-bitmaps");
+    if (has("allow-path"))
+        spec.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
+    spec.progress = mode == Progress::Mode::Off ? nullptr : &progress;
+    std::vector<std::string> salvage_warnings;
+    spec.warnings = &salvage_warnings;
+    auto run_convert = [&]() {
+        auto done = convert_image(spec, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version);
+        for (const auto& w : salvage_warnings) {
+            if (w.rfind("qcow2: ", 0) == 0)
+                ctx.err << w << '\n'; // a driver's own line, without the program name
+            else
+                report_warning(ctx, w);
+        }
+        return done;
+    };
+    if (skip_create) {
+        // -n: qemu opens the existing target with -O's format (default raw), never probing, and
+        // skips every creation check (convert_op checks the rest in img_convert's order).
+        spec.target.filename = *out_filename;
+        spec.target.plugin = plugin;
+        spec.existing_target = true;
+        spec.target_is_zero = target_is_zero;
+        spec.target_format = *out_fmt;
+        if (has("backing"))
+            spec.target.backing_file = str("backing");
+        if (has("target-cache") && !valid_cache_mode(str("target-cache")))
+            spec.target_cache_error = "Invalid cache option: " + str("target-cache");
+        auto done = run_convert();
+        if (!done)
+            return fail(done.error());
+        if (!*done) {
+            // qemu-img reports this conflict after opening the sources but leaves ret at 0: the
+            // message is printed, nothing is written, and the exit status is 0.
+            report_error(ctx, "Cannot use --target-is-zero when the destination image has a backing file");
+        }
+        progress.print(100, 0);
+        progress.end();
+        return 0;
     }
     if (!plugin)
         return fail(unknown_format(*out_fmt));
@@ -388,17 +438,12 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
             {item.key, desc ? normalised_value(*desc, item.value, ctx.profile.version) : item.value});
         if (item.key == "preallocation")
             spec.target.preallocation = item.value;
+        if (item.key == "compat")
+            spec.target_compat = item.value;
     }
     spec.target.backing_file = backing;
     spec.target.backing_fmt = backing_fmt;
-    spec.min_sparse = min_sparse;
-    spec.compressed = compressed;
-    spec.out_of_order = has("oob-writes");
-    spec.unsafe_quirks = has("unsafe-quirks");
-    if (has("allow-path"))
-        spec.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
-    spec.progress = mode == Progress::Mode::Off ? nullptr : &progress;
-    auto done = convert_image(spec, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version);
+    auto done = run_convert();
     if (!done)
         return fail(done.error());
     progress.print(100, 0);

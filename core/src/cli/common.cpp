@@ -17,6 +17,7 @@ const PluginRegistry& Context::plugins() {
 vmm::SandboxConfig Context::sandbox_config() const {
     vmm::SandboxConfig c;
     c.max_guest_memory = max_guest_memory;
+    c.sandbox = sandbox;
     c.timeout = guest_timeout;
     return c;
 }
@@ -77,7 +78,8 @@ po::options_description common_options() {
     po::options_description d("instar options");
     d.add_options()
         ("qemu-version", po::value<std::string>(), "qemu-img version whose output to reproduce (7.2, 8.0+)")
-        ("max-guest-memory", po::value<std::string>(), "cap on the sandbox VM's RAM (size, e.g. 256M)");
+        ("max-guest-memory", po::value<std::string>(), "cap on the sandbox VM's RAM (size, e.g. 256M)")
+        ("sandbox", po::value<std::string>(), "where guest code runs: auto, kvm or process");
     return d;
 }
 
@@ -139,12 +141,7 @@ std::optional<ParsedCommand> parse_command(Context& ctx, std::string_view comman
 }
 
 std::string unknown_format(std::string_view fmt) {
-    std::string msg = "Unknown file format '" + std::string(fmt) + "'";
-    for (std::string_view in_tree : {"qcow2", "vmdk", "vpc", "vhdx", "raw"})
-        if (fmt == in_tree)
-            msg += " (its plugin is not installed: install the package instar-plugin-" +
-                   std::string(fmt == "vpc" ? "vhd" : fmt) + ")";
-    return msg;
+    return "Unknown file format '" + std::string(fmt) + "'" + missing_plugin_hint(fmt);
 }
 
 std::optional<OutputFormat> parse_output_format(Context& ctx, std::string_view command, const std::string& value) {
@@ -160,6 +157,15 @@ std::optional<OutputFormat> parse_output_format(Context& ctx, std::string_view c
 }
 
 bool apply_common_options(Context& ctx, const po::variables_map& vm) {
+    if (vm.count("sandbox")) {
+        const auto& kind = vm["sandbox"].as<std::string>();
+        const auto parsed = vmm::parse_sandbox_kind(kind);
+        if (!parsed) {
+            report_error(ctx, "invalid --sandbox '" + kind + "': expected auto, kvm or process");
+            return false;
+        }
+        ctx.sandbox = *parsed;
+    }
     if (!vm.count("max-guest-memory"))
         return true;
     const auto& text = vm["max-guest-memory"].as<std::string>();

@@ -29,6 +29,7 @@ struct Context {
     std::string prog;  // basename of argv0: the "prog: " prefix of every message
     Profile profile;
     std::uint64_t max_guest_memory = vmm::DEFAULT_GUEST_MEMORY;
+    vmm::SandboxKind sandbox = vmm::SandboxKind::Auto; // --sandbox (Auto: INSTAR_SANDBOX, then probe)
     std::ostream& out;
     std::ostream& err;
 

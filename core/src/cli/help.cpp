@@ -37,6 +37,9 @@ void print_global_help(Context& ctx) {
             << ")\n"
                "  --max-guest-memory SIZE\n"
                "     cap on the sandbox VM's memory (default 256M)\n"
+               "  --sandbox auto|kvm|process\n"
+               "     where guest code runs: a KVM micro-VM, or a confined process where\n"
+               "     /dev/kvm is unusable (default: INSTAR_SANDBOX, else auto)\n"
                "\n"
                "Recognized commands (run "
             << ctx.prog << " COMMAND --help for command-specific help):\n\n";

@@ -4,16 +4,20 @@
 #include "ops/atomic_output.h"
 #include "ops/guest_info_runner.h"
 #include "ops/guest_module.h"
+#include "ops/image_table.h"
 #include "ops/info_op.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <map>
+#include <thread>
 
 namespace instar {
 namespace {
@@ -26,56 +30,17 @@ constexpr std::uint64_t CONVERT_BYTES_PER_SECOND = 16u << 20;
 
 struct Plan {
     instar_convert_plan head{};
-    std::vector<instar_convert_image> images;
     std::vector<std::uint8_t> create;
     std::string snapshot;
 
-    std::vector<std::uint8_t> bytes() const {
-        std::vector<std::uint8_t> out(sizeof head + images.size() * sizeof(instar_convert_image) + create.size() +
-                                      snapshot.size());
-        std::uint8_t* p = out.data();
-        // SAFETY: the ABI structs are trivially copyable with fixed layouts (static_asserts).
-        std::memcpy(p, &head, sizeof head);
-        p += sizeof head;
-        if (!images.empty())
-            std::memcpy(p, images.data(), images.size() * sizeof(instar_convert_image));
-        p += images.size() * sizeof(instar_convert_image);
-        if (!create.empty())
-            std::memcpy(p, create.data(), create.size());
-        p += create.size();
-        std::memcpy(p, snapshot.data(), snapshot.size());
+    std::vector<std::uint8_t> bytes(const std::vector<instar_convert_image>& images) const {
+        std::vector<std::uint8_t> out;
+        append_bytes(out, &head, 1);
+        append_bytes(out, images.data(), images.size());
+        out.insert(out.end(), create.begin(), create.end());
+        out.insert(out.end(), snapshot.begin(), snapshot.end());
         return out;
     }
-};
-
-// The plan as a sealed, read-only in-memory file the guest reads as a device.
-class PlanFile {
-public:
-    ~PlanFile() {
-        if (fd_ >= 0)
-            ::close(fd_);
-    }
-    Expected<vmm::Device> write(const std::vector<std::uint8_t>& bytes) {
-        fd_ = ::memfd_create("instar-convert-plan", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-        if (fd_ < 0)
-            return Error{std::string("cannot make the convert plan: ") + std::strerror(errno)};
-        std::size_t done = 0;
-        while (done < bytes.size()) {
-            const ssize_t n = ::write(fd_, bytes.data() + done, bytes.size() - done);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n <= 0)
-                return Error{std::string("cannot write the convert plan: ") + std::strerror(errno)};
-            done += static_cast<std::size_t>(n);
-        }
-        // Nothing, not even this process, changes the plan once the guest may read it.
-        if (::fcntl(fd_, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0)
-            return Error{std::string("cannot seal the convert plan: ") + std::strerror(errno)};
-        return vmm::Device{fd_, bytes.size(), false};
-    }
-
-private:
-    int fd_ = -1;
 };
 
 std::string failure_message(const ConvertSpec& spec, const std::vector<const ChainLink*>& table,
@@ -99,6 +64,12 @@ std::string failure_message(const ConvertSpec& spec, const std::vector<const Cha
     const std::string fmt = (*spec.target.plugin)->name;
     if (!run.host_error.empty())
         return target + ": error while converting " + fmt + ": " + run.host_error;
+    if (failure && failure->phase == INSTAR_CONVERT_PHASE_OPEN && failure->image == INSTAR_CONVERT_NO_BACKING &&
+        spec.existing_target) {
+        if (reason.find("existing image of this format") != std::string::npos)
+            reason = "instar cannot write into an existing " + fmt + " image yet (convert -n)";
+        return "Could not open '" + target + "': " + reason;
+    }
     if (failure && failure->phase == INSTAR_CONVERT_PHASE_OPEN && failure->image < table.size()) {
         const std::string& name = table[failure->image]->name;
         for (std::size_t at; (at = reason.find("{image}")) != std::string::npos;)
@@ -109,11 +80,104 @@ std::string failure_message(const ConvertSpec& spec, const std::vector<const Cha
     }
     if (failure && failure->phase == INSTAR_CONVERT_PHASE_CREATE)
         return target + ": error while converting " + fmt + ": " + reason;
+    // The target refused a write (e.g. -n -c over an allocated cluster): qemu-img's words alone,
+    // since no source is at fault.
+    if (reason.rfind("error while writing at byte ", 0) == 0)
+        return reason;
     // Copying failed: a source's data could not be read (or the target written). Name the source
     // when there is only one, so the message says which file is damaged.
     if (spec.sources.size() == 1)
         return "error while converting '" + spec.sources.front() + "': " + reason;
     return "error while converting: " + reason;
+}
+
+// The engine's words for a failed request (convert_engine.cpp's errno_text), as strerror says them.
+const char* salvage_errno_text(std::uint32_t status) {
+    switch (static_cast<guest::Status>(status)) {
+    case guest::Status::NoMemory: return "Cannot allocate memory";
+    case guest::Status::Unsupported: return "Operation not supported";
+    case guest::Status::TooLarge: return "File too large";
+    case guest::Status::Invalid: return "Invalid argument";
+    default: return "Input/output error";
+    }
+}
+
+// --salvage: qemu-img warns once per failed sector; the guest sends runs of them.
+constexpr std::uint64_t MAX_SALVAGE_WARNINGS = 1u << 20; // ~60 MiB of text at most; a 512 MiB damaged run
+
+void salvage_warnings(const vmm::RunResult& run, std::vector<std::string>& out) {
+    for (const auto& rec : run.records) {
+        if (rec.type != INSTAR_REC_CONVERT_SALVAGE || rec.data.size() != sizeof(instar_convert_salvage))
+            continue;
+        instar_convert_salvage w{};
+        std::memcpy(&w, rec.data.data(), sizeof w);
+        const std::string why = std::string(": ") + salvage_errno_text(w.status);
+        for (std::uint64_t i = 0; i < w.sectors && out.size() < MAX_SALVAGE_WARNINGS; ++i) {
+            const std::string at = std::to_string(w.offset + i * 512);
+            if (w.kind == INSTAR_SALVAGE_STATUS || w.kind == INSTAR_SALVAGE_BOTH)
+                out.push_back("error while reading block status at offset " + at + why);
+            if (w.kind == INSTAR_SALVAGE_READ || w.kind == INSTAR_SALVAGE_BOTH)
+                out.push_back("error while reading offset " + at + why);
+        }
+    }
+}
+
+// --bitmaps: qemu's convert_check_bitmaps over what info reported of the (single) source. Sets
+// `skipped` to the inconsistent bitmaps --skip-broken-bitmaps leaves out and `copied` to the count
+// that would be copied.
+Expected<bool> check_bitmaps(const ConvertSpec& spec, const std::vector<OpenedChain>& chains,
+                             std::vector<std::string>& skipped, std::size_t& copied) {
+    if (chains.size() > 1)
+        return Error{"Copying bitmaps only possible with single source"};
+    const NodeInfo& n = chains.front().links.front().node;
+    const auto* compat = n.specific.if_contains("compat");
+    if (n.format != "qcow2" || compat == nullptr || !compat->is_string() || compat->as_string() != "1.1")
+        return Error{"Source lacks bitmap support"};
+    copied = 0;
+    if (const auto* list = n.specific.if_contains("bitmaps"); list != nullptr && list->is_array()) {
+        for (const auto& b : list->as_array()) {
+            if (!b.is_object())
+                continue;
+            const auto* name = b.as_object().if_contains("name");
+            const std::string nm = name && name->is_string() ? std::string(name->as_string()) : std::string();
+            bool in_use = false;
+            if (const auto* flags = b.as_object().if_contains("flags"); flags && flags->is_array())
+                for (const auto& f : flags->as_array())
+                    in_use = in_use || (f.is_string() && f.as_string() == "in-use");
+            if (in_use && !spec.skip_broken_bitmaps)
+                return Error{"Cannot copy inconsistent bitmap '" + nm +
+                             "'\nTry --skip-broken-bitmaps, or use 'qemu-img bitmap --remove' to delete it"};
+            if (in_use)
+                skipped.push_back(nm);
+            else
+                ++copied;
+        }
+    }
+    return true;
+}
+
+// -n: the existing target, opened read-write as the user named it: a regular file or a block
+// device (an LV), never created, never truncated. qemu-img's "Could not open" when it is missing.
+Expected<OpenedFile> open_existing_target(const std::string& name) {
+    const int fd = ::open(name.c_str(), O_RDWR | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0)
+        return Error{"Could not open '" + name + "': Could not open '" + name + "': " + std::strerror(errno)};
+    struct stat st{};
+    if (::fstat(fd, &st) != 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))) {
+        ::close(fd);
+        return Error{"Could not open '" + name + "': Could not open '" + name + "': not a regular file"};
+    }
+    OpenedFile f;
+    f.fd = fd;
+    const off_t end = S_ISBLK(st.st_mode) ? ::lseek(fd, 0, SEEK_END) : st.st_size;
+    f.size = end > 0 ? static_cast<std::uint64_t>(end) : 0;
+    f.allocated = static_cast<std::uint64_t>(st.st_blocks) * 512;
+    f.device = st.st_dev;
+    f.inode = st.st_ino;
+    f.display = name;
+    std::error_code ec;
+    f.path = std::filesystem::read_symlink("/proc/self/fd/" + std::to_string(fd), ec);
+    return f;
 }
 
 } // namespace
@@ -146,11 +210,82 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
     }
     const bool has_backing = spec.target.backing_file.has_value();
 
+    // -n, in img_convert's order: the backing conflicts, -t, then the existing target opened with
+    // -O's format (as info opens a user's file, so its header is checked in the sandbox first),
+    // -c against that format, and its size against the sources'.
+    OpenedChain existing;
+    OpenedFile existing_file;
+    struct FileCloser {
+        OpenedFile& f;
+        ~FileCloser() { close_file(f); }
+    } existing_closer{existing_file};
+    std::vector<std::string> skipped_bitmaps;
+    std::size_t bitmaps_to_copy = 0;
+    if (spec.existing_target) {
+        if (spec.target_is_zero && has_backing)
+            return false;
+        if (has_backing && spec.sources.size() > 1)
+            return Error{"Having a backing file for the target makes no sense when concatenating multiple input "
+                         "images"};
+        if (spec.bitmaps)
+            if (auto ok = check_bitmaps(spec, chains, skipped_bitmaps, bitmaps_to_copy); !ok)
+                return Error{ok.error()};
+        if (spec.target_cache_error)
+            return Error{*spec.target_cache_error};
+        auto file = open_existing_target(spec.target.filename);
+        if (!file)
+            return Error{file.error()};
+        existing_file = *file;
+        // qemu's image locking refuses to write a file a source (or a file of its chain) has open;
+        // instar takes no locks, so it asks the same question of the files themselves.
+        for (const auto& chain : chains)
+            for (const auto& link : chain.links) {
+                bool same = link.image.device == existing_file.device && link.image.inode == existing_file.inode;
+                for (const auto& f : link.files)
+                    same = same || (f.device == existing_file.device && f.inode == existing_file.inode);
+                if (same)
+                    return Error{"Could not open '" + spec.target.filename + "': Failed to get \"write\" lock\nIs "
+                                 "another process using the image [" + spec.target.filename + "]?"};
+            }
+        if (spec.target.plugin == nullptr)
+            return Error{"Could not open '" + spec.target.filename + "': Unknown driver '" + spec.target_format + "'"};
+        InfoOptions io;
+        io.filename = spec.target.filename;
+        io.format = spec.target_format;
+        io.unsafe_quirks = spec.unsafe_quirks;
+        io.allow_paths = spec.allow_paths;
+        io.top = &existing_file;
+        if (auto opened = open_chain(io, plugins, *runner, existing); !opened)
+            return Error{opened.error()};
+        if (spec.compressed && !((*spec.target.plugin)->capabilities & CAP_CONVERT_COMPRESS))
+            return Error{"Compression not supported for this file format"};
+        if (spec.bitmaps) {
+            const auto* compat = existing.links.front().node.specific.if_contains("compat");
+            if (std::string_view((*spec.target.plugin)->name) != "qcow2" || compat == nullptr ||
+                !compat->is_string() || compat->as_string() != "1.1")
+                return Error{"Format driver '" + spec.target_format + "' does not support bitmaps"};
+        }
+        const std::uint64_t have = (existing.links.front().node.virtual_size + 511) / 512 * 512;
+        if (have < total)
+            return Error{"output file is smaller than input file"};
+    } else if (spec.bitmaps) {
+        // qemu creates the target first and then finds it cannot hold bitmaps; instar says so
+        // before creating anything (convert-atomic).
+        if (auto ok = check_bitmaps(spec, chains, skipped_bitmaps, bitmaps_to_copy); !ok)
+            return Error{ok.error()};
+        const std::string fmt = (*spec.target.plugin)->name;
+        if (fmt != "qcow2" || (spec.target_compat && *spec.target_compat != "1.1" && *spec.target_compat != "v3"))
+            return Error{"Format driver '" + fmt + "' does not support bitmaps"};
+    }
+    if (spec.bitmaps && bitmaps_to_copy > 0)
+        return Error{"--bitmaps: copying persistent bitmaps is not supported by instar yet (the source has " +
+                     std::to_string(bitmaps_to_copy) + ")"};
+
     // -B: the target's backing file, named relative to the target and opened through the target's
     // path policy (qemu opens the new image with its backing chain: the writer needs the backing's
     // data for copy-on-write, and convert its size).
     OpenedChain backing_chain;
-    if (has_backing) {
+    if (has_backing && !spec.existing_target) {
         auto policy = default_policy(spec.target.filename, spec.allow_paths);
         if (!policy)
             return Error{policy.error()};
@@ -179,134 +314,150 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
     // backing), but whether a source has a backing at all still decides what its unallocated
     // ranges are (the target's backing shows through, or zeros), so the chains are attached.
     Plan plan;
-    std::vector<const ChainLink*> table;
-    std::vector<vmm::Device> devices{vmm::Device{}}; // 0: the plan, filled in below
-    std::vector<std::string> modules;
-    std::map<std::string, std::uint32_t> module_index;
-    auto add_image = [&](const ChainLink& link) -> Expected<std::uint32_t> {
-        auto path = guest_module_path(*link.plugin);
-        if (!path)
-            return Error{path.error()};
-        auto [it, fresh] = module_index.try_emplace(*path, static_cast<std::uint32_t>(modules.size()));
-        if (fresh)
-            modules.push_back(*path);
-        instar_convert_image im{};
-        im.module = it->second;
-        im.device = static_cast<std::uint32_t>(devices.size());
-        devices.push_back({link.image.fd, link.image.size, false});
-        im.first_file = static_cast<std::uint32_t>(devices.size());
-        im.file_count = static_cast<std::uint32_t>(link.files.size());
-        for (const auto& f : link.files)
-            devices.push_back({f.fd, f.size, false});
-        im.backing = INSTAR_CONVERT_NO_BACKING;
-        im.cluster_size = static_cast<std::uint32_t>(std::min<std::uint64_t>(link.node.cluster_size.value_or(0),
-                                                                             UINT32_MAX));
-        plan.images.push_back(im);
-        table.push_back(&link);
-        return static_cast<std::uint32_t>(plan.images.size() - 1);
-    };
-    for (const auto& chain : chains)
-        if (auto idx = add_image(chain.links.front()); !idx)
-            return Error{idx.error()};
-    for (std::size_t s = 0; s < chains.size(); ++s) {
-        std::uint32_t above = static_cast<std::uint32_t>(s);
-        for (std::size_t k = 1; k < chains[s].links.size(); ++k) {
-            auto idx = add_image(chains[s].links[k]);
-            if (!idx)
-                return Error{idx.error()};
-            plan.images[above].backing = *idx;
-            above = *idx;
-        }
-    }
+    ImageTable table; // device 0: the plan, filled in below
+    if (auto added = table.add_chains(chains); !added)
+        return Error{added.error()};
     plan.head.target_backing = INSTAR_CONVERT_NO_BACKING;
-    if (has_backing) {
-        std::uint32_t above = INSTAR_CONVERT_NO_BACKING;
-        for (const auto& link : backing_chain.links) {
-            auto idx = add_image(link);
-            if (!idx)
-                return Error{idx.error()};
-            if (above == INSTAR_CONVERT_NO_BACKING)
-                plan.head.target_backing = *idx;
-            else
-                plan.images[above].backing = *idx;
-            above = *idx;
-        }
+    if (has_backing && !spec.existing_target) {
+        auto top = table.add_chain(backing_chain);
+        if (!top)
+            return Error{top.error()};
+        plan.head.target_backing = *top;
     }
-    if (plan.images.size() > INSTAR_CONVERT_MAX_IMAGES)
-        return Error{"too many images to convert at once (" + std::to_string(plan.images.size()) + "; at most " +
-                     std::to_string(INSTAR_CONVERT_MAX_IMAGES) + ")"};
-
-    auto target_module = guest_module_path(*spec.target.plugin);
+    auto target_module = table.module(*spec.target.plugin);
     if (!target_module)
         return Error{target_module.error()};
-    auto [tit, tfresh] = module_index.try_emplace(*target_module, static_cast<std::uint32_t>(modules.size()));
-    if (tfresh)
-        modules.push_back(*target_module);
-    if (modules.size() > INSTAR_MAX_MODULES)
-        return Error{"too many different formats in one convert (" + std::to_string(modules.size()) + ")"};
+    if (auto ok = table.check_limits("convert"); !ok)
+        return Error{ok.error()};
 
     CreateSpec target = spec.target;
     target.size = total;
-    if (has_backing) {
+    if (has_backing && !spec.existing_target) {
         target.backing = &backing_chain.links.front().image;
         target.backing_size = backing_chain.links.front().node.virtual_size;
     }
     target.qemu_version = qemu_version;
-    auto create = encode_create_arg(target);
-    if (!create)
-        return Error{target.filename + ": " + create.error()};
+    std::vector<std::uint8_t> create_bytes;
+    if (!spec.existing_target) {
+        auto create = encode_create_arg(target);
+        if (!create)
+            return Error{target.filename + ": " + create.error()};
+        create_bytes = std::move(*create);
+    }
 
+    // Without -n the target is written under a temporary name and linked into place on success.
+    // With -n it is written in place, as qemu-img does: an interrupted convert leaves it partly
+    // written (the same crash semantics as qemu-img's).
     AtomicFiles files(target.filename);
-    auto fd = files.open_image();
-    if (!fd)
-        return Error{target.filename + ": error while converting " + std::string((*target.plugin)->name) + ": " +
-                     fd.error()};
+    int target_fd = existing_file.fd;
+    if (!spec.existing_target) {
+        auto fd = files.open_image();
+        if (!fd)
+            return Error{target.filename + ": error while converting " + std::string((*target.plugin)->name) + ": " +
+                         fd.error()};
+        target_fd = *fd;
+    }
 
     plan.head.magic = INSTAR_CONVERT_PLAN_MAGIC;
-    plan.head.image_count = static_cast<std::uint32_t>(plan.images.size());
+    plan.head.image_count = static_cast<std::uint32_t>(table.images.size());
     plan.head.source_count = static_cast<std::uint32_t>(chains.size());
-    plan.head.target_module = tit->second;
-    plan.head.target_device = static_cast<std::uint32_t>(devices.size());
-    devices.push_back(vmm::output_device(*fd));
+    plan.head.target_module = *target_module;
+    plan.head.target_device = static_cast<std::uint32_t>(table.devices.size());
+    // raw's existing target is a fixed-size device (a file or a block device, never grown); image
+    // formats allocate clusters past their file's end, so theirs is an output.
+    const bool fixed_target = spec.existing_target && std::string_view((*target.plugin)->name) == "raw";
+    // (its length rounded up to a sector: qemu's raw disk ends there, and writing the last sector
+    // extends the file to it)
+    table.devices.push_back(fixed_target ? vmm::Device{target_fd, (existing_file.size + 511) / 512 * 512, true, false}
+                                         : vmm::output_device(target_fd));
+    const bool report_progress = spec.progress != nullptr || spec.rate_limit != 0;
     plan.head.flags = (spec.compressed ? INSTAR_CONVERT_COMPRESS : 0u) |
                       (has_backing ? INSTAR_CONVERT_TARGET_HAS_BACKING : 0u) |
                       (spec.out_of_order ? INSTAR_CONVERT_OUT_OF_ORDER : 0u) |
-                      (spec.progress ? INSTAR_CONVERT_PROGRESS : 0u);
+                      (report_progress ? INSTAR_CONVERT_PROGRESS : 0u) |
+                      (spec.existing_target ? INSTAR_CONVERT_EXISTING_TARGET : 0u) |
+                      (spec.target_is_zero ? INSTAR_CONVERT_TARGET_IS_ZERO : 0u) |
+                      (spec.salvage ? INSTAR_CONVERT_SALVAGE : 0u);
     plan.head.min_sparse = spec.min_sparse;
-    plan.head.target_backing_size = target.backing ? target.backing_size : UINT64_MAX;
-    plan.head.create_len = static_cast<std::uint32_t>(create->size());
-    plan.create = std::move(*create);
+    // With -n the field carries the existing target file's length instead (no -B chain is opened).
+    plan.head.target_backing_size = spec.existing_target ? existing_file.size
+                                    : target.backing           ? target.backing_size
+                                                               : UINT64_MAX;
+    plan.head.create_len = static_cast<std::uint32_t>(create_bytes.size());
+    plan.create = std::move(create_bytes);
     if (spec.snapshot)
         plan.snapshot = *spec.snapshot;
     plan.head.snapshot_len = static_cast<std::uint32_t>(plan.snapshot.size());
     plan.head.qemu_version = qemu_version;
     PlanFile plan_file;
-    auto plan_device = plan_file.write(plan.bytes());
+    auto plan_device = plan_file.write(plan.bytes(table.images));
     if (!plan_device)
         return Error{plan_device.error()};
-    devices[0] = *plan_device;
-    if (devices.size() > INSTAR_MAX_DEVICES)
-        return Error{"too many files for one sandbox (" + std::to_string(devices.size()) + "; at most " +
-                     std::to_string(INSTAR_MAX_DEVICES) + ")"};
+    table.devices[0] = *plan_device;
+    if (auto ok = table.check_limits("convert"); !ok)
+        return Error{ok.error()};
 
-    sandbox.outputs = &files;
-    const auto budget = CONVERT_BASE_TIMEOUT + std::chrono::seconds(total / CONVERT_BYTES_PER_SECOND);
+    sandbox.outputs = spec.existing_target ? nullptr : &files;
+    auto budget = CONVERT_BASE_TIMEOUT + std::chrono::seconds(total / CONVERT_BYTES_PER_SECOND);
+    if (spec.rate_limit != 0)
+        budget += std::chrono::seconds(total / spec.rate_limit + 1);
     if (sandbox.timeout < budget)
         sandbox.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(budget);
-    if (spec.progress)
+    // -r: the engine reports, before each chunk it copies, the sectors copied so far including that
+    // chunk; the host (the caller's thread, outside the seccomp filter) holds the guest there until
+    // the bytes before the chunk fit the rate. qemu's throttle likewise lets the first request
+    // through at once: 4 MiB at 2 MiB/s takes about a second in both.
+    const auto started = std::chrono::steady_clock::now();
+    std::uint64_t rate_before = 0;
+    if (report_progress)
         // The engine counts 512-byte sectors, as qemu-img does; --progress=json reports bytes.
-        sandbox.progress = [p = spec.progress](std::uint64_t done, std::uint64_t all) {
-            p->work(done * 512, all * 512);
+        sandbox.progress = [&, p = spec.progress](std::uint64_t done, std::uint64_t all) {
+            if (spec.rate_limit != 0) {
+                const auto due = started + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                               std::chrono::duration<double>(static_cast<double>(rate_before) * 512.0 /
+                                                                             static_cast<double>(spec.rate_limit)));
+                std::this_thread::sleep_until(due);
+                rate_before = done;
+            }
+            if (p)
+                p->work(done * 512, all * 512);
         };
     const instar_convert_arg arg{0, 0};
     // SAFETY: instar_convert_arg is a trivially-copyable ABI struct with no padding (static_assert).
     const auto* a = reinterpret_cast<const std::uint8_t*>(&arg);
-    auto run = vmm::run(sandbox, devices, modules, INSTAR_OP_CONVERT, {a, sizeof arg});
+    auto run = vmm::run(sandbox, table.devices, table.modules, INSTAR_OP_CONVERT, {a, sizeof arg});
     if (!run)
         return Error{target.filename + ": error while converting " + std::string((*target.plugin)->name) + ": " +
                      run.error().message};
+    if (spec.warnings && run->exit_status == 0)
+        for (const auto& name : skipped_bitmaps) // qemu warns as it copies the bitmaps, after the data
+            spec.warnings->push_back("Skipping inconsistent bitmap '" + name + "'");
+    if (spec.warnings) {
+        const std::size_t first = spec.warnings->size();
+        const bool salvaged = std::any_of(run->records.begin(), run->records.end(),
+                                          [](const auto& r) { return r.type == INSTAR_REC_CONVERT_SALVAGE; });
+        if (!spec.quiet) // -q silences qemu-img's warnings, not the driver's line below
+            salvage_warnings(run.value(), *spec.warnings);
+        // qemu's qcow2 driver reports its first corruption event on a read-only image once, before
+        // the warnings it causes; instar's qcow2 reader words the event as qemu does.
+        const bool has_qcow2 = std::any_of(table.links.begin(), table.links.end(), [](const ChainLink* l) {
+            return std::string_view((*l->plugin)->name) == "qcow2";
+        });
+        if (salvaged && has_qcow2 && run->exit_status == 0) {
+            for (const auto& rec : run->records)
+                if (rec.type == INSTAR_REC_REASON) {
+                    spec.warnings->insert(spec.warnings->begin() + static_cast<std::ptrdiff_t>(first),
+                                          "qcow2: Image is corrupt: " +
+                                              printable_reason(std::string(rec.data.begin(), rec.data.end())) +
+                                              "; further non-fatal corruption events will be suppressed");
+                    break;
+                }
+        }
+    }
     if (run->exit_status != 0)
-        return Error{failure_message(spec, table, run.value())};
+        return Error{failure_message(spec, table.links, run.value())};
+    if (spec.existing_target)
+        return true; // written in place; qemu-img's default cache mode (unsafe) does not flush either
     if (auto done = files.commit(); !done)
         return Error{done.error()};
     return true;

@@ -29,9 +29,25 @@ struct ConvertSpec {
     bool unsafe_quirks = false;
     std::vector<std::string> allow_paths;
     Progress* progress = nullptr;              // -p / --progress=json; nullptr: none
+    // -n: write into the existing file target.filename, opened with target_format (no probing);
+    // target.plugin is that format's plugin or nullptr when instar has none. Only filename,
+    // plugin and backing_file (-B: the target is then taken to have a backing file) are used.
+    bool existing_target = false;
+    bool target_is_zero = false;               // --target-is-zero (only with -n)
+    std::string target_format;                 // -n: -O as given
+    std::optional<std::string> target_cache_error; // -n: a bad -t, reported where qemu checks it
+    std::uint64_t rate_limit = 0;              // -r bytes per second; 0 = none
+    bool salvage = false;                      // --salvage
+    bool bitmaps = false;                      // --bitmaps
+    bool skip_broken_bitmaps = false;          // --skip-broken-bitmaps
+    std::optional<std::string> target_compat;  // a new qcow2 target's -o compat (bitmaps need 1.1)
+    bool quiet = false;                        // -q: no salvage warnings
+    // --salvage: qemu's warnings (without the "prog: warning: " prefix), in order; may be nullptr.
+    std::vector<std::string>* warnings = nullptr;
 };
 
-// Errors are qemu-img's messages without the "prog: " prefix.
+// Errors are qemu-img's messages without the "prog: " prefix. false (with -n only): --target-is-zero
+// with a backing file, which qemu-img reports and then exits 0 having written nothing.
 Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plugins, vmm::SandboxConfig sandbox,
                              std::uint32_t qemu_version);
 

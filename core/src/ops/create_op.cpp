@@ -188,7 +188,7 @@ Expected<CreateOutcome> create_in_guest(const CreateSpec& spec, const vmm::Sandb
     auto arg = encode_create_arg(spec);
     if (!arg)
         return Error{file_error(spec.filename, arg.error())};
-    if (auto err = vmm::check_kvm())
+    if (auto err = vmm::check_sandbox(config))
         return Error{err->message};
     vmm::SandboxConfig small = config;
     small.guest_memory = CREATE_GUEST_MEMORY;

@@ -15,7 +15,7 @@ constexpr std::uint64_t INFO_GUEST_MEMORY = INSTAR_MIN_GUEST_MEMORY;
 } // namespace
 
 Expected<GuestInfoRunner> make_sandbox_info_runner(const vmm::SandboxConfig& config, std::uint32_t qemu_version) {
-    if (auto err = vmm::check_kvm())
+    if (auto err = vmm::check_sandbox(config))
         return Error{err->message};
     return GuestInfoRunner([config, qemu_version](const std::vector<const LoadedPlugin*>& candidates, bool force,
                                     const OpenedFile& image,

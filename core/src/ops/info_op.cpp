@@ -35,7 +35,7 @@ Error could_not_open(const std::string& name, const std::string& why) {
 // Not recognised by any plugin's magic bytes (qemu-img would fall back to raw).
 constexpr const char* NOT_RECOGNISED =
     "image format not recognised: no known signature and no partition table (instar never guesses raw; "
-    "use -f raw, or --unsafe-quirks for qemu-img's fallback)";
+    "use -f raw, or --unsafe-quirks for qemu-img's fallback; `instar formats` lists the installed format plugins)";
 
 struct Candidates {
     std::vector<const LoadedPlugin*> plugins;
@@ -47,7 +47,7 @@ Expected<Candidates> candidates_for(const InfoOptions& opts, const PluginRegistr
     if (format) {
         const LoadedPlugin* p = plugins.find(*format);
         if (!p)
-            return could_not_open(name, "Unknown driver '" + *format + "'");
+            return could_not_open(name, "Unknown driver '" + *format + "'" + missing_plugin_hint(*format));
         return Candidates{{p}, true};
     }
     // --unsafe-quirks probes as qemu-img does, from the file's first bytes only.
@@ -205,12 +205,15 @@ OpenedChain::~OpenedChain() {
     }
 }
 
+Expected<OpenedFile> duplicate(const OpenedFile& f);
+
 Expected<bool> open_chain(const InfoOptions& opts, const PluginRegistry& plugins, const GuestInfoRunner& run_guest,
                           OpenedChain& chain) {
     auto policy = default_policy(opts.filename, opts.allow_paths);
     if (!policy)
         return Error{policy.error()};
-    auto top = open_user_file(opts.filename);
+    // opts.top: already opened by the caller (convert -n's target, read-write, perhaps a block device).
+    auto top = opts.top ? duplicate(*opts.top) : open_user_file(opts.filename);
     if (!top)
         return Error{top.error()};
     std::set<std::pair<std::uint64_t, std::uint64_t>> seen{{top->device, top->inode}};

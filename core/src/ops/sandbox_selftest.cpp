@@ -51,7 +51,8 @@ vmm::Outcome<SelftestReport> run_sandbox_selftest(const std::string& file, const
     if (rec.device_size != dev.size || rec.bytes_read != expected_read || (rec.flags & ~INSTAR_SELFTEST_MODULE_MATCH) != 0) {
         return vmm::SandboxError{vmm::ErrorKind::GuestBadRecord, "the self-test guest sent an inconsistent result", r.log};
     }
-    return SelftestReport{rec.device_size, rec.bytes_read, rec.crc32, (rec.flags & INSTAR_SELFTEST_MODULE_MATCH) != 0};
+    return SelftestReport{rec.device_size, rec.bytes_read, rec.crc32, (rec.flags & INSTAR_SELFTEST_MODULE_MATCH) != 0,
+                          vmm::sandbox_kind_name(r.sandbox), r.confinement};
 }
 
 int sandbox_selftest(const std::string& file, const vmm::SandboxConfig& config, std::ostream& out, std::ostream& err) {
@@ -62,7 +63,10 @@ int sandbox_selftest(const std::string& file, const vmm::SandboxConfig& config, 
     }
     const SelftestReport& r = report.value();
     out << "{\"device-size\": " << r.device_size << ", \"bytes-read\": " << r.bytes_read << ", \"crc32\": " << r.crc32
-        << ", \"raw-partition-table\": " << (r.raw_partition_table ? "true" : "false") << "}\n";
+        << ", \"raw-partition-table\": " << (r.raw_partition_table ? "true" : "false") << ", \"sandbox\": \""
+        << r.sandbox << '"';
+    if (!r.confinement.empty()) out << ", \"confinement\": \"" << r.confinement << '"';
+    out << "}\n";
     return 0;
 }
 

@@ -18,6 +18,8 @@ struct SelftestReport {
     std::uint64_t bytes_read = 0;
     std::uint32_t crc32 = 0;
     bool raw_partition_table = false; // the raw module's probe found an MBR or GPT
+    std::string sandbox;     // which sandbox ran it: "kvm" or "process"
+    std::string confinement; // the process sandbox's: what its guest process applied
 };
 
 // raw_module: path of raw.gmod; empty means vmm::find_guest_module("raw.gmod").

@@ -14,7 +14,7 @@ void Progress::print(float delta, int max) {
     if (current > 100)
         current = 100;
     current_ = current;
-    if (current > last_print_ + MIN_SKIP || current < last_print_ - MIN_SKIP || current == 100 || current == 0) {
+    if (current > last_print_ + min_skip_ || current < last_print_ - min_skip_ || current == 100 || current == 0) {
         last_print_ = current_;
         emit();
     }

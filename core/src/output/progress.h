@@ -23,6 +23,8 @@ public:
     void work(std::uint64_t done, std::uint64_t total);
     // qemu_progress_end: the newline after the last figure (human mode).
     void end();
+    // qemu_progress_init's min_skip: 1.0 for convert (the default), 2.0 for compare.
+    void set_min_skip(float skip) { min_skip_ = skip; }
 
 private:
     void emit();
@@ -34,7 +36,7 @@ private:
     float current_ = 0;
     float last_print_ = 0;
     std::uint64_t done_ = 0, total_ = 0;
-    static constexpr float MIN_SKIP = 1.0f; // qemu-img's qemu_progress_init(progress, 1.0)
+    float min_skip_ = 1.0f; // qemu-img convert's qemu_progress_init(progress, 1.0)
 };
 
 } // namespace instar

@@ -196,4 +196,12 @@ const LoadedPlugin* PluginRegistry::find(std::string_view name) const {
     return nullptr;
 }
 
+std::string missing_plugin_hint(std::string_view format) {
+    for (std::string_view in_tree : {"qcow2", "vmdk", "vpc", "vhdx", "raw"})
+        if (format == in_tree)
+            return " (its plugin is not installed: install the package instar-plugin-" +
+                   std::string(format == "vpc" ? "vhd" : format) + ")";
+    return {};
+}
+
 } // namespace instar

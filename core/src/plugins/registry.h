@@ -66,4 +66,9 @@ private:
     WarningSink warn_;
 };
 
+// For a format instar ships in-tree whose plugin is not installed: " (its plugin is not installed:
+// install the package instar-plugin-FMT)", naming the distribution package (docs/packaging.md);
+// empty for any other name.
+std::string missing_plugin_hint(std::string_view format);
+
 } // namespace instar

@@ -2,6 +2,7 @@
 #include "vmm/guest_memory.h"
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -50,13 +51,30 @@ Outcome<GuestMemory> GuestMemory::create(std::uint64_t size, bool huge_pages) {
     return m;
 }
 
+Outcome<GuestMemory> GuestMemory::create_shared(std::uint64_t size) {
+    auto made = create(size, false);
+    if (!made) return made;
+    GuestMemory& m = made.value();
+    m.memfd_ = ::memfd_create("instar-guest-memory", MFD_CLOEXEC);
+    if (m.memfd_ < 0) {
+        return SandboxError{ErrorKind::HostResource, std::string("cannot create guest memory (memfd): ") + std::strerror(errno), {}};
+    }
+    if (::ftruncate(m.memfd_, static_cast<off_t>(size)) != 0 ||
+        ::mmap(m.base_, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, m.memfd_, 0) != m.base_) {
+        return SandboxError{ErrorKind::HostResource, std::string("cannot map guest memory (memfd): ") + std::strerror(errno), {}};
+    }
+    return made;
+}
+
 GuestMemory::GuestMemory(GuestMemory&& o) noexcept
     : reservation_(std::exchange(o.reservation_, nullptr)),
       reservation_size_(std::exchange(o.reservation_size_, 0)), base_(std::exchange(o.base_, nullptr)),
-      size_(std::exchange(o.size_, 0)), huge_pages_(o.huge_pages_) {}
+      size_(std::exchange(o.size_, 0)), huge_pages_(o.huge_pages_),
+      memfd_(std::exchange(o.memfd_, -1)) {}
 
 GuestMemory::~GuestMemory() {
     if (reservation_ != nullptr) ::munmap(reservation_, reservation_size_);
+    if (memfd_ >= 0) ::close(memfd_);
 }
 
 } // namespace instar::vmm

@@ -13,6 +13,9 @@ public:
     // size must be a multiple of INSTAR_LARGE_PAGE_SIZE (the caller rounds the config);
     // huge_pages: advise MADV_HUGEPAGE (SandboxConfig::huge_pages).
     static Outcome<GuestMemory> create(std::uint64_t size, bool huge_pages = true);
+    // The same over a memfd (MAP_SHARED), for the process sandbox: its guest process maps
+    // memfd() at the guest addresses (docs/sandbox.md).
+    static Outcome<GuestMemory> create_shared(std::uint64_t size);
 
     GuestMemory(GuestMemory&& o) noexcept;
     GuestMemory& operator=(GuestMemory&&) = delete;
@@ -22,6 +25,7 @@ public:
     std::uint8_t* host_base() const { return base_; }
     std::uint64_t size() const { return size_; }
     bool huge_pages() const { return huge_pages_; }
+    int memfd() const { return memfd_; } // -1 unless made by create_shared()
 
     // The host address of guest range [gpa, gpa + len), or nullptr unless it lies wholly inside
     // RAM. Overflow-safe for any gpa and len a guest can send.
@@ -37,6 +41,7 @@ private:
     std::uint8_t* base_ = nullptr;
     std::uint64_t size_ = 0;
     bool huge_pages_ = false;
+    int memfd_ = -1;
 };
 
 } // namespace instar::vmm

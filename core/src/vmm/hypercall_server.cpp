@@ -276,7 +276,8 @@ Outcome<HypercallServer::Next> HypercallServer::discard(const instar_hypercall& 
         reply.ret = -INSTAR_EIO;
         return Next::Resume;
     }
-    const auto length = static_cast<std::uint64_t>(st.st_size);
+    // A block device (convert -n into an LV) has no st_size: its length is the device's size.
+    const auto length = S_ISBLK(st.st_mode) ? d->size : static_cast<std::uint64_t>(st.st_size);
     const std::uint64_t end = req.offset + req.len;
     // Past the file's end reads as zeros already (a later write extends it with a hole).
     const std::uint64_t inside = std::min(end, length);
@@ -361,9 +362,11 @@ Outcome<HypercallServer::Next> HypercallServer::log(const instar_hypercall& req)
         ++result_.dropped_log_lines;
         return Next::Resume;
     }
-    std::string line;
-    // SAFETY: [src, src + len) is inside guest RAM; non-printable bytes never reach a terminal.
-    for (std::uint64_t i = 0; i < req.len; ++i) line += (src[i] >= 0x20 && src[i] < 0x7f) ? char(src[i]) : '?';
+    // SAFETY: [src, src + len) is inside guest RAM. Copied out first, then sanitised in the copy: the
+    // process sandbox's guest may still be running while the host serves (it need not wait for the
+    // answer), so each byte must be read exactly once. Non-printable bytes never reach a terminal.
+    std::string line(reinterpret_cast<const char*>(src), req.len);
+    for (char& c : line) c = (c >= 0x20 && c < 0x7f) ? c : '?';
     result_.log.push_back(std::move(line));
     return Next::Resume;
 }

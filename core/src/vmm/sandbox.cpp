@@ -1,15 +1,15 @@
 // run(): validate the request, lay out guest RAM, boot the VM, collect what the guest reported.
 #include "vmm/sandbox.h"
 
-#include <sys/random.h>
-
 #include <algorithm>
 #include <cstring>
 
 #include "vmm/guest_image.h"
+#include "vmm/guest_layout.h"
 #include "vmm/guest_memory.h"
 #include "vmm/hypercall_server.h"
 #include "vmm/kvm_system.h"
+#include "vmm/process_sandbox.h"
 #include "vmm/reaper.h"
 #include "vmm/seccomp_filter.h"
 #include "vmm/spare_vm.h"
@@ -50,14 +50,6 @@ std::optional<SandboxError> check_request(const SandboxConfig& config, std::span
     return std::nullopt;
 }
 
-std::uint64_t random_canary() {
-    std::uint64_t v = 0;
-    if (::getrandom(&v, sizeof v, GRND_NONBLOCK) != static_cast<ssize_t>(sizeof v)) {
-        v = static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) * 0x9e3779b97f4a7c15ull;
-    }
-    return v & ~0xffull; // a zero low byte stops string overruns from copying past it
-}
-
 Outcome<RunResult> boot_and_run(PreparedVm& vm, const GuestImage& rt,
                                 const std::vector<std::shared_ptr<const GuestImage>>& images,
                                 std::span<const Device> devices, std::uint32_t op, std::span<const std::uint8_t> arg,
@@ -65,33 +57,9 @@ Outcome<RunResult> boot_and_run(PreparedVm& vm, const GuestImage& rt,
                                 const std::function<void(std::uint64_t, std::uint64_t)>& progress,
                                 bool confine, int added_fd_floor) {
     GuestMemory& m = vm.memory;
-    const std::uint64_t ram = m.size();
     x86::write_boot_tables({m.host_base(), m.size()},
                            std::span<const std::uint64_t, INSTAR_EXCEPTION_VECTORS>(rt.exception_handlers));
-    if (!place_guest_image(rt, m, INSTAR_GPA_RUNTIME)) {
-        return SandboxError{ErrorKind::GuestImage, "the guest runtime does not fit in guest memory", {}};
-    }
-    instar_boot_info boot{};
-    boot.magic = INSTAR_BOOT_MAGIC;
-    boot.abi_version = INSTAR_GUEST_ABI_VERSION;
-    boot.ram_size = ram;
-    std::uint64_t next = INSTAR_GPA_MODULES;
-    for (std::size_t i = 0; i < images.size(); ++i) {
-        const GuestImage& img = *images[i];
-        if (!place_guest_image(img, m, next)) return config_error("guest memory is too small for the guest modules");
-        boot.modules[i] = instar_module_slot{next, img.bytes.size(), next + img.entry};
-        next += img.bytes.size(); // page-rounded by the loader
-    }
-    boot.module_count = static_cast<std::uint32_t>(images.size());
-    boot.device_count = static_cast<std::uint32_t>(devices.size());
-    boot.arena_base = next;
-    boot.arena_size = ram - next;
-    boot.op = op;
-    boot.arg_len = static_cast<std::uint32_t>(arg.size());
-    if (!arg.empty()) std::memcpy(boot.arg, arg.data(), arg.size());
-    std::memcpy(m.range(INSTAR_GPA_BOOT_INFO, sizeof boot), &boot, sizeof boot);
-    const std::uint64_t canary = random_canary();
-    std::memcpy(m.range(INSTAR_GPA_TLS + INSTAR_TLS_CANARY_OFFSET, sizeof canary), &canary, sizeof canary);
+    if (auto bad = lay_out_guest(m, rt, images, devices.size(), op, arg, KVM_LAYOUT)) return *bad;
 
     if (auto bad = vm.vm->boot(INSTAR_GPA_RUNTIME + rt.entry)) return *bad;
     auto watchdog = Watchdog::arm(timeout);
@@ -117,6 +85,16 @@ Outcome<RunResult> boot_and_run(PreparedVm& vm, const GuestImage& rt,
 
 } // namespace
 
+namespace {
+// The process build of a runtime named explicitly: "-process" before ".elf" (guest/meson.build).
+std::string process_runtime_for(const std::string& runtime) {
+    const std::string suffix = ".elf";
+    if (runtime.size() >= suffix.size() && runtime.compare(runtime.size() - suffix.size(), suffix.size(), suffix) == 0)
+        return runtime.substr(0, runtime.size() - suffix.size()) + "-process" + suffix;
+    return runtime + "-process";
+}
+} // namespace
+
 std::uint64_t guest_ram(const SandboxConfig& config) {
     const std::uint64_t asked = config.guest_memory == 0 ? config.max_guest_memory
                                                          : std::min(config.guest_memory, config.max_guest_memory);
@@ -129,18 +107,36 @@ Outcome<RunResult> run(const SandboxConfig& config, std::span<const Device> devi
     const std::uint64_t ram = guest_ram(config);
     const bool huge = config.huge_pages;
 
-    const std::string runtime_path = config.runtime_path.empty() ? default_runtime_path() : config.runtime_path;
-    auto runtime = load_guest_image(runtime_path, ImageKind::Runtime);
-    if (!runtime) return runtime.error();
     std::vector<std::shared_ptr<const GuestImage>> images;
     for (const std::string& path : modules) {
         auto m = load_guest_image(path, ImageKind::Module);
         if (!m) return m.error();
         images.push_back(m.value());
     }
+    const SandboxKind kind = requested_sandbox(config.sandbox);
+    auto in_process = [&]() -> Outcome<RunResult> {
+        std::string path = config.process_runtime_path;
+        if (path.empty()) path = config.runtime_path.empty() ? default_process_runtime_path() : process_runtime_for(config.runtime_path);
+        auto runtime = load_guest_image(path, ImageKind::Runtime);
+        if (!runtime) return runtime.error();
+        return run_in_process(config, ram, devices, *runtime.value(), images, op, arg);
+    };
+    if (kind == SandboxKind::Process) return in_process();
+
+    const std::string runtime_path = config.runtime_path.empty() ? default_runtime_path() : config.runtime_path;
+    auto runtime = load_guest_image(runtime_path, ImageKind::Runtime);
+    if (!runtime) return runtime.error();
 
     auto prepared = take_prepared_vm(ram, huge);
-    if (!prepared) return prepared.error();
+    if (!prepared) {
+        // Auto: without a usable /dev/kvm, the process sandbox runs the guest instead.
+        const ErrorKind why = prepared.error().kind;
+        if (kind == SandboxKind::Auto &&
+            (why == ErrorKind::KvmMissing || why == ErrorKind::KvmNoAccess || why == ErrorKind::KvmUnusable)) {
+            return in_process();
+        }
+        return prepared.error();
+    }
     std::shared_ptr<PreparedVm> vm = std::move(prepared.value());
     // The guest runs on a fresh thread that confines itself (vcpu_thread.h); this thread creates
     // added files and reports progress for it, through the broker.
@@ -177,7 +173,17 @@ Outcome<RunResult> run(const SandboxConfig& config, std::span<const Device> devi
 }
 
 
+std::optional<SandboxError> check_sandbox(const SandboxConfig& config) {
+    switch (requested_sandbox(config.sandbox)) {
+    case SandboxKind::Process: return std::nullopt;
+    case SandboxKind::Kvm: return check_kvm();
+    case SandboxKind::Auto: break;
+    }
+    return std::nullopt; // auto: whatever is wrong with KVM, the process sandbox runs the guest
+}
+
 void prewarm(const SandboxConfig& config) {
+    if (requested_sandbox(config.sandbox) == SandboxKind::Process) return; // nothing to keep ready
     const std::uint64_t ram = guest_ram(config);
     if (ram < INSTAR_MIN_GUEST_MEMORY || ram > INSTAR_MAX_GUEST_MEMORY) return; // run() will say why
     const bool huge = config.huge_pages;

@@ -43,7 +43,17 @@ public:
     virtual std::optional<Device> add(const std::string& name, std::string& error) = 0;
 };
 
+// Where the guest runs (docs/sandbox.md): a KVM micro-VM, or a confined process (no /dev/kvm
+// needed). Auto: $INSTAR_SANDBOX when set (auto|kvm|process), else KVM when usable, else process.
+enum class SandboxKind { Auto, Kvm, Process };
+std::optional<SandboxKind> parse_sandbox_kind(const std::string& text); // "auto", "kvm", "process"
+const char* sandbox_kind_name(SandboxKind kind);
+// config's kind, or $INSTAR_SANDBOX's when that is Auto (an unknown value counts as auto).
+SandboxKind requested_sandbox(SandboxKind kind);
+
 struct SandboxConfig {
+    SandboxKind sandbox = SandboxKind::Auto;
+
     std::uint64_t max_guest_memory = DEFAULT_GUEST_MEMORY; // the cap (--max-guest-memory); rounded down to 2 MiB
     // This operation's RAM: 0 = max_guest_memory; larger values are clamped to max_guest_memory.
     // Small operations (info) ask for little: a smaller VM is cheaper to create (docs/sandbox.md).
@@ -53,6 +63,9 @@ struct SandboxConfig {
     bool huge_pages = true;
     std::chrono::milliseconds timeout = DEFAULT_TIMEOUT;   // wall-clock budget for the guest
     std::string runtime_path; // the guest runtime ELF; empty: default_runtime_path()
+    // The process sandbox's runtime; empty: runtime_path with "-process" before ".elf" when that is
+    // set, else default_process_runtime_path().
+    std::string process_runtime_path;
     OutputFiles* outputs = nullptr; // where INSTAR_HC_ADD_FILE goes; nullptr: the guest may not add files
     // Called for each INSTAR_HC_PROGRESS (work done, total; done <= total, checked), on the thread
     // that called run(). Empty: progress reports are accepted and dropped.
@@ -72,6 +85,8 @@ struct RunResult {
     std::uint64_t bytes_written = 0; // by INSTAR_HC_WRITE (not the fills of INSTAR_HC_SET_LENGTH)
     std::string host_error;          // the first host-side I/O failure the guest was told about
     int host_errno = 0;              // its errno (EFBIG: the file system cannot hold that size)
+    SandboxKind sandbox = SandboxKind::Kvm; // the sandbox that ran the guest (never Auto)
+    std::string confinement; // process sandbox: what its guest process applied, e.g. "seccomp-strict,..."
 };
 
 enum class ErrorKind {
@@ -133,9 +148,17 @@ void prewarm(const SandboxConfig& config);
 
 // Whether /dev/kvm is there and usable, without booting anything; nullopt when it is.
 std::optional<SandboxError> check_kvm();
+// Whether run() can run a guest for `config` at all: nullopt for the process sandbox (requested, or
+// auto without usable KVM), else check_kvm(). Operations call this before their first run.
+std::optional<SandboxError> check_sandbox(const SandboxConfig& config);
 
 // Where the guest runtime is: $INSTAR_GUEST_RUNTIME, else the installed copy, else the build tree.
 std::string default_runtime_path();
+// The process sandbox's runtime: $INSTAR_GUEST_RUNTIME_PROCESS, else $INSTAR_GUEST_RUNTIME with
+// "-process" before ".elf", else the installed copy, else the build tree.
+std::string default_process_runtime_path();
+// The process sandbox's loader: $INSTAR_PROCESS_LOADER, else the installed copy, else the build tree.
+std::string process_loader_path();
 
 // Finds a plugin's guest module (e.g. "raw.gmod"): $INSTAR_PLUGIN_PATH directories, the installed
 // plugin directory, then the build tree (plugins/<name>/guest/). Empty when not found.

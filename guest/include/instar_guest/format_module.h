@@ -8,14 +8,20 @@
 #include <instar_guest/module_abi.h>
 
 #define INSTAR_FORMAT_MODULE(NAME, PROBE, INFO, DETECT_OTHER, CREATE, OPEN, CREATE_WRITER)                         \
-    INSTAR_FORMAT_MODULE_WITH_CHECK(NAME, PROBE, INFO, DETECT_OTHER, CREATE, OPEN, CREATE_WRITER, nullptr)
+    INSTAR_FORMAT_MODULE_W(NAME, PROBE, INFO, DETECT_OTHER, CREATE, OPEN, CREATE_WRITER, nullptr)
 
-// The same, for a format with a consistency check (ModuleOps::check, module ABI 4).
-#define INSTAR_FORMAT_MODULE_WITH_CHECK(NAME, PROBE, INFO, DETECT_OTHER, CREATE, OPEN, CREATE_WRITER, CHECK)          \
+// The same, for a format that can also write into an existing image (convert -n: OPEN_WRITER).
+#define INSTAR_FORMAT_MODULE_W(NAME, PROBE, INFO, DETECT_OTHER, CREATE, OPEN, CREATE_WRITER, OPEN_WRITER)          \
+    INSTAR_FORMAT_MODULE_WITH_CHECK(NAME, PROBE, INFO, DETECT_OTHER, CREATE, OPEN, CREATE_WRITER, OPEN_WRITER,    \
+                                    nullptr)
+
+// The same, for a format with a consistency check as well (ModuleOps::check, module ABI 5).
+#define INSTAR_FORMAT_MODULE_WITH_CHECK(NAME, PROBE, INFO, DETECT_OTHER, CREATE, OPEN, CREATE_WRITER, OPEN_WRITER,  \
+                                        CHECK)                                                                     \
     namespace {                                                                                                    \
     constinit const ::instar::guest::ModuleOps instar_format_module_ops = {                                        \
         ::instar::guest::MODULE_ABI_VERSION, sizeof(::instar::guest::ModuleOps), NAME, PROBE, nullptr, INFO,       \
-        DETECT_OTHER, CREATE, OPEN, CREATE_WRITER, CHECK};                                                         \
+        DETECT_OTHER, CREATE, OPEN, CREATE_WRITER, OPEN_WRITER, CHECK};                                            \
     }                                                                                                              \
     extern "C" const ::instar::guest::ModuleOps* instar_module_entry(const ::instar::guest::Services* s) {         \
         if (s == nullptr || s->abi_version != ::instar::guest::MODULE_ABI_VERSION)                                 \

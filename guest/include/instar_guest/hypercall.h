@@ -6,6 +6,7 @@
 
 namespace instar::guest {
 
+#ifndef INSTAR_GUEST_PROCESS
 inline instar_hypercall* mailbox() {
     // SAFETY: the mailbox page is identity-mapped and reserved for this struct by the memory map.
     return reinterpret_cast<instar_hypercall*>(static_cast<uintptr_t>(INSTAR_GPA_MAILBOX));
@@ -19,5 +20,33 @@ inline int64_t hypercall_issue(instar_hypercall* mb) {
     asm volatile("movl %0, (%1)" : : "r"(nr), "r"(static_cast<uintptr_t>(INSTAR_GPA_DOORBELL)) : "memory");
     return *static_cast<volatile int64_t*>(&mb->ret);
 }
+#else
+// The process sandbox's transport (guest_abi.h): the mailbox travels over the channel. Raw system
+// calls, no libc: seccomp strict mode allows read, write, exit and sigreturn only.
+inline instar_hypercall* mailbox() {
+    // SAFETY: the host maps this page read-write in the guest process (guest_abi.h).
+    return reinterpret_cast<instar_hypercall*>(static_cast<uintptr_t>(INSTAR_PROC_MAILBOX));
+}
+
+[[noreturn]] inline void process_exit(int code) {
+    for (;;) asm volatile("syscall" : : "a"(60), "D"(code) : "rcx", "r11", "memory"); // exit
+}
+
+inline long process_syscall3(long nr, long a, long b, long c) {
+    long ret;
+    asm volatile("syscall" : "=a"(ret) : "a"(nr), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
+    return ret;
+}
+
+inline int64_t hypercall_issue(instar_hypercall* mb) {
+    constexpr long SYS_READ = 0, SYS_WRITE = 1, SIZE = static_cast<long>(sizeof(instar_hypercall));
+    const long mbp = static_cast<long>(reinterpret_cast<uintptr_t>(mb));
+    // The host answers every call but EXIT and FAULT; when it stops answering (it closed the
+    // channel: the run is over), the guest process ends.
+    if (process_syscall3(SYS_WRITE, INSTAR_PROC_CHANNEL_FD, mbp, SIZE) != SIZE) process_exit(125);
+    if (process_syscall3(SYS_READ, INSTAR_PROC_CHANNEL_FD, mbp, SIZE) != SIZE) process_exit(126);
+    return *static_cast<volatile int64_t*>(&mb->ret);
+}
+#endif
 
 } // namespace instar::guest

@@ -19,7 +19,7 @@
 namespace instar::guest {
 
 // Bumped whenever Services or ModuleOps change layout or meaning.
-inline constexpr uint32_t MODULE_ABI_VERSION = 4;
+inline constexpr uint32_t MODULE_ABI_VERSION = 5;
 
 // What the runtime offers a module. Valid for the whole run.
 struct Services {
@@ -61,7 +61,9 @@ struct ModuleOps {
     OpenFn open;
     // Creating an image and writing its data: convert's target (instar/guest/write_api.h).
     CreateWriterFn create_writer;
-    // Since module ABI 4. INSTAR_OP_CHECK: qemu-img check's consistency check (instar/guest/check_api.h);
+    // Since module ABI 4. Writing into an existing image: convert -n's target (write_api.h).
+    OpenWriterFn open_writer;
+    // Since module ABI 5. INSTAR_OP_CHECK: qemu-img check's consistency check (instar/guest/check_api.h);
     // null: "This image format does not support checks". Keep new entries after this one.
     CheckFn check;
 };

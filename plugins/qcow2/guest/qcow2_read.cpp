@@ -29,25 +29,17 @@ public:
 
     uint64_t virtual_size() const override { return size_; }
 
-    // "Corrupt" is terminal (qemu's fatal corruption events make the image unusable): after a
-    // structure failed validation, every later call fails too.
-    Status status(uint64_t offset, uint64_t length, Extent* out) override {
-        return corrupt_ ? Status::Corrupt : latch(status_at(offset, length, out));
-    }
+    // "Corrupt" concerns the structure that failed validation (one L2 entry, one L2 table, one
+    // compressed cluster): qemu's corruption events are fatal only on images opened read-write,
+    // and every instar reader is a read-only open ("further non-fatal corruption events will be
+    // suppressed"), so the rest of the image stays readable (convert --salvage relies on it).
+    Status status(uint64_t offset, uint64_t length, Extent* out) override { return status_at(offset, length, out); }
 
-    Status read(uint64_t offset, void* buf, size_t len) override {
-        return corrupt_ ? Status::Corrupt : latch(read_range(offset, buf, len));
-    }
+    Status read(uint64_t offset, void* buf, size_t len) override { return read_range(offset, buf, len); }
 
     void close() override { guest::arena_delete(alloc_, this); }
 
 private:
-    Status latch(Status st) {
-        if (st == Status::Corrupt)
-            corrupt_ = true;
-        return st;
-    }
-
     Status status_at(uint64_t offset, uint64_t length, Extent* out) {
         if (offset >= size_ || length == 0 || length > size_ - offset)
             return Status::Invalid;
@@ -135,7 +127,6 @@ private:
     uint64_t size_;
     Qcow2Map map_;
     CompressedCache compressed_;
-    bool corrupt_ = false;
 };
 
 } // namespace

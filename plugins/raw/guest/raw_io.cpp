@@ -107,6 +107,22 @@ Status open(const guest::OpenRequest& req, guest::ImageReader** out) {
     return Status::Ok;
 }
 
+Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
+    if (req.image == nullptr || req.allocator == nullptr) return Status::Invalid;
+    // -n: the file is the disk, written in place up to its own length (the host made sure the
+    // sources fit); zero ranges are punched or written as zeros, since an existing file has no
+    // zero initialisation.
+    // qemu's raw disk is the file rounded up to whole sectors: a write to the last, partial sector
+    // extends the file (the host's device allows that much).
+    const uint64_t size = req.image->size();
+    if (size > UINT64_MAX - SECTOR) return Status::TooLarge;
+    RawWriter* w = guest::arena_new<RawWriter>(*req.allocator, *req.image, *req.allocator,
+                                               (size + SECTOR - 1) / SECTOR * SECTOR, false);
+    if (w == nullptr) return Status::NoMemory;
+    *out = w;
+    return Status::Ok;
+}
+
 Status create_writer(const guest::CreateRequest& req, guest::CreateTarget& target, guest::ImageWriter** out) {
     if (req.allocator == nullptr) return Status::Invalid;
     guest::Prealloc mode = guest::Prealloc::Off;

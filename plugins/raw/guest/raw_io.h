@@ -15,4 +15,7 @@ guest::Status open(const guest::OpenRequest& req, guest::ImageReader** out);
 // place. It reads as zeros when created sparse, so zero ranges are never written.
 guest::Status create_writer(const guest::CreateRequest& req, guest::CreateTarget& target, guest::ImageWriter** out);
 
+// convert -n: the existing file (or block device) req.image written in place, zero ranges included.
+guest::Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out);
+
 } // namespace instar::raw

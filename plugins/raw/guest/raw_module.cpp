@@ -4,5 +4,5 @@
 
 #include <instar_guest/format_module.h>
 
-INSTAR_FORMAT_MODULE("raw", instar::raw::probe, instar::raw::info, instar::raw::detect_other, nullptr, instar::raw::open,
-                     instar::raw::create_writer)
+INSTAR_FORMAT_MODULE_W("raw", instar::raw::probe, instar::raw::info, instar::raw::detect_other, nullptr,
+                       instar::raw::open, instar::raw::create_writer, instar::raw::open_writer)

@@ -59,7 +59,7 @@ const char* with_number(char* buf, size_t cap, const char* prefix, uint32_t v) {
 }
 
 // qemu's truncation check: no allocated block (bitmap + data) may end past the end of the file.
-Status check_bat(guest::BlockDevice& dev, guest::Allocator& alloc, const VpcDynamicHeader& h) {
+Status check_bat(guest::BlockDevice& dev, guest::Allocator& alloc, const VpcDynamicHeader& h, uint64_t* free_out) {
     const uint64_t bat_bytes = static_cast<uint64_t>(h.max_table_entries) * 4;
     uint64_t bat_end;
     if (!add_u64(h.table_offset, bat_bytes, &bat_end) || bat_end > dev.size())
@@ -84,6 +84,7 @@ Status check_bat(guest::BlockDevice& dev, guest::Allocator& alloc, const VpcDyna
         }
         done += n;
     }
+    *free_out = free_offset;
     return free_offset > dev.size() ? Status::Corrupt : Status::Ok;
 }
 
@@ -197,7 +198,7 @@ Status vpc_load(guest::BlockDevice& dev, guest::Allocator& alloc, VpcImage* out,
             *why = m;
             return Status::TooLarge;
         }
-        st = check_bat(dev, alloc, h);
+        st = check_bat(dev, alloc, h, &out->free_data_block_offset);
         if (st != Status::Ok) {
             if (st == Status::Corrupt)
                 *why = "block-vpc: free_data_block_offset points after the end of file. The image has been truncated.";

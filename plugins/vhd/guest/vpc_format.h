@@ -22,6 +22,7 @@ struct VpcImage {
     uint64_t virtual_size;    // qemu's rule: CHS, or current_size for some creators / maxed geometry
     VpcDynamicHeader header;  // dynamic only
     uint64_t bitmap_size;     // dynamic only: bytes of sector bitmap before each block's data
+    uint64_t free_data_block_offset = 0; // dynamic only: qemu's next block position (after the last one)
     char message[96];         // storage for a formatted error text (*why may point here)
 };
 

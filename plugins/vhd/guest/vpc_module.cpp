@@ -6,5 +6,5 @@
 
 #include <instar_guest/format_module.h>
 
-INSTAR_FORMAT_MODULE("vpc", instar::vpc::probe, instar::vpc::info, nullptr, instar::vpc::create, instar::vpc::open,
-                     instar::vpc::create_writer)
+INSTAR_FORMAT_MODULE_W("vpc", instar::vpc::probe, instar::vpc::info, nullptr, instar::vpc::create,
+                       instar::vpc::open, instar::vpc::create_writer, instar::vpc::open_writer)

@@ -5,6 +5,7 @@
 #include "vpc_format.h"
 
 #include <instar/guest/arena_new.h>
+#include <instar/guest/page_cache.h>
 
 namespace instar::vpc {
 namespace {
@@ -25,16 +26,12 @@ struct Piece {
     uint64_t file_offset; // Kind::File
 };
 
-struct BatPage {
-    uint32_t index; // page number (block / VPC_BAT_PAGE_ENTRIES)
-    uint32_t used;  // last-use stamp, 0 = empty
-    uint32_t entries[VPC_BAT_PAGE_ENTRIES];
-};
+using BatCache = guest::TablePageCache<uint32_t, VPC_BAT_PAGE_ENTRIES, VPC_BAT_CACHE_PAGES>;
 
 class VpcReader final : public guest::ImageReader {
 public:
-    VpcReader(BlockDevice& dev, guest::Allocator& alloc, const VpcImage& img, BatPage* pages)
-        : dev_(dev), alloc_(alloc), img_(img), pages_(pages) {}
+    VpcReader(BlockDevice& dev, guest::Allocator& alloc, const VpcImage& img, const BatCache& bat)
+        : dev_(dev), alloc_(alloc), img_(img), bat_(bat) {}
 
     uint64_t virtual_size() const override { return img_.virtual_size; }
 
@@ -52,7 +49,7 @@ public:
     }
 
     void close() override {
-        alloc_.deallocate(pages_, sizeof(BatPage) * VPC_BAT_CACHE_PAGES);
+        bat_.release(alloc_);
         guest::arena_delete(alloc_, this);
     }
 
@@ -201,36 +198,18 @@ private:
             *out = BAT_UNUSED;
             return Status::Ok;
         }
-        const uint32_t page = static_cast<uint32_t>(block / VPC_BAT_PAGE_ENTRIES);
-        const uint32_t slot = static_cast<uint32_t>(block % VPC_BAT_PAGE_ENTRIES);
-        ++clock_;
-        BatPage* victim = &pages_[0];
-        for (uint32_t i = 0; i < VPC_BAT_CACHE_PAGES; ++i) {
-            BatPage& pg = pages_[i];
-            if (pg.used != 0 && pg.index == page) {
-                pg.used = clock_;
-                *out = pg.entries[slot];
-                return Status::Ok;
-            }
-            if (pg.used < victim->used)
-                victim = &pg;
-        }
-        const uint64_t first = static_cast<uint64_t>(page) * VPC_BAT_PAGE_ENTRIES;
-        const uint64_t left = img_.header.max_table_entries - first;
-        const uint64_t count = left < VPC_BAT_PAGE_ENTRIES ? left : VPC_BAT_PAGE_ENTRIES;
-        uint8_t raw[VPC_BAT_PAGE_ENTRIES * 4];
-        uint64_t at, end;
-        if (!add_u64(img_.header.table_offset, first * 4, &at) || !add_u64(at, count * 4, &end) || end > dev_.size())
-            return corrupt("The block allocation table lies past the end of the file");
-        victim->used = 0;
-        if (const Status st = dev_.read(at, raw, count * 4); st != Status::Ok)
-            return st;
-        for (uint64_t i = 0; i < count; ++i)
-            victim->entries[i] = load_be32(raw + 4 * i);
-        victim->index = page;
-        victim->used = clock_;
-        *out = victim->entries[slot];
-        return Status::Ok;
+        return bat_.get(block, img_.header.max_table_entries, out, [&](uint64_t first, uint64_t count, uint32_t* e) {
+            uint8_t raw[VPC_BAT_PAGE_ENTRIES * 4];
+            uint64_t at, end;
+            if (!add_u64(img_.header.table_offset, first * 4, &at) || !add_u64(at, count * 4, &end) ||
+                end > dev_.size())
+                return corrupt("The block allocation table lies past the end of the file");
+            if (const Status st = dev_.read(at, raw, count * 4); st != Status::Ok)
+                return st;
+            for (uint64_t i = 0; i < count; ++i)
+                e[i] = load_be32(raw + 4 * i);
+            return Status::Ok;
+        });
     }
 
     // Bit `sector` of the sector bitmap at `bitmap_at` (one 512-byte bitmap sector cached).
@@ -259,22 +238,13 @@ private:
     BlockDevice& dev_;
     guest::Allocator& alloc_;
     VpcImage img_;
-    BatPage* pages_;
-    uint32_t clock_ = 0;
+    BatCache bat_;
     bool corrupt_ = false;
     bool bitmap_valid_ = false;
     uint64_t bitmap_at_ = 0;
     uint8_t bitmap_[VPC_BITMAP_CACHE_BYTES];
 };
 
-void say(const guest::OpenRequest& req, const char* text) {
-    if (req.reasons == nullptr || text == nullptr)
-        return;
-    size_t n = 0;
-    while (text[n] != 0)
-        ++n;
-    req.reasons->reason(text, n);
-}
 
 } // namespace
 
@@ -282,26 +252,21 @@ Status open(const guest::OpenRequest& req, guest::ImageReader** out) {
     if (req.image == nullptr || req.allocator == nullptr || out == nullptr)
         return Status::Invalid;
     if (req.snapshot != nullptr) {
-        say(req, "Block format 'vpc' used by device '' does not support internal snapshots");
+        guest::say_reason(req.reasons, "Block format 'vpc' used by device '' does not support internal snapshots");
         return Status::Unsupported;
     }
     VpcImage img;
     const char* why = nullptr;
     if (const Status st = vpc_load(*req.image, *req.allocator, &img, &why); st != Status::Ok) {
-        say(req, why);
+        guest::say_reason(req.reasons, why);
         return st;
     }
-    void* mem = req.allocator->allocate(sizeof(BatPage) * VPC_BAT_CACHE_PAGES, alignof(BatPage));
-    if (mem == nullptr)
+    BatCache bat;
+    if (!bat.init(*req.allocator))
         return Status::NoMemory;
-    BatPage* pages = static_cast<BatPage*>(mem);
-    for (uint32_t i = 0; i < VPC_BAT_CACHE_PAGES; ++i) {
-        pages[i].index = 0;
-        pages[i].used = 0;
-    }
-    VpcReader* r = guest::arena_new<VpcReader>(*req.allocator, *req.image, *req.allocator, img, pages);
+    VpcReader* r = guest::arena_new<VpcReader>(*req.allocator, *req.image, *req.allocator, img, bat);
     if (r == nullptr) {
-        req.allocator->deallocate(mem, sizeof(BatPage) * VPC_BAT_CACHE_PAGES);
+        bat.release(*req.allocator);
         return Status::NoMemory;
     }
     *out = r;

@@ -8,6 +8,7 @@
 #include "vpc_bytes.h"
 #include "vpc_create.h"
 #include "vpc_footer.h"
+#include "vpc_format.h"
 
 namespace instar::vpc {
 
@@ -26,14 +27,16 @@ constexpr uint32_t ENTRIES_PER_SECTOR = SECTOR / 4;
 
 class VpcWriter final : public guest::ImageWriter {
 public:
-    VpcWriter(guest::BlockDevice& dev, guest::Allocator& alloc, const VpcCreated& c) : dev_(dev), alloc_(alloc), c_(c) {
+    VpcWriter(guest::BlockDevice& dev, guest::Allocator& alloc, const VpcCreated& c, bool existing = false)
+        : dev_(dev), alloc_(alloc), c_(c), existing_(existing) {
         free_offset_ = c.footer_offset;
     }
 
     // vpc_get_info: the block size for dynamic disks, nothing for fixed ones.
     uint64_t cluster_size() const override { return c_.disk_type == VHD_FIXED ? 0 : c_.block_size; }
     // vpc_has_zero_init: a dynamic disk reads as zeros; a fixed one as its (new, sparse) file does.
-    bool zero_init() const override { return true; }
+    // An existing image (convert -n) has none: qemu asks for zeros, written as data.
+    bool zero_init() const override { return !existing_; }
 
     Status write(uint64_t offset, const void* buf, size_t len) override {
         if (offset > c_.size || len > c_.size - offset)
@@ -125,6 +128,7 @@ private:
     guest::BlockDevice& dev_;
     guest::Allocator& alloc_;
     VpcCreated c_;
+    bool existing_;
     uint64_t free_offset_;
     bool cached_ = false;
     uint32_t cached_sector_ = 0;
@@ -146,6 +150,64 @@ Status create_writer(const guest::CreateRequest& req, guest::CreateTarget& targe
     if (created.disk_type != VHD_FIXED && created.block_size != 0x200000)
         return Status::Invalid;
     VpcWriter* w = guest::arena_new<VpcWriter>(*req.allocator, target.image(), *req.allocator, created);
+    if (w == nullptr)
+        return Status::NoMemory;
+    *out = w;
+    return Status::Ok;
+}
+
+Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
+    if (req.image == nullptr || req.allocator == nullptr)
+        return Status::Invalid;
+    guest::BlockDevice& dev = *req.image;
+    VpcImage img{};
+    const char* why = nullptr;
+    auto say = [&](const char* text) {
+        size_t n = 0;
+        while (text[n] != 0)
+            ++n;
+        if (req.reasons != nullptr)
+            req.reasons->reason(text, n);
+    };
+    if (const Status st = vpc_load(dev, *req.allocator, &img, &why); st != Status::Ok) {
+        if (why != nullptr)
+            say(why);
+        return st;
+    }
+    auto refuse = [&](const char* text) {
+        say(text);
+        return Status::Unsupported;
+    };
+    VpcCreated c{};
+    c.disk_type = img.footer.disk_type;
+    c.size = img.virtual_size;
+    if (c.disk_type == VHD_DIFFERENCING)
+        return refuse("instar cannot write into an existing vpc image with a parent (differencing) yet");
+    if (!img.dynamic) {
+        // Fixed: the data is the file up to its footer; the virtual size must lie inside it.
+        if (dev.size() < VPC_FOOTER_SIZE || c.size > dev.size() - VPC_FOOTER_SIZE)
+            return Status::Corrupt;
+        c.footer_offset = dev.size() - VPC_FOOTER_SIZE;
+    } else {
+        // The writer's block arithmetic is for 2 MiB blocks with a 512-byte bitmap, what qemu and
+        // instar create; other block sizes (Hyper-V's 512 KiB, ...) are refused.
+        if (img.header.block_size != 0x200000 || img.bitmap_size != 512)
+            return refuse("instar cannot write into an existing vpc image with blocks other than 2 MiB yet");
+        uint64_t covered = 0;
+        if (__builtin_mul_overflow(uint64_t{img.header.max_table_entries}, uint64_t{img.header.block_size}, &covered) ||
+            c.size > covered)
+            return Status::Corrupt;
+        c.bat_offset = img.header.table_offset;
+        c.max_table_entries = img.header.max_table_entries;
+        c.block_size = img.header.block_size;
+        // qemu's free_data_block_offset: new blocks go after the last allocated one (vpc_load
+        // checked it lies inside the file), the footer copy qemu writes after each is the one at 0.
+        c.footer_offset = img.free_data_block_offset;
+    }
+    const uint64_t footer_at = img.dynamic ? 0 : dev.size() - VPC_FOOTER_SIZE;
+    if (const Status st = dev.read(footer_at, c.footer, sizeof c.footer); st != Status::Ok)
+        return st;
+    VpcWriter* w = guest::arena_new<VpcWriter>(*req.allocator, dev, *req.allocator, c, true);
     if (w == nullptr)
         return Status::NoMemory;
     *out = w;

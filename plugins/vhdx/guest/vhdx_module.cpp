@@ -8,4 +8,5 @@
 #include <instar_guest/format_module.h>
 
 INSTAR_FORMAT_MODULE_WITH_CHECK("vhdx", instar::vhdx::probe, instar::vhdx::info, nullptr, instar::vhdx::create,
-                                instar::vhdx::open, instar::vhdx::create_writer, instar::vhdx::check)
+                                instar::vhdx::open, instar::vhdx::create_writer, nullptr,
+                                instar::vhdx::check)

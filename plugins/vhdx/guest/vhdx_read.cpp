@@ -6,6 +6,7 @@
 #include "vhdx_format.h"
 
 #include <instar/guest/arena_new.h>
+#include <instar/guest/page_cache.h>
 
 namespace instar::vhdx {
 namespace {
@@ -31,16 +32,12 @@ struct Piece {
     uint64_t file_offset; // Kind::File
 };
 
-struct BatPage {
-    uint32_t index; // page number (entry / VHDX_BAT_PAGE_ENTRIES)
-    uint32_t used;  // last-use stamp, 0 = empty
-    uint64_t entries[VHDX_BAT_PAGE_ENTRIES];
-};
+using BatCache = guest::TablePageCache<uint64_t, VHDX_BAT_PAGE_ENTRIES, VHDX_BAT_CACHE_PAGES>;
 
 class VhdxReader final : public guest::ImageReader {
 public:
-    VhdxReader(BlockDevice& dev, guest::Allocator& alloc, const VhdxImage& img, BatPage* pages)
-        : dev_(dev), alloc_(alloc), img_(img), pages_(pages), block_(img.meta.block_size),
+    VhdxReader(BlockDevice& dev, guest::Allocator& alloc, const VhdxImage& img, const BatCache& bat)
+        : dev_(dev), alloc_(alloc), img_(img), bat_(bat), block_(img.meta.block_size),
           chunk_ratio_(vhdx_chunk_ratio(img.meta.block_size)),
           differencing_((img.meta.data_bits & VHDX_PARAMS_HAS_PARENT) != 0) {}
 
@@ -60,7 +57,7 @@ public:
     }
 
     void close() override {
-        alloc_.deallocate(pages_, sizeof(BatPage) * VHDX_BAT_CACHE_PAGES);
+        bat_.release(alloc_);
         guest::arena_delete(alloc_, this);
     }
 
@@ -248,70 +245,41 @@ private:
     Status payload_entry(uint64_t block, uint64_t* out) { return entry(block + block / chunk_ratio_, out); }
 
     Status entry(uint64_t index, uint64_t* out) {
+        // vhdx_bat_check sized the region for every block of the disk: an index past it is corrupt.
         const uint64_t region_entries = img_.regions.bat.length / 8;
-        if (index >= region_entries)
-            return Status::Corrupt; // vhdx_bat_check sized the region for every block of the disk
-        const uint32_t page = static_cast<uint32_t>(index / VHDX_BAT_PAGE_ENTRIES);
-        const uint32_t slot = static_cast<uint32_t>(index % VHDX_BAT_PAGE_ENTRIES);
-        ++clock_;
-        BatPage* victim = &pages_[0];
-        for (uint32_t i = 0; i < VHDX_BAT_CACHE_PAGES; ++i) {
-            BatPage& pg = pages_[i];
-            if (pg.used != 0 && pg.index == page) {
-                pg.used = clock_;
-                *out = pg.entries[slot];
-                return Status::Ok;
+        return bat_.get(index, region_entries, out, [&](uint64_t first, uint64_t count, uint64_t* e) {
+            uint8_t raw[VHDX_BAT_PAGE_ENTRIES * 8];
+            uint64_t at, end;
+            if (!add_u64(img_.regions.bat.file_offset, first * 8, &at) || !add_u64(at, count * 8, &end))
+                return Status::Corrupt;
+            // The region may extend past the file beyond the entries vhdx_bat_check read: those read
+            // as zeros (NOT_PRESENT), as qemu's block layer reads past the end of a file.
+            const uint64_t file = dev_.size();
+            const uint64_t avail = at >= file ? 0 : (end <= file ? count * 8 : file - at);
+            __builtin_memset(raw, 0, sizeof raw);
+            if (avail > 0) {
+                if (const Status st = dev_.read(at, raw, avail); st != Status::Ok)
+                    return st;
             }
-            if (pg.used < victim->used)
-                victim = &pg;
-        }
-        const uint64_t first = static_cast<uint64_t>(page) * VHDX_BAT_PAGE_ENTRIES;
-        const uint64_t left = region_entries - first;
-        const uint64_t count = left < VHDX_BAT_PAGE_ENTRIES ? left : VHDX_BAT_PAGE_ENTRIES;
-        uint8_t raw[VHDX_BAT_PAGE_ENTRIES * 8];
-        uint64_t at, end;
-        if (!add_u64(img_.regions.bat.file_offset, first * 8, &at) || !add_u64(at, count * 8, &end))
-            return Status::Corrupt;
-        // The region may extend past the file beyond the entries vhdx_bat_check read: those read
-        // as zeros (NOT_PRESENT), as qemu's block layer reads past the end of a file.
-        const uint64_t file = dev_.size();
-        const uint64_t avail = at >= file ? 0 : (end <= file ? count * 8 : file - at);
-        __builtin_memset(raw, 0, sizeof raw);
-        victim->used = 0;
-        if (avail > 0) {
-            if (const Status st = dev_.read(at, raw, avail); st != Status::Ok)
-                return st;
-        }
-        for (uint64_t i = 0; i < count; ++i)
-            victim->entries[i] = load_le64(raw + 8 * i);
-        victim->index = page;
-        victim->used = clock_;
-        *out = victim->entries[slot];
-        return Status::Ok;
+            for (uint64_t i = 0; i < count; ++i)
+                e[i] = load_le64(raw + 8 * i);
+            return Status::Ok;
+        });
     }
 
     BlockDevice& dev_;
     guest::Allocator& alloc_;
     VhdxImage img_;
-    BatPage* pages_;
+    BatCache bat_;
     uint64_t block_;
     uint64_t chunk_ratio_;
     bool differencing_;
-    uint32_t clock_ = 0;
     bool corrupt_ = false;
     bool bitmap_valid_ = false;
     uint64_t bitmap_at_ = 0;
     uint8_t bitmap_[VHDX_BITMAP_CACHE_BYTES];
 };
 
-void say(const guest::OpenRequest& req, const char* text) {
-    if (req.reasons == nullptr || text == nullptr)
-        return;
-    size_t n = 0;
-    while (text[n] != 0)
-        ++n;
-    req.reasons->reason(text, n);
-}
 
 } // namespace
 
@@ -319,26 +287,21 @@ Status open(const guest::OpenRequest& req, guest::ImageReader** out) {
     if (req.image == nullptr || req.allocator == nullptr || out == nullptr)
         return Status::Invalid;
     if (req.snapshot != nullptr) {
-        say(req, "Block format 'vhdx' used by device '' does not support internal snapshots");
+        guest::say_reason(req.reasons, "Block format 'vhdx' used by device '' does not support internal snapshots");
         return Status::Unsupported;
     }
     VhdxImage img;
     const char* why = nullptr;
     if (const Status st = vhdx_load(*req.image, *req.allocator, &img, &why); st != Status::Ok) {
-        say(req, why);
+        guest::say_reason(req.reasons, why);
         return st;
     }
-    void* mem = req.allocator->allocate(sizeof(BatPage) * VHDX_BAT_CACHE_PAGES, alignof(BatPage));
-    if (mem == nullptr)
+    BatCache bat;
+    if (!bat.init(*req.allocator))
         return Status::NoMemory;
-    BatPage* pages = static_cast<BatPage*>(mem);
-    for (uint32_t i = 0; i < VHDX_BAT_CACHE_PAGES; ++i) {
-        pages[i].index = 0;
-        pages[i].used = 0;
-    }
-    VhdxReader* r = guest::arena_new<VhdxReader>(*req.allocator, *req.image, *req.allocator, img, pages);
+    VhdxReader* r = guest::arena_new<VhdxReader>(*req.allocator, *req.image, *req.allocator, img, bat);
     if (r == nullptr) {
-        req.allocator->deallocate(mem, sizeof(BatPage) * VHDX_BAT_CACHE_PAGES);
+        bat.release(*req.allocator);
         return Status::NoMemory;
     }
     *out = r;

@@ -9,4 +9,5 @@
 #include <instar_guest/format_module.h>
 
 INSTAR_FORMAT_MODULE_WITH_CHECK("vmdk", instar::vmdk::probe, instar::vmdk::info, nullptr, instar::vmdk::create,
-                                instar::vmdk::open, instar::vmdk::create_writer, instar::vmdk::check)
+                                instar::vmdk::open, instar::vmdk::create_writer, nullptr,
+                                instar::vmdk::check)

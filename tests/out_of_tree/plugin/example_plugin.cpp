@@ -1,4 +1,5 @@
-// An example third-party format plugin: describes a made-up "example" format.
+// An example third-party format plugin: the host half of a made-up "example" format (a 512-byte
+// header, then the disk). Its guest half is example_guest.cpp, shipped beside it as example.gmod.
 #include <instar/plugin.h>
 
 namespace {
@@ -14,8 +15,8 @@ constexpr instar::OptionDesc OPTIONS[] = {
 };
 
 const instar::FormatDescriptor DESCRIPTOR = {
-    instar::INSTAR_PLUGIN_ABI_VERSION, "example", nullptr, "1.0.0", "An out-of-tree example format", 0,
-    instar::PROBE_NORMAL, RULES, 1, OPTIONS, 2, nullptr, 0, nullptr,
+    instar::INSTAR_PLUGIN_ABI_VERSION, "example", nullptr, "1.0.0", "An out-of-tree example format",
+    instar::CAP_INFO | instar::CAP_CONVERT, instar::PROBE_NORMAL, RULES, 1, OPTIONS, 2, nullptr, 0, "example.gmod",
 };
 
 const instar::FormatDescriptor* descriptor() { return &DESCRIPTOR; }

@@ -45,6 +45,16 @@ protected:
     ~ReasonSink() = default;
 };
 
+// Passes a NUL-terminated reason to the sink, if there is one.
+inline void say_reason(ReasonSink* sink, const char* text) {
+    if (sink == nullptr || text == nullptr)
+        return;
+    size_t n = 0;
+    while (text[n] != 0)
+        ++n;
+    sink->reason(text, n);
+}
+
 // Decompressors for untrusted data. Each stops with TooLarge when the output would exceed dst_cap,
 // so a decompression bomb costs at most dst_cap bytes; Corrupt on bad data.
 struct Codecs {

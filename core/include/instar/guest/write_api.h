@@ -55,4 +55,11 @@ protected:
 // files through it. codecs carries the compressors for -c.
 using CreateWriterFn = Status (*)(const CreateRequest& req, CreateTarget& target, ImageWriter** out);
 
+// convert -n: opens the existing image on req.image (writable; everything read from it is untrusted
+// and checked as a reader checks it) and returns a writer that updates it in place, allocated from
+// req.allocator. req.files, req.snapshot are unused. The writer's zero_init() is false (qemu: a
+// target that is not new has no zero initialisation) and its virtual size is the image's own,
+// at least the sources' total (the host checked). Reasons go to req.reasons in qemu's words.
+using OpenWriterFn = Status (*)(const OpenRequest& req, ImageWriter** out);
+
 } // namespace instar::guest

@@ -1,0 +1,159 @@
+// compare's host side: both chains opened, one plan, one sandbox run, the record decoded.
+#include "ops/compare_op.h"
+
+#include "ops/guest_info_runner.h"
+#include "ops/guest_module.h"
+#include "ops/image_table.h"
+#include "ops/info_op.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace instar {
+namespace {
+
+// Comparing runs at disk speed. The watchdog bounds a guest that stops making progress: a minute,
+// plus one second per 16 MiB of both virtual disks (far slower than any disk), so a hostile image
+// claiming petabytes cannot keep a sandbox for long unless it really holds the data.
+constexpr std::chrono::milliseconds COMPARE_BASE_TIMEOUT{60'000};
+constexpr std::uint64_t COMPARE_BYTES_PER_SECOND = 16u << 20;
+
+// qemu's block layer facts about a format (instar_compare plan's per-image flags).
+std::uint32_t image_flags(const ChainLink& link) {
+    const std::string& format = link.node.format;
+    std::uint32_t f = 0;
+    if (format == "qcow2" || format == "vmdk" || format == "qcow" || format == "qed" || format == "parallels")
+        f |= INSTAR_COMPARE_IMAGE_BACKING;
+    if (format == "vhdx") // block/vhdx.c has no bdrv_co_block_status: qemu sees all data
+        f |= INSTAR_COMPARE_IMAGE_NO_STATUS;
+    if (format == "vmdk" || format == "vpc") // BDRV_BLOCK_RECURSE for flat extents and fixed disks
+        f |= INSTAR_COMPARE_IMAGE_HOLE_DATA;
+    // qcow2_detect_metadata_preallocation: the file holds fewer allocated clusters than the image
+    // references. qemu counts clusters with a non-zero refcount; every cluster below the file's end
+    // is taken as referenced (true unless the image has free clusters: docs/compare.md).
+    if (format == "qcow2" && link.node.cluster_size && *link.node.cluster_size > 0) {
+        const std::uint64_t cs = *link.node.cluster_size;
+        const std::uint64_t length = (link.image.size + 511) / 512 * 512;
+        const std::uint64_t real = link.image.allocated / cs;
+        const std::uint64_t threshold = std::max(real * 10 / 9, real + 2);
+        if ((length + cs - 1) / cs >= threshold)
+            f |= INSTAR_COMPARE_IMAGE_RECURSE;
+    }
+    return f;
+}
+
+std::uint64_t whole_sectors(std::uint64_t v) { return v > UINT64_MAX - 511 ? v : (v + 511) / 512 * 512; }
+
+} // namespace
+
+Expected<CompareReport> compare_images(const CompareSpec& spec, const PluginRegistry& plugins,
+                                       vmm::SandboxConfig sandbox, std::uint32_t qemu_version) {
+    auto runner = make_sandbox_info_runner(sandbox, qemu_version);
+    if (!runner)
+        return Error{runner.error()};
+
+    // Both images with their whole backing chains, FILE1 first, as qemu-img opens them.
+    std::vector<OpenedChain> chains(2);
+    const std::string* names[2] = {&spec.file1, &spec.file2};
+    const std::optional<std::string>* formats[2] = {&spec.format1, &spec.format2};
+    for (std::size_t i = 0; i < 2; ++i) {
+        InfoOptions io;
+        io.filename = *names[i];
+        io.format = *formats[i];
+        io.backing_chain = true;
+        io.unsafe_quirks = spec.unsafe_quirks;
+        io.allow_paths = spec.allow_paths;
+        if (auto opened = open_chain(io, plugins, *runner, chains[i]); !opened)
+            return Error{opened.error()};
+        for (const auto& link : chains[i].links)
+            if (!((*link.plugin)->capabilities & CAP_CONVERT))
+                return Error{"Could not open '" + link.name + "': instar cannot read the data of " +
+                             std::string((*link.plugin)->name) + " images yet"};
+    }
+
+    ImageTable table; // device 0: the plan
+    if (auto added = table.add_chains(chains); !added)
+        return Error{added.error()};
+    if (auto ok = table.check_limits("compare"); !ok)
+        return Error{ok.error()};
+
+    instar_compare_plan head{};
+    head.magic = INSTAR_COMPARE_PLAN_MAGIC;
+    head.image_count = static_cast<std::uint32_t>(table.images.size());
+    head.flags = (spec.strict ? INSTAR_COMPARE_STRICT : 0u) | (spec.progress ? INSTAR_COMPARE_PROGRESS : 0u);
+    head.qemu_version = qemu_version;
+    std::vector<std::uint32_t> flags;
+    for (const ChainLink* link : table.links)
+        flags.push_back(image_flags(*link));
+    std::vector<std::uint8_t> bytes;
+    append_bytes(bytes, &head, 1);
+    append_bytes(bytes, table.images.data(), table.images.size());
+    append_bytes(bytes, flags.data(), flags.size());
+    PlanFile plan_file;
+    auto plan_device = plan_file.write(bytes);
+    if (!plan_device)
+        return Error{plan_device.error()};
+    table.devices[0] = *plan_device;
+
+    CompareReport report;
+    report.size1 = whole_sectors(chains[0].links.front().node.virtual_size);
+    report.size2 = whole_sectors(chains[1].links.front().node.virtual_size);
+    if (spec.opened)
+        spec.opened(report.size1, report.size2);
+    const auto budget = COMPARE_BASE_TIMEOUT + std::chrono::seconds((report.size1 / COMPARE_BYTES_PER_SECOND) +
+                                                                    (report.size2 / COMPARE_BYTES_PER_SECOND));
+    if (sandbox.timeout < budget)
+        sandbox.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(budget);
+    if (spec.progress)
+        sandbox.progress = spec.progress;
+    const instar_compare_arg arg{0, 0};
+    // SAFETY: instar_compare_arg is a trivially-copyable ABI struct with no padding (static_assert).
+    const auto* a = reinterpret_cast<const std::uint8_t*>(&arg);
+    auto run = vmm::run(sandbox, table.devices, table.modules, INSTAR_OP_COMPARE, {a, sizeof arg});
+    if (!run)
+        return Error{"error while comparing: " + run.error().message};
+
+    // Untrusted: exactly one well-formed record, every field inside what the plan allows.
+    std::string reason;
+    std::optional<instar_compare_record> rec;
+    bool bad = false;
+    for (const auto& r : run->records) {
+        if (r.type == INSTAR_REC_REASON && reason.empty())
+            reason = printable_reason(std::string(r.data.begin(), r.data.end()));
+        else if (r.type == INSTAR_REC_COMPARE) {
+            if (rec || r.data.size() != sizeof(instar_compare_record)) {
+                bad = true;
+                continue;
+            }
+            instar_compare_record c{};
+            std::memcpy(&c, r.data.data(), sizeof c);
+            rec = c;
+        }
+    }
+    if (!run->host_error.empty())
+        return Error{"error while comparing: " + run->host_error};
+    if (run->exit_status != 0 || !rec || bad) {
+        std::string why = reason.empty() ? status_message(static_cast<guest::Status>(run->exit_status)) : reason;
+        return Error{"error while comparing: " + why};
+    }
+    if (rec->outcome == INSTAR_COMPARE_OPEN_FAILED) {
+        if (rec->image >= table.links.size())
+            return Error{"error while comparing: the sandbox sent an invalid record"};
+        const std::string& name = table.links[rec->image]->name;
+        for (std::size_t at; (at = reason.find("{image}")) != std::string::npos;)
+            reason.replace(at, 7, name);
+        return Error{"Could not open '" + name + "': " + reason};
+    }
+    const bool known = rec->outcome <= INSTAR_COMPARE_READ_FAILED;
+    const bool sized = rec->size_mismatch == 0 || report.size1 != report.size2;
+    const std::uint64_t limit = std::max(report.size1, report.size2);
+    if (!known || rec->image > 1 || !sized || rec->offset > limit || rec->reserved != 0)
+        return Error{"error while comparing: the sandbox sent an invalid record"};
+    report.outcome = rec->outcome;
+    report.side = rec->image;
+    report.offset = rec->offset;
+    report.size_mismatch = rec->size_mismatch != 0;
+    return report;
+}
+
+} // namespace instar

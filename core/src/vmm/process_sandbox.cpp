@@ -1,0 +1,240 @@
+// The process sandbox's host side: lay out guest memory in a memfd, start the loader with the
+// memfd and one end of a socket pair, then serve the hypercalls that arrive on the socket.
+#include "vmm/process_sandbox.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "vmm/guest_layout.h"
+#include "vmm/guest_memory.h"
+#include "vmm/hypercall_server.h"
+#include "vmm/loader/process_loader.h"
+#include "vmm/unique_fd.h"
+#include "vmm/watchdog.h"
+
+namespace instar::vmm {
+
+namespace {
+
+// The loader's fd numbers (process_loader.cpp): the channel, then the memfd.
+constexpr int LOADER_MEMFD_FD = INSTAR_PROC_CHANNEL_FD + 1;
+
+SandboxError host_error(const std::string& what) {
+    return {ErrorKind::HostResource, "process sandbox: " + what + ": " + std::strerror(errno), {}};
+}
+
+std::string hex(std::uint64_t v) {
+    char buf[24];
+    std::snprintf(buf, sizeof buf, "%llx", static_cast<unsigned long long>(v));
+    return buf;
+}
+
+std::string describe(std::uint32_t applied) {
+    static constexpr std::pair<std::uint32_t, const char*> NAMES[] = {
+        {LOADER_SECCOMP_STRICT, "seccomp-strict"}, {LOADER_NO_NEW_PRIVS, "no-new-privs"},
+        {LOADER_FDS_CLOSED, "only-channel-fd"},    {LOADER_RLIMITS, "rlimits"},
+        {LOADER_NS_USER, "userns"},                {LOADER_NS_MOUNT, "mountns"},
+        {LOADER_NS_NET, "netns"},                  {LOADER_NS_IPC, "ipcns"},
+        {LOADER_NS_PID, "pidns"},
+    };
+    std::string out;
+    for (const auto& [bit, name] : NAMES) {
+        if ((applied & bit) == 0) continue;
+        if (!out.empty()) out += ',';
+        out += name;
+    }
+    return out;
+}
+
+// The child: started, killed and reaped exactly once whatever happens.
+class Child {
+public:
+    ~Child() { finish(); }
+    pid_t pid = -1;
+    bool killed_by_us = false;
+    // Kills (if still running) and reaps; returns the wait status.
+    int finish() {
+        if (pid <= 0) return status_;
+        ::kill(pid, SIGKILL);
+        while (::waitpid(pid, &status_, 0) < 0 && errno == EINTR) {
+        }
+        pid = -1;
+        return status_;
+    }
+    // Reaps a child that is dying by itself (the channel reached end of file).
+    int reap() {
+        if (pid <= 0) return status_;
+        while (::waitpid(pid, &status_, 0) < 0 && errno == EINTR) {
+        }
+        pid = -1;
+        return status_;
+    }
+
+private:
+    int status_ = 0;
+};
+
+// Why the guest process ended without the exit hypercall, worded as the KVM sandbox words it.
+SandboxError death(int status, bool timed_out) {
+    if (timed_out) return {ErrorKind::GuestTimeout, "guest ran past its time budget and was stopped", {}};
+    if (WIFSIGNALED(status)) {
+        const int sig = WTERMSIG(status);
+        if (sig == SIGXCPU) return {ErrorKind::GuestTimeout, "guest used up its CPU time limit and was stopped", {}};
+        if (sig == SIGKILL) {
+            return {ErrorKind::GuestFault,
+                    "guest process was killed: it made a system call the process sandbox forbids (seccomp strict)", {}};
+        }
+        return {ErrorKind::GuestFault, "guest process died of signal " + std::to_string(sig) + " (" + strsignal(sig) + ")", {}};
+    }
+    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    if (code >= 120 && code <= 123) {
+        static constexpr const char* WHY[] = {"bad arguments", "cannot map guest memory at the guest addresses",
+                                              "cannot set up its thread state or signal handlers",
+                                              "cannot enter seccomp strict mode"};
+        return {ErrorKind::HostResource, std::string("process sandbox: the loader failed: ") + WHY[code - 120], {}};
+    }
+    if (code == 127) return {ErrorKind::HostResource, "process sandbox: cannot start the loader " + process_loader_path(), {}};
+    return {ErrorKind::GuestShutdown, "guest process stopped without the exit hypercall (status " + std::to_string(code) + ")", {}};
+}
+
+} // namespace
+
+Outcome<RunResult> run_in_process(const SandboxConfig& config, std::uint64_t ram, std::span<const Device> devices,
+                                  const GuestImage& runtime,
+                                  const std::vector<std::shared_ptr<const GuestImage>>& images, std::uint32_t op,
+                                  std::span<const std::uint8_t> arg) {
+    auto memory = GuestMemory::create_shared(ram);
+    if (!memory) return memory.error();
+    GuestMemory& m = memory.value();
+    if (auto bad = lay_out_guest(m, runtime, images, devices.size(), op, arg, PROCESS_LAYOUT)) return *bad;
+
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return host_error("socketpair");
+    UniqueFd host_end(sv[0]);
+    UniqueFd guest_end(sv[1]);
+
+    const std::string loader = process_loader_path();
+    const std::string ram_arg = hex(ram);
+    const std::string entry_arg = hex(INSTAR_GPA_RUNTIME + runtime.entry);
+    // RLIMIT_CPU backs the watchdog up: whole seconds, two more than the budget.
+    const auto budget_s = std::chrono::duration_cast<std::chrono::seconds>(config.timeout).count() + 2;
+    const std::string cpu_arg = std::to_string(budget_s);
+    // The arena's start (written by lay_out_guest above; the guest has not run): the loader maps
+    // only the pages below it executable.
+    instar_boot_info boot{};
+    std::memcpy(&boot, m.range(PROCESS_LAYOUT.boot_info, sizeof boot), sizeof boot);
+    const std::string arena_arg = hex(boot.arena_base);
+    char* const argv[] = {const_cast<char*>("instar-process-loader"), const_cast<char*>(ram_arg.c_str()),
+                          const_cast<char*>(entry_arg.c_str()), const_cast<char*>(cpu_arg.c_str()),
+                          const_cast<char*>(arena_arg.c_str()), nullptr};
+    char* const envp[] = {nullptr};
+
+    // dup2 onto the fixed numbers clears close-on-exec; sources above them so none is overwritten
+    // before it is copied. The loader closes everything else itself.
+    UniqueFd chan_src(::fcntl(guest_end.get(), F_DUPFD_CLOEXEC, 10));
+    UniqueFd mem_src(::fcntl(m.memfd(), F_DUPFD_CLOEXEC, 10));
+    if (!chan_src.valid() || !mem_src.valid()) return host_error("fcntl(F_DUPFD_CLOEXEC)");
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, chan_src.get(), INSTAR_PROC_CHANNEL_FD);
+    posix_spawn_file_actions_adddup2(&fa, mem_src.get(), LOADER_MEMFD_FD);
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_setsigmask(&attr, &none);     // nothing blocked
+    posix_spawnattr_setsigdefault(&attr, &all);   // no inherited handlers
+    // Its own process group: a terminal's ^C reaches the host (which cleans up and ends the guest),
+    // not the guest process behind its back.
+    posix_spawnattr_setpgroup(&attr, 0);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
+    Child child;
+    const int spawned = ::posix_spawn(&child.pid, loader.c_str(), &fa, &attr, argv, envp);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    if (spawned != 0) {
+        child.pid = -1;
+        errno = spawned;
+        return host_error("cannot start the loader " + loader);
+    }
+    guest_end.reset();
+    chan_src.reset();
+    mem_src.reset();
+
+    auto watchdog = Watchdog::arm(config.timeout);
+    if (!watchdog) return watchdog.error();
+    HypercallServer server(m, devices, *watchdog.value(), config.outputs, config.progress);
+    std::string confinement;
+    bool hello = false;
+    auto fail = [&](SandboxError e) -> Outcome<RunResult> {
+        child.finish();
+        e.log = server.take_log(); // records are dropped: a failed guest's output is never used
+        return e;
+    };
+    for (;;) {
+        if (watchdog.value()->expired()) return fail(death(0, true));
+        pollfd p{host_end.get(), POLLIN, 0};
+        const int ready = ::poll(&p, 1, 50); // re-check the deadline at least this often
+        if (ready < 0 && errno != EINTR) return fail(host_error("poll"));
+        if (ready <= 0) continue;
+        instar_hypercall msg{};
+        const ssize_t n = ::recv(host_end.get(), &msg, sizeof msg, MSG_TRUNC);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return fail(host_error("recv"));
+        }
+        if (n == 0) { // the guest process is gone
+            const int status = child.reap();
+            SandboxError e = death(status, false);
+            e.log = server.take_log();
+            return e;
+        }
+        if (!hello) {
+            loader_hello h{};
+            if (static_cast<std::size_t>(n) != sizeof h) return fail({ErrorKind::HostResource, "process sandbox: the loader did not report", {}});
+            std::memcpy(&h, &msg, sizeof h);
+            if (h.magic != LOADER_HELLO_MAGIC || (h.applied & LOADER_SECCOMP_STRICT) == 0)
+                return fail({ErrorKind::HostResource, "process sandbox: the loader did not confine the guest process", {}});
+            confinement = describe(h.applied);
+            hello = true;
+            continue;
+        }
+        if (static_cast<std::size_t>(n) != sizeof msg) {
+            return fail({ErrorKind::GuestBadRequest,
+                         "guest made a bad request: a hypercall message of " + std::to_string(n) + " bytes", {}});
+        }
+        // The server serves the mailbox at its KVM address: put the message there (the guest
+        // process cannot map that page), serve, send back what the server left there.
+        std::uint8_t* slot = m.range(INSTAR_GPA_MAILBOX, sizeof msg);
+        std::memcpy(slot, &msg, sizeof msg);
+        auto next = server.serve();
+        if (!next) return fail(next.error());
+        if (next.value() == HypercallServer::Next::Exit) break;
+        std::memcpy(&msg, slot, sizeof msg);
+        if (::send(host_end.get(), &msg, sizeof msg, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof msg)) {
+            if (errno != EPIPE && errno != ECONNRESET) return fail(host_error("send"));
+            const int status = child.reap(); // the guest process is gone
+            SandboxError e = death(status, false);
+            e.log = server.take_log();
+            return e;
+        }
+    }
+    child.finish();
+    RunResult r = server.take_result();
+    r.sandbox = SandboxKind::Process;
+    r.confinement = confinement;
+    return r;
+}
+
+} // namespace instar::vmm

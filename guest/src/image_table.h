@@ -1,0 +1,45 @@
+// The image table of a data operation's plan (convert, map, compare, measure): reading the plan
+// device, checking every entry against the devices and modules the host gave, opening one reader
+// per image, and composing each image's backing chain. The host writes it (core/src/ops/image_table).
+#pragma once
+
+#include "runtime.h"
+
+#include <instar/guest/read_api.h>
+
+namespace instar::guest {
+
+// A plan is at most this large: 4096 images x 24 bytes, a create argument and a snapshot name.
+inline constexpr uint32_t MAX_PLAN_BYTES = 1u << 20;
+
+// Reasons from format code go to the host once (the first one explains the failure).
+class RecordReasons final : public ReasonSink {
+public:
+    void reason(const char* text, size_t len) override;
+    bool sent() const { return sent_; }
+
+private:
+    bool sent_ = false;
+};
+
+// The whole plan device in arena memory, with one spare zero byte after it (for NUL-terminating a
+// trailing name). Invalid when the device is missing, shorter than min_size or over MAX_PLAN_BYTES.
+Status read_plan_device(uint32_t plan_device, size_t min_size, uint8_t** bytes, size_t* size);
+
+// Every entry's module, device, files and backing index inside what the host gave.
+Status check_image_table(const instar_convert_image* images, uint32_t count);
+
+// One reader per entry, in table order; `snapshot` (or nullptr) is read instead of image 0's
+// current state. On failure *opened is the index that failed (its reason already sent).
+Status open_images(const instar_convert_image* images, uint32_t count, const char* snapshot, uint32_t qemu_version,
+                   ReasonSink& reasons, ImageReader** readers, uint32_t* opened);
+
+// Closes readers[0..opened).
+void close_images(ImageReader** readers, uint32_t opened);
+
+// The chain from entry `top` down, as readers top first, written to out[0..*depth); out holds
+// out_cap entries, which also bounds a loop in the table.
+Status chain_of(const instar_convert_image* images, uint32_t count, uint32_t top, ImageReader* const* readers,
+                ImageReader** out, uint32_t out_cap, uint32_t* depth);
+
+} // namespace instar::guest

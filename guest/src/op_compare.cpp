@@ -1,0 +1,113 @@
+// INSTAR_OP_COMPARE: reads the host's plan (a device), opens both images and their backing chains
+// with their formats' readers, runs qemu-img compare's walk (guest/convert/compare_engine) and
+// answers with one INSTAR_REC_COMPARE (after the format's INSTAR_REC_REASON when opening failed).
+#include "image_table.h"
+
+#include "compare_engine.h"
+
+namespace instar::guest {
+namespace {
+
+struct Plan {
+    instar_compare_plan head{};
+    instar_convert_image* images = nullptr;
+    const uint32_t* flags = nullptr; // image_count entries
+};
+
+Status read_plan(uint32_t plan_device, Plan& plan) {
+    uint8_t* bytes = nullptr;
+    size_t size = 0;
+    if (const Status st = read_plan_device(plan_device, sizeof(instar_compare_plan), &bytes, &size); st != Status::Ok)
+        return st;
+    __builtin_memcpy(&plan.head, bytes, sizeof plan.head);
+    const instar_compare_plan& h = plan.head;
+    const uint64_t table = static_cast<uint64_t>(h.image_count) * sizeof(instar_convert_image);
+    const uint64_t flags = static_cast<uint64_t>(h.image_count) * sizeof(uint32_t);
+    if (h.magic != INSTAR_COMPARE_PLAN_MAGIC || h.image_count < 2 || h.image_count > INSTAR_CONVERT_MAX_IMAGES ||
+        sizeof h + table + flags != size)
+        return Status::Invalid;
+    // The plan starts 16-aligned; 16 + 24n is 8-aligned, so both tables are aligned for their types.
+    plan.images = reinterpret_cast<instar_convert_image*>(bytes + sizeof h);
+    plan.flags = reinterpret_cast<const uint32_t*>(bytes + sizeof h + table);
+    return check_image_table(plan.images, h.image_count);
+}
+
+void send(const instar_compare_record& rec) { hc_record(INSTAR_REC_COMPARE, &rec, sizeof rec); }
+
+void progress(void* ctx, uint64_t chunk, uint64_t total) {
+    auto* done = static_cast<uint64_t*>(ctx);
+    *done += chunk;
+    if (*done <= total) hc_progress(*done, total);
+}
+
+} // namespace
+
+Status compare_op(const uint8_t* arg, uint32_t arg_len) {
+    instar_compare_arg a{};
+    if (arg_len != sizeof a) return Status::Invalid;
+    __builtin_memcpy(&a, arg, sizeof a);
+    Plan plan;
+    if (const Status st = read_plan(a.plan_device, plan); st != Status::Ok) return st;
+    const instar_compare_plan& h = plan.head;
+    RecordReasons reasons;
+
+    auto* readers =
+        static_cast<ImageReader**>(arena().allocate(h.image_count * sizeof(ImageReader*), alignof(ImageReader*)));
+    auto* chains =
+        static_cast<ImageReader**>(arena().allocate(h.image_count * sizeof(ImageReader*), alignof(ImageReader*)));
+    auto* layer_flags = static_cast<uint32_t*>(arena().allocate(h.image_count * sizeof(uint32_t), alignof(uint32_t)));
+    auto* layer_files =
+        static_cast<BlockDevice**>(arena().allocate(h.image_count * sizeof(BlockDevice*), alignof(BlockDevice*)));
+    if (readers == nullptr || chains == nullptr || layer_flags == nullptr || layer_files == nullptr)
+        return Status::NoMemory;
+    uint32_t opened = 0;
+    Status st = open_images(plan.images, h.image_count, nullptr, h.qemu_version, reasons, readers, &opened);
+    if (st != Status::Ok) {
+        instar_compare_record rec{};
+        rec.outcome = INSTAR_COMPARE_OPEN_FAILED;
+        rec.image = opened;
+        send(rec);
+        close_images(readers, opened);
+        return Status::Ok; // the record says what failed
+    }
+
+    // Both chains, top first; they share no entries, so together they fit the table's size.
+    convert::CompareSide sides[2];
+    uint32_t used = 0;
+    for (uint32_t s = 0; st == Status::Ok && s < 2; ++s) {
+        uint32_t depth = 0;
+        st = chain_of(plan.images, h.image_count, s, readers, chains + used, h.image_count - used, &depth);
+        if (st != Status::Ok) break;
+        // chain_of walked entries s, images[s].backing, ...: the same walk gives each layer's flags.
+        uint32_t k = 0;
+        for (uint32_t i = s; i != INSTAR_CONVERT_NO_BACKING && k < depth; i = plan.images[i].backing) {
+            layer_files[used + k] = device(plan.images[i].device);
+            layer_flags[used + k++] = plan.flags[i];
+        }
+        sides[s] = convert::CompareSide{chains + used, layer_flags + used, layer_files + used, depth};
+        used += depth;
+    }
+    if (st == Status::Ok) {
+        uint64_t done = 0;
+        convert::CompareParams p;
+        p.strict = (h.flags & INSTAR_COMPARE_STRICT) != 0;
+        if (h.flags & INSTAR_COMPARE_PROGRESS) {
+            p.progress = progress;
+            p.progress_ctx = &done;
+        }
+        convert::CompareResult r;
+        st = convert::run_compare(sides[0], sides[1], p, arena(), &r);
+        if (st == Status::Ok) {
+            instar_compare_record rec{};
+            rec.outcome = static_cast<uint32_t>(r.outcome);
+            rec.image = r.side;
+            rec.offset = r.offset;
+            rec.size_mismatch = r.size_mismatch ? 1u : 0u;
+            send(rec);
+        }
+    }
+    close_images(readers, opened);
+    return st;
+}
+
+} // namespace instar::guest

@@ -1,0 +1,498 @@
+// convert -n into an existing qcow2 image (qcow2_existing_write.h). Metadata is written through
+// entry by entry (8-byte L1/L2 entries, one refcount entry), so nothing is held back at the end and
+// memory is one cluster buffer whatever the image's size.
+#include "qcow2_existing_write.h"
+
+#include "qcow2_bytes.h"
+#include "qcow2_header.h"
+#include "qcow2_read_reason.h"
+
+#include <instar/guest/arena_new.h>
+
+namespace instar::qcow2 {
+
+using guest::Status;
+
+namespace {
+
+constexpr uint64_t QCOW_OFLAG_COPIED = uint64_t{1} << 63;
+constexpr uint64_t QCOW_OFLAG_COMPRESSED = uint64_t{1} << 62;
+constexpr uint64_t QCOW_OFLAG_ZERO = 1;
+constexpr uint64_t L1E_OFFSET_MASK = 0x00fffffffffffe00ull;
+constexpr uint64_t L2E_OFFSET_MASK = 0x00fffffffffffe00ull;
+constexpr uint64_t REFT_OFFSET_MASK = 0xfffffffffffffe00ull;
+// qemu's QCOW_MAX_CLUSTER_OFFSET: host offsets must fit the 56-bit L2/refcount-table fields.
+constexpr uint64_t MAX_CLUSTER_OFFSET = (uint64_t{1} << 56) - 1;
+// A new refcount block may itself fall under a block that does not exist yet; each level covers
+// far more than the one below, so two suffice; the bound only stops a hostile table from looping.
+constexpr uint32_t MAX_REFBLOCK_DEPTH = 4;
+constexpr int ZLIB_WINDOW_BITS = -12; // qcow2's raw deflate with a 4 KiB window
+constexpr int ZLIB_DEFAULT_LEVEL = 6; // Z_DEFAULT_COMPRESSION, as qemu
+// qemu's QCOW_MAX_REFTABLE_SIZE: the largest refcount table qemu opens, so the most grown.
+constexpr uint64_t QCOW2_EXISTING_MAX_REFTABLE_BYTES = 8u << 20;
+
+class ExistingWriter final : public guest::ImageWriter {
+public:
+    ExistingWriter(guest::BlockDevice& dev, guest::Allocator& alloc, guest::ReasonSink* reasons,
+                   const guest::Codecs* codecs, const Qcow2Header& h, uint8_t* buf)
+        : dev_(dev), alloc_(alloc), reasons_(reasons), codecs_(codecs), h_(h), cs_(h.cluster_size()), cb_(h.cluster_bits),
+          l2_entries_(h.cluster_size() / 8), buf_(buf) {
+        file_len_ = dev.size();
+        next_ = (file_len_ + cs_ - 1) / cs_ * cs_;
+        refcount_bits_ = uint32_t{1} << h.refcount_order;
+        rb_entries_ = cs_ * 8 / refcount_bits_;
+        rt_entries_ = uint64_t{h.refcount_table_clusters} * cs_ / 8;
+    }
+
+    uint64_t cluster_size() const override { return cs_; }
+    bool zero_init() const override { return false; } // an existing image: qemu asks for zeros
+
+    Status write(uint64_t offset, const void* buf, size_t len) override {
+        if (offset > h_.size || len > h_.size - offset)
+            return Status::Invalid;
+        const auto* src = static_cast<const uint8_t*>(buf);
+        while (len > 0) {
+            const uint64_t in = offset & (cs_ - 1);
+            const uint64_t n = len < cs_ - in ? len : cs_ - in;
+            if (const Status st = write_piece(offset, src, n); st != Status::Ok)
+                return st;
+            offset += n;
+            src += n;
+            len -= n;
+        }
+        return Status::Ok;
+    }
+
+    Status write_zeroes(uint64_t offset, uint64_t len, bool) override {
+        if (offset > h_.size || len > h_.size - offset)
+            return Status::Invalid;
+        while (len > 0) {
+            const uint64_t in = offset & (cs_ - 1);
+            const uint64_t n = len < cs_ - in ? len : cs_ - in;
+            if (const Status st = zero_piece(offset, n); st != Status::Ok)
+                return st;
+            offset += n;
+            len -= n;
+        }
+        return Status::Ok;
+    }
+
+    // -c: qemu's qcow2_co_pwritev_compressed_task over this writer. Data that does not shrink is
+    // written as a normal cluster; a compressed cluster may only go where nothing is allocated
+    // (qemu: EIO) and gets a host cluster of its own (qemu packs several into one: not modelled).
+    Status write_compressed(uint64_t offset, const void* buf, size_t len) override {
+        if (len == 0)
+            return Status::Ok; // qemu's end-of-convert call: the file already ends on a cluster
+        if ((offset & (cs_ - 1)) != 0 || offset > h_.size || len > h_.size - offset || len > cs_ ||
+            (len != cs_ && offset + len != h_.size))
+            return Status::Invalid;
+        if (h_.compression_type != QCOW2_COMPRESSION_TYPE_ZLIB)
+            return refuse("zstd-compressed clusters into an existing qcow2 image");
+        if (codecs_ == nullptr || codecs_->deflate == nullptr)
+            return Status::Unsupported;
+        if (cbuf_ == nullptr) {
+            cbuf_ = static_cast<uint8_t*>(alloc_.allocate(static_cast<size_t>(cs_), 64));
+            if (cbuf_ == nullptr)
+                return Status::NoMemory;
+        }
+        const uint8_t* src = static_cast<const uint8_t*>(buf);
+        if (len != cs_) { // the disk's short last cluster, padded with zeros
+            __builtin_memset(buf_, 0, static_cast<size_t>(cs_));
+            __builtin_memcpy(buf_, src, len);
+            src = buf_;
+        }
+        size_t out_len = 0;
+        const Status st = codecs_->deflate(src, static_cast<size_t>(cs_), cbuf_, static_cast<size_t>(cs_ - 1),
+                                           &out_len, ZLIB_WINDOW_BITS, ZLIB_DEFAULT_LEVEL);
+        if (st == Status::TooLarge)
+            return write(offset, buf, len); // does not fit in cluster_size - 1 bytes: a normal cluster
+        if (st != Status::Ok)
+            return st;
+        uint64_t at = 0, e = 0, host = 0;
+        if (const Status s2 = entry(offset, true, &at, &e, &host); s2 != Status::Ok)
+            return s2;
+        if (host != 0)
+            return Status::IoError; // compression can't overwrite anything (qemu)
+        if (const Status s2 = allocate(&host); s2 != Status::Ok)
+            return s2;
+        if (const Status s2 = dev_.write(host, cbuf_, out_len); s2 != Status::Ok)
+            return s2;
+        if (host + cs_ > file_len_) {
+            // The rest of the host cluster is not written; keep the file a whole cluster long.
+            __builtin_memset(buf_, 0, static_cast<size_t>(cs_));
+            if (const Status s2 = dev_.write(host + out_len, buf_, static_cast<size_t>(cs_ - out_len)); s2 != Status::Ok)
+                return s2;
+            file_len_ = host + cs_;
+        }
+        const uint64_t nb_csectors = (host + out_len - 1) / 512 - host / 512;
+        const uint32_t csize_shift = 62 - (cb_ - 8);
+        return write64(at, host | QCOW_OFLAG_COMPRESSED | (nb_csectors << csize_shift));
+    }
+    Status finish() override { return Status::Ok; } // every update was written through
+    void close() override {
+        alloc_.deallocate(buf_, static_cast<size_t>(cs_));
+        if (cbuf_ != nullptr)
+            alloc_.deallocate(cbuf_, static_cast<size_t>(cs_));
+        guest::arena_delete(alloc_, this);
+    }
+
+private:
+    Status refuse(const char* what) {
+        ReasonText r;
+        r.add("instar cannot write ").add(what).add(" yet");
+        r.send(reasons_);
+        return Status::Unsupported;
+    }
+    Status corrupt(ReasonText& r) {
+        r.send(reasons_);
+        return Status::Corrupt;
+    }
+    Status read64(uint64_t offset, uint64_t* v) {
+        uint8_t b[8];
+        if (dev_.read(offset, b, 8) != Status::Ok)
+            return Status::IoError;
+        *v = load_be64(b);
+        return Status::Ok;
+    }
+    Status write64(uint64_t offset, uint64_t v) {
+        uint8_t b[8];
+        store_be64(b, v);
+        return dev_.write(offset, b, 8);
+    }
+    // A cluster-aligned host offset whose cluster lies inside the file.
+    bool cluster_in_file(uint64_t host) const {
+        return (host & (cs_ - 1)) == 0 && host < file_len_ && cs_ <= file_len_ - host;
+    }
+    // In-place writes must not land on the header, the L1 table or the refcount table (qemu's
+    // metadata overlap check; L2 tables and refcount blocks are not tracked).
+    bool overlaps_metadata(uint64_t host) const {
+        auto hit = [&](uint64_t start, uint64_t bytes) { return host + cs_ > start && host < start + bytes; };
+        return host < cs_ || hit(h_.l1_table_offset, uint64_t{h_.l1_size} * 8) ||
+               hit(h_.refcount_table_offset, uint64_t{h_.refcount_table_clusters} * cs_);
+    }
+
+    // Sets the refcount of the host cluster at `host` (qemu's refcount entry layouts: sub-byte
+    // widths pack from the low bits, wider ones are big-endian).
+    Status set_refcount(uint64_t host, uint64_t value, uint32_t depth) {
+        if (depth > MAX_REFBLOCK_DEPTH)
+            return Status::Corrupt;
+        const uint64_t cluster = host >> cb_;
+        const uint64_t rt_index = cluster / rb_entries_;
+        if (rt_index >= rt_entries_) {
+            if (const Status st = grow_reftable(rt_index, depth); st != Status::Ok)
+                return st;
+        }
+        uint64_t block = 0;
+        if (const Status st = read64(h_.refcount_table_offset + rt_index * 8, &block); st != Status::Ok)
+            return st;
+        block &= REFT_OFFSET_MASK;
+        if (block == 0) {
+            // A new refcount block, appended; it counts itself where it covers itself.
+            block = next_;
+            if (block > MAX_CLUSTER_OFFSET - cs_)
+                return Status::TooLarge;
+            next_ += cs_;
+            __builtin_memset(buf_, 0, static_cast<size_t>(cs_));
+            if (const Status st = dev_.write(block, buf_, static_cast<size_t>(cs_)); st != Status::Ok)
+                return st;
+            file_len_ = next_;
+            if (const Status st = write64(h_.refcount_table_offset + rt_index * 8, block); st != Status::Ok)
+                return st;
+            if (const Status st = set_refcount(block, 1, depth + 1); st != Status::Ok)
+                return st;
+        } else if (!cluster_in_file(block) || overlaps_metadata(block)) {
+            ReasonText r;
+            r.add("Refblock offset ").hex(block).add(" unaligned or past the end of the image file (reftable index: ")
+                .hex(rt_index).add(")");
+            return corrupt(r);
+        }
+        const uint64_t index = cluster % rb_entries_;
+        if (refcount_bits_ < 8) {
+            const uint64_t at = block + index * refcount_bits_ / 8;
+            uint8_t b = 0;
+            if (dev_.read(at, &b, 1) != Status::Ok)
+                return Status::IoError;
+            const uint32_t shift = static_cast<uint32_t>(index % (8 / refcount_bits_)) * refcount_bits_;
+            const uint32_t mask = ((1u << refcount_bits_) - 1) << shift;
+            b = static_cast<uint8_t>((b & ~mask) | ((static_cast<uint32_t>(value) << shift) & mask));
+            return dev_.write(at, &b, 1);
+        }
+        const uint32_t bytes = refcount_bits_ / 8;
+        uint8_t b[8];
+        for (uint32_t i = 0; i < bytes; ++i)
+            b[i] = static_cast<uint8_t>(value >> (8 * (bytes - 1 - i)));
+        return dev_.write(block + index * bytes, b, bytes);
+    }
+
+    // qemu's refcount table growth, simplified: a table at least twice as large (and covering
+    // `rt_index`) is appended, the old entries copied into it, the header pointed at it, its own
+    // clusters counted, and the old table's clusters freed.
+    Status grow_reftable(uint64_t rt_index, uint32_t depth) {
+        if (depth > MAX_REFBLOCK_DEPTH)
+            return Status::Corrupt;
+        const uint64_t per_cluster = cs_ / 8;
+        uint64_t want = rt_entries_ * 2 > rt_index + 1 ? rt_entries_ * 2 : rt_index + 1;
+        const uint64_t clusters = (want + per_cluster - 1) / per_cluster;
+        // qemu caps the table at QCOW_MAX_REFTABLE_SIZE bytes; no larger one is grown.
+        uint64_t bytes = 0;
+        if (__builtin_mul_overflow(clusters, cs_, &bytes) || bytes > QCOW2_EXISTING_MAX_REFTABLE_BYTES ||
+            next_ > MAX_CLUSTER_OFFSET - bytes)
+            return Status::TooLarge;
+        const uint64_t old_offset = h_.refcount_table_offset;
+        const uint64_t old_clusters = h_.refcount_table_clusters;
+        const uint64_t table = next_;
+        next_ += bytes;
+        for (uint64_t i = 0; i < clusters; ++i) {
+            if (i < old_clusters) {
+                if (const Status st = dev_.read(old_offset + i * cs_, buf_, static_cast<size_t>(cs_)); st != Status::Ok)
+                    return st;
+            } else {
+                __builtin_memset(buf_, 0, static_cast<size_t>(cs_));
+            }
+            if (const Status st = dev_.write(table + i * cs_, buf_, static_cast<size_t>(cs_)); st != Status::Ok)
+                return st;
+        }
+        file_len_ = next_;
+        uint8_t field[12];
+        store_be64(field, table);
+        store_be32(field + 8, static_cast<uint32_t>(clusters));
+        if (const Status st = dev_.write(48, field, sizeof field); st != Status::Ok) // refcount_table_offset, _clusters
+            return st;
+        h_.refcount_table_offset = table;
+        h_.refcount_table_clusters = static_cast<uint32_t>(clusters);
+        rt_entries_ = clusters * per_cluster;
+        for (uint64_t i = 0; i < clusters; ++i)
+            if (const Status st = set_refcount(table + i * cs_, 1, depth + 1); st != Status::Ok)
+                return st;
+        for (uint64_t i = 0; i < old_clusters; ++i)
+            if (const Status st = set_refcount(old_offset + i * cs_, 0, depth + 1); st != Status::Ok)
+                return st;
+        return Status::Ok;
+    }
+
+    // Appends one cluster: refcount first, then (the caller) its data, then the entry naming it.
+    Status allocate(uint64_t* host) {
+        if (next_ > MAX_CLUSTER_OFFSET - cs_)
+            return Status::TooLarge;
+        const uint64_t at = next_;
+        next_ += cs_;
+        if (const Status st = set_refcount(at, 1, 0); st != Status::Ok)
+            return st;
+        *host = at;
+        return Status::Ok;
+    }
+
+    // The L2 table for `guest`: its offset, or 0 when there is none and `create` is false.
+    Status l2_table(uint64_t guest, bool create, uint64_t* out) {
+        const uint64_t l1_index = guest >> (cb_ + (cb_ - 3));
+        if (l1_index >= h_.l1_size) {
+            ReasonText r;
+            r.add("L1 table too small for the virtual size (L1 index: ").hex(l1_index).add(")");
+            return corrupt(r);
+        }
+        if (l1_index == l1_index_) {
+            *out = l2_offset_;
+            if (l2_offset_ != 0 || !create)
+                return Status::Ok;
+        }
+        uint64_t e = 0;
+        if (const Status st = read64(h_.l1_table_offset + l1_index * 8, &e); st != Status::Ok)
+            return st;
+        uint64_t l2 = e & L1E_OFFSET_MASK;
+        if (l2 != 0) {
+            if (!cluster_in_file(l2) || overlaps_metadata(l2)) {
+                ReasonText r;
+                r.add("L2 table offset ").hex(l2).add(" unaligned or past the end of the image file (L1 index: ")
+                    .hex(l1_index).add(")");
+                return corrupt(r);
+            }
+            if (!(e & QCOW_OFLAG_COPIED))
+                return refuse("into an L2 table an existing qcow2 image shares (refcount above 1)");
+        } else if (create) {
+            if (const Status st = allocate(&l2); st != Status::Ok)
+                return st;
+            __builtin_memset(buf_, 0, static_cast<size_t>(cs_));
+            if (const Status st = dev_.write(l2, buf_, static_cast<size_t>(cs_)); st != Status::Ok)
+                return st;
+            file_len_ = next_;
+            if (const Status st = write64(h_.l1_table_offset + l1_index * 8, l2 | QCOW_OFLAG_COPIED); st != Status::Ok)
+                return st;
+        }
+        l1_index_ = l1_index;
+        l2_offset_ = l2;
+        *out = l2;
+        return Status::Ok;
+    }
+
+    // The L2 entry for `guest` (0 when there is no table), checked: *host is its cluster or 0.
+    Status entry(uint64_t guest, bool create, uint64_t* at, uint64_t* e, uint64_t* host) {
+        uint64_t l2 = 0;
+        if (const Status st = l2_table(guest, create, &l2); st != Status::Ok)
+            return st;
+        *at = 0;
+        *e = 0;
+        *host = 0;
+        if (l2 == 0)
+            return Status::Ok;
+        const uint64_t index = (guest >> cb_) & (l2_entries_ - 1);
+        *at = l2 + index * 8;
+        if (const Status st = read64(*at, e); st != Status::Ok)
+            return st;
+        if (*e & QCOW_OFLAG_COMPRESSED)
+            return refuse("over compressed clusters of an existing qcow2 image");
+        if (h_.version < 3 && (*e & QCOW_OFLAG_ZERO)) {
+            ReasonText r;
+            r.add("Zero cluster entry found in pre-v3 image (L2 offset: ").hex(l2).add(", L2 index: ").hex(index)
+                .add(")");
+            return corrupt(r);
+        }
+        *host = *e & L2E_OFFSET_MASK;
+        if (*host != 0) {
+            if (!cluster_in_file(*host) || overlaps_metadata(*host)) {
+                ReasonText r;
+                r.add("Cluster allocation offset ").hex(*host)
+                    .add(" unaligned, past the end of the image file or on metadata (L2 offset: ").hex(l2)
+                    .add(", L2 index: ").hex(index).add(")");
+                return corrupt(r);
+            }
+            if (!(*e & QCOW_OFLAG_COPIED))
+                return refuse("into a cluster an existing qcow2 image shares (refcount above 1)");
+        }
+        return Status::Ok;
+    }
+
+    Status write_piece(uint64_t guest, const uint8_t* src, uint64_t n) {
+        uint64_t at = 0, e = 0, host = 0;
+        if (const Status st = entry(guest, true, &at, &e, &host); st != Status::Ok)
+            return st;
+        const uint64_t in = guest & (cs_ - 1);
+        if (host != 0 && !(e & QCOW_OFLAG_ZERO))
+            return dev_.write(host + in, src, static_cast<size_t>(n)); // allocated: in place
+        // A zero-flagged or unallocated cluster reads as zeros (no backing file): the whole cluster
+        // is written, the request's bytes over zeros.
+        const bool fresh = host == 0;
+        if (fresh) {
+            if (const Status st = allocate(&host); st != Status::Ok)
+                return st;
+        }
+        const uint8_t* data = src;
+        if (n != cs_) {
+            __builtin_memset(buf_, 0, static_cast<size_t>(cs_));
+            __builtin_memcpy(buf_ + in, src, static_cast<size_t>(n));
+            data = buf_;
+        }
+        if (const Status st = dev_.write(host, data, static_cast<size_t>(cs_)); st != Status::Ok)
+            return st;
+        if (fresh && host + cs_ > file_len_)
+            file_len_ = host + cs_;
+        return write64(at, host | QCOW_OFLAG_COPIED);
+    }
+
+    Status zero_piece(uint64_t guest, uint64_t n) {
+        uint64_t at = 0, e = 0, host = 0;
+        if (const Status st = entry(guest, false, &at, &e, &host); st != Status::Ok)
+            return st;
+        if (host == 0 || (e & QCOW_OFLAG_ZERO))
+            return Status::Ok; // reads as zeros already (unallocated without a backing file, or zero)
+        if (n == cs_ && h_.version >= 3)
+            return write64(at, host | QCOW_OFLAG_COPIED | QCOW_OFLAG_ZERO);
+        __builtin_memset(buf_, 0, static_cast<size_t>(n));
+        return dev_.write(host + (guest & (cs_ - 1)), buf_, static_cast<size_t>(n));
+    }
+
+    guest::BlockDevice& dev_;
+    guest::Allocator& alloc_;
+    guest::ReasonSink* reasons_;
+    const guest::Codecs* codecs_;
+    Qcow2Header h_;
+    uint64_t cs_;
+    uint32_t cb_;
+    uint64_t l2_entries_;
+    uint8_t* buf_;            // one cluster
+    uint8_t* cbuf_ = nullptr; // -c: compressed output, one cluster
+    uint64_t file_len_ = 0;
+    uint64_t next_ = 0; // where the next appended cluster goes
+    uint32_t refcount_bits_ = 16;
+    uint64_t rb_entries_ = 0;
+    uint64_t rt_entries_ = 0;
+    uint64_t l1_index_ = UINT64_MAX; // the last L1 entry looked up, and its L2 table
+    uint64_t l2_offset_ = 0;
+};
+
+Status refuse_open(guest::ReasonSink* reasons, const char* what) {
+    ReasonText r;
+    r.add("instar cannot write into an existing qcow2 image with ").add(what).add(" yet");
+    r.send(reasons);
+    return Status::Unsupported;
+}
+
+} // namespace
+
+Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
+    if (req.image == nullptr || req.allocator == nullptr)
+        return Status::Invalid;
+    guest::BlockDevice& dev = *req.image;
+    Qcow2HeaderDisk disk{};
+    const uint64_t file = dev.size();
+    const size_t have = file < sizeof disk ? static_cast<size_t>(file) : sizeof disk;
+    if (have > 0 && dev.read(0, &disk, have) != Status::Ok)
+        return Status::IoError;
+    Qcow2Header h;
+    HeaderProblem why;
+    if (const Status st = qcow2_header_parse(disk, &h, &why); st != Status::Ok) {
+        if (req.reasons != nullptr && why.len > 0)
+            req.reasons->reason(why.text, why.len);
+        return st;
+    }
+    if (h.backing_file_offset != 0)
+        return refuse_open(req.reasons, "a backing file");
+    if (h.crypt_method != 0)
+        return refuse_open(req.reasons, "encryption");
+    if (h.nb_snapshots != 0)
+        return refuse_open(req.reasons, "internal snapshots");
+    if (h.incompatible_features & QCOW2_INCOMPAT_DATA_FILE)
+        return refuse_open(req.reasons, "an external data file");
+    if (h.incompatible_features & QCOW2_INCOMPAT_EXTL2)
+        return refuse_open(req.reasons, "extended L2 entries");
+    if (h.incompatible_features & (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT))
+        return refuse_open(req.reasons, "the dirty or corrupt bit set");
+    if (h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS)
+        return refuse_open(req.reasons, "persistent bitmaps");
+    const uint64_t cs = h.cluster_size();
+    auto in_file = [&](uint64_t offset, uint64_t bytes) {
+        return (offset & (cs - 1)) == 0 && offset >= cs && offset < file && bytes <= file - offset;
+    };
+    ReasonText r;
+    if (!qcow2_table_offset_valid(h, h.l1_table_offset, h.l1_size, 8) ||
+        !in_file(h.l1_table_offset, uint64_t{h.l1_size} * 8)) {
+        r.add("L1 table offset ").hex(h.l1_table_offset).add(" invalid or past the end of the image file");
+        r.send(req.reasons);
+        return Status::Corrupt;
+    }
+    if (h.refcount_table_clusters == 0 ||
+        !qcow2_table_offset_valid(h, h.refcount_table_offset, uint64_t{h.refcount_table_clusters} * cs / 8, 8) ||
+        !in_file(h.refcount_table_offset, uint64_t{h.refcount_table_clusters} * cs)) {
+        r.add("Refcount table offset ").hex(h.refcount_table_offset).add(" invalid or past the end of the image file");
+        r.send(req.reasons);
+        return Status::Corrupt;
+    }
+    // The L1 table must map the whole virtual disk (qemu checks the same at open).
+    const uint64_t span = cs * (cs / 8);
+    if (h.size > 0 && (h.size - 1) / span >= h.l1_size) {
+        r.add("L1 table is too small");
+        r.send(req.reasons);
+        return Status::Corrupt;
+    }
+    auto* buf = static_cast<uint8_t*>(req.allocator->allocate(static_cast<size_t>(cs), 64));
+    if (buf == nullptr)
+        return Status::NoMemory;
+    ExistingWriter* w = guest::arena_new<ExistingWriter>(*req.allocator, dev, *req.allocator, req.reasons, req.codecs, h, buf);
+    if (w == nullptr) {
+        req.allocator->deallocate(buf, static_cast<size_t>(cs));
+        return Status::NoMemory;
+    }
+    *out = w;
+    return Status::Ok;
+}
+
+} // namespace instar::qcow2

@@ -1,0 +1,28 @@
+// convert -n into an existing qcow2 image (write_api.h's OpenWriterFn). Everything read from the
+// image is untrusted: the header is parsed as the reader parses it, every table offset is checked
+// against the file before use, and in-place writes never touch the header, L1 or refcount table.
+//
+// What it does, per cluster of a request, as qemu's qcow2 driver does for a target it did not
+// create (no zero initialisation):
+//   - data into an allocated cluster (COPIED) is written in place; into a zero-flagged allocated
+//     cluster, written with the rest of the cluster zeroed; into an unallocated or zero cluster, a
+//     new cluster is appended to the file (refcount, then data, then the L2 entry), with its L2
+//     table or refcount block appended first when missing;
+//   - -c: a cluster that shrinks is stored compressed where nothing is allocated (qemu's EIO
+//     otherwise), in a host cluster of its own;
+//   - zeros leave unallocated and zero clusters alone; a whole allocated cluster gets the zero flag
+//     (v3, the cluster stays allocated where qemu unmaps it) or zeros written (v2, partial ranges).
+// Refused with a reason (Unsupported): backing files, encryption, internal snapshots, external
+// data files, extended L2 entries, persistent bitmaps, dirty or corrupt images, and compressed
+// clusters in the written range. A refcount table too small for the new clusters is grown (a
+// larger copy appended, the header pointed at it, the old one freed), up to qemu's 8 MiB.
+#pragma once
+
+#include <instar/guest/read_api.h>
+#include <instar/guest/write_api.h>
+
+namespace instar::qcow2 {
+
+guest::Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out);
+
+} // namespace instar::qcow2

@@ -1,0 +1,233 @@
+// convert -n into an existing qcow2 image (qcow2_existing_write.h): data in place, clusters and L2
+// tables appended with their refcounts, zero flags, and hostile metadata refused before any write
+// lands on it. Content against qemu-img is checked by tests/convert (suite convert).
+#include <doctest/doctest.h>
+
+#include "hosted_create.h"
+#include "hosted_read.h"
+#include "hosted_support.h"
+#include "qcow2_bytes.h"
+#include "qcow2_existing_write.h"
+#include "qcow2_read.h"
+#include "qcow2_write.h"
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+using namespace instar;
+using instar::guest::Status;
+
+namespace {
+
+constexpr std::uint64_t COPIED = std::uint64_t{1} << 63;
+constexpr std::uint64_t CS = 65536;
+
+struct Reasons final : guest::ReasonSink {
+    std::string text;
+    void reason(const char* t, std::size_t len) override { text.assign(t, len); }
+};
+
+// An existing file: a growable memory output whose size is its length, as op_convert presents it.
+class ExistingFile final : public guest::BlockDevice {
+public:
+    explicit ExistingFile(const std::vector<std::uint8_t>& bytes) : out_(64u << 20) {
+        REQUIRE(out_.write(0, bytes.data(), bytes.size()) == Status::Ok);
+    }
+    std::uint64_t size() const override { return out_.length(); }
+    Status read(std::uint64_t offset, void* buf, std::size_t len) override {
+        if (offset > size() || len > size() - offset)
+            return Status::IoError;
+        return out_.read(offset, buf, len);
+    }
+    Status write(std::uint64_t offset, const void* buf, std::size_t len) override { return out_.write(offset, buf, len); }
+    std::vector<std::uint8_t> bytes() const { return out_.bytes(); }
+
+private:
+    hosted::MemoryOutput out_;
+};
+
+// A fresh 4 MiB image (instar's create writer) with 0xab in cluster 1.
+std::vector<std::uint8_t> base_image(std::uint64_t size = 4u << 20, const char* cluster_size = nullptr) {
+    hosted::MemoryTarget target;
+    hosted::BudgetAllocator alloc(16u << 20);
+    std::uint8_t random[guest::CREATE_RANDOM_BYTES] = {};
+    guest::CreateRequest req{};
+    req.size = size;
+    const guest::CreateOption opt{"cluster_size", cluster_size};
+    if (cluster_size != nullptr) {
+        req.options = &opt;
+        req.option_count = 1;
+    }
+    req.file_name = "t.qcow2";
+    req.random = random;
+    req.qemu_version = 100000;
+    req.allocator = &alloc;
+    req.codecs = &hosted::host_codecs();
+    guest::ImageWriter* w = nullptr;
+    REQUIRE(qcow2::create_writer(req, target, &w) == Status::Ok);
+    const std::vector<std::uint8_t> data(CS, 0xab);
+    REQUIRE(w->write(CS, data.data(), std::min<std::size_t>(data.size(), size - CS)) == Status::Ok);
+    REQUIRE(w->finish() == Status::Ok);
+    w->close();
+    return target.image_output().bytes();
+}
+
+std::vector<std::uint8_t> read_disk(const std::vector<std::uint8_t>& img) {
+    hosted::MemoryDevice dev(img);
+    hosted::BudgetAllocator alloc(16u << 20);
+    guest::OpenRequest req{&dev, nullptr, 0, &alloc, &hosted::host_codecs(), nullptr, nullptr, 100000};
+    guest::ImageReader* r = nullptr;
+    REQUIRE(qcow2::open(req, &r) == Status::Ok);
+    std::vector<std::uint8_t> disk(r->virtual_size());
+    REQUIRE(r->read(0, disk.data(), disk.size()) == Status::Ok);
+    r->close();
+    return disk;
+}
+
+std::uint64_t be64(const std::vector<std::uint8_t>& b, std::uint64_t off) { return qcow2::load_be64(b.data() + off); }
+
+struct Opened {
+    ExistingFile file;
+    hosted::BudgetAllocator alloc{16u << 20};
+    Reasons reasons;
+    guest::ImageWriter* w = nullptr;
+    Status status;
+    explicit Opened(const std::vector<std::uint8_t>& img) : file(img) {
+        guest::OpenRequest req{&file, nullptr, 0, &alloc, &hosted::host_codecs(), &reasons, nullptr, 100000};
+        status = qcow2::open_writer(req, &w);
+    }
+    ~Opened() {
+        if (w != nullptr)
+            w->close();
+    }
+};
+
+void put64(std::vector<std::uint8_t>& b, std::uint64_t off, std::uint64_t v) { qcow2::store_be64(b.data() + off, v); }
+
+} // namespace
+
+TEST_CASE("qcow2 existing writer: in place, appended clusters with refcounts, zero flags") {
+    const auto base = base_image();
+    Opened o(base);
+    REQUIRE(o.status == Status::Ok);
+    CHECK_FALSE(o.w->zero_init());
+    const std::uint64_t end = base.size();
+    const std::vector<std::uint8_t> cd(CS, 0xcd), ef(1024, 0xef);
+    REQUIRE(o.w->write(2 * CS + 512, cd.data(), 4096) == Status::Ok); // unallocated: appended, rest zeros
+    REQUIRE(o.w->write(CS + 512, ef.data(), ef.size()) == Status::Ok); // allocated: in place
+    REQUIRE(o.w->write_zeroes(0, 512, true) == Status::Ok);            // unallocated: nothing to do
+    REQUIRE(o.w->finish() == Status::Ok);
+    const auto img = o.file.bytes();
+    CHECK(img.size() == end + CS); // one data cluster appended (the L2 table existed)
+    const auto disk = read_disk(img);
+    std::vector<std::uint8_t> expect(4u << 20, 0);
+    std::memset(expect.data() + CS, 0xab, CS);
+    std::memset(expect.data() + CS + 512, 0xef, 1024);
+    std::memset(expect.data() + 2 * CS + 512, 0xcd, 4096);
+    CHECK(disk == expect);
+    // The appended cluster's refcount (16-bit entries in the block at 0x20000) is 1.
+    CHECK(qcow2::load_be16(img.data() + 0x20000 + 2 * (end / CS)) == 1);
+
+    // Zeroing the whole allocated cluster sets the zero flag and keeps the allocation.
+    Opened z(img);
+    REQUIRE(z.status == Status::Ok);
+    REQUIRE(z.w->write_zeroes(CS, CS, true) == Status::Ok);
+    const auto zimg = z.file.bytes();
+    const std::uint64_t l1_off = be64(zimg, 40);
+    const std::uint64_t l2_off = be64(zimg, l1_off) & 0x00fffffffffffe00ull;
+    CHECK((be64(zimg, l2_off + 8) & 1) == 1);
+    CHECK((be64(zimg, l2_off + 8) & COPIED) != 0);
+    const auto zdisk = read_disk(zimg);
+    std::memset(expect.data() + CS, 0, CS);
+    CHECK(zdisk == expect);
+}
+
+TEST_CASE("qcow2 existing writer: a missing L2 table and refcount block are appended") {
+    auto base = base_image();
+    Opened o(base);
+    REQUIRE(o.status == Status::Ok);
+    // 4 MiB disk, 64 KiB clusters: one L2 table covers it all; it exists. Write far into the disk
+    // anyway and check the file grows by whole clusters and reads back.
+    const std::vector<std::uint8_t> d(CS, 0x11);
+    REQUIRE(o.w->write(3u << 20, d.data(), d.size()) == Status::Ok);
+    const auto img = o.file.bytes();
+    CHECK(img.size() % CS == 0);
+    const auto disk = read_disk(img);
+    CHECK(disk[3u << 20] == 0x11);
+    CHECK(disk[(3u << 20) + CS - 1] == 0x11);
+    CHECK(disk[(3u << 20) + CS] == 0);
+}
+
+TEST_CASE("qcow2 existing writer: hostile metadata is refused before anything lands on it") {
+    const auto base = base_image();
+    const std::uint64_t l1_off = be64(base, 40);
+    const std::uint64_t l2_off = be64(base, l1_off) & 0x00fffffffffffe00ull;
+    const std::vector<std::uint8_t> d(512, 0x77);
+
+    auto into_header = base; // a COPIED data cluster that is the header
+    put64(into_header, l2_off + 8, 0 | COPIED);
+    {
+        Opened o(into_header); // offset 0 reads as unallocated: a new cluster is appended instead
+        REQUIRE(o.status == Status::Ok);
+        REQUIRE(o.w->write(CS, d.data(), d.size()) == Status::Ok);
+        CHECK(be64(o.file.bytes(), 0) == be64(base, 0));
+    }
+    auto onto_l1 = base; // a data cluster on the L1 table
+    put64(onto_l1, l2_off + 8, l1_off | COPIED);
+    {
+        Opened o(onto_l1);
+        REQUIRE(o.status == Status::Ok);
+        CHECK(o.w->write(CS, d.data(), d.size()) == Status::Corrupt);
+        CHECK(o.reasons.text.find("on metadata") != std::string::npos);
+        CHECK(o.file.bytes() == onto_l1);
+    }
+    auto past_eof = base;
+    put64(past_eof, l2_off + 8, (base.size() + 16 * CS) | COPIED);
+    {
+        Opened o(past_eof);
+        CHECK(o.w->write(CS, d.data(), d.size()) == Status::Corrupt);
+    }
+    auto l2_unaligned = base;
+    put64(l2_unaligned, l1_off, (l2_off + 512) | COPIED);
+    {
+        Opened o(l2_unaligned);
+        CHECK(o.w->write(CS, d.data(), d.size()) == Status::Corrupt);
+        CHECK(o.reasons.text.find("L2 table offset") != std::string::npos);
+    }
+    auto reftable_past = base;
+    put64(reftable_past, 48, base.size() + CS); // refcount table past the end of the file
+    {
+        Opened o(reftable_past);
+        CHECK(o.status == Status::Corrupt);
+    }
+    auto snapshots = base;
+    qcow2::store_be32(snapshots.data() + 60, 1);
+    put64(snapshots, 64, 0x30000);
+    {
+        Opened o(snapshots);
+        CHECK(o.status != Status::Ok);
+    }
+}
+
+TEST_CASE("qcow2 existing writer: a full refcount table is grown, the old one freed") {
+    // 512-byte clusters: one refcount table cluster names 64 blocks of 256 clusters, 8 MiB of file.
+    const auto base = base_image(16u << 20, "512");
+    const std::uint64_t old_table = be64(base, 48);
+    Opened o(base);
+    REQUIRE(o.status == Status::Ok);
+    std::vector<std::uint8_t> d(1u << 20);
+    for (std::size_t i = 0; i < d.size(); ++i)
+        d[i] = static_cast<std::uint8_t>(i * 7 + 1);
+    for (std::uint64_t at = 0; at < (12u << 20); at += d.size())
+        REQUIRE(o.w->write(at, d.data(), d.size()) == Status::Ok);
+    REQUIRE(o.w->finish() == Status::Ok);
+    const auto img = o.file.bytes();
+    CHECK(img.size() > (12u << 20));
+    const std::uint64_t table = be64(img, 48);
+    CHECK(table != old_table);
+    CHECK(qcow2::load_be32(img.data() + 56) >= 2);
+    const auto disk = read_disk(img);
+    for (std::uint64_t at = 0; at < (12u << 20); at += d.size())
+        CHECK(std::memcmp(disk.data() + at, d.data(), d.size()) == 0);
+}

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Builds instar's Debian packages from this source tree (dpkg-buildpackage -b), checks them with
+# lintian, then installs them with dpkg into a throw-away root: a private mount namespace in which
+# /usr, /etc and /var are overlays over the real ones, so dpkg installs for real and nothing
+# outlives the test. There it checks the split: instar with only instar-plugin-qcow2 lists qcow2
+# alone and refuses a vmdk naming the package to install; adding instar-plugin-vmdk makes it work.
+# Usage: test_debian.sh SOURCE_ROOT INSTAR (the build tree's, to make fixtures)
+set -euo pipefail
+src=$1 instar_built=$2
+for tool in dpkg-buildpackage dh lintian unshare; do
+  if ! command -v "$tool" >/dev/null; then
+    echo "SKIPPED LOUDLY: $tool is missing (tools/install-deps.sh installs it)"; exit 77
+  fi
+done
+if [ "$(id -u)" -ne 0 ]; then echo "SKIPPED LOUDLY: installing packages needs root"; exit 77; fi
+
+tmp=$(mktemp -d /tmp/instar-deb-XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+pass=0 fail=0
+check() { # description, command...
+  local what=$1; shift
+  if "$@"; then pass=$((pass + 1)); else echo "FAIL: $what"; fail=$((fail + 1)); fi
+}
+
+# The tree as it is (tracked and new files, not build output), so uncommitted work is tested too.
+mkdir -p "$tmp/src/instar"
+(cd "$src" && git ls-files -co --exclude-standard -z | xargs -0 cp -a --parents -t "$tmp/src/instar")
+(cd "$tmp/src/instar" && dpkg-buildpackage -b -uc -us -j"$(nproc)" >"$tmp/build.log" 2>&1) \
+  || { tail -40 "$tmp/build.log"; exit 1; }
+debs=$(cd "$tmp/src" && ls ./*.deb)
+for p in instar instar-plugin-qcow2 instar-plugin-vmdk instar-plugin-vhd instar-plugin-vhdx instar-plugin-raw libinstar-dev; do
+  check "package $p built" test -f "$(ls "$tmp/src/${p}_"*.deb 2>/dev/null | head -1)"
+done
+check "each plugin package holds its plugin, guest half and manifest only" \
+  test "$(dpkg-deb -c "$tmp/src"/instar-plugin-qcow2_*.deb | grep -c '/plugins/\(libinstar-qcow2.so\|libinstar-qcow2.so.manifest\|qcow2.gmod\)$')" -eq 3
+
+lintian_out=$(cd "$tmp/src" && lintian --fail-on error,warning ./*.changes 2>&1) && lint=0 || lint=$?
+check "lintian reports no errors or warnings" test "$lint" -eq 0
+[ "$lint" -eq 0 ] || echo "$lintian_out"
+
+"$instar_built" create -q -f vmdk "$tmp/disk.vmdk" 1M
+"$instar_built" create -q -f qcow2 "$tmp/disk.qcow2" 1M
+
+# Everything below runs in a private mount namespace over overlays: dpkg writes only to $tmp.
+cat >"$tmp/inside.sh" <<'INSIDE'
+set -uo pipefail
+tmp=$1
+for d in usr etc var; do
+  mkdir -p "$tmp/ov/$d.up" "$tmp/ov/$d.work"
+  mount -t overlay overlay -o "lowerdir=/$d,upperdir=$tmp/ov/$d.up,workdir=$tmp/ov/$d.work" "/$d" || exit 2
+done
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+dpkg -i "$tmp"/src/instar_*.deb "$tmp"/src/instar-plugin-qcow2_*.deb >"$tmp/dpkg1.log" 2>&1 || { cat "$tmp/dpkg1.log"; exit 3; }
+echo "formats: $(instar formats | sed -n 's/^\([a-z0-9]*\) [^ ]*: .*/\1/p' | tr '\n' ' ')"
+echo "qcow2: $(instar info "$tmp/disk.qcow2" 2>&1 | sed -n 2p)"
+echo "vmdk-before: $(instar info -f vmdk "$tmp/disk.vmdk" 2>&1 | head -1)"
+dpkg -i "$tmp"/src/instar-plugin-vmdk_*.deb >"$tmp/dpkg2.log" 2>&1 || { cat "$tmp/dpkg2.log"; exit 3; }
+echo "vmdk-after: $(instar info "$tmp/disk.vmdk" 2>&1 | sed -n 2p)"
+instar convert -O qcow2 "$tmp/disk.vmdk" "$tmp/out.qcow2" && echo "convert: ok"
+echo "man: $(ls /usr/share/man/man1/instar.1* 2>/dev/null)"
+echo "completion: $(bash -c 'source /usr/share/bash-completion/bash_completion 2>/dev/null; source /usr/share/bash-completion/completions/instar; COMP_LINE="instar con"; COMP_POINT=${#COMP_LINE}; COMP_WORDS=(instar con); COMP_CWORD=1; _instar; echo ${COMPREPLY[*]}')"
+INSIDE
+out=$(unshare --mount --propagation private bash "$tmp/inside.sh" "$tmp" 2>&1) || { echo "$out"; exit 1; }
+echo "$out"
+check "with only instar-plugin-qcow2, instar formats lists qcow2 alone" grep -qx 'formats: qcow2 ' <<<"$out"
+check "the installed instar reads a qcow2" grep -qx 'qcow2: file format: qcow2' <<<"$out"
+check "a vmdk is refused, naming the package to install" \
+  grep -q "^vmdk-before: .*install the package instar-plugin-vmdk" <<<"$out"
+check "after installing instar-plugin-vmdk the vmdk works" grep -qx 'vmdk-after: file format: vmdk' <<<"$out"
+check "convert works from the installed packages" grep -qx 'convert: ok' <<<"$out"
+check "the man page is installed" grep -q '^man: /usr/share/man/man1/instar.1' <<<"$out"
+check "bash completion offers subcommands" grep -qx 'completion: convert' <<<"$out"
+check "nothing was installed outside the namespace" test ! -e /usr/bin/instar
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
