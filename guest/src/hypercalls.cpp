@@ -90,6 +90,14 @@ int64_t hc_discard(uint32_t device, uint64_t offset, uint64_t len) {
     return hypercall_issue(mb);
 }
 
+int64_t hc_compress(uint32_t kind, instar_compress_job* jobs, uint64_t count) {
+    instar_hypercall* mb = prepare(INSTAR_HC_COMPRESS);
+    mb->arg0 = kind;
+    mb->gpa = addr(jobs);
+    mb->len = count;
+    return hypercall_issue(mb);
+}
+
 void hc_progress(uint64_t done, uint64_t total) {
     instar_hypercall* mb = prepare(INSTAR_HC_PROGRESS);
     mb->arg0 = done;

@@ -1,6 +1,6 @@
 // INSTAR_OP_CREATE: unpacks the host's request and gives module 0's create() a CreateTarget whose
-// files are host devices: device 0 the new image, device 1 the backing file when flagged, and the
-// files the module adds (INSTAR_HC_ADD_FILE) after them.
+// files are host devices: device 0 the new image, device 1 the backing file when flagged, then the
+// external data file when flagged, and the files the module adds (INSTAR_HC_ADD_FILE) after them.
 #include "create_target.h"
 
 namespace instar::guest {
@@ -84,12 +84,16 @@ Status create_op(const uint8_t* arg, uint32_t arg_len) {
     const ModuleOps* ops = module(0);
     BlockDevice* image = device(0);
     BlockDevice* backing = (u->arg.flags & INSTAR_CREATE_BACKING_DEVICE) ? device(1) : nullptr;
-    if (ops == nullptr || image == nullptr || ((u->arg.flags & INSTAR_CREATE_BACKING_DEVICE) && backing == nullptr))
+    const uint32_t data_index = (u->arg.flags & INSTAR_CREATE_BACKING_DEVICE) ? 2 : 1;
+    BlockDevice* data_file = (u->arg.flags & INSTAR_CREATE_DATA_FILE_DEVICE) ? device(data_index) : nullptr;
+    if (ops == nullptr || image == nullptr || ((u->arg.flags & INSTAR_CREATE_BACKING_DEVICE) && backing == nullptr) ||
+        ((u->arg.flags & INSTAR_CREATE_DATA_FILE_DEVICE) && data_file == nullptr))
         return Status::Invalid;
     HypercallTarget target(0);
     if (ops->size < sizeof(ModuleOps) || ops->create == nullptr)
         return create_fail(target, Status::Unsupported, "this format's plugin cannot create images");
     u->req.backing = backing;
+    u->req.data_file = data_file;
     u->req.codecs = nullptr; // create writes no data
     const Status st = ops->create(u->req, target);
     if (st != Status::Ok) return st;

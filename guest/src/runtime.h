@@ -17,6 +17,8 @@ int64_t hc_add_file(const char* name, uint64_t len); // >= 0: the new device's i
 int64_t hc_allocation(uint32_t device, uint64_t offset, bool* data, uint64_t* length);
 int64_t hc_discard(uint32_t device, uint64_t offset, uint64_t len);
 void hc_progress(uint64_t done, uint64_t total);
+// INSTAR_HC_COMPRESS: count <= INSTAR_MAX_COMPRESS_JOBS jobs, results written into the table.
+int64_t hc_compress(uint32_t kind, instar_compress_job* jobs, uint64_t count);
 void hc_log(const char* text, uint64_t len);
 [[noreturn]] void hc_exit(int32_t status);
 void log_str(const char* text);
@@ -60,5 +62,7 @@ Status check_op(const uint8_t* arg, uint32_t arg_len);
 
 // op_compare.cpp
 Status compare_op(const uint8_t* arg, uint32_t arg_len);
+// op_map.cpp
+Status map_op(const uint8_t* arg, uint32_t arg_len);
 
 } // namespace instar::guest

@@ -109,7 +109,51 @@ Status deflate_buffer(const void* src, size_t src_len, void* dst, size_t dst_cap
     return deflate_mem_buffer(src, src_len, dst, dst_cap, out_len, window_bits, level, 9);
 }
 
-constinit Codecs codec_table = {inflate_buffer, zstd_decompress_buffer, deflate_buffer, nullptr, deflate_mem_buffer};
+// Compression on the host's cores (INSTAR_HC_COMPRESS), in batches of at most the host's job limit.
+// One vCPU: the job table can be static.
+instar_compress_job compress_table[INSTAR_MAX_COMPRESS_JOBS];
+
+Status compress_batch_host(CompressKind kind, CompressJob* jobs, uint32_t count) {
+    uint64_t bytes = 0;
+    uint32_t n = 0;
+    for (uint32_t i = 0; i <= count; ++i) {
+        const bool full = n == INSTAR_MAX_COMPRESS_JOBS ||
+                          (i < count && bytes + jobs[i].src_len > INSTAR_MAX_COMPRESS_BATCH_BYTES);
+        if (n > 0 && (i == count || full)) {
+            if (hc_compress(static_cast<uint32_t>(kind), compress_table, n) != 0)
+                return Status::IoError;
+            for (uint32_t k = 0; k < n; ++k) {
+                CompressJob& j = jobs[i - n + k];
+                const instar_compress_job& r = compress_table[k];
+                j.status = r.status == 0 ? Status::Ok : r.status == -INSTAR_ENOSPC ? Status::TooLarge : Status::IoError;
+                j.out_len = r.status == 0 && r.out_len <= j.dst_cap ? static_cast<size_t>(r.out_len) : 0;
+            }
+            n = 0;
+            bytes = 0;
+        }
+        if (i == count)
+            break;
+        if (jobs[i].src_len > INSTAR_MAX_COMPRESS_BYTES || jobs[i].dst_cap > 2 * INSTAR_MAX_COMPRESS_BYTES)
+            return Status::Invalid;
+        compress_table[n] = instar_compress_job{reinterpret_cast<uintptr_t>(jobs[i].src), jobs[i].src_len,
+                                                reinterpret_cast<uintptr_t>(jobs[i].dst), jobs[i].dst_cap, 0, 0};
+        bytes += jobs[i].src_len;
+        ++n;
+    }
+    return Status::Ok;
+}
+
+// zstd compression is not linked into the guest (only its decompressor): the host compresses.
+Status zstd_compress_host(const void* src, size_t src_len, void* dst, size_t dst_cap, size_t* out_len) {
+    CompressJob j{src, src_len, dst, dst_cap, 0, Status::Ok};
+    if (const Status st = compress_batch_host(CompressKind::Qcow2Zstd, &j, 1); st != Status::Ok)
+        return st;
+    *out_len = j.out_len;
+    return j.status;
+}
+
+constinit Codecs codec_table = {inflate_buffer,     zstd_decompress_buffer, deflate_buffer,
+                                zstd_compress_host, deflate_mem_buffer,     compress_batch_host};
 
 } // namespace
 

@@ -5,7 +5,6 @@
 namespace instar::qcow2 {
 namespace {
 
-constexpr const char* NOT_YET_DATA_FILE = "external data files are not supported yet";
 constexpr const char* NOT_YET_ENCRYPT = "encrypted qcow2 images cannot be created yet";
 constexpr const char* COMPAT_CHOICES[] = {"0.10", "1.1", "v2", "v3", nullptr};
 constexpr const char* COMPRESSION_CHOICES[] = {"zlib", "zstd", nullptr};
@@ -45,9 +44,9 @@ const OptionDesc OPTIONS[] = {
     {"compat", STR, nullptr, "Compatibility level (v2 [0.10] or v3 [1.1])", H, nullptr, COMPAT_CHOICES, 0, 0},
     {"backing_file", STR, nullptr, "File name of a base image", H, nullptr, nullptr, 0, 0},
     {"backing_fmt", STR, nullptr, "Image format of the base image", H, nullptr, nullptr, 0, 0},
-    {"data_file", STR, nullptr, "File name of an external data file", R, NOT_YET_DATA_FILE, nullptr, 0, 0},
-    // Honoured so that data_file_raw without data_file fails in the guest with qemu's words, after the
-    // Formatting line; data_file itself is still refused above.
+    // The host creates the data file (any directory, a `file:` prefix taken off) atomically with
+    // the image and hands it to the guest as a device.
+    {"data_file", STR, nullptr, "File name of an external data file", H, nullptr, nullptr, 0, 0},
     {"data_file_raw", OptionType::Bool, nullptr, "The external data file must stay valid as a raw image", H,
      nullptr, nullptr, 0, 0},
     {"lazy_refcounts", OptionType::Bool, "off", "Postpone refcount updates", H, nullptr, nullptr, 0, 0},

@@ -29,6 +29,10 @@ const Divergence DIVERGENCES[] = {
      "a differencing VHDX's data is read with its parent (NOT_PRESENT, UNDEFINED and UNMAPPED blocks and "
      "clear sector-bitmap bits come from the parent); qemu-img refuses to open it",
      "convert should read the image it is given, as info reports it (vhdx-differencing-info)"},
+    {"vhdx-map-differencing", "map",
+     "map maps a differencing VHDX as qemu-img maps any VHDX (one data run without an offset: qemu's vhdx "
+     "driver has no block status); qemu-img refuses to open it",
+     "map should describe the image it is given, as info does (vhdx-differencing-info)"},
 };
 const std::uint32_t DIVERGENCE_COUNT = sizeof DIVERGENCES / sizeof DIVERGENCES[0];
 

@@ -175,8 +175,22 @@ for opts in ["cluster_size=4k", "cluster_size=2M", "extended_l2=on", "compat=0.1
              "lazy_refcounts=on", "preallocation=metadata"]:
     case("-o %s" % opts, ["convert", "-f", "raw", "-O", "qcow2", "-o", opts, "src.raw", "out.qcow2"], ["raw"], "qcow2")
 case("-c", ["convert", "-c", "-f", "raw", "-O", "qcow2", "src.raw", "out.qcow2"], ["raw"], "qcow2")
-REFUSED.append(("-c zstd", ["convert", "-c", "-f", "raw", "-O", "qcow2", "-o", "compression_type=zstd", "src.raw",
-                            "out.qcow2"], "not supported by instar yet"))
+case("-c zstd", ["convert", "-c", "-f", "raw", "-O", "qcow2", "-o", "compression_type=zstd", "src.raw", "out.qcow2"],
+     ["raw"], "qcow2")
+case("-c zstd 4k clusters", ["convert", "-c", "-O", "qcow2", "-o", "compression_type=zstd,cluster_size=4k", "q.qcow2",
+                             "out.qcow2"], ["qcow2"], "qcow2")
+case("-c qcow2 source", ["convert", "-c", "-O", "qcow2", "q.qcow2", "out.qcow2"], ["qcow2"], "qcow2")
+case("-c -B", ["convert", "-c", "-O", "qcow2", "-B", "base.qcow2", "-F", "qcow2", "ov.qcow2", "out.qcow2"], ["qcow2"],
+     "qcow2")
+case("vmdk streamOptimized from qcow2", ["convert", "-O", "vmdk", "-o", "subformat=streamOptimized", "q.qcow2",
+                                         "out.vmdk"], ["qcow2"], "vmdk")
+# Cache modes: the same bytes whatever the mode (O_DIRECT through bounce buffers for none/directsync).
+for mode in ["none", "directsync", "writeback", "writethrough", "unsafe"]:
+    case("-t %s -T %s qcow2" % (mode, mode), ["convert", "-t", mode, "-T", mode, "-O", "qcow2", "-o",
+                                              "cluster_size=512", "q.qcow2", "out.qcow2"], ["qcow2"], "qcow2")
+case("-t none raw odd size", ["convert", "-t", "none", "-f", "raw", "-O", "raw", "odd.raw", "out.raw"], ["raw"], "raw")
+case("-t none -c vmdk", ["convert", "-t", "none", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized",
+                         "src.raw", "out.vmdk"], ["raw"], "vmdk")
 case("vmdk streamOptimized", ["convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", "src.raw", "out.vmdk"],
      ["raw"], "vmdk")
 case("vpc fixed", ["convert", "-f", "raw", "-O", "vpc", "-o", "subformat=fixed", "src.raw", "out.vhd"], ["raw"], "vpc")

@@ -35,8 +35,14 @@ RANDOM_SPECIFIC = {"vmdk": ("cid", "parent-cid")}
 CASES = []  # (label, args, setup commands run in both directories first, flags)
 
 
-def case(label, *args, setup=(), expect_error=False, instar_args=None):
+# Cases whose files must be byte-identical to qemu-img's, and the data file allocated as qemu's.
+SAME_BYTES = set()
+
+
+def case(label, *args, setup=(), expect_error=False, instar_args=None, same_bytes=False):
     CASES.append((label, list(args), list(setup), expect_error, instar_args))
+    if same_bytes:
+        SAME_BYTES.add(label)
 
 
 # raw: created on the host
@@ -50,6 +56,23 @@ case("raw extent_size_hint=0", "create", "-f", "raw", "-o", "extent_size_hint=0"
 case("qcow2 data_file_raw=off", "create", "-f", "qcow2", "-o", "data_file_raw=off", "img.qcow2", "1M")
 case("qcow2 extent_size_hint=0", "create", "-f", "qcow2", "-o", "extent_size_hint=0", "img.qcow2", "1M")
 case("raw -q", "create", "-q", "-f", "raw", "img.raw", "1M")
+
+# qcow2 external data files: both files byte-identical to qemu-img's (and the data file allocated
+# alike), the name stored as given (relative to the working directory, file: taken off).
+for opts, size in [("data_file=img.raw", "1M"), ("data_file=img.raw", "1000000"), ("data_file=img.raw", "0"),
+                   ("data_file=img.raw,data_file_raw=on", "1M"), ("data_file=img.raw,data_file_raw=on", "3145733"),
+                   ("data_file=img.raw,preallocation=metadata", "1000000"),
+                   ("data_file=img.raw,preallocation=falloc", "1M"), ("data_file=img.raw,preallocation=full", "1M"),
+                   ("data_file=img.raw,preallocation=full", "1000000"),
+                   ("data_file=img.raw,extended_l2=on,preallocation=metadata", "1000000"),
+                   ("data_file=img.raw,cluster_size=512,data_file_raw=on", "3000000"),
+                   ("data_file=img.raw,lazy_refcounts=on,compression_type=zstd,refcount_bits=64", "1G"),
+                   ("data_file=file:img.raw", "1M"), ("data_file=d/img.raw,data_file_raw=on", "1M")]:
+    case(f"qcow2 {opts} {size}", "create", "-f", "qcow2", "-o", opts, "img.qcow2", size, setup=[["mkdir", "d"]],
+         same_bytes=True)
+case("qcow2 data_file with backing", "create", "-f", "qcow2", "-o", "data_file=img.raw", "-b", "base.qcow2", "-F",
+     "qcow2", "img.qcow2", setup=[["QIMG", "create", "-q", "-f", "qcow2", "base.qcow2", "32M"]], same_bytes=True)
+case("file: prefix", "create", "-f", "qcow2", "file:img.qcow2", "1M", same_bytes=True)
 
 # qcow2
 for size in ["0", "1M", "64M", "1G", "1T", "1536"]:
@@ -156,6 +179,15 @@ for args in [
     ["create", "-f", "qcow2", "missing-dir/img.qcow2", "1M"],
     ["create", "-f", "qcow2", "-o", "data_file_raw=on", "img.qcow2", "1M"],
     ["create", "-f", "qcow2", "-o", "data_file_raw=on,compat=0.10", "img.qcow2", "1M"],
+    ["create", "-f", "qcow2", "-o", "data_file=img.raw,compat=0.10", "img.qcow2", "1M"],
+    ["create", "-f", "qcow2", "-o", "data_file=img.raw,data_file_raw=on", "-b", "base.qcow2", "-F", "qcow2",
+     "img.qcow2"],
+    ["create", "-f", "qcow2", "-o", "data_file=missing-dir/x.raw", "img.qcow2", "1M"],
+    ["create", "-f", "qcow2", "-o", "data_file=", "img.qcow2", "1M"],
+    ["create", "-f", "qcow2", "-o", "data_file=a:b", "img.qcow2", "1M"],
+    ["create", "-f", "qcow2", "-o", "data_file=img.raw,cluster_size=1000", "img.qcow2", "1M"],
+    ["create", "-f", "raw", "a:b", "1M"],
+    ["create", "-f", "qcow2", "json:{}", "1M"],
 ]:
     case("error: " + " ".join(args[1:]), *args, expect_error=True,
          setup=[["QIMG", "create", "-q", "-f", "qcow2", "base.qcow2", "32M"]])
@@ -171,7 +203,13 @@ def run(cmd, cwd, env=None, timeout=600):
 
 
 def listing(d):
-    return sorted((n, os.stat(os.path.join(d, n)).st_size) for n in os.listdir(d))
+    """Every file under d (relative names) with its size."""
+    out = []
+    for root, _, files in os.walk(d):
+        for f in files:
+            p = os.path.join(root, f)
+            out.append((os.path.relpath(p, d), os.stat(p).st_size))
+    return sorted(out)
 
 
 def normalise_info(info, fmt):
@@ -220,6 +258,9 @@ def main():
                 fmt = args[args.index("-f") + 1] if "-f" in args else "raw"
                 if only and fmt not in only:
                     continue
+                # CREATE_CASES=TEXT: only the cases whose label contains TEXT (while developing).
+                if os.environ.get("CREATE_CASES", "") not in label:
+                    continue
                 name = f"[{profile}] {label}"
                 problems = []
                 dq = tempfile.mkdtemp(dir=work)
@@ -246,6 +287,16 @@ def main():
                         for (na, a), (_, b) in zip(lq, li))
                     if not same:
                         problems.append(f"files differ: qemu-img {lq} instar {li}")
+                    if label in SAME_BYTES:
+                        for n, _ in lq:
+                            with open(os.path.join(dq, n), "rb") as a, open(os.path.join(di, n), "rb") as b:
+                                if a.read() != b.read():
+                                    problems.append(f"{n}: bytes differ from qemu-img's")
+                            if n.endswith(".raw"):
+                                bq = os.stat(os.path.join(dq, n)).st_blocks
+                                bi = os.stat(os.path.join(di, n)).st_blocks
+                                if bq != bi:
+                                    problems.append(f"{n}: allocated blocks differ: qemu-img {bq} instar {bi}")
                     if fmt in SAME_ALLOCATION:
                         bq = [os.stat(os.path.join(dq, n)).st_blocks for n, _ in lq]
                         bi = [os.stat(os.path.join(di, n)).st_blocks for n, _ in li]

@@ -57,6 +57,10 @@ Status MemoryTarget::set_length(BlockDevice& file, std::uint64_t length, Preallo
         image_.set_length(length);
         return Status::Ok;
     }
+    if (&file == &data_) {
+        data_.set_length(length);
+        return Status::Ok;
+    }
     for (auto& [name, f] : files_)
         if (&file == f.get()) {
             f->set_length(length);
@@ -92,6 +96,7 @@ Status run_create(CreateFn create, const CreateParams& p, CreateTarget& target) 
     req.backing_fmt = p.backing_fmt.empty() ? nullptr : p.backing_fmt.c_str();
     req.backing = p.backing;
     req.backing_size = p.backing_size;
+    req.data_file = p.data_file;
     req.unix_time = p.unix_time;
     req.random = p.random;
     req.qemu_version = p.qemu_version;

@@ -46,7 +46,7 @@ private:
 // A CreateTarget over MemoryOutputs.
 class MemoryTarget final : public CreateTarget {
 public:
-    explicit MemoryTarget(std::uint64_t budget = 256u << 20) : budget_(budget), image_(budget) {}
+    explicit MemoryTarget(std::uint64_t budget = 256u << 20) : budget_(budget), image_(budget), data_(budget) {}
     BlockDevice& image() override { return image_; }
     Status set_length(BlockDevice& file, std::uint64_t length, Prealloc mode) override;
     Status add_file(const char* name, BlockDevice** out) override;
@@ -54,6 +54,8 @@ public:
     void resolved_unit_size(std::uint64_t bytes) override { unit_ = bytes; }
 
     MemoryOutput& image_output() { return image_; }
+    // A qcow2 external data file the "host" made (CreateParams::data_file points here to use it).
+    MemoryOutput& data_output() { return data_; }
     const std::vector<std::pair<std::string, std::unique_ptr<MemoryOutput>>>& files() const { return files_; }
     const std::string& reason_text() const { return reason_; }
     std::uint64_t unit() const { return unit_; }
@@ -62,6 +64,7 @@ public:
 private:
     std::uint64_t budget_;
     MemoryOutput image_;
+    MemoryOutput data_;
     std::vector<std::pair<std::string, std::unique_ptr<MemoryOutput>>> files_;
     std::string reason_;
     std::uint64_t unit_ = 0;
@@ -76,6 +79,7 @@ struct CreateParams {
     std::string backing_fmt;  // empty: none
     BlockDevice* backing = nullptr;
     std::uint64_t backing_size = 0;
+    BlockDevice* data_file = nullptr; // the external data file device (CreateRequest::data_file)
     std::int64_t unix_time = 1700000000;
     std::uint8_t random[guest::CREATE_RANDOM_BYTES] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
                                                        17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32};

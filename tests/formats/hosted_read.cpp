@@ -2,6 +2,7 @@
 #include "hosted_read.h"
 
 #include "hosted_support.h"
+#include "map_walk.h"
 
 #include <boost/json.hpp>
 
@@ -87,7 +88,29 @@ Status zstd_compress_host(const void* src, std::size_t src_len, void* dst, std::
     return Status::Ok;
 }
 
-const guest::Codecs CODECS{inflate_host, zstd_decompress_host, deflate_host, zstd_compress_host, deflate_mem_host};
+// The runtime's compress_batch hands jobs to the host's threads; hosted, one after the other, with
+// the single-buffer functions (so hosted tests run the writers' batching code).
+Status compress_batch_host(guest::CompressKind kind, guest::CompressJob* jobs, std::uint32_t count) {
+    for (std::uint32_t i = 0; i < count; ++i) {
+        guest::CompressJob& j = jobs[i];
+        switch (kind) {
+        case guest::CompressKind::Qcow2Zlib:
+            j.status = deflate_mem_host(j.src, j.src_len, j.dst, j.dst_cap, &j.out_len, -12, 6, 9);
+            break;
+        case guest::CompressKind::Qcow2Zstd:
+            j.status = zstd_compress_host(j.src, j.src_len, j.dst, j.dst_cap, &j.out_len);
+            break;
+        case guest::CompressKind::Zlib:
+            j.status = deflate_mem_host(j.src, j.src_len, j.dst, j.dst_cap, &j.out_len, 15, 6, 8);
+            break;
+        default: return Status::Invalid;
+        }
+    }
+    return Status::Ok;
+}
+
+const guest::Codecs CODECS{inflate_host,     zstd_decompress_host, deflate_host, zstd_compress_host,
+                           deflate_mem_host, compress_batch_host};
 
 struct Reasons final : guest::ReasonSink {
     std::string text;
@@ -189,6 +212,53 @@ ReadDump dump_image(guest::OpenFn open, const std::string& image, const std::vec
     return out;
 }
 
+namespace {
+
+// A reader that fails after a budget of status() calls, so a map walk over a fuzzed image stays short.
+class BudgetReader final : public guest::ImageReader {
+public:
+    BudgetReader(guest::ImageReader& r, int budget) : r_(r), budget_(budget) {}
+    std::uint64_t virtual_size() const override { return r_.virtual_size(); }
+    Status status(std::uint64_t offset, std::uint64_t length, guest::Extent* out) override {
+        if (budget_-- <= 0)
+            return Status::IoError;
+        return r_.status(offset, length, out);
+    }
+    Status read(std::uint64_t offset, void* buf, std::size_t len) override { return r_.read(offset, buf, len); }
+    void close() override {}
+
+private:
+    guest::ImageReader& r_;
+    int budget_;
+};
+
+// Checks what qemu-img map's walk sends: contiguous runs from the start, never two joinable runs in a
+// row, known flags only.
+class CheckingSink final : public convert::MapSink {
+public:
+    explicit CheckingSink(std::uint64_t start) : next_(start) {}
+    Status emit(const instar_map_entry* e, std::uint32_t n) override {
+        if (n == 0 || n > INSTAR_MAP_MAX_BATCH)
+            __builtin_trap();
+        for (std::uint32_t i = 0; i < n; ++i) {
+            if (e[i].start != next_ || e[i].length == 0 || (e[i].flags & ~INSTAR_MAP_FLAGS_ALL) ||
+                (have_prev_ && convert::map_mergeable(prev_, e[i])))
+                __builtin_trap();
+            next_ += e[i].length;
+            prev_ = e[i];
+            have_prev_ = true;
+        }
+        return Status::Ok;
+    }
+
+private:
+    std::uint64_t next_;
+    instar_map_entry prev_{};
+    bool have_prev_ = false;
+};
+
+} // namespace
+
 int fuzz_read_walk(guest::OpenFn open, const std::uint8_t* data, std::size_t size) {
     constexpr int MAX_CALLS = 4096;              // status() calls per input
     constexpr std::size_t READ_CAP = 256 * 1024; // bytes per read() call
@@ -215,6 +285,16 @@ int fuzz_read_walk(guest::OpenFn open, const std::uint8_t* data, std::size_t siz
                 if (buf[i] != 0)
                     __builtin_trap();
         off += e.length;
+    }
+    // qemu-img map's walk over the same reader, in each style.
+    for (std::uint32_t style : {0u, INSTAR_MAP_STYLE_HOLE_IS_DATA | INSTAR_MAP_STYLE_UNALLOCATED_ZERO |
+                                         INSTAR_MAP_STYLE_NO_BACKING}) {
+        BudgetReader budget(*r, MAX_CALLS);
+        const convert::MapLayer layer{&budget, style, size};
+        std::vector<instar_map_entry> batch(INSTAR_MAP_MAX_BATCH);
+        CheckingSink sink(vsize / 3);
+        std::uint32_t failed = 0;
+        (void)convert::map_walk(&layer, 1, vsize / 3, vsize, batch.data(), MAX_CALLS, sink, &failed);
     }
     r->close();
     return 0;

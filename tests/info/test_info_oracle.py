@@ -81,6 +81,54 @@ image("xbs.vhdx", q("create", "-q", "-f", "vhdx", "-o", "block_size=1M", "xbs.vh
 image("mbr.raw", q("create", "-q", "-f", "raw", "mbr.raw", "10M"),
       io("raw", "mbr.raw", "write -P 0x55 510 1", "write -P 0xaa 511 1"))
 
+# qcow2 with an external data file (the data file itself is not an image of the table).
+image("qdf.qcow2", q("create", "-q", "-f", "qcow2", "-o", "data_file=qdf.data", "qdf.qcow2", "64M"),
+      io("qcow2", "qdf.qcow2", "write -P 0x11 1M 64k"))
+image("qdfraw.qcow2", q("create", "-q", "-f", "qcow2", "-o", "data_file=qdfraw.data,data_file_raw=on",
+                        "qdfraw.qcow2", "64M"))
+# A name qemu would read as protocol "colon" unless written file:colon:x.qcow2 (or ./colon:x.qcow2).
+image("colon:x.qcow2", q("create", "-q", "-f", "qcow2", "file:colon:x.qcow2", "1M"))
+image("comma,x.qcow2", q("create", "-q", "-f", "qcow2", "comma,x.qcow2", "1M"))
+
+# Image names as the user writes them (docs/info.md, "Image names"): stdout, stderr and the exit
+# status must be qemu-img's.
+NAMES = [
+    ["file:qdata.qcow2"], ["file:colon:x.qcow2"], ["--output=json", "file:colon:x.qcow2"], ["colon:x.qcow2"],
+    ["./colon:x.qcow2"], ["file:missing.qcow2"],
+    ['json:{"driver":"qcow2","file":{"driver":"file","filename":"qdata.qcow2"}}'],
+    ['json:{"file":{"driver":"file","filename":"qdata.qcow2"}}'], ['json:{"file.filename":"qdata.qcow2"}'],
+    ["--output=json", 'json:{"file":{"filename":"v-twoGbMaxExtentSparse.vmdk"}}'],
+    ['json:{"driver":"vpc","file.filename":"p-dynamic.vpc"}'],
+    ['json:{"driver":"vhdx","file.filename":"x-dynamic.vhdx"}'],
+    ['json:{"driver":"raw","file.filename":"mbr.raw"}'],
+    ['json:{"driver":"qcow2","file.filename":"qdata.qcow2","foo":1}'],
+    ['json:{"file.filename":"qdata.qcow2","foo":1}'],
+    ['json:{"driver":"nope","file.filename":"qdata.qcow2"}'],
+    ['json:{"driver":"qcow2"'], ["json:[]"], ["json:{}"], ['json:{"file.filename":"missing.qcow2"}'],
+    ['json:{"driver":"qcow2","file.filename":"qdata.qcow2","encrypt.key-secret":"s0"}'],
+    ["--output=json", 'json:{"file.filename":"qluks.qcow2","encrypt.key-secret":"s0"}'],
+    ['json:{"driver":"qcow2","file.filename":"ov.qcow2","backing":null}'],
+    ["--backing-chain", 'json:{"file.filename":"ov2.qcow2"}'],
+    ["--image-opts", "driver=raw,file.filename=mbr.raw"], ["--image-opts", "file.filename=qdata.qcow2"],
+    ["--image-opts", "driver=qcow2,file.driver=file,file.filename=qdata.qcow2,file.locking=off"],
+    ["--output=json", "--image-opts", "driver=qcow2,file.filename=qdata.qcow2,encrypt.key-secret=s0"],
+    ["--image-opts", "file.filename=qdata.qcow2,foo=bar"], ["--image-opts", "qdata.qcow2"], ["--image-opts", ""],
+    ["--image-opts", "driver=qcow2"], ["--image-opts", "file.filename=comma,,x.qcow2"],
+    ["-f", "raw", "--image-opts", "driver=raw,file.filename=mbr.raw"],
+    ["qdf.qcow2"], ["--output=json", "qdfraw.qcow2"],
+    ["--image-opts", "driver=qcow2,file.filename=ov.qcow2,backing="],
+    ["--image-opts", "file.filename=qdata.qcow2,file.foo=1"],
+]
+# Names instar refuses where qemu-img would reach a network, a device or an option it lacks:
+# (arguments, text the error must contain).
+NAMES_REFUSED = [
+    (['json:{"file":{"driver":"nbd","host":"localhost"}}'], "protocol 'nbd' is not supported"),
+    (["nbd://localhost/x"], "protocol 'nbd' is not supported"),
+    (["--image-opts", "driver=qcow2,file.driver=host_device,file.filename=/dev/null"],
+     "protocol 'host_device' is not supported"),
+    (['json:{"driver":"raw","file.filename":"mbr.raw","offset":512}'], "option 'offset' is not supported"),
+]
+
 CHAINS = ["ov2.qcow2", "ovraw.qcow2"]
 # Images where instar deliberately differs (docs/quirks.md): what instar must print instead.
 DIVERGENT = {
@@ -182,6 +230,119 @@ def without_quirks_json(work, value, total):
 def formats_with_info(instar):
     out = subprocess.run([instar, "formats", "--output=json"], capture_output=True, text=True, check=True).stdout
     return {p["name"] for p in json.loads(out) if "info" in p["capabilities"]}
+
+
+# vmdk and vhdx damage: (file, create arguments, patches, text instar must print where its own
+# limit is the stricter one). Patches: (offset, struct format, value); (offset, "bytes", b"..");
+# (text, "sub", replacement) in a descriptor; (offset, "crc32c", length) recomputes a VHDX header
+# (4 KiB) or region table (64 KiB) checksum; ("meta", guid bytes_le hex, offset in item, format,
+# value) patches a VHDX metadata item; ("metahdr", offset, format, value) the metadata table header.
+VMDK = ["-f", "vmdk"]
+VMDK_FLAT = ["-f", "vmdk", "-o", "subformat=monolithicFlat"]
+VHDX = ["-f", "vhdx"]
+H1, H2, R1, R2 = 64 << 10, 128 << 10, 192 << 10, 256 << 10
+FIX_HEADERS = [(H1, "crc32c", 4096), (H2, "crc32c", 4096)]
+FIX_REGIONS = [(R1, "crc32c", 65536), (R2, "crc32c", 65536)]
+FILE_PARAMS = "3767a1ca36fa434db3b633f0aa44e76b"
+VDISK_SIZE = "2442a52f1bcd7648b2115dbed83bf4b8"
+LOGICAL_SECTOR = "1dbf41816fa90947ba47f233a8faab5f"
+CORRUPT_MORE = [
+    ("d-version.vmdk", VMDK, [(4, "<I", 4)], None),
+    ("d-gtes.vmdk", VMDK, [(44, "<I", 1024)], None),
+    ("d-gran0.vmdk", VMDK, [(20, "<Q", 0)], None),
+    ("d-grainoff.vmdk", VMDK, [(64, "<Q", 1 << 30)], None),
+    ("d-gdend.vmdk", VMDK, [(56, "<Q", (1 << 64) - 1)], None),
+    ("d-trunc.vmdk", VMDK, [(0, "truncate", 1024)], None),
+    ("d-capacity.vmdk", VMDK, [(12, "<Q", 1 << 40)],
+     "Capacity 1099511627776 sectors exceeds instar's limit VMDK_MAX_EXTENT_SECTORS (137438953472)"),
+    ("d-createtype.vmdk", VMDK_FLAT, [('createType="monolithicFlat"', "sub", 'createTypo="monolithicFlat"')], None),
+    ("d-extenttype.vmdk", VMDK_FLAT, [("RW 131072 FLAT", "sub", "RW 131072 BOGUS")], None),
+    ("d-sectors.vmdk", VMDK_FLAT, [("RW 131072 FLAT", "sub", "RW 99999999999999999 FLAT")], None),
+    ("d-missing.vmdk", VMDK_FLAT, [("d-missing-flat.vmdk", "sub", "nothere.vmdk")], None),
+    ("d-flatbig.vmdk", VMDK_FLAT, [("RW 131072 FLAT", "sub", "RW 1099511627776 FLAT")],
+     "Extent of 1099511627776 sectors exceeds instar's limit VMDK_MAX_EXTENT_SECTORS (137438953472)"),
+    ("d-ident.vhdx", VHDX, [(0, "bytes", b"vhdxfilX")], None),
+    ("d-headers.vhdx", VHDX, [(H1, "bytes", b"hexd"), (H2, "bytes", b"hexd")], None),
+    ("d-hcsum.vhdx", VHDX, [(H1 + 100, "bytes", b"x"), (H2 + 100, "bytes", b"x")], None),
+    ("d-hversion.vhdx", VHDX, [(H1 + 66, "<H", 2), (H2 + 66, "<H", 2)] + FIX_HEADERS, None),
+    ("d-logversion.vhdx", VHDX, [(H1 + 64, "<H", 3), (H2 + 64, "<H", 3)] + FIX_HEADERS, None),
+    ("d-regions.vhdx", VHDX, [(R1, "bytes", b"rexi"), (R2, "bytes", b"rexi")], None),
+    ("d-rcsum.vhdx", VHDX, [(R1 + 200, "bytes", b"x"), (R2 + 200, "bytes", b"x")], None),
+    ("d-rcount.vhdx", VHDX, [(R1 + 8, "<I", 5000), (R2 + 8, "<I", 5000)] + FIX_REGIONS, None),
+    ("d-blocksize.vhdx", VHDX, [("meta", FILE_PARAMS, 0, "<I", 3 << 20)], None),
+    ("d-blocksize0.vhdx", VHDX, [("meta", FILE_PARAMS, 0, "<I", 0)], None),
+    ("d-vsize.vhdx", VHDX, [("meta", VDISK_SIZE, 0, "<Q", 1 << 50)], None),
+    ("d-lsector.vhdx", VHDX, [("meta", LOGICAL_SECTOR, 0, "<I", 1000)], None),
+    ("d-hasparent.vhdx", VHDX, [("meta", FILE_PARAMS, 4, "<I", 2)], None),
+    ("d-mcount.vhdx", VHDX, [("metahdr", 10, "<H", 3000)], None),
+    ("d-msig.vhdx", VHDX, [("metahdr", 0, "bytes", b"metadatX")], None),
+    ("d-trunc.vhdx", VHDX, [(0, "truncate", 1 << 20)], None),
+]
+
+
+def crc32c(data):
+    table = crc32c.table
+    crc = 0xffffffff
+    for b in data:
+        crc = table[(crc ^ b) & 0xff] ^ (crc >> 8)
+    return crc ^ 0xffffffff
+
+
+crc32c.table = []
+for _i in range(256):
+    _c = _i
+    for _ in range(8):
+        _c = (_c >> 1) ^ 0x82F63B78 if _c & 1 else _c >> 1
+    crc32c.table.append(_c)
+
+
+def vhdx_metadata_offset(f):
+    f.seek(R1)
+    r = f.read(65536)
+    for i in range(struct.unpack_from("<I", r, 8)[0]):
+        e = r[16 + 32 * i:48 + 32 * i]
+        if e[:16].hex() == "06a27c8b90479a4bb8fe575f050f886e":
+            return struct.unpack_from("<Q", e, 16)[0]
+    raise ValueError("no metadata region")
+
+
+def damage(path, patches):
+    """Applies CORRUPT_MORE patches to the file at path."""
+    for p in patches:
+        if p[1] == "sub":
+            with open(path, "rb") as f:
+                data = f.read()
+            with open(path, "wb") as f:
+                f.write(data.replace(p[0].encode(), p[2].encode(), 1))
+            continue
+        with open(path, "r+b") as f:
+            if p[0] == "meta":
+                base = vhdx_metadata_offset(f)
+                f.seek(base)
+                t = f.read(65536)
+                for i in range(struct.unpack_from("<H", t, 10)[0]):
+                    e = t[32 + 32 * i:64 + 32 * i]
+                    if e[:16].hex() == p[1]:
+                        f.seek(base + struct.unpack_from("<I", e, 16)[0] + p[2])
+                        f.write(struct.pack(p[3], p[4]))
+            elif p[0] == "metahdr":
+                f.seek(vhdx_metadata_offset(f) + p[1])
+                f.write(p[3] if p[2] == "bytes" else struct.pack(p[2], p[3]))
+            elif p[1] == "truncate":
+                f.truncate(p[2])
+            elif p[1] == "bytes":
+                f.seek(p[0])
+                f.write(p[2])
+            elif p[1] == "crc32c":
+                f.seek(p[0])
+                block = bytearray(f.read(p[2]))
+                block[4:8] = b"\0\0\0\0"
+                struct.pack_into("<I", block, 4, crc32c(bytes(block)))
+                f.seek(p[0])
+                f.write(block)
+            else:
+                f.seek(p[0])
+                f.write(struct.pack(p[1], p[2]))
 
 
 def run(cmd, cwd, env):
@@ -337,6 +498,41 @@ def main():
             for oracle, version in ((q72, "7.2.22"), (q10, "10.0.2")):
                 want = run([oracle, "info", name], work, env)
                 got = run([qemu_named, "--qemu-version", version, "info", name], work, env)
+                ok = got[0] == 1 and got[1] == "" and (stricter in got[2] if stricter else got == want)
+                if ok and not stricter and "Could not open" not in want[2]:
+                    ok = False  # the patch must break the image for qemu-img too
+                if ok:
+                    passed += 1
+                else:
+                    failed += 1
+                    print("FAIL corrupt %s %s: want %r got %r" % (version, name, want, got))
+
+        # Image names: file:, json:{...}, --image-opts.
+        for args in NAMES:
+            for oracle, version in ((q72, "7.2.22"), (q10, "10.0.2")):
+                want = run([oracle, "info"] + args, work, env)
+                got = run([qemu_named, "--qemu-version", version, "info"] + args, work, env)
+                if want == got:
+                    passed += 1
+                else:
+                    failed += 1
+                    print("FAIL name %s %s\n--- want %r\n--- got  %r" % (version, args, want, got))
+        for args, text in NAMES_REFUSED:
+            rc, out, err = run([instar, "info"] + args, work, env)
+            if rc == 1 and out == "" and text in err:
+                passed += 1
+            else:
+                failed += 1
+                print("FAIL refused name %s: rc %d %r %r" % (args, rc, out, err))
+
+        # vmdk and vhdx damage, with -f (a damaged signature is not probed as the format).
+        for name, create, patches, stricter in CORRUPT_MORE:
+            run([q72, "create", "-q"] + create + [name, "64M"], work, env)
+            damage(os.path.join(work, name), patches)
+            fmt = create[1]
+            for oracle, version in ((q72, "7.2.22"), (q10, "10.0.2")):
+                want = run([oracle, "info", "-f", fmt, name], work, env)
+                got = run([qemu_named, "--qemu-version", version, "info", "-f", fmt, name], work, env)
                 ok = got[0] == 1 and got[1] == "" and (stricter in got[2] if stricter else got == want)
                 if ok and not stricter and "Could not open" not in want[2]:
                     ok = False  # the patch must break the image for qemu-img too

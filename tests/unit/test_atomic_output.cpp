@@ -104,6 +104,40 @@ TEST_CASE("unnamed files have no name until commit, then the image and extent ap
     std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("add_path: a file in another directory, placed with the image or not at all") {
+    for (const bool named : {false, true}) {
+        const NoTmpfile hook(named);
+        const auto dir = temp_dir();
+        std::filesystem::create_directory(dir / "img");
+        std::filesystem::create_directory(dir / "data");
+        {
+            AtomicFiles files((dir / "img" / "x.qcow2").string());
+            REQUIRE(files.open_image().ok());
+            auto data = files.add_path((dir / "data" / "x.raw").string());
+            REQUIRE(data.ok());
+            CHECK(::write(*data, "raw", 3) == 3);
+            // The image itself, a second time, or a device cannot be a further file.
+            CHECK_FALSE(files.add_path((dir / "img" / "x.qcow2").string()).ok());
+            CHECK_FALSE(files.add_path((dir / "data" / "x.raw").string()).ok());
+            CHECK(files.add_path("/dev/null").error() == "Could not resize image: Cannot grow device files");
+            REQUIRE(files.commit().ok());
+        }
+        CHECK(content(dir / "data" / "x.raw") == "raw");
+        CHECK(std::filesystem::exists(dir / "img" / "x.qcow2"));
+        CHECK_FALSE(has_temporary(dir / "data"));
+        {
+            AtomicFiles files((dir / "img" / "y.qcow2").string());
+            REQUIRE(files.open_image().ok());
+            REQUIRE(files.add_path((dir / "data" / "y.raw").string()).ok());
+            // No commit: neither file appears.
+        }
+        CHECK_FALSE(std::filesystem::exists(dir / "data" / "y.raw"));
+        CHECK_FALSE(std::filesystem::exists(dir / "img" / "y.qcow2"));
+        CHECK_FALSE(has_temporary(dir / "data"));
+        std::filesystem::remove_all(dir);
+    }
+}
+
 TEST_CASE("an unnamed file replaces an existing target in one step and leaves no name behind") {
     const NoTmpfile hook(false);
     const auto dir = temp_dir();

@@ -32,4 +32,14 @@ enum class Attack : uint8_t {
     RawSyscall,          // rest of the argument: a NUL-terminated path the guest tries to open(O_CREAT)
     ShortMessage,        // process sandbox only: a 7-byte message on the channel
     RunArenaCode,        // writes `ret` into an arena buffer and calls it
+    // INSTAR_HC_COMPRESS: rest of the argument = kind byte; 64 jobs over the argument's pattern; the
+    // results (status, out_len, bytes) come back as one record per job.
+    CompressGood,
+    CompressTableOutsideRam, // the job table's address past RAM
+    CompressBufferOutsideRam, // a job's destination past RAM
+    CompressHugeCount,       // 2^40 jobs
+    CompressOverlap,         // two jobs share a destination
+    CompressDstOverSrc,      // a destination on top of a source
+    CompressTooBig,          // a job of 3 MiB
+    CompressBadKind,         // kind 99
 };

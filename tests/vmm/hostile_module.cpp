@@ -43,6 +43,52 @@ Status inflate_arg(const uint8_t* data, size_t len, size_t cap) {
     return svc->send_record(INSTAR_REC_TEST, out, produced);
 }
 
+int64_t compress_call(uint64_t kind, uint64_t table, uint64_t count) {
+    instar_hypercall* mb = mailbox();
+    *mb = instar_hypercall{};
+    mb->nr = INSTAR_HC_COMPRESS;
+    mb->arg0 = kind;
+    mb->gpa = table;
+    mb->len = count;
+    return hypercall_issue(mb);
+}
+
+Status compress_attack(Attack a, uint8_t kind) {
+    constexpr uint32_t JOBS = 64;
+    constexpr size_t IN = 16 << 10;
+    constexpr size_t OUT = 20 << 10;
+    auto* in = static_cast<uint8_t*>(svc->allocator->allocate(IN * JOBS + (3u << 20), 64));
+    auto* out = static_cast<uint8_t*>(svc->allocator->allocate(OUT * JOBS, 64));
+    auto* jobs = static_cast<instar_compress_job*>(svc->allocator->allocate(sizeof(instar_compress_job) * JOBS, 64));
+    if (in == nullptr || out == nullptr || jobs == nullptr) return Status::NoMemory;
+    for (size_t i = 0; i < IN * JOBS; ++i) in[i] = static_cast<uint8_t>((i / 7) % 13 + (i / IN));
+    for (uint32_t j = 0; j < JOBS; ++j)
+        jobs[j] = instar_compress_job{addr(in + j * IN), IN, addr(out + j * OUT), OUT, 0, 1};
+    uint64_t table = addr(jobs);
+    uint64_t count = JOBS;
+    switch (a) {
+    case Attack::CompressTableOutsideRam: table = 0xFFFFFFFFFFFFF000ull; break;
+    case Attack::CompressBufferOutsideRam: jobs[5].dst_gpa = 1ull << 40; break;
+    case Attack::CompressHugeCount: count = 1ull << 40; break;
+    case Attack::CompressOverlap: jobs[7].dst_gpa = jobs[3].dst_gpa + 100; break;
+    case Attack::CompressDstOverSrc: jobs[9].dst_gpa = jobs[2].src_gpa; break;
+    case Attack::CompressTooBig: jobs[0].src_len = 3u << 20; break;
+    case Attack::CompressBadKind: kind = 99; break;
+    default: break;
+    }
+    if (compress_call(kind, table, count) != 0) return Status::IoError;
+    for (uint32_t j = 0; j < JOBS; ++j) {
+        // status, out_len, then the compressed bytes
+        static uint8_t rec[16 + OUT]; // not on the small guest stack
+        __builtin_memcpy(rec, &jobs[j].status, 8);
+        __builtin_memcpy(rec + 8, &jobs[j].out_len, 8);
+        const uint64_t n = jobs[j].out_len <= OUT ? jobs[j].out_len : 0;
+        __builtin_memcpy(rec + 16, out + j * OUT, n);
+        if (svc->send_record(INSTAR_REC_TEST, rec, 16 + n) != Status::Ok) return Status::Invalid;
+    }
+    return Status::Ok;
+}
+
 [[gnu::noinline]] uint64_t recurse(uint64_t depth) {
     volatile char pad[256];
     pad[0] = static_cast<char>(depth);
@@ -127,6 +173,15 @@ Status run(const void* arg, size_t arg_len) {
         // The runtime refuses writes to a read-only device by itself, without asking the host.
         return dev0->write(0, page, 16) == Status::IoError ? Status::Ok : Status::Invalid;
     }
+    case Attack::CompressGood:
+    case Attack::CompressTableOutsideRam:
+    case Attack::CompressBufferOutsideRam:
+    case Attack::CompressHugeCount:
+    case Attack::CompressOverlap:
+    case Attack::CompressDstOverSrc:
+    case Attack::CompressTooBig:
+    case Attack::CompressBadKind:
+        return compress_attack(static_cast<Attack>(a[0]), arg_len > 1 ? a[1] : 1);
     case Attack::HypercallLoop:
         for (;;) dev0->read(0, page, 1);
     case Attack::SetLengthNotOutput: {

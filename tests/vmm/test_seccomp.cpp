@@ -17,6 +17,7 @@
 #include <functional>
 #include <string>
 
+#include "hostile_attacks.h"
 #include "vmm/hypercall_server.h"
 #include "vmm_test_support.h"
 
@@ -58,6 +59,37 @@ TEST_SUITE("seccomp") {
 TEST_CASE("a normal run passes the filter") {
     if (!vmm_test::need_kvm()) return;
     CHECK(exited_ok(run_hooked_child([] {})));
+}
+
+TEST_CASE("a write-behind run (writer thread, O_DIRECT output) passes the filter") {
+    if (!vmm_test::need_kvm()) return;
+    vmm_test::TempFile in(std::vector<unsigned char>(8192, 5));
+    vmm_test::TempFile out(std::vector<unsigned char>{});
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        const rlimit no_core{0, 0};
+        ::setrlimit(RLIMIT_CORE, &no_core);
+        SandboxConfig cfg;
+        cfg.write_behind = true;
+        cfg.compress_workers = true; // the workers confine themselves too (and idle)
+        Device target = output_device(out.fd());
+        const int direct = ::open(out.path().c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
+        if (direct >= 0) { // the writer thread's bounce buffer and length fix-up under the filter too
+            target.fd = direct;
+            target.direct = true;
+        }
+        const Device devs[] = {{in.fd(), 8192, false}, target};
+        const std::string modules[] = {vmm_test::hostile_module()};
+        const std::vector<std::uint8_t> arg{static_cast<std::uint8_t>(Attack::WriteOutput)};
+        auto r = run(cfg, devs, modules, INSTAR_OP_MODULE_RUN, arg);
+        ::_exit(r.ok() && r.value().exit_status == 0 ? 0 : 3);
+    }
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    INFO("wait status ", status);
+    CHECK(exited_ok(status));
+    CHECK(out.contents().size() == 4096);
 }
 
 TEST_CASE("openat on the vCPU thread after the drop kills the process and opens nothing") {

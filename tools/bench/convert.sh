@@ -69,7 +69,16 @@ hyperfine -N --warmup 1 --runs "$runs" --export-json c.json \
   "${cmds[@]}" "$q72 convert -c -W -f raw -O qcow2 text.raw c.qcow2" \
   "$q10 convert -c -W -f raw -O qcow2 text.raw c.qcow2" >/dev/null
 report "-c qcow2 (256 MiB text) vs -c -W" c.json
+instar_cmds convert -c -f raw -O qcow2 -o compression_type=zstd text.raw z.qcow2
+hyperfine -N --warmup 1 --runs "$runs" --export-json z.json \
+  "${cmds[@]}" \
+  "$q72 convert -c -W -f raw -O qcow2 -o compression_type=zstd text.raw z.qcow2" \
+  "$q10 convert -c -W -f raw -O qcow2 -o compression_type=zstd text.raw z.qcow2" >/dev/null
+report "-c zstd qcow2 (256 MiB) vs -c -W" z.json
 bench "vmdk streamOptimized (256 MiB text)" -f raw -O vmdk -o subformat=streamOptimized text.raw s.vmdk
+echo "peak RSS (MiB), -c qcow2 256 MiB:" \
+     $(for s in $sandboxes; do echo "instar/$s $(rss "$instar" --sandbox=$s convert -c -f raw -O qcow2 text.raw r.qcow2),"; done) \
+     "7.2 $(rss $q72 convert -c -W -f raw -O qcow2 text.raw r.qcow2), 10.0 $(rss $q10 convert -c -W -f raw -O qcow2 text.raw r.qcow2)"
 echo "peak RSS (MiB), raw->qcow2 1 GiB:" \
      $(for s in $sandboxes; do echo "instar/$s $(rss "$instar" --sandbox=$s convert -f raw -O qcow2 mixed.raw r.qcow2),"; done) \
      "7.2 $(rss $q72 convert -f raw -O qcow2 mixed.raw r.qcow2), 10.0 $(rss $q10 convert -f raw -O qcow2 mixed.raw r.qcow2)"

@@ -100,7 +100,31 @@ enum instar_hypercall_nr {
     INSTAR_HC_ALLOCATION = 11, /* device, offset -> out_flags (1 data, 0 hole), out_size = run length */
     INSTAR_HC_PROGRESS = 12,   /* arg0 = work done, arg1 = total: the host's progress display */
     INSTAR_HC_DISCARD = 13,    /* device, offset, len: reads as zeros afterwards (punched or zeroed) */
+    INSTAR_HC_COMPRESS = 14,   /* arg0 = enum instar_compress_kind, gpa = job table, len = job
+                                  count: the jobs' opaque bytes compressed on host threads (added
+                                  within ABI 3: runtime and host ship together; docs/guest-abi.md) */
 };
+
+/* INSTAR_HC_COMPRESS: what each job's bytes become. The host never interprets them. */
+enum instar_compress_kind {
+    INSTAR_COMPRESS_QCOW2_ZLIB = 1, /* raw deflate, window 12 bits, level 6, memLevel 9 (qcow2) */
+    INSTAR_COMPRESS_QCOW2_ZSTD = 2, /* one zstd frame, ZSTD_compressStream2 defaults (qcow2) */
+    INSTAR_COMPRESS_ZLIB = 3,       /* zlib stream, window 15, level 6, memLevel 8: compress() (vmdk) */
+};
+
+/* One job: [src_gpa, +src_len) -> [dst_gpa, +dst_cap); the host fills out_len and status. */
+struct instar_compress_job {
+    uint64_t src_gpa;
+    uint64_t src_len;
+    uint64_t dst_gpa;
+    uint64_t dst_cap;
+    uint64_t out_len; /* host: bytes written at dst_gpa when status is 0 */
+    int64_t status;   /* host: 0 done, -INSTAR_ENOSPC the result does not fit in dst_cap, -INSTAR_EIO */
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_compress_job) == 48, "compress job layout");
+#define INSTAR_MAX_COMPRESS_JOBS 256u            /* one batch: 256 clusters is plenty for every core */
+#define INSTAR_MAX_COMPRESS_BYTES (2u << 20)     /* one job's input: qcow2's largest cluster */
+#define INSTAR_MAX_COMPRESS_BATCH_BYTES (64u << 20) /* one batch's input: bounds the time of one exit */
 
 /* How INSTAR_HC_SET_LENGTH provides the bytes past the old end (instar::guest::Prealloc). */
 enum instar_fill {
@@ -135,6 +159,7 @@ INSTAR_ABI_ASSERT(offsetof(struct instar_hypercall, out_flags) == 80, "mailbox l
 
 /* Recoverable errors the host returns in `ret` (requests that break the rules end the guest). */
 #define INSTAR_EIO 5 /* the host file failed (e.g. it shrank under us) */
+#define INSTAR_ENOSPC 28 /* INSTAR_HC_COMPRESS: the result does not fit in the job's dst_cap */
 
 /* ---- Limits the host enforces on what the guest sends ---- */
 #define INSTAR_MAX_LOG_LINE 512u            /* one line of diagnostics, not a data channel */
@@ -190,6 +215,7 @@ enum instar_op {
     INSTAR_OP_CONVERT = 6,    /* struct instar_convert_arg: the plan is a device (docs/convert.md) */
     INSTAR_OP_CHECK = 7,      /* struct instar_check_arg -> INSTAR_REC_CHECK records (docs/check.md) */
     INSTAR_OP_COMPARE = 9,    /* struct instar_compare_arg: the plan is a device (docs/compare.md) */
+    INSTAR_OP_MAP = 8,        /* struct instar_map_arg: the plan is a device -> INSTAR_REC_MAP (docs/map.md) */
 };
 
 /* INSTAR_OP_INFO: device 0 is the image, devices 1..file_count the files it referenced in an earlier
@@ -213,6 +239,9 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_info_arg) == 16, "info arg layout");
 #define INSTAR_CREATE_BACKING_DEVICE 1u
 #define INSTAR_CREATE_HAS_BACKING 2u     /* a backing file name was given (it may be empty text) */
 #define INSTAR_CREATE_HAS_BACKING_FMT 4u
+/* An external data file (qcow2 data_file), made by the host, is the device after the backing file
+ * (or after the image without one); the module writes it and sets its length. */
+#define INSTAR_CREATE_DATA_FILE_DEVICE 8u
 struct instar_create_arg {
     uint64_t size;
     uint64_t backing_size;
@@ -320,7 +349,7 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_check_result) == 88, "check result layout
  * image_count struct instar_convert_image entries (entries 0 and 1 are FILE1 and FILE2, the rest their
  * backing chains), then image_count uint32_t INSTAR_COMPARE_IMAGE_* flags, one per entry. The guest
  * answers with one INSTAR_REC_COMPARE (after an INSTAR_REC_REASON when opening failed). */
-#define INSTAR_COMPARE_PLAN_MAGIC 0x4E4C504Du /* "MPLN" */
+#define INSTAR_COMPARE_PLAN_MAGIC 0x4E4C504Bu /* "KPLN" (map's is "MPLN") */
 #define INSTAR_COMPARE_STRICT 1u              /* -s */
 #define INSTAR_COMPARE_PROGRESS 2u            /* send INSTAR_HC_PROGRESS in bytes of the larger image */
 #define INSTAR_COMPARE_IMAGE_BACKING 1u       /* the format can have a backing file (qemu's supports_backing) */
@@ -343,6 +372,58 @@ struct instar_compare_plan {
     uint32_t qemu_version; /* the output profile */
 };
 INSTAR_ABI_ASSERT(sizeof(struct instar_compare_plan) == 16, "compare plan layout");
+/* INSTAR_OP_MAP: the argument names a read-only device holding the plan: a struct instar_map_plan,
+ * then image_count struct instar_convert_image entries (image 0 is the FILE argument, its backing
+ * chain follows through `backing`), then image_count uint32_t INSTAR_MAP_STYLE_* values. The guest walks [start, min(end, virtual size)) as qemu-img map's
+ * get_block_status does and sends the runs as INSTAR_REC_MAP records of whole struct instar_map_entry
+ * items (consecutive runs that qemu's entry_mergeable would join already joined). A failure while
+ * opening sends INSTAR_REC_CONVERT_FAILURE (PHASE_OPEN, image) and a reason; one while walking sends
+ * PHASE_COPY (with the failing layer's image) and a reason, after the records of the runs before it.
+ * When the records would outgrow the host's bounds, the guest stops after whole runs with TooLarge and
+ * PHASE_COPY naming INSTAR_CONVERT_NO_BACKING: the host continues from the last run's end. */
+#define INSTAR_MAP_PLAN_MAGIC 0x4E4C504Du /* "MPLN" */
+/* After the image table: image_count uint32_t styles, how each image's format driver answers qemu's
+ * block status (what the reader's Extent cannot say by itself). */
+#define INSTAR_MAP_STYLE_HOLE_IS_DATA 1u    /* BDRV_BLOCK_RECURSE: a Zero run with an offset is DATA|ZERO */
+#define INSTAR_MAP_STYLE_UNALLOCATED_ZERO 2u /* the driver says ZERO for its unallocated blocks (vpc) */
+#define INSTAR_MAP_STYLE_NO_STATUS 4u       /* no block status: the whole disk is DATA, no offset (vhdx) */
+#define INSTAR_MAP_STYLE_NO_BACKING 8u      /* no backing support: unallocated is neither DATA nor ZERO */
+#define INSTAR_MAP_STYLE_SPLIT_EOF 16u      /* raw: the file's partial last sector is ZERO past the file's end */
+#define INSTAR_MAP_STYLE_ALL 31u
+struct instar_map_arg {
+    uint32_t plan_device;
+    uint32_t reserved;
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_map_arg) == 8, "map arg layout");
+
+struct instar_map_plan {
+    uint32_t magic;        /* INSTAR_MAP_PLAN_MAGIC */
+    uint32_t image_count;  /* entries in the image table */
+    uint64_t start;        /* --start-offset */
+    uint64_t end;          /* start + --max-length, or UINT64_MAX: the walk stops at min(end, size) */
+    uint32_t qemu_version; /* the output profile */
+    uint32_t reserved;
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_map_plan) == 32, "map plan layout");
+
+/* instar_map_entry.flags: qemu's BDRV_BLOCK_* as map prints them */
+#define INSTAR_MAP_DATA 1u
+#define INSTAR_MAP_ZERO 2u
+#define INSTAR_MAP_PRESENT 4u      /* BDRV_BLOCK_ALLOCATED in the layer that answered */
+#define INSTAR_MAP_OFFSET_VALID 8u /* offset and file say where the run's bytes lie */
+#define INSTAR_MAP_COMPRESSED 16u
+#define INSTAR_MAP_FLAGS_ALL 31u
+#define INSTAR_MAP_MAX_BATCH 1024u /* entries per record: 40 KiB, under INSTAR_MAX_RECORD_SIZE */
+struct instar_map_entry {
+    uint64_t start;
+    uint64_t length;
+    uint64_t offset; /* with INSTAR_MAP_OFFSET_VALID */
+    uint32_t depth;  /* the chain layer that answered (0: the image itself) */
+    uint32_t flags;  /* INSTAR_MAP_* */
+    uint32_t file;   /* with OFFSET_VALID: 0 the layer's image file, 1 + i its files[i] */
+    uint32_t reserved;
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_map_entry) == 40, "map entry layout");
 
 struct instar_selftest_arg {
     uint64_t crc_limit; /* crc32 covers min(device size, crc_limit) bytes from offset 0 */
@@ -367,6 +448,7 @@ enum instar_record_type {
     INSTAR_REC_CHECK = 6,    /* INSTAR_OP_CHECK's output (struct instar_check_record_head first) */
     INSTAR_REC_CONVERT_SALVAGE = 10, /* struct instar_convert_salvage: --salvage zeroed a failed range */
     INSTAR_REC_COMPARE = 8,  /* struct instar_compare_record, once, at the end of INSTAR_OP_COMPARE */
+    INSTAR_REC_MAP = 7,      /* 1..INSTAR_MAP_MAX_BATCH struct instar_map_entry, in disk order */
     INSTAR_REC_TEST = 0x7F00, /* free-form bytes, for tests of the sandbox itself */
 };
 

@@ -98,7 +98,7 @@ Error refusal(const std::string& image, std::string_view field, const std::strin
 } // namespace
 
 Expected<std::string> check_referenced(const PathPolicy& policy, const std::string& image, std::string_view field,
-                                       const std::string& name) {
+                                       const std::string& name, bool from_cwd) {
     auto refuse = [&](const std::string& why) { return refusal(image, field, name, why); };
     if (name.empty())
         return refuse("empty name");
@@ -108,7 +108,7 @@ Expected<std::string> check_referenced(const PathPolicy& policy, const std::stri
         return refuse("json: pseudo-protocol names are never followed");
     if (looks_like_protocol(name))
         return refuse("protocol names (" + name.substr(0, name.find(':') + 1) + ") are never followed");
-    const std::string display = combine_path(image, name);
+    const std::string display = from_cwd ? name : combine_path(image, name);
     std::error_code ec;
     const fs::path target = fs::weakly_canonical(fs::absolute(display, ec), ec);
     if (!inside_roots(policy, target))
@@ -117,8 +117,8 @@ Expected<std::string> check_referenced(const PathPolicy& policy, const std::stri
 }
 
 Expected<OpenedFile> open_referenced(const PathPolicy& policy, const std::string& image, std::string_view field,
-                                     const std::string& name) {
-    auto display = check_referenced(policy, image, field, name);
+                                     const std::string& name, bool from_cwd) {
+    auto display = check_referenced(policy, image, field, name, from_cwd);
     if (!display)
         return Error{display.error()};
     std::string why;
@@ -132,6 +132,7 @@ Expected<OpenedFile> open_referenced(const PathPolicy& policy, const std::string
         return refusal(image, field, name, "it resolves outside the allowed directories (" + roots_text(policy) + ")");
     }
     f->display = *display;
+    f->reference = std::string(name);
     return f;
 }
 

@@ -28,6 +28,7 @@ struct OpenedFile {
     int fd = -1;
     std::filesystem::path path;    // canonical path of what was opened
     std::string display;           // the path as qemu would print it (relative names joined, not canonical)
+    std::string reference;         // a referenced file: the name as the referring image wrote it
     std::uint64_t size = 0;
     std::uint64_t allocated = 0;   // st_blocks * 512
     std::uint64_t device = 0, inode = 0;
@@ -43,12 +44,14 @@ std::string combine_path(std::string_view referring_image, std::string_view name
 
 // The name checks of open_referenced without opening anything: returns the path the name points
 // to (combine_path), or the refusal. For callers that must tell "refused" from "missing".
+// `from_cwd`: a relative name is taken from the working directory instead of the image's (qemu
+// opens a qcow2 external data file that way: bdrv_open_child, no path_combine).
 Expected<std::string> check_referenced(const PathPolicy& policy, const std::string& image, std::string_view field,
-                                       const std::string& name);
+                                       const std::string& name, bool from_cwd = false);
 
 // Checks `name` (field `field`, e.g. "backing file") found in `image`, then opens it.
 Expected<OpenedFile> open_referenced(const PathPolicy& policy, const std::string& image, std::string_view field,
-                                     const std::string& name);
+                                     const std::string& name, bool from_cwd = false);
 
 // Opens a file the user named on the command line (no policy, but regular files only), with
 // qemu-img's "Could not open" messages.

@@ -21,7 +21,7 @@ const std::array COMMANDS = {
     Command{"create", cmd_create, "Create and format new image file"},
     Command{"formats", cmd_formats, "List the format plugins instar has loaded (instar only)"},
     Command{"info", cmd_info, "Display information about image"},
-    Command{"map", nullptr, "Dump image metadata"},
+    Command{"map", cmd_map, "Dump image metadata"},
     Command{"measure", nullptr, "Calculate file size required for a new image"},
     Command{"rebase", nullptr, "Change backing file of the image"},
     Command{"resize", nullptr, "Resize the image"},

@@ -329,6 +329,11 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
     spec.min_sparse = min_sparse;
     spec.compressed = compressed;
     spec.out_of_order = has("oob-writes");
+    // -t/-T (qemu's bdrv_parse_cache_mode; an invalid -t with -n is reported where qemu checks it).
+    if (has("target-cache") && valid_cache_mode(str("target-cache")))
+        spec.target_cache = str("target-cache");
+    if (has("source-cache"))
+        spec.source_cache = str("source-cache");
     spec.unsafe_quirks = has("unsafe-quirks");
     spec.rate_limit = rate_limit;
     spec.salvage = has("salvage");
@@ -413,12 +418,6 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
             return fail("Compression and encryption not supported at the same time");
         if (const std::string* pre = set->find("preallocation"); pre && *pre != "off")
             return fail("Compression and preallocation not supported at the same time");
-    }
-    if (compressed) {
-        const std::string* ct = set->find("compression_type");
-        if (ct && *ct == "zstd")
-            return fail("-c with compression_type=zstd is not supported by instar yet (zstd compression is not in "
-                        "the sandbox)");
     }
     if (!(d.capabilities & CAP_CONVERT_TARGET))
         return fail(*out_filename + ": error while converting " + std::string(d.name) +

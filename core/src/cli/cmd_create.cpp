@@ -2,6 +2,7 @@
 // the image itself is written by ops/create_op (the format's guest half, or the host for raw).
 #include "cli/commands.h"
 #include "cli/help.h"
+#include "cli/image_name.h"
 #include "ops/create_op.h"
 #include "ops/guest_info_runner.h"
 #include "ops/info_op.h"
@@ -96,7 +97,8 @@ std::optional<std::uint64_t> parse_image_size(Context& ctx, const std::string& t
 // One create invocation after option parsing: what bdrv_img_create works with.
 struct CreateRequestLine {
     Context& ctx;
-    const std::string& filename;
+    const std::string& filename; // as the user wrote it (the Formatting line, messages)
+    const std::string& path;     // the file to create: filename without a `file:` prefix
     const FormatDescriptor& format;
     OptionSet set; // validated -o settings (flags folded in)
     std::optional<std::uint64_t> img_size;
@@ -124,10 +126,10 @@ struct BackingProbe {
     std::uint64_t virtual_size = 0;
 };
 Expected<BackingProbe> probe_backing(CreateRequestLine& r, const std::string& name) {
-    auto policy = default_policy(r.filename, r.allow_paths);
+    auto policy = default_policy(r.path, r.allow_paths);
     if (!policy)
         return Error{policy.error()};
-    auto checked = check_referenced(*policy, r.filename, "backing file", name);
+    auto checked = check_referenced(*policy, r.path, "backing file", name);
     if (!checked)
         return Error{checked.error() + "\nCould not open backing image."};
     const std::string display = *checked;
@@ -135,7 +137,7 @@ Expected<BackingProbe> probe_backing(CreateRequestLine& r, const std::string& na
     if (::stat(display.c_str(), &st) != 0)
         return Error{r.filename + ": Could not open '" + display + "': " + std::strerror(errno) +
                      "\nCould not open backing image."};
-    auto opened = open_referenced(*policy, r.filename, "backing file", name);
+    auto opened = open_referenced(*policy, r.path, "backing file", name);
     if (!opened)
         return Error{opened.error() + "\nCould not open backing image."};
     auto runner = make_sandbox_info_runner(r.ctx.sandbox_config(), r.ctx.profile.version);
@@ -212,8 +214,8 @@ int run_create(CreateRequestLine& r, const LoadedPlugin& plugin, bool quiet, boo
     // records its parent's identity (vmdk's parentCID) still reads it when the policy allows it.
     std::optional<OpenedFile> unsafe_backing;
     if (backing && r.unsafe)
-        if (auto policy = default_policy(r.filename, r.allow_paths))
-            if (auto f = open_referenced(*policy, r.filename, "backing file", *backing))
+        if (auto policy = default_policy(r.path, r.allow_paths))
+            if (auto f = open_referenced(*policy, r.path, "backing file", *backing))
                 unsafe_backing = *f;
     struct CloseBacking {
         std::optional<OpenedFile>& a;
@@ -243,8 +245,19 @@ int run_create(CreateRequestLine& r, const LoadedPlugin& plugin, bool quiet, boo
             return report_error(ctx, r.filename + ": invalid parameter value: " + *mode);
     }
 
+    // qcow2's external data file: made by the host (qcow2_co_create_opts creates it before the
+    // format checks its options), stored in the image under the name without a `file:` prefix.
+    std::optional<std::string> data_file;
+    if (const std::string* df = r.set.find("data_file")) {
+        auto name = parse_image_name(*df, false);
+        if (!name)
+            return report_error(ctx, r.filename + ": " + name.error());
+        data_file = name->path;
+    }
+
     CreateSpec spec;
-    spec.filename = r.filename;
+    spec.filename = r.path;
+    spec.data_file = data_file;
     spec.plugin = &plugin;
     spec.size = *size;
     spec.qemu_version = ctx.profile.version;
@@ -254,6 +267,10 @@ int run_create(CreateRequestLine& r, const LoadedPlugin& plugin, bool quiet, boo
         const OptionDesc* desc = find_option(table, item.key, ctx.profile.version);
         if (!desc)
             desc = find_option(file_protocol_options(), item.key, ctx.profile.version);
+        if (item.key == "data_file") {
+            spec.options.push_back({item.key, *data_file});
+            continue;
+        }
         spec.options.push_back({item.key, desc ? normalised_value(*desc, item.value, ctx.profile.version) : item.value});
         if (item.key == "preallocation")
             spec.preallocation = item.value;
@@ -350,6 +367,10 @@ int cmd_create(Context& ctx, std::span<const std::string> args) {
         return report_error(ctx, *filename + ": Format driver '" + std::string(d.name) +
                                      "' does not support image creation");
     const std::span<const OptionDesc> table{d.options, d.option_count};
+    // bdrv_img_create finds the protocol before it reads any option: "a:b" is protocol "a".
+    auto name = parse_image_name(*filename, false);
+    if (!name)
+        return report_error(ctx, *filename + ": " + name.error());
 
     // Per-target flags first, so any -o setting of the same key wins (last setting wins).
     std::vector<OptionItem> items;
@@ -367,7 +388,7 @@ int cmd_create(Context& ctx, std::span<const std::string> args) {
     if (!set)
         return report_error(ctx, *filename + ": " + set.error());
 
-    CreateRequestLine req{ctx, *filename, d, *set, img_size, {}, {}, false, false, {}};
+    CreateRequestLine req{ctx, *filename, name->path, d, *set, img_size, {}, {}, false, false, {}};
     req.backing_file = vm.count("backing") ? std::optional(vm["backing"].as<std::string>()) : std::nullopt;
     req.backing_fmt =
         vm.count("backing-format") ? std::optional(vm["backing-format"].as<std::string>()) : std::nullopt;

@@ -1,6 +1,7 @@
 // `instar info`: qemu-img info's command line; the image is parsed in the sandbox (ops/info_op).
 #include "cli/commands.h"
 #include "cli/help.h"
+#include "cli/image_name.h"
 #include "ops/guest_info_runner.h"
 #include "ops/info_op.h"
 #include "output/info_render.h"
@@ -82,14 +83,24 @@ int cmd_info(Context& ctx, std::span<const std::string> args) {
         return 1;
     if (parsed->positional.size() != 1)
         return report_usage_error(ctx, "info", "Expecting one image file name");
-    if (vm.count("image-opts"))
-        return report_error(ctx, "--image-opts is not supported: instar opens only plain image files");
+    const bool image_opts = vm.count("image-opts") > 0;
+    if (image_opts && vm.count("format"))
+        return report_error(ctx, "--image-opts and --format are mutually exclusive");
+    // A plain name, file:NAME, json:{...}, or with --image-opts an option list: local files only.
+    const std::string& given = parsed->positional[0];
+    auto name = image_opts ? parse_image_opts(given) : parse_image_name(given, true);
+    if (!name)
+        return report_error(ctx, "Could not open '" + given + "': " + name.error());
+    for (const auto& w : name->warnings)
+        report_warning(ctx, w);
 
     InfoOptions io;
-    io.filename = parsed->positional[0];
+    io.filename = name->path;
     if (vm.count("format"))
         io.format = vm["format"].as<std::string>();
-    io.backing_chain = vm.count("backing-chain") > 0;
+    else if (name->format)
+        io.format = name->format; // driver=FMT: as -f
+    io.backing_chain = vm.count("backing-chain") > 0 && !name->no_backing; // "backing": null
     io.unsafe_quirks = vm.count("unsafe-quirks") > 0;
     io.ignore_quirks = vm.count("ignore-quirks") > 0;
     io.extra_detail = vm.count("extra-detail") > 0;
@@ -101,7 +112,11 @@ int cmd_info(Context& ctx, std::span<const std::string> args) {
         return report_error(ctx, runner.error());
     auto nodes = collect_info(io, ctx.plugins(), *runner);
     if (!nodes)
-        return report_error(ctx, nodes.error());
+        return report_error(ctx, quote_given(*name, nodes.error()));
+    if (name->unsupported_option)
+        return report_error(ctx, "Could not open '" + given + "': Block format '" + nodes->front().format +
+                                     "' does not support the option '" + *name->unsupported_option + "'");
+    nodes->front().filename = image_display_name(*name, nodes->front().format);
 
     if (*output == OutputFormat::Json) {
         if (io.backing_chain) {

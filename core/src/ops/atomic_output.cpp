@@ -41,6 +41,14 @@ std::string base_name(const std::string& path) {
     return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
+// The directory a path's file is made in: "." when it has none.
+std::string dir_of(const std::string& path) {
+    const auto slash = path.rfind('/');
+    return slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+}
+
+std::string dir_prefix(const std::string& dir) { return dir == "/" ? "/" : dir + "/"; }
+
 std::string could_not_create(const std::string& path, int err) {
     return "Could not create '" + path + "': " + std::strerror(err);
 }
@@ -85,10 +93,7 @@ std::string random_temp_name(const std::string& dir_prefix, const std::string& f
 
 } // namespace
 
-AtomicFiles::AtomicFiles(std::string image) : image_(std::move(image)) {
-    const auto slash = image_.rfind('/');
-    dir_ = slash == std::string::npos ? "." : (slash == 0 ? "/" : image_.substr(0, slash));
-}
+AtomicFiles::AtomicFiles(std::string image) : image_(std::move(image)) {}
 
 AtomicFiles::~AtomicFiles() {
     for (File& f : files_) {
@@ -100,13 +105,11 @@ AtomicFiles::~AtomicFiles() {
     }
 }
 
-std::string AtomicFiles::dir_prefix() const { return dir_ == "/" ? "/" : dir_ + "/"; }
-
-std::optional<int> AtomicFiles::create_unnamed() {
+std::optional<int> AtomicFiles::create_unnamed(const std::string& dir) {
     if (!unnamed_files_allowed())
         return std::nullopt;
     signal_cleanup::Section section; // the handler's state set up before the first file exists
-    const int fd = ::open(dir_.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0666); // the umask applies
+    const int fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0666); // the umask applies
     if (fd < 0)
         return std::nullopt; // EOPNOTSUPP, EISDIR (no O_TMPFILE here); real errors come again below
     if (!linkable_through_proc(fd)) {
@@ -116,8 +119,8 @@ std::optional<int> AtomicFiles::create_unnamed() {
     return fd;
 }
 
-Expected<int> AtomicFiles::create_named(const std::string& final_path) {
-    const std::string templ = dir_prefix() + "." + base_name(final_path) + ".instar-XXXXXX";
+Expected<int> AtomicFiles::create_named(const std::string& final_path, const std::string& dir) {
+    const std::string templ = dir_prefix(dir) + "." + base_name(final_path) + ".instar-XXXXXX";
     auto temp = std::make_unique<char[]>(templ.size() + 1);
     std::memcpy(temp.get(), templ.c_str(), templ.size() + 1);
     files_.reserve(files_.size() + 1);
@@ -127,7 +130,7 @@ Expected<int> AtomicFiles::create_named(const std::string& final_path) {
     if (fd < 0)
         return Error{could_not_create(final_path, errno)};
     const int slot = signal_cleanup::register_path(temp.get());
-    files_.push_back({final_path, std::move(temp), fd, slot});
+    files_.push_back({final_path, dir, std::move(temp), fd, slot});
     if (slot < 0)
         return Error{"Could not create '" + final_path + "': too many temporary files at once (at most " +
                      std::to_string(signal_cleanup::MAX_TEMP_PATHS) + ")"};
@@ -137,11 +140,12 @@ Expected<int> AtomicFiles::create_named(const std::string& final_path) {
 }
 
 Expected<int> AtomicFiles::create(const std::string& final_path) {
-    if (const auto fd = create_unnamed()) {
-        files_.push_back({final_path, nullptr, *fd, -1});
+    const std::string dir = dir_of(final_path);
+    if (const auto fd = create_unnamed(dir)) {
+        files_.push_back({final_path, dir, nullptr, *fd, -1});
         return *fd;
     }
-    return create_named(final_path);
+    return create_named(final_path, dir);
 }
 
 Expected<int> AtomicFiles::open_image() { return create(image_); }
@@ -170,7 +174,42 @@ std::optional<vmm::Device> AtomicFiles::add(const std::string& name, std::string
         return std::nullopt;
     }
     names_.insert(name);
-    return vmm::output_device(*fd);
+    vmm::Device dev = vmm::output_device(*fd);
+    if (direct_) {
+        if (auto ok = make_direct(*fd, path); !ok) {
+            error = ok.error();
+            return std::nullopt;
+        }
+        dev.direct = true;
+    }
+    return dev;
+}
+
+Expected<bool> AtomicFiles::make_direct(int fd, const std::string& path) {
+    const int flags = ::fcntl(fd, F_GETFL);
+    if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_DIRECT) != 0)
+        return Error{"Could not open '" + path + "': Could not open '" + path + "': " + std::strerror(errno)};
+    return true;
+}
+
+Expected<int> AtomicFiles::add_path(const std::string& path) {
+    struct stat st{}, image_st{};
+    if (::stat(path.c_str(), &st) == 0) {
+        // qemu's file protocol refuses to grow a device, and opens the image's own file twice.
+        if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode))
+            return Error{"Could not resize image: Cannot grow device files"};
+        if (!S_ISREG(st.st_mode))
+            return Error{could_not_create(path, S_ISDIR(st.st_mode) ? EISDIR : EINVAL)};
+        if (::stat(image_.c_str(), &image_st) == 0 && st.st_dev == image_st.st_dev && st.st_ino == image_st.st_ino)
+            return Error{"Could not create '" + path + "': it is the image itself"};
+    }
+    bool taken = path == image_;
+    for (const File& f : files_)
+        taken |= f.final_path == path;
+    if (taken)
+        return Error{"Could not create '" + path + "': the image already has a file of that name"};
+    external_ = true;
+    return create(path);
 }
 
 // An unnamed file gets its name: linked straight to a target that does not exist; over one that
@@ -183,7 +222,7 @@ Expected<bool> AtomicFiles::link_unnamed(const File& f) {
     if (errno != EEXIST)
         return Error{could_not_create(f.final_path, errno)};
     for (int attempt = 0; attempt < MAX_NAME_ATTEMPTS; ++attempt) {
-        const std::string temp = random_temp_name(dir_prefix(), f.final_path);
+        const std::string temp = random_temp_name(dir_prefix(f.dir), f.final_path);
         if (::linkat(AT_FDCWD, proc.text, AT_FDCWD, temp.c_str(), AT_SYMLINK_FOLLOW) != 0) {
             if (errno == EEXIST)
                 continue;
@@ -211,9 +250,14 @@ Expected<bool> AtomicFiles::place(File& f) {
 }
 
 Expected<bool> AtomicFiles::commit() {
-    if (files_.size() > SYNC_EACH_MAX) {
-        if (::syncfs(files_.front().fd) != 0) // every file is in the image's directory: one file system
+    if (!durable_) {
+        // cache=unsafe: no flush (the link below is still the only way the files get their names).
+    } else if (files_.size() > SYNC_EACH_MAX) {
+        if (::syncfs(files_.front().fd) != 0) // the image's directory: one file system
             return Error{"Could not write '" + image_ + "': " + std::strerror(errno)};
+        for (const File& f : files_) // a file elsewhere (add_path) may be on another
+            if (external_ && f.dir != files_.front().dir && ::fdatasync(f.fd) != 0)
+                return Error{"Could not write '" + f.final_path + "': " + std::strerror(errno)};
     } else {
         for (const File& f : files_)
             if (::fdatasync(f.fd) != 0)
@@ -243,7 +287,7 @@ Expected<bool> AtomicFiles::commit() {
         struct stat st{};
         if (::lstat(f.final_path.c_str(), &st) == 0 && !S_ISDIR(st.st_mode)) {
             for (int attempt = 0; attempt < MAX_NAME_ATTEMPTS && backup.empty(); ++attempt) {
-                std::string name = random_temp_name(dir_prefix(), f.final_path) + ".old";
+                std::string name = random_temp_name(dir_prefix(f.dir), f.final_path) + ".old";
                 if (::link(f.final_path.c_str(), name.c_str()) == 0)
                     backup = std::move(name);
                 else if (errno != EEXIST)

@@ -29,12 +29,25 @@ public:
     Expected<int> open_image();
     // vmm::OutputFiles: a further file `name` beside the image (e.g. a vmdk extent).
     std::optional<vmm::Device> add(const std::string& name, std::string& error) override;
+    // A further file at `path` as the user named it (any directory, e.g. a qcow2 external data
+    // file), placed with the others on commit. qemu's "Could not create 'PATH': REASON" on failure;
+    // a path that is the image itself or an existing non-regular file is refused.
+    Expected<int> add_path(const std::string& path);
 
     // Flushes every file and puts them in place (added files first, the image last, so a reader
     // never sees an image whose extents are missing); signals wait until all are in place. When one
     // cannot be placed, those already placed are put back (a file they replaced is restored from a
     // hard link made just before), so the target paths are as they were.
     Expected<bool> commit();
+
+    // Cache modes (convert's -t): without `durable` commit() links the files into place without
+    // flushing them first (qemu's cache=unsafe never flushes); with `direct` every file is switched
+    // to O_DIRECT as it is made (none/directsync), and its Device says so.
+    void set_durable(bool durable) { durable_ = durable; }
+    void set_direct(bool direct) { direct_ = direct; }
+    // Switches fd to O_DIRECT; qemu's "Could not open 'PATH': Could not open 'PATH': REASON" when the
+    // file system refuses it.
+    static Expected<bool> make_direct(int fd, const std::string& path);
 
     const std::string& image_path() const { return image_; }
     int image_fd() const { return files_.empty() ? -1 : files_.front().fd; }
@@ -43,6 +56,7 @@ public:
 private:
     struct File {
         std::string final_path;
+        std::string dir; // the directory it is made in ("." when the path has none)
         // The named temporary (fallback); null for an unnamed O_TMPFILE file. Heap-held so its
         // address, registered with the signal handler, survives the vector's growth.
         std::unique_ptr<char[]> temp_path;
@@ -50,17 +64,18 @@ private:
         int signal_slot = -1; // signal_cleanup's registration of temp_path
     };
     Expected<int> create(const std::string& final_path);
-    std::optional<int> create_unnamed();
-    Expected<int> create_named(const std::string& final_path);
-    std::string dir_prefix() const; // dir_ with a trailing slash
+    std::optional<int> create_unnamed(const std::string& dir);
+    Expected<int> create_named(const std::string& final_path, const std::string& dir);
     Expected<bool> place(File& f);
     Expected<bool> link_unnamed(const File& f);
 
     std::string image_;
-    std::string dir_; // the image's directory ("." when it has none)
+    bool external_ = false; // a file outside the image's directory (add_path): maybe another file system
     std::vector<File> files_;
     std::unordered_set<std::string> names_; // added files' names, to refuse a duplicate in O(1)
     bool committed_ = false;
+    bool durable_ = true;
+    bool direct_ = false;
 };
 
 } // namespace instar

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -27,6 +28,12 @@ namespace {
 // hostile image claiming petabytes cannot keep a sandbox for long unless it really holds the data.
 constexpr std::chrono::milliseconds CONVERT_BASE_TIMEOUT{60'000};
 constexpr std::uint64_t CONVERT_BYTES_PER_SECOND = 16u << 20;
+
+// qemu's bdrv_parse_cache_mode: none/off and directsync set BDRV_O_NOCACHE (O_DIRECT); unsafe sets
+// BDRV_O_NO_FLUSH (flushes are ignored); every other mode flushes at the latest when the image is
+// closed. docs/convert.md, "Cache modes".
+bool cache_is_direct(const std::string& mode) { return mode == "none" || mode == "off" || mode == "directsync"; }
+bool cache_flushes(const std::string& mode) { return mode != "unsafe"; }
 
 struct Plan {
     instar_convert_plan head{};
@@ -329,6 +336,23 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
         return Error{target_module.error()};
     if (auto ok = table.check_limits("convert"); !ok)
         return Error{ok.error()};
+    // -T none/directsync: the sources (and -B's chain) are read with O_DIRECT too; the fds are this
+    // convert's own.
+    if (cache_is_direct(spec.source_cache))
+        for (std::size_t k = 0; k < table.images.size(); ++k) {
+            const instar_convert_image& im = table.images[k];
+            auto direct = [&](std::uint32_t d) -> Expected<bool> {
+                if (auto ok = AtomicFiles::make_direct(table.devices[d].fd, table.links[k]->name); !ok)
+                    return Error{ok.error()};
+                table.devices[d].direct = true;
+                return true;
+            };
+            for (std::uint32_t d = im.first_file; d < im.first_file + im.file_count; ++d)
+                if (auto ok = direct(d); !ok)
+                    return Error{ok.error()};
+            if (auto ok = direct(im.device); !ok)
+                return Error{ok.error()};
+        }
 
     CreateSpec target = spec.target;
     target.size = total;
@@ -351,12 +375,18 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
     AtomicFiles files(target.filename);
     int target_fd = existing_file.fd;
     if (!spec.existing_target) {
+        files.set_durable(cache_flushes(spec.target_cache));
+        files.set_direct(cache_is_direct(spec.target_cache));
         auto fd = files.open_image();
         if (!fd)
             return Error{target.filename + ": error while converting " + std::string((*target.plugin)->name) + ": " +
                          fd.error()};
         target_fd = *fd;
     }
+    const bool direct_target = cache_is_direct(spec.target_cache);
+    if (direct_target)
+        if (auto ok = AtomicFiles::make_direct(target_fd, target.filename); !ok)
+            return Error{ok.error()};
 
     plan.head.magic = INSTAR_CONVERT_PLAN_MAGIC;
     plan.head.image_count = static_cast<std::uint32_t>(table.images.size());
@@ -370,6 +400,7 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
     // extends the file to it)
     table.devices.push_back(fixed_target ? vmm::Device{target_fd, (existing_file.size + 511) / 512 * 512, true, false}
                                          : vmm::output_device(target_fd));
+    table.devices.back().direct = direct_target;
     const bool report_progress = spec.progress != nullptr || spec.rate_limit != 0;
     plan.head.flags = (spec.compressed ? INSTAR_CONVERT_COMPRESS : 0u) |
                       (has_backing ? INSTAR_CONVERT_TARGET_HAS_BACKING : 0u) |
@@ -398,6 +429,11 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
         return Error{ok.error()};
 
     sandbox.outputs = spec.existing_target ? nullptr : &files;
+    sandbox.compress_workers = true; // -c compresses on every core (docs/convert.md)
+    // Write-behind overlaps the target's writes with the guest's reading; measured slower on this
+    // loaded host, so opt-in (docs/convert.md, figures).
+    if (const char* wb = std::getenv("INSTAR_WRITE_BEHIND"); wb != nullptr && std::strcmp(wb, "on") == 0)
+        sandbox.write_behind = true;
     auto budget = CONVERT_BASE_TIMEOUT + std::chrono::seconds(total / CONVERT_BYTES_PER_SECOND);
     if (spec.rate_limit != 0)
         budget += std::chrono::seconds(total / spec.rate_limit + 1);

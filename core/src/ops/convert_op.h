@@ -26,6 +26,10 @@ struct ConvertSpec {
     std::uint64_t min_sparse = 4096;           // -S bytes; 0 writes everything
     bool compressed = false;                   // -c
     bool out_of_order = false;                 // -W
+    // -t / -T: qemu's cache modes (none/off, writeback, writethrough, directsync, unsafe), already
+    // checked; what each means for instar's files is in docs/convert.md ("Cache modes").
+    std::string target_cache = "unsafe";
+    std::string source_cache = "writeback";
     bool unsafe_quirks = false;
     std::vector<std::string> allow_paths;
     Progress* progress = nullptr;              // -p / --progress=json; nullptr: none

@@ -134,6 +134,12 @@ Expected<CreateOutcome> create_in_vm(const CreateSpec& spec, vmm::SandboxConfig 
     std::vector<vmm::Device> devices{vmm::output_device(*fd)};
     if (spec.backing)
         devices.push_back({spec.backing->fd, spec.backing->size, false});
+    if (spec.data_file) {
+        auto data = files.add_path(*spec.data_file);
+        if (!data)
+            return Error{file_error(spec.filename, data.error())};
+        devices.push_back(vmm::output_device(*data));
+    }
     config.outputs = &files;
     bool fills = false;
     for (const auto& o : spec.options)
@@ -210,7 +216,8 @@ Expected<std::vector<std::uint8_t>> encode_create_arg(const CreateSpec& spec) {
     a.unix_time = static_cast<std::int64_t>(std::time(nullptr));
     a.qemu_version = spec.qemu_version;
     a.flags = (spec.backing ? INSTAR_CREATE_BACKING_DEVICE : 0u) | (spec.backing_file ? INSTAR_CREATE_HAS_BACKING : 0u) |
-              (spec.backing_fmt ? INSTAR_CREATE_HAS_BACKING_FMT : 0u);
+              (spec.backing_fmt ? INSTAR_CREATE_HAS_BACKING_FMT : 0u) |
+              (spec.data_file ? INSTAR_CREATE_DATA_FILE_DEVICE : 0u);
     a.option_count = static_cast<std::uint32_t>(spec.options.size());
     if (::getrandom(a.random, sizeof a.random, 0) != static_cast<ssize_t>(sizeof a.random))
         return Error{std::string("cannot read random bytes: ") + std::strerror(errno)};

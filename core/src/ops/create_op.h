@@ -29,6 +29,10 @@ struct CreateSpec {
     std::uint64_t backing_size = 0;
     std::uint32_t qemu_version = 0;
     std::string preallocation = "off";     // for plain-file formats: off, falloc or full
+    // qcow2's external data file: the path to create (the user's name with a `file:` prefix taken
+    // off), made atomically with the image and given to the format as a device. The name stored in
+    // the image is the `data_file` option's value.
+    std::optional<std::string> data_file;
 };
 
 struct CreateOutcome {

@@ -7,6 +7,7 @@
 #include <boost/json.hpp>
 
 #include <fcntl.h>
+#include <sys/stat.h>
 
 #include <cerrno>
 #include <cstring>
@@ -119,6 +120,12 @@ Expected<Inspected> inspect(const InfoOptions& opts, const PluginRegistry& plugi
         for (const auto& ref : run->info.files) {
             if (ref.role != FileRole::Extent)
                 continue;
+            // An allowed name whose file is missing gets qemu's words; a refusal keeps the policy's.
+            if (auto allowed = check_referenced(policy, name, "extent file", ref.name)) {
+                struct stat st{};
+                if (::stat(allowed->c_str(), &st) != 0)
+                    return could_not_open(name, "Could not open '" + *allowed + "': " + std::strerror(errno));
+            }
             auto f = open_referenced(policy, name, "extent file", ref.name);
             if (!f)
                 return could_not_open(name, f.error());
@@ -184,7 +191,8 @@ Expected<Inspected> inspect(const InfoOptions& opts, const PluginRegistry& plugi
         for (const auto& ref : info.files) {
             if (ref.role != FileRole::DataFile)
                 continue;
-            auto f = open_referenced(policy, name, "data file", ref.name);
+            // qemu opens the data file by its name as written, from the working directory.
+            auto f = open_referenced(policy, name, "data file", ref.name, true);
             if (!f)
                 return could_not_open(name, f.error());
             referenced.files.push_back(*f);

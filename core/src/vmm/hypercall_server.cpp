@@ -1,6 +1,8 @@
 // Hypercall validation and service. Nothing from the mailbox reaches a syscall unchecked.
 #include "vmm/hypercall_server.h"
 
+#include "vmm/device_io.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -24,28 +26,6 @@ std::string hex(std::uint64_t v) {
     char buf[24];
     std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
     return buf;
-}
-
-// Large requests move in pieces this big, so the watchdog is checked at least this often.
-constexpr std::uint64_t TRANSFER_PIECE = 64ull << 20;
-
-enum class Transfer { Done, Failed, TimedOut };
-
-// pread/pwrite the whole range, retrying short transfers and signals (the watchdog's included).
-Transfer transfer(int fd, std::uint8_t* buf, std::uint64_t len, std::uint64_t offset, bool write,
-                  const Watchdog& watchdog) {
-    while (len > 0) {
-        if (watchdog.expired()) return Transfer::TimedOut;
-        const std::size_t piece = len > TRANSFER_PIECE ? TRANSFER_PIECE : static_cast<std::size_t>(len);
-        const ssize_t n = write ? ::pwrite(fd, buf, piece, static_cast<off_t>(offset))
-                                : ::pread(fd, buf, piece, static_cast<off_t>(offset));
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return Transfer::Failed; // error, or the file shrank under us
-        buf += n;
-        len -= static_cast<std::uint64_t>(n);
-        offset += static_cast<std::uint64_t>(n);
-    }
-    return Transfer::Done;
 }
 
 } // namespace
@@ -77,6 +57,49 @@ Outcome<HypercallServer::Next> HypercallServer::serve() {
     instar_hypercall reply = req;
     reply.ret = 0;
     Outcome<Next> next = Next::Resume;
+    if (write_behind_ != nullptr) {
+        // Write-behind: a write to an output is queued; every call that could see an output's bytes
+        // (or its length) first waits for the queue, and learns of a failed write.
+        const Device* d = device(req.device);
+        bool settle = true;
+        switch (req.nr) {
+        case INSTAR_HC_WRITE:
+            if (d != nullptr && d->output && req.len > 0 && req.len <= write_behind_->slot_bytes() &&
+                req.offset <= d->size && req.len <= d->size - req.offset) {
+                const std::uint8_t* buf = mem_.range(req.gpa, req.len);
+                // SAFETY: [buf, buf + len) lies inside the guest mapping (checked by range()); the
+                // queue copies it before the guest runs again.
+                if (buf != nullptr && write_behind_->enqueue(*d, buf, req.len, req.offset)) {
+                    result_.bytes_written += req.len;
+                    std::memcpy(slot, &reply, sizeof(reply));
+                    return Next::Resume;
+                }
+            }
+            break; // not queueable (or the queue has failed): settled and served below
+        case INSTAR_HC_READ: settle = d != nullptr && d->writable; break;
+        case INSTAR_HC_DEVICE_INFO:
+        case INSTAR_HC_PROGRESS:
+        case INSTAR_HC_COMPRESS:
+        case INSTAR_HC_RECORD:
+        case INSTAR_HC_LOG:
+        case INSTAR_HC_FAULT: settle = false; break;
+        default: break;
+        }
+        if (settle) {
+            auto failed = settle_writes();
+            if (!failed) return failed.error();
+            if (failed.value()) {
+                if (req.nr == INSTAR_HC_EXIT) {
+                    if (static_cast<std::uint32_t>(req.arg0) == 0)
+                        return SandboxError{ErrorKind::HostIo, result_.host_error, {}}; // never committed
+                } else {
+                    reply.ret = -INSTAR_EIO; // the output is lost: nothing more is done for the guest
+                    std::memcpy(slot, &reply, sizeof(reply));
+                    return Next::Resume;
+                }
+            }
+        }
+    }
     switch (req.nr) {
     case INSTAR_HC_READ: next = read_or_write(req, reply, false); break;
     case INSTAR_HC_WRITE: next = read_or_write(req, reply, true); break;
@@ -98,6 +121,7 @@ Outcome<HypercallServer::Next> HypercallServer::serve() {
     case INSTAR_HC_ALLOCATION: next = allocation(req, reply); break;
     case INSTAR_HC_DISCARD: next = discard(req, reply); break;
     case INSTAR_HC_PROGRESS: next = progress(req); break;
+    case INSTAR_HC_COMPRESS: next = compress(req); break;
     case INSTAR_HC_RECORD: next = record(req); break;
     case INSTAR_HC_LOG: next = log(req); break;
     case INSTAR_HC_EXIT:
@@ -135,7 +159,7 @@ Outcome<HypercallServer::Next> HypercallServer::read_or_write(const instar_hyper
                            " lies outside guest RAM (" + std::to_string(mem_.size()) + " bytes)");
     }
     // SAFETY: [buf, buf + len) was checked to lie inside the guest mapping just above.
-    switch (transfer(d->fd, buf, req.len, req.offset, write, watchdog_)) {
+    switch (device_transfer(*d, buf, req.len, req.offset, write, watchdog_, *bounce_)) {
     case Transfer::Done:
         if (write) result_.bytes_written += req.len;
         break;
@@ -148,6 +172,16 @@ Outcome<HypercallServer::Next> HypercallServer::read_or_write(const instar_hyper
                                                      + std::string(verb) + ")", {}};
     }
     return Next::Resume;
+}
+
+Outcome<bool> HypercallServer::settle_writes() {
+    const auto failed = write_behind_->drain();
+    if (!failed) return false;
+    if (failed->kind == Transfer::TimedOut)
+        return SandboxError{ErrorKind::GuestTimeout, "guest ran past its time budget and was stopped (during a device "
+                                                     "write)", {}};
+    host_failure(std::string("could not write: ") + std::strerror(failed->err), failed->err);
+    return true;
 }
 
 void HypercallServer::host_failure(std::string message, int err) {
@@ -165,12 +199,13 @@ int file_stat(int fd, struct stat& st) {
     return static_cast<int>(::syscall(SYS_fstat, fd, &st));
 }
 
-// Writes zeros over [from, to) of fd, in pieces so the watchdog is checked between them.
-Transfer fill_zeros(int fd, std::uint64_t from, std::uint64_t to, const Watchdog& watchdog) {
+// Writes zeros over [from, to) of d, in pieces so the watchdog is checked between them.
+Transfer fill_zeros(const Device& d, std::uint64_t from, std::uint64_t to, const Watchdog& watchdog,
+                    BounceBuffer& bounce) {
     static const std::vector<std::uint8_t> zeros(TRANSFER_PIECE > (8u << 20) ? (8u << 20) : TRANSFER_PIECE);
     while (from < to) {
         const std::uint64_t n = to - from < zeros.size() ? to - from : zeros.size();
-        const Transfer t = transfer(fd, const_cast<std::uint8_t*>(zeros.data()), n, from, true, watchdog);
+        const Transfer t = device_transfer(d, const_cast<std::uint8_t*>(zeros.data()), n, from, true, watchdog, bounce);
         if (t != Transfer::Done) return t;
         from += n;
     }
@@ -203,7 +238,7 @@ Outcome<HypercallServer::Next> HypercallServer::set_length(const instar_hypercal
             // posix_fallocate's answer where the file system has no fallocate: write the blocks.
             // (Not posix_fallocate itself: its emulation stats the file through newfstatat, a call
             // that takes a path, which the vCPU thread's seccomp filter does not allow.)
-            switch (fill_zeros(d->fd, old, req.arg0, watchdog_)) {
+            switch (fill_zeros(*d, old, req.arg0, watchdog_, *bounce_)) {
             case Transfer::Done: err = 0; break;
             case Transfer::Failed: err = errno; break;
             case Transfer::TimedOut:
@@ -223,7 +258,7 @@ Outcome<HypercallServer::Next> HypercallServer::set_length(const instar_hypercal
         return Next::Resume;
     }
     if (req.arg0 <= old || req.arg1 == INSTAR_FILL_HOLE) return Next::Resume;
-    switch (fill_zeros(d->fd, old, req.arg0, watchdog_)) {
+    switch (fill_zeros(*d, old, req.arg0, watchdog_, *bounce_)) {
     case Transfer::Done: break;
     case Transfer::Failed:
         host_failure(std::string("could not write zeros: ") + std::strerror(errno), errno);
@@ -284,7 +319,7 @@ Outcome<HypercallServer::Next> HypercallServer::discard(const instar_hypercall& 
     if (req.offset < inside &&
         ::fallocate(d->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(req.offset),
                     static_cast<off_t>(inside - req.offset)) != 0) {
-        switch (fill_zeros(d->fd, req.offset, inside, watchdog_)) {
+        switch (fill_zeros(*d, req.offset, inside, watchdog_, *bounce_)) {
         case Transfer::Done: break;
         case Transfer::Failed:
             host_failure(std::string("could not write zeros: ") + std::strerror(errno), errno);
@@ -301,6 +336,76 @@ Outcome<HypercallServer::Next> HypercallServer::discard(const instar_hypercall& 
 Outcome<HypercallServer::Next> HypercallServer::progress(const instar_hypercall& req) {
     if (req.arg0 > req.arg1) return bad_request("progress " + std::to_string(req.arg0) + " of " + std::to_string(req.arg1));
     if (progress_) progress_(req.arg0, req.arg1);
+    return Next::Resume;
+}
+
+// Compresses a batch of guest buffers as opaque bytes. Everything is checked before any thread
+// touches guest memory: the job table and every source and destination lie inside guest RAM, and no
+// destination overlaps another destination, a source or the job table (so the threads never race
+// on a byte). Results go back into the job table.
+Outcome<HypercallServer::Next> HypercallServer::compress(const instar_hypercall& req) {
+    if (req.arg0 != INSTAR_COMPRESS_QCOW2_ZLIB && req.arg0 != INSTAR_COMPRESS_QCOW2_ZSTD &&
+        req.arg0 != INSTAR_COMPRESS_ZLIB)
+        return bad_request("compress with unknown kind " + std::to_string(req.arg0));
+    if (req.len > INSTAR_MAX_COMPRESS_JOBS)
+        return bad_request("compress " + std::to_string(req.len) + " jobs at once (at most " +
+                           std::to_string(INSTAR_MAX_COMPRESS_JOBS) + ")");
+    const std::size_t count = static_cast<std::size_t>(req.len);
+    if (count == 0) return Next::Resume;
+    const std::uint64_t table_bytes = count * sizeof(instar_compress_job);
+    std::uint8_t* table = mem_.range(req.gpa, table_bytes);
+    if (table == nullptr) return bad_request("compress job table " + hex(req.gpa) + " lies outside guest RAM");
+    std::vector<instar_compress_job> jobs(count);
+    // SAFETY: [table, table + table_bytes) is inside guest RAM (checked above); copied out first.
+    std::memcpy(jobs.data(), table, table_bytes);
+    struct Span {
+        std::uint64_t lo, hi;
+    };
+    std::vector<Span> dsts;
+    std::vector<Span> srcs;
+    std::uint64_t total = 0;
+    for (const auto& j : jobs) {
+        if (j.src_len > INSTAR_MAX_COMPRESS_BYTES || j.dst_cap > INSTAR_MAX_COMPRESS_BYTES + INSTAR_MAX_COMPRESS_BYTES)
+            return bad_request("compress job of " + std::to_string(j.src_len) + " bytes into " +
+                               std::to_string(j.dst_cap) + " (at most " + std::to_string(INSTAR_MAX_COMPRESS_BYTES) +
+                               " in)");
+        total += j.src_len;
+        if (total > INSTAR_MAX_COMPRESS_BATCH_BYTES) return bad_request("compress batch larger than the limit");
+        if (mem_.range(j.src_gpa, j.src_len) == nullptr || mem_.range(j.dst_gpa, j.dst_cap) == nullptr)
+            return bad_request("compress buffer lies outside guest RAM");
+        srcs.push_back({j.src_gpa, j.src_gpa + j.src_len});
+        dsts.push_back({j.dst_gpa, j.dst_gpa + j.dst_cap});
+    }
+    auto overlap = [](const Span& a, const Span& b) { return a.lo < b.hi && b.lo < a.hi; };
+    const Span table_span{req.gpa, req.gpa + table_bytes};
+    for (std::size_t i = 0; i < count; ++i) {
+        if (overlap(dsts[i], table_span)) return bad_request("compress destination overlaps the job table");
+        for (std::size_t k = 0; k < count; ++k) {
+            if (overlap(dsts[i], srcs[k])) return bad_request("compress destination overlaps a source");
+            if (k != i && overlap(dsts[i], dsts[k])) return bad_request("compress destinations overlap");
+        }
+    }
+    const auto kind = static_cast<std::uint32_t>(req.arg0);
+    std::vector<std::int64_t> status(count);
+    std::vector<std::uint64_t> out_len(count);
+    const std::function<void(std::size_t)> job = [&](std::size_t i) {
+        const auto& j = jobs[i];
+        std::size_t out = 0;
+        // SAFETY: both ranges were checked above to lie inside guest RAM; destinations are disjoint
+        // from each other and from every source, and the guest is stopped during the call.
+        status[i] = compress_one(kind, mem_.range(j.src_gpa, j.src_len), static_cast<std::size_t>(j.src_len),
+                                 mem_.range(j.dst_gpa, j.dst_cap), static_cast<std::size_t>(j.dst_cap), &out);
+        out_len[i] = status[i] == 0 ? out : 0;
+    };
+    if (compress_pool_ != nullptr)
+        compress_pool_->run(count, job);
+    else
+        for (std::size_t i = 0; i < count; ++i) job(i);
+    for (std::size_t i = 0; i < count; ++i) {
+        jobs[i].out_len = out_len[i];
+        jobs[i].status = status[i];
+    }
+    std::memcpy(table, jobs.data(), table_bytes);
     return Next::Resume;
 }
 

@@ -3,11 +3,14 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "vmm/compress_pool.h"
+#include "vmm/device_io.h"
 #include "vmm/guest_memory.h"
 #include "vmm/sandbox.h"
 #include "vmm/watchdog.h"
@@ -17,17 +20,22 @@ namespace instar::vmm {
 class HypercallServer {
 public:
     // `watchdog` bounds long transfers too: a huge request on a slow file stops at the deadline.
-    // `outputs` serves INSTAR_HC_ADD_FILE (nullptr: refused).
+    // `outputs` serves INSTAR_HC_ADD_FILE (nullptr: refused). `write_behind` (nullptr: none, or a
+    // started queue) takes writes to output devices; every other call that could see their bytes
+    // waits for it first, and its failures reach the guest on the next call (docs/sandbox.md).
     using ProgressFn = std::function<void(std::uint64_t done, std::uint64_t total)>;
     HypercallServer(GuestMemory& mem, std::span<const Device> devices, const Watchdog& watchdog,
-                    OutputFiles* outputs = nullptr, ProgressFn progress = {})
+                    OutputFiles* outputs = nullptr, ProgressFn progress = {}, WriteBehind* write_behind = nullptr)
         : mem_(mem), devices_(devices.begin(), devices.end()), watchdog_(watchdog), outputs_(outputs),
-          progress_(std::move(progress)) {}
+          progress_(std::move(progress)), write_behind_(write_behind), bounce_(std::make_unique<BounceBuffer>()) {}
 
     enum class Next { Resume, Exit };
     // Serves the request in the mailbox. An error ends the guest; records sent so far are discarded
     // by the caller (take_log() still returns the log for diagnosis).
     Outcome<Next> serve();
+
+    // INSTAR_HC_COMPRESS runs its jobs on `pool` (and this thread); without one, on this thread.
+    void set_compress_pool(CompressPool* pool) { compress_pool_ = pool; }
 
     RunResult take_result() { return std::move(result_); }
     std::vector<std::string> take_log() { return std::move(result_.log); }
@@ -41,7 +49,11 @@ private:
     Outcome<Next> allocation(const instar_hypercall& req, instar_hypercall& reply);
     Outcome<Next> discard(const instar_hypercall& req, instar_hypercall& reply);
     Outcome<Next> progress(const instar_hypercall& req);
+    Outcome<Next> compress(const instar_hypercall& req);
     void host_failure(std::string message, int err);
+    // Waits for the write-behind queue; a failure not yet reported becomes the host error and, when
+    // it was a timeout, the run's error. True when a write failed (now or earlier).
+    Outcome<bool> settle_writes();
     const Device* device(std::uint32_t index) const;
 
     GuestMemory& mem_;
@@ -49,6 +61,9 @@ private:
     const Watchdog& watchdog_;
     OutputFiles* outputs_;
     ProgressFn progress_;
+    WriteBehind* write_behind_;
+    CompressPool* compress_pool_ = nullptr;
+    std::unique_ptr<BounceBuffer> bounce_; // the vCPU thread's, for O_DIRECT devices
     std::uint32_t added_files_ = 0;
     RunResult result_;
     std::uint64_t record_bytes_ = 0;

@@ -2,6 +2,7 @@
 #include "vmm/sandbox.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include "vmm/guest_image.h"
@@ -55,7 +56,7 @@ Outcome<RunResult> boot_and_run(PreparedVm& vm, const GuestImage& rt,
                                 std::span<const Device> devices, std::uint32_t op, std::span<const std::uint8_t> arg,
                                 std::chrono::milliseconds timeout, OutputFiles* outputs,
                                 const std::function<void(std::uint64_t, std::uint64_t)>& progress,
-                                bool confine, int added_fd_floor) {
+                                bool confine, int added_fd_floor, bool write_behind, bool compress_workers) {
     GuestMemory& m = vm.memory;
     x86::write_boot_tables({m.host_base(), m.size()},
                            std::span<const std::uint64_t, INSTAR_EXCEPTION_VECTORS>(rt.exception_handlers));
@@ -66,14 +67,34 @@ Outcome<RunResult> boot_and_run(PreparedVm& vm, const GuestImage& rt,
     if (!watchdog) return watchdog.error();
     // Everything is open, built and armed: from here this thread may only run the guest and serve
     // its hypercalls (seccomp_filter.cpp has the list).
+    VcpuFilter filter;
+    filter.vcpu_fd = vm.vm->vcpu_fd();
+    for (const Device& d : devices) filter.device_fds.push_back(d.fd);
+    filter.added_fd_floor = outputs != nullptr ? added_fd_floor : -1;
+    // The write-behind thread exists before this thread drops its rights (clone is not on the list)
+    // and confines itself with the same device list before it touches a request.
+    std::optional<WriteBehind> writer;
+    if (write_behind) {
+        writer.emplace(*watchdog.value());
+        std::function<bool()> confine_writer;
+        if (confine) confine_writer = [filter] { return !confine_worker_thread(filter).has_value(); };
+        if (!writer->start(std::move(confine_writer))) writer.reset(); // no thread: plain writes
+    }
+    // INSTAR_HC_COMPRESS's workers, with the bulk-copy runs only: one per online CPU beside this
+    // thread, which takes its share of each batch.
+    std::optional<CompressPool> pool;
+    if (compress_workers) {
+        pool.emplace();
+        const unsigned cpus = online_cpus();
+        std::function<bool()> confine_worker;
+        if (confine) confine_worker = [filter] { return !confine_worker_thread(filter).has_value(); };
+        if (cpus > 1) pool->start(cpus - 1, confine_worker);
+    }
     if (confine) {
-        VcpuFilter filter;
-        filter.vcpu_fd = vm.vm->vcpu_fd();
-        for (const Device& d : devices) filter.device_fds.push_back(d.fd);
-        filter.added_fd_floor = outputs != nullptr ? added_fd_floor : -1;
         if (auto bad = confine_vcpu_thread(filter)) return *bad;
     }
-    HypercallServer server(m, devices, *watchdog.value(), outputs, progress);
+    HypercallServer server(m, devices, *watchdog.value(), outputs, progress, writer ? &*writer : nullptr);
+    if (pool) server.set_compress_pool(&*pool);
     auto ran = vm.vm->run(server, *watchdog.value());
     if (!ran) {
         SandboxError e = ran.error();
@@ -154,7 +175,8 @@ Outcome<RunResult> run(const SandboxConfig& config, std::span<const Device> devi
             };
         }
         return boot_and_run(*vm, *runtime.value(), images, devices, op, arg, config.timeout,
-                            outputs ? &*outputs : nullptr, progress, confine, added_fd_floor);
+                            outputs ? &*outputs : nullptr, progress, confine, added_fd_floor,
+                            config.write_behind, config.compress_workers);
     });
     // Everything the host needs was copied out of the guest. After prewarm() (a process running
     // many operations), in the background: get a spare ready for the next run first (it may be

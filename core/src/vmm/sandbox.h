@@ -28,6 +28,9 @@ struct Device {
     // A file being created: writable, writes may extend it up to `size`, and the guest may set its
     // length (INSTAR_HC_SET_LENGTH). Use output_device().
     bool output = false;
+    // Opened with O_DIRECT (cache modes none/directsync): the hypercall server moves its data through
+    // aligned bounce buffers (DIRECT_IO_ALIGN), reading and rewriting partial blocks at the edges.
+    bool direct = false;
 };
 
 // An output device over `fd`: addressable up to INSTAR_MAX_OUTPUT_SIZE.
@@ -70,6 +73,14 @@ struct SandboxConfig {
     // Called for each INSTAR_HC_PROGRESS (work done, total; done <= total, checked), on the thread
     // that called run(). Empty: progress reports are accepted and dropped.
     std::function<void(std::uint64_t done, std::uint64_t total)> progress;
+    // Write-behind: INSTAR_HC_WRITE to an output device is copied into a bounded queue that a host
+    // writer thread drains while the guest carries on (docs/sandbox.md, "Write-behind"). Off by
+    // default: on this loaded 2-core host the extra copy cost more than the overlap gained
+    // (docs/convert.md, figures); convert turns it on with INSTAR_WRITE_BEHIND=on.
+    bool write_behind = false;
+    // INSTAR_HC_COMPRESS runs on one worker thread per online CPU beside the vCPU thread (without:
+    // on the vCPU thread alone). For convert; other operations do not compress.
+    bool compress_workers = false;
 };
 
 struct Record {

@@ -24,7 +24,7 @@ struct Plain {
     const char* reason;
 };
 const Plain PLAIN[] = {
-    {SCMP_SYS(futex), "the caller-thread broker (ADD_FILE, PROGRESS) and malloc's locks"},
+    {SCMP_SYS(futex), "the caller-thread broker (ADD_FILE, PROGRESS), the write-behind queue, malloc's locks"},
     {SCMP_SYS(brk), "malloc: records, log lines and error messages are built during the run"},
     {SCMP_SYS(munmap), "malloc/free of large blocks; glibc frees thread-arena heaps"},
     {SCMP_SYS(mremap), "realloc of large blocks (the record list)"},
@@ -34,16 +34,16 @@ const Plain PLAIN[] = {
     {SCMP_SYS(restart_syscall), "the kernel's restart of a call the watchdog signal interrupted"},
     {SCMP_SYS(timer_delete), "the watchdog deletes its timer at the end of the run"},
     {SCMP_SYS(clock_gettime), "the watchdog's deadline check, should the vDSO fall back to the syscall"},
-    {SCMP_SYS(exit), "the vCPU thread ends (only this thread: exit_group is not allowed)"},
+    {SCMP_SYS(exit), "the vCPU (or writer) thread ends (only this thread: exit_group is not allowed)"},
 };
 
 // Calls allowed only on the guest's devices: the hypercall server's whole file I/O.
 const Plain ON_DEVICES[] = {
     {SCMP_SYS(pread64), "INSTAR_HC_READ into guest RAM"},
-    {SCMP_SYS(pwrite64), "INSTAR_HC_WRITE; zero fills for SET_LENGTH and DISCARD"},
+    {SCMP_SYS(pwrite64), "INSTAR_HC_WRITE (on the writer thread with write-behind); zero fills for SET_LENGTH and DISCARD"},
     {SCMP_SYS(fdatasync), "INSTAR_HC_FLUSH"},
-    {SCMP_SYS(fstat), "SET_LENGTH, ALLOCATION and DISCARD read the file's length (not newfstatat: takes a path)"},
-    {SCMP_SYS(ftruncate), "INSTAR_HC_SET_LENGTH"},
+    {SCMP_SYS(fstat), "SET_LENGTH, ALLOCATION, DISCARD and O_DIRECT writes read the file's length (not newfstatat: takes a path)"},
+    {SCMP_SYS(ftruncate), "INSTAR_HC_SET_LENGTH; an O_DIRECT write cuts its padding block back"},
     {SCMP_SYS(fallocate), "SET_LENGTH preallocation, DISCARD hole punching"},
     {SCMP_SYS(lseek), "INSTAR_HC_ALLOCATION (SEEK_DATA/SEEK_HOLE)"},
 };
@@ -88,7 +88,9 @@ bool seccomp_enabled() {
     return enabled;
 }
 
-std::optional<SandboxError> confine_vcpu_thread(const VcpuFilter& f) {
+namespace {
+
+std::optional<SandboxError> confine_thread(const VcpuFilter& f, bool vcpu) {
     scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_KILL_PROCESS);
     if (ctx == nullptr) return filter_error("seccomp_init", ENOMEM);
     struct Release {
@@ -102,7 +104,7 @@ std::optional<SandboxError> confine_vcpu_thread(const VcpuFilter& f) {
         if ((rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, p.nr, 1, SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0))) < 0)
             return filter_error("seccomp_rule_add", rc);
     for (const Ioctl& i : VCPU_IOCTLS)
-        if ((rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 2, SCMP_A0(SCMP_CMP_EQ, datum(f.vcpu_fd)),
+        if (vcpu && (rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 2, SCMP_A0(SCMP_CMP_EQ, datum(f.vcpu_fd)),
                                    SCMP_A1(SCMP_CMP_EQ, static_cast<scmp_datum_t>(i.request)))) < 0)
             return filter_error("seccomp_rule_add", rc);
     for (const Plain& p : ON_DEVICES) {
@@ -118,5 +120,11 @@ std::optional<SandboxError> confine_vcpu_thread(const VcpuFilter& f) {
     if ((rc = seccomp_load(ctx)) < 0) return filter_error("seccomp_load", rc);
     return std::nullopt;
 }
+
+} // namespace
+
+std::optional<SandboxError> confine_vcpu_thread(const VcpuFilter& f) { return confine_thread(f, true); }
+
+std::optional<SandboxError> confine_worker_thread(const VcpuFilter& f) { return confine_thread(f, false); }
 
 } // namespace instar::vmm

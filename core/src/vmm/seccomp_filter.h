@@ -28,4 +28,8 @@ bool seccomp_enabled();
 // SECCOMP_SET_MODE_FILTER without TSYNC). nullopt on success.
 std::optional<SandboxError> confine_vcpu_thread(const VcpuFilter& filter);
 
+// The same list without the vCPU ioctls (filter.vcpu_fd is ignored), for the write-behind writer
+// thread (device_io.h): it only writes to the devices and waits on the queue's lock.
+std::optional<SandboxError> confine_worker_thread(const VcpuFilter& filter);
+
 } // namespace instar::vmm

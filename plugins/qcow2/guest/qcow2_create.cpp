@@ -81,8 +81,11 @@ Qcow2HeaderState header_state(const Qcow2CreateSettings& s, const Qcow2Alloc& a,
     h.l1_table_offset = t.l1_offset();
     h.refcount_table_offset = a.refcount_table_offset();
     h.refcount_table_clusters = static_cast<uint32_t>(a.refcount_table_clusters());
-    h.incompatible_features = (s.compression_type != QCOW2_COMPRESSION_TYPE_ZLIB ? QCOW2_INCOMPAT_COMPRESSION : 0) |
+    h.incompatible_features = (s.data_file != nullptr ? QCOW2_INCOMPAT_DATA_FILE : 0) |
+                              (s.compression_type != QCOW2_COMPRESSION_TYPE_ZLIB ? QCOW2_INCOMPAT_COMPRESSION : 0) |
                               (s.extended_l2 ? QCOW2_INCOMPAT_EXTL2 : 0);
+    h.autoclear_features = s.data_file_raw ? QCOW2_AUTOCLEAR_DATA_FILE_RAW : 0;
+    h.data_file = s.data_file;
     h.compatible_features = s.lazy_refcounts ? QCOW2_COMPAT_LAZY_REFCOUNTS : 0;
     h.refcount_order = s.refcount_order;
     h.compression_type = s.compression_type;
@@ -96,6 +99,11 @@ int64_t lay_out(const Qcow2CreateSettings& s, Qcow2Tables& t, CreateTarget& targ
     int64_t r = t.grow_l1(t.size_to_l1(s.size));
     if (r < 0)
         return r;
+    // With a data file, preallocation maps the data 1:1 into it and forwards the length (and the
+    // falloc/full filling) to it; the image file gets only metadata.
+    if (s.data_device != nullptr)
+        return s.prealloc == Prealloc::Off ? t.grow_data_file(s.size, Prealloc::Off, target)
+                                           : t.prealloc_metadata(s.size, s.prealloc, &target);
     switch (s.prealloc) {
     case Prealloc::Off:
         return 0;

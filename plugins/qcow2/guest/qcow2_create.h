@@ -16,7 +16,9 @@ guest::Status create(const guest::CreateRequest& req, guest::CreateTarget& targe
 struct Qcow2NewImage {
     Qcow2NewImage(const Qcow2CreateSettings& settings, guest::BlockDevice& dev, guest::Allocator& alloc)
         : s(settings), a(dev, alloc, settings.cluster_bits, settings.refcount_order),
-          t(a, alloc, settings.extended_l2) {}
+          t(a, alloc, settings.extended_l2) {
+        t.set_data_file(settings.data_device);
+    }
     Qcow2CreateSettings s;
     Qcow2Alloc a;
     Qcow2Tables t;

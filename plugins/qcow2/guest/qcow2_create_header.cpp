@@ -66,6 +66,7 @@ void fill_fixed_header(const Qcow2HeaderState& h, Qcow2HeaderDisk* d) {
         return; // qemu writes only the 72-byte v2 header; the rest of the cluster stays zero
     store_be64(d->incompatible_features, h.incompatible_features);
     store_be64(d->compatible_features, h.compatible_features);
+    store_be64(d->autoclear_features, h.autoclear_features);
     store_be32(d->refcount_order, h.refcount_order);
     store_be32(d->header_length, sizeof(Qcow2HeaderDisk));
     d->compression_type[0] = h.compression_type;
@@ -84,6 +85,10 @@ bool qcow2_build_header_cluster(const Qcow2HeaderState& h, uint8_t* buf, size_t 
     if (h.backing_fmt != nullptr &&
         !add_extension(buf, &pos, cluster_size, QCOW2_EXT_MAGIC_BACKING_FORMAT,
                        reinterpret_cast<const uint8_t*>(h.backing_fmt), str_len(h.backing_fmt)))
+        return false;
+    if (h.data_file != nullptr &&
+        !add_extension(buf, &pos, cluster_size, QCOW2_EXT_MAGIC_DATA_FILE,
+                       reinterpret_cast<const uint8_t*>(h.data_file), str_len(h.data_file)))
         return false;
     if (h.version >= 3 && cluster_size > QCOW2_FEATURE_TABLE_MIN_CLUSTER) {
         uint8_t table[QCOW2_FEATURE_COUNT * QCOW2_FEATURE_ENTRY_SIZE] = {};

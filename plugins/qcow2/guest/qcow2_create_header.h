@@ -18,10 +18,12 @@ struct Qcow2HeaderState {
     uint32_t refcount_table_clusters = 0;
     uint64_t incompatible_features = 0;
     uint64_t compatible_features = 0;
+    uint64_t autoclear_features = 0;
     uint32_t refcount_order = 4;
     uint8_t compression_type = 0;
     const char* backing_file = nullptr;
     const char* backing_fmt = nullptr;
+    const char* data_file = nullptr; // the external data file extension's name, or nullptr
 };
 
 // The feature-name table qemu writes for v3 images with clusters above 4 KiB (8 names, 48 bytes

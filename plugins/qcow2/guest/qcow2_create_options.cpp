@@ -138,9 +138,25 @@ Status qcow2_create_settings(const CreateRequest& req, CreateTarget& target, Qco
                            "Different refcount widths than 16 bits require compatibility level 1.1 or above (use "
                            "version=v3 or greater)");
     s->refcount_order = log2_exact(refcount_bits);
-    // The host refuses data_file (not supported yet), so data_file_raw=on never has one here.
-    if (guest::create_option_bool(req, "data_file_raw", false))
+    s->data_file = create_option(req, "data_file");
+    s->data_device = req.data_file;
+    s->data_file_raw = guest::create_option_bool(req, "data_file_raw", false);
+    if (s->data_file_raw && s->data_file == nullptr)
         return create_fail(target, Status::Invalid, "data-file-raw requires data-file");
+    if (s->data_file_raw && s->backing_file != nullptr)
+        return create_fail(target, Status::Invalid, "Backing file and data-file-raw cannot be used at the same time");
+    // The data file must read as the raw disk, so its L1/L2 tables map it 1:1 from the start.
+    if (s->data_file_raw && s->prealloc == Prealloc::Off)
+        s->prealloc = Prealloc::Metadata;
+    if (s->data_file != nullptr) {
+        if (s->version < 3)
+            return create_fail(target, Status::Invalid,
+                               "External data files are only supported with compatibility level 1.1 and above "
+                               "(use version=v3 or greater)");
+        if (s->data_device == nullptr)
+            return create_fail(target, Status::Invalid,
+                               "external data files (data_file) are made only by instar create so far");
+    }
     if (s->compression_type != QCOW2_COMPRESSION_TYPE_ZLIB && s->version < 3)
         return create_fail(target, Status::Invalid,
                            "Non-zlib compression type is only supported with compatibility level 1.1 and above "

@@ -24,6 +24,11 @@ struct Qcow2CreateSettings {
     bool size_negative = false;
     const char* backing_file = nullptr; // verbatim, or nullptr
     const char* backing_fmt = nullptr;  // nullptr: no backing format extension
+    // The external data file: its name as stored in the header extension, and the device the host
+    // made for it (CreateRequest::data_file); both nullptr without one.
+    const char* data_file = nullptr;
+    guest::BlockDevice* data_device = nullptr;
+    bool data_file_raw = false;
 };
 
 // Fills `out` from `req`, or reports qemu-img's error through `target` and returns non-Ok.

@@ -62,7 +62,7 @@ int64_t Qcow2Tables::grow_l1(uint64_t min_size) {
     return 0; // freeing the old, empty table is a no-op
 }
 
-int64_t Qcow2Tables::write_zeros(uint64_t offset, uint64_t len) {
+int64_t Qcow2Tables::write_zeros(uint64_t offset, uint64_t len, guest::BlockDevice* dev) {
     if (len == 0)
         return 0;
     const size_t chunk = len < QCOW2_CREATE_ZERO_CHUNK ? static_cast<size_t>(len) : QCOW2_CREATE_ZERO_CHUNK;
@@ -73,11 +73,31 @@ int64_t Qcow2Tables::write_zeros(uint64_t offset, uint64_t len) {
         zeros.p[i] = 0;
     for (uint64_t done = 0; done < len;) {
         const size_t n = len - done < chunk ? static_cast<size_t>(len - done) : chunk;
-        const int64_t r = a_.write(offset + done, zeros.p, n);
-        if (r < 0)
-            return r;
+        if (dev != nullptr) {
+            if (dev->write(offset + done, zeros.p, n) != guest::Status::Ok)
+                return QCOW2_EIO;
+        } else {
+            const int64_t r = a_.write(offset + done, zeros.p, n);
+            if (r < 0)
+                return r;
+        }
         done += n;
     }
+    if (dev != nullptr && dev == data_ && offset + len > data_len_)
+        data_len_ = offset + len;
+    return 0;
+}
+
+int64_t Qcow2Tables::grow_data_file(uint64_t length, guest::Prealloc mode, guest::CreateTarget& target) {
+    if (data_ == nullptr || length <= data_len_)
+        return 0;
+    const bool from_empty = data_len_ == 0;
+    if (target.set_length(*data_, length, mode) != guest::Status::Ok)
+        return QCOW2_EIO;
+    data_len_ = length;
+    // file-posix's allocate_first_block after growing an empty file (off and falloc; full wrote it).
+    if (from_empty && mode != guest::Prealloc::Full)
+        return write_zeros(0, length < QCOW2_FILE_FIRST_BLOCK ? QCOW2_SECTOR : QCOW2_FILE_FIRST_BLOCK, data_);
     return 0;
 }
 
@@ -149,7 +169,7 @@ int64_t Qcow2Tables::link_l2(const Meta& m) {
     const uint64_t span = m.clusters << cluster_bits_;
     if (m.bytes < span) {
         const uint64_t cow_end = (m.bytes + subcluster_size_ - 1) / subcluster_size_ * subcluster_size_;
-        const int64_t z = write_zeros(m.host + m.bytes, cow_end - m.bytes);
+        const int64_t z = write_zeros(m.host + m.bytes, cow_end - m.bytes, data_);
         if (z < 0)
             return z;
     }
@@ -201,7 +221,10 @@ int64_t Qcow2Tables::alloc_host_offset(uint64_t offset, uint64_t* bytes, uint64_
         nb = nb < entries - l2_index ? nb : entries - l2_index;
         nb = nb < (INT_MAX_U >> cluster_bits_) ? nb : (INT_MAX_U >> cluster_bits_);
         uint64_t alloc_offset = 0;
-        if (cluster_offset == INV) {
+        if (data_ != nullptr) {
+            // do_alloc_cluster_offset with a data file: the guest offset, nothing refcounted.
+            alloc_offset = start & ~(cs - 1);
+        } else if (cluster_offset == INV) {
             r = a_.alloc_clusters(nb * cs);
             if (r < 0)
                 return r;
@@ -215,17 +238,25 @@ int64_t Qcow2Tables::alloc_host_offset(uint64_t offset, uint64_t* bytes, uint64_
             nb = static_cast<uint64_t>(r);
             alloc_offset = cluster_offset;
         }
-        if (*count == QCOW2_CREATE_MAX_METAS)
-            return QCOW2_EIO;
         cur = cur < nb * cs ? cur : nb * cs;
-        metas[(*count)++] = {start, alloc_offset, nb, cur};
+        if (data_ != nullptr) {
+            // With a data file nothing breaks contiguity, so one call spans every L2 table of the
+            // chunk: link each now, while its table is still held (the final bytes are the same).
+            r = link_l2({start, alloc_offset, nb, cur});
+            if (r < 0)
+                return r;
+        } else {
+            if (*count == QCOW2_CREATE_MAX_METAS)
+                return QCOW2_EIO;
+            metas[(*count)++] = {start, alloc_offset, nb, cur};
+        }
         cluster_offset = alloc_offset;
     }
     *bytes -= remaining;
     return 0;
 }
 
-int64_t Qcow2Tables::prealloc_metadata(uint64_t new_length) {
+int64_t Qcow2Tables::prealloc_metadata(uint64_t new_length, guest::Prealloc mode, guest::CreateTarget* target) {
     const uint64_t cs = a_.cluster_size();
     const uint64_t step = (INT_MAX_U / cs) * cs; // preallocate_co's QEMU_ALIGN_DOWN(INT_MAX, cluster_size)
     uint64_t offset = 0;
@@ -250,6 +281,13 @@ int64_t Qcow2Tables::prealloc_metadata(uint64_t new_length) {
         ran = true;
     }
     // The file is extended (a hole) to the end of the last data allocated.
+    if (data_ != nullptr) {
+        if (!ran || host + cur <= data_len_)
+            return 0;
+        if (target == nullptr)
+            return QCOW2_EIO;
+        return grow_data_file(host + cur, mode == guest::Prealloc::Metadata ? guest::Prealloc::Off : mode, *target);
+    }
     if (ran && host + cur > a_.file_length())
         a_.note_write(host + cur);
     return 0;

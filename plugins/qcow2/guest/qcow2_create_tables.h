@@ -12,6 +12,10 @@
 
 namespace instar::qcow2 {
 
+// qemu's file protocol writes zeros over a file's first block when it grows from empty
+// (file-posix.c allocate_first_block): 4 KiB, or one sector below that length.
+inline constexpr uint64_t QCOW2_FILE_FIRST_BLOCK = 4096;
+inline constexpr uint64_t QCOW2_SECTOR = 512;
 // Zeros written per request when qemu writes a new (empty) L1 table (up to 32 MiB).
 inline constexpr size_t QCOW2_CREATE_ZERO_CHUNK = 64u << 10;
 // L2 tables held at once: qemu links a slice's data only after it has allocated the next slice's
@@ -32,7 +36,15 @@ public:
     // qemu's size_to_l1: L1 entries covering `size` bytes.
     uint64_t size_to_l1(uint64_t size) const;
     int64_t grow_l1(uint64_t min_size);
-    int64_t prealloc_metadata(uint64_t new_length);
+    // With a data file (set_data_file), `mode` and `target` give the data file's final length
+    // qemu's way: Metadata as a hole, Falloc/Full filled (preallocate_co's truncate).
+    int64_t prealloc_metadata(uint64_t new_length, guest::Prealloc mode = guest::Prealloc::Metadata,
+                              guest::CreateTarget* target = nullptr);
+    // Data clusters live in `data` (host offset = guest offset, no refcounts); nullptr: in the image.
+    void set_data_file(guest::BlockDevice* data) { data_ = data; }
+    // Grows the data file to `length` as qemu's file protocol does (its first block allocated when it
+    // grows from empty).
+    int64_t grow_data_file(uint64_t length, guest::Prealloc mode, guest::CreateTarget& target);
     // Falloc and Full: `target` gets the data area's length (with `mode`) before the L2 tables.
     int64_t prealloc_data(uint64_t new_length, guest::Prealloc mode, guest::CreateTarget& target);
     // Writes the L2 tables still held.
@@ -63,10 +75,13 @@ private:
     int64_t write_l1_entry(uint64_t l1_index, uint64_t value);
     int64_t alloc_host_offset(uint64_t offset, uint64_t* bytes, uint64_t* host, Meta* metas, size_t* count);
     int64_t link_l2(const Meta& m);
-    int64_t write_zeros(uint64_t offset, uint64_t len);
+    // Zeros into the image (dev nullptr) or into `dev` (the data file).
+    int64_t write_zeros(uint64_t offset, uint64_t len, guest::BlockDevice* dev = nullptr);
 
     Qcow2Alloc& a_;
     guest::Allocator& alloc_;
+    guest::BlockDevice* data_ = nullptr;
+    uint64_t data_len_ = 0; // the data file's length so far
     uint32_t cluster_bits_;
     uint32_t l2_entry_size_;
     uint32_t l2_bits_;

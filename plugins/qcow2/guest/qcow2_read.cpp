@@ -109,8 +109,11 @@ private:
         case ClusterKind::Zero:
             e.allocation = Allocation::Zero;
             break;
+        case ClusterKind::UnallocatedAlloc: // qemu reports the allocated cluster's offset (map prints it)
+            e.allocation = Allocation::Unallocated;
+            e.flags = guest::EXTENT_OFFSET_VALID;
+            break;
         case ClusterKind::Unallocated:
-        case ClusterKind::UnallocatedAlloc:
             e.allocation = Allocation::Unallocated;
             break;
         }

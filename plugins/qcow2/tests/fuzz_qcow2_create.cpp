@@ -85,6 +85,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         p.backing_fmt = in.text(16);
 
     instar::hosted::MemoryTarget target(OUTPUT_BUDGET);
+    // An external data file (the host makes it; its name is stored in the header), with or without
+    // data_file_raw, or data_file_raw alone (qemu's "data-file-raw requires data-file").
+    const std::uint8_t data_mode = in.byte() % 4;
+    if (data_mode != 0 && data_mode != 3) {
+        p.options.emplace_back("data_file", in.text(64));
+        p.data_file = &target.data_output();
+    }
+    if (data_mode >= 2)
+        p.options.emplace_back("data_file_raw", "on");
     const Status st = instar::hosted::run_create(instar::qcow2::create, p, target);
     if (st != Status::Ok) {
         if (target.reason_text().empty())

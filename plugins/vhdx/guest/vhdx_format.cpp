@@ -17,6 +17,9 @@ namespace {
 
 // MS-VHDX 2.6.2.2: the largest virtual disk is 64 TiB (qemu-img create enforces the same).
 constexpr uint64_t VHDX_MAX_VIRTUAL_SIZE = 64ull << 40;
+// The messages below print these limits as literals.
+static_assert(VHDX_LOG_SCAN_BUDGET == 268435456 && VHDX_PARENT_LOCATOR_MAX_SIZE == 65536 &&
+              guest::INFO_MAX_STRING == 4096);
 
 } // namespace
 
@@ -29,11 +32,35 @@ Status probe(guest::BlockDevice& dev, bool* match) {
     return Status::Ok;
 }
 
+namespace {
+
+// qemu fails vhdx_open with a bare errno for everything but the headers and the log; qemu-img then
+// prints bdrv_open's "Could not open 'NAME': " + strerror (the host fills in {image}).
+constexpr const char* QEMU_EINVAL = "Could not open '{image}': Invalid argument";
+constexpr const char* QEMU_ENOTSUP = "Could not open '{image}': Operation not supported";
+
+Status load(guest::BlockDevice& dev, guest::Allocator& alloc, VhdxImage* out, const char** why);
+
+} // namespace
+
 Status vhdx_load(guest::BlockDevice& dev, guest::Allocator& alloc, VhdxImage* out, const char** why) {
     const char* ignored = nullptr;
     if (why == nullptr)
         why = &ignored;
     *why = nullptr;
+    const Status st = load(dev, alloc, out, why);
+    if (st != Status::Ok && *why == nullptr) {
+        if (st == Status::Corrupt || st == Status::Invalid)
+            *why = QEMU_EINVAL;
+        else if (st == Status::Unsupported)
+            *why = QEMU_ENOTSUP; // an unknown required region or metadata item, a 4 KiB logical sector
+    }
+    return st;
+}
+
+namespace {
+
+Status load(guest::BlockDevice& dev, guest::Allocator& alloc, VhdxImage* out, const char** why) {
     *out = VhdxImage{};
     uint8_t sig[8];
     Status st = read_at(dev, VHDX_FILE_IDENTIFIER_OFFSET, sig, sizeof sig);
@@ -48,6 +75,8 @@ Status vhdx_load(guest::BlockDevice& dev, guest::Allocator& alloc, VhdxImage* ou
         return st;
     }
     if ((st = vhdx_log_check(dev, alloc, header)) != Status::Ok) {
+        if (st == Status::TooLarge) // qemu has no such bound: name instar's
+            *why = "The VHDX log entries to check exceed instar's limit VHDX_LOG_SCAN_BUDGET (268435456 bytes)";
         if (st == Status::Unsupported) {
             // qemu-img's words for a read-only open of an image with a log to replay.
             *why = "VHDX image file '{image}' opened read-only, but contains a log that needs to be replayed\n"
@@ -70,8 +99,10 @@ Status vhdx_load(guest::BlockDevice& dev, guest::Allocator& alloc, VhdxImage* ou
     VhdxMetadata& meta = out->meta;
     if ((st = vhdx_metadata_read(dev, alloc, regions.metadata, &meta)) != Status::Ok)
         return st;
-    if (meta.virtual_disk_size > VHDX_MAX_VIRTUAL_SIZE)
+    if (meta.virtual_disk_size > VHDX_MAX_VIRTUAL_SIZE) {
+        *why = QEMU_EINVAL; // qemu's limit too (vhdx_parse_metadata)
         return Status::TooLarge;
+    }
     if ((st = vhdx_bat_check(dev, alloc, header, regions, meta)) != Status::Ok) {
         if (st == Status::Corrupt)
             // qemu error_reports the entry first ("VHDX BAT entry N end offset ... points after end of
@@ -83,6 +114,8 @@ Status vhdx_load(guest::BlockDevice& dev, guest::Allocator& alloc, VhdxImage* ou
     return Status::Ok;
 }
 
+} // namespace
+
 Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
     if (req.image == nullptr || req.allocator == nullptr)
         return Status::Invalid;
@@ -90,8 +123,7 @@ Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
     const char* why = nullptr;
     Status st = vhdx_load(*req.image, *req.allocator, &img, &why);
     if (st != Status::Ok) {
-        // Only the log refusal has always been reported by info.
-        if (st == Status::Unsupported && why != nullptr) {
+        if (why != nullptr) {
             size_t n = 0;
             while (why[n] != 0)
                 ++n;
@@ -101,8 +133,17 @@ Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
     }
     if (img.meta.data_bits & VHDX_PARAMS_HAS_PARENT) {
         if ((st = vhdx_report_parent(*req.image, *req.allocator, img.regions.metadata, img.meta.parent_locator,
-                                     sink)) != Status::Ok)
+                                     sink)) != Status::Ok) {
+            // qemu opens no differencing VHDX at all ("Operation not supported"); instar reports the
+            // parent, within its bounds.
+            if (st == Status::TooLarge) {
+                static constexpr char WHY[] = "The VHDX parent locator exceeds instar's limit "
+                                              "VHDX_PARENT_LOCATOR_MAX_SIZE (65536 bytes) or a path of "
+                                              "INFO_MAX_STRING (4096 bytes)";
+                sink.reason(WHY, sizeof WHY - 1);
+            }
             return st;
+        }
     }
     sink.format("vhdx");
     sink.virtual_size(img.virtual_size);

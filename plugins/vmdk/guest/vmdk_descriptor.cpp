@@ -194,7 +194,7 @@ Status descriptor_parent_hint(Text w, const char** name, size_t* len) {
     return Status::Ok;
 }
 
-Status descriptor_extents(Text t, ExtentFn fn, void* ctx) {
+Status descriptor_extents(Text t, ExtentFn fn, void* ctx, Text* bad) {
     const char* end = t.s + t.len;
     // Each line start inside a run of blank lines would rescan the rest of the run (sscanf does:
     // qemu is quadratic there); remembering where the run ends keeps the walk linear.
@@ -241,20 +241,23 @@ Status descriptor_extents(Text t, ExtentFn fn, void* ctx) {
                 }
             }
         }
+        const char* this_line = line;
         line = next;
         if (matches < 4 || !equals(access, access_n, "RW"))
             continue;
         const bool flat = equals(type, type_n, "FLAT"), vmfs = equals(type, type_n, "VMFS");
-        if (flat) {
-            if (matches != 5 || flat_offset < 0)
-                return Status::Corrupt;
-        } else if (vmfs) {
-            if (matches != 4)
-                return Status::Corrupt;
-            flat_offset = 0;
-        } else if (matches != 4) {
+        const bool malformed = flat ? (matches != 5 || flat_offset < 0) : vmfs ? matches != 4 : matches != 4;
+        if (malformed) {
+            if (bad != nullptr) {
+                const char* stop = next;
+                if (stop > this_line && stop[-1] == '\n')
+                    --stop;
+                *bad = Text{this_line, static_cast<size_t>(stop - this_line)};
+            }
             return Status::Corrupt;
         }
+        if (vmfs)
+            flat_offset = 0;
         ExtentLine x;
         if (sectors <= 0 || !type_of(type, type_n, &x.type, &x.type_name))
             continue;

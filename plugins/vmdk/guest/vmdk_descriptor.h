@@ -59,6 +59,8 @@ struct ExtentLine {
 // with a known type and n > 0 are skipped; a malformed RW line is Corrupt ("Invalid extent line").
 // Calls `fn(ctx, line)` for each extent; stops at the first non-Ok status it returns.
 using ExtentFn = guest::Status (*)(void* ctx, const ExtentLine& line);
-guest::Status descriptor_extents(Text t, ExtentFn fn, void* ctx);
+// `bad`, when given, receives the malformed line (without its '\n') that made it Corrupt: qemu
+// prints it ("Invalid extent line: LINE").
+guest::Status descriptor_extents(Text t, ExtentFn fn, void* ctx, Text* bad = nullptr);
 
 } // namespace instar::vmdk

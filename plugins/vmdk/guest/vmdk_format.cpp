@@ -74,18 +74,46 @@ bool supported_create_type(const char* s, size_t n) {
     return false;
 }
 
+// Says why (qemu's words, or the instar limit and the value) and returns `st`.
+Status refuse(guest::InfoSink& sink, Status st, const char* text, uint64_t number = 0, bool with_number = false,
+              const char* tail = nullptr) {
+    char why[VMDK_REASON_MAX] = {};
+    vmdk_reason_append(why, text, number, with_number);
+    if (tail != nullptr)
+        vmdk_reason_append(why, tail);
+    sink.reason(why, cstrlen(why));
+    return st;
+}
+
+Status refuse_sparse(guest::InfoSink& sink, guest::BlockDevice& dev, Status st, const Vmdk4Header& h) {
+    char why[VMDK_REASON_MAX];
+    const Status out = vmdk_sparse_refusal(dev, st, h, why);
+    sink.reason(why, cstrlen(why));
+    return out;
+}
+
+// qemu's BDRV_MAX_LENGTH in sectors: beyond it qemu cannot size the image.
+constexpr uint64_t QEMU_MAX_SECTORS = 9223372035781033984ull / 512;
+
 // Fills in each extent from its file on the second pass (qemu opens every extent).
-Status open_extents(const guest::InfoRequest& req, State& s) {
+Status open_extents(const guest::InfoRequest& req, guest::InfoSink& sink, State& s) {
     for (uint32_t i = 0; i < s.count; ++i) {
         Extent& e = s.extents[i];
         if (e.flat) {
-            if (e.sectors > VMDK_MAX_EXTENT_SECTORS)
-                return Status::TooLarge;
+            if (e.sectors > QEMU_MAX_SECTORS)
+                return refuse(sink, Status::TooLarge, "Could not refresh total sector count: File too large");
+            if (e.sectors > VMDK_MAX_EXTENT_SECTORS) {
+                char why[VMDK_REASON_MAX] = {};
+                vmdk_reason_append(why, "Extent of ", e.sectors, true);
+                vmdk_reason_append(why, " sectors exceeds instar's limit VMDK_MAX_EXTENT_SECTORS (",
+                                   VMDK_MAX_EXTENT_SECTORS, true);
+                return refuse(sink, Status::TooLarge, why, 0, false, ")");
+            }
             e.cluster_sectors = e.sectors;
             continue;
         }
         if (e.type == ExtentType::SeSparse)
-            return Status::Unsupported;
+            return refuse(sink, Status::Unsupported, "SESPARSE extents are not supported");
         if (req.files[i] == nullptr)
             return Status::Invalid;
         VmdkSparseExtent x;
@@ -93,9 +121,9 @@ Status open_extents(const guest::InfoRequest& req, State& s) {
         bool embedded = false;
         const Status st = vmdk_sparse_open(*req.files[i], &x, &h, &embedded);
         if (st != Status::Ok)
-            return st;
-        if (embedded)
-            return Status::Unsupported; // a descriptor inside an extent: qemu recurses, instar does not
+            return refuse_sparse(sink, *req.files[i], st, h);
+        if (embedded) // a descriptor inside an extent: qemu recurses, instar does not
+            return refuse(sink, Status::Unsupported, "A sparse extent holding a descriptor is not supported");
         e.sectors = x.sectors;
         e.cluster_sectors = x.cluster_sectors;
         e.compressed = x.compressed;
@@ -206,10 +234,10 @@ Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
         return Status::Invalid;
     guest::BlockDevice& dev = *req.image;
     guest::Allocator& alloc = *req.allocator;
-    if (dev.size() < 4)
-        return Status::Corrupt; // qemu: "File is too small, not a valid image"
-    uint8_t magic_bytes[4];
-    Status st = dev.read(0, magic_bytes, 4);
+    if (dev.size() == 0)
+        return refuse(sink, Status::Corrupt, "File is too small, not a valid image");
+    uint8_t magic_bytes[4]; // a shorter file reads as zeros after its end, as in qemu
+    Status st = read_zero_filled(dev, 0, magic_bytes, 4);
     if (st != Status::Ok)
         return st;
     const uint32_t magic = load_be32(magic_bytes);
@@ -227,7 +255,7 @@ Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
         Vmdk4Header h;
         bool embedded = false;
         if ((st = vmdk_sparse_open(dev, &x, &h, &embedded)) != Status::Ok)
-            return st;
+            return refuse_sparse(sink, dev, st, h);
         if (embedded) {
             if (h.desc_offset > (~uint64_t{0} >> 9))
                 return Status::Corrupt;
@@ -253,7 +281,7 @@ Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
         text_buf.p[text_cap] = 0;
         const Text text = text_of(text_buf.p, text_cap);
         if (!descriptor_value(text, "createType", VMDK_CREATE_TYPE_MAX + 1, &s.create_type, &s.create_type_len))
-            return Status::Corrupt; // qemu: "invalid VMDK image descriptor"
+            return refuse(sink, Status::Corrupt, "invalid VMDK image descriptor");
         if (!supported_create_type(s.create_type, s.create_type_len)) {
             // qemu's words (e.g. a 0-byte monolithicSparse, whose header points at its descriptor).
             static constexpr char PREFIX[] = "Unsupported image type '";
@@ -267,10 +295,29 @@ Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
             sink.reason(why, n);
             return Status::Unsupported;
         }
-        if ((st = descriptor_extents(text, &collect, &s)) != Status::Ok)
+        Text bad{nullptr, 0};
+        if ((st = descriptor_extents(text, &collect, &s, &bad)) != Status::Ok) {
+            if (st == Status::TooLarge)
+                return refuse(sink, st, "The descriptor names more extents than instar's limit VMDK_MAX_EXTENTS (",
+                              VMDK_MAX_EXTENTS, true, ")");
+            if (st == Status::Corrupt && bad.s != nullptr) {
+                // qemu quotes the whole line (the host shows the first 400 characters of a reason).
+                static constexpr char PREFIX[] = "Invalid extent line: ";
+                const size_t cap = guest::INFO_MAX_STRING;
+                Buffer why(alloc, cap);
+                if (!why.p)
+                    return Status::NoMemory;
+                size_t n = 0;
+                for (; PREFIX[n] != 0; ++n)
+                    why.p[n] = static_cast<uint8_t>(PREFIX[n]);
+                for (size_t i = 0; i < bad.len && n < cap; ++i)
+                    why.p[n++] = static_cast<uint8_t>(bad.s[i]);
+                sink.reason(reinterpret_cast<const char*>(why.p), n);
+            }
             return st;
-        if (s.count == 0)
-            return Status::Corrupt; // qemu asserts at least one extent when asked for info
+        }
+        if (s.count == 0) // qemu asserts (it aborts) when asked for info on it
+            return refuse(sink, Status::Corrupt, "The descriptor names no extent");
         if (req.file_count == 0) {
             sink.format("vmdk");
             for (uint32_t i = 0; i < s.count; ++i)
@@ -279,7 +326,7 @@ Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
         }
         if (req.file_count != s.count || req.files == nullptr)
             return Status::Invalid;
-        if ((st = open_extents(req, s)) != Status::Ok)
+        if ((st = open_extents(req, sink, s)) != Status::Ok)
             return st;
     }
 

@@ -38,38 +38,12 @@ bool supported_create_type(const char* s, size_t n) {
     return false;
 }
 
-// qemu's message for a sparse extent vmdk_sparse_open refused, found by repeating its checks.
+// qemu's message for a sparse extent vmdk_sparse_open refused (vmdk_sparse_refusal).
 Status refuse_sparse(guest::BlockDevice& dev, Status st, const Vmdk4Header& h, guest::ReasonSink* rs) {
-    uint8_t m[4] = {};
-    if (dev.size() < 4) {
-        say(rs, "File is too small, not a valid image");
-        return st;
-    }
-    (void)read_zero_filled(dev, 0, m, 4);
-    const uint32_t magic = load_be32(m);
-    if (magic == VMDK3_MAGIC) {
-        say(rs, "VMFS sparse (COWD) extents are not supported");
-        return Status::Unsupported;
-    }
-    if (magic != VMDK4_MAGIC)
-        say(rs, "Image not in VMDK format");
-    else if (h.gd_offset == VMDK4_GD_AT_END && st == Status::Corrupt)
-        say(rs, "Invalid footer");
-    else if (h.version > 3)
-        say(rs, "Unsupported VMDK version ", nullptr, h.version, true);
-    else if (h.num_gtes_per_gt > VMDK_MAX_GTES_PER_GT)
-        say(rs, "L2 table size too big");
-    else if (static_cast<uint32_t>(h.num_gtes_per_gt * h.granularity) == 0)
-        say(rs, "L1 entry size is invalid");
-    else if ((dev.size() + 511) / 512 < h.grain_offset)
-        say(rs, "File truncated, expecting at least ", " bytes", h.grain_offset * 512, true);
-    else if (h.granularity > VMDK_MAX_GRAIN_SECTORS)
-        say(rs, "Invalid granularity, image may be corrupt");
-    else if (st == Status::TooLarge && h.capacity <= VMDK_MAX_EXTENT_SECTORS)
-        say(rs, "L1 size too big");
-    else
-        say(rs, "Extent larger than 64 TiB");
-    return st;
+    char why[VMDK_REASON_MAX];
+    const Status out = vmdk_sparse_refusal(dev, st, h, why);
+    say(rs, why);
+    return out;
 }
 
 // A sparse extent's reading parameters from its (footer-resolved) header.

@@ -121,4 +121,65 @@ Status vmdk_sparse_open(guest::BlockDevice& dev, VmdkSparseExtent* out, Vmdk4Hea
     return Status::Ok;
 }
 
+void vmdk_reason_append(char* buf, const char* text, uint64_t number, bool with_number) {
+    size_t n = 0;
+    while (n < VMDK_REASON_MAX - 1 && buf[n] != 0)
+        ++n;
+    for (const char* p = text; *p != 0 && n < VMDK_REASON_MAX - 1; ++p)
+        buf[n++] = *p;
+    if (with_number) {
+        char digits[20];
+        size_t k = 0;
+        do {
+            digits[k++] = static_cast<char>('0' + number % 10);
+            number /= 10;
+        } while (number != 0);
+        while (k > 0 && n < VMDK_REASON_MAX - 1)
+            buf[n++] = digits[--k];
+    }
+    buf[n] = 0;
+}
+
+Status vmdk_sparse_refusal(guest::BlockDevice& dev, Status st, const Vmdk4Header& h, char* why) {
+    why[0] = 0;
+    uint8_t m[4] = {};
+    if (dev.size() < 4) {
+        vmdk_reason_append(why, "File is too small, not a valid image");
+        return st;
+    }
+    (void)read_zero_filled(dev, 0, m, 4);
+    const uint32_t magic = load_be32(m);
+    if (magic == VMDK3_MAGIC) {
+        vmdk_reason_append(why, "VMFS sparse (COWD) extents are not supported");
+        return Status::Unsupported;
+    }
+    const uint32_t l1_entry_sectors = static_cast<uint32_t>(h.num_gtes_per_gt * h.granularity);
+    if (magic != VMDK4_MAGIC) {
+        vmdk_reason_append(why, "Image not in VMDK format");
+    } else if (h.gd_offset == VMDK4_GD_AT_END && st == Status::Corrupt) {
+        vmdk_reason_append(why, "Invalid footer");
+    } else if (h.version > 3) {
+        vmdk_reason_append(why, "Unsupported VMDK version ", h.version, true);
+    } else if (h.num_gtes_per_gt > VMDK_MAX_GTES_PER_GT) {
+        vmdk_reason_append(why, "L2 table size too big");
+    } else if (l1_entry_sectors == 0) {
+        vmdk_reason_append(why, "L1 entry size is invalid");
+    } else if ((dev.size() + 511) / 512 < h.grain_offset) {
+        vmdk_reason_append(why, "File truncated, expecting at least ", h.grain_offset * 512, true);
+        vmdk_reason_append(why, " bytes");
+    } else if (h.granularity > VMDK_MAX_GRAIN_SECTORS) {
+        vmdk_reason_append(why, "Invalid granularity, image may be corrupt");
+    } else if (static_cast<uint32_t>(h.capacity / l1_entry_sectors + (h.capacity % l1_entry_sectors != 0)) >
+               VMDK_MAX_L1_SIZE) {
+        vmdk_reason_append(why, "L1 size too big");
+    } else {
+        // qemu has no such limit: name instar's.
+        vmdk_reason_append(why, "Capacity ", h.capacity, true);
+        vmdk_reason_append(why, " sectors exceeds instar's limit VMDK_MAX_EXTENT_SECTORS (", VMDK_MAX_EXTENT_SECTORS,
+                           true);
+        vmdk_reason_append(why, ")");
+    }
+    return st;
+}
+
 } // namespace instar::vmdk

@@ -80,4 +80,17 @@ struct VmdkSparseExtent {
 guest::Status vmdk_sparse_open(guest::BlockDevice& dev, VmdkSparseExtent* out, Vmdk4Header* header,
                                bool* embedded_descriptor);
 
+// Room for one refusal message (qemu's texts are short; a number or two at most).
+inline constexpr size_t VMDK_REASON_MAX = 160;
+
+// qemu's message for a sparse extent vmdk_sparse_open refused with `st`, found by repeating
+// its checks in qemu's order; where instar's own limit is the stricter one, the message names
+// the limit and the value. Writes NUL-terminated text to `why` (VMDK_REASON_MAX bytes) and
+// returns the status to report.
+guest::Status vmdk_sparse_refusal(guest::BlockDevice& dev, guest::Status st, const Vmdk4Header& h, char* why);
+
+// Appends `text`, then `number` in decimal when `with_number`, to the NUL-terminated `buf`
+// (VMDK_REASON_MAX bytes), truncating.
+void vmdk_reason_append(char* buf, const char* text, uint64_t number = 0, bool with_number = false);
+
 } // namespace instar::vmdk

@@ -71,6 +71,8 @@ struct CreateRequest {
     uint32_t qemu_version;         // the output profile, major*10000 + minor*100 + micro
     Allocator* allocator;
     const struct Codecs* codecs;   // compressors and decompressors (read_api.h); nullptr for create
+    // The external data file the host made for the `data_file` option (empty, writable), or nullptr.
+    BlockDevice* data_file = nullptr;
 };
 
 using CreateFn = Status (*)(const CreateRequest& req, CreateTarget& target);

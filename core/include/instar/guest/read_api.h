@@ -55,6 +55,24 @@ inline void say_reason(ReasonSink* sink, const char* text) {
     sink->reason(text, n);
 }
 
+// One buffer of a compress_batch call: the caller fills src/src_len/dst/dst_cap (destinations must
+// not overlap each other or any source); the call fills out_len and status (Ok, TooLarge when the
+// result does not fit in dst_cap, IoError).
+struct CompressJob {
+    const void* src;
+    size_t src_len;
+    void* dst;
+    size_t dst_cap;
+    size_t out_len;
+    Status status;
+};
+// What compress_batch makes of each buffer (the values of instar_compress_kind).
+enum class CompressKind : uint32_t {
+    Qcow2Zlib = 1, // `deflate` with window -12, level 6 (qcow2)
+    Qcow2Zstd = 2, // `zstd_compress` (qcow2)
+    Zlib = 3,      // `deflate_mem` with window 15, level 6, memLevel 8: zlib's compress() (vmdk)
+};
+
 // Decompressors for untrusted data. Each stops with TooLarge when the output would exceed dst_cap,
 // so a decompression bomb costs at most dst_cap bytes; Corrupt on bad data.
 struct Codecs {
@@ -72,6 +90,10 @@ struct Codecs {
     // compress(), whose memLevel is 8, where `deflate` above uses qcow2's 9; the output differs.
     Status (*deflate_mem)(const void* src, size_t src_len, void* dst, size_t dst_cap, size_t* out_len,
                           int window_bits, int level, int mem_level);
+    // Many buffers at once, on every host core (INSTAR_HC_COMPRESS); the results are the bytes the
+    // single-buffer functions above give. nullptr where not available: callers then compress one by
+    // one. A non-Ok return (bad arguments) says nothing about the jobs.
+    Status (*compress_batch)(CompressKind kind, CompressJob* jobs, uint32_t count);
 };
 
 // One opened image's virtual disk.

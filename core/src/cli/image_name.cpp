@@ -1,0 +1,290 @@
+// qemu's reading of command-line image names, for local files only.
+#include "cli/image_name.h"
+
+#include "output/qemu_format.h"
+
+#include <boost/json.hpp>
+
+#include <functional>
+#include <map>
+#include <vector>
+
+namespace instar::cli {
+namespace {
+
+// The protocols of qemu's Debian builds other than `file`: refused by name, never opened.
+constexpr std::string_view REMOTE_PROTOCOLS[] = {
+    "nbd",   "nbd+tcp", "nbd+unix", "http",         "https",        "ftp",          "ftps",  "ssh",
+    "iscsi", "iser",    "nfs",      "rbd",          "gluster",      "gluster+tcp",  "gluster+unix",
+    "gluster+rdma",     "fat",      "null-co",      "null-aio",     "blkdebug",     "blkverify",
+    "host_device",      "host_cdrom", "vvfat",      "nvme",         "quorum",       "throttle",
+};
+
+// Options that change nothing instar reads: caching, locking, sharing and read-only flags (instar
+// only reads, never locks).
+constexpr std::string_view IGNORED_OPTIONS[] = {
+    "read-only",          "auto-read-only",     "force-share",         "cache.direct",     "cache.no-flush",
+    "discard",            "detect-zeroes",      "node-name",
+    "file.locking",       "file.aio",           "file.cache.direct",   "file.cache.no-flush", "file.node-name",
+    "file.read-only",     "file.auto-read-only", "file.force-share",   "file.discard",     "file.detect-zeroes",
+};
+
+// qemu's strong runtime options instar accepts and ignores: secrets (info reads LUKS headers
+// without a passphrase). They still make qemu print a json: filename.
+constexpr std::string_view STRONG_SECRETS[] = {"encrypt.key-secret", "key-secret"};
+
+// Options qemu's local drivers have that change what is read; instar does not implement them.
+constexpr std::string_view UNSUPPORTED_OPTIONS[] = {"offset", "size", "force_size_calc", "backing.",
+                                                    "data-file", "snapshot.", "bitmap"};
+
+bool is_remote(std::string_view proto) {
+    for (auto p : REMOTE_PROTOCOLS)
+        if (p == proto)
+            return true;
+    return false;
+}
+
+Error remote_refused(std::string_view proto) {
+    return Error{"protocol '" + std::string(proto) +
+                 "' is not supported: instar opens only local image files (no network or device protocols)"};
+}
+
+// A plain name or file:NAME -> the local path; other protocols refused.
+Expected<std::string> local_path(std::string_view name) {
+    const std::string proto = protocol_prefix(name);
+    if (proto.empty())
+        return std::string(name);
+    if (proto == "file") {
+        // bdrv_parse_filename_strip_prefix: a name that would look like a protocol again gets "./".
+        const std::string_view rest = name.substr(5);
+        return (protocol_prefix(rest).empty() ? "" : "./") + std::string(rest);
+    }
+    if (is_remote(proto))
+        return remote_refused(proto);
+    return Error{"Unknown protocol '" + proto + "'"};
+}
+
+using Flat = std::map<std::string, std::string>;
+constexpr std::string_view JSON_NULL = "\x01null"; // `"backing": null` (no string can be this)
+
+// qdict_flatten: nested objects become dotted keys. Scalars keep qemu's string forms.
+bool flatten(const boost::json::object& o, const std::string& prefix, Flat& out, std::string& error) {
+    for (const auto& kv : o) {
+        const std::string key = prefix + std::string(kv.key());
+        const auto& v = kv.value();
+        if (v.is_object()) {
+            if (!flatten(v.get_object(), key + ".", out, error))
+                return false;
+        } else if (v.is_string()) {
+            out[key] = std::string(v.get_string());
+        } else if (v.is_bool()) {
+            out[key] = v.get_bool() ? "on" : "off";
+        } else if (v.is_int64() || v.is_uint64() || v.is_double()) {
+            out[key] = boost::json::serialize(v);
+        } else if (v.is_null() && key == "backing") {
+            out[key] = std::string(JSON_NULL);
+        } else {
+            error = "Invalid parameter type for '" + key + "'";
+            return false;
+        }
+    }
+    return true;
+}
+
+// The flattened option tree -> the file to open, as bdrv_open reads driver/file/filename.
+Expected<ImageName> interpret(Flat opts, const std::string& given) {
+    ImageName out;
+    out.given = given;
+    out.from_options = true;
+    std::optional<std::string> driver;
+    if (auto it = opts.find("driver"); it != opts.end()) {
+        driver = it->second;
+        opts.erase(it);
+    }
+    if (auto it = opts.find("file"); it != opts.end())
+        return Error{"Cannot find device='" + it->second + "' nor node-name='" + it->second + "'"};
+    std::optional<std::string> filename;
+    std::string protocol = "file";
+    if (driver && *driver == "file") {
+        // The protocol node itself as the image: instar always puts a format on top.
+        return Error{"driver 'file' without a format driver is not supported by instar: name the format "
+                     "(driver=raw, file.driver=file) instead"};
+    }
+    if (driver && is_remote(*driver))
+        return remote_refused(*driver);
+    if (auto it = opts.find("file.driver"); it != opts.end()) {
+        protocol = it->second;
+        opts.erase(it);
+    }
+    if (protocol != "file")
+        return is_remote(protocol) ? remote_refused(protocol) : Error{"Unknown protocol '" + protocol + "'"};
+    if (auto it = opts.find("file.filename"); it != opts.end()) {
+        filename = it->second;
+        opts.erase(it);
+    }
+    if (auto it = opts.find("filename"); it != opts.end()) {
+        if (filename)
+            return Error{"Cannot specify both 'filename' and 'file.filename'"};
+        auto path = local_path(it->second);
+        if (!path)
+            return Error{path.error()};
+        filename = *path;
+        opts.erase(it);
+    }
+    if (!filename) {
+        if (!driver)
+            return Error{"Must specify either driver or file"};
+        return Error{"A block device must be specified for \"file\""};
+    }
+    for (auto ignored : IGNORED_OPTIONS)
+        opts.erase(std::string(ignored));
+    for (auto secret : STRONG_SECRETS)
+        if (auto it = opts.find(std::string(secret)); it != opts.end()) {
+            out.strong[std::string(secret)] = it->second;
+            opts.erase(it);
+        }
+    if (auto it = opts.find("backing"); it != opts.end() && (it->second == JSON_NULL || it->second.empty())) {
+        if (it->second.empty())
+            out.warnings.push_back("Use of \"backing\": \"\" is deprecated; use \"backing\": null instead");
+        out.no_backing = true;
+        opts.erase(it);
+    }
+    for (const auto& kv : opts)
+        for (auto unsupported : UNSUPPORTED_OPTIONS)
+            if (kv.first == unsupported || (unsupported.back() == '.' && kv.first.rfind(unsupported, 0) == 0))
+                return Error{"option '" + kv.first + "' is not supported by instar (it changes what is read)"};
+    if (!opts.empty()) {
+        const std::string& key = opts.begin()->first;
+        if (key.rfind("file.", 0) == 0)
+            return Error{"Block protocol 'file' doesn't support the option '" + key.substr(5) + "'"};
+        if (driver)
+            return Error{"Block format '" + *driver + "' does not support the option '" + key + "'"};
+        out.unsupported_option = key; // qemu names the probed format: the caller reports it
+    }
+    out.path = *filename;
+    out.display = *filename;
+    out.format = driver;
+    return out;
+}
+
+} // namespace
+
+std::string image_display_name(const ImageName& name, const std::string& format) {
+    // ("backing": null is no reason: info opens without backing files anyway.)
+    if (name.strong.empty())
+        return name.display;
+    // bdrv_refresh_filename: driver, the strong options, then the children (file; backing null),
+    // serialised by qobject_to_json in QDict order.
+    boost::json::object o;
+    o["driver"] = format;
+    for (const auto& kv : name.strong)
+        o[kv.key()] = kv.value();
+    boost::json::object file;
+    file["driver"] = "file";
+    file["filename"] = name.path;
+    o["file"] = std::move(file);
+    std::string out = "json:";
+    std::function<void(const boost::json::value&)> emit = [&](const boost::json::value& v) {
+        if (!v.is_object()) {
+            out += boost::json::serialize(v);
+            return;
+        }
+        out += '{';
+        bool first = true;
+        for (const auto& kv : v.get_object()) {
+            out += first ? "" : ", ";
+            first = false;
+            out += boost::json::serialize(boost::json::value(kv.key())) + ": ";
+            emit(kv.value());
+        }
+        out += '}';
+    };
+    emit(qdict_order(o));
+    return out;
+}
+
+std::string quote_given(const ImageName& name, const std::string& message) {
+    const std::string quoted = "Could not open '" + name.path + "'";
+    if (name.given == name.path || message.rfind(quoted, 0) != 0)
+        return message;
+    return "Could not open '" + name.given + "'" + message.substr(quoted.size());
+}
+
+std::string protocol_prefix(std::string_view name) {
+    const auto stop = name.find_first_of(":/");
+    if (stop == std::string_view::npos || name[stop] != ':')
+        return {};
+    return std::string(name.substr(0, stop));
+}
+
+Expected<ImageName> parse_image_name(std::string_view name, bool allow_json) {
+    if (allow_json && name.rfind("json:", 0) == 0) {
+        boost::system::error_code ec;
+        const boost::json::value v = boost::json::parse(name.substr(5), ec);
+        if (ec) {
+            const bool eoi = ec == boost::json::error::incomplete;
+            return Error{std::string("Could not parse the JSON options: JSON parse error") +
+                         (eoi ? ", premature EOI" : "")};
+        }
+        if (!v.is_object())
+            return Error{"Invalid JSON object given"};
+        Flat flat;
+        std::string error;
+        if (!flatten(v.get_object(), "", flat, error))
+            return Error{error};
+        return interpret(std::move(flat), std::string(name));
+    }
+    auto path = local_path(name);
+    if (!path)
+        return Error{path.error()};
+    ImageName out;
+    out.path = *path;
+    out.display = *path;
+    out.given = std::string(name);
+    return out;
+}
+
+Expected<ImageName> parse_image_opts(std::string_view text) {
+    // QemuOpts: key=value pairs separated by ','; ",," is a literal comma; a first element without
+    // '=' is the implied key (`file` for block devices); a later one is KEY=on.
+    Flat flat;
+    std::string key, value;
+    bool in_value = false;
+    bool first = true;
+    auto finish = [&]() {
+        if (!in_value) {
+            if (first)
+                flat["file"] = key;
+            else if (!key.empty())
+                flat[key] = "on";
+        } else {
+            flat[key] = value;
+        }
+        key.clear();
+        value.clear();
+        in_value = false;
+        first = false;
+    };
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        const char c = text[i];
+        if (c == ',') {
+            if (i + 1 < text.size() && text[i + 1] == ',') {
+                (in_value ? value : key) += ',';
+                ++i;
+                continue;
+            }
+            finish();
+            continue;
+        }
+        if (c == '=' && !in_value) {
+            in_value = true;
+            continue;
+        }
+        (in_value ? value : key) += c;
+    }
+    if (!text.empty())
+        finish();
+    return interpret(std::move(flat), std::string(text));
+}
+
+} // namespace instar::cli

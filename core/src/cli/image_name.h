@@ -1,0 +1,60 @@
+// Image names as the user gives them on the command line, read the way qemu's block layer reads
+// them: a plain path, `file:PATH`, `json:{...}` option trees (bdrv_open) and `--image-opts`
+// (QemuOpts "driver=qcow2,file.filename=x"). Only local files: every other protocol (nbd:, http:,
+// ssh: ...) is refused with a message naming it. These are the user's own words; names found
+// *inside* images never come here (they go through chain/path_policy).
+//
+// info uses both parsers; create uses parse_image_name without json (qemu-img create does not
+// parse json: either). convert's sources and target should call the same functions (see
+// docs/usage.md, "Image names").
+#pragma once
+
+#include "util/expected.h"
+
+#include <boost/json/object.hpp>
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace instar::cli {
+
+struct ImageName {
+    std::string path;                  // the local file to open or create
+    std::string display;               // the name qemu prints for the image ("image:" line)
+    std::string given;                 // the text as the user wrote it (qemu's "Could not open" quote)
+    std::optional<std::string> format; // a format driver named in the options (driver=qcow2)
+    bool from_options = false;         // json: or --image-opts
+    // An option instar does not know, given without driver=: qemu names the probed format in its
+    // error ("Block format 'qcow2' does not support the option 'KEY'"), so the caller reports it
+    // once the format is known.
+    std::optional<std::string> unsupported_option;
+    // Options qemu calls "strong" (they change the data, so qemu names the image by a json:
+    // filename instead of the file's name): the secrets instar accepts and ignores
+    // (encrypt.key-secret, key-secret), in the order given.
+    boost::json::object strong;
+    bool no_backing = false; // "backing": null (or qemu's deprecated "backing": "")
+    std::vector<std::string> warnings; // qemu's warnings about the options, to print first
+};
+
+// The name qemu prints for the image ("image:" line, "filename"): the file's name, or with strong
+// options qemu's json: filename built from them (bdrv_refresh_filename), `format` the image's.
+std::string image_display_name(const ImageName& name, const std::string& format);
+
+// qemu's "Could not open 'NAME': ..." quotes the name as the user gave it; instar's open errors
+// quote the path: puts `name.given` back where a message quotes `name.path`.
+std::string quote_given(const ImageName& name, const std::string& message);
+
+// qemu's path_has_protocol: "PROTO:rest" with no '/' before the first ':'. Returns PROTO, or "".
+std::string protocol_prefix(std::string_view name);
+
+// A filename argument. `allow_json`: the name may be a json:{...} option tree (bdrv_open; not
+// create). Errors are qemu's text without the "Could not open 'NAME': " frame for opening commands
+// (callers add what their command prints), e.g. "Unknown protocol 'a'".
+Expected<ImageName> parse_image_name(std::string_view name, bool allow_json);
+
+// --image-opts: the filename argument is a QemuOpts option list (",," escapes a comma).
+Expected<ImageName> parse_image_opts(std::string_view opts);
+
+} // namespace instar::cli

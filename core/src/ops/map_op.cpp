@@ -1,0 +1,394 @@
+// map's host side: chain opened, plan written, one sandbox run, runs checked and printed as qemu-img.
+#include "ops/map_op.h"
+
+#include "ops/guest_info_runner.h"
+#include "ops/guest_module.h"
+#include "ops/image_table.h"
+#include "ops/info_op.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cinttypes>
+#include <map>
+#include <cstdio>
+#include <cstring>
+
+namespace instar {
+namespace {
+
+// map reads only metadata, but a huge sparse chain has many of it: a minute, plus a second per GiB
+// of virtual disk, bounds a guest that stops making progress.
+constexpr std::chrono::milliseconds MAP_BASE_TIMEOUT{60'000};
+constexpr std::uint64_t MAP_BYTES_PER_SECOND = 1ull << 30;
+// A walk keeps one reader per layer (L2 caches, vmdk grain tables) and a 40 KiB batch.
+constexpr std::uint64_t MAP_GUEST_MEMORY = INSTAR_MIN_GUEST_MEMORY;
+
+// qemu's block drivers differ in how they answer block status where the reader's Extent cannot say.
+std::uint32_t map_style(const std::string& format) {
+    if (format == "vpc") // fixed: DATA|RECURSE (holes are DATA|ZERO); dynamic: ZERO for unallocated blocks
+        return INSTAR_MAP_STYLE_HOLE_IS_DATA | INSTAR_MAP_STYLE_UNALLOCATED_ZERO | INSTAR_MAP_STYLE_NO_BACKING;
+    if (format == "vmdk") // flat extents: DATA|RECURSE
+        return INSTAR_MAP_STYLE_HOLE_IS_DATA;
+    if (format == "vhdx") // no bdrv_co_block_status at all
+        return INSTAR_MAP_STYLE_NO_STATUS | INSTAR_MAP_STYLE_NO_BACKING;
+    if (format == "raw")
+        return INSTAR_MAP_STYLE_NO_BACKING | INSTAR_MAP_STYLE_SPLIT_EOF;
+    return 0;
+}
+
+std::string failure_message(const MapSpec& spec, const std::vector<const ChainLink*>& table,
+                            const vmm::RunResult& run, bool* walk, std::optional<std::string>* notice) {
+    std::string reason;
+    std::optional<instar_convert_failure> failure;
+    for (const auto& rec : run.records) {
+        if (rec.type == INSTAR_REC_REASON && reason.empty())
+            reason = printable_reason(std::string(rec.data.begin(), rec.data.end()));
+        else if (rec.type == INSTAR_REC_CONVERT_FAILURE && rec.data.size() == sizeof(instar_convert_failure) &&
+                 !failure) {
+            instar_convert_failure f{};
+            std::memcpy(&f, rec.data.data(), sizeof f);
+            failure = f;
+        }
+    }
+    if (reason.empty())
+        reason = status_message(static_cast<guest::Status>(run.exit_status));
+    *walk = false;
+    if (!run.host_error.empty())
+        return "Could not open '" + spec.filename + "': " + run.host_error;
+    if (failure && failure->phase == INSTAR_CONVERT_PHASE_OPEN && failure->image < table.size()) {
+        const std::string& name = table[failure->image]->name;
+        for (std::size_t at; (at = reason.find("{image}")) != std::string::npos;)
+            reason.replace(at, 7, name);
+        return "Could not open '" + name + "': " + reason;
+    }
+    *walk = true;
+    // qcow2's corruption events: qemu prints the event, then the walk's EIO.
+    if (failure && failure->phase == INSTAR_CONVERT_PHASE_COPY && failure->image < table.size() &&
+        std::string((*table[failure->image]->plugin)->name) == "qcow2" &&
+        static_cast<guest::Status>(run.exit_status) == guest::Status::Corrupt)
+    {
+        *notice = "qcow2: Image is corrupt: " + reason + "; further non-fatal corruption events will be suppressed";
+        return "Could not read file metadata: Input/output error";
+    }
+    return "Could not read file metadata: " + reason;
+}
+
+} // namespace
+
+Expected<std::vector<instar_map_entry>> decode_map_records(const std::vector<std::vector<std::uint8_t>>& payloads,
+                                                           std::uint64_t start, std::uint64_t end,
+                                                           const std::vector<std::uint32_t>& file_counts) {
+    std::vector<instar_map_entry> out;
+    std::size_t total = 0;
+    for (const auto& p : payloads)
+        total += p.size() / sizeof(instar_map_entry);
+    out.reserve(total);
+    std::uint64_t at = start;
+    for (const auto& p : payloads) {
+        if (p.empty() || p.size() % sizeof(instar_map_entry) != 0 ||
+            p.size() / sizeof(instar_map_entry) > INSTAR_MAP_MAX_BATCH)
+            return Error{"the sandbox sent a malformed map record"};
+        for (std::size_t i = 0; i < p.size() / sizeof(instar_map_entry); ++i) {
+            instar_map_entry e{};
+            std::memcpy(&e, p.data() + i * sizeof e, sizeof e);
+            if (e.start != at || e.length == 0 || e.length > end - at || (e.flags & ~INSTAR_MAP_FLAGS_ALL) ||
+                e.depth >= file_counts.size() || e.reserved != 0)
+                return Error{"the sandbox sent a map run outside the disk or out of order"};
+            if (e.flags & INSTAR_MAP_OFFSET_VALID) {
+                if (e.file > file_counts[e.depth] || e.offset > static_cast<std::uint64_t>(INT64_MAX))
+                    return Error{"the sandbox sent a map run naming an unknown file"};
+            } else if (e.offset != 0 || e.file != 0) {
+                return Error{"the sandbox sent a malformed map run"};
+            }
+            at += e.length;
+            out.push_back(e);
+        }
+    }
+    return out;
+}
+
+Expected<MapResult> map_image(const MapSpec& spec, const PluginRegistry& plugins, vmm::SandboxConfig sandbox,
+                              std::uint32_t qemu_version, const MapChunkSink& sink) {
+    auto runner = make_sandbox_info_runner(sandbox, qemu_version);
+    if (!runner)
+        return Error{runner.error()};
+    OpenedChain chain;
+    InfoOptions io;
+    io.filename = spec.filename;
+    io.format = spec.format;
+    io.backing_chain = true;
+    io.unsafe_quirks = spec.unsafe_quirks;
+    io.allow_paths = spec.allow_paths;
+    if (auto opened = open_chain(io, plugins, *runner, chain); !opened)
+        return Error{opened.error()};
+    for (const auto& link : chain.links)
+        if (!((*link.plugin)->capabilities & CAP_CONVERT))
+            return Error{"Could not open '" + link.name + "': instar cannot read the data of " +
+                         std::string((*link.plugin)->name) + " images yet"};
+
+    ImageTable table; // device 0: the plan
+    if (auto top = table.add_chain(chain); !top)
+        return Error{top.error()};
+    if (auto ok = table.check_limits("map"); !ok)
+        return Error{ok.error()};
+
+    const std::uint64_t size = chain.links.front().node.virtual_size;
+    instar_map_plan head{};
+    head.magic = INSTAR_MAP_PLAN_MAGIC;
+    head.image_count = static_cast<std::uint32_t>(table.images.size());
+    head.start = spec.start;
+    // Both are at most INT64_MAX (cvtnum), so the sum fits.
+    head.end = spec.max_length ? spec.start + *spec.max_length : UINT64_MAX;
+    head.qemu_version = qemu_version;
+    std::vector<std::uint32_t> styles;
+    std::vector<std::uint32_t> file_counts;
+    for (const ChainLink* link : table.links) {
+        styles.push_back(map_style((*link->plugin)->name));
+        file_counts.push_back(static_cast<std::uint32_t>(link->files.size()));
+    }
+    // One index per distinct name (qemu compares names: two layers' runs in one file join).
+    MapResult result;
+    result.start = spec.start;
+    std::map<std::string, std::int32_t> name_index;
+    std::vector<std::vector<std::int32_t>> file_ids(chain.links.size());
+    for (std::size_t k = 0; k < chain.links.size(); ++k) {
+        const ChainLink& link = chain.links[k];
+        // qemu names a qcow2 data file as the header writes it (its node's filename), but vmdk
+        // extents joined with the descriptor's directory.
+        const bool data_file = std::string((*link.plugin)->name) == "qcow2";
+        for (std::size_t f = 0; f <= link.files.size(); ++f) {
+            const std::string& name = f == 0       ? link.image.display
+                                      : data_file ? link.files[f - 1].reference
+                                                  : link.files[f - 1].display;
+            auto [it, fresh] = name_index.try_emplace(name, static_cast<std::int32_t>(result.files.size()));
+            if (fresh)
+                result.files.push_back(name);
+            file_ids[k].push_back(it->second);
+        }
+    }
+
+    const auto budget = MAP_BASE_TIMEOUT + std::chrono::seconds(size / MAP_BYTES_PER_SECOND);
+    if (sandbox.timeout < budget)
+        sandbox.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(budget);
+    const instar_map_arg arg{0, 0};
+    // SAFETY: instar_map_arg is a trivially-copyable ABI struct with no padding (static_assert).
+    const auto* a = reinterpret_cast<const std::uint8_t*>(&arg);
+    const std::uint64_t end = std::min(head.end, size);
+    // A map with more runs than one sandbox's records hold (the guest stops with TooLarge after
+    // sending whole runs) continues in another sandbox from the end of the last run.
+    for (std::uint64_t at = spec.start;;) {
+        head.start = at;
+        std::vector<std::uint8_t> bytes;
+        append_bytes(bytes, &head, 1);
+        append_bytes(bytes, table.images.data(), table.images.size());
+        append_bytes(bytes, styles.data(), styles.size());
+        PlanFile plan_file;
+        auto plan_device = plan_file.write(bytes);
+        if (!plan_device)
+            return Error{plan_device.error()};
+        table.devices[0] = *plan_device;
+        // The smallest VM first (cheapest to create; metadata of ordinary images fits), the cap when
+        // the guest runs out of memory: the walk has no side effects, so it simply runs again.
+        vmm::SandboxConfig small = sandbox;
+        small.guest_memory = MAP_GUEST_MEMORY;
+        small.huge_pages = false;
+        auto run = vmm::run(small, table.devices, table.modules, INSTAR_OP_MAP, {a, sizeof arg});
+        if (run && run->exit_status == static_cast<std::int32_t>(guest::Status::NoMemory))
+            run = vmm::run(sandbox, table.devices, table.modules, INSTAR_OP_MAP, {a, sizeof arg});
+        if (!run)
+            return Error{"Could not open '" + spec.filename + "': " + run.error().message};
+
+        bool walk = false;
+        bool more = false;
+        std::optional<std::string> failure;
+        if (run->exit_status == static_cast<std::int32_t>(guest::Status::TooLarge)) {
+            for (const auto& rec : run->records)
+                if (rec.type == INSTAR_REC_CONVERT_FAILURE && rec.data.size() == sizeof(instar_convert_failure)) {
+                    instar_convert_failure f{};
+                    std::memcpy(&f, rec.data.data(), sizeof f);
+                    more = f.phase == INSTAR_CONVERT_PHASE_COPY && f.image == INSTAR_CONVERT_NO_BACKING;
+                    break;
+                }
+        }
+        if (run->exit_status != 0 && !more) {
+            failure = failure_message(spec, table.links, run.value(), &walk, &result.walk_notice);
+            if (!walk)
+                return Error{*failure};
+        }
+        std::vector<std::vector<std::uint8_t>> payloads;
+        for (auto& rec : run->records)
+            if (rec.type == INSTAR_REC_MAP)
+                payloads.push_back(std::move(rec.data));
+        auto entries = decode_map_records(payloads, at, std::max(end, at), file_counts);
+        if (!entries)
+            return Error{"Could not read file metadata: " + entries.error()};
+        if (!failure && !more && !entries->empty() && entries->back().start + entries->back().length != end)
+            return Error{"Could not read file metadata: the sandbox's map stopped short of the end"};
+        if (more && entries->empty())
+            return Error{"Could not read file metadata: the sandbox's map made no progress"};
+        std::vector<MapEntry> chunk;
+        chunk.reserve(entries->size());
+        for (const auto& e : *entries) {
+            MapEntry m;
+            m.start = e.start;
+            m.length = e.length;
+            m.depth = e.depth;
+            m.data = e.flags & INSTAR_MAP_DATA;
+            m.zero = e.flags & INSTAR_MAP_ZERO;
+            m.present = e.flags & INSTAR_MAP_PRESENT;
+            m.compressed = e.flags & INSTAR_MAP_COMPRESSED;
+            m.has_offset = e.flags & INSTAR_MAP_OFFSET_VALID;
+            if (m.has_offset) {
+                m.offset = e.offset;
+                m.file = file_ids[e.depth][e.file];
+            }
+            chunk.push_back(m);
+        }
+        if (sink)
+            sink(chunk, result.files);
+        else
+            result.entries.insert(result.entries.end(), chunk.begin(), chunk.end());
+        if (!more) {
+            result.walk_error = failure;
+            return result;
+        }
+        at = entries->back().start + entries->back().length;
+    }
+}
+
+namespace {
+
+bool mergeable(const MapEntry& curr, const MapEntry& next) {
+    if (curr.length == 0)
+        return false;
+    if (curr.zero != next.zero || curr.data != next.data || curr.compressed != next.compressed ||
+        curr.depth != next.depth || curr.present != next.present ||
+        curr.file != next.file || curr.has_offset != next.has_offset)
+        return false;
+    if (curr.has_offset && curr.offset + curr.length != next.offset)
+        return false;
+    return true;
+}
+
+void hex16(std::string& out, std::uint64_t v) {
+    char buf[40];
+    const int n = std::snprintf(buf, sizeof buf, "%#-16" PRIx64, v);
+    out.append(buf, static_cast<std::size_t>(n));
+}
+
+void number(std::string& out, std::uint64_t v) {
+    char buf[24];
+    const auto r = std::to_chars(buf, buf + sizeof buf, v);
+    out.append(buf, r.ptr);
+}
+
+// dump_map_entry; false when qemu stops with `error`.
+bool dump(std::string& out, bool json, bool compressed_field, const std::vector<std::string>& files,
+          const MapEntry& e, MapEntry* next, std::optional<std::string>& error) {
+    if (!json) {
+        if (e.data && !e.has_offset) {
+            error = "File contains external, encrypted or compressed clusters.";
+            return false;
+        }
+        if (e.data && !e.zero) {
+            hex16(out, e.start);
+            hex16(out, e.length);
+            hex16(out, e.has_offset ? e.offset : 0);
+            if (e.file >= 0)
+                out += files[static_cast<std::size_t>(e.file)];
+            out += '\n';
+        }
+        // qemu: this format ignores the distinction between 0, ZERO and ZERO|DATA.
+        if (next && (!next->data || next->zero)) {
+            next->data = false;
+            next->zero = true;
+        }
+        return true;
+    }
+    auto b = [](bool v) { return v ? "true" : "false"; };
+    out += "{ \"start\": ";
+    number(out, e.start);
+    out += ", \"length\": ";
+    number(out, e.length);
+    out += ", \"depth\": ";
+    number(out, e.depth);
+    out += ", \"present\": ";
+    out += b(e.present);
+    out += ", \"zero\": ";
+    out += b(e.zero);
+    out += ", \"data\": ";
+    out += b(e.data);
+    if (compressed_field) {
+        out += ", \"compressed\": ";
+        out += b(e.compressed);
+    }
+    if (e.has_offset) {
+        out += ", \"offset\": ";
+        number(out, e.offset);
+    }
+    out += '}';
+    if (next)
+        out += ",\n";
+    return true;
+}
+
+} // namespace
+
+MapPrinter::MapPrinter(bool json, std::uint32_t qemu_version, std::uint64_t start)
+    // qemu 8.2 added "compressed" to the JSON runs.
+    : json_(json), compressed_field_(qemu_version >= instar::qemu_version(8, 2)) {
+    curr_.start = start;
+}
+
+void MapPrinter::begin(std::string& out) {
+    if (begun_)
+        return;
+    begun_ = true;
+    out += json_ ? "[" : "Offset          Length          Mapped to       File\n";
+}
+
+bool MapPrinter::add(const std::vector<MapEntry>& entries, const std::vector<std::string>& files, std::string& out) {
+    begin(out);
+    if (error_)
+        return false;
+    files_ = files;
+    out.reserve(out.size() + entries.size() * (json_ ? 128 : 64));
+    for (const MapEntry& n : entries) {
+        MapEntry next = n; // dump may change its flags (human output)
+        if (mergeable(curr_, next)) {
+            curr_.length += next.length;
+            continue;
+        }
+        if (curr_.length > 0 && !dump(out, json_, compressed_field_, files_, curr_, &next, error_))
+            return false;
+        curr_ = next;
+    }
+    return true;
+}
+
+void MapPrinter::finish(const MapResult& result, std::string& out) {
+    begin(out);
+    if (error_)
+        return;
+    if (result.walk_error) {
+        error_ = result.walk_error;
+        notice_ = result.walk_notice;
+        return;
+    }
+    if (!dump(out, json_, compressed_field_, files_, curr_, nullptr, error_))
+        return;
+    if (json_)
+        out += "]\n";
+}
+
+MapOutput render_map(const MapResult& result, bool json, std::uint32_t qemu_version) {
+    MapPrinter p(json, qemu_version, result.start);
+    MapOutput o;
+    p.add(result.entries, result.files, o.out);
+    p.finish(result, o.out);
+    o.error = p.error();
+    o.notice = p.notice();
+    return o;
+}
+
+} // namespace instar

@@ -1,0 +1,227 @@
+// Device I/O for the hypercall server: plain and O_DIRECT transfers, and the write-behind queue.
+#include "vmm/device_io.h"
+
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+namespace instar::vmm {
+
+namespace {
+
+std::uint64_t round_down(std::uint64_t v) { return v & ~(DIRECT_IO_ALIGN - 1); }
+std::uint64_t round_up(std::uint64_t v) { return (v + DIRECT_IO_ALIGN - 1) & ~(DIRECT_IO_ALIGN - 1); }
+
+// pread/pwrite the whole range, retrying short transfers and signals (the watchdog's included).
+Transfer plain_transfer(int fd, std::uint8_t* buf, std::uint64_t len, std::uint64_t offset, bool write,
+                        const Watchdog& watchdog) {
+    while (len > 0) {
+        if (watchdog.expired()) return Transfer::TimedOut;
+        const std::size_t piece = len > TRANSFER_PIECE ? TRANSFER_PIECE : static_cast<std::size_t>(len);
+        const ssize_t n = write ? ::pwrite(fd, buf, piece, static_cast<off_t>(offset))
+                                : ::pread(fd, buf, piece, static_cast<off_t>(offset));
+        if (n < 0 && errno == EINTR) continue;
+        if (n == 0) errno = EIO; // the file shrank under us
+        if (n <= 0) return Transfer::Failed;
+        buf += n;
+        len -= static_cast<std::uint64_t>(n);
+        offset += static_cast<std::uint64_t>(n);
+    }
+    return Transfer::Done;
+}
+
+// Reads up to `len` bytes (aligned) at `offset` (aligned) into `buf`, stopping early only at the
+// end of the file; *got says how many. The rest of the range is zeroed.
+Transfer direct_read_upto(int fd, std::uint8_t* buf, std::uint64_t len, std::uint64_t offset, std::uint64_t* got) {
+    std::uint64_t done = 0;
+    while (done < len) {
+        const ssize_t n = ::pread(fd, buf + done, static_cast<std::size_t>(len - done),
+                                  static_cast<off_t>(offset + done));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return Transfer::Failed;
+        if (n == 0) break;
+        done += static_cast<std::uint64_t>(n);
+        if (done % DIRECT_IO_ALIGN != 0) break; // a short read ends at the file's end
+    }
+    std::memset(buf + done, 0, static_cast<std::size_t>(len - done));
+    *got = done;
+    return Transfer::Done;
+}
+
+// fstat(2) itself (glibc's fstat is newfstatat with a path, which the filters refuse).
+int file_size(int fd, std::uint64_t* size) {
+    struct stat st{};
+    // SAFETY: x86-64's kernel struct stat is glibc's struct stat.
+    if (::syscall(SYS_fstat, fd, &st) != 0) return -1;
+    *size = static_cast<std::uint64_t>(st.st_size);
+    return 0;
+}
+
+Transfer direct_transfer(int fd, std::uint8_t* buf, std::uint64_t len, std::uint64_t offset, bool write,
+                         const Watchdog& watchdog, BounceBuffer& bounce) {
+    std::uint8_t* b = bounce.get();
+    if (b == nullptr) {
+        errno = ENOMEM;
+        return Transfer::Failed;
+    }
+    const std::uint64_t end = offset + len;
+    std::uint64_t old_size = 0;
+    const bool unaligned_end = write && round_up(end) != end;
+    if (unaligned_end && file_size(fd, &old_size) != 0) return Transfer::Failed;
+    for (std::uint64_t pos = offset; pos < end;) {
+        if (watchdog.expired()) return Transfer::TimedOut;
+        const std::uint64_t a = round_down(pos);
+        const std::uint64_t chunk_end = end - a < DIRECT_BOUNCE_BYTES ? end : a + DIRECT_BOUNCE_BYTES;
+        const std::uint64_t z = round_up(chunk_end);
+        std::uint64_t got = 0;
+        if (!write) {
+            if (direct_read_upto(fd, b, z - a, a, &got) != Transfer::Done) return Transfer::Failed;
+            if (got < chunk_end - a) {
+                errno = EIO; // past the file's end
+                return Transfer::Failed;
+            }
+            std::memcpy(buf + (pos - offset), b + (pos - a), static_cast<std::size_t>(chunk_end - pos));
+        } else {
+            // Partial blocks at either edge keep the file's bytes around the request.
+            if (pos > a && direct_read_upto(fd, b, DIRECT_IO_ALIGN, a, &got) != Transfer::Done) return Transfer::Failed;
+            if (chunk_end < z && (z - DIRECT_IO_ALIGN > a || pos == a) &&
+                direct_read_upto(fd, b + (z - DIRECT_IO_ALIGN - a), DIRECT_IO_ALIGN, z - DIRECT_IO_ALIGN, &got) !=
+                    Transfer::Done)
+                return Transfer::Failed;
+            std::memcpy(b + (pos - a), buf + (pos - offset), static_cast<std::size_t>(chunk_end - pos));
+            if (const Transfer t = plain_transfer(fd, b, z - a, a, true, watchdog); t != Transfer::Done) return t;
+        }
+        pos = chunk_end;
+    }
+    // The last block was written whole: where that made the file longer than both its old length
+    // and the request's end, cut it back (a later write or SET_LENGTH decides the rest).
+    if (unaligned_end && round_up(end) > old_size) {
+        const std::uint64_t want = old_size > end ? old_size : end;
+        if (::ftruncate(fd, static_cast<off_t>(want)) != 0) return Transfer::Failed;
+    }
+    return Transfer::Done;
+}
+
+} // namespace
+
+BounceBuffer::~BounceBuffer() { std::free(p_); }
+
+std::uint8_t* BounceBuffer::get() {
+    if (p_ == nullptr) {
+        void* p = nullptr;
+        if (::posix_memalign(&p, DIRECT_IO_ALIGN, DIRECT_BOUNCE_BYTES) != 0) return nullptr;
+        p_ = static_cast<std::uint8_t*>(p);
+    }
+    return p_;
+}
+
+Transfer device_transfer(const Device& d, std::uint8_t* buf, std::uint64_t len, std::uint64_t offset, bool write,
+                         const Watchdog& watchdog, BounceBuffer& bounce) {
+    if (len == 0) return Transfer::Done;
+    if (!d.direct) return plain_transfer(d.fd, buf, len, offset, write, watchdog);
+    return direct_transfer(d.fd, buf, len, offset, write, watchdog, bounce);
+}
+
+WriteBehind::WriteBehind(const Watchdog& watchdog, std::size_t slots, std::uint64_t slot_bytes)
+    : watchdog_(watchdog), slot_bytes_(slot_bytes), slots_(slots == 0 ? 1 : slots) {}
+
+WriteBehind::~WriteBehind() {
+    {
+        std::lock_guard lock(mu_);
+        stop_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+}
+
+bool WriteBehind::start(std::function<bool()> confine) {
+    for (Slot& s : slots_) {
+        // Allocated now, before any filter: the pages are touched (and counted) only when used.
+        s.buf.reset(new (std::nothrow) std::uint8_t[slot_bytes_]);
+        if (!s.buf) return false;
+    }
+    try {
+        thread_ = std::thread([this, confine = std::move(confine)] {
+            if (confine && !confine()) {
+                std::lock_guard lock(mu_);
+                failure_ = Failure{Transfer::Failed, EPERM, 0};
+                stop_ = true;
+                cv_.notify_all();
+                return;
+            }
+            loop();
+        });
+    } catch (...) {
+        return false;
+    }
+    return true;
+}
+
+bool WriteBehind::enqueue(const Device& d, const std::uint8_t* src, std::uint64_t len, std::uint64_t offset) {
+    std::size_t tail = 0;
+    {
+        std::unique_lock lock(mu_);
+        cv_.wait(lock, [this] { return count_ < slots_.size() || failure_ || stop_; });
+        if (failure_ || stop_) return false;
+        tail = (head_ + count_) % slots_.size();
+    }
+    // The tail slot is the vCPU thread's until count_ says otherwise: no lock for the copy.
+    Slot& s = slots_[tail];
+    std::memcpy(s.buf.get(), src, static_cast<std::size_t>(len));
+    s.dev = d;
+    s.len = len;
+    s.offset = offset;
+    {
+        std::lock_guard lock(mu_);
+        ++count_;
+    }
+    cv_.notify_all();
+    return true;
+}
+
+std::optional<WriteBehind::Failure> WriteBehind::drain() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [this] { return count_ == 0 || (stop_ && failure_); });
+    return failure_;
+}
+
+std::optional<WriteBehind::Failure> WriteBehind::failure() {
+    std::lock_guard lock(mu_);
+    return failure_;
+}
+
+void WriteBehind::loop() {
+    for (;;) {
+        Slot* s = nullptr;
+        {
+            std::unique_lock lock(mu_);
+            cv_.wait(lock, [this] { return count_ > 0 || stop_; });
+            if (count_ == 0) return; // stop_ with nothing left to write
+            s = &slots_[head_];
+        }
+        Transfer t = Transfer::Done;
+        int err = 0;
+        bool skip = false;
+        {
+            std::lock_guard lock(mu_);
+            skip = failure_.has_value(); // after a failure the target is lost: drop the rest
+        }
+        if (!skip) {
+            t = device_transfer(s->dev, s->buf.get(), s->len, s->offset, true, watchdog_, bounce_);
+            err = errno;
+        }
+        {
+            std::lock_guard lock(mu_);
+            if (t != Transfer::Done && !failure_) failure_ = Failure{t, err, s->offset};
+            head_ = (head_ + 1) % slots_.size();
+            --count_;
+        }
+        cv_.notify_all();
+    }
+}
+
+} // namespace instar::vmm

@@ -1,0 +1,261 @@
+// Device I/O: O_DIRECT transfers through bounce buffers give the bytes and the file length a plain
+// transfer gives; the write-behind queue writes in order, stays bounded and reports failures.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <random>
+
+#include "hostile_attacks.h"
+#include "vmm/compress_pool.h"
+#include "vmm/device_io.h"
+#include "vmm_test_support.h"
+
+using namespace instar::vmm;
+using vmm_test::TempFile;
+
+namespace {
+
+std::unique_ptr<Watchdog> long_watchdog() {
+    auto w = Watchdog::arm(std::chrono::minutes(10));
+    REQUIRE(w.ok());
+    return std::move(w.value());
+}
+
+std::uint64_t length(int fd) {
+    struct stat st{};
+    REQUIRE(::fstat(fd, &st) == 0);
+    return static_cast<std::uint64_t>(st.st_size);
+}
+
+std::vector<unsigned char> bytes(std::size_t n, unsigned seed) {
+    std::vector<unsigned char> v(n);
+    std::mt19937 rng(seed);
+    for (auto& b : v) b = static_cast<unsigned char>(rng());
+    return v;
+}
+
+// A second descriptor on the same file with O_DIRECT; nullopt where the file system refuses it.
+std::optional<int> direct_fd(const std::string& path) {
+    const int fd = ::open(path.c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
+    if (fd < 0) return std::nullopt;
+    return fd;
+}
+
+} // namespace
+
+TEST_SUITE("device_io") {
+
+TEST_CASE("O_DIRECT writes and reads at any offset and length equal plain ones, length included") {
+    auto wd = long_watchdog();
+    // Unaligned heads and tails, requests inside one block, across blocks, past the end, larger
+    // than the bounce buffer, and writes that extend the file by less than a block.
+    struct Op {
+        std::uint64_t off, len;
+    };
+    const Op ops[] = {{0, 104},       {100, 10},         {4000, 200},          {4096, 4096},
+                      {12345, 70000}, {1000000, 3 << 20}, {5000000, 1},         {5000003, 4093},
+                      {65536, 512},   {8 << 20, 12345},  {(8 << 20) + 100, 5}, {3, (2 << 20) + 77}};
+    TempFile plain(std::vector<unsigned char>{});
+    TempFile direct(std::vector<unsigned char>{});
+    auto dfd = direct_fd(direct.path());
+    if (!dfd) {
+        MESSAGE("O_DIRECT refused on /tmp: direct path not tested");
+        return;
+    }
+    const Device p{plain.fd(), 1ull << 40, true, true, false};
+    const Device d{*dfd, 1ull << 40, true, true, true};
+    BounceBuffer b1, b2;
+    unsigned seed = 1;
+    for (const Op& op : ops) {
+        auto data = bytes(op.len, seed++);
+        CHECK(device_transfer(p, data.data(), op.len, op.off, true, *wd, b1) == Transfer::Done);
+        CHECK(device_transfer(d, data.data(), op.len, op.off, true, *wd, b2) == Transfer::Done);
+        CHECK(length(plain.fd()) == length(*dfd));
+    }
+    CHECK(plain.contents() == direct.contents());
+    // Reads, unaligned, through the direct descriptor.
+    for (const Op& op : ops) {
+        std::vector<unsigned char> a(op.len), c(op.len);
+        CHECK(device_transfer(p, a.data(), op.len, op.off, false, *wd, b1) == Transfer::Done);
+        CHECK(device_transfer(d, c.data(), op.len, op.off, false, *wd, b2) == Transfer::Done);
+        CHECK(a == c);
+    }
+    // Past the end: both fail.
+    std::vector<unsigned char> buf(10);
+    const std::uint64_t end = length(plain.fd());
+    CHECK(device_transfer(p, buf.data(), 10, end - 5, false, *wd, b1) == Transfer::Failed);
+    CHECK(device_transfer(d, buf.data(), 10, end - 5, false, *wd, b2) == Transfer::Failed);
+    ::close(*dfd);
+}
+
+TEST_CASE("write-behind writes every request, in order, and drains") {
+    auto wd = long_watchdog();
+    TempFile out(std::vector<unsigned char>{});
+    const Device dev{out.fd(), 1ull << 40, true, true, false};
+    WriteBehind wb(*wd, 3, 64 << 10);
+    REQUIRE(wb.start({}));
+    std::vector<unsigned char> model(1 << 20, 0);
+    std::mt19937 rng(7);
+    for (int i = 0; i < 500; ++i) {
+        const std::uint64_t len = 1 + rng() % (64 << 10);
+        const std::uint64_t off = rng() % (model.size() - len);
+        auto data = bytes(len, static_cast<unsigned>(i));
+        REQUIRE(wb.enqueue(dev, data.data(), len, off));
+        std::memcpy(model.data() + off, data.data(), len); // later writes win where they overlap
+        data.assign(len, 0xee);                           // the caller's buffer is free at once
+    }
+    CHECK_FALSE(wb.drain().has_value());
+    auto got = out.contents();
+    got.resize(model.size());
+    CHECK(got == model);
+}
+
+TEST_CASE("write-behind reports the first failure and drops later requests") {
+    auto wd = long_watchdog();
+    TempFile out(std::vector<unsigned char>(4096, 1));
+    const int ro = ::open(out.path().c_str(), O_RDONLY | O_CLOEXEC); // pwrite fails: EBADF
+    REQUIRE(ro >= 0);
+    const Device bad{ro, 1ull << 40, true, true, false};
+    WriteBehind wb(*wd, 2, 4096);
+    REQUIRE(wb.start({}));
+    std::vector<unsigned char> data(4096, 9);
+    CHECK(wb.enqueue(bad, data.data(), data.size(), 0));
+    auto f = wb.drain();
+    REQUIRE(f.has_value());
+    CHECK(f->kind == Transfer::Failed);
+    CHECK(f->err == EBADF);
+    CHECK_FALSE(wb.enqueue(bad, data.data(), data.size(), 0)); // the queue refuses once failed
+    CHECK(out.contents() == std::vector<unsigned char>(4096, 1));
+    ::close(ro);
+}
+
+TEST_CASE("a writer thread that cannot confine itself fails the queue instead of writing") {
+    auto wd = long_watchdog();
+    TempFile out(std::vector<unsigned char>{});
+    const Device dev{out.fd(), 1ull << 40, true, true, false};
+    WriteBehind wb(*wd, 2, 4096);
+    REQUIRE(wb.start([] { return false; }));
+    std::vector<unsigned char> data(100, 3);
+    (void)wb.enqueue(dev, data.data(), data.size(), 0);
+    REQUIRE(wb.drain().has_value());
+    CHECK(out.contents().empty());
+}
+
+TEST_CASE("sandbox write-behind: output writes arrive; a failed deferred write fails the run") {
+    if (!vmm_test::need_kvm()) return;
+    const std::string modules[] = {vmm_test::hostile_module()};
+    const std::vector<std::uint8_t> arg{static_cast<std::uint8_t>(Attack::WriteOutput)};
+    TempFile in(std::vector<unsigned char>(8192, 5));
+    SandboxConfig cfg;
+    cfg.write_behind = true;
+    {
+        TempFile out(std::vector<unsigned char>{});
+        const Device devs[] = {{in.fd(), 8192, false}, output_device(out.fd())};
+        auto r = run(cfg, devs, modules, INSTAR_OP_MODULE_RUN, arg);
+        REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message));
+        CHECK(r.value().exit_status == 0);
+        CHECK(r.value().bytes_written == 4096);
+        const auto written = out.contents();
+        REQUIRE(written.size() == 4096);
+        for (unsigned i = 0; i < 4096; ++i) REQUIRE(written[i] == static_cast<unsigned char>(i * 7));
+    }
+    {
+        TempFile out(std::vector<unsigned char>{});
+        const int ro = ::open(out.path().c_str(), O_RDONLY | O_CLOEXEC);
+        REQUIRE(ro >= 0);
+        const Device devs[] = {{in.fd(), 8192, false}, output_device(ro)};
+        auto r = run(cfg, devs, modules, INSTAR_OP_MODULE_RUN, arg);
+        // The guest saw its write succeed and exited 0; the host must not call the run a success.
+        REQUIRE_FALSE(r.ok());
+        CHECK(r.error().kind == ErrorKind::HostIo);
+        CHECK(r.error().message.find("could not write") != std::string::npos);
+        ::close(ro);
+    }
+}
+
+} // TEST_SUITE
+
+TEST_SUITE("compress") {
+
+namespace {
+
+std::vector<unsigned char> compress_pattern() {
+    constexpr std::size_t IN = 16 << 10, JOBS = 64;
+    std::vector<unsigned char> v(IN * JOBS);
+    for (std::size_t i = 0; i < v.size(); ++i) v[i] = static_cast<unsigned char>((i / 7) % 13 + (i / IN));
+    return v;
+}
+
+Outcome<RunResult> compress_run(Attack a, std::uint8_t kind, bool pool) {
+    const std::string modules[] = {vmm_test::hostile_module()};
+    const std::vector<std::uint8_t> arg{static_cast<std::uint8_t>(a), kind};
+    SandboxConfig cfg;
+    cfg.compress_workers = pool;
+    return run(cfg, {}, modules, INSTAR_OP_MODULE_RUN, arg);
+}
+
+} // namespace
+
+TEST_CASE("HC_COMPRESS gives exactly what compressing each job alone gives, with and without workers") {
+    if (!vmm_test::need_kvm()) return;
+    const auto pattern = compress_pattern();
+    for (std::uint8_t kind : {std::uint8_t{INSTAR_COMPRESS_QCOW2_ZLIB}, std::uint8_t{INSTAR_COMPRESS_QCOW2_ZSTD},
+                              std::uint8_t{INSTAR_COMPRESS_ZLIB}}) {
+        for (bool pool : {false, true}) {
+            auto r = compress_run(Attack::CompressGood, kind, pool);
+            REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message));
+            REQUIRE(r.value().exit_status == 0);
+            REQUIRE(r.value().records.size() == 64);
+            for (std::size_t j = 0; j < 64; ++j) {
+                const auto& rec = r.value().records[j].data;
+                REQUIRE(rec.size() >= 16);
+                std::int64_t status = 0;
+                std::uint64_t out_len = 0;
+                std::memcpy(&status, rec.data(), 8);
+                std::memcpy(&out_len, rec.data() + 8, 8);
+                CHECK(status == 0);
+                std::vector<std::uint8_t> want(20 << 10);
+                std::size_t n = 0;
+                REQUIRE(compress_one(kind, pattern.data() + j * (16 << 10), 16 << 10, want.data(), want.size(), &n) == 0);
+                want.resize(n);
+                CHECK(std::vector<std::uint8_t>(rec.begin() + 16, rec.end()) == want);
+                CHECK(out_len == n);
+            }
+        }
+    }
+}
+
+TEST_CASE("HC_COMPRESS results that do not fit say so") {
+    std::vector<std::uint8_t> src(4096);
+    std::mt19937 rng(3);
+    for (auto& b : src) b = static_cast<std::uint8_t>(rng());
+    std::vector<std::uint8_t> dst(100);
+    std::size_t n = 0;
+    for (std::uint32_t kind : {1u, 2u, 3u}) CHECK(compress_one(kind, src.data(), src.size(), dst.data(), dst.size(), &n) == -INSTAR_ENOSPC);
+    CHECK(compress_one(99, src.data(), src.size(), dst.data(), dst.size(), &n) == -INSTAR_EIO);
+}
+
+TEST_CASE("hostile HC_COMPRESS arguments end the guest with a clear error") {
+    if (!vmm_test::need_kvm()) return;
+    const std::pair<Attack, const char*> cases[] = {
+        {Attack::CompressTableOutsideRam, "job table"},
+        {Attack::CompressBufferOutsideRam, "outside guest RAM"},
+        {Attack::CompressHugeCount, "jobs at once"},
+        {Attack::CompressOverlap, "destinations overlap"},
+        {Attack::CompressDstOverSrc, "overlaps a source"},
+        {Attack::CompressTooBig, "compress job of"},
+        {Attack::CompressBadKind, "unknown kind"},
+    };
+    for (const auto& [a, text] : cases) {
+        auto r = compress_run(a, INSTAR_COMPRESS_QCOW2_ZLIB, true);
+        REQUIRE_FALSE(r.ok());
+        INFO("message: ", r.error().message);
+        CHECK(r.error().kind == ErrorKind::GuestBadRequest);
+        CHECK(r.error().message.find(text) != std::string::npos);
+    }
+}
+
+} // TEST_SUITE
