@@ -57,6 +57,9 @@ Status create_op(const uint8_t* arg, uint32_t arg_len);
 // op_convert.cpp
 Status convert_op(const uint8_t* arg, uint32_t arg_len);
 
+// op_check.cpp
+Status check_op(const uint8_t* arg, uint32_t arg_len);
+
 // op_compare.cpp
 Status compare_op(const uint8_t* arg, uint32_t arg_len);
 // op_map.cpp

@@ -50,6 +50,16 @@ const Divergence DIVERGENCES[] = {
      "an L2 table more than one cluster past the end of the file stops map with qemu's corruption message "
      "after the runs before it (as qcow2-read-past-eof for convert)",
      "qemu-img reads zeros there and maps a truncated image as unallocated, silently"},
+    {"qcow2-check-cluster-limit", "check",
+     "check refuses files of more than 2^28 clusters (QCOW2_CHECK_MAX_CLUSTERS), or whose reference-count "
+     "array does not fit in guest memory, naming the limit; a refcount_bits=64 cluster referenced 2^32 times "
+     "or more is reported as an overflow",
+     "the in-guest array is bounded (4 bytes per cluster); qemu allocates up to INT_MAX clusters on the host"},
+    {"qcow2-check-repair", "check",
+     "check -r stops before writing anything when the image needs a refcount rebuild, a larger file for a "
+     "refcount block outside it, snapshot table fixes or zeroed misaligned entries; persistent bitmaps are "
+     "left in place (qemu-img re-stores them when it closes the image)",
+     "those repairs allocate new metadata and are not built yet; a repair is never left half done"},
 };
 const std::uint32_t DIVERGENCE_COUNT = sizeof DIVERGENCES / sizeof DIVERGENCES[0];
 

@@ -213,6 +213,7 @@ enum instar_op {
     INSTAR_OP_INFO = 4,       /* struct instar_info_arg -> INSTAR_REC_INFO records (info_sink.h) */
     INSTAR_OP_CREATE = 5,     /* struct instar_create_arg + strings -> INSTAR_REC_CREATE (create_api.h) */
     INSTAR_OP_CONVERT = 6,    /* struct instar_convert_arg: the plan is a device (docs/convert.md) */
+    INSTAR_OP_CHECK = 7,      /* struct instar_check_arg -> INSTAR_REC_CHECK records (docs/check.md) */
     INSTAR_OP_COMPARE = 9,    /* struct instar_compare_arg: the plan is a device (docs/compare.md) */
     INSTAR_OP_MAP = 8,        /* struct instar_map_arg: the plan is a device -> INSTAR_REC_MAP (docs/map.md) */
 };
@@ -305,6 +306,45 @@ struct instar_convert_image {
 };
 INSTAR_ABI_ASSERT(sizeof(struct instar_convert_image) == 24, "convert image layout");
 
+/* INSTAR_OP_CHECK: device 0 is the image, devices 1..file_count the files info found it names
+ * (vmdk extents), in reference order; module 0 (the format info detected) checks it. The guest
+ * sends INSTAR_REC_CHECK records: any number of INSTAR_CHECK_TEXT (the lines qemu prints on stderr
+ * while it checks, in order) and then exactly one INSTAR_CHECK_RESULT. A module without a check
+ * sends a result whose error is -ENOTSUP (qemu's "does not support checks"). */
+#define INSTAR_CHECK_FIX_LEAKS 1u  /* -r leaks (qemu's BDRV_FIX_LEAKS) */
+#define INSTAR_CHECK_FIX_ERRORS 2u /* -r all adds this (BDRV_FIX_ERRORS) */
+struct instar_check_arg {
+    uint32_t fix;          /* INSTAR_CHECK_FIX_* */
+    uint32_t qemu_version; /* the profile, major*10000 + minor*100 + micro */
+    uint32_t file_count;
+    uint32_t reserved;
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_check_arg) == 16, "check arg layout");
+
+#define INSTAR_CHECK_TEXT 1u   /* record payload: struct instar_check_record_head, then stderr bytes */
+#define INSTAR_CHECK_RESULT 2u /* record payload: struct instar_check_record_head, then instar_check_result */
+#define INSTAR_CHECK_TEXT_TRUNCATED 1u /* instar_check_result.flags: the guest stopped sending lines */
+struct instar_check_record_head {
+    uint32_t kind; /* INSTAR_CHECK_TEXT or INSTAR_CHECK_RESULT */
+    uint32_t reserved;
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_check_record_head) == 8, "check record head layout");
+/* qemu's BdrvCheckResult plus the return value of its bdrv_check. */
+struct instar_check_result {
+    uint64_t corruptions;
+    uint64_t leaks;
+    uint64_t check_errors;
+    uint64_t corruptions_fixed;
+    uint64_t leaks_fixed;
+    uint64_t image_end_offset;
+    uint64_t total_clusters;
+    uint64_t allocated_clusters;
+    uint64_t fragmented_clusters;
+    uint64_t compressed_clusters;
+    int32_t error;  /* 0, or a negative Linux errno: the check stopped (qemu's "Check failed: %s") */
+    uint32_t flags; /* INSTAR_CHECK_TEXT_TRUNCATED */
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_check_result) == 88, "check result layout");
 /* INSTAR_OP_COMPARE: the argument names a read-only device holding a struct instar_compare_plan, then
  * image_count struct instar_convert_image entries (entries 0 and 1 are FILE1 and FILE2, the rest their
  * backing chains), then image_count uint32_t INSTAR_COMPARE_IMAGE_* flags, one per entry. The guest
@@ -405,6 +445,7 @@ enum instar_record_type {
     INSTAR_REC_CREATE = 3,   /* struct instar_create_record, once, when creation succeeded */
     INSTAR_REC_REASON = 4,   /* why an operation was refused: text, at most CREATE_MAX_REASON bytes */
     INSTAR_REC_CONVERT_FAILURE = 5, /* struct instar_convert_failure: which step failed (a REASON follows) */
+    INSTAR_REC_CHECK = 6,    /* INSTAR_OP_CHECK's output (struct instar_check_record_head first) */
     INSTAR_REC_CONVERT_SALVAGE = 10, /* struct instar_convert_salvage: --salvage zeroed a failed range */
     INSTAR_REC_COMPARE = 8,  /* struct instar_compare_record, once, at the end of INSTAR_OP_COMPARE */
     INSTAR_REC_MAP = 7,      /* 1..INSTAR_MAP_MAX_BATCH struct instar_map_entry, in disk order */

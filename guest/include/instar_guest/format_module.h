@@ -12,10 +12,16 @@
 
 // The same, for a format that can also write into an existing image (convert -n: OPEN_WRITER).
 #define INSTAR_FORMAT_MODULE_W(NAME, PROBE, INFO, DETECT_OTHER, CREATE, OPEN, CREATE_WRITER, OPEN_WRITER)          \
+    INSTAR_FORMAT_MODULE_WITH_CHECK(NAME, PROBE, INFO, DETECT_OTHER, CREATE, OPEN, CREATE_WRITER, OPEN_WRITER,    \
+                                    nullptr)
+
+// The same, for a format with a consistency check as well (ModuleOps::check, module ABI 5).
+#define INSTAR_FORMAT_MODULE_WITH_CHECK(NAME, PROBE, INFO, DETECT_OTHER, CREATE, OPEN, CREATE_WRITER, OPEN_WRITER,  \
+                                        CHECK)                                                                     \
     namespace {                                                                                                    \
     constinit const ::instar::guest::ModuleOps instar_format_module_ops = {                                        \
         ::instar::guest::MODULE_ABI_VERSION, sizeof(::instar::guest::ModuleOps), NAME, PROBE, nullptr, INFO,       \
-        DETECT_OTHER, CREATE, OPEN, CREATE_WRITER, OPEN_WRITER};                                                   \
+        DETECT_OTHER, CREATE, OPEN, CREATE_WRITER, OPEN_WRITER, CHECK};                                            \
     }                                                                                                              \
     extern "C" const ::instar::guest::ModuleOps* instar_module_entry(const ::instar::guest::Services* s) {         \
         if (s == nullptr || s->abi_version != ::instar::guest::MODULE_ABI_VERSION)                                 \

@@ -7,6 +7,7 @@
 // Modules must not rely on static constructors (none are run): use constinit data.
 #pragma once
 
+#include <instar/guest/check_api.h>
 #include <instar/guest/create_api.h>
 #include <instar/guest/format_api.h>
 #include <instar/guest/info_sink.h>
@@ -18,7 +19,7 @@
 namespace instar::guest {
 
 // Bumped whenever Services or ModuleOps change layout or meaning.
-inline constexpr uint32_t MODULE_ABI_VERSION = 4;
+inline constexpr uint32_t MODULE_ABI_VERSION = 5;
 
 // What the runtime offers a module. Valid for the whole run.
 struct Services {
@@ -62,6 +63,9 @@ struct ModuleOps {
     CreateWriterFn create_writer;
     // Since module ABI 4. Writing into an existing image: convert -n's target (write_api.h).
     OpenWriterFn open_writer;
+    // Since module ABI 5. INSTAR_OP_CHECK: qemu-img check's consistency check (instar/guest/check_api.h);
+    // null: "This image format does not support checks". Keep new entries after this one.
+    CheckFn check;
 };
 
 using ModuleEntryFn = const ModuleOps* (*)(const Services* services);

@@ -1,4 +1,5 @@
 // The vhdx format's guest module: binds vhdx_format's probe and info, vhdx_create's create and vhdx_read's open.
+#include "vhdx_check.h"
 #include "vhdx_create.h"
 #include "vhdx_format.h"
 #include "vhdx_read.h"
@@ -6,5 +7,6 @@
 
 #include <instar_guest/format_module.h>
 
-INSTAR_FORMAT_MODULE("vhdx", instar::vhdx::probe, instar::vhdx::info, nullptr, instar::vhdx::create, instar::vhdx::open,
-                     instar::vhdx::create_writer)
+INSTAR_FORMAT_MODULE_WITH_CHECK("vhdx", instar::vhdx::probe, instar::vhdx::info, nullptr, instar::vhdx::create,
+                                instar::vhdx::open, instar::vhdx::create_writer, nullptr,
+                                instar::vhdx::check)

@@ -1,5 +1,6 @@
 // The vmdk format's guest module: binds vmdk_format's probe and info, vmdk_create's create,
 // vmdk_read's open and vmdk_write's create_writer.
+#include "vmdk_check.h"
 #include "vmdk_create.h"
 #include "vmdk_format.h"
 #include "vmdk_read.h"
@@ -7,5 +8,6 @@
 
 #include <instar_guest/format_module.h>
 
-INSTAR_FORMAT_MODULE("vmdk", instar::vmdk::probe, instar::vmdk::info, nullptr, instar::vmdk::create, instar::vmdk::open,
-                     instar::vmdk::create_writer)
+INSTAR_FORMAT_MODULE_WITH_CHECK("vmdk", instar::vmdk::probe, instar::vmdk::info, nullptr, instar::vmdk::create,
+                                instar::vmdk::open, instar::vmdk::create_writer, nullptr,
+                                instar::vmdk::check)

@@ -1,0 +1,215 @@
+// `check`: info's detection (the same candidates, open errors and path policy), then one sandbox run
+// of INSTAR_OP_CHECK with the detected format's guest module.
+#include "ops/check_op.h"
+
+#include "ops/guest_info_runner.h"
+#include "ops/guest_module.h"
+#include "ops/info_op.h"
+#include "chain/path_policy.h"
+
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace instar {
+
+namespace {
+
+// The guest's budget for a check: the sandbox's default for small files, then 1 s more per 512 MiB
+// of file (at 512-byte clusters, 1 Mi refcounts and table entries: a few milliseconds of work, so
+// the margin covers a loaded host); repairs get twice that (a discard per freed run of clusters).
+constexpr std::chrono::seconds CHECK_BASE_TIMEOUT{10};
+constexpr std::uint64_t CHECK_BYTES_PER_SECOND = 512ull << 20;
+// ... and 1 s per 2 TiB of virtual disk: vmdk's check visits every grain (a 64 TiB monolithicSparse
+// image has a billion; ~0.3 s per TiB in the guest on a quiet host, qemu-img takes ~2 s per TiB).
+constexpr std::uint64_t CHECK_VIRTUAL_BYTES_PER_SECOND = 2ull << 40;
+
+// Untrusted text (snapshot names) goes to a terminal: no control bytes but newlines, and the
+// program-name marker (CHECK_PROGRAM_PREFIX) kept only at the start of a line.
+void append_text(std::string& out, const std::vector<std::uint8_t>& data, std::size_t from) {
+    for (std::size_t i = from; i < data.size(); ++i) {
+        const auto c = static_cast<unsigned char>(data[i]);
+        const bool line_start = out.empty() || out.back() == '\n';
+        if (c == 0x01 && line_start)
+            out.push_back('\x01');
+        else
+            out.push_back(c == '\n' || (c >= 0x20 && c != 0x7f) ? static_cast<char>(c) : '?');
+    }
+}
+
+// The text records of a run that failed: what the guest printed before it stopped.
+std::string partial_text(std::span<const vmm::Record> records) {
+    std::string out;
+    for (const auto& rec : records) {
+        instar_check_record_head head{};
+        if (rec.type != INSTAR_REC_CHECK || rec.data.size() < sizeof head)
+            continue;
+        std::memcpy(&head, rec.data.data(), sizeof head);
+        if (head.kind != INSTAR_CHECK_TEXT)
+            continue;
+        append_text(out, rec.data, sizeof head);
+    }
+    if (!out.empty() && out.back() != '\n')
+        out.push_back('\n');
+    return out;
+}
+
+struct Fd {
+    int fd = -1;
+    ~Fd() {
+        if (fd >= 0)
+            ::close(fd);
+    }
+};
+
+} // namespace
+
+Expected<CheckReport> decode_check_records(std::span<const vmm::Record> records) {
+    CheckReport out;
+    bool have_result = false;
+    for (const auto& rec : records) {
+        if (rec.type != INSTAR_REC_CHECK)
+            return Error{"the sandbox sent an unexpected record type " + std::to_string(rec.type)};
+        instar_check_record_head head{};
+        if (rec.data.size() < sizeof head)
+            return Error{"the sandbox sent a truncated check record"};
+        std::memcpy(&head, rec.data.data(), sizeof head);
+        if (have_result)
+            return Error{"the sandbox sent check records after its result"};
+        if (head.kind == INSTAR_CHECK_TEXT) {
+            append_text(out.diagnostics, rec.data, sizeof head);
+        } else if (head.kind == INSTAR_CHECK_RESULT) {
+            if (rec.data.size() != sizeof head + sizeof out.result)
+                return Error{"the sandbox sent a check result of the wrong size"};
+            std::memcpy(&out.result, rec.data.data() + sizeof head, sizeof out.result);
+            have_result = true;
+        } else {
+            return Error{"the sandbox sent an unknown check record kind " + std::to_string(head.kind)};
+        }
+    }
+    if (!have_result)
+        return Error{"the sandbox sent no check result"};
+    if (!out.diagnostics.empty() && out.diagnostics.back() != '\n')
+        return Error{"the sandbox sent an unterminated check line"};
+    const auto& r = out.result;
+    if ((r.flags & ~INSTAR_CHECK_TEXT_TRUNCATED) != 0 || r.error > 0 || r.error < -4095)
+        return Error{"the sandbox sent an invalid check result"};
+    // qemu's counters are int64 (and printed as such): refuse values it could never hold.
+    for (std::uint64_t v : {r.corruptions, r.leaks, r.check_errors, r.corruptions_fixed, r.leaks_fixed,
+                            r.image_end_offset, r.total_clusters, r.allocated_clusters, r.fragmented_clusters,
+                            r.compressed_clusters})
+        if (v > static_cast<std::uint64_t>(INT64_MAX))
+            return Error{"the sandbox sent an out-of-range check counter"};
+    out.truncated = (r.flags & INSTAR_CHECK_TEXT_TRUNCATED) != 0;
+    return out;
+}
+
+Expected<CheckReport> run_check(const CheckOptions& opts, const PluginRegistry& plugins,
+                                const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version) {
+    auto runner = make_sandbox_info_runner(sandbox, qemu_version);
+    if (!runner)
+        return Error{runner.error()};
+    InfoOptions io;
+    io.filename = opts.filename;
+    io.format = opts.format;
+    io.allow_paths = opts.allow_paths;
+    io.unsafe_quirks = opts.unsafe_quirks;
+    OpenedChain chain;
+    OpenedChain fallback;
+    const ChainLink* found = nullptr;
+    if (auto opened = open_chain(io, plugins, *runner, chain); !opened) {
+        // qemu opens a qcow2 for check without reading its snapshot table (qcow2_do_open in check
+        // mode); the check reads it and reports what is wrong with it. So when info refused a qcow2
+        // because of that table, the qcow2 check runs anyway and says it in check's words.
+        std::string lower = opened.error();
+        for (auto& ch : lower)
+            ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+        const LoadedPlugin* qcow2 = plugins.find("qcow2");
+        if (lower.find("snapshot") == std::string::npos || qcow2 == nullptr ||
+            (opts.format && *opts.format != "qcow2"))
+            return Error{opened.error()};
+        auto top = open_user_file(opts.filename);
+        if (!top)
+            return Error{opened.error()};
+        fallback.links.push_back(ChainLink{*top, {}, qcow2, {}, opts.filename});
+        unsigned char magic[4] = {};
+        if (::pread(top->fd, magic, sizeof magic, 0) != 4 || std::memcmp(magic, "QFI\xfb", 4) != 0)
+            return Error{opened.error()};
+        fallback.links.back().node.format = "qcow2";
+        found = &fallback.links.back();
+    } else {
+        found = &chain.links.front();
+    }
+    const ChainLink& link = *found;
+    // qemu-img check opens the image for I/O (info does not): an encrypted image needs its key, and a
+    // plain file name cannot name the secret (encrypt.key-secret), so qemu always stops here.
+    if (link.node.encrypted.value_or(false))
+        return Error{"Could not open '" + opts.filename + "': Parameter 'encrypt.key-secret' is required for cipher"};
+    auto module = guest_module_path(*link.plugin);
+    if (!module)
+        return Error{module.error()};
+    // -r: the same file (device and inode checked) opened for writing, after info inspected it.
+    Fd rw;
+    if (opts.fix) {
+        rw.fd = ::open(link.image.path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+        if (rw.fd < 0) {
+            const std::string why = std::strerror(errno);
+            return Error{"Could not open '" + opts.filename + "': Could not open '" + opts.filename + "': " + why};
+        }
+        struct stat st {};
+        if (::fstat(rw.fd, &st) != 0 || static_cast<std::uint64_t>(st.st_dev) != link.image.device ||
+            static_cast<std::uint64_t>(st.st_ino) != link.image.inode ||
+            static_cast<std::uint64_t>(st.st_size) != link.image.size)
+            return Error{"Could not open '" + opts.filename + "': the file changed while it was being inspected"};
+    }
+    std::vector<vmm::Device> devices{{opts.fix ? rw.fd : link.image.fd, link.image.size, opts.fix != 0}};
+    for (const auto& f : link.files)
+        devices.push_back({f.fd, f.size, false});
+    const instar_check_arg arg{opts.fix, qemu_version, static_cast<std::uint32_t>(link.files.size()), 0};
+    // SAFETY: instar_check_arg is a trivially-copyable ABI struct with no padding (static_assert).
+    const auto* a = reinterpret_cast<const std::uint8_t*>(&arg);
+    const std::vector<std::string> modules{*module};
+    // The check's work grows with the file (one refcount per cluster, every table in it): the
+    // guest's wall-clock budget grows with it, as convert's does with the data.
+    vmm::SandboxConfig config = sandbox;
+    const auto budget =
+        CHECK_BASE_TIMEOUT + std::chrono::seconds(link.image.size / CHECK_BYTES_PER_SECOND +
+                                                  link.node.virtual_size / CHECK_VIRTUAL_BYTES_PER_SECOND) *
+                                 (opts.fix ? 2 : 1);
+    if (config.timeout < budget)
+        config.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(budget);
+    auto run = vmm::run(config, devices, modules, INSTAR_OP_CHECK, {a, sizeof arg});
+    if (!run)
+        return Error{run.error().message};
+    const auto status = static_cast<guest::Status>(run->exit_status);
+    if (status != guest::Status::Ok) {
+        CheckReport failed;
+        failed.format = link.node.format;
+        failed.diagnostics = partial_text(run->records);
+        if (status == guest::Status::TooLarge)
+            failed.failure = "Check failed: '" + opts.filename +
+                             "' has more clusters than instar's in-guest check allows (QCOW2_CHECK_MAX_CLUSTERS = "
+                             "2^28, docs/check.md)";
+        else if (status == guest::Status::NoMemory)
+            failed.failure = "Check failed: the check's reference-count array for '" + opts.filename +
+                             "' does not fit in guest memory; raise --max-guest-memory (docs/check.md)";
+        else if (status == guest::Status::Unsupported && opts.fix)
+            failed.failure = "Check failed: this image needs a repair instar does not implement (rebuilding the "
+                             "refcount structure, growing the file, rewriting the snapshot table or zeroing "
+                             "misaligned entries; docs/check.md); nothing was written";
+        else
+            failed.failure = "Check failed: " + status_message(status);
+        return failed;
+    }
+    auto report = decode_check_records(run->records);
+    if (!report)
+        return Error{report.error()};
+    report->format = link.node.format;
+    return report;
+}
+
+} // namespace instar

@@ -1,0 +1,43 @@
+// `check` as an operation: detect the format as info does (same open errors), then have the
+// format's guest half check the image in the sandbox and decode what it reports (docs/check.md).
+#pragma once
+
+#include "plugins/registry.h"
+#include "util/expected.h"
+#include "vmm/sandbox.h"
+
+#include <instar/guest_abi.h>
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace instar {
+
+struct CheckOptions {
+    std::string filename;
+    std::optional<std::string> format; // -f
+    std::uint32_t fix = 0;             // INSTAR_CHECK_FIX_*
+    std::vector<std::string> allow_paths;
+    bool unsafe_quirks = false; // qemu's raw fallback for unrecognised files (as info's)
+};
+
+struct CheckReport {
+    std::string format;     // the driver name qemu prints ("qcow2")
+    std::string diagnostics; // stderr lines, in order, each ending in '\n' (control bytes replaced)
+    bool truncated = false; // the guest dropped lines past its text bound
+    instar_check_result result{};
+    // Set when the guest could not finish (a named limit, memory, a repair instar does not
+    // implement): print `diagnostics`, then this error. `result` is then meaningless.
+    std::optional<std::string> failure;
+};
+
+// Decodes INSTAR_REC_CHECK records: text chunks then exactly one result, nothing after it.
+Expected<CheckReport> decode_check_records(std::span<const vmm::Record> records);
+
+Expected<CheckReport> run_check(const CheckOptions& opts, const PluginRegistry& plugins,
+                                const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version);
+
+} // namespace instar

@@ -1,0 +1,105 @@
+// INSTAR_OP_CHECK: runs module 0's check on device 0 and sends what it found as INSTAR_REC_CHECK
+// records: the stderr lines in chunks, then one result (docs/check.md).
+#include "runtime.h"
+
+namespace instar::guest {
+namespace {
+
+// Bytes of stderr text per record: well under INSTAR_MAX_RECORD_SIZE.
+constexpr size_t CHECK_TEXT_RECORD_BYTES = 32u << 10;
+// Text the guest sends at most: below INSTAR_MAX_RECORD_BYTES (16 MiB) with room for the result, so
+// an image with millions of leaked clusters cannot make the host refuse the whole run. About
+// 300,000 of qemu's per-cluster lines; the rest are dropped and the result says so.
+constexpr size_t CHECK_MAX_TEXT_BYTES = 12u << 20;
+
+class RecordSink final : public CheckSink {
+public:
+    explicit RecordSink(uint8_t* buf) : buf_(buf) {}
+    void line(const char* text, size_t len) override {
+        if (failed_ != Status::Ok)
+            return;
+        if (sent_ + used_ + len > CHECK_MAX_TEXT_BYTES || len > CHECK_TEXT_RECORD_BYTES) {
+            truncated_ = true;
+            return;
+        }
+        if (used_ + len > CHECK_TEXT_RECORD_BYTES)
+            flush();
+        __builtin_memcpy(buf_ + sizeof(instar_check_record_head) + used_, text, len);
+        used_ += len;
+    }
+    Status flush() {
+        if (used_ == 0 || failed_ != Status::Ok)
+            return failed_;
+        instar_check_record_head head{INSTAR_CHECK_TEXT, 0};
+        __builtin_memcpy(buf_, &head, sizeof head);
+        failed_ = services().send_record(INSTAR_REC_CHECK, buf_, sizeof head + used_);
+        sent_ += used_;
+        used_ = 0;
+        return failed_;
+    }
+    bool truncated() const { return truncated_; }
+
+private:
+    uint8_t* buf_;
+    size_t used_ = 0;
+    size_t sent_ = 0;
+    bool truncated_ = false;
+    Status failed_ = Status::Ok;
+};
+
+Status flush_device(BlockDevice& dev) {
+    const uint32_t index = device_index(dev);
+    if (index == UINT32_MAX)
+        return Status::Invalid;
+    return hc_flush(index) == 0 ? Status::Ok : Status::IoError;
+}
+
+} // namespace
+
+Status check_op(const uint8_t* arg, uint32_t arg_len) {
+    instar_check_arg a{};
+    if (arg_len != sizeof a)
+        return Status::Invalid;
+    __builtin_memcpy(&a, arg, sizeof a);
+    const ModuleOps* ops = module(0);
+    BlockDevice* image = device(0);
+    if (ops == nullptr || image == nullptr || (a.fix & ~(INSTAR_CHECK_FIX_LEAKS | INSTAR_CHECK_FIX_ERRORS)) != 0 ||
+        a.file_count >= device_count() || a.file_count > INSTAR_MAX_DEVICES - 1)
+        return Status::Invalid;
+    // In the arena, not on the stack: a vmdk may name up to INSTAR_MAX_ADDED_FILES extents.
+    auto** files = static_cast<BlockDevice**>(
+        arena().allocate((a.file_count == 0 ? 1 : a.file_count) * sizeof(BlockDevice*), alignof(BlockDevice*)));
+    if (files == nullptr)
+        return Status::NoMemory;
+    for (uint32_t i = 0; i < a.file_count; ++i)
+        files[i] = device(i + 1);
+    auto* buf = static_cast<uint8_t*>(arena().allocate(sizeof(instar_check_record_head) + CHECK_TEXT_RECORD_BYTES, 16));
+    if (buf == nullptr)
+        return Status::NoMemory;
+    RecordSink sink(buf);
+    CheckResult r;
+    if (ops->check == nullptr) {
+        r.error = -CHECK_ENOTSUP;
+    } else {
+        const CheckRequest req{image, files, a.file_count, &arena(), &codecs(), a.fix, a.qemu_version, flush_device};
+        const Status st = ops->check(req, sink, &r);
+        if (st != Status::Ok) {
+            sink.flush();
+            return st;
+        }
+    }
+    if (const Status st = sink.flush(); st != Status::Ok)
+        return st;
+    struct {
+        instar_check_record_head head;
+        instar_check_result result;
+    } rec{};
+    rec.head.kind = INSTAR_CHECK_RESULT;
+    rec.result = instar_check_result{r.corruptions, r.leaks, r.check_errors, r.corruptions_fixed, r.leaks_fixed,
+                                     r.image_end_offset, r.total_clusters, r.allocated_clusters,
+                                     r.fragmented_clusters, r.compressed_clusters, r.error,
+                                     sink.truncated() ? INSTAR_CHECK_TEXT_TRUNCATED : 0u};
+    return services().send_record(INSTAR_REC_CHECK, &rec, sizeof rec);
+}
+
+} // namespace instar::guest

@@ -1,0 +1,1039 @@
+// qemu-img check for qcow2, read-only: the same walk as qemu 7.2/10.0's qcow2_co_check_locked
+// (qcow2_check_read_snapshot_table, qcow2_check_refcounts: calculate_refcounts, compare_refcounts,
+// check_oflag_copied), the same counters and stderr lines in the same order. Facts from qemu's
+// block/qcow2-refcount.c and qcow2-snapshot.c; the code is instar's. docs/check.md.
+//
+// Like qemu's block layer, reads past the end of the file return zeros (qemu's file driver pads
+// them), so a table pointing past EOF is checked as a table of zeros, never as an I/O error.
+#include "qcow2_check.h"
+
+#include "qcow2_bytes.h"
+#include "qcow2_extensions.h"
+#include "qcow2_header.h"
+#include "qcow2_limits.h"
+#include "qcow2_reader.h"
+#include "qcow2_snapshot.h"
+
+namespace instar::qcow2 {
+namespace {
+
+using guest::CheckLine;
+using guest::CheckResult;
+using guest::CheckSink;
+
+constexpr uint64_t QCOW_OFLAG_COPIED = uint64_t{1} << 63;
+constexpr uint64_t QCOW_OFLAG_COMPRESSED = uint64_t{1} << 62;
+constexpr uint64_t QCOW_OFLAG_ZERO = 1;
+constexpr uint64_t L1E_OFFSET_MASK = 0x00fffffffffffe00ull;
+constexpr uint64_t L2E_OFFSET_MASK = 0x00fffffffffffe00ull;
+constexpr uint64_t L1E_RESERVED_MASK = 0x7f000000000001ffull;
+constexpr uint64_t L2E_STD_RESERVED_MASK = 0x3f000000000001feull;
+constexpr uint64_t REFT_OFFSET_MASK = 0xfffffffffffffe00ull;
+constexpr uint64_t REFT_RESERVED_MASK = 0x1ffull;
+constexpr uint64_t QCOW_L2_BITMAP_ALL_ALLOC = (uint64_t{1} << 32) - 1;
+constexpr uint64_t BME_TABLE_ENTRY_RESERVED_MASK = 0xff000000000001feull;
+constexpr uint64_t BME_TABLE_ENTRY_OFFSET_MASK = 0x00fffffffffffe00ull;
+constexpr uint64_t BME_TABLE_ENTRY_FLAG_ALL_ONES = 1;
+constexpr uint64_t SNAPSHOT_HEADER_SIZE = 40; // sizeof(QCowSnapshotHeader)
+constexpr uint32_t CHECK_FRAG_INFO = 2;
+constexpr uint64_t INT64_MAX_U = 0x7fffffffffffffffull;
+constexpr uint64_t INT_MAX_U = 0x7fffffff;
+
+enum class ClusterType { Unallocated, ZeroPlain, ZeroAlloc, Normal, Compressed };
+
+const char* errno_text(int32_t e) {
+    switch (e) {
+    case guest::CHECK_EIO: return "Input/output error";
+    case guest::CHECK_ENOMEM: return "Cannot allocate memory";
+    case guest::CHECK_EINVAL: return "Invalid argument";
+    case guest::CHECK_EFBIG: return "File too large";
+    default: return "Unknown error";
+    }
+}
+
+struct Checker {
+    BlockDevice& dev;
+    guest::Allocator& alloc;
+    CheckSink& sink;
+    CheckResult& res;
+
+    Qcow2Header h = {};
+    Qcow2Extensions ext = {};
+    uint32_t bits = 0;
+    uint64_t cs = 0;
+    bool extl2 = false;
+    bool data_file = false;
+    uint64_t l2_entries = 0; // s->l2_size
+    uint64_t l2_entry_bytes = 8;
+    uint64_t file_len = 0;
+    uint64_t csize_shift = 0, csize_mask = 0, cluster_offset_mask = 0;
+
+    // The in-memory refcount table (qemu's IMRT), 32 bits per cluster.
+    uint32_t* imrt = nullptr;
+    uint64_t imrt_cap = 0;
+    uint64_t nb_clusters = 0;
+    uint64_t imrt_max = 0; // min(refcount_max, UINT32_MAX): see docs/check.md
+
+    // The on-disk refcount structure as qemu loaded it at open.
+    uint8_t* reftable = nullptr; // big-endian entries
+    uint64_t reftable_size = 0;  // entries
+    uint32_t refcount_order = 4;
+    uint32_t refblock_bits = 0;
+    uint8_t* refblock = nullptr; // one cached refcount block
+    uint64_t refblock_offset = UINT64_MAX;
+    bool signaled_corruption = false;
+    // Repair batches like qemu's refcount-block cache: the cached block's changed bytes are written
+    // once, before another block is loaded and at the end; freed clusters are discarded in runs.
+    uint64_t dirty_lo = UINT64_MAX, dirty_hi = 0;
+    uint64_t discard_start = 0, discard_len = 0;
+
+    uint64_t snapshots_size = 0;
+
+    uint32_t fix = 0;                            // guest::CHECK_FIX_*
+    Status (*flush)(BlockDevice&) = nullptr;     // with fix: makes writes durable
+    bool unsupported = false;                    // a repair instar does not implement was needed
+
+    bool fix_errors() const { return (fix & guest::CHECK_FIX_ERRORS) != 0; }
+    bool fix_leaks() const { return (fix & guest::CHECK_FIX_LEAKS) != 0; }
+
+    void text(const char* t) { CheckLine().s(t).emit(sink); }
+
+    uint64_t* alloc_u64(uint64_t n) {
+        return static_cast<uint64_t*>(alloc.allocate(static_cast<size_t>(n * 8), 16));
+    }
+
+    ClusterType type_of(uint64_t e) const {
+        if (e & QCOW_OFLAG_COMPRESSED)
+            return ClusterType::Compressed;
+        if ((e & QCOW_OFLAG_ZERO) && !extl2)
+            return (e & L2E_OFFSET_MASK) ? ClusterType::ZeroAlloc : ClusterType::ZeroPlain;
+        if (!(e & L2E_OFFSET_MASK))
+            return data_file && (e & QCOW_OFLAG_COPIED) ? ClusterType::Normal : ClusterType::Unallocated;
+        return ClusterType::Normal;
+    }
+
+    // qcow2_inc_refcounts_imrt. Returns a negative errno on an internal error.
+    int32_t inc(uint64_t offset, uint64_t size) {
+        if (size == 0 || static_cast<int64_t>(size) <= 0)
+            return 0;
+        // offset + size - file_len >= cluster_size, in qemu's int64 arithmetic (offsets here are at
+        // most 2^63 - 1, sizes at most 2^32 * 8).
+        uint64_t end = 0;
+        if (add_overflow(offset, size, &end) || end > INT64_MAX_U ||
+            (end >= file_len && end - file_len >= cs)) {
+            CheckLine()
+                .s("ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x")
+                .x(offset)
+                .s(" size 0x")
+                .x(size)
+                .emit(sink);
+            res.corruptions++;
+            return 0;
+        }
+        const uint64_t first = offset >> bits;
+        const uint64_t last = (end - 1) >> bits;
+        for (uint64_t k = first; k <= last; ++k) {
+            if (k >= nb_clusters) {
+                if (k >= imrt_cap) {
+                    res.check_errors++;
+                    return -guest::CHECK_ENOMEM;
+                }
+                nb_clusters = k + 1; // the array was zeroed up to its capacity
+            }
+            if (imrt[k] == imrt_max) {
+                CheckLine().s("ERROR: overflow cluster offset=0x").x(k << bits).emit(sink);
+                text("Use qemu-img amend to increase the refcount entry width or qemu-img convert to create a "
+                     "clean copy if the image cannot be opened for writing");
+                res.corruptions++;
+                continue;
+            }
+            imrt[k]++;
+        }
+        return 0;
+    }
+
+    // qcow2_get_refcount on the on-disk structure. Returns 0 or a negative errno.
+    int32_t disk_refcount(uint64_t cluster, uint64_t* out) {
+        const uint64_t index = cluster >> refblock_bits;
+        if (index >= reftable_size) {
+            *out = 0;
+            return 0;
+        }
+        const uint64_t block = load_be64(reftable + index * 8) & REFT_OFFSET_MASK;
+        if (block == 0) {
+            *out = 0;
+            return 0;
+        }
+        if (block & (cs - 1)) {
+            if (!signaled_corruption) {
+                // qemu's qcow2_signal_corruption: read-write, it also marks the image corrupt.
+                CheckLine()
+                    .s(fix ? "qcow2: Marking image as corrupt: Refblock offset " : "qcow2: Image is corrupt: Refblock offset ")
+                    .alt_x(block)
+                    .s(" unaligned (reftable index: ")
+                    .alt_x(index)
+                    .s(fix ? "); further corruption events will be suppressed"
+                           : "); further non-fatal corruption events will be suppressed")
+                    .emit(sink);
+                signaled_corruption = true;
+                if (fix)
+                    mark_corrupt();
+            }
+            return -guest::CHECK_EIO;
+        }
+        if (block != refblock_offset) {
+            if (write_back() != 0) {
+                refblock_offset = UINT64_MAX;
+                return -guest::CHECK_EIO;
+            }
+            if (read_zero_padded(dev, block, refblock, static_cast<size_t>(cs)) != Status::Ok) {
+                refblock_offset = UINT64_MAX;
+                return -guest::CHECK_EIO;
+            }
+            refblock_offset = block;
+        }
+        const uint64_t i = cluster & ((uint64_t{1} << refblock_bits) - 1);
+        switch (refcount_order) {
+        case 0: *out = (refblock[i / 8] >> (i % 8)) & 1; break;
+        case 1: *out = (refblock[i / 4] >> (2 * (i % 4))) & 3; break;
+        case 2: *out = (refblock[i / 2] >> (4 * (i % 2))) & 15; break;
+        case 3: *out = refblock[i]; break;
+        case 4: *out = load_be16(refblock + 2 * i); break;
+        case 5: *out = load_be32(refblock + 4 * i); break;
+        default: *out = load_be64(refblock + 8 * i); break;
+        }
+        return 0;
+    }
+
+    int32_t check_l2(uint64_t l2_offset, uint32_t flags, uint8_t* l2) {
+        if (read_zero_padded(dev, l2_offset, l2, static_cast<size_t>(l2_entries * l2_entry_bytes)) != Status::Ok) {
+            text("ERROR: I/O error in check_refcounts_l2");
+            res.check_errors++;
+            return -guest::CHECK_EIO;
+        }
+        uint64_t next_contiguous = 0;
+        for (uint64_t i = 0; i < l2_entries; ++i) {
+            uint64_t e = load_be64(l2 + i * l2_entry_bytes);
+            const uint64_t bitmap = extl2 ? load_be64(l2 + i * l2_entry_bytes + 8) : 0;
+            const ClusterType type = type_of(e);
+            if (type != ClusterType::Compressed && (e & L2E_STD_RESERVED_MASK)) {
+                CheckLine().s("ERROR found l2 entry with reserved bits set: ").x(e).emit(sink);
+                res.corruptions++;
+            }
+            switch (type) {
+            case ClusterType::Compressed: {
+                if (e & QCOW_OFLAG_COPIED) {
+                    CheckLine()
+                        .s("ERROR: coffset=0x")
+                        .x(e & cluster_offset_mask)
+                        .s(": copied flag must never be set for compressed clusters")
+                        .emit(sink);
+                    e &= ~QCOW_OFLAG_COPIED;
+                    res.corruptions++;
+                }
+                if (data_file) {
+                    CheckLine().s("ERROR compressed cluster ").i(static_cast<int32_t>(i)).s(" with data file, entry=0x").x(e).emit(sink);
+                    res.corruptions++;
+                    break;
+                }
+                if (bitmap) {
+                    CheckLine()
+                        .s("ERROR compressed cluster ")
+                        .i(static_cast<int32_t>(i))
+                        .s(" with non-zero subcluster allocation bitmap, entry=0x")
+                        .x(e)
+                        .emit(sink);
+                    res.corruptions++;
+                    break;
+                }
+                const uint64_t coffset = e & cluster_offset_mask;
+                const uint64_t nb_csectors = ((e >> csize_shift) & csize_mask) + 1;
+                const uint64_t csize = nb_csectors * 512 - (coffset & 511);
+                if (const int32_t r = inc(coffset, csize); r < 0)
+                    return r;
+                if (flags & CHECK_FRAG_INFO) {
+                    res.allocated_clusters++;
+                    res.compressed_clusters++;
+                    res.fragmented_clusters++;
+                }
+                break;
+            }
+            case ClusterType::ZeroAlloc:
+            case ClusterType::Normal: {
+                const uint64_t offset = e & L2E_OFFSET_MASK;
+                if ((bitmap >> 32) & bitmap) {
+                    res.corruptions++;
+                    CheckLine().s("ERROR offset=").x(offset).s(": Allocated cluster has corrupted subcluster allocation bitmap").emit(sink);
+                }
+                if (offset & (cs - 1)) {
+                    res.corruptions++;
+                    const bool contains_data = extl2 ? (bitmap & QCOW_L2_BITMAP_ALL_ALLOC) != 0 : !(e & QCOW_OFLAG_ZERO);
+                    if (!contains_data) {
+                        CheckLine()
+                            .s(fix_errors() ? "Repairing" : "ERROR")
+                            .s(" offset=")
+                            .x(offset)
+                            .s(": Preallocated cluster is not properly aligned; L2 entry corrupted.")
+                            .emit(sink);
+                        if (fix_errors())
+                            unsupported = true; // fix_l2_entry_by_zero is not implemented
+                    }
+                    else
+                        CheckLine().s("ERROR offset=").x(offset).s(": Data cluster is not properly aligned; L2 entry corrupted.").emit(sink);
+                }
+                if (flags & CHECK_FRAG_INFO) {
+                    res.allocated_clusters++;
+                    if (next_contiguous && offset != next_contiguous)
+                        res.fragmented_clusters++;
+                    next_contiguous = offset + cs;
+                }
+                if (!data_file)
+                    if (const int32_t r = inc(offset, cs); r < 0)
+                        return r;
+                break;
+            }
+            case ClusterType::ZeroPlain:
+                break;
+            case ClusterType::Unallocated:
+                if (bitmap & QCOW_L2_BITMAP_ALL_ALLOC) {
+                    res.corruptions++;
+                    text("ERROR: Unallocated cluster has non-zero subcluster allocation map");
+                }
+                break;
+            }
+        }
+        return 0;
+    }
+
+    int32_t check_l1(uint64_t l1_offset, uint64_t l1_size, uint32_t flags) {
+        if (l1_size == 0)
+            return 0;
+        if (const int32_t r = inc(l1_offset, l1_size * 8); r < 0)
+            return r;
+        ArenaBuffer l1(alloc, static_cast<size_t>(l1_size * 8));
+        ArenaBuffer l2(alloc, static_cast<size_t>(l2_entries * l2_entry_bytes));
+        if (!l1.ok() || !l2.ok()) {
+            res.check_errors++;
+            return -guest::CHECK_ENOMEM;
+        }
+        if (read_zero_padded(dev, l1_offset, l1.data(), l1.size()) != Status::Ok) {
+            text("ERROR: I/O error in check_refcounts_l1");
+            res.check_errors++;
+            return -guest::CHECK_EIO;
+        }
+        for (uint64_t i = 0; i < l1_size; ++i) {
+            const uint64_t e = load_be64(l1.data() + i * 8);
+            if (e == 0)
+                continue;
+            if (e & L1E_RESERVED_MASK) {
+                CheckLine().s("ERROR found L1 entry with reserved bits set: ").x(e).emit(sink);
+                res.corruptions++;
+            }
+            const uint64_t l2_offset = e & L1E_OFFSET_MASK;
+            if (const int32_t r = inc(l2_offset, cs); r < 0)
+                return r;
+            if (l2_offset & (cs - 1)) {
+                CheckLine().s("ERROR l2_offset=").x(l2_offset).s(": Table is not cluster aligned; L1 entry corrupted").emit(sink);
+                res.corruptions++;
+            }
+            if (const int32_t r = check_l2(l2_offset, flags, l2.data()); r < 0)
+                return r;
+        }
+        return 0;
+    }
+
+    // One snapshot table entry as qemu's qcow2_do_read_snapshots reads it (read-only: no repair).
+    struct Snap {
+        Qcow2Snapshot sn;
+        char id[1024]; // id_str as printed: CheckLine cuts lines at 2048 bytes anyway
+        size_t id_len;
+        char name[1024];
+        size_t name_len;
+        uint64_t next; // offset after the name
+    };
+
+    // Reads entry at *offset (already rounded); returns 0 or -errno with the reason in `why`.
+    int32_t read_snapshot(uint64_t offset, Snap* s, const char** why) {
+        uint8_t hdr[SNAPSHOT_HEADER_SIZE];
+        if (read_zero_padded(dev, offset, hdr, sizeof hdr) != Status::Ok) {
+            *why = "Failed to read snapshot table: Input/output error";
+            return -guest::CHECK_EIO;
+        }
+        offset += sizeof hdr;
+        const uint32_t extra_size = load_be32(hdr + 36);
+        if (extra_size > QCOW_MAX_SNAPSHOT_EXTRA_DATA) {
+            *why = nullptr; // worded by the caller with the index
+            return -guest::CHECK_EFBIG;
+        }
+        uint8_t extra[sizeof(Qcow2SnapshotExtraDisk)] = {};
+        const size_t extra_len = extra_size < sizeof extra ? extra_size : sizeof extra;
+        if (read_zero_padded(dev, offset, extra, extra_len) != Status::Ok) {
+            *why = "Failed to read snapshot table: Input/output error";
+            return -guest::CHECK_EIO;
+        }
+        offset += extra_size;
+        if (qcow2_snapshot_parse(hdr, sizeof hdr, extra, extra_len, &s->sn) != Status::Ok) {
+            *why = "Failed to read snapshot table";
+            return -guest::CHECK_EINVAL;
+        }
+        uint8_t buf[0x10000]; // id_str_size and name_size are 16-bit: one field fits
+        s->id_len = 0;
+        s->name_len = 0;
+        if (read_zero_padded(dev, offset, buf, s->sn.id_str_size) != Status::Ok)
+            return *why = "Failed to read snapshot table: Input/output error", -guest::CHECK_EIO;
+        for (size_t i = 0; i < s->sn.id_str_size && buf[i] != 0 && s->id_len < sizeof s->id; ++i)
+            s->id[s->id_len++] = static_cast<char>(buf[i]);
+        offset += s->sn.id_str_size;
+        if (read_zero_padded(dev, offset, buf, s->sn.name_size) != Status::Ok)
+            return *why = "Failed to read snapshot table: Input/output error", -guest::CHECK_EIO;
+        for (size_t i = 0; i < s->sn.name_size && buf[i] != 0 && s->name_len < sizeof s->name; ++i)
+            s->name[s->name_len++] = static_cast<char>(buf[i]);
+        offset += s->sn.name_size;
+        s->next = offset;
+        return 0;
+    }
+
+    // qcow2_check_read_snapshot_table without repair. Returns 0 or -errno (the check stops).
+    int32_t read_snapshot_table() {
+        const uint64_t n = h.nb_snapshots;
+        const uint64_t off = h.snapshots_offset;
+        if (n > (SNAPSHOT_HEADER_SIZE * QCOW_MAX_SNAPSHOTS) / SNAPSHOT_HEADER_SIZE ||
+            off > INT64_MAX_U - n * SNAPSHOT_HEADER_SIZE || (off & (cs - 1))) {
+            res.check_errors++;
+            const bool too_large = n > QCOW_MAX_SNAPSHOTS;
+            CheckLine().s("\x01" "ERROR snapshot table ").s(too_large ? "too large" : "offset invalid").emit(sink);
+            if (too_large)
+                CheckLine()
+                    .s("You can force-remove all ")
+                    .u(n - QCOW_MAX_SNAPSHOTS)
+                    .s(" overhanging snapshots with qemu-img check -r all")
+                    .emit(sink);
+            h.nb_snapshots = 0;
+            h.snapshots_offset = 0;
+            return too_large ? -guest::CHECK_EFBIG : -guest::CHECK_EINVAL;
+        }
+        if (n == 0)
+            return 0;
+        if (fix_errors() && n > QCOW_MAX_SNAPSHOTS) {
+            unsupported = true; // qemu discards the overhanging snapshots
+            return 0;
+        }
+        Snap* s = static_cast<Snap*>(alloc.allocate(sizeof(Snap), 16));
+        if (s == nullptr)
+            return -guest::CHECK_ENOMEM;
+        uint64_t offset = off;
+        for (uint64_t i = 0; i < n; ++i) {
+            offset = (offset + 7) & ~uint64_t{7};
+            const char* why = nullptr;
+            const int32_t r = read_snapshot(offset, s, &why);
+            if (r == 0)
+                offset = s->next;
+            if (fix_errors() && (r == -guest::CHECK_EFBIG || (r == 0 && offset - off > QCOW_MAX_SNAPSHOTS_SIZE))) {
+                unsupported = true; // qemu drops extra data or snapshots to make the table fit
+                alloc.deallocate(s, sizeof(Snap));
+                return 0;
+            }
+            if (r == 0 && offset - off > QCOW_MAX_SNAPSHOTS_SIZE) {
+                why = "Snapshot table is too big";
+            } else if (r == 0) {
+                continue;
+            }
+            res.check_errors++;
+            CheckLine line;
+            line.s("\x01" "ERROR failed to read the snapshot table: ");
+            if (why != nullptr)
+                line.s(why);
+            else
+                line.s("Too much extra metadata in snapshot table entry ").u(i);
+            line.emit(sink);
+            if (why == nullptr)
+                text("You can force-remove this extra metadata with qemu-img check -r all");
+            alloc.deallocate(s, sizeof(Snap));
+            h.nb_snapshots = 0;
+            h.snapshots_offset = 0;
+            return r < 0 ? r : -guest::CHECK_EFBIG;
+        }
+        snapshots_size = offset - off;
+        // Only a table read whole gets qemu's per-entry check: v3 entries need 16 bytes of extra data.
+        offset = off;
+        for (uint64_t i = 0; i < n && h.version >= 3; ++i) {
+            offset = (offset + 7) & ~uint64_t{7};
+            const char* why = nullptr;
+            if (read_snapshot(offset, s, &why) != 0)
+                break;
+            offset = s->next;
+            if (s->sn.extra_data_size < 16) {
+                res.corruptions++;
+                CheckLine().s(fix_errors() ? "Repairing" : "ERROR").s(" snapshot table entry ").u(i).s(" is incomplete").emit(sink);
+                if (fix_errors())
+                    unsupported = true; // qcow2_check_fix_snapshot_table is not implemented
+            }
+        }
+        alloc.deallocate(s, sizeof(Snap));
+        return 0;
+    }
+
+    int32_t check_snapshot_l1s() {
+        if (data_file && h.nb_snapshots) {
+            CheckLine().s("ERROR ").i(static_cast<int32_t>(h.nb_snapshots)).s(" snapshots in image with data file").emit(sink);
+            res.corruptions++;
+        }
+        if (h.nb_snapshots == 0)
+            return 0;
+        Snap* s = static_cast<Snap*>(alloc.allocate(sizeof(Snap), 16));
+        if (s == nullptr) {
+            res.check_errors++;
+            return -guest::CHECK_ENOMEM;
+        }
+        uint64_t offset = h.snapshots_offset;
+        int32_t ret = 0;
+        for (uint64_t i = 0; i < h.nb_snapshots && ret == 0; ++i) {
+            offset = (offset + 7) & ~uint64_t{7};
+            const char* why = nullptr;
+            if (read_snapshot(offset, s, &why) != 0) {
+                res.check_errors++;
+                ret = -guest::CHECK_EIO;
+                break;
+            }
+            offset = s->next;
+            if (s->sn.l1_table_offset & (cs - 1)) {
+                CheckLine()
+                    .s("ERROR snapshot ")
+                    .s(s->id, s->id_len)
+                    .s(" (")
+                    .s(s->name, s->name_len)
+                    .s(") l1_offset=")
+                    .alt_x(s->sn.l1_table_offset)
+                    .s(": L1 table is not cluster aligned; snapshot table entry corrupted")
+                    .emit(sink);
+                res.corruptions++;
+                continue;
+            }
+            if (s->sn.l1_size > QCOW_MAX_L1_SIZE / 8) {
+                CheckLine()
+                    .s("ERROR snapshot ")
+                    .s(s->id, s->id_len)
+                    .s(" (")
+                    .s(s->name, s->name_len)
+                    .s(") l1_size=")
+                    .alt_x(s->sn.l1_size)
+                    .s(": L1 table is too large; snapshot table entry corrupted")
+                    .emit(sink);
+                res.corruptions++;
+                continue;
+            }
+            ret = check_l1(s->sn.l1_table_offset, s->sn.l1_size, 0);
+        }
+        alloc.deallocate(s, sizeof(Snap));
+        return ret;
+    }
+
+    // qcow2_check_bitmaps_refcounts.
+    int32_t check_bitmaps() {
+        if (ext.nb_bitmaps == 0)
+            return 0;
+        if (const int32_t r = inc(ext.bitmap_directory_offset, ext.bitmap_directory_size); r < 0)
+            return r;
+        const uint64_t dir_size = ext.bitmap_directory_size;
+        if (dir_size > QCOW2_MAX_BITMAP_DIRECTORY_SIZE) {
+            res.corruptions++;
+            return -guest::CHECK_EINVAL;
+        }
+        ArenaBuffer dir(alloc, static_cast<size_t>(dir_size));
+        if (!dir.ok()) {
+            res.check_errors++;
+            return -guest::CHECK_ENOMEM;
+        }
+        if (read_zero_padded(dev, ext.bitmap_directory_offset, dir.data(), dir.size()) != Status::Ok) {
+            res.corruptions++;
+            return -guest::CHECK_EINVAL;
+        }
+        // bitmap_list_load's validation is the one info already applied (qcow2_bitmaps_check): an
+        // image whose directory is broken does not get this far.
+        uint64_t pos = 0;
+        for (uint32_t b = 0; b < ext.nb_bitmaps; ++b) {
+            Qcow2BitmapDirEntryDiskView e;
+            if (dir_size - pos < 24) {
+                res.corruptions++;
+                return -guest::CHECK_EINVAL;
+            }
+            const uint8_t* p = dir.data() + pos;
+            e.table_offset = load_be64(p);
+            e.table_size = load_be32(p + 8);
+            const uint64_t extra = load_be32(p + 20);
+            const uint64_t name = load_be16(p + 18);
+            pos += (24 + extra + name + 7) & ~uint64_t{7};
+            if (pos > dir_size) {
+                res.corruptions++;
+                return -guest::CHECK_EINVAL;
+            }
+            if (const int32_t r = inc(e.table_offset, uint64_t{e.table_size} * 8); r < 0)
+                return r;
+            if (e.table_size > BME_MAX_TABLE_SIZE) {
+                res.corruptions++;
+                return -guest::CHECK_EINVAL;
+            }
+            ArenaBuffer table(alloc, static_cast<size_t>(uint64_t{e.table_size} * 8));
+            if (!table.ok()) {
+                res.check_errors++;
+                return -guest::CHECK_ENOMEM;
+            }
+            if (read_zero_padded(dev, e.table_offset, table.data(), table.size()) != Status::Ok) {
+                res.corruptions++;
+                return -guest::CHECK_EIO;
+            }
+            for (uint64_t i = 0; i < e.table_size; ++i) {
+                const uint64_t entry = load_be64(table.data() + i * 8);
+                const uint64_t offset = entry & BME_TABLE_ENTRY_OFFSET_MASK;
+                if ((entry & BME_TABLE_ENTRY_RESERVED_MASK) ||
+                    (offset != 0 && ((entry & BME_TABLE_ENTRY_FLAG_ALL_ONES) || (offset & (cs - 1))))) {
+                    res.corruptions++;
+                    continue;
+                }
+                if (offset == 0)
+                    continue;
+                if (const int32_t r = inc(offset, cs); r < 0)
+                    return r;
+            }
+        }
+        return 0;
+    }
+    struct Qcow2BitmapDirEntryDiskView {
+        uint64_t table_offset = 0;
+        uint32_t table_size = 0;
+    };
+
+    int32_t check_refblocks(bool* rebuild) {
+        for (uint64_t i = 0; i < reftable_size; ++i) {
+            const uint64_t raw = load_be64(reftable + i * 8);
+            const uint64_t offset = raw & REFT_OFFSET_MASK;
+            const uint64_t cluster = offset >> bits;
+            if (raw & REFT_RESERVED_MASK) {
+                CheckLine().s("ERROR refcount table entry ").u(i).s(" has reserved bits set").emit(sink);
+                res.corruptions++;
+                *rebuild = true;
+                continue;
+            }
+            if (offset & (cs - 1)) {
+                CheckLine().s("ERROR refcount block ").u(i).s(" is not cluster aligned; refcount table entry corrupted").emit(sink);
+                res.corruptions++;
+                *rebuild = true;
+                continue;
+            }
+            if (cluster >= nb_clusters) {
+                res.corruptions++;
+                CheckLine().s(fix_errors() ? "Repairing" : "ERROR").s(" refcount block ").u(i).s(" is outside image").emit(sink);
+                if (fix_errors())
+                    unsupported = true; // qemu grows the file to hold the block
+                continue;
+            }
+            if (offset != 0) {
+                if (const int32_t r = inc(offset, cs); r < 0)
+                    return r;
+                if (imrt[cluster] != 1) {
+                    CheckLine().s("ERROR refcount block ").u(i).s(" refcount=").u(imrt[cluster]).emit(sink);
+                    res.corruptions++;
+                    *rebuild = true;
+                }
+            }
+        }
+        return 0;
+    }
+
+    int32_t calculate(bool* rebuild) {
+        if (const int32_t r = inc(0, cs); r < 0)
+            return r;
+        if (const int32_t r = check_l1(h.l1_table_offset, h.l1_size, CHECK_FRAG_INFO); r < 0)
+            return r;
+        if (const int32_t r = check_snapshot_l1s(); r < 0)
+            return r;
+        if (const int32_t r = inc(h.snapshots_offset, snapshots_size); r < 0)
+            return r;
+        if (const int32_t r = inc(h.refcount_table_offset, reftable_size * 8); r < 0)
+            return r;
+        if (ext.has_crypto_header && ext.crypto_header_length)
+            if (const int32_t r = inc(ext.crypto_header_offset, ext.crypto_header_length); r < 0)
+                return r;
+        if (const int32_t r = check_bitmaps(); r < 0)
+            return r;
+        return check_refblocks(rebuild);
+    }
+
+    // qemu's update_refcount for one cluster: the entry in its refcount block, and a discard of the
+    // cluster when its refcount drops to 0 (QCOW2_DISCARD_ALWAYS).
+    int32_t write_refcount(uint64_t cluster, uint64_t value) {
+        const uint64_t index = cluster >> refblock_bits;
+        if (index >= reftable_size)
+            return -guest::CHECK_EIO;
+        const uint64_t block = load_be64(reftable + index * 8) & REFT_OFFSET_MASK;
+        if (block == 0 || (block & (cs - 1)))
+            return -guest::CHECK_EIO;
+        uint64_t dummy = 0;
+        if (disk_refcount(cluster, &dummy) < 0) // loads the block into the cache
+            return -guest::CHECK_EIO;
+        const uint64_t i = cluster & ((uint64_t{1} << refblock_bits) - 1);
+        uint64_t pos = 0;
+        size_t len = 1;
+        switch (refcount_order) {
+        case 0:
+            pos = i / 8;
+            refblock[pos] = static_cast<uint8_t>((refblock[pos] & ~(1u << (i % 8))) | ((value & 1) << (i % 8)));
+            break;
+        case 1:
+            pos = i / 4;
+            refblock[pos] = static_cast<uint8_t>((refblock[pos] & ~(3u << (2 * (i % 4)))) | ((value & 3) << (2 * (i % 4))));
+            break;
+        case 2:
+            pos = i / 2;
+            refblock[pos] = static_cast<uint8_t>((refblock[pos] & ~(15u << (4 * (i % 2)))) | ((value & 15) << (4 * (i % 2))));
+            break;
+        case 3: pos = i; refblock[pos] = static_cast<uint8_t>(value); break;
+        case 4: pos = 2 * i; len = 2; store_be16(refblock + pos, static_cast<uint16_t>(value)); break;
+        case 5: pos = 4 * i; len = 4; store_be32(refblock + pos, static_cast<uint32_t>(value)); break;
+        default: pos = 8 * i; len = 8; store_be64(refblock + pos, value); break;
+        }
+        if (pos < dirty_lo)
+            dirty_lo = pos;
+        if (pos + len > dirty_hi)
+            dirty_hi = pos + len;
+        if (value == 0) {
+            const uint64_t at = cluster << bits;
+            if (discard_len && discard_start + discard_len == at) {
+                discard_len += cs;
+            } else {
+                flush_discard();
+                discard_start = at;
+                discard_len = cs;
+            }
+        }
+        return 0;
+    }
+
+    // Writes the cached refcount block's changed bytes. 0 or -EIO.
+    int32_t write_back() {
+        if (dirty_hi == 0)
+            return 0;
+        const uint64_t lo = dirty_lo, hi = dirty_hi;
+        dirty_lo = UINT64_MAX;
+        dirty_hi = 0;
+        if (dev.write(refblock_offset + lo, refblock + lo, static_cast<size_t>(hi - lo)) != Status::Ok)
+            return -guest::CHECK_EIO;
+        return 0;
+    }
+
+    void flush_discard() {
+        if (discard_len)
+            (void)dev.discard(discard_start, discard_len); // qemu ignores discard failures too
+        discard_len = 0;
+    }
+
+    // qemu's qcow2_mark_corrupt (read-write only). qemu sets the bit at once; instar sets it with
+    // the other header bits at the end of the run (check()), so a repair refused as unimplemented
+    // leaves the file untouched. Either way the bit is on disk when the command returns.
+    bool pending_corrupt = false;
+    void mark_corrupt() { pending_corrupt = true; }
+
+    void compare(bool* rebuild, uint64_t* highest, uint32_t how = 0) {
+        *highest = 0;
+        for (uint64_t i = 0; i < nb_clusters; ++i) {
+            uint64_t r1 = 0;
+            if (const int32_t e = disk_refcount(i, &r1); e < 0) {
+                CheckLine().s("Can't get refcount for cluster ").u(i).s(": ").s(errno_text(-e)).emit(sink);
+                res.check_errors++;
+                continue;
+            }
+            const uint64_t r2 = imrt[i];
+            if (r1 > 0 || r2 > 0)
+                *highest = i;
+            if (r1 != r2) {
+                uint64_t* num_fixed = nullptr;
+                if (r1 == 0)
+                    *rebuild = true;
+                else if (r1 > r2 && (how & guest::CHECK_FIX_LEAKS))
+                    num_fixed = &res.leaks_fixed;
+                else if (r1 < r2 && (how & guest::CHECK_FIX_ERRORS))
+                    num_fixed = &res.corruptions_fixed;
+                CheckLine()
+                    .s(num_fixed ? "Repairing" : r1 < r2 ? "ERROR" : "Leaked")
+                    .s(" cluster ")
+                    .u(i)
+                    .s(" refcount=")
+                    .u(r1)
+                    .s(" reference=")
+                    .u(r2)
+                    .emit(sink);
+                if (num_fixed && write_refcount(i, r2) == 0) {
+                    (*num_fixed)++;
+                    continue;
+                }
+                if (r1 < r2)
+                    res.corruptions++;
+                else
+                    res.leaks++;
+            }
+        }
+    }
+
+    // qemu's metadata overlap check for an L2 table it is about to write, reduced to the structures
+    // instar tracks: the header cluster, the active L1 table, the refcount table and blocks and the
+    // snapshot table. True when writing [offset, offset + cs) would overwrite one of them.
+    bool overlaps_metadata(uint64_t offset) const {
+        auto hit = [&](uint64_t start, uint64_t len) {
+            return len != 0 && offset < start + len && start < offset + cs;
+        };
+        if (offset < cs || hit(h.l1_table_offset, uint64_t{h.l1_size} * 8) ||
+            hit(h.refcount_table_offset, reftable_size * 8) || hit(h.snapshots_offset, snapshots_size))
+            return true;
+        for (uint64_t i = 0; i < reftable_size; ++i) {
+            const uint64_t b = load_be64(reftable + i * 8) & REFT_OFFSET_MASK;
+            if (b && hit(b, cs))
+                return true;
+        }
+        return false;
+    }
+
+    int32_t check_oflag_copied() {
+        const bool repair = fix_errors() || (fix_leaks() && !res.check_errors && !res.corruptions && !res.leaks);
+        ArenaBuffer l1(alloc, static_cast<size_t>(uint64_t{h.l1_size} * 8));
+        ArenaBuffer l2(alloc, static_cast<size_t>(cs));
+        if (!l1.ok() || !l2.ok())
+            return -guest::CHECK_ENOMEM;
+        // qemu uses the L1 table it loaded at open: the same bytes.
+        if (read_zero_padded(dev, h.l1_table_offset, l1.data(), l1.size()) != Status::Ok)
+            return -guest::CHECK_EIO;
+        for (uint64_t i = 0; i < h.l1_size; ++i) {
+            const uint64_t e = load_be64(l1.data() + i * 8);
+            const uint64_t l2_offset = e & L1E_OFFSET_MASK;
+            if (!l2_offset)
+                continue;
+            uint64_t refcount = 0;
+            if (disk_refcount(l2_offset >> bits, &refcount) < 0)
+                continue;
+            if ((refcount == 1) != ((e & QCOW_OFLAG_COPIED) != 0)) {
+                res.corruptions++;
+                CheckLine()
+                    .s(repair ? "Repairing" : "ERROR")
+                    .s(" OFLAG_COPIED L2 cluster: l1_index=")
+                    .i(static_cast<int32_t>(i))
+                    .s(" l1_entry=")
+                    .x(e)
+                    .s(" refcount=")
+                    .u(refcount)
+                    .emit(sink);
+                if (repair) {
+                    store_be64(l1.data() + i * 8, refcount == 1 ? e | QCOW_OFLAG_COPIED : e & ~QCOW_OFLAG_COPIED);
+                    if (dev.write(h.l1_table_offset + i * 8, l1.data() + i * 8, 8) != Status::Ok) {
+                        res.check_errors++;
+                        return -guest::CHECK_EIO;
+                    }
+                    res.corruptions--;
+                    res.corruptions_fixed++;
+                }
+            }
+            if (read_zero_padded(dev, l2_offset, l2.data(), static_cast<size_t>(l2_entries * l2_entry_bytes)) != Status::Ok) {
+                CheckLine().s("ERROR: Could not read L2 table: Input/output error").emit(sink);
+                res.check_errors++;
+                return -guest::CHECK_EIO;
+            }
+            uint64_t l2_dirty = 0;
+            for (uint64_t j = 0; j < l2_entries; ++j) {
+                const uint64_t l2e = load_be64(l2.data() + j * l2_entry_bytes);
+                const ClusterType t = type_of(l2e);
+                if (t != ClusterType::Normal && t != ClusterType::ZeroAlloc)
+                    continue;
+                uint64_t rc = 1;
+                if (!data_file && disk_refcount((l2e & L2E_OFFSET_MASK) >> bits, &rc) < 0)
+                    continue;
+                if ((rc == 1) != ((l2e & QCOW_OFLAG_COPIED) != 0)) {
+                    res.corruptions++;
+                    CheckLine()
+                        .s(repair ? "Repairing" : "ERROR")
+                        .s(" OFLAG_COPIED data cluster: l2_entry=")
+                        .x(l2e)
+                        .s(" refcount=")
+                        .u(rc)
+                        .emit(sink);
+                    if (repair) {
+                        store_be64(l2.data() + j * l2_entry_bytes, rc == 1 ? l2e | QCOW_OFLAG_COPIED : l2e & ~QCOW_OFLAG_COPIED);
+                        l2_dirty++;
+                    }
+                }
+            }
+            if (l2_dirty > 0) {
+                if (overlaps_metadata(l2_offset)) {
+                    text("ERROR: Could not write L2 table; metadata overlap check failed: Input/output error");
+                    res.check_errors++;
+                    return -guest::CHECK_EIO;
+                }
+                if (dev.write(l2_offset, l2.data(), static_cast<size_t>(cs)) != Status::Ok) {
+                    text("ERROR: Could not write L2 table: Input/output error");
+                    res.check_errors++;
+                    return -guest::CHECK_EIO;
+                }
+                res.corruptions -= l2_dirty;
+                res.corruptions_fixed += l2_dirty;
+            }
+        }
+        return 0;
+    }
+
+    // qcow2_check_refcounts (fix = 0).
+    int32_t check_refcounts() {
+        file_len = dev.size();
+        const uint64_t clusters = (file_len + cs - 1) >> bits;
+        if (clusters > INT_MAX_U) {
+            res.check_errors++;
+            return -guest::CHECK_EFBIG;
+        }
+        // qemu's size_to_clusters(total_sectors * 512): the virtual size rounded up to sectors.
+        const uint64_t vsize = (h.size + 511) & ~uint64_t{511};
+        res.total_clusters = (vsize + cs - 1) >> bits;
+        nb_clusters = clusters;
+        // One more than the file's clusters: a reference may reach less than a cluster past EOF.
+        imrt_cap = clusters + 1;
+        if (imrt_cap > QCOW2_CHECK_MAX_CLUSTERS)
+            return 1; // TooLarge, worded by check()
+        imrt = static_cast<uint32_t*>(alloc.allocate(static_cast<size_t>(imrt_cap * 4), 16));
+        if (imrt == nullptr)
+            return 2; // NoMemory
+        __builtin_memset(imrt, 0, static_cast<size_t>(imrt_cap * 4));
+        bool rebuild = false;
+        if (const int32_t r = calculate(&rebuild); r < 0)
+            return r;
+        if (unsupported)
+            return 3; // nothing was written yet
+        const CheckResult pre_compare = res;
+        uint64_t highest = 0;
+        compare(&rebuild, &highest);
+        if (rebuild && fix_errors())
+            return 3; // rebuild_refcount_structure is not implemented; nothing was written yet
+        if (fix) {
+            if (rebuild) {
+                text("ERROR need to rebuild refcount structures");
+                res.check_errors++;
+                return -guest::CHECK_EIO;
+            }
+            if (res.leaks || res.corruptions) {
+                // Crash consistency: each write moves one refcount toward its true reference count,
+                // so an interrupted repair leaves a subset of the problems it found.
+                res = pre_compare;
+                compare(&rebuild, &highest, fix);
+                flush_discard();
+                if (write_back() != 0)
+                    return -guest::CHECK_EIO;
+            }
+            if (flush(dev) != Status::Ok)
+                return -guest::CHECK_EIO;
+        }
+        // OFLAG_COPIED only after the refcounts it follows are durable.
+        if (const int32_t r = check_oflag_copied(); r < 0)
+            return r;
+        if (fix && flush(dev) != Status::Ok)
+            return -guest::CHECK_EIO;
+        res.image_end_offset = (highest + 1) * cs;
+        return 0;
+    }
+};
+
+} // namespace
+
+Status check(const guest::CheckRequest& req, CheckSink& sink, CheckResult* result) {
+    if (!req.image || !req.allocator || !result)
+        return Status::Invalid;
+    if ((req.fix & ~(guest::CHECK_FIX_LEAKS | guest::CHECK_FIX_ERRORS)) != 0 || (req.fix && req.flush == nullptr))
+        return Status::Invalid;
+    BlockDevice& dev = *req.image;
+    guest::Allocator& alloc = *req.allocator;
+    CheckResult& res = *result;
+    res = CheckResult{};
+    Checker c{dev, alloc, sink, res};
+    c.fix = req.fix;
+    c.flush = req.flush;
+
+    Qcow2HeaderDisk disk;
+    // SAFETY: Qcow2HeaderDisk is byte arrays only (alignment 1), filled as raw bytes.
+    Status st = read_zero_padded(dev, 0, reinterpret_cast<uint8_t*>(&disk), sizeof disk);
+    if (st != Status::Ok)
+        return st;
+    if ((st = qcow2_header_parse(disk, &c.h)) != Status::Ok)
+        return st; // info opened it already: only a file changed under us gets here
+    const Qcow2Header& h = c.h;
+    {
+        ArenaBuffer cluster(alloc, static_cast<size_t>(h.extensions_end() < sizeof disk ? sizeof disk : h.extensions_end()));
+        if (!cluster.ok())
+            return Status::NoMemory;
+        if ((st = read_zero_padded(dev, 0, cluster.data(), cluster.size())) != Status::Ok)
+            return st;
+        if ((st = qcow2_extensions_parse(h, cluster.data(), h.header_length, h.extensions_end(), &c.ext)) != Status::Ok)
+            return st;
+        c.ext.backing_format = nullptr; // points into the buffer released here
+        c.ext.data_file = nullptr;
+    }
+    c.bits = h.cluster_bits;
+    c.cs = h.cluster_size();
+    c.extl2 = (h.incompatible_features & QCOW2_INCOMPAT_EXTL2) != 0;
+    c.data_file = (h.incompatible_features & QCOW2_INCOMPAT_DATA_FILE) != 0;
+    c.l2_entry_bytes = c.extl2 ? 16 : 8;
+    c.l2_entries = c.cs / c.l2_entry_bytes;
+    c.csize_shift = 62 - (c.bits - 8);
+    c.csize_mask = (uint64_t{1} << (c.bits - 8)) - 1;
+    c.cluster_offset_mask = (uint64_t{1} << c.csize_shift) - 1;
+    c.refcount_order = h.refcount_order;
+    // qemu's refcount_block_bits = cluster_bits - (refcount_order - 3): entries per refcount block.
+    c.refblock_bits = c.bits + 3 - h.refcount_order;
+    const uint64_t refcount_max = h.refcount_order == 6 ? UINT64_MAX : (uint64_t{1} << (uint64_t{1} << h.refcount_order)) - 1;
+    c.imrt_max = refcount_max < 0xffffffffull ? refcount_max : 0xffffffffull;
+
+    // The refcount table qemu loads at open (validated there: at most QCOW_MAX_REFTABLE_SIZE).
+    c.reftable_size = uint64_t{h.refcount_table_clusters} << (c.bits - 3);
+    if (c.reftable_size * 8 > QCOW_MAX_REFTABLE_SIZE)
+        return Status::Corrupt;
+    ArenaBuffer reftable(alloc, static_cast<size_t>(c.reftable_size * 8));
+    ArenaBuffer refblock(alloc, static_cast<size_t>(c.cs));
+    if (!reftable.ok() || !refblock.ok())
+        return Status::NoMemory;
+    if ((st = read_zero_padded(dev, h.refcount_table_offset, reftable.data(), reftable.size())) != Status::Ok)
+        return st;
+    c.reftable = reftable.data();
+    c.refblock = refblock.data();
+
+    if (const int32_t r = c.read_snapshot_table(); r < 0) {
+        res.error = r;
+        return Status::Ok;
+    }
+    if (c.unsupported)
+        return Status::Unsupported; // a snapshot table repair; nothing was written
+
+    const int32_t r = c.check_refcounts();
+    if (c.imrt)
+        alloc.deallocate(c.imrt, static_cast<size_t>(c.imrt_cap * 4));
+    if (r == 1)
+        return Status::TooLarge;
+    if (r == 2)
+        return Status::NoMemory;
+    if (r == 3)
+        return Status::Unsupported;
+    res.error = r < 0 ? r : 0;
+    // qemu's qcow2_mark_clean and qcow2_mark_consistent, last: the bits that make qemu distrust the
+    // image go only after every repair is durable.
+    // qemu clears the corrupt bit only after a clean repair (qcow2_co_check_locked), and the dirty
+    // bit whenever it closes the image read-write (qcow2_inactivate's qcow2_mark_clean).
+    uint64_t features = c.h.incompatible_features;
+    if (c.pending_corrupt)
+        features |= QCOW2_INCOMPAT_CORRUPT;
+    if (req.fix && r == 0 && res.check_errors == 0 && res.corruptions == 0)
+        features &= ~QCOW2_INCOMPAT_CORRUPT;
+    if (req.fix)
+        features &= ~QCOW2_INCOMPAT_DIRTY;
+    if (h.version >= 3 && features != c.h.incompatible_features) {
+        uint8_t field[8];
+        store_be64(field, features);
+        if ((dev.write(offsetof(Qcow2HeaderDisk, incompatible_features), field, sizeof field) != Status::Ok ||
+             req.flush(dev) != Status::Ok) &&
+            res.error == 0)
+            res.error = -guest::CHECK_EIO;
+    }
+    return Status::Ok;
+}
+
+} // namespace instar::qcow2

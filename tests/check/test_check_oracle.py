@@ -1,0 +1,551 @@
+#!/usr/bin/env python3
+"""Differential test of `instar check` against qemu-img 7.2 and 10.0.
+
+Clean images are made with qemu-img and qemu-io (v2/v3, cluster sizes 512..2M, extended L2,
+compressed and zero clusters, snapshots, bitmaps, refcount widths); damaged copies are made by the
+small qcow2 patcher below (leaks, refcounts off by one, L2 entries past EOF, overlapping tables,
+wrong OFLAG_COPIED, reserved bits, corrupt/dirty bits). For each image and each of human, JSON and
+-q output, instar's stdout, stderr and exit code must equal each oracle's under its profile. Also
+option errors and the formats without a check (raw, vpc) or with one (vmdk, vhdx).
+
+Usage: test_check_oracle.py INSTAR QEMU72 QEMU10 QEMU_IO
+"""
+import os
+import shutil
+import struct
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "formats"))
+from oracle_retry import run_fixture  # noqa: E402
+
+COPIED = 1 << 63
+COMPRESSED = 1 << 62
+OFFSET_MASK = 0x00fffffffffffe00
+
+
+class Qcow2:
+    """Just enough of a qcow2 file to damage it on purpose."""
+
+    def __init__(self, path):
+        self.path = path
+        with open(path, "rb") as f:
+            h = f.read(112)
+        (self.version,) = struct.unpack(">I", h[4:8])
+        (self.cluster_bits,) = struct.unpack(">I", h[20:24])
+        self.cs = 1 << self.cluster_bits
+        (self.l1_size,) = struct.unpack(">I", h[36:40])
+        (self.l1_offset, self.rt_offset) = struct.unpack(">QQ", h[40:56])
+        (self.rt_clusters,) = struct.unpack(">I", h[56:60])
+        self.incompat = struct.unpack(">Q", h[72:80])[0] if self.version >= 3 else 0
+        self.refcount_order = struct.unpack(">I", h[96:100])[0] if self.version >= 3 else 4
+        self.extl2 = bool(self.incompat & (1 << 4))
+        self.l2_entry = 16 if self.extl2 else 8
+
+    def u64(self, off):
+        with open(self.path, "rb") as f:
+            f.seek(off)
+            return struct.unpack(">Q", f.read(8))[0]
+
+    def put64(self, off, v):
+        with open(self.path, "r+b") as f:
+            f.seek(off)
+            f.write(struct.pack(">Q", v))
+
+    def l1(self, i):
+        return self.u64(self.l1_offset + 8 * i)
+
+    def l2_entry_offset(self, l1_index, l2_index):
+        return (self.l1(l1_index) & OFFSET_MASK) + l2_index * self.l2_entry
+
+    def refblock(self, cluster):
+        bits = self.cluster_bits + 3 - self.refcount_order
+        rb = self.u64(self.rt_offset + 8 * (cluster >> bits)) & ~0x1ff
+        return rb, cluster & ((1 << bits) - 1)
+
+    def set_refcount(self, cluster, value):
+        assert self.refcount_order == 4
+        rb, i = self.refblock(cluster)
+        with open(self.path, "r+b") as f:
+            f.seek(rb + 2 * i)
+            f.write(struct.pack(">H", value))
+
+    def refcount(self, cluster):
+        assert self.refcount_order == 4
+        rb, i = self.refblock(cluster)
+        with open(self.path, "rb") as f:
+            f.seek(rb + 2 * i)
+            return struct.unpack(">H", f.read(2))[0]
+
+    def set_incompat(self, bits):
+        with open(self.path, "r+b") as f:
+            f.seek(72)
+            f.write(struct.pack(">Q", self.incompat | bits))
+
+    def grow(self, clusters):
+        size = os.path.getsize(self.path)
+        with open(self.path, "r+b") as f:
+            f.truncate(size + clusters * self.cs)
+        return size // self.cs
+
+
+# Damage recipes: name -> function(Qcow2). The base image has data at guest offset 0.
+def leak(q):
+    c = q.grow(1)
+    q.set_refcount(c, 1)
+
+
+def leak_many(q):
+    first = q.grow(4)
+    for c in range(first, first + 4):
+        q.set_refcount(c, 2)
+
+
+def data_refcount_plus(q):
+    c = q.u64(q.l2_entry_offset(0, 0)) & OFFSET_MASK
+    q.set_refcount(c >> q.cluster_bits, q.refcount(c >> q.cluster_bits) + 1)
+
+
+def data_refcount_zero(q):
+    c = q.u64(q.l2_entry_offset(0, 0)) & OFFSET_MASK
+    q.set_refcount(c >> q.cluster_bits, 0)
+
+
+def l2_past_eof(q):
+    q.put64(q.l2_entry_offset(0, 5), COPIED | (os.path.getsize(q.path) + 16 * q.cs))
+
+
+def l2_just_past_eof(q):
+    q.put64(q.l2_entry_offset(0, 5), COPIED | (((os.path.getsize(q.path) + q.cs - 1) // q.cs) * q.cs))
+
+
+def l2_points_at_l1(q):
+    q.put64(q.l2_entry_offset(0, 3), COPIED | q.l1_offset)
+
+
+def l2_points_at_reftable(q):
+    q.put64(q.l2_entry_offset(0, 3), COPIED | q.rt_offset)
+
+
+def l2_clear_copied(q):
+    off = q.l2_entry_offset(0, 0)
+    q.put64(off, q.u64(off) & ~COPIED)
+
+
+def l1_clear_copied(q):
+    q.put64(q.l1_offset, q.l1(0) & ~COPIED)
+
+
+def l2_reserved_bits(q):
+    off = q.l2_entry_offset(0, 0)
+    q.put64(off, q.u64(off) | 0x100)
+
+
+def l1_reserved_bits(q):
+    q.put64(q.l1_offset, q.l1(0) | (1 << 56))
+
+
+def l2_unaligned(q):
+    off = q.l2_entry_offset(0, 0)
+    q.put64(off, q.u64(off) + 512)
+
+
+def duplicate_data(q):
+    # Two guest clusters share one host cluster: refcount 1, two references.
+    q.put64(q.l2_entry_offset(0, 1), q.u64(q.l2_entry_offset(0, 0)))
+
+
+def reftable_reserved(q):
+    q.put64(q.rt_offset, q.u64(q.rt_offset) | 1)
+
+
+def refblock_refcount(q):
+    rb, _ = q.refblock(0)
+    q.set_refcount(rb >> q.cluster_bits, 2)
+
+
+def corrupt_bit(q):
+    q.set_incompat(1 << 1)
+
+
+def dirty_lazy(q):
+    # What a crash leaves with lazy_refcounts: the dirty bit and refcounts not yet written.
+    q.set_incompat(1 << 0)
+    c = q.u64(q.l2_entry_offset(0, 1)) & OFFSET_MASK
+    q.set_refcount(c >> q.cluster_bits, 0)
+
+
+def compressed_copied(q):
+    off = q.l2_entry_offset(0, 0)
+    q.put64(off, q.u64(off) | COPIED)
+
+
+def extl2_bad_bitmap(q):
+    off = q.l2_entry_offset(0, 0) + 8
+    q.put64(off, q.u64(off) | (1 << 32))
+
+
+def extl2_unalloc_bitmap(q):
+    off = q.l2_entry_offset(0, 40) + 8
+    q.put64(off, q.u64(off) | 1)
+
+
+def refblock_outside(q):
+    q.put64(q.rt_offset + 8, (os.path.getsize(q.path) // q.cs + 8) * q.cs)
+
+
+def refblock_unaligned(q):
+    q.put64(q.rt_offset, q.u64(q.rt_offset) + 0x200)
+
+
+def snapshot_table(q):
+    with open(q.path, "rb") as f:
+        f.seek(60)
+        return struct.unpack(">IQ", f.read(12))
+
+
+def snapshot_l1_unaligned(q):
+    _, off = snapshot_table(q)
+    q.put64(off, q.u64(off) + 512)
+
+
+def snapshot_extra_size(q, which):
+    """Shrinks one entry's extra_data_size from qemu's 24 to 8: the rest of the table is misread."""
+    n, off = snapshot_table(q)
+    entries = []
+    with open(q.path, "r+b") as f:
+        o = off
+        for _ in range(n):
+            o = (o + 7) & ~7
+            f.seek(o)
+            h = f.read(40)
+            ids, names = struct.unpack(">HH", h[12:16])
+            entries.append(o)
+            o += 40 + struct.unpack(">I", h[36:40])[0] + ids + names
+        f.seek(entries[which] + 36)
+        f.write(struct.pack(">I", 8))
+
+
+def snapshot_extra_first(q):
+    snapshot_extra_size(q, 0)
+
+
+def snapshot_extra_last(q):
+    snapshot_extra_size(q, -1)
+
+
+def snapshot_set_copied(q):
+    # After a snapshot the shared clusters have refcount 2: COPIED set on them is wrong.
+    off = q.l2_entry_offset(0, 0)
+    q.put64(off, q.u64(off) | COPIED)
+    q.put64(q.l1_offset, q.l1(0) | COPIED)
+
+
+def vmdk_grain_past_eof(path):
+    """monolithicSparse: the second grain's table entry points past the end of the file."""
+    with open(path, "r+b") as f:
+        h = f.read(64)
+        gd = struct.unpack("<Q", h[56:64])[0] * 512
+        f.seek(gd)
+        gt = struct.unpack("<I", f.read(4))[0] * 512
+        f.seek(gt + 4)
+        f.write(struct.pack("<I", os.path.getsize(path) // 512 + 1000))
+
+
+def vmdk_flat_truncated(path):
+    os.truncate(path.replace(".vmdk", "-flat.vmdk"), 0)
+
+
+IMAGES = []  # (name, [commands], damage or None)
+
+
+def image(name, cmds, damage=None):
+    IMAGES.append((name, cmds, damage))
+
+
+def create(name, size, opts=None):
+    cmd = ["QIMG", "create", "-q", "-f", "qcow2"]
+    if opts:
+        cmd += ["-o", opts]
+    return cmd + [name, size]
+
+
+def io(name, *ops):
+    cmd = ["QIO", "-f", "qcow2"]
+    for op in ops:
+        cmd += ["-c", op]
+    return cmd + [name]
+
+
+# Clean images.
+image("empty.qcow2", [create("empty.qcow2", "64M")])
+image("v2.qcow2", [create("v2.qcow2", "64M", "compat=0.10"), io("v2.qcow2", "write 0 1M", "write 9M 64k")])
+for cs in ["512", "4k", "64k", "2M"]:
+    n = "cs%s.qcow2" % cs
+    image(n, [create(n, "64M", "cluster_size=" + cs), io(n, "write -P 1 0 200k", "write -P 2 3M 5k", "write 40M 1M")])
+image("extl2.qcow2", [create("extl2.qcow2", "64M", "extended_l2=on"),
+                      io("extl2.qcow2", "write -P 3 0 1M", "write 2M 4k", "write -z 4M 1M")])
+image("comp.qcow2", [create("comp.qcow2", "64M"), io("comp.qcow2", "write -c 0 64k", "write -c 64k 64k", "write 1M 64k")])
+image("zero.qcow2", [create("zero.qcow2", "64M"), io("zero.qcow2", "write 0 1M", "write -z 0 512k", "write -z 8M 1M")])
+image("snap.qcow2", [create("snap.qcow2", "64M"), io("snap.qcow2", "write 0 1M"),
+                     ["QIMG", "snapshot", "-c", "one", "snap.qcow2"], io("snap.qcow2", "write 512k 1M"),
+                     ["QIMG", "snapshot", "-c", "two", "snap.qcow2"]])
+image("bitmap.qcow2", [create("bitmap.qcow2", "64M"), io("bitmap.qcow2", "write 0 1M"),
+                       ["QIMG", "bitmap", "--add", "bitmap.qcow2", "b0"],
+                       ["QIMG", "bitmap", "--add", "-g", "1M", "bitmap.qcow2", "b1"]])
+for rb in ["1", "8", "64"]:
+    n = "rb%s.qcow2" % rb
+    image(n, [create(n, "64M", "refcount_bits=" + rb), io(n, "write 0 1M")])
+image("lazy.qcow2", [create("lazy.qcow2", "64M", "lazy_refcounts=on"), io("lazy.qcow2", "write 0 1M")])
+image("frag.qcow2", [create("frag.qcow2", "64M"), io("frag.qcow2", "write 8M 64k", "write 0 64k", "write 4M 64k")])
+image("prealloc.qcow2", [create("prealloc.qcow2", "4M", "preallocation=metadata")])
+image("big.qcow2", [create("big.qcow2", "2T"), io("big.qcow2", "write 1T 1M")])
+
+# Damaged copies of a base with data in the first L2 table.
+BASE = [io("@", "write -P 7 0 1M", "write 5M 64k")]
+for fn in [leak, leak_many, data_refcount_plus, data_refcount_zero, l2_past_eof, l2_just_past_eof, l2_points_at_l1,
+           l2_points_at_reftable, l2_clear_copied, l1_clear_copied, l2_reserved_bits, l1_reserved_bits,
+           l2_unaligned, duplicate_data, reftable_reserved, refblock_refcount, corrupt_bit]:
+    n = "bad_%s.qcow2" % fn.__name__
+    image(n, [create(n, "64M")] + [[a if a != "@" else n for a in c] for c in BASE], fn)
+image("bad_rb1_shared.qcow2", [create("bad_rb1_shared.qcow2", "64M", "refcount_bits=1"),
+                              io("bad_rb1_shared.qcow2", "write 0 1M")], duplicate_data)
+for fn in [refblock_outside, refblock_unaligned]:
+    n = "bad_%s.qcow2" % fn.__name__
+    image(n, [create(n, "64M")] + [[a if a != "@" else n for a in c] for c in BASE], fn)
+for fn in [snapshot_l1_unaligned, snapshot_set_copied]:
+    n = "bad_%s.qcow2" % fn.__name__
+    image(n, [create(n, "64M"), io(n, "write 0 1M"), ["QIMG", "snapshot", "-c", "snap one", n]], fn)
+for fn in [snapshot_extra_first, snapshot_extra_last]:
+    n = "bad_%s.qcow2" % fn.__name__
+    image(n, [create(n, "64M"), io(n, "write 0 1M"), ["QIMG", "snapshot", "-c", "one", n], io(n, "write 1M 1M"),
+              ["QIMG", "snapshot", "-c", "two", n]], fn)
+image("bad_dirty_lazy.qcow2", [create("bad_dirty_lazy.qcow2", "64M", "lazy_refcounts=on"),
+                               io("bad_dirty_lazy.qcow2", "write 0 1M")], dirty_lazy)
+image("bad_compressed_copied.qcow2", [create("bad_compressed_copied.qcow2", "64M"),
+                                      io("bad_compressed_copied.qcow2", "write -c 0 64k")], compressed_copied)
+image("bad_extl2_bitmap.qcow2", [create("bad_extl2_bitmap.qcow2", "64M", "extended_l2=on"),
+                                 io("bad_extl2_bitmap.qcow2", "write 0 64k")], extl2_bad_bitmap)
+image("bad_extl2_unalloc.qcow2", [create("bad_extl2_unalloc.qcow2", "64M", "extended_l2=on"),
+                                  io("bad_extl2_unalloc.qcow2", "write 0 64k")], extl2_unalloc_bitmap)
+
+# Other formats: qemu's answer for each.
+OTHER = [
+    ("r.raw", [["QIMG", "create", "-q", "-f", "raw", "r.raw", "1M"]], ["-f", "raw"]),
+    ("p.vpc", [["QIMG", "create", "-q", "-f", "vpc", "p.vpc", "10M"]], []),
+    ("x.vhdx", [["QIMG", "create", "-q", "-f", "vhdx", "x.vhdx", "10M"]], []),
+    ("k.vmdk", [["QIMG", "create", "-q", "-f", "vmdk", "k.vmdk", "10M"]], []),
+    ("q-as-raw", None, ["-f", "raw", "empty.qcow2"]),
+    ("luks.qcow2", [["QIMG", "create", "-q", "-f", "qcow2", "--object", "secret,id=s0,data=pw", "-o",
+                     "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10", "luks.qcow2", "16M"]], []),
+    ("df.qcow2", [["QIMG", "create", "-q", "-f", "qcow2", "-o", "data_file=df.raw", "df.qcow2", "16M"],
+                  ["QIO", "-f", "qcow2", "-c", "write 0 1M", "df.qcow2"]], []),
+    ("ov.qcow2", [["QIMG", "create", "-q", "-f", "qcow2", "-b", "v2.qcow2", "-F", "qcow2", "ov.qcow2"]], []),
+    ("k2g.vmdk", [["QIMG", "create", "-q", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentSparse", "k2g.vmdk", "5G"],
+                  ["QIO", "-f", "vmdk", "-c", "write 0 1M", "-c", "write 3G 1M", "k2g.vmdk"]], []),
+    ("kstream.vmdk", [["QIMG", "create", "-q", "-f", "vmdk", "-o", "subformat=streamOptimized", "kstream.vmdk", "10M"]],
+     []),
+    ("kstream2.vmdk", [["QIMG", "convert", "-O", "vmdk", "-o", "subformat=streamOptimized", "v2.qcow2", "kstream2.vmdk"]],
+     []),
+    ("kflat.vmdk", [["QIMG", "create", "-q", "-f", "vmdk", "-o", "subformat=monolithicFlat", "kflat.vmdk", "10M"]], []),
+    ("kbad.vmdk", [["QIMG", "create", "-q", "-f", "vmdk", "kbad.vmdk", "10M"],
+                   ["QIO", "-f", "vmdk", "-c", "write 0 1M", "kbad.vmdk"], vmdk_grain_past_eof], []),
+    ("kflatbad.vmdk", [["QIMG", "create", "-q", "-f", "vmdk", "-o", "subformat=monolithicFlat", "kflatbad.vmdk", "10M"],
+                       vmdk_flat_truncated], []),
+]
+
+# Command-line errors, per profile.
+USAGE = [
+    ["-r", "foo", "empty.qcow2"], ["empty.qcow2", "b"], [], ["--output=xml", "empty.qcow2"],
+    ["-T", "bogus", "empty.qcow2"], ["-z", "empty.qcow2"], ["--bogus", "empty.qcow2"], ["-f"],
+    ["-q", "empty.qcow2"], ["-T", "none", "empty.qcow2"], ["-U", "empty.qcow2"], ["nonexist.qcow2"],
+    ["-f", "vpc", "empty.qcow2"], ["-f", "qcow2", "--image-opts", "empty.qcow2"], ["--output=xml"],
+    ["--cache=none", "empty.qcow2"], ["--quiet", "empty.qcow2"], ["-U", "-r", "leaks", "empty.qcow2"],
+]
+
+
+# qemu repairs instar refuses (before writing anything): qemu's stderr names them.
+UNIMPLEMENTED_REPAIRS = ("Rebuilding refcount structure", "Repairing refcount block", "Repairing offset=",
+                         "Repairing snapshot", "Discarding")
+
+
+# Images whose bytes differ after a repair by design: qemu re-stores persistent bitmaps when it closes
+# an image read-write (new bitmap tables and directory); instar leaves them where they are.
+BITMAP_IMAGES = ("bitmap.qcow2",)
+REPAIR_VARIANTS = ("bad_leak.qcow2", "bad_l2_clear_copied.qcow2", "bad_data_refcount_plus.qcow2",
+                   "bad_data_refcount_zero.qcow2")
+REPAIR_CLEAN = ("v2.qcow2", "extl2.qcow2", "comp.qcow2", "snap.qcow2", "bitmap.qcow2", "rb1.qcow2", "rb64.qcow2",
+                "lazy.qcow2")
+
+
+def leak_many_clusters(path, count):
+    """Every other cluster of `2 * count` new ones leaked: no two freed clusters are adjacent, so
+    the repair makes one discard per leak and a kill can land between any two."""
+    q = Qcow2(path)
+    first = q.grow(2 * count)
+    with open(path, "r+b") as f:
+        for c in range(first, first + 2 * count, 2):
+            rb, i = q.refblock(c)
+            f.seek(rb + 2 * i)
+            f.write(struct.pack(">H", 1))
+
+
+def run(cmd, cwd, env):
+    p = run_fixture(cmd, cwd=cwd, env=env, timeout=120)
+    return p.returncode, p.stdout, p.stderr
+
+
+def main():
+    instar, q72, q10, qio = sys.argv[1:5]
+    missing = [x for x in (q72, q10, qio) if not os.access(x, os.X_OK)]
+    if missing:
+        print("SKIPPED LOUDLY: oracle(s) missing: %s (run tools/install-deps.sh)" % ", ".join(missing))
+        return 77
+    if not os.path.exists("/dev/kvm"):
+        print("SKIPPED LOUDLY: /dev/kvm is absent; instar check needs the KVM sandbox")
+        return 77
+    env = dict(os.environ, TZ="UTC", LC_ALL="C")
+    passed = failed = 0
+    work = tempfile.mkdtemp(prefix="instar-check-")
+    # instar names itself after argv[0]: a link named qemu-img makes its error lines qemu-img's.
+    os.mkdir(os.path.join(work, "bin"))
+    qemu_named = os.path.join(work, "bin", "qemu-img")
+    os.symlink(os.path.abspath(instar), qemu_named)
+    only = os.environ.get("CHECK_ONLY")
+
+    def compare(label, args, oracles=((q72, "7.2.22"), (q10, "10.0.2"))):
+        nonlocal passed, failed
+        for oracle, version in oracles:
+            want = run([oracle, "check"] + args, work, env)
+            got = run([qemu_named, "--qemu-version", version, "check"] + args, work, env)
+            # 10.0 names argv[0] in its usage hints.
+            want = (want[0], want[1], want[2].replace(oracle, "QEMU-IMG"))
+            got = (got[0], got[1], got[2].replace(qemu_named, "QEMU-IMG"))
+            if want == got:
+                passed += 1
+            else:
+                failed += 1
+                print("FAIL %s: qemu-img %s check %s\n--- want (rc %d)\n%s%s--- got (rc %d)\n%s%s" %
+                      (label, version, " ".join(args), want[0], want[1], want[2], got[0], got[1], got[2]))
+
+    try:
+        for name, cmds, damage in IMAGES:
+            if only and only not in name:
+                continue
+            for c in cmds:
+                c = [q72 if a == "QIMG" else qio if a == "QIO" else a for a in c]
+                rc, out, err = run(c, work, env)
+                if rc != 0:
+                    print("SETUP FAIL %s: %s\n%s" % (name, c, err))
+                    failed += 1
+            if damage:
+                damage(Qcow2(os.path.join(work, name)))
+            for extra in ([], ["--output=json"], ["-q"]):
+                compare(name, extra + [name])
+        for name, cmds, args in OTHER:
+            if only and only not in name:
+                continue
+            for c in cmds or []:
+                if callable(c):
+                    c(os.path.join(work, name))
+                    continue
+                rc, out, err = run([q72 if a == "QIMG" else qio if a == "QIO" else a for a in c], work, env)
+                if rc != 0:
+                    print("SETUP FAIL %s: %s\n%s" % (name, c, err))
+                    failed += 1
+            for extra in ([], ["--output=json"], ["-r", "leaks"]):
+                if extra and extra[0] == "-r" and "bad" in name:
+                    continue
+                compare(name, extra + args + ([name] if cmds else []))
+        if not only:
+            for args in USAGE:
+                compare("usage", args)
+        # -r leaks / -r all on copies: the same output, exit code and repaired bytes as qemu-img.
+        # Each damaged image (and a few clean ones with every kind of metadata) once per mode, the
+        # modes alternating between the profiles (repair's words are the same in both).
+        for name, _, damage in IMAGES:
+            if only and only not in name:
+                continue
+            if damage is None and name not in REPAIR_CLEAN:
+                continue
+            runs = [("leaks", (q72, "7.2.22"), []), ("all", (q10, "10.0.2"), [])]
+            if name in REPAIR_VARIANTS:
+                runs += [("all", (q72, "7.2.22"), ["--output=json"]), ("leaks", (q10, "10.0.2"), ["-q"])]
+            for mode, (oracle, version), extra in runs:
+                if True:
+                    for sub in ("rq", "ri"):
+                        os.makedirs(os.path.join(work, sub), exist_ok=True)
+                        shutil.copyfile(os.path.join(work, name), os.path.join(work, sub, name))
+                    want = run([oracle, "check", "-r", mode] + extra + [name], os.path.join(work, "rq"), env)
+                    got = run([qemu_named, "--qemu-version", version, "check", "-r", mode] + extra + [name],
+                              os.path.join(work, "ri"), env)
+                    with open(os.path.join(work, "rq", name), "rb") as f:
+                        want_bytes = f.read()
+                    with open(os.path.join(work, "ri", name), "rb") as f:
+                        got_bytes = f.read()
+                    with open(os.path.join(work, name), "rb") as f:
+                        orig = f.read()
+                    label = "repair %s -r %s [%s]" % (name, mode, version)
+                    if any(u in want[2] for u in UNIMPLEMENTED_REPAIRS):
+                        ok = got[0] == 1 and "instar does not implement" in got[2] and got_bytes == orig
+                    elif name in BITMAP_IMAGES:
+                        after = run([oracle, "check", name], os.path.join(work, "ri"), env)
+                        ok = want == got and after[0] == 0
+                    else:
+                        ok = want == got and want_bytes == got_bytes
+                    if ok:
+                        passed += 1
+                    else:
+                        failed += 1
+                        print("FAIL %s (bytes %s)\n--- want (rc %d)\n%s%s--- got (rc %d)\n%s%s" %
+                              (label, "same" if want_bytes == got_bytes else "differ", want[0], want[1], want[2],
+                               got[0], got[1], got[2]))
+        # The process sandbox (hosts without /dev/kvm) runs the same guest code: a few checks and a
+        # repair through it.
+        penv = dict(env, INSTAR_SANDBOX="process")
+        for name in ("bad_leak.qcow2", "bad_l2_past_eof.qcow2", "snap.qcow2", "bad_snapshot_extra_first.qcow2"):
+            if only and only not in name:
+                continue
+            want = run([q72, "check", name], work, env)
+            got = run([qemu_named, "--qemu-version", "7.2.22", "check", name], work, penv)
+            if want == got:
+                passed += 1
+            else:
+                failed += 1
+                print("FAIL process sandbox %s\n--- want (rc %d)\n%s%s--- got (rc %d)\n%s%s" %
+                      (name, want[0], want[1], want[2], got[0], got[1], got[2]))
+        # Crash consistency: kill -9 a repair of many leaks at several points; qemu-img check must
+        # then find nothing worse than leaks, and a second repair must finish the job.
+        if not only or "kill" in only:
+            base = os.path.join(work, "kill-base.qcow2")
+            run([q72, "create", "-q", "-f", "qcow2", base, "64M"], work, env)
+            run([qio, "-f", "qcow2", "-c", "write 0 1M", base], work, env)
+            leak_many_clusters(base, 500)
+            import subprocess
+            import time
+            for i in range(8):
+                img = os.path.join(work, "kill.qcow2")
+                shutil.copyfile(base, img)
+                p = subprocess.Popen([qemu_named, "check", "-r", "leaks", img], cwd=work, env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(0.01 + 0.03 * i)
+                p.kill()
+                p.wait()
+                rc, out, err = run([q10, "check", img], work, env)
+                bad = [ln for ln in err.splitlines() if not ln.startswith("Leaked cluster")]
+                rc2, out2, err2 = run([qemu_named, "check", "-r", "leaks", img], work, env)
+                rc3, out3, err3 = run([q72, "check", img], work, env)
+                if rc in (0, 3) and not bad and rc2 == 0 and rc3 == 0:
+                    passed += 1
+                else:
+                    failed += 1
+                    print("FAIL kill point %d: qemu-img check rc %d (%s), re-repair rc %d, final rc %d\n%s%s" %
+                          (i, rc, bad[:3], rc2, rc3, err2[-500:], err3[-500:]))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
