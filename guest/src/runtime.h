@@ -55,4 +55,7 @@ Status create_op(const uint8_t* arg, uint32_t arg_len);
 // op_convert.cpp
 Status convert_op(const uint8_t* arg, uint32_t arg_len);
 
+// op_measure.cpp
+Status measure_op(const uint8_t* arg, uint32_t arg_len);
+
 } // namespace instar::guest

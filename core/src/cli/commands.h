@@ -24,5 +24,6 @@ int cmd_convert(Context& ctx, std::span<const std::string> args);
 int cmd_create(Context& ctx, std::span<const std::string> args);
 int cmd_formats(Context& ctx, std::span<const std::string> args);
 int cmd_info(Context& ctx, std::span<const std::string> args);
+int cmd_measure(Context& ctx, std::span<const std::string> args);
 
 } // namespace instar::cli
