@@ -68,13 +68,22 @@ fixture("ov.qcow2", q("create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "
 fixture("rawbase.raw", ["python3", "-c", "import os\nf=open('rawbase.raw','wb')\nf.write(os.urandom(1<<20))\nf.truncate(6<<20)"])
 fixture("ovr.qcow2", q("create", "-q", "-f", "qcow2", "-b", "rawbase.raw", "-F", "raw", "ovr.qcow2", "8M"),
         io("qcow2", "ovr.qcow2", "write -P 0xbb 7M 64k"))
-for sub in ["monolithicSparse", "monolithicFlat", "streamOptimized"]:
+fixture("mid.qcow2", q("create", "-q", "-f", "qcow2", "-b", "ov.qcow2", "-F", "qcow2", "mid.qcow2", "12M"),
+        io("qcow2", "mid.qcow2", "write -z 0 2M", "write -P 0xcc 9M 512", "discard 1M 64k"))
+fixture("empty.qcow2", q("create", "-q", "-f", "qcow2", "empty.qcow2", "5G"))
+fixture("pf.qcow2", q("create", "-q", "-f", "qcow2", "-o", "preallocation=falloc", "pf.qcow2", "6M"))
+fixture("zeroed.qcow2", q("create", "-q", "-f", "qcow2", "zeroed.qcow2", "4M"),
+        io("qcow2", "zeroed.qcow2", "write -P 5 0 4M", "write -z 0 1M", "write -z -u 2M 1M"))
+fixture("full.raw", ["python3", "-c", "open('full.raw','wb').write(b'\\1'*(3<<20))"])
+for sub in ["monolithicSparse", "monolithicFlat", "streamOptimized", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat"]:
     name = "v-%s.vmdk" % sub
     if sub == "streamOptimized":
         fixture(name, ["cp", "holes.raw", "tmp.raw"], q("convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=" + sub,
                                                        "tmp.raw", name), ["rm", "tmp.raw"])
     else:
-        fixture(name, q("create", "-q", "-f", "vmdk", "-o", "subformat=" + sub, name, "10M"), io("vmdk", name, *PATTERN))
+        size = "3G" if sub.startswith("twoGb") else "10M"
+        fixture(name, q("create", "-q", "-f", "vmdk", "-o", "subformat=" + sub, name, size), io("vmdk", name, *PATTERN),
+                io("vmdk", name, "write -P 9 2047M 2M") if size == "3G" else ["true"])
 for sub in ["dynamic", "fixed"]:
     fixture("p-%s.vhd" % sub, q("create", "-q", "-f", "vpc", "-o", "subformat=" + sub, "p-%s.vhd" % sub, "10M"),
             io("vpc", "p-%s.vhd" % sub, *PATTERN))
@@ -147,6 +156,12 @@ case("measure", "-f", "raw", "-O", "qcow2", "q.qcow2")
 case("measure", "-O", "qcow2", "-o", "bogus=1", "missing.qcow2")
 case("measure", "-O", "bogus", "q.qcow2")
 case("measure", "-O", "vmdk", "q.qcow2")
+case("measure", "-O", "qcow2", "-o", "cluster_size=4k", "-o", "extended_l2=on", "q.qcow2")
+case("measure", "-O", "qcow2", "-o", "cluster_size=4k", "-o", "cluster_size=1M", "sparse.qcow2")
+case("measure", "--output=json", "-O", "raw", "bm.qcow2")
+case("measure", "-O", "qcow2", "-o", "compat=0.10", "--output=json", "bm.qcow2")
+case("measure", "-O", "qcow2", "-o", "size=100T", "q.qcow2")
+case("measure", "-O", "qcow2", "-o", "cluster_size=512", "-f", "qcow2", "sparse.qcow2")
 
 
 def run(cmd, cwd, env=None):
