@@ -265,7 +265,7 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_convert_image) == 24, "convert image layo
  * to open image i sends INSTAR_REC_CONVERT_FAILURE {INSTAR_CONVERT_PHASE_OPEN, i} and a REASON. */
 #define INSTAR_MEASURE_PLAN_MAGIC 0x534D4C50u /* "PLMS" */
 #define INSTAR_MEASURE_MIN_CLUSTER 512u       /* qcow2's smallest cluster (MIN_CLUSTER_BITS 9) */
-#define INSTAR_MEASURE_MAX_CLUSTER (2u << 20) /* qcow2's largest cluster (MAX_CLUSTER_BITS 21) */
+#define INSTAR_MEASURE_MAX_CLUSTER (256u << 20) /* vhdx's largest block (qcow2's largest cluster: 2 MiB) */
 struct instar_measure_arg {
     uint32_t plan_device;
     uint32_t reserved;
@@ -275,7 +275,7 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_measure_arg) == 8, "measure arg layout");
 struct instar_measure_plan {
     uint32_t magic;        /* INSTAR_MEASURE_PLAN_MAGIC */
     uint32_t image_count;  /* entries in the image table; image 0 is the source */
-    uint32_t cluster_size; /* the target's cluster size: a power of two in [MIN, MAX]_CLUSTER */
+    uint32_t cluster_size; /* the target's allocation unit: a power of two in [MIN, MAX]_CLUSTER */
     uint32_t snapshot_len; /* bytes of -l's name after the table (0: none) */
     uint32_t qemu_version; /* the output profile */
     uint32_t reserved;     /* 0 */

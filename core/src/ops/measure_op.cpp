@@ -234,3 +234,140 @@ Expected<std::uint64_t> measure_data_clusters(const MeasureSourceSpec& spec, con
 }
 
 } // namespace instar
+
+namespace instar {
+namespace {
+
+constexpr std::uint64_t KiB = 1024;
+constexpr std::uint64_t MiB = 1024 * KiB;
+
+std::string item_or(const std::vector<OptionItem>& items, std::string_view key, std::string fallback) {
+    for (auto it = items.rbegin(); it != items.rend(); ++it)
+        if (it->key == key)
+            return it->value;
+    return fallback;
+}
+
+// The vhdx block size instar's writer picks (vhdx_create_params.cpp): -o block_size rounded up to
+// MiB and capped at 256 MiB, or by size.
+std::uint64_t vhdx_block_size(const std::vector<OptionItem>& items, std::uint64_t size) {
+    // Size options arrive normalised to bytes (cmd_measure).
+    std::uint64_t bs = std::strtoull(item_or(items, "block_size", "0").c_str(), nullptr, 10);
+    bs = round_up(bs, MiB);
+    if (bs > 256 * MiB)
+        bs = 256 * MiB;
+    if (bs == 0)
+        bs = size > (32ull << 40) ? 64 * MiB : size > (100ull << 30) ? 32 * MiB : size > (1ull << 30) ? 16 * MiB : 8 * MiB;
+    return bs;
+}
+
+enum class VmdkKind { Sparse, TwoGbSparse, Flat, Stream };
+VmdkKind vmdk_kind(const std::vector<OptionItem>& items) {
+    const std::string sub = item_or(items, "subformat", "monolithicSparse");
+    if (sub == "streamOptimized")
+        return VmdkKind::Stream;
+    if (sub == "twoGbMaxExtentSparse")
+        return VmdkKind::TwoGbSparse;
+    if (sub == "monolithicFlat" || sub == "twoGbMaxExtentFlat" || sub == "vmfs")
+        return VmdkKind::Flat;
+    return VmdkKind::Sparse;
+}
+
+constexpr std::uint64_t VMDK_GRAIN = 64 * KiB;
+constexpr std::uint64_t VMDK_GT_GRAINS = 512; // grain table entries
+constexpr std::uint64_t VMDK_EXTENT_MAX = 2ull << 30; // twoGbMaxExtent*
+
+// One sparse extent's metadata: header and descriptor, redundant and primary grain directory and
+// tables, each padded to a grain, and a grain of slack.
+std::uint64_t vmdk_sparse_overhead(std::uint64_t extent_size) {
+    const std::uint64_t grains = div_round_up(extent_size, VMDK_GRAIN);
+    const std::uint64_t gts = div_round_up(grains, VMDK_GT_GRAINS);
+    const std::uint64_t tables = round_up(4 * gts, 512) + gts * VMDK_GT_GRAINS * 4;
+    return 2 * VMDK_GRAIN + 2 * round_up(tables, VMDK_GRAIN) + VMDK_GRAIN;
+}
+
+} // namespace
+
+std::uint64_t estimate_unit(const std::string& format, const std::vector<OptionItem>& items, std::uint64_t size) {
+    if (format == "vpc")
+        return item_or(items, "subformat", "dynamic") == "fixed" ? 0 : 2 * MiB;
+    if (format == "vhdx")
+        return item_or(items, "subformat", "dynamic") == "fixed" ? 0 : vhdx_block_size(items, size);
+    if (format == "vmdk")
+        return vmdk_kind(items) == VmdkKind::Flat ? 0 : VMDK_GRAIN;
+    return 0;
+}
+
+MeasureFigures estimate_figures(const std::string& format, const std::vector<OptionItem>& items, std::uint64_t size,
+                                std::optional<std::uint64_t> data) {
+    MeasureFigures f;
+    const std::uint64_t unit = estimate_unit(format, items, size);
+    if (format == "vpc") {
+        // CHS geometry may round the size up by less than a cylinder (16 heads x 255 sectors).
+        const std::uint64_t vs = round_up(size, 512) + 16 * 255 * 512;
+        if (unit == 0) {
+            f.fully_allocated = f.required = vs + 512 + 64 * KiB;
+            return f;
+        }
+        const std::uint64_t blocks = div_round_up(vs, unit);
+        // footer copy, dynamic header, BAT, footer; each block with its sector bitmap; slack.
+        const std::uint64_t meta = 512 + 1024 + round_up(4 * blocks, 512) + 512 + 64 * KiB;
+        f.fully_allocated = meta + blocks * (unit + 512);
+        f.required = meta + (data ? *data / unit : blocks) * (unit + 512);
+        return f;
+    }
+    if (format == "vhdx") {
+        const std::uint64_t bs = vhdx_block_size(items, size);
+        const std::uint64_t blocks = div_round_up(size, bs);
+        const std::uint64_t chunk_ratio = (1ull << 32) / bs; // 2^23 sectors of 512 bytes per bitmap block
+        const std::uint64_t bat = round_up(8 * (blocks + div_round_up(blocks, chunk_ratio) + 1), MiB);
+        std::uint64_t log = std::strtoull(item_or(items, "log_size", "1048576").c_str(), nullptr, 10);
+        log = round_up(std::max<std::uint64_t>(log, MiB), MiB);
+        // Header section, log, BAT, the 5 MiB gap (metadata region) before the payload, a MiB of
+        // alignment before the first appended block, a MiB of slack (the log's trailing sectors).
+        const std::uint64_t meta = MiB + log + bat + 5 * MiB + MiB + MiB;
+        if (unit == 0) {
+            // A fixed disk's payload, and (instar's writer today) blocks appended for the data.
+            f.fully_allocated = f.required = meta + round_up(size, MiB) + blocks * bs;
+            return f;
+        }
+        f.fully_allocated = meta + blocks * bs;
+        f.required = meta + (data ? *data / unit : blocks) * bs;
+        return f;
+    }
+    // vmdk
+    const VmdkKind kind = vmdk_kind(items);
+    const std::uint64_t descriptor = 64 * KiB;
+    if (kind == VmdkKind::Flat) {
+        const std::uint64_t extents = item_or(items, "subformat", "") == "twoGbMaxExtentFlat"
+                                          ? std::max<std::uint64_t>(1, div_round_up(size, VMDK_EXTENT_MAX))
+                                          : 1;
+        f.fully_allocated = f.required = round_up(size, 512) + descriptor + extents * 512;
+        return f;
+    }
+    const std::uint64_t grains = div_round_up(size, VMDK_GRAIN);
+    const std::uint64_t used = data ? *data / VMDK_GRAIN : grains;
+    if (kind == VmdkKind::Stream) {
+        // Each grain: a marker sector, the deflated grain (incompressible data grows by a few
+        // bytes per 16 KiB block), padded to sectors. Grain tables with markers, the directory,
+        // footer and end-of-stream markers, header and descriptor.
+        const std::uint64_t per_grain = VMDK_GRAIN + 2 * KiB;
+        const std::uint64_t gts = div_round_up(grains, VMDK_GT_GRAINS);
+        const std::uint64_t meta = 2 * VMDK_GRAIN + gts * (512 + VMDK_GT_GRAINS * 4) + round_up(4 * gts, 512) + 8 * 512;
+        f.fully_allocated = meta + grains * per_grain;
+        f.required = meta + used * per_grain;
+        return f;
+    }
+    std::uint64_t meta = 0;
+    if (kind == VmdkKind::TwoGbSparse) {
+        const std::uint64_t extents = std::max<std::uint64_t>(1, div_round_up(size, VMDK_EXTENT_MAX));
+        meta = descriptor + extents * vmdk_sparse_overhead(std::min(size, VMDK_EXTENT_MAX));
+    } else {
+        meta = vmdk_sparse_overhead(size);
+    }
+    f.fully_allocated = meta + grains * VMDK_GRAIN;
+    f.required = meta + used * VMDK_GRAIN;
+    return f;
+}
+
+} // namespace instar

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "ops/info_op.h"
+#include "options/option_list.h"
 #include "plugins/registry.h"
 #include "util/expected.h"
 #include "vmm/sandbox.h"
@@ -81,5 +82,14 @@ MeasureFigures raw_measure(std::optional<std::uint64_t> source_size, std::uint64
 MeasureFigures qcow2_measure(const Qcow2MeasureParams& p, std::uint64_t virtual_size, bool have_source,
                              std::uint64_t data, const std::optional<std::vector<MeasureBitmap>>& bitmaps);
 bool qcow2_image_too_large(const Qcow2MeasureParams& p, std::uint64_t size);
+
+// instar's extension (`measure --estimate`) for targets qemu-img cannot measure (vmdk, vpc, vhdx):
+// upper bounds of what instar's own writers produce (the sum of the files' lengths), so that
+// `instar convert` output never exceeds fully_allocated. The allocation unit the walk counts data
+// in (vpc and vhdx blocks, vmdk grains), or 0 when the layout does not depend on the data (flat,
+// fixed). Both take the target's validated -o items and the virtual size.
+std::uint64_t estimate_unit(const std::string& format, const std::vector<OptionItem>& items, std::uint64_t size);
+MeasureFigures estimate_figures(const std::string& format, const std::vector<OptionItem>& items, std::uint64_t size,
+                                std::optional<std::uint64_t> data);
 
 } // namespace instar
