@@ -70,6 +70,12 @@ fixture("ovr.qcow2", q("create", "-q", "-f", "qcow2", "-b", "rawbase.raw", "-F",
         io("qcow2", "ovr.qcow2", "write -P 0xbb 7M 64k"))
 fixture("mid.qcow2", q("create", "-q", "-f", "qcow2", "-b", "ov.qcow2", "-F", "qcow2", "mid.qcow2", "12M"),
         io("qcow2", "mid.qcow2", "write -z 0 2M", "write -P 0xcc 9M 512", "discard 1M 64k"))
+fixture("pm.qcow2", q("create", "-q", "-f", "qcow2", "-o", "preallocation=metadata", "pm.qcow2", "64M"),
+        io("qcow2", "pm.qcow2", "write -P 7 0 1M", "write -P 8 33M 100k"))
+fixture("pmtop.qcow2", q("create", "-q", "-f", "qcow2", "-o", "preallocation=metadata,extended_l2=on", "-b", "base.qcow2", "-F", "qcow2",
+                         "pmtop.qcow2", "8M"), io("qcow2", "pmtop.qcow2", "write -P 9 6M 64k"))
+fixture("pmq512.qcow2", q("create", "-q", "-f", "qcow2", "-o", "preallocation=metadata,cluster_size=512", "pmq512.qcow2", "8M"),
+        io("qcow2", "pmq512.qcow2", "write -P 7 1000 3000"))
 fixture("empty.qcow2", q("create", "-q", "-f", "qcow2", "empty.qcow2", "5G"))
 fixture("pf.qcow2", q("create", "-q", "-f", "qcow2", "-o", "preallocation=falloc", "pf.qcow2", "6M"))
 fixture("zeroed.qcow2", q("create", "-q", "-f", "qcow2", "zeroed.qcow2", "4M"),

@@ -259,7 +259,8 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_convert_image) == 24, "convert image layo
 
 /* INSTAR_OP_MEASURE: qemu-img measure's allocation walk over one source (qcow2_measure's loop). The
  * plan device holds a struct instar_measure_plan, then image_count struct instar_convert_image
- * entries (image 0 is the source; the rest its backing chain), then snapshot_len bytes of -l's name.
+ * entries (image 0 is the source; the rest its backing chain), then image_count struct
+ * instar_measure_layer entries (the same order), then snapshot_len bytes of -l's name.
  * The guest walks block status over the whole chain (a data extent backed by a hole of its file
  * counts as zeros, as qemu's file-layer status does) and sends one INSTAR_REC_MEASURE. A failure
  * to open image i sends INSTAR_REC_CONVERT_FAILURE {INSTAR_CONVERT_PHASE_OPEN, i} and a REASON. */
@@ -281,6 +282,15 @@ struct instar_measure_plan {
     uint32_t reserved;     /* 0 */
 };
 INSTAR_ABI_ASSERT(sizeof(struct instar_measure_plan) == 24, "measure plan layout");
+
+/* What the host knows of each image's own file (trusted host metadata, not image content). */
+#define INSTAR_MEASURE_DETECT_PREALLOC 1u /* qcow2 without a data file: qemu's metadata-preallocation check */
+struct instar_measure_layer {
+    uint64_t allocated; /* the image file's allocated bytes (st_blocks * 512) */
+    uint32_t flags;     /* INSTAR_MEASURE_* */
+    uint32_t reserved;  /* 0 */
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_measure_layer) == 16, "measure layer layout");
 
 /* The walk's result: `required` is cluster_size times the number of target clusters that hold any
  * byte the chain reports as data (neither zero nor unallocated all the way down). */
