@@ -187,6 +187,7 @@ Expected<Qcow2MeasureParams> qcow2_params(const std::vector<OptionItem>& items, 
 
 // -l: "snapshot.id=ID,snapshot.name=NAME" (either or both) or an id or name.
 struct SnapshotRequest {
+    bool params = false; // snapshot.id= / snapshot.name= given (they win over a plain id or name)
     std::optional<std::string> id;
     std::optional<std::string> name;
     std::optional<std::string> id_or_name;
@@ -197,7 +198,7 @@ Expected<std::string> find_snapshot(const SnapshotRequest& want, const NodeInfo&
     if (top.format != "qcow2")
         return Error{"Failed to load snapshot: Block format '" + top.format +
                      "' used by device '' does not support temporarily loading internal snapshots"};
-    if (want.id_or_name) {
+    if (!want.params && want.id_or_name) {
         for (const auto& s : top.snapshots)
             if (s.id == *want.id_or_name)
                 return s.id;
@@ -263,6 +264,45 @@ bool measure_getopt_72(Context& ctx, std::span<const std::string> args, int& sta
     return false;
 }
 
+// The options that take a value, in the order given, as getopt_long hands them to img_measure's loop
+// (short and long spellings folded to the long name). Parsing has already succeeded.
+std::vector<std::pair<std::string, std::string>> ordered_values(std::span<const std::string> args) {
+    constexpr std::pair<char, const char*> SHORT[] = {{'f', "format"}, {'O', "target-format"}, {'o', "options"},
+                                                      {'l', "snapshot"}};
+    constexpr const char* LONG_WITH_ARG[] = {"format", "target-format", "options", "snapshot", "object", "output",
+                                             "size", "qemu-version", "max-guest-memory", "allow-path"};
+    std::vector<std::pair<std::string, std::string>> out;
+    for (std::size_t i = 0; i < args.size(); ++i) {
+        const std::string& a = args[i];
+        if (a == "--")
+            break;
+        if (a.size() < 2 || a[0] != '-')
+            continue;
+        if (a[1] == '-') {
+            const auto eq = a.find('=');
+            const std::string name = a.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+            if (!listed(LONG_WITH_ARG, name))
+                continue;
+            if (eq != std::string::npos)
+                out.emplace_back(name, a.substr(eq + 1));
+            else if (i + 1 < args.size())
+                out.emplace_back(name, args[++i]);
+            continue;
+        }
+        for (std::size_t k = 1; k < a.size(); ++k) {
+            const auto* s = std::find_if(std::begin(SHORT), std::end(SHORT), [&](const auto& e) { return e.first == a[k]; });
+            if (s == std::end(SHORT))
+                continue;
+            if (k + 1 < a.size())
+                out.emplace_back(s->second, a.substr(k + 1));
+            else if (i + 1 < args.size())
+                out.emplace_back(s->second, args[++i]);
+            break;
+        }
+    }
+    return out;
+}
+
 } // namespace
 
 int cmd_measure(Context& ctx, std::span<const std::string> args) {
@@ -271,15 +311,15 @@ int cmd_measure(Context& ctx, std::span<const std::string> args) {
     po::options_description opts("measure options");
     opts.add_options()
         ("help,h", "")
-        ("format,f", po::value<std::string>())
-        ("target-format,O", po::value<std::string>())
+        ("format,f", po::value<std::vector<std::string>>())
+        ("target-format,O", po::value<std::vector<std::string>>())
         ("options,o", po::value<std::vector<std::string>>())
-        ("snapshot,l", po::value<std::string>())
+        ("snapshot,l", po::value<std::vector<std::string>>())
         ("force-share,U", "")
         ("object", po::value<std::vector<std::string>>())
         ("image-opts", "")
-        ("output", po::value<std::string>())
-        ("size", po::value<std::string>())
+        ("output", po::value<std::vector<std::string>>())
+        ("size", po::value<std::vector<std::string>>())
         ("allow-path", po::value<std::vector<std::string>>())
         ("unsafe-quirks", "")
         ("estimate", "");
@@ -292,61 +332,70 @@ int cmd_measure(Context& ctx, std::span<const std::string> args) {
         print_command_help(ctx, MEASURE_HELP);
         return 0;
     }
-    // The option loop's own checks, in img_measure's switch order.
+    // The option loop's own checks, in command-line order as img_measure's getopt loop meets them.
     std::string options;
-    if (vm.count("options"))
-        for (const auto& o : vm["options"].as<std::vector<std::string>>())
-            if (auto err = accumulate_option_list(options, o))
-                return report_error(ctx, err->message);
     SnapshotRequest snapshot;
-    const bool has_snapshot = vm.count("snapshot") > 0;
-    if (has_snapshot) {
-        const std::string l = vm["snapshot"].as<std::string>();
-        if (l.rfind("snapshot.", 0) == 0) {
-            for (const auto& item : split_option_list(l)) {
-                if (item.key == "snapshot.id")
-                    snapshot.id = item.value;
-                else if (item.key == "snapshot.name")
-                    snapshot.name = item.value;
-                else {
-                    report_error(ctx, "Invalid parameter '" + item.key + "'");
-                    return report_error(ctx, "Failed in parsing snapshot param '" + l + "'");
-                }
-            }
-        } else {
-            snapshot.id_or_name = l;
-        }
-    }
+    bool has_snapshot = false;
     OutputFormat output = OutputFormat::Human;
-    if (vm.count("output")) {
-        const auto o = parse_output_format(ctx, "measure", vm["output"].as<std::string>());
-        if (!o)
-            return 1;
-        output = *o;
-    }
     std::optional<std::uint64_t> img_size;
-    if (vm.count("size")) {
-        const std::string text = vm["size"].as<std::string>();
-        const SizeParse p = parse_qemu_size(text, ctx.profile.version);
-        if (p.status == ParseStatus::Invalid) {
-            if (ctx.profile.version >= qemu_version(8, 0)) {
-                return report_error(ctx, "Invalid image size specified: '" + text + "'.");
+    std::optional<std::string> source_fmt;
+    std::string fmt = "raw";
+    for (const auto& [key, value] : ordered_values(args)) {
+        if (key == "format") {
+            source_fmt = value;
+        } else if (key == "target-format") {
+            fmt = value;
+        } else if (key == "options") {
+            if (auto err = accumulate_option_list(options, value))
+                return report_error(ctx, err->message);
+        } else if (key == "snapshot") {
+            has_snapshot = true;
+            if (value.rfind("snapshot.", 0) == 0) {
+                // qemu: sn_opts replaces an earlier -l snapshot.*; a plain name is kept beside it.
+                snapshot.id.reset();
+                snapshot.name.reset();
+                bool any = false;
+                for (const auto& item : split_option_list(value)) {
+                    if (item.key == "snapshot.id")
+                        snapshot.id = item.value;
+                    else if (item.key == "snapshot.name")
+                        snapshot.name = item.value;
+                    else {
+                        report_error(ctx, "Invalid parameter '" + item.key + "'");
+                        return report_error(ctx, "Failed in parsing snapshot param '" + value + "'");
+                    }
+                    any = true;
+                }
+                snapshot.params = any || snapshot.params;
+            } else {
+                snapshot.id_or_name = value;
             }
-            report_error(ctx, "Invalid image size specified. You may use k, M, G, T, P or E suffixes for");
-            return report_error(ctx, "kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
+        } else if (key == "output") {
+            const auto o = parse_output_format(ctx, "measure", value);
+            if (!o)
+                return 1;
+            output = *o;
+        } else if (key == "size") {
+            const SizeParse p = parse_qemu_size(value, ctx.profile.version);
+            if (p.status == ParseStatus::Invalid) {
+                if (ctx.profile.version >= qemu_version(8, 0))
+                    return report_error(ctx, "Invalid image size specified: '" + value + "'.");
+                report_error(ctx, "Invalid image size specified. You may use k, M, G, T, P or E suffixes for");
+                return report_error(ctx, "kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
+            }
+            if (p.status == ParseStatus::OutOfRange || p.value > static_cast<std::uint64_t>(INT64_MAX))
+                return report_error(ctx, "Invalid image size specified. Must be between 0 and " +
+                                             std::to_string(INT64_MAX) + ".");
+            if (p.warning)
+                report_warning(ctx, *p.warning);
+            img_size = p.value;
         }
-        if (p.status == ParseStatus::OutOfRange || p.value > static_cast<std::uint64_t>(INT64_MAX))
-            return report_error(ctx, "Invalid image size specified. Must be between 0 and " +
-                                         std::to_string(INT64_MAX) + ".");
-        if (p.warning)
-            report_warning(ctx, *p.warning);
-        img_size = p.value;
     }
 
     if (parsed->positional.size() > 1)
         return report_error(ctx, "At most one filename argument is allowed.");
     const std::string* filename = parsed->positional.empty() ? nullptr : &parsed->positional[0];
-    if (!filename && (vm.count("image-opts") || vm.count("format") || has_snapshot))
+    if (!filename && (vm.count("image-opts") || source_fmt || has_snapshot))
         return report_error(ctx, "--image-opts, -f, and -l require a filename argument.");
     if (filename && img_size)
         return report_error(ctx, "--size N cannot be used together with a filename.");
@@ -359,8 +408,7 @@ int cmd_measure(Context& ctx, std::span<const std::string> args) {
     MeasureSource source;
     if (filename) {
         src.filename = *filename;
-        if (vm.count("format"))
-            src.format = vm["format"].as<std::string>();
+        src.format = source_fmt;
         if (vm.count("allow-path"))
             src.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
         src.unsafe_quirks = vm.count("unsafe-quirks") > 0;
@@ -374,7 +422,6 @@ int cmd_measure(Context& ctx, std::span<const std::string> args) {
         }
     }
 
-    const std::string fmt = vm.count("target-format") ? vm["target-format"].as<std::string>() : "raw";
     const LoadedPlugin* plugin = ctx.plugins().find(fmt);
     const bool v72 = ctx.profile.version < qemu_version(8, 0);
     if (!plugin) {
