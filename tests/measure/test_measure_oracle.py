@@ -224,6 +224,40 @@ def estimate_cases(ours, fx, work, env):
     return passed, failed
 
 
+def hostile_cases(ours, q72, work, env):
+    """Images that name files they must not reach: measure refuses them (exit 1, the reason named),
+    as info and convert do, before any figure is printed."""
+    d = os.path.join(work, "hostile")
+    os.mkdir(d)
+    secret = os.path.join(work, "secret.raw")
+    with open(secret, "wb") as f:
+        f.write(b"SECRET" * 100000)
+    cases = []
+    for name, backing, why in [("abs.qcow2", secret, "refused"),
+                               ("json.qcow2", 'json:{"driver":"raw","file":{"driver":"file","filename":"%s"}}' % secret,
+                                "json: pseudo-protocol"),
+                               ("up.qcow2", "../secret.raw", "outside the allowed directories")]:
+        run([q72, "create", "-q", "-f", "qcow2", "-u", "-b", backing, "-F", "raw", name, "1M"], d, env)
+        cases.append((name, why))
+    with open(os.path.join(d, "evil.vmdk"), "w") as f:
+        f.write('# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n'
+                'createType="monolithicFlat"\nRW 2048 FLAT "%s" 0\n' % secret)
+    cases.append(("evil.vmdk", "refused"))
+    run([q72, "create", "-q", "-f", "qcow2", "-u", "-b", "loop-b.qcow2", "-F", "qcow2", "loop-a.qcow2", "1M"], d, env)
+    run([q72, "create", "-q", "-f", "qcow2", "-u", "-b", "loop-a.qcow2", "-F", "qcow2", "loop-b.qcow2", "1M"], d, env)
+    cases.append(("loop-a.qcow2", "loops back"))
+    passed = failed = 0
+    for name, why in cases:
+        for target in ("raw", "qcow2"):
+            rc, out, err = run([ours, "measure", "-O", target, name], d, env)
+            if rc == 1 and why in err and out == "":
+                passed += 1
+            else:
+                failed += 1
+                print("FAIL hostile %s -O %s: rc %d out %r err %r" % (name, target, rc, out, err))
+    return passed, failed
+
+
 def run(cmd, cwd, env=None):
     p = run_fixture(cmd, cwd=cwd, env=env, timeout=300)
     d = os.path.dirname(cmd[0])
@@ -274,6 +308,8 @@ def main():
                     failed += 1
                     print("FAIL [%s] %s\n  qemu-img: %r\n  instar:   %r" % (profile, " ".join(args), rq, ri))
         p, f = estimate_cases(ours, fx, work, dict(env, INSTAR_QEMU_VERSION="10.0"))
+        passed, failed = passed + p, failed + f
+        p, f = hostile_cases(ours, q72, work, dict(env, INSTAR_QEMU_VERSION="10.0"))
         passed, failed = passed + p, failed + f
         print("%d passed, %d failed" % (passed, failed))
         return 1 if failed else 0
