@@ -221,6 +221,29 @@ def estimate_cases(ours, fx, work, env):
                 print("FAIL %s: wrote %d, estimate %r" % (label, written, fig))
             else:
                 passed += 1
+    # --size: a new, empty image of that size (`instar create`) fits in `required`.
+    for size in ("1M", "1000001", "1G"):
+        for tgt in ESTIMATE_TARGETS:
+            label = "estimate --size %s -> %s" % (size, " ".join(tgt))
+            rc, out, err = run([ours, "measure", "--estimate", "--output=json", "--size", size, "-O"] + list(tgt), fx, env)
+            if rc != 0:
+                failed += 1
+                print("FAIL %s: measure exit %d: %s" % (label, rc, err))
+                continue
+            fig = json.loads(out)
+            d = tempfile.mkdtemp(dir=work)
+            opts = list(tgt[1:])
+            rc, out, err = run([ours, "create", "-q", "-f", tgt[0]] + opts + [os.path.join(d, "new"), size], fx, env)
+            written = sum(os.path.getsize(os.path.join(d, n)) for n in os.listdir(d))
+            shutil.rmtree(d, ignore_errors=True)
+            if rc != 0:
+                failed += 1
+                print("FAIL %s: create exit %d: %s" % (label, rc, err))
+            elif not (fig["required"] <= fig["fully-allocated"] and written <= fig["required"]):
+                failed += 1
+                print("FAIL %s: created %d, estimate %r" % (label, written, fig))
+            else:
+                passed += 1
     return passed, failed
 
 
