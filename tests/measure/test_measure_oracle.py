@@ -163,6 +163,18 @@ case("measure", "-O", "qcow2", "-o", "bogus=1", "missing.qcow2")
 case("measure", "-O", "bogus", "q.qcow2")
 case("measure", "-O", "vmdk", "q.qcow2")
 case("measure", "-O", "vhdx", "-o", "subformat=fixed", "q.qcow2")
+# LUKS-encrypted qcow2 targets: the LUKS header in whole clusters (key length by cipher and mode).
+SECRET = ["--object", "secret,id=sec0,data=abc"]
+for o in ["encrypt.format=luks,encrypt.key-secret=sec0", "encrypt.format=luks,encrypt.key-secret=sec0,cluster_size=2M",
+          "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.cipher-alg=aes-128",
+          "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.cipher-alg=serpent-192,encrypt.cipher-mode=xts",
+          "encrypt.format=luks,encrypt.key-secret=sec0,cluster_size=4k,encrypt.iter-time=10",
+          "encrypt.format=luks,encrypt.key-secret=nosuch", "encrypt.format=luks", "encrypt.format=aes",
+          "encryption=on"]:
+    case("measure", *SECRET, "--size", "1G", "-O", "qcow2", "-o", o)
+case("measure", *SECRET, "-O", "qcow2", "-o", "encrypt.format=luks,encrypt.key-secret=sec0", "q.qcow2")
+case("measure", "--object", "secret,id=other,data=abc", "-O", "qcow2", "-o", "encrypt.format=luks,encrypt.key-secret=sec0",
+     "q.qcow2")
 # Repeated options (the last wins) and errors in command-line order.
 case("measure", "--size", "1G", "--size", "2G", "-O", "qcow2")
 case("measure", "-O", "raw", "-O", "qcow2", "--output=json", "--output=human", "--size", "1M")

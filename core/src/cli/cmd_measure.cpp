@@ -140,7 +140,32 @@ const std::string* last_value(const std::vector<OptionItem>& items, std::string_
 bool bool_value(const std::string& v) { return v == "on" || v == "yes" || v == "true" || v == "y"; }
 
 // qcow2_measure's option checks, in its order; the message is qemu's.
-Expected<Qcow2MeasureParams> qcow2_params(const std::vector<OptionItem>& items, std::uint32_t profile) {
+// qcrypto_block_calculate_payload_offset for LUKS: the partition header and key-slot headers
+// (4 KiB), then 8 key slots of the master key split into 4000 stripes, each rounded up to 4 KiB.
+// The master key is the cipher's key length, doubled for XTS.
+Expected<std::uint64_t> luks_header_bytes(const std::vector<OptionItem>& items) {
+    struct Alg {
+        const char* name;
+        std::uint64_t key;
+    };
+    constexpr Alg ALGS[] = {{"aes-128", 16},     {"aes-192", 24},     {"aes-256", 32},     {"cast5-128", 16},
+                            {"serpent-128", 16}, {"serpent-192", 24}, {"serpent-256", 32}, {"twofish-128", 16},
+                            {"twofish-192", 24}, {"twofish-256", 32}, {"sm4", 16}};
+    const std::string* alg = last_value(items, "encrypt.cipher-alg");
+    const std::string* mode = last_value(items, "encrypt.cipher-mode");
+    const std::string alg_name = alg ? *alg : "aes-256";
+    const std::string mode_name = mode ? *mode : "xts";
+    const auto* a = std::find_if(std::begin(ALGS), std::end(ALGS), [&](const Alg& x) { return alg_name == x.name; });
+    if (a == std::end(ALGS) || (mode_name != "xts" && mode_name != "cbc" && mode_name != "ecb" && mode_name != "ctr"))
+        return Error{"instar cannot measure LUKS with cipher '" + alg_name + "' in mode '" + mode_name + "' yet"};
+    constexpr std::uint64_t STRIPES = 4000, SLOTS = 8, ALIGN = 4096;
+    const std::uint64_t key = a->key * (mode_name == "xts" ? 2 : 1);
+    const std::uint64_t slot = (key * STRIPES + ALIGN - 1) / ALIGN * ALIGN;
+    return ALIGN + SLOTS * slot;
+}
+
+Expected<Qcow2MeasureParams> qcow2_params(const std::vector<OptionItem>& items, std::uint32_t profile,
+                                          const std::vector<std::string>& secrets) {
     Qcow2MeasureParams p;
     if (const std::string* v = last_value(items, "extended_l2"))
         p.extended_l2 = bool_value(*v);
@@ -178,9 +203,15 @@ Expected<Qcow2MeasureParams> qcow2_params(const std::vector<OptionItem>& items, 
     }
     p.has_backing = last_value(items, "backing_file") != nullptr;
     if (const std::string* v = last_value(items, "encrypt.format"); v && *v == "luks") {
-        if (!last_value(items, "encrypt.key-secret"))
+        const std::string* secret = last_value(items, "encrypt.key-secret");
+        if (!secret)
             return Error{"Parameter 'encrypt.key-secret' is required for cipher"};
-        return Error{"instar cannot measure LUKS-encrypted qcow2 targets yet"};
+        auto header = luks_header_bytes(items);
+        if (!header)
+            return Error{header.error()};
+        if (std::find(secrets.begin(), secrets.end(), *secret) == secrets.end())
+            return Error{"No secret with id '" + *secret + "'"};
+        p.luks_payload = (*header + p.cluster_size - 1) / p.cluster_size * p.cluster_size;
     }
     return p;
 }
@@ -456,7 +487,23 @@ int cmd_measure(Context& ctx, std::span<const std::string> args) {
             size_opt = parse_qemu_size(*v, ctx.profile.version).value;
         figures = raw_measure(filename ? std::optional(source.virtual_size) : std::nullopt, size_opt);
     } else if (name == "qcow2") {
-        auto params = qcow2_params(items, ctx.profile.version);
+        // The ids of --object secret,id=ID,... (qemu creates them while parsing the command line).
+        std::vector<std::string> secrets;
+        if (vm.count("object"))
+            for (const auto& o : vm["object"].as<std::vector<std::string>>()) {
+                const auto parts = split_option_list(o);
+                bool secret = !parts.empty() && parts.front().key == "secret" && parts.front().value == "on";
+                std::string id;
+                for (const auto& part : parts) {
+                    if (part.key == "qom-type" && part.value == "secret")
+                        secret = true;
+                    if (part.key == "id")
+                        id = part.value;
+                }
+                if (secret && !id.empty())
+                    secrets.push_back(id);
+            }
+        auto params = qcow2_params(items, ctx.profile.version, secrets);
         if (!params)
             return report_error(ctx, params.error());
         std::uint64_t size_opt = 0;

@@ -110,7 +110,8 @@ MeasureFigures qcow2_measure(const Qcow2MeasureParams& p, std::uint64_t virtual_
     if (p.full_preallocation)
         required = vs;
     MeasureFigures f;
-    f.fully_allocated = qcow2_prealloc_size(vs, p.cluster_size, std::countr_zero(p.refcount_bits), p.extended_l2);
+    f.fully_allocated =
+        p.luks_payload + qcow2_prealloc_size(vs, p.cluster_size, std::countr_zero(p.refcount_bits), p.extended_l2);
     f.required = f.fully_allocated - vs + required;
     if (p.version >= 3 && bitmaps)
         f.bitmaps = qcow2_bitmaps_size(virtual_size, *bitmaps, p.cluster_size);

@@ -31,6 +31,7 @@ struct Qcow2MeasureParams {
     std::uint64_t refcount_bits = 16;
     bool full_preallocation = false; // preallocation=full or falloc: every cluster is required
     bool has_backing = false;        // backing_file given: every cluster is required
+    std::uint64_t luks_payload = 0;  // encrypt.format=luks: the LUKS header, in whole clusters
 };
 
 // qcow2_refcount_metadata_size (generous_increase = false) and qcow2_calc_prealloc_size.
