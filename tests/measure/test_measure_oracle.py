@@ -175,6 +175,14 @@ for o in ["encrypt.format=luks,encrypt.key-secret=sec0", "encrypt.format=luks,en
 case("measure", *SECRET, "-O", "qcow2", "-o", "encrypt.format=luks,encrypt.key-secret=sec0", "q.qcow2")
 case("measure", "--object", "secret,id=other,data=abc", "-O", "qcow2", "-o", "encrypt.format=luks,encrypt.key-secret=sec0",
      "q.qcow2")
+# LUKS targets (qemu's luks format): header + the whole disk.
+for o in ["key-secret=sec0", "key-secret=sec0,cipher-alg=aes-128", "key-secret=sec0,cipher-mode=cbc,ivgen-alg=essiv",
+          "key-secret=nosuch", "cipher-alg=aes-128", "bogus=1", "key-secret=sec0,iter-time=x",
+          "key-secret=sec0,preallocation=full"]:
+    case("measure", *SECRET, "--size", "1000001", "-O", "luks", "-o", o)
+case("measure", *SECRET, "--size", "1G", "-O", "luks")
+case("measure", *SECRET, "-O", "luks", "-o", "key-secret=sec0", "q.qcow2")
+case("measure", *SECRET, "-O", "luks", "-o", "key-secret=sec0", "--output=json", "-f", "raw", "odd.raw")
 # Repeated options (the last wins) and errors in command-line order.
 case("measure", "--size", "1G", "--size", "2G", "-O", "qcow2")
 case("measure", "-O", "raw", "-O", "qcow2", "--output=json", "--output=human", "--size", "1M")

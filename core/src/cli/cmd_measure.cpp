@@ -83,6 +83,23 @@ bool listed(const char* const (&list)[N], std::string_view name) {
 constexpr const char* SIZE_HINT =
     "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\nand exabytes, respectively.";
 
+// qemu's luks format's create options (block/crypto.c), for `-O luks`.
+constexpr OptionPolicy LUKS_H = OptionPolicy::Honoured;
+const OptionDesc LUKS_OPTIONS[] = {
+    {"size", OptionType::Size, nullptr, "Virtual disk size", LUKS_H, nullptr, nullptr, 0, 0},
+    {"key-secret", OptionType::String, nullptr, "ID of secret providing LUKS passphrase", LUKS_H, nullptr, nullptr, 0, 0},
+    {"cipher-alg", OptionType::String, nullptr, "Name of encryption cipher algorithm", LUKS_H, nullptr, nullptr, 0, 0},
+    {"cipher-mode", OptionType::String, nullptr, "Name of encryption cipher mode", LUKS_H, nullptr, nullptr, 0, 0},
+    {"ivgen-alg", OptionType::String, nullptr, "Name of IV generator algorithm", LUKS_H, nullptr, nullptr, 0, 0},
+    {"ivgen-hash-alg", OptionType::String, nullptr, "Name of IV generator hash algorithm", LUKS_H, nullptr, nullptr, 0,
+     0},
+    {"hash-alg", OptionType::String, nullptr, "Name of encryption hash algorithm", LUKS_H, nullptr, nullptr, 0, 0},
+    {"iter-time", OptionType::Number, nullptr, "Time to spend in PBKDF in milliseconds", LUKS_H, nullptr, nullptr, 0,
+     0},
+    {"detached-header", OptionType::Bool, nullptr, "Create a detached LUKS header", LUKS_H, nullptr, nullptr,
+     qemu_version(9, 0), 0},
+};
+
 // qemu_opts_do_parse against the target's create options (the format's, then the file protocol's):
 // the value's type is checked, nothing else. Returns qemu's message on failure.
 std::optional<std::string> check_measure_options(const std::vector<OptionItem>& items,
@@ -143,7 +160,7 @@ bool bool_value(const std::string& v) { return v == "on" || v == "yes" || v == "
 // qcrypto_block_calculate_payload_offset for LUKS: the partition header and key-slot headers
 // (4 KiB), then 8 key slots of the master key split into 4000 stripes, each rounded up to 4 KiB.
 // The master key is the cipher's key length, doubled for XTS.
-Expected<std::uint64_t> luks_header_bytes(const std::vector<OptionItem>& items) {
+Expected<std::uint64_t> luks_header_bytes(const std::vector<OptionItem>& items, const std::string& prefix) {
     struct Alg {
         const char* name;
         std::uint64_t key;
@@ -151,8 +168,8 @@ Expected<std::uint64_t> luks_header_bytes(const std::vector<OptionItem>& items) 
     constexpr Alg ALGS[] = {{"aes-128", 16},     {"aes-192", 24},     {"aes-256", 32},     {"cast5-128", 16},
                             {"serpent-128", 16}, {"serpent-192", 24}, {"serpent-256", 32}, {"twofish-128", 16},
                             {"twofish-192", 24}, {"twofish-256", 32}, {"sm4", 16}};
-    const std::string* alg = last_value(items, "encrypt.cipher-alg");
-    const std::string* mode = last_value(items, "encrypt.cipher-mode");
+    const std::string* alg = last_value(items, prefix + "cipher-alg");
+    const std::string* mode = last_value(items, prefix + "cipher-mode");
     const std::string alg_name = alg ? *alg : "aes-256";
     const std::string mode_name = mode ? *mode : "xts";
     const auto* a = std::find_if(std::begin(ALGS), std::end(ALGS), [&](const Alg& x) { return alg_name == x.name; });
@@ -206,7 +223,7 @@ Expected<Qcow2MeasureParams> qcow2_params(const std::vector<OptionItem>& items, 
         const std::string* secret = last_value(items, "encrypt.key-secret");
         if (!secret)
             return Error{"Parameter 'encrypt.key-secret' is required for cipher"};
-        auto header = luks_header_bytes(items);
+        auto header = luks_header_bytes(items, "encrypt.");
         if (!header)
             return Error{header.error()};
         if (std::find(secrets.begin(), secrets.end(), *secret) == secrets.end())
@@ -214,6 +231,43 @@ Expected<Qcow2MeasureParams> qcow2_params(const std::vector<OptionItem>& items, 
         p.luks_payload = (*header + p.cluster_size - 1) / p.cluster_size * p.cluster_size;
     }
     return p;
+}
+
+// The ids of --object secret,id=ID,... (qemu creates them while parsing the command line).
+std::vector<std::string> secret_ids(const po::variables_map& vm) {
+    std::vector<std::string> secrets;
+    if (!vm.count("object"))
+        return secrets;
+    for (const auto& o : vm["object"].as<std::vector<std::string>>()) {
+        const auto parts = split_option_list(o);
+        bool secret = !parts.empty() && parts.front().key == "secret" && parts.front().value == "on";
+        std::string id;
+        for (const auto& part : parts) {
+            if (part.key == "qom-type" && part.value == "secret")
+                secret = true;
+            if (part.key == "id")
+                id = part.value;
+        }
+        if (secret && !id.empty())
+            secrets.push_back(id);
+    }
+    return secrets;
+}
+
+void print_figures(Context& ctx, OutputFormat output, const MeasureFigures& figures) {
+    if (output == OutputFormat::Human) {
+        ctx.out << "required size: " << figures.required << '\n'
+                << "fully allocated size: " << figures.fully_allocated << '\n';
+        if (figures.bitmaps)
+            ctx.out << "bitmaps size: " << *figures.bitmaps << '\n';
+        return;
+    }
+    boost::json::object o;
+    if (figures.bitmaps)
+        o["bitmaps"] = *figures.bitmaps;
+    o["required"] = figures.required;
+    o["fully-allocated"] = figures.fully_allocated;
+    ctx.out << qemu_json_pretty(o) << '\n';
 }
 
 // -l: "snapshot.id=ID,snapshot.name=NAME" (either or both) or an id or name.
@@ -460,10 +514,39 @@ int cmd_measure(Context& ctx, std::span<const std::string> args) {
             return report_error(ctx, "Format driver '" + fmt + "' does not support image creation");
         if (listed(NO_MEASURE, fmt) || (v72 && listed(NO_MEASURE_72, fmt)))
             return report_error(ctx, "Block driver '" + fmt + "' does not support size measurement");
-        if (fmt == "luks")
-            return report_error(ctx, options.empty() ? "Parameter 'key-secret' is required for cipher"
-                                                     : "instar cannot measure luks targets yet");
-        return report_error(ctx, unknown_format(fmt));
+        if (fmt != "luks")
+            return report_error(ctx, unknown_format(fmt));
+        // block_crypto_measure: the LUKS header, then the whole disk (encrypted data is never sparse).
+        std::vector<OptionItem> litems = split_option_list(options);
+        std::vector<std::string> lwarnings;
+        const auto lbad = check_measure_options(litems, LUKS_OPTIONS, ctx.profile.version, lwarnings);
+        for (const auto& w : lwarnings)
+            report_warning(ctx, w);
+        if (lbad) {
+            report_error(ctx, *lbad);
+            return report_error(ctx, "Invalid options for file format 'luks'");
+        }
+        std::uint64_t size = img_size.value_or(0);
+        if (!img_size)
+            if (const std::string* v = last_value(litems, "size"))
+                size = parse_qemu_size(*v, ctx.profile.version).value;
+        if (filename)
+            size = source.virtual_size;
+        const std::string* secret = last_value(litems, "key-secret");
+        if (!secret)
+            return report_error(ctx, "Parameter 'key-secret' is required for cipher");
+        if (const std::string* d = last_value(litems, "detached-header"); d && bool_value(*d))
+            return report_error(ctx, "instar cannot measure LUKS images with a detached header yet");
+        auto header = luks_header_bytes(litems, "");
+        if (!header)
+            return report_error(ctx, header.error());
+        const auto secrets = secret_ids(vm);
+        if (std::find(secrets.begin(), secrets.end(), *secret) == secrets.end())
+            return report_error(ctx, "No secret with id '" + *secret + "'");
+        MeasureFigures lf;
+        lf.required = lf.fully_allocated = *header + size;
+        print_figures(ctx, output, lf);
+        return 0;
     }
     const FormatDescriptor& d = **plugin;
     const std::string name = d.name;
@@ -487,22 +570,7 @@ int cmd_measure(Context& ctx, std::span<const std::string> args) {
             size_opt = parse_qemu_size(*v, ctx.profile.version).value;
         figures = raw_measure(filename ? std::optional(source.virtual_size) : std::nullopt, size_opt);
     } else if (name == "qcow2") {
-        // The ids of --object secret,id=ID,... (qemu creates them while parsing the command line).
-        std::vector<std::string> secrets;
-        if (vm.count("object"))
-            for (const auto& o : vm["object"].as<std::vector<std::string>>()) {
-                const auto parts = split_option_list(o);
-                bool secret = !parts.empty() && parts.front().key == "secret" && parts.front().value == "on";
-                std::string id;
-                for (const auto& part : parts) {
-                    if (part.key == "qom-type" && part.value == "secret")
-                        secret = true;
-                    if (part.key == "id")
-                        id = part.value;
-                }
-                if (secret && !id.empty())
-                    secrets.push_back(id);
-            }
+        const std::vector<std::string> secrets = secret_ids(vm);
         auto params = qcow2_params(items, ctx.profile.version, secrets);
         if (!params)
             return report_error(ctx, params.error());
@@ -558,19 +626,7 @@ int cmd_measure(Context& ctx, std::span<const std::string> args) {
         return report_error(ctx, "Block driver '" + name + "' does not support size measurement");
     }
 
-    if (output == OutputFormat::Human) {
-        ctx.out << "required size: " << figures.required << '\n'
-                << "fully allocated size: " << figures.fully_allocated << '\n';
-        if (figures.bitmaps)
-            ctx.out << "bitmaps size: " << *figures.bitmaps << '\n';
-    } else {
-        boost::json::object o;
-        if (figures.bitmaps)
-            o["bitmaps"] = *figures.bitmaps;
-        o["required"] = figures.required;
-        o["fully-allocated"] = figures.fully_allocated;
-        ctx.out << qemu_json_pretty(o) << '\n';
-    }
+    print_figures(ctx, output, figures);
     return 0;
 }
 
