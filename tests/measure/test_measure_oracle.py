@@ -124,7 +124,7 @@ for o in ["preallocation=full", "bogus=1", "size=5G", "cluster_size=4k"]:
 case("measure", "--size", "1G", "-O", "qcow2", "--output=json")
 case("measure", "--size", "1G", "-O", "qcow2", "--output", "human")
 # Targets qemu-img cannot measure, and names it does not know.
-for t in ["vmdk", "vpc", "vhdx", "qed", "vdi", "dmg", "bogus", "file"]:
+for t in ["vmdk", "vpc", "vhdx", "qed", "vdi", "dmg", "bogus", "file", "vhd", "QCOW2"]:
     case("measure", "--size", "1G", "-O", t)
 # Command-line errors.
 case("measure")

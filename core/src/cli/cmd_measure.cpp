@@ -508,6 +508,8 @@ int cmd_measure(Context& ctx, std::span<const std::string> args) {
     }
 
     const LoadedPlugin* plugin = ctx.plugins().find(fmt);
+    if (plugin && fmt != (*plugin)->name)
+        plugin = nullptr; // qemu's bdrv_find_format knows no aliases ("vhd" is not "vpc")
     const bool v72 = ctx.profile.version < qemu_version(8, 0);
     if (!plugin) {
         if (listed(NO_CREATE, fmt) || (v72 && listed(NO_CREATE_72, fmt)))
