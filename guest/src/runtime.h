@@ -64,5 +64,7 @@ Status check_op(const uint8_t* arg, uint32_t arg_len);
 Status compare_op(const uint8_t* arg, uint32_t arg_len);
 // op_map.cpp
 Status map_op(const uint8_t* arg, uint32_t arg_len);
+// op_measure.cpp
+Status measure_op(const uint8_t* arg, uint32_t arg_len);
 
 } // namespace instar::guest

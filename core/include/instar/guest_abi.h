@@ -216,6 +216,7 @@ enum instar_op {
     INSTAR_OP_CHECK = 7,      /* struct instar_check_arg -> INSTAR_REC_CHECK records (docs/check.md) */
     INSTAR_OP_COMPARE = 9,    /* struct instar_compare_arg: the plan is a device (docs/compare.md) */
     INSTAR_OP_MAP = 8,        /* struct instar_map_arg: the plan is a device -> INSTAR_REC_MAP (docs/map.md) */
+    INSTAR_OP_MEASURE = 10,   /* struct instar_measure_arg: the plan is a device (docs/measure.md) */
 };
 
 /* INSTAR_OP_INFO: device 0 is the image, devices 1..file_count the files it referenced in an earlier
@@ -424,6 +425,48 @@ struct instar_map_entry {
     uint32_t reserved;
 };
 INSTAR_ABI_ASSERT(sizeof(struct instar_map_entry) == 40, "map entry layout");
+/* INSTAR_OP_MEASURE: qemu-img measure's allocation walk over one source (qcow2_measure's loop). The
+ * plan device holds a struct instar_measure_plan, then image_count struct instar_convert_image
+ * entries (image 0 is the source; the rest its backing chain), then image_count struct
+ * instar_measure_layer entries (the same order), then snapshot_len bytes of -l's name.
+ * The guest walks block status over the whole chain (a data extent backed by a hole of its file
+ * counts as zeros, as qemu's file-layer status does) and sends one INSTAR_REC_MEASURE. A failure
+ * to open image i sends INSTAR_REC_CONVERT_FAILURE {INSTAR_CONVERT_PHASE_OPEN, i} and a REASON. */
+#define INSTAR_MEASURE_PLAN_MAGIC 0x534D4C50u /* "PLMS" */
+#define INSTAR_MEASURE_MIN_CLUSTER 512u       /* qcow2's smallest cluster (MIN_CLUSTER_BITS 9) */
+#define INSTAR_MEASURE_MAX_CLUSTER (256u << 20) /* vhdx's largest block (qcow2's largest cluster: 2 MiB) */
+struct instar_measure_arg {
+    uint32_t plan_device;
+    uint32_t reserved;
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_measure_arg) == 8, "measure arg layout");
+
+struct instar_measure_plan {
+    uint32_t magic;        /* INSTAR_MEASURE_PLAN_MAGIC */
+    uint32_t image_count;  /* entries in the image table; image 0 is the source */
+    uint32_t cluster_size; /* the target's allocation unit: a power of two in [MIN, MAX]_CLUSTER */
+    uint32_t snapshot_len; /* bytes of -l's name after the table (0: none) */
+    uint32_t qemu_version; /* the output profile */
+    uint32_t reserved;     /* 0 */
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_measure_plan) == 24, "measure plan layout");
+
+/* What the host knows of each image's own file (trusted host metadata, not image content). */
+#define INSTAR_MEASURE_DETECT_PREALLOC 1u /* qcow2 without a data file: qemu's metadata-preallocation check */
+struct instar_measure_layer {
+    uint64_t allocated; /* the image file's allocated bytes (st_blocks * 512) */
+    uint32_t flags;     /* INSTAR_MEASURE_* */
+    uint32_t reserved;  /* 0 */
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_measure_layer) == 16, "measure layer layout");
+
+/* The walk's result: `required` is cluster_size times the number of target clusters that hold any
+ * byte the chain reports as data (neither zero nor unallocated all the way down). */
+struct instar_measure_record {
+    uint64_t virtual_size; /* the source's virtual size as its reader reports it */
+    uint64_t required;     /* <= virtual_size rounded up to cluster_size */
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_measure_record) == 16, "measure record layout");
 
 struct instar_selftest_arg {
     uint64_t crc_limit; /* crc32 covers min(device size, crc_limit) bytes from offset 0 */
@@ -449,6 +492,7 @@ enum instar_record_type {
     INSTAR_REC_CONVERT_SALVAGE = 10, /* struct instar_convert_salvage: --salvage zeroed a failed range */
     INSTAR_REC_COMPARE = 8,  /* struct instar_compare_record, once, at the end of INSTAR_OP_COMPARE */
     INSTAR_REC_MAP = 7,      /* 1..INSTAR_MAP_MAX_BATCH struct instar_map_entry, in disk order */
+    INSTAR_REC_MEASURE = 9,  /* struct instar_measure_record, once, when the walk succeeded */
     INSTAR_REC_TEST = 0x7F00, /* free-form bytes, for tests of the sandbox itself */
 };
 

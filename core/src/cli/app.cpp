@@ -22,7 +22,7 @@ const std::array COMMANDS = {
     Command{"formats", cmd_formats, "List the format plugins instar has loaded (instar only)"},
     Command{"info", cmd_info, "Display information about image"},
     Command{"map", cmd_map, "Dump image metadata"},
-    Command{"measure", nullptr, "Calculate file size required for a new image"},
+    Command{"measure", cmd_measure, "Calculate file size required for a new image"},
     Command{"rebase", nullptr, "Change backing file of the image"},
     Command{"resize", nullptr, "Resize the image"},
     Command{"snapshot", nullptr, "List or manipulate snapshots in the image"},
