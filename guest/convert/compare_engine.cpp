@@ -122,12 +122,6 @@ Status layer_status(const CompareSide& s, uint32_t k, uint64_t offset, uint64_t 
     return Status::Ok;
 }
 
-// 64-bit loads through memcpy: no alignment or aliasing assumptions about the buffers.
-uint64_t load64(const uint8_t* p) {
-    uint64_t v;
-    __builtin_memcpy(&v, p, sizeof v);
-    return v;
-}
 
 // 128 bytes per step as eight 16-byte vectors (SSE2, the x86-64 baseline), OR-ed, with one early
 // exit per step: GCC does not vectorise a byte loop with an early exit. Then a byte tail.
@@ -300,7 +294,7 @@ Status run_compare(const CompareSide& a, const CompareSide& b, const ComparePara
         result->outcome = CompareOutcome::SizeStrict;
         return Status::Ok;
     }
-    Walk w{{&a, &b}, {nullptr, nullptr}, result};
+    Walk w{{&a, &b}, {nullptr, nullptr}, result, {}};
     const uint64_t cap = IO_BUF;
     w.buf[0] = static_cast<uint8_t*>(alloc.allocate(cap, 64));
     w.buf[1] = static_cast<uint8_t*>(alloc.allocate(cap, 64));
