@@ -59,11 +59,6 @@ constexpr std::string_view CHECK_HELP =
 // --force-share; 10.0's Debian build adds these two, which 7.2 refuses as unrecognised.
 constexpr std::string_view LONG_OPTIONS_10_ONLY[] = {"cache", "quiet"};
 
-bool valid_cache_mode(std::string_view mode) {
-    return mode == "none" || mode == "off" || mode == "writeback" || mode == "writethrough" ||
-           mode == "directsync" || mode == "unsafe";
-}
-
 std::string percent(std::uint64_t num, std::uint64_t den) {
     char buf[64];
     std::snprintf(buf, sizeof buf, "%0.2f", static_cast<double>(num) * 100.0 / static_cast<double>(den));

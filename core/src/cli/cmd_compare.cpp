@@ -51,30 +51,11 @@ constexpr std::string_view LONG_OPTIONS_72[] = {"help", "object", "image-opts", 
 constexpr std::string_view LONG_OPTIONS_INSTAR[] = {"allow-path", "unsafe-quirks", "qemu-version",
                                                     "max-guest-memory"};
 
-// qemu's block cache modes (bdrv_parse_cache_mode).
-bool valid_cache_mode(std::string_view mode) {
-    return mode == "none" || mode == "off" || mode == "writeback" || mode == "writethrough" ||
-           mode == "directsync" || mode == "unsafe";
-}
-
 } // namespace
 
 int cmd_compare(Context& ctx, std::span<const std::string> args) {
-    if (!ctx.profile.getopt_messages()) {
-        for (const auto& a : args) {
-            if (a == "--")
-                break;
-            if (a.rfind("--", 0) != 0)
-                continue;
-            const std::string name = a.substr(2, a.find('=') == std::string::npos ? std::string::npos : a.find('=') - 2);
-            const bool known =
-                std::find(std::begin(LONG_OPTIONS_72), std::end(LONG_OPTIONS_72), name) != std::end(LONG_OPTIONS_72) ||
-                std::find(std::begin(LONG_OPTIONS_INSTAR), std::end(LONG_OPTIONS_INSTAR), name) !=
-                    std::end(LONG_OPTIONS_INSTAR);
-            if (!known)
-                return report_option_error(ctx, "compare", OptionErrorKind::Unknown, a);
-        }
-    }
+    if (auto refused = refuse_unknown_long_options(ctx, "compare", args, LONG_OPTIONS_72, LONG_OPTIONS_INSTAR))
+        return *refused;
     po::options_description opts("compare options");
     opts.add_options()
         ("help,h", "")

@@ -96,11 +96,6 @@ constexpr std::string_view LONG_OPTIONS_72[] = {"help", "object", "image-opts", 
 constexpr std::string_view LONG_OPTIONS_INSTAR[] = {"allow-path", "unsafe-quirks", "progress", "qemu-version",
                                                     "max-guest-memory", "sandbox"};
 
-// qemu's block cache modes (bdrv_parse_cache_mode).
-bool valid_cache_mode(std::string_view mode) {
-    return mode == "none" || mode == "off" || mode == "writeback" || mode == "writethrough" ||
-           mode == "directsync" || mode == "unsafe";
-}
 
 // MAX_BUF_SECTORS in qemu-img: -S is at most 16 MiB.
 constexpr std::uint64_t MAX_SPARSE = 32768ull * 512;
@@ -122,21 +117,8 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
         }
     }
     // 7.2 refuses the long names only 10.0 has (--progress is instar's --progress=json under 7.2).
-    if (!ctx.profile.getopt_messages()) {
-        for (const auto& a : args) {
-            if (a == "--")
-                break;
-            if (a.rfind("--", 0) != 0 || a.rfind("--progress=", 0) == 0)
-                continue;
-            const std::string name = a.substr(2, a.find('=') == std::string::npos ? std::string::npos : a.find('=') - 2);
-            const bool known =
-                std::find(std::begin(LONG_OPTIONS_72), std::end(LONG_OPTIONS_72), name) != std::end(LONG_OPTIONS_72) ||
-                std::find(std::begin(LONG_OPTIONS_INSTAR), std::end(LONG_OPTIONS_INSTAR), name) !=
-                    std::end(LONG_OPTIONS_INSTAR);
-            if (!known)
-                return report_option_error(ctx, "convert", OptionErrorKind::Unknown, a);
-        }
-    }
+    if (auto refused = refuse_unknown_long_options(ctx, "convert", args, LONG_OPTIONS_72, LONG_OPTIONS_INSTAR))
+        return *refused;
     po::options_description opts("convert options");
     opts.add_options()
         ("help,h", "")

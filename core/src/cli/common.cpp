@@ -3,6 +3,7 @@
 
 #include "options/size.h"
 
+#include <algorithm>
 #include <iostream>
 
 namespace instar::cli {
@@ -138,6 +139,34 @@ std::optional<ParsedCommand> parse_command(Context& ctx, std::string_view comman
         return std::nullopt;
     }
     return parsed;
+}
+
+std::optional<int> refuse_unknown_long_options(Context& ctx, std::string_view command,
+                                               std::span<const std::string> args,
+                                               std::span<const std::string_view> known,
+                                               std::span<const std::string_view> instar_own) {
+    if (ctx.profile.getopt_messages())
+        return std::nullopt;
+    auto listed = [](std::span<const std::string_view> list, std::string_view name) {
+        return std::find(list.begin(), list.end(), name) != list.end();
+    };
+    // instar's global options, accepted among every command's options too.
+    static constexpr std::string_view GLOBAL[] = {"qemu-version", "max-guest-memory", "sandbox"};
+    for (const auto& a : args) {
+        if (a == "--")
+            break;
+        if (a.rfind("--", 0) != 0)
+            continue;
+        const std::string name = a.substr(2, a.find('=') == std::string::npos ? std::string::npos : a.find('=') - 2);
+        if (!listed(known, name) && !listed(instar_own, name) && !listed(GLOBAL, name))
+            return report_option_error(ctx, command, OptionErrorKind::Unknown, a);
+    }
+    return std::nullopt;
+}
+
+bool valid_cache_mode(std::string_view mode) {
+    return mode == "none" || mode == "off" || mode == "writeback" || mode == "writethrough" ||
+           mode == "directsync" || mode == "unsafe";
 }
 
 std::string unknown_format(std::string_view fmt) {

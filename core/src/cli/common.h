@@ -58,6 +58,17 @@ enum class OptionErrorKind { Unknown, MissingArgument };
 // the user wrote it ("-z", "--bogus"). Returns 1.
 int report_option_error(Context& ctx, std::string_view command, OptionErrorKind kind, std::string_view token);
 
+// Under a profile whose qemu-img lacks 10.0's long option names (7.2), the first `--NAME` in `args`
+// (up to "--") that is in neither `known` (that qemu-img's long names), `instar_own` nor instar's global
+// options is refused as its getopt refuses it: the exit status, or nothing when every long option is known.
+std::optional<int> refuse_unknown_long_options(Context& ctx, std::string_view command,
+                                               std::span<const std::string> args,
+                                               std::span<const std::string_view> known,
+                                               std::span<const std::string_view> instar_own);
+
+// qemu's block cache modes (bdrv_parse_cache_mode's names), for -t and -T.
+bool valid_cache_mode(std::string_view mode);
+
 // qemu's "Unknown file format 'FMT'"; for an in-tree format whose plugin is missing, also the package
 // that ships it (distros split plugins out).
 std::string unknown_format(std::string_view fmt);
