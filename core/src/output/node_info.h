@@ -14,6 +14,8 @@
 
 namespace instar {
 
+struct NodeChild;
+
 struct NodeInfo {
     std::string filename;
     std::string format;
@@ -28,7 +30,17 @@ struct NodeInfo {
     std::vector<SnapshotEntry> snapshots; // printed only when non-empty, as qemu does
     std::optional<std::string> specific_type;
     boost::json::object specific; // "data", in QAPI field order
-    std::vector<std::pair<std::string, NodeInfo>> children; // 8.0+: "file", "extents.0", ...
+    // 8.0+: "file", "extents.0", ... A vector of a type completed below, not of
+    // std::pair<std::string, NodeInfo>: the pair needs NodeInfo complete where the vector is declared,
+    // which libstdc++ with clang refuses (NodeInfo is still incomplete here).
+    std::vector<NodeChild> children;
+};
+
+// A child node and the name qemu gives it (first/second, as the pair it replaces).
+struct NodeChild {
+    NodeChild(std::string name, NodeInfo node) : first(std::move(name)), second(std::move(node)) {}
+    std::string first;
+    NodeInfo second;
 };
 
 // The protocol node qemu 8.0+ shows as Child node '/file': a plain file's length and allocation.
