@@ -50,6 +50,10 @@ for d in usr etc var; do
   mount -t overlay overlay -o "lowerdir=/$d,upperdir=$tmp/ov/$d.up,workdir=$tmp/ov/$d.work" "/$d" || exit 2
 done
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+# Only what an installed instar sees: no build-tree libraries (meson test sets LD_LIBRARY_PATH, which
+# would override the binary's RUNPATH) and no INSTAR_* overrides.
+unset LD_LIBRARY_PATH
+for v in $(env | sed -n 's/^\(INSTAR_[A-Z_]*\)=.*/\1/p'); do unset "$v"; done
 dpkg -i "$tmp"/src/instar_*.deb "$tmp"/src/instar-plugin-qcow2_*.deb >"$tmp/dpkg1.log" 2>&1 || { cat "$tmp/dpkg1.log"; exit 3; }
 echo "formats: $(instar formats | sed -n 's/^\([a-z0-9]*\) [^ ]*: .*/\1/p' | tr '\n' ' ')"
 echo "qcow2: $(instar info "$tmp/disk.qcow2" 2>&1 | sed -n 2p)"
