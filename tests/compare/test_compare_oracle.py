@@ -17,7 +17,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "formats"))
-from oracle_retry import run_fixture  # noqa: E402
+from oracle_retry import run_normalised  # noqa: E402
 
 FIXTURES = []  # [commands] run in order in the fixture directory
 
@@ -178,13 +178,7 @@ for args in ([], ["a.qcow2"], ["a.qcow2", "a.qcow2", "a.qcow2"], ["-z", "a.qcow2
     case(args, False)
 
 
-def run(cmd, cwd, env):
-    p = run_fixture(cmd, cwd=cwd, env=env, timeout=600)
-    d = os.path.dirname(cmd[0])
-    out, err = p.stdout, p.stderr
-    if d:
-        out, err = out.replace(d, "ARGV0DIR"), err.replace(d, "ARGV0DIR")
-    return p.returncode, out, err
+run = run_normalised
 
 
 def main():

@@ -24,7 +24,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "formats"))
-from oracle_retry import run_fixture  # noqa: E402
+from oracle_retry import run_normalised  # noqa: E402
 
 # Targets whose bytes equal qemu-img's exactly (others: same content, clean, but random ids).
 EXACT_TARGETS = {"raw", "qcow2"}
@@ -298,13 +298,7 @@ case("error: --salvage -C", ["convert", "--salvage", "-C", "q.qcow2", "out.raw"]
      expect_error=True)
 
 
-def run(cmd, cwd, env=None, timeout=600):
-    p = run_fixture(cmd, cwd=cwd, env=env, timeout=timeout)
-    d = os.path.dirname(cmd[0])
-    out, err = p.stdout, p.stderr
-    if d:
-        out, err = out.replace(d, "ARGV0DIR"), err.replace(d, "ARGV0DIR")
-    return p.returncode, out, err
+run = run_normalised
 
 
 def data_segments(path):

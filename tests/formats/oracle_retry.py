@@ -4,6 +4,7 @@ qemu's LUKS code sizes its PBKDF iteration count by timing a first round with ge
 tick-based accounting on these machines often reports 0 ms; qemu then refuses with "Unable to get
 accurate CPU usage" (about one LUKS creation in four here), whatever encrypt.iter-time says. That is
 qemu measuring the machine, not the behaviour under test, so such a run is simply tried again."""
+import os
 import subprocess
 
 # qemu's crypto/pbkdf.c message for a zero-length timing sample.
@@ -23,3 +24,14 @@ def run_fixture(cmd, **kwargs):
     if check and p.returncode != 0:
         raise subprocess.CalledProcessError(p.returncode, cmd, p.stdout, p.stderr)
     return p
+
+
+def run_normalised(cmd, cwd, env=None, timeout=600):
+    """run_fixture(cmd) -> (returncode, stdout, stderr), with cmd[0]'s directory replaced by ARGV0DIR
+    in both texts: usage hints echo the program's path, and instar and qemu-img live apart."""
+    p = run_fixture(cmd, cwd=cwd, env=env, timeout=timeout)
+    d = os.path.dirname(cmd[0])
+    out, err = p.stdout, p.stderr
+    if d:
+        out, err = out.replace(d, "ARGV0DIR"), err.replace(d, "ARGV0DIR")
+    return p.returncode, out, err

@@ -17,7 +17,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "formats"))
-from oracle_retry import run_fixture  # noqa: E402
+from oracle_retry import run_normalised  # noqa: E402
 
 FIXTURES = []  # (name, format, [commands])
 
@@ -169,13 +169,7 @@ KNOWN = {"qpre.qcow2": "qcow2 preallocation=metadata: qemu's heuristic recursion
          "qbad.qcow2": "qcow2-read-past-eof: an L2 table past the end of the file fails the walk (qemu reads zeros)"}
 
 
-def run(cmd, cwd, env=None, timeout=600):
-    p = run_fixture(cmd, cwd=cwd, env=env, timeout=timeout)
-    d = os.path.dirname(cmd[0])
-    out, err = p.stdout, p.stderr
-    if d:
-        out, err = out.replace(d, "ARGV0DIR"), err.replace(d, "ARGV0DIR")
-    return p.returncode, out, err
+run = run_normalised
 
 
 def main():

@@ -16,7 +16,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "formats"))
-from oracle_retry import run_fixture  # noqa: E402
+from oracle_retry import run_normalised  # noqa: E402
 
 FIXTURES = []  # (name, [commands])
 
@@ -301,13 +301,9 @@ def hostile_cases(ours, q72, work, env):
     return passed, failed
 
 
+
 def run(cmd, cwd, env=None):
-    p = run_fixture(cmd, cwd=cwd, env=env, timeout=300)
-    d = os.path.dirname(cmd[0])
-    out, err = p.stdout, p.stderr
-    if d:
-        out, err = out.replace(d, "ARGV0DIR"), err.replace(d, "ARGV0DIR")
-    return p.returncode, out, err
+    return run_normalised(cmd, cwd, env, timeout=300)
 
 
 def main():
