@@ -144,6 +144,8 @@ Status dispatch(uint32_t op, const uint8_t* arg, uint32_t arg_len) {
         return convert_op(arg, arg_len);
     case INSTAR_OP_CHECK:
         return check_op(arg, arg_len);
+    case INSTAR_OP_EDIT:
+        return edit_op(arg, arg_len);
     case INSTAR_OP_COMPARE:
         return compare_op(arg, arg_len);
     case INSTAR_OP_MAP:

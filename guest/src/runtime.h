@@ -59,6 +59,8 @@ Status convert_op(const uint8_t* arg, uint32_t arg_len);
 
 // op_check.cpp
 Status check_op(const uint8_t* arg, uint32_t arg_len);
+// INSTAR_OP_EDIT: an in-place change by module 0 (op_edit.cpp).
+Status edit_op(const uint8_t* arg, uint32_t arg_len);
 
 // op_compare.cpp
 Status compare_op(const uint8_t* arg, uint32_t arg_len);

@@ -231,7 +231,7 @@ Status run(const void* arg, size_t arg_len) {
     return Status::Invalid;
 }
 
-constinit const ModuleOps ops = {MODULE_ABI_VERSION, sizeof(ModuleOps), "hostile", nullptr, run, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
+constinit const ModuleOps ops = {MODULE_ABI_VERSION, sizeof(ModuleOps), "hostile", nullptr, run, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
 
 } // namespace
 

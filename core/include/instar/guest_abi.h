@@ -217,6 +217,8 @@ enum instar_op {
     INSTAR_OP_COMPARE = 9,    /* struct instar_compare_arg: the plan is a device (docs/compare.md) */
     INSTAR_OP_MAP = 8,        /* struct instar_map_arg: the plan is a device -> INSTAR_REC_MAP (docs/map.md) */
     INSTAR_OP_MEASURE = 10,   /* struct instar_measure_arg: the plan is a device (docs/measure.md) */
+    INSTAR_OP_EDIT = 11,      /* struct instar_edit_arg + command bytes: an in-place change (docs/edit.md) */
+    /* 12 (rebase's data path), 13 (commit's) and 14 (dd's) are reserved for those commands. */
 };
 
 /* INSTAR_OP_INFO: device 0 is the image, devices 1..file_count the files it referenced in an earlier
@@ -346,6 +348,41 @@ struct instar_check_result {
     uint32_t flags; /* INSTAR_CHECK_TEXT_TRUNCATED */
 };
 INSTAR_ABI_ASSERT(sizeof(struct instar_check_result) == 88, "check result layout");
+/* INSTAR_OP_EDIT: one change to an existing image, in place (resize, snapshot, amend, bitmap, the
+ * backing-file switch of rebase and commit's emptying of the top; instar/guest/edit_api.h). Device 0
+ * is the image, devices 1..file_count the files it names (vmdk extents, a data file), in info's
+ * reference order; they are output devices (writable, may grow) when INSTAR_EDIT_WRITE is set,
+ * read-only otherwise. Devices file_count+1 .. file_count+extra_count are further read-only files
+ * the command names (bitmap --merge's -b). The argument is this struct, then file_count + 1 uint64
+ * lengths (each file's length when opened: an output device's size is only its limit), then
+ * args_len bytes the command defines. Module 0 (the image's format) does the work; the guest sends
+ * INSTAR_REC_EDIT records and exits with the module's Status. */
+#define INSTAR_EDIT_WRITE 1u /* instar_edit_arg.flags: the image and its files are writable */
+struct instar_edit_arg {
+    uint32_t command;      /* instar::guest::EditCommand */
+    uint32_t qemu_version; /* the profile, major*10000 + minor*100 + micro */
+    uint32_t file_count;
+    uint32_t extra_count;
+    uint32_t flags;        /* INSTAR_EDIT_* */
+    uint32_t args_len;
+    int64_t unix_time;     /* the host's clock: seconds since 1970 ... */
+    uint32_t unix_nsec;    /* ... and nanoseconds (snapshot dates) */
+    uint32_t reserved;
+    uint8_t random[32];    /* from the host's CSPRNG (vmdk CIDs, vhdx GUIDs) */
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_edit_arg) == 72, "edit arg layout");
+/* INSTAR_REC_EDIT kinds: text for the host's stdout or stderr, the reason a command was refused,
+ * or a command's own data (kinds from INSTAR_EDIT_COMMAND_DATA up, defined by the command). */
+#define INSTAR_EDIT_STDOUT 1u
+#define INSTAR_EDIT_STDERR 2u
+#define INSTAR_EDIT_REASON 3u
+#define INSTAR_EDIT_COMMAND_DATA 16u
+struct instar_edit_record_head {
+    uint32_t kind;
+    uint32_t reserved;
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_edit_record_head) == 8, "edit record head layout");
+
 /* INSTAR_OP_COMPARE: the argument names a read-only device holding a struct instar_compare_plan, then
  * image_count struct instar_convert_image entries (entries 0 and 1 are FILE1 and FILE2, the rest their
  * backing chains), then image_count uint32_t INSTAR_COMPARE_IMAGE_* flags, one per entry. The guest
@@ -493,6 +530,7 @@ enum instar_record_type {
     INSTAR_REC_COMPARE = 8,  /* struct instar_compare_record, once, at the end of INSTAR_OP_COMPARE */
     INSTAR_REC_MAP = 7,      /* 1..INSTAR_MAP_MAX_BATCH struct instar_map_entry, in disk order */
     INSTAR_REC_MEASURE = 9,  /* struct instar_measure_record, once, when the walk succeeded */
+    INSTAR_REC_EDIT = 11,    /* INSTAR_OP_EDIT's output: struct instar_edit_record_head, then bytes */
     INSTAR_REC_TEST = 0x7F00, /* free-form bytes, for tests of the sandbox itself */
 };
 

@@ -2,6 +2,7 @@
 // of INSTAR_OP_CHECK with the detected format's guest module.
 #include "ops/check_op.h"
 
+#include "ops/edit_op.h"
 #include "ops/guest_info_runner.h"
 #include "ops/guest_module.h"
 #include "ops/info_op.h"
@@ -28,19 +29,6 @@ constexpr std::uint64_t CHECK_BYTES_PER_SECOND = 512ull << 20;
 // image has a billion; ~0.3 s per TiB in the guest on a quiet host, qemu-img takes ~2 s per TiB).
 constexpr std::uint64_t CHECK_VIRTUAL_BYTES_PER_SECOND = 2ull << 40;
 
-// Untrusted text (snapshot names) goes to a terminal: no control bytes but newlines, and the
-// program-name marker (CHECK_PROGRAM_PREFIX) kept only at the start of a line.
-void append_text(std::string& out, const std::vector<std::uint8_t>& data, std::size_t from) {
-    for (std::size_t i = from; i < data.size(); ++i) {
-        const auto c = static_cast<unsigned char>(data[i]);
-        const bool line_start = out.empty() || out.back() == '\n';
-        if (c == 0x01 && line_start)
-            out.push_back('\x01');
-        else
-            out.push_back(c == '\n' || (c >= 0x20 && c != 0x7f) ? static_cast<char>(c) : '?');
-    }
-}
-
 // The text records of a run that failed: what the guest printed before it stopped.
 std::string partial_text(std::span<const vmm::Record> records) {
     std::string out;
@@ -51,7 +39,7 @@ std::string partial_text(std::span<const vmm::Record> records) {
         std::memcpy(&head, rec.data.data(), sizeof head);
         if (head.kind != INSTAR_CHECK_TEXT)
             continue;
-        append_text(out, rec.data, sizeof head);
+        append_guest_text(out, rec.data.data() + sizeof head, rec.data.size() - sizeof head);
     }
     if (!out.empty() && out.back() != '\n')
         out.push_back('\n');
@@ -81,7 +69,7 @@ Expected<CheckReport> decode_check_records(std::span<const vmm::Record> records)
         if (have_result)
             return Error{"the sandbox sent check records after its result"};
         if (head.kind == INSTAR_CHECK_TEXT) {
-            append_text(out.diagnostics, rec.data, sizeof head);
+            append_guest_text(out.diagnostics, rec.data.data() + sizeof head, rec.data.size() - sizeof head);
         } else if (head.kind == INSTAR_CHECK_RESULT) {
             if (rec.data.size() != sizeof head + sizeof out.result)
                 return Error{"the sandbox sent a check result of the wrong size"};

@@ -13,6 +13,7 @@
 #include <climits>
 #include <cstdio>
 #include <cstring>
+#include <cstdlib>
 
 namespace instar::vmm {
 
@@ -26,6 +27,17 @@ std::string hex(std::uint64_t v) {
     char buf[24];
     std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
     return buf;
+}
+
+// INSTAR_TEST_KILL_AT_WRITE=N (tests of crash consistency, docs/edit.md): the host process ends at
+// once, as a kill -9 would, instead of serving the N-th (1-based) hypercall that changes a file
+// (write, set length, discard). 0 or unset: off.
+std::uint64_t kill_at_write() {
+    static const std::uint64_t n = [] {
+        const char* v = std::getenv("INSTAR_TEST_KILL_AT_WRITE");
+        return v == nullptr ? 0ull : std::strtoull(v, nullptr, 10);
+    }();
+    return n;
 }
 
 } // namespace
@@ -54,6 +66,11 @@ Outcome<HypercallServer::Next> HypercallServer::serve() {
 #ifdef INSTAR_VMM_TEST_HOOKS
     if (test_hooks::on_hypercall) test_hooks::on_hypercall(req.nr);
 #endif
+    if (req.nr == INSTAR_HC_WRITE || req.nr == INSTAR_HC_SET_LENGTH || req.nr == INSTAR_HC_DISCARD) {
+        static std::uint64_t changes = 0;
+        if (kill_at_write() != 0 && ++changes == kill_at_write())
+            std::_Exit(137); // no destructor, no cleanup: what a kill -9 leaves behind
+    }
     instar_hypercall reply = req;
     reply.ret = 0;
     Outcome<Next> next = Next::Resume;

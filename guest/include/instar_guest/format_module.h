@@ -18,10 +18,16 @@
 // The same, for a format with a consistency check as well (ModuleOps::check, module ABI 5).
 #define INSTAR_FORMAT_MODULE_WITH_CHECK(NAME, PROBE, INFO, DETECT_OTHER, CREATE, OPEN, CREATE_WRITER, OPEN_WRITER,  \
                                         CHECK)                                                                     \
+    INSTAR_FORMAT_MODULE_WITH_EDIT(NAME, PROBE, INFO, DETECT_OTHER, CREATE, OPEN, CREATE_WRITER, OPEN_WRITER,     \
+                                   CHECK, nullptr)
+
+// The same, for a format that changes existing images in place as well (ModuleOps::edit, ABI 6).
+#define INSTAR_FORMAT_MODULE_WITH_EDIT(NAME, PROBE, INFO, DETECT_OTHER, CREATE, OPEN, CREATE_WRITER, OPEN_WRITER,   \
+                                       CHECK, EDIT)                                                                \
     namespace {                                                                                                    \
     constinit const ::instar::guest::ModuleOps instar_format_module_ops = {                                        \
         ::instar::guest::MODULE_ABI_VERSION, sizeof(::instar::guest::ModuleOps), NAME, PROBE, nullptr, INFO,       \
-        DETECT_OTHER, CREATE, OPEN, CREATE_WRITER, OPEN_WRITER, CHECK};                                            \
+        DETECT_OTHER, CREATE, OPEN, CREATE_WRITER, OPEN_WRITER, CHECK, EDIT};                                      \
     }                                                                                                              \
     extern "C" const ::instar::guest::ModuleOps* instar_module_entry(const ::instar::guest::Services* s) {         \
         if (s == nullptr || s->abi_version != ::instar::guest::MODULE_ABI_VERSION)                                 \

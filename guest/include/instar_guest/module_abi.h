@@ -9,6 +9,7 @@
 
 #include <instar/guest/check_api.h>
 #include <instar/guest/create_api.h>
+#include <instar/guest/edit_api.h>
 #include <instar/guest/format_api.h>
 #include <instar/guest/info_sink.h>
 #include <instar/guest/read_api.h>
@@ -19,7 +20,7 @@
 namespace instar::guest {
 
 // Bumped whenever Services or ModuleOps change layout or meaning.
-inline constexpr uint32_t MODULE_ABI_VERSION = 5;
+inline constexpr uint32_t MODULE_ABI_VERSION = 6;
 
 // What the runtime offers a module. Valid for the whole run.
 struct Services {
@@ -64,8 +65,12 @@ struct ModuleOps {
     // Since module ABI 4. Writing into an existing image: convert -n's target (write_api.h).
     OpenWriterFn open_writer;
     // Since module ABI 5. INSTAR_OP_CHECK: qemu-img check's consistency check (instar/guest/check_api.h);
-    // null: "This image format does not support checks". Keep new entries after this one.
+    // null: "This image format does not support checks".
     CheckFn check;
+    // Since module ABI 6. INSTAR_OP_EDIT: changing an existing image in place (resize, snapshot,
+    // amend, bitmap, ...; instar/guest/edit_api.h). Null: the format supports none of them.
+    // Keep new entries after this one.
+    EditFn edit;
 };
 
 using ModuleEntryFn = const ModuleOps* (*)(const Services* services);

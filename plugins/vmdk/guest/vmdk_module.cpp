@@ -2,12 +2,13 @@
 // vmdk_read's open and vmdk_write's create_writer.
 #include "vmdk_check.h"
 #include "vmdk_create.h"
+#include "vmdk_edit.h"
 #include "vmdk_format.h"
 #include "vmdk_read.h"
 #include "vmdk_write.h"
 
 #include <instar_guest/format_module.h>
 
-INSTAR_FORMAT_MODULE_WITH_CHECK("vmdk", instar::vmdk::probe, instar::vmdk::info, nullptr, instar::vmdk::create,
-                                instar::vmdk::open, instar::vmdk::create_writer, nullptr,
-                                instar::vmdk::check)
+INSTAR_FORMAT_MODULE_WITH_EDIT("vmdk", instar::vmdk::probe, instar::vmdk::info, nullptr, instar::vmdk::create,
+                               instar::vmdk::open, instar::vmdk::create_writer, nullptr, instar::vmdk::check,
+                               instar::vmdk::edit)

@@ -1,0 +1,172 @@
+// INSTAR_OP_EDIT on the host: open, reopen for writing, run, decode (docs/edit.md).
+#include "ops/edit_op.h"
+
+#include "ops/guest_info_runner.h"
+#include "ops/guest_module.h"
+#include "ops/image_table.h"
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+
+#include <fcntl.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace instar {
+
+namespace {
+
+struct Fd {
+    int fd = -1;
+    Fd() = default;
+    Fd(const Fd&) = delete;
+    Fd& operator=(const Fd&) = delete;
+    Fd(Fd&& o) noexcept : fd(o.fd) { o.fd = -1; }
+    ~Fd() {
+        if (fd >= 0)
+            ::close(fd);
+    }
+};
+
+// The file info inspected, opened again for writing: the same device and inode, the same size.
+Expected<Fd> reopen_writable(const OpenedFile& f, const std::string& filename) {
+    Fd rw;
+    rw.fd = ::open(f.path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (rw.fd < 0) {
+        const std::string why = std::strerror(errno);
+        return Error{"Could not open '" + filename + "': Could not open '" + f.display + "': " + why};
+    }
+    struct stat st {};
+    if (::fstat(rw.fd, &st) != 0 || static_cast<std::uint64_t>(st.st_dev) != f.device ||
+        static_cast<std::uint64_t>(st.st_ino) != f.inode || static_cast<std::uint64_t>(st.st_size) != f.size)
+        return Error{"Could not open '" + filename + "': the file changed while it was being inspected"};
+    return rw;
+}
+
+} // namespace
+
+void append_guest_text(std::string& out, const std::uint8_t* data, std::size_t len) {
+    for (std::size_t i = 0; i < len; ++i) {
+        const auto c = data[i];
+        const bool line_start = out.empty() || out.back() == '\n';
+        if (c == 0x01 && line_start)
+            out.push_back('\x01');
+        else
+            out.push_back(c == '\n' || (c >= 0x20 && c != 0x7f) ? static_cast<char>(c) : '?');
+    }
+}
+
+Expected<bool> open_for_edit(const EditOpen& opts, const PluginRegistry& plugins, const vmm::SandboxConfig& sandbox,
+                             std::uint32_t qemu_version, OpenedChain& chain) {
+    auto runner = make_sandbox_info_runner(sandbox, qemu_version);
+    if (!runner)
+        return Error{runner.error()};
+    InfoOptions io;
+    io.filename = opts.filename;
+    io.format = opts.format;
+    io.allow_paths = opts.allow_paths;
+    io.unsafe_quirks = opts.unsafe_quirks;
+    io.backing_chain = opts.backing_chain;
+    return open_chain(io, plugins, *runner, chain);
+}
+
+Expected<EditReport> decode_edit_records(std::span<const vmm::Record> records) {
+    EditReport out;
+    for (const auto& rec : records) {
+        if (rec.type != INSTAR_REC_EDIT)
+            return Error{"the sandbox sent an unexpected record type " + std::to_string(rec.type)};
+        instar_edit_record_head head{};
+        if (rec.data.size() < sizeof head)
+            return Error{"the sandbox sent a truncated edit record"};
+        std::memcpy(&head, rec.data.data(), sizeof head);
+        const std::uint8_t* body = rec.data.data() + sizeof head;
+        const std::size_t len = rec.data.size() - sizeof head;
+        switch (head.kind) {
+        case INSTAR_EDIT_STDOUT: append_guest_text(out.out, body, len); break;
+        case INSTAR_EDIT_STDERR: append_guest_text(out.err, body, len); break;
+        case INSTAR_EDIT_REASON:
+            out.reason.clear();
+            append_guest_text(out.reason, body, len);
+            break;
+        default:
+            if (head.kind < INSTAR_EDIT_COMMAND_DATA)
+                return Error{"the sandbox sent an unknown edit record kind " + std::to_string(head.kind)};
+            out.data.emplace_back(head.kind, std::vector<std::uint8_t>(body, body + len));
+        }
+    }
+    // A reason is one line: no newline may make it look like two messages.
+    for (auto& c : out.reason)
+        if (c == '\n' || c == '\x01')
+            c = ' ';
+    return out;
+}
+
+Expected<EditReport> run_edit(const EditCall& call, const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version) {
+    const ChainLink& link = *call.link;
+    auto module = guest_module_path(*link.plugin);
+    if (!module)
+        return Error{module.error()};
+    if (call.args.size() > guest::EDIT_MAX_ARGS)
+        return Error{"the command's arguments are too long for the sandbox (EDIT_MAX_ARGS)"};
+    std::vector<Fd> rw;
+    std::vector<vmm::Device> devices;
+    auto add = [&](const OpenedFile& f) -> Expected<bool> {
+        if (!call.write) {
+            devices.push_back({f.fd, f.size, false});
+            return true;
+        }
+        auto fd = reopen_writable(f, call.filename);
+        if (!fd)
+            return Error{fd.error()};
+        devices.push_back(vmm::output_device(fd->fd));
+        rw.push_back(std::move(*fd));
+        return true;
+    };
+    if (auto ok = add(link.image); !ok)
+        return Error{ok.error()};
+    for (const auto& f : link.files)
+        if (auto ok = add(f); !ok)
+            return Error{ok.error()};
+    for (const auto& d : call.extra)
+        devices.push_back({d.fd, d.size, false});
+
+    instar_edit_arg a{};
+    a.command = static_cast<std::uint32_t>(call.command);
+    a.qemu_version = qemu_version;
+    a.file_count = static_cast<std::uint32_t>(link.files.size());
+    a.extra_count = static_cast<std::uint32_t>(call.extra.size());
+    a.flags = call.write ? INSTAR_EDIT_WRITE : 0u;
+    a.args_len = static_cast<std::uint32_t>(call.args.size());
+    const auto now = std::chrono::system_clock::now().time_since_epoch();
+    a.unix_time = std::chrono::duration_cast<std::chrono::seconds>(now).count();
+    a.unix_nsec = static_cast<std::uint32_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(now).count() %
+                                             1'000'000'000);
+    if (::getrandom(a.random, sizeof a.random, 0) != static_cast<ssize_t>(sizeof a.random))
+        return Error{std::string("cannot read random bytes: ") + std::strerror(errno)};
+    std::vector<std::uint8_t> arg;
+    append_bytes(arg, &a, 1);
+    append_bytes(arg, &link.image.size, 1);
+    for (const auto& f : link.files)
+        append_bytes(arg, &f.size, 1);
+    arg.insert(arg.end(), call.args.begin(), call.args.end());
+
+    vmm::SandboxConfig config = sandbox;
+    if (call.timeout.count() > 0 && config.timeout < call.timeout)
+        config.timeout = call.timeout;
+    config.outputs = call.outputs;
+    if (call.progress)
+        config.progress = call.progress;
+    const std::vector<std::string> modules{*module};
+    auto run = vmm::run(config, devices, modules, INSTAR_OP_EDIT, arg);
+    if (!run)
+        return Error{run.error().message};
+    auto report = decode_edit_records(run->records);
+    if (!report)
+        return Error{report.error()};
+    report->status = static_cast<guest::Status>(run->exit_status);
+    return report;
+}
+
+} // namespace instar

@@ -1,0 +1,67 @@
+// In-place changes to an existing image (resize, snapshot, amend, bitmap, rebase's backing switch,
+// commit's emptying): open the image as info does, reopen it for writing (the same file, checked),
+// and run INSTAR_OP_EDIT with the format's guest module. The guest parses and plans everything; the
+// host serves reads and writes and decodes what the command reports (docs/edit.md).
+#pragma once
+
+#include "ops/info_op.h"
+#include "plugins/registry.h"
+#include "util/expected.h"
+#include "vmm/sandbox.h"
+
+#include <instar/guest/edit_api.h>
+#include <instar/guest_abi.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace instar {
+
+struct EditOpen {
+    std::string filename;
+    std::optional<std::string> format; // -f
+    std::vector<std::string> allow_paths;
+    bool unsafe_quirks = false;
+    bool backing_chain = false; // open the whole chain (path policy), not just the image
+};
+
+// Opens opts.filename as info does (the same detection, open errors and path policy).
+Expected<bool> open_for_edit(const EditOpen& opts, const PluginRegistry& plugins, const vmm::SandboxConfig& sandbox,
+                             std::uint32_t qemu_version, OpenedChain& chain);
+
+struct EditCall {
+    const ChainLink* link = nullptr; // the image, as open_for_edit opened it
+    std::string filename;            // the user's name for it, for messages
+    guest::EditCommand command{};
+    std::vector<std::uint8_t> args;  // the command's argument bytes (its edit_*.h)
+    bool write = true;               // reopen the image and its files for writing
+    std::vector<vmm::Device> extra;  // further read-only files (the caller keeps them open)
+    std::chrono::milliseconds timeout{0}; // 0: the sandbox's default
+    vmm::OutputFiles* outputs = nullptr;  // where the guest's add_file goes (nullptr: refused)
+    std::function<void(std::uint64_t, std::uint64_t)> progress;
+};
+
+struct EditReport {
+    guest::Status status = guest::Status::Ok; // the module's verdict
+    std::string out;    // stdout text (control bytes but newlines replaced)
+    std::string err;    // stderr text; '\x01' at a line start stands for "PROGRAM: "
+    std::string reason; // why the command was refused, when it was
+    std::vector<std::pair<std::uint32_t, std::vector<std::uint8_t>>> data; // the command's own records
+};
+
+Expected<EditReport> run_edit(const EditCall& call, const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version);
+
+// Decodes INSTAR_REC_EDIT records (exposed for tests).
+Expected<EditReport> decode_edit_records(std::span<const vmm::Record> records);
+
+// Appends untrusted guest text for a terminal: no control bytes but newlines, and the program-name
+// marker ('\x01') kept only at the start of a line (check and edit share it).
+void append_guest_text(std::string& out, const std::uint8_t* data, std::size_t len);
+
+} // namespace instar

@@ -1,0 +1,122 @@
+// INSTAR_OP_EDIT: runs module 0's edit on device 0 (and the files it names) and passes what the
+// command prints or reports to the host as INSTAR_REC_EDIT records (docs/edit.md).
+#include "create_target.h"
+#include "runtime.h"
+
+namespace instar::guest {
+namespace {
+
+// Bytes of stdout or stderr text per record: well under INSTAR_MAX_RECORD_SIZE.
+constexpr size_t EDIT_TEXT_RECORD_BYTES = 32u << 10;
+// Text the guest sends at most (both streams): below INSTAR_MAX_RECORD_BYTES (16 MiB), so a command
+// that prints a line per cluster cannot make the host refuse the whole run.
+constexpr size_t EDIT_MAX_TEXT_BYTES = 12u << 20;
+
+class HypercallEditHost final : public EditHost {
+public:
+    explicit HypercallEditHost(uint8_t* buf) : files_(0), buf_(buf) {}
+    Status set_length(BlockDevice& file, uint64_t length, Prealloc mode) override {
+        return files_.set_length(file, length, mode);
+    }
+    Status flush(BlockDevice& file) override {
+        const uint32_t index = device_index(file);
+        if (index == UINT32_MAX)
+            return Status::Invalid;
+        return hc_flush(index) == 0 ? Status::Ok : Status::IoError;
+    }
+    Status add_file(const char* name, BlockDevice** out) override { return files_.add_file(name, out); }
+    Status out(const char* text, size_t len) override { return text_record(INSTAR_EDIT_STDOUT, text, len); }
+    Status err(const char* text, size_t len) override { return text_record(INSTAR_EDIT_STDERR, text, len); }
+    void reason(const char* text, size_t len) override {
+        (void)send(INSTAR_EDIT_REASON, text, len < CREATE_MAX_REASON ? len : CREATE_MAX_REASON);
+    }
+    Status data(uint32_t kind, const void* bytes, size_t len) override {
+        if (kind < INSTAR_EDIT_COMMAND_DATA || len > EDIT_MAX_DATA_RECORD)
+            return Status::Invalid;
+        return send(kind, bytes, len);
+    }
+    void progress(uint64_t done, uint64_t total) override { hc_progress(done, total); }
+
+private:
+    Status text_record(uint32_t kind, const char* text, size_t len) {
+        if (text_sent_ + len > EDIT_MAX_TEXT_BYTES)
+            return Status::TooLarge;
+        for (size_t done = 0; done < len;) {
+            const size_t n = len - done < EDIT_TEXT_RECORD_BYTES ? len - done : EDIT_TEXT_RECORD_BYTES;
+            if (const Status st = send(kind, text + done, n); st != Status::Ok)
+                return st;
+            done += n;
+        }
+        text_sent_ += len;
+        return Status::Ok;
+    }
+    Status send(uint32_t kind, const void* bytes, size_t len) {
+        const instar_edit_record_head head{kind, 0};
+        __builtin_memcpy(buf_, &head, sizeof head);
+        __builtin_memcpy(buf_ + sizeof head, bytes, len);
+        return services().send_record(INSTAR_REC_EDIT, buf_, sizeof head + len);
+    }
+
+    HypercallTarget files_; // set_length and add_file as create does them
+    uint8_t* buf_;
+    size_t text_sent_ = 0;
+};
+
+static_assert(EDIT_TEXT_RECORD_BYTES <= EDIT_MAX_DATA_RECORD && CREATE_MAX_REASON <= EDIT_MAX_DATA_RECORD);
+static_assert(sizeof(instar_edit_record_head) + EDIT_MAX_DATA_RECORD <= INSTAR_MAX_RECORD_SIZE);
+
+} // namespace
+
+Status edit_op(const uint8_t* arg, uint32_t arg_len) {
+    instar_edit_arg a{};
+    if (arg_len < sizeof a)
+        return Status::Invalid;
+    __builtin_memcpy(&a, arg, sizeof a);
+    const ModuleOps* ops = module(0);
+    BlockDevice* image = device(0);
+    const uint64_t lengths_bytes = (static_cast<uint64_t>(a.file_count) + 1) * sizeof(uint64_t);
+    if (ops == nullptr || image == nullptr || (a.flags & ~INSTAR_EDIT_WRITE) != 0 ||
+        a.file_count > INSTAR_MAX_DEVICES || a.extra_count > INSTAR_MAX_DEVICES ||
+        static_cast<uint64_t>(a.file_count) + a.extra_count >= device_count() || a.args_len > EDIT_MAX_ARGS ||
+        arg_len != sizeof a + lengths_bytes + a.args_len)
+        return Status::Invalid;
+    const uint32_t listed = a.file_count + a.extra_count;
+    // In the arena, not on the stack: a vmdk may name up to INSTAR_MAX_ADDED_FILES extents.
+    auto** devs = static_cast<BlockDevice**>(
+        arena().allocate((listed == 0 ? 1 : listed) * sizeof(BlockDevice*), alignof(BlockDevice*)));
+    auto* lengths = static_cast<uint64_t*>(arena().allocate(lengths_bytes, alignof(uint64_t)));
+    auto* args = static_cast<uint8_t*>(arena().allocate(a.args_len == 0 ? 1 : a.args_len, 16));
+    auto* buf = static_cast<uint8_t*>(arena().allocate(sizeof(instar_edit_record_head) + EDIT_MAX_DATA_RECORD, 16));
+    if (devs == nullptr || lengths == nullptr || args == nullptr || buf == nullptr)
+        return Status::NoMemory;
+    for (uint32_t i = 0; i < listed; ++i)
+        devs[i] = device(i + 1);
+    __builtin_memcpy(lengths, arg + sizeof a, lengths_bytes);
+    __builtin_memcpy(args, arg + sizeof a + lengths_bytes, a.args_len);
+    HypercallEditHost host(buf);
+    if (ops->edit == nullptr) {
+        static constexpr char NONE[] = "This image format does not support this operation";
+        host.reason(NONE, sizeof NONE - 1);
+        return Status::Unsupported;
+    }
+    const EditRequest req{static_cast<EditCommand>(a.command),
+                          image,
+                          lengths[0],
+                          devs,
+                          lengths + 1,
+                          a.file_count,
+                          devs + a.file_count,
+                          a.extra_count,
+                          (a.flags & INSTAR_EDIT_WRITE) != 0,
+                          args,
+                          a.args_len,
+                          a.unix_time,
+                          a.unix_nsec,
+                          a.random,
+                          a.qemu_version,
+                          &arena(),
+                          &codecs()};
+    return ops->edit(req, host);
+}
+
+} // namespace instar::guest

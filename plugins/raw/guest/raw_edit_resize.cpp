@@ -1,0 +1,11 @@
+// raw: `resize`: growing or shrinking the virtual disk (EditCommand::Resize, docs/edit.md).
+#include "raw_edit.h"
+
+namespace instar::raw {
+
+guest::Status edit_resize(const guest::EditRequest& req, guest::EditHost& host) {
+    (void)req;
+    return guest::edit_refuse(host, "not implemented yet");
+}
+
+} // namespace instar::raw

@@ -1,0 +1,11 @@
+// vhdx: commit's emptying of the top image (qemu's bdrv_make_empty) (EditCommand::MakeEmpty, docs/edit.md).
+#include "vhdx_edit.h"
+
+namespace instar::vhdx {
+
+guest::Status edit_empty(const guest::EditRequest& req, guest::EditHost& host) {
+    (void)req;
+    return guest::edit_refuse(host, "not implemented yet");
+}
+
+} // namespace instar::vhdx

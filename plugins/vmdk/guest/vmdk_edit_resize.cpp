@@ -1,0 +1,11 @@
+// vmdk: `resize`: growing or shrinking the virtual disk (EditCommand::Resize, docs/edit.md).
+#include "vmdk_edit.h"
+
+namespace instar::vmdk {
+
+guest::Status edit_resize(const guest::EditRequest& req, guest::EditHost& host) {
+    (void)req;
+    return guest::edit_refuse(host, "not implemented yet");
+}
+
+} // namespace instar::vmdk
