@@ -550,7 +550,7 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
     if (spec.existing_target)
         return true; // written in place; qemu-img's default cache mode (unsafe) does not flush either
     if (auto done = files.commit(); !done)
-        return Error{done.error()};
+        return Error{spec.dd ? target.filename + ": error while creating output image: " + done.error() : done.error()};
     return true;
 }
 
