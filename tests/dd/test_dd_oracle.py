@@ -112,7 +112,7 @@ for v in ("1k", "0x10", "010", "08", " 5", "5 ", "+5", "-0", "-5", "999999999999
         CASES.append(("number: %s=%r" % (op, v), args, "raw"))
 
 # Where instar's result differs from qemu-img's on purpose (docs/dd.md): run and reported, not counted.
-KNOWN = {"-O vmdk ov.qcow2 skip=99999999": "vmdk-empty", "-O vmdk a.raw skip=99999999": "vmdk-empty"}
+KNOWN = {}
 
 # What instar refuses on purpose where qemu-img goes ahead (docs/dd.md): exit 1 naming why.
 REFUSED = [("raw without -f", ["dd", "if=a.raw", "of=out.img"], "instar never guesses raw"),
@@ -140,8 +140,9 @@ def same_output(qimg, fmt, ours, theirs, cwd, env):
             return None if a.read() == b.read() else "raw outputs differ"
     problems = []
     for what in (["info", "--output=json"], ["map", "--output=json"]):
-        _, oi, _ = run([qimg] + what + ["-f", fmt, ours], cwd, env)
-        _, ot, _ = run([qimg] + what + ["-f", fmt, theirs], cwd, env)
+        # (an output qemu-img cannot open, e.g. an empty vmdk, is compared by its error)
+        oi = "".join(run([qimg] + what + ["-f", fmt, ours], cwd, env)[1:]).replace(ours, "OUT")
+        ot = "".join(run([qimg] + what + ["-f", fmt, theirs], cwd, env)[1:]).replace(theirs, "OUT")
         try:
             oi, ot = strip(json.loads(oi)), strip(json.loads(ot))
         except ValueError:
@@ -150,7 +151,7 @@ def same_output(qimg, fmt, ours, theirs, cwd, env):
             # map's offsets are where data lies in each file: compare them only when the files agree.
             problems.append("%s: %r != %r" % (what[0], oi, ot))
     rc, out, err = run([qimg, "compare", "-f", fmt, "-F", fmt, ours, theirs], cwd, env)
-    if rc != 0:
+    if rc != 0 and not (oi == ot and "Could not open" in str(oi)):
         problems.append("compare: %s%s" % (out, err))
     return "; ".join(problems) or None
 

@@ -551,6 +551,10 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
         return true; // written in place; qemu-img's default cache mode (unsafe) does not flush either
     if (auto done = files.commit(); !done)
         return Error{spec.dd ? target.filename + ": error while creating output image: " + done.error() : done.error()};
+    // img_dd opens the image it created before copying; qemu's vmdk driver cannot open an empty
+    // monolithicSparse image (no grain tables), so qemu-img dd fails there, leaving the file.
+    if (spec.dd && total == 0 && std::string_view((*target.plugin)->name) == "vmdk")
+        return Error{"Could not open '" + target.filename + "': Unsupported image type 'monolithicSparse'"};
     return true;
 }
 
