@@ -6,6 +6,7 @@
 #include "ops/convert_op.h"
 #include "options/size.h"
 
+#include <cctype>
 #include <climits>
 #include <ostream>
 
@@ -81,6 +82,54 @@ std::optional<std::uint64_t> parse_operand_number(Context& ctx, const std::strin
     return p.value;
 }
 
+// 10.0's count= and skip= (Debian's parser): a plain integer as strtoll reads it with base 0 (leading
+// blanks, a sign, 0x hex or 0 octal, nothing after the digits), then 0..INT64_MAX; no size suffixes.
+std::optional<std::uint64_t> parse_plain_count(Context& ctx, const std::string& name, const std::string& text) {
+    constexpr std::uint64_t MAX = INT64_MAX;
+    std::size_t i = text.find_first_not_of(" \t\n\r\f\v");
+    bool negative = false;
+    if (i != std::string::npos && (text[i] == '+' || text[i] == '-'))
+        negative = text[i++] == '-';
+    unsigned base = 10;
+    if (i != std::string::npos && i + 1 < text.size() && text[i] == '0' && (text[i + 1] == 'x' || text[i + 1] == 'X') &&
+        i + 2 < text.size() && std::isxdigit(static_cast<unsigned char>(text[i + 2]))) {
+        base = 16;
+        i += 2;
+    } else if (i != std::string::npos && i < text.size() && text[i] == '0') {
+        base = 8;
+    }
+    std::uint64_t value = 0;
+    bool overflow = false;
+    std::size_t digits = 0;
+    for (; i != std::string::npos && i < text.size(); ++i, ++digits) {
+        const char c = text[i];
+        unsigned d = 0;
+        if (c >= '0' && c <= '9')
+            d = static_cast<unsigned>(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            d = static_cast<unsigned>(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            d = static_cast<unsigned>(c - 'A' + 10);
+        else
+            break;
+        if (d >= base)
+            break;
+        if (value > (MAX - d) / base)
+            overflow = true;
+        else
+            value = value * base + d;
+    }
+    if (digits == 0 || i == std::string::npos || i != text.size()) {
+        report_error(ctx, "Invalid " + name + " specified: '" + text + "'.");
+        return std::nullopt;
+    }
+    if (overflow || (negative && value != 0)) {
+        report_error(ctx, "Invalid " + name + " specified. Must be between 0 and " + std::to_string(MAX) + ".");
+        return std::nullopt;
+    }
+    return value;
+}
+
 } // namespace
 
 int cmd_dd(Context& ctx, std::span<const std::string> args) {
@@ -114,6 +163,7 @@ int cmd_dd(Context& ctx, std::span<const std::string> args) {
     std::optional<std::string> input, output;
     constexpr std::uint64_t MAX_BS = INT_MAX;      // img_dd_bs: cvtnum_full("bs", arg, 1, INT_MAX)
     constexpr std::uint64_t MAX_NUMBER = INT64_MAX; // cvtnum: 0..INT64_MAX
+    const bool newer = ctx.profile.version >= qemu_version(8, 0); // 10.0's count/skip syntax
     for (const std::string& operand : parsed->positional) {
         const auto eq = operand.find('=');
         if (eq == std::string::npos)
@@ -126,12 +176,12 @@ int cmd_dd(Context& ctx, std::span<const std::string> args) {
                 return 1;
             window.block_size = *v;
         } else if (name == "count") {
-            auto v = parse_operand_number(ctx, "count", value, 0, MAX_NUMBER);
+            auto v = newer ? parse_plain_count(ctx, "count", value) : parse_operand_number(ctx, "count", value, 0, MAX_NUMBER);
             if (!v)
                 return 1;
             window.count = *v;
         } else if (name == "skip") {
-            auto v = parse_operand_number(ctx, "skip", value, 0, MAX_NUMBER);
+            auto v = newer ? parse_plain_count(ctx, "skip", value) : parse_operand_number(ctx, "skip", value, 0, MAX_NUMBER);
             if (!v)
                 return 1;
             window.skip = *v;
@@ -164,7 +214,11 @@ int cmd_dd(Context& ctx, std::span<const std::string> args) {
     bool skipped_past_end = false;
     window.skipped_past_end = &skipped_past_end;
     spec.dd = window;
+    std::vector<std::string> driver_lines; // a format driver's own lines, without the program name
+    spec.warnings = &driver_lines;
     auto done = convert_image(spec, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version);
+    for (const auto& line : driver_lines)
+        ctx.err << line << '\n';
     if (!done)
         return report_error(ctx, done.error());
     // qemu warns after creating the (empty) output and still succeeds, as dd(1) does.

@@ -50,6 +50,14 @@ struct Plan {
     }
 };
 
+const char* salvage_errno_text(std::uint32_t status);
+
+// dd: a reason that is not the engine's own ("error while reading at byte N: ERRNO") is a format's
+// account of a damaged input, which qemu's driver reports as a corruption event before img_dd's line.
+bool engine_reason(const std::string& reason) {
+    return reason.rfind("error while reading", 0) == 0 || reason.rfind("error while writing", 0) == 0;
+}
+
 std::string failure_message(const ConvertSpec& spec, const std::vector<const ChainLink*>& table,
                             const vmm::RunResult& run) {
     std::string reason;
@@ -83,7 +91,8 @@ std::string failure_message(const ConvertSpec& spec, const std::vector<const Cha
         if (failure && failure->phase == INSTAR_CONVERT_PHASE_CREATE)
             return target + ": error while creating output image: " + reason;
         const auto colon = reason.rfind(": ");
-        const std::string why = colon == std::string::npos ? reason : reason.substr(colon + 2);
+        const std::string why = engine_reason(reason) && colon != std::string::npos ? reason.substr(colon + 2)
+                                                                                    : salvage_errno_text(run.exit_status);
         if (reason.rfind("error while writing", 0) == 0)
             return "error while writing to output image file: " + why;
         return "error while reading from input image file: " + why;
@@ -544,6 +553,21 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
                     break;
                 }
         }
+    }
+    if (run->exit_status != 0 && spec.dd && spec.warnings) {
+        // qemu's qcow2 driver reports the first corruption it meets in a read-only image once, before
+        // img_dd's own line; instar's qcow2 reader words the event as qemu does.
+        const bool has_qcow2 = std::any_of(table.links.begin(), table.links.end(), [](const ChainLink* l) {
+            return std::string_view((*l->plugin)->name) == "qcow2";
+        });
+        for (const auto& rec : run->records)
+            if (rec.type == INSTAR_REC_REASON) {
+                const std::string reason = printable_reason(std::string(rec.data.begin(), rec.data.end()));
+                if (has_qcow2 && !engine_reason(reason))
+                    spec.warnings->push_back("qcow2: Image is corrupt: " + reason +
+                                             "; further non-fatal corruption events will be suppressed");
+                break;
+            }
     }
     if (run->exit_status != 0)
         return Error{failure_message(spec, table.links, run.value())};
