@@ -100,7 +100,8 @@ for args in (["dd"], ["dd", "if=q.qcow2"], ["dd", "of=out.img"], ["dd", "foo"], 
              ["dd", "bs=1e3", "if=q.qcow2", "of=out.img"], ["dd", "bs=-0", "if=q.qcow2", "of=out.img"],
              ["dd", "count=-1k", "if=q.qcow2", "of=out.img"], ["dd", "if=q.qcow2", "of=out.img", "x"],
              ["dd", "bs=0", "foo", "if=q.qcow2", "of=out.img"], ["dd", "foo", "bs=0", "if=q.qcow2", "of=out.img"],
-             ["dd", "-O", "foo", "if=q.qcow2", "of=out.img"], ["dd", "-O", "foo", "if=missing.img", "of=out.img"],
+             ["dd", "-O", "foo", "if=q.qcow2", "of=out.img"], ["dd", "-O", "bochs", "if=q.qcow2", "of=out.img"],
+             ["dd", "-O", "vvfat", "if=q.qcow2", "of=out.img"], ["dd", "-O", "bochs", "if=missing.img", "of=out.img"], ["dd", "-O", "foo", "if=missing.img", "of=out.img"],
              ["dd", "if=missing.img", "of=out.img"], ["dd", "-f", "qcow2", "if=a.raw", "of=out.img"],
              ["dd", "-f", "bogus", "if=q.qcow2", "of=out.img"], ["dd", "if=q.qcow2", "of=/nonexistent/out.img"],
              ["dd", "-x", "if=q.qcow2", "of=out.img"], ["dd", "--bogus", "if=q.qcow2", "of=out.img"],
@@ -124,7 +125,8 @@ KNOWN = {}
 # What instar refuses on purpose where qemu-img goes ahead (docs/dd.md): exit 1 naming why.
 REFUSED = [("raw without -f", ["dd", "if=a.raw", "of=out.img"], "instar never guesses raw"),
            ("--image-opts", ["dd", "--image-opts", "if=driver=qcow2,file.filename=q.qcow2", "of=out.img"],
-            "--image-opts is not supported by instar yet")]
+            "--image-opts is not supported by instar yet"),
+           ("-O qcow", ["dd", "-O", "qcow", "if=q.qcow2", "of=out.img"], "instar cannot create qcow images")]
 
 
 def strip(j):

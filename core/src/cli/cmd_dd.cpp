@@ -48,6 +48,25 @@ constexpr std::string_view LONG_OPTIONS_72[] = {"help", "object", "image-opts", 
 constexpr std::string_view LONG_OPTIONS_INSTAR[] = {"allow-path", "unsafe-quirks", "qemu-version",
                                                     "max-guest-memory", "sandbox"};
 
+// qemu's block drivers without an instar plugin, by what img_dd says of them as -O. Without create
+// support in qemu (bdrv_find_format finds them; 7.2 also has these network protocols):
+constexpr std::string_view QEMU_NO_CREATE[] = {"blkdebug", "blklogwrites", "blkverify", "bochs", "cloop", "compress",
+                                               "copy-before-write", "copy-on-read", "dmg", "null-aio", "null-co",
+                                               "preallocate", "quorum", "replication", "snapshot-access",
+                                               "throttle", "vvfat"};
+constexpr std::string_view QEMU_NO_CREATE_72[] = {"ftp", "ftps", "http", "https"};
+// ...and with it: qemu creates these, instar cannot.
+constexpr std::string_view QEMU_CREATES[] = {"file", "host_device", "host_cdrom", "nbd", "nvme", "parallels", "qcow",
+                                             "qed", "vdi", "luks", "gluster", "iscsi", "iser", "nfs", "rbd", "ssh"};
+
+template <std::size_t N>
+bool listed(const std::string_view (&list)[N], std::string_view name) {
+    for (const auto& l : list)
+        if (l == name)
+            return true;
+    return false;
+}
+
 // qemu's cvtnum_full(name, text, min, max) with each profile's messages; nullopt after reporting.
 // 7.2 calls a minus sign invalid syntax; 10.0 (Debian's parser) calls a negative integer out of range.
 std::optional<std::uint64_t> parse_operand_number(Context& ctx, const std::string& name, const std::string& text,
@@ -207,6 +226,11 @@ int cmd_dd(Context& ctx, std::span<const std::string> args) {
     const std::string out_fmt = has("output-format") ? str("output-format") : "raw";
     spec.target.filename = *output;
     spec.target.plugin = ctx.plugins().find(out_fmt);
+    if (listed(QEMU_NO_CREATE, out_fmt) || (ctx.profile.version < qemu_version(8, 0) && listed(QEMU_NO_CREATE_72, out_fmt)))
+        window.no_plugin_error = "Format driver '" + out_fmt + "' does not support image creation";
+    else if (listed(QEMU_CREATES, out_fmt))
+        window.no_plugin_error = *output + ": error while creating output image: instar cannot create " + out_fmt +
+                                 " images (qemu-img can)";
     spec.min_sparse = 0; // img_dd writes every block
     spec.unsafe_quirks = has("unsafe-quirks");
     if (has("allow-path"))

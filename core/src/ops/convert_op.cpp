@@ -249,7 +249,7 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
         if (spec.sources.size() != 1)
             return Error{"dd copies exactly one input"};
         if (spec.target.plugin == nullptr)
-            return Error{"Unknown file format"};
+            return Error{spec.dd->no_plugin_error};
         const FormatDescriptor& d = **spec.target.plugin;
         if (!(d.capabilities & CAP_CREATE))
             return Error{"Format driver '" + std::string(d.name) + "' does not support image creation"};

@@ -55,6 +55,8 @@ struct ConvertSpec {
         std::optional<std::uint64_t> count;         // count=, in blocks
         std::optional<std::uint64_t> skip;          // skip=, in blocks
         bool* skipped_past_end = nullptr;           // set when skip is past the end (qemu warns)
+        // Without a plugin for -O: the message img_dd gives once the input is open.
+        std::string no_plugin_error = "Unknown file format";
     };
     std::optional<DdWindow> dd;
     // --salvage: qemu's warnings (without the "prog: warning: " prefix), in order; may be nullptr.
