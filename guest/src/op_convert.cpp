@@ -135,8 +135,10 @@ Status read_plan(uint32_t plan_device, Plan& plan) {
     // dd's window: one source, nothing else of convert's (the window's end is checked against the
     // source's size where the source is open).
     if ((h.flags & INSTAR_CONVERT_WINDOW) != 0 &&
-        (h.source_count != 1 || h.target_backing != INSTAR_CONVERT_NO_BACKING || h.window_offset > UINT64_MAX - h.window_length ||
-         (h.flags & (INSTAR_CONVERT_COMPRESS | INSTAR_CONVERT_EXISTING_TARGET | INSTAR_CONVERT_TARGET_HAS_BACKING)) != 0))
+        (h.source_count != 1 || h.target_backing != INSTAR_CONVERT_NO_BACKING ||
+         h.window_offset > UINT64_MAX - h.window_length ||
+         (h.flags & (INSTAR_CONVERT_COMPRESS | INSTAR_CONVERT_EXISTING_TARGET | INSTAR_CONVERT_TARGET_HAS_BACKING)) !=
+             0))
         return Status::Invalid;
     return Status::Ok;
 }
@@ -181,8 +183,9 @@ Status convert_op(const uint8_t* arg, uint32_t arg_len) {
     if (st == Status::Ok && (h.flags & INSTAR_CONVERT_WINDOW) != 0) {
         auto* whole = arena_new<convert::ChainImageReader>(arena(), sources[0].chain, sources[0].depth);
         const uint64_t size = whole == nullptr ? 0 : whole->virtual_size();
-        auto* window = whole == nullptr ? nullptr
-                                        : arena_new<convert::WindowReader>(arena(), *whole, h.window_offset, h.window_length);
+        auto* window = whole == nullptr
+                           ? nullptr
+                           : arena_new<convert::WindowReader>(arena(), *whole, h.window_offset, h.window_length);
         auto* chain = static_cast<ImageReader**>(arena().allocate(sizeof(ImageReader*), alignof(ImageReader*)));
         if (window == nullptr || chain == nullptr)
             st = Status::NoMemory;

@@ -34,7 +34,8 @@ public:
         std::uint64_t length;
         Allocation allocation;
     };
-    FakeReader(std::vector<std::uint8_t> bytes, std::vector<Run> runs) : bytes_(std::move(bytes)), runs_(std::move(runs)) {
+    FakeReader(std::vector<std::uint8_t> bytes, std::vector<Run> runs)
+        : bytes_(std::move(bytes)), runs_(std::move(runs)) {
         std::uint64_t pos = 0;
         for (const Run& r : runs_) {
             if (r.allocation != Allocation::Data)

@@ -195,12 +195,14 @@ int cmd_dd(Context& ctx, std::span<const std::string> args) {
                 return 1;
             window.block_size = *v;
         } else if (name == "count") {
-            auto v = newer ? parse_plain_count(ctx, "count", value) : parse_operand_number(ctx, "count", value, 0, MAX_NUMBER);
+            auto v = newer ? parse_plain_count(ctx, "count", value)
+                           : parse_operand_number(ctx, "count", value, 0, MAX_NUMBER);
             if (!v)
                 return 1;
             window.count = *v;
         } else if (name == "skip") {
-            auto v = newer ? parse_plain_count(ctx, "skip", value) : parse_operand_number(ctx, "skip", value, 0, MAX_NUMBER);
+            auto v = newer ? parse_plain_count(ctx, "skip", value)
+                           : parse_operand_number(ctx, "skip", value, 0, MAX_NUMBER);
             if (!v)
                 return 1;
             window.skip = *v;
@@ -226,7 +228,8 @@ int cmd_dd(Context& ctx, std::span<const std::string> args) {
     const std::string out_fmt = has("output-format") ? str("output-format") : "raw";
     spec.target.filename = *output;
     spec.target.plugin = ctx.plugins().find(out_fmt);
-    if (listed(QEMU_NO_CREATE, out_fmt) || (ctx.profile.version < qemu_version(8, 0) && listed(QEMU_NO_CREATE_72, out_fmt)))
+    if (listed(QEMU_NO_CREATE, out_fmt) ||
+        (ctx.profile.version < qemu_version(8, 0) && listed(QEMU_NO_CREATE_72, out_fmt)))
         window.no_plugin_error = "Format driver '" + out_fmt + "' does not support image creation";
     else if (listed(QEMU_CREATES, out_fmt))
         window.no_plugin_error = *output + ": error while creating output image: instar cannot create " + out_fmt +

@@ -91,8 +91,9 @@ std::string failure_message(const ConvertSpec& spec, const std::vector<const Cha
         if (failure && failure->phase == INSTAR_CONVERT_PHASE_CREATE)
             return target + ": error while creating output image: " + reason;
         const auto colon = reason.rfind(": ");
-        const std::string why = engine_reason(reason) && colon != std::string::npos ? reason.substr(colon + 2)
-                                                                                    : salvage_errno_text(run.exit_status);
+        const std::string why = engine_reason(reason) && colon != std::string::npos
+                                    ? reason.substr(colon + 2)
+                                    : std::string(salvage_errno_text(run.exit_status));
         if (reason.rfind("error while writing", 0) == 0)
             return "error while writing to output image file: " + why;
         return "error while reading from input image file: " + why;
@@ -254,8 +255,8 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
         if (!(d.capabilities & CAP_CREATE))
             return Error{"Format driver '" + std::string(d.name) + "' does not support image creation"};
         if (!(d.capabilities & CAP_CONVERT_TARGET))
-            return Error{spec.target.filename + ": error while creating output image: instar cannot write the data of " +
-                         std::string(d.name) + " images yet"};
+            return Error{spec.target.filename + ": error while creating output image: instar cannot write the data "
+                         "of " + std::string(d.name) + " images yet"};
         const std::uint64_t bs = spec.dd->block_size;
         std::uint64_t size = total; // blk_getlength: whole sectors
         if (bs == 0 || bs > INT64_MAX)
@@ -436,8 +437,9 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
         files.set_direct(cache_is_direct(spec.target_cache));
         auto fd = files.open_image();
         if (!fd)
-            return Error{target.filename + (spec.dd ? ": error while creating output image: "
-                                                    : ": error while converting " + std::string((*target.plugin)->name) + ": ") +
+            return Error{target.filename +
+                         (spec.dd ? ": error while creating output image: "
+                                  : ": error while converting " + std::string((*target.plugin)->name) + ": ") +
                          fd.error()};
         target_fd = *fd;
     }
