@@ -5,7 +5,9 @@
 #include "create_target.h"
 #include "image_table.h"
 
+#include "chain_reader.h"
 #include "convert_engine.h"
+#include "window_reader.h"
 
 #include <instar/guest/arena_new.h>
 
@@ -118,7 +120,7 @@ Status read_plan(uint32_t plan_device, Plan& plan) {
         h.source_count == 0 || h.source_count > h.image_count || h.snapshot_len > MAX_SNAPSHOT_NAME ||
         sizeof h + table + h.create_len + h.snapshot_len != size)
         return Status::Invalid;
-    plan.images = reinterpret_cast<instar_convert_image*>(bytes + sizeof h); // 16-aligned + 56: 8-aligned
+    plan.images = reinterpret_cast<instar_convert_image*>(bytes + sizeof h); // 16-aligned + 72: 8-aligned
     plan.create = bytes + sizeof h + table;
     if (h.snapshot_len > 0) {
         plan.snapshot = reinterpret_cast<char*>(bytes + sizeof h + table + h.create_len);
@@ -129,6 +131,14 @@ Status read_plan(uint32_t plan_device, Plan& plan) {
     if (module(h.target_module) == nullptr || device(h.target_device) == nullptr ||
         (h.target_backing != INSTAR_CONVERT_NO_BACKING && (h.target_backing >= h.image_count ||
                                                            h.target_backing < h.source_count)))
+        return Status::Invalid;
+    // dd's window: one source, nothing else of convert's (the window's end is checked against the
+    // source's size where the source is open).
+    if ((h.flags & INSTAR_CONVERT_WINDOW) != 0 &&
+        (h.source_count != 1 || h.target_backing != INSTAR_CONVERT_NO_BACKING ||
+         h.window_offset > UINT64_MAX - h.window_length ||
+         (h.flags & (INSTAR_CONVERT_COMPRESS | INSTAR_CONVERT_EXISTING_TARGET | INSTAR_CONVERT_TARGET_HAS_BACKING)) !=
+             0))
         return Status::Invalid;
     return Status::Ok;
 }
@@ -167,6 +177,25 @@ Status convert_op(const uint8_t* arg, uint32_t arg_len) {
         st = chain_of(plan.images, h.image_count, top, readers, chains + used, h.image_count - used, &depth);
         sources[s] = convert::Source{chains + used, depth, plan.images[top].cluster_size};
         used += depth;
+    }
+    // dd: the source's composed disk, cut to the window, is the one-image chain converted. The
+    // window ends less than one sector past the disk (qemu's sector-rounded size of a raw input).
+    if (st == Status::Ok && (h.flags & INSTAR_CONVERT_WINDOW) != 0) {
+        auto* whole = arena_new<convert::ChainImageReader>(arena(), sources[0].chain, sources[0].depth);
+        const uint64_t size = whole == nullptr ? 0 : whole->virtual_size();
+        auto* window = whole == nullptr
+                           ? nullptr
+                           : arena_new<convert::WindowReader>(arena(), *whole, h.window_offset, h.window_length);
+        auto* chain = static_cast<ImageReader**>(arena().allocate(sizeof(ImageReader*), alignof(ImageReader*)));
+        if (window == nullptr || chain == nullptr)
+            st = Status::NoMemory;
+        else if (h.window_length != 0 && h.window_offset + h.window_length > size &&
+                 h.window_offset + h.window_length - size >= 512)
+            st = Status::Invalid;
+        else {
+            chain[0] = window;
+            sources[0] = convert::Source{chain, 1, 0};
+        }
     }
 
     // Writers keep the target (set_length, add_file) for their whole life.

@@ -273,6 +273,7 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_create_arg) == 72, "create arg layout");
 #define INSTAR_CONVERT_OUT_OF_ORDER 16u       /* -W */
 #define INSTAR_CONVERT_PROGRESS 32u           /* send INSTAR_HC_PROGRESS */
 #define INSTAR_CONVERT_SALVAGE 64u            /* --salvage: read errors become zeros (INSTAR_REC_CONVERT_SALVAGE) */
+#define INSTAR_CONVERT_WINDOW 128u            /* dd: copy only window_offset/window_length of the one source */
 #define INSTAR_CONVERT_NO_BACKING 0xFFFFFFFFu /* instar_convert_image.backing: none */
 #define INSTAR_CONVERT_MAX_IMAGES 4096u       /* 64 sources x a 64-deep chain: more than any sane plan */
 
@@ -296,8 +297,12 @@ struct instar_convert_plan {
     uint32_t snapshot_len;  /* bytes of -l's name after those (0: none) */
     uint32_t qemu_version;  /* the output profile */
     uint32_t target_backing; /* -B: table index of the target's backing image, or INSTAR_CONVERT_NO_BACKING */
+    /* INSTAR_CONVERT_WINDOW (dd, one source): the bytes [window_offset, window_offset + window_length)
+       of the source's composed disk are the disk converted; any byte offset and length. 0 otherwise. */
+    uint64_t window_offset;
+    uint64_t window_length;
 };
-INSTAR_ABI_ASSERT(sizeof(struct instar_convert_plan) == 56, "convert plan layout");
+INSTAR_ABI_ASSERT(sizeof(struct instar_convert_plan) == 72, "convert plan layout");
 
 struct instar_convert_image {
     uint32_t module;     /* module index that reads it */

@@ -19,6 +19,7 @@ const std::array COMMANDS = {
     Command{"compare", cmd_compare, "Check if two images have the same contents"},
     Command{"convert", cmd_convert, "Copy one image to another with optional format conversion"},
     Command{"create", cmd_create, "Create and format new image file"},
+    Command{"dd", cmd_dd, "Copy input to output with optional format conversion"},
     Command{"formats", cmd_formats, "List the format plugins instar has loaded (instar only)"},
     Command{"info", cmd_info, "Display information about image"},
     Command{"map", cmd_map, "Dump image metadata"},

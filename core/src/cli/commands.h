@@ -24,6 +24,7 @@ int cmd_check(Context& ctx, std::span<const std::string> args);
 int cmd_compare(Context& ctx, std::span<const std::string> args);
 int cmd_convert(Context& ctx, std::span<const std::string> args);
 int cmd_create(Context& ctx, std::span<const std::string> args);
+int cmd_dd(Context& ctx, std::span<const std::string> args);
 int cmd_formats(Context& ctx, std::span<const std::string> args);
 int cmd_info(Context& ctx, std::span<const std::string> args);
 int cmd_map(Context& ctx, std::span<const std::string> args);

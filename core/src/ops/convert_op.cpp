@@ -50,6 +50,14 @@ struct Plan {
     }
 };
 
+const char* salvage_errno_text(std::uint32_t status);
+
+// dd: a reason that is not the engine's own ("error while reading at byte N: ERRNO") is a format's
+// account of a damaged input, which qemu's driver reports as a corruption event before img_dd's line.
+bool engine_reason(const std::string& reason) {
+    return reason.rfind("error while reading", 0) == 0 || reason.rfind("error while writing", 0) == 0;
+}
+
 std::string failure_message(const ConvertSpec& spec, const std::vector<const ChainLink*>& table,
                             const vmm::RunResult& run) {
     std::string reason;
@@ -69,6 +77,27 @@ std::string failure_message(const ConvertSpec& spec, const std::vector<const Cha
         reason = status_message(status);
     const std::string& target = spec.target.filename;
     const std::string fmt = (*spec.target.plugin)->name;
+    if (spec.dd) {
+        // img_dd's words: creation, then a block's read or write; the engine's reason ends in the
+        // errno text qemu's strerror gives.
+        if (!run.host_error.empty())
+            return "error while writing to output image file: " + run.host_error;
+        if (failure && failure->phase == INSTAR_CONVERT_PHASE_OPEN && failure->image < table.size()) {
+            const std::string& name = table[failure->image]->name;
+            for (std::size_t at; (at = reason.find("{image}")) != std::string::npos;)
+                reason.replace(at, 7, name);
+            return "Could not open '" + name + "': " + reason;
+        }
+        if (failure && failure->phase == INSTAR_CONVERT_PHASE_CREATE)
+            return target + ": error while creating output image: " + reason;
+        const auto colon = reason.rfind(": ");
+        const std::string why = engine_reason(reason) && colon != std::string::npos
+                                    ? reason.substr(colon + 2)
+                                    : std::string(salvage_errno_text(run.exit_status));
+        if (reason.rfind("error while writing", 0) == 0)
+            return "error while writing to output image file: " + why;
+        return "error while reading from input image file: " + why;
+    }
     if (!run.host_error.empty())
         return target + ": error while converting " + fmt + ": " + run.host_error;
     if (failure && failure->phase == INSTAR_CONVERT_PHASE_OPEN && failure->image == INSTAR_CONVERT_NO_BACKING &&
@@ -214,6 +243,35 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
                              std::string((*link.plugin)->name) + " images yet"};
         // qemu counts whole sectors (blk_nb_sectors).
         total += (chains[i].links.front().node.virtual_size + 511) / 512 * 512;
+    }
+    // dd: img_dd's checks after opening its input, then its window of the input's size.
+    std::uint64_t window_offset = 0;
+    if (spec.dd) {
+        if (spec.sources.size() != 1)
+            return Error{"dd copies exactly one input"};
+        if (spec.target.plugin == nullptr)
+            return Error{spec.dd->no_plugin_error};
+        const FormatDescriptor& d = **spec.target.plugin;
+        if (!(d.capabilities & CAP_CREATE))
+            return Error{"Format driver '" + std::string(d.name) + "' does not support image creation"};
+        if (!(d.capabilities & CAP_CONVERT_TARGET))
+            return Error{spec.target.filename + ": error while creating output image: instar cannot write the data "
+                         "of " + std::string(d.name) + " images yet"};
+        const std::uint64_t bs = spec.dd->block_size;
+        std::uint64_t size = total; // blk_getlength: whole sectors
+        if (bs == 0 || bs > INT64_MAX)
+            return Error{"Invalid bs specified."};
+        if (spec.dd->count && *spec.dd->count <= INT64_MAX / bs && *spec.dd->count * bs < size)
+            size = *spec.dd->count * bs;
+        if (spec.dd->skip && (*spec.dd->skip > INT64_MAX / bs || size < *spec.dd->skip * bs)) {
+            window_offset = size;
+            total = 0;
+            if (spec.dd->skipped_past_end)
+                *spec.dd->skipped_past_end = true;
+        } else {
+            window_offset = spec.dd->skip.value_or(0) * bs;
+            total = size - window_offset;
+        }
     }
     const bool has_backing = spec.target.backing_file.has_value();
 
@@ -365,7 +423,7 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
     if (!spec.existing_target) {
         auto create = encode_create_arg(target);
         if (!create)
-            return Error{target.filename + ": " + create.error()};
+            return Error{target.filename + (spec.dd ? ": error while creating output image: " : ": ") + create.error()};
         create_bytes = std::move(*create);
     }
 
@@ -379,7 +437,9 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
         files.set_direct(cache_is_direct(spec.target_cache));
         auto fd = files.open_image();
         if (!fd)
-            return Error{target.filename + ": error while converting " + std::string((*target.plugin)->name) + ": " +
+            return Error{target.filename +
+                         (spec.dd ? ": error while creating output image: "
+                                  : ": error while converting " + std::string((*target.plugin)->name) + ": ") +
                          fd.error()};
         target_fd = *fd;
     }
@@ -408,7 +468,11 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
                       (report_progress ? INSTAR_CONVERT_PROGRESS : 0u) |
                       (spec.existing_target ? INSTAR_CONVERT_EXISTING_TARGET : 0u) |
                       (spec.target_is_zero ? INSTAR_CONVERT_TARGET_IS_ZERO : 0u) |
-                      (spec.salvage ? INSTAR_CONVERT_SALVAGE : 0u);
+                      (spec.salvage ? INSTAR_CONVERT_SALVAGE : 0u) | (spec.dd ? INSTAR_CONVERT_WINDOW : 0u);
+    if (spec.dd) {
+        plan.head.window_offset = window_offset;
+        plan.head.window_length = total;
+    }
     plan.head.min_sparse = spec.min_sparse;
     // With -n the field carries the existing target file's length instead (no -B chain is opened).
     plan.head.target_backing_size = spec.existing_target ? existing_file.size
@@ -462,6 +526,8 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
     // SAFETY: instar_convert_arg is a trivially-copyable ABI struct with no padding (static_assert).
     const auto* a = reinterpret_cast<const std::uint8_t*>(&arg);
     auto run = vmm::run(sandbox, table.devices, table.modules, INSTAR_OP_CONVERT, {a, sizeof arg});
+    if (!run && spec.dd)
+        return Error{"error while writing to output image file: " + run.error().message};
     if (!run)
         return Error{target.filename + ": error while converting " + std::string((*target.plugin)->name) + ": " +
                      run.error().message};
@@ -490,12 +556,31 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
                 }
         }
     }
+    if (run->exit_status != 0 && spec.dd && spec.warnings) {
+        // qemu's qcow2 driver reports the first corruption it meets in a read-only image once, before
+        // img_dd's own line; instar's qcow2 reader words the event as qemu does.
+        const bool has_qcow2 = std::any_of(table.links.begin(), table.links.end(), [](const ChainLink* l) {
+            return std::string_view((*l->plugin)->name) == "qcow2";
+        });
+        for (const auto& rec : run->records)
+            if (rec.type == INSTAR_REC_REASON) {
+                const std::string reason = printable_reason(std::string(rec.data.begin(), rec.data.end()));
+                if (has_qcow2 && !engine_reason(reason))
+                    spec.warnings->push_back("qcow2: Image is corrupt: " + reason +
+                                             "; further non-fatal corruption events will be suppressed");
+                break;
+            }
+    }
     if (run->exit_status != 0)
         return Error{failure_message(spec, table.links, run.value())};
     if (spec.existing_target)
         return true; // written in place; qemu-img's default cache mode (unsafe) does not flush either
     if (auto done = files.commit(); !done)
-        return Error{done.error()};
+        return Error{spec.dd ? target.filename + ": error while creating output image: " + done.error() : done.error()};
+    // img_dd opens the image it created before copying; qemu's vmdk driver cannot open an empty
+    // monolithicSparse image (no grain tables), so qemu-img dd fails there, leaving the file.
+    if (spec.dd && total == 0 && std::string_view((*target.plugin)->name) == "vmdk")
+        return Error{"Could not open '" + target.filename + "': Unsupported image type 'monolithicSparse'"};
     return true;
 }
 

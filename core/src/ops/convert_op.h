@@ -46,6 +46,19 @@ struct ConvertSpec {
     bool skip_broken_bitmaps = false;          // --skip-broken-bitmaps
     std::optional<std::string> target_compat;  // a new qcow2 target's -o compat (bitmaps need 1.1)
     bool quiet = false;                        // -q: no salvage warnings
+    // dd (qemu-img dd): copy only img_dd's byte window of the one source into a new target of the
+    // window's size, every block written (min_sparse 0). The window follows img_dd from the source's
+    // size: size = min(size, count * bs); window [skip * bs, size), empty when skip * bs > size.
+    // target.plugin may be nullptr (checked after the source opens, as img_dd does).
+    struct DdWindow {
+        std::uint64_t block_size = 512;             // bs (1..INT_MAX)
+        std::optional<std::uint64_t> count;         // count=, in blocks
+        std::optional<std::uint64_t> skip;          // skip=, in blocks
+        bool* skipped_past_end = nullptr;           // set when skip is past the end (qemu warns)
+        // Without a plugin for -O: the message img_dd gives once the input is open.
+        std::string no_plugin_error = "Unknown file format";
+    };
+    std::optional<DdWindow> dd;
     // --salvage: qemu's warnings (without the "prog: warning: " prefix), in order; may be nullptr.
     std::vector<std::string>* warnings = nullptr;
 };
