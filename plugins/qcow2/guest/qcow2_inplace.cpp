@@ -474,7 +474,8 @@ Status Qcow2Inplace::refcount_area(uint64_t start_offset, uint64_t new_rb_index,
     return free_clusters(old_offset, old_bytes);
 }
 
-Status Qcow2Inplace::update_one(uint64_t offset, uint64_t length, uint64_t addend, bool decrease, uint32_t depth) {
+Status Qcow2Inplace::update_one(uint64_t offset, uint64_t length, uint64_t addend, bool decrease, uint32_t depth,
+                                bool discard) {
     // Ok with nothing changed when a refcount block had to be created first: the caller sees that
     // through `restarted_` (qemu's -EAGAIN) and searches again.
     if (depth > INPLACE_MAX_REFBLOCK_DEPTH)
@@ -503,7 +504,18 @@ Status Qcow2Inplace::update_one(uint64_t offset, uint64_t length, uint64_t adden
         if (decrease ? rc < addend : (rc + addend < rc || rc + addend > refcount_max_))
             return Status::Invalid;
     }
-    // Pass 2: the change.
+    // Pass 2: the change. Freed clusters are discarded in runs (qemu merges them too).
+    uint64_t run_start = 0, run_len = 0;
+    auto flush_run = [&]() {
+        // Clipped to the file (its last cluster may be partial); optional, as qemu's.
+        const uint64_t from = run_start << h_.cluster_bits;
+        uint64_t to = (run_start + run_len) << h_.cluster_bits;
+        if (to > file_len_)
+            to = file_len_;
+        if (run_len != 0 && from < to)
+            (void)dev_->discard(from, to - from);
+        run_len = 0;
+    };
     for (uint64_t c = start; c <= last; ++c) {
         Slot* s = nullptr;
         if (const Status st = refblock_for(c, &s, depth); st != Status::Ok)
@@ -517,17 +529,27 @@ Status Qcow2Inplace::update_one(uint64_t offset, uint64_t length, uint64_t adden
         s->dirty = true;
         if (rc == 0 && c < free_index_)
             free_index_ = c;
+        if (rc == 0 && discard && (c << h_.cluster_bits) < file_len_) {
+            if (run_len != 0 && run_start + run_len == c) {
+                ++run_len;
+            } else {
+                flush_run();
+                run_start = c;
+                run_len = 1;
+            }
+        }
     }
+    flush_run();
     return Status::Ok;
 }
 
-Status Qcow2Inplace::update_refcount(uint64_t offset, uint64_t length, uint64_t addend, bool decrease) {
+Status Qcow2Inplace::update_refcount(uint64_t offset, uint64_t length, uint64_t addend, bool decrease, bool discard) {
     uint64_t end = 0;
     if (__builtin_add_overflow(offset, length, &end) || end > QCOW2_MAX_CLUSTER_OFFSET + 1)
         return Status::Invalid;
     for (uint32_t i = 0; i < INPLACE_MAX_RESTARTS; ++i) {
         restarted_ = false;
-        if (const Status st = update_one(offset, length, addend, decrease, 0); st != Status::Ok)
+        if (const Status st = update_one(offset, length, addend, decrease, 0, discard); st != Status::Ok)
             return st;
         if (!restarted_)
             return Status::Ok;
@@ -536,8 +558,10 @@ Status Qcow2Inplace::update_refcount(uint64_t offset, uint64_t length, uint64_t 
 }
 
 Status Qcow2Inplace::alloc_clusters(uint64_t bytes, uint64_t* offset) {
-    if (bytes == 0)
-        return Status::Invalid;
+    if (bytes == 0) {
+        *offset = free_index_ << h_.cluster_bits;
+        return Status::Ok;
+    }
     const uint64_t n = div_round_up(bytes, cs_);
     for (uint32_t i = 0; i < INPLACE_MAX_RESTARTS; ++i) {
         uint64_t at = 0;
@@ -554,8 +578,8 @@ Status Qcow2Inplace::alloc_clusters(uint64_t bytes, uint64_t* offset) {
     return Status::Corrupt;
 }
 
-Status Qcow2Inplace::free_clusters(uint64_t offset, uint64_t bytes) {
-    return update_refcount(offset, bytes, 1, true);
+Status Qcow2Inplace::free_clusters(uint64_t offset, uint64_t bytes, bool discard) {
+    return update_refcount(offset, bytes, 1, true, discard);
 }
 
 Status Qcow2Inplace::write_header(uint64_t field_offset, const void* bytes, size_t len) {

@@ -88,14 +88,18 @@ public:
     // The refcount of host cluster `cluster_index` (0 past the refcount table or in a missing block).
     Status get_refcount(uint64_t cluster_index, uint64_t* out);
     // qemu's update_refcount: adds (or subtracts) `addend` to every cluster of [offset, offset +
-    // length). Refused (Invalid, nothing changed in that cluster) on overflow or underflow.
-    // Creates missing refcount blocks and grows the table as qemu does.
-    Status update_refcount(uint64_t offset, uint64_t length, uint64_t addend, bool decrease);
+    // length). Refused (Invalid, nothing changed) on overflow or underflow anywhere in the range.
+    // Creates missing refcount blocks and grows the table as qemu does. `discard`: clusters whose
+    // refcount drops to 0 are discarded in the file (qemu's discard passthrough, on by default for
+    // snapshot frees: QCOW2_DISCARD_SNAPSHOT); a device that cannot discard is left as it is.
+    Status update_refcount(uint64_t offset, uint64_t length, uint64_t addend, bool decrease, bool discard = false);
     // qemu's qcow2_alloc_clusters: `bytes` rounded up to clusters, contiguous, first fit from the
     // free-cluster index; their refcounts become 1 (cached). *offset is the first one's offset.
+    // 0 bytes allocates nothing and returns the free-cluster index's offset, as qemu (a snapshot
+    // table with no entries is placed there).
     Status alloc_clusters(uint64_t bytes, uint64_t* offset);
     // qemu's qcow2_free_clusters: the refcounts of the clusters of [offset, offset + bytes) drop by 1.
-    Status free_clusters(uint64_t offset, uint64_t bytes);
+    Status free_clusters(uint64_t offset, uint64_t bytes, bool discard = false);
     // Writes the dirty cached refcount blocks.
     Status flush_refcounts();
     // The ordering point: flush_refcounts(), then EditHost::flush of the image.
@@ -129,7 +133,8 @@ private:
     // (the caller restarts its search).
     Status refblock_for(uint64_t cluster_index, Slot** out, uint32_t depth);
     Status refcount_area(uint64_t start_offset, uint64_t rt_index, uint64_t new_block);
-    Status update_one(uint64_t offset, uint64_t length, uint64_t addend, bool decrease, uint32_t depth);
+    Status update_one(uint64_t offset, uint64_t length, uint64_t addend, bool decrease, uint32_t depth,
+                      bool discard = false);
     Status corrupt_refblock(uint64_t offset, uint64_t rt_index);
 
     guest::BlockDevice* dev_ = nullptr;
