@@ -152,7 +152,8 @@ int cmd_snapshot(Context& ctx, std::span<const std::string> args) {
     }
     if (count_actions(args, v10) > 1)
         return report_usage_error(ctx, "snapshot", "Cannot mix '-l', '-a', '-c', '-d'");
-    auto key = [&](const char* l, const char* s) { return v10 ? std::string(l) : std::string(s); };
+    // boost names a short-only option by its "-x" form.
+    auto key = [&](const char* l, const char* s) { return v10 ? std::string(l) : std::string("-") + s; };
     Action action = Action::None;
     std::string snapshot_name;
     if (vm.count(key("list", "l"))) {
@@ -214,12 +215,14 @@ int cmd_snapshot(Context& ctx, std::span<const std::string> args) {
         return 0;
     }
     // Opening read-write a raw image whose format was probed: qemu's warning.
+    // -a prints it twice: qemu's snapshot fallback reopens the raw node.
     if (format == "raw" && !eo.format)
-        ctx.err << "WARNING: Image format was not specified for '" << given
-                << "' and probing guessed raw.\n"
-                   "         Automatically detecting the format is dangerous for raw images, write operations on "
-                   "block 0 will be restricted.\n"
-                   "         Specify the 'raw' format explicitly to remove the restrictions.\n";
+        for (int i = 0; i < (action == Action::Apply ? 2 : 1); ++i)
+            ctx.err << "WARNING: Image format was not specified for '" << given
+                    << "' and probing guessed raw.\n"
+                       "         Automatically detecting the format is dangerous for raw images, write operations on "
+                       "block 0 will be restricted.\n"
+                       "         Specify the 'raw' format explicitly to remove the restrictions.\n";
     if (action == Action::None)
         return 0;
 

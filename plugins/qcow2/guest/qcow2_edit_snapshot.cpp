@@ -114,12 +114,17 @@ public:
         const uint8_t* name = id + a.id_len;
         if (const Status st = open(); st != Status::Ok)
             return st;
+        Status st = Status::Invalid;
         switch (a.action) {
-        case guest::SNAPSHOT_ACTION_CREATE: return create(name, a.name_len);
-        case guest::SNAPSHOT_ACTION_APPLY: return apply(name, a.name_len);
-        case guest::SNAPSHOT_ACTION_DELETE: return remove(id, a.id_len, name, a.name_len);
-        default: return Status::Invalid;
+        case guest::SNAPSHOT_ACTION_CREATE: st = create(name, a.name_len); break;
+        case guest::SNAPSHOT_ACTION_APPLY: st = apply(name, a.name_len); break;
+        case guest::SNAPSHOT_ACTION_DELETE: st = remove(id, a.id_len, name, a.name_len); break;
+        default: break;
         }
+        // Whatever happened, the cached refcounts go out, as qemu's cache does on close (a failed
+        // step leaves leaked clusters, never a reference without its refcount).
+        const Status fl = ip_.sync();
+        return st != Status::Ok ? st : fl;
     }
 
 private:
