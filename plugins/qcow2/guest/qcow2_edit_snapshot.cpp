@@ -566,6 +566,7 @@ private:
         if (sn_l1 == nullptr || sn_l1_work == nullptr)
             return Status::NoMemory;
         __builtin_memset(sn_l1, 0, l1_bytes_);
+        __builtin_memset(sn_l1_work, 0, l1_bytes_);
         Status st = ip_.read_table(sn.l1_offset, sn_l1, sn.l1_size);
         if (st == Status::Ok) {
             __builtin_memcpy(sn_l1_work, sn_l1, size_t{sn.l1_size} * 8);
@@ -573,14 +574,18 @@ private:
         }
         if (st == Status::Ok)
             st = ip_.sync();
+        // qemu writes the snapshot's L1 as it read it before raising the refcounts (OFLAG_COPIED
+        // possibly set on L2 tables now shared) and corrects the flags last; instar writes the
+        // corrected copy, so a crash in between never leaves a shared table marked writable in
+        // place. The last pass computes the same flags either way: the bytes end up equal.
         if (st == Status::Ok)
-            st = ip_.write_table(ip_.header().l1_table_offset, sn_l1, l1_size_);
+            st = ip_.write_table(ip_.header().l1_table_offset, sn_l1_work, l1_size_);
         if (st == Status::Ok)
             st = ip_.sync();
         if (st == Status::Ok)
             st = update_refcounts(l1_, l1_size_, -1, 0); // the old active table's clusters
         if (st == Status::Ok) {
-            __builtin_memcpy(l1_, sn_l1, l1_bytes_);
+            __builtin_memcpy(l1_, sn_l1_work, l1_bytes_);
             st = update_refcounts(l1_, l1_size_, 0, ip_.header().l1_table_offset);
         }
         alloc_.deallocate(sn_l1_work, l1_bytes_);
