@@ -220,8 +220,14 @@ private:
         const uint64_t total_size = h.size / BDRV_SECTOR * BDRV_SECTOR;
         for (uint32_t i = 0; i < n_; ++i) {
             at = round_up8(h.snapshots_offset + at) - h.snapshots_offset;
+            // Pass 1 checked these lengths; the bytes are checked again in case they changed.
+            if (at > raw_len_ || raw_len_ - at < SNAPSHOT_HEADER_BYTES)
+                return corrupt_table();
             const uint8_t* p = raw_ + at;
             const uint32_t extra = load_be32(p + 36);
+            if (extra > QCOW_MAX_SNAPSHOT_EXTRA_DATA ||
+                raw_len_ - at < SNAPSHOT_HEADER_BYTES + extra + load_be16(p + 12) + load_be16(p + 14))
+                return corrupt_table();
             const size_t known = extra < SNAPSHOT_EXTRA_BYTES ? extra : SNAPSHOT_EXTRA_BYTES;
             Qcow2Snapshot s;
             if (qcow2_snapshot_parse(p, SNAPSHOT_HEADER_BYTES, p + SNAPSHOT_HEADER_BYTES, known, &s) != Status::Ok)

@@ -17,10 +17,10 @@ constexpr uint32_t INPLACE_MAX_REFBLOCK_DEPTH = 4;
 // update_refcount restarts after creating a refcount block; each restart creates at least one block
 // that then exists, so a handful suffice; the bound stops a hostile image from looping.
 constexpr uint32_t INPLACE_MAX_RESTARTS = 64;
-// Clusters one allocation may scan for a free run: a scan is bounded by the file's end in a sane
-// image; refcounts claimed past it by a hostile one must not make it unbounded (2^26 = 4 TiB of
-// 64 KiB clusters).
-constexpr uint64_t INPLACE_MAX_ALLOC_SCAN = uint64_t{1} << 26;
+// Clusters in use past the end of the file one allocation may step over: in a sane image the scan
+// for a free run ends at the file's end (a crash between allocation and write leaves a few such
+// clusters at most); refcounts a hostile image claims further out must not make it unbounded.
+constexpr uint64_t INPLACE_MAX_SCAN_PAST_EOF = uint64_t{1} << 20;
 
 uint64_t div_round_up(uint64_t a, uint64_t b) { return a / b + (a % b != 0); }
 
@@ -314,16 +314,16 @@ Status Qcow2Inplace::get_refcount(uint64_t cluster_index, uint64_t* out) {
 }
 
 Status Qcow2Inplace::alloc_noref(uint64_t nb_clusters, uint64_t* offset) {
-    uint64_t scanned = 0;
+    uint64_t past_eof = 0;
     for (uint64_t i = 0; i < nb_clusters; ++i) {
-        if (++scanned > INPLACE_MAX_ALLOC_SCAN + nb_clusters)
-            return Status::TooLarge;
         const uint64_t idx = free_index_++;
         if (idx > (QCOW2_MAX_CLUSTER_OFFSET >> h_.cluster_bits))
             return Status::TooLarge; // qemu: -EFBIG
         uint64_t rc = 0;
         if (const Status st = get_refcount(idx, &rc); st != Status::Ok)
             return st;
+        if (rc != 0 && (idx << h_.cluster_bits) >= file_len_ && ++past_eof > INPLACE_MAX_SCAN_PAST_EOF)
+            return Status::TooLarge;
         if (rc != 0)
             i = ~uint64_t{0}; // restart the run after this cluster (wraps to 0 at ++i)
     }
