@@ -283,6 +283,7 @@ Status Qcow2Inplace::empty_refblock(uint64_t offset, Slot** out) {
 }
 
 Status Qcow2Inplace::flush_refcounts() {
+    flush_discards();
     for (Slot& s : slots_)
         if (s.offset != 0)
             if (const Status st = write_slot(s); st != Status::Ok)
@@ -314,6 +315,7 @@ Status Qcow2Inplace::get_refcount(uint64_t cluster_index, uint64_t* out) {
 }
 
 Status Qcow2Inplace::alloc_noref(uint64_t nb_clusters, uint64_t* offset) {
+    flush_discards(); // a queued discard must not land on a cluster handed out again (qemu too)
     uint64_t past_eof = 0;
     for (uint64_t i = 0; i < nb_clusters; ++i) {
         const uint64_t idx = free_index_++;
@@ -504,18 +506,8 @@ Status Qcow2Inplace::update_one(uint64_t offset, uint64_t length, uint64_t adden
         if (decrease ? rc < addend : (rc + addend < rc || rc + addend > refcount_max_))
             return Status::Invalid;
     }
-    // Pass 2: the change. Freed clusters are discarded in runs (qemu merges them too).
-    uint64_t run_start = 0, run_len = 0;
-    auto flush_run = [&]() {
-        // Clipped to the file (its last cluster may be partial); optional, as qemu's.
-        const uint64_t from = run_start << h_.cluster_bits;
-        uint64_t to = (run_start + run_len) << h_.cluster_bits;
-        if (to > file_len_)
-            to = file_len_;
-        if (run_len != 0 && from < to)
-            (void)dev_->discard(from, to - from);
-        run_len = 0;
-    };
+    // Pass 2: the change. Freed clusters are discarded in runs, merged across calls until the
+    // next flush (qemu queues and merges its discards the same way).
     for (uint64_t c = start; c <= last; ++c) {
         Slot* s = nullptr;
         if (const Status st = refblock_for(c, &s, depth); st != Status::Ok)
@@ -530,17 +522,27 @@ Status Qcow2Inplace::update_one(uint64_t offset, uint64_t length, uint64_t adden
         if (rc == 0 && c < free_index_)
             free_index_ = c;
         if (rc == 0 && discard && (c << h_.cluster_bits) < file_len_) {
-            if (run_len != 0 && run_start + run_len == c) {
-                ++run_len;
+            if (discard_len_ != 0 && discard_start_ + discard_len_ == c) {
+                ++discard_len_;
             } else {
-                flush_run();
-                run_start = c;
-                run_len = 1;
+                flush_discards();
+                discard_start_ = c;
+                discard_len_ = 1;
             }
         }
     }
-    flush_run();
     return Status::Ok;
+}
+
+void Qcow2Inplace::flush_discards() {
+    // Clipped to the file (its last cluster may be partial); optional, as qemu's.
+    const uint64_t from = discard_start_ << h_.cluster_bits;
+    uint64_t to = (discard_start_ + discard_len_) << h_.cluster_bits;
+    if (to > file_len_)
+        to = file_len_;
+    if (discard_len_ != 0 && from < to)
+        (void)dev_->discard(from, to - from);
+    discard_len_ = 0;
 }
 
 Status Qcow2Inplace::update_refcount(uint64_t offset, uint64_t length, uint64_t addend, bool decrease, bool discard) {

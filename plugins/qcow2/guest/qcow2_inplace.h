@@ -100,7 +100,7 @@ public:
     Status alloc_clusters(uint64_t bytes, uint64_t* offset);
     // qemu's qcow2_free_clusters: the refcounts of the clusters of [offset, offset + bytes) drop by 1.
     Status free_clusters(uint64_t offset, uint64_t bytes, bool discard = false);
-    // Writes the dirty cached refcount blocks.
+    // Writes the dirty cached refcount blocks (and issues the queued discards).
     Status flush_refcounts();
     // The ordering point: flush_refcounts(), then EditHost::flush of the image.
     Status sync();
@@ -136,6 +136,7 @@ private:
     Status update_one(uint64_t offset, uint64_t length, uint64_t addend, bool decrease, uint32_t depth,
                       bool discard = false);
     Status corrupt_refblock(uint64_t offset, uint64_t rt_index);
+    void flush_discards();
 
     guest::BlockDevice* dev_ = nullptr;
     guest::Allocator* alloc_ = nullptr;
@@ -153,6 +154,8 @@ private:
     uint64_t free_index_ = 0;  // qemu's free_cluster_index
     uint64_t tick_ = 0;
     bool restarted_ = false;   // a refcount block was created: search again (qemu's -EAGAIN)
+    uint64_t discard_start_ = 0; // queued discard: clusters [start, start + len)
+    uint64_t discard_len_ = 0;
     Slot slots_[INPLACE_REFBLOCK_CACHE];
 };
 

@@ -211,3 +211,47 @@ TEST_CASE("qcow2 inplace: header updates") {
     CHECK(ip.header().l1_size == 2);
     ip.close();
 }
+
+namespace {
+
+// An output that records discards (and zeroes what they cover).
+struct DiscardingFile final : guest::BlockDevice {
+    hosted::MemoryOutput out{64u << 20};
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> discards;
+    explicit DiscardingFile(const std::vector<std::uint8_t>& b) { REQUIRE(out.write(0, b.data(), b.size()) == Status::Ok); }
+    std::uint64_t size() const override { return out.size(); }
+    Status read(std::uint64_t o, void* b, std::size_t n) override { return out.read(o, b, n); }
+    Status write(std::uint64_t o, const void* b, std::size_t n) override { return out.write(o, b, n); }
+    Status discard(std::uint64_t o, std::uint64_t n) override {
+        discards.emplace_back(o, n);
+        const std::vector<std::uint8_t> z(n, 0);
+        return out.write(o, z.data(), z.size());
+    }
+};
+
+} // namespace
+
+TEST_CASE("qcow2 inplace: freed clusters are discarded in merged runs, before they are handed out again") {
+    auto b = image();
+    b.resize(12 * CS, 0x77);
+    for (std::uint64_t c = 7; c < 12; ++c)
+        put_be(b, 2 * CS + 2 * c, 1, 2); // clusters 7..11 in use (leaked)
+    DiscardingFile f(b);
+    hosted::BudgetAllocator alloc(16u << 20);
+    qcow2::Qcow2Inplace ip;
+    REQUIRE(ip.open(f, f.out.length(), alloc, nullptr) == Status::Ok);
+    REQUIRE(ip.free_clusters(8 * CS, CS, true) == Status::Ok);
+    REQUIRE(ip.free_clusters(9 * CS, 2 * CS, true) == Status::Ok);
+    REQUIRE(ip.free_clusters(7 * CS, CS, false) == Status::Ok); // not discarded
+    CHECK(f.discards.empty()); // queued
+    std::uint64_t at = 0;
+    REQUIRE(ip.alloc_clusters(CS, &at) == Status::Ok); // the queue goes out first
+    CHECK(at == 7 * CS);
+    REQUIRE(f.discards.size() == 1);
+    CHECK(f.discards[0] == std::make_pair(8 * CS, 3 * CS));
+    REQUIRE(ip.alloc_clusters(CS, &at) == Status::Ok);
+    CHECK(at == 8 * CS);
+    REQUIRE(ip.sync() == Status::Ok);
+    CHECK(f.discards.size() == 1);
+    ip.close();
+}
