@@ -63,7 +63,7 @@ def first_diff(a, b):
 
 
 def craft_many(path, count, cs=65536):
-    """Appends a snapshot table of `count` disk-only entries (L1 size 0) to a fresh qemu-made
+    """Appends a snapshot table of `count` entries with empty disks (L1 size 0) to a fresh qemu-made
     image with no data, with the refcounts of its clusters set: what `count` snapshots of an empty
     disk look like, without running qemu-img `count` times."""
     entries = b""
@@ -72,8 +72,13 @@ def craft_many(path, count, cs=65536):
             entries += b"\0"
         sid = str(i + 1).encode()
         name = ("snap-%04d" % i).encode()
-        entries += struct.pack(">QIHHIIQII", 0, 0, len(sid), len(name), 1700000000 + i, 0, i * 1000000000, 0, 24)
-        entries += struct.pack(">QQQ", 0, 64 << 20, 0xFFFFFFFFFFFFFFFF) + sid + name
+        # Extra data of every size qemu versions wrote or may write: none (qemu < 1.1), the large
+        # VM state size, + disk size, + icount (5.0), and 16 bytes qemu does not know.
+        extra = (0, 8, 16, 24, 40)[i % 5]
+        known = struct.pack(">QQQ", i * 4096, 64 << 20, 1000 + i) + bytes(16)
+        entries += struct.pack(">QIHHIIQII", 0, 0, len(sid), len(name), 1700000000 + i, 0, i * 1000000000,
+                               i * 4096, extra)
+        entries += known[:extra] + sid + name
     with open(path, "r+b") as f:
         h = f.read(112)
         rt_off = struct.unpack(">Q", h[48:56])[0]
@@ -253,8 +258,10 @@ def main():
                 a = os.path.join(work, "k%d-i.qcow2" % count)
                 fixture(["QIMG", "create", "-q", "-f", "qcow2", b, "64M"])
                 craft_many(b, count)
+                # qemu's check calls entries without a disk size "incomplete"; nothing else may show.
                 rc, out, err = run([q10, "check", b])
-                ok(rc == 0, "crafted %d: qemu-img check" % count, out + err)
+                bad = [ln for ln in err.splitlines() if ln and "is incomplete" not in ln]
+                ok(rc in (0, 2) and not bad, "crafted %d: qemu-img check" % count, out + err)
                 shutil.copy(b, a)
                 for oracle, version in oracles:
                     pair("%d snapshots" % count, ["-l"], b, b, oracle, version)

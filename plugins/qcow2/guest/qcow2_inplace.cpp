@@ -77,7 +77,11 @@ Status Qcow2Inplace::open(guest::BlockDevice& dev, uint64_t file_length, guest::
         r.add("L1 table offset ").hex(h_.l1_table_offset).add(" invalid or past the end of the image file");
         return refuse(Status::Corrupt, r.data(), r.size());
     }
-    if (h_.refcount_table_clusters == 0 || uint64_t{h_.refcount_table_clusters} > (QCOW_MAX_REFTABLE_SIZE >> h_.cluster_bits)) {
+    if (h_.refcount_table_clusters == 0) {
+        r.add("Image does not contain a reference count table");
+        return refuse(Status::Corrupt, r.data(), r.size());
+    }
+    if (uint64_t{h_.refcount_table_clusters} > (QCOW_MAX_REFTABLE_SIZE >> h_.cluster_bits)) {
         r.add("Reference count table too large");
         return refuse(Status::TooLarge, r.data(), r.size());
     }
