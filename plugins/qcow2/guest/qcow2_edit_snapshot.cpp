@@ -274,7 +274,8 @@ private:
     // qemu's qcow2_update_snapshot_refcount over the L1 table `l1` (l1_size entries, host order,
     // changed in place): refcounts of every cluster it reaches change by `addend` (+1, -1 or 0),
     // then OFLAG_COPIED follows the refcounts in the L2 tables and (addend >= 0) in the L1 table,
-    // written at `l1_at` when it changed. The increases are synced before any flag is written.
+    // written at `l1_at` when it changed. The refcount changes are synced before any flag is
+    // written; the flags are not synced (the caller's next sync orders them).
     Status update_refcounts(uint64_t* l1, uint32_t l1_size, int addend, uint64_t l1_at) {
         auto* l2 = static_cast<uint8_t*>(alloc_.allocate(static_cast<size_t>(cs_), 64));
         if (l2 == nullptr)
@@ -290,13 +291,12 @@ private:
         alloc_.deallocate(l2, static_cast<size_t>(cs_));
         if (st != Status::Ok)
             return st;
-        if (addend >= 0 && l1_modified) {
-            if (const Status s2 = ip_.sync(); s2 != Status::Ok)
-                return s2;
-            if (const Status s2 = ip_.write_table(l1_at, l1, l1_size); s2 != Status::Ok)
-                return s2;
-        }
-        return ip_.sync();
+        // The L1 flags after the L2 ones: both only ever go from "shared" to "not shared" here
+        // or describe clusters nothing else names yet, so no flush is needed between them; the
+        // caller flushes before the next dependent step.
+        if (addend >= 0 && l1_modified)
+            return ip_.write_table(l1_at, l1, l1_size);
+        return Status::Ok;
     }
 
     Status l2_offset_of(uint64_t e, uint32_t i, uint64_t* out) {
@@ -431,8 +431,8 @@ private:
             *error = errno_of(st);
             return Status::Ok;
         }
-        if (const Status st = ip_.sync(); st != Status::Ok)
-            return st;
+        // qemu flushes here too; one flush after the table is written orders both the table's
+        // refcounts and its bytes before the header names it.
         if (size > 0) {
             auto* buf = static_cast<uint8_t*>(alloc_.allocate(static_cast<size_t>(size), 16));
             if (buf == nullptr)
@@ -480,7 +480,7 @@ private:
             return st;
         old_size_ = size;
         *error = 0;
-        return ip_.sync();
+        return Status::Ok; // the decreases go out at the next sync
     }
 
     Status create(const uint8_t* name, uint32_t name_len) {

@@ -128,6 +128,7 @@ Status Qcow2Inplace::write(uint64_t offset, const void* buf, size_t len) {
         return Status::TooLarge;
     if (const Status st = dev_->write(offset, buf, len); st != Status::Ok)
         return st;
+    unsynced_ = true;
     if (offset + len > file_len_)
         file_len_ = offset + len;
     return Status::Ok;
@@ -298,7 +299,10 @@ Status Qcow2Inplace::flush_refcounts() {
 Status Qcow2Inplace::sync() {
     if (const Status st = flush_refcounts(); st != Status::Ok)
         return st;
-    return host_ != nullptr ? host_->flush(*dev_) : Status::Ok;
+    if (!unsynced_ || host_ == nullptr)
+        return Status::Ok; // nothing written since the last flush
+    unsynced_ = false;
+    return host_->flush(*dev_);
 }
 
 Status Qcow2Inplace::get_refcount(uint64_t cluster_index, uint64_t* out) {
@@ -544,8 +548,10 @@ void Qcow2Inplace::flush_discards() {
     uint64_t to = (discard_start_ + discard_len_) << h_.cluster_bits;
     if (to > file_len_)
         to = file_len_;
-    if (discard_len_ != 0 && from < to)
+    if (discard_len_ != 0 && from < to) {
         (void)dev_->discard(from, to - from);
+        unsynced_ = true;
+    }
     discard_len_ = 0;
 }
 

@@ -102,7 +102,8 @@ public:
     Status free_clusters(uint64_t offset, uint64_t bytes, bool discard = false);
     // Writes the dirty cached refcount blocks (and issues the queued discards).
     Status flush_refcounts();
-    // The ordering point: flush_refcounts(), then EditHost::flush of the image.
+    // The ordering point: flush_refcounts(), then EditHost::flush of the image (skipped when
+    // nothing was written since the last one).
     Status sync();
 
     // Header updates, one write each (the switch points); the parsed header follows them.
@@ -156,6 +157,7 @@ private:
     bool restarted_ = false;   // a refcount block was created: search again (qemu's -EAGAIN)
     uint64_t discard_start_ = 0; // queued discard: clusters [start, start + len)
     uint64_t discard_len_ = 0;
+    bool unsynced_ = false;      // written since the last sync()
     Slot slots_[INPLACE_REFBLOCK_CACHE];
 };
 
