@@ -278,6 +278,14 @@ def main():
                 # instar never probes raw unless told to (--unsafe-quirks: qemu-img's fallback).
                 for st in (["-l"], ["-c", "s"], ["-a", "s"], ["-d", "s"]):
                     compare(fmt, st + [p], instar_extra=["--unsafe-quirks"] if fmt == "raw" else ())
+            # Persistent bitmaps: qemu's block layer refuses -a before the driver runs (qemu also
+            # rewrites the bitmap directory on closing, which instar does not: messages only).
+            bm = os.path.join(work, "bitmaps.qcow2")
+            fixture(["QIMG", "create", "-q", "-f", "qcow2", bm, "4M"])
+            fixture(["QIMG", "bitmap", "--add", bm, "b0"])
+            fixture(["QIMG", "snapshot", "-c", "s1", bm])
+            compare("bitmaps", ["-a", "s1", bm])
+            compare("bitmaps", ["-a", "nope", bm])
             compare("raw -f", ["-f", "raw", "-c", "z", img], oracles[1:])
             compare("raw -f", ["-f", "qcow2", "-l", img], oracles[1:])
             for args in (["-a", "nope", img], ["-d", "nope", img], ["-d", "1", img], ["-l", "-c", "x", img],
