@@ -62,7 +62,7 @@ def first_diff(a, b):
     return ""
 
 
-def craft_many(path, count, cs=65536):
+def craft_many(path, count, cs=65536, ids=None):
     """Appends a snapshot table of `count` entries with empty disks (L1 size 0) to a fresh qemu-made
     image with no data, with the refcounts of its clusters set: what `count` snapshots of an empty
     disk look like, without running qemu-img `count` times."""
@@ -70,7 +70,7 @@ def craft_many(path, count, cs=65536):
     for i in range(count):
         while len(entries) % 8:
             entries += b"\0"
-        sid = str(i + 1).encode()
+        sid = (ids[i] if ids else str(i + 1)).encode()
         name = ("snap-%04d" % i).encode()
         # Extra data of every size qemu versions wrote or may write: none (qemu < 1.1), the large
         # VM state size, + disk size, + icount (5.0), and 16 bytes qemu does not know.
@@ -268,6 +268,17 @@ def main():
                 for st in (["-c", "new"], ["-d", "snap-0500"], ["-a", "999"], ["-d", "new"]):
                     pair("%d snapshots" % count, st, a, b, oracles[1][0], oracles[1][1])
                     same_bytes("%d snapshots after %s" % (count, " ".join(st)), a, b)
+        # New IDs from odd ones: qemu takes strtoul of each (spaces, signs, junk, overflow).
+        if not only or "ids" in only:
+            for ids in (["abc", " 7", "3x"], ["-1"], ["18446744073709551615"], ["99999999999999999999999"],
+                        ["+12", "\t5"]):
+                b = os.path.join(work, "ids-q.qcow2")
+                a = os.path.join(work, "ids-i.qcow2")
+                fixture(["QIMG", "create", "-q", "-f", "qcow2", b, "4M"])
+                craft_many(b, len(ids), ids=ids)
+                shutil.copy(b, a)
+                pair("ids %r" % ids, ["-c", "new"], a, b, oracles[1][0], oracles[1][1])
+                same_bytes("ids %r after -c" % ids, a, b)
         # 4. Refusals and usage errors, and the formats without internal snapshots.
         if not only or "errors" in only:
             img = os.path.join(work, "err.qcow2")
