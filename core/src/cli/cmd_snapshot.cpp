@@ -200,6 +200,11 @@ int cmd_snapshot(Context& ctx, std::span<const std::string> args) {
         return report_error(ctx, quote_given(*name, ok.error()));
     const ChainLink& link = chain.links.front();
     const std::string& format = link.node.format;
+    // qemu-img snapshot opens the image for I/O: an encrypted image needs its key, named only
+    // through json: or --image-opts (encrypt.key-secret). The key itself is never needed here:
+    // snapshots change metadata only, which qcow2 does not encrypt.
+    if (link.node.encrypted.value_or(false) && !name->strong.contains("encrypt.key-secret"))
+        return report_error(ctx, "Could not open '" + given + "': Parameter 'encrypt.key-secret' is required for cipher");
 
     if (action == Action::List) {
         const auto& sns = link.node.snapshots;
