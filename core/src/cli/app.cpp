@@ -26,7 +26,7 @@ const std::array COMMANDS = {
     Command{"measure", cmd_measure, "Calculate file size required for a new image"},
     Command{"rebase", nullptr, "Change backing file of the image"},
     Command{"resize", nullptr, "Resize the image"},
-    Command{"snapshot", nullptr, "List or manipulate snapshots in the image"},
+    Command{"snapshot", cmd_snapshot, "List or manipulate snapshots in the image"},
 };
 
 std::string basename_of(const std::string& path) {

@@ -1,0 +1,92 @@
+// Fuzz target: `snapshot -c`, `-a` and `-d` (qcow2_edit_snapshot.cpp over qcow2_inplace.h) on a
+// hostile image. The input is the image; the three actions run one after the other on it, each
+// with names derived from the input. They must never crash, loop, outgrow the arena budget or
+// the file's growth budget, whatever the header, refcount tables, L1/L2 tables and snapshot
+// table say.
+#include "hosted_create.h"
+#include "hosted_read.h"
+#include "hosted_support.h"
+#include "qcow2_edit.h"
+
+#include <instar/guest/edit_snapshot.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+using instar::guest::Status;
+
+constexpr std::uint64_t OUTPUT_BUDGET = 64u << 20; // the image may grow by this much at most
+constexpr std::size_t MEMORY_BUDGET = 16u << 20;   // the guest arena stand-in
+
+class Host final : public instar::guest::EditHost {
+public:
+    explicit Host(instar::hosted::MemoryOutput& out) : out_(out) {}
+    Status set_length(instar::guest::BlockDevice&, std::uint64_t n, instar::guest::Prealloc) override {
+        out_.set_length(n);
+        return Status::Ok;
+    }
+    Status flush(instar::guest::BlockDevice&) override { return Status::Ok; }
+    Status add_file(const char*, instar::guest::BlockDevice**) override { return Status::Unsupported; }
+    Status out(const char*, std::size_t) override { return Status::Ok; }
+    Status err(const char*, std::size_t) override { return Status::Ok; }
+    void reason(const char*, std::size_t len) override {
+        if (len > 4096)
+            std::abort();
+    }
+    Status data(std::uint32_t kind, const void*, std::size_t len) override {
+        if (kind != instar::guest::SNAPSHOT_REC_RESULT || len != sizeof(instar::guest::SnapshotResult))
+            std::abort();
+        return Status::Ok;
+    }
+    void progress(std::uint64_t, std::uint64_t) override {}
+
+private:
+    instar::hosted::MemoryOutput& out_;
+};
+
+void run(instar::hosted::MemoryOutput& file, std::uint32_t action, const char* id, const char* name) {
+    instar::hosted::BudgetAllocator alloc(MEMORY_BUDGET);
+    Host host(file);
+    instar::guest::SnapshotArgs a{};
+    a.action = action;
+    a.id_len = static_cast<std::uint32_t>(std::strlen(id));
+    a.name_len = static_cast<std::uint32_t>(std::strlen(name));
+    std::vector<std::uint8_t> args(sizeof a);
+    std::memcpy(args.data(), &a, sizeof a);
+    args.insert(args.end(), id, id + a.id_len);
+    args.insert(args.end(), name, name + a.name_len);
+    std::uint8_t random[instar::guest::CREATE_RANDOM_BYTES] = {};
+    instar::guest::EditRequest req{};
+    req.command = instar::guest::EditCommand::Snapshot;
+    req.image = &file;
+    req.image_length = file.length();
+    req.writable = true;
+    req.args = args.data();
+    req.args_len = args.size();
+    req.unix_time = 1700000000;
+    req.random = random;
+    req.qemu_version = 100002;
+    req.allocator = &alloc;
+    req.codecs = &instar::hosted::host_codecs();
+    (void)instar::qcow2::edit(req, host);
+    if (alloc.peak() > MEMORY_BUDGET)
+        std::abort();
+}
+
+} // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+    instar::hosted::MemoryOutput file(OUTPUT_BUDGET);
+    if (size > 0 && file.write(0, data, size) != Status::Ok)
+        return 0;
+    const char* key = size > 0 && (data[size - 1] & 1) ? "1" : "s";
+    run(file, instar::guest::SNAPSHOT_ACTION_CREATE, "", "s");
+    run(file, instar::guest::SNAPSHOT_ACTION_APPLY, "", key);
+    run(file, instar::guest::SNAPSHOT_ACTION_DELETE, "1", "s");
+    return 0;
+}
