@@ -1,11 +1,841 @@
-// qcow2: `bitmap`: persistent dirty bitmaps (EditCommand::Bitmap, docs/edit.md).
+// qcow2: `bitmap`: persistent dirty bitmaps (EditCommand::Bitmap, docs/bitmap.md, docs/edit.md).
+//
+// The actions run in order on an in-memory copy of the bitmap directory, with qemu's checks and
+// messages (block/monitor/bitmap-qmp-cmds.c, block/qcow2-bitmap.c); the first that fails stops
+// the run, and what the earlier ones did is stored as qemu-img stores it when it closes the image.
+// Storing: new bitmap tables and data clusters, then a new directory, sync, then one write of the
+// header cluster (autoclear bit 0 and the bitmaps extension) switches to them, then the old
+// directory and the tables and data no longer named are freed. A kill before the switch leaves the
+// old bitmaps (and leaked clusters), after it the new ones.
+#include "qcow2_bitmap.h"
+#include "qcow2_bytes.h"
 #include "qcow2_edit.h"
+#include "qcow2_extensions.h"
+#include "qcow2_inplace.h"
+#include "qcow2_limits.h"
+
+#include <instar/guest/arena_new.h>
+#include <instar/guest/edit_bitmap.h>
 
 namespace instar::qcow2 {
 
+using guest::BitmapActionKind;
+
+namespace {
+
+constexpr uint64_t BME_TABLE_ENTRY_RESERVED_MASK = 0xff000000000001feull;
+constexpr uint64_t BME_TABLE_ENTRY_OFFSET_MASK = 0x00fffffffffffe00ull;
+constexpr uint64_t BME_TABLE_ENTRY_FLAG_ALL_ONES = 1;
+// One message line at most this long: a 1023-byte name appears in it three times.
+constexpr size_t MSG_MAX = 4096;
+
+struct Msg {
+    char text[MSG_MAX];
+    size_t len = 0;
+    Msg& add(const char* s, size_t n) {
+        for (size_t i = 0; i < n && len < MSG_MAX; ++i)
+            text[len++] = s[i];
+        return *this;
+    }
+    Msg& add(const char* s) {
+        size_t n = 0;
+        while (s[n] != 0)
+            ++n;
+        return add(s, n);
+    }
+    Msg& num(uint64_t v) {
+        char d[24];
+        size_t n = 0;
+        do {
+            d[n++] = static_cast<char>('0' + v % 10);
+            v /= 10;
+        } while (v != 0);
+        while (n > 0 && len < MSG_MAX)
+            text[len++] = d[--n];
+        return *this;
+    }
+};
+
+// A bitmap as the run sees it.
+struct Bm {
+    const uint8_t* name = nullptr;
+    uint16_t name_len = 0;
+    uint8_t gran_bits = 0;
+    uint32_t flags = 0;
+    uint64_t table_offset = 0; // on disk (0: none yet)
+    uint32_t table_size = 0;
+    uint64_t orig_table_offset = 0; // as loaded from the directory (0: added in this run)
+    uint64_t* table = nullptr; // its table entries in memory (loaded or new)
+    bool fresh_table = false;  // `table` was built by this run (its data clusters are new)
+    bool removed = false;
+    bool changed = false;      // needs a new table on disk
+};
+
+size_t cstr_len(const char* s) {
+    size_t n = 0;
+    while (s[n] != 0)
+        ++n;
+    return n;
+}
+
+uint32_t ctz64(uint64_t v) { return static_cast<uint32_t>(__builtin_ctzll(v)); }
+
+class BitmapEdit {
+public:
+    BitmapEdit(const guest::EditRequest& req, guest::EditHost& host) : req_(req), host_(host), alloc_(*req.allocator) {}
+
+    Status run();
+
+private:
+    void* allocate(uint64_t bytes) {
+        if (bytes > SIZE_MAX)
+            return nullptr;
+        return alloc_.allocate(static_cast<size_t>(bytes == 0 ? 8 : bytes), 64);
+    }
+    Status fail(Status st, const char* why) { return guest::edit_refuse(host_, why, st); }
+    Status load_directory(Qcow2Inplace& img, const Qcow2Extensions& ext, Bm** list, uint32_t* count,
+                          uint32_t* capacity, uint64_t extra_capacity);
+    Status load_table(Qcow2Inplace& img, Bm& b);
+    // Bit `bit` of bitmap `b` of image `img` (its table loaded).
+    Status get_bit(Qcow2Inplace& img, const Bm& b, uint64_t bit, bool* out);
+    Status read_data_cluster(Qcow2Inplace& img, const Bm& b, uint64_t index, uint8_t* buf);
+    Status merge(Qcow2Inplace& src_img, const Bm& src, Bm& dst);
+    Status store();
+    Status free_table(const uint64_t* table, uint32_t size, uint64_t table_offset);
+    Status free_replaced();
+
+    void op_error(const char* op, const Msg& why, const char* hint = nullptr);
+    int find(Bm* list, uint32_t count, const uint8_t* name, size_t len) const;
+
+    const guest::EditRequest& req_;
+    guest::EditHost& host_;
+    guest::Allocator& alloc_;
+    Qcow2Inplace img_;
+    Qcow2Inplace src_img_;
+    Bm* bms_ = nullptr;
+    uint32_t count_ = 0;
+    uint32_t capacity_ = 0;
+    Bm* src_bms_ = nullptr;
+    uint32_t src_count_ = 0;
+    uint8_t* header_cluster_ = nullptr;
+    Qcow2Extensions ext_{};
+    uint64_t size_ = 0; // the virtual disk size (the bitmaps' size)
+    uint8_t* cache_ = nullptr; // one data cluster read for get_bit
+    const Qcow2Inplace* cache_img_ = nullptr;
+    uint64_t cache_off_ = 0;
+    const uint8_t* name_ = nullptr;
+    size_t name_len_ = 0;
+};
+
+void BitmapEdit::op_error(const char* op, const Msg& why, const char* hint) {
+    Msg m;
+    m.add("\x01Operation ").add(op).add(" on bitmap ").add(reinterpret_cast<const char*>(name_), name_len_);
+    m.add(" failed: ").add(why.text, why.len).add("\n");
+    host_.err(m.text, m.len);
+    if (hint)
+        host_.err(hint, cstr_len(hint));
+}
+
+int BitmapEdit::find(Bm* list, uint32_t count, const uint8_t* name, size_t len) const {
+    for (uint32_t i = 0; i < count; ++i) {
+        if (list[i].removed || list[i].name_len != len)
+            continue;
+        if (__builtin_memcmp(list[i].name, name, len) == 0)
+            return static_cast<int>(i);
+    }
+    return -1;
+}
+
+Status BitmapEdit::load_directory(Qcow2Inplace& img, const Qcow2Extensions& ext, Bm** list, uint32_t* count,
+                                  uint32_t* capacity, uint64_t extra_capacity) {
+    const Qcow2Header& h = img.header();
+    *count = 0;
+    const uint64_t cap = uint64_t{ext.nb_bitmaps} + extra_capacity;
+    *list = static_cast<Bm*>(allocate(cap * sizeof(Bm)));
+    if (*list == nullptr)
+        return Status::NoMemory;
+    for (uint64_t i = 0; i < cap; ++i)
+        new (&(*list)[i]) Bm();
+    *capacity = static_cast<uint32_t>(cap);
+    if (ext.nb_bitmaps == 0)
+        return Status::Ok;
+    const uint64_t dsize = ext.bitmap_directory_size; // <= QCOW2_MAX_BITMAP_DIRECTORY_SIZE (extension parse)
+    if (dsize > QCOW2_MAX_BITMAP_DIRECTORY_SIZE || !img.range_in_file(ext.bitmap_directory_offset, dsize))
+        return Status::Corrupt;
+    uint8_t* dir = static_cast<uint8_t*>(allocate(dsize));
+    if (dir == nullptr)
+        return Status::NoMemory;
+    if (const Status st = img.read(ext.bitmap_directory_offset, dir, static_cast<size_t>(dsize)); st != Status::Ok)
+        return st;
+    uint64_t off = 0;
+    for (uint32_t i = 0; i < ext.nb_bitmaps; ++i) {
+        Qcow2BitmapDirEntry e;
+        if (dsize - off < sizeof(Qcow2BitmapDirEntryDisk))
+            return Status::Corrupt;
+        if (const Status st = qcow2_bitmap_entry_parse(h, h.size, dir + off, static_cast<size_t>(dsize - off), &e);
+            st != Status::Ok)
+            return st;
+        if (e.entry_size() > dsize - off)
+            return Status::Corrupt;
+        Bm& b = (*list)[i];
+        b.name = dir + off + sizeof(Qcow2BitmapDirEntryDisk) + e.extra_data_size;
+        b.name_len = e.name_size;
+        b.gran_bits = e.granularity_bits;
+        b.flags = e.flags;
+        b.table_offset = e.bitmap_table_offset;
+        b.table_size = e.bitmap_table_size;
+        b.orig_table_offset = e.bitmap_table_offset;
+        off += e.entry_size();
+        ++*count;
+    }
+    if (off != dsize)
+        return Status::Corrupt; // qemu: the directory holds more or less than nb_bitmaps entries
+    return Status::Ok;
+}
+
+Status BitmapEdit::load_table(Qcow2Inplace& img, Bm& b) {
+    if (b.table != nullptr)
+        return Status::Ok;
+    b.table = static_cast<uint64_t*>(allocate(uint64_t{b.table_size} * 8));
+    if (b.table == nullptr)
+        return Status::NoMemory;
+    if (b.table_size == 0)
+        return Status::Ok;
+    if (!img.range_in_file(b.table_offset, uint64_t{b.table_size} * 8))
+        return Status::Corrupt;
+    if (const Status st = img.read_table(b.table_offset, b.table, b.table_size); st != Status::Ok)
+        return st;
+    for (uint32_t i = 0; i < b.table_size; ++i) {
+        const uint64_t e = b.table[i];
+        if ((e & BME_TABLE_ENTRY_RESERVED_MASK) != 0)
+            return Status::Corrupt; // qemu: "Bitmap table entry has reserved bits set"
+        const uint64_t off = e & BME_TABLE_ENTRY_OFFSET_MASK;
+        if (off != 0 && (e & BME_TABLE_ENTRY_FLAG_ALL_ONES))
+            return Status::Corrupt; // qemu: an all-ones entry names no cluster
+        if (off != 0 && !img.cluster_in_file(off))
+            return Status::Corrupt;
+    }
+    return Status::Ok;
+}
+
+Status BitmapEdit::read_data_cluster(Qcow2Inplace& img, const Bm& b, uint64_t index, uint8_t* buf) {
+    const uint64_t cs = img.cluster_size();
+    const uint64_t e = index < b.table_size ? b.table[index] : 0;
+    const uint64_t off = e & BME_TABLE_ENTRY_OFFSET_MASK;
+    if (off == 0) {
+        __builtin_memset(buf, (e & BME_TABLE_ENTRY_FLAG_ALL_ONES) ? 0xff : 0, static_cast<size_t>(cs));
+        return Status::Ok;
+    }
+    return img.read(off, buf, static_cast<size_t>(cs));
+}
+
+Status BitmapEdit::get_bit(Qcow2Inplace& img, const Bm& b, uint64_t bit, bool* out) {
+    const uint64_t cs = img.cluster_size();
+    const uint64_t bits_per_cluster = cs * 8;
+    const uint64_t index = bit / bits_per_cluster;
+    const uint64_t e = index < b.table_size ? b.table[index] : 0;
+    const uint64_t off = e & BME_TABLE_ENTRY_OFFSET_MASK;
+    if (off == 0) {
+        *out = (e & BME_TABLE_ENTRY_FLAG_ALL_ONES) != 0;
+        return Status::Ok;
+    }
+    if (cache_img_ != &img || cache_off_ != off) {
+        if (const Status st = img.read(off, cache_, static_cast<size_t>(cs)); st != Status::Ok)
+            return st;
+        cache_img_ = &img;
+        cache_off_ = off;
+    }
+    const uint64_t in = bit % bits_per_cluster;
+    *out = (cache_[in / 8] >> (in % 8)) & 1;
+    return Status::Ok;
+}
+
+// dst |= src over the same disk bytes (qemu's hbitmap_merge: a source bit sets every destination
+// bit whose range overlaps its range). dst gets a fresh table; its data clusters are new.
+Status BitmapEdit::merge(Qcow2Inplace& src_img, const Bm& src, Bm& dst) {
+    const uint64_t cs = img_.cluster_size();
+    const uint64_t bits_per_cluster = cs * 8;
+    const uint64_t gd = uint64_t{1} << dst.gran_bits;
+    const uint64_t gs = uint64_t{1} << src.gran_bits;
+    const uint64_t dst_bits = (size_ + gd - 1) / gd;
+    uint64_t* table = static_cast<uint64_t*>(allocate(uint64_t{dst.table_size} * 8));
+    uint8_t* buf = static_cast<uint8_t*>(allocate(cs));
+    if (table == nullptr || buf == nullptr)
+        return Status::NoMemory;
+    const bool same = gd == gs && src_img.cluster_size() == cs;
+    uint8_t* sbuf = nullptr;
+    if (same && (sbuf = static_cast<uint8_t*>(allocate(cs))) == nullptr)
+        return Status::NoMemory;
+    for (uint32_t i = 0; i < dst.table_size; ++i) {
+        if (const Status st = read_data_cluster(img_, dst, i, buf); st != Status::Ok)
+            return st;
+        if (same) {
+            if (const Status st = read_data_cluster(src_img, src, i, sbuf); st != Status::Ok)
+                return st;
+            for (uint64_t k = 0; k < cs; ++k)
+                buf[k] |= sbuf[k];
+        } else {
+            const uint64_t first = uint64_t{i} * bits_per_cluster;
+            for (uint64_t j = 0; j < bits_per_cluster && first + j < dst_bits; ++j) {
+                if ((buf[j / 8] >> (j % 8)) & 1)
+                    continue;
+                // Source bits overlapping [bit * gd, (bit + 1) * gd) (clamped to the disk).
+                const uint64_t bit = first + j;
+                const uint64_t lo = bit * gd;
+                uint64_t hi = lo + gd;
+                if (hi > size_)
+                    hi = size_;
+                for (uint64_t k = lo / gs; k * gs < hi; ++k) {
+                    bool set = false;
+                    if (const Status st = get_bit(src_img, src, k, &set); st != Status::Ok)
+                        return st;
+                    if (set) {
+                        buf[j / 8] |= static_cast<uint8_t>(1u << (j % 8));
+                        break;
+                    }
+                }
+            }
+        }
+        bool zero = true;
+        for (uint64_t k = 0; k < cs && zero; ++k)
+            zero = buf[k] == 0;
+        table[i] = 0;
+        if (!zero) {
+            uint64_t off = 0;
+            if (const Status st = img_.alloc_clusters(cs, &off); st != Status::Ok)
+                return st;
+            if (const Status st = img_.write(off, buf, static_cast<size_t>(cs)); st != Status::Ok)
+                return st;
+            table[i] = off;
+        }
+    }
+    alloc_.deallocate(buf, static_cast<size_t>(cs));
+    if (sbuf)
+        alloc_.deallocate(sbuf, static_cast<size_t>(cs));
+    // The data clusters of an earlier fresh table of this run are no longer named.
+    if (dst.fresh_table)
+        if (const Status st = free_table(dst.table, dst.table_size, 0); st != Status::Ok)
+            return st;
+    dst.table = table;
+    dst.fresh_table = true;
+    dst.changed = true;
+    return Status::Ok;
+}
+
+// Frees the data clusters a table names and, if `table_offset`, the table itself.
+Status BitmapEdit::free_table(const uint64_t* table, uint32_t size, uint64_t table_offset) {
+    const uint64_t cs = img_.cluster_size();
+    for (uint32_t i = 0; i < size; ++i) {
+        const uint64_t off = table[i] & BME_TABLE_ENTRY_OFFSET_MASK;
+        if (off != 0)
+            if (const Status st = img_.free_clusters(off, cs); st != Status::Ok)
+                return st;
+    }
+    if (table_offset != 0 && size != 0)
+        return img_.free_clusters(table_offset, uint64_t{size} * 8);
+    return Status::Ok;
+}
+
+// After the switch: the tables (and their data) of loaded bitmaps that were removed or replaced.
+// Their entries are read again (the clusters are still allocated; checked as on load).
+Status BitmapEdit::free_replaced() {
+    for (uint32_t i = 0; i < count_; ++i) {
+        Bm& b = bms_[i];
+        if (b.orig_table_offset == 0 || (!b.removed && !b.changed))
+            continue;
+        Bm old = b;
+        old.table = nullptr;
+        old.table_offset = b.orig_table_offset;
+        if (const Status st = load_table(img_, old); st != Status::Ok)
+            return st;
+        if (const Status st = free_table(old.table, old.table_size, old.table_offset); st != Status::Ok)
+            return st;
+        alloc_.deallocate(old.table, old.table_size == 0 ? 8 : static_cast<size_t>(uint64_t{old.table_size} * 8));
+    }
+    return Status::Ok;
+}
+
+Status BitmapEdit::store() {
+    const uint64_t cs = img_.cluster_size();
+    const Qcow2Header& h = img_.header();
+    // 1. New tables for the changed bitmaps (their data clusters are already written).
+    uint32_t live = 0;
+    uint64_t dir_size = 0;
+    for (uint32_t i = 0; i < count_; ++i) {
+        Bm& b = bms_[i];
+        if (b.removed)
+            continue;
+        ++live;
+        dir_size += round_up8(sizeof(Qcow2BitmapDirEntryDisk) + uint64_t{b.name_len});
+        if (!b.changed)
+            continue;
+        if (b.table == nullptr) { // added or cleared: all zeros
+            b.table = static_cast<uint64_t*>(allocate(uint64_t{b.table_size} * 8));
+            if (b.table == nullptr)
+                return Status::NoMemory;
+            __builtin_memset(b.table, 0, static_cast<size_t>(uint64_t{b.table_size} * 8));
+            b.fresh_table = true;
+        }
+        uint64_t off = 0;
+        if (b.table_size != 0) {
+            if (const Status st = img_.alloc_clusters(uint64_t{b.table_size} * 8, &off); st != Status::Ok)
+                return st;
+            uint64_t* padded = static_cast<uint64_t*>(allocate((uint64_t{b.table_size} * 8 + cs - 1) / cs * cs));
+            if (padded == nullptr)
+                return Status::NoMemory;
+            const uint64_t n = (uint64_t{b.table_size} * 8 + cs - 1) / cs * cs / 8;
+            for (uint64_t k = 0; k < n; ++k)
+                padded[k] = k < b.table_size ? b.table[k] : 0;
+            if (const Status st = img_.write_table(off, padded, n); st != Status::Ok)
+                return st;
+        }
+        b.table_offset = off;
+    }
+    // 2. The new directory.
+    uint64_t dir_off = 0;
+    if (live > 0) {
+        const uint64_t dir_alloc = (dir_size + cs - 1) / cs * cs; // whole clusters, zero-padded
+        uint8_t* dir = static_cast<uint8_t*>(allocate(dir_alloc));
+        if (dir == nullptr)
+            return Status::NoMemory;
+        __builtin_memset(dir, 0, static_cast<size_t>(dir_alloc));
+        uint64_t p = 0;
+        for (uint32_t i = 0; i < count_; ++i) {
+            const Bm& b = bms_[i];
+            if (b.removed)
+                continue;
+            store_be64(dir + p, b.table_offset);
+            store_be32(dir + p + 8, b.table_size);
+            store_be32(dir + p + 12, b.flags);
+            dir[p + 16] = BT_DIRTY_TRACKING_BITMAP;
+            dir[p + 17] = b.gran_bits;
+            store_be16(dir + p + 18, b.name_len);
+            store_be32(dir + p + 20, 0);
+            __builtin_memcpy(dir + p + 24, b.name, b.name_len);
+            p += round_up8(sizeof(Qcow2BitmapDirEntryDisk) + uint64_t{b.name_len});
+        }
+        if (const Status st = img_.alloc_clusters(dir_size, &dir_off); st != Status::Ok)
+            return st;
+        if (const Status st = img_.write(dir_off, dir, static_cast<size_t>(dir_alloc)); st != Status::Ok)
+            return st;
+    }
+    if (const Status st = img_.sync(); st != Status::Ok)
+        return st;
+    // 3. The switch: cluster 0 rebuilt (autoclear bit, the extensions with the bitmaps one as
+    // qemu's qcow2_update_header places it, the backing file name after them), one write.
+    const uint64_t ext_start = h.header_length;
+    const uint64_t ext_end = h.extensions_end();
+    uint8_t* out = static_cast<uint8_t*>(allocate(cs));
+    if (out == nullptr)
+        return Status::NoMemory;
+    __builtin_memset(out, 0, static_cast<size_t>(cs));
+    __builtin_memcpy(out, header_cluster_, static_cast<size_t>(ext_start));
+    uint64_t w = ext_start;
+    bool placed = false;
+    auto put_bitmaps = [&]() -> bool {
+        placed = true;
+        if (live == 0)
+            return true;
+        if (cs - w < 8 + 24)
+            return false;
+        store_be32(out + w, QCOW2_EXT_MAGIC_BITMAPS);
+        store_be32(out + w + 4, 24);
+        store_be32(out + w + 8, live);
+        store_be32(out + w + 12, 0);
+        store_be64(out + w + 16, dir_size);
+        store_be64(out + w + 24, dir_off);
+        w += 32;
+        return true;
+    };
+    uint64_t r = ext_start;
+    while (r + 8 <= ext_end) {
+        const uint32_t magic = load_be32(header_cluster_ + r);
+        const uint32_t len = load_be32(header_cluster_ + r + 4);
+        if (magic == QCOW2_EXT_MAGIC_END)
+            break;
+        const uint64_t total = 8 + round_up8(len);
+        if (total > ext_end - r)
+            return Status::Corrupt;
+        if (magic != QCOW2_EXT_MAGIC_BITMAPS) {
+            // qemu writes the bitmaps extension after the feature table, before unknown ones.
+            const bool known = magic == QCOW2_EXT_MAGIC_BACKING_FORMAT || magic == QCOW2_EXT_MAGIC_DATA_FILE ||
+                               magic == QCOW2_EXT_MAGIC_CRYPTO_HEADER || magic == QCOW2_EXT_MAGIC_FEATURE_TABLE;
+            if (!known && !placed && !put_bitmaps())
+                return fail(Status::TooLarge, "no room for the bitmaps extension in the header cluster");
+            if (cs - w < total)
+                return fail(Status::TooLarge, "no room for the bitmaps extension in the header cluster");
+            __builtin_memcpy(out + w, header_cluster_ + r, static_cast<size_t>(total));
+            w += total;
+        }
+        r += total;
+    }
+    if (!placed && !put_bitmaps())
+        return fail(Status::TooLarge, "no room for the bitmaps extension in the header cluster");
+    if (cs - w < 8)
+        return fail(Status::TooLarge, "no room for the bitmaps extension in the header cluster");
+    w += 8; // end marker (zeros)
+    if (h.backing_file_offset != 0) {
+        if (h.backing_file_size > cs - w || h.backing_file_offset > cs || h.backing_file_size > cs - h.backing_file_offset)
+            return fail(Status::TooLarge, "no room for the bitmaps extension in the header cluster");
+        __builtin_memcpy(out + w, header_cluster_ + h.backing_file_offset, h.backing_file_size);
+        store_be64(out + 8, w); // backing_file_offset
+        w += h.backing_file_size;
+    }
+    uint64_t autoclear = h.autoclear_features;
+    autoclear = live > 0 ? (autoclear | QCOW2_AUTOCLEAR_BITMAPS) : (autoclear & ~QCOW2_AUTOCLEAR_BITMAPS);
+    store_be64(out + QCOW2_HDR_AUTOCLEAR, autoclear);
+    // Bytes past what we write that the old header used: zeroed in the same write.
+    uint64_t old_end = ext_end;
+    if (h.backing_file_offset != 0)
+        old_end = h.backing_file_offset + h.backing_file_size;
+    const uint64_t len = w > old_end ? w : old_end;
+    if (const Status st = img_.write(0, out, static_cast<size_t>(len)); st != Status::Ok)
+        return st;
+    if (const Status st = host_.flush(img_.device()); st != Status::Ok)
+        return st;
+    // 4. Free what is no longer named: the old directory, replaced or removed tables and data.
+    if (ext_.nb_bitmaps > 0 && ext_.bitmap_directory_size > 0)
+        if (const Status st = img_.free_clusters(ext_.bitmap_directory_offset, ext_.bitmap_directory_size);
+            st != Status::Ok)
+            return st;
+    return Status::Ok;
+}
+
+Status BitmapEdit::run() {
+    // Arguments (host-built, still checked against their length).
+    if (req_.args_len < sizeof(guest::BitmapArgs))
+        return fail(Status::Invalid, "bitmap: truncated arguments");
+    guest::BitmapArgs a;
+    __builtin_memcpy(&a, req_.args, sizeof a);
+    if (a.action_count == 0 || a.action_count > guest::BITMAP_MAX_ACTIONS)
+        return fail(Status::Invalid, "bitmap: bad action count");
+    size_t pos = sizeof a;
+    struct Act {
+        uint32_t kind;
+        const uint8_t* src;
+        uint32_t src_len;
+    };
+    Act* acts = static_cast<Act*>(allocate(uint64_t{a.action_count} * sizeof(Act)));
+    if (acts == nullptr)
+        return Status::NoMemory;
+    for (uint32_t i = 0; i < a.action_count; ++i) {
+        if (req_.args_len - pos < sizeof(guest::BitmapAction))
+            return fail(Status::Invalid, "bitmap: truncated arguments");
+        guest::BitmapAction ba;
+        __builtin_memcpy(&ba, req_.args + pos, sizeof ba);
+        pos += sizeof ba;
+        if (ba.src_len > req_.args_len - pos)
+            return fail(Status::Invalid, "bitmap: truncated arguments");
+        acts[i] = {ba.kind, req_.args + pos, ba.src_len};
+        pos += ba.src_len;
+    }
+    if (a.name_len > req_.args_len - pos)
+        return fail(Status::Invalid, "bitmap: truncated arguments");
+    name_ = req_.args + pos;
+    name_len_ = a.name_len;
+    pos += a.name_len;
+    if (a.node_len != req_.args_len - pos)
+        return fail(Status::Invalid, "bitmap: truncated arguments");
+    const char* node = reinterpret_cast<const char*>(req_.args + pos);
+    const size_t node_len = a.node_len;
+
+    if (!req_.writable)
+        return fail(Status::Invalid, "bitmap: the image is not writable");
+    if (const Status st = img_.open(*req_.image, req_.image_length, alloc_, &host_); st != Status::Ok)
+        return st;
+    const Qcow2Header& h = img_.header();
+    const uint64_t cs = img_.cluster_size();
+    if (h.incompatible_features & QCOW2_INCOMPAT_CORRUPT)
+        return fail(Status::Corrupt, "qcow2: Image is corrupt; cannot be opened read/write");
+    if (h.incompatible_features & QCOW2_INCOMPAT_DIRTY)
+        return fail(Status::Unsupported,
+                    "the image is dirty (lazy refcounts); repair it first with 'qemu-img check -r all'");
+    size_ = h.size;
+    header_cluster_ = static_cast<uint8_t*>(allocate(cs));
+    cache_ = static_cast<uint8_t*>(allocate(cs));
+    if (header_cluster_ == nullptr || cache_ == nullptr)
+        return Status::NoMemory;
+    __builtin_memset(header_cluster_, 0, static_cast<size_t>(cs));
+    const uint64_t have = img_.file_length() < cs ? img_.file_length() : cs;
+    if (const Status st = img_.read(0, header_cluster_, static_cast<size_t>(have)); st != Status::Ok)
+        return st;
+    if (h.version >= 3) {
+        if (const Status st = qcow2_extensions_parse(h, header_cluster_, h.header_length, h.extensions_end(), &ext_);
+            st != Status::Ok)
+            return st;
+    }
+    uint32_t adds = 0;
+    for (uint32_t i = 0; i < a.action_count; ++i)
+        adds += acts[i].kind == static_cast<uint32_t>(BitmapActionKind::Add);
+    if (const Status st = load_directory(img_, ext_, &bms_, &count_, &capacity_, adds); st != Status::Ok)
+        return st;
+
+    // The source image of -b (read-only), its bitmaps loaded the same way.
+    Bm* src_list = bms_;
+    uint32_t src_count = count_;
+    Qcow2Inplace* src_img = &img_;
+    if (a.flags & guest::BITMAP_SOURCE_EMPTY) {
+        src_count = 0;
+    } else if (a.flags & guest::BITMAP_SOURCE_FILE) {
+        if (req_.extra_count < 1)
+            return fail(Status::Invalid, "bitmap: the source image is missing");
+        guest::BlockDevice& sd = *req_.extra[0];
+        if (const Status st = src_img_.open(sd, sd.size(), alloc_, nullptr); st != Status::Ok)
+            return fail(st, "bitmap: the source image is not a valid qcow2 image");
+        const uint64_t scs = src_img_.cluster_size();
+        uint8_t* shdr = static_cast<uint8_t*>(allocate(scs));
+        if (shdr == nullptr)
+            return Status::NoMemory;
+        __builtin_memset(shdr, 0, static_cast<size_t>(scs));
+        const uint64_t shave = src_img_.file_length() < scs ? src_img_.file_length() : scs;
+        if (const Status st = src_img_.read(0, shdr, static_cast<size_t>(shave)); st != Status::Ok)
+            return st;
+        Qcow2Extensions sext{};
+        const Qcow2Header& sh = src_img_.header();
+        if (sh.version >= 3)
+            if (const Status st = qcow2_extensions_parse(sh, shdr, sh.header_length, sh.extensions_end(), &sext);
+                st != Status::Ok)
+                return st;
+        uint32_t scap = 0;
+        if (const Status st = load_directory(src_img_, sext, &src_bms_, &src_count_, &scap, 0); st != Status::Ok)
+            return st;
+        src_list = src_bms_;
+        src_count = src_count_;
+        src_img = &src_img_;
+    }
+
+    bool any_change = false;
+    Status result = Status::Ok;
+    for (uint32_t i = 0; i < a.action_count && result == Status::Ok; ++i) {
+        const Act& act = acts[i];
+        const int found = find(bms_, count_, name_, name_len_);
+        Msg why;
+        const char* op = "";
+        auto not_found = [&](const uint8_t* n, size_t len) {
+            why.add("Dirty bitmap '").add(reinterpret_cast<const char*>(n), len).add("' not found");
+        };
+        auto inconsistent = [&](const Bm& b) {
+            why.add("Bitmap '").add(reinterpret_cast<const char*>(b.name), b.name_len);
+            why.add("' is inconsistent and cannot be used");
+        };
+        const char* hint = nullptr;
+        static constexpr char HINT[] = "Try block-dirty-bitmap-remove to delete this bitmap from disk\n";
+        switch (static_cast<BitmapActionKind>(act.kind)) {
+        case BitmapActionKind::Add: {
+            op = "add";
+            // qemu-img passes -g as qmp's uint32_t granularity (4G becomes 0, still "given");
+            // without -g, qemu's default: the cluster size within [4 KiB, 64 KiB].
+            const uint64_t g = a.granularity != 0 ? (a.granularity & 0xffffffffu)
+                               : (cs < 4096 ? 4096 : cs > 65536 ? 65536 : cs);
+            if (name_len_ == 0) {
+                why.add("Bitmap name cannot be empty");
+                break;
+            }
+            if (a.granularity != 0 && (g < 512 || (g & (g - 1)) != 0)) {
+                why.add("Granularity must be power of 2 and at least 512");
+                break;
+            }
+            if (found >= 0) {
+                why.add("Bitmap already exists: ").add(reinterpret_cast<const char*>(name_), name_len_);
+                break;
+            }
+            Msg inner;
+            const uint32_t bits = ctz64(g);
+            const uint64_t nbits = (size_ + g - 1) / g;
+            const uint64_t bytes = (nbits + 7) / 8;
+            uint32_t live = 0;
+            uint64_t dsize = 0;
+            for (uint32_t k = 0; k < count_; ++k)
+                if (!bms_[k].removed) {
+                    ++live;
+                    dsize += round_up8(sizeof(Qcow2BitmapDirEntryDisk) + uint64_t{bms_[k].name_len});
+                }
+            dsize += round_up8(sizeof(Qcow2BitmapDirEntryDisk) + uint64_t{name_len_});
+            if (h.version < 3)
+                inner.add("Cannot store dirty bitmaps in qcow2 v2 files");
+            else if (bits > 31)
+                inner.add("Granularity exceeds maximum (2147483648 bytes)");
+            else if (bits < 9)
+                inner.add("Granularity is under minimum (512 bytes)");
+            else if (bytes > BME_MAX_PHYS_SIZE || bytes > BME_MAX_TABLE_SIZE * cs)
+                inner.add("Too much space will be occupied by the bitmap. Use larger granularity");
+            else if (name_len_ > BME_MAX_NAME_SIZE)
+                inner.add("Name length exceeds maximum (1023 characters)");
+            else if (live + 1 > QCOW2_MAX_BITMAPS)
+                inner.add("Maximum number of persistent bitmaps is already reached");
+            else if (dsize > QCOW2_MAX_BITMAP_DIRECTORY_SIZE)
+                inner.add("Not enough space in the bitmap directory");
+            if (inner.len != 0) {
+                why.add("Can't make bitmap '").add(reinterpret_cast<const char*>(name_), name_len_);
+                why.add("' persistent in '").add(node, node_len).add("': ").add(inner.text, inner.len);
+                break;
+            }
+            if (count_ >= capacity_)
+                return fail(Status::Invalid, "bitmap: directory capacity");
+            Bm& b = bms_[count_++];
+            b = Bm();
+            b.name = name_;
+            b.name_len = static_cast<uint16_t>(name_len_);
+            b.gran_bits = static_cast<uint8_t>(bits);
+            b.flags = BME_FLAG_AUTO;
+            b.table_size = static_cast<uint32_t>((bytes + cs - 1) / cs);
+            b.changed = true;
+            break;
+        }
+        case BitmapActionKind::Remove:
+            op = "remove";
+            if (found < 0) {
+                not_found(name_, name_len_);
+                break;
+            }
+            if (bms_[found].fresh_table)
+                if (const Status st = free_table(bms_[found].table, bms_[found].table_size, 0); st != Status::Ok)
+                    return st;
+            bms_[found].removed = true;
+            break;
+        case BitmapActionKind::Clear:
+        case BitmapActionKind::Enable:
+        case BitmapActionKind::Disable: {
+            const auto k = static_cast<BitmapActionKind>(act.kind);
+            op = k == BitmapActionKind::Clear ? "clear" : k == BitmapActionKind::Enable ? "enable" : "disable";
+            if (found < 0) {
+                not_found(name_, name_len_);
+                break;
+            }
+            Bm& b = bms_[found];
+            if (b.flags & BME_FLAG_IN_USE) {
+                inconsistent(b);
+                hint = HINT;
+                break;
+            }
+            if (k == BitmapActionKind::Clear) {
+                if (b.fresh_table)
+                    if (const Status st = free_table(b.table, b.table_size, 0); st != Status::Ok)
+                        return st;
+                b.table = nullptr;
+                b.fresh_table = false;
+                b.changed = true;
+            } else if (k == BitmapActionKind::Enable) {
+                b.flags |= BME_FLAG_AUTO;
+            } else {
+                b.flags &= ~BME_FLAG_AUTO;
+            }
+            break;
+        }
+        case BitmapActionKind::Merge: {
+            op = "merge";
+            if (found < 0) {
+                not_found(name_, name_len_);
+                break;
+            }
+            const int s = find(src_list, src_count, act.src, act.src_len);
+            if (s < 0) {
+                not_found(act.src, act.src_len);
+                break;
+            }
+            Bm& dst = bms_[found];
+            Bm& src = src_list[s];
+            if (dst.flags & BME_FLAG_IN_USE) {
+                inconsistent(dst);
+                hint = HINT;
+                break;
+            }
+            if (src.flags & BME_FLAG_IN_USE) {
+                inconsistent(src);
+                hint = HINT;
+                break;
+            }
+            const uint64_t src_size = src_img->header().size;
+            if (src_size != size_) {
+                why.add("Bitmaps are of different sizes (destination size is ").num(size_);
+                why.add(", source size is ").num(src_size).add(") and can't be merged");
+                break;
+            }
+            // A bitmap added or cleared in this run has no table yet: all zeros.
+            if (!dst.changed)
+                if (const Status st = load_table(img_, dst); st != Status::Ok)
+                    return st;
+            if (dst.table == nullptr) {
+                dst.table = static_cast<uint64_t*>(allocate(uint64_t{dst.table_size} * 8));
+                if (dst.table == nullptr)
+                    return Status::NoMemory;
+                __builtin_memset(dst.table, 0, static_cast<size_t>(uint64_t{dst.table_size} * 8));
+            }
+            if (src.table == nullptr && !src.changed)
+                if (const Status st = load_table(*src_img, src); st != Status::Ok)
+                    return st;
+            if (src.table == nullptr)
+                break; // added or cleared in this run: nothing to merge
+            cache_img_ = nullptr;
+            if (const Status st = merge(*src_img, src, dst); st != Status::Ok)
+                return st;
+            break;
+        }
+        default:
+            return fail(Status::Invalid, "bitmap: unknown action");
+        }
+        if (why.len != 0) {
+            op_error(op, why, hint);
+            result = Status::Invalid;
+            break;
+        }
+        any_change = true;
+    }
+    if (!any_change)
+        return result;
+    if (const Status st = store(); st != Status::Ok)
+        return st;
+    if (const Status st = free_replaced(); st != Status::Ok)
+        return st;
+    if (const Status st = img_.sync(); st != Status::Ok)
+        return st;
+    return result;
+}
+
+// The host prints a reason for a refusal; a failed action printed its own message.
+class ReasonWatch final : public guest::EditHost {
+public:
+    explicit ReasonWatch(guest::EditHost& h) : h_(h) {}
+    Status set_length(guest::BlockDevice& f, uint64_t l, guest::Prealloc m) override { return h_.set_length(f, l, m); }
+    Status flush(guest::BlockDevice& f) override { return h_.flush(f); }
+    Status add_file(const char* n, guest::BlockDevice** o) override { return h_.add_file(n, o); }
+    Status out(const char* t, size_t l) override { return h_.out(t, l); }
+    Status err(const char* t, size_t l) override {
+        said = true;
+        return h_.err(t, l);
+    }
+    void reason(const char* t, size_t l) override {
+        said = true;
+        h_.reason(t, l);
+    }
+    Status data(uint32_t k, const void* b, size_t l) override { return h_.data(k, b, l); }
+    void progress(uint64_t d, uint64_t t) override { h_.progress(d, t); }
+    bool said = false;
+
+private:
+    guest::EditHost& h_;
+};
+
+const char* status_words(Status st) {
+    switch (st) {
+    case Status::IoError: return "bitmap: I/O error on the image";
+    case Status::Corrupt: return "bitmap: the image's bitmap metadata is corrupt";
+    case Status::Unsupported: return "bitmap: the image uses a feature instar does not support";
+    case Status::TooLarge: return "bitmap: the image's bitmap metadata exceeds instar's limits";
+    case Status::NoMemory: return "bitmap: out of guest memory";
+    default: return "bitmap: failed";
+    }
+}
+
+} // namespace
+
 guest::Status edit_bitmap(const guest::EditRequest& req, guest::EditHost& host) {
-    (void)req;
-    return guest::edit_refuse(host, "not implemented yet");
+    ReasonWatch watch(host);
+    BitmapEdit e(req, watch);
+    const Status st = e.run();
+    if (st != Status::Ok && !watch.said)
+        return guest::edit_refuse(host, status_words(st), st);
+    return st;
 }
 
 } // namespace instar::qcow2
