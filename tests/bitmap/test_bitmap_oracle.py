@@ -81,6 +81,28 @@ def read_bitmaps(path):
     return out
 
 
+def set_in_use(path, name):
+    """Sets the in-use flag of bitmap `name` (what a crash of qemu leaves: an inconsistent bitmap)."""
+    with open(path, "r+b") as f:
+        data = f.read()
+        off = struct.unpack(">I", data[100:104])[0]
+        while True:
+            magic, ln = struct.unpack(">II", data[off:off + 8])
+            if magic == BITMAPS_EXT:
+                nb, _, _, doff = struct.unpack(">IIQQ", data[off + 8:off + 32])
+                break
+            off += 8 + ((ln + 7) & ~7)
+        p = doff
+        for _ in range(nb):
+            flags, nlen, extra = struct.unpack(">I", data[p + 12:p + 16])[0], *struct.unpack(">HI", data[p + 18:p + 24])
+            if data[p + 24 + extra:p + 24 + extra + nlen] == name.encode():
+                f.seek(p + 12)
+                f.write(struct.pack(">I", flags | 1))
+                return
+            p += (24 + extra + nlen + 7) & ~7
+    raise RuntimeError("no bitmap %s in %s" % (name, path))
+
+
 def run(cmd, cwd, env=None):
     p = run_fixture(cmd, cwd=cwd, env=env, timeout=600)
     return p.returncode, p.stdout, p.stderr
@@ -156,6 +178,9 @@ def main():
             [Q, "bitmap", "--add", "backed.qcow2", "x"],
             [qio, "-c", "write 2M 64k", "backed.qcow2"])
 
+    shutil.copy(os.path.join(fx, "dirty.qcow2"), os.path.join(fx, "inuse.qcow2"))
+    set_in_use(os.path.join(fx, "inuse.qcow2"), "b1")
+
     long_name = "n" * 1023
     cases = [
         # option and usage errors
@@ -229,6 +254,19 @@ def main():
         ("dirty.qcow2", ["--merge", "zz", "-b", "src.qcow2", "dirty.qcow2", "b1"]),
         ("dirty.qcow2", ["--merge", "b1", "-b", "raw.img", "-F", "raw", "dirty.qcow2", "b1"]),
         ("c512.qcow2", ["--merge", "a", "c512.qcow2", "a"]),
+        # in-use (inconsistent) bitmaps: only --remove works on them; others are kept as they are
+        ("inuse.qcow2", ["--clear", "inuse.qcow2", "b1"]),
+        ("inuse.qcow2", ["--enable", "inuse.qcow2", "b1"]),
+        ("inuse.qcow2", ["--disable", "inuse.qcow2", "b1"]),
+        ("inuse.qcow2", ["--merge", "b2", "inuse.qcow2", "b1"]),
+        ("inuse.qcow2", ["--merge", "b1", "inuse.qcow2", "b2"]),
+        ("inuse.qcow2", ["--remove", "inuse.qcow2", "b1"]),
+        ("inuse.qcow2", ["--add", "inuse.qcow2", "b9"]),
+        ("inuse.qcow2", ["--clear", "inuse.qcow2", "b2"]),
+        # --image-opts: qemu names the node by its node-name in messages
+        ("v2.qcow2", ["--add", "--image-opts", "driver=qcow2,node-name=foo,file.filename=v2.qcow2", "b"]),
+        ("plain.qcow2", ["--add", "--image-opts", "driver=qcow2,file.filename=plain.qcow2", "b"]),
+        ("plain.qcow2", ["--add", "--object", "secret,id=s0,data=x", "plain.qcow2", "b"]),
     ]
 
     for version, oracle in (("7.2.22", q72), ("10.0.2", q10)):
