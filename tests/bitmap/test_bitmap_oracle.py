@@ -31,7 +31,7 @@ OFFSET_MASK = 0x00FFFFFFFFFFFE00
 
 
 def read_bitmaps(path):
-    """{name: (granularity, flags, frozenset of set bits)} of a qcow2 file, or None without bitmaps."""
+    """[(name, granularity, flags, frozenset of set bits)] of a qcow2 file in directory order."""
     with open(path, "rb") as f:
         data = f.read()
     version = struct.unpack(">I", data[4:8])[0]
@@ -39,7 +39,7 @@ def read_bitmaps(path):
     cs = 1 << cluster_bits
     size = struct.unpack(">Q", data[24:32])[0]
     if version < 3:
-        return {}
+        return []
     autoclear = struct.unpack(">Q", data[88:96])[0]
     hlen = struct.unpack(">I", data[100:104])[0]
     backing_off = struct.unpack(">Q", data[8:16])[0]
@@ -54,9 +54,9 @@ def read_bitmaps(path):
             ext = struct.unpack(">IIQQ", data[off + 8:off + 32])
         off += 8 + ((ln + 7) & ~7)
     if ext is None or not (autoclear & 1):
-        return {}
+        return []
     nb, _, dsize, doff = ext
-    out = {}
+    out = []
     p = doff
     for _ in range(nb):
         toff, tsize, flags, _type, gbits, nlen, extra = struct.unpack(">QIIBBHI", data[p:p + 24])
@@ -77,7 +77,7 @@ def read_bitmaps(path):
                                 bits.add(first + b * 8 + k)
             elif e & 1:
                 bits.update(range(first, min(first + cs * 8, nbits)))
-        out[name] = (g, flags, frozenset(bits))
+        out.append((name, g, flags, frozenset(bits)))
     return out
 
 
@@ -293,8 +293,8 @@ def main():
                 gb = read_bitmaps(os.path.join(dirs["got"], fixture_name))
                 if wb != gb:
                     problems.append("bitmaps differ:\n want %s\n got  %s" % (
-                        {k: (v[0], v[1], len(v[2])) for k, v in wb.items()},
-                        {k: (v[0], v[1], len(v[2])) for k, v in gb.items()}))
+                        [(v[0], v[1], v[2], len(v[3])) for v in wb],
+                        [(v[0], v[1], v[2], len(v[3])) for v in gb]))
                 rc, out, err = run([q10, "check", fixture_name], dirs["got"], env)
                 if rc != 0:
                     problems.append("qemu-img check of instar's result: rc %d\n%s%s" % (rc, out, err))

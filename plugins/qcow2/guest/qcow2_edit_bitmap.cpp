@@ -23,6 +23,7 @@ using guest::BitmapActionKind;
 
 namespace {
 
+constexpr char INCONSISTENT_HINT[] = "Try block-dirty-bitmap-remove to delete this bitmap from disk\n";
 constexpr uint64_t BME_TABLE_ENTRY_RESERVED_MASK = 0xff000000000001feull;
 constexpr uint64_t BME_TABLE_ENTRY_OFFSET_MASK = 0x00fffffffffffe00ull;
 constexpr uint64_t BME_TABLE_ENTRY_FLAG_ALL_ONES = 1;
@@ -103,6 +104,17 @@ private:
     Status store();
     Status free_table(const uint64_t* table, uint32_t size, uint64_t table_offset);
     Status free_replaced();
+    // qmp's block-dirty-bitmap-add with qcow2's checks (persistent): Ok with `why` set when qemu
+    // refuses; `granularity` 0: the default, else qemu-img's value (truncated to uint32_t here).
+    Status add_bitmap(const uint8_t* name, size_t len, uint64_t granularity, uint32_t flags, const char* node,
+                      size_t node_len, Msg& why);
+    // qmp's block-dirty-bitmap-merge of `src_name` (of src_list) into `dst_name` of the image.
+    Status merge_bitmap(const uint8_t* dst_name, size_t dst_len, Bm* src_list, uint32_t src_count,
+                        Qcow2Inplace& src_img, const uint8_t* src_name, size_t src_len, Msg& why, const char** hint);
+    static void inconsistent(const Bm& b, Msg& why) {
+        why.add("Bitmap '").add(reinterpret_cast<const char*>(b.name), b.name_len);
+        why.add("' is inconsistent and cannot be used");
+    }
 
     void op_error(const char* op, const Msg& why, const char* hint = nullptr);
     int find(Bm* list, uint32_t count, const uint8_t* name, size_t len) const;
@@ -501,6 +513,122 @@ Status BitmapEdit::store() {
     return Status::Ok;
 }
 
+Status BitmapEdit::add_bitmap(const uint8_t* name, size_t len, uint64_t granularity, uint32_t flags, const char* node,
+                              size_t node_len, Msg& why) {
+    const Qcow2Header& h = img_.header();
+    const uint64_t cs = img_.cluster_size();
+    // qemu-img passes -g as qmp's uint32_t granularity (4G becomes 0, still "given"); without
+    // -g, qemu's default: the cluster size within [4 KiB, 64 KiB].
+    const uint64_t g = granularity != 0 ? (granularity & 0xffffffffu) : (cs < 4096 ? 4096 : cs > 65536 ? 65536 : cs);
+    if (len == 0) {
+        why.add("Bitmap name cannot be empty");
+        return Status::Ok;
+    }
+    if (granularity != 0 && (g < 512 || (g & (g - 1)) != 0)) {
+        why.add("Granularity must be power of 2 and at least 512");
+        return Status::Ok;
+    }
+    if (find(bms_, count_, name, len) >= 0) {
+        why.add("Bitmap already exists: ").add(reinterpret_cast<const char*>(name), len);
+        return Status::Ok;
+    }
+    Msg inner;
+    const uint32_t bits = ctz64(g);
+    const uint64_t nbits = (size_ + g - 1) / g;
+    const uint64_t bytes = (nbits + 7) / 8;
+    uint32_t live = 0;
+    uint64_t dsize = 0;
+    for (uint32_t k = 0; k < count_; ++k)
+        if (!bms_[k].removed) {
+            ++live;
+            dsize += round_up8(sizeof(Qcow2BitmapDirEntryDisk) + uint64_t{bms_[k].name_len});
+        }
+    dsize += round_up8(sizeof(Qcow2BitmapDirEntryDisk) + uint64_t{len});
+    if (h.version < 3)
+        inner.add("Cannot store dirty bitmaps in qcow2 v2 files");
+    else if (bits > BME_MAX_GRANULARITY_BITS)
+        inner.add("Granularity exceeds maximum (2147483648 bytes)");
+    else if (bits < BME_MIN_GRANULARITY_BITS)
+        inner.add("Granularity is under minimum (512 bytes)");
+    else if (bytes > BME_MAX_PHYS_SIZE || bytes > BME_MAX_TABLE_SIZE * cs)
+        inner.add("Too much space will be occupied by the bitmap. Use larger granularity");
+    else if (len > BME_MAX_NAME_SIZE)
+        inner.add("Name length exceeds maximum (1023 characters)");
+    else if (live + 1 > QCOW2_MAX_BITMAPS)
+        inner.add("Maximum number of persistent bitmaps is already reached");
+    else if (dsize > QCOW2_MAX_BITMAP_DIRECTORY_SIZE)
+        inner.add("Not enough space in the bitmap directory");
+    if (inner.len != 0) {
+        why.add("Can't make bitmap '").add(reinterpret_cast<const char*>(name), len);
+        why.add("' persistent in '").add(node, node_len).add("': ").add(inner.text, inner.len);
+        return Status::Ok;
+    }
+    if (count_ >= capacity_)
+        return fail(Status::Invalid, "bitmap: directory capacity");
+    Bm& b = bms_[count_++];
+    b = Bm();
+    b.name = name;
+    b.name_len = static_cast<uint16_t>(len);
+    b.gran_bits = static_cast<uint8_t>(bits);
+    b.flags = flags;
+    b.table_size = static_cast<uint32_t>((bytes + cs - 1) / cs);
+    b.changed = true;
+    return Status::Ok;
+}
+
+Status BitmapEdit::merge_bitmap(const uint8_t* dst_name, size_t dst_len, Bm* src_list, uint32_t src_count,
+                                Qcow2Inplace& src_img, const uint8_t* src_name, size_t src_len, Msg& why,
+                                const char** hint) {
+    auto not_found = [&](const uint8_t* n, size_t len) {
+        why.add("Dirty bitmap '").add(reinterpret_cast<const char*>(n), len).add("' not found");
+    };
+    const int found = find(bms_, count_, dst_name, dst_len);
+    if (found < 0) {
+        not_found(dst_name, dst_len);
+        return Status::Ok;
+    }
+    const int s = find(src_list, src_count, src_name, src_len);
+    if (s < 0) {
+        not_found(src_name, src_len);
+        return Status::Ok;
+    }
+    Bm& dst = bms_[found];
+    Bm& src = src_list[s];
+    if (dst.flags & BME_FLAG_IN_USE) {
+        inconsistent(dst, why);
+        *hint = INCONSISTENT_HINT;
+        return Status::Ok;
+    }
+    if (src.flags & BME_FLAG_IN_USE) {
+        inconsistent(src, why);
+        *hint = INCONSISTENT_HINT;
+        return Status::Ok;
+    }
+    const uint64_t src_size = src_img.header().size;
+    if (src_size != size_) {
+        why.add("Bitmaps are of different sizes (destination size is ").num(size_);
+        why.add(", source size is ").num(src_size).add(") and can't be merged");
+        return Status::Ok;
+    }
+    // A bitmap added or cleared in this run has no table yet: all zeros.
+    if (!dst.changed)
+        if (const Status st = load_table(img_, dst); st != Status::Ok)
+            return st;
+    if (dst.table == nullptr) {
+        dst.table = static_cast<uint64_t*>(allocate(uint64_t{dst.table_size} * 8));
+        if (dst.table == nullptr)
+            return Status::NoMemory;
+        __builtin_memset(dst.table, 0, static_cast<size_t>(uint64_t{dst.table_size} * 8));
+    }
+    if (src.table == nullptr && !src.changed)
+        if (const Status st = load_table(src_img, src); st != Status::Ok)
+            return st;
+    if (src.table == nullptr)
+        return Status::Ok; // added or cleared in this run: nothing to merge
+    cache_img_ = nullptr;
+    return merge(src_img, src, dst);
+}
+
 Status BitmapEdit::run() {
     // Arguments (host-built, still checked against their length).
     if (req_.args_len < sizeof(guest::BitmapArgs))
@@ -614,74 +742,14 @@ Status BitmapEdit::run() {
         auto not_found = [&](const uint8_t* n, size_t len) {
             why.add("Dirty bitmap '").add(reinterpret_cast<const char*>(n), len).add("' not found");
         };
-        auto inconsistent = [&](const Bm& b) {
-            why.add("Bitmap '").add(reinterpret_cast<const char*>(b.name), b.name_len);
-            why.add("' is inconsistent and cannot be used");
-        };
         const char* hint = nullptr;
-        static constexpr char HINT[] = "Try block-dirty-bitmap-remove to delete this bitmap from disk\n";
         switch (static_cast<BitmapActionKind>(act.kind)) {
-        case BitmapActionKind::Add: {
+        case BitmapActionKind::Add:
             op = "add";
-            // qemu-img passes -g as qmp's uint32_t granularity (4G becomes 0, still "given");
-            // without -g, qemu's default: the cluster size within [4 KiB, 64 KiB].
-            const uint64_t g = a.granularity != 0 ? (a.granularity & 0xffffffffu)
-                               : (cs < 4096 ? 4096 : cs > 65536 ? 65536 : cs);
-            if (name_len_ == 0) {
-                why.add("Bitmap name cannot be empty");
-                break;
-            }
-            if (a.granularity != 0 && (g < 512 || (g & (g - 1)) != 0)) {
-                why.add("Granularity must be power of 2 and at least 512");
-                break;
-            }
-            if (found >= 0) {
-                why.add("Bitmap already exists: ").add(reinterpret_cast<const char*>(name_), name_len_);
-                break;
-            }
-            Msg inner;
-            const uint32_t bits = ctz64(g);
-            const uint64_t nbits = (size_ + g - 1) / g;
-            const uint64_t bytes = (nbits + 7) / 8;
-            uint32_t live = 0;
-            uint64_t dsize = 0;
-            for (uint32_t k = 0; k < count_; ++k)
-                if (!bms_[k].removed) {
-                    ++live;
-                    dsize += round_up8(sizeof(Qcow2BitmapDirEntryDisk) + uint64_t{bms_[k].name_len});
-                }
-            dsize += round_up8(sizeof(Qcow2BitmapDirEntryDisk) + uint64_t{name_len_});
-            if (h.version < 3)
-                inner.add("Cannot store dirty bitmaps in qcow2 v2 files");
-            else if (bits > 31)
-                inner.add("Granularity exceeds maximum (2147483648 bytes)");
-            else if (bits < 9)
-                inner.add("Granularity is under minimum (512 bytes)");
-            else if (bytes > BME_MAX_PHYS_SIZE || bytes > BME_MAX_TABLE_SIZE * cs)
-                inner.add("Too much space will be occupied by the bitmap. Use larger granularity");
-            else if (name_len_ > BME_MAX_NAME_SIZE)
-                inner.add("Name length exceeds maximum (1023 characters)");
-            else if (live + 1 > QCOW2_MAX_BITMAPS)
-                inner.add("Maximum number of persistent bitmaps is already reached");
-            else if (dsize > QCOW2_MAX_BITMAP_DIRECTORY_SIZE)
-                inner.add("Not enough space in the bitmap directory");
-            if (inner.len != 0) {
-                why.add("Can't make bitmap '").add(reinterpret_cast<const char*>(name_), name_len_);
-                why.add("' persistent in '").add(node, node_len).add("': ").add(inner.text, inner.len);
-                break;
-            }
-            if (count_ >= capacity_)
-                return fail(Status::Invalid, "bitmap: directory capacity");
-            Bm& b = bms_[count_++];
-            b = Bm();
-            b.name = name_;
-            b.name_len = static_cast<uint16_t>(name_len_);
-            b.gran_bits = static_cast<uint8_t>(bits);
-            b.flags = BME_FLAG_AUTO;
-            b.table_size = static_cast<uint32_t>((bytes + cs - 1) / cs);
-            b.changed = true;
+            if (const Status st = add_bitmap(name_, name_len_, a.granularity, BME_FLAG_AUTO, node, node_len, why);
+                st != Status::Ok)
+                return st;
             break;
-        }
         case BitmapActionKind::Remove:
             op = "remove";
             if (found < 0) {
@@ -704,8 +772,8 @@ Status BitmapEdit::run() {
             }
             Bm& b = bms_[found];
             if (b.flags & BME_FLAG_IN_USE) {
-                inconsistent(b);
-                hint = HINT;
+                inconsistent(b, why);
+                hint = INCONSISTENT_HINT;
                 break;
             }
             if (k == BitmapActionKind::Clear) {
@@ -722,55 +790,13 @@ Status BitmapEdit::run() {
             }
             break;
         }
-        case BitmapActionKind::Merge: {
+        case BitmapActionKind::Merge:
             op = "merge";
-            if (found < 0) {
-                not_found(name_, name_len_);
-                break;
-            }
-            const int s = find(src_list, src_count, act.src, act.src_len);
-            if (s < 0) {
-                not_found(act.src, act.src_len);
-                break;
-            }
-            Bm& dst = bms_[found];
-            Bm& src = src_list[s];
-            if (dst.flags & BME_FLAG_IN_USE) {
-                inconsistent(dst);
-                hint = HINT;
-                break;
-            }
-            if (src.flags & BME_FLAG_IN_USE) {
-                inconsistent(src);
-                hint = HINT;
-                break;
-            }
-            const uint64_t src_size = src_img->header().size;
-            if (src_size != size_) {
-                why.add("Bitmaps are of different sizes (destination size is ").num(size_);
-                why.add(", source size is ").num(src_size).add(") and can't be merged");
-                break;
-            }
-            // A bitmap added or cleared in this run has no table yet: all zeros.
-            if (!dst.changed)
-                if (const Status st = load_table(img_, dst); st != Status::Ok)
-                    return st;
-            if (dst.table == nullptr) {
-                dst.table = static_cast<uint64_t*>(allocate(uint64_t{dst.table_size} * 8));
-                if (dst.table == nullptr)
-                    return Status::NoMemory;
-                __builtin_memset(dst.table, 0, static_cast<size_t>(uint64_t{dst.table_size} * 8));
-            }
-            if (src.table == nullptr && !src.changed)
-                if (const Status st = load_table(*src_img, src); st != Status::Ok)
-                    return st;
-            if (src.table == nullptr)
-                break; // added or cleared in this run: nothing to merge
-            cache_img_ = nullptr;
-            if (const Status st = merge(*src_img, src, dst); st != Status::Ok)
+            if (const Status st = merge_bitmap(name_, name_len_, src_list, src_count, *src_img, act.src, act.src_len,
+                                               why, &hint);
+                st != Status::Ok)
                 return st;
             break;
-        }
         default:
             return fail(Status::Invalid, "bitmap: unknown action");
         }
