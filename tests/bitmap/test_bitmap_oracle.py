@@ -309,6 +309,58 @@ def main():
             else:
                 passed += 1
 
+    # convert --bitmaps (issue 9): the target's bitmaps as qemu-img's, bit for bit.
+    fixture("notarget.qcow2", [Q, "create", "-q", "-f", "qcow2", "notarget.qcow2", "64M"])
+    convert_cases = [
+        ("out.qcow2", ["--bitmaps", "-O", "qcow2", "dirty.qcow2", "out.qcow2"]),
+        ("out.qcow2", ["--bitmaps", "-O", "qcow2", "-o", "cluster_size=4096", "dirty.qcow2", "out.qcow2"]),
+        ("out.qcow2", ["--bitmaps", "-O", "qcow2", "-o", "cluster_size=2M", "src.qcow2", "out.qcow2"]),
+        ("out.qcow2", ["--bitmaps", "-O", "qcow2", "c512.qcow2", "out.qcow2"]),
+        ("out.qcow2", ["--bitmaps", "-O", "qcow2", "backed.qcow2", "out.qcow2"]),
+        ("out.qcow2", ["--bitmaps", "-O", "qcow2", "plain.qcow2", "out.qcow2"]),
+        ("out.qcow2", ["--bitmaps", "-O", "qcow2", "inuse.qcow2", "out.qcow2"]),
+        ("out.qcow2", ["--bitmaps", "--skip-broken-bitmaps", "-O", "qcow2", "inuse.qcow2", "out.qcow2"]),
+        ("out.qcow2", ["--bitmaps", "-O", "qcow2", "-o", "compat=0.10", "dirty.qcow2", "out.qcow2"]),
+        ("out.img", ["--bitmaps", "-O", "raw", "dirty.qcow2", "out.img"]),
+        ("notarget.qcow2", ["-n", "--bitmaps", "-O", "qcow2", "dirty.qcow2", "notarget.qcow2"]),
+    ]
+    for version, oracle in (("7.2.22", q72), ("10.0.2", q10)):
+        for target, args in convert_cases:
+            label = "%s convert %s" % (version, " ".join(args))
+            if only and only not in label:
+                continue
+            dirs = {}
+            for who in ("want", "got"):
+                d = os.path.join(work, who)
+                shutil.rmtree(d, ignore_errors=True)
+                shutil.copytree(fx, d)
+                dirs[who] = d
+            want = run([oracle, "convert"] + args, dirs["want"], env)
+            got = run([qemu_named, "--qemu-version", version, "convert"] + args, dirs["got"], env)
+            want = (want[0], want[1], norm(want[2], oracle))
+            got = (got[0], got[1], norm(got[2], qemu_named))
+            problems = []
+            if want != got:
+                problems.append("--- want (rc %d)\n%s%s--- got (rc %d)\n%s%s" %
+                                (want[0], want[1], want[2], got[0], got[1], got[2]))
+            wpath, gpath = os.path.join(dirs["want"], target), os.path.join(dirs["got"], target)
+            if want[0] == 0 and target.endswith(".qcow2"):
+                wb, gb = read_bitmaps(wpath), read_bitmaps(gpath)
+                if wb != gb:
+                    problems.append("bitmaps differ:\n want %s\n got  %s" % (
+                        [(v[0], v[1], v[2], len(v[3])) for v in wb], [(v[0], v[1], v[2], len(v[3])) for v in gb]))
+                rc, out, err = run([q10, "check", gpath], work, env)
+                if rc != 0:
+                    problems.append("qemu-img check of instar's target: rc %d\n%s%s" % (rc, out, err))
+                rc, out, err = run([q10, "compare", "-q", wpath, gpath], work, env)
+                if rc != 0:
+                    problems.append("guest data differ: %s%s" % (out, err))
+            if problems:
+                failed += 1
+                print("FAIL %s\n%s" % (label, "\n".join(problems)))
+            else:
+                passed += 1
+
     # Crash consistency: kill at every write of --add and of --remove.
     for fixture_name, args in (("dirty.qcow2", ["--add", "dirty.qcow2", "new"]),
                                ("dirty.qcow2", ["--remove", "dirty.qcow2", "b1"]),

@@ -635,7 +635,8 @@ Status BitmapEdit::run() {
         return fail(Status::Invalid, "bitmap: truncated arguments");
     guest::BitmapArgs a;
     __builtin_memcpy(&a, req_.args, sizeof a);
-    if (a.action_count == 0 || a.action_count > guest::BITMAP_MAX_ACTIONS)
+    const bool copy_all = (a.flags & guest::BITMAP_COPY_ALL) != 0;
+    if ((a.action_count == 0 && !copy_all) || a.action_count > guest::BITMAP_MAX_ACTIONS)
         return fail(Status::Invalid, "bitmap: bad action count");
     size_t pos = sizeof a;
     struct Act {
@@ -643,7 +644,7 @@ Status BitmapEdit::run() {
         const uint8_t* src;
         uint32_t src_len;
     };
-    Act* acts = static_cast<Act*>(allocate(uint64_t{a.action_count} * sizeof(Act)));
+    Act* acts = static_cast<Act*>(allocate(uint64_t{a.action_count == 0 ? 1 : a.action_count} * sizeof(Act)));
     if (acts == nullptr)
         return Status::NoMemory;
     for (uint32_t i = 0; i < a.action_count; ++i) {
@@ -692,15 +693,10 @@ Status BitmapEdit::run() {
             st != Status::Ok)
             return st;
     }
-    uint32_t adds = 0;
-    for (uint32_t i = 0; i < a.action_count; ++i)
-        adds += acts[i].kind == static_cast<uint32_t>(BitmapActionKind::Add);
-    if (const Status st = load_directory(img_, ext_, &bms_, &count_, &capacity_, adds); st != Status::Ok)
-        return st;
 
     // The source image of -b (read-only), its bitmaps loaded the same way.
-    Bm* src_list = bms_;
-    uint32_t src_count = count_;
+    Bm* src_list = nullptr;
+    uint32_t src_count = 0;
     Qcow2Inplace* src_img = &img_;
     if (a.flags & guest::BITMAP_SOURCE_EMPTY) {
         src_count = 0;
@@ -731,9 +727,58 @@ Status BitmapEdit::run() {
         src_count = src_count_;
         src_img = &src_img_;
     }
+    // The image's bitmaps, with room for every one this run may add.
+    uint32_t adds = copy_all ? src_count : 0;
+    for (uint32_t i = 0; i < a.action_count; ++i)
+        adds += acts[i].kind == static_cast<uint32_t>(BitmapActionKind::Add);
+    if (const Status st = load_directory(img_, ext_, &bms_, &count_, &capacity_, adds); st != Status::Ok)
+        return st;
+    if (!(a.flags & (guest::BITMAP_SOURCE_FILE | guest::BITMAP_SOURCE_EMPTY))) {
+        src_list = bms_; // --merge from the image itself
+        src_count = count_;
+    }
 
     bool any_change = false;
     Status result = Status::Ok;
+    // convert --bitmaps: qemu-img's convert_copy_bitmaps over the source's bitmaps.
+    for (uint32_t i = 0; copy_all && i < src_count && result == Status::Ok; ++i) {
+        const Bm& s = src_list[i];
+        if (s.flags & BME_FLAG_IN_USE)
+            continue; // "Skipping inconsistent bitmap" (the host warns)
+        Msg why;
+        const char* what = "create";
+        const char* hint = nullptr;
+        if (const Status st = add_bitmap(s.name, s.name_len, uint64_t{1} << s.gran_bits, s.flags & BME_FLAG_AUTO, node,
+                                         node_len, why);
+            st != Status::Ok)
+            return st;
+        if (why.len == 0) {
+            any_change = true;
+            what = "populate";
+            if (const Status st = merge_bitmap(s.name, s.name_len, src_list, src_count, *src_img, s.name, s.name_len,
+                                               why, &hint);
+                st != Status::Ok)
+                return st;
+            if (why.len != 0) { // qemu removes the bitmap it could not fill
+                const int d = find(bms_, count_, s.name, s.name_len);
+                if (d >= 0) {
+                    if (bms_[d].fresh_table)
+                        if (const Status st = free_table(bms_[d].table, bms_[d].table_size, 0); st != Status::Ok)
+                            return st;
+                    bms_[d].removed = true;
+                }
+            }
+        }
+        if (why.len != 0) {
+            Msg m;
+            m.add("\x01" "Failed to ").add(what).add(" bitmap ").add(reinterpret_cast<const char*>(s.name), s.name_len);
+            m.add(": ").add(why.text, why.len).add("\n");
+            host_.err(m.text, m.len);
+            if (hint)
+                host_.err(hint, cstr_len(hint));
+            result = Status::Invalid;
+        }
+    }
     for (uint32_t i = 0; i < a.action_count && result == Status::Ok; ++i) {
         const Act& act = acts[i];
         const int found = find(bms_, count_, name_, name_len_);
@@ -792,7 +837,9 @@ Status BitmapEdit::run() {
         }
         case BitmapActionKind::Merge:
             op = "merge";
-            if (const Status st = merge_bitmap(name_, name_len_, src_list, src_count, *src_img, act.src, act.src_len,
+            // From the image itself, bitmaps added by earlier actions count too.
+            if (const Status st = merge_bitmap(name_, name_len_, src_list, src_list == bms_ ? count_ : src_count,
+                                               *src_img, act.src, act.src_len,
                                                why, &hint);
                 st != Status::Ok)
                 return st;

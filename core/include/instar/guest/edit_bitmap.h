@@ -2,7 +2,7 @@
 // order, applied one after another to the bitmap BITMAP of the image; the first that fails stops the
 // run (what the earlier ones did stays, as qemu-img stores them when it closes the image).
 //
-// Layout: BitmapArgs, then `action_count` BitmapAction records each followed by its `src_len`
+// Layout: BitmapArgs, then `action_count` BitmapAction records (0 only with BITMAP_COPY_ALL) each followed by its `src_len`
 // source-name bytes (--merge only), then `name_len` bytes of BITMAP, then `node_len` bytes of the
 // node name qemu would print in messages ("#block1NN" or --image-opts' node-name). No terminators.
 // The host built these bytes (trusted); the guest still checks every length against args_len.
@@ -24,6 +24,11 @@ enum class BitmapActionKind : uint32_t {
 
 inline constexpr uint32_t BITMAP_SOURCE_FILE = 1;  // -b given: --merge reads EditRequest::extra[0]
 inline constexpr uint32_t BITMAP_SOURCE_EMPTY = 2; // -b names an image of a format without bitmaps (no extra)
+// convert --bitmaps (no actions, no BITMAP): every persistent bitmap of extra[0] (with
+// BITMAP_SOURCE_FILE) is added to the image with its granularity and enabled state, then merged
+// from the source, as qemu-img's convert_copy_bitmaps; in-use ones are skipped (the host refused
+// them already unless --skip-broken-bitmaps). Errors: "Failed to create/populate bitmap NAME: ...".
+inline constexpr uint32_t BITMAP_COPY_ALL = 4;
 
 // At most this many actions: far more than any command line holds, and it bounds the guest's loop.
 inline constexpr uint32_t BITMAP_MAX_ACTIONS = 4096;
