@@ -23,6 +23,10 @@ using guest::BitmapActionKind;
 
 namespace {
 
+// Merged bitmap content is held in memory until it is stored (so data clusters and tables are
+// allocated in qemu's order, bitmap by bitmap): at most this much in all, a 16 TiB disk's
+// bitmaps at 4 KiB granularity, far beyond what a command line merges in practice.
+constexpr uint64_t BITMAP_MAX_MERGED_BYTES = 64u << 20;
 constexpr char INCONSISTENT_HINT[] = "Try block-dirty-bitmap-remove to delete this bitmap from disk\n";
 constexpr uint64_t BME_TABLE_ENTRY_RESERVED_MASK = 0xff000000000001feull;
 constexpr uint64_t BME_TABLE_ENTRY_OFFSET_MASK = 0x00fffffffffffe00ull;
@@ -66,10 +70,11 @@ struct Bm {
     uint64_t table_offset = 0; // on disk (0: none yet)
     uint32_t table_size = 0;
     uint64_t orig_table_offset = 0; // as loaded from the directory (0: added in this run)
-    uint64_t* table = nullptr; // its table entries in memory (loaded or new)
-    bool fresh_table = false;  // `table` was built by this run (its data clusters are new)
+    uint64_t* table = nullptr; // a loaded bitmap's table entries (as on disk)
+    uint8_t* data = nullptr;   // content made by this run (merge): table_size clusters, in memory
     bool removed = false;
-    bool changed = false;      // needs a new table on disk
+    bool changed = false;      // content changed: new data clusters and table on disk (data, or
+                               // all zeros without it: added or cleared)
 };
 
 size_t cstr_len(const char* s) {
@@ -132,6 +137,7 @@ private:
     uint8_t* header_cluster_ = nullptr;
     Qcow2Extensions ext_{};
     uint64_t size_ = 0; // the virtual disk size (the bitmaps' size)
+    uint64_t merged_bytes_ = 0; // in-memory merged content (BITMAP_MAX_MERGED_BYTES)
     uint8_t* cache_ = nullptr; // one data cluster read for get_bit
     const Qcow2Inplace* cache_img_ = nullptr;
     uint64_t cache_off_ = 0;
@@ -232,6 +238,17 @@ Status BitmapEdit::load_table(Qcow2Inplace& img, Bm& b) {
 
 Status BitmapEdit::read_data_cluster(Qcow2Inplace& img, const Bm& b, uint64_t index, uint8_t* buf) {
     const uint64_t cs = img.cluster_size();
+    if (b.data != nullptr) {
+        if (index < b.table_size)
+            __builtin_memcpy(buf, b.data + index * cs, static_cast<size_t>(cs));
+        else
+            __builtin_memset(buf, 0, static_cast<size_t>(cs));
+        return Status::Ok;
+    }
+    if (b.table == nullptr) { // added or cleared in this run
+        __builtin_memset(buf, 0, static_cast<size_t>(cs));
+        return Status::Ok;
+    }
     const uint64_t e = index < b.table_size ? b.table[index] : 0;
     const uint64_t off = e & BME_TABLE_ENTRY_OFFSET_MASK;
     if (off == 0) {
@@ -245,6 +262,14 @@ Status BitmapEdit::get_bit(Qcow2Inplace& img, const Bm& b, uint64_t bit, bool* o
     const uint64_t cs = img.cluster_size();
     const uint64_t bits_per_cluster = cs * 8;
     const uint64_t index = bit / bits_per_cluster;
+    if (b.data != nullptr) {
+        *out = index < b.table_size && ((b.data[bit / 8] >> (bit % 8)) & 1);
+        return Status::Ok;
+    }
+    if (b.table == nullptr) {
+        *out = false;
+        return Status::Ok;
+    }
     const uint64_t e = index < b.table_size ? b.table[index] : 0;
     const uint64_t off = e & BME_TABLE_ENTRY_OFFSET_MASK;
     if (off == 0) {
@@ -263,73 +288,61 @@ Status BitmapEdit::get_bit(Qcow2Inplace& img, const Bm& b, uint64_t bit, bool* o
 }
 
 // dst |= src over the same disk bytes (qemu's hbitmap_merge: a source bit sets every destination
-// bit whose range overlaps its range). dst gets a fresh table; its data clusters are new.
+// bit whose range overlaps its range), into dst's in-memory content.
 Status BitmapEdit::merge(Qcow2Inplace& src_img, const Bm& src, Bm& dst) {
     const uint64_t cs = img_.cluster_size();
     const uint64_t bits_per_cluster = cs * 8;
     const uint64_t gd = uint64_t{1} << dst.gran_bits;
     const uint64_t gs = uint64_t{1} << src.gran_bits;
     const uint64_t dst_bits = (size_ + gd - 1) / gd;
-    uint64_t* table = static_cast<uint64_t*>(allocate(uint64_t{dst.table_size} * 8));
-    uint8_t* buf = static_cast<uint8_t*>(allocate(cs));
-    if (table == nullptr || buf == nullptr)
-        return Status::NoMemory;
-    const bool same = gd == gs && src_img.cluster_size() == cs;
-    uint8_t* sbuf = nullptr;
-    if (same && (sbuf = static_cast<uint8_t*>(allocate(cs))) == nullptr)
-        return Status::NoMemory;
-    for (uint32_t i = 0; i < dst.table_size; ++i) {
-        if (const Status st = read_data_cluster(img_, dst, i, buf); st != Status::Ok)
-            return st;
-        if (same) {
-            if (const Status st = read_data_cluster(src_img, src, i, sbuf); st != Status::Ok)
+    const uint64_t bytes = uint64_t{dst.table_size} * cs; // <= BME_MAX_PHYS_SIZE (entry checks)
+    if (dst.data == nullptr) {
+        if (bytes > BITMAP_MAX_MERGED_BYTES - merged_bytes_)
+            return fail(Status::TooLarge, "bitmap: the merged bitmaps exceed instar's 64 MiB limit");
+        uint8_t* data = static_cast<uint8_t*>(allocate(bytes));
+        if (data == nullptr)
+            return Status::NoMemory;
+        merged_bytes_ += bytes;
+        for (uint32_t i = 0; i < dst.table_size; ++i)
+            if (const Status st = read_data_cluster(img_, dst, i, data + uint64_t{i} * cs); st != Status::Ok)
                 return st;
+        dst.data = data;
+    }
+    uint8_t* out = dst.data;
+    const bool same = gd == gs && src_img.cluster_size() == cs;
+    if (same) {
+        for (uint32_t i = 0; i < dst.table_size; ++i) {
+            if (const Status st = read_data_cluster(src_img, src, i, cache_); st != Status::Ok)
+                return st;
+            uint8_t* o = out + uint64_t{i} * cs;
             for (uint64_t k = 0; k < cs; ++k)
-                buf[k] |= sbuf[k];
-        } else {
-            const uint64_t first = uint64_t{i} * bits_per_cluster;
-            for (uint64_t j = 0; j < bits_per_cluster && first + j < dst_bits; ++j) {
-                if ((buf[j / 8] >> (j % 8)) & 1)
-                    continue;
-                // Source bits overlapping [bit * gd, (bit + 1) * gd) (clamped to the disk).
-                const uint64_t bit = first + j;
-                const uint64_t lo = bit * gd;
-                uint64_t hi = lo + gd;
-                if (hi > size_)
-                    hi = size_;
-                for (uint64_t k = lo / gs; k * gs < hi; ++k) {
-                    bool set = false;
-                    if (const Status st = get_bit(src_img, src, k, &set); st != Status::Ok)
-                        return st;
-                    if (set) {
-                        buf[j / 8] |= static_cast<uint8_t>(1u << (j % 8));
-                        break;
-                    }
+                o[k] |= cache_[k];
+        }
+        cache_img_ = nullptr; // cache_ was used as a buffer
+    } else {
+        for (uint64_t bit = 0; bit < dst_bits; ++bit) {
+            if ((out[bit / 8] >> (bit % 8)) & 1)
+                continue;
+            // Source bits overlapping [bit * gd, (bit + 1) * gd) (clamped to the disk).
+            const uint64_t lo = bit * gd;
+            const uint64_t hi = lo + gd < size_ ? lo + gd : size_;
+            for (uint64_t k = lo / gs; k * gs < hi; ++k) {
+                bool set = false;
+                if (const Status st = get_bit(src_img, src, k, &set); st != Status::Ok)
+                    return st;
+                if (set) {
+                    out[bit / 8] |= static_cast<uint8_t>(1u << (bit % 8));
+                    break;
                 }
             }
         }
-        bool zero = true;
-        for (uint64_t k = 0; k < cs && zero; ++k)
-            zero = buf[k] == 0;
-        table[i] = 0;
-        if (!zero) {
-            uint64_t off = 0;
-            if (const Status st = img_.alloc_clusters(cs, &off); st != Status::Ok)
-                return st;
-            if (const Status st = img_.write(off, buf, static_cast<size_t>(cs)); st != Status::Ok)
-                return st;
-            table[i] = off;
-        }
     }
-    alloc_.deallocate(buf, static_cast<size_t>(cs));
-    if (sbuf)
-        alloc_.deallocate(sbuf, static_cast<size_t>(cs));
-    // The data clusters of an earlier fresh table of this run are no longer named.
-    if (dst.fresh_table)
-        if (const Status st = free_table(dst.table, dst.table_size, 0); st != Status::Ok)
-            return st;
-    dst.table = table;
-    dst.fresh_table = true;
+    // Bits past the disk's end stay clear, as qemu serializes them.
+    for (uint64_t bit = dst_bits; bit < bytes * 8 && bit < (dst_bits + 7) / 8 * 8; ++bit)
+        out[bit / 8] &= static_cast<uint8_t>(~(1u << (bit % 8)));
+    if ((dst_bits + 7) / 8 < bytes)
+        __builtin_memset(out + (dst_bits + 7) / 8, 0, static_cast<size_t>(bytes - (dst_bits + 7) / 8));
+    (void)bits_per_cluster;
     dst.changed = true;
     return Status::Ok;
 }
@@ -370,7 +383,8 @@ Status BitmapEdit::free_replaced() {
 Status BitmapEdit::store() {
     const uint64_t cs = img_.cluster_size();
     const Qcow2Header& h = img_.header();
-    // 1. New tables for the changed bitmaps (their data clusters are already written).
+    // 1. For each changed bitmap, in directory order, as qemu's store_bitmap: its non-zero data
+    // clusters (ascending), then its table.
     uint32_t live = 0;
     uint64_t dir_size = 0;
     for (uint32_t i = 0; i < count_; ++i) {
@@ -381,36 +395,41 @@ Status BitmapEdit::store() {
         dir_size += round_up8(sizeof(Qcow2BitmapDirEntryDisk) + uint64_t{b.name_len});
         if (!b.changed)
             continue;
-        if (b.table == nullptr) { // added or cleared: all zeros
-            b.table = static_cast<uint64_t*>(allocate(uint64_t{b.table_size} * 8));
-            if (b.table == nullptr)
-                return Status::NoMemory;
-            __builtin_memset(b.table, 0, static_cast<size_t>(uint64_t{b.table_size} * 8));
-            b.fresh_table = true;
+        uint64_t* table = static_cast<uint64_t*>(allocate(uint64_t{b.table_size} * 8));
+        if (table == nullptr)
+            return Status::NoMemory;
+        for (uint32_t k = 0; k < b.table_size; ++k) {
+            table[k] = 0;
+            const uint8_t* chunk = b.data ? b.data + uint64_t{k} * cs : nullptr;
+            bool zero = true;
+            for (uint64_t j = 0; chunk && j < cs && zero; ++j)
+                zero = chunk[j] == 0;
+            if (zero)
+                continue;
+            uint64_t off = 0;
+            if (const Status st = img_.alloc_clusters(cs, &off); st != Status::Ok)
+                return st;
+            if (const Status st = img_.write(off, chunk, static_cast<size_t>(cs)); st != Status::Ok)
+                return st;
+            table[k] = off;
         }
         uint64_t off = 0;
         if (b.table_size != 0) {
             if (const Status st = img_.alloc_clusters(uint64_t{b.table_size} * 8, &off); st != Status::Ok)
                 return st;
-            uint64_t* padded = static_cast<uint64_t*>(allocate((uint64_t{b.table_size} * 8 + cs - 1) / cs * cs));
-            if (padded == nullptr)
-                return Status::NoMemory;
-            const uint64_t n = (uint64_t{b.table_size} * 8 + cs - 1) / cs * cs / 8;
-            for (uint64_t k = 0; k < n; ++k)
-                padded[k] = k < b.table_size ? b.table[k] : 0;
-            if (const Status st = img_.write_table(off, padded, n); st != Status::Ok)
+            if (const Status st = img_.write_table(off, table, b.table_size); st != Status::Ok)
                 return st;
         }
+        alloc_.deallocate(table, b.table_size == 0 ? 8 : static_cast<size_t>(uint64_t{b.table_size} * 8));
         b.table_offset = off;
     }
     // 2. The new directory.
     uint64_t dir_off = 0;
     if (live > 0) {
-        const uint64_t dir_alloc = (dir_size + cs - 1) / cs * cs; // whole clusters, zero-padded
-        uint8_t* dir = static_cast<uint8_t*>(allocate(dir_alloc));
+        uint8_t* dir = static_cast<uint8_t*>(allocate(dir_size));
         if (dir == nullptr)
             return Status::NoMemory;
-        __builtin_memset(dir, 0, static_cast<size_t>(dir_alloc));
+        __builtin_memset(dir, 0, static_cast<size_t>(dir_size));
         uint64_t p = 0;
         for (uint32_t i = 0; i < count_; ++i) {
             const Bm& b = bms_[i];
@@ -428,7 +447,7 @@ Status BitmapEdit::store() {
         }
         if (const Status st = img_.alloc_clusters(dir_size, &dir_off); st != Status::Ok)
             return st;
-        if (const Status st = img_.write(dir_off, dir, static_cast<size_t>(dir_alloc)); st != Status::Ok)
+        if (const Status st = img_.write(dir_off, dir, static_cast<size_t>(dir_size)); st != Status::Ok)
             return st;
     }
     if (const Status st = img_.sync(); st != Status::Ok)
@@ -614,16 +633,10 @@ Status BitmapEdit::merge_bitmap(const uint8_t* dst_name, size_t dst_len, Bm* src
     if (!dst.changed)
         if (const Status st = load_table(img_, dst); st != Status::Ok)
             return st;
-    if (dst.table == nullptr) {
-        dst.table = static_cast<uint64_t*>(allocate(uint64_t{dst.table_size} * 8));
-        if (dst.table == nullptr)
-            return Status::NoMemory;
-        __builtin_memset(dst.table, 0, static_cast<size_t>(uint64_t{dst.table_size} * 8));
-    }
     if (src.table == nullptr && !src.changed)
         if (const Status st = load_table(src_img, src); st != Status::Ok)
             return st;
-    if (src.table == nullptr)
+    if (src.table == nullptr && src.data == nullptr)
         return Status::Ok; // added or cleared in this run: nothing to merge
     cache_img_ = nullptr;
     return merge(src_img, src, dst);
@@ -761,12 +774,8 @@ Status BitmapEdit::run() {
                 return st;
             if (why.len != 0) { // qemu removes the bitmap it could not fill
                 const int d = find(bms_, count_, s.name, s.name_len);
-                if (d >= 0) {
-                    if (bms_[d].fresh_table)
-                        if (const Status st = free_table(bms_[d].table, bms_[d].table_size, 0); st != Status::Ok)
-                            return st;
+                if (d >= 0)
                     bms_[d].removed = true;
-                }
             }
         }
         if (why.len != 0) {
@@ -801,9 +810,6 @@ Status BitmapEdit::run() {
                 not_found(name_, name_len_);
                 break;
             }
-            if (bms_[found].fresh_table)
-                if (const Status st = free_table(bms_[found].table, bms_[found].table_size, 0); st != Status::Ok)
-                    return st;
             bms_[found].removed = true;
             break;
         case BitmapActionKind::Clear:
@@ -822,11 +828,8 @@ Status BitmapEdit::run() {
                 break;
             }
             if (k == BitmapActionKind::Clear) {
-                if (b.fresh_table)
-                    if (const Status st = free_table(b.table, b.table_size, 0); st != Status::Ok)
-                        return st;
-                b.table = nullptr;
-                b.fresh_table = false;
+                b.table = nullptr; // all zeros from now on
+                b.data = nullptr;
                 b.changed = true;
             } else if (k == BitmapActionKind::Enable) {
                 b.flags |= BME_FLAG_AUTO;
