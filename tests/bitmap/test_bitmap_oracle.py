@@ -6,7 +6,8 @@ runs the same `bitmap` command line on two copies of a fixture, one with each or
 instar under that oracle's profile, and compares: exit code, stdout, stderr (program name, argv[0]
 and qemu's random node names "#block1NN" normalised), the resulting bitmaps (name, granularity,
 flags and every set bit, read by the small qcow2 reader below), the guest data (qemu-img compare),
-and `qemu-img check` (instar's result must have no leaks or corruptions).
+`qemu-img check` (instar's result must have no leaks or corruptions) and the files byte for byte.
+Likewise `convert --bitmaps` (byte for byte except into an existing target, -n).
 
 Crash test: --add and --remove with INSTAR_TEST_KILL_AT_WRITE=N for every N up to the command's
 write count: qemu-img check must accept the image (exit 0 or 3: leaks allowed) and its bitmaps must
@@ -298,6 +299,16 @@ def main():
                 rc, out, err = run([q10, "check", fixture_name], dirs["got"], env)
                 if rc != 0:
                     problems.append("qemu-img check of instar's result: rc %d\n%s%s" % (rc, out, err))
+                # instar stores in qemu-img's sequence: the files are byte-identical.
+                with open(os.path.join(dirs["want"], fixture_name), "rb") as f:
+                    wbytes = f.read()
+                with open(os.path.join(dirs["got"], fixture_name), "rb") as f:
+                    gbytes = f.read()
+                if wbytes != gbytes:
+                    at = next((i for i in range(min(len(wbytes), len(gbytes))) if wbytes[i] != gbytes[i]),
+                              min(len(wbytes), len(gbytes)))
+                    problems.append("files differ (lengths %d, %d; first difference at %d)" %
+                                    (len(wbytes), len(gbytes), at))
                 rc, out, err = run([q10, "compare", "-q",
                                     os.path.join(dirs["want"], fixture_name),
                                     os.path.join(dirs["got"], fixture_name)], work, env)
@@ -355,6 +366,13 @@ def main():
                 rc, out, err = run([q10, "compare", "-q", wpath, gpath], work, env)
                 if rc != 0:
                     problems.append("guest data differ: %s%s" % (out, err))
+                with open(wpath, "rb") as f:
+                    wbytes = f.read()
+                with open(gpath, "rb") as f:
+                    gbytes = f.read()
+                # (convert -n's data writes into an existing qcow2 are not qemu's byte for byte)
+                if wbytes != gbytes and "-n" not in args:
+                    problems.append("target files differ (lengths %d, %d)" % (len(wbytes), len(gbytes)))
             if problems:
                 failed += 1
                 print("FAIL %s\n%s" % (label, "\n".join(problems)))

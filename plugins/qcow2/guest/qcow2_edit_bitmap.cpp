@@ -70,6 +70,7 @@ struct Bm {
     uint64_t table_offset = 0; // on disk (0: none yet)
     uint32_t table_size = 0;
     uint64_t orig_table_offset = 0; // as loaded from the directory (0: added in this run)
+    uint32_t orig_flags = 0;        // as loaded (BME_FLAG_IN_USE: inconsistent, left as it is)
     uint64_t* table = nullptr; // a loaded bitmap's table entries (as on disk)
     uint8_t* data = nullptr;   // content made by this run (merge): table_size clusters, in memory
     bool removed = false;
@@ -106,9 +107,19 @@ private:
     Status get_bit(Qcow2Inplace& img, const Bm& b, uint64_t bit, bool* out);
     Status read_data_cluster(Qcow2Inplace& img, const Bm& b, uint64_t index, uint8_t* buf);
     Status merge(Qcow2Inplace& src_img, const Bm& src, Bm& dst);
+    // An entry of a directory this run writes (or qemu wrote, for the freed ones).
+    struct DirEnt {
+        const Bm* b;
+        uint32_t flags;
+        uint64_t table_offset;
+    };
     Status store();
+    uint64_t dir_bytes(const DirEnt* e, uint32_t n) const;
+    Status write_dir(const DirEnt* e, uint32_t n, bool qemu_marks, uint64_t offset);
+    Status switch_header(uint32_t live, uint64_t dir_size, uint64_t dir_off);
+    Status free_original(const Bm& b);
+    Status store_bitmap(Bm& b, uint64_t* table_offset);
     Status free_table(const uint64_t* table, uint32_t size, uint64_t table_offset);
-    Status free_replaced();
     // qmp's block-dirty-bitmap-add with qcow2's checks (persistent): Ok with `why` set when qemu
     // refuses; `granularity` 0: the default, else qemu-img's value (truncated to uint32_t here).
     Status add_bitmap(const uint8_t* name, size_t len, uint64_t granularity, uint32_t flags, const char* node,
@@ -138,6 +149,9 @@ private:
     Qcow2Extensions ext_{};
     uint64_t size_ = 0; // the virtual disk size (the bitmaps' size)
     uint64_t merged_bytes_ = 0; // in-memory merged content (BITMAP_MAX_MERGED_BYTES)
+    uint32_t orig_count_ = 0;   // bms_[0, orig_count_): the bitmaps loaded from the image
+    uint32_t* removes_ = nullptr; // indexes of loaded bitmaps --remove took, in order
+    uint32_t remove_count_ = 0;
     uint8_t* cache_ = nullptr; // one data cluster read for get_bit
     const Qcow2Inplace* cache_img_ = nullptr;
     uint64_t cache_off_ = 0;
@@ -203,6 +217,7 @@ Status BitmapEdit::load_directory(Qcow2Inplace& img, const Qcow2Extensions& ext,
         b.table_offset = e.bitmap_table_offset;
         b.table_size = e.bitmap_table_size;
         b.orig_table_offset = e.bitmap_table_offset;
+        b.orig_flags = e.flags;
         off += e.entry_size();
         ++*count;
     }
@@ -352,108 +367,234 @@ Status BitmapEdit::free_table(const uint64_t* table, uint32_t size, uint64_t tab
     const uint64_t cs = img_.cluster_size();
     for (uint32_t i = 0; i < size; ++i) {
         const uint64_t off = table[i] & BME_TABLE_ENTRY_OFFSET_MASK;
-        if (off != 0)
-            if (const Status st = img_.free_clusters(off, cs); st != Status::Ok)
+        if (off == 0)
+            continue;
+        if (const Status st = img_.free_clusters(off, cs); st != Status::Ok)
+            return st;
+        // qemu frees bitmap data with QCOW2_DISCARD_ALWAYS: the cluster becomes a hole (zeros).
+        if (img_.device().discard(off, cs) != Status::Ok) {
+            __builtin_memset(cache_, 0, static_cast<size_t>(cs));
+            cache_img_ = nullptr;
+            if (const Status st = img_.write(off, cache_, static_cast<size_t>(cs)); st != Status::Ok)
                 return st;
+        }
     }
     if (table_offset != 0 && size != 0)
         return img_.free_clusters(table_offset, uint64_t{size} * 8);
     return Status::Ok;
 }
 
-// After the switch: the tables (and their data) of loaded bitmaps that were removed or replaced.
-// Their entries are read again (the clusters are still allocated; checked as on load).
-Status BitmapEdit::free_replaced() {
-    for (uint32_t i = 0; i < count_; ++i) {
-        Bm& b = bms_[i];
-        if (b.orig_table_offset == 0 || (!b.removed && !b.changed))
-            continue;
-        Bm old = b;
-        old.table = nullptr;
-        old.table_offset = b.orig_table_offset;
-        if (const Status st = load_table(img_, old); st != Status::Ok)
-            return st;
-        if (const Status st = free_table(old.table, old.table_size, old.table_offset); st != Status::Ok)
-            return st;
-        alloc_.deallocate(old.table, old.table_size == 0 ? 8 : static_cast<size_t>(uint64_t{old.table_size} * 8));
-    }
+// Frees a loaded bitmap's data clusters (in table order) and then its table, as qemu's
+// free_bitmap_clusters; its entries are read again (still allocated; checked as on load).
+Status BitmapEdit::free_original(const Bm& b) {
+    Bm old = b;
+    old.table = nullptr;
+    old.data = nullptr;
+    old.table_offset = b.orig_table_offset;
+    if (const Status st = load_table(img_, old); st != Status::Ok)
+        return st;
+    if (const Status st = free_table(old.table, old.table_size, old.table_offset); st != Status::Ok)
+        return st;
+    alloc_.deallocate(old.table, old.table_size == 0 ? 8 : static_cast<size_t>(uint64_t{old.table_size} * 8));
     return Status::Ok;
 }
 
-Status BitmapEdit::store() {
+uint64_t BitmapEdit::dir_bytes(const DirEnt* e, uint32_t n) const {
+    uint64_t size = 0;
+    for (uint32_t i = 0; i < n; ++i)
+        size += round_up8(sizeof(Qcow2BitmapDirEntryDisk) + uint64_t{e[i].b->name_len});
+    return size; // <= QCOW2_MAX_BITMAP_DIRECTORY_SIZE: checked on load and by add_bitmap
+}
+
+// Writes the directory of `e` at `offset`. qemu_marks: with the in-use flag qemu's open sets on
+// every consistent bitmap it loads (the bytes qemu leaves in a directory it frees).
+Status BitmapEdit::write_dir(const DirEnt* e, uint32_t n, bool qemu_marks, uint64_t offset) {
+    const uint64_t size = dir_bytes(e, n);
+    uint8_t* dir = static_cast<uint8_t*>(allocate(size));
+    if (dir == nullptr)
+        return Status::NoMemory;
+    __builtin_memset(dir, 0, static_cast<size_t>(size));
+    uint64_t p = 0;
+    for (uint32_t i = 0; i < n; ++i) {
+        const Bm& b = *e[i].b;
+        uint32_t flags = e[i].flags;
+        if (qemu_marks && b.orig_table_offset != 0 && !(b.orig_flags & BME_FLAG_IN_USE))
+            flags |= BME_FLAG_IN_USE;
+        store_be64(dir + p, e[i].table_offset);
+        store_be32(dir + p + 8, b.table_size);
+        store_be32(dir + p + 12, flags);
+        dir[p + 16] = BT_DIRTY_TRACKING_BITMAP;
+        dir[p + 17] = b.gran_bits;
+        store_be16(dir + p + 18, b.name_len);
+        store_be32(dir + p + 20, 0);
+        __builtin_memcpy(dir + p + 24, b.name, b.name_len);
+        p += round_up8(sizeof(Qcow2BitmapDirEntryDisk) + uint64_t{b.name_len});
+    }
+    const Status st = img_.write(offset, dir, static_cast<size_t>(size));
+    alloc_.deallocate(dir, static_cast<size_t>(size));
+    return st;
+}
+
+// qemu's store_bitmap: the bitmap's non-zero data clusters in ascending order, then its table.
+// The content: merged data in memory, zeros (added or cleared), or the loaded bitmap's own.
+Status BitmapEdit::store_bitmap(Bm& b, uint64_t* table_offset) {
     const uint64_t cs = img_.cluster_size();
-    const Qcow2Header& h = img_.header();
-    // 1. For each changed bitmap, in directory order, as qemu's store_bitmap: its non-zero data
-    // clusters (ascending), then its table.
-    uint32_t live = 0;
-    uint64_t dir_size = 0;
-    for (uint32_t i = 0; i < count_; ++i) {
-        Bm& b = bms_[i];
-        if (b.removed)
+    const uint64_t g = uint64_t{1} << b.gran_bits;
+    const uint64_t used = ((size_ + g - 1) / g + 7) / 8; // serialized bytes; the rest is zero
+    uint64_t* table = static_cast<uint64_t*>(allocate(uint64_t{b.table_size} * 8));
+    uint8_t* buf = static_cast<uint8_t*>(allocate(cs));
+    if (table == nullptr || buf == nullptr)
+        return Status::NoMemory;
+    const bool loaded = b.data == nullptr && !b.changed;
+    if (loaded)
+        if (const Status st = load_table(img_, b); st != Status::Ok)
+            return st;
+    for (uint32_t k = 0; k < b.table_size; ++k) {
+        table[k] = 0;
+        if (b.data == nullptr && b.changed)
+            continue; // all zeros
+        if (const Status st = read_data_cluster(img_, b, k, buf); st != Status::Ok)
+            return st;
+        const uint64_t first = uint64_t{k} * cs;
+        if (first >= used)
             continue;
-        ++live;
-        dir_size += round_up8(sizeof(Qcow2BitmapDirEntryDisk) + uint64_t{b.name_len});
-        if (!b.changed)
+        const uint64_t valid = used - first < cs ? used - first : cs;
+        __builtin_memset(buf + valid, 0, static_cast<size_t>(cs - valid));
+        const uint64_t nbits = (size_ + g - 1) / g;
+        if (first + valid == used && nbits % 8 != 0)
+            buf[valid - 1] &= static_cast<uint8_t>((1u << (nbits % 8)) - 1);
+        bool zero = true;
+        for (uint64_t j = 0; j < cs && zero; ++j)
+            zero = buf[j] == 0;
+        if (zero)
             continue;
-        uint64_t* table = static_cast<uint64_t*>(allocate(uint64_t{b.table_size} * 8));
-        if (table == nullptr)
-            return Status::NoMemory;
-        for (uint32_t k = 0; k < b.table_size; ++k) {
-            table[k] = 0;
-            const uint8_t* chunk = b.data ? b.data + uint64_t{k} * cs : nullptr;
-            bool zero = true;
-            for (uint64_t j = 0; chunk && j < cs && zero; ++j)
-                zero = chunk[j] == 0;
-            if (zero)
-                continue;
-            uint64_t off = 0;
-            if (const Status st = img_.alloc_clusters(cs, &off); st != Status::Ok)
-                return st;
-            if (const Status st = img_.write(off, chunk, static_cast<size_t>(cs)); st != Status::Ok)
-                return st;
-            table[k] = off;
-        }
         uint64_t off = 0;
-        if (b.table_size != 0) {
-            if (const Status st = img_.alloc_clusters(uint64_t{b.table_size} * 8, &off); st != Status::Ok)
-                return st;
-            if (const Status st = img_.write_table(off, table, b.table_size); st != Status::Ok)
-                return st;
-        }
-        alloc_.deallocate(table, b.table_size == 0 ? 8 : static_cast<size_t>(uint64_t{b.table_size} * 8));
-        b.table_offset = off;
-    }
-    // 2. The new directory.
-    uint64_t dir_off = 0;
-    if (live > 0) {
-        uint8_t* dir = static_cast<uint8_t*>(allocate(dir_size));
-        if (dir == nullptr)
-            return Status::NoMemory;
-        __builtin_memset(dir, 0, static_cast<size_t>(dir_size));
-        uint64_t p = 0;
-        for (uint32_t i = 0; i < count_; ++i) {
-            const Bm& b = bms_[i];
-            if (b.removed)
-                continue;
-            store_be64(dir + p, b.table_offset);
-            store_be32(dir + p + 8, b.table_size);
-            store_be32(dir + p + 12, b.flags);
-            dir[p + 16] = BT_DIRTY_TRACKING_BITMAP;
-            dir[p + 17] = b.gran_bits;
-            store_be16(dir + p + 18, b.name_len);
-            store_be32(dir + p + 20, 0);
-            __builtin_memcpy(dir + p + 24, b.name, b.name_len);
-            p += round_up8(sizeof(Qcow2BitmapDirEntryDisk) + uint64_t{b.name_len});
-        }
-        if (const Status st = img_.alloc_clusters(dir_size, &dir_off); st != Status::Ok)
+        if (const Status st = img_.alloc_clusters(cs, &off); st != Status::Ok)
             return st;
-        if (const Status st = img_.write(dir_off, dir, static_cast<size_t>(dir_size)); st != Status::Ok)
+        if (const Status st = img_.write(off, buf, static_cast<size_t>(cs)); st != Status::Ok)
+            return st;
+        table[k] = off;
+    }
+    uint64_t off = 0;
+    if (b.table_size != 0) {
+        if (const Status st = img_.alloc_clusters(uint64_t{b.table_size} * 8, &off); st != Status::Ok)
+            return st;
+        if (const Status st = img_.write_table(off, table, b.table_size); st != Status::Ok)
             return st;
     }
+    alloc_.deallocate(buf, static_cast<size_t>(cs));
+    alloc_.deallocate(table, b.table_size == 0 ? 8 : static_cast<size_t>(uint64_t{b.table_size} * 8));
+    *table_offset = off;
+    return Status::Ok;
+}
+
+// Stores the run's result in qemu-img's sequence, so the file comes out as qemu-img's: qemu's open
+// marks the loaded bitmaps in use (in the directory, in place); each --remove writes a directory
+// without the bitmap, switches the header to it and frees the old one and the bitmap; closing
+// stores every consistent bitmap anew (store_bitmap, in directory order, new ones last), writes a
+// new directory, switches, and frees the old directory and tables. Unlike qemu, the in-use marks
+// are only written into directories already freed (their bytes, as qemu leaves them), so a kill
+// at any point leaves consistent bitmaps.
+Status BitmapEdit::store() {
+    // The directory on disk: the loaded bitmaps, in order.
+    DirEnt* disk = static_cast<DirEnt*>(allocate(uint64_t{orig_count_} * sizeof(DirEnt)));
+    DirEnt* prev = static_cast<DirEnt*>(allocate(uint64_t{orig_count_} * sizeof(DirEnt)));
+    if (disk == nullptr || prev == nullptr)
+        return Status::NoMemory;
+    uint32_t n = orig_count_;
+    for (uint32_t i = 0; i < n; ++i)
+        disk[i] = {&bms_[i], bms_[i].orig_flags, bms_[i].orig_table_offset};
+    uint64_t dir_off = ext_.nb_bitmaps > 0 ? ext_.bitmap_directory_offset : 0;
+    // Frees the directory the header no longer names and leaves qemu's bytes in it.
+    auto retire_dir = [&](uint64_t off, const DirEnt* e, uint32_t count) -> Status {
+        if (off == 0 || count == 0)
+            return Status::Ok;
+        if (const Status st = img_.free_clusters(off, dir_bytes(e, count)); st != Status::Ok)
+            return st;
+        return write_dir(e, count, true, off);
+    };
+    // --remove, in command-line order (qemu: qcow2_co_remove_persistent_dirty_bitmap).
+    for (uint32_t r = 0; r < remove_count_; ++r) {
+        const Bm* gone = &bms_[removes_[r]];
+        uint32_t at = n;
+        for (uint32_t i = 0; i < n; ++i)
+            if (disk[i].b == gone)
+                at = i;
+        if (at == n)
+            continue;
+        __builtin_memcpy(prev, disk, n * sizeof(DirEnt));
+        const uint32_t prev_n = n;
+        for (uint32_t i = at; i + 1 < n; ++i)
+            disk[i] = disk[i + 1];
+        --n;
+        uint64_t new_off = 0;
+        if (n > 0) {
+            if (const Status st = img_.alloc_clusters(dir_bytes(disk, n), &new_off); st != Status::Ok)
+                return st;
+            if (const Status st = write_dir(disk, n, false, new_off); st != Status::Ok)
+                return st;
+        }
+        if (const Status st = img_.sync(); st != Status::Ok)
+            return st;
+        if (const Status st = switch_header(n, dir_bytes(disk, n), new_off); st != Status::Ok)
+            return st;
+        if (const Status st = retire_dir(dir_off, prev, prev_n); st != Status::Ok)
+            return st;
+        dir_off = new_off;
+        if (const Status st = free_original(*gone); st != Status::Ok)
+            return st;
+    }
+    // Closing: every consistent bitmap is stored anew (qemu_store_persistent_dirty_bitmaps).
+    bool need_write = false;
+    for (uint32_t i = 0; i < count_; ++i)
+        need_write = need_write || (!bms_[i].removed && !(bms_[i].orig_flags & BME_FLAG_IN_USE));
+    if (!need_write)
+        return img_.sync();
+    uint32_t total = n;
+    for (uint32_t i = orig_count_; i < count_; ++i)
+        total += !bms_[i].removed;
+    DirEnt* fin = static_cast<DirEnt*>(allocate(uint64_t{total} * sizeof(DirEnt)));
+    if (fin == nullptr)
+        return Status::NoMemory;
+    uint32_t m = 0;
+    for (uint32_t i = 0; i < n; ++i)
+        fin[m++] = disk[i];
+    for (uint32_t i = orig_count_; i < count_; ++i)
+        if (!bms_[i].removed)
+            fin[m++] = {&bms_[i], 0, 0};
+    for (uint32_t i = 0; i < m; ++i) {
+        Bm& b = *const_cast<Bm*>(fin[i].b);
+        if (b.orig_flags & BME_FLAG_IN_USE)
+            continue; // inconsistent: left as it is
+        if (const Status st = store_bitmap(b, &fin[i].table_offset); st != Status::Ok)
+            return st;
+        fin[i].flags = b.flags & BME_FLAG_AUTO;
+    }
+    const uint64_t fin_size = dir_bytes(fin, m);
+    uint64_t fin_off = 0;
+    if (const Status st = img_.alloc_clusters(fin_size, &fin_off); st != Status::Ok)
+        return st;
+    if (const Status st = write_dir(fin, m, false, fin_off); st != Status::Ok)
+        return st;
     if (const Status st = img_.sync(); st != Status::Ok)
         return st;
-    // 3. The switch: cluster 0 rebuilt (autoclear bit, the extensions with the bitmaps one as
-    // qemu's qcow2_update_header places it, the backing file name after them), one write.
+    if (const Status st = switch_header(m, fin_size, fin_off); st != Status::Ok)
+        return st;
+    if (const Status st = retire_dir(dir_off, disk, n); st != Status::Ok)
+        return st;
+    for (uint32_t i = 0; i < n; ++i) // the replaced tables (qemu's drop_tables), in directory order
+        if (!(disk[i].b->orig_flags & BME_FLAG_IN_USE))
+            if (const Status st = free_original(*disk[i].b); st != Status::Ok)
+                return st;
+    return img_.sync();
+}
+
+// The switch: cluster 0 rebuilt as qemu's qcow2_update_header writes it (autoclear bit 0, the
+// extensions with the bitmaps one where qemu puts it, the backing file name after them, zeros to
+// the cluster's end), in one write, then flushed.
+Status BitmapEdit::switch_header(uint32_t live, uint64_t dir_size, uint64_t dir_off) {
+    const uint64_t cs = img_.cluster_size();
+    const Qcow2Header& h = img_.header();
     const uint64_t ext_start = h.header_length;
     const uint64_t ext_end = h.extensions_end();
     uint8_t* out = static_cast<uint8_t*>(allocate(cs));
@@ -515,20 +656,12 @@ Status BitmapEdit::store() {
     uint64_t autoclear = h.autoclear_features;
     autoclear = live > 0 ? (autoclear | QCOW2_AUTOCLEAR_BITMAPS) : (autoclear & ~QCOW2_AUTOCLEAR_BITMAPS);
     store_be64(out + QCOW2_HDR_AUTOCLEAR, autoclear);
-    // Bytes past what we write that the old header used: zeroed in the same write.
-    uint64_t old_end = ext_end;
-    if (h.backing_file_offset != 0)
-        old_end = h.backing_file_offset + h.backing_file_size;
-    const uint64_t len = w > old_end ? w : old_end;
-    if (const Status st = img_.write(0, out, static_cast<size_t>(len)); st != Status::Ok)
-        return st;
+    const Status wst = img_.write(0, out, static_cast<size_t>(cs));
+    alloc_.deallocate(out, static_cast<size_t>(cs));
+    if (wst != Status::Ok)
+        return wst;
     if (const Status st = host_.flush(img_.device()); st != Status::Ok)
         return st;
-    // 4. Free what is no longer named: the old directory, replaced or removed tables and data.
-    if (ext_.nb_bitmaps > 0 && ext_.bitmap_directory_size > 0)
-        if (const Status st = img_.free_clusters(ext_.bitmap_directory_offset, ext_.bitmap_directory_size);
-            st != Status::Ok)
-            return st;
     return Status::Ok;
 }
 
@@ -746,6 +879,10 @@ Status BitmapEdit::run() {
         adds += acts[i].kind == static_cast<uint32_t>(BitmapActionKind::Add);
     if (const Status st = load_directory(img_, ext_, &bms_, &count_, &capacity_, adds); st != Status::Ok)
         return st;
+    orig_count_ = count_;
+    removes_ = static_cast<uint32_t*>(allocate(uint64_t{a.action_count == 0 ? 1 : a.action_count} * 4));
+    if (removes_ == nullptr)
+        return Status::NoMemory;
     if (!(a.flags & (guest::BITMAP_SOURCE_FILE | guest::BITMAP_SOURCE_EMPTY))) {
         src_list = bms_; // --merge from the image itself
         src_count = count_;
@@ -811,6 +948,8 @@ Status BitmapEdit::run() {
                 break;
             }
             bms_[found].removed = true;
+            if (bms_[found].orig_table_offset != 0)
+                removes_[remove_count_++] = static_cast<uint32_t>(found);
             break;
         case BitmapActionKind::Clear:
         case BitmapActionKind::Enable:
@@ -857,13 +996,8 @@ Status BitmapEdit::run() {
         }
         any_change = true;
     }
-    if (!any_change)
-        return result;
+    (void)any_change; // qemu-img stores on close whatever happened (all consistent bitmaps anew)
     if (const Status st = store(); st != Status::Ok)
-        return st;
-    if (const Status st = free_replaced(); st != Status::Ok)
-        return st;
-    if (const Status st = img_.sync(); st != Status::Ok)
         return st;
     return result;
 }
