@@ -153,6 +153,9 @@ def main():
     fixture("plain.qcow2", [Q, "create", "-q", "-f", "qcow2", "plain.qcow2", "64M"])
     fixture("v2.qcow2", [Q, "create", "-q", "-f", "qcow2", "-o", "compat=0.10", "v2.qcow2", "64M"])
     fixture("raw.img", [Q, "create", "-q", "-f", "raw", "raw.img", "64M"])
+    fixture("vm.vmdk", [Q, "create", "-q", "-f", "vmdk", "vm.vmdk", "64M"])
+    fixture("vm.vhd", [Q, "create", "-q", "-f", "vpc", "vm.vhd", "64M"])
+    fixture("vm.vhdx", [Q, "create", "-q", "-f", "vhdx", "vm.vhdx", "64M"])
     fixture("dirty.qcow2",
             [Q, "create", "-q", "-f", "qcow2", "dirty.qcow2", "64M"],
             [Q, "bitmap", "--add", "dirty.qcow2", "b1"],
@@ -224,6 +227,10 @@ def main():
         ("raw.img", ["--add", "-f", "raw", "raw.img", "b"]),
         ("raw.img", ["--enable", "-f", "raw", "raw.img", "b"]),
         ("plain.qcow2", ["--add", "-f", "raw", "plain.qcow2", "b"]),
+        ("vm.vmdk", ["--add", "vm.vmdk", "b"]),
+        ("vm.vhd", ["--remove", "vm.vhd", "b"]),
+        ("vm.vhdx", ["--merge", "x", "vm.vhdx", "b"]),
+        ("vm.vhdx", ["--add", "-g", "1k", "vm.vhdx", "b"]),
         # remove, clear, enable, disable
         ("dirty.qcow2", ["--remove", "dirty.qcow2", "b1"]),
         ("dirty.qcow2", ["--remove", "dirty.qcow2", "nope"]),

@@ -392,7 +392,7 @@ Status BitmapEdit::free_original(const Bm& b) {
     old.data = nullptr;
     old.table_offset = b.orig_table_offset;
     if (const Status st = load_table(img_, old); st != Status::Ok)
-        return st;
+        return st == Status::Corrupt ? Status::Ok : st; // a broken table is leaked, as qemu does
     if (const Status st = free_table(old.table, old.table_size, old.table_offset); st != Status::Ok)
         return st;
     alloc_.deallocate(old.table, old.table_size == 0 ? 8 : static_cast<size_t>(uint64_t{old.table_size} * 8));
