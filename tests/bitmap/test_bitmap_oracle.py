@@ -115,6 +115,26 @@ def must(cmd, cwd):
         raise RuntimeError("fixture command failed: %s\n%s" % (" ".join(cmd), p.stderr))
 
 
+NEEDS = {"backed.qcow2": ["plain.qcow2"]}  # files a fixture names (its backing file)
+
+
+def fresh_copy(fx, dest, args, extra=()):
+    """dest/ with copies of the fixtures the command line names (and what they name): copying
+    only those keeps the test quick."""
+    shutil.rmtree(dest, ignore_errors=True)
+    os.mkdir(dest)
+    names = set(extra)
+    for a in args:
+        for part in a.split(","):
+            part = part.split("=")[-1]
+            if part and os.path.isfile(os.path.join(fx, part)):
+                names.add(part)
+    for n in list(names):
+        names.update(NEEDS.get(n, []))
+    for n in names:
+        shutil.copy(os.path.join(fx, n), os.path.join(dest, n))
+
+
 def norm(text, prog_path):
     text = text.replace(prog_path, "PROG")
     return re.sub(r"#block1\d\d", "#block1NN", text)
@@ -285,8 +305,7 @@ def main():
             dirs = {}
             for who in ("want", "got"):
                 d = os.path.join(work, who)
-                shutil.rmtree(d, ignore_errors=True)
-                shutil.copytree(fx, d)
+                fresh_copy(fx, d, args, [fixture_name])
                 dirs[who] = d
             want = run([oracle, "bitmap"] + args, dirs["want"], env)
             got = run([qemu_named, "--qemu-version", version, "bitmap"] + args, dirs["got"], env)
@@ -350,8 +369,7 @@ def main():
             dirs = {}
             for who in ("want", "got"):
                 d = os.path.join(work, who)
-                shutil.rmtree(d, ignore_errors=True)
-                shutil.copytree(fx, d)
+                fresh_copy(fx, d, args)
                 dirs[who] = d
             want = run([oracle, "convert"] + args, dirs["want"], env)
             got = run([qemu_named, "--qemu-version", version, "convert"] + args, dirs["got"], env)
@@ -396,8 +414,7 @@ def main():
         base = os.path.join(fx, fixture_name)
         old = read_bitmaps(base)
         ref = os.path.join(work, "ref")
-        shutil.rmtree(ref, ignore_errors=True)
-        shutil.copytree(fx, ref)
+        fresh_copy(fx, ref, args)
         rc, _, err = run([qemu_named, "bitmap"] + args, ref, env)
         new = read_bitmaps(os.path.join(ref, fixture_name))
         if rc != 0:
@@ -408,8 +425,7 @@ def main():
         ok = True
         while n < 10000:
             d = os.path.join(work, "crash")
-            shutil.rmtree(d, ignore_errors=True)
-            shutil.copytree(fx, d)
+            fresh_copy(fx, d, args)
             cenv = dict(env, INSTAR_TEST_KILL_AT_WRITE=str(n))
             rc, _, err = run([qemu_named, "bitmap"] + args, d, cenv)
             img = os.path.join(d, fixture_name)
