@@ -202,6 +202,13 @@ def main():
             [Q, "bitmap", "--add", "backed.qcow2", "x"],
             [qio, "-c", "write 2M 64k", "backed.qcow2"])
 
+    fixture("big.qcow2",
+            [Q, "create", "-q", "-f", "qcow2", "big.qcow2", "1T"],
+            [Q, "bitmap", "--add", "big.qcow2", "b64k"],
+            [Q, "bitmap", "--add", "-g", "512", "big.qcow2", "b512"],
+            [Q, "bitmap", "--add", "-g", "2M", "big.qcow2", "b2m"],
+            [qio, "-c", "write 0 4k", "-c", "write 500G 1M", "-c", "write 1048575M 1M", "big.qcow2"])
+    fixture("huge.qcow2", [Q, "create", "-q", "-f", "qcow2", "huge.qcow2", "4T"])
     shutil.copy(os.path.join(fx, "dirty.qcow2"), os.path.join(fx, "inuse.qcow2"))
     set_in_use(os.path.join(fx, "inuse.qcow2"), "b1")
 
@@ -282,6 +289,14 @@ def main():
         ("dirty.qcow2", ["--merge", "zz", "-b", "src.qcow2", "dirty.qcow2", "b1"]),
         ("dirty.qcow2", ["--merge", "b1", "-b", "raw.img", "-F", "raw", "dirty.qcow2", "b1"]),
         ("c512.qcow2", ["--merge", "a", "c512.qcow2", "a"]),
+        # large disks: sparse bitmap tables, size limits, merges across granularities
+        ("big.qcow2", ["--add", "-g", "512", "big.qcow2", "x"]),
+        ("huge.qcow2", ["--add", "-g", "512", "huge.qcow2", "x"]),
+        ("huge.qcow2", ["--add", "-g", "1k", "huge.qcow2", "x"]),
+        ("big.qcow2", ["--merge", "b512", "big.qcow2", "b2m"]),
+        ("big.qcow2", ["--merge", "b2m", "big.qcow2", "b64k"]),
+        ("big.qcow2", ["--clear", "big.qcow2", "b512"]),
+        ("big.qcow2", ["--merge", "b64k", "big.qcow2", "b512"]),
         # in-use (inconsistent) bitmaps: only --remove works on them; others are kept as they are
         ("inuse.qcow2", ["--clear", "inuse.qcow2", "b1"]),
         ("inuse.qcow2", ["--enable", "inuse.qcow2", "b1"]),

@@ -24,8 +24,9 @@ using guest::BitmapActionKind;
 namespace {
 
 // Merged bitmap content is held in memory until it is stored (so data clusters and tables are
-// allocated in qemu's order, bitmap by bitmap): at most this much in all, a 16 TiB disk's
-// bitmaps at 4 KiB granularity, far beyond what a command line merges in practice.
+// allocated in qemu's order, bitmap by bitmap), its non-zero clusters only: at most this much in
+// all (a quarter of the guest's default memory; a fully dirty 1 TiB disk at 64 KiB granularity
+// needs 2 MiB).
 constexpr uint64_t BITMAP_MAX_MERGED_BYTES = 64u << 20;
 constexpr char INCONSISTENT_HINT[] = "Try block-dirty-bitmap-remove to delete this bitmap from disk\n";
 constexpr uint64_t BME_TABLE_ENTRY_RESERVED_MASK = 0xff000000000001feull;
@@ -72,7 +73,8 @@ struct Bm {
     uint64_t orig_table_offset = 0; // as loaded from the directory (0: added in this run)
     uint32_t orig_flags = 0;        // as loaded (BME_FLAG_IN_USE: inconsistent, left as it is)
     uint64_t* table = nullptr; // a loaded bitmap's table entries (as on disk)
-    uint8_t* data = nullptr;   // content made by this run (merge): table_size clusters, in memory
+    uint8_t** chunks = nullptr; // content made by this run (merge): table_size clusters, in memory
+                                // where not all zeros (nullptr: a zero cluster)
     bool removed = false;
     bool changed = false;      // content changed: new data clusters and table on disk (data, or
                                // all zeros without it: added or cleared)
@@ -103,10 +105,10 @@ private:
     Status load_directory(Qcow2Inplace& img, const Qcow2Extensions& ext, Bm** list, uint32_t* count,
                           uint32_t* capacity, uint64_t extra_capacity);
     Status load_table(Qcow2Inplace& img, Bm& b);
-    // Bit `bit` of bitmap `b` of image `img` (its table loaded).
-    Status get_bit(Qcow2Inplace& img, const Bm& b, uint64_t bit, bool* out);
     Status read_data_cluster(Qcow2Inplace& img, const Bm& b, uint64_t index, uint8_t* buf);
     Status merge(Qcow2Inplace& src_img, const Bm& src, Bm& dst);
+    Status chunk(Bm& b, uint64_t index, uint8_t** out);
+    Status set_bits(Bm& b, uint64_t first, uint64_t last);
     // An entry of a directory this run writes (or qemu wrote, for the freed ones).
     struct DirEnt {
         const Bm* b;
@@ -152,9 +154,7 @@ private:
     uint32_t orig_count_ = 0;   // bms_[0, orig_count_): the bitmaps loaded from the image
     uint32_t* removes_ = nullptr; // indexes of loaded bitmaps --remove took, in order
     uint32_t remove_count_ = 0;
-    uint8_t* cache_ = nullptr; // one data cluster read for get_bit
-    const Qcow2Inplace* cache_img_ = nullptr;
-    uint64_t cache_off_ = 0;
+    uint8_t* cache_ = nullptr; // one cluster of zeros for freed data (devices without discard)
     const uint8_t* name_ = nullptr;
     size_t name_len_ = 0;
 };
@@ -253,9 +253,9 @@ Status BitmapEdit::load_table(Qcow2Inplace& img, Bm& b) {
 
 Status BitmapEdit::read_data_cluster(Qcow2Inplace& img, const Bm& b, uint64_t index, uint8_t* buf) {
     const uint64_t cs = img.cluster_size();
-    if (b.data != nullptr) {
-        if (index < b.table_size)
-            __builtin_memcpy(buf, b.data + index * cs, static_cast<size_t>(cs));
+    if (b.chunks != nullptr) {
+        if (index < b.table_size && b.chunks[index] != nullptr)
+            __builtin_memcpy(buf, b.chunks[index], static_cast<size_t>(cs));
         else
             __builtin_memset(buf, 0, static_cast<size_t>(cs));
         return Status::Ok;
@@ -273,91 +273,135 @@ Status BitmapEdit::read_data_cluster(Qcow2Inplace& img, const Bm& b, uint64_t in
     return img.read(off, buf, static_cast<size_t>(cs));
 }
 
-Status BitmapEdit::get_bit(Qcow2Inplace& img, const Bm& b, uint64_t bit, bool* out) {
-    const uint64_t cs = img.cluster_size();
-    const uint64_t bits_per_cluster = cs * 8;
-    const uint64_t index = bit / bits_per_cluster;
-    if (b.data != nullptr) {
-        *out = index < b.table_size && ((b.data[bit / 8] >> (bit % 8)) & 1);
-        return Status::Ok;
+
+// The merged-content cluster `index` of `b`, allocated (zeros) on first use.
+Status BitmapEdit::chunk(Bm& b, uint64_t index, uint8_t** out) {
+    if (b.chunks[index] == nullptr) {
+        const uint64_t cs = img_.cluster_size();
+        if (cs > BITMAP_MAX_MERGED_BYTES - merged_bytes_)
+            return fail(Status::TooLarge, "bitmap: the merged bitmaps exceed instar's 64 MiB limit");
+        uint8_t* c = static_cast<uint8_t*>(allocate(cs));
+        if (c == nullptr)
+            return Status::NoMemory;
+        __builtin_memset(c, 0, static_cast<size_t>(cs));
+        merged_bytes_ += cs;
+        b.chunks[index] = c;
     }
-    if (b.table == nullptr) {
-        *out = false;
-        return Status::Ok;
-    }
-    const uint64_t e = index < b.table_size ? b.table[index] : 0;
-    const uint64_t off = e & BME_TABLE_ENTRY_OFFSET_MASK;
-    if (off == 0) {
-        *out = (e & BME_TABLE_ENTRY_FLAG_ALL_ONES) != 0;
-        return Status::Ok;
-    }
-    if (cache_img_ != &img || cache_off_ != off) {
-        if (const Status st = img.read(off, cache_, static_cast<size_t>(cs)); st != Status::Ok)
+    *out = b.chunks[index];
+    return Status::Ok;
+}
+
+// Sets bits [first, last] of b's merged content.
+Status BitmapEdit::set_bits(Bm& b, uint64_t first, uint64_t last) {
+    const uint64_t bpc = img_.cluster_size() * 8;
+    while (first <= last) {
+        const uint64_t ci = first / bpc;
+        uint64_t in = first % bpc;
+        const uint64_t end = last - first < bpc - 1 - in ? in + (last - first) : bpc - 1;
+        uint8_t* c = nullptr;
+        if (const Status st = chunk(b, ci, &c); st != Status::Ok)
             return st;
-        cache_img_ = &img;
-        cache_off_ = off;
+        first += end - in + 1;
+        for (; in <= end && in % 8 != 0; ++in)
+            c[in / 8] |= static_cast<uint8_t>(1u << (in % 8));
+        if (in + 8 <= end + 1) {
+            __builtin_memset(c + in / 8, 0xff, static_cast<size_t>((end + 1 - in) / 8));
+            in += (end + 1 - in) / 8 * 8;
+        }
+        for (; in <= end; ++in)
+            c[in / 8] |= static_cast<uint8_t>(1u << (in % 8));
     }
-    const uint64_t in = bit % bits_per_cluster;
-    *out = (cache_[in / 8] >> (in % 8)) & 1;
     return Status::Ok;
 }
 
 // dst |= src over the same disk bytes (qemu's hbitmap_merge: a source bit sets every destination
-// bit whose range overlaps its range), into dst's in-memory content.
+// bit whose range overlaps its range), into dst's in-memory content. Only the clusters of the
+// source that hold data are visited.
 Status BitmapEdit::merge(Qcow2Inplace& src_img, const Bm& src, Bm& dst) {
     const uint64_t cs = img_.cluster_size();
-    const uint64_t bits_per_cluster = cs * 8;
     const uint64_t gd = uint64_t{1} << dst.gran_bits;
     const uint64_t gs = uint64_t{1} << src.gran_bits;
     const uint64_t dst_bits = (size_ + gd - 1) / gd;
-    const uint64_t bytes = uint64_t{dst.table_size} * cs; // <= BME_MAX_PHYS_SIZE (entry checks)
-    if (dst.data == nullptr) {
-        if (bytes > BITMAP_MAX_MERGED_BYTES - merged_bytes_)
-            return fail(Status::TooLarge, "bitmap: the merged bitmaps exceed instar's 64 MiB limit");
-        uint8_t* data = static_cast<uint8_t*>(allocate(bytes));
-        if (data == nullptr)
+    const uint64_t scs = src_img.cluster_size();
+    uint8_t* sbuf = static_cast<uint8_t*>(allocate(scs > cs ? scs : cs)); // one cluster of either
+    if (sbuf == nullptr)
+        return Status::NoMemory;
+    auto is_zero = [](const uint8_t* p, uint64_t n) {
+        for (uint64_t k = 0; k < n; ++k)
+            if (p[k] != 0)
+                return false;
+        return true;
+    };
+    if (dst.chunks == nullptr) { // first merge into dst: its current content, non-zero clusters only
+        uint8_t** ch = static_cast<uint8_t**>(allocate(uint64_t{dst.table_size} * sizeof(uint8_t*)));
+        if (ch == nullptr)
             return Status::NoMemory;
-        merged_bytes_ += bytes;
         for (uint32_t i = 0; i < dst.table_size; ++i)
-            if (const Status st = read_data_cluster(img_, dst, i, data + uint64_t{i} * cs); st != Status::Ok)
-                return st;
-        dst.data = data;
-    }
-    uint8_t* out = dst.data;
-    const bool same = gd == gs && src_img.cluster_size() == cs;
-    if (same) {
-        for (uint32_t i = 0; i < dst.table_size; ++i) {
-            if (const Status st = read_data_cluster(src_img, src, i, cache_); st != Status::Ok)
-                return st;
-            uint8_t* o = out + uint64_t{i} * cs;
-            for (uint64_t k = 0; k < cs; ++k)
-                o[k] |= cache_[k];
-        }
-        cache_img_ = nullptr; // cache_ was used as a buffer
-    } else {
-        for (uint64_t bit = 0; bit < dst_bits; ++bit) {
-            if ((out[bit / 8] >> (bit % 8)) & 1)
+            ch[i] = nullptr;
+        for (uint32_t i = 0; i < dst.table_size && dst.table != nullptr; ++i) {
+            if (dst.table[i] == 0)
                 continue;
-            // Source bits overlapping [bit * gd, (bit + 1) * gd) (clamped to the disk).
-            const uint64_t lo = bit * gd;
-            const uint64_t hi = lo + gd < size_ ? lo + gd : size_;
-            for (uint64_t k = lo / gs; k * gs < hi; ++k) {
-                bool set = false;
-                if (const Status st = get_bit(src_img, src, k, &set); st != Status::Ok)
-                    return st;
-                if (set) {
-                    out[bit / 8] |= static_cast<uint8_t>(1u << (bit % 8));
+            if (const Status st = read_data_cluster(img_, dst, i, sbuf); st != Status::Ok)
+                return st;
+            if (is_zero(sbuf, cs))
+                continue;
+            if (cs > BITMAP_MAX_MERGED_BYTES - merged_bytes_)
+                return fail(Status::TooLarge, "bitmap: the merged bitmaps exceed instar's 64 MiB limit");
+            ch[i] = static_cast<uint8_t*>(allocate(cs));
+            if (ch[i] == nullptr)
+                return Status::NoMemory;
+            merged_bytes_ += cs;
+            __builtin_memcpy(ch[i], sbuf, static_cast<size_t>(cs));
+        }
+        dst.chunks = ch;
+    }
+    const uint64_t src_bits = (size_ + gs - 1) / gs;
+    for (uint32_t i = 0; i < src.table_size; ++i) {
+        if (src.chunks != nullptr) {
+            if (src.chunks[i] == nullptr)
+                continue;
+        } else if (src.table == nullptr || src.table[i] == 0) {
+            continue; // added or cleared in this run, or a zero cluster
+        }
+        if (const Status st = read_data_cluster(src_img, src, i, sbuf); st != Status::Ok)
+            return st;
+        if (gd == gs && scs == cs) {
+            if (is_zero(sbuf, cs))
+                continue;
+            uint8_t* o = nullptr;
+            if (const Status st = chunk(dst, i, &o); st != Status::Ok)
+                return st;
+            for (uint64_t k = 0; k < cs; ++k)
+                o[k] |= sbuf[k];
+            continue;
+        }
+        // Each set source bit k covers disk bytes [k * gs, (k + 1) * gs) (clamped to the disk).
+        for (uint64_t j = 0; j < scs; ++j) {
+            if (sbuf[j] == 0)
+                continue;
+            for (uint32_t t = 0; t < 8; ++t) {
+                if (!((sbuf[j] >> t) & 1))
+                    continue;
+                const uint64_t k = (uint64_t{i} * scs + j) * 8 + t;
+                if (k >= src_bits)
                     break;
-                }
+                const uint64_t lo = k * gs;
+                const uint64_t hi = lo + gs < size_ ? lo + gs : size_;
+                if (const Status st = set_bits(dst, lo / gd, (hi - 1) / gd); st != Status::Ok)
+                    return st;
             }
         }
     }
+    alloc_.deallocate(sbuf, static_cast<size_t>(scs > cs ? scs : cs));
     // Bits past the disk's end stay clear, as qemu serializes them.
-    for (uint64_t bit = dst_bits; bit < bytes * 8 && bit < (dst_bits + 7) / 8 * 8; ++bit)
-        out[bit / 8] &= static_cast<uint8_t>(~(1u << (bit % 8)));
-    if ((dst_bits + 7) / 8 < bytes)
-        __builtin_memset(out + (dst_bits + 7) / 8, 0, static_cast<size_t>(bytes - (dst_bits + 7) / 8));
-    (void)bits_per_cluster;
+    const uint64_t bpc = cs * 8;
+    for (uint64_t i = dst_bits / bpc; i < dst.table_size; ++i) {
+        uint8_t* c = dst.chunks[i];
+        if (c == nullptr)
+            continue;
+        for (uint64_t bit = dst_bits > i * bpc ? dst_bits - i * bpc : 0; bit < bpc; ++bit)
+            c[bit / 8] &= static_cast<uint8_t>(~(1u << (bit % 8)));
+    }
     dst.changed = true;
     return Status::Ok;
 }
@@ -374,7 +418,6 @@ Status BitmapEdit::free_table(const uint64_t* table, uint32_t size, uint64_t tab
         // qemu frees bitmap data with QCOW2_DISCARD_ALWAYS: the cluster becomes a hole (zeros).
         if (img_.device().discard(off, cs) != Status::Ok) {
             __builtin_memset(cache_, 0, static_cast<size_t>(cs));
-            cache_img_ = nullptr;
             if (const Status st = img_.write(off, cache_, static_cast<size_t>(cs)); st != Status::Ok)
                 return st;
         }
@@ -389,7 +432,7 @@ Status BitmapEdit::free_table(const uint64_t* table, uint32_t size, uint64_t tab
 Status BitmapEdit::free_original(const Bm& b) {
     Bm old = b;
     old.table = nullptr;
-    old.data = nullptr;
+    old.chunks = nullptr;
     old.table_offset = b.orig_table_offset;
     if (const Status st = load_table(img_, old); st != Status::Ok)
         return st == Status::Corrupt ? Status::Ok : st; // a broken table is leaked, as qemu does
@@ -445,13 +488,13 @@ Status BitmapEdit::store_bitmap(Bm& b, uint64_t* table_offset) {
     uint8_t* buf = static_cast<uint8_t*>(allocate(cs));
     if (table == nullptr || buf == nullptr)
         return Status::NoMemory;
-    const bool loaded = b.data == nullptr && !b.changed;
+    const bool loaded = b.chunks == nullptr && !b.changed;
     if (loaded)
         if (const Status st = load_table(img_, b); st != Status::Ok)
             return st;
     for (uint32_t k = 0; k < b.table_size; ++k) {
         table[k] = 0;
-        if (b.data == nullptr && b.changed)
+        if (b.chunks == nullptr ? b.changed || b.table[k] == 0 : b.chunks[k] == nullptr)
             continue; // all zeros
         if (const Status st = read_data_cluster(img_, b, k, buf); st != Status::Ok)
             return st;
@@ -769,9 +812,8 @@ Status BitmapEdit::merge_bitmap(const uint8_t* dst_name, size_t dst_len, Bm* src
     if (src.table == nullptr && !src.changed)
         if (const Status st = load_table(src_img, src); st != Status::Ok)
             return st;
-    if (src.table == nullptr && src.data == nullptr)
+    if (src.table == nullptr && src.chunks == nullptr)
         return Status::Ok; // added or cleared in this run: nothing to merge
-    cache_img_ = nullptr;
     return merge(src_img, src, dst);
 }
 
@@ -968,7 +1010,7 @@ Status BitmapEdit::run() {
             }
             if (k == BitmapActionKind::Clear) {
                 b.table = nullptr; // all zeros from now on
-                b.data = nullptr;
+                b.chunks = nullptr;
                 b.changed = true;
             } else if (k == BitmapActionKind::Enable) {
                 b.flags |= BME_FLAG_AUTO;
