@@ -197,6 +197,10 @@ def main():
             [Q, "create", "-q", "-f", "qcow2", "-o", "cluster_size=512", "c512.qcow2", "16M"],
             [Q, "bitmap", "--add", "c512.qcow2", "a"],
             [qio, "-c", "write 1M 100k", "c512.qcow2"])
+    fixture("src2m.qcow2",
+            [Q, "create", "-q", "-f", "qcow2", "-o", "cluster_size=2M", "src2m.qcow2", "16M"],
+            [Q, "bitmap", "--add", "-g", "1k", "src2m.qcow2", "s"],
+            [qio, "-c", "write 3M 5k", "-c", "write 15M 1M", "src2m.qcow2"])
     fixture("backed.qcow2",
             [Q, "create", "-q", "-f", "qcow2", "-b", "plain.qcow2", "-F", "qcow2", "backed.qcow2"],
             [Q, "bitmap", "--add", "backed.qcow2", "x"],
@@ -289,6 +293,8 @@ def main():
         ("dirty.qcow2", ["--merge", "zz", "-b", "src.qcow2", "dirty.qcow2", "b1"]),
         ("dirty.qcow2", ["--merge", "b1", "-b", "raw.img", "-F", "raw", "dirty.qcow2", "b1"]),
         ("c512.qcow2", ["--merge", "a", "c512.qcow2", "a"]),
+        # a source with larger clusters than the image's, other granularity
+        ("c512.qcow2", ["--merge", "s", "-b", "src2m.qcow2", "c512.qcow2", "a"]),
         # large disks: sparse bitmap tables, size limits, merges across granularities
         ("big.qcow2", ["--add", "-g", "512", "big.qcow2", "x"]),
         ("huge.qcow2", ["--add", "-g", "512", "huge.qcow2", "x"]),
