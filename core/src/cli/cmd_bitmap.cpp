@@ -247,6 +247,61 @@ int cmd_bitmap(Context& ctx, std::span<const std::string> args) {
         return report_error(ctx, "Could not open '" + given + "': Block format '" + chain.links.front().node.format +
                                      "' does not support the option '" + *name->unsupported_option + "'");
     const ChainLink& link = chain.links.front();
+    // qemu opens the image for I/O: an encrypted one needs its secret (instar needs none to change
+    // bitmaps, but answers as qemu-img does).
+    auto needs_secret = [](const ChainLink& l, const ImageName* n) {
+        return l.node.encrypted.value_or(false) && (n == nullptr || !n->strong.contains("encrypt.key-secret"));
+    };
+    if (needs_secret(link, &*name))
+        return report_error(ctx, "Could not open '" + given + "': Parameter 'encrypt.key-secret' is required for cipher");
+
+    const std::string node = node_name(image_opts, given);
+    const bool qcow2 = link.node.format == "qcow2";
+    // The edit of a qcow2 image: `actions` (none: qemu-img only opened and closed it, which
+    // stores its bitmaps anew).
+    auto run = [&](const std::vector<Action>& todo, std::uint32_t flags,
+                   std::vector<vmm::Device> extra) -> int {
+        EditCall call;
+        call.link = &link;
+        call.filename = given;
+        call.command = guest::EditCommand::Bitmap;
+        call.extra = std::move(extra);
+        guest::BitmapArgs head{};
+        head.action_count = static_cast<std::uint32_t>(todo.size());
+        head.flags = flags;
+        head.granularity = granularity; // the guest keeps qemu's uint32_t truncation
+        head.name_len = static_cast<std::uint32_t>(bitmap.size());
+        head.node_len = static_cast<std::uint32_t>(node.size());
+        put(call.args, head);
+        for (const auto& a : todo) {
+            guest::BitmapAction rec{static_cast<std::uint32_t>(a.kind), static_cast<std::uint32_t>(a.src.size())};
+            put(call.args, rec);
+            put_str(call.args, a.src);
+        }
+        put_str(call.args, bitmap);
+        put_str(call.args, node);
+        auto report = run_edit(call, sandbox, ctx.profile.version);
+        if (!report)
+            return report_error(ctx, report.error());
+        ctx.out << report->out;
+        for (char c : report->err) {
+            if (c == '\x01')
+                ctx.err << ctx.prog << ": ";
+            else
+                ctx.err << c;
+        }
+        // A failed action printed qemu's message itself (stderr text); a refusal sends a reason.
+        if (report->status != guest::Status::Ok)
+            return report->reason.empty() ? 1 : report_error(ctx, report->reason);
+        return 0;
+    };
+    // qemu-img fails after opening the image (the source cannot be opened): it still closes the
+    // image, which stores its bitmaps.
+    auto fail_after_open = [&](const std::string& msg) {
+        if (qcow2 && run({}, guest::BITMAP_STORE_ONLY, {}) != 0)
+            return 1;
+        return report_error(ctx, msg);
+    };
 
     // -b: the source image, read-only, its backing chain not opened (BDRV_O_NO_BACKING).
     OpenedChain src_chain;
@@ -259,16 +314,18 @@ int cmd_bitmap(Context& ctx, std::span<const std::string> args) {
         so.unsafe_quirks = eo.unsafe_quirks;
         so.allow_paths = eo.allow_paths;
         if (auto ok = open_for_edit(so, ctx.plugins(), sandbox, ctx.profile.version, src_chain); !ok)
-            return report_error(ctx, ok.error());
+            return fail_after_open(ok.error());
         const ChainLink& s = src_chain.links.front();
+        if (needs_secret(s, nullptr))
+            return fail_after_open("Could not open '" + *src_file +
+                                   "': Parameter 'encrypt.key-secret' is required for cipher");
         src_has_bitmaps = s.node.format == "qcow2";
         if (src_has_bitmaps)
             extra.push_back({s.image.fd, s.image.size, false});
     }
 
-    const std::string node = node_name(image_opts, given);
     // Formats other than qcow2 store no bitmaps: the first action fails as qemu's does.
-    if (link.node.format != "qcow2") {
+    if (!qcow2) {
         const Action& a = actions.front();
         std::string why;
         if (a.kind != guest::BitmapActionKind::Add)
@@ -283,41 +340,10 @@ int cmd_bitmap(Context& ctx, std::span<const std::string> args) {
         return report_error(ctx, std::string("Operation ") + a.op + " on bitmap " + bitmap + " failed: " + why);
     }
 
-    EditCall call;
-    call.link = &link;
-    call.filename = given;
-    call.command = guest::EditCommand::Bitmap;
-    call.extra = extra;
-    guest::BitmapArgs head{};
-    head.action_count = static_cast<std::uint32_t>(actions.size());
-    head.flags = (src_file ? guest::BITMAP_SOURCE_FILE : 0u) | (src_has_bitmaps ? 0u : guest::BITMAP_SOURCE_EMPTY);
-    head.granularity = granularity; // the guest keeps qemu's uint32_t truncation
-    head.name_len = static_cast<std::uint32_t>(bitmap.size());
-    head.node_len = static_cast<std::uint32_t>(node.size());
     if (actions.size() > guest::BITMAP_MAX_ACTIONS)
         return report_error(ctx, "too many bitmap actions (at most " + std::to_string(guest::BITMAP_MAX_ACTIONS) + ")");
-    put(call.args, head);
-    for (const auto& a : actions) {
-        guest::BitmapAction rec{static_cast<std::uint32_t>(a.kind), static_cast<std::uint32_t>(a.src.size())};
-        put(call.args, rec);
-        put_str(call.args, a.src);
-    }
-    put_str(call.args, bitmap);
-    put_str(call.args, node);
-    auto report = run_edit(call, sandbox, ctx.profile.version);
-    if (!report)
-        return report_error(ctx, report.error());
-    ctx.out << report->out;
-    for (char c : report->err) {
-        if (c == '\x01')
-            ctx.err << ctx.prog << ": ";
-        else
-            ctx.err << c;
-    }
-    // A failed action printed qemu's message itself (stderr text); a refusal sends a reason.
-    if (report->status != guest::Status::Ok)
-        return report->reason.empty() ? 1 : report_error(ctx, report->reason);
-    return 0;
+    return run(actions, (src_file ? guest::BITMAP_SOURCE_FILE : 0u) | (src_has_bitmaps ? 0u : guest::BITMAP_SOURCE_EMPTY),
+               extra);
 }
 
 } // namespace instar::cli

@@ -824,7 +824,8 @@ Status BitmapEdit::run() {
     guest::BitmapArgs a;
     __builtin_memcpy(&a, req_.args, sizeof a);
     const bool copy_all = (a.flags & guest::BITMAP_COPY_ALL) != 0;
-    if ((a.action_count == 0 && !copy_all) || a.action_count > guest::BITMAP_MAX_ACTIONS)
+    const bool store_only = (a.flags & guest::BITMAP_STORE_ONLY) != 0;
+    if ((a.action_count == 0 && !copy_all && !store_only) || a.action_count > guest::BITMAP_MAX_ACTIONS)
         return fail(Status::Invalid, "bitmap: bad action count");
     size_t pos = sizeof a;
     struct Act {

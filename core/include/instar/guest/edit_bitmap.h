@@ -2,7 +2,7 @@
 // order, applied one after another to the bitmap BITMAP of the image; the first that fails stops the
 // run (what the earlier ones did stays, as qemu-img stores them when it closes the image).
 //
-// Layout: BitmapArgs, then `action_count` BitmapAction records (0 only with BITMAP_COPY_ALL) each followed by its `src_len`
+// Layout: BitmapArgs, then `action_count` BitmapAction records (0 only with BITMAP_COPY_ALL or BITMAP_STORE_ONLY) each followed by its `src_len`
 // source-name bytes (--merge only), then `name_len` bytes of BITMAP, then `node_len` bytes of the
 // node name qemu would print in messages ("#block1NN" or --image-opts' node-name). No terminators.
 // The host built these bytes (trusted); the guest still checks every length against args_len.
@@ -29,6 +29,9 @@ inline constexpr uint32_t BITMAP_SOURCE_EMPTY = 2; // -b names an image of a for
 // from the source, as qemu-img's convert_copy_bitmaps; in-use ones are skipped (the host refused
 // them already unless --skip-broken-bitmaps). Errors: "Failed to create/populate bitmap NAME: ...".
 inline constexpr uint32_t BITMAP_COPY_ALL = 4;
+// No actions: qemu-img opened the image and failed before any (the -b source could not be
+// opened); closing stores its bitmaps anew, which this reproduces.
+inline constexpr uint32_t BITMAP_STORE_ONLY = 8;
 
 // At most this many actions: far more than any command line holds, and it bounds the guest's loop.
 inline constexpr uint32_t BITMAP_MAX_ACTIONS = 4096;
