@@ -1,6 +1,6 @@
 // Fuzz target: `bitmap`'s in-place edit (qcow2_edit_bitmap.cpp) over a hostile image. The input
 // is the image; a short action list derived from it (add, remove, clear, enable, disable, merge,
-// on the seeds' bitmap names) follows. It must never crash, loop, exceed its memory budget or
+// on the seeds' bitmap names, merging from the image or, as -b, from a copy of it) follows. It must never crash, loop, exceed its memory budget or
 // grow the file past its budget, whatever the bitmap directory, tables and refcounts say.
 #include "hosted_create.h"
 #include "hosted_read.h"
@@ -25,17 +25,23 @@ constexpr int ACTIONS = 3;
 
 class ImageFile final : public instar::guest::BlockDevice {
 public:
-    ImageFile(const std::uint8_t* d, std::size_t n) : out_(OUTPUT_BUDGET) {
+    // fixed: a read-only extra device (its size is the file's length), else an output device.
+    ImageFile(const std::uint8_t* d, std::size_t n, bool fixed = false) : out_(OUTPUT_BUDGET), fixed_(fixed) {
         if (n > 0 && out_.write(0, d, n) != Status::Ok)
             std::abort();
     }
-    std::uint64_t size() const override { return out_.size(); }
-    Status read(std::uint64_t offset, void* buf, std::size_t len) override { return out_.read(offset, buf, len); }
+    std::uint64_t size() const override { return fixed_ ? out_.length() : out_.size(); }
+    Status read(std::uint64_t offset, void* buf, std::size_t len) override {
+        if (fixed_ && (offset > size() || len > size() - offset))
+            return Status::IoError;
+        return out_.read(offset, buf, len);
+    }
     Status write(std::uint64_t offset, const void* buf, std::size_t len) override { return out_.write(offset, buf, len); }
     void set_length(std::uint64_t n) { out_.set_length(n); }
 
 private:
     instar::hosted::MemoryOutput out_;
+    bool fixed_;
 };
 
 class Host final : public instar::guest::EditHost {
@@ -99,6 +105,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     req.qemu_version = 100002;
     req.allocator = &alloc;
     req.codecs = &instar::hosted::host_codecs();
+    // Half the runs merge from a second (read-only) copy of the input, as -b does.
+    ImageFile source(data, size, true);
+    instar::guest::BlockDevice* extra[1] = {&source};
+    if ((seed >> 50) & 1) {
+        head.flags |= instar::guest::BITMAP_SOURCE_FILE;
+        std::memcpy(args.data(), &head, sizeof head);
+        req.extra = extra;
+        req.extra_count = 1;
+    }
     Host host;
     (void)instar::qcow2::edit_bitmap(req, host);
     if (alloc.peak() > MEMORY_BUDGET)
