@@ -215,6 +215,13 @@ def main():
     # (LUKS through run_fixture: qemu's key-derivation timing flakes are retried)
     fixture("lk.qcow2", [Q, "create", "-q", "-f", "qcow2", "--object", "secret,id=s0,data=pw", "-o",
                          "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10", "lk.qcow2", "16M"])
+    for rb in ("1", "64"):  # refcount widths; the 64-bit one with an internal snapshot
+        fixture("rc%s.qcow2" % rb,
+                [Q, "create", "-q", "-f", "qcow2", "-o", "refcount_bits=%s,cluster_size=4096" % rb,
+                 "rc%s.qcow2" % rb, "64M"],
+                [Q, "bitmap", "--add", "rc%s.qcow2" % rb, "a"],
+                [qio, "-c", "write 0 1M", "rc%s.qcow2" % rb])
+    must([Q, "snapshot", "-c", "s1", "rc64.qcow2"], fx)
     fixture("huge.qcow2", [Q, "create", "-q", "-f", "qcow2", "huge.qcow2", "4T"])
     shutil.copy(os.path.join(fx, "dirty.qcow2"), os.path.join(fx, "inuse.qcow2"))
     set_in_use(os.path.join(fx, "inuse.qcow2"), "b1")
@@ -306,6 +313,10 @@ def main():
         ("big.qcow2", ["--merge", "b2m", "big.qcow2", "b64k"]),
         ("big.qcow2", ["--clear", "big.qcow2", "b512"]),
         ("big.qcow2", ["--merge", "b64k", "big.qcow2", "b512"]),
+        ("rc1.qcow2", ["--merge", "a", "--add", "rc1.qcow2", "y"]),
+        ("rc1.qcow2", ["--remove", "rc1.qcow2", "a"]),
+        ("rc64.qcow2", ["--add", "rc64.qcow2", "y"]),
+        ("rc64.qcow2", ["--remove", "rc64.qcow2", "a"]),
         # encrypted images: qemu opens them for I/O, so it needs the secret
         ("lk.qcow2", ["--add", "lk.qcow2", "x"]),
         ("lk.qcow2", ["--object", "secret,id=s0,data=pw", "--add", "--image-opts",
