@@ -271,7 +271,7 @@ REFUSED.append(("-n into a qcow2 with snapshots", ["convert", "-n", "-f", "raw",
 REFUSED.append(("-n -O vmdk", ["convert", "-n", "-f", "raw", "-O", "vmdk", "odd.raw", "n.vmdk"],
                 "existing vmdk image", {"n.vmdk": "v-monolithicSparse.vmdk"}))
 # --bitmaps: qemu's checks; a source without bitmaps (or only broken ones, skipped) converts as
-# without the flag. Copying real bitmaps is refused (not implemented yet).
+# without the flag. Copying bitmaps: tests/bitmap checks them bit for bit.
 case("--bitmaps, none to copy", ["convert", "--bitmaps", "-O", "qcow2", "q.qcow2", "out.qcow2"], ["qcow2"], "qcow2")
 case("--bitmaps --skip-broken-bitmaps", ["convert", "--bitmaps", "--skip-broken-bitmaps", "-O", "qcow2",
                                          "bm-broken.qcow2", "out.qcow2"], ["qcow2"], "qcow2")
@@ -282,8 +282,7 @@ for label, args in (("raw source", ["convert", "--bitmaps", "-f", "raw", "-O", "
                     ("-n raw target", ["convert", "-n", "--bitmaps", "q.qcow2", "out.raw"])):
     case("error: --bitmaps " + label, args, ["qcow2"], "qcow2", expect_error=True,
          copies={"out.raw": "tgt-rand.raw"} if "-n" in args else None)
-REFUSED.append(("--bitmaps with bitmaps", ["convert", "--bitmaps", "-O", "qcow2", "bm.qcow2", "out.qcow2"],
-                "not supported by instar yet"))
+case("--bitmaps with bitmaps", ["convert", "--bitmaps", "-O", "qcow2", "bm.qcow2", "out.qcow2"], ["qcow2"], "qcow2")
 # -r: parsed as qemu's cvtnum per profile; the copy is throttled (timed loosely in main()).
 case("-r 100M", ["convert", "-r", "100M", "-f", "raw", "src.raw", "out.raw"], ["raw"], "raw")
 for rate in ("-1", "1x", "20E", "9223372036854775808", "", "-1k"):

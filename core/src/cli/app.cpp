@@ -14,6 +14,7 @@ namespace {
 
 const std::array COMMANDS = {
     Command{"amend", nullptr, "Update format-specific options of the image"},
+    Command{"bitmap", cmd_bitmap, "Perform modifications of the persistent bitmap in the image"},
     Command{"check", cmd_check, "Check basic image integrity"},
     Command{"commit", nullptr, "Commit image to its backing file"},
     Command{"compare", cmd_compare, "Check if two images have the same contents"},

@@ -2,10 +2,13 @@
 #include "ops/convert_op.h"
 
 #include "ops/atomic_output.h"
+#include "ops/edit_op.h"
 #include "ops/guest_info_runner.h"
 #include "ops/guest_module.h"
 #include "ops/image_table.h"
 #include "ops/info_op.h"
+
+#include <instar/guest/edit_bitmap.h>
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -192,6 +195,46 @@ Expected<bool> check_bitmaps(const ConvertSpec& spec, const std::vector<OpenedCh
     return true;
 }
 
+// --bitmaps: INSTAR_OP_EDIT (EditCommand::Bitmap, BITMAP_COPY_ALL) on the written target with
+// the source image as the read-only extra device. qemu's messages ("Failed to create bitmap X:
+// ...") come back as the guest's stderr text.
+Expected<bool> copy_bitmaps(const ConvertSpec& spec, const ChainLink& source, int target_fd,
+                            const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version) {
+    struct stat st{};
+    if (::fstat(target_fd, &st) != 0)
+        return Error{spec.target.filename + ": " + std::strerror(errno)};
+    ChainLink target;
+    target.plugin = spec.target.plugin;
+    target.image.size = static_cast<std::uint64_t>(st.st_size);
+    EditCall call;
+    call.link = &target;
+    call.filename = spec.target.filename;
+    call.command = guest::EditCommand::Bitmap;
+    call.image_fd = target_fd;
+    call.extra.push_back({source.image.fd, source.image.size, false});
+    guest::BitmapArgs head{};
+    head.flags = guest::BITMAP_COPY_ALL | guest::BITMAP_SOURCE_FILE;
+    const std::string node = "#block3" + std::to_string(10 + st.st_ino % 90); // qemu's generated target name
+    head.node_len = static_cast<std::uint32_t>(node.size());
+    call.args.resize(sizeof head);
+    std::memcpy(call.args.data(), &head, sizeof head);
+    call.args.insert(call.args.end(), node.begin(), node.end());
+    auto report = run_edit(call, sandbox, qemu_version);
+    if (!report)
+        return Error{report.error()};
+    if (report->status == guest::Status::Ok)
+        return true;
+    if (!report->reason.empty())
+        return Error{report->reason};
+    // "\x01Failed to ... \n[hint\n]": the message without the program marker and last newline.
+    std::string text = report->err;
+    if (!text.empty() && text.front() == '\x01')
+        text.erase(0, 1);
+    while (!text.empty() && text.back() == '\n')
+        text.pop_back();
+    return Error{text};
+}
+
 // -n: the existing target, opened read-write as the user named it: a regular file or a block
 // device (an LV), never created, never truncated. qemu-img's "Could not open" when it is missing.
 Expected<OpenedFile> open_existing_target(const std::string& name) {
@@ -342,9 +385,6 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
         if (fmt != "qcow2" || (spec.target_compat && *spec.target_compat != "1.1" && *spec.target_compat != "v3"))
             return Error{"Format driver '" + fmt + "' does not support bitmaps"};
     }
-    if (spec.bitmaps && bitmaps_to_copy > 0)
-        return Error{"--bitmaps: copying persistent bitmaps is not supported by instar yet (the source has " +
-                     std::to_string(bitmaps_to_copy) + ")"};
 
     // -B: the target's backing file, named relative to the target and opened through the target's
     // path policy (qemu opens the new image with its backing chain: the writer needs the backing's
@@ -573,6 +613,11 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
     }
     if (run->exit_status != 0)
         return Error{failure_message(spec, table.links, run.value())};
+    // --bitmaps: qemu-img's convert_copy_bitmaps after the data, into the target before it is put
+    // in place: the qcow2 guest adds each bitmap of the source and fills it (docs/bitmap.md).
+    if (spec.bitmaps && bitmaps_to_copy > 0)
+        if (auto ok = copy_bitmaps(spec, chains.front().links.front(), target_fd, sandbox, qemu_version); !ok)
+            return Error{ok.error()};
     if (spec.existing_target)
         return true; // written in place; qemu-img's default cache mode (unsafe) does not flush either
     if (auto done = files.commit(); !done)

@@ -124,7 +124,9 @@ Expected<EditReport> run_edit(const EditCall& call, const vmm::SandboxConfig& sa
         rw.push_back(std::move(*fd));
         return true;
     };
-    if (auto ok = add(link.image); !ok)
+    if (call.image_fd >= 0)
+        devices.push_back(vmm::output_device(call.image_fd));
+    else if (auto ok = add(link.image); !ok)
         return Error{ok.error()};
     for (const auto& f : link.files)
         if (auto ok = add(f); !ok)

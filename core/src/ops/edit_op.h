@@ -41,6 +41,8 @@ struct EditCall {
     guest::EditCommand command{};
     std::vector<std::uint8_t> args;  // the command's argument bytes (its edit_*.h)
     bool write = true;               // reopen the image and its files for writing
+    int image_fd = -1;               // >= 0: the image is already open for writing (convert's new
+                                     // target, an unnamed temporary): used as is, not reopened
     std::vector<vmm::Device> extra;  // further read-only files (the caller keeps them open)
     std::chrono::milliseconds timeout{0}; // 0: the sandbox's default
     vmm::OutputFiles* outputs = nullptr;  // where the guest's add_file goes (nullptr: refused)
