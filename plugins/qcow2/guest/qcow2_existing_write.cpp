@@ -31,12 +31,15 @@ constexpr int ZLIB_DEFAULT_LEVEL = 6; // Z_DEFAULT_COMPRESSION, as qemu
 // qemu's QCOW_MAX_REFTABLE_SIZE: the largest refcount table qemu opens, so the most grown.
 constexpr uint64_t QCOW2_EXISTING_MAX_REFTABLE_BYTES = 8u << 20;
 
+// Writing into an image with a backing file needs that chain (set_backing): convert -n has none.
+constexpr const char BACKED[] = "into an existing qcow2 image with a backing file";
+
 class ExistingWriter final : public guest::ImageWriter {
 public:
     ExistingWriter(guest::BlockDevice& dev, guest::Allocator& alloc, guest::ReasonSink* reasons,
                    const guest::Codecs* codecs, const Qcow2Header& h, uint8_t* buf)
         : dev_(dev), alloc_(alloc), reasons_(reasons), codecs_(codecs), h_(h), cs_(h.cluster_size()), cb_(h.cluster_bits),
-          l2_entries_(h.cluster_size() / 8), buf_(buf) {
+          l2_entries_(h.cluster_size() / 8), buf_(buf), has_backing_(h.backing_file_offset != 0) {
         file_len_ = dev.size();
         next_ = (file_len_ + cs_ - 1) / cs_ * cs_;
         refcount_bits_ = uint32_t{1} << h.refcount_order;
@@ -46,10 +49,15 @@ public:
 
     uint64_t cluster_size() const override { return cs_; }
     bool zero_init() const override { return false; } // an existing image: qemu asks for zeros
+    // The image's backing chain as it reads (rebase's safe mode passes the old chain): what a
+    // partly written unallocated cluster is filled with.
+    void set_backing(guest::ImageReader* backing) override { backing_ = backing; }
 
     Status write(uint64_t offset, const void* buf, size_t len) override {
         if (offset > h_.size || len > h_.size - offset)
             return Status::Invalid;
+        if (has_backing_ && backing_ == nullptr)
+            return refuse(BACKED);
         const auto* src = static_cast<const uint8_t*>(buf);
         while (len > 0) {
             const uint64_t in = offset & (cs_ - 1);
@@ -66,6 +74,8 @@ public:
     Status write_zeroes(uint64_t offset, uint64_t len, bool) override {
         if (offset > h_.size || len > h_.size - offset)
             return Status::Invalid;
+        if (has_backing_ && backing_ == nullptr)
+            return refuse(BACKED);
         while (len > 0) {
             const uint64_t in = offset & (cs_ - 1);
             const uint64_t n = len < cs_ - in ? len : cs_ - in;
@@ -86,6 +96,8 @@ public:
         if ((offset & (cs_ - 1)) != 0 || offset > h_.size || len > h_.size - offset || len > cs_ ||
             (len != cs_ && offset + len != h_.size))
             return Status::Invalid;
+        if (has_backing_ && backing_ == nullptr)
+            return refuse(BACKED);
         if (h_.compression_type != QCOW2_COMPRESSION_TYPE_ZLIB)
             return refuse("zstd-compressed clusters into an existing qcow2 image");
         if (codecs_ == nullptr || codecs_->deflate == nullptr)
@@ -368,16 +380,20 @@ private:
         const uint64_t in = guest & (cs_ - 1);
         if (host != 0 && !(e & QCOW_OFLAG_ZERO))
             return dev_.write(host + in, src, static_cast<size_t>(n)); // allocated: in place
-        // A zero-flagged or unallocated cluster reads as zeros (no backing file): the whole cluster
-        // is written, the request's bytes over zeros.
+        // A zero-flagged cluster reads as zeros, an unallocated one as zeros or, with a backing
+        // file, as the backing chain: the whole cluster is written, the request's bytes over that.
         const bool fresh = host == 0;
-        if (fresh) {
+        if (fresh) { // (allocating may use buf_ for a new refcount block: before buf_ is filled)
             if (const Status st = allocate(&host); st != Status::Ok)
                 return st;
         }
         const uint8_t* data = src;
         if (n != cs_) {
             __builtin_memset(buf_, 0, static_cast<size_t>(cs_));
+            if (fresh && has_backing_) {
+                if (const Status st = backing_fill(guest - in); st != Status::Ok)
+                    return st;
+            }
             __builtin_memcpy(buf_ + in, src, static_cast<size_t>(n));
             data = buf_;
         }
@@ -392,12 +408,23 @@ private:
         uint64_t at = 0, e = 0, host = 0;
         if (const Status st = entry(guest, false, &at, &e, &host); st != Status::Ok)
             return st;
+        if (host == 0 && has_backing_)
+            return refuse("zeros over a backing file into an existing qcow2 image");
         if (host == 0 || (e & QCOW_OFLAG_ZERO))
             return Status::Ok; // reads as zeros already (unallocated without a backing file, or zero)
         if (n == cs_ && h_.version >= 3)
             return write64(at, host | QCOW_OFLAG_COPIED | QCOW_OFLAG_ZERO);
         __builtin_memset(buf_, 0, static_cast<size_t>(n));
         return dev_.write(host + (guest & (cs_ - 1)), buf_, static_cast<size_t>(n));
+    }
+
+    // buf_[0, cs_) = the backing chain's bytes of the cluster at `guest` (zeros past its end).
+    Status backing_fill(uint64_t guest) {
+        const uint64_t bsize = backing_->virtual_size();
+        if (guest >= bsize)
+            return Status::Ok;
+        const uint64_t len = bsize - guest < cs_ ? bsize - guest : cs_;
+        return backing_->read(guest, buf_, static_cast<size_t>(len));
     }
 
     guest::BlockDevice& dev_;
@@ -417,6 +444,8 @@ private:
     uint64_t rt_entries_ = 0;
     uint64_t l1_index_ = UINT64_MAX; // the last L1 entry looked up, and its L2 table
     uint64_t l2_offset_ = 0;
+    bool has_backing_ = false;
+    guest::ImageReader* backing_ = nullptr;
 };
 
 Status refuse_open(guest::ReasonSink* reasons, const char* what) {
@@ -444,8 +473,6 @@ Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
             req.reasons->reason(why.text, why.len);
         return st;
     }
-    if (h.backing_file_offset != 0)
-        return refuse_open(req.reasons, "a backing file");
     if (h.crypt_method != 0)
         return refuse_open(req.reasons, "encryption");
     if (h.nb_snapshots != 0)
