@@ -243,8 +243,17 @@ int cmd_rebase(Context& ctx, std::span<const std::string> args) {
     const std::string new_fmt = detach ? std::string() : backing_fmt.value_or("");
     a.name_len = static_cast<std::uint32_t>(new_name.size());
     a.format_len = static_cast<std::uint32_t>(new_fmt.size());
+    // After a copy the file has grown: the switch inspects it again (the image alone).
+    OpenedChain after;
+    const ChainLink* link = &top;
+    if (!unsafe) {
+        eo.backing_chain = false;
+        if (auto ok = open_for_edit(eo, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, after); !ok)
+            return fail(quote_given(*name, ok.error()));
+        link = &after.links.front();
+    }
     EditCall call;
-    call.link = &top;
+    call.link = link;
     call.filename = given;
     call.command = guest::EditCommand::SetBacking;
     call.args.resize(sizeof a);
