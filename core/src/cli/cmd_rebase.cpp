@@ -207,6 +207,7 @@ int cmd_rebase(Context& ctx, std::span<const std::string> args) {
         RebaseSpec spec;
         spec.chain = &chain;
         spec.filename = given;
+        spec.path = name->path;
         spec.new_backing = *backing;
         spec.new_backing_format = backing_fmt;
         spec.force_share = has("force-share");

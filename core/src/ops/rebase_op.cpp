@@ -65,13 +65,19 @@ Expected<bool> rebase_copy(const RebaseSpec& spec, const PluginRegistry& plugins
     OpenedChain fresh;
     if (!spec.new_backing.empty()) {
         InfoOptions io;
-        io.filename = resolve_backing(spec.chain->links.front().image.path, spec.new_backing);
+        io.filename = resolve_backing(spec.path, spec.new_backing);
         io.format = spec.new_backing_format;
         io.backing_chain = true;
         io.unsafe_quirks = spec.unsafe_quirks;
         io.allow_paths = spec.allow_paths;
-        if (auto opened = open_chain(io, plugins, *runner, fresh); !opened)
-            return Error{"Could not open new backing file '" + spec.new_backing + "': " + opened.error()};
+        if (auto opened = open_chain(io, plugins, *runner, fresh); !opened) {
+            // qemu's blk_new_open error has no "Could not open 'NAME': " frame of its own.
+            std::string why = opened.error();
+            const std::string frame = "Could not open '" + io.filename + "': ";
+            if (why.rfind(frame, 0) == 0)
+                why = why.substr(frame.size());
+            return Error{"Could not open new backing file '" + spec.new_backing + "': " + why};
+        }
     }
 
     // Only qcow2 can take the data and then the new name: every other format's switch fails with

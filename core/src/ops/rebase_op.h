@@ -21,6 +21,7 @@ namespace instar {
 struct RebaseSpec {
     OpenedChain* chain = nullptr;                 // the image with its current backing chain (top first)
     std::string filename;                         // the image as the user named it, for messages
+    std::string path;                             // its file's name as given (new names resolve against it)
     std::string new_backing;                      // -b: "" detaches (the new backing reads as zeros)
     std::optional<std::string> new_backing_format; // -F
     bool force_share = false;                     // -U
