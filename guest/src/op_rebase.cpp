@@ -83,8 +83,22 @@ struct Walk {
     uint64_t copied = 0;
 };
 
+// Equality in 4 KiB blocks of 8-byte words OR-ed together (a loop without an early exit, which the
+// compiler vectorises), then the tail bytes.
 bool same(const uint8_t* a, const uint8_t* b, uint64_t len) {
-    for (uint64_t i = 0; i < len; ++i)
+    constexpr uint64_t BLOCK = 4096;
+    uint64_t i = 0;
+    for (; i + BLOCK <= len; i += BLOCK) {
+        uint64_t diff = 0;
+        for (uint64_t j = 0; j < BLOCK; j += 8) {
+            uint64_t x, y;
+            __builtin_memcpy(&x, a + i + j, 8);
+            __builtin_memcpy(&y, b + i + j, 8);
+            diff |= x ^ y;
+        }
+        if (diff != 0) return false;
+    }
+    for (; i < len; ++i)
         if (a[i] != b[i]) return false;
     return true;
 }
