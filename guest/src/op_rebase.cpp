@@ -109,20 +109,36 @@ uint32_t copy_run(Walk& w, uint64_t offset, uint64_t n, uint64_t cs) {
     if (!w.has_new) __builtin_memset(w.buf_new, 0, static_cast<size_t>(n));
     else if (w.new_chain.read(offset, w.buf_new, static_cast<size_t>(n)) != Status::Ok)
         return INSTAR_REBASE_READ_NEW;
-    uint64_t done = 0;
+    // Consecutive differing clusters go to the writer as one request (qcow2 appends them as one
+    // run: a few writes instead of a few per cluster); -c writes cluster by cluster.
+    uint64_t done = 0, run_start = 0, run_len = 0;
+    auto flush_run = [&]() -> uint32_t {
+        if (run_len == 0) return INSTAR_REBASE_DONE;
+        const Status st = w.writer->write(offset + run_start, w.buf_old + run_start, static_cast<size_t>(run_len));
+        w.copied += run_len;
+        run_len = 0;
+        return st == Status::Ok ? INSTAR_REBASE_DONE : INSTAR_REBASE_WRITE;
+    };
     while (done < n) {
         // Up to the next cluster boundary of the image.
         const uint64_t at = offset + done;
         uint64_t piece = cs - (at & (cs - 1));
         if (piece > n - done) piece = n - done;
         if (!same(w.buf_old + done, w.buf_new + done, piece)) {
-            const Status st = w.compress ? w.writer->write_compressed(at, w.buf_old + done, static_cast<size_t>(piece))
-                                         : w.writer->write(at, w.buf_old + done, static_cast<size_t>(piece));
-            if (st != Status::Ok) return INSTAR_REBASE_WRITE;
-            w.copied += piece;
+            if (w.compress) {
+                if (w.writer->write_compressed(at, w.buf_old + done, static_cast<size_t>(piece)) != Status::Ok)
+                    return INSTAR_REBASE_WRITE;
+                w.copied += piece;
+            } else {
+                if (run_len == 0) run_start = done;
+                run_len += piece;
+            }
+        } else if (const uint32_t out = flush_run(); out != INSTAR_REBASE_DONE) {
+            return out;
         }
         done += piece;
     }
+    if (const uint32_t out = flush_run(); out != INSTAR_REBASE_DONE) return out;
     return INSTAR_REBASE_DONE;
 }
 

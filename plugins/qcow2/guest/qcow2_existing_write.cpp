@@ -61,9 +61,17 @@ public:
         const auto* src = static_cast<const uint8_t*>(buf);
         while (len > 0) {
             const uint64_t in = offset & (cs_ - 1);
-            const uint64_t n = len < cs_ - in ? len : cs_ - in;
-            if (const Status st = write_piece(offset, src, n); st != Status::Ok)
-                return st;
+            uint64_t n = len < cs_ - in ? len : cs_ - in;
+            bool written = false;
+            if (in == 0 && len >= 2 * cs_) {
+                // Several whole clusters: appended together when none of them is allocated.
+                if (const Status st = write_run(offset, src, len / cs_, &n, &written); st != Status::Ok)
+                    return st;
+            }
+            if (!written) {
+                if (const Status st = write_piece(offset, src, n); st != Status::Ok)
+                    return st;
+            }
             offset += n;
             src += n;
             len -= n;
@@ -145,6 +153,8 @@ public:
         alloc_.deallocate(buf_, static_cast<size_t>(cs_));
         if (cbuf_ != nullptr)
             alloc_.deallocate(cbuf_, static_cast<size_t>(cs_));
+        if (ebuf_ != nullptr)
+            alloc_.deallocate(ebuf_, static_cast<size_t>(cs_));
         guest::arena_delete(alloc_, this);
     }
 
@@ -373,6 +383,85 @@ private:
         return Status::Ok;
     }
 
+    // Refcount 1 for the `count` clusters from host offset `host`: one write per refcount block
+    // where the block exists (entries of 8 bits or more), else cluster by cluster (set_refcount
+    // makes blocks and grows the table).
+    Status set_refcounts_run(uint64_t host, uint64_t count) {
+        uint64_t i = 0;
+        while (i < count) {
+            const uint64_t cluster = (host >> cb_) + i;
+            const uint64_t rt_index = cluster / rb_entries_;
+            const uint64_t index = cluster % rb_entries_;
+            const uint64_t k = count - i < rb_entries_ - index ? count - i : rb_entries_ - index;
+            uint64_t block = 0;
+            if (refcount_bits_ >= 8 && rt_index < rt_entries_) {
+                if (const Status st = read64(h_.refcount_table_offset + rt_index * 8, &block); st != Status::Ok)
+                    return st;
+                block &= REFT_OFFSET_MASK;
+                if (block != 0 && (!cluster_in_file(block) || overlaps_metadata(block)))
+                    block = 0; // set_refcount reports it
+            }
+            if (block == 0) {
+                for (uint64_t j = 0; j < k; ++j)
+                    if (const Status st = set_refcount((cluster + j) << cb_, 1, 0); st != Status::Ok)
+                        return st;
+            } else {
+                const uint32_t bytes = refcount_bits_ / 8;
+                // k * bytes <= rb_entries_ * bytes = one cluster: buf_ holds it.
+                __builtin_memset(buf_, 0, static_cast<size_t>(k * bytes));
+                for (uint64_t j = 0; j < k; ++j)
+                    buf_[j * bytes + bytes - 1] = 1;
+                if (const Status st = dev_.write(block + index * bytes, buf_, static_cast<size_t>(k * bytes));
+                    st != Status::Ok)
+                    return st;
+            }
+            i += k;
+        }
+        return Status::Ok;
+    }
+
+    // Up to `clusters` whole clusters from `guest` (cluster-aligned) inside one L2 table, when every
+    // one of them is unallocated (entry 0): appended as one run (refcounts, data, then the L2
+    // entries, each one write). *written says whether it did; *n is the bytes it covered.
+    Status write_run(uint64_t guest, const uint8_t* src, uint64_t clusters, uint64_t* n, bool* written) {
+        *written = false;
+        const uint64_t index = (guest >> cb_) & (l2_entries_ - 1);
+        uint64_t k = clusters < l2_entries_ - index ? clusters : l2_entries_ - index;
+        if (k < 2)
+            return Status::Ok;
+        uint64_t l2 = 0;
+        if (const Status st = l2_table(guest, true, &l2); st != Status::Ok)
+            return st;
+        if (ebuf_ == nullptr) {
+            ebuf_ = static_cast<uint8_t*>(alloc_.allocate(static_cast<size_t>(cs_), 64));
+            if (ebuf_ == nullptr)
+                return Status::NoMemory;
+        }
+        if (const Status st = dev_.read(l2 + index * 8, ebuf_, static_cast<size_t>(k * 8)); st != Status::Ok)
+            return st;
+        for (uint64_t i = 0; i < k; ++i)
+            if (load_be64(ebuf_ + i * 8) != 0)
+                return Status::Ok; // something is there: cluster by cluster
+        uint64_t bytes = 0;
+        if (__builtin_mul_overflow(k, cs_, &bytes) || next_ > MAX_CLUSTER_OFFSET - bytes)
+            return Status::TooLarge;
+        const uint64_t at = next_;
+        next_ += bytes;
+        if (const Status st = set_refcounts_run(at, k); st != Status::Ok)
+            return st;
+        if (const Status st = dev_.write(at, src, static_cast<size_t>(bytes)); st != Status::Ok)
+            return st;
+        if (at + bytes > file_len_)
+            file_len_ = at + bytes;
+        for (uint64_t i = 0; i < k; ++i)
+            store_be64(ebuf_ + i * 8, (at + i * cs_) | QCOW_OFLAG_COPIED);
+        if (const Status st = dev_.write(l2 + index * 8, ebuf_, static_cast<size_t>(k * 8)); st != Status::Ok)
+            return st;
+        *n = bytes;
+        *written = true;
+        return Status::Ok;
+    }
+
     Status write_piece(uint64_t guest, const uint8_t* src, uint64_t n) {
         uint64_t at = 0, e = 0, host = 0;
         if (const Status st = entry(guest, true, &at, &e, &host); st != Status::Ok)
@@ -437,6 +526,7 @@ private:
     uint64_t l2_entries_;
     uint8_t* buf_;            // one cluster
     uint8_t* cbuf_ = nullptr; // -c: compressed output, one cluster
+    uint8_t* ebuf_ = nullptr; // a run's L2 entries, one cluster
     uint64_t file_len_ = 0;
     uint64_t next_ = 0; // where the next appended cluster goes
     uint32_t refcount_bits_ = 16;
