@@ -11,8 +11,9 @@ the new one. The completed run must give the new backing file, the same content 
 
 Scenarios: safe rebase of a 16k-cluster overlay from a 64k-cluster backing onto a 4k-cluster one (data
 copied, L2 tables and refcount blocks added, then the header switched); safe detach (-b ""), which
-copies every cluster the old backing held; -u with a name longer than the old one (relocated in the
-header cluster).
+copies every cluster the old backing held; the same rebase of a 512-byte-cluster overlay (many L2
+tables and refcount blocks); -u with a name longer than the old one (relocated in the header
+cluster).
 
 Usage: test_rebase_crash.py INSTAR QEMU72 QEMU_IO
 """
@@ -33,12 +34,17 @@ FIXTURES = [
     ["QIO", "-f", "qcow2", "-c", "write -P 0x11 0 1M", "-c", "write -P 0x33 2M 100k", "b2.qcow2"],
     ["QIMG", "create", "-q", "-f", "qcow2", "-o", "cluster_size=16k", "-b", "b1.qcow2", "-F", "qcow2", "ov.qcow2"],
     ["QIO", "-f", "qcow2", "-c", "write -P 0x44 512k 64k", "-c", "write -P 0x55 7M 512", "ov.qcow2"],
+    # 512-byte clusters: many L2 tables and refcount blocks appended on the way.
+    ["QIMG", "create", "-q", "-f", "qcow2", "-o", "cluster_size=512", "-b", "b1.qcow2", "-F", "qcow2", "ov512.qcow2"],
+    ["QIO", "-f", "qcow2", "-c", "write -P 0x44 100k 3k", "ov512.qcow2"],
 ]
 
 SCENARIOS = [
-    ("safe onto b2", ["-b", "b2.qcow2", "-F", "qcow2", "ov.qcow2"], ("b1.qcow2", "b2.qcow2")),
-    ("safe detach", ["-b", "", "ov.qcow2"], ("b1.qcow2", None)),
-    ("-u relocated", ["-u", "-b", "d/" + "n" * 200 + "/../../b1.qcow2", "-F", "qcow2", "ov.qcow2"],
+    ("safe onto b2", "ov.qcow2", ["-b", "b2.qcow2", "-F", "qcow2", "ov.qcow2"], ("b1.qcow2", "b2.qcow2")),
+    ("safe detach", "ov.qcow2", ["-b", "", "ov.qcow2"], ("b1.qcow2", None)),
+    ("safe onto b2, 512-byte clusters", "ov512.qcow2", ["-b", "b2.qcow2", "-F", "qcow2", "ov512.qcow2"],
+     ("b1.qcow2", "b2.qcow2")),
+    ("-u relocated", "ov.qcow2", ["-u", "-b", "d/" + "n" * 200 + "/../../b1.qcow2", "-F", "qcow2", "ov.qcow2"],
      ("b1.qcow2", "d/" + "n" * 200 + "/../../b1.qcow2")),
 ]
 
@@ -48,14 +54,14 @@ def sh(cmd, cwd, env=None):
     return p.returncode, p.stdout + p.stderr
 
 
-def backing(q, cwd):
-    rc, out = sh([q, "info", "-U", "--output=json", "ov.qcow2"], cwd)
+def backing(q, cwd, image):
+    rc, out = sh([q, "info", "-U", "--output=json", image], cwd)
     if rc != 0:
         return "info failed: " + out
     return json.loads(out).get("backing-filename")
 
 
-def kill_once(instar, q, fxd, work, env, args, n, old, new):
+def kill_once(instar, q, fxd, work, env, image, args, n, old, new):
     """One run killed at write n, checked: (exit status, problems)."""
     d = os.path.join(work, "run")
     shutil.rmtree(d, ignore_errors=True)
@@ -64,13 +70,13 @@ def kill_once(instar, q, fxd, work, env, args, n, old, new):
     problems = []
     if rc not in (0, 137, -31):  # -31: the sandbox's seccomp filter turns the hook's _exit into SIGSYS
         problems.append("exit %d: %s" % (rc, out))
-    crc, cout = sh([q, "check", "ov.qcow2"], d)
+    crc, cout = sh([q, "check", image], d)
     if crc not in (0, 3) or "ERROR" in cout:
         problems.append("check exit %d: %s" % (crc, cout))
-    mrc, mout = sh([q, "compare", "before.raw", "ov.qcow2"], d)
+    mrc, mout = sh([q, "compare", image + ".before.raw", image], d)
     if mrc != 0:
         problems.append("content changed: " + mout)
-    b = backing(q, d)
+    b = backing(q, d, image)
     want = (new,) if rc == 0 else (old, new)
     if b not in want:
         problems.append("backing %r, expected one of %r" % (b, want))
@@ -111,9 +117,10 @@ def main():
             if rc != 0:
                 print("FAIL fixture %s: %s" % (c, out))
                 return 1
-        sh([q, "convert", "-O", "raw", "ov.qcow2", "before.raw"], fxd)
+        for image in ("ov.qcow2", "ov512.qcow2"):
+            sh([q, "convert", "-O", "raw", image, image + ".before.raw"], fxd)
         env = dict(os.environ, LC_ALL="C")
-        for label, args, (old, new) in SCENARIOS:
+        for label, image, args, (old, new) in SCENARIOS:
             completed = False
             n, tried, last_killed = 0, set(), 0
             while n < MAX_RUNS:
@@ -123,7 +130,7 @@ def main():
                 n = n + 1 if n < 16 else n + n // 8
                 if completed:
                     break
-                rc, problems = kill_once(instar, q, fxd, work, env, args, n, old, new)
+                rc, problems = kill_once(instar, q, fxd, work, env, image, args, n, old, new)
                 count(label, n, problems)
                 tried.add(n)
                 if rc != 0:
@@ -135,7 +142,7 @@ def main():
                 lo, hi = last_killed, n  # lo killed (or 0), hi completed
                 while hi - lo > 1:
                     mid = (lo + hi) // 2
-                    rc_mid, problems = kill_once(instar, q, fxd, work, env, args, mid, old, new)
+                    rc_mid, problems = kill_once(instar, q, fxd, work, env, image, args, mid, old, new)
                     tried.add(mid)
                     count(label, mid, problems)
                     lo, hi = (mid, hi) if rc_mid != 0 else (lo, mid)
@@ -143,7 +150,7 @@ def main():
                 for m in range(max(1, total - TAIL + 1), total + 1):
                     if m in tried:
                         continue
-                    _, problems = kill_once(instar, q, fxd, work, env, args, m, old, new)
+                    _, problems = kill_once(instar, q, fxd, work, env, image, args, m, old, new)
                     tried.add(m)
                     count(label, m, problems)
                 print("%s: %d writes; killed at %d points" % (label, total, len([t for t in tried if t <= total])))
