@@ -12,7 +12,10 @@
 #include <instar/guest/edit_backing.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
+
+#include <sys/stat.h>
 #include <ostream>
 
 namespace instar::cli {
@@ -244,17 +247,16 @@ int cmd_rebase(Context& ctx, std::span<const std::string> args) {
     const std::string new_fmt = detach ? std::string() : backing_fmt.value_or("");
     a.name_len = static_cast<std::uint32_t>(new_name.size());
     a.format_len = static_cast<std::uint32_t>(new_fmt.size());
-    // After a copy the file has grown: the switch inspects it again (the image alone).
-    OpenedChain after;
-    const ChainLink* link = &top;
+    // After a copy the file has grown (instar wrote it, through the same inode): the switch's
+    // same-file check expects its new length.
     if (!unsafe) {
-        eo.backing_chain = false;
-        if (auto ok = open_for_edit(eo, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, after); !ok)
-            return fail(quote_given(*name, ok.error()));
-        link = &after.links.front();
+        struct stat st {};
+        if (::fstat(top.image.fd, &st) != 0)
+            return fail("Could not open '" + given + "': " + std::strerror(errno));
+        chain.links.front().image.size = static_cast<std::uint64_t>(st.st_size);
     }
     EditCall call;
-    call.link = link;
+    call.link = &top;
     call.filename = given;
     call.command = guest::EditCommand::SetBacking;
     call.args.resize(sizeof a);
