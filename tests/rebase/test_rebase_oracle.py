@@ -91,6 +91,12 @@ CASES = [
     (["-u", "-t", "none", "-T", "writeback", "-U", "-b", "b2.qcow2", "-F", "qcow2", "ov.qcow2"], "ov.qcow2", "bytes"),
     (["-u", "-b", "x", "-F", "qcow2", "missing.qcow2"], "ov.qcow2", "msg"),
     (["-u", "--image-opts", "-f", "qcow2", "ov.qcow2"], "ov.qcow2", "msg"),
+    (["-u", "--image-opts", "-b", "b2.qcow2", "-F", "qcow2", "driver=qcow2,file.filename=ov.qcow2"], "ov.qcow2",
+     "bytes"),
+    (["-u", "-b", "b2.qcow2", "-F", "qcow2", 'json:{"driver":"qcow2","file":{"driver":"file","filename":"ov.qcow2"}}'],
+     "ov.qcow2", "bytes"),
+    (["-b", "b2.qcow2", "-F", "qcow2", "--image-opts", "driver=qcow2,file.filename=ov64.qcow2"], "ov64.qcow2",
+     "content"),
     # usage
     ([], "ov.qcow2", "msg"),
     (["ov.qcow2"], "ov.qcow2", "msg"),
