@@ -74,6 +74,7 @@ struct Walk {
     ImageReader* image;          // the image alone (its own allocation)
     convert::ChainReader old_chain;
     convert::ChainReader new_chain;
+    bool has_old;
     bool has_new;
     ImageWriter* writer;
     bool compress;
@@ -105,7 +106,9 @@ bool same(const uint8_t* a, const uint8_t* b, uint64_t len) {
 
 // One unallocated run [offset, offset + n) of the image, n <= REBASE_CHUNK: compare and copy.
 uint32_t copy_run(Walk& w, uint64_t offset, uint64_t n, uint64_t cs) {
-    if (w.old_chain.read(offset, w.buf_old, static_cast<size_t>(n)) != Status::Ok) return INSTAR_REBASE_READ_OLD;
+    if (!w.has_old) __builtin_memset(w.buf_old, 0, static_cast<size_t>(n)); // no backing file: zeros
+    else if (w.old_chain.read(offset, w.buf_old, static_cast<size_t>(n)) != Status::Ok)
+        return INSTAR_REBASE_READ_OLD;
     if (!w.has_new) __builtin_memset(w.buf_new, 0, static_cast<size_t>(n));
     else if (w.new_chain.read(offset, w.buf_new, static_cast<size_t>(n)) != Status::Ok)
         return INSTAR_REBASE_READ_NEW;
@@ -227,6 +230,7 @@ Status rebase_op(const uint8_t* arg, uint32_t arg_len) {
     Walk w{readers[0],
            convert::ChainReader(chains, old_depth),
            convert::ChainReader(chains + old_depth, new_depth),
+           old_depth > 0,
            new_depth > 0,
            writer,
            (h.flags & INSTAR_REBASE_COMPRESS) != 0,

@@ -59,6 +59,9 @@ FIXTURES = [
     ["QIMG", "create", "-q", "-f", "vmdk", "vb.vmdk", "8M"],
     ["QIMG", "create", "-q", "-f", "vmdk", "-b", "vb.vmdk", "-F", "vmdk", "vo.vmdk"],
     ["QIMG", "create", "-q", "-f", "raw", "r.img", "1M"],
+    # An image without a backing file, to be given one (safe: what the new one adds is zeroed).
+    ["QIMG", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4k", "solo.qcow2", "8M"],
+    ["QIO", "-f", "qcow2", "-c", "write -P 0x13 1M 64k", "solo.qcow2"],
 ]
 
 # (args, image, mode): mode "bytes" = byte-identical image, "content" = check + compare, "msg" = only
@@ -118,6 +121,8 @@ CASES = [
     (["-q", "-b", "b2.qcow2", "-F", "qcow2", "-T", "none", "ov64.qcow2"], "ov64.qcow2", "content"),
     (["-b", "b2.qcow2", "ov.qcow2"], "ov.qcow2", "content"),
     (["-c", "-b", "", "ov64.qcow2"], "ov64.qcow2", "content"),
+    (["-b", "b2.qcow2", "-F", "qcow2", "solo.qcow2"], "solo.qcow2", "content"),
+    (["-u", "-b", "b2.qcow2", "-F", "qcow2", "solo.qcow2"], "solo.qcow2", "bytes"),
     (["-b", "nb.qcow2", "-F", "qcow2", "ov.qcow2"], "ov.qcow2", "msg"),
     (["-b", "b2.qcow2", "-F", "vmdk", "ov.qcow2"], "ov.qcow2", "msg"),
     (["-b", "b2.qcow2", "-F", "qcow2", "vo.vmdk"], "vo.vmdk", "msg"),
@@ -162,7 +167,8 @@ def main():
                 failed += 1
                 print("FAIL fixture %s\n%s" % (c, err))
         # The content of every image before, flat.
-        for img in ("ov.qcow2", "ov64.qcow2", "ov512.qcow2", "ovv2.qcow2", "top.qcow2", "ovlong.qcow2"):
+        for img in ("ov.qcow2", "ov64.qcow2", "ov512.qcow2", "ovv2.qcow2", "top.qcow2", "ovlong.qcow2",
+                    "solo.qcow2"):
             run([q72, "convert", "-O", "raw", img, img + ".before.raw"], fxd, env)
         link_dir = os.path.join(work, "bin")
         os.mkdir(link_dir)
