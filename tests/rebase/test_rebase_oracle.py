@@ -59,6 +59,11 @@ FIXTURES = [
     ["QIMG", "create", "-q", "-f", "vmdk", "vb.vmdk", "8M"],
     ["QIMG", "create", "-q", "-f", "vmdk", "-b", "vb.vmdk", "-F", "vmdk", "vo.vmdk"],
     ["QIMG", "create", "-q", "-f", "raw", "r.img", "1M"],
+    # Overlays with extended L2 entries, an internal snapshot, an external data file.
+    ["QIMG", "create", "-q", "-f", "qcow2", "-o", "extended_l2=on", "-b", "b1.qcow2", "-F", "qcow2", "ovx.qcow2"],
+    ["QIMG", "create", "-q", "-f", "qcow2", "-b", "b1.qcow2", "-F", "qcow2", "ovs.qcow2"],
+    ["QIMG", "snapshot", "-c", "snap1", "ovs.qcow2"],
+    ["QIMG", "create", "-q", "-f", "qcow2", "-o", "data_file=ovd.raw", "-b", "b1.qcow2", "-F", "qcow2", "ovd.qcow2"],
     # An image without a backing file, to be given one (safe: what the new one adds is zeroed).
     ["QIMG", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4k", "solo.qcow2", "8M"],
     ["QIO", "-f", "qcow2", "-c", "write -P 0x13 1M 64k", "solo.qcow2"],
@@ -80,6 +85,9 @@ CASES = [
     (["-u", "-b", "b2.qcow2", "-F", "bogus", "ov.qcow2"], "ov.qcow2", "bytes"),
     (["-u", "-b", "b.raw", "-F", "raw", "ovv2.qcow2"], "ovv2.qcow2", "bytes"),
     (["-u", "-b", "b2.qcow2", "-F", "qcow2", "ov64.qcow2"], "ov64.qcow2", "bytes"),
+    (["-u", "-b", LONG300, "-F", "qcow2", "ovx.qcow2"], "ovx.qcow2", "bytes"),
+    (["-u", "-b", "b2.qcow2", "-F", "qcow2", "ovs.qcow2"], "ovs.qcow2", "bytes"),
+    (["-u", "-b", "b2.qcow2", "-F", "qcow2", "ovd.qcow2"], "ovd.qcow2", "bytes"),
     (["-u", "-b", "vb2.vmdk", "-F", "vmdk", "vo.vmdk"], "vo.vmdk", "bytes"),
     (["-u", "-b", "", "vo.vmdk"], "vo.vmdk", "bytes"),
     (["-u", "-f", "raw", "-b", "x", "-F", "raw", "r.img"], "r.img", "bytes"),
