@@ -79,6 +79,9 @@ struct Walk {
     ImageWriter* writer;
     bool compress;
     bool progress;
+    bool clip_at_backing_end; // 7.2's loop
+    uint64_t old_size;        // the old and new backing chains' virtual sizes (0: none)
+    uint64_t new_size;
     uint8_t* buf_old;
     uint8_t* buf_new;
     uint64_t copied = 0;
@@ -153,12 +156,25 @@ uint32_t walk(Walk& w, uint64_t size, uint64_t cs) {
             return INSTAR_REBASE_STATUS_FAILED;
         n = e.length;
         if (e.allocation == Allocation::Unallocated) {
+            // qemu-img 7.2 ends a step where either backing file ends (10.0 reads both over the
+            // whole step): one progress figure per step, so the same number of figures.
+            // qemu's qcow2 block status ends at the end of an L2 table (cluster_size / 8 entries):
+            // each step stays inside one, so 7.2 and 10.0 print as many figures.
+            const uint64_t l2_span = cs * (cs / 8);
+            if (n > l2_span - offset % l2_span) n = l2_span - offset % l2_span;
+            if (w.clip_at_backing_end) {
+                const uint64_t ends[2] = {w.old_size, w.new_size};
+                for (const uint64_t end : ends)
+                    if (offset < end && n > end - offset) n = end - offset;
+            }
             // The image allocates whole clusters: an unallocated run starts and ends on its
             // cluster boundaries (or the disk's end), so whole clusters are written.
             if (const uint32_t out = copy_run(w, offset, n, cs); out != INSTAR_REBASE_DONE) return out;
+            // One figure per step that was not skipped, as img_rebase (the host adds qemu's
+            // 100 / (size / IO_BUF_SIZE) for each).
+            if (w.progress) hc_progress(offset + n, size);
         }
         offset += n;
-        if (w.progress) hc_progress(offset, size);
     }
     return INSTAR_REBASE_DONE;
 }
@@ -235,6 +251,9 @@ Status rebase_op(const uint8_t* arg, uint32_t arg_len) {
            writer,
            (h.flags & INSTAR_REBASE_COMPRESS) != 0,
            (h.flags & INSTAR_REBASE_PROGRESS) != 0,
+           h.qemu_version < 80000,
+           old_depth > 0 ? chains[0]->virtual_size() : 0,
+           new_depth > 0 ? chains[old_depth]->virtual_size() : 0,
            buf_old,
            buf_new};
     uint64_t cs = writer->cluster_size();

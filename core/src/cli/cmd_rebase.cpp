@@ -218,10 +218,14 @@ int cmd_rebase(Context& ctx, std::span<const std::string> args) {
         spec.unsafe_quirks = eo.unsafe_quirks;
         spec.allow_paths = eo.allow_paths;
         if (has("progress") && !quiet) {
-            // qemu adds 100 / (size / IO_BUF_SIZE) per chunk: one figure per chunk of the walk.
-            spec.progress = [&](std::uint64_t done, std::uint64_t total) {
-                if (total > 0)
-                    progress.work(done, total);
+            // img_rebase adds local_progress = 100 / (size / MIN(size, IO_BUF_SIZE)) for each step
+            // it did not skip; the guest reports each such step.
+            spec.progress = [&](std::uint64_t, std::uint64_t total) {
+                constexpr std::uint64_t IO_BUF_SIZE = 2u << 20;
+                if (total == 0)
+                    return;
+                const std::uint64_t steps = total / std::min(total, IO_BUF_SIZE);
+                progress.print(static_cast<float>(100) / static_cast<float>(steps), 100);
             };
         }
         auto copied = rebase_copy(spec, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version);
