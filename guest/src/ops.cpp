@@ -148,6 +148,8 @@ Status dispatch(uint32_t op, const uint8_t* arg, uint32_t arg_len) {
         return edit_op(arg, arg_len);
     case INSTAR_OP_COMPARE:
         return compare_op(arg, arg_len);
+    case INSTAR_OP_REBASE:
+        return rebase_op(arg, arg_len);
     case INSTAR_OP_MAP:
         return map_op(arg, arg_len);
     case INSTAR_OP_MEASURE:

@@ -64,6 +64,8 @@ Status edit_op(const uint8_t* arg, uint32_t arg_len);
 
 // op_compare.cpp
 Status compare_op(const uint8_t* arg, uint32_t arg_len);
+// INSTAR_OP_REBASE: rebase's safe-mode copy (op_rebase.cpp).
+Status rebase_op(const uint8_t* arg, uint32_t arg_len);
 // op_map.cpp
 Status map_op(const uint8_t* arg, uint32_t arg_len);
 // op_measure.cpp

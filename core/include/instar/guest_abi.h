@@ -218,7 +218,8 @@ enum instar_op {
     INSTAR_OP_MAP = 8,        /* struct instar_map_arg: the plan is a device -> INSTAR_REC_MAP (docs/map.md) */
     INSTAR_OP_MEASURE = 10,   /* struct instar_measure_arg: the plan is a device (docs/measure.md) */
     INSTAR_OP_EDIT = 11,      /* struct instar_edit_arg + command bytes: an in-place change (docs/edit.md) */
-    /* 12 (rebase's data path), 13 (commit's) and 14 (dd's) are reserved for those commands. */
+    INSTAR_OP_REBASE = 12,    /* struct instar_rebase_arg: the plan is a device (docs/rebase.md) */
+    /* 13 (commit's data path) and 14 (dd's) are reserved for those commands. */
 };
 
 /* INSTAR_OP_INFO: device 0 is the image, devices 1..file_count the files it referenced in an earlier
@@ -388,6 +389,52 @@ struct instar_edit_record_head {
 };
 INSTAR_ABI_ASSERT(sizeof(struct instar_edit_record_head) == 8, "edit record head layout");
 
+/* INSTAR_OP_REBASE (rebase's safe mode): the argument names a read-only device holding a struct
+ * instar_rebase_plan, then image_count struct instar_convert_image entries: entry 0 is the image
+ * (read through its read-only device, written through write_device), its old backing chain follows
+ * through `backing`; new_backing is the top of the
+ * new backing chain (or INSTAR_CONVERT_NO_BACKING: zeros). Wherever the image allocates nothing and
+ * the old and new chains read differently, the guest writes the old chain's bytes into the image
+ * (whole clusters of the image), flushes it, and answers with one INSTAR_REC_REBASE (after an
+ * INSTAR_REC_REASON when something failed). */
+#define INSTAR_REBASE_PLAN_MAGIC 0x4E4C5052u /* "RPLN" */
+#define INSTAR_REBASE_PROGRESS 1u            /* send INSTAR_HC_PROGRESS in bytes of the image */
+#define INSTAR_REBASE_COMPRESS 2u            /* -c: copied clusters stored compressed */
+
+struct instar_rebase_arg {
+    uint32_t plan_device;
+    uint32_t reserved;
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_rebase_arg) == 8, "rebase arg layout");
+
+struct instar_rebase_plan {
+    uint32_t magic;        /* INSTAR_REBASE_PLAN_MAGIC */
+    uint32_t image_count;  /* entries after the head, at least 1 */
+    uint32_t flags;        /* INSTAR_REBASE_* */
+    uint32_t qemu_version;
+    uint32_t new_backing;  /* table index of the new backing chain's top, or INSTAR_CONVERT_NO_BACKING */
+    uint32_t write_device; /* the image's file again, writable (entry 0's device is read-only) */
+    uint64_t image_length; /* that file's length when the host opened it */
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_rebase_plan) == 32, "rebase plan layout");
+
+/* What went wrong, in qemu-img's categories (its message for each is the host's). */
+enum instar_rebase_outcome {
+    INSTAR_REBASE_DONE = 0,
+    INSTAR_REBASE_OPEN_FAILED = 1,  /* opening image `image` (its reason sent) */
+    INSTAR_REBASE_STATUS_FAILED = 2, /* "error while reading image metadata" */
+    INSTAR_REBASE_READ_OLD = 3,     /* "error while reading from old backing file" */
+    INSTAR_REBASE_READ_NEW = 4,     /* "error while reading from new backing file" */
+    INSTAR_REBASE_WRITE = 5,        /* "Error while writing to COW image" (reason sent) */
+};
+
+struct instar_rebase_record {
+    uint32_t outcome;  /* enum instar_rebase_outcome */
+    uint32_t image;    /* OPEN_FAILED: the table index */
+    uint64_t copied;   /* bytes written into the image */
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_rebase_record) == 16, "rebase record layout");
+
 /* INSTAR_OP_COMPARE: the argument names a read-only device holding a struct instar_compare_plan, then
  * image_count struct instar_convert_image entries (entries 0 and 1 are FILE1 and FILE2, the rest their
  * backing chains), then image_count uint32_t INSTAR_COMPARE_IMAGE_* flags, one per entry. The guest
@@ -536,6 +583,7 @@ enum instar_record_type {
     INSTAR_REC_MAP = 7,      /* 1..INSTAR_MAP_MAX_BATCH struct instar_map_entry, in disk order */
     INSTAR_REC_MEASURE = 9,  /* struct instar_measure_record, once, when the walk succeeded */
     INSTAR_REC_EDIT = 11,    /* INSTAR_OP_EDIT's output: struct instar_edit_record_head, then bytes */
+    INSTAR_REC_REBASE = 12,  /* struct instar_rebase_record, once, at the end of INSTAR_OP_REBASE */
     INSTAR_REC_TEST = 0x7F00, /* free-form bytes, for tests of the sandbox itself */
 };
 

@@ -25,7 +25,7 @@ const std::array COMMANDS = {
     Command{"info", cmd_info, "Display information about image"},
     Command{"map", cmd_map, "Dump image metadata"},
     Command{"measure", cmd_measure, "Calculate file size required for a new image"},
-    Command{"rebase", nullptr, "Change backing file of the image"},
+    Command{"rebase", cmd_rebase, "Change backing file of the image"},
     Command{"resize", nullptr, "Resize the image"},
     Command{"snapshot", cmd_snapshot, "List or manipulate snapshots in the image"},
 };

@@ -31,5 +31,6 @@ int cmd_info(Context& ctx, std::span<const std::string> args);
 int cmd_map(Context& ctx, std::span<const std::string> args);
 int cmd_measure(Context& ctx, std::span<const std::string> args);
 int cmd_snapshot(Context& ctx, std::span<const std::string> args);
+int cmd_rebase(Context& ctx, std::span<const std::string> args);
 
 } // namespace instar::cli

@@ -57,18 +57,20 @@ void fill_fixed_header(const Qcow2HeaderState& h, Qcow2HeaderDisk* d) {
     store_be32(d->version, h.version);
     store_be32(d->cluster_bits, h.cluster_bits);
     store_be64(d->size, h.size);
-    store_be32(d->crypt_method, QCOW_CRYPT_NONE);
+    store_be32(d->crypt_method, h.crypt_method);
     store_be32(d->l1_size, h.l1_size);
     store_be64(d->l1_table_offset, h.l1_table_offset);
     store_be64(d->refcount_table_offset, h.refcount_table_offset);
     store_be32(d->refcount_table_clusters, h.refcount_table_clusters);
+    store_be32(d->nb_snapshots, h.nb_snapshots);
+    store_be64(d->snapshots_offset, h.snapshots_offset);
     if (h.version < 3)
         return; // qemu writes only the 72-byte v2 header; the rest of the cluster stays zero
     store_be64(d->incompatible_features, h.incompatible_features);
     store_be64(d->compatible_features, h.compatible_features);
     store_be64(d->autoclear_features, h.autoclear_features);
     store_be32(d->refcount_order, h.refcount_order);
-    store_be32(d->header_length, sizeof(Qcow2HeaderDisk));
+    store_be32(d->header_length, static_cast<uint32_t>(sizeof(Qcow2HeaderDisk) + h.unknown_fields_len));
     d->compression_type[0] = h.compression_type;
 }
 
@@ -81,6 +83,13 @@ bool qcow2_build_header_cluster(const Qcow2HeaderState& h, uint8_t* buf, size_t 
     fill_fixed_header(h, &d);
     __builtin_memcpy(buf, &d, sizeof d);
     size_t pos = h.version < 3 ? QCOW2_V2_HEADER_LENGTH : sizeof(Qcow2HeaderDisk);
+    if (h.unknown_fields_len > 0) {
+        if (cluster_size - pos < h.unknown_fields_len)
+            return false;
+        for (size_t i = 0; i < h.unknown_fields_len; ++i)
+            buf[pos + i] = h.unknown_fields[i];
+        pos += h.unknown_fields_len;
+    }
 
     if (h.backing_fmt != nullptr &&
         !add_extension(buf, &pos, cluster_size, QCOW2_EXT_MAGIC_BACKING_FORMAT,
@@ -90,6 +99,14 @@ bool qcow2_build_header_cluster(const Qcow2HeaderState& h, uint8_t* buf, size_t 
         !add_extension(buf, &pos, cluster_size, QCOW2_EXT_MAGIC_DATA_FILE,
                        reinterpret_cast<const uint8_t*>(h.data_file), str_len(h.data_file)))
         return false;
+    if (h.has_crypto_header) {
+        Qcow2CryptoHeaderExtensionDisk c{};
+        store_be64(c.offset, h.crypto_header_offset);
+        store_be64(c.length, h.crypto_header_length);
+        if (!add_extension(buf, &pos, cluster_size, QCOW2_EXT_MAGIC_CRYPTO_HEADER, reinterpret_cast<const uint8_t*>(&c),
+                           sizeof c))
+            return false;
+    }
     if (h.version >= 3 && cluster_size > QCOW2_FEATURE_TABLE_MIN_CLUSTER) {
         uint8_t table[QCOW2_FEATURE_COUNT * QCOW2_FEATURE_ENTRY_SIZE] = {};
         for (size_t i = 0; i < QCOW2_FEATURE_COUNT; ++i) {
@@ -100,6 +117,20 @@ bool qcow2_build_header_cluster(const Qcow2HeaderState& h, uint8_t* buf, size_t 
                 e[2 + j] = static_cast<uint8_t>(FEATURES[i].name[j]);
         }
         if (!add_extension(buf, &pos, cluster_size, QCOW2_EXT_MAGIC_FEATURE_TABLE, table, sizeof table))
+            return false;
+    }
+    if (h.nb_bitmaps > 0) {
+        Qcow2BitmapsExtensionDisk b{};
+        store_be32(b.nb_bitmaps, h.nb_bitmaps);
+        store_be64(b.bitmap_directory_size, h.bitmap_directory_size);
+        store_be64(b.bitmap_directory_offset, h.bitmap_directory_offset);
+        if (!add_extension(buf, &pos, cluster_size, QCOW2_EXT_MAGIC_BITMAPS, reinterpret_cast<const uint8_t*>(&b),
+                           sizeof b))
+            return false;
+    }
+    for (size_t i = 0; i < h.unknown_extension_count; ++i) {
+        const Qcow2RawExtension& e = h.unknown_extensions[i];
+        if (!add_extension(buf, &pos, cluster_size, e.magic, e.data, e.len))
             return false;
     }
     if (!add_extension(buf, &pos, cluster_size, QCOW2_EXT_MAGIC_END, nullptr, 0))

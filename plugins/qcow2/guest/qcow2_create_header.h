@@ -7,7 +7,16 @@
 
 namespace instar::qcow2 {
 
-// The state qcow2_update_header serialises.
+// A header extension kept as read (qemu's unknown_header_ext): written back in the order given.
+struct Qcow2RawExtension {
+    uint32_t magic;
+    const uint8_t* data;
+    uint32_t len;
+};
+
+// The state qcow2_update_header serialises. A new image leaves the fields after `data_file` at
+// their defaults; an in-place rewrite of an existing header (rebase's backing switch) fills them
+// from the image.
 struct Qcow2HeaderState {
     uint32_t version = 3;
     uint32_t cluster_bits = 16;
@@ -24,6 +33,20 @@ struct Qcow2HeaderState {
     const char* backing_file = nullptr;
     const char* backing_fmt = nullptr;
     const char* data_file = nullptr; // the external data file extension's name, or nullptr
+    uint32_t crypt_method = 0;
+    uint32_t nb_snapshots = 0;
+    uint64_t snapshots_offset = 0;
+    // Header fields past qemu's 112-byte header that qemu does not know (kept, header_length grows).
+    const uint8_t* unknown_fields = nullptr;
+    size_t unknown_fields_len = 0;
+    bool has_crypto_header = false; // the full disk encryption header pointer extension
+    uint64_t crypto_header_offset = 0;
+    uint64_t crypto_header_length = 0;
+    uint32_t nb_bitmaps = 0; // > 0: the bitmaps extension
+    uint64_t bitmap_directory_size = 0;
+    uint64_t bitmap_directory_offset = 0;
+    const Qcow2RawExtension* unknown_extensions = nullptr;
+    size_t unknown_extension_count = 0;
 };
 
 // The feature-name table qemu writes for v3 images with clusters above 4 KiB (8 names, 48 bytes

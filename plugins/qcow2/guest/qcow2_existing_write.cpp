@@ -31,12 +31,15 @@ constexpr int ZLIB_DEFAULT_LEVEL = 6; // Z_DEFAULT_COMPRESSION, as qemu
 // qemu's QCOW_MAX_REFTABLE_SIZE: the largest refcount table qemu opens, so the most grown.
 constexpr uint64_t QCOW2_EXISTING_MAX_REFTABLE_BYTES = 8u << 20;
 
+// Writing into an image with a backing file needs that chain (set_backing): convert -n has none.
+constexpr const char BACKED[] = "into an existing qcow2 image with a backing file";
+
 class ExistingWriter final : public guest::ImageWriter {
 public:
     ExistingWriter(guest::BlockDevice& dev, guest::Allocator& alloc, guest::ReasonSink* reasons,
                    const guest::Codecs* codecs, const Qcow2Header& h, uint8_t* buf)
         : dev_(dev), alloc_(alloc), reasons_(reasons), codecs_(codecs), h_(h), cs_(h.cluster_size()), cb_(h.cluster_bits),
-          l2_entries_(h.cluster_size() / 8), buf_(buf) {
+          l2_entries_(h.cluster_size() / 8), buf_(buf), has_backing_(h.backing_file_offset != 0) {
         file_len_ = dev.size();
         next_ = (file_len_ + cs_ - 1) / cs_ * cs_;
         refcount_bits_ = uint32_t{1} << h.refcount_order;
@@ -46,16 +49,29 @@ public:
 
     uint64_t cluster_size() const override { return cs_; }
     bool zero_init() const override { return false; } // an existing image: qemu asks for zeros
+    // The image's backing chain as it reads (rebase's safe mode passes the old chain): what a
+    // partly written unallocated cluster is filled with.
+    void set_backing(guest::ImageReader* backing) override { backing_ = backing; }
 
     Status write(uint64_t offset, const void* buf, size_t len) override {
         if (offset > h_.size || len > h_.size - offset)
             return Status::Invalid;
+        if (has_backing_ && backing_ == nullptr)
+            return refuse(BACKED);
         const auto* src = static_cast<const uint8_t*>(buf);
         while (len > 0) {
             const uint64_t in = offset & (cs_ - 1);
-            const uint64_t n = len < cs_ - in ? len : cs_ - in;
-            if (const Status st = write_piece(offset, src, n); st != Status::Ok)
-                return st;
+            uint64_t n = len < cs_ - in ? len : cs_ - in;
+            bool written = false;
+            if (in == 0 && len >= 2 * cs_) {
+                // Several whole clusters: appended together when none of them is allocated.
+                if (const Status st = write_run(offset, src, len / cs_, &n, &written); st != Status::Ok)
+                    return st;
+            }
+            if (!written) {
+                if (const Status st = write_piece(offset, src, n); st != Status::Ok)
+                    return st;
+            }
             offset += n;
             src += n;
             len -= n;
@@ -66,6 +82,8 @@ public:
     Status write_zeroes(uint64_t offset, uint64_t len, bool) override {
         if (offset > h_.size || len > h_.size - offset)
             return Status::Invalid;
+        if (has_backing_ && backing_ == nullptr)
+            return refuse(BACKED);
         while (len > 0) {
             const uint64_t in = offset & (cs_ - 1);
             const uint64_t n = len < cs_ - in ? len : cs_ - in;
@@ -86,6 +104,8 @@ public:
         if ((offset & (cs_ - 1)) != 0 || offset > h_.size || len > h_.size - offset || len > cs_ ||
             (len != cs_ && offset + len != h_.size))
             return Status::Invalid;
+        if (has_backing_ && backing_ == nullptr)
+            return refuse(BACKED);
         if (h_.compression_type != QCOW2_COMPRESSION_TYPE_ZLIB)
             return refuse("zstd-compressed clusters into an existing qcow2 image");
         if (codecs_ == nullptr || codecs_->deflate == nullptr)
@@ -133,6 +153,8 @@ public:
         alloc_.deallocate(buf_, static_cast<size_t>(cs_));
         if (cbuf_ != nullptr)
             alloc_.deallocate(cbuf_, static_cast<size_t>(cs_));
+        if (ebuf_ != nullptr)
+            alloc_.deallocate(ebuf_, static_cast<size_t>(cs_));
         guest::arena_delete(alloc_, this);
     }
 
@@ -361,6 +383,85 @@ private:
         return Status::Ok;
     }
 
+    // Refcount 1 for the `count` clusters from host offset `host`: one write per refcount block
+    // where the block exists (entries of 8 bits or more), else cluster by cluster (set_refcount
+    // makes blocks and grows the table).
+    Status set_refcounts_run(uint64_t host, uint64_t count) {
+        uint64_t i = 0;
+        while (i < count) {
+            const uint64_t cluster = (host >> cb_) + i;
+            const uint64_t rt_index = cluster / rb_entries_;
+            const uint64_t index = cluster % rb_entries_;
+            const uint64_t k = count - i < rb_entries_ - index ? count - i : rb_entries_ - index;
+            uint64_t block = 0;
+            if (refcount_bits_ >= 8 && rt_index < rt_entries_) {
+                if (const Status st = read64(h_.refcount_table_offset + rt_index * 8, &block); st != Status::Ok)
+                    return st;
+                block &= REFT_OFFSET_MASK;
+                if (block != 0 && (!cluster_in_file(block) || overlaps_metadata(block)))
+                    block = 0; // set_refcount reports it
+            }
+            if (block == 0) {
+                for (uint64_t j = 0; j < k; ++j)
+                    if (const Status st = set_refcount((cluster + j) << cb_, 1, 0); st != Status::Ok)
+                        return st;
+            } else {
+                const uint32_t bytes = refcount_bits_ / 8;
+                // k * bytes <= rb_entries_ * bytes = one cluster: buf_ holds it.
+                __builtin_memset(buf_, 0, static_cast<size_t>(k * bytes));
+                for (uint64_t j = 0; j < k; ++j)
+                    buf_[j * bytes + bytes - 1] = 1;
+                if (const Status st = dev_.write(block + index * bytes, buf_, static_cast<size_t>(k * bytes));
+                    st != Status::Ok)
+                    return st;
+            }
+            i += k;
+        }
+        return Status::Ok;
+    }
+
+    // Up to `clusters` whole clusters from `guest` (cluster-aligned) inside one L2 table, when every
+    // one of them is unallocated (entry 0): appended as one run (refcounts, data, then the L2
+    // entries, each one write). *written says whether it did; *n is the bytes it covered.
+    Status write_run(uint64_t guest, const uint8_t* src, uint64_t clusters, uint64_t* n, bool* written) {
+        *written = false;
+        const uint64_t index = (guest >> cb_) & (l2_entries_ - 1);
+        uint64_t k = clusters < l2_entries_ - index ? clusters : l2_entries_ - index;
+        if (k < 2)
+            return Status::Ok;
+        uint64_t l2 = 0;
+        if (const Status st = l2_table(guest, true, &l2); st != Status::Ok)
+            return st;
+        if (ebuf_ == nullptr) {
+            ebuf_ = static_cast<uint8_t*>(alloc_.allocate(static_cast<size_t>(cs_), 64));
+            if (ebuf_ == nullptr)
+                return Status::NoMemory;
+        }
+        if (const Status st = dev_.read(l2 + index * 8, ebuf_, static_cast<size_t>(k * 8)); st != Status::Ok)
+            return st;
+        for (uint64_t i = 0; i < k; ++i)
+            if (load_be64(ebuf_ + i * 8) != 0)
+                return Status::Ok; // something is there: cluster by cluster
+        uint64_t bytes = 0;
+        if (__builtin_mul_overflow(k, cs_, &bytes) || next_ > MAX_CLUSTER_OFFSET - bytes)
+            return Status::TooLarge;
+        const uint64_t at = next_;
+        next_ += bytes;
+        if (const Status st = set_refcounts_run(at, k); st != Status::Ok)
+            return st;
+        if (const Status st = dev_.write(at, src, static_cast<size_t>(bytes)); st != Status::Ok)
+            return st;
+        if (at + bytes > file_len_)
+            file_len_ = at + bytes;
+        for (uint64_t i = 0; i < k; ++i)
+            store_be64(ebuf_ + i * 8, (at + i * cs_) | QCOW_OFLAG_COPIED);
+        if (const Status st = dev_.write(l2 + index * 8, ebuf_, static_cast<size_t>(k * 8)); st != Status::Ok)
+            return st;
+        *n = bytes;
+        *written = true;
+        return Status::Ok;
+    }
+
     Status write_piece(uint64_t guest, const uint8_t* src, uint64_t n) {
         uint64_t at = 0, e = 0, host = 0;
         if (const Status st = entry(guest, true, &at, &e, &host); st != Status::Ok)
@@ -368,16 +469,20 @@ private:
         const uint64_t in = guest & (cs_ - 1);
         if (host != 0 && !(e & QCOW_OFLAG_ZERO))
             return dev_.write(host + in, src, static_cast<size_t>(n)); // allocated: in place
-        // A zero-flagged or unallocated cluster reads as zeros (no backing file): the whole cluster
-        // is written, the request's bytes over zeros.
+        // A zero-flagged cluster reads as zeros, an unallocated one as zeros or, with a backing
+        // file, as the backing chain: the whole cluster is written, the request's bytes over that.
         const bool fresh = host == 0;
-        if (fresh) {
+        if (fresh) { // (allocating may use buf_ for a new refcount block: before buf_ is filled)
             if (const Status st = allocate(&host); st != Status::Ok)
                 return st;
         }
         const uint8_t* data = src;
         if (n != cs_) {
             __builtin_memset(buf_, 0, static_cast<size_t>(cs_));
+            if (fresh && has_backing_) {
+                if (const Status st = backing_fill(guest - in); st != Status::Ok)
+                    return st;
+            }
             __builtin_memcpy(buf_ + in, src, static_cast<size_t>(n));
             data = buf_;
         }
@@ -392,12 +497,23 @@ private:
         uint64_t at = 0, e = 0, host = 0;
         if (const Status st = entry(guest, false, &at, &e, &host); st != Status::Ok)
             return st;
+        if (host == 0 && has_backing_)
+            return refuse("zeros over a backing file into an existing qcow2 image");
         if (host == 0 || (e & QCOW_OFLAG_ZERO))
             return Status::Ok; // reads as zeros already (unallocated without a backing file, or zero)
         if (n == cs_ && h_.version >= 3)
             return write64(at, host | QCOW_OFLAG_COPIED | QCOW_OFLAG_ZERO);
         __builtin_memset(buf_, 0, static_cast<size_t>(n));
         return dev_.write(host + (guest & (cs_ - 1)), buf_, static_cast<size_t>(n));
+    }
+
+    // buf_[0, cs_) = the backing chain's bytes of the cluster at `guest` (zeros past its end).
+    Status backing_fill(uint64_t guest) {
+        const uint64_t bsize = backing_->virtual_size();
+        if (guest >= bsize)
+            return Status::Ok;
+        const uint64_t len = bsize - guest < cs_ ? bsize - guest : cs_;
+        return backing_->read(guest, buf_, static_cast<size_t>(len));
     }
 
     guest::BlockDevice& dev_;
@@ -410,6 +526,7 @@ private:
     uint64_t l2_entries_;
     uint8_t* buf_;            // one cluster
     uint8_t* cbuf_ = nullptr; // -c: compressed output, one cluster
+    uint8_t* ebuf_ = nullptr; // a run's L2 entries, one cluster
     uint64_t file_len_ = 0;
     uint64_t next_ = 0; // where the next appended cluster goes
     uint32_t refcount_bits_ = 16;
@@ -417,6 +534,8 @@ private:
     uint64_t rt_entries_ = 0;
     uint64_t l1_index_ = UINT64_MAX; // the last L1 entry looked up, and its L2 table
     uint64_t l2_offset_ = 0;
+    bool has_backing_ = false;
+    guest::ImageReader* backing_ = nullptr;
 };
 
 Status refuse_open(guest::ReasonSink* reasons, const char* what) {
@@ -444,8 +563,6 @@ Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
             req.reasons->reason(why.text, why.len);
         return st;
     }
-    if (h.backing_file_offset != 0)
-        return refuse_open(req.reasons, "a backing file");
     if (h.crypt_method != 0)
         return refuse_open(req.reasons, "encryption");
     if (h.nb_snapshots != 0)

@@ -12,7 +12,10 @@
 //     otherwise), in a host cluster of its own;
 //   - zeros leave unallocated and zero clusters alone; a whole allocated cluster gets the zero flag
 //     (v3, the cluster stays allocated where qemu unmaps it) or zeros written (v2, partial ranges).
-// Refused with a reason (Unsupported): backing files, encryption, internal snapshots, external
+// With a backing file, writes need the chain given to set_backing (rebase's safe mode; refused
+// without it, as convert -n): a partly written unallocated cluster is filled from it, and zeros
+// over an unallocated cluster are refused.
+// Refused with a reason (Unsupported): encryption, internal snapshots, external
 // data files, extended L2 entries, persistent bitmaps, dirty or corrupt images, and compressed
 // clusters in the written range. A refcount table too small for the new clusters is grown (a
 // larger copy appended, the header pointed at it, the old one freed), up to qemu's 8 MiB.

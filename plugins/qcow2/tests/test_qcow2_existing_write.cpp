@@ -231,3 +231,88 @@ TEST_CASE("qcow2 existing writer: a full refcount table is grown, the old one fr
     for (std::uint64_t at = 0; at < (12u << 20); at += d.size())
         CHECK(std::memcmp(disk.data() + at, d.data(), d.size()) == 0);
 }
+
+TEST_CASE("qcow2 existing writer: whole unallocated clusters are appended as one run") {
+    const auto base = base_image();
+    Opened o(base);
+    REQUIRE(o.status == Status::Ok);
+    const std::uint64_t end = base.size();
+    // Clusters 2..6 unallocated, cluster 1 allocated: a run over 2..6, then one over 0..2 that
+    // meets the allocated cluster 1 (cluster by cluster).
+    std::vector<std::uint8_t> data(5 * CS);
+    for (std::size_t i = 0; i < data.size(); ++i)
+        data[i] = static_cast<std::uint8_t>(i / CS + 1);
+    REQUIRE(o.w->write(2 * CS, data.data(), data.size()) == Status::Ok);
+    const std::vector<std::uint8_t> ee(2 * CS, 0xee);
+    REQUIRE(o.w->write(0, ee.data(), ee.size()) == Status::Ok);
+    REQUIRE(o.w->finish() == Status::Ok);
+    const auto img = o.file.bytes();
+    CHECK(img.size() == end + 6 * CS); // five clusters in one run, then cluster 0
+    std::vector<std::uint8_t> expect(4u << 20, 0);
+    std::memset(expect.data(), 0xee, 2 * CS);
+    std::memcpy(expect.data() + 2 * CS, data.data(), data.size());
+    CHECK(read_disk(img) == expect);
+    // The run's clusters lie in order, each counted once.
+    const std::uint64_t l1_off = be64(img, 40);
+    const std::uint64_t l2_off = be64(img, l1_off) & 0x00fffffffffffe00ull;
+    for (std::uint64_t c = 0; c < 5; ++c) {
+        CHECK(be64(img, l2_off + (2 + c) * 8) == ((end + c * CS) | COPIED));
+        CHECK(qcow2::load_be16(img.data() + 0x20000 + 2 * (end / CS + c)) == 1);
+    }
+}
+
+namespace {
+
+// A fixed pattern as a backing chain.
+class PatternReader final : public guest::ImageReader {
+public:
+    explicit PatternReader(std::uint64_t size) : size_(size) {}
+    std::uint64_t virtual_size() const override { return size_; }
+    Status status(std::uint64_t, std::uint64_t length, guest::Extent* out) override {
+        *out = guest::Extent{length, guest::Allocation::Data, 0, 0, 0, 0};
+        return Status::Ok;
+    }
+    Status read(std::uint64_t, void* buf, std::size_t len) override {
+        std::memset(buf, 0x5a, len);
+        return Status::Ok;
+    }
+    void close() override {}
+
+private:
+    std::uint64_t size_;
+};
+
+} // namespace
+
+TEST_CASE("qcow2 existing writer: an overlay is written only with its backing chain") {
+    // Give the image a backing file name (the writer never reads it: the chain comes from the caller).
+    auto img = base_image();
+    const char name[] = "b.qcow2";
+    std::memcpy(img.data() + 0x200, name, sizeof name - 1);
+    put64(img, 8, 0x200);
+    qcow2::store_be32(img.data() + 16, sizeof name - 1);
+    const std::vector<std::uint8_t> cd(4096, 0xcd);
+    {
+        Opened o(img); // convert -n: no chain, so no write
+        REQUIRE(o.status == Status::Ok);
+        CHECK(o.w->write(2 * CS, cd.data(), cd.size()) == Status::Unsupported);
+        CHECK(o.reasons.text.find("with a backing file") != std::string::npos);
+    }
+    Opened o(img);
+    REQUIRE(o.status == Status::Ok);
+    PatternReader chain(4u << 20);
+    o.w->set_backing(&chain);
+    REQUIRE(o.w->write(2 * CS + 512, cd.data(), cd.size()) == Status::Ok); // partial: the rest from the chain
+    CHECK(o.w->write_zeroes(3 * CS, CS, true) == Status::Unsupported);     // would hide the chain
+    const auto out = o.file.bytes();
+    const std::uint64_t l1_off = be64(out, 40);
+    const std::uint64_t l2_off = be64(out, l1_off) & 0x00fffffffffffe00ull;
+    const std::uint64_t host = be64(out, l2_off + 2 * 8) & 0x00fffffffffffe00ull;
+    REQUIRE(host != 0);
+    CHECK(out[host] == 0x5a);
+    CHECK(out[host + 511] == 0x5a);
+    CHECK(out[host + 512] == 0xcd);
+    CHECK(out[host + 512 + 4095] == 0xcd);
+    CHECK(out[host + 512 + 4096] == 0x5a);
+    CHECK(out[host + CS - 1] == 0x5a);
+}

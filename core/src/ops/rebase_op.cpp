@@ -1,0 +1,192 @@
+// rebase's safe mode on the host: the new backing chain opened, INSTAR_OP_REBASE run (rebase_op.h).
+#include "ops/rebase_op.h"
+
+#include "ops/guest_info_runner.h"
+#include "ops/guest_module.h"
+#include "ops/image_table.h"
+
+#include <cerrno>
+#include <cstring>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace instar {
+namespace {
+
+// The walk runs at disk speed; as compare's watchdog: a minute plus a second per 16 MiB of the image.
+constexpr std::chrono::milliseconds REBASE_BASE_TIMEOUT{60'000};
+constexpr std::uint64_t REBASE_BYTES_PER_SECOND = 16u << 20;
+
+// qemu's bdrv_get_full_backing_filename_from_filename: a relative name is relative to the image's
+// directory; an absolute one (or a protocol name, refused later by the open) stays.
+std::string resolve_backing(const std::string& image, const std::string& backing) {
+    if (backing.empty() || backing[0] == '/')
+        return backing;
+    const auto slash = image.rfind('/');
+    return slash == std::string::npos ? backing : image.substr(0, slash + 1) + backing;
+}
+
+// The image inspected, opened again for writing: the same device and inode, the same size.
+struct WritableFile {
+    int fd = -1;
+    WritableFile() = default;
+    WritableFile(const WritableFile&) = delete;
+    WritableFile& operator=(const WritableFile&) = delete;
+    ~WritableFile() {
+        if (fd >= 0)
+            ::close(fd);
+    }
+};
+
+Expected<bool> reopen(const OpenedFile& f, const std::string& filename, WritableFile& out) {
+    out.fd = ::open(f.path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (out.fd < 0)
+        return Error{"Could not open '" + filename + "': Could not open '" + f.display + "': " + std::strerror(errno)};
+    struct stat st {};
+    if (::fstat(out.fd, &st) != 0 || static_cast<std::uint64_t>(st.st_dev) != f.device ||
+        static_cast<std::uint64_t>(st.st_ino) != f.inode || static_cast<std::uint64_t>(st.st_size) != f.size)
+        return Error{"Could not open '" + filename + "': the file changed while it was being inspected"};
+    return true;
+}
+
+} // namespace
+
+Expected<bool> rebase_copy(const RebaseSpec& spec, const PluginRegistry& plugins, const vmm::SandboxConfig& config,
+                           std::uint32_t qemu_version) {
+    auto runner = make_sandbox_info_runner(config, qemu_version);
+    if (!runner)
+        return Error{runner.error()};
+    const OpenedChain& image = *spec.chain;
+    const ChainLink& top = image.links.front();
+
+    // The new backing file with its chain, named relative to the image as qemu resolves it.
+    OpenedChain fresh;
+    if (!spec.new_backing.empty()) {
+        InfoOptions io;
+        io.filename = resolve_backing(spec.path, spec.new_backing);
+        io.format = spec.new_backing_format;
+        io.backing_chain = true;
+        io.unsafe_quirks = spec.unsafe_quirks;
+        io.allow_paths = spec.allow_paths;
+        if (auto opened = open_chain(io, plugins, *runner, fresh); !opened) {
+            // qemu's blk_new_open error has no "Could not open 'NAME': " frame of its own.
+            std::string why = opened.error();
+            const std::string frame = "Could not open '" + io.filename + "': ";
+            if (why.rfind(frame, 0) == 0)
+                why = why.substr(frame.size());
+            return Error{"Could not open new backing file '" + spec.new_backing + "': " + why};
+        }
+    }
+
+    // Only qcow2 can take the data and then the new name: every other format's switch fails with
+    // ENOTSUP (qemu-img copies first, then fails; instar leaves the image alone: docs/rebase.md).
+    if (top.node.format != "qcow2")
+        return true;
+    for (const OpenedChain* c : {&image, static_cast<const OpenedChain*>(&fresh)})
+        for (const auto& link : c->links)
+            if (!((*link.plugin)->capabilities & CAP_CONVERT))
+                return Error{"Could not open '" + link.name + "': instar cannot read the data of " +
+                             std::string((*link.plugin)->name) + " images yet"};
+
+    ImageTable table(2); // device 0: the plan, device 1: the image, writable
+    auto image_index = table.add_chain(image);
+    if (!image_index)
+        return Error{image_index.error()};
+    std::uint32_t new_top = INSTAR_CONVERT_NO_BACKING;
+    if (!fresh.links.empty()) {
+        auto idx = table.add_chain(fresh);
+        if (!idx)
+            return Error{idx.error()};
+        new_top = *idx;
+    }
+    if (*image_index != 0)
+        return Error{"rebase: the image is not the plan's first entry"};
+    if (auto ok = table.check_limits("rebase"); !ok)
+        return Error{ok.error()};
+
+    WritableFile rw;
+    if (auto ok = reopen(top.image, spec.filename, rw); !ok)
+        return Error{ok.error()};
+    table.devices[1] = vmm::output_device(rw.fd);
+
+    instar_rebase_plan head{};
+    head.magic = INSTAR_REBASE_PLAN_MAGIC;
+    head.image_count = static_cast<std::uint32_t>(table.images.size());
+    head.flags = (spec.progress ? INSTAR_REBASE_PROGRESS : 0u) | (spec.compress ? INSTAR_REBASE_COMPRESS : 0u);
+    head.qemu_version = qemu_version;
+    head.new_backing = new_top;
+    head.write_device = 1;
+    head.image_length = top.image.size;
+    std::vector<std::uint8_t> bytes;
+    append_bytes(bytes, &head, 1);
+    append_bytes(bytes, table.images.data(), table.images.size());
+    PlanFile plan_file;
+    auto plan_device = plan_file.write(bytes);
+    if (!plan_device)
+        return Error{plan_device.error()};
+    table.devices[0] = *plan_device;
+
+    vmm::SandboxConfig sandbox = config;
+    const auto budget = REBASE_BASE_TIMEOUT + std::chrono::seconds(top.node.virtual_size / REBASE_BYTES_PER_SECOND);
+    if (sandbox.timeout < budget)
+        sandbox.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(budget);
+    if (spec.progress)
+        sandbox.progress = spec.progress;
+    const instar_rebase_arg arg{0, 0};
+    // SAFETY: instar_rebase_arg is a trivially-copyable ABI struct with no padding (static_assert).
+    const auto* a = reinterpret_cast<const std::uint8_t*>(&arg);
+    auto run = vmm::run(sandbox, table.devices, table.modules, INSTAR_OP_REBASE, {a, sizeof arg});
+    if (!run)
+        return Error{"Error while writing to COW image: " + run.error().message};
+
+    // Untrusted: exactly one well-formed record.
+    std::string reason;
+    std::optional<instar_rebase_record> rec;
+    bool bad = false;
+    for (const auto& r : run->records) {
+        if (r.type == INSTAR_REC_REASON && reason.empty())
+            reason = printable_reason(std::string(r.data.begin(), r.data.end()));
+        else if (r.type == INSTAR_REC_REBASE) {
+            if (rec || r.data.size() != sizeof(instar_rebase_record)) {
+                bad = true;
+                continue;
+            }
+            instar_rebase_record c{};
+            std::memcpy(&c, r.data.data(), sizeof c);
+            rec = c;
+        }
+    }
+    if (!run->host_error.empty())
+        return Error{"Error while writing to COW image: " + run->host_error};
+    if (run->exit_status != 0 || !rec || bad) {
+        const std::string why =
+            reason.empty() ? status_message(static_cast<guest::Status>(run->exit_status)) : reason;
+        return Error{"Error while writing to COW image: " + why};
+    }
+    switch (rec->outcome) {
+    case INSTAR_REBASE_DONE:
+        return true;
+    case INSTAR_REBASE_OPEN_FAILED: {
+        if (rec->image >= table.links.size())
+            return Error{"rebase: the sandbox sent an invalid record"};
+        const std::string& name = table.links[rec->image]->name;
+        for (std::size_t at; (at = reason.find("{image}")) != std::string::npos;)
+            reason.replace(at, 7, name);
+        return Error{"Could not open '" + name + "': " + reason};
+    }
+    case INSTAR_REBASE_STATUS_FAILED:
+        return Error{"error while reading image metadata: Input/output error"};
+    case INSTAR_REBASE_READ_OLD:
+        return Error{"error while reading from old backing file"};
+    case INSTAR_REBASE_READ_NEW:
+        return Error{"error while reading from new backing file"};
+    case INSTAR_REBASE_WRITE:
+        return Error{"Error while writing to COW image: " + (reason.empty() ? std::string("Input/output error") : reason)};
+    default:
+        return Error{"rebase: the sandbox sent an invalid record"};
+    }
+}
+
+} // namespace instar

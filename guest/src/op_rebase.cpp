@@ -1,0 +1,271 @@
+// INSTAR_OP_REBASE: rebase's safe mode (docs/rebase.md). Reads the host's plan, opens the image, its
+// old backing chain and the new backing chain with their formats' readers and the image's format's
+// writer over the image's writable device, then walks the image as img_rebase does: where the image
+// allocates nothing, the old and new chains are read and every cluster of the image in which they
+// differ gets the old chain's bytes written into the image (whole clusters, as qemu-img 10.0 aligns
+// its writes; 7.2 writes the differing sectors: the same content). The image's content never
+// changes (it still reads the old chain where it allocates nothing), so a kill at any point leaves
+// it as it was, at worst with leaked clusters. The backing switch is the host's next step.
+#include "image_table.h"
+
+#include "chain_reader.h"
+
+#include <instar/guest/arena_new.h>
+
+namespace instar::guest {
+namespace {
+
+// qemu-img's IO_BUF_SIZE: the walk's step, and what each of the two buffers holds.
+constexpr uint64_t REBASE_CHUNK = 2u << 20;
+
+struct Plan {
+    instar_rebase_plan head{};
+    instar_convert_image* images = nullptr;
+};
+
+Status read_plan(uint32_t plan_device, Plan& plan) {
+    uint8_t* bytes = nullptr;
+    size_t size = 0;
+    if (const Status st = read_plan_device(plan_device, sizeof(instar_rebase_plan), &bytes, &size); st != Status::Ok)
+        return st;
+    __builtin_memcpy(&plan.head, bytes, sizeof plan.head);
+    const instar_rebase_plan& h = plan.head;
+    const uint64_t table = static_cast<uint64_t>(h.image_count) * sizeof(instar_convert_image);
+    if (h.magic != INSTAR_REBASE_PLAN_MAGIC || h.image_count < 1 || h.image_count > INSTAR_CONVERT_MAX_IMAGES ||
+        sizeof h + table != size || h.write_device >= device_count() || device(h.write_device) == nullptr ||
+        (h.new_backing != INSTAR_CONVERT_NO_BACKING && (h.new_backing == 0 || h.new_backing >= h.image_count)))
+        return Status::Invalid;
+    // The plan starts 16-aligned; 32 is a multiple of the entries' alignment.
+    plan.images = reinterpret_cast<instar_convert_image*>(bytes + sizeof h);
+    return check_image_table(plan.images, h.image_count);
+}
+
+// The image's writable device with the file's real length (an output device's size() is its limit):
+// what the format's writer sees as "the file", growing as it appends.
+class ImageFile final : public BlockDevice {
+public:
+    ImageFile(BlockDevice& dev, uint64_t length) : dev_(dev), length_(length < dev.size() ? length : dev.size()) {}
+    uint64_t size() const override { return length_; }
+    Status read(uint64_t offset, void* buf, size_t len) override {
+        if (offset > length_ || len > length_ - offset) return Status::IoError;
+        return dev_.read(offset, buf, len);
+    }
+    Status write(uint64_t offset, const void* buf, size_t len) override {
+        const Status st = dev_.write(offset, buf, len);
+        if (st == Status::Ok && offset + len > length_) length_ = offset + len; // dev_ bounds-checked it
+        return st;
+    }
+    Status allocation(uint64_t offset, bool* data, uint64_t* length) override {
+        return dev_.allocation(offset, data, length);
+    }
+    Status discard(uint64_t offset, uint64_t len) override { return dev_.discard(offset, len); }
+
+private:
+    BlockDevice& dev_;
+    uint64_t length_;
+};
+
+void send(uint32_t outcome, uint32_t image, uint64_t copied) {
+    const instar_rebase_record rec{outcome, image, copied};
+    hc_record(INSTAR_REC_REBASE, &rec, sizeof rec);
+}
+
+struct Walk {
+    ImageReader* image;          // the image alone (its own allocation)
+    convert::ChainReader old_chain;
+    convert::ChainReader new_chain;
+    bool has_old;
+    bool has_new;
+    ImageWriter* writer;
+    bool compress;
+    bool progress;
+    bool clip_at_backing_end; // 7.2's loop
+    uint64_t old_size;        // the old and new backing chains' virtual sizes (0: none)
+    uint64_t new_size;
+    uint8_t* buf_old;
+    uint8_t* buf_new;
+    uint64_t copied = 0;
+};
+
+// Equality in 4 KiB blocks of 8-byte words OR-ed together (a loop without an early exit, which the
+// compiler vectorises), then the tail bytes.
+bool same(const uint8_t* a, const uint8_t* b, uint64_t len) {
+    constexpr uint64_t BLOCK = 4096;
+    uint64_t i = 0;
+    for (; i + BLOCK <= len; i += BLOCK) {
+        uint64_t diff = 0;
+        for (uint64_t j = 0; j < BLOCK; j += 8) {
+            uint64_t x, y;
+            __builtin_memcpy(&x, a + i + j, 8);
+            __builtin_memcpy(&y, b + i + j, 8);
+            diff |= x ^ y;
+        }
+        if (diff != 0) return false;
+    }
+    for (; i < len; ++i)
+        if (a[i] != b[i]) return false;
+    return true;
+}
+
+// One unallocated run [offset, offset + n) of the image, n <= REBASE_CHUNK: compare and copy.
+uint32_t copy_run(Walk& w, uint64_t offset, uint64_t n, uint64_t cs) {
+    if (!w.has_old) __builtin_memset(w.buf_old, 0, static_cast<size_t>(n)); // no backing file: zeros
+    else if (w.old_chain.read(offset, w.buf_old, static_cast<size_t>(n)) != Status::Ok)
+        return INSTAR_REBASE_READ_OLD;
+    if (!w.has_new) __builtin_memset(w.buf_new, 0, static_cast<size_t>(n));
+    else if (w.new_chain.read(offset, w.buf_new, static_cast<size_t>(n)) != Status::Ok)
+        return INSTAR_REBASE_READ_NEW;
+    // Consecutive differing clusters go to the writer as one request (qcow2 appends them as one
+    // run: a few writes instead of a few per cluster); -c writes cluster by cluster.
+    uint64_t done = 0, run_start = 0, run_len = 0;
+    auto flush_run = [&]() -> uint32_t {
+        if (run_len == 0) return INSTAR_REBASE_DONE;
+        const Status st = w.writer->write(offset + run_start, w.buf_old + run_start, static_cast<size_t>(run_len));
+        w.copied += run_len;
+        run_len = 0;
+        return st == Status::Ok ? INSTAR_REBASE_DONE : INSTAR_REBASE_WRITE;
+    };
+    while (done < n) {
+        // Up to the next cluster boundary of the image.
+        const uint64_t at = offset + done;
+        uint64_t piece = cs - (at & (cs - 1));
+        if (piece > n - done) piece = n - done;
+        if (!same(w.buf_old + done, w.buf_new + done, piece)) {
+            if (w.compress) {
+                if (w.writer->write_compressed(at, w.buf_old + done, static_cast<size_t>(piece)) != Status::Ok)
+                    return INSTAR_REBASE_WRITE;
+                w.copied += piece;
+            } else {
+                if (run_len == 0) run_start = done;
+                run_len += piece;
+            }
+        } else if (const uint32_t out = flush_run(); out != INSTAR_REBASE_DONE) {
+            return out;
+        }
+        done += piece;
+    }
+    if (const uint32_t out = flush_run(); out != INSTAR_REBASE_DONE) return out;
+    return INSTAR_REBASE_DONE;
+}
+
+uint32_t walk(Walk& w, uint64_t size, uint64_t cs) {
+    for (uint64_t offset = 0; offset < size;) {
+        uint64_t n = size - offset < REBASE_CHUNK ? size - offset : REBASE_CHUNK;
+        Extent e{};
+        if (w.image->status(offset, n, &e) != Status::Ok || e.length == 0 || e.length > n)
+            return INSTAR_REBASE_STATUS_FAILED;
+        n = e.length;
+        if (e.allocation == Allocation::Unallocated) {
+            // qemu-img 7.2 ends a step where either backing file ends (10.0 reads both over the
+            // whole step): one progress figure per step, so the same number of figures.
+            // qemu's qcow2 block status ends at the end of an L2 table (cluster_size / 8 entries):
+            // each step stays inside one, so 7.2 and 10.0 print as many figures.
+            const uint64_t l2_span = cs * (cs / 8);
+            if (n > l2_span - offset % l2_span) n = l2_span - offset % l2_span;
+            if (w.clip_at_backing_end) {
+                const uint64_t ends[2] = {w.old_size, w.new_size};
+                for (const uint64_t end : ends)
+                    if (offset < end && n > end - offset) n = end - offset;
+            }
+            // The image allocates whole clusters: an unallocated run starts and ends on its
+            // cluster boundaries (or the disk's end), so whole clusters are written.
+            if (const uint32_t out = copy_run(w, offset, n, cs); out != INSTAR_REBASE_DONE) return out;
+            // One figure per step that was not skipped, as img_rebase (the host adds qemu's
+            // 100 / (size / IO_BUF_SIZE) for each).
+            if (w.progress) hc_progress(offset + n, size);
+        }
+        offset += n;
+    }
+    return INSTAR_REBASE_DONE;
+}
+
+} // namespace
+
+Status rebase_op(const uint8_t* arg, uint32_t arg_len) {
+    instar_rebase_arg a{};
+    if (arg_len != sizeof a) return Status::Invalid;
+    __builtin_memcpy(&a, arg, sizeof a);
+    Plan plan;
+    if (const Status st = read_plan(a.plan_device, plan); st != Status::Ok) return st;
+    const instar_rebase_plan& h = plan.head;
+    RecordReasons reasons;
+
+    auto* readers =
+        static_cast<ImageReader**>(arena().allocate(h.image_count * sizeof(ImageReader*), alignof(ImageReader*)));
+    auto* chains =
+        static_cast<ImageReader**>(arena().allocate(h.image_count * sizeof(ImageReader*), alignof(ImageReader*)));
+    auto* buf_old = static_cast<uint8_t*>(arena().allocate(REBASE_CHUNK, 64));
+    auto* buf_new = static_cast<uint8_t*>(arena().allocate(REBASE_CHUNK, 64));
+    if (readers == nullptr || chains == nullptr || buf_old == nullptr || buf_new == nullptr) return Status::NoMemory;
+    uint32_t opened = 0;
+    Status st = open_images(plan.images, h.image_count, nullptr, h.qemu_version, reasons, readers, &opened);
+    if (st != Status::Ok) {
+        send(INSTAR_REBASE_OPEN_FAILED, opened, 0);
+        close_images(readers, opened);
+        return Status::Ok; // the record says what failed
+    }
+
+    // The old chain: entry 0's backing downwards; the new one from new_backing. They share no
+    // entries (the host added them separately), so together they fit the table's size.
+    uint32_t old_depth = 0, new_depth = 0;
+    if (plan.images[0].backing != INSTAR_CONVERT_NO_BACKING)
+        st = chain_of(plan.images, h.image_count, plan.images[0].backing, readers, chains, h.image_count, &old_depth);
+    if (st == Status::Ok && h.new_backing != INSTAR_CONVERT_NO_BACKING)
+        st = chain_of(plan.images, h.image_count, h.new_backing, readers, chains + old_depth,
+                      h.image_count - old_depth, &new_depth);
+    if (st != Status::Ok) {
+        close_images(readers, opened);
+        return st;
+    }
+
+    // The image's format's writer over its writable file (convert -n's entry point).
+    const ModuleOps* m = module(plan.images[0].module);
+    ImageWriter* writer = nullptr;
+    if (m->open_writer == nullptr) {
+        static constexpr char TEXT[] = "instar cannot write into an image of this format yet";
+        reasons.reason(TEXT, sizeof TEXT - 1);
+        send(INSTAR_REBASE_WRITE, 0, 0);
+        close_images(readers, opened);
+        return Status::Ok;
+    }
+    auto* file = arena_new<ImageFile>(arena(), *device(h.write_device), h.image_length);
+    if (file == nullptr) {
+        close_images(readers, opened);
+        return Status::NoMemory;
+    }
+    const OpenRequest req{file, nullptr, 0, &arena(), &codecs(), &reasons, nullptr, h.qemu_version};
+    if ((st = m->open_writer(req, &writer)) != Status::Ok) {
+        send(INSTAR_REBASE_WRITE, 0, 0);
+        close_images(readers, opened);
+        return Status::Ok;
+    }
+    // Partly written clusters (none from this walk but a short tail) are filled from the old chain.
+    convert::ChainImageReader old_image(chains, old_depth);
+    writer->set_backing(&old_image);
+
+    Walk w{readers[0],
+           convert::ChainReader(chains, old_depth),
+           convert::ChainReader(chains + old_depth, new_depth),
+           old_depth > 0,
+           new_depth > 0,
+           writer,
+           (h.flags & INSTAR_REBASE_COMPRESS) != 0,
+           (h.flags & INSTAR_REBASE_PROGRESS) != 0,
+           h.qemu_version < 80000,
+           old_depth > 0 ? chains[0]->virtual_size() : 0,
+           new_depth > 0 ? chains[old_depth]->virtual_size() : 0,
+           buf_old,
+           buf_new};
+    uint64_t cs = writer->cluster_size();
+    if (cs == 0 || (cs & (cs - 1)) != 0 || cs > REBASE_CHUNK) cs = 512; // a format without clusters: sectors
+    uint32_t outcome = walk(w, readers[0]->virtual_size(), cs);
+    if (outcome == INSTAR_REBASE_DONE && (st = writer->finish()) != Status::Ok) outcome = INSTAR_REBASE_WRITE;
+    writer->close();
+    // The copied data durable before the host switches the header to the new backing file.
+    if (outcome == INSTAR_REBASE_DONE && hc_flush(h.write_device) < 0) outcome = INSTAR_REBASE_WRITE;
+    send(outcome, 0, w.copied);
+    close_images(readers, opened);
+    return Status::Ok;
+}
+
+} // namespace instar::guest
