@@ -13,7 +13,7 @@ namespace instar::cli {
 namespace {
 
 const std::array COMMANDS = {
-    Command{"amend", nullptr, "Update format-specific options of the image"},
+    Command{"amend", cmd_amend, "Update format-specific options of the image"},
     Command{"check", cmd_check, "Check basic image integrity"},
     Command{"commit", nullptr, "Commit image to its backing file"},
     Command{"compare", cmd_compare, "Check if two images have the same contents"},

@@ -57,18 +57,20 @@ void fill_fixed_header(const Qcow2HeaderState& h, Qcow2HeaderDisk* d) {
     store_be32(d->version, h.version);
     store_be32(d->cluster_bits, h.cluster_bits);
     store_be64(d->size, h.size);
-    store_be32(d->crypt_method, QCOW_CRYPT_NONE);
+    store_be32(d->crypt_method, h.crypt_method);
     store_be32(d->l1_size, h.l1_size);
     store_be64(d->l1_table_offset, h.l1_table_offset);
     store_be64(d->refcount_table_offset, h.refcount_table_offset);
     store_be32(d->refcount_table_clusters, h.refcount_table_clusters);
+    store_be32(d->nb_snapshots, h.nb_snapshots);
+    store_be64(d->snapshots_offset, h.snapshots_offset);
     if (h.version < 3)
         return; // qemu writes only the 72-byte v2 header; the rest of the cluster stays zero
     store_be64(d->incompatible_features, h.incompatible_features);
     store_be64(d->compatible_features, h.compatible_features);
     store_be64(d->autoclear_features, h.autoclear_features);
     store_be32(d->refcount_order, h.refcount_order);
-    store_be32(d->header_length, sizeof(Qcow2HeaderDisk));
+    store_be32(d->header_length, static_cast<uint32_t>(sizeof(Qcow2HeaderDisk) + h.unknown_header_fields_len));
     d->compression_type[0] = h.compression_type;
 }
 
@@ -81,6 +83,13 @@ bool qcow2_build_header_cluster(const Qcow2HeaderState& h, uint8_t* buf, size_t 
     fill_fixed_header(h, &d);
     __builtin_memcpy(buf, &d, sizeof d);
     size_t pos = h.version < 3 ? QCOW2_V2_HEADER_LENGTH : sizeof(Qcow2HeaderDisk);
+    if (h.version >= 3 && h.unknown_header_fields_len != 0) {
+        if (cluster_size - pos < h.unknown_header_fields_len)
+            return false;
+        for (size_t i = 0; i < h.unknown_header_fields_len; ++i)
+            buf[pos + i] = h.unknown_header_fields[i];
+        pos += h.unknown_header_fields_len;
+    }
 
     if (h.backing_fmt != nullptr &&
         !add_extension(buf, &pos, cluster_size, QCOW2_EXT_MAGIC_BACKING_FORMAT,
@@ -90,6 +99,13 @@ bool qcow2_build_header_cluster(const Qcow2HeaderState& h, uint8_t* buf, size_t 
         !add_extension(buf, &pos, cluster_size, QCOW2_EXT_MAGIC_DATA_FILE,
                        reinterpret_cast<const uint8_t*>(h.data_file), str_len(h.data_file)))
         return false;
+    if (h.crypto_header_offset != 0) {
+        uint8_t crypto[sizeof(Qcow2CryptoHeaderExtensionDisk)];
+        store_be64(crypto, h.crypto_header_offset);
+        store_be64(crypto + 8, h.crypto_header_length);
+        if (!add_extension(buf, &pos, cluster_size, QCOW2_EXT_MAGIC_CRYPTO_HEADER, crypto, sizeof crypto))
+            return false;
+    }
     if (h.version >= 3 && cluster_size > QCOW2_FEATURE_TABLE_MIN_CLUSTER) {
         uint8_t table[QCOW2_FEATURE_COUNT * QCOW2_FEATURE_ENTRY_SIZE] = {};
         for (size_t i = 0; i < QCOW2_FEATURE_COUNT; ++i) {
@@ -102,6 +118,18 @@ bool qcow2_build_header_cluster(const Qcow2HeaderState& h, uint8_t* buf, size_t 
         if (!add_extension(buf, &pos, cluster_size, QCOW2_EXT_MAGIC_FEATURE_TABLE, table, sizeof table))
             return false;
     }
+    if (h.nb_bitmaps != 0) {
+        uint8_t bitmaps[sizeof(Qcow2BitmapsExtensionDisk)] = {};
+        store_be32(bitmaps, h.nb_bitmaps);
+        store_be64(bitmaps + 8, h.bitmap_directory_size);
+        store_be64(bitmaps + 16, h.bitmap_directory_offset);
+        if (!add_extension(buf, &pos, cluster_size, QCOW2_EXT_MAGIC_BITMAPS, bitmaps, sizeof bitmaps))
+            return false;
+    }
+    for (size_t i = 0; i < h.unknown_extension_count; ++i)
+        if (!add_extension(buf, &pos, cluster_size, h.unknown_extensions[i].magic, h.unknown_extensions[i].data,
+                           h.unknown_extensions[i].len))
+            return false;
     if (!add_extension(buf, &pos, cluster_size, QCOW2_EXT_MAGIC_END, nullptr, 0))
         return false;
     if (h.backing_file != nullptr) {

@@ -7,7 +7,15 @@
 
 namespace instar::qcow2 {
 
-// The state qcow2_update_header serialises.
+// A header extension qemu does not know: kept as it was (data points into the caller's buffer).
+struct Qcow2RawExtension {
+    uint32_t magic;
+    const uint8_t* data;
+    uint32_t len;
+};
+
+// The state qcow2_update_header serialises (the fields after data_file only matter for an existing
+// image: amend rewrites its header with them; a new image leaves them zero).
 struct Qcow2HeaderState {
     uint32_t version = 3;
     uint32_t cluster_bits = 16;
@@ -24,6 +32,18 @@ struct Qcow2HeaderState {
     const char* backing_file = nullptr;
     const char* backing_fmt = nullptr;
     const char* data_file = nullptr; // the external data file extension's name, or nullptr
+    uint32_t crypt_method = 0;
+    uint32_t nb_snapshots = 0;
+    uint64_t snapshots_offset = 0;
+    uint64_t crypto_header_offset = 0; // the crypto header extension when non-zero
+    uint64_t crypto_header_length = 0;
+    uint32_t nb_bitmaps = 0;           // the bitmaps extension when non-zero
+    uint64_t bitmap_directory_size = 0;
+    uint64_t bitmap_directory_offset = 0;
+    const uint8_t* unknown_header_fields = nullptr; // v3 header bytes past 112, kept
+    size_t unknown_header_fields_len = 0;
+    const Qcow2RawExtension* unknown_extensions = nullptr;
+    size_t unknown_extension_count = 0;
 };
 
 // The feature-name table qemu writes for v3 images with clusters above 4 KiB (8 names, 48 bytes
