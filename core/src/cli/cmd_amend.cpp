@@ -152,8 +152,8 @@ void print_amend_help(std::ostream& out, std::string_view format, std::span<cons
     out << "Amend options for '" << format << "':\n";
     for (const OptionDesc* d : sorted) {
         std::string line = std::string(d->key) + "=<" + std::string(option_type_name(d->type)) + ">";
-        if (line.size() < 24)
-            line.append(24 - line.size(), ' ');
+        if (line.size() < 22)
+            line.append(22 - line.size(), ' ');
         out << "  " << line << " - " << d->help << '\n';
     }
 }
@@ -352,6 +352,7 @@ int cmd_amend(Context& ctx, std::span<const std::string> args) {
     EndLine end{progress};
     progress.print(0.f); // in case the driver reports no progress
     auto report = run_edit(call, ctx.sandbox_config(), ctx.profile.version);
+    progress.print(100.f); // qemu-img prints it whether the amendment worked or not
     if (!report)
         return report_error(ctx, report.error());
     ctx.out << report->out;
@@ -368,7 +369,6 @@ int cmd_amend(Context& ctx, std::span<const std::string> args) {
             report_error(ctx, "amend failed: " + status_message(report->status));
         return 1;
     }
-    progress.print(100.f);
     return 0;
 }
 

@@ -87,6 +87,7 @@ struct State {
     Qcow2RawExtension unknown[AMEND_MAX_UNKNOWN_EXTENSIONS];
     size_t unknown_count = 0;
     uint8_t* written = nullptr; // the header cluster as it is on disk now
+    bool header_pending = false; // qemu would have rewritten the header by now
 };
 
 // The extensions qemu does not know (it keeps them in order), in cluster[start, end).
@@ -175,7 +176,8 @@ Status load_state(const EditRequest& req, EditHost& host, State& s) {
 bool has_data_file(const State& s) { return (s.h.incompatible_features & QCOW2_INCOMPAT_DATA_FILE) != 0; }
 
 // qcow2_update_header: the whole header cluster, written only when it differs from the file's.
-Status update_header(const EditRequest& req, EditHost& host, State& s) {
+// Called once, at the end (see update_header).
+Status write_header(const EditRequest& req, EditHost& host, State& s) {
     Qcow2HeaderState hs;
     hs.version = s.h.version;
     hs.cluster_bits = s.h.cluster_bits;
@@ -236,6 +238,14 @@ Status update_header(const EditRequest& req, EditHost& host, State& s) {
     return st;
 }
 
+// Where qemu calls qcow2_update_header, instar only notes it: the header is written once, when the
+// command ends (done or refused past that point), so a kill leaves the old header or the new one,
+// never one of qemu's intermediate ones. The result on disk is the same.
+Status update_header(const EditRequest&, EditHost&, State& s) {
+    s.header_pending = true;
+    return Status::Ok;
+}
+
 // The snapshot table's entries, one at a time (the table is bounded as the reader bounds it).
 struct SnapshotWalk {
     uint64_t offset;
@@ -269,8 +279,45 @@ Status next_snapshot(const EditRequest& req, SnapshotWalk& w, Qcow2Snapshot* out
 
 // Zero clusters in the L2 tables named by one L1 table, made data clusters as qemu's
 // qcow2_expand_zero_clusters does where that needs no new cluster; `count_only` only counts them.
+// qcow2_amend_helper_cb for one operation out of `total_ops`, as qemu projects the total work.
+struct ProgressInfo {
+    EditHost* host = nullptr;
+    uint32_t total_ops = 0;
+    uint32_t done_ops = 0;
+    int last = -1;
+    int64_t offset_completed = 0, last_work = 0;
+    void report(int op, int64_t offset, int64_t work) {
+        if (host == nullptr || total_ops == 0)
+            return;
+        if (op != last) {
+            if (last != -1) {
+                offset_completed += last_work;
+                ++done_ops;
+            }
+            last = op;
+        }
+        last_work = work;
+        const int64_t current_work = offset_completed + work;
+        const int64_t projected = current_work * (total_ops - done_ops - 1) / (done_ops + 1);
+        host->progress(static_cast<uint64_t>(offset_completed + offset), static_cast<uint64_t>(current_work + projected));
+    }
+};
+enum { UPGRADING = 1, DOWNGRADING = 4 };
+
+// Progress through the L1 entries of every table (qcow2_expand_zero_clusters' status_cb).
+struct L1Progress {
+    ProgressInfo* info = nullptr;
+    int64_t visited = 0, total = 0;
+    void step() {
+        ++visited;
+        if (info != nullptr)
+            info->report(DOWNGRADING, visited, total);
+    }
+};
+
 Status expand_zero_clusters_in_l1(const EditRequest& req, EditHost& host, const State& s, uint64_t l1_offset,
-                                  uint32_t l1_size, bool count_only, uint64_t* found, bool* needs_alloc) {
+                                  uint32_t l1_size, bool count_only, uint64_t* found, bool* needs_alloc,
+                                  L1Progress& progress) {
     const size_t cs = s.cluster_size;
     const uint64_t l2_entries = cs / 8;
     uint64_t l1_bytes = 0;
@@ -288,8 +335,10 @@ Status expand_zero_clusters_in_l1(const EditRequest& req, EditHost& host, const 
         if ((st = req.image->read(l1_offset + uint64_t{i} * 8, e, 8)) != Status::Ok)
             break;
         const uint64_t l2_offset = load_be64(e) & L1E_OFFSET_MASK;
-        if (l2_offset == 0)
+        if (l2_offset == 0) {
+            progress.step();
             continue;
+        }
         if ((l2_offset & (cs - 1)) != 0 || l2_offset > req.image_length || req.image_length - l2_offset < cs) {
             st = refuse(host, "An L2 table lies outside the image", Status::Corrupt);
             break;
@@ -330,6 +379,8 @@ Status expand_zero_clusters_in_l1(const EditRequest& req, EditHost& host, const 
             if (st == Status::Ok)
                 st = host.flush(*req.image);
         }
+        if (st == Status::Ok)
+            progress.step();
     }
     req.allocator->deallocate(zeros, cs);
     req.allocator->deallocate(l2, cs);
@@ -338,16 +389,29 @@ Status expand_zero_clusters_in_l1(const EditRequest& req, EditHost& host, const 
 
 // Walks the active L1 and every snapshot's L1 table.
 Status zero_clusters(const EditRequest& req, EditHost& host, const State& s, bool count_only, uint64_t* found,
-                     bool* needs_alloc) {
-    Status st = expand_zero_clusters_in_l1(req, host, s, s.h.l1_table_offset, s.h.l1_size, count_only, found,
-                                           needs_alloc);
+                     bool* needs_alloc, ProgressInfo* info) {
+    L1Progress progress;
+    progress.info = info;
+    progress.total = s.h.l1_size;
     SnapshotWalk w{s.h.snapshots_offset, s.h.nb_snapshots};
+    Status st = Status::Ok;
+    if (info != nullptr) {
+        while (w.left != 0) {
+            Qcow2Snapshot sn;
+            if ((st = next_snapshot(req, w, &sn)) != Status::Ok)
+                return refuse(host, "Could not read the snapshot table", st);
+            progress.total += sn.l1_size;
+        }
+        w = {s.h.snapshots_offset, s.h.nb_snapshots};
+    }
+    st = expand_zero_clusters_in_l1(req, host, s, s.h.l1_table_offset, s.h.l1_size, count_only, found, needs_alloc,
+                                    progress);
     while (st == Status::Ok && w.left != 0) {
         Qcow2Snapshot sn;
         if ((st = next_snapshot(req, w, &sn)) != Status::Ok)
             return refuse(host, "Could not read the snapshot table", st);
         st = expand_zero_clusters_in_l1(req, host, s, sn.l1_table_offset, sn.l1_size, count_only, found,
-                                        needs_alloc);
+                                        needs_alloc, progress);
     }
     return st;
 }
@@ -380,33 +444,25 @@ Status has_compressed(const EditRequest& req, const State& s, bool* out) {
     return st;
 }
 
-// qcow2_amend_helper_cb for one operation out of `total_ops`, as qemu projects the total work.
-struct ProgressInfo {
-    EditHost* host = nullptr;
-    uint32_t total_ops = 0;
-    uint32_t done_ops = 0;
-    int current = -1, last = -1;
-    int64_t offset_completed = 0, last_work = 0;
-    void report(int op, int64_t offset, int64_t work) {
-        if (host == nullptr || total_ops == 0)
-            return;
-        if (op != last) {
-            if (last != -1) {
-                offset_completed += last_work;
-                ++done_ops;
-            }
-            last = op;
-        }
-        last_work = work;
-        const int64_t current_work = offset_completed + work;
-        const int64_t projected = current_work * (total_ops - done_ops - 1) / (done_ops + 1);
-        host->progress(static_cast<uint64_t>(offset_completed + offset), static_cast<uint64_t>(current_work + projected));
-    }
-};
+Status amend(const EditRequest& req, EditHost& host, State& s);
 
 } // namespace
 
 guest::Status edit_amend(const guest::EditRequest& req, guest::EditHost& host) {
+    State* sp = static_cast<State*>(req.allocator->allocate(sizeof(State), alignof(State)));
+    if (sp == nullptr)
+        return Status::NoMemory;
+    State& s = *new (sp) State();
+    const Status st = amend(req, host, s);
+    if (!s.header_pending)
+        return st;
+    const Status wst = write_header(req, host, s);
+    return st != Status::Ok ? st : wst;
+}
+
+namespace {
+
+Status amend(const EditRequest& req, EditHost& host, State& s) {
     if (req.args_len < sizeof(AmendArgs))
         return refuse(host, "amend: truncated arguments", Status::Corrupt);
     AmendArgs a;
@@ -427,10 +483,6 @@ guest::Status edit_amend(const guest::EditRequest& req, guest::EditHost& host) {
     if (!(a.given & guest::AMEND_DATA_FILE))
         data_file = nullptr;
 
-    State* sp = static_cast<State*>(req.allocator->allocate(sizeof(State), alignof(State)));
-    if (sp == nullptr)
-        return Status::NoMemory;
-    State& s = *new (sp) State();
     Status st = load_state(req, host, s);
     if (st != Status::Ok)
         return st;
@@ -501,7 +553,7 @@ guest::Status edit_amend(const guest::EditRequest& req, guest::EditHost& host) {
             return refuse(host, "instar cannot downgrade an image with persistent bitmaps");
         uint64_t found = 0;
         bool needs_alloc = false;
-        if ((st = zero_clusters(req, host, s, true, &found, &needs_alloc)) != Status::Ok)
+        if ((st = zero_clusters(req, host, s, true, &found, &needs_alloc, nullptr)) != Status::Ok)
             return st;
         if (needs_alloc && s.h.refcount_order == 4 && !has_data_file(s))
             return refuse(host, "instar cannot downgrade this image yet: its zero clusters need new clusters "
@@ -513,7 +565,6 @@ guest::Status edit_amend(const guest::EditRequest& req, guest::EditHost& host) {
     if (a.flags & guest::AMEND_PROGRESS)
         progress.host = &host;
     progress.total_ops = (new_version != old_version) + (refcount_bits != old_refcount_bits) + encryption_update;
-    enum { UPGRADING = 1, DOWNGRADING = 4 };
 
     // Upgrade first (some features need compat=1.1).
     if (new_version > old_version) {
@@ -614,8 +665,7 @@ guest::Status edit_amend(const guest::EditRequest& req, guest::EditHost& host) {
         s.h.autoclear_features = 0;
         uint64_t found = 0;
         bool needs_alloc = false;
-        progress.report(DOWNGRADING, 0, 1);
-        if ((st = zero_clusters(req, host, s, false, &found, &needs_alloc)) != Status::Ok)
+        if ((st = zero_clusters(req, host, s, false, &found, &needs_alloc, &progress)) != Status::Ok)
             return st;
         if (s.h.incompatible_features & QCOW2_INCOMPAT_COMPRESSION) {
             bool compressed = false;
@@ -631,9 +681,10 @@ guest::Status edit_amend(const guest::EditRequest& req, guest::EditHost& host) {
         s.h.header_length = QCOW2_V2_HEADER_LENGTH;
         if ((st = update_header(req, host, s)) != Status::Ok)
             return st;
-        progress.report(DOWNGRADING, 1, 1);
     }
     return Status::Ok;
 }
+
+} // namespace
 
 } // namespace instar::qcow2
