@@ -16,6 +16,7 @@
 #include "qcow2_edit.h"
 #include "qcow2_extensions.h"
 #include "qcow2_header.h"
+#include "qcow2_inplace.h"
 #include "qcow2_limits.h"
 #include "qcow2_reader.h"
 #include "qcow2_snapshot.h"
@@ -222,7 +223,12 @@ Status write_header(const EditRequest& req, EditHost& host, State& s) {
     uint8_t* buf = static_cast<uint8_t*>(req.allocator->allocate(s.cluster_size, 16));
     if (buf == nullptr)
         return Status::NoMemory;
-    Status st = Status::Ok;
+    // The file's header now: the in-place layer may have moved the refcount table meanwhile.
+    Status st = read_zero_padded(*req.image, 0, s.written, s.cluster_size);
+    if (st != Status::Ok) {
+        req.allocator->deallocate(buf, s.cluster_size);
+        return st;
+    }
     if (!qcow2_build_header_cluster(hs, buf, s.cluster_size)) {
         st = refuse(host, "Failed to update the image header: No space left on device", Status::TooLarge);
     } else if (__builtin_memcmp(buf, s.written, s.cluster_size) != 0) {
@@ -444,6 +450,292 @@ Status has_compressed(const EditRequest& req, const State& s, bool* out) {
     return st;
 }
 
+
+// ---- qcow2_change_refcount_order -------------------------------------------------------------
+
+// One refcount of width 2^order into a refcount block (qemu's set_refcount_ro*: sub-byte widths
+// fill each byte from its least significant bits).
+void set_refcount(uint8_t* b, uint64_t index, uint64_t v, uint32_t order) {
+    switch (order) {
+    case 0:
+    case 1:
+    case 2: {
+        const uint32_t w = uint32_t{1} << order;
+        const uint64_t per = 8 / w;
+        const uint32_t shift = static_cast<uint32_t>(index % per) * w;
+        const uint8_t mask = static_cast<uint8_t>(((1u << w) - 1) << shift);
+        b[index / per] = static_cast<uint8_t>((b[index / per] & ~mask) | ((v << shift) & mask));
+        return;
+    }
+    case 3:
+        b[index] = static_cast<uint8_t>(v);
+        return;
+    case 4:
+        store_be16(b + index * 2, static_cast<uint16_t>(v));
+        return;
+    case 5:
+        store_be32(b + index * 4, static_cast<uint32_t>(v));
+        return;
+    default:
+        store_be64(b + index * 8, v);
+    }
+}
+
+// Appends text, a decimal or a 0x-hex number to a reason buffer.
+struct Msg {
+    char text[guest::CREATE_MAX_REASON];
+    size_t len = 0;
+    Msg& add(const char* s) {
+        while (*s != 0 && len + 1 < sizeof text)
+            text[len++] = *s++;
+        return *this;
+    }
+    Msg& num(uint64_t v, bool hex) {
+        char d[24];
+        size_t k = 0;
+        const uint64_t base = hex ? 16 : 10;
+        do {
+            d[k++] = "0123456789abcdef"[v % base];
+            v /= base;
+        } while (v != 0);
+        if (hex && !(k == 1 && d[0] == '0'))
+            add("0x");
+        while (k != 0 && len + 1 < sizeof text)
+            text[len++] = d[--k];
+        return *this;
+    }
+};
+
+// The state of qemu's walk_over_reftable and its two operations (alloc_refblock, flush_refblock).
+struct RefWalk {
+    Qcow2Inplace* ip;
+    EditHost* host;
+    ProgressInfo* progress;
+    uint32_t new_order;
+    uint64_t new_bits;
+    uint64_t new_rb_size;    // refcounts per new block
+    uint64_t* table = nullptr; // the new refcount table (host order)
+    uint64_t table_size = 0; // entries
+    uint64_t table_cap = 0;  // entries allocated
+    uint8_t* block = nullptr; // the new block being filled (flush walk), else nullptr
+    bool allocated = false;
+    uint64_t index = 0;      // new_reftable_index
+};
+
+// The new table's largest size: qemu's limit.
+inline constexpr uint64_t NEW_REFTABLE_MAX_ENTRIES = QCOW_MAX_REFTABLE_SIZE / 8;
+
+Status walk_op(RefWalk& w, bool empty) {
+    const uint64_t cs = w.ip->cluster_size();
+    if (w.block == nullptr) { // alloc_refblock
+        if (!empty && w.index >= w.table_size) {
+            const uint64_t per = cs / 8;
+            const uint64_t size = (w.index + 1 + per - 1) / per * per;
+            if (size > NEW_REFTABLE_MAX_ENTRIES)
+                return refuse(*w.host, "This operation would make the refcount table grow beyond the maximum size "
+                                       "supported by QEMU, aborting");
+            if (size > w.table_cap) {
+                auto* t = static_cast<uint64_t*>(w.ip->allocator().allocate(size * 8, 16));
+                if (t == nullptr)
+                    return refuse(*w.host, "Failed to increase reftable buffer size", Status::NoMemory);
+                for (uint64_t i = 0; i < size; ++i)
+                    t[i] = i < w.table_size ? w.table[i] : 0;
+                if (w.table != nullptr)
+                    w.ip->allocator().deallocate(w.table, w.table_cap * 8);
+                w.table = t;
+                w.table_cap = size;
+            }
+            w.table_size = size;
+        }
+        if (!empty && w.table[w.index] == 0) {
+            uint64_t off = 0;
+            if (const Status st = w.ip->alloc_clusters(cs, &off); st != Status::Ok)
+                return refuse(*w.host, "Failed to allocate refblock", st);
+            w.table[w.index] = off;
+            w.allocated = true;
+        }
+        return Status::Ok;
+    }
+    // flush_refblock
+    if (w.index < w.table_size && w.table[w.index] != 0) {
+        if (const Status st = w.ip->write(w.table[w.index], w.block, cs); st != Status::Ok)
+            return refuse(*w.host, "Failed to write refblock", st);
+    } else if (!empty) {
+        return refuse(*w.host, "a new refcount block was not allocated", Status::Corrupt);
+    }
+    if (!empty) // an empty block is all zeros already: the next one starts from it
+        __builtin_memset(w.block, 0, cs);
+    return Status::Ok;
+}
+
+Status walk_over_reftable(RefWalk& w, uint64_t walk, uint64_t total) {
+    Qcow2Inplace& ip = *w.ip;
+    const uint64_t cs = ip.cluster_size();
+    const uint64_t rb_size = uint64_t{1} << ip.refblock_bits();
+    uint64_t new_index = 0;
+    bool new_empty = true;
+    if (w.block != nullptr)
+        __builtin_memset(w.block, 0, cs);
+    // Completes the new block when full.
+    auto boundary = [&]() -> Status {
+        if (new_index < w.new_rb_size)
+            return Status::Ok;
+        if (const Status st = walk_op(w, new_empty); st != Status::Ok)
+            return st;
+        ++w.index;
+        new_index = 0;
+        new_empty = true;
+        return Status::Ok;
+    };
+    for (uint64_t rt = 0; rt < ip.reftable_size(); ++rt) { // the table may grow as the walk allocates
+        const uint64_t rb_offset = ip.reftable_entry(rt) & QCOW2_REFT_OFFSET_MASK;
+        if (w.progress != nullptr)
+            w.progress->report(3, static_cast<int64_t>(walk * ip.reftable_size() + rt),
+                               static_cast<int64_t>(total * ip.reftable_size()));
+        if (rb_offset == 0) {
+            // No block: rb_size zero refcounts (the new block is zero-filled already).
+            uint64_t left = rb_size;
+            while (left != 0) {
+                if (const Status st = boundary(); st != Status::Ok)
+                    return st;
+                const uint64_t room = w.new_rb_size - new_index;
+                const uint64_t take = left < room ? left : room;
+                new_index += take;
+                left -= take;
+            }
+            continue;
+        }
+        if ((rb_offset & (cs - 1)) != 0)
+            return refuse(*w.host, "Image is corrupt (unaligned refblock offset)", Status::Corrupt);
+        for (uint64_t i = 0; i < rb_size; ++i) {
+            if (const Status st = boundary(); st != Status::Ok)
+                return st;
+            uint64_t refcount = 0;
+            if (const Status st = ip.get_refcount((rt << ip.refblock_bits()) + i, &refcount); st != Status::Ok)
+                return refuse(*w.host, "Failed to retrieve refblock", st);
+            if (w.new_bits < 64 && (refcount >> w.new_bits) != 0) {
+                Msg m;
+                m.add("Cannot decrease refcount entry width to ").num(w.new_bits, false).add(" bits: Cluster at offset ");
+                m.num(((rt << ip.refblock_bits()) + i) << ip.cluster_bits(), true).add(" has a refcount of ");
+                m.num(refcount, false);
+                w.host->reason(m.text, m.len);
+                return Status::Invalid;
+            }
+            if (w.block != nullptr)
+                set_refcount(w.block, new_index, refcount, w.new_order);
+            ++new_index;
+            new_empty = new_empty && refcount == 0;
+        }
+    }
+    if (new_index > 0) {
+        if (const Status st = walk_op(w, new_empty); st != Status::Ok)
+            return st;
+        ++w.index;
+    }
+    if (w.progress != nullptr)
+        w.progress->report(3, static_cast<int64_t>((walk + 1) * ip.reftable_size()),
+                           static_cast<int64_t>(total * ip.reftable_size()));
+    return Status::Ok;
+}
+
+// qcow2_change_refcount_order: new refcount blocks and table in new clusters (allocated through
+// the old structures until nothing more needs allocating), written and flushed; then the header
+// switch (one write: everything qemu's header holds by now); then the old blocks and table freed
+// through the new structures. A kill before the switch leaves the old structures with leaked new
+// clusters; after it, the new ones with the old clusters leaked.
+Status change_refcount_order(const EditRequest& req, EditHost& host, State& s, uint32_t new_order,
+                             ProgressInfo* progress) {
+    Qcow2Inplace& ip = *new (req.allocator->allocate(sizeof(Qcow2Inplace), alignof(Qcow2Inplace))) Qcow2Inplace();
+    Status st = ip.open(*req.image, req.image_length, *req.allocator, &host);
+    if (st != Status::Ok)
+        return st;
+    const uint64_t cs = ip.cluster_size();
+    RefWalk w{};
+    w.ip = &ip;
+    w.host = &host;
+    w.progress = progress;
+    w.new_order = new_order;
+    w.new_bits = uint64_t{1} << new_order;
+    w.new_rb_size = uint64_t{1} << (ip.cluster_bits() + 3 - new_order);
+    uint64_t new_table_offset = 0, allocated_table_size = 0;
+    uint64_t walk_index = 0;
+    do {
+        w.allocated = false;
+        const uint64_t total = walk_index + 2 > 3 ? walk_index + 2 : 3;
+        st = walk_over_reftable(w, walk_index++, total);
+        if (st != Status::Ok)
+            break;
+        w.index = 0;
+        if (w.allocated) {
+            if (new_table_offset != 0 && (st = ip.free_clusters(new_table_offset, allocated_table_size * 8)) != Status::Ok)
+                break;
+            if ((st = ip.alloc_clusters(w.table_size * 8, &new_table_offset)) != Status::Ok) {
+                refuse(host, "Failed to allocate the new reftable", st);
+                new_table_offset = 0;
+                break;
+            }
+            allocated_table_size = w.table_size;
+        }
+    } while (w.allocated);
+    if (st == Status::Ok) {
+        w.block = static_cast<uint8_t*>(req.allocator->allocate(cs, 16));
+        if (w.block == nullptr)
+            st = Status::NoMemory;
+        else
+            st = walk_over_reftable(w, walk_index, walk_index + 1);
+    }
+    if (st == Status::Ok) {
+        if (w.allocated)
+            st = refuse(host, "the refcount structures changed while they were written", Status::Corrupt);
+        else if ((st = ip.write_table(new_table_offset, w.table, w.table_size)) != Status::Ok)
+            refuse(host, "Failed to write the new reftable", st);
+    }
+    if (st == Status::Ok && (st = ip.sync()) != Status::Ok)
+        refuse(host, "Failed to flush the refblock cache", st);
+    if (st != Status::Ok) {
+        // qemu's cleanup: the new blocks and table freed through the old structures.
+        for (uint64_t i = 0; i < w.table_size; ++i)
+            if ((w.table[i] & QCOW2_REFT_OFFSET_MASK) != 0)
+                ip.free_clusters(w.table[i] & QCOW2_REFT_OFFSET_MASK, cs);
+        if (new_table_offset != 0)
+            ip.free_clusters(new_table_offset, allocated_table_size * 8);
+        ip.sync();
+        ip.close();
+        return st;
+    }
+    // The old structures, to be freed after the switch.
+    const uint64_t old_size = ip.reftable_size();
+    const uint64_t old_table_offset = ip.header().refcount_table_offset;
+    auto* old = static_cast<uint64_t*>(req.allocator->allocate(old_size * 8, 16));
+    if (old == nullptr)
+        return Status::NoMemory;
+    for (uint64_t i = 0; i < old_size; ++i)
+        old[i] = ip.reftable_entry(i) & QCOW2_REFT_OFFSET_MASK;
+    const uint64_t file_length = ip.file_length();
+    ip.close();
+
+    // The switch.
+    s.h.refcount_order = new_order;
+    s.h.refcount_table_offset = new_table_offset;
+    s.h.refcount_table_clusters = static_cast<uint32_t>(w.table_size * 8 / cs);
+    if ((st = write_header(req, host, s)) != Status::Ok)
+        return st;
+    s.header_pending = false;
+
+    Qcow2Inplace& nip = *new (req.allocator->allocate(sizeof(Qcow2Inplace), alignof(Qcow2Inplace))) Qcow2Inplace();
+    if ((st = nip.open(*req.image, file_length, *req.allocator, &host)) != Status::Ok)
+        return st;
+    for (uint64_t i = 0; i < old_size && st == Status::Ok; ++i)
+        if (old[i] != 0)
+            st = nip.free_clusters(old[i], cs);
+    if (st == Status::Ok)
+        st = nip.free_clusters(old_table_offset, old_size * 8);
+    if (st == Status::Ok)
+        st = nip.sync();
+    nip.close();
+    return st;
+}
+
 Status amend(const EditRequest& req, EditHost& host, State& s);
 
 } // namespace
@@ -541,8 +833,6 @@ Status amend(const EditRequest& req, EditHost& host, State& s) {
     if (encryption_update)
         return refuse(host, "instar cannot change LUKS key slots yet (encrypt.* amend options): the guest has no "
                             "LUKS key-slot cryptography");
-    if (refcount_bits != old_refcount_bits && !(new_version < 3 && refcount_bits != 16))
-        return refuse(host, "instar cannot change refcount_bits yet: it needs the shared qcow2 in-place allocator");
     if (a.size != 0 && a.size != s.h.size)
         return refuse(host, "instar cannot resize in amend yet (size=): use 'instar resize'");
     if (s.h.incompatible_features & QCOW2_INCOMPAT_DIRTY)
@@ -590,6 +880,11 @@ Status amend(const EditRequest& req, EditHost& host, State& s) {
     if (refcount_bits != old_refcount_bits && new_version < 3 && refcount_bits != 16)
         return refuse(host, "Refcount widths other than 16 bits require compatibility level 1.1 or above (use "
                             "compat=1.1 or greater)", Status::Invalid);
+    if (refcount_bits != old_refcount_bits) {
+        const uint32_t order = static_cast<uint32_t>(__builtin_ctzll(refcount_bits));
+        if ((st = change_refcount_order(req, host, s, order, progress.host ? &progress : nullptr)) != Status::Ok)
+            return st;
+    }
 
     // data-file-raw blocks backing files, so it is cleared first when asked.
     if (data_file_raw)
