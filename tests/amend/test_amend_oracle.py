@@ -47,6 +47,13 @@ IMAGES = {
                         ["QIO", "-c", "write -P 7 0 4M", "base.qcow2"],
                         ["QIMG", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "img.qcow2"],
                         ["QIO", "-c", "write -z 1M 64k", "img.qcow2"]],
+    "v3-snapshot-zero": [["QIMG", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "-u",
+                          "img.qcow2", "8M"],
+                         ["QIMG", "create", "-q", "-f", "qcow2", "base.qcow2", "8M"],
+                         ["QIO", "-c", "write -P 1 0 1M", "-c", "write -z 64k 64k", "-c", "write -z 2M 128k",
+                          "img.qcow2"],
+                         ["QIMG", "snapshot", "-c", "s1", "img.qcow2"],
+                         ["QIO", "-c", "write -z 4M 64k", "-c", "write -z 128k 64k", "img.qcow2"]],
     "v3-snapshot": [["QIMG", "create", "-q", "-f", "qcow2", "img.qcow2", "8M"],
                     ["QIO", "-c", "write -P 1 0 1M", "img.qcow2"],
                     ["QIMG", "snapshot", "-c", "s1", "img.qcow2"]],
@@ -174,6 +181,11 @@ SAME = [
     ("v3-c2M", ["-o", "lazy_refcounts=on", "F"]),
     ("v2-data", ["-o", "compat=1.1", "F"]),
     ("v3-backing", ["-o", "compat=0.10", "F"]),
+    ("v3-backing-zero", ["-o", "compat=0.10", "F"]),
+    ("v3-backing-zero", ["-p", "-o", "compat=0.10", "F"]),
+    ("v3-snapshot-zero", ["-o", "compat=0.10", "F"]),
+    ("v3-snapshot-zero", ["-o", "compat=0.10,lazy_refcounts=off", "F"]),
+    ("v3-rc8", ["-o", "refcount_bits=16,compat=0.10", "F"]),
     ("v3-backing", ["-o", "backing_file=base.qcow2,backing_fmt=qcow2", "F"]),
     ("v3-backing", ["-o", "backing_file=base.qcow2", "F"]),
     ("v3-backing", ["-o", "backing_fmt=qcow2", "F"]),
@@ -225,11 +237,16 @@ VALID = [
 # leave the file as it was. (image, args, a word its message must contain)
 REFUSED = [
     ("v3", ["-o", "size=128M", "F"], "resize"),
-    ("v3-backing-zero", ["-o", "compat=0.10", "F"], "allocator"),
 ]
 
-# Crash tests: (image, args); killed at every file-changing hypercall.
+# Crash tests: (image, args[, intermediate]); killed at every file-changing hypercall. A command
+# with two switch points (a refcount width change, then a downgrade) may also leave the state
+# between them: `intermediate` lists those (format-specific data).
 CRASH = [
+    ("v3-backing-zero", ["-o", "compat=0.10", "F"]),
+    ("v3-rc8", ["-o", "refcount_bits=16,compat=0.10", "F"],
+     [{"compat": "1.1", "compression-type": "zlib", "lazy-refcounts": False, "refcount-bits": 16,
+       "corrupt": False, "extended-l2": False}]),
     ("v3-data", ["-o", "refcount_bits=8", "F"]),
     ("v3-c512", ["-o", "refcount_bits=64", "F"]),
     ("v3-zero", ["-o", "compat=0.10", "F"]),
@@ -379,7 +396,9 @@ def main():
                 fail("%s: the file changed" % label)
             else:
                 passed += 1
-        for name, args in CRASH:
+        for crash in CRASH:
+            name, args = crash[0], crash[1]
+            intermediate = crash[2] if len(crash) > 2 else []
             if only and only not in name:
                 continue
             f = image_file(name)
@@ -411,6 +430,7 @@ def main():
                     info = json.loads(run([q72, "info", "--output=json", f], dk, env)[1])
                     spec = info.get("format-specific", {}).get("data", {})
                     states = [i.get("format-specific", {}).get("data", {}) for i in (old_info, new_info)]
+                    states += intermediate
                     if spec not in states:
                         fail("%s: header is neither old nor new: %s" % (label, spec))
                     else:

@@ -4,13 +4,13 @@
 // check, lazy refcounts, size, downgrade.
 //
 // What instar cannot do yet is refused before anything is written: LUKS key-slot changes (no
-// crypto in the guest), a refcount width change and a size change (they need the shared in-place
-// allocator), dirty images (qemu repairs them when it opens them for writing), and a downgrade that
-// would have to allocate clusters for zero clusters (a backing file, or internal snapshots).
+// crypto in the guest), a size change (resize's code), dirty images (qemu repairs them when it
+// opens them for writing) and downgrading an image with persistent bitmaps.
 //
-// Crash consistency: every step ends in one header-cluster write; a downgrade first turns zero
-// clusters into data clusters (zeros written and flushed before the L2 entry that points at them),
-// which a v3 image reads the same, and switches the version last.
+// Crash consistency: the header cluster is written once, at the end; a refcount width change
+// writes and flushes its new structures before its header switch and frees the old ones after; a
+// downgrade first turns zero clusters into data clusters (zeros written and flushed before the L2
+// entry that points at them), which a v3 image reads the same, and switches the version last.
 #include "qcow2_bytes.h"
 #include "qcow2_create_header.h"
 #include "qcow2_edit.h"
@@ -89,6 +89,7 @@ struct State {
     size_t unknown_count = 0;
     uint8_t* written = nullptr; // the header cluster as it is on disk now
     bool header_pending = false; // qemu would have rewritten the header by now
+    uint64_t file_length = 0;    // the image file's length now (new clusters grow it)
 };
 
 // The extensions qemu does not know (it keeps them in order), in cluster[start, end).
@@ -141,6 +142,7 @@ Status load_state(const EditRequest& req, EditHost& host, State& s) {
         return st;
     __builtin_memset(s.cluster + have, 0, buf_len - have);
     __builtin_memcpy(s.written, s.cluster, s.cluster_size);
+    s.file_length = req.image_length;
     if (s.h.backing_file_offset != 0) {
         if (s.h.backing_file_offset > s.cluster_size || s.h.backing_file_size > QCOW2_MAX_BACKING_FILE_NAME)
             return refuse(host, "Invalid backing file offset or size", Status::Corrupt);
@@ -283,8 +285,6 @@ Status next_snapshot(const EditRequest& req, SnapshotWalk& w, Qcow2Snapshot* out
     return Status::Ok;
 }
 
-// Zero clusters in the L2 tables named by one L1 table, made data clusters as qemu's
-// qcow2_expand_zero_clusters does where that needs no new cluster; `count_only` only counts them.
 // qcow2_amend_helper_cb for one operation out of `total_ops`, as qemu projects the total work.
 struct ProgressInfo {
     EditHost* host = nullptr;
@@ -321,14 +321,16 @@ struct L1Progress {
     }
 };
 
-Status expand_zero_clusters_in_l1(const EditRequest& req, EditHost& host, const State& s, uint64_t l1_offset,
-                                  uint32_t l1_size, bool count_only, uint64_t* found, bool* needs_alloc,
-                                  L1Progress& progress) {
+// Zero clusters in the L2 tables named by one L1 table, made data clusters as qemu's
+// qcow2_expand_zero_clusters does: preallocated ones get zeros written, unallocated ones become
+// unallocated (no backing file) or new clusters of zeros.
+Status expand_zero_clusters_in_l1(const EditRequest& req, EditHost& host, const State& s, Qcow2Inplace& ip,
+                                  uint64_t l1_offset, uint32_t l1_size, L1Progress& progress) {
     const size_t cs = s.cluster_size;
     const uint64_t l2_entries = cs / 8;
     uint64_t l1_bytes = 0;
     if (mul_overflow(l1_size, 8, &l1_bytes) || !qcow2_table_offset_valid(s.h, l1_offset, l1_size, 8) ||
-        l1_offset > req.image_length || req.image_length - l1_offset < l1_bytes)
+        !ip.range_in_file(l1_offset, l1_bytes))
         return refuse(host, "The L1 table lies outside the image", Status::Corrupt);
     uint8_t* l2 = static_cast<uint8_t*>(req.allocator->allocate(cs, 16));
     uint8_t* zeros = static_cast<uint8_t*>(req.allocator->allocate(cs, 16));
@@ -338,50 +340,52 @@ Status expand_zero_clusters_in_l1(const EditRequest& req, EditHost& host, const 
     Status st = Status::Ok;
     for (uint32_t i = 0; i < l1_size && st == Status::Ok; ++i) {
         uint8_t e[8];
-        if ((st = req.image->read(l1_offset + uint64_t{i} * 8, e, 8)) != Status::Ok)
+        if ((st = ip.read(l1_offset + uint64_t{i} * 8, e, 8)) != Status::Ok)
             break;
         const uint64_t l2_offset = load_be64(e) & L1E_OFFSET_MASK;
         if (l2_offset == 0) {
             progress.step();
             continue;
         }
-        if ((l2_offset & (cs - 1)) != 0 || l2_offset > req.image_length || req.image_length - l2_offset < cs) {
+        if (!ip.cluster_in_file(l2_offset)) {
             st = refuse(host, "An L2 table lies outside the image", Status::Corrupt);
             break;
         }
-        if ((st = req.image->read(l2_offset, l2, cs)) != Status::Ok)
+        uint64_t l2_refcount = 0;
+        if ((st = ip.get_refcount(l2_offset >> s.h.cluster_bits, &l2_refcount)) != Status::Ok)
+            break;
+        if ((st = ip.read(l2_offset, l2, cs)) != Status::Ok)
             break;
         bool changed = false;
         for (uint64_t j = 0; j < l2_entries; ++j) {
             const uint64_t entry = load_be64(l2 + j * 8);
             if ((entry & L2E_COMPRESSED) || !(entry & L2E_ZERO))
                 continue;
-            ++*found;
-            const uint64_t data = entry & L2E_OFFSET_MASK;
+            uint64_t data = entry & L2E_OFFSET_MASK;
             if (data == 0) {
-                if (s.backing_file != nullptr || s.h.nb_snapshots != 0)
-                    *needs_alloc = true;
-            } else if (s.h.nb_snapshots != 0) {
-                *needs_alloc = true; // the cluster may be shared: qemu copies it
-            }
-            if (count_only || *needs_alloc)
-                continue;
-            if (data != 0) {
-                if ((data & (cs - 1)) != 0 || data > req.image_length || req.image_length - data < cs) {
-                    st = refuse(host, "A data cluster lies outside the image", Status::Corrupt);
-                    break;
+                if (s.backing_file == nullptr) { // not backed: unallocated reads as zeros too
+                    store_be64(l2 + j * 8, 0);
+                    changed = true;
+                    continue;
                 }
-                // Zeros first, durable, then the entry that stops saying "reads as zero".
-                if ((st = req.image->write(data, zeros, cs)) != Status::Ok || (st = host.flush(*req.image)) != Status::Ok)
+                if ((st = ip.alloc_clusters(cs, &data)) != Status::Ok)
                     break;
-                store_be64(l2 + j * 8, entry & ~L2E_ZERO);
-            } else {
-                store_be64(l2 + j * 8, 0);
+                if (l2_refcount > 1 && (st = ip.update_refcount(data, cs, l2_refcount - 1, false)) != Status::Ok)
+                    break;
+                if ((st = ip.sync()) != Status::Ok) // the new cluster is owned before anything names it
+                    break;
+            } else if (!ip.cluster_in_file(data)) {
+                st = refuse(host, "A data cluster lies outside the image", Status::Corrupt);
+                break;
             }
+            // Zeros first, durable, then the entry that names them.
+            if ((st = ip.write(data, zeros, cs)) != Status::Ok || (st = host.flush(*req.image)) != Status::Ok)
+                break;
+            store_be64(l2 + j * 8, data | (l2_refcount == 1 ? QCOW_OFLAG_COPIED : 0));
             changed = true;
         }
         if (st == Status::Ok && changed) {
-            st = req.image->write(l2_offset, l2, cs);
+            st = ip.write(l2_offset, l2, cs);
             if (st == Status::Ok)
                 st = host.flush(*req.image);
         }
@@ -393,33 +397,36 @@ Status expand_zero_clusters_in_l1(const EditRequest& req, EditHost& host, const 
     return st;
 }
 
-// Walks the active L1 and every snapshot's L1 table.
-Status zero_clusters(const EditRequest& req, EditHost& host, const State& s, bool count_only, uint64_t* found,
-                     bool* needs_alloc, ProgressInfo* info) {
+// qcow2_expand_zero_clusters: the active L1, then every snapshot's L1 table.
+Status zero_clusters(const EditRequest& req, EditHost& host, State& s, ProgressInfo* info) {
     L1Progress progress;
     progress.info = info;
     progress.total = s.h.l1_size;
     SnapshotWalk w{s.h.snapshots_offset, s.h.nb_snapshots};
     Status st = Status::Ok;
-    if (info != nullptr) {
-        while (w.left != 0) {
-            Qcow2Snapshot sn;
-            if ((st = next_snapshot(req, w, &sn)) != Status::Ok)
-                return refuse(host, "Could not read the snapshot table", st);
-            progress.total += sn.l1_size;
-        }
-        w = {s.h.snapshots_offset, s.h.nb_snapshots};
-    }
-    st = expand_zero_clusters_in_l1(req, host, s, s.h.l1_table_offset, s.h.l1_size, count_only, found, needs_alloc,
-                                    progress);
-    while (st == Status::Ok && w.left != 0) {
+    while (w.left != 0) {
         Qcow2Snapshot sn;
         if ((st = next_snapshot(req, w, &sn)) != Status::Ok)
             return refuse(host, "Could not read the snapshot table", st);
-        st = expand_zero_clusters_in_l1(req, host, s, sn.l1_table_offset, sn.l1_size, count_only, found,
-                                        needs_alloc, progress);
+        progress.total += sn.l1_size;
     }
-    return st;
+    Qcow2Inplace& ip = *new (req.allocator->allocate(sizeof(Qcow2Inplace), alignof(Qcow2Inplace))) Qcow2Inplace();
+    if ((st = ip.open(*req.image, s.file_length, *req.allocator, &host)) != Status::Ok)
+        return st;
+    w = {s.h.snapshots_offset, s.h.nb_snapshots};
+    st = expand_zero_clusters_in_l1(req, host, s, ip, s.h.l1_table_offset, s.h.l1_size, progress);
+    while (st == Status::Ok && w.left != 0) {
+        Qcow2Snapshot sn;
+        if ((st = next_snapshot(req, w, &sn)) != Status::Ok) {
+            refuse(host, "Could not read the snapshot table", st);
+            break;
+        }
+        st = expand_zero_clusters_in_l1(req, host, s, ip, sn.l1_table_offset, sn.l1_size, progress);
+    }
+    const Status sst = ip.sync();
+    s.file_length = ip.file_length();
+    ip.close();
+    return st != Status::Ok ? st : sst;
 }
 
 // Any compressed cluster in the active L1 (qcow2_has_compressed_clusters looks at the active disk).
@@ -646,7 +653,7 @@ Status walk_over_reftable(RefWalk& w, uint64_t walk, uint64_t total) {
 Status change_refcount_order(const EditRequest& req, EditHost& host, State& s, uint32_t new_order,
                              ProgressInfo* progress) {
     Qcow2Inplace& ip = *new (req.allocator->allocate(sizeof(Qcow2Inplace), alignof(Qcow2Inplace))) Qcow2Inplace();
-    Status st = ip.open(*req.image, req.image_length, *req.allocator, &host);
+    Status st = ip.open(*req.image, s.file_length, *req.allocator, &host);
     if (st != Status::Ok)
         return st;
     const uint64_t cs = ip.cluster_size();
@@ -700,6 +707,7 @@ Status change_refcount_order(const EditRequest& req, EditHost& host, State& s, u
         if (new_table_offset != 0)
             ip.free_clusters(new_table_offset, allocated_table_size * 8);
         ip.sync();
+        s.file_length = ip.file_length();
         ip.close();
         return st;
     }
@@ -732,6 +740,7 @@ Status change_refcount_order(const EditRequest& req, EditHost& host, State& s, u
         st = nip.free_clusters(old_table_offset, old_size * 8);
     if (st == Status::Ok)
         st = nip.sync();
+    s.file_length = nip.file_length();
     nip.close();
     return st;
 }
@@ -841,14 +850,6 @@ Status amend(const EditRequest& req, EditHost& host, State& s) {
     if (new_version < old_version) {
         if (s.ext.nb_bitmaps != 0 && s.h.refcount_order == 4 && !has_data_file(s))
             return refuse(host, "instar cannot downgrade an image with persistent bitmaps");
-        uint64_t found = 0;
-        bool needs_alloc = false;
-        if ((st = zero_clusters(req, host, s, true, &found, &needs_alloc, nullptr)) != Status::Ok)
-            return st;
-        if (needs_alloc && s.h.refcount_order == 4 && !has_data_file(s))
-            return refuse(host, "instar cannot downgrade this image yet: its zero clusters need new clusters "
-                                "(backing file or internal snapshots), which needs the shared qcow2 in-place "
-                                "allocator");
     }
 
     ProgressInfo progress;
@@ -958,9 +959,7 @@ Status amend(const EditRequest& req, EditHost& host, State& s) {
         }
         s.h.compatible_features = 0;
         s.h.autoclear_features = 0;
-        uint64_t found = 0;
-        bool needs_alloc = false;
-        if ((st = zero_clusters(req, host, s, false, &found, &needs_alloc, &progress)) != Status::Ok)
+        if ((st = zero_clusters(req, host, s, &progress)) != Status::Ok)
             return st;
         if (s.h.incompatible_features & QCOW2_INCOMPAT_COMPRESSION) {
             bool compressed = false;
