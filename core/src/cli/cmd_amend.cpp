@@ -274,6 +274,12 @@ int cmd_amend(Context& ctx, std::span<const std::string> args) {
         return report_error(ctx, opened.error());
     }
     const ChainLink& link = chain.links.front();
+    // qemu opens the image for I/O: an encrypted one needs its key, which a plain file name cannot
+    // name (encrypt.key-secret), so qemu-img amend always stops here for them.
+    if (link.node.encrypted.value_or(false)) {
+        EndLine end{progress};
+        return report_error(ctx, "Could not open '" + filename + "': Parameter 'encrypt.key-secret' is required for cipher");
+    }
     const std::string format = link.node.format;
     if (help) {
         EndLine end{progress};
