@@ -23,6 +23,7 @@
 
 #include <instar/guest/arena_new.h>
 #include <instar/guest/edit_amend.h>
+#include <instar/guest/edit_resize.h>
 
 namespace instar::qcow2 {
 
@@ -458,6 +459,91 @@ Status has_compressed(const EditRequest& req, const State& s, bool* out) {
 }
 
 
+
+// ---- size=: qemu's blk_truncate(exact, PREALLOC_MODE_OFF), done by resize's code ---------------
+
+// The image device as another command's code sees it: every call forwarded, the file's length
+// followed through writes past its end and set_length.
+class TrackedDevice final : public guest::BlockDevice {
+public:
+    TrackedDevice(guest::BlockDevice& inner, uint64_t length) : inner_(inner), length_(length) {}
+    uint64_t size() const override { return inner_.size(); }
+    Status read(uint64_t offset, void* buf, size_t len) override { return inner_.read(offset, buf, len); }
+    Status write(uint64_t offset, const void* buf, size_t len) override {
+        const Status st = inner_.write(offset, buf, len);
+        uint64_t end = 0;
+        if (st == Status::Ok && !add_overflow(offset, len, &end) && end > length_)
+            length_ = end;
+        return st;
+    }
+    Status allocation(uint64_t offset, bool* data, uint64_t* length) override {
+        return inner_.allocation(offset, data, length);
+    }
+    Status discard(uint64_t offset, uint64_t len) override { return inner_.discard(offset, len); }
+    guest::BlockDevice& inner() { return inner_; }
+    uint64_t length() const { return length_; }
+    void set_length(uint64_t l) { length_ = l; }
+
+private:
+    guest::BlockDevice& inner_;
+    uint64_t length_;
+};
+
+class TrackedHost final : public EditHost {
+public:
+    TrackedHost(EditHost& inner, TrackedDevice& dev) : inner_(inner), dev_(dev) {}
+    Status set_length(guest::BlockDevice& file, uint64_t length, guest::Prealloc mode) override {
+        if (&file != &dev_)
+            return inner_.set_length(file, length, mode);
+        const Status st = inner_.set_length(dev_.inner(), length, mode);
+        if (st == Status::Ok)
+            dev_.set_length(length);
+        return st;
+    }
+    Status flush(guest::BlockDevice& file) override { return inner_.flush(&file == &dev_ ? dev_.inner() : file); }
+    Status add_file(const char* name, guest::BlockDevice** out) override { return inner_.add_file(name, out); }
+    Status out(const char* text, size_t len) override { return inner_.out(text, len); }
+    Status err(const char* text, size_t len) override { return inner_.err(text, len); }
+    void reason(const char* text, size_t len) override { inner_.reason(text, len); }
+    Status data(uint32_t kind, const void* bytes, size_t len) override { return inner_.data(kind, bytes, len); }
+    void progress(uint64_t, uint64_t) override {} // amend reports its own progress
+
+private:
+    EditHost& inner_;
+    TrackedDevice& dev_;
+};
+
+// Resizes to `new_size` with resize's code (exact, no preallocation, shrinking allowed as qemu's
+// amend allows it), after writing what the header holds so far; then reloads the state.
+Status amend_size(const EditRequest& req, EditHost& host, State& s, uint64_t new_size) {
+    if (s.header_pending) {
+        if (const Status st = write_header(req, host, s); st != Status::Ok)
+            return st;
+        s.header_pending = false;
+    }
+    guest::ResizeArgs ra{};
+    ra.new_size = new_size;
+    ra.old_size = s.h.size;
+    ra.prealloc = static_cast<uint32_t>(guest::Prealloc::Off);
+    ra.flags = guest::RESIZE_SHRINK;
+    TrackedDevice dev(*req.image, s.file_length);
+    TrackedHost th(host, dev);
+    EditRequest r = req;
+    r.command = guest::EditCommand::Resize;
+    r.image = &dev;
+    r.image_length = s.file_length;
+    r.args = reinterpret_cast<const uint8_t*>(&ra);
+    r.args_len = sizeof ra;
+    Status st = edit_resize(r, th);
+    if (st != Status::Ok)
+        return st;
+    EditRequest again = req;
+    again.image_length = dev.length();
+    s.~State();
+    new (&s) State();
+    return load_state(again, host, s);
+}
+
 // ---- qcow2_change_refcount_order -------------------------------------------------------------
 
 // One refcount of width 2^order into a refcount block (qemu's set_refcount_ro*: sub-byte widths
@@ -842,8 +928,6 @@ Status amend(const EditRequest& req, EditHost& host, State& s) {
     if (encryption_update)
         return refuse(host, "instar cannot change LUKS key slots yet (encrypt.* amend options): the guest has no "
                             "LUKS key-slot cryptography");
-    if (a.size != 0 && a.size != s.h.size)
-        return refuse(host, "instar cannot resize in amend yet (size=): use 'instar resize'");
     if (s.h.incompatible_features & QCOW2_INCOMPAT_DIRTY)
         return refuse(host, "instar cannot amend a dirty image (lazy refcounts not yet written back): run 'instar "
                             "check -r all' on it first");
@@ -921,6 +1005,9 @@ Status amend(const EditRequest& req, EditHost& host, State& s) {
         if ((st = update_header(req, host, s)) != Status::Ok)
             return st;
     }
+
+    if (a.size != 0 && a.size != s.h.size && (st = amend_size(req, host, s, a.size)) != Status::Ok)
+        return st;
 
     // Downgrade last, so unsupported features can be removed before.
     if (new_version < old_version) {
