@@ -234,6 +234,20 @@ SEMANTIC = [
     ("v3-bitmap", ["-o", "compat=1.1", "F"]),
 ]
 
+# size= runs resize's qcow2 code: checked against the oracles once that code is in (until the
+# resize branch is merged, edit_resize is a stub and these are skipped loudly).
+SIZE_SAME = [
+    ("v3-data", ["-o", "size=128M", "F"]),
+    ("v3-data", ["-o", "size=4M", "F"]),
+    ("v3-data", ["-o", "size=2T", "F"]),
+    ("v3-data", ["-o", "size=1000", "F"]),
+    ("v3-data", ["-o", "size=100M,compat=0.10", "F"]),
+    ("v3-data", ["-o", "size=16M,refcount_bits=8,lazy_refcounts=on", "F"]),
+    ("v3-snapshot", ["-o", "size=32M", "F"]),
+    ("v2-data", ["-o", "size=128M", "F"]),
+    ("v2-data", ["-o", "size=1M,compat=1.1", "F"]),
+]
+
 # Cases qemu-img takes minutes over (its refcount walk visits every refcount of every empty
 # refcount-table entry: 2^38 of them with 2 MiB clusters): instar's result must pass qemu-img check,
 # have the asked-for option and the same content. (image, args, info key, value)
@@ -245,7 +259,7 @@ VALID = [
 # Cases instar refuses on purpose (docs/amend.md): instar must exit 1 naming what it lacks and
 # leave the file as it was. (image, args, a word its message must contain)
 REFUSED = [
-    ("v3", ["-o", "size=128M", "F"], "resize"),
+    ("v3-bitmap", ["-o", "compat=0.10", "F"], "persistent bitmaps"),
 ]
 
 # Crash tests: (image, args[, intermediate]); killed at every file-changing hypercall. A command
@@ -320,8 +334,14 @@ def main():
         failed += 1
         print("FAIL " + msg)
 
+    # Does this build resize qcow2 images (resize's code merged)?
+    probe = fresh("v3", "probe")
+    size_works = run([qemu_named, "amend", "-o", "size=128M", "img.qcow2"], probe, env)[0] == 0
+    cases = SAME + (SIZE_SAME if size_works else [])
+    if not size_works:
+        print("SKIPPED LOUDLY: %d size= cases (this build's qcow2 resize is a stub)" % len(SIZE_SAME))
     try:
-        for name, args in SAME:
+        for name, args in cases:
             if only and only not in name:
                 continue
             f = image_file(name)
