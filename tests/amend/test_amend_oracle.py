@@ -16,11 +16,28 @@ import filecmp
 import json
 import os
 import shutil
+import struct
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "formats"))
 from oracle_retry import run_fixture  # noqa: E402
+
+def add_unknown_header_parts(d):
+    """A v3 image (no backing file) given 8 unknown header bytes (header_length 120) and an unknown
+    header extension before the known ones: qemu keeps both when it rewrites the header."""
+    path = os.path.join(d, "img.qcow2")
+    with open(path, "r+b") as f:
+        h = bytearray(f.read(65536))
+        (hlen,) = struct.unpack(">I", h[100:104])
+        exts = bytes(h[hlen:])
+        ext = struct.pack(">II", 0x12345678, 5) + b"hello\0\0\0"
+        new = h[:hlen] + b"\xab" * 8 + ext + exts
+        new = new[:65536]
+        new[100:104] = struct.pack(">I", hlen + 8)
+        f.seek(0)
+        f.write(new)
+
 
 # name -> setup commands (QIMG: qemu-img 7.2, QIO: qemu-io 7.2), run in the image's directory; the
 # image is always "img.qcow2" (raw/vmdk/... cases name their own file).
@@ -30,6 +47,9 @@ IMAGES = {
     "v3-lazy": [["QIMG", "create", "-q", "-f", "qcow2", "-o", "lazy_refcounts=on", "img.qcow2", "64M"]],
     "v3-data": [["QIMG", "create", "-q", "-f", "qcow2", "img.qcow2", "8M"],
                 ["QIO", "-c", "write -P 1 0 1M", "-c", "write -P 2 3M 64k", "img.qcow2"]],
+    "v3-unknown": [["QIMG", "create", "-q", "-f", "qcow2", "img.qcow2", "8M"],
+                   ["QIO", "-c", "write -P 1 0 1M", "img.qcow2"],
+                   add_unknown_header_parts],
     "v3-zero": [["QIMG", "create", "-q", "-f", "qcow2", "img.qcow2", "4M"],
                 ["QIO", "-c", "write -P 1 0 1M", "-c", "write -z 0 64k", "-c", "write -z 1M 128k",
                  "-c", "write -z -u 192k 64k", "img.qcow2"]],
@@ -172,6 +192,9 @@ SAME = [
     ("v2-data", ["-p", "-o", "compat=1.1,refcount_bits=8", "F"]),
     ("v3-backing", ["-o", "refcount_bits=8", "F"]),
     ("v3-datafile", ["-o", "refcount_bits=8", "F"]),
+    ("v3-unknown", ["-o", "lazy_refcounts=on", "F"]),
+    ("v3-unknown", ["-o", "compat=0.10", "F"]),
+    ("v3-unknown", ["-o", "refcount_bits=8", "F"]),
     ("v3-lazy", ["-o", "lazy_refcounts=off", "F"]),
     ("v3-lazy", ["-o", "compat=0.10", "F"]),
     ("v3-lazy", ["-o", "lazy_refcounts=on", "F"]),
@@ -315,6 +338,9 @@ def main():
             d = os.path.join(work, "master-" + name)
             os.mkdir(d)
             for c in IMAGES[name]:
+                if callable(c):
+                    c(d)
+                    continue
                 c = [q72 if a == "QIMG" else qio if a == "QIO" else a for a in c]
                 rc, _, err = run(c, d, env)
                 if rc != 0:
@@ -470,6 +496,7 @@ def main():
                         else:
                             passed += 1
                 if rc == 0:
+                    print("crash %s amend %s: %d kill points" % (name, " ".join(argv), n - 1))
                     break
                 if n > 1000:
                     fail("%s: more than 1000 writes" % label)

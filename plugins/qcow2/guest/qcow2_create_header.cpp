@@ -83,7 +83,7 @@ bool qcow2_build_header_cluster(const Qcow2HeaderState& h, uint8_t* buf, size_t 
     fill_fixed_header(h, &d);
     __builtin_memcpy(buf, &d, sizeof d);
     size_t pos = h.version < 3 ? QCOW2_V2_HEADER_LENGTH : sizeof(Qcow2HeaderDisk);
-    if (h.version >= 3 && h.unknown_header_fields_len != 0) {
+    if (h.unknown_header_fields_len != 0) { // qemu keeps them even after a downgrade to v2
         if (cluster_size - pos < h.unknown_header_fields_len)
             return false;
         for (size_t i = 0; i < h.unknown_header_fields_len; ++i)

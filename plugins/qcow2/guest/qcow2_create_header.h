@@ -40,7 +40,7 @@ struct Qcow2HeaderState {
     uint32_t nb_bitmaps = 0;           // the bitmaps extension when non-zero
     uint64_t bitmap_directory_size = 0;
     uint64_t bitmap_directory_offset = 0;
-    const uint8_t* unknown_header_fields = nullptr; // v3 header bytes past 112, kept
+    const uint8_t* unknown_header_fields = nullptr; // v3 header bytes past 112, kept (after the v2 header too)
     size_t unknown_header_fields_len = 0;
     const Qcow2RawExtension* unknown_extensions = nullptr;
     size_t unknown_extension_count = 0;

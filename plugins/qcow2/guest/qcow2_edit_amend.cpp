@@ -89,6 +89,7 @@ struct State {
     Qcow2RawExtension unknown[AMEND_MAX_UNKNOWN_EXTENSIONS];
     size_t unknown_count = 0;
     uint8_t* written = nullptr; // the header cluster as it is on disk now
+    size_t unknown_fields_len = 0; // v3 header bytes past 112 when opened (at cluster + 112)
     bool header_pending = false; // qemu would have rewritten the header by now
     uint64_t file_length = 0;    // the image file's length now (new clusters grow it)
 };
@@ -144,6 +145,8 @@ Status load_state(const EditRequest& req, EditHost& host, State& s) {
     __builtin_memset(s.cluster + have, 0, buf_len - have);
     __builtin_memcpy(s.written, s.cluster, s.cluster_size);
     s.file_length = req.image_length;
+    if (s.h.version >= 3 && s.h.header_length > sizeof(Qcow2HeaderDisk))
+        s.unknown_fields_len = s.h.header_length - sizeof(Qcow2HeaderDisk);
     if (s.h.backing_file_offset != 0) {
         if (s.h.backing_file_offset > s.cluster_size || s.h.backing_file_size > QCOW2_MAX_BACKING_FILE_NAME)
             return refuse(host, "Invalid backing file offset or size", Status::Corrupt);
@@ -205,9 +208,9 @@ Status write_header(const EditRequest& req, EditHost& host, State& s) {
     hs.nb_bitmaps = s.ext.nb_bitmaps;
     hs.bitmap_directory_size = s.ext.bitmap_directory_size;
     hs.bitmap_directory_offset = s.ext.bitmap_directory_offset;
-    if (s.h.version >= 3 && s.h.header_length > sizeof(Qcow2HeaderDisk)) {
+    if (s.unknown_fields_len != 0) {
         hs.unknown_header_fields = s.cluster + sizeof(Qcow2HeaderDisk);
-        hs.unknown_header_fields_len = s.h.header_length - sizeof(Qcow2HeaderDisk);
+        hs.unknown_header_fields_len = s.unknown_fields_len;
     }
     hs.unknown_extensions = s.unknown;
     hs.unknown_extension_count = s.unknown_count;
