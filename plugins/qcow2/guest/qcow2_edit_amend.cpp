@@ -783,6 +783,8 @@ Status change_refcount_order(const EditRequest& req, EditHost& host, State& s, u
     if (st == Status::Ok) {
         if (w.allocated)
             st = refuse(host, "the refcount structures changed while they were written", Status::Corrupt);
+        else if (new_table_offset == 0) // no cluster in use at all, not even the header's
+            st = refuse(host, "Image is corrupt (no cluster has a reference count)", Status::Corrupt);
         else if ((st = ip.write_table(new_table_offset, w.table, w.table_size)) != Status::Ok)
             refuse(host, "Failed to write the new reftable", st);
     }
