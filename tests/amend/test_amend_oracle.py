@@ -287,17 +287,27 @@ REFUSED = [
 
 # Crash tests: (image, args[, intermediate]); killed at every file-changing hypercall. A command
 # with two switch points (a refcount width change, then a downgrade) may also leave the state
-# between them: `intermediate` lists those (format-specific data).
+# between them: `intermediate` lists those (header_state tuples).
 CRASH = [
     ("v3-backing-zero", ["-o", "compat=0.10", "F"]),
     ("v3-rc8", ["-o", "refcount_bits=16,compat=0.10", "F"],
-     [{"compat": "1.1", "compression-type": "zlib", "lazy-refcounts": False, "refcount-bits": 16,
-       "corrupt": False, "extended-l2": False}]),
+     [(3, 0, 0, 0, 4)]),  # v3, 16-bit refcounts: the refcount switch done, the downgrade not yet
     ("v3-data", ["-o", "refcount_bits=8", "F"]),
     ("v3-c512", ["-o", "refcount_bits=64", "F"]),
     ("v3-zero", ["-o", "compat=0.10", "F"]),
     ("v2-data", ["-o", "compat=1.1,lazy_refcounts=on", "F"]),
 ]
+
+
+def header_state(path):
+    """What an amend changes in a qcow2 header: version, the three feature masks, refcount order
+    (read directly: one process less per kill point)."""
+    with open(path, "rb") as f:
+        h = f.read(104)
+    (version,) = struct.unpack(">I", h[4:8])
+    if version < 3:
+        return (version, 0, 0, 0, 4)
+    return (version,) + struct.unpack(">QQQI", h[72:100])
 
 
 def image_file(name):
@@ -464,8 +474,8 @@ def main():
             if rc != 0:
                 fail("%s: crash reference run failed: %s" % (name, err))
                 continue
-            old_info = json.loads(run([q72, "info", "--output=json", f], master(name), env)[1])
-            new_info = json.loads(run([q72, "info", "--output=json", f], dn, env)[1])
+            old_state = header_state(os.path.join(master(name), f))
+            new_state = header_state(os.path.join(dn, f))
             n = 0
             while True:
                 n += 1
@@ -482,12 +492,9 @@ def main():
                 if crc not in (0, 3):
                     fail("%s: qemu-img check rc %d\n%s%s" % (label, crc, cout, cerr))
                 else:
-                    info = json.loads(run([q72, "info", "--output=json", f], dk, env)[1])
-                    spec = info.get("format-specific", {}).get("data", {})
-                    states = [i.get("format-specific", {}).get("data", {}) for i in (old_info, new_info)]
-                    states += intermediate
-                    if spec not in states:
-                        fail("%s: header is neither old nor new: %s" % (label, spec))
+                    state = header_state(os.path.join(dk, f))
+                    if state not in [old_state, new_state] + intermediate:
+                        fail("%s: header is neither old nor new: %s" % (label, state))
                     else:
                         crc, cout, cerr = run([q72, "compare", "-f", "qcow2", "-F", "qcow2", f,
                                                os.path.join(master(name), f)], dk, env)
