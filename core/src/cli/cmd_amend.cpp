@@ -281,6 +281,12 @@ int cmd_amend(Context& ctx, std::span<const std::string> args) {
         return report_error(ctx, "Could not open '" + filename + "': Parameter 'encrypt.key-secret' is required for cipher");
     }
     const std::string format = link.node.format;
+    if (!fmt && format == "raw") // only with --unsafe-quirks: qemu's warning for a probed raw opened for writing
+        ctx.err << "WARNING: Image format was not specified for '" << filename
+                << "' and probing guessed raw.\n"
+                   "         Automatically detecting the format is dangerous for raw images, write operations on "
+                   "block 0 will be restricted.\n"
+                   "         Specify the 'raw' format explicitly to remove the restrictions.\n";
     if (help) {
         EndLine end{progress};
         return print_help_for(format);
