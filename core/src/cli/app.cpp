@@ -13,7 +13,7 @@ namespace instar::cli {
 namespace {
 
 const std::array COMMANDS = {
-    Command{"amend", nullptr, "Update format-specific options of the image"},
+    Command{"amend", cmd_amend, "Update format-specific options of the image"},
     Command{"bitmap", cmd_bitmap, "Perform modifications of the persistent bitmap in the image"},
     Command{"check", cmd_check, "Check basic image integrity"},
     Command{"commit", nullptr, "Commit image to its backing file"},

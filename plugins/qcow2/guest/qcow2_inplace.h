@@ -73,6 +73,11 @@ public:
     uint64_t file_length() const { return file_len_; }
     uint64_t refcount_max() const { return refcount_max_; }
     uint64_t l2_entries() const { return cs_ / 8; }
+    // The refcount table as loaded (and grown): entries, and one entry (0 past the end).
+    uint64_t reftable_size() const { return rt_size_; }
+    uint64_t reftable_entry(uint64_t index) const { return index < rt_size_ ? reftable_[index] : 0; }
+    // log2 of the refcounts one refcount block holds.
+    uint32_t refblock_bits() const { return rb_bits_; }
 
     // Image I/O that keeps file_length() current (writes past the end extend the file).
     Status read(uint64_t offset, void* buf, size_t len);

@@ -1,0 +1,46 @@
+// EditCommand::Amend's argument bytes (docs/amend.md): the host parsed `-o KEY=VAL,...` against
+// qemu's amend option table (types checked, last value of a key wins) and sends which keys were
+// given with their values; the format applies them in qemu's order (qcow2_amend_options), with
+// every check that depends on the image.
+//
+// Layout: AmendArgs, then the strings it names (compat, backing_file, backing_fmt, data_file), each
+// `*_len` bytes with no NUL, in that order.
+#pragma once
+
+#include <stdint.h>
+
+namespace instar::guest {
+
+// AmendArgs::given: the keys the user set.
+inline constexpr uint32_t AMEND_SIZE = 1u << 0;
+inline constexpr uint32_t AMEND_COMPAT = 1u << 1;
+inline constexpr uint32_t AMEND_BACKING_FILE = 1u << 2;
+inline constexpr uint32_t AMEND_BACKING_FMT = 1u << 3;
+inline constexpr uint32_t AMEND_DATA_FILE = 1u << 4;
+inline constexpr uint32_t AMEND_DATA_FILE_RAW = 1u << 5;
+inline constexpr uint32_t AMEND_LAZY_REFCOUNTS = 1u << 6;
+inline constexpr uint32_t AMEND_REFCOUNT_BITS = 1u << 7;
+inline constexpr uint32_t AMEND_ENCRYPT = 1u << 8; // any encrypt.* key (LUKS key slot changes)
+
+// AmendArgs::flags.
+inline constexpr uint32_t AMEND_FORCE = 1u << 0;    // --force
+inline constexpr uint32_t AMEND_PROGRESS = 1u << 1; // -p (and not -q)
+
+struct AmendArgs {
+    uint32_t given;          // AMEND_*
+    uint32_t flags;          // AMEND_FORCE, AMEND_PROGRESS
+    uint64_t size;           // size=, bytes (0: no change, as qemu)
+    uint64_t refcount_bits;  // refcount_bits=, as parsed (checked by the format)
+    uint32_t lazy_refcounts; // 0 off, 1 on
+    uint32_t data_file_raw;  // 0 off, 1 on
+    uint32_t compat_len;
+    uint32_t backing_file_len;
+    uint32_t backing_fmt_len;
+    uint32_t data_file_len;
+};
+static_assert(sizeof(AmendArgs) == 48, "amend args layout");
+
+// Longest string value the host sends: qemu keeps these in a header cluster (at most 2 MiB).
+inline constexpr uint32_t AMEND_MAX_STRING = 4096;
+
+} // namespace instar::guest
