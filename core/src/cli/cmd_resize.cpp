@@ -287,6 +287,7 @@ int cmd_resize(Context& ctx, std::span<const std::string> args) {
     else if (name->format)
         eo.format = name->format;
     eo.unsafe_quirks = vm.count("unsafe-quirks") > 0;
+    eo.backing_chain = true; // qemu-img resize opens the chain: a missing backing file fails the same way
     if (vm.count("allow-path"))
         eo.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
     // qemu-img's checks on the sizes, once the current size is known: 0 to go on, else the exit status.
@@ -358,6 +359,10 @@ int cmd_resize(Context& ctx, std::span<const std::string> args) {
     ra.old_size = static_cast<std::uint64_t>(current);
     ra.prealloc = static_cast<std::uint32_t>(prealloc);
     ra.flags = (vm.count("shrink") ? guest::RESIZE_SHRINK : 0u) | (prealloc_given ? guest::RESIZE_PREALLOC_GIVEN : 0u);
+    if (chain.links.size() > 1) {
+        ra.flags |= guest::RESIZE_HAS_BACKING;
+        ra.backing_size = chain.links[1].node.virtual_size;
+    }
     EditCall call;
     call.link = &link;
     call.filename = given;
