@@ -539,7 +539,10 @@ Status Qcow2Inplace::alloc_clusters(uint64_t bytes, uint64_t* offset) {
     if (bytes == 0)
         return Status::Invalid;
     const uint64_t n = div_round_up(bytes, cs_);
-    for (uint32_t i = 0; i < INPLACE_MAX_RESTARTS; ++i) {
+    // Each restart follows a refcount block created for the run (or a table growth), so a long run
+    // (a big L1 table with small clusters) may restart once per block it spans, plus the constant.
+    const uint64_t restarts = INPLACE_MAX_RESTARTS + 2 * div_round_up(n, rb_entries_);
+    for (uint64_t i = 0; i < restarts; ++i) {
         uint64_t at = 0;
         if (const Status st = alloc_noref(n, &at); st != Status::Ok)
             return st;
