@@ -88,6 +88,8 @@ struct Resizer {
         if (st == Status::Ok)
             st = q.sync();
         q.allocator().deallocate(table, static_cast<size_t>(bytes));
+        if (st == Status::NoMemory)
+            return say(host, "Failed to grow the L1 table: Cannot allocate memory", st);
         if (st != Status::Ok)
             return say(host, "Failed to grow the L1 table: Input/output error", st);
         return Status::Ok;
@@ -112,16 +114,20 @@ struct Resizer {
             uint64_t rc = 1;
             if (const Status st = q.get_refcount(c / cs, &rc); st != Status::Ok)
                 return st;
-            if (rc == 0 && c + cs <= q.file_length())
-                (void)q.device().discard(c, cs); // best effort, as qemu's discard
+            if (rc == 0 && c < q.file_length()) // best effort, as qemu's discard; only what the file holds
+                (void)q.device().discard(c, q.file_length() - c < cs ? q.file_length() - c : cs);
         }
         return Status::Ok;
     }
 
-    // Checks before the shrink's switch: every L2 table touched lies in the file and is not shared
-    // with a snapshot (refcount 1), so the clean-up after the switch cannot fail on bad metadata.
-    Status shrink_precheck(uint64_t first_l1, uint64_t end_l1, uint64_t* l1) {
-        for (uint64_t i = first_l1; i < end_l1; ++i) {
+    // Checks before the shrink's switch: every L2 table the clean-up touches lies in the file, and
+    // every cluster its entries in the cropped range name too, so nothing after the switch can
+    // stumble on bad metadata.
+    Status shrink_precheck(uint64_t first_l1, uint64_t end_l1, uint64_t l1_size, const uint64_t* l1,
+                           uint64_t discard_start, uint64_t old_length) {
+        const uint64_t span = cs * l2_entries;
+        const uint64_t words = l2_entry_bytes / 8;
+        for (uint64_t i = first_l1; i < l1_size; ++i) {
             const uint64_t off = l1[i] & QCOW2_L1E_OFFSET_MASK;
             if (off == 0)
                 continue;
@@ -130,16 +136,42 @@ struct Resizer {
                 r.add("L2 table offset ").hex(off).add(" invalid or past the end of the image file");
                 return q.refuse(Status::Corrupt, r.data(), r.size());
             }
-            uint64_t rc = 0;
-            if (const Status st = q.get_refcount(off / cs, &rc); st != Status::Ok)
+            if (i >= end_l1)
+                continue;
+            if (const Status st = read_l2(off); st != Status::Ok)
                 return st;
-            if (rc != 1)
-                return say(host,
-                           "instar cannot shrink this image yet: an L2 table past the new end is shared with a "
-                           "snapshot",
-                           Status::Unsupported);
+            uint64_t from = 0, to = 0;
+            range_in_table(i, discard_start, old_length, &from, &to);
+            for (uint64_t j = from; j < to; ++j) {
+                uint64_t co = 0, len = 0;
+                const uint64_t e = l2[j * words];
+                entry_clusters(e, &co, &len);
+                if (len == 0)
+                    continue;
+                const bool aligned = (e & QCOW_OFLAG_COMPRESSED) != 0 || (co & (cs - 1)) == 0;
+                if (!aligned || co < cs || co >= q.file_length() || len > QCOW2_MAX_CLUSTER_OFFSET - co) {
+                    ReasonText r;
+                    r.add("Cluster offset ").hex(co).add(" in L2 table ").hex(off).add(
+                        " invalid or past the end of the image file");
+                    return q.refuse(Status::Corrupt, r.data(), r.size());
+                }
+            }
+            (void)span;
         }
         return Status::Ok;
+    }
+
+    // The entries of L2 table `i` that lie in [discard_start, old_length).
+    void range_in_table(uint64_t i, uint64_t discard_start, uint64_t old_length, uint64_t* from,
+                        uint64_t* to) const {
+        const uint64_t span = cs * l2_entries;
+        const uint64_t table_start = i * span;
+        *from = discard_start > table_start ? (discard_start - table_start) / cs : 0;
+        *to = l2_entries;
+        if (old_length < table_start + span)
+            *to = (old_length - table_start + cs - 1) / cs;
+        if (*from > *to)
+            *from = *to;
     }
 
     // The host clusters an L2 entry holds (qemu's qcow2_free_any_cluster); *len 0 for none.
@@ -162,77 +194,70 @@ struct Resizer {
         }
     }
 
+    // Frees what the entries [from, to) of `table` hold (discarding clusters that reach 0).
+    Status free_entries(const uint64_t* table, uint64_t from, uint64_t to) {
+        const uint64_t words = l2_entry_bytes / 8;
+        for (uint64_t j = from; j < to; ++j) {
+            uint64_t off = 0, len = 0;
+            entry_clusters(table[j * words], &off, &len);
+            if (len != 0)
+                if (const Status st = free_and_discard(off, len); st != Status::Ok)
+                    return st;
+        }
+        return Status::Ok;
+    }
+
+    bool any_set(uint64_t from, uint64_t to) const {
+        const uint64_t words = l2_entry_bytes / 8;
+        for (uint64_t k = from * words; k < to * words; ++k)
+            if (l2[k] != 0)
+                return true;
+        return false;
+    }
+
+    void clear(uint64_t from, uint64_t to) {
+        const uint64_t words = l2_entry_bytes / 8;
+        for (uint64_t k = from * words; k < to * words; ++k)
+            l2[k] = 0;
+    }
+
+    // qemu's shrink: qcow2_cluster_discard(ROUND_UP(new, cs), old - that, ALWAYS, full), which goes
+    // through get_cluster_table (an L2 table is allocated for an empty L1 entry, copied for a
+    // shared one), then qcow2_shrink_l1_table, qcow2_shrink_reftable and the tail truncation. The
+    // result is qemu's; the order is crash-safe: the size switch first, then the L1 tail cleared on
+    // disk, then per table: cleared entries durable before refcounts drop. Tables qemu allocates
+    // only to free them again are allocated (so later allocations land where qemu's do) but never
+    // written: qemu discards them.
     Status shrink(uint64_t old_length, uint64_t new_size) {
         const Qcow2Header& h = q.header();
         const uint64_t l1_size = h.l1_size;
+        const uint64_t l1_offset = h.l1_table_offset;
         const uint64_t new_l1 = size_to_l1(new_size);
         const uint64_t discard_start = (new_size + cs - 1) / cs * cs;
         const uint64_t span = cs * l2_entries;
         uint64_t end_l1 = size_to_l1(old_length);
         if (end_l1 > l1_size)
             end_l1 = l1_size;
-        const uint64_t first_l1 = discard_start / span;
+        uint64_t first_l1 = discard_start / span;
+        if (discard_start >= old_length)
+            first_l1 = end_l1; // nothing to discard
         auto* l1 = static_cast<uint64_t*>(q.allocator().allocate(static_cast<size_t>(l1_size * 8 + 8), 64));
-        if (l1 == nullptr)
+        auto* old = static_cast<uint64_t*>(q.allocator().allocate(static_cast<size_t>(cs), 64));
+        if (l1 == nullptr || old == nullptr)
             return Status::NoMemory;
-        if (const Status st = q.read_table(h.l1_table_offset, l1, l1_size); st != Status::Ok)
+        if (const Status st = q.read_table(l1_offset, l1, l1_size); st != Status::Ok)
             return st;
-        // Checks of every table the clean-up touches, before the switch.
-        if (const Status st = shrink_precheck(first_l1 < end_l1 ? first_l1 : end_l1, l1_size, l1); st != Status::Ok)
+        const uint64_t check_from = first_l1 < new_l1 ? first_l1 : new_l1;
+        if (const Status st = shrink_precheck(check_from, end_l1, l1_size, l1, discard_start, old_length);
+            st != Status::Ok)
             return st;
 
         // The switch: the image is the shorter one from here on.
         if (const Status st = write_size(new_size); st != Status::Ok)
             return say(host, "Failed to update the image size: Input/output error", st);
 
-        // qcow2_cluster_discard(discard_start, old_length - discard_start, ALWAYS, full): clear the
-        // entries, make that durable, then drop the refcounts.
-        for (uint64_t i = first_l1; i < end_l1; ++i) {
-            const uint64_t l2_off = l1[i] & QCOW2_L1E_OFFSET_MASK;
-            if (l2_off == 0)
-                continue;
-            if (const Status st = read_l2(l2_off); st != Status::Ok)
-                return st;
-            const uint64_t table_start = i * span;
-            uint64_t from = discard_start > table_start ? (discard_start - table_start) / cs : 0;
-            uint64_t to = l2_entries;
-            if (old_length < table_start + span)
-                to = (old_length - table_start + cs - 1) / cs;
-            const uint64_t words = l2_entry_bytes / 8;
-            bool changed = false;
-            for (uint64_t j = from; j < to; ++j) {
-                for (uint64_t w = 0; w < words; ++w)
-                    if (l2[j * words + w] != 0)
-                        changed = true;
-            }
-            if (!changed)
-                continue;
-            // Keep the old entries to free after the cleared table is durable.
-            auto* old = static_cast<uint64_t*>(q.allocator().allocate(static_cast<size_t>(cs), 64));
-            if (old == nullptr)
-                return Status::NoMemory;
-            for (uint64_t k = 0; k < cs / 8; ++k)
-                old[k] = l2[k];
-            for (uint64_t j = from; j < to; ++j)
-                for (uint64_t w = 0; w < words; ++w)
-                    l2[j * words + w] = 0;
-            Status st = write_l2(l2_off);
-            if (st == Status::Ok)
-                st = host.flush(*req.image);
-            for (uint64_t j = from; st == Status::Ok && j < to; ++j) {
-                uint64_t off = 0, len = 0;
-                entry_clusters(old[j * words], &off, &len);
-                if (len != 0)
-                    st = free_and_discard(off, len);
-            }
-            q.allocator().deallocate(old, static_cast<size_t>(cs));
-            if (st != Status::Ok)
-                return say(host, "Failed to discard cropped clusters: Input/output error", st);
-        }
-        if (const Status st = q.sync(); st != Status::Ok)
-            return st;
-
-        // qcow2_shrink_l1_table: zero the L1 tail, flush, free its L2 tables.
+        // The L1 tail goes first (qemu zeroes it in qcow2_shrink_l1_table): from now on nothing on
+        // disk names the tables past the new end, so freeing them and their clusters is safe.
         if (new_l1 < l1_size) {
             const uint64_t n = l1_size - new_l1;
             auto* zeros = static_cast<uint64_t*>(q.allocator().allocate(static_cast<size_t>(n * 8), 64));
@@ -240,28 +265,87 @@ struct Resizer {
                 return Status::NoMemory;
             for (uint64_t k = 0; k < n; ++k)
                 zeros[k] = 0;
-            Status st = q.write_table(h.l1_table_offset + new_l1 * 8, zeros, n);
+            Status st = q.write_table(l1_offset + new_l1 * 8, zeros, n);
             q.allocator().deallocate(zeros, static_cast<size_t>(n * 8));
             if (st == Status::Ok)
                 st = host.flush(*req.image);
-            for (uint64_t i = l1_size; st == Status::Ok && i-- > new_l1;) {
-                const uint64_t off = l1[i] & QCOW2_L1E_OFFSET_MASK;
-                if (off != 0)
-                    st = free_and_discard(off, cs);
-            }
-            if (st == Status::Ok)
-                st = q.sync();
             if (st != Status::Ok)
                 return say(host, "Failed to reduce the number of L2 tables: Input/output error", st);
         }
+
+        uint64_t file_end = q.file_length(); // the length qemu's file reaches (tables it writes)
+        for (uint64_t i = first_l1; i < end_l1; ++i) {
+            const uint64_t l1e = l1[i];
+            const uint64_t old_off = l1e & QCOW2_L1E_OFFSET_MASK;
+            const bool retained = i < new_l1;
+            uint64_t from = 0, to = 0;
+            range_in_table(i, discard_start, old_length, &from, &to);
+            if (old_off != 0) {
+                if (const Status st = read_l2(old_off); st != Status::Ok)
+                    return st;
+            } else {
+                clear(0, l2_entries);
+            }
+            for (uint64_t k = 0; k < cs / 8; ++k)
+                old[k] = l2[k];
+            Status st = Status::Ok;
+            if (!(l1e & QCOW_OFLAG_COPIED)) {
+                // get_cluster_table's l2_allocate: a new table (a copy), the old one freed.
+                uint64_t new_off = 0;
+                st = q.alloc_clusters(cs, &new_off);
+                if (st != Status::Ok)
+                    return say(host, "Failed to discard cropped clusters: Input/output error", st);
+                if (new_off + cs > file_end)
+                    file_end = new_off + cs;
+                l1[i] = new_off | QCOW_OFLAG_COPIED;
+                if (retained) {
+                    clear(from, to);
+                    st = q.sync();
+                    if (st == Status::Ok)
+                        st = write_l2(new_off);
+                    if (st == Status::Ok)
+                        st = host.flush(*req.image);
+                    if (st == Status::Ok)
+                        st = q.write_table(l1_offset + i * 8, &l1[i], 1);
+                    if (st == Status::Ok)
+                        st = host.flush(*req.image);
+                }
+                if (st == Status::Ok && old_off != 0)
+                    st = q.free_clusters(old_off, cs); // QCOW2_DISCARD_OTHER: not discarded
+            } else if (retained && any_set(from, to)) {
+                clear(from, to);
+                st = write_l2(old_off);
+                if (st == Status::Ok)
+                    st = host.flush(*req.image);
+            }
+            if (st == Status::Ok)
+                st = free_entries(old, from, to);
+            if (st != Status::Ok)
+                return say(host, "Failed to discard cropped clusters: Input/output error", st);
+        }
+        if (const Status st = q.sync(); st != Status::Ok)
+            return st;
+
+        // qcow2_shrink_l1_table's frees, last table first.
+        for (uint64_t i = l1_size; i-- > new_l1;) {
+            const uint64_t off = l1[i] & QCOW2_L1E_OFFSET_MASK;
+            if (off != 0)
+                if (const Status st = free_and_discard(off, cs); st != Status::Ok)
+                    return say(host, "Failed to reduce the number of L2 tables: Input/output error", st);
+        }
+        if (const Status st = q.sync(); st != Status::Ok)
+            return st;
+        q.allocator().deallocate(old, static_cast<size_t>(cs));
         q.allocator().deallocate(l1, static_cast<size_t>(l1_size * 8 + 8));
 
         if (const Status st = shrink_reftable(); st != Status::Ok)
             return say(host, "Failed to discard unused refblocks: Input/output error", st);
 
-        // Truncate after the last used cluster (qcow2_get_last_cluster).
-        const uint64_t file_len = q.file_length();
-        uint64_t clusters = file_len / cs + (file_len % cs != 0 ? 1 : 0);
+        // Truncate after the last used cluster (qcow2_get_last_cluster) when that is shorter than
+        // the file qemu's writes made.
+        if (q.file_length() > file_end)
+            file_end = q.file_length();
+        const uint64_t clusters = file_end / cs + (file_end % cs != 0 ? 1 : 0);
         uint64_t last = UINT64_MAX;
         for (uint64_t i = clusters; i-- > 0;) {
             uint64_t rc = 0;
@@ -274,7 +358,7 @@ struct Resizer {
         }
         if (last == UINT64_MAX)
             return say(host, "Failed to find the last cluster: Input/output error", Status::Corrupt);
-        if ((last + 1) * cs < file_len) {
+        if ((last + 1) * cs < file_end || q.file_length() > (last + 1) * cs) {
             if (host.set_length(*req.image, (last + 1) * cs, guest::Prealloc::Off) != Status::Ok) {
                 const char* w = "\x01warning: Failed to truncate the tail of the image: \n";
                 host.err(w, __builtin_strlen(w));
