@@ -337,8 +337,20 @@ int cmd_resize(Context& ctx, std::span<const std::string> args) {
     }
 
     OpenedChain chain;
-    if (auto ok = open_for_edit(eo, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, chain); !ok)
-        return report_error(ctx, quote_given(*name, ok.error()));
+    if (auto ok = open_for_edit(eo, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, chain); !ok) {
+        // The image opened but its backing file did not: qemu's bdrv_open_backing_file words it so.
+        const std::string& e = ok.error();
+        const std::string marker = "' refused: ";
+        const auto at = e.find(marker);
+        if (chain.links.size() == 1 && chain.links[0].node.full_backing_filename && at != std::string::npos &&
+            e.find("backing file '") != std::string::npos) {
+            const std::string why = e.substr(at + marker.size());
+            if (why == std::strerror(ENOENT) || why == std::strerror(EACCES) || why == std::strerror(EISDIR))
+                return report_error(ctx, "Could not open '" + given + "': Could not open backing file: Could not open '" +
+                                             *chain.links[0].node.full_backing_filename + "': " + why);
+        }
+        return report_error(ctx, quote_given(*name, e));
+    }
     const ChainLink& link = chain.links.front();
     if (name->unsupported_option)
         return report_error(ctx, "Could not open '" + given + "': Block format '" + link.node.format +

@@ -570,8 +570,12 @@ guest::Status edit_resize(const guest::EditRequest& req, guest::EditHost& host) 
     const bool zero_write = (a.flags & guest::RESIZE_HAS_BACKING) && a.backing_size > old_length &&
                             a.new_size > old_length;
     if (zero_write) {
-        if (h.version < 3)
-            return say(host, "instar cannot zero the new area of a version 2 overlay yet", Status::Unsupported);
+        // qemu grows the L1 table, then finds that v2 has no zero clusters (the size stays).
+        if (h.version < 3) {
+            if (const Status st = r.grow_l1(r.size_to_l1(a.new_size)); st != Status::Ok)
+                return st;
+            return say(host, "Failed to zero out new clusters: Operation not supported", Status::Unsupported);
+        }
         if (old_length % r.cs != 0)
             return say(host, "instar cannot zero the new area of an overlay whose size is not a multiple of "
                              "its cluster size yet",
