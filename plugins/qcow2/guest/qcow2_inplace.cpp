@@ -557,6 +557,37 @@ Status Qcow2Inplace::alloc_clusters(uint64_t bytes, uint64_t* offset) {
     return Status::Corrupt;
 }
 
+Status Qcow2Inplace::alloc_clusters_at(uint64_t offset, uint64_t nb_clusters, uint64_t* allocated) {
+    *allocated = 0;
+    if ((offset & (cs_ - 1)) != 0 || offset == 0)
+        return Status::Invalid;
+    const uint64_t first = offset >> h_.cluster_bits;
+    if (nb_clusters > (QCOW2_MAX_CLUSTER_OFFSET >> h_.cluster_bits) - first)
+        return Status::TooLarge; // qemu: -EFBIG
+    const uint64_t restarts = INPLACE_MAX_RESTARTS + 2 * div_round_up(nb_clusters, rb_entries_);
+    for (uint64_t r = 0; r < restarts; ++r) {
+        uint64_t n = 0;
+        for (; n < nb_clusters; ++n) {
+            uint64_t rc = 0;
+            if (const Status st = get_refcount(first + n, &rc); st != Status::Ok)
+                return st;
+            if (rc != 0)
+                break;
+        }
+        if (n == 0)
+            return Status::Ok;
+        restarted_ = false;
+        if (const Status st = update_one(offset, n * cs_, 1, false, 0); st != Status::Ok)
+            return st;
+        if (!restarted_) {
+            *allocated = n;
+            return Status::Ok;
+        }
+        // A refcount block was created first (maybe inside the run): look again (qemu's -EAGAIN).
+    }
+    return Status::Corrupt;
+}
+
 Status Qcow2Inplace::free_clusters(uint64_t offset, uint64_t bytes) {
     return update_refcount(offset, bytes, 1, true);
 }

@@ -94,6 +94,9 @@ public:
     // qemu's qcow2_alloc_clusters: `bytes` rounded up to clusters, contiguous, first fit from the
     // free-cluster index; their refcounts become 1 (cached). *offset is the first one's offset.
     Status alloc_clusters(uint64_t bytes, uint64_t* offset);
+    // qemu's qcow2_alloc_clusters_at: up to `nb_clusters` free clusters from `offset` on (cluster
+    // aligned), as many as are free in a row; *allocated says how many (0: the first is in use).
+    Status alloc_clusters_at(uint64_t offset, uint64_t nb_clusters, uint64_t* allocated);
     // qemu's qcow2_free_clusters: the refcounts of the clusters of [offset, offset + bytes) drop by 1.
     Status free_clusters(uint64_t offset, uint64_t bytes);
     // Writes the dirty cached refcount blocks.
