@@ -288,6 +288,18 @@ def qcow2_cases():
         ("qcow2 overlay shrink", "q_ov", ["--shrink", "img", "512M"], BYTES),
         ("qcow2 overlay missing backing", "q_ov_missing", ["img", "3G"], BYTES),
         ("qcow2 1T to 2T", "q1t", ["img", "2T"], BYTES),
+        ("qcow2 metadata small", "q1m", ["--preallocation=metadata", "img", "5M"], BYTES),
+        ("qcow2 metadata L1", "q1m", ["--preallocation=metadata", "img", "2G"], BYTES),
+        ("qcow2 metadata data", "q_data", ["--preallocation=metadata", "img", "1G"], BYTES),
+        ("qcow2 metadata odd", "q_data", ["--preallocation=metadata", "img", "100000512"], BYTES),
+        ("qcow2 metadata 512", "q512", ["--preallocation=metadata", "img", "20M"], BYTES),
+        ("qcow2 metadata 2M", "q2m", ["--preallocation=metadata", "img", "1G"], BYTES),
+        ("qcow2 metadata rc1", "q_rc1", ["--preallocation=metadata", "img", "300M"], BYTES),
+        ("qcow2 metadata v2", "q_v2", ["--preallocation=metadata", "img", "300M"], BYTES),
+        ("qcow2 metadata extl2", "q_extl2", ["--preallocation=metadata", "img", "300M"], BYTES),
+        ("qcow2 metadata snapshot", "q_snap", ["--preallocation=metadata", "img", "300M"], BYTES),
+        ("qcow2 metadata overlay", "q_ov", ["--preallocation=metadata", "img", "1500M"], BYTES),
+        ("qcow2 metadata same size", "q_data", ["--preallocation=metadata", "img", "64M"], BYTES),
     ]
 
 

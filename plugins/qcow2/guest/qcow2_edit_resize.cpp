@@ -451,6 +451,111 @@ struct Resizer {
         return st;
     }
 
+    // get_cluster_table for L1 index `i`: the L2 table, allocated (zeros) for an empty entry or
+    // copied for a shared one (l2_allocate: new table written and flushed, then the L1 entry,
+    // then the old table freed); loaded into `l2`. *off is its offset.
+    Status table_for(uint64_t i, uint64_t* off) {
+        const uint64_t l1_at = q.header().l1_table_offset + i * 8;
+        uint64_t l1e = 0;
+        if (const Status st = q.read_table(l1_at, &l1e, 1); st != Status::Ok)
+            return st;
+        const uint64_t old_off = l1e & QCOW2_L1E_OFFSET_MASK;
+        if (old_off != 0) {
+            if (!l2_offset_ok(old_off)) {
+                ReasonText r;
+                r.add("L2 table offset ").hex(old_off).add(" invalid or past the end of the image file");
+                return q.refuse(Status::Corrupt, r.data(), r.size());
+            }
+            if (const Status st = read_l2(old_off); st != Status::Ok)
+                return st;
+        } else {
+            clear(0, l2_entries);
+        }
+        if (l1e & QCOW_OFLAG_COPIED) {
+            *off = old_off;
+            return Status::Ok;
+        }
+        uint64_t new_off = 0;
+        Status st = q.alloc_clusters(cs, &new_off);
+        if (st == Status::Ok)
+            st = q.sync();
+        if (st == Status::Ok)
+            st = write_l2(new_off);
+        if (st == Status::Ok)
+            st = host.flush(*req.image);
+        const uint64_t e = new_off | QCOW_OFLAG_COPIED;
+        if (st == Status::Ok)
+            st = q.write_table(l1_at, &e, 1);
+        if (st == Status::Ok)
+            st = host.flush(*req.image);
+        if (st == Status::Ok && old_off != 0)
+            st = q.free_clusters(old_off, cs);
+        *off = new_off;
+        return st;
+    }
+
+    // preallocate_co(start, end, metadata): data clusters allocated and mapped (not written) over
+    // the new area, run by run as qcow2_alloc_host_offset does (a table's clusters continue the
+    // previous run where they can), then the file extended to the last one (as a hole).
+    Status prealloc_metadata(uint64_t start, uint64_t end) {
+        const uint64_t span = cs * l2_entries;
+        const uint64_t words = l2_entry_bytes / 8;
+        uint64_t offset = start;
+        uint64_t host_end = 0;
+        while (offset < end) {
+            bool have_host = false;
+            uint64_t host_at = 0;
+            while (offset < end) {
+                const uint64_t i = offset / span;
+                uint64_t l2_off = 0;
+                if (const Status st = table_for(i, &l2_off); st != Status::Ok)
+                    return st;
+                const uint64_t j = (offset % span) / cs;
+                const uint64_t clusters = (end - offset / cs * cs + cs - 1) / cs;
+                const uint64_t n = clusters < l2_entries - j ? clusters : l2_entries - j;
+                for (uint64_t k = j; k < j + n; ++k) {
+                    uint64_t co = 0, len = 0;
+                    entry_clusters(l2[k * words], &co, &len);
+                    if (len != 0)
+                        return say(host, "instar cannot preallocate over clusters that are already allocated yet",
+                                   Status::Unsupported);
+                }
+                uint64_t at = 0, got = 0;
+                if (!have_host) {
+                    if (const Status st = q.alloc_clusters(n * cs, &at); st != Status::Ok)
+                        return say(host, "Allocating clusters failed: File too large", st);
+                    got = n;
+                } else {
+                    at = host_at;
+                    if (const Status st = q.alloc_clusters_at(at, n, &got); st != Status::Ok)
+                        return say(host, "Allocating clusters failed: File too large", st);
+                    if (got == 0)
+                        break; // the run cannot continue here: a new one starts
+                }
+                // The refcounts are durable before the entries that name the clusters.
+                if (const Status st = q.sync(); st != Status::Ok)
+                    return st;
+                if (const Status st = read_l2(l2_off); st != Status::Ok)
+                    return st;
+                for (uint64_t k = 0; k < got; ++k)
+                    l2[(j + k) * words] = (at + k * cs) | QCOW_OFLAG_COPIED;
+                Status st = write_l2(l2_off);
+                if (st == Status::Ok)
+                    st = host.flush(*req.image);
+                if (st != Status::Ok)
+                    return say(host, "Mapping clusters failed: Input/output error", st);
+                have_host = true;
+                host_at = at + got * cs;
+                host_end = host_at;
+                offset = (offset / cs + got) * cs;
+            }
+        }
+        if (host_end > q.file_length())
+            if (const Status st = host.set_length(*req.image, host_end, guest::Prealloc::Off); st != Status::Ok)
+                return say(host, "Could not resize file: Input/output error", st);
+        return Status::Ok;
+    }
+
     // bdrv_co_truncate's BDRV_REQ_ZERO_WRITE on a v3 image (qcow2_subcluster_zeroize): every cluster
     // of [start, end) becomes a zero cluster, allocating L2 tables as qemu's get_cluster_table does.
     Status zeroize(uint64_t start, uint64_t end) {
@@ -484,13 +589,11 @@ struct Resizer {
             }
             for (uint64_t g = pos; g < table_end; g += cs) {
                 const uint64_t j = (g - i * span) / cs;
-                if (words == 2) {
-                    // Extended L2: all subclusters read as zeros, no host cluster.
-                    l2[j * 2] = 0;
-                    l2[j * 2 + 1] = uint64_t{0xffffffff} << 32;
-                } else {
-                    l2[j] = QCOW_OFLAG_ZERO;
-                }
+                // zero_in_l2_slice without unmapping: a mapped cluster stays mapped.
+                if (words == 2)
+                    l2[j * 2 + 1] = uint64_t{0xffffffff} << 32; // every subcluster reads as zeros
+                else
+                    l2[j] |= QCOW_OFLAG_ZERO;
             }
             Status st = Status::Ok;
             if (fresh)
@@ -565,8 +668,9 @@ guest::Status edit_resize(const guest::EditRequest& req, guest::EditHost& host) 
             return say(host, "Use the --shrink option to perform a shrink operation.", Status::Invalid);
         return r.shrink(old_length, a.new_size);
     }
-    if (prealloc != guest::Prealloc::Off)
-        return say(host, "instar cannot preallocate while resizing qcow2 images yet", Status::Unsupported);
+    if (prealloc == guest::Prealloc::Falloc || prealloc == guest::Prealloc::Full)
+        return say(host, "instar cannot preallocate data (falloc, full) while resizing qcow2 images yet",
+                   Status::Unsupported);
     const bool zero_write = (a.flags & guest::RESIZE_HAS_BACKING) && a.backing_size > old_length &&
                             a.new_size > old_length;
     if (zero_write) {
@@ -583,6 +687,9 @@ guest::Status edit_resize(const guest::EditRequest& req, guest::EditHost& host) 
     }
     if (const Status st = r.grow_l1(r.size_to_l1(a.new_size)); st != Status::Ok)
         return st;
+    if (prealloc == guest::Prealloc::Metadata && a.new_size > old_length)
+        if (const Status st = r.prealloc_metadata(old_length, a.new_size); st != Status::Ok)
+            return st;
     if (zero_write)
         if (const Status st = r.zeroize(old_length, a.new_size); st != Status::Ok)
             return st;
