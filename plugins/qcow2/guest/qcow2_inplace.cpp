@@ -394,9 +394,22 @@ Status Qcow2Inplace::refblock_for(uint64_t cluster_index, Slot** out, uint32_t d
 }
 
 Status Qcow2Inplace::refcount_area(uint64_t start_offset, uint64_t new_rb_index, uint64_t new_rb_offset) {
-    const uint64_t total = refcount_blocks_needed(start_offset / cs_, cs_, refcount_order_, true);
+    return refcount_area_impl(start_offset, 0, false, new_rb_index, new_rb_offset, nullptr);
+}
+
+Status Qcow2Inplace::refcount_area_at(uint64_t start_offset, uint64_t additional_clusters, bool exact_size,
+                                      uint64_t* end_offset) {
+    if ((start_offset & (cs_ - 1)) != 0 || additional_clusters > (QCOW2_MAX_CLUSTER_OFFSET >> h_.cluster_bits))
+        return Status::Invalid;
+    return refcount_area_impl(start_offset, additional_clusters, exact_size, 0, 0, end_offset);
+}
+
+Status Qcow2Inplace::refcount_area_impl(uint64_t start_offset, uint64_t additional_clusters, bool exact_size,
+                                        uint64_t new_rb_index, uint64_t new_rb_offset, uint64_t* end_out) {
+    const uint64_t total =
+        refcount_blocks_needed(start_offset / cs_ + additional_clusters, cs_, refcount_order_, !exact_size);
     const uint64_t per_cluster = cs_ / 8;
-    uint64_t table_size = total + div_round_up(total, 2);
+    uint64_t table_size = exact_size ? total : total + div_round_up(total, 2);
     table_size = div_round_up(table_size, per_cluster) * per_cluster;
     if (total > QCOW_MAX_REFTABLE_SIZE / 8 || table_size * 8 > QCOW_MAX_REFTABLE_SIZE)
         return Status::TooLarge; // qemu: -EFBIG (and it would not open a larger table)
@@ -469,6 +482,8 @@ Status Qcow2Inplace::refcount_area(uint64_t start_offset, uint64_t new_rb_index,
     reftable_ = table;
     rt_size_ = table_size;
     rt_alloc_bytes_ = table_size * 8;
+    if (end_out != nullptr)
+        *end_out = end_offset;
     h_.refcount_table_offset = table_offset;
     h_.refcount_table_clusters = static_cast<uint32_t>(table_clusters);
     return free_clusters(old_offset, old_bytes);
