@@ -300,6 +300,18 @@ def qcow2_cases():
         ("qcow2 metadata snapshot", "q_snap", ["--preallocation=metadata", "img", "300M"], BYTES),
         ("qcow2 metadata overlay", "q_ov", ["--preallocation=metadata", "img", "1500M"], BYTES),
         ("qcow2 metadata same size", "q_data", ["--preallocation=metadata", "img", "64M"], BYTES),
+        ("qcow2 falloc small", "q1m", ["--preallocation=falloc", "img", "5M"], BYTES),
+        ("qcow2 falloc data", "q_data", ["--preallocation=falloc", "img", "200M"], BYTES),
+        ("qcow2 falloc L1", "q1m", ["--preallocation=falloc", "img", "700M"], BYTES),
+        ("qcow2 falloc odd", "q_data", ["--preallocation=falloc", "img", "100000512"], BYTES),
+        ("qcow2 falloc 512", "q512", ["--preallocation=falloc", "img", "5M"], BYTES),
+        ("qcow2 falloc rc1", "q_rc1", ["--preallocation=falloc", "img", "100M"], BYTES),
+        ("qcow2 falloc extl2", "q_extl2", ["--preallocation=falloc", "img", "100M"], BYTES),
+        ("qcow2 falloc v2", "q_v2", ["--preallocation=falloc", "img", "100M"], BYTES),
+        ("qcow2 full small", "q1m", ["--preallocation=full", "img", "5M"], BYTES),
+        ("qcow2 full data", "q_data", ["--preallocation=full", "img", "200M"], BYTES),
+        ("qcow2 full 2M", "q2m", ["--preallocation=full", "img", "200M"], BYTES),
+        ("qcow2 full snapshot", "q_snap", ["--preallocation=full", "img", "100M"], BYTES),
     ]
 
 

@@ -556,6 +556,94 @@ struct Resizer {
         return Status::Ok;
     }
 
+    // qcow2_co_truncate's falloc/full path: refcount structures for the new data (and its L2
+    // tables) placed after the last used cluster (qcow2_refcount_area, exact), the data clusters
+    // right after them, the file extended over them with `mode` (the host reserves or writes
+    // zeros), then the L2 entries linked table by table (tables allocated first fit).
+    Status prealloc_data(uint64_t start, uint64_t end, guest::Prealloc mode) {
+        const uint64_t span = cs * l2_entries;
+        const uint64_t words = l2_entry_bytes / 8;
+        // qcow2_get_last_cluster
+        const uint64_t file_len = q.file_length();
+        uint64_t last = UINT64_MAX;
+        for (uint64_t i = file_len / cs + (file_len % cs != 0 ? 1 : 0); i-- > 0;) {
+            uint64_t rc = 0;
+            if (const Status st = q.get_refcount(i, &rc); st != Status::Ok)
+                return st;
+            if (rc > 0) {
+                last = i;
+                break;
+            }
+        }
+        const uint64_t old_file_size =
+            last != UINT64_MAX ? (last + 1) * cs : (file_len + cs - 1) / cs * cs;
+        const uint64_t first_cluster = start / cs * cs;
+        const uint64_t nb_data = ((end + cs - 1) / cs * cs - first_cluster) / cs;
+        const uint64_t nb_l2 = (nb_data + l2_entries - 1) / l2_entries + 1;
+        // The clusters the new area maps must be free (qemu would replace a mapped head cluster).
+        for (uint64_t g = first_cluster; g < end; g += span - g % span) {
+            uint64_t l1e = 0;
+            const uint64_t i = g / span;
+            if (i >= q.header().l1_size)
+                break;
+            if (const Status st = q.read_table(q.header().l1_table_offset + i * 8, &l1e, 1); st != Status::Ok)
+                return st;
+            const uint64_t off = l1e & QCOW2_L1E_OFFSET_MASK;
+            if (off == 0)
+                continue;
+            if (!l2_offset_ok(off))
+                return Status::Corrupt;
+            if (const Status st = read_l2(off); st != Status::Ok)
+                return st;
+            const uint64_t j0 = (g % span) / cs;
+            const uint64_t j1 = end - i * span >= span ? l2_entries : (end - i * span + cs - 1) / cs;
+            for (uint64_t j = j0; j < j1; ++j) {
+                uint64_t co = 0, len = 0;
+                entry_clusters(l2[j * words], &co, &len);
+                if (len != 0)
+                    return say(host, "instar cannot preallocate over clusters that are already allocated yet",
+                               Status::Unsupported);
+            }
+        }
+        uint64_t alloc_start = 0;
+        if (const Status st = q.refcount_area_at(old_file_size, nb_data + nb_l2, true, &alloc_start);
+            st != Status::Ok)
+            return say(host, "Failed to resize refcount structures: File too large", st);
+        uint64_t got = 0;
+        if (const Status st = q.alloc_clusters_at(alloc_start, nb_data, &got); st != Status::Ok || got != nb_data)
+            return say(host, "Failed to allocate data clusters: Input/output error",
+                       st == Status::Ok ? Status::Corrupt : st);
+        if (const Status st = q.sync(); st != Status::Ok)
+            return st;
+        const uint64_t new_file_size = alloc_start + nb_data * cs;
+        if (const Status st = host.set_length(*req.image, new_file_size, mode); st != Status::Ok)
+            return say(host, "Failed to resize underlying file: Input/output error", st);
+        uint64_t host_off = alloc_start;
+        uint64_t guest = first_cluster;
+        uint64_t left = nb_data;
+        while (left > 0) {
+            const uint64_t i = guest / span;
+            const uint64_t j = (guest % span) / cs;
+            const uint64_t n = left < l2_entries - j ? left : l2_entries - j;
+            uint64_t l2_off = 0;
+            if (const Status st = table_for(i, &l2_off); st != Status::Ok)
+                return st;
+            if (const Status st = q.sync(); st != Status::Ok)
+                return st;
+            for (uint64_t k = 0; k < n; ++k)
+                l2[(j + k) * words] = (host_off + k * cs) | QCOW_OFLAG_COPIED;
+            Status st = write_l2(l2_off);
+            if (st == Status::Ok)
+                st = host.flush(*req.image);
+            if (st != Status::Ok)
+                return say(host, "Failed to update L2 tables: Input/output error", st);
+            guest += n * cs;
+            host_off += n * cs;
+            left -= n;
+        }
+        return q.sync();
+    }
+
     // bdrv_co_truncate's BDRV_REQ_ZERO_WRITE on a v3 image (qcow2_subcluster_zeroize): every cluster
     // of [start, end) becomes a zero cluster, allocating L2 tables as qemu's get_cluster_table does.
     Status zeroize(uint64_t start, uint64_t end) {
@@ -668,9 +756,6 @@ guest::Status edit_resize(const guest::EditRequest& req, guest::EditHost& host) 
             return say(host, "Use the --shrink option to perform a shrink operation.", Status::Invalid);
         return r.shrink(old_length, a.new_size);
     }
-    if (prealloc == guest::Prealloc::Falloc || prealloc == guest::Prealloc::Full)
-        return say(host, "instar cannot preallocate data (falloc, full) while resizing qcow2 images yet",
-                   Status::Unsupported);
     const bool zero_write = (a.flags & guest::RESIZE_HAS_BACKING) && a.backing_size > old_length &&
                             a.new_size > old_length;
     if (zero_write) {
@@ -689,6 +774,9 @@ guest::Status edit_resize(const guest::EditRequest& req, guest::EditHost& host) 
         return st;
     if (prealloc == guest::Prealloc::Metadata && a.new_size > old_length)
         if (const Status st = r.prealloc_metadata(old_length, a.new_size); st != Status::Ok)
+            return st;
+    if ((prealloc == guest::Prealloc::Falloc || prealloc == guest::Prealloc::Full) && a.new_size > old_length)
+        if (const Status st = r.prealloc_data(old_length, a.new_size, prealloc); st != Status::Ok)
             return st;
     if (zero_write)
         if (const Status st = r.zeroize(old_length, a.new_size); st != Status::Ok)
