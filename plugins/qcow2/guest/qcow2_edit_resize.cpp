@@ -532,9 +532,17 @@ struct Resizer {
                     if (got == 0)
                         break; // the run cannot continue here: a new one starts
                 }
-                // The refcounts are durable before the entries that name the clusters.
+                // The refcounts are durable, and the file reaches over the clusters (qemu extends it
+                // only at the end: a crash would leave entries past EOF), before the entries name them.
                 if (const Status st = q.sync(); st != Status::Ok)
                     return st;
+                if (at + got * cs > q.file_length()) {
+                    if (const Status st = host.set_length(*req.image, at + got * cs, guest::Prealloc::Off);
+                        st != Status::Ok)
+                        return say(host, "Could not resize file: Input/output error", st);
+                    if (const Status st = host.flush(*req.image); st != Status::Ok)
+                        return st;
+                }
                 if (const Status st = read_l2(l2_off); st != Status::Ok)
                     return st;
                 for (uint64_t k = 0; k < got; ++k)
