@@ -496,26 +496,110 @@ struct Resizer {
 
     // preallocate_co(start, end, metadata): data clusters allocated and mapped (not written) over
     // the new area, run by run as qcow2_alloc_host_offset does (a table's clusters continue the
-    // previous run where they can), then the file extended to the last one (as a hole).
+    // previous run where they can), the file extended over them (as a hole). Allocation happens
+    // in qemu's order; the tables are written in batches (refcounts durable and the file long
+    // enough first, then the tables, then the L1 entries naming new ones), so a kill leaves at
+    // worst leaked clusters and the cost is a few flushes per batch, not per table.
+    struct Pending {
+        uint64_t l1_index = 0;
+        uint64_t l2_off = 0;
+        bool fresh = false; // a new table (the L1 entry was empty): its L1 entry is written at commit
+        uint64_t* data = nullptr;
+    };
+    // Tables held before a commit: METADATA_BATCH_BYTES of them (memory bound, not a limit on input).
+    static constexpr uint64_t METADATA_BATCH_BYTES = 4u << 20;
+
+    Status commit_batch(Pending* batch, uint64_t& count, uint64_t host_end, uint64_t& extended) {
+        if (const Status st = q.sync(); st != Status::Ok)
+            return st;
+        if (host_end > extended && host_end > q.file_length()) {
+            if (const Status st = host.set_length(*req.image, host_end, guest::Prealloc::Off); st != Status::Ok)
+                return say(host, "Could not resize file: Input/output error", st);
+            extended = host_end;
+        }
+        Status st = Status::Ok;
+        for (uint64_t k = 0; st == Status::Ok && k < count; ++k)
+            st = q.write_table(batch[k].l2_off, batch[k].data, cs / 8);
+        if (st == Status::Ok)
+            st = host.flush(*req.image);
+        bool any_fresh = false;
+        for (uint64_t k = 0; st == Status::Ok && k < count; ++k) {
+            if (!batch[k].fresh)
+                continue;
+            const uint64_t e = batch[k].l2_off | QCOW_OFLAG_COPIED;
+            st = q.write_table(q.header().l1_table_offset + batch[k].l1_index * 8, &e, 1);
+            any_fresh = true;
+        }
+        if (st == Status::Ok && any_fresh)
+            st = host.flush(*req.image);
+        for (uint64_t k = 0; k < count; ++k)
+            q.allocator().deallocate(batch[k].data, static_cast<size_t>(cs));
+        count = 0;
+        if (st != Status::Ok)
+            return say(host, "Mapping clusters failed: Input/output error", st);
+        return Status::Ok;
+    }
+
     Status prealloc_metadata(uint64_t start, uint64_t end) {
         const uint64_t span = cs * l2_entries;
         const uint64_t words = l2_entry_bytes / 8;
+        const uint64_t cap = METADATA_BATCH_BYTES / cs > 0 ? METADATA_BATCH_BYTES / cs : 1;
+        auto* batch = static_cast<Pending*>(q.allocator().allocate(static_cast<size_t>(cap * sizeof(Pending)), 64));
+        if (batch == nullptr)
+            return Status::NoMemory;
+        uint64_t count = 0, host_end = 0, extended = 0;
         uint64_t offset = start;
-        uint64_t host_end = 0;
         while (offset < end) {
             bool have_host = false;
             uint64_t host_at = 0;
             while (offset < end) {
                 const uint64_t i = offset / span;
-                uint64_t l2_off = 0;
-                if (const Status st = table_for(i, &l2_off); st != Status::Ok)
-                    return st;
+                Pending* p = count > 0 && batch[count - 1].l1_index == i ? &batch[count - 1] : nullptr;
+                if (p == nullptr) {
+                    if (count == cap)
+                        if (const Status st = commit_batch(batch, count, host_end, extended); st != Status::Ok)
+                            return st;
+                    uint64_t l1e = 0;
+                    if (const Status st = q.read_table(q.header().l1_table_offset + i * 8, &l1e, 1); st != Status::Ok)
+                        return st;
+                    const uint64_t old_off = l1e & QCOW2_L1E_OFFSET_MASK;
+                    uint64_t l2_off = 0;
+                    bool fresh = false;
+                    if (old_off != 0 && !(l1e & QCOW_OFLAG_COPIED)) {
+                        // A table shared with a snapshot: copied at once, as qemu's l2_allocate.
+                        if (const Status st = table_for(i, &l2_off); st != Status::Ok)
+                            return st;
+                    } else if (old_off != 0) {
+                        if (!l2_offset_ok(old_off))
+                            return Status::Corrupt;
+                        if (const Status st = read_l2(old_off); st != Status::Ok)
+                            return st;
+                        l2_off = old_off;
+                    } else {
+                        // get_cluster_table allocates the table before the data (qemu's order).
+                        if (const Status st = q.alloc_clusters(cs, &l2_off); st != Status::Ok)
+                            return say(host, "Allocating clusters failed: File too large", st);
+                        clear(0, l2_entries);
+                        fresh = true;
+                    }
+                    p = &batch[count++];
+                    p->l1_index = i;
+                    p->l2_off = l2_off;
+                    p->fresh = fresh;
+                    p->data = static_cast<uint64_t*>(q.allocator().allocate(static_cast<size_t>(cs), 64));
+                    if (p->data == nullptr)
+                        return Status::NoMemory;
+                    for (uint64_t k = 0; k < cs / 8; ++k)
+                        p->data[k] = l2[k];
+                    if (l2_off + cs > host_end)
+                        host_end = l2_off + cs;
+                }
                 const uint64_t j = (offset % span) / cs;
                 const uint64_t clusters = (end - offset / cs * cs + cs - 1) / cs;
                 const uint64_t n = clusters < l2_entries - j ? clusters : l2_entries - j;
                 for (uint64_t k = j; k < j + n; ++k) {
                     uint64_t co = 0, len = 0;
-                    entry_clusters(l2[k * words], &co, &len);
+                    entry_clusters(p->data[k * words], &co, &len);
                     if (len != 0)
                         return say(host, "instar cannot preallocate over clusters that are already allocated yet",
                                    Status::Unsupported);
@@ -532,37 +616,23 @@ struct Resizer {
                     if (got == 0)
                         break; // the run cannot continue here: a new one starts
                 }
-                // The refcounts are durable, and the file reaches over the clusters (qemu extends it
-                // only at the end: a crash would leave entries past EOF), before the entries name them.
-                if (const Status st = q.sync(); st != Status::Ok)
-                    return st;
-                if (at + got * cs > q.file_length()) {
-                    if (const Status st = host.set_length(*req.image, at + got * cs, guest::Prealloc::Off);
-                        st != Status::Ok)
-                        return say(host, "Could not resize file: Input/output error", st);
-                    if (const Status st = host.flush(*req.image); st != Status::Ok)
-                        return st;
-                }
-                if (const Status st = read_l2(l2_off); st != Status::Ok)
-                    return st;
                 for (uint64_t k = 0; k < got; ++k)
-                    l2[(j + k) * words] = (at + k * cs) | QCOW_OFLAG_COPIED;
-                Status st = write_l2(l2_off);
-                if (st == Status::Ok)
-                    st = host.flush(*req.image);
-                if (st != Status::Ok)
-                    return say(host, "Mapping clusters failed: Input/output error", st);
+                    p->data[(j + k) * words] = (at + k * cs) | QCOW_OFLAG_COPIED;
                 have_host = true;
                 host_at = at + got * cs;
-                host_end = host_at;
+                if (host_at > host_end)
+                    host_end = host_at;
                 offset = (offset / cs + got) * cs;
             }
+            // qemu extends the file to the end of the last run only.
+            last_run_end_ = host_at;
         }
-        if (host_end > q.file_length())
-            if (const Status st = host.set_length(*req.image, host_end, guest::Prealloc::Off); st != Status::Ok)
-                return say(host, "Could not resize file: Input/output error", st);
-        return Status::Ok;
+        if (const Status st = commit_batch(batch, count, last_run_end_, extended); st != Status::Ok)
+            return st;
+        q.allocator().deallocate(batch, static_cast<size_t>(cap * sizeof(Pending)));
+        return q.sync();
     }
+    uint64_t last_run_end_ = 0;
 
     // qcow2_co_truncate's falloc/full path: refcount structures for the new data (and its L2
     // tables) placed after the last used cluster (qcow2_refcount_area, exact), the data clusters
