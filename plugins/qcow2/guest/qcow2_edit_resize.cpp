@@ -39,6 +39,7 @@ struct Resizer {
     uint64_t l2_entries = 0; // entries per L2 table
     uint32_t l2_entry_bytes = 8;
     uint64_t* l2 = nullptr;  // one L2 table (as u64 words, big-endian on disk, converted)
+    bool data_file = false;  // data clusters live in an external data file (not refcounted)
 
     uint64_t size_to_l1(uint64_t size) const {
         const uint64_t span = cs * l2_entries;
@@ -146,7 +147,7 @@ struct Resizer {
                 uint64_t co = 0, len = 0;
                 const uint64_t e = l2[j * words];
                 entry_clusters(e, &co, &len);
-                if (len == 0)
+                if (len == 0 || data_file)
                     continue;
                 const bool aligned = (e & QCOW_OFLAG_COMPRESSED) != 0 || (co & (cs - 1)) == 0;
                 if (!aligned || co < cs || co >= q.file_length() || len > QCOW2_MAX_CLUSTER_OFFSET - co) {
@@ -196,6 +197,8 @@ struct Resizer {
 
     // Frees what the entries [from, to) of `table` hold (discarding clusters that reach 0).
     Status free_entries(const uint64_t* table, uint64_t from, uint64_t to) {
+        if (data_file)
+            return Status::Ok; // data clusters are not refcounted; the data file is truncated
         const uint64_t words = l2_entry_bytes / 8;
         for (uint64_t j = from; j < to; ++j) {
             uint64_t off = 0, len = 0;
@@ -803,8 +806,18 @@ guest::Status edit_resize(const guest::EditRequest& req, guest::EditHost& host) 
     if (h.incompatible_features & QCOW2_INCOMPAT_DIRTY)
         return say(host, "instar cannot resize a dirty qcow2 image yet (repair it with check -r all)",
                    Status::Unsupported);
-    if (h.incompatible_features & QCOW2_INCOMPAT_DATA_FILE)
-        return say(host, "instar cannot resize qcow2 images with an external data file yet", Status::Unsupported);
+    const bool data_file = (h.incompatible_features & QCOW2_INCOMPAT_DATA_FILE) != 0;
+    if (data_file && (req.file_count != 1 || req.files == nullptr || req.files[0] == nullptr))
+        return say(host, "resize: the external data file was not opened", Status::Invalid);
+    if (data_file && (h.autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW) && a.new_size > h.size)
+        return say(host, "instar cannot grow qcow2 images with a raw external data file (data_file_raw) yet",
+                   Status::Unsupported);
+    if (data_file && static_cast<guest::Prealloc>(a.prealloc) != guest::Prealloc::Off)
+        return say(host, "instar cannot preallocate qcow2 images with an external data file yet",
+                   Status::Unsupported);
+    if (data_file && (a.flags & guest::RESIZE_HAS_BACKING) && a.backing_size > h.size && a.new_size > h.size)
+        return say(host, "instar cannot zero the new area of an overlay with an external data file yet",
+                   Status::Unsupported);
     if (h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS)
         return say(host, "instar cannot resize qcow2 images with persistent bitmaps yet", Status::Unsupported);
     const auto prealloc = static_cast<guest::Prealloc>(a.prealloc);
@@ -818,6 +831,7 @@ guest::Status edit_resize(const guest::EditRequest& req, guest::EditHost& host) 
 
     Resizer r{req, host, q};
     r.cs = q.cluster_size();
+    r.data_file = data_file;
     r.l2_entry_bytes = (h.incompatible_features & QCOW2_INCOMPAT_EXTL2) ? 16 : 8;
     r.l2_entries = r.cs / r.l2_entry_bytes;
     r.l2 = static_cast<uint64_t*>(req.allocator->allocate(static_cast<size_t>(r.cs), 64));
@@ -832,7 +846,12 @@ guest::Status edit_resize(const guest::EditRequest& req, guest::EditHost& host) 
             return say(host, "Preallocation can't be used for shrinking an image", Status::Invalid);
         if (!(a.flags & guest::RESIZE_SHRINK))
             return say(host, "Use the --shrink option to perform a shrink operation.", Status::Invalid);
-        return r.shrink(old_length, a.new_size);
+        if (const Status st = r.shrink(old_length, a.new_size); st != Status::Ok)
+            return st;
+        // qemu truncates the data file to the exact new size (PREALLOC_MODE_OFF, exact).
+        if (data_file && host.set_length(*req.files[0], a.new_size, guest::Prealloc::Off) != Status::Ok)
+            return say(host, "Could not resize file: Input/output error", Status::IoError);
+        return Status::Ok;
     }
     const bool zero_write = (a.flags & guest::RESIZE_HAS_BACKING) && a.backing_size > old_length &&
                             a.new_size > old_length;
@@ -859,6 +878,12 @@ guest::Status edit_resize(const guest::EditRequest& req, guest::EditHost& host) 
     if (zero_write)
         if (const Status st = r.zeroize(old_length, a.new_size); st != Status::Ok)
             return st;
+    if (data_file) {
+        if (host.set_length(*req.files[0], a.new_size, guest::Prealloc::Off) != Status::Ok)
+            return say(host, "Could not resize file: Input/output error", Status::IoError);
+        if (const Status st = host.flush(*req.files[0]); st != Status::Ok)
+            return st;
+    }
     if (a.new_size == h.size)
         return Status::Ok;
     if (const Status st = r.write_size(a.new_size); st != Status::Ok)
