@@ -46,13 +46,15 @@ struct Resizer {
         return size / span + (size % span != 0 ? 1 : 0);
     }
 
+    // The size field, then q.sync(): cached refcount changes (a freed old L1) and the field made
+    // durable by one flush.
     Status write_size(uint64_t size) {
         uint8_t be[8];
         for (int i = 0; i < 8; ++i)
             be[i] = static_cast<uint8_t>(size >> (56 - 8 * i));
         if (const Status st = q.write_header(QCOW2_HDR_SIZE, be, 8); st != Status::Ok)
             return st;
-        return host.flush(*req.image);
+        return q.sync();
     }
 
     // qemu's qcow2_grow_l1_table(exact_size = true).
@@ -75,19 +77,15 @@ struct Resizer {
         if (st == Status::Ok)
             st = q.alloc_clusters(bytes, &new_offset);
         if (st == Status::Ok)
-            st = q.sync(); // the new clusters' refcounts are durable before anything names them
-        if (st == Status::Ok)
             st = q.write_table(new_offset, table, min_size);
         if (st == Status::Ok)
-            st = host.flush(*req.image);
+            st = q.sync(); // the new table and its refcounts are durable before the header names it
         if (st == Status::Ok)
             st = q.set_l1(new_offset, static_cast<uint32_t>(min_size)); // the switch
         if (st == Status::Ok)
-            st = host.flush(*req.image);
+            st = host.flush(*req.image); // durable before the old table's refcount drops
         if (st == Status::Ok && old_size > 0)
-            st = q.free_clusters(old_offset, uint64_t{old_size} * 8);
-        if (st == Status::Ok)
-            st = q.sync();
+            st = q.free_clusters(old_offset, uint64_t{old_size} * 8); // made durable by the caller's sync
         q.allocator().deallocate(table, static_cast<size_t>(bytes));
         if (st == Status::NoMemory)
             return say(host, "Failed to grow the L1 table: Cannot allocate memory", st);
@@ -115,10 +113,25 @@ struct Resizer {
             uint64_t rc = 1;
             if (const Status st = q.get_refcount(c / cs, &rc); st != Status::Ok)
                 return st;
-            if (rc == 0 && c < q.file_length()) // best effort, as qemu's discard; only what the file holds
-                (void)q.device().discard(c, q.file_length() - c < cs ? q.file_length() - c : cs);
+            if (rc == 0 && c < q.file_length()) { // as qemu's discard; only what the file holds
+                const uint64_t len = q.file_length() - c < cs ? q.file_length() - c : cs;
+                if (discard_len_ != 0 && discard_at_ + discard_len_ == c) {
+                    discard_len_ += len;
+                } else {
+                    flush_discards();
+                    discard_at_ = c;
+                    discard_len_ = len;
+                }
+            }
         }
         return Status::Ok;
+    }
+    // Discards are coalesced into ranges (one hole punch per run of freed clusters).
+    uint64_t discard_at_ = 0, discard_len_ = 0;
+    void flush_discards() {
+        if (discard_len_ != 0)
+            (void)q.device().discard(discard_at_, discard_len_); // best effort, as qemu's
+        discard_len_ = 0;
     }
 
     // Checks before the shrink's switch: every L2 table the clean-up touches lies in the file, and
@@ -341,6 +354,7 @@ struct Resizer {
         q.allocator().deallocate(old, static_cast<size_t>(cs));
         q.allocator().deallocate(l1, static_cast<size_t>(l1_size * 8 + 8));
 
+        flush_discards();
         if (const Status st = shrink_reftable(); st != Status::Ok)
             return say(host, "Failed to discard unused refblocks: Input/output error", st);
 
@@ -859,6 +873,8 @@ guest::Status edit_resize(const guest::EditRequest& req, guest::EditHost& host) 
         // qemu grows the L1 table, then finds that v2 has no zero clusters (the size stays).
         if (h.version < 3) {
             if (const Status st = r.grow_l1(r.size_to_l1(a.new_size)); st != Status::Ok)
+                return st;
+            if (const Status st = q.sync(); st != Status::Ok) // the old L1's refcount, as qemu frees it
                 return st;
             return say(host, "Failed to zero out new clusters: Operation not supported", Status::Unsupported);
         }
