@@ -33,5 +33,6 @@ int cmd_map(Context& ctx, std::span<const std::string> args);
 int cmd_measure(Context& ctx, std::span<const std::string> args);
 int cmd_snapshot(Context& ctx, std::span<const std::string> args);
 int cmd_rebase(Context& ctx, std::span<const std::string> args);
+int cmd_resize(Context& ctx, std::span<const std::string> args);
 
 } // namespace instar::cli

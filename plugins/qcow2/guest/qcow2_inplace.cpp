@@ -404,9 +404,22 @@ Status Qcow2Inplace::refblock_for(uint64_t cluster_index, Slot** out, uint32_t d
 }
 
 Status Qcow2Inplace::refcount_area(uint64_t start_offset, uint64_t new_rb_index, uint64_t new_rb_offset) {
-    const uint64_t total = refcount_blocks_needed(start_offset / cs_, cs_, refcount_order_, true);
+    return refcount_area_impl(start_offset, 0, false, new_rb_index, new_rb_offset, nullptr);
+}
+
+Status Qcow2Inplace::refcount_area_at(uint64_t start_offset, uint64_t additional_clusters, bool exact_size,
+                                      uint64_t* end_offset) {
+    if ((start_offset & (cs_ - 1)) != 0 || additional_clusters > (QCOW2_MAX_CLUSTER_OFFSET >> h_.cluster_bits))
+        return Status::Invalid;
+    return refcount_area_impl(start_offset, additional_clusters, exact_size, 0, 0, end_offset);
+}
+
+Status Qcow2Inplace::refcount_area_impl(uint64_t start_offset, uint64_t additional_clusters, bool exact_size,
+                                        uint64_t new_rb_index, uint64_t new_rb_offset, uint64_t* end_out) {
+    const uint64_t total =
+        refcount_blocks_needed(start_offset / cs_ + additional_clusters, cs_, refcount_order_, !exact_size);
     const uint64_t per_cluster = cs_ / 8;
-    uint64_t table_size = total + div_round_up(total, 2);
+    uint64_t table_size = exact_size ? total : total + div_round_up(total, 2);
     table_size = div_round_up(table_size, per_cluster) * per_cluster;
     if (total > QCOW_MAX_REFTABLE_SIZE / 8 || table_size * 8 > QCOW_MAX_REFTABLE_SIZE)
         return Status::TooLarge; // qemu: -EFBIG (and it would not open a larger table)
@@ -479,6 +492,8 @@ Status Qcow2Inplace::refcount_area(uint64_t start_offset, uint64_t new_rb_index,
     reftable_ = table;
     rt_size_ = table_size;
     rt_alloc_bytes_ = table_size * 8;
+    if (end_out != nullptr)
+        *end_out = end_offset;
     h_.refcount_table_offset = table_offset;
     h_.refcount_table_clusters = static_cast<uint32_t>(table_clusters);
     return free_clusters(old_offset, old_bytes);
@@ -575,7 +590,10 @@ Status Qcow2Inplace::alloc_clusters(uint64_t bytes, uint64_t* offset) {
         return Status::Ok;
     }
     const uint64_t n = div_round_up(bytes, cs_);
-    for (uint32_t i = 0; i < INPLACE_MAX_RESTARTS; ++i) {
+    // Each restart follows a refcount block created for the run (or a table growth), so a long run
+    // (a big L1 table with small clusters) may restart once per block it spans, plus the constant.
+    const uint64_t restarts = INPLACE_MAX_RESTARTS + 2 * div_round_up(n, rb_entries_);
+    for (uint64_t i = 0; i < restarts; ++i) {
         uint64_t at = 0;
         if (const Status st = alloc_noref(n, &at); st != Status::Ok)
             return st;
@@ -586,6 +604,37 @@ Status Qcow2Inplace::alloc_clusters(uint64_t bytes, uint64_t* offset) {
             *offset = at;
             return Status::Ok;
         }
+    }
+    return Status::Corrupt;
+}
+
+Status Qcow2Inplace::alloc_clusters_at(uint64_t offset, uint64_t nb_clusters, uint64_t* allocated) {
+    *allocated = 0;
+    if ((offset & (cs_ - 1)) != 0 || offset == 0)
+        return Status::Invalid;
+    const uint64_t first = offset >> h_.cluster_bits;
+    if (nb_clusters > (QCOW2_MAX_CLUSTER_OFFSET >> h_.cluster_bits) - first)
+        return Status::TooLarge; // qemu: -EFBIG
+    const uint64_t restarts = INPLACE_MAX_RESTARTS + 2 * div_round_up(nb_clusters, rb_entries_);
+    for (uint64_t r = 0; r < restarts; ++r) {
+        uint64_t n = 0;
+        for (; n < nb_clusters; ++n) {
+            uint64_t rc = 0;
+            if (const Status st = get_refcount(first + n, &rc); st != Status::Ok)
+                return st;
+            if (rc != 0)
+                break;
+        }
+        if (n == 0)
+            return Status::Ok;
+        restarted_ = false;
+        if (const Status st = update_one(offset, n * cs_, 1, false, 0); st != Status::Ok)
+            return st;
+        if (!restarted_) {
+            *allocated = n;
+            return Status::Ok;
+        }
+        // A refcount block was created first (maybe inside the run): look again (qemu's -EAGAIN).
     }
     return Status::Corrupt;
 }

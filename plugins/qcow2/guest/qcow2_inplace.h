@@ -103,6 +103,16 @@ public:
     // 0 bytes allocates nothing and returns the free-cluster index's offset, as qemu (a snapshot
     // table with no entries is placed there).
     Status alloc_clusters(uint64_t bytes, uint64_t* offset);
+    // qemu's qcow2_alloc_clusters_at: up to `nb_clusters` free clusters from `offset` on (cluster
+    // aligned), as many as are free in a row; *allocated says how many (0: the first is in use).
+    Status alloc_clusters_at(uint64_t offset, uint64_t nb_clusters, uint64_t* allocated);
+    // qemu's qcow2_refcount_area(start_offset, additional_clusters, exact_size, 0, 0): refcount
+    // blocks and a new refcount table at `start_offset` (cluster aligned, nothing in use from there
+    // on) covering everything up to the end of the new structures plus `additional_clusters`; the
+    // header is switched to the new table and the old one freed. *end_offset is where the new
+    // structures end (qemu's return value).
+    Status refcount_area_at(uint64_t start_offset, uint64_t additional_clusters, bool exact_size,
+                            uint64_t* end_offset);
     // qemu's qcow2_free_clusters: the refcounts of the clusters of [offset, offset + bytes) drop by 1.
     Status free_clusters(uint64_t offset, uint64_t bytes, bool discard = false);
     // Writes the dirty cached refcount blocks (and issues the queued discards).
@@ -141,6 +151,8 @@ private:
     Status refcount_area(uint64_t start_offset, uint64_t rt_index, uint64_t new_block);
     Status update_one(uint64_t offset, uint64_t length, uint64_t addend, bool decrease, uint32_t depth,
                       bool discard = false);
+    Status refcount_area_impl(uint64_t start_offset, uint64_t additional_clusters, bool exact_size,
+                              uint64_t new_rb_index, uint64_t new_rb_offset, uint64_t* end_out);
     Status corrupt_refblock(uint64_t offset, uint64_t rt_index);
     void flush_discards();
 
