@@ -192,6 +192,43 @@ Status zero_tail(guest::SizedDevice& dev, guest::Allocator& alloc, const VpcImag
     return write_fill(dev, alloc, data + in_block, end - from, 0);
 }
 
+// After a shrink's switch: the blocks of entries [entries, max) are emptied (qemu allocates new
+// blocks at the end of what the table references and does not zero them, so space it may reuse
+// must read as zeros) and their entries marked unused.
+Status drop_blocks(guest::SizedDevice& dev, guest::Allocator& alloc, const VpcImage& img, uint32_t entries) {
+    const VpcDynamicHeader& h = img.header;
+    guest::ScopedBuffer chunk(alloc, BAT_CHUNK);
+    if (!chunk.p)
+        return Status::NoMemory;
+    const uint64_t first = static_cast<uint64_t>(entries) * 4;
+    const uint64_t bytes = static_cast<uint64_t>(h.max_table_entries) * 4 - first;
+    const uint64_t block_bytes = img.bitmap_size + h.block_size;
+    for (uint64_t done = 0; done < bytes;) {
+        const size_t n = bytes - done < BAT_CHUNK ? static_cast<size_t>(bytes - done) : BAT_CHUNK;
+        Status st = dev.read(h.table_offset + first + done, chunk.p, n);
+        if (st != Status::Ok)
+            return st;
+        for (size_t i = 0; i + 4 <= n; i += 4) {
+            const uint32_t e = load_be32(chunk.p + i);
+            if (e == BAT_UNUSED)
+                continue;
+            const uint64_t at = static_cast<uint64_t>(e) * 512;
+            if (at >= dev.size() || block_bytes > dev.size() - at)
+                continue; // vpc_load's truncation check makes this impossible
+            st = dev.discard(at, block_bytes);
+            if (st == Status::Unsupported)
+                st = write_fill(dev, alloc, at, block_bytes, 0);
+            if (st != Status::Ok)
+                return st;
+        }
+        __builtin_memset(chunk.p, 0xFF, n);
+        if ((st = dev.write(h.table_offset + first + done, chunk.p, n)) != Status::Ok)
+            return st;
+        done += n;
+    }
+    return Status::Ok;
+}
+
 Status resize_dynamic(guest::SizedDevice& dev, EditHost& host, guest::Allocator& alloc, const VpcImage& img,
                       uint64_t size, const VpcGeometry& g) {
     const VpcDynamicHeader& h = img.header;
@@ -225,15 +262,23 @@ Status resize_dynamic(guest::SizedDevice& dev, EditHost& host, guest::Allocator&
             st = dev.flush(host);
         if (st != Status::Ok || entries == h.max_table_entries)
             return st;
-        st = write_fill(dev, alloc, h.table_offset + static_cast<uint64_t>(entries) * 4,
-                        static_cast<uint64_t>(h.max_table_entries - entries) * 4, 0xFF);
+        st = drop_blocks(dev, alloc, img, entries);
         if (st == Status::Ok)
             st = dev.flush(host);
         if (st != Status::Ok)
             return st;
         store_be32(header + offsetof(VpcDynamicHeaderDisk, max_table_entries), entries);
         store_be32(header + offsetof(VpcDynamicHeaderDisk, checksum), header_checksum(header));
-        return dev.write(img.footer.data_offset, header, sizeof header);
+        st = dev.write(img.footer.data_offset, header, sizeof header);
+        if (st == Status::Ok)
+            st = dev.flush(host);
+        // qemu takes the space past the table's (sector-rounded) end as free when the table is the
+        // file's last structure: what the cut entries held there must read as zeros.
+        const uint64_t kept = (h.table_offset + static_cast<uint64_t>(entries) * 4 + 511) & ~uint64_t{511};
+        const uint64_t old_end = (h.table_offset + static_cast<uint64_t>(h.max_table_entries) * 4 + 511) & ~uint64_t{511};
+        if (st == Status::Ok && old_end > kept)
+            st = write_fill(dev, alloc, kept, old_end - kept, 0);
+        return st;
     }
 
     // Grow: new entries unused, in place when the table has room, else a copy after the trailing

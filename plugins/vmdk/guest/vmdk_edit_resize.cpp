@@ -548,9 +548,7 @@ Status resize_flat(SizedDevice& dev, SizedDevice* const* files, uint32_t file_co
     if (!extra_buf.p)
         return Status::NoMemory;
     Out extra{reinterpret_cast<char*>(extra_buf.p), static_cast<size_t>(new_files) * (40 + guest::CREATE_MAX_FILE_NAME)};
-    const uint64_t file_end = (last_offset + last_sectors + grow_last) * 512;
-    if (grow_last > 0 && last_file.size() < file_end)
-        st = last_file.set_length(host, file_end, prealloc);
+    // New files first: a host that cannot add files refuses before anything changed.
     for (uint64_t i = 0; i < new_files && st == Status::Ok; ++i) {
         char name[guest::CREATE_MAX_FILE_NAME + 1];
         if (!next_split_name(lines[last].file, lines[last].file_len, i + 1, name, sizeof name))
@@ -569,8 +567,11 @@ Status resize_flat(SizedDevice& dev, SizedDevice* const* files, uint32_t file_co
         extra.put(name);
         extra.put("\" 0\n");
     }
-    if (st == Status::Ok && new_files > 0)
-        st = host.flush(*files[last]);
+    const uint64_t file_end = (last_offset + last_sectors + grow_last) * 512;
+    if (st == Status::Ok && grow_last > 0 && last_file.size() < file_end)
+        st = last_file.set_length(host, file_end, prealloc);
+    if (st == Status::Ok)
+        st = last_file.flush(host);
     if (st != Status::Ok)
         return refuse(host, st, "vmdk: the resize failed");
     edits[0] = {starts[last], last_sectors + grow_last};
