@@ -24,7 +24,7 @@ const std::array COMMANDS = {
     Command{"map", cmd_map, "Dump image metadata"},
     Command{"measure", cmd_measure, "Calculate file size required for a new image"},
     Command{"rebase", nullptr, "Change backing file of the image"},
-    Command{"resize", nullptr, "Resize the image"},
+    Command{"resize", cmd_resize, "Resize the image"},
     Command{"snapshot", nullptr, "List or manipulate snapshots in the image"},
 };
 

@@ -28,5 +28,6 @@ int cmd_formats(Context& ctx, std::span<const std::string> args);
 int cmd_info(Context& ctx, std::span<const std::string> args);
 int cmd_map(Context& ctx, std::span<const std::string> args);
 int cmd_measure(Context& ctx, std::span<const std::string> args);
+int cmd_resize(Context& ctx, std::span<const std::string> args);
 
 } // namespace instar::cli

@@ -1,11 +1,791 @@
-// qcow2: `resize`: growing or shrinking the virtual disk (EditCommand::Resize, docs/edit.md).
+// qcow2: `resize`: growing or shrinking the virtual disk (EditCommand::Resize, docs/resize.md).
+// What qemu's qcow2_co_truncate does, in an order that survives a kill at any write:
+// - grow: a larger L1 table as qcow2_grow_l1_table (new clusters allocated first fit, written,
+//   flushed, then the header switched to it, then the old one freed), then the size field. An
+//   overlay whose backing image reaches past the old size gets the new area marked as zero clusters
+//   (bdrv_co_truncate's BDRV_REQ_ZERO_WRITE) before the size switch.
+// - shrink: the size field first (the switch: from then on the image is the new, shorter one), then
+//   qemu's clean-up: the clusters past the end are discarded (L2 entries cleared and flushed before
+//   their refcounts drop), the L1 tail zeroed and its L2 tables freed, empty refcount blocks
+//   dropped from the refcount table, and the file truncated after its last used cluster. Clusters
+//   whose refcount reaches 0 are discarded in the file as qemu's QCOW2_DISCARD_ALWAYS does, so the
+//   result is byte-identical to qemu's.
+// Everything read from the image is untrusted: the header, L1, L2 and refcount structures are
+// checked (offsets aligned and inside the file) before anything is written.
 #include "qcow2_edit.h"
+#include "qcow2_inplace.h"
+#include "qcow2_limits.h"
+#include "qcow2_read_reason.h"
+
+#include <instar/guest/edit_resize.h>
 
 namespace instar::qcow2 {
+namespace {
+
+// qemu's INT_MAX / L1E_SIZE sanity bound on the wanted L1 size, before QCOW_MAX_L1_SIZE.
+inline constexpr uint64_t L1_GROW_SANITY = 0x7fffffffu / 8;
+// qemu's BDRV_SECTOR_SIZE: sizes are whole sectors.
+inline constexpr uint64_t SECTOR = 512;
+
+using guest::Status;
+
+Status say(guest::EditHost& host, const char* text, Status st) { return guest::edit_refuse(host, text, st); }
+
+struct Resizer {
+    const guest::EditRequest& req;
+    guest::EditHost& host;
+    Qcow2Inplace& q;
+    uint64_t cs = 0;
+    uint64_t l2_entries = 0; // entries per L2 table
+    uint32_t l2_entry_bytes = 8;
+    uint64_t* l2 = nullptr;  // one L2 table (as u64 words, big-endian on disk, converted)
+
+    uint64_t size_to_l1(uint64_t size) const {
+        const uint64_t span = cs * l2_entries;
+        return size / span + (size % span != 0 ? 1 : 0);
+    }
+
+    Status write_size(uint64_t size) {
+        uint8_t be[8];
+        for (int i = 0; i < 8; ++i)
+            be[i] = static_cast<uint8_t>(size >> (56 - 8 * i));
+        if (const Status st = q.write_header(QCOW2_HDR_SIZE, be, 8); st != Status::Ok)
+            return st;
+        return host.flush(*req.image);
+    }
+
+    // qemu's qcow2_grow_l1_table(exact_size = true).
+    Status grow_l1(uint64_t min_size) {
+        const Qcow2Header& h = q.header();
+        if (min_size <= h.l1_size)
+            return Status::Ok;
+        if (min_size > L1_GROW_SANITY || min_size > QCOW_MAX_L1_SIZE / 8)
+            return say(host, "Failed to grow the L1 table: File too large", Status::TooLarge);
+        const uint64_t bytes = min_size * 8;
+        auto* table = static_cast<uint64_t*>(q.allocator().allocate(static_cast<size_t>(bytes), 64));
+        if (table == nullptr)
+            return say(host, "Failed to grow the L1 table: Cannot allocate memory", Status::NoMemory);
+        for (uint64_t i = 0; i < min_size; ++i)
+            table[i] = 0;
+        const uint64_t old_offset = h.l1_table_offset;
+        const uint32_t old_size = h.l1_size;
+        Status st = q.read_table(old_offset, table, old_size);
+        uint64_t new_offset = 0;
+        if (st == Status::Ok)
+            st = q.alloc_clusters(bytes, &new_offset);
+        if (st == Status::Ok)
+            st = q.sync(); // the new clusters' refcounts are durable before anything names them
+        if (st == Status::Ok)
+            st = q.write_table(new_offset, table, min_size);
+        if (st == Status::Ok)
+            st = host.flush(*req.image);
+        if (st == Status::Ok)
+            st = q.set_l1(new_offset, static_cast<uint32_t>(min_size)); // the switch
+        if (st == Status::Ok)
+            st = host.flush(*req.image);
+        if (st == Status::Ok && old_size > 0)
+            st = q.free_clusters(old_offset, uint64_t{old_size} * 8);
+        if (st == Status::Ok)
+            st = q.sync();
+        q.allocator().deallocate(table, static_cast<size_t>(bytes));
+        if (st == Status::NoMemory)
+            return say(host, "Failed to grow the L1 table: Cannot allocate memory", st);
+        if (st != Status::Ok)
+            return say(host, "Failed to grow the L1 table: Input/output error", st);
+        return Status::Ok;
+    }
+
+    // A cluster-sized table at `offset` (an L1 entry's L2 table): inside the file and not cluster 0.
+    bool l2_offset_ok(uint64_t offset) const { return q.cluster_in_file(offset); }
+
+    Status read_l2(uint64_t offset) { return q.read_table(offset, l2, cs / 8); }
+    Status write_l2(uint64_t offset) { return q.write_table(offset, l2, cs / 8); }
+
+    // Frees host cluster range [offset, offset + bytes) one cluster at a time and discards those
+    // whose refcount reaches 0 (qemu's QCOW2_DISCARD_ALWAYS passthrough).
+    Status free_and_discard(uint64_t offset, uint64_t bytes) {
+        const uint64_t first = offset & ~(cs - 1);
+        uint64_t end = 0;
+        if (__builtin_add_overflow(offset, bytes, &end))
+            return Status::Corrupt;
+        for (uint64_t c = first; c < end; c += cs) {
+            if (const Status st = q.free_clusters(c, cs); st != Status::Ok)
+                return st;
+            uint64_t rc = 1;
+            if (const Status st = q.get_refcount(c / cs, &rc); st != Status::Ok)
+                return st;
+            if (rc == 0 && c < q.file_length()) // best effort, as qemu's discard; only what the file holds
+                (void)q.device().discard(c, q.file_length() - c < cs ? q.file_length() - c : cs);
+        }
+        return Status::Ok;
+    }
+
+    // Checks before the shrink's switch: every L2 table the clean-up touches lies in the file, and
+    // every cluster its entries in the cropped range name too, so nothing after the switch can
+    // stumble on bad metadata.
+    Status shrink_precheck(uint64_t first_l1, uint64_t end_l1, uint64_t l1_size, const uint64_t* l1,
+                           uint64_t discard_start, uint64_t old_length) {
+        const uint64_t span = cs * l2_entries;
+        const uint64_t words = l2_entry_bytes / 8;
+        for (uint64_t i = first_l1; i < l1_size; ++i) {
+            const uint64_t off = l1[i] & QCOW2_L1E_OFFSET_MASK;
+            if (off == 0)
+                continue;
+            if (!l2_offset_ok(off)) {
+                ReasonText r;
+                r.add("L2 table offset ").hex(off).add(" invalid or past the end of the image file");
+                return q.refuse(Status::Corrupt, r.data(), r.size());
+            }
+            if (i >= end_l1)
+                continue;
+            if (const Status st = read_l2(off); st != Status::Ok)
+                return st;
+            uint64_t from = 0, to = 0;
+            range_in_table(i, discard_start, old_length, &from, &to);
+            for (uint64_t j = from; j < to; ++j) {
+                uint64_t co = 0, len = 0;
+                const uint64_t e = l2[j * words];
+                entry_clusters(e, &co, &len);
+                if (len == 0)
+                    continue;
+                const bool aligned = (e & QCOW_OFLAG_COMPRESSED) != 0 || (co & (cs - 1)) == 0;
+                if (!aligned || co < cs || co >= q.file_length() || len > QCOW2_MAX_CLUSTER_OFFSET - co) {
+                    ReasonText r;
+                    r.add("Cluster offset ").hex(co).add(" in L2 table ").hex(off).add(
+                        " invalid or past the end of the image file");
+                    return q.refuse(Status::Corrupt, r.data(), r.size());
+                }
+            }
+            (void)span;
+        }
+        return Status::Ok;
+    }
+
+    // The entries of L2 table `i` that lie in [discard_start, old_length).
+    void range_in_table(uint64_t i, uint64_t discard_start, uint64_t old_length, uint64_t* from,
+                        uint64_t* to) const {
+        const uint64_t span = cs * l2_entries;
+        const uint64_t table_start = i * span;
+        *from = discard_start > table_start ? (discard_start - table_start) / cs : 0;
+        *to = l2_entries;
+        if (old_length < table_start + span)
+            *to = (old_length - table_start + cs - 1) / cs;
+        if (*from > *to)
+            *from = *to;
+    }
+
+    // The host clusters an L2 entry holds (qemu's qcow2_free_any_cluster); *len 0 for none.
+    void entry_clusters(uint64_t e, uint64_t* off, uint64_t* len) const {
+        *off = 0;
+        *len = 0;
+        if (e & QCOW_OFLAG_COMPRESSED) {
+            const uint32_t bits = q.cluster_bits();
+            const uint32_t csize_shift = 62 - (bits - 8);
+            const uint64_t csize_mask = (uint64_t{1} << (bits - 8)) - 1;
+            const uint64_t offset_mask = (uint64_t{1} << csize_shift) - 1;
+            *off = (e & offset_mask) & ~uint64_t{511};
+            *len = 512 * (((e >> csize_shift) & csize_mask) + 1);
+            return;
+        }
+        const uint64_t o = e & QCOW2_L2E_OFFSET_MASK;
+        if (o != 0) {
+            *off = o;
+            *len = cs;
+        }
+    }
+
+    // Frees what the entries [from, to) of `table` hold (discarding clusters that reach 0).
+    Status free_entries(const uint64_t* table, uint64_t from, uint64_t to) {
+        const uint64_t words = l2_entry_bytes / 8;
+        for (uint64_t j = from; j < to; ++j) {
+            uint64_t off = 0, len = 0;
+            entry_clusters(table[j * words], &off, &len);
+            if (len != 0)
+                if (const Status st = free_and_discard(off, len); st != Status::Ok)
+                    return st;
+        }
+        return Status::Ok;
+    }
+
+    bool any_set(uint64_t from, uint64_t to) const {
+        const uint64_t words = l2_entry_bytes / 8;
+        for (uint64_t k = from * words; k < to * words; ++k)
+            if (l2[k] != 0)
+                return true;
+        return false;
+    }
+
+    void clear(uint64_t from, uint64_t to) {
+        const uint64_t words = l2_entry_bytes / 8;
+        for (uint64_t k = from * words; k < to * words; ++k)
+            l2[k] = 0;
+    }
+
+    // qemu's shrink: qcow2_cluster_discard(ROUND_UP(new, cs), old - that, ALWAYS, full), which goes
+    // through get_cluster_table (an L2 table is allocated for an empty L1 entry, copied for a
+    // shared one), then qcow2_shrink_l1_table, qcow2_shrink_reftable and the tail truncation. The
+    // result is qemu's; the order is crash-safe: the size switch first, then the L1 tail cleared on
+    // disk, then per table: cleared entries durable before refcounts drop. Tables qemu allocates
+    // only to free them again are allocated (so later allocations land where qemu's do) but never
+    // written: qemu discards them.
+    Status shrink(uint64_t old_length, uint64_t new_size) {
+        const Qcow2Header& h = q.header();
+        const uint64_t l1_size = h.l1_size;
+        const uint64_t l1_offset = h.l1_table_offset;
+        const uint64_t new_l1 = size_to_l1(new_size);
+        const uint64_t discard_start = (new_size + cs - 1) / cs * cs;
+        const uint64_t span = cs * l2_entries;
+        uint64_t end_l1 = size_to_l1(old_length);
+        if (end_l1 > l1_size)
+            end_l1 = l1_size;
+        uint64_t first_l1 = discard_start / span;
+        if (discard_start >= old_length)
+            first_l1 = end_l1; // nothing to discard
+        auto* l1 = static_cast<uint64_t*>(q.allocator().allocate(static_cast<size_t>(l1_size * 8 + 8), 64));
+        auto* old = static_cast<uint64_t*>(q.allocator().allocate(static_cast<size_t>(cs), 64));
+        if (l1 == nullptr || old == nullptr)
+            return Status::NoMemory;
+        if (const Status st = q.read_table(l1_offset, l1, l1_size); st != Status::Ok)
+            return st;
+        const uint64_t check_from = first_l1 < new_l1 ? first_l1 : new_l1;
+        if (const Status st = shrink_precheck(check_from, end_l1, l1_size, l1, discard_start, old_length);
+            st != Status::Ok)
+            return st;
+
+        // The switch: the image is the shorter one from here on.
+        if (const Status st = write_size(new_size); st != Status::Ok)
+            return say(host, "Failed to update the image size: Input/output error", st);
+
+        // The L1 tail goes first (qemu zeroes it in qcow2_shrink_l1_table): from now on nothing on
+        // disk names the tables past the new end, so freeing them and their clusters is safe.
+        if (new_l1 < l1_size) {
+            const uint64_t n = l1_size - new_l1;
+            auto* zeros = static_cast<uint64_t*>(q.allocator().allocate(static_cast<size_t>(n * 8), 64));
+            if (zeros == nullptr)
+                return Status::NoMemory;
+            for (uint64_t k = 0; k < n; ++k)
+                zeros[k] = 0;
+            Status st = q.write_table(l1_offset + new_l1 * 8, zeros, n);
+            q.allocator().deallocate(zeros, static_cast<size_t>(n * 8));
+            if (st == Status::Ok)
+                st = host.flush(*req.image);
+            if (st != Status::Ok)
+                return say(host, "Failed to reduce the number of L2 tables: Input/output error", st);
+        }
+
+        uint64_t file_end = q.file_length(); // the length qemu's file reaches (tables it writes)
+        for (uint64_t i = first_l1; i < end_l1; ++i) {
+            const uint64_t l1e = l1[i];
+            const uint64_t old_off = l1e & QCOW2_L1E_OFFSET_MASK;
+            const bool retained = i < new_l1;
+            uint64_t from = 0, to = 0;
+            range_in_table(i, discard_start, old_length, &from, &to);
+            if (old_off != 0) {
+                if (const Status st = read_l2(old_off); st != Status::Ok)
+                    return st;
+            } else {
+                clear(0, l2_entries);
+            }
+            for (uint64_t k = 0; k < cs / 8; ++k)
+                old[k] = l2[k];
+            Status st = Status::Ok;
+            if (!(l1e & QCOW_OFLAG_COPIED)) {
+                // get_cluster_table's l2_allocate: a new table (a copy), the old one freed.
+                uint64_t new_off = 0;
+                st = q.alloc_clusters(cs, &new_off);
+                if (st != Status::Ok)
+                    return say(host, "Failed to discard cropped clusters: Input/output error", st);
+                if (new_off + cs > file_end)
+                    file_end = new_off + cs;
+                l1[i] = new_off | QCOW_OFLAG_COPIED;
+                if (retained) {
+                    clear(from, to);
+                    st = q.sync();
+                    if (st == Status::Ok)
+                        st = write_l2(new_off);
+                    if (st == Status::Ok)
+                        st = host.flush(*req.image);
+                    if (st == Status::Ok)
+                        st = q.write_table(l1_offset + i * 8, &l1[i], 1);
+                    if (st == Status::Ok)
+                        st = host.flush(*req.image);
+                }
+                if (st == Status::Ok && old_off != 0)
+                    st = q.free_clusters(old_off, cs); // QCOW2_DISCARD_OTHER: not discarded
+            } else if (retained && any_set(from, to)) {
+                clear(from, to);
+                st = write_l2(old_off);
+                if (st == Status::Ok)
+                    st = host.flush(*req.image);
+            }
+            if (st == Status::Ok)
+                st = free_entries(old, from, to);
+            if (st != Status::Ok)
+                return say(host, "Failed to discard cropped clusters: Input/output error", st);
+        }
+        if (const Status st = q.sync(); st != Status::Ok)
+            return st;
+
+        // qcow2_shrink_l1_table's frees, last table first.
+        for (uint64_t i = l1_size; i-- > new_l1;) {
+            const uint64_t off = l1[i] & QCOW2_L1E_OFFSET_MASK;
+            if (off != 0)
+                if (const Status st = free_and_discard(off, cs); st != Status::Ok)
+                    return say(host, "Failed to reduce the number of L2 tables: Input/output error", st);
+        }
+        if (const Status st = q.sync(); st != Status::Ok)
+            return st;
+        q.allocator().deallocate(old, static_cast<size_t>(cs));
+        q.allocator().deallocate(l1, static_cast<size_t>(l1_size * 8 + 8));
+
+        if (const Status st = shrink_reftable(); st != Status::Ok)
+            return say(host, "Failed to discard unused refblocks: Input/output error", st);
+
+        // Truncate after the last used cluster (qcow2_get_last_cluster) when that is shorter than
+        // the file qemu's writes made.
+        if (q.file_length() > file_end)
+            file_end = q.file_length();
+        const uint64_t clusters = file_end / cs + (file_end % cs != 0 ? 1 : 0);
+        uint64_t last = UINT64_MAX;
+        for (uint64_t i = clusters; i-- > 0;) {
+            uint64_t rc = 0;
+            if (const Status st = q.get_refcount(i, &rc); st != Status::Ok)
+                return st;
+            if (rc > 0) {
+                last = i;
+                break;
+            }
+        }
+        if (last == UINT64_MAX)
+            return say(host, "Failed to find the last cluster: Input/output error", Status::Corrupt);
+        if ((last + 1) * cs < file_end || q.file_length() > (last + 1) * cs) {
+            if (host.set_length(*req.image, (last + 1) * cs, guest::Prealloc::Off) != Status::Ok) {
+                const char* w = "\x01warning: Failed to truncate the tail of the image: \n";
+                host.err(w, __builtin_strlen(w));
+            }
+        }
+        return Status::Ok;
+    }
+
+    // qcow2_shrink_reftable: refcount blocks that count nothing but (maybe) themselves leave the
+    // table (one write of the whole table), then their own refcount is cleared and they are discarded.
+    Status shrink_reftable() {
+        const Qcow2Header& h = q.header();
+        const uint64_t rt_entries = uint64_t{h.refcount_table_clusters} * cs / 8;
+        auto* rt = static_cast<uint64_t*>(q.allocator().allocate(static_cast<size_t>(rt_entries * 8), 64));
+        auto* tmp = static_cast<uint64_t*>(q.allocator().allocate(static_cast<size_t>(rt_entries * 8), 64));
+        auto* block = static_cast<uint8_t*>(q.allocator().allocate(static_cast<size_t>(cs), 64));
+        if (rt == nullptr || tmp == nullptr || block == nullptr)
+            return Status::NoMemory;
+        if (const Status st = q.flush_refcounts(); st != Status::Ok)
+            return st;
+        if (const Status st = q.read_table(h.refcount_table_offset, rt, rt_entries); st != Status::Ok)
+            return st;
+        const uint32_t order = h.refcount_order;
+        const uint64_t per_block = cs * 8 >> order;
+        bool any = false;
+        for (uint64_t i = 0; i < rt_entries; ++i) {
+            const uint64_t off = rt[i] & QCOW2_REFT_OFFSET_MASK;
+            tmp[i] = rt[i];
+            if (off == 0)
+                continue;
+            if (!q.cluster_in_file(off))
+                return Status::Corrupt;
+            if (const Status st = q.read(off, block, static_cast<size_t>(cs)); st != Status::Ok)
+                return st;
+            // The block's own refcount does not count when it describes itself.
+            const uint64_t self = off / cs;
+            const bool describes_self = self / per_block == i;
+            const uint64_t self_index = self % per_block;
+            bool unused = true;
+            for (uint64_t k = 0; k < per_block && unused; ++k) {
+                if (describes_self && k == self_index)
+                    continue;
+                const uint64_t bit = k << order;
+                uint64_t v = 0;
+                const uint32_t width = 1u << order;
+                if (width >= 8) {
+                    for (uint32_t b = 0; b < width / 8; ++b)
+                        v = (v << 8) | block[bit / 8 + b];
+                } else {
+                    v = (block[bit / 8] >> (bit % 8)) & ((1u << width) - 1);
+                }
+                if (v != 0)
+                    unused = false;
+            }
+            if (unused) {
+                tmp[i] = 0;
+                any = true;
+            }
+        }
+        Status st = Status::Ok;
+        if (any) {
+            st = q.write_table(h.refcount_table_offset, tmp, rt_entries);
+            if (st == Status::Ok)
+                st = host.flush(*req.image);
+        }
+        q.allocator().deallocate(block, static_cast<size_t>(cs));
+        if (st != Status::Ok || !any) {
+            q.allocator().deallocate(tmp, static_cast<size_t>(rt_entries * 8));
+            q.allocator().deallocate(rt, static_cast<size_t>(rt_entries * 8));
+            return st;
+        }
+        // Reopen the refcount layer on the new table, then clear the dropped blocks' own refcounts.
+        q.close();
+        st = q.open(*req.image, q.file_length(), *req.allocator, &host);
+        for (uint64_t i = 0; st == Status::Ok && i < rt_entries; ++i) {
+            if (rt[i] == 0 || tmp[i] != 0)
+                continue;
+            const uint64_t off = rt[i] & QCOW2_REFT_OFFSET_MASK;
+            uint64_t rc = 0;
+            st = q.get_refcount(off / cs, &rc);
+            if (st == Status::Ok && rc != 0)
+                st = q.free_clusters(off, cs);
+            if (st == Status::Ok)
+                (void)q.device().discard(off, cs);
+        }
+        if (st == Status::Ok)
+            st = q.sync();
+        q.allocator().deallocate(tmp, static_cast<size_t>(rt_entries * 8));
+        q.allocator().deallocate(rt, static_cast<size_t>(rt_entries * 8));
+        return st;
+    }
+
+    // get_cluster_table for L1 index `i`: the L2 table, allocated (zeros) for an empty entry or
+    // copied for a shared one (l2_allocate: new table written and flushed, then the L1 entry,
+    // then the old table freed); loaded into `l2`. *off is its offset.
+    Status table_for(uint64_t i, uint64_t* off) {
+        const uint64_t l1_at = q.header().l1_table_offset + i * 8;
+        uint64_t l1e = 0;
+        if (const Status st = q.read_table(l1_at, &l1e, 1); st != Status::Ok)
+            return st;
+        const uint64_t old_off = l1e & QCOW2_L1E_OFFSET_MASK;
+        if (old_off != 0) {
+            if (!l2_offset_ok(old_off)) {
+                ReasonText r;
+                r.add("L2 table offset ").hex(old_off).add(" invalid or past the end of the image file");
+                return q.refuse(Status::Corrupt, r.data(), r.size());
+            }
+            if (const Status st = read_l2(old_off); st != Status::Ok)
+                return st;
+        } else {
+            clear(0, l2_entries);
+        }
+        if (l1e & QCOW_OFLAG_COPIED) {
+            *off = old_off;
+            return Status::Ok;
+        }
+        uint64_t new_off = 0;
+        Status st = q.alloc_clusters(cs, &new_off);
+        if (st == Status::Ok)
+            st = q.sync();
+        if (st == Status::Ok)
+            st = write_l2(new_off);
+        if (st == Status::Ok)
+            st = host.flush(*req.image);
+        const uint64_t e = new_off | QCOW_OFLAG_COPIED;
+        if (st == Status::Ok)
+            st = q.write_table(l1_at, &e, 1);
+        if (st == Status::Ok)
+            st = host.flush(*req.image);
+        if (st == Status::Ok && old_off != 0)
+            st = q.free_clusters(old_off, cs);
+        *off = new_off;
+        return st;
+    }
+
+    // preallocate_co(start, end, metadata): data clusters allocated and mapped (not written) over
+    // the new area, run by run as qcow2_alloc_host_offset does (a table's clusters continue the
+    // previous run where they can), then the file extended to the last one (as a hole).
+    Status prealloc_metadata(uint64_t start, uint64_t end) {
+        const uint64_t span = cs * l2_entries;
+        const uint64_t words = l2_entry_bytes / 8;
+        uint64_t offset = start;
+        uint64_t host_end = 0;
+        while (offset < end) {
+            bool have_host = false;
+            uint64_t host_at = 0;
+            while (offset < end) {
+                const uint64_t i = offset / span;
+                uint64_t l2_off = 0;
+                if (const Status st = table_for(i, &l2_off); st != Status::Ok)
+                    return st;
+                const uint64_t j = (offset % span) / cs;
+                const uint64_t clusters = (end - offset / cs * cs + cs - 1) / cs;
+                const uint64_t n = clusters < l2_entries - j ? clusters : l2_entries - j;
+                for (uint64_t k = j; k < j + n; ++k) {
+                    uint64_t co = 0, len = 0;
+                    entry_clusters(l2[k * words], &co, &len);
+                    if (len != 0)
+                        return say(host, "instar cannot preallocate over clusters that are already allocated yet",
+                                   Status::Unsupported);
+                }
+                uint64_t at = 0, got = 0;
+                if (!have_host) {
+                    if (const Status st = q.alloc_clusters(n * cs, &at); st != Status::Ok)
+                        return say(host, "Allocating clusters failed: File too large", st);
+                    got = n;
+                } else {
+                    at = host_at;
+                    if (const Status st = q.alloc_clusters_at(at, n, &got); st != Status::Ok)
+                        return say(host, "Allocating clusters failed: File too large", st);
+                    if (got == 0)
+                        break; // the run cannot continue here: a new one starts
+                }
+                // The refcounts are durable before the entries that name the clusters.
+                if (const Status st = q.sync(); st != Status::Ok)
+                    return st;
+                if (const Status st = read_l2(l2_off); st != Status::Ok)
+                    return st;
+                for (uint64_t k = 0; k < got; ++k)
+                    l2[(j + k) * words] = (at + k * cs) | QCOW_OFLAG_COPIED;
+                Status st = write_l2(l2_off);
+                if (st == Status::Ok)
+                    st = host.flush(*req.image);
+                if (st != Status::Ok)
+                    return say(host, "Mapping clusters failed: Input/output error", st);
+                have_host = true;
+                host_at = at + got * cs;
+                host_end = host_at;
+                offset = (offset / cs + got) * cs;
+            }
+        }
+        if (host_end > q.file_length())
+            if (const Status st = host.set_length(*req.image, host_end, guest::Prealloc::Off); st != Status::Ok)
+                return say(host, "Could not resize file: Input/output error", st);
+        return Status::Ok;
+    }
+
+    // qcow2_co_truncate's falloc/full path: refcount structures for the new data (and its L2
+    // tables) placed after the last used cluster (qcow2_refcount_area, exact), the data clusters
+    // right after them, the file extended over them with `mode` (the host reserves or writes
+    // zeros), then the L2 entries linked table by table (tables allocated first fit).
+    Status prealloc_data(uint64_t start, uint64_t end, guest::Prealloc mode) {
+        const uint64_t span = cs * l2_entries;
+        const uint64_t words = l2_entry_bytes / 8;
+        // qcow2_get_last_cluster
+        const uint64_t file_len = q.file_length();
+        uint64_t last = UINT64_MAX;
+        for (uint64_t i = file_len / cs + (file_len % cs != 0 ? 1 : 0); i-- > 0;) {
+            uint64_t rc = 0;
+            if (const Status st = q.get_refcount(i, &rc); st != Status::Ok)
+                return st;
+            if (rc > 0) {
+                last = i;
+                break;
+            }
+        }
+        const uint64_t old_file_size =
+            last != UINT64_MAX ? (last + 1) * cs : (file_len + cs - 1) / cs * cs;
+        const uint64_t first_cluster = start / cs * cs;
+        const uint64_t nb_data = ((end + cs - 1) / cs * cs - first_cluster) / cs;
+        const uint64_t nb_l2 = (nb_data + l2_entries - 1) / l2_entries + 1;
+        // The clusters the new area maps must be free (qemu would replace a mapped head cluster).
+        for (uint64_t g = first_cluster; g < end; g += span - g % span) {
+            uint64_t l1e = 0;
+            const uint64_t i = g / span;
+            if (i >= q.header().l1_size)
+                break;
+            if (const Status st = q.read_table(q.header().l1_table_offset + i * 8, &l1e, 1); st != Status::Ok)
+                return st;
+            const uint64_t off = l1e & QCOW2_L1E_OFFSET_MASK;
+            if (off == 0)
+                continue;
+            if (!l2_offset_ok(off))
+                return Status::Corrupt;
+            if (const Status st = read_l2(off); st != Status::Ok)
+                return st;
+            const uint64_t j0 = (g % span) / cs;
+            const uint64_t j1 = end - i * span >= span ? l2_entries : (end - i * span + cs - 1) / cs;
+            for (uint64_t j = j0; j < j1; ++j) {
+                uint64_t co = 0, len = 0;
+                entry_clusters(l2[j * words], &co, &len);
+                if (len != 0)
+                    return say(host, "instar cannot preallocate over clusters that are already allocated yet",
+                               Status::Unsupported);
+            }
+        }
+        uint64_t alloc_start = 0;
+        if (const Status st = q.refcount_area_at(old_file_size, nb_data + nb_l2, true, &alloc_start);
+            st != Status::Ok)
+            return say(host, "Failed to resize refcount structures: File too large", st);
+        uint64_t got = 0;
+        if (const Status st = q.alloc_clusters_at(alloc_start, nb_data, &got); st != Status::Ok || got != nb_data)
+            return say(host, "Failed to allocate data clusters: Input/output error",
+                       st == Status::Ok ? Status::Corrupt : st);
+        if (const Status st = q.sync(); st != Status::Ok)
+            return st;
+        const uint64_t new_file_size = alloc_start + nb_data * cs;
+        if (const Status st = host.set_length(*req.image, new_file_size, mode); st != Status::Ok)
+            return say(host, "Failed to resize underlying file: Input/output error", st);
+        uint64_t host_off = alloc_start;
+        uint64_t guest = first_cluster;
+        uint64_t left = nb_data;
+        while (left > 0) {
+            const uint64_t i = guest / span;
+            const uint64_t j = (guest % span) / cs;
+            const uint64_t n = left < l2_entries - j ? left : l2_entries - j;
+            uint64_t l2_off = 0;
+            if (const Status st = table_for(i, &l2_off); st != Status::Ok)
+                return st;
+            if (const Status st = q.sync(); st != Status::Ok)
+                return st;
+            for (uint64_t k = 0; k < n; ++k)
+                l2[(j + k) * words] = (host_off + k * cs) | QCOW_OFLAG_COPIED;
+            Status st = write_l2(l2_off);
+            if (st == Status::Ok)
+                st = host.flush(*req.image);
+            if (st != Status::Ok)
+                return say(host, "Failed to update L2 tables: Input/output error", st);
+            guest += n * cs;
+            host_off += n * cs;
+            left -= n;
+        }
+        return q.sync();
+    }
+
+    // bdrv_co_truncate's BDRV_REQ_ZERO_WRITE on a v3 image (qcow2_subcluster_zeroize): every cluster
+    // of [start, end) becomes a zero cluster, allocating L2 tables as qemu's get_cluster_table does.
+    Status zeroize(uint64_t start, uint64_t end) {
+        const uint64_t span = cs * l2_entries;
+        const uint64_t words = l2_entry_bytes / 8;
+        for (uint64_t pos = start; pos < end;) {
+            const uint64_t i = pos / span;
+            const uint64_t table_end = (i + 1) * span < end ? (i + 1) * span : end;
+            uint64_t l1e = 0;
+            if (const Status st = q.read_table(q.header().l1_table_offset + i * 8, &l1e, 1); st != Status::Ok)
+                return st;
+            uint64_t l2_off = l1e & QCOW2_L1E_OFFSET_MASK;
+            bool fresh = false;
+            if (l2_off == 0) {
+                if (const Status st = q.alloc_clusters(cs, &l2_off); st != Status::Ok)
+                    return st;
+                for (uint64_t k = 0; k < cs / 8; ++k)
+                    l2[k] = 0;
+                fresh = true;
+            } else {
+                if (!l2_offset_ok(l2_off))
+                    return Status::Corrupt;
+                uint64_t rc = 0;
+                if (const Status st = q.get_refcount(l2_off / cs, &rc); st != Status::Ok)
+                    return st;
+                if (rc != 1)
+                    return say(host, "instar cannot zero the new area yet: its L2 table is shared with a snapshot",
+                               Status::Unsupported);
+                if (const Status st = read_l2(l2_off); st != Status::Ok)
+                    return st;
+            }
+            for (uint64_t g = pos; g < table_end; g += cs) {
+                const uint64_t j = (g - i * span) / cs;
+                // zero_in_l2_slice without unmapping: a mapped cluster stays mapped.
+                if (words == 2)
+                    l2[j * 2 + 1] = uint64_t{0xffffffff} << 32; // every subcluster reads as zeros
+                else
+                    l2[j] |= QCOW_OFLAG_ZERO;
+            }
+            Status st = Status::Ok;
+            if (fresh)
+                st = q.sync();
+            if (st == Status::Ok)
+                st = write_l2(l2_off);
+            if (st == Status::Ok)
+                st = host.flush(*req.image);
+            if (st == Status::Ok && fresh) {
+                const uint64_t e = l2_off | QCOW_OFLAG_COPIED;
+                st = q.write_table(q.header().l1_table_offset + i * 8, &e, 1);
+            }
+            if (st != Status::Ok)
+                return say(host, "Failed to zero out new clusters: Input/output error", st);
+            pos = table_end;
+        }
+        return q.sync();
+    }
+};
+
+} // namespace
 
 guest::Status edit_resize(const guest::EditRequest& req, guest::EditHost& host) {
-    (void)req;
-    return guest::edit_refuse(host, "not implemented yet");
+    guest::ResizeArgs a{};
+    if (req.args_len != sizeof a)
+        return say(host, "resize: malformed arguments", Status::Invalid);
+    __builtin_memcpy(&a, req.args, sizeof a);
+    if (!req.writable)
+        return say(host, "resize: the image was not opened for writing", Status::Invalid);
+    if (a.new_size == 0 || a.new_size > INT64_MAX)
+        return say(host, "New image size must be positive", Status::Invalid);
+
+    Qcow2Inplace q;
+    if (const Status st = q.open(*req.image, req.image_length, *req.allocator, &host); st != Status::Ok)
+        return st;
+    const Qcow2Header& h = q.header();
+    if (h.crypt_method != QCOW_CRYPT_NONE)
+        return say(host, "instar cannot resize encrypted qcow2 images yet", Status::Unsupported);
+    if (h.incompatible_features & QCOW2_INCOMPAT_CORRUPT)
+        return say(host, "qcow2: Image is corrupt; cannot be opened read/write", Status::Corrupt);
+    if (h.incompatible_features & QCOW2_INCOMPAT_DIRTY)
+        return say(host, "instar cannot resize a dirty qcow2 image yet (repair it with check -r all)",
+                   Status::Unsupported);
+    if (h.incompatible_features & QCOW2_INCOMPAT_DATA_FILE)
+        return say(host, "instar cannot resize qcow2 images with an external data file yet", Status::Unsupported);
+    if (h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS)
+        return say(host, "instar cannot resize qcow2 images with persistent bitmaps yet", Status::Unsupported);
+    const auto prealloc = static_cast<guest::Prealloc>(a.prealloc);
+    if (prealloc != guest::Prealloc::Off && prealloc != guest::Prealloc::Metadata &&
+        prealloc != guest::Prealloc::Falloc && prealloc != guest::Prealloc::Full)
+        return say(host, "resize: unknown preallocation mode", Status::Invalid);
+    if (a.new_size % SECTOR != 0)
+        return say(host, "The new size must be a multiple of 512", Status::Invalid);
+    if (h.nb_snapshots != 0 && h.version < 3)
+        return say(host, "Can't resize a v2 image which has snapshots", Status::Unsupported);
+
+    Resizer r{req, host, q};
+    r.cs = q.cluster_size();
+    r.l2_entry_bytes = (h.incompatible_features & QCOW2_INCOMPAT_EXTL2) ? 16 : 8;
+    r.l2_entries = r.cs / r.l2_entry_bytes;
+    r.l2 = static_cast<uint64_t*>(req.allocator->allocate(static_cast<size_t>(r.cs), 64));
+    if (r.l2 == nullptr)
+        return Status::NoMemory;
+    const uint64_t old_length = h.size / SECTOR * SECTOR; // qemu's total_sectors * 512
+    if (h.l1_size < r.size_to_l1(h.size))
+        return say(host, "L1 table is too small", Status::Corrupt);
+
+    if (a.new_size < old_length) {
+        if (prealloc != guest::Prealloc::Off)
+            return say(host, "Preallocation can't be used for shrinking an image", Status::Invalid);
+        if (!(a.flags & guest::RESIZE_SHRINK))
+            return say(host, "Use the --shrink option to perform a shrink operation.", Status::Invalid);
+        return r.shrink(old_length, a.new_size);
+    }
+    const bool zero_write = (a.flags & guest::RESIZE_HAS_BACKING) && a.backing_size > old_length &&
+                            a.new_size > old_length;
+    if (zero_write) {
+        // qemu grows the L1 table, then finds that v2 has no zero clusters (the size stays).
+        if (h.version < 3) {
+            if (const Status st = r.grow_l1(r.size_to_l1(a.new_size)); st != Status::Ok)
+                return st;
+            return say(host, "Failed to zero out new clusters: Operation not supported", Status::Unsupported);
+        }
+        if (old_length % r.cs != 0)
+            return say(host, "instar cannot zero the new area of an overlay whose size is not a multiple of "
+                             "its cluster size yet",
+                       Status::Unsupported);
+    }
+    if (const Status st = r.grow_l1(r.size_to_l1(a.new_size)); st != Status::Ok)
+        return st;
+    if (prealloc == guest::Prealloc::Metadata && a.new_size > old_length)
+        if (const Status st = r.prealloc_metadata(old_length, a.new_size); st != Status::Ok)
+            return st;
+    if ((prealloc == guest::Prealloc::Falloc || prealloc == guest::Prealloc::Full) && a.new_size > old_length)
+        if (const Status st = r.prealloc_data(old_length, a.new_size, prealloc); st != Status::Ok)
+            return st;
+    if (zero_write)
+        if (const Status st = r.zeroize(old_length, a.new_size); st != Status::Ok)
+            return st;
+    if (a.new_size == h.size)
+        return Status::Ok;
+    if (const Status st = r.write_size(a.new_size); st != Status::Ok)
+        return say(host, "Failed to update the image size: Input/output error", st);
+    return Status::Ok;
 }
 
 } // namespace instar::qcow2

@@ -1,0 +1,220 @@
+#!/usr/bin/env python3
+"""Crash consistency of `instar resize` on qcow2 (docs/edit.md): the host is killed at the N-th
+file-changing hypercall (INSTAR_TEST_KILL_AT_WRITE=N) for every N until the command completes
+(or, past MAX_POINTS writes, at a spread of points). After each kill `qemu-img check` must accept
+the image (exit 0, or 3 for leaked clusters) and its content must be the old image's or the new
+one's (qemu-img compare against the untouched copy or against qemu-img's own resize of it).
+Also hostile images: an L1 table crafted to lie past the file's end must be refused with the
+image left byte-identical.
+
+Usage: test_resize_crash.py INSTAR QEMU72 QEMU_IO
+"""
+import hashlib
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+
+MAX_POINTS = 60
+
+SCENARIOS = [
+    # (label, setup commands, resize args)
+    ("grow with L1 growth", [["QIMG", "create", "-q", "-f", "qcow2", "img", "64M"],
+                             ["QIO", "-c", "write -P 1 0 2M", "-c", "write -P 2 60M 1M", "img"]],
+     ["img", "2T"]),
+    ("grow 512-byte clusters", [["QIMG", "create", "-q", "-f", "qcow2", "-o", "cluster_size=512", "img", "1M"],
+                                ["QIO", "-c", "write -P 5 100k 300k", "img"]],
+     ["img", "2G"]),
+    ("shrink with L1 shrink", [["QIMG", "create", "-q", "-f", "qcow2", "img", "2G"],
+                               ["QIO", "-c", "write -P 1 0 1M", "-c", "write -P 2 1500M 1M",
+                                "-c", "write -P 3 1900M 1M", "img"]],
+     ["--shrink", "img", "100M"]),
+    ("shrink with a snapshot", [["QIMG", "create", "-q", "-f", "qcow2", "img", "2G"],
+                                ["QIO", "-c", "write -P 1 0 1M", "-c", "write -P 2 1500M 1M", "img"],
+                                ["QIMG", "snapshot", "-c", "s1", "img"],
+                                ["QIO", "-c", "write -P 3 1600M 1M", "img"]],
+     ["--shrink", "img", "1G"]),
+    ("shrink inside a table", [["QIMG", "create", "-q", "-f", "qcow2", "img", "64M"],
+                               ["QIO", "-c", "write -P 1 0 3M", "-c", "write -c -P 3 40M 128k",
+                                "-c", "write -P 4 63M 1M", "img"]],
+     ["--shrink", "img", "20M"]),
+    ("overlay grow (zero clusters)", [["QIMG", "create", "-q", "-f", "qcow2", "base", "4G"],
+                                      ["QIO", "-c", "write -P 7 0 4M", "base"],
+                                      ["QIMG", "create", "-q", "-f", "qcow2", "-b", "base", "-F", "qcow2", "img",
+                                       "1G"]],
+     ["img", "3G"]),
+]
+
+
+def run(cmd, cwd, env=None):
+    p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    return p.returncode, p.stdout, p.stderr
+
+
+def sha(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def vsize(q, path, cwd):
+    return json.loads(run([q, "info", "--output=json", "-U", path], cwd)[1])["virtual-size"]
+
+
+def main():
+    if len(sys.argv) != 4:
+        print(__doc__)
+        return 2
+    instar, q, qio = (os.path.abspath(a) if os.path.exists(a) else a for a in sys.argv[1:])
+    if not (os.access(q, os.X_OK) and os.access(qio, os.X_OK)):
+        print("SKIPPED LOUDLY: qemu-img/qemu-io missing; crash test NOT run")
+        return 77
+    if not os.path.exists("/dev/kvm"):
+        print("SKIPPED LOUDLY: /dev/kvm is absent; instar resize needs the KVM sandbox")
+        return 77
+    work = tempfile.mkdtemp(prefix="instar-resize-crash-")
+    passed = failed = 0
+    try:
+        for label, setup, args in SCENARIOS:
+            tpl = os.path.join(work, "tpl")
+            shutil.rmtree(tpl, ignore_errors=True)
+            os.mkdir(tpl)
+            for c in setup:
+                c = [q if a == "QIMG" else qio if a == "QIO" else a for a in c]
+                rc, _, err = run(c, tpl)
+                if rc != 0:
+                    print("SETUP FAIL %s: %s %s" % (label, c, err))
+                    return 1
+            # The new content: qemu-img's own resize of a copy.
+            want = os.path.join(work, "want")
+            shutil.rmtree(want, ignore_errors=True)
+            shutil.copytree(tpl, want)
+            rc, _, err = run([q, "resize"] + args, want)
+            if rc != 0:
+                print("SETUP FAIL %s: qemu-img resize: %s" % (label, err))
+                return 1
+            old_size = vsize(q, "img", tpl)
+            new_size = vsize(q, "img", want)
+            # The number of file-changing hypercalls: kill points until the command completes.
+            points = []
+            n = 1
+            total = None
+            d = os.path.join(work, "run")
+            while total is None:
+                shutil.rmtree(d, ignore_errors=True)
+                shutil.copytree(tpl, d)
+                env = dict(os.environ, INSTAR_TEST_KILL_AT_WRITE=str(n))
+                rc, out, err = run([instar, "resize"] + args, d, env)
+                if rc == 0:
+                    total = n - 1
+                    break
+                points.append(n)
+                problems = check(q, d, tpl, want, old_size, new_size)
+                if problems:
+                    failed += 1
+                    print("FAIL %s: kill at write %d (rc %d %s): %s" % (label, n, rc, err.strip(), "; ".join(problems)))
+                else:
+                    passed += 1
+                # Dense for the first MAX_POINTS writes, then every 7th.
+                n += 1 if n < MAX_POINTS else 7
+                if n > 100000:
+                    print("FAIL %s: more than 100000 writes?" % label)
+                    failed += 1
+                    break
+            # The completed run must be qemu's result.
+            problems = check(q, d, tpl, want, old_size, new_size, must_be_new=True)
+            if problems:
+                failed += 1
+                print("FAIL %s: completed run: %s" % (label, "; ".join(problems)))
+            else:
+                passed += 1
+            print("%s: %d kill points of %s writes" % (label, len(points), total))
+        passed, failed = hostile(instar, q, work, passed, failed)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+def check(q, d, tpl, want, old_size, new_size, must_be_new=False):
+    problems = []
+    rc, out, err = run([q, "check", "img"], d)
+    if rc not in (0, 3):
+        problems.append("qemu-img check rc %d: %s%s" % (rc, out, err))
+        return problems
+    size = vsize(q, "img", d)
+    if size == new_size:
+        ref = os.path.join(want, "img")
+    elif size == old_size and not must_be_new:
+        ref = os.path.join(tpl, "img")
+    else:
+        return ["virtual size %d is neither old %d nor new %d" % (size, old_size, new_size)]
+    rc, out, err = run([q, "compare", "-U", ref, "img"], d)
+    if rc != 0:
+        problems.append("content differs from the %s image: %s%s" % (
+            "new" if size == new_size else "old", out, err))
+    return problems
+
+
+def hostile(instar, q, work, passed, failed):
+    """Images whose tables point outside the file: refused, byte-identical afterwards."""
+    d = os.path.join(work, "hostile")
+    shutil.rmtree(d, ignore_errors=True)
+    os.mkdir(d)
+    cases = []
+    # L1 table offset far past the end of the file, with an l1_size that needs growing.
+    run([q, "create", "-q", "-f", "qcow2", "a", "1M"], d)
+    with open(os.path.join(d, "a"), "r+b") as f:
+        f.seek(40)
+        f.write(struct.pack(">Q", 1 << 40))
+    cases.append(("L1 past EOF", "a", ["a", "2T"]))
+    # L1 size larger than the file can hold.
+    run([q, "create", "-q", "-f", "qcow2", "b", "1M"], d)
+    with open(os.path.join(d, "b"), "r+b") as f:
+        f.seek(36)
+        f.write(struct.pack(">I", 0x3fffff))
+    cases.append(("L1 size past EOF", "b", ["--shrink", "b", "512k"]))
+    # An L2 table pointer past the end, in the range a shrink crops.
+    run([q, "create", "-q", "-f", "qcow2", "c", "2G"], d)
+    with open(os.path.join(d, "c"), "r+b") as f:
+        f.seek(40)
+        l1 = struct.unpack(">Q", f.read(8))[0]
+        f.seek(l1 + 3 * 8)
+        f.write(struct.pack(">Q", (1 << 63) | (1 << 45)))
+    cases.append(("L2 past EOF", "c", ["--shrink", "c", "1G"]))
+    # A data cluster pointer past the end, in the range a shrink crops.
+    run([q, "create", "-q", "-f", "qcow2", "e", "64M"], d)
+    run(["qemu-io", "-c", "write -P 1 60M 64k", "e"], d)
+    with open(os.path.join(d, "e"), "r+b") as f:
+        f.seek(40)
+        l1 = struct.unpack(">Q", f.read(8))[0]
+        f.seek(l1)
+        l2 = struct.unpack(">Q", f.read(8))[0] & 0x00fffffffffffe00
+        f.seek(l2 + (60 << 20) // 65536 * 8)
+        f.write(struct.pack(">Q", (1 << 63) | (1 << 50)))
+    cases.append(("data cluster past EOF", "e", ["--shrink", "e", "1M"]))
+    # Refcount table pointing past the end.
+    run([q, "create", "-q", "-f", "qcow2", "g", "1M"], d)
+    with open(os.path.join(d, "g"), "r+b") as f:
+        f.seek(48)
+        f.write(struct.pack(">Q", 1 << 44))
+    cases.append(("refcount table past EOF", "g", ["g", "2T"]))
+    for label, name, args in cases:
+        before = sha(os.path.join(d, name))
+        size_before = os.path.getsize(os.path.join(d, name))
+        rc, out, err = run([instar, "resize"] + args, d)
+        after = sha(os.path.join(d, name))
+        if rc == 0 or not err.strip() or before != after or os.path.getsize(os.path.join(d, name)) != size_before:
+            failed += 1
+            print("FAIL hostile %s: rc %d, image %s: %s%s" % (label, rc, "unchanged" if before == after else "CHANGED",
+                                                           out, err))
+        else:
+            passed += 1
+            print("hostile %s: refused: %s" % (label, err.strip()))
+    return passed, failed
+
+
+if __name__ == "__main__":
+    sys.exit(main())

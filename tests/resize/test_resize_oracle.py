@@ -1,0 +1,319 @@
+#!/usr/bin/env python3
+"""Differential test of `instar resize` against qemu-img 7.2 and 10.0.
+
+Each case starts from one fixture (made with qemu-img 7.2 and qemu-io), copied once for the oracle
+and once for instar; both run the same `resize` command line under the matching profile (instar
+through a symlink named qemu-img, so messages carry the same program name). stdout, stderr and the
+exit status must be identical, and afterwards the image must be too: byte-identical where qemu is
+deterministic (raw; qcow2 unless the case says otherwise), else `qemu-img check` clean, `qemu-img
+compare` equal to the oracle's result and `qemu-img info --output=json` equal.
+
+Usage: test_resize_oracle.py INSTAR QEMU72 QEMU10 QEMU_IO
+"""
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "formats"))
+from oracle_retry import run_normalised  # noqa: E402
+from differential_support import data_segments  # noqa: E402
+
+BYTES, SEMANTIC, NONE = "bytes", "semantic", "none"
+
+
+def sha(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fixtures(q, qio):
+    """name -> list of commands run in the template directory (QIMG/QIO replaced)."""
+    return {
+        "raw1m": [["truncate", "-s", "1M", "img"]],
+        "raw_data": [["truncate", "-s", "3M", "img"],
+                     ["sh", "-c", "printf 'hello' | dd of=img bs=1 seek=2000000 conv=notrunc status=none"]],
+        "raw_odd": [["truncate", "-s", "1000001", "img"]],
+        "q1m": [[q, "create", "-q", "-f", "qcow2", "img", "1M"]],
+        "q_data": [[q, "create", "-q", "-f", "qcow2", "img", "64M"],
+                   [qio, "-c", "write -P 1 0 3M", "-c", "write -P 2 20M 1M", "-c", "write -c -P 3 40M 128k",
+                    "-c", "write -z 50M 1M", "-c", "write -P 4 63M 1M", "img"]],
+        "q_2g": [[q, "create", "-q", "-f", "qcow2", "img", "2G"],
+                 [qio, "-c", "write -P 1 0 1M", "-c", "write -P 2 1500M 1M", "-c", "write -P 3 1900M 1M", "img"]],
+        "q512": [[q, "create", "-q", "-f", "qcow2", "-o", "cluster_size=512", "img", "1M"],
+                 [qio, "-c", "write -P 5 100k 300k", "img"]],
+        "q2m": [[q, "create", "-q", "-f", "qcow2", "-o", "cluster_size=2M", "img", "100M"],
+                [qio, "-c", "write -P 5 10M 30M", "img"]],
+        "q_rc1": [[q, "create", "-q", "-f", "qcow2", "-o", "refcount_bits=1", "img", "64M"],
+                  [qio, "-c", "write -P 1 0 1M", "-c", "write -P 2 60M 1M", "img"]],
+        "q_rc64": [[q, "create", "-q", "-f", "qcow2", "-o", "refcount_bits=64", "img", "64M"],
+                   [qio, "-c", "write -P 1 0 1M", "-c", "write -P 2 60M 1M", "img"]],
+        "q_v2": [[q, "create", "-q", "-f", "qcow2", "-o", "compat=0.10", "img", "64M"],
+                 [qio, "-c", "write -P 1 0 1M", "-c", "write -P 2 60M 1M", "img"]],
+        "q_extl2": [[q, "create", "-q", "-f", "qcow2", "-o", "extended_l2=on", "img", "64M"],
+                    [qio, "-c", "write -P 1 0 1M", "-c", "write -P 2 60M 4k", "img"]],
+        "q_snap": [[q, "create", "-q", "-f", "qcow2", "img", "64M"],
+                   [qio, "-c", "write -P 1 0 1M", "img"], [q, "snapshot", "-c", "s1", "img"]],
+        "q_v2snap": [[q, "create", "-q", "-f", "qcow2", "-o", "compat=0.10", "img", "64M"],
+                     [q, "snapshot", "-c", "s1", "img"]],
+        "q_ov": [[q, "create", "-q", "-f", "qcow2", "base", "2G"],
+                 [qio, "-c", "write -P 7 0 4M", "base"],
+                 [q, "create", "-q", "-f", "qcow2", "-b", "base", "-F", "qcow2", "img", "1G"],
+                 [qio, "-c", "write -P 8 1M 1M", "img"]],
+        "q_ov_small": [[q, "create", "-q", "-f", "qcow2", "base", "512M"],
+                       [q, "create", "-q", "-f", "qcow2", "-b", "base", "-F", "qcow2", "img", "1G"]],
+        "q_ov_extl2": [[q, "create", "-q", "-f", "qcow2", "base", "2G"],
+                       [q, "create", "-q", "-f", "qcow2", "-o", "extended_l2=on", "-b", "base", "-F", "qcow2",
+                        "img", "1G"]],
+        "q_ov_v2": [[q, "create", "-q", "-f", "qcow2", "base", "2G"],
+                    [q, "create", "-q", "-f", "qcow2", "-o", "compat=0.10", "-b", "base", "-F", "qcow2", "img",
+                     "1G"]],
+        "q_ov_missing": [[q, "create", "-q", "-f", "qcow2", "base", "2G"],
+                         [q, "create", "-q", "-f", "qcow2", "-b", "base", "-F", "qcow2", "img", "1G"],
+                         ["rm", "base"]],
+        "q1t": [[q, "create", "-q", "-f", "qcow2", "img", "1T"]],
+    }
+
+
+# (label, fixture, args after `resize`, image check)
+CLI_CASES = [
+    ("no args", "raw1m", [], NONE),
+    ("one arg", "raw1m", ["img"], NONE),
+    ("extra arg", "raw1m", ["-f", "raw", "img", "2M", "x"], NONE),
+    ("extra arg before", "raw1m", ["-f", "raw", "img", "x", "+1M"], NONE),
+    ("bad size", "raw1m", ["-f", "raw", "img", "abc"], NONE),
+    ("bad suffix", "raw1m", ["-f", "raw", "img", "1Z"], NONE),
+    ("fraction no suffix", "raw1m", ["-f", "raw", "img", "1.5"], NONE),
+    ("empty size", "raw1m", ["-f", "raw", "img", ""], NONE),
+    ("out of range", "raw1m", ["-f", "raw", "img", "99999999999999999999"], NONE),
+    ("out of range rel", "raw1m", ["-f", "raw", "img", "+99999999999999999999"], NONE),
+    ("2^64-1", "raw1m", ["-f", "raw", "img", "18446744073709551615"], NONE),
+    ("9E", "raw1m", ["-f", "raw", "img", "9E"], NONE),
+    ("8E", "raw1m", ["-f", "raw", "img", "8E"], NONE),
+    ("zero", "raw1m", ["-f", "raw", "img", "0"], NONE),
+    ("negative result", "raw1m", ["-f", "raw", "img", "-2M"], NONE),
+    ("negative result shrink", "raw1m", ["-f", "raw", "--shrink", "img", "-2M"], NONE),
+    ("exact zero result", "raw1m", ["-f", "raw", "--shrink", "img", "-1M"], NONE),
+    ("shrink without flag", "raw1m", ["-f", "raw", "img", "-512k"], BYTES),
+    ("shrink absolute without flag", "raw1m", ["-f", "raw", "img", "1000"], BYTES),
+    ("bad prealloc", "raw1m", ["-f", "raw", "--preallocation=bogus", "img", "2M"], NONE),
+    ("bad prealloc, missing size", "raw1m", ["-f", "raw", "--preallocation=bogus", "img"], NONE),
+    ("prealloc on shrink", "raw1m", ["-f", "raw", "--preallocation=full", "--shrink", "img", "512k"], BYTES),
+    ("prealloc same size", "raw1m", ["-f", "raw", "--preallocation=falloc", "img", "1M"], BYTES),
+    ("prealloc off shrink", "raw1m", ["-f", "raw", "--preallocation=off", "--shrink", "img", "512k"], BYTES),
+    ("metadata raw", "raw1m", ["-f", "raw", "--preallocation=metadata", "img", "2M"], BYTES),
+    ("unknown short", "raw1m", ["-z", "img", "2M"], NONE),
+    ("unknown long", "raw1m", ["--bogus", "img", "2M"], NONE),
+    ("-f eats file", "raw1m", ["-f", "img", "2M"], NONE),
+    ("-f at end", "raw1m", ["-f", "raw", "img", "-f"], NONE),
+    ("size first negative", "raw1m", ["-f", "raw", "-1M", "img"], NONE),
+    ("two negatives", "raw1m", ["-f", "raw", "--shrink", "img", "-1M", "-2M"], NONE),
+    ("negative then extra", "raw1m", ["-f", "raw", "img", "-1M", "x"], NONE),
+    ("-q after size", "raw1m", ["-f", "raw", "img", "2M", "-q"], BYTES),
+    ("-q before size", "raw1m", ["-f", "raw", "img", "-q", "2M"], BYTES),
+    ("--shrink last", "raw1m", ["-f", "raw", "img", "-512k", "--shrink"], BYTES),
+    ("dashdash", "raw1m", ["-f", "raw", "--shrink", "img", "--", "-512k"], BYTES),
+    ("dashdash last", "raw1m", ["-f", "raw", "img", "--"], NONE),
+    ("dashdash first", "raw1m", ["-f", "raw", "--", "img", "-512k"], BYTES),
+    ("image-opts and -f", "raw1m", ["--image-opts", "-f", "raw", "img", "2M"], NONE),
+    ("wrong format", "raw1m", ["-f", "qcow2", "img", "2M"], NONE),
+    ("missing file", "raw1m", ["-f", "raw", "nonexist", "2M"], NONE),
+    ("device grow", "raw1m", ["-f", "raw", "/dev/null", "3M"], NONE),
+    ("device prealloc", "raw1m", ["-f", "raw", "--preallocation=full", "/dev/null", "3M"], NONE),
+    ("qcow2 shrink without flag", "q1m", ["img", "512k"], BYTES),
+    ("qcow2 metadata shrink", "q1m", ["--preallocation=metadata", "--shrink", "img", "512k"], BYTES),
+]
+
+RAW_CASES = [
+    ("raw grow", "raw1m", ["-f", "raw", "img", "3M"], BYTES),
+    ("raw grow rel", "raw1m", ["-f", "raw", "img", "+1M"], BYTES),
+    ("raw grow fraction", "raw1m", ["-f", "raw", "img", "1.5M"], BYTES),
+    ("raw grow hex", "raw1m", ["-f", "raw", "img", "0x300000"], BYTES),
+    ("raw same", "raw1m", ["-f", "raw", "img", "+0"], BYTES),
+    ("raw quiet", "raw1m", ["-q", "-f", "raw", "img", "3M"], BYTES),
+    ("raw grow falloc", "raw1m", ["-f", "raw", "--preallocation=falloc", "img", "3M"], BYTES),
+    ("raw grow full", "raw_data", ["-f", "raw", "--preallocation=full", "img", "5M"], BYTES),
+    ("raw grow odd", "raw_odd", ["-f", "raw", "img", "+12345"], BYTES),
+    ("raw shrink", "raw_data", ["-f", "raw", "--shrink", "img", "2000002"], BYTES),
+    ("raw shrink rel", "raw_data", ["-f", "raw", "--shrink", "img", "-1M"], BYTES),
+    ("raw shrink odd", "raw_odd", ["-f", "raw", "--shrink", "img", "-1"], BYTES),
+    # instar never probes raw unless asked (docs/quirks.md): --unsafe-quirks gives qemu's fallback.
+    ("raw probed", "raw1m", ["img", "2M"], BYTES, ["--unsafe-quirks"]),
+    ("raw probed shrink refused", "raw1m", ["img", "-1k"], BYTES, ["--unsafe-quirks"]),
+    ("two formats", "raw1m", ["-f", "qcow2", "-f", "raw", "img", "2M"], BYTES),
+    ("raw json name", "raw1m", ['json:{"driver":"raw","file":{"driver":"file","filename":"img"}}', "2M"], BYTES),
+    ("raw image-opts", "raw1m", ["--image-opts", "driver=raw,file.filename=img", "3M"], BYTES),
+]
+
+
+def main():
+    if len(sys.argv) != 5:
+        print(__doc__)
+        return 2
+    instar, q72, q10, qio = sys.argv[1:]
+    missing = [x for x in (q72, q10, qio) if not os.access(x, os.X_OK)]
+    if missing:
+        print("SKIPPED LOUDLY: oracle(s) missing: %s (run tools/install-deps.sh)" % ", ".join(missing))
+        return 77
+    if not os.path.exists("/dev/kvm"):
+        print("SKIPPED LOUDLY: /dev/kvm is absent; instar resize needs the KVM sandbox")
+        return 77
+    env = dict(os.environ, TZ="UTC", LC_ALL="C")
+    work = tempfile.mkdtemp(prefix="instar-resize-")
+    os.mkdir(os.path.join(work, "bin"))
+    qemu_named = os.path.join(work, "bin", "qemu-img")
+    os.symlink(os.path.abspath(instar), qemu_named)
+    only = os.environ.get("RESIZE_ONLY")
+    passed = failed = 0
+    fx = fixtures(q72, qio)
+    cases = CLI_CASES + RAW_CASES + qcow2_cases()
+    try:
+        templates = {}
+        for name, cmds in fx.items():
+            d = os.path.join(work, "tpl-" + name)
+            os.mkdir(d)
+            for c in cmds:
+                rc, _, err = run_normalised(c, d, env)
+                if rc != 0:
+                    print("SETUP FAIL %s: %s\n%s" % (name, c, err))
+                    return 1
+            templates[name] = d
+        for case in cases:
+            label, fixture, args, check = case[:4]
+            ours_extra = case[4] if len(case) > 4 else []
+            if only and only not in label:
+                continue
+            for oracle, version in ((q72, "7.2.22"), (q10, "10.0.2")):
+                dq = os.path.join(work, "q")
+                di = os.path.join(work, "i")
+                for d in (dq, di):
+                    shutil.rmtree(d, ignore_errors=True)
+                    shutil.copytree(templates[fixture], d)
+                want = run_normalised([oracle, "resize"] + args, dq, env)
+                got = run_normalised([qemu_named, "--qemu-version", version, "resize"] + ours_extra + args, di, env)
+                want = (want[0], want[1], want[2].replace(oracle, "QEMU-IMG"))
+                got = (got[0], got[1], got[2].replace(qemu_named, "QEMU-IMG").replace("ARGV0DIR/qemu-img", "QEMU-IMG"))
+                want = (want[0], want[1], want[2].replace("ARGV0DIR/qemu-img", "QEMU-IMG"))
+                problems = []
+                if want != got:
+                    problems.append("output differs\n--- want (rc %d)\n%s%s--- got (rc %d)\n%s%s" %
+                                    (want[0], want[1], want[2], got[0], got[1], got[2]))
+                problems += compare_images(os.path.join(dq, "img"), os.path.join(di, "img"), check, oracle, env,
+                                           "full" in " ".join(args))
+                if problems:
+                    failed += 1
+                    print("FAIL %s [%s] resize %s: %s" % (label, version, " ".join(args), "; ".join(problems)))
+                else:
+                    passed += 1
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+def compare_images(want, got, check, oracle, env, full):
+    if check == NONE:
+        return []
+    problems = []
+    if check == BYTES:
+        if os.path.getsize(want) != os.path.getsize(got):
+            problems.append("file size %d != %d" % (os.path.getsize(got), os.path.getsize(want)))
+        elif sha(want) != sha(got):
+            problems.append("image bytes differ")
+        if full and data_segments(want) != data_segments(got):
+            problems.append("allocation differs (full preallocation)")
+        return problems
+    d = os.path.dirname(got)
+    rc, out, err = run_normalised([oracle, "check", got], d, env)
+    if rc not in (0,):
+        problems.append("qemu-img check rc %d: %s%s" % (rc, out, err))
+    rc, out, err = run_normalised([oracle, "compare", want, got], d, env)
+    if rc != 0:
+        problems.append("qemu-img compare rc %d: %s%s" % (rc, out, err))
+    iw = json.loads(run_normalised([oracle, "info", "--output=json", want], d, env)[1])
+    ig = json.loads(run_normalised([oracle, "info", "--output=json", got], d, env)[1])
+    for j in (iw, ig):
+        for k in ("filename", "actual-size"):
+            j.pop(k, None)
+        j.pop("children", None)
+    if iw != ig:
+        problems.append("info differs: want %s got %s" % (iw, ig))
+    return problems
+
+
+def qcow2_cases():
+    return [
+        ("qcow2 grow small", "q1m", ["img", "2M"], BYTES),
+        ("qcow2 grow L1", "q1m", ["img", "2T"], BYTES),
+        ("qcow2 grow rel", "q_data", ["img", "+10G"], BYTES),
+        ("qcow2 grow -f", "q_data", ["-f", "qcow2", "img", "100G"], BYTES),
+        ("qcow2 grow quiet", "q_data", ["-q", "img", "1G"], BYTES),
+        ("qcow2 grow same", "q_data", ["img", "+0"], BYTES),
+        ("qcow2 grow odd", "q_data", ["img", "100000512"], BYTES),
+        ("qcow2 unaligned", "q_data", ["img", "100000001"], BYTES),
+        ("qcow2 too large", "q1m", ["img", "1P"], NONE),
+        ("qcow2 grow 512", "q512", ["img", "1G"], BYTES),
+        ("qcow2 grow 512 big", "q512", ["img", "64G"], BYTES),
+        ("qcow2 grow 2M", "q2m", ["img", "10T"], BYTES),
+        ("qcow2 grow rc1", "q_rc1", ["img", "100G"], BYTES),
+        ("qcow2 grow rc64", "q_rc64", ["img", "100G"], BYTES),
+        ("qcow2 grow v2", "q_v2", ["img", "100G"], BYTES),
+        ("qcow2 grow extl2", "q_extl2", ["img", "100G"], BYTES),
+        ("qcow2 grow snapshot", "q_snap", ["img", "1T"], BYTES),
+        ("qcow2 v2 snapshot", "q_v2snap", ["img", "1G"], BYTES),
+        ("qcow2 shrink", "q_data", ["--shrink", "img", "20M"], BYTES),
+        ("qcow2 shrink rel", "q_data", ["--shrink", "img", "-1M"], BYTES),
+        ("qcow2 shrink compressed", "q_data", ["--shrink", "img", "40M"], BYTES),
+        ("qcow2 shrink odd", "q_data", ["--shrink", "img", "20000256"], BYTES),
+        ("qcow2 shrink tiny", "q_data", ["--shrink", "img", "512"], BYTES),
+        ("qcow2 shrink L1", "q_2g", ["--shrink", "img", "1G"], BYTES),
+        ("qcow2 shrink L1 small", "q_2g", ["--shrink", "img", "100M"], BYTES),
+        ("qcow2 shrink 512", "q512", ["--shrink", "img", "200k"], BYTES),
+        ("qcow2 shrink 2M", "q2m", ["--shrink", "img", "20M"], BYTES),
+        ("qcow2 shrink rc1", "q_rc1", ["--shrink", "img", "10M"], BYTES),
+        ("qcow2 shrink rc64", "q_rc64", ["--shrink", "img", "10M"], BYTES),
+        ("qcow2 shrink v2", "q_v2", ["--shrink", "img", "10M"], BYTES),
+        ("qcow2 shrink extl2", "q_extl2", ["--shrink", "img", "10M"], BYTES),
+        ("qcow2 shrink after grow", "q1t", ["--shrink", "img", "1G"], BYTES),
+        ("qcow2 overlay grow", "q_ov", ["img", "3G"], BYTES),
+        ("qcow2 overlay grow rel", "q_ov", ["img", "+100M"], BYTES),
+        ("qcow2 overlay grow past", "q_ov_small", ["img", "2G"], BYTES),
+        ("qcow2 overlay extl2", "q_ov_extl2", ["img", "3G"], BYTES),
+        ("qcow2 overlay v2", "q_ov_v2", ["img", "3G"], BYTES),
+        ("qcow2 overlay shrink", "q_ov", ["--shrink", "img", "512M"], BYTES),
+        ("qcow2 overlay missing backing", "q_ov_missing", ["img", "3G"], BYTES),
+        ("qcow2 1T to 2T", "q1t", ["img", "2T"], BYTES),
+        ("qcow2 metadata small", "q1m", ["--preallocation=metadata", "img", "5M"], BYTES),
+        ("qcow2 metadata L1", "q1m", ["--preallocation=metadata", "img", "2G"], BYTES),
+        ("qcow2 metadata data", "q_data", ["--preallocation=metadata", "img", "1G"], BYTES),
+        ("qcow2 metadata odd", "q_data", ["--preallocation=metadata", "img", "100000512"], BYTES),
+        ("qcow2 metadata 512", "q512", ["--preallocation=metadata", "img", "20M"], BYTES),
+        ("qcow2 metadata 2M", "q2m", ["--preallocation=metadata", "img", "1G"], BYTES),
+        ("qcow2 metadata rc1", "q_rc1", ["--preallocation=metadata", "img", "300M"], BYTES),
+        ("qcow2 metadata v2", "q_v2", ["--preallocation=metadata", "img", "300M"], BYTES),
+        ("qcow2 metadata extl2", "q_extl2", ["--preallocation=metadata", "img", "300M"], BYTES),
+        ("qcow2 metadata snapshot", "q_snap", ["--preallocation=metadata", "img", "300M"], BYTES),
+        ("qcow2 metadata overlay", "q_ov", ["--preallocation=metadata", "img", "1500M"], BYTES),
+        ("qcow2 metadata same size", "q_data", ["--preallocation=metadata", "img", "64M"], BYTES),
+        ("qcow2 falloc small", "q1m", ["--preallocation=falloc", "img", "5M"], BYTES),
+        ("qcow2 falloc data", "q_data", ["--preallocation=falloc", "img", "200M"], BYTES),
+        ("qcow2 falloc L1", "q1m", ["--preallocation=falloc", "img", "700M"], BYTES),
+        ("qcow2 falloc odd", "q_data", ["--preallocation=falloc", "img", "100000512"], BYTES),
+        ("qcow2 falloc 512", "q512", ["--preallocation=falloc", "img", "5M"], BYTES),
+        ("qcow2 falloc rc1", "q_rc1", ["--preallocation=falloc", "img", "100M"], BYTES),
+        ("qcow2 falloc extl2", "q_extl2", ["--preallocation=falloc", "img", "100M"], BYTES),
+        ("qcow2 falloc v2", "q_v2", ["--preallocation=falloc", "img", "100M"], BYTES),
+        ("qcow2 full small", "q1m", ["--preallocation=full", "img", "5M"], BYTES),
+        ("qcow2 full data", "q_data", ["--preallocation=full", "img", "200M"], BYTES),
+        ("qcow2 full 2M", "q2m", ["--preallocation=full", "img", "200M"], BYTES),
+        ("qcow2 full snapshot", "q_snap", ["--preallocation=full", "img", "100M"], BYTES),
+    ]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
