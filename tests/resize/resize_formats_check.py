@@ -268,7 +268,7 @@ def main():
     tools, status = start(__doc__.strip().splitlines()[-1], 4, required=list(set(LIBYAL.values())))
     if tools is None:
         return status
-    tools = dict(zip(('vpc', 'vhdx', 'vmdk', 'instar'), tools))
+    tools = dict(zip(('vpc', 'vhdx', 'vmdk', 'instar'), (os.path.abspath(t) for t in tools)))
     host = dict(tools, via='instar')
     results = []
     # vpc

@@ -109,6 +109,8 @@ Status zero_tail(guest::SizedDevice& dev, guest::Allocator& alloc, const VhdxIma
         return Status::Ok;
     const uint64_t end = (i + 1) * l.block < to ? (i + 1) * l.block : to;
     const uint64_t at = (e & VHDX_BAT_FILE_OFF_MASK) + (from - i * l.block);
+    if (at > dev.size() || end - from > dev.size() - at)
+        return Status::Corrupt; // a block outside the file: never written through
     Buffer z(alloc, BAT_BUF);
     if (!z.p)
         return Status::NoMemory;

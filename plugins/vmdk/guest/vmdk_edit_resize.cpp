@@ -223,6 +223,8 @@ Status clear_range(SizedDevice& dev, guest::Allocator& alloc, const Sparse& s, u
         if (st != Status::Ok)
             return st;
         const uint32_t gt = load_le32(b);
+        if (gt != 0 && uint64_t{gt} * 512 + s.gt_bytes > dev.size())
+            return Status::Corrupt; // a grain table outside the file
         if (gt != 0 && g / s.h.num_gtes_per_gt < l1) {
             if ((st = dev.read(uint64_t{gt} * 512 + (g % s.h.num_gtes_per_gt) * 4, b, 4)) != Status::Ok)
                 return st;
@@ -230,6 +232,8 @@ Status clear_range(SizedDevice& dev, guest::Allocator& alloc, const Sparse& s, u
             if (grain > 1) {
                 const uint64_t at = uint64_t{grain} * 512 + (from - g * gran) * 512;
                 const uint64_t len = ((g + 1) * gran - from) * 512;
+                if (at > dev.size() || len > dev.size() - at)
+                    return Status::Corrupt; // a grain outside the file: never written through
                 guest::ScopedBuffer z(alloc, CHUNK);
                 if (!z.p)
                     return Status::NoMemory;
@@ -260,6 +264,8 @@ Status clear_range(SizedDevice& dev, guest::Allocator& alloc, const Sparse& s, u
         if (st != Status::Ok)
             return st;
         const uint32_t gt = load_le32(b);
+        if (gt != 0 && uint64_t{gt} * 512 + s.gt_bytes > dev.size())
+            return Status::Corrupt; // a grain table outside the file: never written through
         if (gt != 0 && (st = dev.write(uint64_t{gt} * 512 + in * 4, zeros, static_cast<size_t>(n * 4))) != Status::Ok)
             return st;
         g += n;
