@@ -109,8 +109,11 @@ Status zero_tail(guest::SizedDevice& dev, guest::Allocator& alloc, const VhdxIma
         return Status::Ok;
     const uint64_t end = (i + 1) * l.block < to ? (i + 1) * l.block : to;
     const uint64_t at = (e & VHDX_BAT_FILE_OFF_MASK) + (from - i * l.block);
-    if (at > dev.size() || end - from > dev.size() - at)
-        return Status::Corrupt; // a block outside the file: never written through
+    // The block must start inside the file; its tail may lie past the end (a shrink cut the file
+    // after the last block's used part): the zeros written extend the file over it, as the grown
+    // disk needs (qemu checks that a present block ends inside the file).
+    if ((e & VHDX_BAT_FILE_OFF_MASK) >= dev.size())
+        return Status::Corrupt;
     Buffer z(alloc, BAT_BUF);
     if (!z.p)
         return Status::NoMemory;

@@ -232,7 +232,7 @@ Status clear_range(SizedDevice& dev, guest::Allocator& alloc, const Sparse& s, u
             if (grain > 1) {
                 const uint64_t at = uint64_t{grain} * 512 + (from - g * gran) * 512;
                 const uint64_t len = ((g + 1) * gran - from) * 512;
-                if (at > dev.size() || len > dev.size() - at)
+                if (uint64_t{grain} * 512 >= dev.size())
                     return Status::Corrupt; // a grain outside the file: never written through
                 guest::ScopedBuffer z(alloc, CHUNK);
                 if (!z.p)
