@@ -31,9 +31,9 @@ const Divergence DIVERGENCES[] = {
      "compressed grains larger than 2 MiB are refused",
      "qemu-img reads zeros past the end; a truncated image should not convert as if it were whole"},
     {"vmdk-resize", "resize",
-     "resize grows and (with --shrink) shrinks monolithicSparse, monolithicFlat and twoGbMaxExtentFlat images in "
-     "place (new grain tables, a moved grain directory, grown or added flat extents, a rewritten descriptor); "
-     "streamOptimized, twoGbMaxExtentSparse and shrinks that would drop whole extent files are refused; qemu-img "
+     "resize grows and (with --shrink) shrinks monolithicSparse, monolithicFlat, twoGbMaxExtentFlat and "
+     "twoGbMaxExtentSparse images in place (new grain tables, a moved grain directory, grown or added extents, a "
+     "rewritten descriptor); streamOptimized and shrinks that would drop whole extent files are refused; qemu-img "
      "refuses every vmdk: \"Image format driver does not support resize\"",
      "instar extension (issue 11): growing a VMDK should not need a convert"},
 };

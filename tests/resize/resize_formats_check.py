@@ -308,8 +308,16 @@ def main():
               ['-o', 'subformat=twoGbMaxExtentFlat', str(3 * GiB)], [(0, MiB, 0x5a)], 7 * GiB, False, results)
     run_refusal(tools, 'vmdk streamOptimized', 'vmdk', ['-o', 'subformat=streamOptimized', str(64 * MiB)], 128 * MiB,
                 False, 'streamOptimized', results)
-    run_refusal(tools, 'vmdk twoGbMaxExtentSparse', 'vmdk', ['-o', 'subformat=twoGbMaxExtentSparse', str(64 * MiB)],
-                128 * MiB, False, 'twoGbMaxExtentSparse', results)
+    run_case(tools, 'vmdk twoGbMaxExtentSparse', 'vmdk', ['-o', 'subformat=twoGbMaxExtentSparse', str(3 * GiB)],
+             [(0, MiB, 0x5a), (2047 * MiB, 2 * MiB, 0x33), (3071 * MiB, MiB, 0x44)],
+             [(5 * GiB + 512 * MiB, False), (5 * GiB + 100 * MiB, True), (6 * GiB, False)], results)
+    run_crash(tools, 'vmdk twoGbMaxExtentSparse grow (new extents)', 'vmdk',
+              ['-o', 'subformat=twoGbMaxExtentSparse', str(3 * GiB)], [(0, MiB, 0x5a)], 7 * GiB, False, results)
+    run_crash(tools, 'vmdk twoGbMaxExtentSparse shrink (last extent)', 'vmdk',
+              ['-o', 'subformat=twoGbMaxExtentSparse', str(3 * GiB)], [(3071 * MiB, MiB, 0x44)], 2 * GiB + 7 * MiB, True,
+              results)
+    run_refusal(tools, 'vmdk twoGbMaxExtentSparse shrink dropping a file', 'vmdk',
+                ['-o', 'subformat=twoGbMaxExtentSparse', str(3 * GiB)], 1 * GiB, True, 'whole extent files', results)
     run_refusal(tools, 'vmdk twoGbMaxExtentFlat shrink dropping a file', 'vmdk',
                 ['-o', 'subformat=twoGbMaxExtentFlat', str(3 * GiB)], 1 * GiB, True, 'whole extent files', results)
     # The same through `instar resize` (host command, sandboxed guest module).
@@ -323,6 +331,8 @@ def main():
                  [(10 * GiB, False), (61 * MiB, True)], results)
     run_case(host, 'vmdk twoGbMaxExtentFlat (instar)', 'vmdk', ['-o', 'subformat=twoGbMaxExtentFlat', str(3 * GiB)],
              [(0, MiB, 0x5a), (2047 * MiB, 4 * MiB, 0x33)], [(7 * GiB, False), (6 * GiB + 7 * MiB, True)], results)
+    run_case(host, 'vmdk twoGbMaxExtentSparse (instar)', 'vmdk', ['-o', 'subformat=twoGbMaxExtentSparse', str(3 * GiB)],
+             [(0, MiB, 0x5a), (3071 * MiB, MiB, 0x44)], [(6 * GiB, False), (5 * GiB + 7 * MiB, True)], results)
     run_crash(host, 'vpc dynamic grow (BAT relocated) (instar)', 'vpc', [str(64 * MiB)], DATA, 1 * GiB, False, results)
     run_crash(host, 'vhdx fixed grow (instar)', 'vhdx', ['-o', 'subformat=fixed,block_state_zero=off', str(64 * MiB)],
               DATA, 200 * MiB, False, results)

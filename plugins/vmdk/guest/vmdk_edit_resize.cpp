@@ -9,9 +9,12 @@
 // - descriptor files with FLAT extents (monolithicFlat, twoGbMaxExtentFlat, vmfs): the last extent
 //   file grows (a twoGbMaxExtentFlat extent up to 2 GiB, then new NAME-fNNN.vmdk files beside it);
 //   the rewritten descriptor is the switch. Shrinking shortens the last extent.
-// - refused: streamOptimized (compressed grains, directory at the end), descriptors with sparse
-//   extents (twoGbMaxExtentSparse, monolithicSparse behind a descriptor), shrinks that would drop
-//   whole extent files (the host cannot remove files).
+// - twoGbMaxExtentSparse: growing adds new sparse NAME-sNNN.vmdk extents (the last one is left as
+//   it is: qemu sizes it by its header, so changing it would not wait for the descriptor);
+//   shrinking cuts the last extent as monolithicSparse, then the descriptor.
+// - refused: streamOptimized (compressed grains, directory at the end), other mixes of sparse
+//   extents behind a descriptor, shrinks that would drop whole extent files (the host cannot
+//   remove files).
 #include "vmdk_edit.h"
 
 #include <instar/guest/arena_new.h>
@@ -21,6 +24,7 @@
 
 #include "vmdk_bytes.h"
 #include "vmdk_create_descriptor.h"
+#include "vmdk_create_extent.h"
 #include "vmdk_descriptor.h"
 #include "vmdk_read.h"
 #include "vmdk_sparse_header.h"
@@ -422,9 +426,9 @@ Status resize_sparse(SizedDevice& dev, EditHost& host, guest::Allocator& alloc, 
 
 // ---- descriptor + flat extents -----------------------------------------------------------------
 
-// The next split extent's file name after `name` ("x-f007.vmdk" -> "x-f008.vmdk"); false when the
-// name does not follow qemu's pattern.
-bool next_split_name(const char* name, size_t len, uint64_t step, char* out, size_t cap) {
+// The next split extent's file name after `name` ("x-f007.vmdk" -> "x-f008.vmdk", `letter` 'f' or
+// 's'); false when the name does not follow qemu's pattern.
+bool next_split_name(const char* name, size_t len, uint64_t step, char letter, char* out, size_t cap) {
     size_t dot = len;
     for (size_t i = len; i > 0; --i)
         if (name[i - 1] == '.') {
@@ -434,7 +438,7 @@ bool next_split_name(const char* name, size_t len, uint64_t step, char* out, siz
     size_t d = dot;
     while (d > 0 && name[d - 1] >= '0' && name[d - 1] <= '9')
         --d;
-    if (dot - d < 3 || d < 2 || name[d - 1] != 'f' || name[d - 2] != '-')
+    if (dot - d < 3 || d < 2 || name[d - 1] != letter || name[d - 2] != '-')
         return false;
     uint64_t v = 0;
     for (size_t i = d; i < dot; ++i)
@@ -464,6 +468,23 @@ bool next_split_name(const char* name, size_t len, uint64_t step, char* out, siz
     return true;
 }
 
+// create's target interface over the edit's host, for write_sparse_extent on a new extent file.
+class ExtentTarget final : public guest::CreateTarget {
+public:
+    ExtentTarget(EditHost& host, guest::BlockDevice& image) : host_(host), image_(image) {}
+    guest::BlockDevice& image() override { return image_; }
+    Status set_length(guest::BlockDevice& file, uint64_t length, guest::Prealloc mode) override {
+        return host_.set_length(file, length, mode);
+    }
+    Status add_file(const char* name, guest::BlockDevice** out) override { return host_.add_file(name, out); }
+    void reason(const char* text, size_t len) override { host_.reason(text, len); }
+    void resolved_unit_size(uint64_t) override {}
+
+private:
+    EditHost& host_;
+    guest::BlockDevice& image_;
+};
+
 Status resize_flat(SizedDevice& dev, SizedDevice* const* files, uint32_t file_count, EditHost& host,
                    guest::Allocator& alloc, uint64_t size, bool shrink_ok, guest::Prealloc prealloc) {
     const size_t cap = dev.size() < DESC_MAX ? static_cast<size_t>(dev.size()) : DESC_MAX;
@@ -492,14 +513,28 @@ Status resize_flat(SizedDevice& dev, SizedDevice* const* files, uint32_t file_co
     Collected c{t.s, 0, n_max, starts, lines};
     if ((st = descriptor_extents(t, collect_line, &c)) != Status::Ok || c.count != file_count || c.count == 0)
         return refuse(host, Status::Invalid, "The extent files given do not match the descriptor");
+    // All extents flat, or (twoGbMaxExtentSparse) all sparse. qemu sizes a sparse extent by its
+    // header's capacity; qemu's create writes the same number in the descriptor, which is used here.
     uint64_t old_sectors = 0;
+    uint32_t n_sparse = 0;
     for (uint32_t i = 0; i < c.count; ++i) {
-        if (lines[i].type != ExtentType::Flat && lines[i].type != ExtentType::Vmfs)
-            return refuse(host, Status::Unsupported,
-                          "vmdk: resizing images with sparse extents behind a descriptor (twoGbMaxExtentSparse) "
-                          "is not supported");
+        if (lines[i].type == ExtentType::Sparse)
+            ++n_sparse;
+        else if (lines[i].type != ExtentType::Flat && lines[i].type != ExtentType::Vmfs)
+            return refuse(host, Status::Unsupported, "vmdk: only FLAT, VMFS and SPARSE extents can be resized");
         old_sectors += static_cast<uint64_t>(lines[i].sectors);
     }
+    const bool sparse = n_sparse == c.count;
+    static constexpr char SPLIT_SPARSE[] = "twoGbMaxExtentSparse";
+    bool split_sparse = ct_len == sizeof SPLIT_SPARSE - 1;
+    for (size_t i = 0; split_sparse && i < ct_len; ++i)
+        split_sparse = ct[i] == SPLIT_SPARSE[i];
+    if ((n_sparse != 0 && !sparse) || (sparse && !split_sparse))
+        return refuse(host, Status::Unsupported,
+                      "vmdk: only twoGbMaxExtentSparse descriptors with sparse extents can be resized");
+    if (sparse && (file_count == 0 || prealloc != guest::Prealloc::Off))
+        return refuse(host, Status::Unsupported, "vmdk: preallocation is not supported for sparse extents");
+    split = split || sparse;
     const uint64_t new_sectors = size / 512;
     if (new_sectors == old_sectors)
         return Status::Ok;
@@ -516,6 +551,11 @@ Status resize_flat(SizedDevice& dev, SizedDevice* const* files, uint32_t file_co
         if (cut >= last_sectors)
             return refuse(host, Status::Unsupported,
                           "vmdk: this shrink would remove whole extent files, which instar cannot delete");
+        if (sparse) {
+            // The extent's header is what qemu reads: it changes first, the descriptor follows.
+            if ((st = resize_sparse(last_file, host, alloc, (last_sectors - cut) * 512, true)) != Status::Ok)
+                return st;
+        }
         edits[0] = {starts[last], last_sectors - cut};
         guest::ScopedBuffer nb(alloc, DESC_MAX);
         if (!nb.p)
@@ -533,18 +573,31 @@ Status resize_flat(SizedDevice& dev, SizedDevice* const* files, uint32_t file_co
         if (st == Status::Ok)
             st = dev.set_length(host, text_len, guest::Prealloc::Off);
         const uint64_t file_end = (last_offset + last_sectors - cut) * 512;
-        if (st == Status::Ok && last_file.size() > file_end)
+        if (st == Status::Ok && !sparse && last_file.size() > file_end)
             st = last_file.set_length(host, file_end, guest::Prealloc::Off);
         return st == Status::Ok ? st : refuse(host, st, "vmdk: the resize failed");
     }
 
-    // Grow: the last extent first (to 2 GiB for split images), then new extent files.
+    // Grow: the last extent first (to 2 GiB for split images), then new extent files. A sparse
+    // last extent stays as it is: qemu reads its size from its header, so growing it would change
+    // the disk before the descriptor does; new extents alone keep the descriptor the one switch.
     uint64_t more = new_sectors - old_sectors;
     uint64_t grow_last = more;
-    if (split)
+    if (sparse)
+        grow_last = 0;
+    else if (split)
         grow_last = last_sectors >= split_sectors ? 0 : (split_sectors - last_sectors < more ? split_sectors - last_sectors : more);
     more -= grow_last;
     const uint64_t new_files = split ? (more + split_sectors - 1) / split_sectors : 0;
+    bool zeroed_grain = false;
+    if (sparse) {
+        Vmdk4Header h{};
+        VmdkSparseExtent x{};
+        bool embedded = false;
+        if ((st = vmdk_sparse_open(last_file, &x, &h, &embedded)) != Status::Ok || embedded || x.compressed)
+            return refuse(host, st != Status::Ok ? st : Status::Unsupported, "vmdk: cannot open the last sparse extent");
+        zeroed_grain = (h.flags & VMDK4_FLAG_ZERO_GRAIN) != 0;
+    }
     if (new_files > MAX_EXTENTS - c.count)
         return refuse(host, Status::TooLarge, "vmdk: too many extent files");
     if (!split && more != 0)
@@ -557,21 +610,31 @@ Status resize_flat(SizedDevice& dev, SizedDevice* const* files, uint32_t file_co
     // New files first: a host that cannot add files refuses before anything changed.
     for (uint64_t i = 0; i < new_files && st == Status::Ok; ++i) {
         char name[guest::CREATE_MAX_FILE_NAME + 1];
-        if (!next_split_name(lines[last].file, lines[last].file_len, i + 1, name, sizeof name))
+        if (!next_split_name(lines[last].file, lines[last].file_len, i + 1, sparse ? 's' : 'f', name, sizeof name))
             return refuse(host, Status::Unsupported,
-                          "vmdk: the last extent's file name does not follow NAME-fNNN.vmdk; cannot name new extents");
+                          "vmdk: the last extent's file name does not follow NAME-fNNN.vmdk or NAME-sNNN.vmdk; "
+                          "cannot name new extents");
         const uint64_t n = more - i * split_sectors < split_sectors ? more - i * split_sectors : split_sectors;
         guest::BlockDevice* f = nullptr;
         st = host.add_file(name, &f);
         if (st != Status::Ok)
             return refuse(host, st, "vmdk: could not create a new extent file");
-        if ((st = host.set_length(*f, n * 512, prealloc)) != Status::Ok)
+        if (sparse) {
+            guest::ScopedBuffer chunk(alloc, VMDK_CREATE_GD_CHUNK);
+            if (!chunk.p)
+                return Status::NoMemory;
+            ExtentTarget target(host, dev);
+            const SparseLayout layout = sparse_layout(n * 512, false, zeroed_grain);
+            if ((st = write_sparse_extent(target, *f, layout, chunk.p)) != Status::Ok)
+                break;
+        } else if ((st = host.set_length(*f, n * 512, prealloc)) != Status::Ok) {
             break;
+        }
         extra.put("RW ");
         extra.put_u64(n);
-        extra.put(" FLAT \"");
+        extra.put(sparse ? " SPARSE \"" : " FLAT \"");
         extra.put(name);
-        extra.put("\" 0\n");
+        extra.put(sparse ? "\"\n" : "\" 0\n");
     }
     const uint64_t file_end = (last_offset + last_sectors + grow_last) * 512;
     if (st == Status::Ok && grow_last > 0 && last_file.size() < file_end)
