@@ -19,6 +19,7 @@
 #include "vhdx_bytes.h"
 #include "vhdx_crc32c.h"
 #include "vhdx_format.h"
+#include "vhdx_header.h"
 #include "vhdx_metadata.h"
 #include "vhdx_region_table.h"
 
@@ -330,6 +331,40 @@ Status shrink(guest::SizedDevice& dev, EditHost& host, guest::Allocator& alloc, 
     return st;
 }
 
+// MS-VHDX 2.2.2: a writer renews FileWriteGuid and DataWriteGuid (the virtual disk's content
+// changes) before its first change. Written as qemu's vhdx_update_header does: the current header
+// with the next sequence number into the other slot, so the newer one wins and the old one stays
+// valid until then.
+Status renew_header(guest::SizedDevice& dev, EditHost& host, guest::Allocator& alloc, const uint8_t* random) {
+    Buffer buf(alloc, VHDX_HEADER_SIZE);
+    if (!buf.p)
+        return Status::NoMemory;
+    const uint64_t slots[2] = {VHDX_HEADER1_OFFSET, VHDX_HEADER2_OFFSET};
+    VhdxHeader h[2];
+    bool valid[2];
+    for (int i = 0; i < 2; ++i) {
+        const Status st = read_at(dev, slots[i], buf.p, VHDX_HEADER_SIZE);
+        if (st != Status::Ok)
+            return st;
+        valid[i] = vhdx_header_parse(buf.p, VHDX_HEADER_SIZE, &h[i]);
+    }
+    const int current = !valid[1] || (valid[0] && h[0].sequence_number >= h[1].sequence_number) ? 0 : 1;
+    if (!valid[current] || h[current].sequence_number == ~uint64_t{0})
+        return Status::Corrupt;
+    Status st = read_at(dev, slots[current], buf.p, VHDX_HEADER_SIZE);
+    if (st != Status::Ok)
+        return st;
+    store_le(buf.p + __builtin_offsetof(VhdxHeaderDisk, sequence_number), h[current].sequence_number + 1, 8);
+    __builtin_memcpy(buf.p + __builtin_offsetof(VhdxHeaderDisk, file_write_guid), random, 16);
+    __builtin_memcpy(buf.p + __builtin_offsetof(VhdxHeaderDisk, data_write_guid), random + 16, 16);
+    const size_t crc_at = __builtin_offsetof(VhdxHeaderDisk, checksum);
+    store_le(buf.p + crc_at, crc32c_skipping(buf.p, VHDX_HEADER_SIZE, crc_at), 4);
+    st = dev.write(slots[1 - current], buf.p, VHDX_HEADER_SIZE);
+    if (st == Status::Ok)
+        st = dev.flush(host);
+    return st;
+}
+
 Status refuse(EditHost& host, Status st, const char* why) {
     guest::edit_refuse(host, why, st);
     return st;
@@ -368,6 +403,8 @@ guest::Status edit_resize(const EditRequest& req, EditHost& host) {
         return refuse(host, Status::Unsupported, "Unsupported preallocation mode for dynamic vhdx images");
     if ((st = find_size_item(dev, *req.allocator, img.regions.metadata, &l.size_at)) != Status::Ok)
         return refuse(host, st, "vhdx: no VirtualDiskSize metadata item");
+    if (req.random != nullptr && (st = renew_header(dev, host, *req.allocator, req.random)) != Status::Ok)
+        return refuse(host, st, "vhdx: could not update the header");
     st = size > old_size ? grow(dev, host, *req.allocator, img, l, size, static_cast<guest::Prealloc>(args.prealloc))
                          : shrink(dev, host, *req.allocator, img, l, size);
     if (st != Status::Ok)
