@@ -699,6 +699,10 @@ guest::Status edit_resize(const EditRequest& req, EditHost& host) {
         return refuse(host, Status::Invalid, "invalid resize arguments");
     guest::ResizeArgs args;
     __builtin_memcpy(&args, req.args, sizeof args);
+    // The files are extended with holes, reserved or written zeros; format-level metadata
+    // preallocation is not offered (qemu's raw wording).
+    if (args.prealloc == static_cast<uint32_t>(guest::Prealloc::Metadata))
+        return refuse(host, Status::Unsupported, "Unsupported preallocation mode: metadata");
     Devices d{};
     Status st = make_devices(req, &d);
     if (st != Status::Ok)
