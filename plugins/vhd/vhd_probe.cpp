@@ -36,6 +36,11 @@ const Divergence DIVERGENCES[] = {
      "a differencing VHD's data is read with its parent: absent blocks and sectors whose bitmap bit is clear "
      "come from the parent; qemu-img reads it as a dynamic disk (zeros there)",
      "the parent is part of what the image means (see vpc-differencing-backing)"},
+    {"vpc-resize", "resize",
+     "resize grows and (with --shrink) shrinks fixed, dynamic and differencing VHDs in place, the size rounded "
+     "as create rounds it (CHS geometry); qemu-img refuses: \"Image format driver does not support resize\" "
+     "(a fixed VHD, which qemu-img probes as raw, is resized by qemu-img as raw: its footer stays where it was)",
+     "instar extension (issue 11): growing a VHD should not need a convert; a fixed VHD is a VHD (vpc-fixed-probe)"},
 };
 const std::uint32_t DIVERGENCE_COUNT = sizeof DIVERGENCES / sizeof DIVERGENCES[0];
 

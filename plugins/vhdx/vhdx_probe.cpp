@@ -33,6 +33,11 @@ const Divergence DIVERGENCES[] = {
      "map maps a differencing VHDX as qemu-img maps any VHDX (one data run without an offset: qemu's vhdx "
      "driver has no block status); qemu-img refuses to open it",
      "map should describe the image it is given, as info does (vhdx-differencing-info)"},
+    {"vhdx-resize", "resize",
+     "resize grows and (with --shrink) shrinks dynamic, fixed and differencing VHDX images in place (BAT entries "
+     "added or dropped, the BAT region moved to the file's end when too small, VirtualDiskSize updated); "
+     "qemu-img refuses: \"Image format driver does not support resize\"",
+     "instar extension (issue 11): growing a VHDX should not need a convert"},
 };
 const std::uint32_t DIVERGENCE_COUNT = sizeof DIVERGENCES / sizeof DIVERGENCES[0];
 

@@ -30,6 +30,12 @@ const Divergence DIVERGENCES[] = {
      "a grain directory, grain table or grain outside its extent file is a Corrupt error naming the image; "
      "compressed grains larger than 2 MiB are refused",
      "qemu-img reads zeros past the end; a truncated image should not convert as if it were whole"},
+    {"vmdk-resize", "resize",
+     "resize grows and (with --shrink) shrinks monolithicSparse, monolithicFlat, twoGbMaxExtentFlat and "
+     "twoGbMaxExtentSparse images in place (new grain tables, a moved grain directory, grown or added extents, a "
+     "rewritten descriptor); streamOptimized and shrinks that would drop whole extent files are refused; qemu-img "
+     "refuses every vmdk: \"Image format driver does not support resize\"",
+     "instar extension (issue 11): growing a VMDK should not need a convert"},
 };
 const std::uint32_t DIVERGENCE_COUNT = sizeof DIVERGENCES / sizeof DIVERGENCES[0];
 

@@ -10,7 +10,10 @@
 
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <ostream>
+#include <string>
+#include <vector>
 
 #include <cerrno>
 
@@ -20,6 +23,37 @@
 
 namespace instar::cli {
 namespace {
+
+// Files a resize adds beside the image (vmdk twoGbMaxExtentFlat: new NAME-fNNN.vmdk extents),
+// created exclusively (never over an existing file) and kept: the format writes them before the
+// descriptor that names them, so a kill leaves at worst an unnamed extra file.
+class BesideFiles final : public vmm::OutputFiles {
+public:
+    explicit BesideFiles(const std::string& image) {
+        const auto slash = image.rfind('/');
+        dir_ = slash == std::string::npos ? "" : image.substr(0, slash + 1);
+    }
+    ~BesideFiles() override {
+        for (const int fd : fds_)
+            ::close(fd);
+    }
+    BesideFiles(const BesideFiles&) = delete;
+    BesideFiles& operator=(const BesideFiles&) = delete;
+    std::optional<vmm::Device> add(const std::string& name, std::string& error) override {
+        const std::string path = dir_ + name;
+        const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd < 0) {
+            error = "Could not create '" + path + "': " + std::strerror(errno);
+            return std::nullopt;
+        }
+        fds_.push_back(fd);
+        return vmm::output_device(fd);
+    }
+
+private:
+    std::string dir_;
+    std::vector<int> fds_;
+};
 
 // qemu-img 10.0's text, then instar's own options.
 constexpr std::string_view RESIZE_HELP =
@@ -375,8 +409,10 @@ int cmd_resize(Context& ctx, std::span<const std::string> args) {
         ra.flags |= guest::RESIZE_HAS_BACKING;
         ra.backing_size = chain.links[1].node.virtual_size;
     }
+    BesideFiles added(eo.filename);
     EditCall call;
     call.link = &link;
+    call.outputs = &added;
     call.filename = given;
     call.command = guest::EditCommand::Resize;
     call.args.resize(sizeof ra);
