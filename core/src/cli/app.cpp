@@ -15,7 +15,7 @@ namespace {
 const std::array COMMANDS = {
     Command{"amend", nullptr, "Update format-specific options of the image"},
     Command{"check", cmd_check, "Check basic image integrity"},
-    Command{"commit", nullptr, "Commit image to its backing file"},
+    Command{"commit", cmd_commit, "Commit image to its backing file"},
     Command{"compare", cmd_compare, "Check if two images have the same contents"},
     Command{"convert", cmd_convert, "Copy one image to another with optional format conversion"},
     Command{"create", cmd_create, "Create and format new image file"},

@@ -21,6 +21,7 @@ std::span<const Command> commands();
 const Command* find_command(std::string_view name);
 
 int cmd_check(Context& ctx, std::span<const std::string> args);
+int cmd_commit(Context& ctx, std::span<const std::string> args);
 int cmd_compare(Context& ctx, std::span<const std::string> args);
 int cmd_convert(Context& ctx, std::span<const std::string> args);
 int cmd_create(Context& ctx, std::span<const std::string> args);
