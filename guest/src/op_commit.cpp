@@ -152,6 +152,11 @@ Status commit_op(const uint8_t* arg, uint32_t arg_len) {
         }
         if (st != Status::Ok) report_failure(INSTAR_CONVERT_PHASE_OPEN, h.base);
     }
+    // A base deeper in the chain has a backing file of its own: its writer copies from it on write.
+    auto* below = st == Status::Ok && h.base + 1 < depth
+                      ? arena_new<convert::ChainImageReader>(arena(), chain + h.base + 1, depth - h.base - 1)
+                      : nullptr;
+    if (below != nullptr) writer->set_backing(below);
     if (st == Status::Ok) {
         st = copy_above(chain, depth, h.base, *writer, (h.flags & INSTAR_COMMIT_PROGRESS) != 0, reasons);
         if (st != Status::Ok) report_failure(INSTAR_CONVERT_PHASE_COPY, INSTAR_CONVERT_NO_BACKING);

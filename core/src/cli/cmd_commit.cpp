@@ -128,7 +128,11 @@ int cmd_commit(Context& ctx, std::span<const std::string> args) {
                       "commit");
     if (has("progress") && !quiet) {
         progress.print(0, 100);
-        spec.progress = [&](std::uint64_t done, std::uint64_t total) { progress.work(done, total); };
+        // 100% is printed once, when the job is over (qemu-img's run_block_job).
+        spec.progress = [&](std::uint64_t done, std::uint64_t total) {
+            if (done < total)
+                progress.work(done, total);
+        };
     }
     auto done = commit_image(spec, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version);
     if (!done) {

@@ -36,7 +36,7 @@ public:
     ExistingWriter(guest::BlockDevice& dev, guest::Allocator& alloc, guest::ReasonSink* reasons,
                    const guest::Codecs* codecs, const Qcow2Header& h, uint8_t* buf)
         : dev_(dev), alloc_(alloc), reasons_(reasons), codecs_(codecs), h_(h), cs_(h.cluster_size()), cb_(h.cluster_bits),
-          l2_entries_(h.cluster_size() / 8), buf_(buf) {
+          l2_entries_(h.cluster_size() / 8), buf_(buf), has_backing_(h.backing_file_offset != 0) {
         file_len_ = dev.size();
         next_ = (file_len_ + cs_ - 1) / cs_ * cs_;
         refcount_bits_ = uint32_t{1} << h.refcount_order;
@@ -46,10 +46,14 @@ public:
 
     uint64_t cluster_size() const override { return cs_; }
     bool zero_init() const override { return false; } // an existing image: qemu asks for zeros
+    // The image's own backing chain (commit into a base that has one): copy-on-write reads from it.
+    void set_backing(guest::ImageReader* backing) override { backing_ = backing; }
 
     Status write(uint64_t offset, const void* buf, size_t len) override {
         if (offset > h_.size || len > h_.size - offset)
             return Status::Invalid;
+        if (has_backing_ && backing_ == nullptr)
+            return refuse("into an existing qcow2 image with a backing file");
         const auto* src = static_cast<const uint8_t*>(buf);
         while (len > 0) {
             const uint64_t in = offset & (cs_ - 1);
@@ -66,6 +70,8 @@ public:
     Status write_zeroes(uint64_t offset, uint64_t len, bool) override {
         if (offset > h_.size || len > h_.size - offset)
             return Status::Invalid;
+        if (has_backing_ && backing_ == nullptr)
+            return refuse("into an existing qcow2 image with a backing file");
         while (len > 0) {
             const uint64_t in = offset & (cs_ - 1);
             const uint64_t n = len < cs_ - in ? len : cs_ - in;
@@ -83,6 +89,8 @@ public:
     Status write_compressed(uint64_t offset, const void* buf, size_t len) override {
         if (len == 0)
             return Status::Ok; // qemu's end-of-convert call: the file already ends on a cluster
+        if (has_backing_)
+            return refuse("compressed clusters into an existing qcow2 image with a backing file");
         if ((offset & (cs_ - 1)) != 0 || offset > h_.size || len > h_.size - offset || len > cs_ ||
             (len != cs_ && offset + len != h_.size))
             return Status::Invalid;
@@ -133,6 +141,8 @@ public:
         alloc_.deallocate(buf_, static_cast<size_t>(cs_));
         if (cbuf_ != nullptr)
             alloc_.deallocate(cbuf_, static_cast<size_t>(cs_));
+        if (zbuf_ != nullptr)
+            alloc_.deallocate(zbuf_, static_cast<size_t>(cs_));
         guest::arena_delete(alloc_, this);
     }
 
@@ -368,8 +378,8 @@ private:
         const uint64_t in = guest & (cs_ - 1);
         if (host != 0 && !(e & QCOW_OFLAG_ZERO))
             return dev_.write(host + in, src, static_cast<size_t>(n)); // allocated: in place
-        // A zero-flagged or unallocated cluster reads as zeros (no backing file): the whole cluster
-        // is written, the request's bytes over zeros.
+        // A zero-flagged cluster reads as zeros, an unallocated one as the backing file (zeros
+        // without one): the whole cluster is written, the request's bytes over that.
         const bool fresh = host == 0;
         if (fresh) {
             if (const Status st = allocate(&host); st != Status::Ok)
@@ -378,6 +388,14 @@ private:
         const uint8_t* data = src;
         if (n != cs_) {
             __builtin_memset(buf_, 0, static_cast<size_t>(cs_));
+            if (fresh && !(e & QCOW_OFLAG_ZERO) && backing_ != nullptr) {
+                const uint64_t start = guest - in, bsize = backing_->virtual_size();
+                if (start < bsize) {
+                    const uint64_t len = bsize - start < cs_ ? bsize - start : cs_;
+                    if (const Status st = backing_->read(start, buf_, static_cast<size_t>(len)); st != Status::Ok)
+                        return st;
+                }
+            }
             __builtin_memcpy(buf_ + in, src, static_cast<size_t>(n));
             data = buf_;
         }
@@ -392,8 +410,26 @@ private:
         uint64_t at = 0, e = 0, host = 0;
         if (const Status st = entry(guest, false, &at, &e, &host); st != Status::Ok)
             return st;
-        if (host == 0 || (e & QCOW_OFLAG_ZERO))
-            return Status::Ok; // reads as zeros already (unallocated without a backing file, or zero)
+        if (e & QCOW_OFLAG_ZERO)
+            return Status::Ok; // reads as zeros already
+        if (host == 0 && backing_ == nullptr)
+            return Status::Ok; // unallocated without a backing file: zeros already
+        if (host == 0) {
+            // Unallocated over a backing file: a zero cluster (v3, whole clusters), else zeros
+            // written over the backing file's data (copy-on-write as any partial write).
+            if (n == cs_ && h_.version >= 3) {
+                if (const Status st = entry(guest, true, &at, &e, &host); st != Status::Ok)
+                    return st;
+                return write64(at, QCOW_OFLAG_ZERO);
+            }
+            if (zbuf_ == nullptr) {
+                zbuf_ = static_cast<uint8_t*>(alloc_.allocate(static_cast<size_t>(cs_), 64));
+                if (zbuf_ == nullptr)
+                    return Status::NoMemory;
+                __builtin_memset(zbuf_, 0, static_cast<size_t>(cs_));
+            }
+            return write_piece(guest, zbuf_, n);
+        }
         if (n == cs_ && h_.version >= 3)
             return write64(at, host | QCOW_OFLAG_COPIED | QCOW_OFLAG_ZERO);
         __builtin_memset(buf_, 0, static_cast<size_t>(n));
@@ -410,6 +446,9 @@ private:
     uint64_t l2_entries_;
     uint8_t* buf_;            // one cluster
     uint8_t* cbuf_ = nullptr; // -c: compressed output, one cluster
+    uint8_t* zbuf_ = nullptr; // zeros, one cluster (zeroing over a backing file)
+    bool has_backing_;
+    guest::ImageReader* backing_ = nullptr;
     uint64_t file_len_ = 0;
     uint64_t next_ = 0; // where the next appended cluster goes
     uint32_t refcount_bits_ = 16;
@@ -444,8 +483,8 @@ Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
             req.reasons->reason(why.text, why.len);
         return st;
     }
-    if (h.backing_file_offset != 0)
-        return refuse_open(req.reasons, "a backing file");
+    // A backing file: the writer needs it for copy-on-write (ImageWriter::set_backing, commit into
+    // a base that has one); without it, the first write is refused.
     if (h.crypt_method != 0)
         return refuse_open(req.reasons, "encryption");
     if (h.nb_snapshots != 0)

@@ -12,7 +12,10 @@
 //     otherwise), in a host cluster of its own;
 //   - zeros leave unallocated and zero clusters alone; a whole allocated cluster gets the zero flag
 //     (v3, the cluster stays allocated where qemu unmaps it) or zeros written (v2, partial ranges).
-// Refused with a reason (Unsupported): backing files, encryption, internal snapshots, external
+// With a backing file, the caller must hand the writer that file's chain (set_backing, as commit
+// does into a base that has one): partial writes into unallocated clusters copy the rest from it and
+// zeros over it become zero clusters; without it, the first write is refused (convert -n), as is -c.
+// Refused with a reason (Unsupported): encryption, internal snapshots, external
 // data files, extended L2 entries, persistent bitmaps, dirty or corrupt images, and compressed
 // clusters in the written range. A refcount table too small for the new clusters is grown (a
 // larger copy appended, the header pointed at it, the old one freed), up to qemu's 8 MiB.
