@@ -140,6 +140,9 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
         return Error{"instar cannot grow the base image '" + base_link.name + "' yet (" +
                      std::to_string(base_link.node.virtual_size) + " bytes) to the size of '" + spec.filename +
                      "' (" + std::to_string(top.node.virtual_size) + " bytes)"};
+    // Refused before anything is written: the base would be committed and the top left full.
+    if (!spec.drop && can_make_empty(top.node.format) && !top.node.snapshots.empty())
+        return Error{"instar cannot empty a qcow2 image with internal snapshots yet (commit with -d keeps the top)"};
     if (!base_link.files.empty())
         return Error{"Could not open '" + base_link.name + "': instar cannot write into an existing " +
                      base_link.node.format + " image made of several files yet"};
