@@ -55,15 +55,40 @@ public:
         if (has_backing_ && backing_ == nullptr)
             return refuse("into an existing qcow2 image with a backing file");
         const auto* src = static_cast<const uint8_t*>(buf);
+        // Pieces that go in place into host clusters lying one after the other are written with
+        // one request (a base written over its allocated clusters costs one write per run).
+        uint64_t run_host = 0, run_len = 0;
+        const uint8_t* run_src = nullptr;
         while (len > 0) {
             const uint64_t in = offset & (cs_ - 1);
             const uint64_t n = len < cs_ - in ? len : cs_ - in;
-            if (const Status st = write_piece(offset, src, n); st != Status::Ok)
+            uint64_t at = 0, e = 0, host = 0;
+            if (const Status st = entry(offset, false, &at, &e, &host); st != Status::Ok)
                 return st;
+            if (host != 0 && !(e & QCOW_OFLAG_ZERO)) {
+                if (run_len == 0 || host + in != run_host + run_len) {
+                    if (run_len != 0)
+                        if (const Status st = dev_.write(run_host, run_src, static_cast<size_t>(run_len)); st != Status::Ok)
+                            return st;
+                    run_host = host + in;
+                    run_src = src;
+                    run_len = 0;
+                }
+                run_len += n;
+            } else {
+                if (run_len != 0)
+                    if (const Status st = dev_.write(run_host, run_src, static_cast<size_t>(run_len)); st != Status::Ok)
+                        return st;
+                run_len = 0;
+                if (const Status st = write_piece(offset, src, n); st != Status::Ok)
+                    return st;
+            }
             offset += n;
             src += n;
             len -= n;
         }
+        if (run_len != 0)
+            return dev_.write(run_host, run_src, static_cast<size_t>(run_len));
         return Status::Ok;
     }
 
@@ -143,6 +168,8 @@ public:
             alloc_.deallocate(cbuf_, static_cast<size_t>(cs_));
         if (zbuf_ != nullptr)
             alloc_.deallocate(zbuf_, static_cast<size_t>(cs_));
+        if (l2c_ != nullptr)
+            alloc_.deallocate(l2c_, static_cast<size_t>(cs_));
         guest::arena_delete(alloc_, this);
     }
 
@@ -167,7 +194,29 @@ private:
     Status write64(uint64_t offset, uint64_t v) {
         uint8_t b[8];
         store_be64(b, v);
-        return dev_.write(offset, b, 8);
+        const Status st = dev_.write(offset, b, 8);
+        if (st == Status::Ok && l2c_ != nullptr && offset >= l2c_off_ && offset - l2c_off_ <= cs_ - 8)
+            __builtin_memcpy(l2c_ + (offset - l2c_off_), b, 8); // the cached L2 table stays the file's
+        return st;
+    }
+    // An L2 entry at `at` (inside the L2 table cluster the caller checked), through a one-table cache.
+    Status l2_read(uint64_t at, uint64_t* v) {
+        const uint64_t table = at & ~(cs_ - 1);
+        if (l2c_ == nullptr) {
+            l2c_ = static_cast<uint8_t*>(alloc_.allocate(static_cast<size_t>(cs_), 64));
+            if (l2c_ == nullptr)
+                return Status::NoMemory;
+            l2c_off_ = UINT64_MAX;
+        }
+        if (l2c_off_ != table) {
+            if (dev_.read(table, l2c_, static_cast<size_t>(cs_)) != Status::Ok) {
+                l2c_off_ = UINT64_MAX;
+                return Status::IoError;
+            }
+            l2c_off_ = table;
+        }
+        *v = load_be64(l2c_ + (at - table));
+        return Status::Ok;
     }
     // A cluster-aligned host offset whose cluster lies inside the file.
     bool cluster_in_file(uint64_t host) const {
@@ -324,6 +373,8 @@ private:
             __builtin_memset(buf_, 0, static_cast<size_t>(cs_));
             if (const Status st = dev_.write(l2, buf_, static_cast<size_t>(cs_)); st != Status::Ok)
                 return st;
+            if (l2c_off_ == l2)
+                l2c_off_ = UINT64_MAX;
             file_len_ = next_;
             if (const Status st = write64(h_.l1_table_offset + l1_index * 8, l2 | QCOW_OFLAG_COPIED); st != Status::Ok)
                 return st;
@@ -346,7 +397,7 @@ private:
             return Status::Ok;
         const uint64_t index = (guest >> cb_) & (l2_entries_ - 1);
         *at = l2 + index * 8;
-        if (const Status st = read64(*at, e); st != Status::Ok)
+        if (const Status st = l2_read(*at, e); st != Status::Ok)
             return st;
         if (*e & QCOW_OFLAG_COMPRESSED)
             return refuse("over compressed clusters of an existing qcow2 image");
@@ -447,6 +498,8 @@ private:
     uint8_t* buf_;            // one cluster
     uint8_t* cbuf_ = nullptr; // -c: compressed output, one cluster
     uint8_t* zbuf_ = nullptr; // zeros, one cluster (zeroing over a backing file)
+    uint8_t* l2c_ = nullptr;  // the last L2 table read, one cluster, kept equal to the file's
+    uint64_t l2c_off_ = UINT64_MAX;
     bool has_backing_;
     guest::ImageReader* backing_ = nullptr;
     uint64_t file_len_ = 0;
