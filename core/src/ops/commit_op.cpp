@@ -9,6 +9,8 @@
 #include "ops/image_table.h"
 #include "ops/info_op.h"
 
+#include <instar/guest/edit_resize.h>
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -63,14 +65,14 @@ struct Fd {
 
 // The base info inspected, opened again for writing: the same device, inode and size (the path policy
 // allowed it; qemu-img commit writes into it as well).
-Expected<bool> reopen_base(const ChainLink& base, Fd& out) {
+Expected<bool> reopen_base(const ChainLink& base, std::uint64_t size, Fd& out) {
     out.fd = ::open(base.image.path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
     if (out.fd < 0)
         return Error{"Could not reopen '" + base.name + "' for writing: " + std::strerror(errno)};
     struct stat st {};
     if (::fstat(out.fd, &st) != 0 || static_cast<std::uint64_t>(st.st_dev) != base.image.device ||
         static_cast<std::uint64_t>(st.st_ino) != base.image.inode ||
-        static_cast<std::uint64_t>(st.st_size) != base.image.size)
+        static_cast<std::uint64_t>(st.st_size) != size)
         return Error{"Could not reopen '" + base.name + "' for writing: the file changed while it was inspected"};
     return true;
 }
@@ -135,11 +137,6 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
                          std::string((*chain.links[i].plugin)->name) + " images yet"};
     const ChainLink& top = chain.links.front();
     const ChainLink& base_link = chain.links[base];
-    // qemu's active commit grows a smaller base to the top's size (mirror_run: blk_co_truncate).
-    if (base_link.node.virtual_size < top.node.virtual_size)
-        return Error{"instar cannot grow the base image '" + base_link.name + "' yet (" +
-                     std::to_string(base_link.node.virtual_size) + " bytes) to the size of '" + spec.filename +
-                     "' (" + std::to_string(top.node.virtual_size) + " bytes)"};
     // Refused before anything is written: the base would be committed and the top left full.
     if (!spec.drop && can_make_empty(top.node.format) && !top.node.snapshots.empty())
         return Error{"instar cannot empty a qcow2 image with internal snapshots yet (commit with -d keeps the top)"};
@@ -147,6 +144,36 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
         return Error{"Could not open '" + base_link.name + "': instar cannot write into an existing " +
                      base_link.node.format + " image made of several files yet"};
 
+    // qemu's active commit first grows a smaller base to the top's size (mirror_run:
+    // blk_co_truncate); instar through the format's in-place resize (EditCommand::Resize). A crash
+    // after it leaves a larger base whose new tail reads as zeros, as the top read it before.
+    std::uint64_t base_file_size = base_link.image.size;
+    if (base_link.node.virtual_size < top.node.virtual_size) {
+        guest::ResizeArgs r{};
+        r.new_size = top.node.virtual_size;
+        r.old_size = base_link.node.virtual_size;
+        r.prealloc = static_cast<std::uint32_t>(guest::Prealloc::Off);
+        EditCall call;
+        call.link = &base_link;
+        call.filename = base_link.name;
+        call.command = guest::EditCommand::Resize;
+        append_bytes(call.args, &r, 1);
+        auto grown = run_edit(call, sandbox, qemu_version);
+        const std::string head_text = "instar cannot grow the base image '" + base_link.name + "' (" +
+                                      std::to_string(base_link.node.virtual_size) + " bytes) to the size of '" +
+                                      spec.filename + "' (" + std::to_string(top.node.virtual_size) + " bytes): ";
+        if (!grown)
+            return Error{head_text + grown.error()};
+        if (grown->status != guest::Status::Ok)
+            return Error{head_text + (grown->reason.empty() ? status_message(grown->status) : grown->reason)};
+        struct stat st {};
+        if (::stat(base_link.image.path.c_str(), &st) != 0)
+            return Error{"Could not open '" + base_link.name + "': " + std::strerror(errno)};
+        base_file_size = static_cast<std::uint64_t>(st.st_size);
+        // The table below gives the base's reader the file as it is now.
+        chain.links[base].image.size = base_file_size;
+        chain.links[base].node.virtual_size = top.node.virtual_size;
+    }
     ImageTable table; // device 0: the plan
     auto top_index = table.add_chain(chain);
     if (!top_index)
@@ -155,7 +182,7 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
         return Error{ok.error()};
 
     Fd base_fd;
-    if (auto ok = reopen_base(base_link, base_fd); !ok)
+    if (auto ok = reopen_base(base_link, base_file_size, base_fd); !ok)
         return Error{ok.error()};
     if (cache_is_direct(spec.cache))
         if (auto ok = AtomicFiles::make_direct(base_fd.fd, base_link.name); !ok)
@@ -165,12 +192,12 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
     head.image_count = static_cast<std::uint32_t>(table.images.size());
     head.base = static_cast<std::uint32_t>(base);
     head.target_device = static_cast<std::uint32_t>(table.devices.size());
-    head.base_length = base_link.image.size;
+    head.base_length = base_file_size;
     head.flags = spec.progress || spec.rate_limit != 0 ? INSTAR_COMMIT_PROGRESS : 0u;
     head.qemu_version = qemu_version;
     // raw's base is its data: a fixed-size device (to its last whole sector), as convert -n's target.
     const bool fixed = base_link.node.format == "raw";
-    table.devices.push_back(fixed ? vmm::Device{base_fd.fd, (base_link.image.size + 511) / 512 * 512, true, false}
+    table.devices.push_back(fixed ? vmm::Device{base_fd.fd, (base_file_size + 511) / 512 * 512, true, false}
                                   : vmm::output_device(base_fd.fd));
     table.devices.back().direct = cache_is_direct(spec.cache);
     std::vector<std::uint8_t> bytes;
