@@ -83,7 +83,8 @@ SCENARIOS["no_backing"] = ([q("create", "-q", "-f", "qcow2", "t.qcow2", "1M")], 
 
 # (scenario, arguments): the data cases, the image is the last argument.
 DATA_CASES = [(s, ["t.qcow2"]) for s in SCENARIOS if s != "no_backing"]
-DATA_CASES += [("larger_top", ["t.qcow2"]), ("larger_top", ["-d", "t.qcow2"]),
+DATA_CASES += [("vmdk_base", ["t.qcow2"]), ("vmdk_top", ["t.vmdk"]), ("vmdk_top", ["-d", "t.vmdk"]), ("vmdk_top_zeroed", ["t.vmdk"]),
+               ("larger_top", ["t.qcow2"]), ("larger_top", ["-d", "t.qcow2"]),
     ("plain", ["-d", "t.qcow2"]), ("plain", ["-q", "t.qcow2"]), ("plain", ["-f", "qcow2", "t.qcow2"]),
     ("plain", ["-t", "none", "t.qcow2"]), ("plain", ["-t", "unsafe", "t.qcow2"]),
     ("plain", ["-t", "directsync", "-d", "t.qcow2"]), ("plain", ["-r", "1G", "t.qcow2"]),
@@ -110,12 +111,27 @@ ERROR_CASES = [
 ]
 # instar refuses these on purpose (documented in docs/commit.md): (scenario, args, message).
 REFUSED = [
-    ("vmdk_base", ["t.qcow2"], "qemu-img: Could not open 'b.vmdk': instar cannot write into an existing vmdk "
-                               "image yet\n"),
+    ("vmdk_flat_base", ["t.vmdk"], "qemu-img: Could not open 'b.vmdk': instar cannot write into an existing vmdk "
+                                   "image made of several files yet\n"),
 ]
 SCENARIOS["larger_top"] = two(base_size="4M", top_size="8M", top_data=["write -P 0x61 6M 64k"],
                               base_data=["write -P 0x11 0 1M"])
 SCENARIOS["vmdk_base"] = two(base_fmt="vmdk")
+
+
+def vmdk_two(base_opts=()):
+    """b.vmdk under t.vmdk (a vmdk's backing file must be a vmdk). After qemu-img commit the top's
+    parentCID no longer matches the base's new CID, so qemu cannot read the top's unallocated
+    sectors any more: only the base is compared."""
+    return ([q("create", "-q", "-f", "vmdk", *base_opts, "b.vmdk", "8M"), io("vmdk", "b.vmdk", *BASE_DATA),
+             q("create", "-q", "-f", "vmdk", "-b", "b.vmdk", "-F", "vmdk", "t.vmdk"),
+             io("vmdk", "t.vmdk", "write -P 0x21 0 4k", "write -P 0x22 60k 70k", "write -z 1M 64k",
+                "write -P 0x24 6M 300k", "write -P 0x25 8388096 512")], ["b.vmdk"])
+
+
+SCENARIOS["vmdk_top"] = vmdk_two()
+SCENARIOS["vmdk_top_zeroed"] = vmdk_two(("-o", "zeroed_grain=on"))
+SCENARIOS["vmdk_flat_base"] = vmdk_two(("-o", "subformat=monolithicFlat"))
 
 
 GROW_GAP = "qemu-img: instar cannot grow the base image "
