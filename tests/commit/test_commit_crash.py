@@ -5,7 +5,7 @@ killed gives the total). After each kill, every qcow2 image of the chain must pa
 (exit 0, or 3: leaked clusters only) and the top's chain must still read exactly the original
 content (`qemu-img compare` against a flat copy made before): the data is in the base before the
 top loses it. Chains: an overlay over its base (the top emptied afterwards), an overlay whose base
-grows a refcount block, and a three-deep chain committed into the middle image (copy-on-write from
+grows a refcount block, a qcow2 overlay over a vmdk base, and a three-deep chain committed into the middle image (copy-on-write from
 the bottom image).
 
 Usage: test_commit_crash.py INSTAR QEMU72 QEMU_IO
@@ -37,6 +37,13 @@ CHAINS = {
                    ["QIMG", "create", "-q", "-f", "qcow2", "-b", "b.qcow2", "-F", "qcow2", "t.qcow2"],
                    ["QIO", "-c", "write -P 0x31 100k 30k", "-c", "write -P 0x32 900k 2k", "t.qcow2"]],
                   [], ["t.qcow2", "b.qcow2"]),
+    # A qcow2 top over a monolithicSparse vmdk base (vmdk_existing_write.cpp).
+    "vmdk_base": ([["QIMG", "create", "-q", "-f", "vmdk", "b.vmdk", "4M"],
+                   ["QIO", "-f", "vmdk", "-c", "write -P 0x11 0 1M", "b.vmdk"],
+                   ["QIMG", "create", "-q", "-f", "qcow2", "-b", "b.vmdk", "-F", "vmdk", "t.qcow2"],
+                   ["QIO", "-c", "write -P 0x51 2k 70k", "-c", "write -z 512k 64k", "-c", "write -P 0x52 3M 5k",
+                    "t.qcow2"]],
+                  [], ["t.qcow2", "b.vmdk"]),
     "three": ([["QIMG", "create", "-q", "-f", "qcow2", "b.qcow2", "4M"],
                ["QIO", "-c", "write -P 0x11 0 4M", "b.qcow2"],
                ["QIMG", "create", "-q", "-f", "qcow2", "-o", "cluster_size=16k", "-b", "b.qcow2", "-F", "qcow2",
