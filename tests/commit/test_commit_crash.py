@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from oracle_retry import run_fixture  # noqa: E402
 
 # Kill points per chain at most: a spread of this many when a commit makes more writes.
-MAX_POINTS = 60
+MAX_POINTS = 80
 
 CHAINS = {
     "two": ([["QIMG", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4k", "b.qcow2", "4M"],

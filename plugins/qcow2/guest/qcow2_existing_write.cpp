@@ -80,6 +80,16 @@ public:
                     if (const Status st = dev_.write(run_host, run_src, static_cast<size_t>(run_len)); st != Status::Ok)
                         return st;
                 run_len = 0;
+                if (in == 0 && n == cs_ && host == 0 && !(e & QCOW_OFLAG_ZERO)) {
+                    // Whole new clusters, as many as follow in this L2 table: allocated together.
+                    uint64_t k = 0;
+                    if (const Status st = append_clusters(offset, src, len / cs_, &k); st != Status::Ok)
+                        return st;
+                    offset += k * cs_;
+                    src += k * cs_;
+                    len -= k * cs_;
+                    continue;
+                }
                 if (const Status st = write_piece(offset, src, n); st != Status::Ok)
                     return st;
             }
@@ -170,6 +180,8 @@ public:
             alloc_.deallocate(zbuf_, static_cast<size_t>(cs_));
         if (l2c_ != nullptr)
             alloc_.deallocate(l2c_, static_cast<size_t>(cs_));
+        if (ebuf_ != nullptr)
+            alloc_.deallocate(ebuf_, static_cast<size_t>(cs_));
         guest::arena_delete(alloc_, this);
     }
 
@@ -246,18 +258,30 @@ private:
             return st;
         block &= REFT_OFFSET_MASK;
         if (block == 0) {
-            // A new refcount block, appended; it counts itself where it covers itself.
+            // A new refcount block, appended, counted before the table names it (a kill in between
+            // leaves a leak, never a referenced cluster with refcount 0): inside itself where it
+            // covers itself, else in the block that covers it.
             block = next_;
             if (block > MAX_CLUSTER_OFFSET - cs_)
                 return Status::TooLarge;
             next_ += cs_;
             __builtin_memset(buf_, 0, static_cast<size_t>(cs_));
+            const uint64_t self = block >> cb_;
+            const bool covers_itself = self / rb_entries_ == rt_index;
+            if (covers_itself) {
+                const uint64_t i = self % rb_entries_;
+                if (refcount_bits_ < 8)
+                    buf_[i * refcount_bits_ / 8] = static_cast<uint8_t>(1u << ((i * refcount_bits_) % 8));
+                else
+                    buf_[(i + 1) * (refcount_bits_ / 8) - 1] = 1;
+            }
             if (const Status st = dev_.write(block, buf_, static_cast<size_t>(cs_)); st != Status::Ok)
                 return st;
             file_len_ = next_;
+            if (!covers_itself)
+                if (const Status st = set_refcount(block, 1, depth + 1); st != Status::Ok)
+                    return st;
             if (const Status st = write64(h_.refcount_table_offset + rt_index * 8, block); st != Status::Ok)
-                return st;
-            if (const Status st = set_refcount(block, 1, depth + 1); st != Status::Ok)
                 return st;
         } else if (!cluster_in_file(block) || overlaps_metadata(block)) {
             ReasonText r;
@@ -457,6 +481,94 @@ private:
         return write64(at, host | QCOW_OFLAG_COPIED);
     }
 
+    // Up to `max` whole clusters from `guest` on that are unallocated (not zero-flagged) in one L2
+    // table, appended as one run: their refcounts first, then the data (one request), then their L2
+    // entries (one request). A kill between the steps leaves leaked clusters at worst. *done >= 1.
+    Status append_clusters(uint64_t guest, const uint8_t* src, uint64_t max, uint64_t* done) {
+        uint64_t at0 = 0, e = 0, host = 0;
+        if (const Status st = entry(guest, true, &at0, &e, &host); st != Status::Ok)
+            return st;
+        if (host != 0 || (e & QCOW_OFLAG_ZERO) || at0 == 0)
+            return Status::Invalid; // the caller saw it unallocated
+        const uint64_t room = l2_entries_ - ((guest >> cb_) & (l2_entries_ - 1));
+        uint64_t k = 1;
+        while (k < max && k < room) {
+            uint64_t at = 0;
+            if (const Status st = entry(guest + k * cs_, false, &at, &e, &host); st != Status::Ok)
+                return st;
+            if (host != 0 || (e & QCOW_OFLAG_ZERO) || at != at0 + k * 8)
+                break;
+            ++k;
+        }
+        uint64_t bytes = 0;
+        if (__builtin_mul_overflow(k, cs_, &bytes) || next_ > MAX_CLUSTER_OFFSET - bytes)
+            return Status::TooLarge;
+        const uint64_t first = next_;
+        next_ += bytes;
+        for (uint64_t i = 0; i < k;) {
+            uint64_t m = 0;
+            if (const Status st = set_refcounts_one(first + i * cs_, k - i, &m); st != Status::Ok)
+                return st;
+            i += m;
+        }
+        if (const Status st = dev_.write(first, src, static_cast<size_t>(bytes)); st != Status::Ok)
+            return st;
+        if (first + bytes > file_len_)
+            file_len_ = first + bytes;
+        if (ebuf_ == nullptr) {
+            ebuf_ = static_cast<uint8_t*>(alloc_.allocate(static_cast<size_t>(cs_), 64));
+            if (ebuf_ == nullptr)
+                return Status::NoMemory;
+        }
+        for (uint64_t i = 0; i < k; ++i)
+            store_be64(ebuf_ + i * 8, (first + i * cs_) | QCOW_OFLAG_COPIED);
+        if (const Status st = dev_.write(at0, ebuf_, static_cast<size_t>(k * 8)); st != Status::Ok)
+            return st;
+        if (l2c_ != nullptr && at0 >= l2c_off_ && at0 - l2c_off_ + k * 8 <= cs_)
+            __builtin_memcpy(l2c_ + (at0 - l2c_off_), ebuf_, static_cast<size_t>(k * 8));
+        *done = k;
+        return Status::Ok;
+    }
+
+    // Refcount 1 for up to `count` clusters from `host` on that share one refcount block: the first
+    // through set_refcount (which makes the block, or grows the table, when needed), the rest with one
+    // read and one write of their entries. *done: how many.
+    Status set_refcounts_one(uint64_t host, uint64_t count, uint64_t* done) {
+        if (const Status st = set_refcount(host, 1, 0); st != Status::Ok)
+            return st;
+        const uint64_t cluster = host >> cb_;
+        const uint64_t index = cluster % rb_entries_;
+        const uint64_t m = count < rb_entries_ - index ? count : rb_entries_ - index;
+        *done = m;
+        if (m == 1)
+            return Status::Ok;
+        uint64_t block = 0;
+        if (const Status st = read64(h_.refcount_table_offset + (cluster / rb_entries_) * 8, &block); st != Status::Ok)
+            return st;
+        block &= REFT_OFFSET_MASK;
+        if (!cluster_in_file(block))
+            return Status::Corrupt;
+        // Entries index+1 .. index+m-1, as whole bytes (sub-byte widths: the bytes that hold them).
+        const uint64_t lo = (index + 1) * refcount_bits_ / 8, hi = ((index + m) * refcount_bits_ + 7) / 8;
+        if (dev_.read(block + lo, buf_, static_cast<size_t>(hi - lo)) != Status::Ok)
+            return Status::IoError;
+        for (uint64_t i = index + 1; i < index + m; ++i) {
+            if (refcount_bits_ >= 8) {
+                const uint32_t b = refcount_bits_ / 8;
+                uint8_t* p = buf_ + i * b - lo;
+                __builtin_memset(p, 0, b);
+                p[b - 1] = 1;
+            } else {
+                const uint64_t bit = i * refcount_bits_;
+                uint8_t& byte = buf_[bit / 8 - lo];
+                const uint32_t shift = static_cast<uint32_t>(bit % 8);
+                const uint32_t mask = ((1u << refcount_bits_) - 1) << shift;
+                byte = static_cast<uint8_t>((byte & ~mask) | ((1u << shift) & mask));
+            }
+        }
+        return dev_.write(block + lo, buf_, static_cast<size_t>(hi - lo));
+    }
+
     Status zero_piece(uint64_t guest, uint64_t n) {
         uint64_t at = 0, e = 0, host = 0;
         if (const Status st = entry(guest, false, &at, &e, &host); st != Status::Ok)
@@ -498,6 +610,7 @@ private:
     uint8_t* buf_;            // one cluster
     uint8_t* cbuf_ = nullptr; // -c: compressed output, one cluster
     uint8_t* zbuf_ = nullptr; // zeros, one cluster (zeroing over a backing file)
+    uint8_t* ebuf_ = nullptr; // a run of new L2 entries, one cluster
     uint8_t* l2c_ = nullptr;  // the last L2 table read, one cluster, kept equal to the file's
     uint64_t l2c_off_ = UINT64_MAX;
     bool has_backing_;
