@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `instar commit` against `qemu-img commit` (7.2 and 10.0), side by side in one hyperfine run: a
 # 256 MiB overlay (random data in 1 MiB runs over the whole disk) committed into a fully allocated
-# 1 GiB qcow2 base, both restored from pristine copies before every run (not timed); page cache warm.
+# 1 GiB qcow2 base (and into an empty one), both restored from pristine copies before every run (not timed); page cache warm.
 # Prints each median and instar's ratio to each qemu.
 # Usage: commit.sh [BUILD_DIR] [RUNS]     (docs/commit.md has the figures)
 set -euo pipefail
@@ -25,6 +25,7 @@ for i in sorted(random.sample(range(1024), 256)):
     print("write -P %d %dM 1M" % (i % 251 + 1, i))
 PY
 $qio -f qcow2 top0.qcow2 < top.cmds >/dev/null
+$q72 create -q -f qcow2 empty0.qcow2 1G
 prep="cp base0.qcow2 base.qcow2 && cp top0.qcow2 top.qcow2"
 eval "$prep"
 cat base0.qcow2 top0.qcow2 >/dev/null # warm the page cache
@@ -44,4 +45,6 @@ PY
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 bench "256 MiB overlay into 1 GiB base (emptied)" top.qcow2
 bench "256 MiB overlay into 1 GiB base, -d" -d top.qcow2
+prep="cp empty0.qcow2 base.qcow2 && cp top0.qcow2 top.qcow2"
+bench "256 MiB overlay into empty 1 GiB base" top.qcow2
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
