@@ -74,6 +74,7 @@ SCENARIOS = {
     "empty_top": two(top_data=[]),
     "raw_base": two(base_fmt="raw"),
     "vpc_base": two(("-o", "subformat=fixed,force_size=on"), base_fmt="vpc"),
+    "vpc_dyn_base": two(("-o", "force_size=on"), base_fmt="vpc"),
     "smaller_top": two(top_size="4M", top_data=["write -P 0x51 1M 1M"]),
     "three": three(),
     "three_mixed": three(("-o", "cluster_size=4k"), ("-o", "cluster_size=2M"), ("-o", "cluster_size=512")),
@@ -111,12 +112,15 @@ ERROR_CASES = [
 ]
 # instar refuses these on purpose (documented in docs/commit.md): (scenario, args, message).
 REFUSED = [
+    ("vhdx_base", ["t.qcow2"], "qemu-img: Could not open 'b.vhdx': instar cannot write into an existing vhdx "
+                               "image yet\n"),
     ("vmdk_flat_base", ["t.vmdk"], "qemu-img: Could not open 'b.vmdk': instar cannot write into an existing vmdk "
                                    "image made of several files yet\n"),
 ]
 SCENARIOS["larger_top"] = two(base_size="4M", top_size="8M", top_data=["write -P 0x61 6M 64k"],
                               base_data=["write -P 0x11 0 1M"])
 SCENARIOS["vmdk_base"] = two(base_fmt="vmdk")
+SCENARIOS["vhdx_base"] = two(base_fmt="vhdx")
 
 
 def vmdk_two(base_opts=()):
@@ -154,7 +158,7 @@ def check_images(scenario, qdir, idir, q72):
         # Each image alone (its backing file not consulted: -F raw would, so compare the chains' tops
         # with the image's own format and the same chain layout on both sides).
         # The image's own format (a fixed vhd probes as raw, and its footer holds a random uuid).
-        fmt = {"qcow2": "qcow2", "raw": "raw", "vhd": "vpc", "vmdk": "vmdk"}[name.rsplit(".", 1)[1]]
+        fmt = {"qcow2": "qcow2", "raw": "raw", "vhd": "vpc", "vmdk": "vmdk", "vhdx": "vhdx"}[name.rsplit(".", 1)[1]]
         p = subprocess.run([q72, "compare", "-f", fmt, "-F", fmt, a, b], capture_output=True, text=True)
         if p.returncode != 0:
             problems.append("%s: %s" % (name, (p.stdout + p.stderr).strip()))
