@@ -7,8 +7,8 @@ commit, one for instar commit (run through a symlink named qemu-img under the ma
 Then: stdout, stderr and the exit status must be identical (with -p only the exit status and the
 last line: the number of progress lines depends on timing); every image of the chain must have
 the same content as qemu's (`qemu-img compare`), and every qcow2 image must check clean. How many
-images came out byte-identical to qemu's is printed (not required: qemu unmaps zeroed clusters of
-the base, instar flags them zero in place). Error cases compare the messages only. A few cases
+images came out byte-identical to qemu's is printed (not required: instar appends new clusters
+where qemu reuses free space first). Error cases compare the messages only. A few cases
 instar refuses on purpose (REFUSED) are checked for instar's own message.
 
 Usage: test_commit_oracle.py INSTAR QEMU72 QEMU10 QEMU_IO

@@ -102,7 +102,7 @@ public:
         return Status::Ok;
     }
 
-    Status write_zeroes(uint64_t offset, uint64_t len, bool) override {
+    Status write_zeroes(uint64_t offset, uint64_t len, bool may_unmap) override {
         if (offset > h_.size || len > h_.size - offset)
             return Status::Invalid;
         if (has_backing_ && backing_ == nullptr)
@@ -110,7 +110,7 @@ public:
         while (len > 0) {
             const uint64_t in = offset & (cs_ - 1);
             const uint64_t n = len < cs_ - in ? len : cs_ - in;
-            if (const Status st = zero_piece(offset, n); st != Status::Ok)
+            if (const Status st = zero_piece(offset, n, may_unmap); st != Status::Ok)
                 return st;
             offset += n;
             len -= n;
@@ -569,7 +569,7 @@ private:
         return dev_.write(block + lo, buf_, static_cast<size_t>(hi - lo));
     }
 
-    Status zero_piece(uint64_t guest, uint64_t n) {
+    Status zero_piece(uint64_t guest, uint64_t n, bool may_unmap) {
         uint64_t at = 0, e = 0, host = 0;
         if (const Status st = entry(guest, false, &at, &e, &host); st != Status::Ok)
             return st;
@@ -592,6 +592,16 @@ private:
                 __builtin_memset(zbuf_, 0, static_cast<size_t>(cs_));
             }
             return write_piece(guest, zbuf_, n);
+        }
+        if (n == cs_ && h_.version >= 3 && may_unmap) {
+            // qemu's zero_in_l2_slice with unmap: the entry becomes a plain zero cluster, then the
+            // host cluster is freed (a kill in between leaks it) and discarded in the file.
+            if (const Status st = write64(at, QCOW_OFLAG_ZERO); st != Status::Ok)
+                return st;
+            if (const Status st = set_refcount(host, 0, 0); st != Status::Ok)
+                return st;
+            const Status st = dev_.discard(host, cs_);
+            return st == Status::Unsupported ? Status::Ok : st;
         }
         if (n == cs_ && h_.version >= 3)
             return write64(at, host | QCOW_OFLAG_COPIED | QCOW_OFLAG_ZERO);

@@ -11,7 +11,8 @@
 //   - -c: a cluster that shrinks is stored compressed where nothing is allocated (qemu's EIO
 //     otherwise), in a host cluster of its own;
 //   - zeros leave unallocated and zero clusters alone; a whole allocated cluster gets the zero flag
-//     (v3, the cluster stays allocated where qemu unmaps it) or zeros written (v2, partial ranges).
+//     (v3; with may_unmap, as qemu, a plain zero cluster and the host cluster freed and discarded)
+//     or zeros written (v2, partial ranges).
 // With a backing file, the caller must hand the writer that file's chain (set_backing, as commit
 // does into a base that has one): partial writes into unallocated clusters copy the rest from it and
 // zeros over it become zero clusters; without it, the first write is refused (convert -n), as is -c.
