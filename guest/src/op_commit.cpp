@@ -73,13 +73,32 @@ Status allocated_above(ImageReader* const* layers, uint32_t above, uint64_t offs
     return Status::Ok;
 }
 
-// Copies the allocated ranges of [0, size) into `base`. `done` counts bytes of the top's disk.
+// The bytes allocated above the base: qemu's job length (mirror_dirty_init), for -p and -r.
+Status allocated_total(ImageReader* const* chain, uint32_t above, uint64_t size, uint64_t* total) {
+    *total = 0;
+    for (uint64_t offset = 0; offset < size;) {
+        const uint64_t want = size - offset < COMMIT_CHUNK ? size - offset : COMMIT_CHUNK;
+        bool allocated = false;
+        uint64_t run = 0;
+        if (const Status st = allocated_above(chain, above, offset, want, &allocated, &run); st != Status::Ok)
+            return st;
+        if (allocated) *total += run;
+        offset += run;
+    }
+    return Status::Ok;
+}
+
+// Copies the allocated ranges of [0, size) into `base`. With `progress`, reports the bytes copied
+// so far of the bytes to copy (the host's -p display and -r throttle).
 Status copy_above(ImageReader* const* chain, uint32_t depth, uint32_t above, ImageWriter& base, bool progress,
                   ReasonSink& reasons) {
     const convert::ChainReader reader(chain, depth);
     const uint64_t size = chain[0]->virtual_size();
     auto* buf = static_cast<uint8_t*>(arena().allocate(COMMIT_CHUNK, 4096));
     if (buf == nullptr) return Status::NoMemory;
+    uint64_t total = 0, copied = 0;
+    if (progress)
+        if (const Status st = allocated_total(chain, above, size, &total); st != Status::Ok) return st;
     for (uint64_t offset = 0; offset < size;) {
         const uint64_t want = size - offset < COMMIT_CHUNK ? size - offset : COMMIT_CHUNK;
         bool allocated = false;
@@ -105,7 +124,8 @@ Status copy_above(ImageReader* const* chain, uint32_t depth, uint32_t above, Ima
             }
         }
         offset += run;
-        if (progress) hc_progress(offset, size);
+        if (allocated) copied += run;
+        if (progress && allocated && copied <= total) hc_progress(copied, total);
     }
     return Status::Ok;
 }
