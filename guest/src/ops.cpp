@@ -154,6 +154,8 @@ Status dispatch(uint32_t op, const uint8_t* arg, uint32_t arg_len) {
         return map_op(arg, arg_len);
     case INSTAR_OP_MEASURE:
         return measure_op(arg, arg_len);
+    case INSTAR_OP_COMMIT:
+        return commit_op(arg, arg_len);
     default:
         log_str("runtime: unknown operation");
         return Status::Invalid;

@@ -70,5 +70,7 @@ Status rebase_op(const uint8_t* arg, uint32_t arg_len);
 Status map_op(const uint8_t* arg, uint32_t arg_len);
 // op_measure.cpp
 Status measure_op(const uint8_t* arg, uint32_t arg_len);
+// op_commit.cpp
+Status commit_op(const uint8_t* arg, uint32_t arg_len);
 
 } // namespace instar::guest

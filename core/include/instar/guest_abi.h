@@ -219,7 +219,8 @@ enum instar_op {
     INSTAR_OP_MEASURE = 10,   /* struct instar_measure_arg: the plan is a device (docs/measure.md) */
     INSTAR_OP_EDIT = 11,      /* struct instar_edit_arg + command bytes: an in-place change (docs/edit.md) */
     INSTAR_OP_REBASE = 12,    /* struct instar_rebase_arg: the plan is a device (docs/rebase.md) */
-    /* 13 (commit's data path) and 14 (dd's) are reserved for those commands. */
+    INSTAR_OP_COMMIT = 13,    /* struct instar_commit_arg: the plan is a device (docs/commit.md) */
+    /* 14 is reserved for dd's data path (dd uses convert's plan today). */
 };
 
 /* INSTAR_OP_INFO: device 0 is the image, devices 1..file_count the files it referenced in an earlier
@@ -556,6 +557,32 @@ struct instar_measure_record {
     uint64_t required;     /* <= virtual_size rounded up to cluster_size */
 };
 INSTAR_ABI_ASSERT(sizeof(struct instar_measure_record) == 16, "measure record layout");
+
+/* INSTAR_OP_COMMIT: the argument names a read-only device holding a struct instar_commit_plan, then
+ * image_count struct instar_convert_image entries: the top image's whole chain, top first (entry i's
+ * backing is entry i + 1). Every range allocated in entries [0, base) (qemu's bdrv_is_allocated_above)
+ * is read through the chain and written into entry `base` through its format's open_writer, on
+ * target_device (the base's file opened for writing; an output unless the format is raw). A failure
+ * sends INSTAR_REC_CONVERT_FAILURE (PHASE_OPEN with the table index, or PHASE_COPY / PHASE_FINISH
+ * naming INSTAR_CONVERT_NO_BACKING) and a REASON. INSTAR_REC_COMMIT (13) is reserved; unused. */
+#define INSTAR_COMMIT_PLAN_MAGIC 0x4E4C504Fu /* "OPLN" */
+#define INSTAR_COMMIT_PROGRESS 1u            /* send INSTAR_HC_PROGRESS: bytes done of bytes to copy */
+struct instar_commit_arg {
+    uint32_t plan_device;
+    uint32_t reserved;
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_commit_arg) == 8, "commit arg layout");
+
+struct instar_commit_plan {
+    uint32_t magic;         /* INSTAR_COMMIT_PLAN_MAGIC */
+    uint32_t image_count;   /* entries in the image table (>= 2) */
+    uint32_t base;          /* table index of the base (1 .. image_count-1) */
+    uint32_t target_device; /* the base's file, writable */
+    uint64_t base_length;   /* that file's length when the host opened it */
+    uint32_t flags;         /* INSTAR_COMMIT_* */
+    uint32_t qemu_version;  /* the output profile */
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_commit_plan) == 32, "commit plan layout");
 
 struct instar_selftest_arg {
     uint64_t crc_limit; /* crc32 covers min(device size, crc_limit) bytes from offset 0 */

@@ -16,7 +16,7 @@ const std::array COMMANDS = {
     Command{"amend", cmd_amend, "Update format-specific options of the image"},
     Command{"bitmap", cmd_bitmap, "Perform modifications of the persistent bitmap in the image"},
     Command{"check", cmd_check, "Check basic image integrity"},
-    Command{"commit", nullptr, "Commit image to its backing file"},
+    Command{"commit", cmd_commit, "Commit image to its backing file"},
     Command{"compare", cmd_compare, "Check if two images have the same contents"},
     Command{"convert", cmd_convert, "Copy one image to another with optional format conversion"},
     Command{"create", cmd_create, "Create and format new image file"},

@@ -194,27 +194,9 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
         }
     }
     std::uint64_t rate_limit = 0;
-    if (has("rate")) {
-        const std::string text = str("rate");
-        const SizeParse p = parse_qemu_size(text, ctx.profile.version);
-        // cvtnum_full's range: 0..INT64_MAX. 10.0 (Debian's parser) also calls a plain negative
-        // integer ("-1", " -5", "-0") out of range; 7.2 calls it invalid.
-        const bool newer = ctx.profile.version >= qemu_version(8, 0);
-        const auto first = text.find_first_not_of(" \t\n\r\f\v");
-        const bool negative_integer = first != std::string::npos && text[first] == '-' && first + 1 < text.size() &&
-                                      text.find_first_not_of("0123456789", first + 1) == std::string::npos;
-        const bool minus = text.find('-') != std::string::npos;
-        if ((p.status == ParseStatus::OutOfRange && !minus) || (p.status == ParseStatus::Ok && p.value > INT64_MAX) ||
-            (newer && negative_integer))
-            return report_error(ctx, "Invalid rate limit specified. Must be between 0 and 9223372036854775807.");
-        if (p.status != ParseStatus::Ok) {
-            if (newer)
-                return report_error(ctx, "Invalid rate limit specified: '" + text + "'.");
-            report_error(ctx, "Invalid rate limit specified. You may use k, M, G, T, P or E suffixes for");
-            return report_error(ctx, "kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
-        }
-        rate_limit = p.value;
-    }
+    if (has("rate"))
+        if (auto bad = parse_rate_limit(ctx, str("rate"), rate_limit))
+            return *bad;
     std::string options;
     if (has("target-options"))
         for (const auto& o : vm["target-options"].as<std::vector<std::string>>())

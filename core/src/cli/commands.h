@@ -23,6 +23,7 @@ const Command* find_command(std::string_view name);
 int cmd_bitmap(Context& ctx, std::span<const std::string> args);
 int cmd_amend(Context& ctx, std::span<const std::string> args);
 int cmd_check(Context& ctx, std::span<const std::string> args);
+int cmd_commit(Context& ctx, std::span<const std::string> args);
 int cmd_compare(Context& ctx, std::span<const std::string> args);
 int cmd_convert(Context& ctx, std::span<const std::string> args);
 int cmd_create(Context& ctx, std::span<const std::string> args);

@@ -207,4 +207,26 @@ bool apply_common_options(Context& ctx, const po::variables_map& vm) {
     return true;
 }
 
+std::optional<int> parse_rate_limit(Context& ctx, const std::string& text, std::uint64_t& out) {
+    const SizeParse p = parse_qemu_size(text, ctx.profile.version);
+    // cvtnum_full's range: 0..INT64_MAX. 10.0 (Debian's parser) also calls a plain negative
+    // integer ("-1", " -5", "-0") out of range; 7.2 calls it invalid.
+    const bool newer = ctx.profile.version >= qemu_version(8, 0);
+    const auto first = text.find_first_not_of(" \t\n\r\f\v");
+    const bool negative_integer = first != std::string::npos && text[first] == '-' && first + 1 < text.size() &&
+                                  text.find_first_not_of("0123456789", first + 1) == std::string::npos;
+    const bool minus = text.find('-') != std::string::npos;
+    if ((p.status == ParseStatus::OutOfRange && !minus) || (p.status == ParseStatus::Ok && p.value > INT64_MAX) ||
+        (newer && negative_integer))
+        return report_error(ctx, "Invalid rate limit specified. Must be between 0 and 9223372036854775807.");
+    if (p.status != ParseStatus::Ok) {
+        if (newer)
+            return report_error(ctx, "Invalid rate limit specified: '" + text + "'.");
+        report_error(ctx, "Invalid rate limit specified. You may use k, M, G, T, P or E suffixes for");
+        return report_error(ctx, "kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
+    }
+    out = p.value;
+    return std::nullopt;
+}
+
 } // namespace instar::cli

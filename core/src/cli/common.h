@@ -66,6 +66,10 @@ std::optional<int> refuse_unknown_long_options(Context& ctx, std::string_view co
                                                std::span<const std::string_view> known,
                                                std::span<const std::string_view> instar_own);
 
+// -r RATE (convert, commit): qemu's cvtnum("rate limit") in bytes per second, 0..INT64_MAX. On a bad
+// value, reports it in the profile's words and returns the exit status.
+std::optional<int> parse_rate_limit(Context& ctx, const std::string& text, std::uint64_t& out);
+
 // qemu's block cache modes (bdrv_parse_cache_mode's names), for -t and -T.
 bool valid_cache_mode(std::string_view mode);
 

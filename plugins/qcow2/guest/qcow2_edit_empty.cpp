@@ -1,11 +1,229 @@
 // qcow2: commit's emptying of the top image (qemu's bdrv_make_empty) (EditCommand::MakeEmpty, docs/edit.md).
+//
+// qemu's qcow2_make_empty rebuilds a v3 image without snapshots from scratch under the dirty bit
+// (make_completely_empty), which a crash leaves with broken refcounts. instar keeps the image's own
+// structures and orders the writes so that every kill point leaves a clean or merely leaky image:
+//   1. the L1 table is zeroed (every guest cluster now reads from the backing file, which holds the
+//      committed data already: the content is the same before and after);
+//   2. flush; every refcount block then drops the refcount of every cluster that is not the header,
+//      the L1 table, the refcount table or a refcount block (the old L2 tables and data: leaked
+//      after step 1, free after step 2);
+//   3. flush; the file ends after its last structure (freed clusters below it stay allocated in
+//      the file system; qemu's emptied image is header, refcount table, one block and the L1).
+// Images qemu empties with its slower discard loop (internal snapshots, persistent bitmaps,
+// encryption, an external data file) are refused with a reason.
 #include "qcow2_edit.h"
+
+#include "qcow2_bytes.h"
+#include "qcow2_header.h"
+#include "qcow2_read_reason.h"
 
 namespace instar::qcow2 {
 
+using guest::Status;
+
+namespace {
+
+constexpr uint64_t REFT_OFFSET_MASK = 0xfffffffffffffe00ull;
+// qemu's QCOW_MAX_REFTABLE_SIZE: the largest refcount table qemu opens.
+constexpr uint64_t EMPTY_MAX_REFTABLE_BYTES = 8u << 20;
+// L1 zeros are written this much at a time: one buffer, far below guest RAM.
+constexpr uint64_t EMPTY_ZERO_CHUNK = 1u << 20;
+
+Status refuse(guest::EditHost& host, const char* what) {
+    ReasonText r;
+    r.add("instar cannot empty a qcow2 image with ").add(what).add(" yet");
+    host.reason(r.data(), r.size());
+    return Status::Unsupported;
+}
+
+Status corrupt(guest::EditHost& host, const ReasonText& r) {
+    host.reason(r.data(), r.size());
+    return Status::Corrupt;
+}
+
+// In-place heap sort: the refcount block offsets, for ordered lookups (no libc in the guest).
+void sort(uint64_t* v, uint64_t n) {
+    auto sift = [v](uint64_t root, uint64_t end) {
+        while (2 * root + 1 < end) {
+            uint64_t child = 2 * root + 1;
+            if (child + 1 < end && v[child] < v[child + 1])
+                ++child;
+            if (v[root] >= v[child])
+                return;
+            const uint64_t t = v[root];
+            v[root] = v[child];
+            v[child] = t;
+            root = child;
+        }
+    };
+    for (uint64_t i = n / 2; i-- > 0;)
+        sift(i, n);
+    for (uint64_t end = n; end > 1; --end) {
+        const uint64_t t = v[0];
+        v[0] = v[end - 1];
+        v[end - 1] = t;
+        sift(0, end - 1);
+    }
+}
+
+// Copies refcount entry `index` (of `bits` bits) from `from` to `to`.
+void copy_entry(const uint8_t* from, uint8_t* to, uint64_t index, uint32_t bits) {
+    if (bits >= 8) {
+        const uint64_t bytes = bits / 8;
+        __builtin_memcpy(to + index * bytes, from + index * bytes, bytes);
+        return;
+    }
+    const uint64_t per_byte = 8 / bits;
+    const uint32_t shift = static_cast<uint32_t>((index % per_byte) * bits);
+    const uint8_t mask = static_cast<uint8_t>(((1u << bits) - 1) << shift);
+    uint8_t& b = to[index / per_byte];
+    b = static_cast<uint8_t>((b & ~mask) | (from[index / per_byte] & mask));
+}
+
+} // namespace
+
 guest::Status edit_empty(const guest::EditRequest& req, guest::EditHost& host) {
-    (void)req;
-    return guest::edit_refuse(host, "not implemented yet");
+    if (!req.writable || req.image == nullptr || req.allocator == nullptr)
+        return guest::edit_refuse(host, "the image is not open for writing", Status::Invalid);
+    guest::BlockDevice& dev = *req.image;
+    guest::Allocator& alloc = *req.allocator;
+    const uint64_t file = req.image_length;
+    Qcow2HeaderDisk disk{};
+    const size_t have = file < sizeof disk ? static_cast<size_t>(file) : sizeof disk;
+    if (have > 0 && dev.read(0, &disk, have) != Status::Ok)
+        return Status::IoError;
+    Qcow2Header h;
+    HeaderProblem why;
+    if (const Status st = qcow2_header_parse(disk, &h, &why); st != Status::Ok) {
+        host.reason(why.text, why.len);
+        return st;
+    }
+    if (h.crypt_method != 0)
+        return refuse(host, "encryption");
+    if (h.nb_snapshots != 0)
+        return refuse(host, "internal snapshots");
+    if (h.incompatible_features & QCOW2_INCOMPAT_DATA_FILE)
+        return refuse(host, "an external data file");
+    if (h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS)
+        return refuse(host, "persistent bitmaps");
+    if (h.incompatible_features & (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT))
+        return refuse(host, "the dirty or corrupt bit set");
+
+    const uint64_t cs = h.cluster_size();
+    auto in_file = [&](uint64_t offset, uint64_t bytes) {
+        return (offset & (cs - 1)) == 0 && offset >= cs && offset < file && bytes <= file - offset;
+    };
+    const uint64_t l1_bytes = uint64_t{h.l1_size} * 8;
+    if (h.l1_size > 0 && (!qcow2_table_offset_valid(h, h.l1_table_offset, h.l1_size, 8) ||
+                          !in_file(h.l1_table_offset, l1_bytes))) {
+        ReasonText r;
+        r.add("L1 table offset ").hex(h.l1_table_offset).add(" invalid or past the end of the image file");
+        return corrupt(host, r);
+    }
+    const uint64_t rt_bytes = uint64_t{h.refcount_table_clusters} * cs;
+    if (h.refcount_table_clusters == 0 || rt_bytes > EMPTY_MAX_REFTABLE_BYTES ||
+        !qcow2_table_offset_valid(h, h.refcount_table_offset, rt_bytes / 8, 8) ||
+        !in_file(h.refcount_table_offset, rt_bytes)) {
+        ReasonText r;
+        r.add("Refcount table offset ").hex(h.refcount_table_offset).add(" invalid or past the end of the image file");
+        return corrupt(host, r);
+    }
+
+    // The refcount table, and the sorted list of its blocks (every one inside the file).
+    auto* rt = static_cast<uint8_t*>(alloc.allocate(static_cast<size_t>(rt_bytes), 64));
+    auto* blocks = static_cast<uint64_t*>(alloc.allocate(static_cast<size_t>(rt_bytes / 8 * sizeof(uint64_t)), 8));
+    auto* old_rb = static_cast<uint8_t*>(alloc.allocate(static_cast<size_t>(cs), 64));
+    auto* new_rb = static_cast<uint8_t*>(alloc.allocate(static_cast<size_t>(cs), 64));
+    const uint64_t zero_len = cs > EMPTY_ZERO_CHUNK ? cs : EMPTY_ZERO_CHUNK;
+    auto* zeros = static_cast<uint8_t*>(alloc.allocate(static_cast<size_t>(zero_len), 64));
+    if (rt == nullptr || blocks == nullptr || old_rb == nullptr || new_rb == nullptr || zeros == nullptr)
+        return Status::NoMemory;
+    __builtin_memset(zeros, 0, static_cast<size_t>(zero_len));
+    if (dev.read(h.refcount_table_offset, rt, static_cast<size_t>(rt_bytes)) != Status::Ok)
+        return Status::IoError;
+    const uint64_t rt_entries = rt_bytes / 8;
+    uint64_t nblocks = 0;
+    for (uint64_t i = 0; i < rt_entries; ++i) {
+        const uint64_t off = load_be64(rt + i * 8) & REFT_OFFSET_MASK;
+        if (off == 0)
+            continue;
+        if (!in_file(off, cs)) {
+            ReasonText r;
+            r.add("Refblock offset ").hex(off).add(" invalid or past the end of the image file");
+            return corrupt(host, r);
+        }
+        blocks[nblocks++] = off;
+    }
+    sort(blocks, nblocks);
+
+    // 1. Every guest cluster now reads from the backing file.
+    for (uint64_t done = 0; done < l1_bytes;) {
+        const uint64_t n = l1_bytes - done < zero_len ? l1_bytes - done : zero_len;
+        if (const Status st = dev.write(h.l1_table_offset + done, zeros, static_cast<size_t>(n)); st != Status::Ok)
+            return st;
+        done += n;
+    }
+    if (const Status st = host.flush(dev); st != Status::Ok)
+        return st;
+
+    // 2. Only the structures that remain keep their refcounts. A structure's clusters: the header
+    // (cluster 0), the L1 table, the refcount table, each refcount block.
+    const uint32_t bits = uint32_t{1} << h.refcount_order;
+    const uint64_t rb_entries = cs * 8 / bits;
+    const uint64_t l1_first = h.l1_table_offset / cs, l1_end = (h.l1_table_offset + l1_bytes + cs - 1) / cs;
+    const uint64_t rt_first = h.refcount_table_offset / cs, rt_end = rt_first + h.refcount_table_clusters;
+    uint64_t kept_end = 1; // in clusters: the file's new end
+    if (h.l1_size > 0 && l1_end > kept_end)
+        kept_end = l1_end;
+    if (rt_end > kept_end)
+        kept_end = rt_end;
+    if (nblocks > 0 && blocks[nblocks - 1] / cs + 1 > kept_end)
+        kept_end = blocks[nblocks - 1] / cs + 1;
+    uint64_t next_block = 0; // blocks[] below this index lie before the current block's range
+    for (uint64_t i = 0; i < rt_entries; ++i) {
+        const uint64_t off = load_be64(rt + i * 8) & REFT_OFFSET_MASK;
+        if (off == 0)
+            continue;
+        if (dev.read(off, old_rb, static_cast<size_t>(cs)) != Status::Ok)
+            return Status::IoError;
+        __builtin_memset(new_rb, 0, static_cast<size_t>(cs));
+        const uint64_t lo = i * rb_entries, hi = lo + rb_entries;
+        auto keep_range = [&](uint64_t first, uint64_t end) {
+            for (uint64_t c = first > lo ? first : lo; c < end && c < hi; ++c)
+                copy_entry(old_rb, new_rb, c - lo, bits);
+        };
+        keep_range(0, 1);
+        if (h.l1_size > 0)
+            keep_range(l1_first, l1_end);
+        keep_range(rt_first, rt_end);
+        // Refcount blocks in [lo, hi): a binary search for the first, then in order.
+        uint64_t a = 0, b = nblocks;
+        while (a < b) {
+            const uint64_t m = a + (b - a) / 2;
+            if (blocks[m] / cs < lo)
+                a = m + 1;
+            else
+                b = m;
+        }
+        for (next_block = a; next_block < nblocks && blocks[next_block] / cs < hi; ++next_block)
+            keep_range(blocks[next_block] / cs, blocks[next_block] / cs + 1);
+        if (__builtin_memcmp(old_rb, new_rb, static_cast<size_t>(cs)) == 0)
+            continue;
+        if (const Status st = dev.write(off, new_rb, static_cast<size_t>(cs)); st != Status::Ok)
+            return st;
+    }
+    if (const Status st = host.flush(dev); st != Status::Ok)
+        return st;
+
+    // 3. The file ends after its last structure, as qemu's emptied image does.
+    uint64_t new_length = 0;
+    if (mul_overflow(kept_end, cs, &new_length))
+        return Status::Invalid;
+    if (new_length < file)
+        if (const Status st = host.set_length(dev, new_length, guest::Prealloc::Off); st != Status::Ok)
+            return st;
+    return Status::Ok;
 }
 
 } // namespace instar::qcow2

@@ -31,9 +31,6 @@ constexpr int ZLIB_DEFAULT_LEVEL = 6; // Z_DEFAULT_COMPRESSION, as qemu
 // qemu's QCOW_MAX_REFTABLE_SIZE: the largest refcount table qemu opens, so the most grown.
 constexpr uint64_t QCOW2_EXISTING_MAX_REFTABLE_BYTES = 8u << 20;
 
-// Writing into an image with a backing file needs that chain (set_backing): convert -n has none.
-constexpr const char BACKED[] = "into an existing qcow2 image with a backing file";
-
 class ExistingWriter final : public guest::ImageWriter {
 public:
     ExistingWriter(guest::BlockDevice& dev, guest::Allocator& alloc, guest::ReasonSink* reasons,
@@ -49,26 +46,50 @@ public:
 
     uint64_t cluster_size() const override { return cs_; }
     bool zero_init() const override { return false; } // an existing image: qemu asks for zeros
-    // The image's backing chain as it reads (rebase's safe mode passes the old chain): what a
-    // partly written unallocated cluster is filled with.
+    // The image's own backing chain (commit into a base that has one): copy-on-write reads from it.
     void set_backing(guest::ImageReader* backing) override { backing_ = backing; }
 
     Status write(uint64_t offset, const void* buf, size_t len) override {
         if (offset > h_.size || len > h_.size - offset)
             return Status::Invalid;
         if (has_backing_ && backing_ == nullptr)
-            return refuse(BACKED);
+            return refuse("into an existing qcow2 image with a backing file");
         const auto* src = static_cast<const uint8_t*>(buf);
+        // Pieces that go in place into host clusters lying one after the other are written with
+        // one request (a base written over its allocated clusters costs one write per run).
+        uint64_t run_host = 0, run_len = 0;
+        const uint8_t* run_src = nullptr;
         while (len > 0) {
             const uint64_t in = offset & (cs_ - 1);
-            uint64_t n = len < cs_ - in ? len : cs_ - in;
-            bool written = false;
-            if (in == 0 && len >= 2 * cs_) {
-                // Several whole clusters: appended together when none of them is allocated.
-                if (const Status st = write_run(offset, src, len / cs_, &n, &written); st != Status::Ok)
-                    return st;
-            }
-            if (!written) {
+            const uint64_t n = len < cs_ - in ? len : cs_ - in;
+            uint64_t at = 0, e = 0, host = 0;
+            if (const Status st = entry(offset, false, &at, &e, &host); st != Status::Ok)
+                return st;
+            if (host != 0 && !(e & QCOW_OFLAG_ZERO)) {
+                if (run_len == 0 || host + in != run_host + run_len) {
+                    if (run_len != 0)
+                        if (const Status st = dev_.write(run_host, run_src, static_cast<size_t>(run_len)); st != Status::Ok)
+                            return st;
+                    run_host = host + in;
+                    run_src = src;
+                    run_len = 0;
+                }
+                run_len += n;
+            } else {
+                if (run_len != 0)
+                    if (const Status st = dev_.write(run_host, run_src, static_cast<size_t>(run_len)); st != Status::Ok)
+                        return st;
+                run_len = 0;
+                if (in == 0 && n == cs_ && host == 0 && !(e & QCOW_OFLAG_ZERO)) {
+                    // Whole new clusters, as many as follow in this L2 table: allocated together.
+                    uint64_t k = 0;
+                    if (const Status st = append_clusters(offset, src, len / cs_, &k); st != Status::Ok)
+                        return st;
+                    offset += k * cs_;
+                    src += k * cs_;
+                    len -= k * cs_;
+                    continue;
+                }
                 if (const Status st = write_piece(offset, src, n); st != Status::Ok)
                     return st;
             }
@@ -76,18 +97,20 @@ public:
             src += n;
             len -= n;
         }
+        if (run_len != 0)
+            return dev_.write(run_host, run_src, static_cast<size_t>(run_len));
         return Status::Ok;
     }
 
-    Status write_zeroes(uint64_t offset, uint64_t len, bool) override {
+    Status write_zeroes(uint64_t offset, uint64_t len, bool may_unmap) override {
         if (offset > h_.size || len > h_.size - offset)
             return Status::Invalid;
         if (has_backing_ && backing_ == nullptr)
-            return refuse(BACKED);
+            return refuse("into an existing qcow2 image with a backing file");
         while (len > 0) {
             const uint64_t in = offset & (cs_ - 1);
             const uint64_t n = len < cs_ - in ? len : cs_ - in;
-            if (const Status st = zero_piece(offset, n); st != Status::Ok)
+            if (const Status st = zero_piece(offset, n, may_unmap); st != Status::Ok)
                 return st;
             offset += n;
             len -= n;
@@ -104,8 +127,10 @@ public:
         if ((offset & (cs_ - 1)) != 0 || offset > h_.size || len > h_.size - offset || len > cs_ ||
             (len != cs_ && offset + len != h_.size))
             return Status::Invalid;
+        // A compressed cluster is written whole, so nothing is copied from the backing chain; the
+        // chain must still be known (rebase -c hands it over; convert -n does not).
         if (has_backing_ && backing_ == nullptr)
-            return refuse(BACKED);
+            return refuse("into an existing qcow2 image with a backing file");
         if (h_.compression_type != QCOW2_COMPRESSION_TYPE_ZLIB)
             return refuse("zstd-compressed clusters into an existing qcow2 image");
         if (codecs_ == nullptr || codecs_->deflate == nullptr)
@@ -153,6 +178,10 @@ public:
         alloc_.deallocate(buf_, static_cast<size_t>(cs_));
         if (cbuf_ != nullptr)
             alloc_.deallocate(cbuf_, static_cast<size_t>(cs_));
+        if (zbuf_ != nullptr)
+            alloc_.deallocate(zbuf_, static_cast<size_t>(cs_));
+        if (l2c_ != nullptr)
+            alloc_.deallocate(l2c_, static_cast<size_t>(cs_));
         if (ebuf_ != nullptr)
             alloc_.deallocate(ebuf_, static_cast<size_t>(cs_));
         guest::arena_delete(alloc_, this);
@@ -179,7 +208,29 @@ private:
     Status write64(uint64_t offset, uint64_t v) {
         uint8_t b[8];
         store_be64(b, v);
-        return dev_.write(offset, b, 8);
+        const Status st = dev_.write(offset, b, 8);
+        if (st == Status::Ok && l2c_ != nullptr && offset >= l2c_off_ && offset - l2c_off_ <= cs_ - 8)
+            __builtin_memcpy(l2c_ + (offset - l2c_off_), b, 8); // the cached L2 table stays the file's
+        return st;
+    }
+    // An L2 entry at `at` (inside the L2 table cluster the caller checked), through a one-table cache.
+    Status l2_read(uint64_t at, uint64_t* v) {
+        const uint64_t table = at & ~(cs_ - 1);
+        if (l2c_ == nullptr) {
+            l2c_ = static_cast<uint8_t*>(alloc_.allocate(static_cast<size_t>(cs_), 64));
+            if (l2c_ == nullptr)
+                return Status::NoMemory;
+            l2c_off_ = UINT64_MAX;
+        }
+        if (l2c_off_ != table) {
+            if (dev_.read(table, l2c_, static_cast<size_t>(cs_)) != Status::Ok) {
+                l2c_off_ = UINT64_MAX;
+                return Status::IoError;
+            }
+            l2c_off_ = table;
+        }
+        *v = load_be64(l2c_ + (at - table));
+        return Status::Ok;
     }
     // A cluster-aligned host offset whose cluster lies inside the file.
     bool cluster_in_file(uint64_t host) const {
@@ -209,18 +260,30 @@ private:
             return st;
         block &= REFT_OFFSET_MASK;
         if (block == 0) {
-            // A new refcount block, appended; it counts itself where it covers itself.
+            // A new refcount block, appended, counted before the table names it (a kill in between
+            // leaves a leak, never a referenced cluster with refcount 0): inside itself where it
+            // covers itself, else in the block that covers it.
             block = next_;
             if (block > MAX_CLUSTER_OFFSET - cs_)
                 return Status::TooLarge;
             next_ += cs_;
             __builtin_memset(buf_, 0, static_cast<size_t>(cs_));
+            const uint64_t self = block >> cb_;
+            const bool covers_itself = self / rb_entries_ == rt_index;
+            if (covers_itself) {
+                const uint64_t i = self % rb_entries_;
+                if (refcount_bits_ < 8)
+                    buf_[i * refcount_bits_ / 8] = static_cast<uint8_t>(1u << ((i * refcount_bits_) % 8));
+                else
+                    buf_[(i + 1) * (refcount_bits_ / 8) - 1] = 1;
+            }
             if (const Status st = dev_.write(block, buf_, static_cast<size_t>(cs_)); st != Status::Ok)
                 return st;
             file_len_ = next_;
+            if (!covers_itself)
+                if (const Status st = set_refcount(block, 1, depth + 1); st != Status::Ok)
+                    return st;
             if (const Status st = write64(h_.refcount_table_offset + rt_index * 8, block); st != Status::Ok)
-                return st;
-            if (const Status st = set_refcount(block, 1, depth + 1); st != Status::Ok)
                 return st;
         } else if (!cluster_in_file(block) || overlaps_metadata(block)) {
             ReasonText r;
@@ -336,6 +399,8 @@ private:
             __builtin_memset(buf_, 0, static_cast<size_t>(cs_));
             if (const Status st = dev_.write(l2, buf_, static_cast<size_t>(cs_)); st != Status::Ok)
                 return st;
+            if (l2c_off_ == l2)
+                l2c_off_ = UINT64_MAX;
             file_len_ = next_;
             if (const Status st = write64(h_.l1_table_offset + l1_index * 8, l2 | QCOW_OFLAG_COPIED); st != Status::Ok)
                 return st;
@@ -358,7 +423,7 @@ private:
             return Status::Ok;
         const uint64_t index = (guest >> cb_) & (l2_entries_ - 1);
         *at = l2 + index * 8;
-        if (const Status st = read64(*at, e); st != Status::Ok)
+        if (const Status st = l2_read(*at, e); st != Status::Ok)
             return st;
         if (*e & QCOW_OFLAG_COMPRESSED)
             return refuse("over compressed clusters of an existing qcow2 image");
@@ -383,85 +448,6 @@ private:
         return Status::Ok;
     }
 
-    // Refcount 1 for the `count` clusters from host offset `host`: one write per refcount block
-    // where the block exists (entries of 8 bits or more), else cluster by cluster (set_refcount
-    // makes blocks and grows the table).
-    Status set_refcounts_run(uint64_t host, uint64_t count) {
-        uint64_t i = 0;
-        while (i < count) {
-            const uint64_t cluster = (host >> cb_) + i;
-            const uint64_t rt_index = cluster / rb_entries_;
-            const uint64_t index = cluster % rb_entries_;
-            const uint64_t k = count - i < rb_entries_ - index ? count - i : rb_entries_ - index;
-            uint64_t block = 0;
-            if (refcount_bits_ >= 8 && rt_index < rt_entries_) {
-                if (const Status st = read64(h_.refcount_table_offset + rt_index * 8, &block); st != Status::Ok)
-                    return st;
-                block &= REFT_OFFSET_MASK;
-                if (block != 0 && (!cluster_in_file(block) || overlaps_metadata(block)))
-                    block = 0; // set_refcount reports it
-            }
-            if (block == 0) {
-                for (uint64_t j = 0; j < k; ++j)
-                    if (const Status st = set_refcount((cluster + j) << cb_, 1, 0); st != Status::Ok)
-                        return st;
-            } else {
-                const uint32_t bytes = refcount_bits_ / 8;
-                // k * bytes <= rb_entries_ * bytes = one cluster: buf_ holds it.
-                __builtin_memset(buf_, 0, static_cast<size_t>(k * bytes));
-                for (uint64_t j = 0; j < k; ++j)
-                    buf_[j * bytes + bytes - 1] = 1;
-                if (const Status st = dev_.write(block + index * bytes, buf_, static_cast<size_t>(k * bytes));
-                    st != Status::Ok)
-                    return st;
-            }
-            i += k;
-        }
-        return Status::Ok;
-    }
-
-    // Up to `clusters` whole clusters from `guest` (cluster-aligned) inside one L2 table, when every
-    // one of them is unallocated (entry 0): appended as one run (refcounts, data, then the L2
-    // entries, each one write). *written says whether it did; *n is the bytes it covered.
-    Status write_run(uint64_t guest, const uint8_t* src, uint64_t clusters, uint64_t* n, bool* written) {
-        *written = false;
-        const uint64_t index = (guest >> cb_) & (l2_entries_ - 1);
-        uint64_t k = clusters < l2_entries_ - index ? clusters : l2_entries_ - index;
-        if (k < 2)
-            return Status::Ok;
-        uint64_t l2 = 0;
-        if (const Status st = l2_table(guest, true, &l2); st != Status::Ok)
-            return st;
-        if (ebuf_ == nullptr) {
-            ebuf_ = static_cast<uint8_t*>(alloc_.allocate(static_cast<size_t>(cs_), 64));
-            if (ebuf_ == nullptr)
-                return Status::NoMemory;
-        }
-        if (const Status st = dev_.read(l2 + index * 8, ebuf_, static_cast<size_t>(k * 8)); st != Status::Ok)
-            return st;
-        for (uint64_t i = 0; i < k; ++i)
-            if (load_be64(ebuf_ + i * 8) != 0)
-                return Status::Ok; // something is there: cluster by cluster
-        uint64_t bytes = 0;
-        if (__builtin_mul_overflow(k, cs_, &bytes) || next_ > MAX_CLUSTER_OFFSET - bytes)
-            return Status::TooLarge;
-        const uint64_t at = next_;
-        next_ += bytes;
-        if (const Status st = set_refcounts_run(at, k); st != Status::Ok)
-            return st;
-        if (const Status st = dev_.write(at, src, static_cast<size_t>(bytes)); st != Status::Ok)
-            return st;
-        if (at + bytes > file_len_)
-            file_len_ = at + bytes;
-        for (uint64_t i = 0; i < k; ++i)
-            store_be64(ebuf_ + i * 8, (at + i * cs_) | QCOW_OFLAG_COPIED);
-        if (const Status st = dev_.write(l2 + index * 8, ebuf_, static_cast<size_t>(k * 8)); st != Status::Ok)
-            return st;
-        *n = bytes;
-        *written = true;
-        return Status::Ok;
-    }
-
     Status write_piece(uint64_t guest, const uint8_t* src, uint64_t n) {
         uint64_t at = 0, e = 0, host = 0;
         if (const Status st = entry(guest, true, &at, &e, &host); st != Status::Ok)
@@ -469,19 +455,23 @@ private:
         const uint64_t in = guest & (cs_ - 1);
         if (host != 0 && !(e & QCOW_OFLAG_ZERO))
             return dev_.write(host + in, src, static_cast<size_t>(n)); // allocated: in place
-        // A zero-flagged cluster reads as zeros, an unallocated one as zeros or, with a backing
-        // file, as the backing chain: the whole cluster is written, the request's bytes over that.
+        // A zero-flagged cluster reads as zeros, an unallocated one as the backing file (zeros
+        // without one): the whole cluster is written, the request's bytes over that.
         const bool fresh = host == 0;
-        if (fresh) { // (allocating may use buf_ for a new refcount block: before buf_ is filled)
+        if (fresh) {
             if (const Status st = allocate(&host); st != Status::Ok)
                 return st;
         }
         const uint8_t* data = src;
         if (n != cs_) {
             __builtin_memset(buf_, 0, static_cast<size_t>(cs_));
-            if (fresh && has_backing_) {
-                if (const Status st = backing_fill(guest - in); st != Status::Ok)
-                    return st;
+            if (fresh && !(e & QCOW_OFLAG_ZERO) && backing_ != nullptr) {
+                const uint64_t start = guest - in, bsize = backing_->virtual_size();
+                if (start < bsize) {
+                    const uint64_t len = bsize - start < cs_ ? bsize - start : cs_;
+                    if (const Status st = backing_->read(start, buf_, static_cast<size_t>(len)); st != Status::Ok)
+                        return st;
+                }
             }
             __builtin_memcpy(buf_ + in, src, static_cast<size_t>(n));
             data = buf_;
@@ -493,27 +483,132 @@ private:
         return write64(at, host | QCOW_OFLAG_COPIED);
     }
 
-    Status zero_piece(uint64_t guest, uint64_t n) {
+    // Up to `max` whole clusters from `guest` on that are unallocated (not zero-flagged) in one L2
+    // table, appended as one run: their refcounts first, then the data (one request), then their L2
+    // entries (one request). A kill between the steps leaves leaked clusters at worst. *done >= 1.
+    Status append_clusters(uint64_t guest, const uint8_t* src, uint64_t max, uint64_t* done) {
+        uint64_t at0 = 0, e = 0, host = 0;
+        if (const Status st = entry(guest, true, &at0, &e, &host); st != Status::Ok)
+            return st;
+        if (host != 0 || (e & QCOW_OFLAG_ZERO) || at0 == 0)
+            return Status::Invalid; // the caller saw it unallocated
+        const uint64_t room = l2_entries_ - ((guest >> cb_) & (l2_entries_ - 1));
+        uint64_t k = 1;
+        while (k < max && k < room) {
+            uint64_t at = 0;
+            if (const Status st = entry(guest + k * cs_, false, &at, &e, &host); st != Status::Ok)
+                return st;
+            if (host != 0 || (e & QCOW_OFLAG_ZERO) || at != at0 + k * 8)
+                break;
+            ++k;
+        }
+        uint64_t bytes = 0;
+        if (__builtin_mul_overflow(k, cs_, &bytes) || next_ > MAX_CLUSTER_OFFSET - bytes)
+            return Status::TooLarge;
+        const uint64_t first = next_;
+        next_ += bytes;
+        for (uint64_t i = 0; i < k;) {
+            uint64_t m = 0;
+            if (const Status st = set_refcounts_one(first + i * cs_, k - i, &m); st != Status::Ok)
+                return st;
+            i += m;
+        }
+        if (const Status st = dev_.write(first, src, static_cast<size_t>(bytes)); st != Status::Ok)
+            return st;
+        if (first + bytes > file_len_)
+            file_len_ = first + bytes;
+        if (ebuf_ == nullptr) {
+            ebuf_ = static_cast<uint8_t*>(alloc_.allocate(static_cast<size_t>(cs_), 64));
+            if (ebuf_ == nullptr)
+                return Status::NoMemory;
+        }
+        for (uint64_t i = 0; i < k; ++i)
+            store_be64(ebuf_ + i * 8, (first + i * cs_) | QCOW_OFLAG_COPIED);
+        if (const Status st = dev_.write(at0, ebuf_, static_cast<size_t>(k * 8)); st != Status::Ok)
+            return st;
+        if (l2c_ != nullptr && at0 >= l2c_off_ && at0 - l2c_off_ + k * 8 <= cs_)
+            __builtin_memcpy(l2c_ + (at0 - l2c_off_), ebuf_, static_cast<size_t>(k * 8));
+        *done = k;
+        return Status::Ok;
+    }
+
+    // Refcount 1 for up to `count` clusters from `host` on that share one refcount block: the first
+    // through set_refcount (which makes the block, or grows the table, when needed), the rest with one
+    // read and one write of their entries. *done: how many.
+    Status set_refcounts_one(uint64_t host, uint64_t count, uint64_t* done) {
+        if (const Status st = set_refcount(host, 1, 0); st != Status::Ok)
+            return st;
+        const uint64_t cluster = host >> cb_;
+        const uint64_t index = cluster % rb_entries_;
+        const uint64_t m = count < rb_entries_ - index ? count : rb_entries_ - index;
+        *done = m;
+        if (m == 1)
+            return Status::Ok;
+        uint64_t block = 0;
+        if (const Status st = read64(h_.refcount_table_offset + (cluster / rb_entries_) * 8, &block); st != Status::Ok)
+            return st;
+        block &= REFT_OFFSET_MASK;
+        if (!cluster_in_file(block))
+            return Status::Corrupt;
+        // Entries index+1 .. index+m-1, as whole bytes (sub-byte widths: the bytes that hold them).
+        const uint64_t lo = (index + 1) * refcount_bits_ / 8, hi = ((index + m) * refcount_bits_ + 7) / 8;
+        if (dev_.read(block + lo, buf_, static_cast<size_t>(hi - lo)) != Status::Ok)
+            return Status::IoError;
+        for (uint64_t i = index + 1; i < index + m; ++i) {
+            if (refcount_bits_ >= 8) {
+                const uint32_t b = refcount_bits_ / 8;
+                uint8_t* p = buf_ + i * b - lo;
+                __builtin_memset(p, 0, b);
+                p[b - 1] = 1;
+            } else {
+                const uint64_t bit = i * refcount_bits_;
+                uint8_t& byte = buf_[bit / 8 - lo];
+                const uint32_t shift = static_cast<uint32_t>(bit % 8);
+                const uint32_t mask = ((1u << refcount_bits_) - 1) << shift;
+                byte = static_cast<uint8_t>((byte & ~mask) | ((1u << shift) & mask));
+            }
+        }
+        return dev_.write(block + lo, buf_, static_cast<size_t>(hi - lo));
+    }
+
+    Status zero_piece(uint64_t guest, uint64_t n, bool may_unmap) {
         uint64_t at = 0, e = 0, host = 0;
         if (const Status st = entry(guest, false, &at, &e, &host); st != Status::Ok)
             return st;
-        if (host == 0 && has_backing_)
-            return refuse("zeros over a backing file into an existing qcow2 image");
-        if (host == 0 || (e & QCOW_OFLAG_ZERO))
-            return Status::Ok; // reads as zeros already (unallocated without a backing file, or zero)
+        if (e & QCOW_OFLAG_ZERO)
+            return Status::Ok; // reads as zeros already
+        if (host == 0 && backing_ == nullptr)
+            return Status::Ok; // unallocated without a backing file: zeros already
+        if (host == 0) {
+            // Unallocated over a backing file: a zero cluster (v3, whole clusters), else zeros
+            // written over the backing file's data (copy-on-write as any partial write).
+            if (n == cs_ && h_.version >= 3) {
+                if (const Status st = entry(guest, true, &at, &e, &host); st != Status::Ok)
+                    return st;
+                return write64(at, QCOW_OFLAG_ZERO);
+            }
+            if (zbuf_ == nullptr) {
+                zbuf_ = static_cast<uint8_t*>(alloc_.allocate(static_cast<size_t>(cs_), 64));
+                if (zbuf_ == nullptr)
+                    return Status::NoMemory;
+                __builtin_memset(zbuf_, 0, static_cast<size_t>(cs_));
+            }
+            return write_piece(guest, zbuf_, n);
+        }
+        if (n == cs_ && h_.version >= 3 && may_unmap) {
+            // qemu's zero_in_l2_slice with unmap: the entry becomes a plain zero cluster, then the
+            // host cluster is freed (a kill in between leaks it) and discarded in the file.
+            if (const Status st = write64(at, QCOW_OFLAG_ZERO); st != Status::Ok)
+                return st;
+            if (const Status st = set_refcount(host, 0, 0); st != Status::Ok)
+                return st;
+            const Status st = dev_.discard(host, cs_);
+            return st == Status::Unsupported ? Status::Ok : st;
+        }
         if (n == cs_ && h_.version >= 3)
             return write64(at, host | QCOW_OFLAG_COPIED | QCOW_OFLAG_ZERO);
         __builtin_memset(buf_, 0, static_cast<size_t>(n));
         return dev_.write(host + (guest & (cs_ - 1)), buf_, static_cast<size_t>(n));
-    }
-
-    // buf_[0, cs_) = the backing chain's bytes of the cluster at `guest` (zeros past its end).
-    Status backing_fill(uint64_t guest) {
-        const uint64_t bsize = backing_->virtual_size();
-        if (guest >= bsize)
-            return Status::Ok;
-        const uint64_t len = bsize - guest < cs_ ? bsize - guest : cs_;
-        return backing_->read(guest, buf_, static_cast<size_t>(len));
     }
 
     guest::BlockDevice& dev_;
@@ -526,7 +621,12 @@ private:
     uint64_t l2_entries_;
     uint8_t* buf_;            // one cluster
     uint8_t* cbuf_ = nullptr; // -c: compressed output, one cluster
-    uint8_t* ebuf_ = nullptr; // a run's L2 entries, one cluster
+    uint8_t* zbuf_ = nullptr; // zeros, one cluster (zeroing over a backing file)
+    uint8_t* ebuf_ = nullptr; // a run of new L2 entries, one cluster
+    uint8_t* l2c_ = nullptr;  // the last L2 table read, one cluster, kept equal to the file's
+    uint64_t l2c_off_ = UINT64_MAX;
+    bool has_backing_;
+    guest::ImageReader* backing_ = nullptr;
     uint64_t file_len_ = 0;
     uint64_t next_ = 0; // where the next appended cluster goes
     uint32_t refcount_bits_ = 16;
@@ -534,8 +634,6 @@ private:
     uint64_t rt_entries_ = 0;
     uint64_t l1_index_ = UINT64_MAX; // the last L1 entry looked up, and its L2 table
     uint64_t l2_offset_ = 0;
-    bool has_backing_ = false;
-    guest::ImageReader* backing_ = nullptr;
 };
 
 Status refuse_open(guest::ReasonSink* reasons, const char* what) {
@@ -563,6 +661,8 @@ Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
             req.reasons->reason(why.text, why.len);
         return st;
     }
+    // A backing file: the writer needs it for copy-on-write (ImageWriter::set_backing, commit into
+    // a base that has one); without it, the first write is refused.
     if (h.crypt_method != 0)
         return refuse_open(req.reasons, "encryption");
     if (h.nb_snapshots != 0)

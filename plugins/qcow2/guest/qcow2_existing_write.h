@@ -11,10 +11,12 @@
 //   - -c: a cluster that shrinks is stored compressed where nothing is allocated (qemu's EIO
 //     otherwise), in a host cluster of its own;
 //   - zeros leave unallocated and zero clusters alone; a whole allocated cluster gets the zero flag
-//     (v3, the cluster stays allocated where qemu unmaps it) or zeros written (v2, partial ranges).
-// With a backing file, writes need the chain given to set_backing (rebase's safe mode; refused
-// without it, as convert -n): a partly written unallocated cluster is filled from it, and zeros
-// over an unallocated cluster are refused.
+//     (v3; with may_unmap, as qemu, a plain zero cluster and the host cluster freed and discarded)
+//     or zeros written (v2, partial ranges).
+// With a backing file, the caller must hand the writer that file's chain (set_backing, as commit
+// does into a base that has one): partial writes into unallocated clusters copy the rest from it and
+// zeros over it become zero clusters (rebase's safe mode hands over the old chain the same way);
+// without it, the first write is refused (convert -n).
 // Refused with a reason (Unsupported): encryption, internal snapshots, external
 // data files, extended L2 entries, persistent bitmaps, dirty or corrupt images, and compressed
 // clusters in the written range. A refcount table too small for the new clusters is grown (a

@@ -129,18 +129,26 @@ TEST_CASE("qcow2 existing writer: in place, appended clusters with refcounts, ze
     // The appended cluster's refcount (16-bit entries in the block at 0x20000) is 1.
     CHECK(qcow2::load_be16(img.data() + 0x20000 + 2 * (end / CS)) == 1);
 
-    // Zeroing the whole allocated cluster sets the zero flag and keeps the allocation.
+    // Zeroing the whole allocated cluster without may_unmap sets the zero flag and keeps the
+    // allocation; with it (qemu's unmap), the entry is a plain zero cluster and the host cluster free.
+    Opened k(img);
+    REQUIRE(k.status == Status::Ok);
+    REQUIRE(k.w->write_zeroes(CS, CS, false) == Status::Ok);
+    const auto kimg = k.file.bytes();
+    const std::uint64_t l1_off = be64(kimg, 40);
+    const std::uint64_t l2_off = be64(kimg, l1_off) & 0x00fffffffffffe00ull;
+    CHECK((be64(kimg, l2_off + 8) & 1) == 1);
+    CHECK((be64(kimg, l2_off + 8) & COPIED) != 0);
+    const std::uint64_t host = be64(img, l2_off + 8) & 0x00fffffffffffe00ull;
     Opened z(img);
     REQUIRE(z.status == Status::Ok);
     REQUIRE(z.w->write_zeroes(CS, CS, true) == Status::Ok);
     const auto zimg = z.file.bytes();
-    const std::uint64_t l1_off = be64(zimg, 40);
-    const std::uint64_t l2_off = be64(zimg, l1_off) & 0x00fffffffffffe00ull;
-    CHECK((be64(zimg, l2_off + 8) & 1) == 1);
-    CHECK((be64(zimg, l2_off + 8) & COPIED) != 0);
-    const auto zdisk = read_disk(zimg);
+    CHECK(be64(zimg, l2_off + 8) == 1);
+    CHECK(qcow2::load_be16(zimg.data() + 0x20000 + 2 * (host / CS)) == 0);
     std::memset(expect.data() + CS, 0, CS);
-    CHECK(zdisk == expect);
+    CHECK(read_disk(kimg) == expect);
+    CHECK(read_disk(zimg) == expect);
 }
 
 TEST_CASE("qcow2 existing writer: a missing L2 table and refcount block are appended") {

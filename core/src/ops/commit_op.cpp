@@ -1,0 +1,262 @@
+// commit's host side: the chain opened, the base found and reopened for writing, one sandbox run
+// that copies, fsync, then the top emptied through the shared edit path (docs/commit.md).
+#include "ops/commit_op.h"
+
+#include "ops/atomic_output.h"
+#include "ops/edit_op.h"
+#include "ops/guest_info_runner.h"
+#include "ops/guest_module.h"
+#include "ops/image_table.h"
+#include "ops/info_op.h"
+
+#include <instar/guest/edit_resize.h>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <thread>
+
+namespace instar {
+namespace {
+
+// Copying runs at disk speed. The watchdog bounds a guest that stops making progress: a minute, plus
+// one second per 16 MiB of the top's virtual disk (far slower than any disk), as convert's.
+constexpr std::chrono::milliseconds COMMIT_BASE_TIMEOUT{60'000};
+constexpr std::uint64_t COMMIT_BYTES_PER_SECOND = 16u << 20;
+
+bool cache_is_direct(const std::string& mode) { return mode == "none" || mode == "off" || mode == "directsync"; }
+bool cache_flushes(const std::string& mode) { return mode != "unsafe"; }
+
+// Formats whose qemu driver has bdrv_make_empty (qcow2; qcow and vdi are not instar formats). For the
+// others qemu's blk_make_empty fails with ENOTSUP, which qemu-img commit ignores.
+bool can_make_empty(const std::string& format) { return format == "qcow2"; }
+
+// qemu's bdrv_find_backing_image for a plain file name: `name`, relative to the directory of the image
+// that names each candidate, resolved (realpath) and compared with the candidate's own file.
+std::optional<std::size_t> find_base(const OpenedChain& chain, const std::string& name) {
+    namespace fs = std::filesystem;
+    for (std::size_t i = 1; i < chain.links.size(); ++i) {
+        const fs::path overlay = chain.links[i - 1].image.display;
+        const fs::path wanted = fs::path(name).is_absolute() ? fs::path(name) : overlay.parent_path() / name;
+        std::error_code ec;
+        const fs::path real = fs::canonical(wanted, ec);
+        if (ec)
+            continue;
+        if (real == chain.links[i].image.path)
+            return i;
+    }
+    return std::nullopt;
+}
+
+struct Fd {
+    int fd = -1;
+    Fd() = default;
+    Fd(const Fd&) = delete;
+    Fd& operator=(const Fd&) = delete;
+    ~Fd() {
+        if (fd >= 0)
+            ::close(fd);
+    }
+};
+
+// The base info inspected, opened again for writing: the same device, inode and size (the path policy
+// allowed it; qemu-img commit writes into it as well).
+Expected<bool> reopen_base(const ChainLink& base, std::uint64_t size, Fd& out) {
+    out.fd = ::open(base.image.path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (out.fd < 0)
+        return Error{"Could not reopen '" + base.name + "' for writing: " + std::strerror(errno)};
+    struct stat st {};
+    if (::fstat(out.fd, &st) != 0 || static_cast<std::uint64_t>(st.st_dev) != base.image.device ||
+        static_cast<std::uint64_t>(st.st_ino) != base.image.inode ||
+        static_cast<std::uint64_t>(st.st_size) != size)
+        return Error{"Could not reopen '" + base.name + "' for writing: the file changed while it was inspected"};
+    return true;
+}
+
+std::string failure_message(const std::vector<const ChainLink*>& table, const vmm::RunResult& run) {
+    std::string reason;
+    std::optional<instar_convert_failure> failure;
+    for (const auto& rec : run.records) {
+        if (rec.type == INSTAR_REC_REASON && reason.empty())
+            reason = printable_reason(std::string(rec.data.begin(), rec.data.end()));
+        else if (rec.type == INSTAR_REC_CONVERT_FAILURE && rec.data.size() == sizeof(instar_convert_failure) &&
+                 !failure) {
+            instar_convert_failure f{};
+            std::memcpy(&f, rec.data.data(), sizeof f);
+            failure = f;
+        }
+    }
+    if (!run.host_error.empty())
+        return "Error while committing: " + run.host_error;
+    if (reason.empty())
+        reason = status_message(static_cast<guest::Status>(run.exit_status));
+    if (failure && failure->phase == INSTAR_CONVERT_PHASE_OPEN && failure->image < table.size()) {
+        const std::string& name = table[failure->image]->name;
+        for (std::size_t at; (at = reason.find("{image}")) != std::string::npos;)
+            reason.replace(at, 7, name);
+        if (reason.find("existing image of this format") != std::string::npos)
+            reason = "instar cannot write into an existing " + table[failure->image]->node.format + " image yet";
+        return "Could not open '" + name + "': " + reason;
+    }
+    return "Error while committing: " + reason;
+}
+
+} // namespace
+
+Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugins, vmm::SandboxConfig sandbox,
+                            std::uint32_t qemu_version) {
+    auto runner = make_sandbox_info_runner(sandbox, qemu_version);
+    if (!runner)
+        return Error{runner.error()};
+    OpenedChain chain;
+    InfoOptions io;
+    io.filename = spec.filename;
+    io.format = spec.format;
+    io.backing_chain = true;
+    io.unsafe_quirks = spec.unsafe_quirks;
+    io.allow_paths = spec.allow_paths;
+    if (auto opened = open_chain(io, plugins, *runner, chain); !opened)
+        return Error{opened.error()};
+
+    std::size_t base = 1;
+    if (spec.base) {
+        auto found = find_base(chain, *spec.base);
+        if (!found)
+            return Error{"Did not find '" + *spec.base + "' in the backing chain of '" + spec.filename + "'"};
+        base = *found;
+    } else if (chain.links.size() < 2) {
+        return Error{"Image does not have a backing file"};
+    }
+    for (std::size_t i = 0; i <= base; ++i)
+        if (!((*chain.links[i].plugin)->capabilities & CAP_CONVERT))
+            return Error{"Could not open '" + chain.links[i].name + "': instar cannot read the data of " +
+                         std::string((*chain.links[i].plugin)->name) + " images yet"};
+    const ChainLink& top = chain.links.front();
+    const ChainLink& base_link = chain.links[base];
+    // Refused before anything is written: the base would be committed and the top left full.
+    if (!spec.drop && can_make_empty(top.node.format) && !top.node.snapshots.empty())
+        return Error{"instar cannot empty a qcow2 image with internal snapshots yet (commit with -d keeps the top)"};
+    if (!base_link.files.empty())
+        return Error{"Could not open '" + base_link.name + "': instar cannot write into an existing " +
+                     base_link.node.format + " image made of several files yet"};
+
+    // qemu's active commit first grows a smaller base to the top's size (mirror_run:
+    // blk_co_truncate); instar through the format's in-place resize (EditCommand::Resize). A crash
+    // after it leaves a larger base whose new tail reads as zeros, as the top read it before.
+    std::uint64_t base_file_size = base_link.image.size;
+    if (base_link.node.virtual_size < top.node.virtual_size) {
+        guest::ResizeArgs r{};
+        r.new_size = top.node.virtual_size;
+        r.old_size = base_link.node.virtual_size;
+        r.prealloc = static_cast<std::uint32_t>(guest::Prealloc::Off);
+        EditCall call;
+        call.link = &base_link;
+        call.filename = base_link.name;
+        call.command = guest::EditCommand::Resize;
+        append_bytes(call.args, &r, 1);
+        auto grown = run_edit(call, sandbox, qemu_version);
+        const std::string head_text = "instar cannot grow the base image '" + base_link.name + "' (" +
+                                      std::to_string(base_link.node.virtual_size) + " bytes) to the size of '" +
+                                      spec.filename + "' (" + std::to_string(top.node.virtual_size) + " bytes): ";
+        if (!grown)
+            return Error{head_text + grown.error()};
+        if (grown->status != guest::Status::Ok)
+            return Error{head_text + (grown->reason.empty() ? status_message(grown->status) : grown->reason)};
+        struct stat st {};
+        if (::stat(base_link.image.path.c_str(), &st) != 0)
+            return Error{"Could not open '" + base_link.name + "': " + std::strerror(errno)};
+        base_file_size = static_cast<std::uint64_t>(st.st_size);
+        // The table below gives the base's reader the file as it is now.
+        chain.links[base].image.size = base_file_size;
+        chain.links[base].node.virtual_size = top.node.virtual_size;
+    }
+    ImageTable table; // device 0: the plan
+    auto top_index = table.add_chain(chain);
+    if (!top_index)
+        return Error{top_index.error()};
+    if (auto ok = table.check_limits("commit"); !ok)
+        return Error{ok.error()};
+
+    Fd base_fd;
+    if (auto ok = reopen_base(base_link, base_file_size, base_fd); !ok)
+        return Error{ok.error()};
+    if (cache_is_direct(spec.cache))
+        if (auto ok = AtomicFiles::make_direct(base_fd.fd, base_link.name); !ok)
+            return Error{ok.error()};
+    instar_commit_plan head{};
+    head.magic = INSTAR_COMMIT_PLAN_MAGIC;
+    head.image_count = static_cast<std::uint32_t>(table.images.size());
+    head.base = static_cast<std::uint32_t>(base);
+    head.target_device = static_cast<std::uint32_t>(table.devices.size());
+    head.base_length = base_file_size;
+    head.flags = spec.progress || spec.rate_limit != 0 ? INSTAR_COMMIT_PROGRESS : 0u;
+    head.qemu_version = qemu_version;
+    // raw's base is its data: a fixed-size device (to its last whole sector), as convert -n's target.
+    const bool fixed = base_link.node.format == "raw";
+    table.devices.push_back(fixed ? vmm::Device{base_fd.fd, (base_file_size + 511) / 512 * 512, true, false}
+                                  : vmm::output_device(base_fd.fd));
+    table.devices.back().direct = cache_is_direct(spec.cache);
+    std::vector<std::uint8_t> bytes;
+    append_bytes(bytes, &head, 1);
+    append_bytes(bytes, table.images.data(), table.images.size());
+    PlanFile plan_file;
+    auto plan_device = plan_file.write(bytes);
+    if (!plan_device)
+        return Error{plan_device.error()};
+    table.devices[0] = *plan_device;
+    if (auto ok = table.check_limits("commit"); !ok)
+        return Error{ok.error()};
+
+    const std::uint64_t size = top.node.virtual_size;
+    auto budget = COMMIT_BASE_TIMEOUT + std::chrono::seconds(size / COMMIT_BYTES_PER_SECOND);
+    if (spec.rate_limit != 0)
+        budget += std::chrono::seconds(size / spec.rate_limit + 1);
+    if (sandbox.timeout < budget)
+        sandbox.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(budget);
+    // -r: the guest reports the bytes copied so far after each request; the host (the caller's thread)
+    // holds it there until those bytes fit the rate, as qemu's block-job throttle does.
+    const auto started = std::chrono::steady_clock::now();
+    if (head.flags & INSTAR_COMMIT_PROGRESS)
+        sandbox.progress = [&](std::uint64_t done, std::uint64_t all) {
+            if (spec.rate_limit != 0)
+                std::this_thread::sleep_until(started + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                                            std::chrono::duration<double>(
+                                                                static_cast<double>(done) /
+                                                                static_cast<double>(spec.rate_limit))));
+            if (spec.progress)
+                spec.progress(done, all);
+        };
+    const instar_commit_arg arg{0, 0};
+    // SAFETY: instar_commit_arg is a trivially-copyable ABI struct with no padding (static_assert).
+    const auto* a = reinterpret_cast<const std::uint8_t*>(&arg);
+    auto run = vmm::run(sandbox, table.devices, table.modules, INSTAR_OP_COMMIT, {a, sizeof arg});
+    if (!run)
+        return Error{"Error while committing: " + run.error().message};
+    if (run->exit_status != 0 || !run->host_error.empty())
+        return Error{failure_message(table.links, run.value())};
+    // The data is in the base before the top loses it: a crash from here on finds it there.
+    if (cache_flushes(spec.cache) && ::fsync(base_fd.fd) != 0)
+        return Error{"Could not flush '" + base_link.name + "': " + std::strerror(errno)};
+
+    if (spec.drop || !can_make_empty(top.node.format))
+        return true;
+    EditCall call;
+    call.link = &top;
+    call.filename = spec.filename;
+    call.command = guest::EditCommand::MakeEmpty;
+    auto emptied = run_edit(call, sandbox, qemu_version);
+    if (!emptied)
+        return Error{emptied.error()};
+    if (emptied->status != guest::Status::Ok) {
+        const std::string why =
+            emptied->reason.empty() ? status_message(emptied->status) : emptied->reason;
+        return Error{"Failed to empty " + top.image.display + ": " + why};
+    }
+    return true;
+}
+
+} // namespace instar

@@ -1,0 +1,38 @@
+// `commit` as an operation: open the top image's whole chain (through the path policy), find the base
+// (-b or the immediate backing file), reopen the base for writing, copy everything allocated above it
+// into it in one sandbox run (INSTAR_OP_COMMIT), make it durable, then empty the top in place
+// (INSTAR_OP_EDIT, EditCommand::MakeEmpty) unless -d. docs/commit.md.
+#pragma once
+
+#include "plugins/registry.h"
+#include "util/expected.h"
+#include "vmm/sandbox.h"
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace instar {
+
+struct CommitSpec {
+    std::string filename;              // the top image (a plain path)
+    std::optional<std::string> format; // -f
+    std::optional<std::string> base;   // -b: a name in the chain, matched as qemu's bdrv_find_backing_image
+    bool drop = false;                 // -d (and -b): leave the top as it is
+    // -t: qemu's cache mode, already checked. Every mode but unsafe makes the base durable before the
+    // top is emptied; none/off/directsync write the base with O_DIRECT.
+    std::string cache = "writeback";
+    std::uint64_t rate_limit = 0;      // -r bytes per second; 0 = none
+    // -p: bytes done of bytes to walk; nullptr: none.
+    std::function<void(std::uint64_t, std::uint64_t)> progress;
+    bool unsafe_quirks = false;
+    std::vector<std::string> allow_paths;
+};
+
+// Errors are qemu-img's messages without the "prog: " prefix.
+Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugins, vmm::SandboxConfig sandbox,
+                            std::uint32_t qemu_version);
+
+} // namespace instar

@@ -1,0 +1,269 @@
+// Writing into an existing monolithicSparse vmdk in place (write_api.h's OpenWriterFn: commit's
+// base, convert -n). Everything read from the image is untrusted: the header is opened as the reader
+// opens it, every grain directory and grain table offset is checked against the file before use.
+//
+// As qemu's vmdk driver (block/vmdk.c vmdk_pwritev) does for an extent it did not create: an
+// allocated grain is written in place; an unallocated or zeroed one gets a new grain at the end of
+// the file (qemu's next_cluster_sector), filled with the backing chain's bytes (unallocated, when
+// set_backing gave one) or zeros, then the request's bytes; then its entry in the grain table and in
+// the redundant one. Whole zeroed grains become zeroed-grain entries where the header allows them.
+// On the first write the descriptor gets a new CID, as qemu's vmdk_write_cid does (qemu's is random;
+// instar derives one from the file, which differs from the old one but is not random).
+// Refused with a reason: other subformats (flat, split, streamOptimized), missing grain tables.
+#include "vmdk_existing_write.h"
+
+#include "vmdk_bytes.h"
+#include "vmdk_descriptor.h"
+#include "vmdk_sparse_header.h"
+#include "vmdk_write.h"
+#include "vmdk_write_cid.h"
+
+#include <instar/guest/arena_new.h>
+
+namespace instar::vmdk {
+
+using guest::BlockDevice;
+using guest::Status;
+
+namespace {
+
+// One grain is buffered whole (copy-on-write); qemu's default is 64 KiB, its largest 1 GiB: instar
+// writes into grains of at most 2 MiB.
+constexpr uint64_t EXISTING_MAX_GRAIN = 2u << 20;
+
+void say(guest::ReasonSink* sink, const char* text) { guest::say_reason(sink, text); }
+
+class ExistingVmdkWriter final : public guest::ImageWriter {
+public:
+    ExistingVmdkWriter(BlockDevice& dev, guest::Allocator& alloc, guest::ReasonSink* reasons, const Vmdk4Header& h,
+                       uint32_t l1_size, uint8_t* grain_buf)
+        : dev_(dev), alloc_(alloc), reasons_(reasons), h_(h), l1_size_(l1_size), grain_(h.granularity * 512),
+          buf_(grain_buf) {
+        const uint64_t sectors = (dev.size() + 511) / 512;
+        next_sector_ = (sectors + h.granularity - 1) / h.granularity * h.granularity;
+        file_len_ = dev.size();
+    }
+
+    uint64_t cluster_size() const override { return grain_; }
+    bool zero_init() const override { return false; }
+    void set_backing(guest::ImageReader* backing) override { backing_ = backing; }
+
+    Status write(uint64_t offset, const void* buf, size_t len) override {
+        if (!in_range(offset, len))
+            return Status::Invalid;
+        const auto* src = static_cast<const uint8_t*>(buf);
+        while (len > 0) {
+            const uint64_t in = offset % grain_;
+            const uint64_t n = len < grain_ - in ? len : grain_ - in;
+            if (const Status st = piece(offset, src, n, false); st != Status::Ok)
+                return st;
+            offset += n;
+            src += n;
+            len -= n;
+        }
+        return Status::Ok;
+    }
+
+    Status write_zeroes(uint64_t offset, uint64_t len, bool) override {
+        if (!in_range(offset, len))
+            return Status::Invalid;
+        while (len > 0) {
+            const uint64_t in = offset % grain_;
+            const uint64_t n = len < grain_ - in ? len : grain_ - in;
+            if (const Status st = piece(offset, nullptr, n, true); st != Status::Ok)
+                return st;
+            offset += n;
+            len -= n;
+        }
+        return Status::Ok;
+    }
+
+    Status write_compressed(uint64_t, const void*, size_t) override {
+        say(reasons_, "instar cannot write compressed grains into an existing vmdk image yet");
+        return Status::Unsupported;
+    }
+    Status finish() override { return Status::Ok; } // every update was written through
+    void close() override {
+        alloc_.deallocate(buf_, static_cast<size_t>(grain_));
+        guest::arena_delete(alloc_, this);
+    }
+
+private:
+    bool in_range(uint64_t offset, uint64_t len) const {
+        const uint64_t size = h_.capacity * 512;
+        return offset <= size && len <= size - offset;
+    }
+
+    // The grain table entry's file offset for virtual `offset` in the directory at `gd_sector`.
+    Status entry_at(uint64_t gd_sector, uint64_t offset, uint64_t* at) {
+        const uint64_t grain_index = offset / grain_;
+        const uint64_t l1 = grain_index / h_.num_gtes_per_gt;
+        if (l1 >= l1_size_)
+            return Status::Corrupt;
+        uint8_t b[4];
+        if (dev_.read(gd_sector * 512 + l1 * 4, b, 4) != Status::Ok)
+            return Status::IoError;
+        const uint64_t gt = load_le32(b);
+        const uint64_t table_bytes = uint64_t{h_.num_gtes_per_gt} * 4;
+        if (gt == 0) {
+            say(reasons_, "instar cannot allocate grain tables in an existing vmdk image yet");
+            return Status::Unsupported;
+        }
+        if (gt * 512 >= file_len_ || table_bytes > file_len_ - gt * 512) {
+            say(reasons_, "vmdk grain table offset past the end of the image file");
+            return Status::Corrupt;
+        }
+        *at = gt * 512 + (grain_index % h_.num_gtes_per_gt) * 4;
+        return Status::Ok;
+    }
+
+    Status set_entry(uint64_t offset, uint32_t value, uint64_t at) {
+        uint8_t b[4] = {static_cast<uint8_t>(value), static_cast<uint8_t>(value >> 8),
+                        static_cast<uint8_t>(value >> 16), static_cast<uint8_t>(value >> 24)};
+        if (const Status st = dev_.write(at, b, 4); st != Status::Ok)
+            return st;
+        if (h_.flags & VMDK4_FLAG_RGD) { // qemu keeps the redundant table equal (vmdk_L2update)
+            uint64_t rat = 0;
+            if (const Status st = entry_at(h_.rgd_offset, offset, &rat); st != Status::Ok)
+                return st;
+            return dev_.write(rat, b, 4);
+        }
+        return Status::Ok;
+    }
+
+    Status update_cid() {
+        auto* w = static_cast<uint8_t*>(alloc_.allocate(2 * VMDK_DESC_WINDOW, 8));
+        if (w == nullptr)
+            return Status::NoMemory;
+        __builtin_memset(w, 0, VMDK_DESC_WINDOW);
+        const uint64_t at = VMDK_EMBEDDED_DESC_OFFSET;
+        const uint64_t have = file_len_ > at ? file_len_ - at : 0;
+        const size_t n = have < VMDK_DESC_WINDOW ? static_cast<size_t>(have) : VMDK_DESC_WINDOW;
+        Status st = dev_.read(at, w, n);
+        const uint32_t cid = static_cast<uint32_t>((file_len_ + h_.capacity) * 2654435761u) | 1u;
+        if (st == Status::Ok && !rewrite_cid(w, w + VMDK_DESC_WINDOW, cid))
+            st = Status::Invalid;
+        if (st == Status::Ok)
+            st = dev_.write(at, w, cid_write_bytes(at, file_len_));
+        alloc_.deallocate(w, 2 * VMDK_DESC_WINDOW);
+        return st;
+    }
+
+    // One piece inside one grain: data (src) or zeros (zero).
+    Status piece(uint64_t offset, const uint8_t* src, uint64_t n, bool zero) {
+        if (!cid_updated_) {
+            if (const Status st = update_cid(); st != Status::Ok)
+                return st;
+            cid_updated_ = true;
+        }
+        uint64_t at = 0;
+        if (const Status st = entry_at(h_.gd_offset, offset, &at); st != Status::Ok)
+            return st;
+        uint8_t b[4];
+        if (dev_.read(at, b, 4) != Status::Ok)
+            return Status::IoError;
+        const uint64_t gte = load_le32(b);
+        const uint64_t in = offset % grain_;
+        const bool zeroed = gte == VMDK_GTE_ZEROED && (h_.flags & VMDK4_FLAG_ZERO_GRAIN);
+        if (gte != 0 && !zeroed) {
+            if (gte * 512 >= file_len_ || grain_ > file_len_ - gte * 512) {
+                say(reasons_, "vmdk grain offset past the end of the image file");
+                return Status::Corrupt;
+            }
+            if (zero) {
+                __builtin_memset(buf_, 0, static_cast<size_t>(n));
+                return dev_.write(gte * 512 + in, buf_, static_cast<size_t>(n));
+            }
+            return dev_.write(gte * 512 + in, src, static_cast<size_t>(n)); // allocated: in place
+        }
+        if (zero && n == grain_ && (h_.flags & VMDK4_FLAG_ZERO_GRAIN))
+            return zeroed ? Status::Ok : set_entry(offset, VMDK_GTE_ZEROED, at);
+        if (zero && zeroed)
+            return Status::Ok;
+        // A new grain: the rest from the backing chain (unallocated) or zeros (zeroed, or none).
+        __builtin_memset(buf_, 0, static_cast<size_t>(grain_));
+        const uint64_t start = offset - in;
+        if (!zeroed && backing_ != nullptr && start < backing_->virtual_size()) {
+            const uint64_t bsize = backing_->virtual_size() - start;
+            if (const Status st = backing_->read(start, buf_, static_cast<size_t>(bsize < grain_ ? bsize : grain_));
+                st != Status::Ok)
+                return st;
+        }
+        if (zero)
+            __builtin_memset(buf_ + in, 0, static_cast<size_t>(n));
+        else
+            __builtin_memcpy(buf_ + in, src, static_cast<size_t>(n));
+        // qemu: grain table entries are 32-bit sector numbers.
+        if (next_sector_ + h_.granularity > VMDK_WRITE_MAX_SECTOR)
+            return Status::TooLarge;
+        const uint64_t sector = next_sector_;
+        if (const Status st = dev_.write(sector * 512, buf_, static_cast<size_t>(grain_)); st != Status::Ok)
+            return st;
+        next_sector_ += h_.granularity;
+        if (sector * 512 + grain_ > file_len_)
+            file_len_ = sector * 512 + grain_;
+        return set_entry(offset, static_cast<uint32_t>(sector), at);
+    }
+
+    BlockDevice& dev_;
+    guest::Allocator& alloc_;
+    guest::ReasonSink* reasons_;
+    Vmdk4Header h_;
+    uint32_t l1_size_;
+    uint64_t grain_;
+    uint8_t* buf_;
+    uint64_t next_sector_ = 0;
+    uint64_t file_len_ = 0;
+    bool cid_updated_ = false;
+    guest::ImageReader* backing_ = nullptr;
+};
+
+} // namespace
+
+Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
+    if (req.image == nullptr || req.allocator == nullptr)
+        return Status::Invalid;
+    BlockDevice& dev = *req.image;
+    VmdkSparseExtent ext{};
+    Vmdk4Header h{};
+    bool embedded = false;
+    const Status st = vmdk_sparse_open(dev, &ext, &h, &embedded);
+    if (st != Status::Ok || embedded || req.file_count != 0) {
+        say(req.reasons, "instar cannot write into an existing vmdk image other than monolithicSparse yet");
+        return Status::Unsupported;
+    }
+    if (ext.compressed || (h.flags & (VMDK4_FLAG_COMPRESS | VMDK4_FLAG_MARKER)) || h.gd_offset == VMDK4_GD_AT_END) {
+        say(req.reasons, "instar cannot write into an existing streamOptimized vmdk image yet");
+        return Status::Unsupported;
+    }
+    const uint64_t grain = h.granularity * 512;
+    if (h.granularity == 0 || grain > EXISTING_MAX_GRAIN || h.num_gtes_per_gt == 0 ||
+        h.desc_offset * 512 != VMDK_EMBEDDED_DESC_OFFSET) {
+        say(req.reasons, "instar cannot write into this existing vmdk image yet (grain size or layout)");
+        return Status::Unsupported;
+    }
+    const uint64_t span = uint64_t{h.num_gtes_per_gt} * h.granularity;
+    const uint64_t l1 = h.capacity / span + (h.capacity % span != 0);
+    const uint64_t file = dev.size();
+    auto table_in_file = [&](uint64_t sector) {
+        return sector != 0 && sector * 512 < file && l1 * 4 <= file - sector * 512;
+    };
+    if (l1 > VMDK_MAX_L1_SIZE || !table_in_file(h.gd_offset) ||
+        ((h.flags & VMDK4_FLAG_RGD) && !table_in_file(h.rgd_offset))) {
+        say(req.reasons, "vmdk grain directory offset past the end of the image file");
+        return Status::Corrupt;
+    }
+    auto* buf = static_cast<uint8_t*>(req.allocator->allocate(static_cast<size_t>(grain), 64));
+    if (buf == nullptr)
+        return Status::NoMemory;
+    auto* w = guest::arena_new<ExistingVmdkWriter>(*req.allocator, dev, *req.allocator, req.reasons, h,
+                                                   static_cast<uint32_t>(l1), buf);
+    if (w == nullptr) {
+        req.allocator->deallocate(buf, static_cast<size_t>(grain));
+        return Status::NoMemory;
+    }
+    *out = w;
+    return Status::Ok;
+}
+
+} // namespace instar::vmdk

@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Crash consistency of `instar commit`: the host is killed (INSTAR_TEST_KILL_AT_WRITE=N, docs/edit.md)
+at every file-changing hypercall N of a commit, from the first to the last (the run that is not
+killed gives the total). After each kill, every qcow2 image of the chain must pass `qemu-img check`
+(exit 0, or 3: leaked clusters only) and the top's chain must still read exactly the original
+content (`qemu-img compare` against a flat copy made before): the data is in the base before the
+top loses it. Chains: an overlay over its base (the top emptied afterwards), an overlay whose base
+grows a refcount block, a qcow2 overlay over a vmdk base, and a three-deep chain committed into the middle image (copy-on-write from
+the bottom image).
+
+Usage: test_commit_crash.py INSTAR QEMU72 QEMU_IO
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "formats"))
+from oracle_retry import run_fixture  # noqa: E402
+
+# Kill points per chain at most: a spread of this many when a commit makes more writes.
+MAX_POINTS = 80
+
+CHAINS = {
+    "two": ([["QIMG", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4k", "b.qcow2", "4M"],
+             ["QIO", "-c", "write -P 0x11 0 3M", "b.qcow2"],
+             ["QIMG", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4k", "-b", "b.qcow2", "-F", "qcow2",
+              "t.qcow2"],
+             ["QIO", "-c", "write -P 0x21 1k 9k", "-c", "write -z 64k 8k", "-c", "write -P 0x22 3M 20k",
+              "-c", "write -P 0x23 4090k 2k", "t.qcow2"]],
+            [], ["t.qcow2", "b.qcow2"]),
+    # refcount_bits=64 with 512-byte clusters: a block covers 64 clusters, so the base grows blocks.
+    "refblocks": ([["QIMG", "create", "-q", "-f", "qcow2", "-o", "cluster_size=512,refcount_bits=64", "b.qcow2",
+                    "1M"],
+                   ["QIO", "-c", "write -P 0x11 0 64k", "b.qcow2"],
+                   ["QIMG", "create", "-q", "-f", "qcow2", "-b", "b.qcow2", "-F", "qcow2", "t.qcow2"],
+                   ["QIO", "-c", "write -P 0x31 100k 30k", "-c", "write -P 0x32 900k 2k", "t.qcow2"]],
+                  [], ["t.qcow2", "b.qcow2"]),
+    # A qcow2 top over a monolithicSparse vmdk base (vmdk_existing_write.cpp).
+    "vmdk_base": ([["QIMG", "create", "-q", "-f", "vmdk", "b.vmdk", "4M"],
+                   ["QIO", "-f", "vmdk", "-c", "write -P 0x11 0 1M", "b.vmdk"],
+                   ["QIMG", "create", "-q", "-f", "qcow2", "-b", "b.vmdk", "-F", "vmdk", "t.qcow2"],
+                   ["QIO", "-c", "write -P 0x51 2k 70k", "-c", "write -z 512k 64k", "-c", "write -P 0x52 3M 5k",
+                    "t.qcow2"]],
+                  [], ["t.qcow2", "b.vmdk"]),
+    "three": ([["QIMG", "create", "-q", "-f", "qcow2", "b.qcow2", "4M"],
+               ["QIO", "-c", "write -P 0x11 0 4M", "b.qcow2"],
+               ["QIMG", "create", "-q", "-f", "qcow2", "-o", "cluster_size=16k", "-b", "b.qcow2", "-F", "qcow2",
+                "m.qcow2"],
+               ["QIO", "-c", "write -P 0x41 100k 20k", "m.qcow2"],
+               ["QIMG", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4k", "-b", "m.qcow2", "-F", "qcow2",
+                "t.qcow2"],
+               ["QIO", "-c", "write -P 0x42 2k 5k", "-c", "write -z 1M 16k", "-c", "write -P 0x43 2M 33k",
+                "t.qcow2"]],
+              [], ["t.qcow2", "m.qcow2", "b.qcow2"]),
+}
+
+
+def build(name, where, qimg, qio):
+    os.mkdir(where)
+    for c in CHAINS[name][0]:
+        c = [qimg if a == "QIMG" else qio if a == "QIO" else a for a in c]
+        p = run_fixture(c, cwd=where)
+        if p.returncode != 0:
+            raise RuntimeError("fixture %s failed: %s" % (c, p.stderr))
+    # The original content, flat.
+    run_fixture([qimg, "convert", "-O", "raw", "t.qcow2", "orig.raw"], cwd=where, check=True)
+
+
+def commit(instar, where, n):
+    env = dict(os.environ, INSTAR_TEST_KILL_AT_WRITE=str(n))
+    return subprocess.run([instar, "commit"] + CHAINS_ARGS + ["t.qcow2"], cwd=where, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+CHAINS_ARGS = []
+# How a killed run ends: 137 (_exit(137)), or SIGSYS when the kill happens on the seccomp-confined
+# vCPU thread, whose filter kills the process at exit_group: either way no cleanup ran.
+KILLED = (137, -31)
+
+
+def verify(name, where, qimg):
+    problems = []
+    for image in CHAINS[name][2]:
+        c = subprocess.run([qimg, "check", image], cwd=where, capture_output=True, text=True)
+        if c.returncode not in (0, 3):
+            problems.append("check %s rc %d: %s" % (image, c.returncode, (c.stdout + c.stderr).strip()))
+    p = subprocess.run([qimg, "compare", "-F", "raw", "t.qcow2", "orig.raw"], cwd=where, capture_output=True,
+                       text=True)
+    if p.returncode != 0:
+        problems.append("content: " + (p.stdout + p.stderr).strip())
+    return problems
+
+
+def main():
+    if len(sys.argv) != 4:
+        print(__doc__)
+        return 2
+    instar, qimg, qio = sys.argv[1:]
+    for prog in (qimg, qio):
+        if not os.access(prog, os.X_OK):
+            print("SKIPPED LOUDLY: %s missing; commit crash test NOT run" % prog)
+            return 77
+    instar = os.path.abspath(instar)
+    work = tempfile.mkdtemp(prefix="instar-commit-crash-")
+    passed, failed = 0, 0
+    try:
+        for name in CHAINS:
+            # The total: a run that is never killed counts nothing, so find it by running past the end.
+            ref = os.path.join(work, name + "-ref")
+            build(name, ref, qimg, qio)
+            r = commit(instar, ref, 0)
+            if r.returncode != 0:
+                failed += 1
+                print("FAIL %s: commit without a kill: %r" % (name, r))
+                continue
+            total = 0
+            lo, hi = 1, 1
+            # Exponential then binary search for the first N that is not killed.
+            while True:
+                d = os.path.join(work, "%s-probe%d" % (name, hi))
+                build(name, d, qimg, qio)
+                killed = commit(instar, d, hi).returncode in KILLED
+                shutil.rmtree(d)
+                if not killed:
+                    break
+                lo, hi = hi, hi * 2
+            while lo + 1 < hi:
+                mid = (lo + hi) // 2
+                d = os.path.join(work, "%s-probe%d" % (name, mid))
+                build(name, d, qimg, qio)
+                killed = commit(instar, d, mid).returncode in KILLED
+                shutil.rmtree(d)
+                if killed:
+                    lo = mid
+                else:
+                    hi = mid
+            total = lo
+            points = list(range(1, total + 1))
+            if len(points) > MAX_POINTS:
+                step = total / MAX_POINTS
+                points = sorted({1, total} | {int(1 + i * step) for i in range(MAX_POINTS)})
+            for n in points:
+                d = os.path.join(work, "%s-%d" % (name, n))
+                build(name, d, qimg, qio)
+                r = commit(instar, d, n)
+                problems = [] if r.returncode in KILLED else ["not killed: rc %d %s" % (r.returncode, r.stderr)]
+                problems += verify(name, d, qimg)
+                if problems:
+                    failed += 1
+                    print("FAIL %s kill at write %d of %d: %s" % (name, n, total, "; ".join(problems)))
+                else:
+                    passed += 1
+                shutil.rmtree(d)
+            print("%s: %d writes, %d kill points checked" % (name, total, len(points)))
+            shutil.rmtree(ref)
+    finally:
+        shutil.rmtree(work)
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
