@@ -286,7 +286,7 @@ Status resize_dynamic(guest::SizedDevice& dev, EditHost& host, guest::Allocator&
     st = zero_tail(dev, alloc, img, img.virtual_size, size);
     if (st != Status::Ok)
         return st;
-    uint64_t limit;
+    uint64_t limit = 0;
     st = bat_room(dev, alloc, img, &limit);
     if (st != Status::Ok)
         return st;
