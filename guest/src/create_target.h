@@ -4,6 +4,8 @@
 
 #include "runtime.h"
 
+#include <instar/guest/edit_device.h>
+
 namespace instar::guest {
 
 // Every format's -o table has fewer than 32 keys; the host sends each set key once.
@@ -36,30 +38,8 @@ private:
     uint64_t unit_ = 0;
 };
 
-// An existing image written in place (convert -n's target, commit's base) as its format sees it:
-// an output device is addressable far past the file, so its length is the host's figure, growing as
-// writes extend it.
-class ExistingTarget final : public BlockDevice {
-public:
-    ExistingTarget(BlockDevice& dev, uint64_t length) : dev_(dev), length_(length < dev.size() ? length : dev.size()) {}
-    uint64_t size() const override { return length_; }
-    Status read(uint64_t offset, void* buf, size_t len) override {
-        if (offset > length_ || len > length_ - offset) return Status::IoError;
-        return dev_.read(offset, buf, len);
-    }
-    Status write(uint64_t offset, const void* buf, size_t len) override {
-        const Status st = dev_.write(offset, buf, len);
-        if (st == Status::Ok && offset + len > length_) length_ = offset + len; // dev_ bounds-checked it
-        return st;
-    }
-    Status allocation(uint64_t offset, bool* data, uint64_t* length) override {
-        return dev_.allocation(offset, data, length);
-    }
-    Status discard(uint64_t offset, uint64_t len) override { return dev_.discard(offset, len); }
-
-private:
-    BlockDevice& dev_;
-    uint64_t length_;
-};
+// An existing image written in place (convert -n's target, commit's base, rebase's overlay) as its
+// format sees it: the file's real length, growing as writes extend it (edit_device.h).
+using ExistingTarget = SizedDevice;
 
 } // namespace instar::guest

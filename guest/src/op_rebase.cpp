@@ -6,6 +6,7 @@
 // its writes; 7.2 writes the differing sectors: the same content). The image's content never
 // changes (it still reads the old chain where it allocates nothing), so a kill at any point leaves
 // it as it was, at worst with leaked clusters. The backing switch is the host's next step.
+#include "create_target.h"
 #include "image_table.h"
 
 #include "chain_reader.h"
@@ -39,31 +40,6 @@ Status read_plan(uint32_t plan_device, Plan& plan) {
     plan.images = reinterpret_cast<instar_convert_image*>(bytes + sizeof h);
     return check_image_table(plan.images, h.image_count);
 }
-
-// The image's writable device with the file's real length (an output device's size() is its limit):
-// what the format's writer sees as "the file", growing as it appends.
-class ImageFile final : public BlockDevice {
-public:
-    ImageFile(BlockDevice& dev, uint64_t length) : dev_(dev), length_(length < dev.size() ? length : dev.size()) {}
-    uint64_t size() const override { return length_; }
-    Status read(uint64_t offset, void* buf, size_t len) override {
-        if (offset > length_ || len > length_ - offset) return Status::IoError;
-        return dev_.read(offset, buf, len);
-    }
-    Status write(uint64_t offset, const void* buf, size_t len) override {
-        const Status st = dev_.write(offset, buf, len);
-        if (st == Status::Ok && offset + len > length_) length_ = offset + len; // dev_ bounds-checked it
-        return st;
-    }
-    Status allocation(uint64_t offset, bool* data, uint64_t* length) override {
-        return dev_.allocation(offset, data, length);
-    }
-    Status discard(uint64_t offset, uint64_t len) override { return dev_.discard(offset, len); }
-
-private:
-    BlockDevice& dev_;
-    uint64_t length_;
-};
 
 void send(uint32_t outcome, uint32_t image, uint64_t copied) {
     const instar_rebase_record rec{outcome, image, copied};
@@ -228,7 +204,7 @@ Status rebase_op(const uint8_t* arg, uint32_t arg_len) {
         close_images(readers, opened);
         return Status::Ok;
     }
-    auto* file = arena_new<ImageFile>(arena(), *device(h.write_device), h.image_length);
+    auto* file = arena_new<ExistingTarget>(arena(), *device(h.write_device), h.image_length);
     if (file == nullptr) {
         close_images(readers, opened);
         return Status::NoMemory;

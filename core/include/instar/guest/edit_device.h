@@ -1,7 +1,8 @@
 // An edit's view of an output device with its current length: an output device's size() is only its
 // limit (edit_api.h, EditRequest::image_length), while format readers (probe, load, bounds checks)
 // need the file's real length. Writes pass through and extend the tracked length; set_length goes
-// through the EditHost and updates it. Freestanding-clean.
+// through the EditHost and updates it. Also convert -n's and commit's target and rebase's overlay
+// (guest/src/create_target.h's ExistingTarget). Freestanding-clean.
 #pragma once
 
 #include <instar/guest/edit_api.h>
@@ -13,7 +14,7 @@ namespace instar::guest {
 
 class SizedDevice final : public BlockDevice {
 public:
-    SizedDevice(BlockDevice& dev, uint64_t length) : dev_(dev), length_(length) {}
+    SizedDevice(BlockDevice& dev, uint64_t length) : dev_(dev), length_(length < dev.size() ? length : dev.size()) {}
     uint64_t size() const override { return length_; }
     Status read(uint64_t offset, void* buf, size_t len) override {
         if (offset > length_ || len > length_ - offset)
