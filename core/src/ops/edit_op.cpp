@@ -18,34 +18,20 @@ namespace instar {
 
 namespace {
 
-struct Fd {
-    int fd = -1;
-    Fd() = default;
-    Fd(const Fd&) = delete;
-    Fd& operator=(const Fd&) = delete;
-    Fd(Fd&& o) noexcept : fd(o.fd) { o.fd = -1; }
-    ~Fd() {
-        if (fd >= 0)
-            ::close(fd);
-    }
-};
+} // namespace
 
-// The file info inspected, opened again for writing: the same device and inode, the same size.
-Expected<Fd> reopen_writable(const OpenedFile& f, const std::string& filename) {
-    Fd rw;
-    rw.fd = ::open(f.path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-    if (rw.fd < 0) {
+Expected<vmm::UniqueFd> reopen_writable(const OpenedFile& f, const std::string& filename) {
+    vmm::UniqueFd rw(::open(f.path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
+    if (!rw.valid()) {
         const std::string why = std::strerror(errno);
         return Error{"Could not open '" + filename + "': Could not open '" + f.display + "': " + why};
     }
     struct stat st {};
-    if (::fstat(rw.fd, &st) != 0 || static_cast<std::uint64_t>(st.st_dev) != f.device ||
+    if (::fstat(rw.get(), &st) != 0 || static_cast<std::uint64_t>(st.st_dev) != f.device ||
         static_cast<std::uint64_t>(st.st_ino) != f.inode || static_cast<std::uint64_t>(st.st_size) != f.size)
         return Error{"Could not open '" + filename + "': the file changed while it was being inspected"};
     return rw;
 }
-
-} // namespace
 
 void append_guest_text(std::string& out, const std::uint8_t* data, std::size_t len) {
     for (std::size_t i = 0; i < len; ++i) {
@@ -110,7 +96,7 @@ Expected<EditReport> run_edit(const EditCall& call, const vmm::SandboxConfig& sa
         return Error{module.error()};
     if (call.args.size() > guest::EDIT_MAX_ARGS)
         return Error{"the command's arguments are too long for the sandbox (EDIT_MAX_ARGS)"};
-    std::vector<Fd> rw;
+    std::vector<vmm::UniqueFd> rw;
     std::vector<vmm::Device> devices;
     auto add = [&](const OpenedFile& f) -> Expected<bool> {
         if (!call.write) {
@@ -120,7 +106,7 @@ Expected<EditReport> run_edit(const EditCall& call, const vmm::SandboxConfig& sa
         auto fd = reopen_writable(f, call.filename);
         if (!fd)
             return Error{fd.error()};
-        devices.push_back(vmm::output_device(fd->fd));
+        devices.push_back(vmm::output_device(fd->get()));
         rw.push_back(std::move(*fd));
         return true;
     };

@@ -8,6 +8,7 @@
 #include "plugins/registry.h"
 #include "util/expected.h"
 #include "vmm/sandbox.h"
+#include "vmm/unique_fd.h"
 
 #include <instar/guest/edit_api.h>
 #include <instar/guest_abi.h>
@@ -58,6 +59,10 @@ struct EditReport {
 };
 
 Expected<EditReport> run_edit(const EditCall& call, const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version);
+
+// The file info inspected, opened again for writing: the same device, inode and size, else an error
+// in qemu's "Could not open" words naming `filename` (the edit path, rebase).
+Expected<vmm::UniqueFd> reopen_writable(const OpenedFile& f, const std::string& filename);
 
 // Decodes INSTAR_REC_EDIT records (exposed for tests).
 Expected<EditReport> decode_edit_records(std::span<const vmm::Record> records);

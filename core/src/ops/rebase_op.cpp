@@ -1,6 +1,7 @@
 // rebase's safe mode on the host: the new backing chain opened, INSTAR_OP_REBASE run (rebase_op.h).
 #include "ops/rebase_op.h"
 
+#include "ops/edit_op.h"
 #include "ops/guest_info_runner.h"
 #include "ops/guest_module.h"
 #include "ops/image_table.h"
@@ -26,29 +27,6 @@ std::string resolve_backing(const std::string& image, const std::string& backing
         return backing;
     const auto slash = image.rfind('/');
     return slash == std::string::npos ? backing : image.substr(0, slash + 1) + backing;
-}
-
-// The image inspected, opened again for writing: the same device and inode, the same size.
-struct WritableFile {
-    int fd = -1;
-    WritableFile() = default;
-    WritableFile(const WritableFile&) = delete;
-    WritableFile& operator=(const WritableFile&) = delete;
-    ~WritableFile() {
-        if (fd >= 0)
-            ::close(fd);
-    }
-};
-
-Expected<bool> reopen(const OpenedFile& f, const std::string& filename, WritableFile& out) {
-    out.fd = ::open(f.path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-    if (out.fd < 0)
-        return Error{"Could not open '" + filename + "': Could not open '" + f.display + "': " + std::strerror(errno)};
-    struct stat st {};
-    if (::fstat(out.fd, &st) != 0 || static_cast<std::uint64_t>(st.st_dev) != f.device ||
-        static_cast<std::uint64_t>(st.st_ino) != f.inode || static_cast<std::uint64_t>(st.st_size) != f.size)
-        return Error{"Could not open '" + filename + "': the file changed while it was being inspected"};
-    return true;
 }
 
 } // namespace
@@ -106,10 +84,10 @@ Expected<bool> rebase_copy(const RebaseSpec& spec, const PluginRegistry& plugins
     if (auto ok = table.check_limits("rebase"); !ok)
         return Error{ok.error()};
 
-    WritableFile rw;
-    if (auto ok = reopen(top.image, spec.filename, rw); !ok)
-        return Error{ok.error()};
-    table.devices[1] = vmm::output_device(rw.fd);
+    auto rw = reopen_writable(top.image, spec.filename);
+    if (!rw)
+        return Error{rw.error()};
+    table.devices[1] = vmm::output_device(rw->get());
 
     instar_rebase_plan head{};
     head.magic = INSTAR_REBASE_PLAN_MAGIC;
