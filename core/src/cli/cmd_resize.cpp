@@ -5,8 +5,11 @@
 #include "cli/image_name.h"
 #include "ops/edit_op.h"
 #include "options/size.h"
+#include "output/json_pretty.h"
 
 #include <instar/guest/edit_resize.h>
+
+#include <boost/json/object.hpp>
 
 #include <cstdint>
 #include <cstring>
@@ -97,13 +100,14 @@ constexpr const char* SIZE_HINT =
 
 // qemu-img 7.2's resize knows these long options; the rest are 10.0's or instar's.
 constexpr std::string_view LONG_OPTIONS_72[] = {"help", "object", "image-opts", "preallocation", "shrink"};
-constexpr std::string_view INSTAR_OWN[] = {"allow-path", "unsafe-quirks"};
+// instar's own: --output=json is an instar extension (qemu-img resize has no --output; docs/resize.md).
+constexpr std::string_view INSTAR_OWN[] = {"allow-path", "unsafe-quirks", "output"};
 
 // Options that take a value (short letters and long names), for finding where positionals are.
 bool takes_value(std::string_view long_name) {
     return long_name == "format" || long_name == "object" || long_name == "preallocation" ||
            long_name == "allow-path" || long_name == "qemu-version" || long_name == "max-guest-memory" ||
-           long_name == "sandbox";
+           long_name == "sandbox" || long_name == "output";
 }
 
 // qemu-img 10.0 (Debian's backport of the reworked option parsing): options anywhere, and a
@@ -225,6 +229,31 @@ void print_guest_err(Context& ctx, const std::string& text) {
     }
 }
 
+// What a successful resize reports: "Image resized." (qemu-img), or with --output=json the
+// envelope docs/resize.md describes (an instar extension).
+struct ResizeOutcome {
+    std::string filename;
+    std::string format;
+    std::int64_t old_size;
+    std::int64_t new_size;
+    std::uint64_t file_size; // the image file's length afterwards
+};
+
+void print_resized(Context& ctx, bool json, const ResizeOutcome& r) {
+    if (!json) {
+        ctx.out << "Image resized.\n";
+        return;
+    }
+    boost::json::object o;
+    o["filename"] = r.filename;
+    o["format"] = r.format;
+    o["action"] = r.new_size > r.old_size ? "grow" : r.new_size < r.old_size ? "shrink" : "noop";
+    o["old_virtual_size"] = r.old_size;
+    o["new_virtual_size"] = r.new_size;
+    o["new_file_size"] = r.file_size;
+    ctx.out << qemu_json_pretty(o) << "\n";
+}
+
 } // namespace
 
 int cmd_resize(Context& ctx, std::span<const std::string> args) {
@@ -255,6 +284,7 @@ int cmd_resize(Context& ctx, std::span<const std::string> args) {
         ("image-opts", "")
         ("preallocation", po::value<std::vector<std::string>>())
         ("shrink", "")
+        ("output", po::value<std::vector<std::string>>())
         ("allow-path", po::value<std::vector<std::string>>())
         ("unsafe-quirks", "");
     int parse_status = 0;
@@ -304,6 +334,13 @@ int cmd_resize(Context& ctx, std::span<const std::string> args) {
     if (sp.warning)
         report_warning(ctx, *sp.warning);
     const bool quiet = vm.count("quiet") > 0;
+    bool json = false;
+    if (vm.count("output")) {
+        const std::string o = vm["output"].as<std::vector<std::string>>().back();
+        if (o != "human" && o != "json")
+            return report_error(ctx, "--output must be used with human or json as argument.");
+        json = o == "json";
+    }
 
     const bool image_opts = vm.count("image-opts") > 0;
     if (image_opts && vm.count("format"))
@@ -366,7 +403,7 @@ int cmd_resize(Context& ctx, std::span<const std::string> args) {
         if (total != current)
             return report_error(ctx, "Cannot resize device files");
         if (!quiet)
-            ctx.out << "Image resized.\n";
+            print_resized(ctx, json, ResizeOutcome{given, "raw", current, total, static_cast<std::uint64_t>(current)});
         return 0;
     }
 
@@ -424,8 +461,23 @@ int cmd_resize(Context& ctx, std::span<const std::string> args) {
     print_guest_err(ctx, report->err);
     if (report->status != guest::Status::Ok)
         return report_error(ctx, report->reason.empty() ? status_message(report->status) : report->reason);
-    if (!quiet)
-        ctx.out << "Image resized.\n";
+    if (!quiet) {
+        ResizeOutcome done{given, link.node.format, current, total, 0};
+        if (json) {
+            // The size the format settled on (vpc rounds to its geometry): the image as info sees it now.
+            EditOpen again = eo;
+            again.backing_chain = false;
+            again.format = link.node.format;
+            OpenedChain after;
+            if (open_for_edit(again, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, after) &&
+                !after.links.empty())
+                done.new_size = static_cast<std::int64_t>(after.links.front().node.virtual_size);
+            struct stat fst {};
+            if (::stat(link.image.path.c_str(), &fst) == 0)
+                done.file_size = static_cast<std::uint64_t>(fst.st_size);
+        }
+        print_resized(ctx, json, done);
+    }
     return 0;
 }
 
