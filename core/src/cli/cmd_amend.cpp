@@ -310,6 +310,10 @@ int cmd_amend(Context& ctx, std::span<const std::string> args) {
     }
 
     guest::AmendArgs a{};
+    if (chain.links.size() > 1) {
+        a.has_backing = 1;
+        a.backing_size = chain.links[1].node.virtual_size;
+    }
     std::string compat, backing_file, backing_fmt, data_file;
     auto take_string = [&](const char* key, std::uint32_t bit, std::string& dst, std::uint32_t& len) {
         if (const std::string* v = last_value(items, key)) {

@@ -530,6 +530,14 @@ Status amend_size(const EditRequest& req, EditHost& host, State& s, uint64_t new
     ra.old_size = s.h.size;
     ra.prealloc = static_cast<uint32_t>(guest::Prealloc::Off);
     ra.flags = guest::RESIZE_SHRINK;
+    if (req.args_len >= sizeof(AmendArgs)) {
+        AmendArgs a;
+        __builtin_memcpy(&a, req.args, sizeof a);
+        if (a.has_backing != 0) {
+            ra.flags |= guest::RESIZE_HAS_BACKING;
+            ra.backing_size = a.backing_size;
+        }
+    }
     TrackedDevice dev(*req.image, s.file_length);
     TrackedHost th(host, dev);
     EditRequest r = req;

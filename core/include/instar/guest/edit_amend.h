@@ -37,8 +37,13 @@ struct AmendArgs {
     uint32_t backing_file_len;
     uint32_t backing_fmt_len;
     uint32_t data_file_len;
+    // The image's backing file's virtual size when it has one (has_backing = 1): size= growing an
+    // overlay zeroes the new area the backing file would show through, as resize does.
+    uint64_t backing_size;
+    uint32_t has_backing;
+    uint32_t reserved;
 };
-static_assert(sizeof(AmendArgs) == 48, "amend args layout");
+static_assert(sizeof(AmendArgs) == 64, "amend args layout");
 
 // Longest string value the host sends: qemu keeps these in a header cluster (at most 2 MiB).
 inline constexpr uint32_t AMEND_MAX_STRING = 4096;
