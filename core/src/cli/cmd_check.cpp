@@ -2,6 +2,7 @@
 // sandbox by the format's guest half (ops/check_op, docs/check.md).
 #include "cli/commands.h"
 #include "cli/help.h"
+#include "cli/image_name.h"
 #include "ops/check_op.h"
 #include "output/json_pretty.h"
 #include "output/qemu_format.h"
@@ -170,19 +171,32 @@ int cmd_check(Context& ctx, std::span<const std::string> args) {
     if (vm.count("cache") && !valid_cache_mode(vm["cache"].as<std::string>()))
         return report_error(ctx, "Invalid source cache option: " + vm["cache"].as<std::string>());
     const std::string filename = parsed->positional[0];
-    if (vm.count("image-opts")) {
-        if (vm.count("format"))
-            return report_error(ctx, "--image-opts and --format are mutually exclusive");
-        return report_error(ctx, "--image-opts is not supported: instar opens only plain image files");
+    const bool image_opts = vm.count("image-opts") > 0;
+    if (image_opts && vm.count("format"))
+        return report_error(ctx, "--image-opts and --format are mutually exclusive");
+    // file:, json:{...} and --image-opts name local files only (cli/image_name.h, docs/info.md).
+    auto name = image_opts ? parse_image_opts(filename) : parse_image_name(filename, true);
+    if (!name)
+        return report_error(ctx, "Could not open '" + filename + "': " + name.error());
+    for (const auto& w : name->warnings)
+        report_warning(ctx, w);
+    // qemu names the probed format here; instar names it only when the options or -f do.
+    if (name->unsupported_option) {
+        const auto fmt = vm.count("format") ? std::optional<std::string>(vm["format"].as<std::string>()) : name->format;
+        return report_error(ctx, "Could not open '" + filename + "': " +
+                                     (fmt ? "Block format '" + *fmt + "' does not" : std::string("The image's format does not")) +
+                                     " support the option '" + *name->unsupported_option + "'");
     }
     if (fix && vm.count("force-share"))
         return report_error(ctx, "Could not open '" + filename + "': force-share=on can only be used with read-only images");
     const bool quiet = vm.count("quiet") > 0;
 
     CheckOptions co;
-    co.filename = filename;
+    co.filename = name->path;
     if (vm.count("format"))
         co.format = vm["format"].as<std::string>();
+    else if (name->format)
+        co.format = name->format;
     co.fix = fix;
     co.unsafe_quirks = vm.count("unsafe-quirks") > 0;
     if (vm.count("allow-path"))
@@ -192,7 +206,7 @@ int cmd_check(Context& ctx, std::span<const std::string> args) {
         co.fix = how;
         auto report = run_check(co, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version);
         if (!report) {
-            status = report_error(ctx, report.error());
+            status = report_error(ctx, quote_given(*name, report.error()));
             return std::nullopt;
         }
         for (std::size_t i = 0; i < report->diagnostics.size(); ++i) {

@@ -2,6 +2,7 @@
 // is ops/map_op (one sandbox run: the formats' readers answer block status).
 #include "cli/commands.h"
 #include "cli/help.h"
+#include "cli/image_name.h"
 #include "ops/map_op.h"
 #include "options/size.h"
 
@@ -167,13 +168,30 @@ int cmd_map(Context& ctx, std::span<const std::string> in_args) {
         return report_usage_error(ctx, "map", "Expecting one image file name");
     if (!early_output && !check_output())
         return 1;
-    if (vm.count("image-opts"))
-        return report_error(ctx, "--image-opts is not supported: instar opens only plain image files");
+    const std::string given = parsed->positional[0];
+    const bool image_opts = vm.count("image-opts") > 0;
+    if (image_opts && vm.count("format"))
+        return report_error(ctx, "--image-opts and --format are mutually exclusive");
+    // file:, json:{...} and --image-opts name local files only (cli/image_name.h, docs/info.md).
+    auto name = image_opts ? parse_image_opts(given) : parse_image_name(given, true);
+    if (!name)
+        return report_error(ctx, "Could not open '" + given + "': " + name.error());
+    for (const auto& w : name->warnings)
+        report_warning(ctx, w);
+    // qemu names the probed format here; instar names it only when the options or -f do.
+    if (name->unsupported_option) {
+        const auto fmt = vm.count("format") ? std::optional<std::string>(vm["format"].as<std::string>()) : name->format;
+        return report_error(ctx, "Could not open '" + given + "': " +
+                                     (fmt ? "Block format '" + *fmt + "' does not" : std::string("The image's format does not")) +
+                                     " support the option '" + *name->unsupported_option + "'");
+    }
 
     MapSpec spec;
-    spec.filename = parsed->positional[0];
+    spec.filename = name->path;
     if (vm.count("format"))
         spec.format = vm["format"].as<std::string>();
+    else if (name->format)
+        spec.format = name->format;
     spec.start = start;
     spec.max_length = max_length;
     spec.unsafe_quirks = vm.count("unsafe-quirks") > 0;
@@ -189,7 +207,7 @@ int cmd_map(Context& ctx, std::span<const std::string> in_args) {
                                 text.clear();
                             });
     if (!result)
-        return report_error(ctx, result.error());
+        return report_error(ctx, quote_given(*name, result.error()));
     printer.finish(*result, text);
     ctx.out << text;
     ctx.out.flush();
