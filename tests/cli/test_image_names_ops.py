@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Image names in check and map (cli/image_name.h): `file:`, `json:{...}` and `--image-opts`
+"""Image names in check, map and compare (cli/image_name.h): `file:`, `json:{...}` and `--image-opts`
 name local files as qemu-img 7.2 and 10.0 take them; instar's stdout, stderr (program name
 normalised) and exit code must equal each oracle's.
 
@@ -26,6 +26,12 @@ CASES = [
     ["check", "--image-opts", "-f", "qcow2", "a.qcow2"],
     ["check", "--image-opts", "driver=qcow2,file.filename=a.qcow2,foo=bar"],
     ["map", "--image-opts", "driver=qcow2,file.filename=a.qcow2,foo=bar"],
+    ["compare", "--image-opts", "driver=qcow2,file.filename=a.qcow2", "driver=qcow2,file.filename=b.qcow2"],
+    ["compare", "--image-opts", "driver=qcow2,file.filename=a.qcow2", "driver=qcow2,file.filename=c.qcow2"],
+    ["compare", "--image-opts", "file.filename=a.qcow2", "file.filename=b.qcow2"],
+    ["compare", "--image-opts", "-f", "qcow2", "driver=qcow2,file.filename=a.qcow2", "b.qcow2"],
+    ["compare", "--image-opts", "driver=qcow2,file.filename=a.qcow2", "driver=qcow2,file.filename=nope"],
+    ["compare", "json:" + JSON, "file:b.qcow2"],
     # (an unknown option without driver=: qemu names the probed format, instar cannot before it
     # runs the sandbox and says "The image's format does not support ..."; docs/quirks.md)
 ]
@@ -40,6 +46,9 @@ passed = failed = 0
 with tempfile.TemporaryDirectory() as d:
     subprocess.run([Q72, "create", "-q", "-f", "qcow2", "a.qcow2", "8M"], cwd=d, check=True)
     subprocess.run([QIO, "-c", "write -P 1 0 1M", "a.qcow2"], cwd=d, check=True, capture_output=True)
+    subprocess.run(["cp", "a.qcow2", "b.qcow2"], cwd=d, check=True)
+    subprocess.run(["cp", "a.qcow2", "c.qcow2"], cwd=d, check=True)
+    subprocess.run([QIO, "-c", "write -P 2 64k 4k", "c.qcow2"], cwd=d, check=True, capture_output=True)
     for oracle, version in ((Q72, "7.2.0"), (Q10, "10.0.0")):
         if not os.path.exists(oracle):
             print(f"SKIPPED LOUDLY: {oracle} is missing")

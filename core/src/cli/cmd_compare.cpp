@@ -2,6 +2,7 @@
 // itself is ops/compare_op (one sandbox run: both chains read by format code).
 #include "cli/commands.h"
 #include "cli/help.h"
+#include "cli/image_name.h"
 #include "ops/compare_op.h"
 #include "output/progress.h"
 
@@ -96,18 +97,46 @@ int cmd_compare(Context& ctx, std::span<const std::string> args) {
         report_error(ctx, "Invalid source cache option: " + vm["cache"].as<std::string>());
         return finish(2);
     }
-    if (has("image-opts")) {
-        report_error(ctx, "--image-opts is not supported by instar yet");
+    const bool image_opts = has("image-opts");
+    if (image_opts && (has("a-format") || has("b-format"))) {
+        report_error(ctx, "--image-opts and --format are mutually exclusive");
         return finish(2);
+    }
+    // file:, json:{...} and --image-opts name local files only (cli/image_name.h, docs/info.md).
+    const std::string given1 = parsed->positional[0], given2 = parsed->positional[1];
+    auto name1 = image_opts ? parse_image_opts(given1) : parse_image_name(given1, true);
+    if (!name1) {
+        report_error(ctx, "Could not open '" + given1 + "': " + name1.error());
+        return finish(2);
+    }
+    auto name2 = image_opts ? parse_image_opts(given2) : parse_image_name(given2, true);
+    if (!name2) {
+        report_error(ctx, "Could not open '" + given2 + "': " + name2.error());
+        return finish(2);
+    }
+    for (const auto* n : {&*name1, &*name2}) {
+        for (const auto& w : n->warnings)
+            report_warning(ctx, w);
+        if (n->unsupported_option) {
+            report_error(ctx, "Could not open '" + n->given + "': " +
+                                  (n->format ? "Block format '" + *n->format + "' does not"
+                                             : std::string("The image's format does not")) +
+                                  " support the option '" + *n->unsupported_option + "'");
+            return finish(2);
+        }
     }
 
     CompareSpec spec;
-    spec.file1 = parsed->positional[0];
-    spec.file2 = parsed->positional[1];
+    spec.file1 = name1->path;
+    spec.file2 = name2->path;
     if (has("a-format"))
         spec.format1 = vm["a-format"].as<std::string>();
+    else if (name1->format)
+        spec.format1 = name1->format;
     if (has("b-format"))
         spec.format2 = vm["b-format"].as<std::string>();
+    else if (name2->format)
+        spec.format2 = name2->format;
     spec.strict = has("strict");
     spec.unsafe_quirks = has("unsafe-quirks");
     if (has("allow-path"))
@@ -141,7 +170,7 @@ int cmd_compare(Context& ctx, std::span<const std::string> args) {
     };
     auto report = compare_images(spec, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version);
     if (!report) {
-        report_error(ctx, report.error());
+        report_error(ctx, quote_given(*name2, quote_given(*name1, report.error())));
         return finish(2);
     }
     const auto say = [&](const std::string& line) {
@@ -150,8 +179,8 @@ int cmd_compare(Context& ctx, std::span<const std::string> args) {
     };
     if (report->size_mismatch)
         warn();
-    const std::string& over = report->size1 > report->size2 ? spec.file1 : spec.file2;
-    const std::string& side = report->side == 0 ? spec.file1 : spec.file2;
+    const std::string& over = report->size1 > report->size2 ? given1 : given2;
+    const std::string& side = report->side == 0 ? given1 : given2;
     switch (report->outcome) {
     case INSTAR_COMPARE_IDENTICAL:
         say("Images are identical.");
