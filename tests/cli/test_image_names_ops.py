@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Image names in check, map and compare (cli/image_name.h): `file:`, `json:{...}` and `--image-opts`
+"""Image names in check, map, compare and measure (cli/image_name.h): `file:`, `json:{...}` and `--image-opts`
 name local files as qemu-img 7.2 and 10.0 take them; instar's stdout, stderr (program name
 normalised) and exit code must equal each oracle's.
 
@@ -32,6 +32,11 @@ CASES = [
     ["compare", "--image-opts", "-f", "qcow2", "driver=qcow2,file.filename=a.qcow2", "b.qcow2"],
     ["compare", "--image-opts", "driver=qcow2,file.filename=a.qcow2", "driver=qcow2,file.filename=nope"],
     ["compare", "json:" + JSON, "file:b.qcow2"],
+    ["measure", "--image-opts", "-O", "qcow2", "driver=qcow2,file.filename=a.qcow2"],
+    ["measure", "-O", "qcow2", "--image-opts", "driver=qcow2,file.filename=nope"],
+    ["measure", "--image-opts", "-f", "qcow2", "-O", "qcow2", "driver=qcow2,file.filename=a.qcow2"],
+    ["measure", "-O", "raw", "file:a.qcow2"],
+    ["measure", "--output=json", "-O", "qcow2", "json:" + JSON],
     # (an unknown option without driver=: qemu names the probed format, instar cannot before it
     # runs the sandbox and says "The image's format does not support ..."; docs/quirks.md)
 ]

@@ -2,6 +2,7 @@
 // arithmetic and the source's walk are ops/measure_op.
 #include "cli/commands.h"
 #include "cli/help.h"
+#include "cli/image_name.h"
 #include "ops/measure_op.h"
 #include "options/option_list.h"
 #include "options/size.h"
@@ -486,19 +487,33 @@ int cmd_measure(Context& ctx, std::span<const std::string> args) {
         return report_error(ctx, "--size N cannot be used together with a filename.");
     if (!filename && !img_size)
         return report_error(ctx, "Either --size N or one filename must be specified.");
-    if (vm.count("image-opts"))
-        return report_error(ctx, "--image-opts is not supported: instar opens only plain image files");
+    const bool image_opts = vm.count("image-opts") > 0;
+    if (image_opts && source_fmt)
+        return report_error(ctx, "--image-opts and --format are mutually exclusive");
 
     MeasureSourceSpec src;
     MeasureSource source;
+    std::optional<ImageName> source_name;
     if (filename) {
-        src.filename = *filename;
-        src.format = source_fmt;
+        // file:, json:{...} and --image-opts name local files only (cli/image_name.h, docs/info.md).
+        auto parsed_name = image_opts ? parse_image_opts(*filename) : parse_image_name(*filename, true);
+        if (!parsed_name)
+            return report_error(ctx, "Could not open '" + *filename + "': " + parsed_name.error());
+        source_name = std::move(*parsed_name);
+        for (const auto& w : source_name->warnings)
+            report_warning(ctx, w);
+        if (source_name->unsupported_option)
+            return report_error(ctx, "Could not open '" + *filename + "': " +
+                                         (source_name->format ? "Block format '" + *source_name->format + "' does not"
+                                                       : std::string("The image's format does not")) +
+                                         " support the option '" + *source_name->unsupported_option + "'");
+        src.filename = source_name->path;
+        src.format = source_fmt ? source_fmt : source_name->format;
         if (vm.count("allow-path"))
             src.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
         src.unsafe_quirks = vm.count("unsafe-quirks") > 0;
         if (auto ok = open_measure_source(src, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, source); !ok)
-            return report_error(ctx, ok.error());
+            return report_error(ctx, quote_given(*source_name, ok.error()));
         if (has_snapshot) {
             auto id = find_snapshot(snapshot, source.chain.links.front().node);
             if (!id)
