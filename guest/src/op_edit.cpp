@@ -69,16 +69,17 @@ static_assert(sizeof(instar_edit_record_head) + EDIT_MAX_DATA_RECORD <= INSTAR_M
 
 Status edit_op(const uint8_t* arg, uint32_t arg_len) {
     instar_edit_arg a{};
-    if (arg_len < sizeof a)
+    if (arg_len != sizeof a)
         return Status::Invalid;
     __builtin_memcpy(&a, arg, sizeof a);
     const ModuleOps* ops = module(0);
     BlockDevice* image = device(0);
+    BlockDevice* plan = a.plan_device < device_count() ? device(a.plan_device) : nullptr;
     const uint64_t lengths_bytes = (static_cast<uint64_t>(a.file_count) + 1) * sizeof(uint64_t);
-    if (ops == nullptr || image == nullptr || (a.flags & ~INSTAR_EDIT_WRITE) != 0 ||
+    if (ops == nullptr || image == nullptr || plan == nullptr || (a.flags & ~INSTAR_EDIT_WRITE) != 0 ||
         a.file_count > INSTAR_MAX_DEVICES || a.extra_count > INSTAR_MAX_DEVICES ||
-        static_cast<uint64_t>(a.file_count) + a.extra_count >= device_count() || a.args_len > EDIT_MAX_ARGS ||
-        arg_len != sizeof a + lengths_bytes + a.args_len)
+        static_cast<uint64_t>(a.file_count) + a.extra_count + 1 > a.plan_device || a.args_len > EDIT_MAX_ARGS ||
+        plan->size() != lengths_bytes + a.args_len)
         return Status::Invalid;
     const uint32_t listed = a.file_count + a.extra_count;
     // In the arena, not on the stack: a vmdk may name up to INSTAR_MAX_ADDED_FILES extents.
@@ -91,8 +92,9 @@ Status edit_op(const uint8_t* arg, uint32_t arg_len) {
         return Status::NoMemory;
     for (uint32_t i = 0; i < listed; ++i)
         devs[i] = device(i + 1);
-    __builtin_memcpy(lengths, arg + sizeof a, lengths_bytes);
-    __builtin_memcpy(args, arg + sizeof a + lengths_bytes, a.args_len);
+    if (plan->read(0, lengths, lengths_bytes) != Status::Ok ||
+        (a.args_len != 0 && plan->read(lengths_bytes, args, a.args_len) != Status::Ok))
+        return Status::IoError;
     HypercallEditHost host(buf);
     if (ops->edit == nullptr) {
         static constexpr char NONE[] = "This image format does not support this operation";

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """`instar resize --output=json` (an instar extension, docs/resize.md): the envelope's fields for a
 grow, a no-op, a shrink and a vpc grow (whose new size is the format's rounded one, as info reads
-it back); -q prints nothing; a bad --output value is refused; without --output the output stays
+it back), a 500-extent vmdk; -q prints nothing; a bad --output value is refused; without --output the output stays
 qemu-img's "Image resized.".
 
 Usage: test_resize_json.py INSTAR QEMU_IMG
@@ -61,6 +61,15 @@ with tempfile.TemporaryDirectory() as d:
     j = json.loads(r.stdout) if r.returncode == 0 else {}
     check("vpc rounded size", r.returncode == 0 and j.get("new_virtual_size") == info(vhd, "vpc")["virtual-size"]
           and j.get("new_virtual_size") != 200 << 20, r.stdout + r.stderr)
+
+    # A 500-extent vmdk: the files' lengths outgrow the sandbox's 2 KiB operation argument, so the
+    # edit path carries them in a plan device (docs/edit.md).
+    big = os.path.join(d, "big.vmdk")
+    subprocess.run([QIMG, "create", "-q", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentFlat", big, "1000G"], check=True)
+    r = run("resize", "-f", "vmdk", "--output=json", big, "+2G")
+    j = json.loads(r.stdout) if r.returncode == 0 else {}
+    check("500 extents", r.returncode == 0 and j.get("new_virtual_size") == 1002 << 30
+          and info(big, "vmdk")["virtual-size"] == 1002 << 30, r.stdout + r.stderr)
 
 print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

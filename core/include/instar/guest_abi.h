@@ -360,9 +360,10 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_check_result) == 88, "check result layout
  * is the image, devices 1..file_count the files it names (vmdk extents, a data file), in info's
  * reference order; they are output devices (writable, may grow) when INSTAR_EDIT_WRITE is set,
  * read-only otherwise. Devices file_count+1 .. file_count+extra_count are further read-only files
- * the command names (bitmap --merge's -b). The argument is this struct, then file_count + 1 uint64
- * lengths (each file's length when opened: an output device's size is only its limit), then
- * args_len bytes the command defines. Module 0 (the image's format) does the work; the guest sends
+ * the command names (bitmap --merge's -b). The argument is this struct; device plan_device (the last,
+ * a sealed read-only memfd) holds file_count + 1 uint64 lengths (each file's length when opened: an
+ * output device's size is only its limit), then args_len bytes the command defines (a device, not
+ * the argument: 500 vmdk extents' lengths or a long snapshot name outgrow INSTAR_MAX_OP_ARG). Module 0 (the image's format) does the work; the guest sends
  * INSTAR_REC_EDIT records and exits with the module's Status. */
 #define INSTAR_EDIT_WRITE 1u /* instar_edit_arg.flags: the image and its files are writable */
 struct instar_edit_arg {
@@ -374,7 +375,7 @@ struct instar_edit_arg {
     uint32_t args_len;
     int64_t unix_time;     /* the host's clock: seconds since 1970 ... */
     uint32_t unix_nsec;    /* ... and nanoseconds (snapshot dates) */
-    uint32_t reserved;
+    uint32_t plan_device;  /* the device holding the lengths and the command's argument bytes */
     uint8_t random[32];    /* from the host's CSPRNG (vmdk CIDs, vhdx GUIDs) */
 };
 INSTAR_ABI_ASSERT(sizeof(struct instar_edit_arg) == 72, "edit arg layout");

@@ -133,12 +133,21 @@ Expected<EditReport> run_edit(const EditCall& call, const vmm::SandboxConfig& sa
                                              1'000'000'000);
     if (::getrandom(a.random, sizeof a.random, 0) != static_cast<ssize_t>(sizeof a.random))
         return Error{std::string("cannot read random bytes: ") + std::strerror(errno)};
+    // The files' lengths and the command's bytes travel in a sealed plan device (INSTAR_MAX_OP_ARG
+    // is 2 KiB; a 500-extent vmdk's lengths alone are 4 KiB).
+    std::vector<std::uint8_t> plan_bytes;
+    append_bytes(plan_bytes, &link.image.size, 1);
+    for (const auto& f : link.files)
+        append_bytes(plan_bytes, &f.size, 1);
+    plan_bytes.insert(plan_bytes.end(), call.args.begin(), call.args.end());
+    PlanFile plan;
+    auto plan_device = plan.write(plan_bytes);
+    if (!plan_device)
+        return Error{plan_device.error()};
+    a.plan_device = static_cast<std::uint32_t>(devices.size());
+    devices.push_back(*plan_device);
     std::vector<std::uint8_t> arg;
     append_bytes(arg, &a, 1);
-    append_bytes(arg, &link.image.size, 1);
-    for (const auto& f : link.files)
-        append_bytes(arg, &f.size, 1);
-    arg.insert(arg.end(), call.args.begin(), call.args.end());
 
     vmm::SandboxConfig config = sandbox;
     if (call.timeout.count() > 0 && config.timeout < call.timeout)
