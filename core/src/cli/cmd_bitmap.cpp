@@ -244,8 +244,7 @@ int cmd_bitmap(Context& ctx, std::span<const std::string> args) {
     if (auto ok = open_for_edit(eo, ctx.plugins(), sandbox, ctx.profile.version, chain); !ok)
         return report_error(ctx, quote_given(*name, ok.error()));
     if (name->unsupported_option)
-        return report_error(ctx, "Could not open '" + given + "': Block format '" + chain.links.front().node.format +
-                                     "' does not support the option '" + *name->unsupported_option + "'");
+        return report_error(ctx, unsupported_option_error(*name, chain.links.front().node.format));
     const ChainLink& link = chain.links.front();
     // qemu opens the image for I/O: an encrypted one needs its secret (instar needs none to change
     // bitmaps, but answers as qemu-img does).

@@ -118,10 +118,7 @@ int cmd_compare(Context& ctx, std::span<const std::string> args) {
         for (const auto& w : n->warnings)
             report_warning(ctx, w);
         if (n->unsupported_option) {
-            report_error(ctx, "Could not open '" + n->given + "': " +
-                                  (n->format ? "Block format '" + *n->format + "' does not"
-                                             : std::string("The image's format does not")) +
-                                  " support the option '" + *n->unsupported_option + "'");
+            report_error(ctx, unsupported_option_error(*n, n->format));
             return finish(2);
         }
     }

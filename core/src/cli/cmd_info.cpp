@@ -114,8 +114,7 @@ int cmd_info(Context& ctx, std::span<const std::string> args) {
     if (!nodes)
         return report_error(ctx, quote_given(*name, nodes.error()));
     if (name->unsupported_option)
-        return report_error(ctx, "Could not open '" + given + "': Block format '" + nodes->front().format +
-                                     "' does not support the option '" + *name->unsupported_option + "'");
+        return report_error(ctx, unsupported_option_error(*name, nodes->front().format));
     nodes->front().filename = image_display_name(*name, nodes->front().format);
 
     if (*output == OutputFormat::Json) {

@@ -179,12 +179,9 @@ int cmd_map(Context& ctx, std::span<const std::string> in_args) {
     for (const auto& w : name->warnings)
         report_warning(ctx, w);
     // qemu names the probed format here; instar names it only when the options or -f do.
-    if (name->unsupported_option) {
-        const auto fmt = vm.count("format") ? std::optional<std::string>(vm["format"].as<std::string>()) : name->format;
-        return report_error(ctx, "Could not open '" + given + "': " +
-                                     (fmt ? "Block format '" + *fmt + "' does not" : std::string("The image's format does not")) +
-                                     " support the option '" + *name->unsupported_option + "'");
-    }
+    if (name->unsupported_option)
+        return report_error(ctx, unsupported_option_error(
+                                     *name, vm.count("format") ? std::optional(vm["format"].as<std::string>()) : name->format));
 
     MapSpec spec;
     spec.filename = name->path;

@@ -503,10 +503,7 @@ int cmd_measure(Context& ctx, std::span<const std::string> args) {
         for (const auto& w : source_name->warnings)
             report_warning(ctx, w);
         if (source_name->unsupported_option)
-            return report_error(ctx, "Could not open '" + *filename + "': " +
-                                         (source_name->format ? "Block format '" + *source_name->format + "' does not"
-                                                       : std::string("The image's format does not")) +
-                                         " support the option '" + *source_name->unsupported_option + "'");
+            return report_error(ctx, unsupported_option_error(*source_name, source_name->format));
         src.filename = source_name->path;
         src.format = source_fmt ? source_fmt : source_name->format;
         if (vm.count("allow-path"))

@@ -195,8 +195,7 @@ int cmd_rebase(Context& ctx, std::span<const std::string> args) {
     if (auto ok = open_for_edit(eo, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, chain); !ok)
         return fail(quote_given(*name, ok.error()));
     if (name->unsupported_option)
-        return fail("Could not open '" + given + "': Block format '" + chain.links.front().node.format +
-                    "' does not support the option '" + *name->unsupported_option + "'");
+        return fail(unsupported_option_error(*name, chain.links.front().node.format));
     const ChainLink& top = chain.links.front();
     const std::string& format = top.node.format;
 

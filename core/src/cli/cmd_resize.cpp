@@ -424,8 +424,7 @@ int cmd_resize(Context& ctx, std::span<const std::string> args) {
     }
     const ChainLink& link = chain.links.front();
     if (name->unsupported_option)
-        return report_error(ctx, "Could not open '" + given + "': Block format '" + link.node.format +
-                                     "' does not support the option '" + *name->unsupported_option + "'");
+        return report_error(ctx, unsupported_option_error(*name, link.node.format));
     // qemu warns when it probed raw for an image it opens for writing.
     if (!eo.format && link.node.format == "raw")
         ctx.err << "WARNING: Image format was not specified for '" << given

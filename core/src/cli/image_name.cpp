@@ -203,6 +203,12 @@ std::string image_display_name(const ImageName& name, const std::string& format)
     return out;
 }
 
+std::string unsupported_option_error(const ImageName& name, const std::optional<std::string>& format) {
+    return "Could not open '" + name.given + "': " +
+           (format ? "Block format '" + *format + "' does not" : std::string("The image's format does not")) +
+           " support the option '" + name.unsupported_option.value_or("") + "'";
+}
+
 std::string quote_given(const ImageName& name, const std::string& message) {
     const std::string quoted = "Could not open '" + name.path + "'";
     if (name.given == name.path || message.rfind(quoted, 0) != 0)

@@ -46,6 +46,11 @@ std::string image_display_name(const ImageName& name, const std::string& format)
 // quote the path: puts `name.given` back where a message quotes `name.path`.
 std::string quote_given(const ImageName& name, const std::string& message);
 
+// qemu's refusal of `name.unsupported_option` (set): "Could not open 'GIVEN': Block format 'FMT'
+// does not support the option 'KEY'". A command that refuses before the image is probed may not
+// know the format: then "The image's format does not support ..." (docs/quirks.md).
+std::string unsupported_option_error(const ImageName& name, const std::optional<std::string>& format);
+
 // qemu's path_has_protocol: "PROTO:rest" with no '/' before the first ':'. Returns PROTO, or "".
 std::string protocol_prefix(std::string_view name);
 
