@@ -1,6 +1,8 @@
 // qemu-img map's walk (map_walk.h).
 #include "map_walk.h"
 
+#include "file_status.h"
+
 namespace instar::convert {
 
 using guest::Allocation;
@@ -37,8 +39,17 @@ Status map_block_status(const MapLayer* chain, uint32_t depth, uint64_t offset, 
         bytes = e.length;
         out->length = bytes;
         uint32_t flags = 0;
-        if (e.allocation == Allocation::Data)
+        if (e.allocation == Allocation::Data) {
             flags = INSTAR_MAP_DATA | INSTAR_MAP_PRESENT;
+            if (chain[k].recurse && chain[k].image != nullptr && (e.flags & guest::EXTENT_OFFSET_VALID) &&
+                e.device == 0) {
+                bool zero = false;
+                file_layer_status(*chain[k].image, e.offset, bytes, &zero, &bytes);
+                out->length = bytes;
+                if (zero)
+                    flags |= INSTAR_MAP_ZERO;
+            }
+        }
         else if (e.allocation == Allocation::Zero)
             flags = INSTAR_MAP_ZERO | INSTAR_MAP_PRESENT |
                     ((style & INSTAR_MAP_STYLE_HOLE_IS_DATA) && (e.flags & guest::EXTENT_OFFSET_VALID)

@@ -17,6 +17,11 @@ struct MapLayer {
     guest::ImageReader* reader;
     uint32_t style;     // INSTAR_MAP_STYLE_*
     uint64_t file_size; // the layer's image file's length (INSTAR_MAP_STYLE_SPLIT_EOF)
+    // qemu's BDRV_BLOCK_RECURSE (a qcow2 image it takes for metadata-preallocated, file_status.h):
+    // the layer's data extents in its own file (device 0) are ZERO as well where the file has a
+    // hole, and end where the file's data ends. `image` is that file.
+    guest::BlockDevice* image = nullptr;
+    bool recurse = false;
 };
 
 // Where the walk's runs go: batches of 1..INSTAR_MAP_MAX_BATCH entries, in disk order.

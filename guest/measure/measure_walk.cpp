@@ -1,6 +1,8 @@
 // qcow2_measure's loop and qemu's metadata-preallocation check (measure_walk.h).
 #include "measure_walk.h"
 
+#include "../convert/file_status.h"
+
 namespace instar::measure {
 
 using guest::Allocation;
@@ -30,25 +32,15 @@ Status chain_status(const Layer* layers, const bool* refine, uint32_t depth, uin
             return Status::Corrupt; // a reader broke its contract; never loop on it
         length = e.length;
         if (e.allocation == Allocation::Data) {
+            *data = true;
+            *run = length;
             if (refine[k] && (e.flags & guest::EXTENT_OFFSET_VALID) != 0 && e.device == 0 &&
                 layers[k].image != nullptr) {
                 // The file's status: a hole (or past its end) reads as zeros; data limits the run.
-                guest::BlockDevice& dev = *layers[k].image;
-                if (e.offset >= dev.size()) {
-                    *run = length;
-                    return Status::Ok;
-                }
-                bool file_data = true;
-                uint64_t n = 0;
-                if (dev.allocation(e.offset, &file_data, &n) == Status::Ok && n > 0) {
-                    // qemu ignores errors here ("just providing extra information").
-                    *data = file_data;
-                    *run = n < length ? n : length;
-                    return Status::Ok;
-                }
+                bool zero = false;
+                convert::file_layer_status(*layers[k].image, e.offset, length, &zero, run);
+                *data = !zero;
             }
-            *data = true;
-            *run = length;
             return Status::Ok;
         }
         if (e.allocation == Allocation::Zero)
@@ -65,32 +57,10 @@ Status chain_status(const Layer* layers, const bool* refine, uint32_t depth, uin
 
 Status detect_metadata_preallocation(const Layer& layer, bool* preallocated) {
     *preallocated = false;
-    const uint64_t cluster = layer.cluster_size;
-    if (!layer.detect_prealloc || layer.image == nullptr || cluster == 0)
+    if (!layer.detect_prealloc || layer.image == nullptr)
         return Status::Ok;
-    const uint64_t real = layer.allocated / cluster;
-    const uint64_t threshold = real * 10 / 9 > real + 2 ? real * 10 / 9 : real + 2;
-    const uint64_t file_length = layer.image->size();
-    guest::ImageReader& r = *layer.reader;
-    const uint64_t size = r.virtual_size();
-    uint64_t count = 1; // the header cluster
-    for (uint64_t offset = 0; offset < size && count < threshold;) {
-        Extent e{};
-        if (const Status st = r.status(offset, size - offset, &e); st != Status::Ok)
-            return st;
-        if (e.length == 0 || e.length > size - offset)
-            return Status::Corrupt;
-        if (e.allocation != Allocation::Unallocated && (e.flags & guest::EXTENT_OFFSET_VALID) != 0 &&
-            e.device == 0 && e.offset < file_length) {
-            // Host clusters the extent covers (contiguous in the file), inside the file.
-            const uint64_t first = e.offset / cluster;
-            const uint64_t end = e.length > file_length - e.offset ? file_length : e.offset + e.length;
-            count += (end + cluster - 1) / cluster - first;
-        }
-        offset += e.length;
-    }
-    *preallocated = count >= threshold;
-    return Status::Ok;
+    return convert::detect_metadata_preallocation(*layer.reader, *layer.image, layer.allocated, layer.cluster_size,
+                                                  preallocated);
 }
 
 Status required_bytes(const Layer* layers, const bool* refine, uint32_t depth, uint32_t cluster_size,

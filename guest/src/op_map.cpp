@@ -4,6 +4,7 @@
 // (OPEN with the image, COPY for the walk), then the format's reason (INSTAR_REC_REASON).
 #include "image_table.h"
 
+#include "file_status.h"
 #include "map_walk.h"
 
 namespace instar::guest {
@@ -32,6 +33,7 @@ struct Plan {
     instar_map_plan head{};
     instar_convert_image* images = nullptr;
     const uint32_t* styles = nullptr;
+    const uint8_t* facts = nullptr; // image_count instar_image_facts (copied out before use)
 };
 
 Status read_plan(uint32_t plan_device, Plan& plan) {
@@ -45,13 +47,18 @@ Status read_plan(uint32_t plan_device, Plan& plan) {
         return Status::Invalid;
     const uint64_t table = static_cast<uint64_t>(h.image_count) * sizeof(instar_convert_image);
     const uint64_t styles = static_cast<uint64_t>(h.image_count) * sizeof(uint32_t);
-    if (sizeof h + table + styles != size)
+    const uint64_t facts = static_cast<uint64_t>(h.image_count) * sizeof(instar_image_facts);
+    if (sizeof h + table + styles + facts != size)
         return Status::Invalid;
     plan.images = reinterpret_cast<instar_convert_image*>(bytes + sizeof h); // 16-aligned + 32: 8-aligned
     plan.styles = reinterpret_cast<const uint32_t*>(bytes + sizeof h + table);
-    for (uint32_t i = 0; i < h.image_count; ++i)
-        if (plan.styles[i] & ~INSTAR_MAP_STYLE_ALL)
+    plan.facts = bytes + sizeof h + table + styles;
+    for (uint32_t i = 0; i < h.image_count; ++i) {
+        instar_image_facts f{};
+        __builtin_memcpy(&f, plan.facts + static_cast<size_t>(i) * sizeof f, sizeof f);
+        if ((plan.styles[i] & ~INSTAR_MAP_STYLE_ALL) || (f.flags & ~INSTAR_IMAGE_DETECT_PREALLOC) || f.reserved != 0)
             return Status::Invalid;
+    }
     return check_image_table(plan.images, h.image_count);
 }
 
@@ -88,7 +95,15 @@ Status map_op(const uint8_t* arg, uint32_t arg_len) {
         // The styles follow the chain: find each layer's table index again.
         uint32_t i = 0;
         for (uint32_t k = 0; k < depth; ++k) {
-            layers[k] = convert::MapLayer{chain[k], plan.styles[i], device(plan.images[i].device)->size()};
+            BlockDevice* file = device(plan.images[i].device);
+            layers[k] = convert::MapLayer{chain[k], plan.styles[i], file->size(), file, false};
+            instar_image_facts f{};
+            __builtin_memcpy(&f, plan.facts + static_cast<size_t>(i) * sizeof f, sizeof f);
+            // qemu's qcow2 runs its check at the first block status and ignores a failure.
+            if ((f.flags & INSTAR_IMAGE_DETECT_PREALLOC) && plan.images[i].file_count == 0 &&
+                convert::detect_metadata_preallocation(*chain[k], *file, f.allocated, plan.images[i].cluster_size,
+                                                       &layers[k].recurse) != Status::Ok)
+                layers[k].recurse = false;
             i = plan.images[i].backing;
         }
         const uint64_t size = chain[0]->virtual_size();

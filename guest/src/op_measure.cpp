@@ -14,7 +14,7 @@ constexpr uint32_t MAX_SNAPSHOT_NAME = 1024; // qemu's snapshot names are far sh
 struct Plan {
     instar_measure_plan head{};
     instar_convert_image* images = nullptr;
-    const uint8_t* layers = nullptr; // image_count instar_measure_layer (copied out before use)
+    const uint8_t* layers = nullptr; // image_count instar_image_facts (copied out before use)
     char* snapshot = nullptr; // NUL-terminated copy, or nullptr
 };
 
@@ -27,7 +27,7 @@ Status read_plan(uint32_t plan_device, Plan& plan) {
     __builtin_memcpy(&plan.head, bytes, sizeof plan.head);
     const instar_measure_plan& h = plan.head;
     const uint64_t table = static_cast<uint64_t>(h.image_count) * sizeof(instar_convert_image);
-    const uint64_t layers = static_cast<uint64_t>(h.image_count) * sizeof(instar_measure_layer);
+    const uint64_t layers = static_cast<uint64_t>(h.image_count) * sizeof(instar_image_facts);
     if (h.magic != INSTAR_MEASURE_PLAN_MAGIC || h.image_count == 0 || h.image_count > INSTAR_CONVERT_MAX_IMAGES ||
         h.cluster_size < INSTAR_MEASURE_MIN_CLUSTER || h.cluster_size > INSTAR_MEASURE_MAX_CLUSTER ||
         (h.cluster_size & (h.cluster_size - 1)) != 0 || h.snapshot_len > MAX_SNAPSHOT_NAME || h.reserved != 0 ||
@@ -74,15 +74,15 @@ Status measure_op(const uint8_t* arg, uint32_t arg_len) {
     // The chain's layers in order: follow `backing` from image 0 (chain_of checked every index).
     uint32_t at = 0;
     for (uint32_t k = 0; st == Status::Ok && k < depth; ++k) {
-        instar_measure_layer info{};
+        instar_image_facts info{};
         __builtin_memcpy(&info, plan.layers + static_cast<size_t>(at) * sizeof info, sizeof info);
-        if (info.reserved != 0 || (info.flags & ~INSTAR_MEASURE_DETECT_PREALLOC) != 0) {
+        if (info.reserved != 0 || (info.flags & ~INSTAR_IMAGE_DETECT_PREALLOC) != 0) {
             st = Status::Invalid;
             break;
         }
         walk[k] = measure::Layer{chain[k], device(plan.images[at].device), info.allocated,
                                  plan.images[at].cluster_size,
-                                 (info.flags & INSTAR_MEASURE_DETECT_PREALLOC) != 0 && plan.images[at].file_count == 0};
+                                 (info.flags & INSTAR_IMAGE_DETECT_PREALLOC) != 0 && plan.images[at].file_count == 0};
         // qemu ignores a failed check (metadata_preallocation = ret == 1); so does this.
         if (measure::detect_metadata_preallocation(walk[k], &refine[k]) != Status::Ok) refine[k] = false;
         at = plan.images[at].backing;

@@ -41,11 +41,6 @@ const Divergence DIVERGENCES[] = {
      "an L2 table, a data cluster or a compressed cluster more than one cluster past the end of the file is "
      "a Corrupt error naming the image (less than a cluster past it reads as zeros, as qemu-img check allows)",
      "qemu-img reads zeros there and converts a truncated image as if it were whole, silently"},
-    {"qcow2-map-prealloc-metadata", "map",
-     "map reports the data clusters of an image made with preallocation=metadata as data: true, zero: false; "
-     "qemu-img detects metadata preallocation from the refcounts and the file's allocated size and reports the "
-     "file's holes under those clusters as zero: true",
-     "not implemented yet: the detection needs a refcount scan the reader does not do"},
     {"qcow2-map-read-past-eof", "map",
      "an L2 table more than one cluster past the end of the file stops map with qemu's corruption message "
      "after the runs before it (as qcow2-read-past-eof for convert)",

@@ -464,10 +464,24 @@ struct instar_compare_plan {
     uint32_t qemu_version; /* the output profile */
 };
 INSTAR_ABI_ASSERT(sizeof(struct instar_compare_plan) == 16, "compare plan layout");
+/* What the host knows of each image's own file (trusted host metadata, not image content), for
+ * map's and measure's plans: qemu's qcow2 driver sets BDRV_BLOCK_RECURSE on data clusters of an
+ * image it takes for metadata-preallocated (qcow2_detect_metadata_preallocation compares the
+ * clusters in use with the file's allocated size), and the block layer then asks the file whether
+ * the cluster's bytes are a hole. */
+#define INSTAR_IMAGE_DETECT_PREALLOC 1u /* qcow2 without a data file: qemu's metadata-preallocation check */
+struct instar_image_facts {
+    uint64_t allocated; /* the image file's allocated bytes (st_blocks * 512) */
+    uint32_t flags;     /* INSTAR_IMAGE_* */
+    uint32_t reserved;  /* 0 */
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_image_facts) == 16, "image facts layout");
+
 /* INSTAR_OP_MAP: the argument names a read-only device holding the plan: a struct instar_map_plan,
  * then image_count struct instar_convert_image entries (image 0 is the FILE argument, its backing
- * chain follows through `backing`), then image_count uint32_t INSTAR_MAP_STYLE_* values. The guest walks [start, min(end, virtual size)) as qemu-img map's
- * get_block_status does and sends the runs as INSTAR_REC_MAP records of whole struct instar_map_entry
+ * chain follows through `backing`), then image_count uint32_t INSTAR_MAP_STYLE_* values, then
+ * image_count struct instar_image_facts (the same order). The guest walks [start, min(end, virtual
+ * size)) as qemu-img map's get_block_status does and sends the runs as INSTAR_REC_MAP records of whole struct instar_map_entry
  * items (consecutive runs that qemu's entry_mergeable would join already joined). A failure while
  * opening sends INSTAR_REC_CONVERT_FAILURE (PHASE_OPEN, image) and a reason; one while walking sends
  * PHASE_COPY (with the failing layer's image) and a reason, after the records of the runs before it.
@@ -519,7 +533,7 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_map_entry) == 40, "map entry layout");
 /* INSTAR_OP_MEASURE: qemu-img measure's allocation walk over one source (qcow2_measure's loop). The
  * plan device holds a struct instar_measure_plan, then image_count struct instar_convert_image
  * entries (image 0 is the source; the rest its backing chain), then image_count struct
- * instar_measure_layer entries (the same order), then snapshot_len bytes of -l's name.
+ * instar_image_facts entries (the same order), then snapshot_len bytes of -l's name.
  * The guest walks block status over the whole chain (a data extent backed by a hole of its file
  * counts as zeros, as qemu's file-layer status does) and sends one INSTAR_REC_MEASURE. A failure
  * to open image i sends INSTAR_REC_CONVERT_FAILURE {INSTAR_CONVERT_PHASE_OPEN, i} and a REASON. */
@@ -541,15 +555,6 @@ struct instar_measure_plan {
     uint32_t reserved;     /* 0 */
 };
 INSTAR_ABI_ASSERT(sizeof(struct instar_measure_plan) == 24, "measure plan layout");
-
-/* What the host knows of each image's own file (trusted host metadata, not image content). */
-#define INSTAR_MEASURE_DETECT_PREALLOC 1u /* qcow2 without a data file: qemu's metadata-preallocation check */
-struct instar_measure_layer {
-    uint64_t allocated; /* the image file's allocated bytes (st_blocks * 512) */
-    uint32_t flags;     /* INSTAR_MEASURE_* */
-    uint32_t reserved;  /* 0 */
-};
-INSTAR_ABI_ASSERT(sizeof(struct instar_measure_layer) == 16, "measure layer layout");
 
 /* The walk's result: `required` is cluster_size times the number of target clusters that hold any
  * byte the chain reports as data (neither zero nor unallocated all the way down). */

@@ -142,9 +142,16 @@ Expected<MapResult> map_image(const MapSpec& spec, const PluginRegistry& plugins
     head.qemu_version = qemu_version;
     std::vector<std::uint32_t> styles;
     std::vector<std::uint32_t> file_counts;
-    for (const ChainLink* link : table.links) {
+    // What the host knows of each image's file: its allocated bytes, for qemu's check of qcow2
+    // metadata preallocation (done in the guest, which sees the image's clusters).
+    std::vector<instar_image_facts> facts(table.links.size());
+    for (std::size_t i = 0; i < table.links.size(); ++i) {
+        const ChainLink* link = table.links[i];
         styles.push_back(map_style((*link->plugin)->name));
         file_counts.push_back(static_cast<std::uint32_t>(link->files.size()));
+        facts[i].allocated = link->image.allocated;
+        if (link->node.format == "qcow2")
+            facts[i].flags = INSTAR_IMAGE_DETECT_PREALLOC;
     }
     // One index per distinct name (qemu compares names: two layers' runs in one file join).
     MapResult result;
@@ -182,6 +189,7 @@ Expected<MapResult> map_image(const MapSpec& spec, const PluginRegistry& plugins
         append_bytes(bytes, &head, 1);
         append_bytes(bytes, table.images.data(), table.images.size());
         append_bytes(bytes, styles.data(), styles.size());
+        append_bytes(bytes, facts.data(), facts.size());
         PlanFile plan_file;
         auto plan_device = plan_file.write(bytes);
         if (!plan_device)

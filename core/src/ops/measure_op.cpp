@@ -33,7 +33,7 @@ std::uint64_t round_up(std::uint64_t a, std::uint64_t b) { return div_round_up(a
 
 // The measure plan: header, image table, snapshot name.
 std::vector<std::uint8_t> plan_bytes(const instar_measure_plan& head, const std::vector<instar_convert_image>& images,
-                                     const std::vector<instar_measure_layer>& layers, const std::string& snapshot) {
+                                     const std::vector<instar_image_facts>& layers, const std::string& snapshot) {
     std::vector<std::uint8_t> out;
     append_bytes(out, &head, 1);
     append_bytes(out, images.data(), images.size());
@@ -181,11 +181,11 @@ Expected<std::uint64_t> measure_data_clusters(const MeasureSourceSpec& spec, con
     head.qemu_version = qemu_version;
     // What the host knows of each image's file: its allocated bytes, for qemu's check of qcow2
     // metadata preallocation (done in the guest, which sees the image's clusters).
-    std::vector<instar_measure_layer> layers(table.images.size());
+    std::vector<instar_image_facts> layers(table.images.size());
     for (std::size_t i = 0; i < table.links.size(); ++i) {
         layers[i].allocated = table.links[i]->image.allocated;
         if (table.links[i]->node.format == "qcow2")
-            layers[i].flags = INSTAR_MEASURE_DETECT_PREALLOC;
+            layers[i].flags = INSTAR_IMAGE_DETECT_PREALLOC;
     }
     PlanFile plan_file;
     auto plan_device = plan_file.write(plan_bytes(head, table.images, layers, snapshot));
