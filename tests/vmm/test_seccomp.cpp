@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "hostile_attacks.h"
 #include "vmm/hypercall_server.h"
@@ -59,6 +60,22 @@ TEST_SUITE("seccomp") {
 TEST_CASE("a normal run passes the filter") {
     if (!vmm_test::need_kvm()) return;
     CHECK(exited_ok(run_hooked_child([] {})));
+}
+
+TEST_CASE("malloc churn on the vCPU thread passes the filter (no thread-arena heap shrink)") {
+    // Regression: glibc shrinking a thread arena's heap reads /proc/sys/vm/overcommit_memory once
+    // per process, an openat the filter kills. A hostile vdi's long check did this in production.
+    if (!vmm_test::need_kvm()) return;
+    CHECK(exited_ok(run_hooked_child([] {
+        std::vector<void*> blocks;
+        for (int round = 0; round < 4; ++round) {
+            for (int i = 0; i < 64; ++i)
+                blocks.push_back(std::malloc(100 * 1024)); // below the mmap threshold: arena memory
+            for (void* b : blocks)
+                std::free(b); // the top chunk passes the trim threshold: the heap shrinks
+            blocks.clear();
+        }
+    })));
 }
 
 TEST_CASE("a write-behind run (writer thread, O_DIRECT output) passes the filter") {
