@@ -18,6 +18,11 @@ const Divergence DIVERGENCES[] = {
      "convert -n into a VDI whose block map entry (or blocks_allocated) puts a block past the end of the file "
      "is refused with a reason; qemu-img writes there, growing the file by up to 4 PiB",
      "a hostile map entry must not make instar write petabytes of holes into a file"},
+    {"vdi-static-map-holes", "map",
+     "map and compare -s of a static image report a preallocated block whose bytes are a hole in the file as "
+     "data (zero: false); qemu-img (BDRV_BLOCK_RECURSE) reports zero: true there",
+     "core keeps block-status styles per format name (map_op.cpp, compare_op.cpp); issue 13 allows a new format "
+     "no core change. convert and plain compare are unaffected"},
 };
 const std::uint32_t DIVERGENCE_COUNT = sizeof DIVERGENCES / sizeof DIVERGENCES[0];
 
