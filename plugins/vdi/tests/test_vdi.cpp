@@ -259,3 +259,21 @@ TEST_CASE("check: qemu's findings and messages") {
     REQUIRE(vdi::check(fix, lines, &res) == Status::Ok);
     CHECK(res.error == -guest::CHECK_ENOTSUP);
 }
+
+TEST_CASE("check: a block map past the end of the file is block 0 reused, counted without a loop per entry") {
+    Bytes b = make(2 * MiB);
+    put32(b, 384, 1u << 28); // 2^28 blocks claimed by a 1 KiB file
+    b.resize(1024);
+    hosted::MemoryDevice dev(b);
+    hosted::BudgetAllocator alloc(64 << 20);
+    Lines lines;
+    guest::CheckResult res;
+    const guest::CheckRequest req{&dev, nullptr, 0, &alloc, nullptr, 0, 100000, nullptr};
+    REQUIRE(vdi::check(req, lines, &res) == Status::Ok);
+    // 128 entries in the file: two 0xffffffff, then 126 zeros (the sector's padding); then 2^28 - 128
+    // zero entries past the end. Block 0 counts once, every other zero entry is a duplicate, and the
+    // count mismatches: 2^28 - 3 + 1 corruptions, 2^28 - 2 allocated.
+    CHECK(res.corruptions == (1u << 28) - 2);
+    CHECK(lines.text.ends_with("ERROR: allocated blocks mismatch, is 268435454, should be 0\n"));
+    CHECK(lines.text.size() < 20u << 20); // bounded lines, not 2^28 of them
+}

@@ -121,10 +121,14 @@ def main():
         patch(os.path.join(d, 'data.vdi'), os.path.join(d, 'dup.vdi'), [(512 + 4 * 5, '<I', 1)])
         patch(os.path.join(d, 'data.vdi'), os.path.join(d, 'large.vdi'), [(512 + 4 * 6, '<I', 99)])
         patch(os.path.join(d, 'data.vdi'), os.path.join(d, 'count.vdi'), [(388, '<I', 7)])
+        # A block map that runs past the end of the file (read as zero entries: block 0 reused).
+        patch(os.path.join(d, 'dyn.vdi'), os.path.join(d, 'shortmap.vdi'), [(384, '<I', 3000)])
+        with open(os.path.join(d, 'shortmap.vdi'), 'r+b') as f:
+            f.truncate(1024)
         # A map entry far past the end of the file: qemu reads zeros there.
         patch(os.path.join(d, 'data.vdi'), os.path.join(d, 'far.vdi'), [(512 + 4 * 4, '<I', 0x100000)])
 
-        good = ['dyn.vdi', 'static.vdi', 'empty.vdi', 'data.vdi', 'odd.vdi', 'far.vdi']
+        good = ['dyn.vdi', 'static.vdi', 'empty.vdi', 'data.vdi', 'odd.vdi', 'far.vdi', 'shortmap.vdi']
         for ver, prof in PROFILES.items():
             qemu = QEMUS[ver][0]
             for name in good + list(hostile):
