@@ -134,7 +134,8 @@ Status open(const guest::OpenRequest& req, guest::ImageReader** out) {
     if (req.image == nullptr || req.allocator == nullptr || out == nullptr)
         return Status::Invalid;
     if (req.snapshot != nullptr) {
-        guest::say_reason(req.reasons, "Block format 'vdi' used by device '' does not support internal snapshots");
+        guest::say_reason(req.reasons,
+                          "Block format 'vdi' used by device '' does not support temporarily loading internal snapshots");
         return Status::Unsupported;
     }
     VdiImage img;

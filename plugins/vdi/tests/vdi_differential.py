@@ -203,6 +203,19 @@ def main():
             if os.path.exists(os.path.join(d, qa)) and os.path.exists(os.path.join(d, ia)):
                 same_bytes(f'convert data {name} -> raw', os.path.join(d, qa), os.path.join(d, ia), results,
                            mask=False)
+        same_cli('convert -l from vdi', [q72, 'convert', '-l', 'snap', '-O', 'raw', 'data.vdi', 'l-q.raw'],
+                 [instar, '--qemu-version', '7.2', 'convert', '-l', 'snap', '-O', 'raw', 'data.vdi', 'l-i.raw'], d,
+                 results)
+        for args in (['-c'], ['-B', 'dyn.vdi'], ['-S', '0'], ['-o', 'preallocation=full']):
+            qa, ia = 'opt-q.vdi', 'opt-i.vdi'
+            for out in (qa, ia):
+                if os.path.exists(os.path.join(d, out)):
+                    os.unlink(os.path.join(d, out))
+            same_cli(f'convert to vdi {args}', [q72, 'convert', '-f', 'raw', '-O', 'vdi', *args, 'src.raw', qa],
+                     [instar, '--qemu-version', '7.2', 'convert', '-f', 'raw', '-O', 'vdi', *args, 'src.raw', ia],
+                     d, results)
+            if os.path.exists(os.path.join(d, qa)) and os.path.exists(os.path.join(d, ia)):
+                same_bytes(f'convert bytes to vdi {args}', os.path.join(d, qa), os.path.join(d, ia), results)
         for name in ('version.vdi', 'blocksize.vdi'):
             same_cli(f'convert hostile {name}', [q72, 'convert', '-O', 'raw', name, 'h-q.raw'],
                      [instar, 'convert', '-O', 'raw', name, 'h-i.raw'], d, results)
