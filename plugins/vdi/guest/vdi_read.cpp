@@ -48,6 +48,8 @@ public:
         out->allocation = Allocation::Data;
         out->flags = guest::EXTENT_OFFSET_VALID;
         out->offset = data_offset(e, in);
+        if (img_.image_type == VDI_TYPE_STATIC)
+            return file_status(out);
         return Status::Ok;
     }
 
@@ -82,6 +84,27 @@ private:
     // No overflow: entry < 2^32 and in < 2^20, so the sum stays below 2^53.
     uint64_t data_offset(uint32_t e, uint64_t in) const {
         return uint64_t{img_.offset_data} + uint64_t{e} * VDI_BLOCK_SIZE + in;
+    }
+
+    // A static image's blocks (qemu: BDRV_BLOCK_RECURSE): where the file has a hole, or ends, the run
+    // reads as zeros by the file's allocation, reported as Zero with its offset.
+    Status file_status(Extent* out) {
+        const uint64_t file = dev_.size();
+        if (out->offset >= file) {
+            out->allocation = Allocation::Zero;
+            return Status::Ok;
+        }
+        bool data = true;
+        uint64_t run = 0;
+        if (const Status st = dev_.allocation(out->offset, &data, &run); st != Status::Ok)
+            return st;
+        if (run == 0)
+            return Status::IoError;
+        if (run < out->length)
+            out->length = run;
+        if (!data)
+            out->allocation = Allocation::Zero;
+        return Status::Ok;
     }
 
     // The file's bytes at [at, at + n), zeros past its end (qemu's block layer).

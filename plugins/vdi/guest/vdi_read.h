@@ -23,8 +23,10 @@ guest::Status vdi_read_entries(guest::BlockDevice& dev, const VdiImage& img, uin
 
 // Opens a VDI for reading after qemu's open checks (vdi_load):
 //  - a block whose map entry is 0xffffffff or 0xfffffffe is Zero (qemu: BDRV_BLOCK_ZERO);
-//  - any other entry is Data at offset_data + entry * 1 MiB, whatever the image type; bytes past
-//    the end of the file read as zeros (qemu's block layer), so entries need no upper bound.
+//  - any other entry is Data at offset_data + entry * 1 MiB; bytes past the end of the file read as
+//    zeros (qemu's block layer), so entries need no upper bound;
+//  - in a static image (qemu: BDRV_BLOCK_RECURSE) a block's runs that are holes in the file, or lie
+//    past its end, are Zero with their offset (the file's allocation, as the host reports it).
 guest::Status open(const guest::OpenRequest& req, guest::ImageReader** out);
 
 } // namespace instar::vdi
