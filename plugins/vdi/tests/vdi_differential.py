@@ -151,6 +151,10 @@ def main():
                          [instar, '--qemu-version', prof, 'measure', '-O', 'qcow2', '--output=json', name], d, results)
             same_cli(f'compare -s static.vdi dyn.vdi [qemu {ver}]', [qemu, 'compare', '-s', 'static.vdi', 'dyn.vdi'],
                      [instar, '--qemu-version', prof, 'compare', '-s', 'static.vdi', 'dyn.vdi'], d, results)
+            for args in (['10M'], ['--shrink', '1M'], ['+1M']):
+                shutil.copyfile(os.path.join(d, 'dyn.vdi'), os.path.join(d, 'rs.vdi'))
+                same_cli(f'resize {args} [qemu {ver}]', [qemu, 'resize', 'rs.vdi', *args],
+                         [instar, '--qemu-version', prof, 'resize', 'rs.vdi', *args], d, results)
             for name in ('data.vdi', 'far.vdi'):
                 for out in ('human', 'json'):
                     same_cli(f'map {out} {name} [qemu {ver}]', [qemu, 'map', f'--output={out}', name],
