@@ -152,13 +152,10 @@ struct Checker {
     }
 };
 
-Status write_header(guest::BlockDevice& dev, const QedHeader& h) {
-    uint8_t raw[QED_HEADER_SIZE];
-    qed_header_encode(h, raw);
-    return dev.write(0, raw, sizeof raw);
+// ctx: the CheckRequest, whose flush is a plain function.
+Status request_flush(void* ctx, guest::BlockDevice& dev) {
+    return static_cast<const guest::CheckRequest*>(ctx)->flush(dev);
 }
-
-Status flush(const guest::CheckRequest& req) { return req.flush ? req.flush(*req.image) : Status::Ok; }
 
 int32_t errno_of(Status st) {
     switch (st) {
@@ -177,6 +174,74 @@ void say(guest::CheckSink& sink, const char* text) {
 }
 
 } // namespace
+
+Status qed_write_header(guest::BlockDevice& dev, const QedHeader& h) {
+    uint8_t raw[QED_HEADER_SIZE];
+    qed_header_encode(h, raw);
+    return dev.write(0, raw, sizeof raw);
+}
+
+int32_t qed_check_image(guest::BlockDevice& dev, guest::Allocator& alloc, QedImage& s, bool fix, QedFlush flush,
+                        CheckResult* result, guest::CheckSink* sink) {
+    auto say_line = [&](const char* text) {
+        if (sink != nullptr)
+            say(*sink, text);
+    };
+    if (s.table_bytes() > QED_MAX_TABLE_BYTES) {
+        say_line("\x01" "instar checks QED images whose tables (cluster_size x table_size) are at most "
+                 "QED_MAX_TABLE_BYTES (32 MiB)");
+        return -guest::CHECK_EFBIG;
+    }
+    Checker c{dev, alloc, s, *result, fix};
+    c.nclusters = s.bytes_to_clusters(s.file_size);
+    if (c.nclusters > QED_CHECK_MAX_CLUSTERS) {
+        say_line("\x01" "instar's QED check covers at most QED_CHECK_MAX_CLUSTERS (2^31) clusters of file");
+        return -guest::CHECK_EFBIG;
+    }
+    const uint64_t words = (c.nclusters + 31) / 32;
+    const uint64_t tb = s.table_bytes();
+    c.used = static_cast<uint32_t*>(alloc.allocate(words ? words * 4 : 4, 8));
+    c.l1 = static_cast<uint64_t*>(alloc.allocate(tb, 8));
+    c.l2 = static_cast<uint64_t*>(alloc.allocate(tb, 8));
+    c.io = static_cast<uint8_t*>(alloc.allocate(IO_CHUNK, 8));
+    struct Release {
+        Checker& c;
+        uint64_t words, tb;
+        ~Release() {
+            if (c.used)
+                c.alloc.deallocate(c.used, words ? words * 4 : 4);
+            if (c.l1)
+                c.alloc.deallocate(c.l1, tb);
+            if (c.l2)
+                c.alloc.deallocate(c.l2, tb);
+            if (c.io)
+                c.alloc.deallocate(c.io, IO_CHUNK);
+        }
+    } release{c, words, tb};
+    if (!c.used || !c.l1 || !c.l2 || !c.io)
+        return -guest::CHECK_ENOMEM;
+    for (uint64_t i = 0; i < words; ++i)
+        c.used[i] = 0;
+    if (const Status st = c.read_table(s.header.l1_table_offset, c.l1); st != Status::Ok) {
+        // qemu's open fails: "Failed to read L1 table".
+        say_line("\x01" "Failed to read L1 table");
+        return errno_of(st);
+    }
+    result->total_clusters = (s.header.image_size + s.cluster_size() - 1) / s.cluster_size();
+    const Status last = c.check_l1();
+    if (last != Status::Ok)
+        return errno_of(last);
+    c.check_for_leaks();
+    // qed_check_mark_clean
+    if (fix && result->corruptions == 0 && result->check_errors == 0 && (s.header.features & QED_F_NEED_CHECK) != 0) {
+        if (const Status st = flush.call(dev); st != Status::Ok)
+            return errno_of(st);
+        s.header.features &= ~QED_F_NEED_CHECK;
+        if (const Status st = qed_write_header(dev, s.header); st != Status::Ok)
+            return errno_of(st);
+    }
+    return 0;
+}
 
 Status check(const guest::CheckRequest& req, guest::CheckSink& sink, CheckResult* result) {
     if (req.image == nullptr || req.allocator == nullptr || result == nullptr)
@@ -204,93 +269,35 @@ Status check(const guest::CheckRequest& req, guest::CheckSink& sink, CheckResult
     }
     QedImage& s = *img;
     const bool fix = req.fix != 0;
+    const QedFlush flush{req.flush ? request_flush : nullptr,
+                         const_cast<void*>(static_cast<const void*>(&req))};
     // A read-write open knocks out unknown autoclear feature bits (none are known).
     if (fix && s.header.autoclear_features != 0) {
         s.header.autoclear_features = 0;
-        if (const Status st = write_header(dev, s.header); st != Status::Ok) {
+        Status st = qed_write_header(dev, s.header);
+        if (st == Status::Ok)
+            st = flush.call(dev);
+        if (st != Status::Ok) {
             result->error = errno_of(st);
             return Status::Ok;
         }
-        if (const Status st = flush(req); st != Status::Ok) {
-            result->error = errno_of(st);
-            return Status::Ok;
-        }
     }
-    if (s.table_bytes() > QED_MAX_TABLE_BYTES) {
-        say(sink, "\x01" "instar checks QED images whose tables (cluster_size x table_size) are at most "
-                  "QED_MAX_TABLE_BYTES (32 MiB)");
-        result->error = -guest::CHECK_EFBIG;
-        return Status::Ok;
-    }
-    Checker c{dev, alloc, s, *result, fix};
-    c.nclusters = s.bytes_to_clusters(s.file_size);
-    if (c.nclusters > QED_CHECK_MAX_CLUSTERS) {
-        say(sink, "\x01" "instar's QED check covers at most QED_CHECK_MAX_CLUSTERS (2^31) clusters of file");
-        result->error = -guest::CHECK_EFBIG;
-        return Status::Ok;
-    }
-    const uint64_t words = (c.nclusters + 31) / 32;
-    const uint64_t tb = s.table_bytes();
-    c.used = static_cast<uint32_t*>(alloc.allocate(words ? words * 4 : 4, 8));
-    c.l1 = static_cast<uint64_t*>(alloc.allocate(tb, 8));
-    c.l2 = static_cast<uint64_t*>(alloc.allocate(tb, 8));
-    c.io = static_cast<uint8_t*>(alloc.allocate(IO_CHUNK, 8));
-    struct Release {
-        Checker& c;
-        uint64_t words, tb;
-        ~Release() {
-            if (c.used)
-                c.alloc.deallocate(c.used, words ? words * 4 : 4);
-            if (c.l1)
-                c.alloc.deallocate(c.l1, tb);
-            if (c.l2)
-                c.alloc.deallocate(c.l2, tb);
-            if (c.io)
-                c.alloc.deallocate(c.io, IO_CHUNK);
-        }
-    } release{c, words, tb};
-    if (!c.used || !c.l1 || !c.l2 || !c.io) {
-        result->error = -guest::CHECK_ENOMEM;
-        return Status::Ok;
-    }
-    for (uint64_t i = 0; i < words; ++i)
-        c.used[i] = 0;
-    if (const Status st = c.read_table(s.header.l1_table_offset, c.l1); st != Status::Ok) {
-        // qemu's open fails: "Failed to read L1 table".
-        say(sink, "\x01" "Failed to read L1 table");
-        result->error = errno_of(st);
-        return Status::Ok;
-    }
-    result->total_clusters = (s.header.image_size + s.cluster_size() - 1) / s.cluster_size();
-    const Status last = c.check_l1();
-    if (last == Status::Ok) {
-        c.check_for_leaks();
-        // qed_check_mark_clean
-        if (fix && result->corruptions == 0 && result->check_errors == 0 &&
-            (s.header.features & QED_F_NEED_CHECK) != 0) {
-            if (const Status st = flush(req); st != Status::Ok) {
-                result->error = errno_of(st);
-                return Status::Ok;
-            }
-            s.header.features &= ~QED_F_NEED_CHECK;
-            if (const Status st = write_header(dev, s.header); st != Status::Ok) {
-                result->error = errno_of(st);
-                return Status::Ok;
-            }
-        }
-    } else {
-        result->error = errno_of(last);
-    }
+    result->error = qed_check_image(dev, alloc, s, fix, flush, result, &sink);
     // bdrv_qed_close after a read-write open: flush, then a clean shutdown needs no check.
-    if (fix && (s.header.features & QED_F_NEED_CHECK) != 0) {
-        if (const Status st = flush(req); st == Status::Ok) {
-            s.header.features &= ~QED_F_NEED_CHECK;
-            (void)write_header(dev, s.header);
-        }
-    }
     if (fix)
-        (void)flush(req);
+        (void)qed_close_rw(dev, s, flush);
     return Status::Ok;
+}
+
+Status qed_close_rw(guest::BlockDevice& dev, QedImage& s, QedFlush flush) {
+    Status st = flush.call(dev);
+    if (st == Status::Ok && (s.header.features & QED_F_NEED_CHECK) != 0) {
+        s.header.features &= ~QED_F_NEED_CHECK;
+        st = qed_write_header(dev, s.header);
+        if (st == Status::Ok)
+            st = flush.call(dev);
+    }
+    return st;
 }
 
 } // namespace instar::qed

@@ -1,8 +1,11 @@
 // Fuzz target: QED check (qemu-img check's walk) on arbitrary bytes with a bounded allocator, and
-// (for lengths that are multiples of 3) -r all on a writable copy: never a crash, hang, growth of
-// the file or a counter out of range.
+// (for lengths that are multiples of 3) -r all and a resize on writable copies: never a crash,
+// hang, growth of the file or a counter out of range.
 #include "hosted_support.h"
 #include "qed_check.h"
+#include "qed_edit.h"
+
+#include <instar/guest/edit_resize.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -38,6 +41,20 @@ struct Writable final : instar::guest::BlockDevice {
 
 instar::guest::Status no_flush(instar::guest::BlockDevice&) { return instar::guest::Status::Ok; }
 
+struct Host final : instar::guest::EditHost {
+    using Status = instar::guest::Status;
+    Status set_length(instar::guest::BlockDevice&, std::uint64_t, instar::guest::Prealloc) override {
+        return Status::Unsupported;
+    }
+    Status flush(instar::guest::BlockDevice&) override { return Status::Ok; }
+    Status add_file(const char*, instar::guest::BlockDevice**) override { return Status::Unsupported; }
+    Status out(const char*, std::size_t) override { return Status::Ok; }
+    Status err(const char*, std::size_t) override { return Status::Ok; }
+    void reason(const char*, std::size_t) override {}
+    Status data(std::uint32_t, const void*, std::size_t) override { return Status::Ok; }
+    void progress(std::uint64_t, std::uint64_t) override {}
+};
+
 void sane(const instar::guest::CheckResult& r, std::size_t size) {
     // Every counted cluster is one the file or the tables can name.
     if (r.error > 0 || r.leaks > size || r.fragmented_clusters > r.allocated_clusters)
@@ -64,6 +81,24 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         if (instar::qed::check(fix, lines, &r) == instar::guest::Status::Ok)
             sane(r, size);
         if (w.b.size() != size)
+            std::abort();
+        // resize on another copy: the read-write open's repair, then one header write.
+        Writable e;
+        e.b.assign(data, data + size);
+        instar::hosted::BudgetAllocator alloc3(8u << 20);
+        Host host;
+        instar::guest::ResizeArgs a{};
+        a.new_size = size * 2 + 512;
+        instar::guest::EditRequest er{};
+        er.command = instar::guest::EditCommand::Resize;
+        er.image = &e;
+        er.image_length = size;
+        er.writable = true;
+        er.args = reinterpret_cast<const std::uint8_t*>(&a);
+        er.args_len = sizeof a;
+        er.allocator = &alloc3;
+        (void)instar::qed::edit(er, host);
+        if (e.b.size() != size)
             std::abort();
     }
     return 0;

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Differential check of the qed plugin end to end: the instar binary against qemu-img 7.2 and 10.0
 on info (human and JSON), create (messages and image bytes), convert from qed (data, map), convert
-to qed (-O qed, -o cluster_size/table_size, -B: image bytes), and check / check -r (output, exit
-code, the repaired file's bytes) on clean and damaged images.
+to qed (-O qed, -o cluster_size/table_size, -B: image bytes), resize, and check / check -r (output,
+exit code, the repaired file's bytes) on clean and damaged images.
 
 usage: qed_differential.py INSTAR
 """
@@ -197,6 +197,14 @@ def main():
             d.same(f'convert -B base.qcow2 {" ".join(opts)} {srcimg}',
                    ['convert'] + opts + ['-O', 'qed', '-B', 'base.qcow2', '-F', 'qcow2', srcimg, f'@b{n}.qed'],
                    outputs=[f'b{n}.qed'])
+
+        # ---- resize (after qemu's read-write open: autoclear bits, the automatic check) ----
+        d.fixture(qemu_img, 'create', '-q', '-f', 'qed', '-b', 'base.raw', '-F', 'raw', 'shorttop.qed', '5M')
+        for img, args in [('data.qed', ['+1M']), ('data.qed', ['1000']), ('data.qed', ['--shrink', '1M']),
+                          ('data.qed', ['--preallocation=falloc', '+1M']), ('data.qed', ['100T']),
+                          ('small.qed', ['+3M']), ('top.qed', ['+1M']), ('shorttop.qed', ['+1M']),
+                          ('dirtybad.qed', ['+1M']), ('dirtydup.qed', ['+1M']), ('autoclear.qed', ['+64k'])]:
+            d.same(f'resize {img} {" ".join(args)}', ['resize', f'@{img}'] + args, inputs=[img])
 
         # ---- check, check -r ----
         for img in ['data.qed', 'small.qed', 'top.qed', 'leak', 'l2past', 'l2dup', 'l2unaligned', 'l1past', 'l1dup',

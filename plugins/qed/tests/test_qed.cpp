@@ -6,10 +6,12 @@
 #include "hosted_support.h"
 #include "qed_check.h"
 #include "qed_create.h"
+#include "qed_edit.h"
 #include "qed_format.h"
 #include "qed_read.h"
 
 #include <doctest/doctest.h>
+#include <instar/guest/edit_resize.h>
 
 #include <cstring>
 #include <string>
@@ -278,4 +280,72 @@ TEST_CASE("check counts leaks and corruptions as qed_check and repairs invalid o
     put64(w.b, 12288 + 16, 20480);
     r = run_check(w, true);
     CHECK(r.corruptions == 1);
+}
+
+namespace {
+
+struct Host final : guest::EditHost {
+    std::string why;
+    int flushes = 0;
+    Status set_length(guest::BlockDevice&, std::uint64_t, guest::Prealloc) override { return Status::Unsupported; }
+    Status flush(guest::BlockDevice&) override {
+        ++flushes;
+        return Status::Ok;
+    }
+    Status add_file(const char*, guest::BlockDevice**) override { return Status::Unsupported; }
+    Status out(const char*, std::size_t) override { return Status::Ok; }
+    Status err(const char*, std::size_t) override { return Status::Ok; }
+    void reason(const char* t, std::size_t n) override { why.assign(t, n); }
+    Status data(std::uint32_t, const void*, std::size_t) override { return Status::Ok; }
+    void progress(std::uint64_t, std::uint64_t) override {}
+};
+
+Status resize_to(Writable& w, std::uint64_t size, Host& host, std::uint32_t flags = 0, std::uint64_t backing = 0) {
+    guest::ResizeArgs a{};
+    a.new_size = size;
+    a.flags = flags;
+    a.backing_size = backing;
+    hosted::BudgetAllocator alloc(8u << 20);
+    guest::EditRequest req{};
+    req.command = guest::EditCommand::Resize;
+    req.image = &w;
+    req.image_length = w.b.size();
+    req.writable = true;
+    req.args = reinterpret_cast<const std::uint8_t*>(&a);
+    req.args_len = sizeof a;
+    req.allocator = &alloc;
+    return qed::edit(req, host);
+}
+
+std::uint64_t header_size_field(const Bytes& b) {
+    std::uint64_t v = 0;
+    for (int i = 7; i >= 0; --i)
+        v = v << 8 | b[48 + i];
+    return v;
+}
+
+} // namespace
+
+TEST_CASE("resize grows the header's size, refuses what bdrv_qed_co_truncate refuses, repairs a dirty image first") {
+    Writable w;
+    w.b = small_image();
+    Host host;
+    CHECK(resize_to(w, 2 << 20, host) == Status::Ok);
+    CHECK(header_size_field(w.b) == 2 << 20);
+    CHECK(resize_to(w, 1 << 20, host) == Status::Unsupported);
+    CHECK(host.why == "Shrinking images is currently not supported");
+    CHECK(resize_to(w, (2 << 20) + 1, host) == Status::Invalid);
+    CHECK(host.why == "Invalid image size specified");
+    CHECK(resize_to(w, 4 << 20, host, guest::RESIZE_HAS_BACKING, 3 << 20) == Status::Unsupported);
+    CHECK(host.why == "Block driver does not support requested flags");
+    // A dirty image with an L2 entry past the end: repaired (entry cleared), flag cleared, resized.
+    put64(w.b, 12288 + 24, 1ull << 40);
+    put64(w.b, 16, qed::QED_F_NEED_CHECK);
+    CHECK(resize_to(w, 3 << 20, host) == Status::Ok);
+    CHECK(header_size_field(w.b) == 3 << 20);
+    hosted::MemoryDevice after(w.b);
+    qed::QedImage img;
+    REQUIRE(qed::qed_load(after, &img, nullptr) == Status::Ok);
+    CHECK(img.header.features == 0);
+    CHECK(run_check(w, false).corruptions == 0);
 }
