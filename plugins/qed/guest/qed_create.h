@@ -21,5 +21,8 @@ guest::Status create_image(const guest::CreateRequest& req, guest::CreateTarget&
 guest::Status create(const guest::CreateRequest& req, guest::CreateTarget& target);
 // convert -O qed: the image as create makes it, then qemu's allocating-write rules (block/qed.c).
 guest::Status create_writer(const guest::CreateRequest& req, guest::CreateTarget& target, guest::ImageWriter** out);
+// convert -n into an existing qed: qemu's read-write open (autoclear bits, the automatic check of
+// an image with QED_F_NEED_CHECK), then the same writer over the image's own tables.
+guest::Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out);
 
 } // namespace instar::qed

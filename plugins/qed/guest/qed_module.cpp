@@ -9,5 +9,5 @@
 #include <instar_guest/format_module.h>
 
 INSTAR_FORMAT_MODULE_WITH_EDIT("qed", instar::qed::probe, instar::qed::info, nullptr, instar::qed::create,
-                               instar::qed::open, instar::qed::create_writer, nullptr, instar::qed::check,
+                               instar::qed::open, instar::qed::create_writer, instar::qed::open_writer, instar::qed::check,
                                instar::qed::edit)

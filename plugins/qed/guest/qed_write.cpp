@@ -11,6 +11,7 @@
 #include "qed_create.h"
 
 #include "qed_bytes.h"
+#include "qed_check.h"
 #include "qed_format.h"
 
 #include <instar/guest/arena_new.h>
@@ -26,14 +27,16 @@ constexpr size_t ZERO_CHUNK = 64 * 1024; // zeros and backing bytes copied at a 
 
 class QedWriter final : public guest::ImageWriter {
 public:
-    QedWriter(guest::BlockDevice& dev, guest::Allocator& alloc, const QedCreated& c)
-        : dev_(dev), alloc_(alloc), c_(c) {
+    // existing_file_size: 0 for a new image (create_writer), else qemu's file_size of the opened
+    // image (convert -n), whose L1 table is then read from the file.
+    QedWriter(guest::BlockDevice& dev, guest::Allocator& alloc, const QedCreated& c, uint64_t existing_file_size = 0)
+        : dev_(dev), alloc_(alloc), c_(c), existing_(existing_file_size != 0) {
         cs_ = c.cluster_size;
         table_bytes_ = uint64_t{c.cluster_size} * c.table_size;
         nelems_ = table_bytes_ / 8;
         l2_shift_ = static_cast<uint32_t>(__builtin_ctz(c.cluster_size));
         l1_shift_ = l2_shift_ + static_cast<uint32_t>(__builtin_ctzll(nelems_));
-        file_size_ = c.l1_offset + table_bytes_;
+        file_size_ = existing_ ? existing_file_size : c.l1_offset + table_bytes_;
     }
 
     Status init() {
@@ -42,12 +45,28 @@ public:
         buf_ = static_cast<uint8_t*>(alloc_.allocate(ZERO_CHUNK, 8));
         if (!l1_ || !l2_ || !buf_)
             return Status::NoMemory;
-        __builtin_memset(l1_, 0, table_bytes_);
+        uint8_t raw[QED_HEADER_SIZE];
+        if (const Status st = dev_.read(0, raw, sizeof raw); st != Status::Ok)
+            return st;
+        qed_header_decode(raw, &header_);
+        if (!existing_) {
+            __builtin_memset(l1_, 0, table_bytes_);
+            return Status::Ok;
+        }
+        for (uint64_t done = 0; done < table_bytes_;) {
+            const uint64_t n = table_bytes_ - done < ZERO_CHUNK ? table_bytes_ - done : ZERO_CHUNK;
+            if (const Status st = dev_.read(c_.l1_offset + done, buf_, static_cast<size_t>(n)); st != Status::Ok)
+                return st;
+            for (uint64_t i = 0; i < n / 8; ++i)
+                l1_[done / 8 + i] = load_le64(buf_ + 8 * i);
+            done += n;
+        }
         return Status::Ok;
     }
 
     uint64_t cluster_size() const override { return cs_; }
-    bool zero_init() const override { return true; } // bdrv_has_zero_init_1
+    // bdrv_has_zero_init_1 for a new image; an existing one (convert -n) has none.
+    bool zero_init() const override { return !existing_; }
     void set_backing(guest::ImageReader* backing) override { backing_ = backing; }
 
     Status write(uint64_t offset, const void* buf, size_t len) override {
@@ -86,6 +105,19 @@ public:
     Status finish() override {
         if (const Status st = flush_l2(); st != Status::Ok)
             return st;
+        if (const Status st = write_l1(); st != Status::Ok)
+            return st;
+        // bdrv_qed_close: a clean shutdown needs no check.
+        if ((header_.features & QED_F_NEED_CHECK) != 0) {
+            header_.features &= ~QED_F_NEED_CHECK;
+            uint8_t raw[QED_HEADER_SIZE];
+            qed_header_encode(header_, raw);
+            return dev_.write(0, raw, sizeof raw);
+        }
+        return Status::Ok;
+    }
+
+    Status write_l1() {
         uint8_t* raw = buf_;
         for (uint64_t done = 0; done < table_bytes_;) {
             const uint64_t n = table_bytes_ - done < ZERO_CHUNK ? table_bytes_ - done : ZERO_CHUNK;
@@ -128,9 +160,31 @@ private:
         return Status::Ok;
     }
 
+    // qemu's qed_check_cluster_offset / qed_check_table_offset against the growing file_size.
+    bool valid_cluster(uint64_t offset) const {
+        return (offset & (cs_ - 1)) == 0 && offset >= uint64_t{header_.header_size} * cs_ && offset < file_size_;
+    }
+    bool valid_table(uint64_t offset) const {
+        const uint64_t end = offset + (uint64_t{c_.table_size} - 1) * cs_;
+        return end > offset && valid_cluster(offset) && valid_cluster(end);
+    }
+
+    // qed_should_set_need_check before an allocating write: without a backing file, the image is
+    // marked as needing a check until finish() (qemu's close) clears it.
+    Status mark_need_check() {
+        if (c_.has_backing || (header_.features & QED_F_NEED_CHECK) != 0)
+            return Status::Ok;
+        header_.features |= QED_F_NEED_CHECK;
+        uint8_t raw[QED_HEADER_SIZE];
+        qed_header_encode(header_, raw);
+        return dev_.write(0, raw, sizeof raw);
+    }
+
     Status load_l2(uint64_t offset) {
         if (l2_offset_ == offset)
             return Status::Ok;
+        if (!valid_table(offset))
+            return Status::Invalid; // qemu's qed_find_cluster: -EINVAL
         if (const Status st = flush_l2(); st != Status::Ok)
             return st;
         l2_offset_ = 0;
@@ -234,6 +288,11 @@ private:
                     n = run;
             }
             const uint64_t nclusters = (into + n + cs_ - 1) / cs_;
+            if (kind > 1 && !valid_cluster(kind))
+                return Status::Invalid; // qemu's qed_find_cluster: -EINVAL
+            if (kind == 0 || (kind == 1 && !zero_clusters))
+                if (const Status st = mark_need_check(); st != Status::Ok)
+                    return st;
             if (kind > 1) {
                 // Allocated: written in place (zero requests write zeros there too).
                 if (const Status st = put_data(kind + into, zero_clusters ? nullptr : data, n); st != Status::Ok)
@@ -291,6 +350,8 @@ private:
     guest::BlockDevice& dev_;
     guest::Allocator& alloc_;
     QedCreated c_;
+    bool existing_;
+    QedHeader header_{};
     uint64_t cs_ = 0;
     uint64_t table_bytes_ = 0;
     uint64_t nelems_ = 0;
@@ -306,6 +367,58 @@ private:
 };
 
 } // namespace
+
+Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
+    if (req.image == nullptr || req.allocator == nullptr || out == nullptr)
+        return Status::Invalid;
+    guest::BlockDevice& dev = *req.image;
+    QedImage* img = guest::arena_new<QedImage>(*req.allocator);
+    if (img == nullptr)
+        return Status::NoMemory;
+    struct Free {
+        guest::Allocator& a;
+        QedImage* p;
+        ~Free() { guest::arena_delete(a, p); }
+    } free_img{*req.allocator, img};
+    const char* why = nullptr;
+    if (const Status st = qed_load(dev, img, &why); st != Status::Ok) {
+        guest::say_reason(req.reasons, why);
+        return st;
+    }
+    QedImage& s = *img;
+    if (s.table_bytes() > QED_MAX_TABLE_BYTES) {
+        guest::say_reason(req.reasons, "instar writes into QED images whose tables (cluster_size x table_size) are at "
+                                       "most QED_MAX_TABLE_BYTES (32 MiB)");
+        return Status::TooLarge;
+    }
+    // qemu's read-write open: unknown autoclear bits cleared, a dirty image checked and repaired.
+    if (s.header.autoclear_features != 0) {
+        s.header.autoclear_features = 0;
+        if (const Status st = qed_write_header(dev, s.header); st != Status::Ok) {
+            guest::say_reason(req.reasons, "Failed to update header");
+            return st;
+        }
+    }
+    if ((s.header.features & QED_F_NEED_CHECK) != 0) {
+        guest::CheckResult r;
+        if (qed_check_image(dev, *req.allocator, s, true, QedFlush{nullptr, nullptr}, &r, nullptr) != 0) {
+            guest::say_reason(req.reasons, "Image corrupted");
+            return Status::Corrupt;
+        }
+    }
+    const QedCreated c{s.header.cluster_size, s.header.table_size, s.header.image_size, s.header.l1_table_offset,
+                       s.has_backing};
+    QedWriter* w = guest::arena_new<QedWriter>(*req.allocator, dev, *req.allocator, c,
+                                              s.file_size == 0 ? uint64_t{1} : s.file_size);
+    if (w == nullptr)
+        return Status::NoMemory;
+    if (const Status st = w->init(); st != Status::Ok) {
+        w->close();
+        return st;
+    }
+    *out = w;
+    return Status::Ok;
+}
 
 Status create_writer(const guest::CreateRequest& req, guest::CreateTarget& target, guest::ImageWriter** out) {
     if (req.allocator == nullptr)

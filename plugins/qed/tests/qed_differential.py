@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Differential check of the qed plugin end to end: the instar binary against qemu-img 7.2 and 10.0
 on info (human and JSON), create (messages and image bytes), convert from qed (data, map), convert
-to qed (-O qed, -o cluster_size/table_size, -B: image bytes), resize, and check / check -r (output,
+to qed (-O qed, -o cluster_size/table_size, -B, -n: image bytes), resize, and check / check -r (output,
 exit code, the repaired file's bytes) on clean and damaged images.
 
 usage: qed_differential.py INSTAR
@@ -197,6 +197,16 @@ def main():
             d.same(f'convert -B base.qcow2 {" ".join(opts)} {srcimg}',
                    ['convert'] + opts + ['-O', 'qed', '-B', 'base.qcow2', '-F', 'qcow2', srcimg, f'@b{n}.qed'],
                    outputs=[f'b{n}.qed'])
+
+        # ---- convert -n into existing qed images (qemu's read-write open repairs a dirty target) ----
+        d.fixture(qemu_img, 'create', '-q', '-f', 'qed', 'empty64.qed', '64M')
+        for n, (srcimg, opts, tgt) in enumerate([('data.raw', ['-f', 'raw'], 'empty64.qed'),
+                                                 ('small.qed', [], 'data.qed'), ('top4k.qcow2', [], 'data.qed'),
+                                                 ('small.qed', [], 'top.qed'), ('top4k.qcow2', [], 'top.qed'),
+                                                 ('small.qed', [], 'dirtybad.qed'), ('small.qed', [], 'dirty.qed'),
+                                                 ('data.qed', [], 'small.qed')]):
+            d.same(f'convert -n {srcimg} into {tgt}', ['convert', '-n'] + opts + ['-O', 'qed', srcimg, f'@{tgt}'],
+                   inputs=[tgt])
 
         # ---- resize (after qemu's read-write open: autoclear bits, the automatic check) ----
         d.fixture(qemu_img, 'create', '-q', '-f', 'qed', '-b', 'base.raw', '-F', 'raw', 'shorttop.qed', '5M')
