@@ -1,10 +1,12 @@
-// qed's in-place edits (qed_edit.h). A resize is one write of the 64-byte header, so a kill leaves
-// the old or the new header; the automatic repair before it orders its own writes as check -r does.
+// qed's in-place edits (qed_edit.h). Each change is one header write (the 64-byte header, or the
+// header and the backing name after it in one write, as qemu), so a kill leaves the old or the new
+// header; the automatic repair before it orders its own writes as check -r does.
 #include "qed_edit.h"
 
 #include "qed_check.h"
 #include "qed_format.h"
 
+#include <instar/guest/edit_backing.h>
 #include <instar/guest/edit_resize.h>
 #include <instar/guest/format_util.h>
 
@@ -108,12 +110,55 @@ Status resize(const EditRequest& req, Sized& dev, EditHost& host, QedImage& s, Q
     return Status::Ok;
 }
 
+// bdrv_qed_change_backing_file: the header with the new feature bits and the name right after it,
+// written in one write (bdrv_pwrite_sync), then a flush.
+Status set_backing(const EditRequest& req, Sized& dev, EditHost& host, QedImage& s, QedFlush flush) {
+    guest::SetBackingArgs a;
+    if (req.args == nullptr || req.args_len < sizeof a)
+        return guest::edit_refuse(host, "truncated set-backing arguments", Status::Invalid);
+    __builtin_memcpy(&a, req.args, sizeof a);
+    if (req.args_len - sizeof a != uint64_t{a.name_len} + a.format_len)
+        return guest::edit_refuse(host, "truncated set-backing arguments", Status::Invalid);
+    const char* name = reinterpret_cast<const char*>(req.args + sizeof a);
+    const char* fmt = name + a.name_len;
+    const bool detach = (a.flags & guest::SET_BACKING_DETACH) != 0;
+    for (uint64_t i = 0; i < uint64_t{a.name_len} + a.format_len; ++i)
+        if (name[i] == 0)
+            return guest::edit_refuse(host, guest::SET_BACKING_INVALID, Status::Invalid);
+    if (!detach && s.header.compat_features != 0)
+        return guest::edit_refuse(host, guest::SET_BACKING_UNSUPPORTED, Status::Unsupported);
+    QedHeader h = s.header;
+    h.features &= ~(QED_F_BACKING_FILE | QED_F_BACKING_FORMAT_NO_PROBE);
+    const uint32_t len = detach ? 0 : a.name_len;
+    if (!detach) {
+        h.features |= QED_F_BACKING_FILE;
+        if (a.format_len == 3 && fmt[0] == 'r' && fmt[1] == 'a' && fmt[2] == 'w')
+            h.features |= QED_F_BACKING_FORMAT_NO_PROBE;
+    }
+    h.backing_filename_offset = QED_HEADER_SIZE;
+    h.backing_filename_size = len;
+    if (QED_HEADER_SIZE + uint64_t{len} > uint64_t{h.header_size} * h.cluster_size)
+        return guest::edit_refuse(host, guest::SET_BACKING_NO_SPACE, Status::TooLarge);
+    guest::ScopedBuffer buf(*req.allocator, QED_HEADER_SIZE + len);
+    if (!buf.p)
+        return guest::edit_refuse(host, "out of memory for the header", Status::NoMemory);
+    qed_header_encode(h, buf.p);
+    __builtin_memcpy(buf.p + QED_HEADER_SIZE, name, len);
+    // Inside the header clusters, which lie before the L1 table, inside the file.
+    Status st = dev.write(0, buf.p, QED_HEADER_SIZE + len);
+    if (st == Status::Ok)
+        st = flush.call(dev);
+    if (st != Status::Ok)
+        return guest::edit_refuse(host, "could not write the qed header", st);
+    s.header = h;
+    return Status::Ok;
+}
+
 } // namespace
 
 Status edit(const EditRequest& req, EditHost& host) {
-    // SetBacking (rebase) is not offered: instar's safe rebase copies data only into qcow2 images
-    // and relies on every other format's switch failing, so a qed switch would drop the copy.
-    if (req.command != guest::EditCommand::Resize)
+    // SetBacking is offered with CAP_REBASE, so that rebase's safe mode copies the data first.
+    if (req.command != guest::EditCommand::Resize && req.command != guest::EditCommand::SetBacking)
         return guest::edit_refuse(host, "this operation is not supported for this image format");
     if (req.image == nullptr || req.allocator == nullptr || !req.writable)
         return guest::edit_refuse(host, "the image was not opened for writing", Status::Invalid);
@@ -130,7 +175,8 @@ Status edit(const EditRequest& req, EditHost& host) {
     Status st = open_rw(req, dev, host, *img, flush);
     if (st != Status::Ok)
         return st;
-    st = resize(req, dev, host, *img, flush);
+    st = req.command == guest::EditCommand::Resize ? resize(req, dev, host, *img, flush)
+                                                   : set_backing(req, dev, host, *img, flush);
     // bdrv_qed_close: the flag goes whether or not the command succeeded.
     const Status closed = qed_close_rw(dev, *img, flush);
     if (st == Status::Ok && closed != Status::Ok)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Differential check of the qed plugin end to end: the instar binary against qemu-img 7.2 and 10.0
 on info (human and JSON), create (messages and image bytes), convert from qed (data, map), convert
-to qed (-O qed, -o cluster_size/table_size, -B, -n: image bytes), commit into a qed base, resize, and check / check -r (output,
+to qed (-O qed, -o cluster_size/table_size, -B, -n: image bytes), commit into a qed base, rebase (-u and safe), resize, and check / check -r (output,
 exit code, the repaired file's bytes) on clean and damaged images.
 
 usage: qed_differential.py INSTAR
@@ -238,6 +238,16 @@ def main():
                           ('small.qed', ['+3M']), ('top.qed', ['+1M']), ('shorttop.qed', ['+1M']),
                           ('dirtybad.qed', ['+1M']), ('dirtydup.qed', ['+1M']), ('autoclear.qed', ['+64k'])]:
             d.same(f'resize {img} {" ".join(args)}', ['resize', f'@{img}'] + args, inputs=[img])
+
+        # ---- rebase: -u (bdrv_qed_change_backing_file) and safe mode (the copy, then the switch) ----
+        d.fixture(qemu_img, 'create', '-q', '-f', 'raw', 'newbase.raw', '32M')
+        d.fixture(qemu_io, '-f', 'raw', '-c', 'write -P 0x21 0 5M', 'newbase.raw')
+        for img, args in [('data.qed', ['-u', '-b', 'base.qcow2', '-F', 'qcow2']),
+                          ('rawtop.qed', ['-u', '-b', 'newbase.raw', '-F', 'raw']),
+                          ('top.qed', ['-u', '-b', 'dir/other.qcow2', '-F', 'qcow2']),
+                          ('top.qed', ['-u', '-b', '']), ('dirty.qed', ['-u', '-b', 'base.raw', '-F', 'raw']),
+                          ('top.qed', ['-b', 'newbase.raw', '-F', 'raw']), ('rawtop.qed', ['-b', 'base.qcow2', '-F', 'qcow2'])]:
+            d.same(f'rebase {" ".join(args)} {img}', ['rebase'] + args + [f'@{img}'], inputs=[img])
 
         # ---- check, check -r ----
         for img in ['data.qed', 'small.qed', 'top.qed', 'leak', 'l2past', 'l2dup', 'l2unaligned', 'l1past', 'l1dup',
