@@ -11,6 +11,7 @@
 #include "qed_read.h"
 
 #include <doctest/doctest.h>
+#include <instar/guest/edit_backing.h>
 #include <instar/guest/edit_resize.h>
 
 #include <cstring>
@@ -348,4 +349,41 @@ TEST_CASE("resize grows the header's size, refuses what bdrv_qed_co_truncate ref
     REQUIRE(qed::qed_load(after, &img, nullptr) == Status::Ok);
     CHECK(img.header.features == 0);
     CHECK(run_check(w, false).corruptions == 0);
+}
+
+TEST_CASE("rebase's backing switch writes the header and name as bdrv_qed_change_backing_file") {
+    Writable w;
+    w.b = small_image();
+    auto set = [&](const std::string& name, const std::string& fmt, std::uint32_t flags, Host& host) {
+        guest::SetBackingArgs a{flags, static_cast<std::uint32_t>(name.size()), static_cast<std::uint32_t>(fmt.size()), 0};
+        Bytes args(sizeof a);
+        std::memcpy(args.data(), &a, sizeof a);
+        args.insert(args.end(), name.begin(), name.end());
+        args.insert(args.end(), fmt.begin(), fmt.end());
+        hosted::BudgetAllocator alloc(8u << 20);
+        guest::EditRequest req{};
+        req.command = guest::EditCommand::SetBacking;
+        req.image = &w;
+        req.image_length = w.b.size();
+        req.writable = true;
+        req.args = args.data();
+        req.args_len = args.size();
+        req.allocator = &alloc;
+        return qed::edit(req, host);
+    };
+    Host host;
+    REQUIRE(set("base.raw", "raw", 0, host) == Status::Ok);
+    hosted::MemoryDevice dev(w.b);
+    qed::QedImage img;
+    REQUIRE(qed::qed_load(dev, &img, nullptr) == Status::Ok);
+    CHECK(std::string(img.backing) == "base.raw");
+    CHECK(img.backing_raw);
+    REQUIRE(set("", "", guest::SET_BACKING_DETACH, host) == Status::Ok);
+    hosted::MemoryDevice dev2(w.b);
+    REQUIRE(qed::qed_load(dev2, &img, nullptr) == Status::Ok);
+    CHECK_FALSE(img.has_backing);
+    CHECK(img.header.features == 0);
+    // A name that does not fit in the header cluster (4 KiB here).
+    CHECK(set(std::string(5000, 'n'), "qcow2", 0, host) == Status::TooLarge);
+    CHECK(host.why == guest::SET_BACKING_NO_SPACE);
 }
