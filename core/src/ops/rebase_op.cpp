@@ -58,9 +58,10 @@ Expected<bool> rebase_copy(const RebaseSpec& spec, const PluginRegistry& plugins
         }
     }
 
-    // Only qcow2 can take the data and then the new name: every other format's switch fails with
-    // ENOTSUP (qemu-img copies first, then fails; instar leaves the image alone: docs/rebase.md).
-    if (top.node.format != "qcow2")
+    // Only qcow2 and formats declaring CAP_REBASE (an open_writer and the SetBacking edit) can take
+    // the data and then the new name: every other format's switch fails with ENOTSUP (qemu-img
+    // copies first, then fails; instar leaves the image alone: docs/rebase.md).
+    if (top.node.format != "qcow2" && !((*top.plugin)->capabilities & CAP_REBASE))
         return true;
     for (const OpenedChain* c : {&image, static_cast<const OpenedChain*>(&fresh)})
         for (const auto& link : c->links)

@@ -1,6 +1,8 @@
 // Plugin loading through Boost.DLL: ABI check, factory call, descriptor validation, ordering.
 #include "plugins/registry.h"
 
+#include "instar_config.h"
+
 #include "plugins/descriptor_check.h"
 
 #include <boost/dll/shared_library.hpp>
@@ -197,10 +199,17 @@ const LoadedPlugin* PluginRegistry::find(std::string_view name) const {
 }
 
 std::string missing_plugin_hint(std::string_view format) {
-    for (std::string_view in_tree : {"qcow2", "vmdk", "vpc", "vhdx", "raw"})
-        if (format == in_tree)
-            return " (its plugin is not installed: install the package instar-plugin-" +
-                   std::string(format == "vpc" ? "vhd" : format) + ")";
+    // The in-tree plugins' directories (meson.build's in_tree_plugins), each packaged as
+    // instar-plugin-<directory>. A plugin's directory is its format's name, but for the VHD plugin,
+    // whose format qemu calls vpc.
+    const std::string_view package = format == "vpc" ? std::string_view("vhd") : format;
+    std::string_view list = INSTAR_IN_TREE_PLUGINS;
+    while (!list.empty()) {
+        const std::size_t comma = list.find(',');
+        if (list.substr(0, comma) == package && !package.empty())
+            return " (its plugin is not installed: install the package instar-plugin-" + std::string(package) + ")";
+        list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
+    }
     return {};
 }
 

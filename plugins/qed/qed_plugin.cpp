@@ -1,0 +1,29 @@
+// qed plugin registration: the format descriptor instar loads through INSTAR_DECLARE_PLUGIN.
+#include "qed_plugin.h"
+
+namespace instar::qed {
+namespace {
+
+const FormatDescriptor DESCRIPTOR = {
+    .abi_version = INSTAR_PLUGIN_ABI_VERSION,
+    .name = "qed",
+    .aliases = nullptr,
+    .version = "0.1.0",
+    .description = "QEMU Enhanced Disk (two-level tables, zero clusters, backing files)",
+    .capabilities = CAP_INFO | CAP_CHECK | CAP_CREATE | CAP_CONVERT | CAP_CONVERT_TARGET | CAP_RESIZE | CAP_REBASE,
+    .probe_priority = PROBE_NORMAL,
+    .probe_rules = PROBE_RULES,
+    .probe_rule_count = PROBE_RULE_COUNT,
+    .options = OPTIONS,
+    .option_count = OPTION_COUNT,
+    .divergences = DIVERGENCES,
+    .divergence_count = DIVERGENCE_COUNT,
+    .guest_module = "qed.gmod",
+};
+
+const FormatDescriptor* descriptor() { return &DESCRIPTOR; }
+
+} // namespace
+} // namespace instar::qed
+
+INSTAR_DECLARE_PLUGIN(instar::qed::descriptor)
