@@ -273,7 +273,8 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
     for (std::size_t i = 0; i < spec.sources.size(); ++i) {
         InfoOptions io;
         io.filename = spec.sources[i];
-        io.format = spec.source_format;
+        io.format = i < spec.source_formats.size() && spec.source_formats[i] ? spec.source_formats[i]
+                                                                              : spec.source_format;
         io.backing_chain = true;
         io.unsafe_quirks = spec.unsafe_quirks;
         io.allow_paths = spec.allow_paths;
@@ -340,6 +341,8 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
                 return Error{ok.error()};
         if (spec.target_cache_error)
             return Error{*spec.target_cache_error};
+        if (spec.target_open_error)
+            return Error{*spec.target_open_error};
         auto file = open_existing_target(spec.target.filename);
         if (!file)
             return Error{file.error()};

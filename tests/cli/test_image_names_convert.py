@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""Image names in convert, dd and amend (cli/image_name.h): `file:`, `json:{...}`, `--image-opts`
+and `--target-image-opts` name local files as qemu-img 7.2 and 10.0 take them. Each case runs in a
+fresh copy of the fixtures, once under the oracle and once under instar: stdout, stderr (program
+name normalised) and exit code must be equal, the same files must exist afterwards, raw files must
+be byte-identical and other images must hold the same data (`qemu-img compare`).
+
+Usage: test_image_names_convert.py INSTAR QEMU72 QEMU10 QEMU_IO
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+INSTAR, Q72, Q10, QIO = [os.path.abspath(a) if os.path.exists(a) else a for a in sys.argv[1:5]]
+SJSON = 'json:{"file":{"filename":"s.qcow2"}}'
+TJSON = 'json:{"driver":"raw","file":{"filename":"t.raw"}}'
+CASES = [
+    # convert: sources
+    ["convert", "--image-opts", "driver=qcow2,file.filename=s.qcow2", "o.raw"],
+    ["convert", "--image-opts", "file.filename=s.qcow2", "o.raw"],
+    ["convert", "--image-opts", "file.filename=s.qcow2,foo=bar", "o.raw"],
+    ["convert", "--image-opts", "driver=qcow2,file.filename=s.qcow2,foo=bar", "o.raw"],
+    ["convert", "--image-opts", "driver=qcow2,file.filename=nope", "o.raw"],
+    ["convert", "--image-opts", "file.filename=nope,foo=bar", "o.raw"],
+    ["convert", "--image-opts", "-f", "qcow2", "driver=qcow2,file.filename=s.qcow2", "o.raw"],
+    ["convert", "--image-opts", "s.qcow2", "o.raw"],
+    ["convert", "-O", "qcow2", "--image-opts", "driver=qcow2,file.filename=s.qcow2",
+     "driver=vpc,file.filename=v.vhd", "o.qcow2"],
+    ["convert", SJSON, "o.raw"],
+    ["convert", "-O", "vpc", "json:{\"driver\":\"qcow2\",\"file\":{\"filename\":\"s.qcow2\"}}", "o.vhd"],
+    ["convert", "json:{\"file\":{\"filename\":\"s.qcow2\"},\"foo\":1}", "o.raw"],
+    ["convert", "json:{\"file\":", "o.raw"],
+    ["convert", "file:s.qcow2", "o.raw"],
+    # convert: targets
+    ["convert", "s.qcow2", "file:o.raw"],
+    ["convert", "-O", "qcow2", "s.qcow2", "file:o.qcow2"],
+    ["convert", "s.qcow2", 'json:{"file":{"filename":"o.raw"}}'],
+    ["convert", "--target-image-opts", "s.qcow2", "driver=raw,file.filename=t.raw"],
+    ["convert", "-n", "--target-image-opts", "s.qcow2", "driver=raw,file.filename=t.raw"],
+    ["convert", "-n", "--target-image-opts", "s.qcow2", "driver=qcow2,file.filename=t.qcow2"],
+    ["convert", "-n", "--target-image-opts", "s.qcow2", "file.filename=t.qcow2"],
+    ["convert", "-n", "--target-image-opts", "-O", "raw", "s.qcow2", "driver=raw,file.filename=t.raw"],
+    ["convert", "-n", "--target-image-opts", "-O", "raw", "nope", "driver=raw,file.filename=t.raw"],
+    ["convert", "-n", "--target-image-opts", "s.qcow2", "t.raw"],
+    ["convert", "-n", "--target-image-opts", "s.qcow2", "driver=raw,file.filename=t.raw,foo=bar"],
+    ["convert", "-n", "--target-image-opts", "s.qcow2", "driver=raw,file.filename=nope"],
+    ["convert", "-n", "s.qcow2", TJSON],
+    ["convert", "-n", "s.qcow2", "file:t.raw"],
+    ["convert", "-n", "-O", "qcow2", "s.qcow2", "file:t.qcow2"],
+    ["convert", "-n", "s.qcow2", 'json:{"file":{"filename":"t.raw"},"foo":1}'],
+    ["convert", "-n", "--image-opts", "--target-image-opts", "driver=qcow2,file.filename=s.qcow2",
+     "driver=raw,file.filename=t.raw"],
+]
+
+
+def run(argv, cwd, prog):
+    r = subprocess.run(argv, capture_output=True, text=True, cwd=cwd)
+    return r.returncode, r.stdout, r.stderr.replace(prog, "PROG").replace(os.path.basename(prog) + ":", "PROG:")
+
+
+def same_files(a, b):
+    """Why the two directories differ, or None."""
+    fa, fb = sorted(os.listdir(a)), sorted(os.listdir(b))
+    if fa != fb:
+        return f"files {fa} != {fb}"
+    for f in fa:
+        pa, pb = os.path.join(a, f), os.path.join(b, f)
+        if os.path.islink(pa) or os.path.islink(pb):
+            if os.readlink(pa) != os.readlink(pb) if os.path.islink(pa) and os.path.islink(pb) else True:
+                return f"{f}: symlink differs"
+            continue
+        if f.endswith(".raw") or f.endswith(".img"):
+            if open(pa, "rb").read() != open(pb, "rb").read():
+                return f"{f}: bytes differ"
+        else:
+            r = subprocess.run([Q72, "compare", "-q", pa, pb], capture_output=True)
+            if r.returncode != 0:
+                return f"{f}: data differ ({r.returncode})"
+    return None
+
+
+def fixtures(d):
+    def q(*a):
+        subprocess.run(list(a), cwd=d, check=True, capture_output=True)
+    q(Q72, "create", "-q", "-f", "qcow2", "s.qcow2", "4M")
+    q(QIO, "-c", "write -P 0x11 0 1M", "-c", "write -P 0x22 3M 64k", "s.qcow2")
+    q(Q72, "create", "-q", "-f", "vpc", "v.vhd", "2M")
+    q(QIO, "-f", "vpc", "-c", "write -P 0x33 0 64k", "v.vhd")
+    q(Q72, "create", "-q", "-f", "raw", "t.raw", "4M")
+    q(Q72, "create", "-q", "-f", "qcow2", "t.qcow2", "4M")
+
+
+passed = failed = 0
+with tempfile.TemporaryDirectory() as top:
+    base = os.path.join(top, "base")
+    os.mkdir(base)
+    fixtures(base)
+    for oracle, version in ((Q72, "7.2.0"), (Q10, "10.0.0")):
+        if not os.path.exists(oracle):
+            print(f"SKIPPED LOUDLY: {oracle} is missing")
+            sys.exit(77)
+        for i, case in enumerate(CASES):
+            dw, dg = os.path.join(top, f"w{i}"), os.path.join(top, f"g{i}")
+            for dst in (dw, dg):
+                shutil.rmtree(dst, ignore_errors=True)
+                shutil.copytree(base, dst, symlinks=True)
+            want = run([oracle, *case], dw, oracle)
+            got = run([INSTAR, "--qemu-version", version, *case], dg, INSTAR)
+            why = None if want == got else f"want {want}\n  got  {got}"
+            why = why or same_files(dw, dg)
+            if why is None:
+                passed += 1
+            else:
+                failed += 1
+                print(f"FAIL {version} {' '.join(case)}\n  {why}")
+print(f"{passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
