@@ -295,6 +295,8 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
             return Error{"dd copies exactly one input"};
         if (spec.target.plugin == nullptr)
             return Error{spec.dd->no_plugin_error};
+        if (spec.dd->target_name_error)
+            return Error{*spec.dd->target_name_error};
         const FormatDescriptor& d = **spec.target.plugin;
         if (!(d.capabilities & CAP_CREATE))
             return Error{"Format driver '" + std::string(d.name) + "' does not support image creation"};

@@ -63,6 +63,9 @@ struct ConvertSpec {
         bool* skipped_past_end = nullptr;           // set when skip is past the end (qemu warns)
         // Without a plugin for -O: the message img_dd gives once the input is open.
         std::string no_plugin_error = "Unknown file format";
+        // of= is no name bdrv_create takes (json:, a protocol): img_dd's message, given once the
+        // input is open and the output format is known.
+        std::optional<std::string> target_name_error;
     };
     std::optional<DdWindow> dd;
     // --salvage: qemu's warnings (without the "prog: warning: " prefix), in order; may be nullptr.
