@@ -65,6 +65,22 @@ CASES = [
     ["dd", "if=s.qcow2", 'of=json:{"file":{"filename":"o.raw"}}'],
     ["dd", "-O", "nope", "if=s.qcow2", 'of=json:{"file":{"filename":"o.raw"}}'],
     ["dd", "if=nope", 'of=json:{"file":{"filename":"o.raw"}}'],
+    # a symbolic link as the new file: written through, the link stays
+    ["create", "-q", "-f", "raw", "L", "1M"],
+    ["create", "-q", "-f", "qcow2", "LQ", "1M"],
+    ["create", "-q", "-f", "raw", "D", "1M"],
+    ["create", "-q", "-f", "raw", "LOOP", "1M"],
+    ["convert", "s.qcow2", "L"],
+    ["convert", "s.qcow2", "LL"],
+    ["convert", "-O", "qcow2", "s.qcow2", "LQ"],
+    ["convert", "s.qcow2", "D"],
+    ["convert", "s.qcow2", "LOOP"],
+    ["dd", "if=s.qcow2", "of=L"],
+    ["dd", "if=s.qcow2", "of=LL", "bs=1M", "count=2"],
+    ["dd", "-O", "qcow2", "if=s.qcow2", "of=LQ"],
+    ["dd", "if=s.qcow2", "of=D"],
+    ["dd", "if=s.qcow2", "of=LOOP"],
+    ["dd", "if=s.qcow2", "of=file:L"],
     # amend: the name of the image changed in place
     ["amend", "-o", "lazy_refcounts=on", "--image-opts", "driver=qcow2,file.filename=s.qcow2"],
     ["amend", "-o", "compat=0.10", "--image-opts", "file.filename=s.qcow2"],
@@ -90,8 +106,8 @@ def same_files(a, b):
     for f in fa:
         pa, pb = os.path.join(a, f), os.path.join(b, f)
         if os.path.islink(pa) or os.path.islink(pb):
-            if os.readlink(pa) != os.readlink(pb) if os.path.islink(pa) and os.path.islink(pb) else True:
-                return f"{f}: symlink differs"
+            if not (os.path.islink(pa) and os.path.islink(pb)) or os.readlink(pa) != os.readlink(pb):
+                return f"{f}: symlink differs ({os.path.islink(pa)}, {os.path.islink(pb)})"
             continue
         if f.endswith(".raw") or f.endswith(".img"):
             if open(pa, "rb").read() != open(pb, "rb").read():
@@ -121,6 +137,16 @@ def fixtures(d):
     q(QIO, "-f", "vpc", "-c", "write -P 0x33 0 64k", "v.vhd")
     q(Q72, "create", "-q", "-f", "raw", "t.raw", "4M")
     q(Q72, "create", "-q", "-f", "qcow2", "t.qcow2", "4M")
+    # Targets that are symbolic links: qemu writes through them (open(O_CREAT) follows the link).
+    for name, text in (("lt.img", "old raw\n"), ("lq.qcow2", "old text\n")):
+        with open(os.path.join(d, name), "w") as f:
+            f.write(text)
+    os.symlink("lt.img", os.path.join(d, "L"))
+    os.symlink("lq.qcow2", os.path.join(d, "LQ"))
+    os.symlink("L", os.path.join(d, "LL"))
+    os.symlink("dangling.img", os.path.join(d, "D"))
+    os.symlink("LOOP2", os.path.join(d, "LOOP"))
+    os.symlink("LOOP", os.path.join(d, "LOOP2"))
 
 
 passed = failed = 0
