@@ -37,8 +37,17 @@ CASES = [
     ["measure", "--image-opts", "-f", "qcow2", "-O", "qcow2", "driver=qcow2,file.filename=a.qcow2"],
     ["measure", "-O", "raw", "file:a.qcow2"],
     ["measure", "--output=json", "-O", "qcow2", "json:" + JSON],
-    # (an unknown option without driver=: qemu names the probed format, instar cannot before it
-    # runs the sandbox and says "The image's format does not support ..."; docs/quirks.md)
+    # An unknown option without driver=: qemu opens and probes first, then names the format.
+    ["check", "--image-opts", "file.filename=a.qcow2,foo=bar"],
+    ["check", "-r", "all", "--image-opts", "file.filename=a.qcow2,foo=bar"],
+    ["check", "--image-opts", "file.filename=nope.qcow2,foo=bar"],
+    ["check", "json:{\"file\":{\"filename\":\"a.qcow2\"},\"foo\":1}"],
+    ["map", "--image-opts", "file.filename=a.qcow2,foo=bar"],
+    ["map", "--image-opts", "file.filename=r.vhd,foo=bar"],
+    ["compare", "--image-opts", "file.filename=a.qcow2,foo=bar", "file.filename=b.qcow2"],
+    ["compare", "--image-opts", "file.filename=a.qcow2", "file.filename=r.vhd,foo=bar"],
+    ["measure", "-O", "qcow2", "--image-opts", "file.filename=a.qcow2,foo=bar"],
+    ["measure", "-O", "qcow2", "--image-opts", "file.filename=nope,foo=bar"],
 ]
 
 
@@ -53,6 +62,7 @@ with tempfile.TemporaryDirectory() as d:
     subprocess.run([QIO, "-c", "write -P 1 0 1M", "a.qcow2"], cwd=d, check=True, capture_output=True)
     subprocess.run(["cp", "a.qcow2", "b.qcow2"], cwd=d, check=True)
     subprocess.run(["cp", "a.qcow2", "c.qcow2"], cwd=d, check=True)
+    subprocess.run([Q72, "create", "-q", "-f", "vpc", "r.vhd", "8M"], cwd=d, check=True)
     subprocess.run([QIO, "-c", "write -P 2 64k 4k", "c.qcow2"], cwd=d, check=True, capture_output=True)
     for oracle, version in ((Q72, "7.2.0"), (Q10, "10.0.0")):
         if not os.path.exists(oracle):

@@ -112,6 +112,9 @@ for args in (["dd"], ["dd", "if=q.qcow2"], ["dd", "of=out.img"], ["dd", "foo"], 
              # (qemu leaves the partly written output; instar's appears only complete: not compared)
              ["dd", "bs=1M", "skip=590", "count=700", "if=qbad.qcow2", "of=out.img"]):
     CASES.append(("error: " + " ".join(args[1:]), args, None))
+# Image names (cli/image_name.h; more in tests/cli/test_image_names_convert.py).
+CASES.append(("--image-opts", ["dd", "--image-opts", "if=driver=qcow2,file.filename=q.qcow2", "of=out.img"], "raw"))
+CASES.append(("json: if=", ["dd", 'if=json:{"file":{"filename":"q.qcow2"}}', "of=out.img"], "raw"))
 CASES.append(("help --help", ["dd", "--help"], None))
 CASES.append(("help -h", ["dd", "-h", "if=x"], None))
 # 10.0 reads count= and skip= as plain integers (no suffixes), 7.2 as sizes.
@@ -126,8 +129,6 @@ KNOWN = {}
 
 # What instar refuses on purpose where qemu-img goes ahead (docs/dd.md): exit 1 naming why.
 REFUSED = [("raw without -f", ["dd", "if=a.raw", "of=out.img"], "instar never guesses raw"),
-           ("--image-opts", ["dd", "--image-opts", "if=driver=qcow2,file.filename=q.qcow2", "of=out.img"],
-            "--image-opts is not supported by instar yet"),
            ("-O qcow", ["dd", "-O", "qcow", "if=q.qcow2", "of=out.img"], "instar cannot create qcow images")]
 
 

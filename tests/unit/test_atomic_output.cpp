@@ -271,3 +271,36 @@ TEST_CASE("SIGTERM at any moment of a create-and-commit loop leaves no temporary
         std::filesystem::remove_all(dir);
     }
 }
+
+TEST_CASE("a symbolic link as the target is written through (qemu's open(O_CREAT)), the link stays") {
+    for (const bool named : {false, true}) {
+        const NoTmpfile hook(named);
+        const auto dir = temp_dir();
+        std::filesystem::create_directory(dir / "real");
+        { std::ofstream(dir / "real" / "t") << "old\n"; }
+        std::filesystem::create_symlink("real/t", dir / "L");   // relative, to an existing file
+        std::filesystem::create_symlink("L", dir / "LL");       // a chain
+        std::filesystem::create_symlink("real/new", dir / "D"); // dangling: the file is created
+        std::filesystem::create_symlink("LOOP2", dir / "LOOP");
+        std::filesystem::create_symlink("LOOP", dir / "LOOP2");
+        for (const char* name : {"LL", "D"}) {
+            AtomicFiles files((dir / name).string());
+            auto fd = files.open_image();
+            REQUIRE(fd.ok());
+            CHECK(::write(*fd, "new\n", 4) == 4);
+            REQUIRE(files.commit().ok());
+        }
+        CHECK(std::filesystem::is_symlink(dir / "L"));
+        CHECK(std::filesystem::is_symlink(dir / "LL"));
+        CHECK(std::filesystem::is_symlink(dir / "D"));
+        CHECK(content(dir / "real" / "t") == "new");
+        CHECK(content(dir / "real" / "new") == "new");
+        CHECK(!has_temporary(dir));
+        CHECK(!has_temporary(dir / "real"));
+        AtomicFiles loop((dir / "LOOP").string());
+        auto bad = loop.open_image();
+        REQUIRE(!bad.ok());
+        CHECK(bad.error().find("Too many levels of symbolic links") != std::string::npos);
+        std::filesystem::remove_all(dir);
+    }
+}

@@ -2,6 +2,7 @@
 // change itself runs in the sandbox as INSTAR_OP_EDIT with EditCommand::Amend (docs/amend.md).
 #include "cli/commands.h"
 #include "cli/help.h"
+#include "cli/image_name.h"
 #include "ops/edit_op.h"
 #include "options/option_list.h"
 #include "options/size.h"
@@ -214,7 +215,7 @@ int cmd_amend(Context& ctx, std::span<const std::string> args) {
     Progress progress;
     if (vm.count("progress") && !quiet)
         progress.out = &ctx.out;
-    const std::optional<std::string> fmt =
+    std::optional<std::string> fmt =
         vm.count("format") ? std::optional<std::string>(vm["format"].as<std::string>()) : std::nullopt;
     const bool help = has_help_option(options);
 
@@ -249,15 +250,25 @@ int cmd_amend(Context& ctx, std::span<const std::string> args) {
         return report_error(ctx, "Invalid cache option: " + cache);
     }
     const std::string filename = parsed->positional[0];
-    if (vm.count("image-opts")) {
+    // A plain name, file:NAME, json:{...}, or with --image-opts an option list: local files only
+    // (cli/image_name.h). qemu's messages quote the name as given.
+    const bool image_opts = vm.count("image-opts") > 0;
+    if (image_opts && fmt) {
         EndLine end{progress};
-        if (fmt)
-            return report_error(ctx, "--image-opts and --format are mutually exclusive");
-        return report_error(ctx, "--image-opts is not supported: instar opens only plain image files");
+        return report_error(ctx, "--image-opts and --format are mutually exclusive");
     }
+    auto name = image_opts ? parse_image_opts(filename) : parse_image_name(filename, true);
+    if (!name) {
+        EndLine end{progress};
+        return report_error(ctx, "Could not open '" + filename + "': " + name.error());
+    }
+    for (const auto& w : name->warnings)
+        report_warning(ctx, w);
+    if (!fmt && name->format)
+        fmt = name->format;
 
     EditOpen eo;
-    eo.filename = filename;
+    eo.filename = name->path;
     eo.format = fmt;
     eo.unsafe_quirks = vm.count("unsafe-quirks") > 0;
     eo.backing_chain = true; // qemu opens the backing chain: a missing backing file fails the same way
@@ -271,9 +282,14 @@ int cmd_amend(Context& ctx, std::span<const std::string> args) {
     auto opened = open_for_edit(eo, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, chain);
     if (!opened) {
         EndLine end{progress};
-        return report_error(ctx, opened.error());
+        return report_error(ctx, quote_given(*name, opened.error()));
     }
     const ChainLink& link = chain.links.front();
+    // qemu opens (and probes) the image before it refuses an option given to it.
+    if (name->unsupported_option) {
+        EndLine end{progress};
+        return report_error(ctx, unsupported_option_error(*name, link.node.format));
+    }
     // qemu opens the image for I/O: an encrypted one needs its key, which a plain file name cannot
     // name (encrypt.key-secret), so qemu-img amend always stops here for them.
     if (link.node.encrypted.value_or(false)) {
@@ -282,7 +298,7 @@ int cmd_amend(Context& ctx, std::span<const std::string> args) {
     }
     const std::string format = link.node.format;
     if (!fmt && format == "raw") // only with --unsafe-quirks: qemu's warning for a probed raw opened for writing
-        ctx.err << "WARNING: Image format was not specified for '" << filename
+        ctx.err << "WARNING: Image format was not specified for '" << name->path
                 << "' and probing guessed raw.\n"
                    "         Automatically detecting the format is dangerous for raw images, write operations on "
                    "block 0 will be restricted.\n"
@@ -353,7 +369,7 @@ int cmd_amend(Context& ctx, std::span<const std::string> args) {
 
     EditCall call;
     call.link = &link;
-    call.filename = filename;
+    call.filename = name->path;
     call.command = guest::EditCommand::Amend;
     const auto* p = reinterpret_cast<const std::uint8_t*>(&a);
     call.args.assign(p, p + sizeof a);
@@ -370,7 +386,7 @@ int cmd_amend(Context& ctx, std::span<const std::string> args) {
     auto report = run_edit(call, ctx.sandbox_config(), ctx.profile.version);
     progress.print(100.f); // qemu-img prints it whether the amendment worked or not
     if (!report)
-        return report_error(ctx, report.error());
+        return report_error(ctx, quote_given(*name, report.error()));
     ctx.out << report->out;
     for (const char c : report->err) {
         if (c == '\x01')

@@ -180,10 +180,14 @@ int cmd_check(Context& ctx, std::span<const std::string> args) {
         return report_error(ctx, "Could not open '" + filename + "': " + name.error());
     for (const auto& w : name->warnings)
         report_warning(ctx, w);
-    // qemu names the probed format here; instar names it only when the options or -f do.
+    // qemu opens (and probes) the image before it refuses the option: nothing is repaired first.
     if (name->unsupported_option)
-        return report_error(ctx, unsupported_option_error(
-                                     *name, vm.count("format") ? std::optional(vm["format"].as<std::string>()) : name->format));
+        return report_error(
+            ctx, unsupported_option_after_probe(
+                     ctx, *name, vm.count("format") ? std::optional(vm["format"].as<std::string>()) : name->format,
+                     vm.count("allow-path") ? vm["allow-path"].as<std::vector<std::string>>()
+                                            : std::vector<std::string>{},
+                     vm.count("unsafe-quirks") > 0));
     if (fix && vm.count("force-share"))
         return report_error(ctx, "Could not open '" + filename + "': force-share=on can only be used with read-only images");
     const bool quiet = vm.count("quiet") > 0;

@@ -114,11 +114,17 @@ int cmd_compare(Context& ctx, std::span<const std::string> args) {
         report_error(ctx, "Could not open '" + given2 + "': " + name2.error());
         return finish(2);
     }
+    // qemu opens (and probes) each image before it refuses an option given to it.
     for (const auto* n : {&*name1, &*name2}) {
         for (const auto& w : n->warnings)
             report_warning(ctx, w);
         if (n->unsupported_option) {
-            report_error(ctx, unsupported_option_error(*n, n->format));
+            const char* fkey = n == &*name1 ? "a-format" : "b-format";
+            report_error(ctx, unsupported_option_after_probe(
+                                  ctx, *n, has(fkey) ? std::optional(vm[fkey].as<std::string>()) : n->format,
+                                  has("allow-path") ? vm["allow-path"].as<std::vector<std::string>>()
+                                                    : std::vector<std::string>{},
+                                  has("unsafe-quirks")));
             return finish(2);
         }
     }

@@ -2,6 +2,7 @@
 // copy itself is ops/convert_op (one sandbox run: sources read and target written by format code).
 #include "cli/commands.h"
 #include "cli/help.h"
+#include "cli/image_name.h"
 #include "ops/convert_op.h"
 #include "ops/guest_info_runner.h"
 #include "ops/info_op.h"
@@ -230,7 +231,7 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
     const std::size_t src_num = pos.empty() ? 0 : pos.size() - 1;
     const std::string* out_filename = src_num >= 1 ? &pos.back() : nullptr;
     if (!options.empty() && has_help_option(options)) {
-        const LoadedPlugin* plugin = ctx.plugins().find(*out_fmt);
+        const LoadedPlugin* plugin = out_fmt ? ctx.plugins().find(*out_fmt) : nullptr;
         if (!plugin)
             return report_error(ctx, unknown_format(*out_fmt));
         print_option_help(ctx.out, *out_fmt, {(*plugin)->options, (*plugin)->option_count}, out_filename != nullptr,
@@ -242,15 +243,7 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
     if (has("source-cache") && !valid_cache_mode(str("source-cache")))
         return report_error(ctx, "Invalid source cache option: " + str("source-cache"));
 
-    // What instar cannot honour yet is refused, never silently ignored.
-    auto unsupported = [&](const std::string& what) {
-        return report_error(ctx, what + " is not supported by instar yet");
-    };
-    if (has("image-opts") || has("source-image-opts"))
-        return unsupported("--image-opts");
-    if (target_image_opts)
-        return unsupported("--target-image-opts");
-
+    const bool source_image_opts = has("image-opts") || has("source-image-opts");
     Progress::Mode mode = Progress::Mode::Off;
     if (has("progress")) {
         const std::string p = progress_mode.value_or("human");
@@ -267,16 +260,50 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
     progress.print(0, 100);
 
     // The target, as qemu's bdrv_create would make it.
-    const LoadedPlugin* plugin = ctx.plugins().find(*out_fmt);
+    const LoadedPlugin* plugin = out_fmt ? ctx.plugins().find(*out_fmt) : nullptr;
     auto fail = [&](const std::string& msg) {
         report_error(ctx, msg);
         progress.end();
         return 1;
     };
     ConvertSpec spec;
-    spec.sources.assign(pos.begin(), pos.end() - 1);
+    if (has("allow-path"))
+        spec.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
+    spec.unsafe_quirks = has("unsafe-quirks");
     if (has("source-format"))
         spec.source_format = str("source-format");
+    // The sources' names (cli/image_name.h): plain, file:, json:{...}, or --image-opts option
+    // lists; local files only. qemu's img_open checks each in turn, before any is read.
+    std::vector<ImageName> source_names;
+    for (std::size_t i = 0; i < src_num; ++i) {
+        const std::string& given = pos[i];
+        if (source_image_opts && spec.source_format)
+            return fail("--image-opts and --format are mutually exclusive");
+        auto name = source_image_opts ? parse_image_opts(given) : parse_image_name(given, true);
+        if (!name)
+            return fail("Could not open '" + given + "': " + name.error());
+        for (const auto& w : name->warnings)
+            report_warning(ctx, w);
+        const std::optional<std::string> format = spec.source_format ? spec.source_format : name->format;
+        // qemu opens (and probes) the image before it refuses an option given to it.
+        if (name->unsupported_option)
+            return fail(unsupported_option_after_probe(ctx, *name, format, spec.allow_paths, spec.unsafe_quirks));
+        if (name->no_backing)
+            return fail("Could not open '" + given +
+                        "': instar cannot convert a source opened without its backing file (\"backing\": null) yet");
+        spec.sources.push_back(name->path);
+        spec.source_formats.push_back(format);
+        source_names.push_back(std::move(*name));
+    }
+    // instar's messages quote the opened path; qemu quotes the name as the user gave it.
+    std::optional<ImageName> existing_target_name; // -n
+    auto quote_sources = [&](std::string message) {
+        for (const auto& n : source_names)
+            message = quote_given(n, message);
+        if (existing_target_name)
+            message = quote_given(*existing_target_name, message);
+        return message;
+    };
     if (has("source-snapshot")) {
         std::string l = str("source-snapshot");
         if (l.rfind("snapshot.", 0) == 0) {
@@ -298,19 +325,18 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
         spec.target_cache = str("target-cache");
     if (has("source-cache"))
         spec.source_cache = str("source-cache");
-    spec.unsafe_quirks = has("unsafe-quirks");
     spec.rate_limit = rate_limit;
     spec.salvage = has("salvage");
     spec.quiet = has("quiet");
     spec.bitmaps = has("bitmaps");
     spec.skip_broken_bitmaps = has("skip-broken-bitmaps");
-    if (has("allow-path"))
-        spec.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
     spec.progress = mode == Progress::Mode::Off ? nullptr : &progress;
     std::vector<std::string> salvage_warnings;
     spec.warnings = &salvage_warnings;
     auto run_convert = [&]() {
         auto done = convert_image(spec, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version);
+        if (!done)
+            done = Error{quote_sources(done.error())};
         for (const auto& w : salvage_warnings) {
             if (w.rfind("qcow2: ", 0) == 0)
                 ctx.err << w << '\n'; // a driver's own line, without the program name
@@ -321,12 +347,69 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
     };
     if (skip_create) {
         // -n: qemu opens the existing target with -O's format (default raw), never probing, and
-        // skips every creation check (convert_op checks the rest in img_convert's order).
+        // skips every creation check (convert_op checks the rest in img_convert's order). The
+        // target's name is a plain, file: or json: name, or with --target-image-opts an option list
+        // whose driver= (or, without one, the probed format) is the target's format.
         spec.target.filename = *out_filename;
-        spec.target.plugin = plugin;
+        std::string target_format = out_fmt.value_or("");
+        std::optional<std::string> open_error;
+        if (target_image_opts) {
+            auto name = parse_image_opts(*out_filename);
+            if (out_fmt)
+                open_error = "--image-opts and --format are mutually exclusive";
+            else if (!name)
+                open_error = "Could not open '" + *out_filename + "': " + name.error();
+            else {
+                spec.target.filename = name->path;
+                existing_target_name = *name;
+                for (const auto& w : name->warnings)
+                    report_warning(ctx, w);
+                if (name->format) {
+                    target_format = *name->format;
+                } else {
+                    // qemu probes the target; instar's probe reads it in the sandbox as info does.
+                    InfoOptions io;
+                    io.filename = name->path;
+                    io.unsafe_quirks = spec.unsafe_quirks;
+                    io.allow_paths = spec.allow_paths;
+                    auto runner = make_sandbox_info_runner(ctx.sandbox_config(), ctx.profile.version);
+                    if (!runner)
+                        return fail(runner.error());
+                    auto nodes = collect_info(io, ctx.plugins(), *runner);
+                    if (!nodes) {
+                        open_error = quote_given(*name, nodes.error());
+                    } else {
+                        target_format = nodes->front().format;
+                        if (target_format == "raw")
+                            ctx.err << "WARNING: Image format was not specified for '" << name->path
+                                    << "' and probing guessed raw.\n"
+                                       "         Automatically detecting the format is dangerous for raw images, "
+                                       "write operations on block 0 will be restricted.\n"
+                                       "         Specify the 'raw' format explicitly to remove the restrictions.\n";
+                    }
+                }
+                if (!open_error && name->unsupported_option)
+                    open_error = unsupported_option_error(*name, target_format);
+            }
+        } else {
+            // img_open_file: -O's driver (default raw) wins over a json: name's own.
+            auto name = parse_image_name(*out_filename, true);
+            if (!name) {
+                open_error = "Could not open '" + *out_filename + "': " + name.error();
+            } else {
+                spec.target.filename = name->path;
+                existing_target_name = *name;
+                for (const auto& w : name->warnings)
+                    report_warning(ctx, w);
+                if (name->unsupported_option)
+                    open_error = unsupported_option_error(*name, target_format);
+            }
+        }
+        spec.target_open_error = open_error;
+        spec.target.plugin = ctx.plugins().find(target_format);
         spec.existing_target = true;
         spec.target_is_zero = target_is_zero;
-        spec.target_format = *out_fmt;
+        spec.target_format = target_format;
         if (has("backing"))
             spec.target.backing_file = str("backing");
         if (has("target-cache") && !valid_cache_mode(str("target-cache")))
@@ -345,6 +428,10 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
     }
     if (!plugin)
         return fail(unknown_format(*out_fmt));
+    // bdrv_create names the target: a plain path or file:PATH (json: is "Unknown protocol 'json'").
+    auto target_name = parse_image_name(*out_filename, false);
+    if (!target_name)
+        return fail(target_name.error());
     const FormatDescriptor& d = **plugin;
     if (!(d.capabilities & CAP_CREATE))
         return fail("Format driver '" + std::string(d.name) + "' does not support image creation");
@@ -393,7 +480,7 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
     if (has("target-cache") && !valid_cache_mode(str("target-cache")))
         return fail("Invalid cache option: " + str("target-cache"));
 
-    spec.target.filename = *out_filename;
+    spec.target.filename = target_name->path;
     spec.target.plugin = plugin;
     for (const auto& item : set->items) {
         if (item.key == "size" || item.key == "backing_file" || item.key == "backing_fmt")

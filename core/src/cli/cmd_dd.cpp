@@ -3,6 +3,7 @@
 // (ops/convert_op with a byte window of the input): one sandbox run, the output appearing atomically.
 #include "cli/commands.h"
 #include "cli/help.h"
+#include "cli/image_name.h"
 #include "ops/convert_op.h"
 #include "options/size.h"
 
@@ -216,17 +217,41 @@ int cmd_dd(Context& ctx, std::span<const std::string> args) {
     }
     if (!input || !output)
         return report_error(ctx, "Must specify both input and output files");
-    // What instar cannot honour yet is refused, never silently ignored. (-U needs nothing: instar
-    // takes no image locks.)
-    if (has("image-opts"))
-        return report_error(ctx, "--image-opts is not supported by instar yet");
-
+    // (-U needs nothing: instar takes no image locks.)
     ConvertSpec spec;
-    spec.sources = {*input};
+    spec.unsafe_quirks = has("unsafe-quirks");
+    if (has("allow-path"))
+        spec.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
+    // if=: a plain, file: or json: name, or with --image-opts an option list (img_open); local
+    // files only (cli/image_name.h).
+    const bool image_opts = has("image-opts");
+    if (image_opts && has("format"))
+        return report_error(ctx, "--image-opts and --format are mutually exclusive");
+    auto in_name = image_opts ? parse_image_opts(*input) : parse_image_name(*input, true);
+    if (!in_name)
+        return report_error(ctx, "Could not open '" + *input + "': " + in_name.error());
+    for (const auto& w : in_name->warnings)
+        report_warning(ctx, w);
     if (has("format"))
         spec.source_format = str("format");
+    else if (in_name->format)
+        spec.source_format = in_name->format;
+    // qemu opens (and probes) the image before it refuses an option given to it.
+    if (in_name->unsupported_option)
+        return report_error(ctx, unsupported_option_after_probe(ctx, *in_name, spec.source_format, spec.allow_paths,
+                                                                spec.unsafe_quirks));
+    if (in_name->no_backing)
+        return report_error(ctx, "Could not open '" + *input +
+                                     "': instar cannot read a source opened without its backing file (\"backing\": "
+                                     "null) yet");
+    spec.sources = {in_name->path};
     const std::string out_fmt = has("output-format") ? str("output-format") : "raw";
-    spec.target.filename = *output;
+    // of=: bdrv_create's name: a plain path or file:PATH ("Unknown protocol 'json'" for json:).
+    auto out_name = parse_image_name(*output, false);
+    if (out_name)
+        spec.target.filename = out_name->path;
+    else
+        window.target_name_error = out_name.error();
     spec.target.plugin = ctx.plugins().find(out_fmt);
     if (listed(QEMU_NO_CREATE, out_fmt) ||
         (ctx.profile.version < qemu_version(8, 0) && listed(QEMU_NO_CREATE_72, out_fmt)))
@@ -235,9 +260,6 @@ int cmd_dd(Context& ctx, std::span<const std::string> args) {
         window.no_plugin_error = *output + ": error while creating output image: instar cannot create " + out_fmt +
                                  " images (qemu-img can)";
     spec.min_sparse = 0; // img_dd writes every block
-    spec.unsafe_quirks = has("unsafe-quirks");
-    if (has("allow-path"))
-        spec.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
     bool skipped_past_end = false;
     window.skipped_past_end = &skipped_past_end;
     spec.dd = window;
@@ -247,7 +269,7 @@ int cmd_dd(Context& ctx, std::span<const std::string> args) {
     for (const auto& line : driver_lines)
         ctx.err << line << '\n';
     if (!done)
-        return report_error(ctx, done.error());
+        return report_error(ctx, quote_given(*in_name, done.error()));
     // qemu warns after creating the (empty) output and still succeeds, as dd(1) does.
     if (skipped_past_end)
         report_error(ctx, *input + ": cannot skip to specified offset");

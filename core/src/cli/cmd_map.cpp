@@ -178,10 +178,14 @@ int cmd_map(Context& ctx, std::span<const std::string> in_args) {
         return report_error(ctx, "Could not open '" + given + "': " + name.error());
     for (const auto& w : name->warnings)
         report_warning(ctx, w);
-    // qemu names the probed format here; instar names it only when the options or -f do.
+    // qemu opens (and probes) the image before it refuses the option.
     if (name->unsupported_option)
-        return report_error(ctx, unsupported_option_error(
-                                     *name, vm.count("format") ? std::optional(vm["format"].as<std::string>()) : name->format));
+        return report_error(
+            ctx, unsupported_option_after_probe(
+                     ctx, *name, vm.count("format") ? std::optional(vm["format"].as<std::string>()) : name->format,
+                     vm.count("allow-path") ? vm["allow-path"].as<std::vector<std::string>>()
+                                            : std::vector<std::string>{},
+                     vm.count("unsafe-quirks") > 0));
 
     MapSpec spec;
     spec.filename = name->path;

@@ -502,8 +502,6 @@ int cmd_measure(Context& ctx, std::span<const std::string> args) {
         source_name = std::move(*parsed_name);
         for (const auto& w : source_name->warnings)
             report_warning(ctx, w);
-        if (source_name->unsupported_option)
-            return report_error(ctx, unsupported_option_error(*source_name, source_name->format));
         src.filename = source_name->path;
         src.format = source_fmt ? source_fmt : source_name->format;
         if (vm.count("allow-path"))
@@ -511,6 +509,9 @@ int cmd_measure(Context& ctx, std::span<const std::string> args) {
         src.unsafe_quirks = vm.count("unsafe-quirks") > 0;
         if (auto ok = open_measure_source(src, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, source); !ok)
             return report_error(ctx, quote_given(*source_name, ok.error()));
+        // qemu opens (and probes) the image before it refuses an option given to it.
+        if (source_name->unsupported_option)
+            return report_error(ctx, unsupported_option_error(*source_name, source.chain.links.front().node.format));
         if (has_snapshot) {
             auto id = find_snapshot(snapshot, source.chain.links.front().node);
             if (!id)

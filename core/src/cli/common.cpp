@@ -1,6 +1,9 @@
 // Shared CLI plumbing: context, messages in each profile's shape, option parsing.
 #include "cli/common.h"
 
+#include "cli/image_name.h"
+#include "ops/guest_info_runner.h"
+#include "ops/info_op.h"
 #include "options/size.h"
 
 #include <algorithm>
@@ -227,6 +230,23 @@ std::optional<int> parse_rate_limit(Context& ctx, const std::string& text, std::
     }
     out = p.value;
     return std::nullopt;
+}
+
+std::string unsupported_option_after_probe(Context& ctx, const ImageName& name,
+                                           const std::optional<std::string>& format,
+                                           const std::vector<std::string>& allow_paths, bool unsafe_quirks) {
+    InfoOptions io;
+    io.filename = name.path;
+    io.format = format ? format : name.format;
+    io.unsafe_quirks = unsafe_quirks;
+    io.allow_paths = allow_paths;
+    auto runner = make_sandbox_info_runner(ctx.sandbox_config(), ctx.profile.version);
+    if (!runner)
+        return runner.error();
+    auto nodes = collect_info(io, ctx.plugins(), *runner);
+    if (!nodes)
+        return quote_given(name, nodes.error());
+    return unsupported_option_error(name, nodes->front().format);
 }
 
 } // namespace instar::cli

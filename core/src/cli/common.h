@@ -101,4 +101,14 @@ std::optional<OutputFormat> parse_output_format(Context& ctx, std::string_view c
 // reporting a bad value.
 bool apply_common_options(Context& ctx, const po::variables_map& vm);
 
+struct ImageName; // cli/image_name.h
+// qemu opens an image before it looks at the options it was given, so an unknown option named
+// without driver= is refused naming the probed format ("Block format 'qcow2' does not support the
+// option 'foo'"), and an image that cannot be opened is refused for that instead. One sandbox run
+// (the error path only): the format of `name` (or `format`, -f) as info finds it, or the open's error
+// quoted as the user wrote the name. Returns the message to report.
+std::string unsupported_option_after_probe(Context& ctx, const ImageName& name,
+                                           const std::optional<std::string>& format,
+                                           const std::vector<std::string>& allow_paths, bool unsafe_quirks);
+
 } // namespace instar::cli

@@ -21,6 +21,10 @@ namespace {
 // A name for a temporary that collides with an existing file is drawn again, this many times.
 constexpr int MAX_NAME_ATTEMPTS = 100;
 
+// Symbolic links followed to find where a target really goes: Linux's own limit for one path
+// lookup (MAXSYMLINKS), past which open(2) fails with ELOOP as qemu's would.
+constexpr int MAX_SYMLINK_HOPS = 40;
+
 // Up to this many files are flushed one by one; beyond it one syncfs is far faster (each
 // fdatasync waits for its own journal commit: 32768 vmdk extents took minutes).
 constexpr std::size_t SYNC_EACH_MAX = 16;
@@ -51,6 +55,27 @@ std::string dir_prefix(const std::string& dir) { return dir == "/" ? "/" : dir +
 
 std::string could_not_create(const std::string& path, int err) {
     return "Could not create '" + path + "': " + std::strerror(err);
+}
+
+// The path a new file named `path` must take so that, as with qemu's open(O_CREAT) of the name, a
+// symbolic link there is written through: the final link of the chain resolved (relative targets
+// against the link's directory), the directories left for the kernel. A dangling link gives the
+// path it points to (qemu creates that file); errno's ELOOP when the chain does not end.
+Expected<std::string> follow_links(const std::string& path) {
+    std::string p = path;
+    for (int hop = 0; hop <= MAX_SYMLINK_HOPS; ++hop) {
+        struct stat st{};
+        if (::lstat(p.c_str(), &st) != 0 || !S_ISLNK(st.st_mode))
+            return p; // no such file (created here) or not a link: the file itself
+        std::string target(static_cast<std::size_t>(st.st_size > 0 ? st.st_size : 255) + 1, '\0');
+        const ssize_t n = ::readlink(p.c_str(), target.data(), target.size());
+        if (n <= 0 || static_cast<std::size_t>(n) >= target.size())
+            return Error{could_not_create(path, n < 0 ? errno : n == 0 ? ENOENT : ENAMETOOLONG)};
+        target.resize(static_cast<std::size_t>(n));
+        const auto slash = p.rfind('/');
+        p = target.front() == '/' || slash == std::string::npos ? target : p.substr(0, slash + 1) + target;
+    }
+    return Error{could_not_create(path, ELOOP)};
 }
 
 // INSTAR_NO_TMPFILE=1 (a test hook, docs/create.md) makes every file a named temporary, as on a
@@ -119,7 +144,8 @@ std::optional<int> AtomicFiles::create_unnamed(const std::string& dir) {
     return fd;
 }
 
-Expected<int> AtomicFiles::create_named(const std::string& final_path, const std::string& dir) {
+Expected<int> AtomicFiles::create_named(const std::string& name, const std::string& final_path,
+                                        const std::string& dir) {
     const std::string templ = dir_prefix(dir) + "." + base_name(final_path) + ".instar-XXXXXX";
     auto temp = std::make_unique<char[]>(templ.size() + 1);
     std::memcpy(temp.get(), templ.c_str(), templ.size() + 1);
@@ -128,24 +154,27 @@ Expected<int> AtomicFiles::create_named(const std::string& final_path, const std
     signal_cleanup::Section section;
     const int fd = ::mkostemp(temp.get(), O_CLOEXEC);
     if (fd < 0)
-        return Error{could_not_create(final_path, errno)};
+        return Error{could_not_create(name, errno)};
     const int slot = signal_cleanup::register_path(temp.get());
-    files_.push_back({final_path, dir, std::move(temp), fd, slot});
+    files_.push_back({name, final_path, dir, std::move(temp), fd, slot});
     if (slot < 0)
-        return Error{"Could not create '" + final_path + "': too many temporary files at once (at most " +
+        return Error{"Could not create '" + name + "': too many temporary files at once (at most " +
                      std::to_string(signal_cleanup::MAX_TEMP_PATHS) + ")"};
     if (::fchmod(fd, creation_mode()) != 0)
-        return Error{could_not_create(final_path, errno)};
+        return Error{could_not_create(name, errno)};
     return fd;
 }
 
-Expected<int> AtomicFiles::create(const std::string& final_path) {
-    const std::string dir = dir_of(final_path);
+Expected<int> AtomicFiles::create(const std::string& name) {
+    auto final_path = follow_links(name);
+    if (!final_path)
+        return Error{final_path.error()};
+    const std::string dir = dir_of(*final_path);
     if (const auto fd = create_unnamed(dir)) {
-        files_.push_back({final_path, dir, nullptr, *fd, -1});
+        files_.push_back({name, *final_path, dir, nullptr, *fd, -1});
         return *fd;
     }
-    return create_named(final_path, dir);
+    return create_named(name, *final_path, dir);
 }
 
 Expected<int> AtomicFiles::open_image() { return create(image_); }
@@ -205,7 +234,7 @@ Expected<int> AtomicFiles::add_path(const std::string& path) {
     }
     bool taken = path == image_;
     for (const File& f : files_)
-        taken |= f.final_path == path;
+        taken |= f.name == path;
     if (taken)
         return Error{"Could not create '" + path + "': the image already has a file of that name"};
     external_ = true;
@@ -220,22 +249,22 @@ Expected<bool> AtomicFiles::link_unnamed(const File& f) {
     if (::linkat(AT_FDCWD, proc.text, AT_FDCWD, f.final_path.c_str(), AT_SYMLINK_FOLLOW) == 0)
         return true;
     if (errno != EEXIST)
-        return Error{could_not_create(f.final_path, errno)};
+        return Error{could_not_create(f.name, errno)};
     for (int attempt = 0; attempt < MAX_NAME_ATTEMPTS; ++attempt) {
         const std::string temp = random_temp_name(dir_prefix(f.dir), f.final_path);
         if (::linkat(AT_FDCWD, proc.text, AT_FDCWD, temp.c_str(), AT_SYMLINK_FOLLOW) != 0) {
             if (errno == EEXIST)
                 continue;
-            return Error{could_not_create(f.final_path, errno)};
+            return Error{could_not_create(f.name, errno)};
         }
         if (::rename(temp.c_str(), f.final_path.c_str()) != 0) {
             const int err = errno;
             ::unlink(temp.c_str());
-            return Error{could_not_create(f.final_path, err)};
+            return Error{could_not_create(f.name, err)};
         }
         return true;
     }
-    return Error{could_not_create(f.final_path, EEXIST)};
+    return Error{could_not_create(f.name, EEXIST)};
 }
 
 // Puts one file at its final path.
@@ -243,7 +272,7 @@ Expected<bool> AtomicFiles::place(File& f) {
     if (!f.temp_path)
         return link_unnamed(f);
     if (::rename(f.temp_path.get(), f.final_path.c_str()) != 0)
-        return Error{could_not_create(f.final_path, errno)};
+        return Error{could_not_create(f.name, errno)};
     signal_cleanup::unregister(f.signal_slot); // its temporary name is gone
     f.signal_slot = -1;
     return true;
@@ -257,11 +286,11 @@ Expected<bool> AtomicFiles::commit() {
             return Error{"Could not write '" + image_ + "': " + std::strerror(errno)};
         for (const File& f : files_) // a file elsewhere (add_path) may be on another
             if (external_ && f.dir != files_.front().dir && ::fdatasync(f.fd) != 0)
-                return Error{"Could not write '" + f.final_path + "': " + std::strerror(errno)};
+                return Error{"Could not write '" + f.name + "': " + std::strerror(errno)};
     } else {
         for (const File& f : files_)
             if (::fdatasync(f.fd) != 0)
-                return Error{"Could not write '" + f.final_path + "': " + std::strerror(errno)};
+                return Error{"Could not write '" + f.name + "': " + std::strerror(errno)};
     }
     // A signal from here on waits until every file is in place: never half a multi-file image.
     signal_cleanup::Section section;

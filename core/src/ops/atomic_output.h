@@ -4,6 +4,8 @@
 // the destructor removes every temporary, and so does SIGINT, SIGTERM or SIGHUP
 // (ops/signal_cleanup.h), so a failed or interrupted operation leaves the target paths exactly as
 // they were; after a kill -9 an unnamed file vanishes with the process, a named one stays.
+// A path that is a symbolic link is written through, as qemu's open(O_CREAT) does: the file the link
+// (or chain of links, dangling or not) points to is made atomically and the link stays.
 #pragma once
 
 #include "util/expected.h"
@@ -55,7 +57,8 @@ public:
 
 private:
     struct File {
-        std::string final_path;
+        std::string name;       // the path as given (messages)
+        std::string final_path; // where the file goes: `name` with its symbolic links followed
         std::string dir; // the directory it is made in ("." when the path has none)
         // The named temporary (fallback); null for an unnamed O_TMPFILE file. Heap-held so its
         // address, registered with the signal handler, survives the vector's growth.
@@ -63,9 +66,9 @@ private:
         int fd = -1;
         int signal_slot = -1; // signal_cleanup's registration of temp_path
     };
-    Expected<int> create(const std::string& final_path);
+    Expected<int> create(const std::string& name);
     std::optional<int> create_unnamed(const std::string& dir);
-    Expected<int> create_named(const std::string& final_path, const std::string& dir);
+    Expected<int> create_named(const std::string& name, const std::string& final_path, const std::string& dir);
     Expected<bool> place(File& f);
     Expected<bool> link_unnamed(const File& f);
 

@@ -273,7 +273,8 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
     for (std::size_t i = 0; i < spec.sources.size(); ++i) {
         InfoOptions io;
         io.filename = spec.sources[i];
-        io.format = spec.source_format;
+        io.format = i < spec.source_formats.size() && spec.source_formats[i] ? spec.source_formats[i]
+                                                                              : spec.source_format;
         io.backing_chain = true;
         io.unsafe_quirks = spec.unsafe_quirks;
         io.allow_paths = spec.allow_paths;
@@ -294,6 +295,8 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
             return Error{"dd copies exactly one input"};
         if (spec.target.plugin == nullptr)
             return Error{spec.dd->no_plugin_error};
+        if (spec.dd->target_name_error)
+            return Error{*spec.dd->target_name_error};
         const FormatDescriptor& d = **spec.target.plugin;
         if (!(d.capabilities & CAP_CREATE))
             return Error{"Format driver '" + std::string(d.name) + "' does not support image creation"};
@@ -340,6 +343,8 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
                 return Error{ok.error()};
         if (spec.target_cache_error)
             return Error{*spec.target_cache_error};
+        if (spec.target_open_error)
+            return Error{*spec.target_open_error};
         auto file = open_existing_target(spec.target.filename);
         if (!file)
             return Error{file.error()};

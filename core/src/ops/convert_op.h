@@ -19,6 +19,9 @@ namespace instar {
 struct ConvertSpec {
     std::vector<std::string> sources;          // SRC arguments, concatenated in order
     std::optional<std::string> source_format;  // -f
+    // Per source (same length as `sources`, or empty): a format named by the source's own name
+    // (json:{"driver":...} or --image-opts driver=...), used instead of source_format.
+    std::vector<std::optional<std::string>> source_formats;
     std::optional<std::string> snapshot;       // -l (id or name)
     // The target as create would make it: filename, plugin, options, backing file/format (-B/-F or
     // -o backing_file/backing_fmt); size is filled in from the sources.
@@ -40,6 +43,9 @@ struct ConvertSpec {
     bool target_is_zero = false;               // --target-is-zero (only with -n)
     std::string target_format;                 // -n: -O as given
     std::optional<std::string> target_cache_error; // -n: a bad -t, reported where qemu checks it
+    // -n: the target's name could not be opened (json:/--target-image-opts errors, -O with
+    // --target-image-opts): reported where qemu opens the target, after the sources and -t.
+    std::optional<std::string> target_open_error;
     std::uint64_t rate_limit = 0;              // -r bytes per second; 0 = none
     bool salvage = false;                      // --salvage
     bool bitmaps = false;                      // --bitmaps
@@ -57,6 +63,9 @@ struct ConvertSpec {
         bool* skipped_past_end = nullptr;           // set when skip is past the end (qemu warns)
         // Without a plugin for -O: the message img_dd gives once the input is open.
         std::string no_plugin_error = "Unknown file format";
+        // of= is no name bdrv_create takes (json:, a protocol): img_dd's message, given once the
+        // input is open and the output format is known.
+        std::optional<std::string> target_name_error;
     };
     std::optional<DdWindow> dd;
     // --salvage: qemu's warnings (without the "prog: warning: " prefix), in order; may be nullptr.
