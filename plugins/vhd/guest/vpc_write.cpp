@@ -49,10 +49,15 @@ public:
             const uint64_t in_block = offset % c_.block_size;
             const size_t n = c_.block_size - in_block < len ? static_cast<size_t>(c_.block_size - in_block) : len;
             uint64_t data_at = 0;
-            if (const Status st = block_data(offset / c_.block_size, &data_at); st != Status::Ok)
+            bool fresh = false;
+            if (const Status st = block_data(offset / c_.block_size, &data_at, &fresh); st != Status::Ok)
                 return st;
             if (const Status st = dev_.write(data_at + in_block, p, n); st != Status::Ok)
                 return st;
+            // A new block's BAT entry goes last, after its data (the bytes qemu leaves are the same).
+            if (fresh)
+                if (const Status st = write_entry(offset / c_.block_size); st != Status::Ok)
+                    return st;
             offset += n;
             p += n;
             len -= n;
@@ -96,7 +101,7 @@ private:
     }
 
     // Where block `index`'s data starts in the file, allocating the block as qemu's alloc_block does.
-    Status block_data(uint64_t index, uint64_t* out) {
+    Status block_data(uint64_t index, uint64_t* out, bool* fresh) {
         if (index >= c_.max_table_entries)
             return Status::Invalid;
         const uint32_t i = static_cast<uint32_t>(index);
@@ -110,16 +115,18 @@ private:
             uint64_t next;
             if (!add_u64(block, bitmap_size_ + uint64_t{c_.block_size}, &next) || block / SECTOR >= BAT_UNUSED)
                 return Status::TooLarge;
-            if (const Status st = write_bitmap(block); st != Status::Ok)
-                return st;
+            // The footer moves past the new block first (the file always ends in one), then the
+            // bitmap goes over the old footer; the caller writes the data and then the BAT entry, so
+            // a crash leaves the image as it was, plus unused space (qemu writes the entry first).
             if (const Status st = dev_.write(next, c_.footer, sizeof c_.footer); st != Status::Ok)
+                return st;
+            if (const Status st = write_bitmap(block); st != Status::Ok)
                 return st;
             value = static_cast<uint32_t>(block / SECTOR);
             store_be32(entry, value);
-            if (const Status st = dev_.write(c_.bat_offset + 4 * uint64_t{i}, entry, 4); st != Status::Ok)
-                return st;
             free_offset_ = next;
             last_bitmap_ = block;
+            *fresh = true;
         } else if (existing_ && last_bitmap_ != uint64_t{value} * SECTOR) {
             // qemu's get_image_offset for a write: the block's sector bitmap is set all-ones whenever
             // a write goes to another block than the last one (a block another tool wrote may mark
@@ -130,6 +137,14 @@ private:
         }
         *out = uint64_t{value} * SECTOR + bitmap_size_;
         return Status::Ok;
+    }
+
+    // Block `index`'s BAT entry, as block_data set it in the cached sector.
+    Status write_entry(uint64_t index) {
+        const uint32_t i = static_cast<uint32_t>(index);
+        if (const Status st = load_bat_sector(i); st != Status::Ok)
+            return st;
+        return dev_.write(c_.bat_offset + 4 * uint64_t{i}, bat_ + 4 * (i % ENTRIES_PER_SECTOR), 4);
     }
 
     // An all-ones sector bitmap of bitmap_size_ bytes at `at`, a sector at a time.
