@@ -107,6 +107,8 @@ std::string failure_message(const ConvertSpec& spec, const std::vector<const Cha
         spec.existing_target) {
         if (reason.find("existing image of this format") != std::string::npos)
             reason = "instar cannot write into an existing " + fmt + " image yet (convert -n)";
+        for (std::size_t at; (at = reason.find("{image}")) != std::string::npos;)
+            reason.replace(at, 7, target);
         return "Could not open '" + target + "': " + reason;
     }
     if (failure && failure->phase == INSTAR_CONVERT_PHASE_OPEN && failure->image < table.size()) {
