@@ -29,7 +29,8 @@ class VpcWriter final : public guest::ImageWriter {
 public:
     VpcWriter(guest::BlockDevice& dev, guest::Allocator& alloc, const VpcCreated& c, bool existing = false,
               uint64_t bitmap_size = CREATE_BITMAP_SIZE)
-        : dev_(dev), alloc_(alloc), c_(c), existing_(existing), bitmap_size_(bitmap_size) {
+        : dev_(dev), alloc_(alloc), c_(c), existing_(existing),
+          differencing_(existing && c.disk_type == VHD_DIFFERENCING), bitmap_size_(bitmap_size) {
         free_offset_ = c.footer_offset;
     }
 
@@ -54,6 +55,9 @@ public:
                 return st;
             if (const Status st = dev_.write(data_at + in_block, p, n); st != Status::Ok)
                 return st;
+            if (differencing_)
+                if (const Status st = mark_present(data_at - bitmap_size_, in_block, n); st != Status::Ok)
+                    return st;
             // A new block's BAT entry goes last, after its data (the bytes qemu leaves are the same).
             if (fresh)
                 if (const Status st = write_entry(offset / c_.block_size); st != Status::Ok)
@@ -120,19 +124,19 @@ private:
             // a crash leaves the image as it was, plus unused space (qemu writes the entry first).
             if (const Status st = dev_.write(next, c_.footer, sizeof c_.footer); st != Status::Ok)
                 return st;
-            if (const Status st = write_bitmap(block); st != Status::Ok)
+            if (const Status st = write_bitmap(block, differencing_ ? 0x00 : 0xFF); st != Status::Ok)
                 return st;
             value = static_cast<uint32_t>(block / SECTOR);
             store_be32(entry, value);
             free_offset_ = next;
             last_bitmap_ = block;
             *fresh = true;
-        } else if (existing_ && last_bitmap_ != uint64_t{value} * SECTOR) {
+        } else if (existing_ && !differencing_ && last_bitmap_ != uint64_t{value} * SECTOR) {
             // qemu's get_image_offset for a write: the block's sector bitmap is set all-ones whenever
             // a write goes to another block than the last one (a block another tool wrote may mark
             // sectors absent; a differencing disk's clear bits would let its parent show through).
             last_bitmap_ = uint64_t{value} * SECTOR;
-            if (const Status st = write_bitmap(last_bitmap_); st != Status::Ok)
+            if (const Status st = write_bitmap(last_bitmap_, 0xFF); st != Status::Ok)
                 return st;
         }
         *out = uint64_t{value} * SECTOR + bitmap_size_;
@@ -147,10 +151,30 @@ private:
         return dev_.write(c_.bat_offset + 4 * uint64_t{i}, bat_ + 4 * (i % ENTRIES_PER_SECTOR), 4);
     }
 
-    // An all-ones sector bitmap of bitmap_size_ bytes at `at`, a sector at a time.
-    Status write_bitmap(uint64_t at) {
+    // A differencing disk's sectors [in_block, in_block + n) of the block whose bitmap is at
+    // `bitmap_at` become present (bit 7 of byte 0 is the block's first sector), after their data
+    // was written: a crash before leaves them reading from the parent, as before.
+    Status mark_present(uint64_t bitmap_at, uint64_t in_block, uint64_t n) {
+        const uint64_t first = in_block / SECTOR, end = (in_block + n + SECTOR - 1) / SECTOR;
+        uint8_t bits[SECTOR];
+        for (uint64_t s = first; s < end;) {
+            const uint64_t page = s / (8 * SECTOR); // the bitmap sector holding sector s's bit
+            if (page * SECTOR >= bitmap_size_)
+                return Status::Corrupt;
+            if (const Status st = dev_.read(bitmap_at + page * SECTOR, bits, SECTOR); st != Status::Ok)
+                return st;
+            for (; s < end && s / (8 * SECTOR) == page; ++s)
+                bits[(s / 8) % SECTOR] = static_cast<uint8_t>(bits[(s / 8) % SECTOR] | (0x80u >> (s % 8)));
+            if (const Status st = dev_.write(bitmap_at + page * SECTOR, bits, SECTOR); st != Status::Ok)
+                return st;
+        }
+        return Status::Ok;
+    }
+
+    // A sector bitmap of bitmap_size_ bytes `fill` at `at`, a sector at a time.
+    Status write_bitmap(uint64_t at, uint8_t fill) {
         uint8_t ones[SECTOR];
-        __builtin_memset(ones, 0xFF, sizeof ones);
+        __builtin_memset(ones, fill, sizeof ones);
         for (uint64_t done = 0; done < bitmap_size_; done += SECTOR)
             if (const Status st = dev_.write(at + done, ones, SECTOR); st != Status::Ok)
                 return st;
@@ -161,6 +185,9 @@ private:
     guest::Allocator& alloc_;
     VpcCreated c_;
     bool existing_;
+    // An existing differencing disk: its bitmaps say which sectors are its own (instar reads the
+    // parent for the others), so only written sectors are marked, after their data.
+    bool differencing_ = false;
     uint64_t bitmap_size_; // a multiple of SECTOR (vpc_bitmap_size)
     uint64_t last_bitmap_ = UINT64_MAX;
     uint64_t free_offset_;
