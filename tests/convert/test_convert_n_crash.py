@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Crash consistency of `instar convert -n` into existing VHD and VHDX images: the host is killed
-(INSTAR_TEST_KILL_AT_WRITE=N, docs/edit.md) at every file-changing hypercall N, from the first to
-the last (the run that is not killed gives the total). After each kill the target must still open
-in qemu-img and instar, pass `qemu-img check` (vhdx), and every 512-byte sector of its disk, as
+"""Crash consistency of `instar convert -n` into existing VHD, VHDX and vmdk (monolithicFlat,
+twoGbMaxExtentSparse) images: the host is killed (INSTAR_TEST_KILL_AT_WRITE=N, docs/edit.md) at
+every file-changing hypercall N from the first on, up to MAX_POINTS and then at doubling N, until a
+run completes. After each kill the target must still open in qemu-img and instar, pass
+`qemu-img check` (vhdx, vmdk), and every 512-byte sector of its disk, as
 each tool reads it, must hold either the target's old content or the source's: new blocks are
 written before the table entry that points at them (docs/convert.md, "-n").
 
@@ -14,8 +15,8 @@ import subprocess
 import sys
 import tempfile
 
-# Kill points per target at most: a spread of this many when a convert makes more writes.
-MAX_POINTS = 60
+# Kill points tried one by one per target; past them N doubles.
+MAX_POINTS = 40
 SECTOR = 512
 
 TARGETS = {
@@ -30,6 +31,11 @@ TARGETS = {
     "zero.vhdx": ("vhdx", [["QIMG", "create", "-q", "-f", "vhdx", "-o", "block_size=1M,block_state_zero=on",
                             "zero.vhdx", "8M"],
                            ["QIO", "-f", "vhdx", "-c", "write -P 0x5a 1M 1M", "zero.vhdx"]]),
+    "flat.vmdk": ("vmdk", [["QIMG", "create", "-q", "-f", "vmdk", "-o", "subformat=monolithicFlat", "flat.vmdk", "8M"],
+                           ["QIO", "-f", "vmdk", "-c", "write -P 0x5a 0 3M", "flat.vmdk"]]),
+    "split.vmdk": ("vmdk", [["QIMG", "create", "-q", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentSparse",
+                             "split.vmdk", "8M"],
+                            ["QIO", "-f", "vmdk", "-c", "write -P 0x5a 1M 1M", "split.vmdk"]]),
 }
 
 
@@ -112,7 +118,7 @@ def main():
                     if at is not None:
                         problems.append("%s reads a sector that is neither old nor new at %d" %
                                         (os.path.basename(tool), at))
-                if fmt == "vhdx":
+                if fmt in ("vhdx", "vmdk"):
                     rc, out = sh([q72, "check", "-f", fmt, name], d)
                     if rc != 0:
                         problems.append("qemu-img check: " + out)
@@ -124,7 +130,7 @@ def main():
                 else:
                     passed += 1
                 shutil.rmtree(d)
-            print("%s: %d kill points, %d writes in all" % (name, len(points), total or 0))
+            print("%s: %d kill points, complete with %d writes allowed" % (name, len(points), total or 0))
     finally:
         shutil.rmtree(work)
     print("%d passed, %d failed" % (passed, len(failed)))

@@ -141,6 +141,13 @@ for tname, opts in (("tgt-dyn1m.vhdx", "subformat=dynamic,block_size=1M"),
             io("vhdx", tname, "write -P 0x5a 0 3M", "write -P 0x6b 10M 1M"))
 fixture("tgt-xdiff.vhdx", "vhdx", ["INSTAR", "create", "-q", "-f", "vhdx", "-b", "tgt-dyn1m.vhdx", "-F", "vhdx",
                                    "tgt-xdiff.vhdx"])
+# vmdk targets made of a descriptor and extent files (each case copies them all: both tools write).
+VMDK_TARGETS = {"monolithicFlat": ["tgt-mflat.vmdk", "tgt-mflat-flat.vmdk"],
+                "twoGbMaxExtentFlat": ["tgt-2gflat.vmdk", "tgt-2gflat-f001.vmdk"],
+                "twoGbMaxExtentSparse": ["tgt-2gsparse.vmdk", "tgt-2gsparse-s001.vmdk"]}
+for sub, files in VMDK_TARGETS.items():
+    fixture(files[0], "vmdk", q("create", "-q", "-f", "vmdk", "-o", "subformat=" + sub, files[0], "16M"),
+            io("vmdk", files[0], "write -P 0x5a 0 3M", "write -P 0x6b 10M 1M"))
 fixture("tgt-comp.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "tgt-comp.qcow2", "16M"),
         io("qcow2", "tgt-comp.qcow2", "write -c -P 0x5a 0 1M"))
 fixture("tgt-snap.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "tgt-snap.qcow2", "16M"),
@@ -316,6 +323,14 @@ REFUSED.append(("-n into a qcow2 with snapshots", ["convert", "-n", "-f", "raw",
 # -n into an existing monolithicSparse vmdk (vmdk_existing_write.cpp, written for commit's base).
 case("-n raw -> vmdk monolithicSparse", ["convert", "-n", "-f", "raw", "-O", "vmdk", "odd.raw", "n.vmdk"], ["raw"],
      "vmdk", copies={"n.vmdk": "v-monolithicSparse.vmdk"})
+# -n into vmdk images with extent files: flat extents in place, split sparse extents as
+# monolithicSparse; the CID renewed in the descriptor file (same content as qemu-img's, clean).
+for sub, files in VMDK_TARGETS.items():
+    copies = {f: f for f in files}
+    case("-n raw -> vmdk %s" % sub, ["convert", "-n", "-f", "raw", "-O", "vmdk", "src.raw", files[0]], ["raw"], "vmdk",
+         copies=copies)
+    case("-n qcow2 -> vmdk %s" % sub, ["convert", "-n", "-O", "vmdk", "q.qcow2", files[0]], ["qcow2"], "vmdk",
+         copies=copies)
 # --bitmaps: qemu's checks; a source without bitmaps (or only broken ones, skipped) converts as
 # without the flag. Copying bitmaps: tests/bitmap checks them bit for bit.
 case("--bitmaps, none to copy", ["convert", "--bitmaps", "-O", "qcow2", "q.qcow2", "out.qcow2"], ["qcow2"], "qcow2")
@@ -465,6 +480,8 @@ def main():
                     for n in os.listdir(fx):
                         os.link(os.path.join(fx, n), os.path.join(d, n))
                     for n, src in copies.items():
+                        if os.path.exists(os.path.join(d, n)):
+                            os.unlink(os.path.join(d, n))  # a hard link of the fixture: never written
                         shutil.copyfile(os.path.join(fx, src), os.path.join(d, n))
                     dirs.append(d)
                 dq, di = dirs
