@@ -75,6 +75,10 @@ struct SalvageRecords {
     }
 };
 
+// convert -n: the target's other files (vmdk extents) the plan may list; a vmdk names at most
+// VMDK_MAX_EXTENTS (32768) and the host attaches every one of them.
+constexpr uint32_t MAX_EXISTING_FILES = 32768;
+
 struct Plan {
     instar_convert_plan head{};
     instar_convert_image* images = nullptr;
@@ -180,15 +184,29 @@ Status convert_op(const uint8_t* arg, uint32_t arg_len) {
     if (st == Status::Ok && existing) {
         // -n: the format opens the image already on the target device and writes into it.
         const ModuleOps* tm = module(h.target_module);
-        if (tm->open_writer == nullptr || h.create_len != 0) {
+        // The target's other files (vmdk extents) follow its device; the plan holds their lengths.
+        const uint32_t file_count = h.create_len / 8;
+        if (tm->open_writer == nullptr || h.create_len % 8 != 0 || file_count > MAX_EXISTING_FILES) {
             report_failure(INSTAR_CONVERT_PHASE_OPEN, INSTAR_CONVERT_NO_BACKING);
             static constexpr char TEXT[] = "instar cannot write into an existing image of this format yet";
             reasons.reason(TEXT, sizeof TEXT - 1);
             st = Status::Unsupported;
         } else {
             auto* dev = arena_new<ExistingTarget>(arena(), *device(h.target_device), h.target_backing_size);
-            const OpenRequest req{dev, nullptr, 0, &arena(), &codecs(), &reasons, nullptr, h.qemu_version};
-            st = dev == nullptr ? Status::NoMemory : tm->open_writer(req, &writer);
+            auto* files = file_count == 0 ? nullptr
+                                          : static_cast<BlockDevice**>(arena().allocate(
+                                                file_count * sizeof(BlockDevice*), alignof(BlockDevice*)));
+            st = dev == nullptr || (file_count != 0 && files == nullptr) ? Status::NoMemory : Status::Ok;
+            for (uint32_t i = 0; st == Status::Ok && i < file_count; ++i) {
+                uint64_t length = 0;
+                __builtin_memcpy(&length, plan.create + 8 * i, 8);
+                BlockDevice* file = h.target_device + 1 + i < h.target_device ? nullptr : device(h.target_device + 1 + i);
+                files[i] = file == nullptr ? nullptr : arena_new<ExistingTarget>(arena(), *file, length);
+                if (file == nullptr) st = Status::Invalid;
+                else if (files[i] == nullptr) st = Status::NoMemory;
+            }
+            const OpenRequest req{dev, files, file_count, &arena(), &codecs(), &reasons, nullptr, h.qemu_version};
+            if (st == Status::Ok) st = tm->open_writer(req, &writer);
             if (st != Status::Ok) report_failure(INSTAR_CONVERT_PHASE_OPEN, INSTAR_CONVERT_NO_BACKING);
         }
     }

@@ -265,8 +265,11 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_create_arg) == 72, "create arg layout");
  * instar_create_arg and its strings (as INSTAR_OP_CREATE), then snapshot_len bytes of -l's name.
  * Images 0..source_count-1 are the SRC arguments in order; an image's backing is another entry.
  * The target device is an output; the target module's create_writer makes and fills it. With
- * INSTAR_CONVERT_EXISTING_TARGET (-n) create_len is 0 and the target module's open_writer opens the
- * existing image on the target device (writable; an output when the format may grow its file). */
+ * INSTAR_CONVERT_EXISTING_TARGET (-n) the target module's open_writer opens the
+ * existing image on the target device (writable; an output when the format may grow its file);
+ * create_len is then 8 times the number of the target's other files (vmdk extents, in the order
+ * info reported them), which are the devices after the target device (outputs), and the bytes hold
+ * each file's length (uint64). */
 #define INSTAR_CONVERT_PLAN_MAGIC 0x4E4C5043u /* "CPLN" */
 #define INSTAR_CONVERT_COMPRESS 1u            /* -c */
 #define INSTAR_CONVERT_TARGET_HAS_BACKING 2u  /* -B or -o backing_file */

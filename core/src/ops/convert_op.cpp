@@ -107,6 +107,8 @@ std::string failure_message(const ConvertSpec& spec, const std::vector<const Cha
         spec.existing_target) {
         if (reason.find("existing image of this format") != std::string::npos)
             reason = "instar cannot write into an existing " + fmt + " image yet (convert -n)";
+        for (std::size_t at; (at = reason.find("{image}")) != std::string::npos;)
+            reason.replace(at, 7, target);
         return "Could not open '" + target + "': " + reason;
     }
     if (failure && failure->phase == INSTAR_CONVERT_PHASE_OPEN && failure->image < table.size()) {
@@ -330,6 +332,14 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
         OpenedFile& f;
         ~FileCloser() { close_file(f); }
     } existing_closer{existing_file};
+    std::vector<OpenedFile> existing_extents; // -n: the target's other files, read-write
+    struct FilesCloser {
+        std::vector<OpenedFile>& fs;
+        ~FilesCloser() {
+            for (auto& f : fs)
+                close_file(f);
+        }
+    } extents_closer{existing_extents};
     std::vector<std::string> skipped_bitmaps;
     std::size_t bitmaps_to_copy = 0;
     if (spec.existing_target) {
@@ -370,6 +380,28 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
         io.top = &existing_file;
         if (auto opened = open_chain(io, plugins, *runner, existing); !opened)
             return Error{opened.error()};
+        // The files the target names (vmdk extents), reopened read-write: the very files info
+        // inspected (through /proc/self/fd, so no name is looked up again). A source using one of
+        // them is refused as the target itself is.
+        for (const auto& f : existing.links.front().files) {
+            for (const auto& chain : chains)
+                for (const auto& link : chain.links) {
+                    bool same = link.image.device == f.device && link.image.inode == f.inode;
+                    for (const auto& g : link.files)
+                        same = same || (g.device == f.device && g.inode == f.inode);
+                    if (same)
+                        return Error{"Could not open '" + spec.target.filename + "': Failed to get \"write\" lock\nIs "
+                                     "another process using the image [" + spec.target.filename + "]?"};
+                }
+            const std::string self = "/proc/self/fd/" + std::to_string(f.fd);
+            const int fd = ::open(self.c_str(), O_RDWR | O_CLOEXEC | O_NOCTTY);
+            if (fd < 0)
+                return Error{"Could not open '" + spec.target.filename + "': Could not open '" + f.display +
+                             "': " + std::strerror(errno)};
+            OpenedFile w = f;
+            w.fd = fd;
+            existing_extents.push_back(w);
+        }
         if (spec.compressed && !((*spec.target.plugin)->capabilities & CAP_CONVERT_COMPRESS))
             return Error{"Compression not supported for this file format"};
         if (spec.bitmaps) {
@@ -506,6 +538,18 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
     table.devices.push_back(fixed_target ? vmm::Device{target_fd, (existing_file.size + 511) / 512 * 512, true, false}
                                          : vmm::output_device(target_fd));
     table.devices.back().direct = direct_target;
+    // -n: the target's other files follow it as outputs (a sparse extent grows), their lengths in
+    // the plan where a new target's create argument would be (instar_convert_plan).
+    if (spec.existing_target) {
+        for (const auto& f : existing_extents) {
+            if (direct_target)
+                if (auto ok = AtomicFiles::make_direct(f.fd, f.display); !ok)
+                    return Error{ok.error()};
+            table.devices.push_back(vmm::output_device(f.fd));
+            table.devices.back().direct = direct_target;
+            append_bytes(create_bytes, &f.size, 1);
+        }
+    }
     const bool report_progress = spec.progress != nullptr || spec.rate_limit != 0;
     plan.head.flags = (spec.compressed ? INSTAR_CONVERT_COMPRESS : 0u) |
                       (has_backing ? INSTAR_CONVERT_TARGET_HAS_BACKING : 0u) |

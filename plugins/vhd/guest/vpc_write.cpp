@@ -19,7 +19,7 @@ namespace {
 constexpr uint64_t SECTOR = 512;
 constexpr uint32_t BAT_UNUSED = 0xFFFFFFFFu;
 // qemu's bitmap_size for the 2 MiB blocks create makes: one bit per sector, rounded up to a sector.
-constexpr uint32_t BITMAP_SIZE = 512;
+constexpr uint32_t CREATE_BITMAP_SIZE = 512;
 // Zeros written at a time for write_zeroes (qemu has no zero-write for vpc: it writes zeros as data).
 constexpr size_t ZERO_CHUNK = 64 * 1024;
 // BAT entries per cached sector.
@@ -27,8 +27,10 @@ constexpr uint32_t ENTRIES_PER_SECTOR = SECTOR / 4;
 
 class VpcWriter final : public guest::ImageWriter {
 public:
-    VpcWriter(guest::BlockDevice& dev, guest::Allocator& alloc, const VpcCreated& c, bool existing = false)
-        : dev_(dev), alloc_(alloc), c_(c), existing_(existing) {
+    VpcWriter(guest::BlockDevice& dev, guest::Allocator& alloc, const VpcCreated& c, bool existing = false,
+              uint64_t bitmap_size = CREATE_BITMAP_SIZE)
+        : dev_(dev), alloc_(alloc), c_(c), existing_(existing),
+          differencing_(existing && c.disk_type == VHD_DIFFERENCING), bitmap_size_(bitmap_size) {
         free_offset_ = c.footer_offset;
     }
 
@@ -48,10 +50,18 @@ public:
             const uint64_t in_block = offset % c_.block_size;
             const size_t n = c_.block_size - in_block < len ? static_cast<size_t>(c_.block_size - in_block) : len;
             uint64_t data_at = 0;
-            if (const Status st = block_data(offset / c_.block_size, &data_at); st != Status::Ok)
+            bool fresh = false;
+            if (const Status st = block_data(offset / c_.block_size, &data_at, &fresh); st != Status::Ok)
                 return st;
             if (const Status st = dev_.write(data_at + in_block, p, n); st != Status::Ok)
                 return st;
+            if (differencing_)
+                if (const Status st = mark_present(data_at - bitmap_size_, in_block, n); st != Status::Ok)
+                    return st;
+            // A new block's BAT entry goes last, after its data (the bytes qemu leaves are the same).
+            if (fresh)
+                if (const Status st = write_entry(offset / c_.block_size); st != Status::Ok)
+                    return st;
             offset += n;
             p += n;
             len -= n;
@@ -95,7 +105,7 @@ private:
     }
 
     // Where block `index`'s data starts in the file, allocating the block as qemu's alloc_block does.
-    Status block_data(uint64_t index, uint64_t* out) {
+    Status block_data(uint64_t index, uint64_t* out, bool* fresh) {
         if (index >= c_.max_table_entries)
             return Status::Invalid;
         const uint32_t i = static_cast<uint32_t>(index);
@@ -107,21 +117,67 @@ private:
             // The bitmap goes where the footer was, the footer after the new block, then the entry.
             const uint64_t block = free_offset_;
             uint64_t next;
-            if (!add_u64(block, BITMAP_SIZE + uint64_t{c_.block_size}, &next) || block / SECTOR >= BAT_UNUSED)
+            if (!add_u64(block, bitmap_size_ + uint64_t{c_.block_size}, &next) || block / SECTOR >= BAT_UNUSED)
                 return Status::TooLarge;
-            uint8_t bitmap[BITMAP_SIZE];
-            __builtin_memset(bitmap, 0xFF, sizeof bitmap);
-            if (const Status st = dev_.write(block, bitmap, sizeof bitmap); st != Status::Ok)
-                return st;
+            // The footer moves past the new block first (the file always ends in one), then the
+            // bitmap goes over the old footer; the caller writes the data and then the BAT entry, so
+            // a crash leaves the image as it was, plus unused space (qemu writes the entry first).
             if (const Status st = dev_.write(next, c_.footer, sizeof c_.footer); st != Status::Ok)
+                return st;
+            if (const Status st = write_bitmap(block, differencing_ ? 0x00 : 0xFF); st != Status::Ok)
                 return st;
             value = static_cast<uint32_t>(block / SECTOR);
             store_be32(entry, value);
-            if (const Status st = dev_.write(c_.bat_offset + 4 * uint64_t{i}, entry, 4); st != Status::Ok)
-                return st;
             free_offset_ = next;
+            last_bitmap_ = block;
+            *fresh = true;
+        } else if (existing_ && !differencing_ && last_bitmap_ != uint64_t{value} * SECTOR) {
+            // qemu's get_image_offset for a write: the block's sector bitmap is set all-ones whenever
+            // a write goes to another block than the last one (a block another tool wrote may mark
+            // sectors absent; a differencing disk's clear bits would let its parent show through).
+            last_bitmap_ = uint64_t{value} * SECTOR;
+            if (const Status st = write_bitmap(last_bitmap_, 0xFF); st != Status::Ok)
+                return st;
         }
-        *out = uint64_t{value} * SECTOR + BITMAP_SIZE;
+        *out = uint64_t{value} * SECTOR + bitmap_size_;
+        return Status::Ok;
+    }
+
+    // Block `index`'s BAT entry, as block_data set it in the cached sector.
+    Status write_entry(uint64_t index) {
+        const uint32_t i = static_cast<uint32_t>(index);
+        if (const Status st = load_bat_sector(i); st != Status::Ok)
+            return st;
+        return dev_.write(c_.bat_offset + 4 * uint64_t{i}, bat_ + 4 * (i % ENTRIES_PER_SECTOR), 4);
+    }
+
+    // A differencing disk's sectors [in_block, in_block + n) of the block whose bitmap is at
+    // `bitmap_at` become present (bit 7 of byte 0 is the block's first sector), after their data
+    // was written: a crash before leaves them reading from the parent, as before.
+    Status mark_present(uint64_t bitmap_at, uint64_t in_block, uint64_t n) {
+        const uint64_t first = in_block / SECTOR, end = (in_block + n + SECTOR - 1) / SECTOR;
+        uint8_t bits[SECTOR];
+        for (uint64_t s = first; s < end;) {
+            const uint64_t page = s / (8 * SECTOR); // the bitmap sector holding sector s's bit
+            if (page * SECTOR >= bitmap_size_)
+                return Status::Corrupt;
+            if (const Status st = dev_.read(bitmap_at + page * SECTOR, bits, SECTOR); st != Status::Ok)
+                return st;
+            for (; s < end && s / (8 * SECTOR) == page; ++s)
+                bits[(s / 8) % SECTOR] = static_cast<uint8_t>(bits[(s / 8) % SECTOR] | (0x80u >> (s % 8)));
+            if (const Status st = dev_.write(bitmap_at + page * SECTOR, bits, SECTOR); st != Status::Ok)
+                return st;
+        }
+        return Status::Ok;
+    }
+
+    // A sector bitmap of bitmap_size_ bytes `fill` at `at`, a sector at a time.
+    Status write_bitmap(uint64_t at, uint8_t fill) {
+        uint8_t ones[SECTOR];
+        __builtin_memset(ones, fill, sizeof ones);
+        for (uint64_t done = 0; done < bitmap_size_; done += SECTOR)
+            if (const Status st = dev_.write(at + done, ones, SECTOR); st != Status::Ok)
+                return st;
         return Status::Ok;
     }
 
@@ -129,6 +185,11 @@ private:
     guest::Allocator& alloc_;
     VpcCreated c_;
     bool existing_;
+    // An existing differencing disk: its bitmaps say which sectors are its own (instar reads the
+    // parent for the others), so only written sectors are marked, after their data.
+    bool differencing_ = false;
+    uint64_t bitmap_size_; // a multiple of SECTOR (vpc_bitmap_size)
+    uint64_t last_bitmap_ = UINT64_MAX;
     uint64_t free_offset_;
     bool cached_ = false;
     uint32_t cached_sector_ = 0;
@@ -174,25 +235,19 @@ Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
             say(why);
         return st;
     }
-    auto refuse = [&](const char* text) {
-        say(text);
-        return Status::Unsupported;
-    };
     VpcCreated c{};
     c.disk_type = img.footer.disk_type;
     c.size = img.virtual_size;
-    if (c.disk_type == VHD_DIFFERENCING)
-        return refuse("instar cannot write into an existing vpc image with a parent (differencing) yet");
     if (!img.dynamic) {
         // Fixed: the data is the file up to its footer; the virtual size must lie inside it.
         if (dev.size() < VPC_FOOTER_SIZE || c.size > dev.size() - VPC_FOOTER_SIZE)
             return Status::Corrupt;
         c.footer_offset = dev.size() - VPC_FOOTER_SIZE;
     } else {
-        // The writer's block arithmetic is for 2 MiB blocks with a 512-byte bitmap, what qemu and
-        // instar create; other block sizes (Hyper-V's 512 KiB, ...) are refused.
-        if (img.header.block_size != 0x200000 || img.bitmap_size != 512)
-            return refuse("instar cannot write into an existing vpc image with blocks other than 2 MiB yet");
+        // Any block size vpc_load accepts (a power of two, at least a sector): qemu's bitmap of
+        // vpc_bitmap_size bytes precedes each block's data.
+        if (img.bitmap_size % SECTOR != 0)
+            return Status::Corrupt;
         uint64_t covered = 0;
         if (__builtin_mul_overflow(uint64_t{img.header.max_table_entries}, uint64_t{img.header.block_size}, &covered) ||
             c.size > covered)
@@ -203,11 +258,27 @@ Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
         // qemu's free_data_block_offset: new blocks go after the last allocated one (vpc_load
         // checked it lies inside the file), the footer copy qemu writes after each is the one at 0.
         c.footer_offset = img.free_data_block_offset;
+        // A differencing disk (qemu opens it as a dynamic one) keeps its parent locators' data, which
+        // instar and Windows place after the BAT: new blocks go after it too, where qemu would write
+        // over it and lose the parent's name (docs/quirks.md, vpc-existing-differencing).
+        if (c.disk_type == VHD_DIFFERENCING)
+            for (const VpcParentLocator& loc : img.header.parent_locators) {
+                if (loc.platform_code[0] == 0 && loc.platform_code[1] == 0 && loc.platform_code[2] == 0 &&
+                    loc.platform_code[3] == 0)
+                    continue;
+                uint64_t end = 0;
+                if (!add_u64(loc.data_offset, uint64_t{loc.data_space}, &end) || end > dev.size())
+                    continue; // not in the file: nothing to keep
+                end = (end + SECTOR - 1) / SECTOR * SECTOR;
+                if (end > c.footer_offset && end <= dev.size())
+                    c.footer_offset = end;
+            }
     }
     const uint64_t footer_at = img.dynamic ? 0 : dev.size() - VPC_FOOTER_SIZE;
     if (const Status st = dev.read(footer_at, c.footer, sizeof c.footer); st != Status::Ok)
         return st;
-    VpcWriter* w = guest::arena_new<VpcWriter>(*req.allocator, dev, *req.allocator, c, true);
+    VpcWriter* w = guest::arena_new<VpcWriter>(*req.allocator, dev, *req.allocator, c, true,
+                                                img.dynamic ? img.bitmap_size : 0);
     if (w == nullptr)
         return Status::NoMemory;
     *out = w;

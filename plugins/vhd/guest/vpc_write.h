@@ -11,10 +11,12 @@ namespace instar::vpc {
 // Differencing disks (an instar extension) are refused: qemu cannot write into one either.
 guest::Status create_writer(const guest::CreateRequest& req, guest::CreateTarget& target, guest::ImageWriter** out);
 
-// convert -n: writes into an existing fixed or dynamic VHD (2 MiB blocks) as the writer above
-// does, after qemu's open checks (vpc_load); new blocks go after the last allocated one. zero_init
-// is false: zeros are written as data, as qemu's vpc (which has no write_zeroes) does.
-// Differencing disks and other block sizes are refused with a reason.
+// convert -n: writes into an existing fixed, dynamic (any block size) or differencing VHD as qemu's
+// vpc_co_pwritev does, after qemu's open checks (vpc_load): new blocks go after the last allocated
+// one, and a block written to gets an all-ones sector bitmap. A differencing disk is written as
+// qemu writes it (as a dynamic disk), except that new blocks also go after its parent locators'
+// data, which qemu would overwrite. zero_init is false: zeros are written as data, as qemu's vpc
+// (which has no write_zeroes) does.
 guest::Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out);
 
 } // namespace instar::vpc

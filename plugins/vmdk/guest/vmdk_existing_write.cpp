@@ -9,11 +9,15 @@
 // the redundant one. Whole zeroed grains become zeroed-grain entries where the header allows them.
 // On the first write the descriptor gets a new CID, as qemu's vmdk_write_cid does (qemu's is random;
 // instar derives one from the file, which differs from the old one but is not random).
-// Refused with a reason: other subformats (flat, split, streamOptimized), missing grain tables.
+// Images with a descriptor file (monolithicFlat, twoGbMaxExtentFlat, twoGbMaxExtentSparse, vmfs):
+// every extent file is one of req.files; flat extents are written in place, sparse ones as above, and
+// the CID is renewed in the descriptor file, as qemu's vmdk_pwritev does per extent.
+// Refused with a reason: streamOptimized, vmfsSparse (COWD) extents, missing grain tables.
 #include "vmdk_existing_write.h"
 
 #include "vmdk_bytes.h"
 #include "vmdk_descriptor.h"
+#include "vmdk_read.h"
 #include "vmdk_sparse_header.h"
 #include "vmdk_write.h"
 #include "vmdk_write_cid.h"
@@ -31,14 +35,37 @@ namespace {
 // writes into grains of at most 2 MiB.
 constexpr uint64_t EXISTING_MAX_GRAIN = 2u << 20;
 
-void say(guest::ReasonSink* sink, const char* text) { guest::say_reason(sink, text); }
+void say_text(guest::ReasonSink* sink, const char* text) { guest::say_reason(sink, text); }
+
+// qemu's vmdk_write_cid on the first write: the descriptor window at `at` of `dev` (a file of
+// `file_len` bytes) gets a new CID. qemu's is random; instar derives one from `seed`, which differs
+// from the old one but is not random.
+Status renew_cid(BlockDevice& dev, guest::Allocator& alloc, uint64_t at, uint64_t file_len, uint64_t seed) {
+    auto* w = static_cast<uint8_t*>(alloc.allocate(2 * VMDK_DESC_WINDOW, 8));
+    if (w == nullptr)
+        return Status::NoMemory;
+    __builtin_memset(w, 0, VMDK_DESC_WINDOW);
+    const uint64_t have = file_len > at ? file_len - at : 0;
+    const size_t n = have < VMDK_DESC_WINDOW ? static_cast<size_t>(have) : VMDK_DESC_WINDOW;
+    Status st = dev.read(at, w, n);
+    const uint32_t cid = static_cast<uint32_t>(seed * 2654435761u) | 1u;
+    if (st == Status::Ok && !rewrite_cid(w, w + VMDK_DESC_WINDOW, cid))
+        st = Status::Invalid;
+    if (st == Status::Ok)
+        st = dev.write(at, w, cid_write_bytes(at, file_len));
+    alloc.deallocate(w, 2 * VMDK_DESC_WINDOW);
+    return st;
+}
 
 class ExistingVmdkWriter final : public guest::ImageWriter {
 public:
+    // `own_cid`: a monolithicSparse image (its embedded descriptor gets the new CID; the writer owns
+    // `grain_buf`); otherwise one extent of a descriptor-file image, whose writer renews the CID and
+    // owns the (shared) buffer.
     ExistingVmdkWriter(BlockDevice& dev, guest::Allocator& alloc, guest::ReasonSink* reasons, const Vmdk4Header& h,
-                       uint32_t l1_size, uint8_t* grain_buf)
+                       uint32_t l1_size, uint8_t* grain_buf, bool own_cid = true)
         : dev_(dev), alloc_(alloc), reasons_(reasons), h_(h), l1_size_(l1_size), grain_(h.granularity * 512),
-          buf_(grain_buf) {
+          buf_(grain_buf), cid_updated_(!own_cid), owns_buf_(own_cid) {
         const uint64_t sectors = (dev.size() + 511) / 512;
         next_sector_ = (sectors + h.granularity - 1) / h.granularity * h.granularity;
         file_len_ = dev.size();
@@ -79,12 +106,13 @@ public:
     }
 
     Status write_compressed(uint64_t, const void*, size_t) override {
-        say(reasons_, "instar cannot write compressed grains into an existing vmdk image yet");
+        say_text(reasons_, "instar cannot write compressed grains into an existing vmdk image yet");
         return Status::Unsupported;
     }
     Status finish() override { return Status::Ok; } // every update was written through
     void close() override {
-        alloc_.deallocate(buf_, static_cast<size_t>(grain_));
+        if (owns_buf_)
+            alloc_.deallocate(buf_, static_cast<size_t>(grain_));
         guest::arena_delete(alloc_, this);
     }
 
@@ -106,11 +134,11 @@ private:
         const uint64_t gt = load_le32(b);
         const uint64_t table_bytes = uint64_t{h_.num_gtes_per_gt} * 4;
         if (gt == 0) {
-            say(reasons_, "instar cannot allocate grain tables in an existing vmdk image yet");
+            say_text(reasons_, "instar cannot allocate grain tables in an existing vmdk image yet");
             return Status::Unsupported;
         }
         if (gt * 512 >= file_len_ || table_bytes > file_len_ - gt * 512) {
-            say(reasons_, "vmdk grain table offset past the end of the image file");
+            say_text(reasons_, "vmdk grain table offset past the end of the image file");
             return Status::Corrupt;
         }
         *at = gt * 512 + (grain_index % h_.num_gtes_per_gt) * 4;
@@ -131,23 +159,7 @@ private:
         return Status::Ok;
     }
 
-    Status update_cid() {
-        auto* w = static_cast<uint8_t*>(alloc_.allocate(2 * VMDK_DESC_WINDOW, 8));
-        if (w == nullptr)
-            return Status::NoMemory;
-        __builtin_memset(w, 0, VMDK_DESC_WINDOW);
-        const uint64_t at = VMDK_EMBEDDED_DESC_OFFSET;
-        const uint64_t have = file_len_ > at ? file_len_ - at : 0;
-        const size_t n = have < VMDK_DESC_WINDOW ? static_cast<size_t>(have) : VMDK_DESC_WINDOW;
-        Status st = dev_.read(at, w, n);
-        const uint32_t cid = static_cast<uint32_t>((file_len_ + h_.capacity) * 2654435761u) | 1u;
-        if (st == Status::Ok && !rewrite_cid(w, w + VMDK_DESC_WINDOW, cid))
-            st = Status::Invalid;
-        if (st == Status::Ok)
-            st = dev_.write(at, w, cid_write_bytes(at, file_len_));
-        alloc_.deallocate(w, 2 * VMDK_DESC_WINDOW);
-        return st;
-    }
+    Status update_cid() { return renew_cid(dev_, alloc_, VMDK_EMBEDDED_DESC_OFFSET, file_len_, file_len_ + h_.capacity); }
 
     // One piece inside one grain: data (src) or zeros (zero).
     Status piece(uint64_t offset, const uint8_t* src, uint64_t n, bool zero) {
@@ -167,7 +179,7 @@ private:
         const bool zeroed = gte == VMDK_GTE_ZEROED && (h_.flags & VMDK4_FLAG_ZERO_GRAIN);
         if (gte != 0 && !zeroed) {
             if (gte * 512 >= file_len_ || grain_ > file_len_ - gte * 512) {
-                say(reasons_, "vmdk grain offset past the end of the image file");
+                say_text(reasons_, "vmdk grain offset past the end of the image file");
                 return Status::Corrupt;
             }
             if (zero) {
@@ -215,31 +227,36 @@ private:
     uint64_t next_sector_ = 0;
     uint64_t file_len_ = 0;
     bool cid_updated_ = false;
+    bool owns_buf_ = true;
     guest::ImageReader* backing_ = nullptr;
 };
 
 } // namespace
 
-Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
-    if (req.image == nullptr || req.allocator == nullptr)
-        return Status::Invalid;
-    BlockDevice& dev = *req.image;
+namespace {
+
+// Checks a sparse extent as open_writer always did and makes its writer. `embedded`: a
+// monolithicSparse image (its descriptor inside); else one extent of a descriptor-file image, whose
+// grain buffer `shared` (of max_grain bytes) the caller owns.
+Status sparse_writer(BlockDevice& dev, guest::Allocator& alloc, guest::ReasonSink* reasons, bool embedded,
+                     uint8_t* shared, uint64_t max_grain, ExistingVmdkWriter** out) {
     VmdkSparseExtent ext{};
     Vmdk4Header h{};
-    bool embedded = false;
-    const Status st = vmdk_sparse_open(dev, &ext, &h, &embedded);
-    if (st != Status::Ok || embedded || req.file_count != 0) {
-        say(req.reasons, "instar cannot write into an existing vmdk image other than monolithicSparse yet");
+    bool has_descriptor = false;
+    const Status st = vmdk_sparse_open(dev, &ext, &h, &has_descriptor);
+    if (st != Status::Ok || has_descriptor) {
+        say_text(reasons, embedded ? "instar cannot write into an existing vmdk image other than monolithicSparse yet"
+                                   : "instar cannot write into this kind of vmdk extent yet (vmfsSparse)");
         return Status::Unsupported;
     }
     if (ext.compressed || (h.flags & (VMDK4_FLAG_COMPRESS | VMDK4_FLAG_MARKER)) || h.gd_offset == VMDK4_GD_AT_END) {
-        say(req.reasons, "instar cannot write into an existing streamOptimized vmdk image yet");
+        say_text(reasons, "instar cannot write into an existing streamOptimized vmdk image yet");
         return Status::Unsupported;
     }
     const uint64_t grain = h.granularity * 512;
     if (h.granularity == 0 || grain > EXISTING_MAX_GRAIN || h.num_gtes_per_gt == 0 ||
-        h.desc_offset * 512 != VMDK_EMBEDDED_DESC_OFFSET) {
-        say(req.reasons, "instar cannot write into this existing vmdk image yet (grain size or layout)");
+        (embedded ? h.desc_offset * 512 != VMDK_EMBEDDED_DESC_OFFSET : grain > max_grain)) {
+        say_text(reasons, "instar cannot write into this existing vmdk image yet (grain size or layout)");
         return Status::Unsupported;
     }
     const uint64_t span = uint64_t{h.num_gtes_per_gt} * h.granularity;
@@ -250,18 +267,196 @@ Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
     };
     if (l1 > VMDK_MAX_L1_SIZE || !table_in_file(h.gd_offset) ||
         ((h.flags & VMDK4_FLAG_RGD) && !table_in_file(h.rgd_offset))) {
-        say(req.reasons, "vmdk grain directory offset past the end of the image file");
+        say_text(reasons, "vmdk grain directory offset past the end of the image file");
         return Status::Corrupt;
     }
-    auto* buf = static_cast<uint8_t*>(req.allocator->allocate(static_cast<size_t>(grain), 64));
-    if (buf == nullptr)
-        return Status::NoMemory;
-    auto* w = guest::arena_new<ExistingVmdkWriter>(*req.allocator, dev, *req.allocator, req.reasons, h,
-                                                   static_cast<uint32_t>(l1), buf);
+    uint8_t* buf = shared;
+    if (embedded) {
+        buf = static_cast<uint8_t*>(alloc.allocate(static_cast<size_t>(grain), 64));
+        if (buf == nullptr)
+            return Status::NoMemory;
+    }
+    auto* w = guest::arena_new<ExistingVmdkWriter>(alloc, dev, alloc, reasons, h, static_cast<uint32_t>(l1), buf,
+                                                   embedded);
     if (w == nullptr) {
-        req.allocator->deallocate(buf, static_cast<size_t>(grain));
+        if (embedded)
+            alloc.deallocate(buf, static_cast<size_t>(grain));
         return Status::NoMemory;
     }
+    *out = w;
+    return Status::Ok;
+}
+
+// An image made of a descriptor file and extent files (monolithicFlat, twoGbMaxExtent*, vmfs):
+// each request is split at extent boundaries; flat extents are written in place (zeros as data:
+// qemu's vmdk has no zero write for them, so the block layer writes zeros), sparse ones through
+// their ExistingVmdkWriter. The first write renews the descriptor's CID (qemu's vmdk_write_cid).
+class MultiExtentWriter final : public guest::ImageWriter {
+public:
+    MultiExtentWriter(BlockDevice& desc, guest::Allocator& alloc, const ReadLayout& layout,
+                      ExistingVmdkWriter** sparse, uint8_t* buf, uint64_t buf_bytes)
+        : desc_(desc), alloc_(alloc), layout_(layout), sparse_(sparse), buf_(buf), buf_bytes_(buf_bytes) {}
+
+    // vmdk_get_info: the first extent's grain for a sparse image, none for a flat one.
+    uint64_t cluster_size() const override {
+        return layout_.extents[0].flat ? 0 : layout_.extents[0].grain_bytes;
+    }
+    bool zero_init() const override { return false; }
+    void set_backing(guest::ImageReader* backing) override {
+        for (uint32_t i = 0; i < layout_.count; ++i)
+            if (sparse_[i] != nullptr)
+                sparse_[i]->set_backing(backing); // (convert -n never passes one)
+    }
+
+    Status write(uint64_t offset, const void* buf, size_t len) override {
+        return each(offset, len, static_cast<const uint8_t*>(buf), false);
+    }
+    Status write_zeroes(uint64_t offset, uint64_t len, bool) override { return each(offset, len, nullptr, true); }
+    Status write_compressed(uint64_t, const void*, size_t) override { return Status::Unsupported; }
+    Status finish() override { return Status::Ok; } // every update was written through
+    void close() override {
+        for (uint32_t i = 0; i < layout_.count; ++i)
+            if (sparse_[i] != nullptr)
+                sparse_[i]->close();
+        alloc_.deallocate(sparse_, sizeof(ExistingVmdkWriter*) * layout_.count);
+        if (buf_ != nullptr)
+            alloc_.deallocate(buf_, static_cast<size_t>(buf_bytes_));
+        free_layout(alloc_, &layout_);
+        guest::arena_delete(alloc_, this);
+    }
+
+private:
+    Status each(uint64_t offset, uint64_t len, const uint8_t* src, bool zero) {
+        if (offset > layout_.virtual_size || len > layout_.virtual_size - offset)
+            return Status::Invalid;
+        if (len != 0 && !cid_updated_) {
+            if (const Status st = renew_cid(desc_, alloc_, 0, desc_.size(), desc_.size() + layout_.virtual_size);
+                st != Status::Ok)
+                return st;
+            cid_updated_ = true;
+        }
+        uint32_t i = 0;
+        while (len > 0) {
+            while (i < layout_.count && offset >= layout_.extents[i].start + layout_.extents[i].bytes)
+                ++i;
+            if (i == layout_.count)
+                return Status::Invalid;
+            const ReadExtent& e = layout_.extents[i];
+            const uint64_t rel = offset - e.start;
+            const uint64_t n = len < e.bytes - rel ? len : e.bytes - rel;
+            Status st;
+            if (!e.flat)
+                st = zero ? sparse_[i]->write_zeroes(rel, n, false) : sparse_[i]->write(rel, src, static_cast<size_t>(n));
+            else
+                st = flat(e, rel, src, n, zero);
+            if (st != Status::Ok)
+                return st;
+            offset += n;
+            len -= n;
+            if (src != nullptr)
+                src += n;
+        }
+        return Status::Ok;
+    }
+
+    Status flat(const ReadExtent& e, uint64_t rel, const uint8_t* src, uint64_t n, bool zero) {
+        // The extent lies inside its file (checked at open): its sectors are written in place.
+        if (!zero)
+            return e.dev->write(e.flat_offset + rel, src, static_cast<size_t>(n));
+        __builtin_memset(buf_, 0, static_cast<size_t>(buf_bytes_));
+        while (n > 0) {
+            const uint64_t k = n < buf_bytes_ ? n : buf_bytes_;
+            if (const Status st = e.dev->write(e.flat_offset + rel, buf_, static_cast<size_t>(k)); st != Status::Ok)
+                return st;
+            rel += k;
+            n -= k;
+        }
+        return Status::Ok;
+    }
+
+    BlockDevice& desc_;
+    guest::Allocator& alloc_;
+    ReadLayout layout_;
+    ExistingVmdkWriter** sparse_;
+    uint8_t* buf_;
+    uint64_t buf_bytes_;
+    bool cid_updated_ = false;
+};
+
+// Zeros written at a time into flat extents; also the least grain buffer shared by sparse extents.
+constexpr uint64_t FLAT_ZERO_CHUNK = 64 * 1024;
+
+Status open_multi(const guest::OpenRequest& req, guest::ImageWriter** out) {
+    guest::Allocator& alloc = *req.allocator;
+    ReadLayout layout{};
+    if (const Status st = open_layout(req, &layout); st != Status::Ok)
+        return st;
+    // One buffer for every sparse extent's grain (they are written one at a time) and flat zeros.
+    uint64_t buf_bytes = FLAT_ZERO_CHUNK;
+    for (uint32_t i = 0; i < layout.count; ++i) {
+        const ReadExtent& e = layout.extents[i];
+        if (e.compressed) {
+            free_layout(alloc, &layout);
+            say_text(req.reasons, "instar cannot write into an existing streamOptimized vmdk image yet");
+            return Status::Unsupported;
+        }
+        if (!e.flat && e.grain_bytes > buf_bytes)
+            buf_bytes = e.grain_bytes;
+        uint64_t end = 0;
+        if (e.flat && (__builtin_add_overflow(e.flat_offset, e.bytes, &end) || end > e.dev->size())) {
+            // qemu reads such an extent's missing tail as zeros; writing would grow the file.
+            free_layout(alloc, &layout);
+            say_text(req.reasons, "instar cannot write into a vmdk flat extent shorter than the descriptor says");
+            return Status::Unsupported;
+        }
+    }
+    if (buf_bytes > EXISTING_MAX_GRAIN) {
+        free_layout(alloc, &layout);
+        say_text(req.reasons, "instar cannot write into this existing vmdk image yet (grain size or layout)");
+        return Status::Unsupported;
+    }
+    auto* buf = static_cast<uint8_t*>(alloc.allocate(static_cast<size_t>(buf_bytes), 64));
+    auto* sparse = static_cast<ExistingVmdkWriter**>(
+        alloc.allocate(sizeof(ExistingVmdkWriter*) * layout.count, alignof(ExistingVmdkWriter*)));
+    Status st = buf == nullptr || sparse == nullptr ? Status::NoMemory : Status::Ok;
+    for (uint32_t i = 0; sparse != nullptr && i < layout.count; ++i)
+        sparse[i] = nullptr;
+    for (uint32_t i = 0; st == Status::Ok && i < layout.count; ++i) {
+        const ReadExtent& e = layout.extents[i];
+        if (!e.flat)
+            st = sparse_writer(*e.dev, alloc, req.reasons, false, buf, buf_bytes, &sparse[i]);
+    }
+    MultiExtentWriter* w = nullptr;
+    if (st == Status::Ok) {
+        w = guest::arena_new<MultiExtentWriter>(alloc, *req.image, alloc, layout, sparse, buf, buf_bytes);
+        if (w == nullptr)
+            st = Status::NoMemory;
+    }
+    if (st != Status::Ok) {
+        for (uint32_t i = 0; sparse != nullptr && i < layout.count; ++i)
+            if (sparse[i] != nullptr)
+                sparse[i]->close();
+        if (sparse != nullptr)
+            alloc.deallocate(sparse, sizeof(ExistingVmdkWriter*) * layout.count);
+        if (buf != nullptr)
+            alloc.deallocate(buf, static_cast<size_t>(buf_bytes));
+        free_layout(alloc, &layout);
+        return st;
+    }
+    *out = w;
+    return Status::Ok;
+}
+
+} // namespace
+
+Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
+    if (req.image == nullptr || req.allocator == nullptr)
+        return Status::Invalid;
+    if (req.file_count != 0)
+        return open_multi(req, out);
+    ExistingVmdkWriter* w = nullptr;
+    if (const Status st = sparse_writer(*req.image, *req.allocator, req.reasons, true, nullptr, 0, &w); st != Status::Ok)
+        return st;
     *out = w;
     return Status::Ok;
 }

@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Crash consistency of `instar convert -n` into existing VHD, VHDX and vmdk (monolithicFlat,
+twoGbMaxExtentSparse) images: the host is killed (INSTAR_TEST_KILL_AT_WRITE=N, docs/edit.md) at
+every file-changing hypercall N from the first on, up to MAX_POINTS and then at doubling N, until a
+run completes. After each kill the target must still open in qemu-img and instar, pass
+`qemu-img check` (vhdx, vmdk), and every 512-byte sector of its disk, as
+each tool reads it, must hold either the target's old content or the source's: new blocks are
+written before the table entry that points at them (docs/convert.md, "-n").
+
+Usage: test_convert_n_crash.py INSTAR QEMU72 QEMU_IO
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+# Kill points tried one by one per target; past them N doubles.
+MAX_POINTS = 40
+SECTOR = 512
+
+TARGETS = {
+    # name: (format, commands making it in the work directory)
+    "dyn.vhd": ("vpc", [["QIMG", "create", "-q", "-f", "vpc", "-o", "force_size=on", "dyn.vhd", "8M"],
+                        ["QIO", "-f", "vpc", "-c", "write -P 0x5a 0 3M", "dyn.vhd"]]),
+    "diff.vhd": ("vpc", [["QIMG", "create", "-q", "-f", "vpc", "-o", "force_size=on", "parent.vhd", "8M"],
+                         ["QIO", "-f", "vpc", "-c", "write -P 0x77 0 8M", "parent.vhd"],
+                         ["INSTAR", "create", "-q", "-f", "vpc", "-b", "parent.vhd", "-F", "vpc", "diff.vhd"]]),
+    "dyn.vhdx": ("vhdx", [["QIMG", "create", "-q", "-f", "vhdx", "-o", "block_size=1M", "dyn.vhdx", "8M"],
+                          ["QIO", "-f", "vhdx", "-c", "write -P 0x5a 0 3M", "dyn.vhdx"]]),
+    "zero.vhdx": ("vhdx", [["QIMG", "create", "-q", "-f", "vhdx", "-o", "block_size=1M,block_state_zero=on",
+                            "zero.vhdx", "8M"],
+                           ["QIO", "-f", "vhdx", "-c", "write -P 0x5a 1M 1M", "zero.vhdx"]]),
+    "flat.vmdk": ("vmdk", [["QIMG", "create", "-q", "-f", "vmdk", "-o", "subformat=monolithicFlat", "flat.vmdk", "8M"],
+                           ["QIO", "-f", "vmdk", "-c", "write -P 0x5a 0 3M", "flat.vmdk"]]),
+    "split.vmdk": ("vmdk", [["QIMG", "create", "-q", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentSparse",
+                             "split.vmdk", "8M"],
+                            ["QIO", "-f", "vmdk", "-c", "write -P 0x5a 1M 1M", "split.vmdk"]]),
+}
+
+
+def sh(cmd, cwd, env=None):
+    p = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return p.returncode, p.stdout.decode(errors="replace") + p.stderr.decode(errors="replace")
+
+
+def read_disk(tool, fmt, name, cwd):
+    """The image's disk as `tool` reads it (convert to raw), or None when it cannot."""
+    out = os.path.join(cwd, "read.raw")
+    if os.path.exists(out):
+        os.unlink(out)
+    rc, _ = sh([tool, "convert", "-f", fmt, "-O", "raw", name, "read.raw"], cwd)
+    if rc != 0:
+        return None
+    with open(out, "rb") as f:
+        return f.read()
+
+
+def mixed(result, old, new):
+    """The first sector of `result` that is neither `old`'s nor `new`'s (new is shorter: the
+    target's tail keeps its old content), or None."""
+    if result is None or len(result) != len(old):
+        return 0
+    for at in range(0, len(result), SECTOR):
+        r = result[at:at + SECTOR]
+        if r != old[at:at + SECTOR] and (at >= len(new) or r != new[at:at + SECTOR]):
+            return at
+    return None
+
+
+def main():
+    instar, q72, qio = [os.path.abspath(a) if os.path.exists(a) else a for a in sys.argv[1:4]]
+    if not all(os.access(x, os.X_OK) for x in (q72, qio)):
+        print("SKIPPED LOUDLY: qemu-img or qemu-io is missing (run tools/install-deps.sh)")
+        return 77
+    if not os.path.exists("/dev/kvm"):
+        print("SKIPPED LOUDLY: /dev/kvm is absent; instar convert needs the KVM sandbox")
+        return 77
+    passed, failed = 0, []
+    work = tempfile.mkdtemp(prefix="instar-convert-n-crash-")
+    try:
+        src = os.path.join(work, "src.raw")
+        with open(src, "wb") as f:  # data, a zero run (written as zeros: no zero init), data
+            f.write(os.urandom(2 << 20) + bytes(1 << 20) + os.urandom((2 << 20) + 4096))
+        with open(src, "rb") as f:
+            new = f.read()
+        for name, (fmt, cmds) in TARGETS.items():
+            fx = os.path.join(work, "fx-" + name)
+            os.mkdir(fx)
+            for c in cmds:
+                c = [q72 if a == "QIMG" else qio if a == "QIO" else instar if a == "INSTAR" else a for a in c]
+                rc, out = sh(c, fx)
+                if rc != 0:
+                    failed.append("fixture " + name)
+                    print("FAIL fixture %s: %s\n%s" % (name, c, out))
+            old = {t: read_disk(t, fmt, name, fx) for t in (q72, instar)}
+            args = [instar, "convert", "-n", "-f", "raw", "-O", fmt, src, name]
+            # The total: an unkilled run counts nothing, so find it by growing N until a run completes.
+            n, total = 1, None
+            points = []
+            while total is None and n < 100000:
+                d = os.path.join(work, "k-%s-%d" % (name, n))
+                shutil.copytree(fx, d)
+                rc, out = sh(args, d, dict(os.environ, INSTAR_TEST_KILL_AT_WRITE=str(n)))
+                if rc == 0:
+                    total = n - 1
+                elif rc not in (137, 159, -9, -31):
+                    failed.append("%s kill %d" % (name, n))
+                    print("FAIL %s kill at %d: rc %d %s" % (name, n, rc, out))
+                    total = n
+                else:
+                    points.append((n, d))
+                n = n + 1 if n < MAX_POINTS else n * 2
+            for n, d in points:
+                problems = []
+                for tool in (q72, instar):
+                    at = mixed(read_disk(tool, fmt, name, d), old[tool], new)
+                    if at is not None:
+                        problems.append("%s reads a sector that is neither old nor new at %d" %
+                                        (os.path.basename(tool), at))
+                if fmt in ("vhdx", "vmdk"):
+                    rc, out = sh([q72, "check", "-f", fmt, name], d)
+                    if rc != 0:
+                        problems.append("qemu-img check: " + out)
+                if problems:
+                    failed.append("%s kill %d" % (name, n))
+                    print("FAIL %s killed at write %d:" % (name, n))
+                    for p in problems:
+                        print("   ", p)
+                else:
+                    passed += 1
+                shutil.rmtree(d)
+            print("%s: %d kill points, complete with %d writes allowed" % (name, len(points), total or 0))
+    finally:
+        shutil.rmtree(work)
+    print("%d passed, %d failed" % (passed, len(failed)))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
