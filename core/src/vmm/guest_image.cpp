@@ -109,7 +109,8 @@ Outcome<std::shared_ptr<const GuestImage>> parse(const std::string& path, ImageK
         else
             img->code_pages.emplace_back(xs, xe);
     }
-    std::sort(img->code_pages.begin(), img->code_pages.end());
+    // One code range per image: the process sandbox's loader takes a bounded list (runtime + modules).
+    if (img->code_pages.size() > 1) return image_error(path, "code in more than one place (one executable segment expected)");
     img->entry = eh.e_entry - lo;
     if (runtime) {
         // The runtime header (first bytes of the image) names the entry and the exception stubs.

@@ -48,7 +48,7 @@ struct GuestImage {
     std::vector<std::pair<std::uint64_t, std::uint64_t>> relocs; // (offset, addend) RELATIVE
     // Page-aligned [start, end) offsets of the pages that hold code: no writable segment shares
     // them (checked at load), so a sandbox can map them read+execute and everything else
-    // read+write (W^X).
+    // read+write (W^X). At most one range (checked at load: the process loader's list is bounded).
     std::vector<std::pair<std::uint64_t, std::uint64_t>> code_pages;
     std::shared_ptr<const ImageFile> file; // the segments' bytes
 };
