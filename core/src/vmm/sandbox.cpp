@@ -204,6 +204,11 @@ Outcome<RunResult> run(const SandboxConfig& config, std::span<const Device> devi
             prepare_spare_vm(ram, huge);
             vm.reset();
         });
+    } else if (config.detached_teardown && start_teardown_keeper()) {
+        // Left to the keeper on purpose: this process's descriptors of the VM close at its exit
+        // without destroying it (the vCPU's kvm_run page, mapped in the address space the keeper
+        // shares, holds the VM), and the kernel tears VM and guest RAM down when the keeper ends.
+        new std::shared_ptr<PreparedVm>(std::move(vm)); // NOLINT: a deliberate leak
     } else {
         vm.reset();
     }
