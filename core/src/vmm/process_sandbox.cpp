@@ -71,6 +71,14 @@ public:
         pid = -1;
         return status_;
     }
+    // Kills without waiting: a one-shot process (SandboxConfig::detached_teardown) does not wait
+    // for the guest process's teardown (its address space, its namespaces: 0.2-11 ms measured
+    // under load); the zombie is reaped by whoever adopts it when this process exits.
+    void kill_and_leave() {
+        if (pid <= 0) return;
+        ::kill(pid, SIGKILL);
+        pid = -1;
+    }
     // Reaps a child that is dying by itself (the channel reached end of file).
     int reap() {
         if (pid <= 0) return status_;
@@ -241,7 +249,10 @@ Outcome<RunResult> run_in_process(const SandboxConfig& config, std::uint64_t ram
             return e;
         }
     }
-    child.finish();
+    if (config.detached_teardown)
+        child.kill_and_leave();
+    else
+        child.finish();
     RunResult r = server.take_result();
     r.sandbox = SandboxKind::Process;
     r.confinement = confinement;
