@@ -42,4 +42,6 @@ enum class Attack : uint8_t {
     CompressDstOverSrc,      // a destination on top of a source
     CompressTooBig,          // a job of 3 MiB
     CompressBadKind,         // kind 99
+    WriteModuleCode,         // stores a byte over one of this module's instructions
+    WriteRuntimeCode,        // stores a byte over the runtime's first code page (INSTAR_GPA_RUNTIME)
 };

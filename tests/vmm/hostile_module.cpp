@@ -221,6 +221,15 @@ Status run(const void* arg, size_t arg_len) {
         reinterpret_cast<void (*)()>(code)();
         return Status::Ok;
     }
+    case Attack::WriteModuleCode:
+    case Attack::WriteRuntimeCode: {
+        // The process sandbox maps code read+execute (W^X): the store must fault there. (The VM
+        // maps all RAM writable, so under KVM it lands and the guest returns Ok.)
+        auto* target = static_cast<Attack>(a[0]) == Attack::WriteModuleCode ? reinterpret_cast<volatile uint8_t*>(&exhaust_allocator)
+                                                    : reinterpret_cast<volatile uint8_t*>(uintptr_t{INSTAR_GPA_RUNTIME});
+        *target = *target;
+        return Status::Ok;
+    }
     case Attack::SseMath: {
         volatile double x = 1.5;
         double y = x * x * 4.0; // SSE2 registers: works only with CR4.OSFXSR set

@@ -14,8 +14,8 @@ TEST_CASE("the runtime loads at INSTAR_GPA_RUNTIME within its size limit") {
     auto img = load_guest_image(default_runtime_path(), ImageKind::Runtime);
     REQUIRE_MESSAGE(img.ok(), (img.ok() ? "" : img.error().message));
     CHECK(img.value()->link_base == INSTAR_GPA_RUNTIME);
-    CHECK(img.value()->bytes.size() <= INSTAR_RUNTIME_MAX_SIZE);
-    CHECK(img.value()->bytes.size() % INSTAR_PAGE_SIZE == 0);
+    CHECK(img.value()->size <= INSTAR_RUNTIME_MAX_SIZE);
+    CHECK(img.value()->size % INSTAR_PAGE_SIZE == 0);
     CHECK(img.value()->relocs.empty());
 }
 

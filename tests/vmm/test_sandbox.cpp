@@ -192,6 +192,14 @@ TEST_CASE("the process sandbox never runs arena bytes as code") {
     expect_failure(Attack::RunArenaCode, ErrorKind::GuestFault, "#PF page fault at rip 0x");
 }
 
+TEST_CASE("the process sandbox maps code read+execute: a store to a code page faults (W^X)") {
+    if (!vmm_test::process_mode()) return; // the VM maps all RAM writable
+    // Error code 0x7: a user-mode write to a present page (the kernel's page-fault error code).
+    expect_failure(Attack::WriteModuleCode, ErrorKind::GuestFault, "#PF page fault at rip 0x");
+    expect_failure(Attack::WriteModuleCode, ErrorKind::GuestFault, "error code 0x7)");
+    expect_failure(Attack::WriteRuntimeCode, ErrorKind::GuestFault, "(address 0x100000, error code 0x7)");
+}
+
 TEST_CASE("the result says which sandbox ran, and the process sandbox what confines it") {
     if (!vmm_test::need_kvm()) return;
     auto r = run(SandboxConfig{}, {}, {}, INSTAR_OP_NOP, {});

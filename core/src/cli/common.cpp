@@ -23,6 +23,7 @@ vmm::SandboxConfig Context::sandbox_config() const {
     c.max_guest_memory = max_guest_memory;
     c.sandbox = sandbox;
     c.timeout = guest_timeout;
+    c.detached_teardown = true; // a command line is a one-shot process (vmm::SandboxConfig)
     return c;
 }
 

@@ -5,6 +5,7 @@
 
 #include <elf.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -23,17 +24,37 @@ SandboxError image_error(const std::string& path, const std::string& why) {
     return {ErrorKind::GuestImage, "guest image " + path + ": " + why, {}};
 }
 
+// Reads a T at `off` in the loaded image (through its segments: file bytes, then bss zeroes);
+// false unless it lies wholly inside one segment.
 template <typename T>
-bool read_at(const std::vector<std::uint8_t>& buf, std::uint64_t off, T* out) {
-    if (off > buf.size() || sizeof(T) > buf.size() - off) return false;
-    std::memcpy(out, buf.data() + off, sizeof(T)); // memcpy: the file has no alignment promises
+bool read_image(const GuestImage& img, std::uint64_t off, T* out) {
+    for (const ImageSegment& seg : img.segments) {
+        if (off < seg.offset || off - seg.offset > seg.mem_size || sizeof(T) > seg.mem_size - (off - seg.offset)) continue;
+        const std::uint64_t in = off - seg.offset;
+        auto* dst = reinterpret_cast<std::uint8_t*>(out);
+        std::memset(dst, 0, sizeof(T));
+        if (in < seg.file_size) std::memcpy(dst, seg.data + in, std::min<std::uint64_t>(sizeof(T), seg.file_size - in));
+        return true;
+    }
+    return false;
+}
+
+template <typename T>
+bool read_file(const std::uint8_t* file, std::uint64_t size, std::uint64_t off, T* out) {
+    if (off > size || sizeof(T) > size - off) return false;
+    std::memcpy(out, file + off, sizeof(T)); // memcpy: the file has no alignment promises
     return true;
 }
 
+constexpr std::uint64_t page_down(std::uint64_t v) { return v & ~(INSTAR_PAGE_SIZE - 1); }
+constexpr std::uint64_t page_up(std::uint64_t v) { return (v + INSTAR_PAGE_SIZE - 1) & ~(INSTAR_PAGE_SIZE - 1); }
+
 Outcome<std::shared_ptr<const GuestImage>> parse(const std::string& path, ImageKind kind,
-                                                 const std::vector<std::uint8_t>& file) {
+                                                 std::shared_ptr<const ImageFile> mapped) {
+    const auto* file = static_cast<const std::uint8_t*>(mapped->addr);
+    const std::uint64_t file_size = mapped->len;
     Elf64_Ehdr eh{};
-    if (!read_at(file, 0, &eh) || std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 ||
+    if (!read_file(file, file_size, 0, &eh) || std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 ||
         eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_ident[EI_DATA] != ELFDATA2LSB || eh.e_machine != EM_X86_64) {
         return image_error(path, "not an x86-64 ELF64 file");
     }
@@ -46,39 +67,62 @@ Outcome<std::shared_ptr<const GuestImage>> parse(const std::string& path, ImageK
     auto img = std::make_shared<GuestImage>();
     img->kind = kind;
     img->link_base = lo;
+    img->file = mapped;
     Elf64_Phdr dyn{};
     bool have_dyn = false;
     for (std::uint16_t i = 0; i < eh.e_phnum; ++i) {
         Elf64_Phdr ph{};
-        if (!read_at(file, eh.e_phoff + std::uint64_t(i) * sizeof(ph), &ph)) return image_error(path, "truncated");
+        if (!read_file(file, file_size, eh.e_phoff + std::uint64_t(i) * sizeof(ph), &ph)) return image_error(path, "truncated");
         if (ph.p_type == PT_DYNAMIC) {
             dyn = ph;
             have_dyn = true;
         }
-        if (ph.p_type != PT_LOAD) continue;
+        if (ph.p_type != PT_LOAD || ph.p_memsz == 0) continue;
         if (ph.p_vaddr < lo || ph.p_memsz > limit || ph.p_vaddr - lo > limit - ph.p_memsz ||
-            ph.p_filesz > ph.p_memsz || ph.p_offset > file.size() || ph.p_filesz > file.size() - ph.p_offset) {
+            ph.p_filesz > ph.p_memsz || ph.p_offset > file_size || ph.p_filesz > file_size - ph.p_offset) {
             return image_error(path, "a segment lies outside its allowed range");
         }
-        const std::uint64_t end = ph.p_vaddr - lo + ph.p_memsz;
-        if (end > img->bytes.size()) img->bytes.resize((end + INSTAR_PAGE_SIZE - 1) & ~(INSTAR_PAGE_SIZE - 1));
-        std::memcpy(img->bytes.data() + (ph.p_vaddr - lo), file.data() + ph.p_offset, ph.p_filesz);
+        ImageSegment seg;
+        seg.offset = ph.p_vaddr - lo;
+        seg.file_size = ph.p_filesz;
+        seg.mem_size = ph.p_memsz;
+        seg.data = file + ph.p_offset;
+        seg.writable = (ph.p_flags & PF_W) != 0;
+        seg.executable = (ph.p_flags & PF_X) != 0;
+        if (seg.writable && seg.executable) return image_error(path, "a segment is both writable and executable");
+        img->size = std::max(img->size, page_up(seg.offset + seg.mem_size)); // <= 2 * limit: no overflow
+        img->segments.push_back(seg);
     }
-    if (img->bytes.empty() || eh.e_entry < lo || eh.e_entry - lo >= img->bytes.size()) {
+    if (img->segments.empty() || eh.e_entry < lo || eh.e_entry - lo >= img->size) {
         return image_error(path, "no loadable segments or entry point outside them");
     }
+    // W^X: no page holds both code and writable data, so code pages can be mapped read+execute.
+    for (const ImageSegment& x : img->segments) {
+        if (!x.executable) continue;
+        const std::uint64_t xs = page_down(x.offset), xe = page_up(x.offset + x.mem_size);
+        for (const ImageSegment& w : img->segments) {
+            if (w.writable && page_down(w.offset) < xe && page_up(w.offset + w.mem_size) > xs)
+                return image_error(path, "a page holds both code and writable data");
+        }
+        if (!img->code_pages.empty() && img->code_pages.back().second >= xs)
+            img->code_pages.back().second = std::max(img->code_pages.back().second, xe);
+        else
+            img->code_pages.emplace_back(xs, xe);
+    }
+    // One code range per image: the process sandbox's loader takes a bounded list (runtime + modules).
+    if (img->code_pages.size() > 1) return image_error(path, "code in more than one place (one executable segment expected)");
     img->entry = eh.e_entry - lo;
     if (runtime) {
         // The runtime header (first bytes of the image) names the entry and the exception stubs.
         instar_runtime_header hdr{};
-        if (!read_at(img->bytes, 0, &hdr) || hdr.magic != INSTAR_RUNTIME_MAGIC) {
+        if (!read_image(*img, 0, &hdr) || hdr.magic != INSTAR_RUNTIME_MAGIC) {
             return image_error(path, "no instar runtime header at its start");
         }
         if (hdr.abi_version != INSTAR_GUEST_ABI_VERSION) {
             return image_error(path, "built for guest ABI " + std::to_string(hdr.abi_version) + ", this instar uses " +
                                          std::to_string(INSTAR_GUEST_ABI_VERSION));
         }
-        auto inside = [&](std::uint64_t a) { return a >= lo && a - lo < img->bytes.size(); };
+        auto inside = [&](std::uint64_t a) { return a >= lo && a - lo < img->size; };
         if (!inside(hdr.entry)) return image_error(path, "entry point outside the image");
         img->entry = hdr.entry - lo;
         for (std::size_t v = 0; v < INSTAR_EXCEPTION_VECTORS; ++v) {
@@ -94,7 +138,7 @@ Outcome<std::shared_ptr<const GuestImage>> parse(const std::string& path, ImageK
     std::uint64_t rela = 0, relasz = 0, relaent = sizeof(Elf64_Rela);
     for (std::uint64_t off = dyn.p_vaddr;; off += sizeof(Elf64_Dyn)) {
         Elf64_Dyn d{};
-        if (!read_at(img->bytes, off, &d)) return image_error(path, "truncated dynamic section");
+        if (!read_image(*img, off, &d)) return image_error(path, "truncated dynamic section");
         if (d.d_tag == DT_NULL) break;
         switch (d.d_tag) {
         case DT_RELA: rela = d.d_un.d_ptr; break;
@@ -112,13 +156,14 @@ Outcome<std::shared_ptr<const GuestImage>> parse(const std::string& path, ImageK
     if (relaent != sizeof(Elf64_Rela)) return image_error(path, "bad DT_RELAENT");
     for (std::uint64_t off = 0; off < relasz; off += sizeof(Elf64_Rela)) {
         Elf64_Rela r{};
-        if (!read_at(img->bytes, rela + off, &r)) return image_error(path, "relocation table outside the image");
+        if (rela > UINT64_MAX - off || !read_image(*img, rela + off, &r))
+            return image_error(path, "relocation table outside the image");
         if (ELF64_R_TYPE(r.r_info) == R_X86_64_NONE) continue;
         if (ELF64_R_TYPE(r.r_info) != R_X86_64_RELATIVE) {
             return image_error(path, "relocation type " + std::to_string(ELF64_R_TYPE(r.r_info)) +
                                          " (only R_X86_64_RELATIVE is allowed)");
         }
-        if (r.r_offset > img->bytes.size() - 8) return image_error(path, "relocation outside the image");
+        if (r.r_offset > img->size - 8) return image_error(path, "relocation outside the image");
         img->relocs.emplace_back(r.r_offset, static_cast<std::uint64_t>(r.r_addend));
     }
     return std::shared_ptr<const GuestImage>(img);
@@ -137,17 +182,20 @@ bool read_exactly(int fd, std::uint8_t* buf, std::size_t len, std::uint64_t offs
     return true;
 }
 
-// The file's bytes up to the end of its last loadable segment (and its program headers), read in
-// one pread: modules carry debug information after their segments (the qcow2 module is ~390 KiB on
-// disk, ~55 KiB loaded), which the loader never needs. Only the headers are trusted to say how far
-// to read; parse() validates everything in what was read, so a header pointing past the file end
-// makes the image fail there as before.
-Outcome<std::vector<std::uint8_t>> read_loadable_prefix(const std::string& path, int fd, std::uint64_t file_size) {
+// The file's bytes up to the end of its last loadable segment (and its program headers), mapped
+// read-only and populated in one mmap: modules carry debug information after their segments (the
+// qcow2 module is ~1.4 MiB on disk, ~240 KiB loaded), which the loader never needs, and a mapping
+// of page-cache pages costs no copy and none of the page faults a read buffer does (zeroing it,
+// copying into it, then copying out of it). Only the headers are trusted to say how far to map;
+// parse() validates everything in what was mapped, so a header pointing past the file end makes
+// the image fail there as before. The files are trusted installed files, replaced by rename.
+Outcome<std::shared_ptr<const ImageFile>> map_loadable_prefix(const std::string& path, int fd, std::uint64_t file_size) {
     Elf64_Ehdr eh{};
     std::size_t got = 0;
     if (!read_exactly(fd, reinterpret_cast<std::uint8_t*>(&eh), sizeof eh, 0, got)) return image_error(path, "cannot read");
-    std::uint64_t need = file_size; // anything unexpected: read it all and let parse() say what is wrong
-    if (got == sizeof eh && std::memcmp(eh.e_ident, ELFMAG, SELFMAG) == 0 && eh.e_phentsize == sizeof(Elf64_Phdr) &&
+    if (got < sizeof eh) return image_error(path, "not an x86-64 ELF64 file");
+    std::uint64_t need = file_size; // anything unexpected: map it all and let parse() say what is wrong
+    if (std::memcmp(eh.e_ident, ELFMAG, SELFMAG) == 0 && eh.e_phentsize == sizeof(Elf64_Phdr) &&
         eh.e_phoff <= file_size && std::uint64_t(eh.e_phnum) * sizeof(Elf64_Phdr) <= file_size - eh.e_phoff) {
         std::vector<Elf64_Phdr> ph(eh.e_phnum);
         if (!read_exactly(fd, reinterpret_cast<std::uint8_t*>(ph.data()), ph.size() * sizeof(Elf64_Phdr), eh.e_phoff, got))
@@ -164,10 +212,9 @@ Outcome<std::vector<std::uint8_t>> read_loadable_prefix(const std::string& path,
             }
         }
     }
-    std::vector<std::uint8_t> bytes(need);
-    if (!read_exactly(fd, bytes.data(), bytes.size(), 0, got)) return image_error(path, "cannot read");
-    bytes.resize(got);
-    return bytes;
+    void* addr = ::mmap(nullptr, need, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+    if (addr == MAP_FAILED) return image_error(path, std::string("cannot map: ") + std::strerror(errno));
+    return std::shared_ptr<const ImageFile>(std::make_shared<ImageFile>(addr, need));
 }
 
 } // namespace
@@ -199,7 +246,7 @@ Outcome<std::shared_ptr<const GuestImage>> load_guest_image(const std::string& p
     if (static_cast<std::uint64_t>(st.st_size) > MAX_MODULE_SIZE) return image_error(path, "file too large");
     const UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd.valid()) return image_error(path, std::strerror(errno));
-    auto file = read_loadable_prefix(path, fd.get(), static_cast<std::uint64_t>(st.st_size));
+    auto file = map_loadable_prefix(path, fd.get(), static_cast<std::uint64_t>(st.st_size));
     if (!file) return file.error();
     auto parsed = parse(path, kind, file.value());
     if (!parsed) return parsed;
@@ -208,10 +255,15 @@ Outcome<std::shared_ptr<const GuestImage>> load_guest_image(const std::string& p
     return parsed;
 }
 
+ImageFile::~ImageFile() { ::munmap(const_cast<void*>(addr), len); }
+
 bool place_guest_image(const GuestImage& image, GuestMemory& mem, std::uint64_t base) {
-    std::uint8_t* dst = mem.range(base, image.bytes.size());
+    std::uint8_t* dst = mem.range(base, image.size);
     if (dst == nullptr) return false;
-    std::memcpy(dst, image.bytes.data(), image.bytes.size());
+    for (const ImageSegment& seg : image.segments) { // each inside [0, size): checked at parse time
+        std::memcpy(dst + seg.offset, seg.data, seg.file_size);
+        std::memset(dst + seg.offset + seg.file_size, 0, seg.mem_size - seg.file_size);
+    }
     for (const auto& [offset, addend] : image.relocs) {
         const std::uint64_t value = base + addend;
         std::memcpy(dst + offset, &value, sizeof(value)); // offset <= size - 8, checked at parse time

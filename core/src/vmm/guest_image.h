@@ -3,6 +3,7 @@
 #pragma once
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -16,13 +17,40 @@ namespace instar::vmm {
 
 enum class ImageKind { Runtime, Module };
 
+// One loadable segment: `file_size` bytes from the mapped file at `offset` from the image's base,
+// then zeroes up to `mem_size`.
+struct ImageSegment {
+    std::uint64_t offset = 0;
+    std::uint64_t file_size = 0;
+    std::uint64_t mem_size = 0;
+    const std::uint8_t* data = nullptr; // inside GuestImage::file
+    bool writable = false;
+    bool executable = false;
+};
+
+// The file's loadable prefix, mapped read-only for as long as an image refers to it.
+struct ImageFile {
+    ImageFile(const void* a, std::size_t l) : addr(a), len(l) {}
+    ImageFile(const ImageFile&) = delete;
+    ImageFile& operator=(const ImageFile&) = delete;
+    ~ImageFile();
+    const void* addr;
+    std::size_t len;
+};
+
 struct GuestImage {
     ImageKind kind = ImageKind::Module;
     std::uint64_t link_base = 0; // runtime: its link address; module: 0
     std::uint64_t entry = 0;     // relative to link_base (runtime: from its instar_runtime_header)
     std::array<std::uint64_t, INSTAR_EXCEPTION_VECTORS> exception_handlers{}; // runtime only, absolute
-    std::vector<std::uint8_t> bytes; // the loaded image (segments + zeroed bss), page-rounded
+    std::uint64_t size = 0;      // the loaded image's span (segments + zeroed bss), page-rounded
+    std::vector<ImageSegment> segments;
     std::vector<std::pair<std::uint64_t, std::uint64_t>> relocs; // (offset, addend) RELATIVE
+    // Page-aligned [start, end) offsets of the pages that hold code: no writable segment shares
+    // them (checked at load), so a sandbox can map them read+execute and everything else
+    // read+write (W^X). At most one range (checked at load: the process loader's list is bounded).
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> code_pages;
+    std::shared_ptr<const ImageFile> file; // the segments' bytes
 };
 
 // Module images larger than this are refused: real format modules are tens of KiB.

@@ -35,8 +35,8 @@ std::optional<SandboxError> lay_out_guest(GuestMemory& m, const GuestImage& rt,
         if (!place_guest_image(img, m, next)) {
             return SandboxError{ErrorKind::Config, "guest memory is too small for the guest modules", {}};
         }
-        boot.modules[i] = instar_module_slot{next, img.bytes.size(), next + img.entry};
-        next += img.bytes.size(); // page-rounded by the loader
+        boot.modules[i] = instar_module_slot{next, img.size, next + img.entry};
+        next += img.size; // page-rounded by the loader
     }
     boot.module_count = static_cast<std::uint32_t>(images.size());
     boot.device_count = static_cast<std::uint32_t>(device_count);

@@ -71,6 +71,14 @@ public:
         pid = -1;
         return status_;
     }
+    // Kills without waiting: a one-shot process (SandboxConfig::detached_teardown) does not wait
+    // for the guest process's teardown (its address space, its namespaces: 0.2-11 ms measured
+    // under load); the zombie is reaped by whoever adopts it when this process exits.
+    void kill_and_leave() {
+        if (pid <= 0) return;
+        ::kill(pid, SIGKILL);
+        pid = -1;
+    }
     // Reaps a child that is dying by itself (the channel reached end of file).
     int reap() {
         if (pid <= 0) return status_;
@@ -134,9 +142,20 @@ Outcome<RunResult> run_in_process(const SandboxConfig& config, std::uint64_t ram
     instar_boot_info boot{};
     std::memcpy(&boot, m.range(PROCESS_LAYOUT.boot_info, sizeof boot), sizeof boot);
     const std::string arena_arg = hex(boot.arena_base);
+    // W^X: the pages that hold code, which the loader maps read+execute (and nothing else
+    // executable): "start-end,..." for the runtime, then each module at its base.
+    std::string code_arg;
+    auto add_code = [&](const GuestImage& img, std::uint64_t base) {
+        for (const auto& [start, end] : img.code_pages) {
+            if (!code_arg.empty()) code_arg += ',';
+            code_arg += hex(base + start) + '-' + hex(base + end);
+        }
+    };
+    add_code(runtime, INSTAR_GPA_RUNTIME);
+    for (std::size_t i = 0; i < images.size(); ++i) add_code(*images[i], boot.modules[i].base);
     char* const argv[] = {const_cast<char*>("instar-process-loader"), const_cast<char*>(ram_arg.c_str()),
                           const_cast<char*>(entry_arg.c_str()), const_cast<char*>(cpu_arg.c_str()),
-                          const_cast<char*>(arena_arg.c_str()), nullptr};
+                          const_cast<char*>(arena_arg.c_str()), const_cast<char*>(code_arg.c_str()), nullptr};
     char* const envp[] = {nullptr};
 
     // dup2 onto the fixed numbers clears close-on-exec; sources above them so none is overwritten
@@ -230,7 +249,10 @@ Outcome<RunResult> run_in_process(const SandboxConfig& config, std::uint64_t ram
             return e;
         }
     }
-    child.finish();
+    if (config.detached_teardown)
+        child.kill_and_leave();
+    else
+        child.finish();
     RunResult r = server.take_result();
     r.sandbox = SandboxKind::Process;
     r.confinement = confinement;

@@ -1,6 +1,18 @@
 // The background reaper thread for finished VMs.
 #include "vmm/reaper.h"
 
+#include <sched.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <linux/futex.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <ctime>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -57,6 +69,74 @@ void reap_later(std::function<void()> teardown) {
         }
     }
     teardown();
+}
+
+namespace {
+
+// Keepers that have closed their copies of this process's descriptors (a futex word in the
+// address space they share); keepers started.
+int keepers_closed = 0;
+std::atomic<int> keepers_started{0};
+
+// The keeper's whole life, on its own small stack in the shared address space: raw system calls
+// only (it shares the caller's TLS, so nothing of libc's that touches errno or locks).
+long raw4(long nr, long a, long b, long c, long d) {
+    long ret;
+    register long r10 __asm__("r10") = d;
+    __asm__ volatile("syscall" : "=a"(ret) : "a"(nr), "D"(a), "S"(b), "d"(c), "r"(r10) : "rcx", "r11", "memory");
+    return ret;
+}
+
+int keeper_main(void* parent) {
+    raw4(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0);
+    if (raw4(SYS_getppid, 0, 0, 0, 0) != reinterpret_cast<long>(parent)) return 0; // gone before the line above
+    // Its copies of the descriptors first: a pipe on this process's stdout must reach end of file
+    // when this process exits, not after the teardown.
+    raw4(SYS_close_range, 0, ~0u, 0, 0);
+    __atomic_add_fetch(&keepers_closed, 1, __ATOMIC_SEQ_CST);
+    raw4(SYS_futex, reinterpret_cast<long>(&keepers_closed), FUTEX_WAKE_PRIVATE, 1 << 30, 0);
+    for (;;) raw4(SYS_pause, 0, 0, 0, 0); // every signal blocked: only SIGKILL (the parent's death) ends it
+    return 0;
+}
+
+// At exit: wait (briefly) until every keeper has closed its copies, so none holds a descriptor
+// (an output pipe, a file) past this process's exit; its SIGKILL then comes with this exit.
+void wait_for_keepers() {
+    const int started = keepers_started.load();
+    for (int waits = 0; waits < 20; ++waits) {
+        const int closed = __atomic_load_n(&keepers_closed, __ATOMIC_SEQ_CST);
+        if (closed >= started) return;
+        const timespec limit{0, 5'000'000}; // 20 x 5 ms at most: a keeper that never runs is killed anyway
+        raw4(SYS_futex, reinterpret_cast<long>(&keepers_closed), FUTEX_WAIT_PRIVATE, closed, reinterpret_cast<long>(&limit));
+    }
+}
+
+constexpr std::size_t KEEPER_STACK = 64 << 10; // a few frames of raw system calls
+
+} // namespace
+
+bool start_teardown_keeper() {
+    if (keepers_started.load() >= MAX_DETACHED_TEARDOWNS) return false;
+    static const bool waits_at_exit = std::atexit(wait_for_keepers) == 0;
+    if (!waits_at_exit) return false;
+    void* stack = ::mmap(nullptr, KEEPER_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) return false;
+    // Born with every signal blocked: a terminal's ^C or a SIGTERM must reach this process's
+    // handlers (which clean up temporaries), never run them a second time in the keeper.
+    sigset_t all, old;
+    sigfillset(&all);
+    ::pthread_sigmask(SIG_SETMASK, &all, &old);
+    // No SIGCHLD for this process: it never waits for the keeper (the keeper outlives it and is
+    // reaped by whoever adopts it).
+    const int pid = ::clone(keeper_main, static_cast<char*>(stack) + KEEPER_STACK, CLONE_VM,
+                            reinterpret_cast<void*>(static_cast<long>(::getpid())));
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    if (pid < 0) {
+        ::munmap(stack, KEEPER_STACK);
+        return false;
+    }
+    keepers_started.fetch_add(1);
+    return true; // the stack is the keeper's until the address space ends
 }
 
 } // namespace instar::vmm

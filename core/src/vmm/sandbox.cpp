@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <malloc.h>
+#include <mutex>
 
 #include "vmm/guest_image.h"
 #include "vmm/guest_layout.h"
@@ -24,6 +26,19 @@ namespace instar::vmm {
 namespace {
 
 SandboxError config_error(const std::string& msg) { return {ErrorKind::Config, msg, {}}; }
+
+// Confined threads (vCPU, write-behind, compress workers) allocate and free memory under a
+// seccomp filter that kills on openat. glibc's per-thread arenas give memory back with
+// shrink_heap(), whose first call in a process opens /proc/sys/vm/overcommit_memory: a thread
+// arena that shrank during a run killed the process (seen in the compress test once the image
+// loader stopped freeing large blocks, which had raised malloc's trim threshold by chance). One
+// arena for every thread means no thread heaps, hence no shrink_heap(); the main arena trims with
+// brk, which the filter allows. Set once, before the vmm starts its first thread (glibc fixes the
+// arena limit when a thread first needs an arena).
+void single_malloc_arena() {
+    static std::once_flag once;
+    std::call_once(once, [] { (void)::mallopt(M_ARENA_MAX, 1); });
+}
 
 std::optional<SandboxError> check_request(const SandboxConfig& config, std::span<const Device> devices,
                                           std::span<const std::string> modules, std::span<const std::uint8_t> arg) {
@@ -125,6 +140,7 @@ std::uint64_t guest_ram(const SandboxConfig& config) {
 Outcome<RunResult> run(const SandboxConfig& config, std::span<const Device> devices,
                        std::span<const std::string> modules, std::uint32_t op, std::span<const std::uint8_t> arg) {
     if (auto bad = check_request(config, devices, modules, arg)) return *bad;
+    single_malloc_arena();
     const std::uint64_t ram = guest_ram(config);
     const bool huge = config.huge_pages;
 
@@ -188,6 +204,11 @@ Outcome<RunResult> run(const SandboxConfig& config, std::span<const Device> devi
             prepare_spare_vm(ram, huge);
             vm.reset();
         });
+    } else if (config.detached_teardown && start_teardown_keeper()) {
+        // Left to the keeper on purpose: this process's descriptors of the VM close at its exit
+        // without destroying it (the vCPU's kvm_run page, mapped in the address space the keeper
+        // shares, holds the VM), and the kernel tears VM and guest RAM down when the keeper ends.
+        new std::shared_ptr<PreparedVm>(std::move(vm)); // NOLINT: a deliberate leak
     } else {
         vm.reset();
     }
@@ -209,6 +230,7 @@ void prewarm(const SandboxConfig& config) {
     const std::uint64_t ram = guest_ram(config);
     if (ram < INSTAR_MIN_GUEST_MEMORY || ram > INSTAR_MAX_GUEST_MEMORY) return; // run() will say why
     const bool huge = config.huge_pages;
+    single_malloc_arena();
     enable_spares();
     announce_spare_vm(ram);
     reap_later([ram, huge] { prepare_spare_vm(ram, huge); });

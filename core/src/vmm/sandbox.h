@@ -81,6 +81,12 @@ struct SandboxConfig {
     // INSTAR_HC_COMPRESS runs on one worker thread per online CPU beside the vCPU thread (without:
     // on the vCPU thread alone). For convert; other operations do not compress.
     bool compress_workers = false;
+    // A one-shot process (the command line): the finished VM is not torn down here but left to a
+    // keeper process that shares this address space and ends when this process does, so closing
+    // the VM (SRCU grace periods, freeing its MMU state: 1 ms idle, several ms on a loaded host)
+    // happens after the command's exit status is known (docs/sandbox.md, "Start-up"). At most
+    // MAX_DETACHED_TEARDOWNS runs per process; later runs tear down here.
+    bool detached_teardown = false;
 };
 
 struct Record {

@@ -1,8 +1,9 @@
 /* instar-process-loader: the first and only program of a process-sandbox guest (docs/sandbox.md).
  *
  * The host starts it with the channel on fd INSTAR_PROC_CHANNEL_FD, the guest-memory memfd on fd
- * LOADER_MEMFD_FD, an empty environment and argv = {name, ram size, entry, cpu seconds, arena base}
- * (hex, hex, decimal, hex). It maps guest memory at the guest addresses, gives up everything it can (descriptors,
+ * LOADER_MEMFD_FD, an empty environment and argv = {name, ram size, entry, cpu seconds, arena base,
+ * code pages} (hex, hex, decimal, hex, then "start-end,start-end,..." in hex: the pages of the
+ * runtime and modules that hold code). It maps guest memory at the guest addresses, gives up everything it can (descriptors,
  * privileges, namespaces, resources), tells the host what it applied, enters seccomp strict mode
  * (read, write, exit, sigreturn) and jumps to the runtime's entry. From then on the process is
  * untrusted: the host believes nothing it sends beyond the hypercall rules.
@@ -139,23 +140,65 @@ static uint32_t confine(uint64_t cpu_seconds, uint64_t ram) {
     return applied;
 }
 
+/* The code page ranges: at most the runtime and INSTAR_MAX_MODULES modules, one range each (the
+ * host merges adjacent code segments of an image). */
+#define MAX_CODE_RANGES (INSTAR_MAX_MODULES + 1)
+struct code_range {
+    uint64_t start, end;
+};
+
+/* Parses "start-end,start-end,..." (hex) into r; returns the count, 0 on any error. */
+static size_t parse_ranges(const char* s, struct code_range* r) {
+    char field[20];
+    size_t n = 0;
+    if (s == NULL) return 0;
+    for (;;) {
+        if (n == MAX_CODE_RANGES) return 0;
+        for (int half = 0; half < 2; ++half) {
+            size_t len = 0;
+            while (*s != '\0' && *s != '-' && *s != ',') {
+                if (len + 1 >= sizeof field) return 0;
+                field[len++] = *s++;
+            }
+            field[len] = '\0';
+            if (!parse(field, 16, half == 0 ? &r[n].start : &r[n].end)) return 0;
+            if (half == 0 && *s++ != '-') return 0;
+        }
+        ++n;
+        if (*s == '\0') return n;
+        if (*s++ != ',') return 0;
+    }
+}
+
 extern "C" void loader_main(long* sp) {
     const long argc = sp[0];
     char** argv = (char**)(sp + 1);
     uint64_t ram = 0, entry = 0, cpu = 0, arena = 0;
-    if (argc != 5 || !parse(argv[1], 16, &ram) || !parse(argv[2], 16, &entry) || !parse(argv[3], 10, &cpu) ||
-        !parse(argv[4], 16, &arena)) {
+    struct code_range code[MAX_CODE_RANGES];
+    size_t code_count = 0;
+    if (argc != 6 || !parse(argv[1], 16, &ram) || !parse(argv[2], 16, &entry) || !parse(argv[3], 10, &cpu) ||
+        !parse(argv[4], 16, &arena) || (code_count = parse_ranges(argv[5], code)) == 0) {
         die(120);
     }
     if (ram < INSTAR_MIN_GUEST_MEMORY || ram > INSTAR_MAX_GUEST_MEMORY || entry < INSTAR_GPA_RUNTIME || entry >= arena ||
         arena < INSTAR_GPA_MODULES || arena > ram || arena % INSTAR_PAGE_SIZE != 0) {
         die(120);
     }
+    int entry_is_code = 0;
+    for (size_t i = 0; i < code_count; ++i) {
+        if (code[i].start >= code[i].end || code[i].start < INSTAR_GPA_RUNTIME || code[i].end > arena ||
+            code[i].start % INSTAR_PAGE_SIZE != 0 || code[i].end % INSTAR_PAGE_SIZE != 0) {
+            die(120);
+        }
+        entry_is_code |= entry >= code[i].start && entry < code[i].end;
+    }
+    if (!entry_is_code) die(120);
 
-    /* Guest memory at the guest addresses, with the stack guard left out. Only the runtime's and the
-     * modules' pages [INSTAR_GPA_RUNTIME, arena) are executable (they hold code and its data); the
-     * mailbox, boot info, TLS, stack and the arena are not: data the guest writes never runs. */
-    const long rw = PROT_READ | PROT_WRITE, rwx = rw | PROT_EXEC;
+    /* Guest memory at the guest addresses, with the stack guard left out, read-write. Then W^X: the
+     * pages of the runtime and modules that hold code become read+execute (the host wrote them,
+     * relocations included, before this process started); nothing else is executable, so bytes
+     * the guest writes (arena, stack, data) never run, and code cannot be rewritten. */
+    const long rw = PROT_READ | PROT_WRITE, rx = PROT_READ | PROT_EXEC;
     const long flags = MAP_SHARED | MAP_FIXED_NOREPLACE;
     const uint64_t guard = INSTAR_PROC_STACK_GUARD;
     const struct {
@@ -163,12 +206,14 @@ extern "C" void loader_main(long* sp) {
         long prot;
     } maps[] = {{INSTAR_PROC_MAP_BASE, guard, rw},
                 {guard + INSTAR_PAGE_SIZE, INSTAR_GPA_RUNTIME, rw},
-                {INSTAR_GPA_RUNTIME, arena, rwx},
-                {arena, ram, rw}};
+                {INSTAR_GPA_RUNTIME, ram, rw}};
     for (size_t i = 0; i < sizeof maps / sizeof maps[0]; ++i) {
         if (maps[i].end == maps[i].start) continue;
         const long at = (long)maps[i].start;
         if (sys6(SYS_mmap, at, (long)(maps[i].end - maps[i].start), maps[i].prot, flags, LOADER_MEMFD_FD, at) != at) die(121);
+    }
+    for (size_t i = 0; i < code_count; ++i) {
+        if (sys(SYS_mprotect, code[i].start, code[i].end - code[i].start, rx) != 0) die(121);
     }
 
     const uint32_t applied = confine(cpu, ram);
