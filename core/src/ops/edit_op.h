@@ -48,6 +48,7 @@ struct EditCall {
     std::chrono::milliseconds timeout{0}; // 0: the sandbox's default
     vmm::OutputFiles* outputs = nullptr;  // where the guest's add_file goes (nullptr: refused)
     std::function<void(std::uint64_t, std::uint64_t)> progress;
+    std::uint32_t flags = 0; // further INSTAR_EDIT_* flags (try_quick_edit's INFO_FIRST)
 };
 
 struct EditReport {
@@ -56,9 +57,29 @@ struct EditReport {
     std::string err;    // stderr text; '\x01' at a line start stands for "PROGRAM: "
     std::string reason; // why the command was refused, when it was
     std::vector<std::pair<std::uint32_t, std::vector<std::uint8_t>>> data; // the command's own records
+    bool started = false;           // INSTAR_EDIT_INFO_FIRST: the guest began the edit
+    std::vector<std::uint8_t> info; // INSTAR_EDIT_INFO_FIRST: the info token stream it sent first
 };
 
 Expected<EditReport> run_edit(const EditCall& call, const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version);
+
+// One sandbox start instead of two for a command that opens the image (as info does) and then edits
+// it: the guest inspects the image and, when it stands alone (no backing, data or extent file, not
+// encrypted) and the format the host probe chose is the one `accept` takes, edits it in the same run
+// (INSTAR_EDIT_INFO_FIRST). True: the edit ran; `chain` holds the image as open_for_edit would have
+// opened it (from the info the guest sent first) and `report` the edit's outcome. False: nothing was
+// written; the caller takes its ordinary path (open_for_edit, its checks, run_edit), which gives
+// every message. Errors: the run failed after it may have begun writing.
+struct QuickEdit {
+    EditOpen open;
+    std::string filename; // the user's name, for messages
+    guest::EditCommand command{};
+    std::vector<std::uint8_t> args;
+    std::function<bool(const LoadedPlugin&)> accept;
+    vmm::OutputFiles* outputs = nullptr; // where the guest's add_file goes (nullptr: refused)
+};
+Expected<bool> try_quick_edit(const QuickEdit& quick, const PluginRegistry& plugins, const vmm::SandboxConfig& sandbox,
+                              std::uint32_t qemu_version, OpenedChain& chain, EditReport& report);
 
 // The file info inspected, opened again for writing: the same device, inode and size, else an error
 // in qemu's "Could not open" words naming `filename` (the edit path, rebase).
