@@ -114,6 +114,32 @@ private:
     bool encrypted_ = false;
 };
 
+// The image as info sees it: read-only, exactly the file's length (an output device's size() is
+// the room it may grow to, not the file's length).
+class InfoView final : public BlockDevice {
+public:
+    InfoView(BlockDevice& dev, uint64_t length) : dev_(dev), length_(length) {}
+    uint64_t size() const override { return length_; }
+    Status read(uint64_t offset, void* buf, size_t len) override {
+        if (offset > length_ || len > length_ - offset)
+            return Status::IoError;
+        return dev_.read(offset, buf, len);
+    }
+    Status write(uint64_t, const void*, size_t) override { return Status::Invalid; }
+    Status allocation(uint64_t offset, bool* data, uint64_t* length) override {
+        if (offset >= length_)
+            return Status::IoError;
+        const Status st = dev_.allocation(offset, data, length);
+        if (st == Status::Ok && *length > length_ - offset)
+            *length = length_ - offset;
+        return st;
+    }
+
+private:
+    BlockDevice& dev_;
+    uint64_t length_;
+};
+
 // Bytes of info tokens per record, as INSTAR_OP_INFO sends them.
 constexpr size_t EDIT_INFO_RECORD_BYTES = 32u << 10;
 
@@ -189,11 +215,12 @@ Status edit_op(const uint8_t* arg, uint32_t arg_len) {
         // The image alone: a format that names other files takes the host's ordinary path.
         if (listed != 0 || ops->info == nullptr)
             return Status::Invalid;
+        InfoView view(*image, lengths[0]);
         if ((a.flags & INSTAR_EDIT_INFO_FORCE) == 0) {
             bool match = false;
             if (ops->probe == nullptr)
                 return Status::Invalid;
-            if (const Status st = ops->probe(*image, &match); st != Status::Ok || !match)
+            if (const Status st = ops->probe(view, &match); st != Status::Ok || !match)
                 return st != Status::Ok ? st : Status::Unsupported;
         }
         auto* info_buf = static_cast<uint8_t*>(arena().allocate(EDIT_INFO_RECORD_BYTES, 16));
@@ -201,13 +228,14 @@ Status edit_op(const uint8_t* arg, uint32_t arg_len) {
             return Status::NoMemory;
         InfoEncoder encoder(info_buf, EDIT_INFO_RECORD_BYTES, send_info_chunk, nullptr);
         WatchedInfo watched(encoder);
-        const InfoRequest info_req{image, &arena(), devs, 0, a.qemu_version};
+        const InfoRequest info_req{&view, &arena(), devs, 0, a.qemu_version};
         const Status st = ops->info(info_req, watched);
         const Status flushed = encoder.finish();
         if (st != Status::Ok || flushed != Status::Ok)
             return st != Status::Ok ? st : flushed;
+        // Not started: Ok says the inspection itself succeeded (the host reuses it).
         if (!watched.lone())
-            return Status::NeedFiles;
+            return Status::Ok;
         if (static_cast<EditCommand>(a.command) == EditCommand::Resize && !resolve_resize(args, a.args_len, watched.size()))
             return Status::Ok;
         if (const Status sent = host.started(); sent != Status::Ok)

@@ -411,6 +411,7 @@ int cmd_resize(Context& ctx, std::span<const std::string> args) {
     // One sandbox start when the image stands alone: the guest reads its size and checks the new one
     // as below before it changes anything (edit_op's try_quick_edit); else the ordinary path.
     std::optional<EditReport> quick;
+    std::optional<PrefetchedInfo> prefetched;
     if (!name->unsupported_option) {
         guest::ResizeArgs qa{};
         qa.new_size = sp.value;
@@ -424,6 +425,7 @@ int cmd_resize(Context& ctx, std::span<const std::string> args) {
         q.outputs = &added;
         q.args.resize(sizeof qa);
         std::memcpy(q.args.data(), &qa, sizeof qa);
+        q.prefetched = &prefetched;
         EditReport r;
         auto done = try_quick_edit(q, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, chain, r);
         if (!done)
@@ -431,9 +433,12 @@ int cmd_resize(Context& ctx, std::span<const std::string> args) {
         if (*done)
             quick = std::move(r);
     }
+    EditOpen first_open = eo; // the quick attempt's inspection is not run again
+    first_open.prefetched = prefetched ? &*prefetched : nullptr;
     if (quick) {
         // opened by try_quick_edit
-    } else if (auto ok = open_for_edit(eo, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, chain); !ok) {
+    } else if (auto ok = open_for_edit(first_open, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, chain);
+               !ok) {
         // The image opened but its backing file did not: qemu's bdrv_open_backing_file words it so.
         const std::string& e = ok.error();
         const std::string marker = "' refused: ";

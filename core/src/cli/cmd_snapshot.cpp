@@ -213,6 +213,7 @@ int cmd_snapshot(Context& ctx, std::span<const std::string> args) {
     // -c and -a on a qcow2 image that stands alone: one sandbox start (edit_op's try_quick_edit);
     // everything else (and every refusal before the change) goes the ordinary way.
     std::optional<EditReport> quick;
+    std::optional<PrefetchedInfo> prefetched;
     if (action == Action::Create || action == Action::Apply) {
         QuickEdit q;
         q.open = eo;
@@ -222,6 +223,7 @@ int cmd_snapshot(Context& ctx, std::span<const std::string> args) {
                                action == Action::Create ? truncated(snapshot_name, QEMU_SNAPSHOT_NAME_MAX)
                                                         : snapshot_name);
         q.accept = [](const LoadedPlugin& p) { return p.answers_to("qcow2"); };
+        q.prefetched = &prefetched;
         EditReport r;
         auto done = try_quick_edit(q, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, chain, r);
         if (!done)
@@ -229,8 +231,10 @@ int cmd_snapshot(Context& ctx, std::span<const std::string> args) {
         if (*done)
             quick = std::move(r);
     }
+    EditOpen first_open = eo; // the quick attempt's inspection is not run again
+    first_open.prefetched = prefetched ? &*prefetched : nullptr;
     if (!quick)
-        if (auto ok = open_for_edit(eo, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, chain); !ok)
+        if (auto ok = open_for_edit(first_open, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, chain); !ok)
             return report_error(ctx, quote_given(*name, ok.error()));
     const ChainLink& link = chain.links.front();
     const std::string& format = link.node.format;

@@ -57,7 +57,21 @@ Expected<bool> open_for_edit(const EditOpen& opts, const PluginRegistry& plugins
     io.allow_paths = opts.allow_paths;
     io.unsafe_quirks = opts.unsafe_quirks;
     io.backing_chain = opts.backing_chain;
-    return open_chain(io, plugins, *runner, chain);
+    if (opts.prefetched == nullptr)
+        return open_chain(io, plugins, *runner, chain);
+    // The first inspection (the top image, no files yet) was run by try_quick_edit.
+    bool used = false;
+    const PrefetchedInfo& pf = *opts.prefetched;
+    GuestInfoRunner with_first = [&](const std::vector<const LoadedPlugin*>& candidates, bool force,
+                                     const OpenedFile& image,
+                                     const std::vector<OpenedFile>& files) -> Expected<GuestInfoResult> {
+        const bool first = !used;
+        used = true;
+        if (first && files.empty() && candidates.size() == 1 && candidates.front() == pf.plugin && force == pf.force)
+            return pf.result;
+        return (*runner)(candidates, force, image, files);
+    };
+    return open_chain(io, plugins, with_first, chain);
 }
 
 Expected<EditReport> decode_edit_records(std::span<const vmm::Record> records) {
@@ -219,8 +233,22 @@ Expected<bool> try_quick_edit(const QuickEdit& quick, const PluginRegistry& plug
     auto ran = run_edit(call, sandbox, qemu_version);
     if (!ran)
         return Error{ran.error()};
-    if (!ran->started)
+    if (!ran->started) {
+        // The inspection succeeded (or asked for the image's files): the ordinary path's first one.
+        const auto status = ran->status;
+        if (quick.prefetched != nullptr && (status == guest::Status::Ok || status == guest::Status::NeedFiles)) {
+            if (auto decoded = decode_info(ran->info, true)) {
+                PrefetchedInfo pf;
+                pf.plugin = plugin;
+                pf.force = eo.format.has_value();
+                pf.result.status = status;
+                pf.result.info = std::move(*decoded);
+                pf.result.detail = printable_reason(pf.result.info.reason);
+                *quick.prefetched = std::move(pf);
+            }
+        }
         return false;
+    }
     // The info the guest sent before it began: the image's node, built as open_for_edit builds it.
     auto decoded = decode_info(ran->info, true);
     if (!decoded)

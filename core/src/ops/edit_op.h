@@ -24,12 +24,21 @@
 
 namespace instar {
 
+// What the guest of a try_quick_edit that did not edit found when it inspected the image: the first
+// inspection open_for_edit would run, so it is not run twice.
+struct PrefetchedInfo {
+    const LoadedPlugin* plugin = nullptr;
+    bool force = false;
+    GuestInfoResult result;
+};
+
 struct EditOpen {
     std::string filename;
     std::optional<std::string> format; // -f
     std::vector<std::string> allow_paths;
     bool unsafe_quirks = false;
     bool backing_chain = false; // open the whole chain (path policy), not just the image
+    const PrefetchedInfo* prefetched = nullptr; // the top image's first inspection, already run
 };
 
 // Opens opts.filename as info does (the same detection, open errors and path policy).
@@ -77,6 +86,7 @@ struct QuickEdit {
     std::vector<std::uint8_t> args;
     std::function<bool(const LoadedPlugin&)> accept;
     vmm::OutputFiles* outputs = nullptr; // where the guest's add_file goes (nullptr: refused)
+    std::optional<PrefetchedInfo>* prefetched = nullptr; // set when the guest inspected but did not edit
 };
 Expected<bool> try_quick_edit(const QuickEdit& quick, const PluginRegistry& plugins, const vmm::SandboxConfig& sandbox,
                               std::uint32_t qemu_version, OpenedChain& chain, EditReport& report);
