@@ -369,6 +369,13 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_check_result) == 88, "check result layout
  * the argument: 500 vmdk extents' lengths or a long snapshot name outgrow INSTAR_MAX_OP_ARG). Module 0 (the image's format) does the work; the guest sends
  * INSTAR_REC_EDIT records and exits with the module's Status. */
 #define INSTAR_EDIT_WRITE 1u /* instar_edit_arg.flags: the image and its files are writable */
+/* INSTAR_EDIT_INFO_FIRST: one sandbox start instead of two (docs/edit.md). The guest first inspects
+ * the image as INSTAR_OP_INFO would with module 0 alone (probing it, or with INSTAR_EDIT_INFO_FORCE
+ * not), sending INSTAR_REC_INFO records; only when that succeeds and the image names no other file,
+ * is not encrypted and (resize) the size checks pass, does it send INSTAR_EDIT_STARTED and run the
+ * edit. Without INSTAR_EDIT_STARTED nothing was written: the host takes its ordinary path. */
+#define INSTAR_EDIT_INFO_FIRST 2u
+#define INSTAR_EDIT_INFO_FORCE 4u
 struct instar_edit_arg {
     uint32_t command;      /* instar::guest::EditCommand */
     uint32_t qemu_version; /* the profile, major*10000 + minor*100 + micro */
@@ -387,6 +394,7 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_edit_arg) == 72, "edit arg layout");
 #define INSTAR_EDIT_STDOUT 1u
 #define INSTAR_EDIT_STDERR 2u
 #define INSTAR_EDIT_REASON 3u
+#define INSTAR_EDIT_STARTED 4u /* INSTAR_EDIT_INFO_FIRST: the edit itself begins (no bytes) */
 #define INSTAR_EDIT_COMMAND_DATA 16u
 struct instar_edit_record_head {
     uint32_t kind;

@@ -364,18 +364,15 @@ int cmd_resize(Context& ctx, std::span<const std::string> args) {
     // qemu-img's checks on the sizes, once the current size is known: 0 to go on, else the exit status.
     std::int64_t total = 0;
     auto check_sizes = [&](std::int64_t current) -> int {
-        // qemu-img's arithmetic: int64 current size, n (uint64) times relative, total_size int64.
-        if (relative > 0)
-            total = static_cast<std::int64_t>(static_cast<std::uint64_t>(current) + sp.value);
-        else if (relative < 0)
-            total = static_cast<std::int64_t>(static_cast<std::uint64_t>(current) - sp.value);
-        else
-            total = static_cast<std::int64_t>(sp.value);
-        if (total <= 0)
+        // qemu-img's arithmetic and checks, shared with the guest's one-start path (edit_resize.h).
+        total = guest::resize_new_size(current, sp.value, relative > 0, relative < 0);
+        const auto verdict =
+            guest::resize_check(current, total, prealloc != guest::Prealloc::Off, vm.count("shrink") > 0);
+        if (verdict == guest::ResizeCheck::NotPositive)
             return report_error(ctx, "New image size must be positive");
-        if (total <= current && prealloc != guest::Prealloc::Off)
+        if (verdict == guest::ResizeCheck::PreallocNotGrowing)
             return report_error(ctx, "Preallocation can only be used for growing images");
-        if (total < current && !vm.count("shrink")) {
+        if (verdict == guest::ResizeCheck::NeedShrink) {
             report_error(ctx, "Use the --shrink option to perform a shrink operation.");
             report_warning(ctx, "Shrinking an image will delete all data beyond the shrunken image's end. Before "
                                 "performing such an operation, make sure there is no important data there.");
@@ -407,8 +404,41 @@ int cmd_resize(Context& ctx, std::span<const std::string> args) {
         return 0;
     }
 
+    const std::uint32_t base_flags =
+        (vm.count("shrink") ? guest::RESIZE_SHRINK : 0u) | (prealloc_given ? guest::RESIZE_PREALLOC_GIVEN : 0u);
+    BesideFiles added(eo.filename);
     OpenedChain chain;
-    if (auto ok = open_for_edit(eo, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, chain); !ok) {
+    // One sandbox start when the image stands alone: the guest reads its size and checks the new one
+    // as below before it changes anything (edit_op's try_quick_edit); else the ordinary path.
+    std::optional<EditReport> quick;
+    std::optional<PrefetchedInfo> prefetched;
+    if (!name->unsupported_option) {
+        guest::ResizeArgs qa{};
+        qa.new_size = sp.value;
+        qa.prealloc = static_cast<std::uint32_t>(prealloc);
+        qa.flags = base_flags | guest::RESIZE_FROM_INFO | (relative > 0 ? guest::RESIZE_GROW_BY : 0u) |
+                   (relative < 0 ? guest::RESIZE_SHRINK_BY : 0u);
+        QuickEdit q;
+        q.open = eo;
+        q.filename = given;
+        q.command = guest::EditCommand::Resize;
+        q.outputs = &added;
+        q.args.resize(sizeof qa);
+        std::memcpy(q.args.data(), &qa, sizeof qa);
+        q.prefetched = &prefetched;
+        EditReport r;
+        auto done = try_quick_edit(q, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, chain, r);
+        if (!done)
+            return report_error(ctx, done.error());
+        if (*done)
+            quick = std::move(r);
+    }
+    EditOpen first_open = eo; // the quick attempt's inspection is not run again
+    first_open.prefetched = prefetched ? &*prefetched : nullptr;
+    if (quick) {
+        // opened by try_quick_edit
+    } else if (auto ok = open_for_edit(first_open, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, chain);
+               !ok) {
         // The image opened but its backing file did not: qemu's bdrv_open_backing_file words it so.
         const std::string& e = ok.error();
         const std::string marker = "' refused: ";
@@ -436,24 +466,28 @@ int cmd_resize(Context& ctx, std::span<const std::string> args) {
     if (const int rc = check_sizes(current); rc != 0)
         return rc;
 
-    guest::ResizeArgs ra{};
-    ra.new_size = static_cast<std::uint64_t>(total);
-    ra.old_size = static_cast<std::uint64_t>(current);
-    ra.prealloc = static_cast<std::uint32_t>(prealloc);
-    ra.flags = (vm.count("shrink") ? guest::RESIZE_SHRINK : 0u) | (prealloc_given ? guest::RESIZE_PREALLOC_GIVEN : 0u);
-    if (chain.links.size() > 1) {
-        ra.flags |= guest::RESIZE_HAS_BACKING;
-        ra.backing_size = chain.links[1].node.virtual_size;
+    Expected<EditReport> report = Error{""};
+    if (quick) {
+        report = std::move(*quick);
+    } else {
+        guest::ResizeArgs ra{};
+        ra.new_size = static_cast<std::uint64_t>(total);
+        ra.old_size = static_cast<std::uint64_t>(current);
+        ra.prealloc = static_cast<std::uint32_t>(prealloc);
+        ra.flags = base_flags;
+        if (chain.links.size() > 1) {
+            ra.flags |= guest::RESIZE_HAS_BACKING;
+            ra.backing_size = chain.links[1].node.virtual_size;
+        }
+        EditCall call;
+        call.link = &link;
+        call.outputs = &added;
+        call.filename = given;
+        call.command = guest::EditCommand::Resize;
+        call.args.resize(sizeof ra);
+        std::memcpy(call.args.data(), &ra, sizeof ra);
+        report = run_edit(call, ctx.sandbox_config(), ctx.profile.version);
     }
-    BesideFiles added(eo.filename);
-    EditCall call;
-    call.link = &link;
-    call.outputs = &added;
-    call.filename = given;
-    call.command = guest::EditCommand::Resize;
-    call.args.resize(sizeof ra);
-    std::memcpy(call.args.data(), &ra, sizeof ra);
-    auto report = run_edit(call, ctx.sandbox_config(), ctx.profile.version);
     if (!report)
         return report_error(ctx, report.error());
     ctx.out << report->out;

@@ -195,9 +195,47 @@ int cmd_snapshot(Context& ctx, std::span<const std::string> args) {
     eo.backing_chain = true; // qemu-img opens the backing chain: a missing backing file is an error
     if (vm.count("allow-path"))
         eo.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
+    // The command's argument bytes (guest::SnapshotArgs, then the id and the name).
+    auto snapshot_args = [](Action act, const std::string& id, const std::string& sn) {
+        guest::SnapshotArgs a{};
+        a.action = act == Action::Create  ? guest::SNAPSHOT_ACTION_CREATE
+                   : act == Action::Apply ? guest::SNAPSHOT_ACTION_APPLY
+                                          : guest::SNAPSHOT_ACTION_DELETE;
+        a.id_len = static_cast<std::uint32_t>(id.size());
+        a.name_len = static_cast<std::uint32_t>(sn.size());
+        std::vector<std::uint8_t> bytes(sizeof a);
+        std::memcpy(bytes.data(), &a, sizeof a);
+        bytes.insert(bytes.end(), id.begin(), id.end());
+        bytes.insert(bytes.end(), sn.begin(), sn.end());
+        return bytes;
+    };
     OpenedChain chain;
-    if (auto ok = open_for_edit(eo, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, chain); !ok)
-        return report_error(ctx, quote_given(*name, ok.error()));
+    // -c and -a on a qcow2 image that stands alone: one sandbox start (edit_op's try_quick_edit);
+    // everything else (and every refusal before the change) goes the ordinary way.
+    std::optional<EditReport> quick;
+    std::optional<PrefetchedInfo> prefetched;
+    if (action == Action::Create || action == Action::Apply) {
+        QuickEdit q;
+        q.open = eo;
+        q.filename = given;
+        q.command = guest::EditCommand::Snapshot;
+        q.args = snapshot_args(action, "",
+                               action == Action::Create ? truncated(snapshot_name, QEMU_SNAPSHOT_NAME_MAX)
+                                                        : snapshot_name);
+        q.accept = [](const LoadedPlugin& p) { return p.answers_to("qcow2"); };
+        q.prefetched = &prefetched;
+        EditReport r;
+        auto done = try_quick_edit(q, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, chain, r);
+        if (!done)
+            return report_error(ctx, done.error());
+        if (*done)
+            quick = std::move(r);
+    }
+    EditOpen first_open = eo; // the quick attempt's inspection is not run again
+    first_open.prefetched = prefetched ? &*prefetched : nullptr;
+    if (!quick)
+        if (auto ok = open_for_edit(first_open, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, chain); !ok)
+            return report_error(ctx, quote_given(*name, ok.error()));
     const ChainLink& link = chain.links.front();
     const std::string& format = link.node.format;
     // qemu-img snapshot opens the image for I/O: an encrypted image needs its key, named only
@@ -267,22 +305,18 @@ int cmd_snapshot(Context& ctx, std::span<const std::string> args) {
         return report_error(ctx, "Could not delete snapshot '" + snapshot_name + "': snapshot not found");
     }
 
-    guest::SnapshotArgs a{};
-    a.action = action == Action::Create  ? guest::SNAPSHOT_ACTION_CREATE
-               : action == Action::Apply ? guest::SNAPSHOT_ACTION_APPLY
-                                         : guest::SNAPSHOT_ACTION_DELETE;
-    a.id_len = static_cast<std::uint32_t>(sn_id.size());
-    a.name_len = static_cast<std::uint32_t>(sn_name.size());
-    EditCall call;
-    call.link = &link;
-    call.filename = given;
-    call.command = guest::EditCommand::Snapshot;
-    call.args.resize(sizeof a);
-    std::memcpy(call.args.data(), &a, sizeof a);
-    call.args.insert(call.args.end(), sn_id.begin(), sn_id.end());
-    call.args.insert(call.args.end(), sn_name.begin(), sn_name.end());
-    call.write = true;
-    auto report = run_edit(call, ctx.sandbox_config(), ctx.profile.version);
+    Expected<EditReport> report = Error{""};
+    if (quick) {
+        report = std::move(*quick);
+    } else {
+        EditCall call;
+        call.link = &link;
+        call.filename = given;
+        call.command = guest::EditCommand::Snapshot;
+        call.args = snapshot_args(action, sn_id, sn_name);
+        call.write = true;
+        report = run_edit(call, ctx.sandbox_config(), ctx.profile.version);
+    }
     if (!report)
         return report_error(ctx, report.error());
     print_guest_err(ctx, report->err);

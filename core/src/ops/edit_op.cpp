@@ -3,7 +3,9 @@
 
 #include "ops/guest_info_runner.h"
 #include "ops/guest_module.h"
+#include "ops/host_probe.h"
 #include "ops/image_table.h"
+#include "info/info_decode.h"
 
 #include <cerrno>
 #include <chrono>
@@ -55,7 +57,21 @@ Expected<bool> open_for_edit(const EditOpen& opts, const PluginRegistry& plugins
     io.allow_paths = opts.allow_paths;
     io.unsafe_quirks = opts.unsafe_quirks;
     io.backing_chain = opts.backing_chain;
-    return open_chain(io, plugins, *runner, chain);
+    if (opts.prefetched == nullptr)
+        return open_chain(io, plugins, *runner, chain);
+    // The first inspection (the top image, no files yet) was run by try_quick_edit.
+    bool used = false;
+    const PrefetchedInfo& pf = *opts.prefetched;
+    GuestInfoRunner with_first = [&](const std::vector<const LoadedPlugin*>& candidates, bool force,
+                                     const OpenedFile& image,
+                                     const std::vector<OpenedFile>& files) -> Expected<GuestInfoResult> {
+        const bool first = !used;
+        used = true;
+        if (first && files.empty() && candidates.size() == 1 && candidates.front() == pf.plugin && force == pf.force)
+            return pf.result;
+        return (*runner)(candidates, force, image, files);
+    };
+    return open_chain(io, plugins, with_first, chain);
 }
 
 Expected<EditReport> decode_edit_records(std::span<const vmm::Record> records) {
@@ -72,6 +88,7 @@ Expected<EditReport> decode_edit_records(std::span<const vmm::Record> records) {
         switch (head.kind) {
         case INSTAR_EDIT_STDOUT: append_guest_text(out.out, body, len); break;
         case INSTAR_EDIT_STDERR: append_guest_text(out.err, body, len); break;
+        case INSTAR_EDIT_STARTED: out.started = true; break;
         case INSTAR_EDIT_REASON:
             out.reason.clear();
             append_guest_text(out.reason, body, len);
@@ -125,7 +142,7 @@ Expected<EditReport> run_edit(const EditCall& call, const vmm::SandboxConfig& sa
     a.qemu_version = qemu_version;
     a.file_count = static_cast<std::uint32_t>(link.files.size());
     a.extra_count = static_cast<std::uint32_t>(call.extra.size());
-    a.flags = call.write ? INSTAR_EDIT_WRITE : 0u;
+    a.flags = (call.write ? INSTAR_EDIT_WRITE : 0u) | call.flags;
     a.args_len = static_cast<std::uint32_t>(call.args.size());
     const auto now = std::chrono::system_clock::now().time_since_epoch();
     a.unix_time = std::chrono::duration_cast<std::chrono::seconds>(now).count();
@@ -159,11 +176,105 @@ Expected<EditReport> run_edit(const EditCall& call, const vmm::SandboxConfig& sa
     auto run = vmm::run(config, devices, modules, INSTAR_OP_EDIT, arg);
     if (!run)
         return Error{run.error().message};
+    std::vector<std::uint8_t> info;
+    if ((call.flags & INSTAR_EDIT_INFO_FIRST) != 0) {
+        std::vector<vmm::Record> edit_records;
+        for (auto& rec : run->records) {
+            if (rec.type == INSTAR_REC_INFO)
+                info.insert(info.end(), rec.data.begin(), rec.data.end());
+            else
+                edit_records.push_back(std::move(rec));
+        }
+        run->records = std::move(edit_records);
+    }
     auto report = decode_edit_records(run->records);
     if (!report)
         return Error{report.error()};
     report->status = static_cast<guest::Status>(run->exit_status);
+    report->info = std::move(info);
     return report;
+}
+
+Expected<bool> try_quick_edit(const QuickEdit& quick, const PluginRegistry& plugins, const vmm::SandboxConfig& sandbox,
+                              std::uint32_t qemu_version, OpenedChain& chain, EditReport& report) {
+    const EditOpen& eo = quick.open;
+    // Anything unusual goes the ordinary way, which words every error as before.
+    if (vmm::check_sandbox(sandbox) || !default_policy(eo.filename, eo.allow_paths))
+        return false;
+    auto opened = open_user_file(eo.filename);
+    if (!opened)
+        return false;
+    struct Closer {
+        OpenedFile& f;
+        ~Closer() { close_file(f); }
+    } closer{*opened};
+    const LoadedPlugin* plugin = nullptr;
+    if (eo.format) {
+        plugin = plugins.find(*eo.format);
+    } else {
+        const auto probed = host_probe(plugins, *opened, eo.unsafe_quirks);
+        if (probed.size() == 1)
+            plugin = probed.front();
+    }
+    if (plugin == nullptr || (quick.accept && !quick.accept(*plugin)))
+        return false;
+    auto rw = reopen_writable(*opened, quick.filename);
+    if (!rw)
+        return false;
+    ChainLink link{*opened, {}, plugin, {}, eo.filename};
+    EditCall call;
+    call.link = &link;
+    call.filename = quick.filename;
+    call.command = quick.command;
+    call.args = quick.args;
+    call.image_fd = rw->get();
+    call.outputs = quick.outputs;
+    call.flags = INSTAR_EDIT_INFO_FIRST | (eo.format ? INSTAR_EDIT_INFO_FORCE : 0u);
+    auto ran = run_edit(call, sandbox, qemu_version);
+    if (!ran)
+        return Error{ran.error()};
+    if (!ran->started) {
+        // The inspection succeeded (or asked for the image's files): the ordinary path's first one.
+        const auto status = ran->status;
+        if (quick.prefetched != nullptr && (status == guest::Status::Ok || status == guest::Status::NeedFiles)) {
+            if (auto decoded = decode_info(ran->info, true)) {
+                PrefetchedInfo pf;
+                pf.plugin = plugin;
+                pf.force = eo.format.has_value();
+                pf.result.status = status;
+                pf.result.info = std::move(*decoded);
+                pf.result.detail = printable_reason(pf.result.info.reason);
+                *quick.prefetched = std::move(pf);
+            }
+        }
+        return false;
+    }
+    // The info the guest sent before it began: the image's node, built as open_for_edit builds it.
+    auto decoded = decode_info(ran->info, true);
+    if (!decoded)
+        return Error{decoded.error()};
+    GuestInfoResult first;
+    first.info = std::move(*decoded);
+    bool served = false;
+    GuestInfoRunner cached = [&](const std::vector<const LoadedPlugin*>& candidates, bool force, const OpenedFile&,
+                                 const std::vector<OpenedFile>& files) -> Expected<GuestInfoResult> {
+        if (served || candidates.size() != 1 || candidates.front() != plugin || force != eo.format.has_value() ||
+            !files.empty())
+            return Error{"the image changed while it was being edited"};
+        served = true;
+        return first;
+    };
+    InfoOptions io;
+    io.filename = eo.filename;
+    io.format = eo.format;
+    io.allow_paths = eo.allow_paths;
+    io.unsafe_quirks = eo.unsafe_quirks;
+    io.backing_chain = eo.backing_chain;
+    io.top = &*opened;
+    if (auto ok = open_chain(io, plugins, cached, chain); !ok)
+        return Error{ok.error()};
+    report = std::move(*ran);
+    return true;
 }
 
 } // namespace instar

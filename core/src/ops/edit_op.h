@@ -24,12 +24,21 @@
 
 namespace instar {
 
+// What the guest of a try_quick_edit that did not edit found when it inspected the image: the first
+// inspection open_for_edit would run, so it is not run twice.
+struct PrefetchedInfo {
+    const LoadedPlugin* plugin = nullptr;
+    bool force = false;
+    GuestInfoResult result;
+};
+
 struct EditOpen {
     std::string filename;
     std::optional<std::string> format; // -f
     std::vector<std::string> allow_paths;
     bool unsafe_quirks = false;
     bool backing_chain = false; // open the whole chain (path policy), not just the image
+    const PrefetchedInfo* prefetched = nullptr; // the top image's first inspection, already run
 };
 
 // Opens opts.filename as info does (the same detection, open errors and path policy).
@@ -48,6 +57,7 @@ struct EditCall {
     std::chrono::milliseconds timeout{0}; // 0: the sandbox's default
     vmm::OutputFiles* outputs = nullptr;  // where the guest's add_file goes (nullptr: refused)
     std::function<void(std::uint64_t, std::uint64_t)> progress;
+    std::uint32_t flags = 0; // further INSTAR_EDIT_* flags (try_quick_edit's INFO_FIRST)
 };
 
 struct EditReport {
@@ -56,9 +66,30 @@ struct EditReport {
     std::string err;    // stderr text; '\x01' at a line start stands for "PROGRAM: "
     std::string reason; // why the command was refused, when it was
     std::vector<std::pair<std::uint32_t, std::vector<std::uint8_t>>> data; // the command's own records
+    bool started = false;           // INSTAR_EDIT_INFO_FIRST: the guest began the edit
+    std::vector<std::uint8_t> info; // INSTAR_EDIT_INFO_FIRST: the info token stream it sent first
 };
 
 Expected<EditReport> run_edit(const EditCall& call, const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version);
+
+// One sandbox start instead of two for a command that opens the image (as info does) and then edits
+// it: the guest inspects the image and, when it stands alone (no backing, data or extent file, not
+// encrypted) and the format the host probe chose is the one `accept` takes, edits it in the same run
+// (INSTAR_EDIT_INFO_FIRST). True: the edit ran; `chain` holds the image as open_for_edit would have
+// opened it (from the info the guest sent first) and `report` the edit's outcome. False: nothing was
+// written; the caller takes its ordinary path (open_for_edit, its checks, run_edit), which gives
+// every message. Errors: the run failed after it may have begun writing.
+struct QuickEdit {
+    EditOpen open;
+    std::string filename; // the user's name, for messages
+    guest::EditCommand command{};
+    std::vector<std::uint8_t> args;
+    std::function<bool(const LoadedPlugin&)> accept;
+    vmm::OutputFiles* outputs = nullptr; // where the guest's add_file goes (nullptr: refused)
+    std::optional<PrefetchedInfo>* prefetched = nullptr; // set when the guest inspected but did not edit
+};
+Expected<bool> try_quick_edit(const QuickEdit& quick, const PluginRegistry& plugins, const vmm::SandboxConfig& sandbox,
+                              std::uint32_t qemu_version, OpenedChain& chain, EditReport& report);
 
 // The file info inspected, opened again for writing: the same device, inode and size, else an error
 // in qemu's "Could not open" words naming `filename` (the edit path, rebase).

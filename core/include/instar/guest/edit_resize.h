@@ -12,6 +12,13 @@ namespace instar::guest {
 inline constexpr uint32_t RESIZE_SHRINK = 1;          // --shrink given
 inline constexpr uint32_t RESIZE_PREALLOC_GIVEN = 2;  // --preallocation given (else `prealloc` is Off)
 inline constexpr uint32_t RESIZE_HAS_BACKING = 4;     // the image has a backing image; backing_size is its size
+// INSTAR_EDIT_INFO_FIRST runs: new_size is the user's SIZE, relative when RESIZE_GROW_BY or
+// RESIZE_SHRINK_BY is set, and old_size is 0; the runtime takes the current size from the info it
+// just gathered, applies resize_new_size and, when resize_check passes, hands the format the absolute
+// sizes with these bits cleared (the host's own checks print the messages when it does not).
+inline constexpr uint32_t RESIZE_FROM_INFO = 8;
+inline constexpr uint32_t RESIZE_GROW_BY = 16;    // +SIZE
+inline constexpr uint32_t RESIZE_SHRINK_BY = 32;  // -SIZE
 
 struct ResizeArgs {
     uint64_t new_size;  // bytes, as qemu-img computed it (before any format rounding)
@@ -23,5 +30,27 @@ struct ResizeArgs {
     uint64_t backing_size;
 };
 static_assert(sizeof(ResizeArgs) == 32, "resize args layout");
+
+// qemu-img resize's arithmetic: int64 current size, the uint64 SIZE added or subtracted, the total
+// taken as int64.
+inline int64_t resize_new_size(int64_t current, uint64_t value, bool grow_by, bool shrink_by) {
+    if (grow_by)
+        return static_cast<int64_t>(static_cast<uint64_t>(current) + value);
+    if (shrink_by)
+        return static_cast<int64_t>(static_cast<uint64_t>(current) - value);
+    return static_cast<int64_t>(value);
+}
+
+// qemu-img resize's checks before it opens the image for the change, in its order.
+enum class ResizeCheck : uint32_t { Ok, NotPositive, PreallocNotGrowing, NeedShrink };
+inline ResizeCheck resize_check(int64_t current, int64_t total, bool prealloc, bool shrink) {
+    if (total <= 0)
+        return ResizeCheck::NotPositive;
+    if (total <= current && prealloc)
+        return ResizeCheck::PreallocNotGrowing;
+    if (total < current && !shrink)
+        return ResizeCheck::NeedShrink;
+    return ResizeCheck::Ok;
+}
 
 } // namespace instar::guest

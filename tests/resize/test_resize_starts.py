@@ -1,0 +1,53 @@
+#!/usr/bin/env python3
+"""Sandbox starts per in-place command (docs/edit.md, try_quick_edit): a lone image is inspected
+and edited in one start; an overlay's first inspection is reused, not repeated; a refused size
+costs one start. Counted as KVM_CREATE_VM ioctls under strace (KVM sandbox only)."""
+import os, shutil, subprocess, sys, tempfile
+
+instar, qemu_img = os.path.abspath(sys.argv[1]), sys.argv[2]
+if shutil.which("strace") is None or not os.access("/dev/kvm", os.R_OK | os.W_OK) or \
+        os.environ.get("INSTAR_SANDBOX") == "process":
+    print("SKIPPED LOUDLY: needs strace and the KVM sandbox")
+    sys.exit(77)
+passed = failed = 0
+
+def starts(args, cwd, want_rc):
+    log = os.path.join(cwd, "strace.log")
+    p = subprocess.run(["strace", "-f", "-e", "trace=ioctl", "-o", log, instar] + args, cwd=cwd,
+                       capture_output=True, text=True)
+    with open(log) as f:
+        n = sum(1 for line in f if "KVM_CREATE_VM" in line)
+    return p.returncode, n
+
+def check(name, got, want):
+    global passed, failed
+    if got == want:
+        passed += 1
+    else:
+        failed += 1
+        print("FAIL %s: got %r, want %r" % (name, got, want))
+
+def vsize(path):
+    out = subprocess.run([qemu_img, "info", path], capture_output=True, text=True).stdout
+    return [l for l in out.splitlines() if l.startswith("virtual size")][0]
+
+with tempfile.TemporaryDirectory() as d:
+    run = lambda *a: subprocess.run(list(a), cwd=d, check=True, capture_output=True)
+    run(qemu_img, "create", "-q", "-f", "qcow2", "t.qcow2", "1T")
+    run(qemu_img, "create", "-q", "-f", "qcow2", "-b", "t.qcow2", "-F", "qcow2", "o.qcow2")
+    run("truncate", "-s", "4M", "r.img")
+    check("lone qcow2 grow", starts(["resize", "-q", "t.qcow2", "2T"], d, 0), (0, 1))
+    check("lone qcow2 size", vsize(os.path.join(d, "t.qcow2")), "virtual size: 2 TiB (2199023255552 bytes)")
+    check("relative grow", starts(["resize", "-q", "t.qcow2", "+1G"], d, 0), (0, 1))
+    check("refused shrink", starts(["resize", "-q", "t.qcow2", "1G"], d, 1), (1, 1))
+    check("raw -f", starts(["resize", "-q", "-f", "raw", "r.img", "+1M"], d, 0), (0, 1))
+    check("raw size", os.path.getsize(os.path.join(d, "r.img")), 5 << 20)
+    check("overlay", starts(["resize", "-q", "o.qcow2", "+1G"], d, 0), (0, 3))
+    check("snapshot -c lone", starts(["snapshot", "-c", "s1", "t.qcow2"], d, 0), (0, 1))
+    check("snapshot -a lone", starts(["snapshot", "-a", "s1", "t.qcow2"], d, 0), (0, 1))
+    check("snapshot -c overlay", starts(["snapshot", "-c", "s1", "o.qcow2"], d, 0), (0, 3))
+    chk = subprocess.run([qemu_img, "check", os.path.join(d, "t.qcow2")], capture_output=True)
+    check("qemu-img check", chk.returncode, 0)
+
+print("%d passed, %d failed" % (passed, failed))
+sys.exit(1 if failed else 0)
