@@ -11,5 +11,6 @@ apt-get install -y -qq --no-install-recommends \
   libboost1.81-dev libboost-json1.81-dev libboost-program-options1.81-dev \
   libboost-filesystem1.81-dev zlib1g-dev libzstd-dev libseccomp-dev doctest-dev \
   hyperfine time \
+  clang-14 libclang-rt-14-dev llvm-14 \
   debhelper lintian bash-completion >/dev/null
 bash "$here/install-oracles.sh"

@@ -15,6 +15,8 @@ namespace instar::hosted {
 Status MemoryOutput::read(std::uint64_t offset, void* buf, std::size_t len) {
     if (offset > length_ || len > length_ - offset)
         return Status::IoError;
+    if (len == 0) // buf may be null then (memset's and memcpy's arguments must not be)
+        return Status::Ok;
     auto* out = static_cast<std::uint8_t*>(buf);
     std::memset(out, 0, len);
     if (offset < data_.size()) {
@@ -31,7 +33,8 @@ Status MemoryOutput::write(std::uint64_t offset, const void* buf, std::size_t le
         return Status::TooLarge; // a test asked for more real bytes than it budgeted
     if (offset + len > data_.size())
         data_.resize(offset + len);
-    std::memcpy(data_.data() + offset, buf, len);
+    if (len > 0) // a zero-length write may pass a null buffer (memcpy's arguments must not be null)
+        std::memcpy(data_.data() + offset, buf, len);
     length_ = std::max<std::uint64_t>(length_, offset + len);
     written_ += len;
     return Status::Ok;

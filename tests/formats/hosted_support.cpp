@@ -66,6 +66,11 @@ Status FileDevice::allocation(std::uint64_t offset, bool* data, std::uint64_t* l
     return Status::Ok;
 }
 
+BudgetAllocator::~BudgetAllocator() {
+    for (void* p : live_)
+        std::free(p);
+}
+
 void* BudgetAllocator::allocate(std::size_t size, std::size_t align) {
     if (size > left_ || align > alignof(std::max_align_t) * 64)
         return nullptr;
@@ -73,6 +78,7 @@ void* BudgetAllocator::allocate(std::size_t size, std::size_t align) {
                                  (size + align - 1) / align * align);
     if (!p)
         return nullptr;
+    live_.insert(p);
     left_ -= size;
     used_ += size;
     peak_ = used_ > peak_ ? used_ : peak_;
@@ -82,6 +88,7 @@ void* BudgetAllocator::allocate(std::size_t size, std::size_t align) {
 void BudgetAllocator::deallocate(void* p, std::size_t size) {
     if (!p)
         return;
+    live_.erase(p);
     std::free(p);
     left_ += size;
     used_ -= size;

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 namespace instar::hosted {
@@ -51,15 +52,21 @@ private:
     std::uint64_t size_ = 0;
 };
 
-// malloc with a byte budget, like the guest arena (returns nullptr once the budget is spent).
+// malloc with a byte budget, like the guest arena (returns nullptr once the budget is spent). What
+// is still allocated when it goes is freed then, as the guest's arena goes with its operation (some
+// format code allocates per operation and never frees; LeakSanitizer would call that a leak).
 class BudgetAllocator final : public Allocator {
 public:
     explicit BudgetAllocator(std::size_t budget) : left_(budget) {}
+    ~BudgetAllocator();
+    BudgetAllocator(const BudgetAllocator&) = delete;
+    BudgetAllocator& operator=(const BudgetAllocator&) = delete;
     void* allocate(std::size_t size, std::size_t align) override;
     void deallocate(void* p, std::size_t size) override;
     std::size_t peak() const { return peak_; }
 
 private:
+    std::unordered_set<void*> live_;
     std::size_t left_;
     std::size_t used_ = 0;
     std::size_t peak_ = 0;

@@ -1,12 +1,15 @@
 // A libFuzzer-compatible driver for builds without libFuzzer (gcc): runs LLVMFuzzerTestOneInput on
 // each file given, then on deterministic mutations of them (byte flips, truncations, 0x00/0xFF/
 // boundary integers written over fields) until the time budget is spent. Usage:
-//   FUZZER [-seconds=N] [-seed=N] CORPUS_FILE...
-// With clang, build the same target with -fsanitize=fuzzer instead (meson -Dfuzz_engine=libfuzzer).
+//   FUZZER [-seconds=N] [-seed=N] SEED_FILE|SEED_DIR...
+// (a directory: every file in it, e.g. a corpus libFuzzer grew). With clang, the same targets build
+// coverage-guided instead: meson -Dfuzz_engine=libfuzzer (libfuzzer_main.cpp, docs/fuzzing.md).
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <random>
@@ -63,7 +66,14 @@ int main(int argc, char** argv) {
             seconds = std::atof(argv[i] + 9);
         else if (std::strncmp(argv[i], "-seed=", 6) == 0)
             seed = std::strtoull(argv[i] + 6, nullptr, 10);
-        else
+        else if (std::filesystem::is_directory(argv[i])) {
+            std::vector<std::filesystem::path> files; // sorted: the same seed gives the same run
+            for (const auto& e : std::filesystem::directory_iterator(argv[i]))
+                files.push_back(e.path());
+            std::sort(files.begin(), files.end());
+            for (const auto& f : files)
+                corpus.push_back(read_file(f.c_str()));
+        } else
             corpus.push_back(read_file(argv[i]));
     }
     if (corpus.empty())

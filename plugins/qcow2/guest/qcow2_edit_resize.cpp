@@ -377,8 +377,10 @@ struct Resizer {
             return say(host, "Failed to find the last cluster: Input/output error", Status::Corrupt);
         if ((last + 1) * cs < file_end || q.file_length() > (last + 1) * cs) {
             if (host.set_length(*req.image, (last + 1) * cs, guest::Prealloc::Off) != Status::Ok) {
-                const char* w = "\x01warning: Failed to truncate the tail of the image: \n";
-                host.err(w, __builtin_strlen(w));
+                // An array, not __builtin_strlen: clang's -ffreestanding leaves that a call to strlen,
+                // which no guest module links.
+                static constexpr char w[] = "\x01warning: Failed to truncate the tail of the image: \n";
+                host.err(w, sizeof w - 1);
             }
         }
         return Status::Ok;

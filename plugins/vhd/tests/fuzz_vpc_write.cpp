@@ -119,7 +119,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         case 0:
         case 1:
             st = w->write(off, buf.data(), buf.size());
-            if (in_range && st == Status::Ok)
+            if (in_range && st == Status::Ok && len > 0) // len 0: buf.data() may be null
                 std::memcpy(shadow.data() + off, buf.data(), len);
             break;
         case 2:
