@@ -4,7 +4,6 @@
 
 #include <fcntl.h>
 #include <linux/kvm.h>
-#include <malloc.h>
 #include <seccomp.h>
 #include <sys/mman.h>
 
@@ -24,15 +23,6 @@ namespace instar::vmm {
 
 namespace {
 
-// glibc's malloc gives each new thread its own arena, a heap it maps itself; when free() shrinks
-// such a heap, glibc first reads /proc/sys/vm/overcommit_memory (once per process, on the first
-// shrink: check_may_shrink_heap). On a confined vCPU thread that openat is fatal: a guest whose
-// run made the thread allocate and free enough (a hostile image's long check) killed instar with
-// SIGSYS. One arena for the whole process (the main one: brk and mmap, both allowed) means no
-// thread heap is ever shrunk. Set before main(), so no thread arena exists yet; the threads that
-// allocate during a run (vCPU, writer, compression workers) do little enough that sharing the
-// arena's lock costs nothing measurable.
-[[gnu::constructor]] void one_malloc_arena() { ::mallopt(M_ARENA_MAX, 1); }
 
 // Calls allowed whatever their arguments. Nothing here opens, creates, executes, maps executable
 // memory, signals another task, or talks to the network.
