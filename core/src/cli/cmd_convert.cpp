@@ -2,6 +2,8 @@
 // copy itself is ops/convert_op (one sandbox run: sources read and target written by format code).
 #include "cli/commands.h"
 #include "cli/help.h"
+#include "cli/image_name.h"
+#include "cli/secrets.h"
 #include "ops/convert_op.h"
 #include "ops/guest_info_runner.h"
 #include "ops/info_op.h"
@@ -246,8 +248,30 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
     auto unsupported = [&](const std::string& what) {
         return report_error(ctx, what + " is not supported by instar yet");
     };
-    if (has("image-opts") || has("source-image-opts"))
-        return unsupported("--image-opts");
+    // --object secret: the secrets encrypted sources name (cli/secrets.h); qemu makes the objects
+    // while parsing the command line, so their errors come first.
+    SecretStore secrets;
+    if (has("object")) {
+        auto store = parse_objects(vm["object"].as<std::vector<std::string>>());
+        if (!store)
+            return report_error(ctx, store.error());
+        secrets = std::move(*store);
+    }
+    // Sources named by --image-opts or json: (for a secret, qemu needs one of them): the file, its
+    // driver and its key-secret / encrypt.key-secret.
+    const bool source_image_opts = has("image-opts") || has("source-image-opts");
+    std::vector<ImageName> source_names;
+    for (std::size_t i = 0; i + 1 < pos.size(); ++i) {
+        auto name = source_image_opts ? parse_image_opts(pos[i]) : parse_image_name(pos[i], true);
+        if (!name)
+            return report_error(ctx, "Could not open '" + pos[i] + "': " + name.error());
+        if (!source_image_opts && !name->from_options && name->strong.empty()) {
+            source_names.push_back(std::move(*name));
+            source_names.back().path = pos[i]; // plain names keep today's handling
+            continue;
+        }
+        source_names.push_back(std::move(*name));
+    }
     if (target_image_opts)
         return unsupported("--target-image-opts");
 
@@ -277,6 +301,20 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
     spec.sources.assign(pos.begin(), pos.end() - 1);
     if (has("source-format"))
         spec.source_format = str("source-format");
+    for (std::size_t i = 0; i < source_names.size(); ++i) {
+        const ImageName& n = source_names[i];
+        spec.sources[i] = n.path;
+        if (n.format && !spec.source_format)
+            spec.source_format = n.format;
+        std::optional<std::string> id;
+        for (const char* key : {"key-secret", "encrypt.key-secret"})
+            if (const auto* v = n.strong.if_contains(key); v && v->is_string())
+                id = std::string(v->as_string());
+        auto secret = secret_for(secrets, id);
+        if (!secret)
+            return fail("Could not open '" + n.given + "': " + secret.error());
+        spec.source_secrets.push_back(std::move(*secret));
+    }
     if (has("source-snapshot")) {
         std::string l = str("source-snapshot");
         if (l.rfind("snapshot.", 0) == 0) {
@@ -411,8 +449,12 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
     spec.target.backing_file = backing;
     spec.target.backing_fmt = backing_fmt;
     auto done = run_convert();
-    if (!done)
-        return fail(done.error());
+    if (!done) {
+        std::string msg = done.error();
+        for (const auto& n : source_names)
+            msg = quote_given(n, msg);
+        return fail(msg);
+    }
     progress.print(100, 0);
     progress.end();
     return 0;

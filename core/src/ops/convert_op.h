@@ -19,6 +19,9 @@ namespace instar {
 struct ConvertSpec {
     std::vector<std::string> sources;          // SRC arguments, concatenated in order
     std::optional<std::string> source_format;  // -f
+    // Each source's secret (--object secret named by its key-secret / encrypt.key-secret), by
+    // source index; shorter than `sources` (or nullopt) where a source has none.
+    std::vector<std::optional<std::string>> source_secrets;
     std::optional<std::string> snapshot;       // -l (id or name)
     // The target as create would make it: filename, plugin, options, backing file/format (-B/-F or
     // -o backing_file/backing_fmt); size is filled in from the sources.
