@@ -86,6 +86,21 @@ def main():
                 elif open(mine, 'rb').read() != open(ref, 'rb').read():
                     probs.append('data differs from qemu-img convert')
                 results.append((f'convert {label} {name}', probs))
+            # compare: the decrypted disk against qemu-img's decryption, and against a changed copy.
+            changed = os.path.join(d, f'{name}.changed')
+            data = bytearray(open(ref, 'rb').read())
+            data[1000003] ^= 1
+            open(changed, 'wb').write(bytes(data))
+            js = 'json:' + json.dumps({'driver': 'luks', 'key-secret': 'sec0', 'file': {'filename': img}})
+            for other in (ref, changed):
+                for ver, (qemu_img, _) in QEMUS.items():
+                    args = ['compare', '--object', secret, js, '-F', 'raw', other]
+                    q = subprocess.run([qemu_img] + args, capture_output=True, text=True)
+                    o = subprocess.run([instar] + args, capture_output=True, text=True,
+                                       env=dict(os.environ, INSTAR_QEMU_VERSION=ver))
+                    same = (q.returncode, q.stdout, q.stderr) == (o.returncode, o.stdout, o.stderr)
+                    results.append((f'compare {name} {os.path.basename(other)} [qemu {ver}]', [] if same else [
+                        f'qemu {q.returncode} {q.stdout!r} {q.stderr!r} ours {o.returncode} {o.stdout!r} {o.stderr!r}']))
 
         # Refusals: same message and exit status as both binaries.
         img = os.path.join(d, 'default.luks')
