@@ -80,6 +80,12 @@ def main():
                 mine = os.path.join(d, f'{name}.{label}.raw')
                 o = subprocess.run([instar, 'convert', '--object', secret] + args + ['-O', 'raw', mine],
                                    capture_output=True, text=True)
+                if o.returncode == 0 and label == 'json':
+                    # The same through the process sandbox (its own runtime build).
+                    o = subprocess.run([instar, '--sandbox', 'process', 'convert', '--object', secret] + args +
+                                       ['-O', 'raw', mine + '.p'], capture_output=True, text=True)
+                    if o.returncode == 0 and open(mine + '.p', 'rb').read() != open(ref, 'rb').read():
+                        o.returncode, o.stderr = 99, 'process sandbox: data differs'
                 probs = []
                 if o.returncode != 0:
                     probs.append(f'exit {o.returncode}: {o.stderr.strip()}')
