@@ -29,10 +29,18 @@ Status read_plan_device(uint32_t plan_device, size_t min_size, uint8_t** bytes, 
 // Every entry's module, device, files and backing index inside what the host gave.
 Status check_image_table(const instar_convert_image* images, uint32_t count);
 
+// The secrets device (instar_secret_table; `device_plus_one` 0: none) checked against the image
+// table: secrets[i] / lengths[i] for image i, nullptr where the image has none.
+struct Secrets {
+    const uint8_t** bytes = nullptr;
+    size_t* lengths = nullptr;
+};
+Status read_secrets(uint32_t device_plus_one, uint32_t image_count, Secrets* out);
+
 // One reader per entry, in table order; `snapshot` (or nullptr) is read instead of image 0's
 // current state. On failure *opened is the index that failed (its reason already sent).
 Status open_images(const instar_convert_image* images, uint32_t count, const char* snapshot, uint32_t qemu_version,
-                   ReasonSink& reasons, ImageReader** readers, uint32_t* opened);
+                   ReasonSink& reasons, ImageReader** readers, uint32_t* opened, const Secrets* secrets = nullptr);
 
 // Closes readers[0..opened).
 void close_images(ImageReader** readers, uint32_t opened);

@@ -60,8 +60,10 @@ Status compare_op(const uint8_t* arg, uint32_t arg_len) {
         static_cast<BlockDevice**>(arena().allocate(h.image_count * sizeof(BlockDevice*), alignof(BlockDevice*)));
     if (readers == nullptr || chains == nullptr || layer_flags == nullptr || layer_files == nullptr)
         return Status::NoMemory;
+    Secrets secrets;
+    if (const Status sst = read_secrets(a.secrets_device, h.image_count, &secrets); sst != Status::Ok) return sst;
     uint32_t opened = 0;
-    Status st = open_images(plan.images, h.image_count, nullptr, h.qemu_version, reasons, readers, &opened);
+    Status st = open_images(plan.images, h.image_count, nullptr, h.qemu_version, reasons, readers, &opened, &secrets);
     if (st != Status::Ok) {
         instar_compare_record rec{};
         rec.outcome = INSTAR_COMPARE_OPEN_FAILED;

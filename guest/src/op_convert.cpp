@@ -137,8 +137,10 @@ Status convert_op(const uint8_t* arg, uint32_t arg_len) {
     auto* readers =
         static_cast<ImageReader**>(arena().allocate(h.image_count * sizeof(ImageReader*), alignof(ImageReader*)));
     if (readers == nullptr) return Status::NoMemory;
+    Secrets secrets;
+    if (const Status sst = read_secrets(a.secrets_device, h.image_count, &secrets); sst != Status::Ok) return sst;
     uint32_t opened = 0;
-    Status st = open_images(plan.images, h.image_count, plan.snapshot, h.qemu_version, reasons, readers, &opened);
+    Status st = open_images(plan.images, h.image_count, plan.snapshot, h.qemu_version, reasons, readers, &opened, &secrets);
     if (st != Status::Ok) report_failure(INSTAR_CONVERT_PHASE_OPEN, opened);
 
     // Each source's chain (and the -B image's), top first.

@@ -284,9 +284,28 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_create_arg) == 72, "create arg layout");
 
 struct instar_convert_arg {
     uint32_t plan_device;
-    uint32_t reserved;
+    uint32_t secrets_device; /* 1 + the device holding the images' secrets (INSTAR_SECRETS_MAGIC); 0: none */
 };
 INSTAR_ABI_ASSERT(sizeof(struct instar_convert_arg) == 8, "convert arg layout");
+
+/* The secrets of encrypted images (--object secret: a LUKS passphrase, a qcow2 AES key), for the
+ * data operations that read them (convert, compare: `secrets_device` of their argument; formerly a
+ * reserved zero). A sealed read-only device: struct instar_secret_table, then `count` struct
+ * instar_secret_entry (ascending image index, each image at most once), then the entries' bytes in
+ * order. `image` is an index into the plan's image table; the guest hands the bytes to that image's
+ * format in OpenRequest::secret. The bytes never appear in records or logs. */
+#define INSTAR_SECRETS_MAGIC 0x52434553u   /* "SECR" */
+#define INSTAR_MAX_SECRET_BYTES 65536u     /* one secret: far above any passphrase or key */
+struct instar_secret_table {
+    uint32_t magic;
+    uint32_t count;
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_secret_table) == 8, "secret table layout");
+struct instar_secret_entry {
+    uint32_t image;
+    uint32_t length;
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_secret_entry) == 8, "secret entry layout");
 
 struct instar_convert_plan {
     uint32_t magic;         /* INSTAR_CONVERT_PLAN_MAGIC */
@@ -464,7 +483,7 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_rebase_record) == 16, "rebase record layo
 
 struct instar_compare_arg {
     uint32_t plan_device;
-    uint32_t reserved;
+    uint32_t secrets_device; /* as instar_convert_arg's */
 };
 INSTAR_ABI_ASSERT(sizeof(struct instar_compare_arg) == 8, "compare arg layout");
 

@@ -3,6 +3,7 @@
 #include "cli/commands.h"
 #include "cli/help.h"
 #include "cli/image_name.h"
+#include "cli/secrets.h"
 #include "ops/compare_op.h"
 #include "output/progress.h"
 
@@ -102,6 +103,16 @@ int cmd_compare(Context& ctx, std::span<const std::string> args) {
         report_error(ctx, "--image-opts and --format are mutually exclusive");
         return finish(2);
     }
+    // --object secret (cli/secrets.h): qemu makes the objects while parsing its options (exit 1).
+    SecretStore secrets;
+    if (has("object")) {
+        auto store = parse_objects(vm["object"].as<std::vector<std::string>>());
+        if (!store) {
+            report_error(ctx, store.error());
+            return finish(1);
+        }
+        secrets = std::move(*store);
+    }
     // file:, json:{...} and --image-opts name local files only (cli/image_name.h, docs/info.md).
     const std::string given1 = parsed->positional[0], given2 = parsed->positional[1];
     auto name1 = image_opts ? parse_image_opts(given1) : parse_image_name(given1, true);
@@ -132,6 +143,19 @@ int cmd_compare(Context& ctx, std::span<const std::string> args) {
     CompareSpec spec;
     spec.file1 = name1->path;
     spec.file2 = name2->path;
+    // Each image's key-secret / encrypt.key-secret, looked up (docs/usage.md, "Secrets").
+    for (const auto* n : {&*name1, &*name2}) {
+        std::optional<std::string> id;
+        for (const char* key : {"key-secret", "encrypt.key-secret"})
+            if (const auto* v = n->strong.if_contains(key); v && v->is_string())
+                id = std::string(v->as_string());
+        auto secret = secret_for(secrets, id);
+        if (!secret) {
+            report_error(ctx, "Could not open '" + n->given + "': " + secret.error());
+            return finish(2);
+        }
+        spec.secrets.push_back(std::move(*secret));
+    }
     if (has("a-format"))
         spec.format1 = vm["a-format"].as<std::string>();
     else if (name1->format)

@@ -3,6 +3,7 @@
 #include "cli/commands.h"
 #include "cli/help.h"
 #include "cli/image_name.h"
+#include "cli/secrets.h"
 #include "ops/convert_op.h"
 #include "ops/guest_info_runner.h"
 #include "ops/info_op.h"
@@ -243,6 +244,15 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
     if (has("source-cache") && !valid_cache_mode(str("source-cache")))
         return report_error(ctx, "Invalid source cache option: " + str("source-cache"));
 
+    // --object secret: the secrets encrypted sources name (cli/secrets.h); qemu makes the objects
+    // while parsing the command line, so their errors come first.
+    SecretStore secrets;
+    if (has("object")) {
+        auto store = parse_objects(vm["object"].as<std::vector<std::string>>());
+        if (!store)
+            return report_error(ctx, store.error());
+        secrets = std::move(*store);
+    }
     const bool source_image_opts = has("image-opts") || has("source-image-opts");
     Progress::Mode mode = Progress::Mode::Off;
     if (has("progress")) {
@@ -291,8 +301,17 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
         if (name->no_backing)
             return fail("Could not open '" + given +
                         "': instar cannot convert a source opened without its backing file (\"backing\": null) yet");
+        // The source's secret: --object secret named by its key-secret / encrypt.key-secret.
+        std::optional<std::string> id;
+        for (const char* key : {"key-secret", "encrypt.key-secret"})
+            if (const auto* v = name->strong.if_contains(key); v && v->is_string())
+                id = std::string(v->as_string());
+        auto secret = secret_for(secrets, id);
+        if (!secret)
+            return fail("Could not open '" + given + "': " + secret.error());
         spec.sources.push_back(name->path);
         spec.source_formats.push_back(format);
+        spec.source_secrets.push_back(std::move(*secret));
         source_names.push_back(std::move(*name));
     }
     // instar's messages quote the opened path; qemu quotes the name as the user gave it.
@@ -498,8 +517,12 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
     spec.target.backing_file = backing;
     spec.target.backing_fmt = backing_fmt;
     auto done = run_convert();
-    if (!done)
-        return fail(done.error());
+    if (!done) {
+        std::string msg = done.error();
+        for (const auto& n : source_names)
+            msg = quote_given(n, msg);
+        return fail(msg);
+    }
     progress.print(100, 0);
     progress.end();
     return 0;

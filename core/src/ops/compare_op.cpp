@@ -65,6 +65,8 @@ Expected<CompareReport> compare_images(const CompareSpec& spec, const PluginRegi
         io.allow_paths = spec.allow_paths;
         if (auto opened = open_chain(io, plugins, *runner, chains[i]); !opened)
             return Error{opened.error()};
+        if (i < spec.secrets.size() && !chains[i].links.empty())
+            chains[i].links.front().secret = spec.secrets[i];
         for (const auto& link : chains[i].links)
             if (!((*link.plugin)->capabilities & CAP_CONVERT))
                 return Error{"Could not open '" + link.name + "': instar cannot read the data of " +
@@ -94,6 +96,10 @@ Expected<CompareReport> compare_images(const CompareSpec& spec, const PluginRegi
     if (!plan_device)
         return Error{plan_device.error()};
     table.devices[0] = *plan_device;
+    PlanFile secrets_file;
+    auto secrets_device = table.attach_secrets(secrets_file);
+    if (!secrets_device)
+        return Error{secrets_device.error()};
 
     CompareReport report;
     report.size1 = whole_sectors(chains[0].links.front().node.virtual_size);
@@ -106,7 +112,7 @@ Expected<CompareReport> compare_images(const CompareSpec& spec, const PluginRegi
         sandbox.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(budget);
     if (spec.progress)
         sandbox.progress = spec.progress;
-    const instar_compare_arg arg{0, 0};
+    const instar_compare_arg arg{0, *secrets_device};
     // SAFETY: instar_compare_arg is a trivially-copyable ABI struct with no padding (static_assert).
     const auto* a = reinterpret_cast<const std::uint8_t*>(&arg);
     auto run = vmm::run(sandbox, table.devices, table.modules, INSTAR_OP_COMPARE, {a, sizeof arg});

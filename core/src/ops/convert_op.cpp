@@ -283,6 +283,8 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
         auto opened = open_chain(io, plugins, *runner, chains[i]);
         if (!opened)
             return Error{opened.error()};
+        if (i < spec.source_secrets.size() && !chains[i].links.empty())
+            chains[i].links.front().secret = spec.source_secrets[i];
         for (const auto& link : chains[i].links)
             if (!((*link.plugin)->capabilities & CAP_CONVERT))
                 return Error{"Could not open '" + link.name + "': instar cannot read the data of " +
@@ -578,6 +580,10 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
     if (!plan_device)
         return Error{plan_device.error()};
     table.devices[0] = *plan_device;
+    PlanFile secrets_file;
+    auto secrets_device = table.attach_secrets(secrets_file);
+    if (!secrets_device)
+        return Error{secrets_device.error()};
     if (auto ok = table.check_limits("convert"); !ok)
         return Error{ok.error()};
 
@@ -611,7 +617,7 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
             if (p)
                 p->work(done * 512, all * 512);
         };
-    const instar_convert_arg arg{0, 0};
+    const instar_convert_arg arg{0, *secrets_device};
     // SAFETY: instar_convert_arg is a trivially-copyable ABI struct with no padding (static_assert).
     const auto* a = reinterpret_cast<const std::uint8_t*>(&arg);
     auto run = vmm::run(sandbox, table.devices, table.modules, INSTAR_OP_CONVERT, {a, sizeof arg});

@@ -22,6 +22,9 @@ struct ConvertSpec {
     // Per source (same length as `sources`, or empty): a format named by the source's own name
     // (json:{"driver":...} or --image-opts driver=...), used instead of source_format.
     std::vector<std::optional<std::string>> source_formats;
+    // Each source's secret (--object secret named by its key-secret / encrypt.key-secret), by
+    // source index; shorter than `sources` (or nullopt) where a source has none.
+    std::vector<std::optional<std::string>> source_secrets;
     std::optional<std::string> snapshot;       // -l (id or name)
     // The target as create would make it: filename, plugin, options, backing file/format (-B/-F or
     // -o backing_file/backing_fmt); size is filled in from the sources.

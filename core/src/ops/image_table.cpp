@@ -92,6 +92,35 @@ Expected<bool> ImageTable::check_limits(const std::string& what) const {
     return true;
 }
 
+Expected<std::uint32_t> ImageTable::attach_secrets(PlanFile& file) {
+    std::vector<instar_secret_entry> entries;
+    std::vector<std::uint8_t> data;
+    for (std::size_t i = 0; i < links.size(); ++i) {
+        if (links[i] == nullptr || !links[i]->secret)
+            continue;
+        const std::string& s = *links[i]->secret;
+        if (s.size() > INSTAR_MAX_SECRET_BYTES)
+            return Error{"a secret is larger than instar accepts (" + std::to_string(INSTAR_MAX_SECRET_BYTES) +
+                         " bytes)"};
+        entries.push_back({static_cast<std::uint32_t>(i), static_cast<std::uint32_t>(s.size())});
+        data.insert(data.end(), s.begin(), s.end());
+    }
+    if (entries.empty())
+        return 0u;
+    const instar_secret_table head{INSTAR_SECRETS_MAGIC, static_cast<std::uint32_t>(entries.size())};
+    std::vector<std::uint8_t> bytes;
+    append_bytes(bytes, &head, 1);
+    append_bytes(bytes, entries.data(), entries.size());
+    bytes.insert(bytes.end(), data.begin(), data.end());
+    auto dev = file.write(bytes);
+    std::fill(bytes.begin(), bytes.end(), std::uint8_t{0});
+    std::fill(data.begin(), data.end(), std::uint8_t{0});
+    if (!dev)
+        return Error{dev.error()};
+    devices.push_back(*dev);
+    return static_cast<std::uint32_t>(devices.size());
+}
+
 PlanFile::~PlanFile() {
     if (fd_ >= 0)
         ::close(fd_);

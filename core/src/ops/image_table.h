@@ -30,6 +30,9 @@ public:
     Expected<std::uint32_t> add_chain(const OpenedChain& chain);
     // A guest module's index (each module once).
     Expected<std::uint32_t> module(const LoadedPlugin& plugin);
+    // The links' secrets as a sealed device (instar_secret_table), appended to `devices`: the
+    // operation argument's secrets_device (its index + 1), or 0 when no image has a secret.
+    Expected<std::uint32_t> attach_secrets(class PlanFile& file);
     // The table's own bound (INSTAR_CONVERT_MAX_IMAGES) and the sandbox's (devices, modules).
     Expected<bool> check_limits(const std::string& what) const;
 

@@ -59,6 +59,9 @@ struct ChainLink {
     const LoadedPlugin* plugin = nullptr; // the format that reported
     NodeInfo node;                        // format, virtual size, backing name, ...
     std::string name;                     // as qemu names it in messages
+    // The image's secret (--object secret named by key-secret / encrypt.key-secret): sent to the
+    // guest in a sealed device (ImageTable::attach_secrets), never printed.
+    std::optional<std::string> secret;
 };
 // Owns the files of every link.
 struct OpenedChain {

@@ -23,7 +23,8 @@ public:
     Qcow2Reader(const Qcow2ReadSetup& s, Allocator& alloc, const guest::Codecs* codecs, guest::ReasonSink* reasons)
         : alloc_(alloc), data_(*s.data), data_device_(s.data_device), size_(s.virtual_size),
           map_(*s.image, *s.data, alloc, s.geometry, reasons),
-          compressed_(*s.image, alloc, codecs, s.compression_type, s.geometry.cluster_bits, reasons) {}
+          compressed_(*s.image, alloc, codecs, s.compression_type, s.geometry.cluster_bits, reasons),
+          cipher_(s.cipher), crypt_physical_(s.crypt_physical_offset) {}
 
     Status init() { return map_.init(); }
 
@@ -37,7 +38,13 @@ public:
 
     Status read(uint64_t offset, void* buf, size_t len) override { return read_range(offset, buf, len); }
 
-    void close() override { guest::arena_delete(alloc_, this); }
+    void close() override {
+        if (cipher_ != nullptr) {
+            __builtin_memset(static_cast<void*>(cipher_), 0, sizeof *cipher_);
+            guest::arena_delete(alloc_, cipher_);
+        }
+        guest::arena_delete(alloc_, this);
+    }
 
 private:
     Status status_at(uint64_t offset, uint64_t length, Extent* out) {
@@ -71,7 +78,10 @@ private:
             if (const Status st = map_.lookup(offset, len, &m); st != Status::Ok)
                 return st;
             const size_t n = static_cast<size_t>(m.length); // <= len
-            if (m.kind == ClusterKind::Normal) {
+            if (m.kind == ClusterKind::Normal && cipher_ != nullptr) {
+                if (const Status st = read_encrypted(m.host, offset, dst, n); st != Status::Ok)
+                    return st;
+            } else if (m.kind == ClusterKind::Normal) {
                 // Checked against the file by the lookup; a last, partly written cluster reads zeros past its end.
                 if (const Status st = read_zero_padded(data_, m.host, dst, n); st != Status::Ok)
                     return st;
@@ -86,6 +96,29 @@ private:
             dst += n;
             offset += n;
             len -= n;
+        }
+        return Status::Ok;
+    }
+
+    // An encrypted data run: whole 512-byte sectors (qemu encrypts per sector) read into a bounce
+    // buffer, decrypted with the sector number of the host offset (LUKS) or guest offset (AES).
+    Status read_encrypted(uint64_t host, uint64_t guest_offset, uint8_t* dst, size_t n) {
+        constexpr size_t SECTOR = 512;
+        constexpr size_t CHUNK = 64 * 1024; // bounce buffer on the stack's budget
+        alignas(16) uint8_t bounce[CHUNK + SECTOR];
+        while (n > 0) {
+            const size_t skip = static_cast<size_t>(host % SECTOR);
+            size_t take = n < CHUNK ? n : CHUNK;
+            const size_t span = (skip + take + SECTOR - 1) / SECTOR * SECTOR;
+            if (const Status st = read_zero_padded(data_, host - skip, bounce, span); st != Status::Ok)
+                return st;
+            const uint64_t first = (crypt_physical_ ? host - skip : guest_offset - skip) / SECTOR;
+            cipher_->decrypt(first, bounce, span);
+            __builtin_memcpy(dst, bounce + skip, take);
+            dst += take;
+            host += take;
+            guest_offset += take;
+            n -= take;
         }
         return Status::Ok;
     }
@@ -117,6 +150,12 @@ private:
             e.allocation = Allocation::Unallocated;
             break;
         }
+        // qcow2_co_block_status: no offset for encrypted images (the bytes there are ciphertext).
+        if (cipher_ != nullptr && (e.flags & guest::EXTENT_OFFSET_VALID)) {
+            e.flags &= ~guest::EXTENT_OFFSET_VALID;
+            if (m.kind == ClusterKind::Normal)
+                e.flags |= guest::EXTENT_ENCRYPTED;
+        }
         if (e.flags & guest::EXTENT_OFFSET_VALID) {
             e.device = data_device_;
             e.offset = m.host;
@@ -130,6 +169,8 @@ private:
     uint64_t size_;
     Qcow2Map map_;
     CompressedCache compressed_;
+    luks::SectorCipher* cipher_; // encrypted images only (arena memory, freed by close)
+    bool crypt_physical_;
 };
 
 } // namespace

@@ -3,6 +3,8 @@
 
 #include "qcow2_read_map.h"
 
+#include "luks_crypto.h"
+
 #include <instar/guest/read_api.h>
 
 namespace instar::qcow2 {
@@ -14,6 +16,11 @@ struct Qcow2ReadSetup {
     uint64_t virtual_size = 0;
     Qcow2Geometry geometry;      // with the active L1 table, or the snapshot's
     uint8_t compression_type = 0;
+    // Encrypted images (with the secret): the unlocked sector cipher (arena memory), and whether
+    // sectors are numbered by host offset (LUKS) or by guest offset (legacy AES), as qemu's
+    // crypt_physical_offset.
+    luks::SectorCipher* cipher = nullptr;
+    bool crypt_physical_offset = false;
 };
 
 // Parses and checks the header, extensions and (with req.snapshot) the snapshot table, as qemu's

@@ -8,6 +8,10 @@
 #include "qcow2_reader.h"
 #include "qcow2_snapshot.h"
 
+#include "luks_format.h"
+
+#include <instar/guest/arena_new.h>
+
 namespace instar::qcow2 {
 namespace {
 
@@ -214,6 +218,7 @@ Status qcow2_read_setup(const guest::OpenRequest& req, Qcow2ReadSetup* out) {
         return header_failure(req.reasons, st, disk);
 
     // Extensions (data file name, crypto header); they end before the backing name, in cluster 0.
+    Qcow2Extensions ext;
     const uint64_t ext_end = h.extensions_end() > sizeof disk ? h.extensions_end() : sizeof disk;
     {
         ArenaBuffer cluster(*req.allocator, static_cast<size_t>(ext_end));
@@ -221,16 +226,45 @@ Status qcow2_read_setup(const guest::OpenRequest& req, Qcow2ReadSetup* out) {
             return Status::NoMemory;
         if ((st = read_zero_padded(dev, 0, cluster.data(), cluster.size())) != Status::Ok)
             return st;
-        Qcow2Extensions ext;
         if ((st = qcow2_extensions_parse(h, cluster.data(), h.header_length, h.extensions_end(), &ext)) != Status::Ok)
             return fail(req.reasons, st, "qcow2 header extensions are corrupt");
         if ((h.incompatible_features & QCOW2_INCOMPAT_DATA_FILE) && !ext.has_data_file)
             return fail(req.reasons, Status::Corrupt, "'data-file' is required for this image");
     }
-    if (h.crypt_method != QCOW_CRYPT_NONE) // what qemu-img says when no secret is given
+    if (h.crypt_method != QCOW_CRYPT_NONE && req.secret == nullptr) // what qemu-img says when no secret is given
         return fail(req.reasons, Status::Unsupported, "Parameter 'encrypt.key-secret' is required for cipher");
 
     Qcow2ReadSetup s;
+    if (h.crypt_method != QCOW_CRYPT_NONE) {
+        s.cipher = guest::arena_new<luks::SectorCipher>(*req.allocator);
+        if (s.cipher == nullptr)
+            return Status::NoMemory;
+        if (h.crypt_method == QCOW_CRYPT_LUKS) {
+            // The LUKS header lives in the crypto header extension's clusters; sectors by host offset.
+            if (!ext.has_crypto_header)
+                return fail(req.reasons, Status::Corrupt, "Could not read encryption header");
+            luks::LuksHeader lh;
+            if ((st = luks::luks_unlock(dev, ext.crypto_header_offset, *req.allocator, req.secret, req.secret_len, &lh,
+                                        s.cipher, req.reasons)) != Status::Ok)
+                return st;
+            s.crypt_physical_offset = true;
+        } else {
+            // qemu's crypto/block-qcow.c: the secret's first 16 bytes (zero-padded) are the AES-128
+            // key; CBC with plain64 IVs of guest sectors.
+            uint8_t key[16] = {};
+            for (size_t i = 0; i < 16 && i < req.secret_len && req.secret[i] != 0; ++i)
+                key[i] = req.secret[i];
+            luks::LuksHeader lh;
+            lh.cipher_name = "aes";
+            lh.cipher_mode = "cbc";
+            lh.ivgen_alg = "plain64";
+            st = s.cipher->init(lh, key, sizeof key);
+            __builtin_memset(key, 0, sizeof key);
+            if (st != Status::Ok)
+                return st;
+            s.crypt_physical_offset = false;
+        }
+    }
     s.image = &dev;
     s.data = &dev;
     Qcow2Geometry& g = s.geometry;

@@ -125,6 +125,12 @@ struct OpenRequest {
     ReasonSink* reasons;  // may be nullptr
     const char* snapshot; // -l: an internal snapshot's id or name to read instead; nullptr for the image
     uint32_t qemu_version;
+    // The image's secret, when the user named one (--object secret,id=ID plus key-secret=ID for
+    // luks, encrypt.key-secret=ID for qcow2): a LUKS passphrase or a qcow2 AES key, at most
+    // INSTAR_MAX_SECRET_BYTES. nullptr when none was named: a format that needs one refuses with
+    // qemu's "Parameter '...key-secret' is required for cipher". Never echo it in a reason.
+    const uint8_t* secret = nullptr;
+    size_t secret_len = 0;
 };
 
 // Opens a reader (allocated from req.allocator). A non-Ok Status leaves *out untouched; Unsupported

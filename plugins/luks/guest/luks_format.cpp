@@ -1,0 +1,239 @@
+// LUKS1 images (qemu: crypto/block-luks.c, block/crypto.c): probe, info and the reader.
+#include "luks_format.h"
+
+#include "luks_crypto.h"
+#include "luks_header.h"
+
+#include <instar/guest/arena_new.h>
+
+namespace instar::luks {
+
+using guest::Allocation;
+using guest::BlockDevice;
+using guest::Extent;
+using guest::ImageReader;
+using guest::Status;
+
+namespace {
+
+constexpr uint8_t MAGIC[6] = {'L', 'U', 'K', 'S', 0xba, 0xbe};
+constexpr uint32_t QEMU_DETACHED_HEADER_VERSION = 90000;
+// The reader decrypts at most this much per step (a bounce buffer from the arena).
+constexpr size_t READ_CHUNK = 1u << 20;
+
+Status load_header(BlockDevice& dev, LuksHeader* h, uint64_t at = 0) {
+    if (dev.size() < sizeof(LuksHeaderDisk) || at > dev.size() - sizeof(LuksHeaderDisk))
+        return Status::Corrupt;
+    uint8_t buf[sizeof(LuksHeaderDisk)];
+    if (const Status st = dev.read(at, buf, sizeof buf); st != Status::Ok)
+        return st;
+    return luks_header_parse(buf, sizeof buf, h);
+}
+
+class LuksReader final : public ImageReader {
+public:
+    LuksReader(BlockDevice& dev, guest::Allocator& alloc, const LuksHeader& h, uint64_t size, uint8_t* bounce)
+        : dev_(dev), alloc_(alloc), h_(h), size_(size), bounce_(bounce) {}
+    SectorCipher cipher;
+
+    uint64_t virtual_size() const override { return size_; }
+    Status status(uint64_t, uint64_t length, Extent* out) override {
+        *out = Extent{length, Allocation::Data, guest::EXTENT_ENCRYPTED, 0, 0, 0};
+        return Status::Ok;
+    }
+    Status read(uint64_t offset, void* buf, size_t len) override {
+        auto* dst = static_cast<uint8_t*>(buf);
+        while (len > 0) {
+            const uint64_t sector = offset / LUKS_SECTOR_SIZE;
+            const size_t skip = static_cast<size_t>(offset % LUKS_SECTOR_SIZE);
+            // Whole sectors covering [offset, offset + n), clipped to the file's end.
+            size_t want = len + skip;
+            if (want > READ_CHUNK) want = READ_CHUNK;
+            uint64_t span = (want + LUKS_SECTOR_SIZE - 1) / LUKS_SECTOR_SIZE * LUKS_SECTOR_SIZE;
+            const uint64_t start = h_.payload_offset + sector * LUKS_SECTOR_SIZE;
+            if (span > dev_.size() - start) span = dev_.size() - start;
+            if (const Status st = dev_.read(start, bounce_, static_cast<size_t>(span)); st != Status::Ok)
+                return st;
+            cipher.decrypt(sector, bounce_, static_cast<size_t>(span));
+            size_t n = want - skip;
+            __builtin_memcpy(dst, bounce_ + skip, n);
+            dst += n;
+            offset += n;
+            len -= n;
+        }
+        return Status::Ok;
+    }
+    void close() override {
+        alloc_.deallocate(bounce_, READ_CHUNK);
+        guest::Allocator& a = alloc_;
+        guest::arena_delete(a, this);
+    }
+
+private:
+    BlockDevice& dev_;
+    guest::Allocator& alloc_;
+    LuksHeader h_;
+    uint64_t size_;
+    uint8_t* bounce_;
+};
+
+// Tries each active key slot with the passphrase (qcrypto_block_luks_find_key): PBKDF2 over the
+// slot's salt, decrypt the slot's split key with the payload cipher, merge the stripes, and check
+// PBKDF2 of the candidate master key against the header's digest.
+Status find_key(BlockDevice& dev, uint64_t base, guest::Allocator& alloc, const LuksHeader& h, const uint8_t* pass,
+                size_t pass_len, uint8_t* master_key) {
+    const size_t split_len = size_t{h.key_bytes} * LUKS_STRIPES;
+    auto* split = static_cast<uint8_t*>(alloc.allocate(split_len, 16));
+    if (split == nullptr)
+        return Status::NoMemory;
+    Status result = Status::Invalid; // no slot opened
+    if (h.master_key_iterations > LUKS_MAX_PBKDF2_ITERATIONS)
+        result = Status::Corrupt;
+    for (uint32_t i = 0; i < LUKS_NUM_KEY_SLOTS && result == Status::Invalid; ++i) {
+        const LuksKeySlot& s = h.slots[i];
+        if (!s.active)
+            continue;
+        if (s.iterations > LUKS_MAX_PBKDF2_ITERATIONS) {
+            result = Status::Corrupt;
+            break;
+        }
+        uint8_t slot_key[LUKS_MAX_KEY_BYTES];
+        if (!luks_pbkdf2(h.hash_alg, pass, pass_len, h.slot_salt[i], 32, s.iterations, slot_key, h.key_bytes)) {
+            result = Status::Unsupported;
+            break;
+        }
+        if (s.key_offset > dev.size() || base > dev.size() - s.key_offset) {
+            result = Status::Corrupt;
+            break;
+        }
+        if (const Status st = dev.read(base + s.key_offset, split, split_len); st != Status::Ok) {
+            result = st;
+            break;
+        }
+        auto* c = guest::arena_new<SectorCipher>(alloc);
+        if (c == nullptr) {
+            result = Status::NoMemory;
+            break;
+        }
+        if (const Status st = c->init(h, slot_key, h.key_bytes); st != Status::Ok) {
+            guest::arena_delete(alloc, c);
+            result = st;
+            break;
+        }
+        c->decrypt(0, split, split_len);
+        guest::arena_delete(alloc, c);
+        uint8_t candidate[LUKS_MAX_KEY_BYTES];
+        if (!af_merge(h.hash_alg, h.key_bytes, LUKS_STRIPES, split, candidate)) {
+            result = Status::Unsupported;
+            break;
+        }
+        uint8_t digest[LUKS_DIGEST_BYTES];
+        luks_pbkdf2(h.hash_alg, candidate, h.key_bytes, h.mk_salt, 32, h.master_key_iterations, digest, sizeof digest);
+        uint8_t diff = 0;
+        for (size_t k = 0; k < sizeof digest; ++k)
+            diff |= static_cast<uint8_t>(digest[k] ^ h.mk_digest[k]);
+        if (diff == 0) {
+            __builtin_memcpy(master_key, candidate, h.key_bytes);
+            result = Status::Ok;
+        }
+        __builtin_memset(candidate, 0, sizeof candidate);
+        __builtin_memset(slot_key, 0, sizeof slot_key);
+    }
+    __builtin_memset(split, 0, split_len);
+    alloc.deallocate(split, split_len);
+    return result;
+}
+
+} // namespace
+
+Status luks_unlock(BlockDevice& dev, uint64_t header_offset, guest::Allocator& alloc, const uint8_t* pass,
+                   size_t pass_len, LuksHeader* header, SectorCipher* cipher, guest::ReasonSink* reasons) {
+    LuksHeader& h = *header;
+    if (const Status st = load_header(dev, &h, header_offset); st != Status::Ok) {
+        guest::say_reason(reasons, "Volume is not in LUKS format or its header is corrupt");
+        return st;
+    }
+    uint8_t master_key[LUKS_MAX_KEY_BYTES];
+    const Status found = find_key(dev, header_offset, alloc, h, pass, pass_len, master_key);
+    if (found == Status::Invalid) {
+        guest::say_reason(reasons, "Invalid password, cannot unlock any keyslot");
+        return Status::Invalid;
+    }
+    if (found == Status::Unsupported) {
+        guest::say_reason(reasons, "this LUKS cipher, mode or hash is not supported by instar yet");
+        return found;
+    }
+    if (found == Status::Corrupt) {
+        guest::say_reason(reasons, "LUKS header asks for too many PBKDF2 iterations or has key material past the end");
+        return found;
+    }
+    if (found != Status::Ok)
+        return found;
+    const Status st = cipher->init(h, master_key, h.key_bytes);
+    __builtin_memset(master_key, 0, sizeof master_key);
+    if (st != Status::Ok)
+        guest::say_reason(reasons, "this LUKS cipher or mode is not supported by instar yet");
+    return st;
+}
+
+Status probe(BlockDevice& dev, bool* match) {
+    *match = false;
+    if (dev.size() < sizeof MAGIC)
+        return Status::Ok;
+    uint8_t buf[sizeof MAGIC];
+    if (const Status st = dev.read(0, buf, sizeof buf); st != Status::Ok)
+        return st;
+    *match = __builtin_memcmp(buf, MAGIC, sizeof MAGIC) == 0;
+    return Status::Ok;
+}
+
+Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
+    if (!req.image)
+        return Status::Invalid;
+    LuksHeader h;
+    if (const Status st = load_header(*req.image, &h); st != Status::Ok)
+        return st;
+    const uint64_t size = req.image->size();
+    sink.format("luks");
+    // block/crypto.c: the payload after the header is the disk.
+    sink.virtual_size(size > h.payload_offset ? size - h.payload_offset : 0);
+    sink.encrypted(true);
+    sink.specific_type("luks");
+    luks_header_report(h, req.qemu_version >= QEMU_DETACHED_HEADER_VERSION, sink);
+    return Status::Ok;
+}
+
+Status open(const guest::OpenRequest& req, ImageReader** out) {
+    if (req.image == nullptr || req.allocator == nullptr || out == nullptr)
+        return Status::Invalid;
+    LuksHeader h;
+    if (const Status st = load_header(*req.image, &h); st != Status::Ok) {
+        guest::say_reason(req.reasons, "Volume is not in LUKS format or its header is corrupt");
+        return st;
+    }
+    if (req.secret == nullptr) {
+        guest::say_reason(req.reasons, "Parameter 'key-secret' is required for cipher");
+        return Status::Unsupported;
+    }
+    SectorCipher cipher;
+    if (const Status st = luks_unlock(*req.image, 0, *req.allocator, req.secret, req.secret_len, &h, &cipher,
+                                      req.reasons);
+        st != Status::Ok)
+        return st;
+    const uint64_t size = req.image->size();
+    auto* bounce = static_cast<uint8_t*>(req.allocator->allocate(READ_CHUNK, 16));
+    if (bounce == nullptr)
+        return Status::NoMemory;
+    LuksReader* r = guest::arena_new<LuksReader>(*req.allocator, *req.image, *req.allocator, h,
+                                                 size > h.payload_offset ? size - h.payload_offset : 0, bounce);
+    if (r == nullptr) {
+        req.allocator->deallocate(bounce, READ_CHUNK);
+        return Status::NoMemory;
+    }
+    r->cipher = cipher;
+    __builtin_memset(static_cast<void*>(&cipher), 0, sizeof cipher);
+    *out = r;
+    return Status::Ok;
+}
+
+} // namespace instar::luks

@@ -1,0 +1,24 @@
+// The luks format's guest entry points: probe, info (qemu's QCryptoBlockInfoLUKS) and open (read
+// the decrypted payload with the passphrase from --object secret).
+#pragma once
+
+#include "luks_crypto.h"
+#include "luks_header.h"
+
+#include <instar/guest/info_sink.h>
+#include <instar/guest/read_api.h>
+
+namespace instar::luks {
+
+// Unlocks a LUKS1 header at `header_offset` of `dev` (0 for a luks image; qcow2's crypto header
+// extension otherwise; key slot offsets count from there) with `pass`, and sets up `*cipher` with the
+// master key. Reasons are qemu's ("Invalid password, cannot unlock any keyslot", ...).
+guest::Status luks_unlock(guest::BlockDevice& dev, uint64_t header_offset, guest::Allocator& alloc,
+                          const uint8_t* pass, size_t pass_len, LuksHeader* header, SectorCipher* cipher,
+                          guest::ReasonSink* reasons);
+
+guest::Status probe(guest::BlockDevice& dev, bool* match);
+guest::Status info(const guest::InfoRequest& req, guest::InfoSink& sink);
+guest::Status open(const guest::OpenRequest& req, guest::ImageReader** out);
+
+} // namespace instar::luks

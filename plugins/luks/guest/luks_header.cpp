@@ -1,0 +1,240 @@
+// Parsing of a LUKS1 header (qemu: crypto/block-luks.c), as qemu opens one without a key. Shared in
+// spirit with plugins/qcow2/guest/qcow2_luks.cpp (the same header inside qcow2).
+#include "luks_header.h"
+
+#include "luks_bytes.h"
+
+namespace instar::luks {
+
+namespace {
+
+constexpr uint8_t LUKS_MAGIC[6] = {'L', 'U', 'K', 'S', 0xba, 0xbe};
+constexpr uint16_t LUKS_VERSION = 1;
+constexpr uint32_t LUKS_HEADER_SECTORS = LUKS_KEY_SLOT_OFFSET / LUKS_SECTOR_SIZE;
+
+bool str_eq(const char* a, size_t alen, const char* b) {
+    size_t i = 0;
+    for (; i < alen; ++i)
+        if (b[i] == 0 || a[i] != b[i])
+            return false;
+    return b[i] == 0;
+}
+
+struct HashName {
+    const char* name;
+    uint32_t digest_len;
+};
+// qemu's QCryptoHashAlgo names that LUKS headers use.
+constexpr HashName HASHES[] = {{"md5", 16},    {"sha1", 20},   {"sha224", 28},     {"sha256", 32},
+                               {"sha384", 48}, {"sha512", 64}, {"ripemd160", 20}};
+
+const HashName* find_hash(const char* s, size_t n) {
+    for (const auto& h : HASHES)
+        if (str_eq(s, n, h.name))
+            return &h;
+    return nullptr;
+}
+
+const char* find_in(const char* s, size_t n, const char* const* names, size_t count) {
+    for (size_t i = 0; i < count; ++i)
+        if (str_eq(s, n, names[i]))
+            return names[i];
+    return nullptr;
+}
+
+struct CipherSize {
+    const char* luks_name;
+    uint32_t key_bytes;
+    const char* qapi_name;
+};
+// qemu's LUKS cipher-name/key-size map.
+constexpr CipherSize CIPHERS[] = {
+    {"aes", 16, "aes-128"},         {"aes", 24, "aes-192"},         {"aes", 32, "aes-256"},
+    {"cast5", 16, "cast5-128"},     {"serpent", 16, "serpent-128"}, {"serpent", 24, "serpent-192"},
+    {"serpent", 32, "serpent-256"}, {"twofish", 16, "twofish-128"}, {"twofish", 24, "twofish-192"},
+    {"twofish", 32, "twofish-256"},
+};
+
+const CipherSize* find_cipher(const char* s, size_t n, uint32_t key_bytes) {
+    for (const auto& c : CIPHERS)
+        if (c.key_bytes == key_bytes && str_eq(s, n, c.luks_name))
+            return &c;
+    return nullptr;
+}
+
+// The ESSIV cipher is the same algorithm keyed with the hash digest: that key size must exist.
+bool essiv_cipher_exists(const CipherSize& c, uint32_t digest_len) {
+    for (const auto& x : CIPHERS)
+        if (x.luks_name == c.luks_name && x.key_bytes == digest_len) // same table entries' literals
+            return true;
+    return false;
+}
+
+constexpr const char* MODES[] = {"ecb", "cbc", "xts", "ctr"};
+constexpr const char* IVGENS[] = {"plain", "plain64", "essiv"};
+
+// Sectors a key slot's split key occupies, rounded to the header size (qemu's computation, in 64 bits).
+uint64_t splitkey_sectors(uint32_t key_len, uint32_t stripes) {
+    const uint64_t bytes = uint64_t{key_len} * stripes;
+    const uint64_t sectors = (bytes + LUKS_SECTOR_SIZE - 1) / LUKS_SECTOR_SIZE;
+    return (sectors + LUKS_HEADER_SECTORS - 1) / LUKS_HEADER_SECTORS * LUKS_HEADER_SECTORS;
+}
+
+Status check_slots(const LuksHeaderDisk& d, uint32_t key_len, uint32_t payload_sector) {
+    for (uint32_t i = 0; i < LUKS_NUM_KEY_SLOTS; ++i) {
+        const LuksKeySlotDisk& s = d.key_slots[i];
+        const uint32_t active = load_be32(s.active);
+        const uint64_t start = load_be32(s.key_offset_sector);
+        const uint32_t stripes = load_be32(s.stripes);
+        const uint64_t len = splitkey_sectors(key_len, stripes);
+        if (stripes != LUKS_STRIPES)
+            return Status::Corrupt;
+        if (active != LUKS_KEY_SLOT_ENABLED && active != LUKS_KEY_SLOT_DISABLED)
+            return Status::Corrupt;
+        if (active == LUKS_KEY_SLOT_ENABLED && load_be32(s.iterations) == 0)
+            return Status::Corrupt;
+        if (start < LUKS_HEADER_SECTORS || start + len > payload_sector)
+            return Status::Corrupt;
+        for (uint32_t j = i + 1; j < LUKS_NUM_KEY_SLOTS; ++j) {
+            const uint64_t start2 = load_be32(d.key_slots[j].key_offset_sector);
+            const uint64_t len2 = splitkey_sectors(key_len, load_be32(d.key_slots[j].stripes));
+            if (start < start2 + len2 && start2 < start + len)
+                return Status::Corrupt; // overlapping key material
+        }
+    }
+    return Status::Ok;
+}
+
+} // namespace
+
+Status luks_header_parse(const uint8_t* data, size_t len, LuksHeader* out) {
+    if (len < sizeof(LuksHeaderDisk))
+        return Status::Corrupt;
+    LuksHeaderDisk d;
+    __builtin_memcpy(&d, data, sizeof d);
+    for (size_t i = 0; i < sizeof LUKS_MAGIC; ++i)
+        if (d.magic[i] != LUKS_MAGIC[i])
+            return Status::Corrupt; // qemu: "Volume is not in LUKS format"
+    if (load_be16(d.version) != LUKS_VERSION)
+        return Status::Unsupported;
+    const size_t name_len = bounded_strlen(d.cipher_name, sizeof d.cipher_name);
+    const size_t mode_len = bounded_strlen(d.cipher_mode, sizeof d.cipher_mode);
+    const size_t hash_len = bounded_strlen(d.hash_spec, sizeof d.hash_spec);
+    if (name_len == sizeof d.cipher_name || mode_len == sizeof d.cipher_mode || hash_len == sizeof d.hash_spec)
+        return Status::Corrupt; // qemu: "... is not NUL terminated"
+    const uint32_t payload_sector = load_be32(d.payload_offset_sector);
+    const uint32_t key_len = load_be32(d.master_key_len);
+    LuksHeader h;
+    h.master_key_iterations = load_be32(d.master_key_iterations);
+    if (payload_sector < LUKS_HEADER_SECTORS || h.master_key_iterations == 0)
+        return Status::Corrupt;
+    Status st = check_slots(d, key_len, payload_sector);
+    if (st != Status::Ok)
+        return st;
+
+    // SAFETY: byte fields viewed as chars for string comparison; same size and alignment.
+    const char* mode = reinterpret_cast<const char*>(d.cipher_mode);
+    size_t dash = 0;
+    while (dash < mode_len && mode[dash] != '-')
+        ++dash;
+    if (dash == mode_len)
+        return Status::Corrupt; // qemu: "Unexpected cipher mode string format"
+    const char* ivgen = mode + dash + 1;
+    size_t ivgen_len = mode_len - dash - 1;
+    size_t colon = 0;
+    while (colon < ivgen_len && ivgen[colon] != ':')
+        ++colon;
+    const HashName* ivhash = nullptr;
+    if (colon < ivgen_len) {
+        ivhash = find_hash(ivgen + colon + 1, ivgen_len - colon - 1);
+        if (!ivhash)
+            return Status::Unsupported;
+        ivgen_len = colon;
+    }
+    h.cipher_mode = find_in(mode, dash, MODES, sizeof MODES / sizeof MODES[0]);
+    if (!h.cipher_mode)
+        return Status::Unsupported;
+    const bool xts = h.cipher_mode == MODES[2];
+    const CipherSize* cipher =
+        find_cipher(reinterpret_cast<const char*>(d.cipher_name), name_len, xts ? key_len / 2 : key_len);
+    if (!cipher)
+        return Status::Unsupported;
+    h.cipher_alg = cipher->qapi_name;
+    h.cipher_name = cipher->luks_name;
+    h.key_bytes = key_len;
+    __builtin_memcpy(h.mk_digest, d.master_key_digest, sizeof h.mk_digest);
+    __builtin_memcpy(h.mk_salt, d.master_key_salt, sizeof h.mk_salt);
+    for (uint32_t i = 0; i < LUKS_NUM_KEY_SLOTS; ++i)
+        __builtin_memcpy(h.slot_salt[i], d.key_slots[i].salt, 32);
+    const HashName* hash = find_hash(reinterpret_cast<const char*>(d.hash_spec), hash_len);
+    if (!hash)
+        return Status::Unsupported;
+    h.hash_alg = hash->name;
+    h.ivgen_alg = find_in(ivgen, ivgen_len, IVGENS, sizeof IVGENS / sizeof IVGENS[0]);
+    if (!h.ivgen_alg)
+        return Status::Unsupported;
+    if (h.ivgen_alg == IVGENS[2]) {
+        if (!ivhash)
+            return Status::Corrupt; // qemu: "Missing IV generator hash specification"
+        if (!essiv_cipher_exists(*cipher, ivhash->digest_len))
+            return Status::Unsupported;
+        h.ivgen_hash_alg = ivhash->name;
+    }
+    h.payload_offset = uint64_t{payload_sector} * LUKS_SECTOR_SIZE;
+    h.uuid_len = bounded_strlen(d.uuid, sizeof d.uuid);
+    __builtin_memcpy(h.uuid, d.uuid, h.uuid_len);
+    for (uint32_t i = 0; i < LUKS_NUM_KEY_SLOTS; ++i) {
+        const LuksKeySlotDisk& s = d.key_slots[i];
+        h.slots[i].active = load_be32(s.active) == LUKS_KEY_SLOT_ENABLED;
+        h.slots[i].iterations = load_be32(s.iterations);
+        h.slots[i].stripes = load_be32(s.stripes);
+        h.slots[i].key_offset = uint64_t{load_be32(s.key_offset_sector)} * LUKS_SECTOR_SIZE;
+    }
+    *out = h;
+    return Status::Ok;
+}
+
+namespace {
+
+size_t cstr_len(const char* s) {
+    size_t n = 0;
+    while (s[n])
+        ++n;
+    return n;
+}
+
+void put_cstr(guest::InfoSink& sink, const char* key, const char* value) {
+    sink.put_string(key, value, cstr_len(value));
+}
+
+} // namespace
+
+void luks_header_report(const LuksHeader& h, bool with_detached_header, guest::InfoSink& sink) {
+    // QCryptoBlockInfoLUKS field order. "detached-header" exists since qemu 9.0; a LUKS header
+    // inside qcow2 is never detached.
+    put_cstr(sink, "cipher-alg", h.cipher_alg);
+    put_cstr(sink, "cipher-mode", h.cipher_mode);
+    put_cstr(sink, "ivgen-alg", h.ivgen_alg);
+    if (h.ivgen_hash_alg)
+        put_cstr(sink, "ivgen-hash-alg", h.ivgen_hash_alg);
+    put_cstr(sink, "hash-alg", h.hash_alg);
+    if (with_detached_header)
+        sink.put_bool("detached-header", false);
+    sink.put_int("payload-offset", static_cast<int64_t>(h.payload_offset));
+    sink.put_int("master-key-iters", h.master_key_iterations);
+    sink.put_string("uuid", h.uuid, h.uuid_len);
+    sink.begin_list("slots");
+    for (const LuksKeySlot& s : h.slots) {
+        sink.begin_object(nullptr);
+        sink.put_bool("active", s.active);
+        if (s.active) {
+            sink.put_int("iters", s.iterations);
+            sink.put_int("stripes", s.stripes);
+        }
+        sink.put_int("key-offset", static_cast<int64_t>(s.key_offset));
+        sink.end_object();
+    }
+    sink.end_list();
+}
+
+} // namespace instar::luks

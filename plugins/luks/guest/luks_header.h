@@ -1,0 +1,79 @@
+// The LUKS1 partition header that qcow2's full disk encryption extension points at: layout,
+// parsed form (qemu's QCryptoBlockInfoLUKS), and its report as qemu's "encrypt" object.
+#pragma once
+
+#include <instar/guest/info_sink.h>
+
+#include <stddef.h>
+#include <stdint.h>
+
+namespace instar::luks {
+
+using guest::Status;
+
+inline constexpr uint32_t LUKS_NUM_KEY_SLOTS = 8;
+inline constexpr uint32_t LUKS_STRIPES = 4000;          // the only anti-forensic stripe count qemu accepts
+inline constexpr uint32_t LUKS_KEY_SLOT_ENABLED = 0x00AC71F3;
+inline constexpr uint32_t LUKS_KEY_SLOT_DISABLED = 0x0000DEAD;
+inline constexpr uint32_t LUKS_SECTOR_SIZE = 512;
+inline constexpr uint32_t LUKS_KEY_SLOT_OFFSET = 4096; // key material starts after the header's 8 sectors
+
+struct LuksKeySlotDisk {
+    uint8_t active[4];
+    uint8_t iterations[4];
+    uint8_t salt[32];
+    uint8_t key_offset_sector[4];
+    uint8_t stripes[4];
+};
+static_assert(sizeof(LuksKeySlotDisk) == 48, "LUKS key slot layout");
+
+struct LuksHeaderDisk {
+    uint8_t magic[6]; // "LUKS\xba\xbe"
+    uint8_t version[2];
+    uint8_t cipher_name[32];
+    uint8_t cipher_mode[32];
+    uint8_t hash_spec[32];
+    uint8_t payload_offset_sector[4];
+    uint8_t master_key_len[4];
+    uint8_t master_key_digest[20];
+    uint8_t master_key_salt[32];
+    uint8_t master_key_iterations[4];
+    uint8_t uuid[40];
+    LuksKeySlotDisk key_slots[LUKS_NUM_KEY_SLOTS];
+};
+static_assert(sizeof(LuksHeaderDisk) == 592, "LUKS1 header layout");
+
+struct LuksKeySlot {
+    bool active = false;
+    uint32_t iterations = 0;
+    uint32_t stripes = 0;
+    uint64_t key_offset = 0; // bytes
+};
+
+// Names are qemu's QAPI enum strings (static storage).
+struct LuksHeader {
+    const char* cipher_alg = nullptr;
+    const char* cipher_name = nullptr; // "aes", "serpent", ... (the header's cipher-name)
+    uint32_t key_bytes = 0;            // master key length
+    uint8_t mk_digest[20] = {};
+    uint8_t mk_salt[32] = {};
+    uint8_t slot_salt[LUKS_NUM_KEY_SLOTS][32] = {};
+    const char* cipher_mode = nullptr;
+    const char* ivgen_alg = nullptr;
+    const char* ivgen_hash_alg = nullptr; // only for essiv
+    const char* hash_alg = nullptr;
+    uint64_t payload_offset = 0; // bytes
+    uint32_t master_key_iterations = 0;
+    char uuid[40] = {};
+    size_t uuid_len = 0;
+    LuksKeySlot slots[LUKS_NUM_KEY_SLOTS];
+};
+
+// Parses and checks a LUKS1 header the way qemu opens one without a key (magic, version,
+// NUL-terminated names, known algorithms, key slot sanity and overlaps).
+Status luks_header_parse(const uint8_t* data, size_t len, LuksHeader* out);
+
+// Emits the body of qemu's ImageInfoSpecificQCow2Encryption for format "luks", inside an open object.
+void luks_header_report(const LuksHeader& h, bool with_detached_header, guest::InfoSink& sink);
+
+} // namespace instar::luks

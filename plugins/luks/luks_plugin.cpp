@@ -1,0 +1,29 @@
+// luks plugin registration: the format descriptor instar loads through INSTAR_DECLARE_PLUGIN.
+#include "luks_plugin.h"
+
+namespace instar::luks {
+namespace {
+
+const FormatDescriptor DESCRIPTOR = {
+    .abi_version = INSTAR_PLUGIN_ABI_VERSION,
+    .name = "luks",
+    .aliases = nullptr,
+    .version = "0.1.0",
+    .description = "LUKS1 encrypted disk (qemu's luks driver): info, and reading with --object secret",
+    .capabilities = CAP_INFO | CAP_CONVERT,
+    .probe_priority = PROBE_NORMAL,
+    .probe_rules = PROBE_RULES,
+    .probe_rule_count = PROBE_RULE_COUNT,
+    .options = OPTIONS,
+    .option_count = OPTION_COUNT,
+    .divergences = DIVERGENCES,
+    .divergence_count = DIVERGENCE_COUNT,
+    .guest_module = "luks.gmod",
+};
+
+const FormatDescriptor* descriptor() { return &DESCRIPTOR; }
+
+} // namespace
+} // namespace instar::luks
+
+INSTAR_DECLARE_PLUGIN(instar::luks::descriptor)
