@@ -123,7 +123,7 @@ Expected<CheckReport> run_check(const CheckOptions& opts, const PluginRegistry& 
         auto top = open_user_file(opts.filename);
         if (!top)
             return Error{opened.error()};
-        fallback.links.push_back(ChainLink{*top, {}, qcow2, {}, opts.filename});
+        fallback.links.push_back(ChainLink{*top, {}, qcow2, {}, opts.filename, {}});
         unsigned char magic[4] = {};
         if (::pread(top->fd, magic, sizeof magic, 0) != 4 || std::memcmp(magic, "QFI\xfb", 4) != 0)
             return Error{opened.error()};

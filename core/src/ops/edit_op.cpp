@@ -221,7 +221,7 @@ Expected<bool> try_quick_edit(const QuickEdit& quick, const PluginRegistry& plug
     auto rw = reopen_writable(*opened, quick.filename);
     if (!rw)
         return false;
-    ChainLink link{*opened, {}, plugin, {}, eo.filename};
+    ChainLink link{*opened, {}, plugin, {}, eo.filename, {}};
     EditCall call;
     call.link = &link;
     call.filename = quick.filename;

@@ -227,7 +227,7 @@ Expected<bool> open_chain(const InfoOptions& opts, const PluginRegistry& plugins
     std::set<std::pair<std::uint64_t, std::uint64_t>> seen{{top->device, top->inode}};
     std::string name = opts.filename;
     std::optional<std::string> format = opts.format;
-    chain.links.push_back(ChainLink{*top, {}, nullptr, {}, name});
+    chain.links.push_back(ChainLink{*top, {}, nullptr, {}, name, {}});
     for (;;) {
         ChainLink& link = chain.links.back();
         auto inspected = inspect(opts, plugins, run_guest, *policy, link.image, name, format, &link.files);
@@ -249,7 +249,7 @@ Expected<bool> open_chain(const InfoOptions& opts, const PluginRegistry& plugins
         }
         name = next->display;
         format = inspected->backing_format;
-        chain.links.push_back(ChainLink{*next, {}, nullptr, {}, name});
+        chain.links.push_back(ChainLink{*next, {}, nullptr, {}, name, {}});
     }
 }
 
