@@ -1,5 +1,5 @@
-// Parsing of a LUKS1 header (qemu: crypto/block-luks.c), as qemu opens one without a key. Shared in
-// spirit with plugins/qcow2/guest/qcow2_luks.cpp (the same header inside qcow2).
+// Parsing of a LUKS1 header (qemu: crypto/block-luks.c), as qemu opens one without a key. Also
+// compiled into the qcow2 module, for the same header inside encrypted qcow2 images.
 #include "luks_header.h"
 
 #include "luks_bytes.h"

@@ -6,13 +6,18 @@
 #include "qcow2_extensions.h"
 #include "qcow2_header.h"
 #include "qcow2_limits.h"
-#include "qcow2_luks.h"
+#include "luks_header.h"
 #include "qcow2_reader.h"
 #include "qcow2_snapshot.h"
 
 namespace instar::qcow2 {
 
 using guest::InfoSink;
+// The LUKS1 header inside encrypted images: the luks plugin's parser (plugins/luks/guest).
+using luks::LuksHeader;
+using luks::LuksHeaderDisk;
+using luks::luks_header_parse;
+using luks::luks_header_report;
 
 Status probe(BlockDevice& dev, bool* match) {
     *match = false;

@@ -1,12 +1,13 @@
-// Unit tests for the LUKS1 header inside encrypted qcow2 images (qcow2_luks.cpp).
+// Unit tests for the LUKS1 header inside encrypted qcow2 images (parsed by plugins/luks/guest/luks_header.cpp).
 #include <doctest/doctest.h>
 
-#include "qcow2_luks.h"
+#include "luks_header.h"
 #include "qcow2_test_image.h"
 
 #include <string>
 
 using namespace instar::qcow2;
+using namespace instar::luks;
 using instar::guest::Status;
 using test::put_be;
 
