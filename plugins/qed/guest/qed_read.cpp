@@ -23,9 +23,8 @@ enum class Kind { Data, Zero, Unallocated };
 
 class QedReader final : public guest::ImageReader {
 public:
-    QedReader(BlockDevice& dev, guest::Allocator& alloc, const QedImage& img, const EntryCache& cache,
-              guest::ReasonSink* reasons)
-        : dev_(dev), alloc_(alloc), img_(img), cache_(cache), reasons_(reasons) {}
+    QedReader(BlockDevice& dev, guest::Allocator& alloc, const QedImage& img, const EntryCache& cache)
+        : dev_(dev), alloc_(alloc), img_(img), cache_(cache) {}
 
     uint64_t virtual_size() const override { return img_.header.image_size; }
 
@@ -161,7 +160,6 @@ private:
     guest::Allocator& alloc_;
     QedImage img_;
     EntryCache cache_;
-    guest::ReasonSink* reasons_;
 };
 
 } // namespace
@@ -187,7 +185,7 @@ Status open(const guest::OpenRequest& req, guest::ImageReader** out) {
         guest::arena_delete(*req.allocator, img);
         return Status::NoMemory;
     }
-    QedReader* r = guest::arena_new<QedReader>(*req.allocator, *req.image, *req.allocator, *img, cache, req.reasons);
+    QedReader* r = guest::arena_new<QedReader>(*req.allocator, *req.image, *req.allocator, *img, cache);
     guest::arena_delete(*req.allocator, img);
     if (r == nullptr) {
         cache.release(*req.allocator);
