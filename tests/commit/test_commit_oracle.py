@@ -84,7 +84,7 @@ SCENARIOS["no_backing"] = ([q("create", "-q", "-f", "qcow2", "t.qcow2", "1M")], 
 
 # (scenario, arguments): the data cases, the image is the last argument.
 DATA_CASES = [(s, ["t.qcow2"]) for s in SCENARIOS if s != "no_backing"]
-DATA_CASES += [("vmdk_base", ["t.qcow2"]), ("vmdk_top", ["t.vmdk"]), ("vmdk_top", ["-d", "t.vmdk"]), ("vmdk_top_zeroed", ["t.vmdk"]),
+DATA_CASES += [("vmdk_base", ["t.qcow2"]), ("vhdx_base", ["t.qcow2"]), ("vmdk_top", ["t.vmdk"]), ("vmdk_top", ["-d", "t.vmdk"]), ("vmdk_top_zeroed", ["t.vmdk"]),
                ("larger_top", ["t.qcow2"]), ("larger_top", ["-d", "t.qcow2"]),
     ("plain", ["-d", "t.qcow2"]), ("plain", ["-q", "t.qcow2"]), ("plain", ["-f", "qcow2", "t.qcow2"]),
     ("plain", ["-t", "none", "t.qcow2"]), ("plain", ["-t", "unsafe", "t.qcow2"]),
@@ -112,8 +112,6 @@ ERROR_CASES = [
 ]
 # instar refuses these on purpose (documented in docs/commit.md): (scenario, args, message).
 REFUSED = [
-    ("vhdx_base", ["t.qcow2"], "qemu-img: Could not open 'b.vhdx': instar cannot write into an existing vhdx "
-                               "image yet\n"),
     ("vmdk_flat_base", ["t.vmdk"], "qemu-img: Could not open 'b.vmdk': instar cannot write into an existing vmdk "
                                    "image made of several files yet\n"),
 ]

@@ -277,5 +277,6 @@ TEST_CASE("a missing in-tree plugin is named by its distribution package") {
     // Every plugin meson.build builds in tree has a package; a format no in-tree plugin reads has none.
     CHECK(instar::missing_plugin_hint("qed") == " (its plugin is not installed: install the package instar-plugin-qed)");
     CHECK(instar::missing_plugin_hint("parallels").empty());
+    CHECK(instar::missing_plugin_hint("vhd").empty()); // the plugin's directory, not a format name
     CHECK(instar::missing_plugin_hint("").empty());
 }

@@ -202,6 +202,8 @@ std::string missing_plugin_hint(std::string_view format) {
     // The in-tree plugins' directories (meson.build's in_tree_plugins), each packaged as
     // instar-plugin-<directory>. A plugin's directory is its format's name, but for the VHD plugin,
     // whose format qemu calls vpc.
+    if (format == "vhd") // a directory name, not a format: qemu knows no format 'vhd'
+        return {};
     const std::string_view package = format == "vpc" ? std::string_view("vhd") : format;
     std::string_view list = INSTAR_IN_TREE_PLUGINS;
     while (!list.empty()) {
