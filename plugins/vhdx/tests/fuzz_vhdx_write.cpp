@@ -117,7 +117,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             break;
         case 2:
             st = w->write_zeroes(off, len, kind & 4);
-            if (in_range && st == Status::Ok)
+            if (in_range && st == Status::Ok && len > 0) // len 0 of an empty disk: shadow.data() may be null
                 std::memset(shadow.data() + off, 0, len);
             break;
         default:
