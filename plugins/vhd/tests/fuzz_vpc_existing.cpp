@@ -1,74 +1,8 @@
-// Fuzz target: convert -n's existing-image writer (vpc_write.h's open_writer) over a hostile VHD (fixed, dynamic with any block size, differencing). The input
-// is the image; a few writes and zero writes at offsets derived from it follow. It must never crash,
-// write past its budget or loop; requests past the virtual size are Invalid.
-#include "hosted_create.h"
-#include "hosted_read.h"
-#include "hosted_support.h"
+// Fuzz target: convert -n's existing-image writer (vpc_write.h's open_writer) over a hostile VHD (fixed, dynamic with any block size, differencing).
+// The shared body is tests/formats/fuzz_existing_writer.h.
+#include "fuzz_existing_writer.h"
 #include "vpc_write.h"
 
-#include <algorithm>
-#include <cstddef>
-#include <cstdint>
-#include <cstdlib>
-#include <vector>
-
-namespace {
-
-using instar::guest::Status;
-
-constexpr std::uint64_t OUTPUT_BUDGET = 64u << 20; // the image may grow to this much at most
-constexpr std::size_t MEMORY_BUDGET = 8u << 20;    // the guest arena stand-in
-constexpr std::uint64_t MAX_REQUEST = 128u << 10;  // bytes per fuzzed request
-constexpr std::uint64_t SPAN = 64u << 20;          // requests start below this virtual offset
-constexpr int OPS = 12;
-
-class ExistingFile final : public instar::guest::BlockDevice {
-public:
-    ExistingFile(const std::uint8_t* d, std::size_t n) : out_(OUTPUT_BUDGET) {
-        if (n > 0 && out_.write(0, d, n) != Status::Ok)
-            std::abort();
-    }
-    std::uint64_t size() const override { return out_.length(); }
-    Status read(std::uint64_t offset, void* buf, std::size_t len) override {
-        if (offset > size() || len > size() - offset)
-            return Status::IoError;
-        return out_.read(offset, buf, len);
-    }
-    Status write(std::uint64_t offset, const void* buf, std::size_t len) override { return out_.write(offset, buf, len); }
-
-private:
-    instar::hosted::MemoryOutput out_;
-};
-
-} // namespace
-
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-    if (size > OUTPUT_BUDGET)
-        return 0;
-    ExistingFile file(data, size);
-    instar::hosted::BudgetAllocator alloc(MEMORY_BUDGET);
-    instar::guest::OpenRequest req{&file, nullptr, 0, &alloc, &instar::hosted::host_codecs(), nullptr, nullptr,
-                                   100000};
-    instar::guest::ImageWriter* w = nullptr;
-    if (instar::vpc::open_writer(req, &w) != Status::Ok)
-        return 0;
-    std::uint64_t seed = size;
-    for (std::size_t i = 0; i < std::min<std::size_t>(size, 64); ++i)
-        seed = seed * 1099511628211ull ^ data[size - 1 - i];
-    std::vector<std::uint8_t> buf(MAX_REQUEST, 0x5a);
-    bool ok = true;
-    for (int op = 0; op < OPS && ok; ++op) {
-        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-        const std::uint64_t at = ((seed >> 16) % (SPAN / 512)) * 512;
-        const std::uint64_t len = ((seed >> 40) % (MAX_REQUEST / 512) + 1) * 512;
-        const Status st = (seed & 1) ? w->write(at, buf.data(), static_cast<std::size_t>(len))
-                                     : w->write_zeroes(at, len, true);
-        ok = st == Status::Ok || st == Status::Invalid;
-    }
-    if (ok && w->finish() != Status::Ok)
-        ok = false;
-    w->close();
-    if (alloc.peak() > MEMORY_BUDGET)
-        std::abort();
-    return 0;
+    return instar::hosted::existing_fuzz::fuzz_existing_writer(data, size, instar::vpc::open_writer);
 }
