@@ -92,11 +92,26 @@ uint32_t copy_run(Walk& w, uint64_t offset, uint64_t n, uint64_t cs) {
     else if (w.new_chain.read(offset, w.buf_new, static_cast<size_t>(n)) != Status::Ok)
         return INSTAR_REBASE_READ_NEW;
     // Consecutive differing clusters go to the writer as one request (qcow2 appends them as one
-    // run: a few writes instead of a few per cluster); -c writes cluster by cluster.
+    // run: a few writes instead of a few per cluster); -c stores each cluster of a run compressed.
+    // A run that starts at or past the old chain's end is written as zeros (img_rebase's
+    // blk_pwrite_zeroes once the old backing file is at EOF: qcow2 v3 zero clusters, no data).
     uint64_t done = 0, run_start = 0, run_len = 0;
     auto flush_run = [&]() -> uint32_t {
         if (run_len == 0) return INSTAR_REBASE_DONE;
-        const Status st = w.writer->write(offset + run_start, w.buf_old + run_start, static_cast<size_t>(run_len));
+        const uint64_t at = offset + run_start;
+        Status st = Status::Ok;
+        if (!w.has_old || at >= w.old_size) {
+            st = w.writer->write_zeroes(at, run_len, false);
+        } else if (!w.compress) {
+            st = w.writer->write(at, w.buf_old + run_start, static_cast<size_t>(run_len));
+        } else {
+            for (uint64_t i = 0; i < run_len && st == Status::Ok;) {
+                uint64_t piece = cs - ((at + i) & (cs - 1));
+                if (piece > run_len - i) piece = run_len - i;
+                st = w.writer->write_compressed(at + i, w.buf_old + run_start + i, static_cast<size_t>(piece));
+                i += piece;
+            }
+        }
         w.copied += run_len;
         run_len = 0;
         return st == Status::Ok ? INSTAR_REBASE_DONE : INSTAR_REBASE_WRITE;
@@ -107,14 +122,8 @@ uint32_t copy_run(Walk& w, uint64_t offset, uint64_t n, uint64_t cs) {
         uint64_t piece = cs - (at & (cs - 1));
         if (piece > n - done) piece = n - done;
         if (!same(w.buf_old + done, w.buf_new + done, piece)) {
-            if (w.compress) {
-                if (w.writer->write_compressed(at, w.buf_old + done, static_cast<size_t>(piece)) != Status::Ok)
-                    return INSTAR_REBASE_WRITE;
-                w.copied += piece;
-            } else {
-                if (run_len == 0) run_start = done;
-                run_len += piece;
-            }
+            if (run_len == 0) run_start = done;
+            run_len += piece;
         } else if (const uint32_t out = flush_run(); out != INSTAR_REBASE_DONE) {
             return out;
         }

@@ -8,9 +8,11 @@ runs on two fresh copies of the directory: qemu-img rebase on one, instar rebase
 named qemu-img, so messages carry the same program name) on the other, under the matching profile.
 Checked: stdout, stderr and exit status identical; then, on the image rebased,
   - unsafe (-u) cases: the image byte-identical to qemu-img's;
-  - safe cases: `qemu-img check` clean, `qemu-img compare` of instar's result against qemu-img's
-    result and against the content before (each read through its new chain), and the backing file
-    name and format in `qemu-img info --output=json` the same as qemu-img's.
+  - safe cases: `qemu-img check` clean; under 10.0 the image's own allocation (map, depth 0) the
+    same as qemu-img's (zero clusters where the old backing file had ended); `qemu-img compare` of
+    instar's result against qemu-img's result and against the content before (each read through its
+    new chain), and the backing file name and format in `qemu-img info --output=json` the same as
+    qemu-img's.
 
 Usage: test_rebase_oracle.py INSTAR QEMU72 QEMU10 QEMU_IO
 """
@@ -154,6 +156,14 @@ def info_backing(qimg, path, cwd):
     return (j.get("backing-filename"), j.get("backing-filename-format"))
 
 
+def alloc_map(qimg, path, cwd):
+    """The image's own allocation (depth 0) as qemu-img map reports it, host offsets left out."""
+    p = subprocess.run([qimg, "map", "-U", "--output=json", path], cwd=cwd, capture_output=True, text=True)
+    if p.returncode != 0:
+        return ("map failed", p.stderr)
+    return [(e["start"], e["length"], e["data"], e["zero"]) for e in json.loads(p.stdout) if e["depth"] == 0]
+
+
 def main():
     if len(sys.argv) != 5:
         print(__doc__)
@@ -216,6 +226,12 @@ def main():
                                        capture_output=True, text=True)
                     if c.returncode != 0:
                         problems.append("compare with the content before: %s" % (c.stdout + c.stderr))
+                    if profile == "10.0":
+                        # 10.0 writes whole clusters, as instar: the same allocation, and zero
+                        # clusters (not data) where the old backing file had ended.
+                        mq, mi = alloc_map(q10, image, dq), alloc_map(q10, image, di)
+                        if mq != mi:
+                            problems.append("map %r, qemu-img's %r" % (mi, mq))
                     bq, bi = info_backing(q72, image, dq), info_backing(q72, image, di)
                     if bq != bi:
                         problems.append("backing %r, qemu-img's %r" % (bi, bq))
