@@ -67,8 +67,13 @@ int in_child(F body) {
     const pid_t pid = ::fork();
     REQUIRE(pid >= 0);
     if (pid == 0) {
+        // The default actions where the cleanup handler is not on them already: doctest catches
+        // SIGINT and SIGTERM, and a runner started under nohup ignores SIGHUP (which the cleanup
+        // handler then leaves alone, as it should).
         for (const int s : {SIGINT, SIGTERM})
             ::signal(s, SIG_DFL);
+        if (struct sigaction old{}; ::sigaction(SIGHUP, nullptr, &old) == 0 && old.sa_handler == SIG_IGN)
+            ::signal(SIGHUP, SIG_DFL);
         body();
         ::_exit(0);
     }
