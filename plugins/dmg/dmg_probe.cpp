@@ -1,4 +1,4 @@
-// DMG probe rules: the UDIF trailer's "koly" magic 512 bytes before the end of the file (qemu's
+// DMG probe rules: the UDIF trailer's "koly" magic 512 (to 515) bytes before the end of the file (qemu's
 // dmg_probe goes by the ".dmg" file name suffix instead: divergence dmg-probe-by-trailer), and the
 // plugin's divergences.
 #include "dmg_plugin.h"
@@ -7,11 +7,15 @@ namespace instar::dmg {
 namespace {
 
 constexpr unsigned char KOLY[] = {'k', 'o', 'l', 'y'};
+// The trailer ends the file, or (qemu searches 515 bytes) up to three stray bytes follow it.
 constexpr ProbeMatch TRAILER[] = {{ProbeMatch::FromEnd, 512, KOLY, sizeof KOLY}};
+constexpr ProbeMatch TRAILER_1[] = {{ProbeMatch::FromEnd, 513, KOLY, sizeof KOLY}};
+constexpr ProbeMatch TRAILER_2[] = {{ProbeMatch::FromEnd, 514, KOLY, sizeof KOLY}};
+constexpr ProbeMatch TRAILER_3[] = {{ProbeMatch::FromEnd, 515, KOLY, sizeof KOLY}};
 
 } // namespace
 
-const ProbeRule PROBE_RULES[] = {{TRAILER, 1}};
+const ProbeRule PROBE_RULES[] = {{TRAILER, 1}, {TRAILER_1, 1}, {TRAILER_2, 1}, {TRAILER_3, 1}};
 const std::uint32_t PROBE_RULE_COUNT = sizeof PROBE_RULES / sizeof PROBE_RULES[0];
 
 const Divergence DIVERGENCES[] = {
