@@ -187,6 +187,8 @@ def main():
         # ---- what qemu cannot do with dmg ----
         d.same('create -f dmg', ['create', '-f', 'dmg', '@new.dmg', '1M'], outputs=['new.dmg'])
         d.same('convert -O dmg', ['convert', '-O', 'dmg', 'xml.dmg', '@new.dmg'], outputs=['new.dmg'])
+        d.same('create -f dmg -o help', ['create', '-f', 'dmg', '-o', 'help'])
+        d.same('convert -O dmg -o help', ['convert', '-O', 'dmg', '-o', 'help', 'xml.dmg', '@new.dmg'])
         d.same('check', ['check', 'xml.dmg'])
     finally:
         shutil.rmtree(work, ignore_errors=True)
