@@ -177,6 +177,9 @@ def main():
             d.same(f'map {name}', ['map', name])
             d.same(f'map --output=json {name}', ['map', '--output=json', name])
             d.same(f'measure -O qcow2 {name}', ['measure', '-O', 'qcow2', name])
+        d.same('map gap.dmg', ['map', '--output=json', 'gap.dmg'])
+        d.same('dd xml.dmg', ['dd', '-O', 'raw', 'if=xml.dmg', 'of=@dd.raw', 'bs=4k', 'count=5', 'skip=1'],
+               outputs=['dd.raw'])
         subprocess.run([QEMUS['7.2'][0], 'convert', '-O', 'raw', 'xml.dmg', 'ref.raw'], cwd=work,
                        capture_output=True, check=True)
         d.same('compare xml.dmg rsrc.dmg', ['compare', 'xml.dmg', 'rsrc.dmg'])
