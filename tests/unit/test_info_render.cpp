@@ -255,6 +255,18 @@ TEST_CASE("JSON, 7.2: no children key") {
     CHECK(v.get_object().contains("dirty-flag"));
 }
 
+TEST_CASE("no dirty-flag for a format that never reported one (qemu's dmg: no bdrv_get_info)") {
+    NodeInfo n;
+    n.filename = "a.dmg";
+    n.format = "dmg";
+    n.virtual_size = 28672;
+    n.has_dirty_flag = false;
+    for (const Profile& p : {p72(), p10()})
+        CHECK_FALSE(info_json(n, p).get_object().contains("dirty-flag"));
+    n.has_dirty_flag = true;
+    CHECK(info_json(n, p72()).get_object().contains("dirty-flag"));
+}
+
 TEST_CASE("7.2 prints an empty format-specific heading, 8.0+ does not") {
     NodeInfo n;
     n.filename = "t.vpc";

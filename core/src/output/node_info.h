@@ -20,6 +20,9 @@ struct NodeInfo {
     std::string filename;
     std::string format;
     bool dirty_flag = false;
+    // qemu prints dirty-flag only for a driver with bdrv_get_info (dmg, bochs, cloop, parallels lack it):
+    // false when the format module never reported the flag.
+    bool has_dirty_flag = true;
     std::optional<std::uint64_t> actual_size;
     std::uint64_t virtual_size = 0;
     std::optional<std::uint64_t> cluster_size;

@@ -197,6 +197,7 @@ Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
     sink.format("luks");
     // block/crypto.c: the payload after the header is the disk.
     sink.virtual_size(size > h.payload_offset ? size - h.payload_offset : 0);
+    sink.dirty(false); // qemu's luks has bdrv_get_info: its JSON shows dirty-flag
     sink.encrypted(true);
     sink.specific_type("luks");
     luks_header_report(h, req.qemu_version >= QEMU_DETACHED_HEADER_VERSION, sink);
