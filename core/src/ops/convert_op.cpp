@@ -499,6 +499,7 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
     }
     target.qemu_version = qemu_version;
     std::vector<std::uint8_t> create_bytes;
+    target.secret.reset(); // the target's secret travels in the secrets device, not the plan
     if (!spec.existing_target) {
         auto create = encode_create_arg(target);
         if (!create)
@@ -581,7 +582,7 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
         return Error{plan_device.error()};
     table.devices[0] = *plan_device;
     PlanFile secrets_file;
-    auto secrets_device = table.attach_secrets(secrets_file);
+    auto secrets_device = table.attach_secrets(secrets_file, spec.target.secret);
     if (!secrets_device)
         return Error{secrets_device.error()};
     if (auto ok = table.check_limits("convert"); !ok)
