@@ -597,6 +597,15 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
     auto budget = CONVERT_BASE_TIMEOUT + std::chrono::seconds(total / CONVERT_BYTES_PER_SECOND);
     if (spec.rate_limit != 0)
         budget += std::chrono::seconds(total / spec.rate_limit + 1);
+    // An encrypted target derives its keys first (LUKS: about iter-time, default 2 s, per key; far
+    // longer on a loaded machine), and a -n target unlocks with the image's own iteration counts.
+    if (spec.target.secret) {
+        budget += std::chrono::seconds(120);
+        for (const auto& o : spec.target.options)
+            if (o.key == "iter-time" || o.key == "encrypt.iter-time")
+                if (const auto ms = std::strtoull(o.value.c_str(), nullptr, 10); ms < (1ull << 32))
+                    budget += std::chrono::milliseconds(10 * ms);
+    }
     if (sandbox.timeout < budget)
         sandbox.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(budget);
     // -r: the engine reports, before each chunk it copies, the sectors copied so far including that
