@@ -28,6 +28,7 @@ VARIANTS = [
     ('cbc-plain-sha1', ',cipher-alg=aes-256,cipher-mode=cbc,ivgen-alg=plain,hash-alg=sha1'),
     ('xts128-sha512', ',cipher-alg=aes-128,cipher-mode=xts,ivgen-alg=plain64,hash-alg=sha512'),
     ('cbc256-plain64-sha384', ',cipher-alg=aes-256,cipher-mode=cbc,hash-alg=sha384'),
+    ('xts-sha224', ',hash-alg=sha224'),
 ]
 SIZE = 2 * 1024 * 1024 + 512 * 7
 

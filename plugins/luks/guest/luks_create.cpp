@@ -219,8 +219,8 @@ Status make_image(const CreateRequest& req, CreateTarget& t, Payload* payload) {
     if (eq(cipher_alg, "aes-128")) key_bytes = 16;
     else if (eq(cipher_alg, "aes-192")) key_bytes = 24;
     else if (eq(cipher_alg, "aes-256")) key_bytes = 32;
-    const bool supported_hash = eq(hash_alg, "sha1") || eq(hash_alg, "sha256") || eq(hash_alg, "sha384") ||
-                                eq(hash_alg, "sha512");
+    const bool supported_hash = eq(hash_alg, "sha1") || eq(hash_alg, "sha224") || eq(hash_alg, "sha256") ||
+                                eq(hash_alg, "sha384") || eq(hash_alg, "sha512");
     if (key_bytes == 0 || eq(cipher_mode, "ctr") || !supported_hash)
         return guest::create_fail(t, Status::Unsupported,
                                   "this LUKS cipher, mode or hash is not supported by instar yet");

@@ -4,6 +4,7 @@
 #include <nettle/aes.h>
 #include <nettle/cbc.h>
 #include <nettle/ctr.h>
+#include <nettle/hmac.h>
 #include <nettle/pbkdf2.h>
 #include <nettle/sha1.h>
 #include <nettle/sha2.h>
@@ -99,7 +100,14 @@ bool luks_pbkdf2(const char* hash, const uint8_t* password, size_t password_len,
             uint32_t iterations, uint8_t* out, size_t out_len) {
     if (iterations == 0) return false;
     if (eq(hash, "sha1")) pbkdf2_hmac_sha1(password_len, password, iterations, salt_len, salt, out_len, out);
-    else if (eq(hash, "sha256")) pbkdf2_hmac_sha256(password_len, password, iterations, salt_len, salt, out_len, out);
+    else if (eq(hash, "sha224")) {
+        // nettle has no pbkdf2_hmac_sha224: its generic PBKDF2 over HMAC-SHA224.
+        hmac_sha224_ctx ctx;
+        hmac_sha224_set_key(&ctx, password_len, password);
+        PBKDF2(&ctx, hmac_sha224_update, hmac_sha224_digest, SHA224_DIGEST_SIZE, iterations, salt_len, salt, out_len,
+               out);
+        __builtin_memset(&ctx, 0, sizeof ctx);
+    } else if (eq(hash, "sha256")) pbkdf2_hmac_sha256(password_len, password, iterations, salt_len, salt, out_len, out);
     else if (eq(hash, "sha384")) pbkdf2_hmac_sha384(password_len, password, iterations, salt_len, salt, out_len, out);
     else if (eq(hash, "sha512")) pbkdf2_hmac_sha512(password_len, password, iterations, salt_len, salt, out_len, out);
     else return false;

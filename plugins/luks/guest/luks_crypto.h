@@ -18,7 +18,7 @@ inline constexpr size_t LUKS_DIGEST_BYTES = 20;     // LUKS1's master key digest
 // (a few million for 2 s), low enough that a hostile header cannot make unlocking run for hours.
 inline constexpr uint32_t LUKS_MAX_PBKDF2_ITERATIONS = 64u << 20;
 
-// PBKDF2-HMAC with the named hash (sha1, sha256, sha384, sha512). false: hash not
+// PBKDF2-HMAC with the named hash (sha1, sha224, sha256, sha384, sha512). false: hash not
 // supported.
 bool luks_pbkdf2(const char* hash, const uint8_t* password, size_t password_len, const uint8_t* salt, size_t salt_len,
             uint32_t iterations, uint8_t* out, size_t out_len);

@@ -48,6 +48,9 @@ TEST_CASE("pbkdf2 known answers") {
     REQUIRE(instar::luks::luks_pbkdf2("sha256", pw, 8, salt, 4, 1, out, 32));
     CHECK(hex(out, 32) == "120fb6cffcf8b32c43e7225256c4f837a86548c92ccc35480805987cb70be17b");
     CHECK_FALSE(instar::luks::luks_pbkdf2("md5", pw, 8, salt, 4, 1, out, 16));
+    // PBKDF2-HMAC-SHA224, "password"/"salt", 1 iteration (python3 hashlib.pbkdf2_hmac).
+    REQUIRE(instar::luks::luks_pbkdf2("sha224", pw, 8, salt, 4, 1, out, 28));
+    CHECK(hex(out, 28) == "3c198cbdb9464b7857966bd05b7bc92bc1cc4e6e63155d4e490557fd");
 }
 
 TEST_CASE("qemu-made headers parse") {
@@ -176,6 +179,7 @@ TEST_CASE("created images unlock and read back") {
     round_trip({{"cipher-alg", "aes-256"}, {"cipher-mode", "cbc"}, {"hash-alg", "sha1"}}, 300 * 1024);
     round_trip({{"cipher-alg", "aes-128"}, {"hash-alg", "sha512"}, {"ivgen-alg", "plain"}}, 256 * 1024);
     round_trip({{"cipher-mode", "ecb"}, {"hash-alg", "sha384"}}, 200 * 1024);
+    round_trip({{"hash-alg", "sha224"}}, 128 * 1024);
 }
 
 TEST_CASE("create refusals") {
