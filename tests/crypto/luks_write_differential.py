@@ -214,6 +214,25 @@ def main():
                 probs = [] if (q.returncode, qe, qo) == (o.returncode, oe, oo) else [
                     f'qemu {q.returncode} {qo!r} {qe!r} ours {o.returncode} {oo!r} {oe!r}']
                 results.append((f'refusal {label} [qemu {ver}]', probs))
+        # convert -n refusals: the existing target opened with the wrong or no secret.
+        target = os.path.join(d, 'default.conv.luks')
+        n_cases = [
+            ('no key-secret', [SECRET], ['--target-image-opts', f'driver=luks,file.filename={target}']),
+            ('unknown id', [SECRET], ['--target-image-opts', f'driver=luks,key-secret=zz,file.filename={target}']),
+            ('wrong passphrase', ['secret,id=sec0,data=wrong'],
+             ['--target-image-opts', f'driver=luks,key-secret=sec0,file.filename={target}']),
+            ('plain name', [SECRET], ['-O', 'luks', target]),
+        ]
+        for label, objs, tail in n_cases:
+            args = ['convert', '-n'] + [x for o in objs for x in ('--object', o)] + ['-f', 'raw', src] + tail
+            for ver, (qemu_img, _) in QEMUS.items():
+                q = subprocess.run([qemu_img] + args, capture_output=True, text=True, cwd=d)
+                o = subprocess.run([instar] + args, capture_output=True, text=True, cwd=d,
+                                   env=dict(os.environ, INSTAR_QEMU_VERSION=ver))
+                qe, oe = norm(q.stderr.strip(), d, instar), norm(o.stderr.strip(), d, instar)
+                probs = [] if (q.returncode, qe) == (o.returncode, oe) else [
+                    f'qemu {q.returncode} {qe!r} ours {o.returncode} {oe!r}']
+                results.append((f'refusal -n {label} [qemu {ver}]', probs))
     return report(results)
 
 
