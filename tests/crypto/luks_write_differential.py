@@ -148,6 +148,18 @@ def main():
                     probs.append(f'qemu compare {q.returncode} {q.stdout.strip()} {q.stderr.strip()}')
             results.append((f'convert -n luks {name}', probs))
 
+        # The same through the process sandbox (its own runtime build): convert -O luks, verified by qemu.
+        out = os.path.join(d, 'process.luks')
+        c = subprocess.run([instar, '--sandbox', 'process', 'convert', '--object', SECRET, '-f', 'raw', '-O', 'luks',
+                            '-o', 'key-secret=sec0,iter-time=10', src, out], capture_output=True, text=True)
+        probs = [] if c.returncode == 0 else [f'exit {c.returncode}: {c.stderr.strip()}']
+        if not probs:
+            q = subprocess.run([qemu72, 'compare', '--object', SECRET, luks_json(out), '-F', 'raw', src],
+                               capture_output=True, text=True)
+            if q.returncode != 0:
+                probs.append(f'qemu compare {q.returncode} {q.stdout.strip()} {q.stderr.strip()}')
+        results.append(('convert -O luks (process sandbox)', probs))
+
         # A passphrase given encrypted (--object secret,keyid=,iv=: AES-256-CBC as qemu's secret_common.c).
         key, iv = os.urandom(32), os.urandom(16)
         enc = subprocess.run(['openssl', 'enc', '-aes-256-cbc', '-K', key.hex(), '-iv', iv.hex()],
