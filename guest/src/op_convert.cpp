@@ -138,7 +138,10 @@ Status convert_op(const uint8_t* arg, uint32_t arg_len) {
         static_cast<ImageReader**>(arena().allocate(h.image_count * sizeof(ImageReader*), alignof(ImageReader*)));
     if (readers == nullptr) return Status::NoMemory;
     Secrets secrets;
-    if (const Status sst = read_secrets(a.secrets_device, h.image_count, &secrets); sst != Status::Ok) return sst;
+    // One more entry than images: index image_count is the target's secret (create or -n).
+    if (const Status sst = read_secrets(a.secrets_device, h.image_count + 1, &secrets); sst != Status::Ok) return sst;
+    const uint8_t* target_secret = secrets.bytes ? secrets.bytes[h.image_count] : nullptr;
+    const size_t target_secret_len = secrets.lengths ? secrets.lengths[h.image_count] : 0;
     uint32_t opened = 0;
     Status st = open_images(plan.images, h.image_count, plan.snapshot, h.qemu_version, reasons, readers, &opened, &secrets);
     if (st != Status::Ok) report_failure(INSTAR_CONVERT_PHASE_OPEN, opened);
@@ -207,7 +210,9 @@ Status convert_op(const uint8_t* arg, uint32_t arg_len) {
                 if (file == nullptr) st = Status::Invalid;
                 else if (files[i] == nullptr) st = Status::NoMemory;
             }
-            const OpenRequest req{dev, files, file_count, &arena(), &codecs(), &reasons, nullptr, h.qemu_version};
+            OpenRequest req{dev, files, file_count, &arena(), &codecs(), &reasons, nullptr, h.qemu_version};
+            req.secret = target_secret;
+            req.secret_len = target_secret_len;
             if (st == Status::Ok) st = tm->open_writer(req, &writer);
             if (st != Status::Ok) report_failure(INSTAR_CONVERT_PHASE_OPEN, INSTAR_CONVERT_NO_BACKING);
         }
@@ -221,6 +226,8 @@ Status convert_op(const uint8_t* arg, uint32_t arg_len) {
             // The backing image's file, for formats that record its identity (vmdk's parentCID).
             else if (h.target_backing != INSTAR_CONVERT_NO_BACKING)
                 u->req.backing = device(plan.images[h.target_backing].device);
+            u->req.secret = target_secret;
+            u->req.secret_len = target_secret_len;
         }
         const ModuleOps* tm = module(h.target_module);
         if (st == Status::Ok && tm->create_writer == nullptr) {

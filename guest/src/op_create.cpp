@@ -2,6 +2,7 @@
 // files are host devices: device 0 the new image, device 1 the backing file when flagged, then the
 // external data file when flagged, and the files the module adds (INSTAR_HC_ADD_FILE) after them.
 #include "create_target.h"
+#include "image_table.h"
 
 namespace instar::guest {
 namespace {
@@ -86,6 +87,16 @@ Status create_op(const uint8_t* arg, uint32_t arg_len) {
     BlockDevice* backing = (u->arg.flags & INSTAR_CREATE_BACKING_DEVICE) ? device(1) : nullptr;
     const uint32_t data_index = (u->arg.flags & INSTAR_CREATE_BACKING_DEVICE) ? 2 : 1;
     BlockDevice* data_file = (u->arg.flags & INSTAR_CREATE_DATA_FILE_DEVICE) ? device(data_index) : nullptr;
+    // The image's secret: the device after the others, one instar_secret_table entry for image 0.
+    Secrets secrets;
+    if (u->arg.flags & INSTAR_CREATE_SECRET_DEVICE) {
+        const uint32_t secret_index = data_index + ((u->arg.flags & INSTAR_CREATE_DATA_FILE_DEVICE) ? 1 : 0);
+        if (const Status st = read_secrets(secret_index + 1, 1, &secrets); st != Status::Ok) return st;
+        if (secrets.bytes != nullptr) {
+            u->req.secret = secrets.bytes[0];
+            u->req.secret_len = secrets.lengths[0];
+        }
+    }
     if (ops == nullptr || image == nullptr || ((u->arg.flags & INSTAR_CREATE_BACKING_DEVICE) && backing == nullptr) ||
         ((u->arg.flags & INSTAR_CREATE_DATA_FILE_DEVICE) && data_file == nullptr))
         return Status::Invalid;

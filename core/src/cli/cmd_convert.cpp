@@ -429,6 +429,18 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
                     open_error = unsupported_option_error(*name, target_format);
             }
         }
+        // The existing target's secret (--target-image-opts key-secret / encrypt.key-secret).
+        if (existing_target_name && !open_error) {
+            std::optional<std::string> id;
+            for (const char* key : {"key-secret", "encrypt.key-secret"})
+                if (const auto* v = existing_target_name->strong.if_contains(key); v && v->is_string())
+                    id = std::string(v->as_string());
+            auto secret = secret_for(secrets, id);
+            if (!secret)
+                open_error = "Could not open '" + *out_filename + "': " + secret.error();
+            else
+                spec.target.secret = std::move(*secret);
+        }
         spec.target_open_error = open_error;
         spec.target.plugin = ctx.plugins().find(target_format);
         spec.existing_target = true;
@@ -521,6 +533,15 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
     }
     spec.target.backing_file = backing;
     spec.target.backing_fmt = backing_fmt;
+    // The new target's secret (-o key-secret / encrypt.key-secret); qemu looks it up when it
+    // creates the target, after opening the sources.
+    for (const char* key : {"key-secret", "encrypt.key-secret"})
+        if (const std::string* id = set->find(key)) {
+            auto secret = secret_for(secrets, *id);
+            if (!secret)
+                return fail(*out_filename + ": error while converting " + std::string(d.name) + ": " + secret.error());
+            spec.target.secret = std::move(*secret);
+        }
     auto done = run_convert();
     if (!done) {
         std::string msg = done.error();

@@ -3,6 +3,7 @@
 #include "cli/commands.h"
 #include "cli/help.h"
 #include "cli/image_name.h"
+#include "cli/secrets.h"
 #include "ops/create_op.h"
 #include "ops/guest_info_runner.h"
 #include "ops/info_op.h"
@@ -107,6 +108,7 @@ struct CreateRequestLine {
     bool unsafe = false;         // -u: do not open the backing file
     bool unsafe_quirks = false;  // --unsafe-quirks: qemu's raw fallback when detecting its format
     std::vector<std::string> allow_paths;
+    const SecretStore* secrets = nullptr; // --object secret (key-secret / encrypt.key-secret name one)
 };
 
 void set_item(OptionSet& set, const std::string& key, const std::string& value) {
@@ -256,6 +258,14 @@ int run_create(CreateRequestLine& r, const LoadedPlugin& plugin, bool quiet, boo
     }
 
     CreateSpec spec;
+    // The image's secret (qemu looks it up in the driver, after the Formatting line).
+    for (const char* key : {"key-secret", "encrypt.key-secret"})
+        if (const std::string* id = r.set.find(key); id && r.secrets) {
+            auto secret = secret_for(*r.secrets, *id);
+            if (!secret)
+                return report_error(ctx, r.filename + ": " + secret.error());
+            spec.secret = std::move(*secret);
+        }
     spec.filename = r.path;
     spec.data_file = data_file;
     spec.plugin = &plugin;
@@ -332,6 +342,14 @@ int cmd_create(Context& ctx, std::span<const std::string> args) {
     const auto output = parse_output_format(ctx, "create", vm["output"].as<std::string>());
     if (!output)
         return 1;
+    // --object secret: qemu makes the objects while parsing the command line, so errors come first.
+    SecretStore secrets;
+    if (vm.count("object")) {
+        auto store = parse_objects(vm["object"].as<std::vector<std::string>>());
+        if (!store)
+            return report_error(ctx, store.error());
+        secrets = std::move(*store);
+    }
     std::string options;
     if (vm.count("options"))
         for (const auto& o : vm["options"].as<std::vector<std::string>>())
@@ -393,7 +411,7 @@ int cmd_create(Context& ctx, std::span<const std::string> args) {
     if (!set)
         return report_error(ctx, *filename + ": " + set.error());
 
-    CreateRequestLine req{ctx, *filename, name->path, d, *set, img_size, {}, {}, false, false, {}};
+    CreateRequestLine req{ctx, *filename, name->path, d, *set, img_size, {}, {}, false, false, {}, &secrets};
     req.backing_file = vm.count("backing") ? std::optional(vm["backing"].as<std::string>()) : std::nullopt;
     req.backing_fmt =
         vm.count("backing-format") ? std::optional(vm["backing-format"].as<std::string>()) : std::nullopt;

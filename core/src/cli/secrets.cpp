@@ -3,6 +3,9 @@
 
 #include "options/option_list.h"
 
+#include <nettle/aes.h>
+#include <nettle/cbc.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
@@ -47,6 +50,55 @@ std::string base64_decode(std::string_view in) {
         }
     }
     return out;
+}
+
+// qemu's qbase64_decode: only the alphabet, '=' and newlines, then glib's decoding.
+Expected<std::string> qbase64_decode(std::string_view in) {
+    static constexpr std::string_view VALID =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\n";
+    if (in.find('\0') != std::string_view::npos)
+        return Error{"Base64 data contains embedded NUL characters"};
+    if (in.find_first_not_of(VALID) != std::string_view::npos)
+        return Error{"Base64 data contains invalid characters"};
+    return base64_decode(in);
+}
+
+// qcrypto_secret_decrypt: the data is AES-256-CBC ciphertext (base64 with format=base64) under the
+// 32-byte secret `key` and the base64 `iv`, padded as PKCS#7 (qemu checks only the last byte).
+Expected<std::string> decrypt_secret(const std::string& key, const std::optional<std::string>& iv_text,
+                                     const std::string& input, bool base64) {
+    if (key.size() != 32)
+        return Error{"Key should be 32 bytes in length"};
+    if (!iv_text)
+        return Error{"IV is required to decrypt secret"};
+    auto iv = qbase64_decode(*iv_text);
+    if (!iv)
+        return Error{iv.error()};
+    if (iv->size() != 16)
+        return Error{"IV should be 16 bytes in length not " + std::to_string(iv->size())};
+    std::string cipher = input;
+    if (base64) {
+        auto decoded = qbase64_decode(input);
+        if (!decoded)
+            return Error{decoded.error()};
+        cipher = std::move(*decoded);
+    }
+    if (cipher.size() % AES_BLOCK_SIZE != 0)
+        return Error{"Length " + std::to_string(cipher.size()) + " must be a multiple of block size " +
+                     std::to_string(AES_BLOCK_SIZE)};
+    aes256_ctx ctx{};
+    aes256_set_decrypt_key(&ctx, reinterpret_cast<const std::uint8_t*>(key.data()));
+    std::string plain(cipher.size(), '\0');
+    auto* ivp = reinterpret_cast<std::uint8_t*>(iv->data());
+    cbc_decrypt(&ctx, reinterpret_cast<nettle_cipher_func*>(aes256_decrypt), AES_BLOCK_SIZE, ivp, cipher.size(),
+                reinterpret_cast<std::uint8_t*>(plain.data()), reinterpret_cast<const std::uint8_t*>(cipher.data()));
+    std::fill(cipher.begin(), cipher.end(), '\0');
+    // qemu reads plaintext[len - 1] even for empty data (its buffer has a NUL there): 0 padding bytes.
+    const unsigned pad = plain.empty() ? 0 : static_cast<unsigned char>(plain.back());
+    if (pad > 16 || pad > plain.size())
+        return Error{"Incorrect number of padding bytes (" + std::to_string(pad) + ") found on decrypted data"};
+    plain.resize(plain.size() - pad);
+    return plain;
 }
 
 } // namespace
@@ -105,10 +157,14 @@ Expected<bool> SecretStore::add_object(std::string_view objdef) {
     if (keyid) {
         if (!secrets_.count(*keyid))
             return Error{"No secret with id '" + *keyid + "'"};
-        return Error{"secrets encrypted with keyid= are not supported by instar yet"};
-    }
-    if (format && *format == "base64")
+        auto plain = decrypt_secret(secrets_.at(*keyid), iv, bytes, format && *format == "base64");
+        std::fill(bytes.begin(), bytes.end(), '\0');
+        if (!plain)
+            return Error{plain.error()};
+        bytes = std::move(*plain);
+    } else if (format && *format == "base64") {
         bytes = base64_decode(bytes);
+    }
     secrets_.emplace(*id, std::move(bytes));
     return true;
 }

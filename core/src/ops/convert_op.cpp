@@ -499,6 +499,7 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
     }
     target.qemu_version = qemu_version;
     std::vector<std::uint8_t> create_bytes;
+    target.secret.reset(); // the target's secret travels in the secrets device, not the plan
     if (!spec.existing_target) {
         auto create = encode_create_arg(target);
         if (!create)
@@ -581,7 +582,7 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
         return Error{plan_device.error()};
     table.devices[0] = *plan_device;
     PlanFile secrets_file;
-    auto secrets_device = table.attach_secrets(secrets_file);
+    auto secrets_device = table.attach_secrets(secrets_file, spec.target.secret);
     if (!secrets_device)
         return Error{secrets_device.error()};
     if (auto ok = table.check_limits("convert"); !ok)
@@ -596,6 +597,15 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
     auto budget = CONVERT_BASE_TIMEOUT + std::chrono::seconds(total / CONVERT_BYTES_PER_SECOND);
     if (spec.rate_limit != 0)
         budget += std::chrono::seconds(total / spec.rate_limit + 1);
+    // An encrypted target derives its keys first (LUKS: about iter-time, default 2 s, per key; far
+    // longer on a loaded machine), and a -n target unlocks with the image's own iteration counts.
+    if (spec.target.secret) {
+        budget += std::chrono::seconds(120);
+        for (const auto& o : spec.target.options)
+            if (o.key == "iter-time" || o.key == "encrypt.iter-time")
+                if (const auto ms = std::strtoull(o.value.c_str(), nullptr, 10); ms < (1ull << 32))
+                    budget += std::chrono::milliseconds(10 * ms);
+    }
     if (sandbox.timeout < budget)
         sandbox.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(budget);
     // -r: the engine reports, before each chunk it copies, the sectors copied so far including that

@@ -3,7 +3,9 @@
 
 #include "ops/atomic_output.h"
 #include "ops/guest_module.h"
+#include "ops/image_table.h"
 
+#include <instar/guest/create_api.h>
 #include <instar/guest/format_api.h>
 
 #include <fcntl.h>
@@ -13,6 +15,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 
@@ -30,6 +33,11 @@ constexpr std::chrono::milliseconds PREALLOC_TIMEOUT{60 * 60 * 1000};
 // added file: 5 times what creating one took on a loaded test machine.
 constexpr std::uint64_t ADDED_FILE_SPAN = 2ull << 30;
 constexpr std::chrono::milliseconds ADDED_FILE_TIME{5};
+
+// Creating a LUKS header derives two keys for about iter-time (default 2 s) on qemu's calibration,
+// measured 36 s on a heavily loaded 2-core machine: this much more time whenever the image has a
+// secret, however iter-time is set.
+constexpr std::chrono::milliseconds LUKS_DEFAULT_PBKDF_TIME{120'000};
 
 std::string file_error(const std::string& file, const std::string& what) { return file + ": " + what; }
 
@@ -140,6 +148,24 @@ Expected<CreateOutcome> create_in_vm(const CreateSpec& spec, vmm::SandboxConfig 
             return Error{file_error(spec.filename, data.error())};
         devices.push_back(vmm::output_device(*data));
     }
+    // The secret (a LUKS passphrase) in a sealed in-memory device, the last one.
+    PlanFile secret_file;
+    if (spec.secret) {
+        if (spec.secret->size() > INSTAR_MAX_SECRET_BYTES)
+            return Error{file_error(spec.filename, "a secret is larger than instar accepts (" +
+                                                       std::to_string(INSTAR_MAX_SECRET_BYTES) + " bytes)")};
+        const instar_secret_table head{INSTAR_SECRETS_MAGIC, 1};
+        const instar_secret_entry entry{0, static_cast<std::uint32_t>(spec.secret->size())};
+        std::vector<std::uint8_t> bytes;
+        append_bytes(bytes, &head, 1);
+        append_bytes(bytes, &entry, 1);
+        bytes.insert(bytes.end(), spec.secret->begin(), spec.secret->end());
+        auto dev = secret_file.write(bytes);
+        std::fill(bytes.begin(), bytes.end(), std::uint8_t{0});
+        if (!dev)
+            return Error{file_error(spec.filename, dev.error())};
+        devices.push_back(*dev);
+    }
     config.outputs = &files;
     bool fills = false;
     for (const auto& o : spec.options)
@@ -151,6 +177,14 @@ Expected<CreateOutcome> create_in_vm(const CreateSpec& spec, vmm::SandboxConfig 
     // get time of their own beyond the parse budget.
     const std::uint64_t may_add = std::min<std::uint64_t>(spec.size / ADDED_FILE_SPAN, INSTAR_MAX_ADDED_FILES);
     config.timeout += ADDED_FILE_TIME * static_cast<std::int64_t>(may_add);
+    // LUKS key derivation runs for about iter-time milliseconds per key slot (qemu's calibration);
+    // ten times that on a loaded machine.
+    for (const auto& o : spec.options)
+        if (o.key == "iter-time" || o.key == "encrypt.iter-time")
+            if (const auto ms = std::strtoull(o.value.c_str(), nullptr, 10); ms < (1ull << 32))
+                config.timeout += std::chrono::milliseconds(10 * ms);
+    if (spec.secret)
+        config.timeout += LUKS_DEFAULT_PBKDF_TIME;
     const std::vector<std::string> modules{module};
     auto run = vmm::run(config, devices, modules, INSTAR_OP_CREATE, arg);
     if (!run)
@@ -217,7 +251,7 @@ Expected<std::vector<std::uint8_t>> encode_create_arg(const CreateSpec& spec) {
     a.qemu_version = spec.qemu_version;
     a.flags = (spec.backing ? INSTAR_CREATE_BACKING_DEVICE : 0u) | (spec.backing_file ? INSTAR_CREATE_HAS_BACKING : 0u) |
               (spec.backing_fmt ? INSTAR_CREATE_HAS_BACKING_FMT : 0u) |
-              (spec.data_file ? INSTAR_CREATE_DATA_FILE_DEVICE : 0u);
+              (spec.data_file ? INSTAR_CREATE_DATA_FILE_DEVICE : 0u) | (spec.secret ? INSTAR_CREATE_SECRET_DEVICE : 0u);
     a.option_count = static_cast<std::uint32_t>(spec.options.size());
     if (::getrandom(a.random, sizeof a.random, 0) != static_cast<ssize_t>(sizeof a.random))
         return Error{std::string("cannot read random bytes: ") + std::strerror(errno)};

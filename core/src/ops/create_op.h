@@ -33,6 +33,10 @@ struct CreateSpec {
     // off), made atomically with the image and given to the format as a device. The name stored in
     // the image is the `data_file` option's value.
     std::optional<std::string> data_file;
+    // The new image's secret (the --object secret its key-secret / encrypt.key-secret names): a LUKS
+    // passphrase. create hands it to the guest in a sealed device (INSTAR_CREATE_SECRET_DEVICE),
+    // convert in its secrets device as the target's entry. Never printed.
+    std::optional<std::string> secret;
 };
 
 struct CreateOutcome {

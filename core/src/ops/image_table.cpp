@@ -92,13 +92,18 @@ Expected<bool> ImageTable::check_limits(const std::string& what) const {
     return true;
 }
 
-Expected<std::uint32_t> ImageTable::attach_secrets(PlanFile& file) {
+Expected<std::uint32_t> ImageTable::attach_secrets(PlanFile& file, const std::optional<std::string>& target_secret) {
     std::vector<instar_secret_entry> entries;
     std::vector<std::uint8_t> data;
-    for (std::size_t i = 0; i < links.size(); ++i) {
-        if (links[i] == nullptr || !links[i]->secret)
+    for (std::size_t i = 0; i <= links.size(); ++i) {
+        const std::optional<std::string>* secret = nullptr;
+        if (i < links.size() && links[i] != nullptr)
+            secret = &links[i]->secret;
+        else if (i == links.size())
+            secret = &target_secret; // the target: the entry after the images
+        if (secret == nullptr || !*secret)
             continue;
-        const std::string& s = *links[i]->secret;
+        const std::string& s = **secret;
         if (s.size() > INSTAR_MAX_SECRET_BYTES)
             return Error{"a secret is larger than instar accepts (" + std::to_string(INSTAR_MAX_SECRET_BYTES) +
                          " bytes)"};

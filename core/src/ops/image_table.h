@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -32,7 +33,9 @@ public:
     Expected<std::uint32_t> module(const LoadedPlugin& plugin);
     // The links' secrets as a sealed device (instar_secret_table), appended to `devices`: the
     // operation argument's secrets_device (its index + 1), or 0 when no image has a secret.
-    Expected<std::uint32_t> attach_secrets(class PlanFile& file);
+    // `target_secret`: convert's target's secret, entry image == images.size().
+    Expected<std::uint32_t> attach_secrets(class PlanFile& file,
+                                           const std::optional<std::string>& target_secret = std::nullopt);
     // The table's own bound (INSTAR_CONVERT_MAX_IMAGES) and the sandbox's (devices, modules).
     Expected<bool> check_limits(const std::string& what) const;
 

@@ -18,7 +18,7 @@ inline constexpr size_t LUKS_DIGEST_BYTES = 20;     // LUKS1's master key digest
 // (a few million for 2 s), low enough that a hostile header cannot make unlocking run for hours.
 inline constexpr uint32_t LUKS_MAX_PBKDF2_ITERATIONS = 64u << 20;
 
-// PBKDF2-HMAC with the named hash (sha1, sha256, sha384, sha512). false: hash not
+// PBKDF2-HMAC with the named hash (sha1, sha224, sha256, sha384, sha512). false: hash not
 // supported.
 bool luks_pbkdf2(const char* hash, const uint8_t* password, size_t password_len, const uint8_t* salt, size_t salt_len,
             uint32_t iterations, uint8_t* out, size_t out_len);
@@ -26,13 +26,36 @@ bool luks_pbkdf2(const char* hash, const uint8_t* password, size_t password_len,
 // qcrypto_afsplit_decode: merges `stripes` blocks of `block_len` bytes into out[block_len].
 bool af_merge(const char* hash, size_t block_len, uint32_t stripes, const uint8_t* in, uint8_t* out);
 
+// qcrypto_afsplit_encode: spreads `in[block_len]` over `stripes` blocks in out[] (the first
+// stripes - 1 filled from `random`, stripes - 1 blocks of it), the inverse of af_merge.
+bool af_split(const char* hash, size_t block_len, uint32_t stripes, const uint8_t* in, const uint8_t* random,
+              uint8_t* out);
+
+// Digest length of a hash af_merge / luks_pbkdf2 know, 0 otherwise.
+size_t luks_digest_len(const char* hash);
+
+// A deterministic random bit generator for create (salts, keys, anti-forensic stripes): AES-256 in
+// counter mode, keyed with the host's 32 random bytes (getrandom), through nettle.
+class KeyStream {
+public:
+    explicit KeyStream(const uint8_t seed[32]);
+    void fill(uint8_t* out, size_t len);
+
+private:
+    alignas(16) uint8_t ctx_[512] = {};
+    uint8_t counter_[16] = {};
+};
+
 // A sector cipher: the payload's (or a key slot's) cipher, mode and IV generator with one key.
 class SectorCipher {
 public:
     // Unsupported when the combination is one instar does not implement (only aes, in xts/cbc/ecb).
-    guest::Status init(const LuksHeader& h, const uint8_t* key, size_t key_len);
+    // `for_encryption`: set up the encrypting direction (create, convert -O luks) instead.
+    guest::Status init(const LuksHeader& h, const uint8_t* key, size_t key_len, bool for_encryption = false);
     // Decrypts `len` bytes in place: 512-byte sectors numbered from `first_sector` (the last may be short).
     void decrypt(uint64_t first_sector, uint8_t* data, size_t len) const;
+    // Encrypts in place, the same way (init with for_encryption).
+    void encrypt(uint64_t first_sector, uint8_t* data, size_t len) const;
 
 private:
     void iv_for(uint64_t sector, uint8_t iv[16]) const;

@@ -147,7 +147,8 @@ Status find_key(BlockDevice& dev, uint64_t base, guest::Allocator& alloc, const 
 } // namespace
 
 Status luks_unlock(BlockDevice& dev, uint64_t header_offset, guest::Allocator& alloc, const uint8_t* pass,
-                   size_t pass_len, LuksHeader* header, SectorCipher* cipher, guest::ReasonSink* reasons) {
+                   size_t pass_len, LuksHeader* header, SectorCipher* cipher, guest::ReasonSink* reasons,
+                   uint8_t* master_key_out) {
     LuksHeader& h = *header;
     if (const Status st = load_header(dev, &h, header_offset); st != Status::Ok) {
         guest::say_reason(reasons, "Volume is not in LUKS format or its header is corrupt");
@@ -170,6 +171,8 @@ Status luks_unlock(BlockDevice& dev, uint64_t header_offset, guest::Allocator& a
     if (found != Status::Ok)
         return found;
     const Status st = cipher->init(h, master_key, h.key_bytes);
+    if (master_key_out != nullptr)
+        __builtin_memcpy(master_key_out, master_key, h.key_bytes);
     __builtin_memset(master_key, 0, sizeof master_key);
     if (st != Status::Ok)
         guest::say_reason(reasons, "this LUKS cipher or mode is not supported by instar yet");

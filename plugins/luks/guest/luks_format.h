@@ -12,10 +12,10 @@ namespace instar::luks {
 
 // Unlocks a LUKS1 header at `header_offset` of `dev` (0 for a luks image; qcow2's crypto header
 // extension otherwise; key slot offsets count from there) with `pass`, and sets up `*cipher` with the
-// master key. Reasons are qemu's ("Invalid password, cannot unlock any keyslot", ...).
+// master key (copied to master_key_out[header->key_bytes] when given). Reasons are qemu's ("Invalid password, cannot unlock any keyslot", ...).
 guest::Status luks_unlock(guest::BlockDevice& dev, uint64_t header_offset, guest::Allocator& alloc,
                           const uint8_t* pass, size_t pass_len, LuksHeader* header, SectorCipher* cipher,
-                          guest::ReasonSink* reasons);
+                          guest::ReasonSink* reasons, uint8_t* master_key_out = nullptr);
 
 guest::Status probe(guest::BlockDevice& dev, bool* match);
 guest::Status info(const guest::InfoRequest& req, guest::InfoSink& sink);

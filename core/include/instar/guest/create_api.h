@@ -13,6 +13,12 @@
 
 namespace instar::guest {
 
+// A flag of instar_create_arg (guest_abi.h, beside INSTAR_CREATE_DATA_FILE_DEVICE): the new image's
+// secret (key-secret / encrypt.key-secret: a LUKS passphrase) is the last device, a sealed struct
+// instar_secret_table with one entry for image 0; the runtime passes it as CreateRequest::secret.
+// convert passes its target's secret in its secrets device instead (entry image == image_count).
+#define INSTAR_CREATE_SECRET_DEVICE 16u
+
 // How the space behind a file's new length is provided (qemu's PreallocMode).
 enum class Prealloc : uint32_t {
     Off = 0,      // sparse: a hole
@@ -73,6 +79,10 @@ struct CreateRequest {
     const struct Codecs* codecs;   // compressors and decompressors (read_api.h); nullptr for create
     // The external data file the host made for the `data_file` option (empty, writable), or nullptr.
     BlockDevice* data_file = nullptr;
+    // The new image's secret (--object secret named by key-secret / encrypt.key-secret: a LUKS
+    // passphrase), or nullptr when the user named none. Never echo it in a reason.
+    const uint8_t* secret = nullptr;
+    size_t secret_len = 0;
 };
 
 using CreateFn = Status (*)(const CreateRequest& req, CreateTarget& target);

@@ -1,0 +1,381 @@
+// Creating LUKS1 images (qemu: crypto/block-luks.c qcrypto_block_luks_create, block/crypto.c) and
+// writing their payload: create, convert -O luks (create_writer) and convert -n (open_writer).
+#include "luks_create.h"
+
+#include "luks_crypto.h"
+#include "luks_format.h"
+#include "luks_header.h"
+
+#include <instar/guest/arena_new.h>
+
+namespace instar::luks {
+
+using guest::BlockDevice;
+using guest::CreateRequest;
+using guest::CreateTarget;
+using guest::ImageWriter;
+using guest::Status;
+
+namespace {
+
+constexpr uint32_t HEADER_SECTORS = LUKS_KEY_SLOT_OFFSET / LUKS_SECTOR_SIZE;
+constexpr uint32_t SALT_BYTES = 32;
+constexpr uint32_t MIN_ITERATIONS = 1000;      // QCRYPTO_BLOCK_LUKS_MIN_{SLOT,MASTER}_KEY_ITERS
+constexpr uint64_t DEFAULT_ITER_TIME_MS = 2000; // QCRYPTO_BLOCK_LUKS_DEFAULT_ITER_TIME_MS
+// The writer encrypts at most this much per step (a bounce buffer from the arena).
+constexpr size_t WRITE_CHUNK = 1u << 20;
+constexpr uint32_t QEMU_SM_VERSION = 90000; // the sm4 cipher and sm3 hash enum values (qemu 9.0)
+
+bool eq(const char* a, const char* b) {
+    while (*a && *a == *b) {
+        ++a;
+        ++b;
+    }
+    return *a == *b;
+}
+
+// qemu's QAPI enum values for the options (QCryptoCipherAlgo, QCryptoCipherMode, QCryptoIVGenAlgo,
+// QCryptoHashAlgo); 10.0 adds sm4 and sm3.
+constexpr const char* CIPHER_ALGS[] = {"aes-128",     "aes-192",     "aes-256",     "des",         "3des",
+                                       "cast5-128",   "serpent-128", "serpent-192", "serpent-256", "twofish-128",
+                                       "twofish-192", "twofish-256", "sm4"};
+constexpr const char* CIPHER_MODES[] = {"ecb", "cbc", "xts", "ctr"};
+constexpr const char* IVGEN_ALGS[] = {"plain", "plain64", "essiv"};
+constexpr const char* HASH_ALGS[] = {"md5", "sha1", "sha224", "sha256", "sha384", "sha512", "ripemd160", "sm3"};
+
+template <size_t N>
+bool one_of(const char* v, const char* const (&names)[N], uint32_t qemu_version) {
+    for (size_t i = 0; i < N; ++i)
+        if (eq(v, names[i]) && (qemu_version >= QEMU_SM_VERSION || !(eq(v, "sm4") || eq(v, "sm3"))))
+            return true;
+    return false;
+}
+
+// PBKDF2 blocks one second of compute gives (qemu measures this: qcrypto_pbkdf2_count_iters);
+// instar's fixed rule, from qemu 7.2's figures on the build machine (sha256: ~37k key slot
+// iterations of a 64-byte key for iter-time=10). Divergence luks-iter-time.
+uint64_t blocks_per_second(const char* hash) {
+    if (eq(hash, "sha1")) return 8'000'000;
+    if (eq(hash, "sha224") || eq(hash, "sha256")) return 7'500'000;
+    return 2'500'000; // sha384, sha512
+}
+
+// qcrypto_pbkdf2_count_iters for `out_len` bytes of output, scaled to iter-time as qemu scales it.
+bool scaled_iterations(const char* hash, size_t out_len, uint64_t iter_time, uint64_t divisor, uint32_t* out,
+                       CreateTarget& t) {
+    const size_t dl = luks_digest_len(hash);
+    const uint64_t per_second = blocks_per_second(hash) / ((out_len + dl - 1) / dl);
+    uint64_t iters = per_second * iter_time / 1000 / divisor; // iter_time < 2^32: no overflow
+    if (iters > UINT32_MAX) {
+        guest::create_fail(t, Status::Invalid, "PBKDF iterations too large: lower iter-time");
+        return false;
+    }
+    *out = iters < MIN_ITERATIONS ? MIN_ITERATIONS : static_cast<uint32_t>(iters);
+    return true;
+}
+
+void put_be32(uint8_t* p, uint32_t v) {
+    p[0] = static_cast<uint8_t>(v >> 24);
+    p[1] = static_cast<uint8_t>(v >> 16);
+    p[2] = static_cast<uint8_t>(v >> 8);
+    p[3] = static_cast<uint8_t>(v);
+}
+
+// qemu_uuid_generate + qemu_uuid_unparse: a random (version 4) UUID in lower-case text.
+void make_uuid(KeyStream& rng, uint8_t out[40]) {
+    uint8_t u[16];
+    rng.fill(u, sizeof u);
+    u[6] = static_cast<uint8_t>((u[6] & 0x0f) | 0x40);
+    u[8] = static_cast<uint8_t>((u[8] & 0x3f) | 0x80);
+    constexpr char HEX[] = "0123456789abcdef";
+    size_t at = 0;
+    for (int i = 0; i < 16; ++i) {
+        if (i == 4 || i == 6 || i == 8 || i == 10) out[at++] = '-';
+        out[at++] = static_cast<uint8_t>(HEX[u[i] >> 4]);
+        out[at++] = static_cast<uint8_t>(HEX[u[i] & 15]);
+    }
+}
+
+void copy_str(uint8_t* dst, const char* a, const char* b = nullptr, const char* c = nullptr, const char* d = nullptr,
+              const char* e = nullptr) {
+    size_t at = 0;
+    const char* const parts[] = {a, b, c, d, e};
+    for (const char* s : parts)
+        if (s != nullptr)
+            for (size_t i = 0; s[i] != 0; ++i) dst[at++] = static_cast<uint8_t>(s[i]);
+}
+
+// The payload's encryption, ready to encrypt: what create made or convert -n unlocked.
+struct Payload {
+    SectorCipher cipher;
+    uint64_t offset = 0; // bytes
+};
+
+class LuksWriter final : public ImageWriter {
+public:
+    LuksWriter(BlockDevice& dev, guest::Allocator& alloc, uint64_t size, uint8_t* bounce)
+        : dev_(dev), alloc_(alloc), size_(size), bounce_(bounce) {}
+    Payload payload;
+
+    uint64_t cluster_size() const override { return 0; }
+    // block/crypto.c has no bdrv_has_zero_init: a new LUKS image does not read as zeros.
+    bool zero_init() const override { return false; }
+    Status write(uint64_t offset, const void* buf, size_t len) override {
+        return put(offset, static_cast<const uint8_t*>(buf), len);
+    }
+    // qemu's crypto driver has no write_zeroes: the generic path writes encrypted zero sectors.
+    Status write_zeroes(uint64_t offset, uint64_t len, bool) override {
+        if (offset > size_ || len > size_ - offset) return Status::Invalid;
+        return put(offset, nullptr, static_cast<size_t>(len));
+    }
+    Status write_compressed(uint64_t, const void*, size_t) override { return Status::Unsupported; }
+    Status finish() override { return Status::Ok; }
+    void close() override {
+        __builtin_memset(bounce_, 0, WRITE_CHUNK);
+        alloc_.deallocate(bounce_, WRITE_CHUNK);
+        __builtin_memset(static_cast<void*>(&payload), 0, sizeof payload);
+        guest::Allocator& a = alloc_;
+        guest::arena_delete(a, this);
+    }
+
+private:
+    // Encrypts [offset, offset + len) of the disk (src nullptr: zeros) sector by sector into the file.
+    Status put(uint64_t offset, const uint8_t* src, uint64_t len) {
+        if (offset % LUKS_SECTOR_SIZE != 0 || offset > size_ || len > size_ - offset) return Status::Invalid;
+        while (len > 0) {
+            const size_t n = len < WRITE_CHUNK ? static_cast<size_t>(len) : WRITE_CHUNK;
+            // A short last sector is encrypted as a whole one; only its bytes inside the disk are written.
+            const size_t whole = (n + LUKS_SECTOR_SIZE - 1) / LUKS_SECTOR_SIZE * LUKS_SECTOR_SIZE;
+            __builtin_memset(bounce_, 0, whole);
+            if (src != nullptr) {
+                __builtin_memcpy(bounce_, src, n);
+                src += n;
+            }
+            payload.cipher.encrypt(offset / LUKS_SECTOR_SIZE, bounce_, whole);
+            if (const Status st = dev_.write(payload.offset + offset, bounce_, n); st != Status::Ok) return st;
+            offset += n;
+            len -= n;
+        }
+        return Status::Ok;
+    }
+
+    BlockDevice& dev_;
+    guest::Allocator& alloc_;
+    uint64_t size_;
+    uint8_t* bounce_;
+};
+
+// qcrypto_block_luks_create and block/crypto.c's create: the header, key slot 0 holding the master
+// key for the passphrase, the file grown to payload + size. Sets up `*payload` for writing.
+Status make_image(const CreateRequest& req, CreateTarget& t, Payload* payload) {
+    const uint32_t v = req.qemu_version;
+    const char* cipher_alg = guest::create_option(req, "cipher-alg");
+    const char* cipher_mode = guest::create_option(req, "cipher-mode");
+    const char* ivgen_alg = guest::create_option(req, "ivgen-alg");
+    const char* ivgen_hash_alg = guest::create_option(req, "ivgen-hash-alg");
+    const char* hash_alg = guest::create_option(req, "hash-alg");
+    // The QAPI visitor checks every value before the driver runs.
+    struct Check {
+        const char* key;
+        const char* value;
+        bool ok;
+    };
+    const Check checks[] = {
+        {"cipher-alg", cipher_alg, cipher_alg == nullptr || one_of(cipher_alg, CIPHER_ALGS, v)},
+        {"cipher-mode", cipher_mode, cipher_mode == nullptr || one_of(cipher_mode, CIPHER_MODES, v)},
+        {"ivgen-alg", ivgen_alg, ivgen_alg == nullptr || one_of(ivgen_alg, IVGEN_ALGS, v)},
+        {"ivgen-hash-alg", ivgen_hash_alg, ivgen_hash_alg == nullptr || one_of(ivgen_hash_alg, HASH_ALGS, v)},
+        {"hash-alg", hash_alg, hash_alg == nullptr || one_of(hash_alg, HASH_ALGS, v)},
+    };
+    for (const Check& c : checks) {
+        if (c.ok) continue;
+        char text[guest::CREATE_MAX_REASON];
+        size_t at = 0;
+        const char* const parts[] = {"Parameter '", c.key, "' does not accept value '", c.value, "'"};
+        for (const char* s : parts)
+            for (size_t i = 0; s[i] != 0 && at + 1 < sizeof text; ++i) text[at++] = s[i];
+        text[at] = 0;
+        return guest::create_fail(t, Status::Invalid, text);
+    }
+    uint64_t iter_time = DEFAULT_ITER_TIME_MS;
+    if (!guest::create_option_u64(req, "iter-time", DEFAULT_ITER_TIME_MS, &iter_time))
+        return guest::create_fail(t, Status::Invalid, "Parameter 'iter-time' expects a number");
+    if (guest::create_option_bool(req, "detached-header", false))
+        return guest::create_fail(t, Status::Unsupported, "instar cannot create detached LUKS headers yet");
+    // qcrypto_block_luks_create's defaults.
+    if (cipher_alg == nullptr) cipher_alg = "aes-256";
+    if (cipher_mode == nullptr) cipher_mode = "xts";
+    if (ivgen_alg == nullptr) ivgen_alg = "plain64";
+    if (hash_alg == nullptr) hash_alg = "sha256";
+    const bool has_ivgen_hash = ivgen_hash_alg != nullptr || eq(ivgen_alg, "essiv");
+    if (ivgen_hash_alg == nullptr && eq(ivgen_alg, "essiv")) ivgen_hash_alg = "sha256";
+    if (req.secret == nullptr)
+        return guest::create_fail(t, Status::Invalid, "Parameter 'key-secret' is required for cipher");
+    if (iter_time > UINT32_MAX)
+        return guest::create_fail(t, Status::Invalid, "PBKDF iterations too large: lower iter-time");
+
+    // Cipher name and key size (qcrypto_block_luks_cipher_alg_lookup, qcrypto_cipher_get_key_len).
+    uint32_t key_bytes = 0;
+    if (eq(cipher_alg, "aes-128")) key_bytes = 16;
+    else if (eq(cipher_alg, "aes-192")) key_bytes = 24;
+    else if (eq(cipher_alg, "aes-256")) key_bytes = 32;
+    const bool supported_hash = eq(hash_alg, "sha1") || eq(hash_alg, "sha224") || eq(hash_alg, "sha256") ||
+                                eq(hash_alg, "sha384") || eq(hash_alg, "sha512");
+    if (key_bytes == 0 || eq(cipher_mode, "ctr") || !supported_hash)
+        return guest::create_fail(t, Status::Unsupported,
+                                  "this LUKS cipher, mode or hash is not supported by instar yet");
+    if (eq(cipher_mode, "xts")) key_bytes *= 2;
+    // qemu-img aborts on a key whose 4000 stripes are not whole sectors (aes-192: 187.5 sectors of key
+    // material; crypto/block.c asserts): such an image would be useless to qemu. Divergence luks-aes-192.
+    if (uint64_t{key_bytes} * LUKS_STRIPES % LUKS_SECTOR_SIZE != 0)
+        return guest::create_fail(t, Status::Unsupported,
+                                  "instar does not create aes-192 LUKS images: qemu-img aborts on their key material");
+
+    LuksHeaderDisk d{};
+    const uint8_t magic[6] = {'L', 'U', 'K', 'S', 0xba, 0xbe};
+    __builtin_memcpy(d.magic, magic, sizeof magic);
+    d.version[1] = 1;
+    copy_str(d.cipher_name, "aes");
+    // "xts-plain64", or with an IV hash "cbc-essiv:sha256" (at most 3 + 1 + 7 + 1 + 9 bytes of 32).
+    if (has_ivgen_hash) copy_str(d.cipher_mode, cipher_mode, "-", ivgen_alg, ":", ivgen_hash_alg);
+    else copy_str(d.cipher_mode, cipher_mode, "-", ivgen_alg);
+    copy_str(d.hash_spec, hash_alg);
+
+    // All randomness: a key stream seeded with the host's 32 getrandom bytes.
+    KeyStream rng(req.random);
+    uint8_t master_key[LUKS_MAX_KEY_BYTES];
+    make_uuid(rng, d.uuid);
+    rng.fill(d.master_key_salt, SALT_BYTES);
+    rng.fill(master_key, key_bytes);
+    uint32_t mk_iters = 0, slot_iters = 0;
+    // Master key digest: 1/8 of iter-time (qemu: "matches cryptsetup"); the slot: all of it.
+    if (!scaled_iterations(hash_alg, LUKS_DIGEST_BYTES, iter_time, 8, &mk_iters, t) ||
+        !scaled_iterations(hash_alg, key_bytes, iter_time, 1, &slot_iters, t))
+        return Status::Invalid;
+    luks_pbkdf2(hash_alg, master_key, key_bytes, d.master_key_salt, SALT_BYTES, mk_iters, d.master_key_digest,
+                LUKS_DIGEST_BYTES);
+    put_be32(d.master_key_len, key_bytes);
+    put_be32(d.master_key_iterations, mk_iters);
+    const uint64_t split_len = uint64_t{key_bytes} * LUKS_STRIPES;
+    const uint32_t split_sectors =
+        static_cast<uint32_t>(((split_len + LUKS_SECTOR_SIZE - 1) / LUKS_SECTOR_SIZE + HEADER_SECTORS - 1) /
+                              HEADER_SECTORS * HEADER_SECTORS);
+    for (uint32_t i = 0; i < LUKS_NUM_KEY_SLOTS; ++i) {
+        LuksKeySlotDisk& s = d.key_slots[i];
+        put_be32(s.active, LUKS_KEY_SLOT_DISABLED);
+        put_be32(s.key_offset_sector, HEADER_SECTORS + i * split_sectors);
+        put_be32(s.stripes, LUKS_STRIPES);
+    }
+    const uint32_t payload_sectors = HEADER_SECTORS + LUKS_NUM_KEY_SLOTS * split_sectors;
+    put_be32(d.payload_offset_sector, payload_sectors);
+    payload->offset = uint64_t{payload_sectors} * LUKS_SECTOR_SIZE;
+
+    // Key slot 0 (qcrypto_block_luks_store_key).
+    LuksKeySlotDisk& s0 = d.key_slots[0];
+    rng.fill(s0.salt, SALT_BYTES);
+    put_be32(s0.iterations, slot_iters);
+    put_be32(s0.active, LUKS_KEY_SLOT_ENABLED);
+    LuksHeader h;
+    if (const Status st = luks_header_parse(reinterpret_cast<const uint8_t*>(&d), sizeof d, &h); st != Status::Ok)
+        return guest::create_fail(t, Status::Unsupported, "this LUKS cipher, mode or hash combination is invalid");
+
+    if (req.size > UINT64_MAX - payload->offset)
+        return guest::create_fail(t, Status::Invalid, "The image size is too large for file format 'luks'");
+    guest::Prealloc mode = guest::Prealloc::Off;
+    if (!guest::create_option_prealloc(req, &mode) || mode == guest::Prealloc::Metadata)
+        return guest::create_fail(t, Status::Invalid, "Unsupported preallocation mode");
+    if (const Status st = t.set_length(t.image(), payload->offset + req.size, mode); st != Status::Ok) return st;
+
+    // The split key: 4000 stripes (the first 3999 random), encrypted with the slot key.
+    auto* split = static_cast<uint8_t*>(req.allocator->allocate(2 * split_len, 16));
+    if (split == nullptr) return Status::NoMemory;
+    uint8_t* random = split + split_len;
+    rng.fill(random, split_len);
+    uint8_t slot_key[LUKS_MAX_KEY_BYTES];
+    luks_pbkdf2(hash_alg, req.secret, req.secret_len, s0.salt, SALT_BYTES, slot_iters, slot_key, key_bytes);
+    Status st = af_split(hash_alg, key_bytes, LUKS_STRIPES, master_key, random, split) ? Status::Ok
+                                                                                         : Status::Unsupported;
+    auto* slot_cipher = guest::arena_new<SectorCipher>(*req.allocator);
+    if (st == Status::Ok && slot_cipher == nullptr) st = Status::NoMemory;
+    if (st == Status::Ok) st = slot_cipher->init(h, slot_key, key_bytes, true);
+    if (st == Status::Ok) {
+        slot_cipher->encrypt(0, split, static_cast<size_t>(split_len));
+        st = t.image().write(uint64_t{HEADER_SECTORS} * LUKS_SECTOR_SIZE, split, static_cast<size_t>(split_len));
+    }
+    if (st == Status::Ok) st = t.image().write(0, &d, sizeof d);
+    if (st == Status::Ok) st = payload->cipher.init(h, master_key, key_bytes, true);
+    if (slot_cipher != nullptr) {
+        __builtin_memset(static_cast<void*>(slot_cipher), 0, sizeof *slot_cipher);
+        guest::arena_delete(*req.allocator, slot_cipher);
+    }
+    __builtin_memset(split, 0, 2 * split_len);
+    req.allocator->deallocate(split, 2 * split_len);
+    __builtin_memset(slot_key, 0, sizeof slot_key);
+    __builtin_memset(master_key, 0, sizeof master_key);
+    if (st == Status::Unsupported)
+        return guest::create_fail(t, st, "this LUKS cipher, mode or hash is not supported by instar yet");
+    return st;
+}
+
+Status new_writer(BlockDevice& dev, guest::Allocator& alloc, uint64_t size, const Payload& payload,
+                  ImageWriter** out) {
+    auto* bounce = static_cast<uint8_t*>(alloc.allocate(WRITE_CHUNK, 16));
+    if (bounce == nullptr) return Status::NoMemory;
+    auto* w = guest::arena_new<LuksWriter>(alloc, dev, alloc, size, bounce);
+    if (w == nullptr) {
+        alloc.deallocate(bounce, WRITE_CHUNK);
+        return Status::NoMemory;
+    }
+    w->payload = payload;
+    *out = w;
+    return Status::Ok;
+}
+
+} // namespace
+
+Status create(const CreateRequest& req, CreateTarget& target) {
+    if (req.allocator == nullptr) return Status::Invalid;
+    auto* payload = guest::arena_new<Payload>(*req.allocator);
+    if (payload == nullptr) return Status::NoMemory;
+    const Status st = make_image(req, target, payload);
+    __builtin_memset(static_cast<void*>(payload), 0, sizeof *payload);
+    guest::arena_delete(*req.allocator, payload);
+    return st;
+}
+
+Status create_writer(const CreateRequest& req, CreateTarget& target, ImageWriter** out) {
+    if (req.allocator == nullptr || out == nullptr) return Status::Invalid;
+    auto* payload = guest::arena_new<Payload>(*req.allocator);
+    if (payload == nullptr) return Status::NoMemory;
+    Status st = make_image(req, target, payload);
+    if (st == Status::Ok) st = new_writer(target.image(), *req.allocator, req.size, *payload, out);
+    __builtin_memset(static_cast<void*>(payload), 0, sizeof *payload);
+    guest::arena_delete(*req.allocator, payload);
+    return st;
+}
+
+Status open_writer(const guest::OpenRequest& req, ImageWriter** out) {
+    if (req.image == nullptr || req.allocator == nullptr || out == nullptr) return Status::Invalid;
+    if (req.secret == nullptr) {
+        guest::say_reason(req.reasons, "Parameter 'key-secret' is required for cipher");
+        return Status::Unsupported;
+    }
+    auto* payload = guest::arena_new<Payload>(*req.allocator);
+    if (payload == nullptr) return Status::NoMemory;
+    LuksHeader h;
+    uint8_t master_key[LUKS_MAX_KEY_BYTES];
+    Status st = luks_unlock(*req.image, 0, *req.allocator, req.secret, req.secret_len, &h, &payload->cipher,
+                            req.reasons, master_key);
+    if (st == Status::Ok) st = payload->cipher.init(h, master_key, h.key_bytes, true);
+    __builtin_memset(master_key, 0, sizeof master_key);
+    payload->offset = h.payload_offset;
+    const uint64_t file = req.image->size();
+    if (st == Status::Ok)
+        st = new_writer(*req.image, *req.allocator, file > h.payload_offset ? file - h.payload_offset : 0, *payload,
+                        out);
+    __builtin_memset(static_cast<void*>(payload), 0, sizeof *payload);
+    guest::arena_delete(*req.allocator, payload);
+    return st;
+}
+
+} // namespace instar::luks
