@@ -175,10 +175,11 @@ def main():
             patch(d.path('data.qcow'), d.path(f'{name}.qcow'), edits)
 
         # ---- info ----
-        for img in ['data.qcow', 'top.qcow', 'top2.qcow', 'comp.qcow', 'enc.qcow', 'c1.qcow'] + \
-                [f'{n}.qcow' for n in damaged]:
+        for img in ['data.qcow', 'top.qcow', 'top2.qcow', 'comp.qcow', 'enc.qcow', 'c1.qcow']:
             d.same(f'info {img}', ['info', img])
             d.same(f'info --output=json {img}', ['info', '--output=json', img])
+        for img in [f'{n}.qcow' for n in damaged]:  # refusals: one output mode is enough
+            d.same(f'info {img}', ['info', img])
         d.same('info --backing-chain top2.qcow', ['info', '--backing-chain', 'top2.qcow'])
         d.same('info -f qcow on qcow2', ['info', '-f', 'qcow', 'base.qcow2'])
 
