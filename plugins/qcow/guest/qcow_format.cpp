@@ -133,8 +133,8 @@ Status qcow_load(guest::BlockDevice& dev, QcowImage* out, const char** why) {
     // The L1 table is read at open (qemu reads it whole; past the end of the file as zeros). A
     // range the block layer refuses (past 2^63) fails qemu's open with EIO/EINVAL.
     uint64_t l1_end;
-    if (__builtin_add_overflow(h.l1_table_offset, s.l1_size * 8, &l1_end) || l1_end > (uint64_t{1} << 63)) {
-        *why = "Could not read L1 table: Input/output error";
+    if (__builtin_add_overflow(h.l1_table_offset, s.l1_size * 8, &l1_end) || l1_end > QCOW_MAX_FILE_OFFSET) {
+        *why = "Could not open '{image}': Input/output error"; // bdrv_open's words for the failed read
         return Status::IoError;
     }
     if (h.backing_file_offset != 0) {
@@ -142,6 +142,11 @@ Status qcow_load(guest::BlockDevice& dev, QcowImage* out, const char** why) {
         if (len > QCOW_MAX_BACKING_NAME) {
             *why = "Backing file name too long";
             return Status::Corrupt;
+        }
+        uint64_t end;
+        if (__builtin_add_overflow(h.backing_file_offset, uint64_t{len}, &end) || end > QCOW_MAX_FILE_OFFSET) {
+            *why = "Could not open '{image}': Input/output error";
+            return Status::IoError;
         }
         if (const Status st = qcow_read_padded(dev, h.backing_file_offset, s.backing, len); st != Status::Ok)
             return st;

@@ -25,6 +25,9 @@ inline constexpr uint32_t QCOW_MAX_L2_BITS = 16 - 3;
 inline constexpr uint32_t QCOW_MAX_BACKING_NAME = 1023;
 // qemu's L1 bound: l1_size <= INT_MAX / sizeof(uint64_t) ("Image too large").
 inline constexpr uint64_t QCOW_MAX_L1_ENTRIES = 0x7fffffffull / 8;
+// qemu's block layer refuses requests ending past BDRV_MAX_LENGTH (INT64_MAX aligned down to 1 GiB)
+// with EIO; past the end of the file (but below this) it reads zeros.
+inline constexpr uint64_t QCOW_MAX_FILE_OFFSET = (1ull << 63) - (1ull << 30);
 // The writer holds the whole L1 table in guest memory: 32 MiB is 4 Mi entries, 8 TiB of disk at
 // the geometry qemu creates (2 MiB per L1 entry); qemu itself writes such an L1 sector by sector.
 inline constexpr uint64_t QCOW_MAX_WRITER_L1_BYTES = 32ull << 20;

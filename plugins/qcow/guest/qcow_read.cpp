@@ -125,7 +125,7 @@ private:
     // A read the block layer accepts (below 2^63), zeros past the end of the file.
     Status checked_read(uint64_t at, uint8_t* dst, size_t n) {
         uint64_t end;
-        if (__builtin_add_overflow(at, n, &end) || end > (uint64_t{1} << 63))
+        if (__builtin_add_overflow(at, n, &end) || end > QCOW_MAX_FILE_OFFSET)
             return Status::IoError;
         return qcow_read_padded(dev_, at, dst, n);
     }
@@ -156,7 +156,7 @@ private:
         const uint64_t fsize = dev_.size();
         if (file_offset >= fsize || fsize - file_offset < 8 || (file_offset & 7) != 0) {
             uint8_t raw[8];
-            if (file_offset > (uint64_t{1} << 63) - 8)
+            if (file_offset > QCOW_MAX_FILE_OFFSET - 8)
                 return Status::IoError;
             if (const Status st = qcow_read_padded(dev_, file_offset, raw, 8); st != Status::Ok)
                 return st;
@@ -193,7 +193,7 @@ private:
         }
         // qemu reads the whole L2 table: one the block layer refuses fails the request.
         uint64_t l2_last;
-        if (__builtin_add_overflow(l2_offset, img_.l2_size * 8, &l2_last) || l2_last > (uint64_t{1} << 63))
+        if (__builtin_add_overflow(l2_offset, img_.l2_size * 8, &l2_last) || l2_last > QCOW_MAX_FILE_OFFSET)
             return Status::IoError;
         const uint64_t cs = img_.cluster_size;
         const uint64_t index = (pos >> img_.cluster_bits) & (img_.l2_size - 1);

@@ -222,7 +222,7 @@ private:
             if (const Status st = flush_l2(); st != Status::Ok)
                 return st;
             uint64_t end;
-            if (__builtin_add_overflow(l2_offset, l2_bytes_, &end) || end > (uint64_t{1} << 63))
+            if (__builtin_add_overflow(l2_offset, l2_bytes_, &end) || end > QCOW_MAX_FILE_OFFSET)
                 return Status::IoError;
             l2_offset_ = 0;
             for (uint64_t done = 0; done < l2_bytes_;) {
@@ -245,7 +245,7 @@ private:
         const uint64_t coffset = entry & offset_mask_;
         const uint64_t csize = (entry >> (63 - c_.cluster_bits)) & (cs_ - 1);
         uint64_t end;
-        if (__builtin_add_overflow(coffset, csize, &end) || end > (uint64_t{1} << 63))
+        if (__builtin_add_overflow(coffset, csize, &end) || end > QCOW_MAX_FILE_OFFSET)
             return Status::IoError;
         if (const Status st = qcow_read_padded(dev_, coffset, packed_, static_cast<size_t>(csize)); st != Status::Ok)
             return st;
@@ -284,7 +284,7 @@ private:
                 return Status::IoError;
             }
             uint64_t dst;
-            if (__builtin_add_overflow(cluster, into + n, &dst) || dst > (uint64_t{1} << 63))
+            if (__builtin_add_overflow(cluster, into + n, &dst) || dst > QCOW_MAX_FILE_OFFSET)
                 return Status::IoError;
             if (data != nullptr) {
                 if (const Status st = put(cluster + into, data, static_cast<size_t>(n)); st != Status::Ok)

@@ -122,12 +122,12 @@ def main():
 
         # ---- create: the Formatting line, qemu's refusals, the bytes ----
         d.same('create -o help', ['create', '-f', 'qcow', '-o', 'help'])
-        for n, size in enumerate(['10M', '1000001', '0', '1', '5G', '100G']):
+        for n, size in enumerate(['10M', '1000001', '0', '1', '100G']):
             d.same(f'create {size}', ['create', '-f', 'qcow', f'@c{n}.qcow', size], outputs=[f'c{n}.qcow'])
         d.fixture(qemu_img, 'create', '-q', '-f', 'raw', 'base.raw', '10M')
         d.fixture(qemu_io, '-f', 'raw', '-c', 'write -P 0x21 0 10M', 'base.raw')
-        d.fixture(qemu_img, 'create', '-q', '-f', 'qcow2', 'base.qcow2', '32M')
-        d.fixture(qemu_io, '-f', 'qcow2', '-c', 'write -P 0x77 0 32M', 'base.qcow2')
+        d.fixture(qemu_img, 'create', '-q', '-f', 'qcow2', 'base.qcow2', '16M')
+        d.fixture(qemu_io, '-f', 'qcow2', '-c', 'write -P 0x77 0 16M', 'base.qcow2')
         d.same('create -b raw', ['create', '-f', 'qcow', '-b', 'base.raw', '-F', 'raw', '@cb1.qcow'],
                outputs=['cb1.qcow'])
         d.same('create -b qcow2 size', ['create', '-f', 'qcow', '-b', 'base.qcow2', '-F', 'qcow2', '@cb2.qcow', '20M'],
@@ -136,9 +136,9 @@ def main():
                outputs=['cb3.qcow'])
 
         # ---- images for info and convert ----
-        d.fixture(qemu_img, 'create', '-q', '-f', 'qcow', 'data.qcow', '64M')
-        d.fixture(qemu_io, '-f', 'qcow', '-c', 'write -P 0x55 0 3M', '-c', 'write -P 0xaa 40M 100k',
-                  '-c', 'write -z 8M 1M', '-c', 'write -P 0x11 63M 1M', 'data.qcow')
+        d.fixture(qemu_img, 'create', '-q', '-f', 'qcow', 'data.qcow', '16M')
+        d.fixture(qemu_io, '-f', 'qcow', '-c', 'write -P 0x55 0 3M', '-c', 'write -P 0xaa 10M 100k',
+                  '-c', 'write -z 8M 1M', '-c', 'write -P 0x11 15M 1M', 'data.qcow')
         # A raw backing file is probed (qcow stores no backing format), and instar never guesses raw
         # (quirk raw-needs-partition-table): the chains here sit on qcow2.
         d.fixture(qemu_img, 'create', '-q', '-f', 'qcow', '-b', 'base.qcow2', '-F', 'qcow2', 'top.qcow', '10M')
@@ -168,6 +168,8 @@ def main():
             'toolarge2': [(24, '>Q', 1 << 52)],
             'longname': [(8, '>Q', 48), (16, '>I', 1024)],
             'l1past': [(40, '>Q', 1 << 40)],
+            'l1huge': [(40, '>Q', (1 << 64) - 8)],
+            'namehuge': [(8, '>Q', 1 << 63), (16, '>I', 10)],
             'l2past': [(l1, '>Q', 1 << 40)],
             'unaligned': [(l2 + 8, '>Q', struct.unpack_from('>Q', clean, l2 + 8)[0] + 100)],
         }
@@ -186,8 +188,9 @@ def main():
         # ---- convert from qcow, map, compare ----
         for img in ['data.qcow', 'top.qcow', 'top2.qcow', 'comp.qcow', 'l1past.qcow', 'l2past.qcow']:
             d.same(f'convert {img} -O raw', ['convert', '-O', 'raw', img, '@out.raw'], outputs=['out.raw'])
-            d.same(f'map {img}', ['map', img])
+        for img in ['data.qcow', 'top2.qcow', 'comp.qcow']:
             d.same(f'map --output=json {img}', ['map', '--output=json', img])
+        d.same('map top2.qcow', ['map', 'top2.qcow'])
         d.same('convert enc.qcow (no secret)', ['convert', '-O', 'raw', 'enc.qcow', '@out.raw'], outputs=[])
         d.same('convert enc.qcow', ['convert'] + SECRET + enc_opts('enc.qcow') + ['-O', 'raw', '@out.raw'],
                outputs=['out.raw'])
@@ -209,8 +212,8 @@ def main():
                    outputs=[f'b{n}.qcow'])
 
         # ---- convert -n into existing qcow images ----
-        d.fixture(qemu_img, 'create', '-q', '-f', 'qcow', 'empty64.qcow', '64M')
-        for n, (srcimg, opts, tgt) in enumerate([('data.raw', ['-f', 'raw'], 'empty64.qcow'),
+        d.fixture(qemu_img, 'create', '-q', '-f', 'qcow', 'empty16.qcow', '16M')
+        for n, (srcimg, opts, tgt) in enumerate([('data.raw', ['-f', 'raw'], 'empty16.qcow'),
                                                  ('top.qcow', [], 'data.qcow'), ('comp.qcow', [], 'data.qcow')]):
             d.same(f'convert -n {srcimg} into {tgt}', ['convert', '-n'] + opts + ['-O', 'qcow', srcimg, f'@{tgt}'],
                    inputs=[tgt])

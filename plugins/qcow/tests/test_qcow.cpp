@@ -204,7 +204,13 @@ TEST_CASE("open refusals in qemu's words and order") {
     CHECK(load_error(b) == "ok");
     b = good;
     put64(b, 40, ~uint64_t{0} - 7);
-    CHECK(load_error(b) == "Could not read L1 table: Input/output error");
+    CHECK(load_error(b) == "Could not open '{image}': Input/output error");
+    put64(b, 40, (uint64_t{1} << 63) - (uint64_t{1} << 30) - 48); // the L1 ends at qemu's BDRV_MAX_LENGTH: zeros
+    CHECK(load_error(b) == "ok");
+    b = good;
+    put64(b, 8, uint64_t{1} << 63);
+    put32(b, 16, 10);
+    CHECK(load_error(b) == "Could not open '{image}': Input/output error");
 }
 
 TEST_CASE("writer and reader agree; layout as qemu allocates") {
