@@ -2,7 +2,8 @@
 """Differential check of the qcow (version 1) plugin end to end: the instar binary against qemu-img
 7.2 and 10.0 on info (human and JSON), create (messages and image bytes), convert from qcow (plain,
 compressed, backing chains, legacy AES with a secret: data, map, compare), convert to qcow (-O qcow,
--c, -B, -n: image bytes) and check (qemu has none for qcow) on clean and damaged images.
+-c, -B, -n: image bytes), the refusals of resize and rebase, and check (qemu has none for qcow) on
+clean and damaged images.
 
 usage: qcow_differential.py INSTAR
 """
@@ -217,6 +218,11 @@ def main():
                                                  ('top.qcow', [], 'data.qcow'), ('comp.qcow', [], 'data.qcow')]):
             d.same(f'convert -n {srcimg} into {tgt}', ['convert', '-n'] + opts + ['-O', 'qcow', srcimg, f'@{tgt}'],
                    inputs=[tgt])
+
+        # ---- resize, rebase: qemu's qcow has neither truncate nor change_backing_file ----
+        for args in (['resize', '@top.qcow', '+1M'], ['rebase', '-u', '-b', 'base.raw', '-F', 'raw', '@top.qcow'],
+                     ['rebase', '-b', 'data.qcow', '-F', 'qcow', '@top.qcow']):
+            d.same(' '.join(args), args, inputs=['top.qcow'])
 
         # ---- check: qemu has no check for qcow ----
         for mode in ([], ['--output=json'], ['-r', 'all']):
