@@ -1,0 +1,11 @@
+// qcow's ModuleOps::edit: refusals in qemu's words (block/qcow.c has neither bdrv_co_truncate nor
+// bdrv_change_backing_file).
+#pragma once
+
+#include <instar/guest/edit_api.h>
+
+namespace instar::qcow {
+
+guest::Status edit(const guest::EditRequest& req, guest::EditHost& host);
+
+} // namespace instar::qcow
