@@ -240,6 +240,8 @@ def formats_with_info(instar):
 VMDK = ["-f", "vmdk"]
 VMDK_FLAT = ["-f", "vmdk", "-o", "subformat=monolithicFlat"]
 VHDX = ["-f", "vhdx"]
+VHDX_1M, VHDX_2M = VHDX + ["-o", "block_size=1M"], VHDX + ["-o", "block_size=2M"]
+BAT = 2 << 20  # the BAT region of a qemu-made VHDX with the default 1 MiB log
 H1, H2, R1, R2 = 64 << 10, 128 << 10, 192 << 10, 256 << 10
 FIX_HEADERS = [(H1, "crc32c", 4096), (H2, "crc32c", 4096)]
 FIX_REGIONS = [(R1, "crc32c", 65536), (R2, "crc32c", 65536)]
@@ -277,6 +279,16 @@ CORRUPT_MORE = [
     ("d-mcount.vhdx", VHDX, [("metahdr", 10, "<H", 3000)], None),
     ("d-msig.vhdx", VHDX, [("metahdr", 0, "bytes", b"metadatX")], None),
     ("d-trunc.vhdx", VHDX, [(0, "truncate", 1 << 20)], None),
+    # Overlaps: qemu error_reports "VHDX region A-B overlaps with region C-D" (or the BAT entry's
+    # line) before its error; region entry 0 is the BAT (2 MiB), entry 1 the metadata (3 MiB).
+    ("d-rbat.vhdx", VHDX, [(R1 + 64, "<Q", 0x280000), (R2 + 64, "<Q", 0x280000)] + FIX_REGIONS, None),
+    ("d-rlog.vhdx", VHDX, [(R1 + 32, "<Q", 0x180000), (R2 + 32, "<Q", 0x180000)] + FIX_REGIONS, None),
+    ("d-rorder.vhdx", VHDX, [(R1 + 64, "<Q", 0x180000), (R2 + 64, "<Q", 0x180000)] + FIX_REGIONS, None),
+    ("d-batmeta.vhdx", VHDX_1M, [(BAT, "<Q", 0x300006)], None),
+    ("d-batlog.vhdx", VHDX_1M, [(BAT + 8, "<Q", 0x100006)], None),
+    ("d-batstart.vhdx", VHDX_1M, [(BAT, "<Q", 0x800006)], None),
+    ("d-batend.vhdx", VHDX_2M, [(BAT, "<Q", 0x700006)], None),
+    ("d-batwrap.vhdx", VHDX_1M, [(BAT, "<Q", 0xFFFFFFFFFFF00006)], None),
 ]
 
 

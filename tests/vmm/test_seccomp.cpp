@@ -8,6 +8,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -15,11 +16,14 @@
 #include <csignal>
 #include <cstdlib>
 #include <functional>
+#include <random>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "hostile_attacks.h"
 #include "vmm/hypercall_server.h"
+#include "vmm/seccomp_filter.h"
 #include "vmm_test_support.h"
 
 using namespace instar::vmm;
@@ -148,6 +152,124 @@ TEST_CASE("other forbidden calls after the drop kill the process") {
     CHECK(killed_by_sigsys(run_hooked_child([self] { ::kill(self, 0); })));
     // Writing to the terminal (stderr is not a device).
     CHECK(killed_by_sigsys(run_hooked_child([] { (void)!::write(2, "x", 1); })));
+}
+
+TEST_CASE("fd_blocks: the fewest aligned power-of-two blocks, exactly the set") {
+    auto check_exact = [](const std::vector<int>& fds) {
+        const auto blocks = fd_blocks(fds);
+        std::set<int> want;
+        for (int fd : fds)
+            if (fd >= 0) want.insert(fd);
+        std::set<int> got;
+        for (const FdRange& b : blocks) {
+            REQUIRE(b.count > 0);
+            CHECK((b.count & (b.count - 1)) == 0); // a power of two
+            CHECK(b.first % b.count == 0);         // aligned: one masked compare
+            for (int fd = b.first; fd < b.first + b.count; ++fd) CHECK(got.insert(fd).second);
+        }
+        CHECK(got == want);
+        return blocks.size();
+    };
+    CHECK(check_exact({}) == 0);
+    CHECK(check_exact({-1, 5}) == 1);
+    CHECK(check_exact({7, 7, 7}) == 1);
+    std::vector<int> range;
+    for (int fd = 1024; fd < 1024 + 15360; ++fd) range.push_back(fd);
+    CHECK(check_exact(range) == 4); // 1024 + 2048 + 4096 + 8192: a 30 TiB twoGbMaxExtentFlat vmdk
+    range.clear();
+    for (int fd = 32768; fd < 65536; ++fd) range.push_back(fd);
+    CHECK(check_exact(range) == 1); // 64 TiB: 32768 extents from a multiple of 32768
+    range.clear();
+    for (int fd = 3; fd < 3 + 32768; ++fd) range.push_back(fd);
+    CHECK(check_exact(range) <= 2 * 15 + 2); // any range: at most ~2 log2(count)
+    std::mt19937 rng(14);
+    for (int round = 0; round < 50; ++round) {
+        std::vector<int> fds;
+        const int n = static_cast<int>(rng() % 200);
+        for (int i = 0; i < n; ++i) fds.push_back(static_cast<int>(rng() % 600) - 5);
+        check_exact(fds);
+    }
+}
+
+namespace {
+
+// A guest run with `count` devices at descriptors [base, base + count) (dups of one file), and
+// `attempt` hooked into the first hypercall; returns the child's wait status. Descriptors base - 1
+// and base + count are open too (on the same file), so a call on them would succeed but for the filter.
+int run_block_child(int base, int count, const std::function<void()>& attempt) {
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        const rlimit no_core{0, 0};
+        ::setrlimit(RLIMIT_CORE, &no_core);
+        rlimit files{};
+        ::getrlimit(RLIMIT_NOFILE, &files);
+        files.rlim_cur = files.rlim_max;
+        ::setrlimit(RLIMIT_NOFILE, &files);
+        char tmpl[] = "/tmp/instar-seccomp-block-XXXXXX";
+        const int fd = ::mkstemp(tmpl);
+        if (fd < 0) ::_exit(4);
+        ::unlink(tmpl);
+        if (::write(fd, "instar!!", 8) != 8) ::_exit(4);
+        std::vector<Device> devs;
+        for (int at = base - 1; at <= base + count; ++at) {
+            if (::fcntl(fd, F_DUPFD_CLOEXEC, at) != at) ::_exit(5);
+            if (at >= base && at < base + count) devs.push_back({at, 8, false});
+        }
+        test_hooks::on_hypercall = [&](std::uint32_t) { attempt(); };
+        auto r = run(SandboxConfig{}, devs, {}, INSTAR_OP_NOP, {});
+        ::_exit(r.ok() && r.value().exit_status == 0 ? 0 : 3);
+    }
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    return status;
+}
+
+int pread_one(int fd) {
+    char c;
+    return static_cast<int>(::pread(fd, &c, 1, 0));
+}
+
+} // namespace
+
+TEST_CASE("device descriptors in a block: every one allowed, its neighbours kill") {
+    if (!vmm_test::need_kvm()) return;
+    // 200 devices from 300: blocks 300+4, 304+16, 320+64, 384+64, 448+32, 480+16, 496+4.
+    const int base = 300, count = 200;
+    CHECK(exited_ok(run_block_child(base, count, [] {
+        for (int fd = base; fd < base + count; ++fd)
+            if (pread_one(fd) != 1) ::_exit(6);
+    })));
+    CHECK(killed_by_sigsys(run_block_child(base, count, [] { pread_one(base - 1); })));
+    CHECK(killed_by_sigsys(run_block_child(base, count, [] { pread_one(base + count); })));
+    CHECK(killed_by_sigsys(run_block_child(base, count, [] { (void)::fdatasync(base + count); })));
+    // The upper half of the register is compared too: the kernel would take 2^32 + base as base.
+    CHECK(killed_by_sigsys(run_block_child(base, count, [] {
+        char c;
+        ::syscall(SYS_pread64, (1ull << 32) + base, &c, 1, 0);
+    })));
+}
+
+TEST_CASE("15360 device descriptors (a 30 TiB twoGbMaxExtentFlat vmdk) load as one filter, quickly") {
+    // One rule per descriptor made a BPF program the kernel refused ("seccomp_load failed:
+    // Operation canceled") after minutes in libseccomp; a block is 4 rules per call.
+    if (!vmm_test::need_kvm()) return;
+    rlimit files{};
+    ::getrlimit(RLIMIT_NOFILE, &files);
+    const int base = 1024;
+    int count = 15360;
+    if (files.rlim_max != RLIM_INFINITY && files.rlim_max < static_cast<rlim_t>(base + count + 64))
+        count = static_cast<int>(files.rlim_max) - base - 64;
+    REQUIRE(count > 1000);
+    CHECK(fd_blocks([&] {
+              std::vector<int> v;
+              for (int fd = base; fd < base + count; ++fd) v.push_back(fd);
+              return v;
+          }()).size() <= 8);
+    CHECK(exited_ok(run_block_child(base, count, [count] {
+        if (pread_one(base) != 1 || pread_one(base + count - 1) != 1) ::_exit(6);
+    })));
+    CHECK(killed_by_sigsys(run_block_child(base, count, [count] { pread_one(base + count); })));
 }
 
 } // TEST_SUITE

@@ -28,7 +28,18 @@ vmm::SandboxConfig Context::sandbox_config() const {
 }
 
 int report_error(Context& ctx, std::string_view msg) {
-    ctx.err << ctx.prog << ": " << msg << '\n';
+    // A guest's reason may carry lines qemu error_reports before failing ('\x01' LINE '\n':
+    // printable_reason keeps the marker at a line start): each is printed first, as qemu-img does,
+    // with the program's name.
+    std::string rest(msg);
+    for (std::size_t at; (at = rest.find('\x01')) != std::string::npos;) {
+        std::size_t eol = rest.find('\n', at);
+        if (eol == std::string::npos)
+            eol = rest.size();
+        ctx.err << ctx.prog << ": " << std::string_view(rest).substr(at + 1, eol - at - 1) << '\n';
+        rest.erase(at, eol - at + (eol < rest.size() ? 1 : 0));
+    }
+    ctx.err << ctx.prog << ": " << rest << '\n';
     return 1;
 }
 

@@ -22,6 +22,8 @@ std::string printable_reason(const std::string& text) {
             break;
         if (c == '\n' && ++lines <= MAX_REASON_LINES)
             s += c;
+        else if (c == '\x01' && (s.empty() || s.back() == '\n'))
+            s += c; // a line qemu error_reports before its error (cli report_error prints it first)
         else
             s += (c >= 0x20 && c < 0x7f) ? c : '?';
     }

@@ -115,8 +115,10 @@ Expected<Inspected> inspect(const InfoOptions& opts, const PluginRegistry& plugi
         std::size_t extents = 0;
         for (const auto& ref : run->info.files)
             extents += ref.role == FileRole::Extent ? 1 : 0;
-        if (auto room = reserve_open_files(extents); !room)
-            return could_not_open(name, room.error());
+        // Into one block of descriptors: the sandbox's filter allows a block with one rule.
+        auto block = FdBlock::reserve(extents);
+        if (!block)
+            return could_not_open(name, block.error());
         for (const auto& ref : run->info.files) {
             if (ref.role != FileRole::Extent)
                 continue;
@@ -129,6 +131,7 @@ Expected<Inspected> inspect(const InfoOptions& opts, const PluginRegistry& plugi
             auto f = open_referenced(policy, name, "extent file", ref.name);
             if (!f)
                 return could_not_open(name, f.error());
+            f->fd = block->place(f->fd);
             referenced.files.push_back(*f);
         }
         run = run_guest(candidates->plugins, candidates->force, image, referenced.files);

@@ -7,7 +7,9 @@
 #include <seccomp.h>
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -90,6 +92,34 @@ bool read_enabled() {
 
 } // namespace
 
+std::vector<FdRange> fd_blocks(std::vector<int> fds) {
+    std::sort(fds.begin(), fds.end());
+    fds.erase(std::unique(fds.begin(), fds.end()), fds.end());
+    std::vector<FdRange> out;
+    std::size_t i = 0;
+    while (i < fds.size() && fds[i] < 0)
+        ++i;
+    while (i < fds.size()) {
+        // One contiguous run [a, b) of the set.
+        const std::int64_t a = fds[i];
+        std::size_t j = i + 1;
+        while (j < fds.size() && fds[j] == fds[j - 1] + 1)
+            ++j;
+        const std::int64_t b = static_cast<std::int64_t>(fds[j - 1]) + 1;
+        // Cut the run greedily into the largest aligned power-of-two blocks that fit: the classic
+        // exact cover (as for an address range into CIDR prefixes), at most 2 log2(b - a) blocks.
+        for (std::int64_t at = a; at < b;) {
+            std::int64_t size = 1;
+            while (at % (size * 2) == 0 && at + size * 2 <= b)
+                size *= 2;
+            out.push_back({static_cast<int>(at), static_cast<int>(size)});
+            at += size;
+        }
+        i = j;
+    }
+    return out;
+}
+
 bool seccomp_enabled() {
     static const bool enabled = read_enabled();
     return enabled;
@@ -114,10 +144,24 @@ std::optional<SandboxError> confine_thread(const VcpuFilter& f, bool vcpu) {
         if (vcpu && (rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 2, SCMP_A0(SCMP_CMP_EQ, datum(f.vcpu_fd)),
                                    SCMP_A1(SCMP_CMP_EQ, static_cast<scmp_datum_t>(i.request)))) < 0)
             return filter_error("seccomp_rule_add", rc);
+    const std::vector<FdRange> blocks = fd_blocks(f.device_fds);
+    if (blocks.size() > MAX_DEVICE_FD_BLOCKS)
+        return SandboxError{ErrorKind::HostResource,
+                            "seccomp: the " + std::to_string(f.device_fds.size()) + " device descriptors need " +
+                                std::to_string(blocks.size()) + " separate blocks, more than the filter allows (" +
+                                std::to_string(MAX_DEVICE_FD_BLOCKS) + "); open many files into one block (FdBlock)",
+                            {}};
     for (const Plain& p : ON_DEVICES) {
-        for (int fd : f.device_fds)
-            if ((rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, p.nr, 1, SCMP_A0(SCMP_CMP_EQ, datum(fd)))) < 0)
+        for (const FdRange& b : blocks) {
+            // The fd argument is compared as the 64-bit register: a block's mask keeps the upper
+            // bits, so only the zero-extended descriptors [first, first + count) match.
+            const scmp_datum_t mask = ~static_cast<scmp_datum_t>(static_cast<unsigned int>(b.count - 1));
+            rc = b.count == 1
+                     ? seccomp_rule_add(ctx, SCMP_ACT_ALLOW, p.nr, 1, SCMP_A0(SCMP_CMP_EQ, datum(b.first)))
+                     : seccomp_rule_add(ctx, SCMP_ACT_ALLOW, p.nr, 1, SCMP_A0(SCMP_CMP_MASKED_EQ, mask, datum(b.first)));
+            if (rc < 0)
                 return filter_error("seccomp_rule_add", rc);
+        }
         if (f.added_fd_floor >= 0 &&
             (rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, p.nr, 1, SCMP_A0(SCMP_CMP_GE, datum(f.added_fd_floor)))) < 0)
             return filter_error("seccomp_rule_add", rc);

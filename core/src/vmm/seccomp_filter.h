@@ -5,6 +5,7 @@
 // own thread keeps its rights and carries on after the run. docs/sandbox.md, "System-call filter".
 #pragma once
 
+#include <cstddef>
 #include <optional>
 #include <vector>
 
@@ -14,12 +15,32 @@ namespace instar::vmm {
 
 struct VcpuFilter {
     int vcpu_fd = -1;            // ioctl(KVM_RUN) / ioctl(KVM_GET_REGS) only on this descriptor
-    std::vector<int> device_fds; // pread/pwrite/fdatasync/fstat/ftruncate/fallocate/lseek only on these
+    // pread/pwrite/fdatasync/fstat/ftruncate/fallocate/lseek only on these. They are allowed per
+    // aligned power-of-two block of descriptors (fd_blocks), one rule per block and call: a vmdk's
+    // thousands of extents opened into one contiguous range (ops/file_limit.h, FdBlock) cost a few
+    // rules, not one each (the kernel refuses a BPF program of more than 4096 instructions).
+    std::vector<int> device_fds;
     // When the guest may add files (INSTAR_HC_ADD_FILE), their descriptors are made on the caller's
     // thread during the run and placed at or above this number; the same I/O calls are then also
     // allowed on any descriptor >= it. -1: the run adds no files.
     int added_fd_floor = -1;
 };
+
+// An aligned block of descriptors: [first, first + count), count a power of two, first a multiple
+// of count. One masked-equality rule (fd & ~(count - 1) == first) allows exactly this block.
+struct FdRange {
+    int first = 0;
+    int count = 1;
+};
+
+// The fewest aligned power-of-two blocks whose union is exactly the set `fds` (negative values are
+// ignored, duplicates count once), in ascending order. No descriptor outside the set is in a block.
+std::vector<FdRange> fd_blocks(std::vector<int> fds);
+
+// At most this many blocks per call: each is a few BPF instructions, times the 7 device calls, far
+// below the kernel's 4096-instruction limit (BPF_MAXINSNS). A device set needing more (descriptors
+// scattered across the table, not opened into a block) is refused with a message naming the count.
+inline constexpr std::size_t MAX_DEVICE_FD_BLOCKS = 64;
 
 // False only when INSTAR_SECCOMP=off (debugging; a warning is printed once on stderr).
 bool seccomp_enabled();

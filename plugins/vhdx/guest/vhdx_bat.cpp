@@ -9,12 +9,6 @@ using guest::Status;
 
 namespace {
 
-bool overlaps(uint64_t a, uint64_t a_len, uint64_t b, uint64_t b_len) {
-    if (a_len == 0 || b_len == 0)
-        return false;
-    return a < b ? b - a < a_len : a - b < b_len;
-}
-
 uint32_t log2_u64(uint64_t v) {
     uint32_t n = 0;
     while (v > 1) {
@@ -40,7 +34,17 @@ uint32_t vhdx_bat_entries_differencing(uint64_t virtual_disk_size, uint32_t bloc
 }
 
 Status vhdx_bat_check(guest::BlockDevice& dev, guest::Allocator& alloc, const VhdxHeader& h,
-                      const VhdxRegions& regions, const VhdxMetadata& m) {
+                      const VhdxRegions& regions, const VhdxMetadata& m, VhdxReport* report) {
+    VhdxReport ignored;
+    VhdxReport& say = report != nullptr ? *report : ignored;
+    say.len = 0;
+    // The regions qemu registered, in the order its list holds them: the later table entry first,
+    // the log last.
+    const VhdxRegion& later = regions.bat.index > regions.metadata.index ? regions.bat : regions.metadata;
+    const VhdxRegion& earlier = regions.bat.index > regions.metadata.index ? regions.metadata : regions.bat;
+    const uint64_t r_start[3] = {later.file_offset, earlier.file_offset, h.log_offset};
+    const uint64_t r_end[3] = {later.file_offset + later.length, earlier.file_offset + earlier.length,
+                               h.log_offset + h.log_length};
     const uint64_t chunk_ratio = vhdx_chunk_ratio(m.block_size);
     // A differencing disk has a sector bitmap entry after its last chunk too (MS-VHDX 2.5; qemu's
     // vhdx_calc_bat_entries has the rule but never reaches it, refusing such disks).
@@ -73,13 +77,28 @@ Status vhdx_bat_check(guest::BlockDevice& dev, guest::Allocator& alloc, const Vh
             // Wrapping arithmetic as in qemu: a bitmap entry past the disk end counts a full block.
             const uint64_t rest = disk_bytes - i * m.block_size;
             const uint64_t block_length = rest < m.block_size ? rest : m.block_size;
-            if (offset > 0x7fffffffffffffffull - m.block_size || offset >= file_size || offset + block_length > file_size)
+            if (offset > 0x7fffffffffffffffull - m.block_size) {
+                say.add("VHDX BAT entry ").dec(i).add(" offset overflow.");
                 return Status::Corrupt;
+            }
+            if (offset >= file_size) {
+                say.add("VHDX BAT entry ").dec(i).add(" start offset ").dec(offset).add(" points after end of file (");
+                say.signed_dec(static_cast<int64_t>(file_size)).add("). Image has probably been truncated.");
+                return Status::Corrupt;
+            }
+            if (offset + block_length > file_size) {
+                say.add("VHDX BAT entry ").dec(i).add(" end offset ").dec(offset + block_length - 1);
+                say.add(" points after end of file (").signed_dec(static_cast<int64_t>(file_size));
+                say.add("). Image has probably been truncated.");
+                return Status::Corrupt;
+            }
             if (payblocks--) {
-                if (overlaps(offset, m.block_size, h.log_offset, h.log_length) ||
-                    overlaps(offset, m.block_size, regions.bat.file_offset, regions.bat.length) ||
-                    overlaps(offset, m.block_size, regions.metadata.file_offset, regions.metadata.length))
-                    return Status::Corrupt;
+                for (int r = 0; r < 3; ++r) {
+                    if (vhdx_region_overlap(offset, offset + m.block_size, r_start[r], r_end[r])) {
+                        vhdx_overlap_report(offset, offset + m.block_size, r_start[r], r_end[r], &say);
+                        return Status::Corrupt;
+                    }
+                }
             } else {
                 payblocks = chunk_ratio;
             }

@@ -30,8 +30,10 @@ uint32_t vhdx_bat_entries_differencing(uint64_t virtual_disk_size, uint32_t bloc
 inline uint64_t vhdx_chunk_ratio(uint32_t block_size) { return VHDX_MAX_SECTORS_PER_BLOCK * 512 / block_size; }
 
 // Corrupt if the BAT region is too small for the disk, or a present payload block lies past the
-// end of the file or over the log, BAT or metadata region (qemu's vhdx_check_bat_entries).
+// end of the file or over the BAT, metadata or log region (qemu's vhdx_check_bat_entries; qemu
+// checks every region the table lists, instar the two it knows and the log). *report, when given,
+// gets the line qemu error_reports for the entry (empty when qemu reports none).
 guest::Status vhdx_bat_check(guest::BlockDevice& dev, guest::Allocator& alloc, const VhdxHeader& h,
-                             const VhdxRegions& regions, const VhdxMetadata& m);
+                             const VhdxRegions& regions, const VhdxMetadata& m, VhdxReport* report = nullptr);
 
 } // namespace instar::vhdx

@@ -60,6 +60,20 @@ Status vhdx_load(guest::BlockDevice& dev, guest::Allocator& alloc, VhdxImage* ou
 
 namespace {
 
+// out->why_text: qemu's error_report line (marked to print first, with the program's name), then
+// its "Could not open" error.
+const char* reported(VhdxImage* out, const VhdxReport& line) {
+    char* p = out->why_text;
+    *p++ = '\x01';
+    for (uint32_t i = 0; i < line.len; ++i)
+        *p++ = line.text[i];
+    *p++ = '\n';
+    for (const char* q = QEMU_EINVAL; *q != 0; ++q)
+        *p++ = *q;
+    *p = 0;
+    return out->why_text;
+}
+
 Status load(guest::BlockDevice& dev, guest::Allocator& alloc, VhdxImage* out, const char** why) {
     *out = VhdxImage{};
     uint8_t sig[8];
@@ -92,9 +106,13 @@ Status load(guest::BlockDevice& dev, guest::Allocator& alloc, VhdxImage* out, co
             return Status::NoMemory;
         if ((st = read_at(dev, VHDX_REGION_TABLE_OFFSET, table.p, VHDX_REGION_TABLE_SIZE)) != Status::Ok)
             return st;
+        VhdxReport overlap;
         if ((st = vhdx_region_table_parse(table.p, VHDX_REGION_TABLE_SIZE, header.log_offset, header.log_length,
-                                          &regions)) != Status::Ok)
+                                          &regions, &overlap)) != Status::Ok) {
+            if (overlap.len != 0)
+                *why = reported(out, overlap);
             return st;
+        }
     }
     VhdxMetadata& meta = out->meta;
     if ((st = vhdx_metadata_read(dev, alloc, regions.metadata, &meta)) != Status::Ok)
@@ -103,11 +121,12 @@ Status load(guest::BlockDevice& dev, guest::Allocator& alloc, VhdxImage* out, co
         *why = QEMU_EINVAL; // qemu's limit too (vhdx_parse_metadata)
         return Status::TooLarge;
     }
-    if ((st = vhdx_bat_check(dev, alloc, header, regions, meta)) != Status::Ok) {
+    VhdxReport bat_report;
+    if ((st = vhdx_bat_check(dev, alloc, header, regions, meta, &bat_report)) != Status::Ok) {
         if (st == Status::Corrupt)
             // qemu error_reports the entry first ("VHDX BAT entry N end offset ... points after end of
-            // file ..."), then fails the open with -EINVAL: qemu-img's last line is this one.
-            *why = "Could not open '{image}': Invalid argument";
+            // file ...", "VHDX region A-B overlaps ..."), then fails the open with -EINVAL.
+            *why = bat_report.len != 0 ? reported(out, bat_report) : QEMU_EINVAL;
         return st;
     }
     out->virtual_size = (meta.virtual_disk_size >> 9) << 9;

@@ -23,6 +23,9 @@ struct VhdxImage {
     VhdxRegions regions;
     VhdxMetadata meta;
     uint64_t virtual_size; // the virtual disk size rounded down to 512
+    // A failure's text when it carries a line qemu error_reports first: '\x01' (the program-name
+    // marker, ops/guest_module.cpp), that line, '\n', then qemu's error. *why points here then.
+    char why_text[1 + VHDX_REPORT_MAX + 1 + 64];
 };
 
 // Runs qemu's open sequence without writing (headers, log check, region table, metadata, BAT

@@ -8,19 +8,44 @@ namespace instar::vhdx {
 
 using guest::Status;
 
-namespace {
-
-bool overlaps(uint64_t a_start, uint64_t a_len, uint64_t b_start, uint64_t b_len) {
-    // Computed without overflow: [a, a+len) and [b, b+len) intersect.
-    if (a_len == 0 || b_len == 0)
-        return false;
-    return a_start < b_start ? b_start - a_start < a_len : a_start - b_start < b_len;
+VhdxReport& VhdxReport::add(const char* s) {
+    while (*s != 0 && len < VHDX_REPORT_MAX)
+        text[len++] = *s++;
+    return *this;
 }
 
-} // namespace
+VhdxReport& VhdxReport::dec(uint64_t v) {
+    char digits[20];
+    int n = 0;
+    do {
+        digits[n++] = static_cast<char>('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    while (n > 0 && len < VHDX_REPORT_MAX)
+        text[len++] = digits[--n];
+    return *this;
+}
+
+VhdxReport& VhdxReport::signed_dec(int64_t v) {
+    if (v >= 0)
+        return dec(static_cast<uint64_t>(v));
+    add("-");
+    return dec(0 - static_cast<uint64_t>(v));
+}
+
+bool vhdx_region_overlap(uint64_t start, uint64_t end, uint64_t r_start, uint64_t r_end) {
+    return !(start >= r_end || end <= r_start);
+}
+
+void vhdx_overlap_report(uint64_t start, uint64_t end, uint64_t r_start, uint64_t r_end, VhdxReport* out) {
+    out->len = 0;
+    out->add("VHDX region ").dec(start).add("-").dec(end).add(" overlaps with region ").dec(r_start).add("-");
+    if (r_end != 0) // "%." PRIu64: precision 0, and 0 with precision 0 prints no digit
+        out->dec(r_end);
+}
 
 Status vhdx_region_table_parse(const uint8_t* bytes, uint64_t len, uint64_t log_offset, uint32_t log_length,
-                               VhdxRegions* out) {
+                               VhdxRegions* out, VhdxReport* overlap) {
     if (len < VHDX_REGION_TABLE_SIZE)
         return Status::Corrupt;
     VhdxRegionTableHeaderDisk h;
@@ -40,14 +65,22 @@ Status vhdx_region_table_parse(const uint8_t* bytes, uint64_t len, uint64_t log_
         __builtin_memcpy(&e, entries + i * sizeof e, sizeof e);
         const uint64_t offset = load_le64(e.file_offset);
         const uint32_t length = load_le32(e.length);
-        // qemu registers the log and each region and refuses overlaps between them.
-        if (overlaps(offset, length, log_offset, log_length))
-            return Status::Corrupt;
-        for (uint32_t j = 0; j < i; ++j) {
-            VhdxRegionTableEntryDisk p;
-            __builtin_memcpy(&p, entries + j * sizeof p, sizeof p);
-            if (overlaps(offset, length, load_le64(p.file_offset), load_le32(p.length)))
+        // qemu registers the log, then each entry after checking it against those registered
+        // before (a list with the latest first), with wrapping ends: the first overlap fails.
+        const uint64_t end = offset + length;
+        for (uint32_t j = i + 1; j-- > 0;) {
+            uint64_t r_start = log_offset, r_end = log_offset + log_length;
+            if (j > 0) {
+                VhdxRegionTableEntryDisk p;
+                __builtin_memcpy(&p, entries + (j - 1) * sizeof p, sizeof p);
+                r_start = load_le64(p.file_offset);
+                r_end = r_start + load_le32(p.length);
+            }
+            if (vhdx_region_overlap(offset, end, r_start, r_end)) {
+                if (overlap != nullptr)
+                    vhdx_overlap_report(offset, end, r_start, r_end, overlap);
                 return Status::Corrupt;
+            }
         }
         VhdxRegion* slot = nullptr;
         bool* found = nullptr;
@@ -66,6 +99,7 @@ Status vhdx_region_table_parse(const uint8_t* bytes, uint64_t len, uint64_t log_
             *found = true;
             slot->file_offset = offset;
             slot->length = length;
+            slot->index = i;
         }
     }
     return bat_found && metadata_found ? Status::Ok : Status::Corrupt;

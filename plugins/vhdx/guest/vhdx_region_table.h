@@ -39,6 +39,7 @@ static_assert(sizeof(VhdxRegionTableHeaderDisk) == 16 && sizeof(VhdxRegionTableE
 struct VhdxRegion {
     uint64_t file_offset;
     uint32_t length;
+    uint32_t index; // its entry in the table: qemu checks later entries first
 };
 
 struct VhdxRegions {
@@ -46,10 +47,32 @@ struct VhdxRegions {
     VhdxRegion metadata;
 };
 
+// One line of text qemu error_reports before failing an open ("VHDX region A-B overlaps with
+// region C-D", "VHDX BAT entry N ..."), without the program name or a newline.
+inline constexpr uint32_t VHDX_REPORT_MAX = 160; // the longest: 4 numbers of <= 20 digits + 76 chars
+struct VhdxReport {
+    char text[VHDX_REPORT_MAX];
+    uint32_t len = 0;
+
+    VhdxReport& add(const char* s);
+    VhdxReport& dec(uint64_t v);
+    VhdxReport& signed_dec(int64_t v);
+};
+
+// qemu's region test (vhdx_region_check): [start, end) against a registered [r_start, r_end), the
+// ends computed as qemu does (start + length, wrapping at 2^64).
+bool vhdx_region_overlap(uint64_t start, uint64_t end, uint64_t r_start, uint64_t r_end);
+
+// qemu's line for an overlap found by vhdx_region_check; the second end is printed with "%.0",
+// so an end of 0 (wrapped) prints as nothing.
+void vhdx_overlap_report(uint64_t start, uint64_t end, uint64_t r_start, uint64_t r_end, VhdxReport* out);
+
 // Parses the 64 KiB table at `bytes`. Corrupt on a bad signature/checksum, too many entries,
-// overlapping regions (with each other or the log), a duplicate or missing BAT/metadata region;
-// Unsupported on an unknown region marked required (qemu: -ENOTSUP).
+// overlapping regions (with each other or the log, in qemu's order and arithmetic: each entry
+// against the earlier ones, latest first, then the log; *overlap, when given, gets qemu's line),
+// a duplicate or missing BAT/metadata region; Unsupported on an unknown region marked required
+// (qemu: -ENOTSUP).
 guest::Status vhdx_region_table_parse(const uint8_t* bytes, uint64_t len, uint64_t log_offset,
-                                      uint32_t log_length, VhdxRegions* out);
+                                      uint32_t log_length, VhdxRegions* out, VhdxReport* overlap = nullptr);
 
 } // namespace instar::vhdx
