@@ -111,6 +111,9 @@ def untouched(target, existing):
 
 def main():
     global skipped
+    # Every child starts with the default SIGHUP action, whatever this runner inherited (a run
+    # under nohup ignores SIGHUP, and an ignored signal stays ignored across exec).
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
     for binary in (INSTAR,):
         if not os.access(binary, os.X_OK):
             print(f"SKIPPED LOUDLY: {binary} missing")
