@@ -20,6 +20,9 @@ struct NodeInfo {
     std::string filename;
     std::string format;
     bool dirty_flag = false;
+    // false when the format reported no dirty state: qemu's driver has no bdrv_get_info, so qemu-img
+    // prints no dirty-flag (parallels, and the other formats without it).
+    bool has_dirty_flag = true;
     std::optional<std::uint64_t> actual_size;
     std::uint64_t virtual_size = 0;
     std::optional<std::uint64_t> cluster_size;
