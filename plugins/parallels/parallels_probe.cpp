@@ -36,6 +36,10 @@ const Divergence DIVERGENCES[] = {
      "data_end) and always appends new clusters (qemu 10.0 reuses holes; an unclean image is repaired by 10.0 "
      "on open, refused here)",
      "writers cannot set a file's length through the SDK"},
+    {"parallels-measure-bitmaps", "measure",
+     "measure -O qcow2 of a parallels image under the 10.0 profile prints no \"bitmaps\": 0 (human: no "
+     "\"bitmaps size: 0\"); qemu-img 10.0 prints it because its parallels driver supports persistent bitmaps",
+     "core decides the bitmaps field per source format (qcow2 v3 only); issue 13 lets no new format change core"},
 };
 const std::uint32_t DIVERGENCE_COUNT = sizeof DIVERGENCES / sizeof DIVERGENCES[0];
 

@@ -52,7 +52,7 @@ void leak(const PrlImage& img, uint64_t size, guest::CheckSink& sink, guest::Che
 Status check_72(const guest::CheckRequest& req, PrlImage& img, guest::CheckSink& sink, guest::CheckResult* res) {
     guest::BlockDevice& dev = *req.image;
     const bool fix = (req.fix & guest::CHECK_FIX_ERRORS) != 0;
-    const uint64_t size = dev.size();
+    const uint64_t size = img.file_size;
     res->total_clusters = img.bat_entries;
     uint64_t high = 0, prev = 0;
     Status wst = Status::Ok;
@@ -97,14 +97,14 @@ Status check_72(const guest::CheckRequest& req, PrlImage& img, guest::CheckSink&
 Status check_10(const guest::CheckRequest& req, PrlImage& img, guest::CheckSink& sink, guest::CheckResult* res) {
     guest::BlockDevice& dev = *req.image;
     const bool fix = (req.fix & guest::CHECK_FIX_ERRORS) != 0;
-    const uint64_t size = dev.size();
+    const uint64_t size = img.file_size;
     // data_end as open computed it (before any repair).
     uint64_t data_end;
     if (const Status st = prl_data_end(dev, img, req.qemu_version, &data_end); st != Status::Ok)
         return st;
     // data_off
     uint32_t start;
-    if (!prl_test_data_off(img, (size + PRL_SECTOR - 1) / PRL_SECTOR, &start)) {
+    if (!prl_test_data_off(img, size / PRL_SECTOR, &start)) {
         res->corruptions++;
         if (fix) {
             store_le32(img.raw + off::data_off, start);

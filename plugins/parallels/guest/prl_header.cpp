@@ -17,7 +17,7 @@ bool same16(const uint8_t* a, const char* b) {
 Status prl_load(guest::BlockDevice& dev, uint32_t qemu_version, PrlImage* img, const char** why) {
     __builtin_memset(img, 0, sizeof *img);
     const uint64_t file = dev.size();
-    img->file_size = file;
+    img->file_size = (file + PRL_SECTOR - 1) / PRL_SECTOR * PRL_SECTOR;
     // qemu reads 64 bytes; past the end of the file they read as zeros.
     const size_t have = file < PRL_HEADER_SIZE ? static_cast<size_t>(file) : PRL_HEADER_SIZE;
     if (have > 0)
@@ -59,6 +59,11 @@ Status prl_load(guest::BlockDevice& dev, uint32_t qemu_version, PrlImage* img, c
     if (prl_v10(qemu_version) && img->ext_off >= PRL_MAX_EXT_OFF) {
         *why = "Invalid image: Too big offset";
         return Status::TooLarge;
+    }
+    const uint64_t table = prl_bat_entry_off(img->bat_entries);
+    if ((table + PRL_QEMU_MEM_ALIGN - 1) / PRL_QEMU_MEM_ALIGN * PRL_QEMU_MEM_ALIGN > PRL_QEMU_MAX_REQUEST) {
+        *why = "Could not open '{image}': Input/output error";
+        return Status::IoError;
     }
     img->inuse = load_le32(h + off::inuse);
     img->data_off = load_le32(h + off::data_off);

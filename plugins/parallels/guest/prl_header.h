@@ -24,6 +24,10 @@ inline constexpr uint64_t PRL_DEFAULT_CLUSTER = 1048576;
 inline constexpr uint32_t PRL_MAX_TRACKS = 2147483647u / 513u;
 inline constexpr uint32_t PRL_MAX_BAT = 2147483647u / 4u;
 inline constexpr uint64_t PRL_MAX_EXT_OFF = ((uint64_t{1} << 63) - 1) >> 9;
+// qemu reads the header and BAT in one request of ROUND_UP(64 + 4 * bat_entries, the file's memory
+// alignment: a host page) bytes; a request over BDRV_REQUEST_MAX_BYTES (2^31 - 512) fails with EIO.
+inline constexpr uint64_t PRL_QEMU_MEM_ALIGN = 4096;
+inline constexpr uint64_t PRL_QEMU_MAX_REQUEST = (uint64_t{1} << 31) - 512;
 // Host offsets instar follows: below 2^62 bytes, so offset + cluster never overflows (a BAT entry
 // times a 4 M-sector cluster could reach 2^63); qemu fails such requests with EIO as well.
 inline constexpr uint64_t PRL_MAX_HOST_OFFSET = uint64_t{1} << 62;
@@ -64,7 +68,7 @@ struct PrlImage {
     uint64_t ext_off;
     uint64_t total_sectors;  // virtual size / 512
     uint64_t cluster_size;   // tracks * 512
-    uint64_t file_size;      // the file's length at open
+    uint64_t file_size;      // the file's length at open, rounded up to a sector (qemu's bdrv_getlength)
 
     uint64_t virtual_size() const { return total_sectors * PRL_SECTOR; }
     bool unclean() const { return inuse == PRL_INUSE_MAGIC; }
