@@ -47,6 +47,8 @@ public:
 
     Status write_compressed(uint64_t, const void*, size_t) override { return Status::Unsupported; }
 
+    void allow_end(uint64_t sectors) { quirk_end_ = sectors; }
+
     Status finish() override { return failed_ ? Status::IoError : Status::Ok; }
 
     void close() override {
@@ -123,7 +125,7 @@ private:
         const uint64_t e64 = data_end_ / img_.off_multiplier;
         if (e64 == 0 || e64 > UINT32_MAX)
             return fail(Status::Corrupt, "the Parallels image has no room for another cluster");
-        if (data_end_ > (dev_.size() + PRL_SECTOR - 1) / PRL_SECTOR)
+        if (data_end_ > (dev_.size() + PRL_SECTOR - 1) / PRL_SECTOR && data_end_ != quirk_end_)
             return fail(Status::Corrupt, "the Parallels image's data end lies past the end of the file");
         const uint32_t e = static_cast<uint32_t>(e64);
         const uint64_t at = img_.entry_sector(e) * PRL_SECTOR;
@@ -186,6 +188,10 @@ private:
     guest::Allocator& alloc_;
     PrlImage img_;
     uint64_t data_end_; // sectors
+    // qemu 7.2 sets data_end of an image with data_off 0 to ROUND_UP(64 + 4 * bat_entries, 512) as a
+    // sector count (it is a byte count): the first new cluster may lie past the end of the file.
+    // That one value is allowed there (at most 2^31 sectors: 1 TiB, a sparse gap); 0 = none.
+    uint64_t quirk_end_ = 0;
     uint8_t* zeros_;
     bool zero_init_;
     bool v10_;
@@ -198,6 +204,8 @@ private:
 
 Status make_writer(BlockDevice& dev, guest::Allocator& alloc, const PrlImage& img, uint64_t data_end, bool zero_init,
                    uint32_t qemu_version, guest::ReasonSink* reasons, guest::ImageWriter** out) {
+    const bool quirk = !prl_v10(qemu_version) && img.data_off == 0 &&
+                       data_end == (prl_bat_entry_off(img.bat_entries) + PRL_SECTOR - 1) / PRL_SECTOR * PRL_SECTOR;
     auto* zeros = static_cast<uint8_t*>(alloc.allocate(ZERO_CHUNK, 8));
     if (zeros == nullptr)
         return Status::NoMemory;
@@ -207,6 +215,8 @@ Status make_writer(BlockDevice& dev, guest::Allocator& alloc, const PrlImage& im
         alloc.deallocate(zeros, ZERO_CHUNK);
         return Status::NoMemory;
     }
+    if (quirk)
+        w->allow_end(data_end);
     *out = w;
     return Status::Ok;
 }

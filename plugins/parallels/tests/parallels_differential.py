@@ -238,14 +238,19 @@ def main():
         # ---- convert -n into an existing parallels image (the same starting bytes for both) ----
         qimg('create', '-q', '-f', 'raw', 'small.raw', '1M')
         run_fixture([qio, '-f', 'raw', '-c', 'write -P 0x42 512k 4k', 'small.raw'], check=True, cwd=d)
-        for base in ('data.prl',):
+        qimg('create', '-q', '-f', 'raw', 'tiny.raw', '64k')
+        run_fixture([qio, '-f', 'raw', '-c', 'write -P 0x42 40k 4k', 'tiny.raw'], check=True, cwd=d)
+        # old.prl under 10.0: qemu reuses the hole before data_end (parallels-convert-n)
+        for base, src_raw, ver in (('data.prl', 'small.raw', '7.2'), ('data.prl', 'small.raw', '10.0'),
+                                   ('old.prl', 'tiny.raw', '7.2'), ('empty.prl', 'small.raw', '10.0')):
             qa, ia = f'n-q-{base}', f'n-i-{base}'
             shutil.copyfile(p(base), p(qa))
             shutil.copyfile(p(base), p(ia))
-            same_cli(f'convert -n raw -> {base}', [q72, 'convert', '-n', '-f', 'raw', '-O', 'parallels', 'small.raw', qa],
-                     [instar, '--qemu-version', '7.2', 'convert', '-n', '-f', 'raw', '-O', 'parallels', 'small.raw', ia],
+            same_cli(f'convert -n raw -> {base} [qemu {ver}]',
+                     [QEMUS[ver][0], 'convert', '-n', '-f', 'raw', '-O', 'parallels', src_raw, qa],
+                     [instar, '--qemu-version', ver, 'convert', '-n', '-f', 'raw', '-O', 'parallels', src_raw, ia],
                      d, results)
-            same_bytes(f'convert -n bytes -> {base}', p(qa), p(ia), results)
+            same_bytes(f'convert -n bytes -> {base} [qemu {ver}]', p(qa), p(ia), results)
     finally:
         shutil.rmtree(d, ignore_errors=True)
     return report(results)
