@@ -240,19 +240,19 @@ Status check(const guest::CheckRequest& req, guest::CheckSink& sink, guest::Chec
     if (img.unclean()) {
         guest::CheckLine().s(word(fix)).s(" image was not closed correctly").emit(sink);
         res->corruptions++;
-        if (fix) {
-            // qemu's close clears inuse; done first here, so a later failure leaves a clean header.
-            store_le32(img.raw + off::inuse, 0);
-            img.inuse = 0;
-            if (req.image->write(0, img.raw, PRL_HEADER_SIZE) != Status::Ok) {
-                res->check_errors++;
-                res->error = -guest::CHECK_EIO;
-                return Status::Ok;
-            }
-            res->corruptions_fixed++;
+        if (fix)
+            res->corruptions_fixed++; // cleared below, after every other repair (qemu: at close)
+    }
+    Status st = prl_v10(req.qemu_version) ? check_10(req, img, sink, res) : check_72(req, img, sink, res);
+    if (st == Status::Ok && fix && img.unclean() && res->error == 0) {
+        // Last, as qemu's close does it: a crash before this leaves the image marked unclean.
+        store_le32(img.raw + off::inuse, 0);
+        img.inuse = 0;
+        if (req.image->write(0, img.raw, PRL_HEADER_SIZE) != Status::Ok) {
+            res->check_errors++;
+            res->error = -guest::CHECK_EIO;
         }
     }
-    const Status st = prl_v10(req.qemu_version) ? check_10(req, img, sink, res) : check_72(req, img, sink, res);
     if (st == Status::Ok && req.fix != 0 && req.flush != nullptr && req.flush(*req.image) != Status::Ok) {
         res->check_errors++;
         res->error = -guest::CHECK_EIO;
