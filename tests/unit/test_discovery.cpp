@@ -276,7 +276,7 @@ TEST_CASE("a missing in-tree plugin is named by its distribution package") {
     CHECK(instar::missing_plugin_hint("vpc") == " (its plugin is not installed: install the package instar-plugin-vhd)");
     // Every plugin meson.build builds in tree has a package; a format no in-tree plugin reads has none.
     CHECK(instar::missing_plugin_hint("qed") == " (its plugin is not installed: install the package instar-plugin-qed)");
-    CHECK(instar::missing_plugin_hint("parallels").empty());
+    CHECK(instar::missing_plugin_hint("vvfat").empty());
     CHECK(instar::missing_plugin_hint("vhd").empty()); // the plugin's directory, not a format name
     CHECK(instar::missing_plugin_hint("").empty());
 }

@@ -208,8 +208,8 @@ TEST_CASE("guest errors, a lying guest, and unrecognised files") {
 
     InfoOptions o;
     o.filename = (f.dir / "plain").string();
-    o.format = "parallels"; // no in-tree plugin: no package to name
+    o.format = "vvfat"; // no in-tree plugin: no package to name
     auto unknown = collect_info(o, f.plugins, fake_guest);
     REQUIRE_FALSE(unknown);
-    CHECK(unknown.error() == "Could not open '" + o.filename + "': Unknown driver 'parallels'");
+    CHECK(unknown.error() == "Could not open '" + o.filename + "': Unknown driver 'vvfat'");
 }

@@ -198,6 +198,7 @@ Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
         return st;
     const uint64_t size = req.image->size();
     sink.format("luks");
+    sink.dirty(false); // qemu's block_crypto_get_info_luks: JSON shows "dirty-flag": false
     // block/crypto.c: the payload after the header is the disk.
     sink.virtual_size(size > h.payload_offset ? size - h.payload_offset : 0);
     sink.dirty(false); // qemu's luks has bdrv_get_info: its JSON shows dirty-flag

@@ -1,0 +1,15 @@
+// Shared declarations of the parallels plugin's host-half data tables.
+#pragma once
+
+#include "instar/plugin.h"
+
+namespace instar::parallels {
+
+extern const OptionDesc OPTIONS[];
+extern const std::uint32_t OPTION_COUNT;
+extern const ProbeRule PROBE_RULES[];
+extern const std::uint32_t PROBE_RULE_COUNT;
+extern const Divergence DIVERGENCES[];
+extern const std::uint32_t DIVERGENCE_COUNT;
+
+} // namespace instar::parallels

@@ -1,0 +1,46 @@
+// Parallels probe rules: either magic at offset 0 and version 2 (little-endian) at offset 16
+// (qemu's parallels_probe), and the plugin's divergences.
+#include "parallels_plugin.h"
+
+namespace instar::parallels {
+namespace {
+
+constexpr unsigned char MAGIC[] = {'W', 'i', 't', 'h', 'o', 'u', 't', 'F', 'r', 'e', 'e', 'S', 'p', 'a', 'c', 'e'};
+constexpr unsigned char MAGIC2[] = {'W', 'i', 't', 'h', 'o', 'u', 'F', 'r', 'e', 'S', 'p', 'a', 'c', 'E', 'x', 't'};
+constexpr unsigned char VERSION[] = {2, 0, 0, 0};
+constexpr ProbeMatch OLD[] = {{ProbeMatch::FromStart, 0, MAGIC, sizeof MAGIC},
+                              {ProbeMatch::FromStart, 16, VERSION, sizeof VERSION}};
+constexpr ProbeMatch EXT[] = {{ProbeMatch::FromStart, 0, MAGIC2, sizeof MAGIC2},
+                              {ProbeMatch::FromStart, 16, VERSION, sizeof VERSION}};
+
+} // namespace
+
+const ProbeRule PROBE_RULES[] = {{OLD, 2}, {EXT, 2}};
+const std::uint32_t PROBE_RULE_COUNT = sizeof PROBE_RULES / sizeof PROBE_RULES[0];
+
+const Divergence DIVERGENCES[] = {
+    {"parallels-format-extension", "info",
+     "an image with a format extension (ext_off != 0: dirty bitmaps behind an MD5 checksum) is refused with a "
+     "reason; qemu-img opens it read-only after checking the extension",
+     "the extension parser (MD5, bitmap tables) is not built; refusing is safer than ignoring a corrupt one"},
+    {"parallels-check-repairs", "check",
+     "check -r does not truncate leaked space at the end of the file and does not copy duplicate clusters "
+     "(reported as ERROR, left unfixed); qemu-img repairs both, and its close truncates the file to data_end",
+     "the check API has no way to set a file's length; the duplicate repair needs qemu 10.0's allocator"},
+    {"parallels-check-e2big", "check",
+     "qemu-img 10.0 check aborts (assertion in parallels_check_duplicate, exit 134) on a BAT entry outside the "
+     "image; instar skips that entry in the duplicate pass and finishes the check",
+     "an assertion failure is not behaviour worth reproducing"},
+    {"parallels-convert-n", "convert",
+     "convert -n into a parallels image leaves the file's length as written (qemu's close truncates it to "
+     "data_end) and always appends new clusters (qemu 10.0 reuses holes; an unclean image is repaired by 10.0 "
+     "on open, refused here)",
+     "writers cannot set a file's length through the SDK"},
+    {"parallels-measure-bitmaps", "measure",
+     "measure -O qcow2 of a parallels image under the 10.0 profile prints no \"bitmaps\": 0 (human: no "
+     "\"bitmaps size: 0\"); qemu-img 10.0 prints it because its parallels driver supports persistent bitmaps",
+     "core decides the bitmaps field per source format (qcow2 v3 only); issue 13 lets no new format change core"},
+};
+const std::uint32_t DIVERGENCE_COUNT = sizeof DIVERGENCES / sizeof DIVERGENCES[0];
+
+} // namespace instar::parallels

@@ -1,0 +1,344 @@
+// Tests of the Parallels guest half: header checks with qemu's messages, create's bytes, the reader
+// (both magics), the writer and check (both profiles), on images built in memory (hostile ones too).
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include "hosted_create.h"
+#include "hosted_support.h"
+#include "prl_check.h"
+#include "prl_create.h"
+#include "prl_format.h"
+#include "prl_header.h"
+#include "prl_read.h"
+#include "prl_write.h"
+
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+using namespace instar;
+using guest::Allocation;
+using guest::Status;
+using Bytes = std::vector<std::uint8_t>;
+
+namespace {
+
+constexpr std::uint64_t MiB = 1048576;
+
+Bytes make(std::uint64_t size, const char* cluster = nullptr) {
+    hosted::MemoryTarget t;
+    hosted::CreateParams p;
+    p.size = size;
+    if (cluster)
+        p.options.push_back({"cluster_size", cluster});
+    REQUIRE(hosted::run_create(&parallels::create, p, t) == Status::Ok);
+    return t.image_output().bytes();
+}
+
+struct Reasons final : guest::ReasonSink {
+    std::string text;
+    void reason(const char* t, std::size_t n) override { text.assign(t, n); }
+};
+
+struct Lines final : guest::CheckSink {
+    std::string text;
+    void line(const char* t, std::size_t n) override { text.append(t, n); }
+};
+
+std::string load_error(const Bytes& b, std::uint32_t v = 100000) {
+    hosted::MemoryDevice dev(b);
+    parallels::PrlImage img;
+    const char* why = nullptr;
+    (void)parallels::prl_load(dev, v, &img, &why);
+    return why ? why : "";
+}
+
+struct Opened {
+    Status status;
+    std::string reason;
+    Bytes bytes;
+    std::vector<std::pair<Allocation, std::uint64_t>> runs;
+};
+
+Opened read_all(const Bytes& b) {
+    Opened o;
+    hosted::MemoryDevice dev(b);
+    hosted::BudgetAllocator alloc(1 << 20);
+    Reasons reasons;
+    guest::OpenRequest req{&dev, nullptr, 0, &alloc, nullptr, &reasons, nullptr, 100000};
+    guest::ImageReader* r = nullptr;
+    o.status = parallels::open(req, &r);
+    o.reason = reasons.text;
+    if (o.status != Status::Ok)
+        return o;
+    const std::uint64_t size = r->virtual_size();
+    for (std::uint64_t off = 0; off < size;) {
+        guest::Extent e{};
+        REQUIRE(r->status(off, size - off, &e) == Status::Ok);
+        REQUIRE(e.length > 0);
+        o.runs.push_back({e.allocation, e.length});
+        off += e.length;
+    }
+    o.bytes.resize(size);
+    REQUIRE(r->read(0, o.bytes.data(), size) == Status::Ok);
+    r->close();
+    return o;
+}
+
+// A writable in-memory file (check -r writes into it).
+class RwDevice final : public guest::BlockDevice {
+public:
+    explicit RwDevice(const Bytes& b) : bytes(b) {}
+    std::uint64_t size() const override { return bytes.size(); }
+    Status read(std::uint64_t off, void* buf, std::size_t len) override {
+        if (off > bytes.size() || len > bytes.size() - off)
+            return Status::IoError;
+        std::memcpy(buf, bytes.data() + off, len);
+        return Status::Ok;
+    }
+    Status write(std::uint64_t off, const void* buf, std::size_t len) override {
+        if (off + len > bytes.size())
+            bytes.resize(off + len);
+        std::memcpy(bytes.data() + off, buf, len);
+        return Status::Ok;
+    }
+    Bytes bytes;
+};
+
+struct Checked {
+    std::string lines;
+    guest::CheckResult res;
+};
+
+Checked run_check(Bytes& b, std::uint32_t v, std::uint32_t fix = 0) {
+    RwDevice dev(b);
+    hosted::BudgetAllocator alloc(8 << 20);
+    Lines lines;
+    Checked c;
+    const guest::CheckRequest req{&dev, nullptr, 0, &alloc, nullptr, fix, v, nullptr};
+    REQUIRE(parallels::check(req, lines, &c.res) == Status::Ok);
+    c.lines = lines.text;
+    if (fix)
+        b = dev.bytes;
+    return c;
+}
+
+void put32(Bytes& b, std::size_t at, std::uint32_t v) { parallels::store_le32(b.data() + at, v); }
+
+// The old-magic image of corpus/old.prl: 64 KiB, 4 KiB clusters, entries in sectors.
+Bytes old_image() {
+    Bytes b(4096, 0);
+    std::memcpy(b.data(), "WithoutFreeSpace", 16);
+    put32(b, 16, 2);
+    put32(b, 20, 16);
+    put32(b, 28, 8);
+    put32(b, 32, 16);
+    put32(b, 36, 128);
+    put32(b, 64 + 4 * 1, 8);
+    put32(b, 64 + 4 * 3, 16);
+    b.resize(12288, 0x55);
+    std::memset(b.data() + 8192, 0x66, 4096);
+    return b;
+}
+
+} // namespace
+
+TEST_CASE("create writes qemu's header (the bytes of qemu-img create -f parallels x 10M)") {
+    const Bytes b = make(10 * MiB);
+    REQUIRE(b.size() == MiB);
+    const std::uint8_t want[64] = {'W', 'i', 't', 'h', 'o', 'u', 'F', 'r', 'e', 'S', 'p', 'a', 'c', 'E', 'x', 't',
+                                   2, 0, 0, 0, 0x10, 0, 0, 0, 0x28, 0, 0, 0, 0, 8, 0, 0,
+                                   0x0a, 0, 0, 0, 0, 0x50, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                   0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    CHECK(std::memcmp(b.data(), want, 64) == 0);
+    for (std::size_t i = 64; i < b.size(); ++i)
+        REQUIRE(b[i] == 0);
+}
+
+TEST_CASE("create: cluster size rounded up to a sector; qemu's refusals") {
+    const Bytes b = make(100000, "1000");
+    CHECK(parallels::load_le32(&b[28]) == 2);       // 1024-byte clusters
+    CHECK(parallels::load_le32(&b[32]) == 98);      // 100352 / 1024, rounded up
+    CHECK(parallels::load_le64(&b[36]) == 196);     // size rounded up to 100352
+    CHECK(b.size() == 1024);                        // 64 + 4 * 98 in one cluster
+    hosted::MemoryTarget t;
+    hosted::CreateParams p;
+    p.size = uint64_t{1} << 41; // 2^32 clusters of 512 bytes (256 rounds up to 512)
+    p.options.push_back({"cluster_size", "256"});
+    CHECK(hosted::run_create(&parallels::create, p, t) == Status::TooLarge);
+    CHECK(t.reason_text() == "Image size is too large for this cluster size");
+    hosted::MemoryTarget t2;
+    p.options = {{"cluster_size", "4294967296"}};
+    CHECK(hosted::run_create(&parallels::create, p, t2) == Status::Invalid);
+    CHECK(t2.reason_text() == "Cluster size is too large");
+}
+
+TEST_CASE("header checks: qemu's messages, in qemu's order") {
+    Bytes b = make(2 * MiB);
+    CHECK(load_error(b).empty());
+    Bytes x = b;
+    put32(x, 16, 3);
+    CHECK(load_error(x) == "Image not in Parallels format");
+    x = b;
+    x[0] = 'w';
+    CHECK(load_error(x) == "Image not in Parallels format");
+    x = b;
+    put32(x, 28, 0);
+    CHECK(load_error(x) == "Invalid image: Zero sectors per track");
+    x = b;
+    put32(x, 28, 0x7fffffff / 513 + 1);
+    CHECK(load_error(x) == "Invalid image: Too big cluster");
+    x = b;
+    put32(x, 32, 0x7fffffff / 4 + 1);
+    CHECK(load_error(x) == "Catalog too large");
+    x = b;
+    parallels::store_le64(x.data() + 56, uint64_t{1} << 60);
+    CHECK(load_error(x) == "Invalid image: Too big offset");
+    CHECK(load_error(x, 70200) != "Invalid image: Too big offset"); // 7.2 has no such check
+    CHECK(load_error(Bytes(10, 0)) == "Image not in Parallels format");
+}
+
+TEST_CASE("probe: both magics with version 2") {
+    bool m = false;
+    hosted::MemoryDevice d1(make(MiB));
+    REQUIRE(parallels::probe(d1, &m) == Status::Ok);
+    CHECK(m);
+    hosted::MemoryDevice d2(old_image());
+    REQUIRE(parallels::probe(d2, &m) == Status::Ok);
+    CHECK(m);
+    Bytes x = old_image();
+    put32(x, 16, 1);
+    hosted::MemoryDevice d3(x);
+    REQUIRE(parallels::probe(d3, &m) == Status::Ok);
+    CHECK(!m);
+}
+
+TEST_CASE("reader: old magic, entries in sectors; unallocated clusters read as zeros") {
+    const Opened o = read_all(old_image());
+    REQUIRE(o.status == Status::Ok);
+    REQUIRE(o.bytes.size() == 65536);
+    CHECK(o.bytes[0] == 0);
+    CHECK(o.bytes[4096] == 0x55);
+    CHECK(o.bytes[3 * 4096] == 0x66);
+    CHECK(o.bytes[2 * 4096] == 0);
+    REQUIRE(o.runs.size() == 5);
+    CHECK(o.runs[1] == std::make_pair(Allocation::Data, std::uint64_t{4096}));
+    CHECK(o.runs[4] == std::make_pair(Allocation::Unallocated, std::uint64_t{12 * 4096}));
+}
+
+TEST_CASE("reader: a cluster past the end of the file reads as zeros; a virtual size past the BAT too") {
+    Bytes b = old_image();
+    put32(b, 64 + 4 * 1, 1000000);  // far past the end of the file
+    put32(b, 36, 1000);             // 500 KiB virtual: clusters 16.. are past the BAT
+    const Opened o = read_all(b);
+    REQUIRE(o.status == Status::Ok);
+    CHECK(o.bytes.size() == 512000);
+    CHECK(o.bytes[4096] == 0);
+    CHECK(o.bytes[3 * 4096] == 0x66);
+    CHECK(o.runs.back().first == Allocation::Unallocated);
+}
+
+TEST_CASE("reader: a huge BAT over a tiny file costs bounded memory") {
+    Bytes b = make(MiB, "512");
+    Bytes x = b;
+    put32(x, 32, 0x7fffffff / 4); // qemu's one read of header + BAT would exceed 2^31 - 512: EIO
+    CHECK(load_error(x) == "Could not open '{image}': Input/output error");
+    put32(b, 32, 536869872); // the largest BAT qemu reads, the file holds a few entries
+    parallels::store_le64(b.data() + 36, uint64_t{536869872});
+    const Opened o = [&] {
+        hosted::MemoryDevice dev(b);
+        hosted::BudgetAllocator alloc(1 << 20);
+        guest::OpenRequest req{&dev, nullptr, 0, &alloc, nullptr, nullptr, nullptr, 100000};
+        guest::ImageReader* r = nullptr;
+        Opened x;
+        x.status = parallels::open(req, &r);
+        if (x.status == Status::Ok) {
+            guest::Extent e{};
+            REQUIRE(r->status(0, r->virtual_size(), &e) == Status::Ok);
+            CHECK(e.allocation == Allocation::Unallocated);
+            r->close();
+        }
+        return x;
+    }();
+    CHECK(o.status == Status::Ok);
+}
+
+TEST_CASE("writer: clusters allocated at data_end in write order, whole clusters") {
+    hosted::MemoryTarget t;
+    hosted::CreateParams p;
+    p.size = 4 * 65536;
+    p.options.push_back({"cluster_size", "65536"});
+    std::vector<guest::CreateOption> opts{{"cluster_size", "65536"}};
+    hosted::BudgetAllocator alloc(4 << 20);
+    guest::CreateRequest req{p.size, opts.data(), 1, "x.prl", nullptr, nullptr, nullptr, 0, 0, p.random, 70200, &alloc,
+                             nullptr};
+    guest::ImageWriter* w = nullptr;
+    REQUIRE(parallels::create_writer(req, t, &w) == Status::Ok);
+    CHECK(w->cluster_size() == 0);
+    CHECK(w->zero_init());
+    Bytes ones(512, 0x11);
+    REQUIRE(w->write(3 * 65536 + 512, ones.data(), 512) == Status::Ok);
+    REQUIRE(w->write(65536, ones.data(), 512) == Status::Ok);
+    REQUIRE(w->finish() == Status::Ok);
+    w->close();
+    const Bytes b = t.image_output().bytes();
+    REQUIRE(b.size() == 3 * 65536);
+    CHECK(parallels::load_le32(&b[64 + 4 * 3]) == 1); // entries in clusters (new magic)
+    CHECK(parallels::load_le32(&b[64 + 4 * 1]) == 2);
+    CHECK(b[65536 + 512] == 0x11);
+    CHECK(b[65536] == 0);
+    CHECK(b[2 * 65536] == 0x11);
+    const Opened o = read_all(b);
+    REQUIRE(o.status == Status::Ok);
+    CHECK(o.bytes[3 * 65536 + 512] == 0x11);
+    CHECK(o.bytes[65536] == 0x11);
+}
+
+TEST_CASE("check: clean images, both profiles") {
+    Bytes b = old_image();
+    for (const std::uint32_t v : {70200u, 100000u}) {
+        const Checked c = run_check(b, v);
+        CHECK(c.lines.empty());
+        CHECK(c.res.corruptions == 0);
+        CHECK(c.res.allocated_clusters == 2);
+        CHECK(c.res.total_clusters == 16);
+        CHECK(c.res.image_end_offset == 12288);
+    }
+}
+
+TEST_CASE("check: leaked space, cluster outside the image, unclean; -r fixes entries and inuse") {
+    Bytes b = old_image();
+    b.resize(12288 + 5000);
+    Checked c = run_check(b, 70200);
+    CHECK(c.lines == "ERROR space leaked at the end of the image 5120\n");
+    CHECK(c.res.leaks == 2);
+    put32(b, 64 + 4 * 5, 1000);
+    put32(b, 44, parallels::PRL_INUSE_MAGIC);
+    c = run_check(b, 70200);
+    CHECK(c.lines == "ERROR image was not closed correctly\nERROR cluster 5 is outside image\n");
+    CHECK(c.res.corruptions == 2);
+    CHECK(c.res.image_end_offset == 1000 * 512 + 4096);
+    c = run_check(b, 100000);
+    CHECK(c.lines == "ERROR image was not closed correctly\nERROR cluster 5 is outside image\n"
+                     "ERROR space leaked at the end of the image 5120\n");
+    c = run_check(b, 100000, guest::CHECK_FIX_ERRORS);
+    CHECK(c.res.corruptions_fixed == 2);
+    CHECK(parallels::load_le32(&b[44]) == 0);
+    CHECK(parallels::load_le32(&b[64 + 4 * 5]) == 0);
+}
+
+TEST_CASE("check 10.0: a duplicate offset; bad data_off") {
+    Bytes b = old_image();
+    put32(b, 64 + 4 * 7, 8); // cluster 7 shares cluster 1's data, and is the last allocated entry
+    Checked c = run_check(b, 100000);
+    CHECK(c.lines == "ERROR duplicate offset in BAT entry 7\n");
+    CHECK(c.res.error == -16);
+    c = run_check(b, 70200);
+    CHECK(c.lines.empty());
+    b = make(MiB, "4096");
+    put32(b, 48, 1);
+    c = run_check(b, 100000);
+    CHECK(c.lines == "ERROR data_off field has incorrect value\n");
+    c = run_check(b, 100000, guest::CHECK_FIX_ERRORS);
+    CHECK(parallels::load_le32(&b[48]) == 8);
+}
