@@ -4,6 +4,7 @@
 #include "image_table.h"
 
 #include "compare_engine.h"
+#include "file_status.h"
 
 namespace instar::guest {
 namespace {
@@ -12,6 +13,7 @@ struct Plan {
     instar_compare_plan head{};
     instar_convert_image* images = nullptr;
     const uint32_t* flags = nullptr; // image_count entries
+    const uint8_t* facts = nullptr;  // image_count instar_image_facts (copied out before use)
 };
 
 Status read_plan(uint32_t plan_device, Plan& plan) {
@@ -23,12 +25,20 @@ Status read_plan(uint32_t plan_device, Plan& plan) {
     const instar_compare_plan& h = plan.head;
     const uint64_t table = static_cast<uint64_t>(h.image_count) * sizeof(instar_convert_image);
     const uint64_t flags = static_cast<uint64_t>(h.image_count) * sizeof(uint32_t);
+    const uint64_t facts = static_cast<uint64_t>(h.image_count) * sizeof(instar_image_facts);
     if (h.magic != INSTAR_COMPARE_PLAN_MAGIC || h.image_count < 2 || h.image_count > INSTAR_CONVERT_MAX_IMAGES ||
-        sizeof h + table + flags != size)
+        sizeof h + table + flags + facts != size)
         return Status::Invalid;
     // The plan starts 16-aligned; 16 + 24n is 8-aligned, so both tables are aligned for their types.
     plan.images = reinterpret_cast<instar_convert_image*>(bytes + sizeof h);
     plan.flags = reinterpret_cast<const uint32_t*>(bytes + sizeof h + table);
+    plan.facts = bytes + sizeof h + table + flags;
+    for (uint32_t i = 0; i < h.image_count; ++i) {
+        instar_image_facts f{};
+        __builtin_memcpy(&f, plan.facts + static_cast<size_t>(i) * sizeof f, sizeof f);
+        if ((plan.flags[i] & ~INSTAR_COMPARE_IMAGE_ALL) || (f.flags & ~INSTAR_IMAGE_DETECT_PREALLOC) || f.reserved != 0)
+            return Status::Invalid;
+    }
     return check_image_table(plan.images, h.image_count);
 }
 
@@ -84,7 +94,19 @@ Status compare_op(const uint8_t* arg, uint32_t arg_len) {
         uint32_t k = 0;
         for (uint32_t i = s; i != INSTAR_CONVERT_NO_BACKING && k < depth; i = plan.images[i].backing) {
             layer_files[used + k] = device(plan.images[i].device);
-            layer_flags[used + k++] = plan.flags[i];
+            uint32_t lf = plan.flags[i];
+            instar_image_facts f{};
+            __builtin_memcpy(&f, plan.facts + static_cast<size_t>(i) * sizeof f, sizeof f);
+            // qemu's qcow2 runs its check at the first block status and ignores a failure (the rule
+            // map's and measure's walks share: file_status.h).
+            bool recurse = false;
+            if ((f.flags & INSTAR_IMAGE_DETECT_PREALLOC) && plan.images[i].file_count == 0 &&
+                layer_files[used + k] != nullptr &&
+                convert::detect_metadata_preallocation(*chains[used + k], *layer_files[used + k], f.allocated,
+                                                       plan.images[i].cluster_size, &recurse) == Status::Ok &&
+                recurse)
+                lf |= INSTAR_COMPARE_IMAGE_RECURSE;
+            layer_flags[used + k++] = lf;
         }
         sides[s] = convert::CompareSide{chains + used, layer_flags + used, layer_files + used, depth};
         used += depth;

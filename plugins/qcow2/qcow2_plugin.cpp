@@ -19,6 +19,7 @@ const FormatDescriptor DESCRIPTOR = {
     .divergences = DIVERGENCES,
     .divergence_count = DIVERGENCE_COUNT,
     .guest_module = "qcow2.gmod",
+    .qemu_traits = QEMU_SUPPORTS_BACKING | QEMU_DETECT_METADATA_PREALLOC | QEMU_FILES_AS_WRITTEN,
 };
 
 const FormatDescriptor* descriptor() { return &DESCRIPTOR; }

@@ -19,6 +19,7 @@ const FormatDescriptor DESCRIPTOR = {
     .divergences = DIVERGENCES,
     .divergence_count = DIVERGENCE_COUNT,
     .guest_module = "raw.gmod",
+    .qemu_traits = QEMU_SPLIT_EOF,
 };
 
 const FormatDescriptor* descriptor() { return &DESCRIPTOR; }

@@ -19,6 +19,7 @@ const FormatDescriptor DESCRIPTOR = {
     .divergences = DIVERGENCES,
     .divergence_count = DIVERGENCE_COUNT,
     .guest_module = "vdi.gmod",
+    .qemu_traits = QEMU_RECURSE_HOLES,
 };
 
 const FormatDescriptor* descriptor() { return &DESCRIPTOR; }

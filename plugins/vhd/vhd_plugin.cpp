@@ -21,6 +21,7 @@ const FormatDescriptor DESCRIPTOR = {
     .divergences = DIVERGENCES,
     .divergence_count = DIVERGENCE_COUNT,
     .guest_module = "vpc.gmod",
+    .qemu_traits = QEMU_RECURSE_HOLES | QEMU_UNALLOCATED_ZERO,
 };
 
 const FormatDescriptor* descriptor() { return &DESCRIPTOR; }

@@ -99,6 +99,19 @@ fx(["sh", "-c", "echo garbage > text.txt"])
 # refuses it (docs/formats/qcow2.md), so compare stops naming the image (docs/compare.md).
 fx(q("create", "-q", "-f", "qcow2", "trunc.qcow2", "4M"), io("qcow2", "trunc.qcow2", "write -P 1 0 1M"),
    ["python3", "-c", "open('trunc.qcow2','r+b').truncate(0x48000)"])
+# qcow2's metadata-preallocation check (file_status.h, shared with map and measure): freed.qcow2 has
+# most of its clusters discarded (holes below the file's end: the old host-side rule, which counted
+# every cluster below the end, took it for preallocated) and one data cluster punched out of its
+# file; freedz.qcow2 has zeros written as data there. qemu deems neither preallocated: identical.
+fx(q("create", "-q", "-f", "qcow2", "freed.qcow2", SIZE),
+   io("qcow2", "freed.qcow2", "write -P 0x71 0 6M", "discard 64k 4032k"),
+   ["cp", "--sparse=always", "freed.qcow2", "freedz.qcow2"], io("qcow2", "freedz.qcow2", "write -P 0 5M 64k"),
+   ["python3", "-c", "import json, subprocess, sys\n"
+    "m = json.loads(subprocess.run([sys.argv[1], 'map', '--output=json', 'freed.qcow2'], capture_output=True,"
+    " text=True, check=True).stdout)\n"
+    "e = next(e for e in m if e['data'] and e['start'] <= 5 << 20 < e['start'] + e['length'])\n"
+    "subprocess.run(['fallocate', '-p', '-o', str(e['offset'] + (5 << 20) - e['start']), '-l', '65536',"
+    " 'freed.qcow2'], check=True)", "QIMG"])
 REFUSED = [(["trunc.qcow2", "empty.qcow2"], 3, "qemu-img: Sector allocation test failed for trunc.qcow2\n")]
 
 CASES = []  # (args, both_orders)
@@ -155,6 +168,8 @@ pair("al2.qcow2", "qcow2", "dl2.qcow2", "qcow2")
 pair("al2.qcow2", "qcow2", "dl2.qcow2", "qcow2", "-s", both=False)
 pair("ac.qcow2", "qcow2", "dmid.raw", "raw")
 pair("empty.qcow2", "qcow2", "empty.raw", "raw", "-s")
+pair("freed.qcow2", "qcow2", "freedz.qcow2", "qcow2", "-s")
+pair("freed.qcow2", "qcow2", "freedz.qcow2", "qcow2")
 # Options: progress, quiet, cache, force-share, probing, long forms.
 pair("a.qcow2", "qcow2", "a.raw", "raw", "-p", both=False)
 pair("a.qcow2", "qcow2", "dmid.qcow2", "qcow2", "-p", both=False)

@@ -128,8 +128,8 @@ TEST_CASE("each broken plugin is skipped with one warning naming file and reason
     REQUIRE(reg.plugins().size() == 1);
     CHECK(std::string(reg.plugins()[0]->name) == "testfmt");
     REQUIRE(w.lines.size() == 7);
-    CHECK(w.lines[0] == "skipping plugin " + abi.string() + ": built for plugin ABI 999, this instar speaks plugin ABI 1");
-    CHECK(w.lines[1] == "skipping plugin " + nofactory.string() + ": no instar_format_plugin_v1 factory");
+    CHECK(w.lines[0] == "skipping plugin " + abi.string() + ": built for plugin ABI 999, this instar speaks plugin ABI 2");
+    CHECK(w.lines[1] == "skipping plugin " + nofactory.string() + ": no instar_format_plugin_v2 factory");
     CHECK(w.lines[2] == "skipping plugin " + throws.string() + ": factory threw: deliberate failure");
     CHECK(w.lines[3] == "skipping plugin " + bad.string() + ": format name missing or not [a-z0-9_-]{1,32}");
     CHECK(w.lines[4] == "skipping plugin " + dup.string() + ": format 'other' is already provided by " +
@@ -251,7 +251,7 @@ TEST_CASE("manifest: a stale, garbled or forged manifest never hides a plugin or
     CHECK(w.lines.empty()); // the forged one is not loaded yet...
     CHECK(reg.find("forged") == nullptr); // ...and says why when a command needs it
     REQUIRE(w.lines.size() == 1);
-    CHECK(w.lines[0] == "skipping plugin " + abi.string() + ": built for plugin ABI 999, this instar speaks plugin ABI 1");
+    CHECK(w.lines[0] == "skipping plugin " + abi.string() + ": built for plugin ABI 999, this instar speaks plugin ABI 2");
     REQUIRE(reg.plugins().size() == 2);
     CHECK(w.lines.size() == 1); // warned once
 }

@@ -469,8 +469,10 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_rebase_record) == 16, "rebase record layo
 
 /* INSTAR_OP_COMPARE: the argument names a read-only device holding a struct instar_compare_plan, then
  * image_count struct instar_convert_image entries (entries 0 and 1 are FILE1 and FILE2, the rest their
- * backing chains), then image_count uint32_t INSTAR_COMPARE_IMAGE_* flags, one per entry. The guest
- * answers with one INSTAR_REC_COMPARE (after an INSTAR_REC_REASON when opening failed). */
+ * backing chains), then image_count uint32_t INSTAR_COMPARE_IMAGE_* flags, one per entry, then
+ * image_count struct instar_image_facts (the same order; qcow2's metadata-preallocation check runs in
+ * the guest, as map's and measure's). The guest answers with one INSTAR_REC_COMPARE (after an
+ * INSTAR_REC_REASON when opening failed). */
 #define INSTAR_COMPARE_PLAN_MAGIC 0x4E4C504Bu /* "KPLN" (map's is "MPLN") */
 #define INSTAR_COMPARE_STRICT 1u              /* -s */
 #define INSTAR_COMPARE_PROGRESS 2u            /* send INSTAR_HC_PROGRESS in bytes of the larger image */
@@ -479,7 +481,9 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_rebase_record) == 16, "rebase record layo
 #define INSTAR_COMPARE_IMAGE_HOLE_DATA 4u     /* BDRV_BLOCK_RECURSE formats (vmdk flat, vpc fixed): a Zero
                                                * extent with an offset is a host hole: DATA|ZERO to qemu */
 #define INSTAR_COMPARE_IMAGE_RECURSE 8u       /* qcow2 qemu deems metadata-preallocated: data clusters over
-                                               * host holes read ZERO as well (the image's own file) */
+                                               * host holes read ZERO as well (the image's own file); set
+                                               * by the guest from INSTAR_IMAGE_DETECT_PREALLOC */
+#define INSTAR_COMPARE_IMAGE_ALL 15u
 
 struct instar_compare_arg {
     uint32_t plan_device;
@@ -495,7 +499,7 @@ struct instar_compare_plan {
 };
 INSTAR_ABI_ASSERT(sizeof(struct instar_compare_plan) == 16, "compare plan layout");
 /* What the host knows of each image's own file (trusted host metadata, not image content), for
- * map's and measure's plans: qemu's qcow2 driver sets BDRV_BLOCK_RECURSE on data clusters of an
+ * map's, measure's and compare's plans: qemu's qcow2 driver sets BDRV_BLOCK_RECURSE on data clusters of an
  * image it takes for metadata-preallocated (qcow2_detect_metadata_preallocation compares the
  * clusters in use with the file's allocated size), and the block layer then asks the file whether
  * the cluster's bytes are a hole. */

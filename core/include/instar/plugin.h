@@ -15,11 +15,13 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 namespace instar {
 
 // Bumped whenever a struct below changes layout or meaning.
-inline constexpr std::uint32_t INSTAR_PLUGIN_ABI_VERSION = 1;
+// 2: FormatDescriptor::qemu_traits (round 5).
+inline constexpr std::uint32_t INSTAR_PLUGIN_ABI_VERSION = 2;
 
 // qemu-img version profiles are encoded as major*10000 + minor*100 + micro (7.2.0 -> 70200).
 constexpr std::uint32_t qemu_version(std::uint32_t major, std::uint32_t minor, std::uint32_t micro = 0) {
@@ -51,6 +53,35 @@ enum Capability : std::uint32_t {
     // The target format stores compressed data (qemu's bdrv_co_pwritev_compressed): convert -c.
     CAP_CONVERT_COMPRESS = 1u << 15,
 };
+
+// How qemu's block driver for the format answers block status and backing where a reader's Extents
+// cannot say it (FormatDescriptor::qemu_traits is a mask of these). map, compare and measure derive
+// their rules from it, so a format says its behaviour from its plugin, with no format name in core.
+// 0 is qemu's BlockDriver default: the driver has bdrv_co_block_status and no backing files.
+enum QemuTrait : std::uint32_t {
+    // BlockDriver.supports_backing: an unallocated run falls through to the backing file, and reads
+    // as ZERO where the chain ends (qcow2, qed, vmdk, qcow, parallels). Without it an unallocated run
+    // is neither data nor zero, and map/compare never look below the image.
+    QEMU_SUPPORTS_BACKING = 1u << 0,
+    // No bdrv_co_block_status: qemu's block layer calls every byte DATA, with no offset (vhdx, luks,
+    // bochs, cloop, dmg).
+    QEMU_NO_BLOCK_STATUS = 1u << 1,
+    // The driver sets BDRV_BLOCK_RECURSE on allocated runs (vmdk flat extents, vpc fixed disks, vdi
+    // static images): where the reader reports Zero with an offset (a hole of the file), qemu says
+    // DATA|ZERO.
+    QEMU_RECURSE_HOLES = 1u << 2,
+    // The driver answers ZERO (not 0) for its unallocated blocks (vpc dynamic disks).
+    QEMU_UNALLOCATED_ZERO = 1u << 3,
+    // The image is its file (raw): a partial last sector is ZERO past the file's end.
+    QEMU_SPLIT_EOF = 1u << 4,
+    // qcow2_detect_metadata_preallocation: qemu sets BDRV_BLOCK_RECURSE on data of an image whose
+    // file holds fewer allocated clusters than the image uses, so data over file holes reads ZERO too.
+    QEMU_DETECT_METADATA_PREALLOC = 1u << 5,
+    // map names the format's external data files as the image header writes them (qcow2's
+    // data_file), not joined with the image's directory (vmdk's extents).
+    QEMU_FILES_AS_WRITTEN = 1u << 6,
+};
+inline constexpr std::uint32_t QEMU_TRAITS_ALL = (1u << 7) - 1;
 
 // Value types, with the spelling qemu-img's `-o help` uses for each.
 enum class OptionType : std::uint8_t {
@@ -123,7 +154,13 @@ struct FormatDescriptor {
     const Divergence* divergences;
     std::uint32_t divergence_count;
     const char* guest_module;    // file name of the guest half beside the .so, or nullptr
+    // Mask of QemuTrait (ABI 2). The default member initialiser keeps descriptors written without
+    // it compiling warning-free (-Wmissing-field-initializers): 0 is qemu's BlockDriver default.
+    std::uint32_t qemu_traits = 0;
 };
+
+static_assert(std::is_trivially_copyable_v<FormatDescriptor> && std::is_aggregate_v<FormatDescriptor>,
+              "descriptors cross the .so boundary as plain data");
 
 using PluginAbiVersionFn = std::uint32_t();
 using FormatPluginFactoryFn = const FormatDescriptor*();
@@ -131,7 +168,7 @@ using FormatPluginFactoryFn = const FormatDescriptor*();
 } // namespace instar
 
 #define INSTAR_PLUGIN_ABI_SYMBOL "instar_plugin_abi_version"
-#define INSTAR_PLUGIN_FACTORY_SYMBOL "instar_format_plugin_v1"
+#define INSTAR_PLUGIN_FACTORY_SYMBOL "instar_format_plugin_v2"
 
 // Exports a plugin's two symbols. Use once, at namespace scope, in the plugin's registration file:
 //   INSTAR_DECLARE_PLUGIN(my_fmt::descriptor)   where descriptor() returns const FormatDescriptor*.
@@ -141,5 +178,5 @@ using FormatPluginFactoryFn = const FormatDescriptor*();
     inline std::uint32_t abi_version() noexcept { return ::instar::INSTAR_PLUGIN_ABI_VERSION; }   \
     inline const ::instar::FormatDescriptor* make() noexcept { return factory(); }                \
     BOOST_DLL_ALIAS(instar_plugin_export::abi_version, instar_plugin_abi_version)                 \
-    BOOST_DLL_ALIAS(instar_plugin_export::make, instar_format_plugin_v1)                          \
+    BOOST_DLL_ALIAS(instar_plugin_export::make, instar_format_plugin_v2)                          \
     }

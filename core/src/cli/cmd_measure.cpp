@@ -599,8 +599,9 @@ int cmd_measure(Context& ctx, std::span<const std::string> args) {
         std::optional<std::vector<MeasureBitmap>> bitmaps;
         if (filename) {
             // qemu walks block status unless a backing file makes every cluster required. Formats
-            // without block status in qemu (vhdx) are data everywhere.
-            const bool no_block_status = source.chain.links.front().node.format == "vhdx";
+            // without block status in qemu (vhdx, luks: the plugin's qemu_traits) are data everywhere.
+            const bool no_block_status =
+                ((*source.chain.links.front().plugin)->qemu_traits & QEMU_NO_BLOCK_STATUS) != 0;
             if (!params->has_backing && no_block_status) {
                 data = (source.virtual_size + params->cluster_size - 1) / params->cluster_size * params->cluster_size;
             } else if (!params->has_backing) {

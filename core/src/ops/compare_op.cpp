@@ -1,6 +1,7 @@
 // compare's host side: both chains opened, one plan, one sandbox run, the record decoded.
 #include "ops/compare_op.h"
 
+#include "ops/block_traits.h"
 #include "ops/guest_info_runner.h"
 #include "ops/guest_module.h"
 #include "ops/image_table.h"
@@ -17,30 +18,6 @@ namespace {
 // claiming petabytes cannot keep a sandbox for long unless it really holds the data.
 constexpr std::chrono::milliseconds COMPARE_BASE_TIMEOUT{60'000};
 constexpr std::uint64_t COMPARE_BYTES_PER_SECOND = 16u << 20;
-
-// qemu's block layer facts about a format (instar_compare plan's per-image flags).
-std::uint32_t image_flags(const ChainLink& link) {
-    const std::string& format = link.node.format;
-    std::uint32_t f = 0;
-    if (format == "qcow2" || format == "vmdk" || format == "qcow" || format == "qed" || format == "parallels")
-        f |= INSTAR_COMPARE_IMAGE_BACKING;
-    if (format == "vhdx") // block/vhdx.c has no bdrv_co_block_status: qemu sees all data
-        f |= INSTAR_COMPARE_IMAGE_NO_STATUS;
-    if (format == "vmdk" || format == "vpc") // BDRV_BLOCK_RECURSE for flat extents and fixed disks
-        f |= INSTAR_COMPARE_IMAGE_HOLE_DATA;
-    // qcow2_detect_metadata_preallocation: the file holds fewer allocated clusters than the image
-    // references. qemu counts clusters with a non-zero refcount; every cluster below the file's end
-    // is taken as referenced (true unless the image has free clusters: docs/compare.md).
-    if (format == "qcow2" && link.node.cluster_size && *link.node.cluster_size > 0) {
-        const std::uint64_t cs = *link.node.cluster_size;
-        const std::uint64_t length = (link.image.size + 511) / 512 * 512;
-        const std::uint64_t real = link.image.allocated / cs;
-        const std::uint64_t threshold = std::max(real * 10 / 9, real + 2);
-        if ((length + cs - 1) / cs >= threshold)
-            f |= INSTAR_COMPARE_IMAGE_RECURSE;
-    }
-    return f;
-}
 
 std::uint64_t whole_sectors(std::uint64_t v) { return v > UINT64_MAX - 511 ? v : (v + 511) / 512 * 512; }
 
@@ -84,13 +61,22 @@ Expected<CompareReport> compare_images(const CompareSpec& spec, const PluginRegi
     head.image_count = static_cast<std::uint32_t>(table.images.size());
     head.flags = (spec.strict ? INSTAR_COMPARE_STRICT : 0u) | (spec.progress ? INSTAR_COMPARE_PROGRESS : 0u);
     head.qemu_version = qemu_version;
+    // qemu's block-layer facts about each format (its plugin's qemu_traits), and what the host knows
+    // of each image's file: its allocated bytes, for qcow2's metadata-preallocation check, which the
+    // guest runs over the image's clusters as map's and measure's walks do (file_status.h).
     std::vector<std::uint32_t> flags;
-    for (const ChainLink* link : table.links)
-        flags.push_back(image_flags(*link));
+    std::vector<instar_image_facts> facts(table.links.size());
+    for (std::size_t i = 0; i < table.links.size(); ++i) {
+        const std::uint32_t traits = (*table.links[i]->plugin)->qemu_traits;
+        flags.push_back(compare_flags_of(traits));
+        facts[i].allocated = table.links[i]->image.allocated;
+        facts[i].flags = image_facts_flags_of(traits);
+    }
     std::vector<std::uint8_t> bytes;
     append_bytes(bytes, &head, 1);
     append_bytes(bytes, table.images.data(), table.images.size());
     append_bytes(bytes, flags.data(), flags.size());
+    append_bytes(bytes, facts.data(), facts.size());
     PlanFile plan_file;
     auto plan_device = plan_file.write(bytes);
     if (!plan_device)

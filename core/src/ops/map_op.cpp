@@ -1,6 +1,7 @@
 // map's host side: chain opened, plan written, one sandbox run, runs checked and printed as qemu-img.
 #include "ops/map_op.h"
 
+#include "ops/block_traits.h"
 #include "ops/guest_info_runner.h"
 #include "ops/guest_module.h"
 #include "ops/image_table.h"
@@ -22,19 +23,6 @@ constexpr std::chrono::milliseconds MAP_BASE_TIMEOUT{60'000};
 constexpr std::uint64_t MAP_BYTES_PER_SECOND = 1ull << 30;
 // A walk keeps one reader per layer (L2 caches, vmdk grain tables) and a 40 KiB batch.
 constexpr std::uint64_t MAP_GUEST_MEMORY = INSTAR_MIN_GUEST_MEMORY;
-
-// qemu's block drivers differ in how they answer block status where the reader's Extent cannot say.
-std::uint32_t map_style(const std::string& format) {
-    if (format == "vpc") // fixed: DATA|RECURSE (holes are DATA|ZERO); dynamic: ZERO for unallocated blocks
-        return INSTAR_MAP_STYLE_HOLE_IS_DATA | INSTAR_MAP_STYLE_UNALLOCATED_ZERO | INSTAR_MAP_STYLE_NO_BACKING;
-    if (format == "vmdk") // flat extents: DATA|RECURSE
-        return INSTAR_MAP_STYLE_HOLE_IS_DATA;
-    if (format == "vhdx") // no bdrv_co_block_status at all
-        return INSTAR_MAP_STYLE_NO_STATUS | INSTAR_MAP_STYLE_NO_BACKING;
-    if (format == "raw")
-        return INSTAR_MAP_STYLE_NO_BACKING | INSTAR_MAP_STYLE_SPLIT_EOF;
-    return 0;
-}
 
 std::string failure_message(const MapSpec& spec, const std::vector<const ChainLink*>& table,
                             const vmm::RunResult& run, bool* walk, std::optional<std::string>* notice) {
@@ -147,11 +135,11 @@ Expected<MapResult> map_image(const MapSpec& spec, const PluginRegistry& plugins
     std::vector<instar_image_facts> facts(table.links.size());
     for (std::size_t i = 0; i < table.links.size(); ++i) {
         const ChainLink* link = table.links[i];
-        styles.push_back(map_style((*link->plugin)->name));
+        const std::uint32_t traits = (*link->plugin)->qemu_traits;
+        styles.push_back(map_style_of(traits));
         file_counts.push_back(static_cast<std::uint32_t>(link->files.size()));
         facts[i].allocated = link->image.allocated;
-        if (link->node.format == "qcow2")
-            facts[i].flags = INSTAR_IMAGE_DETECT_PREALLOC;
+        facts[i].flags = image_facts_flags_of(traits);
     }
     // One index per distinct name (qemu compares names: two layers' runs in one file join).
     MapResult result;
@@ -162,7 +150,7 @@ Expected<MapResult> map_image(const MapSpec& spec, const PluginRegistry& plugins
         const ChainLink& link = chain.links[k];
         // qemu names a qcow2 data file as the header writes it (its node's filename), but vmdk
         // extents joined with the descriptor's directory.
-        const bool data_file = std::string((*link.plugin)->name) == "qcow2";
+        const bool data_file = ((*link.plugin)->qemu_traits & QEMU_FILES_AS_WRITTEN) != 0;
         for (std::size_t f = 0; f <= link.files.size(); ++f) {
             const std::string& name = f == 0       ? link.image.display
                                       : data_file ? link.files[f - 1].reference

@@ -1,6 +1,7 @@
 // measure's host side (measure_op.h): qemu's arithmetic, and one sandbox run for the source's walk.
 #include "ops/measure_op.h"
 
+#include "ops/block_traits.h"
 #include "ops/guest_info_runner.h"
 #include "ops/guest_module.h"
 #include "ops/image_table.h"
@@ -184,8 +185,7 @@ Expected<std::uint64_t> measure_data_clusters(const MeasureSourceSpec& spec, con
     std::vector<instar_image_facts> layers(table.images.size());
     for (std::size_t i = 0; i < table.links.size(); ++i) {
         layers[i].allocated = table.links[i]->image.allocated;
-        if (table.links[i]->node.format == "qcow2")
-            layers[i].flags = INSTAR_IMAGE_DETECT_PREALLOC;
+        layers[i].flags = image_facts_flags_of((*table.links[i]->plugin)->qemu_traits);
     }
     PlanFile plan_file;
     auto plan_device = plan_file.write(plan_bytes(head, table.images, layers, snapshot));

@@ -51,6 +51,8 @@ std::optional<std::string> check_descriptor(const FormatDescriptor* d) {
         if (!v.id || !v.subcommand || !v.what || !v.why)
             return "divergence " + std::to_string(i) + " has a missing field";
     }
+    if (d->qemu_traits & ~QEMU_TRAITS_ALL)
+        return "unknown qemu_traits bits (a plugin for a newer SDK)";
     if (d->aliases)
         for (std::uint32_t i = 0; d->aliases[i]; ++i)
             if (i >= 16 || !valid_name(d->aliases[i]))

@@ -2,7 +2,7 @@
 """The vdi plugin through the whole CLI against qemu-img 7.2 and 10.0: info (human and JSON, good
 and hostile headers), create (-o help, the Formatting line, the bytes with the two random UUIDs
 masked), convert to vdi (dynamic and static, bytes) and from vdi (data), convert -n into a vdi,
-check (clean, corrupt maps, -r refused, JSON) and map of dynamic images.
+check (clean, corrupt maps, -r refused, JSON) and map (human and JSON) of dynamic and static images.
 
 Usage: vdi_differential.py INSTAR"""
 import os
@@ -102,6 +102,10 @@ def main():
         qemu_io('data.vdi', 'write -P 0x5a 3M 64k')
         qemu_io('data.vdi', 'write -P 0x33 0 1k')
         qemu_io('data.vdi', 'write -P 0x77 7M 512')
+        # A static image with data in some blocks (the rest stay holes of the file).
+        qimg('create', '-q', '-f', 'vdi', '-o', 'static=on', 'sdata.vdi', '4M')
+        qemu_io('sdata.vdi', 'write -P 0x5a 1M 64k')
+        qemu_io('sdata.vdi', 'write -P 0x33 3M 1M')
         shutil.copyfile(os.path.join(d, 'dyn.vdi'), os.path.join(d, 'odd.vdi'))
         patch(os.path.join(d, 'dyn.vdi'), os.path.join(d, 'odd.vdi'), [(368, '<Q', 5 * MiB - 1000)])
         hostile = {
@@ -143,9 +147,16 @@ def main():
                 for extra in ([], ['--output=json'], ['-r', 'all']) if name != 'data.vdi' else ([], ['-r', 'leaks']):
                     same_cli(f'check {" ".join(extra)} {name} [qemu {ver}]', [qemu, 'check', *extra, name],
                              [instar, '--qemu-version', prof, 'check', *extra, name], d, results)
-            # A static image whose blocks are file holes: JSON map differs in "data" (vdi-static-map-holes).
-            same_cli(f'map human static.vdi [qemu {ver}]', [qemu, 'map', 'static.vdi'],
-                     [instar, '--qemu-version', prof, 'map', 'static.vdi'], d, results)
+            # Static images: blocks whose bytes are file holes are DATA|ZERO (qemu's BDRV_BLOCK_RECURSE,
+            # the plugin's qemu_traits), written blocks DATA; a dynamic image's blocks are DATA alone.
+            for name in ('static.vdi', 'sdata.vdi', 'dyn.vdi', 'empty.vdi'):
+                for out in ('human', 'json'):
+                    same_cli(f'map {out} {name} [qemu {ver}]', [qemu, 'map', f'--output={out}', name],
+                             [instar, '--qemu-version', prof, 'map', f'--output={out}', name], d, results)
+            same_cli(f'map json --start-offset sdata.vdi [qemu {ver}]',
+                     [qemu, 'map', '--output=json', '--start-offset=1536k', '--max-length=1M', 'sdata.vdi'],
+                     [instar, '--qemu-version', prof, 'map', '--output=json', '--start-offset=1536k',
+                      '--max-length=1M', 'sdata.vdi'], d, results)
             for name in ('static.vdi', 'data.vdi'):
                 same_cli(f'measure {name} [qemu {ver}]', [qemu, 'measure', '-O', 'qcow2', '--output=json', name],
                          [instar, '--qemu-version', prof, 'measure', '-O', 'qcow2', '--output=json', name], d, results)

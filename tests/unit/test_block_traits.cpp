@@ -1,0 +1,74 @@
+// The per-format block-status rules core derives from a plugin's qemu_traits (ops/block_traits.h),
+// and the descriptor check's view of the field. The expected values are the rules core used to
+// keep per format name (before round 5), plus vdi's static images (RECURSE, qemu's vdi.c).
+#include "ops/block_traits.h"
+#include "plugins/descriptor_check.h"
+
+#include <doctest/doctest.h>
+
+using namespace instar;
+
+namespace {
+// The traits the in-tree plugins set (plugins/*/…_plugin.cpp).
+constexpr std::uint32_t QCOW2 = QEMU_SUPPORTS_BACKING | QEMU_DETECT_METADATA_PREALLOC | QEMU_FILES_AS_WRITTEN;
+constexpr std::uint32_t QED = QEMU_SUPPORTS_BACKING;
+constexpr std::uint32_t VMDK = QEMU_SUPPORTS_BACKING | QEMU_RECURSE_HOLES;
+constexpr std::uint32_t VPC = QEMU_RECURSE_HOLES | QEMU_UNALLOCATED_ZERO;
+constexpr std::uint32_t VHDX = QEMU_NO_BLOCK_STATUS;
+constexpr std::uint32_t RAW = QEMU_SPLIT_EOF;
+constexpr std::uint32_t VDI = QEMU_RECURSE_HOLES;
+} // namespace
+
+TEST_CASE("map styles from qemu_traits are the rules core used to keep per format name") {
+    CHECK(map_style_of(VPC) ==
+          (INSTAR_MAP_STYLE_HOLE_IS_DATA | INSTAR_MAP_STYLE_UNALLOCATED_ZERO | INSTAR_MAP_STYLE_NO_BACKING));
+    CHECK(map_style_of(VMDK) == INSTAR_MAP_STYLE_HOLE_IS_DATA);
+    CHECK(map_style_of(VHDX) == (INSTAR_MAP_STYLE_NO_STATUS | INSTAR_MAP_STYLE_NO_BACKING));
+    CHECK(map_style_of(RAW) == (INSTAR_MAP_STYLE_NO_BACKING | INSTAR_MAP_STYLE_SPLIT_EOF));
+    CHECK(map_style_of(QCOW2) == 0);
+    CHECK(map_style_of(QED) == 0);
+    // vdi: qemu's vdi_co_block_status says DATA|RECURSE for a static image's blocks, ZERO for
+    // unallocated ones, and vdi has no backing files.
+    CHECK(map_style_of(VDI) == (INSTAR_MAP_STYLE_HOLE_IS_DATA | INSTAR_MAP_STYLE_NO_BACKING));
+    // A descriptor that says nothing: qemu's BlockDriver defaults (block status, no backing).
+    CHECK(map_style_of(0) == INSTAR_MAP_STYLE_NO_BACKING);
+    for (std::uint32_t t = 0; t <= QEMU_TRAITS_ALL; ++t)
+        CHECK((map_style_of(t) & ~INSTAR_MAP_STYLE_ALL) == 0);
+}
+
+TEST_CASE("compare flags from qemu_traits are the rules core used to keep per format name") {
+    CHECK(compare_flags_of(QCOW2) == INSTAR_COMPARE_IMAGE_BACKING);
+    CHECK(compare_flags_of(QED) == INSTAR_COMPARE_IMAGE_BACKING);
+    CHECK(compare_flags_of(VMDK) == (INSTAR_COMPARE_IMAGE_BACKING | INSTAR_COMPARE_IMAGE_HOLE_DATA));
+    CHECK(compare_flags_of(VPC) == INSTAR_COMPARE_IMAGE_HOLE_DATA);
+    CHECK(compare_flags_of(VHDX) == INSTAR_COMPARE_IMAGE_NO_STATUS);
+    CHECK(compare_flags_of(RAW) == 0);
+    CHECK(compare_flags_of(VDI) == INSTAR_COMPARE_IMAGE_HOLE_DATA);
+    // The new plugins of round 5 say theirs without a core change (qemu's block/*.c).
+    CHECK(compare_flags_of(QEMU_SUPPORTS_BACKING) == INSTAR_COMPARE_IMAGE_BACKING); // qcow, parallels
+    CHECK(compare_flags_of(QEMU_NO_BLOCK_STATUS) == INSTAR_COMPARE_IMAGE_NO_STATUS); // bochs, cloop, dmg
+    for (std::uint32_t t = 0; t <= QEMU_TRAITS_ALL; ++t) {
+        // The host never decides RECURSE itself: the guest's check does (file_status.h).
+        CHECK((compare_flags_of(t) & INSTAR_COMPARE_IMAGE_RECURSE) == 0);
+        CHECK((compare_flags_of(t) & ~INSTAR_COMPARE_IMAGE_ALL) == 0);
+    }
+}
+
+TEST_CASE("qcow2's metadata-preallocation check is asked for by trait, for map, measure and compare alike") {
+    CHECK(image_facts_flags_of(QCOW2) == INSTAR_IMAGE_DETECT_PREALLOC);
+    for (std::uint32_t t : {QED, VMDK, VPC, VHDX, RAW, VDI, 0u})
+        CHECK(image_facts_flags_of(t) == 0);
+}
+
+TEST_CASE("the descriptor check refuses qemu_traits bits this instar does not know") {
+    FormatDescriptor d{};
+    d.abi_version = INSTAR_PLUGIN_ABI_VERSION;
+    d.name = "vvfat";
+    d.version = "1";
+    d.description = "test";
+    d.qemu_traits = QEMU_TRAITS_ALL;
+    CHECK_FALSE(check_descriptor(&d).has_value());
+    d.qemu_traits = QEMU_TRAITS_ALL + 1;
+    REQUIRE(check_descriptor(&d).has_value());
+    CHECK(check_descriptor(&d)->find("qemu_traits") != std::string::npos);
+}
