@@ -21,6 +21,7 @@ const FormatDescriptor DESCRIPTOR = {
     .divergences = DIVERGENCES,
     .divergence_count = DIVERGENCE_COUNT,
     .guest_module = "dmg.gmod",
+    .qemu_traits = QEMU_NO_BLOCK_STATUS,
 };
 
 const FormatDescriptor* descriptor() { return &DESCRIPTOR; }

@@ -19,6 +19,7 @@ const FormatDescriptor DESCRIPTOR = {
     .divergences = DIVERGENCES,
     .divergence_count = DIVERGENCE_COUNT,
     .guest_module = "parallels.gmod",
+    .qemu_traits = QEMU_SUPPORTS_BACKING,
 };
 
 const FormatDescriptor* descriptor() { return &DESCRIPTOR; }
