@@ -162,6 +162,7 @@ Expected<Inspected> inspect(const InfoOptions& opts, const PluginRegistry& plugi
     n.filename = name;
     n.format = info.format;
     n.dirty_flag = info.dirty.value_or(false);
+    n.has_dirty_flag = info.dirty.has_value(); // a format that says nothing has no bdrv_get_info
     std::uint64_t actual = disk_size(image, opts);
     for (const auto& f : referenced.files)
         actual += disk_size(f, opts);

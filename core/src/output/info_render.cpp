@@ -142,7 +142,8 @@ json::object node_json(const NodeInfo& n, const Profile& p) {
     json::object o;
     o["filename"] = n.filename;
     o["format"] = n.format;
-    o["dirty-flag"] = n.dirty_flag;
+    if (n.has_dirty_flag)
+        o["dirty-flag"] = n.dirty_flag;
     if (n.actual_size)
         o["actual-size"] = *n.actual_size;
     o["virtual-size"] = n.virtual_size;

@@ -20,6 +20,8 @@ struct NodeInfo {
     std::string filename;
     std::string format;
     bool dirty_flag = false;
+    // qemu sets dirty-flag only when the driver answers bdrv_get_info (bochs, cloop and dmg do not).
+    bool has_dirty_flag = true;
     std::optional<std::uint64_t> actual_size;
     std::uint64_t virtual_size = 0;
     std::optional<std::uint64_t> cluster_size;
