@@ -112,27 +112,34 @@ private:
         return Status::Ok;
     }
 
-    // The bitmap bit of `sector` in the extent whose bitmap starts at bitmap_offset (one byte read
-    // per 8 sectors, as qemu; the last byte is cached).
+    // The bitmap bit of `sector` in the extent whose bitmap starts at bitmap_offset (qemu reads the
+    // byte at bitmap_offset + sector / 8; the 512-byte aligned window around it is cached).
     Status bit(uint64_t bitmap_offset, uint64_t sector, bool* out) {
         const uint64_t at = bitmap_offset + sector / 8;
-        if (!have_byte_ || at != byte_at_) {
-            if (const Status st = read_zero_past_eof(dev_, at, &byte_, 1); st != Status::Ok)
+        // qemu's one-byte read fails past BDRV_MAX_LENGTH; below it the whole window is readable,
+        // since BOCHS_MAX_FILE_OFFSET is a multiple of the window.
+        if (at >= BOCHS_MAX_FILE_OFFSET)
+            return Status::IoError;
+        const uint64_t window = at & ~uint64_t{BITMAP_WINDOW - 1};
+        if (!have_window_ || window != window_at_) {
+            if (const Status st = read_zero_past_eof(dev_, window, window_bytes_, BITMAP_WINDOW); st != Status::Ok)
                 return st;
-            byte_at_ = at;
-            have_byte_ = true;
+            window_at_ = window;
+            have_window_ = true;
         }
-        *out = ((byte_ >> (sector % 8)) & 1) != 0;
+        *out = ((window_bytes_[at - window] >> (sector % 8)) & 1) != 0;
         return Status::Ok;
     }
+
+    static constexpr uint64_t BITMAP_WINDOW = 512; // one sector of bitmap: 4096 sectors' bits
 
     BlockDevice& dev_;
     guest::Allocator& alloc_;
     BochsImage img_;
     uint32_t* catalog_;
-    uint64_t byte_at_ = 0;
-    uint8_t byte_ = 0;
-    bool have_byte_ = false;
+    uint64_t window_at_ = 0;
+    uint8_t window_bytes_[BITMAP_WINDOW];
+    bool have_window_ = false;
 };
 
 } // namespace

@@ -88,14 +88,17 @@ class Diff:
     def path(self, name):
         return os.path.join(self.work, name)
 
-    def same(self, label, args, outputs=(), named_source=False):
+    def same(self, label, args, outputs=(), inputs=(), named_source=False):
         """Runs `args` with each qemu-img and with instar ('@' in an argument becomes a per-tool
-        prefix), comparing exit code, stdout, stderr and the bytes of every output."""
+        prefix; `inputs` are copied to their prefixed names first), comparing exit code, stdout,
+        stderr and the bytes of every output and input afterwards."""
         for ver in VERSIONS:
             problems = []
             got = {}
             for who in ('qemu', 'instar'):
                 tag = 'Qx_' if who == 'qemu' else 'Ix_'
+                for f in inputs:
+                    shutil.copyfile(self.path(f), self.path(tag + f))
                 for f in outputs:
                     if os.path.exists(self.path(tag + f)):
                         os.unlink(self.path(tag + f))
@@ -105,7 +108,7 @@ class Diff:
                 out = out.replace(tag, '@')
                 err = err.replace(tag, '@')
                 files = {}
-                for f in outputs:
+                for f in list(outputs) + list(inputs):
                     p = self.path(tag + f)
                     files[f] = open(p, 'rb').read() if os.path.exists(p) else None
                 got[who] = (rc, out, err, files)
@@ -204,6 +207,18 @@ def main():
         d.same('convert -O bochs', ['convert', '-O', 'bochs', 'v2.bochs', '@t.bochs'], outputs=['t.bochs'])
         d.same('check v2.bochs', ['check', 'v2.bochs'])
         d.same('check --output=json v2.bochs', ['check', '--output=json', 'v2.bochs'])
+        # qemu opens the image read-write for these, which a read-only driver refuses
+        run_fixture([QEMUS['7.2'][0], 'create', '-q', '-f', 'raw', 'src.raw', '1M'], cwd=work, check=True)
+        d.same('convert -n into bochs', ['convert', '-n', '-f', 'raw', '-O', 'bochs', 'src.raw', '@v2.bochs'],
+               inputs=['v2.bochs'])
+        d.same('resize v2.bochs', ['resize', '@v2.bochs', '+1M'], inputs=['v2.bochs'])
+        d.same('rebase -u v2.bochs', ['rebase', '-u', '-b', 'src.raw', '-F', 'raw', '@v2.bochs'], inputs=['v2.bochs'])
+        d.same('snapshot -l v2.bochs', ['snapshot', '-l', 'v2.bochs'])
+        d.same('convert -l snap v2.bochs', ['convert', '-l', 'snap', '-O', 'raw', 'v2.bochs', '@out.raw'], outputs=['out.raw'])
+        d.same('measure -O bochs', ['measure', '-O', 'bochs', 'v2.bochs'])
+        d.same('measure v2.bochs -O qcow2', ['measure', '-O', 'qcow2', 'v2.bochs'])
+        d.same('dd -O bochs', ['dd', '-O', 'bochs', 'if=v2.bochs', 'of=@dd.bochs'], outputs=['dd.bochs'])
+        d.same('dd from v2.bochs', ['dd', '-O', 'raw', 'bs=64k', 'if=v2.bochs', 'of=@dd.raw'], outputs=['dd.raw'])
         return report(d.results)
     finally:
         shutil.rmtree(work, ignore_errors=True)

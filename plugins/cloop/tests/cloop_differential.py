@@ -75,14 +75,17 @@ class Diff:
     def path(self, name):
         return os.path.join(self.work, name)
 
-    def same(self, label, args, outputs=(), named_source=False):
+    def same(self, label, args, outputs=(), inputs=(), named_source=False):
         """Runs `args` with each qemu-img and with instar ('@' in an argument becomes a per-tool
-        prefix), comparing exit code, stdout, stderr and the bytes of every output."""
+        prefix; `inputs` are copied to their prefixed names first), comparing exit code, stdout,
+        stderr and the bytes of every output and input afterwards."""
         for ver in VERSIONS:
             problems = []
             got = {}
             for who in ('qemu', 'instar'):
                 tag = 'Qx_' if who == 'qemu' else 'Ix_'
+                for f in inputs:
+                    shutil.copyfile(self.path(f), self.path(tag + f))
                 for f in outputs:
                     if os.path.exists(self.path(tag + f)):
                         os.unlink(self.path(tag + f))
@@ -92,7 +95,7 @@ class Diff:
                 out = out.replace(tag, '@')
                 err = err.replace(tag, '@')
                 files = {}
-                for f in outputs:
+                for f in list(outputs) + list(inputs):
                     p = self.path(tag + f)
                     files[f] = open(p, 'rb').read() if os.path.exists(p) else None
                 got[who] = (rc, out, err, files)
@@ -190,6 +193,18 @@ def main():
         d.same('convert -O cloop', ['convert', '-O', 'cloop', 'b4k.cloop', '@t.cloop'], outputs=['t.cloop'])
         d.same('check b4k.cloop', ['check', 'b4k.cloop'])
         d.same('check --output=json b4k.cloop', ['check', '--output=json', 'b4k.cloop'])
+        # qemu opens the image read-write for these, which a read-only driver refuses
+        run_fixture([QEMUS['7.2'][0], 'create', '-q', '-f', 'raw', 'src.raw', '1M'], cwd=work, check=True)
+        d.same('convert -n into cloop', ['convert', '-n', '-f', 'raw', '-O', 'cloop', 'src.raw', '@b4k.cloop'],
+               inputs=['b4k.cloop'])
+        d.same('resize b4k.cloop', ['resize', '@b4k.cloop', '+1M'], inputs=['b4k.cloop'])
+        d.same('rebase -u b4k.cloop', ['rebase', '-u', '-b', 'src.raw', '-F', 'raw', '@b4k.cloop'], inputs=['b4k.cloop'])
+        d.same('snapshot -l b4k.cloop', ['snapshot', '-l', 'b4k.cloop'])
+        d.same('convert -l snap b4k.cloop', ['convert', '-l', 'snap', '-O', 'raw', 'b4k.cloop', '@out.raw'], outputs=['out.raw'])
+        d.same('measure -O cloop', ['measure', '-O', 'cloop', 'b4k.cloop'])
+        d.same('measure b4k.cloop -O qcow2', ['measure', '-O', 'qcow2', 'b4k.cloop'])
+        d.same('dd -O cloop', ['dd', '-O', 'cloop', 'if=b4k.cloop', 'of=@dd.cloop'], outputs=['dd.cloop'])
+        d.same('dd from b4k.cloop', ['dd', '-O', 'raw', 'bs=64k', 'if=b4k.cloop', 'of=@dd.raw'], outputs=['dd.raw'])
         return report(d.results)
     finally:
         shutil.rmtree(work, ignore_errors=True)
