@@ -28,7 +28,7 @@ mkdir -p "$tmp/src/instar"
 (cd "$tmp/src/instar" && dpkg-buildpackage -b -uc -us -j"$(nproc)" >"$tmp/build.log" 2>&1) \
   || { tail -40 "$tmp/build.log"; exit 1; }
 debs=$(cd "$tmp/src" && ls ./*.deb)
-for p in instar instar-plugin-qcow2 instar-plugin-vmdk instar-plugin-vhd instar-plugin-vhdx instar-plugin-vdi instar-plugin-qed instar-plugin-luks instar-plugin-dmg instar-plugin-qcow instar-plugin-parallels instar-plugin-raw libinstar-dev; do
+for p in instar instar-plugin-qcow2 instar-plugin-vmdk instar-plugin-vhd instar-plugin-vhdx instar-plugin-vdi instar-plugin-qed instar-plugin-luks instar-plugin-dmg instar-plugin-qcow instar-plugin-parallels instar-plugin-bochs instar-plugin-cloop instar-plugin-raw libinstar-dev; do
   check "package $p built" test -f "$(ls "$tmp/src/${p}_"*.deb 2>/dev/null | head -1)"
 done
 check "each plugin package holds its plugin, guest half and manifest only" \

@@ -235,11 +235,9 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
         const LoadedPlugin* plugin = out_fmt ? ctx.plugins().find(*out_fmt) : nullptr;
         if (!plugin)
             return report_error(ctx, unknown_format(*out_fmt));
-        // qemu's print_block_option_help: a driver without create_opts (dmg, bochs, cloop) has no
-        // option table.
-        if ((*plugin)->option_count == 0)
-            return report_error(ctx, "Format driver '" + std::string((*plugin)->name) +
-                                         "' does not support image creation");
+        // qemu's print_block_option_help: a driver without create options (bochs, cloop, dmg).
+        if (!((*plugin)->capabilities & CAP_CREATE) && (*plugin)->option_count == 0)
+            return report_error(ctx, "Format driver '" + *out_fmt + "' does not support image creation");
         print_option_help(ctx.out, *out_fmt, {(*plugin)->options, (*plugin)->option_count}, out_filename != nullptr,
                           ctx.profile.version);
         return 0;

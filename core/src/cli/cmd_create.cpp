@@ -362,11 +362,9 @@ int cmd_create(Context& ctx, std::span<const std::string> args) {
         const LoadedPlugin* plugin = ctx.plugins().find(fmt);
         if (!plugin)
             return report_error(ctx, unknown_format(fmt));
-        // qemu's print_block_option_help: a driver without create_opts (dmg, bochs, cloop) has no
-        // option table.
-        if ((*plugin)->option_count == 0)
-            return report_error(ctx, "Format driver '" + std::string((*plugin)->name) +
-                                         "' does not support image creation");
+        // qemu's print_block_option_help: a driver without create options (bochs, cloop, dmg).
+        if (!((*plugin)->capabilities & CAP_CREATE) && (*plugin)->option_count == 0)
+            return report_error(ctx, "Format driver '" + fmt + "' does not support image creation");
         print_option_help(ctx.out, fmt, {(*plugin)->options, (*plugin)->option_count}, filename != nullptr,
                           ctx.profile.version);
         return 0;

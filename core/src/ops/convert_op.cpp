@@ -105,8 +105,13 @@ std::string failure_message(const ConvertSpec& spec, const std::vector<const Cha
         return target + ": error while converting " + fmt + ": " + run.host_error;
     if (failure && failure->phase == INSTAR_CONVERT_PHASE_OPEN && failure->image == INSTAR_CONVERT_NO_BACKING &&
         spec.existing_target) {
-        if (reason.find("existing image of this format") != std::string::npos)
-            reason = "instar cannot write into an existing " + fmt + " image yet (convert -n)";
+        if (reason.find("existing image of this format") != std::string::npos) {
+            // A read-only qemu driver (no create options: bochs, cloop, dmg) fails its read-write open.
+            const FormatDescriptor& d = **spec.target.plugin;
+            reason = !(d.capabilities & CAP_CREATE) && d.option_count == 0
+                         ? std::string("Image is read-only")
+                         : "instar cannot write into an existing " + fmt + " image yet (convert -n)";
+        }
         for (std::size_t at; (at = reason.find("{image}")) != std::string::npos;)
             reason.replace(at, 7, target);
         return "Could not open '" + target + "': " + reason;

@@ -203,6 +203,7 @@ Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
     sink.virtual_size(size > h.payload_offset ? size - h.payload_offset : 0);
     sink.dirty(false); // qemu's luks has bdrv_get_info: its JSON shows dirty-flag
     sink.encrypted(true);
+    sink.dirty(false); // qemu's block_crypto_get_info_luks: dirty-flag false
     sink.specific_type("luks");
     luks_header_report(h, req.qemu_version >= QEMU_DETACHED_HEADER_VERSION, sink);
     return Status::Ok;

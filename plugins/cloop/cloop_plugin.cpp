@@ -1,0 +1,33 @@
+// cloop plugin registration: the format descriptor instar loads through INSTAR_DECLARE_PLUGIN.
+// Read-only, as in qemu (no bdrv_co_create, no bdrv_co_check): create, convert -O and check are
+// refused by the core in qemu-img's words because the capabilities are absent. No -o options.
+// Divergences: cloop_probe.cpp.
+#include "cloop_plugin.h"
+
+namespace instar::cloop {
+namespace {
+
+const FormatDescriptor DESCRIPTOR = {
+    .abi_version = INSTAR_PLUGIN_ABI_VERSION,
+    .name = "cloop",
+    .aliases = nullptr,
+    .version = "0.1.0",
+    .description = "Linux compressed loop image, V2.0 (read-only, as in qemu)",
+    .capabilities = CAP_INFO | CAP_CONVERT,
+    .probe_priority = PROBE_NORMAL,
+    .probe_rules = PROBE_RULES,
+    .probe_rule_count = PROBE_RULE_COUNT,
+    .options = nullptr,
+    .option_count = 0,
+    .divergences = DIVERGENCES,
+    .divergence_count = DIVERGENCE_COUNT,
+    .guest_module = "cloop.gmod",
+    .qemu_traits = QEMU_NO_BLOCK_STATUS,
+};
+
+const FormatDescriptor* descriptor() { return &DESCRIPTOR; }
+
+} // namespace
+} // namespace instar::cloop
+
+INSTAR_DECLARE_PLUGIN(instar::cloop::descriptor)
