@@ -259,6 +259,40 @@ private:
 
 } // namespace
 
+MemoryWalk walk_memory_image(guest::OpenFn open, const std::vector<std::uint8_t>& image, std::size_t memory_budget,
+                             std::size_t chunk) {
+    MemoryWalk w;
+    MemoryDevice dev(image);
+    BudgetAllocator alloc(memory_budget);
+    ReasonText reasons;
+    const guest::OpenRequest req{&dev, nullptr, 0, &alloc, &host_codecs(), &reasons, nullptr, 100000};
+    guest::ImageReader* r = nullptr;
+    w.status = open(req, &r);
+    w.reason = reasons.text;
+    if (w.status != Status::Ok)
+        return w;
+    const std::uint64_t size = r->virtual_size();
+    for (std::uint64_t off = 0; off < size && w.status == Status::Ok;) {
+        guest::Extent e{};
+        w.status = r->status(off, size - off, &e);
+        if (w.status == Status::Ok && e.length == 0)
+            w.status = Status::Invalid;
+        if (w.status != Status::Ok)
+            break;
+        w.extents.push_back(e);
+        off += e.length;
+    }
+    if (w.status == Status::Ok) {
+        w.data.resize(size);
+        for (std::uint64_t off = 0; off < size && w.status == Status::Ok; off += chunk)
+            w.status = r->read(off, w.data.data() + off,
+                               static_cast<std::size_t>(std::min<std::uint64_t>(chunk, size - off)));
+    }
+    w.reason = reasons.text;
+    r->close();
+    return w;
+}
+
 int fuzz_read_walk(guest::OpenFn open, const std::uint8_t* data, std::size_t size) {
     constexpr int MAX_CALLS = 4096;              // status() calls per input
     constexpr std::size_t READ_CAP = 256 * 1024; // bytes per read() call

@@ -40,6 +40,25 @@ ReadDump dump_image(guest::OpenFn open, const std::string& image, const std::vec
 // non-zero bytes in a Zero or Unallocated run). Always returns 0 (libFuzzer's convention).
 int fuzz_read_walk(guest::OpenFn open, const std::uint8_t* data, std::size_t size);
 
+// A ReasonSink that keeps the last reason given (unit tests).
+struct ReasonText final : guest::ReasonSink {
+    std::string text;
+    void reason(const char* t, std::size_t n) override { text.assign(t, n); }
+};
+
+// A unit test's view of a reader over an in-memory image: opened through `open` (an arena of
+// `memory_budget` bytes, the host codecs), status() walked over the whole disk (it stops at the
+// first failure, or with Invalid at a run of length 0), then, if that went well, every byte read in
+// reads of at most `chunk` bytes. `status` is the first failure; `reason` the reader's last reason.
+struct MemoryWalk {
+    guest::Status status = guest::Status::Ok;
+    std::string reason;
+    std::vector<guest::Extent> extents; // status() runs in order, not merged
+    std::vector<std::uint8_t> data;     // the disk, virtual_size bytes once the walk passed
+};
+MemoryWalk walk_memory_image(guest::OpenFn open, const std::vector<std::uint8_t>& image, std::size_t memory_budget,
+                             std::size_t chunk);
+
 // main() of a `<fmt>_hosted_read` tool:
 //   TOOL [--file F]... [-l SNAPSHOT] [--chunk BYTES] IMAGE [OUT.raw]
 // prints {"status": N, "reason": "...", "virtual-size": N, "peak-memory": N, "map": [{"start", "length",

@@ -20,11 +20,6 @@ using Bytes = std::vector<std::uint8_t>;
 
 namespace {
 
-struct Reasons final : guest::ReasonSink {
-    std::string text;
-    void reason(const char* t, std::size_t n) override { text.assign(t, n); }
-};
-
 void put32(Bytes& b, std::size_t off, std::uint32_t v) {
     for (int i = 0; i < 4; ++i)
         b[off + i] = static_cast<std::uint8_t>(v >> (8 * i));
@@ -73,38 +68,10 @@ std::string load_error(const Bytes& b) {
     return why;
 }
 
-struct Walk {
-    Status status;
-    std::string reason;
-    std::vector<guest::Extent> extents;
-    Bytes data;
-};
-
+// The reader over an in-memory image: open, status() over the disk, every byte read.
+using Walk = hosted::MemoryWalk;
 Walk walk(const Bytes& image, std::size_t chunk = 1 << 20) {
-    Walk w{};
-    hosted::MemoryDevice dev(image);
-    hosted::BudgetAllocator alloc(8 << 20);
-    Reasons reasons;
-    guest::OpenRequest req{&dev, nullptr, 0, &alloc, &hosted::host_codecs(), &reasons, nullptr, 100000};
-    guest::ImageReader* r = nullptr;
-    w.status = bochs::open(req, &r);
-    w.reason = reasons.text;
-    if (w.status != Status::Ok)
-        return w;
-    const std::uint64_t size = r->virtual_size();
-    for (std::uint64_t off = 0; off < size;) {
-        guest::Extent e{};
-        w.status = r->status(off, size - off, &e);
-        REQUIRE(w.status == Status::Ok);
-        REQUIRE(e.length > 0);
-        w.extents.push_back(e);
-        off += e.length;
-    }
-    w.data.resize(size);
-    for (std::uint64_t off = 0; off < size && w.status == Status::Ok; off += chunk)
-        w.status = r->read(off, w.data.data() + off, std::min<std::uint64_t>(chunk, size - off));
-    r->close();
-    return w;
+    return hosted::walk_memory_image(&bochs::open, image, 8 << 20, chunk);
 }
 
 } // namespace

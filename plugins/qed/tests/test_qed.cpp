@@ -25,11 +25,6 @@ using Bytes = std::vector<std::uint8_t>;
 
 namespace {
 
-struct Reasons final : guest::ReasonSink {
-    std::string text;
-    void reason(const char* t, std::size_t n) override { text.assign(t, n); }
-};
-
 Bytes make(std::uint64_t size, std::vector<std::pair<std::string, std::string>> opts = {},
            std::string backing = {}, std::string backing_fmt = {}) {
     hosted::MemoryTarget target;
@@ -86,41 +81,10 @@ Bytes small_image() {
     return b;
 }
 
-struct Walk {
-    Status status;
-    std::string reason;
-    std::vector<guest::Extent> extents;
-    Bytes data;
-};
-
+// The reader over an in-memory image: open, status() over the disk, every byte read.
+using Walk = hosted::MemoryWalk;
 Walk walk(const Bytes& image) {
-    Walk w{};
-    hosted::MemoryDevice dev(image);
-    hosted::BudgetAllocator alloc(1 << 20);
-    Reasons reasons;
-    guest::OpenRequest req{&dev, nullptr, 0, &alloc, &hosted::host_codecs(), &reasons, nullptr, 100000};
-    guest::ImageReader* r = nullptr;
-    w.status = qed::open(req, &r);
-    w.reason = reasons.text;
-    if (w.status != Status::Ok)
-        return w;
-    const std::uint64_t size = r->virtual_size();
-    for (std::uint64_t off = 0; off < size;) {
-        guest::Extent e{};
-        w.status = r->status(off, size - off, &e);
-        if (w.status != Status::Ok)
-            break;
-        REQUIRE(e.length > 0);
-        w.extents.push_back(e);
-        off += e.length;
-    }
-    if (w.status == Status::Ok) {
-        w.data.resize(size);
-        w.status = r->read(0, w.data.data(), size);
-    }
-    w.reason = reasons.text;
-    r->close();
-    return w;
+    return hosted::walk_memory_image(&qed::open, image, 1 << 20, SIZE_MAX);
 }
 
 struct Lines final : guest::CheckSink {
