@@ -1,6 +1,7 @@
 // Fuzz target: VDI probe, info and check, the writer of convert -n (open_writer, a few writes into a
 // bounded in-memory copy), then the reader (open, status() and read() over the whole disk with
 // bounded calls and memory: hosted_read.h's fuzz_read_walk) on arbitrary bytes.
+#include "fuzz_small_writer.h"
 #include "hosted_read.h"
 #include "hosted_support.h"
 #include "vdi_check.h"
@@ -17,49 +18,6 @@ namespace {
 struct NullSink final : instar::guest::CheckSink {
     void line(const char*, std::size_t) override {}
 };
-
-// A writable copy of the input that may grow to a bounded length (size() is its current length,
-// as a host file's).
-class GrowingDevice final : public instar::guest::BlockDevice {
-public:
-    GrowingDevice(const std::uint8_t* data, std::size_t size) : bytes_(data, data + size) {}
-    std::uint64_t size() const override { return bytes_.size(); }
-    instar::guest::Status read(std::uint64_t off, void* buf, std::size_t len) override {
-        if (off > bytes_.size() || len > bytes_.size() - off)
-            return instar::guest::Status::IoError;
-        std::memcpy(buf, bytes_.data() + off, len);
-        return instar::guest::Status::Ok;
-    }
-    instar::guest::Status write(std::uint64_t off, const void* buf, std::size_t len) override {
-        if (off > LIMIT || len > LIMIT - off)
-            return instar::guest::Status::IoError;
-        if (off + len > bytes_.size())
-            bytes_.resize(off + len);
-        std::memcpy(bytes_.data() + off, buf, len);
-        return instar::guest::Status::Ok;
-    }
-
-private:
-    static constexpr std::uint64_t LIMIT = 16u << 20; // a few blocks past any small input
-    std::vector<std::uint8_t> bytes_;
-};
-
-void fuzz_open_writer(const std::uint8_t* data, std::size_t size) {
-    GrowingDevice dev(data, size);
-    instar::hosted::BudgetAllocator alloc(1 << 20);
-    const instar::guest::OpenRequest req{&dev, nullptr, 0, &alloc, nullptr, nullptr, nullptr, 100000};
-    instar::guest::ImageWriter* w = nullptr;
-    if (instar::vdi::open_writer(req, &w) != instar::guest::Status::Ok)
-        return;
-    std::uint8_t buf[4096];
-    std::memset(buf, 0x5a, sizeof buf);
-    // The first, a middle and the last sector of a small disk (the writer checks its bounds).
-    (void)w->write(0, buf, 512);
-    (void)w->write(1 << 20, buf, sizeof buf);
-    (void)w->write_zeroes(3u << 20, 8192, false);
-    (void)w->finish();
-    w->close();
-}
 } // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -72,6 +30,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     instar::guest::CheckResult res;
     const instar::guest::CheckRequest req{&dev, nullptr, 0, &alloc, nullptr, 0, 100000, nullptr};
     (void)instar::vdi::check(req, sink, &res);
-    fuzz_open_writer(data, size);
+    // The first, a middle and the last sector of a small disk (the writer checks its bounds).
+    instar::hosted::small_writer_fuzz::fuzz_writes(data, size, &instar::vdi::open_writer,
+                                                   {{0, 512, false}, {1 << 20, 4096, false}, {3u << 20, 8192, true}});
     return instar::hosted::fuzz_read_walk(instar::vdi::open, data, size);
 }
