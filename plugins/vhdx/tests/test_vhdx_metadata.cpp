@@ -12,7 +12,7 @@ using namespace instar::vhdx;
 using instar::guest::Status;
 
 namespace {
-const VhdxRegion META{vhdx_test::META_OFFSET, 1 << 20};
+const VhdxRegion META{vhdx_test::META_OFFSET, 1 << 20, 0};
 Status read(const vhdx_test::Bytes& img, VhdxMetadata* m) {
     hosted::MemoryDevice dev(img);
     hosted::BudgetAllocator alloc(1 << 20);
