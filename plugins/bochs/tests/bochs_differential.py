@@ -16,15 +16,12 @@ import os
 import random
 import shutil
 import struct
-import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'tests', 'formats'))
 from differential_support import QEMUS, missing_oracle, report, run_fixture  # noqa: E402
-
-VERSIONS = ('7.2', '10.0')
-
+from oracle_diff import OracleDiff as Diff, patch  # noqa: E402
 
 def make_bochs(path, disk, extent=4096, bitmap=None, version=2, catalog=None, header_at=512, fill=0.5,
                seed=1, tail=b''):
@@ -69,72 +66,6 @@ def make_bochs(path, disk, extent=4096, bitmap=None, version=2, catalog=None, he
     with open(path, 'wb') as f:
         f.write(out)
     return out
-
-
-def sh(cmd, cwd):
-    p = run_fixture(cmd, cwd=cwd, timeout=120)
-    return p.returncode, p.stdout, p.stderr
-
-
-class Diff:
-    def __init__(self, instar, work):
-        self.work = work
-        self.results = []
-        # instar names itself after argv[0]: a link named qemu-img makes its error lines qemu-img's.
-        os.mkdir(os.path.join(work, 'bin'))
-        self.instar = os.path.join(work, 'bin', 'qemu-img')
-        os.symlink(os.path.abspath(instar), self.instar)
-
-    def path(self, name):
-        return os.path.join(self.work, name)
-
-    def same(self, label, args, outputs=(), inputs=(), named_source=False):
-        """Runs `args` with each qemu-img and with instar ('@' in an argument becomes a per-tool
-        prefix; `inputs` are copied to their prefixed names first), comparing exit code, stdout,
-        stderr and the bytes of every output and input afterwards."""
-        for ver in VERSIONS:
-            problems = []
-            got = {}
-            for who in ('qemu', 'instar'):
-                tag = 'Qx_' if who == 'qemu' else 'Ix_'
-                for f in inputs:
-                    shutil.copyfile(self.path(f), self.path(tag + f))
-                for f in outputs:
-                    if os.path.exists(self.path(tag + f)):
-                        os.unlink(self.path(tag + f))
-                a = [x.replace('@', tag) for x in args]
-                exe = [QEMUS[ver][0]] if who == 'qemu' else [self.instar, '--qemu-version', ver]
-                rc, out, err = sh(exe + a, self.work)
-                out = out.replace(tag, '@')
-                err = err.replace(tag, '@')
-                files = {}
-                for f in list(outputs) + list(inputs):
-                    p = self.path(tag + f)
-                    files[f] = open(p, 'rb').read() if os.path.exists(p) else None
-                got[who] = (rc, out, err, files)
-            q, i = got['qemu'], got['instar']
-            if q[0] != i[0]:
-                problems.append(f'exit {i[0]} != {q[0]}')
-            if q[1] != i[1]:
-                problems.append(f'stdout differs:\n--- qemu\n{q[1]}--- instar\n{i[1]}')
-            ierr = i[2]
-            if named_source and q[2].startswith('qemu-img: '):
-                ierr = ierr.replace("error while converting '" + args[-2] + "': ", '')
-            if q[2] != ierr:
-                problems.append(f'stderr differs:\n--- qemu\n{q[2]}--- instar\n{ierr}')
-            for f in q[3]:
-                if q[3][f] == b'' and i[3][f] is None and q[0] != 0:
-                    continue
-                if q[3][f] != i[3][f]:
-                    problems.append(f'{f}: bytes differ')
-            self.results.append((f'{label} [qemu {ver}]', problems))
-
-
-def patch(src, dst, edits):
-    d = bytearray(open(src, 'rb').read())
-    for off, fmt, val in edits:
-        struct.pack_into(fmt, d, off, val)
-    open(dst, 'wb').write(d)
 
 
 def main():

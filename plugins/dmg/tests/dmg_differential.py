@@ -23,10 +23,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', '..', '..', 'tests', 'formats'))
 sys.path.insert(0, HERE)
 from differential_support import QEMUS, missing_oracle, report  # noqa: E402
+from oracle_diff import OracleDiff  # noqa: E402
 import dmg_fixtures as fx  # noqa: E402
-
-VERSIONS = ('7.2', '10.0')
-
 
 def qemu_noise(line):
     return (line.startswith('qemu: module block-block-dmg-') or
@@ -34,68 +32,17 @@ def qemu_noise(line):
             line.startswith('qemu-img: warning: Image contains chunks of unknown type'))
 
 
-class Diff:
-    def __init__(self, instar, work):
-        self.work = work
-        self.results = []
-        os.mkdir(os.path.join(work, 'bin'))
-        self.instar = os.path.join(work, 'bin', 'qemu-img')
-        os.symlink(os.path.abspath(instar), self.instar)
-
-    def path(self, name):
-        return os.path.join(self.work, name)
-
-    def write(self, name, data):
-        with open(self.path(name), 'wb') as f:
-            f.write(data)
-
-    def same(self, label, args, outputs=(), versions=VERSIONS, limit_line=False, named_source=False):
-        """Runs `args` with each qemu-img and with instar, comparing exit code, stdout, stderr (qemu's
-        module noise dropped) and every output file's bytes. '@' in args becomes a per-tool prefix.
-        limit_line: qemu's "<limit text>\\nqemu-img: Could not open 'F': Could not open 'F': Invalid
-        argument" is instar's "qemu-img: Could not open 'F': <limit text>". named_source: instar's
-        convert error names the source before qemu's words, and a failed convert leaves no target
-        where qemu leaves its partial one (quirks convert-atomic and instar naming the source)."""
-        for ver in versions:
-            got = {}
-            for who in ('qemu', 'instar'):
-                tag = 'Q_' if who == 'qemu' else 'I_'
-                for f in outputs:
-                    if os.path.exists(self.path(tag + f)):
-                        os.unlink(self.path(tag + f))
-                a = [x.replace('@', tag) for x in args]
-                exe = [QEMUS[ver][0]] if who == 'qemu' else [self.instar, '--qemu-version', ver]
-                p = subprocess.run(exe + a, cwd=self.work, capture_output=True, text=True, timeout=120)
-                err = p.stderr
-                if who == 'qemu':
-                    err = ''.join(l for l in err.splitlines(True) if not qemu_noise(l))
-                files = {}
-                for f in outputs:
-                    fp = self.path(tag + f)
-                    files[f] = open(fp, 'rb').read() if os.path.exists(fp) else None
-                got[who] = (p.returncode, p.stdout.replace(tag, '@'), err.replace(tag, '@'), files)
-            q, i = got['qemu'], got['instar']
-            qerr = q[2]
-            if limit_line:
-                lines = qerr.splitlines()
-                if len(lines) == 2 and lines[0].startswith('qemu-img: '):
-                    name = lines[1].split("'")[1]
-                    qerr = f"qemu-img: Could not open '{name}': {lines[0][len('qemu-img: '):]}\n"
-            if named_source:
-                i = (i[0], i[1], i[2].replace("error while converting '" + args[-2] + "': ", ''), i[3])
-            problems = []
-            if q[0] != i[0]:
-                problems.append(f'exit {i[0]} != {q[0]}')
-            if q[1] != i[1]:
-                problems.append(f'stdout differs:\n--- qemu\n{q[1]}--- instar\n{i[1]}')
-            if qerr != i[2]:
-                problems.append(f'stderr differs:\n--- qemu\n{qerr}--- instar\n{i[2]}')
-            for f in outputs:
-                if named_source and q[0] != 0 and i[0] != 0 and i[3][f] is None:
-                    continue
-                if q[3][f] != i[3][f]:
-                    problems.append(f'{f}: bytes differ')
-            self.results.append((f'{label} [qemu {ver}]', problems))
+class Diff(OracleDiff):
+    def qemu_stderr(self, err, limit_line=False):
+        """qemu's module noise dropped. limit_line: qemu's "<limit text>\nqemu-img: Could not open
+        'F': Could not open 'F': Invalid argument" is instar's "qemu-img: Could not open 'F': <limit
+        text>" (quirk dmg-chunk-limit-message)."""
+        err = ''.join(line for line in err.splitlines(True) if not qemu_noise(line))
+        lines = err.splitlines()
+        if limit_line and len(lines) == 2 and lines[0].startswith('qemu-img: '):
+            name = lines[1].split("'")[1]
+            err = f"qemu-img: Could not open '{name}': {lines[0][len('qemu-img: '):]}\n"
+        return err
 
 
 def patched(data, edits):

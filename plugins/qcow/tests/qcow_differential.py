@@ -10,93 +10,12 @@ usage: qcow_differential.py INSTAR
 import os
 import shutil
 import struct
-import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'tests', 'formats'))
 from differential_support import QEMUS, missing_oracle, report, run_fixture  # noqa: E402
-
-VERSIONS = ('7.2', '10.0')
-
-
-def sh(cmd, cwd):
-    p = run_fixture(cmd, cwd=cwd, timeout=120)
-    return p.returncode, p.stdout, p.stderr
-
-
-class Diff:
-    def __init__(self, instar, work):
-        self.work = work
-        self.results = []
-        # instar names itself after argv[0]: a link named qemu-img makes its error lines qemu-img's.
-        os.mkdir(os.path.join(work, 'bin'))
-        self.instar = os.path.join(work, 'bin', 'qemu-img')
-        os.symlink(os.path.abspath(instar), self.instar)
-
-    def fixture(self, *cmd):
-        p = run_fixture(list(cmd), cwd=self.work, timeout=120)
-        if p.returncode != 0:
-            raise RuntimeError(f'fixture failed: {cmd}: {p.stderr}')
-
-    def path(self, name):
-        return os.path.join(self.work, name)
-
-    def same(self, label, args, outputs=(), inputs=(), versions=VERSIONS, named_source=False, qemu_rc=None):
-        """Runs `args` with each qemu-img and with instar (on copies of `inputs`, writing `outputs`),
-        comparing exit code, stdout, stderr and the bytes of every output and input afterwards.
-        A failed create leaves qemu's empty file and no file of instar's (quirk create-atomic);
-        named_source: instar's convert error names the damaged source before qemu's words;
-        qemu_rc: the exit code qemu gives where instar's is 0 (quirk qcow-compressed-exit-status)."""
-        for ver in versions:
-            problems = []
-            got = {}
-            for who in ('qemu', 'instar'):
-                tag = 'Qx_' if who == 'qemu' else 'Ix_'
-                for f in inputs:
-                    shutil.copyfile(self.path(f), self.path(tag + f))
-                for f in outputs:
-                    if os.path.exists(self.path(tag + f)):
-                        os.unlink(self.path(tag + f))
-                tag = 'Qx_' if who == 'qemu' else 'Ix_'
-                a = [x.replace('@', tag) for x in args]
-                exe = [QEMUS[ver][0]] if who == 'qemu' else [self.instar, '--qemu-version', ver]
-                rc, out, err = sh(exe + a, self.work)
-                out = out.replace(tag, '@')
-                err = err.replace(tag, '@')
-                files = {}
-                for f in list(outputs) + list(inputs):
-                    p = self.path(tag + f)
-                    files[f] = open(p, 'rb').read() if os.path.exists(p) else None
-                got[who] = (rc, out, err, files)
-            q, i = got['qemu'], got['instar']
-            if qemu_rc is not None and q[0] == qemu_rc and i[0] == 0:
-                q = (0,) + q[1:]
-            if q[0] != i[0]:
-                problems.append(f'exit {i[0]} != {q[0]}')
-            if q[1] != i[1]:
-                problems.append(f'stdout differs:\n--- qemu\n{q[1]}--- instar\n{i[1]}')
-            if named_source and q[2].startswith('qemu-img: '):
-                i = (i[0], i[1], i[2].replace("error while converting '" + args[-2] + "': ", ''), i[3])
-            if q[2] != i[2]:
-                problems.append(f'stderr differs:\n--- qemu\n{q[2]}--- instar\n{i[2]}')
-            for f in q[3]:
-                if q[3][f] == b'' and i[3][f] is None and q[0] != 0:
-                    continue
-                if q[3][f] != i[3][f]:
-                    problems.append(f'{f}: bytes differ')
-            self.results.append((f'{label} [qemu {ver}]', problems))
-
-
-def patch(src, dst, edits, extend=0):
-    d = bytearray(open(src, 'rb').read())
-    for off, fmt, val in edits:
-        if off + struct.calcsize(fmt) > len(d):
-            d.extend(b'\0' * (off + struct.calcsize(fmt) - len(d)))
-        struct.pack_into(fmt, d, off, val)
-    d.extend(b'\x01' * extend)
-    open(dst, 'wb').write(d)
-
+from oracle_diff import OracleDiff as Diff, patch  # noqa: E402
 
 SECRET = ['--object', 'secret,id=s0,data=secret']
 

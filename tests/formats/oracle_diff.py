@@ -1,0 +1,109 @@
+"""One command run by each qemu-img oracle and by instar, compared: the shared runner of the format
+differentials (plugins/<fmt>/tests/*_differential.py for qed, qcow, bochs, cloop, dmg).
+
+    d = OracleDiff(instar, workdir)
+    d.same('convert to raw', ['convert', '-O', 'raw', 'x.img', '@out.raw'], outputs=['out.raw'])
+    return report(d.results)
+
+'@' in an argument becomes a per-tool prefix, so qemu-img and instar write (and, for `inputs`,
+modify copies of) files of their own side by side; the prefix is turned back into '@' in the
+output before comparing. Compared: exit status, stdout, stderr, and the bytes of every output and
+input afterwards."""
+import os
+import shutil
+import struct
+
+from differential_support import QEMUS
+from oracle_retry import run_fixture
+
+VERSIONS = ('7.2', '10.0')
+TAGS = {'qemu': 'Qx_', 'instar': 'Ix_'}
+
+
+def sh(cmd, cwd):
+    p = run_fixture(cmd, cwd=cwd, timeout=120)
+    return p.returncode, p.stdout, p.stderr
+
+
+def patch(src, dst, edits, extend=0):
+    """A copy of `src` with struct-packed `edits` (offset, format, value) applied, the file grown
+    with zeros where an edit lies past its end, then `extend` bytes of 0x01 appended."""
+    d = bytearray(open(src, 'rb').read())
+    for off, fmt, val in edits:
+        if off + struct.calcsize(fmt) > len(d):
+            d.extend(b'\0' * (off + struct.calcsize(fmt) - len(d)))
+        struct.pack_into(fmt, d, off, val)
+    d.extend(b'\x01' * extend)
+    open(dst, 'wb').write(d)
+
+
+class OracleDiff:
+    def __init__(self, instar, work):
+        self.work = work
+        self.results = []
+        # instar names itself after argv[0]: a link named qemu-img makes its error lines qemu-img's.
+        os.mkdir(os.path.join(work, 'bin'))
+        self.instar = os.path.join(work, 'bin', 'qemu-img')
+        os.symlink(os.path.abspath(instar), self.instar)
+
+    def path(self, name):
+        return os.path.join(self.work, name)
+
+    def write(self, name, data):
+        with open(self.path(name), 'wb') as f:
+            f.write(data)
+
+    def fixture(self, *cmd):
+        p = run_fixture(list(cmd), cwd=self.work, timeout=120)
+        if p.returncode != 0:
+            raise RuntimeError(f'fixture failed: {cmd}: {p.stderr}')
+
+    def qemu_stderr(self, err, **_options):
+        """qemu-img's stderr as instar is expected to print it (a format's differential overrides
+        this for documented message differences; the options are the extra keywords of same())."""
+        return err
+
+    def same(self, label, args, outputs=(), inputs=(), versions=VERSIONS, named_source=False, qemu_rc=None,
+             **options):
+        """Runs `args` with each qemu-img and with instar (on copies of `inputs`, writing `outputs`).
+        A failed command may leave qemu's empty or partial file and none of instar's (quirks
+        create-atomic, convert-atomic); named_source: instar's convert error names the damaged
+        source before qemu's words; qemu_rc: the exit status qemu gives where instar's is 0 (a
+        documented divergence, e.g. qcow-compressed-exit-status)."""
+        for ver in versions:
+            got = {}
+            for who in ('qemu', 'instar'):
+                tag = TAGS[who]
+                for f in inputs:
+                    shutil.copyfile(self.path(f), self.path(tag + f))
+                for f in outputs:
+                    if os.path.exists(self.path(tag + f)):
+                        os.unlink(self.path(tag + f))
+                a = [x.replace('@', tag) for x in args]
+                exe = [QEMUS[ver][0]] if who == 'qemu' else [self.instar, '--qemu-version', ver]
+                rc, out, err = sh(exe + a, self.work)
+                if who == 'qemu':
+                    err = self.qemu_stderr(err, **options)
+                files = {}
+                for f in list(outputs) + list(inputs):
+                    p = self.path(tag + f)
+                    files[f] = open(p, 'rb').read() if os.path.exists(p) else None
+                got[who] = (rc, out.replace(tag, '@'), err.replace(tag, '@'), files)
+            q, i = got['qemu'], got['instar']
+            if qemu_rc is not None and q[0] == qemu_rc and i[0] == 0:
+                q = (0,) + q[1:]
+            if named_source and q[2].startswith('qemu-img: '):
+                i = (i[0], i[1], i[2].replace("error while converting '" + args[-2] + "': ", ''), i[3])
+            problems = []
+            if q[0] != i[0]:
+                problems.append(f'exit {i[0]} != {q[0]}')
+            if q[1] != i[1]:
+                problems.append(f'stdout differs:\n--- qemu\n{q[1]}--- instar\n{i[1]}')
+            if q[2] != i[2]:
+                problems.append(f'stderr differs:\n--- qemu\n{q[2]}--- instar\n{i[2]}')
+            for f in q[3]:
+                failed_without_file = q[0] != 0 and i[3][f] is None and (
+                    q[3][f] == b'' or (named_source and i[0] != 0))
+                if not failed_without_file and q[3][f] != i[3][f]:
+                    problems.append(f'{f}: bytes differ')
+            self.results.append((f'{label} [qemu {ver}]', problems))
