@@ -74,8 +74,9 @@ BudgetAllocator::~BudgetAllocator() {
 void* BudgetAllocator::allocate(std::size_t size, std::size_t align) {
     if (size > left_ || align > alignof(std::max_align_t) * 64)
         return nullptr;
-    void* p = std::aligned_alloc(align < alignof(void*) ? alignof(void*) : align,
-                                 (size + align - 1) / align * align);
+    // aligned_alloc wants the size a multiple of the alignment actually passed (at least a pointer's).
+    const std::size_t a = align < alignof(void*) ? alignof(void*) : align;
+    void* p = std::aligned_alloc(a, (size + a - 1) / a * a);
     if (!p)
         return nullptr;
     live_.insert(p);
