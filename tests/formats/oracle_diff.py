@@ -107,3 +107,25 @@ class OracleDiff:
                 if not failed_without_file and q[3][f] != i[3][f]:
                     problems.append(f'{f}: bytes differ')
             self.results.append((f'{label} [qemu {ver}]', problems))
+
+    def read_only_format_cases(self, fmt, image):
+        """What qemu-img says and does for a read-only format (no create, no writes: bochs, cloop):
+        create, -o help, convert -O/-n, check, measure, dd, and the read commands that still work,
+        on `image` (a good image of format `fmt` in the work directory). resize and rebase are not
+        compared (instar's words, not qemu's 'Image is read-only'; both refuse, image untouched)."""
+        self.same(f'create -f {fmt}', ['create', '-f', fmt, f'@c.{fmt}', '1M'], outputs=[f'c.{fmt}'])
+        self.same(f'create -f {fmt} -o help', ['create', '-f', fmt, '-o', 'help'])
+        self.same(f'convert -O {fmt}', ['convert', '-O', fmt, image, f'@t.{fmt}'], outputs=[f't.{fmt}'])
+        self.same(f'check {image}', ['check', image])
+        self.same(f'check --output=json {image}', ['check', '--output=json', image])
+        # qemu opens the image read-write for convert -n, which a read-only driver refuses
+        run_fixture([QEMUS['7.2'][0], 'create', '-q', '-f', 'raw', 'src.raw', '64K'], cwd=self.work, check=True)
+        self.same(f'convert -n into {fmt}', ['convert', '-n', '-f', 'raw', '-O', fmt, 'src.raw', '@' + image],
+                  inputs=[image])
+        self.same(f'snapshot -l {image}', ['snapshot', '-l', image])
+        self.same(f'convert -l snap {image}', ['convert', '-l', 'snap', '-O', 'raw', image, '@out.raw'],
+                  outputs=['out.raw'])
+        self.same(f'measure -O {fmt}', ['measure', '-O', fmt, image])
+        self.same(f'measure {image} -O qcow2', ['measure', '-O', 'qcow2', image])
+        self.same(f'dd -O {fmt}', ['dd', '-O', fmt, f'if={image}', f'of=@dd.{fmt}'], outputs=[f'dd.{fmt}'])
+        self.same(f'dd from {image}', ['dd', '-O', 'raw', 'bs=64k', f'if={image}', 'of=@dd.raw'], outputs=['dd.raw'])

@@ -133,23 +133,7 @@ def main():
         d.same('compare v2.bochs v1.bochs', ['compare', 'v2.bochs', 'v1.bochs'])
 
         # ---- what qemu-img refuses for a read-only format ----
-        d.same('create -f bochs', ['create', '-f', 'bochs', '@c.bochs', '1M'], outputs=['c.bochs'])
-        d.same('create -f bochs -o help', ['create', '-f', 'bochs', '-o', 'help'])
-        d.same('convert -O bochs', ['convert', '-O', 'bochs', 'v2.bochs', '@t.bochs'], outputs=['t.bochs'])
-        d.same('check v2.bochs', ['check', 'v2.bochs'])
-        d.same('check --output=json v2.bochs', ['check', '--output=json', 'v2.bochs'])
-        # qemu opens the image read-write for convert -n, which a read-only driver refuses
-        run_fixture([QEMUS['7.2'][0], 'create', '-q', '-f', 'raw', 'src.raw', '64K'], cwd=work, check=True)
-        d.same('convert -n into bochs', ['convert', '-n', '-f', 'raw', '-O', 'bochs', 'src.raw', '@v2.bochs'],
-               inputs=['v2.bochs'])
-        # Not compared (docs/formats/bochs.md): resize and rebase say instar's words, not qemu's
-        # 'Could not open ...: Image is read-only'; both refuse and leave the image untouched.
-        d.same('snapshot -l v2.bochs', ['snapshot', '-l', 'v2.bochs'])
-        d.same('convert -l snap v2.bochs', ['convert', '-l', 'snap', '-O', 'raw', 'v2.bochs', '@out.raw'], outputs=['out.raw'])
-        d.same('measure -O bochs', ['measure', '-O', 'bochs', 'v2.bochs'])
-        d.same('measure v2.bochs -O qcow2', ['measure', '-O', 'qcow2', 'v2.bochs'])
-        d.same('dd -O bochs', ['dd', '-O', 'bochs', 'if=v2.bochs', 'of=@dd.bochs'], outputs=['dd.bochs'])
-        d.same('dd from v2.bochs', ['dd', '-O', 'raw', 'bs=64k', 'if=v2.bochs', 'of=@dd.raw'], outputs=['dd.raw'])
+        d.read_only_format_cases('bochs', 'v2.bochs')
         return report(d.results)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -122,23 +122,7 @@ def main():
         d.same('compare b64k.cloop b1m.cloop', ['compare', 'b64k.cloop', 'b1m.cloop'])
 
         # ---- what qemu-img refuses for a read-only format ----
-        d.same('create -f cloop', ['create', '-f', 'cloop', '@c.cloop', '1M'], outputs=['c.cloop'])
-        d.same('create -f cloop -o help', ['create', '-f', 'cloop', '-o', 'help'])
-        d.same('convert -O cloop', ['convert', '-O', 'cloop', 'b4k.cloop', '@t.cloop'], outputs=['t.cloop'])
-        d.same('check b4k.cloop', ['check', 'b4k.cloop'])
-        d.same('check --output=json b4k.cloop', ['check', '--output=json', 'b4k.cloop'])
-        # qemu opens the image read-write for convert -n, which a read-only driver refuses
-        run_fixture([QEMUS['7.2'][0], 'create', '-q', '-f', 'raw', 'src.raw', '64K'], cwd=work, check=True)
-        d.same('convert -n into cloop', ['convert', '-n', '-f', 'raw', '-O', 'cloop', 'src.raw', '@b4k.cloop'],
-               inputs=['b4k.cloop'])
-        # Not compared (docs/formats/cloop.md): resize and rebase say instar's words, not qemu's
-        # 'Could not open ...: Image is read-only'; both refuse and leave the image untouched.
-        d.same('snapshot -l b4k.cloop', ['snapshot', '-l', 'b4k.cloop'])
-        d.same('convert -l snap b4k.cloop', ['convert', '-l', 'snap', '-O', 'raw', 'b4k.cloop', '@out.raw'], outputs=['out.raw'])
-        d.same('measure -O cloop', ['measure', '-O', 'cloop', 'b4k.cloop'])
-        d.same('measure b4k.cloop -O qcow2', ['measure', '-O', 'qcow2', 'b4k.cloop'])
-        d.same('dd -O cloop', ['dd', '-O', 'cloop', 'if=b4k.cloop', 'of=@dd.cloop'], outputs=['dd.cloop'])
-        d.same('dd from b4k.cloop', ['dd', '-O', 'raw', 'bs=64k', 'if=b4k.cloop', 'of=@dd.raw'], outputs=['dd.raw'])
+        d.read_only_format_cases('cloop', 'b4k.cloop')
         return report(d.results)
     finally:
         shutil.rmtree(work, ignore_errors=True)
