@@ -7,11 +7,6 @@ namespace {
 
 // Bytes of stderr text per record: well under INSTAR_MAX_RECORD_SIZE.
 constexpr size_t CHECK_TEXT_RECORD_BYTES = 32u << 10;
-// Text the guest sends at most: below INSTAR_MAX_RECORD_BYTES (16 MiB) with room for the result, so
-// an image with millions of leaked clusters cannot make the host refuse the whole run. About
-// 300,000 of qemu's per-cluster lines; the rest are dropped and the result says so.
-constexpr size_t CHECK_MAX_TEXT_BYTES = 12u << 20;
-
 class RecordSink final : public CheckSink {
 public:
     explicit RecordSink(uint8_t* buf) : buf_(buf) {}

@@ -86,6 +86,13 @@ guest::Status prl_load(guest::BlockDevice& dev, uint32_t qemu_version, PrlImage*
 inline constexpr uint32_t PRL_BAT_PAGE = 1024;
 guest::Status prl_read_bat(guest::BlockDevice& dev, uint64_t first, uint64_t count, uint32_t* out);
 
+// BAT entries with a byte inside a file of `file` bytes (a cut entry keeps its bytes there, zeros
+// after): the rest read as 0 (prl_read_bat).
+inline uint64_t prl_entries_in_file(const PrlImage& img, uint64_t file) {
+    const uint64_t in_file = file > PRL_HEADER_SIZE ? (file - PRL_HEADER_SIZE + 3) / 4 : 0;
+    return in_file < img.bat_entries ? in_file : img.bat_entries;
+}
+
 // qemu 10.0's parallels_test_data_off: true when data_off is valid; *start gets the data start in
 // sectors either way (the corrected value when invalid).
 bool prl_test_data_off(const PrlImage& img, uint64_t file_sectors, uint32_t* start);

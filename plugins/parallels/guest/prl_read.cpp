@@ -95,7 +95,8 @@ private:
         const uint64_t cs = img_.cluster_size;
         const uint64_t idx = pos / cs;
         const uint64_t into = pos % cs;
-        if (idx >= img_.bat_entries) {
+        // Past the BAT, or past the entries inside the file (zeros to the end of the BAT): one hole.
+        if (idx >= img_.bat_entries || idx >= prl_entries_in_file(img_, dev_.size())) {
             *data = false;
             *n_out = len;
             return Status::Ok;
@@ -110,7 +111,13 @@ private:
         uint64_t run = cs - into;
         uint64_t i = idx + 1;
         uint64_t expect = start + cs;
+        const uint64_t in_file = prl_entries_in_file(img_, dev_.size());
         for (uint64_t walked = 1; run < len && i < img_.bat_entries && walked < PRL_MAX_RUN_CLUSTERS; ++i, ++walked) {
+            if (i >= in_file) { // the rest of the BAT reads as 0: a hole to the end
+                if (e == 0)
+                    i = img_.bat_entries;
+                break;
+            }
             uint32_t f;
             if (const Status st = entry(i, &f); st != Status::Ok)
                 return st;

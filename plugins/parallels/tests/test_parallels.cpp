@@ -12,6 +12,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -341,4 +342,21 @@ TEST_CASE("check 10.0: a duplicate offset; bad data_off") {
     CHECK(c.lines == "ERROR data_off field has incorrect value\n");
     c = run_check(b, 100000, guest::CHECK_FIX_ERRORS);
     CHECK(parallels::load_le32(&b[48]) == 8);
+}
+
+TEST_CASE("check 10.0: 2^29 entries over a file shorter than a cluster: lines to the report's cap, all counted") {
+    Bytes b = old_image();
+    b.resize(4096);
+    b.resize(12288, 0); // the BAT now covers the file: zeros but entries 1 and 3
+    put32(b, 28, 64);        // 32 KiB clusters: longer than the 12 KiB file, so every entry is outside
+    put32(b, 32, 536869872); // the largest BAT qemu reads; all but a few entries lie past the end
+    parallels::store_le64(b.data() + 36, uint64_t{536869872} * 64);
+    const Checked c = run_check(b, 100000);
+    CHECK(c.res.corruptions == 536869872);
+    CHECK(c.lines.find("ERROR cluster 3 is outside image\n") != std::string::npos);
+    INFO(c.lines.substr(0, 200));
+    const auto lines = static_cast<std::uint64_t>(std::count(c.lines.begin(), c.lines.end(), '\n'));
+    CHECK(lines > guest::check_max_lines(64));
+    CHECK(lines <= (b.size() - 64 + 3) / 4 + guest::check_max_lines(32));
+    CHECK(c.lines.find("ERROR cluster 536869871 is outside image") == std::string::npos);
 }

@@ -35,6 +35,16 @@ struct CheckResult {
     int32_t error = 0; // 0 or -errno: the check did not complete
 };
 
+// The stderr text a check reports at most (the guest runtime drops further lines and the host says
+// the report was truncated: docs/check.md): below INSTAR_MAX_RECORD_BYTES (16 MiB) with room for the
+// result, so an image with millions of damaged clusters cannot make the host refuse the whole run.
+// A per-cluster report may stop formatting lines once it has sent more than this can hold, and count
+// the rest arithmetically: nothing the user would see is lost (check_max_lines).
+inline constexpr size_t CHECK_MAX_TEXT_BYTES = size_t{12} << 20;
+
+// Lines of at least min_len bytes that fill CHECK_MAX_TEXT_BYTES: any further one would be dropped.
+constexpr uint64_t check_max_lines(size_t min_len) { return CHECK_MAX_TEXT_BYTES / (min_len == 0 ? 1 : min_len) + 1; }
+
 // Receives stderr text, one complete line (with its '\n') per call. A line that qemu prints through
 // error_report ("qemu-img: ...") starts with CHECK_PROGRAM_PREFIX instead: the host puts its own
 // program name there.
