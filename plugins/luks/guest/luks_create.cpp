@@ -251,10 +251,10 @@ Status make_image(const CreateRequest& req, CreateTarget& t, Payload* payload) {
     if (eq(cipher_mode, "xts")) key_bytes *= 2;
     // qemu-img aborts on a key whose 4000 stripes are not whole sectors (any 192-bit key outside xts:
     // 187.5 sectors of key material; crypto/block.c asserts): such an image would be useless to qemu.
-    // Divergence luks-aes-192.
+    // Divergence luks-aes-192 (serpent-192, twofish-192 too).
     if (uint64_t{key_bytes} * LUKS_STRIPES % LUKS_SECTOR_SIZE != 0)
-        return guest::create_fail(t, Status::Unsupported, "instar does not create 192-bit LUKS images outside xts: "
-                                                          "qemu-img aborts on their key material");
+        return fail_joined(
+            t, {"instar does not create ", cipher_alg, " LUKS images outside xts: qemu-img aborts on their key material"});
 
     LuksHeaderDisk d{};
     const uint8_t magic[6] = {'L', 'U', 'K', 'S', 0xba, 0xbe};
