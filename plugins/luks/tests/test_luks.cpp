@@ -159,12 +159,17 @@ TEST_CASE("block cipher known answers") {
 }
 
 TEST_CASE("qemu-made headers parse") {
-    for (const char* name : {"header-xts.bin", "header-cbc-essiv.bin"}) {
+    const std::pair<const char*, const char*> headers[] = {{"header-xts.bin", "aes-256"},
+                                                           {"header-cbc-essiv.bin", "aes-128"},
+                                                           {"header-cast5-ctr-md5.bin", "cast5-128"},
+                                                           {"header-twofish-essiv-ripemd160.bin", "twofish-256"}};
+    for (const auto& [name, alg] : headers) {
+        CAPTURE(name);
         auto bytes = corpus(name);
         REQUIRE(bytes.size() == 4096);
         instar::luks::LuksHeader h;
         CHECK(instar::luks::luks_header_parse(bytes.data(), bytes.size(), &h) == Status::Ok);
-        CHECK(std::strcmp(h.cipher_name, "aes") == 0);
+        CHECK(std::strcmp(h.cipher_alg, alg) == 0);
         CHECK(h.slots[0].active);
     }
 }
