@@ -6,7 +6,8 @@ a plaintext source) and instar reads it (info as both versions, convert to raw c
 byte with the source); instar makes the image (convert -O luks) and qemu-img 7.2 and 10.0 open it
 (info equal to qemu's own image's apart from uuid and iteration counts, compare with the source).
 sm3 is qemu 10.0's only. Also: encrypted qcow2 with non-AES ciphers read, the process sandbox, and
-qemu's refusals (des, 3des, sm4, cast5 in xts, essiv without a cipher of the digest's size).
+qemu's refusals (des, 3des, sm4, cast5 in xts, essiv without a cipher of the digest's size;
+opening a header that names cast5 in xts).
 192-bit keys outside xts are left out: qemu-img aborts on them (divergence luks-aes-192).
 
 usage: luks_cipher_differential.py INSTAR"""
@@ -186,6 +187,23 @@ def main():
                             luks_json(os.path.join(d, 'q2.luks')), '-O', 'raw', back], capture_output=True, text=True)
         results.append(('process sandbox reads serpent-256-cbc-essiv', [f'exit {c.returncode}: {c.stderr.strip()}']
                         if c.returncode != 0 else [] if same(back, src) else ['decrypted data differs']))
+
+        # An image naming cast5 in xts (serpent-128-xts's header renamed: same key length and layout):
+        # opened by each binary, qemu's "Unsupported cipher mode xts".
+        bad = os.path.join(d, 'cast5-xts.luks')
+        with open(os.path.join(d, 'q0.luks'), 'rb') as f:
+            data = bytearray(f.read())
+        data[8:40] = b'cast5'.ljust(32, b'\0')
+        with open(bad, 'wb') as f:
+            f.write(data)
+        for ver, (qemu_img, _) in QEMUS.items():
+            args = ['convert', '--object', SECRET, luks_json(bad), '-O', 'raw', os.path.join(d, 'bad.raw')]
+            q = subprocess.run([qemu_img] + args, capture_output=True, text=True)
+            p = subprocess.run([instar] + args, capture_output=True, text=True,
+                               env=dict(os.environ, INSTAR_QEMU_VERSION=ver))
+            qe, oe = q.stderr.strip().replace('qemu-img:', 'PROG:'), p.stderr.strip().replace('instar:', 'PROG:')
+            results.append((f'open cast5 xts [qemu {ver}]', [] if (q.returncode, qe) == (p.returncode, oe) else [
+                f'qemu {q.returncode} {qe!r} ours {p.returncode} {oe!r}']))
 
         # Refusals, as each binary: exit code and message.
         for label, o in REFUSALS:
