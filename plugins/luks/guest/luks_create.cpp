@@ -55,9 +55,10 @@ bool one_of(const char* v, const char* const (&names)[N], uint32_t qemu_version)
 // instar's fixed rule, from qemu 7.2's figures on the build machine (sha256: ~37k key slot
 // iterations of a 64-byte key for iter-time=10). Divergence luks-iter-time.
 uint64_t blocks_per_second(const char* hash) {
-    if (eq(hash, "sha1")) return 8'000'000;
+    if (eq(hash, "sha1") || eq(hash, "md5")) return 8'000'000;
+    if (eq(hash, "ripemd160")) return 4'000'000;
     if (eq(hash, "sha224") || eq(hash, "sha256")) return 7'500'000;
-    return 2'500'000; // sha384, sha512
+    return 2'500'000; // sha384, sha512, sm3
 }
 
 // qcrypto_pbkdf2_count_iters for `out_len` bytes of output, scaled to iter-time as qemu scales it.
@@ -72,6 +73,17 @@ bool scaled_iterations(const char* hash, size_t out_len, uint64_t iter_time, uin
     }
     *out = iters < MIN_ITERATIONS ? MIN_ITERATIONS : static_cast<uint32_t>(iters);
     return true;
+}
+
+// create_fail with a message joined from parts (qemu's error_setg formats).
+template <size_t N>
+Status fail_joined(CreateTarget& t, const char* const (&parts)[N]) {
+    char text[guest::CREATE_MAX_REASON];
+    size_t at = 0;
+    for (const char* s : parts)
+        for (size_t i = 0; s[i] != 0 && at + 1 < sizeof text; ++i) text[at++] = s[i];
+    text[at] = 0;
+    return guest::create_fail(t, Status::Unsupported, text);
 }
 
 void put_be32(uint8_t* p, uint32_t v) {
@@ -215,27 +227,40 @@ Status make_image(const CreateRequest& req, CreateTarget& t, Payload* payload) {
         return guest::create_fail(t, Status::Invalid, "PBKDF iterations too large: lower iter-time");
 
     // Cipher name and key size (qcrypto_block_luks_cipher_alg_lookup, qcrypto_cipher_get_key_len).
+    const char* cipher_name = nullptr;
     uint32_t key_bytes = 0;
-    if (eq(cipher_alg, "aes-128")) key_bytes = 16;
-    else if (eq(cipher_alg, "aes-192")) key_bytes = 24;
-    else if (eq(cipher_alg, "aes-256")) key_bytes = 32;
-    const bool supported_hash = eq(hash_alg, "sha1") || eq(hash_alg, "sha224") || eq(hash_alg, "sha256") ||
-                                eq(hash_alg, "sha384") || eq(hash_alg, "sha512");
-    if (key_bytes == 0 || eq(cipher_mode, "ctr") || !supported_hash)
-        return guest::create_fail(t, Status::Unsupported,
-                                  "this LUKS cipher, mode or hash is not supported by instar yet");
+    // des, 3des; sm4 (qemu 10.0 has it only with a crypto library that has SM4: Debian's has not).
+    if (!luks_cipher_for_alg(cipher_alg, &cipher_name, &key_bytes))
+        return fail_joined(t, {"Algorithm '", cipher_alg, "' not supported"});
+    // qcrypto_block_luks_essiv_cipher: the IV cipher is the cipher itself when the digest is its key
+    // size, else the same family (aes, serpent, twofish) at the digest's size.
+    if (eq(ivgen_alg, "essiv")) {
+        const size_t dl = luks_digest_len(ivgen_hash_alg);
+        const bool found = luks_essiv_cipher_exists(cipher_name, key_bytes, static_cast<uint32_t>(dl));
+        if (!found && eq(cipher_name, "cast5"))
+            return fail_joined(t, {"Cipher ", cipher_alg, " not supported with essiv"});
+        if (!found) {
+            const char digits[] = {static_cast<char>('0' + dl / 10 % 10), static_cast<char>('0' + dl % 10), 0};
+            const char* family = eq(cipher_name, "aes") ? "AES" : eq(cipher_name, "serpent") ? "Serpent" : "Twofish";
+            return fail_joined(t, {"No ", family, " cipher with key size ", digits, " available"});
+        }
+    }
+    // qemu's nettle backend: xts needs 16-byte blocks (cast5's are 8).
+    if (eq(cipher_mode, "xts") && eq(cipher_name, "cast5"))
+        return guest::create_fail(t, Status::Unsupported, "Unsupported cipher mode xts");
     if (eq(cipher_mode, "xts")) key_bytes *= 2;
-    // qemu-img aborts on a key whose 4000 stripes are not whole sectors (aes-192: 187.5 sectors of key
-    // material; crypto/block.c asserts): such an image would be useless to qemu. Divergence luks-aes-192.
+    // qemu-img aborts on a key whose 4000 stripes are not whole sectors (any 192-bit key outside xts:
+    // 187.5 sectors of key material; crypto/block.c asserts): such an image would be useless to qemu.
+    // Divergence luks-aes-192 (serpent-192, twofish-192 too).
     if (uint64_t{key_bytes} * LUKS_STRIPES % LUKS_SECTOR_SIZE != 0)
-        return guest::create_fail(t, Status::Unsupported,
-                                  "instar does not create aes-192 LUKS images: qemu-img aborts on their key material");
+        return fail_joined(
+            t, {"instar does not create ", cipher_alg, " LUKS images outside xts: qemu-img aborts on their key material"});
 
     LuksHeaderDisk d{};
     const uint8_t magic[6] = {'L', 'U', 'K', 'S', 0xba, 0xbe};
     __builtin_memcpy(d.magic, magic, sizeof magic);
     d.version[1] = 1;
-    copy_str(d.cipher_name, "aes");
+    copy_str(d.cipher_name, cipher_name);
     // "xts-plain64", or with an IV hash "cbc-essiv:sha256" (at most 3 + 1 + 7 + 1 + 9 bytes of 32).
     if (has_ivgen_hash) copy_str(d.cipher_mode, cipher_mode, "-", ivgen_alg, ":", ivgen_hash_alg);
     else copy_str(d.cipher_mode, cipher_mode, "-", ivgen_alg);

@@ -1,6 +1,8 @@
 // The LUKS1 cryptography, all through Debian's nettle (no primitive is written here): PBKDF2,
-// the anti-forensic merge (qemu: crypto/afsplit.c), and sector decryption with qemu's IV
-// generators (crypto/ivgen-plain.c, -plain64.c, -essiv.c).
+// the anti-forensic merge (qemu: crypto/afsplit.c), and sector encryption with qemu's IV
+// generators (crypto/ivgen-plain.c, -plain64.c, -essiv.c). One table of block ciphers (aes,
+// serpent, twofish, cast5 at their LUKS key sizes) and one of hashes (md5, sha1, sha224, sha256,
+// sha384, sha512, ripemd160, sm3) drive every mode: ecb, cbc, ctr and xts (16-byte blocks only).
 #pragma once
 
 #include "luks_header.h"
@@ -12,14 +14,17 @@
 
 namespace instar::luks {
 
-inline constexpr size_t LUKS_MAX_KEY_BYTES = 64;    // aes-256-xts: two 32-byte keys, the largest LUKS1 key
+inline constexpr size_t LUKS_MAX_KEY_BYTES = 64;    // 256-bit xts: two 32-byte keys, the largest LUKS1 key
 inline constexpr size_t LUKS_DIGEST_BYTES = 20;     // LUKS1's master key digest length
+inline constexpr size_t LUKS_MAX_DIGEST_BYTES = 64; // sha512, the longest hash LUKS names
+inline constexpr size_t LUKS_MAX_BLOCK_BYTES = 16;  // aes/serpent/twofish; cast5 has 8
+// nettle's largest key schedule among the ciphers (twofish_ctx: 4256 bytes), rounded up.
+inline constexpr size_t LUKS_CIPHER_CTX_BYTES = 4352;
 // PBKDF2 iterations accepted from an image: far above what qemu's iter-time calibration makes
 // (a few million for 2 s), low enough that a hostile header cannot make unlocking run for hours.
 inline constexpr uint32_t LUKS_MAX_PBKDF2_ITERATIONS = 64u << 20;
 
-// PBKDF2-HMAC with the named hash (sha1, sha224, sha256, sha384, sha512). false: hash not
-// supported.
+// PBKDF2-HMAC with the named hash (any luks_digest_len knows). false: hash not supported.
 bool luks_pbkdf2(const char* hash, const uint8_t* password, size_t password_len, const uint8_t* salt, size_t salt_len,
             uint32_t iterations, uint8_t* out, size_t out_len);
 
@@ -34,6 +39,9 @@ bool af_split(const char* hash, size_t block_len, uint32_t stripes, const uint8_
 // Digest length of a hash af_merge / luks_pbkdf2 know, 0 otherwise.
 size_t luks_digest_len(const char* hash);
 
+// The digest of data[len] with the named hash into out[luks_digest_len(hash)]. false: unknown hash.
+bool luks_hash(const char* hash, const uint8_t* data, size_t len, uint8_t* out);
+
 // A deterministic random bit generator for create (salts, keys, anti-forensic stripes): AES-256 in
 // counter mode, keyed with the host's 32 random bytes (getrandom), through nettle.
 class KeyStream {
@@ -46,11 +54,14 @@ private:
     uint8_t counter_[16] = {};
 };
 
+struct BlockCipherDesc; // a row of luks_crypto.cpp's cipher table
+
 // A sector cipher: the payload's (or a key slot's) cipher, mode and IV generator with one key.
 class SectorCipher {
 public:
-    // Unsupported when the combination is one instar does not implement (only aes, in xts/cbc/ecb).
-    // `for_encryption`: set up the encrypting direction (create, convert -O luks) instead.
+    // Unsupported when qemu's crypto layer has no such combination (xts with cast5's 8-byte
+    // blocks, an unknown cipher, mode or hash). `for_encryption`: set up the encrypting direction
+    // (create, convert -O luks) instead.
     guest::Status init(const LuksHeader& h, const uint8_t* key, size_t key_len, bool for_encryption = false);
     // Decrypts `len` bytes in place: 512-byte sectors numbered from `first_sector` (the last may be short).
     void decrypt(uint64_t first_sector, uint8_t* data, size_t len) const;
@@ -58,13 +69,15 @@ public:
     void encrypt(uint64_t first_sector, uint8_t* data, size_t len) const;
 
 private:
-    void iv_for(uint64_t sector, uint8_t iv[16]) const;
-    uint32_t mode_ = 0;  // 1 xts, 2 cbc, 3 ecb
+    void crypt(uint64_t first_sector, uint8_t* data, size_t len, bool enc) const;
+    void iv_for(uint64_t sector, uint8_t iv[LUKS_MAX_BLOCK_BYTES]) const;
+    const BlockCipherDesc* cipher_ = nullptr;
+    const BlockCipherDesc* essiv_ = nullptr; // essiv only: the IV cipher
+    uint32_t mode_ = 0;  // 1 xts, 2 cbc, 3 ecb, 4 ctr
     uint32_t ivgen_ = 0; // 0 none, 1 plain, 2 plain64, 3 essiv
-    size_t key_bytes_ = 0;
-    alignas(16) mutable uint8_t ctx_[1024] = {}; // nettle's aes or xts context
-    alignas(16) uint8_t essiv_ctx_[512] = {};  // aes encrypt context keyed with hash(key)
-    size_t essiv_key_bytes_ = 0;
+    alignas(16) uint8_t ctx_[LUKS_CIPHER_CTX_BYTES] = {};       // the data key's schedule
+    alignas(16) uint8_t tweak_ctx_[LUKS_CIPHER_CTX_BYTES] = {}; // xts: the tweak key's (encrypting)
+    alignas(16) uint8_t essiv_ctx_[LUKS_CIPHER_CTX_BYTES] = {}; // essiv: keyed with hash(key), encrypting
 };
 
 } // namespace instar::luks

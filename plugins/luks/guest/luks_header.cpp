@@ -26,7 +26,7 @@ struct HashName {
 };
 // qemu's QCryptoHashAlgo names that LUKS headers use.
 constexpr HashName HASHES[] = {{"md5", 16},    {"sha1", 20},   {"sha224", 28},     {"sha256", 32},
-                               {"sha384", 48}, {"sha512", 64}, {"ripemd160", 20}};
+                               {"sha384", 48}, {"sha512", 64}, {"ripemd160", 20}, {"sm3", 32}};
 
 const HashName* find_hash(const char* s, size_t n) {
     for (const auto& h : HASHES)
@@ -62,13 +62,37 @@ const CipherSize* find_cipher(const char* s, size_t n, uint32_t key_bytes) {
     return nullptr;
 }
 
-// The ESSIV cipher is the same algorithm keyed with the hash digest: that key size must exist.
-bool essiv_cipher_exists(const CipherSize& c, uint32_t digest_len) {
-    for (const auto& x : CIPHERS)
-        if (x.luks_name == c.luks_name && x.key_bytes == digest_len) // same table entries' literals
+} // namespace
+
+bool luks_cipher_for_alg(const char* qapi_name, const char** luks_name, uint32_t* key_bytes) {
+    for (const auto& c : CIPHERS) {
+        size_t i = 0;
+        while (qapi_name[i] != 0 && qapi_name[i] == c.qapi_name[i])
+            ++i;
+        if (qapi_name[i] == c.qapi_name[i]) {
+            *luks_name = c.luks_name;
+            *key_bytes = c.key_bytes;
             return true;
+        }
+    }
     return false;
 }
+
+bool luks_essiv_cipher_exists(const char* luks_name, uint32_t key_bytes, uint32_t digest_len) {
+    if (digest_len == key_bytes)
+        return true; // the cipher itself (cast5 with md5)
+    for (const auto& x : CIPHERS) {
+        size_t i = 0;
+        while (luks_name[i] != 0 && luks_name[i] == x.luks_name[i])
+            ++i;
+        // cast5 has no other key size: qemu's "Cipher cast5-128 not supported with essiv".
+        if (luks_name[i] == x.luks_name[i] && x.key_bytes == digest_len)
+            return true;
+    }
+    return false;
+}
+
+namespace {
 
 constexpr const char* MODES[] = {"ecb", "cbc", "xts", "ctr"};
 constexpr const char* IVGENS[] = {"plain", "plain64", "essiv"};
@@ -176,7 +200,7 @@ Status luks_header_parse(const uint8_t* data, size_t len, LuksHeader* out) {
     if (h.ivgen_alg == IVGENS[2]) {
         if (!ivhash)
             return Status::Corrupt; // qemu: "Missing IV generator hash specification"
-        if (!essiv_cipher_exists(*cipher, ivhash->digest_len))
+        if (!luks_essiv_cipher_exists(cipher->luks_name, cipher->key_bytes, ivhash->digest_len))
             return Status::Unsupported;
         h.ivgen_hash_alg = ivhash->name;
     }

@@ -73,6 +73,14 @@ struct LuksHeader {
 // NUL-terminated names, known algorithms, key slot sanity and overlaps).
 Status luks_header_parse(const uint8_t* data, size_t len, LuksHeader* out);
 
+// qemu's LUKS cipher map read backwards: the header's cipher-name and key size (one key; xts has
+// two) of a QAPI cipher-alg ("serpent-192": "serpent", 24). false: no LUKS name (des, 3des, sm4).
+bool luks_cipher_for_alg(const char* qapi_name, const char** luks_name, uint32_t* key_bytes);
+
+// qcrypto_block_luks_essiv_cipher: whether an ESSIV cipher exists for a cipher (LUKS name, one key's
+// size) and an IV hash's digest length: the cipher itself, or its family at the digest's key size.
+bool luks_essiv_cipher_exists(const char* luks_name, uint32_t key_bytes, uint32_t digest_len);
+
 // Emits the body of qemu's ImageInfoSpecificQCow2Encryption for format "luks", inside an open object.
 void luks_header_report(const LuksHeader& h, bool with_detached_header, guest::InfoSink& sink);
 

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -47,19 +48,128 @@ TEST_CASE("pbkdf2 known answers") {
     CHECK(hex(out, 20) == "ea6c014dc72d6f8ccd1ed92ace1d41f0d8de8957");
     REQUIRE(instar::luks::luks_pbkdf2("sha256", pw, 8, salt, 4, 1, out, 32));
     CHECK(hex(out, 32) == "120fb6cffcf8b32c43e7225256c4f837a86548c92ccc35480805987cb70be17b");
-    CHECK_FALSE(instar::luks::luks_pbkdf2("md5", pw, 8, salt, 4, 1, out, 16));
+    // PBKDF2-HMAC-MD5 and -RIPEMD160 (qemu's nettle PBKDF2 has both; python3 hashlib.pbkdf2_hmac).
+    REQUIRE(instar::luks::luks_pbkdf2("md5", pw, 8, salt, 4, 1, out, 16));
+    CHECK(hex(out, 16) == "f31afb6d931392daa5e3130f47f9a9b6");
+    REQUIRE(instar::luks::luks_pbkdf2("ripemd160", pw, 8, salt, 4, 2, out, 20));
+    CHECK(hex(out, 20) == "768dcc27b7bfdef794a1ff9d935090fcf598555e");
+    CHECK_FALSE(instar::luks::luks_pbkdf2("sha3-256", pw, 8, salt, 4, 1, out, 16));
     // PBKDF2-HMAC-SHA224, "password"/"salt", 1 iteration (python3 hashlib.pbkdf2_hmac).
     REQUIRE(instar::luks::luks_pbkdf2("sha224", pw, 8, salt, 4, 1, out, 28));
     CHECK(hex(out, 28) == "3c198cbdb9464b7857966bd05b7bc92bc1cc4e6e63155d4e490557fd");
 }
 
+TEST_CASE("pbkdf2 ripemd160: qemu's test-crypto-pbkdf vector") {
+    const std::string key(129, 'X');
+    const char* salt = "pass phrase exceeds block size";
+    std::uint8_t out[32];
+    REQUIRE(instar::luks::luks_pbkdf2("ripemd160", reinterpret_cast<const std::uint8_t*>(key.data()), key.size(),
+                                      reinterpret_cast<const std::uint8_t*>(salt), 30, 1200, out, 32));
+    CHECK(hex(out, 32) == "d6cbd8a7db0ca22a235e47afdbdaa8efe4010d6fb533c8bdcebf91148b5c4841");
+}
+
+TEST_CASE("hash known answers") {
+    const auto* abc = reinterpret_cast<const std::uint8_t*>("abc");
+    const std::pair<const char*, const char*> vectors[] = {
+        {"md5", "900150983cd24fb0d6963f7d28e17f72"},
+        {"sha1", "a9993e364706816aba3e25717850c26c9cd0d89d"},
+        {"sha224", "23097d223405d8228642a477bda255b32aadbce4bda0b3f7e36c9da7"},
+        {"sha256", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
+        {"ripemd160", "8eb208f7e05d987a9b044a8e98c6b087f15a0bfc"},
+        // GB/T 32905-2016 example 1
+        {"sm3", "66c7f0f462eeedd9d1f2d46bdc10e4e24167c4875cf2f7a2297da02b8f4ba8e0"},
+    };
+    for (const auto& [name, digest] : vectors) {
+        std::uint8_t out[64];
+        REQUIRE(instar::luks::luks_hash(name, abc, 3, out));
+        CHECK(hex(out, instar::luks::luks_digest_len(name)) == digest);
+    }
+    CHECK(instar::luks::luks_digest_len("sha384") == 48);
+    CHECK(instar::luks::luks_digest_len("sha512") == 64);
+    CHECK(instar::luks::luks_digest_len("sm3") == 32);
+    CHECK(instar::luks::luks_digest_len("sha3-256") == 0);
+}
+
+namespace {
+
+std::vector<std::uint8_t> unhex(const char* s) {
+    std::vector<std::uint8_t> v;
+    for (; s[0] && s[1]; s += 2) v.push_back(static_cast<std::uint8_t>(std::stoi(std::string(s, 2), nullptr, 16)));
+    return v;
+}
+
+} // namespace
+
+// One block through SectorCipher in ecb mode, both ways: qemu's tests/unit/test-crypto-cipher.c
+// vectors (libgcrypt's serpent, the Twofish paper's, RFC 2144's cast5).
+TEST_CASE("block cipher known answers") {
+    struct Kat {
+        const char* name;
+        const char* key;
+        const char* plain;
+        const char* cipher;
+    };
+    const Kat kats[] = {
+        {"cast5", "0123456712345678234567893456789a", "0123456789abcdef", "238b4fe5847e44b2"},
+        {"serpent", "00000000000000000000000000000000", "d29d576fcea3a3a7ed9099f29273d78e",
+         "b2288b968ae8b08648d1ce9606fd992d"},
+        {"serpent", "000000000000000000000000000000000000000000000000", "d29d576fceaba3a7ed9899f2927bd78e",
+         "130e353e1037c22405e8faefb2c3c3e9"},
+        {"serpent", "0000000000000000000000000000000000000000000000000000000000000000",
+         "00000000010000000200000003000000", "2061a42782bd52ec691ec383b03ba77c"},
+        {"twofish", "d491db16e7b1c39e86cb086b789f5419", "019f9809de1711858faac3a3ba20fbc3",
+         "6363977de839486297e661c6c9d668eb"},
+        {"twofish", "88b2b2706b105e36b446bb6d731a1e88efa71f788965bd44", "39da69d6ba4997d585b6dc073ca341b2",
+         "182b02d81497ea45f9daacdc29193a65"},
+        {"twofish", "d43bb7556ea32e46f2a282b7d45b4e0d57ff739d4dc92c1bd7fc01700cc8216f",
+         "90afe91bb288544f2c32dc239b2635e6", "6cb4561c40bf0a9705931cb6d408e7fa"},
+    };
+    for (const Kat& k : kats) {
+        CAPTURE(k.name);
+        CAPTURE(k.key);
+        const auto key = unhex(k.key);
+        const auto plain = unhex(k.plain);
+        instar::luks::LuksHeader h;
+        h.cipher_name = k.name;
+        h.cipher_mode = "ecb";
+        h.ivgen_alg = "plain64";
+        auto enc = std::make_unique<instar::luks::SectorCipher>();
+        REQUIRE(enc->init(h, key.data(), key.size(), true) == Status::Ok);
+        auto buf = plain;
+        enc->encrypt(0, buf.data(), buf.size());
+        CHECK(hex(buf.data(), buf.size()) == k.cipher);
+        auto dec = std::make_unique<instar::luks::SectorCipher>();
+        REQUIRE(dec->init(h, key.data(), key.size()) == Status::Ok);
+        dec->decrypt(7, buf.data(), buf.size());
+        CHECK(buf == plain);
+    }
+    // qemu has no xts over 8-byte blocks, nor a cipher at a key size outside its map.
+    instar::luks::LuksHeader h;
+    h.cipher_name = "cast5";
+    h.cipher_mode = "xts";
+    h.ivgen_alg = "plain64";
+    std::uint8_t key[32] = {};
+    auto c = std::make_unique<instar::luks::SectorCipher>();
+    CHECK(c->init(h, key, 32) == Status::Unsupported);
+    h.cipher_name = "serpent";
+    h.cipher_mode = "cbc";
+    CHECK(c->init(h, key, 20) == Status::Unsupported);
+    h.cipher_name = "sm4";
+    CHECK(c->init(h, key, 16) == Status::Unsupported);
+}
+
 TEST_CASE("qemu-made headers parse") {
-    for (const char* name : {"header-xts.bin", "header-cbc-essiv.bin"}) {
+    const std::pair<const char*, const char*> headers[] = {{"header-xts.bin", "aes-256"},
+                                                           {"header-cbc-essiv.bin", "aes-128"},
+                                                           {"header-cast5-ctr-md5.bin", "cast5-128"},
+                                                           {"header-twofish-essiv-ripemd160.bin", "twofish-256"}};
+    for (const auto& [name, alg] : headers) {
+        CAPTURE(name);
         auto bytes = corpus(name);
         REQUIRE(bytes.size() == 4096);
         instar::luks::LuksHeader h;
         CHECK(instar::luks::luks_header_parse(bytes.data(), bytes.size(), &h) == Status::Ok);
-        CHECK(std::strcmp(h.cipher_name, "aes") == 0);
+        CHECK(std::strcmp(h.cipher_alg, alg) == 0);
         CHECK(h.slots[0].active);
     }
 }
@@ -120,7 +230,8 @@ struct Sink final : instar::guest::ReasonSink {
 };
 
 // create_writer with `opts`, the disk filled with a pattern, then the image unlocked and read back.
-void round_trip(std::vector<std::pair<std::string, std::string>> opts, std::uint64_t size) {
+void round_trip(std::vector<std::pair<std::string, std::string>> opts, std::uint64_t size,
+                std::uint32_t qemu_version = 70200) {
     using namespace instar;
     hosted::MemoryTarget target;
     hosted::BudgetAllocator alloc(64 << 20);
@@ -136,7 +247,7 @@ void round_trip(std::vector<std::pair<std::string, std::string>> opts, std::uint
     req.option_count = static_cast<std::uint32_t>(o.size());
     req.file_name = "t.luks";
     req.random = random;
-    req.qemu_version = 70200;
+    req.qemu_version = qemu_version;
     req.allocator = &alloc;
     req.secret = PASS;
     req.secret_len = sizeof PASS;
@@ -180,6 +291,21 @@ TEST_CASE("created images unlock and read back") {
     round_trip({{"cipher-alg", "aes-128"}, {"hash-alg", "sha512"}, {"ivgen-alg", "plain"}}, 256 * 1024);
     round_trip({{"cipher-mode", "ecb"}, {"hash-alg", "sha384"}}, 200 * 1024);
     round_trip({{"hash-alg", "sha224"}}, 128 * 1024);
+    // The other ciphers, modes and hashes: each at least once.
+    round_trip({{"cipher-alg", "serpent-256"}, {"hash-alg", "ripemd160"}}, 128 * 1024);
+    round_trip({{"cipher-alg", "twofish-128"}, {"cipher-mode", "cbc"}, {"ivgen-alg", "essiv"}}, 128 * 1024);
+    round_trip({{"cipher-alg", "cast5-128"}, {"cipher-mode", "ctr"}, {"hash-alg", "md5"}}, 128 * 1024 + 512);
+    round_trip({{"cipher-alg", "cast5-128"}, {"cipher-mode", "cbc"}, {"ivgen-alg", "essiv"},
+                {"ivgen-hash-alg", "md5"}},
+               160 * 1024);
+    round_trip({{"cipher-alg", "serpent-192"}, {"cipher-mode", "xts"}, {"ivgen-alg", "plain"}}, 128 * 1024);
+    round_trip({{"cipher-alg", "aes-192"}, {"cipher-mode", "xts"}}, 128 * 1024);
+    round_trip({{"cipher-alg", "twofish-256"}, {"cipher-mode", "ecb"}}, 128 * 1024);
+    round_trip({{"hash-alg", "sm3"}, {"cipher-mode", "cbc"}, {"ivgen-alg", "essiv"}, {"ivgen-hash-alg", "sm3"}},
+               128 * 1024, 100002); // qemu 10.0
+    round_trip({{"cipher-alg", "aes-256"}, {"cipher-mode", "ctr"}, {"ivgen-alg", "essiv"},
+                {"ivgen-hash-alg", "md5"}},
+               128 * 1024);
 }
 
 TEST_CASE("create refusals") {
@@ -204,10 +330,25 @@ TEST_CASE("create refusals") {
     static const std::uint8_t PASS[] = {'p'};
     req.secret = PASS;
     req.secret_len = 1;
-    guest::CreateOption twofish[] = {{"key-secret", "s"}, {"cipher-alg", "twofish-128"}};
-    req.options = twofish;
-    req.option_count = 2;
-    CHECK(luks::create(req, target) == guest::Status::Unsupported);
+    // qemu's messages for what its LUKS has no cipher for.
+    const std::pair<std::vector<guest::CreateOption>, const char*> refused[] = {
+        {{{"key-secret", "s"}, {"cipher-alg", "3des"}}, "Algorithm '3des' not supported"},
+        {{{"key-secret", "s"}, {"cipher-alg", "cast5-128"}}, "Unsupported cipher mode xts"},
+        {{{"key-secret", "s"}, {"cipher-alg", "cast5-128"}, {"cipher-mode", "cbc"}, {"ivgen-alg", "essiv"}},
+         "Cipher cast5-128 not supported with essiv"},
+        {{{"key-secret", "s"}, {"cipher-alg", "serpent-128"}, {"ivgen-alg", "essiv"}, {"ivgen-hash-alg", "sha1"}},
+         "No Serpent cipher with key size 20 available"},
+    };
+    for (const auto& [opts, text] : refused) {
+        req.options = opts.data();
+        req.option_count = static_cast<std::uint32_t>(opts.size());
+        CHECK(luks::create(req, target) == guest::Status::Unsupported);
+        CHECK(target.reason_text() == text);
+    }
+    guest::CreateOption twofish192[] = {{"key-secret", "s"}, {"cipher-alg", "twofish-192"}, {"cipher-mode", "ctr"}};
+    req.options = twofish192;
+    req.option_count = 3;
+    CHECK(luks::create(req, target) == guest::Status::Unsupported); // qemu-img aborts on these
     guest::CreateOption aes192[] = {{"key-secret", "s"}, {"cipher-alg", "aes-192"}, {"cipher-mode", "cbc"}};
     req.options = aes192;
     req.option_count = 3;
