@@ -170,6 +170,17 @@ def main():
                         probs.append(f'qemu {ver} check {c.returncode} {c.stdout.strip()}')
             results.append((f'convert -n {name}', probs))
 
+        # The same through the process sandbox (its own runtime build): convert -O, verified by qemu.
+        out = os.path.join(d, 'process.qcow2')
+        c = qrun([instar, '--sandbox', 'process', 'convert', '--object', SECRET, '-f', 'raw', '-O', 'qcow2', '-o',
+                  LUKS, src, out])
+        probs = [] if c.returncode == 0 else [f'exit {c.returncode}: {c.stderr.strip()}']
+        if not probs:
+            q = qrun([qemu72, 'compare', '--object', SECRET, '--image-opts', opts(out), f'driver=raw,file.filename={src}'])
+            if q.returncode != 0:
+                probs.append(f'qemu compare {q.returncode} {q.stdout.strip()} {q.stderr.strip()}')
+        results.append(('convert -O qcow2 luks (process sandbox)', probs))
+
         # Legacy aes has nothing random: with other options (preallocation, extended L2, refcount
         # widths, a backing file) instar's images must be qemu-img's bytes, created and converted.
         base = os.path.join(d, 'base.qcow2')
