@@ -5,13 +5,11 @@
 namespace instar::qcow2 {
 namespace {
 
-constexpr const char* NOT_YET_ENCRYPT = "encrypted qcow2 images cannot be created yet";
 constexpr const char* COMPAT_CHOICES[] = {"0.10", "1.1", "v2", "v3", nullptr};
 constexpr const char* COMPRESSION_CHOICES[] = {"zlib", "zstd", nullptr};
 constexpr const char* PREALLOC_CHOICES[] = {"off", "metadata", "falloc", "full", nullptr};
 
 constexpr OptionPolicy H = OptionPolicy::Honoured;
-constexpr OptionPolicy R = OptionPolicy::Rejected;
 constexpr OptionType STR = OptionType::String;
 
 } // namespace
@@ -20,20 +18,20 @@ constexpr OptionType STR = OptionType::String;
 // default_value is qemu's def_value_str, which that line prints for keys the user did not set.
 const OptionDesc OPTIONS[] = {
     {"encryption", OptionType::Bool, nullptr,
-     "Encrypt the image with format 'aes'. (Deprecated in favor of encrypt.format=aes)", R,
-     "qcow2 AES encryption is insecure and deprecated; instar never creates it", nullptr, 0, 0},
-    {"encrypt.format", STR, nullptr, "Encrypt the image, format choices: 'aes', 'luks'", R, NOT_YET_ENCRYPT,
+     "Encrypt the image with format 'aes'. (Deprecated in favor of encrypt.format=aes)", H, nullptr,
      nullptr, 0, 0},
-    {"encrypt.key-secret", STR, nullptr, "ID of secret providing qcow AES key or LUKS passphrase", R,
-     NOT_YET_ENCRYPT, nullptr, 0, 0},
-    {"encrypt.cipher-alg", STR, nullptr, "Name of encryption cipher algorithm", R, NOT_YET_ENCRYPT, nullptr, 0, 0},
-    {"encrypt.cipher-mode", STR, nullptr, "Name of encryption cipher mode", R, NOT_YET_ENCRYPT, nullptr, 0, 0},
-    {"encrypt.ivgen-alg", STR, nullptr, "Name of IV generator algorithm", R, NOT_YET_ENCRYPT, nullptr, 0, 0},
-    {"encrypt.ivgen-hash-alg", STR, nullptr, "Name of IV generator hash algorithm", R, NOT_YET_ENCRYPT, nullptr,
+    {"encrypt.format", STR, nullptr, "Encrypt the image, format choices: 'aes', 'luks'", H, nullptr,
+     nullptr, 0, 0},
+    {"encrypt.key-secret", STR, nullptr, "ID of secret providing qcow AES key or LUKS passphrase", H,
+     nullptr, nullptr, 0, 0},
+    {"encrypt.cipher-alg", STR, nullptr, "Name of encryption cipher algorithm", H, nullptr, nullptr, 0, 0},
+    {"encrypt.cipher-mode", STR, nullptr, "Name of encryption cipher mode", H, nullptr, nullptr, 0, 0},
+    {"encrypt.ivgen-alg", STR, nullptr, "Name of IV generator algorithm", H, nullptr, nullptr, 0, 0},
+    {"encrypt.ivgen-hash-alg", STR, nullptr, "Name of IV generator hash algorithm", H, nullptr, nullptr,
      0, 0},
-    {"encrypt.hash-alg", STR, nullptr, "Name of encryption hash algorithm", R, NOT_YET_ENCRYPT, nullptr, 0, 0},
-    {"encrypt.iter-time", OptionType::Number, nullptr, "Time to spend in PBKDF in milliseconds", R,
-     NOT_YET_ENCRYPT, nullptr, 0, 0},
+    {"encrypt.hash-alg", STR, nullptr, "Name of encryption hash algorithm", H, nullptr, nullptr, 0, 0},
+    {"encrypt.iter-time", OptionType::Number, nullptr, "Time to spend in PBKDF in milliseconds", H,
+     nullptr, nullptr, 0, 0},
     {"cluster_size", OptionType::Size, "65536", "qcow2 cluster size", H, nullptr, nullptr, 0, 0},
     {"extended_l2", OptionType::Bool, "off", "Extended L2 tables", H, nullptr, nullptr, 0, 0},
     {"preallocation", STR, nullptr, "Preallocation mode (allowed values: off, metadata, falloc, full)", H, nullptr,

@@ -55,6 +55,13 @@ const Divergence DIVERGENCES[] = {
      "refcount block outside it, snapshot table fixes or zeroed misaligned entries; persistent bitmaps are "
      "left in place (qemu-img re-stores them when it closes the image)",
      "those repairs allocate new metadata and are not built yet; a repair is never left half done"},
+    {"qcow2-encrypt-iter-time", "create",
+     "encrypt.format=luks: PBKDF2 iteration counts come from encrypt.iter-time by the luks plugin's fixed rate "
+     "per hash (luks-iter-time), not by qemu's timing loop",
+     "the guest has no clock to calibrate with; the rate is what qemu 7.2 measured on the build machine"},
+    {"qcow2-encrypt-compress-existing", "convert",
+     "convert -n -c into an encrypted qcow2 image is refused before anything is written",
+     "qemu-img fails with an I/O error at the first compressed cluster, leaving the image partly written"},
 };
 const std::uint32_t DIVERGENCE_COUNT = sizeof DIVERGENCES / sizeof DIVERGENCES[0];
 

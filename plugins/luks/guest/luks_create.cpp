@@ -177,15 +177,42 @@ private:
     uint8_t* bounce_;
 };
 
-// qcrypto_block_luks_create and block/crypto.c's create: the header, key slot 0 holding the master
-// key for the passphrase, the file grown to payload + size. Sets up `*payload` for writing.
-Status make_image(const CreateRequest& req, CreateTarget& t, Payload* payload) {
+// An option's key with its prefix ("encrypt.cipher-alg"): both are short literals.
+struct Key {
+    char text[48] = {};
+    Key(const char* prefix, const char* name) {
+        size_t at = 0;
+        const char* const parts[] = {prefix, name};
+        for (const char* s : parts)
+            for (size_t i = 0; s[i] != 0 && at + 1 < sizeof text; ++i) text[at++] = s[i];
+    }
+};
+
+const char* option(const CreateRequest& req, const char* prefix, const char* name) {
+    return guest::create_option(req, Key(prefix, name).text);
+}
+
+Status fail_text(CreateTarget& t, Status st, const char* a, const char* b, const char* c = "") {
+    char text[guest::CREATE_MAX_REASON];
+    size_t at = 0;
+    const char* const parts[] = {a, b, c};
+    for (const char* s : parts)
+        for (size_t i = 0; s[i] != 0 && at + 1 < sizeof text; ++i) text[at++] = s[i];
+    text[at] = 0;
+    return guest::create_fail(t, st, text);
+}
+
+} // namespace
+
+// qcrypto_block_luks_create: the header, key slot 0 holding the master key for the passphrase.
+Status luks_create_header(const CreateRequest& req, CreateTarget& t, const char* prefix, LuksHeaderTarget& out,
+                          SectorCipher* payload, uint64_t* header_len) {
     const uint32_t v = req.qemu_version;
-    const char* cipher_alg = guest::create_option(req, "cipher-alg");
-    const char* cipher_mode = guest::create_option(req, "cipher-mode");
-    const char* ivgen_alg = guest::create_option(req, "ivgen-alg");
-    const char* ivgen_hash_alg = guest::create_option(req, "ivgen-hash-alg");
-    const char* hash_alg = guest::create_option(req, "hash-alg");
+    const char* cipher_alg = option(req, prefix, "cipher-alg");
+    const char* cipher_mode = option(req, prefix, "cipher-mode");
+    const char* ivgen_alg = option(req, prefix, "ivgen-alg");
+    const char* ivgen_hash_alg = option(req, prefix, "ivgen-hash-alg");
+    const char* hash_alg = option(req, prefix, "hash-alg");
     // The QAPI visitor checks every value before the driver runs.
     struct Check {
         const char* key;
@@ -210,9 +237,9 @@ Status make_image(const CreateRequest& req, CreateTarget& t, Payload* payload) {
         return guest::create_fail(t, Status::Invalid, text);
     }
     uint64_t iter_time = DEFAULT_ITER_TIME_MS;
-    if (!guest::create_option_u64(req, "iter-time", DEFAULT_ITER_TIME_MS, &iter_time))
-        return guest::create_fail(t, Status::Invalid, "Parameter 'iter-time' expects a number");
-    if (guest::create_option_bool(req, "detached-header", false))
+    if (!guest::create_option_u64(req, Key(prefix, "iter-time").text, DEFAULT_ITER_TIME_MS, &iter_time))
+        return fail_text(t, Status::Invalid, "Parameter '", Key(prefix, "iter-time").text, "' expects a number");
+    if (guest::create_option_bool(req, Key(prefix, "detached-header").text, false))
         return guest::create_fail(t, Status::Unsupported, "instar cannot create detached LUKS headers yet");
     // qcrypto_block_luks_create's defaults.
     if (cipher_alg == nullptr) cipher_alg = "aes-256";
@@ -222,7 +249,7 @@ Status make_image(const CreateRequest& req, CreateTarget& t, Payload* payload) {
     const bool has_ivgen_hash = ivgen_hash_alg != nullptr || eq(ivgen_alg, "essiv");
     if (ivgen_hash_alg == nullptr && eq(ivgen_alg, "essiv")) ivgen_hash_alg = "sha256";
     if (req.secret == nullptr)
-        return guest::create_fail(t, Status::Invalid, "Parameter 'key-secret' is required for cipher");
+        return fail_text(t, Status::Invalid, "Parameter '", Key(prefix, "key-secret").text, "' is required for cipher");
     if (iter_time > UINT32_MAX)
         return guest::create_fail(t, Status::Invalid, "PBKDF iterations too large: lower iter-time");
 
@@ -293,7 +320,7 @@ Status make_image(const CreateRequest& req, CreateTarget& t, Payload* payload) {
     }
     const uint32_t payload_sectors = HEADER_SECTORS + LUKS_NUM_KEY_SLOTS * split_sectors;
     put_be32(d.payload_offset_sector, payload_sectors);
-    payload->offset = uint64_t{payload_sectors} * LUKS_SECTOR_SIZE;
+    *header_len = uint64_t{payload_sectors} * LUKS_SECTOR_SIZE;
 
     // Key slot 0 (qcrypto_block_luks_store_key).
     LuksKeySlotDisk& s0 = d.key_slots[0];
@@ -304,12 +331,7 @@ Status make_image(const CreateRequest& req, CreateTarget& t, Payload* payload) {
     if (const Status st = luks_header_parse(reinterpret_cast<const uint8_t*>(&d), sizeof d, &h); st != Status::Ok)
         return guest::create_fail(t, Status::Unsupported, "this LUKS cipher, mode or hash combination is invalid");
 
-    if (req.size > UINT64_MAX - payload->offset)
-        return guest::create_fail(t, Status::Invalid, "The image size is too large for file format 'luks'");
-    guest::Prealloc mode = guest::Prealloc::Off;
-    if (!guest::create_option_prealloc(req, &mode) || mode == guest::Prealloc::Metadata)
-        return guest::create_fail(t, Status::Invalid, "Unsupported preallocation mode");
-    if (const Status st = t.set_length(t.image(), payload->offset + req.size, mode); st != Status::Ok) return st;
+    if (const Status st = out.init(*header_len); st != Status::Ok) return st;
 
     // The split key: 4000 stripes (the first 3999 random), encrypted with the slot key.
     auto* split = static_cast<uint8_t*>(req.allocator->allocate(2 * split_len, 16));
@@ -325,10 +347,10 @@ Status make_image(const CreateRequest& req, CreateTarget& t, Payload* payload) {
     if (st == Status::Ok) st = slot_cipher->init(h, slot_key, key_bytes, true);
     if (st == Status::Ok) {
         slot_cipher->encrypt(0, split, static_cast<size_t>(split_len));
-        st = t.image().write(uint64_t{HEADER_SECTORS} * LUKS_SECTOR_SIZE, split, static_cast<size_t>(split_len));
+        st = out.write(uint64_t{HEADER_SECTORS} * LUKS_SECTOR_SIZE, split, static_cast<size_t>(split_len));
     }
-    if (st == Status::Ok) st = t.image().write(0, &d, sizeof d);
-    if (st == Status::Ok) st = payload->cipher.init(h, master_key, key_bytes, true);
+    if (st == Status::Ok) st = out.write(0, &d, sizeof d);
+    if (st == Status::Ok) st = payload->init(h, master_key, key_bytes, true);
     if (slot_cipher != nullptr) {
         __builtin_memset(static_cast<void*>(slot_cipher), 0, sizeof *slot_cipher);
         guest::arena_delete(*req.allocator, slot_cipher);
@@ -340,6 +362,34 @@ Status make_image(const CreateRequest& req, CreateTarget& t, Payload* payload) {
     if (st == Status::Unsupported)
         return guest::create_fail(t, st, "this LUKS cipher, mode or hash is not supported by instar yet");
     return st;
+}
+
+namespace {
+
+// block/crypto.c's create: the luks file holds the header, then the payload (the disk).
+class FileHeader final : public LuksHeaderTarget {
+public:
+    FileHeader(const CreateRequest& req, CreateTarget& t) : req_(req), t_(t) {}
+    Status init(uint64_t header_len) override {
+        if (req_.size > UINT64_MAX - header_len)
+            return guest::create_fail(t_, Status::Invalid, "The image size is too large for file format 'luks'");
+        guest::Prealloc mode = guest::Prealloc::Off;
+        if (!guest::create_option_prealloc(req_, &mode) || mode == guest::Prealloc::Metadata)
+            return guest::create_fail(t_, Status::Invalid, "Unsupported preallocation mode");
+        return t_.set_length(t_.image(), header_len + req_.size, mode);
+    }
+    Status write(uint64_t offset, const void* buf, size_t len) override { return t_.image().write(offset, buf, len); }
+
+private:
+    const CreateRequest& req_;
+    CreateTarget& t_;
+};
+
+// The luks image: header, key slot 0 holding the master key for the passphrase, the file grown to
+// payload + size. Sets up `*payload` for writing.
+Status make_image(const CreateRequest& req, CreateTarget& t, Payload* payload) {
+    FileHeader file(req, t);
+    return luks_create_header(req, t, "", file, &payload->cipher, &payload->offset);
 }
 
 Status new_writer(BlockDevice& dev, guest::Allocator& alloc, uint64_t size, const Payload& payload,

@@ -3,10 +3,31 @@
 // --object secret (CreateRequest::secret / OpenRequest::secret).
 #pragma once
 
+#include "luks_crypto.h"
+
 #include <instar/guest/create_api.h>
 #include <instar/guest/write_api.h>
 
 namespace instar::luks {
+
+// Where a new LUKS header goes (qemu's QCryptoBlockInitFunc / QCryptoBlockWriteFunc): the luks
+// format's own file, or a qcow2 image's crypto header clusters.
+class LuksHeaderTarget {
+public:
+    // Room for `header_len` bytes (the header and the key slots: the payload offset), offsets from 0.
+    virtual guest::Status init(uint64_t header_len) = 0;
+    virtual guest::Status write(uint64_t offset, const void* buf, size_t len) = 0;
+
+protected:
+    ~LuksHeaderTarget() = default;
+};
+
+// qcrypto_block_luks_create: checks the options `prefix` + "cipher-alg", "cipher-mode",
+// "ivgen-alg", "ivgen-hash-alg", "hash-alg", "iter-time" (prefix "" for luks, "encrypt." for qcow2),
+// makes key slot 0 for req.secret and writes the header through `out`. `payload` is set up to
+// encrypt; `*header_len` is the header's length (the payload offset). Failures go to `t`.
+guest::Status luks_create_header(const guest::CreateRequest& req, guest::CreateTarget& t, const char* prefix,
+                                 LuksHeaderTarget& out, SectorCipher* payload, uint64_t* header_len);
 
 guest::Status create(const guest::CreateRequest& req, guest::CreateTarget& target);
 guest::Status create_writer(const guest::CreateRequest& req, guest::CreateTarget& target, guest::ImageWriter** out);

@@ -10,6 +10,8 @@
 #include "qcow2_header.h"
 #include "qcow2_limits.h"
 
+#include "luks_create.h"
+
 #include <instar/guest/arena_new.h>
 #include <instar/guest/format_util.h>
 
@@ -91,7 +93,73 @@ Qcow2HeaderState header_state(const Qcow2CreateSettings& s, const Qcow2Alloc& a,
     h.compression_type = s.compression_type;
     h.backing_file = s.backing_file;
     h.backing_fmt = s.backing_fmt;
+    h.crypt_method = s.crypt_method;
     return h;
+}
+
+// qcow2_crypto_hdr_init_func / _write_func: the LUKS header in clusters of its own (allocated after
+// the layout, zero-filled), written through the image.
+class CryptoHeader final : public luks::LuksHeaderTarget {
+public:
+    CryptoHeader(Qcow2NewImage& img, CreateTarget& target) : img_(img), target_(target) {}
+    Status init(uint64_t header_len) override {
+        const int64_t r = img_.a.alloc_clusters(header_len);
+        if (r < 0)
+            return fail(r, "Cannot allocate cluster for LUKS header size ", header_len);
+        img_.crypto_header_offset = static_cast<uint64_t>(r);
+        img_.crypto_header_length = header_len;
+        const uint64_t cs = img_.a.cluster_size();
+        const int64_t z = img_.t.write_zeros(img_.crypto_header_offset, (header_len + cs - 1) / cs * cs);
+        return z < 0 ? fail(z, "Could not zero fill encryption header", UINT64_MAX) : Status::Ok;
+    }
+    Status write(uint64_t offset, const void* buf, size_t len) override {
+        if (offset > img_.crypto_header_length || len > img_.crypto_header_length - offset)
+            return create_fail(target_, Status::Invalid, "Request for data outside of extension header");
+        return img_.a.write(img_.crypto_header_offset + offset, buf, len) < 0 ? Status::IoError : Status::Ok;
+    }
+
+private:
+    // error_setg_errno's "<what>[<n>]: <strerror>".
+    Status fail(int64_t err, const char* what, uint64_t n) {
+        char text[guest::CREATE_MAX_REASON] = {};
+        qcow2_append(text, sizeof text, what);
+        if (n != UINT64_MAX)
+            append_u64(text, sizeof text, n);
+        qcow2_append(text, sizeof text, err == QCOW2_ENOMEM ? ": Cannot allocate memory"
+                                        : err == QCOW2_EFBIG ? ": File too large"
+                                                             : ": Input/output error");
+        return create_fail(target_, err == QCOW2_ENOMEM ? Status::NoMemory : Status::IoError, text);
+    }
+    Qcow2NewImage& img_;
+    CreateTarget& target_;
+};
+
+// qcow2_set_up_encryption: LUKS gets its header (luks plugin code) in clusters of its own; the
+// legacy AES method has no header (crypto/block-qcow.c: the secret's first 16 bytes, zero-padded,
+// are the AES-128-CBC key with plain64 IVs of guest sectors).
+Status set_up_encryption(const CreateRequest& req, CreateTarget& target, Qcow2NewImage& img) {
+    guest::Allocator& alloc = *req.allocator;
+    img.cipher = guest::arena_new<luks::SectorCipher>(alloc);
+    if (img.cipher == nullptr)
+        return fail_errno(target, QCOW2_ENOMEM);
+    if (img.s.crypt_method == QCOW_CRYPT_LUKS) {
+        img.crypt_physical_offset = true;
+        CryptoHeader out(img, target);
+        uint64_t header_len = 0;
+        return luks::luks_create_header(req, target, "encrypt.", out, img.cipher, &header_len);
+    }
+    if (req.secret == nullptr)
+        return create_fail(target, Status::Invalid, "Parameter 'encrypt.key-secret' is required for cipher");
+    uint8_t key[16] = {};
+    for (size_t i = 0; i < sizeof key && i < req.secret_len && req.secret[i] != 0; ++i)
+        key[i] = req.secret[i];
+    luks::LuksHeader lh;
+    lh.cipher_name = "aes";
+    lh.cipher_mode = "cbc";
+    lh.ivgen_alg = "plain64";
+    const Status st = img.cipher->init(lh, key, sizeof key, true);
+    __builtin_memset(key, 0, sizeof key);
+    return st;
 }
 
 // The truncate from 0 to the virtual size: L1 table, then the preallocation.
@@ -151,6 +219,15 @@ Status create_begin(const CreateRequest& req, CreateTarget& target, Qcow2NewImag
         create_release(img, alloc);
         return fail_errno(target, r);
     }
+    if (img->s.crypt_method != QCOW_CRYPT_NONE) {
+        if (const Status enc = set_up_encryption(req, target, *img); enc != Status::Ok) {
+            create_release(img, alloc);
+            return enc;
+        }
+        // The LUKS header's allocation can leave holes (refcount blocks placed inside the range
+        // first tried); the writer's qemu reopens the image and fills them first.
+        img->a.reopen();
+    }
     *out = img;
     return Status::Ok;
 }
@@ -165,7 +242,13 @@ Status create_end(Qcow2NewImage& img, CreateTarget& target, guest::Allocator& al
         return fail_errno(target, QCOW2_ENOMEM);
     if (s.backing_file != nullptr && str_len(s.backing_file) > QCOW2_MAX_BACKING_FILE_NAME)
         return backing_error(target, s, "Invalid argument", Status::Invalid);
-    if (!qcow2_build_header_cluster(header_state(s, a, t), header.p, static_cast<size_t>(cs)))
+    Qcow2HeaderState hs = header_state(s, a, t);
+    if (s.crypt_method == QCOW_CRYPT_LUKS) {
+        hs.has_crypto_header = true;
+        hs.crypto_header_offset = img.crypto_header_offset;
+        hs.crypto_header_length = img.crypto_header_length;
+    }
+    if (!qcow2_build_header_cluster(hs, header.p, static_cast<size_t>(cs)))
         return backing_error(target, s, "No space left on device", Status::TooLarge);
 
     int64_t r = t.flush();
@@ -182,7 +265,13 @@ Status create_end(Qcow2NewImage& img, CreateTarget& target, guest::Allocator& al
     return Status::Ok;
 }
 
-void create_release(Qcow2NewImage* img, guest::Allocator& alloc) { guest::arena_delete(alloc, img); }
+void create_release(Qcow2NewImage* img, guest::Allocator& alloc) {
+    if (img->cipher != nullptr) {
+        __builtin_memset(static_cast<void*>(img->cipher), 0, sizeof *img->cipher);
+        guest::arena_delete(alloc, img->cipher);
+    }
+    guest::arena_delete(alloc, img);
+}
 
 Status create(const CreateRequest& req, CreateTarget& target) {
     Qcow2NewImage* img = nullptr;

@@ -5,6 +5,8 @@
 #include "qcow2_create_options.h"
 #include "qcow2_create_tables.h"
 
+#include "luks_crypto.h"
+
 #include <instar/guest/create_api.h>
 
 namespace instar::qcow2 {
@@ -22,6 +24,13 @@ struct Qcow2NewImage {
     Qcow2CreateSettings s;
     Qcow2Alloc a;
     Qcow2Tables t;
+    // Encrypted images (s.crypt_method): the data cipher (arena memory, wiped and freed by
+    // create_release), whether its sectors count from host offsets (LUKS) or guest offsets (AES),
+    // and the LUKS header's clusters (the crypto header extension).
+    luks::SectorCipher* cipher = nullptr;
+    bool crypt_physical_offset = false;
+    uint64_t crypto_header_offset = 0;
+    uint64_t crypto_header_length = 0;
 };
 
 // create's first half: validates req and lays the image out as create does (from req.allocator).

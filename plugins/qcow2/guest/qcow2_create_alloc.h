@@ -55,6 +55,8 @@ public:
     int64_t refcount_area(uint64_t start_offset, uint64_t additional_clusters, bool exact_size,
                           uint64_t new_refblock_index, uint64_t new_refblock_offset); // qcow2_refcount_area
     int64_t last_cluster(uint64_t file_size) const; // qcow2_get_last_cluster
+    // A reopen (qcow2_co_create's last step): the free-cluster search starts from cluster 0 again.
+    void reopen() { free_index_ = 0; }
 
     // Writes every refcount block from the final refcounts (one cluster buffer at a time).
     int64_t write_refblocks();

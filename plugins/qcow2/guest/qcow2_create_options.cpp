@@ -66,8 +66,45 @@ uint32_t log2_exact(uint64_t v) {
     return n;
 }
 
+// The luks-only encrypt.* keys; QCryptoBlockOptionsQCow (format aes) has key-secret only.
+constexpr const char* LUKS_ONLY_KEYS[] = {"encrypt.cipher-alg", "encrypt.cipher-mode",   "encrypt.ivgen-alg",
+                                          "encrypt.ivgen-hash-alg", "encrypt.hash-alg", "encrypt.iter-time"};
+
+// The `encrypt` member (QCryptoBlockCreateOptions): qcow2_co_create_opts turns encryption=on and
+// encrypt.format=aes into format "qcow", then the visitor checks the format and its members.
+Status parse_encrypt(const CreateRequest& req, CreateTarget& target, Qcow2CreateSettings* s) {
+    const char* format = create_option(req, "encrypt.format");
+    if (format == nullptr && guest::create_option_bool(req, "encryption", false))
+        format = "aes";
+    bool any = false;
+    for (const char* k : LUKS_ONLY_KEYS)
+        any = any || create_option(req, k) != nullptr;
+    if (format == nullptr) {
+        if (any || create_option(req, "encrypt.key-secret") != nullptr)
+            return create_fail(target, Status::Invalid, "Parameter 'encrypt.format' is missing");
+        return Status::Ok;
+    }
+    if (create_str_equal(format, "aes") || create_str_equal(format, "qcow")) {
+        for (const char* k : LUKS_ONLY_KEYS) {
+            if (create_option(req, k) == nullptr)
+                continue;
+            char text[guest::CREATE_MAX_REASON] = {};
+            qcow2_append(text, sizeof text, "Parameter '");
+            qcow2_append(text, sizeof text, k);
+            qcow2_append(text, sizeof text, "' is unexpected");
+            return create_fail(target, Status::Invalid, text);
+        }
+        s->crypt_method = QCOW_CRYPT_AES;
+    } else if (create_str_equal(format, "luks")) {
+        s->crypt_method = QCOW_CRYPT_LUKS;
+    } else {
+        return enum_error(target, "format", format);
+    }
+    return Status::Ok;
+}
+
 // The QAPI visitor's part: enum values, in BlockdevCreateOptionsQcow2's member order (version,
-// backing-fmt, preallocation, compression-type). qemu-img maps compat 0.10/1.1 to v2/v3 first.
+// backing-fmt, encrypt, preallocation, compression-type). qemu-img maps compat 0.10/1.1 to v2/v3 first.
 Status parse_enums(const CreateRequest& req, CreateTarget& target, Qcow2CreateSettings* s) {
     const char* compat = create_option(req, "compat");
     if (compat == nullptr || create_str_equal(compat, "1.1") || create_str_equal(compat, "v3"))
@@ -78,6 +115,8 @@ Status parse_enums(const CreateRequest& req, CreateTarget& target, Qcow2CreateSe
         return enum_error(target, "version", compat);
     if (req.backing_fmt != nullptr && !known_driver(req.backing_fmt))
         return enum_error(target, "backing-fmt", req.backing_fmt);
+    if (const Status st = parse_encrypt(req, target, s); st != Status::Ok)
+        return st;
     if (!guest::create_option_prealloc(req, &s->prealloc))
         return enum_error(target, "preallocation", create_option(req, "preallocation"));
     const char* ct = create_option(req, "compression_type");
@@ -93,6 +132,11 @@ Status parse_enums(const CreateRequest& req, CreateTarget& target, Qcow2CreateSe
 } // namespace
 
 Status qcow2_create_settings(const CreateRequest& req, CreateTarget& target, Qcow2CreateSettings* s) {
+    // qcow2_co_create_opts, before the visitor: the legacy key (dropped when off) is an alias of
+    // encrypt.format.
+    if (guest::create_option_bool(req, "encryption", false) && create_option(req, "encrypt.format") != nullptr)
+        return create_fail(target, Status::Invalid,
+                           "'encrypt.format' and its alias 'encryption' can't be used at the same time");
     Status st = parse_enums(req, target, s);
     if (st != Status::Ok)
         return st;

@@ -29,6 +29,8 @@ struct Qcow2CreateSettings {
     const char* data_file = nullptr;
     guest::BlockDevice* data_device = nullptr;
     bool data_file_raw = false;
+    // encrypt.format (or the legacy `encryption=on`): QCOW_CRYPT_NONE, QCOW_CRYPT_AES or QCOW_CRYPT_LUKS.
+    uint32_t crypt_method = 0;
 };
 
 // Fills `out` from `req`, or reports qemu-img's error through `target` and returns non-Ok.

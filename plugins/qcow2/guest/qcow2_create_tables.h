@@ -49,6 +49,8 @@ public:
     int64_t prealloc_data(uint64_t new_length, guest::Prealloc mode, guest::CreateTarget& target);
     // Writes the L2 tables still held.
     int64_t flush();
+    // Zeros into the image (dev nullptr) or into `dev` (the data file).
+    int64_t write_zeros(uint64_t offset, uint64_t len, guest::BlockDevice* dev = nullptr);
 
     uint32_t l1_size() const { return static_cast<uint32_t>(l1_size_); }
     uint64_t l1_offset() const { return l1_offset_; }
@@ -75,8 +77,6 @@ private:
     int64_t write_l1_entry(uint64_t l1_index, uint64_t value);
     int64_t alloc_host_offset(uint64_t offset, uint64_t* bytes, uint64_t* host, Meta* metas, size_t* count);
     int64_t link_l2(const Meta& m);
-    // Zeros into the image (dev nullptr) or into `dev` (the data file).
-    int64_t write_zeros(uint64_t offset, uint64_t len, guest::BlockDevice* dev = nullptr);
 
     Qcow2Alloc& a_;
     guest::Allocator& alloc_;

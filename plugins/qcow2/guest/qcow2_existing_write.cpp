@@ -4,8 +4,13 @@
 #include "qcow2_existing_write.h"
 
 #include "qcow2_bytes.h"
+#include "qcow2_extensions.h"
 #include "qcow2_header.h"
 #include "qcow2_read_reason.h"
+#include "qcow2_reader.h"
+
+#include "luks_crypto.h"
+#include "luks_format.h"
 
 #include <instar/guest/arena_new.h>
 
@@ -26,6 +31,9 @@ constexpr uint64_t MAX_CLUSTER_OFFSET = (uint64_t{1} << 56) - 1;
 // A new refcount block may itself fall under a block that does not exist yet; each level covers
 // far more than the one below, so two suffice; the bound only stops a hostile table from looping.
 constexpr uint32_t MAX_REFBLOCK_DEPTH = 4;
+// Encrypted images: bytes encrypted per device write (a bounce buffer from the arena).
+constexpr size_t ENCRYPT_CHUNK = 1u << 20;
+constexpr uint64_t SECTOR = 512; // qemu encrypts 512-byte sectors
 constexpr int ZLIB_WINDOW_BITS = -12; // qcow2's raw deflate with a 4 KiB window
 constexpr int ZLIB_DEFAULT_LEVEL = 6; // Z_DEFAULT_COMPRESSION, as qemu
 // qemu's QCOW_MAX_REFTABLE_SIZE: the largest refcount table qemu opens, so the most grown.
@@ -57,7 +65,7 @@ public:
         const auto* src = static_cast<const uint8_t*>(buf);
         // Pieces that go in place into host clusters lying one after the other are written with
         // one request (a base written over its allocated clusters costs one write per run).
-        uint64_t run_host = 0, run_len = 0;
+        uint64_t run_host = 0, run_guest = 0, run_len = 0;
         const uint8_t* run_src = nullptr;
         while (len > 0) {
             const uint64_t in = offset & (cs_ - 1);
@@ -68,16 +76,17 @@ public:
             if (host != 0 && !(e & QCOW_OFLAG_ZERO)) {
                 if (run_len == 0 || host + in != run_host + run_len) {
                     if (run_len != 0)
-                        if (const Status st = dev_.write(run_host, run_src, static_cast<size_t>(run_len)); st != Status::Ok)
+                        if (const Status st = data_write(run_host, run_guest, run_src, run_len); st != Status::Ok)
                             return st;
                     run_host = host + in;
+                    run_guest = offset;
                     run_src = src;
                     run_len = 0;
                 }
                 run_len += n;
             } else {
                 if (run_len != 0)
-                    if (const Status st = dev_.write(run_host, run_src, static_cast<size_t>(run_len)); st != Status::Ok)
+                    if (const Status st = data_write(run_host, run_guest, run_src, run_len); st != Status::Ok)
                         return st;
                 run_len = 0;
                 if (in == 0 && n == cs_ && host == 0 && !(e & QCOW_OFLAG_ZERO)) {
@@ -98,7 +107,7 @@ public:
             len -= n;
         }
         if (run_len != 0)
-            return dev_.write(run_host, run_src, static_cast<size_t>(run_len));
+            return data_write(run_host, run_guest, run_src, run_len);
         return Status::Ok;
     }
 
@@ -124,6 +133,8 @@ public:
     Status write_compressed(uint64_t offset, const void* buf, size_t len) override {
         if (len == 0)
             return Status::Ok; // qemu's end-of-convert call: the file already ends on a cluster
+        if (cipher_ != nullptr) // qemu-img refuses -c with an encrypted target before writing
+            return refuse("compressed clusters into an encrypted qcow2 image");
         if ((offset & (cs_ - 1)) != 0 || offset > h_.size || len > h_.size - offset || len > cs_ ||
             (len != cs_ && offset + len != h_.size))
             return Status::Invalid;
@@ -184,10 +195,48 @@ public:
             alloc_.deallocate(l2c_, static_cast<size_t>(cs_));
         if (ebuf_ != nullptr)
             alloc_.deallocate(ebuf_, static_cast<size_t>(cs_));
+        if (xbuf_ != nullptr) {
+            __builtin_memset(xbuf_, 0, ENCRYPT_CHUNK);
+            alloc_.deallocate(xbuf_, ENCRYPT_CHUNK);
+        }
+        if (cipher_ != nullptr) {
+            __builtin_memset(static_cast<void*>(cipher_), 0, sizeof *cipher_);
+            guest::arena_delete(alloc_, cipher_);
+        }
         guest::arena_delete(alloc_, this);
+    }
+    // Encrypted images: the unlocked cipher (arena memory, owned from here on) and whether sectors
+    // count from host offsets (LUKS) or guest offsets (AES).
+    void set_cipher(luks::SectorCipher* cipher, bool physical) {
+        cipher_ = cipher;
+        crypt_physical_ = physical;
     }
 
 private:
+    // A data write: on encrypted images through qcow2_co_encrypt (whole 512-byte sectors numbered
+    // from the host or the guest offset, encrypted in a bounce buffer).
+    Status data_write(uint64_t host, uint64_t guest, const uint8_t* src, uint64_t len) {
+        if (cipher_ == nullptr)
+            return dev_.write(host, src, static_cast<size_t>(len));
+        if ((host | guest | len) % SECTOR != 0)
+            return Status::Invalid;
+        if (xbuf_ == nullptr) {
+            xbuf_ = static_cast<uint8_t*>(alloc_.allocate(ENCRYPT_CHUNK, 16));
+            if (xbuf_ == nullptr)
+                return Status::NoMemory;
+        }
+        const uint64_t base = crypt_physical_ ? host : guest;
+        for (uint64_t done = 0; done < len;) {
+            const size_t n = len - done < ENCRYPT_CHUNK ? static_cast<size_t>(len - done) : ENCRYPT_CHUNK;
+            __builtin_memcpy(xbuf_, src + done, n);
+            cipher_->encrypt((base + done) / SECTOR, xbuf_, n);
+            if (const Status st = dev_.write(host + done, xbuf_, n); st != Status::Ok)
+                return st;
+            done += n;
+        }
+        return Status::Ok;
+    }
+
     Status refuse(const char* what) {
         ReasonText r;
         r.add("instar cannot write ").add(what).add(" yet");
@@ -454,7 +503,7 @@ private:
             return st;
         const uint64_t in = guest & (cs_ - 1);
         if (host != 0 && !(e & QCOW_OFLAG_ZERO))
-            return dev_.write(host + in, src, static_cast<size_t>(n)); // allocated: in place
+            return data_write(host + in, guest, src, n); // allocated: in place
         // A zero-flagged cluster reads as zeros, an unallocated one as the backing file (zeros
         // without one): the whole cluster is written, the request's bytes over that.
         const bool fresh = host == 0;
@@ -476,7 +525,7 @@ private:
             __builtin_memcpy(buf_ + in, src, static_cast<size_t>(n));
             data = buf_;
         }
-        if (const Status st = dev_.write(host, data, static_cast<size_t>(cs_)); st != Status::Ok)
+        if (const Status st = data_write(host, guest - in, data, cs_); st != Status::Ok)
             return st;
         if (fresh && host + cs_ > file_len_)
             file_len_ = host + cs_;
@@ -513,7 +562,7 @@ private:
                 return st;
             i += m;
         }
-        if (const Status st = dev_.write(first, src, static_cast<size_t>(bytes)); st != Status::Ok)
+        if (const Status st = data_write(first, guest, src, bytes); st != Status::Ok)
             return st;
         if (first + bytes > file_len_)
             file_len_ = first + bytes;
@@ -608,7 +657,7 @@ private:
         if (n == cs_ && h_.version >= 3)
             return write64(at, host | QCOW_OFLAG_COPIED | QCOW_OFLAG_ZERO);
         __builtin_memset(buf_, 0, static_cast<size_t>(n));
-        return dev_.write(host + (guest & (cs_ - 1)), buf_, static_cast<size_t>(n));
+        return data_write(host + (guest & (cs_ - 1)), guest, buf_, n);
     }
 
     guest::BlockDevice& dev_;
@@ -623,6 +672,9 @@ private:
     uint8_t* cbuf_ = nullptr; // -c: compressed output, one cluster
     uint8_t* zbuf_ = nullptr; // zeros, one cluster (zeroing over a backing file)
     uint8_t* ebuf_ = nullptr; // a run of new L2 entries, one cluster
+    uint8_t* xbuf_ = nullptr; // encrypted images: the encryption bounce buffer (ENCRYPT_CHUNK)
+    luks::SectorCipher* cipher_ = nullptr;
+    bool crypt_physical_ = false;
     uint8_t* l2c_ = nullptr;  // the last L2 table read, one cluster, kept equal to the file's
     uint64_t l2c_off_ = UINT64_MAX;
     bool has_backing_;
@@ -641,6 +693,69 @@ Status refuse_open(guest::ReasonSink* reasons, const char* what) {
     r.add("instar cannot write into an existing qcow2 image with ").add(what).add(" yet");
     r.send(reasons);
     return Status::Unsupported;
+}
+
+Status refuse_open_text(guest::ReasonSink* reasons, const char* text) {
+    ReasonText r;
+    r.add(text).send(reasons);
+    return Status::Unsupported;
+}
+
+// The encrypted image's data cipher, set up to encrypt: LUKS unlocked with the secret from the
+// crypto header extension's clusters (sectors by host offset), legacy AES keyed with the secret's
+// first 16 bytes (sectors by guest offset), as the reader does (qcow2_read_open.cpp).
+Status unlock(const guest::OpenRequest& req, const Qcow2Header& h, luks::SectorCipher** out, bool* physical) {
+    guest::BlockDevice& dev = *req.image;
+    auto* cipher = guest::arena_new<luks::SectorCipher>(*req.allocator);
+    if (cipher == nullptr)
+        return Status::NoMemory;
+    uint8_t key[luks::LUKS_MAX_KEY_BYTES] = {};
+    size_t key_len = 16;
+    luks::LuksHeader lh;
+    Status st = Status::Ok;
+    if (h.crypt_method == QCOW_CRYPT_LUKS) {
+        Qcow2Extensions ext;
+        const uint64_t ext_end = h.extensions_end() > sizeof(Qcow2HeaderDisk) ? h.extensions_end()
+                                                                                : sizeof(Qcow2HeaderDisk);
+        ArenaBuffer cluster(*req.allocator, static_cast<size_t>(ext_end));
+        if (!cluster.ok())
+            st = Status::NoMemory;
+        if (st == Status::Ok) {
+            __builtin_memset(cluster.data(), 0, cluster.size());
+            const uint64_t have = dev.size() < ext_end ? dev.size() : ext_end;
+            st = dev.read(0, cluster.data(), static_cast<size_t>(have));
+        }
+        if (st == Status::Ok &&
+            qcow2_extensions_parse(h, cluster.data(), h.header_length, h.extensions_end(), &ext) != Status::Ok)
+            st = refuse_open_text(req.reasons, "qcow2 header extensions are corrupt");
+        if (st == Status::Ok && !ext.has_crypto_header) {
+            ReasonText r;
+            r.add("Could not read encryption header").send(req.reasons);
+            st = Status::Corrupt;
+        }
+        if (st == Status::Ok)
+            st = luks::luks_unlock(dev, ext.crypto_header_offset, *req.allocator, req.secret, req.secret_len, &lh,
+                                   cipher, req.reasons, key);
+        key_len = lh.key_bytes;
+        *physical = true;
+    } else {
+        for (size_t i = 0; i < 16 && i < req.secret_len && req.secret[i] != 0; ++i)
+            key[i] = req.secret[i];
+        lh.cipher_name = "aes";
+        lh.cipher_mode = "cbc";
+        lh.ivgen_alg = "plain64";
+        *physical = false;
+    }
+    if (st == Status::Ok)
+        st = cipher->init(lh, key, key_len, true);
+    __builtin_memset(key, 0, sizeof key);
+    if (st != Status::Ok) {
+        __builtin_memset(static_cast<void*>(cipher), 0, sizeof *cipher);
+        guest::arena_delete(*req.allocator, cipher);
+        return st;
+    }
+    *out = cipher;
+    return Status::Ok;
 }
 
 } // namespace
@@ -663,8 +778,8 @@ Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
     }
     // A backing file: the writer needs it for copy-on-write (ImageWriter::set_backing, commit into
     // a base that has one); without it, the first write is refused.
-    if (h.crypt_method != 0)
-        return refuse_open(req.reasons, "encryption");
+    if (h.crypt_method != 0 && req.secret == nullptr) // what qemu-img says when no secret is given
+        return refuse_open_text(req.reasons, "Parameter 'encrypt.key-secret' is required for cipher");
     if (h.nb_snapshots != 0)
         return refuse_open(req.reasons, "internal snapshots");
     if (h.incompatible_features & QCOW2_INCOMPAT_DATA_FILE)
@@ -703,11 +818,22 @@ Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
     auto* buf = static_cast<uint8_t*>(req.allocator->allocate(static_cast<size_t>(cs), 64));
     if (buf == nullptr)
         return Status::NoMemory;
+    luks::SectorCipher* cipher = nullptr;
+    bool physical = false;
+    if (h.crypt_method != 0) {
+        if (const Status st = unlock(req, h, &cipher, &physical); st != Status::Ok) {
+            req.allocator->deallocate(buf, static_cast<size_t>(cs));
+            return st;
+        }
+    }
     ExistingWriter* w = guest::arena_new<ExistingWriter>(*req.allocator, dev, *req.allocator, req.reasons, req.codecs, h, buf);
     if (w == nullptr) {
         req.allocator->deallocate(buf, static_cast<size_t>(cs));
+        if (cipher != nullptr)
+            guest::arena_delete(*req.allocator, cipher);
         return Status::NoMemory;
     }
+    w->set_cipher(cipher, physical);
     *out = w;
     return Status::Ok;
 }

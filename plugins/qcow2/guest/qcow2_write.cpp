@@ -75,6 +75,10 @@ Status errno_status(int64_t r) {
 // (the host's per-call job limit, INSTAR_MAX_COMPRESS_JOBS).
 constexpr uint64_t QCOW2_COMPRESS_BATCH_BYTES = 4u << 20;
 constexpr uint64_t QCOW2_COMPRESS_BATCH_MAX = 256;
+// qemu's QCOW_MAX_CRYPT_CLUSTERS: an encrypted image's writes are split into requests of this many clusters.
+constexpr uint64_t QCOW_MAX_CRYPT_CLUSTERS = 32;
+// Encrypted images: bytes encrypted per write (a bounce buffer from the arena).
+constexpr size_t QCOW2_ENCRYPT_CHUNK = 1u << 20;
 
 } // namespace
 
@@ -94,8 +98,9 @@ public:
     }
 
     uint64_t cluster_size() const override { return cs_; }
-    // qcow2_has_zero_init: a new image reads as zeros (preallocated ones through their file).
-    bool zero_init() const override { return true; }
+    // qcow2_has_zero_init: a new image reads as zeros (preallocated ones through their file, but
+    // an encrypted image's preallocated clusters hold plaintext zeros: they read as noise).
+    bool zero_init() const override { return img_->cipher == nullptr || img_->s.prealloc == guest::Prealloc::Off; }
 
     Status write(uint64_t offset, const void* buf, size_t len) override {
         if (closed_ || offset > size_ || len > size_ - offset)
@@ -166,6 +171,8 @@ private:
     int64_t cow_fill(uint64_t host, uint64_t guest, uint64_t len);
     int64_t link_l2(const L2Meta& m);
     int64_t pwritev(uint64_t offset, const uint8_t* buf, uint64_t bytes);
+    // The data write, through qcow2_co_encrypt on encrypted images (buf nullptr: zeros).
+    int64_t write_data(uint64_t host, uint64_t guest, const uint8_t* buf, uint64_t len);
 
     bool is_zero(uint64_t offset, uint64_t bytes);
     int64_t qcow2_pwrite_zeroes(uint64_t offset, uint64_t bytes, bool may_unmap);
@@ -198,6 +205,7 @@ private:
     uint32_t csize_shift_;
     uint64_t csize_mask_;
     uint64_t free_byte_offset_ = 0;
+    uint8_t* ebuf_ = nullptr; // encrypted images: the encryption bounce buffer (QCOW2_ENCRYPT_CHUNK)
     L2Meta metas_[MAX_METAS];
     size_t meta_count_ = 0;
     uint8_t* cbuf_ = nullptr; // compressed output, one cluster
@@ -522,7 +530,9 @@ int64_t Qcow2Writer::cow_fill(uint64_t host, uint64_t guest, uint64_t len) {
                 return QCOW2_EIO;
             for (uint64_t i = in; i < n; ++i)
                 rbuf_[i] = 0;
-            r = a_.write(host, rbuf_, static_cast<size_t>(n));
+            r = write_data(host, guest, rbuf_, n);
+        } else if (img_->cipher != nullptr) {
+            r = write_data(host, guest, nullptr, n); // encrypted zeros, as qemu's COW writes them
         } else {
             r = t_.write_zeros(host, n);
         }
@@ -531,6 +541,33 @@ int64_t Qcow2Writer::cow_fill(uint64_t host, uint64_t guest, uint64_t len) {
         host += n;
         guest += n;
         len -= n;
+    }
+    return 0;
+}
+
+int64_t Qcow2Writer::write_data(uint64_t host, uint64_t guest, const uint8_t* buf, uint64_t len) {
+    if (img_->cipher == nullptr)
+        return a_.write(host, buf, static_cast<size_t>(len));
+    // qcow2_co_encrypt: whole 512-byte sectors, numbered from the host offset (LUKS) or the guest
+    // offset (AES), encrypted in a bounce buffer.
+    if ((host | guest | len) % QCOW2_SECTOR != 0)
+        return QCOW2_EIO;
+    if (ebuf_ == nullptr) {
+        ebuf_ = static_cast<uint8_t*>(alloc_.allocate(QCOW2_ENCRYPT_CHUNK, 16));
+        if (ebuf_ == nullptr)
+            return QCOW2_ENOMEM;
+    }
+    const uint64_t sector_base = img_->crypt_physical_offset ? host : guest;
+    for (uint64_t done = 0; done < len;) {
+        const size_t n = len - done < QCOW2_ENCRYPT_CHUNK ? static_cast<size_t>(len - done) : QCOW2_ENCRYPT_CHUNK;
+        if (buf != nullptr)
+            __builtin_memcpy(ebuf_, buf + done, n);
+        else
+            __builtin_memset(ebuf_, 0, n);
+        img_->cipher->encrypt((sector_base + done) / QCOW2_SECTOR, ebuf_, n);
+        if (const int64_t r = a_.write(host + done, ebuf_, n); r < 0)
+            return r;
+        done += n;
     }
     return 0;
 }
@@ -579,13 +616,15 @@ int64_t Qcow2Writer::link_l2(const L2Meta& m) {
 int64_t Qcow2Writer::pwritev(uint64_t offset, const uint8_t* buf, uint64_t bytes) {
     while (bytes != 0) {
         uint64_t cur = min_u64(bytes, INT_MAX_U);
+        if (img_->cipher != nullptr) // encrypted: QCOW_MAX_CRYPT_CLUSTERS per request
+            cur = min_u64(cur, QCOW_MAX_CRYPT_CLUSTERS * cs_ - (offset & (cs_ - 1)));
         uint64_t host = INV;
         int64_t r = alloc_host_offset(offset, &cur, &host);
         if (r < 0)
             return r;
         if (cur == 0 || host == INV)
             return QCOW2_EIO;
-        r = a_.write(host, buf, static_cast<size_t>(cur));
+        r = write_data(host, offset, buf, cur);
         if (r < 0)
             return r;
         for (size_t i = meta_count_; i > 0; --i) { // qemu's l2meta list is newest first
@@ -866,6 +905,8 @@ int64_t Qcow2Writer::alloc_bytes(uint64_t size) {
 Status Qcow2Writer::write_compressed(uint64_t offset, const void* buf, size_t len) {
     if (closed_)
         return Status::Invalid;
+    if (img_->cipher != nullptr) // qemu-img refuses -c with encryption before it gets here
+        return Status::Unsupported;
     if (len == 0) { // qemu's end-of-convert call: the file is truncated to its length in sectors
         if (const Status st = flush_batch(); st != Status::Ok)
             return st;
@@ -1005,6 +1046,10 @@ void Qcow2Writer::close() {
         alloc_.deallocate(zbuf_, static_cast<size_t>(cs_));
     if (rbuf_ != nullptr)
         alloc_.deallocate(rbuf_, static_cast<size_t>(cs_));
+    if (ebuf_ != nullptr) {
+        __builtin_memset(ebuf_, 0, QCOW2_ENCRYPT_CHUNK);
+        alloc_.deallocate(ebuf_, QCOW2_ENCRYPT_CHUNK);
+    }
     create_release(img_, alloc_);
     guest::Allocator& alloc = alloc_;
     guest::arena_delete(alloc, this);
