@@ -395,6 +395,11 @@ Status open_multi(const guest::OpenRequest& req, guest::ImageWriter** out) {
     uint64_t buf_bytes = FLAT_ZERO_CHUNK;
     for (uint32_t i = 0; i < layout.count; ++i) {
         const ReadExtent& e = layout.extents[i];
+        if (e.sesparse) { // qemu's vmdk_open_se_sparse opens them read-only
+            free_layout(alloc, &layout);
+            say_text(req.reasons, "No write support for seSparse images available");
+            return Status::Unsupported;
+        }
         if (e.compressed) {
             free_layout(alloc, &layout);
             say_text(req.reasons, "instar cannot write into an existing streamOptimized vmdk image yet");
