@@ -12,7 +12,9 @@
 // Images with a descriptor file (monolithicFlat, twoGbMaxExtentFlat, twoGbMaxExtentSparse, vmfs):
 // every extent file is one of req.files; flat extents are written in place, sparse ones as above, and
 // the CID is renewed in the descriptor file, as qemu's vmdk_pwritev does per extent.
-// Refused with a reason: streamOptimized, vmfsSparse (COWD) extents, missing grain tables.
+// COWD (vmfsSparse) files, alone or as extents, are written the same way (4096-entry tables, no
+// redundant directory, no zeroed grains). Refused with a reason: streamOptimized, seSparse (qemu
+// opens it read-only), missing grain tables.
 #include "vmdk_existing_write.h"
 
 #include "vmdk_bytes.h"
@@ -243,7 +245,30 @@ Status sparse_writer(BlockDevice& dev, guest::Allocator& alloc, guest::ReasonSin
     VmdkSparseExtent ext{};
     Vmdk4Header h{};
     bool has_descriptor = false;
-    const Status st = vmdk_sparse_open(dev, &ext, &h, &has_descriptor);
+    uint8_t m[4] = {};
+    const bool cowd = dev.size() >= 4 && dev.read(0, m, 4) == Status::Ok && load_be32(m) == VMDK3_MAGIC;
+    uint64_t cowd_l1 = 0;
+    Status st = Status::Ok;
+    if (cowd) {
+        // COWD (vmfsSparse): written as qemu's vmdk_pwritev writes it, through the same grain
+        // directory walk: 4096-entry tables, no redundant directory, no zeroed grains; a CID window
+        // at sector 1 when the file stands alone (qemu's desc_offset 0x200).
+        VmdkAltExtent x{};
+        char why[VMDK_REASON_MAX];
+        st = vmdk_cowd_open(dev, &x, why);
+        if (st != Status::Ok) {
+            say_text(reasons, why);
+            return st;
+        }
+        h.capacity = x.sectors;
+        h.granularity = x.grain_sectors;
+        h.num_gtes_per_gt = x.gtes;
+        h.gd_offset = x.gd_offset / 512;
+        h.desc_offset = VMDK_EMBEDDED_DESC_OFFSET / 512;
+        cowd_l1 = x.l1_size;
+    } else {
+        st = vmdk_sparse_open(dev, &ext, &h, &has_descriptor);
+    }
     if (st != Status::Ok || has_descriptor) {
         say_text(reasons, embedded ? "instar cannot write into an existing vmdk image other than monolithicSparse yet"
                                    : "instar cannot write into this kind of vmdk extent yet (vmfsSparse)");
@@ -260,7 +285,8 @@ Status sparse_writer(BlockDevice& dev, guest::Allocator& alloc, guest::ReasonSin
         return Status::Unsupported;
     }
     const uint64_t span = uint64_t{h.num_gtes_per_gt} * h.granularity;
-    const uint64_t l1 = h.capacity / span + (h.capacity % span != 0);
+    // COWD: the directory's size is the header's (qemu's l1dir_size), not derived from the capacity.
+    const uint64_t l1 = cowd ? cowd_l1 : h.capacity / span + (h.capacity % span != 0);
     const uint64_t file = dev.size();
     auto table_in_file = [&](uint64_t sector) {
         return sector != 0 && sector * 512 < file && l1 * 4 <= file - sector * 512;
