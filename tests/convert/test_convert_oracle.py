@@ -148,6 +148,29 @@ VMDK_TARGETS = {"monolithicFlat": ["tgt-mflat.vmdk", "tgt-mflat-flat.vmdk"],
 for sub, files in VMDK_TARGETS.items():
     fixture(files[0], "vmdk", q("create", "-q", "-f", "vmdk", "-o", "subformat=" + sub, files[0], "16M"),
             io("vmdk", files[0], "write -P 0x5a 0 3M", "write -P 0x6b 10M 1M"))
+# VMware-only vmdk extents qemu reads but cannot create, built by plugins/vmdk/tests/vmdk_vmware_images.py:
+# COWD alone, COWD behind a vmfsSparse descriptor, seSparse (zero and unmapped grains); and -n targets.
+VMWARE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "plugins", "vmdk", "tests")
+
+
+def vmware(script):
+    return ["python3", "-c", "import os, sys\nsys.path.insert(0, %r)\nfrom vmdk_vmware_images import *\n%s" %
+            (VMWARE, script)]
+
+
+VM_GRAINS = "{0: os.urandom(4096), 3: b'\\x22' * 100, 1000: b'\\x33' * 4096, 2559: b'\\x44' * 4096}"
+fixture("w-cowd.vmdk", "vmdk", vmware("cowd('w-cowd.vmdk', 20480, 8, %s)" % VM_GRAINS))
+fixture("w-vmfs.vmdk", "vmdk", vmware("cowd('w-vmfs-x.vmdk', 20480, 128, {0: os.urandom(65536), 100: b'\\x55' * 512})\n"
+                                      "descriptor('w-vmfs.vmdk', 'vmfsSparse', [(20480, 'VMFSSPARSE', 'w-vmfs-x.vmdk')])"))
+fixture("w-se.vmdk", "vmdk", vmware("sesparse('w-se-x.vmdk', 20480, {0: os.urandom(4096), 1: 'zero', 2: 'unmapped', "
+                                    "7: b'\\x66' * 4096, 2000: b'\\x77' * 10})\n"
+                                    "descriptor('w-se.vmdk', 'seSparse', [(20480, 'SESPARSE', 'w-se-x.vmdk')])"))
+fixture("tgt-cowd.vmdk", "vmdk", vmware("cowd('tgt-cowd.vmdk', 32768, 8, %s)" % VM_GRAINS))
+fixture("tgt-vmfs.vmdk", "vmdk", vmware("cowd('tgt-vmfs-x.vmdk', 32768, 8, %s, cid_text=False)\n"
+                                        "descriptor('tgt-vmfs.vmdk', 'vmfsSparse', [(32768, 'VMFSSPARSE', 'tgt-vmfs-x.vmdk')])"
+                                        % VM_GRAINS))
+fixture("tgt-se.vmdk", "vmdk", vmware("sesparse('tgt-se-x.vmdk', 32768, {0: b'\\x01' * 4096})\n"
+                                      "descriptor('tgt-se.vmdk', 'seSparse', [(32768, 'SESPARSE', 'tgt-se-x.vmdk')])"))
 fixture("tgt-comp.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "tgt-comp.qcow2", "16M"),
         io("qcow2", "tgt-comp.qcow2", "write -c -P 0x5a 0 1M"))
 fixture("tgt-snap.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "tgt-snap.qcow2", "16M"),
@@ -323,6 +346,17 @@ REFUSED.append(("-n into a qcow2 with snapshots", ["convert", "-n", "-f", "raw",
 # -n into an existing monolithicSparse vmdk (vmdk_existing_write.cpp, written for commit's base).
 case("-n raw -> vmdk monolithicSparse", ["convert", "-n", "-f", "raw", "-O", "vmdk", "odd.raw", "n.vmdk"], ["raw"],
      "vmdk", copies={"n.vmdk": "v-monolithicSparse.vmdk"})
+# COWD and seSparse sources into every writable format; -n into COWD (alone and as a VMFSSPARSE
+# extent: written like monolithicSparse) and into seSparse (qemu opens it read-only: refused).
+for name in ("w-cowd.vmdk", "w-vmfs.vmdk", "w-se.vmdk"):
+    for tgt in ["qcow2", "vmdk", "vpc", "vhdx"]:
+        case("%s -> %s" % (name, tgt), ["convert", "-O", tgt, name, "out." + EXT[tgt]], ["vmdk"], tgt)
+case("-n raw -> vmdk COWD", ["convert", "-n", "-f", "raw", "-O", "vmdk", "src.raw", "tgt-cowd.vmdk"], ["raw"], "vmdk",
+     copies={"tgt-cowd.vmdk": "tgt-cowd.vmdk"})
+case("-n qcow2 -> vmdk vmfsSparse (COWD extent)", ["convert", "-n", "-O", "vmdk", "q.qcow2", "tgt-vmfs.vmdk"],
+     ["qcow2"], "vmdk", copies={"tgt-vmfs.vmdk": "tgt-vmfs.vmdk", "tgt-vmfs-x.vmdk": "tgt-vmfs-x.vmdk"})
+case("-n raw -> vmdk seSparse", ["convert", "-n", "-f", "raw", "-O", "vmdk", "src.raw", "tgt-se.vmdk"], ["raw"], "vmdk",
+     expect_error=True, copies={"tgt-se.vmdk": "tgt-se.vmdk", "tgt-se-x.vmdk": "tgt-se-x.vmdk"})
 # -n into vmdk images with extent files: flat extents in place, split sparse extents as
 # monolithicSparse; the CID renewed in the descriptor file (same content as qemu-img's, clean).
 for sub, files in VMDK_TARGETS.items():
