@@ -282,7 +282,7 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
         io.filename = spec.sources[i];
         io.format = i < spec.source_formats.size() && spec.source_formats[i] ? spec.source_formats[i]
                                                                               : spec.source_format;
-        io.backing_chain = true;
+        io.backing_chain = !(i < spec.source_no_backing.size() && spec.source_no_backing[i]);
         io.unsafe_quirks = spec.unsafe_quirks;
         io.allow_paths = spec.allow_paths;
         auto opened = open_chain(io, plugins, *runner, chains[i]);
