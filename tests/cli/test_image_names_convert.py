@@ -66,6 +66,7 @@ CASES = [
     ["dd", "--image-opts", "-f", "qcow2", "if=driver=qcow2,file.filename=s.qcow2", "of=o.raw"],
     ["dd", "if=" + SJSON, "of=o.raw"],
     ["dd", "if=file:s.qcow2", "of=file:o.raw"],
+    ["dd", "if=" + OVJSON, "of=o.raw"],
     ["dd", "-O", "qcow2", "if=s.qcow2", "of=file:o.qcow2"],
     ["dd", "if=s.qcow2", 'of=json:{"file":{"filename":"o.raw"}}'],
     ["dd", "-O", "nope", "if=s.qcow2", 'of=json:{"file":{"filename":"o.raw"}}'],
