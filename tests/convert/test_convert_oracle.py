@@ -171,6 +171,12 @@ fixture("tgt-vmfs.vmdk", "vmdk", vmware("cowd('tgt-vmfs-x.vmdk', 32768, 8, %s, c
                                         % VM_GRAINS))
 fixture("tgt-se.vmdk", "vmdk", vmware("sesparse('tgt-se-x.vmdk', 32768, {0: b'\\x01' * 4096})\n"
                                       "descriptor('tgt-se.vmdk', 'seSparse', [(32768, 'SESPARSE', 'tgt-se-x.vmdk')])"))
+# streamOptimized -n targets: empty (with and without zeroed grains), and full (every grain allocated).
+fixture("tgt-so.vmdk", "vmdk", q("create", "-q", "-f", "vmdk", "-o", "subformat=streamOptimized", "tgt-so.vmdk", "16M"))
+fixture("tgt-soz.vmdk", "vmdk", q("create", "-q", "-f", "vmdk", "-o", "subformat=streamOptimized,zeroed_grain=on",
+                                  "tgt-soz.vmdk", "16M"))
+fixture("tgt-so-full.vmdk", "vmdk", q("convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized",
+                                      "src.raw", "tgt-so-full.vmdk"))
 fixture("tgt-comp.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "tgt-comp.qcow2", "16M"),
         io("qcow2", "tgt-comp.qcow2", "write -c -P 0x5a 0 1M"))
 fixture("tgt-snap.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "tgt-snap.qcow2", "16M"),
@@ -357,6 +363,18 @@ case("-n qcow2 -> vmdk vmfsSparse (COWD extent)", ["convert", "-n", "-O", "vmdk"
      ["qcow2"], "vmdk", copies={"tgt-vmfs.vmdk": "tgt-vmfs.vmdk", "tgt-vmfs-x.vmdk": "tgt-vmfs-x.vmdk"})
 case("-n raw -> vmdk seSparse", ["convert", "-n", "-f", "raw", "-O", "vmdk", "src.raw", "tgt-se.vmdk"], ["raw"], "vmdk",
      expect_error=True, copies={"tgt-se.vmdk": "tgt-se.vmdk", "tgt-se-x.vmdk": "tgt-se-x.vmdk"})
+# -n into streamOptimized: compressed grains appended where none is allocated (as qemu's vmdk_pwritev);
+# a grain already allocated is qemu's EIO, a partial grain (odd.raw's end) its EINVAL.
+case("-n raw -> vmdk streamOptimized", ["convert", "-n", "-f", "raw", "-O", "vmdk", "src.raw", "tgt-so.vmdk"], ["raw"],
+     "vmdk", copies={"tgt-so.vmdk": "tgt-so.vmdk"})
+case("-n qcow2 -> vmdk streamOptimized zeroed_grain", ["convert", "-n", "-O", "vmdk", "q.qcow2", "tgt-soz.vmdk"],
+     ["qcow2"], "vmdk", copies={"tgt-soz.vmdk": "tgt-soz.vmdk"})
+case("-n raw -> vmdk streamOptimized, partial grain", ["convert", "-n", "-f", "raw", "-O", "vmdk", "odd.raw",
+                                                       "tgt-so.vmdk"], ["raw"], "vmdk", expect_error=True,
+     copies={"tgt-so.vmdk": "tgt-so.vmdk"})
+case("-n raw -> vmdk streamOptimized, allocated grains", ["convert", "-n", "-f", "raw", "-O", "vmdk", "src.raw",
+                                                          "tgt-so-full.vmdk"], ["raw"], "vmdk", expect_error=True,
+     copies={"tgt-so-full.vmdk": "tgt-so-full.vmdk"})
 # -n into vmdk images with extent files: flat extents in place, split sparse extents as
 # monolithicSparse; the CID renewed in the descriptor file (same content as qemu-img's, clean).
 for sub, files in VMDK_TARGETS.items():
