@@ -367,11 +367,18 @@ Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
     const Text window = text_of(window_buf.p, VMDK_DESC_WINDOW);
     const char* hint = nullptr;
     size_t hint_len = 0;
-    if ((st = descriptor_parent_hint(window, &hint, &hint_len)) != Status::Ok)
+    // qemu fails these with a bare -EINVAL, which bdrv_open_driver words as below.
+    static constexpr char EINVAL_OPEN[] = "Could not open '{image}': Invalid argument";
+    if ((st = descriptor_parent_hint(window, &hint, &hint_len)) != Status::Ok) {
+        if (st == Status::Corrupt)
+            sink.reason(EINVAL_OPEN, sizeof EINVAL_OPEN - 1);
         return st;
+    }
     uint32_t cid = 0, parent_cid = 0;
-    if (!descriptor_cid(window, false, &cid) || !descriptor_cid(window, true, &parent_cid))
-        return Status::Corrupt; // qemu fails the open when a CID is missing
+    if (!descriptor_cid(window, false, &cid) || !descriptor_cid(window, true, &parent_cid)) {
+        sink.reason(EINVAL_OPEN, sizeof EINVAL_OPEN - 1); // qemu fails the open when a CID is missing
+        return Status::Corrupt;
+    }
     report(sink, s, cid, parent_cid, hint, hint_len);
     return Status::Ok;
 }

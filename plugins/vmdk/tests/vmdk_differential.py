@@ -137,13 +137,15 @@ def main():
         refused(tool, os.path.join(vm, 'magic.vmdk'), 'seSparse refused (magic)', results)
         cowd(os.path.join(vm, 'gran.vmdk'), 8192, 0x400000, {})
         refused(tool, os.path.join(vm, 'gran.vmdk'), 'COWD refused (granularity)', results)
+        cowd(os.path.join(vm, 'nocid.vmdk'), 8192, 8, {}, cid_text=False)
+        refused(tool, os.path.join(vm, 'nocid.vmdk'), 'COWD refused (no CID window)', results)
     return report(results)
 
 
 def refused(tool, path, label, results):
     """Both refuse the image: instar's reason is qemu-img's message after "Could not open 'PATH': "."""
     got = ours(tool, path)
-    reason = (got.get('info') or {}).get('reason', '')
+    reason = (got.get('info') or {}).get('reason', '').replace('{image}', path)
     for ver, (qemu_img, _) in QEMUS.items():
         rc, _out, err = run_status([qemu_img, 'info', '-f', 'vmdk', path])
         want = err.strip().split(': ', 2)[-1] if rc != 0 else None
