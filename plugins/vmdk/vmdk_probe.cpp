@@ -5,14 +5,16 @@ namespace instar::vmdk {
 namespace {
 
 constexpr unsigned char SPARSE_MAGIC[] = {'K', 'D', 'M', 'V'};
+constexpr unsigned char COWD_MAGIC[] = {'C', 'O', 'W', 'D'}; // ESX vmfsSparse (qemu's VMDK3_MAGIC)
 constexpr unsigned char DESCRIPTOR_MAGIC[] = "# Disk DescriptorFile";
 
 constexpr ProbeMatch SPARSE[] = {{ProbeMatch::FromStart, 0, SPARSE_MAGIC, sizeof SPARSE_MAGIC}};
+constexpr ProbeMatch COWD[] = {{ProbeMatch::FromStart, 0, COWD_MAGIC, sizeof COWD_MAGIC}};
 constexpr ProbeMatch TEXT[] = {{ProbeMatch::FromStart, 0, DESCRIPTOR_MAGIC, sizeof DESCRIPTOR_MAGIC - 1}};
 
 } // namespace
 
-const ProbeRule PROBE_RULES[] = {{SPARSE, 1}, {TEXT, 1}};
+const ProbeRule PROBE_RULES[] = {{SPARSE, 1}, {COWD, 1}, {TEXT, 1}};
 const std::uint32_t PROBE_RULE_COUNT = sizeof PROBE_RULES / sizeof PROBE_RULES[0];
 
 const Divergence DIVERGENCES[] = {

@@ -17,6 +17,7 @@ import tempfile
 INSTAR, Q72, Q10, QIO = [os.path.abspath(a) if os.path.exists(a) else a for a in sys.argv[1:5]]
 SJSON = 'json:{"file":{"filename":"s.qcow2"}}'
 TJSON = 'json:{"driver":"raw","file":{"filename":"t.raw"}}'
+OVJSON = 'json:{"driver":"qcow2","backing":null,"file":{"driver":"file","filename":"ov.qcow2"}}'
 CASES = [
     # convert: sources
     ["convert", "--image-opts", "driver=qcow2,file.filename=s.qcow2", "o.raw"],
@@ -34,6 +35,10 @@ CASES = [
     ["convert", "json:{\"file\":{\"filename\":\"s.qcow2\"},\"foo\":1}", "o.raw"],
     ["convert", "json:{\"file\":", "o.raw"],
     ["convert", "file:s.qcow2", "o.raw"],
+    # "backing": null: the overlay alone (its unallocated ranges read as zeros), into raw and qcow2.
+    ["convert", OVJSON, "o.raw"],
+    ["convert", "-O", "qcow2", OVJSON, "o.qcow2"],
+    ["convert", "-O", "raw", OVJSON.replace("null", '""'), "o.raw"],
     # convert: targets
     ["convert", "s.qcow2", "file:o.raw"],
     ["convert", "-O", "qcow2", "s.qcow2", "file:o.qcow2"],
@@ -61,6 +66,7 @@ CASES = [
     ["dd", "--image-opts", "-f", "qcow2", "if=driver=qcow2,file.filename=s.qcow2", "of=o.raw"],
     ["dd", "if=" + SJSON, "of=o.raw"],
     ["dd", "if=file:s.qcow2", "of=file:o.raw"],
+    ["dd", "if=" + OVJSON, "of=o.raw"],
     ["dd", "-O", "qcow2", "if=s.qcow2", "of=file:o.qcow2"],
     ["dd", "if=s.qcow2", 'of=json:{"file":{"filename":"o.raw"}}'],
     ["dd", "-O", "nope", "if=s.qcow2", 'of=json:{"file":{"filename":"o.raw"}}'],
@@ -133,6 +139,8 @@ def fixtures(d):
         subprocess.run(list(a), cwd=d, check=True, capture_output=True)
     q(Q72, "create", "-q", "-f", "qcow2", "s.qcow2", "4M")
     q(QIO, "-c", "write -P 0x11 0 1M", "-c", "write -P 0x22 3M 64k", "s.qcow2")
+    q(Q72, "create", "-q", "-f", "qcow2", "-b", "s.qcow2", "-F", "qcow2", "ov.qcow2")
+    q(QIO, "-c", "write -P 0x44 2M 64k", "-c", "write -z 0 64k", "ov.qcow2")
     q(Q72, "create", "-q", "-f", "vpc", "v.vhd", "2M")
     q(QIO, "-f", "vpc", "-c", "write -P 0x33 0 64k", "v.vhd")
     q(Q72, "create", "-q", "-f", "raw", "t.raw", "4M")

@@ -12,6 +12,7 @@ import tempfile
 
 INSTAR, Q72, Q10, QIO = [os.path.abspath(a) if os.path.exists(a) else a for a in sys.argv[1:5]]
 JSON = '{"driver":"qcow2","file":{"driver":"file","filename":"a.qcow2"}}'
+OVJSON = '{"driver":"qcow2","backing":null,"file":{"driver":"file","filename":"ov.qcow2"}}'
 CASES = [
     ["map", "--image-opts", "driver=qcow2,file.filename=a.qcow2"],
     ["map", "--output=json", "--image-opts", "driver=qcow2,file.filename=a.qcow2"],
@@ -48,6 +49,13 @@ CASES = [
     ["compare", "--image-opts", "file.filename=a.qcow2", "file.filename=r.vhd,foo=bar"],
     ["measure", "-O", "qcow2", "--image-opts", "file.filename=a.qcow2,foo=bar"],
     ["measure", "-O", "qcow2", "--image-opts", "file.filename=nope,foo=bar"],
+    # "backing": null: the overlay alone, its unallocated ranges unallocated at depth 0 (read as zeros).
+    ["map", "json:" + OVJSON],
+    ["map", "--output=json", "json:" + OVJSON],
+    ["map", "--output=json", "json:" + OVJSON.replace("null", '""')],
+    ["compare", "json:" + OVJSON, "ov.qcow2"],
+    ["compare", "-s", "ov.qcow2", "json:" + OVJSON],
+    ["compare", "json:" + OVJSON, "json:" + OVJSON],
 ]
 
 
@@ -64,6 +72,10 @@ with tempfile.TemporaryDirectory() as d:
     subprocess.run(["cp", "a.qcow2", "c.qcow2"], cwd=d, check=True)
     subprocess.run([Q72, "create", "-q", "-f", "vpc", "r.vhd", "8M"], cwd=d, check=True)
     subprocess.run([QIO, "-c", "write -P 2 64k 4k", "c.qcow2"], cwd=d, check=True, capture_output=True)
+    subprocess.run([Q72, "create", "-q", "-f", "qcow2", "-b", "a.qcow2", "-F", "qcow2", "ov.qcow2"], cwd=d,
+                   check=True)
+    subprocess.run([QIO, "-c", "write -P 3 2M 64k", "-c", "write -z 512k 64k", "ov.qcow2"], cwd=d, check=True,
+                   capture_output=True)
     for oracle, version in ((Q72, "7.2.0"), (Q10, "10.0.0")):
         if not os.path.exists(oracle):
             print(f"SKIPPED LOUDLY: {oracle} is missing")

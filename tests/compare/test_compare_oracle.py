@@ -55,6 +55,13 @@ fx(q("convert", "-q", "-f", "raw", "-O", "vpc", "-o", "subformat=dynamic,force_s
 fx(q("convert", "-q", "-f", "raw", "-O", "vpc", "-o", "subformat=fixed,force_size=on", "a.raw", "a-fixed.vhd"))
 fx(q("convert", "-q", "-f", "raw", "-O", "vhdx", "a.raw", "a.vhdx"))
 fx(q("convert", "-q", "-f", "raw", "-O", "vhdx", "-o", "subformat=fixed", "a.raw", "a-fixed.vhdx"))
+# a.raw as VMware-only vmdk extents qemu reads but cannot create (plugins/vmdk/tests/vmdk_vmware_images.py):
+# COWD and seSparse, its non-zero 4 KiB grains allocated.
+VMWARE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "plugins", "vmdk", "tests")
+fx(["python3", "-c", "import sys\nsys.path.insert(0, %r)\nfrom vmdk_vmware_images import *\n"
+    "d = open('a.raw', 'rb').read()\ng = {i // 4096: d[i:i + 4096] for i in range(0, len(d), 4096) if any(d[i:i + 4096])}\n"
+    "cowd('a-cowd.vmdk', len(d) // 512, 8, g)\nsesparse('a-se-x.vmdk', len(d) // 512, g)\n"
+    "descriptor('a-se.vmdk', 'seSparse', [(len(d) // 512, 'SESPARSE', 'a-se-x.vmdk')])" % VMWARE])
 # vpc without force_size: qemu rounds the size to its CHS geometry (a smaller disk).
 fx(q("create", "-q", "-f", "vpc", "p.vhd", SIZE), io("vpc", "p.vhd", *PATTERN[:3]))
 # Differences: one byte each, at the first sector, a cluster's last byte, a cluster's first byte,
@@ -128,7 +135,7 @@ def pair(a, fa, b, fb, *opts, both=True):
 FORMS = [("a.qcow2", "qcow2"), ("a512.qcow2", "qcow2"), ("a2m.qcow2", "qcow2"), ("al2.qcow2", "qcow2"),
          ("ac.qcow2", "qcow2"), ("aconv.qcow2", "qcow2"), ("a-monolithicSparse.vmdk", "vmdk"),
          ("a-monolithicFlat.vmdk", "vmdk"), ("a-streamOptimized.vmdk", "vmdk"), ("a.vhd", "vpc"), ("a-fixed.vhd", "vpc"),
-         ("a.vhdx", "vhdx"), ("a-fixed.vhdx", "vhdx")]
+         ("a.vhdx", "vhdx"), ("a-fixed.vhdx", "vhdx"), ("a-cowd.vmdk", "vmdk"), ("a-se.vmdk", "vmdk")]
 # Identical content in every format, against raw (both orders) and strict.
 for name, fmt in FORMS:
     pair("a.raw", "raw", name, fmt)

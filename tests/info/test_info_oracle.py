@@ -69,6 +69,14 @@ for sub in ["monolithicSparse", "streamOptimized", "monolithicFlat", "twoGbMaxEx
 # 500 extents: more devices than one guest took before INSTAR_MAX_DEVICES covered vmdk's 32768.
 image("v-1000g.vmdk", q("create", "-q", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentFlat", "v-1000g.vmdk", "1000G"))
 image("v6.vmdk", q("create", "-q", "-f", "vmdk", "-o", "compat6=on,adapter_type=lsilogic", "v6.vmdk", "100M"))
+# VMware-only vmdk extents qemu reads but cannot create (plugins/vmdk/tests/vmdk_vmware_images.py).
+VMWARE = ("import sys\nsys.path.insert(0, %r)\nfrom vmdk_vmware_images import *\n" %
+          os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "plugins", "vmdk", "tests"))
+image("w-cowd.vmdk", ["python3", "-c", VMWARE + "cowd('w-cowd.vmdk', 204800, 128, {0: b'1' * 512})"])
+image("w-vmfs.vmdk", ["python3", "-c", VMWARE + "cowd('w-vmfs-x.vmdk', 204800, 8, {3: b'1' * 512}, cid_text=False)\n"
+                      "descriptor('w-vmfs.vmdk', 'vmfsSparse', [(204800, 'VMFSSPARSE', 'w-vmfs-x.vmdk')])"])
+image("w-se.vmdk", ["python3", "-c", VMWARE + "sesparse('w-se-x.vmdk', 204800, {0: b'1' * 512, 9: 'zero'})\n"
+                    "descriptor('w-se.vmdk', 'seSparse', [(204800, 'SESPARSE', 'w-se-x.vmdk')])"])
 # vpc / vhdx
 for sub in ["dynamic", "fixed"]:
     image("p-%s.vpc" % sub, q("create", "-q", "-f", "vpc", "-o", "subformat=" + sub, "p-%s.vpc" % sub, "100M"))

@@ -89,6 +89,18 @@ fixture("v-bigflat.vmdk", "vmdk",
         io("vmdk", "v-bigflat.vmdk", "write -P 1 2047M 2M"))
 fixture("v-stream.vmdk", "vmdk", q("convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", "src.raw",
                                    "v-stream.vmdk"))
+# VMware-only extents qemu reads but cannot create (plugins/vmdk/tests/vmdk_vmware_images.py).
+VMWARE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "plugins", "vmdk", "tests")
+VMWARE_PY = "import os, sys\nsys.path.insert(0, %r)\nfrom vmdk_vmware_images import *\n" % VMWARE
+fixture("w-cowd.vmdk", "vmdk", ["python3", "-c", VMWARE_PY + "cowd('w-cowd.vmdk', 65536, 8, {0: b'1' * 4096, "
+                                "1: b'2' * 4096, 3: b'3' * 100, 4095: b'4' * 4096, 4096: b'5' * 4096, 2559: b'6' * 4096})"])
+fixture("w-vmfs.vmdk", "vmdk", ["python3", "-c", VMWARE_PY + "cowd('w-vmfs-x.vmdk', 4096 * 8 * 2, 8, {5: b'7' * 4096}, "
+                                "cid_text=False, missing_tables=(1,))\ncowd('w-vmfs-y.vmdk', 2048, 8, {0: b'8' * 4096}, "
+                                "cid_text=False)\ndescriptor('w-vmfs.vmdk', 'vmfsSparse', [(4096 * 8 * 2, 'VMFSSPARSE', "
+                                "'w-vmfs-x.vmdk'), (2048, 'SPARSE', 'w-vmfs-y.vmdk')])"])
+fixture("w-se.vmdk", "vmdk", ["python3", "-c", VMWARE_PY + "sesparse('w-se-x.vmdk', 65536, {0: b'1' * 4096, 1: 'zero', "
+                              "2: 'unmapped', 3: b'2' * 4096, 4: b'3' * 4096, 4097: b'4' * 4096, 8000: 'zero'})\n"
+                              "descriptor('w-se.vmdk', 'seSparse', [(65536, 'SESPARSE', 'w-se-x.vmdk')])"])
 fixture("v-ov.vmdk", "vmdk", q("create", "-q", "-f", "vmdk", "-b", "v-monolithicSparse.vmdk", "-F", "vmdk", "v-ov.vmdk"),
         io("vmdk", "v-ov.vmdk", "write -P 0x12 4M 64k"))
 # vpc and vhdx subformats

@@ -164,6 +164,8 @@ int cmd_compare(Context& ctx, std::span<const std::string> args) {
         spec.format2 = vm["b-format"].as<std::string>();
     else if (name2->format)
         spec.format2 = name2->format;
+    spec.no_backing[0] = name1->no_backing;
+    spec.no_backing[1] = name2->no_backing;
     spec.strict = has("strict");
     spec.unsafe_quirks = has("unsafe-quirks");
     if (has("allow-path"))

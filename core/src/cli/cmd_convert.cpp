@@ -301,9 +301,6 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
         // qemu opens (and probes) the image before it refuses an option given to it.
         if (name->unsupported_option)
             return fail(unsupported_option_after_probe(ctx, *name, format, spec.allow_paths, spec.unsafe_quirks));
-        if (name->no_backing)
-            return fail("Could not open '" + given +
-                        "': instar cannot convert a source opened without its backing file (\"backing\": null) yet");
         // The source's secret: --object secret named by its key-secret / encrypt.key-secret.
         std::optional<std::string> id;
         for (const char* key : {"key-secret", "encrypt.key-secret"})
@@ -315,6 +312,7 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
         spec.sources.push_back(name->path);
         spec.source_formats.push_back(format);
         spec.source_secrets.push_back(std::move(*secret));
+        spec.source_no_backing.push_back(name->no_backing);
         source_names.push_back(std::move(*name));
     }
     // instar's messages quote the opened path; qemu quotes the name as the user gave it.

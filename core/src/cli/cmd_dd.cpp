@@ -240,11 +240,8 @@ int cmd_dd(Context& ctx, std::span<const std::string> args) {
     if (in_name->unsupported_option)
         return report_error(ctx, unsupported_option_after_probe(ctx, *in_name, spec.source_format, spec.allow_paths,
                                                                 spec.unsafe_quirks));
-    if (in_name->no_backing)
-        return report_error(ctx, "Could not open '" + *input +
-                                     "': instar cannot read a source opened without its backing file (\"backing\": "
-                                     "null) yet");
     spec.sources = {in_name->path};
+    spec.source_no_backing = {in_name->no_backing}; // "backing": null: the image alone, as in convert
     const std::string out_fmt = has("output-format") ? str("output-format") : "raw";
     // of=: bdrv_create's name: a plain path or file:PATH ("Unknown protocol 'json'" for json:).
     auto out_name = parse_image_name(*output, false);

@@ -196,6 +196,7 @@ int cmd_map(Context& ctx, std::span<const std::string> in_args) {
     spec.start = start;
     spec.max_length = max_length;
     spec.unsafe_quirks = vm.count("unsafe-quirks") > 0;
+    spec.no_backing = name->no_backing;
     if (vm.count("allow-path"))
         spec.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
     // Runs are printed as each sandbox run delivers them (a huge map takes several).

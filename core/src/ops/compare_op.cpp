@@ -37,7 +37,7 @@ Expected<CompareReport> compare_images(const CompareSpec& spec, const PluginRegi
         InfoOptions io;
         io.filename = *names[i];
         io.format = *formats[i];
-        io.backing_chain = true;
+        io.backing_chain = !spec.no_backing[i];
         io.unsafe_quirks = spec.unsafe_quirks;
         io.allow_paths = spec.allow_paths;
         if (auto opened = open_chain(io, plugins, *runner, chains[i]); !opened)

@@ -19,6 +19,7 @@ struct CompareSpec {
     std::string file1, file2;
     std::optional<std::string> format1, format2; // -f, -F
     std::vector<std::optional<std::string>> secrets; // FILE1's and FILE2's secrets (--object secret), if any
+    bool no_backing[2] = {false, false};          // "backing": null: that image alone (unallocated reads zeros)
     bool strict = false;                          // -s
     bool unsafe_quirks = false;
     std::vector<std::string> allow_paths;

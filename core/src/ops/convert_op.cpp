@@ -128,7 +128,9 @@ std::string failure_message(const ConvertSpec& spec, const std::vector<const Cha
         return target + ": error while converting " + fmt + ": " + reason;
     // The target refused a write (e.g. -n -c over an allocated cluster): qemu-img's words alone,
     // since no source is at fault.
-    if (reason.rfind("error while writing at byte ", 0) == 0)
+    // (After any lines qemu error_reports first: '\x01' LINE '\n', printed by report_error.)
+    const std::size_t last_line = reason.rfind('\n');
+    if (reason.compare(last_line == std::string::npos ? 0 : last_line + 1, 28, "error while writing at byte ") == 0)
         return reason;
     // Copying failed: a source's data could not be read (or the target written). Name the source
     // when there is only one, so the message says which file is damaged.
@@ -282,7 +284,7 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
         io.filename = spec.sources[i];
         io.format = i < spec.source_formats.size() && spec.source_formats[i] ? spec.source_formats[i]
                                                                               : spec.source_format;
-        io.backing_chain = true;
+        io.backing_chain = !(i < spec.source_no_backing.size() && spec.source_no_backing[i]);
         io.unsafe_quirks = spec.unsafe_quirks;
         io.allow_paths = spec.allow_paths;
         auto opened = open_chain(io, plugins, *runner, chains[i]);

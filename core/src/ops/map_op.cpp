@@ -104,7 +104,7 @@ Expected<MapResult> map_image(const MapSpec& spec, const PluginRegistry& plugins
     InfoOptions io;
     io.filename = spec.filename;
     io.format = spec.format;
-    io.backing_chain = true;
+    io.backing_chain = !spec.no_backing;
     io.unsafe_quirks = spec.unsafe_quirks;
     io.allow_paths = spec.allow_paths;
     if (auto opened = open_chain(io, plugins, *runner, chain); !opened)

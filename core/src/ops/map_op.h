@@ -24,6 +24,7 @@ struct MapSpec {
     std::optional<std::uint64_t> max_length;
     bool unsafe_quirks = false;
     std::vector<std::string> allow_paths;
+    bool no_backing = false; // "backing": null: the image alone, its unallocated ranges read as zeros
 };
 
 // One run as qemu's MapEntry holds it.

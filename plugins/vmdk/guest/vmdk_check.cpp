@@ -56,11 +56,13 @@ struct Window {
     }
 };
 
-// 1: stop with -EINVAL (after EOF); 2: stop with VMDK_ERROR; 0: go on.
+// 1: stop with -EINVAL (after EOF); 2: stop with VMDK_ERROR; 3: stop with VMDK_ERROR returned as
+// the check's error (-1, "Operation not permitted": seSparse entries); 0: go on.
 int check_sparse(const ReadExtent& e, guest::Allocator& alloc, guest::CheckSink& sink, Status* st) {
     Window window;
     window.buf = static_cast<uint8_t*>(alloc.allocate(VMDK_CHECK_WINDOW, 16)); // nullptr: direct reads
-    const uint64_t gt_bytes = uint64_t{e.gtes} * 4;
+    const uint64_t w = e.sesparse ? 8 : 4; // seSparse: 8-byte directory and table entries
+    const uint64_t gt_bytes = uint64_t{e.gtes} * w;
     auto* gt = static_cast<uint8_t*>(alloc.allocate(static_cast<size_t>(gt_bytes ? gt_bytes : 4), 16));
     if (gt == nullptr) {
         *st = Status::NoMemory;
@@ -74,7 +76,7 @@ int check_sparse(const ReadExtent& e, guest::Allocator& alloc, guest::CheckSink&
     uint64_t next = 0;
     // The grain directory is read VMDK_READ_GD_CHUNK entries at a time (as the reader does): a
     // 64 TiB extent's directory has 2 Mi entries. Entries past l1_size are never used.
-    uint8_t gd[VMDK_READ_GD_CHUNK * 4];
+    uint8_t gd[VMDK_READ_GD_CHUNK * 8];
     uint64_t gd_loaded = UINT64_MAX;
     for (uint64_t gi = 0; gi < grains && result == 0; gi = next) {
         next = gi + 1;
@@ -88,11 +90,27 @@ int check_sparse(const ReadExtent& e, guest::Allocator& alloc, guest::CheckSink&
         if (l1_index != loaded) {
             const uint64_t chunk = l1_index / VMDK_READ_GD_CHUNK;
             if (chunk != gd_loaded) {
-                if ((*st = read_padded(*e.dev, e.gd_offset + chunk * VMDK_READ_GD_CHUNK * 4, gd, sizeof gd)) != Status::Ok)
+                if ((*st = read_padded(*e.dev, e.gd_offset + chunk * VMDK_READ_GD_CHUNK * w, gd,
+                                       static_cast<size_t>(VMDK_READ_GD_CHUNK * w))) != Status::Ok)
                     break;
                 gd_loaded = chunk;
             }
-            const uint64_t gt_sector = le32(gd + (l1_index % VMDK_READ_GD_CHUNK) * 4);
+            const uint8_t* gde = gd + (l1_index % VMDK_READ_GD_CHUNK) * w;
+            uint64_t gt_sector = le32(gde);
+            if (e.sesparse) {
+                // qemu's get_cluster_offset: top 32 bits 0x10000000, a table index into the tables
+                // area, the table's sector within 32 bits; else VMDK_ERROR.
+                const uint64_t hi = le32(gde + 4);
+                if (gt_sector != 0 || hi != 0) {
+                    const uint64_t at = e.se_gt_offset + gt_sector * (gt_bytes / 512);
+                    if (hi != 0x10000000u || at < e.se_gt_offset || at > 0xffffffffull) {
+                        guest::CheckLine().s("ERROR: could not get cluster_offset for sector ").u(sector).emit(sink);
+                        result = 3;
+                        break;
+                    }
+                    gt_sector = at;
+                }
+            }
             have_gt = gt_sector != 0;
             if (have_gt && (*st = window.read(*e.dev, gt_sector * 512, gt, static_cast<size_t>(gt_bytes))) != Status::Ok)
                 break;
@@ -102,10 +120,25 @@ int check_sparse(const ReadExtent& e, guest::Allocator& alloc, guest::CheckSink&
             next = (l1_index + 1) * e.gtes; // every grain of a missing table is unallocated
             continue;
         }
-        const uint32_t gte = le32(gt + (gi % e.gtes) * 4);
-        if (gte == 0 || (e.zero_grain && gte == VMDK_GTE_ZEROED))
+        uint64_t gte = le32(gt + (gi % e.gtes) * w);
+        if (e.sesparse) {
+            const uint64_t v = gte | (uint64_t{le32(gt + (gi % e.gtes) * w + 4)} << 32);
+            const uint64_t kind = v >> 60;
+            if (kind == 1 || kind == 2 || v == 0) // unmapped, zero, unallocated
+                continue;
+            uint64_t at = 0;
+            const uint64_t index = ((v & 0x0fff000000000000ull) >> 48) | ((v & 0x0000ffffffffffffull) << 12);
+            if (kind != 3 || __builtin_mul_overflow(index, e.grain_bytes / 512, &at) ||
+                __builtin_add_overflow(at, e.se_grains_offset, &at) || at > (~uint64_t{0} >> 9)) {
+                guest::CheckLine().s("ERROR: could not get cluster_offset for sector ").u(sector).emit(sink);
+                result = 3;
+                break;
+            }
+            gte = at;
+        } else if (gte == 0 || (e.zero_grain && gte == VMDK_GTE_ZEROED)) {
             continue;
-        if (uint64_t{gte} * 512 >= size) {
+        }
+        if (gte * 512 >= size) {
             guest::CheckLine().s("ERROR: cluster offset for sector ").u(sector).s(" points after EOF").emit(sink);
             result = 1;
         }
@@ -147,6 +180,8 @@ Status check(const guest::CheckRequest& req, guest::CheckSink& sink, guest::Chec
             res->corruptions++;
             if (stop == 1)
                 res->error = -guest::CHECK_EINVAL;
+            else if (stop == 3) // a seSparse entry qemu's get_cluster_offset calls VMDK_ERROR (-1)
+                res->error = -1;
             break;
         }
     }

@@ -12,7 +12,9 @@
 // Images with a descriptor file (monolithicFlat, twoGbMaxExtentFlat, twoGbMaxExtentSparse, vmfs):
 // every extent file is one of req.files; flat extents are written in place, sparse ones as above, and
 // the CID is renewed in the descriptor file, as qemu's vmdk_pwritev does per extent.
-// Refused with a reason: streamOptimized, vmfsSparse (COWD) extents, missing grain tables.
+// COWD (vmfsSparse) files, alone or as extents, are written the same way (4096-entry tables, no
+// redundant directory, no zeroed grains). Refused with a reason: streamOptimized, seSparse (qemu
+// opens it read-only), missing grain tables.
 #include "vmdk_existing_write.h"
 
 #include "vmdk_bytes.h"
@@ -34,6 +36,9 @@ namespace {
 // One grain is buffered whole (copy-on-write); qemu's default is 64 KiB, its largest 1 GiB: instar
 // writes into grains of at most 2 MiB.
 constexpr uint64_t EXISTING_MAX_GRAIN = 2u << 20;
+// Room for one deflated grain of a streamOptimized image: deflate grows incompressible input by a
+// few bytes per 16 KiB block, far below doubling.
+constexpr size_t STREAM_DEFLATE_CAP = 2 * EXISTING_MAX_GRAIN;
 
 void say_text(guest::ReasonSink* sink, const char* text) { guest::say_reason(sink, text); }
 
@@ -62,10 +67,13 @@ public:
     // `own_cid`: a monolithicSparse image (its embedded descriptor gets the new CID; the writer owns
     // `grain_buf`); otherwise one extent of a descriptor-file image, whose writer renews the CID and
     // owns the (shared) buffer.
+    // `codecs`/`packed`: a streamOptimized image (compressed grains; `packed` holds a marker and
+    // STREAM_DEFLATE_CAP bytes, owned by the writer); nullptr otherwise.
     ExistingVmdkWriter(BlockDevice& dev, guest::Allocator& alloc, guest::ReasonSink* reasons, const Vmdk4Header& h,
-                       uint32_t l1_size, uint8_t* grain_buf, bool own_cid = true)
+                       uint32_t l1_size, uint8_t* grain_buf, bool own_cid = true, const guest::Codecs* codecs = nullptr,
+                       uint8_t* packed = nullptr)
         : dev_(dev), alloc_(alloc), reasons_(reasons), h_(h), l1_size_(l1_size), grain_(h.granularity * 512),
-          buf_(grain_buf), cid_updated_(!own_cid), owns_buf_(own_cid) {
+          buf_(grain_buf), cid_updated_(!own_cid), owns_buf_(own_cid), codecs_(codecs), packed_(packed) {
         const uint64_t sectors = (dev.size() + 511) / 512;
         next_sector_ = (sectors + h.granularity - 1) / h.granularity * h.granularity;
         file_len_ = dev.size();
@@ -73,6 +81,8 @@ public:
 
     uint64_t cluster_size() const override { return grain_; }
     bool zero_init() const override { return false; }
+    // vmdk_get_info: a streamOptimized extent takes only compressed grains.
+    bool needs_compressed_writes() const override { return packed_ != nullptr; }
     void set_backing(guest::ImageReader* backing) override { backing_ = backing; }
 
     Status write(uint64_t offset, const void* buf, size_t len) override {
@@ -105,12 +115,24 @@ public:
         return Status::Ok;
     }
 
-    Status write_compressed(uint64_t, const void*, size_t) override {
-        say_text(reasons_, "instar cannot write compressed grains into an existing vmdk image yet");
-        return Status::Unsupported;
+    Status write_compressed(uint64_t offset, const void* buf, size_t len) override {
+        if (packed_ == nullptr) {
+            say_text(reasons_, "instar cannot write compressed grains into an existing vmdk image yet");
+            return Status::Unsupported;
+        }
+        return write(offset, buf, len); // a streamOptimized image compresses every write
     }
-    Status finish() override { return Status::Ok; } // every update was written through
+    // Every update was written through. streamOptimized: qemu-img ends a compressed convert with an
+    // empty compressed write, which rounds the file up to a sector.
+    Status finish() override {
+        if (packed_ == nullptr || file_len_ % 512 == 0)
+            return Status::Ok;
+        __builtin_memset(buf_, 0, 512);
+        return dev_.write(file_len_, buf_, static_cast<size_t>(512 - file_len_ % 512));
+    }
     void close() override {
+        if (packed_ != nullptr)
+            alloc_.deallocate(packed_, VMDK_GRAIN_MARKER_BYTES + STREAM_DEFLATE_CAP);
         if (owns_buf_)
             alloc_.deallocate(buf_, static_cast<size_t>(grain_));
         guest::arena_delete(alloc_, this);
@@ -163,7 +185,7 @@ private:
 
     // One piece inside one grain: data (src) or zeros (zero).
     Status piece(uint64_t offset, const uint8_t* src, uint64_t n, bool zero) {
-        if (!cid_updated_) {
+        if (!cid_updated_ && packed_ == nullptr) { // streamOptimized: after the grain (stream_piece)
             if (const Status st = update_cid(); st != Status::Ok)
                 return st;
             cid_updated_ = true;
@@ -177,6 +199,8 @@ private:
         const uint64_t gte = load_le32(b);
         const uint64_t in = offset % grain_;
         const bool zeroed = gte == VMDK_GTE_ZEROED && (h_.flags & VMDK4_FLAG_ZERO_GRAIN);
+        if (packed_ != nullptr)
+            return stream_piece(offset, src, n, zero, gte, zeroed, at);
         if (gte != 0 && !zeroed) {
             if (gte * 512 >= file_len_ || grain_ > file_len_ - gte * 512) {
                 say_text(reasons_, "vmdk grain offset past the end of the image file");
@@ -217,6 +241,106 @@ private:
         return set_entry(offset, static_cast<uint32_t>(sector), at);
     }
 
+    // A streamOptimized image (qemu's vmdk_pwritev on a compressed extent): an allocated grain is
+    // "Could not write to allocated cluster for streamOptimized" (EIO); a whole zero grain becomes a
+    // zeroed-grain entry where the header allows them; anything else must be a whole grain (or the
+    // disk's last, shorter one: else EINVAL), deflated behind a grain marker at the sector after
+    // the last compressed data (the new grain is zero-filled first, as get_whole_cluster does).
+    Status stream_piece(uint64_t offset, const uint8_t* src, uint64_t n, bool zero, uint64_t gte, bool zeroed,
+                        uint64_t at) {
+        if (gte != 0 && !zeroed) // qemu's error_report, then qemu-img's "error while writing"
+            return write_error(Status::IoError, "\x01" "Could not write to allocated cluster for streamOptimized\n",
+                               offset, "Input/output error");
+        const uint64_t in = offset % grain_;
+        if (zero && in == 0 && n == grain_ && (h_.flags & VMDK4_FLAG_ZERO_GRAIN))
+            return zeroed ? Status::Ok : set_entry(offset, VMDK_GTE_ZEROED, at);
+        if (backing_ != nullptr) {
+            say_text(reasons_, "instar cannot write into an existing streamOptimized vmdk image with a backing file");
+            return Status::Unsupported;
+        }
+        if (in != 0 || (n != grain_ && offset + n != h_.capacity * 512)) {
+            // vmdk_write_extent: only whole clusters (EINVAL), after get_whole_cluster zero-filled
+            // a new grain at the end of the file.
+            const uint64_t start = next_sector_ * 512;
+            for (uint64_t z = file_len_ > start ? file_len_ : start; z < start + grain_;) {
+                const uint64_t k = start + grain_ - z;
+                __builtin_memset(buf_, 0, static_cast<size_t>(k));
+                if (const Status st = dev_.write(z, buf_, static_cast<size_t>(k)); st != Status::Ok)
+                    return st;
+                z += k;
+            }
+            if (start + grain_ > file_len_)
+                file_len_ = start + grain_;
+            return write_error(Status::Invalid, "", offset, "Invalid argument");
+        }
+        if (zero) {
+            __builtin_memset(buf_, 0, static_cast<size_t>(n));
+            src = buf_;
+        }
+        if (codecs_ == nullptr || codecs_->deflate_mem == nullptr)
+            return Status::Unsupported;
+        size_t len = 0;
+        Status st = codecs_->deflate_mem(src, static_cast<size_t>(n), packed_ + VMDK_GRAIN_MARKER_BYTES,
+                                         STREAM_DEFLATE_CAP, &len, VMDK_DEFLATE_WINDOW, VMDK_DEFLATE_LEVEL,
+                                         VMDK_DEFLATE_MEM_LEVEL);
+        if (st != Status::Ok || len == 0)
+            return Status::Invalid;
+        const uint64_t lba = offset / 512;
+        for (int i = 0; i < 8; ++i)
+            packed_[i] = static_cast<uint8_t>(lba >> (8 * i));
+        for (int i = 0; i < 4; ++i)
+            packed_[8 + i] = static_cast<uint8_t>(static_cast<uint64_t>(len) >> (8 * i));
+        // qemu: grain table entries are 32-bit sector numbers.
+        if (next_sector_ + h_.granularity > VMDK_WRITE_MAX_SECTOR)
+            return Status::TooLarge;
+        const uint64_t sector = next_sector_;
+        const uint64_t start = sector * 512;
+        const uint64_t bytes = VMDK_GRAIN_MARKER_BYTES + len;
+        if ((st = dev_.write(start, packed_, static_cast<size_t>(bytes))) != Status::Ok)
+            return st;
+        // get_whole_cluster wrote a zero grain here first: the file reaches at least its end.
+        for (uint64_t z = start + bytes > file_len_ ? start + bytes : file_len_; z < start + grain_;) {
+            const uint64_t k = start + grain_ - z < grain_ ? start + grain_ - z : grain_;
+            __builtin_memset(buf_, 0, static_cast<size_t>(k));
+            if ((st = dev_.write(z, buf_, static_cast<size_t>(k))) != Status::Ok)
+                return st;
+            z += k;
+        }
+        if (start + grain_ > file_len_)
+            file_len_ = start + grain_;
+        next_sector_ = (start + bytes + 511) / 512;
+        if ((st = set_entry(offset, static_cast<uint32_t>(sector), at)) != Status::Ok || cid_updated_)
+            return st;
+        cid_updated_ = true; // qemu's vmdk_write_cid after the first write
+        return update_cid();
+    }
+
+    // qemu-img's "error while writing at byte N: ERRNO" for the request at `offset`, after `first`
+    // (lines qemu error_reports before: '\x01' LINE '\n', or "").
+    Status write_error(Status st, const char* first, uint64_t offset, const char* errno_text) {
+        char why[160];
+        size_t k = 0;
+        auto put = [&](const char* t) {
+            while (*t != 0 && k < sizeof why)
+                why[k++] = *t++;
+        };
+        put(first);
+        put("error while writing at byte ");
+        char digits[20];
+        size_t d = 0;
+        do {
+            digits[d++] = static_cast<char>('0' + offset % 10);
+            offset /= 10;
+        } while (offset != 0);
+        while (d > 0 && k < sizeof why)
+            why[k++] = digits[--d];
+        put(": ");
+        put(errno_text);
+        if (reasons_ != nullptr)
+            reasons_->reason(why, k);
+        return st;
+    }
+
     BlockDevice& dev_;
     guest::Allocator& alloc_;
     guest::ReasonSink* reasons_;
@@ -229,6 +353,8 @@ private:
     bool cid_updated_ = false;
     bool owns_buf_ = true;
     guest::ImageReader* backing_ = nullptr;
+    const guest::Codecs* codecs_ = nullptr;
+    uint8_t* packed_ = nullptr;
 };
 
 } // namespace
@@ -239,18 +365,46 @@ namespace {
 // monolithicSparse image (its descriptor inside); else one extent of a descriptor-file image, whose
 // grain buffer `shared` (of max_grain bytes) the caller owns.
 Status sparse_writer(BlockDevice& dev, guest::Allocator& alloc, guest::ReasonSink* reasons, bool embedded,
-                     uint8_t* shared, uint64_t max_grain, ExistingVmdkWriter** out) {
+                     uint8_t* shared, uint64_t max_grain, ExistingVmdkWriter** out,
+                     const guest::Codecs* codecs = nullptr) {
     VmdkSparseExtent ext{};
     Vmdk4Header h{};
     bool has_descriptor = false;
-    const Status st = vmdk_sparse_open(dev, &ext, &h, &has_descriptor);
+    uint8_t m[4] = {};
+    const bool cowd = dev.size() >= 4 && dev.read(0, m, 4) == Status::Ok && load_be32(m) == VMDK3_MAGIC;
+    uint64_t cowd_l1 = 0;
+    Status st = Status::Ok;
+    if (cowd) {
+        // COWD (vmfsSparse): written as qemu's vmdk_pwritev writes it, through the same grain
+        // directory walk: 4096-entry tables, no redundant directory, no zeroed grains; a CID window
+        // at sector 1 when the file stands alone (qemu's desc_offset 0x200).
+        VmdkAltExtent x{};
+        char why[VMDK_REASON_MAX];
+        st = vmdk_cowd_open(dev, &x, why);
+        if (st != Status::Ok) {
+            say_text(reasons, why);
+            return st;
+        }
+        h.capacity = x.sectors;
+        h.granularity = x.grain_sectors;
+        h.num_gtes_per_gt = x.gtes;
+        h.gd_offset = x.gd_offset / 512;
+        h.desc_offset = VMDK_EMBEDDED_DESC_OFFSET / 512;
+        cowd_l1 = x.l1_size;
+    } else {
+        st = vmdk_sparse_open(dev, &ext, &h, &has_descriptor);
+    }
     if (st != Status::Ok || has_descriptor) {
         say_text(reasons, embedded ? "instar cannot write into an existing vmdk image other than monolithicSparse yet"
                                    : "instar cannot write into this kind of vmdk extent yet (vmfsSparse)");
         return Status::Unsupported;
     }
-    if (ext.compressed || (h.flags & (VMDK4_FLAG_COMPRESS | VMDK4_FLAG_MARKER)) || h.gd_offset == VMDK4_GD_AT_END) {
-        say_text(reasons, "instar cannot write into an existing streamOptimized vmdk image yet");
+    // streamOptimized: qemu appends compressed grains (whole ones) to a monolithic image; the
+    // directory is the footer's when the header's says "at the end".
+    const bool stream = ext.compressed;
+    if (h.gd_offset == VMDK4_GD_AT_END || (stream && !embedded) ||
+        (!stream && (h.flags & (VMDK4_FLAG_COMPRESS | VMDK4_FLAG_MARKER)))) {
+        say_text(reasons, "instar cannot write into this existing streamOptimized vmdk image");
         return Status::Unsupported;
     }
     const uint64_t grain = h.granularity * 512;
@@ -260,7 +414,8 @@ Status sparse_writer(BlockDevice& dev, guest::Allocator& alloc, guest::ReasonSin
         return Status::Unsupported;
     }
     const uint64_t span = uint64_t{h.num_gtes_per_gt} * h.granularity;
-    const uint64_t l1 = h.capacity / span + (h.capacity % span != 0);
+    // COWD: the directory's size is the header's (qemu's l1dir_size), not derived from the capacity.
+    const uint64_t l1 = cowd ? cowd_l1 : h.capacity / span + (h.capacity % span != 0);
     const uint64_t file = dev.size();
     auto table_in_file = [&](uint64_t sector) {
         return sector != 0 && sector * 512 < file && l1 * 4 <= file - sector * 512;
@@ -276,9 +431,17 @@ Status sparse_writer(BlockDevice& dev, guest::Allocator& alloc, guest::ReasonSin
         if (buf == nullptr)
             return Status::NoMemory;
     }
+    uint8_t* packed = nullptr;
+    if (stream && (packed = static_cast<uint8_t*>(alloc.allocate(VMDK_GRAIN_MARKER_BYTES + STREAM_DEFLATE_CAP, 8))) ==
+                      nullptr) {
+        alloc.deallocate(buf, static_cast<size_t>(grain));
+        return Status::NoMemory;
+    }
     auto* w = guest::arena_new<ExistingVmdkWriter>(alloc, dev, alloc, reasons, h, static_cast<uint32_t>(l1), buf,
-                                                   embedded);
+                                                   embedded, codecs, packed);
     if (w == nullptr) {
+        if (packed != nullptr)
+            alloc.deallocate(packed, VMDK_GRAIN_MARKER_BYTES + STREAM_DEFLATE_CAP);
         if (embedded)
             alloc.deallocate(buf, static_cast<size_t>(grain));
         return Status::NoMemory;
@@ -395,6 +558,11 @@ Status open_multi(const guest::OpenRequest& req, guest::ImageWriter** out) {
     uint64_t buf_bytes = FLAT_ZERO_CHUNK;
     for (uint32_t i = 0; i < layout.count; ++i) {
         const ReadExtent& e = layout.extents[i];
+        if (e.sesparse) { // qemu's vmdk_open_se_sparse opens them read-only
+            free_layout(alloc, &layout);
+            say_text(req.reasons, "No write support for seSparse images available");
+            return Status::Unsupported;
+        }
         if (e.compressed) {
             free_layout(alloc, &layout);
             say_text(req.reasons, "instar cannot write into an existing streamOptimized vmdk image yet");
@@ -455,7 +623,8 @@ Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
     if (req.file_count != 0)
         return open_multi(req, out);
     ExistingVmdkWriter* w = nullptr;
-    if (const Status st = sparse_writer(*req.image, *req.allocator, req.reasons, true, nullptr, 0, &w); st != Status::Ok)
+    if (const Status st = sparse_writer(*req.image, *req.allocator, req.reasons, true, nullptr, 0, &w, req.codecs);
+        st != Status::Ok)
         return st;
     *out = w;
     return Status::Ok;

@@ -112,10 +112,24 @@ Status open_extents(const guest::InfoRequest& req, guest::InfoSink& sink, State&
             e.cluster_sectors = e.sectors;
             continue;
         }
-        if (e.type == ExtentType::SeSparse)
-            return refuse(sink, Status::Unsupported, "SESPARSE extents are not supported");
         if (req.files[i] == nullptr)
             return Status::Invalid;
+        uint8_t m[4] = {};
+        if (e.type == ExtentType::SeSparse ||
+            (read_zero_filled(*req.files[i], 0, m, 4) == Status::Ok && load_be32(m) == VMDK3_MAGIC)) {
+            // seSparse (qemu's vmdk_open_se_sparse) or COWD (vmdk_open_sparse on a VMDK3 magic).
+            VmdkAltExtent x{};
+            char why[VMDK_REASON_MAX];
+            const Status st = e.type == ExtentType::SeSparse ? vmdk_sesparse_open(*req.files[i], &x, why)
+                                                             : vmdk_cowd_open(*req.files[i], &x, why);
+            if (st != Status::Ok) {
+                sink.reason(why, cstrlen(why));
+                return st;
+            }
+            e.sectors = x.sectors;
+            e.cluster_sectors = x.grain_sectors;
+            continue;
+        }
         VmdkSparseExtent x;
         Vmdk4Header h;
         bool embedded = false;
@@ -254,9 +268,23 @@ Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
         VmdkSparseExtent x;
         Vmdk4Header h;
         bool embedded = false;
-        if ((st = vmdk_sparse_open(dev, &x, &h, &embedded)) != Status::Ok)
+        if (magic == VMDK3_MAGIC) {
+            // A COWD file opened on its own: qemu leaves the create type and the extent's format empty.
+            VmdkAltExtent a{};
+            char why[VMDK_REASON_MAX];
+            if ((st = vmdk_cowd_open(dev, &a, why)) != Status::Ok) {
+                sink.reason(why, cstrlen(why));
+                return st;
+            }
+            descriptor = false;
+            s.extents[0] = Extent{nullptr, 0, nullptr, ExtentType::VmfsSparse, a.sectors, a.grain_sectors, false,
+                                  false};
+            s.count = 1;
+            s.create_type = "";
+            s.create_type_len = 0;
+        } else if ((st = vmdk_sparse_open(dev, &x, &h, &embedded)) != Status::Ok) {
             return refuse_sparse(sink, dev, st, h);
-        if (embedded) {
+        } else if (embedded) {
             if (h.desc_offset > (~uint64_t{0} >> 9))
                 return Status::Corrupt;
             desc_offset = h.desc_offset << 9;
@@ -339,11 +367,18 @@ Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
     const Text window = text_of(window_buf.p, VMDK_DESC_WINDOW);
     const char* hint = nullptr;
     size_t hint_len = 0;
-    if ((st = descriptor_parent_hint(window, &hint, &hint_len)) != Status::Ok)
+    // qemu fails these with a bare -EINVAL, which bdrv_open_driver words as below.
+    static constexpr char EINVAL_OPEN[] = "Could not open '{image}': Invalid argument";
+    if ((st = descriptor_parent_hint(window, &hint, &hint_len)) != Status::Ok) {
+        if (st == Status::Corrupt)
+            sink.reason(EINVAL_OPEN, sizeof EINVAL_OPEN - 1);
         return st;
+    }
     uint32_t cid = 0, parent_cid = 0;
-    if (!descriptor_cid(window, false, &cid) || !descriptor_cid(window, true, &parent_cid))
-        return Status::Corrupt; // qemu fails the open when a CID is missing
+    if (!descriptor_cid(window, false, &cid) || !descriptor_cid(window, true, &parent_cid)) {
+        sink.reason(EINVAL_OPEN, sizeof EINVAL_OPEN - 1); // qemu fails the open when a CID is missing
+        return Status::Corrupt;
+    }
     report(sink, s, cid, parent_cid, hint, hint_len);
     return Status::Ok;
 }

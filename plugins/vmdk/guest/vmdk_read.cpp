@@ -15,8 +15,13 @@ using guest::Extent;
 using guest::Status;
 
 constexpr uint32_t GTE_ZEROED = 1;      // qemu's VMDK_GTE_ZEROED
-constexpr size_t GT_MAX_BYTES = VMDK_MAX_GTES_PER_GT * 4;
-constexpr size_t GD_CHUNK_BYTES = VMDK_READ_GD_CHUNK * 4;
+constexpr size_t GD_CHUNK_BYTES = VMDK_READ_GD_CHUNK * 8; // seSparse entries are 8 bytes
+// seSparse directory and table entries (qemu's get_cluster_offset).
+constexpr uint64_t SE_GD_ALLOCATED = 0x1000000000000000ull; // top 32 bits 0x10000000 when allocated
+constexpr uint64_t SE_GTE_KIND = 0xf000000000000000ull;
+constexpr uint64_t SE_GTE_UNMAPPED = 0x1000000000000000ull; // reads as zeros
+constexpr uint64_t SE_GTE_ZERO = 0x2000000000000000ull;
+constexpr uint64_t SE_GTE_ALLOCATED = 0x3000000000000000ull;
 constexpr size_t MARKER_BYTES = 12;     // VmdkGrainMarker: lba (8), size (4)
 constexpr int ZLIB_WINDOW_BITS = 15;    // qemu uses compress()/uncompress(): zlib framing
 
@@ -33,13 +38,13 @@ public:
     VmdkReader(const guest::OpenRequest& req, const ReadLayout& layout, uint8_t* mem)
         : layout_(layout), alloc_(*req.allocator), codecs_(req.codecs), reasons_(req.reasons), mem_(mem) {
         gt_mem_ = mem;
-        gd_mem_ = gt_mem_ + VMDK_READ_GT_CACHE * GT_MAX_BYTES;
+        gd_mem_ = gt_mem_ + VMDK_READ_GT_CACHE * layout_.max_gt_bytes;
         grain_ = gd_mem_ + VMDK_READ_GD_CACHE * GD_CHUNK_BYTES;
         packed_ = grain_ + layout_.max_compressed_grain;
     }
 
     static size_t memory_for(const ReadLayout& l) {
-        return VMDK_READ_GT_CACHE * GT_MAX_BYTES + VMDK_READ_GD_CACHE * GD_CHUNK_BYTES + 3 * l.max_compressed_grain;
+        return VMDK_READ_GT_CACHE * l.max_gt_bytes + VMDK_READ_GD_CACHE * GD_CHUNK_BYTES + 3 * l.max_compressed_grain;
     }
 
     uint64_t virtual_size() const override { return layout_.virtual_size; }
@@ -125,7 +130,7 @@ private:
     }
 
     // Grain-directory entry l1_index of extent ei (qemu's l1_table[l1_index]), read by chunks.
-    Status gd_entry(uint32_t ei, uint32_t l1_index, uint32_t* out) {
+    Status gd_entry(uint32_t ei, uint32_t l1_index, uint64_t* out) {
         const ReadExtent& e = layout_.extents[ei];
         const uint64_t chunk = l1_index / VMDK_READ_GD_CHUNK;
         bool hit = false;
@@ -135,28 +140,31 @@ private:
             gd_[s].stamp = 0;
             const uint64_t first = chunk * VMDK_READ_GD_CHUNK;
             const uint64_t entries = e.l1_size - first < VMDK_READ_GD_CHUNK ? e.l1_size - first : VMDK_READ_GD_CHUNK;
+            const uint64_t w = e.sesparse ? 8 : 4;
             // open_layout checked that the whole directory lies inside the file.
-            if (const Status st = e.dev->read(e.gd_offset + first * 4, mem, static_cast<size_t>(entries * 4));
+            if (const Status st = e.dev->read(e.gd_offset + first * w, mem, static_cast<size_t>(entries * w));
                 st != Status::Ok)
                 return st;
             gd_[s].extent = ei;
             gd_[s].key = chunk;
         }
         gd_[s].stamp = ++stamp_;
-        *out = load_le32(mem + (l1_index % VMDK_READ_GD_CHUNK) * 4);
+        const uint32_t k = l1_index % VMDK_READ_GD_CHUNK;
+        *out = e.sesparse ? load_le64(mem + k * 8) : load_le32(mem + k * 4);
         return Status::Ok;
     }
 
     // Entry l2_index of the grain table at sector `gt_sector` of extent ei.
-    Status gt_entry(uint32_t ei, uint32_t gt_sector, uint32_t l2_index, uint32_t* loads, uint32_t* out) {
+    Status gt_entry(uint32_t ei, uint32_t gt_sector, uint32_t l2_index, uint32_t* loads, uint64_t* out) {
         const ReadExtent& e = layout_.extents[ei];
         const uint64_t at = uint64_t{gt_sector} * 512;
         bool hit = false;
         const uint32_t s = slot_for(gt_, VMDK_READ_GT_CACHE, ei, at, &hit);
-        uint8_t* mem = gt_mem_ + s * GT_MAX_BYTES;
+        uint8_t* mem = gt_mem_ + s * layout_.max_gt_bytes;
+        const uint64_t w = e.sesparse ? 8 : 4;
         if (!hit) {
             gt_[s].stamp = 0;
-            const uint64_t bytes = uint64_t{e.gtes} * 4;
+            const uint64_t bytes = uint64_t{e.gtes} * w;
             // qemu reads zeros past EOF; a table the file does not hold is refused instead.
             if (at > e.dev->size() || bytes > e.dev->size() - at)
                 return corrupt("Grain table lies past the end of the extent file");
@@ -167,7 +175,7 @@ private:
             ++*loads;
         }
         gt_[s].stamp = ++stamp_;
-        *out = load_le32(mem + l2_index * 4);
+        *out = e.sesparse ? load_le64(mem + l2_index * 8) : load_le32(mem + l2_index * 4);
         return Status::Ok;
     }
 
@@ -178,19 +186,31 @@ private:
         const uint64_t l1_index = grain / e.gtes;
         if (l1_index >= e.l1_size)
             return corrupt("Grain directory too small for the extent");
-        uint32_t gt_sector = 0;
-        if (const Status st = gd_entry(ei, static_cast<uint32_t>(l1_index), &gt_sector); st != Status::Ok)
+        uint64_t gde = 0;
+        if (const Status st = gd_entry(ei, static_cast<uint32_t>(l1_index), &gde); st != Status::Ok)
             return st;
+        uint32_t gt_sector = static_cast<uint32_t>(gde);
+        if (e.sesparse && gde != 0) {
+            // qemu: the top 32 bits must be 0x10000000; the table's sector must fit 32 bits.
+            if ((gde & 0xffffffff00000000ull) != SE_GD_ALLOCATED)
+                return corrupt("Invalid seSparse grain directory entry");
+            const uint64_t at = e.se_gt_offset + (gde & 0xffffffffull) * (uint64_t{e.gtes} * 8 / 512);
+            if (at < e.se_gt_offset || at > 0xffffffffull)
+                return corrupt("Invalid seSparse grain directory entry");
+            gt_sector = static_cast<uint32_t>(at);
+        }
         *same = 1;
         if (gt_sector == 0) {
             *kind = Kind::Unallocated;
             *same = e.gtes - grain % e.gtes;
             return Status::Ok;
         }
-        uint32_t gte = 0;
+        uint64_t gte = 0;
         if (const Status st = gt_entry(ei, gt_sector, static_cast<uint32_t>(grain % e.gtes), loads, &gte);
             st != Status::Ok)
             return st;
+        if (e.sesparse)
+            return se_classify(e, gte, kind, sector);
         if (gte == 0) {
             *kind = Kind::Unallocated;
         } else if (e.zero_grain && gte == GTE_ZEROED) {
@@ -200,6 +220,35 @@ private:
             *sector = gte;
         }
         return Status::Ok;
+    }
+
+    // A seSparse grain-table entry (qemu's get_cluster_offset): unallocated, unmapped or zero
+    // (both read as zeros), or a grain index split across the entry's bits.
+    Status se_classify(const ReadExtent& e, uint64_t gte, Kind* kind, uint64_t* sector) {
+        switch (gte & SE_GTE_KIND) {
+        case 0:
+            if (gte != 0)
+                return corrupt("Invalid seSparse grain table entry");
+            *kind = Kind::Unallocated;
+            return Status::Ok;
+        case SE_GTE_UNMAPPED:
+        case SE_GTE_ZERO:
+            *kind = Kind::Zero;
+            return Status::Ok;
+        case SE_GTE_ALLOCATED: {
+            const uint64_t index = ((gte & 0x0fff000000000000ull) >> 48) | ((gte & 0x0000ffffffffffffull) << 12);
+            uint64_t at = 0;
+            // Grains past 2^55 sectors lie past any file: refused (qemu's int64 arithmetic wraps).
+            if (__builtin_mul_overflow(index, e.grain_bytes / 512, &at) ||
+                __builtin_add_overflow(at, e.se_grains_offset, &at) || at > (~uint64_t{0} >> 9))
+                return corrupt("Grain lies past the end of the extent file");
+            *kind = Kind::Data;
+            *sector = at;
+            return Status::Ok;
+        }
+        default:
+            return corrupt("Invalid seSparse grain table entry");
+        }
     }
 
     // The run starting at `offset`: one extent at most; for reads, flat extents are not asked for

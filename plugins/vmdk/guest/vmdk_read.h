@@ -13,7 +13,7 @@ guest::Status open(const guest::OpenRequest& req, guest::ImageReader** out);
 
 // ---- Internals shared by vmdk_read_open.cpp and vmdk_read.cpp (and the unit tests) ----
 
-// Grain tables kept in memory at once (qemu's L2_CACHE_SIZE): each is at most 2 KiB.
+// Grain tables kept in memory at once (qemu's L2_CACHE_SIZE): each is at most 32 KiB (seSparse).
 inline constexpr uint32_t VMDK_READ_GT_CACHE = 16;
 // Grain-directory entries read at once, and how many such pieces are cached: the directory can be
 // 128 MiB (32 Mi entries), so it is never loaded whole.
@@ -44,6 +44,9 @@ struct ReadExtent {
     uint32_t l1_size;      // sparse: grain-directory entries (qemu's 32-bit l1_size)
     uint32_t gtes;         // sparse: entries per grain table
     uint64_t grain_bytes;  // sparse: bytes per grain
+    bool sesparse;         // seSparse: 8-byte entries, tables and grains addressed by index
+    uint64_t se_gt_offset; // seSparse: sector of the grain tables area
+    uint64_t se_grains_offset; // seSparse: sector of the grains area
 };
 
 struct ReadLayout {
@@ -52,6 +55,7 @@ struct ReadLayout {
     uint32_t capacity;
     uint64_t virtual_size;
     uint64_t max_compressed_grain; // 0 when no extent is compressed
+    uint64_t max_gt_bytes;         // largest grain table (KDMV: 2 KiB; COWD 16 KiB; seSparse 32 KiB)
 };
 
 // The open sequence (qemu's vmdk_open): fills `layout` (extents allocated from req.allocator,

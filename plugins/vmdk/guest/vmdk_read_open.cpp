@@ -46,8 +46,38 @@ Status refuse_sparse(guest::BlockDevice& dev, Status st, const Vmdk4Header& h, g
     return out;
 }
 
+// A COWD or seSparse extent's reading parameters (qemu's vmdk_open_vmfs_sparse / _se_sparse).
+Status open_alt(guest::BlockDevice& dev, ReadExtent* e, bool se, guest::ReasonSink* rs) {
+    VmdkAltExtent x{};
+    char why[VMDK_REASON_MAX];
+    const Status st = se ? vmdk_sesparse_open(dev, &x, why) : vmdk_cowd_open(dev, &x, why);
+    if (st != Status::Ok) {
+        say(rs, why);
+        return st;
+    }
+    e->bytes = x.sectors * 512;
+    e->flat = false;
+    e->gtes = x.gtes;
+    e->grain_bytes = x.grain_sectors * 512;
+    e->l1_size = x.l1_size;
+    e->gd_offset = x.gd_offset;
+    e->sesparse = x.sesparse;
+    e->se_gt_offset = x.se_gt_offset;
+    e->se_grains_offset = x.se_grains_offset;
+    // qemu reads zeros past EOF; instar refuses a directory the file does not hold.
+    const uint64_t gd_bytes = uint64_t{e->l1_size} * (se ? 8 : 4);
+    if (e->gd_offset > dev.size() || gd_bytes > dev.size() - e->gd_offset) {
+        say(rs, "Grain directory lies past the end of the file");
+        return Status::Corrupt;
+    }
+    return Status::Ok;
+}
+
 // A sparse extent's reading parameters from its (footer-resolved) header.
 Status open_sparse(guest::BlockDevice& dev, ReadExtent* e, guest::ReasonSink* rs) {
+    uint8_t m[4] = {};
+    if (dev.size() >= 4 && dev.read(0, m, 4) == Status::Ok && load_be32(m) == VMDK3_MAGIC)
+        return open_alt(dev, e, false, rs);
     VmdkSparseExtent x{};
     Vmdk4Header h{};
     bool embedded = false;
@@ -99,8 +129,7 @@ Status collect(void* ctx, const ExtentLine& line) {
     ReadExtent& e = c->extents[c->count++];
     e = ReadExtent{};
     e.flat = line.type == ExtentType::Flat || line.type == ExtentType::Vmfs;
-    if (line.type == ExtentType::SeSparse)
-        return Status::Unsupported;
+    e.sesparse = line.type == ExtentType::SeSparse; // opened as such below
     if (e.flat) {
         if (static_cast<uint64_t>(line.sectors) > VMDK_MAX_EXTENT_SECTORS)
             return Status::TooLarge;
@@ -144,9 +173,7 @@ Status open_descriptor(const guest::OpenRequest& req, uint64_t desc_offset, Coll
         return Status::Unsupported;
     }
     st = descriptor_extents(text, &collect, c);
-    if (st == Status::Unsupported)
-        say(rs, "SESPARSE extents are not supported");
-    else if (st == Status::TooLarge)
+    if (st == Status::TooLarge)
         say(rs, "Too many extents or an extent too large");
     else if (st == Status::Invalid && c->count == c->capacity)
         say(rs, "The extent files given do not match the descriptor");
@@ -168,7 +195,11 @@ Status open_descriptor(const guest::OpenRequest& req, uint64_t desc_offset, Coll
             return Status::Invalid;
         e.dev = req.files[i];
         e.device = 1 + i;
-        if (!e.flat && (st = open_sparse(*e.dev, &e, rs)) != Status::Ok)
+        if (e.sesparse)
+            st = open_alt(*e.dev, &e, true, rs);
+        else if (!e.flat)
+            st = open_sparse(*e.dev, &e, rs);
+        if (st != Status::Ok)
             return st;
     }
     return Status::Ok;
@@ -259,7 +290,7 @@ Status open_layout(const guest::OpenRequest& req, ReadLayout* layout) {
         VmdkSparseExtent x{};
         Vmdk4Header h{};
         bool embedded = false;
-        st = vmdk_sparse_open(dev, &x, &h, &embedded);
+        st = magic == VMDK3_MAGIC ? Status::Ok : vmdk_sparse_open(dev, &x, &h, &embedded);
         if (st != Status::Ok) {
             st = refuse_sparse(dev, st, h, req.reasons);
         } else if (embedded) {
@@ -293,6 +324,9 @@ Status open_layout(const guest::OpenRequest& req, ReadLayout* layout) {
         start += e.bytes; // <= 32768 extents of <= 64 TiB each: no overflow
         if (e.compressed && e.grain_bytes > layout->max_compressed_grain)
             layout->max_compressed_grain = e.grain_bytes;
+        const uint64_t gt_bytes = e.flat ? 0 : uint64_t{e.gtes} * (e.sesparse ? 8 : 4);
+        if (gt_bytes > layout->max_gt_bytes)
+            layout->max_gt_bytes = gt_bytes;
     }
     layout->virtual_size = start;
     return Status::Ok;

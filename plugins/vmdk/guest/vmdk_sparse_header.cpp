@@ -182,4 +182,149 @@ Status vmdk_sparse_refusal(guest::BlockDevice& dev, Status st, const Vmdk4Header
     return st;
 }
 
+namespace {
+
+// "0x" and 16 lower-case hex digits, as qemu's "0x%016" PRIx64.
+void append_hex64(char* why, uint64_t v) {
+    char hex[19] = {'0', 'x'};
+    for (int i = 0; i < 16; ++i)
+        hex[2 + i] = "0123456789abcdef"[(v >> (60 - 4 * i)) & 0xf];
+    hex[18] = 0;
+    vmdk_reason_append(why, hex);
+}
+
+// qemu's vmdk_add_extent checks and instar's own bounds on the directory and capacity.
+Status check_alt_extent(const VmdkAltExtent& x, char* why) {
+    if (x.grain_sectors > VMDK_MAX_GRAIN_SECTORS) {
+        vmdk_reason_append(why, "Invalid granularity, image may be corrupt");
+        return Status::TooLarge;
+    }
+    if (x.l1_size > VMDK_MAX_L1_SIZE) {
+        vmdk_reason_append(why, "L1 size too big");
+        return Status::TooLarge;
+    }
+    if (x.grain_sectors == 0) { // qemu divides by it (SIGFPE) on the first access
+        vmdk_reason_append(why, "L1 entry size is invalid");
+        return Status::Corrupt;
+    }
+    if (x.sectors > VMDK_MAX_EXTENT_SECTORS) {
+        vmdk_reason_append(why, "Capacity ", x.sectors, true);
+        vmdk_reason_append(why, " sectors exceeds instar's limit VMDK_MAX_EXTENT_SECTORS (", VMDK_MAX_EXTENT_SECTORS,
+                           true);
+        vmdk_reason_append(why, ")");
+        return Status::TooLarge;
+    }
+    return Status::Ok;
+}
+
+bool all_zero(const uint8_t* p, size_t n) {
+    for (size_t i = 0; i < n; ++i)
+        if (p[i] != 0)
+            return false;
+    return true;
+}
+
+} // namespace
+
+Status vmdk_cowd_open(guest::BlockDevice& dev, VmdkAltExtent* out, char* why) {
+    why[0] = 0;
+    *out = VmdkAltExtent{};
+    // magic, version, flags, disk_sectors, granularity, l1dir_offset, l1dir_size, file_sectors,
+    // cylinders, heads, sectors_per_track: 32-bit little-endian (qemu's VMDK3Header).
+    uint8_t h[44];
+    if (const Status st = read_zero_filled(dev, 0, h, sizeof h); st != Status::Ok)
+        return st;
+    if (load_be32(h) != VMDK3_MAGIC) {
+        vmdk_reason_append(why, "Image not in VMDK format");
+        return Status::Corrupt;
+    }
+    out->sectors = load_le32(h + 12);
+    out->grain_sectors = load_le32(h + 16);
+    out->gd_offset = uint64_t{load_le32(h + 20)} << 9;
+    out->l1_size = load_le32(h + 24);
+    out->gtes = VMDK3_GTES_PER_GT;
+    return check_alt_extent(*out, why);
+}
+
+Status vmdk_sesparse_open(guest::BlockDevice& dev, VmdkAltExtent* out, char* why) {
+    why[0] = 0;
+    *out = VmdkAltExtent{};
+    uint8_t c[512];
+    if (const Status st = read_zero_filled(dev, 0, c, sizeof c); st != Status::Ok)
+        return st;
+    auto field = [&](int i) { return load_le64(c + 8 * i); };
+    if (field(0) != SESPARSE_CONST_MAGIC) {
+        vmdk_reason_append(why, "Bad const header magic: ");
+        append_hex64(why, field(0));
+        return Status::Corrupt;
+    }
+    if (field(1) != SESPARSE_VERSION) {
+        vmdk_reason_append(why, "Unsupported version: ");
+        append_hex64(why, field(1));
+        return Status::Unsupported;
+    }
+    if (field(3) != SESPARSE_GRAIN_SECTORS) {
+        vmdk_reason_append(why, "Unsupported grain size: ", field(3), true);
+        return Status::Unsupported;
+    }
+    if (field(4) != SESPARSE_GT_SECTORS) {
+        vmdk_reason_append(why, "Unsupported grain table size: ", field(4), true);
+        return Status::Unsupported;
+    }
+    if (field(5) != 0) {
+        vmdk_reason_append(why, "Unsupported flags: ");
+        append_hex64(why, field(5));
+        return Status::Unsupported;
+    }
+    if (field(6) != 0 || field(7) != 0 || field(8) != 0 || field(9) != 0) {
+        vmdk_reason_append(why, "Unsupported reserved bits: ");
+        for (int i = 6; i <= 9; ++i) {
+            append_hex64(why, field(i));
+            if (i != 9)
+                vmdk_reason_append(why, " ");
+        }
+        return Status::Unsupported;
+    }
+    if (!all_zero(c + 26 * 8, sizeof c - 26 * 8)) {
+        vmdk_reason_append(why, "Unsupported non-zero const header padding");
+        return Status::Unsupported;
+    }
+    uint8_t v[512];
+    const uint64_t vh = field(10);
+    if (vh > (~uint64_t{0} >> 9)) {
+        vmdk_reason_append(why, "Could not read volatile header");
+        return Status::Corrupt;
+    }
+    if (const Status st = read_zero_filled(dev, vh << 9, v, sizeof v); st != Status::Ok)
+        return st;
+    if (load_le64(v) != SESPARSE_VOLATILE_MAGIC) {
+        vmdk_reason_append(why, "Bad volatile header magic: ");
+        append_hex64(why, load_le64(v));
+        return Status::Corrupt;
+    }
+    if (load_le64(v + 24) != 0) {
+        vmdk_reason_append(why, "Image is dirty, Replaying journal not supported");
+        return Status::Unsupported;
+    }
+    if (!all_zero(v + 32, sizeof v - 32)) {
+        vmdk_reason_append(why, "Unsupported non-zero volatile header padding");
+        return Status::Unsupported;
+    }
+    const uint64_t gd = field(16);
+    if (gd > (~uint64_t{0} >> 9)) {
+        vmdk_reason_append(why, "Grain directory offset is invalid");
+        return Status::Corrupt;
+    }
+    out->sectors = field(2);
+    out->grain_sectors = SESPARSE_GRAIN_SECTORS;
+    out->gd_offset = gd << 9;
+    // qemu: grain_dir_size * SECTOR_SIZE / sizeof(uint64_t), kept in 32 bits.
+    out->l1_size = static_cast<uint32_t>(field(17) * 512 / 8);
+    out->gtes = SESPARSE_GTES_PER_GT;
+    out->sesparse = true;
+    out->se_gt_offset = field(18);
+    out->se_grains_offset = field(24);
+    return check_alt_extent(*out, why);
+}
+
 } // namespace instar::vmdk

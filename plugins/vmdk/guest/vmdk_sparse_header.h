@@ -10,7 +10,7 @@
 namespace instar::vmdk {
 
 inline constexpr uint32_t VMDK4_MAGIC = 0x4b444d56; // "KDMV" read big-endian
-inline constexpr uint32_t VMDK3_MAGIC = 0x434f5744; // "COWD": ESX vmfsSparse, not implemented
+inline constexpr uint32_t VMDK3_MAGIC = 0x434f5744; // "COWD": ESX vmfsSparse (vmdk_cowd_open)
 inline constexpr uint64_t VMDK4_GD_AT_END = 0xffffffffffffffffull;
 inline constexpr uint32_t VMDK4_FLAG_NL_DETECT = 1u << 0;
 inline constexpr uint32_t VMDK4_FLAG_RGD = 1u << 1;
@@ -92,5 +92,36 @@ guest::Status vmdk_sparse_refusal(guest::BlockDevice& dev, guest::Status st, con
 // Appends `text`, then `number` in decimal when `with_number`, to the NUL-terminated `buf`
 // (VMDK_REASON_MAX bytes), truncating.
 void vmdk_reason_append(char* buf, const char* text, uint64_t number = 0, bool with_number = false);
+
+// ---- VMware-only extents qemu reads but cannot create: COWD (VMDK3, "vmfsSparse") and seSparse.
+
+// COWD: qemu's vmdk_open_vmfs_sparse gives every grain table 4096 entries.
+inline constexpr uint32_t VMDK3_GTES_PER_GT = 4096;
+// seSparse (qemu's check_se_sparse_const_header accepts exactly these).
+inline constexpr uint64_t SESPARSE_CONST_MAGIC = 0xcafebabe;
+inline constexpr uint64_t SESPARSE_VOLATILE_MAGIC = 0xcafecafe;
+inline constexpr uint64_t SESPARSE_VERSION = 0x0000000200000001;
+inline constexpr uint64_t SESPARSE_GRAIN_SECTORS = 8;     // const header grain_size
+inline constexpr uint64_t SESPARSE_GT_SECTORS = 64;       // const header grain_table_size
+inline constexpr uint32_t SESPARSE_GTES_PER_GT = 4096;    // 64 sectors of 8-byte entries
+
+// Reading parameters of a COWD or seSparse extent (qemu's VmdkExtent for them).
+struct VmdkAltExtent {
+    uint64_t sectors;        // virtual sectors
+    uint64_t grain_sectors;
+    uint64_t gd_offset;      // byte offset of the grain directory
+    uint32_t l1_size;        // directory entries (qemu's 32-bit l1_size)
+    uint32_t gtes;           // entries per grain table
+    bool sesparse;           // 8-byte directory and table entries
+    uint64_t se_gt_offset;   // seSparse: sector of the grain tables area
+    uint64_t se_grains_offset; // seSparse: sector of the grains area
+};
+
+// A COWD file (magic "COWD") as qemu's vmdk_open_vmfs_sparse opens it. On failure `why`
+// (VMDK_REASON_MAX bytes) holds qemu's words, or instar's limit and the value.
+guest::Status vmdk_cowd_open(guest::BlockDevice& dev, VmdkAltExtent* out, char* why);
+
+// A seSparse extent file as qemu's vmdk_open_se_sparse opens it (read-only); `why` as above.
+guest::Status vmdk_sesparse_open(guest::BlockDevice& dev, VmdkAltExtent* out, char* why);
 
 } // namespace instar::vmdk

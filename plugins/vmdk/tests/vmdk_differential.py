@@ -11,11 +11,13 @@ usage: vmdk_differential.py HOSTED_TOOL
 import json
 import os
 import struct
+import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'tests', 'formats'))
 from differential_support import QEMUS, compare_report, report, run, start  # noqa: E402
+from vmdk_vmware_images import cowd, descriptor, sesparse  # noqa: E402
 
 NEED_FILES = 7  # guest::Status::NeedFiles
 
@@ -108,7 +110,54 @@ def main():
             f.write('# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\n'
                     'createType="monolithicFlat"\n\n\nRW 2048 FLAT "e-flat.vmdk" 0\n')
         compare(tool, os.path.join(hand, 'blank.vmdk'), 'blank lines repeat an extent (sscanf quirk)', results)
+
+        # VMware-only extents qemu reads but cannot create (vmdk_vmware_images.py): a COWD file
+        # alone (qemu reports an empty create type and extent format), COWD behind VMFSSPARSE and
+        # SPARSE lines, seSparse; then headers qemu refuses, with its words.
+        vm = os.path.join(d, 'vmware')
+        os.mkdir(vm)
+        cowd(os.path.join(vm, 'cowd.vmdk'), 100000, 8, {0: b'\x11' * 4096, 7: b'\x22' * 4096})
+        compare(tool, os.path.join(vm, 'cowd.vmdk'), 'COWD file', results)
+        cowd(os.path.join(vm, 'a-x.vmdk'), 4096 * 128, 128, {1: b'\x07' * 65536}, cid_text=False)
+        cowd(os.path.join(vm, 'b-x.vmdk'), 2048, 8, {}, cid_text=False)
+        descriptor(os.path.join(vm, 'vmfs.vmdk'), 'vmfsSparse',
+                   [(4096 * 128, 'VMFSSPARSE', 'a-x.vmdk'), (2048, 'SPARSE', 'b-x.vmdk')])
+        compare(tool, os.path.join(vm, 'vmfs.vmdk'), 'vmfsSparse descriptor, COWD extents', results)
+        sesparse(os.path.join(vm, 'se-x.vmdk'), 200000, {0: b'\x11' * 4096, 9: 'zero'})
+        descriptor(os.path.join(vm, 'se.vmdk'), 'seSparse', [(200000, 'SESPARSE', 'se-x.vmdk')])
+        compare(tool, os.path.join(vm, 'se.vmdk'), 'seSparse descriptor', results)
+        bad = {'dirty': dict(replay_journal=1), 'version': dict(version=5)}
+        for name, kw in bad.items():
+            sesparse(os.path.join(vm, f'{name}-x.vmdk'), 8192, {1: b'\x01' * 4096}, **kw)
+            descriptor(os.path.join(vm, f'{name}.vmdk'), 'seSparse', [(8192, 'SESPARSE', f'{name}-x.vmdk')])
+            refused(tool, os.path.join(vm, f'{name}.vmdk'), f'seSparse refused ({name})', results)
+        with open(os.path.join(vm, 'magic-x.vmdk'), 'wb') as f:
+            f.write(bytes(4096))
+        descriptor(os.path.join(vm, 'magic.vmdk'), 'seSparse', [(8, 'SESPARSE', 'magic-x.vmdk')])
+        refused(tool, os.path.join(vm, 'magic.vmdk'), 'seSparse refused (magic)', results)
+        cowd(os.path.join(vm, 'gran.vmdk'), 8192, 0x400000, {})
+        refused(tool, os.path.join(vm, 'gran.vmdk'), 'COWD refused (granularity)', results)
+        cowd(os.path.join(vm, 'nocid.vmdk'), 8192, 8, {}, cid_text=False)
+        refused(tool, os.path.join(vm, 'nocid.vmdk'), 'COWD refused (no CID window)', results)
     return report(results)
+
+
+def refused(tool, path, label, results):
+    """Both refuse the image: instar's reason is qemu-img's message after "Could not open 'PATH': "."""
+    got = ours(tool, path)
+    reason = (got.get('info') or {}).get('reason', '').replace('{image}', path)
+    for ver, (qemu_img, _) in QEMUS.items():
+        rc, _out, err = run_status([qemu_img, 'info', '-f', 'vmdk', path])
+        want = err.strip().split(': ', 2)[-1] if rc != 0 else None
+        problems = []
+        if got.get('status') == 0 or reason != want:
+            problems.append(f'ours status {got.get("status")} {reason!r}, qemu rc {rc} {want!r}')
+        results.append((f'{label} [qemu {ver}]', problems))
+
+
+def run_status(cmd):
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    return p.returncode, p.stdout, p.stderr
 
 
 if __name__ == '__main__':

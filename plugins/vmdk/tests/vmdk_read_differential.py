@@ -18,6 +18,7 @@ import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'tests', 'formats'))
 from differential_support import QEMUS, data_segments, report, run, start  # noqa: E402
+from vmdk_vmware_images import cowd, descriptor, sesparse  # noqa: E402
 
 NEED_FILES = 7  # guest::Status::NeedFiles
 
@@ -251,6 +252,31 @@ def main():
                     'createType="vmfsSparse"\n'
                     'RW 4096 SPARSE "so.vmdk"\nRW 2048 FLAT "a.bin" 0\nRW 2048 VMFSSPARSE "zg.vmdk"\n')
         check(tools, sparse_desc, 'descriptor with streamOptimized, flat and zeroed-grain extents', results)
+
+        # VMware-only extents qemu reads but cannot create, built by hand (vmdk_vmware_images.py):
+        # COWD alone and behind VMFSSPARSE/SPARSE lines (a missing grain table, 64 KiB grains), and
+        # seSparse with zero and unmapped grains, tables far apart, a data run across tables.
+        vm = case_dir()
+        grains = {0: b'\x11' * 4096, 3: b'\x22' * 100, 1000: b'\x33' * 4096, 4095: b'\x44' * 4096,
+                  4096: b'\x55' * 4096, 9000: b'\x66' * 4096}
+        cowd(os.path.join(vm, 'cowd.vmdk'), 100000, 8, grains)
+        check(tools, os.path.join(vm, 'cowd.vmdk'), 'COWD file (4 KiB grains)', results)
+        cowd(os.path.join(vm, 'gap.vmdk'), 3 * 4096 * 8, 8, {0: b'\x01' * 4096, 8192: b'\x02' * 4096},
+             missing_tables=(1,))
+        check(tools, os.path.join(vm, 'gap.vmdk'), 'COWD file with a missing grain table', results)
+        cowd(os.path.join(vm, 'big-x.vmdk'), 4096 * 128 + 128, 128, {0: os.urandom(65536), 1: b'\x07' * 65536,
+                                                                      4096: b'\x08' * 512}, cid_text=False)
+        cowd(os.path.join(vm, 'small-x.vmdk'), 2048, 8, {2: b'\x09' * 4096}, cid_text=False)
+        descriptor(os.path.join(vm, 'vmfs.vmdk'), 'vmfsSparse',
+                   [(4096 * 128 + 128, 'VMFSSPARSE', 'big-x.vmdk'), (2048, 'SPARSE', 'small-x.vmdk')])
+        check(tools, os.path.join(vm, 'vmfs.vmdk'), 'vmfsSparse descriptor with two COWD extents', results)
+        se_grains = {0: b'\x11' * 4096, 1: 'zero', 2: 'unmapped', 5: os.urandom(4096),
+                     6: b'\x12' * 4096, 4095: b'\x13' * 4096, 4096: b'\x14' * 4096, 20000: b'\x15' * 10}
+        sesparse(os.path.join(vm, 'se-x.vmdk'), 200000, se_grains)
+        sesparse(os.path.join(vm, 'se2-x.vmdk'), 8192, {1: b'\x16' * 4096, 3: 'zero'})
+        descriptor(os.path.join(vm, 'se.vmdk'), 'seSparse',
+                   [(200000, 'SESPARSE', 'se-x.vmdk'), (8192, 'SESPARSE', 'se2-x.vmdk')])
+        check(tools, os.path.join(vm, 'se.vmdk'), 'seSparse descriptor with two extents', results)
     return report(results)
 
 
