@@ -44,8 +44,9 @@ Expected<SecretStore> parse_objects(const std::vector<std::string>& objdefs);
 Expected<std::optional<std::string>> secret_for(const SecretStore& store, const std::optional<std::string>& id);
 
 // The one way every command that opens an image finds its secret (docs/architecture.md, "Secrets"):
-// the store made from all of `objdefs` (--object, in order; empty: none given), then the secret
-// `name`'s key-secret / encrypt.key-secret names (the last one given), nullopt when it names none.
+// command_secrets makes the store from the command's --object arguments (in order; none: empty),
+// image_secret looks up the secret `name`'s key-secret / encrypt.key-secret names (the last one
+// given), nullopt when it names none; secret_id is that id.
 // Errors are qemu's text without "qemu-img: ": an --object error as it is (qemu exits 1 while
 // parsing), a lookup error framed "Could not open 'GIVEN': ..." as qemu's bdrv_open reports it.
 Expected<SecretStore> command_secrets(const boost::program_options::variables_map& vm);
