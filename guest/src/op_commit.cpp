@@ -146,8 +146,11 @@ Status commit_op(const uint8_t* arg, uint32_t arg_len) {
     auto* chain =
         static_cast<ImageReader**>(arena().allocate(h.image_count * sizeof(ImageReader*), alignof(ImageReader*)));
     if (readers == nullptr || chain == nullptr) return Status::NoMemory;
+    Secrets secrets;
+    if (const Status sst = read_secrets(a.secrets_device, h.image_count, &secrets); sst != Status::Ok)
+        return sst;
     uint32_t opened = 0;
-    Status st = open_images(plan.images, h.image_count, nullptr, h.qemu_version, reasons, readers, &opened);
+    Status st = open_images(plan.images, h.image_count, nullptr, h.qemu_version, reasons, readers, &opened, &secrets);
     if (st != Status::Ok) {
         report_failure(INSTAR_CONVERT_PHASE_OPEN, opened);
         close_images(readers, opened);

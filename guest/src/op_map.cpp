@@ -84,8 +84,11 @@ Status map_op(const uint8_t* arg, uint32_t arg_len) {
         arena().allocate(INSTAR_MAP_MAX_BATCH * sizeof(instar_map_entry), alignof(instar_map_entry)));
     if (readers == nullptr || chain == nullptr || layers == nullptr || batch == nullptr)
         return Status::NoMemory;
+    Secrets secrets;
+    if (const Status sst = read_secrets(a.secrets_device, h.image_count, &secrets); sst != Status::Ok)
+        return sst;
     uint32_t opened = 0;
-    Status st = open_images(plan.images, h.image_count, nullptr, h.qemu_version, reasons, readers, &opened);
+    Status st = open_images(plan.images, h.image_count, nullptr, h.qemu_version, reasons, readers, &opened, &secrets);
     if (st != Status::Ok)
         report_failure(INSTAR_CONVERT_PHASE_OPEN, opened);
     uint32_t depth = 0;

@@ -49,7 +49,6 @@ Status measure_op(const uint8_t* arg, uint32_t arg_len) {
     instar_measure_arg a{};
     if (arg_len != sizeof a) return Status::Invalid;
     __builtin_memcpy(&a, arg, sizeof a);
-    if (a.reserved != 0) return Status::Invalid;
     Plan plan;
     if (const Status st = read_plan(a.plan_device, plan); st != Status::Ok) return st;
     const instar_measure_plan& h = plan.head;
@@ -63,8 +62,11 @@ Status measure_op(const uint8_t* arg, uint32_t arg_len) {
         arena().allocate(h.image_count * sizeof(measure::Layer), alignof(measure::Layer)));
     auto* refine = static_cast<bool*>(arena().allocate(h.image_count * sizeof(bool), alignof(bool)));
     if (readers == nullptr || chain == nullptr || walk == nullptr || refine == nullptr) return Status::NoMemory;
+    Secrets secrets;
+    if (const Status sst = read_secrets(a.secrets_device, h.image_count, &secrets); sst != Status::Ok)
+        return sst;
     uint32_t opened = 0;
-    Status st = open_images(plan.images, h.image_count, plan.snapshot, h.qemu_version, reasons, readers, &opened);
+    Status st = open_images(plan.images, h.image_count, plan.snapshot, h.qemu_version, reasons, readers, &opened, &secrets);
     if (st != Status::Ok) {
         const instar_convert_failure f{INSTAR_CONVERT_PHASE_OPEN, opened};
         hc_record(INSTAR_REC_CONVERT_FAILURE, &f, sizeof f);

@@ -182,8 +182,11 @@ Status rebase_op(const uint8_t* arg, uint32_t arg_len) {
     auto* buf_old = static_cast<uint8_t*>(arena().allocate(REBASE_CHUNK, 64));
     auto* buf_new = static_cast<uint8_t*>(arena().allocate(REBASE_CHUNK, 64));
     if (readers == nullptr || chains == nullptr || buf_old == nullptr || buf_new == nullptr) return Status::NoMemory;
+    Secrets secrets;
+    if (const Status sst = read_secrets(a.secrets_device, h.image_count, &secrets); sst != Status::Ok)
+        return sst;
     uint32_t opened = 0;
-    Status st = open_images(plan.images, h.image_count, nullptr, h.qemu_version, reasons, readers, &opened);
+    Status st = open_images(plan.images, h.image_count, nullptr, h.qemu_version, reasons, readers, &opened, &secrets);
     if (st != Status::Ok) {
         send(INSTAR_REBASE_OPEN_FAILED, opened, 0);
         close_images(readers, opened);

@@ -289,8 +289,8 @@ struct instar_convert_arg {
 INSTAR_ABI_ASSERT(sizeof(struct instar_convert_arg) == 8, "convert arg layout");
 
 /* The secrets of encrypted images (--object secret: a LUKS passphrase, a qcow2 AES key), for the
- * data operations that read them (convert, compare: `secrets_device` of their argument; formerly a
- * reserved zero). A sealed read-only device: struct instar_secret_table, then `count` struct
+ * data operations that read them (convert, compare, map, measure, rebase, commit: `secrets_device`
+ * of their argument; formerly a reserved zero, so 0 still means none). A sealed read-only device: struct instar_secret_table, then `count` struct
  * instar_secret_entry (ascending image index, each image at most once), then the entries' bytes in
  * order. `image` is an index into the plan's image table; the guest hands the bytes to that image's
  * format in OpenRequest::secret. The bytes never appear in records or logs. */
@@ -435,7 +435,7 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_edit_record_head) == 8, "edit record head
 
 struct instar_rebase_arg {
     uint32_t plan_device;
-    uint32_t reserved;
+    uint32_t secrets_device; /* as instar_convert_arg's (formerly a reserved zero: 0 still means none) */
 };
 INSTAR_ABI_ASSERT(sizeof(struct instar_rebase_arg) == 8, "rebase arg layout");
 
@@ -532,7 +532,7 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_image_facts) == 16, "image facts layout")
 #define INSTAR_MAP_STYLE_ALL 31u
 struct instar_map_arg {
     uint32_t plan_device;
-    uint32_t reserved;
+    uint32_t secrets_device; /* as instar_convert_arg's (formerly a reserved zero: 0 still means none) */
 };
 INSTAR_ABI_ASSERT(sizeof(struct instar_map_arg) == 8, "map arg layout");
 
@@ -576,7 +576,7 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_map_entry) == 40, "map entry layout");
 #define INSTAR_MEASURE_MAX_CLUSTER (256u << 20) /* vhdx's largest block (qcow2's largest cluster: 2 MiB) */
 struct instar_measure_arg {
     uint32_t plan_device;
-    uint32_t reserved;
+    uint32_t secrets_device; /* as instar_convert_arg's (formerly a reserved zero: 0 still means none) */
 };
 INSTAR_ABI_ASSERT(sizeof(struct instar_measure_arg) == 8, "measure arg layout");
 
@@ -609,7 +609,7 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_measure_record) == 16, "measure record la
 #define INSTAR_COMMIT_PROGRESS 1u            /* send INSTAR_HC_PROGRESS: bytes done of bytes to copy */
 struct instar_commit_arg {
     uint32_t plan_device;
-    uint32_t reserved;
+    uint32_t secrets_device; /* as instar_convert_arg's (formerly a reserved zero: 0 still means none) */
 };
 INSTAR_ABI_ASSERT(sizeof(struct instar_commit_arg) == 8, "commit arg layout");
 

@@ -3,6 +3,7 @@
 #include "cli/commands.h"
 #include "cli/help.h"
 #include "cli/image_name.h"
+#include "cli/secrets.h"
 #include "ops/edit_op.h"
 #include "options/option_list.h"
 #include "options/size.h"
@@ -86,9 +87,24 @@ const OptionDesc QCOW2_AMEND_OPTIONS[] = {
 };
 
 // The formats whose qemu driver has bdrv_amend_options, with their amend tables.
+// luks's amend_opts (block_crypto_amend_opts_luks): the key-slot options without the prefix.
+const OptionDesc LUKS_AMEND_OPTIONS[] = {
+    {"state", OptionType::String, nullptr, "Select new state of affected keyslots (active/inactive)", H, nullptr,
+     nullptr, 0, 0},
+    {"keyslot", OptionType::Number, nullptr, "Select a single keyslot to modify explicitly", H, nullptr, nullptr, 0,
+     0},
+    {"old-secret", OptionType::String, nullptr, "Select all keyslots that match this password", H, nullptr, nullptr,
+     0, 0},
+    {"new-secret", OptionType::String, nullptr, "New secret to set in the matching keyslots. Empty string to erase",
+     H, nullptr, nullptr, 0, 0},
+    {"iter-time", OptionType::Number, nullptr, "Time to spend in PBKDF in milliseconds", H, nullptr, nullptr, 0, 0},
+};
+
 std::span<const OptionDesc> amend_table(std::string_view format) {
     if (format == "qcow2")
         return QCOW2_AMEND_OPTIONS;
+    if (format == "luks")
+        return LUKS_AMEND_OPTIONS;
     return {};
 }
 
@@ -290,11 +306,11 @@ int cmd_amend(Context& ctx, std::span<const std::string> args) {
         EndLine end{progress};
         return report_error(ctx, unsupported_option_error(*name, link.node.format));
     }
-    // qemu opens the image for I/O: an encrypted one needs its key, which a plain file name cannot
-    // name (encrypt.key-secret), so qemu-img amend always stops here for them.
-    if (link.node.encrypted.value_or(false)) {
+    // qemu opens the image for I/O: an encrypted one's key is unlocked first (named only through
+    // json: or --image-opts: encrypt.key-secret).
+    if (auto unlocked = unlock_for_command(vm, *name, link, ctx.sandbox_config(), ctx.profile.version); !unlocked) {
         EndLine end{progress};
-        return report_error(ctx, "Could not open '" + filename + "': Parameter 'encrypt.key-secret' is required for cipher");
+        return report_error(ctx, unlocked.error());
     }
     const std::string format = link.node.format;
     if (!fmt && format == "raw") // only with --unsafe-quirks: qemu's warning for a probed raw opened for writing
@@ -325,6 +341,10 @@ int cmd_amend(Context& ctx, std::span<const std::string> args) {
         return 1;
     }
 
+    if (format == "luks") { // the options are qemu's; changing key slots is not instar's yet
+        EndLine end{progress};
+        return report_error(ctx, "instar cannot change LUKS key slots yet (luks amend options)");
+    }
     guest::AmendArgs a{};
     if (chain.links.size() > 1) {
         a.has_backing = 1;

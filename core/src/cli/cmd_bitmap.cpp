@@ -3,6 +3,7 @@
 #include "cli/commands.h"
 #include "cli/help.h"
 #include "cli/image_name.h"
+#include "cli/secrets.h"
 #include "ops/edit_op.h"
 #include "options/size.h"
 
@@ -250,9 +251,9 @@ int cmd_bitmap(Context& ctx, std::span<const std::string> args) {
     // bitmaps, but answers as qemu-img does).
     auto needs_secret = [](const ChainLink& l, const ImageName* n) {
         return l.node.encrypted.value_or(false) && (n == nullptr || !n->strong.contains("encrypt.key-secret"));
-    };
-    if (needs_secret(link, &*name))
-        return report_error(ctx, "Could not open '" + given + "': Parameter 'encrypt.key-secret' is required for cipher");
+    }; // -b's source (a plain name: it cannot name a secret)
+    if (auto unlocked = unlock_for_command(vm, *name, link, sandbox, ctx.profile.version); !unlocked)
+        return report_error(ctx, unlocked.error());
 
     const std::string node = node_name(image_opts, given);
     const bool qcow2 = link.node.format == "qcow2";

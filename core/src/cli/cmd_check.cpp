@@ -3,6 +3,7 @@
 #include "cli/commands.h"
 #include "cli/help.h"
 #include "cli/image_name.h"
+#include "cli/secrets.h"
 #include "ops/check_op.h"
 #include "output/json_pretty.h"
 #include "output/qemu_format.h"
@@ -199,6 +200,13 @@ int cmd_check(Context& ctx, std::span<const std::string> args) {
     else if (name->format)
         co.format = name->format;
     co.fix = fix;
+    auto secrets = command_secrets(vm);
+    if (!secrets)
+        return report_error(ctx, secrets.error());
+    auto secret = image_secret(*secrets, *name);
+    if (!secret)
+        return report_error(ctx, secret.error());
+    co.secret = std::move(*secret);
     co.unsafe_quirks = vm.count("unsafe-quirks") > 0;
     if (vm.count("allow-path"))
         co.allow_paths = vm["allow-path"].as<std::vector<std::string>>();

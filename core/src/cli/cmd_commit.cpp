@@ -3,6 +3,7 @@
 #include "cli/commands.h"
 #include "cli/help.h"
 #include "cli/image_name.h"
+#include "cli/secrets.h"
 #include "ops/commit_op.h"
 #include "output/progress.h"
 
@@ -109,6 +110,13 @@ int cmd_commit(Context& ctx, std::span<const std::string> args) {
 
     CommitSpec spec;
     spec.filename = name->path;
+    auto secrets = command_secrets(vm);
+    if (!secrets)
+        return report_error(ctx, secrets.error());
+    auto secret = image_secret(*secrets, *name);
+    if (!secret)
+        return report_error(ctx, secret.error());
+    spec.secret = std::move(*secret);
     if (has("format"))
         spec.format = vm["format"].as<std::string>();
     else if (name->format)

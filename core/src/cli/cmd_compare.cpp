@@ -145,13 +145,9 @@ int cmd_compare(Context& ctx, std::span<const std::string> args) {
     spec.file2 = name2->path;
     // Each image's key-secret / encrypt.key-secret, looked up (docs/usage.md, "Secrets").
     for (const auto* n : {&*name1, &*name2}) {
-        std::optional<std::string> id;
-        for (const char* key : {"key-secret", "encrypt.key-secret"})
-            if (const auto* v = n->strong.if_contains(key); v && v->is_string())
-                id = std::string(v->as_string());
-        auto secret = secret_for(secrets, id);
+        auto secret = image_secret(secrets, *n);
         if (!secret) {
-            report_error(ctx, "Could not open '" + n->given + "': " + secret.error());
+            report_error(ctx, secret.error());
             return finish(2);
         }
         spec.secrets.push_back(std::move(*secret));

@@ -4,6 +4,7 @@
 #include "cli/commands.h"
 #include "cli/help.h"
 #include "cli/image_name.h"
+#include "cli/secrets.h"
 #include "ops/convert_op.h"
 #include "options/size.h"
 
@@ -242,6 +243,14 @@ int cmd_dd(Context& ctx, std::span<const std::string> args) {
                                                                 spec.unsafe_quirks));
     spec.sources = {in_name->path};
     spec.source_no_backing = {in_name->no_backing}; // "backing": null: the image alone, as in convert
+    // The input's secret (--object secret named by its key-secret / encrypt.key-secret).
+    auto secrets = command_secrets(vm);
+    if (!secrets)
+        return report_error(ctx, secrets.error());
+    auto secret = image_secret(*secrets, *in_name);
+    if (!secret)
+        return report_error(ctx, secret.error());
+    spec.source_secrets = {std::move(*secret)};
     const std::string out_fmt = has("output-format") ? str("output-format") : "raw";
     // of=: bdrv_create's name: a plain path or file:PATH ("Unknown protocol 'json'" for json:).
     auto out_name = parse_image_name(*output, false);

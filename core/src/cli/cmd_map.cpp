@@ -3,6 +3,7 @@
 #include "cli/commands.h"
 #include "cli/help.h"
 #include "cli/image_name.h"
+#include "cli/secrets.h"
 #include "ops/map_op.h"
 #include "options/size.h"
 
@@ -172,6 +173,9 @@ int cmd_map(Context& ctx, std::span<const std::string> in_args) {
     const bool image_opts = vm.count("image-opts") > 0;
     if (image_opts && vm.count("format"))
         return report_error(ctx, "--image-opts and --format are mutually exclusive");
+    auto secrets = command_secrets(vm); // --object: qemu makes the objects before opening the image
+    if (!secrets)
+        return report_error(ctx, secrets.error());
     // file:, json:{...} and --image-opts name local files only (cli/image_name.h, docs/info.md).
     auto name = image_opts ? parse_image_opts(given) : parse_image_name(given, true);
     if (!name)
@@ -189,6 +193,10 @@ int cmd_map(Context& ctx, std::span<const std::string> in_args) {
 
     MapSpec spec;
     spec.filename = name->path;
+    auto secret = image_secret(*secrets, *name);
+    if (!secret)
+        return report_error(ctx, secret.error());
+    spec.secret = std::move(*secret);
     if (vm.count("format"))
         spec.format = vm["format"].as<std::string>();
     else if (name->format)

@@ -3,6 +3,7 @@
 #include "cli/commands.h"
 #include "cli/help.h"
 #include "cli/image_name.h"
+#include "cli/secrets.h"
 #include "ops/measure_op.h"
 #include "options/option_list.h"
 #include "options/size.h"
@@ -504,6 +505,13 @@ int cmd_measure(Context& ctx, std::span<const std::string> args) {
             report_warning(ctx, w);
         src.filename = source_name->path;
         src.format = source_fmt ? source_fmt : source_name->format;
+        auto secrets = command_secrets(vm);
+        if (!secrets)
+            return report_error(ctx, secrets.error());
+        auto secret = image_secret(*secrets, *source_name);
+        if (!secret)
+            return report_error(ctx, secret.error());
+        src.secret = std::move(*secret);
         if (vm.count("allow-path"))
             src.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
         src.unsafe_quirks = vm.count("unsafe-quirks") > 0;

@@ -3,6 +3,7 @@
 #include "cli/commands.h"
 #include "cli/help.h"
 #include "cli/image_name.h"
+#include "cli/secrets.h"
 #include "ops/edit_op.h"
 #include "options/size.h"
 #include "output/json_pretty.h"
@@ -455,6 +456,9 @@ int cmd_resize(Context& ctx, std::span<const std::string> args) {
     const ChainLink& link = chain.links.front();
     if (name->unsupported_option)
         return report_error(ctx, unsupported_option_error(*name, link.node.format));
+    // qemu opens the image for I/O: an encrypted one's key is unlocked first.
+    if (auto unlocked = unlock_for_command(vm, *name, link, ctx.sandbox_config(), ctx.profile.version); !unlocked)
+        return report_error(ctx, unlocked.error());
     // qemu warns when it probed raw for an image it opens for writing.
     if (!eo.format && link.node.format == "raw")
         ctx.err << "WARNING: Image format was not specified for '" << given

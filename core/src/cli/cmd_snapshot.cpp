@@ -5,6 +5,7 @@
 #include "cli/commands.h"
 #include "cli/help.h"
 #include "cli/image_name.h"
+#include "cli/secrets.h"
 #include "ops/edit_op.h"
 #include "output/info_render.h"
 
@@ -238,11 +239,11 @@ int cmd_snapshot(Context& ctx, std::span<const std::string> args) {
             return report_error(ctx, quote_given(*name, ok.error()));
     const ChainLink& link = chain.links.front();
     const std::string& format = link.node.format;
-    // qemu-img snapshot opens the image for I/O: an encrypted image needs its key, named only
-    // through json: or --image-opts (encrypt.key-secret). The key itself is never needed here:
-    // snapshots change metadata only, which qcow2 does not encrypt.
-    if (link.node.encrypted.value_or(false) && !name->strong.contains("encrypt.key-secret"))
-        return report_error(ctx, "Could not open '" + given + "': Parameter 'encrypt.key-secret' is required for cipher");
+    // qemu-img snapshot opens the image for I/O: an encrypted image's key is unlocked (named only
+    // through json: or --image-opts). The key itself is never needed here: snapshots change
+    // metadata only, which qcow2 does not encrypt.
+    if (auto unlocked = unlock_for_command(vm, *name, link, ctx.sandbox_config(), ctx.profile.version); !unlocked)
+        return report_error(ctx, unlocked.error());
 
     if (action == Action::List) {
         const auto& sns = link.node.snapshots;

@@ -1,6 +1,7 @@
 // --object secret (secrets.h).
 #include "cli/secrets.h"
 
+#include "ops/map_op.h"
 #include "options/option_list.h"
 
 #include <nettle/aes.h>
@@ -191,6 +192,43 @@ Expected<std::optional<std::string>> secret_for(const SecretStore& store, const 
     if (!bytes)
         return Error{bytes.error()};
     return std::optional<std::string>(std::move(*bytes));
+}
+
+std::optional<std::string> secret_id(const ImageName& name) {
+    std::optional<std::string> id;
+    for (const char* key : {"key-secret", "encrypt.key-secret"})
+        if (const auto* v = name.strong.if_contains(key); v && v->is_string())
+            id = std::string(v->as_string());
+    return id;
+}
+
+Expected<SecretStore> command_secrets(const boost::program_options::variables_map& vm) {
+    if (!vm.count("object"))
+        return SecretStore{};
+    return parse_objects(vm["object"].as<std::vector<std::string>>());
+}
+
+Expected<std::optional<std::string>> image_secret(const SecretStore& store, const ImageName& name) {
+    auto secret = secret_for(store, secret_id(name));
+    if (!secret)
+        return Error{"Could not open '" + name.given + "': " + secret.error()};
+    return secret;
+}
+
+Expected<bool> unlock_for_command(const boost::program_options::variables_map& vm, const ImageName& name,
+                                  const ChainLink& link, const vmm::SandboxConfig& sandbox,
+                                  std::uint32_t qemu_version) {
+    if (!link.node.encrypted.value_or(false))
+        return true;
+    auto store = command_secrets(vm);
+    if (!store)
+        return Error{store.error()};
+    auto secret = image_secret(*store, name);
+    if (!secret)
+        return Error{secret.error()};
+    if (auto unlocked = unlock_image(link, *secret, sandbox, qemu_version); !unlocked)
+        return Error{quote_given(name, unlocked.error())};
+    return true;
 }
 
 } // namespace instar::cli

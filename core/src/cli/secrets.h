@@ -4,13 +4,21 @@
 // (ops/image_table.h's SecretFile) and never appear in a message or log.
 #pragma once
 
+#include "cli/image_name.h"
 #include "util/expected.h"
+#include "vmm/sandbox.h"
+
+#include <boost/program_options/variables_map.hpp>
 
 #include <map>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
+
+namespace instar {
+struct ChainLink;
+}
 
 namespace instar::cli {
 
@@ -34,5 +42,23 @@ Expected<SecretStore> parse_objects(const std::vector<std::string>& objdefs);
 // The secret an image name's options point at: `key-secret` (luks) or `encrypt.key-secret`
 // (qcow2), looked up; nullopt when the name has neither.
 Expected<std::optional<std::string>> secret_for(const SecretStore& store, const std::optional<std::string>& id);
+
+// The one way every command that opens an image finds its secret (docs/architecture.md, "Secrets"):
+// command_secrets makes the store from the command's --object arguments (in order; none: empty),
+// image_secret looks up the secret `name`'s key-secret / encrypt.key-secret names (the last one
+// given), nullopt when it names none; secret_id is that id.
+// Errors are qemu's text without "qemu-img: ": an --object error as it is (qemu exits 1 while
+// parsing), a lookup error framed "Could not open 'GIVEN': ..." as qemu's bdrv_open reports it.
+Expected<SecretStore> command_secrets(const boost::program_options::variables_map& vm);
+Expected<std::optional<std::string>> image_secret(const SecretStore& store, const ImageName& name);
+std::optional<std::string> secret_id(const ImageName& name);
+
+// For the commands that open an image for I/O but read none of its data through a plan (check,
+// snapshot, bitmap, resize, amend): when `link` (the opened top of `name`) is encrypted, its
+// secret looked up and its key unlocked in a sandbox (ops/map_op.h's unlock_image), as qemu's
+// bdrv_open does. Errors are qemu's complete messages (without "qemu-img: ").
+Expected<bool> unlock_for_command(const boost::program_options::variables_map& vm, const ImageName& name,
+                                  const ChainLink& link, const vmm::SandboxConfig& sandbox,
+                                  std::uint32_t qemu_version);
 
 } // namespace instar::cli

@@ -5,6 +5,7 @@
 #include "ops/edit_op.h"
 #include "ops/guest_info_runner.h"
 #include "ops/guest_module.h"
+#include "ops/map_op.h"
 #include "ops/info_op.h"
 #include "chain/path_policy.h"
 
@@ -133,10 +134,10 @@ Expected<CheckReport> run_check(const CheckOptions& opts, const PluginRegistry& 
         found = &chain.links.front();
     }
     const ChainLink& link = *found;
-    // qemu-img check opens the image for I/O (info does not): an encrypted image needs its key, and a
-    // plain file name cannot name the secret (encrypt.key-secret), so qemu always stops here.
-    if (link.node.encrypted.value_or(false))
-        return Error{"Could not open '" + opts.filename + "': Parameter 'encrypt.key-secret' is required for cipher"};
+    // qemu-img check opens the image for I/O (info does not): an encrypted image's key is unlocked
+    // (ops/map_op.h's unlock_image), though the check itself reads no data.
+    if (auto unlocked = unlock_image(link, opts.secret, sandbox, qemu_version); !unlocked)
+        return Error{unlocked.error()};
     auto module = guest_module_path(*link.plugin);
     if (!module)
         return Error{module.error()};

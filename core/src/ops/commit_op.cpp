@@ -8,6 +8,7 @@
 #include "ops/guest_module.h"
 #include "ops/image_table.h"
 #include "ops/info_op.h"
+#include "ops/map_op.h"
 
 #include <instar/guest/edit_resize.h>
 
@@ -121,6 +122,8 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
     io.allow_paths = spec.allow_paths;
     if (auto opened = open_chain(io, plugins, *runner, chain); !opened)
         return Error{opened.error()};
+    if (!chain.links.empty())
+        chain.links.front().secret = spec.secret;
 
     std::size_t base = 1;
     if (spec.base) {
@@ -140,6 +143,12 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
     // Refused before anything is written: the base would be committed and the top left full.
     if (!spec.drop && can_make_empty(top.node.format) && !top.node.snapshots.empty())
         return Error{"instar cannot empty a qcow2 image with internal snapshots yet (commit with -d keeps the top)"};
+    // An encrypted top (its key unlocked first, as qemu's open does) cannot be emptied in place yet.
+    if (!spec.drop && can_make_empty(top.node.format) && top.node.encrypted.value_or(false)) {
+        if (auto unlocked = unlock_image(top, spec.secret, sandbox, qemu_version); !unlocked)
+            return Error{unlocked.error()};
+        return Error{"instar cannot empty an encrypted qcow2 image yet (commit with -d keeps the top)"};
+    }
     if (!base_link.files.empty())
         return Error{"Could not open '" + base_link.name + "': instar cannot write into an existing " +
                      base_link.node.format + " image made of several files yet"};
@@ -178,6 +187,10 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
     auto top_index = table.add_chain(chain);
     if (!top_index)
         return Error{top_index.error()};
+    PlanFile secrets_file;
+    auto secrets_device = table.attach_secrets(secrets_file);
+    if (!secrets_device)
+        return Error{secrets_device.error()};
     if (auto ok = table.check_limits("commit"); !ok)
         return Error{ok.error()};
 
@@ -230,7 +243,7 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
             if (spec.progress)
                 spec.progress(done, all);
         };
-    const instar_commit_arg arg{0, 0};
+    const instar_commit_arg arg{0, *secrets_device};
     // SAFETY: instar_commit_arg is a trivially-copyable ABI struct with no padding (static_assert).
     const auto* a = reinterpret_cast<const std::uint8_t*>(&arg);
     auto run = vmm::run(sandbox, table.devices, table.modules, INSTAR_OP_COMMIT, {a, sizeof arg});

@@ -29,6 +29,7 @@ struct CommitSpec {
     std::function<void(std::uint64_t, std::uint64_t)> progress;
     bool unsafe_quirks = false;
     std::vector<std::string> allow_paths;
+    std::optional<std::string> secret; // the top image's (--object secret), never printed
 };
 
 // Errors are qemu-img's messages without the "prog: " prefix.

@@ -674,10 +674,20 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
         const bool has_qcow2 = std::any_of(table.links.begin(), table.links.end(), [](const ChainLink* l) {
             return std::string_view((*l->plugin)->name) == "qcow2";
         });
+        // Unlocking an encrypted image's key is part of qemu's open, not a corruption event.
+        bool key_failure = false;
+        for (const auto& rec : run->records)
+            if (rec.type == INSTAR_REC_CONVERT_FAILURE && rec.data.size() == sizeof(instar_convert_failure)) {
+                instar_convert_failure f{};
+                std::memcpy(&f, rec.data.data(), sizeof f);
+                key_failure = f.phase == INSTAR_CONVERT_PHASE_OPEN && f.image < table.links.size() &&
+                              table.links[f.image]->node.encrypted.value_or(false);
+                break;
+            }
         for (const auto& rec : run->records)
             if (rec.type == INSTAR_REC_REASON) {
                 const std::string reason = printable_reason(std::string(rec.data.begin(), rec.data.end()));
-                if (has_qcow2 && !engine_reason(reason))
+                if (has_qcow2 && !key_failure && !engine_reason(reason))
                     spec.warnings->push_back("qcow2: Image is corrupt: " + reason +
                                              "; further non-fatal corruption events will be suppressed");
                 break;

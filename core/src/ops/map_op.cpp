@@ -114,9 +114,15 @@ Expected<MapResult> map_image(const MapSpec& spec, const PluginRegistry& plugins
             return Error{"Could not open '" + link.name + "': instar cannot read the data of " +
                          std::string((*link.plugin)->name) + " images yet"};
 
+    if (!chain.links.empty())
+        chain.links.front().secret = spec.secret;
     ImageTable table; // device 0: the plan
     if (auto top = table.add_chain(chain); !top)
         return Error{top.error()};
+    PlanFile secrets_file;
+    auto secrets_device = table.attach_secrets(secrets_file);
+    if (!secrets_device)
+        return Error{secrets_device.error()};
     if (auto ok = table.check_limits("map"); !ok)
         return Error{ok.error()};
 
@@ -165,7 +171,7 @@ Expected<MapResult> map_image(const MapSpec& spec, const PluginRegistry& plugins
     const auto budget = MAP_BASE_TIMEOUT + std::chrono::seconds(size / MAP_BYTES_PER_SECOND);
     if (sandbox.timeout < budget)
         sandbox.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(budget);
-    const instar_map_arg arg{0, 0};
+    const instar_map_arg arg{0, *secrets_device};
     // SAFETY: instar_map_arg is a trivially-copyable ABI struct with no padding (static_assert).
     const auto* a = reinterpret_cast<const std::uint8_t*>(&arg);
     const std::uint64_t end = std::min(head.end, size);
@@ -250,6 +256,61 @@ Expected<MapResult> map_image(const MapSpec& spec, const PluginRegistry& plugins
         }
         at = entries->back().start + entries->back().length;
     }
+}
+
+Expected<bool> unlock_image(const ChainLink& link, const std::optional<std::string>& secret,
+                            vmm::SandboxConfig sandbox, std::uint32_t qemu_version) {
+    if (!link.node.encrypted.value_or(false))
+        return true;
+    if (!((*link.plugin)->capabilities & CAP_CONVERT))
+        return Error{"Could not open '" + link.name + "': instar cannot read the data of " +
+                     std::string((*link.plugin)->name) + " images yet"};
+    ChainLink keyed = link; // the files stay the chain's (a ChainLink copy owns none)
+    keyed.secret = secret;
+    ImageTable table; // device 0: the plan
+    if (auto top = table.add(keyed); !top)
+        return Error{top.error()};
+    PlanFile secrets_file;
+    auto secrets_device = table.attach_secrets(secrets_file);
+    if (!secrets_device)
+        return Error{secrets_device.error()};
+    instar_map_plan head{};
+    head.magic = INSTAR_MAP_PLAN_MAGIC;
+    head.image_count = 1;
+    head.start = 0;
+    head.end = 0; // nothing to walk: opening is the point
+    head.qemu_version = qemu_version;
+    const std::uint32_t style = map_style_of((*link.plugin)->qemu_traits);
+    instar_image_facts facts{};
+    facts.allocated = link.image.allocated;
+    std::vector<std::uint8_t> bytes;
+    append_bytes(bytes, &head, 1);
+    append_bytes(bytes, table.images.data(), table.images.size());
+    append_bytes(bytes, &style, 1);
+    append_bytes(bytes, &facts, 1);
+    PlanFile plan_file;
+    auto plan_device = plan_file.write(bytes);
+    if (!plan_device)
+        return Error{plan_device.error()};
+    table.devices[0] = *plan_device;
+    const instar_map_arg arg{0, *secrets_device};
+    // SAFETY: instar_map_arg is a trivially-copyable ABI struct with no padding (static_assert).
+    const auto* a = reinterpret_cast<const std::uint8_t*>(&arg);
+    sandbox.guest_memory = MAP_GUEST_MEMORY;
+    sandbox.huge_pages = false;
+    if (sandbox.timeout < MAP_BASE_TIMEOUT)
+        sandbox.timeout = MAP_BASE_TIMEOUT;
+    auto run = vmm::run(sandbox, table.devices, table.modules, INSTAR_OP_MAP, {a, sizeof arg});
+    if (!run)
+        return Error{"Could not open '" + link.name + "': " + run.error().message};
+    if (run->exit_status != 0) {
+        MapSpec spec;
+        spec.filename = link.name;
+        bool walk = false;
+        std::optional<std::string> notice;
+        return Error{failure_message(spec, table.links, run.value(), &walk, &notice)};
+    }
+    return true;
 }
 
 namespace {

@@ -3,6 +3,7 @@
 // get_block_status does, and check the runs it sends back (untrusted) before naming their files.
 #pragma once
 
+#include "ops/info_op.h"
 #include "plugins/registry.h"
 #include "util/expected.h"
 #include "vmm/sandbox.h"
@@ -25,6 +26,7 @@ struct MapSpec {
     bool unsafe_quirks = false;
     std::vector<std::string> allow_paths;
     bool no_backing = false; // "backing": null: the image alone, its unallocated ranges read as zeros
+    std::optional<std::string> secret; // the top image's (--object secret), never printed
 };
 
 // One run as qemu's MapEntry holds it.
@@ -55,6 +57,15 @@ using MapChunkSink = std::function<void(const std::vector<MapEntry>& entries, co
 // they are collected in MapResult::entries.
 Expected<MapResult> map_image(const MapSpec& spec, const PluginRegistry& plugins, vmm::SandboxConfig sandbox,
                               std::uint32_t qemu_version, const MapChunkSink& sink = {});
+
+// qemu opens an encrypted image's key together with the image in every command but info (which
+// opens it without I/O): `link` (encrypted: its node says so) is opened in a sandbox with `secret`,
+// by map's operation over an empty range, so the format unlocks its key as it does for reading.
+// The error is qemu's "Could not open 'NAME': Parameter 'key-secret' is required for cipher" (no
+// secret) or "...: Invalid password, cannot unlock any keyslot" (the format's words). One mechanism
+// for the commands that otherwise need no key (check, snapshot, bitmap, resize, amend, measure).
+Expected<bool> unlock_image(const ChainLink& link, const std::optional<std::string>& secret,
+                            vmm::SandboxConfig sandbox, std::uint32_t qemu_version);
 
 // Decodes the guest's INSTAR_REC_MAP payloads (untrusted): every entry inside [start, end), in order
 // and contiguous from `start`, flags known, depth inside the chain, files inside each layer's

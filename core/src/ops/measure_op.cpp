@@ -5,6 +5,7 @@
 #include "ops/guest_info_runner.h"
 #include "ops/guest_module.h"
 #include "ops/image_table.h"
+#include "ops/map_op.h"
 
 #include <instar/guest_abi.h>
 
@@ -132,6 +133,10 @@ Expected<bool> open_measure_source(const MeasureSourceSpec& spec, const PluginRe
     io.allow_paths = spec.allow_paths;
     if (auto opened = open_chain(io, plugins, *runner, out.chain); !opened)
         return Error{opened.error()};
+    out.chain.links.front().secret = spec.secret;
+    // qemu's img_open unlocks an encrypted source's key (measure may not read its data).
+    if (auto unlocked = unlock_image(out.chain.links.front(), spec.secret, sandbox, qemu_version); !unlocked)
+        return Error{unlocked.error()};
     const NodeInfo& top = out.chain.links.front().node;
     out.virtual_size = top.virtual_size;
     if (top.format == "qcow2") {
@@ -171,6 +176,10 @@ Expected<std::uint64_t> measure_data_clusters(const MeasureSourceSpec& spec, con
     auto top = table.add_chain(source.chain);
     if (!top)
         return Error{top.error()};
+    PlanFile secrets_file;
+    auto secrets_device = table.attach_secrets(secrets_file);
+    if (!secrets_device)
+        return Error{secrets_device.error()};
     if (auto ok = table.check_limits("measure"); !ok)
         return Error{ok.error()};
     instar_measure_plan head{};
@@ -196,7 +205,7 @@ Expected<std::uint64_t> measure_data_clusters(const MeasureSourceSpec& spec, con
     const auto budget = MEASURE_BASE_TIMEOUT + std::chrono::seconds(source.virtual_size / MEASURE_BYTES_PER_SECOND);
     if (sandbox.timeout < budget)
         sandbox.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(budget);
-    const instar_measure_arg arg{0, 0};
+    const instar_measure_arg arg{0, *secrets_device};
     // SAFETY: instar_measure_arg is a trivially-copyable ABI struct with no padding (static_assert).
     const auto* a = reinterpret_cast<const std::uint8_t*>(&arg);
     auto run = vmm::run(sandbox, table.devices, table.modules, INSTAR_OP_MEASURE, {a, sizeof arg});

@@ -62,6 +62,7 @@ struct MeasureSourceSpec {
     std::optional<std::string> snapshot; // -l (an id or a name)
     std::vector<std::string> allow_paths;
     bool unsafe_quirks = false;
+    std::optional<std::string> secret; // the source's (--object secret), never printed
 };
 
 // Opens the source as qemu-img's img_open does; the error is qemu's message.

@@ -815,7 +815,9 @@ guest::Status edit_resize(const guest::EditRequest& req, guest::EditHost& host) 
     if (const Status st = q.open(*req.image, req.image_length, *req.allocator, &host); st != Status::Ok)
         return st;
     const Qcow2Header& h = q.header();
-    if (h.crypt_method != QCOW_CRYPT_NONE)
+    // An encrypted image resizes as any other (qcow2_co_truncate writes no guest data; the host
+    // unlocked its key first, as qemu's open does): only the old AES method stays refused.
+    if (h.crypt_method != QCOW_CRYPT_NONE && h.crypt_method != QCOW_CRYPT_LUKS)
         return say(host, "instar cannot resize encrypted qcow2 images yet", Status::Unsupported);
     if (h.incompatible_features & QCOW2_INCOMPAT_CORRUPT)
         return say(host, "qcow2: Image is corrupt; cannot be opened read/write", Status::Corrupt);

@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""--object secret for every command that opens an image, against both qemu-img oracles: a luks image
+and an encrypted qcow2 (encrypt.format=luks), each command with the secret given (--image-opts and
+json:), with a wrong passphrase, with the key-secret option missing, and with a plain file name;
+exit status, stdout, stderr and the image's bytes afterwards compared (docs/architecture.md,
+"Secrets").
+
+usage: secrets_differential.py INSTAR"""
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'formats'))
+from differential_support import missing_oracle, report  # noqa: E402
+from oracle_diff import OracleDiff  # noqa: E402
+from oracle_retry import run_fixture  # noqa: E402
+
+PASS = 'secrets-pass'
+FORMATS = {
+    'luks': ('x.luks', 'key-secret', ['-f', 'luks', '-o', 'key-secret=s0,iter-time=10']),
+    'qcow2': ('x.qcow2', 'encrypt.key-secret',
+              ['-f', 'qcow2', '-o', 'encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10']),
+}
+# Divergences documented in docs/quirks.md (secrets-*): (command, format, mode) not compared.
+NOT_COMPARED = {
+    ('resize', 'luks', 'given'),  # instar cannot resize luks images yet (quirk secrets-luks-resize)
+}
+
+
+def names(fmt, mode, d):
+    """The image argument(s) for `mode`: given / wrong (--image-opts naming s0), json (json: naming
+    s0), missing (--image-opts without the key-secret option), plain (the file name)."""
+    img, key, _ = FORMATS[fmt]
+    if mode == 'plain':
+        return [], '@' + img
+    obj = ['--object', f'secret,id=s0,data={"wrong-pass" if mode == "wrong" else PASS}']
+    if mode == 'json':
+        return obj, 'json:' + json.dumps({'driver': fmt, key: 's0', 'file': {'driver': 'file', 'filename': '@' + img}})
+    opts = f'driver={fmt},' + ('' if mode == 'missing' else f'{key}=s0,') + f'file.filename=@{img}'
+    return (obj if mode != 'missing' else []) + ['--image-opts'], opts
+
+
+def commands(pre, name):
+    """(command, argv) for one image argument; `pre` are the --object / --image-opts options."""
+    image_opts = '--image-opts' in pre
+    obj = [a for a in pre if a != '--image-opts']
+    io = ['--image-opts'] if image_opts else []
+    return [
+        ('info', ['info'] + obj + io + [name]),
+        ('map', ['map'] + obj + io + [name]),
+        ('map-json', ['map', '--output=json'] + obj + io + [name]),
+        ('measure', ['measure', '-O', 'qcow2'] + obj + io + [name]),
+        ('check', ['check'] + obj + io + [name]),
+        ('snapshot-l', ['snapshot', '-l'] + obj + io + [name]),
+        ('snapshot-c', ['snapshot', '-c', 'sn1'] + obj + io + [name]),
+        ('bitmap', ['bitmap', '--add'] + obj + io + [name, 'b0']),
+        ('resize', ['resize'] + obj + io + [name, '2M']),
+        ('amend', ['amend', '-o', 'lazy_refcounts=on'] + obj + io + [name]),
+        ('dd', ['dd', '-O', 'raw'] + obj + io + ['if=' + name, 'of=@dd.raw']),
+        ('convert', ['convert', '-O', 'raw'] + obj + io + [name, '@out.raw']),
+        ('compare', ['compare'] + obj + io + [name, name]),
+    ]
+
+
+def block_names_only(problems):
+    """qemu names an --image-opts node "#blockNNN" from a counter that varies from run to run
+    (instar too): a stderr that differs only there is the same."""
+    kept = []
+    for p in problems:
+        if p.startswith('stderr differs:'):
+            q, _, i = p[len('stderr differs:\n--- qemu\n'):].partition('--- instar\n')
+            if re.sub(r'#block\d+', '#blockN', q) == re.sub(r'#block\d+', '#blockN', i):
+                continue
+        kept.append(p)
+    return kept
+
+
+def date_only(work, img):
+    """True when qemu's and instar's copies of `img` differ in at most one 8-byte window: a new
+    snapshot's date (seconds and nanoseconds, QCowSnapshotHeader.date_sec/date_nsec)."""
+    a = open(os.path.join(work, 'Qx_' + img), 'rb').read()
+    b = open(os.path.join(work, 'Ix_' + img), 'rb').read()
+    if len(a) != len(b):
+        return False
+    diff = [k for k in range(len(a)) if a[k] != b[k]]
+    return not diff or diff[-1] - diff[0] < 8
+
+
+def main():
+    if len(sys.argv) != 2:
+        print(__doc__)
+        return 2
+    skip = missing_oracle()
+    if skip is not None:
+        print('SKIPPED LOUDLY: a qemu-img oracle is missing')
+        return skip
+    if not os.path.exists('/dev/kvm') and os.environ.get('INSTAR_SANDBOX') != 'process':
+        print('SKIPPED LOUDLY: /dev/kvm is absent; instar needs the KVM sandbox')
+        return 77
+    only = os.environ.get('SECRETS_ONLY', '').split(',') if os.environ.get('SECRETS_ONLY') else None
+    work = tempfile.mkdtemp(prefix='instar-secrets-')
+    try:
+        d = OracleDiff(sys.argv[1], work)
+        qemu = '/usr/bin/qemu-img'
+        qemu_io = '/usr/bin/qemu-io'
+        for fmt, (img, key, create) in FORMATS.items():
+            d.fixture(qemu, 'create', '-q', '--object', f'secret,id=s0,data={PASS}', *create, img, '1M')
+            # some data, so map, dd, convert and measure see allocated clusters
+            d.fixture(qemu_io, '--object', f'secret,id=s0,data={PASS}', '--image-opts',
+                      f'driver={fmt},{key}=s0,file.filename={img}', '-c', 'write -P 0x5a 65536 65536')
+        for fmt, (img, _, _) in FORMATS.items():
+            for mode in ('given', 'json', 'wrong', 'missing', 'plain'):
+                pre, name = names(fmt, mode, work)
+                for cmd, argv in commands(pre, name):
+                    if only and cmd not in only:
+                        continue
+                    if (cmd, fmt, mode) in NOT_COMPARED:
+                        continue
+                    if mode == 'json' and cmd not in ('map', 'check', 'snapshot-l', 'convert'):
+                        continue  # json: names reach the same lookup as --image-opts
+                    outputs = [o for o in ('dd.raw', 'out.raw') if any(o in a for a in argv)]
+                    for ver in ('7.2', '10.0'):
+                        d.same(f'{cmd} {fmt} secret {mode}', argv, outputs=outputs, inputs=[img], versions=[ver])
+                        label, problems = d.results[-1]
+                        problems = block_names_only(problems)
+                        if cmd == 'snapshot-c' and f'{img}: bytes differ' in problems and date_only(work, img):
+                            problems.remove(f'{img}: bytes differ')
+                        d.results[-1] = (label, problems)
+        # commit: an encrypted qcow2 top over a plain base; -d keeps the top (instar cannot empty an
+        # encrypted top yet: quirk secrets-chain-writes, so without -d only the refusals compare).
+        d.fixture(qemu, 'create', '-q', '-f', 'qcow2', 'base.qcow2', '1M')
+        d.fixture(qemu, 'create', '-q', '--object', f'secret,id=s0,data={PASS}', '-f', 'qcow2', '-o',
+                  'encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10,backing_file=base.qcow2,'
+                  'backing_fmt=qcow2', 'top.qcow2')
+        d.fixture(qemu_io, '--object', f'secret,id=s0,data={PASS}', '--image-opts',
+                  'driver=qcow2,encrypt.key-secret=s0,file.filename=top.qcow2', '-c', 'write -P 0x33 0 65536')
+        shutil.copyfile(d.path('base.qcow2'), d.path('base.orig'))
+        for mode in ('given', 'wrong', 'missing', 'plain'):
+            if only and 'commit' not in only:
+                break
+            pre, name = names('qcow2', mode, work)
+            name = name.replace(FORMATS['qcow2'][0], 'top.qcow2')
+            for ver in ('7.2', '10.0'):
+                for flags, label in ((['-d'], 'commit -d'), ([], 'commit')):
+                    if label == 'commit' and mode == 'given':
+                        continue  # instar refuses to empty the encrypted top (quirk secrets-chain-writes)
+                    shutil.copyfile(d.path('base.orig'), d.path('base.qcow2'))
+                    d.same(f'{label} qcow2 top secret {mode}', ['commit'] + flags + pre + [name],
+                           inputs=['top.qcow2'], versions=[ver])
+        if not only or 'commit' in only:
+            # the base both tools wrote (the top names base.qcow2 for both): each tool alone
+            pre, name = names('qcow2', 'given', work)
+            name = name.replace('@' + FORMATS['qcow2'][0], 'top.qcow2')
+            bases = {}
+            for who, exe in (('qemu', [qemu]), ('instar', [d.instar])):
+                shutil.copyfile(d.path('base.orig'), d.path('base.qcow2'))
+                run_fixture(exe + ['commit', '-d'] + pre + [name], cwd=work, check=True)
+                bases[who] = open(d.path('base.qcow2'), 'rb').read()
+            d.results.append(('commit -d qcow2 top secret given: base bytes',
+                              [] if bases['qemu'] == bases['instar'] else ['base.qcow2: bytes differ']))
+        return report(d.results)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
