@@ -5,7 +5,7 @@
 
 #include "plugins/descriptor_check.h"
 
-#include <boost/dll/shared_library.hpp>
+#include <boost/dll/shared_library.hpp> // on std::filesystem (BOOST_DLL_USE_STD_FS, core/meson.build)
 
 #include <algorithm>
 #include <array>

@@ -116,7 +116,7 @@ constexpr std::size_t KEEPER_STACK = 64 << 10; // a few frames of raw system cal
 } // namespace
 
 bool start_teardown_keeper() {
-    if (keepers_started.load() >= MAX_DETACHED_TEARDOWNS) return false;
+    if (keepers_started.load() > 0) return true;
     static const bool waits_at_exit = std::atexit(wait_for_keepers) == 0;
     if (!waits_at_exit) return false;
     void* stack = ::mmap(nullptr, KEEPER_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
@@ -137,6 +137,12 @@ bool start_teardown_keeper() {
     }
     keepers_started.fetch_add(1);
     return true; // the stack is the keeper's until the address space ends
+}
+
+bool leave_to_keeper() {
+    static std::atomic<int> left{0};
+    if (keepers_started.load() == 0) return false;
+    return left.fetch_add(1) < MAX_DETACHED_TEARDOWNS;
 }
 
 } // namespace instar::vmm

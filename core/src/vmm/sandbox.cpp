@@ -164,6 +164,10 @@ Outcome<RunResult> run(const SandboxConfig& config, std::span<const Device> devi
     auto runtime = load_guest_image(runtime_path, ImageKind::Runtime);
     if (!runtime) return runtime.error();
 
+    // The keeper first, so that it closes its copies of the descriptors while this thread waits
+    // in the VM's set-up (the memslot's SRCU grace period) instead of at exit.
+    if (config.detached_teardown && !spares_enabled() && (kind == SandboxKind::Kvm || !check_kvm()))
+        (void)start_teardown_keeper();
     auto prepared = take_prepared_vm(ram, huge);
     if (!prepared) {
         // Auto: without a usable /dev/kvm, the process sandbox runs the guest instead.
@@ -204,7 +208,7 @@ Outcome<RunResult> run(const SandboxConfig& config, std::span<const Device> devi
             prepare_spare_vm(ram, huge);
             vm.reset();
         });
-    } else if (config.detached_teardown && start_teardown_keeper()) {
+    } else if (config.detached_teardown && leave_to_keeper()) {
         // Left to the keeper on purpose: this process's descriptors of the VM close at its exit
         // without destroying it (the vCPU's kvm_run page, mapped in the address space the keeper
         // shares, holds the VM), and the kernel tears VM and guest RAM down when the keeper ends.
