@@ -365,7 +365,7 @@ USAGE = [
 
 
 # qemu repairs instar refuses (before writing anything): qemu's stderr names them.
-UNIMPLEMENTED_REPAIRS = ("Rebuilding refcount structure", "Repairing refcount block", "Repairing offset=",
+UNIMPLEMENTED_REPAIRS = ("Repairing refcount block", "Repairing offset=",
                          "Repairing snapshot", "Discarding")
 
 

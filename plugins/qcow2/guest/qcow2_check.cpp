@@ -94,6 +94,8 @@ struct Checker {
     bool unsupported = false;                    // a repair instar does not implement was needed
 
     bool fix_errors() const { return (fix & guest::CHECK_FIX_ERRORS) != 0; }
+    // calculate_refcounts' fix argument: the repair's, except in the recount after a rebuild (0).
+    bool calc_fix_errors = false;
     bool fix_leaks() const { return (fix & guest::CHECK_FIX_LEAKS) != 0; }
 
     void text(const char* t) { CheckLine().s(t).emit(sink); }
@@ -270,12 +272,12 @@ struct Checker {
                     const bool contains_data = extl2 ? (bitmap & QCOW_L2_BITMAP_ALL_ALLOC) != 0 : !(e & QCOW_OFLAG_ZERO);
                     if (!contains_data) {
                         CheckLine()
-                            .s(fix_errors() ? "Repairing" : "ERROR")
+                            .s(calc_fix_errors ? "Repairing" : "ERROR")
                             .s(" offset=")
                             .x(offset)
                             .s(": Preallocated cluster is not properly aligned; L2 entry corrupted.")
                             .emit(sink);
-                        if (fix_errors())
+                        if (calc_fix_errors)
                             unsupported = true; // fix_l2_entry_by_zero is not implemented
                     }
                     else
@@ -421,6 +423,9 @@ struct Checker {
         Snap* s = static_cast<Snap*>(alloc.allocate(sizeof(Snap), 16));
         if (s == nullptr)
             return -guest::CHECK_ENOMEM;
+        // Repairs keep the L1 tables for their overlap check (n <= QCOW_MAX_SNAPSHOTS: 1 MiB at most).
+        if (fix)
+            snap_l1s = alloc_u64(n * 2);
         uint64_t offset = off;
         for (uint64_t i = 0; i < n; ++i) {
             offset = (offset + 7) & ~uint64_t{7};
@@ -428,6 +433,11 @@ struct Checker {
             const int32_t r = read_snapshot(offset, s, &why);
             if (r == 0)
                 offset = s->next;
+            if (r == 0 && snap_l1s) {
+                snap_l1s[2 * i] = s->sn.l1_table_offset;
+                snap_l1s[2 * i + 1] = s->sn.l1_size;
+                snap_l1_count = i + 1;
+            }
             if (fix_errors() && (r == -guest::CHECK_EFBIG || (r == 0 && offset - off > QCOW_MAX_SNAPSHOTS_SIZE))) {
                 unsupported = true; // qemu drops extra data or snapshots to make the table fit
                 alloc.deallocate(s, sizeof(Snap));
@@ -622,9 +632,24 @@ struct Checker {
             }
             if (cluster >= nb_clusters) {
                 res.corruptions++;
-                CheckLine().s(fix_errors() ? "Repairing" : "ERROR").s(" refcount block ").u(i).s(" is outside image").emit(sink);
-                if (fix_errors())
-                    unsupported = true; // qemu grows the file to hold the block
+                CheckLine().s(calc_fix_errors ? "Repairing" : "ERROR").s(" refcount block ").u(i).s(" is outside image").emit(sink);
+                if (calc_fix_errors) {
+                    // qemu grows the file to end with the block (bdrv_truncate to offset + cluster).
+                    if (unsupported || cluster + 1 >= imrt_cap) {
+                        unsupported = true; // beyond the array sized up front: refused, nothing written
+                        continue;
+                    }
+                    if (const int32_t r = grow_file_to(offset + cs); r < 0) {
+                        *rebuild = true;
+                        CheckLine().s("ERROR could not resize image: ").s(errno_text(-r)).emit(sink);
+                        continue;
+                    }
+                    nb_clusters = (file_len + cs - 1) >> bits;
+                    res.corruptions--;
+                    res.corruptions_fixed++;
+                    if (const int32_t r = inc(offset, cs); r < 0)
+                        return r;
+                }
                 continue;
             }
             if (offset != 0) {
@@ -637,6 +662,219 @@ struct Checker {
                 }
             }
         }
+        return 0;
+    }
+
+    // Extends the file with zeros to `end` (qemu's bdrv_truncate, PREALLOC_MODE_OFF): one zeroed
+    // cluster written at the end, the gap before it left as a hole. 0 or -errno.
+    int32_t grow_file_to(uint64_t end) {
+        if (end <= file_len)
+            return 0;
+        ArenaBuffer zero(alloc, static_cast<size_t>(cs));
+        if (!zero.ok())
+            return -guest::CHECK_ENOMEM;
+        __builtin_memset(zero.data(), 0, zero.size());
+        const uint64_t start = end - cs > file_len ? end - cs : file_len;
+        if (dev.write(start, zero.data(), static_cast<size_t>(end - start)) != Status::Ok)
+            return -guest::CHECK_EIO;
+        file_len = dev.size();
+        return file_len >= end ? 0 : -guest::CHECK_EIO;
+    }
+
+    uint64_t imrt_get(uint64_t cluster) const { return cluster < nb_clusters ? imrt[cluster] : 0; }
+
+    // alloc_clusters_imrt: the first run of `count` clusters with refcount 0 in the array, from
+    // *first_free on, growing the array (the file's end) when none is found. Offset or -errno.
+    int64_t alloc_imrt(uint64_t count, uint64_t* first_free) {
+        uint64_t cluster = *first_free;
+        bool first_gap = true;
+        uint64_t contiguous = 0;
+        for (; cluster < nb_clusters && contiguous < count; ++cluster) {
+            if (imrt[cluster] == 0) {
+                contiguous++;
+                if (first_gap) {
+                    *first_free = cluster;
+                    first_gap = false;
+                }
+            } else {
+                contiguous = 0;
+            }
+        }
+        if (contiguous < count) {
+            const uint64_t need = cluster + count - contiguous;
+            if (need > imrt_cap)
+                return -guest::CHECK_ENOMEM; // beyond the headroom sized up front (rebuild_headroom)
+            nb_clusters = need; // the array is zero past nb_clusters
+        }
+        cluster -= contiguous;
+        for (uint64_t i = 0; i < count; ++i)
+            imrt[cluster + i] = 1;
+        return static_cast<int64_t>(cluster << bits);
+    }
+
+    // The refcount block for clusters [start, start + 2^refblock_bits) in the image's width, from the
+    // array (qemu writes the array's slice; past nb_clusters it is zero).
+    void encode_refblock(uint64_t start, uint8_t* out) const {
+        __builtin_memset(out, 0, static_cast<size_t>(cs));
+        const uint64_t n = uint64_t{1} << refblock_bits;
+        for (uint64_t i = 0; i < n; ++i) {
+            const uint64_t v = imrt_get(start + i);
+            if (v == 0)
+                continue;
+            switch (refcount_order) {
+            case 0: out[i / 8] = static_cast<uint8_t>(out[i / 8] | ((v & 1) << (i % 8))); break;
+            case 1: out[i / 4] = static_cast<uint8_t>(out[i / 4] | ((v & 3) << (2 * (i % 4)))); break;
+            case 2: out[i / 2] = static_cast<uint8_t>(out[i / 2] | ((v & 15) << (4 * (i % 2)))); break;
+            case 3: out[i] = static_cast<uint8_t>(v); break;
+            case 4: store_be16(out + 2 * i, static_cast<uint16_t>(v)); break;
+            case 5: store_be32(out + 4 * i, static_cast<uint32_t>(v)); break;
+            default: store_be64(out + 8 * i, v); break;
+            }
+        }
+    }
+
+    // The reftable being built (host order) and its size in entries.
+    uint64_t* new_reftable = nullptr;
+    uint64_t new_entries = 0;
+
+    // qemu's error_setg_errno + error_report_err: "qemu-img: WHAT: strerror".
+    void report(const char* what, int32_t err) {
+        CheckLine().s("\x01").s(what).s(": ").s(errno_text(-err)).emit(sink);
+    }
+
+    // rebuild_refcounts_write_refblocks: a refcount block for every block of clusters in
+    // [first, end) with a used cluster, allocated in the array, written as the array's slice.
+    // 1 when the reftable grew, 0 when not, -errno (reported) on error.
+    int32_t write_refblocks(uint64_t first, uint64_t end, uint8_t* block) {
+        uint64_t first_free = 0;
+        bool grown = false;
+        const uint64_t per_block = uint64_t{1} << refblock_bits;
+        for (uint64_t cluster = first; cluster < end; ++cluster) {
+            if (imrt_get(cluster) == 0)
+                continue;
+            const uint64_t index = cluster >> refblock_bits;
+            const uint64_t start = index << refblock_bits;
+            uint64_t offset = 0;
+            if (new_entries > index && new_reftable[index] != 0) {
+                offset = new_reftable[index];
+            } else {
+                if (first_free < start)
+                    first_free = start;
+                const int64_t got = alloc_imrt(1, &first_free);
+                if (got < 0) {
+                    report("ERROR allocating refblock", static_cast<int32_t>(got));
+                    return static_cast<int32_t>(got);
+                }
+                offset = static_cast<uint64_t>(got);
+                if ((offset >> bits) >= end)
+                    end = (offset >> bits) + 1; // the block holding this block's own refcount
+                if (new_entries <= index) {
+                    const uint64_t per_cluster = cs / 8;
+                    const uint64_t entries = (index + 1 + per_cluster - 1) / per_cluster * per_cluster;
+                    uint64_t* grown_table = alloc_u64(entries);
+                    if (grown_table == nullptr) {
+                        report("ERROR allocating reftable memory", -guest::CHECK_ENOMEM);
+                        return -guest::CHECK_ENOMEM;
+                    }
+                    for (uint64_t k = 0; k < entries; ++k)
+                        grown_table[k] = k < new_entries ? new_reftable[k] : 0;
+                    if (new_reftable)
+                        alloc.deallocate(new_reftable, static_cast<size_t>(new_entries * 8));
+                    new_reftable = grown_table;
+                    new_entries = entries;
+                    grown = true;
+                }
+                new_reftable[index] = offset;
+            }
+            if (const int32_t r = pre_write_check(offset, cs); r < 0) {
+                report("ERROR writing refblock", r);
+                return r;
+            }
+            encode_refblock(start, block);
+            if (dev.write(offset, block, static_cast<size_t>(cs)) != Status::Ok) {
+                report("ERROR writing refblock", -guest::CHECK_EIO);
+                return -guest::CHECK_EIO;
+            }
+            cluster = start + per_block - 1;
+        }
+        return grown ? 1 : 0;
+    }
+
+    // rebuild_refcount_structure: new refcount blocks and a new refcount table from the array, in
+    // clusters the array says are free (the old structure is then leaked, and the leak repair that
+    // follows frees it). Crash consistency: everything new is written into clusters nothing uses
+    // and made durable before the header's two fields switch to it (one write, then a flush); a
+    // kill before the switch leaves the old image, after it a correct structure plus leaks.
+    int32_t rebuild_structure() {
+        // qcow2_cache_empty: the cached old block has no pending writes (nothing was repaired yet).
+        refblock_offset = UINT64_MAX;
+        ArenaBuffer block(alloc, static_cast<size_t>(cs));
+        if (!block.ok()) {
+            res.check_errors++;
+            report("ERROR allocating refblock", -guest::CHECK_ENOMEM);
+            return -guest::CHECK_ENOMEM;
+        }
+        int32_t changed = write_refblocks(0, nb_clusters, block.data());
+        if (changed < 0) {
+            res.check_errors++;
+            return changed;
+        }
+        uint64_t rt_offset = 0, rt_clusters = 0;
+        do {
+            uint64_t first_free = 0;
+            rt_clusters = (new_entries * 8 + cs - 1) >> bits;
+            const int64_t got = alloc_imrt(rt_clusters, &first_free);
+            if (got < 0) {
+                report("ERROR allocating reftable", static_cast<int32_t>(got));
+                res.check_errors++;
+                return static_cast<int32_t>(got);
+            }
+            rt_offset = static_cast<uint64_t>(got);
+            changed = write_refblocks(rt_offset >> bits, (rt_offset >> bits) + rt_clusters, block.data());
+            if (changed < 0) {
+                res.check_errors++;
+                return changed;
+            }
+        } while (changed);
+        const uint64_t rt_len = new_entries * 8;
+        ArenaBuffer disk(alloc, static_cast<size_t>(rt_len));
+        if (!disk.ok()) {
+            report("ERROR writing reftable", -guest::CHECK_ENOMEM);
+            return -guest::CHECK_ENOMEM;
+        }
+        for (uint64_t k = 0; k < new_entries; ++k)
+            store_be64(disk.data() + k * 8, new_reftable[k]);
+        if (const int32_t r = pre_write_check(rt_offset, rt_len); r < 0) {
+            report("ERROR writing reftable", r);
+            return r;
+        }
+        if (dev.write(rt_offset, disk.data(), static_cast<size_t>(rt_len)) != Status::Ok) {
+            report("ERROR writing reftable", -guest::CHECK_EIO);
+            return -guest::CHECK_EIO;
+        }
+        // instar flushes before the switch (qemu's bdrv_pwrite_sync flushes only after it).
+        if (flush(dev) != Status::Ok) {
+            report("ERROR setting reftable", -guest::CHECK_EIO);
+            return -guest::CHECK_EIO;
+        }
+        uint8_t field[12];
+        store_be64(field, rt_offset);
+        store_be32(field + 8, static_cast<uint32_t>(rt_clusters));
+        if (dev.write(offsetof(Qcow2HeaderDisk, refcount_table_offset), field, sizeof field) != Status::Ok ||
+            flush(dev) != Status::Ok) {
+            report("ERROR setting reftable", -guest::CHECK_EIO);
+            return -guest::CHECK_EIO;
+        }
+        // The new table replaces the one loaded at open (big-endian, as `reftable` holds it).
+        uint8_t* table = static_cast<uint8_t*>(alloc.allocate(static_cast<size_t>(rt_len), 16));
+        if (table == nullptr)
+            return -guest::CHECK_ENOMEM;
+        __builtin_memcpy(table, disk.data(), static_cast<size_t>(rt_len));
+        reftable = table;
+        reftable_size = new_entries;
+        h.refcount_table_offset = rt_offset;
+        h.refcount_table_clusters = static_cast<uint32_t>(rt_clusters);
+        file_len = dev.size();
         return 0;
     }
 
@@ -777,9 +1015,9 @@ struct Checker {
     // qemu's metadata overlap check for an L2 table it is about to write, reduced to the structures
     // instar tracks: the header cluster, the active L1 table, the refcount table and blocks and the
     // snapshot table. True when writing [offset, offset + cs) would overwrite one of them.
-    bool overlaps_metadata(uint64_t offset) const {
+    bool overlaps_metadata(uint64_t offset, uint64_t size) const {
         auto hit = [&](uint64_t start, uint64_t len) {
-            return len != 0 && offset < start + len && start < offset + cs;
+            return len != 0 && offset < start + len && start < offset + size;
         };
         if (offset < cs || hit(h.l1_table_offset, uint64_t{h.l1_size} * 8) ||
             hit(h.refcount_table_offset, reftable_size * 8) || hit(h.snapshots_offset, snapshots_size))
@@ -790,6 +1028,70 @@ struct Checker {
                 return true;
         }
         return false;
+    }
+
+    // Snapshot L1 tables (offset, entries) as read from the table: qemu's s->snapshots, for its
+    // inactive-L1 overlap check. At most QCOW_MAX_SNAPSHOTS entries.
+    uint64_t* snap_l1s = nullptr;
+    uint64_t snap_l1_count = 0;
+
+    // qcow2_check_metadata_overlap with qemu's default "cached" checks, as a repair write would
+    // meet it: the name of the first structure [offset, offset + size) overlaps, or nullptr.
+    const char* overlap_name(uint64_t offset, uint64_t size) {
+        if (size == 0)
+            return nullptr;
+        if (offset < cs)
+            return "qcow2_header";
+        size = ((offset & (cs - 1)) + size + cs - 1) & ~(cs - 1);
+        offset &= ~(cs - 1);
+        auto hit = [&](uint64_t start, uint64_t len) {
+            return len != 0 && offset < start + len && start < offset + size;
+        };
+        if (h.l1_size && hit(h.l1_table_offset, uint64_t{h.l1_size} * 8))
+            return "active L1 table";
+        if (reftable_size && hit(h.refcount_table_offset, reftable_size * 8))
+            return "refcount table";
+        if (snapshots_size && hit(h.snapshots_offset, snapshots_size))
+            return "snapshot table";
+        for (uint64_t i = 0; i < snap_l1_count; ++i)
+            if (snap_l1s[2 * i + 1] && hit(snap_l1s[2 * i], snap_l1s[2 * i + 1] * 8))
+                return "inactive L1 table";
+        if (h.l1_size) {
+            ArenaBuffer l1(alloc, static_cast<size_t>(uint64_t{h.l1_size} * 8));
+            if (l1.ok() && read_zero_padded(dev, h.l1_table_offset, l1.data(), l1.size()) == Status::Ok)
+                for (uint64_t i = 0; i < h.l1_size; ++i) {
+                    const uint64_t l2 = load_be64(l1.data() + i * 8) & L1E_OFFSET_MASK;
+                    if (l2 && hit(l2, cs))
+                        return "active L2 table";
+                }
+        }
+        for (uint64_t i = 0; i < reftable_size; ++i) {
+            const uint64_t b = load_be64(reftable + i * 8) & REFT_OFFSET_MASK;
+            if (b && hit(b, cs))
+                return "refcount block";
+        }
+        if ((h.autoclear_features & 1) && hit(ext.bitmap_directory_offset, ext.bitmap_directory_size))
+            return "bitmap directory";
+        return nullptr;
+    }
+
+    // qcow2_pre_write_overlap_check on a read-write image: an overlap is a fatal corruption
+    // (qcow2_signal_corruption: the line once, the corrupt bit) and -EIO.
+    int32_t pre_write_check(uint64_t offset, uint64_t size) {
+        const char* name = overlap_name(offset, size);
+        if (name == nullptr)
+            return 0;
+        const bool corrupt = pending_corrupt || (h.incompatible_features & QCOW2_INCOMPAT_CORRUPT);
+        if (!(signaled_corruption && corrupt)) {
+            CheckLine()
+                .s("qcow2: Marking image as corrupt: Preventing invalid write on metadata (overlaps with ")
+                .s(name)
+                .s("); further corruption events will be suppressed")
+                .emit(sink);
+            mark_corrupt();
+            signaled_corruption = true;
+        }
+        return -guest::CHECK_EIO;
     }
 
     int32_t check_oflag_copied() {
@@ -860,7 +1162,7 @@ struct Checker {
                 }
             }
             if (l2_dirty > 0) {
-                if (overlaps_metadata(l2_offset)) {
+                if (overlaps_metadata(l2_offset, cs)) {
                     text("ERROR: Could not write L2 table; metadata overlap check failed: Input/output error");
                     res.check_errors++;
                     return -guest::CHECK_EIO;
@@ -875,6 +1177,16 @@ struct Checker {
             }
         }
         return 0;
+    }
+
+    // Clusters a rebuild of the refcount structure for n clusters may append: a refcount block per
+    // 2^refblock_bits clusters (counting the appended ones: twice the blocks n needs, plus two), and
+    // the refcount table, allocated anew each time it grows (qemu never frees the earlier ones;
+    // four sizes are far more than the loop takes, it grows by a cluster at a time), plus slack.
+    uint64_t rebuild_headroom(uint64_t n) const {
+        const uint64_t blocks = 2 * ((n >> refblock_bits) + 2);
+        const uint64_t table_clusters = (blocks * 8 + cs - 1) / cs + 1;
+        return blocks + 4 * table_clusters + 8;
     }
 
     // qcow2_check_refcounts (fix = 0).
@@ -893,6 +1205,24 @@ struct Checker {
         imrt_cap = clusters + 1;
         if (imrt_cap > QCOW2_CHECK_MAX_CLUSTERS)
             return 1; // TooLarge, worded by check()
+        calc_fix_errors = fix_errors();
+        if (fix_errors()) {
+            // -r all may grow the file: for a refcount block outside it (to that block's end) and
+            // for a rebuilt refcount structure (rebuild_headroom). The array is sized for both up
+            // front; a repair that would need more is refused (outside block) or fails as qemu's
+            // allocation failure would ("ERROR allocating refblock: Cannot allocate memory").
+            uint64_t need = clusters;
+            for (uint64_t i = 0; i < reftable_size; ++i) {
+                const uint64_t raw = load_be64(reftable + i * 8);
+                const uint64_t c = (raw & REFT_OFFSET_MASK) >> bits;
+                if (!(raw & REFT_RESERVED_MASK) && !((raw & REFT_OFFSET_MASK) & (cs - 1)) && c >= need &&
+                    c < QCOW2_CHECK_MAX_CLUSTERS / 2)
+                    need = c + 1;
+            }
+            const uint64_t cap = need + 1 + rebuild_headroom(need);
+            if (cap <= QCOW2_CHECK_MAX_CLUSTERS)
+                imrt_cap = cap;
+        }
         imrt = static_cast<uint32_t*>(alloc.allocate(static_cast<size_t>(imrt_cap * 4), 16));
         if (imrt == nullptr)
             return 2; // NoMemory
@@ -905,9 +1235,42 @@ struct Checker {
         const CheckResult pre_compare = res;
         uint64_t highest = 0;
         compare(&rebuild, &highest);
-        if (rebuild && fix_errors())
-            return 3; // rebuild_refcount_structure is not implemented; nothing was written yet
-        if (fix) {
+        if (rebuild && fix_errors()) {
+            const CheckResult old_res = res;
+            uint64_t fresh_leaks = 0;
+            text("Rebuilding refcount structure");
+            if (const int32_t r = rebuild_structure(); r < 0)
+                return r;
+            res.corruptions = 0;
+            res.leaks = 0;
+            // The references are counted again against the new structure (calculate_refcounts, fix 0).
+            rebuild = false;
+            __builtin_memset(imrt, 0, static_cast<size_t>(imrt_cap * 4));
+            calc_fix_errors = false;
+            if (const int32_t r = calculate(&rebuild); r < 0)
+                return r;
+            if (fix_leaks()) {
+                // The old structure is leaked now: freed, with the result kept only for leaks the
+                // rebuild itself left behind.
+                const CheckResult saved = res;
+                res = CheckResult{};
+                compare(&rebuild, &highest, guest::CHECK_FIX_LEAKS);
+                flush_discard();
+                if (write_back() != 0)
+                    return -guest::CHECK_EIO;
+                if (rebuild)
+                    text("ERROR rebuilt refcount structure is still broken");
+                fresh_leaks = res.leaks;
+                res = saved;
+            }
+            if (res.corruptions < old_res.corruptions)
+                res.corruptions_fixed += old_res.corruptions - res.corruptions;
+            if (res.leaks < old_res.leaks)
+                res.leaks_fixed += old_res.leaks - res.leaks;
+            res.leaks += fresh_leaks;
+            if (flush(dev) != Status::Ok)
+                return -guest::CHECK_EIO;
+        } else if (fix) {
             if (rebuild) {
                 text("ERROR need to rebuild refcount structures");
                 res.check_errors++;
