@@ -10,6 +10,11 @@
 #include "qcow2_bytes.h"
 #include "qcow2_extensions.h"
 #include "qcow2_header.h"
+#include "qcow2_edit.h"
+#include "qcow2_inplace.h"
+
+#include <instar/guest/create_api.h>
+#include <instar/guest/edit_bitmap.h>
 #include "qcow2_limits.h"
 #include "qcow2_reader.h"
 #include "qcow2_snapshot.h"
@@ -352,9 +357,16 @@ struct Checker {
         char name[1024];
         size_t name_len;
         uint64_t next; // offset after the name
+        uint32_t dropped_extra; // with repair: the extra data size over the limit (0: none)
     };
 
+    // Snapshot-table corruptions (qemu's snapshot_res, kept apart from the refcount check's counters
+    // as qemu does): incomplete v3 entries and dropped extra data; repaired by rewriting the table.
+    uint64_t snap_corruptions = 0;
+
     // Reads entry at *offset (already rounded); returns 0 or -errno with the reason in `why`.
+    // With -r all (qemu's repair read), extra data over QCOW_MAX_SNAPSHOT_EXTRA_DATA is kept only up
+    // to the limit (s->dropped_extra says so) instead of failing.
     int32_t read_snapshot(uint64_t offset, Snap* s, const char** why) {
         uint8_t hdr[SNAPSHOT_HEADER_SIZE];
         if (read_zero_padded(dev, offset, hdr, sizeof hdr) != Status::Ok) {
@@ -363,9 +375,14 @@ struct Checker {
         }
         offset += sizeof hdr;
         const uint32_t extra_size = load_be32(hdr + 36);
+        s->dropped_extra = 0;
         if (extra_size > QCOW_MAX_SNAPSHOT_EXTRA_DATA) {
-            *why = nullptr; // worded by the caller with the index
-            return -guest::CHECK_EFBIG;
+            if (!fix_errors()) {
+                *why = nullptr; // worded by the caller with the index
+                return -guest::CHECK_EFBIG;
+            }
+            s->dropped_extra = extra_size;
+            store_be32(hdr + 36, QCOW_MAX_SNAPSHOT_EXTRA_DATA); // parsed as truncated, skipped whole
         }
         uint8_t extra[sizeof(Qcow2SnapshotExtraDisk)] = {};
         const size_t extra_len = extra_size < sizeof extra ? extra_size : sizeof extra;
@@ -427,23 +444,43 @@ struct Checker {
         if (fix)
             snap_l1s = alloc_u64(n * 2);
         uint64_t offset = off;
+        // qemu's table_length: the table's size with dropped extra data not counted (the same as
+        // offset - off when nothing was dropped).
+        uint64_t table_length = 0;
         for (uint64_t i = 0; i < n; ++i) {
             offset = (offset + 7) & ~uint64_t{7};
+            table_length = (table_length + 7) & ~uint64_t{7};
             const char* why = nullptr;
+            const uint64_t entry_start = offset;
             const int32_t r = read_snapshot(offset, s, &why);
-            if (r == 0)
+            if (r == 0) {
                 offset = s->next;
+                table_length += (offset - entry_start) -
+                                (s->dropped_extra ? s->dropped_extra - QCOW_MAX_SNAPSHOT_EXTRA_DATA : 0);
+            }
+            if (r == 0 && s->dropped_extra) {
+                CheckLine()
+                    .s("Discarding too much extra metadata in snapshot table entry ")
+                    .u(i)
+                    .s(" (")
+                    .u(s->dropped_extra)
+                    .s(" > ")
+                    .u(QCOW_MAX_SNAPSHOT_EXTRA_DATA)
+                    .s(")")
+                    .emit(sink);
+                snap_corruptions++;
+            }
             if (r == 0 && snap_l1s) {
                 snap_l1s[2 * i] = s->sn.l1_table_offset;
                 snap_l1s[2 * i + 1] = s->sn.l1_size;
                 snap_l1_count = i + 1;
             }
-            if (fix_errors() && (r == -guest::CHECK_EFBIG || (r == 0 && offset - off > QCOW_MAX_SNAPSHOTS_SIZE))) {
-                unsupported = true; // qemu drops extra data or snapshots to make the table fit
+            if (fix_errors() && r == 0 && (table_length > QCOW_MAX_SNAPSHOTS_SIZE || offset - off > INT_MAX_U)) {
+                unsupported = true; // qemu drops the snapshots that make the table too big
                 alloc.deallocate(s, sizeof(Snap));
                 return 0;
             }
-            if (r == 0 && offset - off > QCOW_MAX_SNAPSHOTS_SIZE) {
+            if (r == 0 && (table_length > QCOW_MAX_SNAPSHOTS_SIZE || offset - off > INT_MAX_U)) {
                 why = "Snapshot table is too big";
             } else if (r == 0) {
                 continue;
@@ -473,10 +510,8 @@ struct Checker {
                 break;
             offset = s->next;
             if (s->sn.extra_data_size < 16) {
-                res.corruptions++;
+                snap_corruptions++;
                 CheckLine().s(fix_errors() ? "Repairing" : "ERROR").s(" snapshot table entry ").u(i).s(" is incomplete").emit(sink);
-                if (fix_errors())
-                    unsupported = true; // qcow2_check_fix_snapshot_table is not implemented
             }
         }
         alloc.deallocate(s, sizeof(Snap));
@@ -1012,24 +1047,6 @@ struct Checker {
         }
     }
 
-    // qemu's metadata overlap check for an L2 table it is about to write, reduced to the structures
-    // instar tracks: the header cluster, the active L1 table, the refcount table and blocks and the
-    // snapshot table. True when writing [offset, offset + cs) would overwrite one of them.
-    bool overlaps_metadata(uint64_t offset, uint64_t size) const {
-        auto hit = [&](uint64_t start, uint64_t len) {
-            return len != 0 && offset < start + len && start < offset + size;
-        };
-        if (offset < cs || hit(h.l1_table_offset, uint64_t{h.l1_size} * 8) ||
-            hit(h.refcount_table_offset, reftable_size * 8) || hit(h.snapshots_offset, snapshots_size))
-            return true;
-        for (uint64_t i = 0; i < reftable_size; ++i) {
-            const uint64_t b = load_be64(reftable + i * 8) & REFT_OFFSET_MASK;
-            if (b && hit(b, cs))
-                return true;
-        }
-        return false;
-    }
-
     // Snapshot L1 tables (offset, entries) as read from the table: qemu's s->snapshots, for its
     // inactive-L1 overlap check. At most QCOW_MAX_SNAPSHOTS entries.
     uint64_t* snap_l1s = nullptr;
@@ -1037,7 +1054,8 @@ struct Checker {
 
     // qcow2_check_metadata_overlap with qemu's default "cached" checks, as a repair write would
     // meet it: the name of the first structure [offset, offset + size) overlaps, or nullptr.
-    const char* overlap_name(uint64_t offset, uint64_t size) {
+    static constexpr uint32_t IGN_ACTIVE_L1 = 1, IGN_ACTIVE_L2 = 2; // qemu's ign argument
+    const char* overlap_name(uint64_t offset, uint64_t size, uint32_t ign) {
         if (size == 0)
             return nullptr;
         if (offset < cs)
@@ -1047,7 +1065,7 @@ struct Checker {
         auto hit = [&](uint64_t start, uint64_t len) {
             return len != 0 && offset < start + len && start < offset + size;
         };
-        if (h.l1_size && hit(h.l1_table_offset, uint64_t{h.l1_size} * 8))
+        if (!(ign & IGN_ACTIVE_L1) && h.l1_size && hit(h.l1_table_offset, uint64_t{h.l1_size} * 8))
             return "active L1 table";
         if (reftable_size && hit(h.refcount_table_offset, reftable_size * 8))
             return "refcount table";
@@ -1056,7 +1074,7 @@ struct Checker {
         for (uint64_t i = 0; i < snap_l1_count; ++i)
             if (snap_l1s[2 * i + 1] && hit(snap_l1s[2 * i], snap_l1s[2 * i + 1] * 8))
                 return "inactive L1 table";
-        if (h.l1_size) {
+        if (!(ign & IGN_ACTIVE_L2) && h.l1_size) {
             ArenaBuffer l1(alloc, static_cast<size_t>(uint64_t{h.l1_size} * 8));
             if (l1.ok() && read_zero_padded(dev, h.l1_table_offset, l1.data(), l1.size()) == Status::Ok)
                 for (uint64_t i = 0; i < h.l1_size; ++i) {
@@ -1077,8 +1095,8 @@ struct Checker {
 
     // qcow2_pre_write_overlap_check on a read-write image: an overlap is a fatal corruption
     // (qcow2_signal_corruption: the line once, the corrupt bit) and -EIO.
-    int32_t pre_write_check(uint64_t offset, uint64_t size) {
-        const char* name = overlap_name(offset, size);
+    int32_t pre_write_check(uint64_t offset, uint64_t size, uint32_t ign = 0) {
+        const char* name = overlap_name(offset, size, ign);
         if (name == nullptr)
             return 0;
         const bool corrupt = pending_corrupt || (h.incompatible_features & QCOW2_INCOMPAT_CORRUPT);
@@ -1124,6 +1142,11 @@ struct Checker {
                     .emit(sink);
                 if (repair) {
                     store_be64(l1.data() + i * 8, refcount == 1 ? e | QCOW_OFLAG_COPIED : e & ~QCOW_OFLAG_COPIED);
+                    // qcow2_write_l1_entry checks the 512-byte sector of entries it rewrites.
+                    if (pre_write_check(h.l1_table_offset + (i & ~uint64_t{63}) * 8, 512, IGN_ACTIVE_L1) < 0) {
+                        res.check_errors++;
+                        return -guest::CHECK_EIO;
+                    }
                     if (dev.write(h.l1_table_offset + i * 8, l1.data() + i * 8, 8) != Status::Ok) {
                         res.check_errors++;
                         return -guest::CHECK_EIO;
@@ -1162,7 +1185,7 @@ struct Checker {
                 }
             }
             if (l2_dirty > 0) {
-                if (overlaps_metadata(l2_offset, cs)) {
+                if (pre_write_check(l2_offset, cs, IGN_ACTIVE_L2) < 0) {
                     text("ERROR: Could not write L2 table; metadata overlap check failed: Input/output error");
                     res.check_errors++;
                     return -guest::CHECK_EIO;
@@ -1187,6 +1210,151 @@ struct Checker {
         const uint64_t blocks = 2 * ((n >> refblock_bits) + 2);
         const uint64_t table_clusters = (blocks * 8 + cs - 1) / cs + 1;
         return blocks + 4 * table_clusters + 8;
+    }
+
+    // The EditHost Qcow2Inplace needs for its ordering points: flushes go to the check's flush.
+    struct InplaceHost final : guest::EditHost {
+        Status (*flush_fn)(BlockDevice&) = nullptr;
+        Status set_length(BlockDevice&, uint64_t, guest::Prealloc) override { return Status::Unsupported; }
+        Status flush(BlockDevice& file) override { return flush_fn(file); }
+        Status add_file(const char*, BlockDevice**) override { return Status::Unsupported; }
+        Status out(const char*, size_t) override { return Status::Ok; }
+        Status err(const char*, size_t) override { return Status::Ok; }
+        void reason(const char*, size_t) override {}
+        Status data(uint32_t, const void*, size_t) override { return Status::Ok; }
+        void progress(uint64_t, uint64_t) override {}
+    };
+
+    // qcow2_check_fix_snapshot_table's qcow2_write_snapshots: the snapshot table as qemu holds it
+    // after its repair read (extra data cut to QCOW_MAX_SNAPSHOT_EXTRA_DATA, every entry with at
+    // least the 24 bytes of known extra data, v3's disk size filled in) written to new clusters
+    // allocated as qemu allocates (first fit, refcounts durable first), then the header's two
+    // snapshot fields switched in one write after a flush, then the old table freed and discarded.
+    // A kill before the switch leaves the old table (and a leak); after it, the new one.
+    // 0 or -errno.
+    int32_t rewrite_snapshot_table() {
+        const uint64_t n = h.nb_snapshots;
+        const uint64_t old_offset = h.snapshots_offset;
+        constexpr uint64_t EXTRA_KNOWN = 24; // sizeof(QCowSnapshotExtraData): qemu writes at least this
+        // Pass 1 sizes the new table (qemu's: 8-aligned entries, strlen of id and name).
+        uint64_t size = 0;
+        for (int pass = 0; pass < 2; ++pass) {
+            uint8_t* buf = nullptr;
+            if (pass == 1) {
+                if (size > QCOW_MAX_SNAPSHOTS_SIZE)
+                    return -guest::CHECK_EFBIG;
+                buf = static_cast<uint8_t*>(alloc.allocate(static_cast<size_t>(size ? size : 1), 16));
+                if (buf == nullptr)
+                    return -guest::CHECK_ENOMEM;
+                __builtin_memset(buf, 0, static_cast<size_t>(size ? size : 1));
+            }
+            uint64_t in = old_offset, out = 0;
+            ArenaBuffer field(alloc, 0x10000); // id_str_size and name_size are 16-bit
+            if (!field.ok())
+                return -guest::CHECK_ENOMEM;
+            for (uint64_t i = 0; i < n; ++i) {
+                in = (in + 7) & ~uint64_t{7};
+                out = (out + 7) & ~uint64_t{7};
+                uint8_t hdr[SNAPSHOT_HEADER_SIZE];
+                uint8_t extra[EXTRA_KNOWN] = {};
+                if (read_zero_padded(dev, in, hdr, sizeof hdr) != Status::Ok)
+                    return -guest::CHECK_EIO;
+                in += sizeof hdr;
+                const uint32_t extra_size = load_be32(hdr + 36);
+                const uint32_t kept = extra_size > QCOW_MAX_SNAPSHOT_EXTRA_DATA ? QCOW_MAX_SNAPSHOT_EXTRA_DATA : extra_size;
+                const uint64_t known = kept < EXTRA_KNOWN ? kept : EXTRA_KNOWN;
+                if (read_zero_padded(dev, in, extra, static_cast<size_t>(known)) != Status::Ok)
+                    return -guest::CHECK_EIO;
+                const uint64_t unknown = kept > EXTRA_KNOWN ? kept - EXTRA_KNOWN : 0;
+                const uint64_t unknown_at = in + EXTRA_KNOWN;
+                in += extra_size;
+                const uint64_t id_size = load_be16(hdr + 12), name_size = load_be16(hdr + 14);
+                const uint64_t id_at = in, name_at = in + id_size;
+                in += id_size + name_size;
+                // qemu keeps the names as C strings: a NUL inside cuts them.
+                uint64_t id_len = 0, name_len = 0;
+                if (read_zero_padded(dev, id_at, field.data(), static_cast<size_t>(id_size)) != Status::Ok)
+                    return -guest::CHECK_EIO;
+                while (id_len < id_size && field.data()[id_len] != 0)
+                    ++id_len;
+                if (pass == 1)
+                    __builtin_memcpy(buf + out + SNAPSHOT_HEADER_SIZE + EXTRA_KNOWN + unknown, field.data(),
+                                     static_cast<size_t>(id_len));
+                if (read_zero_padded(dev, name_at, field.data(), static_cast<size_t>(name_size)) != Status::Ok)
+                    return -guest::CHECK_EIO;
+                while (name_len < name_size && field.data()[name_len] != 0)
+                    ++name_len;
+                if (pass == 1) {
+                    uint8_t* p = buf + out;
+                    uint64_t vm_state = load_be32(hdr + 32);
+                    if (known >= 8)
+                        vm_state = load_be64(extra);
+                    const uint64_t disk_size = known >= 16 ? load_be64(extra + 8) : (h.size + 511) & ~uint64_t{511};
+                    const uint64_t icount = known >= 24 ? load_be64(extra + 16) : UINT64_MAX;
+                    __builtin_memcpy(p, hdr, 12); // l1_table_offset, l1_size
+                    store_be16(p + 12, static_cast<uint16_t>(id_len));
+                    store_be16(p + 14, static_cast<uint16_t>(name_len));
+                    __builtin_memcpy(p + 16, hdr + 16, 16); // date_sec, date_nsec, vm_clock_nsec
+                    store_be32(p + 32, vm_state <= 0xffffffffull ? static_cast<uint32_t>(vm_state) : 0);
+                    store_be32(p + 36, static_cast<uint32_t>(kept > EXTRA_KNOWN ? kept : EXTRA_KNOWN));
+                    store_be64(p + 40, vm_state);
+                    store_be64(p + 48, disk_size);
+                    store_be64(p + 56, icount);
+                    if (unknown &&
+                        read_zero_padded(dev, unknown_at, p + SNAPSHOT_HEADER_SIZE + EXTRA_KNOWN, static_cast<size_t>(unknown)) != Status::Ok)
+                        return -guest::CHECK_EIO;
+                    __builtin_memcpy(p + SNAPSHOT_HEADER_SIZE + EXTRA_KNOWN + unknown + id_len, field.data(),
+                                     static_cast<size_t>(name_len));
+                }
+                out += SNAPSHOT_HEADER_SIZE + EXTRA_KNOWN + unknown + id_len + name_len;
+                if (pass == 0 && out > QCOW_MAX_SNAPSHOTS_SIZE)
+                    return -guest::CHECK_EFBIG;
+            }
+            if (pass == 0) {
+                size = out;
+                continue;
+            }
+            InplaceHost host;
+            host.flush_fn = flush;
+            Qcow2Inplace ip;
+            int32_t ret = 0;
+            uint64_t at = 0;
+            if (ip.open(dev, dev.size(), alloc, &host) != Status::Ok || ip.alloc_clusters(size, &at) != Status::Ok ||
+                ip.sync() != Status::Ok) {
+                ret = -guest::CHECK_EIO;
+            } else if ((ret = pre_write_check(at, size)) == 0) {
+                if (ip.write(at, buf, static_cast<size_t>(size)) != Status::Ok || ip.sync() != Status::Ok ||
+                    ip.set_snapshots(static_cast<uint32_t>(n), at) != Status::Ok || ip.sync() != Status::Ok ||
+                    ip.free_clusters(old_offset, snapshots_size, true) != Status::Ok || ip.sync() != Status::Ok)
+                    ret = -guest::CHECK_EIO;
+                else {
+                    h.snapshots_offset = at;
+                    snapshots_size = size;
+                }
+            }
+            ip.close();
+            alloc.deallocate(buf, static_cast<size_t>(size ? size : 1));
+            file_len = dev.size();
+            return ret;
+        }
+        return 0;
+    }
+
+    // Stores the bitmaps anew through the bitmap editor (BITMAP_STORE_ONLY). Its failure leaves the
+    // image consistent (the editor switches in one header write) and is not part of the check's
+    // result, as qemu's close does not change the check's.
+    void store_bitmaps(const guest::CheckRequest& req) {
+        guest::BitmapArgs args{};
+        args.flags = guest::BITMAP_STORE_ONLY;
+        uint8_t bytes[sizeof args];
+        __builtin_memcpy(bytes, &args, sizeof args);
+        static constexpr uint8_t NO_RANDOM[guest::CREATE_RANDOM_BYTES] = {};
+        const guest::EditRequest edit{guest::EditCommand::Bitmap, &dev, dev.size(), nullptr, nullptr, 0, nullptr, 0,
+                                      true, bytes, sizeof bytes, 0, 0, NO_RANDOM, req.qemu_version, &alloc,
+                                      req.codecs};
+        InplaceHost host;
+        host.flush_fn = flush;
+        (void)edit_bitmap(edit, host);
     }
 
     // qcow2_check_refcounts (fix = 0).
@@ -1367,7 +1535,7 @@ Status check(const guest::CheckRequest& req, CheckSink& sink, CheckResult* resul
     if (c.unsupported)
         return Status::Unsupported; // a snapshot table repair; nothing was written
 
-    const int32_t r = c.check_refcounts();
+    int32_t r = c.check_refcounts();
     if (c.imrt)
         alloc.deallocate(c.imrt, static_cast<size_t>(c.imrt_cap * 4));
     if (r == 1)
@@ -1376,6 +1544,18 @@ Status check(const guest::CheckRequest& req, CheckSink& sink, CheckResult* resul
         return Status::NoMemory;
     if (r == 3)
         return Status::Unsupported;
+    // qcow2_check_fix_snapshot_table: only after the refcounts are right (it allocates clusters).
+    if (r == 0 && c.snap_corruptions && c.fix_errors()) {
+        if (const int32_t w = c.rewrite_snapshot_table(); w < 0) {
+            res.check_errors++;
+            CheckLine().s("ERROR failed to update snapshot table: ").s(errno_text(-w)).emit(sink);
+            r = w;
+        } else {
+            res.corruptions_fixed += c.snap_corruptions;
+            c.snap_corruptions = 0;
+        }
+    }
+    res.corruptions += c.snap_corruptions;
     res.error = r < 0 ? r : 0;
     // qemu's qcow2_mark_clean and qcow2_mark_consistent, last: the bits that make qemu distrust the
     // image go only after every repair is durable.
@@ -1396,6 +1576,17 @@ Status check(const guest::CheckRequest& req, CheckSink& sink, CheckResult* resul
             res.error == 0)
             res.error = -guest::CHECK_EIO;
     }
+    // qemu's close of the read-write image (qcow2_inactivate): every consistent persistent bitmap
+    // is stored anew (new tables and directory, the old ones freed), as after any qemu-img command
+    // that opened the image read-write; the bitmap editor's store-only run does exactly that,
+    // crash-consistently (docs/bitmap.md). Not after a fatal corruption signal: qemu then drops the
+    // block driver without closing it.
+    // When this run fixed something and completed, the host double-checks first and then stores
+    // them (qemu closes the image after its double check): not here.
+    const bool host_stores = (res.corruptions_fixed || res.leaks_fixed) && res.error == 0;
+    if (req.fix && !host_stores && c.ext.nb_bitmaps > 0 && !c.signaled_corruption &&
+        !(features & QCOW2_INCOMPAT_CORRUPT))
+        c.store_bitmaps(req);
     return Status::Ok;
 }
 
