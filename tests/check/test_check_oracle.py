@@ -628,22 +628,21 @@ def main():
                     failed += 1
                     print("FAIL kill point %d: qemu-img check rc %d (%s), re-repair rc %d, final rc %d\n%s%s" %
                           (i, rc, bad[:3], rc2, rc3, err2[-500:], err3[-500:]))
-        # Crash consistency of a refcount-structure rebuild: the host ended at every file change of
-        # `-r all` (INSTAR_TEST_KILL_AT_WRITE). After each kill qemu-img check may find the original
-        # damage or leaks, nothing else; a second `-r all` then leaves a clean image whose data equal
-        # qemu-img's own repair of the same damage.
-        if not only or "kill" in only:
-            base = os.path.join(work, "rebuild-base.qcow2")
-            run([q72, "create", "-q", "-f", "qcow2", base, "64M"], work, env)
-            run([qio, "-f", "qcow2", "-c", "write -P 7 0 1M", "-c", "write -P 9 5M 64k", base], work, env)
-            data_refcount_zero(Qcow2(base))
+        # Crash consistency of the repairs that write new structures: the host ended at every file
+        # change of `-r all` (INSTAR_TEST_KILL_AT_WRITE). After each kill qemu-img check may find the
+        # original damage or leaks, nothing else; a second `-r all` then leaves a clean image whose
+        # data equal qemu-img's own repair of the same damage.
+        def kill_every_write(label, make_base):
+            nonlocal passed, failed
+            base = os.path.join(work, label + "-base.qcow2")
+            make_base(base)
             orig_lines = set(run([q72, "check", base], work, env)[2].splitlines())
-            ref = os.path.join(work, "rebuild-ref.qcow2")
+            ref = os.path.join(work, label + "-ref.qcow2")
             shutil.copyfile(base, ref)
             run([q72, "check", "-r", "all", ref], work, env)
             points = 0
             for n in range(1, 200):
-                img = os.path.join(work, "rebuild-kill.qcow2")
+                img = os.path.join(work, label + "-kill.qcow2")
                 shutil.copyfile(base, img)
                 krc, _, _ = run([qemu_named, "check", "-r", "all", img], work,
                                 dict(env, INSTAR_TEST_KILL_AT_WRITE=str(n)))
@@ -656,14 +655,38 @@ def main():
                     passed += 1
                 else:
                     failed += 1
-                    print("FAIL rebuild kill at write %d (rc %d): qemu-img check rc %d (%s), re-repair rc %d, "
-                          "final rc %d, compare rc %d %s\n%s" % (n, krc, rc, bad[:3], rc2, rc3, rc4, out4, err2[-500:]))
+                    print("FAIL %s kill at write %d (rc %d): qemu-img check rc %d (%s), re-repair rc %d, "
+                          "final rc %d, compare rc %d %s\n%s" % (label, n, krc, rc, bad[:3], rc2, rc3, rc4, out4,
+                                                                  err2[-500:]))
                 points += 1
                 if krc == 0:
                     break  # the repair finished before the n-th change: every point was covered
             if points < 4:
                 failed += 1
-                print("FAIL rebuild kill test: only %d kill points" % points)
+                print("FAIL %s kill test: only %d kill points" % (label, points))
+
+        def rebuild_base(path):
+            run([q72, "create", "-q", "-f", "qcow2", path, "64M"], work, env)
+            run([qio, "-f", "qcow2", "-c", "write -P 7 0 1M", "-c", "write -P 9 5M 64k", path], work, env)
+            data_refcount_zero(Qcow2(path))
+
+        def snapshot_base(path):
+            run([q72, "create", "-q", "-f", "qcow2", path, "64M"], work, env)
+            run([qio, "-f", "qcow2", "-c", "write -P 7 0 1M", path], work, env)
+            run([q72, "snapshot", "-c", "one", path], work, env)
+            run([qio, "-f", "qcow2", "-c", "write -P 8 1M 1M", path], work, env)
+            run([q72, "snapshot", "-c", "two", path], work, env)
+            snapshot_incomplete(Qcow2(path))
+
+        def bitmap_base(path):
+            for c in BITMAP_DATA:
+                run([q72 if a == "QIMG" else qio if a == "QIO" else path if a == "@" else a for a in c], work, env)
+            leak(Qcow2(path))
+
+        if not only or "kill" in only:
+            kill_every_write("rebuild", rebuild_base)
+            kill_every_write("snapshot", snapshot_base)
+            kill_every_write("bitmap", bitmap_base)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print("%d passed, %d failed" % (passed, failed))
