@@ -212,6 +212,37 @@ struct Checker {
         return 0;
     }
 
+    // qemu's fix_l2_entry_by_zero: a preallocated entry whose offset is misaligned becomes a plain
+    // zero cluster (extended L2: allocated subclusters become zero ones), written at once (qemu's
+    // bdrv_pwrite_sync). Dropping a reference can only leak the cluster it named. 0 or -errno.
+    int32_t fix_l2_entry_by_zero(uint64_t l2_offset, uint8_t* l2, uint64_t index, bool active, bool* overlap) {
+        uint8_t* entry = l2 + index * l2_entry_bytes;
+        if (extl2) {
+            uint64_t bitmap = load_be64(entry + 8);
+            bitmap |= bitmap << 32;
+            bitmap &= ~QCOW_L2_BITMAP_ALL_ALLOC; // QCOW_L2_BITMAP_ALL_ZEROES: the upper half
+            store_be64(entry + 8, bitmap);
+            store_be64(entry, 0);
+        } else {
+            store_be64(entry, QCOW_OFLAG_ZERO);
+        }
+        const uint64_t at = l2_offset + index * l2_entry_bytes;
+        int32_t r = pre_write_check(at, l2_entry_bytes, active ? IGN_ACTIVE_L2 : 0);
+        *overlap = r < 0;
+        if (r < 0) {
+            text("ERROR: Overlap check failed");
+        } else if (dev.write(at, entry, static_cast<size_t>(l2_entry_bytes)) != Status::Ok || flush(dev) != Status::Ok) {
+            r = -guest::CHECK_EIO;
+            text("ERROR: Failed to overwrite L2 table entry: Input/output error");
+        } else {
+            res.corruptions--;
+            res.corruptions_fixed++;
+            return 0;
+        }
+        res.check_errors++;
+        return r;
+    }
+
     int32_t check_l2(uint64_t l2_offset, uint32_t flags, uint8_t* l2) {
         if (read_zero_padded(dev, l2_offset, l2, static_cast<size_t>(l2_entries * l2_entry_bytes)) != Status::Ok) {
             text("ERROR: I/O error in check_refcounts_l2");
@@ -282,8 +313,14 @@ struct Checker {
                             .x(offset)
                             .s(": Preallocated cluster is not properly aligned; L2 entry corrupted.")
                             .emit(sink);
-                        if (calc_fix_errors)
-                            unsupported = true; // fix_l2_entry_by_zero is not implemented
+                        if (calc_fix_errors) {
+                            bool overlap = false;
+                            const int32_t r = fix_l2_entry_by_zero(l2_offset, l2, i, (flags & CHECK_FRAG_INFO) != 0, &overlap);
+                            if (overlap)
+                                return r; // qemu stops checking this table (and the check)
+                            if (r == 0)
+                                continue; // the cluster is unused now: not counted
+                        }
                     }
                     else
                         CheckLine().s("ERROR offset=").x(offset).s(": Data cluster is not properly aligned; L2 entry corrupted.").emit(sink);
@@ -1380,16 +1417,30 @@ struct Checker {
             // front; a repair that would need more is refused (outside block) or fails as qemu's
             // allocation failure would ("ERROR allocating refblock: Cannot allocate memory").
             uint64_t need = clusters;
+            bool too_far = false;
             for (uint64_t i = 0; i < reftable_size; ++i) {
                 const uint64_t raw = load_be64(reftable + i * 8);
                 const uint64_t c = (raw & REFT_OFFSET_MASK) >> bits;
-                if (!(raw & REFT_RESERVED_MASK) && !((raw & REFT_OFFSET_MASK) & (cs - 1)) && c >= need &&
-                    c < QCOW2_CHECK_MAX_CLUSTERS / 2)
-                    need = c + 1;
+                if (!(raw & REFT_RESERVED_MASK) && !((raw & REFT_OFFSET_MASK) & (cs - 1)) && c >= need) {
+                    if (c < QCOW2_CHECK_MAX_CLUSTERS / 2)
+                        need = c + 1;
+                    else
+                        too_far = true;
+                }
             }
             const uint64_t cap = need + 1 + rebuild_headroom(need);
             if (cap <= QCOW2_CHECK_MAX_CLUSTERS)
                 imrt_cap = cap;
+            // A refcount block outside the file that the array cannot reach: refused now, before the
+            // first write (calculate repairs L2 entries as it goes).
+            for (uint64_t i = 0; i < reftable_size && !too_far; ++i) {
+                const uint64_t raw = load_be64(reftable + i * 8);
+                const uint64_t c = (raw & REFT_OFFSET_MASK) >> bits;
+                too_far = !(raw & REFT_RESERVED_MASK) && !((raw & REFT_OFFSET_MASK) & (cs - 1)) && c >= clusters &&
+                          c + 1 >= imrt_cap;
+            }
+            if (too_far)
+                return 3; // Unsupported: nothing was written
         }
         imrt = static_cast<uint32_t*>(alloc.allocate(static_cast<size_t>(imrt_cap * 4), 16));
         if (imrt == nullptr)
