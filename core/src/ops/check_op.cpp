@@ -189,9 +189,9 @@ Expected<CheckReport> run_check(const CheckOptions& opts, const PluginRegistry& 
             failed.failure = "Check failed: the check's reference-count array for '" + opts.filename +
                              "' does not fit in guest memory; raise --max-guest-memory (docs/check.md)";
         else if (status == guest::Status::Unsupported && opts.fix)
-            failed.failure = "Check failed: this image needs a repair instar does not implement (discarding "
-                             "snapshots over qemu's limits, or a refcount block beyond instar's in-guest array; "
-                             "docs/check.md); nothing was written";
+            failed.failure = "Check failed: this image needs a repair instar does not implement (growing the "
+                             "file for a refcount block beyond instar's in-guest array; docs/check.md); nothing "
+                             "was written";
         else
             failed.failure = "Check failed: " + status_message(status);
         return failed;

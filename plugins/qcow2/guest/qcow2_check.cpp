@@ -401,12 +401,37 @@ struct Checker {
     // as qemu does): incomplete v3 entries and dropped extra data; repaired by rewriting the table.
     uint64_t snap_corruptions = 0;
 
+    // Snapshot table reads go through one cached window: qemu reads the table with a few large
+    // reads, and 65536 entries read field by field would be a million device calls. The table is
+    // not written while it is read (a rewrite goes to new clusters and drops the window).
+    static constexpr size_t TABLE_WINDOW = 64u << 10;
+    uint8_t* window = nullptr;
+    uint64_t window_off = 0, window_len = 0;
+    Status table_read(uint64_t offset, void* out, size_t len) {
+        if (len > TABLE_WINDOW)
+            return read_zero_padded(dev, offset, static_cast<uint8_t*>(out), len);
+        if (window == nullptr) {
+            window = static_cast<uint8_t*>(alloc.allocate(TABLE_WINDOW, 16));
+            if (window == nullptr)
+                return read_zero_padded(dev, offset, static_cast<uint8_t*>(out), len);
+        }
+        if (offset < window_off || offset - window_off > window_len || len > window_len - (offset - window_off)) {
+            window_len = 0;
+            if (const Status st = read_zero_padded(dev, offset, window, TABLE_WINDOW); st != Status::Ok)
+                return st;
+            window_off = offset;
+            window_len = TABLE_WINDOW;
+        }
+        __builtin_memcpy(out, window + (offset - window_off), len);
+        return Status::Ok;
+    }
+
     // Reads entry at *offset (already rounded); returns 0 or -errno with the reason in `why`.
     // With -r all (qemu's repair read), extra data over QCOW_MAX_SNAPSHOT_EXTRA_DATA is kept only up
     // to the limit (s->dropped_extra says so) instead of failing.
     int32_t read_snapshot(uint64_t offset, Snap* s, const char** why) {
         uint8_t hdr[SNAPSHOT_HEADER_SIZE];
-        if (read_zero_padded(dev, offset, hdr, sizeof hdr) != Status::Ok) {
+        if (table_read(offset, hdr, sizeof hdr) != Status::Ok) {
             *why = "Failed to read snapshot table: Input/output error";
             return -guest::CHECK_EIO;
         }
@@ -423,7 +448,7 @@ struct Checker {
         }
         uint8_t extra[sizeof(Qcow2SnapshotExtraDisk)] = {};
         const size_t extra_len = extra_size < sizeof extra ? extra_size : sizeof extra;
-        if (read_zero_padded(dev, offset, extra, extra_len) != Status::Ok) {
+        if (table_read(offset, extra, extra_len) != Status::Ok) {
             *why = "Failed to read snapshot table: Input/output error";
             return -guest::CHECK_EIO;
         }
@@ -435,12 +460,12 @@ struct Checker {
         uint8_t buf[0x10000]; // id_str_size and name_size are 16-bit: one field fits
         s->id_len = 0;
         s->name_len = 0;
-        if (read_zero_padded(dev, offset, buf, s->sn.id_str_size) != Status::Ok)
+        if (table_read(offset, buf, s->sn.id_str_size) != Status::Ok)
             return *why = "Failed to read snapshot table: Input/output error", -guest::CHECK_EIO;
         for (size_t i = 0; i < s->sn.id_str_size && buf[i] != 0 && s->id_len < sizeof s->id; ++i)
             s->id[s->id_len++] = static_cast<char>(buf[i]);
         offset += s->sn.id_str_size;
-        if (read_zero_padded(dev, offset, buf, s->sn.name_size) != Status::Ok)
+        if (table_read(offset, buf, s->sn.name_size) != Status::Ok)
             return *why = "Failed to read snapshot table: Input/output error", -guest::CHECK_EIO;
         for (size_t i = 0; i < s->sn.name_size && buf[i] != 0 && s->name_len < sizeof s->name; ++i)
             s->name[s->name_len++] = static_cast<char>(buf[i]);
@@ -451,8 +476,17 @@ struct Checker {
 
     // qcow2_check_read_snapshot_table without repair. Returns 0 or -errno (the check stops).
     int32_t read_snapshot_table() {
-        const uint64_t n = h.nb_snapshots;
+        uint64_t n = h.nb_snapshots;
         const uint64_t off = h.snapshots_offset;
+        // qemu's nb_clusters_reduced: snapshots -r all drops off the end of the table (their
+        // clusters become leaks the refcount repair frees).
+        uint64_t reduced = 0;
+        if (n > QCOW_MAX_SNAPSHOTS && fix_errors()) {
+            CheckLine().s("Discarding ").u(n - QCOW_MAX_SNAPSHOTS).s(" overhanging snapshots").emit(sink);
+            reduced = n - QCOW_MAX_SNAPSHOTS;
+            n = QCOW_MAX_SNAPSHOTS;
+            h.nb_snapshots = QCOW_MAX_SNAPSHOTS;
+        }
         if (n > (SNAPSHOT_HEADER_SIZE * QCOW_MAX_SNAPSHOTS) / SNAPSHOT_HEADER_SIZE ||
             off > INT64_MAX_U - n * SNAPSHOT_HEADER_SIZE || (off & (cs - 1))) {
             res.check_errors++;
@@ -470,10 +504,6 @@ struct Checker {
         }
         if (n == 0)
             return 0;
-        if (fix_errors() && n > QCOW_MAX_SNAPSHOTS) {
-            unsupported = true; // qemu discards the overhanging snapshots
-            return 0;
-        }
         Snap* s = static_cast<Snap*>(alloc.allocate(sizeof(Snap), 16));
         if (s == nullptr)
             return -guest::CHECK_ENOMEM;
@@ -485,6 +515,7 @@ struct Checker {
         // offset - off when nothing was dropped).
         uint64_t table_length = 0;
         for (uint64_t i = 0; i < n; ++i) {
+            const uint64_t pre_sn_offset = offset; // before the alignment: where a cut table ends
             offset = (offset + 7) & ~uint64_t{7};
             table_length = (table_length + 7) & ~uint64_t{7};
             const char* why = nullptr;
@@ -513,9 +544,17 @@ struct Checker {
                 snap_l1_count = i + 1;
             }
             if (fix_errors() && r == 0 && (table_length > QCOW_MAX_SNAPSHOTS_SIZE || offset - off > INT_MAX_U)) {
-                unsupported = true; // qemu drops the snapshots that make the table too big
-                alloc.deallocate(s, sizeof(Snap));
-                return 0;
+                CheckLine()
+                    .s("Discarding ")
+                    .u(n - i)
+                    .s(" overhanging snapshots (snapshot table is too big)")
+                    .emit(sink);
+                reduced += n - i;
+                n = i;
+                h.nb_snapshots = static_cast<uint32_t>(i);
+                snap_l1_count = snap_l1_count < i ? snap_l1_count : i;
+                offset = pre_sn_offset;
+                break;
             }
             if (r == 0 && (table_length > QCOW_MAX_SNAPSHOTS_SIZE || offset - off > INT_MAX_U)) {
                 why = "Snapshot table is too big";
@@ -538,6 +577,21 @@ struct Checker {
             return r < 0 ? r : -guest::CHECK_EFBIG;
         }
         snapshots_size = offset - off;
+        snap_corruptions += reduced;
+        if (reduced) {
+            // The header's count now (qemu: pwrite_sync), before the refcount check relies on it.
+            uint8_t field[4];
+            store_be32(field, static_cast<uint32_t>(n));
+            if (dev.write(offsetof(Qcow2HeaderDisk, nb_snapshots), field, sizeof field) != Status::Ok ||
+                flush(dev) != Status::Ok) {
+                res.check_errors++;
+                text("ERROR failed to update the snapshot count in the image header: Input/output error");
+                alloc.deallocate(s, sizeof(Snap));
+                return -guest::CHECK_EIO;
+            }
+            res.corruptions_fixed += reduced;
+            snap_corruptions -= reduced;
+        }
         // Only a table read whole gets qemu's per-entry check: v3 entries need 16 bytes of extra data.
         offset = off;
         for (uint64_t i = 0; i < n && h.version >= 3; ++i) {
@@ -880,6 +934,7 @@ struct Checker {
     int32_t rebuild_structure() {
         // qcow2_cache_empty: the cached old block has no pending writes (nothing was repaired yet).
         refblock_offset = UINT64_MAX;
+        window_len = 0;
         ArenaBuffer block(alloc, static_cast<size_t>(cs));
         if (!block.ok()) {
             res.check_errors++;
@@ -1368,6 +1423,7 @@ struct Checker {
                     h.snapshots_offset = at;
                     snapshots_size = size;
                 }
+                window_len = 0;
             }
             ip.close();
             alloc.deallocate(buf, static_cast<size_t>(size ? size : 1));
@@ -1394,6 +1450,36 @@ struct Checker {
         (void)edit_bitmap(edit, host);
     }
 
+    // -r all: the array's size for a repair that may grow the file (for a refcount block outside it,
+    // to that block's end, and for a rebuilt structure: rebuild_headroom), or 0 when that is over
+    // QCOW2_CHECK_MAX_CLUSTERS. *too_far: a valid refcount block lies outside the file beyond what
+    // the array covers (a repair instar refuses before any write).
+    uint64_t repair_cap(uint64_t clusters, bool* too_far) const {
+        uint64_t need = clusters;
+        *too_far = false;
+        for (uint64_t i = 0; i < reftable_size; ++i) {
+            const uint64_t raw = load_be64(reftable + i * 8);
+            const uint64_t c = (raw & REFT_OFFSET_MASK) >> bits;
+            if (!(raw & REFT_RESERVED_MASK) && !((raw & REFT_OFFSET_MASK) & (cs - 1)) && c >= need) {
+                if (c < QCOW2_CHECK_MAX_CLUSTERS / 2)
+                    need = c + 1;
+                else
+                    *too_far = true;
+            }
+        }
+        uint64_t cap = need + 1 + rebuild_headroom(need);
+        if (cap > QCOW2_CHECK_MAX_CLUSTERS)
+            cap = 0;
+        const uint64_t limit = cap ? cap : clusters + 1;
+        for (uint64_t i = 0; i < reftable_size && !*too_far; ++i) {
+            const uint64_t raw = load_be64(reftable + i * 8);
+            const uint64_t c = (raw & REFT_OFFSET_MASK) >> bits;
+            *too_far = !(raw & REFT_RESERVED_MASK) && !((raw & REFT_OFFSET_MASK) & (cs - 1)) && c >= clusters &&
+                       c + 1 >= limit;
+        }
+        return cap;
+    }
+
     // qcow2_check_refcounts (fix = 0).
     int32_t check_refcounts() {
         file_len = dev.size();
@@ -1416,29 +1502,10 @@ struct Checker {
             // for a rebuilt refcount structure (rebuild_headroom). The array is sized for both up
             // front; a repair that would need more is refused (outside block) or fails as qemu's
             // allocation failure would ("ERROR allocating refblock: Cannot allocate memory").
-            uint64_t need = clusters;
             bool too_far = false;
-            for (uint64_t i = 0; i < reftable_size; ++i) {
-                const uint64_t raw = load_be64(reftable + i * 8);
-                const uint64_t c = (raw & REFT_OFFSET_MASK) >> bits;
-                if (!(raw & REFT_RESERVED_MASK) && !((raw & REFT_OFFSET_MASK) & (cs - 1)) && c >= need) {
-                    if (c < QCOW2_CHECK_MAX_CLUSTERS / 2)
-                        need = c + 1;
-                    else
-                        too_far = true;
-                }
-            }
-            const uint64_t cap = need + 1 + rebuild_headroom(need);
-            if (cap <= QCOW2_CHECK_MAX_CLUSTERS)
+            const uint64_t cap = repair_cap(clusters, &too_far);
+            if (cap != 0)
                 imrt_cap = cap;
-            // A refcount block outside the file that the array cannot reach: refused now, before the
-            // first write (calculate repairs L2 entries as it goes).
-            for (uint64_t i = 0; i < reftable_size && !too_far; ++i) {
-                const uint64_t raw = load_be64(reftable + i * 8);
-                const uint64_t c = (raw & REFT_OFFSET_MASK) >> bits;
-                too_far = !(raw & REFT_RESERVED_MASK) && !((raw & REFT_OFFSET_MASK) & (cs - 1)) && c >= clusters &&
-                          c + 1 >= imrt_cap;
-            }
             if (too_far)
                 return 3; // Unsupported: nothing was written
         }
@@ -1537,8 +1604,17 @@ Status check(const guest::CheckRequest& req, CheckSink& sink, CheckResult* resul
     Status st = read_zero_padded(dev, 0, reinterpret_cast<uint8_t*>(&disk), sizeof disk);
     if (st != Status::Ok)
         return st;
-    if ((st = qcow2_header_parse(disk, &c.h)) != Status::Ok)
-        return st; // info opened it already: only a file changed under us gets here
+    {
+        // qemu's check-mode open ignores the snapshot table (qcow2_check_read_snapshot_table reads
+        // and judges it from the header's raw fields): the header is validated without it.
+        Qcow2HeaderDisk no_snapshots = disk;
+        __builtin_memset(no_snapshots.nb_snapshots, 0, sizeof no_snapshots.nb_snapshots);
+        __builtin_memset(no_snapshots.snapshots_offset, 0, sizeof no_snapshots.snapshots_offset);
+        if ((st = qcow2_header_parse(no_snapshots, &c.h)) != Status::Ok)
+            return st; // info opened it already: only a file changed under us gets here
+        c.h.nb_snapshots = load_be32(disk.nb_snapshots);
+        c.h.snapshots_offset = load_be64(disk.snapshots_offset);
+    }
     const Qcow2Header& h = c.h;
     {
         ArenaBuffer cluster(alloc, static_cast<size_t>(h.extensions_end() < sizeof disk ? sizeof disk : h.extensions_end()));
@@ -1579,6 +1655,13 @@ Status check(const guest::CheckRequest& req, CheckSink& sink, CheckResult* resul
     c.reftable = reftable.data();
     c.refblock = refblock.data();
 
+    // The one refusal that depends on the refcount table alone is made before anything is written.
+    if (c.fix_errors()) {
+        bool too_far = false;
+        (void)c.repair_cap((dev.size() + c.cs - 1) >> c.bits, &too_far);
+        if (too_far)
+            return Status::Unsupported;
+    }
     if (const int32_t r = c.read_snapshot_table(); r < 0) {
         res.error = r;
         return Status::Ok;
