@@ -2,6 +2,8 @@
 // records: the stderr lines in chunks, then one result (docs/check.md).
 #include "runtime.h"
 
+#include <new>
+
 namespace instar::guest {
 namespace {
 
@@ -42,8 +44,43 @@ private:
     Status failed_ = Status::Ok;
 };
 
+// With -r, the host adds the image once more, as an output (writes may extend it): qemu's repair
+// allocates new refcount structures past the end of the file (rebuild_refcount_structure) and grows
+// it for a refcount block outside it. The module sees one device whose size is the file's current
+// length: reads and writes go to the output, and a write past the end extends it.
+class GrowingImage final : public BlockDevice {
+public:
+    GrowingImage(BlockDevice& out, uint64_t length) : out_(out), len_(length) {}
+    uint64_t size() const override { return len_; }
+    Status read(uint64_t offset, void* buf, size_t len) override {
+        if (offset > len_ || len > len_ - offset)
+            return Status::IoError;
+        return out_.read(offset, buf, len);
+    }
+    Status write(uint64_t offset, const void* buf, size_t len) override {
+        const Status st = out_.write(offset, buf, len);
+        if (st == Status::Ok && offset + len > len_) // out_ checked offset + len against its limit
+            len_ = offset + len;
+        return st;
+    }
+    // Past the end already reads as zeros: only the part inside the file is discarded (qemu
+    // discards a freed cluster the file ends inside of, e.g. a table shorter than a cluster).
+    Status discard(uint64_t offset, uint64_t len) override {
+        if (offset >= len_ || len == 0)
+            return Status::Ok;
+        return out_.discard(offset, len < len_ - offset ? len : len_ - offset);
+    }
+    BlockDevice& output() { return out_; }
+
+private:
+    BlockDevice& out_;
+    uint64_t len_;
+};
+
+constinit GrowingImage* growing = nullptr;
+
 Status flush_device(BlockDevice& dev) {
-    const uint32_t index = device_index(dev);
+    const uint32_t index = device_index(growing != nullptr && &dev == growing ? growing->output() : dev);
     if (index == UINT32_MAX)
         return Status::Invalid;
     return hc_flush(index) == 0 ? Status::Ok : Status::IoError;
@@ -61,6 +98,14 @@ Status check_op(const uint8_t* arg, uint32_t arg_len) {
     if (ops == nullptr || image == nullptr || (a.fix & ~(INSTAR_CHECK_FIX_LEAKS | INSTAR_CHECK_FIX_ERRORS)) != 0 ||
         a.file_count >= device_count() || a.file_count > INSTAR_MAX_DEVICES - 1)
         return Status::Invalid;
+    // -r: device file_count + 1, when present, is the image again as a growable output.
+    if (a.fix && device_count() == a.file_count + 2 && device(a.file_count + 1) != nullptr) {
+        void* mem = arena().allocate(sizeof(GrowingImage), alignof(GrowingImage));
+        if (mem == nullptr)
+            return Status::NoMemory;
+        growing = new (mem) GrowingImage(*device(a.file_count + 1), image->size());
+        image = growing;
+    }
     // In the arena, not on the stack: a vmdk may name up to INSTAR_MAX_ADDED_FILES extents.
     auto** files = static_cast<BlockDevice**>(
         arena().allocate((a.file_count == 0 ? 1 : a.file_count) * sizeof(BlockDevice*), alignof(BlockDevice*)));

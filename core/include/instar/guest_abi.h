@@ -342,7 +342,9 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_convert_image) == 24, "convert image layo
  * (vmdk extents), in reference order; module 0 (the format info detected) checks it. The guest
  * sends INSTAR_REC_CHECK records: any number of INSTAR_CHECK_TEXT (the lines qemu prints on stderr
  * while it checks, in order) and then exactly one INSTAR_CHECK_RESULT. A module without a check
- * sends a result whose error is -ENOTSUP (qemu's "does not support checks"). */
+ * sends a result whose error is -ENOTSUP (qemu's "does not support checks"). With fix, device
+ * file_count + 1 is the same image as an output (writes may extend it): the runtime shows the module
+ * one device whose size follows the writes, so a repair can grow the file as qemu's does. */
 #define INSTAR_CHECK_FIX_LEAKS 1u  /* -r leaks (qemu's BDRV_FIX_LEAKS) */
 #define INSTAR_CHECK_FIX_ERRORS 2u /* -r all adds this (BDRV_FIX_ERRORS) */
 struct instar_check_arg {

@@ -5,10 +5,12 @@
 #include "cli/image_name.h"
 #include "cli/secrets.h"
 #include "ops/check_op.h"
+#include "ops/edit_op.h"
 #include "output/json_pretty.h"
 #include "output/qemu_format.h"
 
 #include <boost/json.hpp>
+#include <instar/guest/edit_bitmap.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -261,6 +263,31 @@ int cmd_check(Context& ctx, std::span<const std::string> args) {
             return status;
         report->result.leaks_fixed = leaks_fixed;
         report->result.corruptions_fixed = corruptions_fixed;
+        // qemu-img closes the read-write image only now, after the double check: its close stores
+        // every persistent bitmap anew (qcow2_inactivate). The repair run left that to this point
+        // (a run that fixed nothing stored them itself); the bitmap editor's store-only run does it.
+        // What it could not do leaves the image as the repair left it, and changes nothing printed.
+        if (report->format == "qcow2") {
+            EditOpen eo;
+            eo.filename = co.filename;
+            eo.format = std::string("qcow2");
+            eo.unsafe_quirks = co.unsafe_quirks;
+            eo.allow_paths = co.allow_paths;
+            OpenedChain chain;
+            const auto sandbox = ctx.sandbox_config();
+            if (auto ok = open_for_edit(eo, ctx.plugins(), sandbox, ctx.profile.version, chain);
+                ok && !chain.links.empty() && chain.links.front().node.format == "qcow2") {
+                EditCall call;
+                call.link = &chain.links.front();
+                call.filename = filename;
+                call.command = guest::EditCommand::Bitmap;
+                guest::BitmapArgs head{};
+                head.flags = guest::BITMAP_STORE_ONLY;
+                call.args.resize(sizeof head);
+                std::memcpy(call.args.data(), &head, sizeof head);
+                (void)run_edit(call, sandbox, ctx.profile.version);
+            }
+        }
     }
     const instar_check_result& c = report->result;
     if (!quiet) {

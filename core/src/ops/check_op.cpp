@@ -158,6 +158,9 @@ Expected<CheckReport> run_check(const CheckOptions& opts, const PluginRegistry& 
     std::vector<vmm::Device> devices{{opts.fix ? rw.fd : link.image.fd, link.image.size, opts.fix != 0}};
     for (const auto& f : link.files)
         devices.push_back({f.fd, f.size, false});
+    // -r: the image once more as an output, so the repair can extend the file (docs/check.md).
+    if (opts.fix)
+        devices.push_back(vmm::output_device(rw.fd));
     const instar_check_arg arg{opts.fix, qemu_version, static_cast<std::uint32_t>(link.files.size()), 0};
     // SAFETY: instar_check_arg is a trivially-copyable ABI struct with no padding (static_assert).
     const auto* a = reinterpret_cast<const std::uint8_t*>(&arg);
@@ -187,9 +190,9 @@ Expected<CheckReport> run_check(const CheckOptions& opts, const PluginRegistry& 
             failed.failure = "Check failed: the check's reference-count array for '" + opts.filename +
                              "' does not fit in guest memory; raise --max-guest-memory (docs/check.md)";
         else if (status == guest::Status::Unsupported && opts.fix)
-            failed.failure = "Check failed: this image needs a repair instar does not implement (rebuilding the "
-                             "refcount structure, growing the file, rewriting the snapshot table or zeroing "
-                             "misaligned entries; docs/check.md); nothing was written";
+            failed.failure = "Check failed: this image needs a repair instar does not implement (growing the "
+                             "file for a refcount block beyond instar's in-guest array; docs/check.md); nothing "
+                             "was written";
         else
             failed.failure = "Check failed: " + status_message(status);
         return failed;

@@ -10,6 +10,11 @@
 #include "qcow2_bytes.h"
 #include "qcow2_extensions.h"
 #include "qcow2_header.h"
+#include "qcow2_edit.h"
+#include "qcow2_inplace.h"
+
+#include <instar/guest/create_api.h>
+#include <instar/guest/edit_bitmap.h>
 #include "qcow2_limits.h"
 #include "qcow2_reader.h"
 #include "qcow2_snapshot.h"
@@ -94,6 +99,8 @@ struct Checker {
     bool unsupported = false;                    // a repair instar does not implement was needed
 
     bool fix_errors() const { return (fix & guest::CHECK_FIX_ERRORS) != 0; }
+    // calculate_refcounts' fix argument: the repair's, except in the recount after a rebuild (0).
+    bool calc_fix_errors = false;
     bool fix_leaks() const { return (fix & guest::CHECK_FIX_LEAKS) != 0; }
 
     void text(const char* t) { CheckLine().s(t).emit(sink); }
@@ -205,6 +212,37 @@ struct Checker {
         return 0;
     }
 
+    // qemu's fix_l2_entry_by_zero: a preallocated entry whose offset is misaligned becomes a plain
+    // zero cluster (extended L2: allocated subclusters become zero ones), written at once (qemu's
+    // bdrv_pwrite_sync). Dropping a reference can only leak the cluster it named. 0 or -errno.
+    int32_t fix_l2_entry_by_zero(uint64_t l2_offset, uint8_t* l2, uint64_t index, bool active, bool* overlap) {
+        uint8_t* entry = l2 + index * l2_entry_bytes;
+        if (extl2) {
+            uint64_t bitmap = load_be64(entry + 8);
+            bitmap |= bitmap << 32;
+            bitmap &= ~QCOW_L2_BITMAP_ALL_ALLOC; // QCOW_L2_BITMAP_ALL_ZEROES: the upper half
+            store_be64(entry + 8, bitmap);
+            store_be64(entry, 0);
+        } else {
+            store_be64(entry, QCOW_OFLAG_ZERO);
+        }
+        const uint64_t at = l2_offset + index * l2_entry_bytes;
+        int32_t r = pre_write_check(at, l2_entry_bytes, active ? IGN_ACTIVE_L2 : 0);
+        *overlap = r < 0;
+        if (r < 0) {
+            text("ERROR: Overlap check failed");
+        } else if (dev.write(at, entry, static_cast<size_t>(l2_entry_bytes)) != Status::Ok || flush(dev) != Status::Ok) {
+            r = -guest::CHECK_EIO;
+            text("ERROR: Failed to overwrite L2 table entry: Input/output error");
+        } else {
+            res.corruptions--;
+            res.corruptions_fixed++;
+            return 0;
+        }
+        res.check_errors++;
+        return r;
+    }
+
     int32_t check_l2(uint64_t l2_offset, uint32_t flags, uint8_t* l2) {
         if (read_zero_padded(dev, l2_offset, l2, static_cast<size_t>(l2_entries * l2_entry_bytes)) != Status::Ok) {
             text("ERROR: I/O error in check_refcounts_l2");
@@ -270,13 +308,19 @@ struct Checker {
                     const bool contains_data = extl2 ? (bitmap & QCOW_L2_BITMAP_ALL_ALLOC) != 0 : !(e & QCOW_OFLAG_ZERO);
                     if (!contains_data) {
                         CheckLine()
-                            .s(fix_errors() ? "Repairing" : "ERROR")
+                            .s(calc_fix_errors ? "Repairing" : "ERROR")
                             .s(" offset=")
                             .x(offset)
                             .s(": Preallocated cluster is not properly aligned; L2 entry corrupted.")
                             .emit(sink);
-                        if (fix_errors())
-                            unsupported = true; // fix_l2_entry_by_zero is not implemented
+                        if (calc_fix_errors) {
+                            bool overlap = false;
+                            const int32_t r = fix_l2_entry_by_zero(l2_offset, l2, i, (flags & CHECK_FRAG_INFO) != 0, &overlap);
+                            if (overlap)
+                                return r; // qemu stops checking this table (and the check)
+                            if (r == 0)
+                                continue; // the cluster is unused now: not counted
+                        }
                     }
                     else
                         CheckLine().s("ERROR offset=").x(offset).s(": Data cluster is not properly aligned; L2 entry corrupted.").emit(sink);
@@ -350,24 +394,61 @@ struct Checker {
         char name[1024];
         size_t name_len;
         uint64_t next; // offset after the name
+        uint32_t dropped_extra; // with repair: the extra data size over the limit (0: none)
     };
 
+    // Snapshot-table corruptions (qemu's snapshot_res, kept apart from the refcount check's counters
+    // as qemu does): incomplete v3 entries and dropped extra data; repaired by rewriting the table.
+    uint64_t snap_corruptions = 0;
+
+    // Snapshot table reads go through one cached window: qemu reads the table with a few large
+    // reads, and 65536 entries read field by field would be a million device calls. The table is
+    // not written while it is read (a rewrite goes to new clusters and drops the window).
+    static constexpr size_t TABLE_WINDOW = 64u << 10;
+    uint8_t* window = nullptr;
+    uint64_t window_off = 0, window_len = 0;
+    Status table_read(uint64_t offset, void* out, size_t len) {
+        if (len > TABLE_WINDOW)
+            return read_zero_padded(dev, offset, static_cast<uint8_t*>(out), len);
+        if (window == nullptr) {
+            window = static_cast<uint8_t*>(alloc.allocate(TABLE_WINDOW, 16));
+            if (window == nullptr)
+                return read_zero_padded(dev, offset, static_cast<uint8_t*>(out), len);
+        }
+        if (offset < window_off || offset - window_off > window_len || len > window_len - (offset - window_off)) {
+            window_len = 0;
+            if (const Status st = read_zero_padded(dev, offset, window, TABLE_WINDOW); st != Status::Ok)
+                return st;
+            window_off = offset;
+            window_len = TABLE_WINDOW;
+        }
+        __builtin_memcpy(out, window + (offset - window_off), len);
+        return Status::Ok;
+    }
+
     // Reads entry at *offset (already rounded); returns 0 or -errno with the reason in `why`.
+    // With -r all (qemu's repair read), extra data over QCOW_MAX_SNAPSHOT_EXTRA_DATA is kept only up
+    // to the limit (s->dropped_extra says so) instead of failing.
     int32_t read_snapshot(uint64_t offset, Snap* s, const char** why) {
         uint8_t hdr[SNAPSHOT_HEADER_SIZE];
-        if (read_zero_padded(dev, offset, hdr, sizeof hdr) != Status::Ok) {
+        if (table_read(offset, hdr, sizeof hdr) != Status::Ok) {
             *why = "Failed to read snapshot table: Input/output error";
             return -guest::CHECK_EIO;
         }
         offset += sizeof hdr;
         const uint32_t extra_size = load_be32(hdr + 36);
+        s->dropped_extra = 0;
         if (extra_size > QCOW_MAX_SNAPSHOT_EXTRA_DATA) {
-            *why = nullptr; // worded by the caller with the index
-            return -guest::CHECK_EFBIG;
+            if (!fix_errors()) {
+                *why = nullptr; // worded by the caller with the index
+                return -guest::CHECK_EFBIG;
+            }
+            s->dropped_extra = extra_size;
+            store_be32(hdr + 36, QCOW_MAX_SNAPSHOT_EXTRA_DATA); // parsed as truncated, skipped whole
         }
         uint8_t extra[sizeof(Qcow2SnapshotExtraDisk)] = {};
         const size_t extra_len = extra_size < sizeof extra ? extra_size : sizeof extra;
-        if (read_zero_padded(dev, offset, extra, extra_len) != Status::Ok) {
+        if (table_read(offset, extra, extra_len) != Status::Ok) {
             *why = "Failed to read snapshot table: Input/output error";
             return -guest::CHECK_EIO;
         }
@@ -379,12 +460,12 @@ struct Checker {
         uint8_t buf[0x10000]; // id_str_size and name_size are 16-bit: one field fits
         s->id_len = 0;
         s->name_len = 0;
-        if (read_zero_padded(dev, offset, buf, s->sn.id_str_size) != Status::Ok)
+        if (table_read(offset, buf, s->sn.id_str_size) != Status::Ok)
             return *why = "Failed to read snapshot table: Input/output error", -guest::CHECK_EIO;
         for (size_t i = 0; i < s->sn.id_str_size && buf[i] != 0 && s->id_len < sizeof s->id; ++i)
             s->id[s->id_len++] = static_cast<char>(buf[i]);
         offset += s->sn.id_str_size;
-        if (read_zero_padded(dev, offset, buf, s->sn.name_size) != Status::Ok)
+        if (table_read(offset, buf, s->sn.name_size) != Status::Ok)
             return *why = "Failed to read snapshot table: Input/output error", -guest::CHECK_EIO;
         for (size_t i = 0; i < s->sn.name_size && buf[i] != 0 && s->name_len < sizeof s->name; ++i)
             s->name[s->name_len++] = static_cast<char>(buf[i]);
@@ -395,8 +476,17 @@ struct Checker {
 
     // qcow2_check_read_snapshot_table without repair. Returns 0 or -errno (the check stops).
     int32_t read_snapshot_table() {
-        const uint64_t n = h.nb_snapshots;
+        uint64_t n = h.nb_snapshots;
         const uint64_t off = h.snapshots_offset;
+        // qemu's nb_clusters_reduced: snapshots -r all drops off the end of the table (their
+        // clusters become leaks the refcount repair frees).
+        uint64_t reduced = 0;
+        if (n > QCOW_MAX_SNAPSHOTS && fix_errors()) {
+            CheckLine().s("Discarding ").u(n - QCOW_MAX_SNAPSHOTS).s(" overhanging snapshots").emit(sink);
+            reduced = n - QCOW_MAX_SNAPSHOTS;
+            n = QCOW_MAX_SNAPSHOTS;
+            h.nb_snapshots = QCOW_MAX_SNAPSHOTS;
+        }
         if (n > (SNAPSHOT_HEADER_SIZE * QCOW_MAX_SNAPSHOTS) / SNAPSHOT_HEADER_SIZE ||
             off > INT64_MAX_U - n * SNAPSHOT_HEADER_SIZE || (off & (cs - 1))) {
             res.check_errors++;
@@ -414,26 +504,59 @@ struct Checker {
         }
         if (n == 0)
             return 0;
-        if (fix_errors() && n > QCOW_MAX_SNAPSHOTS) {
-            unsupported = true; // qemu discards the overhanging snapshots
-            return 0;
-        }
         Snap* s = static_cast<Snap*>(alloc.allocate(sizeof(Snap), 16));
         if (s == nullptr)
             return -guest::CHECK_ENOMEM;
+        // Repairs keep the L1 tables for their overlap check (n <= QCOW_MAX_SNAPSHOTS: 1 MiB at most).
+        if (fix)
+            snap_l1s = alloc_u64(n * 2);
         uint64_t offset = off;
+        // qemu's table_length: the table's size with dropped extra data not counted (the same as
+        // offset - off when nothing was dropped).
+        uint64_t table_length = 0;
         for (uint64_t i = 0; i < n; ++i) {
+            const uint64_t pre_sn_offset = offset; // before the alignment: where a cut table ends
             offset = (offset + 7) & ~uint64_t{7};
+            table_length = (table_length + 7) & ~uint64_t{7};
             const char* why = nullptr;
+            const uint64_t entry_start = offset;
             const int32_t r = read_snapshot(offset, s, &why);
-            if (r == 0)
+            if (r == 0) {
                 offset = s->next;
-            if (fix_errors() && (r == -guest::CHECK_EFBIG || (r == 0 && offset - off > QCOW_MAX_SNAPSHOTS_SIZE))) {
-                unsupported = true; // qemu drops extra data or snapshots to make the table fit
-                alloc.deallocate(s, sizeof(Snap));
-                return 0;
+                table_length += (offset - entry_start) -
+                                (s->dropped_extra ? s->dropped_extra - QCOW_MAX_SNAPSHOT_EXTRA_DATA : 0);
             }
-            if (r == 0 && offset - off > QCOW_MAX_SNAPSHOTS_SIZE) {
+            if (r == 0 && s->dropped_extra) {
+                CheckLine()
+                    .s("Discarding too much extra metadata in snapshot table entry ")
+                    .u(i)
+                    .s(" (")
+                    .u(s->dropped_extra)
+                    .s(" > ")
+                    .u(QCOW_MAX_SNAPSHOT_EXTRA_DATA)
+                    .s(")")
+                    .emit(sink);
+                snap_corruptions++;
+            }
+            if (r == 0 && snap_l1s) {
+                snap_l1s[2 * i] = s->sn.l1_table_offset;
+                snap_l1s[2 * i + 1] = s->sn.l1_size;
+                snap_l1_count = i + 1;
+            }
+            if (fix_errors() && r == 0 && (table_length > QCOW_MAX_SNAPSHOTS_SIZE || offset - off > INT_MAX_U)) {
+                CheckLine()
+                    .s("Discarding ")
+                    .u(n - i)
+                    .s(" overhanging snapshots (snapshot table is too big)")
+                    .emit(sink);
+                reduced += n - i;
+                n = i;
+                h.nb_snapshots = static_cast<uint32_t>(i);
+                snap_l1_count = snap_l1_count < i ? snap_l1_count : i;
+                offset = pre_sn_offset;
+                break;
+            }
+            if (r == 0 && (table_length > QCOW_MAX_SNAPSHOTS_SIZE || offset - off > INT_MAX_U)) {
                 why = "Snapshot table is too big";
             } else if (r == 0) {
                 continue;
@@ -454,6 +577,21 @@ struct Checker {
             return r < 0 ? r : -guest::CHECK_EFBIG;
         }
         snapshots_size = offset - off;
+        snap_corruptions += reduced;
+        if (reduced) {
+            // The header's count now (qemu: pwrite_sync), before the refcount check relies on it.
+            uint8_t field[4];
+            store_be32(field, static_cast<uint32_t>(n));
+            if (dev.write(offsetof(Qcow2HeaderDisk, nb_snapshots), field, sizeof field) != Status::Ok ||
+                flush(dev) != Status::Ok) {
+                res.check_errors++;
+                text("ERROR failed to update the snapshot count in the image header: Input/output error");
+                alloc.deallocate(s, sizeof(Snap));
+                return -guest::CHECK_EIO;
+            }
+            res.corruptions_fixed += reduced;
+            snap_corruptions -= reduced;
+        }
         // Only a table read whole gets qemu's per-entry check: v3 entries need 16 bytes of extra data.
         offset = off;
         for (uint64_t i = 0; i < n && h.version >= 3; ++i) {
@@ -463,10 +601,8 @@ struct Checker {
                 break;
             offset = s->next;
             if (s->sn.extra_data_size < 16) {
-                res.corruptions++;
+                snap_corruptions++;
                 CheckLine().s(fix_errors() ? "Repairing" : "ERROR").s(" snapshot table entry ").u(i).s(" is incomplete").emit(sink);
-                if (fix_errors())
-                    unsupported = true; // qcow2_check_fix_snapshot_table is not implemented
             }
         }
         alloc.deallocate(s, sizeof(Snap));
@@ -622,9 +758,24 @@ struct Checker {
             }
             if (cluster >= nb_clusters) {
                 res.corruptions++;
-                CheckLine().s(fix_errors() ? "Repairing" : "ERROR").s(" refcount block ").u(i).s(" is outside image").emit(sink);
-                if (fix_errors())
-                    unsupported = true; // qemu grows the file to hold the block
+                CheckLine().s(calc_fix_errors ? "Repairing" : "ERROR").s(" refcount block ").u(i).s(" is outside image").emit(sink);
+                if (calc_fix_errors) {
+                    // qemu grows the file to end with the block (bdrv_truncate to offset + cluster).
+                    if (unsupported || cluster + 1 >= imrt_cap) {
+                        unsupported = true; // beyond the array sized up front: refused, nothing written
+                        continue;
+                    }
+                    if (const int32_t r = grow_file_to(offset + cs); r < 0) {
+                        *rebuild = true;
+                        CheckLine().s("ERROR could not resize image: ").s(errno_text(-r)).emit(sink);
+                        continue;
+                    }
+                    nb_clusters = (file_len + cs - 1) >> bits;
+                    res.corruptions--;
+                    res.corruptions_fixed++;
+                    if (const int32_t r = inc(offset, cs); r < 0)
+                        return r;
+                }
                 continue;
             }
             if (offset != 0) {
@@ -637,6 +788,220 @@ struct Checker {
                 }
             }
         }
+        return 0;
+    }
+
+    // Extends the file with zeros to `end` (qemu's bdrv_truncate, PREALLOC_MODE_OFF): one zeroed
+    // cluster written at the end, the gap before it left as a hole. 0 or -errno.
+    int32_t grow_file_to(uint64_t end) {
+        if (end <= file_len)
+            return 0;
+        ArenaBuffer zero(alloc, static_cast<size_t>(cs));
+        if (!zero.ok())
+            return -guest::CHECK_ENOMEM;
+        __builtin_memset(zero.data(), 0, zero.size());
+        const uint64_t start = end - cs > file_len ? end - cs : file_len;
+        if (dev.write(start, zero.data(), static_cast<size_t>(end - start)) != Status::Ok)
+            return -guest::CHECK_EIO;
+        file_len = dev.size();
+        return file_len >= end ? 0 : -guest::CHECK_EIO;
+    }
+
+    uint64_t imrt_get(uint64_t cluster) const { return cluster < nb_clusters ? imrt[cluster] : 0; }
+
+    // alloc_clusters_imrt: the first run of `count` clusters with refcount 0 in the array, from
+    // *first_free on, growing the array (the file's end) when none is found. Offset or -errno.
+    int64_t alloc_imrt(uint64_t count, uint64_t* first_free) {
+        uint64_t cluster = *first_free;
+        bool first_gap = true;
+        uint64_t contiguous = 0;
+        for (; cluster < nb_clusters && contiguous < count; ++cluster) {
+            if (imrt[cluster] == 0) {
+                contiguous++;
+                if (first_gap) {
+                    *first_free = cluster;
+                    first_gap = false;
+                }
+            } else {
+                contiguous = 0;
+            }
+        }
+        if (contiguous < count) {
+            const uint64_t need = cluster + count - contiguous;
+            if (need > imrt_cap)
+                return -guest::CHECK_ENOMEM; // beyond the headroom sized up front (rebuild_headroom)
+            nb_clusters = need; // the array is zero past nb_clusters
+        }
+        cluster -= contiguous;
+        for (uint64_t i = 0; i < count; ++i)
+            imrt[cluster + i] = 1;
+        return static_cast<int64_t>(cluster << bits);
+    }
+
+    // The refcount block for clusters [start, start + 2^refblock_bits) in the image's width, from the
+    // array (qemu writes the array's slice; past nb_clusters it is zero).
+    void encode_refblock(uint64_t start, uint8_t* out) const {
+        __builtin_memset(out, 0, static_cast<size_t>(cs));
+        const uint64_t n = uint64_t{1} << refblock_bits;
+        for (uint64_t i = 0; i < n; ++i) {
+            const uint64_t v = imrt_get(start + i);
+            if (v == 0)
+                continue;
+            switch (refcount_order) {
+            case 0: out[i / 8] = static_cast<uint8_t>(out[i / 8] | ((v & 1) << (i % 8))); break;
+            case 1: out[i / 4] = static_cast<uint8_t>(out[i / 4] | ((v & 3) << (2 * (i % 4)))); break;
+            case 2: out[i / 2] = static_cast<uint8_t>(out[i / 2] | ((v & 15) << (4 * (i % 2)))); break;
+            case 3: out[i] = static_cast<uint8_t>(v); break;
+            case 4: store_be16(out + 2 * i, static_cast<uint16_t>(v)); break;
+            case 5: store_be32(out + 4 * i, static_cast<uint32_t>(v)); break;
+            default: store_be64(out + 8 * i, v); break;
+            }
+        }
+    }
+
+    // The reftable being built (host order) and its size in entries.
+    uint64_t* new_reftable = nullptr;
+    uint64_t new_entries = 0;
+
+    // qemu's error_setg_errno + error_report_err: "qemu-img: WHAT: strerror".
+    void report(const char* what, int32_t err) {
+        CheckLine().s("\x01").s(what).s(": ").s(errno_text(-err)).emit(sink);
+    }
+
+    // rebuild_refcounts_write_refblocks: a refcount block for every block of clusters in
+    // [first, end) with a used cluster, allocated in the array, written as the array's slice.
+    // 1 when the reftable grew, 0 when not, -errno (reported) on error.
+    int32_t write_refblocks(uint64_t first, uint64_t end, uint8_t* block) {
+        uint64_t first_free = 0;
+        bool grown = false;
+        const uint64_t per_block = uint64_t{1} << refblock_bits;
+        for (uint64_t cluster = first; cluster < end; ++cluster) {
+            if (imrt_get(cluster) == 0)
+                continue;
+            const uint64_t index = cluster >> refblock_bits;
+            const uint64_t start = index << refblock_bits;
+            uint64_t offset = 0;
+            if (new_entries > index && new_reftable[index] != 0) {
+                offset = new_reftable[index];
+            } else {
+                if (first_free < start)
+                    first_free = start;
+                const int64_t got = alloc_imrt(1, &first_free);
+                if (got < 0) {
+                    report("ERROR allocating refblock", static_cast<int32_t>(got));
+                    return static_cast<int32_t>(got);
+                }
+                offset = static_cast<uint64_t>(got);
+                if ((offset >> bits) >= end)
+                    end = (offset >> bits) + 1; // the block holding this block's own refcount
+                if (new_entries <= index) {
+                    const uint64_t per_cluster = cs / 8;
+                    const uint64_t entries = (index + 1 + per_cluster - 1) / per_cluster * per_cluster;
+                    uint64_t* grown_table = alloc_u64(entries);
+                    if (grown_table == nullptr) {
+                        report("ERROR allocating reftable memory", -guest::CHECK_ENOMEM);
+                        return -guest::CHECK_ENOMEM;
+                    }
+                    for (uint64_t k = 0; k < entries; ++k)
+                        grown_table[k] = k < new_entries ? new_reftable[k] : 0;
+                    if (new_reftable)
+                        alloc.deallocate(new_reftable, static_cast<size_t>(new_entries * 8));
+                    new_reftable = grown_table;
+                    new_entries = entries;
+                    grown = true;
+                }
+                new_reftable[index] = offset;
+            }
+            if (const int32_t r = pre_write_check(offset, cs); r < 0) {
+                report("ERROR writing refblock", r);
+                return r;
+            }
+            encode_refblock(start, block);
+            if (dev.write(offset, block, static_cast<size_t>(cs)) != Status::Ok) {
+                report("ERROR writing refblock", -guest::CHECK_EIO);
+                return -guest::CHECK_EIO;
+            }
+            cluster = start + per_block - 1;
+        }
+        return grown ? 1 : 0;
+    }
+
+    // rebuild_refcount_structure: new refcount blocks and a new refcount table from the array, in
+    // clusters the array says are free (the old structure is then leaked, and the leak repair that
+    // follows frees it). Crash consistency: everything new is written into clusters nothing uses
+    // and made durable before the header's two fields switch to it (one write, then a flush); a
+    // kill before the switch leaves the old image, after it a correct structure plus leaks.
+    int32_t rebuild_structure() {
+        // qcow2_cache_empty: the cached old block has no pending writes (nothing was repaired yet).
+        refblock_offset = UINT64_MAX;
+        window_len = 0;
+        ArenaBuffer block(alloc, static_cast<size_t>(cs));
+        if (!block.ok()) {
+            res.check_errors++;
+            report("ERROR allocating refblock", -guest::CHECK_ENOMEM);
+            return -guest::CHECK_ENOMEM;
+        }
+        int32_t changed = write_refblocks(0, nb_clusters, block.data());
+        if (changed < 0) {
+            res.check_errors++;
+            return changed;
+        }
+        uint64_t rt_offset = 0, rt_clusters = 0;
+        do {
+            uint64_t first_free = 0;
+            rt_clusters = (new_entries * 8 + cs - 1) >> bits;
+            const int64_t got = alloc_imrt(rt_clusters, &first_free);
+            if (got < 0) {
+                report("ERROR allocating reftable", static_cast<int32_t>(got));
+                res.check_errors++;
+                return static_cast<int32_t>(got);
+            }
+            rt_offset = static_cast<uint64_t>(got);
+            changed = write_refblocks(rt_offset >> bits, (rt_offset >> bits) + rt_clusters, block.data());
+            if (changed < 0) {
+                res.check_errors++;
+                return changed;
+            }
+        } while (changed);
+        const uint64_t rt_len = new_entries * 8;
+        ArenaBuffer disk(alloc, static_cast<size_t>(rt_len));
+        if (!disk.ok()) {
+            report("ERROR writing reftable", -guest::CHECK_ENOMEM);
+            return -guest::CHECK_ENOMEM;
+        }
+        for (uint64_t k = 0; k < new_entries; ++k)
+            store_be64(disk.data() + k * 8, new_reftable[k]);
+        if (const int32_t r = pre_write_check(rt_offset, rt_len); r < 0) {
+            report("ERROR writing reftable", r);
+            return r;
+        }
+        if (dev.write(rt_offset, disk.data(), static_cast<size_t>(rt_len)) != Status::Ok) {
+            report("ERROR writing reftable", -guest::CHECK_EIO);
+            return -guest::CHECK_EIO;
+        }
+        // instar flushes before the switch (qemu's bdrv_pwrite_sync flushes only after it).
+        if (flush(dev) != Status::Ok) {
+            report("ERROR setting reftable", -guest::CHECK_EIO);
+            return -guest::CHECK_EIO;
+        }
+        uint8_t field[12];
+        store_be64(field, rt_offset);
+        store_be32(field + 8, static_cast<uint32_t>(rt_clusters));
+        if (dev.write(offsetof(Qcow2HeaderDisk, refcount_table_offset), field, sizeof field) != Status::Ok ||
+            flush(dev) != Status::Ok) {
+            report("ERROR setting reftable", -guest::CHECK_EIO);
+            return -guest::CHECK_EIO;
+        }
+        // The new table replaces the one loaded at open (big-endian, as `reftable` holds it).
+        uint8_t* table = static_cast<uint8_t*>(alloc.allocate(static_cast<size_t>(rt_len), 16));
+        if (table == nullptr)
+            return -guest::CHECK_ENOMEM;
+        __builtin_memcpy(table, disk.data(), static_cast<size_t>(rt_len));
+        reftable = table;
+        reftable_size = new_entries;
+        h.refcount_table_offset = rt_offset;
+        h.refcount_table_clusters = static_cast<uint32_t>(rt_clusters);
+        file_len = dev.size();
         return 0;
     }
 
@@ -774,22 +1139,69 @@ struct Checker {
         }
     }
 
-    // qemu's metadata overlap check for an L2 table it is about to write, reduced to the structures
-    // instar tracks: the header cluster, the active L1 table, the refcount table and blocks and the
-    // snapshot table. True when writing [offset, offset + cs) would overwrite one of them.
-    bool overlaps_metadata(uint64_t offset) const {
+    // Snapshot L1 tables (offset, entries) as read from the table: qemu's s->snapshots, for its
+    // inactive-L1 overlap check. At most QCOW_MAX_SNAPSHOTS entries.
+    uint64_t* snap_l1s = nullptr;
+    uint64_t snap_l1_count = 0;
+
+    // qcow2_check_metadata_overlap with qemu's default "cached" checks, as a repair write would
+    // meet it: the name of the first structure [offset, offset + size) overlaps, or nullptr.
+    static constexpr uint32_t IGN_ACTIVE_L1 = 1, IGN_ACTIVE_L2 = 2; // qemu's ign argument
+    const char* overlap_name(uint64_t offset, uint64_t size, uint32_t ign) {
+        if (size == 0)
+            return nullptr;
+        if (offset < cs)
+            return "qcow2_header";
+        size = ((offset & (cs - 1)) + size + cs - 1) & ~(cs - 1);
+        offset &= ~(cs - 1);
         auto hit = [&](uint64_t start, uint64_t len) {
-            return len != 0 && offset < start + len && start < offset + cs;
+            return len != 0 && offset < start + len && start < offset + size;
         };
-        if (offset < cs || hit(h.l1_table_offset, uint64_t{h.l1_size} * 8) ||
-            hit(h.refcount_table_offset, reftable_size * 8) || hit(h.snapshots_offset, snapshots_size))
-            return true;
+        if (!(ign & IGN_ACTIVE_L1) && h.l1_size && hit(h.l1_table_offset, uint64_t{h.l1_size} * 8))
+            return "active L1 table";
+        if (reftable_size && hit(h.refcount_table_offset, reftable_size * 8))
+            return "refcount table";
+        if (snapshots_size && hit(h.snapshots_offset, snapshots_size))
+            return "snapshot table";
+        for (uint64_t i = 0; i < snap_l1_count; ++i)
+            if (snap_l1s[2 * i + 1] && hit(snap_l1s[2 * i], snap_l1s[2 * i + 1] * 8))
+                return "inactive L1 table";
+        if (!(ign & IGN_ACTIVE_L2) && h.l1_size) {
+            ArenaBuffer l1(alloc, static_cast<size_t>(uint64_t{h.l1_size} * 8));
+            if (l1.ok() && read_zero_padded(dev, h.l1_table_offset, l1.data(), l1.size()) == Status::Ok)
+                for (uint64_t i = 0; i < h.l1_size; ++i) {
+                    const uint64_t l2 = load_be64(l1.data() + i * 8) & L1E_OFFSET_MASK;
+                    if (l2 && hit(l2, cs))
+                        return "active L2 table";
+                }
+        }
         for (uint64_t i = 0; i < reftable_size; ++i) {
             const uint64_t b = load_be64(reftable + i * 8) & REFT_OFFSET_MASK;
             if (b && hit(b, cs))
-                return true;
+                return "refcount block";
         }
-        return false;
+        if ((h.autoclear_features & 1) && hit(ext.bitmap_directory_offset, ext.bitmap_directory_size))
+            return "bitmap directory";
+        return nullptr;
+    }
+
+    // qcow2_pre_write_overlap_check on a read-write image: an overlap is a fatal corruption
+    // (qcow2_signal_corruption: the line once, the corrupt bit) and -EIO.
+    int32_t pre_write_check(uint64_t offset, uint64_t size, uint32_t ign = 0) {
+        const char* name = overlap_name(offset, size, ign);
+        if (name == nullptr)
+            return 0;
+        const bool corrupt = pending_corrupt || (h.incompatible_features & QCOW2_INCOMPAT_CORRUPT);
+        if (!(signaled_corruption && corrupt)) {
+            CheckLine()
+                .s("qcow2: Marking image as corrupt: Preventing invalid write on metadata (overlaps with ")
+                .s(name)
+                .s("); further corruption events will be suppressed")
+                .emit(sink);
+            mark_corrupt();
+            signaled_corruption = true;
+        }
+        return -guest::CHECK_EIO;
     }
 
     int32_t check_oflag_copied() {
@@ -822,6 +1234,11 @@ struct Checker {
                     .emit(sink);
                 if (repair) {
                     store_be64(l1.data() + i * 8, refcount == 1 ? e | QCOW_OFLAG_COPIED : e & ~QCOW_OFLAG_COPIED);
+                    // qcow2_write_l1_entry checks the 512-byte sector of entries it rewrites.
+                    if (pre_write_check(h.l1_table_offset + (i & ~uint64_t{63}) * 8, 512, IGN_ACTIVE_L1) < 0) {
+                        res.check_errors++;
+                        return -guest::CHECK_EIO;
+                    }
                     if (dev.write(h.l1_table_offset + i * 8, l1.data() + i * 8, 8) != Status::Ok) {
                         res.check_errors++;
                         return -guest::CHECK_EIO;
@@ -860,7 +1277,7 @@ struct Checker {
                 }
             }
             if (l2_dirty > 0) {
-                if (overlaps_metadata(l2_offset)) {
+                if (pre_write_check(l2_offset, cs, IGN_ACTIVE_L2) < 0) {
                     text("ERROR: Could not write L2 table; metadata overlap check failed: Input/output error");
                     res.check_errors++;
                     return -guest::CHECK_EIO;
@@ -875,6 +1292,192 @@ struct Checker {
             }
         }
         return 0;
+    }
+
+    // Clusters a rebuild of the refcount structure for n clusters may append: a refcount block per
+    // 2^refblock_bits clusters (counting the appended ones: twice the blocks n needs, plus two), and
+    // the refcount table, allocated anew each time it grows (qemu never frees the earlier ones;
+    // four sizes are far more than the loop takes, it grows by a cluster at a time), plus slack.
+    uint64_t rebuild_headroom(uint64_t n) const {
+        const uint64_t blocks = 2 * ((n >> refblock_bits) + 2);
+        const uint64_t table_clusters = (blocks * 8 + cs - 1) / cs + 1;
+        return blocks + 4 * table_clusters + 8;
+    }
+
+    // The EditHost Qcow2Inplace needs for its ordering points: flushes go to the check's flush.
+    struct InplaceHost final : guest::EditHost {
+        Status (*flush_fn)(BlockDevice&) = nullptr;
+        Status set_length(BlockDevice&, uint64_t, guest::Prealloc) override { return Status::Unsupported; }
+        Status flush(BlockDevice& file) override { return flush_fn(file); }
+        Status add_file(const char*, BlockDevice**) override { return Status::Unsupported; }
+        Status out(const char*, size_t) override { return Status::Ok; }
+        Status err(const char*, size_t) override { return Status::Ok; }
+        void reason(const char*, size_t) override {}
+        Status data(uint32_t, const void*, size_t) override { return Status::Ok; }
+        void progress(uint64_t, uint64_t) override {}
+    };
+
+    // qcow2_check_fix_snapshot_table's qcow2_write_snapshots: the snapshot table as qemu holds it
+    // after its repair read (extra data cut to QCOW_MAX_SNAPSHOT_EXTRA_DATA, every entry with at
+    // least the 24 bytes of known extra data, v3's disk size filled in) written to new clusters
+    // allocated as qemu allocates (first fit, refcounts durable first), then the header's two
+    // snapshot fields switched in one write after a flush, then the old table freed and discarded.
+    // A kill before the switch leaves the old table (and a leak); after it, the new one.
+    // 0 or -errno.
+    int32_t rewrite_snapshot_table() {
+        const uint64_t n = h.nb_snapshots;
+        const uint64_t old_offset = h.snapshots_offset;
+        constexpr uint64_t EXTRA_KNOWN = 24; // sizeof(QCowSnapshotExtraData): qemu writes at least this
+        // Pass 1 sizes the new table (qemu's: 8-aligned entries, strlen of id and name).
+        uint64_t size = 0;
+        for (int pass = 0; pass < 2; ++pass) {
+            uint8_t* buf = nullptr;
+            if (pass == 1) {
+                if (size > QCOW_MAX_SNAPSHOTS_SIZE)
+                    return -guest::CHECK_EFBIG;
+                buf = static_cast<uint8_t*>(alloc.allocate(static_cast<size_t>(size ? size : 1), 16));
+                if (buf == nullptr)
+                    return -guest::CHECK_ENOMEM;
+                __builtin_memset(buf, 0, static_cast<size_t>(size ? size : 1));
+            }
+            uint64_t in = old_offset, out = 0;
+            ArenaBuffer field(alloc, 0x10000); // id_str_size and name_size are 16-bit
+            if (!field.ok())
+                return -guest::CHECK_ENOMEM;
+            for (uint64_t i = 0; i < n; ++i) {
+                in = (in + 7) & ~uint64_t{7};
+                out = (out + 7) & ~uint64_t{7};
+                uint8_t hdr[SNAPSHOT_HEADER_SIZE];
+                uint8_t extra[EXTRA_KNOWN] = {};
+                if (read_zero_padded(dev, in, hdr, sizeof hdr) != Status::Ok)
+                    return -guest::CHECK_EIO;
+                in += sizeof hdr;
+                const uint32_t extra_size = load_be32(hdr + 36);
+                const uint32_t kept = extra_size > QCOW_MAX_SNAPSHOT_EXTRA_DATA ? QCOW_MAX_SNAPSHOT_EXTRA_DATA : extra_size;
+                const uint64_t known = kept < EXTRA_KNOWN ? kept : EXTRA_KNOWN;
+                if (read_zero_padded(dev, in, extra, static_cast<size_t>(known)) != Status::Ok)
+                    return -guest::CHECK_EIO;
+                const uint64_t unknown = kept > EXTRA_KNOWN ? kept - EXTRA_KNOWN : 0;
+                const uint64_t unknown_at = in + EXTRA_KNOWN;
+                in += extra_size;
+                const uint64_t id_size = load_be16(hdr + 12), name_size = load_be16(hdr + 14);
+                const uint64_t id_at = in, name_at = in + id_size;
+                in += id_size + name_size;
+                // qemu keeps the names as C strings: a NUL inside cuts them.
+                uint64_t id_len = 0, name_len = 0;
+                if (read_zero_padded(dev, id_at, field.data(), static_cast<size_t>(id_size)) != Status::Ok)
+                    return -guest::CHECK_EIO;
+                while (id_len < id_size && field.data()[id_len] != 0)
+                    ++id_len;
+                if (pass == 1)
+                    __builtin_memcpy(buf + out + SNAPSHOT_HEADER_SIZE + EXTRA_KNOWN + unknown, field.data(),
+                                     static_cast<size_t>(id_len));
+                if (read_zero_padded(dev, name_at, field.data(), static_cast<size_t>(name_size)) != Status::Ok)
+                    return -guest::CHECK_EIO;
+                while (name_len < name_size && field.data()[name_len] != 0)
+                    ++name_len;
+                if (pass == 1) {
+                    uint8_t* p = buf + out;
+                    uint64_t vm_state = load_be32(hdr + 32);
+                    if (known >= 8)
+                        vm_state = load_be64(extra);
+                    const uint64_t disk_size = known >= 16 ? load_be64(extra + 8) : (h.size + 511) & ~uint64_t{511};
+                    const uint64_t icount = known >= 24 ? load_be64(extra + 16) : UINT64_MAX;
+                    __builtin_memcpy(p, hdr, 12); // l1_table_offset, l1_size
+                    store_be16(p + 12, static_cast<uint16_t>(id_len));
+                    store_be16(p + 14, static_cast<uint16_t>(name_len));
+                    __builtin_memcpy(p + 16, hdr + 16, 16); // date_sec, date_nsec, vm_clock_nsec
+                    store_be32(p + 32, vm_state <= 0xffffffffull ? static_cast<uint32_t>(vm_state) : 0);
+                    store_be32(p + 36, static_cast<uint32_t>(kept > EXTRA_KNOWN ? kept : EXTRA_KNOWN));
+                    store_be64(p + 40, vm_state);
+                    store_be64(p + 48, disk_size);
+                    store_be64(p + 56, icount);
+                    if (unknown &&
+                        read_zero_padded(dev, unknown_at, p + SNAPSHOT_HEADER_SIZE + EXTRA_KNOWN, static_cast<size_t>(unknown)) != Status::Ok)
+                        return -guest::CHECK_EIO;
+                    __builtin_memcpy(p + SNAPSHOT_HEADER_SIZE + EXTRA_KNOWN + unknown + id_len, field.data(),
+                                     static_cast<size_t>(name_len));
+                }
+                out += SNAPSHOT_HEADER_SIZE + EXTRA_KNOWN + unknown + id_len + name_len;
+                if (pass == 0 && out > QCOW_MAX_SNAPSHOTS_SIZE)
+                    return -guest::CHECK_EFBIG;
+            }
+            if (pass == 0) {
+                size = out;
+                continue;
+            }
+            InplaceHost host;
+            host.flush_fn = flush;
+            Qcow2Inplace ip;
+            int32_t ret = 0;
+            uint64_t at = 0;
+            if (ip.open(dev, dev.size(), alloc, &host) != Status::Ok || ip.alloc_clusters(size, &at) != Status::Ok ||
+                ip.sync() != Status::Ok) {
+                ret = -guest::CHECK_EIO;
+            } else if ((ret = pre_write_check(at, size)) == 0) {
+                if (ip.write(at, buf, static_cast<size_t>(size)) != Status::Ok || ip.sync() != Status::Ok ||
+                    ip.set_snapshots(static_cast<uint32_t>(n), at) != Status::Ok || ip.sync() != Status::Ok ||
+                    ip.free_clusters(old_offset, snapshots_size, true) != Status::Ok || ip.sync() != Status::Ok)
+                    ret = -guest::CHECK_EIO;
+                else {
+                    h.snapshots_offset = at;
+                    snapshots_size = size;
+                }
+                window_len = 0;
+            }
+            ip.close();
+            alloc.deallocate(buf, static_cast<size_t>(size ? size : 1));
+            file_len = dev.size();
+            return ret;
+        }
+        return 0;
+    }
+
+    // Stores the bitmaps anew through the bitmap editor (BITMAP_STORE_ONLY). Its failure leaves the
+    // image consistent (the editor switches in one header write) and is not part of the check's
+    // result, as qemu's close does not change the check's.
+    void store_bitmaps(const guest::CheckRequest& req) {
+        guest::BitmapArgs args{};
+        args.flags = guest::BITMAP_STORE_ONLY;
+        uint8_t bytes[sizeof args];
+        __builtin_memcpy(bytes, &args, sizeof args);
+        static constexpr uint8_t NO_RANDOM[guest::CREATE_RANDOM_BYTES] = {};
+        const guest::EditRequest edit{guest::EditCommand::Bitmap, &dev, dev.size(), nullptr, nullptr, 0, nullptr, 0,
+                                      true, bytes, sizeof bytes, 0, 0, NO_RANDOM, req.qemu_version, &alloc,
+                                      req.codecs};
+        InplaceHost host;
+        host.flush_fn = flush;
+        (void)edit_bitmap(edit, host);
+    }
+
+    // -r all: the array's size for a repair that may grow the file (for a refcount block outside it,
+    // to that block's end, and for a rebuilt structure: rebuild_headroom), or 0 when that is over
+    // QCOW2_CHECK_MAX_CLUSTERS. *too_far: a valid refcount block lies outside the file beyond what
+    // the array covers (a repair instar refuses before any write).
+    uint64_t repair_cap(uint64_t clusters, bool* too_far) const {
+        uint64_t need = clusters;
+        *too_far = false;
+        for (uint64_t i = 0; i < reftable_size; ++i) {
+            const uint64_t raw = load_be64(reftable + i * 8);
+            const uint64_t c = (raw & REFT_OFFSET_MASK) >> bits;
+            if (!(raw & REFT_RESERVED_MASK) && !((raw & REFT_OFFSET_MASK) & (cs - 1)) && c >= need) {
+                if (c < QCOW2_CHECK_MAX_CLUSTERS / 2)
+                    need = c + 1;
+                else
+                    *too_far = true;
+            }
+        }
+        uint64_t cap = need + 1 + rebuild_headroom(need);
+        if (cap > QCOW2_CHECK_MAX_CLUSTERS)
+            cap = 0;
+        const uint64_t limit = cap ? cap : clusters + 1;
+        for (uint64_t i = 0; i < reftable_size && !*too_far; ++i) {
+            const uint64_t raw = load_be64(reftable + i * 8);
+            const uint64_t c = (raw & REFT_OFFSET_MASK) >> bits;
+            *too_far = !(raw & REFT_RESERVED_MASK) && !((raw & REFT_OFFSET_MASK) & (cs - 1)) && c >= clusters &&
+                       c + 1 >= limit;
+        }
+        return cap;
     }
 
     // qcow2_check_refcounts (fix = 0).
@@ -893,6 +1496,19 @@ struct Checker {
         imrt_cap = clusters + 1;
         if (imrt_cap > QCOW2_CHECK_MAX_CLUSTERS)
             return 1; // TooLarge, worded by check()
+        calc_fix_errors = fix_errors();
+        if (fix_errors()) {
+            // -r all may grow the file: for a refcount block outside it (to that block's end) and
+            // for a rebuilt refcount structure (rebuild_headroom). The array is sized for both up
+            // front; a repair that would need more is refused (outside block) or fails as qemu's
+            // allocation failure would ("ERROR allocating refblock: Cannot allocate memory").
+            bool too_far = false;
+            const uint64_t cap = repair_cap(clusters, &too_far);
+            if (cap != 0)
+                imrt_cap = cap;
+            if (too_far)
+                return 3; // Unsupported: nothing was written
+        }
         imrt = static_cast<uint32_t*>(alloc.allocate(static_cast<size_t>(imrt_cap * 4), 16));
         if (imrt == nullptr)
             return 2; // NoMemory
@@ -905,9 +1521,42 @@ struct Checker {
         const CheckResult pre_compare = res;
         uint64_t highest = 0;
         compare(&rebuild, &highest);
-        if (rebuild && fix_errors())
-            return 3; // rebuild_refcount_structure is not implemented; nothing was written yet
-        if (fix) {
+        if (rebuild && fix_errors()) {
+            const CheckResult old_res = res;
+            uint64_t fresh_leaks = 0;
+            text("Rebuilding refcount structure");
+            if (const int32_t r = rebuild_structure(); r < 0)
+                return r;
+            res.corruptions = 0;
+            res.leaks = 0;
+            // The references are counted again against the new structure (calculate_refcounts, fix 0).
+            rebuild = false;
+            __builtin_memset(imrt, 0, static_cast<size_t>(imrt_cap * 4));
+            calc_fix_errors = false;
+            if (const int32_t r = calculate(&rebuild); r < 0)
+                return r;
+            if (fix_leaks()) {
+                // The old structure is leaked now: freed, with the result kept only for leaks the
+                // rebuild itself left behind.
+                const CheckResult saved = res;
+                res = CheckResult{};
+                compare(&rebuild, &highest, guest::CHECK_FIX_LEAKS);
+                flush_discard();
+                if (write_back() != 0)
+                    return -guest::CHECK_EIO;
+                if (rebuild)
+                    text("ERROR rebuilt refcount structure is still broken");
+                fresh_leaks = res.leaks;
+                res = saved;
+            }
+            if (res.corruptions < old_res.corruptions)
+                res.corruptions_fixed += old_res.corruptions - res.corruptions;
+            if (res.leaks < old_res.leaks)
+                res.leaks_fixed += old_res.leaks - res.leaks;
+            res.leaks += fresh_leaks;
+            if (flush(dev) != Status::Ok)
+                return -guest::CHECK_EIO;
+        } else if (fix) {
             if (rebuild) {
                 text("ERROR need to rebuild refcount structures");
                 res.check_errors++;
@@ -955,8 +1604,17 @@ Status check(const guest::CheckRequest& req, CheckSink& sink, CheckResult* resul
     Status st = read_zero_padded(dev, 0, reinterpret_cast<uint8_t*>(&disk), sizeof disk);
     if (st != Status::Ok)
         return st;
-    if ((st = qcow2_header_parse(disk, &c.h)) != Status::Ok)
-        return st; // info opened it already: only a file changed under us gets here
+    {
+        // qemu's check-mode open ignores the snapshot table (qcow2_check_read_snapshot_table reads
+        // and judges it from the header's raw fields): the header is validated without it.
+        Qcow2HeaderDisk no_snapshots = disk;
+        __builtin_memset(no_snapshots.nb_snapshots, 0, sizeof no_snapshots.nb_snapshots);
+        __builtin_memset(no_snapshots.snapshots_offset, 0, sizeof no_snapshots.snapshots_offset);
+        if ((st = qcow2_header_parse(no_snapshots, &c.h)) != Status::Ok)
+            return st; // info opened it already: only a file changed under us gets here
+        c.h.nb_snapshots = load_be32(disk.nb_snapshots);
+        c.h.snapshots_offset = load_be64(disk.snapshots_offset);
+    }
     const Qcow2Header& h = c.h;
     {
         ArenaBuffer cluster(alloc, static_cast<size_t>(h.extensions_end() < sizeof disk ? sizeof disk : h.extensions_end()));
@@ -997,6 +1655,13 @@ Status check(const guest::CheckRequest& req, CheckSink& sink, CheckResult* resul
     c.reftable = reftable.data();
     c.refblock = refblock.data();
 
+    // The one refusal that depends on the refcount table alone is made before anything is written.
+    if (c.fix_errors()) {
+        bool too_far = false;
+        (void)c.repair_cap((dev.size() + c.cs - 1) >> c.bits, &too_far);
+        if (too_far)
+            return Status::Unsupported;
+    }
     if (const int32_t r = c.read_snapshot_table(); r < 0) {
         res.error = r;
         return Status::Ok;
@@ -1004,7 +1669,7 @@ Status check(const guest::CheckRequest& req, CheckSink& sink, CheckResult* resul
     if (c.unsupported)
         return Status::Unsupported; // a snapshot table repair; nothing was written
 
-    const int32_t r = c.check_refcounts();
+    int32_t r = c.check_refcounts();
     if (c.imrt)
         alloc.deallocate(c.imrt, static_cast<size_t>(c.imrt_cap * 4));
     if (r == 1)
@@ -1013,6 +1678,18 @@ Status check(const guest::CheckRequest& req, CheckSink& sink, CheckResult* resul
         return Status::NoMemory;
     if (r == 3)
         return Status::Unsupported;
+    // qcow2_check_fix_snapshot_table: only after the refcounts are right (it allocates clusters).
+    if (r == 0 && c.snap_corruptions && c.fix_errors()) {
+        if (const int32_t w = c.rewrite_snapshot_table(); w < 0) {
+            res.check_errors++;
+            CheckLine().s("ERROR failed to update snapshot table: ").s(errno_text(-w)).emit(sink);
+            r = w;
+        } else {
+            res.corruptions_fixed += c.snap_corruptions;
+            c.snap_corruptions = 0;
+        }
+    }
+    res.corruptions += c.snap_corruptions;
     res.error = r < 0 ? r : 0;
     // qemu's qcow2_mark_clean and qcow2_mark_consistent, last: the bits that make qemu distrust the
     // image go only after every repair is durable.
@@ -1033,6 +1710,17 @@ Status check(const guest::CheckRequest& req, CheckSink& sink, CheckResult* resul
             res.error == 0)
             res.error = -guest::CHECK_EIO;
     }
+    // qemu's close of the read-write image (qcow2_inactivate): every consistent persistent bitmap
+    // is stored anew (new tables and directory, the old ones freed), as after any qemu-img command
+    // that opened the image read-write; the bitmap editor's store-only run does exactly that,
+    // crash-consistently (docs/bitmap.md). Not after a fatal corruption signal: qemu then drops the
+    // block driver without closing it.
+    // When this run fixed something and completed, the host double-checks first and then stores
+    // them (qemu closes the image after its double check): not here.
+    const bool host_stores = (res.corruptions_fixed || res.leaks_fixed) && res.error == 0;
+    if (req.fix && !host_stores && c.ext.nb_bitmaps > 0 && !c.signaled_corruption &&
+        !(features & QCOW2_INCOMPAT_CORRUPT))
+        c.store_bitmaps(req);
     return Status::Ok;
 }
 

@@ -21,9 +21,11 @@ struct Lines final : instar::guest::CheckSink {
     }
 };
 
-// A writable copy for the repair path (writes stay inside the file, as on a real device).
+// A writable copy for the repair path. Writes past the end extend it, as the -r device does (a
+// rebuilt refcount structure goes there), up to `limit`.
 struct Writable final : instar::guest::BlockDevice {
     std::vector<std::uint8_t> b;
+    std::size_t limit = 0;
     std::uint64_t size() const override { return b.size(); }
     instar::guest::Status read(std::uint64_t off, void* buf, std::size_t len) override {
         if (off > b.size() || len > b.size() - off)
@@ -32,6 +34,8 @@ struct Writable final : instar::guest::BlockDevice {
         return instar::guest::Status::Ok;
     }
     instar::guest::Status write(std::uint64_t off, const void* buf, std::size_t len) override {
+        if (off <= limit && len <= limit - off && off + len > b.size())
+            b.resize(off + len);
         if (off > b.size() || len > b.size() - off)
             return instar::guest::Status::IoError;
         std::memcpy(b.data() + off, buf, len);
@@ -59,14 +63,21 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (size % 3 == 0) {
         Writable w;
         w.b.assign(data, data + size);
+        w.limit = size + (1u << 20);
         instar::hosted::BudgetAllocator alloc2(8u << 20);
         Lines lines2;
         const instar::guest::CheckRequest fix{&w, nullptr, 0, &alloc2, nullptr,
                                               instar::guest::CHECK_FIX_LEAKS | instar::guest::CHECK_FIX_ERRORS,
                                               100002, no_flush};
         (void)instar::qcow2::check(fix, lines2, &r);
-        if (w.b.size() != size)
+        if (w.b.size() < size || w.b.size() > w.limit)
             std::abort();
+        // The repaired file is checked again read-only (qemu-img's double check).
+        instar::hosted::MemoryDevice again(w.b);
+        instar::hosted::BudgetAllocator alloc3(8u << 20);
+        Lines lines3;
+        const instar::guest::CheckRequest ro{&again, nullptr, 0, &alloc3, nullptr, 0, 100002, nullptr};
+        (void)instar::qcow2::check(ro, lines3, &r);
     }
     return 0;
 }

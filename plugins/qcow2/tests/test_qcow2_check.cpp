@@ -188,7 +188,10 @@ struct WritableImage final : guest::BlockDevice {
         std::memcpy(buf, b.data() + off, len);
         return Status::Ok;
     }
+    bool grow = false; // writes past the end extend the file (the runtime's -r device does)
     Status write(std::uint64_t off, const void* buf, std::size_t len) override {
+        if (grow && off <= (1u << 30) && len <= (1u << 30) && off + len > b.size())
+            b.resize(off + len);
         if (off > b.size() || len > b.size() - off)
             return Status::IoError;
         std::memcpy(b.data() + off, buf, len);
@@ -244,15 +247,56 @@ TEST_CASE("qcow2 check -r all: OFLAG_COPIED repaired on L1 and L2; dirty bit cle
     CHECK(check(dev.b).err == "");
 }
 
-TEST_CASE("qcow2 check -r all: a needed refcount rebuild is refused before any write") {
+TEST_CASE("qcow2 check -r all: a referenced cluster with refcount 0 rebuilds the refcount structure") {
+    Image img;
+    img.refcount(5, 0);
+    WritableImage dev;
+    dev.b = img.b;
+    dev.grow = true;
+    const Run run = repair(dev, guest::CHECK_FIX_LEAKS | guest::CHECK_FIX_ERRORS);
+    REQUIRE(run.status == Status::Ok);
+    // No free cluster inside the file: the new refcount block goes to cluster 7, the new table to 8;
+    // the old table (1) and block (2) are leaked, then freed.
+    CHECK(run.err == "ERROR cluster 5 refcount=0 reference=1\nRebuilding refcount structure\n"
+                     "Repairing cluster 1 refcount=1 reference=0\nRepairing cluster 2 refcount=1 reference=0\n");
+    CHECK(run.r.corruptions_fixed == 1);
+    CHECK(run.r.corruptions == 0);
+    CHECK(run.r.leaks == 0);
+    CHECK(run.r.error == 0);
+    CHECK(dev.b.size() == 9 * CS);
+    CHECK(dev.b[48 + 6] == ((8 * CS) >> 8)); // refcount_table_offset = 8 * CS
+    CHECK(dev.flushes >= 3);
+    const Run again = check(dev.b);
+    CHECK(again.err == "");
+    CHECK(again.r.corruptions == 0);
+    CHECK(again.r.leaks == 0);
+}
+
+TEST_CASE("qcow2 check -r all: a rebuild that cannot write fails as qemu's, the old header kept") {
     Image img;
     img.refcount(5, 0);
     WritableImage dev;
     dev.b = img.b;
     const Run run = repair(dev, guest::CHECK_FIX_LEAKS | guest::CHECK_FIX_ERRORS);
-    CHECK(run.status == Status::Unsupported);
-    CHECK(dev.b == img.b);
-    CHECK(dev.flushes == 0);
+    REQUIRE(run.status == Status::Ok);
+    CHECK(run.err == "ERROR cluster 5 refcount=0 reference=1\nRebuilding refcount structure\n"
+                     "\x01" "ERROR writing refblock: Input/output error\n");
+    CHECK(run.r.error == -guest::CHECK_EIO);
+    CHECK(run.r.check_errors == 1);
+    CHECK(std::memcmp(dev.b.data(), img.b.data(), 7 * CS) == 0);
+}
+
+TEST_CASE("qcow2 check -r all: a refcount block outside the file grows the file to hold it") {
+    Image img;
+    put_be(img.b, CS + 8, 20 * CS, 8); // reftable[1] -> cluster 20, past the end
+    WritableImage dev;
+    dev.b = img.b;
+    dev.grow = true;
+    const Run run = repair(dev, guest::CHECK_FIX_LEAKS | guest::CHECK_FIX_ERRORS);
+    REQUIRE(run.status == Status::Ok);
+    CHECK(run.err.rfind("Repairing refcount block 1 is outside image\n", 0) == 0);
+    CHECK(dev.b.size() == 21 * CS);
+    CHECK(run.r.corruptions_fixed >= 1);
 }
 
 TEST_CASE("qcow2 check -r leaks: a needed rebuild is qemu's error") {
