@@ -117,6 +117,7 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
     io.filename = spec.filename;
     io.format = spec.format;
     io.backing_chain = true;
+    io.read_write = true;
     io.unsafe_quirks = spec.unsafe_quirks;
     io.allow_paths = spec.allow_paths;
     if (auto opened = open_chain(io, plugins, *runner, chain); !opened)
