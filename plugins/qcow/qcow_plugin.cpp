@@ -10,7 +10,8 @@ const FormatDescriptor DESCRIPTOR = {
     .aliases = nullptr,
     .version = "0.1.0",
     .description = "QEMU Copy-On-Write version 1 (two-level tables, zlib clusters, legacy AES)",
-    .capabilities = CAP_INFO | CAP_CREATE | CAP_CONVERT | CAP_CONVERT_TARGET | CAP_CONVERT_COMPRESS | CAP_REBASE,
+    .capabilities = CAP_INFO | CAP_CREATE | CAP_CONVERT | CAP_CONVERT_TARGET | CAP_CONVERT_COMPRESS | CAP_REBASE |
+                    CAP_MAKE_EMPTY,
     .probe_priority = PROBE_NORMAL,
     .probe_rules = PROBE_RULES,
     .probe_rule_count = PROBE_RULE_COUNT,

@@ -108,11 +108,13 @@ class OracleDiff:
                     problems.append(f'{f}: bytes differ')
             self.results.append((f'{label} [qemu {ver}]', problems))
 
-    def read_only_format_cases(self, fmt, image):
+    def read_only_format_cases(self, fmt, image, damaged=None):
         """What qemu-img says and does for a read-only format (no create, no writes: bochs, cloop):
         create, -o help, convert -O/-n, check, measure, dd, and the read commands that still work,
-        on `image` (a good image of format `fmt` in the work directory). resize and rebase are not
-        compared (instar's words, not qemu's 'Image is read-only'; both refuse, image untouched)."""
+        on `image` (a good image of format `fmt` in the work directory), and every command that opens
+        the image read-write (resize, rebase, commit, amend, snapshot -c/-d/-a, bitmap, check -r):
+        qemu's "Image is read-only" before the header is read (`damaged`: a damaged image of the
+        format, refused the same way), the image untouched."""
         self.same(f'create -f {fmt}', ['create', '-f', fmt, f'@c.{fmt}', '1M'], outputs=[f'c.{fmt}'])
         self.same(f'create -f {fmt} -o help', ['create', '-f', fmt, '-o', 'help'])
         self.same(f'convert -O {fmt}', ['convert', '-O', fmt, image, f'@t.{fmt}'], outputs=[f't.{fmt}'])
@@ -129,3 +131,19 @@ class OracleDiff:
         self.same(f'measure {image} -O qcow2', ['measure', '-O', 'qcow2', image])
         self.same(f'dd -O {fmt}', ['dd', '-O', fmt, f'if={image}', f'of=@dd.{fmt}'], outputs=[f'dd.{fmt}'])
         self.same(f'dd from {image}', ['dd', '-O', 'raw', 'bs=64k', f'if={image}', 'of=@dd.raw'], outputs=['dd.raw'])
+        run_fixture([QEMUS['7.2'][0], 'create', '-q', '-f', 'qcow2', 'ro-base.qcow2', '1M'], cwd=self.work, check=True)
+        writing = [['resize', '@' + image, '2M'], ['resize', '-f', fmt, '--shrink', '@' + image, '512'],
+                   ['rebase', '-u', '-b', 'ro-base.qcow2', '-F', 'qcow2', '@' + image],
+                   ['rebase', '-b', 'ro-base.qcow2', '-F', 'qcow2', '@' + image], ['commit', '@' + image],
+                   ['amend', '-o', 'size=2M', '@' + image], ['snapshot', '-c', 's0', '@' + image],
+                   ['snapshot', '-d', 's0', '@' + image], ['snapshot', '-a', 's0', '-f', fmt, '@' + image],
+                   ['bitmap', '--add', '@' + image, 'b0'], ['check', '-r', 'all', '@' + image],
+                   ['check', '-r', 'leaks', '-f', fmt, '@' + image]]
+        # larger than the image: qemu's read-write open fails before the sizes are compared
+        run_fixture([QEMUS['7.2'][0], 'create', '-q', '-f', 'raw', 'big.raw', '64M'], cwd=self.work, check=True)
+        writing.append(['convert', '-n', '-f', 'raw', '-O', fmt, 'big.raw', '@' + image])
+        for args in writing:
+            self.same(' '.join(a.replace('@', '') for a in args), args, inputs=[image])
+        if damaged is not None:
+            for args in (['resize', '-f', fmt, '@' + damaged, '2M'], ['commit', '-f', fmt, '@' + damaged]):
+                self.same(' '.join(a.replace('@', '') for a in args), args, inputs=[damaged])

@@ -52,6 +52,13 @@ enum Capability : std::uint32_t {
     CAP_CONVERT_TARGET = 1u << 14,
     // The target format stores compressed data (qemu's bdrv_co_pwritev_compressed): convert -c.
     CAP_CONVERT_COMPRESS = 1u << 15,
+    // qemu's driver refuses every read-write open before it reads the header
+    // (bdrv_apply_auto_read_only: bochs, cloop, dmg): resize, rebase, commit, amend, snapshot -c/-d/-a,
+    // bitmap, check -r and convert -n fail with "Could not open 'X': Image is read-only".
+    CAP_READ_ONLY = 1u << 16,
+    // qemu's driver has bdrv_make_empty: commit (without -d) empties the top image afterwards, and
+    // the guest half handles EditCommand::MakeEmpty (qcow; qcow2 is handled by core as before).
+    CAP_MAKE_EMPTY = 1u << 17,
 };
 
 // How qemu's block driver for the format answers block status and backing where a reader's Extents

@@ -238,6 +238,7 @@ int cmd_bitmap(Context& ctx, std::span<const std::string> args) {
     eo.filename = name->path;
     eo.format = format ? format : name->format;
     eo.unsafe_quirks = vm.count("unsafe-quirks") > 0;
+    eo.read_write = true;
     if (vm.count("allow-path"))
         eo.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
     const auto sandbox = ctx.sandbox_config();

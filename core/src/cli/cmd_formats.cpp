@@ -36,6 +36,7 @@ constexpr std::pair<Capability, const char*> CAPABILITY_NAMES[] = {
     {CAP_SNAPSHOT, "snapshot"}, {CAP_REBASE, "rebase"},     {CAP_COMMIT, "commit"}, {CAP_AMEND, "amend"},
     {CAP_CREATE_PLAIN_FILE, "create-plain-file"}, {CAP_CREATE_DIFFERENCING, "create-differencing"},
     {CAP_CONVERT_TARGET, "convert-target"}, {CAP_CONVERT_COMPRESS, "convert-compress"},
+    {CAP_READ_ONLY, "read-only"}, {CAP_MAKE_EMPTY, "make-empty"},
 };
 
 const char* policy_name(OptionPolicy p) {

@@ -191,6 +191,7 @@ int cmd_rebase(Context& ctx, std::span<const std::string> args) {
     if (has("allow-path"))
         eo.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
     eo.backing_chain = !unsafe && !name->no_backing;
+    eo.read_write = true;
     OpenedChain chain;
     if (auto ok = open_for_edit(eo, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, chain); !ok)
         return fail(quote_given(*name, ok.error()));

@@ -107,6 +107,7 @@ Expected<CheckReport> run_check(const CheckOptions& opts, const PluginRegistry& 
     io.format = opts.format;
     io.allow_paths = opts.allow_paths;
     io.unsafe_quirks = opts.unsafe_quirks;
+    io.read_write = opts.fix != 0; // check -r opens the image read-write
     OpenedChain chain;
     OpenedChain fallback;
     const ChainLink* found = nullptr;

@@ -32,9 +32,11 @@ constexpr std::uint64_t COMMIT_BYTES_PER_SECOND = 16u << 20;
 bool cache_is_direct(const std::string& mode) { return mode == "none" || mode == "off" || mode == "directsync"; }
 bool cache_flushes(const std::string& mode) { return mode != "unsafe"; }
 
-// Formats whose qemu driver has bdrv_make_empty (qcow2; qcow and vdi are not instar formats). For the
-// others qemu's blk_make_empty fails with ENOTSUP, which qemu-img commit ignores.
-bool can_make_empty(const std::string& format) { return format == "qcow2"; }
+// Formats whose qemu driver has bdrv_make_empty: qcow2 and every plugin declaring CAP_MAKE_EMPTY
+// (qcow). For the others qemu's blk_make_empty fails with ENOTSUP, which qemu-img commit ignores.
+bool can_make_empty(const ChainLink& link) {
+    return link.node.format == "qcow2" || ((*link.plugin)->capabilities & CAP_MAKE_EMPTY) != 0;
+}
 
 // qemu's bdrv_find_backing_image for a plain file name: `name`, relative to the directory of the image
 // that names each candidate, resolved (realpath) and compared with the candidate's own file.
@@ -118,6 +120,7 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
     io.filename = spec.filename;
     io.format = spec.format;
     io.backing_chain = true;
+    io.read_write = true;
     io.unsafe_quirks = spec.unsafe_quirks;
     io.allow_paths = spec.allow_paths;
     if (auto opened = open_chain(io, plugins, *runner, chain); !opened)
@@ -141,10 +144,10 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
     const ChainLink& top = chain.links.front();
     const ChainLink& base_link = chain.links[base];
     // Refused before anything is written: the base would be committed and the top left full.
-    if (!spec.drop && can_make_empty(top.node.format) && !top.node.snapshots.empty())
+    if (!spec.drop && can_make_empty(top) && !top.node.snapshots.empty())
         return Error{"instar cannot empty a qcow2 image with internal snapshots yet (commit with -d keeps the top)"};
     // An encrypted top (its key unlocked first, as qemu's open does) cannot be emptied in place yet.
-    if (!spec.drop && can_make_empty(top.node.format) && top.node.encrypted.value_or(false)) {
+    if (!spec.drop && can_make_empty(top) && top.node.encrypted.value_or(false)) {
         if (auto unlocked = unlock_image(top, spec.secret, sandbox, qemu_version); !unlocked)
             return Error{unlocked.error()};
         return Error{"instar cannot empty an encrypted qcow2 image yet (commit with -d keeps the top)"};
@@ -255,7 +258,7 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
     if (cache_flushes(spec.cache) && ::fsync(base_fd.fd) != 0)
         return Error{"Could not flush '" + base_link.name + "': " + std::strerror(errno)};
 
-    if (spec.drop || !can_make_empty(top.node.format))
+    if (spec.drop || !can_make_empty(top))
         return true;
     EditCall call;
     call.link = &top;

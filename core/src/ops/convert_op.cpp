@@ -106,9 +106,9 @@ std::string failure_message(const ConvertSpec& spec, const std::vector<const Cha
     if (failure && failure->phase == INSTAR_CONVERT_PHASE_OPEN && failure->image == INSTAR_CONVERT_NO_BACKING &&
         spec.existing_target) {
         if (reason.find("existing image of this format") != std::string::npos) {
-            // A read-only qemu driver (no create options: bochs, cloop, dmg) fails its read-write open.
+            // A read-only qemu driver (CAP_READ_ONLY: bochs, cloop, dmg) fails its read-write open.
             const FormatDescriptor& d = **spec.target.plugin;
-            reason = !(d.capabilities & CAP_CREATE) && d.option_count == 0
+            reason = (d.capabilities & CAP_READ_ONLY) != 0
                          ? std::string("Image is read-only")
                          : "instar cannot write into an existing " + fmt + " image yet (convert -n)";
         }
@@ -387,6 +387,7 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
         io.unsafe_quirks = spec.unsafe_quirks;
         io.allow_paths = spec.allow_paths;
         io.top = &existing_file;
+        io.read_write = true; // a read-only format's target: qemu's "Image is read-only" comes first
         if (auto opened = open_chain(io, plugins, *runner, existing); !opened)
             return Error{opened.error()};
         // The files the target names (vmdk extents), reopened read-write: the very files info

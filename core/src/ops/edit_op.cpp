@@ -57,6 +57,7 @@ Expected<bool> open_for_edit(const EditOpen& opts, const PluginRegistry& plugins
     io.allow_paths = opts.allow_paths;
     io.unsafe_quirks = opts.unsafe_quirks;
     io.backing_chain = opts.backing_chain;
+    io.read_write = opts.read_write;
     if (opts.prefetched == nullptr)
         return open_chain(io, plugins, *runner, chain);
     // The first inspection (the top image, no files yet) was run by try_quick_edit.
@@ -216,7 +217,8 @@ Expected<bool> try_quick_edit(const QuickEdit& quick, const PluginRegistry& plug
         if (probed.size() == 1)
             plugin = probed.front();
     }
-    if (plugin == nullptr || (quick.accept && !quick.accept(*plugin)))
+    // A read-only format's refusal is worded by the ordinary path (open_chain).
+    if (plugin == nullptr || (quick.accept && !quick.accept(*plugin)) || ((*plugin)->capabilities & CAP_READ_ONLY))
         return false;
     auto rw = reopen_writable(*opened, quick.filename);
     if (!rw)
@@ -270,6 +272,7 @@ Expected<bool> try_quick_edit(const QuickEdit& quick, const PluginRegistry& plug
     io.allow_paths = eo.allow_paths;
     io.unsafe_quirks = eo.unsafe_quirks;
     io.backing_chain = eo.backing_chain;
+    io.read_write = eo.read_write;
     io.top = &*opened;
     if (auto ok = open_chain(io, plugins, cached, chain); !ok)
         return Error{ok.error()};

@@ -38,6 +38,7 @@ struct EditOpen {
     std::vector<std::string> allow_paths;
     bool unsafe_quirks = false;
     bool backing_chain = false; // open the whole chain (path policy), not just the image
+    bool read_write = false;    // the command writes the image (InfoOptions::read_write)
     const PrefetchedInfo* prefetched = nullptr; // the top image's first inspection, already run
 };
 

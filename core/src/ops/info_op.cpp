@@ -33,6 +33,9 @@ Error could_not_open(const std::string& name, const std::string& why) {
     return Error{"Could not open '" + name + "': " + why};
 }
 
+// qemu's bdrv_apply_auto_read_only, for a read-write open of a read-only driver's image.
+constexpr const char* READ_ONLY = "Image is read-only";
+
 // Not recognised by any plugin's magic bytes (qemu-img would fall back to raw).
 constexpr const char* NOT_RECOGNISED =
     "image format not recognised: no known signature and no partition table (instar never guesses raw; "
@@ -102,10 +105,13 @@ struct Inspected {
 // file, in reference order) stay open and move there, for a caller that reads the image's data.
 Expected<Inspected> inspect(const InfoOptions& opts, const PluginRegistry& plugins, const GuestInfoRunner& run_guest,
                             const PathPolicy& policy, const OpenedFile& image, const std::string& name,
-                            const std::optional<std::string>& format, std::vector<OpenedFile>* keep = nullptr) {
+                            const std::optional<std::string>& format, std::vector<OpenedFile>* keep = nullptr,
+                            bool write = false) {
     auto candidates = candidates_for(opts, plugins, image, name, format);
     if (!candidates)
         return Error{candidates.error()};
+    if (write && candidates->plugins.size() == 1 && ((*candidates->plugins.front())->capabilities & CAP_READ_ONLY))
+        return could_not_open(name, READ_ONLY);
     FileSet referenced;
     auto run = run_guest(candidates->plugins, candidates->force, image, referenced.files);
     if (!run)
@@ -234,7 +240,8 @@ Expected<bool> open_chain(const InfoOptions& opts, const PluginRegistry& plugins
     chain.links.push_back(ChainLink{*top, {}, nullptr, {}, name, {}});
     for (;;) {
         ChainLink& link = chain.links.back();
-        auto inspected = inspect(opts, plugins, run_guest, *policy, link.image, name, format, &link.files);
+        auto inspected = inspect(opts, plugins, run_guest, *policy, link.image, name, format, &link.files,
+                                 opts.read_write && chain.links.size() == 1);
         if (!inspected)
             return Error{inspected.error()};
         link.plugin = inspected->plugin;

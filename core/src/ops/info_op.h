@@ -45,6 +45,9 @@ struct InfoOptions {
     // The top image already opened (e.g. through a path policy); used instead of opening `filename`
     // again, so what is inspected is exactly what was checked.
     const OpenedFile* top = nullptr;
+    // The top image is opened for writing (qemu's BDRV_O_RDWR): a format declaring CAP_READ_ONLY is
+    // refused with qemu's "Image is read-only" once detected, before its header is read.
+    bool read_write = false;
 };
 
 // The nodes to print: one, or the whole chain (top first) with --backing-chain.

@@ -122,7 +122,7 @@ def main():
         d.same('compare b64k.cloop b1m.cloop', ['compare', 'b64k.cloop', 'b1m.cloop'])
 
         # ---- what qemu-img refuses for a read-only format ----
-        d.read_only_format_cases('cloop', 'b4k.cloop')
+        d.read_only_format_cases('cloop', 'b4k.cloop', damaged=bad[0])
         return report(d.results)
     finally:
         shutil.rmtree(work, ignore_errors=True)

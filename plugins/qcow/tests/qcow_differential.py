@@ -143,6 +143,33 @@ def main():
                      ['rebase', '-b', 'data.qcow', '-F', 'qcow', '@top.qcow']):
             d.same(' '.join(args), args, inputs=['top.qcow'])
 
+        # ---- commit: qemu's qcow_make_empty empties the qcow top afterwards (without -d) ----
+        # Each tool commits into its own copy of the base: d/ becomes Qx_d/ and Ix_d/, and the top
+        # names its base relatively, so both tops hold the same bytes.
+        for tag in ('', 'Qx_', 'Ix_'):
+            os.makedirs(d.path(tag + 'd'), exist_ok=True)
+        d.fixture(qemu_img, 'create', '-q', '-f', 'qcow2', 'd/base.qcow2', '16M')
+        d.fixture(qemu_io, '-f', 'qcow2', '-c', 'write -P 0x77 0 16M', 'd/base.qcow2')
+        d.fixture(qemu_img, 'create', '-q', '-f', 'qcow', '-b', 'base.qcow2', '-F', 'qcow2', 'd/top.qcow', '16M')
+        d.fixture(qemu_io, '-f', 'qcow', '-c', 'write -P 0x33 1M 100k', '-c', 'write -P 0x44 5M 64k',
+                  '-c', 'write -P 0x45 15M 1M', 'd/top.qcow')
+        d.fixture(qemu_img, 'create', '-q', '-f', 'qcow', '-b', 'base.qcow2', '-F', 'qcow2', 'd/small.qcow', '1000001')
+        d.fixture(qemu_io, '-f', 'qcow', '-c', 'write -P 0x12 4k 8k', 'd/small.qcow')
+        d.fixture(qemu_img, 'create', '-q', '-f', 'qcow', '-b', 'base.qcow2', '-F', 'qcow2', 'd/clean.qcow', '16M')
+        d.fixture(qemu_img, 'create', '-q', '-f', 'qcow', '-b', 'top.qcow', '-F', 'qcow', 'd/top2.qcow', '16M')
+        d.fixture(qemu_io, '-f', 'qcow', '-c', 'write -P 0x66 3M 4k', 'd/top2.qcow')
+        chain = ['d/base.qcow2', 'd/top.qcow']
+        for top, opts in (('top', []), ('top', ['-d']), ('small', []), ('clean', []), ('top', ['-q'])):
+            d.same(f'commit {" ".join(opts)} {top}.qcow', ['commit'] + opts + [f'@d/{top}.qcow'],
+                   inputs=['d/base.qcow2', f'd/{top}.qcow'])
+        d.same('commit top2.qcow into top.qcow', ['commit', '@d/top2.qcow'], inputs=chain + ['d/top2.qcow'])
+        d.same('commit -b base.qcow2 top2.qcow', ['commit', '-b', 'base.qcow2', '@d/top2.qcow'],
+               inputs=chain + ['d/top2.qcow'])
+
+        # ---- version >= 2: qemu's qcow2 probe takes the file (Unsupported qcow2 version N) ----
+        for v in (2, 3):
+            d.same(f'info -f qcow v{v}', ['info', '-f', 'qcow', f'v{v}.qcow'])
+
         # ---- check: qemu has no check for qcow ----
         for mode in ([], ['--output=json'], ['-r', 'all']):
             d.same(f'check {" ".join(mode)} data.qcow', ['check'] + mode + ['@data.qcow'], inputs=['data.qcow'])
