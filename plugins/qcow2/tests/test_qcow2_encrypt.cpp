@@ -6,6 +6,7 @@
 
 #include "hosted_create.h"
 #include "hosted_read.h"
+#include "hosted_existing.h"
 #include "hosted_support.h"
 #include "qcow2_bytes.h"
 #include "qcow2_existing_write.h"
@@ -30,24 +31,7 @@ struct Reasons final : guest::ReasonSink {
     void reason(const char* t, std::size_t len) override { text.assign(t, len); }
 };
 
-// An existing file: a growable memory output whose size is its length, as op_convert presents it.
-class ExistingFile final : public guest::BlockDevice {
-public:
-    explicit ExistingFile(const std::vector<std::uint8_t>& bytes) : out_(64u << 20) {
-        REQUIRE(out_.write(0, bytes.data(), bytes.size()) == Status::Ok);
-    }
-    std::uint64_t size() const override { return out_.length(); }
-    Status read(std::uint64_t offset, void* buf, std::size_t len) override {
-        if (offset > size() || len > size() - offset)
-            return Status::IoError;
-        return out_.read(offset, buf, len);
-    }
-    Status write(std::uint64_t offset, const void* buf, std::size_t len) override { return out_.write(offset, buf, len); }
-    std::vector<std::uint8_t> bytes() const { return out_.bytes(); }
-
-private:
-    hosted::MemoryOutput out_;
-};
+using hosted::ExistingFile;
 
 struct Made {
     Status status;
@@ -222,6 +206,7 @@ TEST_CASE("qcow2 encrypted convert -n: the existing writer unlocks and encrypts"
         });
         REQUIRE(m.status == Status::Ok);
         ExistingFile file(m.bytes);
+        REQUIRE(file.ok());
         hosted::BudgetAllocator alloc(64u << 20);
         Reasons reasons;
         guest::OpenRequest req{&file, nullptr, 0, &alloc, &hosted::host_codecs(), &reasons, nullptr, 70200};
