@@ -4,13 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/install-deps.sh
-# CI treats warnings as errors; a developer's build only shows them.
-werror=false
-[ "${CI:-}" = true ] && werror=true
-if [ -d build ]; then
-  meson configure build -Dwerror=$werror >/dev/null
-else
-  meson setup build -Dwerror=$werror >/dev/null
-fi
-ninja -C build
+# CI treats warnings as errors (tools/build.sh reads them off the build); a developer's build only
+# shows them.
+bash tools/build.sh
 bash tools/demo.sh build

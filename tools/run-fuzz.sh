@@ -19,7 +19,7 @@ command -v ccache >/dev/null && launcher="ccache "
 if [ ! -d "$dir" ]; then
   CC="$launcher$cc" CXX="$launcher$cxx" meson setup "$dir" -Dfuzz_engine=libfuzzer >/dev/null
 fi
-# No -Dwerror here: the gcc build is the warnings gate; this build is for findings.
+# No warnings gate here: the gcc build is the gate (tools/build.sh); this build is for findings.
 jobs=$(nproc)
 # The fuzz suite's executables, as ninja targets (only these are built: not the whole project).
 mapfile -t targets < <(meson introspect "$dir" --tests | python3 -c '

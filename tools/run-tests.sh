@@ -3,9 +3,7 @@
 # "N passed, N failed, N skipped" line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -d build ] || meson setup build >/dev/null
-[ "${CI:-}" = true ] && meson configure build -Dwerror=true >/dev/null
-ninja -C build >/dev/null
+bash tools/build.sh >/dev/null
 status=0
 meson test -C build --print-errorlogs --num-processes "$(nproc)" || status=$?
 # Coverage-guided fuzzing: clang + libFuzzer + ASan/UBSan in build-fuzz/, a fixed budget for all
