@@ -1,10 +1,10 @@
-// The body of convert -n's existing-image writer fuzz targets for vpc and vhdx (fuzz_vpc_existing,
-// fuzz_vhdx_existing): the input is the image; a few writes and zero writes at offsets derived from
-// it follow. It must never crash, write past its budget or loop; requests past the virtual size are
-// Invalid. (qcow2's and vmdk's targets bound their requests by the header's size instead.)
+// The body of convert -n's existing-image writer fuzz targets (fuzz_vpc_existing, fuzz_vhdx_existing,
+// fuzz_qcow2_existing, fuzz_vmdk_existing): the input is the image; a few writes and zero writes at
+// offsets derived from it follow. It must never crash, write past its budget or loop.
 #pragma once
 
 #include "hosted_create.h"
+#include "hosted_existing.h"
 #include "hosted_read.h"
 #include "hosted_support.h"
 
@@ -23,33 +23,27 @@ using instar::guest::Status;
 constexpr std::uint64_t OUTPUT_BUDGET = 64u << 20; // the image may grow to this much at most
 constexpr std::size_t MEMORY_BUDGET = 8u << 20;    // the guest arena stand-in
 constexpr std::uint64_t MAX_REQUEST = 128u << 10;  // bytes per fuzzed request
-constexpr std::uint64_t SPAN = 64u << 20;          // requests start below this virtual offset
+constexpr std::uint64_t SPAN = 64u << 20;          // unbounded requests start below this virtual offset
 constexpr int OPS = 12;
 
-class ExistingFile final : public instar::guest::BlockDevice {
-public:
-    ExistingFile(const std::uint8_t* d, std::size_t n) : out_(OUTPUT_BUDGET) {
-        if (n > 0 && out_.write(0, d, n) != Status::Ok)
-            std::abort();
-    }
-    std::uint64_t size() const override { return out_.length(); }
-    Status read(std::uint64_t offset, void* buf, std::size_t len) override {
-        if (offset > size() || len > size() - offset)
-            return Status::IoError;
-        return out_.read(offset, buf, len);
-    }
-    Status write(std::uint64_t offset, const void* buf, std::size_t len) override { return out_.write(offset, buf, len); }
-
-private:
-    instar::hosted::MemoryOutput out_;
+// Where the requests go. A writer that answers requests past the virtual size with Invalid (vpc,
+// vhdx) gets requests anywhere below SPAN (the defaults). A writer whose caller keeps requests inside
+// the header's virtual size (qcow2, vmdk: `inside` set, `disk` that size as read from the input) gets
+// requests inside it, and each must succeed.
+struct Requests {
+    bool inside = false;
+    std::uint64_t disk = 0;
+    std::uint64_t output_budget = OUTPUT_BUDGET;
 };
 
-// The whole target for a writer whose open_writer refuses what it cannot write and answers
-// requests past the virtual size with Invalid (vpc, vhdx): the input is the image.
-inline int fuzz_existing_writer(const std::uint8_t* data, std::size_t size, instar::guest::OpenWriterFn open_writer) {
-    if (size > OUTPUT_BUDGET)
+// Fuzz input -> image file -> open_writer -> OPS requests -> finish.
+inline int fuzz_existing_writer(const std::uint8_t* data, std::size_t size, instar::guest::OpenWriterFn open_writer,
+                                Requests bounds = {}) {
+    if (size > bounds.output_budget)
         return 0;
-    ExistingFile file(data, size);
+    ExistingFile file(data, size, static_cast<std::size_t>(bounds.output_budget));
+    if (!file.ok())
+        std::abort();
     instar::hosted::BudgetAllocator alloc(MEMORY_BUDGET);
     instar::guest::OpenRequest req{&file, nullptr, 0, &alloc, &instar::hosted::host_codecs(), nullptr, nullptr,
                                    100000};
@@ -60,14 +54,18 @@ inline int fuzz_existing_writer(const std::uint8_t* data, std::size_t size, inst
     for (std::size_t i = 0; i < std::min<std::size_t>(size, 64); ++i)
         seed = seed * 1099511628211ull ^ data[size - 1 - i];
     std::vector<std::uint8_t> buf(MAX_REQUEST, 0x5a);
+    const bool inside = bounds.inside;
+    const std::uint64_t sectors = inside ? bounds.disk / 512 : SPAN / 512;
     bool ok = true;
-    for (int op = 0; op < OPS && ok; ++op) {
+    for (int op = 0; op < OPS && sectors > 0 && ok; ++op) {
         seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-        const std::uint64_t at = ((seed >> 16) % (SPAN / 512)) * 512;
-        const std::uint64_t len = ((seed >> 40) % (MAX_REQUEST / 512) + 1) * 512;
+        const std::uint64_t at = ((seed >> 16) % sectors) * 512;
+        std::uint64_t len = ((seed >> 40) % (MAX_REQUEST / 512) + 1) * 512;
+        if (inside)
+            len = std::min<std::uint64_t>(len, bounds.disk - at);
         const Status st = (seed & 1) ? w->write(at, buf.data(), static_cast<std::size_t>(len))
                                      : w->write_zeroes(at, len, true);
-        ok = st == Status::Ok || st == Status::Invalid;
+        ok = st == Status::Ok || (!inside && st == Status::Invalid);
     }
     if (ok && w->finish() != Status::Ok)
         ok = false;

@@ -1,80 +1,16 @@
 // Fuzz target: convert -n's existing-image writer (qcow2_existing_write.h) over a hostile image.
-// The input is the image; a few writes and zero writes at offsets derived from it follow. It must
-// never crash, write past its budget or loop; when the writes succeed the reader must still open
-// the image (its header and tables were only ever checked, never rewritten).
-#include "hosted_create.h"
-#include "hosted_read.h"
-#include "hosted_support.h"
+// The shared body is tests/formats/fuzz_existing_writer.h; requests stay inside the header's virtual
+// size (open_writer checked it), as op_convert keeps them.
+#include "fuzz_existing_writer.h"
 #include "qcow2_existing_write.h"
-#include "qcow2_read.h"
 
-#include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
-#include <vector>
-
-namespace {
-
-using instar::guest::Status;
-
-constexpr std::uint64_t OUTPUT_BUDGET = 32u << 20; // the image may grow by this much at most
-constexpr std::size_t MEMORY_BUDGET = 8u << 20;    // the guest arena stand-in
-constexpr std::uint64_t MAX_REQUEST = 128u << 10;  // bytes per fuzzed request
-constexpr int OPS = 12;
-
-class ExistingFile final : public instar::guest::BlockDevice {
-public:
-    ExistingFile(const std::uint8_t* d, std::size_t n) : out_(OUTPUT_BUDGET) {
-        if (n > 0 && out_.write(0, d, n) != Status::Ok)
-            std::abort();
-    }
-    std::uint64_t size() const override { return out_.length(); }
-    Status read(std::uint64_t offset, void* buf, std::size_t len) override {
-        if (offset > size() || len > size() - offset)
-            return Status::IoError;
-        return out_.read(offset, buf, len);
-    }
-    Status write(std::uint64_t offset, const void* buf, std::size_t len) override { return out_.write(offset, buf, len); }
-
-private:
-    instar::hosted::MemoryOutput out_;
-};
-
-} // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-    ExistingFile file(data, size);
-    instar::hosted::BudgetAllocator alloc(MEMORY_BUDGET);
-    instar::guest::OpenRequest req{&file, nullptr, 0, &alloc, &instar::hosted::host_codecs(), nullptr, nullptr,
-                                   100000};
-    instar::guest::ImageWriter* w = nullptr;
-    if (instar::qcow2::open_writer(req, &w) != Status::Ok)
-        return 0;
-    std::uint64_t seed = size;
-    for (std::size_t i = 0; i < std::min<std::size_t>(size, 64); ++i)
-        seed = seed * 1099511628211ull ^ data[size - 1 - i];
-    std::vector<std::uint8_t> buf(MAX_REQUEST, 0x5a);
-    // The virtual size is the header's (checked by open_writer); requests stay inside it.
-    const std::uint64_t disk = size >= 32 ? (std::uint64_t{data[24]} << 56 | std::uint64_t{data[25]} << 48 |
-                                             std::uint64_t{data[26]} << 40 | std::uint64_t{data[27]} << 32 |
-                                             std::uint64_t{data[28]} << 24 | std::uint64_t{data[29]} << 16 |
-                                             std::uint64_t{data[30]} << 8 | data[31])
-                                          : 0;
-    bool ok = true;
-    for (int op = 0; op < OPS && disk >= 512 && ok; ++op) {
-        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-        const std::uint64_t sectors = disk / 512;
-        const std::uint64_t at = ((seed >> 16) % sectors) * 512;
-        const std::uint64_t len = std::min<std::uint64_t>(((seed >> 40) % (MAX_REQUEST / 512) + 1) * 512, disk - at);
-        const Status st = (seed & 1) ? w->write(at, buf.data(), static_cast<std::size_t>(len))
-                                     : w->write_zeroes(at, len, true);
-        ok = st == Status::Ok;
-    }
-    if (ok && w->finish() != Status::Ok)
-        ok = false;
-    w->close();
-    if (alloc.peak() > MEMORY_BUDGET)
-        std::abort();
-    return 0;
+    using namespace instar::hosted::existing_fuzz;
+    std::uint64_t disk = 0; // big-endian size at byte 24
+    for (std::size_t i = 24; i < 32 && size >= 32; ++i)
+        disk = disk << 8 | data[i];
+    return fuzz_existing_writer(data, size, instar::qcow2::open_writer, Requests{true, disk, 32u << 20});
 }

@@ -1,77 +1,18 @@
 // Fuzz target: the existing-image writer (vmdk_existing_write.h: commit's base, convert -n) over a
-// hostile monolithicSparse image. The input is the image; a few writes and zero writes at offsets
-// derived from it follow. It must never crash, write past its budget or loop.
-#include "hosted_create.h"
-#include "hosted_read.h"
-#include "hosted_support.h"
+// hostile monolithicSparse image. The shared body is tests/formats/fuzz_existing_writer.h; requests
+// stay inside the header's capacity (open_writer checked it).
+#include "fuzz_existing_writer.h"
 #include "vmdk_existing_write.h"
 
-#include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
-#include <vector>
-
-namespace {
-
-using instar::guest::Status;
-
-constexpr std::uint64_t OUTPUT_BUDGET = 32u << 20; // the image may grow by this much at most
-constexpr std::size_t MEMORY_BUDGET = 8u << 20;    // the guest arena stand-in
-constexpr std::uint64_t MAX_REQUEST = 128u << 10;  // bytes per fuzzed request
-constexpr int OPS = 12;
-
-class ExistingFile final : public instar::guest::BlockDevice {
-public:
-    ExistingFile(const std::uint8_t* d, std::size_t n) : out_(OUTPUT_BUDGET) {
-        if (n > 0 && out_.write(0, d, n) != Status::Ok)
-            std::abort();
-    }
-    std::uint64_t size() const override { return out_.length(); }
-    Status read(std::uint64_t offset, void* buf, std::size_t len) override {
-        if (offset > size() || len > size() - offset)
-            return Status::IoError;
-        return out_.read(offset, buf, len);
-    }
-    Status write(std::uint64_t offset, const void* buf, std::size_t len) override { return out_.write(offset, buf, len); }
-
-private:
-    instar::hosted::MemoryOutput out_;
-};
-
-} // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-    ExistingFile file(data, size);
-    instar::hosted::BudgetAllocator alloc(MEMORY_BUDGET);
-    instar::guest::OpenRequest req{&file, nullptr, 0, &alloc, &instar::hosted::host_codecs(), nullptr, nullptr,
-                                   100000};
-    instar::guest::ImageWriter* w = nullptr;
-    if (instar::vmdk::open_writer(req, &w) != Status::Ok)
-        return 0;
-    std::uint64_t seed = size;
-    for (std::size_t i = 0; i < std::min<std::size_t>(size, 64); ++i)
-        seed = seed * 1099511628211ull ^ data[size - 1 - i];
-    std::vector<std::uint8_t> buf(MAX_REQUEST, 0x5a);
-    // The virtual size is the header's capacity (little-endian sectors at byte 12; open_writer
-    // checked it); requests stay inside it.
-    std::uint64_t sectors = 0;
+    using namespace instar::hosted::existing_fuzz;
+    std::uint64_t sectors = 0; // little-endian capacity in sectors at byte 12
     for (int i = 7; i >= 0 && size >= 20; --i)
         sectors = sectors << 8 | data[12 + i];
-    bool ok = true;
-    for (int op = 0; op < OPS && sectors > 0 && ok; ++op) {
-        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-        const std::uint64_t at = ((seed >> 16) % sectors) * 512;
-        const std::uint64_t len =
-            std::min<std::uint64_t>(((seed >> 40) % (MAX_REQUEST / 512) + 1) * 512, sectors * 512 - at);
-        const Status st = (seed & 1) ? w->write(at, buf.data(), static_cast<std::size_t>(len))
-                                     : w->write_zeroes(at, len, true);
-        ok = st == Status::Ok;
-    }
-    if (ok && w->finish() != Status::Ok)
-        ok = false;
-    w->close();
-    if (alloc.peak() > MEMORY_BUDGET)
-        std::abort();
-    return 0;
+    // A capacity whose byte size overflows has no requests (open_writer refuses it anyway).
+    const std::uint64_t disk = sectors > (~std::uint64_t{0} >> 9) ? 0 : sectors * 512;
+    return fuzz_existing_writer(data, size, instar::vmdk::open_writer, Requests{true, disk, 32u << 20});
 }
