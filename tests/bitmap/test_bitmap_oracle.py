@@ -14,7 +14,7 @@ write count: qemu-img check must accept the image (exit 0 or 3: leaks allowed) a
 be the old or the new set, the data untouched.
 
 Usage: test_bitmap_oracle.py INSTAR QEMU72 QEMU10 QEMU_IO72
-Ends with "N passed, N failed"; exit 77 + "SKIPPED LOUDLY" when an oracle or /dev/kvm is missing.
+Ends with "N passed, N failed"; exit 77 + "SKIPPED LOUDLY" when an oracle is missing (without /dev/kvm it runs in the process sandbox).
 """
 import os
 import re
@@ -149,9 +149,8 @@ def main():
     if missing:
         print("SKIPPED LOUDLY: oracle(s) missing: %s" % ", ".join(missing))
         return 77
-    if not os.path.exists("/dev/kvm") and not os.environ.get("INSTAR_SANDBOX"):
-        print("SKIPPED LOUDLY: /dev/kvm is absent; instar bitmap needs the sandbox")
-        return 77
+    if not os.path.exists("/dev/kvm"):  # --sandbox=auto then picks the process sandbox
+        print("NOTE LOUDLY: /dev/kvm is absent; instar runs the guest code in the process sandbox")
     env = dict(os.environ, LC_ALL="C")
     work = tempfile.mkdtemp(prefix="instar-bitmap-")
     os.mkdir(os.path.join(work, "bin"))

@@ -212,9 +212,8 @@ def main():
         if not os.access(prog, os.X_OK):
             print("SKIPPED LOUDLY: %s missing; compare differential NOT run" % prog)
             return 77
-    if not os.path.exists("/dev/kvm"):
-        print("SKIPPED LOUDLY: /dev/kvm is absent; instar compare needs the KVM sandbox")
-        return 77
+    if not os.path.exists("/dev/kvm"):  # --sandbox=auto then picks the process sandbox
+        print("NOTE LOUDLY: /dev/kvm is absent; instar runs the guest code in the process sandbox")
     work = tempfile.mkdtemp(prefix="instar-compare-")
     passed, failed = 0, 0
     try:

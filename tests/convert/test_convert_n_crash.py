@@ -73,9 +73,8 @@ def main():
     if not all(os.access(x, os.X_OK) for x in (q72, qio)):
         print("SKIPPED LOUDLY: qemu-img or qemu-io is missing (run tools/install-deps.sh)")
         return 77
-    if not os.path.exists("/dev/kvm"):
-        print("SKIPPED LOUDLY: /dev/kvm is absent; instar convert needs the KVM sandbox")
-        return 77
+    if not os.path.exists("/dev/kvm"):  # --sandbox=auto then picks the process sandbox
+        print("NOTE LOUDLY: /dev/kvm is absent; instar runs the guest code in the process sandbox")
     passed, failed = 0, []
     work = tempfile.mkdtemp(prefix="instar-convert-n-crash-")
     try:

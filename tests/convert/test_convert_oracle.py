@@ -500,9 +500,8 @@ def main():
     if missing:
         print("SKIPPED LOUDLY: oracle(s) missing: %s (run tools/install-deps.sh)" % ", ".join(missing))
         return 77
-    if not os.path.exists("/dev/kvm"):
-        print("SKIPPED LOUDLY: /dev/kvm is absent; instar convert needs the KVM sandbox")
-        return 77
+    if not os.path.exists("/dev/kvm"):  # --sandbox=auto then picks the process sandbox
+        print("NOTE LOUDLY: /dev/kvm is absent; instar runs the guest code in the process sandbox")
     # CONVERT_ONLY=REGEX runs only the cases whose label matches (while working on a few).
     only = os.environ.get("CONVERT_ONLY")
     caps = capabilities(instar)

@@ -241,9 +241,8 @@ def main():
     if missing:
         print("SKIP: qemu-img oracle missing (%s); differential create test NOT run" % ", ".join(missing))
         return 77
-    if not os.path.exists("/dev/kvm"):
-        print("SKIP: /dev/kvm is absent; the sandboxed create test NOT run")
-        return 77
+    if not os.path.exists("/dev/kvm"):  # --sandbox=auto then picks the process sandbox
+        print("NOTE LOUDLY: /dev/kvm is absent; instar runs the guest code in the process sandbox")
     failures = []
     passed = 0
     work = tempfile.mkdtemp(prefix="instar-create-")

@@ -20,9 +20,8 @@ def main():
     if not (os.access(qimg, os.X_OK) and os.access(qio, os.X_OK)):
         print("SKIPPED LOUDLY: qemu-img/qemu-io missing")
         return 77
-    if not os.path.exists("/dev/kvm"):
-        print("SKIPPED LOUDLY: /dev/kvm is absent")
-        return 77
+    if not os.path.exists("/dev/kvm"):  # --sandbox=auto then picks the process sandbox
+        print("NOTE LOUDLY: /dev/kvm is absent; instar runs the guest code in the process sandbox")
     work = tempfile.mkdtemp(prefix="instar-dd-crash-")
     passed, failed = 0, 0
     try:

@@ -176,9 +176,8 @@ def main():
     if missing:
         print("SKIPPED LOUDLY: oracle(s) missing: %s (run tools/install-deps.sh)" % ", ".join(missing))
         return 77
-    if not os.path.exists("/dev/kvm"):
-        print("SKIPPED LOUDLY: /dev/kvm is absent; instar dd needs the KVM sandbox")
-        return 77
+    if not os.path.exists("/dev/kvm"):  # --sandbox=auto then picks the process sandbox
+        print("NOTE LOUDLY: /dev/kvm is absent; instar runs the guest code in the process sandbox")
     only = os.environ.get("DD_ONLY")
     work = tempfile.mkdtemp(prefix="instar-dd-")
     passed, failures = 0, []

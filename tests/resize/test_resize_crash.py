@@ -84,9 +84,8 @@ def main():
     if not (os.access(q, os.X_OK) and os.access(qio, os.X_OK)):
         print("SKIPPED LOUDLY: qemu-img/qemu-io missing; crash test NOT run")
         return 77
-    if not os.path.exists("/dev/kvm"):
-        print("SKIPPED LOUDLY: /dev/kvm is absent; instar resize needs the KVM sandbox")
-        return 77
+    if not os.path.exists("/dev/kvm"):  # --sandbox=auto then picks the process sandbox
+        print("NOTE LOUDLY: /dev/kvm is absent; instar runs the guest code in the process sandbox")
     work = tempfile.mkdtemp(prefix="instar-resize-crash-")
     passed = failed = 0
     try:

@@ -165,9 +165,8 @@ def main():
     if missing:
         print("SKIPPED LOUDLY: oracle(s) missing: %s (run tools/install-deps.sh)" % ", ".join(missing))
         return 77
-    if not os.path.exists("/dev/kvm"):
-        print("SKIPPED LOUDLY: /dev/kvm is absent; instar resize needs the KVM sandbox")
-        return 77
+    if not os.path.exists("/dev/kvm"):  # --sandbox=auto then picks the process sandbox
+        print("NOTE LOUDLY: /dev/kvm is absent; instar runs the guest code in the process sandbox")
     env = dict(os.environ, TZ="UTC", LC_ALL="C")
     work = tempfile.mkdtemp(prefix="instar-resize-")
     os.mkdir(os.path.join(work, "bin"))

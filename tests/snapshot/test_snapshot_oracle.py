@@ -103,9 +103,8 @@ def main():
     if missing:
         print("SKIPPED LOUDLY: oracle(s) missing: %s (run tools/install-deps.sh)" % ", ".join(missing))
         return 77
-    if not os.path.exists("/dev/kvm"):
-        print("SKIPPED LOUDLY: /dev/kvm is absent; instar snapshot needs the KVM sandbox")
-        return 77
+    if not os.path.exists("/dev/kvm"):  # --sandbox=auto then picks the process sandbox
+        print("NOTE LOUDLY: /dev/kvm is absent; instar runs the guest code in the process sandbox")
     env = dict(os.environ, TZ="Asia/Kolkata", LC_ALL="C")
     env.pop("INSTAR_TEST_KILL_AT_WRITE", None)
     work = tempfile.mkdtemp(prefix="instar-snapshot-")
