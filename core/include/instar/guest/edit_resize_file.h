@@ -45,6 +45,10 @@ inline Status resize_file_length(EditHost& host, BlockDevice& file, uint64_t cur
     // fills [old length, new length) as `mode` asks).
     if (length == current)
         return Status::Ok;
+    // Past the longest file the host writes (the output device's limit, INSTAR_MAX_OUTPUT_SIZE:
+    // far past ext4's 16 TiB): ftruncate's EFBIG in qemu's words.
+    if (length > file.size())
+        return edit_refuse(host, "Could not resize file: File too large", Status::TooLarge);
     const Status st = host.set_length(file, length, static_cast<Prealloc>(mode));
     if (st != Status::Ok)
         return edit_refuse(host, RESIZE_FILE_REFUSED, st);
