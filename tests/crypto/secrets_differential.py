@@ -25,9 +25,7 @@ FORMATS = {
               ['-f', 'qcow2', '-o', 'encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10']),
 }
 # Divergences documented in docs/quirks.md (secrets-*): (command, format, mode) not compared.
-NOT_COMPARED = {
-    ('resize', 'luks', 'given'),  # instar cannot resize luks images yet (quirk secrets-luks-resize)
-}
+NOT_COMPARED = set()
 
 
 def names(fmt, mode, d):

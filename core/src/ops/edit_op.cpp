@@ -7,6 +7,8 @@
 #include "ops/image_table.h"
 #include "info/info_decode.h"
 
+#include <instar/guest/edit_resize_file.h>
+
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -193,6 +195,9 @@ Expected<EditReport> run_edit(const EditCall& call, const vmm::SandboxConfig& sa
         return Error{report.error()};
     report->status = static_cast<guest::Status>(run->exit_status);
     report->info = std::move(info);
+    // The file length the host could not set (raw, luks): qemu names the errno.
+    if (run->host_errno != 0 && report->reason == guest::RESIZE_FILE_REFUSED)
+        report->reason = std::string("Could not resize file: ") + std::strerror(run->host_errno);
     return report;
 }
 

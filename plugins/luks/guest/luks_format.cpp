@@ -21,15 +21,6 @@ constexpr uint32_t QEMU_DETACHED_HEADER_VERSION = 90000;
 // The reader decrypts at most this much per step (a bounce buffer from the arena).
 constexpr size_t READ_CHUNK = 1u << 20;
 
-Status load_header(BlockDevice& dev, LuksHeader* h, uint64_t at = 0) {
-    if (dev.size() < sizeof(LuksHeaderDisk) || at > dev.size() - sizeof(LuksHeaderDisk))
-        return Status::Corrupt;
-    uint8_t buf[sizeof(LuksHeaderDisk)];
-    if (const Status st = dev.read(at, buf, sizeof buf); st != Status::Ok)
-        return st;
-    return luks_header_parse(buf, sizeof buf, h);
-}
-
 class LuksReader final : public ImageReader {
 public:
     LuksReader(BlockDevice& dev, guest::Allocator& alloc, const LuksHeader& h, uint64_t size, uint8_t* bounce)
@@ -158,6 +149,15 @@ void say_unsupported_mode(guest::ReasonSink* reasons, const LuksHeader& h) {
 }
 
 } // namespace
+
+Status load_header(BlockDevice& dev, LuksHeader* h, uint64_t at) {
+    if (dev.size() < sizeof(LuksHeaderDisk) || at > dev.size() - sizeof(LuksHeaderDisk))
+        return Status::Corrupt;
+    uint8_t buf[sizeof(LuksHeaderDisk)];
+    if (const Status st = dev.read(at, buf, sizeof buf); st != Status::Ok)
+        return st;
+    return luks_header_parse(buf, sizeof buf, h);
+}
 
 Status luks_unlock(BlockDevice& dev, uint64_t header_offset, guest::Allocator& alloc, const uint8_t* pass,
                    size_t pass_len, LuksHeader* header, SectorCipher* cipher, guest::ReasonSink* reasons,

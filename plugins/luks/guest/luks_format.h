@@ -17,6 +17,10 @@ guest::Status luks_unlock(guest::BlockDevice& dev, uint64_t header_offset, guest
                           const uint8_t* pass, size_t pass_len, LuksHeader* header, SectorCipher* cipher,
                           guest::ReasonSink* reasons, uint8_t* master_key_out = nullptr);
 
+// Reads and parses the LUKS1 header at `at` of `dev` (luks_header_parse's checks; Corrupt when the
+// device is too short for it).
+guest::Status load_header(guest::BlockDevice& dev, LuksHeader* h, uint64_t at = 0);
+
 guest::Status probe(guest::BlockDevice& dev, bool* match);
 guest::Status info(const guest::InfoRequest& req, guest::InfoSink& sink);
 guest::Status open(const guest::OpenRequest& req, guest::ImageReader** out);

@@ -1,13 +1,17 @@
 // LUKS unit tests: nettle's PBKDF2 through luks_pbkdf2 (RFC 6070 / RFC 7914 vectors), the header
 // parser on qemu-made headers and hostile variants, open's refusals, and the write side: the
-// anti-forensic split against the merge, images created then unlocked and read back.
+// anti-forensic split against the merge, images created then unlocked and read back, and resize's
+// arithmetic and refusals.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include "hosted_create.h"
 #include "hosted_support.h"
 #include "luks_create.h"
 #include "luks_crypto.h"
+#include "luks_edit.h"
 #include "luks_format.h"
 #include "luks_header.h"
+
+#include <instar/guest/edit_resize.h>
 
 #include <doctest/doctest.h>
 
@@ -357,4 +361,90 @@ TEST_CASE("create refusals") {
     guest::CreateOption sm4[] = {{"key-secret", "s"}, {"cipher-alg", "sm4"}};
     req.options = sm4;
     CHECK(luks::create(req, target) == guest::Status::Invalid); // not in 7.2's enum
+}
+
+namespace {
+
+// The edit host of the resize cases: records the reason and the length asked for.
+struct ResizeHost final : instar::guest::EditHost {
+    std::string why;
+    std::uint64_t length = 0;
+    Status set_length(instar::guest::BlockDevice&, std::uint64_t n, instar::guest::Prealloc) override {
+        length = n;
+        return Status::Ok;
+    }
+    Status flush(instar::guest::BlockDevice&) override { return Status::Ok; }
+    Status add_file(const char*, instar::guest::BlockDevice**) override { return Status::Unsupported; }
+    Status out(const char*, std::size_t) override { return Status::Ok; }
+    Status err(const char*, std::size_t) override { return Status::Ok; }
+    void reason(const char* t, std::size_t n) override { why.assign(t, n); }
+    Status data(std::uint32_t, const void*, std::size_t) override { return Status::Ok; }
+    void progress(std::uint64_t, std::uint64_t) override {}
+};
+
+Status resize_image(std::vector<std::uint8_t> bytes, std::uint64_t size, instar::guest::Prealloc mode,
+                    ResizeHost& host) {
+    instar::guest::ResizeArgs a{};
+    a.new_size = size;
+    a.prealloc = static_cast<std::uint32_t>(mode);
+    // An output device: its size() is the host's limit, not the file's length.
+    struct Output final : instar::guest::BlockDevice {
+        instar::hosted::MemoryDevice file;
+        explicit Output(std::vector<std::uint8_t> b) : file(std::move(b)) {}
+        std::uint64_t size() const override { return std::uint64_t{1} << 57; }
+        Status read(std::uint64_t offset, void* buf, std::size_t len) override { return file.read(offset, buf, len); }
+        Status write(std::uint64_t, const void*, std::size_t) override { return Status::IoError; }
+    } dev(std::move(bytes));
+    instar::hosted::BudgetAllocator alloc(1 << 20);
+    instar::guest::EditRequest req{};
+    req.command = instar::guest::EditCommand::Resize;
+    req.image = &dev;
+    req.image_length = dev.file.size();
+    req.writable = true;
+    req.args = reinterpret_cast<const std::uint8_t*>(&a);
+    req.args_len = sizeof a;
+    req.allocator = &alloc;
+    return instar::luks::edit(req, host);
+}
+
+} // namespace
+
+TEST_CASE("resize: the payload offset plus the new size, and refusals") {
+    auto bytes = corpus("header-xts.bin");
+    instar::luks::LuksHeader h;
+    REQUIRE(instar::luks::luks_header_parse(bytes.data(), bytes.size(), &h) == Status::Ok);
+    bytes.resize(h.payload_offset + 4096);
+    using instar::guest::Prealloc;
+    ResizeHost host;
+    CHECK(resize_image(bytes, 1000, Prealloc::Full, host) == Status::Ok);
+    CHECK(host.length == h.payload_offset + 1000);
+    host = {};
+    CHECK(resize_image(bytes, 4096, Prealloc::Off, host) == Status::Ok);
+    CHECK(host.length == 0); // the same length: nothing to do
+    host = {};
+    CHECK(resize_image(bytes, 1 << 20, Prealloc::Metadata, host) != Status::Ok);
+    CHECK(host.why == "Unsupported preallocation mode: metadata");
+    CHECK(host.length == 0);
+    host = {};
+    CHECK(resize_image(bytes, 9223372035781033984ull, Prealloc::Off, host) == Status::TooLarge);
+    CHECK(host.why == "offset(" + std::to_string(9223372035781033984ull + h.payload_offset) +
+                          ") exceeds maximum(9223372035781033984)");
+    host = {};
+    CHECK(resize_image(bytes, 1ull << 58, Prealloc::Metadata, host) != Status::Ok); // the mode first, as qemu
+    CHECK(host.why == "Unsupported preallocation mode: metadata");
+    host = {};
+    CHECK(resize_image(bytes, 1ull << 58, Prealloc::Off, host) == Status::TooLarge);
+    CHECK(host.why == "Could not resize file: File too large");
+    // Hostile headers: refused with the reason, the file left alone.
+    auto bad = bytes;
+    bad[4] = 0; // magic
+    host = {};
+    CHECK(resize_image(bad, 1 << 20, Prealloc::Off, host) != Status::Ok);
+    CHECK(host.why == "Volume is not in LUKS format or its header is corrupt");
+    CHECK(host.length == 0);
+    bad = bytes;
+    bad.resize(100); // shorter than the header
+    host = {};
+    CHECK(resize_image(bad, 1 << 20, Prealloc::Off, host) != Status::Ok);
+    CHECK(host.length == 0);
 }

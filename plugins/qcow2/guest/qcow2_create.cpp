@@ -27,19 +27,7 @@ namespace {
 // qemu's BDRV_MAX_LENGTH: the largest image length its block layer accepts.
 constexpr uint64_t BDRV_MAX_LENGTH = 9223372035781033984ull;
 
-void append_u64(char* dst, size_t cap, uint64_t v) {
-    char digits[21];
-    size_t n = 0;
-    do {
-        digits[n++] = static_cast<char>('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    char out[21];
-    for (size_t i = 0; i < n; ++i)
-        out[i] = digits[n - 1 - i];
-    out[n] = 0;
-    qcow2_append(dst, cap, out);
-}
+void append_u64(char* dst, size_t cap, uint64_t v) { guest::append_decimal(dst, cap, v); }
 
 size_t str_len(const char* s) {
     size_t n = 0;

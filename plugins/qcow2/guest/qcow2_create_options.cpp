@@ -4,6 +4,8 @@
 #include "qcow2_header.h"
 #include "qcow2_limits.h"
 
+#include <instar/guest/format_util.h>
+
 namespace instar::qcow2 {
 
 using guest::CreateRequest;
@@ -13,15 +15,7 @@ using guest::create_fail;
 using guest::create_option;
 using guest::create_str_equal;
 
-void qcow2_append(char* dst, size_t cap, const char* src) {
-    size_t n = 0;
-    while (n + 1 < cap && dst[n] != 0)
-        ++n;
-    for (size_t i = 0; src[i] != 0 && n + 1 < cap; ++i)
-        dst[n++] = src[i];
-    if (cap > 0)
-        dst[n < cap ? n : cap - 1] = 0;
-}
+void qcow2_append(char* dst, size_t cap, const char* src) { guest::append_text(dst, cap, src); }
 
 namespace {
 

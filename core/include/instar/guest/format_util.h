@@ -66,6 +66,32 @@ inline bool utf16_to_utf8(const uint8_t* src, size_t units, bool big_endian, cha
     return true;
 }
 
+// Appends NUL-terminated `text` to the NUL-terminated string in dst[cap] (cut at the end).
+inline void append_text(char* dst, size_t cap, const char* text) {
+    size_t n = 0;
+    while (n + 1 < cap && dst[n] != 0)
+        ++n;
+    for (size_t i = 0; text[i] != 0 && n + 1 < cap; ++i)
+        dst[n++] = text[i];
+    if (cap != 0)
+        dst[n] = 0;
+}
+
+// Appends `v` in decimal (a message's number: qemu's PRIu64 / PRId64 of a non-negative value).
+inline void append_decimal(char* dst, size_t cap, uint64_t v) {
+    char digits[21];
+    size_t n = 0;
+    do {
+        digits[n++] = static_cast<char>('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    char out[21];
+    for (size_t i = 0; i < n; ++i)
+        out[i] = digits[n - 1 - i];
+    out[n] = 0;
+    append_text(dst, cap, out);
+}
+
 // Owns one allocation from a guest Allocator for the scope of a call (p is nullptr when the
 // allocator is exhausted: check it).
 struct ScopedBuffer {

@@ -1,0 +1,14 @@
+// The luks format's in-place changes (ModuleOps::edit, instar/guest/edit_api.h, docs/edit.md): one
+// entry point that hands each command to its own file.
+#pragma once
+
+#include <instar/guest/edit_api.h>
+
+namespace instar::luks {
+
+guest::Status edit(const guest::EditRequest& req, guest::EditHost& host);
+
+// `resize`: the payload after the header grows or shrinks (qemu's block_crypto_co_truncate).
+guest::Status edit_resize(const guest::EditRequest& req, guest::EditHost& host);
+
+} // namespace instar::luks

@@ -1,0 +1,46 @@
+// luks: `resize` (EditCommand::Resize, docs/resize.md). qemu's block_crypto_co_truncate: the
+// payload offset is added to the new size and the file is truncated there by file-posix, with the
+// preallocation mode passed through (instar/guest/edit_resize_file.h). Nothing is encrypted: a grown
+// area holds whatever its zeros decrypt to, as in qemu. The key was unlocked by the host before the
+// edit (docs/architecture.md, "Secrets"), as qemu opens the image for I/O; this only reads the header
+// for its payload offset.
+#include "luks_edit.h"
+
+#include "luks_format.h"
+
+#include <instar/guest/edit_resize_file.h>
+#include <instar/guest/format_util.h>
+
+namespace instar::luks {
+
+namespace {
+
+// qemu's BDRV_MAX_LENGTH (QEMU_ALIGN_DOWN(INT64_MAX, 1 GiB)): bdrv_co_truncate of the file refuses
+// a longer length with bdrv_check_request's message.
+constexpr uint64_t QEMU_MAX_LENGTH = 9223372035781033984ull;
+
+} // namespace
+
+guest::Status edit_resize(const guest::EditRequest& req, guest::EditHost& host) {
+    guest::ResizeArgs a{};
+    if (const guest::Status st = guest::resize_file_args(req, host, &a); st != guest::Status::Ok)
+        return st;
+    LuksHeader h;
+    if (const guest::Status st = load_header(*req.image, &h); st != guest::Status::Ok)
+        return guest::edit_refuse(host, "Volume is not in LUKS format or its header is corrupt", st);
+    // payload_offset is a 32-bit sector count (at most 2 TiB): no overflow with new_size <= INT64_MAX.
+    const uint64_t length = h.payload_offset + a.new_size;
+    // bdrv_check_request runs twice: on the luks node's size, then on the file's length.
+    const uint64_t refused = a.new_size > QEMU_MAX_LENGTH ? a.new_size : length;
+    if (refused > QEMU_MAX_LENGTH) {
+        char text[guest::CREATE_MAX_REASON] = "offset(";
+        guest::append_decimal(text, sizeof text, refused);
+        guest::append_text(text, sizeof text, ") exceeds maximum(");
+        guest::append_decimal(text, sizeof text, QEMU_MAX_LENGTH);
+        guest::append_text(text, sizeof text, ")");
+        return guest::edit_refuse(host, text, guest::Status::TooLarge);
+    }
+    return guest::resize_file_length(host, *req.image, req.image_length, length, a.prealloc);
+}
+
+} // namespace instar::luks
