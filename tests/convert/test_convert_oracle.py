@@ -189,6 +189,9 @@ LOG_DATA = ("import sys\nsys.path.insert(0, %r)\nfrom vhdx_log_images import wit
             "b = block_offset('tgt-log-base.vhdx', 0)\n"
             "with_pending_log('tgt-log-base.vhdx', 'tgt-logd.vhdx', writes=[(b + 1044480, bytes(range(256)) * 16)],"
             " zeros=[(b + 1040384, 4096)], grow=4096)" % VHDX_LOG)
+fixture("tgt-logbad.vhdx", "vhdx", q("create", "-q", "-f", "vhdx", "tgt-log-base.vhdx", "16M"),
+        ["python3", "-c", "import sys\nsys.path.insert(0, %r)\nfrom vhdx_log_images import with_pending_log\n"
+         "with_pending_log('tgt-log-base.vhdx', 'tgt-logbad.vhdx', flushed=1 << 40)" % VHDX_LOG])
 fixture("tgt-logd.vhdx", "vhdx", q("create", "-q", "-f", "vhdx", "tgt-log-base.vhdx", "16M"),
         io("vhdx", "tgt-log-base.vhdx", "write -P 0x5a 0 1M"), ["python3", "-c", LOG_DATA])
 fixture("tgt-comp.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "tgt-comp.qcow2", "16M"),
@@ -366,6 +369,8 @@ REFUSED.append(("-n over compressed clusters", ["convert", "-n", "-f", "raw", "-
 for tname in ("tgt-log.vhdx", "tgt-logd.vhdx"):
     case("-n raw -> vhdx whose log needs replay %s" % tname, ["convert", "-n", "-f", "raw", "-O", "vhdx", "odd.raw",
                                                               "n.vhdx"], ["raw"], "vhdx", copies={"n.vhdx": tname})
+case("error: -n vhdx whose log cannot be replayed", ["convert", "-n", "-f", "raw", "-O", "vhdx", "odd.raw", "n.vhdx"],
+     ["raw"], "vhdx", expect_error=True, copies={"n.vhdx": "tgt-logbad.vhdx"})
 case("error: -n smaller vhdx whose log needs replay", ["convert", "-n", "-O", "vhdx", "q.qcow2", "ov.qcow2", "n.vhdx"],
      ["qcow2"], "vhdx", expect_error=True, copies={"n.vhdx": "tgt-logd.vhdx"})
 REFUSED.append(("-n into a qcow2 with snapshots", ["convert", "-n", "-f", "raw", "-O", "qcow2", "odd.raw", "n.qcow2"],

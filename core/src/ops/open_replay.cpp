@@ -23,9 +23,12 @@ Expected<bool> replay_on_open(const LoadedPlugin& plugin, OpenedFile& file, cons
     auto report = run_edit(call, sandbox, qemu_version);
     if (!report)
         return Error{"Could not open '" + name + "': " + report.error()};
-    if (report->status != guest::Status::Ok)
-        return Error{"Could not open '" + name + "': " +
-                     (report->reason.empty() ? status_message(report->status) : report->reason)};
+    if (report->status != guest::Status::Ok) {
+        std::string why = report->reason.empty() ? status_message(report->status) : report->reason;
+        for (std::size_t at; (at = why.find("{image}")) != std::string::npos;)
+            why.replace(at, 7, name);
+        return Error{"Could not open '" + name + "': " + why};
+    }
     struct stat st {};
     if (::fstat(file.fd, &st) != 0)
         return Error{"Could not open '" + name + "': " + std::strerror(errno)};

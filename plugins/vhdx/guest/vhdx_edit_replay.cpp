@@ -31,7 +31,8 @@ guest::Status edit_replay(const guest::EditRequest& req, guest::EditHost& host) 
         return Status::Ok;
     const Status st = vhdx_log_replay(dev, host, *req.allocator, seq, req.random);
     if (st == Status::Corrupt)
-        return guest::edit_refuse(host, "Invalid argument", st); // qemu: -EINVAL fails the open
+        // qemu: -EINVAL fails bdrv_open, whose message qemu-img's own "Could not open" wraps.
+        return guest::edit_refuse(host, "Could not open '{image}': Invalid argument", st);
     if (st == Status::TooLarge)
         return guest::edit_refuse(host,
                                   "The VHDX log to replay zeroes more than instar's limit VHDX_LOG_REPLAY_ZERO_MAX "

@@ -5,7 +5,7 @@ with_pending_log(src, dst, writes=(), zeros=(), grow=0): dst is src with one val
 read-only open refuses the image and a read-write open (convert -n, check -r all) replays it. The
 entry holds a data descriptor per (file_offset, 4096 bytes) in `writes` and a zero descriptor per
 (file_offset, length) in `zeros`; its last file offset is the file's length + `grow` (an unaligned
-value makes the replay grow the file to the next MiB). Layout from qemu's block/vhdx.h and
+value makes the replay grow the file to the next MiB); `flushed` overrides its flushed file offset. Layout from qemu's block/vhdx.h and
 vhdx-log.c (entry header, descriptors, data sectors, CRC-32C with the checksum field as zero).
 
 block_offset(path, index): the file offset of payload block `index` (FULLY_PRESENT), from the
@@ -48,7 +48,7 @@ def block_offset(path, index):
     raise ValueError("no BAT region in " + path)
 
 
-def with_pending_log(src, dst, writes=(), zeros=(), grow=0):
+def with_pending_log(src, dst, writes=(), zeros=(), grow=0, flushed=None):
     shutil.copyfile(src, dst)
     with open(dst, "r+b") as f:
         headers = []
@@ -72,7 +72,8 @@ def with_pending_log(src, dst, writes=(), zeros=(), grow=0):
         e[0:4] = b"loge"
         struct.pack_into("<IIQII", e, 8, len(e), 0, seq, count, 0)  # entry length, tail, sequence, descriptors
         e[32:48] = guid
-        struct.pack_into("<QQ", e, 48, size, size + grow)  # flushed and last file offsets
+        # flushed and last file offsets (a flushed offset past the end fails the replay: -EINVAL)
+        struct.pack_into("<QQ", e, 48, size if flushed is None else flushed, size + grow)
         at = 64
         for i, (file_offset, data) in enumerate(writes):
             assert len(data) == SECTOR
