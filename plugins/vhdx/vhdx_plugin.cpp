@@ -10,7 +10,8 @@ const FormatDescriptor DESCRIPTOR = {
     .aliases = nullptr,
     .version = "0.1.0",
     .description = "Microsoft Hyper-V VHDX (fixed, dynamic, differencing)",
-    .capabilities = CAP_INFO | CAP_CREATE | CAP_CREATE_DIFFERENCING | CAP_CONVERT | CAP_CONVERT_TARGET,
+    .capabilities = CAP_INFO | CAP_CREATE | CAP_CREATE_DIFFERENCING | CAP_CONVERT | CAP_CONVERT_TARGET |
+                    CAP_OPEN_REPLAY,
     .probe_priority = PROBE_NORMAL,
     .probe_rules = PROBE_RULES,
     .probe_rule_count = PROBE_RULE_COUNT,

@@ -183,6 +183,17 @@ fixture("tgt-log.vhdx", "vhdx", q("create", "-q", "-f", "vhdx", "tgt-log-base.vh
         io("vhdx", "tgt-log-base.vhdx", "write -P 0x5a 0 1M"),
         ["python3", "-c", "import sys\nsys.path.insert(0, %r)\nfrom vhdx_log_images import with_pending_log\n"
          "with_pending_log('tgt-log-base.vhdx', 'tgt-log.vhdx')" % VHDX_LOG])
+# The same with a log that changes data past odd.raw's end (a data and a zero sector in block 0) and
+# grows the file (an unaligned last file offset): the replay's result shows in the target.
+LOG_DATA = ("import sys\nsys.path.insert(0, %r)\nfrom vhdx_log_images import with_pending_log, block_offset\n"
+            "b = block_offset('tgt-log-base.vhdx', 0)\n"
+            "with_pending_log('tgt-log-base.vhdx', 'tgt-logd.vhdx', writes=[(b + 1044480, bytes(range(256)) * 16)],"
+            " zeros=[(b + 1040384, 4096)], grow=4096)" % VHDX_LOG)
+fixture("tgt-logbad.vhdx", "vhdx", q("create", "-q", "-f", "vhdx", "tgt-log-base.vhdx", "16M"),
+        ["python3", "-c", "import sys\nsys.path.insert(0, %r)\nfrom vhdx_log_images import with_pending_log\n"
+         "with_pending_log('tgt-log-base.vhdx', 'tgt-logbad.vhdx', flushed=1 << 40)" % VHDX_LOG])
+fixture("tgt-logd.vhdx", "vhdx", q("create", "-q", "-f", "vhdx", "tgt-log-base.vhdx", "16M"),
+        io("vhdx", "tgt-log-base.vhdx", "write -P 0x5a 0 1M"), ["python3", "-c", LOG_DATA])
 fixture("tgt-comp.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "tgt-comp.qcow2", "16M"),
         io("qcow2", "tgt-comp.qcow2", "write -c -P 0x5a 0 1M"))
 fixture("tgt-snap.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "tgt-snap.qcow2", "16M"),
@@ -353,10 +364,15 @@ case("error: -n smaller qcow2", ["convert", "-n", "-O", "qcow2", "q.qcow2", "out
      expect_error=True, copies={"out.qcow2": "tgt-1m.qcow2"})
 REFUSED.append(("-n over compressed clusters", ["convert", "-n", "-f", "raw", "-O", "qcow2", "odd.raw", "n.qcow2"],
                 "compressed clusters", {"n.qcow2": "tgt-comp.qcow2"}))
-# qemu-img replays the log on its read-write open, then writes (issue 9: not done in instar yet).
-REFUSED.append(("-n into a vhdx whose log needs replay", ["convert", "-n", "-f", "raw", "-O", "vhdx", "odd.raw",
-                                                          "n.vhdx"], "contains a log that needs to be replayed",
-                {"n.vhdx": "tgt-log.vhdx"}))
+# qemu-img replays the log on its read-write open, then writes (vhdx_log_replay.h); compare shows
+# that both replayed the same sectors (odd.raw leaves them alone) and left no log to replay.
+for tname in ("tgt-log.vhdx", "tgt-logd.vhdx"):
+    case("-n raw -> vhdx whose log needs replay %s" % tname, ["convert", "-n", "-f", "raw", "-O", "vhdx", "odd.raw",
+                                                              "n.vhdx"], ["raw"], "vhdx", copies={"n.vhdx": tname})
+case("error: -n vhdx whose log cannot be replayed", ["convert", "-n", "-f", "raw", "-O", "vhdx", "odd.raw", "n.vhdx"],
+     ["raw"], "vhdx", expect_error=True, copies={"n.vhdx": "tgt-logbad.vhdx"})
+case("error: -n smaller vhdx whose log needs replay", ["convert", "-n", "-O", "vhdx", "q.qcow2", "ov.qcow2", "n.vhdx"],
+     ["qcow2"], "vhdx", expect_error=True, copies={"n.vhdx": "tgt-logd.vhdx"})
 REFUSED.append(("-n into a qcow2 with snapshots", ["convert", "-n", "-f", "raw", "-O", "qcow2", "odd.raw", "n.qcow2"],
                 "internal snapshots", {"n.qcow2": "tgt-snap.qcow2"}))
 # -n into an existing monolithicSparse vmdk (vmdk_existing_write.cpp, written for commit's base).

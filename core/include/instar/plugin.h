@@ -59,6 +59,10 @@ enum Capability : std::uint32_t {
     // qemu's driver has bdrv_make_empty: commit (without -d) empties the top image afterwards, and
     // the guest half handles EditCommand::MakeEmpty (qcow; qcow2 is handled by core as before).
     CAP_MAKE_EMPTY = 1u << 17,
+    // qemu's driver changes the image when it opens it read-write (vhdx replays its log): before a
+    // read-write open inspects the image, the host runs the guest half's EditCommand::ReplayLog on
+    // it (core/src/ops/open_replay.h; convert -n).
+    CAP_OPEN_REPLAY = 1u << 18,
 };
 
 // How qemu's block driver for the format answers block status and backing where a reader's Extents

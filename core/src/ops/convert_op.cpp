@@ -4,6 +4,7 @@
 #include "ops/atomic_output.h"
 #include "ops/edit_op.h"
 #include "ops/guest_info_runner.h"
+#include "ops/open_replay.h"
 #include "ops/guest_module.h"
 #include "ops/image_table.h"
 #include "ops/info_op.h"
@@ -388,6 +389,11 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
         io.allow_paths = spec.allow_paths;
         io.top = &existing_file;
         io.read_write = true; // a read-only format's target: qemu's "Image is read-only" comes first
+        // qemu's read-write open replays what the format must replay first (a vhdx log).
+        if (auto replayed = replay_on_open(*spec.target.plugin, existing_file, spec.target.filename, sandbox,
+                                           qemu_version);
+            !replayed)
+            return Error{replayed.error()};
         if (auto opened = open_chain(io, plugins, *runner, existing); !opened)
             return Error{opened.error()};
         // The files the target names (vmdk extents), reopened read-write: the very files info

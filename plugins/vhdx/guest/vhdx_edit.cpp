@@ -9,6 +9,8 @@ guest::Status edit(const guest::EditRequest& req, guest::EditHost& host) {
         return edit_resize(req, host);
     case guest::EditCommand::MakeEmpty:
         return edit_empty(req, host);
+    case guest::EditCommand::ReplayLog:
+        return edit_replay(req, host);
     default:
         return guest::edit_refuse(host, "this operation is not supported for this image format");
     }

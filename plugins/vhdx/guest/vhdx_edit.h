@@ -12,5 +12,7 @@ guest::Status edit(const guest::EditRequest& req, guest::EditHost& host);
 guest::Status edit_resize(const guest::EditRequest& req, guest::EditHost& host);
 // commit's emptying of the top image (qemu's bdrv_make_empty).
 guest::Status edit_empty(const guest::EditRequest& req, guest::EditHost& host);
+// qemu's read-write open: the log replayed (vhdx_log_replay.h) before convert -n writes.
+guest::Status edit_replay(const guest::EditRequest& req, guest::EditHost& host);
 
 } // namespace instar::vhdx

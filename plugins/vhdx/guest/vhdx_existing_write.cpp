@@ -11,6 +11,7 @@
 #include "vhdx_create_layout.h"
 #include "vhdx_format.h"
 #include "vhdx_header.h"
+#include "vhdx_header_update.h"
 
 namespace instar::vhdx {
 
@@ -151,40 +152,18 @@ private:
         return dev_.write(bat_offset_ + index * 8, e, 8);
     }
 
-    // Both headers, as qemu's vhdx_update_headers: the current one with the next sequence number
-    // into the other slot, twice. File and data write GUIDs are renewed (MS-VHDX 2.2.2).
+    // vhdx_user_visible_write: both headers (vhdx_update_headers) with new file and data write
+    // GUIDs (MS-VHDX 2.2.2).
     Status renew_headers() {
-        guest::ScopedBuffer buf(alloc_, VHDX_HEADER_SIZE);
-        if (!buf.p)
-            return Status::NoMemory;
-        uint8_t* h = static_cast<uint8_t*>(buf.p);
-        for (int round = 0; round < 2; ++round) {
-            const uint64_t slots[2] = {VHDX_HEADER1_OFFSET, VHDX_HEADER2_OFFSET};
-            VhdxHeader parsed[2];
-            bool valid[2];
-            for (int i = 0; i < 2; ++i) {
-                if (const Status st = read_at(dev_, slots[i], h, VHDX_HEADER_SIZE); st != Status::Ok)
-                    return st;
-                valid[i] = vhdx_header_parse(h, VHDX_HEADER_SIZE, &parsed[i]);
-            }
-            const int current =
-                !valid[1] || (valid[0] && parsed[0].sequence_number >= parsed[1].sequence_number) ? 0 : 1;
-            if (!valid[current] || parsed[current].sequence_number == ~uint64_t{0})
-                return Status::Corrupt;
-            if (const Status st = read_at(dev_, slots[current], h, VHDX_HEADER_SIZE); st != Status::Ok)
-                return st;
-            const uint64_t seq = parsed[current].sequence_number + 1;
-            store_le(h + __builtin_offsetof(VhdxHeaderDisk, sequence_number), seq, 8);
-            if (round == 0) {
-                derive_guid(h + __builtin_offsetof(VhdxHeaderDisk, file_write_guid), seq, 1);
-                derive_guid(h + __builtin_offsetof(VhdxHeaderDisk, data_write_guid), seq, 2);
-            }
-            const size_t crc_at = __builtin_offsetof(VhdxHeaderDisk, checksum);
-            store_le(h + crc_at, crc32c_skipping(h, VHDX_HEADER_SIZE, crc_at), 4);
-            if (const Status st = dev_.write(slots[1 - current], h, VHDX_HEADER_SIZE); st != Status::Ok)
-                return st;
-        }
-        return Status::Ok;
+        VhdxHeader cur;
+        if (const Status st = vhdx_read_current_header(dev_, alloc_, &cur); st != Status::Ok)
+            return st;
+        uint8_t file_guid[16], data_guid[16];
+        __builtin_memcpy(file_guid, cur.raw + __builtin_offsetof(VhdxHeaderDisk, file_write_guid), 16);
+        __builtin_memcpy(data_guid, cur.raw + __builtin_offsetof(VhdxHeaderDisk, data_write_guid), 16);
+        derive_guid(file_guid, cur.sequence_number + 1, 1);
+        derive_guid(data_guid, cur.sequence_number + 1, 2);
+        return vhdx_update_headers(dev_, alloc_, VhdxHeaderChange{file_guid, data_guid, nullptr});
     }
 
     // A new GUID from the old one, the new sequence number and a label (CRC-32C of the three, four

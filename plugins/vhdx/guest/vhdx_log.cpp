@@ -1,4 +1,4 @@
-// The VHDX log search, as qemu's vhdx_log_search decides whether a log needs replay.
+// The VHDX log search: qemu's vhdx_log_search (block/vhdx-log.c) finds the active sequence of entries.
 #include "vhdx_log.h"
 
 #include "vhdx_bytes.h"
@@ -10,75 +10,131 @@ using guest::Status;
 
 namespace {
 
-constexpr uint32_t DESCRIPTORS_PER_SECTOR = VHDX_LOG_SECTOR_SIZE / sizeof(VhdxLogDescriptorDisk);
+constexpr uint32_t SECTOR = VHDX_LOG_SECTOR_SIZE;
+constexpr uint32_t DESCRIPTORS_PER_SECTOR = SECTOR / sizeof(VhdxLogDescriptorDisk);
 
-struct Log {
-    guest::BlockDevice& dev;
-    uint64_t offset;
-    uint32_t length;
-    uint8_t* sector; // one VHDX_LOG_SECTOR_SIZE buffer
-    uint64_t budget;
-    // Reads the log sector at byte index `idx` (wrapping around the circular log).
-    Status read(uint64_t idx) { return read_at(dev, offset + idx % length, sector, VHDX_LOG_SECTOR_SIZE); }
-};
-
-bool descriptor_valid(const uint8_t* p, uint64_t sequence) {
-    VhdxLogDescriptorDisk d;
-    __builtin_memcpy(&d, p, sizeof d);
-    if (load_le64(d.sequence_number) != sequence || load_le64(d.file_offset) % VHDX_LOG_SECTOR_SIZE != 0)
-        return false;
-    if (same_bytes(d.signature, "zero", 4))
-        return load_le64(d.leading_bytes_or_zero_length) % VHDX_LOG_SECTOR_SIZE == 0;
-    return same_bytes(d.signature, "desc", 4);
+uint32_t next_index(uint32_t idx, uint32_t length) { // vhdx_log_inc_idx
+    idx += SECTOR;
+    return idx >= length ? 0 : idx;
 }
 
-// Whether a valid entry starts at log byte index `start`.
-Status entry_valid(Log& log, const VhdxHeader& h, uint64_t start, bool* valid) {
+struct Search {
+    guest::BlockDevice& dev;
+    const VhdxHeader& h;
+    uint8_t* sector; // one SECTOR buffer
+    uint64_t budget;
+    Status charge() {
+        if (budget < SECTOR)
+            return Status::TooLarge;
+        budget -= SECTOR;
+        return Status::Ok;
+    }
+    // The sector at the read index, the index unchanged (vhdx_log_peek_hdr).
+    Status peek(const VhdxLogCursor& cur) {
+        const Status st = charge();
+        return st != Status::Ok ? st : read_at(dev, cur.offset + cur.read, sector, SECTOR);
+    }
+    Status next(VhdxLogCursor& cur, bool* got) {
+        const Status st = charge();
+        return st != Status::Ok ? st : vhdx_log_next_sector(dev, cur, sector, got);
+    }
+};
+
+// qemu's vhdx_validate_log_entry: an entry whose header is invalid (or, after the first, whose
+// sequence number does not follow `seq`) moves the read index one sector on; any other entry moves
+// it past the sectors read, valid or not (checksum). A descriptor that fails its checks fails the
+// search (vhdx_log_read_desc's -EINVAL).
+Status validate(Search& s, VhdxLogCursor& cur, uint64_t seq, bool* valid, VhdxLogEntry* out) {
     *valid = false;
-    Status st = log.read(start);
+    Status st = s.peek(cur);
     if (st != Status::Ok)
         return st;
-    VhdxLogEntryHeaderDisk e;
-    __builtin_memcpy(&e, log.sector, sizeof e);
-    const uint32_t entry_length = load_le32(e.entry_length);
-    const uint64_t sequence = load_le64(e.sequence_number);
-    const uint32_t count = load_le32(e.descriptor_count);
-    if (!same_bytes(e.signature, VHDX_LOG_SIGNATURE, 4) || entry_length > log.length ||
-        entry_length % VHDX_LOG_SECTOR_SIZE != 0 || sequence == 0)
+    VhdxLogEntry e;
+    if (!vhdx_log_entry_parse(s.sector, cur.length, s.h.log_guid, &e) || (seq > 0 && e.sequence_number != seq + 1)) {
+        cur.read = next_index(cur.read, cur.length);
         return Status::Ok;
-    for (int i = 0; i < 16; ++i)
-        if (e.log_guid[i] != h.log_guid[i])
-            return Status::Ok;
-    if (static_cast<uint64_t>(count) * sizeof(VhdxLogDescriptorDisk) > entry_length)
-        return Status::Ok;
-    const uint64_t desc_sectors = (static_cast<uint64_t>(count) + 2 + DESCRIPTORS_PER_SECTOR - 1) / DESCRIPTORS_PER_SECTOR;
-    const uint64_t total_sectors = entry_length / VHDX_LOG_SECTOR_SIZE;
-    const uint64_t sectors = total_sectors > desc_sectors ? total_sectors : desc_sectors;
-    if (sectors * VHDX_LOG_SECTOR_SIZE > log.budget)
-        return Status::TooLarge;
-    log.budget -= sectors * VHDX_LOG_SECTOR_SIZE;
-    const uint32_t stored_crc = load_le32(e.checksum);
-    uint32_t crc = 0xFFFFFFFFu;
-    uint64_t desc_index = 0;
-    for (uint64_t s = 0; s < sectors; ++s) {
-        if (s != 0 && (st = log.read(start + s * VHDX_LOG_SECTOR_SIZE)) != Status::Ok)
-            return st;
-        if (s < desc_sectors) {
-            for (uint32_t slot = s == 0 ? 2 : 0; slot < DESCRIPTORS_PER_SECTOR && desc_index < count; ++slot, ++desc_index)
-                if (!descriptor_valid(log.sector + slot * sizeof(VhdxLogDescriptorDisk), sequence))
-                    return Status::Ok;
-        }
-        if (s == 0) // the stored checksum counts as zero
-            __builtin_memset(log.sector + offsetof(VhdxLogEntryHeaderDisk, checksum), 0, 4);
-        crc = crc32c_update(crc, log.sector, VHDX_LOG_SECTOR_SIZE);
     }
-    *valid = (crc ^ 0xFFFFFFFFu) == stored_crc;
+    const uint32_t desc_sectors = vhdx_log_desc_sectors(e.descriptor_count);
+    const uint32_t total_sectors = e.entry_length / SECTOR;
+    uint32_t crc = 0xFFFFFFFFu;
+    uint64_t index = 0;
+    for (uint32_t i = 0; i < desc_sectors; ++i) {
+        bool got = false;
+        if ((st = s.next(cur, &got)) != Status::Ok)
+            return st;
+        if (!got)
+            return Status::Corrupt;
+        if (!vhdx_log_sector_descriptors_valid(s.sector, i, e, &index))
+            return Status::Corrupt;
+        if (i == 0) // the stored checksum counts as zero
+            __builtin_memset(s.sector + offsetof(VhdxLogEntryHeaderDisk, checksum), 0, 4);
+        crc = crc32c_update(crc, s.sector, SECTOR);
+    }
+    for (uint32_t i = desc_sectors; i < total_sectors; ++i) {
+        bool got = false;
+        if ((st = s.next(cur, &got)) != Status::Ok)
+            return st;
+        if (!got)
+            return Status::Ok;
+        crc = crc32c_update(crc, s.sector, SECTOR);
+    }
+    *valid = (crc ^ 0xFFFFFFFFu) == e.checksum;
+    if (*valid)
+        *out = e;
     return Status::Ok;
 }
 
 } // namespace
 
-Status vhdx_log_check(guest::BlockDevice& dev, guest::Allocator& alloc, const VhdxHeader& h) {
+Status vhdx_log_next_sector(guest::BlockDevice& dev, VhdxLogCursor& cur, uint8_t* sector, bool* got) {
+    *got = false;
+    if (cur.read == cur.write)
+        return Status::Ok;
+    const Status st = read_at(dev, cur.offset + cur.read, sector, SECTOR);
+    if (st != Status::Ok)
+        return st;
+    cur.read = next_index(cur.read, cur.length);
+    *got = true;
+    return Status::Ok;
+}
+
+bool vhdx_log_entry_parse(const uint8_t* sector, uint32_t log_length, const uint8_t* log_guid, VhdxLogEntry* out) {
+    VhdxLogEntryHeaderDisk e;
+    __builtin_memcpy(&e, sector, sizeof e);
+    out->checksum = load_le32(e.checksum);
+    out->entry_length = load_le32(e.entry_length);
+    out->sequence_number = load_le64(e.sequence_number);
+    out->descriptor_count = load_le32(e.descriptor_count);
+    out->flushed_file_offset = load_le64(e.flushed_file_offset);
+    out->last_file_offset = load_le64(e.last_file_offset);
+    if (!same_bytes(e.signature, VHDX_LOG_SIGNATURE, 4) || out->entry_length > log_length ||
+        out->entry_length % SECTOR != 0 || out->sequence_number == 0)
+        return false;
+    for (int i = 0; i < 16; ++i)
+        if (e.log_guid[i] != log_guid[i])
+            return false;
+    return static_cast<uint64_t>(out->descriptor_count) * sizeof(VhdxLogDescriptorDisk) <= out->entry_length;
+}
+
+bool vhdx_log_descriptor_valid(const uint8_t* p, uint64_t sequence) {
+    VhdxLogDescriptorDisk d;
+    __builtin_memcpy(&d, p, sizeof d);
+    if (load_le64(d.sequence_number) != sequence || load_le64(d.file_offset) % SECTOR != 0)
+        return false;
+    if (same_bytes(d.signature, "zero", 4))
+        return load_le64(d.leading_bytes_or_zero_length) % SECTOR == 0;
+    return same_bytes(d.signature, "desc", 4);
+}
+
+bool vhdx_log_sector_descriptors_valid(const uint8_t* sector, uint32_t i, const VhdxLogEntry& e, uint64_t* index) {
+    for (uint32_t slot = i == 0 ? 2 : 0; slot < DESCRIPTORS_PER_SECTOR && *index < e.descriptor_count; ++slot, ++*index)
+        if (!vhdx_log_descriptor_valid(sector + slot * sizeof(VhdxLogDescriptorDisk), e.sequence_number))
+            return false;
+    return true;
+}
+
+Status vhdx_log_search(guest::BlockDevice& dev, guest::Allocator& alloc, const VhdxHeader& h, VhdxLogSequence* out) {
+    *out = VhdxLogSequence{};
     if (h.log_offset < VHDX_LOG_MIN_SIZE || h.log_offset % VHDX_LOG_MIN_SIZE != 0)
         return Status::Corrupt;
     if (h.log_version != 0)
@@ -90,19 +146,46 @@ Status vhdx_log_check(guest::BlockDevice& dev, guest::Allocator& alloc, const Vh
     uint64_t end;
     if (!add_u64(h.log_offset, h.log_length, &end) || end > dev.size())
         return Status::Corrupt;
-    Buffer sector(alloc, VHDX_LOG_SECTOR_SIZE);
+    Buffer sector(alloc, SECTOR);
     if (!sector.p)
         return Status::NoMemory;
-    Log log{dev, h.log_offset, h.log_length, sector.p, VHDX_LOG_SCAN_BUDGET};
-    for (uint64_t at = 0; at < h.log_length; at += VHDX_LOG_SECTOR_SIZE) {
+    Search s{dev, h, sector.p, VHDX_LOG_SCAN_BUDGET};
+    // The whole log is searched as if full (write index at its end, which reading never reaches).
+    VhdxLogCursor cur{h.log_offset, h.log_length, 0, h.log_length};
+    for (;;) {
+        const uint64_t seq = 0; // qemu never sets it before the chain's second entry
+        const uint32_t tail = cur.read;
+        VhdxLogSequence current{};
         bool valid = false;
-        const Status st = entry_valid(log, h, at, &valid);
-        if (st != Status::Ok)
+        VhdxLogEntry e;
+        if (const Status st = validate(s, cur, seq, &valid, &e); st != Status::Ok)
             return st;
-        if (valid)
-            return Status::Unsupported;
+        if (valid) {
+            current = VhdxLogSequence{true, 1, e.sequence_number, {h.log_offset, h.log_length, tail, cur.read}};
+            uint64_t chain_seq = seq;
+            for (;;) {
+                if (const Status st = validate(s, cur, chain_seq, &valid, &e); st != Status::Ok)
+                    return st;
+                if (!valid)
+                    break;
+                current.cursor.write = cur.read;
+                ++current.count;
+                chain_seq = e.sequence_number;
+            }
+        }
+        if (current.valid && (!out->valid || current.sequence > out->sequence))
+            *out = current;
+        if (cur.read < tail)
+            return Status::Ok;
     }
-    return Status::Ok;
+}
+
+Status vhdx_log_check(guest::BlockDevice& dev, guest::Allocator& alloc, const VhdxHeader& h) {
+    VhdxLogSequence seq;
+    const Status st = vhdx_log_search(dev, alloc, h, &seq);
+    if (st != Status::Ok)
+        return st;
+    return seq.valid ? Status::Unsupported : Status::Ok;
 }
 
 } // namespace instar::vhdx

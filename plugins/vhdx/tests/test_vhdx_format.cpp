@@ -82,6 +82,24 @@ TEST_CASE("info: a log that needs replay is refused; a stale entry is ignored") 
     CHECK(run(img).status == Status::Corrupt);
 }
 
+TEST_CASE("info: an entry with a valid header and a bad descriptor fails the open, as qemu's search does") {
+    auto img = vhdx_test::image();
+    add_log_entry(img, 3);
+    const std::size_t e = vhdx_test::LOG_OFFSET + 3 * 4096;
+    vhdx_test::le(img, e + 24, 1, 4); // one descriptor: a zero run of one sector at 8 MiB
+    std::memcpy(img.data() + e + 64, "zero", 4);
+    vhdx_test::le(img, e + 72, 4096, 8);
+    vhdx_test::le(img, e + 80, 8 << 20, 8);
+    vhdx_test::le(img, e + 88, 9, 8);
+    vhdx_test::seal(img, e, 4096);
+    CHECK(run(img).status == Status::Unsupported); // a valid entry: the log needs replay
+    vhdx_test::le(img, e + 80, (8 << 20) + 512, 8); // not sector-aligned: qemu's -EINVAL
+    vhdx_test::seal(img, e, 4096);
+    const auto r = run(img);
+    CHECK(r.status == Status::Corrupt);
+    CHECK(r.info.reason == "Could not open '{image}': Invalid argument");
+}
+
 TEST_CASE("hostile: a log full of entries spanning the whole log stays within the scan budget") {
     auto img = vhdx_test::image();
     for (std::size_t h : {64 * 1024, 128 * 1024}) {

@@ -26,6 +26,10 @@ enum class EditCommand : uint32_t {
     Bitmap = 4,     // instar/guest/edit_bitmap.h
     SetBacking = 5, // instar/guest/edit_backing.h (rebase -u; the last step of rebase and commit)
     MakeEmpty = 6,  // no arguments: commit's emptying of the top image (qemu's bdrv_make_empty)
+    // No arguments: what qemu's read-write open changes before anything reads the image (vhdx
+    // replays its log), for a format declaring CAP_OPEN_REPLAY. Ok, nothing written, when there is
+    // nothing to replay or the image fails an earlier open check (the open that follows words it).
+    ReplayLog = 7,
 };
 
 // Longest command argument the host sends (names, option lists): far below guest RAM.
