@@ -51,10 +51,11 @@ const Divergence DIVERGENCES[] = {
      "or more is reported as an overflow",
      "the in-guest array is bounded (4 bytes per cluster); qemu allocates up to INT_MAX clusters on the host"},
     {"qcow2-check-repair", "check",
-     "check -r stops before writing anything when the image needs a refcount rebuild, a larger file for a "
-     "refcount block outside it, snapshot table fixes or zeroed misaligned entries; persistent bitmaps are "
-     "left in place (qemu-img re-stores them when it closes the image)",
-     "those repairs allocate new metadata and are not built yet; a repair is never left half done"},
+     "check -r all refuses one repair: a refcount block outside the file beyond the in-guest array where the "
+     "host file system lets the file grow to it (the file is extended to that block as qemu's repair does, "
+     "nothing else is written); a rebuild flushes its new structure before the header switch (qemu flushes "
+     "only after)",
+     "the in-guest array is bounded; a repair is never left half done"},
     {"qcow2-encrypt-iter-time", "create",
      "encrypt.format=luks: PBKDF2 iteration counts come from encrypt.iter-time by the luks plugin's fixed rate "
      "per hash (luks-iter-time), not by qemu's timing loop",

@@ -3,6 +3,7 @@
 
 #include "ops/check_op.h"
 
+#include <cerrno>
 #include <cstring>
 #include <vector>
 
@@ -69,4 +70,22 @@ TEST_CASE("check records: refused shapes") {
     instar_check_result flags{};
     flags.flags = 2;
     CHECK(!decode_check_records(std::vector<vmm::Record>{result(flags)}));
+}
+
+TEST_CASE("check records: the errno marker ends a marked line with the host's errno text") {
+    instar_check_result res{};
+    const std::vector<vmm::Record> recs{text("Repairing refcount block 1 is outside image\n"
+                                             "\x01\x02" "Could not resize file: \n"
+                                             "\x02" "ERROR could not resize image: \n"
+                                             "a \x02 inside a line\n"),
+                                        result(res)};
+    auto r = decode_check_records(recs, EFBIG);
+    REQUIRE(r);
+    CHECK(r->diagnostics == "Repairing refcount block 1 is outside image\n"
+                            "\x01" "Could not resize file: File too large\n"
+                            "ERROR could not resize image: File too large\n"
+                            "a ? inside a line\n");
+    auto none = decode_check_records(std::vector<vmm::Record>{text("\x02" "ERROR x: \n"), result(res)});
+    REQUIRE(none);
+    CHECK(none->diagnostics == "ERROR x: Input/output error\n");
 }

@@ -12,6 +12,7 @@
 #include <cctype>
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -31,7 +32,7 @@ constexpr std::uint64_t CHECK_BYTES_PER_SECOND = 512ull << 20;
 constexpr std::uint64_t CHECK_VIRTUAL_BYTES_PER_SECOND = 2ull << 40;
 
 // The text records of a run that failed: what the guest printed before it stopped.
-std::string partial_text(std::span<const vmm::Record> records) {
+std::string partial_text(std::span<const vmm::Record> records, int host_errno) {
     std::string out;
     for (const auto& rec : records) {
         instar_check_record_head head{};
@@ -40,11 +41,27 @@ std::string partial_text(std::span<const vmm::Record> records) {
         std::memcpy(&head, rec.data.data(), sizeof head);
         if (head.kind != INSTAR_CHECK_TEXT)
             continue;
-        append_guest_text(out, rec.data.data() + sizeof head, rec.data.size() - sizeof head);
+        append_check_text(out, rec.data.data() + sizeof head, rec.data.size() - sizeof head, host_errno);
     }
     if (!out.empty() && out.back() != '\n')
         out.push_back('\n');
     return out;
+}
+
+// Whether info listed a vmdk extent of type SESPARSE (the "extents" list of its format-specific
+// data, filled by the vmdk module from the descriptor's extent lines).
+bool has_sesparse_extent(const NodeInfo& node) {
+    if (node.format != "vmdk")
+        return false;
+    const auto* extents = node.specific.if_contains("extents");
+    if (extents == nullptr || !extents->is_array())
+        return false;
+    for (const auto& e : extents->get_array()) {
+        const auto* format = e.is_object() ? e.get_object().if_contains("format") : nullptr;
+        if (format != nullptr && format->is_string() && format->get_string() == "SESPARSE")
+            return true;
+    }
+    return false;
 }
 
 struct Fd {
@@ -57,7 +74,33 @@ struct Fd {
 
 } // namespace
 
-Expected<CheckReport> decode_check_records(std::span<const vmm::Record> records) {
+void append_check_text(std::string& out, const std::uint8_t* data, std::size_t len, int host_errno) {
+    const char* why = host_errno != 0 ? std::strerror(host_errno) : std::strerror(EIO);
+    std::vector<std::uint8_t> text;
+    text.reserve(len);
+    bool line_start = out.empty() || out.back() == '\n';
+    bool after_name = false; // just after a line-start 0x01
+    bool with_errno = false;
+    for (std::size_t i = 0; i < len; ++i) {
+        const std::uint8_t c = data[i];
+        if (c == 0x02 && (line_start || after_name)) {
+            with_errno = true;
+        } else {
+            if (c == '\n' && with_errno) {
+                text.insert(text.end(), why, why + std::strlen(why));
+                with_errno = false;
+            }
+            text.push_back(c);
+        }
+        after_name = line_start && c == 0x01;
+        line_start = c == '\n';
+    }
+    if (with_errno)
+        text.insert(text.end(), why, why + std::strlen(why));
+    append_guest_text(out, text.data(), text.size());
+}
+
+Expected<CheckReport> decode_check_records(std::span<const vmm::Record> records, int host_errno) {
     CheckReport out;
     bool have_result = false;
     for (const auto& rec : records) {
@@ -70,7 +113,7 @@ Expected<CheckReport> decode_check_records(std::span<const vmm::Record> records)
         if (have_result)
             return Error{"the sandbox sent check records after its result"};
         if (head.kind == INSTAR_CHECK_TEXT) {
-            append_guest_text(out.diagnostics, rec.data.data() + sizeof head, rec.data.size() - sizeof head);
+            append_check_text(out.diagnostics, rec.data.data() + sizeof head, rec.data.size() - sizeof head, host_errno);
         } else if (head.kind == INSTAR_CHECK_RESULT) {
             if (rec.data.size() != sizeof head + sizeof out.result)
                 return Error{"the sandbox sent a check result of the wrong size"};
@@ -135,6 +178,10 @@ Expected<CheckReport> run_check(const CheckOptions& opts, const PluginRegistry& 
         found = &chain.links.front();
     }
     const ChainLink& link = *found;
+    // qemu-img check -r opens the image read-write, and qemu's vmdk driver refuses that for a
+    // seSparse extent (vmdk_open_se_sparse) before any check: the same words and exit code.
+    if (opts.fix && has_sesparse_extent(link.node))
+        return Error{"Could not open '" + opts.filename + "': No write support for seSparse images available"};
     // qemu-img check opens the image for I/O (info does not): an encrypted image's key is unlocked
     // (ops/map_op.h's unlock_image), though the check itself reads no data.
     if (auto unlocked = unlock_image(link, opts.secret, sandbox, qemu_version); !unlocked)
@@ -182,7 +229,7 @@ Expected<CheckReport> run_check(const CheckOptions& opts, const PluginRegistry& 
     if (status != guest::Status::Ok) {
         CheckReport failed;
         failed.format = link.node.format;
-        failed.diagnostics = partial_text(run->records);
+        failed.diagnostics = partial_text(run->records, run->host_errno);
         if (status == guest::Status::TooLarge)
             failed.failure = "Check failed: '" + opts.filename +
                              "' has more clusters than instar's in-guest check allows (QCOW2_CHECK_MAX_CLUSTERS = "
@@ -191,14 +238,15 @@ Expected<CheckReport> run_check(const CheckOptions& opts, const PluginRegistry& 
             failed.failure = "Check failed: the check's reference-count array for '" + opts.filename +
                              "' does not fit in guest memory; raise --max-guest-memory (docs/check.md)";
         else if (status == guest::Status::Unsupported && opts.fix)
-            failed.failure = "Check failed: this image needs a repair instar does not implement (growing the "
-                             "file for a refcount block beyond instar's in-guest array; docs/check.md); nothing "
-                             "was written";
+            failed.failure = "Check failed: this image needs a repair instar does not implement (a refcount "
+                             "block so far past the end of the file that instar's in-guest array cannot follow "
+                             "it; docs/check.md); the file was extended with zeros to that block as qemu's "
+                             "repair does, nothing else was written";
         else
             failed.failure = "Check failed: " + status_message(status);
         return failed;
     }
-    auto report = decode_check_records(run->records);
+    auto report = decode_check_records(run->records, run->host_errno);
     if (!report)
         return Error{report.error()};
     report->format = link.node.format;

@@ -36,7 +36,15 @@ struct CheckReport {
 };
 
 // Decodes INSTAR_REC_CHECK records: text chunks then exactly one result, nothing after it.
-Expected<CheckReport> decode_check_records(std::span<const vmm::Record> records);
+// host_errno: the run's first failed device operation (vmm::RunResult::host_errno, 0: none), whose
+// text ends each line the guest marked with 0x02 (append_check_text).
+Expected<CheckReport> decode_check_records(std::span<const vmm::Record> records, int host_errno = 0);
+
+// Appends a check text chunk to `out`: a line that starts with 0x02 (after the program-name marker
+// 0x01, if any) ends with strerror(host_errno) ("Input/output error" when the host saw no failure):
+// the guest only learns that a device operation failed, qemu prints why. The rest as
+// append_guest_text (control bytes replaced, 0x01 kept at a line start).
+void append_check_text(std::string& out, const std::uint8_t* data, std::size_t len, int host_errno);
 
 Expected<CheckReport> run_check(const CheckOptions& opts, const PluginRegistry& plugins,
                                 const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version);

@@ -96,7 +96,6 @@ struct Checker {
 
     uint32_t fix = 0;                            // guest::CHECK_FIX_*
     Status (*flush)(BlockDevice&) = nullptr;     // with fix: makes writes durable
-    bool unsupported = false;                    // a repair instar does not implement was needed
 
     bool fix_errors() const { return (fix & guest::CHECK_FIX_ERRORS) != 0; }
     // calculate_refcounts' fix argument: the repair's, except in the recount after a rebuild (0).
@@ -556,7 +555,8 @@ struct Checker {
                 offset = pre_sn_offset;
                 break;
             }
-            if (r == 0 && (table_length > QCOW_MAX_SNAPSHOTS_SIZE || offset - off > INT_MAX_U)) {
+            const bool too_big = r == 0 && (table_length > QCOW_MAX_SNAPSHOTS_SIZE || offset - off > INT_MAX_U);
+            if (too_big) {
                 why = "Snapshot table is too big";
             } else if (r == 0) {
                 continue;
@@ -571,6 +571,12 @@ struct Checker {
             line.emit(sink);
             if (why == nullptr)
                 text("You can force-remove this extra metadata with qemu-img check -r all");
+            else if (too_big) // qemu's error_append_hint in qcow2_do_read_snapshots
+                CheckLine()
+                    .s("You can force-remove all ")
+                    .u(n - i)
+                    .s(" overhanging snapshots with qemu-img check -r all")
+                    .emit(sink);
             alloc.deallocate(s, sizeof(Snap));
             h.nb_snapshots = 0;
             h.snapshots_offset = 0;
@@ -761,13 +767,14 @@ struct Checker {
                 CheckLine().s(calc_fix_errors ? "Repairing" : "ERROR").s(" refcount block ").u(i).s(" is outside image").emit(sink);
                 if (calc_fix_errors) {
                     // qemu grows the file to end with the block (bdrv_truncate to offset + cluster).
-                    if (unsupported || cluster + 1 >= imrt_cap) {
-                        unsupported = true; // beyond the array sized up front: refused, nothing written
+                    // A block beyond the array: check() tried that grow before anything else was
+                    // written, and it failed (had it worked, the repair would have stopped there).
+                    if (cluster + 1 >= imrt_cap) {
+                        resize_failed(rebuild);
                         continue;
                     }
-                    if (const int32_t r = grow_file_to(offset + cs); r < 0) {
-                        *rebuild = true;
-                        CheckLine().s("ERROR could not resize image: ").s(errno_text(-r)).emit(sink);
+                    if (grow_file_to(offset + cs) < 0) {
+                        resize_failed(rebuild);
                         continue;
                     }
                     nb_clusters = (file_len + cs - 1) >> bits;
@@ -789,6 +796,16 @@ struct Checker {
             }
         }
         return 0;
+    }
+
+    // qemu's failed bdrv_co_truncate in check_refblocks: the file driver's error_report_err, then
+    // the check's line, and a rebuild. The errno is the host's (the run's first failed device
+    // operation): the guest only learns that the write failed, so the lines carry the check text's
+    // errno marker (0x02 at the line start; ops/check_op and docs/guest-abi.md).
+    void resize_failed(bool* rebuild) {
+        *rebuild = true;
+        CheckLine().s("\x01\x02" "Could not resize file: ").emit(sink);
+        CheckLine().s("\x02" "ERROR could not resize image: ").emit(sink);
     }
 
     // Extends the file with zeros to `end` (qemu's bdrv_truncate, PREALLOC_MODE_OFF): one zeroed
@@ -1450,33 +1467,43 @@ struct Checker {
         (void)edit_bitmap(edit, host);
     }
 
+    // Whether a rebuild's array for a refcount block at cluster c (the file grown to end with it)
+    // stays within QCOW2_CHECK_MAX_CLUSTERS.
+    bool array_covers(uint64_t c) const {
+        return c < QCOW2_CHECK_MAX_CLUSTERS && c + 2 + rebuild_headroom(c + 1) <= QCOW2_CHECK_MAX_CLUSTERS;
+    }
+
+    // A valid refcount table entry (no reserved bits, cluster aligned) pointing at or past cluster
+    // `clusters`: its cluster, else UINT64_MAX.
+    uint64_t outside_block(uint64_t i, uint64_t clusters) const {
+        const uint64_t raw = load_be64(reftable + i * 8);
+        const uint64_t offset = raw & REFT_OFFSET_MASK;
+        if ((raw & REFT_RESERVED_MASK) || (offset & (cs - 1)) || (offset >> bits) < clusters)
+            return UINT64_MAX;
+        return offset >> bits;
+    }
+
     // -r all: the array's size for a repair that may grow the file (for a refcount block outside it,
     // to that block's end, and for a rebuilt structure: rebuild_headroom), or 0 when that is over
-    // QCOW2_CHECK_MAX_CLUSTERS. *too_far: a valid refcount block lies outside the file beyond what
-    // the array covers (a repair instar refuses before any write).
-    uint64_t repair_cap(uint64_t clusters, bool* too_far) const {
+    // QCOW2_CHECK_MAX_CLUSTERS. *far: the lowest cluster of a refcount block outside the file that
+    // the array cannot cover (UINT64_MAX: none); check() tries qemu's grow for it first.
+    uint64_t repair_cap(uint64_t clusters, uint64_t* far) const {
         uint64_t need = clusters;
-        *too_far = false;
+        *far = UINT64_MAX;
         for (uint64_t i = 0; i < reftable_size; ++i) {
-            const uint64_t raw = load_be64(reftable + i * 8);
-            const uint64_t c = (raw & REFT_OFFSET_MASK) >> bits;
-            if (!(raw & REFT_RESERVED_MASK) && !((raw & REFT_OFFSET_MASK) & (cs - 1)) && c >= need) {
-                if (c < QCOW2_CHECK_MAX_CLUSTERS / 2)
+            const uint64_t c = outside_block(i, clusters);
+            if (c == UINT64_MAX)
+                continue;
+            if (array_covers(c)) {
+                if (c >= need)
                     need = c + 1;
-                else
-                    *too_far = true;
+            } else if (c < *far) {
+                *far = c;
             }
         }
         uint64_t cap = need + 1 + rebuild_headroom(need);
         if (cap > QCOW2_CHECK_MAX_CLUSTERS)
             cap = 0;
-        const uint64_t limit = cap ? cap : clusters + 1;
-        for (uint64_t i = 0; i < reftable_size && !*too_far; ++i) {
-            const uint64_t raw = load_be64(reftable + i * 8);
-            const uint64_t c = (raw & REFT_OFFSET_MASK) >> bits;
-            *too_far = !(raw & REFT_RESERVED_MASK) && !((raw & REFT_OFFSET_MASK) & (cs - 1)) && c >= clusters &&
-                       c + 1 >= limit;
-        }
         return cap;
     }
 
@@ -1502,12 +1529,10 @@ struct Checker {
             // for a rebuilt refcount structure (rebuild_headroom). The array is sized for both up
             // front; a repair that would need more is refused (outside block) or fails as qemu's
             // allocation failure would ("ERROR allocating refblock: Cannot allocate memory").
-            bool too_far = false;
-            const uint64_t cap = repair_cap(clusters, &too_far);
+            uint64_t far = UINT64_MAX;
+            const uint64_t cap = repair_cap(clusters, &far);
             if (cap != 0)
                 imrt_cap = cap;
-            if (too_far)
-                return 3; // Unsupported: nothing was written
         }
         imrt = static_cast<uint32_t*>(alloc.allocate(static_cast<size_t>(imrt_cap * 4), 16));
         if (imrt == nullptr)
@@ -1516,8 +1541,6 @@ struct Checker {
         bool rebuild = false;
         if (const int32_t r = calculate(&rebuild); r < 0)
             return r;
-        if (unsupported)
-            return 3; // nothing was written yet
         const CheckResult pre_compare = res;
         uint64_t highest = 0;
         compare(&rebuild, &highest);
@@ -1655,19 +1678,26 @@ Status check(const guest::CheckRequest& req, CheckSink& sink, CheckResult* resul
     c.reftable = reftable.data();
     c.refblock = refblock.data();
 
-    // The one refusal that depends on the refcount table alone is made before anything is written.
+    // A refcount block outside the file beyond what the array can cover: qemu grows the file to end
+    // with it. That grow is tried first, before anything else is written: where the file system
+    // refuses it (e.g. past ext4's 16 TiB), qemu's truncate fails the same way, and check_refblocks
+    // prints qemu's failure without counting the block (no array needed). Where it succeeds, the
+    // file now reaches further than the check can follow: the one repair instar refuses, with
+    // nothing but the file's length changed. One write for all such blocks: the lowest is tried,
+    // and a file system that cannot reach it cannot reach the others.
     if (c.fix_errors()) {
-        bool too_far = false;
-        (void)c.repair_cap((dev.size() + c.cs - 1) >> c.bits, &too_far);
-        if (too_far)
-            return Status::Unsupported;
+        uint64_t far = UINT64_MAX;
+        (void)c.repair_cap((dev.size() + c.cs - 1) >> c.bits, &far);
+        if (far != UINT64_MAX) {
+            c.file_len = dev.size();
+            if (c.grow_file_to((far + 1) << c.bits) == 0)
+                return Status::Unsupported;
+        }
     }
     if (const int32_t r = c.read_snapshot_table(); r < 0) {
         res.error = r;
         return Status::Ok;
     }
-    if (c.unsupported)
-        return Status::Unsupported; // a snapshot table repair; nothing was written
 
     int32_t r = c.check_refcounts();
     if (c.imrt)
@@ -1676,8 +1706,6 @@ Status check(const guest::CheckRequest& req, CheckSink& sink, CheckResult* resul
         return Status::TooLarge;
     if (r == 2)
         return Status::NoMemory;
-    if (r == 3)
-        return Status::Unsupported;
     // qcow2_check_fix_snapshot_table: only after the refcounts are right (it allocates clusters).
     if (r == 0 && c.snap_corruptions && c.fix_errors()) {
         if (const int32_t w = c.rewrite_snapshot_table(); w < 0) {

@@ -299,6 +299,30 @@ TEST_CASE("qcow2 check -r all: a refcount block outside the file grows the file 
     CHECK(run.r.corruptions_fixed >= 1);
 }
 
+// The file cannot grow that far (this device stops at 1 GiB, as ext4 stops at 16 TiB): qemu's
+// truncate failure, its lines (the errno text is the host's: marker 0x02), then a rebuild. Beyond
+// the array (2^50) the grow is tried before anything else; inside it (1 GiB + 64 clusters) in the walk.
+TEST_CASE("qcow2 check -r all: a refcount block the file cannot grow to is qemu's resize failure") {
+    for (const std::uint64_t far : {std::uint64_t{1} << 50, (std::uint64_t{1} << 30) + 64 * CS}) {
+        Image img;
+        put_be(img.b, CS + 8, far, 8);
+        WritableImage dev;
+        dev.b = img.b;
+        dev.grow = true;
+        const Run run = repair(dev, guest::CHECK_FIX_LEAKS | guest::CHECK_FIX_ERRORS);
+        REQUIRE(run.status == Status::Ok);
+        CHECK(run.err.rfind("Repairing refcount block 1 is outside image\n"
+                            "\x01\x02" "Could not resize file: \n"
+                            "\x02" "ERROR could not resize image: \n"
+                            "Rebuilding refcount structure\n",
+                            0) == 0);
+        CHECK(run.r.error == 0);
+        CHECK(dev.b.size() < 64 * CS);
+        const Run again = check(dev.b);
+        CHECK(again.r.corruptions == 0);
+    }
+}
+
 TEST_CASE("qcow2 check -r leaks: a needed rebuild is qemu's error") {
     Image img;
     img.refcount(5, 0);
