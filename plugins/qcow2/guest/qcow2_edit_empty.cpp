@@ -91,6 +91,26 @@ void copy_entry(const uint8_t* from, uint8_t* to, uint64_t index, uint32_t bits)
     b = static_cast<uint8_t>((b & ~mask) | (from[index / per_byte] & mask));
 }
 
+// The non-zero offsets in a big-endian table of n entries (under `mask`), each a whole cluster inside
+// the file, sorted into out[0..*count): the refcount blocks, or (LUKS) the L2 tables (`what`).
+Status sorted_offsets(guest::EditHost& host, const uint8_t* table, uint64_t n, uint64_t mask, const char* what,
+                      uint64_t cs, uint64_t file, uint64_t* out, uint64_t* count) {
+    *count = 0;
+    for (uint64_t i = 0; i < n; ++i) {
+        const uint64_t off = load_be64(table + i * 8) & mask;
+        if (off == 0)
+            continue;
+        if ((off & (cs - 1)) != 0 || off < cs || off >= file || cs > file - off) {
+            ReasonText r;
+            r.add(what).add(" offset ").hex(off).add(" invalid or past the end of the image file");
+            return corrupt(host, r);
+        }
+        out[(*count)++] = off;
+    }
+    sort(out, *count);
+    return Status::Ok;
+}
+
 // True when refcount entry `index` (of `bits` bits) is not zero.
 bool entry_set(const uint8_t* rb, uint64_t index, uint32_t bits) {
     if (bits >= 8) {
@@ -197,18 +217,9 @@ guest::Status edit_empty(const guest::EditRequest& req, guest::EditHost& host) {
         return Status::IoError;
     const uint64_t rt_entries = rt_bytes / 8;
     uint64_t nblocks = 0;
-    for (uint64_t i = 0; i < rt_entries; ++i) {
-        const uint64_t off = load_be64(rt + i * 8) & REFT_OFFSET_MASK;
-        if (off == 0)
-            continue;
-        if (!in_file(off, cs)) {
-            ReasonText r;
-            r.add("Refblock offset ").hex(off).add(" invalid or past the end of the image file");
-            return corrupt(host, r);
-        }
-        blocks[nblocks++] = off;
-    }
-    sort(blocks, nblocks);
+    if (const Status st = sorted_offsets(host, rt, rt_entries, REFT_OFFSET_MASK, "Refblock", cs, file, blocks, &nblocks);
+        st != Status::Ok)
+        return st;
 
     // LUKS: the L2 tables (they stay, zeroed: sorted like the blocks) and the LUKS header (qemu's
     // crypto header extension: checked inside the file, as qemu's open checks it).
@@ -240,18 +251,10 @@ guest::Status edit_empty(const guest::EditRequest& req, guest::EditHost& host) {
             return Status::NoMemory;
         if (l1_bytes > 0 && dev.read(h.l1_table_offset, l1, static_cast<size_t>(l1_bytes)) != Status::Ok)
             return Status::IoError;
-        for (uint64_t i = 0; i < h.l1_size; ++i) {
-            const uint64_t off = load_be64(l1 + i * 8) & QCOW2_L1E_OFFSET_MASK;
-            if (off == 0)
-                continue;
-            if (!in_file(off, cs)) {
-                ReasonText r;
-                r.add("L2 table offset ").hex(off).add(" invalid or past the end of the image file");
-                return corrupt(host, r);
-            }
-            tables[ntables++] = off;
-        }
-        sort(tables, ntables);
+        if (const Status st =
+                sorted_offsets(host, l1, h.l1_size, QCOW2_L1E_OFFSET_MASK, "L2 table", cs, file, tables, &ntables);
+            st != Status::Ok)
+            return st;
     }
 
     // 1. Every guest cluster now reads from the backing file: the L1 table zeroed (LUKS: every L2
