@@ -221,7 +221,12 @@ Status rebase_op(const uint8_t* arg, uint32_t arg_len) {
         close_images(readers, opened);
         return Status::NoMemory;
     }
-    const OpenRequest req{file, nullptr, 0, &arena(), &codecs(), &reasons, nullptr, h.qemu_version};
+    OpenRequest req{file, nullptr, 0, &arena(), &codecs(), &reasons, nullptr, h.qemu_version};
+    // An encrypted image is written with its own key: entry 0's secret (the reader unlocked it).
+    if (secrets.bytes != nullptr) {
+        req.secret = secrets.bytes[0];
+        req.secret_len = secrets.lengths[0];
+    }
     if ((st = m->open_writer(req, &writer)) != Status::Ok) {
         send(INSTAR_REBASE_WRITE, 0, 0);
         close_images(readers, opened);

@@ -5,6 +5,7 @@
 #include "cli/commands.h"
 #include "cli/help.h"
 #include "cli/image_name.h"
+#include "cli/secrets.h"
 #include "ops/edit_op.h"
 #include "ops/rebase_op.h"
 #include "output/progress.h"
@@ -146,6 +147,10 @@ int cmd_rebase(Context& ctx, std::span<const std::string> args) {
     }
     auto has = [&](const char* k) { return vm.count(k) > 0; };
     auto str = [&](const char* k) { return vm[k].as<std::string>(); };
+    // img_rebase makes the --object secrets while it reads its options: their errors come first.
+    const auto secrets = command_secrets(vm);
+    if (!secrets)
+        return report_error(ctx, secrets.error());
     const bool quiet = has("quiet");
     const bool unsafe = has("backing-unsafe");
     if (parsed->positional.size() != 1)
@@ -176,7 +181,7 @@ int cmd_rebase(Context& ctx, std::span<const std::string> args) {
     const bool image_opts = has("image-opts");
     if (image_opts && has("format"))
         return fail("--image-opts and --format are mutually exclusive");
-    auto name = image_opts ? parse_image_opts(given) : parse_image_name(given, true);
+    auto name = image_opts ? parse_image_opts(given, true) : parse_image_name(given, true, true);
     if (!name)
         return fail("Could not open '" + given + "': " + name.error());
     for (const auto& w : name->warnings)
@@ -197,6 +202,29 @@ int cmd_rebase(Context& ctx, std::span<const std::string> args) {
         return fail(quote_given(*name, ok.error()));
     if (name->unsupported_option)
         return fail(unsupported_option_error(*name, chain.links.front().node.format));
+    // An encrypted image: its key unlocked as qemu's open does (qemu's errors for a missing or wrong
+    // secret), and the secret kept for safe mode's reads and writes of its data.
+    auto secret = unlock_for_command(vm, *name, chain.links.front(), ctx.sandbox_config(), ctx.profile.version);
+    if (!secret)
+        return fail(secret.error());
+    chain.links.front().secret = std::move(*secret);
+    // Safe mode reads the old backing chain: each encrypted image there gets the secret its level's
+    // backing.[…]key-secret names (qemu looks it up as it opens the chain; the copy's run unlocks
+    // the key before it writes anything, with qemu's errors framed as below).
+    for (std::size_t d = 1; !unsafe && d < chain.links.size(); ++d) {
+        ChainLink& link = chain.links[d];
+        if (!link.node.encrypted.value_or(false))
+            continue;
+        auto id = d <= name->backing_strong.size() ? secret_id(name->backing_strong[d - 1]) : std::nullopt;
+        auto bytes = secret_for(*secrets, id);
+        if (!bytes) {
+            std::string frame = "Could not open '" + given + "': ";
+            for (std::size_t i = 0; i < d; ++i)
+                frame += "Could not open backing file: ";
+            return fail(frame + bytes.error());
+        }
+        link.secret = std::move(*bytes);
+    }
     const ChainLink& top = chain.links.front();
     const std::string& format = top.node.format;
 
@@ -211,8 +239,26 @@ int cmd_rebase(Context& ctx, std::span<const std::string> args) {
         spec.chain = &chain;
         spec.filename = given;
         spec.path = name->path;
+        std::vector<std::pair<std::string, std::string>> below; // the old chain, for a json: name
+        for (std::size_t d = 1; d < chain.links.size(); ++d)
+            below.emplace_back(chain.links[d].node.format, chain.links[d].name);
+        spec.display = image_display_name(*name, format, below);
         spec.new_backing = *backing;
         spec.new_backing_format = backing_fmt;
+        // -b json:{...}: its file and its secret (qemu opens it as given, from the working directory).
+        if (protocol_prefix(*backing) == "json") {
+            auto parsed = parse_image_name(*backing, true);
+            if (!parsed)
+                return fail("Could not open new backing file '" + *backing + "': " + parsed.error());
+            spec.new_backing_file = parsed->path;
+            if (!backing_fmt)
+                spec.new_backing_format = parsed->format;
+            auto secret = secret_for(*secrets, secret_id(*parsed));
+            if (secret)
+                spec.new_backing_secret = std::move(*secret);
+            else
+                spec.new_backing_secret_error = secret.error();
+        }
         spec.force_share = has("force-share");
         spec.compress = has("compress");
         spec.unsafe_quirks = eo.unsafe_quirks;

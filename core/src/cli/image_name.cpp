@@ -5,6 +5,7 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <vector>
@@ -32,6 +33,9 @@ constexpr std::string_view IGNORED_OPTIONS[] = {
 // qemu's strong runtime options instar accepts and ignores: secrets (info reads LUKS headers
 // without a passphrase). They still make qemu print a json: filename.
 constexpr std::string_view STRONG_SECRETS[] = {"encrypt.key-secret", "key-secret"};
+// backing.…: secrets for images this many levels down at most (a user's own name, but each level is
+// an element of ImageName::backing_strong): the chain itself is bounded far lower (MAX_CHAIN_DEPTH).
+constexpr std::size_t MAX_BACKING_SECRET_DEPTH = 64;
 
 // Options qemu's local drivers have that change what is read; instar does not implement them.
 constexpr std::string_view UNSUPPORTED_OPTIONS[] = {"offset", "size", "force_size_calc", "backing.",
@@ -92,7 +96,7 @@ bool flatten(const boost::json::object& o, const std::string& prefix, Flat& out,
 }
 
 // The flattened option tree -> the file to open, as bdrv_open reads driver/file/filename.
-Expected<ImageName> interpret(Flat opts, const std::string& given) {
+Expected<ImageName> interpret(Flat opts, const std::string& given, bool backing_secrets) {
     ImageName out;
     out.given = given;
     out.from_options = true;
@@ -143,6 +147,22 @@ Expected<ImageName> interpret(Flat opts, const std::string& given) {
             out.strong[std::string(secret)] = it->second;
             opts.erase(it);
         }
+    // backing.[backing. ...]SECRET: the backing file's secrets, one level per "backing." prefix.
+    for (auto it = opts.begin(); backing_secrets && it != opts.end();) {
+        std::string_view key = it->first;
+        std::size_t depth = 0;
+        for (constexpr std::string_view B = "backing."; key.substr(0, B.size()) == B; key.remove_prefix(B.size()))
+            ++depth;
+        const bool secret = std::find(std::begin(STRONG_SECRETS), std::end(STRONG_SECRETS), key) != std::end(STRONG_SECRETS);
+        if (depth == 0 || !secret || depth > MAX_BACKING_SECRET_DEPTH) {
+            ++it;
+            continue;
+        }
+        if (out.backing_strong.size() < depth)
+            out.backing_strong.resize(depth);
+        out.backing_strong[depth - 1][std::string(key)] = it->second;
+        it = opts.erase(it);
+    }
     if (auto it = opts.find("backing"); it != opts.end() && (it->second == JSON_NULL || it->second.empty())) {
         if (it->second.empty())
             out.warnings.push_back("Use of \"backing\": \"\" is deprecated; use \"backing\": null instead");
@@ -169,20 +189,36 @@ Expected<ImageName> interpret(Flat opts, const std::string& given) {
 
 } // namespace
 
-std::string image_display_name(const ImageName& name, const std::string& format) {
-    // ("backing": null is no reason: info opens without backing files anyway.)
-    if (name.strong.empty())
+std::string image_display_name(const ImageName& name, const std::string& format,
+                               const std::vector<std::pair<std::string, std::string>>& backing) {
+    // A node is named by json when it or a node below it has strong options ("backing": null is no
+    // reason: info opens without backing files anyway). Level 0 is the image, level d its backing
+    // file d levels down (named only as far as `backing` reaches).
+    const std::size_t levels = std::min(name.backing_strong.size(), backing.size()) + 1;
+    auto strong = [&](std::size_t level) -> const boost::json::object& {
+        return level == 0 ? name.strong : name.backing_strong[level - 1];
+    };
+    std::size_t last = levels; // the deepest level with strong options, + 1
+    while (last > 0 && strong(last - 1).empty())
+        --last;
+    if (last == 0)
         return name.display;
-    // bdrv_refresh_filename: driver, the strong options, then the children (file; backing null),
+    // bdrv_refresh_filename: driver, the strong options, then the children (file, backing),
     // serialised by qobject_to_json in QDict order.
-    boost::json::object o;
-    o["driver"] = format;
-    for (const auto& kv : name.strong)
-        o[kv.key()] = kv.value();
-    boost::json::object file;
-    file["driver"] = "file";
-    file["filename"] = name.path;
-    o["file"] = std::move(file);
+    std::function<boost::json::object(std::size_t)> node = [&](std::size_t level) {
+        boost::json::object o;
+        o["driver"] = level == 0 ? format : backing[level - 1].first;
+        for (const auto& kv : strong(level))
+            o[kv.key()] = kv.value();
+        boost::json::object file;
+        file["driver"] = "file";
+        file["filename"] = level == 0 ? name.path : backing[level - 1].second;
+        o["file"] = std::move(file);
+        if (level + 1 < last)
+            o["backing"] = node(level + 1);
+        return o;
+    };
+    const boost::json::object o = node(0);
     std::string out = "json:";
     std::function<void(const boost::json::value&)> emit = [&](const boost::json::value& v) {
         if (!v.is_object()) {
@@ -223,7 +259,7 @@ std::string protocol_prefix(std::string_view name) {
     return std::string(name.substr(0, stop));
 }
 
-Expected<ImageName> parse_image_name(std::string_view name, bool allow_json) {
+Expected<ImageName> parse_image_name(std::string_view name, bool allow_json, bool backing_secrets) {
     if (allow_json && name.rfind("json:", 0) == 0) {
         boost::system::error_code ec;
         const boost::json::value v = boost::json::parse(name.substr(5), ec);
@@ -238,7 +274,7 @@ Expected<ImageName> parse_image_name(std::string_view name, bool allow_json) {
         std::string error;
         if (!flatten(v.get_object(), "", flat, error))
             return Error{error};
-        return interpret(std::move(flat), std::string(name));
+        return interpret(std::move(flat), std::string(name), backing_secrets);
     }
     auto path = local_path(name);
     if (!path)
@@ -250,7 +286,7 @@ Expected<ImageName> parse_image_name(std::string_view name, bool allow_json) {
     return out;
 }
 
-Expected<ImageName> parse_image_opts(std::string_view text) {
+Expected<ImageName> parse_image_opts(std::string_view text, bool backing_secrets) {
     // QemuOpts: key=value pairs separated by ','; ",," is a literal comma; a first element without
     // '=' is the implied key (`file` for block devices); a later one is KEY=on.
     Flat flat;
@@ -290,7 +326,7 @@ Expected<ImageName> parse_image_opts(std::string_view text) {
     }
     if (!text.empty())
         finish();
-    return interpret(std::move(flat), std::string(text));
+    return interpret(std::move(flat), std::string(text), backing_secrets);
 }
 
 } // namespace instar::cli

@@ -35,12 +35,18 @@ struct ImageName {
     // (encrypt.key-secret, key-secret), in the order given.
     boost::json::object strong;
     bool no_backing = false; // "backing": null (or qemu's deprecated "backing": "")
+    // The secrets named for the backing chain (backing.key-secret, backing.encrypt.key-secret,
+    // backing.backing.…): element d holds the strong options of the backing file d + 1 levels down.
+    // Only parsed for the commands that open the chain with them (`backing_secrets`, rebase).
+    std::vector<boost::json::object> backing_strong;
     std::vector<std::string> warnings; // qemu's warnings about the options, to print first
 };
 
 // The name qemu prints for the image ("image:" line, "filename"): the file's name, or with strong
 // options qemu's json: filename built from them (bdrv_refresh_filename), `format` the image's.
-std::string image_display_name(const ImageName& name, const std::string& format);
+// `backing` (format, file name) of each level down the chain, for the backing_strong levels.
+std::string image_display_name(const ImageName& name, const std::string& format,
+                               const std::vector<std::pair<std::string, std::string>>& backing = {});
 
 // qemu's "Could not open 'NAME': ..." quotes the name as the user gave it; instar's open errors
 // quote the path: puts `name.given` back where a message quotes `name.path`.
@@ -57,9 +63,11 @@ std::string protocol_prefix(std::string_view name);
 // A filename argument. `allow_json`: the name may be a json:{...} option tree (bdrv_open; not
 // create). Errors are qemu's text without the "Could not open 'NAME': " frame for opening commands
 // (callers add what their command prints), e.g. "Unknown protocol 'a'".
-Expected<ImageName> parse_image_name(std::string_view name, bool allow_json);
+// `backing_secrets`: accept secrets for the backing chain (ImageName::backing_strong); without it
+// they are refused as every other backing.* option.
+Expected<ImageName> parse_image_name(std::string_view name, bool allow_json, bool backing_secrets = false);
 
 // --image-opts: the filename argument is a QemuOpts option list (",," escapes a comma).
-Expected<ImageName> parse_image_opts(std::string_view opts);
+Expected<ImageName> parse_image_opts(std::string_view opts, bool backing_secrets = false);
 
 } // namespace instar::cli

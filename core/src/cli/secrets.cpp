@@ -194,13 +194,15 @@ Expected<std::optional<std::string>> secret_for(const SecretStore& store, const 
     return std::optional<std::string>(std::move(*bytes));
 }
 
-std::optional<std::string> secret_id(const ImageName& name) {
+std::optional<std::string> secret_id(const boost::json::object& strong) {
     std::optional<std::string> id;
     for (const char* key : {"key-secret", "encrypt.key-secret"})
-        if (const auto* v = name.strong.if_contains(key); v && v->is_string())
+        if (const auto* v = strong.if_contains(key); v && v->is_string())
             id = std::string(v->as_string());
     return id;
 }
+
+std::optional<std::string> secret_id(const ImageName& name) { return secret_id(name.strong); }
 
 Expected<SecretStore> command_secrets(const boost::program_options::variables_map& vm) {
     if (!vm.count("object"))
@@ -215,11 +217,12 @@ Expected<std::optional<std::string>> image_secret(const SecretStore& store, cons
     return secret;
 }
 
-Expected<bool> unlock_for_command(const boost::program_options::variables_map& vm, const ImageName& name,
-                                  const ChainLink& link, const vmm::SandboxConfig& sandbox,
-                                  std::uint32_t qemu_version) {
+Expected<std::optional<std::string>> unlock_for_command(const boost::program_options::variables_map& vm,
+                                                        const ImageName& name, const ChainLink& link,
+                                                        const vmm::SandboxConfig& sandbox,
+                                                        std::uint32_t qemu_version) {
     if (!link.node.encrypted.value_or(false))
-        return true;
+        return std::optional<std::string>{};
     auto store = command_secrets(vm);
     if (!store)
         return Error{store.error()};
@@ -228,7 +231,7 @@ Expected<bool> unlock_for_command(const boost::program_options::variables_map& v
         return Error{secret.error()};
     if (auto unlocked = unlock_image(link, *secret, sandbox, qemu_version); !unlocked)
         return Error{quote_given(name, unlocked.error())};
-    return true;
+    return std::move(*secret);
 }
 
 } // namespace instar::cli

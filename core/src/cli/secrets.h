@@ -52,12 +52,16 @@ Expected<std::optional<std::string>> secret_for(const SecretStore& store, const 
 Expected<SecretStore> command_secrets(const boost::program_options::variables_map& vm);
 Expected<std::optional<std::string>> image_secret(const SecretStore& store, const ImageName& name);
 std::optional<std::string> secret_id(const ImageName& name);
+// The same for one node's strong options (ImageName::strong, or a backing_strong level).
+std::optional<std::string> secret_id(const boost::json::object& strong);
 
 // For the commands that open an image for I/O but read none of its data through a plan (check,
 // snapshot, bitmap, resize, amend): when `link` (the opened top of `name`) is encrypted, its
 // secret looked up and its key unlocked in a sandbox (ops/map_op.h's unlock_image), as qemu's
-// bdrv_open does. Errors are qemu's complete messages (without "qemu-img: ").
-Expected<bool> unlock_for_command(const boost::program_options::variables_map& vm, const ImageName& name,
+// bdrv_open does. Errors are qemu's complete messages (without "qemu-img: "). The value is the
+// secret the key was unlocked with (nullopt for an image that is not encrypted), for a command that
+// then reads or writes the image's data (rebase).
+Expected<std::optional<std::string>> unlock_for_command(const boost::program_options::variables_map& vm, const ImageName& name,
                                   const ChainLink& link, const vmm::SandboxConfig& sandbox,
                                   std::uint32_t qemu_version);
 

@@ -146,12 +146,12 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
     // Refused before anything is written: the base would be committed and the top left full.
     if (!spec.drop && can_make_empty(top) && !top.node.snapshots.empty())
         return Error{"instar cannot empty a qcow2 image with internal snapshots yet (commit with -d keeps the top)"};
-    // An encrypted top (its key unlocked first, as qemu's open does) cannot be emptied in place yet.
-    if (!spec.drop && can_make_empty(top) && top.node.encrypted.value_or(false)) {
+    // An encrypted top's key is unlocked by the copy's run before it writes anything; a base that
+    // must grow is written before that run, so then the key is unlocked first, as qemu's open does
+    // (a missing or wrong secret fails with nothing written).
+    if (top.node.encrypted.value_or(false) && base_link.node.virtual_size < top.node.virtual_size)
         if (auto unlocked = unlock_image(top, spec.secret, sandbox, qemu_version); !unlocked)
             return Error{unlocked.error()};
-        return Error{"instar cannot empty an encrypted qcow2 image yet (commit with -d keeps the top)"};
-    }
     if (!base_link.files.empty())
         return Error{"Could not open '" + base_link.name + "': instar cannot write into an existing " +
                      base_link.node.format + " image made of several files yet"};

@@ -42,8 +42,16 @@ Expected<bool> rebase_copy(const RebaseSpec& spec, const PluginRegistry& plugins
     // The new backing file with its chain, named relative to the image as qemu resolves it.
     OpenedChain fresh;
     if (!spec.new_backing.empty()) {
+        // bdrv_get_full_backing_filename_from_filename: an image qemu names by a json: filename (an
+        // --image-opts or json: name with strong options, a secret) has no directory.
+        const auto stop = spec.new_backing.find_first_of(":/\\"); // qemu's path_has_protocol
+        const bool protocol = stop != std::string::npos && spec.new_backing[stop] == ':';
+        if (spec.new_backing[0] != '/' && !protocol && spec.display.rfind("json:", 0) == 0)
+            return Error{"Could not resolve backing filename: Cannot use relative backing file names for '" +
+                         spec.display + "'"};
         InfoOptions io;
-        io.filename = resolve_backing(spec.path, spec.new_backing);
+        io.filename = spec.new_backing_file.empty() ? resolve_backing(spec.path, spec.new_backing)
+                                                    : spec.new_backing_file;
         io.format = spec.new_backing_format;
         io.backing_chain = true;
         io.unsafe_quirks = spec.unsafe_quirks;
@@ -55,6 +63,13 @@ Expected<bool> rebase_copy(const RebaseSpec& spec, const PluginRegistry& plugins
             if (why.rfind(frame, 0) == 0)
                 why = why.substr(frame.size());
             return Error{"Could not open new backing file '" + spec.new_backing + "': " + why};
+        }
+        ChainLink& fresh_top = fresh.links.front();
+        if (fresh_top.node.encrypted.value_or(false)) {
+            if (!spec.new_backing_secret_error.empty())
+                return Error{"Could not open new backing file '" + spec.new_backing + "': " +
+                             spec.new_backing_secret_error};
+            fresh_top.secret = spec.new_backing_secret;
         }
     }
 
@@ -82,6 +97,12 @@ Expected<bool> rebase_copy(const RebaseSpec& spec, const PluginRegistry& plugins
     }
     if (*image_index != 0)
         return Error{"rebase: the image is not the plan's first entry"};
+    // The links' secrets (the image's, set by the caller): the guest's readers unlock with them, and
+    // the writer over the image uses entry 0's.
+    PlanFile secrets_file;
+    auto secrets_device = table.attach_secrets(secrets_file);
+    if (!secrets_device)
+        return Error{secrets_device.error()};
     if (auto ok = table.check_limits("rebase"); !ok)
         return Error{ok.error()};
 
@@ -113,7 +134,7 @@ Expected<bool> rebase_copy(const RebaseSpec& spec, const PluginRegistry& plugins
         sandbox.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(budget);
     if (spec.progress)
         sandbox.progress = spec.progress;
-    const instar_rebase_arg arg{0, 0};
+    const instar_rebase_arg arg{0, *secrets_device};
     // SAFETY: instar_rebase_arg is a trivially-copyable ABI struct with no padding (static_assert).
     const auto* a = reinterpret_cast<const std::uint8_t*>(&arg);
     auto run = vmm::run(sandbox, table.devices, table.modules, INSTAR_OP_REBASE, {a, sizeof arg});
@@ -153,7 +174,18 @@ Expected<bool> rebase_copy(const RebaseSpec& spec, const PluginRegistry& plugins
         const std::string& name = table.links[rec->image]->name;
         for (std::size_t at; (at = reason.find("{image}")) != std::string::npos;)
             reason.replace(at, 7, name);
-        return Error{"Could not open '" + name + "': " + reason};
+        // qemu opens each chain from its top: a backing file's failure is prefixed once per level
+        // (bdrv_open_backing_file), under the image's or the new backing file's own frame (a key
+        // the images' options gave no secret for fails here: qemu's open errors).
+        const bool in_new = new_top != INSTAR_CONVERT_NO_BACKING && rec->image >= new_top;
+        const std::uint32_t depth = in_new ? rec->image - new_top : rec->image;
+        std::string why;
+        for (std::uint32_t i = 0; i < depth; ++i)
+            why += "Could not open backing file: ";
+        why += reason;
+        if (in_new)
+            return Error{"Could not open new backing file '" + spec.new_backing + "': " + why};
+        return Error{"Could not open '" + (rec->image == 0 ? name : spec.filename) + "': " + why};
     }
     case INSTAR_REBASE_STATUS_FAILED:
         return Error{"error while reading image metadata: Input/output error"};

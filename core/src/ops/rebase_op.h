@@ -22,8 +22,15 @@ struct RebaseSpec {
     OpenedChain* chain = nullptr;                 // the image with its current backing chain (top first)
     std::string filename;                         // the image as the user named it, for messages
     std::string path;                             // its file's name as given (new names resolve against it)
+    std::string display;                          // qemu's name for it: json:{...} with strong options
     std::string new_backing;                      // -b: "" detaches (the new backing reads as zeros)
     std::optional<std::string> new_backing_format; // -F
+    // -b json:{...}: the file it names (opened as qemu opens it, from the working directory), and
+    // the secret its key-secret option names, or why that lookup failed (reported only when the new
+    // backing file is encrypted, as qemu looks the secret up only then).
+    std::string new_backing_file;
+    std::optional<std::string> new_backing_secret;
+    std::string new_backing_secret_error;
     bool force_share = false;                     // -U
     bool compress = false;                        // -c (10.0)
     bool unsafe_quirks = false;
