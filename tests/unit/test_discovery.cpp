@@ -1,6 +1,7 @@
 // Plugin discovery: search order, the build-tree rule, env path, and each kind of broken plugin.
 #include "plugins/discovery.h"
 #include "plugins/manifest.h"
+#include "plugins/plugin_index.h"
 #include "plugins/registry.h"
 
 #include <doctest/doctest.h>
@@ -268,6 +269,121 @@ TEST_CASE("manifest: a name taken by an earlier plugin is refused at discovery, 
     CHECK(w.lines[0] == "skipping plugin " + second.string() + ": format 'testfmt' is already provided by " +
                             first.string());
     CHECK(reg.entries().size() == 1);
+}
+
+namespace {
+
+std::string manifest_of(const fs::path& so) {
+    PluginRegistry reg;
+    Collected w;
+    if (!reg.load(so, w.sink()))
+        return {};
+    return manifest_text(*reg.plugins()[0], so);
+}
+
+// Writes the index of `source` for the plugins a scan would find, as instar-plugin-manifest does.
+void write_index_for(const PluginSource& source) {
+    std::vector<std::pair<fs::path, std::string>> manifests;
+    for (const auto& dir : source_dirs(source))
+        for (const auto& so : plugin_files_in(dir))
+            manifests.emplace_back(so, manifest_of(so));
+    const std::string text = index_text(source, manifests);
+    REQUIRE_FALSE(text.empty());
+    std::ofstream(source.root.string() + INDEX_SUFFIX) << text;
+}
+
+std::string slurp(const fs::path& f) {
+    std::ifstream in(f);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+} // namespace
+
+TEST_CASE("index: one file stands for the directory's listing and manifests") {
+    TempDir d;
+    const fs::path dir = d.path / "plugins";
+    fs::create_directory(dir);
+    const auto good = dir / "a-good.so";
+    const auto last = dir / "b-last.so";
+    const auto abi = dir / "c-abi.so";
+    fs::copy_file(TEST_PLUGIN_GOOD, good);
+    fs::copy_file(TEST_PLUGIN_GOOD_LAST, last);
+    fs::copy_file(TEST_PLUGIN_WRONG_ABI, abi);
+    write_index_for({dir, false}); // no per-plugin manifests: what discovery knows comes from the index
+    const auto indexed = read_plugin_index({dir, false});
+    REQUIRE(indexed.has_value());
+    REQUIRE(indexed->size() == 3);
+    CHECK((*indexed)[0].file == good);
+    CHECK((*indexed)[0].manifest != nullptr);
+    CHECK((*indexed)[2].manifest == nullptr); // could not be loaded: loaded (and warned about) at discovery
+    Collected w;
+    auto reg = PluginRegistry::discover({"/usr/bin/instar", dir, "/nonexistent-build", ""}, w.sink());
+    REQUIRE(w.lines.size() == 1);
+    CHECK(w.lines[0] == "skipping plugin " + abi.string() + ": built for plugin ABI 999, this instar speaks plugin ABI 2");
+    REQUIRE(reg.entries().size() == 2);
+    CHECK(reg.entries()[0].name() == "testfmt");
+    CHECK(reg.entries()[1].name() == "aaalast");
+    CHECK_FALSE(mapped(good));
+    CHECK_FALSE(mapped(last));
+    REQUIRE(reg.find("tf") != nullptr);
+    CHECK(mapped(good));
+}
+
+TEST_CASE("index: a plugin added, or one changed since, makes discovery scan") {
+    TempDir d;
+    const fs::path dir = d.path / "plugins";
+    fs::create_directory(dir);
+    const auto good = dir / "a-good.so";
+    fs::copy_file(TEST_PLUGIN_GOOD, good);
+    write_index_for({dir, false});
+    REQUIRE(read_plugin_index({dir, false}).has_value());
+    SUBCASE("added") {
+        // The directory's modification time changes (set explicitly: a fast file system may not tick).
+        fs::copy_file(TEST_PLUGIN_GOOD_LAST, dir / "b-last.so");
+        fs::last_write_time(dir, fs::last_write_time(dir) + std::chrono::seconds(5));
+        CHECK_FALSE(read_plugin_index({dir, false}).has_value());
+        Collected w;
+        auto reg = PluginRegistry::discover({"/usr/bin/instar", dir, "/nonexistent-build", ""}, w.sink());
+        CHECK(reg.entries().size() == 2);
+    }
+    SUBCASE("changed") {
+        fs::last_write_time(good, fs::last_write_time(good) + std::chrono::seconds(5));
+        CHECK_FALSE(read_plugin_index({dir, false}).has_value());
+    }
+    SUBCASE("garbled") {
+        const std::string text = slurp(dir.string() + INDEX_SUFFIX);
+        std::ofstream(dir.string() + INDEX_SUFFIX) << text.substr(0, text.size() - 3);
+        CHECK_FALSE(read_plugin_index({dir, false}).has_value());
+    }
+    SUBCASE("a path outside the directory") {
+        std::string text = slurp(dir.string() + INDEX_SUFFIX);
+        const auto at = text.find("plugin a-good.so");
+        REQUIRE(at != std::string::npos);
+        text.replace(at, 16, "plugin ../plugins/a-good.so");
+        std::ofstream(dir.string() + INDEX_SUFFIX) << text;
+        CHECK_FALSE(read_plugin_index({dir, false}).has_value());
+    }
+}
+
+TEST_CASE("index: a build tree's plugins/ subdirectories in one index") {
+    TempDir build;
+    const fs::path root = build.path / "plugins";
+    fs::create_directories(root / "raw");
+    fs::create_directories(root / "qcow2");
+    fs::copy_file(TEST_PLUGIN_GOOD_LAST, root / "raw" / "last.so");
+    fs::copy_file(TEST_PLUGIN_GOOD, root / "qcow2" / "good.so");
+    write_index_for({root, true});
+    const auto indexed = read_plugin_index({root, true});
+    REQUIRE(indexed.has_value());
+    REQUIRE(indexed->size() == 2);
+    CHECK((*indexed)[0].file == root / "qcow2" / "good.so");
+    CHECK((*indexed)[1].file == root / "raw" / "last.so");
+    Collected w;
+    auto reg = PluginRegistry::discover({build.path / "tools" / "instar" / "instar", "/nonexistent", build.path, ""},
+                                        w.sink());
+    CHECK(w.lines.empty());
+    REQUIRE(reg.entries().size() == 2);
+    CHECK_FALSE(mapped(root / "qcow2" / "good.so"));
 }
 
 TEST_CASE("a missing in-tree plugin is named by its distribution package") {

@@ -1,5 +1,5 @@
 // Plugin search path computation and directory scanning.
-#include "plugins/discovery.h"
+#include "plugins/plugin_source.h"
 
 #include "instar_config.h"
 #include "util/path_within.h"
@@ -11,34 +11,45 @@
 namespace fs = std::filesystem;
 
 namespace instar {
-namespace {
-
-} // namespace
-
-std::vector<fs::path> plugin_search_dirs(const DiscoveryInputs& in) {
-    std::vector<fs::path> dirs;
+std::vector<PluginSource> plugin_sources(const DiscoveryInputs& in) {
+    std::vector<PluginSource> sources;
     std::error_code ec;
     const fs::path build_plugins = in.build_root / "plugins";
-    if (path_is_within(in.executable, in.build_root) && fs::is_directory(build_plugins, ec)) {
+    if (path_is_within(in.executable, in.build_root) && fs::is_directory(build_plugins, ec))
         // Running from the build tree: use the plugins built beside us, not an older installed set.
-        std::vector<fs::path> sub;
-        for (const auto& e : fs::directory_iterator(build_plugins, ec))
-            if (e.is_directory(ec))
-                sub.push_back(e.path());
-        std::sort(sub.begin(), sub.end());
-        dirs.insert(dirs.end(), sub.begin(), sub.end());
-    } else {
-        dirs.push_back(in.installed_dir);
-    }
+        sources.push_back({build_plugins, true});
+    else
+        sources.push_back({in.installed_dir, false});
     std::string_view rest = in.env_path;
     while (!rest.empty()) {
         const auto colon = rest.find(':');
         const auto part = rest.substr(0, colon);
         if (!part.empty())
-            dirs.emplace_back(std::string(part));
+            sources.push_back({fs::path(std::string(part)), false});
         if (colon == std::string_view::npos)
             break;
         rest.remove_prefix(colon + 1);
+    }
+    return sources;
+}
+
+std::vector<fs::path> source_dirs(const PluginSource& source) {
+    if (!source.tree)
+        return {source.root};
+    std::vector<fs::path> sub;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(source.root, ec))
+        if (e.is_directory(ec))
+            sub.push_back(e.path());
+    std::sort(sub.begin(), sub.end());
+    return sub;
+}
+
+std::vector<fs::path> plugin_search_dirs(const DiscoveryInputs& in) {
+    std::vector<fs::path> dirs;
+    for (const auto& s : plugin_sources(in)) {
+        const auto d = source_dirs(s);
+        dirs.insert(dirs.end(), d.begin(), d.end());
     }
     return dirs;
 }

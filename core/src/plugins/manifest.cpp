@@ -6,7 +6,7 @@
 //   priority 100
 //   rule                           (starts a rule; its matches follow)
 //   match start|end OFFSET HEXBYTES
-#include "plugins/manifest.h"
+#include "plugins/manifest_io.h"
 
 #include "plugins/descriptor_check.h"
 
@@ -16,7 +16,6 @@
 
 #include <cerrno>
 #include <charconv>
-#include <fstream>
 #include <sstream>
 
 namespace fs = std::filesystem;
@@ -25,8 +24,6 @@ namespace instar {
 namespace {
 
 constexpr const char* HEADER = "instar-plugin-manifest 1";
-// Far above any real manifest (a few hundred bytes); stops a garbage file from being slurped.
-constexpr std::size_t MAX_MANIFEST_BYTES = 64 * 1024;
 
 struct Identity {
     std::uint64_t size = 0;
@@ -115,12 +112,19 @@ std::string manifest_text(const FormatDescriptor& d, const fs::path& so) {
     return o.str();
 }
 
-std::shared_ptr<const PluginManifest> read_manifest(const fs::path& so) {
-    // Plain open and read (no stream buffering): discovery reads a manifest per plugin on every command.
-    const int fd = ::open((so.string() + MANIFEST_SUFFIX).c_str(), O_RDONLY | O_CLOEXEC);
+std::optional<std::string> read_small_file(const fs::path& file, std::size_t limit) {
+    // Plain open and read (no stream buffering): discovery reads its index or manifests on every command.
+    const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return nullptr;
-    std::string text(MAX_MANIFEST_BYTES + 1, '\0');
+        return std::nullopt;
+    // Sized by the file (one read when it does not change meanwhile), not by the limit: a buffer of
+    // the limit's size would cost a page fault per page it spans.
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || st.st_size <= 0 || static_cast<std::uint64_t>(st.st_size) > limit) {
+        ::close(fd);
+        return std::nullopt;
+    }
+    std::string text(static_cast<std::size_t>(st.st_size) + 1, '\0');
     std::size_t got = 0;
     for (;;) {
         const ssize_t n = ::read(fd, text.data() + got, text.size() - got);
@@ -130,13 +134,23 @@ std::shared_ptr<const PluginManifest> read_manifest(const fs::path& so) {
             break;
         got += static_cast<std::size_t>(n);
         if (got == text.size())
-            break; // too much
+            break; // more than fstat said: the file is changing
     }
     ::close(fd);
-    if (got == 0 || got > MAX_MANIFEST_BYTES)
-        return nullptr;
+    if (got == 0 || got == text.size())
+        return std::nullopt;
     text.resize(got);
+    return text;
+}
 
+std::shared_ptr<const PluginManifest> read_manifest(const fs::path& so) {
+    const auto text = read_small_file(so.string() + MANIFEST_SUFFIX, MAX_MANIFEST_BYTES);
+    return text ? parse_manifest(*text, so) : nullptr;
+}
+
+std::shared_ptr<const PluginManifest> parse_manifest(std::string_view text, const fs::path& so) {
+    if (text.empty() || text.size() > MAX_MANIFEST_BYTES)
+        return nullptr;
     auto m = std::make_shared<PluginManifest>();
     Identity recorded, actual;
     bool header = false, have_file = false, have_name = false, have_priority = false;

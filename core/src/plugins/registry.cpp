@@ -4,6 +4,7 @@
 #include "instar_config.h"
 
 #include "plugins/descriptor_check.h"
+#include "plugins/plugin_index.h"
 
 #include <boost/dll/shared_library.hpp> // on std::filesystem (BOOST_DLL_USE_STD_FS, core/meson.build)
 
@@ -141,17 +142,26 @@ bool PluginRegistry::load(const fs::path& file, const WarningSink& warn) {
 PluginRegistry PluginRegistry::discover(const DiscoveryInputs& in, const WarningSink& warn) {
     PluginRegistry reg;
     reg.warn_ = warn;
-    for (const auto& dir : plugin_search_dirs(in))
-        for (const auto& file : plugin_files_in(dir)) {
-            if (auto m = read_manifest(file)) {
-                PluginEntry e;
-                e.file_ = file;
-                e.manifest_ = std::move(m);
-                reg.add(std::move(e), warn);
-            } else {
-                reg.load(file, warn);
-            }
+    const auto take = [&](const fs::path& file, std::shared_ptr<const PluginManifest> m) {
+        if (!m) {
+            reg.load(file, warn);
+            return;
         }
+        PluginEntry e;
+        e.file_ = file;
+        e.manifest_ = std::move(m);
+        reg.add(std::move(e), warn);
+    };
+    for (const auto& source : plugin_sources(in)) {
+        if (auto indexed = read_plugin_index(source)) { // one file read instead of a scan
+            for (auto& p : *indexed)
+                take(p.file, std::move(p.manifest));
+            continue;
+        }
+        for (const auto& dir : source_dirs(source))
+            for (const auto& file : plugin_files_in(dir))
+                take(file, read_manifest(file));
+    }
     return reg;
 }
 
