@@ -71,6 +71,16 @@ public:
         return out_.discard(offset, len < len_ - offset ? len : len_ - offset);
     }
     BlockDevice& output() { return out_; }
+    // CheckRequest::set_length: the file cut or grown (with a hole) to `length`.
+    Status set_length(uint64_t length) {
+        const uint32_t index = device_index(out_);
+        if (index == UINT32_MAX)
+            return Status::Invalid;
+        if (hc_set_length(index, length, INSTAR_FILL_HOLE) != 0)
+            return Status::IoError;
+        len_ = length;
+        return Status::Ok;
+    }
 
 private:
     BlockDevice& out_;
@@ -84,6 +94,12 @@ Status flush_device(BlockDevice& dev) {
     if (index == UINT32_MAX)
         return Status::Invalid;
     return hc_flush(index) == 0 ? Status::Ok : Status::IoError;
+}
+
+Status set_image_length(BlockDevice& dev, uint64_t length) {
+    if (growing == nullptr || &dev != growing)
+        return Status::Invalid;
+    return growing->set_length(length);
 }
 
 } // namespace
@@ -121,7 +137,9 @@ Status check_op(const uint8_t* arg, uint32_t arg_len) {
     if (ops->check == nullptr) {
         r.error = -CHECK_ENOTSUP;
     } else {
-        const CheckRequest req{image, files, a.file_count, &arena(), &codecs(), a.fix, a.qemu_version, flush_device};
+        CheckRequest req{image, files, a.file_count, &arena(), &codecs(), a.fix, a.qemu_version, flush_device};
+        if (growing != nullptr)
+            req.set_length = set_image_length;
         const Status st = ops->check(req, sink, &r);
         if (st != Status::Ok) {
             sink.flush();

@@ -122,6 +122,15 @@ Status read_plan(uint32_t plan_device, Plan& plan) {
     return Status::Ok;
 }
 
+// -n: the existing target and the host that sizes it, for OpenRequest::set_length (one per run).
+constinit ExistingTarget* existing_target = nullptr;
+constinit HypercallTarget* existing_host = nullptr;
+
+Status set_existing_length(BlockDevice& dev, uint64_t length) {
+    if (existing_target == nullptr || existing_host == nullptr || &dev != existing_target) return Status::Invalid;
+    return existing_target->set_length(*existing_host, length, Prealloc::Off);
+}
+
 } // namespace
 
 Status convert_op(const uint8_t* arg, uint32_t arg_len) {
@@ -213,6 +222,9 @@ Status convert_op(const uint8_t* arg, uint32_t arg_len) {
             OpenRequest req{dev, files, file_count, &arena(), &codecs(), &reasons, nullptr, h.qemu_version};
             req.secret = target_secret;
             req.secret_len = target_secret_len;
+            existing_target = dev;
+            existing_host = &target;
+            req.set_length = set_existing_length;
             if (st == Status::Ok) st = tm->open_writer(req, &writer);
             if (st != Status::Ok) report_failure(INSTAR_CONVERT_PHASE_OPEN, INSTAR_CONVERT_NO_BACKING);
         }

@@ -24,9 +24,10 @@ const Divergence DIVERGENCES[] = {
      "reason; qemu-img opens it read-only after checking the extension",
      "the extension parser (MD5, bitmap tables) is not built; refusing is safer than ignoring a corrupt one"},
     {"parallels-check-repairs", "check",
-     "check -r does not truncate leaked space at the end of the file and does not copy duplicate clusters "
-     "(reported as ERROR, left unfixed); qemu-img repairs both, and its close truncates the file to data_end",
-     "the check API has no way to set a file's length; the duplicate repair needs qemu 10.0's allocator"},
+     "after check -r under 7.2, a file whose BAT named clusters outside it keeps the length the leak repair "
+     "left; qemu-img's close then grows it to data_end (zeros past the image end offset)",
+     "qemu-img grows the file only after its double check, which instar runs as a second read-only pass: "
+     "growing it first would make that pass report the zeros as leaked space"},
     {"parallels-check-e2big", "check",
      "qemu-img 10.0 check aborts (assertion in parallels_check_duplicate, exit 134) on a BAT entry outside the "
      "image; instar skips that entry in the duplicate pass and finishes the check",
@@ -36,10 +37,10 @@ const Divergence DIVERGENCES[] = {
      "outside image' line per BAT entry (up to 2^29); instar prints them up to the check text cap and counts the rest",
      "a 15 KB file must not cost gigabytes of output and minutes of work"},
     {"parallels-convert-n", "convert",
-     "convert -n into a parallels image leaves the file's length as written (qemu's close truncates it to "
-     "data_end) and always appends new clusters (qemu 10.0 reuses holes; an unclean image is repaired by 10.0 "
-     "on open, refused here)",
-     "writers cannot set a file's length through the SDK"},
+     "convert -n into a parallels image qemu's open finds damaged (not closed correctly; under 10.0 also a bad "
+     "data_off, data past the end of the file or duplicate clusters) is refused (unclean) or written without "
+     "the repair qemu-img 10.0 runs on open",
+     "a write must not silently run check -r; repair the image with instar check -r first"},
     {"parallels-measure-bitmaps", "measure",
      "measure -O qcow2 of a parallels image under the 10.0 profile prints no \"bitmaps\": 0 (human: no "
      "\"bitmaps size: 0\"); qemu-img 10.0 prints it because its parallels driver supports persistent bitmaps",

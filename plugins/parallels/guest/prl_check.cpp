@@ -2,6 +2,7 @@
 #include "prl_check.h"
 
 #include "prl_header.h"
+#include "prl_used.h"
 
 namespace instar::parallels {
 
@@ -12,25 +13,39 @@ namespace {
 
 constexpr int32_t CHECK_EBUSY = 16; // EBUSY: qemu's mark_used on a duplicate
 
+// Bytes copied per device request when a duplicate cluster is copied to a new one.
+constexpr size_t PRL_COPY_CHUNK = 65536;
+
 // The shortest "cluster N is outside image" line: "ERROR cluster 0 is outside image".
 constexpr size_t PRL_OUTSIDE_LINE_MIN = 32;
 
 const char* word(bool fixing) { return fixing ? "Repairing" : "ERROR"; }
 
-// Calls fn(i, entry) for every BAT entry inside the file, page by page; fn returns false to stop.
-template <typename Fn>
-Status each_entry(guest::BlockDevice& dev, const PrlImage& img, Fn&& fn) {
-    const uint64_t scan = prl_entries_in_file(img, dev.size());
-    uint32_t page[PRL_BAT_PAGE];
-    for (uint64_t first = 0; first < scan; first += PRL_BAT_PAGE) {
-        const uint64_t n = scan - first < PRL_BAT_PAGE ? scan - first : PRL_BAT_PAGE;
-        if (const Status st = prl_read_bat(dev, first, n, page); st != Status::Ok)
-            return st;
-        for (uint64_t i = 0; i < n; ++i)
-            if (!fn(first + i, page[i]))
-                return Status::Ok;
+// Copies the cluster at byte `from` to `to` (a new cluster, written whole) and makes it durable, so
+// the BAT entry switched afterwards never points at a cluster not yet written. 0 or -EIO.
+int32_t copy_cluster(const guest::CheckRequest& req, const PrlImage& img, uint64_t from, uint64_t to) {
+    auto* buf = static_cast<uint8_t*>(req.allocator->allocate(PRL_COPY_CHUNK, 8));
+    if (buf == nullptr)
+        return -guest::CHECK_ENOMEM;
+    Status st = Status::Ok;
+    for (uint64_t done = 0; st == Status::Ok && done < img.cluster_size; done += PRL_COPY_CHUNK) {
+        const size_t n = static_cast<size_t>(img.cluster_size - done < PRL_COPY_CHUNK ? img.cluster_size - done
+                                                                                       : PRL_COPY_CHUNK);
+        st = req.image->read(from + done, buf, n);
+        if (st == Status::Ok)
+            st = req.image->write(to + done, buf, n);
     }
-    return Status::Ok;
+    req.allocator->deallocate(buf, PRL_COPY_CHUNK);
+    if (st == Status::Ok && req.flush != nullptr)
+        st = req.flush(*req.image);
+    return st == Status::Ok ? 0 : -guest::CHECK_EIO;
+}
+
+// BAT entry `i` now names the cluster at byte `at` (qemu: at / 512 / off_multiplier, as uint32).
+int32_t set_entry(const guest::CheckRequest& req, const PrlImage& img, uint32_t i, uint64_t at) {
+    uint8_t raw[4];
+    store_le32(raw, static_cast<uint32_t>(at / PRL_SECTOR / img.off_multiplier));
+    return req.image->write(prl_bat_entry_off(i), raw, 4) == Status::Ok ? 0 : -guest::CHECK_EIO;
 }
 
 Status zero_entry(guest::BlockDevice& dev, uint64_t i) {
@@ -38,23 +53,46 @@ Status zero_entry(guest::BlockDevice& dev, uint64_t i) {
     return dev.write(prl_bat_entry_off(i), zero, 4);
 }
 
-void leak(const PrlImage& img, uint64_t size, guest::CheckSink& sink, guest::CheckResult* res) {
+// qemu's leak check: space past the image end offset is reported (explicit) and, with -r leaks,
+// cut off. The BAT repairs before it are made durable first, so a kill leaves no entry pointing
+// into the cut space. A host without set_length (a hosted caller) gets qemu's report unrepaired.
+Status leak(const guest::CheckRequest& req, const PrlImage& img, uint64_t size, bool explicit_, guest::CheckSink& sink,
+            guest::CheckResult* res) {
     if (size <= res->image_end_offset)
-        return;
+        return Status::Ok;
     const uint64_t excess = size - res->image_end_offset;
-    // qemu truncates the file with -r leaks; instar cannot set the length here and says ERROR.
-    guest::CheckLine().s("ERROR space leaked at the end of the image ").u(excess).emit(sink);
-    res->leaks += (excess + img.cluster_size - 1) / img.cluster_size;
+    const uint64_t count = (excess + img.cluster_size - 1) / img.cluster_size;
+    const bool fix = (req.fix & guest::CHECK_FIX_LEAKS) != 0 && req.set_length != nullptr;
+    if (explicit_) {
+        guest::CheckLine().s(fix ? "Repairing" : "ERROR").s(" space leaked at the end of the image ").u(excess).emit(sink);
+        res->leaks += count;
+    }
+    if (!fix)
+        return Status::Ok;
+    if ((req.flush != nullptr && req.flush(*req.image) != Status::Ok) ||
+        req.set_length(*req.image, res->image_end_offset) != Status::Ok) {
+        res->check_errors++;
+        res->error = -guest::CHECK_EIO;
+        return Status::IoError;
+    }
+    if (explicit_)
+        res->leaks_fixed += count;
+    return Status::Ok;
 }
 
-Status check_72(const guest::CheckRequest& req, PrlImage& img, guest::CheckSink& sink, guest::CheckResult* res) {
+// Both set *data_end to qemu's s->data_end when its close would cut the file (sectors).
+Status check_72(const guest::CheckRequest& req, PrlImage& img, guest::CheckSink& sink, guest::CheckResult* res,
+                uint64_t* data_end) {
     guest::BlockDevice& dev = *req.image;
     const bool fix = (req.fix & guest::CHECK_FIX_ERRORS) != 0;
     const uint64_t size = img.file_size;
+    // 7.2's check never moves the data end open computed.
+    if (const Status st = prl_data_end(dev, img, req.qemu_version, data_end); st != Status::Ok)
+        return st;
     res->total_clusters = img.bat_entries;
     uint64_t high = 0, prev = 0;
     Status wst = Status::Ok;
-    const Status st = each_entry(dev, img, [&](uint64_t i, uint32_t e) {
+    const Status st = prl_each_entry(dev, img, [&](uint64_t i, uint32_t e) {
         const uint64_t o = img.entry_sector(e) * PRL_SECTOR;
         if (o == 0) {
             prev = 0;
@@ -88,21 +126,34 @@ Status check_72(const guest::CheckRequest& req, PrlImage& img, guest::CheckSink&
         return Status::Ok;
     }
     res->image_end_offset = high + img.cluster_size;
-    leak(img, size, sink, res);
+    leak(req, img, size, true, sink, res);
     return Status::Ok;
 }
 
-Status check_10(const guest::CheckRequest& req, PrlImage& img, guest::CheckSink& sink, guest::CheckResult* res) {
+Status check_10(const guest::CheckRequest& req, PrlImage& img, guest::CheckSink& sink, guest::CheckResult* res,
+                uint64_t* data_end_out) {
     guest::BlockDevice& dev = *req.image;
     const bool fix = (req.fix & guest::CHECK_FIX_ERRORS) != 0;
     const uint64_t size = img.file_size;
-    // data_end as open computed it (before any repair).
-    uint64_t data_end;
+    // data_end as open computed it (before any repair); the checks move it.
+    uint64_t& data_end = *data_end_out;
     if (const Status st = prl_data_end(dev, img, req.qemu_version, &data_end); st != Status::Ok)
         return st;
-    // data_off
+    // qemu's open fills its used-cluster map only when the image needs no check (a clean header, a
+    // valid data_off, the data end inside the file); the data_off repair fills it again. Only the
+    // duplicate repair allocates from it.
+    const bool fixing_dups = fix && req.set_length != nullptr;
+    PrlUsedMap map(*req.allocator, PRL_CHECK_MAX_BITMAP_BYTES);
     uint32_t start;
-    if (!prl_test_data_off(img, size / PRL_SECTOR, &start)) {
+    const bool data_off_ok = prl_test_data_off(img, size / PRL_SECTOR, &start);
+    if (fixing_dups && !img.unclean() && data_off_ok && data_end <= size / PRL_SECTOR &&
+        map.fill(dev, img, uint64_t{start} * PRL_SECTOR, size) == Status::NoMemory) {
+        res->check_errors++;
+        res->error = -guest::CHECK_ENOMEM;
+        return Status::Ok;
+    }
+    // data_off
+    if (!data_off_ok) {
         res->corruptions++;
         if (fix) {
             store_le32(img.raw + off::data_off, start);
@@ -110,6 +161,11 @@ Status check_10(const guest::CheckRequest& req, PrlImage& img, guest::CheckSink&
             if (dev.write(0, img.raw, PRL_HEADER_SIZE) != Status::Ok) {
                 res->check_errors++;
                 res->error = -guest::CHECK_EIO;
+                return Status::Ok;
+            }
+            if (fixing_dups && map.fill(dev, img, uint64_t{start} * PRL_SECTOR, size) == Status::NoMemory) {
+                res->check_errors++;
+                res->error = -guest::CHECK_ENOMEM;
                 return Status::Ok;
             }
             res->corruptions_fixed++;
@@ -138,7 +194,7 @@ Status check_10(const guest::CheckRequest& req, PrlImage& img, guest::CheckSink&
             high = o;
         return true;
     };
-    if (const Status st = each_entry(dev, img, outside); st != Status::Ok)
+    if (const Status st = prl_each_entry(dev, img, outside); st != Status::Ok)
         return st;
     // Entries past the end of the file read as 0: outside only when the file is shorter than a cluster.
     // A 15 KB file may declare 2^29 of them (qemu prints a line each): the lines stop where the check
@@ -163,11 +219,13 @@ Status check_10(const guest::CheckRequest& req, PrlImage& img, guest::CheckSink&
         res->image_end_offset = data_end * PRL_SECTOR;
     } else {
         res->image_end_offset = high + img.cluster_size;
+        data_end = res->image_end_offset / PRL_SECTOR;
     }
-    leak(img, size, sink, res);
+    if (leak(req, img, size, true, sink, res) != Status::Ok)
+        return Status::Ok;
     // duplicates: a bitmap of host clusters from data_start to the image end.
     const uint64_t data_start = uint64_t{start} * PRL_SECTOR;
-    const uint64_t ieo = res->image_end_offset;
+    uint64_t& ieo = res->image_end_offset; // a repaired duplicate may move it
     uint64_t bits = static_cast<uint32_t>(static_cast<int64_t>(ieo - data_start) / static_cast<int64_t>(img.cluster_size));
     if (bits != 0) {
         if (ieo % img.cluster_size)
@@ -182,8 +240,9 @@ Status check_10(const guest::CheckRequest& req, PrlImage& img, guest::CheckSink&
             return Status::Ok;
         }
         __builtin_memset(used, 0, static_cast<size_t>(bytes));
-        int32_t last = 0;
-        const Status st = each_entry(dev, img, [&](uint64_t i, uint32_t e) {
+        int32_t last = 0, failed = 0;
+        bool fixed = false;
+        const Status st = prl_each_entry(dev, img, [&](uint64_t i, uint32_t e) {
             const uint64_t o = img.entry_sector(e) * PRL_SECTOR;
             if (o == 0)
                 return true;
@@ -203,15 +262,46 @@ Status check_10(const guest::CheckRequest& req, PrlImage& img, guest::CheckSink&
                 return true;
             }
             last = -CHECK_EBUSY;
-            // qemu copies the cluster to a new one with -r; instar leaves it (ERROR either way).
-            guest::CheckLine().s("ERROR duplicate offset in BAT entry ").u(i).emit(sink);
+            guest::CheckLine().s(word(fixing_dups)).s(" duplicate offset in BAT entry ").u(i).emit(sink);
             res->corruptions++;
+            if (!fixing_dups)
+                return true;
+            // qemu copies the cluster to a new one (a hole of its used map first, else the data end).
+            uint64_t at = 0;
+            failed = map.allocate(img, data_start, &data_end, &at);
+            if (failed == 0)
+                failed = copy_cluster(req, img, o, at);
+            if (failed == 0) {
+                const uint64_t nidx = prl_host_cluster(img, data_start, at);
+                if (nidx + 1 <= bits && (used[nidx / 8] >> (nidx % 8)) & 1u)
+                    failed = -CHECK_EBUSY; // qemu restores the entry: nothing was switched yet
+                else if (nidx + 1 <= bits)
+                    used[nidx / 8] = static_cast<uint8_t>(used[nidx / 8] | (1u << (nidx % 8)));
+            }
+            if (failed == 0)
+                failed = set_entry(req, img, uint32_t(i), at);
+            if (failed != 0) {
+                res->check_errors++;
+                return false;
+            }
+            if (at + img.cluster_size > ieo)
+                ieo = at + img.cluster_size;
+            fixed = true;
+            res->corruptions_fixed++;
             return true;
         });
         req.allocator->deallocate(used, static_cast<size_t>(bytes));
         if (st != Status::Ok)
             return st;
-        if (last != 0) {
+        if (failed != 0) {
+            res->error = failed;
+            return Status::Ok;
+        }
+        if (fixed) {
+            // qemu's allocation grew the file by its preallocation; the leak fix cuts it back silently.
+            if (leak(req, img, (dev.size() + PRL_SECTOR - 1) / PRL_SECTOR * PRL_SECTOR, false, sink, res) != Status::Ok)
+                return Status::Ok;
+        } else if (last != 0) {
             res->error = last;
             return Status::Ok;
         }
@@ -219,7 +309,7 @@ Status check_10(const guest::CheckRequest& req, PrlImage& img, guest::CheckSink&
     // statistics
     res->total_clusters = img.bat_entries;
     uint64_t prev = 0;
-    const Status st = each_entry(dev, img, [&](uint64_t, uint32_t e) {
+    const Status st = prl_each_entry(dev, img, [&](uint64_t, uint32_t e) {
         const uint64_t o = img.entry_sector(e) * PRL_SECTOR;
         if (o == 0 || o + img.cluster_size > ieo) {
             prev = 0;
@@ -251,7 +341,9 @@ Status check(const guest::CheckRequest& req, guest::CheckSink& sink, guest::Chec
         if (fix)
             res->corruptions_fixed++; // cleared below, after every other repair (qemu: at close)
     }
-    Status st = prl_v10(req.qemu_version) ? check_10(req, img, sink, res) : check_72(req, img, sink, res);
+    uint64_t data_end = 0;
+    Status st = prl_v10(req.qemu_version) ? check_10(req, img, sink, res, &data_end)
+                                          : check_72(req, img, sink, res, &data_end);
     if (st == Status::Ok && fix && img.unclean() && res->error == 0) {
         // Last, as qemu's close does it: a crash before this leaves the image marked unclean.
         store_le32(img.raw + off::inuse, 0);
@@ -262,6 +354,16 @@ Status check(const guest::CheckRequest& req, guest::CheckSink& sink, guest::Chec
         }
     }
     if (st == Status::Ok && req.fix != 0 && req.flush != nullptr && req.flush(*req.image) != Status::Ok) {
+        res->check_errors++;
+        res->error = -guest::CHECK_EIO;
+    }
+    // qemu's close cuts (or grows) the file to data_end. After a repair it does so only after
+    // qemu-img's double check, which instar runs as a second read-only pass: then the length stays
+    // as the repair left it (parallels-check-repairs; the same except where 7.2 grows the file).
+    // With nothing repaired there is no second pass: the file gets qemu's length now.
+    if (st == Status::Ok && req.fix != 0 && req.set_length != nullptr && res->corruptions_fixed == 0 &&
+        res->leaks_fixed == 0 && data_end * PRL_SECTOR != req.image->size() &&
+        req.set_length(*req.image, data_end * PRL_SECTOR) != Status::Ok) {
         res->check_errors++;
         res->error = -guest::CHECK_EIO;
     }

@@ -4,9 +4,9 @@
 //  10.0: the same plus data_off validity, duplicate BAT offsets (the check fails with EBUSY when the
 //       last allocated entry is a duplicate, as qemu's), outside means offset + cluster > file size.
 // Repairs (-r): "not closed correctly" (inuse cleared), BAT entries outside the image zeroed, a bad
-// data_off rewritten (10.0). Not repaired: leaked space (qemu truncates the file; a check cannot
-// set a file's length through the SDK) and duplicate clusters (qemu copies them to new clusters):
-// both are reported with "ERROR" and left unfixed.
+// data_off rewritten (10.0), leaked space cut off (CheckRequest::set_length) and (10.0) duplicate
+// clusters copied to new ones from qemu's used-cluster map (prl_used.h). Without set_length (a
+// hosted caller) leaks and duplicates are reported with "ERROR" and left.
 #pragma once
 
 #include <instar/guest/check_api.h>

@@ -93,6 +93,22 @@ inline uint64_t prl_entries_in_file(const PrlImage& img, uint64_t file) {
     return in_file < img.bat_entries ? in_file : img.bat_entries;
 }
 
+// Calls fn(i, entry) for every BAT entry inside the file, page by page; fn returns false to stop.
+template <typename Fn>
+guest::Status prl_each_entry(guest::BlockDevice& dev, const PrlImage& img, Fn&& fn) {
+    const uint64_t scan = prl_entries_in_file(img, dev.size());
+    uint32_t page[PRL_BAT_PAGE];
+    for (uint64_t first = 0; first < scan; first += PRL_BAT_PAGE) {
+        const uint64_t n = scan - first < PRL_BAT_PAGE ? scan - first : PRL_BAT_PAGE;
+        if (const guest::Status st = prl_read_bat(dev, first, n, page); st != guest::Status::Ok)
+            return st;
+        for (uint64_t i = 0; i < n; ++i)
+            if (!fn(first + i, page[i]))
+                return guest::Status::Ok;
+    }
+    return guest::Status::Ok;
+}
+
 // qemu 10.0's parallels_test_data_off: true when data_off is valid; *start gets the data start in
 // sectors either way (the corrected value when invalid).
 bool prl_test_data_off(const PrlImage& img, uint64_t file_sectors, uint32_t* start);

@@ -3,6 +3,7 @@
 
 #include "prl_create.h"
 #include "prl_header.h"
+#include "prl_used.h"
 
 #include <instar/guest/arena_new.h>
 
@@ -14,6 +15,10 @@ using guest::Status;
 
 // Zeros written per device write around partial clusters: 64 KiB of arena.
 constexpr size_t ZERO_CHUNK = 65536;
+
+// Bytes of used-cluster map convert -n may hold (10.0): 2^29 clusters, as check's bound; a larger
+// file is refused (qemu's bitmap_try_new would fail the open with ENOMEM).
+constexpr uint64_t PRL_WRITE_MAX_MAP_BYTES = uint64_t{64} << 20;
 
 class PrlWriter final : public guest::ImageWriter {
 public:
@@ -49,9 +54,24 @@ public:
 
     void allow_end(uint64_t sectors) { quirk_end_ = sectors; }
 
-    Status finish() override { return failed_ ? Status::IoError : Status::Ok; }
+    // convert -n under 10.0: allocate as qemu's used-cluster map says (holes first); data_start in bytes.
+    void use_map(PrlUsedMap* map, uint64_t data_start) {
+        map_ = map;
+        data_start_ = data_start;
+    }
+    // convert -n: qemu's close cuts (or grows) the file to the data end.
+    void cut_at_close(guest::Status (*set_length)(BlockDevice&, uint64_t)) { set_length_ = set_length; }
+
+    Status finish() override {
+        if (failed_)
+            return Status::IoError;
+        if (set_length_ != nullptr && set_length_(dev_, data_end_ * PRL_SECTOR) != Status::Ok)
+            return fail(Status::IoError, nullptr);
+        return Status::Ok;
+    }
 
     void close() override {
+        guest::arena_delete(alloc_, map_);
         alloc_.deallocate(zeros_, ZERO_CHUNK);
         guest::arena_delete(alloc_, this);
     }
@@ -82,6 +102,8 @@ private:
             }
             if (const Status st = set_entry(cluster, 0); st != Status::Ok)
                 return fail(st, nullptr);
+            if (map_ != nullptr)
+                map_->release_cluster(img_, data_start_, at);
         }
         return Status::Ok;
     }
@@ -120,8 +142,11 @@ private:
         return Status::Ok;
     }
 
-    // qemu: the new cluster's entry is data_end / off_multiplier; its bytes go where the entry says.
+    // qemu: the new cluster's entry is data_end / off_multiplier (10.0 with a map: its first hole);
+    // its bytes go where the entry says.
     Status allocate(uint64_t cluster, uint64_t in, const uint8_t* src, size_t n) {
+        if (map_ != nullptr)
+            return allocate_mapped(cluster, in, src, n);
         const uint64_t e64 = data_end_ / img_.off_multiplier;
         if (e64 == 0 || e64 > UINT32_MAX)
             return fail(Status::Corrupt, "the Parallels image has no room for another cluster");
@@ -141,6 +166,24 @@ private:
         if (st = set_entry(cluster, e); st != Status::Ok)
             return fail(st, nullptr);
         data_end_ += img_.tracks;
+        return Status::Ok;
+    }
+
+    Status allocate_mapped(uint64_t cluster, uint64_t in, const uint8_t* src, size_t n) {
+        uint64_t at = 0;
+        bool zeroed = true;
+        if (map_->allocate(img_, data_start_, &data_end_, &at, &zeroed) != 0)
+            return fail(Status::Corrupt, "the Parallels image's map of used clusters is inconsistent");
+        const uint64_t cs = img_.cluster_size;
+        Status st = zeroed ? put(at, nullptr, static_cast<size_t>(in)) : Status::Ok;
+        if (st == Status::Ok)
+            st = put(at + in, src, n);
+        if (st == Status::Ok && zeroed)
+            st = put(at + in + n, nullptr, static_cast<size_t>(cs - in - n));
+        if (st != Status::Ok)
+            return fail(st, nullptr);
+        if (st = set_entry(cluster, static_cast<uint32_t>(at / PRL_SECTOR / img_.off_multiplier)); st != Status::Ok)
+            return fail(st, nullptr);
         return Status::Ok;
     }
 
@@ -196,6 +239,9 @@ private:
     bool zero_init_;
     bool v10_;
     guest::ReasonSink* reasons_;
+    PrlUsedMap* map_ = nullptr;
+    uint64_t data_start_ = 0;
+    guest::Status (*set_length_)(BlockDevice&, uint64_t) = nullptr;
     bool failed_ = false;
     bool page_valid_ = false;
     uint64_t page_ = 0;
@@ -203,7 +249,7 @@ private:
 };
 
 Status make_writer(BlockDevice& dev, guest::Allocator& alloc, const PrlImage& img, uint64_t data_end, bool zero_init,
-                   uint32_t qemu_version, guest::ReasonSink* reasons, guest::ImageWriter** out) {
+                   uint32_t qemu_version, guest::ReasonSink* reasons, PrlWriter** out) {
     const bool quirk = !prl_v10(qemu_version) && img.data_off == 0 &&
                        data_end == (prl_bat_entry_off(img.bat_entries) + PRL_SECTOR - 1) / PRL_SECTOR * PRL_SECTOR;
     auto* zeros = static_cast<uint8_t*>(alloc.allocate(ZERO_CHUNK, 8));
@@ -230,7 +276,11 @@ Status create_writer(const guest::CreateRequest& req, guest::CreateTarget& targe
     if (const Status st = create_image(req, target, &img); st != Status::Ok)
         return st;
     // A new image's data starts at data_off (a whole number of clusters) in both profiles.
-    return make_writer(target.image(), *req.allocator, img, img.data_off, true, req.qemu_version, nullptr, out);
+    PrlWriter* w = nullptr;
+    const Status st = make_writer(target.image(), *req.allocator, img, img.data_off, true, req.qemu_version, nullptr, &w);
+    if (st == Status::Ok)
+        *out = w;
+    return st;
 }
 
 Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
@@ -249,7 +299,33 @@ Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
     uint64_t data_end;
     if (const Status st = prl_data_end(*req.image, img, req.qemu_version, &data_end); st != Status::Ok)
         return st;
-    return make_writer(*req.image, *req.allocator, img, data_end, false, req.qemu_version, req.reasons, out);
+    PrlWriter* w = nullptr;
+    if (const Status st = make_writer(*req.image, *req.allocator, img, data_end, false, req.qemu_version, req.reasons, &w);
+        st != Status::Ok)
+        return st;
+    w->cut_at_close(req.set_length);
+    if (prl_v10(req.qemu_version)) {
+        // qemu 10.0's open fills its used-cluster map (a valid image: the data end inside the file)
+        // and allocation takes its holes first.
+        uint32_t start;
+        const uint64_t file = (req.image->size() + PRL_SECTOR - 1) / PRL_SECTOR * PRL_SECTOR;
+        const bool data_off_ok = prl_test_data_off(img, file / PRL_SECTOR, &start);
+        auto* map = guest::arena_new<PrlUsedMap>(*req.allocator, *req.allocator, PRL_WRITE_MAX_MAP_BYTES);
+        Status st = map == nullptr ? Status::NoMemory : Status::Ok;
+        if (st == Status::Ok && data_off_ok && data_end <= file / PRL_SECTOR)
+            st = map->fill(*req.image, img, uint64_t{start} * PRL_SECTOR, file);
+        if (st == Status::Invalid)
+            st = Status::Ok; // qemu: the map stays empty
+        w->use_map(map, uint64_t{start} * PRL_SECTOR);
+        if (st == Status::NoMemory)
+            guest::say_reason(req.reasons, "the Parallels image is too large for instar's map of used clusters");
+        if (st != Status::Ok) {
+            w->close();
+            return st;
+        }
+    }
+    *out = w;
+    return Status::Ok;
 }
 
 } // namespace instar::parallels

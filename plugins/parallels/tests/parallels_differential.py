@@ -138,6 +138,15 @@ def main():
         patch(p('data.prl'), p('dataoff.prl'), [(48, '<I', 3)])
         patch(p('old.prl'), p('outside.prl'), [(64 + 4 * 5, '<I', 1000)])
         patch(p('data.prl'), p('far.prl'), [(64 + 4 * 6, '<I', 0x100000)])
+        # duplicates for 10.0's repair: into the data end, into a hole, over a leak, unclean, old magic
+        patch(p('data.prl'), p('duphole.prl'), [(64 + 4 * 2, '<I', 0), (64 + 4 * 5, '<I', 1)])
+        shutil.copyfile(p('dup.prl'), p('dupleak.prl'))
+        with open(p('dupleak.prl'), 'r+b') as f:
+            f.truncate(400000)
+        patch(p('dupmid.prl'), p('dupunclean.prl'), [(44, '<I', 0x746F6E59)])
+        patch(p('old.prl'), p('olddup.prl'), [(64 + 4 * 7, '<I', 8)])
+        patch(p('data.prl'), p('hole.prl'), [(64 + 4 * 2, '<I', 0)])
+        old_image(p('oldleak3.prl'), extra=bytes(3 * 4096))
 
         good = ['empty.prl', 'zero.prl', 'data.prl', 'big.prl', 'old.prl', 'olddataoff.prl', 'oldsize.prl',
                 'far.prl', 'unclean.prl']
@@ -162,13 +171,16 @@ def main():
                     same_cli(f'check {" ".join(extra)} {name} [qemu {ver}]', [qemu, 'check', *extra, name],
                              [instar, '--qemu-version', prof, 'check', *extra, name], d, results)
             # -r all on copies: the repairs instar does (unclean, outside, data_off), output and bytes.
-            fixes = ['unclean.prl', 'dataoff.prl'] + (['outside.prl'] if ver == '7.2' else [])
+            fixes = ['unclean.prl', 'dataoff.prl', 'leak.prl', 'oldleak.prl', 'dup.prl', 'dupmid.prl', 'duphole.prl',
+                     'dupleak.prl', 'dupunclean.prl', 'olddup.prl'] + (['outside.prl'] if ver == '7.2' else [])
             for name in fixes:
                 shutil.copyfile(p(name), p('fq.prl'))
                 shutil.copyfile(p(name), p('fi.prl'))
                 same_cli(f'check -r all {name} [qemu {ver}]', [qemu, 'check', '-r', 'all', 'fq.prl'],
                          [instar, '--qemu-version', prof, 'check', '-r', 'all', 'fi.prl'], d, results)
-                if name != 'outside.prl':  # qemu's close grows the file to data_end (parallels-check-repairs)
+                # 7.2: after a repair of an image whose data_end lies past its clusters, qemu's close
+                # grows the file to data_end (parallels-check-repairs)
+                if not (ver == '7.2' and name in ('outside.prl', 'oldleak.prl')):
                     same_bytes(f'check -r all bytes {name} [qemu {ver}]', p('fq.prl'), p('fi.prl'), results)
             for name in ('data.prl', 'old.prl', 'far.prl'):
                 for out in ('human', 'json'):
@@ -244,9 +256,17 @@ def main():
         qimg('create', '-q', '-f', 'raw', 'tiny.raw', '64k')
         run_fixture([qio, '-f', 'raw', '-c', 'write -P 0x42 40k 4k', 'tiny.raw'], check=True, cwd=d)
         # old.prl under 10.0: qemu reuses the hole before data_end (parallels-convert-n)
+        run_fixture([qio, '-f', 'raw', '-c', 'write -P 0x43 64k 64k', 'small.raw'], check=True, cwd=d)
+        with open(p('leakbig.prl'), 'wb') as f, open(p('data.prl'), 'rb') as g:
+            f.write(g.read())
+            f.truncate(3 * MiB)  # leaked space past the data end: cut at close
         for base, src_raw, ver in (('data.prl', 'small.raw', '7.2'), ('data.prl', 'small.raw', '10.0'),
-                                   ('old.prl', 'tiny.raw', '7.2'), ('empty.prl', 'small.raw', '10.0')):
-            qa, ia = f'n-q-{base}', f'n-i-{base}'
+                                   ('old.prl', 'tiny.raw', '7.2'), ('empty.prl', 'small.raw', '10.0'),
+                                   ('old.prl', 'tiny.raw', '10.0'), ('oldleak3.prl', 'tiny.raw', '7.2'),
+                                   ('oldleak3.prl', 'tiny.raw', '10.0'), ('leakbig.prl', 'small.raw', '7.2'),
+                                   ('leakbig.prl', 'small.raw', '10.0'), ('hole.prl', 'small.raw', '10.0'),
+                                   ('hole.prl', 'small.raw', '7.2'), ('leak.prl', 'tiny.raw', '10.0')):
+            qa, ia = f'n-q-{ver}-{base}', f'n-i-{ver}-{base}'
             shutil.copyfile(p(base), p(qa))
             shutil.copyfile(p(base), p(ia))
             same_cli(f'convert -n raw -> {base} [qemu {ver}]',
@@ -254,6 +274,37 @@ def main():
                      [instar, '--qemu-version', ver, 'convert', '-n', '-f', 'raw', '-O', 'parallels', src_raw, ia],
                      d, results)
             same_bytes(f'convert -n bytes -> {base} [qemu {ver}]', p(qa), p(ia), results)
+
+        # ---- kill -9 during check -r all (INSTAR_TEST_KILL_AT_WRITE: the host ends at the n-th file
+        # change): qemu-img check then finds the original damage or leaks only, and qemu's own repair
+        # of what is left reads as qemu's repair of the original ----
+        q10 = QEMUS['10.0'][0]
+        for name, ver in (('dupleak.prl', '10.0'), ('duphole.prl', '10.0'), ('dupunclean.prl', '10.0'),
+                          ('leak.prl', '7.2')):
+            qemu = QEMUS[ver][0]
+            orig = set(run([qemu, 'check', name], d)[2].splitlines())
+            shutil.copyfile(p(name), p('kref.prl'))
+            run([qemu, 'check', '-r', 'all', 'kref.prl'], d)
+            points = 0
+            for n in range(1, 60):
+                shutil.copyfile(p(name), p('kill.prl'))
+                env = dict(os.environ, INSTAR_TEST_KILL_AT_WRITE=str(n))
+                k = subprocess.run([instar, '--qemu-version', ver, 'check', '-r', 'all', 'kill.prl'], cwd=d, env=env,
+                                   capture_output=True, text=True, timeout=300)
+                _, _, err = run([qemu, 'check', 'kill.prl'], d)
+                bad = [ln for ln in err.splitlines() if ln not in orig and 'leaked' not in ln]
+                rc2 = run([qemu, 'check', '-r', 'all', 'kill.prl'], d)[0]
+                rc3 = run([qemu, 'check', 'kill.prl'], d)[0]
+                rc4 = run([q10, 'compare', '-f', 'parallels', '-F', 'parallels', 'kref.prl', 'kill.prl'], d)[0]
+                problems = []
+                if bad or rc2 != 0 or rc3 != 0 or rc4 != 0:
+                    problems.append(f'new damage {bad[:3]}, re-repair rc {rc2}, final rc {rc3}, compare rc {rc4}')
+                results.append((f'check -r all killed at change {n} {name} [qemu {ver}]', problems))
+                points += 1
+                if k.returncode == 0:
+                    break
+            results.append((f'check -r all kill points {name} [qemu {ver}]',
+                            [] if points >= 2 else [f'only {points} kill points']))
     finally:
         shutil.rmtree(d, ignore_errors=True)
     return report(results)

@@ -116,7 +116,12 @@ Checked run_check(Bytes& b, std::uint32_t v, std::uint32_t fix = 0) {
     hosted::BudgetAllocator alloc(8 << 20);
     Lines lines;
     Checked c;
-    const guest::CheckRequest req{&dev, nullptr, 0, &alloc, nullptr, fix, v, nullptr};
+    guest::CheckRequest req{&dev, nullptr, 0, &alloc, nullptr, fix, v, nullptr};
+    if (fix)
+        req.set_length = [](guest::BlockDevice& d, std::uint64_t n) {
+            static_cast<RwDevice&>(d).bytes.resize(n);
+            return Status::Ok;
+        };
     REQUIRE(parallels::check(req, lines, &c.res) == Status::Ok);
     c.lines = lines.text;
     if (fix)
@@ -359,4 +364,99 @@ TEST_CASE("check 10.0: 2^29 entries over a file shorter than a cluster: lines to
     CHECK(lines > guest::check_max_lines(64));
     CHECK(lines <= (b.size() - 64 + 3) / 4 + guest::check_max_lines(32));
     CHECK(c.lines.find("ERROR cluster 536869871 is outside image") == std::string::npos);
+}
+
+TEST_CASE("check -r leaks: the leaked space is cut off (both profiles)") {
+    for (const std::uint32_t v : {70200u, 100000u}) {
+        Bytes b = old_image();
+        b.resize(12288 + 5000);
+        const Checked c = run_check(b, v, guest::CHECK_FIX_LEAKS);
+        CHECK(c.lines == "Repairing space leaked at the end of the image 5120\n");
+        CHECK(c.res.leaks == 2);
+        CHECK(c.res.leaks_fixed == 2);
+        CHECK(b.size() == 12288);
+        CHECK(b == old_image());
+    }
+}
+
+TEST_CASE("check 10.0 -r: a duplicate cluster is copied into the first hole of qemu's used map") {
+    Bytes b = old_image();
+    put32(b, 64 + 4 * 7, 8); // cluster 7 shares cluster 1's data
+    const Checked c = run_check(b, 100000, guest::CHECK_FIX_ERRORS | guest::CHECK_FIX_LEAKS);
+    CHECK(c.lines == "Repairing duplicate offset in BAT entry 7\n");
+    CHECK(c.res.corruptions == 1);
+    CHECK(c.res.corruptions_fixed == 1);
+    CHECK(c.res.error == 0);
+    // data starts at sector 1 (old magic, data_off 0): map bits 0 and 1 are clusters at 4096 and
+    // 8192, bit 2 (512 + 2 * 4096) is free and lies past the data end.
+    CHECK(parallels::load_le32(&b[64 + 4 * 7]) == 17);
+    REQUIRE(b.size() == 8704 + 4096);
+    CHECK(std::all_of(b.begin() + 8704, b.end(), [](std::uint8_t x) { return x == 0x55; }));
+    CHECK(c.res.image_end_offset == 8704 + 4096);
+    CHECK(c.res.allocated_clusters == 3);
+    // a later check finds nothing to repair
+    const Checked again = run_check(b, 100000);
+    CHECK(again.lines.empty());
+    CHECK(again.res.corruptions == 0);
+}
+
+TEST_CASE("check 10.0 -r: without a length setter, leaks and duplicates are reported, not repaired") {
+    Bytes b = old_image();
+    put32(b, 64 + 4 * 7, 8);
+    b.resize(12288 + 5000);
+    RwDevice dev(b);
+    hosted::BudgetAllocator alloc(8 << 20);
+    Lines lines;
+    guest::CheckResult res;
+    const guest::CheckRequest req{&dev, nullptr, 0, &alloc, nullptr, guest::CHECK_FIX_ERRORS | guest::CHECK_FIX_LEAKS,
+                                  100000, nullptr};
+    REQUIRE(parallels::check(req, lines, &res) == Status::Ok);
+    CHECK(lines.text == "ERROR space leaked at the end of the image 5120\nERROR duplicate offset in BAT entry 7\n");
+    CHECK(dev.bytes.size() == 12288 + 5000);
+}
+
+namespace {
+
+// convert -n into `b` under qemu `v`: writes [offset, offset + data.size()) and finishes.
+Bytes write_into(const Bytes& b, std::uint32_t v, std::uint64_t offset, const Bytes& data) {
+    RwDevice dev(b);
+    hosted::BudgetAllocator alloc(8 << 20);
+    Reasons reasons;
+    guest::OpenRequest req{&dev, nullptr, 0, &alloc, nullptr, &reasons, nullptr, v};
+    req.set_length = [](guest::BlockDevice& d, std::uint64_t n) {
+        static_cast<RwDevice&>(d).bytes.resize(n);
+        return Status::Ok;
+    };
+    guest::ImageWriter* w = nullptr;
+    REQUIRE(parallels::open_writer(req, &w) == Status::Ok);
+    REQUIRE(w->write(offset, data.data(), data.size()) == Status::Ok);
+    REQUIRE(w->finish() == Status::Ok);
+    w->close();
+    return dev.bytes;
+}
+
+} // namespace
+
+TEST_CASE("convert -n: the file is cut to the data end at close; 10.0 fills holes first") {
+    Bytes b = old_image();
+    b.resize(12288 + 3 * 4096); // leaked space past the data end
+    const Bytes data(4096, 0x77);
+    // 7.2: the new cluster at the data end (of an old image with data_off 0: the BAT's 512 bytes
+    // taken as sectors), the file cut (here grown) to the data end after it.
+    Bytes r = write_into(b, 70200, 5 * 4096, data);
+    CHECK(r.size() == 512 * 512 + 4096);
+    CHECK(parallels::load_le32(&r[64 + 4 * 5]) == 512);
+    CHECK(r[512 * 512] == 0x77);
+    // 7.2 with data_off set: the data end is sector 24, the leak past it is cut off.
+    Bytes d = b;
+    put32(d, 48, 8);
+    r = write_into(d, 70200, 5 * 4096, data);
+    CHECK(r.size() == 12288 + 4096);
+    CHECK(parallels::load_le32(&r[64 + 4 * 5]) == 24);
+    CHECK(r[12288] == 0x77);
+    // 10.0: qemu's used map covers the whole file; its first hole is at 512 + 2 * 4096 (sector 17).
+    r = write_into(b, 100000, 5 * 4096, data);
+    CHECK(parallels::load_le32(&r[64 + 4 * 5]) == 17);
+    CHECK(r[8704] == 0x77);
+    CHECK(r.size() == 8704 + 4096);
 }

@@ -68,6 +68,11 @@ struct CheckRequest {
     // Makes the writes so far to `dev` durable (repair orders its steps with it); nullptr when the
     // image is read-only (fix == 0).
     Status (*flush)(BlockDevice& dev);
+    // Sets the repaired image's file length: cuts it (qemu's truncate of leaked space and its close
+    // to the data end) or grows it with a hole. Only `image`, only with fix != 0 (nullptr otherwise);
+    // the host refuses a length past the output's limit. Appended with a default (round 7): formats
+    // that never cut a file are unchanged.
+    Status (*set_length)(BlockDevice& dev, uint64_t length) = nullptr;
 };
 
 // Ok when the check ran (its findings, including a failed check, are in *result); any other

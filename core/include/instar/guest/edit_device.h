@@ -36,8 +36,10 @@ public:
         return st;
     }
     Status discard(uint64_t offset, uint64_t len) override { return dev_.discard(offset, len); }
-    // Sets the file's length through the host (growing adds zeros as `mode` says).
-    Status set_length(EditHost& host, uint64_t length, Prealloc mode) {
+    // Sets the file's length through the host, an EditHost or a CreateTarget (growing adds zeros as
+    // `mode` says).
+    template <typename Host>
+    Status set_length(Host& host, uint64_t length, Prealloc mode) {
         const Status st = host.set_length(dev_, length, mode);
         if (st == Status::Ok)
             length_ = length;

@@ -131,6 +131,11 @@ struct OpenRequest {
     // qemu's "Parameter '...key-secret' is required for cipher". Never echo it in a reason.
     const uint8_t* secret = nullptr;
     size_t secret_len = 0;
+    // open_writer (convert -n) only: sets `image`'s file length, cutting it (qemu's close truncates
+    // some formats to their data end) or growing it with a hole. nullptr for readers and where the
+    // caller offers no resizing; the host refuses a length past the output's limit. Appended with a
+    // default (round 7): formats that ignore it are unchanged.
+    Status (*set_length)(BlockDevice& dev, uint64_t length) = nullptr;
 };
 
 // Opens a reader (allocated from req.allocator). A non-Ok Status leaves *out untouched; Unsupported
