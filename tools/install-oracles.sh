@@ -9,10 +9,12 @@ set -euo pipefail
 DEST=${1:-/opt/qemu-img-10}
 export DEBIAN_FRONTEND=noninteractive
 # The archive address this machine already uses (its mirror), from its own apt sources.
-archive_uri() {  # $1: "main" or "security"
-  { awk '/^URIs:/ {for (i = 2; i <= NF; i++) print $i}' /etc/apt/sources.list.d/*.sources 2>/dev/null
-    awk '$1 == "deb" {print ($2 ~ /^\[/ ? $3 : $2)}' /etc/apt/sources.list 2>/dev/null; } |
-    if [ "$1" = main ]; then grep -v security; else grep security; fi | head -n1
+# Either file may be missing (a machine with only deb822 .sources files has no sources.list): under
+# pipefail a missing file or an empty grep must not end the script, so each step tolerates it.
+archive_uri() {  # $1: "main" or "security"; prints nothing when the machine names no such archive
+  { awk '/^URIs:/ {for (i = 2; i <= NF; i++) print $i}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true
+    awk '$1 == "deb" {print ($2 ~ /^\[/ ? $3 : $2)}' /etc/apt/sources.list 2>/dev/null || true; } |
+    { if [ "$1" = main ]; then grep -v security; else grep security; fi || true; } | head -n1
 }
 bpo=/etc/apt/sources.list.d/bookworm-backports.sources
 if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
