@@ -21,9 +21,10 @@ namespace instar::cloop {
 
 const Divergence DIVERGENCES[] = {
     {"cloop-guest-memory", "*",
-     "an image whose largest compressed block plus its block size does not fit in the guest's memory "
-     "(256 MiB by default, --max-guest-memory) fails to open with qemu's \"Could not allocate "
-     "compressed_block\" / \"uncompressed_block\"; qemu allocates up to 64 MiB + 128 MiB on its heap",
+     "every image qemu opens opens at the default guest memory (256 MiB holds qemu's largest blocks, "
+     "64 MiB inflated plus 128 MiB compressed); under a lower --max-guest-memory an image whose blocks do "
+     "not fit fails to open naming the buffer and its size (\"Could not allocate compressed_block of N "
+     "bytes in the sandbox (see --max-guest-memory)\"); qemu allocates them on its heap",
      "the reader holds both blocks in the bounded guest arena; cloop tools write blocks of 64-256 KiB"},
 };
 const std::uint32_t DIVERGENCE_COUNT = sizeof DIVERGENCES / sizeof DIVERGENCES[0];

@@ -1,4 +1,5 @@
-// qcow2 magic-byte probe rules: "QFI\xfb" followed by version 2 or 3 (version 1 is qcow, not ours).
+// qcow2 magic-byte probe rule: "QFI\xfb" followed by a version of 2 or more (qemu's qcow2_probe: a
+// later version is qcow2's to refuse, "Unsupported qcow2 version N"; version 1 is qcow, not ours).
 #include "qcow2_plugin.h"
 
 namespace instar::qcow2 {
@@ -6,20 +7,15 @@ namespace {
 
 constexpr unsigned char QCOW_MAGIC[] = {'Q', 'F', 'I', 0xfb};
 constexpr unsigned char VERSION_2[] = {0, 0, 0, 2};
-constexpr unsigned char VERSION_3[] = {0, 0, 0, 3};
 
-constexpr ProbeMatch V2[] = {
+constexpr ProbeMatch HEADER[] = {
     {ProbeMatch::FromStart, 0, QCOW_MAGIC, sizeof QCOW_MAGIC},
-    {ProbeMatch::FromStart, 4, VERSION_2, sizeof VERSION_2},
-};
-constexpr ProbeMatch V3[] = {
-    {ProbeMatch::FromStart, 0, QCOW_MAGIC, sizeof QCOW_MAGIC},
-    {ProbeMatch::FromStart, 4, VERSION_3, sizeof VERSION_3},
+    {ProbeMatch::FromStart, 4, VERSION_2, sizeof VERSION_2, ProbeMatch::AtLeast},
 };
 
 } // namespace
 
-const ProbeRule PROBE_RULES[] = {{V2, 2}, {V3, 2}};
+const ProbeRule PROBE_RULES[] = {{HEADER, 2}};
 const std::uint32_t PROBE_RULE_COUNT = sizeof PROBE_RULES / sizeof PROBE_RULES[0];
 
 } // namespace instar::qcow2

@@ -5,7 +5,15 @@ namespace {
 
 constexpr unsigned char MAGIC[] = {'T', 'E', 'S', 'T'};
 constexpr instar::ProbeMatch MATCH[] = {{instar::ProbeMatch::FromStart, 0, MAGIC, sizeof MAGIC}};
-constexpr instar::ProbeRule RULES[] = {{MATCH, 1}};
+// A second rule with a ranged match ("TSTV", then a big-endian version of 2 or more), so the manifest
+// tests see an AtLeast match survive the round trip.
+constexpr unsigned char MAGIC_V[] = {'T', 'S', 'T', 'V'};
+constexpr unsigned char VERSION_2[] = {0, 0, 0, 2};
+constexpr instar::ProbeMatch MATCH_V[] = {
+    {instar::ProbeMatch::FromStart, 0, MAGIC_V, sizeof MAGIC_V},
+    {instar::ProbeMatch::FromStart, 4, VERSION_2, sizeof VERSION_2, instar::ProbeMatch::AtLeast},
+};
+constexpr instar::ProbeRule RULES[] = {{MATCH, 1}, {MATCH_V, 2}};
 constexpr instar::OptionDesc OPTIONS[] = {
     {"size", instar::OptionType::Size, nullptr, "Virtual disk size", instar::OptionPolicy::Honoured, nullptr,
      nullptr, 0, 0},
@@ -14,7 +22,7 @@ constexpr const char* ALIASES[] = {TEST_PLUGIN_ALIAS, nullptr};
 
 const instar::FormatDescriptor DESCRIPTOR = {
     instar::INSTAR_PLUGIN_ABI_VERSION, TEST_PLUGIN_NAME, ALIASES, "9.9.9", "test format", instar::CAP_INFO,
-    TEST_PLUGIN_PRIORITY, RULES, 1, OPTIONS, 1, nullptr, 0, nullptr,
+    TEST_PLUGIN_PRIORITY, RULES, 2, OPTIONS, 1, nullptr, 0, nullptr,
 };
 
 const instar::FormatDescriptor* descriptor() { return &DESCRIPTOR; }

@@ -129,8 +129,8 @@ TEST_CASE("each broken plugin is skipped with one warning naming file and reason
     REQUIRE(reg.plugins().size() == 1);
     CHECK(std::string(reg.plugins()[0]->name) == "testfmt");
     REQUIRE(w.lines.size() == 7);
-    CHECK(w.lines[0] == "skipping plugin " + abi.string() + ": built for plugin ABI 999, this instar speaks plugin ABI 2");
-    CHECK(w.lines[1] == "skipping plugin " + nofactory.string() + ": no instar_format_plugin_v2 factory");
+    CHECK(w.lines[0] == "skipping plugin " + abi.string() + ": built for plugin ABI 999, this instar speaks plugin ABI 3");
+    CHECK(w.lines[1] == "skipping plugin " + nofactory.string() + ": no instar_format_plugin_v3 factory");
     CHECK(w.lines[2] == "skipping plugin " + throws.string() + ": factory threw: deliberate failure");
     CHECK(w.lines[3] == "skipping plugin " + bad.string() + ": format name missing or not [a-z0-9_-]{1,32}");
     CHECK(w.lines[4] == "skipping plugin " + dup.string() + ": format 'other' is already provided by " +
@@ -190,12 +190,15 @@ TEST_CASE("manifest: a plugin with a current manifest is loaded only when a comm
     REQUIRE(eager.load(good, w.sink()));
     const auto rules = reg.entries()[0].probe_rules();
     REQUIRE(rules.size() == eager.plugins()[0]->probe_rule_count);
+    REQUIRE(rules.size() == 2);
+    CHECK(rules[1].matches[1].compare == ProbeMatch::AtLeast); // "atleast" read back from the manifest
     for (std::size_t r = 0; r < rules.size(); ++r) {
         const ProbeRule& want = eager.plugins()[0]->probe_rules[r];
         REQUIRE(rules[r].match_count == want.match_count);
         for (std::uint32_t m = 0; m < want.match_count; ++m) {
             CHECK(rules[r].matches[m].anchor == want.matches[m].anchor);
             CHECK(rules[r].matches[m].offset == want.matches[m].offset);
+            CHECK(rules[r].matches[m].compare == want.matches[m].compare);
             REQUIRE(rules[r].matches[m].length == want.matches[m].length);
             CHECK(std::memcmp(rules[r].matches[m].bytes, want.matches[m].bytes, want.matches[m].length) == 0);
         }
@@ -252,7 +255,7 @@ TEST_CASE("manifest: a stale, garbled or forged manifest never hides a plugin or
     CHECK(w.lines.empty()); // the forged one is not loaded yet...
     CHECK(reg.find("forged") == nullptr); // ...and says why when a command needs it
     REQUIRE(w.lines.size() == 1);
-    CHECK(w.lines[0] == "skipping plugin " + abi.string() + ": built for plugin ABI 999, this instar speaks plugin ABI 2");
+    CHECK(w.lines[0] == "skipping plugin " + abi.string() + ": built for plugin ABI 999, this instar speaks plugin ABI 3");
     REQUIRE(reg.plugins().size() == 2);
     CHECK(w.lines.size() == 1); // warned once
 }

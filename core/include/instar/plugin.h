@@ -21,7 +21,8 @@ namespace instar {
 
 // Bumped whenever a struct below changes layout or meaning.
 // 2: FormatDescriptor::qemu_traits (round 5).
-inline constexpr std::uint32_t INSTAR_PLUGIN_ABI_VERSION = 2;
+// 3: ProbeMatch::compare (round 7).
+inline constexpr std::uint32_t INSTAR_PLUGIN_ABI_VERSION = 3;
 
 // qemu-img version profiles are encoded as major*10000 + minor*100 + micro (7.2.0 -> 70200).
 constexpr std::uint32_t qemu_version(std::uint32_t major, std::uint32_t minor, std::uint32_t micro = 0) {
@@ -125,10 +126,16 @@ struct OptionDesc {
 // end (FromEnd: offset 512 means the 512 bytes before EOF start the match).
 struct ProbeMatch {
     enum Anchor : std::uint8_t { FromStart, FromEnd };
+    // How the file's `length` bytes compare with `bytes` (ABI 3). AtLeast reads both as big-endian
+    // unsigned numbers (a plain byte-wise comparison): a version field "2 or later" is
+    // {FromStart, 4, "\0\0\0\2", 4, AtLeast}, as qemu's probes test `version >= 2`.
+    enum Compare : std::uint8_t { Equal, AtLeast };
     Anchor anchor;
     std::uint64_t offset;
     const unsigned char* bytes;
     std::uint32_t length;
+    // Last, with a default, so matches written before ABI 3 (four initialisers) still compile: Equal.
+    Compare compare = Equal;
 };
 
 // A rule matches when all its matches do; a format matches when any of its rules does.
@@ -179,7 +186,7 @@ using FormatPluginFactoryFn = const FormatDescriptor*();
 } // namespace instar
 
 #define INSTAR_PLUGIN_ABI_SYMBOL "instar_plugin_abi_version"
-#define INSTAR_PLUGIN_FACTORY_SYMBOL "instar_format_plugin_v2"
+#define INSTAR_PLUGIN_FACTORY_SYMBOL "instar_format_plugin_v3"
 
 // Exports a plugin's two symbols. Use once, at namespace scope, in the plugin's registration file:
 //   INSTAR_DECLARE_PLUGIN(my_fmt::descriptor)   where descriptor() returns const FormatDescriptor*.
@@ -189,5 +196,5 @@ using FormatPluginFactoryFn = const FormatDescriptor*();
     inline std::uint32_t abi_version() noexcept { return ::instar::INSTAR_PLUGIN_ABI_VERSION; }   \
     inline const ::instar::FormatDescriptor* make() noexcept { return factory(); }                \
     BOOST_DLL_ALIAS(instar_plugin_export::abi_version, instar_plugin_abi_version)                 \
-    BOOST_DLL_ALIAS(instar_plugin_export::make, instar_format_plugin_v2)                          \
+    BOOST_DLL_ALIAS(instar_plugin_export::make, instar_format_plugin_v3)                          \
     }

@@ -96,7 +96,8 @@ json::object plugin_json(const LoadedPlugin& p) {
             const ProbeMatch& pm = d.probe_rules[i].matches[m];
             rule.push_back(json::object{{"from", pm.anchor == ProbeMatch::FromStart ? "start" : "end"},
                                         {"offset", pm.offset},
-                                        {"bytes", hex_bytes(pm.bytes, pm.length)}});
+                                        {"bytes", hex_bytes(pm.bytes, pm.length)},
+                                        {"compare", pm.compare == ProbeMatch::AtLeast ? "at-least" : "equal"}});
         }
         rules.push_back(std::move(rule));
     }

@@ -23,6 +23,16 @@ std::vector<std::uint8_t> read_window(int fd, std::uint64_t offset, std::uint64_
 
 } // namespace
 
+namespace {
+
+// Equal: the same bytes. AtLeast: memcmp's byte order is the big-endian numbers' order.
+bool compares(const ProbeMatch& m, const std::uint8_t* file_bytes) {
+    const int c = std::memcmp(file_bytes, m.bytes, m.length);
+    return m.compare == ProbeMatch::AtLeast ? c >= 0 : c == 0;
+}
+
+} // namespace
+
 bool rule_matches(const ProbeRule& rule, std::span<const std::uint8_t> head, std::span<const std::uint8_t> tail,
                   std::uint64_t file_size) {
     for (std::uint32_t i = 0; i < rule.match_count; ++i) {
@@ -30,13 +40,13 @@ bool rule_matches(const ProbeRule& rule, std::span<const std::uint8_t> head, std
         if (m.anchor == ProbeMatch::FromStart) {
             if (m.offset > head.size() || m.length > head.size() - m.offset)
                 return false;
-            if (std::memcmp(head.data() + m.offset, m.bytes, m.length) != 0)
+            if (!compares(m, head.data() + m.offset))
                 return false;
         } else {
             // FromEnd: the match starts `offset` bytes before EOF.
             if (m.offset > file_size || m.offset > tail.size() || m.length > m.offset)
                 return false;
-            if (std::memcmp(tail.data() + (tail.size() - m.offset), m.bytes, m.length) != 0)
+            if (!compares(m, tail.data() + (tail.size() - m.offset)))
                 return false;
         }
     }

@@ -40,7 +40,8 @@ std::optional<std::string> check_descriptor(const FormatDescriptor* d) {
             return "probe rule " + std::to_string(i) + " is empty or too long";
         for (std::uint32_t m = 0; m < r.match_count; ++m) {
             const ProbeMatch& pm = r.matches[m];
-            if (!pm.bytes || pm.length == 0 || pm.length > MAX_PROBE_MATCH_BYTES || pm.offset > MAX_PROBE_OFFSET)
+            if (!pm.bytes || pm.length == 0 || pm.length > MAX_PROBE_MATCH_BYTES || pm.offset > MAX_PROBE_OFFSET ||
+                (pm.compare != ProbeMatch::Equal && pm.compare != ProbeMatch::AtLeast))
                 return "probe rule " + std::to_string(i) + " has a bad match";
         }
     }

@@ -5,7 +5,7 @@
 //   alias vhd                      (any number)
 //   priority 100
 //   rule                           (starts a rule; its matches follow)
-//   match start|end OFFSET HEXBYTES
+//   match start|end OFFSET HEXBYTES [atleast]   (atleast: ProbeMatch::AtLeast; without it Equal)
 #include "plugins/manifest_io.h"
 
 #include "plugins/descriptor_check.h"
@@ -106,7 +106,7 @@ std::string manifest_text(const FormatDescriptor& d, const fs::path& so) {
             o << "match " << (pm.anchor == ProbeMatch::FromStart ? "start" : "end") << ' ' << pm.offset << ' ';
             for (std::uint32_t i = 0; i < pm.length; ++i)
                 o << HEX[pm.bytes[i] >> 4] << HEX[pm.bytes[i] & 15];
-            o << '\n';
+            o << (pm.compare == ProbeMatch::AtLeast ? " atleast\n" : "\n");
         }
     }
     return o.str();
@@ -186,7 +186,8 @@ std::shared_ptr<const PluginManifest> parse_manifest(std::string_view text, cons
             have_priority = true;
         } else if (w[0] == "rule" && w.size() == 1 && rules.size() < MAX_PLUGIN_PROBE_RULES) {
             rules.emplace_back();
-        } else if (w[0] == "match" && w.size() == 4 && !rules.empty() && rules.back().size() < MAX_PROBE_MATCHES) {
+        } else if (w[0] == "match" && (w.size() == 4 || (w.size() == 5 && w[4] == "atleast")) && !rules.empty() &&
+                   rules.back().size() < MAX_PROBE_MATCHES) {
             ProbeMatch pm{};
             if (w[1] == "start")
                 pm.anchor = ProbeMatch::FromStart;
@@ -198,6 +199,7 @@ std::shared_ptr<const PluginManifest> parse_manifest(std::string_view text, cons
             if (!number(w[2], pm.offset) || pm.offset > MAX_PROBE_OFFSET || !hex_bytes(w[3], bytes))
                 return nullptr;
             pm.length = static_cast<std::uint32_t>(bytes.size());
+            pm.compare = w.size() == 5 ? ProbeMatch::AtLeast : ProbeMatch::Equal;
             rules.back().emplace_back(pm, std::move(bytes));
         } else {
             return nullptr;

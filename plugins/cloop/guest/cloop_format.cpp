@@ -15,8 +15,9 @@ uint32_t load_be32(const uint8_t* p) {
     return uint32_t{p[0]} << 24 | uint32_t{p[1]} << 16 | uint32_t{p[2]} << 8 | uint32_t{p[3]};
 }
 
-// Builds "HEAD<number>TAIL" in msg.
-const char* message(CloopMessage* msg, const char* head, uint64_t v, const char* tail) {
+} // namespace
+
+const char* cloop_message(CloopMessage* msg, const char* head, uint64_t v, const char* tail) {
     size_t n = 0;
     for (size_t i = 0; head[i] != 0; ++i)
         msg->text[n++] = head[i];
@@ -33,8 +34,6 @@ const char* message(CloopMessage* msg, const char* head, uint64_t v, const char*
     msg->text[n] = 0;
     return msg->text;
 }
-
-} // namespace
 
 Status read_zero_past_eof(guest::BlockDevice& dev, uint64_t pos, uint8_t* dst, uint64_t len) {
     if (pos > CLOOP_MAX_FILE_OFFSET || len > CLOOP_MAX_FILE_OFFSET - pos)
@@ -60,7 +59,7 @@ Status cloop_load(guest::BlockDevice& dev, CloopImage* out, const char** why, Cl
     s.n_blocks = load_be32(raw + 4);
     s.max_compressed = 1;
     if (s.block_size % 512 != 0) {
-        *why = message(msg, "block_size ", s.block_size, " must be a multiple of 512");
+        *why = cloop_message(msg, "block_size ", s.block_size, " must be a multiple of 512");
         return Status::Corrupt;
     }
     if (s.block_size == 0) {
@@ -68,14 +67,14 @@ Status cloop_load(guest::BlockDevice& dev, CloopImage* out, const char** why, Cl
         return Status::Corrupt;
     }
     if (s.block_size > CLOOP_MAX_BLOCK_SIZE) {
-        *why = message(msg, "block_size ", s.block_size, " must be 64 MB or less");
+        *why = cloop_message(msg, "block_size ", s.block_size, " must be 64 MB or less");
         return Status::TooLarge;
     }
     if (s.n_blocks > CLOOP_MAX_N_BLOCKS) {
         // qemu: "n_blocks %u must be %zu or less"
-        message(msg, "n_blocks ", s.n_blocks, " must be ");
+        cloop_message(msg, "n_blocks ", s.n_blocks, " must be ");
         CloopMessage rest;
-        message(&rest, "", CLOOP_MAX_N_BLOCKS, " or less");
+        cloop_message(&rest, "", CLOOP_MAX_N_BLOCKS, " or less");
         size_t n = 0;
         while (msg->text[n] != 0)
             ++n;
@@ -105,13 +104,13 @@ Status cloop_load(guest::BlockDevice& dev, CloopImage* out, const char** why, Cl
             const uint64_t v = load_be64(page + 8 * j);
             if (i > 0) {
                 if (v < prev) {
-                    *why = message(msg, "offsets not monotonically increasing at index ", i,
+                    *why = cloop_message(msg, "offsets not monotonically increasing at index ", i,
                                    ", image file is corrupt");
                     return Status::Corrupt;
                 }
                 const uint64_t size = v - prev;
                 if (size > CLOOP_MAX_COMPRESSED) {
-                    *why = message(msg, "invalid compressed block size at index ", i, ", image file is corrupt");
+                    *why = cloop_message(msg, "invalid compressed block size at index ", i, ", image file is corrupt");
                     return Status::Corrupt;
                 }
                 if (size > s.max_compressed)

@@ -47,6 +47,9 @@ struct CloopMessage {
     char text[112];
 };
 
+// Builds "HEAD<number>TAIL" in msg (the three together under 112 bytes) and returns msg->text.
+const char* cloop_message(CloopMessage* msg, const char* head, uint64_t v, const char* tail);
+
 // Reads [pos, pos + len) of the file with zeros past its end, as qemu's block layer does; a range
 // past qemu's BDRV_MAX_LENGTH is its -EIO.
 guest::Status read_zero_past_eof(guest::BlockDevice& dev, uint64_t pos, uint8_t* dst, uint64_t len);

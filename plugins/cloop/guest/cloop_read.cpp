@@ -136,14 +136,19 @@ Status open(const guest::OpenRequest& req, guest::ImageReader** out) {
     guest::Allocator& a = *req.allocator;
     const size_t compressed_bytes = static_cast<size_t>(img.max_compressed + 1);
     uint8_t* compressed = static_cast<uint8_t*>(a.allocate(compressed_bytes, 16));
+    // qemu allocates these two on the host (up to 128 MiB + 1 and 64 MiB, its limits); instar holds
+    // them in the sandbox, which at the default --max-guest-memory has room for both. A lower cap
+    // is named (divergence cloop-guest-memory).
     if (compressed == nullptr) {
-        guest::say_reason(req.reasons, "Could not allocate compressed_block");
+        guest::say_reason(req.reasons, cloop_message(&msg, "Could not allocate compressed_block of ", compressed_bytes,
+                                                     " bytes in the sandbox (see --max-guest-memory)"));
         return Status::NoMemory;
     }
     uint8_t* block = static_cast<uint8_t*>(a.allocate(img.block_size, 16));
     if (block == nullptr) {
         a.deallocate(compressed, compressed_bytes);
-        guest::say_reason(req.reasons, "Could not allocate uncompressed_block");
+        guest::say_reason(req.reasons, cloop_message(&msg, "Could not allocate uncompressed_block of ", img.block_size,
+                                                     " bytes in the sandbox (see --max-guest-memory)"));
         return Status::NoMemory;
     }
     CloopReader* r = guest::arena_new<CloopReader>(a, *req.image, a, *req.codecs, img, compressed, block);

@@ -15,6 +15,7 @@ import os
 import random
 import shutil
 import struct
+import subprocess
 import sys
 import tempfile
 import zlib
@@ -56,6 +57,17 @@ def make_cloop(path, block_size, n_blocks, level=6, seed=1, gap=0, trailing=b'')
     with open(path, 'wb') as f:
         f.write(hdr + struct.pack(f'>{n_blocks + 1}Q', *offsets) + b''.join(streams) + trailing)
     return bytes(disk)
+
+
+def make_limit_cloop(path, block_size, span):
+    """One block of block_size bytes (0x5a) whose offsets give it `span` compressed bytes: the zlib
+    stream, then a sparse tail (qemu reads the range and inflates what the stream holds)."""
+    z = zlib.compress(b'\x5a' * block_size, 9)
+    hdr = PREAMBLE.ljust(128, b'\0') + struct.pack('>II', block_size, 1)
+    at = len(hdr) + 16
+    with open(path, 'wb') as f:
+        f.write(hdr + struct.pack('>2Q', at, at + max(span, len(z))) + z)
+        f.truncate(at + max(span, len(z)))
 
 
 def main():
@@ -119,6 +131,22 @@ def main():
         run_fixture([QEMUS['7.2'][0], 'convert', '-O', 'raw', 'b4k.cloop', 'b4k.raw'], cwd=work, check=True)
         d.same('compare b4k.cloop b4k.raw', ['compare', '-F', 'raw', 'b4k.cloop', 'b4k.raw'])
         d.same('compare b64k.cloop b1m.cloop', ['compare', 'b64k.cloop', 'b1m.cloop'])
+
+        # ---- qemu's limits exactly: a 64 MiB block (MAX_BLOCK_SIZE) in a 128 MiB compressed range
+        # (2 * MAX_BLOCK_SIZE). qemu allocates both buffers; instar's sandbox holds both at its
+        # default memory, and below it names the buffer (divergence cloop-guest-memory). ----
+        make_limit_cloop(p('limit.cloop'), 64 << 20, 128 << 20)
+        d.same('info limit.cloop', ['info', 'limit.cloop'])
+        d.same('convert limit.cloop -O raw', ['convert', '-O', 'raw', 'limit.cloop', '@out.raw'], outputs=['out.raw'])
+        make_limit_cloop(p('block64m.cloop'), 64 << 20, 0)
+        for img, mem, buf, size in (('limit.cloop', '128M', 'compressed_block', (128 << 20) + 1),
+                                    ('block64m.cloop', '64M', 'uncompressed_block', 64 << 20)):
+            r = subprocess.run([d.instar, 'convert', '--max-guest-memory', mem, '-O', 'raw', img, 'small.raw'],
+                               cwd=work, capture_output=True, text=True)
+            want = (f"qemu-img: Could not open '{img}': Could not allocate {buf} of {size} bytes in the sandbox "
+                    "(see --max-guest-memory)\n")
+            d.results.append((f'{img}, --max-guest-memory {mem}: the buffer named',
+                              [] if (r.returncode, r.stderr) == (1, want) else [f'{r.returncode} {r.stderr!r}']))
 
         # ---- what qemu-img refuses for a read-only format ----
         d.read_only_format_cases('cloop', 'b4k.cloop', damaged=bad[0])

@@ -24,7 +24,6 @@ constexpr uint32_t MIN_ITERATIONS = 1000;      // QCRYPTO_BLOCK_LUKS_MIN_{SLOT,M
 constexpr uint64_t DEFAULT_ITER_TIME_MS = 2000; // QCRYPTO_BLOCK_LUKS_DEFAULT_ITER_TIME_MS
 // The writer encrypts at most this much per step (a bounce buffer from the arena).
 constexpr size_t WRITE_CHUNK = 1u << 20;
-constexpr uint32_t QEMU_SM_VERSION = 90000; // the sm4 cipher and sm3 hash enum values (qemu 9.0)
 
 bool eq(const char* a, const char* b) {
     while (*a && *a == *b) {
@@ -46,7 +45,7 @@ constexpr const char* HASH_ALGS[] = {"md5", "sha1", "sha224", "sha256", "sha384"
 template <size_t N>
 bool one_of(const char* v, const char* const (&names)[N], uint32_t qemu_version) {
     for (size_t i = 0; i < N; ++i)
-        if (eq(v, names[i]) && (qemu_version >= QEMU_SM_VERSION || !(eq(v, "sm4") || eq(v, "sm3"))))
+        if (eq(v, names[i]) && (qemu_version >= LUKS_SM_QEMU_VERSION || !(eq(v, "sm4") || eq(v, "sm3"))))
             return true;
     return false;
 }
@@ -239,8 +238,12 @@ Status luks_create_header(const CreateRequest& req, CreateTarget& t, const char*
     uint64_t iter_time = DEFAULT_ITER_TIME_MS;
     if (!guest::create_option_u64(req, Key(prefix, "iter-time").text, DEFAULT_ITER_TIME_MS, &iter_time))
         return fail_text(t, Status::Invalid, "Parameter '", Key(prefix, "iter-time").text, "' expects a number");
-    if (guest::create_option_bool(req, Key(prefix, "detached-header").text, false))
-        return guest::create_fail(t, Status::Unsupported, "instar cannot create detached LUKS headers yet");
+    // qemu-img 10.0 lists detached-header but its create path cannot take it: the QAPI visitor of
+    // QCryptoBlockCreateOptions has no such member, so any value (on or off) is refused after the
+    // values above and before the secret is looked up, and no file is made (only blockdev-create
+    // can make a detached header). 7.2's option table lacks the key (refused by the host).
+    if (guest::create_option(req, Key(prefix, "detached-header").text) != nullptr)
+        return fail_text(t, Status::Invalid, "Parameter '", Key(prefix, "detached-header").text, "' is unexpected");
     // qcrypto_block_luks_create's defaults.
     if (cipher_alg == nullptr) cipher_alg = "aes-256";
     if (cipher_mode == nullptr) cipher_mode = "xts";
@@ -440,7 +443,7 @@ Status open_writer(const guest::OpenRequest& req, ImageWriter** out) {
     LuksHeader h;
     uint8_t master_key[LUKS_MAX_KEY_BYTES];
     Status st = luks_unlock(*req.image, 0, *req.allocator, req.secret, req.secret_len, &h, &payload->cipher,
-                            req.reasons, master_key);
+                            req.reasons, master_key, req.qemu_version);
     if (st == Status::Ok) st = payload->cipher.init(h, master_key, h.key_bytes, true);
     __builtin_memset(master_key, 0, sizeof master_key);
     payload->offset = h.payload_offset;

@@ -161,11 +161,15 @@ Status load_header(BlockDevice& dev, LuksHeader* h, uint64_t at) {
 
 Status luks_unlock(BlockDevice& dev, uint64_t header_offset, guest::Allocator& alloc, const uint8_t* pass,
                    size_t pass_len, LuksHeader* header, SectorCipher* cipher, guest::ReasonSink* reasons,
-                   uint8_t* master_key_out) {
+                   uint8_t* master_key_out, uint32_t qemu_version) {
     LuksHeader& h = *header;
     if (const Status st = load_header(dev, &h, header_offset); st != Status::Ok) {
         guest::say_reason(reasons, "Volume is not in LUKS format or its header is corrupt");
         return st;
+    }
+    if (const char* refusal = luks_header_profile_refusal(h, qemu_version)) {
+        guest::say_reason(reasons, refusal);
+        return Status::Unsupported;
     }
     uint8_t master_key[LUKS_MAX_KEY_BYTES];
     const Status found = find_key(dev, header_offset, alloc, h, pass, pass_len, master_key);
@@ -209,6 +213,10 @@ Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
     LuksHeader h;
     if (const Status st = load_header(*req.image, &h); st != Status::Ok)
         return st;
+    if (const char* refusal = luks_header_profile_refusal(h, req.qemu_version)) {
+        sink.reason(refusal, __builtin_strlen(refusal));
+        return Status::Unsupported;
+    }
     const uint64_t size = req.image->size();
     sink.format("luks");
     sink.dirty(false); // qemu's block_crypto_get_info_luks: JSON shows "dirty-flag": false
@@ -236,7 +244,7 @@ Status open(const guest::OpenRequest& req, ImageReader** out) {
     }
     SectorCipher cipher;
     if (const Status st = luks_unlock(*req.image, 0, *req.allocator, req.secret, req.secret_len, &h, &cipher,
-                                      req.reasons);
+                                      req.reasons, nullptr, req.qemu_version);
         st != Status::Ok)
         return st;
     const uint64_t size = req.image->size();

@@ -13,9 +13,11 @@ namespace instar::luks {
 // Unlocks a LUKS1 header at `header_offset` of `dev` (0 for a luks image; qcow2's crypto header
 // extension otherwise; key slot offsets count from there) with `pass`, and sets up `*cipher` with the
 // master key (copied to master_key_out[header->key_bytes] when given). Reasons are qemu's ("Invalid password, cannot unlock any keyslot", ...).
+// A header naming a hash the emulated qemu-img (`qemu_version`) lacks is refused with its words.
 guest::Status luks_unlock(guest::BlockDevice& dev, uint64_t header_offset, guest::Allocator& alloc,
                           const uint8_t* pass, size_t pass_len, LuksHeader* header, SectorCipher* cipher,
-                          guest::ReasonSink* reasons, uint8_t* master_key_out = nullptr);
+                          guest::ReasonSink* reasons, uint8_t* master_key_out = nullptr,
+                          uint32_t qemu_version = LUKS_ANY_QEMU_VERSION);
 
 // Reads and parses the LUKS1 header at `at` of `dev` (luks_header_parse's checks; Corrupt when the
 // device is too short for it).

@@ -218,6 +218,15 @@ Status luks_header_parse(const uint8_t* data, size_t len, LuksHeader* out) {
     return Status::Ok;
 }
 
+const char* luks_header_profile_refusal(const LuksHeader& h, uint32_t qemu_version) {
+    if (qemu_version >= LUKS_SM_QEMU_VERSION)
+        return nullptr;
+    const auto is_sm3 = [](const char* name) { return name != nullptr && str_eq(name, 3, "sm3") && name[3] == 0; };
+    if (is_sm3(h.hash_alg) || is_sm3(h.ivgen_hash_alg))
+        return "Hash algorithm 'sm3' not supported";
+    return nullptr;
+}
+
 namespace {
 
 size_t cstr_len(const char* s) {

@@ -73,6 +73,16 @@ struct LuksHeader {
 // NUL-terminated names, known algorithms, key slot sanity and overlaps).
 Status luks_header_parse(const uint8_t* data, size_t len, LuksHeader* out);
 
+// qemu's QCryptoHashAlgorithm (and QCryptoCipherAlgorithm: sm4) gained sm3 in 9.0; older qemu-img
+// cannot name it in a header or an option.
+inline constexpr uint32_t LUKS_SM_QEMU_VERSION = 90000;
+// luks_unlock's default profile: every hash the parser knows.
+inline constexpr uint32_t LUKS_ANY_QEMU_VERSION = 0xffffffffu;
+
+// qemu-img `qemu_version`'s refusal of a parsed header naming a hash it lacks (sm3 before 9.0:
+// "Hash algorithm 'sm3' not supported", whether as the PBKDF2 hash or essiv's IV hash), or nullptr.
+const char* luks_header_profile_refusal(const LuksHeader& h, uint32_t qemu_version);
+
 // qemu's LUKS cipher map read backwards: the header's cipher-name and key size (one key; xts has
 // two) of a QAPI cipher-alg ("serpent-192": "serpent", 24). false: no LUKS name (des, 3des, sm4).
 bool luks_cipher_for_alg(const char* qapi_name, const char** luks_name, uint32_t* key_bytes);

@@ -168,6 +168,16 @@ def main():
         # ---- version >= 2: qemu's qcow2 probe takes the file (Unsupported qcow2 version N) ----
         for v in (2, 3):
             d.same(f'info -f qcow v{v}', ['info', '-f', 'qcow', f'v{v}.qcow'])
+        # Without -f, any version of 2 or more is qcow2's (an AtLeast probe match), whose header
+        # then says "Unsupported qcow2 version N": qcow and qcow2 headers alike, big versions too.
+        for v in (4, 255, 256, 1 << 24):
+            patch(d.path('data.qcow'), d.path(f'p{v}.qcow'), [(4, '>I', v)])
+            patch(d.path('base.qcow2'), d.path(f'p{v}.qcow2'), [(4, '>I', v)])
+            for img in (f'p{v}.qcow', f'p{v}.qcow2'):
+                d.same(f'info {img}', ['info', img])
+                d.same(f'info --output=json {img}', ['info', '--output=json', img])
+        d.same('convert p4.qcow2 (no -f)', ['convert', '-O', 'raw', 'p4.qcow2', '@out.raw'], outputs=[])
+        d.same('compare p255.qcow data.qcow', ['compare', 'p255.qcow', 'data.qcow'])
 
         # ---- check: qemu has no check for qcow ----
         for mode in ([], ['--output=json'], ['-r', 'all']):

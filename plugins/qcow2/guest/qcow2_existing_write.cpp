@@ -735,7 +735,7 @@ Status unlock(const guest::OpenRequest& req, const Qcow2Header& h, luks::SectorC
         }
         if (st == Status::Ok)
             st = luks::luks_unlock(dev, ext.crypto_header_offset, *req.allocator, req.secret, req.secret_len, &lh,
-                                   cipher, req.reasons, key);
+                                   cipher, req.reasons, key, req.qemu_version);
         key_len = lh.key_bytes;
         *physical = true;
     } else {

@@ -141,6 +141,10 @@ Status info(const guest::InfoRequest& req, InfoSink& sink) {
         st = read_luks(dev, p.ext, &p.luks);
         if (st != Status::Ok)
             return st;
+        if (const char* refusal = luks::luks_header_profile_refusal(p.luks, req.qemu_version)) {
+            sink.reason(refusal, __builtin_strlen(refusal));
+            return Status::Unsupported;
+        }
         p.has_luks = true;
     }
 

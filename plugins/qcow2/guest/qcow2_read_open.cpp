@@ -245,7 +245,7 @@ Status qcow2_read_setup(const guest::OpenRequest& req, Qcow2ReadSetup* out) {
                 return fail(req.reasons, Status::Corrupt, "Could not read encryption header");
             luks::LuksHeader lh;
             if ((st = luks::luks_unlock(dev, ext.crypto_header_offset, *req.allocator, req.secret, req.secret_len, &lh,
-                                        s.cipher, req.reasons)) != Status::Ok)
+                                        s.cipher, req.reasons, nullptr, req.qemu_version)) != Status::Ok)
                 return st;
             s.crypt_physical_offset = true;
         } else {
