@@ -12,19 +12,11 @@ build=$(cd "${1:-build}" && pwd)
 runs=${2:-5}
 leaks=${3:-10000}
 instar="$build/tools/instar/instar"
-q72=/usr/bin/qemu-img
-q10=/opt/qemu-img-10/root/usr/bin/qemu-img
+. "$(dirname "$0")/lib.sh"
 dir=$(mktemp -d /tmp/instar-bench-check-XXXXXX)
 trap 'rm -rf "$dir"' EXIT
 cd "$dir"
-python3 - <<'PY'
-import os
-with open("half.raw", "wb") as f:
-    f.truncate(1 << 30)
-    for i in range(0, 1 << 30, 128 << 10):
-        f.seek(i)
-        f.write(os.urandom(64 << 10))
-PY
+write_half_allocated half.raw
 $q72 convert -f raw -O qcow2 half.raw half.qcow2
 $q72 convert -f raw -O qcow2 -o cluster_size=512 half.raw half512.qcow2
 rm half.raw
