@@ -4,6 +4,8 @@
 #include "plugins/plugin_index.h"
 #include "plugins/registry.h"
 
+#include <instar/plugin.h>
+
 #include <doctest/doctest.h>
 
 #include <sys/stat.h>
@@ -12,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <iterator>
+#include <string>
 #include <fstream>
 
 namespace fs = std::filesystem;
@@ -129,7 +132,8 @@ TEST_CASE("each broken plugin is skipped with one warning naming file and reason
     REQUIRE(reg.plugins().size() == 1);
     CHECK(std::string(reg.plugins()[0]->name) == "testfmt");
     REQUIRE(w.lines.size() == 7);
-    CHECK(w.lines[0] == "skipping plugin " + abi.string() + ": built for plugin ABI 999, this instar speaks plugin ABI 3");
+    CHECK(w.lines[0] == "skipping plugin " + abi.string() + ": built for plugin ABI 999, this instar speaks plugin ABI " +
+                              std::to_string(INSTAR_PLUGIN_ABI_VERSION));
     CHECK(w.lines[1] == "skipping plugin " + nofactory.string() + ": no instar_format_plugin_v3 factory");
     CHECK(w.lines[2] == "skipping plugin " + throws.string() + ": factory threw: deliberate failure");
     CHECK(w.lines[3] == "skipping plugin " + bad.string() + ": format name missing or not [a-z0-9_-]{1,32}");
@@ -255,7 +259,8 @@ TEST_CASE("manifest: a stale, garbled or forged manifest never hides a plugin or
     CHECK(w.lines.empty()); // the forged one is not loaded yet...
     CHECK(reg.find("forged") == nullptr); // ...and says why when a command needs it
     REQUIRE(w.lines.size() == 1);
-    CHECK(w.lines[0] == "skipping plugin " + abi.string() + ": built for plugin ABI 999, this instar speaks plugin ABI 3");
+    CHECK(w.lines[0] == "skipping plugin " + abi.string() + ": built for plugin ABI 999, this instar speaks plugin ABI " +
+                              std::to_string(INSTAR_PLUGIN_ABI_VERSION));
     REQUIRE(reg.plugins().size() == 2);
     CHECK(w.lines.size() == 1); // warned once
 }
@@ -322,7 +327,8 @@ TEST_CASE("index: one file stands for the directory's listing and manifests") {
     Collected w;
     auto reg = PluginRegistry::discover({"/usr/bin/instar", dir, "/nonexistent-build", ""}, w.sink());
     REQUIRE(w.lines.size() == 1);
-    CHECK(w.lines[0] == "skipping plugin " + abi.string() + ": built for plugin ABI 999, this instar speaks plugin ABI 2");
+    CHECK(w.lines[0] == "skipping plugin " + abi.string() + ": built for plugin ABI 999, this instar speaks plugin ABI " +
+                              std::to_string(INSTAR_PLUGIN_ABI_VERSION));
     REQUIRE(reg.entries().size() == 2);
     CHECK(reg.entries()[0].name() == "testfmt");
     CHECK(reg.entries()[1].name() == "aaalast");
