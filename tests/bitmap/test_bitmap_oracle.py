@@ -20,12 +20,12 @@ import os
 import re
 import shutil
 import struct
-import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "formats"))
 from oracle_retry import run_fixture  # noqa: E402
+from differential_support import start_with_oracles  # noqa: E402
 
 BITMAPS_EXT = 0x23852875
 OFFSET_MASK = 0x00FFFFFFFFFFFE00
@@ -141,16 +141,10 @@ def norm(text, prog_path):
 
 
 def main():
-    if len(sys.argv) != 5:
-        print(__doc__)
-        return 2
-    instar, q72, q10, qio = sys.argv[1:5]
-    missing = [x for x in (q72, q10, qio) if not os.access(x, os.X_OK)]
-    if missing:
-        print("SKIPPED LOUDLY: oracle(s) missing: %s" % ", ".join(missing))
-        return 77
-    if not os.path.exists("/dev/kvm"):  # --sandbox=auto then picks the process sandbox
-        print("NOTE LOUDLY: /dev/kvm is absent; instar runs the guest code in the process sandbox")
+    args, status = start_with_oracles(__doc__, 4)
+    if args is None:
+        return status
+    instar, q72, q10, qio = args[:4]
     env = dict(os.environ, LC_ALL="C")
     work = tempfile.mkdtemp(prefix="instar-bitmap-")
     os.mkdir(os.path.join(work, "bin"))

@@ -18,6 +18,7 @@ import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "formats"))
 from oracle_retry import run_normalised  # noqa: E402
+from differential_support import start_with_oracles  # noqa: E402
 
 FIXTURES = []  # [commands] run in order in the fixture directory
 
@@ -204,16 +205,10 @@ run = run_normalised
 
 
 def main():
-    if len(sys.argv) != 5:
-        print(__doc__)
-        return 2
-    instar, q72, q10, qio = sys.argv[1:]
-    for prog in (q72, q10, qio):
-        if not os.access(prog, os.X_OK):
-            print("SKIPPED LOUDLY: %s missing; compare differential NOT run" % prog)
-            return 77
-    if not os.path.exists("/dev/kvm"):  # --sandbox=auto then picks the process sandbox
-        print("NOTE LOUDLY: /dev/kvm is absent; instar runs the guest code in the process sandbox")
+    args, status = start_with_oracles(__doc__, 4)
+    if args is None:
+        return status
+    instar, q72, q10, qio = args
     work = tempfile.mkdtemp(prefix="instar-compare-")
     passed, failed = 0, 0
     try:

@@ -19,6 +19,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "formats"))
+from differential_support import start_with_oracles  # noqa: E402
+
 # Kill points tried one by one per target; past them N doubles.
 MAX_POINTS = 40
 SECTOR = 512
@@ -94,12 +97,10 @@ def mixed(result, old, new):
 
 
 def main():
-    instar, q72, qio = [os.path.abspath(a) if os.path.exists(a) else a for a in sys.argv[1:4]]
-    if not all(os.access(x, os.X_OK) for x in (q72, qio)):
-        print("SKIPPED LOUDLY: qemu-img or qemu-io is missing (run tools/install-deps.sh)")
-        return 77
-    if not os.path.exists("/dev/kvm"):  # --sandbox=auto then picks the process sandbox
-        print("NOTE LOUDLY: /dev/kvm is absent; instar runs the guest code in the process sandbox")
+    args, status = start_with_oracles(__doc__, 3)
+    if args is None:
+        return status
+    instar, q72, qio = [os.path.abspath(a) if os.path.exists(a) else a for a in args[:3]]
     passed, failed = 0, []
     work = tempfile.mkdtemp(prefix="instar-convert-n-crash-")
     try:

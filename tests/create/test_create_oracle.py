@@ -24,6 +24,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "formats"))
+from differential_support import start_with_oracles  # noqa: E402
+
 CHECKABLE = {"qcow2", "vmdk", "vhdx"}
 READERS = {"qcow2": "qcowinfo", "vmdk": "vmdkinfo", "vpc": "vhdiinfo", "vhdx": "vhdiinfo"}
 # Formats whose files must be allocated block for block as qemu-img's (its file layer allocates the
@@ -235,14 +238,11 @@ def image_name(args):
 
 
 def main():
-    instar, q72, q10 = sys.argv[1:4]
-    only = set(sys.argv[4:])
-    missing = [q for q in (q72, q10) if not os.access(q, os.X_OK)]
-    if missing:
-        print("SKIP: qemu-img oracle missing (%s); differential create test NOT run" % ", ".join(missing))
-        return 77
-    if not os.path.exists("/dev/kvm"):  # --sandbox=auto then picks the process sandbox
-        print("NOTE LOUDLY: /dev/kvm is absent; instar runs the guest code in the process sandbox")
+    args, status = start_with_oracles(__doc__, 3)
+    if args is None:
+        return status
+    instar, q72, q10 = args[:3]
+    only = set(args[3:])
     failures = []
     passed = 0
     work = tempfile.mkdtemp(prefix="instar-create-")

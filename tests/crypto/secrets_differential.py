@@ -14,7 +14,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'formats'))
-from differential_support import missing_oracle, report  # noqa: E402
+from differential_support import start, report  # noqa: E402
 from oracle_diff import OracleDiff  # noqa: E402
 from oracle_retry import run_fixture  # noqa: E402
 
@@ -161,15 +161,9 @@ def rebase_cases(d, work, qemu, qemu_io):
 
 
 def main():
-    if len(sys.argv) != 2:
-        print(__doc__)
-        return 2
-    skip = missing_oracle()
-    if skip is not None:
-        print('SKIPPED LOUDLY: a qemu-img oracle is missing')
-        return skip
-    if not os.path.exists('/dev/kvm'):  # --sandbox=auto then picks the process sandbox
-        print('NOTE LOUDLY: /dev/kvm is absent; instar runs the guest code in the process sandbox')
+    tools, status = start(__doc__, 1, sandboxed=True)
+    if tools is None:
+        return status
     only = os.environ.get('SECRETS_ONLY', '').split(',') if os.environ.get('SECRETS_ONLY') else None
     work = tempfile.mkdtemp(prefix='instar-secrets-')
     try:

@@ -12,16 +12,17 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "formats"))
+from differential_support import start_with_oracles  # noqa: E402
+
 MAX_WRITES = 400  # far above a 2 MiB qcow2 output's write count; the loop stops at the first clean run
 
 
 def main():
-    instar, qimg, qio = (os.path.abspath(a) for a in sys.argv[1:4])
-    if not (os.access(qimg, os.X_OK) and os.access(qio, os.X_OK)):
-        print("SKIPPED LOUDLY: qemu-img/qemu-io missing")
-        return 77
-    if not os.path.exists("/dev/kvm"):  # --sandbox=auto then picks the process sandbox
-        print("NOTE LOUDLY: /dev/kvm is absent; instar runs the guest code in the process sandbox")
+    args, status = start_with_oracles(__doc__, 3)
+    if args is None:
+        return status
+    instar, qimg, qio = (os.path.abspath(a) for a in args[:3])
     work = tempfile.mkdtemp(prefix="instar-dd-crash-")
     passed, failed = 0, 0
     try:

@@ -47,21 +47,51 @@ def data_segments(path):
     return segs
 
 
-def start(usage, tool_count, required=()):
+def start(usage, tool_count, required=(), sandboxed=False):
     """The hosted tools a check was given (sys.argv), or (None, exit status): 2 after `usage` when
     the count is wrong; 77 (meson's skip) after a loud message when an oracle or one of the
-    `required` programs (e.g. a libyal reader) is missing."""
+    `required` programs (e.g. a libyal reader) is missing. `sandboxed`: the tool is instar itself,
+    whose sandbox depends on /dev/kvm (sandbox_note)."""
     if len(sys.argv) != tool_count + 1:
         print(usage)
         return None, 2
     skip = missing_oracle()
     if skip is not None:
         return None, skip
-    for program in required:
-        if not os.access(program, os.X_OK):
-            print(f'SKIP: {program} missing; differential check NOT run')
-            return None, 77
+    if missing_programs(required):
+        return None, 77
+    if sandboxed:
+        sandbox_note()
     return sys.argv[1:], None
+
+
+def start_with_oracles(usage, count):
+    """For a check given instar and then the oracle programs (qemu-img, qemu-io) it runs, and
+    perhaps more: sys.argv[1:], or (None, exit status) as start() returns them, after checking that
+    the first `count` arguments are there and the oracles among them can be run."""
+    args = sys.argv[1:]
+    if len(args) < count:
+        print(usage)
+        return None, 2
+    if missing_programs(args[1:count]):
+        return None, 77
+    sandbox_note()
+    return args, None
+
+
+def missing_programs(programs):
+    """True after a loud message when one of `programs` cannot be run."""
+    missing = [p for p in programs if not os.access(p, os.X_OK)]
+    if missing:
+        print(f'SKIPPED LOUDLY: {", ".join(missing)} missing; check NOT run (run tools/install-deps.sh)')
+    return bool(missing)
+
+
+def sandbox_note():
+    """Says loudly which sandbox instar runs in when /dev/kvm is absent (--sandbox=auto then picks
+    the process sandbox, which the checks still exercise)."""
+    if not os.path.exists('/dev/kvm'):
+        print('NOTE LOUDLY: /dev/kvm is absent; instar runs the guest code in the process sandbox')
 
 
 def missing_oracle():

@@ -18,6 +18,7 @@ import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "formats"))
 from oracle_retry import run_normalised  # noqa: E402
+from differential_support import start_with_oracles  # noqa: E402
 
 FIXTURES = []  # (name, format, [commands])
 
@@ -188,14 +189,11 @@ run = run_normalised
 
 
 def main():
-    instar, q72, q10, qio = sys.argv[1:5]
+    args, status = start_with_oracles(__doc__, 4)
+    if args is None:
+        return status
+    instar, q72, q10, qio = args[:4]
     instar = os.path.abspath(instar)
-    missing = [x for x in (q72, q10, qio) if not os.access(x, os.X_OK)]
-    if missing:
-        print("SKIPPED LOUDLY: oracle(s) missing: %s (run tools/install-deps.sh)" % ", ".join(missing))
-        return 77
-    if not os.path.exists("/dev/kvm"):  # --sandbox=auto then picks the process sandbox
-        print("NOTE LOUDLY: /dev/kvm is absent; instar runs the guest code in the process sandbox")
     only = os.environ.get("MAP_ONLY")
     work = tempfile.mkdtemp(prefix="instar-map-")
     passed, failures = 0, []

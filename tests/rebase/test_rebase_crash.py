@@ -24,6 +24,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "formats"))
+from differential_support import start_with_oracles  # noqa: E402
+
 TAIL = 12  # the last writes, each killed: the end of the copy, the flush point and the header switch
 MAX_RUNS = 100000  # far above any scenario's write count: a run that never completes is a failure
 
@@ -86,17 +89,11 @@ def kill_once(instar, q, fxd, work, env, image, args, n, old, new):
 
 
 def main():
-    if len(sys.argv) != 4:
-        print(__doc__)
-        return 2
-    instar, q, qio = sys.argv[1:]
+    args, status = start_with_oracles(__doc__, 3)
+    if args is None:
+        return status
+    instar, q, qio = args
     instar = os.path.abspath(instar)
-    for prog in (q, qio):
-        if not os.access(prog, os.X_OK):
-            print("SKIPPED LOUDLY: %s missing; rebase crash test NOT run" % prog)
-            return 77
-    if not os.path.exists("/dev/kvm"):  # --sandbox=auto then picks the process sandbox
-        print("NOTE LOUDLY: /dev/kvm is absent; instar runs the guest code in the process sandbox")
     work = tempfile.mkdtemp(prefix="instar-rebase-crash-")
     tally = [0, 0]
 

@@ -18,6 +18,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "formats"))
+from differential_support import start_with_oracles  # noqa: E402
+
 MAX_POINTS = 40
 # Past MAX_POINTS, kill points are this many writes apart (a spread, as docs/edit.md allows).
 SPREAD = 23
@@ -77,15 +80,10 @@ def vsize(q, path, cwd):
 
 
 def main():
-    if len(sys.argv) != 4:
-        print(__doc__)
-        return 2
-    instar, q, qio = (os.path.abspath(a) if os.path.exists(a) else a for a in sys.argv[1:])
-    if not (os.access(q, os.X_OK) and os.access(qio, os.X_OK)):
-        print("SKIPPED LOUDLY: qemu-img/qemu-io missing; crash test NOT run")
-        return 77
-    if not os.path.exists("/dev/kvm"):  # --sandbox=auto then picks the process sandbox
-        print("NOTE LOUDLY: /dev/kvm is absent; instar runs the guest code in the process sandbox")
+    args, status = start_with_oracles(__doc__, 3)
+    if args is None:
+        return status
+    instar, q, qio = (os.path.abspath(a) if os.path.exists(a) else a for a in args)
     work = tempfile.mkdtemp(prefix="instar-resize-crash-")
     passed = failed = 0
     try:

@@ -20,7 +20,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "formats"))
 from oracle_retry import run_fixture, run_normalised  # noqa: E402
-from differential_support import data_segments  # noqa: E402
+from differential_support import data_segments, start_with_oracles  # noqa: E402
 
 BYTES, SEMANTIC, NONE = "bytes", "semantic", "none"
 
@@ -156,17 +156,11 @@ RAW_CASES = [
 
 
 def main():
-    if len(sys.argv) != 5:
-        print(__doc__)
-        return 2
-    instar, q72, q10, qio = sys.argv[1:]
+    args, status = start_with_oracles(__doc__, 4)
+    if args is None:
+        return status
+    instar, q72, q10, qio = args
     instar = os.path.abspath(instar)
-    missing = [x for x in (q72, q10, qio) if not os.access(x, os.X_OK)]
-    if missing:
-        print("SKIPPED LOUDLY: oracle(s) missing: %s (run tools/install-deps.sh)" % ", ".join(missing))
-        return 77
-    if not os.path.exists("/dev/kvm"):  # --sandbox=auto then picks the process sandbox
-        print("NOTE LOUDLY: /dev/kvm is absent; instar runs the guest code in the process sandbox")
     env = dict(os.environ, TZ="UTC", LC_ALL="C")
     work = tempfile.mkdtemp(prefix="instar-resize-")
     os.mkdir(os.path.join(work, "bin"))

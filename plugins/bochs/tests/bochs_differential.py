@@ -20,7 +20,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'tests', 'formats'))
-from differential_support import QEMUS, missing_oracle, report, run_fixture  # noqa: E402
+from differential_support import QEMUS, start, report, run_fixture  # noqa: E402
 from oracle_diff import OracleDiff as Diff, patch  # noqa: E402
 
 def make_bochs(path, disk, extent=4096, bitmap=None, version=2, catalog=None, header_at=512, fill=0.5,
@@ -69,15 +69,9 @@ def make_bochs(path, disk, extent=4096, bitmap=None, version=2, catalog=None, he
 
 
 def main():
-    if len(sys.argv) != 2:
-        print(__doc__)
-        return 2
-    skip = missing_oracle()
-    if skip is not None:
-        print('SKIPPED LOUDLY: a qemu-img oracle is missing')
-        return skip
-    if not os.path.exists('/dev/kvm'):  # --sandbox=auto then picks the process sandbox
-        print('NOTE LOUDLY: /dev/kvm is absent; instar runs the guest code in the process sandbox')
+    tools, status = start(__doc__, 1, sandboxed=True)
+    if tools is None:
+        return status
     work = tempfile.mkdtemp(prefix='instar-bochs-')
     try:
         d = Diff(sys.argv[1], work)

@@ -22,7 +22,7 @@ import zlib
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', '..', '..', 'tests', 'formats'))
 sys.path.insert(0, HERE)
-from differential_support import QEMUS, missing_oracle, report  # noqa: E402
+from differential_support import QEMUS, start, report  # noqa: E402
 from oracle_diff import OracleDiff  # noqa: E402
 import dmg_fixtures as fx  # noqa: E402
 
@@ -57,15 +57,9 @@ def rsrc_at(data):
 
 
 def main():
-    if len(sys.argv) != 2:
-        print(__doc__)
-        return 2
-    skip = missing_oracle()
-    if skip is not None:
-        print('SKIPPED LOUDLY: a qemu-img oracle is missing')
-        return skip
-    if not os.path.exists('/dev/kvm'):  # --sandbox=auto then picks the process sandbox
-        print('NOTE LOUDLY: /dev/kvm is absent; instar runs the guest code in the process sandbox')
+    tools, status = start(__doc__, 1, sandboxed=True)
+    if tools is None:
+        return status
     work = tempfile.mkdtemp(prefix='instar-dmg-')
     try:
         d = Diff(sys.argv[1], work)
