@@ -41,10 +41,6 @@ const Divergence DIVERGENCES[] = {
      "data_off, data past the end of the file or duplicate clusters) is refused (unclean) or written without "
      "the repair qemu-img 10.0 runs on open",
      "a write must not silently run check -r; repair the image with instar check -r first"},
-    {"parallels-measure-bitmaps", "measure",
-     "measure -O qcow2 of a parallels image under the 10.0 profile prints no \"bitmaps\": 0 (human: no "
-     "\"bitmaps size: 0\"); qemu-img 10.0 prints it because its parallels driver supports persistent bitmaps",
-     "core decides the bitmaps field per source format (qcow2 v3 only); issue 13 lets no new format change core"},
 };
 const std::uint32_t DIVERGENCE_COUNT = sizeof DIVERGENCES / sizeof DIVERGENCES[0];
 
