@@ -24,8 +24,9 @@ const Divergence DIVERGENCES[] = {
      "reason; qemu-img opens it read-only after checking the extension",
      "the extension parser (MD5, bitmap tables) is not built; refusing is safer than ignoring a corrupt one"},
     {"parallels-check-repairs", "check",
-     "after check -r under 7.2, a file whose BAT named clusters outside it keeps the length the leak repair "
-     "left; qemu-img's close then grows it to data_end (zeros past the image end offset)",
+     "after check -r under 7.2, a file whose BAT named clusters outside it, or an old-magic image with data_off "
+     "0, keeps the length the repair left; qemu-img's close then grows it to data_end (zeros past the image end "
+     "offset, which qemu's next check reports as leaked)",
      "qemu-img grows the file only after its double check, which instar runs as a second read-only pass: "
      "growing it first would make that pass report the zeros as leaked space"},
     {"parallels-check-e2big", "check",
