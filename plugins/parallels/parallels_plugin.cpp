@@ -19,7 +19,7 @@ const FormatDescriptor DESCRIPTOR = {
     .divergences = DIVERGENCES,
     .divergence_count = DIVERGENCE_COUNT,
     .guest_module = "parallels.gmod",
-    .qemu_traits = QEMU_SUPPORTS_BACKING,
+    .qemu_traits = QEMU_SUPPORTS_BACKING | QEMU_PERSISTENT_BITMAPS_SINCE_8_2,
 };
 
 const FormatDescriptor* descriptor() { return &DESCRIPTOR; }

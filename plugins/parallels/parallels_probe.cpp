@@ -24,8 +24,9 @@ const Divergence DIVERGENCES[] = {
      "reason; qemu-img opens it read-only after checking the extension",
      "the extension parser (MD5, bitmap tables) is not built; refusing is safer than ignoring a corrupt one"},
     {"parallels-check-repairs", "check",
-     "after check -r under 7.2, a file whose BAT named clusters outside it keeps the length the leak repair "
-     "left; qemu-img's close then grows it to data_end (zeros past the image end offset)",
+     "after check -r under 7.2, a file whose BAT named clusters outside it, or an old-magic image with data_off "
+     "0, keeps the length the repair left; qemu-img's close then grows it to data_end (zeros past the image end "
+     "offset, which qemu's next check reports as leaked)",
      "qemu-img grows the file only after its double check, which instar runs as a second read-only pass: "
      "growing it first would make that pass report the zeros as leaked space"},
     {"parallels-check-e2big", "check",
@@ -41,10 +42,6 @@ const Divergence DIVERGENCES[] = {
      "data_off, data past the end of the file or duplicate clusters) is refused (unclean) or written without "
      "the repair qemu-img 10.0 runs on open",
      "a write must not silently run check -r; repair the image with instar check -r first"},
-    {"parallels-measure-bitmaps", "measure",
-     "measure -O qcow2 of a parallels image under the 10.0 profile prints no \"bitmaps\": 0 (human: no "
-     "\"bitmaps size: 0\"); qemu-img 10.0 prints it because its parallels driver supports persistent bitmaps",
-     "core decides the bitmaps field per source format (qcow2 v3 only); issue 13 lets no new format change core"},
 };
 const std::uint32_t DIVERGENCE_COUNT = sizeof DIVERGENCES / sizeof DIVERGENCES[0];
 

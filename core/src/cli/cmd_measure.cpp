@@ -621,6 +621,9 @@ int cmd_measure(Context& ctx, std::span<const std::string> args) {
             }
             if (source.qcow2_v3)
                 bitmaps = source.bitmaps;
+            else if (((*source.chain.links.front().plugin)->qemu_traits & QEMU_PERSISTENT_BITMAPS_SINCE_8_2) != 0 &&
+                     ctx.profile.version >= qemu_version(8, 2))
+                bitmaps = std::vector<MeasureBitmap>{};
         }
         figures = qcow2_measure(*params, filename ? source.virtual_size : size_opt, filename != nullptr, data, bitmaps);
     } else if (vm.count("estimate") && (name == "vmdk" || name == "vpc" || name == "vhdx")) {

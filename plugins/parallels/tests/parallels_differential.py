@@ -186,9 +186,10 @@ def main():
                 for out in ('human', 'json'):
                     same_cli(f'map {out} {name} [qemu {ver}]', [qemu, 'map', f'--output={out}', name],
                              [instar, '--qemu-version', prof, 'map', f'--output={out}', name], d, results)
-            if ver == '7.2':  # 10.0 adds "bitmaps": 0 (parallels-measure-bitmaps)
-                same_cli(f'measure data.prl [qemu {ver}]', [qemu, 'measure', '-O', 'qcow2', '--output=json', 'data.prl'],
-                         [instar, '--qemu-version', prof, 'measure', '-O', 'qcow2', '--output=json', 'data.prl'], d,
+            for out in ('human', 'json'):  # 10.0 adds "bitmaps": 0 (QEMU_PERSISTENT_BITMAPS_SINCE_8_2)
+                same_cli(f'measure {out} data.prl [qemu {ver}]',
+                         [qemu, 'measure', '-O', 'qcow2', f'--output={out}', 'data.prl'],
+                         [instar, '--qemu-version', prof, 'measure', '-O', 'qcow2', f'--output={out}', 'data.prl'], d,
                          results)
             same_cli(f'compare data.prl far.prl [qemu {ver}]', [qemu, 'compare', 'data.prl', 'far.prl'],
                      [instar, '--qemu-version', prof, 'compare', 'data.prl', 'far.prl'], d, results)
