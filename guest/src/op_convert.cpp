@@ -227,6 +227,13 @@ Status convert_op(const uint8_t* arg, uint32_t arg_len) {
             req.set_length = set_existing_length;
             if (st == Status::Ok) st = tm->open_writer(req, &writer);
             if (st != Status::Ok) report_failure(INSTAR_CONVERT_PHASE_OPEN, INSTAR_CONVERT_NO_BACKING);
+            // The target's own backing chain (vmdk: a new grain's other bytes come from it).
+            if (st == Status::Ok && h.target_backing != INSTAR_CONVERT_NO_BACKING) {
+                const convert::Source& b = sources[h.source_count];
+                auto* below = arena_new<convert::ChainImageReader>(arena(), b.chain, b.depth);
+                if (below == nullptr) st = Status::NoMemory;
+                else writer->set_backing(below);
+            }
         }
     }
     if (st == Status::Ok && !existing) {
@@ -263,7 +270,7 @@ Status convert_op(const uint8_t* arg, uint32_t arg_len) {
         p.out_of_order = (h.flags & INSTAR_CONVERT_OUT_OF_ORDER) != 0;
         if (h.flags & INSTAR_CONVERT_PROGRESS) p.progress = progress;
         p.target_backing_size = h.target_backing_size;
-        if (h.target_backing != INSTAR_CONVERT_NO_BACKING) {
+        if (h.target_backing != INSTAR_CONVERT_NO_BACKING && !p.existing_target) { // -B only
             p.target_backing_chain = sources[h.source_count].chain;
             p.target_backing_depth = sources[h.source_count].depth;
         }

@@ -32,6 +32,10 @@ const Divergence DIVERGENCES[] = {
      "a grain directory, grain table or grain outside its extent file is a Corrupt error naming the image; "
      "compressed grains larger than 2 MiB are refused",
      "qemu-img reads zeros past the end; a truncated image should not convert as if it were whole"},
+    {"vmdk-missing-grain-table", "convert",
+     "-n into a sparse extent whose grain directory entry is 0 allocates the grain table (zero-filled at the end of "
+     "the file, then the directory entry); a streamOptimized extent's is refused",
+     "qemu-img writes such a grain at file offset 0, over the header, and exits 0: the image is destroyed"},
     {"vmdk-resize", "resize",
      "resize grows and (with --shrink) shrinks monolithicSparse, monolithicFlat, twoGbMaxExtentFlat and "
      "twoGbMaxExtentSparse images in place (new grain tables, a moved grain directory, grown or added extents, a "

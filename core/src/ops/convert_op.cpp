@@ -389,6 +389,10 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
         io.allow_paths = spec.allow_paths;
         io.top = &existing_file;
         io.read_write = true; // a read-only format's target: qemu's "Image is read-only" comes first
+        // vmdk: qemu copies a new grain's other bytes from the backing chain (get_whole_cluster), so
+        // the chain is opened as qemu opens it and given to the writer. (vpc, vhdx: qemu's drivers
+        // write no backing data; qcow2: a target with a backing file is refused.)
+        io.backing_chain = std::string_view((*spec.target.plugin)->name) == "vmdk";
         // qemu's read-write open replays what the format must replay first (a vhdx log).
         if (auto replayed = replay_on_open(*spec.target.plugin, existing_file, spec.target.filename, sandbox,
                                            qemu_version);
@@ -478,6 +482,13 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
     plan.head.target_backing = INSTAR_CONVERT_NO_BACKING;
     if (has_backing && !spec.existing_target) {
         auto top = table.add_chain(backing_chain);
+        if (!top)
+            return Error{top.error()};
+        plan.head.target_backing = *top;
+    }
+    // -n: the existing target's own backing chain, for its writer (below the target, read-only).
+    if (spec.existing_target && existing.links.size() > 1) {
+        auto top = table.add_chain(existing, 1);
         if (!top)
             return Error{top.error()};
         plan.head.target_backing = *top;

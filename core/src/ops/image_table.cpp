@@ -64,11 +64,11 @@ Expected<bool> ImageTable::add_chains(const std::vector<OpenedChain>& chains) {
     return true;
 }
 
-Expected<std::uint32_t> ImageTable::add_chain(const OpenedChain& chain) {
+Expected<std::uint32_t> ImageTable::add_chain(const OpenedChain& chain, std::size_t first) {
     std::uint32_t top = INSTAR_CONVERT_NO_BACKING;
     std::uint32_t above = INSTAR_CONVERT_NO_BACKING;
-    for (const auto& link : chain.links) {
-        auto idx = add(link);
+    for (std::size_t k = first; k < chain.links.size(); ++k) {
+        auto idx = add(chain.links[k]);
         if (!idx)
             return Error{idx.error()};
         if (above == INSTAR_CONVERT_NO_BACKING)

@@ -27,8 +27,8 @@ public:
     // The tops of `chains` first, in order (indices 0..chains.size()-1), then the rest of each chain,
     // each entry's `backing` naming the next link down.
     Expected<bool> add_chains(const std::vector<OpenedChain>& chains);
-    // A whole chain, linked; the index of its top.
-    Expected<std::uint32_t> add_chain(const OpenedChain& chain);
+    // A whole chain from its link `first` down, linked; the index of that link.
+    Expected<std::uint32_t> add_chain(const OpenedChain& chain, std::size_t first = 0);
     // A guest module's index (each module once).
     Expected<std::uint32_t> module(const LoadedPlugin& plugin);
     // The links' secrets as a sealed device (instar_secret_table), appended to `devices`: the

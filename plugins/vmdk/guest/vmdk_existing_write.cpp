@@ -13,8 +13,10 @@
 // every extent file is one of req.files; flat extents are written in place, sparse ones as above, and
 // the CID is renewed in the descriptor file, as qemu's vmdk_pwritev does per extent.
 // COWD (vmfsSparse) files, alone or as extents, are written the same way (4096-entry tables, no
-// redundant directory, no zeroed grains). Refused with a reason: streamOptimized, seSparse (qemu
-// opens it read-only), missing grain tables.
+// redundant directory, no zeroed grains); a grain table missing from the directory is allocated at
+// the end of the file. streamOptimized extents (alone or behind a descriptor file) take compressed
+// grains. Refused with a reason: seSparse (qemu opens it read-only), a missing table in a
+// streamOptimized extent.
 #include "vmdk_existing_write.h"
 
 #include "vmdk_bytes.h"
@@ -84,6 +86,9 @@ public:
     // vmdk_get_info: a streamOptimized extent takes only compressed grains.
     bool needs_compressed_writes() const override { return packed_ != nullptr; }
     void set_backing(guest::ImageReader* backing) override { backing_ = backing; }
+    // An extent of a descriptor-file image: its first virtual byte (grain markers hold the disk's
+    // sector, qemu's `offset >> 9`, not the extent's).
+    void set_extent_start(uint64_t start) { extent_start_ = start; }
 
     Status write(uint64_t offset, const void* buf, size_t len) override {
         if (!in_range(offset, len))
@@ -153,17 +158,49 @@ private:
         uint8_t b[4];
         if (dev_.read(gd_sector * 512 + l1 * 4, b, 4) != Status::Ok)
             return Status::IoError;
-        const uint64_t gt = load_le32(b);
+        uint64_t gt = load_le32(b);
         const uint64_t table_bytes = uint64_t{h_.num_gtes_per_gt} * 4;
         if (gt == 0) {
-            say_text(reasons_, "instar cannot allocate grain tables in an existing vmdk image yet");
-            return Status::Unsupported;
+            if (const Status st = new_table(gd_sector * 512 + l1 * 4, table_bytes, &gt); st != Status::Ok)
+                return st;
         }
         if (gt * 512 >= file_len_ || table_bytes > file_len_ - gt * 512) {
             say_text(reasons_, "vmdk grain table offset past the end of the image file");
             return Status::Corrupt;
         }
         *at = gt * 512 + (grain_index % h_.num_gtes_per_gt) * 4;
+        return Status::Ok;
+    }
+
+    // A grain directory entry of 0 (a COWD image VMware made sparse in its tables): a zero-filled
+    // table at the end of the file (qemu's next_cluster_sector), then the directory entry at `entry`
+    // (table first: a crash leaves an unused table or an empty one). qemu has no such step: it
+    // writes such a grain over the start of the file (docs/quirks.md, vmdk-missing-grain-table).
+    Status new_table(uint64_t entry, uint64_t table_bytes, uint64_t* gt) {
+        if (packed_ != nullptr) { // streamOptimized images qemu makes have every table
+            say_text(reasons_, "instar cannot allocate grain tables in an existing streamOptimized vmdk image");
+            return Status::Unsupported;
+        }
+        const uint64_t sectors = (table_bytes + 511) / 512;
+        const uint64_t span = (sectors + h_.granularity - 1) / h_.granularity * h_.granularity;
+        if (next_sector_ + span > VMDK_WRITE_MAX_SECTOR) // entries are 32-bit sector numbers
+            return Status::TooLarge;
+        const uint64_t sector = next_sector_;
+        for (uint64_t done = 0; done < sectors * 512;) {
+            const uint64_t k = sectors * 512 - done < grain_ ? sectors * 512 - done : grain_;
+            __builtin_memset(buf_, 0, static_cast<size_t>(k));
+            if (const Status st = dev_.write(sector * 512 + done, buf_, static_cast<size_t>(k)); st != Status::Ok)
+                return st;
+            done += k;
+        }
+        next_sector_ += span;
+        if ((sector + sectors) * 512 > file_len_)
+            file_len_ = (sector + sectors) * 512;
+        const uint8_t b[4] = {static_cast<uint8_t>(sector), static_cast<uint8_t>(sector >> 8),
+                              static_cast<uint8_t>(sector >> 16), static_cast<uint8_t>(sector >> 24)};
+        if (const Status st = dev_.write(entry, b, 4); st != Status::Ok)
+            return st;
+        *gt = sector;
         return Status::Ok;
     }
 
@@ -182,6 +219,16 @@ private:
     }
 
     Status update_cid() { return renew_cid(dev_, alloc_, VMDK_EMBEDDED_DESC_OFFSET, file_len_, file_len_ + h_.capacity); }
+
+    // qemu's get_whole_cluster into buf_: the grain at virtual `start` from the backing chain (zeros
+    // past its end), or zeros for a zeroed grain or without one.
+    Status whole_grain(uint64_t start, bool zeroed) {
+        __builtin_memset(buf_, 0, static_cast<size_t>(grain_));
+        if (zeroed || backing_ == nullptr || start >= backing_->virtual_size())
+            return Status::Ok;
+        const uint64_t bsize = backing_->virtual_size() - start;
+        return backing_->read(start, buf_, static_cast<size_t>(bsize < grain_ ? bsize : grain_));
+    }
 
     // One piece inside one grain: data (src) or zeros (zero).
     Status piece(uint64_t offset, const uint8_t* src, uint64_t n, bool zero) {
@@ -217,14 +264,8 @@ private:
         if (zero && zeroed)
             return Status::Ok;
         // A new grain: the rest from the backing chain (unallocated) or zeros (zeroed, or none).
-        __builtin_memset(buf_, 0, static_cast<size_t>(grain_));
-        const uint64_t start = offset - in;
-        if (!zeroed && backing_ != nullptr && start < backing_->virtual_size()) {
-            const uint64_t bsize = backing_->virtual_size() - start;
-            if (const Status st = backing_->read(start, buf_, static_cast<size_t>(bsize < grain_ ? bsize : grain_));
-                st != Status::Ok)
-                return st;
-        }
+        if (const Status st = whole_grain(offset - in, zeroed); st != Status::Ok)
+            return st;
         if (zero)
             __builtin_memset(buf_ + in, 0, static_cast<size_t>(n));
         else
@@ -250,13 +291,23 @@ private:
                         uint64_t at) {
         if (gte != 0 && !zeroed) // qemu's error_report, then qemu-img's "error while writing"
             return write_error(Status::IoError, "\x01" "Could not write to allocated cluster for streamOptimized\n",
-                               offset, "Input/output error");
+                               extent_start_ + offset, "Input/output error");
         const uint64_t in = offset % grain_;
         if (zero && in == 0 && n == grain_ && (h_.flags & VMDK4_FLAG_ZERO_GRAIN))
             return zeroed ? Status::Ok : set_entry(offset, VMDK_GTE_ZEROED, at);
-        if (backing_ != nullptr) {
-            say_text(reasons_, "instar cannot write into an existing streamOptimized vmdk image with a backing file");
-            return Status::Unsupported;
+        // With a backing chain, get_whole_cluster first writes the new grain whole with the chain's
+        // bytes (the compressed data then covers its start); without one the zeros are written
+        // below, only past the file's end (the rest is already zero).
+        if (backing_ != nullptr && !zeroed) {
+            const uint64_t start = next_sector_ * 512;
+            if (next_sector_ + h_.granularity > VMDK_WRITE_MAX_SECTOR)
+                return Status::TooLarge;
+            if (const Status st = whole_grain(offset - in, false); st != Status::Ok)
+                return st;
+            if (const Status st = dev_.write(start, buf_, static_cast<size_t>(grain_)); st != Status::Ok)
+                return st;
+            if (start + grain_ > file_len_)
+                file_len_ = start + grain_;
         }
         if (in != 0 || (n != grain_ && offset + n != h_.capacity * 512)) {
             // vmdk_write_extent: only whole clusters (EINVAL), after get_whole_cluster zero-filled
@@ -271,7 +322,7 @@ private:
             }
             if (start + grain_ > file_len_)
                 file_len_ = start + grain_;
-            return write_error(Status::Invalid, "", offset, "Invalid argument");
+            return write_error(Status::Invalid, "", extent_start_ + offset, "Invalid argument");
         }
         if (zero) {
             __builtin_memset(buf_, 0, static_cast<size_t>(n));
@@ -285,7 +336,7 @@ private:
                                          VMDK_DEFLATE_MEM_LEVEL);
         if (st != Status::Ok || len == 0)
             return Status::Invalid;
-        const uint64_t lba = offset / 512;
+        const uint64_t lba = (extent_start_ + offset) / 512;
         for (int i = 0; i < 8; ++i)
             packed_[i] = static_cast<uint8_t>(lba >> (8 * i));
         for (int i = 0; i < 4; ++i)
@@ -353,6 +404,7 @@ private:
     bool cid_updated_ = false;
     bool owns_buf_ = true;
     guest::ImageReader* backing_ = nullptr;
+    uint64_t extent_start_ = 0;
     const guest::Codecs* codecs_ = nullptr;
     uint8_t* packed_ = nullptr;
 };
@@ -402,8 +454,7 @@ Status sparse_writer(BlockDevice& dev, guest::Allocator& alloc, guest::ReasonSin
     // streamOptimized: qemu appends compressed grains (whole ones) to a monolithic image; the
     // directory is the footer's when the header's says "at the end".
     const bool stream = ext.compressed;
-    if (h.gd_offset == VMDK4_GD_AT_END || (stream && !embedded) ||
-        (!stream && (h.flags & (VMDK4_FLAG_COMPRESS | VMDK4_FLAG_MARKER)))) {
+    if (h.gd_offset == VMDK4_GD_AT_END || (!stream && (h.flags & (VMDK4_FLAG_COMPRESS | VMDK4_FLAG_MARKER)))) {
         say_text(reasons, "instar cannot write into this existing streamOptimized vmdk image");
         return Status::Unsupported;
     }
@@ -475,8 +526,24 @@ public:
         return each(offset, len, static_cast<const uint8_t*>(buf), false);
     }
     Status write_zeroes(uint64_t offset, uint64_t len, bool) override { return each(offset, len, nullptr, true); }
-    Status write_compressed(uint64_t, const void*, size_t) override { return Status::Unsupported; }
-    Status finish() override { return Status::Ok; } // every update was written through
+    // vmdk_get_info: the first extent decides (a streamOptimized extent takes only compressed grains).
+    bool needs_compressed_writes() const override {
+        return !layout_.extents[0].flat && sparse_[0]->needs_compressed_writes();
+    }
+    Status write_compressed(uint64_t offset, const void* buf, size_t len) override {
+        if (!needs_compressed_writes())
+            return Status::Unsupported;
+        return each(offset, len, static_cast<const uint8_t*>(buf), false); // compressed extents compress
+    }
+    // Every update was written through; a compressed convert's last (empty) write rounds each
+    // extent file up to a sector (qemu's vmdk_co_pwritev_compressed).
+    Status finish() override {
+        for (uint32_t i = 0; i < layout_.count; ++i)
+            if (sparse_[i] != nullptr)
+                if (const Status st = sparse_[i]->finish(); st != Status::Ok)
+                    return st;
+        return Status::Ok;
+    }
     void close() override {
         for (uint32_t i = 0; i < layout_.count; ++i)
             if (sparse_[i] != nullptr)
@@ -563,11 +630,6 @@ Status open_multi(const guest::OpenRequest& req, guest::ImageWriter** out) {
             say_text(req.reasons, "No write support for seSparse images available");
             return Status::Unsupported;
         }
-        if (e.compressed) {
-            free_layout(alloc, &layout);
-            say_text(req.reasons, "instar cannot write into an existing streamOptimized vmdk image yet");
-            return Status::Unsupported;
-        }
         if (!e.flat && e.grain_bytes > buf_bytes)
             buf_bytes = e.grain_bytes;
         uint64_t end = 0;
@@ -592,7 +654,9 @@ Status open_multi(const guest::OpenRequest& req, guest::ImageWriter** out) {
     for (uint32_t i = 0; st == Status::Ok && i < layout.count; ++i) {
         const ReadExtent& e = layout.extents[i];
         if (!e.flat)
-            st = sparse_writer(*e.dev, alloc, req.reasons, false, buf, buf_bytes, &sparse[i]);
+            st = sparse_writer(*e.dev, alloc, req.reasons, false, buf, buf_bytes, &sparse[i], req.codecs);
+        if (st == Status::Ok && sparse[i] != nullptr)
+            sparse[i]->set_extent_start(e.start);
     }
     MultiExtentWriter* w = nullptr;
     if (st == Status::Ok) {
