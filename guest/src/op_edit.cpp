@@ -1,6 +1,7 @@
 // INSTAR_OP_EDIT: runs module 0's edit on device 0 (and the files it names) and passes what the
 // command prints or reports to the host as INSTAR_REC_EDIT records (docs/edit.md).
 #include "create_target.h"
+#include "image_table.h"
 #include "runtime.h"
 
 #include <instar/guest/edit_resize.h>
@@ -185,7 +186,8 @@ Status edit_op(const uint8_t* arg, uint32_t arg_len) {
     BlockDevice* image = device(0);
     BlockDevice* plan = a.plan_device < device_count() ? device(a.plan_device) : nullptr;
     const uint64_t lengths_bytes = (static_cast<uint64_t>(a.file_count) + 1) * sizeof(uint64_t);
-    constexpr uint32_t KNOWN_FLAGS = INSTAR_EDIT_WRITE | INSTAR_EDIT_INFO_FIRST | INSTAR_EDIT_INFO_FORCE;
+    constexpr uint32_t KNOWN_FLAGS =
+        INSTAR_EDIT_WRITE | INSTAR_EDIT_INFO_FIRST | INSTAR_EDIT_INFO_FORCE | INSTAR_EDIT_SECRETS;
     if (ops == nullptr || image == nullptr || plan == nullptr || (a.flags & ~KNOWN_FLAGS) != 0 ||
         a.file_count > INSTAR_MAX_DEVICES || a.extra_count > INSTAR_MAX_DEVICES ||
         static_cast<uint64_t>(a.file_count) + a.extra_count + 1 > a.plan_device || a.args_len > EDIT_MAX_ARGS ||
@@ -205,6 +207,11 @@ Status edit_op(const uint8_t* arg, uint32_t arg_len) {
     if (plan->read(0, lengths, lengths_bytes) != Status::Ok ||
         (a.args_len != 0 && plan->read(lengths_bytes, args, a.args_len) != Status::Ok))
         return Status::IoError;
+    // The command's secrets: convert's secrets device, indexed by EDIT_SECRET_*.
+    Secrets secrets;
+    if ((a.flags & INSTAR_EDIT_SECRETS) != 0)
+        if (const Status st = read_secrets(a.plan_device + 2, EDIT_MAX_SECRETS, &secrets); st != Status::Ok)
+            return st;
     HypercallEditHost host(buf);
     if (ops->edit == nullptr) {
         static constexpr char NONE[] = "This image format does not support this operation";
@@ -241,7 +248,7 @@ Status edit_op(const uint8_t* arg, uint32_t arg_len) {
         if (const Status sent = host.started(); sent != Status::Ok)
             return sent;
     }
-    const EditRequest req{static_cast<EditCommand>(a.command),
+    EditRequest req{static_cast<EditCommand>(a.command),
                           image,
                           lengths[0],
                           devs,
@@ -258,6 +265,8 @@ Status edit_op(const uint8_t* arg, uint32_t arg_len) {
                           a.qemu_version,
                           &arena(),
                           &codecs()};
+    req.secrets = secrets.bytes;
+    req.secret_lengths = secrets.lengths;
     return ops->edit(req, host);
 }
 

@@ -20,6 +20,10 @@ const Divergence DIVERGENCES[] = {
     {"luks-iter-time", "create",
      "PBKDF2 iteration counts come from iter-time by a fixed rate per hash (sha256: 7.5M blocks/s), not by timing",
      "the guest has no clock to calibrate with; the rate is what qemu 7.2 measured on the build machine"},
+    {"luks-amend-iter-time", "amend",
+     "a key slot added by amend gets its PBKDF2 iterations from iter-time by luks-iter-time's fixed rate; an "
+     "iter-time scaling past 32 bits is refused with create's words, not qemu's (which name its measured count)",
+     "the guest has no clock to calibrate with"},
     {"luks-aes-192", "create",
      "192-bit LUKS keys outside xts (aes/serpent/twofish-192 in cbc/ecb/ctr: 4000-stripe key material of 187.5 "
      "sectors) are refused",

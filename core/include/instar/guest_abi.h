@@ -397,6 +397,11 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_check_result) == 88, "check result layout
  * edit. Without INSTAR_EDIT_STARTED nothing was written: the host takes its ordinary path. */
 #define INSTAR_EDIT_INFO_FIRST 2u
 #define INSTAR_EDIT_INFO_FORCE 4u
+/* INSTAR_EDIT_SECRETS: device plan_device + 1 is a secrets device (struct instar_secret_table, as
+ * convert's), whose entry indices are the command's (instar/guest/edit_api.h EDIT_SECRET_*: the image's
+ * key and amend's new and old key-slot passphrases). Absent: no secrets (the flag keeps the
+ * argument's layout unchanged). */
+#define INSTAR_EDIT_SECRETS 8u
 struct instar_edit_arg {
     uint32_t command;      /* instar::guest::EditCommand */
     uint32_t qemu_version; /* the profile, major*10000 + minor*100 + micro */

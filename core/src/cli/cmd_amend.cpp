@@ -1,5 +1,6 @@
 // `instar amend`: qemu-img amend's command line, option parsing, messages and exit codes; the
 // change itself runs in the sandbox as INSTAR_OP_EDIT with EditCommand::Amend (docs/amend.md).
+#include "cli/amend_keyslots.h"
 #include "cli/commands.h"
 #include "cli/help.h"
 #include "cli/image_name.h"
@@ -309,7 +310,8 @@ int cmd_amend(Context& ctx, std::span<const std::string> args) {
     }
     // qemu opens the image for I/O: an encrypted one's key is unlocked first (named only through
     // json: or --image-opts: encrypt.key-secret).
-    if (auto unlocked = unlock_for_command(vm, *name, link, ctx.sandbox_config(), ctx.profile.version); !unlocked) {
+    auto unlocked = unlock_for_command(vm, *name, link, ctx.sandbox_config(), ctx.profile.version);
+    if (!unlocked) {
         EndLine end{progress};
         return report_error(ctx, unlocked.error());
     }
@@ -342,9 +344,15 @@ int cmd_amend(Context& ctx, std::span<const std::string> args) {
         return 1;
     }
 
-    if (format == "luks") { // the options are qemu's; changing key slots is not instar's yet
-        EndLine end{progress};
-        return report_error(ctx, "instar cannot change LUKS key slots yet (luks amend options)");
+    // luks's amend options are all key-slot ones (qemu's block_crypto_amend_options_luks).
+    std::optional<KeySlotAmend> keyslots;
+    if (format == "luks") {
+        auto k = keyslot_amend(items, "", vm);
+        if (!k) {
+            EndLine end{progress};
+            return report_error(ctx, k.error());
+        }
+        keyslots = std::move(*k);
     }
     guest::AmendArgs a{};
     if (chain.links.size() > 1) {
@@ -383,6 +391,8 @@ int cmd_amend(Context& ctx, std::span<const std::string> args) {
     for (const auto& item : items)
         if (item.key.rfind("encrypt.", 0) == 0)
             a.given |= guest::AMEND_ENCRYPT;
+    if (keyslots)
+        a.given |= guest::AMEND_ENCRYPT;
     if (vm.count("force"))
         a.flags |= guest::AMEND_FORCE;
     if (progress.out)
@@ -396,6 +406,10 @@ int cmd_amend(Context& ctx, std::span<const std::string> args) {
     call.args.assign(p, p + sizeof a);
     for (const std::string* s : {&compat, &backing_file, &backing_fmt, &data_file})
         call.args.insert(call.args.end(), s->begin(), s->end());
+    if (keyslots) {
+        append_keyslot_args(call.args, *keyslots);
+        call.secrets = {*unlocked, keyslots->new_secret, keyslots->old_secret};
+    }
     if (progress.out)
         call.progress = [&](std::uint64_t done, std::uint64_t total) {
             if (total != 0)

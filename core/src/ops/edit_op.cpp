@@ -166,6 +166,19 @@ Expected<EditReport> run_edit(const EditCall& call, const vmm::SandboxConfig& sa
         return Error{plan_device.error()};
     a.plan_device = static_cast<std::uint32_t>(devices.size());
     devices.push_back(*plan_device);
+    if (call.secrets.size() > guest::EDIT_MAX_SECRETS)
+        return Error{"too many secrets for an edit (EDIT_MAX_SECRETS)"};
+    std::vector<std::pair<std::uint32_t, const std::string*>> secrets;
+    for (std::size_t i = 0; i < call.secrets.size(); ++i)
+        secrets.emplace_back(static_cast<std::uint32_t>(i), call.secrets[i] ? &*call.secrets[i] : nullptr);
+    PlanFile secrets_file;
+    auto secrets_device = write_secrets(secrets_file, secrets);
+    if (!secrets_device)
+        return Error{secrets_device.error()};
+    if (*secrets_device) { // the device after the plan's
+        devices.push_back(**secrets_device);
+        a.flags |= INSTAR_EDIT_SECRETS;
+    }
     std::vector<std::uint8_t> arg;
     append_bytes(arg, &a, 1);
 

@@ -59,6 +59,9 @@ struct EditCall {
     vmm::OutputFiles* outputs = nullptr;  // where the guest's add_file goes (nullptr: refused)
     std::function<void(std::uint64_t, std::uint64_t)> progress;
     std::uint32_t flags = 0; // further INSTAR_EDIT_* flags (try_quick_edit's INFO_FIRST)
+    // The command's secrets by guest::EDIT_SECRET_* index (nullopt: none): sent as a sealed secrets
+    // device (INSTAR_EDIT_SECRETS) when any is set.
+    std::vector<std::optional<std::string>> secrets;
 };
 
 struct EditReport {

@@ -92,26 +92,21 @@ Expected<bool> ImageTable::check_limits(const std::string& what) const {
     return true;
 }
 
-Expected<std::uint32_t> ImageTable::attach_secrets(PlanFile& file, const std::optional<std::string>& target_secret) {
+Expected<std::optional<vmm::Device>> write_secrets(PlanFile& file,
+                                                   const std::vector<std::pair<std::uint32_t, const std::string*>>& secrets) {
     std::vector<instar_secret_entry> entries;
     std::vector<std::uint8_t> data;
-    for (std::size_t i = 0; i <= links.size(); ++i) {
-        const std::optional<std::string>* secret = nullptr;
-        if (i < links.size() && links[i] != nullptr)
-            secret = &links[i]->secret;
-        else if (i == links.size())
-            secret = &target_secret; // the target: the entry after the images
-        if (secret == nullptr || !*secret)
+    for (const auto& [index, secret] : secrets) {
+        if (secret == nullptr)
             continue;
-        const std::string& s = **secret;
-        if (s.size() > INSTAR_MAX_SECRET_BYTES)
+        if (secret->size() > INSTAR_MAX_SECRET_BYTES)
             return Error{"a secret is larger than instar accepts (" + std::to_string(INSTAR_MAX_SECRET_BYTES) +
                          " bytes)"};
-        entries.push_back({static_cast<std::uint32_t>(i), static_cast<std::uint32_t>(s.size())});
-        data.insert(data.end(), s.begin(), s.end());
+        entries.push_back({index, static_cast<std::uint32_t>(secret->size())});
+        data.insert(data.end(), secret->begin(), secret->end());
     }
     if (entries.empty())
-        return 0u;
+        return std::optional<vmm::Device>{};
     const instar_secret_table head{INSTAR_SECRETS_MAGIC, static_cast<std::uint32_t>(entries.size())};
     std::vector<std::uint8_t> bytes;
     append_bytes(bytes, &head, 1);
@@ -122,7 +117,26 @@ Expected<std::uint32_t> ImageTable::attach_secrets(PlanFile& file, const std::op
     std::fill(data.begin(), data.end(), std::uint8_t{0});
     if (!dev)
         return Error{dev.error()};
-    devices.push_back(*dev);
+    return std::optional<vmm::Device>{*dev};
+}
+
+Expected<std::uint32_t> ImageTable::attach_secrets(PlanFile& file, const std::optional<std::string>& target_secret) {
+    std::vector<std::pair<std::uint32_t, const std::string*>> secrets;
+    for (std::size_t i = 0; i <= links.size(); ++i) {
+        const std::optional<std::string>* secret = nullptr;
+        if (i < links.size() && links[i] != nullptr)
+            secret = &links[i]->secret;
+        else if (i == links.size())
+            secret = &target_secret; // the target: the entry after the images
+        if (secret != nullptr && *secret)
+            secrets.emplace_back(static_cast<std::uint32_t>(i), &**secret);
+    }
+    auto dev = write_secrets(file, secrets);
+    if (!dev)
+        return Error{dev.error()};
+    if (!*dev)
+        return 0u;
+    devices.push_back(**dev);
     return static_cast<std::uint32_t>(devices.size());
 }
 

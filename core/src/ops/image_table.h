@@ -13,6 +13,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace instar {
@@ -47,6 +48,13 @@ public:
 private:
     std::map<std::string, std::uint32_t> module_index_;
 };
+
+class PlanFile;
+
+// A secrets device (instar_secret_table): each (entry index, secret) pair whose secret is not
+// nullptr, in the given order (ascending indices). nullopt when none is. `file` holds it.
+Expected<std::optional<vmm::Device>> write_secrets(PlanFile& file,
+                                                   const std::vector<std::pair<std::uint32_t, const std::string*>>& secrets);
 
 // Appends a trivially-copyable ABI struct's bytes.
 template <typename T>

@@ -50,28 +50,13 @@ bool one_of(const char* v, const char* const (&names)[N], uint32_t qemu_version)
     return false;
 }
 
-// PBKDF2 blocks one second of compute gives (qemu measures this: qcrypto_pbkdf2_count_iters);
-// instar's fixed rule, from qemu 7.2's figures on the build machine (sha256: ~37k key slot
-// iterations of a 64-byte key for iter-time=10). Divergence luks-iter-time.
-uint64_t blocks_per_second(const char* hash) {
-    if (eq(hash, "sha1") || eq(hash, "md5")) return 8'000'000;
-    if (eq(hash, "ripemd160")) return 4'000'000;
-    if (eq(hash, "sha224") || eq(hash, "sha256")) return 7'500'000;
-    return 2'500'000; // sha384, sha512, sm3
-}
-
-// qcrypto_pbkdf2_count_iters for `out_len` bytes of output, scaled to iter-time as qemu scales it.
+// create's refusal of an iter-time that scales past 32 bits.
 bool scaled_iterations(const char* hash, size_t out_len, uint64_t iter_time, uint64_t divisor, uint32_t* out,
                        CreateTarget& t) {
-    const size_t dl = luks_digest_len(hash);
-    const uint64_t per_second = blocks_per_second(hash) / ((out_len + dl - 1) / dl);
-    uint64_t iters = per_second * iter_time / 1000 / divisor; // iter_time < 2^32: no overflow
-    if (iters > UINT32_MAX) {
-        guest::create_fail(t, Status::Invalid, "PBKDF iterations too large: lower iter-time");
-        return false;
-    }
-    *out = iters < MIN_ITERATIONS ? MIN_ITERATIONS : static_cast<uint32_t>(iters);
-    return true;
+    if (luks_iterations(hash, out_len, iter_time, divisor, out))
+        return true;
+    guest::create_fail(t, Status::Invalid, "PBKDF iterations too large: lower iter-time");
+    return false;
 }
 
 // create_fail with a message joined from parts (qemu's error_setg formats).
@@ -202,6 +187,52 @@ Status fail_text(CreateTarget& t, Status st, const char* a, const char* b, const
 }
 
 } // namespace
+
+// PBKDF2 blocks one second of compute gives (qemu measures this: qcrypto_pbkdf2_count_iters);
+// instar's fixed rule, from qemu 7.2's figures on the build machine (sha256: ~37k key slot
+// iterations of a 64-byte key for iter-time=10). Divergence luks-iter-time.
+uint64_t blocks_per_second(const char* hash) {
+    if (eq(hash, "sha1") || eq(hash, "md5")) return 8'000'000;
+    if (eq(hash, "ripemd160")) return 4'000'000;
+    if (eq(hash, "sha224") || eq(hash, "sha256")) return 7'500'000;
+    return 2'500'000; // sha384, sha512, sm3
+}
+
+bool luks_iterations(const char* hash, size_t out_len, uint64_t iter_time, uint64_t divisor, uint32_t* out) {
+    const size_t dl = luks_digest_len(hash);
+    const uint64_t per_second = blocks_per_second(hash) / ((out_len + dl - 1) / dl);
+    // iter_time < 2^32 (callers check): no overflow.
+    const uint64_t iters = per_second * iter_time / 1000 / divisor;
+    if (iters > UINT32_MAX)
+        return false;
+    *out = iters < MIN_ITERATIONS ? MIN_ITERATIONS : static_cast<uint32_t>(iters);
+    return true;
+}
+
+Status luks_seal_key(const LuksHeader& h, const uint8_t* master_key, const uint8_t* pass, size_t pass_len,
+                     const uint8_t* salt, uint32_t iterations, KeyStream& rng, guest::Allocator& alloc,
+                     uint8_t* out) {
+    const size_t split_len = size_t{h.key_bytes} * LUKS_STRIPES;
+    auto* random = static_cast<uint8_t*>(alloc.allocate(split_len, 16));
+    if (random == nullptr) return Status::NoMemory;
+    rng.fill(random, split_len);
+    uint8_t slot_key[LUKS_MAX_KEY_BYTES];
+    luks_pbkdf2(h.hash_alg, pass, pass_len, salt, SALT_BYTES, iterations, slot_key, h.key_bytes);
+    Status st = af_split(h.hash_alg, h.key_bytes, LUKS_STRIPES, master_key, random, out) ? Status::Ok
+                                                                                        : Status::Unsupported;
+    auto* slot_cipher = st == Status::Ok ? guest::arena_new<SectorCipher>(alloc) : nullptr;
+    if (st == Status::Ok && slot_cipher == nullptr) st = Status::NoMemory;
+    if (st == Status::Ok) st = slot_cipher->init(h, slot_key, h.key_bytes, true);
+    if (st == Status::Ok) slot_cipher->encrypt(0, out, split_len);
+    if (slot_cipher != nullptr) {
+        __builtin_memset(static_cast<void*>(slot_cipher), 0, sizeof *slot_cipher);
+        guest::arena_delete(alloc, slot_cipher);
+    }
+    __builtin_memset(random, 0, split_len);
+    alloc.deallocate(random, split_len);
+    __builtin_memset(slot_key, 0, sizeof slot_key);
+    return st;
+}
 
 // qcrypto_block_luks_create: the header, key slot 0 holding the master key for the passphrase.
 Status luks_create_header(const CreateRequest& req, CreateTarget& t, const char* prefix, LuksHeaderTarget& out,
@@ -337,30 +368,15 @@ Status luks_create_header(const CreateRequest& req, CreateTarget& t, const char*
     if (const Status st = out.init(*header_len); st != Status::Ok) return st;
 
     // The split key: 4000 stripes (the first 3999 random), encrypted with the slot key.
-    auto* split = static_cast<uint8_t*>(req.allocator->allocate(2 * split_len, 16));
+    auto* split = static_cast<uint8_t*>(req.allocator->allocate(split_len, 16));
     if (split == nullptr) return Status::NoMemory;
-    uint8_t* random = split + split_len;
-    rng.fill(random, split_len);
-    uint8_t slot_key[LUKS_MAX_KEY_BYTES];
-    luks_pbkdf2(hash_alg, req.secret, req.secret_len, s0.salt, SALT_BYTES, slot_iters, slot_key, key_bytes);
-    Status st = af_split(hash_alg, key_bytes, LUKS_STRIPES, master_key, random, split) ? Status::Ok
-                                                                                         : Status::Unsupported;
-    auto* slot_cipher = guest::arena_new<SectorCipher>(*req.allocator);
-    if (st == Status::Ok && slot_cipher == nullptr) st = Status::NoMemory;
-    if (st == Status::Ok) st = slot_cipher->init(h, slot_key, key_bytes, true);
-    if (st == Status::Ok) {
-        slot_cipher->encrypt(0, split, static_cast<size_t>(split_len));
+    Status st = luks_seal_key(h, master_key, req.secret, req.secret_len, s0.salt, slot_iters, rng, *req.allocator, split);
+    if (st == Status::Ok)
         st = out.write(uint64_t{HEADER_SECTORS} * LUKS_SECTOR_SIZE, split, static_cast<size_t>(split_len));
-    }
     if (st == Status::Ok) st = out.write(0, &d, sizeof d);
     if (st == Status::Ok) st = payload->init(h, master_key, key_bytes, true);
-    if (slot_cipher != nullptr) {
-        __builtin_memset(static_cast<void*>(slot_cipher), 0, sizeof *slot_cipher);
-        guest::arena_delete(*req.allocator, slot_cipher);
-    }
-    __builtin_memset(split, 0, 2 * split_len);
-    req.allocator->deallocate(split, 2 * split_len);
-    __builtin_memset(slot_key, 0, sizeof slot_key);
+    __builtin_memset(split, 0, split_len);
+    req.allocator->deallocate(split, split_len);
     __builtin_memset(master_key, 0, sizeof master_key);
     if (st == Status::Unsupported)
         return guest::create_fail(t, st, "this LUKS cipher, mode or hash is not supported by instar yet");

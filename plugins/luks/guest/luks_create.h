@@ -22,6 +22,18 @@ protected:
     ~LuksHeaderTarget() = default;
 };
 
+// qcrypto_pbkdf2_count_iters for `out_len` bytes of PBKDF2 output, scaled to `iter_time` ms and
+// divided by `divisor` as qemu scales it, at least qemu's 1000. false: more than 32 bits hold
+// (`iter_time` below 2^32).
+bool luks_iterations(const char* hash, size_t out_len, uint64_t iter_time, uint64_t divisor, uint32_t* out);
+
+// qcrypto_block_luks_store_key's key material: `master_key` split over LUKS_STRIPES stripes (random
+// ones from `rng`) and encrypted with the key PBKDF2 derives from `pass` over the slot's 32-byte
+// `salt`, into out[h.key_bytes * LUKS_STRIPES]. Unsupported: a hash or cipher instar lacks.
+guest::Status luks_seal_key(const LuksHeader& h, const uint8_t* master_key, const uint8_t* pass, size_t pass_len,
+                            const uint8_t* salt, uint32_t iterations, KeyStream& rng, guest::Allocator& alloc,
+                            uint8_t* out);
+
 // qcrypto_block_luks_create: checks the options `prefix` + "cipher-alg", "cipher-mode",
 // "ivgen-alg", "ivgen-hash-alg", "hash-alg", "iter-time" (prefix "" for luks, "encrypt." for qcow2),
 // makes key slot 0 for req.secret and writes the header through `out`. `payload` is set up to

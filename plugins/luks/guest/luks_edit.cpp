@@ -7,6 +7,8 @@ guest::Status edit(const guest::EditRequest& req, guest::EditHost& host) {
     switch (req.command) {
     case guest::EditCommand::Resize:
         return edit_resize(req, host);
+    case guest::EditCommand::Amend:
+        return edit_amend(req, host);
     default:
         return guest::edit_refuse(host, "This image format does not support this operation");
     }

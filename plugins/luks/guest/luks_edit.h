@@ -11,4 +11,7 @@ guest::Status edit(const guest::EditRequest& req, guest::EditHost& host);
 // `resize`: the payload after the header grows or shrinks (qemu's block_crypto_co_truncate).
 guest::Status edit_resize(const guest::EditRequest& req, guest::EditHost& host);
 
+// `amend`: key-slot changes (luks_keyslots.h).
+guest::Status edit_amend(const guest::EditRequest& req, guest::EditHost& host);
+
 } // namespace instar::luks

@@ -68,68 +68,66 @@ private:
     uint8_t* bounce_;
 };
 
-// Tries each active key slot with the passphrase (qcrypto_block_luks_find_key): PBKDF2 over the
-// slot's salt, decrypt the slot's split key with the payload cipher, merge the stripes, and check
-// PBKDF2 of the candidate master key against the header's digest.
+} // namespace
+
+// One key slot (qcrypto_block_luks_load_key): PBKDF2 over the slot's salt, decrypt the slot's split
+// key with the payload cipher, merge the stripes, and check PBKDF2 of the candidate master key
+// against the header's digest. `split` holds key_bytes * LUKS_STRIPES bytes of scratch.
+Status luks_load_key(BlockDevice& dev, uint64_t base, guest::Allocator& alloc, const LuksHeader& h, uint32_t slot,
+                     const uint8_t* pass, size_t pass_len, uint8_t* split, uint8_t* master_key) {
+    const size_t split_len = size_t{h.key_bytes} * LUKS_STRIPES;
+    const LuksKeySlot& s = h.slots[slot];
+    if (!s.active)
+        return Status::Invalid;
+    if (s.iterations > LUKS_MAX_PBKDF2_ITERATIONS || h.master_key_iterations > LUKS_MAX_PBKDF2_ITERATIONS)
+        return Status::Corrupt;
+    if (s.key_offset > dev.size() || base > dev.size() - s.key_offset)
+        return Status::Corrupt;
+    uint8_t slot_key[LUKS_MAX_KEY_BYTES];
+    if (!luks_pbkdf2(h.hash_alg, pass, pass_len, h.slot_salt[slot], 32, s.iterations, slot_key, h.key_bytes))
+        return Status::Unsupported;
+    Status result = dev.read(base + s.key_offset, split, split_len);
+    auto* c = result == Status::Ok ? guest::arena_new<SectorCipher>(alloc) : nullptr;
+    if (result == Status::Ok && c == nullptr)
+        result = Status::NoMemory;
+    if (result == Status::Ok)
+        result = c->init(h, slot_key, h.key_bytes);
+    __builtin_memset(slot_key, 0, sizeof slot_key);
+    if (c != nullptr) {
+        if (result == Status::Ok)
+            c->decrypt(0, split, split_len);
+        __builtin_memset(static_cast<void*>(c), 0, sizeof *c);
+        guest::arena_delete(alloc, c);
+    }
+    if (result != Status::Ok)
+        return result;
+    uint8_t candidate[LUKS_MAX_KEY_BYTES];
+    if (!af_merge(h.hash_alg, h.key_bytes, LUKS_STRIPES, split, candidate))
+        return Status::Unsupported;
+    uint8_t digest[LUKS_DIGEST_BYTES];
+    luks_pbkdf2(h.hash_alg, candidate, h.key_bytes, h.mk_salt, 32, h.master_key_iterations, digest, sizeof digest);
+    uint8_t diff = 0;
+    for (size_t k = 0; k < sizeof digest; ++k)
+        diff |= static_cast<uint8_t>(digest[k] ^ h.mk_digest[k]);
+    if (diff == 0)
+        __builtin_memcpy(master_key, candidate, h.key_bytes);
+    __builtin_memset(candidate, 0, sizeof candidate);
+    return diff == 0 ? Status::Ok : Status::Invalid;
+}
+
+namespace {
+
+// Tries each active key slot with the passphrase (qcrypto_block_luks_find_key).
 Status find_key(BlockDevice& dev, uint64_t base, guest::Allocator& alloc, const LuksHeader& h, const uint8_t* pass,
                 size_t pass_len, uint8_t* master_key) {
     const size_t split_len = size_t{h.key_bytes} * LUKS_STRIPES;
     auto* split = static_cast<uint8_t*>(alloc.allocate(split_len, 16));
     if (split == nullptr)
         return Status::NoMemory;
-    Status result = Status::Invalid; // no slot opened
-    if (h.master_key_iterations > LUKS_MAX_PBKDF2_ITERATIONS)
-        result = Status::Corrupt;
-    for (uint32_t i = 0; i < LUKS_NUM_KEY_SLOTS && result == Status::Invalid; ++i) {
-        const LuksKeySlot& s = h.slots[i];
-        if (!s.active)
-            continue;
-        if (s.iterations > LUKS_MAX_PBKDF2_ITERATIONS) {
-            result = Status::Corrupt;
-            break;
-        }
-        uint8_t slot_key[LUKS_MAX_KEY_BYTES];
-        if (!luks_pbkdf2(h.hash_alg, pass, pass_len, h.slot_salt[i], 32, s.iterations, slot_key, h.key_bytes)) {
-            result = Status::Unsupported;
-            break;
-        }
-        if (s.key_offset > dev.size() || base > dev.size() - s.key_offset) {
-            result = Status::Corrupt;
-            break;
-        }
-        if (const Status st = dev.read(base + s.key_offset, split, split_len); st != Status::Ok) {
-            result = st;
-            break;
-        }
-        auto* c = guest::arena_new<SectorCipher>(alloc);
-        if (c == nullptr) {
-            result = Status::NoMemory;
-            break;
-        }
-        if (const Status st = c->init(h, slot_key, h.key_bytes); st != Status::Ok) {
-            guest::arena_delete(alloc, c);
-            result = st;
-            break;
-        }
-        c->decrypt(0, split, split_len);
-        guest::arena_delete(alloc, c);
-        uint8_t candidate[LUKS_MAX_KEY_BYTES];
-        if (!af_merge(h.hash_alg, h.key_bytes, LUKS_STRIPES, split, candidate)) {
-            result = Status::Unsupported;
-            break;
-        }
-        uint8_t digest[LUKS_DIGEST_BYTES];
-        luks_pbkdf2(h.hash_alg, candidate, h.key_bytes, h.mk_salt, 32, h.master_key_iterations, digest, sizeof digest);
-        uint8_t diff = 0;
-        for (size_t k = 0; k < sizeof digest; ++k)
-            diff |= static_cast<uint8_t>(digest[k] ^ h.mk_digest[k]);
-        if (diff == 0) {
-            __builtin_memcpy(master_key, candidate, h.key_bytes);
-            result = Status::Ok;
-        }
-        __builtin_memset(candidate, 0, sizeof candidate);
-        __builtin_memset(slot_key, 0, sizeof slot_key);
-    }
+    Status result = h.master_key_iterations > LUKS_MAX_PBKDF2_ITERATIONS ? Status::Corrupt : Status::Invalid;
+    for (uint32_t i = 0; i < LUKS_NUM_KEY_SLOTS && result == Status::Invalid; ++i)
+        if (h.slots[i].active)
+            result = luks_load_key(dev, base, alloc, h, i, pass, pass_len, split, master_key);
     __builtin_memset(split, 0, split_len);
     alloc.deallocate(split, split_len);
     return result;

@@ -19,6 +19,13 @@ guest::Status luks_unlock(guest::BlockDevice& dev, uint64_t header_offset, guest
                           guest::ReasonSink* reasons, uint8_t* master_key_out = nullptr,
                           uint32_t qemu_version = LUKS_ANY_QEMU_VERSION);
 
+// qcrypto_block_luks_load_key: whether `pass` opens key slot `slot` (Ok, the master key copied to
+// master_key[h.key_bytes]), does not (Invalid; also for an inactive slot), or another Status (Corrupt:
+// iterations above LUKS_MAX_PBKDF2_ITERATIONS or key material past the end). `split` is scratch of
+// h.key_bytes * LUKS_STRIPES bytes; `base` as luks_unlock's header_offset.
+guest::Status luks_load_key(guest::BlockDevice& dev, uint64_t base, guest::Allocator& alloc, const LuksHeader& h,
+                            uint32_t slot, const uint8_t* pass, size_t pass_len, uint8_t* split, uint8_t* master_key);
+
 // Reads and parses the LUKS1 header at `at` of `dev` (luks_header_parse's checks; Corrupt when the
 // device is too short for it).
 guest::Status load_header(guest::BlockDevice& dev, LuksHeader* h, uint64_t at = 0);

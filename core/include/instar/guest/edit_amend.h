@@ -4,7 +4,9 @@
 // every check that depends on the image.
 //
 // Layout: AmendArgs, then the strings it names (compat, backing_file, backing_fmt, data_file), each
-// `*_len` bytes with no NUL, in that order.
+// `*_len` bytes with no NUL, in that order; then, when AMEND_ENCRYPT is given, KeySlotArgs and its
+// two secret ids (new, old; no NUL). The secrets themselves travel in the edit's secrets device
+// (INSTAR_EDIT_SECRETS: EDIT_SECRET_KEY, _NEW, _OLD); an id the host found no secret for has none.
 #pragma once
 
 #include <stdint.h>
@@ -44,6 +46,25 @@ struct AmendArgs {
     uint32_t reserved;
 };
 static_assert(sizeof(AmendArgs) == 64, "amend args layout");
+
+// KeySlotArgs::given: the key-slot keys the user set (luks's state, keyslot, new-secret, old-secret,
+// iter-time; qcow2's the same with "encrypt.").
+inline constexpr uint32_t KEYSLOT_KEYSLOT = 1u << 0;
+inline constexpr uint32_t KEYSLOT_NEW_SECRET = 1u << 1;
+inline constexpr uint32_t KEYSLOT_OLD_SECRET = 1u << 2;
+inline constexpr uint32_t KEYSLOT_ITER_TIME = 1u << 3;
+
+// qemu's QCryptoBlockAmendOptionsLUKS after the QAPI visitor (state given and valid: the host
+// checks it).
+struct KeySlotArgs {
+    uint32_t given;       // KEYSLOT_*
+    uint32_t active;      // state: 1 active, 0 inactive
+    uint64_t keyslot;     // as parsed (qemu keeps the low 32 bits as an int)
+    uint64_t iter_time;   // milliseconds, as parsed
+    uint32_t new_id_len;  // new-secret's id
+    uint32_t old_id_len;  // old-secret's id
+};
+static_assert(sizeof(KeySlotArgs) == 32, "key slot args layout");
 
 // Longest string value the host sends: qemu keeps these in a header cluster (at most 2 MiB).
 inline constexpr uint32_t AMEND_MAX_STRING = 4096;

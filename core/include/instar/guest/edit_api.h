@@ -85,7 +85,17 @@ struct EditRequest {
     uint32_t qemu_version;     // major*10000 + minor*100 + micro
     Allocator* allocator;
     const Codecs* codecs;
+    // INSTAR_EDIT_SECRETS: secrets[i] (secret_lengths[i] bytes) for i < EDIT_MAX_SECRETS, nullptr
+    // where the host sent none; secrets itself nullptr when it sent no secrets device.
+    const uint8_t* const* secrets = nullptr;
+    const size_t* secret_lengths = nullptr;
 };
+
+// EditRequest::secrets entries (INSTAR_EDIT_SECRETS).
+inline constexpr uint32_t EDIT_SECRET_KEY = 0; // the image's key (key-secret / encrypt.key-secret)
+inline constexpr uint32_t EDIT_SECRET_NEW = 1; // amend's new-secret
+inline constexpr uint32_t EDIT_SECRET_OLD = 2; // amend's old-secret
+inline constexpr uint32_t EDIT_MAX_SECRETS = 3;
 
 // Ok when the command did what it was asked; otherwise a Status with a reason sent (nothing
 // changed, or, past the switch point, the change complete: docs/edit.md says which).
