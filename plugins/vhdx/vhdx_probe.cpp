@@ -38,6 +38,12 @@ const Divergence DIVERGENCES[] = {
      "added or dropped, the BAT region moved to the file's end when too small, VirtualDiskSize updated); "
      "qemu-img refuses: \"Image format driver does not support resize\"",
      "instar extension (issue 11): growing a VHDX should not need a convert"},
+    {"vhdx-header-update-copy", "*",
+     "a header update (log replay by check -r or convert -n, convert -n's first write) copies the current header "
+     "into the other slot; qemu rewrites that slot's own header, so when a hand-made image's headers disagree on "
+     "the log GUID and its replay then fails, qemu's other slot keeps its own log GUID",
+     "the same bytes for every image qemu or Hyper-V writes (both headers name the same log); the copy never "
+     "writes a stale or invalid header's fields back with a fresh checksum"},
 };
 const std::uint32_t DIVERGENCE_COUNT = sizeof DIVERGENCES / sizeof DIVERGENCES[0];
 

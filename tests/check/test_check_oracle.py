@@ -19,6 +19,8 @@ import tempfile
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "formats"))
 from oracle_retry import run_fixture  # noqa: E402
 from differential_support import start_with_oracles  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "plugins", "vhdx", "tests"))
+from vhdx_log_images import block_offset, with_pending_log  # noqa: E402
 
 COPIED = 1 << 63
 COMPRESSED = 1 << 62
@@ -586,6 +588,85 @@ def leak_many_clusters(path, count):
             f.write(struct.pack(">H", 1))
 
 
+def vhdx_mask(data, log_guid_too=False):
+    """Both VHDX headers without what a session makes up: the checksum, the file and data write
+    GUIDs (random in qemu and instar). log_guid_too: also the log GUID (docs/quirks.md: a failed
+    replay leaves qemu's other header slot with its own log GUID)."""
+    b = bytearray(data)
+    for off in (64 * 1024, 128 * 1024):
+        b[off + 4:off + 8] = bytes(4)
+        b[off + 16:off + (64 if log_guid_too else 48)] = bytes(64 - 16 if log_guid_too else 32)
+    return bytes(b)
+
+
+def vhdx_log_cases(work, env, q72, q10, qio, qemu_named, run, compare):
+    """VHDX images whose log needs replay (vhdx_log_images.py): without -r both refuse the read-only
+    open; `check -r leaks|all` replays the log (qemu's read-write open) and counts it as one fixed
+    corruption; a log that fails to replay is "Could not open" after the headers changed. The
+    repaired files equal qemu's but for the session GUIDs; a kill at any write leaves an image that
+    qemu-img's own `check -r all` finishes to the same data."""
+    passed = failed = 0
+    base = os.path.join(work, "vlog-base.vhdx")
+    run([q72, "create", "-q", "-f", "vhdx", base, "16M"], work, env)
+    run([qio, "-f", "vhdx", "-c", "write -P 0x5a 0 1M", base], work, env)
+    b = block_offset(base, 0)
+    with_pending_log(base, os.path.join(work, "vlog.vhdx"))
+    with_pending_log(base, os.path.join(work, "vlogd.vhdx"), writes=[(b + 1044480, bytes(range(256)) * 16)],
+                     zeros=[(b + 1040384, 4096)], grow=4096)
+    with_pending_log(base, os.path.join(work, "vlogbad.vhdx"), flushed=1 << 40)
+    for name in ("vlog.vhdx", "vlogd.vhdx", "vlogbad.vhdx"):
+        for extra in ([], ["--output=json"], ["-q"]):
+            compare(name, extra + [name])
+        runs = [("leaks", (q72, "7.2.22"), []), ("all", (q10, "10.0.2"), []),
+                ("all", (q72, "7.2.22"), ["--output=json"]), ("leaks", (q10, "10.0.2"), ["-q"]),
+                ("all", (q10, "10.0.2"), ["-f", "vhdx"])]
+        for mode, (oracle, version), extra in runs:
+            for sub in ("rq", "ri"):
+                os.makedirs(os.path.join(work, sub), exist_ok=True)
+                shutil.copyfile(os.path.join(work, name), os.path.join(work, sub, name))
+            want = run([oracle, "check", "-r", mode] + extra + [name], os.path.join(work, "rq"), env)
+            got = run([qemu_named, "--qemu-version", version, "check", "-r", mode] + extra + [name],
+                      os.path.join(work, "ri"), env)
+            want = (want[0], want[1], want[2].replace(oracle, "QEMU-IMG"))
+            got = (got[0], got[1], got[2].replace(qemu_named, "QEMU-IMG"))
+            with open(os.path.join(work, "rq", name), "rb") as f:
+                want_bytes = vhdx_mask(f.read(), name == "vlogbad.vhdx")
+            with open(os.path.join(work, "ri", name), "rb") as f:
+                got_bytes = vhdx_mask(f.read(), name == "vlogbad.vhdx")
+            if want == got and want_bytes == got_bytes:
+                passed += 1
+            else:
+                failed += 1
+                print("FAIL vhdx log repair %s -r %s %s [%s] (bytes %s)\n--- want (rc %d)\n%s%s--- got (rc %d)\n%s%s" %
+                      (name, mode, " ".join(extra), version, "same" if want_bytes == got_bytes else "differ",
+                       want[0], want[1], want[2], got[0], got[1], got[2]))
+    # Kill points: the host ends at each file change of instar's replay; qemu-img check -r all then
+    # replays what is left, and the data equal qemu-img's own replay of the same log.
+    ref = os.path.join(work, "vlog-ref.vhdx")
+    shutil.copyfile(os.path.join(work, "vlogd.vhdx"), ref)
+    run([q72, "check", "-r", "all", ref], work, env)
+    points = 0
+    for n in range(1, 100):
+        img = os.path.join(work, "vlog-kill.vhdx")
+        shutil.copyfile(os.path.join(work, "vlogd.vhdx"), img)
+        krc, _, _ = run([qemu_named, "check", "-r", "all", img], work, dict(env, INSTAR_TEST_KILL_AT_WRITE=str(n)))
+        rc, _, err = run([q10, "check", "-r", "all", img], work, env)
+        rc2, out2, _ = run([q72, "compare", "-f", "vhdx", "-F", "vhdx", ref, img], work, env)
+        if rc == 0 and rc2 == 0:
+            passed += 1
+        else:
+            failed += 1
+            print("FAIL vhdx log kill at write %d (rc %d): qemu-img check -r all rc %d (%s), compare rc %d %s" %
+                  (n, krc, rc, err[-300:], rc2, out2))
+        points += 1
+        if krc == 0:
+            break  # the replay finished before the n-th change: every point was covered
+    if points < 4:
+        failed += 1
+        print("FAIL vhdx log kill test: only %d kill points" % points)
+    return passed, failed
+
+
 def run(cmd, cwd, env):
     p = run_fixture(cmd, cwd=cwd, env=env, timeout=120)
     return p.returncode, p.stdout, p.stderr
@@ -817,6 +898,10 @@ def main():
             kill_every_write("rebuild", rebuild_base)
             kill_every_write("snapshot", snapshot_base)
             kill_every_write("bitmap", bitmap_base)
+        if not only or "vhdxlog" in only:
+            p, f = vhdx_log_cases(work, env, q72, q10, qio, qemu_named, run, compare)
+            passed += p
+            failed += f
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print("%d passed, %d failed" % (passed, failed))

@@ -3,6 +3,7 @@
 // with names derived from the input. They must never crash, loop, outgrow the arena budget or
 // the file's growth budget, whatever the header, refcount tables, L1/L2 tables and snapshot
 // table say.
+#include "fuzz_edit_host.h"
 #include "hosted_create.h"
 #include "hosted_read.h"
 #include "hosted_support.h"
@@ -23,30 +24,14 @@ using instar::guest::Status;
 constexpr std::uint64_t OUTPUT_BUDGET = 64u << 20; // the image may grow by this much at most
 constexpr std::size_t MEMORY_BUDGET = 16u << 20;   // the guest arena stand-in
 
-class Host final : public instar::guest::EditHost {
+class Host final : public instar::hosted::FuzzEditHost {
 public:
-    explicit Host(instar::hosted::MemoryOutput& out) : out_(out) {}
-    Status set_length(instar::guest::BlockDevice&, std::uint64_t n, instar::guest::Prealloc) override {
-        out_.set_length(n);
-        return Status::Ok;
-    }
-    Status flush(instar::guest::BlockDevice&) override { return Status::Ok; }
-    Status add_file(const char*, instar::guest::BlockDevice**) override { return Status::Unsupported; }
-    Status out(const char*, std::size_t) override { return Status::Ok; }
-    Status err(const char*, std::size_t) override { return Status::Ok; }
-    void reason(const char*, std::size_t len) override {
-        if (len > 4096)
-            std::abort();
-    }
+    using FuzzEditHost::FuzzEditHost;
     Status data(std::uint32_t kind, const void*, std::size_t len) override {
         if (kind != instar::guest::SNAPSHOT_REC_RESULT || len != sizeof(instar::guest::SnapshotResult))
             std::abort();
         return Status::Ok;
     }
-    void progress(std::uint64_t, std::uint64_t) override {}
-
-private:
-    instar::hosted::MemoryOutput& out_;
 };
 
 void run(instar::hosted::MemoryOutput& file, std::uint32_t action, const char* id, const char* name) {

@@ -38,7 +38,10 @@ guest::Status edit_replay(const guest::EditRequest& req, guest::EditHost& host) 
                                   "The VHDX log to replay zeroes more than instar's limit VHDX_LOG_REPLAY_ZERO_MAX "
                                   "(268435456 bytes)",
                                   st);
-    return st;
+    if (st != Status::Ok)
+        return st;
+    static constexpr uint8_t NONE = 0;
+    return host.data(guest::EDIT_DATA_REPLAYED, &NONE, 0);
 }
 
 static_assert(VHDX_LOG_REPLAY_ZERO_MAX == 268435456, "the message above prints the limit");

@@ -12,6 +12,7 @@
 
 #include <instar/guest/create_api.h>
 #include <instar/guest/read_api.h>
+#include <instar/guest_abi.h>
 
 #include <stddef.h>
 #include <stdint.h>
@@ -29,8 +30,13 @@ enum class EditCommand : uint32_t {
     // No arguments: what qemu's read-write open changes before anything reads the image (vhdx
     // replays its log), for a format declaring CAP_OPEN_REPLAY. Ok, nothing written, when there is
     // nothing to replay or the image fails an earlier open check (the open that follows words it).
+    // A replay that happened reports one EDIT_DATA_REPLAYED record (qemu's check counts it).
     ReplayLog = 7,
 };
+
+// ReplayLog's data record (no bytes): the image was changed by the replay. qemu's `check -r`
+// counts a log replayed on open as one fixed corruption (vhdx_co_check's log_replayed_on_open).
+inline constexpr uint32_t EDIT_DATA_REPLAYED = INSTAR_EDIT_COMMAND_DATA;
 
 // Longest command argument the host sends (names, option lists): far below guest RAM.
 inline constexpr size_t EDIT_MAX_ARGS = 64u << 10;
