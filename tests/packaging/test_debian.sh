@@ -59,15 +59,31 @@ export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 # would override the binary's RUNPATH) and no INSTAR_* overrides.
 unset LD_LIBRARY_PATH
 for v in $(env | sed -n 's/^\(INSTAR_[A-Z_]*\)=.*/\1/p'); do unset "$v"; done
+# The plugins instar's postinst indexed (its file trigger on the plugin directory), and whether the
+# index still describes the directory (the modification time it records is the directory's now).
+plugins=/usr/lib/$(dpkg-architecture -qDEB_HOST_MULTIARCH)/instar/plugins
+index_state() {
+  [ -f "$plugins.index" ] || { echo missing; return; }
+  local now
+  now=$(stat -c %.9Y "$plugins" | awk -F. '{ printf "dir %d %d", $1, $2 }')
+  echo "$(sed -n 's/^plugin libinstar-\([a-z0-9]*\)\.so .*/\1/p' "$plugins.index" | tr '\n' ' ')$(
+    [ "$(sed -n 2p "$plugins.index")" = "$now" ] && echo current || echo stale)"
+}
 dpkg -i "$tmp"/src/instar_*.deb "$tmp"/src/instar-plugin-qcow2_*.deb >"$tmp/dpkg1.log" 2>&1 || { cat "$tmp/dpkg1.log"; exit 3; }
+echo "index1: $(index_state)"
 echo "formats: $(instar formats | sed -n 's/^\([a-z0-9]*\) [^ ]*: .*/\1/p' | tr '\n' ' ')"
 echo "qcow2: $(instar info "$tmp/disk.qcow2" 2>&1 | sed -n 2p)"
 echo "vmdk-before: $(instar info -f vmdk "$tmp/disk.vmdk" 2>&1 | head -1)"
 dpkg -i "$tmp"/src/instar-plugin-vmdk_*.deb >"$tmp/dpkg2.log" 2>&1 || { cat "$tmp/dpkg2.log"; exit 3; }
+echo "index2: $(index_state)"
 echo "vmdk-after: $(instar info "$tmp/disk.vmdk" 2>&1 | sed -n 2p)"
 instar convert -O qcow2 "$tmp/disk.vmdk" "$tmp/out.qcow2" && echo "convert: ok"
 echo "man: $(ls /usr/share/man/man1/instar.1* 2>/dev/null)"
 echo "completion: $(bash -c 'source /usr/share/bash-completion/bash_completion 2>/dev/null; source /usr/share/bash-completion/completions/instar; COMP_LINE="instar con"; COMP_POINT=${#COMP_LINE}; COMP_WORDS=(instar con); COMP_CWORD=1; _instar; echo ${COMPREPLY[*]}')"
+dpkg -r instar-plugin-vmdk >"$tmp/dpkg3.log" 2>&1 || { cat "$tmp/dpkg3.log"; exit 3; }
+echo "index3: $(index_state)"
+dpkg -P instar-plugin-qcow2 instar >"$tmp/dpkg4.log" 2>&1 || { cat "$tmp/dpkg4.log"; exit 3; }
+echo "index4: $(index_state)"
 INSIDE
 out=$(unshare --mount --propagation private bash "$tmp/inside.sh" "$tmp" 2>&1) || { echo "$out"; exit 1; }
 echo "$out"
@@ -76,6 +92,10 @@ check "the installed instar reads a qcow2" grep -qx 'qcow2: file format: qcow2' 
 check "a vmdk is refused, naming the package to install" \
   grep -q "^vmdk-before: .*install the package instar-plugin-vmdk" <<<"$out"
 check "after installing instar-plugin-vmdk the vmdk works" grep -qx 'vmdk-after: file format: vmdk' <<<"$out"
+check "instar's postinst indexed the plugin directory" grep -qx 'index1: qcow2 current' <<<"$out"
+check "installing a plugin package re-indexed it (file trigger)" grep -qx 'index2: qcow2 vmdk current' <<<"$out"
+check "removing a plugin package re-indexed it" grep -qx 'index3: qcow2 current' <<<"$out"
+check "purging instar removed the index" grep -qx 'index4: missing' <<<"$out"
 check "convert works from the installed packages" grep -qx 'convert: ok' <<<"$out"
 check "the man page is installed" grep -q '^man: /usr/share/man/man1/instar.1' <<<"$out"
 check "bash completion offers subcommands" grep -qx 'completion: convert' <<<"$out"

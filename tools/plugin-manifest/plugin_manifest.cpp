@@ -7,6 +7,8 @@
 //   instar-plugin-manifest --dir DIR          the install step: every *.so in DIR, the manifest beside
 //                                             it, then DIR.index (a relative DIR is taken under
 //                                             $MESON_INSTALL_DESTDIR_PREFIX when that is set)
+//   instar-plugin-manifest --index DIR        a package manager's trigger: DIR.index only (the
+//                                             manifests beside the plugins belong to their packages)
 // A plugin that cannot be loaded gets an empty manifest, which instar ignores: it then loads the
 // plugin at discovery and prints its usual warning.
 #include "plugins/discovery.h"
@@ -27,6 +29,14 @@ std::string manifest_for(const fs::path& so) {
     if (reg.load(so, [](const std::string& w) { std::cerr << "instar-plugin-manifest: warning: " << w << '\n'; }))
         return instar::manifest_text(*reg.plugins().front(), so);
     return {};
+}
+
+// Each plugin file in `dir` (a scan's order) with its manifest text, made now.
+std::vector<std::pair<fs::path, std::string>> manifests_in(const fs::path& dir) {
+    std::vector<std::pair<fs::path, std::string>> manifests;
+    for (const auto& so : instar::plugin_files_in(dir))
+        manifests.emplace_back(so, manifest_for(so));
+    return manifests;
 }
 
 // Written beside, then renamed over: a reader sees the old file or the new one.
@@ -68,13 +78,15 @@ int main(int argc, char** argv) {
         if (const char* prefix = std::getenv("MESON_INSTALL_DESTDIR_PREFIX"); prefix && dir.is_relative())
             dir = fs::path(prefix) / dir;
         bool ok = true;
-        std::vector<std::pair<fs::path, std::string>> manifests;
-        for (const auto& so : instar::plugin_files_in(dir)) {
-            manifests.emplace_back(so, manifest_for(so));
-            ok &= write_file(so.string() + instar::MANIFEST_SUFFIX, manifests.back().second);
-        }
+        const auto manifests = manifests_in(dir);
+        for (const auto& [so, text] : manifests)
+            ok &= write_file(so.string() + instar::MANIFEST_SUFFIX, text);
         const instar::PluginSource source{dir, false};
         return ok && write_index(source, dir.string() + instar::INDEX_SUFFIX, manifests) ? 0 : 1;
+    }
+    if (argc == 3 && std::string(argv[1]) == "--index") {
+        const instar::PluginSource source{argv[2], false};
+        return write_index(source, source.root.string() + instar::INDEX_SUFFIX, manifests_in(source.root)) ? 0 : 1;
     }
     if (argc == 4 && std::string(argv[1]) == "--tree") {
         const instar::PluginSource source{argv[2], true};
@@ -86,6 +98,6 @@ int main(int argc, char** argv) {
     }
     if (argc == 3)
         return write_file(argv[2], manifest_for(argv[1])) ? 0 : 1;
-    std::cerr << "usage: instar-plugin-manifest PLUGIN.so OUTPUT | --tree ROOT OUTPUT | --dir DIR\n";
+    std::cerr << "usage: instar-plugin-manifest PLUGIN.so OUTPUT | --tree ROOT OUTPUT | --dir DIR | --index DIR\n";
     return 2;
 }
