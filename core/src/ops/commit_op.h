@@ -30,6 +30,10 @@ struct CommitSpec {
     bool unsafe_quirks = false;
     std::vector<std::string> allow_paths;
     std::optional<std::string> secret; // the top image's (--object secret), never printed
+    // The secret for the encrypted image `depth` levels below the top (the --object secret its
+    // backing.[…]encrypt.key-secret / key-secret names, as `format` reads it), or qemu's lookup
+    // error ("No secret with id 'ID'"). Empty: no secrets for the backing chain.
+    std::function<Expected<std::optional<std::string>>(std::size_t depth, const std::string& format)> backing_secret;
 };
 
 // Errors are qemu-img's messages without the "prog: " prefix.
