@@ -40,9 +40,19 @@ bool can_make_empty(const ChainLink& link) {
 
 // qemu's bdrv_find_backing_image for a plain file name: `name`, relative to the directory of the image
 // that names each candidate, resolved (realpath) and compared with the candidate's own file.
-std::optional<std::size_t> find_base(const OpenedChain& chain, const std::string& name) {
+// Levels up to spec.overridden_levels were named with options: qemu compares -b with those images'
+// json: filenames as strings (bdrv_backing_overridden), so a plain name finds only an image below.
+std::optional<std::size_t> find_base(const OpenedChain& chain, const CommitSpec& spec) {
     namespace fs = std::filesystem;
-    for (std::size_t i = 1; i < chain.links.size(); ++i) {
+    const std::string& name = *spec.base;
+    for (std::size_t i = 1; i <= spec.overridden_levels && i < chain.links.size() && spec.level_name; ++i) {
+        std::vector<std::pair<std::string, std::string>> below;
+        for (std::size_t j = i; j < chain.links.size(); ++j)
+            below.emplace_back(chain.links[j].node.format, chain.links[j].name);
+        if (name == spec.level_name(i, below))
+            return i;
+    }
+    for (std::size_t i = spec.overridden_levels + 1; i < chain.links.size(); ++i) {
         const fs::path overlay = chain.links[i - 1].image.display;
         const fs::path wanted = fs::path(name).is_absolute() ? fs::path(name) : overlay.parent_path() / name;
         std::error_code ec;
@@ -184,9 +194,10 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
 
     std::size_t base = 1;
     if (spec.base) {
-        auto found = find_base(chain, *spec.base);
+        auto found = find_base(chain, spec);
         if (!found)
-            return keys_first("Did not find '" + *spec.base + "' in the backing chain of '" + spec.filename + "'");
+            return keys_first("Did not find '" + *spec.base + "' in the backing chain of '" +
+                              (spec.given.empty() ? spec.filename : spec.given) + "'");
         base = *found;
     } else if (chain.links.size() < 2) {
         return keys_first("Image does not have a backing file");

@@ -20,6 +20,15 @@ struct CommitSpec {
     std::string filename;              // the top image (a plain path)
     std::optional<std::string> format; // -f
     std::optional<std::string> base;   // -b: a name in the chain, matched as qemu's bdrv_find_backing_image
+    // The top's name as the user gave it (json:, --image-opts), for "Did not find"; empty: filename.
+    std::string given;
+    // How many levels below the top were named with options (backing.…, e.g. their secrets): qemu
+    // compares -b with those images' json: filenames, which no plain name matches.
+    std::size_t overridden_levels = 0;
+    // The json: filename qemu gives the image `depth` levels down, named with options; `below` holds
+    // (format, file name) of that image and every one under it. Unset: none is named so.
+    std::function<std::string(std::size_t depth, const std::vector<std::pair<std::string, std::string>>& below)>
+        level_name;
     bool drop = false;                 // -d (and -b): leave the top as it is
     // -t: qemu's cache mode, already checked. Every mode but unsafe makes the base durable before the
     // top is emptied; none/off/directsync write the base with O_DIRECT.
