@@ -8,7 +8,8 @@ top loses it. Chains: an overlay over its base (the top emptied afterwards), an 
 grows a refcount block, a qcow2 overlay over a vmdk base, a three-deep chain committed into the middle
 image (copy-on-write from the bottom image), a plain top over a LUKS-encrypted qcow2 base (the base
 must still decrypt to the old or the new data of each cluster), and a LUKS-encrypted top emptied after
-the commit (named by json: with their secrets; checked and compared with --image-opts).
+the commit (named by json: with their secrets; checked and compared with --image-opts; their base,
+decrypted, must hold in each cluster the old data or the data of the commit that was not killed).
 
 Usage: test_commit_crash.py INSTAR QEMU72 QEMU_IO
 """
@@ -104,6 +105,30 @@ def build(name, where, qimg, qio):
             raise RuntimeError("fixture %s failed: %s" % (c, p.stderr))
     # The original content, flat.
     run_fixture([qimg, "convert", "-O", "raw"] + image_args(name, "t.qcow2") + ["orig.raw"], cwd=where, check=True)
+    if name in SECRETS:  # the base decrypted before the commit, for base_per_cluster
+        run_fixture([qimg, "convert", "-O", "raw"] + image_args(name, "b.qcow2") + ["base-old.raw"], cwd=where,
+                    check=True)
+
+
+# base_per_cluster's unit: the chains' base cluster size.
+CLUSTER = 4096
+
+
+def base_per_cluster(name, where, qimg, new_raw):
+    """The encrypted chains' base, decrypted, holds in each cluster its old data or what the commit
+    that was not killed left there (`new_raw`): never a mix, never garbage."""
+    got_raw = os.path.join(where, "base-now.raw")
+    p = run_fixture([qimg, "convert", "-O", "raw"] + image_args(name, "b.qcow2") + [got_raw], cwd=where)
+    if p.returncode != 0:
+        return ["base does not decrypt: " + (p.stdout + p.stderr).strip()]
+    old = open(os.path.join(where, "base-old.raw"), "rb").read()
+    new = open(new_raw, "rb").read()
+    got = open(got_raw, "rb").read()
+    if len(got) != len(new):
+        return ["base size %d, not %d" % (len(got), len(new))]
+    bad = [o for o in range(0, len(got), CLUSTER)
+           if got[o:o + CLUSTER] != new[o:o + CLUSTER] and got[o:o + CLUSTER] != old[o:o + CLUSTER]]
+    return ["base clusters neither old nor new at %s" % bad[:8]] if bad else []
 
 
 def commit(name, instar, where, n):
@@ -162,6 +187,10 @@ def main():
                 failed += 1
                 print("FAIL %s: commit without a kill: %r" % (name, r))
                 continue
+            new_raw = os.path.join(work, name + "-base-new.raw")
+            if name in SECRETS:
+                run_fixture([qimg, "convert", "-O", "raw"] + image_args(name, "b.qcow2") + [new_raw], cwd=ref,
+                            check=True)
             total = 0
             lo, hi = 1, 1
             # Exponential then binary search for the first N that is not killed.
@@ -194,6 +223,8 @@ def main():
                 r = commit(name, instar, d, n)
                 problems = [] if r.returncode in KILLED else ["not killed: rc %d %s" % (r.returncode, r.stderr)]
                 problems += verify(name, d, qimg)
+                if name in SECRETS:
+                    problems += base_per_cluster(name, d, qimg, new_raw)
                 if problems:
                     failed += 1
                     print("FAIL %s kill at write %d of %d: %s" % (name, n, total, "; ".join(problems)))
