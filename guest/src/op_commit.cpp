@@ -170,10 +170,14 @@ Status commit_op(const uint8_t* arg, uint32_t arg_len) {
             st = Status::Unsupported;
         } else {
             auto* dev = arena_new<ExistingTarget>(arena(), *device(h.target_device), h.base_length);
-            const OpenRequest req{dev, nullptr, 0, &arena(), &codecs(), &reasons, nullptr, h.qemu_version};
+            OpenRequest req{dev, nullptr, 0, &arena(), &codecs(), &reasons, nullptr, h.qemu_version};
+            // An encrypted base: its writer encrypts with the secret its reader unlocked with.
+            req.secret = secrets.bytes ? secrets.bytes[h.base] : nullptr;
+            req.secret_len = secrets.lengths ? secrets.lengths[h.base] : 0;
             st = dev == nullptr ? Status::NoMemory : bm->open_writer(req, &writer);
         }
-        if (st != Status::Ok) report_failure(INSTAR_CONVERT_PHASE_OPEN, h.base);
+        // PHASE_CREATE: opening the base for writing (PHASE_OPEN is a reader, framed as qemu's open).
+        if (st != Status::Ok) report_failure(INSTAR_CONVERT_PHASE_CREATE, h.base);
     }
     // A base deeper in the chain has a backing file of its own: its writer copies from it on write.
     auto* below = st == Status::Ok && h.base + 1 < depth

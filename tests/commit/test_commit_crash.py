@@ -5,11 +5,15 @@ killed gives the total). After each kill, every qcow2 image of the chain must pa
 (exit 0, or 3: leaked clusters only) and the top's chain must still read exactly the original
 content (`qemu-img compare` against a flat copy made before): the data is in the base before the
 top loses it. Chains: an overlay over its base (the top emptied afterwards), an overlay whose base
-grows a refcount block, a qcow2 overlay over a vmdk base, and a three-deep chain committed into the middle image (copy-on-write from
-the bottom image).
+grows a refcount block, a qcow2 overlay over a vmdk base, a three-deep chain committed into the middle
+image (copy-on-write from the bottom image), a plain top over a LUKS-encrypted qcow2 base (the base
+must still decrypt to the old or the new data of each cluster), and a LUKS-encrypted top emptied after
+the commit (named by json: with their secrets; checked and compared with --image-opts; their base,
+decrypted, must hold in each cluster the old data or the data of the commit that was not killed).
 
 Usage: test_commit_crash.py INSTAR QEMU72 QEMU_IO
 """
+import json
 import os
 import shutil
 import subprocess
@@ -54,27 +58,89 @@ CHAINS = {
                ["QIO", "-c", "write -P 0x42 2k 5k", "-c", "write -z 1M 16k", "-c", "write -P 0x43 2M 33k",
                 "t.qcow2"]],
               [], ["t.qcow2", "m.qcow2", "b.qcow2"]),
+    # A plain top over a LUKS-encrypted qcow2 base (the base's writer encrypts; secrets in SECRETS).
+    "enc_base": ([["QIMG", "create", "-q", "OBJ", "-f", "qcow2", "-o",
+                   "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10,cluster_size=4k", "b.qcow2", "4M"],
+                  ["QIO", "OBJ", "-c", "write -P 0x11 0 1M", "--image-opts",
+                   "driver=qcow2,encrypt.key-secret=s0,file.filename=b.qcow2"],
+                  ["QIMG", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4k", "-b", "b.qcow2", "-F", "qcow2",
+                   "t.qcow2"],
+                  ["QIO", "OBJ", "-c", "write -P 0x61 1k 9k", "-c", "write -z 64k 8k", "-c", "write -P 0x62 2M 20k",
+                   "--image-opts", "driver=qcow2,backing.encrypt.key-secret=s0,file.filename=t.qcow2"]],
+                 [], ["t.qcow2", "b.qcow2"]),
+    # A LUKS-encrypted top over a plain base, emptied after the commit (qcow2_edit_empty.cpp).
+    "enc_top": ([["QIMG", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4k", "b.qcow2", "4M"],
+                 ["QIO", "-c", "write -P 0x11 0 3M", "b.qcow2"],
+                 ["QIMG", "create", "-q", "OBJ", "-f", "qcow2", "-o",
+                  "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10,cluster_size=4k", "-b", "b.qcow2",
+                  "-F", "qcow2", "t.qcow2"],
+                 ["QIO", "OBJ", "-c", "write -P 0x71 1k 9k", "-c", "write -z 64k 8k", "-c", "write -P 0x72 3M 20k",
+                  "--image-opts", "driver=qcow2,encrypt.key-secret=s0,file.filename=t.qcow2"]],
+                [], ["t.qcow2", "b.qcow2"]),
 }
+# The encrypted chains: the top's name (json:, its chain's secrets) and each image's --image-opts.
+OBJ = ["--object", "secret,id=s0,data=crash-pass"]
+SECRETS = {
+    "enc_base": {"t.qcow2": "driver=qcow2,backing.encrypt.key-secret=s0,file.filename=t.qcow2",
+                 "b.qcow2": "driver=qcow2,encrypt.key-secret=s0,file.filename=b.qcow2"},
+    "enc_top": {"t.qcow2": "driver=qcow2,encrypt.key-secret=s0,file.filename=t.qcow2",
+                "b.qcow2": "driver=qcow2,file.filename=b.qcow2"},
+}
+
+
+def image_args(name, image):
+    """The arguments naming `image` of chain `name` to qemu-img: its file, or its secrets."""
+    if name not in SECRETS:
+        return [image]
+    return OBJ + ["--image-opts", SECRETS[name][image]]
 
 
 def build(name, where, qimg, qio):
     os.mkdir(where)
     for c in CHAINS[name][0]:
         c = [qimg if a == "QIMG" else qio if a == "QIO" else a for a in c]
+        c = [x for a in c for x in (OBJ if a == "OBJ" else [a])]
         p = run_fixture(c, cwd=where)
         if p.returncode != 0:
             raise RuntimeError("fixture %s failed: %s" % (c, p.stderr))
     # The original content, flat.
-    run_fixture([qimg, "convert", "-O", "raw", "t.qcow2", "orig.raw"], cwd=where, check=True)
+    run_fixture([qimg, "convert", "-O", "raw"] + image_args(name, "t.qcow2") + ["orig.raw"], cwd=where, check=True)
+    if name in SECRETS:  # the base decrypted before the commit, for base_per_cluster
+        run_fixture([qimg, "convert", "-O", "raw"] + image_args(name, "b.qcow2") + ["base-old.raw"], cwd=where,
+                    check=True)
 
 
-def commit(instar, where, n):
+# base_per_cluster's unit: the chains' base cluster size.
+CLUSTER = 4096
+
+
+def base_per_cluster(name, where, qimg, new_raw):
+    """The encrypted chains' base, decrypted, holds in each cluster its old data or what the commit
+    that was not killed left there (`new_raw`): never a mix, never garbage."""
+    got_raw = os.path.join(where, "base-now.raw")
+    p = run_fixture([qimg, "convert", "-O", "raw"] + image_args(name, "b.qcow2") + [got_raw], cwd=where)
+    if p.returncode != 0:
+        return ["base does not decrypt: " + (p.stdout + p.stderr).strip()]
+    old = open(os.path.join(where, "base-old.raw"), "rb").read()
+    new = open(new_raw, "rb").read()
+    got = open(got_raw, "rb").read()
+    if len(got) != len(new):
+        return ["base size %d, not %d" % (len(got), len(new))]
+    bad = [o for o in range(0, len(got), CLUSTER)
+           if got[o:o + CLUSTER] != new[o:o + CLUSTER] and got[o:o + CLUSTER] != old[o:o + CLUSTER]]
+    return ["base clusters neither old nor new at %s" % bad[:8]] if bad else []
+
+
+def commit(name, instar, where, n):
     env = dict(os.environ, INSTAR_TEST_KILL_AT_WRITE=str(n))
-    return subprocess.run([instar, "commit"] + CHAINS_ARGS + ["t.qcow2"], cwd=where, env=env,
+    top = ["t.qcow2"]
+    if name in SECRETS:  # the json: spelling of the same options
+        opts = dict(kv.split("=", 1) for kv in SECRETS[name]["t.qcow2"].split(","))
+        top = OBJ + ["json:" + json.dumps(opts)]
+    return subprocess.run([instar, "commit"] + top, cwd=where, env=env,
                           capture_output=True, text=True, timeout=300)
 
 
-CHAINS_ARGS = []
 # How a killed run ends: 137 (_exit(137)), or SIGSYS when the kill happens on the seccomp-confined
 # vCPU thread, whose filter kills the process at exit_group: either way no cleanup ran.
 KILLED = (137, -31)
@@ -83,11 +149,14 @@ KILLED = (137, -31)
 def verify(name, where, qimg):
     problems = []
     for image in CHAINS[name][2]:
-        c = subprocess.run([qimg, "check", image], cwd=where, capture_output=True, text=True)
+        c = subprocess.run([qimg, "check"] + image_args(name, image), cwd=where, capture_output=True, text=True)
         if c.returncode not in (0, 3):
             problems.append("check %s rc %d: %s" % (image, c.returncode, (c.stdout + c.stderr).strip()))
-    p = subprocess.run([qimg, "compare", "-F", "raw", "t.qcow2", "orig.raw"], cwd=where, capture_output=True,
-                       text=True)
+    if name in SECRETS:
+        cmp = [qimg, "compare"] + OBJ + ["--image-opts", SECRETS[name]["t.qcow2"], "driver=raw,file.filename=orig.raw"]
+    else:
+        cmp = [qimg, "compare", "-F", "raw", "t.qcow2", "orig.raw"]
+    p = subprocess.run(cmp, cwd=where, capture_output=True, text=True)
     if p.returncode != 0:
         problems.append("content: " + (p.stdout + p.stderr).strip())
     return problems
@@ -106,22 +175,29 @@ def main():
     work = tempfile.mkdtemp(prefix="instar-commit-crash-")
     passed, failed = 0, 0
     try:
+        only = os.environ.get("COMMIT_CRASH_ONLY")  # a comma-separated subset of CHAINS, for debugging
         for name in CHAINS:
+            if only and name not in only.split(","):
+                continue
             # The total: a run that is never killed counts nothing, so find it by running past the end.
             ref = os.path.join(work, name + "-ref")
             build(name, ref, qimg, qio)
-            r = commit(instar, ref, 0)
+            r = commit(name, instar, ref, 0)
             if r.returncode != 0:
                 failed += 1
                 print("FAIL %s: commit without a kill: %r" % (name, r))
                 continue
+            new_raw = os.path.join(work, name + "-base-new.raw")
+            if name in SECRETS:
+                run_fixture([qimg, "convert", "-O", "raw"] + image_args(name, "b.qcow2") + [new_raw], cwd=ref,
+                            check=True)
             total = 0
             lo, hi = 1, 1
             # Exponential then binary search for the first N that is not killed.
             while True:
                 d = os.path.join(work, "%s-probe%d" % (name, hi))
                 build(name, d, qimg, qio)
-                killed = commit(instar, d, hi).returncode in KILLED
+                killed = commit(name, instar, d, hi).returncode in KILLED
                 shutil.rmtree(d)
                 if not killed:
                     break
@@ -130,7 +206,7 @@ def main():
                 mid = (lo + hi) // 2
                 d = os.path.join(work, "%s-probe%d" % (name, mid))
                 build(name, d, qimg, qio)
-                killed = commit(instar, d, mid).returncode in KILLED
+                killed = commit(name, instar, d, mid).returncode in KILLED
                 shutil.rmtree(d)
                 if killed:
                     lo = mid
@@ -144,9 +220,11 @@ def main():
             for n in points:
                 d = os.path.join(work, "%s-%d" % (name, n))
                 build(name, d, qimg, qio)
-                r = commit(instar, d, n)
+                r = commit(name, instar, d, n)
                 problems = [] if r.returncode in KILLED else ["not killed: rc %d %s" % (r.returncode, r.stderr)]
                 problems += verify(name, d, qimg)
+                if name in SECRETS:
+                    problems += base_per_cluster(name, d, qimg, new_raw)
                 if problems:
                     failed += 1
                     print("FAIL %s kill at write %d of %d: %s" % (name, n, total, "; ".join(problems)))

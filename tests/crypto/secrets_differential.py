@@ -160,6 +160,108 @@ def rebase_cases(d, work, qemu, qemu_io):
         d.results[-1] = (label, problems)
 
 
+def commit_base_cases(d, work, qemu, qemu_io):
+    """commit into an encrypted base: a LUKS qcow2 base under a plain top (one smaller than the top,
+    so it grows first), a raw luks base, an encrypted top over an encrypted base (its own secret),
+    and a three-deep chain (-b to the encrypted base, and the plain middle image as the base over it).
+    The secrets by json: and --image-opts (backing.encrypt.key-secret / backing.key-secret), wrong,
+    missing, a secret id that does not exist, the key option of the other format; with and without
+    -d. Messages, exit status and the top's bytes compared; the base on content (qemu-img compare
+    with the secret: clusters may sit elsewhere than qemu's, docs/commit.md) and qemu-img check."""
+    obj = ['--object', f'secret,id=s0,data={PASS}', '--object', 'secret,id=s1,data=top-pass']
+    wrong = ['--object', 'secret,id=s0,data=wrong-pass', '--object', 'secret,id=s1,data=top-pass']
+    qenc = lambda sid: f'encrypt.format=luks,encrypt.key-secret={sid},encrypt.iter-time=10'
+    chains = {}  # directory: (files, base file, base format, base key option, write options for the top)
+
+    def top_writes(directory, top, opts):
+        d.fixture(qemu_io, *obj, '--image-opts', f'driver=qcow2,file.filename={directory}/{top}{opts}',
+                  '-c', 'write -P 0xab 4096 65536', '-c', 'write -P 0xcd 700k 5000', '-c', 'write -z 256k 64k')
+
+    for directory, base_fmt, base_size, top_size in (('cq', 'qcow2', '1M', '1M'), ('cg', 'qcow2', '1M', '2M'),
+                                                     ('cl', 'luks', '1M', '1M'), ('ce', 'qcow2', '1M', '1M'),
+                                                     ('c3', 'qcow2', '1M', '1M')):
+        for tag in ('', 'Qx_', 'Ix_'):
+            os.makedirs(d.path(tag + directory), exist_ok=True)
+        base = f'{directory}/b.{base_fmt}'
+        key = 'encrypt.key-secret' if base_fmt == 'qcow2' else 'key-secret'
+        create = ['-o', qenc('s0')] if base_fmt == 'qcow2' else ['-o', 'key-secret=s0,iter-time=10']
+        d.fixture(qemu, 'create', '-q', *obj, '-f', base_fmt, *create, base, base_size)
+        d.fixture(qemu_io, *obj, '--image-opts', f'driver={base_fmt},{key}=s0,file.filename={base}',
+                  '-c', 'write -P 0x11 0 1M')
+        files = [base]
+        below = f'b.{base_fmt}'
+        if directory == 'c3':
+            d.fixture(qemu, 'create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4096', '-b', below, '-F', base_fmt,
+                      f'{directory}/m.qcow2', top_size)
+            d.fixture(qemu_io, *obj, '--image-opts',
+                      f'driver=qcow2,file.filename={directory}/m.qcow2,backing.{key}=s0',
+                      '-c', 'write -P 0x22 8192 8192')
+            files.append(f'{directory}/m.qcow2')
+            below = 'm.qcow2'
+        top_enc = ['-o', qenc('s1')] if directory == 'ce' else []
+        d.fixture(qemu, 'create', '-q', *obj, '-f', 'qcow2', *top_enc, '-o', 'cluster_size=4096', '-b', below,
+                  '-F', 'qcow2' if directory == 'c3' else base_fmt, f'{directory}/t.qcow2', top_size)
+        own = ',encrypt.key-secret=s1' if directory == 'ce' else ''
+        levels = 'backing.backing.' if directory == 'c3' else 'backing.'
+        top_writes(directory, 't.qcow2', own + f',{levels}{key}=s0')
+        files.append(f'{directory}/t.qcow2')
+        chains[directory] = (files, base, base_fmt, key, own, levels)
+
+    def json_name(directory, extra):
+        return 'json:' + json.dumps(dict({'file.filename': f'@{directory}/t.qcow2'}, **extra))
+
+    cases = []
+    for directory, (files, base, base_fmt, key, own, levels) in chains.items():
+        top_key = {'encrypt.key-secret': 's1'} if own else {}
+        given = json_name(directory, dict(top_key, **{levels + key: 's0'}))
+        opts = f'driver=qcow2,file.filename=@{directory}/t.qcow2{own},{levels}{key}=s0'
+        cases += [
+            (f'{directory} json', obj + [given]),
+            (f'{directory} json -d', obj + ['-d', given]),
+            (f'{directory} image-opts', obj + ['--image-opts', opts]),
+            (f'{directory} wrong', wrong + [given]),
+            (f'{directory} missing', obj + [json_name(directory, top_key)]),
+            (f'{directory} no such secret', obj + [json_name(directory, dict(top_key, **{levels + key: 's9'}))]),
+        ]
+        other = 'key-secret' if key == 'encrypt.key-secret' else 'encrypt.key-secret'
+        if directory in ('cq', 'cl'):
+            cases.append((f'{directory} other key', obj + [json_name(directory, {levels + other: 's0'})]))
+            cases.append((f'{directory} plain', obj + [f'@{directory}/t.qcow2']))
+            cases.append((f'{directory} bad -b wrong', wrong + ['-b', 'nothere.qcow2', given]))
+        if directory == 'ce':
+            cases.append(('ce top wrong', ['--object', f'secret,id=s0,data={PASS}', '--object',
+                                           'secret,id=s1,data=wrong'] + [given]))
+            cases.append(('ce top missing', obj + [json_name(directory, {levels + key: 's0'})]))
+        if directory == 'c3':
+            # qemu compares -b with the json: filename of an image named with options (a plain name
+            # finds none of them); the base's, as qemu builds it, finds it
+            b_json = 'json:' + json.dumps({'encrypt.key-secret': 's0', 'driver': 'qcow2',
+                                           'file': {'driver': 'file', 'filename': '@c3/b.qcow2'}})
+            cases.append(('c3 -b plain name', obj + ['-b', 'b.qcow2', given]))
+            cases.append(('c3 -b base', obj + ['-b', b_json, given]))
+            cases.append(('c3 -b base wrong', wrong + ['-b', b_json, given]))
+    for label, argv in cases:
+        directory = label.split()[0]
+        files, base, base_fmt, key, _, _ = chains[directory]
+        # the image written into: the encrypted base, or c3's plain middle image without -b
+        into = f'{directory}/m.qcow2' if directory == 'c3' and '-b' not in argv else base
+        opts = (lambda tag: f'driver={base_fmt},{key}=s0,file.filename={tag}{base}') if into == base else (
+            lambda tag: f'driver=qcow2,backing.{key}=s0,file.filename={tag}{into}')
+        for ver in ('7.2', '10.0'):
+            d.same(f'commit into encrypted base {label}', ['commit'] + argv, inputs=files, versions=[ver])
+            name, problems = d.results[-1]
+            # the base on content: qemu-img compare with its secret, and qemu-img check
+            problems = [p for p in problems if p != f'{into}: bytes differ']
+            for tag in ('Qx_', 'Ix_'):
+                p = run_fixture([qemu, 'check'] + obj + ['--image-opts', opts(tag)], cwd=work)
+                if p.returncode != 0 and not (base_fmt == 'luks' and p.returncode == 63):
+                    problems.append(f'{tag}{into}: qemu-img check: {p.stdout}{p.stderr}')
+            p = run_fixture([qemu, 'compare'] + obj + ['--image-opts', opts('Qx_'), opts('Ix_')], cwd=work)
+            if p.returncode != 0:
+                problems.append(f'base content differs from qemu-img\'s: {p.stdout}{p.stderr}')
+            d.results[-1] = (name, problems)
+
+
 def main():
     tools, status = start(__doc__, 1, sandboxed=True)
     if tools is None:
@@ -223,6 +325,8 @@ def main():
                 bases[who] = open(d.path('base.qcow2'), 'rb').read()
             d.results.append(('commit -d qcow2 top secret given: base bytes',
                               [] if bases['qemu'] == bases['instar'] else ['base.qcow2: bytes differ']))
+        if not only or 'commit-base' in only:
+            commit_base_cases(d, work, qemu, qemu_io)
         if not only or 'rebase' in only:
             rebase_cases(d, work, qemu, qemu_io)
         return report(d.results)

@@ -102,7 +102,8 @@ int cmd_commit(Context& ctx, std::span<const std::string> args) {
         return report_error(ctx, "--image-opts and --format are mutually exclusive");
     // A plain name, file:NAME, json:{...}, or with --image-opts an option list: local files only.
     const std::string& given = parsed->positional[0];
-    auto name = image_opts ? parse_image_opts(given) : parse_image_name(given, true);
+    // backing.[…]encrypt.key-secret / key-secret: the secrets of an encrypted base or images between.
+    auto name = image_opts ? parse_image_opts(given, true) : parse_image_name(given, true, true);
     if (!name)
         return report_error(ctx, "Could not open '" + given + "': " + name.error());
     for (const auto& w : name->warnings)
@@ -117,6 +118,20 @@ int cmd_commit(Context& ctx, std::span<const std::string> args) {
     if (!secret)
         return report_error(ctx, secret.error());
     spec.secret = std::move(*secret);
+    spec.given = name->given;
+    spec.overridden_levels = name->backing_strong.size();
+    spec.level_name = [&](std::size_t depth, const std::vector<std::pair<std::string, std::string>>& below) {
+        ImageName level;
+        level.path = level.display = below.front().second;
+        level.strong = name->backing_strong[depth - 1];
+        level.backing_strong.assign(name->backing_strong.begin() + static_cast<std::ptrdiff_t>(depth),
+                                    name->backing_strong.end());
+        return image_display_name(level, below.front().first, {below.begin() + 1, below.end()});
+    };
+    spec.backing_secret = [&](std::size_t depth, const std::string& format) {
+        const auto& levels = name->backing_strong;
+        return secret_for(*secrets, depth <= levels.size() ? secret_id(levels[depth - 1], format) : std::nullopt);
+    };
     if (has("format"))
         spec.format = vm["format"].as<std::string>();
     else if (name->format)

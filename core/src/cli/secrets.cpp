@@ -202,6 +202,15 @@ std::optional<std::string> secret_id(const boost::json::object& strong) {
     return id;
 }
 
+std::optional<std::string> secret_id(const boost::json::object& strong, const std::string& format) {
+    const char* only = format == "qcow2" ? "encrypt.key-secret" : format == "luks" ? "key-secret" : nullptr;
+    if (only == nullptr)
+        return secret_id(strong);
+    if (const auto* v = strong.if_contains(only); v && v->is_string())
+        return std::string(v->as_string());
+    return std::nullopt;
+}
+
 std::optional<std::string> secret_id(const ImageName& name) { return secret_id(name.strong); }
 
 Expected<SecretStore> command_secrets(const boost::program_options::variables_map& vm) {

@@ -54,6 +54,9 @@ Expected<std::optional<std::string>> image_secret(const SecretStore& store, cons
 std::optional<std::string> secret_id(const ImageName& name);
 // The same for one node's strong options (ImageName::strong, or a backing_strong level).
 std::optional<std::string> secret_id(const boost::json::object& strong);
+// Only the option `format`'s driver reads (qcow2: encrypt.key-secret, luks: key-secret; others:
+// either): qemu opening a qcow2 backing file named with backing.key-secret finds no key for it.
+std::optional<std::string> secret_id(const boost::json::object& strong, const std::string& format);
 
 // For the commands that open an image for I/O but read none of its data through a plan (check,
 // snapshot, bitmap, resize, amend): when `link` (the opened top of `name`) is encrypted, its

@@ -40,9 +40,19 @@ bool can_make_empty(const ChainLink& link) {
 
 // qemu's bdrv_find_backing_image for a plain file name: `name`, relative to the directory of the image
 // that names each candidate, resolved (realpath) and compared with the candidate's own file.
-std::optional<std::size_t> find_base(const OpenedChain& chain, const std::string& name) {
+// Levels up to spec.overridden_levels were named with options: qemu compares -b with those images'
+// json: filenames as strings (bdrv_backing_overridden), so a plain name finds only an image below.
+std::optional<std::size_t> find_base(const OpenedChain& chain, const CommitSpec& spec) {
     namespace fs = std::filesystem;
-    for (std::size_t i = 1; i < chain.links.size(); ++i) {
+    const std::string& name = *spec.base;
+    for (std::size_t i = 1; i <= spec.overridden_levels && i < chain.links.size() && spec.level_name; ++i) {
+        std::vector<std::pair<std::string, std::string>> below;
+        for (std::size_t j = i; j < chain.links.size(); ++j)
+            below.emplace_back(chain.links[j].node.format, chain.links[j].name);
+        if (name == spec.level_name(i, below))
+            return i;
+    }
+    for (std::size_t i = spec.overridden_levels + 1; i < chain.links.size(); ++i) {
         const fs::path overlay = chain.links[i - 1].image.display;
         const fs::path wanted = fs::path(name).is_absolute() ? fs::path(name) : overlay.parent_path() / name;
         std::error_code ec;
@@ -80,7 +90,37 @@ Expected<bool> reopen_base(const ChainLink& base, std::uint64_t size, Fd& out) {
     return true;
 }
 
-std::string failure_message(const std::vector<const ChainLink*>& table, const vmm::RunResult& run) {
+// qemu opens the top's chain from the top: an error opening the image `depth` levels down is framed
+// once per level (bdrv_open_backing_file) under the top's name.
+std::string open_frame(const std::string& top, std::size_t depth) {
+    std::string frame = "Could not open '" + top + "': ";
+    for (std::size_t i = 0; i < depth; ++i)
+        frame += "Could not open backing file: ";
+    return frame;
+}
+
+// qemu's open unlocks every encrypted image of the chain, top first, before commit checks anything
+// else: the first key error of links [0, levels) (no secret, a wrong one) in qemu's frame. One sandbox
+// run per encrypted image, so only where instar would otherwise report something else first or write
+// before the copy's run (which unlocks the keys again as it opens the chain).
+Expected<bool> unlock_chain(const OpenedChain& chain, std::size_t levels, const std::string& top,
+                            const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version) {
+    for (std::size_t d = 0; d < levels && d < chain.links.size(); ++d) {
+        const ChainLink& link = chain.links[d];
+        auto unlocked = unlock_image(link, link.secret, sandbox, qemu_version);
+        if (unlocked)
+            continue;
+        std::string why = unlocked.error();
+        const std::string head = "Could not open '" + link.name + "': ";
+        if (why.starts_with(head))
+            why.erase(0, head.size());
+        return Error{open_frame(top, d) + why};
+    }
+    return true;
+}
+
+std::string failure_message(const std::vector<const ChainLink*>& table, const vmm::RunResult& run,
+                            const std::string& top) {
     std::string reason;
     std::optional<instar_convert_failure> failure;
     for (const auto& rec : run.records) {
@@ -97,10 +137,15 @@ std::string failure_message(const std::vector<const ChainLink*>& table, const vm
         return "Error while committing: " + run.host_error;
     if (reason.empty())
         reason = status_message(static_cast<guest::Status>(run.exit_status));
-    if (failure && failure->phase == INSTAR_CONVERT_PHASE_OPEN && failure->image < table.size()) {
+    const bool opening = failure && failure->phase == INSTAR_CONVERT_PHASE_OPEN;
+    // INSTAR_CONVERT_PHASE_CREATE: the base could not be opened for writing (its writer's reason).
+    const bool writing = failure && failure->phase == INSTAR_CONVERT_PHASE_CREATE;
+    if ((opening || writing) && failure->image < table.size()) {
         const std::string& name = table[failure->image]->name;
         for (std::size_t at; (at = reason.find("{image}")) != std::string::npos;)
             reason.replace(at, 7, name);
+        if (opening) // a reader (and its key) as qemu's open of the chain
+            return open_frame(top, failure->image) + reason;
         if (reason.find("existing image of this format") != std::string::npos)
             reason = "instar cannot write into an existing " + table[failure->image]->node.format + " image yet";
         return "Could not open '" + name + "': " + reason;
@@ -125,36 +170,56 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
     io.allow_paths = spec.allow_paths;
     if (auto opened = open_chain(io, plugins, *runner, chain); !opened)
         return Error{opened.error()};
+    // Each encrypted image's secret: the top's, then the one its level's backing.[…]key-secret names.
     if (!chain.links.empty())
         chain.links.front().secret = spec.secret;
+    for (std::size_t d = 1; d < chain.links.size() && spec.backing_secret; ++d) {
+        ChainLink& link = chain.links[d];
+        if (!link.node.encrypted.value_or(false))
+            continue;
+        auto secret = spec.backing_secret(d, link.node.format);
+        if (!secret) {
+            if (auto keys = unlock_chain(chain, d, spec.filename, sandbox, qemu_version); !keys)
+                return Error{keys.error()};
+            return Error{open_frame(spec.filename, d) + secret.error()};
+        }
+        link.secret = std::move(*secret);
+    }
+    // An error commit finds after qemu's open comes after the open's key errors.
+    auto keys_first = [&](const std::string& message) -> Error {
+        if (auto keys = unlock_chain(chain, chain.links.size(), spec.filename, sandbox, qemu_version); !keys)
+            return Error{keys.error()};
+        return Error{message};
+    };
 
     std::size_t base = 1;
     if (spec.base) {
-        auto found = find_base(chain, *spec.base);
+        auto found = find_base(chain, spec);
         if (!found)
-            return Error{"Did not find '" + *spec.base + "' in the backing chain of '" + spec.filename + "'"};
+            return keys_first("Did not find '" + *spec.base + "' in the backing chain of '" +
+                              (spec.given.empty() ? spec.filename : spec.given) + "'");
         base = *found;
     } else if (chain.links.size() < 2) {
-        return Error{"Image does not have a backing file"};
+        return keys_first("Image does not have a backing file");
     }
     for (std::size_t i = 0; i <= base; ++i)
         if (!((*chain.links[i].plugin)->capabilities & CAP_CONVERT))
-            return Error{"Could not open '" + chain.links[i].name + "': instar cannot read the data of " +
-                         std::string((*chain.links[i].plugin)->name) + " images yet"};
+            return keys_first("Could not open '" + chain.links[i].name + "': instar cannot read the data of " +
+                              std::string((*chain.links[i].plugin)->name) + " images yet");
     const ChainLink& top = chain.links.front();
     const ChainLink& base_link = chain.links[base];
     // Refused before anything is written: the base would be committed and the top left full.
     if (!spec.drop && can_make_empty(top) && !top.node.snapshots.empty())
-        return Error{"instar cannot empty a qcow2 image with internal snapshots yet (commit with -d keeps the top)"};
-    // An encrypted top's key is unlocked by the copy's run before it writes anything; a base that
-    // must grow is written before that run, so then the key is unlocked first, as qemu's open does
-    // (a missing or wrong secret fails with nothing written).
-    if (top.node.encrypted.value_or(false) && base_link.node.virtual_size < top.node.virtual_size)
-        if (auto unlocked = unlock_image(top, spec.secret, sandbox, qemu_version); !unlocked)
-            return Error{unlocked.error()};
+        return keys_first("instar cannot empty a qcow2 image with internal snapshots yet (commit with -d keeps the top)");
+    // The keys of the encrypted images are unlocked by the copy's run before it writes anything; a
+    // base that must grow is written before that run, so then they are unlocked first, as qemu's open
+    // does (a missing or wrong secret fails with nothing written).
+    if (base_link.node.virtual_size < top.node.virtual_size)
+        if (auto keys = unlock_chain(chain, chain.links.size(), spec.filename, sandbox, qemu_version); !keys)
+            return Error{keys.error()};
     if (!base_link.files.empty())
-        return Error{"Could not open '" + base_link.name + "': instar cannot write into an existing " +
-                     base_link.node.format + " image made of several files yet"};
+        return keys_first("Could not open '" + base_link.name + "': instar cannot write into an existing " +
+                          base_link.node.format + " image made of several files yet");
 
     // qemu's active commit first grows a smaller base to the top's size (mirror_run:
     // blk_co_truncate); instar through the format's in-place resize (EditCommand::Resize). A crash
@@ -253,7 +318,7 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
     if (!run)
         return Error{"Error while committing: " + run.error().message};
     if (run->exit_status != 0 || !run->host_error.empty())
-        return Error{failure_message(table.links, run.value())};
+        return Error{failure_message(table.links, run.value(), spec.filename)};
     // The data is in the base before the top loses it: a crash from here on finds it there.
     if (cache_flushes(spec.cache) && ::fsync(base_fd.fd) != 0)
         return Error{"Could not flush '" + base_link.name + "': " + std::strerror(errno)};

@@ -20,6 +20,15 @@ struct CommitSpec {
     std::string filename;              // the top image (a plain path)
     std::optional<std::string> format; // -f
     std::optional<std::string> base;   // -b: a name in the chain, matched as qemu's bdrv_find_backing_image
+    // The top's name as the user gave it (json:, --image-opts), for "Did not find"; empty: filename.
+    std::string given;
+    // How many levels below the top were named with options (backing.…, e.g. their secrets): qemu
+    // compares -b with those images' json: filenames, which no plain name matches.
+    std::size_t overridden_levels = 0;
+    // The json: filename qemu gives the image `depth` levels down, named with options; `below` holds
+    // (format, file name) of that image and every one under it. Unset: none is named so.
+    std::function<std::string(std::size_t depth, const std::vector<std::pair<std::string, std::string>>& below)>
+        level_name;
     bool drop = false;                 // -d (and -b): leave the top as it is
     // -t: qemu's cache mode, already checked. Every mode but unsafe makes the base durable before the
     // top is emptied; none/off/directsync write the base with O_DIRECT.
@@ -30,6 +39,10 @@ struct CommitSpec {
     bool unsafe_quirks = false;
     std::vector<std::string> allow_paths;
     std::optional<std::string> secret; // the top image's (--object secret), never printed
+    // The secret for the encrypted image `depth` levels below the top (the --object secret its
+    // backing.[…]encrypt.key-secret / key-secret names, as `format` reads it), or qemu's lookup
+    // error ("No secret with id 'ID'"). Empty: no secrets for the backing chain.
+    std::function<Expected<std::optional<std::string>>(std::size_t depth, const std::string& format)> backing_secret;
 };
 
 // Errors are qemu-img's messages without the "prog: " prefix.
