@@ -99,6 +99,10 @@ struct Inspected {
     std::optional<std::string> backing_name;
     std::optional<std::string> backing_format;
     const LoadedPlugin* plugin = nullptr; // the candidate that reported
+    // A reason the guest gave with an Ok report: qemu's info (opened without I/O) refuses the image
+    // with it, while a command that reads the data leaves the refusal to the format's open, which
+    // first asks for the key as qemu does (docs/guest-abi.md, "Info refusals").
+    std::optional<std::string> info_refusal;
 };
 
 // With `keep`, the files the image is made of (extents, a data file: every reference but the backing
@@ -167,6 +171,8 @@ Expected<Inspected> inspect(const InfoOptions& opts, const PluginRegistry& plugi
 
     Inspected out;
     out.plugin = claimed;
+    if (!info.reason.empty())
+        out.info_refusal = could_not_open(name, run->detail).message;
     NodeInfo& n = out.node;
     n.filename = name;
     n.format = info.format;
@@ -307,6 +313,8 @@ Expected<std::vector<NodeInfo>> collect_info(const InfoOptions& opts, const Plug
         auto inspected = inspect(opts, plugins, run_guest, *policy, *current, name, format);
         if (!inspected)
             return Error{inspected.error()};
+        if (inspected->info_refusal)
+            return Error{*inspected->info_refusal};
         nodes.push_back(std::move(inspected->node));
         if (!opts.backing_chain || !inspected->backing_name)
             break;
