@@ -110,13 +110,20 @@ struct Inspected {
 Expected<Inspected> inspect(const InfoOptions& opts, const PluginRegistry& plugins, const GuestInfoRunner& run_guest,
                             const PathPolicy& policy, const OpenedFile& image, const std::string& name,
                             const std::optional<std::string>& format, std::vector<OpenedFile>* keep = nullptr,
-                            bool write = false) {
+                            bool write = false, bool top = false) {
     auto candidates = candidates_for(opts, plugins, image, name, format);
     if (!candidates)
         return Error{candidates.error()};
     if (write && candidates->plugins.size() == 1 && ((*candidates->plugins.front())->capabilities & CAP_READ_ONLY))
         return could_not_open(name, READ_ONLY);
     FileSet referenced;
+    const bool header = top && opts.header.has_value();
+    if (header) {
+        auto f = open_user_file(*opts.header);
+        if (!f)
+            return could_not_open(name, f.error());
+        referenced.files.push_back(*f);
+    }
     auto run = run_guest(candidates->plugins, candidates->force, image, referenced.files);
     if (!run)
         return could_not_open(name, run.error());
@@ -198,7 +205,9 @@ Expected<Inspected> inspect(const InfoOptions& opts, const PluginRegistry& plugi
     for (auto& kv : n.specific)
         resolve_filenames(kv.value(), name);
     n.children.emplace_back("file", file_node(name, image, opts));
-    for (std::size_t i = 0; i < referenced.files.size(); ++i) {
+    if (header) // opened after file: printed before it (newest first)
+        n.children.emplace_back("header", file_node(referenced.files.front().display, referenced.files.front(), opts));
+    for (std::size_t i = header ? 1 : 0; i < referenced.files.size(); ++i) {
         const OpenedFile& f = referenced.files[i];
         n.children.emplace_back("extents." + std::to_string(i), file_node(f.display, f, opts));
     }
@@ -247,7 +256,7 @@ Expected<bool> open_chain(const InfoOptions& opts, const PluginRegistry& plugins
     for (;;) {
         ChainLink& link = chain.links.back();
         auto inspected = inspect(opts, plugins, run_guest, *policy, link.image, name, format, &link.files,
-                                 opts.read_write && chain.links.size() == 1);
+                                 opts.read_write && chain.links.size() == 1, chain.links.size() == 1);
         if (!inspected)
             return Error{inspected.error()};
         link.plugin = inspected->plugin;
@@ -310,7 +319,8 @@ Expected<std::vector<NodeInfo>> collect_info(const InfoOptions& opts, const Plug
     std::optional<std::string> format = opts.format;
     const OpenedFile* current = &chain.files.back();
     for (;;) {
-        auto inspected = inspect(opts, plugins, run_guest, *policy, *current, name, format);
+        auto inspected = inspect(opts, plugins, run_guest, *policy, *current, name, format, nullptr, false,
+                                 nodes.empty());
         if (!inspected)
             return Error{inspected.error()};
         if (inspected->info_refusal)
