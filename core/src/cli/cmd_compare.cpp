@@ -115,16 +115,19 @@ int cmd_compare(Context& ctx, std::span<const std::string> args) {
     }
     // file:, json:{...} and --image-opts name local files only (cli/image_name.h, docs/info.md).
     const std::string given1 = parsed->positional[0], given2 = parsed->positional[1];
-    auto name1 = image_opts ? parse_image_opts(given1) : parse_image_name(given1, true);
+    constexpr bool detached = true; // luks's header= (header_in_profile)
+    auto name1 = image_opts ? parse_image_opts(given1, false, detached) : parse_image_name(given1, true, false, detached);
     if (!name1) {
         report_error(ctx, "Could not open '" + given1 + "': " + name1.error());
         return finish(2);
     }
-    auto name2 = image_opts ? parse_image_opts(given2) : parse_image_name(given2, true);
+    auto name2 = image_opts ? parse_image_opts(given2, false, detached) : parse_image_name(given2, true, false, detached);
     if (!name2) {
         report_error(ctx, "Could not open '" + given2 + "': " + name2.error());
         return finish(2);
     }
+    header_in_profile(*name1, ctx.profile.version);
+    header_in_profile(*name2, ctx.profile.version);
     // qemu opens (and probes) each image before it refuses an option given to it.
     for (const auto* n : {&*name1, &*name2}) {
         for (const auto& w : n->warnings)
@@ -143,6 +146,8 @@ int cmd_compare(Context& ctx, std::span<const std::string> args) {
     CompareSpec spec;
     spec.file1 = name1->path;
     spec.file2 = name2->path;
+    spec.headers[0] = name1->header;
+    spec.headers[1] = name2->header;
     // Each image's key-secret / encrypt.key-secret, looked up (docs/usage.md, "Secrets").
     for (const auto* n : {&*name1, &*name2}) {
         auto secret = image_secret(secrets, *n);

@@ -292,9 +292,12 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
         const std::string& given = pos[i];
         if (source_image_opts && spec.source_format)
             return fail("--image-opts and --format are mutually exclusive");
-        auto name = source_image_opts ? parse_image_opts(given) : parse_image_name(given, true);
+        constexpr bool detached = true; // luks's header= (header_in_profile)
+        auto name = source_image_opts ? parse_image_opts(given, false, detached)
+                                      : parse_image_name(given, true, false, detached);
         if (!name)
             return fail("Could not open '" + given + "': " + name.error());
+        header_in_profile(*name, ctx.profile.version);
         for (const auto& w : name->warnings)
             report_warning(ctx, w);
         const std::optional<std::string> format = spec.source_format ? spec.source_format : name->format;
@@ -313,6 +316,7 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
         spec.source_formats.push_back(format);
         spec.source_secrets.push_back(std::move(*secret));
         spec.source_no_backing.push_back(name->no_backing);
+        spec.source_headers.push_back(name->header);
         source_names.push_back(std::move(*name));
     }
     // instar's messages quote the opened path; qemu quotes the name as the user gave it.

@@ -229,9 +229,15 @@ int run_create(CreateRequestLine& r, const LoadedPlugin& plugin, bool quiet, boo
                 close_file(b->file);
         }
     } close_backing{unsafe_backing, probe};
-    if (!size)
+    // bdrv_img_create (qemu 9.0+) asks for no size when a format's detached-header (luks) is on: its
+    // Formatting line says size=-1 and the format then refuses the option (docs/formats/luks.md).
+    const OptionDesc* detached = find_option(table, "detached-header", ctx.profile.version);
+    const std::string* detached_value = r.set.find("detached-header");
+    const bool sizeless =
+        detached && detached_value && normalised_value(*detached, *detached_value, ctx.profile.version) == "on";
+    if (!size && !sizeless)
         return report_error(ctx, r.filename + ": Image creation needs a size parameter");
-    set_item(r.set, "size", std::to_string(*size));
+    set_item(r.set, "size", size ? std::to_string(*size) : "-1");
     if (!quiet) {
         ctx.out << formatting_line(r.filename, fmt, table, file_protocol_options(), r.set, ctx.profile.version)
                 << '\n';
@@ -259,8 +265,9 @@ int run_create(CreateRequestLine& r, const LoadedPlugin& plugin, bool quiet, boo
 
     CreateSpec spec;
     // The image's secret (qemu looks it up in the driver, after the Formatting line).
+    // A detached-header at any value is refused by the format before that lookup (luks_create.cpp).
     for (const char* key : {"key-secret", "encrypt.key-secret"})
-        if (const std::string* id = r.set.find(key); id && r.secrets) {
+        if (const std::string* id = r.set.find(key); id && r.secrets && !(detached && detached_value)) {
             auto secret = secret_for(*r.secrets, *id);
             if (!secret)
                 return report_error(ctx, r.filename + ": " + secret.error());
@@ -269,7 +276,7 @@ int run_create(CreateRequestLine& r, const LoadedPlugin& plugin, bool quiet, boo
     spec.filename = r.path;
     spec.data_file = data_file;
     spec.plugin = &plugin;
-    spec.size = *size;
+    spec.size = size.value_or(0);
     spec.qemu_version = ctx.profile.version;
     for (const auto& item : r.set.items) {
         if (item.key == "size" || item.key == "backing_file" || item.key == "backing_fmt")

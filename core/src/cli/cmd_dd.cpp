@@ -228,9 +228,12 @@ int cmd_dd(Context& ctx, std::span<const std::string> args) {
     const bool image_opts = has("image-opts");
     if (image_opts && has("format"))
         return report_error(ctx, "--image-opts and --format are mutually exclusive");
-    auto in_name = image_opts ? parse_image_opts(*input) : parse_image_name(*input, true);
+    constexpr bool detached = true; // luks's header= (header_in_profile)
+    auto in_name =
+        image_opts ? parse_image_opts(*input, false, detached) : parse_image_name(*input, true, false, detached);
     if (!in_name)
         return report_error(ctx, "Could not open '" + *input + "': " + in_name.error());
+    header_in_profile(*in_name, ctx.profile.version);
     for (const auto& w : in_name->warnings)
         report_warning(ctx, w);
     if (has("format"))
@@ -243,6 +246,7 @@ int cmd_dd(Context& ctx, std::span<const std::string> args) {
                                                                 spec.unsafe_quirks));
     spec.sources = {in_name->path};
     spec.source_no_backing = {in_name->no_backing}; // "backing": null: the image alone, as in convert
+    spec.source_headers = {in_name->header};
     // The input's secret (--object secret named by its key-secret / encrypt.key-secret).
     auto secrets = command_secrets(vm);
     if (!secrets)

@@ -88,14 +88,17 @@ int cmd_info(Context& ctx, std::span<const std::string> args) {
         return report_error(ctx, "--image-opts and --format are mutually exclusive");
     // A plain name, file:NAME, json:{...}, or with --image-opts an option list: local files only.
     const std::string& given = parsed->positional[0];
-    auto name = image_opts ? parse_image_opts(given) : parse_image_name(given, true);
+    constexpr bool detached = true; // luks's header= (header_in_profile)
+    auto name = image_opts ? parse_image_opts(given, false, detached) : parse_image_name(given, true, false, detached);
     if (!name)
         return report_error(ctx, "Could not open '" + given + "': " + name.error());
+    header_in_profile(*name, ctx.profile.version);
     for (const auto& w : name->warnings)
         report_warning(ctx, w);
 
     InfoOptions io;
     io.filename = name->path;
+    io.header = name->header;
     if (vm.count("format"))
         io.format = vm["format"].as<std::string>();
     else if (name->format)

@@ -177,9 +177,11 @@ int cmd_map(Context& ctx, std::span<const std::string> in_args) {
     if (!secrets)
         return report_error(ctx, secrets.error());
     // file:, json:{...} and --image-opts name local files only (cli/image_name.h, docs/info.md).
-    auto name = image_opts ? parse_image_opts(given) : parse_image_name(given, true);
+    constexpr bool detached = true; // luks's header= (header_in_profile)
+    auto name = image_opts ? parse_image_opts(given, false, detached) : parse_image_name(given, true, false, detached);
     if (!name)
         return report_error(ctx, "Could not open '" + given + "': " + name.error());
+    header_in_profile(*name, ctx.profile.version);
     for (const auto& w : name->warnings)
         report_warning(ctx, w);
     // qemu opens (and probes) the image before it refuses the option.
@@ -193,6 +195,7 @@ int cmd_map(Context& ctx, std::span<const std::string> in_args) {
 
     MapSpec spec;
     spec.filename = name->path;
+    spec.header = name->header;
     auto secret = image_secret(*secrets, *name);
     if (!secret)
         return report_error(ctx, secret.error());

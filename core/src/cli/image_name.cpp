@@ -3,6 +3,8 @@
 
 #include "output/qemu_format.h"
 
+#include <instar/plugin.h>
+
 #include <boost/json.hpp>
 
 #include <algorithm>
@@ -96,7 +98,7 @@ bool flatten(const boost::json::object& o, const std::string& prefix, Flat& out,
 }
 
 // The flattened option tree -> the file to open, as bdrv_open reads driver/file/filename.
-Expected<ImageName> interpret(Flat opts, const std::string& given, bool backing_secrets) {
+Expected<ImageName> interpret(Flat opts, const std::string& given, bool backing_secrets, bool detached_header) {
     ImageName out;
     out.given = given;
     out.from_options = true;
@@ -142,6 +144,21 @@ Expected<ImageName> interpret(Flat opts, const std::string& given, bool backing_
     }
     for (auto ignored : IGNORED_OPTIONS)
         opts.erase(std::string(ignored));
+    // luks's `header` (qemu 9.0+): a detached LUKS header in a file of its own (header.filename, a
+    // file node). Without it (qemu 7.2, or a command that does not open it) the key is left over,
+    // and qemu 7.2 names header.filename in its refusal whatever else the node has.
+    if (driver && *driver == "luks") {
+        const auto file = opts.find("header.filename");
+        const auto proto = opts.find("header.driver");
+        if (detached_header && file != opts.end() && (proto == opts.end() || proto->second == "file")) {
+            out.header = file->second;
+            opts.erase(file);
+            if (proto != opts.end())
+                opts.erase(proto);
+        } else if (file != opts.end() && opts.begin()->first.rfind("header.", 0) == 0) {
+            return Error{"Block format 'luks' does not support the option 'header.filename'"};
+        }
+    }
     for (auto secret : STRONG_SECRETS)
         if (auto it = opts.find(std::string(secret)); it != opts.end()) {
             out.strong[std::string(secret)] = it->second;
@@ -210,6 +227,8 @@ std::string image_display_name(const ImageName& name, const std::string& format,
         o["driver"] = level == 0 ? format : backing[level - 1].first;
         for (const auto& kv : strong(level))
             o[kv.key()] = kv.value();
+        if (level == 0 && name.header) // a child node of its own, shown beside file
+            o["header"] = boost::json::object{{"driver", "file"}, {"filename", *name.header}};
         boost::json::object file;
         file["driver"] = "file";
         file["filename"] = level == 0 ? name.path : backing[level - 1].second;
@@ -252,6 +271,13 @@ std::string quote_given(const ImageName& name, const std::string& message) {
     return "Could not open '" + name.given + "'" + message.substr(quoted.size());
 }
 
+void header_in_profile(ImageName& name, std::uint32_t profile_version) {
+    if (!name.header || profile_version >= qemu_version(9, 0))
+        return;
+    name.header.reset();
+    name.unsupported_option = "header.filename";
+}
+
 std::string protocol_prefix(std::string_view name) {
     const auto stop = name.find_first_of(":/");
     if (stop == std::string_view::npos || name[stop] != ':')
@@ -259,7 +285,8 @@ std::string protocol_prefix(std::string_view name) {
     return std::string(name.substr(0, stop));
 }
 
-Expected<ImageName> parse_image_name(std::string_view name, bool allow_json, bool backing_secrets) {
+Expected<ImageName> parse_image_name(std::string_view name, bool allow_json, bool backing_secrets,
+                                     bool detached_header) {
     if (allow_json && name.rfind("json:", 0) == 0) {
         boost::system::error_code ec;
         const boost::json::value v = boost::json::parse(name.substr(5), ec);
@@ -274,7 +301,7 @@ Expected<ImageName> parse_image_name(std::string_view name, bool allow_json, boo
         std::string error;
         if (!flatten(v.get_object(), "", flat, error))
             return Error{error};
-        return interpret(std::move(flat), std::string(name), backing_secrets);
+        return interpret(std::move(flat), std::string(name), backing_secrets, detached_header);
     }
     auto path = local_path(name);
     if (!path)
@@ -286,7 +313,7 @@ Expected<ImageName> parse_image_name(std::string_view name, bool allow_json, boo
     return out;
 }
 
-Expected<ImageName> parse_image_opts(std::string_view text, bool backing_secrets) {
+Expected<ImageName> parse_image_opts(std::string_view text, bool backing_secrets, bool detached_header) {
     // QemuOpts: key=value pairs separated by ','; ",," is a literal comma; a first element without
     // '=' is the implied key (`file` for block devices); a later one is KEY=on.
     Flat flat;
@@ -326,7 +353,7 @@ Expected<ImageName> parse_image_opts(std::string_view text, bool backing_secrets
     }
     if (!text.empty())
         finish();
-    return interpret(std::move(flat), std::string(text), backing_secrets);
+    return interpret(std::move(flat), std::string(text), backing_secrets, detached_header);
 }
 
 } // namespace instar::cli

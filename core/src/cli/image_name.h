@@ -13,6 +13,7 @@
 
 #include <boost/json/object.hpp>
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -40,6 +41,9 @@ struct ImageName {
     // Only parsed for the commands that open the chain with them (`backing_secrets`, rebase).
     std::vector<boost::json::object> backing_strong;
     std::vector<std::string> warnings; // qemu's warnings about the options, to print first
+    // driver=luks with header.filename (qemu 9.0+): the file holding a detached LUKS header, opened
+    // beside the image (InfoOptions::header). Parsed only when the caller asks (detached_header).
+    std::optional<std::string> header;
 };
 
 // The name qemu prints for the image ("image:" line, "filename"): the file's name, or with strong
@@ -57,6 +61,10 @@ std::string quote_given(const ImageName& name, const std::string& message);
 // know the format: then "The image's format does not support ..." (docs/quirks.md).
 std::string unsupported_option_error(const ImageName& name, const std::optional<std::string>& format);
 
+// luks's header= exists from qemu 9.0: under an older profile a parsed `header` becomes the option
+// qemu 7.2 refuses after opening the image (unsupported_option "header.filename").
+void header_in_profile(ImageName& name, std::uint32_t profile_version);
+
 // qemu's path_has_protocol: "PROTO:rest" with no '/' before the first ':'. Returns PROTO, or "".
 std::string protocol_prefix(std::string_view name);
 
@@ -65,9 +73,13 @@ std::string protocol_prefix(std::string_view name);
 // (callers add what their command prints), e.g. "Unknown protocol 'a'".
 // `backing_secrets`: accept secrets for the backing chain (ImageName::backing_strong); without it
 // they are refused as every other backing.* option.
-Expected<ImageName> parse_image_name(std::string_view name, bool allow_json, bool backing_secrets = false);
+// `detached_header`: take luks's header.filename (ImageName::header), for the commands that open it
+// under a profile that has it (qemu 9.0+); otherwise the key is refused as qemu 7.2 refuses it.
+Expected<ImageName> parse_image_name(std::string_view name, bool allow_json, bool backing_secrets = false,
+                                     bool detached_header = false);
 
 // --image-opts: the filename argument is a QemuOpts option list (",," escapes a comma).
-Expected<ImageName> parse_image_opts(std::string_view opts, bool backing_secrets = false);
+Expected<ImageName> parse_image_opts(std::string_view opts, bool backing_secrets = false,
+                                     bool detached_header = false);
 
 } // namespace instar::cli

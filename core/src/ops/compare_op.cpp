@@ -40,6 +40,7 @@ Expected<CompareReport> compare_images(const CompareSpec& spec, const PluginRegi
         io.backing_chain = !spec.no_backing[i];
         io.unsafe_quirks = spec.unsafe_quirks;
         io.allow_paths = spec.allow_paths;
+        io.header = spec.headers[i];
         if (auto opened = open_chain(io, plugins, *runner, chains[i]); !opened)
             return Error{opened.error()};
         if (i < spec.secrets.size() && !chains[i].links.empty())

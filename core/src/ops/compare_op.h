@@ -19,6 +19,7 @@ struct CompareSpec {
     std::string file1, file2;
     std::optional<std::string> format1, format2; // -f, -F
     std::vector<std::optional<std::string>> secrets; // FILE1's and FILE2's secrets (--object secret), if any
+    std::optional<std::string> headers[2];       // luks's header= of FILE1 and FILE2 (InfoOptions::header)
     bool no_backing[2] = {false, false};          // "backing": null: that image alone (unallocated reads zeros)
     bool strict = false;                          // -s
     bool unsafe_quirks = false;

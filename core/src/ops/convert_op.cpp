@@ -288,6 +288,8 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
         io.backing_chain = !(i < spec.source_no_backing.size() && spec.source_no_backing[i]);
         io.unsafe_quirks = spec.unsafe_quirks;
         io.allow_paths = spec.allow_paths;
+        if (i < spec.source_headers.size())
+            io.header = spec.source_headers[i];
         auto opened = open_chain(io, plugins, *runner, chains[i]);
         if (!opened)
             return Error{opened.error()};

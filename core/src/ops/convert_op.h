@@ -25,6 +25,7 @@ struct ConvertSpec {
     // Each source's secret (--object secret named by its key-secret / encrypt.key-secret), by
     // source index; shorter than `sources` (or nullopt) where a source has none.
     std::vector<std::optional<std::string>> source_secrets;
+    std::vector<std::optional<std::string>> source_headers; // per source: luks's header= (InfoOptions::header)
     std::vector<bool> source_no_backing; // per source: "backing": null (the image alone; unallocated reads zeros)
     std::optional<std::string> snapshot;       // -l (id or name)
     // The target as create would make it: filename, plugin, options, backing file/format (-B/-F or

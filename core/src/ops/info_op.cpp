@@ -99,6 +99,10 @@ struct Inspected {
     std::optional<std::string> backing_name;
     std::optional<std::string> backing_format;
     const LoadedPlugin* plugin = nullptr; // the candidate that reported
+    // A reason the guest gave with an Ok report: qemu's info (opened without I/O) refuses the image
+    // with it, while a command that reads the data leaves the refusal to the format's open, which
+    // first asks for the key as qemu does (docs/guest-abi.md, "Info refusals").
+    std::optional<std::string> info_refusal;
 };
 
 // With `keep`, the files the image is made of (extents, a data file: every reference but the backing
@@ -106,13 +110,20 @@ struct Inspected {
 Expected<Inspected> inspect(const InfoOptions& opts, const PluginRegistry& plugins, const GuestInfoRunner& run_guest,
                             const PathPolicy& policy, const OpenedFile& image, const std::string& name,
                             const std::optional<std::string>& format, std::vector<OpenedFile>* keep = nullptr,
-                            bool write = false) {
+                            bool write = false, bool top = false) {
     auto candidates = candidates_for(opts, plugins, image, name, format);
     if (!candidates)
         return Error{candidates.error()};
     if (write && candidates->plugins.size() == 1 && ((*candidates->plugins.front())->capabilities & CAP_READ_ONLY))
         return could_not_open(name, READ_ONLY);
     FileSet referenced;
+    const bool header = top && opts.header.has_value();
+    if (header) {
+        auto f = open_user_file(*opts.header);
+        if (!f)
+            return could_not_open(name, f.error());
+        referenced.files.push_back(*f);
+    }
     auto run = run_guest(candidates->plugins, candidates->force, image, referenced.files);
     if (!run)
         return could_not_open(name, run.error());
@@ -167,6 +178,8 @@ Expected<Inspected> inspect(const InfoOptions& opts, const PluginRegistry& plugi
 
     Inspected out;
     out.plugin = claimed;
+    if (!info.reason.empty())
+        out.info_refusal = could_not_open(name, run->detail).message;
     NodeInfo& n = out.node;
     n.filename = name;
     n.format = info.format;
@@ -192,7 +205,9 @@ Expected<Inspected> inspect(const InfoOptions& opts, const PluginRegistry& plugi
     for (auto& kv : n.specific)
         resolve_filenames(kv.value(), name);
     n.children.emplace_back("file", file_node(name, image, opts));
-    for (std::size_t i = 0; i < referenced.files.size(); ++i) {
+    if (header) // opened after file: printed before it (newest first)
+        n.children.emplace_back("header", file_node(referenced.files.front().display, referenced.files.front(), opts));
+    for (std::size_t i = header ? 1 : 0; i < referenced.files.size(); ++i) {
         const OpenedFile& f = referenced.files[i];
         n.children.emplace_back("extents." + std::to_string(i), file_node(f.display, f, opts));
     }
@@ -241,7 +256,7 @@ Expected<bool> open_chain(const InfoOptions& opts, const PluginRegistry& plugins
     for (;;) {
         ChainLink& link = chain.links.back();
         auto inspected = inspect(opts, plugins, run_guest, *policy, link.image, name, format, &link.files,
-                                 opts.read_write && chain.links.size() == 1);
+                                 opts.read_write && chain.links.size() == 1, chain.links.size() == 1);
         if (!inspected)
             return Error{inspected.error()};
         link.plugin = inspected->plugin;
@@ -304,9 +319,12 @@ Expected<std::vector<NodeInfo>> collect_info(const InfoOptions& opts, const Plug
     std::optional<std::string> format = opts.format;
     const OpenedFile* current = &chain.files.back();
     for (;;) {
-        auto inspected = inspect(opts, plugins, run_guest, *policy, *current, name, format);
+        auto inspected = inspect(opts, plugins, run_guest, *policy, *current, name, format, nullptr, false,
+                                 nodes.empty());
         if (!inspected)
             return Error{inspected.error()};
+        if (inspected->info_refusal)
+            return Error{*inspected->info_refusal};
         nodes.push_back(std::move(inspected->node));
         if (!opts.backing_chain || !inspected->backing_name)
             break;

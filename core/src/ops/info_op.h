@@ -48,6 +48,9 @@ struct InfoOptions {
     // The top image is opened for writing (qemu's BDRV_O_RDWR): a format declaring CAP_READ_ONLY is
     // refused with qemu's "Image is read-only" once detected, before its header is read.
     bool read_write = false;
+    // luks's header= (qemu 9.0+): a detached LUKS header the user named, opened like the image and
+    // attached to the top image's guest runs as its first file (the image is then the payload).
+    std::optional<std::string> header;
 };
 
 // The nodes to print: one, or the whole chain (top first) with --backing-chain.

@@ -107,6 +107,7 @@ Expected<MapResult> map_image(const MapSpec& spec, const PluginRegistry& plugins
     io.backing_chain = !spec.no_backing;
     io.unsafe_quirks = spec.unsafe_quirks;
     io.allow_paths = spec.allow_paths;
+    io.header = spec.header;
     if (auto opened = open_chain(io, plugins, *runner, chain); !opened)
         return Error{opened.error()};
     for (const auto& link : chain.links)

@@ -27,6 +27,7 @@ struct MapSpec {
     std::vector<std::string> allow_paths;
     bool no_backing = false; // "backing": null: the image alone, its unallocated ranges read as zeros
     std::optional<std::string> secret; // the top image's (--object secret), never printed
+    std::optional<std::string> header; // luks's header= (InfoOptions::header)
 };
 
 // One run as qemu's MapEntry holds it.

@@ -146,6 +146,14 @@ void say_unsupported_mode(guest::ReasonSink* reasons, const LuksHeader& h) {
     guest::say_reason(reasons, text);
 }
 
+// The device holding the LUKS header: the image itself, or (qemu 9.0+'s `header=`, a detached
+// header) the one file the host attached after it, the image then being the payload alone.
+BlockDevice* header_device(BlockDevice* image, BlockDevice* const* files, uint32_t file_count) {
+    if (file_count == 0)
+        return image;
+    return file_count == 1 && files != nullptr ? files[0] : nullptr;
+}
+
 } // namespace
 
 Status load_header(BlockDevice& dev, LuksHeader* h, uint64_t at) {
@@ -206,15 +214,21 @@ Status probe(BlockDevice& dev, bool* match) {
 }
 
 Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
-    if (!req.image)
+    BlockDevice* const hdr = req.image ? header_device(req.image, req.files, req.file_count) : nullptr;
+    if (hdr == nullptr)
         return Status::Invalid;
     LuksHeader h;
-    if (const Status st = load_header(*req.image, &h); st != Status::Ok)
+    if (const Status st = load_header(*hdr, &h); st != Status::Ok) {
+        bool match = false;
+        if (probe(*hdr, &match) == Status::Ok && !match) // driver=luks on another file (qemu's words)
+            sink.reason("Volume is not in LUKS format", 28);
         return st;
-    if (const char* refusal = luks_header_profile_refusal(h, req.qemu_version)) {
-        sink.reason(refusal, __builtin_strlen(refusal));
-        return Status::Unsupported;
     }
+    // qemu 7.2's info (opened without I/O) parses the header and refuses sm3; its other commands ask
+    // for the key-secret first. So the refusal goes with an Ok report: the host's info prints it, a
+    // command reading the data leaves it to open (luks_unlock), after the secret check.
+    if (const char* refusal = luks_header_profile_refusal(h, req.qemu_version))
+        sink.reason(refusal, __builtin_strlen(refusal));
     const uint64_t size = req.image->size();
     sink.format("luks");
     sink.dirty(false); // qemu's block_crypto_get_info_luks: JSON shows "dirty-flag": false
@@ -224,15 +238,16 @@ Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
     sink.encrypted(true);
     sink.dirty(false); // qemu's block_crypto_get_info_luks: dirty-flag false
     sink.specific_type("luks");
-    luks_header_report(h, req.qemu_version >= QEMU_DETACHED_HEADER_VERSION, sink);
+    luks_header_report(h, req.qemu_version >= QEMU_DETACHED_HEADER_VERSION, sink, h.payload_offset == 0);
     return Status::Ok;
 }
 
 Status open(const guest::OpenRequest& req, ImageReader** out) {
-    if (req.image == nullptr || req.allocator == nullptr || out == nullptr)
+    BlockDevice* const hdr = req.image ? header_device(req.image, req.files, req.file_count) : nullptr;
+    if (hdr == nullptr || req.allocator == nullptr || out == nullptr)
         return Status::Invalid;
     LuksHeader h;
-    if (const Status st = load_header(*req.image, &h); st != Status::Ok) {
+    if (const Status st = load_header(*hdr, &h); st != Status::Ok) {
         guest::say_reason(req.reasons, "Volume is not in LUKS format or its header is corrupt");
         return st;
     }
@@ -241,7 +256,7 @@ Status open(const guest::OpenRequest& req, ImageReader** out) {
         return Status::Unsupported;
     }
     SectorCipher cipher;
-    if (const Status st = luks_unlock(*req.image, 0, *req.allocator, req.secret, req.secret_len, &h, &cipher,
+    if (const Status st = luks_unlock(*hdr, 0, *req.allocator, req.secret, req.secret_len, &h, &cipher,
                                       req.reasons, nullptr, req.qemu_version);
         st != Status::Ok)
         return st;

@@ -117,7 +117,8 @@ Status check_slots(const LuksHeaderDisk& d, uint32_t key_len, uint32_t payload_s
             return Status::Corrupt;
         if (active == LUKS_KEY_SLOT_ENABLED && load_be32(s.iterations) == 0)
             return Status::Corrupt;
-        if (start < LUKS_HEADER_SECTORS || start + len > payload_sector)
+        // A detached header (payload offset 0, qemu 9.0+) has no payload to overlap.
+        if (start < LUKS_HEADER_SECTORS || (payload_sector != 0 && start + len > payload_sector))
             return Status::Corrupt;
         for (uint32_t j = i + 1; j < LUKS_NUM_KEY_SLOTS; ++j) {
             const uint64_t start2 = load_be32(d.key_slots[j].key_offset_sector);
@@ -150,7 +151,7 @@ Status luks_header_parse(const uint8_t* data, size_t len, LuksHeader* out) {
     const uint32_t key_len = load_be32(d.master_key_len);
     LuksHeader h;
     h.master_key_iterations = load_be32(d.master_key_iterations);
-    if (payload_sector < LUKS_HEADER_SECTORS || h.master_key_iterations == 0)
+    if ((payload_sector != 0 && payload_sector < LUKS_HEADER_SECTORS) || h.master_key_iterations == 0)
         return Status::Corrupt;
     Status st = check_slots(d, key_len, payload_sector);
     if (st != Status::Ok)
@@ -242,7 +243,7 @@ void put_cstr(guest::InfoSink& sink, const char* key, const char* value) {
 
 } // namespace
 
-void luks_header_report(const LuksHeader& h, bool with_detached_header, guest::InfoSink& sink) {
+void luks_header_report(const LuksHeader& h, bool with_detached_header, guest::InfoSink& sink, bool detached) {
     // QCryptoBlockInfoLUKS field order. "detached-header" exists since qemu 9.0; a LUKS header
     // inside qcow2 is never detached.
     put_cstr(sink, "cipher-alg", h.cipher_alg);
@@ -252,7 +253,7 @@ void luks_header_report(const LuksHeader& h, bool with_detached_header, guest::I
         put_cstr(sink, "ivgen-hash-alg", h.ivgen_hash_alg);
     put_cstr(sink, "hash-alg", h.hash_alg);
     if (with_detached_header)
-        sink.put_bool("detached-header", false);
+        sink.put_bool("detached-header", detached);
     sink.put_int("payload-offset", static_cast<int64_t>(h.payload_offset));
     sink.put_int("master-key-iters", h.master_key_iterations);
     sink.put_string("uuid", h.uuid, h.uuid_len);

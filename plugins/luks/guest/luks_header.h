@@ -92,6 +92,8 @@ bool luks_cipher_for_alg(const char* qapi_name, const char** luks_name, uint32_t
 bool luks_essiv_cipher_exists(const char* luks_name, uint32_t key_bytes, uint32_t digest_len);
 
 // Emits the body of qemu's ImageInfoSpecificQCow2Encryption for format "luks", inside an open object.
-void luks_header_report(const LuksHeader& h, bool with_detached_header, guest::InfoSink& sink);
+// `detached`: the value of "detached-header" (qemu 9.0+: the header's payload offset is 0, as
+// qcrypto_block_luks_open sets block->detached_header).
+void luks_header_report(const LuksHeader& h, bool with_detached_header, guest::InfoSink& sink, bool detached = false);
 
 } // namespace instar::luks
