@@ -6,6 +6,7 @@
 #include "hosted_create.h"
 
 #include <instar/guest/edit_api.h>
+#include <instar/guest_abi.h>
 
 #include <cstddef>
 #include <cstdint>

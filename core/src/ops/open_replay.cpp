@@ -4,12 +4,17 @@
 #include "ops/edit_op.h"
 #include "ops/host_probe.h"
 
+#include <instar/guest/edit_api.h>
+#include <instar/guest_abi.h>
+
 #include <cerrno>
 #include <cstring>
 
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+static_assert(instar::guest::EDIT_DATA_REPLAYED == INSTAR_EDIT_COMMAND_DATA, "edit_api.h spells the first command data kind");
 
 namespace instar {
 

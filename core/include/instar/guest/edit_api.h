@@ -12,7 +12,6 @@
 
 #include <instar/guest/create_api.h>
 #include <instar/guest/read_api.h>
-#include <instar/guest_abi.h>
 
 #include <stddef.h>
 #include <stdint.h>
@@ -36,7 +35,10 @@ enum class EditCommand : uint32_t {
 
 // ReplayLog's data record (no bytes): the image was changed by the replay. qemu's `check -r`
 // counts a log replayed on open as one fixed corruption (vhdx_co_check's log_replayed_on_open).
-inline constexpr uint32_t EDIT_DATA_REPLAYED = INSTAR_EDIT_COMMAND_DATA;
+// The value is INSTAR_EDIT_COMMAND_DATA, the first command data kind: guest_abi.h is not part of the
+// installed plugin SDK (this header is), so the value is spelled here and checked where both meet
+// (core/src/ops/open_replay.cpp).
+inline constexpr uint32_t EDIT_DATA_REPLAYED = 16;
 
 // Longest command argument the host sends (names, option lists): far below guest RAM.
 inline constexpr size_t EDIT_MAX_ARGS = 64u << 10;
