@@ -22,6 +22,7 @@ import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "formats"))
 from oracle_retry import run_fixture  # noqa: E402
+from differential_support import start_with_oracles  # noqa: E402
 
 def add_unknown_header_parts(d):
     """A v3 image (no backing file) given 8 unknown header bytes (header_length 120) and an unknown
@@ -334,11 +335,10 @@ def run(cmd, cwd, env=None):
 
 
 def main():
-    instar, q72, q10, qio = sys.argv[1:5]
-    missing = [x for x in (q72, q10, qio) if not os.access(x, os.X_OK)]
-    if missing:
-        print("SKIPPED LOUDLY: oracle(s) missing: %s (run tools/install-deps.sh)" % ", ".join(missing))
-        return 77
+    args, status = start_with_oracles(__doc__, 4)
+    if args is None:
+        return status
+    instar, q72, q10, qio = args[:4]
     env = dict(os.environ, TZ="UTC", LC_ALL="C")
     passed = failed = 0
     work = tempfile.mkdtemp(prefix="instar-amend-")
