@@ -23,6 +23,8 @@ import tempfile
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "formats"))
 from oracle_retry import run_fixture  # noqa: E402
 from differential_support import start_with_oracles  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from amend_images import Images  # noqa: E402
 
 def add_unknown_header_parts(d):
     """A v3 image (no backing file) given 8 unknown header bytes (header_length 120) and an unknown
@@ -346,29 +348,8 @@ def main():
     qemu_named = os.path.join(work, "bin", "qemu-img")
     os.symlink(os.path.abspath(instar), qemu_named)
     only = os.environ.get("AMEND_ONLY")
-    masters = {}
-
-    def master(name):
-        if name not in masters:
-            d = os.path.join(work, "master-" + name)
-            os.mkdir(d)
-            for c in IMAGES[name]:
-                if callable(c):
-                    c(d)
-                    continue
-                c = [q72 if a == "QIMG" else qio if a == "QIO" else a for a in c]
-                rc, _, err = run(c, d, env)
-                if rc != 0:
-                    raise RuntimeError("setup %s: %s\n%s" % (name, c, err))
-            masters[name] = d
-        return masters[name]
-
-    def fresh(name, tag):
-        d = os.path.join(work, tag)
-        if os.path.exists(d):
-            shutil.rmtree(d)
-        shutil.copytree(master(name), d)
-        return d
+    images = Images(work, IMAGES, run, env, q72, qio)
+    master, fresh = images.master, images.fresh
 
     def fail(msg):
         nonlocal failed
