@@ -4,6 +4,7 @@
 #include "qcow2_existing_write.h"
 
 #include "qcow2_bytes.h"
+#include "qcow2_crypto_window.h"
 #include "qcow2_extensions.h"
 #include "qcow2_header.h"
 #include "qcow2_read_reason.h"
@@ -733,9 +734,14 @@ Status unlock(const guest::OpenRequest& req, const Qcow2Header& h, luks::SectorC
             r.add("Could not read encryption header").send(req.reasons);
             st = Status::Corrupt;
         }
-        if (st == Status::Ok)
-            st = luks::luks_unlock(dev, ext.crypto_header_offset, *req.allocator, req.secret, req.secret_len, &lh,
-                                   cipher, req.reasons, key, req.qemu_version);
+        if (st == Status::Ok) {
+            CryptoHeaderWindow window(dev, ext.crypto_header_offset, ext.crypto_header_length);
+            HeldReason held;
+            st = luks::luks_unlock(window, 0, *req.allocator, req.secret, req.secret_len, &lh, cipher, &held, key,
+                                   req.qemu_version);
+            if (st != Status::Ok)
+                report_unlock(window, held, req.reasons);
+        }
         key_len = lh.key_bytes;
         *physical = true;
     } else {

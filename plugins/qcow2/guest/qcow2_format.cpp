@@ -3,6 +3,7 @@
 
 #include "qcow2_bitmap.h"
 #include "qcow2_bytes.h"
+#include "qcow2_crypto_window.h"
 #include "qcow2_extensions.h"
 #include "qcow2_header.h"
 #include "qcow2_limits.h"
@@ -42,10 +43,12 @@ struct Parsed {
     LuksHeader luks;
 };
 
-Status read_luks(BlockDevice& dev, const Qcow2Extensions& ext, LuksHeader* out) {
+Status read_luks(BlockDevice& dev, const Qcow2Extensions& ext, LuksHeader* out, InfoSink& sink) {
     // qemu reads the LUKS header through the extension's window: it must hold the whole header.
-    if (ext.crypto_header_length < sizeof(LuksHeaderDisk))
+    if (ext.crypto_header_length < sizeof(LuksHeaderDisk)) {
+        sink.reason(OUTSIDE_CRYPTO_HEADER, sizeof OUTSIDE_CRYPTO_HEADER - 1);
         return Status::Corrupt;
+    }
     uint64_t end = 0;
     if (add_overflow(ext.crypto_header_offset, sizeof(LuksHeaderDisk), &end) || end > dev.size())
         return Status::Corrupt;
@@ -138,7 +141,7 @@ Status info(const guest::InfoRequest& req, InfoSink& sink) {
     if (h.crypt_method == QCOW_CRYPT_LUKS) {
         if (!p.ext.has_crypto_header)
             return Status::Corrupt;
-        st = read_luks(dev, p.ext, &p.luks);
+        st = read_luks(dev, p.ext, &p.luks, sink);
         if (st != Status::Ok)
             return st;
         if (const char* refusal = luks::luks_header_profile_refusal(p.luks, req.qemu_version)) {

@@ -1,6 +1,7 @@
 // qcow2 open for reading: header, extensions, data file, encryption, and the L1 table to read
 // (the active one, or an internal snapshot's found by id, then by name).
 #include "qcow2_bytes.h"
+#include "qcow2_crypto_window.h"
 #include "qcow2_extensions.h"
 #include "qcow2_header.h"
 #include "qcow2_limits.h"
@@ -244,9 +245,13 @@ Status qcow2_read_setup(const guest::OpenRequest& req, Qcow2ReadSetup* out) {
             if (!ext.has_crypto_header)
                 return fail(req.reasons, Status::Corrupt, "Could not read encryption header");
             luks::LuksHeader lh;
-            if ((st = luks::luks_unlock(dev, ext.crypto_header_offset, *req.allocator, req.secret, req.secret_len, &lh,
-                                        s.cipher, req.reasons, nullptr, req.qemu_version)) != Status::Ok)
+            CryptoHeaderWindow window(dev, ext.crypto_header_offset, ext.crypto_header_length);
+            HeldReason held;
+            if ((st = luks::luks_unlock(window, 0, *req.allocator, req.secret, req.secret_len, &lh, s.cipher, &held,
+                                        nullptr, req.qemu_version)) != Status::Ok) {
+                report_unlock(window, held, req.reasons);
                 return st;
+            }
             s.crypt_physical_offset = true;
         } else {
             // qemu's crypto/block-qcow.c: the secret's first 16 bytes (zero-padded) are the AES-128
