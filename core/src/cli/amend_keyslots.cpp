@@ -23,12 +23,13 @@ Expected<KeySlotAmend> keyslot_amend(const std::vector<OptionItem>& items, const
                                      const boost::program_options::variables_map& vm) {
     KeySlotAmend k;
     auto value = [&](const char* name) { return last_of(items, prefix + name); };
-    // The QAPI visitor: state is the one required member, an enum.
+    // The QAPI visitor: state is the one required member, an enum. qemu visits the keys with the
+    // prefix taken off (qcow2_extract_crypto_opts), so its messages name "state" for qcow2 too.
     const std::string* state = value("state");
     if (state == nullptr)
-        return Error{"Parameter '" + prefix + "state' is missing"};
+        return Error{"Parameter 'state' is missing"};
     if (*state != "active" && *state != "inactive")
-        return Error{"Parameter '" + prefix + "state' does not accept value '" + *state + "'"};
+        return Error{"Parameter 'state' does not accept value '" + *state + "'"};
     k.args.active = *state == "active" ? 1 : 0;
     // The host's option check (check_items) already refused a keyslot or iter-time that is no number.
     if (const std::string* v = value("keyslot")) {
@@ -68,6 +69,14 @@ Expected<KeySlotAmend> keyslot_amend(const std::vector<OptionItem>& items, const
     };
     take(new_id, guest::KEYSLOT_NEW_SECRET, k.new_id, k.new_secret, k.args.new_id_len);
     take(old_id, guest::KEYSLOT_OLD_SECRET, k.old_id, k.old_secret, k.args.old_id_len);
+    return k;
+}
+
+KeySlotAmend keyslot_error(const std::string& message) {
+    KeySlotAmend k;
+    k.args.given = guest::KEYSLOT_ERROR;
+    k.new_id = message.substr(0, guest::AMEND_MAX_STRING);
+    k.args.new_id_len = static_cast<std::uint32_t>(k.new_id.size());
     return k;
 }
 

@@ -29,6 +29,10 @@ struct KeySlotAmend {
 Expected<KeySlotAmend> keyslot_amend(const std::vector<OptionItem>& items, const std::string& prefix,
                                      const boost::program_options::variables_map& vm);
 
+// A key-slot change that carries only the check's error (KEYSLOT_ERROR), for a format that reports
+// it later in its own order (qcow2).
+KeySlotAmend keyslot_error(const std::string& message);
+
 // KeySlotArgs and its ids as EditCommand::Amend's trailing bytes (edit_amend.h).
 void append_keyslot_args(std::vector<std::uint8_t>& out, const KeySlotAmend& k);
 

@@ -353,6 +353,13 @@ int cmd_amend(Context& ctx, std::span<const std::string> args) {
             return report_error(ctx, k.error());
         }
         keyslots = std::move(*k);
+    } else if (format == "qcow2" && std::any_of(items.begin(), items.end(), [](const OptionItem& item) {
+                   return item.key.rfind("encrypt.", 0) == 0;
+               })) {
+        // qcow2's encrypt.* keys: qemu checks them (QAPI) only when it gets to the encryption update,
+        // after its option loop and the upgrade, so a failed check travels to the guest.
+        auto k = keyslot_amend(items, "encrypt.", vm);
+        keyslots = k ? std::move(*k) : keyslot_error(k.error());
     }
     guest::AmendArgs a{};
     if (chain.links.size() > 1) {

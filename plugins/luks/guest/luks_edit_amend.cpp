@@ -19,7 +19,7 @@ guest::Status edit_amend(const guest::EditRequest& req, guest::EditHost& host) {
     if (const guest::Status st = read_keyslot_change(req, sizeof a, (a.flags & guest::AMEND_FORCE) != 0, &change);
         st != guest::Status::Ok)
         return st;
-    return luks_amend_keyslots(*req.image, 0, change, req, host);
+    return luks_amend_keyslots(*req.image, 0, LUKS_AMEND_NO_LIMIT, change, req, host);
 }
 
 } // namespace instar::luks

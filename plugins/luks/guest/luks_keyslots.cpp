@@ -85,11 +85,19 @@ Status no_secret(EditHost& host, const char* id, size_t len) {
     return refuse(host, Message{}.add("No secret with id '").add(id, len).add("'"));
 }
 
+// qcow2_crypto_hdr_write_func's bound: a write must end inside the header's `limit` bytes.
+Status inside(EditHost& host, uint64_t limit, uint64_t offset, uint64_t len) {
+    if (offset > limit || len > limit - offset)
+        return refuse(host, "Request for data outside of extension header", Status::Corrupt);
+    return Status::Ok;
+}
+
 // The header bytes at `base` with one slot rewritten, written and flushed (one 592-byte write
 // inside the first sector: the switch point of both directions).
-Status write_slot(BlockDevice& dev, uint64_t base, EditHost& host, uint32_t slot, bool active, uint32_t iterations,
-                  const uint8_t* salt) {
+Status write_slot(BlockDevice& dev, uint64_t base, uint64_t limit, EditHost& host, uint32_t slot, bool active,
+                  uint32_t iterations, const uint8_t* salt) {
     LuksHeaderDisk d;
+    if (const Status st = inside(host, limit, 0, sizeof d); st != Status::Ok) return st;
     if (const Status st = dev.read(base, &d, sizeof d); st != Status::Ok) return st;
     LuksKeySlotDisk& s = d.key_slots[slot];
     put_be32(s.active, active ? LUKS_KEY_SLOT_ENABLED : LUKS_KEY_SLOT_DISABLED);
@@ -102,7 +110,7 @@ Status write_slot(BlockDevice& dev, uint64_t base, EditHost& host, uint32_t slot
 
 // qcrypto_block_luks_store_key: new key material for `pass` in `slot`, flushed, then the header
 // entry naming its salt and iterations.
-Status store_key(BlockDevice& dev, uint64_t base, const EditRequest& req, EditHost& host, const LuksHeader& h,
+Status store_key(BlockDevice& dev, uint64_t base, uint64_t limit, const EditRequest& req, EditHost& host, const LuksHeader& h,
                  uint32_t slot, const uint8_t* master_key, const uint8_t* pass, size_t pass_len, uint64_t iter_time) {
     uint32_t iterations = 0;
     if (iter_time > UINT32_MAX || !luks_iterations(h.hash_alg, h.key_bytes, iter_time, 1, &iterations))
@@ -114,9 +122,10 @@ Status store_key(BlockDevice& dev, uint64_t base, const EditRequest& req, EditHo
     auto* split = static_cast<uint8_t*>(req.allocator->allocate(split_len, 16));
     if (split == nullptr) return Status::NoMemory;
     Status st = luks_seal_key(h, master_key, pass, pass_len, salt, iterations, rng, *req.allocator, split);
+    if (st == Status::Ok) st = inside(host, limit, h.slots[slot].key_offset, split_len);
     if (st == Status::Ok) st = dev.write(base + h.slots[slot].key_offset, split, split_len);
     if (st == Status::Ok) st = host.flush(dev);
-    if (st == Status::Ok) st = write_slot(dev, base, host, slot, true, iterations, salt);
+    if (st == Status::Ok) st = write_slot(dev, base, limit, host, slot, true, iterations, salt);
     __builtin_memset(split, 0, split_len);
     req.allocator->deallocate(split, split_len);
     if (st == Status::Unsupported) return refuse(host, "this LUKS cipher, mode or hash is not supported by instar yet", st);
@@ -125,10 +134,13 @@ Status store_key(BlockDevice& dev, uint64_t base, const EditRequest& req, EditHo
 
 // qcrypto_block_luks_erase_key: the header entry disabled (flushed) first, then the key material
 // overwritten with random bytes ERASE_PASSES times.
-Status erase_key(BlockDevice& dev, uint64_t base, EditHost& host, const LuksHeader& h, uint32_t slot, KeyStream& rng,
-                 uint8_t* scratch) {
-    if (const Status st = write_slot(dev, base, host, slot, false, 0, nullptr); st != Status::Ok) return st;
+Status erase_key(BlockDevice& dev, uint64_t base, uint64_t limit, EditHost& host, const LuksHeader& h, uint32_t slot,
+                 KeyStream& rng, uint8_t* scratch) {
     const size_t split_len = size_t{h.key_bytes} * LUKS_STRIPES;
+    // Checked before the header entry is disabled: an erase refused halfway would lose the slot
+    // and keep its key material.
+    if (const Status st = inside(host, limit, h.slots[slot].key_offset, split_len); st != Status::Ok) return st;
+    if (const Status st = write_slot(dev, base, limit, host, slot, false, 0, nullptr); st != Status::Ok) return st;
     for (uint32_t pass = 0; pass < ERASE_PASSES; ++pass) {
         rng.fill(scratch, split_len);
         if (const Status st = dev.write(base + h.slots[slot].key_offset, scratch, split_len); st != Status::Ok)
@@ -155,7 +167,7 @@ bool keyslot_of(const KeySlotChange& c, EditHost& host, bool as_signed, uint32_t
     return true;
 }
 
-Status add_keyslot(BlockDevice& dev, uint64_t base, const KeySlotChange& c, const EditRequest& req, EditHost& host,
+Status add_keyslot(BlockDevice& dev, uint64_t base, uint64_t limit, const KeySlotChange& c, const EditRequest& req, EditHost& host,
                    const LuksHeader& h, const uint8_t* master_key) {
     uint32_t slot = LUKS_NUM_KEY_SLOTS;
     Status st = Status::Ok;
@@ -173,10 +185,10 @@ Status add_keyslot(BlockDevice& dev, uint64_t base, const KeySlotChange& c, cons
     const uint8_t* pass = secret(req, guest::EDIT_SECRET_NEW, &pass_len);
     if (pass == nullptr) return no_secret(host, c.new_id, c.new_id_len);
     const uint64_t iter_time = (c.args.given & guest::KEYSLOT_ITER_TIME) != 0 ? c.args.iter_time : DEFAULT_ITER_TIME_MS;
-    return store_key(dev, base, req, host, h, slot, master_key, pass, pass_len, iter_time);
+    return store_key(dev, base, limit, req, host, h, slot, master_key, pass, pass_len, iter_time);
 }
 
-Status erase_keyslots(BlockDevice& dev, uint64_t base, const KeySlotChange& c, const EditRequest& req, EditHost& host,
+Status erase_keyslots(BlockDevice& dev, uint64_t base, uint64_t limit, const KeySlotChange& c, const EditRequest& req, EditHost& host,
                       const LuksHeader& h) {
     const bool has_old = (c.args.given & guest::KEYSLOT_OLD_SECRET) != 0;
     size_t old_len = 0;
@@ -231,7 +243,7 @@ Status erase_keyslots(BlockDevice& dev, uint64_t base, const KeySlotChange& c, c
         st = refuse(host, "LUKS header asks for too many PBKDF2 iterations or has key material past the end", st);
     KeyStream rng(req.random);
     for (uint32_t i = 0; i < LUKS_NUM_KEY_SLOTS && st == Status::Ok; ++i)
-        if (chosen[i]) st = erase_key(dev, base, host, h, i, rng, scratch);
+        if (chosen[i]) st = erase_key(dev, base, limit, host, h, i, rng, scratch);
     __builtin_memset(scratch, 0, split_len);
     req.allocator->deallocate(scratch, split_len);
     return st;
@@ -256,9 +268,13 @@ Status read_keyslot_change(const EditRequest& req, size_t at, bool force, KeySlo
     return Status::Ok;
 }
 
-Status luks_amend_keyslots(BlockDevice& dev, uint64_t base, const KeySlotChange& change, const EditRequest& req,
-                           EditHost& host) {
+Status luks_amend_keyslots(BlockDevice& dev, uint64_t base, uint64_t limit, const KeySlotChange& change,
+                           const EditRequest& req, EditHost& host) {
     if (!req.writable || req.allocator == nullptr) return Status::Invalid;
+    if ((change.args.given & guest::KEYSLOT_ERROR) != 0) {
+        host.reason(change.new_id, change.new_id_len);
+        return Status::Invalid;
+    }
     size_t key_len = 0;
     const uint8_t* key = secret(req, guest::EDIT_SECRET_KEY, &key_len);
     if (key == nullptr) return refuse(host, "Parameter 'key-secret' is required for cipher");
@@ -273,8 +289,8 @@ Status luks_amend_keyslots(BlockDevice& dev, uint64_t base, const KeySlotChange&
     __builtin_memset(static_cast<void*>(cipher), 0, sizeof *cipher);
     guest::arena_delete(*req.allocator, cipher);
     if (st == Status::Ok)
-        st = change.args.active != 0 ? add_keyslot(dev, base, change, req, host, h, master_key)
-                                     : erase_keyslots(dev, base, change, req, host, h);
+        st = change.args.active != 0 ? add_keyslot(dev, base, limit, change, req, host, h, master_key)
+                                     : erase_keyslots(dev, base, limit, change, req, host, h);
     __builtin_memset(master_key, 0, sizeof master_key);
     return st;
 }

@@ -26,13 +26,19 @@ struct KeySlotChange {
 // the bytes do not add up.
 guest::Status read_keyslot_change(const guest::EditRequest& req, size_t at, bool force, KeySlotChange* out);
 
+// Bytes from `base` a luks image's header and key material may use: the whole device.
+inline constexpr uint64_t LUKS_AMEND_NO_LIMIT = UINT64_MAX;
+
 // qemu's amend of the LUKS1 header at `base` of `dev` (key slot offsets count from there), with the
 // image's key in req.secrets[EDIT_SECRET_KEY]: adds a key slot (state=active) or erases the ones a
 // keyslot index or old-secret selects (state=inactive), with qemu's checks and messages in its
 // order. Crash-safe order: a new slot's key material is written and flushed before the header
 // entry that enables it; an erased slot is disabled in the header (flushed) before its material is
-// overwritten. Refusals go to `host`'s reason.
-guest::Status luks_amend_keyslots(guest::BlockDevice& dev, uint64_t base, const KeySlotChange& change,
-                                  const guest::EditRequest& req, guest::EditHost& host);
+// overwritten. Writes stay inside [base, base + limit) (qcow2: the crypto header extension's
+// clusters; qemu's qcow2_crypto_hdr_write_func refuses the rest). A change carrying the host's
+// check error (KEYSLOT_ERROR) is refused with it before anything is read. Refusals go to `host`'s
+// reason.
+guest::Status luks_amend_keyslots(guest::BlockDevice& dev, uint64_t base, uint64_t limit,
+                                  const KeySlotChange& change, const guest::EditRequest& req, guest::EditHost& host);
 
 } // namespace instar::luks

@@ -53,6 +53,10 @@ inline constexpr uint32_t KEYSLOT_KEYSLOT = 1u << 0;
 inline constexpr uint32_t KEYSLOT_NEW_SECRET = 1u << 1;
 inline constexpr uint32_t KEYSLOT_OLD_SECRET = 1u << 2;
 inline constexpr uint32_t KEYSLOT_ITER_TIME = 1u << 3;
+// The host's QAPI check of the key-slot keys failed and the format reports it where qemu does
+// (qcow2: after the option loop's own checks and the upgrade). The "new id" bytes then carry qemu's
+// message instead of an id.
+inline constexpr uint32_t KEYSLOT_ERROR = 1u << 4;
 
 // qemu's QCryptoBlockAmendOptionsLUKS after the QAPI visitor (state given and valid: the host
 // checks it).
