@@ -110,6 +110,13 @@ for tname, opts in (("tgt.qcow2", []), ("tgt-v2.qcow2", ["-o", "compat=0.10"]),
     fixture(tname, "qcow2", q("create", "-q", "-f", "qcow2", *opts, tname, "16M"),
             [tname if a == "TGT" else a for a in TGT_IO] if "v2" not in tname else
             io("qcow2", tname, "write -P 0x5a 0 3M", "write -P 0x6b 10M 1M"))
+# Overlays (v3 and v2) over a full base: -n writes through their backing chain (copy-on-write of
+# partly written clusters, zero clusters hiding the base).
+fixture("tgt-base.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "tgt-base.qcow2", "16M"),
+        io("qcow2", "tgt-base.qcow2", "write -P 0x55 0 16M"))
+for tname, opts in (("tgt-ov.qcow2", []), ("tgt-ov-v2.qcow2", ["-o", "compat=0.10"])):
+    fixture(tname, "qcow2", q("create", "-q", "-f", "qcow2", *opts, "-b", "tgt-base.qcow2", "-F", "qcow2", tname),
+            io("qcow2", tname, "write -P 0x33 1M 64k", "write -P 0x44 10M 4k"))
 fixture("tgt-1m.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "tgt-1m.qcow2", "1M"))
 fixture("tgt-empty.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "tgt-empty.qcow2", "16M"))
 fixture("tgt-text16.raw", "raw", ["python3", "-c", "import random\nrandom.seed(7)\nw=[b'alpha ',b'beta ',b'gamma\\n']\n"
@@ -341,6 +348,9 @@ for label, args, copies in (
 for tname in ("tgt.qcow2", "tgt-v2.qcow2", "tgt-512.qcow2", "tgt-rc1.qcow2"):
     case("-n raw -> %s" % tname, ["convert", "-n", "-f", "raw", "-O", "qcow2", "src.raw", "out.qcow2"], ["raw"],
          "qcow2", copies={"out.qcow2": tname})
+for tname in ("tgt-ov.qcow2", "tgt-ov-v2.qcow2"):
+    case("-n raw -> %s" % tname, ["convert", "-n", "-f", "raw", "-O", "qcow2", "src.raw", "out.qcow2"], ["raw"],
+         "qcow2", copies={"out.qcow2": tname, "tgt-base.qcow2": "tgt-base.qcow2"})
 # 12 MiB of random data into 512-byte clusters: the refcount table (one cluster, 8 MiB of file) grows.
 case("-n grows the refcount table", ["convert", "-n", "-f", "raw", "-O", "qcow2", "r4.raw", "r4.raw", "r4.raw",
                                      "out.qcow2"], ["raw"], "qcow2", copies={"out.qcow2": "tgt-512.qcow2"})

@@ -391,10 +391,12 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
         io.allow_paths = spec.allow_paths;
         io.top = &existing_file;
         io.read_write = true; // a read-only format's target: qemu's "Image is read-only" comes first
-        // vmdk: qemu copies a new grain's other bytes from the backing chain (get_whole_cluster), so
-        // the chain is opened as qemu opens it and given to the writer. (vpc, vhdx: qemu's drivers
-        // write no backing data; qcow2: a target with a backing file is refused.)
-        io.backing_chain = std::string_view((*spec.target.plugin)->name) == "vmdk";
+        // vmdk and qcow2: qemu opens the target with its backing chain (a missing backing file fails
+        // the open) and copies a new cluster's other bytes from it (vmdk's get_whole_cluster,
+        // qcow2's copy-on-write), so the chain is opened as qemu opens it and given to the writer.
+        // (vpc, vhdx: qemu's drivers have no backing files.)
+        const std::string_view target_format = (*spec.target.plugin)->name;
+        io.backing_chain = target_format == "vmdk" || target_format == "qcow2";
         // qemu's read-write open replays what the format must replay first (a vhdx log).
         if (auto replayed = replay_on_open(*spec.target.plugin, existing_file, spec.target.filename, sandbox,
                                            qemu_version);
