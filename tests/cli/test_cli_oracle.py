@@ -41,12 +41,34 @@ CASES = [
 for fmt in FORMATS:
     CASES.append((["create", "-f", fmt, "-o", "help"], "exact"))
     CASES.append((["create", "-f", fmt, "-o", "help", "target.img"], "exact"))
+# "chain": run in a directory holding l/t.qcow2 -> l/p.qcow2 -> l/gp.qcow2 with l/gp.qcow2 deleted:
+# every command that opens the backing chain says qemu's "Could not open 'l/t.qcow2': Could not open
+# backing file: Could not open backing file: Could not open 'l/gp.qcow2': No such file or directory",
+# info --backing-chain its own words, plain info and rebase -u nothing.
+for args in (["convert", "-O", "raw", "l/t.qcow2", "o.raw"], ["info", "--backing-chain", "l/t.qcow2"],
+             ["info", "l/t.qcow2"], ["map", "l/t.qcow2"], ["compare", "l/t.qcow2", "l/p.qcow2"],
+             ["check", "l/t.qcow2"], ["measure", "-O", "qcow2", "l/t.qcow2"],
+             ["amend", "-o", "lazy_refcounts=on", "l/t.qcow2"], ["commit", "l/p.qcow2"],
+             ["resize", "l/t.qcow2", "2M"], ["snapshot", "-l", "l/t.qcow2"], ["dd", "if=l/t.qcow2", "of=o.raw"],
+             ["rebase", "-u", "-b", "", "l/p.qcow2"], ["convert", "-n", "-f", "raw", "-O", "qcow2", "o.raw", "l/t.qcow2"]):
+    CASES.append((args, "chain"))
 
 
 def run(prog, args, cwd, env):
     p = subprocess.run([prog] + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
     d = os.path.dirname(prog)
     return p.returncode, p.stdout.replace(d, "ARGV0DIR"), p.stderr.replace(d, "ARGV0DIR")
+
+
+def make_chain(qemu_img, work):
+    """l/t.qcow2 -> l/p.qcow2 -> l/gp.qcow2 (deleted), and o.raw, made by qemu-img."""
+    os.mkdir(os.path.join(work, "l"))
+    for cmd in (["create", "-q", "-f", "qcow2", "l/gp.qcow2", "1M"],
+                ["create", "-q", "-f", "qcow2", "-b", "gp.qcow2", "-F", "qcow2", "l/p.qcow2"],
+                ["create", "-q", "-f", "qcow2", "-b", "p.qcow2", "-F", "qcow2", "l/t.qcow2"],
+                ["create", "-q", "-f", "raw", "o.raw", "1M"]):
+        subprocess.run([qemu_img] + cmd, cwd=work, check=True, capture_output=True, timeout=60)
+    os.unlink(os.path.join(work, "l", "gp.qcow2"))
 
 
 def strip_detail(line):
@@ -73,6 +95,9 @@ def main():
                     continue
                 work_q = tempfile.mkdtemp(dir=tmp)
                 work_i = tempfile.mkdtemp(dir=tmp)
+                if how == "chain":
+                    for w in (work_q, work_i):
+                        make_chain(q72, w)
                 want = run(oracle, args, work_q, env)
                 got = run(link, args, work_i, env)
                 if how == "first-line":

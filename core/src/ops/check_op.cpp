@@ -152,6 +152,9 @@ Expected<CheckReport> run_check(const CheckOptions& opts, const PluginRegistry& 
     io.allow_paths = opts.allow_paths;
     io.unsafe_quirks = opts.unsafe_quirks;
     io.read_write = opts.fix != 0; // check -r opens the image read-write
+    // qemu opens the image with its backing chain: a missing backing file fails the check's open
+    // ("Could not open 'T': Could not open backing file: ...", exit 1).
+    io.backing_chain = true;
     // -r: qemu's read-write open replays first (a vhdx log), and its check counts that replay as
     // one fixed corruption (vhdx_co_check's log_replayed_on_open; docs/check.md).
     bool replayed = false;

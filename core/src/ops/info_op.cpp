@@ -33,6 +33,21 @@ Error could_not_open(const std::string& name, const std::string& why) {
     return Error{"Could not open '" + name + "': " + why};
 }
 
+// A backing file the policy allows but that cannot be opened (missing, unreadable) gets qemu's
+// words, "Could not open 'PATH': strerror" (PATH as qemu combines it with the referring image's
+// directory); nullopt when it opens, or when the policy refuses it (its own words then).
+std::optional<std::string> missing_backing(const PathPolicy& policy, const std::string& image,
+                                           const std::string& backing_name) {
+    auto allowed = check_referenced(policy, image, "backing file", backing_name);
+    if (!allowed)
+        return std::nullopt;
+    const int fd = ::open(allowed->c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0)
+        return "Could not open '" + *allowed + "': " + std::strerror(errno);
+    ::close(fd);
+    return std::nullopt;
+}
+
 // qemu's bdrv_apply_auto_read_only, for a read-write open of a read-only driver's image.
 constexpr const char* READ_ONLY = "Image is read-only";
 
@@ -265,6 +280,14 @@ Expected<bool> open_chain(const InfoOptions& opts, const PluginRegistry& plugins
             return true;
         if (chain.links.size() >= MAX_CHAIN_DEPTH)
             return Error{name + ": backing chain longer than " + std::to_string(MAX_CHAIN_DEPTH) + " images"};
+        // qemu opens the chain as one node: "Could not open backing file: " for each image below the
+        // top, the top's name first.
+        if (auto missing = missing_backing(*policy, name, *inspected->backing_name)) {
+            std::string why = *missing;
+            for (std::size_t k = 0; k < chain.links.size(); ++k)
+                why = "Could not open backing file: " + why;
+            return could_not_open(opts.filename, why);
+        }
         auto next = open_referenced(*policy, name, "backing file", *inspected->backing_name);
         if (!next)
             return Error{next.error()};
@@ -330,6 +353,9 @@ Expected<std::vector<NodeInfo>> collect_info(const InfoOptions& opts, const Plug
             break;
         if (nodes.size() >= MAX_CHAIN_DEPTH)
             return Error{name + ": backing chain longer than " + std::to_string(MAX_CHAIN_DEPTH) + " images"};
+        // qemu-img info opens each backing file as an image of its own.
+        if (auto missing = missing_backing(*policy, name, *inspected->backing_name))
+            return could_not_open(combine_path(name, *inspected->backing_name), *missing);
         auto next = open_referenced(*policy, name, "backing file", *inspected->backing_name);
         if (!next)
             return Error{next.error()};
