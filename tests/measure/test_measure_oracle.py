@@ -180,6 +180,16 @@ for o in ["key-secret=sec0", "key-secret=sec0,cipher-alg=aes-128", "key-secret=s
           "key-secret=nosuch", "cipher-alg=aes-128", "bogus=1", "key-secret=sec0,iter-time=x",
           "key-secret=sec0,preallocation=full"]:
     case("measure", *SECRET, "--size", "1000001", "-O", "luks", "-o", o)
+# qemu's order of LUKS option errors: the enums (field order), detached-header, the key-secret and its
+# lookup, the algorithms qemu's LUKS code offers, the ESSIV cipher, the cipher mode.
+for o in ["cipher-alg=foo", "hash-alg=foo,cipher-mode=bar", "ivgen-hash-alg=sm3", "cipher-alg=sm4",
+          "key-secret=sec0,cipher-alg=des", "key-secret=nosuch,cipher-alg=3des", "key-secret=sec0,cipher-alg=sm4",
+          "key-secret=sec0,cipher-alg=cast5-128", "key-secret=sec0,cipher-alg=cast5-128,ivgen-alg=essiv",
+          "key-secret=sec0,cipher-alg=aes-128,cipher-mode=cbc,ivgen-alg=essiv,ivgen-hash-alg=sha1",
+          "key-secret=sec0,cipher-alg=twofish-256,ivgen-alg=essiv,ivgen-hash-alg=sha512"]:
+    case("measure", *SECRET, "--size", "1M", "-O", "luks", "-o", o)
+    case("measure", *SECRET, "--size", "1M", "-O", "qcow2", "-o",
+         "encrypt.format=luks," + ",".join("encrypt." + kv for kv in o.split(",")))
 case("measure", *SECRET, "--size", "1G", "-O", "luks")
 case("measure", *SECRET, "-O", "luks", "-o", "key-secret=sec0", "q.qcow2")
 case("measure", *SECRET, "-O", "luks", "-o", "key-secret=sec0", "--output=json", "-f", "raw", "odd.raw")

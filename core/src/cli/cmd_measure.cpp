@@ -158,25 +158,87 @@ const std::string* last_value(const std::vector<OptionItem>& items, std::string_
 
 bool bool_value(const std::string& v) { return v == "on" || v == "yes" || v == "true" || v == "y"; }
 
-// qcow2_measure's option checks, in its order; the message is qemu's.
-// qcrypto_block_calculate_payload_offset for LUKS: the partition header and key-slot headers
-// (4 KiB), then 8 key slots of the master key split into 4000 stripes, each rounded up to 4 KiB.
-// The master key is the cipher's key length, doubled for XTS.
-Expected<std::uint64_t> luks_header_bytes(const std::vector<OptionItem>& items, const std::string& prefix) {
+// block_crypto_measure / qcow2_measure for a LUKS header, in qemu's order: the QAPI visitor of
+// QCryptoBlockCreateOptionsLUKS (the enum members in field order, then an unexpected
+// detached-header), then qcrypto_block_luks_create's checks: the key-secret, its lookup, the
+// algorithms qemu's LUKS code offers, the ESSIV cipher, the cipher mode. Then
+// qcrypto_block_calculate_payload_offset: the partition header and key-slot headers (4 KiB), and
+// 8 key slots of the master key split into 4000 stripes, each rounded up to 4 KiB (the master key
+// is the cipher's key length, doubled for XTS). Messages are qemu's (Debian's builds: no sm4).
+Expected<std::uint64_t> luks_measure(const std::vector<OptionItem>& items, const std::string& prefix,
+                                     const std::vector<std::string>& secrets, std::uint32_t profile) {
     struct Alg {
         const char* name;
         std::uint64_t key;
+        const char* family; // qemu's ESSIV lookup names the family; nullptr: no ESSIV with it
     };
-    constexpr Alg ALGS[] = {{"aes-128", 16},     {"aes-192", 24},     {"aes-256", 32},     {"cast5-128", 16},
-                            {"serpent-128", 16}, {"serpent-192", 24}, {"serpent-256", 32}, {"twofish-128", 16},
-                            {"twofish-192", 24}, {"twofish-256", 32}, {"sm4", 16}};
+    // QCryptoCipherAlgo; key 0: in the enum but not offered by qemu's LUKS code.
+    constexpr Alg ALGS[] = {{"aes-128", 16, "AES"},         {"aes-192", 24, "AES"},         {"aes-256", 32, "AES"},
+                            {"des", 0, nullptr},            {"3des", 0, nullptr},           {"cast5-128", 16, nullptr},
+                            {"serpent-128", 16, "Serpent"}, {"serpent-192", 24, "Serpent"}, {"serpent-256", 32, "Serpent"},
+                            {"twofish-128", 16, "Twofish"}, {"twofish-192", 24, "Twofish"}, {"twofish-256", 32, "Twofish"},
+                            {"sm4", 0, nullptr}};
+    constexpr const char* MODES[] = {"ecb", "cbc", "xts", "ctr"};
+    constexpr const char* IVGENS[] = {"plain", "plain64", "essiv"};
+    struct Hash {
+        const char* name;
+        std::uint64_t digest;
+    };
+    constexpr Hash HASHES[] = {{"md5", 16},    {"sha1", 20},   {"sha224", 28},    {"sha256", 32},
+                               {"sha384", 48}, {"sha512", 64}, {"ripemd160", 20}, {"sm3", 32}};
+    // sm4 and sm3 are enum values from qemu 9.0 (the guest's LUKS_SM_QEMU_VERSION).
+    const bool sm = profile >= qemu_version(9, 0);
+    auto known = [&](std::string_view v) { return sm || (v != "sm4" && v != "sm3"); };
     const std::string* alg = last_value(items, prefix + "cipher-alg");
     const std::string* mode = last_value(items, prefix + "cipher-mode");
-    const std::string alg_name = alg ? *alg : "aes-256";
+    const std::string* ivgen = last_value(items, prefix + "ivgen-alg");
+    const std::string* ivhash = last_value(items, prefix + "ivgen-hash-alg");
+    const std::string* hash = last_value(items, prefix + "hash-alg");
+    const Alg* a = std::find_if(std::begin(ALGS), std::end(ALGS), [&](const Alg& x) { return alg && *alg == x.name; });
+    const Hash* ih = std::find_if(std::begin(HASHES), std::end(HASHES),
+                                  [&](const Hash& x) { return ivhash && *ivhash == x.name; });
+    auto in = [](const std::string* v, const auto& names) {
+        return std::find_if(std::begin(names), std::end(names), [&](const char* n) { return *v == n; }) !=
+               std::end(names);
+    };
+    auto bad = [](const char* key, const std::string& v) {
+        return Error{"Parameter '" + std::string(key) + "' does not accept value '" + v + "'"};
+    };
+    if (alg && (a == std::end(ALGS) || !known(*alg)))
+        return bad("cipher-alg", *alg);
+    if (mode && !in(mode, MODES))
+        return bad("cipher-mode", *mode);
+    if (ivgen && !in(ivgen, IVGENS))
+        return bad("ivgen-alg", *ivgen);
+    if (ivhash && (ih == std::end(HASHES) || !known(*ivhash)))
+        return bad("ivgen-hash-alg", *ivhash);
+    if (hash && (std::none_of(std::begin(HASHES), std::end(HASHES), [&](const Hash& x) { return *hash == x.name; }) ||
+                 !known(*hash)))
+        return bad("hash-alg", *hash);
+    // qemu 9.0+ lists detached-header among luks's create options, but block_crypto_measure's
+    // QCryptoBlockCreateOptions has no such member: any value is refused before the secret.
+    if (prefix.empty() && last_value(items, "detached-header"))
+        return Error{"Parameter 'detached-header' is unexpected"};
+    const std::string* secret = last_value(items, prefix + "key-secret");
+    if (!secret)
+        return Error{"Parameter '" + prefix + "key-secret' is required for cipher"};
+    if (std::find(secrets.begin(), secrets.end(), *secret) == secrets.end())
+        return Error{"No secret with id '" + *secret + "'"};
+    if (!alg)
+        a = &ALGS[2]; // aes-256
     const std::string mode_name = mode ? *mode : "xts";
-    const auto* a = std::find_if(std::begin(ALGS), std::end(ALGS), [&](const Alg& x) { return alg_name == x.name; });
-    if (a == std::end(ALGS) || (mode_name != "xts" && mode_name != "cbc" && mode_name != "ecb" && mode_name != "ctr"))
-        return Error{"instar cannot measure LUKS with cipher '" + alg_name + "' in mode '" + mode_name + "' yet"};
+    if (a->key == 0)
+        return Error{"Algorithm '" + std::string(a->name) + "' not supported"};
+    if (ivgen && *ivgen == "essiv") {
+        if (a->family == nullptr)
+            return Error{"Cipher " + std::string(a->name) + " not supported with essiv"};
+        const std::uint64_t digest = ivhash ? ih->digest : 32; // sha256
+        if (digest != 16 && digest != 24 && digest != 32)
+            return Error{"No " + std::string(a->family) + " cipher with key size " + std::to_string(digest) +
+                         " available"};
+    }
+    if (mode_name == "xts" && a->family == nullptr) // cast5's 8-byte blocks
+        return Error{"Unsupported cipher mode xts"};
     constexpr std::uint64_t STRIPES = 4000, SLOTS = 8, ALIGN = 4096;
     const std::uint64_t key = a->key * (mode_name == "xts" ? 2 : 1);
     const std::uint64_t slot = (key * STRIPES + ALIGN - 1) / ALIGN * ALIGN;
@@ -222,14 +284,9 @@ Expected<Qcow2MeasureParams> qcow2_params(const std::vector<OptionItem>& items, 
     }
     p.has_backing = last_value(items, "backing_file") != nullptr;
     if (const std::string* v = last_value(items, "encrypt.format"); v && *v == "luks") {
-        const std::string* secret = last_value(items, "encrypt.key-secret");
-        if (!secret)
-            return Error{"Parameter 'encrypt.key-secret' is required for cipher"};
-        auto header = luks_header_bytes(items, "encrypt.");
+        auto header = luks_measure(items, "encrypt.", secrets, profile);
         if (!header)
             return Error{header.error()};
-        if (std::find(secrets.begin(), secrets.end(), *secret) == secrets.end())
-            return Error{"No secret with id '" + *secret + "'"};
         p.luks_payload = (*header + p.cluster_size - 1) / p.cluster_size * p.cluster_size;
     }
     return p;
@@ -556,19 +613,9 @@ int cmd_measure(Context& ctx, std::span<const std::string> args) {
                 size = parse_qemu_size(*v, ctx.profile.version).value;
         if (filename)
             size = source.virtual_size;
-        // block_crypto_measure's QAPI visitor of QCryptoBlockCreateOptions has no detached-header
-        // member (qemu 9.0+ lists it): any value is refused before the secret is asked for.
-        if (last_value(litems, "detached-header"))
-            return report_error(ctx, "Parameter 'detached-header' is unexpected");
-        const std::string* secret = last_value(litems, "key-secret");
-        if (!secret)
-            return report_error(ctx, "Parameter 'key-secret' is required for cipher");
-        auto header = luks_header_bytes(litems, "");
+        auto header = luks_measure(litems, "", secret_ids(vm), ctx.profile.version);
         if (!header)
             return report_error(ctx, header.error());
-        const auto secrets = secret_ids(vm);
-        if (std::find(secrets.begin(), secrets.end(), *secret) == secrets.end())
-            return report_error(ctx, "No secret with id '" + *secret + "'");
         MeasureFigures lf;
         lf.required = lf.fully_allocated = *header + size;
         print_figures(ctx, output, lf);
