@@ -173,10 +173,12 @@ Expected<std::uint64_t> luks_measure(const std::vector<OptionItem>& items, const
         const char* family; // qemu's ESSIV lookup names the family; nullptr: no ESSIV with it
     };
     // QCryptoCipherAlgo; key 0: in the enum but not offered by qemu's LUKS code.
-    constexpr Alg ALGS[] = {{"aes-128", 16, "AES"},         {"aes-192", 24, "AES"},         {"aes-256", 32, "AES"},
-                            {"des", 0, nullptr},            {"3des", 0, nullptr},           {"cast5-128", 16, nullptr},
-                            {"serpent-128", 16, "Serpent"}, {"serpent-192", 24, "Serpent"}, {"serpent-256", 32, "Serpent"},
-                            {"twofish-128", 16, "Twofish"}, {"twofish-192", 24, "Twofish"}, {"twofish-256", 32, "Twofish"},
+    constexpr Alg ALGS[] = {{"aes-128", 16, "AES"},          {"aes-192", 24, "AES"},
+                            {"aes-256", 32, "AES"},          {"des", 0, nullptr},
+                            {"3des", 0, nullptr},            {"cast5-128", 16, nullptr},
+                            {"serpent-128", 16, "Serpent"},  {"serpent-192", 24, "Serpent"},
+                            {"serpent-256", 32, "Serpent"},  {"twofish-128", 16, "Twofish"},
+                            {"twofish-192", 24, "Twofish"},  {"twofish-256", 32, "Twofish"},
                             {"sm4", 0, nullptr}};
     constexpr const char* MODES[] = {"ecb", "cbc", "xts", "ctr"};
     constexpr const char* IVGENS[] = {"plain", "plain64", "essiv"};

@@ -110,8 +110,9 @@ Status write_slot(BlockDevice& dev, uint64_t base, uint64_t limit, EditHost& hos
 
 // qcrypto_block_luks_store_key: new key material for `pass` in `slot`, flushed, then the header
 // entry naming its salt and iterations.
-Status store_key(BlockDevice& dev, uint64_t base, uint64_t limit, const EditRequest& req, EditHost& host, const LuksHeader& h,
-                 uint32_t slot, const uint8_t* master_key, const uint8_t* pass, size_t pass_len, uint64_t iter_time) {
+Status store_key(BlockDevice& dev, uint64_t base, uint64_t limit, const EditRequest& req, EditHost& host,
+                 const LuksHeader& h, uint32_t slot, const uint8_t* master_key, const uint8_t* pass, size_t pass_len,
+                 uint64_t iter_time) {
     uint32_t iterations = 0;
     if (iter_time > UINT32_MAX || !luks_iterations(h.hash_alg, h.key_bytes, iter_time, 1, &iterations))
         return refuse(host, "PBKDF iterations too large: lower iter-time");
@@ -167,8 +168,8 @@ bool keyslot_of(const KeySlotChange& c, EditHost& host, bool as_signed, uint32_t
     return true;
 }
 
-Status add_keyslot(BlockDevice& dev, uint64_t base, uint64_t limit, const KeySlotChange& c, const EditRequest& req, EditHost& host,
-                   const LuksHeader& h, const uint8_t* master_key) {
+Status add_keyslot(BlockDevice& dev, uint64_t base, uint64_t limit, const KeySlotChange& c, const EditRequest& req,
+                   EditHost& host, const LuksHeader& h, const uint8_t* master_key) {
     uint32_t slot = LUKS_NUM_KEY_SLOTS;
     Status st = Status::Ok;
     if ((c.args.given & guest::KEYSLOT_KEYSLOT) != 0) {
@@ -188,8 +189,8 @@ Status add_keyslot(BlockDevice& dev, uint64_t base, uint64_t limit, const KeySlo
     return store_key(dev, base, limit, req, host, h, slot, master_key, pass, pass_len, iter_time);
 }
 
-Status erase_keyslots(BlockDevice& dev, uint64_t base, uint64_t limit, const KeySlotChange& c, const EditRequest& req, EditHost& host,
-                      const LuksHeader& h) {
+Status erase_keyslots(BlockDevice& dev, uint64_t base, uint64_t limit, const KeySlotChange& c,
+                      const EditRequest& req, EditHost& host, const LuksHeader& h) {
     const bool has_old = (c.args.given & guest::KEYSLOT_OLD_SECRET) != 0;
     size_t old_len = 0;
     const uint8_t* old = has_old ? secret(req, guest::EDIT_SECRET_OLD, &old_len) : nullptr;
