@@ -33,9 +33,11 @@ Error could_not_open(const std::string& name, const std::string& why) {
     return Error{"Could not open '" + name + "': " + why};
 }
 
-// A backing file the policy allows but that cannot be opened (missing, unreadable) gets qemu's
-// words, "Could not open 'PATH': strerror" (PATH as qemu combines it with the referring image's
-// directory); nullopt when it opens, or when the policy refuses it (its own words then).
+// Why a backing file that open_referenced refused could not be opened, in qemu's words, when the
+// policy allows its name and the open itself failed (missing, unreadable): "Could not open 'PATH':
+// strerror", PATH as qemu combines it with the referring image's directory. nullopt when the
+// refusal is the policy's (its own words then). Asked only after a refusal, so a chain that opens
+// costs no extra open.
 std::optional<std::string> missing_backing(const PathPolicy& policy, const std::string& image,
                                            const std::string& backing_name) {
     auto allowed = check_referenced(policy, image, "backing file", backing_name);
@@ -280,17 +282,18 @@ Expected<bool> open_chain(const InfoOptions& opts, const PluginRegistry& plugins
             return true;
         if (chain.links.size() >= MAX_CHAIN_DEPTH)
             return Error{name + ": backing chain longer than " + std::to_string(MAX_CHAIN_DEPTH) + " images"};
-        // qemu opens the chain as one node: "Could not open backing file: " for each image below the
-        // top, the top's name first.
-        if (auto missing = missing_backing(*policy, name, *inspected->backing_name)) {
-            std::string why = *missing;
-            for (std::size_t k = 0; k < chain.links.size(); ++k)
-                why = "Could not open backing file: " + why;
-            return could_not_open(opts.filename, why);
-        }
         auto next = open_referenced(*policy, name, "backing file", *inspected->backing_name);
-        if (!next)
+        if (!next) {
+            // qemu opens the chain as one node: "Could not open backing file: " for each image below
+            // the top, the top's name first.
+            if (auto missing = missing_backing(*policy, name, *inspected->backing_name)) {
+                std::string why = *missing;
+                for (std::size_t k = 0; k < chain.links.size(); ++k)
+                    why = "Could not open backing file: " + why;
+                return could_not_open(opts.filename, why);
+            }
             return Error{next.error()};
+        }
         if (!seen.insert({next->device, next->inode}).second) {
             close_file(*next);
             return Error{name + ": backing file '" + *inspected->backing_name +
@@ -353,12 +356,13 @@ Expected<std::vector<NodeInfo>> collect_info(const InfoOptions& opts, const Plug
             break;
         if (nodes.size() >= MAX_CHAIN_DEPTH)
             return Error{name + ": backing chain longer than " + std::to_string(MAX_CHAIN_DEPTH) + " images"};
-        // qemu-img info opens each backing file as an image of its own.
-        if (auto missing = missing_backing(*policy, name, *inspected->backing_name))
-            return could_not_open(combine_path(name, *inspected->backing_name), *missing);
         auto next = open_referenced(*policy, name, "backing file", *inspected->backing_name);
-        if (!next)
+        if (!next) {
+            // qemu-img info opens each backing file as an image of its own.
+            if (auto missing = missing_backing(*policy, name, *inspected->backing_name))
+                return could_not_open(combine_path(name, *inspected->backing_name), *missing);
             return Error{next.error()};
+        }
         chain.files.push_back(*next);
         // qemu-img compares names, instar the files themselves; the words are qemu-img's.
         if (!seen.insert({next->device, next->inode}).second)

@@ -1,10 +1,13 @@
 // The LUKS header of an encrypted qcow2 as qemu reads it (qcow2_crypto_hdr_read_func): only the
 // crypto header extension's bytes. A LUKS header or key material reaching past them is refused by
 // qemu with "Request for data outside of extension header" when the image is opened with its key,
-// whatever the LUKS code would have said; the opener passes the window to luks_unlock (header
-// offset 0) with a HeldReason, and reports qemu's text when the window refused a read.
-// Freestanding-clean.
+// whatever the LUKS code would have said. unlock_in_extension is the one way the reader and the
+// existing-image writer unlock. Freestanding-clean.
 #pragma once
+
+#include "qcow2_extensions.h"
+
+#include "luks_format.h"
 
 #include <instar/guest/format_api.h>
 #include <instar/guest/read_api.h>
@@ -59,12 +62,23 @@ private:
     size_t len_ = 0;
 };
 
-// luks_unlock's result through the window: qemu's bound first, else what the LUKS code said.
-inline void report_unlock(const CryptoHeaderWindow& window, const HeldReason& held, guest::ReasonSink* reasons) {
-    if (window.outside())
-        guest::say_reason(reasons, OUTSIDE_CRYPTO_HEADER);
-    else
-        held.forward(reasons);
+// luks_unlock of the LUKS header in the crypto header extension, read through the window (header
+// offset 0); on failure `reasons` gets qemu's bound first, else what the LUKS code said.
+inline guest::Status unlock_in_extension(guest::BlockDevice& dev, const Qcow2Extensions& ext, guest::Allocator& alloc,
+                                         const uint8_t* secret, size_t secret_len, luks::LuksHeader* header,
+                                         luks::SectorCipher* cipher, guest::ReasonSink* reasons, uint8_t* master_key,
+                                         uint32_t qemu_version) {
+    CryptoHeaderWindow window(dev, ext.crypto_header_offset, ext.crypto_header_length);
+    HeldReason held;
+    const guest::Status st =
+        luks::luks_unlock(window, 0, alloc, secret, secret_len, header, cipher, &held, master_key, qemu_version);
+    if (st != guest::Status::Ok) {
+        if (window.outside())
+            guest::say_reason(reasons, OUTSIDE_CRYPTO_HEADER);
+        else
+            held.forward(reasons);
+    }
+    return st;
 }
 
 } // namespace instar::qcow2

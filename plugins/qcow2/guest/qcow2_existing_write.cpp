@@ -734,14 +734,9 @@ Status unlock(const guest::OpenRequest& req, const Qcow2Header& h, luks::SectorC
             r.add("Could not read encryption header").send(req.reasons);
             st = Status::Corrupt;
         }
-        if (st == Status::Ok) {
-            CryptoHeaderWindow window(dev, ext.crypto_header_offset, ext.crypto_header_length);
-            HeldReason held;
-            st = luks::luks_unlock(window, 0, *req.allocator, req.secret, req.secret_len, &lh, cipher, &held, key,
-                                   req.qemu_version);
-            if (st != Status::Ok)
-                report_unlock(window, held, req.reasons);
-        }
+        if (st == Status::Ok)
+            st = unlock_in_extension(dev, ext, *req.allocator, req.secret, req.secret_len, &lh, cipher, req.reasons,
+                                     key, req.qemu_version);
         key_len = lh.key_bytes;
         *physical = true;
     } else {

@@ -245,13 +245,9 @@ Status qcow2_read_setup(const guest::OpenRequest& req, Qcow2ReadSetup* out) {
             if (!ext.has_crypto_header)
                 return fail(req.reasons, Status::Corrupt, "Could not read encryption header");
             luks::LuksHeader lh;
-            CryptoHeaderWindow window(dev, ext.crypto_header_offset, ext.crypto_header_length);
-            HeldReason held;
-            if ((st = luks::luks_unlock(window, 0, *req.allocator, req.secret, req.secret_len, &lh, s.cipher, &held,
-                                        nullptr, req.qemu_version)) != Status::Ok) {
-                report_unlock(window, held, req.reasons);
+            if ((st = unlock_in_extension(dev, ext, *req.allocator, req.secret, req.secret_len, &lh, s.cipher,
+                                          req.reasons, nullptr, req.qemu_version)) != Status::Ok)
                 return st;
-            }
             s.crypt_physical_offset = true;
         } else {
             // qemu's crypto/block-qcow.c: the secret's first 16 bytes (zero-padded) are the AES-128
