@@ -80,6 +80,12 @@ Status ChainReader::read_layer(uint32_t layer, uint64_t offset, uint8_t* buf, ui
             if (const Status st = r.read(offset, buf, n); st != Status::Ok)
                 return st;
         } else if (e.allocation == Allocation::Unallocated && layer + 1 < depth_) {
+            // The format may refuse reads through to this backing image (vmdk's parentCID check:
+            // qemu fails them with -EINVAL, whether or not the backing image has data there).
+            if (!r.backing_valid(*chain_[layer + 1])) {
+                refused_ = layer;
+                return Status::Invalid;
+            }
             if (const Status st = read_layer(layer + 1, offset, buf, n); st != Status::Ok)
                 return st;
         } else {

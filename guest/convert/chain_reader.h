@@ -32,11 +32,20 @@ public:
     // The composed bytes of [offset, offset + len); bytes past the top's virtual size read as zeros.
     guest::Status read(uint64_t offset, void* buf, size_t len) const;
 
+    // Which layer (0 the top) refused a read through to its backing image (ImageReader::
+    // backing_valid), or NO_LAYER when none has.
+    static constexpr uint32_t NO_LAYER = 0xFFFFFFFFu;
+    uint32_t refused_layer() const { return refused_; }
+
+    // The top image's content identifier (ImageReader::content_id).
+    bool top_content_id(uint32_t kind, uint32_t* out) const { return depth_ != 0 && chain_[0]->content_id(kind, out); }
+
 private:
     guest::Status read_layer(uint32_t layer, uint64_t offset, uint8_t* buf, uint64_t len) const;
 
     guest::ImageReader* const* chain_ = nullptr;
     uint32_t depth_ = 0;
+    mutable uint32_t refused_ = NO_LAYER;
 };
 
 // A chain as one ImageReader (Data or Zero, never Unallocated): what a writer reads for the target's
@@ -48,6 +57,8 @@ public:
     guest::Status status(uint64_t offset, uint64_t length, guest::Extent* out) override;
     guest::Status read(uint64_t offset, void* buf, size_t len) override { return chain_.read(offset, buf, len); }
     void close() override {}
+    // The chain's identity is its top image's (a vmdk writer compares its parentCID with it).
+    bool content_id(uint32_t kind, uint32_t* out) const override { return chain_.top_content_id(kind, out); }
 
 private:
     ChainReader chain_;

@@ -257,8 +257,10 @@ struct Walk {
         const bool direct = r.top_data && offset >= r.start && len <= r.end - offset &&
                             offset + len <= top.virtual_size();
         const ChainReader chain(side[i]->chain, side[i]->depth);
-        if ((direct ? top.read(offset, buf[i], len) : chain.read(offset, buf[i], len)) != Status::Ok) {
+        if (const Status st = direct ? top.read(offset, buf[i], len) : chain.read(offset, buf[i], len);
+            st != Status::Ok) {
             result->outcome = CompareOutcome::ReadFailed;
+            result->read_status = st;
             result->side = i;
             result->offset = offset;
             return false;

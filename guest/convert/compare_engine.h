@@ -47,6 +47,7 @@ struct CompareResult {
     uint32_t side = 0;
     uint64_t offset = 0;
     bool size_mismatch = false; // the "Warning: Image size mismatch!" line was reached
+    guest::Status read_status = guest::Status::Ok; // ReadFailed: what the read returned
 };
 
 struct CompareParams {

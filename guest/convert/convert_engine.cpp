@@ -146,26 +146,37 @@ public:
 
 private:
     Status fail(Status st, const char* what, uint64_t byte) {
-        if (reasons_ != nullptr) {
-            char text[160];
+        if (reasons_ != nullptr || held_ != nullptr) {
+            char text[FAIL_TEXT];
             size_t len = 0;
             text[0] = 0;
             append(text, sizeof text, &len, what);
             append_u64(text, sizeof text, &len, byte);
             append(text, sizeof text, &len, ": ");
             append(text, sizeof text, &len, errno_text(st));
-            reasons_->reason(text, len);
+            if (held_ != nullptr) { // kept for refused_read()
+                __builtin_memcpy(held_, text, len + 1);
+                held_len_ = len;
+            } else {
+                reasons_->reason(text, len);
+            }
         }
         return st;
     }
+    Status refused_read(Status st, const char* first, size_t first_len, uint64_t sector_num, uint64_t n,
+                        uint8_t* buf);
     void select_part(uint64_t sector_num);
     Status iteration_sectors(uint64_t sector_num, uint64_t* out);
     Status co_read(uint64_t sector_num, uint64_t nb_sectors, uint8_t* buf);
     Status co_write(uint64_t sector_num, uint64_t nb_sectors, uint8_t* buf, Blk status);
 
+    static constexpr size_t FAIL_TEXT = 160; // one "error while ... at byte N: ERRNO" line
+
     const Source* src_;
     uint32_t count_;
     ImageWriter& target_;
+    char* held_ = nullptr; // fail() keeps its line here instead of sending it
+    size_t held_len_ = 0;
     const Params& p_;
     guest::ReasonSink* reasons_;
 
@@ -257,6 +268,55 @@ Status Converter::iteration_sectors(uint64_t sector_num, uint64_t* out) {
     }
     *out = n;
     return Status::Ok;
+}
+
+// The read of [sector_num, sector_num + n) failed (its line is `first`): report it as qemu-img does.
+// qemu runs -m coroutines (8 by default); one whose read waits for I/O before it fails lets the next
+// take the next chunk, which has begun its read before the first failure stops the loop, so its
+// failure is reported too. That is certain for a read a format refused through to a backing image
+// (vmdk's parentCID check reads the parent's descriptor, so it always waits): two lines when the
+// next chunk is read and fails the same way. Other failures (no such wait known) keep one line.
+// qemu's chunk: when the top image refused, it is qemu's block status run of the top, which for
+// vmdk (the one format that refuses) ends at the grain's end, the source's alignment; instar's runs
+// are longer, so qemu's next chunk starts at the next grain. Deeper refusals: instar's next chunk.
+Status Converter::refused_read(Status st, const char* first, size_t first_len, uint64_t sector_num, uint64_t n,
+                               uint8_t* buf) {
+    char second[FAIL_TEXT];
+    size_t second_len = 0;
+    const uint32_t layer = chains_[src_cur_].refused_layer();
+    uint64_t next_sector = sector_num + n;
+    if (layer == 0 && sector_num >= src_cur_offset_) {
+        const uint64_t align = src_alignment_[src_cur_];
+        const uint64_t grain_end = src_cur_offset_ + ((sector_num - src_cur_offset_) / align + 1) * align;
+        if (grain_end < next_sector)
+            next_sector = grain_end;
+    }
+    if (!p_.one_request && layer != ChainReader::NO_LAYER && next_sector < total_sectors_) {
+        uint64_t n = 0;
+        held_ = second;
+        held_len_ = 0;
+        if (iteration_sectors(next_sector, &n) == Status::Ok && status_ == Blk::Data)
+            (void)co_read(next_sector, n, buf);
+        second_len = held_len_;
+        held_ = nullptr;
+    }
+    if (reasons_ == nullptr)
+        return st;
+    if (second_len == 0) {
+        reasons_->reason(first, first_len);
+        return st;
+    }
+    // Two lines: the first as a line qemu error_reports before the last ('\x01' LINE '\n').
+    char text[2 * FAIL_TEXT + 2];
+    size_t len = 0;
+    text[len++] = '\x01';
+    __builtin_memcpy(text + len, first, first_len);
+    len += first_len;
+    text[len++] = '\n';
+    __builtin_memcpy(text + len, second, second_len);
+    len += second_len;
+    reasons_->reason(text, len);
+    return st;
 }
 
 Status Converter::co_read(uint64_t sector_num, uint64_t nb_sectors, uint8_t* buf) {
@@ -410,9 +470,16 @@ Status Converter::run(guest::Allocator& alloc) {
                 p_.progress(p_.progress_ctx, allocated_done, allocated_sectors);
         }
         if (status == Blk::Data) {
+            char line[FAIL_TEXT];
+            held_ = line;
+            held_len_ = 0;
             result = co_read(sector_num, n, buf);
-            if (result != Status::Ok)
+            held_ = nullptr;
+            if (result != Status::Ok) {
+                if (held_len_ != 0)
+                    result = refused_read(result, line, held_len_, sector_num, n, buf);
                 break;
+            }
         } else if (min_sparse_ == 0 && status == Blk::Zero) {
             status = Blk::Data;
             __builtin_memset(buf, 0, n * SECTOR);

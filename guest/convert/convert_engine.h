@@ -30,6 +30,7 @@ struct Params {
     bool target_is_zero = false;      // --target-is-zero
     bool existing_target = false;     // -n
     bool out_of_order = false;        // -W (writes are issued in order anyway: see docs/convert.md)
+    bool one_request = false;         // -m 1: qemu-img has no second request in flight (see run())
     // Called whenever qemu's progress would move: done and total in 512-byte sectors, exactly qemu's
     // allocated_done / allocated_sectors (percentage = 100.0 * done / total).
     void (*progress)(void* ctx, uint64_t done, uint64_t total) = nullptr;

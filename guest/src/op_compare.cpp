@@ -127,6 +127,8 @@ Status compare_op(const uint8_t* arg, uint32_t arg_len) {
             rec.image = r.side;
             rec.offset = r.offset;
             rec.size_mismatch = r.size_mismatch ? 1u : 0u;
+            if (r.outcome == convert::CompareOutcome::ReadFailed)
+                rec.status = static_cast<uint32_t>(r.read_status);
             send(rec);
         }
     }

@@ -268,6 +268,7 @@ Status convert_op(const uint8_t* arg, uint32_t arg_len) {
         p.target_is_zero = (h.flags & INSTAR_CONVERT_TARGET_IS_ZERO) != 0;
         p.existing_target = (h.flags & INSTAR_CONVERT_EXISTING_TARGET) != 0;
         p.out_of_order = (h.flags & INSTAR_CONVERT_OUT_OF_ORDER) != 0;
+        p.one_request = (h.flags & INSTAR_CONVERT_ONE_COROUTINE) != 0;
         if (h.flags & INSTAR_CONVERT_PROGRESS) p.progress = progress;
         p.target_backing_size = h.target_backing_size;
         if (h.target_backing != INSTAR_CONVERT_NO_BACKING && !p.existing_target) { // -B only

@@ -64,12 +64,13 @@ class OracleDiff:
         return err
 
     def same(self, label, args, outputs=(), inputs=(), versions=VERSIONS, named_source=False, qemu_rc=None,
-             **options):
+             normalize=None, **options):
         """Runs `args` with each qemu-img and with instar (on copies of `inputs`, writing `outputs`).
         A failed command may leave qemu's empty or partial file and none of instar's (quirks
         create-atomic, convert-atomic); named_source: instar's convert error names the damaged
         source before qemu's words; qemu_rc: the exit status qemu gives where instar's is 0 (a
-        documented divergence, e.g. qcow-compressed-exit-status)."""
+        documented divergence, e.g. qcow-compressed-exit-status); normalize: applied to every file's
+        bytes before they are compared (e.g. a random identifier each tool writes)."""
         for ver in versions:
             got = {}
             for who in ('qemu', 'instar'):
@@ -88,6 +89,8 @@ class OracleDiff:
                 for f in list(outputs) + list(inputs):
                     p = self.path(tag + f)
                     files[f] = open(p, 'rb').read() if os.path.exists(p) else None
+                    if normalize is not None and files[f] is not None:
+                        files[f] = normalize(files[f])
                 got[who] = (rc, out.replace(tag, '@'), err.replace(tag, '@'), files)
             q, i = got['qemu'], got['instar']
             if qemu_rc is not None and q[0] == qemu_rc and i[0] == 0:

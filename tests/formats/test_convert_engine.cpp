@@ -56,7 +56,9 @@ public:
         return Status::Ok;
     }
     void close() override {}
+    bool backing_valid(const ImageReader&) const override { return !refuse_backing; }
     bool broken = false;
+    bool refuse_backing = false; // as a stale vmdk child (its parentCID not its parent's CID)
     int status_calls = 0;
 
 private:
@@ -211,6 +213,49 @@ TEST_CASE("backing chains compose as bdrv_block_status_above") {
     RecordingWriter c(4 * MiB, 65536, false);
     REQUIRE(convert_one(&top, c, p, 3 * MiB, &back) == Status::Ok);
     CHECK_MESSAGE((c.calls == std::vector<Call>{{'w', 0, MiB}, {'f', 0, 0}}), show(c.calls));
+}
+
+namespace {
+struct Lines final : instar::guest::ReasonSink {
+    std::string text;
+    void reason(const char* t, std::size_t n) override {
+        if (text.empty())
+            text.assign(t, n);
+    }
+};
+} // namespace
+
+TEST_CASE("an image that refuses its backing: reads through it fail, qemu's second coroutine reported") {
+    // top: [0,64K) data, then unallocated over a backing full of data; qemu's chunks for a vmdk top
+    // are one grain (the source's alignment, 64 KiB here).
+    FakeReader back(pattern(MiB, 7), {{MiB, Allocation::Data}});
+    FakeReader top(pattern(MiB, 3), {{64 * KiB, Allocation::Data}, {MiB - 64 * KiB, Allocation::Unallocated}});
+    top.refuse_backing = true;
+    ImageReader* chain[2] = {&top, &back};
+    auto run = [&](const Params& p, std::string* text) {
+        Source s{chain, 2u, 64 * KiB};
+        instar::hosted::BudgetAllocator alloc(3 * MiB);
+        RecordingWriter w(MiB, 65536, true);
+        Lines lines;
+        const Status st = run_convert(&s, 1, w, p, alloc, &lines);
+        *text = lines.text;
+        return st;
+    };
+    std::string text;
+    CHECK(run(Params{}, &text) == Status::Invalid);
+    CHECK(text == "\x01" "error while reading at byte 65536: Invalid argument\n"
+                  "error while reading at byte 131072: Invalid argument");
+    Params one;
+    one.one_request = true; // -m 1
+    CHECK(run(one, &text) == Status::Invalid);
+    CHECK(text == "error while reading at byte 65536: Invalid argument");
+    // -B: the top's unallocated run is left to the target's backing, never read.
+    Params b;
+    b.target_has_backing = true;
+    CHECK(run(b, &text) == Status::Ok);
+    // The same chain with the backing accepted copies it.
+    top.refuse_backing = false;
+    CHECK(run(Params{}, &text) == Status::Ok);
 }
 
 TEST_CASE("-c writes whole clusters and ends with an empty compressed write") {

@@ -279,6 +279,7 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_create_arg) == 72, "create arg layout");
 #define INSTAR_CONVERT_PROGRESS 32u           /* send INSTAR_HC_PROGRESS */
 #define INSTAR_CONVERT_SALVAGE 64u            /* --salvage: read errors become zeros (INSTAR_REC_CONVERT_SALVAGE) */
 #define INSTAR_CONVERT_WINDOW 128u            /* dd: copy only window_offset/window_length of the one source */
+#define INSTAR_CONVERT_ONE_COROUTINE 256u     /* -m 1: no second request in flight when a read fails */
 #define INSTAR_CONVERT_NO_BACKING 0xFFFFFFFFu /* instar_convert_image.backing: none */
 #define INSTAR_CONVERT_MAX_IMAGES 4096u       /* 64 sources x a 64-deep chain: more than any sane plan */
 
@@ -708,7 +709,8 @@ struct instar_compare_record {
     uint32_t image;         /* OPEN_FAILED: table index; STATUS/READ_FAILED: 0 FILE1, 1 FILE2 */
     uint64_t offset;        /* MISMATCH, STATUS_STRICT, READ_FAILED: the byte offset */
     uint32_t size_mismatch; /* 1: the sizes differ and "Warning: Image size mismatch!" was reached */
-    uint32_t reserved;
+    uint32_t status;        /* READ_FAILED: the read's guest Status, for the errno text (0, as before
+                               round 10: "Input/output error"); 0 otherwise */
 };
 INSTAR_ABI_ASSERT(sizeof(struct instar_compare_record) == 24, "compare record layout");
 

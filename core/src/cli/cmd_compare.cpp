@@ -5,6 +5,7 @@
 #include "cli/image_name.h"
 #include "cli/secrets.h"
 #include "ops/compare_op.h"
+#include "ops/info_op.h"
 #include "output/progress.h"
 
 #include <algorithm>
@@ -228,8 +229,8 @@ int cmd_compare(Context& ctx, std::span<const std::string> args) {
         report_error(ctx, "Sector allocation test failed for " + (report->size_mismatch ? over : side));
         return finish(3);
     default:
-        report_error(ctx, "Error while reading offset " + std::to_string(report->offset) + " of " + side +
-                              ": Input/output error");
+        report_error(ctx, "Error while reading offset " + std::to_string(report->offset) + " of " + side + ": " +
+                              status_errno_text(report->read_status));
         return finish(4);
     }
 }

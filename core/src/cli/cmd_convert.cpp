@@ -184,6 +184,7 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
                                      "output).");
         min_sparse = p.value;
     }
+    unsigned coroutines = 8; // qemu-img's default
     if (has("parallel")) {
         const std::string text = str("parallel");
         char* end = nullptr;
@@ -194,6 +195,7 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
                 return report_error(ctx, "Invalid number of coroutines specified. Must be between 1 and 16.");
             return report_error(ctx, "Invalid number of coroutines. Allowed number of coroutines is between 1 and 16");
         }
+        coroutines = static_cast<unsigned>(n);
     }
     std::uint64_t rate_limit = 0;
     if (has("rate"))
@@ -344,6 +346,7 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
     spec.min_sparse = min_sparse;
     spec.compressed = compressed;
     spec.out_of_order = has("oob-writes");
+    spec.coroutines = coroutines;
     // -t/-T (qemu's bdrv_parse_cache_mode; an invalid -t with -n is reported where qemu checks it).
     if (has("target-cache") && valid_cache_mode(str("target-cache")))
         spec.target_cache = str("target-cache");

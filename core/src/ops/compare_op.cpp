@@ -140,12 +140,14 @@ Expected<CompareReport> compare_images(const CompareSpec& spec, const PluginRegi
     const bool known = rec->outcome <= INSTAR_COMPARE_READ_FAILED;
     const bool sized = rec->size_mismatch == 0 || report.size1 != report.size2;
     const std::uint64_t limit = std::max(report.size1, report.size2);
-    if (!known || rec->image > 1 || !sized || rec->offset > limit || rec->reserved != 0)
+    if (!known || rec->image > 1 || !sized || rec->offset > limit ||
+        (rec->status != 0 && rec->outcome != INSTAR_COMPARE_READ_FAILED))
         return Error{"error while comparing: the sandbox sent an invalid record"};
     report.outcome = rec->outcome;
     report.side = rec->image;
     report.offset = rec->offset;
     report.size_mismatch = rec->size_mismatch != 0;
+    report.read_status = rec->status;
     return report;
 }
 

@@ -36,6 +36,7 @@ struct CompareReport {
     std::uint32_t side = 0;                           // STATUS/READ_FAILED: 0 FILE1, 1 FILE2
     std::uint64_t offset = 0;
     bool size_mismatch = false;
+    std::uint32_t read_status = 0; // READ_FAILED: the guest Status (status_errno_text)
     std::uint64_t size1 = 0, size2 = 0;
 };
 

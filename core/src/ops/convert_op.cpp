@@ -54,8 +54,6 @@ struct Plan {
     }
 };
 
-const char* salvage_errno_text(std::uint32_t status);
-
 // dd: a reason that is not the engine's own ("error while reading at byte N: ERRNO") is a format's
 // account of a damaged input, which qemu's driver reports as a corruption event before img_dd's line.
 bool engine_reason(const std::string& reason) {
@@ -97,7 +95,7 @@ std::string failure_message(const ConvertSpec& spec, const std::vector<const Cha
         const auto colon = reason.rfind(": ");
         const std::string why = engine_reason(reason) && colon != std::string::npos
                                     ? reason.substr(colon + 2)
-                                    : std::string(salvage_errno_text(run.exit_status));
+                                    : std::string(status_errno_text(run.exit_status));
         if (reason.rfind("error while writing", 0) == 0)
             return "error while writing to output image file: " + why;
         return "error while reading from input image file: " + why;
@@ -131,7 +129,12 @@ std::string failure_message(const ConvertSpec& spec, const std::vector<const Cha
     // since no source is at fault.
     // (After any lines qemu error_reports first: '\x01' LINE '\n', printed by report_error.)
     const std::size_t last_line = reason.rfind('\n');
-    if (reason.compare(last_line == std::string::npos ? 0 : last_line + 1, 28, "error while writing at byte ") == 0)
+    const std::size_t last = last_line == std::string::npos ? 0 : last_line + 1;
+    if (reason.compare(last, 28, "error while writing at byte ") == 0)
+        return reason;
+    // The engine's words for a read that failed with an errno and no reason of the format's (vmdk's
+    // parentCID check): qemu-img's lines exactly, as its convert coroutines report them.
+    if (reason.compare(last, 28, "error while reading at byte ") == 0)
         return reason;
     // Copying failed: a source's data could not be read (or the target written). Name the source
     // when there is only one, so the message says which file is damaged.
@@ -140,16 +143,6 @@ std::string failure_message(const ConvertSpec& spec, const std::vector<const Cha
     return "error while converting: " + reason;
 }
 
-// The engine's words for a failed request (convert_engine.cpp's errno_text), as strerror says them.
-const char* salvage_errno_text(std::uint32_t status) {
-    switch (static_cast<guest::Status>(status)) {
-    case guest::Status::NoMemory: return "Cannot allocate memory";
-    case guest::Status::Unsupported: return "Operation not supported";
-    case guest::Status::TooLarge: return "File too large";
-    case guest::Status::Invalid: return "Invalid argument";
-    default: return "Input/output error";
-    }
-}
 
 // --salvage: qemu-img warns once per failed sector; the guest sends runs of them.
 constexpr std::uint64_t MAX_SALVAGE_WARNINGS = 1u << 20; // ~60 MiB of text at most; a 512 MiB damaged run
@@ -160,7 +153,7 @@ void salvage_warnings(const vmm::RunResult& run, std::vector<std::string>& out) 
             continue;
         instar_convert_salvage w{};
         std::memcpy(&w, rec.data.data(), sizeof w);
-        const std::string why = std::string(": ") + salvage_errno_text(w.status);
+        const std::string why = std::string(": ") + status_errno_text(w.status);
         for (std::uint64_t i = 0; i < w.sectors && out.size() < MAX_SALVAGE_WARNINGS; ++i) {
             const std::string at = std::to_string(w.offset + i * 512);
             if (w.kind == INSTAR_SALVAGE_STATUS || w.kind == INSTAR_SALVAGE_BOTH)
@@ -589,7 +582,8 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
                       (report_progress ? INSTAR_CONVERT_PROGRESS : 0u) |
                       (spec.existing_target ? INSTAR_CONVERT_EXISTING_TARGET : 0u) |
                       (spec.target_is_zero ? INSTAR_CONVERT_TARGET_IS_ZERO : 0u) |
-                      (spec.salvage ? INSTAR_CONVERT_SALVAGE : 0u) | (spec.dd ? INSTAR_CONVERT_WINDOW : 0u);
+                      (spec.salvage ? INSTAR_CONVERT_SALVAGE : 0u) | (spec.dd ? INSTAR_CONVERT_WINDOW : 0u) |
+                      (spec.coroutines == 1 ? INSTAR_CONVERT_ONE_COROUTINE : 0u);
     if (spec.dd) {
         plan.head.window_offset = window_offset;
         plan.head.window_length = total;

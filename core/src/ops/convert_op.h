@@ -34,6 +34,7 @@ struct ConvertSpec {
     std::uint64_t min_sparse = 4096;           // -S bytes; 0 writes everything
     bool compressed = false;                   // -c
     bool out_of_order = false;                 // -W
+    unsigned coroutines = 8;                   // -m (qemu's default 8): only whether it is 1 matters
     // -t / -T: qemu's cache modes (none/off, writeback, writethrough, directsync, unsafe), already
     // checked; what each means for instar's files is in docs/convert.md ("Cache modes").
     std::string target_cache = "unsafe";

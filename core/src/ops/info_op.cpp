@@ -319,6 +319,16 @@ std::string status_message(Status s) {
     return "unknown error " + std::to_string(static_cast<int>(s));
 }
 
+const char* status_errno_text(std::uint32_t status) {
+    switch (static_cast<Status>(status)) {
+    case Status::NoMemory: return "Cannot allocate memory";
+    case Status::Unsupported: return "Operation not supported";
+    case Status::TooLarge: return "File too large";
+    case Status::Invalid: return "Invalid argument";
+    default: return "Input/output error";
+    }
+}
+
 // A second handle on an opened file, owned by the caller like any other OpenedFile.
 Expected<OpenedFile> duplicate(const OpenedFile& f) {
     OpenedFile copy = f;

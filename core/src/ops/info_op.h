@@ -87,4 +87,9 @@ Expected<bool> open_chain(const InfoOptions& opts, const PluginRegistry& plugins
 // The human name of a guest Status for messages.
 std::string status_message(guest::Status s);
 
+// The errno text (strerror's) qemu-img prints where the guest's data engines failed a request with
+// `status` (a guest::Status; convert_engine.cpp's errno_text): Invalid "Invalid argument", ...,
+// anything else "Input/output error".
+const char* status_errno_text(std::uint32_t status);
+
 } // namespace instar

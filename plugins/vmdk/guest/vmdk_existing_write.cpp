@@ -64,6 +64,24 @@ Status renew_cid(BlockDevice& dev, guest::Allocator& alloc, uint64_t at, uint64_
     return st;
 }
 
+// qemu's vmdk_write_cid after the first piece a write puts in place (vmdk_pwritev), once per open:
+// the descriptor window at `at` of `dev` (the image at 0x200, or the descriptor file at 0), a file of
+// `file_len` bytes when opened. A failed first piece (e.g. the parentCID check) leaves the CID alone.
+struct CidRenewal {
+    BlockDevice* dev;
+    uint64_t at;
+    uint64_t file_len;
+    uint64_t seed;
+    bool done;
+
+    Status renew(guest::Allocator& alloc) {
+        if (done)
+            return Status::Ok;
+        done = true;
+        return renew_cid(*dev, alloc, at, file_len, seed);
+    }
+};
+
 class ExistingVmdkWriter final : public guest::ImageWriter {
 public:
     // `own_cid`: a monolithicSparse image (its embedded descriptor gets the new CID; the writer owns
@@ -75,17 +93,26 @@ public:
                        uint32_t l1_size, uint8_t* grain_buf, bool own_cid = true, const guest::Codecs* codecs = nullptr,
                        uint8_t* packed = nullptr)
         : dev_(dev), alloc_(alloc), reasons_(reasons), h_(h), l1_size_(l1_size), grain_(h.granularity * 512),
-          buf_(grain_buf), cid_updated_(!own_cid), owns_buf_(own_cid), codecs_(codecs), packed_(packed) {
+          buf_(grain_buf), owns_buf_(own_cid), codecs_(codecs), packed_(packed) {
         const uint64_t sectors = (dev.size() + 511) / 512;
         next_sector_ = (sectors + h.granularity - 1) / h.granularity * h.granularity;
         file_len_ = dev.size();
+        own_cid_ = CidRenewal{&dev, VMDK_EMBEDDED_DESC_OFFSET, file_len_, file_len_ + h.capacity, !own_cid};
+        cid_ = &own_cid_;
     }
+    // An extent of a descriptor-file image: the descriptor's renewal, shared by every extent.
+    void share_cid(CidRenewal* cid) { cid_ = cid; }
+    // The descriptor's parentCID (qemu's s->parent_cid), for the check a new grain makes.
+    void set_parent_cid(uint32_t parent_cid) { parent_cid_ = parent_cid; }
 
     uint64_t cluster_size() const override { return grain_; }
     bool zero_init() const override { return false; }
     // vmdk_get_info: a streamOptimized extent takes only compressed grains.
     bool needs_compressed_writes() const override { return packed_ != nullptr; }
-    void set_backing(guest::ImageReader* backing) override { backing_ = backing; }
+    void set_backing(guest::ImageReader* backing) override {
+        backing_ = backing;
+        backing_ok_ = backing == nullptr || vmdk_backing_valid(parent_cid_, *backing);
+    }
     // An extent of a descriptor-file image: its first virtual byte (grain markers hold the disk's
     // sector, qemu's `offset >> 9`, not the extent's).
     void set_extent_start(uint64_t start) { extent_start_ = start; }
@@ -218,7 +245,6 @@ private:
         return Status::Ok;
     }
 
-    Status update_cid() { return renew_cid(dev_, alloc_, VMDK_EMBEDDED_DESC_OFFSET, file_len_, file_len_ + h_.capacity); }
 
     // qemu's get_whole_cluster into buf_: the grain at virtual `start` from the backing chain (zeros
     // past its end), or zeros for a zeroed grain or without one.
@@ -230,13 +256,14 @@ private:
         return backing_->read(start, buf_, static_cast<size_t>(bsize < grain_ ? bsize : grain_));
     }
 
-    // One piece inside one grain: data (src) or zeros (zero).
+    // One piece inside one grain: data (src) or zeros (zero); then, after the first, the new CID.
     Status piece(uint64_t offset, const uint8_t* src, uint64_t n, bool zero) {
-        if (!cid_updated_ && packed_ == nullptr) { // streamOptimized: after the grain (stream_piece)
-            if (const Status st = update_cid(); st != Status::Ok)
-                return st;
-            cid_updated_ = true;
-        }
+        if (const Status st = place(offset, src, n, zero); st != Status::Ok)
+            return st;
+        return cid_->renew(alloc_);
+    }
+
+    Status place(uint64_t offset, const uint8_t* src, uint64_t n, bool zero) {
         uint64_t at = 0;
         if (const Status st = entry_at(h_.gd_offset, offset, &at); st != Status::Ok)
             return st;
@@ -263,7 +290,10 @@ private:
             return zeroed ? Status::Ok : set_entry(offset, VMDK_GTE_ZEROED, at);
         if (zero && zeroed)
             return Status::Ok;
-        // A new grain: the rest from the backing chain (unallocated) or zeros (zeroed, or none).
+        // A new grain (qemu's get_whole_cluster: the parentCID check first, before anything is
+        // written): the rest from the backing chain (unallocated) or zeros (zeroed, or none).
+        if (!backing_ok_)
+            return Status::Invalid;
         if (const Status st = whole_grain(offset - in, zeroed); st != Status::Ok)
             return st;
         if (zero)
@@ -295,6 +325,8 @@ private:
         const uint64_t in = offset % grain_;
         if (zero && in == 0 && n == grain_ && (h_.flags & VMDK4_FLAG_ZERO_GRAIN))
             return zeroed ? Status::Ok : set_entry(offset, VMDK_GTE_ZEROED, at);
+        if (!backing_ok_) // get_whole_cluster's parentCID check, as above
+            return Status::Invalid;
         // With a backing chain, get_whole_cluster first writes the new grain whole with the chain's
         // bytes (the compressed data then covers its start); without one the zeros are written
         // below, only past the file's end (the rest is already zero).
@@ -360,10 +392,7 @@ private:
         if (start + grain_ > file_len_)
             file_len_ = start + grain_;
         next_sector_ = (start + bytes + 511) / 512;
-        if ((st = set_entry(offset, static_cast<uint32_t>(sector), at)) != Status::Ok || cid_updated_)
-            return st;
-        cid_updated_ = true; // qemu's vmdk_write_cid after the first write
-        return update_cid();
+        return set_entry(offset, static_cast<uint32_t>(sector), at); // piece() renews the CID
     }
 
     // qemu-img's "error while writing at byte N: ERRNO" for the request at `offset`, after `first`
@@ -401,9 +430,12 @@ private:
     uint8_t* buf_;
     uint64_t next_sector_ = 0;
     uint64_t file_len_ = 0;
-    bool cid_updated_ = false;
+    CidRenewal own_cid_{};
+    CidRenewal* cid_ = nullptr;
+    uint32_t parent_cid_ = 0;
     bool owns_buf_ = true;
     guest::ImageReader* backing_ = nullptr;
+    bool backing_ok_ = true;
     uint64_t extent_start_ = 0;
     const guest::Codecs* codecs_ = nullptr;
     uint8_t* packed_ = nullptr;
@@ -412,6 +444,20 @@ private:
 } // namespace
 
 namespace {
+
+// The parentCID of the descriptor embedded at 0x200 (qemu's desc_offset for a sparse file, COWD too),
+// read as qemu's vmdk_read_cid reads it; a window without one fails as qemu's open does.
+Status embedded_parent_cid(BlockDevice& dev, guest::Allocator& alloc, uint32_t* parent_cid) {
+    auto* w = static_cast<uint8_t*>(alloc.allocate(VMDK_DESC_WINDOW, 8));
+    if (w == nullptr)
+        return Status::NoMemory;
+    Status st = read_zero_filled(dev, VMDK_EMBEDDED_DESC_OFFSET, w, VMDK_DESC_WINDOW);
+    w[VMDK_DESC_WINDOW - 1] = 0;
+    if (st == Status::Ok && !descriptor_cid(text_of(w, VMDK_DESC_WINDOW), true, parent_cid))
+        st = Status::Corrupt;
+    alloc.deallocate(w, VMDK_DESC_WINDOW);
+    return st;
+}
 
 // Checks a sparse extent as open_writer always did and makes its writer. `embedded`: a
 // monolithicSparse image (its descriptor inside); else one extent of a descriptor-file image, whose
@@ -488,8 +534,18 @@ Status sparse_writer(BlockDevice& dev, guest::Allocator& alloc, guest::ReasonSin
         alloc.deallocate(buf, static_cast<size_t>(grain));
         return Status::NoMemory;
     }
+    // The embedded descriptor's parentCID (an extent's comes from its descriptor file: open_multi).
+    uint32_t parent_cid = 0;
+    if (embedded && (st = embedded_parent_cid(dev, alloc, &parent_cid)) != Status::Ok) {
+        if (packed != nullptr)
+            alloc.deallocate(packed, VMDK_GRAIN_MARKER_BYTES + STREAM_DEFLATE_CAP);
+        alloc.deallocate(buf, static_cast<size_t>(grain));
+        return st;
+    }
     auto* w = guest::arena_new<ExistingVmdkWriter>(alloc, dev, alloc, reasons, h, static_cast<uint32_t>(l1), buf,
                                                    embedded, codecs, packed);
+    if (w != nullptr)
+        w->set_parent_cid(parent_cid);
     if (w == nullptr) {
         if (packed != nullptr)
             alloc.deallocate(packed, VMDK_GRAIN_MARKER_BYTES + STREAM_DEFLATE_CAP);
@@ -509,7 +565,14 @@ class MultiExtentWriter final : public guest::ImageWriter {
 public:
     MultiExtentWriter(BlockDevice& desc, guest::Allocator& alloc, const ReadLayout& layout,
                       ExistingVmdkWriter** sparse, uint8_t* buf, uint64_t buf_bytes)
-        : desc_(desc), alloc_(alloc), layout_(layout), sparse_(sparse), buf_(buf), buf_bytes_(buf_bytes) {}
+        : desc_(desc), alloc_(alloc), layout_(layout), sparse_(sparse), buf_(buf), buf_bytes_(buf_bytes),
+          cid_{&desc, 0, desc.size(), desc.size() + layout.virtual_size, false} {
+        for (uint32_t i = 0; i < layout_.count; ++i)
+            if (sparse_[i] != nullptr) {
+                sparse_[i]->share_cid(&cid_);
+                sparse_[i]->set_parent_cid(layout_.parent_cid);
+            }
+    }
 
     // vmdk_get_info: the first extent's grain for a sparse image, none for a flat one.
     uint64_t cluster_size() const override {
@@ -519,7 +582,7 @@ public:
     void set_backing(guest::ImageReader* backing) override {
         for (uint32_t i = 0; i < layout_.count; ++i)
             if (sparse_[i] != nullptr)
-                sparse_[i]->set_backing(backing); // (convert -n never passes one)
+                sparse_[i]->set_backing(backing); // the parentCID check is each sparse extent's
     }
 
     Status write(uint64_t offset, const void* buf, size_t len) override {
@@ -559,12 +622,6 @@ private:
     Status each(uint64_t offset, uint64_t len, const uint8_t* src, bool zero) {
         if (offset > layout_.virtual_size || len > layout_.virtual_size - offset)
             return Status::Invalid;
-        if (len != 0 && !cid_updated_) {
-            if (const Status st = renew_cid(desc_, alloc_, 0, desc_.size(), desc_.size() + layout_.virtual_size);
-                st != Status::Ok)
-                return st;
-            cid_updated_ = true;
-        }
         uint32_t i = 0;
         while (len > 0) {
             while (i < layout_.count && offset >= layout_.extents[i].start + layout_.extents[i].bytes)
@@ -579,6 +636,8 @@ private:
                 st = zero ? sparse_[i]->write_zeroes(rel, n, false) : sparse_[i]->write(rel, src, static_cast<size_t>(n));
             else
                 st = flat(e, rel, src, n, zero);
+            if (st == Status::Ok) // a sparse extent's writer renewed it after its first grain
+                st = cid_.renew(alloc_);
             if (st != Status::Ok)
                 return st;
             offset += n;
@@ -610,7 +669,7 @@ private:
     ExistingVmdkWriter** sparse_;
     uint8_t* buf_;
     uint64_t buf_bytes_;
-    bool cid_updated_ = false;
+    CidRenewal cid_;
 };
 
 // Zeros written at a time into flat extents; also the least grain buffer shared by sparse extents.

@@ -49,6 +49,16 @@ public:
 
     uint64_t virtual_size() const override { return layout_.virtual_size; }
 
+    bool content_id(uint32_t kind, uint32_t* out) const override {
+        if (kind != VMDK_CID_KIND)
+            return false;
+        *out = layout_.cid;
+        return true;
+    }
+    bool backing_valid(const guest::ImageReader& backing) const override {
+        return vmdk_backing_valid(layout_.parent_cid, backing);
+    }
+
     Status status(uint64_t offset, uint64_t length, Extent* out) override {
         if (broken_)
             return Status::Corrupt;

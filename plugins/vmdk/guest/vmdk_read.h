@@ -56,7 +56,20 @@ struct ReadLayout {
     uint64_t virtual_size;
     uint64_t max_compressed_grain; // 0 when no extent is compressed
     uint64_t max_gt_bytes;         // largest grain table (KDMV: 2 KiB; COWD 16 KiB; seSparse 32 KiB)
+    uint32_t cid;                  // the descriptor's CID and parentCID, as qemu's vmdk_read_cid reads them
+    uint32_t parent_cid;
 };
+
+// ImageReader::content_id's kind for a vmdk CID: only a vmdk image answers it, so a vmdk child over
+// any other format fails the parentCID check, as qemu's vmdk_is_cid_valid says.
+inline constexpr uint32_t VMDK_CID_KIND = 0x44494356u; // "VCID"
+
+// qemu's vmdk_is_cid_valid: reads through a child's unallocated grains to its backing image need the
+// backing image to be a vmdk whose CID is the child's parentCID.
+inline bool vmdk_backing_valid(uint32_t parent_cid, const guest::ImageReader& backing) {
+    uint32_t cid = 0;
+    return backing.content_id(VMDK_CID_KIND, &cid) && cid == parent_cid;
+}
 
 // The open sequence (qemu's vmdk_open): fills `layout` (extents allocated from req.allocator,
 // released with free_layout). Reports qemu's reason through req.reasons on failure.

@@ -206,7 +206,8 @@ Status open_descriptor(const guest::OpenRequest& req, uint64_t desc_offset, Coll
 }
 
 // qemu's vmdk_parent_open and vmdk_read_cid: the open fails when these cannot be read.
-Status check_window(const guest::OpenRequest& req, uint64_t window_offset) {
+// Keeps the CIDs for the chain's parentCID check (vmdk_read.h).
+Status check_window(const guest::OpenRequest& req, uint64_t window_offset, ReadLayout* layout) {
     Buffer w(*req.allocator, VMDK_DESC_WINDOW);
     if (!w.p)
         return Status::NoMemory;
@@ -221,8 +222,7 @@ Status check_window(const guest::OpenRequest& req, uint64_t window_offset) {
         say(req.reasons, "Could not open '{image}': Invalid argument");
         return Status::Corrupt;
     }
-    uint32_t cid = 0;
-    if (!descriptor_cid(window, false, &cid) || !descriptor_cid(window, true, &cid)) {
+    if (!descriptor_cid(window, false, &layout->cid) || !descriptor_cid(window, true, &layout->parent_cid)) {
         say(req.reasons, "Could not open '{image}': Invalid argument");
         return Status::Corrupt;
     }
@@ -311,7 +311,7 @@ Status open_layout(const guest::OpenRequest& req, ReadLayout* layout) {
         st = open_descriptor(req, 0, &c);
     }
     if (st == Status::Ok)
-        st = check_window(req, window_offset);
+        st = check_window(req, window_offset, layout);
     if (st != Status::Ok) {
         free_layout(*req.allocator, layout);
         return st;

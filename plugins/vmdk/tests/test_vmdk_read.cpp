@@ -10,6 +10,7 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <memory>
 #include <ostream>
@@ -508,4 +509,31 @@ TEST_CASE("read: a KDMV header pointing at a descriptor reads its extents") {
     REQUIRE(o->status == Status::Ok);
     CHECK(o->runs() == std::vector<Run>{{0, 8192, Allocation::Data, OFFSET, 1, 0}});
     CHECK(o->bytes(100, 4) == Bytes(4, 0x42));
+}
+
+TEST_CASE("read: a child reads through its parent only while its parentCID is the parent's CID") {
+    SparseImage parent(16 * 128); // CID=12345678
+    SparseImage child(16 * 128);
+    const std::string stale = "parentCID=ffffffff", fresh = "parentCID=12345678";
+    const auto at = std::search(child.b.begin(), child.b.end(), stale.begin(), stale.end());
+    REQUIRE(at != child.b.end());
+    std::copy(fresh.begin(), fresh.end(), at);
+    auto p = open(parent.b);
+    auto c = open(child.b);
+    REQUIRE(p->status == Status::Ok);
+    REQUIRE(c->status == Status::Ok);
+    std::uint32_t cid = 0;
+    REQUIRE(p->reader->content_id(vmdk::VMDK_CID_KIND, &cid));
+    CHECK(cid == 0x12345678u);
+    CHECK_FALSE(p->reader->content_id(vmdk::VMDK_CID_KIND + 1, &cid)); // another format's kind
+    CHECK(c->reader->backing_valid(*p->reader));
+    // The parent written since (a new CID), or not a vmdk at all: refused, as qemu's vmdk_is_cid_valid.
+    CHECK_FALSE(p->reader->backing_valid(*c->reader)); // the parent's parentCID is ffffffff
+    struct Raw final : guest::ImageReader {
+        std::uint64_t virtual_size() const override { return 16 * 128 * 512; }
+        Status status(std::uint64_t, std::uint64_t, guest::Extent*) override { return Status::Invalid; }
+        Status read(std::uint64_t, void*, std::size_t) override { return Status::Invalid; }
+        void close() override {}
+    } raw;
+    CHECK_FALSE(c->reader->backing_valid(raw));
 }

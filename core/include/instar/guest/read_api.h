@@ -109,6 +109,25 @@ public:
     // Releases everything the reader allocated. The reader is unusable afterwards.
     virtual void close() = 0;
 
+    // Appended in module ABI 7 (docs/guest-abi.md): how a format ties an image to its backing image.
+    //
+    // The image's content identifier of `kind`, when it has one. `kind` is a tag the format chooses
+    // (a four-character code), so a format only ever recognises identifiers of its own: vmdk's CID,
+    // which a child records as its parentCID. false: no identifier of that kind.
+    virtual bool content_id(uint32_t kind, uint32_t* out) const {
+        (void)kind;
+        (void)out;
+        return false;
+    }
+    // Whether reads that fall through this image's Unallocated ranges to `backing` (the next image
+    // down) may go on. false: each such read fails with Invalid (the chain reader's answer), as
+    // qemu's vmdk fails them with -EINVAL when the child's parentCID is not its parent's CID. Block
+    // status is not affected (map and the allocation walk still see through).
+    virtual bool backing_valid(const ImageReader& backing) const {
+        (void)backing;
+        return true;
+    }
+
 protected:
     ~ImageReader() = default;
 };
