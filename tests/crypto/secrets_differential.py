@@ -162,7 +162,7 @@ def rebase_cases(d, work, qemu, qemu_io):
 
 def commit_base_cases(d, work, qemu, qemu_io):
     """commit into an encrypted base: a LUKS qcow2 base under a plain top (one smaller than the top,
-    so it grows first), a raw luks base, an encrypted top over an encrypted base (its own secret),
+    so it grows first), a legacy AES qcow2 base, a raw luks base, an encrypted top over an encrypted base (its own secret),
     and a three-deep chain (-b to the encrypted base, and the plain middle image as the base over it).
     The secrets by json: and --image-opts (backing.encrypt.key-secret / backing.key-secret), wrong,
     missing, a secret id that does not exist, the key option of the other format; with and without
@@ -178,13 +178,15 @@ def commit_base_cases(d, work, qemu, qemu_io):
                   '-c', 'write -P 0xab 4096 65536', '-c', 'write -P 0xcd 700k 5000', '-c', 'write -z 256k 64k')
 
     for directory, base_fmt, base_size, top_size in (('cq', 'qcow2', '1M', '1M'), ('cg', 'qcow2', '1M', '2M'),
-                                                     ('cl', 'luks', '1M', '1M'), ('ce', 'qcow2', '1M', '1M'),
-                                                     ('c3', 'qcow2', '1M', '1M')):
+                                                     ('ca', 'qcow2', '1M', '1M'), ('cl', 'luks', '1M', '1M'),
+                                                     ('ce', 'qcow2', '1M', '1M'), ('c3', 'qcow2', '1M', '1M')):
         for tag in ('', 'Qx_', 'Ix_'):
             os.makedirs(d.path(tag + directory), exist_ok=True)
         base = f'{directory}/b.{base_fmt}'
         key = 'encrypt.key-secret' if base_fmt == 'qcow2' else 'key-secret'
         create = ['-o', qenc('s0')] if base_fmt == 'qcow2' else ['-o', 'key-secret=s0,iter-time=10']
+        if directory == 'ca':
+            create = ['-o', 'encrypt.format=aes,encrypt.key-secret=s0']
         d.fixture(qemu, 'create', '-q', *obj, '-f', base_fmt, *create, base, base_size)
         d.fixture(qemu_io, *obj, '--image-opts', f'driver={base_fmt},{key}=s0,file.filename={base}',
                   '-c', 'write -P 0x11 0 1M')
@@ -262,6 +264,32 @@ def commit_base_cases(d, work, qemu, qemu_io):
             d.results[-1] = (name, problems)
 
 
+def check_chain_cases(d, qemu):
+    """check of a plain overlay over an encrypted backing image (qcow2 LUKS, raw luks): qemu opens
+    the chain with every key, so the backing image's secret (backing.encrypt.key-secret /
+    backing.key-secret, by --image-opts and json:) is required, checked, and a wrong one refused."""
+    for base, key in (('x.qcow2', 'encrypt.key-secret'), ('x.luks', 'key-secret')):
+        fmt = base.split('.')[1]
+        top = f'over-{fmt}.qcow2'
+        d.fixture(qemu, 'create', '-q', '-f', 'qcow2', '-b', base, '-F', fmt, top)
+        for label, secret, opts in (
+                ('no secret', PASS, None),
+                ('given', PASS, f'backing.{key}=s0'),
+                ('wrong', 'not-' + PASS, f'backing.{key}=s0'),
+                ('unknown id', PASS, f'backing.{key}=nosuch'),
+                ('the other format\'s key', PASS,
+                 'backing.' + ('key-secret' if key == 'encrypt.key-secret' else 'encrypt.key-secret') + '=s0')):
+            obj = ['--object', f'secret,id=s0,data={secret}']
+            names = [('plain', ['@' + top])] if opts is None else [
+                ('image-opts', ['--image-opts', f'driver=qcow2,{opts},file.filename=@{top}']),
+                ('json', ['json:' + json.dumps({'driver': 'qcow2', opts.split('=')[0]: opts.split('=')[1],
+                                                'file': {'driver': 'file', 'filename': '@' + top}})])]
+            for how, name in names:
+                for extra in ([], ['-r', 'all']):
+                    d.same(f'check {" ".join(extra)} over {fmt}: {label} ({how})', ['check', *extra, *obj, *name],
+                           inputs=[top])
+
+
 def main():
     tools, status = start(__doc__, 1, sandboxed=True)
     if tools is None:
@@ -329,6 +357,8 @@ def main():
             commit_base_cases(d, work, qemu, qemu_io)
         if not only or 'rebase' in only:
             rebase_cases(d, work, qemu, qemu_io)
+        if not only or 'check-chain' in only:
+            check_chain_cases(d, qemu)
         return report(d.results)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -178,7 +178,8 @@ int cmd_check(Context& ctx, std::span<const std::string> args) {
     if (image_opts && vm.count("format"))
         return report_error(ctx, "--image-opts and --format are mutually exclusive");
     // file:, json:{...} and --image-opts name local files only (cli/image_name.h, docs/info.md).
-    auto name = image_opts ? parse_image_opts(filename) : parse_image_name(filename, true);
+    // backing.[…]encrypt.key-secret / key-secret: the secrets of encrypted backing images.
+    auto name = image_opts ? parse_image_opts(filename, true) : parse_image_name(filename, true, true);
     if (!name)
         return report_error(ctx, "Could not open '" + filename + "': " + name.error());
     for (const auto& w : name->warnings)
@@ -209,6 +210,10 @@ int cmd_check(Context& ctx, std::span<const std::string> args) {
     if (!secret)
         return report_error(ctx, secret.error());
     co.secret = std::move(*secret);
+    co.backing_secret = [&](std::size_t depth, const std::string& format) {
+        const auto& levels = name->backing_strong;
+        return secret_for(*secrets, depth <= levels.size() ? secret_id(levels[depth - 1], format) : std::nullopt);
+    };
     co.unsafe_quirks = vm.count("unsafe-quirks") > 0;
     if (vm.count("allow-path"))
         co.allow_paths = vm["allow-path"].as<std::vector<std::string>>();

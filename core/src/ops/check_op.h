@@ -9,6 +9,7 @@
 #include <instar/guest_abi.h>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -23,6 +24,9 @@ struct CheckOptions {
     std::vector<std::string> allow_paths;
     bool unsafe_quirks = false; // qemu's raw fallback for unrecognised files (as info's)
     std::optional<std::string> secret; // the image's (--object secret): qemu unlocks its key first
+    // The secret of the encrypted backing image `depth` levels down (format: its driver), named by
+    // backing.[…]encrypt.key-secret / key-secret: qemu opens the chain with every key. Unset: none.
+    std::function<Expected<std::optional<std::string>>(std::size_t depth, const std::string& format)> backing_secret;
 };
 
 struct CheckReport {

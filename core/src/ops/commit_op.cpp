@@ -90,35 +90,6 @@ Expected<bool> reopen_base(const ChainLink& base, std::uint64_t size, Fd& out) {
     return true;
 }
 
-// qemu opens the top's chain from the top: an error opening the image `depth` levels down is framed
-// once per level (bdrv_open_backing_file) under the top's name.
-std::string open_frame(const std::string& top, std::size_t depth) {
-    std::string frame = "Could not open '" + top + "': ";
-    for (std::size_t i = 0; i < depth; ++i)
-        frame += "Could not open backing file: ";
-    return frame;
-}
-
-// qemu's open unlocks every encrypted image of the chain, top first, before commit checks anything
-// else: the first key error of links [0, levels) (no secret, a wrong one) in qemu's frame. One sandbox
-// run per encrypted image, so only where instar would otherwise report something else first or write
-// before the copy's run (which unlocks the keys again as it opens the chain).
-Expected<bool> unlock_chain(const OpenedChain& chain, std::size_t levels, const std::string& top,
-                            const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version) {
-    for (std::size_t d = 0; d < levels && d < chain.links.size(); ++d) {
-        const ChainLink& link = chain.links[d];
-        auto unlocked = unlock_image(link, link.secret, sandbox, qemu_version);
-        if (unlocked)
-            continue;
-        std::string why = unlocked.error();
-        const std::string head = "Could not open '" + link.name + "': ";
-        if (why.starts_with(head))
-            why.erase(0, head.size());
-        return Error{open_frame(top, d) + why};
-    }
-    return true;
-}
-
 std::string failure_message(const std::vector<const ChainLink*>& table, const vmm::RunResult& run,
                             const std::string& top) {
     std::string reason;

@@ -314,6 +314,29 @@ Expected<bool> unlock_image(const ChainLink& link, const std::optional<std::stri
     return true;
 }
 
+std::string open_frame(const std::string& top, std::size_t depth) {
+    std::string frame = "Could not open '" + top + "': ";
+    for (std::size_t i = 0; i < depth; ++i)
+        frame += "Could not open backing file: ";
+    return frame;
+}
+
+Expected<bool> unlock_chain(const OpenedChain& chain, std::size_t levels, const std::string& top,
+                            const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version, std::size_t first) {
+    for (std::size_t d = first; d < levels && d < chain.links.size(); ++d) {
+        const ChainLink& link = chain.links[d];
+        auto unlocked = unlock_image(link, link.secret, sandbox, qemu_version);
+        if (unlocked)
+            continue;
+        std::string why = unlocked.error();
+        const std::string head = "Could not open '" + link.name + "': ";
+        if (why.starts_with(head))
+            why.erase(0, head.size());
+        return Error{open_frame(top, d) + why};
+    }
+    return true;
+}
+
 namespace {
 
 bool mergeable(const MapEntry& curr, const MapEntry& next) {

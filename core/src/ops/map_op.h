@@ -68,6 +68,17 @@ Expected<MapResult> map_image(const MapSpec& spec, const PluginRegistry& plugins
 Expected<bool> unlock_image(const ChainLink& link, const std::optional<std::string>& secret,
                             vmm::SandboxConfig sandbox, std::uint32_t qemu_version);
 
+// qemu opens the top's chain from the top: an error opening the image `depth` levels down is framed
+// once per level (bdrv_open_backing_file) under the top's name `top`.
+std::string open_frame(const std::string& top, std::size_t depth);
+
+// qemu's open unlocks every encrypted image of a chain, top first, before the command checks
+// anything else: the first key error of links [0, levels) (no secret, a wrong one; each link's
+// `secret`) in qemu's frame, from link `first` (check unlocked the top already). One sandbox run per
+// encrypted image (commit, check).
+Expected<bool> unlock_chain(const OpenedChain& chain, std::size_t levels, const std::string& top,
+                            const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version, std::size_t first = 0);
+
 // Decodes the guest's INSTAR_REC_MAP payloads (untrusted): every entry inside [start, end), in order
 // and contiguous from `start`, flags known, depth inside the chain, files inside each layer's
 // files (file_counts[depth] other files besides the image). Returns the raw entries or an error.
