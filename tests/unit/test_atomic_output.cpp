@@ -160,6 +160,46 @@ TEST_CASE("an unnamed file replaces an existing target in one step and leaves no
     std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("replaced files are swapped out; a failure part-way swaps every one of them back") {
+    for (const bool named : {false, true}) {
+        const NoTmpfile hook(named);
+        const auto dir = temp_dir();
+        std::filesystem::create_directory(dir / "img");
+        std::filesystem::create_directory(dir / "data");
+        std::ofstream(dir / "data" / "x.raw") << "old data";
+        std::ofstream(dir / "img" / "x.qcow2") << "old image";
+        {
+            AtomicFiles files((dir / "img" / "x.qcow2").string());
+            auto image = files.open_image();
+            REQUIRE(image.ok());
+            CHECK(::write(*image, "new image\n", 10) == 10);
+            auto data = files.add_path((dir / "data" / "x.raw").string());
+            REQUIRE(data.ok());
+            CHECK(::write(*data, "new data\n", 9) == 9);
+            REQUIRE(files.commit().ok());
+        }
+        CHECK(content(dir / "data" / "x.raw") == "new data");
+        CHECK(content(dir / "img" / "x.qcow2") == "new image");
+        CHECK(entries(dir / "data") == std::vector<std::string>{"x.raw"});
+        CHECK(entries(dir / "img") == std::vector<std::string>{"x.qcow2"});
+        {
+            AtomicFiles files((dir / "img" / "y.qcow2").string());
+            REQUIRE(files.open_image().ok());
+            auto data = files.add_path((dir / "data" / "x.raw").string());
+            REQUIRE(data.ok());
+            CHECK(::write(*data, "newer data\n", 11) == 11);
+            // The image cannot be placed (a directory took its name): the data file, placed first,
+            // is swapped back.
+            std::filesystem::create_directory(dir / "img" / "y.qcow2");
+            CHECK_FALSE(files.commit().ok());
+        }
+        CHECK(content(dir / "data" / "x.raw") == "new data");
+        CHECK(entries(dir / "data") == std::vector<std::string>{"x.raw"});
+        CHECK_FALSE(has_temporary(dir / "img"));
+        std::filesystem::remove_all(dir);
+    }
+}
+
 TEST_CASE("with INSTAR_NO_TMPFILE=1 the files are named temporaries, removed without commit") {
     const NoTmpfile hook(true);
     const auto dir = temp_dir();

@@ -267,6 +267,44 @@ Expected<bool> AtomicFiles::link_unnamed(const File& f) {
     return Error{could_not_create(f.name, EEXIST)};
 }
 
+// RENAME_EXCHANGE (where the file system has it): `from` and `to` swap atomically, leaving the old
+// file at `from` for the caller to unlink, or to swap back. Unlike rename() over an existing file,
+// this does not make ext4 allocate and start writing the new file at once (its auto_da_alloc
+// heuristic for replace-via-rename), and so the next replace does not have to free those blocks
+// again: overwriting a 512 MiB raw target back to back cost 0.28 s more than qemu-img's O_TRUNC
+// (0.47 s against 0.19 s), and costs the same with the swap (docs/convert.md, "Figures"). false:
+// not swapped (no such file, or no RENAME_EXCHANGE there: the caller renames as before).
+bool exchange(const char* from, const char* to) {
+    return ::renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_EXCHANGE) == 0;
+}
+
+// Swaps `f` in for the existing file at its final path (exchange()); true with the old file left at
+// *old_name. An unnamed file gets a temporary name first (removed again when the swap fails).
+bool AtomicFiles::swap_in(const File& f, std::string* old_name) {
+    if (f.temp_path) {
+        if (!exchange(f.temp_path.get(), f.final_path.c_str()))
+            return false;
+        *old_name = f.temp_path.get();
+        return true;
+    }
+    const auto proc = proc_fd_path(f.fd);
+    for (int attempt = 0; attempt < MAX_NAME_ATTEMPTS; ++attempt) {
+        std::string temp = random_temp_name(dir_prefix(f.dir), f.final_path);
+        if (::linkat(AT_FDCWD, proc.text, AT_FDCWD, temp.c_str(), AT_SYMLINK_FOLLOW) != 0) {
+            if (errno == EEXIST)
+                continue;
+            return false;
+        }
+        if (!exchange(temp.c_str(), f.final_path.c_str())) {
+            ::unlink(temp.c_str());
+            return false;
+        }
+        *old_name = std::move(temp);
+        return true;
+    }
+    return false;
+}
+
 // Puts one file at its final path.
 Expected<bool> AtomicFiles::place(File& f) {
     if (!f.temp_path)
@@ -300,11 +338,15 @@ Expected<bool> AtomicFiles::commit() {
     struct Placed {
         const File* file;
         std::string backup; // "" when it replaced nothing (or no hard link could be made)
+        bool swapped = false; // backup is the temporary's name, holding the old file (exchange())
     };
     std::vector<Placed> placed;
     auto roll_back = [&placed] {
         for (auto p = placed.rbegin(); p != placed.rend(); ++p) {
-            if (!p->backup.empty())
+            if (p->swapped) { // swap back: the new file returns to the temporary's name, then goes
+                exchange(p->backup.c_str(), p->file->final_path.c_str());
+                ::unlink(p->backup.c_str());
+            } else if (!p->backup.empty())
                 ::rename(p->backup.c_str(), p->file->final_path.c_str()); // the old file, atomically
             else
                 ::unlink(p->file->final_path.c_str());
@@ -314,7 +356,14 @@ Expected<bool> AtomicFiles::commit() {
         File& f = files_[k % files_.size()]; // added files 1..n-1, then the image (0)
         std::string backup;
         struct stat st{};
-        if (::lstat(f.final_path.c_str(), &st) == 0 && !S_ISDIR(st.st_mode)) {
+        const bool exists = ::lstat(f.final_path.c_str(), &st) == 0 && !S_ISDIR(st.st_mode);
+        // The new file swaps with the one it replaces, which is then the backup under the new one's
+        // temporary name (a named temporary keeps its signal slot until that name is gone).
+        if (std::string old; exists && swap_in(f, &old)) {
+            placed.push_back({&f, std::move(old), true});
+            continue;
+        }
+        if (exists) {
             for (int attempt = 0; attempt < MAX_NAME_ATTEMPTS && backup.empty(); ++attempt) {
                 std::string name = random_temp_name(dir_prefix(f.dir), f.final_path) + ".old";
                 if (::link(f.final_path.c_str(), name.c_str()) == 0)
@@ -329,11 +378,19 @@ Expected<bool> AtomicFiles::commit() {
             roll_back();
             return done;
         }
-        placed.push_back({&f, std::move(backup)});
+        placed.push_back({&f, std::move(backup), false});
     }
-    for (const Placed& p : placed)
-        if (!p.backup.empty())
-            ::unlink(p.backup.c_str());
+    for (const Placed& p : placed) {
+        if (p.backup.empty())
+            continue;
+        ::unlink(p.backup.c_str());
+        if (p.swapped) { // the temporary's name is gone too
+            File& f = const_cast<File&>(*p.file);
+            signal_cleanup::unregister(f.signal_slot);
+            f.signal_slot = -1;
+            f.temp_path.reset();
+        }
+    }
     committed_ = true;
     return true;
 }

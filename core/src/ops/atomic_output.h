@@ -71,6 +71,7 @@ private:
     Expected<int> create_named(const std::string& name, const std::string& final_path, const std::string& dir);
     Expected<bool> place(File& f);
     Expected<bool> link_unnamed(const File& f);
+    bool swap_in(const File& f, std::string* old_name);
 
     std::string image_;
     bool external_ = false; // a file outside the image's directory (add_path): maybe another file system

@@ -245,7 +245,6 @@ private:
         return Status::Ok;
     }
 
-
     // qemu's get_whole_cluster into buf_: the grain at virtual `start` from the backing chain (zeros
     // past its end), or zeros for a zeroed grain or without one.
     Status whole_grain(uint64_t start, bool zeroed) {
