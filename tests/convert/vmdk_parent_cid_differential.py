@@ -17,7 +17,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'formats'))
-from differential_support import QEMUS, missing_oracle, report  # noqa: E402
+from differential_support import QEMUS, report, start  # noqa: E402
 from oracle_diff import VERSIONS, OracleDiff, sh  # noqa: E402
 
 CID_LINE = re.compile(rb'\nCID=[0-9a-f]+\n')
@@ -71,16 +71,12 @@ def reads(d, top, tag, parallel=(['-m', '2'],)):
 
 
 def main():
-    if len(sys.argv) != 2:
-        print(__doc__)
-        return 2
-    skip = missing_oracle()
-    if skip is not None:
-        print('SKIPPED LOUDLY: a qemu-img oracle is missing')
-        return skip
+    tools, status = start(__doc__, 1, sandboxed=True)
+    if tools is None:
+        return status
     work = tempfile.mkdtemp(prefix='instar-vmdk-cid-')
     try:
-        d = OracleDiff(sys.argv[1], work)
+        d = OracleDiff(tools[0], work)
         qemu, qemu_io = QEMUS['7.2']
         d.fixture(qemu, 'create', '-q', '-f', 'vmdk', 'base.vmdk', '4M')
         d.fixture(qemu_io, '-f', 'vmdk', '-c', 'write -P 0x11 0 1M', 'base.vmdk')
