@@ -334,7 +334,8 @@ Expected<bool> AtomicFiles::commit() {
     signal_cleanup::Section section;
     // What is in place so far, so that a failure part-way (a full disk, EXDEV, an entry that cannot
     // be replaced) puts every earlier file back instead of leaving half a set: a file that replaced
-    // another is undone from a hard link to the old one made just before; a new one is unlinked.
+    // another is swapped back, or undone from a hard link to the old one made just before; a new one
+    // is unlinked.
     struct Placed {
         const File* file;
         std::string backup; // "" when it replaced nothing (or no hard link could be made)
@@ -344,8 +345,9 @@ Expected<bool> AtomicFiles::commit() {
     auto roll_back = [&placed] {
         for (auto p = placed.rbegin(); p != placed.rend(); ++p) {
             if (p->swapped) { // swap back: the new file returns to the temporary's name, then goes
-                exchange(p->backup.c_str(), p->file->final_path.c_str());
-                ::unlink(p->backup.c_str());
+                // (if the swap back fails, the old file stays under that name: never removed)
+                if (exchange(p->backup.c_str(), p->file->final_path.c_str()))
+                    ::unlink(p->backup.c_str());
             } else if (!p->backup.empty())
                 ::rename(p->backup.c_str(), p->file->final_path.c_str()); // the old file, atomically
             else
