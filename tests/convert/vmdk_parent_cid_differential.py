@@ -86,6 +86,7 @@ def main():
                                   ('topz.vmdk', ['-o', 'zeroed_grain=on'], 'write -P 0x22 1M 64k')):
             d.fixture(qemu, 'create', '-q', '-f', 'vmdk', *opts, '-b', 'base.vmdk', '-F', 'vmdk', name)
             d.fixture(qemu_io, '-f', 'vmdk', '-c', write, name)
+        d.fixture(qemu_io, '-f', 'vmdk', '-c', 'write -z 0 64k', 'topz.vmdk')  # a zeroed grain (GTE 1)
         # a child split in extents (its descriptor file holds the CIDs)
         os.mkdir(d.path('split'))
         d.fixture(qemu, 'create', '-q', '-f', 'vmdk', 'split/base.vmdk', '4M')
@@ -95,11 +96,17 @@ def main():
         d.fixture(qemu_io, '-f', 'vmdk', '-c', 'write -P 0x22 1M 64k', 'split/top.vmdk')
         d.write('data.raw', bytes(range(256)) * 1024)   # 256 KiB of data
         d.write('zero.raw', bytes(65536))               # one whole zero grain
+        d.write('part.raw', bytes(32768))               # half a grain of zeros
         split_files = ['base.vmdk', 'top.vmdk', 'top-s001.vmdk']
 
         # The parent as the child recorded it: everything reads through.
         for top in ('top.vmdk', 'top0.vmdk'):
             reads(d, top, f'valid {top}')
+        # Zeros over part of a zeroed grain: qemu's zeroed write refuses it, the zeros it then
+        # writes allocate a grain (instar too since round 10).
+        d.same('valid topz.vmdk: convert -n half a grain of zeros',
+               ['convert', '-n', '-f', 'raw', '-O', 'vmdk', 'part.raw', '@topz.vmdk'], inputs=['topz.vmdk'],
+               normalize=any_cid)
         same_in_copies(d, 'valid split: convert', d.path('split'), ['convert', '-O', 'raw', 'top.vmdk', 'o.raw'],
                        split_files + ['o.raw'])
 
@@ -112,6 +119,9 @@ def main():
         reads(d, 'top0.vmdk', 'stale top0.vmdk', parallel=())
         # convert -n into a stale child: the first grain it allocates fails, nothing is written
         # (not even the new CID); writes into its own grains and whole zeroed grains go through.
+        d.same('stale topz.vmdk: convert -n half a grain of zeros',
+               ['convert', '-n', '-f', 'raw', '-O', 'vmdk', 'part.raw', '@topz.vmdk'], inputs=['topz.vmdk'],
+               normalize=any_cid)
         for top in ('top.vmdk', 'topz.vmdk'):
             d.same(f'stale {top}: convert -n data', ['convert', '-n', '-f', 'raw', '-O', 'vmdk', 'data.raw', '@' + top],
                    inputs=[top], normalize=any_cid)

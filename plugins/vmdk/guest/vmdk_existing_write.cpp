@@ -287,8 +287,8 @@ private:
         }
         if (zero && n == grain_ && (h_.flags & VMDK4_FLAG_ZERO_GRAIN))
             return zeroed ? Status::Ok : set_entry(offset, VMDK_GTE_ZEROED, at);
-        if (zero && zeroed)
-            return Status::Ok;
+        // A part of a grain, zeroed or not, gets a grain of its own, even for zeros: qemu's zeroed
+        // write refuses it (ENOTSUP), the block layer then writes zeros, which allocates.
         // A new grain (qemu's get_whole_cluster: the parentCID check first, before anything is
         // written): the rest from the backing chain (unallocated) or zeros (zeroed, or none).
         if (!backing_ok_)
