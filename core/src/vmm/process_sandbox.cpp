@@ -14,7 +14,10 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 
+#include "vmm/compress_pool.h"
+#include "vmm/device_io.h"
 #include "vmm/guest_layout.h"
 #include "vmm/guest_memory.h"
 #include "vmm/hypercall_server.h"
@@ -193,7 +196,22 @@ Outcome<RunResult> run_in_process(const SandboxConfig& config, std::uint64_t ram
 
     auto watchdog = Watchdog::arm(config.timeout);
     if (!watchdog) return watchdog.error();
-    HypercallServer server(m, devices, *watchdog.value(), config.outputs, config.progress);
+    // The same host threads as the KVM sandbox's (sandbox.cpp): write-behind when asked, and
+    // INSTAR_HC_COMPRESS on one worker per online CPU beside this thread. This side of the process
+    // sandbox is instar itself, not the confined guest, so the threads need no confinement of their
+    // own. Without them -c compressed on this thread alone: twice qemu-img's -c -W on two CPUs.
+    std::optional<WriteBehind> writer;
+    if (config.write_behind) {
+        writer.emplace(*watchdog.value());
+        if (!writer->start({})) writer.reset(); // no thread: plain writes
+    }
+    std::optional<CompressPool> pool;
+    if (config.compress_workers) {
+        pool.emplace();
+        if (const unsigned cpus = online_cpus(); cpus > 1) pool->start(cpus - 1, {});
+    }
+    HypercallServer server(m, devices, *watchdog.value(), config.outputs, config.progress, writer ? &*writer : nullptr);
+    if (pool) server.set_compress_pool(&*pool);
     std::string confinement;
     bool hello = false;
     auto fail = [&](SandboxError e) -> Outcome<RunResult> {
