@@ -143,7 +143,6 @@ std::string failure_message(const ConvertSpec& spec, const std::vector<const Cha
     return "error while converting: " + reason;
 }
 
-
 // --salvage: qemu-img warns once per failed sector; the guest sends runs of them.
 constexpr std::uint64_t MAX_SALVAGE_WARNINGS = 1u << 20; // ~60 MiB of text at most; a 512 MiB damaged run
 
