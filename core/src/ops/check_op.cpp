@@ -202,22 +202,13 @@ Expected<CheckReport> run_check(const CheckOptions& opts, const PluginRegistry& 
     // ... and so is each encrypted backing image's, below it in qemu's frame ("Could not open 'T':
     // Could not open backing file: Parameter 'encrypt.key-secret' is required for cipher").
     const bool whole_chain = fallback.links.empty(); // (the snapshot-table fallback opened the top alone)
-    for (std::size_t d = 1; whole_chain && d < chain.links.size(); ++d) {
-        ChainLink& below = chain.links[d];
-        if (!below.node.encrypted.value_or(false))
-            continue;
-        auto secret = opts.backing_secret ? opts.backing_secret(d, below.node.format)
-                                          : Expected<std::optional<std::string>>{std::nullopt};
-        if (!secret) {
-            if (auto keys = unlock_chain(chain, d, opts.filename, sandbox, qemu_version, 1); !keys)
-                return Error{keys.error()};
-            return Error{open_frame(opts.filename, d) + secret.error()};
-        }
-        below.secret = std::move(*secret);
-    }
-    if (whole_chain)
+    if (whole_chain) {
+        if (auto named = assign_backing_secrets(chain, opts.backing_secret, opts.filename, sandbox, qemu_version, 1);
+            !named)
+            return Error{named.error()};
         if (auto keys = unlock_chain(chain, chain.links.size(), opts.filename, sandbox, qemu_version, 1); !keys)
             return Error{keys.error()};
+    }
     auto module = guest_module_path(*link.plugin);
     if (!module)
         return Error{module.error()};

@@ -144,18 +144,8 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
     // Each encrypted image's secret: the top's, then the one its level's backing.[…]key-secret names.
     if (!chain.links.empty())
         chain.links.front().secret = spec.secret;
-    for (std::size_t d = 1; d < chain.links.size() && spec.backing_secret; ++d) {
-        ChainLink& link = chain.links[d];
-        if (!link.node.encrypted.value_or(false))
-            continue;
-        auto secret = spec.backing_secret(d, link.node.format);
-        if (!secret) {
-            if (auto keys = unlock_chain(chain, d, spec.filename, sandbox, qemu_version); !keys)
-                return Error{keys.error()};
-            return Error{open_frame(spec.filename, d) + secret.error()};
-        }
-        link.secret = std::move(*secret);
-    }
+    if (auto named = assign_backing_secrets(chain, spec.backing_secret, spec.filename, sandbox, qemu_version); !named)
+        return Error{named.error()};
     // An error commit finds after qemu's open comes after the open's key errors.
     auto keys_first = [&](const std::string& message) -> Error {
         if (auto keys = unlock_chain(chain, chain.links.size(), spec.filename, sandbox, qemu_version); !keys)

@@ -337,6 +337,24 @@ Expected<bool> unlock_chain(const OpenedChain& chain, std::size_t levels, const 
     return true;
 }
 
+Expected<bool> assign_backing_secrets(OpenedChain& chain, const BackingSecretFn& secret_of, const std::string& top,
+                                      const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version,
+                                      std::size_t first) {
+    for (std::size_t d = 1; d < chain.links.size() && secret_of; ++d) {
+        ChainLink& link = chain.links[d];
+        if (!link.node.encrypted.value_or(false))
+            continue;
+        auto secret = secret_of(d, link.node.format);
+        if (!secret) {
+            if (auto keys = unlock_chain(chain, d, top, sandbox, qemu_version, first); !keys)
+                return Error{keys.error()};
+            return Error{open_frame(top, d) + secret.error()};
+        }
+        link.secret = std::move(*secret);
+    }
+    return true;
+}
+
 namespace {
 
 bool mergeable(const MapEntry& curr, const MapEntry& next) {

@@ -79,6 +79,17 @@ std::string open_frame(const std::string& top, std::size_t depth);
 Expected<bool> unlock_chain(const OpenedChain& chain, std::size_t levels, const std::string& top,
                             const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version, std::size_t first = 0);
 
+// The secret of the encrypted backing image `depth` levels down (format: its driver), as the user
+// named it (backing.[…]encrypt.key-secret / key-secret); nullopt when none was named.
+using BackingSecretFn = std::function<Expected<std::optional<std::string>>(std::size_t depth, const std::string& format)>;
+
+// Sets the `secret` of each encrypted backing image of `chain` (links 1..) from `secret_of` (empty:
+// none named). A lookup that fails (no secret with that id) is reported as qemu's open reports it:
+// after the key errors of the links above it (unlock_chain from `first`), in the frame of its level.
+Expected<bool> assign_backing_secrets(OpenedChain& chain, const BackingSecretFn& secret_of, const std::string& top,
+                                      const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version,
+                                      std::size_t first = 0);
+
 // Decodes the guest's INSTAR_REC_MAP payloads (untrusted): every entry inside [start, end), in order
 // and contiguous from `start`, flags known, depth inside the chain, files inside each layer's
 // files (file_counts[depth] other files besides the image). Returns the raw entries or an error.
