@@ -244,27 +244,37 @@ Expected<int> AtomicFiles::add_path(const std::string& path) {
 // An unnamed file gets its name: linked straight to a target that does not exist; over one that
 // does, linked to a fresh temporary name and renamed over it (linkat never replaces). A kill -9
 // between that link and the rename leaves the temporary name behind (docs/create.md).
+// Links the unnamed file `f` under a fresh temporary name beside its final path: 0 with the name in
+// *temp, else the errno (EEXIST when every name tried was taken).
+int AtomicFiles::link_temp_name(const File& f, std::string* temp) {
+    const auto proc = proc_fd_path(f.fd);
+    for (int attempt = 0; attempt < MAX_NAME_ATTEMPTS; ++attempt) {
+        std::string name = random_temp_name(dir_prefix(f.dir), f.final_path);
+        if (::linkat(AT_FDCWD, proc.text, AT_FDCWD, name.c_str(), AT_SYMLINK_FOLLOW) == 0) {
+            *temp = std::move(name);
+            return 0;
+        }
+        if (errno != EEXIST)
+            return errno;
+    }
+    return EEXIST;
+}
+
 Expected<bool> AtomicFiles::link_unnamed(const File& f) {
     const auto proc = proc_fd_path(f.fd);
     if (::linkat(AT_FDCWD, proc.text, AT_FDCWD, f.final_path.c_str(), AT_SYMLINK_FOLLOW) == 0)
         return true;
     if (errno != EEXIST)
         return Error{could_not_create(f.name, errno)};
-    for (int attempt = 0; attempt < MAX_NAME_ATTEMPTS; ++attempt) {
-        const std::string temp = random_temp_name(dir_prefix(f.dir), f.final_path);
-        if (::linkat(AT_FDCWD, proc.text, AT_FDCWD, temp.c_str(), AT_SYMLINK_FOLLOW) != 0) {
-            if (errno == EEXIST)
-                continue;
-            return Error{could_not_create(f.name, errno)};
-        }
-        if (::rename(temp.c_str(), f.final_path.c_str()) != 0) {
-            const int err = errno;
-            ::unlink(temp.c_str());
-            return Error{could_not_create(f.name, err)};
-        }
-        return true;
+    std::string temp;
+    if (const int err = link_temp_name(f, &temp); err != 0)
+        return Error{could_not_create(f.name, err)};
+    if (::rename(temp.c_str(), f.final_path.c_str()) != 0) {
+        const int err = errno;
+        ::unlink(temp.c_str());
+        return Error{could_not_create(f.name, err)};
     }
-    return Error{could_not_create(f.name, EEXIST)};
+    return true;
 }
 
 // RENAME_EXCHANGE (where the file system has it): `from` and `to` swap atomically, leaving the old
@@ -287,22 +297,15 @@ bool AtomicFiles::swap_in(const File& f, std::string* old_name) {
         *old_name = f.temp_path.get();
         return true;
     }
-    const auto proc = proc_fd_path(f.fd);
-    for (int attempt = 0; attempt < MAX_NAME_ATTEMPTS; ++attempt) {
-        std::string temp = random_temp_name(dir_prefix(f.dir), f.final_path);
-        if (::linkat(AT_FDCWD, proc.text, AT_FDCWD, temp.c_str(), AT_SYMLINK_FOLLOW) != 0) {
-            if (errno == EEXIST)
-                continue;
-            return false;
-        }
-        if (!exchange(temp.c_str(), f.final_path.c_str())) {
-            ::unlink(temp.c_str());
-            return false;
-        }
-        *old_name = std::move(temp);
-        return true;
+    std::string temp;
+    if (link_temp_name(f, &temp) != 0)
+        return false;
+    if (!exchange(temp.c_str(), f.final_path.c_str())) {
+        ::unlink(temp.c_str());
+        return false;
     }
-    return false;
+    *old_name = std::move(temp);
+    return true;
 }
 
 // Puts one file at its final path.

@@ -72,6 +72,7 @@ private:
     Expected<bool> place(File& f);
     Expected<bool> link_unnamed(const File& f);
     bool swap_in(const File& f, std::string* old_name);
+    static int link_temp_name(const File& f, std::string* temp);
 
     std::string image_;
     bool external_ = false; // a file outside the image's directory (add_path): maybe another file system
