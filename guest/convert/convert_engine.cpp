@@ -127,16 +127,6 @@ void append_u64(char* dst, size_t cap, size_t* len, uint64_t v) {
     dst[*len] = 0;
 }
 
-const char* errno_text(Status st) {
-    switch (st) {
-    case Status::NoMemory: return "Cannot allocate memory";
-    case Status::Unsupported: return "Operation not supported";
-    case Status::TooLarge: return "File too large";
-    case Status::Invalid: return "Invalid argument";
-    default: return "Input/output error";
-    }
-}
-
 class Converter {
 public:
     Converter(const Source* sources, uint32_t count, ImageWriter& target, const Params& p, guest::ReasonSink* reasons)
@@ -153,7 +143,7 @@ private:
             append(text, sizeof text, &len, what);
             append_u64(text, sizeof text, &len, byte);
             append(text, sizeof text, &len, ": ");
-            append(text, sizeof text, &len, errno_text(st));
+            append(text, sizeof text, &len, guest::status_strerror(st));
             if (held_ != nullptr) { // kept for refused_read()
                 __builtin_memcpy(held_, text, len + 1);
                 held_len_ = len;

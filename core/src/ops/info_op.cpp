@@ -320,13 +320,7 @@ std::string status_message(Status s) {
 }
 
 const char* status_errno_text(std::uint32_t status) {
-    switch (static_cast<Status>(status)) {
-    case Status::NoMemory: return "Cannot allocate memory";
-    case Status::Unsupported: return "Operation not supported";
-    case Status::TooLarge: return "File too large";
-    case Status::Invalid: return "Invalid argument";
-    default: return "Input/output error";
-    }
+    return guest::status_strerror(static_cast<Status>(status));
 }
 
 // A second handle on an opened file, owned by the caller like any other OpenedFile.

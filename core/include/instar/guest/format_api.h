@@ -20,6 +20,18 @@ enum class Status : int32_t {
     NeedFiles = 7,   // the image names other files (reported through the sink): run again with them
 };
 
+// The errno text (strerror's) qemu-img prints where a data request failed with `st`: the convert
+// engine's messages, and the host's reading of a Status a guest sent back.
+inline const char* status_strerror(Status st) {
+    switch (st) {
+    case Status::NoMemory: return "Cannot allocate memory";
+    case Status::Unsupported: return "Operation not supported";
+    case Status::TooLarge: return "File too large";
+    case Status::Invalid: return "Invalid argument";
+    default: return "Input/output error";
+    }
+}
+
 // A read-only (or, for outputs, writable) device: an image file the host opened for us.
 class BlockDevice {
 public:
