@@ -260,10 +260,10 @@ ImageFile::~ImageFile() { ::munmap(const_cast<void*>(addr), len); }
 bool place_guest_image(const GuestImage& image, GuestMemory& mem, std::uint64_t base) {
     std::uint8_t* dst = mem.range(base, image.size);
     if (dst == nullptr) return false;
-    for (const ImageSegment& seg : image.segments) { // each inside [0, size): checked at parse time
-        std::memcpy(dst + seg.offset, seg.data, seg.file_size);
-        std::memset(dst + seg.offset + seg.file_size, 0, seg.mem_size - seg.file_size);
-    }
+    // Each segment lies inside [0, size) (checked at parse time). Guest memory is fresh, hence
+    // zero: a segment's tail past its file bytes (.bss) needs no clearing, and clearing it would
+    // only fault in pages the guest may never touch.
+    for (const ImageSegment& seg : image.segments) mem.load(base + seg.offset, seg.data, seg.file_size);
     for (const auto& [offset, addend] : image.relocs) {
         const std::uint64_t value = base + addend;
         std::memcpy(dst + offset, &value, sizeof(value)); // offset <= size - 8, checked at parse time

@@ -59,8 +59,8 @@ inline constexpr std::uint64_t MAX_MODULE_SIZE = 64ull << 20;
 // Parses (once per path and modification time; cached for the process) and validates an image.
 Outcome<std::shared_ptr<const GuestImage>> load_guest_image(const std::string& path, ImageKind kind);
 
-// Copies an image into guest RAM at `base` (its link_base for the runtime) and relocates it.
-// Returns false when it does not fit.
+// Copies an image into fresh (all-zero) guest RAM at `base` (its link_base for the runtime) and
+// relocates it. Returns false when it does not fit.
 bool place_guest_image(const GuestImage& image, GuestMemory& mem, std::uint64_t base);
 
 } // namespace instar::vmm

@@ -8,6 +8,10 @@
 #include <cstring>
 #include <utility>
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 // Linux 5.14 (uapi/asm-generic/mman-common.h); older headers lack it
+#endif
+
 namespace instar::vmm {
 
 namespace {
@@ -64,6 +68,30 @@ Outcome<GuestMemory> GuestMemory::create_shared(std::uint64_t size) {
         return SandboxError{ErrorKind::HostResource, std::string("cannot map guest memory (memfd): ") + std::strerror(errno), {}};
     }
     return made;
+}
+
+void GuestMemory::load(std::uint64_t gpa, const void* data, std::size_t len) {
+    const auto* from = static_cast<const std::uint8_t*>(data);
+    if (memfd_ >= 0) {
+        // A start-up writes ~800 KiB of runtime and module: through the mapping that is ~200 faults
+        // on fresh shmem pages (3 ms under nested paging), by pwrite 0.3 ms (docs/sandbox.md).
+        while (len > 0) {
+            const ssize_t n = ::pwrite(memfd_, from, len, static_cast<off_t>(gpa));
+            if (n <= 0) break; // then copy the rest through the mapping
+            from += n;
+            gpa += static_cast<std::uint64_t>(n);
+            len -= static_cast<std::size_t>(n);
+        }
+    } else if (len > 0) {
+        // One call allocates the pages the copy then fills; advice only (EINVAL before Linux 5.14).
+        const std::uintptr_t page = 4096;
+        const auto first = reinterpret_cast<std::uintptr_t>(base_ + gpa) & ~(page - 1);
+        const auto last = reinterpret_cast<std::uintptr_t>(base_ + gpa + len);
+        // SAFETY: [first, last) lies in this mapping: gpa..gpa+len is inside RAM (the caller's
+        // range() check) and RAM starts page-aligned.
+        (void)::madvise(reinterpret_cast<void*>(first), last - first, MADV_POPULATE_WRITE);
+    }
+    if (len > 0) std::memcpy(base_ + gpa, from, len);
 }
 
 GuestMemory::GuestMemory(GuestMemory&& o) noexcept

@@ -34,6 +34,12 @@ public:
         return base_ + gpa;
     }
 
+    // Copies host bytes into fresh guest RAM at [gpa, gpa + len) (the caller has checked the range),
+    // the way that costs least at start-up: a memfd takes them by pwrite (the kernel allocates and
+    // fills its pages without a page fault per 4 KiB), anonymous RAM is populated in one madvise
+    // first. Memory made by create()/create_shared() starts zeroed, so bytes never loaded read 0.
+    void load(std::uint64_t gpa, const void* data, std::size_t len);
+
 private:
     GuestMemory() = default;
     void* reservation_ = nullptr;
