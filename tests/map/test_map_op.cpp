@@ -55,7 +55,8 @@ TEST_CASE("decode: the guest's runs are checked before use") {
     auto ok = decode_map_records({payload({run(0, 10, DATA, 0, 0, 1), run(10, 5, INSTAR_MAP_ZERO, 0, 1)})}, 0, 15,
                                  files);
     REQUIRE(ok);
-    CHECK(ok->size() == 2);
+    CHECK(ok->count == 2);
+    CHECK(ok->end == 15);
     // a gap, an overlap, past the end, unknown flags, a bad depth or file, a torn record
     CHECK(!decode_map_records({payload({run(1, 10, DATA)})}, 0, 15, files));
     CHECK(!decode_map_records({payload({run(0, 10, DATA), run(9, 6, DATA, 10)})}, 0, 15, files));

@@ -8,6 +8,7 @@
 #include "util/expected.h"
 #include "vmm/sandbox.h"
 
+#include <cstring>
 #include <instar/guest_abi.h>
 
 #include <cstdint>
@@ -50,7 +51,7 @@ struct MapResult {
     std::optional<std::string> walk_notice; // a line qemu's driver prints first (no "prog: " prefix)
 };
 
-// Receives the runs in disk order, chunk by chunk (one per sandbox run), with the file names.
+// Receives the runs in disk order, a bounded slice at a time (1024 runs), with the file names.
 using MapChunkSink = std::function<void(const std::vector<MapEntry>& entries, const std::vector<std::string>& files)>;
 
 // Errors (opening) are qemu-img's messages without the "prog: " prefix. With a sink, the runs go
@@ -90,12 +91,28 @@ Expected<bool> assign_backing_secrets(OpenedChain& chain, const BackingSecretFn&
                                       const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version,
                                       std::size_t first = 0);
 
-// Decodes the guest's INSTAR_REC_MAP payloads (untrusted): every entry inside [start, end), in order
+// The checked runs of one sandbox run's INSTAR_REC_MAP payloads, read where they lie: a big map's
+// records are MiBs, and a copy of them costs a page fault per 4 KiB.
+struct MapRecords {
+    const std::vector<std::vector<std::uint8_t>>* payloads = nullptr;
+    std::size_t count = 0;
+    std::uint64_t end = 0; // where the last run ends (the walk's start when there are none)
+
+    template <class F> void for_each(F&& f) const {
+        for (const auto& p : *payloads)
+            for (std::size_t i = 0; i < p.size() / sizeof(instar_map_entry); ++i) {
+                instar_map_entry e{};
+                std::memcpy(&e, p.data() + i * sizeof e, sizeof e);
+                f(e);
+            }
+    }
+};
+
+// Checks the guest's INSTAR_REC_MAP payloads (untrusted): every entry inside [start, end), in order
 // and contiguous from `start`, flags known, depth inside the chain, files inside each layer's
-// files (file_counts[depth] other files besides the image). Returns the raw entries or an error.
-Expected<std::vector<instar_map_entry>> decode_map_records(const std::vector<std::vector<std::uint8_t>>& payloads,
-                                                           std::uint64_t start, std::uint64_t end,
-                                                           const std::vector<std::uint32_t>& file_counts);
+// files (file_counts[depth] other files besides the image). The payloads must outlive the result.
+Expected<MapRecords> decode_map_records(const std::vector<std::vector<std::uint8_t>>& payloads, std::uint64_t start,
+                                        std::uint64_t end, const std::vector<std::uint32_t>& file_counts);
 
 // qemu-img's output for `result` (img_map's loop with dump_map_entry and entry_mergeable): stdout
 // text, and an error (without prefix) when qemu would stop with one ("File contains external,
