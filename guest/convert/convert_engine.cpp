@@ -437,9 +437,16 @@ Status Converter::run(guest::Allocator& alloc) {
         sector_num += n;
     }
 
-    uint8_t* buf = static_cast<uint8_t*>(alloc.allocate(static_cast<size_t>(buf_sectors_ * SECTOR), 64));
-    if (buf == nullptr)
+    const size_t buf_bytes = static_cast<size_t>(buf_sectors_ * SECTOR);
+    uint8_t* bufs[2] = {static_cast<uint8_t*>(alloc.allocate(buf_bytes, 64)), nullptr};
+    if (bufs[0] == nullptr)
         return Status::NoMemory;
+    // Write-behind: a second buffer to read into while the host writes the first (without one, the
+    // writes are simply not deferred).
+    const bool behind = p_.defer_writes != nullptr && p_.settle_writes != nullptr;
+    if (behind)
+        bufs[1] = static_cast<uint8_t*>(alloc.allocate(buf_bytes, 64));
+    unsigned turn = 0;
 
     Status result = Status::Ok;
     uint64_t allocated_done = 0;
@@ -454,6 +461,11 @@ Status Converter::run(guest::Allocator& alloc) {
         Blk status = status_;
         if (min_sparse_ == 0 && status == Blk::Zero)
             n = min_u64(n, buf_sectors_);
+        uint8_t* buf = bufs[turn];
+        if (bufs[1] != nullptr)
+            turn ^= 1;
+        if (behind)
+            p_.settle_writes(buf); // its last write may still be in flight
         if (status == Blk::Data || (min_sparse_ == 0 && status == Blk::Zero)) {
             allocated_done += n;
             if (p_.progress != nullptr)
@@ -474,12 +486,21 @@ Status Converter::run(guest::Allocator& alloc) {
             status = Blk::Data;
             __builtin_memset(buf, 0, n * SECTOR);
         }
+        if (behind && bufs[1] != nullptr)
+            p_.defer_writes(buf, buf_bytes);
         result = co_write(sector_num, n, buf, status);
+        if (behind)
+            p_.defer_writes(nullptr, 0);
         if (result != Status::Ok)
             break;
         sector_num += n;
     }
-    alloc.deallocate(buf, static_cast<size_t>(buf_sectors_ * SECTOR));
+    for (uint8_t* b : bufs)
+        if (b != nullptr) {
+            if (behind)
+                p_.settle_writes(b);
+            alloc.deallocate(b, buf_bytes);
+        }
     if (result != Status::Ok)
         return result;
     // qemu signals the end of a compressed convert with an empty compressed write (qcow2 aligns

@@ -14,7 +14,29 @@ instar_hypercall* prepare(uint32_t nr) {
 }
 // Guest virtual == guest physical (identity map), so a pointer is the address the host wants.
 uint64_t addr(const void* p) { return reinterpret_cast<uintptr_t>(p); }
+
+// Write-behind (INSTAR_WRITE_DEFERRABLE): writes from inside [window_lo, window_hi) may finish after
+// their call returns; `in_flight` is the window of the last such write while no settling call has
+// been made since (0: none), on device `in_flight_device`.
+constinit uint64_t window_lo = 0;
+constinit uint64_t window_hi = 0;
+constinit uint64_t in_flight = 0;
+constinit uint32_t in_flight_device = 0;
 } // namespace
+
+void defer_writes_from(const void* buf, uint64_t len) {
+    window_lo = addr(buf);
+    window_hi = len == 0 ? 0 : window_lo + len;
+}
+
+void settle_writes_from(const void* buf) {
+    if (in_flight == 0 || in_flight != addr(buf)) return;
+    // A zero-length write settles (guest_abi.h) and moves nothing.
+    instar_hypercall* mb = prepare(INSTAR_HC_WRITE);
+    mb->device = in_flight_device;
+    (void)hypercall_issue(mb);
+    in_flight = 0;
+}
 
 int64_t hc_read(uint32_t device, uint64_t offset, void* buf, uint64_t len) {
     instar_hypercall* mb = prepare(INSTAR_HC_READ);
@@ -31,10 +53,17 @@ int64_t hc_write(uint32_t device, uint64_t offset, const void* buf, uint64_t len
     mb->offset = offset;
     mb->gpa = addr(buf);
     mb->len = len;
-    return hypercall_issue(mb);
+    const bool defer = window_hi != 0 && mb->gpa >= window_lo && mb->gpa < window_hi && len <= window_hi - mb->gpa;
+    if (defer) mb->arg0 = INSTAR_WRITE_DEFERRABLE;
+    const int64_t ret = hypercall_issue(mb);
+    // Any write settles the one before; this one may now be in flight itself.
+    in_flight = defer && ret == 0 ? window_lo : 0;
+    in_flight_device = device;
+    return ret;
 }
 
 int64_t hc_flush(uint32_t device) {
+    in_flight = 0; // a flush settles
     instar_hypercall* mb = prepare(INSTAR_HC_FLUSH);
     mb->device = device;
     return hypercall_issue(mb);
@@ -58,6 +87,7 @@ int64_t hc_record(uint32_t type, const void* data, uint64_t len) {
 }
 
 int64_t hc_set_length(uint32_t device, uint64_t length, uint32_t fill) {
+    in_flight = 0; // settles
     instar_hypercall* mb = prepare(INSTAR_HC_SET_LENGTH);
     mb->device = device;
     mb->arg0 = length;
@@ -66,6 +96,7 @@ int64_t hc_set_length(uint32_t device, uint64_t length, uint32_t fill) {
 }
 
 int64_t hc_add_file(const char* name, uint64_t len) {
+    in_flight = 0; // settles
     instar_hypercall* mb = prepare(INSTAR_HC_ADD_FILE);
     mb->gpa = addr(name);
     mb->len = len;
@@ -73,6 +104,7 @@ int64_t hc_add_file(const char* name, uint64_t len) {
 }
 
 int64_t hc_allocation(uint32_t device, uint64_t offset, bool* data, uint64_t* length) {
+    in_flight = 0; // settles
     instar_hypercall* mb = prepare(INSTAR_HC_ALLOCATION);
     mb->device = device;
     mb->offset = offset;
@@ -83,6 +115,7 @@ int64_t hc_allocation(uint32_t device, uint64_t offset, bool* data, uint64_t* le
 }
 
 int64_t hc_discard(uint32_t device, uint64_t offset, uint64_t len) {
+    in_flight = 0; // settles
     instar_hypercall* mb = prepare(INSTAR_HC_DISCARD);
     mb->device = device;
     mb->offset = offset;

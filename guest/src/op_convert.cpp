@@ -279,6 +279,8 @@ Status convert_op(const uint8_t* arg, uint32_t arg_len) {
         p.salvage = (h.flags & INSTAR_CONVERT_SALVAGE) != 0;
         p.salvage_warning = SalvageRecords::add;
         p.salvage_ctx = &salvage;
+        p.defer_writes = defer_writes_from;
+        p.settle_writes = settle_writes_from;
         // The engine finishes the target itself (writer->finish()) once the data is in.
         st = convert::run_convert(sources, h.source_count, *writer, p, arena(), &reasons);
         salvage.flush();

@@ -22,6 +22,12 @@ int64_t hc_compress(uint32_t kind, instar_compress_job* jobs, uint64_t count);
 void hc_log(const char* text, uint64_t len);
 [[noreturn]] void hc_exit(int32_t status);
 void log_str(const char* text);
+// Write-behind (docs/sandbox.md): device writes from inside [buf, buf + len) are sent as
+// INSTAR_WRITE_DEFERRABLE until the next call (len 0: none are), so the caller leaves those bytes
+// alone until settle_writes_from(buf) has returned; that waits for the host only when the last
+// deferred write came from this window and nothing has settled it since.
+void defer_writes_from(const void* buf, uint64_t len);
+void settle_writes_from(const void* buf);
 
 // arena.cpp: the bounded allocator behind Services::allocator and malloc/free.
 void arena_init(uint64_t base, uint64_t size);

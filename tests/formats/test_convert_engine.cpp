@@ -8,6 +8,7 @@
 
 #include <cstring>
 #include <string>
+#include <set>
 #include <vector>
 
 using instar::convert::Params;
@@ -316,6 +317,104 @@ TEST_CASE("memory stays at the copy buffer; an exhausted arena and a broken read
     RecordingWriter w3(8 * MiB, 65536, true);
     CHECK(convert_one(&r, w3, Params{}) == Status::Corrupt);
     CHECK(r.status_calls < 10);
+}
+
+namespace {
+
+// A host with write-behind, as the runtime and the hypercall server make it: a write from inside the
+// engine's deferral window is taken but its bytes are read only when the next write arrives or
+// the window is settled, so a buffer refilled too early shows up as wrong data on the disk.
+struct DeferringHost {
+    static inline const std::uint8_t* window = nullptr;
+    static inline std::uint64_t window_len = 0;
+    static inline const std::uint8_t* in_flight_window = nullptr;
+    static inline std::vector<std::uint8_t>* disk = nullptr;
+    static inline std::uint64_t off = 0, len = 0;
+    static inline const std::uint8_t* src = nullptr;
+    static inline std::set<const void*> buffers;
+    static inline int deferred = 0;
+    static void complete() {
+        if (src != nullptr)
+            std::memcpy(disk->data() + off, src, len);
+        src = nullptr;
+        in_flight_window = nullptr;
+    }
+    static void defer(const void* buf, std::uint64_t n) {
+        window = static_cast<const std::uint8_t*>(buf);
+        window_len = n;
+        if (buf != nullptr)
+            buffers.insert(buf);
+    }
+    static void settle(const void* buf) {
+        if (in_flight_window == buf)
+            complete();
+    }
+};
+
+class DeferringWriter final : public ImageWriter {
+public:
+    explicit DeferringWriter(std::uint64_t size) : disk(size, 0) { DeferringHost::disk = &disk; }
+    std::uint64_t cluster_size() const override { return 65536; }
+    bool zero_init() const override { return true; }
+    Status write(std::uint64_t offset, const void* buf, std::size_t len) override {
+        DeferringHost::complete(); // the host finishes the write before takes the next
+        const auto* p = static_cast<const std::uint8_t*>(buf);
+        if (DeferringHost::window != nullptr && p >= DeferringHost::window &&
+            p + len <= DeferringHost::window + DeferringHost::window_len) {
+            DeferringHost::off = offset;
+            DeferringHost::len = len;
+            DeferringHost::src = p;
+            DeferringHost::in_flight_window = DeferringHost::window;
+            ++DeferringHost::deferred;
+        } else {
+            std::memcpy(disk.data() + offset, buf, len);
+        }
+        return Status::Ok;
+    }
+    Status write_zeroes(std::uint64_t offset, std::uint64_t len, bool) override {
+        DeferringHost::complete();
+        std::memset(disk.data() + offset, 0, len);
+        return Status::Ok;
+    }
+    Status write_compressed(std::uint64_t, const void*, std::size_t) override { return Status::Unsupported; }
+    Status finish() override {
+        DeferringHost::complete();
+        return Status::Ok;
+    }
+    void close() override {}
+    std::vector<std::uint8_t> disk;
+};
+
+} // namespace
+
+TEST_CASE("write-behind: two buffers alternate, each settled before it is filled again or freed") {
+    // Data, a zero run, data again: the buffer written two chunks ago is refilled while the last
+    // write may be in flight, and a chunk without a write sits between two with one.
+    std::vector<std::uint8_t> bytes = pattern(9 * MiB);
+    std::fill(bytes.begin() + 4 * MiB, bytes.begin() + 5 * MiB, 0);
+    FakeReader r(bytes, {{4 * MiB, Allocation::Data}, {MiB, Allocation::Zero}, {4 * MiB, Allocation::Data}});
+    DeferringWriter w(9 * MiB);
+    Params p;
+    p.defer_writes = DeferringHost::defer;
+    p.settle_writes = DeferringHost::settle;
+    ImageReader* chain[1] = {&r};
+    Source s{chain, 1};
+    instar::hosted::BudgetAllocator alloc(5 * MiB);
+    REQUIRE(run_convert(&s, 1, w, p, alloc, nullptr) == Status::Ok);
+    CHECK(DeferringHost::buffers.size() == 2);
+    CHECK(DeferringHost::deferred == 4);
+    CHECK(DeferringHost::src == nullptr); // nothing left in flight
+    CHECK(w.disk == bytes);
+    CHECK(alloc.peak() <= 4 * MiB + 4096);
+
+    // Without room for a second buffer: one buffer, nothing deferred, the same bytes.
+    DeferringHost::buffers.clear();
+    DeferringHost::deferred = 0;
+    DeferringWriter w2(9 * MiB);
+    instar::hosted::BudgetAllocator small(3 * MiB);
+    REQUIRE(run_convert(&s, 1, w2, p, small, nullptr) == Status::Ok);
+    CHECK(DeferringHost::deferred == 0);
+    CHECK(w2.disk == bytes);
 }
 
 namespace {

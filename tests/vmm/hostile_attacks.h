@@ -44,4 +44,8 @@ enum class Attack : uint8_t {
     CompressBadKind,         // kind 99
     WriteModuleCode,         // stores a byte over one of this module's instructions
     WriteRuntimeCode,        // stores a byte over the runtime's first code page (INSTAR_GPA_RUNTIME)
+    // Two INSTAR_WRITE_DEFERRABLE writes of 4 KiB to device 1 (pattern i * 7, then i * 11 at 4096),
+    // the first one's bytes overwritten right after its call returns (breaking the promise: only
+    // its own output may change), then a settling zero-length write; exit 0 whatever they answered.
+    WriteOutputDeferred,
 };

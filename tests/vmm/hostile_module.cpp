@@ -173,6 +173,30 @@ Status run(const void* arg, size_t arg_len) {
         // The runtime refuses writes to a read-only device by itself, without asking the host.
         return dev0->write(0, page, 16) == Status::IoError ? Status::Ok : Status::Invalid;
     }
+    case Attack::WriteOutputDeferred: {
+        static uint8_t second[4096];
+        for (unsigned i = 0; i < sizeof page; ++i) page[i] = static_cast<uint8_t>(i * 7);
+        for (unsigned i = 0; i < sizeof second; ++i) second[i] = static_cast<uint8_t>(i * 11);
+        instar_hypercall* mb = mailbox();
+        *mb = instar_hypercall{};
+        mb->nr = INSTAR_HC_WRITE;
+        mb->device = 1;
+        mb->gpa = addr(page);
+        mb->len = sizeof page;
+        mb->arg0 = INSTAR_WRITE_DEFERRABLE;
+        (void)hypercall_issue(mb);
+        for (unsigned i = 0; i < sizeof page; ++i) page[i] = 0xee; // while the host may be writing it
+        *mb = instar_hypercall{};
+        mb->nr = INSTAR_HC_WRITE;
+        mb->device = 1;
+        mb->offset = 4096;
+        mb->gpa = addr(second);
+        mb->len = sizeof second;
+        mb->arg0 = INSTAR_WRITE_DEFERRABLE;
+        (void)hypercall_issue(mb);
+        (void)raw_call(INSTAR_HC_WRITE, 1, 0, 0, 0);
+        return Status::Ok; // whatever the writes answered: the host must judge the run itself
+    }
     case Attack::CompressGood:
     case Attack::CompressTableOutsideRam:
     case Attack::CompressBufferOutsideRam:

@@ -102,7 +102,7 @@ TEST_CASE("a write-behind run (writer thread, O_DIRECT output) passes the filter
         }
         const Device devs[] = {{in.fd(), 8192, false}, target};
         const std::string modules[] = {vmm_test::hostile_module()};
-        const std::vector<std::uint8_t> arg{static_cast<std::uint8_t>(Attack::WriteOutput)};
+        const std::vector<std::uint8_t> arg{static_cast<std::uint8_t>(Attack::WriteOutputDeferred)};
         auto r = run(cfg, devs, modules, INSTAR_OP_MODULE_RUN, arg);
         ::_exit(r.ok() && r.value().exit_status == 0 ? 0 : 3);
     }

@@ -88,7 +88,7 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_runtime_header) == 272, "runtime header l
 
 enum instar_hypercall_nr {
     INSTAR_HC_READ = 1,        /* device, offset, gpa, len: device bytes -> guest RAM */
-    INSTAR_HC_WRITE = 2,       /* device, offset, gpa, len: guest RAM -> writable device */
+    INSTAR_HC_WRITE = 2,       /* device, offset, gpa, len, arg0 = flags (INSTAR_WRITE_*): guest RAM -> writable device */
     INSTAR_HC_FLUSH = 3,       /* device: make written data durable */
     INSTAR_HC_DEVICE_INFO = 4, /* device -> out_size, out_flags */
     INSTAR_HC_RECORD = 5,      /* arg0 = record type, gpa, len: one result record */
@@ -154,6 +154,14 @@ struct instar_hypercall {
 INSTAR_ABI_ASSERT(sizeof(struct instar_hypercall) == 88, "mailbox layout");
 INSTAR_ABI_ASSERT(offsetof(struct instar_hypercall, gpa) == 16, "mailbox layout");
 INSTAR_ABI_ASSERT(offsetof(struct instar_hypercall, arg0) == 32, "mailbox layout");
+
+/* INSTAR_HC_WRITE's arg0. DEFERRABLE: the guest leaves [gpa, gpa + len) unchanged until a later call
+ * that settles (any WRITE, FLUSH, SET_LENGTH, ADD_FILE, ALLOCATION, DISCARD, EXIT, a READ of a
+ * writable device) has returned, so a host with a writer thread (write-behind) may answer at once
+ * and write the bytes while the guest reads on. A host may always write at once instead; it waits
+ * for an earlier deferred write before taking the next, so the promise covers only the last one.
+ * A zero-length WRITE to a writable device settles and does nothing else. Other bits: 0. */
+#define INSTAR_WRITE_DEFERRABLE 1ull
 INSTAR_ABI_ASSERT(offsetof(struct instar_hypercall, ret) == 64, "mailbox layout");
 INSTAR_ABI_ASSERT(offsetof(struct instar_hypercall, out_flags) == 80, "mailbox layout");
 

@@ -612,10 +612,10 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
 
     sandbox.outputs = spec.existing_target ? nullptr : &files;
     sandbox.compress_workers = true; // -c compresses on every core (docs/convert.md)
-    // Write-behind overlaps the target's writes with the guest's reading; measured slower on this
-    // loaded host, so opt-in (docs/convert.md, figures).
-    if (const char* wb = std::getenv("INSTAR_WRITE_BEHIND"); wb != nullptr && std::strcmp(wb, "on") == 0)
-        sandbox.write_behind = true;
+    // Write-behind: the host writes the engine's data from guest RAM while the guest reads the next
+    // chunk (docs/convert.md, "Overlap"); INSTAR_WRITE_BEHIND=off for comparison.
+    const char* wb = std::getenv("INSTAR_WRITE_BEHIND");
+    sandbox.write_behind = wb == nullptr || std::strcmp(wb, "off") != 0;
     auto budget = CONVERT_BASE_TIMEOUT + std::chrono::seconds(total / CONVERT_BYTES_PER_SECOND);
     if (spec.rate_limit != 0)
         budget += std::chrono::seconds(total / spec.rate_limit + 1);

@@ -126,8 +126,7 @@ Transfer device_transfer(const Device& d, std::uint8_t* buf, std::uint64_t len, 
     return direct_transfer(d.fd, buf, len, offset, write, watchdog, bounce);
 }
 
-WriteBehind::WriteBehind(const Watchdog& watchdog, std::size_t slots, std::uint64_t slot_bytes)
-    : watchdog_(watchdog), slot_bytes_(slot_bytes), slots_(slots == 0 ? 1 : slots) {}
+WriteBehind::WriteBehind(const Watchdog& watchdog) : watchdog_(watchdog) {}
 
 WriteBehind::~WriteBehind() {
     {
@@ -139,11 +138,6 @@ WriteBehind::~WriteBehind() {
 }
 
 bool WriteBehind::start(std::function<bool()> confine) {
-    for (Slot& s : slots_) {
-        // Allocated now, before any filter: the pages are touched (and counted) only when used.
-        s.buf.reset(new (std::nothrow) std::uint8_t[slot_bytes_]);
-        if (!s.buf) return false;
-    }
     try {
         thread_ = std::thread([this, confine = std::move(confine)] {
             if (confine && !confine()) {
@@ -162,22 +156,15 @@ bool WriteBehind::start(std::function<bool()> confine) {
 }
 
 bool WriteBehind::enqueue(const Device& d, const std::uint8_t* src, std::uint64_t len, std::uint64_t offset) {
-    std::size_t tail = 0;
     {
         std::unique_lock lock(mu_);
-        cv_.wait(lock, [this] { return count_ < slots_.size() || failure_ || stop_; });
+        cv_.wait(lock, [this] { return !busy_ || failure_ || stop_; });
         if (failure_ || stop_) return false;
-        tail = (head_ + count_) % slots_.size();
-    }
-    // The tail slot is the vCPU thread's until count_ says otherwise: no lock for the copy.
-    Slot& s = slots_[tail];
-    std::memcpy(s.buf.get(), src, static_cast<std::size_t>(len));
-    s.dev = d;
-    s.len = len;
-    s.offset = offset;
-    {
-        std::lock_guard lock(mu_);
-        ++count_;
+        dev_ = d;
+        src_ = src;
+        len_ = len;
+        offset_ = offset;
+        busy_ = true;
     }
     cv_.notify_all();
     return true;
@@ -185,7 +172,7 @@ bool WriteBehind::enqueue(const Device& d, const std::uint8_t* src, std::uint64_
 
 std::optional<WriteBehind::Failure> WriteBehind::drain() {
     std::unique_lock lock(mu_);
-    cv_.wait(lock, [this] { return count_ == 0 || (stop_ && failure_); });
+    cv_.wait(lock, [this] { return !busy_ || (stop_ && failure_); });
     return failure_;
 }
 
@@ -196,29 +183,26 @@ std::optional<WriteBehind::Failure> WriteBehind::failure() {
 
 void WriteBehind::loop() {
     for (;;) {
-        Slot* s = nullptr;
+        Device dev{};
+        const std::uint8_t* src = nullptr;
+        std::uint64_t len = 0, offset = 0;
         {
             std::unique_lock lock(mu_);
-            cv_.wait(lock, [this] { return count_ > 0 || stop_; });
-            if (count_ == 0) return; // stop_ with nothing left to write
-            s = &slots_[head_];
+            cv_.wait(lock, [this] { return busy_ || stop_; });
+            if (!busy_) return; // stop_ with nothing left to write
+            dev = dev_;
+            src = src_;
+            len = len_;
+            offset = offset_;
         }
-        Transfer t = Transfer::Done;
-        int err = 0;
-        bool skip = false;
+        // SAFETY: [src, src + len) lies in guest RAM (the server checked it), which outlives this
+        // thread; the guest may change the bytes meanwhile, which only changes what it writes.
+        const Transfer t = device_transfer(dev, const_cast<std::uint8_t*>(src), len, offset, true, watchdog_, bounce_);
+        const int err = errno;
         {
             std::lock_guard lock(mu_);
-            skip = failure_.has_value(); // after a failure the target is lost: drop the rest
-        }
-        if (!skip) {
-            t = device_transfer(s->dev, s->buf.get(), s->len, s->offset, true, watchdog_, bounce_);
-            err = errno;
-        }
-        {
-            std::lock_guard lock(mu_);
-            if (t != Transfer::Done && !failure_) failure_ = Failure{t, err, s->offset};
-            head_ = (head_ + 1) % slots_.size();
-            --count_;
+            if (t != Transfer::Done && !failure_) failure_ = Failure{t, err, offset};
+            busy_ = false;
         }
         cv_.notify_all();
     }

@@ -48,14 +48,14 @@ private:
 Transfer device_transfer(const Device& d, std::uint8_t* buf, std::uint64_t len, std::uint64_t offset, bool write,
                          const Watchdog& watchdog, BounceBuffer& bounce);
 
-// Write-behind for output devices. The vCPU thread enqueue()s a copy of each write and goes on;
-// one writer thread (started before the vCPU thread confines itself, and confined by its own
-// filter: seccomp_filter.h) writes them in order. At most WRITE_BEHIND_SLOTS requests of at most
-// WRITE_BEHIND_SLOT_BYTES are pending, so memory stays bounded. The first failure is kept: later
-// requests are dropped, and the vCPU thread hands the failure to the guest on its next call.
-inline constexpr std::size_t WRITE_BEHIND_SLOTS = 4;                 // in flight: qemu-img has 8 coroutines
-inline constexpr std::uint64_t WRITE_BEHIND_SLOT_BYTES = 2ull << 20; // convert's largest request
-
+// Write-behind for output devices: the guest's INSTAR_WRITE_DEFERRABLE writes, done by one writer
+// thread (started before the vCPU thread confines itself, and confined by its own filter:
+// seccomp_filter.h) while the guest reads on. Nothing is copied: the writer reads the bytes from
+// guest RAM, which the guest has promised to leave alone until its next settling call (guest_abi.h),
+// and which outlives the writer (the sandbox makes it first). One write is in flight at most: the
+// next one waits for it, so the promise covering only the last write is enough, and no memory is
+// needed but the bytes' own. The first failure is kept: later requests are refused, and the vCPU
+// thread hands the failure to the guest on its next call.
 class WriteBehind {
 public:
     struct Failure {
@@ -63,9 +63,8 @@ public:
         int err = 0;
         std::uint64_t offset = 0;
     };
-    explicit WriteBehind(const Watchdog& watchdog, std::size_t slots = WRITE_BEHIND_SLOTS,
-                         std::uint64_t slot_bytes = WRITE_BEHIND_SLOT_BYTES);
-    ~WriteBehind(); // stops and joins the thread (pending writes are still written)
+    explicit WriteBehind(const Watchdog& watchdog);
+    ~WriteBehind(); // stops and joins the thread (a pending write is still written)
     WriteBehind(const WriteBehind&) = delete;
     WriteBehind& operator=(const WriteBehind&) = delete;
 
@@ -73,34 +72,29 @@ public:
     // be made (the caller then writes synchronously).
     bool start(std::function<bool()> confine);
     bool running() const { return thread_.joinable(); }
-    std::uint64_t slot_bytes() const { return slot_bytes_; }
 
-    // Copies [src, src + len) (len <= slot_bytes()) into a free slot, waiting for one. False (and
-    // nothing queued) once a failure is known.
+    // Waits for the write in flight, then hands [src, src + len) to the writer thread, which reads
+    // it later: the caller keeps it unchanged until the next enqueue() or drain() returns. False
+    // (nothing queued) once a failure is known.
     bool enqueue(const Device& d, const std::uint8_t* src, std::uint64_t len, std::uint64_t offset);
-    // Waits until every queued write is done; returns the first failure, if any.
+    // Waits until the write in flight is done; returns the first failure, if any.
     std::optional<Failure> drain();
     std::optional<Failure> failure();
 
 private:
-    struct Slot {
-        std::unique_ptr<std::uint8_t[]> buf;
-        Device dev;
-        std::uint64_t len = 0;
-        std::uint64_t offset = 0;
-    };
     void loop();
 
     const Watchdog& watchdog_;
-    std::uint64_t slot_bytes_;
-    std::vector<Slot> slots_;
     std::mutex mu_;
     std::condition_variable cv_;
-    std::size_t head_ = 0;   // next slot the writer takes (guarded by mu_)
-    std::size_t count_ = 0;  // queued, including the one being written (guarded by mu_)
-    bool stop_ = false;      // guarded by mu_
-    std::optional<Failure> failure_; // guarded by mu_
-    BounceBuffer bounce_;    // the writer thread's
+    bool busy_ = false;               // a write is pending or being written (guarded by mu_)
+    Device dev_{};                    // the pending write (guarded by mu_ until busy_)
+    const std::uint8_t* src_ = nullptr;
+    std::uint64_t len_ = 0;
+    std::uint64_t offset_ = 0;
+    bool stop_ = false;               // guarded by mu_
+    std::optional<Failure> failure_;  // guarded by mu_
+    BounceBuffer bounce_;             // the writer thread's
     std::thread thread_;
 };
 

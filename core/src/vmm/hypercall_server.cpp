@@ -75,17 +75,18 @@ Outcome<HypercallServer::Next> HypercallServer::serve() {
     reply.ret = 0;
     Outcome<Next> next = Next::Resume;
     if (write_behind_ != nullptr) {
-        // Write-behind: a write to an output is queued; every call that could see an output's bytes
-        // (or its length) first waits for the queue, and learns of a failed write.
+        // Write-behind: a deferrable write to an output goes to the writer thread (which first
+        // finishes the one before); every call that could see an output's bytes (or its length)
+        // first waits for it, and learns of a failed write.
         const Device* d = device(req.device);
         bool settle = true;
         switch (req.nr) {
         case INSTAR_HC_WRITE:
-            if (d != nullptr && d->output && req.len > 0 && req.len <= write_behind_->slot_bytes() &&
+            if ((req.arg0 & INSTAR_WRITE_DEFERRABLE) != 0 && d != nullptr && d->output && req.len > 0 &&
                 req.offset <= d->size && req.len <= d->size - req.offset) {
                 const std::uint8_t* buf = mem_.range(req.gpa, req.len);
-                // SAFETY: [buf, buf + len) lies inside the guest mapping (checked by range()); the
-                // queue copies it before the guest runs again.
+                // SAFETY: [buf, buf + len) lies inside the guest mapping (checked by range()), which
+                // outlives the writer thread; the guest keeps the bytes until its next settling call.
                 if (buf != nullptr && write_behind_->enqueue(*d, buf, req.len, req.offset)) {
                     result_.bytes_written += req.len;
                     std::memcpy(slot, &reply, sizeof(reply));

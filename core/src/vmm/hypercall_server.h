@@ -21,8 +21,9 @@ class HypercallServer {
 public:
     // `watchdog` bounds long transfers too: a huge request on a slow file stops at the deadline.
     // `outputs` serves INSTAR_HC_ADD_FILE (nullptr: refused). `write_behind` (nullptr: none, or a
-    // started queue) takes writes to output devices; every other call that could see their bytes
-    // waits for it first, and its failures reach the guest on the next call (docs/sandbox.md).
+    // started writer) takes the guest's deferrable writes to output devices; every other call that
+    // could see their bytes waits for it first, and its failures reach the guest on the next call
+    // (docs/sandbox.md).
     using ProgressFn = std::function<void(std::uint64_t done, std::uint64_t total)>;
     HypercallServer(GuestMemory& mem, std::span<const Device> devices, const Watchdog& watchdog,
                     OutputFiles* outputs = nullptr, ProgressFn progress = {}, WriteBehind* write_behind = nullptr)

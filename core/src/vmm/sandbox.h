@@ -73,10 +73,9 @@ struct SandboxConfig {
     // Called for each INSTAR_HC_PROGRESS (work done, total; done <= total, checked), on the thread
     // that called run(). Empty: progress reports are accepted and dropped.
     std::function<void(std::uint64_t done, std::uint64_t total)> progress;
-    // Write-behind: INSTAR_HC_WRITE to an output device is copied into a bounded queue that a host
-    // writer thread drains while the guest carries on (docs/sandbox.md, "Write-behind"). Off by
-    // default: on this loaded 2-core host the extra copy cost more than the overlap gained
-    // (docs/convert.md, figures); convert turns it on with INSTAR_WRITE_BEHIND=on.
+    // Write-behind: an INSTAR_WRITE_DEFERRABLE write to an output device is written from guest RAM
+    // by a host writer thread while the guest carries on (docs/sandbox.md, "Write-behind"). Convert
+    // turns it on (INSTAR_WRITE_BEHIND=off: not).
     bool write_behind = false;
     // INSTAR_HC_COMPRESS runs on one worker thread per online CPU beside the vCPU thread (without:
     // on the vCPU thread alone). For convert; other operations do not compress.
