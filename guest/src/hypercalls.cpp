@@ -26,7 +26,7 @@ constinit uint32_t in_flight_device = 0;
 
 void defer_writes_from(const void* buf, uint64_t len) {
     window_lo = addr(buf);
-    window_hi = len == 0 ? 0 : window_lo + len;
+    window_hi = buf == nullptr || len == 0 ? 0 : window_lo + len;
 }
 
 void settle_writes_from(const void* buf) {

@@ -94,8 +94,12 @@ Status copy_above(ImageReader* const* chain, uint32_t depth, uint32_t above, Ima
                   ReasonSink& reasons) {
     const convert::ChainReader reader(chain, depth);
     const uint64_t size = chain[0]->virtual_size();
-    auto* buf = static_cast<uint8_t*>(arena().allocate(COMMIT_CHUNK, 4096));
-    if (buf == nullptr) return Status::NoMemory;
+    // Two buffers: the host may still be writing one (write-behind, docs/sandbox.md) while the next
+    // run is read into the other. Without room for the second, nothing is deferred.
+    uint8_t* bufs[2] = {static_cast<uint8_t*>(arena().allocate(COMMIT_CHUNK, 4096)), nullptr};
+    if (bufs[0] == nullptr) return Status::NoMemory;
+    bufs[1] = static_cast<uint8_t*>(arena().allocate(COMMIT_CHUNK, 4096));
+    unsigned turn = 0;
     uint64_t total = 0, copied = 0;
     if (progress)
         if (const Status st = allocated_total(chain, above, size, &total); st != Status::Ok) return st;
@@ -115,8 +119,13 @@ Status copy_above(ImageReader* const* chain, uint32_t depth, uint32_t above, Ima
             if (cls == convert::ChainClass::Zero) {
                 st = base.write_zeroes(offset, run, true);
             } else {
+                uint8_t* buf = bufs[turn];
+                if (bufs[1] != nullptr) turn ^= 1;
+                settle_writes_from(buf); // its last write may still be in flight
                 st = reader.read(offset, buf, run);
+                if (bufs[1] != nullptr) defer_writes_from(buf, COMMIT_CHUNK);
                 if (st == Status::Ok) st = base.write(offset, buf, run);
+                defer_writes_from(nullptr, 0);
             }
             if (st != Status::Ok) {
                 say_reason(&reasons, "error while writing into the base image");
@@ -127,6 +136,8 @@ Status copy_above(ImageReader* const* chain, uint32_t depth, uint32_t above, Ima
         if (allocated) copied += run;
         if (progress && allocated && copied <= total) hc_progress(copied, total);
     }
+    for (const uint8_t* b : bufs)
+        if (b != nullptr) settle_writes_from(b);
     return Status::Ok;
 }
 

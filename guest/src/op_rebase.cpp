@@ -60,7 +60,19 @@ struct Walk {
     uint64_t new_size;
     uint8_t* buf_old;
     uint8_t* buf_new;
+    // Write-behind (docs/sandbox.md): the host may still be writing from one old-data buffer while
+    // the next chunk is read into the other; nullptr when there was no room for it.
+    uint8_t* buf_old_spare;
     uint64_t copied = 0;
+};
+
+// Writes from the old-data buffer may be deferred while this lives (never those from a writer's
+// own buffers).
+struct DeferFrom {
+    DeferFrom(const void* buf, uint64_t len) { defer_writes_from(buf, len); }
+    ~DeferFrom() { defer_writes_from(nullptr, 0); }
+    DeferFrom(const DeferFrom&) = delete;
+    DeferFrom& operator=(const DeferFrom&) = delete;
 };
 
 // Equality in 4 KiB blocks of 8-byte words OR-ed together (a loop without an early exit, which the
@@ -85,6 +97,12 @@ bool same(const uint8_t* a, const uint8_t* b, uint64_t len) {
 
 // One unallocated run [offset, offset + n) of the image, n <= REBASE_CHUNK: compare and copy.
 uint32_t copy_run(Walk& w, uint64_t offset, uint64_t n, uint64_t cs) {
+    if (w.buf_old_spare != nullptr) {
+        uint8_t* t = w.buf_old;
+        w.buf_old = w.buf_old_spare;
+        w.buf_old_spare = t;
+    }
+    settle_writes_from(w.buf_old); // its last write may still be in flight
     if (!w.has_old) __builtin_memset(w.buf_old, 0, static_cast<size_t>(n)); // no backing file: zeros
     else if (w.old_chain.read(offset, w.buf_old, static_cast<size_t>(n)) != Status::Ok)
         return INSTAR_REBASE_READ_OLD;
@@ -96,6 +114,7 @@ uint32_t copy_run(Walk& w, uint64_t offset, uint64_t n, uint64_t cs) {
     // A run that starts at or past the old chain's end is written as zeros (img_rebase's
     // blk_pwrite_zeroes once the old backing file is at EOF: qcow2 v3 zero clusters, no data).
     uint64_t done = 0, run_start = 0, run_len = 0;
+    const DeferFrom window(w.buf_old_spare != nullptr ? w.buf_old : nullptr, REBASE_CHUNK);
     auto flush_run = [&]() -> uint32_t {
         if (run_len == 0) return INSTAR_REBASE_DONE;
         const uint64_t at = offset + run_start;
@@ -248,10 +267,13 @@ Status rebase_op(const uint8_t* arg, uint32_t arg_len) {
            old_depth > 0 ? chains[0]->virtual_size() : 0,
            new_depth > 0 ? chains[old_depth]->virtual_size() : 0,
            buf_old,
-           buf_new};
+           buf_new,
+           static_cast<uint8_t*>(arena().allocate(REBASE_CHUNK, 64))};
     uint64_t cs = writer->cluster_size();
     if (cs == 0 || (cs & (cs - 1)) != 0 || cs > REBASE_CHUNK) cs = 512; // a format without clusters: sectors
     uint32_t outcome = walk(w, readers[0]->virtual_size(), cs);
+    settle_writes_from(w.buf_old);
+    if (w.buf_old_spare != nullptr) settle_writes_from(w.buf_old_spare);
     if (outcome == INSTAR_REBASE_DONE && (st = writer->finish()) != Status::Ok) outcome = INSTAR_REBASE_WRITE;
     writer->close();
     // The copied data durable before the host switches the header to the new backing file.

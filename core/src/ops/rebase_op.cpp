@@ -137,6 +137,9 @@ Expected<bool> rebase_copy(const RebaseSpec& spec, const PluginRegistry& plugins
     const instar_rebase_arg arg{0, *secrets_device};
     // SAFETY: instar_rebase_arg is a trivially-copyable ABI struct with no padding (static_assert).
     const auto* a = reinterpret_cast<const std::uint8_t*>(&arg);
+    // The host writes the copied clusters while the guest reads and compares the next chunk
+    // (docs/sandbox.md, "Write-behind"); the image's metadata writes wait for them.
+    sandbox.write_behind = true;
     auto run = vmm::run(sandbox, table.devices, table.modules, INSTAR_OP_REBASE, {a, sizeof arg});
     if (!run)
         return Error{"Error while writing to COW image: " + run.error().message};
