@@ -656,7 +656,11 @@ def main():
                             elif n == out:
                                 continue
                             if a != b:
-                                problems.append("%s differs from qemu-img's" % n)
+                                at = next((i for i in range(min(len(a), len(b))) if a[i] != b[i]),
+                                          min(len(a), len(b)))
+                                problems.append("%s differs from qemu-img's: sizes %d/%d, first at %d: %r / %r" %
+                                                (n, len(a), len(b), at, a[max(0, at - 40):at + 40],
+                                                 b[max(0, at - 40):at + 40]))
                     cmp = run([q10, "compare", "-U", "-f", tgt, "-F", tgt, pq, pi], di)
                     if cmp[0] != 0:
                         problems.append("qemu-img compare: %s%s" % (cmp[1], cmp[2]))

@@ -3,11 +3,13 @@
 #pragma once
 
 #include <chrono>
+#include <cstdlib>
 #include <functional>
 #include <cstdint>
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -74,8 +76,9 @@ struct SandboxConfig {
     // that called run(). Empty: progress reports are accepted and dropped.
     std::function<void(std::uint64_t done, std::uint64_t total)> progress;
     // Write-behind: an INSTAR_WRITE_DEFERRABLE write to an output device is written from guest RAM
-    // by a host writer thread while the guest carries on (docs/sandbox.md, "Write-behind"). Convert
-    // turns it on (INSTAR_WRITE_BEHIND=off: not).
+    // by a host writer thread while the guest carries on (docs/sandbox.md, "Write-behind"). Convert,
+    // commit and rebase turn it on with INSTAR_WRITE_BEHIND=on (write_behind_requested()): measured
+    // slower than plain writes on this 2-core host (docs/convert.md, figures), so not by default.
     bool write_behind = false;
     // INSTAR_HC_COMPRESS runs on one worker thread per online CPU beside the vCPU thread (without:
     // on the vCPU thread alone). For convert; other operations do not compress.
@@ -87,6 +90,12 @@ struct SandboxConfig {
     // MAX_DETACHED_TEARDOWNS runs per process; later runs tear down here.
     bool detached_teardown = false;
 };
+
+// INSTAR_WRITE_BEHIND=on: the data operations ask for SandboxConfig::write_behind.
+inline bool write_behind_requested() {
+    const char* v = std::getenv("INSTAR_WRITE_BEHIND");
+    return v != nullptr && std::string_view(v) == "on";
+}
 
 struct Record {
     std::uint32_t type = 0;
