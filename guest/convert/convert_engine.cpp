@@ -441,11 +441,9 @@ Status Converter::run(guest::Allocator& alloc) {
     uint8_t* bufs[2] = {static_cast<uint8_t*>(alloc.allocate(buf_bytes, 64)), nullptr};
     if (bufs[0] == nullptr)
         return Status::NoMemory;
-    // Write-behind: a second buffer to read into while the host writes the first (without one, the
-    // writes are simply not deferred).
-    const bool behind = p_.defer_writes != nullptr && p_.settle_writes != nullptr;
-    if (behind)
-        bufs[1] = static_cast<uint8_t*>(alloc.allocate(buf_bytes, 64));
+    // Write-behind: a second buffer to read into while the host writes the first, once the host is
+    // seen to defer (without it, each refill waits for the buffer's write).
+    const bool behind = p_.defer_writes != nullptr && p_.settle_writes != nullptr && p_.writes_deferred != nullptr;
     unsigned turn = 0;
 
     Status result = Status::Ok;
@@ -486,11 +484,16 @@ Status Converter::run(guest::Allocator& alloc) {
             status = Blk::Data;
             __builtin_memset(buf, 0, n * SECTOR);
         }
-        if (behind && bufs[1] != nullptr)
+        if (behind)
             p_.defer_writes(buf, buf_bytes);
         result = co_write(sector_num, n, buf, status);
-        if (behind)
+        if (behind) {
             p_.defer_writes(nullptr, 0);
+            if (bufs[1] == nullptr && p_.writes_deferred()) {
+                bufs[1] = static_cast<uint8_t*>(alloc.allocate(buf_bytes, 64));
+                turn = bufs[1] != nullptr ? 1 : 0; // no room: one buffer, each refill settled
+            }
+        }
         if (result != Status::Ok)
             break;
         sector_num += n;

@@ -50,13 +50,15 @@ struct Params {
     bool salvage = false;
     void (*salvage_warning)(void* ctx, uint32_t kind, uint64_t offset, guest::Status st) = nullptr;
     void* salvage_ctx = nullptr;
-    // Write-behind (docs/convert.md): with both set, the engine alternates two copy buffers and
-    // calls defer_writes(buf, len) around each write of a buffer's data (len 0 after it), so the
-    // host may finish those writes while the engine reads the next chunk into the other buffer;
-    // settle_writes(buf) before it fills or frees a buffer. nullptr: one buffer, every write done
-    // when it returns (tests, fuzz targets).
+    // Write-behind (docs/convert.md): with all three set, the engine calls defer_writes(buf, len)
+    // around each write of its copy buffer's data (len 0 after it), so the host may finish those
+    // writes later, and settle_writes(buf) before it fills or frees a buffer. Once writes_deferred()
+    // says the host does defer, a second buffer is allocated and the two alternate, so the next
+    // chunk is read while the last one is written. nullptr: one buffer, every write done when it
+    // returns (tests, fuzz targets).
     void (*defer_writes)(const void* buf, uint64_t len) = nullptr;
     void (*settle_writes)(const void* buf) = nullptr;
+    bool (*writes_deferred)() = nullptr;
 };
 
 // qemu-img's IO_BUF_SIZE: the copy buffer, the most data one write request carries.

@@ -22,7 +22,10 @@ constinit uint64_t window_lo = 0;
 constinit uint64_t window_hi = 0;
 constinit uint64_t in_flight = 0;
 constinit uint32_t in_flight_device = 0;
+constinit bool host_defers = false; // a write has come back INSTAR_WRITE_DEFERRED
 } // namespace
+
+bool host_defers_writes() { return host_defers; }
 
 void defer_writes_from(const void* buf, uint64_t len) {
     window_lo = addr(buf);
@@ -56,8 +59,10 @@ int64_t hc_write(uint32_t device, uint64_t offset, const void* buf, uint64_t len
     const bool defer = window_hi != 0 && mb->gpa >= window_lo && mb->gpa < window_hi && len <= window_hi - mb->gpa;
     if (defer) mb->arg0 = INSTAR_WRITE_DEFERRABLE;
     const int64_t ret = hypercall_issue(mb);
-    // Any write settles the one before; this one may now be in flight itself.
-    in_flight = defer && ret == 0 ? window_lo : 0;
+    // Any write settles the one before; this one is in flight itself if the host said so.
+    const bool deferred = defer && ret == 0 && (mb->out_flags & INSTAR_WRITE_DEFERRED) != 0;
+    host_defers = host_defers || deferred;
+    in_flight = deferred ? window_lo : 0;
     in_flight_device = device;
     return ret;
 }

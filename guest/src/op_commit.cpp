@@ -94,11 +94,10 @@ Status copy_above(ImageReader* const* chain, uint32_t depth, uint32_t above, Ima
                   ReasonSink& reasons) {
     const convert::ChainReader reader(chain, depth);
     const uint64_t size = chain[0]->virtual_size();
-    // Two buffers: the host may still be writing one (write-behind, docs/sandbox.md) while the next
-    // run is read into the other. Without room for the second, nothing is deferred.
+    // Write-behind (docs/sandbox.md): once the host is seen to defer writes, a second buffer, so
+    // the next run is read while the host still writes the last.
     uint8_t* bufs[2] = {static_cast<uint8_t*>(arena().allocate(COMMIT_CHUNK, 4096)), nullptr};
     if (bufs[0] == nullptr) return Status::NoMemory;
-    bufs[1] = static_cast<uint8_t*>(arena().allocate(COMMIT_CHUNK, 4096));
     unsigned turn = 0;
     uint64_t total = 0, copied = 0;
     if (progress)
@@ -123,9 +122,13 @@ Status copy_above(ImageReader* const* chain, uint32_t depth, uint32_t above, Ima
                 if (bufs[1] != nullptr) turn ^= 1;
                 settle_writes_from(buf); // its last write may still be in flight
                 st = reader.read(offset, buf, run);
-                if (bufs[1] != nullptr) defer_writes_from(buf, COMMIT_CHUNK);
+                defer_writes_from(buf, COMMIT_CHUNK);
                 if (st == Status::Ok) st = base.write(offset, buf, run);
                 defer_writes_from(nullptr, 0);
+                if (bufs[1] == nullptr && host_defers_writes()) {
+                    bufs[1] = static_cast<uint8_t*>(arena().allocate(COMMIT_CHUNK, 4096));
+                    turn = bufs[1] != nullptr ? 1 : 0; // no room: one buffer, each refill settled
+                }
             }
             if (st != Status::Ok) {
                 say_reason(&reasons, "error while writing into the base image");

@@ -281,6 +281,7 @@ Status convert_op(const uint8_t* arg, uint32_t arg_len) {
         p.salvage_ctx = &salvage;
         p.defer_writes = defer_writes_from;
         p.settle_writes = settle_writes_from;
+        p.writes_deferred = host_defers_writes;
         // The engine finishes the target itself (writer->finish()) once the data is in.
         st = convert::run_convert(sources, h.source_count, *writer, p, arena(), &reasons);
         salvage.flush();

@@ -61,7 +61,7 @@ struct Walk {
     uint8_t* buf_old;
     uint8_t* buf_new;
     // Write-behind (docs/sandbox.md): the host may still be writing from one old-data buffer while
-    // the next chunk is read into the other; nullptr when there was no room for it.
+    // the next chunk is read into the other; made once the host is seen to defer writes.
     uint8_t* buf_old_spare;
     uint64_t copied = 0;
 };
@@ -97,6 +97,8 @@ bool same(const uint8_t* a, const uint8_t* b, uint64_t len) {
 
 // One unallocated run [offset, offset + n) of the image, n <= REBASE_CHUNK: compare and copy.
 uint32_t copy_run(Walk& w, uint64_t offset, uint64_t n, uint64_t cs) {
+    if (w.buf_old_spare == nullptr && host_defers_writes())
+        w.buf_old_spare = static_cast<uint8_t*>(arena().allocate(REBASE_CHUNK, 64));
     if (w.buf_old_spare != nullptr) {
         uint8_t* t = w.buf_old;
         w.buf_old = w.buf_old_spare;
@@ -114,7 +116,7 @@ uint32_t copy_run(Walk& w, uint64_t offset, uint64_t n, uint64_t cs) {
     // A run that starts at or past the old chain's end is written as zeros (img_rebase's
     // blk_pwrite_zeroes once the old backing file is at EOF: qcow2 v3 zero clusters, no data).
     uint64_t done = 0, run_start = 0, run_len = 0;
-    const DeferFrom window(w.buf_old_spare != nullptr ? w.buf_old : nullptr, REBASE_CHUNK);
+    const DeferFrom window(w.buf_old, REBASE_CHUNK);
     auto flush_run = [&]() -> uint32_t {
         if (run_len == 0) return INSTAR_REBASE_DONE;
         const uint64_t at = offset + run_start;
@@ -268,7 +270,7 @@ Status rebase_op(const uint8_t* arg, uint32_t arg_len) {
            new_depth > 0 ? chains[old_depth]->virtual_size() : 0,
            buf_old,
            buf_new,
-           static_cast<uint8_t*>(arena().allocate(REBASE_CHUNK, 64))};
+           nullptr};
     uint64_t cs = writer->cluster_size();
     if (cs == 0 || (cs & (cs - 1)) != 0 || cs > REBASE_CHUNK) cs = 512; // a format without clusters: sectors
     uint32_t outcome = walk(w, readers[0]->virtual_size(), cs);

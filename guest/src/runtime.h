@@ -28,6 +28,9 @@ void log_str(const char* text);
 // deferred write came from this window and nothing has settled it since.
 void defer_writes_from(const void* buf, uint64_t len);
 void settle_writes_from(const void* buf);
+// Whether the host has deferred a write in this run (it has write-behind): only then does a second
+// copy buffer pay for its memory.
+bool host_defers_writes();
 
 // arena.cpp: the bounded allocator behind Services::allocator and malloc/free.
 void arena_init(uint64_t base, uint64_t size);

@@ -397,6 +397,7 @@ TEST_CASE("write-behind: two buffers alternate, each settled before it is filled
     Params p;
     p.defer_writes = DeferringHost::defer;
     p.settle_writes = DeferringHost::settle;
+    p.writes_deferred = [] { return DeferringHost::deferred > 0; };
     ImageReader* chain[1] = {&r};
     Source s{chain, 1};
     instar::hosted::BudgetAllocator alloc(5 * MiB);
@@ -407,14 +408,25 @@ TEST_CASE("write-behind: two buffers alternate, each settled before it is filled
     CHECK(w.disk == bytes);
     CHECK(alloc.peak() <= 4 * MiB + 4096);
 
-    // Without room for a second buffer: one buffer, nothing deferred, the same bytes.
+    // Without room for a second buffer: one buffer, each refill waits for its write; the same bytes.
     DeferringHost::buffers.clear();
     DeferringHost::deferred = 0;
     DeferringWriter w2(9 * MiB);
     instar::hosted::BudgetAllocator small(3 * MiB);
     REQUIRE(run_convert(&s, 1, w2, p, small, nullptr) == Status::Ok);
-    CHECK(DeferringHost::deferred == 0);
+    CHECK(DeferringHost::buffers.size() == 1);
     CHECK(w2.disk == bytes);
+
+    // A host that never defers: one buffer, as without write-behind.
+    DeferringHost::buffers.clear();
+    DeferringHost::deferred = 0;
+    p.writes_deferred = [] { return false; };
+    DeferringWriter w3(9 * MiB);
+    instar::hosted::BudgetAllocator budget(5 * MiB);
+    REQUIRE(run_convert(&s, 1, w3, p, budget, nullptr) == Status::Ok);
+    CHECK(DeferringHost::buffers.size() == 1);
+    CHECK(budget.peak() <= 2 * MiB + 4096);
+    CHECK(w3.disk == bytes);
 }
 
 namespace {

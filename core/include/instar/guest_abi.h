@@ -162,6 +162,9 @@ INSTAR_ABI_ASSERT(offsetof(struct instar_hypercall, arg0) == 32, "mailbox layout
  * for an earlier deferred write before taking the next, so the promise covers only the last one.
  * A zero-length WRITE to a writable device settles and does nothing else. Other bits: 0. */
 #define INSTAR_WRITE_DEFERRABLE 1ull
+/* INSTAR_HC_WRITE's out_flags: DEFERRED, the host took a deferrable write to finish it later (a host
+ * without write-behind writes at once and leaves out_flags 0, so the guest need not fence). */
+#define INSTAR_WRITE_DEFERRED 1ull
 INSTAR_ABI_ASSERT(offsetof(struct instar_hypercall, ret) == 64, "mailbox layout");
 INSTAR_ABI_ASSERT(offsetof(struct instar_hypercall, out_flags) == 80, "mailbox layout");
 

@@ -89,6 +89,7 @@ Outcome<HypercallServer::Next> HypercallServer::serve() {
                 // outlives the writer thread; the guest keeps the bytes until its next settling call.
                 if (buf != nullptr && write_behind_->enqueue(*d, buf, req.len, req.offset)) {
                     result_.bytes_written += req.len;
+                    reply.out_flags = INSTAR_WRITE_DEFERRED;
                     std::memcpy(slot, &reply, sizeof(reply));
                     return Next::Resume;
                 }
