@@ -28,10 +28,17 @@ def strip(j):
 
 def data_segments(path):
     """The file's allocated byte ranges (SEEK_DATA / SEEK_HOLE), so sparse images of any size are
-    compared by what is really stored."""
+    compared by what is really stored.
+
+    On ext4 an fallocated (unwritten) extent counts as data once any of its pages sits in the page
+    cache, and reading a neighbouring range (a byte comparison, its readahead) puts them there: the
+    answer would depend on what was read before. So the file is flushed and its clean pages are
+    dropped first; then written extents are data and unwritten ones holes, whatever came before."""
     segs = []
     fd = os.open(path, os.O_RDONLY)
     try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         size = os.fstat(fd).st_size
         off = 0
         while off < size:
