@@ -2,6 +2,7 @@
 // command prints or reports to the host as INSTAR_REC_EDIT records (docs/edit.md).
 #include "create_target.h"
 #include "image_table.h"
+#include "info_first.h"
 #include "runtime.h"
 
 #include <instar/guest/edit_resize.h>
@@ -69,84 +70,6 @@ private:
     uint8_t* buf_;
     size_t text_sent_ = 0;
 };
-
-// INSTAR_EDIT_INFO_FIRST: info's encoder, watched for what decides whether the edit may run here.
-class WatchedInfo final : public InfoSink {
-public:
-    explicit WatchedInfo(InfoEncoder& to) : to_(to) {}
-    void format(const char* name) override { to_.format(name); }
-    void virtual_size(uint64_t bytes) override {
-        size_ = bytes;
-        have_size_ = true;
-        to_.virtual_size(bytes);
-    }
-    void cluster_size(uint64_t bytes) override { to_.cluster_size(bytes); }
-    void encrypted(bool yes) override {
-        encrypted_ = encrypted_ || yes;
-        to_.encrypted(yes);
-    }
-    void dirty(bool yes) override { to_.dirty(yes); }
-    void backing_format(const char* name, size_t len) override { to_.backing_format(name, len); }
-    void snapshot(const SnapshotInfo& s) override { to_.snapshot(s); }
-    void file_reference(FileRole role, const char* name, size_t len) override {
-        references_ = true;
-        to_.file_reference(role, name, len);
-    }
-    void specific_type(const char* type) override { to_.specific_type(type); }
-    void begin_object(const char* key) override { to_.begin_object(key); }
-    void end_object() override { to_.end_object(); }
-    void begin_list(const char* key) override { to_.begin_list(key); }
-    void end_list() override { to_.end_list(); }
-    void put_string(const char* key, const char* value, size_t len) override { to_.put_string(key, value, len); }
-    void put_uint(const char* key, uint64_t value) override { to_.put_uint(key, value); }
-    void put_int(const char* key, int64_t value) override { to_.put_int(key, value); }
-    void put_bool(const char* key, bool value) override { to_.put_bool(key, value); }
-    void reason(const char* text, size_t len) override { to_.reason(text, len); }
-
-    // The edit may run in this start: nothing else to open, no key to ask for, a size to check with.
-    bool lone() const { return !references_ && !encrypted_ && have_size_; }
-    uint64_t size() const { return size_; }
-
-private:
-    InfoEncoder& to_;
-    uint64_t size_ = 0;
-    bool have_size_ = false;
-    bool references_ = false;
-    bool encrypted_ = false;
-};
-
-// The image as info sees it: read-only, exactly the file's length (an output device's size() is
-// the room it may grow to, not the file's length).
-class InfoView final : public BlockDevice {
-public:
-    InfoView(BlockDevice& dev, uint64_t length) : dev_(dev), length_(length) {}
-    uint64_t size() const override { return length_; }
-    Status read(uint64_t offset, void* buf, size_t len) override {
-        if (offset > length_ || len > length_ - offset)
-            return Status::IoError;
-        return dev_.read(offset, buf, len);
-    }
-    Status write(uint64_t, const void*, size_t) override { return Status::Invalid; }
-    Status allocation(uint64_t offset, bool* data, uint64_t* length) override {
-        if (offset >= length_)
-            return Status::IoError;
-        const Status st = dev_.allocation(offset, data, length);
-        if (st == Status::Ok && *length > length_ - offset)
-            *length = length_ - offset;
-        return st;
-    }
-
-private:
-    BlockDevice& dev_;
-    uint64_t length_;
-};
-
-// Bytes of info tokens per record, as INSTAR_OP_INFO sends them.
-constexpr size_t EDIT_INFO_RECORD_BYTES = 32u << 10;
-
-Status send_info_chunk(void*, const uint8_t* data, size_t len) {
-    return services().send_record(INSTAR_REC_INFO, data, len);
-}
 
 // Resolves RESIZE_FROM_INFO against the size info reported; false when qemu-img's checks fail
 // (the host then prints their messages on its ordinary path).
@@ -220,30 +143,17 @@ Status edit_op(const uint8_t* arg, uint32_t arg_len) {
     }
     if ((a.flags & INSTAR_EDIT_INFO_FIRST) != 0) {
         // The image alone: a format that names other files takes the host's ordinary path.
-        if (listed != 0 || ops->info == nullptr)
+        if (listed != 0)
             return Status::Invalid;
-        InfoView view(*image, lengths[0]);
-        if ((a.flags & INSTAR_EDIT_INFO_FORCE) == 0) {
-            bool match = false;
-            if (ops->probe == nullptr)
-                return Status::Invalid;
-            if (const Status st = ops->probe(view, &match); st != Status::Ok || !match)
-                return st != Status::Ok ? st : Status::Unsupported;
-        }
-        auto* info_buf = static_cast<uint8_t*>(arena().allocate(EDIT_INFO_RECORD_BYTES, 16));
-        if (info_buf == nullptr)
-            return Status::NoMemory;
-        InfoEncoder encoder(info_buf, EDIT_INFO_RECORD_BYTES, send_info_chunk, nullptr);
-        WatchedInfo watched(encoder);
-        const InfoRequest info_req{&view, &arena(), devs, 0, a.qemu_version};
-        const Status st = ops->info(info_req, watched);
-        const Status flushed = encoder.finish();
-        if (st != Status::Ok || flushed != Status::Ok)
-            return st != Status::Ok ? st : flushed;
+        InfoFirstResult first;
+        if (const Status st =
+                inspect_first(*ops, *image, lengths[0], (a.flags & INSTAR_EDIT_INFO_FORCE) != 0, a.qemu_version, &first);
+            st != Status::Ok)
+            return st;
         // Not started: Ok says the inspection itself succeeded (the host reuses it).
-        if (!watched.lone())
+        if (!first.lone)
             return Status::Ok;
-        if (static_cast<EditCommand>(a.command) == EditCommand::Resize && !resolve_resize(args, a.args_len, watched.size()))
+        if (static_cast<EditCommand>(a.command) == EditCommand::Resize && !resolve_resize(args, a.args_len, first.size))
             return Status::Ok;
         if (const Status sent = host.started(); sent != Status::Ok)
             return sent;

@@ -1,4 +1,5 @@
 // The operations the runtime itself implements (enum instar_op); format work lives in modules.
+#include "info_first.h"
 #include "runtime.h"
 
 namespace instar::guest {
@@ -156,6 +157,8 @@ Status dispatch(uint32_t op, const uint8_t* arg, uint32_t arg_len) {
         return measure_op(arg, arg_len);
     case INSTAR_OP_COMMIT:
         return commit_op(arg, arg_len);
+    case INSTAR_OP_INFO_FIRST:
+        return info_first_op(arg, arg_len);
     default:
         log_str("runtime: unknown operation");
         return Status::Invalid;

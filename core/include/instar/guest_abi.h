@@ -232,7 +232,26 @@ enum instar_op {
     INSTAR_OP_REBASE = 12,    /* struct instar_rebase_arg: the plan is a device (docs/rebase.md) */
     INSTAR_OP_COMMIT = 13,    /* struct instar_commit_arg: the plan is a device (docs/commit.md) */
     /* 14 is reserved for dd's data path (dd uses convert's plan today). */
+    INSTAR_OP_INFO_FIRST = 15, /* struct instar_info_first_arg + the operation's argument (below) */
 };
+
+/* INSTAR_OP_INFO_FIRST: one sandbox start instead of two for a read-only command on an image that
+ * stands alone (docs/architecture.md). The guest inspects device 0 with module 0 as INSTAR_OP_INFO
+ * would (probing it, or with INSTAR_INFO_FORCE not) and sends the same INSTAR_REC_INFO records. Only
+ * when that succeeds, the image names no other file and is not encrypted, and its virtual size is at
+ * most max_virtual_size (the size the host's wall-clock budget was computed for), does it send one
+ * empty INSTAR_REC_STARTED and run `op` with the bytes after this struct as its argument (its device 0
+ * is the image, module 0 its format); the exit status is then op's. Without INSTAR_REC_STARTED the
+ * exit status is the inspection's (Ok: it succeeded, and the host reuses the info it was sent). `op`
+ * is INSTAR_OP_CHECK (without INSTAR_CHECK_FIX_*: nothing is written). */
+struct instar_info_first_arg {
+    uint32_t op;               /* the operation to run when the image stands alone */
+    uint32_t flags;            /* INSTAR_INFO_FORCE */
+    uint32_t qemu_version;     /* the profile, for the inspection */
+    uint32_t reserved;         /* 0 */
+    uint64_t max_virtual_size; /* a larger image takes the host's ordinary path */
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_info_first_arg) == 24, "info-first arg layout");
 
 /* INSTAR_OP_INFO: device 0 is the image, devices 1..file_count the files it referenced in an earlier
  * run (in reference order). Modules 0..module_count-1 are tried in order: the first whose probe
@@ -670,6 +689,7 @@ enum instar_record_type {
     INSTAR_REC_MEASURE = 9,  /* struct instar_measure_record, once, when the walk succeeded */
     INSTAR_REC_EDIT = 11,    /* INSTAR_OP_EDIT's output: struct instar_edit_record_head, then bytes */
     INSTAR_REC_REBASE = 12,  /* struct instar_rebase_record, once, at the end of INSTAR_OP_REBASE */
+    INSTAR_REC_STARTED = 14, /* INSTAR_OP_INFO_FIRST: empty; the operation began after the inspection */
     INSTAR_REC_TEST = 0x7F00, /* free-form bytes, for tests of the sandbox itself */
 };
 

@@ -3,6 +3,7 @@
 #include "ops/check_op.h"
 
 #include "ops/edit_op.h"
+#include "ops/info_first.h"
 #include "ops/guest_info_runner.h"
 #include "ops/guest_module.h"
 #include "ops/map_op.h"
@@ -31,6 +32,18 @@ constexpr std::uint64_t CHECK_BYTES_PER_SECOND = 512ull << 20;
 // ... and 1 s per 2 TiB of virtual disk: vmdk's check visits every grain (a 64 TiB monolithicSparse
 // image has a billion; ~0.3 s per TiB in the guest on a quiet host, qemu-img takes ~2 s per TiB).
 constexpr std::uint64_t CHECK_VIRTUAL_BYTES_PER_SECOND = 2ull << 40;
+// A check in one start (INSTAR_OP_INFO_FIRST) begins before the host knows the virtual size, so its
+// budget is computed for this size and the guest checks a larger image only on the ordinary path
+// (two starts, the budget from info's size). 16 TiB covers every image but the rare huge sparse one
+// for 8 s more of budget.
+constexpr std::uint64_t QUICK_CHECK_MAX_VIRTUAL = 16ull << 40;
+
+std::chrono::milliseconds check_budget(std::uint64_t file_size, std::uint64_t virtual_size, bool fix) {
+    const auto budget = CHECK_BASE_TIMEOUT + std::chrono::seconds(file_size / CHECK_BYTES_PER_SECOND +
+                                                                  virtual_size / CHECK_VIRTUAL_BYTES_PER_SECOND) *
+                                                 (fix ? 2 : 1);
+    return std::chrono::duration_cast<std::chrono::milliseconds>(budget);
+}
 
 // The text records of a run that failed: what the guest printed before it stopped.
 std::string partial_text(std::span<const vmm::Record> records, int host_errno) {
@@ -72,6 +85,46 @@ struct Fd {
             ::close(fd);
     }
 };
+
+// INSTAR_OP_CHECK on the opened image (and, with -r, the same file reopened for writing).
+Expected<vmm::RunResult> run_check_op(const ChainLink& link, const CheckOptions& opts, const vmm::SandboxConfig& sandbox,
+                                      std::uint32_t qemu_version) {
+    auto module = guest_module_path(*link.plugin);
+    if (!module)
+        return Error{module.error()};
+    // -r: the same file (device and inode checked) opened for writing, after info inspected it.
+    Fd rw;
+    if (opts.fix) {
+        rw.fd = ::open(link.image.path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+        if (rw.fd < 0) {
+            const std::string why = std::strerror(errno);
+            return Error{"Could not open '" + opts.filename + "': Could not open '" + opts.filename + "': " + why};
+        }
+        struct stat st {};
+        if (::fstat(rw.fd, &st) != 0 || static_cast<std::uint64_t>(st.st_dev) != link.image.device ||
+            static_cast<std::uint64_t>(st.st_ino) != link.image.inode ||
+            static_cast<std::uint64_t>(st.st_size) != link.image.size)
+            return Error{"Could not open '" + opts.filename + "': the file changed while it was being inspected"};
+    }
+    std::vector<vmm::Device> devices{{opts.fix ? rw.fd : link.image.fd, link.image.size, opts.fix != 0}};
+    for (const auto& f : link.files)
+        devices.push_back({f.fd, f.size, false});
+    // -r: the image once more as an output, so the repair can extend the file (docs/check.md).
+    if (opts.fix)
+        devices.push_back(vmm::output_device(rw.fd));
+    const instar_check_arg arg{opts.fix, qemu_version, static_cast<std::uint32_t>(link.files.size()), 0};
+    // SAFETY: instar_check_arg is a trivially-copyable ABI struct with no padding (static_assert).
+    const auto* a = reinterpret_cast<const std::uint8_t*>(&arg);
+    const std::vector<std::string> modules{*module};
+    vmm::SandboxConfig config = sandbox;
+    const auto budget = check_budget(link.image.size, link.node.virtual_size, opts.fix != 0);
+    if (config.timeout < budget)
+        config.timeout = budget;
+    auto run = vmm::run(config, devices, modules, INSTAR_OP_CHECK, {a, sizeof arg});
+    if (!run)
+        return Error{run.error().message};
+    return std::move(run.value());
+}
 
 } // namespace
 
@@ -167,7 +220,29 @@ Expected<CheckReport> run_check(const CheckOptions& opts, const PluginRegistry& 
     OpenedChain chain;
     OpenedChain fallback;
     const ChainLink* found = nullptr;
-    if (auto opened = open_chain(io, plugins, *runner, chain); !opened) {
+    // A check that reads an image standing alone: one sandbox start (info_first.h); its inspection
+    // is reused when the guest did not go on.
+    std::optional<vmm::RunResult> quick;
+    std::optional<PrefetchedInfo> prefetched;
+    if (opts.fix == 0) {
+        QuickRead q;
+        q.open = io;
+        q.op = INSTAR_OP_CHECK;
+        const instar_check_arg quick_arg{0, qemu_version, 0, 0};
+        q.arg.resize(sizeof quick_arg);
+        std::memcpy(q.arg.data(), &quick_arg, sizeof quick_arg);
+        q.max_virtual_size = QUICK_CHECK_MAX_VIRTUAL;
+        q.budget = [](const OpenedFile& f) { return check_budget(f.size, QUICK_CHECK_MAX_VIRTUAL, false); };
+        q.prefetched = &prefetched;
+        auto r = try_quick_read(q, plugins, sandbox, qemu_version, chain);
+        if (!r)
+            return Error{r.error()};
+        quick = std::move(*r);
+    }
+    const GuestInfoRunner run_guest = prefetched ? with_prefetched(*runner, *prefetched) : *runner;
+    if (quick) {
+        found = &chain.links.front();
+    } else if (auto opened = open_chain(io, plugins, run_guest, chain); !opened) {
         // qemu opens a qcow2 for check without reading its snapshot table (qcow2_do_open in check
         // mode); the check reads it and reports what is wrong with it. So when info refused a qcow2
         // because of that table, the qcow2 check runs anyway and says it in check's words.
@@ -209,45 +284,14 @@ Expected<CheckReport> run_check(const CheckOptions& opts, const PluginRegistry& 
         if (auto keys = unlock_chain(chain, chain.links.size(), opts.filename, sandbox, qemu_version, 1); !keys)
             return Error{keys.error()};
     }
-    auto module = guest_module_path(*link.plugin);
-    if (!module)
-        return Error{module.error()};
-    // -r: the same file (device and inode checked) opened for writing, after info inspected it.
-    Fd rw;
-    if (opts.fix) {
-        rw.fd = ::open(link.image.path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-        if (rw.fd < 0) {
-            const std::string why = std::strerror(errno);
-            return Error{"Could not open '" + opts.filename + "': Could not open '" + opts.filename + "': " + why};
-        }
-        struct stat st {};
-        if (::fstat(rw.fd, &st) != 0 || static_cast<std::uint64_t>(st.st_dev) != link.image.device ||
-            static_cast<std::uint64_t>(st.st_ino) != link.image.inode ||
-            static_cast<std::uint64_t>(st.st_size) != link.image.size)
-            return Error{"Could not open '" + opts.filename + "': the file changed while it was being inspected"};
+    std::optional<vmm::RunResult> ran = std::move(quick);
+    if (!ran) {
+        auto r = run_check_op(link, opts, sandbox, qemu_version);
+        if (!r)
+            return Error{r.error()};
+        ran = std::move(*r);
     }
-    std::vector<vmm::Device> devices{{opts.fix ? rw.fd : link.image.fd, link.image.size, opts.fix != 0}};
-    for (const auto& f : link.files)
-        devices.push_back({f.fd, f.size, false});
-    // -r: the image once more as an output, so the repair can extend the file (docs/check.md).
-    if (opts.fix)
-        devices.push_back(vmm::output_device(rw.fd));
-    const instar_check_arg arg{opts.fix, qemu_version, static_cast<std::uint32_t>(link.files.size()), 0};
-    // SAFETY: instar_check_arg is a trivially-copyable ABI struct with no padding (static_assert).
-    const auto* a = reinterpret_cast<const std::uint8_t*>(&arg);
-    const std::vector<std::string> modules{*module};
-    // The check's work grows with the file (one refcount per cluster, every table in it): the
-    // guest's wall-clock budget grows with it, as convert's does with the data.
-    vmm::SandboxConfig config = sandbox;
-    const auto budget =
-        CHECK_BASE_TIMEOUT + std::chrono::seconds(link.image.size / CHECK_BYTES_PER_SECOND +
-                                                  link.node.virtual_size / CHECK_VIRTUAL_BYTES_PER_SECOND) *
-                                 (opts.fix ? 2 : 1);
-    if (config.timeout < budget)
-        config.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(budget);
-    auto run = vmm::run(config, devices, modules, INSTAR_OP_CHECK, {a, sizeof arg});
-    if (!run)
-        return Error{run.error().message};
+    const vmm::RunResult* run = &*ran;
     const auto status = static_cast<guest::Status>(run->exit_status);
     if (status != guest::Status::Ok) {
         CheckReport failed;

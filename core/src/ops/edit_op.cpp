@@ -3,9 +3,7 @@
 
 #include "ops/guest_info_runner.h"
 #include "ops/guest_module.h"
-#include "ops/host_probe.h"
 #include "ops/image_table.h"
-#include "info/info_decode.h"
 
 #include <instar/guest/edit_resize_file.h>
 
@@ -63,18 +61,7 @@ Expected<bool> open_for_edit(const EditOpen& opts, const PluginRegistry& plugins
     if (opts.prefetched == nullptr)
         return open_chain(io, plugins, *runner, chain);
     // The first inspection (the top image, no files yet) was run by try_quick_edit.
-    bool used = false;
-    const PrefetchedInfo& pf = *opts.prefetched;
-    GuestInfoRunner with_first = [&](const std::vector<const LoadedPlugin*>& candidates, bool force,
-                                     const OpenedFile& image,
-                                     const std::vector<OpenedFile>& files) -> Expected<GuestInfoResult> {
-        const bool first = !used;
-        used = true;
-        if (first && files.empty() && candidates.size() == 1 && candidates.front() == pf.plugin && force == pf.force)
-            return pf.result;
-        return (*runner)(candidates, force, image, files);
-    };
-    return open_chain(io, plugins, with_first, chain);
+    return open_chain(io, plugins, with_prefetched(*runner, *opts.prefetched), chain);
 }
 
 Expected<EditReport> decode_edit_records(std::span<const vmm::Record> records) {
@@ -217,31 +204,23 @@ Expected<EditReport> run_edit(const EditCall& call, const vmm::SandboxConfig& sa
 Expected<bool> try_quick_edit(const QuickEdit& quick, const PluginRegistry& plugins, const vmm::SandboxConfig& sandbox,
                               std::uint32_t qemu_version, OpenedChain& chain, EditReport& report) {
     const EditOpen& eo = quick.open;
-    // Anything unusual goes the ordinary way, which words every error as before.
-    if (vmm::check_sandbox(sandbox) || !default_policy(eo.filename, eo.allow_paths))
+    InfoOptions io;
+    io.filename = eo.filename;
+    io.format = eo.format;
+    io.allow_paths = eo.allow_paths;
+    io.unsafe_quirks = eo.unsafe_quirks;
+    io.backing_chain = eo.backing_chain;
+    io.read_write = eo.read_write;
+    FirstImage first;
+    if (!open_first_image(io, plugins, sandbox, first))
         return false;
-    auto opened = open_user_file(eo.filename);
-    if (!opened)
-        return false;
-    struct Closer {
-        OpenedFile& f;
-        ~Closer() { close_file(f); }
-    } closer{*opened};
-    const LoadedPlugin* plugin = nullptr;
-    if (eo.format) {
-        plugin = plugins.find(*eo.format);
-    } else {
-        const auto probed = host_probe(plugins, *opened, eo.unsafe_quirks);
-        if (probed.size() == 1)
-            plugin = probed.front();
-    }
     // A read-only format's refusal is worded by the ordinary path (open_chain).
-    if (plugin == nullptr || (quick.accept && !quick.accept(*plugin)) || ((*plugin)->capabilities & CAP_READ_ONLY))
+    if ((quick.accept && !quick.accept(*first.plugin)) || ((*first.plugin)->capabilities & CAP_READ_ONLY))
         return false;
-    auto rw = reopen_writable(*opened, quick.filename);
+    auto rw = reopen_writable(first.file, quick.filename);
     if (!rw)
         return false;
-    ChainLink link{*opened, {}, plugin, {}, eo.filename, {}};
+    ChainLink link{first.file, {}, first.plugin, {}, eo.filename, {}};
     EditCall call;
     call.link = &link;
     call.filename = quick.filename;
@@ -255,44 +234,11 @@ Expected<bool> try_quick_edit(const QuickEdit& quick, const PluginRegistry& plug
         return Error{ran.error()};
     if (!ran->started) {
         // The inspection succeeded (or asked for the image's files): the ordinary path's first one.
-        const auto status = ran->status;
-        if (quick.prefetched != nullptr && (status == guest::Status::Ok || status == guest::Status::NeedFiles)) {
-            if (auto decoded = decode_info(ran->info, true)) {
-                PrefetchedInfo pf;
-                pf.plugin = plugin;
-                pf.force = eo.format.has_value();
-                pf.result.status = status;
-                pf.result.info = std::move(*decoded);
-                pf.result.detail = printable_reason(pf.result.info.reason);
-                *quick.prefetched = std::move(pf);
-            }
-        }
+        keep_inspection(ran->info, ran->status, first, eo.format.has_value(), quick.prefetched);
         return false;
     }
-    // The info the guest sent before it began: the image's node, built as open_for_edit builds it.
-    auto decoded = decode_info(ran->info, true);
-    if (!decoded)
-        return Error{decoded.error()};
-    GuestInfoResult first;
-    first.info = std::move(*decoded);
-    bool served = false;
-    GuestInfoRunner cached = [&](const std::vector<const LoadedPlugin*>& candidates, bool force, const OpenedFile&,
-                                 const std::vector<OpenedFile>& files) -> Expected<GuestInfoResult> {
-        if (served || candidates.size() != 1 || candidates.front() != plugin || force != eo.format.has_value() ||
-            !files.empty())
-            return Error{"the image changed while it was being edited"};
-        served = true;
-        return first;
-    };
-    InfoOptions io;
-    io.filename = eo.filename;
-    io.format = eo.format;
-    io.allow_paths = eo.allow_paths;
-    io.unsafe_quirks = eo.unsafe_quirks;
-    io.backing_chain = eo.backing_chain;
-    io.read_write = eo.read_write;
-    io.top = &*opened;
-    if (auto ok = open_chain(io, plugins, cached, chain); !ok)
+    io.top = &first.file;
+    if (auto ok = open_inspected(ran->info, first, io, plugins, chain); !ok)
         return Error{ok.error()};
     report = std::move(*ran);
     return true;

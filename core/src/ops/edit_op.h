@@ -4,6 +4,7 @@
 // host serves reads and writes and decodes what the command reports (docs/edit.md).
 #pragma once
 
+#include "ops/info_first.h"
 #include "ops/info_op.h"
 #include "plugins/registry.h"
 #include "util/expected.h"
@@ -23,14 +24,6 @@
 #include <vector>
 
 namespace instar {
-
-// What the guest of a try_quick_edit that did not edit found when it inspected the image: the first
-// inspection open_for_edit would run, so it is not run twice.
-struct PrefetchedInfo {
-    const LoadedPlugin* plugin = nullptr;
-    bool force = false;
-    GuestInfoResult result;
-};
 
 struct EditOpen {
     std::string filename;

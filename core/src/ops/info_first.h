@@ -1,0 +1,78 @@
+// One sandbox start instead of two where the image stands alone (docs/architecture.md, "One start
+// where the image stands alone"). A command that would run INSTAR_OP_INFO on the image and then start
+// the sandbox again for itself lets the guest inspect the image first and go on in the same start
+// when it names no other file and is not encrypted: INSTAR_OP_EDIT's INSTAR_EDIT_INFO_FIRST
+// (edit_op.h's try_quick_edit) and INSTAR_OP_INFO_FIRST for read-only commands (try_quick_read).
+// When the guest did not go on, nothing was written and the command takes its ordinary path, which
+// reuses the inspection (PrefetchedInfo) and words every error as before.
+#pragma once
+
+#include "ops/info_op.h"
+#include "plugins/registry.h"
+#include "util/expected.h"
+#include "vmm/sandbox.h"
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <vector>
+
+namespace instar {
+
+// What a guest that inspected the image but did not go on found: the first inspection the ordinary
+// path would run, so it is not run twice.
+struct PrefetchedInfo {
+    const LoadedPlugin* plugin = nullptr;
+    bool force = false;
+    GuestInfoResult result;
+};
+
+// `runner`, except that its first call, when it asks what `pf` answered (the top image alone, the
+// same plugin and force), is answered by `pf`.
+GuestInfoRunner with_prefetched(GuestInfoRunner runner, const PrefetchedInfo& pf);
+
+// The image a quick attempt inspects: opened as info opens it, its format chosen by the host probe
+// (or -f). Closes the file when it goes.
+class FirstImage {
+public:
+    FirstImage() = default;
+    FirstImage(const FirstImage&) = delete;
+    FirstImage& operator=(const FirstImage&) = delete;
+    ~FirstImage();
+    OpenedFile file{};
+    const LoadedPlugin* plugin = nullptr;
+    bool open = false;
+};
+
+// Opens opts.filename for a quick attempt; false when anything is unusual (no sandbox, the path
+// policy, the probe not choosing exactly one format): the caller takes its ordinary path.
+bool open_first_image(const InfoOptions& opts, const PluginRegistry& plugins, const vmm::SandboxConfig& sandbox,
+                      FirstImage& out);
+
+// After the guest inspected the image: when it did not go on, keeps a successful inspection in
+// `prefetched` (if given); when it went on, opens `chain` as open_chain would have (the path
+// policy, the format's checks) from the info it sent first. `opts.top` must be first.file.
+void keep_inspection(const std::vector<std::uint8_t>& info, guest::Status status, const FirstImage& first,
+                     bool force, std::optional<PrefetchedInfo>* prefetched);
+Expected<bool> open_inspected(const std::vector<std::uint8_t>& info, const FirstImage& first, const InfoOptions& opts,
+                              const PluginRegistry& plugins, OpenedChain& chain);
+
+// A read-only command in one start (INSTAR_OP_INFO_FIRST): `op` with `arg` (device 0: the image,
+// module 0: its format), when the image stands alone and is at most max_virtual_size bytes.
+struct QuickRead {
+    InfoOptions open;                 // the image as the ordinary path opens it
+    std::uint32_t op = 0;             // INSTAR_OP_CHECK
+    std::vector<std::uint8_t> arg;    // its argument
+    std::uint64_t max_virtual_size = 0;
+    // The guest's wall-clock budget for this file at max_virtual_size (null: the sandbox's default).
+    std::function<std::chrono::milliseconds(const OpenedFile&)> budget;
+    std::optional<PrefetchedInfo>* prefetched = nullptr; // set when the guest inspected but did not go on
+};
+// nullopt: the command did not run (take the ordinary path); else its run (the inspection's records
+// removed), with `chain` opened as open_chain would have.
+Expected<std::optional<vmm::RunResult>> try_quick_read(const QuickRead& quick, const PluginRegistry& plugins,
+                                                       const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version,
+                                                       OpenedChain& chain);
+
+} // namespace instar

@@ -1,0 +1,29 @@
+// "Info first": one sandbox start instead of two for a command whose host would otherwise run
+// INSTAR_OP_INFO on the image and then start the sandbox again for the command itself. The guest
+// inspects device 0 with module 0 exactly as INSTAR_OP_INFO would (probing it, unless the user named
+// the format), sends the same INSTAR_REC_INFO records, and reports whether the image stands alone:
+// it names no other file (backing, extent, data file), is not encrypted and has a size. Only then
+// may the command run in this start; otherwise the host takes its ordinary path with the info it was
+// sent (docs/architecture.md, "One start where the image stands alone"). Used by INSTAR_OP_EDIT's
+// INSTAR_EDIT_INFO_FIRST and by INSTAR_OP_INFO_FIRST (the read-only commands).
+#pragma once
+
+#include "runtime.h"
+
+namespace instar::guest {
+
+struct InfoFirstResult {
+    bool lone = false;      // the image stands alone (the command may run here)
+    uint64_t size = 0;      // its virtual size, as info reported it
+};
+
+// Inspects `image` (its first `length` bytes, read-only) with `ops`; probes first unless `force`.
+// Ok: the inspection succeeded and its records were sent (`out` says whether the image stands
+// alone). Any other status: the inspection's own (the records sent so far say why).
+Status inspect_first(const ModuleOps& ops, BlockDevice& image, uint64_t length, bool force, uint32_t qemu_version,
+                     InfoFirstResult* out);
+
+// INSTAR_OP_INFO_FIRST (docs/guest-abi.md).
+Status info_first_op(const uint8_t* arg, uint32_t arg_len);
+
+} // namespace instar::guest
