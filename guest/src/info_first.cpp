@@ -17,7 +17,10 @@ public:
         have_size_ = true;
         to_.virtual_size(bytes);
     }
-    void cluster_size(uint64_t bytes) override { to_.cluster_size(bytes); }
+    void cluster_size(uint64_t bytes) override {
+        cluster_size_ = bytes;
+        to_.cluster_size(bytes);
+    }
     void encrypted(bool yes) override {
         encrypted_ = encrypted_ || yes;
         to_.encrypted(yes);
@@ -43,10 +46,12 @@ public:
     // The command may run in this start: nothing else to open, no key to ask for, a size to check with.
     bool lone() const { return !references_ && !encrypted_ && have_size_; }
     uint64_t size() const { return size_; }
+    uint64_t cluster_size() const { return cluster_size_; }
 
 private:
     InfoEncoder& to_;
     uint64_t size_ = 0;
+    uint64_t cluster_size_ = 0;
     bool have_size_ = false;
     bool references_ = false;
     bool encrypted_ = false;
@@ -85,7 +90,12 @@ Status send_info_chunk(void*, const uint8_t* data, size_t len) {
     return services().send_record(INSTAR_REC_INFO, data, len);
 }
 
+// Set while an operation INSTAR_OP_INFO_FIRST started runs.
+const InfoFirstResult* g_started = nullptr;
+
 } // namespace
+
+const InfoFirstResult* info_first_result() { return g_started; }
 
 Status inspect_first(const ModuleOps& ops, BlockDevice& image, uint64_t length, bool force, uint32_t qemu_version,
                      InfoFirstResult* out) {
@@ -112,6 +122,7 @@ Status inspect_first(const ModuleOps& ops, BlockDevice& image, uint64_t length, 
         return st != Status::Ok ? st : flushed;
     out->lone = watched.lone();
     out->size = watched.size();
+    out->cluster_size = watched.cluster_size();
     return Status::Ok;
 }
 
@@ -134,6 +145,9 @@ Status info_first_op(const uint8_t* arg, uint32_t arg_len) {
         __builtin_memcpy(&c, op_arg, sizeof c);
         if (c.fix != 0 || c.file_count != 0)
             return Status::Invalid;
+    } else if (a.op == INSTAR_OP_MAP) { // a plan naming the image alone (op_map.cpp checks the rest)
+        if (op_len != sizeof(instar_map_arg))
+            return Status::Invalid;
     } else {
         return Status::Invalid;
     }
@@ -148,7 +162,10 @@ Status info_first_op(const uint8_t* arg, uint32_t arg_len) {
     static constexpr uint8_t NOTHING = 0;
     if (const Status sent = services().send_record(INSTAR_REC_STARTED, &NOTHING, 0); sent != Status::Ok)
         return sent;
-    return dispatch(a.op, op_arg, op_len);
+    g_started = &first;
+    const Status st = dispatch(a.op, op_arg, op_len);
+    g_started = nullptr;
+    return st;
 }
 
 } // namespace instar::guest

@@ -13,8 +13,9 @@
 namespace instar::guest {
 
 struct InfoFirstResult {
-    bool lone = false;      // the image stands alone (the command may run here)
-    uint64_t size = 0;      // its virtual size, as info reported it
+    bool lone = false;         // the image stands alone (the command may run here)
+    uint64_t size = 0;         // its virtual size, as info reported it
+    uint64_t cluster_size = 0; // its cluster size, as info reported it (0: none)
 };
 
 // Inspects `image` (its first `length` bytes, read-only) with `ops`; probes first unless `force`.
@@ -25,5 +26,8 @@ Status inspect_first(const ModuleOps& ops, BlockDevice& image, uint64_t length, 
 
 // INSTAR_OP_INFO_FIRST (docs/guest-abi.md).
 Status info_first_op(const uint8_t* arg, uint32_t arg_len);
+
+// The inspection before the running operation, when INSTAR_OP_INFO_FIRST started it; else nullptr.
+const InfoFirstResult* info_first_result();
 
 } // namespace instar::guest

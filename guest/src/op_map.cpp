@@ -3,6 +3,7 @@
 // runs as INSTAR_REC_MAP records. Failures are an INSTAR_REC_CONVERT_FAILURE naming the phase
 // (OPEN with the image, COPY for the walk), then the format's reason (INSTAR_REC_REASON).
 #include "image_table.h"
+#include "info_first.h"
 
 #include "file_status.h"
 #include "map_walk.h"
@@ -73,6 +74,17 @@ Status map_op(const uint8_t* arg, uint32_t arg_len) {
     if (const Status st = read_plan(a.plan_device, plan); st != Status::Ok)
         return st;
     const instar_map_plan& h = plan.head;
+    if ((h.flags & ~INSTAR_MAP_PLAN_CLUSTER_FROM_INFO) != 0)
+        return Status::Invalid;
+    if ((h.flags & INSTAR_MAP_PLAN_CLUSTER_FROM_INFO) != 0) {
+        // The host planned before it had the image's info: the inspection that started this run
+        // (INSTAR_OP_INFO_FIRST) knows its cluster size, as the host's table would.
+        const InfoFirstResult* first = info_first_result();
+        if (first == nullptr || h.image_count != 1 || plan.images[0].device != 0 || plan.images[0].module != 0)
+            return Status::Invalid;
+        plan.images[0].cluster_size =
+            static_cast<uint32_t>(first->cluster_size < UINT32_MAX ? first->cluster_size : UINT32_MAX);
+    }
     RecordReasons reasons;
 
     auto* readers =

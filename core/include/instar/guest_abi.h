@@ -243,7 +243,8 @@ enum instar_op {
  * empty INSTAR_REC_STARTED and run `op` with the bytes after this struct as its argument (its device 0
  * is the image, module 0 its format); the exit status is then op's. Without INSTAR_REC_STARTED the
  * exit status is the inspection's (Ok: it succeeded, and the host reuses the info it was sent). `op`
- * is INSTAR_OP_CHECK (without INSTAR_CHECK_FIX_*: nothing is written). */
+ * is INSTAR_OP_CHECK (without INSTAR_CHECK_FIX_*: nothing is written) or INSTAR_OP_MAP (a plan of
+ * the one image, on device 0, with INSTAR_MAP_PLAN_CLUSTER_FROM_INFO). */
 struct instar_info_first_arg {
     uint32_t op;               /* the operation to run when the image stands alone */
     uint32_t flags;            /* INSTAR_INFO_FORCE */
@@ -580,9 +581,12 @@ struct instar_map_plan {
     uint64_t start;        /* --start-offset */
     uint64_t end;          /* start + --max-length, or UINT64_MAX: the walk stops at min(end, size) */
     uint32_t qemu_version; /* the output profile */
-    uint32_t reserved;
+    uint32_t flags;        /* INSTAR_MAP_PLAN_* (formerly reserved: 0) */
 };
 INSTAR_ABI_ASSERT(sizeof(struct instar_map_plan) == 32, "map plan layout");
+/* Image 0's cluster_size is the one the inspection before it reported (valid only in an
+ * INSTAR_OP_INFO_FIRST run, whose host plans before it has the info). */
+#define INSTAR_MAP_PLAN_CLUSTER_FROM_INFO 1u
 
 /* instar_map_entry.flags: qemu's BDRV_BLOCK_* as map prints them */
 #define INSTAR_MAP_DATA 1u

@@ -228,11 +228,16 @@ Expected<CheckReport> run_check(const CheckOptions& opts, const PluginRegistry& 
         QuickRead q;
         q.open = io;
         q.op = INSTAR_OP_CHECK;
-        const instar_check_arg quick_arg{0, qemu_version, 0, 0};
-        q.arg.resize(sizeof quick_arg);
-        std::memcpy(q.arg.data(), &quick_arg, sizeof quick_arg);
         q.max_virtual_size = QUICK_CHECK_MAX_VIRTUAL;
-        q.budget = [](const OpenedFile& f) { return check_budget(f.size, QUICK_CHECK_MAX_VIRTUAL, false); };
+        q.prepare = [&](const FirstImage& first, QuickCall& call) -> Expected<bool> {
+            const instar_check_arg quick_arg{0, qemu_version, 0, 0};
+            call.arg.resize(sizeof quick_arg);
+            std::memcpy(call.arg.data(), &quick_arg, sizeof quick_arg);
+            const auto budget = check_budget(first.file.size, QUICK_CHECK_MAX_VIRTUAL, false);
+            if (call.config.timeout < budget)
+                call.config.timeout = budget;
+            return true;
+        };
         q.prefetched = &prefetched;
         auto r = try_quick_read(q, plugins, sandbox, qemu_version, chain);
         if (!r)

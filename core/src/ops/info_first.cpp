@@ -97,18 +97,21 @@ Expected<std::optional<vmm::RunResult>> try_quick_read(const QuickRead& quick, c
     auto module = guest_module_path(*first.plugin);
     if (!module)
         return std::optional<vmm::RunResult>{};
+    QuickCall call;
+    call.config = sandbox;
+    if (auto ready = quick.prepare(first, call); !ready)
+        return Error{ready.error()};
+    else if (!*ready)
+        return std::optional<vmm::RunResult>{};
     const bool force = quick.open.format.has_value();
     instar_info_first_arg head{quick.op, force ? INSTAR_INFO_FORCE : 0u, qemu_version, 0, quick.max_virtual_size};
     std::vector<std::uint8_t> arg(sizeof head);
     std::memcpy(arg.data(), &head, sizeof head);
-    arg.insert(arg.end(), quick.arg.begin(), quick.arg.end());
-    vmm::SandboxConfig config = sandbox;
-    if (quick.budget)
-        if (const auto budget = quick.budget(first.file); config.timeout < budget)
-            config.timeout = budget;
-    const std::vector<vmm::Device> devices{{first.file.fd, first.file.size, false}};
+    arg.insert(arg.end(), call.arg.begin(), call.arg.end());
+    std::vector<vmm::Device> devices{{first.file.fd, first.file.size, false}};
+    devices.insert(devices.end(), call.devices.begin(), call.devices.end());
     const std::vector<std::string> modules{*module};
-    auto run = vmm::run(config, devices, modules, INSTAR_OP_INFO_FIRST, arg);
+    auto run = vmm::run(call.config, devices, modules, INSTAR_OP_INFO_FIRST, arg);
     if (!run)
         return Error{run.error().message};
     std::vector<std::uint8_t> info;

@@ -58,15 +58,19 @@ void keep_inspection(const std::vector<std::uint8_t>& info, guest::Status status
 Expected<bool> open_inspected(const std::vector<std::uint8_t>& info, const FirstImage& first, const InfoOptions& opts,
                               const PluginRegistry& plugins, OpenedChain& chain);
 
-// A read-only command in one start (INSTAR_OP_INFO_FIRST): `op` with `arg` (device 0: the image,
-// module 0: its format), when the image stands alone and is at most max_virtual_size bytes.
+// A read-only command in one start (INSTAR_OP_INFO_FIRST): `op` on the image (device 0, module 0:
+// its format) when it stands alone and is at most max_virtual_size bytes.
+struct QuickCall {
+    std::vector<std::uint8_t> arg;     // the operation's argument
+    std::vector<vmm::Device> devices;  // its devices after the image (device 0)
+    vmm::SandboxConfig config;         // the caller's sandbox, to adjust (a budget for max_virtual_size)
+};
 struct QuickRead {
-    InfoOptions open;                 // the image as the ordinary path opens it
-    std::uint32_t op = 0;             // INSTAR_OP_CHECK
-    std::vector<std::uint8_t> arg;    // its argument
+    InfoOptions open; // the image as the ordinary path opens it
+    std::uint32_t op = 0;
     std::uint64_t max_virtual_size = 0;
-    // The guest's wall-clock budget for this file at max_virtual_size (null: the sandbox's default).
-    std::function<std::chrono::milliseconds(const OpenedFile&)> budget;
+    // Fills the call for the image as opened; false: take the ordinary path.
+    std::function<Expected<bool>(const FirstImage&, QuickCall&)> prepare;
     std::optional<PrefetchedInfo>* prefetched = nullptr; // set when the guest inspected but did not go on
 };
 // nullopt: the command did not run (take the ordinary path); else its run (the inspection's records

@@ -5,6 +5,7 @@
 #include "ops/guest_info_runner.h"
 #include "ops/guest_module.h"
 #include "ops/image_table.h"
+#include "ops/info_first.h"
 #include "ops/info_op.h"
 
 #include <algorithm>
@@ -25,6 +26,47 @@ constexpr std::uint64_t MAP_BYTES_PER_SECOND = 1ull << 30;
 constexpr std::uint64_t MAP_GUEST_MEMORY = INSTAR_MIN_GUEST_MEMORY;
 // Runs handed to a sink at a time: 48 KiB of entries and ~128 KiB of JSON text, reused.
 constexpr std::size_t MAP_SINK_SLICE = 1024;
+// A map in one start (INSTAR_OP_INFO_FIRST) is planned before the host knows the virtual size: its
+// budget is computed for this size, and a larger image is mapped on the ordinary path (two starts,
+// the budget from info's size), where one start more is nothing against the walk.
+constexpr std::uint64_t QUICK_MAP_MAX_VIRTUAL = 1ull << 40;
+
+// The plan of a map of one image that stands alone, made before its info is known: device 0 is the
+// image, device 1 this plan; the guest takes the cluster size from its inspection
+// (INSTAR_MAP_PLAN_CLUSTER_FROM_INFO).
+Expected<bool> prepare_quick_map(const MapSpec& spec, std::uint32_t qemu_version, const FirstImage& first,
+                                 PlanFile& plan_file, QuickCall& call) {
+    const std::uint32_t traits = (*first.plugin)->qemu_traits;
+    if (!((*first.plugin)->capabilities & CAP_CONVERT))
+        return false; // the ordinary path words the refusal
+    instar_map_plan head{};
+    head.magic = INSTAR_MAP_PLAN_MAGIC;
+    head.image_count = 1;
+    head.start = spec.start;
+    head.end = spec.max_length ? spec.start + *spec.max_length : UINT64_MAX;
+    head.qemu_version = qemu_version;
+    head.flags = INSTAR_MAP_PLAN_CLUSTER_FROM_INFO;
+    const instar_convert_image image{0, 0, 1, 0, INSTAR_CONVERT_NO_BACKING, 0};
+    const std::uint32_t style = map_style_of(traits);
+    const instar_image_facts facts{first.file.allocated, image_facts_flags_of(traits), 0};
+    std::vector<std::uint8_t> bytes;
+    append_bytes(bytes, &head, 1);
+    append_bytes(bytes, &image, 1);
+    append_bytes(bytes, &style, 1);
+    append_bytes(bytes, &facts, 1);
+    auto plan_device = plan_file.write(bytes);
+    if (!plan_device)
+        return Error{plan_device.error()};
+    call.devices.push_back(*plan_device);
+    const instar_map_arg arg{1, 0};
+    append_bytes(call.arg, &arg, 1);
+    call.config.guest_memory = MAP_GUEST_MEMORY;
+    call.config.huge_pages = false;
+    const auto budget = MAP_BASE_TIMEOUT + std::chrono::seconds(QUICK_MAP_MAX_VIRTUAL / MAP_BYTES_PER_SECOND);
+    if (call.config.timeout < budget)
+        call.config.timeout = budget;
+    return true;
+}
 
 std::string failure_message(const MapSpec& spec, const std::vector<const ChainLink*>& table,
                             const vmm::RunResult& run, bool* walk, std::optional<std::string>* notice) {
@@ -107,8 +149,30 @@ Expected<MapResult> map_image(const MapSpec& spec, const PluginRegistry& plugins
     io.unsafe_quirks = spec.unsafe_quirks;
     io.allow_paths = spec.allow_paths;
     io.header = spec.header;
-    if (auto opened = open_chain(io, plugins, *runner, chain); !opened)
-        return Error{opened.error()};
+    // An image that stands alone is inspected and mapped in one sandbox start (info_first.h); any
+    // other takes the ordinary path, reusing that inspection.
+    std::optional<vmm::RunResult> quick;
+    std::optional<PrefetchedInfo> prefetched;
+    PlanFile quick_plan;
+    if (!spec.header && !spec.secret) {
+        QuickRead q;
+        q.open = io;
+        q.op = INSTAR_OP_MAP;
+        q.max_virtual_size = QUICK_MAP_MAX_VIRTUAL;
+        q.prepare = [&](const FirstImage& first, QuickCall& call) {
+            return prepare_quick_map(spec, qemu_version, first, quick_plan, call);
+        };
+        q.prefetched = &prefetched;
+        auto r = try_quick_read(q, plugins, sandbox, qemu_version, chain);
+        if (!r)
+            return Error{"Could not open '" + spec.filename + "': " + r.error()};
+        quick = std::move(*r);
+    }
+    if (!quick) {
+        const GuestInfoRunner run_guest = prefetched ? with_prefetched(*runner, *prefetched) : *runner;
+        if (auto opened = open_chain(io, plugins, run_guest, chain); !opened)
+            return Error{opened.error()};
+    }
     for (const auto& link : chain.links)
         if (!((*link.plugin)->capabilities & CAP_CONVERT))
             return Error{"Could not open '" + link.name + "': instar cannot read the data of " +
@@ -194,7 +258,10 @@ Expected<MapResult> map_image(const MapSpec& spec, const PluginRegistry& plugins
         vmm::SandboxConfig small = sandbox;
         small.guest_memory = MAP_GUEST_MEMORY;
         small.huge_pages = false;
-        auto run = vmm::run(small, table.devices, table.modules, INSTAR_OP_MAP, {a, sizeof arg});
+        // The first walk may have run already, in the start that inspected the image.
+        auto run = quick ? vmm::Outcome<vmm::RunResult>(std::move(*quick))
+                         : vmm::run(small, table.devices, table.modules, INSTAR_OP_MAP, {a, sizeof arg});
+        quick.reset();
         if (run && run->exit_status == static_cast<std::int32_t>(guest::Status::NoMemory))
             run = vmm::run(sandbox, table.devices, table.modules, INSTAR_OP_MAP, {a, sizeof arg});
         if (!run)
