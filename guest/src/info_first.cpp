@@ -90,12 +90,14 @@ Status send_info_chunk(void*, const uint8_t* data, size_t len) {
     return services().send_record(INSTAR_REC_INFO, data, len);
 }
 
-// Set while an operation INSTAR_OP_INFO_FIRST started runs.
-const InfoFirstResult* g_started = nullptr;
+// The inspections of an INSTAR_OP_INFO_FIRST run, and how many of them the operation it started
+// may ask for (0 outside such an operation).
+InfoFirstResult g_results[INSTAR_INFO_FIRST_MAX_IMAGES];
+uint32_t g_started = 0;
 
 } // namespace
 
-const InfoFirstResult* info_first_result() { return g_started; }
+const InfoFirstResult* info_first_result(uint32_t image) { return image < g_started ? &g_results[image] : nullptr; }
 
 Status inspect_first(const ModuleOps& ops, BlockDevice& image, uint64_t length, bool force, uint32_t qemu_version,
                      InfoFirstResult* out) {
@@ -131,40 +133,56 @@ Status info_first_op(const uint8_t* arg, uint32_t arg_len) {
     if (arg_len < sizeof a)
         return Status::Invalid;
     __builtin_memcpy(&a, arg, sizeof a);
-    const ModuleOps* ops = module(0);
-    BlockDevice* image = device(0);
-    // Only the read-only operations that open one image as info does (device 0, module 0) run here.
-    if (ops == nullptr || image == nullptr || (a.flags & ~INSTAR_INFO_FORCE) != 0 || a.reserved != 0)
-        return Status::Invalid;
     const uint8_t* op_arg = arg + sizeof a;
     const auto op_len = static_cast<uint32_t>(arg_len - sizeof a);
+    // Only read-only operations on images that open as info opens them (image i on device i).
+    const uint32_t forced_mask = (1u << a.image_count) - 1;
+    if (a.image_count == 0 || a.image_count > INSTAR_INFO_FIRST_MAX_IMAGES || (a.flags & ~forced_mask) != 0 ||
+        a.reserved != 0 || a.reserved2 != 0)
+        return Status::Invalid;
     if (a.op == INSTAR_OP_CHECK) { // a check that reads: no repair, no other file
         instar_check_arg c{};
-        if (op_len != sizeof c)
+        if (a.image_count != 1 || op_len != sizeof c)
             return Status::Invalid;
         __builtin_memcpy(&c, op_arg, sizeof c);
         if (c.fix != 0 || c.file_count != 0)
             return Status::Invalid;
     } else if (a.op == INSTAR_OP_MAP) { // a plan naming the image alone (op_map.cpp checks the rest)
-        if (op_len != sizeof(instar_map_arg))
+        if (a.image_count != 1 || op_len != sizeof(instar_map_arg))
+            return Status::Invalid;
+    } else if (a.op == INSTAR_OP_COMPARE) { // a plan naming the two images alone (op_compare.cpp)
+        if (a.image_count != 2 || op_len != sizeof(instar_compare_arg))
             return Status::Invalid;
     } else {
         return Status::Invalid;
     }
-    InfoFirstResult first;
-    if (const Status st = inspect_first(*ops, *image, image->size(), (a.flags & INSTAR_INFO_FORCE) != 0,
-                                        a.qemu_version, &first);
-        st != Status::Ok)
-        return st;
-    // Not started: Ok says the inspection itself succeeded (the host reuses it).
-    if (!first.lone || first.size > a.max_virtual_size)
-        return Status::Ok;
+    // Every image is inspected (the host reuses each inspection on its ordinary path), each one's
+    // records closed by an empty INSTAR_REC_INFO_END; the first failure ends the run.
     static constexpr uint8_t NOTHING = 0;
+    bool alone = true;
+    for (uint32_t i = 0; i < a.image_count; ++i) {
+        const ModuleOps* ops = module(a.modules[i]);
+        BlockDevice* image = device(i);
+        if (ops == nullptr || image == nullptr)
+            return Status::Invalid;
+        InfoFirstResult& r = g_results[i];
+        r = InfoFirstResult{};
+        if (const Status st =
+                inspect_first(*ops, *image, image->size(), (a.flags & (1u << i)) != 0, a.qemu_version, &r);
+            st != Status::Ok)
+            return st;
+        if (const Status sent = services().send_record(INSTAR_REC_INFO_END, &NOTHING, 0); sent != Status::Ok)
+            return sent;
+        alone = alone && r.lone && r.size <= a.max_virtual_size;
+    }
+    // Not started: Ok says the inspections themselves succeeded (the host reuses them).
+    if (!alone)
+        return Status::Ok;
     if (const Status sent = services().send_record(INSTAR_REC_STARTED, &NOTHING, 0); sent != Status::Ok)
         return sent;
-    g_started = &first;
+    g_started = a.image_count;
     const Status st = dispatch(a.op, op_arg, op_len);
-    g_started = nullptr;
+    g_started = 0;
     return st;
 }
 

@@ -27,7 +27,8 @@ Status inspect_first(const ModuleOps& ops, BlockDevice& image, uint64_t length, 
 // INSTAR_OP_INFO_FIRST (docs/guest-abi.md).
 Status info_first_op(const uint8_t* arg, uint32_t arg_len);
 
-// The inspection before the running operation, when INSTAR_OP_INFO_FIRST started it; else nullptr.
-const InfoFirstResult* info_first_result();
+// The inspection of image `image` (device `image`) before the running operation, when
+// INSTAR_OP_INFO_FIRST started it; else nullptr.
+const InfoFirstResult* info_first_result(uint32_t image);
 
 } // namespace instar::guest

@@ -2,6 +2,7 @@
 // with their formats' readers, runs qemu-img compare's walk (guest/convert/compare_engine) and
 // answers with one INSTAR_REC_COMPARE (after the format's INSTAR_REC_REASON when opening failed).
 #include "image_table.h"
+#include "info_first.h"
 
 #include "compare_engine.h"
 #include "file_status.h"
@@ -59,6 +60,21 @@ Status compare_op(const uint8_t* arg, uint32_t arg_len) {
     Plan plan;
     if (const Status st = read_plan(a.plan_device, plan); st != Status::Ok) return st;
     const instar_compare_plan& h = plan.head;
+    if ((h.flags & ~(INSTAR_COMPARE_STRICT | INSTAR_COMPARE_PROGRESS | INSTAR_COMPARE_CLUSTER_FROM_INFO)) != 0)
+        return Status::Invalid;
+    if ((h.flags & INSTAR_COMPARE_CLUSTER_FROM_INFO) != 0) {
+        // The host planned before it had the images' info: the inspections that started this run
+        // (INSTAR_OP_INFO_FIRST) know their cluster sizes, as the host's table would.
+        if (h.image_count != 2)
+            return Status::Invalid;
+        for (uint32_t i = 0; i < 2; ++i) {
+            const InfoFirstResult* first = info_first_result(i);
+            if (first == nullptr || plan.images[i].device != i)
+                return Status::Invalid;
+            plan.images[i].cluster_size =
+                static_cast<uint32_t>(first->cluster_size < UINT32_MAX ? first->cluster_size : UINT32_MAX);
+        }
+    }
     RecordReasons reasons;
 
     auto* readers =

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Sandbox starts per command that inspects an image first (docs/architecture.md, "One start where
-the image stands alone"): a lone image is inspected and edited (resize, snapshot), checked or mapped
-in one start; an overlay's first inspection is reused, not repeated; a refused size costs one start.
+the image stands alone"): a lone image is inspected and edited (resize, snapshot), checked, mapped
+or compared in one start; an overlay's first inspection is reused, not repeated; a refused size costs one start.
 Counted under strace as KVM_CREATE_VM ioctls (the KVM sandbox) or execs of the process sandbox's
 loader."""
 import os, shutil, subprocess, sys, tempfile
@@ -55,6 +55,11 @@ with tempfile.TemporaryDirectory() as d:
     run(qemu_img, "create", "-q", "-f", "qcow2", "m.qcow2", "1G")
     check("map lone", starts(["map", "m.qcow2"], d, 0), (0, 1))
     check("map lone -f json", starts(["map", "-f", "qcow2", "--output=json", "m.qcow2"], d, 0), (0, 1))
+    run(qemu_img, "create", "-q", "-f", "qcow2", "m2.qcow2", "1G")
+    check("compare lone", starts(["compare", "m.qcow2", "m2.qcow2"], d, 0), (0, 1))
+    check("compare lone -f -F", starts(["compare", "-f", "qcow2", "-F", "qcow2", "m.qcow2", "m2.qcow2"], d, 0), (0, 1))
+    # An overlay: both first inspections reused (the overlay's backing costs one, the walk one).
+    check("compare overlay", starts(["compare", "o.qcow2", "m.qcow2"], d, 0), (0, 3))
     # Past QUICK_MAP_MAX_VIRTUAL (1 TiB) the plan waits for info's size: two starts.
     check("map lone 2T", starts(["map", "t.qcow2"], d, 0), (0, 2))
     check("map overlay", starts(["map", "o.qcow2"], d, 0), (0, 3))

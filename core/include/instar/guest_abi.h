@@ -235,24 +235,30 @@ enum instar_op {
     INSTAR_OP_INFO_FIRST = 15, /* struct instar_info_first_arg + the operation's argument (below) */
 };
 
-/* INSTAR_OP_INFO_FIRST: one sandbox start instead of two for a read-only command on an image that
- * stands alone (docs/architecture.md). The guest inspects device 0 with module 0 as INSTAR_OP_INFO
- * would (probing it, or with INSTAR_INFO_FORCE not) and sends the same INSTAR_REC_INFO records. Only
- * when that succeeds, the image names no other file and is not encrypted, and its virtual size is at
- * most max_virtual_size (the size the host's wall-clock budget was computed for), does it send one
- * empty INSTAR_REC_STARTED and run `op` with the bytes after this struct as its argument (its device 0
- * is the image, module 0 its format); the exit status is then op's. Without INSTAR_REC_STARTED the
- * exit status is the inspection's (Ok: it succeeded, and the host reuses the info it was sent). `op`
- * is INSTAR_OP_CHECK (without INSTAR_CHECK_FIX_*: nothing is written) or INSTAR_OP_MAP (a plan of
- * the one image, on device 0, with INSTAR_MAP_PLAN_CLUSTER_FROM_INFO). */
+/* INSTAR_OP_INFO_FIRST: one sandbox start instead of several for a read-only command on images that
+ * stand alone (docs/architecture.md). Image i is device i (i < image_count). The guest inspects each
+ * with module modules[i] as INSTAR_OP_INFO would (probing it, unless bit i of flags says the user
+ * named the format), sending the same INSTAR_REC_INFO records and then one empty INSTAR_REC_INFO_END;
+ * a failed inspection ends the run with its status. Only when every image names no other file, is
+ * not encrypted and has a virtual size of at most max_virtual_size (the size the host's wall-clock
+ * budget was computed for) does it send one empty INSTAR_REC_STARTED and run `op` with the bytes
+ * after this struct as its argument; the exit status is then op's. Without INSTAR_REC_STARTED the
+ * exit status is the inspections' (Ok: they succeeded, and the host reuses the info it was sent).
+ * `op` is INSTAR_OP_CHECK of one image (without INSTAR_CHECK_FIX_*: nothing is written), INSTAR_OP_MAP
+ * of one (a plan of the image alone with INSTAR_MAP_PLAN_CLUSTER_FROM_INFO) or INSTAR_OP_COMPARE of
+ * two (a plan of the two alone with INSTAR_COMPARE_CLUSTER_FROM_INFO). */
+#define INSTAR_INFO_FIRST_MAX_IMAGES 2u
 struct instar_info_first_arg {
-    uint32_t op;               /* the operation to run when the image stands alone */
-    uint32_t flags;            /* INSTAR_INFO_FORCE */
-    uint32_t qemu_version;     /* the profile, for the inspection */
+    uint32_t op;               /* the operation to run when the images stand alone */
+    uint32_t flags;            /* bit i: image i's format was named (no probe) */
+    uint32_t qemu_version;     /* the profile, for the inspections */
+    uint32_t image_count;      /* 1..INSTAR_INFO_FIRST_MAX_IMAGES */
+    uint32_t modules[INSTAR_INFO_FIRST_MAX_IMAGES]; /* image i's module index */
     uint32_t reserved;         /* 0 */
+    uint32_t reserved2;        /* 0 */
     uint64_t max_virtual_size; /* a larger image takes the host's ordinary path */
 };
-INSTAR_ABI_ASSERT(sizeof(struct instar_info_first_arg) == 24, "info-first arg layout");
+INSTAR_ABI_ASSERT(sizeof(struct instar_info_first_arg) == 40, "info-first arg layout");
 
 /* INSTAR_OP_INFO: device 0 is the image, devices 1..file_count the files it referenced in an earlier
  * run (in reference order). Modules 0..module_count-1 are tried in order: the first whose probe
@@ -515,6 +521,9 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_rebase_record) == 16, "rebase record layo
 #define INSTAR_COMPARE_PLAN_MAGIC 0x4E4C504Bu /* "KPLN" (map's is "MPLN") */
 #define INSTAR_COMPARE_STRICT 1u              /* -s */
 #define INSTAR_COMPARE_PROGRESS 2u            /* send INSTAR_HC_PROGRESS in bytes of the larger image */
+/* Images 0 and 1 (the two tops) take their cluster_size from the inspections before them (valid only
+ * in an INSTAR_OP_INFO_FIRST run, whose host plans before it has the info). */
+#define INSTAR_COMPARE_CLUSTER_FROM_INFO 4u
 #define INSTAR_COMPARE_IMAGE_BACKING 1u       /* the format can have a backing file (qemu's supports_backing) */
 #define INSTAR_COMPARE_IMAGE_NO_STATUS 2u     /* qemu has no block status for the format: all data */
 #define INSTAR_COMPARE_IMAGE_HOLE_DATA 4u     /* BDRV_BLOCK_RECURSE formats (vmdk flat, vpc fixed): a Zero
@@ -693,7 +702,8 @@ enum instar_record_type {
     INSTAR_REC_MEASURE = 9,  /* struct instar_measure_record, once, when the walk succeeded */
     INSTAR_REC_EDIT = 11,    /* INSTAR_OP_EDIT's output: struct instar_edit_record_head, then bytes */
     INSTAR_REC_REBASE = 12,  /* struct instar_rebase_record, once, at the end of INSTAR_OP_REBASE */
-    INSTAR_REC_STARTED = 14, /* INSTAR_OP_INFO_FIRST: empty; the operation began after the inspection */
+    INSTAR_REC_STARTED = 14, /* INSTAR_OP_INFO_FIRST: empty; the operation began after the inspections */
+    INSTAR_REC_INFO_END = 15, /* INSTAR_OP_INFO_FIRST: empty; one image's INSTAR_REC_INFO records end */
     INSTAR_REC_TEST = 0x7F00, /* free-form bytes, for tests of the sandbox itself */
 };
 

@@ -3,6 +3,7 @@
 #include "ops/check_op.h"
 
 #include "ops/edit_op.h"
+#include "ops/image_table.h"
 #include "ops/info_first.h"
 #include "ops/guest_info_runner.h"
 #include "ops/guest_module.h"
@@ -223,28 +224,31 @@ Expected<CheckReport> run_check(const CheckOptions& opts, const PluginRegistry& 
     // A check that reads an image standing alone: one sandbox start (info_first.h); its inspection
     // is reused when the guest did not go on.
     std::optional<vmm::RunResult> quick;
-    std::optional<PrefetchedInfo> prefetched;
+    std::vector<std::optional<PrefetchedInfo>> prefetched;
     if (opts.fix == 0) {
         QuickRead q;
-        q.open = io;
+        q.images = {io};
         q.op = INSTAR_OP_CHECK;
         q.max_virtual_size = QUICK_CHECK_MAX_VIRTUAL;
-        q.prepare = [&](const FirstImage& first, QuickCall& call) -> Expected<bool> {
+        q.prepare = [&](const std::vector<const FirstImage*>& first, QuickCall& call) -> Expected<bool> {
             const instar_check_arg quick_arg{0, qemu_version, 0, 0};
-            call.arg.resize(sizeof quick_arg);
-            std::memcpy(call.arg.data(), &quick_arg, sizeof quick_arg);
-            const auto budget = check_budget(first.file.size, QUICK_CHECK_MAX_VIRTUAL, false);
+            append_bytes(call.arg, &quick_arg, 1);
+            const auto budget = check_budget(first[0]->file.size, QUICK_CHECK_MAX_VIRTUAL, false);
             if (call.config.timeout < budget)
                 call.config.timeout = budget;
             return true;
         };
         q.prefetched = &prefetched;
-        auto r = try_quick_read(q, plugins, sandbox, qemu_version, chain);
+        std::vector<OpenedChain> chains;
+        auto r = try_quick_read(q, plugins, sandbox, qemu_version, chains);
         if (!r)
             return Error{r.error()};
         quick = std::move(*r);
+        if (quick)
+            chain.links = std::move(chains[0].links);
     }
-    const GuestInfoRunner run_guest = prefetched ? with_prefetched(*runner, *prefetched) : *runner;
+    const GuestInfoRunner run_guest =
+        !prefetched.empty() && prefetched[0] ? with_prefetched(*runner, *prefetched[0]) : *runner;
     if (quick) {
         found = &chain.links.front();
     } else if (auto opened = open_chain(io, plugins, run_guest, chain); !opened) {

@@ -5,6 +5,7 @@
 #include "ops/guest_info_runner.h"
 #include "ops/guest_module.h"
 #include "ops/image_table.h"
+#include "ops/info_first.h"
 #include "ops/info_op.h"
 
 #include <algorithm>
@@ -19,7 +20,58 @@ namespace {
 constexpr std::chrono::milliseconds COMPARE_BASE_TIMEOUT{60'000};
 constexpr std::uint64_t COMPARE_BYTES_PER_SECOND = 16u << 20;
 
+// A compare in one start (INSTAR_OP_INFO_FIRST) is planned before the host knows the virtual sizes:
+// its budget is computed for two images of this size, and a larger one is compared on the ordinary
+// path (three starts, the budget from info's sizes), where two starts more are nothing against
+// reading it.
+constexpr std::uint64_t QUICK_COMPARE_MAX_VIRTUAL = 64ull << 30;
+
 std::uint64_t whole_sectors(std::uint64_t v) { return v > UINT64_MAX - 511 ? v : (v + 511) / 512 * 512; }
+
+// The plan of a compare of two images that stand alone, made before their info is known: devices 0
+// and 1 are the images, device 2 this plan; the guest takes their cluster sizes from its inspections
+// (INSTAR_COMPARE_CLUSTER_FROM_INFO).
+Expected<bool> prepare_quick_compare(const CompareSpec& spec, std::uint32_t qemu_version,
+                                     const std::vector<const FirstImage*>& first, PlanFile& plan_file,
+                                     QuickCall& call) {
+    instar_compare_plan head{};
+    head.magic = INSTAR_COMPARE_PLAN_MAGIC;
+    head.image_count = 2;
+    head.flags = (spec.strict ? INSTAR_COMPARE_STRICT : 0u) | INSTAR_COMPARE_CLUSTER_FROM_INFO;
+    head.qemu_version = qemu_version;
+    std::vector<instar_convert_image> images;
+    std::vector<std::uint32_t> flags;
+    std::vector<instar_image_facts> facts;
+    std::vector<const LoadedPlugin*> modules; // module indices as try_quick_read numbers them
+    for (std::uint32_t i = 0; i < 2; ++i) {
+        const LoadedPlugin* plugin = first[i]->plugin;
+        if (!((*plugin)->capabilities & CAP_CONVERT))
+            return false; // the ordinary path words the refusal
+        auto known = std::find(modules.begin(), modules.end(), plugin);
+        const auto module = static_cast<std::uint32_t>(known - modules.begin());
+        if (known == modules.end())
+            modules.push_back(plugin);
+        images.push_back({module, i, 2, 0, INSTAR_CONVERT_NO_BACKING, 0});
+        const std::uint32_t traits = (*plugin)->qemu_traits;
+        flags.push_back(compare_flags_of(traits));
+        facts.push_back({first[i]->file.allocated, image_facts_flags_of(traits), 0});
+    }
+    std::vector<std::uint8_t> bytes;
+    append_bytes(bytes, &head, 1);
+    append_bytes(bytes, images.data(), images.size());
+    append_bytes(bytes, flags.data(), flags.size());
+    append_bytes(bytes, facts.data(), facts.size());
+    auto plan_device = plan_file.write(bytes);
+    if (!plan_device)
+        return Error{plan_device.error()};
+    call.devices.push_back(*plan_device);
+    const instar_compare_arg arg{2, 0};
+    append_bytes(call.arg, &arg, 1);
+    const auto budget = COMPARE_BASE_TIMEOUT + std::chrono::seconds(2 * (QUICK_COMPARE_MAX_VIRTUAL / COMPARE_BYTES_PER_SECOND));
+    if (call.config.timeout < budget)
+        call.config.timeout = budget;
+    return true;
+}
 
 } // namespace
 
@@ -33,16 +85,44 @@ Expected<CompareReport> compare_images(const CompareSpec& spec, const PluginRegi
     std::vector<OpenedChain> chains(2);
     const std::string* names[2] = {&spec.file1, &spec.file2};
     const std::optional<std::string>* formats[2] = {&spec.format1, &spec.format2};
+    std::vector<InfoOptions> opens(2);
     for (std::size_t i = 0; i < 2; ++i) {
-        InfoOptions io;
+        InfoOptions& io = opens[i];
         io.filename = *names[i];
         io.format = *formats[i];
         io.backing_chain = !spec.no_backing[i];
         io.unsafe_quirks = spec.unsafe_quirks;
         io.allow_paths = spec.allow_paths;
         io.header = spec.headers[i];
-        if (auto opened = open_chain(io, plugins, *runner, chains[i]); !opened)
-            return Error{opened.error()};
+    }
+    // Two images that stand alone are inspected and compared in one sandbox start (info_first.h);
+    // otherwise the ordinary path reuses the inspections. Not with -p: qemu-img prints the first
+    // progress line once both images are open, before the comparison.
+    std::optional<vmm::RunResult> quick;
+    std::vector<std::optional<PrefetchedInfo>> prefetched;
+    PlanFile quick_plan;
+    const bool secrets = std::any_of(spec.secrets.begin(), spec.secrets.end(), [](const auto& s) { return s.has_value(); });
+    if (!spec.progress && !secrets && !spec.headers[0] && !spec.headers[1]) {
+        QuickRead q;
+        q.images = opens;
+        q.op = INSTAR_OP_COMPARE;
+        q.max_virtual_size = QUICK_COMPARE_MAX_VIRTUAL;
+        q.prepare = [&](const std::vector<const FirstImage*>& first, QuickCall& call) {
+            return prepare_quick_compare(spec, qemu_version, first, quick_plan, call);
+        };
+        q.prefetched = &prefetched;
+        auto r = try_quick_read(q, plugins, sandbox, qemu_version, chains);
+        if (!r)
+            return Error{"error while comparing: " + r.error()};
+        quick = std::move(*r);
+    }
+    for (std::size_t i = 0; i < 2; ++i) {
+        if (!quick) {
+            const bool reuse = i < prefetched.size() && prefetched[i];
+            const GuestInfoRunner run_guest = reuse ? with_prefetched(*runner, *prefetched[i]) : *runner;
+            if (auto opened = open_chain(opens[i], plugins, run_guest, chains[i]); !opened)
+                return Error{opened.error()};
+        }
         if (i < spec.secrets.size() && !chains[i].links.empty())
             chains[i].links.front().secret = spec.secrets[i];
         for (const auto& link : chains[i].links)
@@ -102,7 +182,9 @@ Expected<CompareReport> compare_images(const CompareSpec& spec, const PluginRegi
     const instar_compare_arg arg{0, *secrets_device};
     // SAFETY: instar_compare_arg is a trivially-copyable ABI struct with no padding (static_assert).
     const auto* a = reinterpret_cast<const std::uint8_t*>(&arg);
-    auto run = vmm::run(sandbox, table.devices, table.modules, INSTAR_OP_COMPARE, {a, sizeof arg});
+    // The comparison may have run already, in the start that inspected the images.
+    auto run = quick ? vmm::Outcome<vmm::RunResult>(std::move(*quick))
+                     : vmm::run(sandbox, table.devices, table.modules, INSTAR_OP_COMPARE, {a, sizeof arg});
     if (!run)
         return Error{"error while comparing: " + run.error().message};
 

@@ -8,6 +8,7 @@
 
 #include <instar/guest_abi.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <utility>
@@ -90,51 +91,85 @@ Expected<bool> open_inspected(const std::vector<std::uint8_t>& info, const First
 
 Expected<std::optional<vmm::RunResult>> try_quick_read(const QuickRead& quick, const PluginRegistry& plugins,
                                                        const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version,
-                                                       OpenedChain& chain) {
-    FirstImage first;
-    if (!open_first_image(quick.open, plugins, sandbox, first))
-        return std::optional<vmm::RunResult>{};
-    auto module = guest_module_path(*first.plugin);
-    if (!module)
-        return std::optional<vmm::RunResult>{};
+                                                       std::vector<OpenedChain>& chains) {
+    const std::size_t count = quick.images.size();
+    if (count == 0 || count > INSTAR_INFO_FIRST_MAX_IMAGES)
+        return Error{"internal error: a quick read of " + std::to_string(count) + " images"};
+    FirstImage firsts[INSTAR_INFO_FIRST_MAX_IMAGES];
+    std::vector<const FirstImage*> opened;
+    instar_info_first_arg head{};
+    head.op = quick.op;
+    head.qemu_version = qemu_version;
+    head.image_count = static_cast<std::uint32_t>(count);
+    head.max_virtual_size = quick.max_virtual_size;
+    std::vector<vmm::Device> devices;
+    std::vector<std::string> modules;
+    for (std::size_t i = 0; i < count; ++i) {
+        if (!open_first_image(quick.images[i], plugins, sandbox, firsts[i]))
+            return std::optional<vmm::RunResult>{};
+        auto module = guest_module_path(*firsts[i].plugin);
+        if (!module)
+            return std::optional<vmm::RunResult>{};
+        const auto known = std::find(modules.begin(), modules.end(), *module);
+        head.modules[i] = static_cast<std::uint32_t>(known - modules.begin());
+        if (known == modules.end())
+            modules.push_back(*module);
+        if (quick.images[i].format)
+            head.flags |= 1u << i;
+        devices.push_back({firsts[i].file.fd, firsts[i].file.size, false});
+        opened.push_back(&firsts[i]);
+    }
     QuickCall call;
     call.config = sandbox;
-    if (auto ready = quick.prepare(first, call); !ready)
+    if (auto ready = quick.prepare(opened, call); !ready)
         return Error{ready.error()};
     else if (!*ready)
         return std::optional<vmm::RunResult>{};
-    const bool force = quick.open.format.has_value();
-    instar_info_first_arg head{quick.op, force ? INSTAR_INFO_FORCE : 0u, qemu_version, 0, quick.max_virtual_size};
     std::vector<std::uint8_t> arg(sizeof head);
     std::memcpy(arg.data(), &head, sizeof head);
     arg.insert(arg.end(), call.arg.begin(), call.arg.end());
-    std::vector<vmm::Device> devices{{first.file.fd, first.file.size, false}};
     devices.insert(devices.end(), call.devices.begin(), call.devices.end());
-    const std::vector<std::string> modules{*module};
     auto run = vmm::run(call.config, devices, modules, INSTAR_OP_INFO_FIRST, arg);
     if (!run)
         return Error{run.error().message};
-    std::vector<std::uint8_t> info;
+    // Untrusted: each image's info records then INFO_END, in order; STARTED only after all of them.
+    std::vector<std::vector<std::uint8_t>> info(count);
     std::vector<vmm::Record> rest;
+    std::size_t ended = 0;
     bool started = false;
     for (auto& rec : run->records) {
-        if (!started && rec.type == INSTAR_REC_INFO)
-            info.insert(info.end(), rec.data.begin(), rec.data.end());
-        else if (!started && rec.type == INSTAR_REC_STARTED && rec.data.empty())
-            started = true;
-        else if (started)
+        if (started)
             rest.push_back(std::move(rec));
+        else if (rec.type == INSTAR_REC_INFO && ended < count)
+            info[ended].insert(info[ended].end(), rec.data.begin(), rec.data.end());
+        else if (rec.type == INSTAR_REC_INFO_END && rec.data.empty() && ended < count)
+            ++ended;
+        else if (rec.type == INSTAR_REC_STARTED && rec.data.empty() && ended == count)
+            started = true;
         else
             return Error{"the sandbox sent an unexpected record type " + std::to_string(rec.type)};
     }
     if (!started) {
-        keep_inspection(info, static_cast<guest::Status>(run->exit_status), first, force, quick.prefetched);
+        // The inspections that finished: the last one's status is the run's; the others succeeded.
+        if (quick.prefetched != nullptr) {
+            quick.prefetched->assign(count, std::nullopt);
+            for (std::size_t i = 0; i < ended; ++i)
+                keep_inspection(info[i], guest::Status::Ok, firsts[i], quick.images[i].format.has_value(),
+                                &(*quick.prefetched)[i]);
+            if (ended < count)
+                keep_inspection(info[ended], static_cast<guest::Status>(run->exit_status), firsts[ended],
+                                quick.images[ended].format.has_value(), &(*quick.prefetched)[ended]);
+        }
         return std::optional<vmm::RunResult>{};
     }
-    InfoOptions io = quick.open;
-    io.top = &first.file;
-    if (auto ok = open_inspected(info, first, io, plugins, chain); !ok)
-        return Error{ok.error()};
+    chains.clear();
+    chains.resize(count);
+    for (std::size_t i = 0; i < count; ++i) {
+        InfoOptions io = quick.images[i];
+        io.top = &firsts[i].file;
+        if (auto ok = open_inspected(info[i], firsts[i], io, plugins, chains[i]); !ok)
+            return Error{ok.error()};
+    }
     run->records = std::move(rest);
     return std::optional<vmm::RunResult>{std::move(run.value())};
 }

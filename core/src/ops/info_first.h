@@ -58,25 +58,26 @@ void keep_inspection(const std::vector<std::uint8_t>& info, guest::Status status
 Expected<bool> open_inspected(const std::vector<std::uint8_t>& info, const FirstImage& first, const InfoOptions& opts,
                               const PluginRegistry& plugins, OpenedChain& chain);
 
-// A read-only command in one start (INSTAR_OP_INFO_FIRST): `op` on the image (device 0, module 0:
-// its format) when it stands alone and is at most max_virtual_size bytes.
+// A read-only command in one start (INSTAR_OP_INFO_FIRST): `op` on images that stand alone (image i
+// on device i, with its format's module), each at most max_virtual_size bytes.
 struct QuickCall {
     std::vector<std::uint8_t> arg;     // the operation's argument
-    std::vector<vmm::Device> devices;  // its devices after the image (device 0)
+    std::vector<vmm::Device> devices;  // its devices after the images
     vmm::SandboxConfig config;         // the caller's sandbox, to adjust (a budget for max_virtual_size)
 };
 struct QuickRead {
-    InfoOptions open; // the image as the ordinary path opens it
+    std::vector<InfoOptions> images; // each as the ordinary path opens it (1, or 2 for compare)
     std::uint32_t op = 0;
     std::uint64_t max_virtual_size = 0;
-    // Fills the call for the image as opened; false: take the ordinary path.
-    std::function<Expected<bool>(const FirstImage&, QuickCall&)> prepare;
-    std::optional<PrefetchedInfo>* prefetched = nullptr; // set when the guest inspected but did not go on
+    // Fills the call for the images as opened; false: take the ordinary path.
+    std::function<Expected<bool>(const std::vector<const FirstImage*>&, QuickCall&)> prepare;
+    // When the guest inspected but did not go on: each image's inspection, where it succeeded.
+    std::vector<std::optional<PrefetchedInfo>>* prefetched = nullptr;
 };
-// nullopt: the command did not run (take the ordinary path); else its run (the inspection's records
-// removed), with `chain` opened as open_chain would have.
+// nullopt: the command did not run (take the ordinary path); else its run (the inspections' records
+// removed), with `chains` (one per image) opened as open_chain would have.
 Expected<std::optional<vmm::RunResult>> try_quick_read(const QuickRead& quick, const PluginRegistry& plugins,
                                                        const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version,
-                                                       OpenedChain& chain);
+                                                       std::vector<OpenedChain>& chains);
 
 } // namespace instar

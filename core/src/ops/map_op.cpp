@@ -36,6 +36,7 @@ constexpr std::uint64_t QUICK_MAP_MAX_VIRTUAL = 1ull << 40;
 // (INSTAR_MAP_PLAN_CLUSTER_FROM_INFO).
 Expected<bool> prepare_quick_map(const MapSpec& spec, std::uint32_t qemu_version, const FirstImage& first,
                                  PlanFile& plan_file, QuickCall& call) {
+    // Device 0 is the image, device 1 this plan.
     const std::uint32_t traits = (*first.plugin)->qemu_traits;
     if (!((*first.plugin)->capabilities & CAP_CONVERT))
         return false; // the ordinary path words the refusal
@@ -152,24 +153,28 @@ Expected<MapResult> map_image(const MapSpec& spec, const PluginRegistry& plugins
     // An image that stands alone is inspected and mapped in one sandbox start (info_first.h); any
     // other takes the ordinary path, reusing that inspection.
     std::optional<vmm::RunResult> quick;
-    std::optional<PrefetchedInfo> prefetched;
+    std::vector<std::optional<PrefetchedInfo>> prefetched;
     PlanFile quick_plan;
     if (!spec.header && !spec.secret) {
         QuickRead q;
-        q.open = io;
+        q.images = {io};
         q.op = INSTAR_OP_MAP;
         q.max_virtual_size = QUICK_MAP_MAX_VIRTUAL;
-        q.prepare = [&](const FirstImage& first, QuickCall& call) {
-            return prepare_quick_map(spec, qemu_version, first, quick_plan, call);
+        q.prepare = [&](const std::vector<const FirstImage*>& first, QuickCall& call) {
+            return prepare_quick_map(spec, qemu_version, *first[0], quick_plan, call);
         };
         q.prefetched = &prefetched;
-        auto r = try_quick_read(q, plugins, sandbox, qemu_version, chain);
+        std::vector<OpenedChain> chains;
+        auto r = try_quick_read(q, plugins, sandbox, qemu_version, chains);
         if (!r)
             return Error{"Could not open '" + spec.filename + "': " + r.error()};
         quick = std::move(*r);
+        if (quick)
+            chain.links = std::move(chains[0].links);
     }
     if (!quick) {
-        const GuestInfoRunner run_guest = prefetched ? with_prefetched(*runner, *prefetched) : *runner;
+        const GuestInfoRunner run_guest =
+            !prefetched.empty() && prefetched[0] ? with_prefetched(*runner, *prefetched[0]) : *runner;
         if (auto opened = open_chain(io, plugins, run_guest, chain); !opened)
             return Error{opened.error()};
     }
