@@ -2,6 +2,7 @@
 // INSTAR_OP_INFO_FIRST, and the latter's operation.
 #include "info_first.h"
 
+#include <instar/guest/edit_device.h>
 #include <instar/guest/info_sink.h>
 
 namespace instar::guest {
@@ -61,26 +62,16 @@ private:
 // the room it may grow to, not the file's length).
 class InfoView final : public BlockDevice {
 public:
-    InfoView(BlockDevice& dev, uint64_t length) : dev_(dev), length_(length) {}
-    uint64_t size() const override { return length_; }
-    Status read(uint64_t offset, void* buf, size_t len) override {
-        if (offset > length_ || len > length_ - offset)
-            return Status::IoError;
-        return dev_.read(offset, buf, len);
-    }
+    InfoView(BlockDevice& dev, uint64_t length) : sized_(dev, length) {}
+    uint64_t size() const override { return sized_.size(); }
+    Status read(uint64_t offset, void* buf, size_t len) override { return sized_.read(offset, buf, len); }
     Status write(uint64_t, const void*, size_t) override { return Status::Invalid; }
     Status allocation(uint64_t offset, bool* data, uint64_t* length) override {
-        if (offset >= length_)
-            return Status::IoError;
-        const Status st = dev_.allocation(offset, data, length);
-        if (st == Status::Ok && *length > length_ - offset)
-            *length = length_ - offset;
-        return st;
+        return sized_.allocation(offset, data, length);
     }
 
 private:
-    BlockDevice& dev_;
-    uint64_t length_;
+    SizedDevice sized_;
 };
 
 // Bytes of info tokens per record, as INSTAR_OP_INFO sends them.

@@ -20,6 +20,18 @@ namespace instar {
 
 namespace {
 
+// An edit opens its image as info does, with these options.
+InfoOptions info_options(const EditOpen& opts) {
+    InfoOptions io;
+    io.filename = opts.filename;
+    io.format = opts.format;
+    io.allow_paths = opts.allow_paths;
+    io.unsafe_quirks = opts.unsafe_quirks;
+    io.backing_chain = opts.backing_chain;
+    io.read_write = opts.read_write;
+    return io;
+}
+
 } // namespace
 
 Expected<vmm::UniqueFd> reopen_writable(const OpenedFile& f, const std::string& filename) {
@@ -51,13 +63,7 @@ Expected<bool> open_for_edit(const EditOpen& opts, const PluginRegistry& plugins
     auto runner = make_sandbox_info_runner(sandbox, qemu_version);
     if (!runner)
         return Error{runner.error()};
-    InfoOptions io;
-    io.filename = opts.filename;
-    io.format = opts.format;
-    io.allow_paths = opts.allow_paths;
-    io.unsafe_quirks = opts.unsafe_quirks;
-    io.backing_chain = opts.backing_chain;
-    io.read_write = opts.read_write;
+    InfoOptions io = info_options(opts);
     if (opts.prefetched == nullptr)
         return open_chain(io, plugins, *runner, chain);
     // The first inspection (the top image, no files yet) was run by try_quick_edit.
@@ -204,13 +210,7 @@ Expected<EditReport> run_edit(const EditCall& call, const vmm::SandboxConfig& sa
 Expected<bool> try_quick_edit(const QuickEdit& quick, const PluginRegistry& plugins, const vmm::SandboxConfig& sandbox,
                               std::uint32_t qemu_version, OpenedChain& chain, EditReport& report) {
     const EditOpen& eo = quick.open;
-    InfoOptions io;
-    io.filename = eo.filename;
-    io.format = eo.format;
-    io.allow_paths = eo.allow_paths;
-    io.unsafe_quirks = eo.unsafe_quirks;
-    io.backing_chain = eo.backing_chain;
-    io.read_write = eo.read_write;
+    InfoOptions io = info_options(eo);
     FirstImage first;
     if (!open_first_image(io, plugins, sandbox, first))
         return false;
