@@ -81,7 +81,11 @@ Status layer_status(const CompareSide& s, uint32_t k, uint64_t offset, uint64_t 
         flags = QBS_ZERO | QBS_ALLOCATED;
         run = bytes;
     } else {
-        const uint64_t len = min64(bytes, rvs - offset);
+        uint64_t len = min64(bytes, rvs - offset);
+        // qemu's driver answers no further than its own boundary (a qcow2 L2 slice, a vmdk grain):
+        // compare steps by its answers, and -p prints by the steps.
+        if (const uint64_t boundary = r.status_boundary(offset); boundary > offset && boundary - offset < len)
+            len = boundary - offset;
         Extent e{};
         if (const Status st = r.status(offset, len, &e); st != Status::Ok)
             return st;

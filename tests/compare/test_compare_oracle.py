@@ -186,6 +186,20 @@ pair("a.qcow2", "qcow2", "long1.qcow2", "qcow2", "-p", both=False)
 pair("a.qcow2", "qcow2", "dmid.qcow2", "qcow2", "-q", both=False)
 pair("a.qcow2", "qcow2", "dmid.qcow2", "qcow2", "-q", "-p", "-s", both=False)
 pair("a.qcow2", "qcow2", "a.raw", "raw", "-T", "none", "-U", both=False)
+# -p steps by qemu's block-status answers, which stop where each driver stops (ReaderImage's
+# status_boundary): a qcow2 L2 slice (512 MiB at 64 KiB clusters; INT_MAX bytes for larger slices),
+# a vmdk grain or flat extent, a vdi block, a qcow cluster. Sparse images, so nothing is read.
+fx(q("create", "-q", "-f", "qcow2", "p3g.qcow2", "3G"), io("qcow2", "p3g.qcow2", "write -P 0x55 2G 64k"),
+   q("create", "-q", "-f", "qcow2", "-o", "cluster_size=1M", "p40g.qcow2", "40G"),
+   q("create", "-q", "-f", "qcow2", "-o", "extended_l2=on,cluster_size=2M", "pl2.qcow2", "5G"),
+   q("create", "-q", "-f", "vmdk", "p.vmdk", "1G"), io("vmdk", "p.vmdk", "write -P 0x55 512M 64k"),
+   q("create", "-q", "-f", "vmdk", "-o", "subformat=monolithicFlat", "pflat.vmdk", "3G"),
+   q("create", "-q", "-f", "vdi", "p.vdi", "1G"), q("create", "-q", "-f", "qcow", "p.qcow", "1G"))
+for a, fa, b, fb in (("p3g.qcow2", "qcow2", "p3g.qcow2", "qcow2"), ("p40g.qcow2", "qcow2", "p40g.qcow2", "qcow2"),
+                     ("pl2.qcow2", "qcow2", "pl2.qcow2", "qcow2"), ("p.vmdk", "vmdk", "p.vmdk", "vmdk"),
+                     ("pflat.vmdk", "vmdk", "p3g.qcow2", "qcow2"), ("p.vdi", "vdi", "p.vmdk", "vmdk"),
+                     ("p.qcow", "qcow", "p.vdi", "vdi")):
+    pair(a, fa, b, fb, "-p", both=False)
 case(["a.qcow2", "dmid.qcow2"], False)
 case(["ov.qcow2", "ov2.qcow2"], False)
 case(["--force-share", "a.qcow2", "dmid.qcow2"], False)

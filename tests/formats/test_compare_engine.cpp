@@ -56,6 +56,10 @@ public:
         return Status::Ok;
     }
     void close() override {}
+    std::uint64_t status_boundary(std::uint64_t offset) const override {
+        return boundary == 0 ? UINT64_MAX : (offset / boundary + 1) * boundary;
+    }
+    std::uint64_t boundary = 0; // 0: none (the default)
     bool broken = false;
     bool fail_reads = false;
     std::uint64_t bytes_read = 0;
@@ -212,6 +216,31 @@ TEST_CASE("progress: qemu's chunks, 2 MiB reads, summing to the larger size") {
     REQUIRE(run_compare(sa.view(), sb.view(), p, alloc, &r) == Status::Ok);
     CHECK(r.outcome == CompareOutcome::Identical);
     CHECK(chunks == std::vector<std::uint64_t>{2 * MiB, 2 * MiB, MiB, 2 * MiB});
+}
+
+TEST_CASE("progress: a reader's status boundary cuts the walk's steps where qemu's driver stops") {
+    // Both sides zero throughout, so nothing is read: the steps are the status answers alone.
+    FakeReader a(filled(10 * MiB, 0), {{10 * MiB, Allocation::Zero}});
+    FakeReader b(filled(10 * MiB, 0), {{10 * MiB, Allocation::Zero}});
+    a.boundary = 4 * MiB; // e.g. a qcow2 L2 slice
+    b.boundary = 3 * MiB;
+    std::vector<std::uint64_t> chunks;
+    CompareParams p;
+    p.progress = [](void* ctx, std::uint64_t chunk, std::uint64_t) {
+        static_cast<std::vector<std::uint64_t>*>(ctx)->push_back(chunk);
+    };
+    p.progress_ctx = &chunks;
+    instar::hosted::BudgetAllocator alloc(64 * MiB);
+    CompareResult r;
+    const Side sa = side({&a}), sb = side({&b});
+    REQUIRE(run_compare(sa.view(), sb.view(), p, alloc, &r) == Status::Ok);
+    CHECK(r.outcome == CompareOutcome::Identical);
+    // min of the two answers at each step: 3 (b), 1 (a to 4), 2 (b to 6), 2 (a to 8), 1 (b to 9), 1.
+    CHECK(chunks == std::vector<std::uint64_t>{3 * MiB, MiB, 2 * MiB, 2 * MiB, MiB, MiB});
+    a.boundary = b.boundary = 0; // without boundaries: one step
+    chunks.clear();
+    REQUIRE(run_compare(sa.view(), sb.view(), p, alloc, &r) == Status::Ok);
+    CHECK(chunks == std::vector<std::uint64_t>{10 * MiB});
 }
 
 TEST_CASE("hostile and failing readers end the walk with an outcome, memory is bounded") {

@@ -59,6 +59,11 @@ public:
         return Status::Ok;
     }
 
+    // qcow_co_block_status answers one cluster at a time.
+    uint64_t status_boundary(uint64_t offset) const override {
+        return ((offset >> img_.cluster_bits) + 1) << img_.cluster_bits;
+    }
+
     Status read(uint64_t offset, void* buf, size_t len) override {
         if (offset > virtual_size() || len > virtual_size() - offset)
             return Status::Invalid;

@@ -38,6 +38,16 @@ public:
 
     Status read(uint64_t offset, void* buf, size_t len) override { return read_range(offset, buf, len); }
 
+    // qcow2_co_block_status asks for at most INT_MAX bytes, and qcow2_get_host_offset answers within
+    // one L2 slice (qemu-img's slices are whole L2 tables: l2-cache-entry-size defaults to the
+    // cluster size).
+    uint64_t status_boundary(uint64_t offset) const override {
+        constexpr uint64_t INT_MAX_BYTES = 0x7fffffff;
+        const uint32_t span_bits = map_.geometry().l2_bits + map_.geometry().cluster_bits;
+        const uint64_t slice_end = span_bits >= 63 ? UINT64_MAX : ((offset >> span_bits) + 1) << span_bits;
+        return slice_end - offset < INT_MAX_BYTES ? slice_end : offset + INT_MAX_BYTES;
+    }
+
     void close() override {
         if (cipher_ != nullptr) {
             __builtin_memset(static_cast<void*>(cipher_), 0, sizeof *cipher_);

@@ -53,6 +53,11 @@ public:
         return Status::Ok;
     }
 
+    // vdi_co_block_status answers one block at a time (it is map that merges them).
+    uint64_t status_boundary(uint64_t offset) const override {
+        return (offset / VDI_BLOCK_SIZE + 1) * VDI_BLOCK_SIZE;
+    }
+
     Status read(uint64_t offset, void* buf, size_t len) override {
         if (offset > img_.disk_size || len > img_.disk_size - offset)
             return Status::Invalid;

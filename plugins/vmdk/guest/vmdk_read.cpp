@@ -68,6 +68,17 @@ public:
         return run(offset, length, false, out, &ei);
     }
 
+    // vmdk_co_block_status answers one cluster of the extent holding `offset`, counted from the
+    // extent's start: a grain of a sparse extent, the whole of a flat one.
+    uint64_t status_boundary(uint64_t offset) const override {
+        const ReadExtent& e = layout_.extents[find_extent(offset)];
+        const uint64_t cluster = e.flat ? e.bytes : e.grain_bytes;
+        if (cluster == 0 || offset < e.start)
+            return UINT64_MAX;
+        const uint64_t in = (offset - e.start) % cluster;
+        return cluster - in > UINT64_MAX - offset ? UINT64_MAX : offset + (cluster - in);
+    }
+
     Status read(uint64_t offset, void* buf, size_t len) override {
         if (broken_)
             return Status::Corrupt;

@@ -128,6 +128,16 @@ public:
         return true;
     }
 
+    // Appended in module ABI 8 (docs/guest-abi.md): where qemu's driver ends a block-status answer
+    // that starts at `offset` (offset < virtual_size()), which may be before the end of the run
+    // status() reports: qcow2 answers at most one L2 slice, vmdk one grain, vdi one block. qemu-img
+    // compare steps (and prints its progress) by those answers, so its walk stops there too.
+    // UINT64_MAX: the driver answers whole runs (the default).
+    virtual uint64_t status_boundary(uint64_t offset) const {
+        (void)offset;
+        return UINT64_MAX;
+    }
+
 protected:
     ~ImageReader() = default;
 };
