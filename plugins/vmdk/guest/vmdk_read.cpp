@@ -71,6 +71,8 @@ public:
     // vmdk_co_block_status answers one cluster of the extent holding `offset`, counted from the
     // extent's start: a grain of a sparse extent, the whole of a flat one.
     uint64_t status_boundary(uint64_t offset) const override {
+        if (layout_.count == 0)
+            return UINT64_MAX;
         const ReadExtent& e = layout_.extents[find_extent(offset)];
         const uint64_t cluster = e.flat ? e.bytes : e.grain_bytes;
         if (cluster == 0 || offset < e.start)
