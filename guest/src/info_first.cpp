@@ -127,9 +127,10 @@ Status info_first_op(const uint8_t* arg, uint32_t arg_len) {
     const uint8_t* op_arg = arg + sizeof a;
     const auto op_len = static_cast<uint32_t>(arg_len - sizeof a);
     // Only read-only operations on images that open as info opens them (image i on device i).
-    const uint32_t forced_mask = (1u << a.image_count) - 1;
-    if (a.image_count == 0 || a.image_count > INSTAR_INFO_FIRST_MAX_IMAGES || (a.flags & ~forced_mask) != 0 ||
-        a.reserved != 0 || a.reserved2 != 0)
+    if (a.image_count == 0 || a.image_count > INSTAR_INFO_FIRST_MAX_IMAGES || a.reserved != 0 || a.reserved2 != 0)
+        return Status::Invalid;
+    const uint32_t forced_mask = (1u << a.image_count) - 1; // image_count <= 2: the shift is defined
+    if ((a.flags & ~forced_mask) != 0)
         return Status::Invalid;
     if (a.op == INSTAR_OP_CHECK) { // a check that reads: no repair, no other file
         instar_check_arg c{};
