@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Sandbox starts per command that inspects an image first (docs/architecture.md, "One start where
-the image stands alone"): a lone image is inspected and edited (resize, snapshot), checked, mapped
+the image stands alone"): a lone image is inspected and edited (resize, snapshot, bitmap), checked, mapped
 or compared in one start; an overlay's first inspection is reused, not repeated; a refused size costs one start.
 Counted under strace as KVM_CREATE_VM ioctls (the KVM sandbox) or execs of the process sandbox's
 loader."""
@@ -48,6 +48,10 @@ with tempfile.TemporaryDirectory() as d:
     check("snapshot -c lone", starts(["snapshot", "-c", "s1", "t.qcow2"], d, 0), (0, 1))
     check("snapshot -a lone", starts(["snapshot", "-a", "s1", "t.qcow2"], d, 0), (0, 1))
     check("snapshot -c overlay", starts(["snapshot", "-c", "s1", "o.qcow2"], d, 0), (0, 3))
+    check("bitmap --add lone", starts(["bitmap", "--add", "t.qcow2", "b1"], d, 0), (0, 1))
+    check("bitmap --remove lone", starts(["bitmap", "--remove", "t.qcow2", "b1"], d, 0), (0, 1))
+    # An overlay: the quick attempt's inspection reused, then the edit (bitmap opens no backing).
+    check("bitmap --add overlay", starts(["bitmap", "--add", "o.qcow2", "b1"], d, 0), (0, 2))
     check("check lone", starts(["check", "-q", "t.qcow2"], d, 0), (0, 1))
     check("check lone -f", starts(["check", "-q", "-f", "qcow2", "t.qcow2"], d, 0), (0, 1))
     check("check overlay", starts(["check", "-q", "o.qcow2"], d, 0), (0, 3))

@@ -242,8 +242,63 @@ int cmd_bitmap(Context& ctx, std::span<const std::string> args) {
     if (vm.count("allow-path"))
         eo.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
     const auto sandbox = ctx.sandbox_config();
+    const std::string node = node_name(image_opts, given);
+    // The edit's argument: `todo` (none: qemu-img only opened and closed the image, which stores
+    // its bitmaps anew), the bitmap and the node name.
+    auto bitmap_args = [&](const std::vector<Action>& todo, std::uint32_t flags) {
+        std::vector<std::uint8_t> args;
+        guest::BitmapArgs head{};
+        head.action_count = static_cast<std::uint32_t>(todo.size());
+        head.flags = flags;
+        head.granularity = granularity; // the guest keeps qemu's uint32_t truncation
+        head.name_len = static_cast<std::uint32_t>(bitmap.size());
+        head.node_len = static_cast<std::uint32_t>(node.size());
+        put(args, head);
+        for (const auto& a : todo) {
+            guest::BitmapAction rec{static_cast<std::uint32_t>(a.kind), static_cast<std::uint32_t>(a.src.size())};
+            put(args, rec);
+            put_str(args, a.src);
+        }
+        put_str(args, bitmap);
+        put_str(args, node);
+        return args;
+    };
+    // What the edit printed and whether it failed: qemu-img's words.
+    auto finish = [&](const EditReport& report) -> int {
+        ctx.out << report.out;
+        for (char c : report.err) {
+            if (c == '\x01')
+                ctx.err << ctx.prog << ": ";
+            else
+                ctx.err << c;
+        }
+        // A failed action printed qemu's message itself (stderr text); a refusal sends a reason.
+        if (report.status != guest::Status::Ok)
+            return report.reason.empty() ? 1 : report_error(ctx, report.reason);
+        return 0;
+    };
     OpenedChain chain;
-    if (auto ok = open_for_edit(eo, ctx.plugins(), sandbox, ctx.profile.version, chain); !ok)
+    // Without -b, on a qcow2 image that stands alone: one sandbox start (edit_op's try_quick_edit);
+    // everything else goes the ordinary way, reusing the inspection.
+    std::optional<PrefetchedInfo> prefetched;
+    if (!src_file && !name->unsupported_option && actions.size() <= guest::BITMAP_MAX_ACTIONS) {
+        QuickEdit q;
+        q.open = eo;
+        q.filename = given;
+        q.command = guest::EditCommand::Bitmap;
+        q.args = bitmap_args(actions, 0);
+        q.accept = [](const LoadedPlugin& p) { return p.answers_to("qcow2"); };
+        q.prefetched = &prefetched;
+        EditReport r;
+        auto done = try_quick_edit(q, ctx.plugins(), sandbox, ctx.profile.version, chain, r);
+        if (!done)
+            return report_error(ctx, done.error());
+        if (*done)
+            return finish(r);
+    }
+    EditOpen first_open = eo; // the quick attempt's inspection is not run again
+    first_open.prefetched = prefetched ? &*prefetched : nullptr;
+    if (auto ok = open_for_edit(first_open, ctx.plugins(), sandbox, ctx.profile.version, chain); !ok)
         return report_error(ctx, quote_given(*name, ok.error()));
     if (name->unsupported_option)
         return report_error(ctx, unsupported_option_error(*name, chain.links.front().node.format));
@@ -256,10 +311,8 @@ int cmd_bitmap(Context& ctx, std::span<const std::string> args) {
     if (auto unlocked = unlock_for_command(vm, *name, link, sandbox, ctx.profile.version); !unlocked)
         return report_error(ctx, unlocked.error());
 
-    const std::string node = node_name(image_opts, given);
     const bool qcow2 = link.node.format == "qcow2";
-    // The edit of a qcow2 image: `actions` (none: qemu-img only opened and closed it, which
-    // stores its bitmaps anew).
+    // The edit of a qcow2 image.
     auto run = [&](const std::vector<Action>& todo, std::uint32_t flags,
                    std::vector<vmm::Device> extra) -> int {
         EditCall call;
@@ -267,34 +320,11 @@ int cmd_bitmap(Context& ctx, std::span<const std::string> args) {
         call.filename = given;
         call.command = guest::EditCommand::Bitmap;
         call.extra = std::move(extra);
-        guest::BitmapArgs head{};
-        head.action_count = static_cast<std::uint32_t>(todo.size());
-        head.flags = flags;
-        head.granularity = granularity; // the guest keeps qemu's uint32_t truncation
-        head.name_len = static_cast<std::uint32_t>(bitmap.size());
-        head.node_len = static_cast<std::uint32_t>(node.size());
-        put(call.args, head);
-        for (const auto& a : todo) {
-            guest::BitmapAction rec{static_cast<std::uint32_t>(a.kind), static_cast<std::uint32_t>(a.src.size())};
-            put(call.args, rec);
-            put_str(call.args, a.src);
-        }
-        put_str(call.args, bitmap);
-        put_str(call.args, node);
+        call.args = bitmap_args(todo, flags);
         auto report = run_edit(call, sandbox, ctx.profile.version);
         if (!report)
             return report_error(ctx, report.error());
-        ctx.out << report->out;
-        for (char c : report->err) {
-            if (c == '\x01')
-                ctx.err << ctx.prog << ": ";
-            else
-                ctx.err << c;
-        }
-        // A failed action printed qemu's message itself (stderr text); a refusal sends a reason.
-        if (report->status != guest::Status::Ok)
-            return report->reason.empty() ? 1 : report_error(ctx, report->reason);
-        return 0;
+        return finish(*report);
     };
     // qemu-img fails after opening the image (the source cannot be opened): it still closes the
     // image, which stores its bitmaps.
