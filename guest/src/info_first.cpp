@@ -86,9 +86,19 @@ Status send_info_chunk(void*, const uint8_t* data, size_t len) {
 InfoFirstResult g_results[INSTAR_INFO_FIRST_MAX_IMAGES];
 uint32_t g_started = 0;
 
+// The inspection of image `image` (device `image`) before the running operation, when
+// INSTAR_OP_INFO_FIRST started it; else nullptr.
+const InfoFirstResult* info_first_result(uint32_t image) { return image < g_started ? &g_results[image] : nullptr; }
+
 } // namespace
 
-const InfoFirstResult* info_first_result(uint32_t image) { return image < g_started ? &g_results[image] : nullptr; }
+Status cluster_size_from_info(uint32_t image, instar_convert_image& entry) {
+    const InfoFirstResult* first = info_first_result(image);
+    if (first == nullptr || entry.device != image)
+        return Status::Invalid;
+    entry.cluster_size = static_cast<uint32_t>(first->cluster_size < UINT32_MAX ? first->cluster_size : UINT32_MAX);
+    return Status::Ok;
+}
 
 Status inspect_first(const ModuleOps& ops, BlockDevice& image, uint64_t length, bool force, uint32_t qemu_version,
                      InfoFirstResult* out) {

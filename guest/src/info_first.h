@@ -27,8 +27,9 @@ Status inspect_first(const ModuleOps& ops, BlockDevice& image, uint64_t length, 
 // INSTAR_OP_INFO_FIRST (docs/guest-abi.md).
 Status info_first_op(const uint8_t* arg, uint32_t arg_len);
 
-// The inspection of image `image` (device `image`) before the running operation, when
-// INSTAR_OP_INFO_FIRST started it; else nullptr.
-const InfoFirstResult* info_first_result(uint32_t image);
+// A plan entry the host wrote before it had image `image`'s info (map's and compare's
+// *_CLUSTER_FROM_INFO): its cluster size from that image's inspection, as the host's table would
+// hold it. Invalid outside an INSTAR_OP_INFO_FIRST run or for an entry on another device.
+Status cluster_size_from_info(uint32_t image, instar_convert_image& entry);
 
 } // namespace instar::guest

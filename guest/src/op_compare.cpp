@@ -67,13 +67,9 @@ Status compare_op(const uint8_t* arg, uint32_t arg_len) {
         // (INSTAR_OP_INFO_FIRST) know their cluster sizes, as the host's table would.
         if (h.image_count != 2)
             return Status::Invalid;
-        for (uint32_t i = 0; i < 2; ++i) {
-            const InfoFirstResult* first = info_first_result(i);
-            if (first == nullptr || plan.images[i].device != i)
-                return Status::Invalid;
-            plan.images[i].cluster_size =
-                static_cast<uint32_t>(first->cluster_size < UINT32_MAX ? first->cluster_size : UINT32_MAX);
-        }
+        for (uint32_t i = 0; i < 2; ++i)
+            if (const Status st = cluster_size_from_info(i, plan.images[i]); st != Status::Ok)
+                return st;
     }
     RecordReasons reasons;
 

@@ -79,11 +79,10 @@ Status map_op(const uint8_t* arg, uint32_t arg_len) {
     if ((h.flags & INSTAR_MAP_PLAN_CLUSTER_FROM_INFO) != 0) {
         // The host planned before it had the image's info: the inspection that started this run
         // (INSTAR_OP_INFO_FIRST) knows its cluster size, as the host's table would.
-        const InfoFirstResult* first = info_first_result(0);
-        if (first == nullptr || h.image_count != 1 || plan.images[0].device != 0 || plan.images[0].module != 0)
+        if (h.image_count != 1 || plan.images[0].module != 0)
             return Status::Invalid;
-        plan.images[0].cluster_size =
-            static_cast<uint32_t>(first->cluster_size < UINT32_MAX ? first->cluster_size : UINT32_MAX);
+        if (const Status st = cluster_size_from_info(0, plan.images[0]); st != Status::Ok)
+            return st;
     }
     RecordReasons reasons;
 

@@ -247,8 +247,7 @@ Expected<CheckReport> run_check(const CheckOptions& opts, const PluginRegistry& 
         if (quick)
             chain.links = std::move(chains[0].links);
     }
-    const GuestInfoRunner run_guest =
-        !prefetched.empty() && prefetched[0] ? with_prefetched(*runner, *prefetched[0]) : *runner;
+    const GuestInfoRunner run_guest = reusing_inspection(*runner, prefetched, 0);
     if (quick) {
         found = &chain.links.front();
     } else if (auto opened = open_chain(io, plugins, run_guest, chain); !opened) {

@@ -42,16 +42,11 @@ Expected<bool> prepare_quick_compare(const CompareSpec& spec, std::uint32_t qemu
     std::vector<instar_convert_image> images;
     std::vector<std::uint32_t> flags;
     std::vector<instar_image_facts> facts;
-    std::vector<const LoadedPlugin*> modules; // module indices as try_quick_read numbers them
     for (std::uint32_t i = 0; i < 2; ++i) {
         const LoadedPlugin* plugin = first[i]->plugin;
         if (!((*plugin)->capabilities & CAP_CONVERT))
             return false; // the ordinary path words the refusal
-        auto known = std::find(modules.begin(), modules.end(), plugin);
-        const auto module = static_cast<std::uint32_t>(known - modules.begin());
-        if (known == modules.end())
-            modules.push_back(plugin);
-        images.push_back({module, i, 2, 0, INSTAR_CONVERT_NO_BACKING, 0});
+        images.push_back({first[i]->module, i, 2, 0, INSTAR_CONVERT_NO_BACKING, 0});
         const std::uint32_t traits = (*plugin)->qemu_traits;
         flags.push_back(compare_flags_of(traits));
         facts.push_back({first[i]->file.allocated, image_facts_flags_of(traits), 0});
@@ -117,12 +112,10 @@ Expected<CompareReport> compare_images(const CompareSpec& spec, const PluginRegi
         quick = std::move(*r);
     }
     for (std::size_t i = 0; i < 2; ++i) {
-        if (!quick) {
-            const bool reuse = i < prefetched.size() && prefetched[i];
-            const GuestInfoRunner run_guest = reuse ? with_prefetched(*runner, *prefetched[i]) : *runner;
-            if (auto opened = open_chain(opens[i], plugins, run_guest, chains[i]); !opened)
+        if (!quick)
+            if (auto opened = open_chain(opens[i], plugins, reusing_inspection(*runner, prefetched, i), chains[i]);
+                !opened)
                 return Error{opened.error()};
-        }
         if (i < spec.secrets.size() && !chains[i].links.empty())
             chains[i].links.front().secret = spec.secrets[i];
         for (const auto& link : chains[i].links)

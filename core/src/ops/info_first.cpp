@@ -28,6 +28,13 @@ GuestInfoRunner with_prefetched(GuestInfoRunner runner, const PrefetchedInfo& pf
     };
 }
 
+GuestInfoRunner reusing_inspection(const GuestInfoRunner& runner,
+                                   const std::vector<std::optional<PrefetchedInfo>>& prefetched, std::size_t image) {
+    if (image < prefetched.size() && prefetched[image])
+        return with_prefetched(runner, *prefetched[image]);
+    return runner;
+}
+
 FirstImage::~FirstImage() {
     if (open)
         close_file(file);
@@ -111,7 +118,8 @@ Expected<std::optional<vmm::RunResult>> try_quick_read(const QuickRead& quick, c
         if (!module)
             return std::optional<vmm::RunResult>{};
         const auto known = std::find(modules.begin(), modules.end(), *module);
-        head.modules[i] = static_cast<std::uint32_t>(known - modules.begin());
+        firsts[i].module = static_cast<std::uint32_t>(known - modules.begin());
+        head.modules[i] = firsts[i].module;
         if (known == modules.end())
             modules.push_back(*module);
         if (quick.images[i].format)

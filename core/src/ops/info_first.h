@@ -31,6 +31,9 @@ struct PrefetchedInfo {
 // `runner`, except that its first call, when it asks what `pf` answered (the top image alone, the
 // same plugin and force), is answered by `pf`.
 GuestInfoRunner with_prefetched(GuestInfoRunner runner, const PrefetchedInfo& pf);
+// `runner`, answered first by image `image`'s kept inspection when try_quick_read kept one.
+GuestInfoRunner reusing_inspection(const GuestInfoRunner& runner,
+                                   const std::vector<std::optional<PrefetchedInfo>>& prefetched, std::size_t image);
 
 // The image a quick attempt inspects: opened as info opens it, its format chosen by the host probe
 // (or -f). Closes the file when it goes.
@@ -42,6 +45,7 @@ public:
     ~FirstImage();
     OpenedFile file{};
     const LoadedPlugin* plugin = nullptr;
+    std::uint32_t module = 0; // try_quick_read: its module's index in the run (a plan's `module`)
     bool open = false;
 };
 

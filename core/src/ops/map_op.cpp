@@ -36,7 +36,6 @@ constexpr std::uint64_t QUICK_MAP_MAX_VIRTUAL = 1ull << 40;
 // (INSTAR_MAP_PLAN_CLUSTER_FROM_INFO).
 Expected<bool> prepare_quick_map(const MapSpec& spec, std::uint32_t qemu_version, const FirstImage& first,
                                  PlanFile& plan_file, QuickCall& call) {
-    // Device 0 is the image, device 1 this plan.
     const std::uint32_t traits = (*first.plugin)->qemu_traits;
     if (!((*first.plugin)->capabilities & CAP_CONVERT))
         return false; // the ordinary path words the refusal
@@ -47,7 +46,7 @@ Expected<bool> prepare_quick_map(const MapSpec& spec, std::uint32_t qemu_version
     head.end = spec.max_length ? spec.start + *spec.max_length : UINT64_MAX;
     head.qemu_version = qemu_version;
     head.flags = INSTAR_MAP_PLAN_CLUSTER_FROM_INFO;
-    const instar_convert_image image{0, 0, 1, 0, INSTAR_CONVERT_NO_BACKING, 0};
+    const instar_convert_image image{first.module, 0, 1, 0, INSTAR_CONVERT_NO_BACKING, 0};
     const std::uint32_t style = map_style_of(traits);
     const instar_image_facts facts{first.file.allocated, image_facts_flags_of(traits), 0};
     std::vector<std::uint8_t> bytes;
@@ -172,12 +171,9 @@ Expected<MapResult> map_image(const MapSpec& spec, const PluginRegistry& plugins
         if (quick)
             chain.links = std::move(chains[0].links);
     }
-    if (!quick) {
-        const GuestInfoRunner run_guest =
-            !prefetched.empty() && prefetched[0] ? with_prefetched(*runner, *prefetched[0]) : *runner;
-        if (auto opened = open_chain(io, plugins, run_guest, chain); !opened)
+    if (!quick)
+        if (auto opened = open_chain(io, plugins, reusing_inspection(*runner, prefetched, 0), chain); !opened)
             return Error{opened.error()};
-    }
     for (const auto& link : chain.links)
         if (!((*link.plugin)->capabilities & CAP_CONVERT))
             return Error{"Could not open '" + link.name + "': instar cannot read the data of " +
