@@ -48,4 +48,11 @@ enum class Attack : uint8_t {
     // the first one's bytes overwritten right after its call returns (breaking the promise: only
     // its own output may change), then a settling zero-length write; exit 0 whatever they answered.
     WriteOutputDeferred,
+    // Process sandbox only (guest_abi.h, INSTAR_PROC_TURN). SleepForAnswers: the spin budget set to
+    // 0, so every answer comes the slow way (as a message, or found after the compare-and-exchange
+    // lost), over 64 reads of device 0's first 4 KiB; their XOR of 8-byte words comes back as a
+    // record. UnreadAnswers: the guest claims to sleep but keeps writing calls without reading one
+    // answer; the host must end the run, never block on a full channel.
+    SleepForAnswers,
+    UnreadAnswers,
 };

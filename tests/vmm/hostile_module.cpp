@@ -237,6 +237,32 @@ Status run(const void* arg, size_t arg_len) {
         process_syscall3(0, INSTAR_PROC_CHANNEL_FD, reinterpret_cast<long>(page), 88); // read: never answered
 #endif
         return Status::Invalid;
+    case Attack::SleepForAnswers: {
+#ifdef INSTAR_GUEST_PROCESS
+        *reinterpret_cast<volatile uint64_t*>(uintptr_t{INSTAR_PROC_SPIN}) = 0;
+#endif
+        uint64_t x = 0;
+        for (int i = 0; i < 64; ++i) {
+            if (raw_call(INSTAR_HC_READ, 0, 0, addr(page), sizeof page) != 0)
+                return Status::IoError;
+            for (size_t w = 0; w < sizeof page / 8; ++w) x ^= reinterpret_cast<const uint64_t*>(page)[w] + i;
+        }
+        return svc->send_record(INSTAR_REC_TEST, &x, sizeof x);
+    }
+    case Attack::UnreadAnswers:
+#ifdef INSTAR_GUEST_PROCESS
+        for (;;) {
+            *reinterpret_cast<volatile uint32_t*>(uintptr_t{INSTAR_PROC_TURN}) = INSTAR_PROC_TURN_SLEEPING;
+            instar_hypercall* mb = mailbox();
+            *mb = instar_hypercall{};
+            mb->nr = INSTAR_HC_READ;
+            mb->gpa = addr(page);
+            mb->len = 8;
+            if (process_syscall3(1, INSTAR_PROC_CHANNEL_FD, reinterpret_cast<long>(mb), sizeof *mb) != sizeof *mb)
+                return Status::IoError;
+        }
+#endif
+        return Status::Invalid;
     case Attack::RunArenaCode: {
         auto* code = static_cast<uint8_t*>(svc->allocator->allocate(16, 16));
         if (code == nullptr) return Status::NoMemory;

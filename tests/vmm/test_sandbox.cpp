@@ -187,6 +187,35 @@ TEST_CASE("a malformed channel message ends a process-sandbox guest") {
     expect_failure(Attack::ShortMessage, ErrorKind::GuestBadRequest, "a hypercall message of 7 bytes");
 }
 
+TEST_CASE("a process-sandbox guest that does not spin still gets every answer") {
+    if (!vmm_test::process_mode()) return; // the VM answers by resuming the vCPU
+    const auto data = pattern(1 << 20);
+    TempFile f(data);
+    const Device dev{f.fd(), data.size(), false};
+    auto r = attack(Attack::SleepForAnswers, {&dev, 1});
+    REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message));
+    CHECK(r.value().exit_status == 0);
+    REQUIRE(r.value().records.size() == 1);
+    std::uint64_t want = 0;
+    for (int i = 0; i < 64; ++i) {
+        for (std::size_t w = 0; w < 4096 / 8; ++w) {
+            std::uint64_t v;
+            std::memcpy(&v, data.data() + w * 8, 8);
+            want ^= v + static_cast<std::uint64_t>(i);
+        }
+    }
+    std::uint64_t got = 0;
+    REQUIRE(r.value().records[0].data.size() == sizeof got);
+    std::memcpy(&got, r.value().records[0].data.data(), sizeof got);
+    CHECK(got == want);
+}
+
+TEST_CASE("a process-sandbox guest that never reads its answers cannot block the host") {
+    if (!vmm_test::process_mode()) return;
+    // Before, the host's blocking send would have waited for ever (the watchdog runs between calls).
+    expect_failure(Attack::UnreadAnswers, ErrorKind::GuestBadRequest, "it does not read its answers");
+}
+
 TEST_CASE("the process sandbox never runs arena bytes as code") {
     if (!vmm_test::process_mode()) return; // the VM maps all RAM executable
     expect_failure(Attack::RunArenaCode, ErrorKind::GuestFault, "#PF page fault at rip 0x");

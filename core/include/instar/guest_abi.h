@@ -61,6 +61,20 @@
 #define INSTAR_PROC_STACK_BOTTOM 0x14000ull /* the stack: [0x14000, INSTAR_GPA_STACK_TOP) */
 #define INSTAR_PROC_MAP_BASE INSTAR_GPA_STACK_BOTTOM /* lowest guest address mapped in the process */
 #define INSTAR_PROC_CHANNEL_FD 3           /* the only descriptor the guest process holds */
+/* The answer handshake (docs/sandbox.md, "Answers without a wake-up"): two words in the mailbox
+ * page. The host writes INSTAR_PROC_SPIN (a TSC-tick budget, 0: do not spin) before the guest
+ * starts. The guest stores INSTAR_PROC_TURN_POSTED in INSTAR_PROC_TURN before it writes a call,
+ * spins while the word stays POSTED (at most the budget), and only then swaps POSTED for SLEEPING
+ * (compare-and-exchange) and blocks in read(). The host, having placed the answer in
+ * INSTAR_PROC_MAILBOX, exchanges the word for ANSWERED and sends the answer on the channel unless
+ * the old value was POSTED (the guest is still spinning and sees ANSWERED). So exactly one of the
+ * two ways delivers each answer, and a guest that never stores POSTED gets every answer as a
+ * message, as before. */
+#define INSTAR_PROC_TURN 0x10800ull        /* uint32_t, shared by guest and host */
+#define INSTAR_PROC_SPIN 0x10808ull        /* uint64_t TSC ticks; written by the host only */
+#define INSTAR_PROC_TURN_POSTED 1u         /* guest: a call is on its way; it spins for the answer */
+#define INSTAR_PROC_TURN_SLEEPING 2u       /* guest: blocked in read(): send the answer */
+#define INSTAR_PROC_TURN_ANSWERED 3u       /* host: the answer is in INSTAR_PROC_MAILBOX */
 
 /* The runtime image starts with this header (at INSTAR_GPA_RUNTIME) so the host can build the IDT. */
 #define INSTAR_RUNTIME_MAGIC 0x4E555254u /* "TRUN" */
