@@ -37,6 +37,9 @@ public:
     static constexpr uint32_t NO_LAYER = 0xFFFFFFFFu;
     uint32_t refused_layer() const { return refused_; }
 
+    // A lone image whose reads may be made ahead of time (ImageReader::reads_ahead_safe).
+    bool reads_ahead_safe() const { return depth_ == 1 && chain_[0]->reads_ahead_safe(); }
+
     // The top image's content identifier (ImageReader::content_id).
     bool top_content_id(uint32_t kind, uint32_t* out) const { return depth_ != 0 && chain_[0]->content_id(kind, out); }
 

@@ -165,6 +165,7 @@ private:
     void select_part(uint64_t sector_num);
     Status iteration_sectors(uint64_t sector_num, uint64_t* out);
     Status co_read(uint64_t sector_num, uint64_t nb_sectors, uint8_t* buf);
+    bool read_ahead(uint64_t sector_num, uint8_t* buf, uint64_t* count, bool* issued);
     Status co_write(uint64_t sector_num, uint64_t nb_sectors, uint8_t* buf, Blk status);
 
     static constexpr size_t FAIL_TEXT = 160; // one "error while ... at byte N: ERRNO" line
@@ -349,6 +350,44 @@ Status Converter::co_read(uint64_t sector_num, uint64_t nb_sectors, uint8_t* buf
     return Status::Ok;
 }
 
+// Read-ahead (Params::read_ahead): reads the chunk at sector_num into buf now, when the next
+// iteration will surely take it as one data chunk of one lone, reads-ahead-safe source and no block
+// status query comes first (its status is already known, so nothing can fail or be reported out of
+// order). true: buf holds (or will, once settled) the chunk's bytes, *count sectors of them.
+// *issued: a read was made into buf (settle before touching it), whatever the outcome. A failed read
+// is left for the chunk's own read to report, in its place.
+bool Converter::read_ahead(uint64_t sector_num, uint8_t* buf, uint64_t* count, bool* issued) {
+    *issued = false;
+    if (sector_num >= total_sectors_ || sector_next_status_ <= sector_num)
+        return false;
+    uint64_t n = 0;
+    if (iteration_sectors(sector_num, &n) != Status::Ok || status_ != Blk::Data)
+        return false;
+    ChainReader& c = chains_[src_cur_];
+    if (!c.reads_ahead_safe() || n > src_sectors_[src_cur_] - (sector_num - src_cur_offset_))
+        return false;
+    const uint64_t offset = (sector_num - src_cur_offset_) * SECTOR;
+    const uint64_t vs = c.virtual_size();
+    const uint64_t bytes = n * SECTOR;
+    const uint64_t in = offset >= vs ? 0 : min_u64(bytes, vs - offset);
+    Status st = Status::Ok;
+    if (in > 0) {
+        *issued = true;
+        if (p_.quiet_reasons != nullptr)
+            p_.quiet_reasons(p_.quiet_ctx, true);
+        p_.read_ahead(buf, bytes);
+        st = c.read(offset, buf, in);
+        p_.read_ahead(nullptr, 0);
+        if (p_.quiet_reasons != nullptr)
+            p_.quiet_reasons(p_.quiet_ctx, false);
+    }
+    if (st != Status::Ok)
+        return false;
+    __builtin_memset(buf + in, 0, bytes - in); // the sub-sector tail of a source
+    *count = n;
+    return true;
+}
+
 Status Converter::co_write(uint64_t sector_num, uint64_t nb_sectors, uint8_t* buf, Blk status) {
     while (nb_sectors > 0) {
         uint64_t n = nb_sectors;
@@ -452,6 +491,18 @@ Status Converter::run(guest::Allocator& alloc) {
     // seen to defer (without it, each refill waits for the buffer's write).
     const bool behind = p_.defer_writes != nullptr && p_.settle_writes != nullptr && p_.writes_deferred != nullptr;
     unsigned turn = 0;
+    // Read-ahead: the next chunk is read into the other buffer while this one is written. `ahead`
+    // is the buffer a read was made into and not yet settled; `ahead_sector`/`ahead_n` the chunk it
+    // holds when that read was whole and went well (UINT64_MAX: none).
+    // Not with write-behind (a host that defers writes: the two would share the second buffer).
+    bool ahead_on = !p_.salvage && p_.read_ahead != nullptr && p_.settle_reads != nullptr && p_.reads_ahead != nullptr;
+    if (ahead_on) {
+        bufs[1] = static_cast<uint8_t*>(alloc.allocate(buf_bytes, 64));
+        ahead_on = bufs[1] != nullptr; // no room: read each chunk when it comes
+    }
+    uint8_t* ahead = nullptr;
+    uint64_t ahead_sector = UINT64_MAX;
+    uint64_t ahead_n = 0;
 
     Status result = Status::Ok;
     uint64_t allocated_done = 0;
@@ -471,12 +522,17 @@ Status Converter::run(guest::Allocator& alloc) {
             turn ^= 1;
         if (behind)
             p_.settle_writes(buf); // its last write may still be in flight
+        bool read_already = false;
+        if (ahead == buf) { // its read ahead is complete (and checked) before anything touches it
+            read_already = p_.settle_reads() == 0 && ahead_sector == sector_num && ahead_n == n && status == Blk::Data;
+            ahead = nullptr;
+        }
         if (status == Blk::Data || (min_sparse_ == 0 && status == Blk::Zero)) {
             allocated_done += n;
             if (p_.progress != nullptr)
                 p_.progress(p_.progress_ctx, allocated_done, allocated_sectors);
         }
-        if (status == Blk::Data) {
+        if (status == Blk::Data && !read_already) {
             char line[FAIL_TEXT];
             held_ = line;
             held_len_ = 0;
@@ -490,6 +546,18 @@ Status Converter::run(guest::Allocator& alloc) {
         } else if (min_sparse_ == 0 && status == Blk::Zero) {
             status = Blk::Data;
             __builtin_memset(buf, 0, n * SECTOR);
+        }
+        if (ahead_on && behind && p_.writes_deferred())
+            ahead_on = false;
+        if (ahead_on) {
+            bool issued = false;
+            uint64_t next_n = 0;
+            ahead_sector = read_ahead(sector_num + n, bufs[turn], &next_n, &issued) ? sector_num + n : UINT64_MAX;
+            ahead_n = next_n;
+            if (issued) {
+                ahead = bufs[turn];
+                ahead_on = p_.reads_ahead(); // a host that reads at once overlaps nothing: stop
+            }
         }
         if (behind)
             p_.defer_writes(buf, buf_bytes);
@@ -505,6 +573,8 @@ Status Converter::run(guest::Allocator& alloc) {
             break;
         sector_num += n;
     }
+    if (ahead != nullptr)
+        (void)p_.settle_reads(); // the host is done with the buffer; a failure no chunk needed is moot
     for (uint8_t* b : bufs)
         if (b != nullptr) {
             if (behind)

@@ -23,7 +23,27 @@ constinit uint64_t window_hi = 0;
 constinit uint64_t in_flight = 0;
 constinit uint32_t in_flight_device = 0;
 constinit bool host_defers = false; // a write has come back INSTAR_WRITE_DEFERRED
+
+// Read-ahead (INSTAR_READ_AHEAD): reads into [ahead_lo, ahead_hi) may complete after their call
+// returns; `reads_pending` while one the host answered PENDING has not been settled.
+constinit uint64_t ahead_lo = 0;
+constinit uint64_t ahead_hi = 0;
+constinit bool reads_pending = false;
+constinit bool host_reads_ahead_seen = false;
 } // namespace
+
+bool host_reads_ahead() { return host_reads_ahead_seen; }
+
+void read_ahead_into(const void* buf, uint64_t len) {
+    ahead_lo = addr(buf);
+    ahead_hi = buf == nullptr || len == 0 ? 0 : ahead_lo + len;
+}
+
+int64_t settle_reads() {
+    if (!reads_pending) return 0;
+    reads_pending = false;
+    return hypercall_issue(prepare(INSTAR_HC_SETTLE_READS));
+}
 
 bool host_defers_writes() { return host_defers; }
 
@@ -47,7 +67,14 @@ int64_t hc_read(uint32_t device, uint64_t offset, void* buf, uint64_t len) {
     mb->offset = offset;
     mb->gpa = addr(buf);
     mb->len = len;
-    return hypercall_issue(mb);
+    const bool ahead = ahead_hi != 0 && mb->gpa >= ahead_lo && mb->gpa < ahead_hi && len <= ahead_hi - mb->gpa;
+    if (ahead) mb->arg0 = INSTAR_READ_AHEAD;
+    const int64_t ret = hypercall_issue(mb);
+    if (ahead && ret == 0 && (mb->out_flags & INSTAR_READ_PENDING) != 0) {
+        reads_pending = true;
+        host_reads_ahead_seen = true;
+    }
+    return ret;
 }
 
 int64_t hc_write(uint32_t device, uint64_t offset, const void* buf, uint64_t len) {

@@ -4,7 +4,7 @@
 namespace instar::guest {
 
 void RecordReasons::reason(const char* text, size_t len) {
-    if (sent_) return;
+    if (sent_ || quiet_) return;
     sent_ = true;
     hc_record(INSTAR_REC_REASON, text, len < CREATE_MAX_REASON ? len : CREATE_MAX_REASON);
 }

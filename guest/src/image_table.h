@@ -17,9 +17,12 @@ class RecordReasons final : public ReasonSink {
 public:
     void reason(const char* text, size_t len) override;
     bool sent() const { return sent_; }
+    // While quiet, reasons are dropped (convert's reads ahead: the chunk's own read gives them again).
+    void quiet(bool q) { quiet_ = q; }
 
 private:
     bool sent_ = false;
+    bool quiet_ = false;
 };
 
 // The whole plan device in arena memory, with one spare zero byte after it (for NUL-terminating a

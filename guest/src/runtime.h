@@ -31,6 +31,14 @@ void settle_writes_from(const void* buf);
 // Whether the host has deferred a write in this run (it has write-behind): only then does a second
 // copy buffer pay for its memory.
 bool host_defers_writes();
+// Read-ahead (docs/convert.md): device reads into [buf, buf + len) are sent as INSTAR_READ_AHEAD
+// (len 0: none are), so the caller leaves those bytes alone until settle_reads() has returned;
+// settle_reads() answers 0 or the first failure (-INSTAR_EIO) among them, and asks the host only
+// when one is outstanding. host_reads_ahead(): a read has come back INSTAR_READ_PENDING in this run
+// (only then does reading ahead overlap anything).
+void read_ahead_into(const void* buf, uint64_t len);
+int64_t settle_reads();
+bool host_reads_ahead();
 
 // arena.cpp: the bounded allocator behind Services::allocator and malloc/free.
 void arena_init(uint64_t base, uint64_t size);

@@ -55,4 +55,8 @@ enum class Attack : uint8_t {
     // answer; the host must end the run, never block on a full channel.
     SleepForAnswers,
     UnreadAnswers,
+    // INSTAR_READ_AHEAD: 70 reads ahead of 64 bytes each from device 0 (offset 64 * i) into one page,
+    // then INSTAR_HC_SETTLE_READS; one record: {answers that came back PENDING, the settle's ret},
+    // then the page.
+    ReadAhead,
 };

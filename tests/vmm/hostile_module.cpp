@@ -263,6 +263,24 @@ Status run(const void* arg, size_t arg_len) {
         }
 #endif
         return Status::Invalid;
+    case Attack::ReadAhead: {
+        static uint8_t buf[70 * 64];
+        int64_t out[2] = {0, 0};
+        for (uint64_t i = 0; i < 70; ++i) {
+            instar_hypercall* mb = mailbox();
+            *mb = instar_hypercall{};
+            mb->nr = INSTAR_HC_READ;
+            mb->offset = 64 * i;
+            mb->gpa = addr(buf + 64 * i);
+            mb->len = 64;
+            mb->arg0 = INSTAR_READ_AHEAD;
+            if (hypercall_issue(mb) != 0) return Status::IoError;
+            if (mb->out_flags & INSTAR_READ_PENDING) ++out[0];
+        }
+        out[1] = raw_call(INSTAR_HC_SETTLE_READS, 0, 0, 0, 0);
+        svc->send_record(INSTAR_REC_TEST, out, sizeof out);
+        return svc->send_record(INSTAR_REC_TEST, buf, sizeof buf);
+    }
     case Attack::RunArenaCode: {
         auto* code = static_cast<uint8_t*>(svc->allocator->allocate(16, 16));
         if (code == nullptr) return Status::NoMemory;

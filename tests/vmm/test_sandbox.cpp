@@ -216,6 +216,25 @@ TEST_CASE("a process-sandbox guest that never reads its answers cannot block the
     expect_failure(Attack::UnreadAnswers, ErrorKind::GuestBadRequest, "it does not read its answers");
 }
 
+TEST_CASE("reads ahead: answered at once where the host can, complete when settled") {
+    if (!vmm_test::need_kvm()) return;
+    const auto data = pattern(1 << 20);
+    TempFile f(data);
+    const Device dev{f.fd(), data.size(), false};
+    auto r = attack(Attack::ReadAhead, {&dev, 1});
+    REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message));
+    CHECK(r.value().exit_status == 0);
+    REQUIRE(r.value().records.size() == 2);
+    std::int64_t out[2];
+    REQUIRE(r.value().records[0].data.size() == sizeof out);
+    std::memcpy(out, r.value().records[0].data.data(), sizeof out);
+    // The process sandbox answers each at once and reads it before it takes the next call; the
+    // VM's vCPU thread is the server, so it always reads at once.
+    CHECK(out[0] == (vmm_test::process_mode() ? 70 : 0));
+    CHECK(out[1] == 0);
+    CHECK(r.value().records[1].data == std::vector<std::uint8_t>(data.begin(), data.begin() + 70 * 64));
+}
+
 TEST_CASE("the process sandbox never runs arena bytes as code") {
     if (!vmm_test::process_mode()) return; // the VM maps all RAM executable
     expect_failure(Attack::RunArenaCode, ErrorKind::GuestFault, "#PF page fault at rip 0x");

@@ -117,6 +117,9 @@ enum instar_hypercall_nr {
     INSTAR_HC_COMPRESS = 14,   /* arg0 = enum instar_compress_kind, gpa = job table, len = job
                                   count: the jobs' opaque bytes compressed on host threads (added
                                   within ABI 3: runtime and host ship together; docs/guest-abi.md) */
+    INSTAR_HC_SETTLE_READS = 15, /* -> ret: 0, or the first error of the read-ahead reads
+                                    (INSTAR_READ_AHEAD) answered since the last settle; every one
+                                    of them is complete when this returns (added within ABI 3) */
 };
 
 /* INSTAR_HC_COMPRESS: what each job's bytes become. The host never interprets them. */
@@ -179,6 +182,15 @@ INSTAR_ABI_ASSERT(offsetof(struct instar_hypercall, arg0) == 32, "mailbox layout
 /* INSTAR_HC_WRITE's out_flags: DEFERRED, the host took a deferrable write to finish it later (a host
  * without write-behind writes at once and leaves out_flags 0, so the guest need not fence). */
 #define INSTAR_WRITE_DEFERRED 1ull
+/* INSTAR_HC_READ's arg0. AHEAD: the guest leaves [gpa, gpa + len) alone until INSTAR_HC_SETTLE_READS
+ * has returned, so a host that can (the process sandbox, whose serving thread is not the guest's
+ * CPU) may answer once the request is checked and read the bytes afterwards, while the guest works
+ * on. A host may always read at once instead. Reads of a writable device are never deferred.
+ * Other bits: 0. */
+#define INSTAR_READ_AHEAD 1ull
+/* INSTAR_HC_READ's out_flags: PENDING, the host answered an AHEAD read before reading it (its
+ * result comes with the next INSTAR_HC_SETTLE_READS; without PENDING the read is done). */
+#define INSTAR_READ_PENDING 1ull
 INSTAR_ABI_ASSERT(offsetof(struct instar_hypercall, ret) == 64, "mailbox layout");
 INSTAR_ABI_ASSERT(offsetof(struct instar_hypercall, out_flags) == 80, "mailbox layout");
 

@@ -74,6 +74,10 @@ Outcome<HypercallServer::Next> HypercallServer::serve() {
     instar_hypercall reply = req;
     reply.ret = 0;
     Outcome<Next> next = Next::Resume;
+    if (!pending_reads_.empty()) { // a caller that did not run them: they come first, in order
+        auto done = run_pending_reads();
+        if (!done) return done.error();
+    }
     if (write_behind_ != nullptr) {
         // Write-behind: a deferrable write to an output goes to the writer thread (which first
         // finishes the one before); every call that could see an output's bytes (or its length)
@@ -96,6 +100,7 @@ Outcome<HypercallServer::Next> HypercallServer::serve() {
             }
             break; // not queueable (or the queue has failed): settled and served below
         case INSTAR_HC_READ: settle = d != nullptr && d->writable; break;
+        case INSTAR_HC_SETTLE_READS:
         case INSTAR_HC_DEVICE_INFO:
         case INSTAR_HC_PROGRESS:
         case INSTAR_HC_COMPRESS:
@@ -121,6 +126,10 @@ Outcome<HypercallServer::Next> HypercallServer::serve() {
     }
     switch (req.nr) {
     case INSTAR_HC_READ: next = read_or_write(req, reply, false); break;
+    case INSTAR_HC_SETTLE_READS: // the kept reads ran before this call was served (above)
+        reply.ret = pending_read_error_;
+        pending_read_error_ = 0;
+        break;
     case INSTAR_HC_WRITE: next = read_or_write(req, reply, true); break;
     case INSTAR_HC_FLUSH: {
         const Device* d = device(req.device);
@@ -177,6 +186,14 @@ Outcome<HypercallServer::Next> HypercallServer::read_or_write(const instar_hyper
         return bad_request(std::string(verb) + " buffer " + hex(req.gpa) + " + " + std::to_string(req.len) +
                            " lies outside guest RAM (" + std::to_string(mem_.size()) + " bytes)");
     }
+    if (!write && read_ahead_ && (req.arg0 & INSTAR_READ_AHEAD) != 0 && !d->writable && req.len > 0 &&
+        pending_reads_.size() < MAX_PENDING_READS) {
+        // SAFETY: checked above; the guest mapping outlives the run, and the guest promised to
+        // leave these bytes alone until it settles (if it does not, it only garbles its own copy).
+        pending_reads_.push_back({d, buf, req.len, req.offset});
+        reply.out_flags = INSTAR_READ_PENDING;
+        return Next::Resume;
+    }
     // SAFETY: [buf, buf + len) was checked to lie inside the guest mapping just above.
     switch (device_transfer(*d, buf, req.len, req.offset, write, watchdog_, *bounce_)) {
     case Transfer::Done:
@@ -191,6 +208,26 @@ Outcome<HypercallServer::Next> HypercallServer::read_or_write(const instar_hyper
                                                      + std::string(verb) + ")", {}};
     }
     return Next::Resume;
+}
+
+Outcome<bool> HypercallServer::run_pending_reads() {
+    bool failed = false;
+    for (const PendingRead& r : pending_reads_) {
+        // SAFETY: each was checked against its device and guest RAM when it was kept.
+        switch (device_transfer(*r.device, r.buf, r.len, r.offset, false, watchdog_, *bounce_)) {
+        case Transfer::Done: break;
+        case Transfer::Failed:
+            failed = true;
+            if (pending_read_error_ == 0) pending_read_error_ = -INSTAR_EIO;
+            break;
+        case Transfer::TimedOut:
+            pending_reads_.clear();
+            return SandboxError{ErrorKind::GuestTimeout, "guest ran past its time budget and was stopped (during a device "
+                                                         "read)", {}};
+        }
+    }
+    pending_reads_.clear();
+    return failed;
 }
 
 Outcome<bool> HypercallServer::settle_writes() {

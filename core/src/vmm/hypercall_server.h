@@ -38,6 +38,14 @@ public:
     // INSTAR_HC_COMPRESS runs its jobs on `pool` (and this thread); without one, on this thread.
     void set_compress_pool(CompressPool* pool) { compress_pool_ = pool; }
 
+    // Read-ahead (guest_abi.h, INSTAR_READ_AHEAD): once enabled, serve() answers a checked AHEAD
+    // read of an input device at once and keeps it; the caller runs the kept reads with
+    // run_pending_reads() after the guest has its answer and before it serves the next call. Only
+    // a caller that answers the guest before serve() returns can use this (the process sandbox);
+    // otherwise every read is done inside serve().
+    void enable_read_ahead() { read_ahead_ = true; }
+    Outcome<bool> run_pending_reads();
+
     RunResult take_result() { return std::move(result_); }
     std::vector<std::string> take_log() { return std::move(result_.log); }
 
@@ -68,6 +76,20 @@ private:
     std::uint32_t added_files_ = 0;
     RunResult result_;
     std::uint64_t record_bytes_ = 0;
+    // Read-ahead: the reads answered but not yet done, and the first failure since the last settle.
+    struct PendingRead {
+        const Device* device;
+        std::uint8_t* buf;
+        std::uint64_t len;
+        std::uint64_t offset;
+    };
+    // The process sandbox runs the kept reads after every answer, so one is kept at a time; this
+    // bounds the list for a caller that runs them less often. Past it a read is done at once (the
+    // guest cannot tell, but for time).
+    static constexpr std::size_t MAX_PENDING_READS = 64;
+    bool read_ahead_ = false;
+    std::vector<PendingRead> pending_reads_;
+    std::int64_t pending_read_error_ = 0;
 };
 
 #ifdef INSTAR_VMM_TEST_HOOKS

@@ -247,6 +247,7 @@ Outcome<RunResult> run_in_process(const SandboxConfig& config, std::uint64_t ram
     }
     HypercallServer server(m, devices, *watchdog.value(), config.outputs, config.progress, writer ? &*writer : nullptr);
     if (pool) server.set_compress_pool(&*pool);
+    server.enable_read_ahead(); // answers leave before run_pending_reads(), below
     std::string confinement;
     bool hello = false;
     auto fail = [&](SandboxError e) -> Outcome<RunResult> {
@@ -302,16 +303,22 @@ Outcome<RunResult> run_in_process(const SandboxConfig& config, std::uint64_t ram
         // spinning for it. A message that does not fit means the guest stopped reading its
         // answers: never block on it (the watchdog would not run).
         std::memcpy(m.range(INSTAR_PROC_MAILBOX, sizeof msg), &msg, sizeof msg);
-        if (turn.exchange(INSTAR_PROC_TURN_ANSWERED) == INSTAR_PROC_TURN_POSTED) continue;
-        if (::send(host_end.get(), &msg, sizeof msg, MSG_NOSIGNAL | MSG_DONTWAIT) != static_cast<ssize_t>(sizeof msg)) {
-            if (errno == EAGAIN)
-                return fail({ErrorKind::GuestBadRequest, "guest made a bad request: it does not read its answers", {}});
-            if (errno != EPIPE && errno != ECONNRESET) return fail(host_error("send"));
-            const int status = child.reap(); // the guest process is gone
-            SandboxError e = death(status, false);
-            e.log = server.take_log();
-            return e;
+        const bool sent = turn.exchange(INSTAR_PROC_TURN_ANSWERED) == INSTAR_PROC_TURN_POSTED ||
+                          ::send(host_end.get(), &msg, sizeof msg, MSG_NOSIGNAL | MSG_DONTWAIT) ==
+                              static_cast<ssize_t>(sizeof msg);
+        if (sent) {
+            // The guest has its answer: now the reads it asked to have read ahead, while it works.
+            auto done = server.run_pending_reads();
+            if (!done) return fail(done.error());
+            continue;
         }
+        if (errno == EAGAIN)
+            return fail({ErrorKind::GuestBadRequest, "guest made a bad request: it does not read its answers", {}});
+        if (errno != EPIPE && errno != ECONNRESET) return fail(host_error("send"));
+        const int status = child.reap(); // the guest process is gone
+        SandboxError e = death(status, false);
+        e.log = server.take_log();
+        return e;
     }
     if (config.detached_teardown)
         child.kill_and_leave();

@@ -48,6 +48,12 @@ public:
         return slice_end - offset < INT_MAX_BYTES ? slice_end : offset + INT_MAX_BYTES;
     }
 
+    // read_api.h: data clusters are device reads straight into buf; encrypted ones go through a bounce
+    // buffer on the stack (read at once, decrypted there, copied in) and compressed ones through the
+    // decompression cache; the L1 window and L2 slices are caches of what was read; a failure keeps
+    // no state, so made again it fails again with the same reason.
+    bool reads_ahead_safe() const override { return true; }
+
     void close() override {
         if (cipher_ != nullptr) {
             __builtin_memset(static_cast<void*>(cipher_), 0, sizeof *cipher_);
