@@ -15,6 +15,12 @@ instar_hypercall* prepare(uint32_t nr) {
 // Guest virtual == guest physical (identity map), so a pointer is the address the host wants.
 uint64_t addr(const void* p) { return reinterpret_cast<uintptr_t>(p); }
 
+// Whether [gpa, gpa + len) lies inside the window [lo, hi) (hi 0: no window): the write-behind and
+// read-ahead windows both ask it.
+bool inside(uint64_t lo, uint64_t hi, uint64_t gpa, uint64_t len) {
+    return hi != 0 && gpa >= lo && gpa < hi && len <= hi - gpa;
+}
+
 // Write-behind (INSTAR_WRITE_DEFERRABLE): writes from inside [window_lo, window_hi) may finish after
 // their call returns; `in_flight` is the window of the last such write while no settling call has
 // been made since (0: none), on device `in_flight_device`.
@@ -67,7 +73,7 @@ int64_t hc_read(uint32_t device, uint64_t offset, void* buf, uint64_t len) {
     mb->offset = offset;
     mb->gpa = addr(buf);
     mb->len = len;
-    const bool ahead = ahead_hi != 0 && mb->gpa >= ahead_lo && mb->gpa < ahead_hi && len <= ahead_hi - mb->gpa;
+    const bool ahead = inside(ahead_lo, ahead_hi, mb->gpa, len);
     if (ahead) mb->arg0 = INSTAR_READ_AHEAD;
     const int64_t ret = hypercall_issue(mb);
     if (ahead && ret == 0 && (mb->out_flags & INSTAR_READ_PENDING) != 0) {
@@ -83,7 +89,7 @@ int64_t hc_write(uint32_t device, uint64_t offset, const void* buf, uint64_t len
     mb->offset = offset;
     mb->gpa = addr(buf);
     mb->len = len;
-    const bool defer = window_hi != 0 && mb->gpa >= window_lo && mb->gpa < window_hi && len <= window_hi - mb->gpa;
+    const bool defer = inside(window_lo, window_hi, mb->gpa, len);
     if (defer) mb->arg0 = INSTAR_WRITE_DEFERRABLE;
     const int64_t ret = hypercall_issue(mb);
     // Any write settles the one before; this one is in flight itself if the host said so.

@@ -44,6 +44,16 @@ void expect_failure(Attack a, ErrorKind kind, const std::string& text) {
     CHECK(again.value().exit_status == 0);
 }
 
+// Runs an attack on a 1 MiB read-only device holding `data`; expects it to run to exit status 0.
+RunResult expect_success(Attack a, const std::vector<unsigned char>& data) {
+    TempFile f(data);
+    const Device dev{f.fd(), data.size(), false};
+    auto r = attack(a, {&dev, 1});
+    REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message));
+    CHECK(r.value().exit_status == 0);
+    return std::move(r.value());
+}
+
 } // namespace
 
 TEST_SUITE("sandbox") {
@@ -190,12 +200,8 @@ TEST_CASE("a malformed channel message ends a process-sandbox guest") {
 TEST_CASE("a process-sandbox guest that does not spin still gets every answer") {
     if (!vmm_test::process_mode()) return; // the VM answers by resuming the vCPU
     const auto data = pattern(1 << 20);
-    TempFile f(data);
-    const Device dev{f.fd(), data.size(), false};
-    auto r = attack(Attack::SleepForAnswers, {&dev, 1});
-    REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message));
-    CHECK(r.value().exit_status == 0);
-    REQUIRE(r.value().records.size() == 1);
+    const RunResult r = expect_success(Attack::SleepForAnswers, data);
+    REQUIRE(r.records.size() == 1);
     std::uint64_t want = 0;
     for (int i = 0; i < 64; ++i) {
         for (std::size_t w = 0; w < 4096 / 8; ++w) {
@@ -205,8 +211,8 @@ TEST_CASE("a process-sandbox guest that does not spin still gets every answer") 
         }
     }
     std::uint64_t got = 0;
-    REQUIRE(r.value().records[0].data.size() == sizeof got);
-    std::memcpy(&got, r.value().records[0].data.data(), sizeof got);
+    REQUIRE(r.records[0].data.size() == sizeof got);
+    std::memcpy(&got, r.records[0].data.data(), sizeof got);
     CHECK(got == want);
 }
 
@@ -219,20 +225,16 @@ TEST_CASE("a process-sandbox guest that never reads its answers cannot block the
 TEST_CASE("reads ahead: answered at once where the host can, complete when settled") {
     if (!vmm_test::need_kvm()) return;
     const auto data = pattern(1 << 20);
-    TempFile f(data);
-    const Device dev{f.fd(), data.size(), false};
-    auto r = attack(Attack::ReadAhead, {&dev, 1});
-    REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message));
-    CHECK(r.value().exit_status == 0);
-    REQUIRE(r.value().records.size() == 2);
+    const RunResult r = expect_success(Attack::ReadAhead, data);
+    REQUIRE(r.records.size() == 2);
     std::int64_t out[2];
-    REQUIRE(r.value().records[0].data.size() == sizeof out);
-    std::memcpy(out, r.value().records[0].data.data(), sizeof out);
+    REQUIRE(r.records[0].data.size() == sizeof out);
+    std::memcpy(out, r.records[0].data.data(), sizeof out);
     // The process sandbox answers each at once and reads it before it takes the next call; the
     // VM's vCPU thread is the server, so it always reads at once.
     CHECK(out[0] == (vmm_test::process_mode() ? 70 : 0));
     CHECK(out[1] == 0);
-    CHECK(r.value().records[1].data == std::vector<std::uint8_t>(data.begin(), data.begin() + 70 * 64));
+    CHECK(r.records[1].data == std::vector<std::uint8_t>(data.begin(), data.begin() + 70 * 64));
 }
 
 TEST_CASE("the process sandbox never runs arena bytes as code") {
