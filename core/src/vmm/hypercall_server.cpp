@@ -190,7 +190,7 @@ Outcome<HypercallServer::Next> HypercallServer::read_or_write(const instar_hyper
         pending_reads_.size() < MAX_PENDING_READS) {
         // SAFETY: checked above; the guest mapping outlives the run, and the guest promised to
         // leave these bytes alone until it settles (if it does not, it only garbles its own copy).
-        pending_reads_.push_back({d, buf, req.len, req.offset});
+        pending_reads_.push_back({req.device, buf, req.len, req.offset});
         reply.out_flags = INSTAR_READ_PENDING;
         return Next::Resume;
     }
@@ -214,7 +214,7 @@ Outcome<bool> HypercallServer::run_pending_reads() {
     bool failed = false;
     for (const PendingRead& r : pending_reads_) {
         // SAFETY: each was checked against its device and guest RAM when it was kept.
-        switch (device_transfer(*r.device, r.buf, r.len, r.offset, false, watchdog_, *bounce_)) {
+        switch (device_transfer(*device(r.device), r.buf, r.len, r.offset, false, watchdog_, *bounce_)) {
         case Transfer::Done: break;
         case Transfer::Failed:
             failed = true;

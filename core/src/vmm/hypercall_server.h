@@ -78,7 +78,7 @@ private:
     std::uint64_t record_bytes_ = 0;
     // Read-ahead: the reads answered but not yet done, and the first failure since the last settle.
     struct PendingRead {
-        const Device* device;
+        std::uint32_t device; // an index: devices_ grows (ADD_FILE), so no pointer into it is kept
         std::uint8_t* buf;
         std::uint64_t len;
         std::uint64_t offset;
