@@ -36,6 +36,10 @@ const Divergence DIVERGENCES[] = {
      "-n into a sparse extent whose grain directory entry is 0 allocates the grain table (zero-filled at the end of "
      "the file, then the directory entry); a streamOptimized extent's is refused",
      "qemu-img writes such a grain at file offset 0, over the header, and exits 0: the image is destroyed"},
+    {"vmdk-compress-libdeflate", "convert",
+     "convert into a new streamOptimized vmdk deflates its grains with libdeflate at zlib's default level: the same "
+     "content, smaller grains, other bytes than qemu-img's compress(); INSTAR_DEFLATE=zlib deflates as qemu-img does",
+     "about 2.5 times faster per core (issue 9's goal for streamOptimized); any zlib inflater reads the grains"},
     {"vmdk-resize", "resize",
      "resize grows and (with --shrink) shrinks monolithicSparse, monolithicFlat, twoGbMaxExtentFlat and "
      "twoGbMaxExtentSparse images in place (new grain tables, a moved grain directory, grown or added extents, a "

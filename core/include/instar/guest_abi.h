@@ -124,9 +124,10 @@ enum instar_hypercall_nr {
 
 /* INSTAR_HC_COMPRESS: what each job's bytes become. The host never interprets them. */
 enum instar_compress_kind {
-    INSTAR_COMPRESS_QCOW2_ZLIB = 1, /* raw deflate, window 12 bits, level 6, memLevel 9 (qcow2) */
+    INSTAR_COMPRESS_QCOW2_ZLIB = 1, /* raw deflate, level 6, inflatable in one call with window 12
+                                       (qcow2; libdeflate, or zlib as qemu: window 12, memLevel 9) */
     INSTAR_COMPRESS_QCOW2_ZSTD = 2, /* one zstd frame, ZSTD_compressStream2 defaults (qcow2) */
-    INSTAR_COMPRESS_ZLIB = 3,       /* zlib stream, window 15, level 6, memLevel 8: compress() (vmdk) */
+    INSTAR_COMPRESS_ZLIB = 3,       /* zlib stream, level 6 (vmdk; libdeflate, or zlib's compress()) */
 };
 
 /* One job: [src_gpa, +src_len) -> [dst_gpa, +dst_cap); the host fills out_len and status. */

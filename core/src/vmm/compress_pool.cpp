@@ -1,13 +1,18 @@
-// INSTAR_HC_COMPRESS: zlib and zstd over opaque bytes, on a small pool of threads.
+// INSTAR_HC_COMPRESS: deflate (libdeflate, or zlib as qemu) and zstd over opaque bytes, on a small
+// pool of threads.
 #include "vmm/compress_pool.h"
 
+#include <libdeflate.h>
 #include <unistd.h>
 #include <zlib.h>
 #include <zstd.h>
 
 #include <instar/guest_abi.h>
 
+#include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <string_view>
 
 namespace instar::vmm {
 
@@ -46,15 +51,55 @@ std::int64_t zstd_compress(const std::uint8_t* src, std::size_t len, std::uint8_
     return 0;
 }
 
+// libdeflate at zlib's default level: qemu's level, a smaller result than zlib's on the same data
+// and about 2.5 times faster (docs/convert.md, "Compression").
+constexpr int LIBDEFLATE_LEVEL = 6;
+
+struct CompressorFree {
+    void operator()(libdeflate_compressor* c) const { libdeflate_free_compressor(c); }
+};
+
+// One compressor per thread, made on its first job and kept (its ~0.5 MiB of tables are reused).
+libdeflate_compressor* thread_compressor() {
+    thread_local std::unique_ptr<libdeflate_compressor, CompressorFree> c{libdeflate_alloc_compressor(LIBDEFLATE_LEVEL)};
+    return c.get();
+}
+
+// libdeflate's raw deflate (qcow2) or zlib stream (vmdk). Its window is 32 KiB where qemu's qcow2
+// deflates with 4 KiB; qemu's inflater (window 12) still reads it, since it inflates a whole cluster
+// in one call and every distance then points into that call's own output.
+std::int64_t libdeflate_compress(const std::uint8_t* src, std::size_t len, std::uint8_t* dst, std::size_t cap,
+                                 std::size_t* out, bool zlib_stream) {
+    libdeflate_compressor* c = thread_compressor();
+    if (c == nullptr) return -INSTAR_EIO;
+    const std::size_t n = zlib_stream ? libdeflate_zlib_compress(c, src, len, dst, cap)
+                                      : libdeflate_deflate_compress(c, src, len, dst, cap);
+    if (n == 0) return -INSTAR_ENOSPC; // does not fit in cap
+    *out = n;
+    return 0;
+}
+
 } // namespace
+
+bool deflate_like_qemu() {
+    static const bool zlib = [] {
+        const char* v = std::getenv("INSTAR_DEFLATE");
+        return v != nullptr && std::string_view(v) == "zlib";
+    }();
+    return zlib;
+}
 
 std::int64_t compress_one(std::uint32_t kind, const std::uint8_t* src, std::size_t len, std::uint8_t* dst,
                           std::size_t cap, std::size_t* out) {
     *out = 0;
     switch (kind) {
-    case INSTAR_COMPRESS_QCOW2_ZLIB: return zlib_compress(src, len, dst, cap, out, -12, 9);
+    case INSTAR_COMPRESS_QCOW2_ZLIB:
+        return deflate_like_qemu() ? zlib_compress(src, len, dst, cap, out, -12, 9)
+                                   : libdeflate_compress(src, len, dst, cap, out, false);
     case INSTAR_COMPRESS_QCOW2_ZSTD: return zstd_compress(src, len, dst, cap, out);
-    case INSTAR_COMPRESS_ZLIB: return zlib_compress(src, len, dst, cap, out, 15, 8);
+    case INSTAR_COMPRESS_ZLIB:
+        return deflate_like_qemu() ? zlib_compress(src, len, dst, cap, out, 15, 8)
+                                   : libdeflate_compress(src, len, dst, cap, out, true);
     default: return -INSTAR_EIO;
     }
 }

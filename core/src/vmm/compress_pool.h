@@ -1,5 +1,6 @@
 // INSTAR_HC_COMPRESS's host side: compressing opaque guest bytes on every core. The bytes are
-// handed to zlib or zstd with the parameters qemu uses and are never looked at otherwise.
+// handed to libdeflate (or, with INSTAR_DEFLATE=zlib, to zlib with qemu's parameters) or to zstd
+// with qemu's, and are never looked at otherwise.
 #pragma once
 
 #include <condition_variable>
@@ -11,6 +12,11 @@
 #include <vector>
 
 namespace instar::vmm {
+
+// INSTAR_DEFLATE=zlib: deflate with zlib and qemu's parameters, so that compressed targets are
+// qemu-img's byte for byte; otherwise libdeflate (faster, smaller, a valid stream for qemu's
+// inflater, different bytes). Read once.
+bool deflate_like_qemu();
 
 // Compresses [src, src + len) into [dst, dst + cap) as `kind` (enum instar_compress_kind) says:
 // 0 with *out set, -INSTAR_ENOSPC when the result does not fit, -INSTAR_EIO on a codec failure
