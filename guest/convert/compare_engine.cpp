@@ -237,6 +237,14 @@ struct Walk {
         uint32_t flags = 0;
         bool top_data = false;
     } run[2];
+    // Read-ahead (CompareParams::ahead): spare[i] receives side i's next chunk while buf[i]'s is
+    // compared; `pending` until settled; ahead_offset/ahead_len the chunk both reads made whole
+    // (UINT64_MAX: none).
+    const ReadAheadHooks* hooks = nullptr;
+    uint8_t* spare[2] = {nullptr, nullptr};
+    bool ahead_on = false;
+    bool pending = false;
+    uint64_t ahead_offset = UINT64_MAX, ahead_len = 0;
 
     Status status(uint32_t i, uint64_t offset, uint64_t bytes, uint32_t* flags, uint64_t* pnum) {
         Run& r = run[i];
@@ -255,14 +263,21 @@ struct Walk {
         return Status::Ok;
     }
 
-    bool read(uint32_t i, uint64_t offset, uint64_t len) {
-        guest::ImageReader& top = *side[i]->chain[0];
+    // Side i's read of [offset, offset + len) is the top reader's own when its run is data there.
+    bool direct(uint32_t i, uint64_t offset, uint64_t len) const {
         const Run& r = run[i];
-        const bool direct = r.top_data && offset >= r.start && len <= r.end - offset &&
-                            offset + len <= top.virtual_size();
-        const ChainReader chain(side[i]->chain, side[i]->depth);
-        if (const Status st = direct ? top.read(offset, buf[i], len) : chain.read(offset, buf[i], len);
-            st != Status::Ok) {
+        return r.top_data && offset >= r.start && len <= r.end - offset &&
+               offset + len <= side[i]->chain[0]->virtual_size();
+    }
+
+    Status read_into(uint32_t i, uint64_t offset, uint64_t len, uint8_t* dst) const {
+        if (direct(i, offset, len))
+            return side[i]->chain[0]->read(offset, dst, len);
+        return ChainReader(side[i]->chain, side[i]->depth).read(offset, dst, len);
+    }
+
+    bool read(uint32_t i, uint64_t offset, uint64_t len) {
+        if (const Status st = read_into(i, offset, len, buf[i]); st != Status::Ok) {
             result->outcome = CompareOutcome::ReadFailed;
             result->read_status = st;
             result->side = i;
@@ -284,6 +299,57 @@ struct Walk {
         }
         return true;
     }
+
+    // Waits for the reads made ahead; true when they hold exactly [offset, offset + len) of both
+    // sides, which then become buf[0] and buf[1]. A failed read ahead is made again in its place.
+    bool take_ahead(uint64_t offset, uint64_t len) {
+        if (!pending)
+            return false;
+        pending = false;
+        const bool ok = hooks->settle_reads() == 0 && ahead_offset == offset && ahead_len == len;
+        if (ok)
+            for (uint32_t i = 0; i < 2; ++i) {
+                uint8_t* t = buf[i];
+                buf[i] = spare[i];
+                spare[i] = t;
+            }
+        return ok;
+    }
+
+    // Reads the chunk at `next` of both sides ahead when the next step will surely read both
+    // there: both runs already cover it (no status query comes between), both are allocated and
+    // not both zero, -s would not stop there, and both reads allow it.
+    void read_ahead(uint64_t next, uint64_t total, const uint64_t size[2], uint64_t cap, bool strict) {
+        if (!ahead_on || next >= total)
+            return;
+        uint64_t len = cap;
+        for (uint32_t i = 0; i < 2; ++i) {
+            if (next < run[i].start || next >= run[i].end || (run[i].flags & QBS_ALLOCATED) == 0)
+                return;
+            len = min64(len, min64(run[i].end - next, size[i] - next));
+        }
+        if ((strict && run[0].flags != run[1].flags) || ((run[0].flags & run[1].flags & QBS_ZERO) != 0))
+            return;
+        for (uint32_t i = 0; i < 2; ++i) {
+            const bool safe = direct(i, next, len) ? side[i]->chain[0]->reads_ahead_safe()
+                                                   : ChainReader(side[i]->chain, side[i]->depth).reads_ahead_safe();
+            if (!safe)
+                return;
+        }
+        pending = true;
+        bool whole = true;
+        for (uint32_t i = 0; whole && i < 2; ++i)
+            whole = hooks->ahead(spare[i], len, [&] { return read_into(i, next, len, spare[i]); }) == Status::Ok;
+        ahead_offset = whole ? next : UINT64_MAX;
+        ahead_len = len;
+        ahead_on = hooks->reads_ahead(); // a host that reads at once overlaps nothing: stop
+    }
+
+    void settle() {
+        if (pending)
+            (void)hooks->settle_reads(); // the host is done with the buffers; a failure no step needed is moot
+        pending = false;
+    }
 };
 
 } // namespace
@@ -302,14 +368,23 @@ Status run_compare(const CompareSide& a, const CompareSide& b, const ComparePara
     }
     Walk w{{&a, &b}, {nullptr, nullptr}, result, {}};
     const uint64_t cap = IO_BUF;
+    auto release = [&] {
+        uint8_t* const all[] = {w.buf[0], w.buf[1], w.spare[0], w.spare[1]};
+        for (uint8_t* b : all)
+            if (b != nullptr)
+                alloc.deallocate(b, cap);
+    };
     w.buf[0] = static_cast<uint8_t*>(alloc.allocate(cap, 64));
     w.buf[1] = static_cast<uint8_t*>(alloc.allocate(cap, 64));
     if (w.buf[0] == nullptr || w.buf[1] == nullptr) {
-        if (w.buf[0] != nullptr)
-            alloc.deallocate(w.buf[0], cap);
-        if (w.buf[1] != nullptr)
-            alloc.deallocate(w.buf[1], cap);
+        release();
         return Status::NoMemory;
+    }
+    if (p.ahead.available()) {
+        w.hooks = &p.ahead;
+        w.spare[0] = static_cast<uint8_t*>(alloc.allocate(cap, 64));
+        w.spare[1] = static_cast<uint8_t*>(alloc.allocate(cap, 64));
+        w.ahead_on = w.spare[0] != nullptr && w.spare[1] != nullptr; // no room: read each chunk when it comes
     }
     auto done = [&](uint64_t chunk) {
         if (p.progress != nullptr)
@@ -342,8 +417,9 @@ Status run_compare(const CompareSide& a, const CompareSide& b, const ComparePara
         } else if (al0 == al1) {
             if (al0) {
                 chunk = min64(chunk, cap);
-                if (!w.read(0, offset, chunk) || !w.read(1, offset, chunk))
+                if (!w.take_ahead(offset, chunk) && (!w.read(0, offset, chunk) || !w.read(1, offset, chunk)))
                     break;
+                w.read_ahead(offset + chunk, total, size, cap, p.strict);
                 const size_t at = first_diff_sector(w.buf[0], w.buf[1], chunk);
                 if (at < chunk) {
                     result->outcome = CompareOutcome::Mismatch;
@@ -359,6 +435,7 @@ Status run_compare(const CompareSide& a, const CompareSide& b, const ComparePara
         offset += chunk;
         done(chunk);
     }
+    w.settle();
     if (go && result->outcome == CompareOutcome::Identical && size[0] != size[1]) {
         result->size_mismatch = true;
         const uint32_t over = size[0] > size[1] ? 0 : 1;
@@ -379,8 +456,7 @@ Status run_compare(const CompareSide& a, const CompareSide& b, const ComparePara
             done(chunk);
         }
     }
-    alloc.deallocate(w.buf[0], cap);
-    alloc.deallocate(w.buf[1], cap);
+    release();
     return Status::Ok;
 }
 

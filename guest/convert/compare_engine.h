@@ -6,6 +6,8 @@
 
 #include <instar/guest/read_api.h>
 
+#include "read_ahead.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -55,6 +57,10 @@ struct CompareParams {
     // Progress in bytes of the larger image, once per chunk as qemu-img prints it; may be null.
     void (*progress)(void* ctx, uint64_t chunk, uint64_t total) = nullptr;
     void* progress_ctx = nullptr;
+    // Read-ahead (docs/compare.md): while it compares a chunk both images have data for, the walk
+    // reads the next such chunk of both into second buffers, when the runs it already knows say what
+    // that chunk is and both images' reads allow it. Empty hooks: every read made when its chunk comes.
+    ReadAheadHooks ahead;
 };
 
 // qemu's bdrv_block_status_above(bs, NULL, offset, bytes): the flag word and the run. The side's

@@ -373,13 +373,7 @@ bool Converter::read_ahead(uint64_t sector_num, uint8_t* buf, uint64_t* count, b
     Status st = Status::Ok;
     if (in > 0) {
         *issued = true;
-        if (p_.quiet_reasons != nullptr)
-            p_.quiet_reasons(p_.quiet_ctx, true);
-        p_.read_ahead(buf, bytes);
-        st = c.read(offset, buf, in);
-        p_.read_ahead(nullptr, 0);
-        if (p_.quiet_reasons != nullptr)
-            p_.quiet_reasons(p_.quiet_ctx, false);
+        st = p_.ahead.ahead(buf, bytes, [&] { return c.read(offset, buf, in); });
     }
     if (st != Status::Ok)
         return false;
@@ -495,7 +489,7 @@ Status Converter::run(guest::Allocator& alloc) {
     // is the buffer a read was made into and not yet settled; `ahead_sector`/`ahead_n` the chunk it
     // holds when that read was whole and went well (UINT64_MAX: none).
     // Not with write-behind (a host that defers writes: the two would share the second buffer).
-    bool ahead_on = !p_.salvage && p_.read_ahead != nullptr && p_.settle_reads != nullptr && p_.reads_ahead != nullptr;
+    bool ahead_on = !p_.salvage && p_.ahead.available();
     if (ahead_on) {
         bufs[1] = static_cast<uint8_t*>(alloc.allocate(buf_bytes, 64));
         ahead_on = bufs[1] != nullptr; // no room: read each chunk when it comes
@@ -524,7 +518,7 @@ Status Converter::run(guest::Allocator& alloc) {
             p_.settle_writes(buf); // its last write may still be in flight
         bool read_already = false;
         if (ahead == buf) { // its read ahead is complete (and checked) before anything touches it
-            read_already = p_.settle_reads() == 0 && ahead_sector == sector_num && ahead_n == n && status == Blk::Data;
+            read_already = p_.ahead.settle_reads() == 0 && ahead_sector == sector_num && ahead_n == n && status == Blk::Data;
             ahead = nullptr;
         }
         if (status == Blk::Data || (min_sparse_ == 0 && status == Blk::Zero)) {
@@ -556,7 +550,7 @@ Status Converter::run(guest::Allocator& alloc) {
             ahead_n = next_n;
             if (issued) {
                 ahead = bufs[turn];
-                ahead_on = p_.reads_ahead(); // a host that reads at once overlaps nothing: stop
+                ahead_on = p_.ahead.reads_ahead(); // a host that reads at once overlaps nothing: stop
             }
         }
         if (behind)
@@ -574,7 +568,7 @@ Status Converter::run(guest::Allocator& alloc) {
         sector_num += n;
     }
     if (ahead != nullptr)
-        (void)p_.settle_reads(); // the host is done with the buffer; a failure no chunk needed is moot
+        (void)p_.ahead.settle_reads(); // the host is done with the buffer; a failure no chunk needed is moot
     for (uint8_t* b : bufs)
         if (b != nullptr) {
             if (behind)

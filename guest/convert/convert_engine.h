@@ -8,6 +8,8 @@
 #include <instar/guest/read_api.h>
 #include <instar/guest/write_api.h>
 
+#include "read_ahead.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -59,21 +61,10 @@ struct Params {
     void (*defer_writes)(const void* buf, uint64_t len) = nullptr;
     void (*settle_writes)(const void* buf) = nullptr;
     bool (*writes_deferred)() = nullptr;
-    // Read-ahead (docs/convert.md): with all three set, no deferred write and no --salvage, the engine
-    // reads the next chunk of a source whose chain allows it (ChainReader::reads_ahead_safe) into a
-    // second buffer before it writes the current one, inside read_ahead(buf, len) (len 0 after it),
-    // so the host may answer those device reads at once and read while the engine writes; it calls
-    // settle_reads() (0, or the reads' first failure) before it touches that buffer again. Once a
-    // read ahead has been made, reads_ahead() says whether the host does read late; if not, the
-    // engine stops reading ahead (nothing would overlap). nullptr: no read-ahead.
-    void (*read_ahead)(const void* buf, uint64_t len) = nullptr;
-    int64_t (*settle_reads)() = nullptr;
-    bool (*reads_ahead)() = nullptr;
-    // Around a read made ahead: quiet_reasons(quiet_ctx, true), then false. Reasons the readers give
-    // meanwhile are dropped: a read that fails ahead is made again when its chunk comes, and gives
-    // its reason then, in order (the host keeps only the first reason). nullptr: nothing dropped.
-    void (*quiet_reasons)(void* ctx, bool quiet) = nullptr;
-    void* quiet_ctx = nullptr;
+    // Read-ahead (docs/convert.md): without deferred writes and --salvage, the engine reads the next
+    // chunk of a source whose chain allows it (ChainReader::reads_ahead_safe) before it writes the
+    // current one. Empty hooks: no read-ahead.
+    ReadAheadHooks ahead;
 };
 
 // qemu-img's IO_BUF_SIZE: the copy buffer, the most data one write request carries.

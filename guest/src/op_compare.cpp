@@ -2,6 +2,7 @@
 // with their formats' readers, runs qemu-img compare's walk (guest/convert/compare_engine) and
 // answers with one INSTAR_REC_COMPARE (after the format's INSTAR_REC_REASON when opening failed).
 #include "image_table.h"
+#include "read_ahead_hooks.h"
 #include "info_first.h"
 
 #include "compare_engine.h"
@@ -127,6 +128,7 @@ Status compare_op(const uint8_t* arg, uint32_t arg_len) {
         uint64_t done = 0;
         convert::CompareParams p;
         p.strict = (h.flags & INSTAR_COMPARE_STRICT) != 0;
+        p.ahead = runtime_read_ahead(reasons);
         if (h.flags & INSTAR_COMPARE_PROGRESS) {
             p.progress = progress;
             p.progress_ctx = &done;

@@ -4,6 +4,7 @@
 // phase and image, then the format's reason (INSTAR_REC_REASON).
 #include "create_target.h"
 #include "image_table.h"
+#include "read_ahead_hooks.h"
 
 #include "chain_reader.h"
 #include "convert_engine.h"
@@ -282,11 +283,7 @@ Status convert_op(const uint8_t* arg, uint32_t arg_len) {
         p.defer_writes = defer_writes_from;
         p.settle_writes = settle_writes_from;
         p.writes_deferred = host_defers_writes;
-        p.read_ahead = read_ahead_into;
-        p.settle_reads = settle_reads;
-        p.reads_ahead = host_reads_ahead;
-        p.quiet_reasons = [](void* ctx, bool q) { static_cast<RecordReasons*>(ctx)->quiet(q); };
-        p.quiet_ctx = &reasons;
+        p.ahead = runtime_read_ahead(reasons);
         // The engine finishes the target itself (writer->finish()) once the data is in.
         st = convert::run_convert(sources, h.source_count, *writer, p, arena(), &reasons);
         salvage.flush();

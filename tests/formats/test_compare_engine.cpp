@@ -3,6 +3,7 @@
 // needed, progress in qemu's chunks, and hostile readers.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include "compare_engine.h"
+#include "ahead_host.h"
 #include "hosted_support.h"
 
 #include <doctest/doctest.h>
@@ -15,6 +16,8 @@ using instar::guest::Allocation;
 using instar::guest::Extent;
 using instar::guest::ImageReader;
 using instar::guest::Status;
+using instar::hosted::AheadHost;
+using instar::hosted::AheadReader;
 
 namespace {
 
@@ -257,4 +260,99 @@ TEST_CASE("hostile and failing readers end the walk with an outcome, memory is b
     CompareParams p;
     const Side sa = side({&a});
     CHECK(run_compare(sa.view(), sa.view(), p, tiny, &r) == Status::NoMemory);
+}
+
+namespace {
+
+std::vector<std::uint8_t> noise(std::uint64_t n, std::uint32_t seed) {
+    std::vector<std::uint8_t> v(n);
+    for (std::uint64_t i = 0; i < n; ++i) {
+        seed = seed * 1103515245u + 12345u;
+        v[i] = static_cast<std::uint8_t>(seed >> 16);
+    }
+    return v;
+}
+
+struct AheadRun {
+    CompareResult result;
+    std::vector<std::uint64_t> chunks; // progress, as qemu-img prints it
+};
+
+AheadRun compare_ahead(ImageReader& a, ImageReader& b, bool hooks, std::uint64_t budget = 64 * MiB) {
+    AheadRun out;
+    CompareParams p;
+    if (hooks)
+        p.ahead = AheadHost::hooks();
+    p.progress = [](void* ctx, std::uint64_t chunk, std::uint64_t) { static_cast<AheadRun*>(ctx)->chunks.push_back(chunk); };
+    p.progress_ctx = &out;
+    instar::hosted::BudgetAllocator alloc(budget);
+    const Side sa = side({&a}), sb = side({&b});
+    REQUIRE(run_compare(sa.view(), sb.view(), p, alloc, &out.result) == Status::Ok);
+    CHECK(AheadHost::late.empty()); // every read made ahead was settled
+    return out;
+}
+
+} // namespace
+
+TEST_CASE("read-ahead: both images' next chunk is read while this one is compared, settled before use") {
+    const auto bytes = noise(9 * MiB + 512, 1);
+    auto other = bytes;
+    other[6 * MiB + 1000] ^= 1;
+    AheadReader a(bytes), b(bytes), c(other);
+
+    AheadHost::reset();
+    const AheadRun plain = compare_ahead(a, b, false);
+    CHECK(AheadHost::ahead_reads == 0);
+    CHECK(plain.result.outcome == CompareOutcome::Identical);
+
+    // Five chunks (2 MiB, the last 1 MiB + 512): both sides of the four after the first ahead.
+    AheadHost::reset();
+    const AheadRun same = compare_ahead(a, b, true);
+    CHECK(same.result.outcome == CompareOutcome::Identical);
+    CHECK(same.chunks == plain.chunks);
+    CHECK(AheadHost::ahead_reads == 8);
+    CHECK(AheadHost::settles == 4);
+
+    // A mismatch inside a chunk read ahead: the same sector as without.
+    AheadHost::reset();
+    const AheadRun diff = compare_ahead(a, c, true);
+    CHECK(diff.result.outcome == CompareOutcome::Mismatch);
+    CHECK(diff.result.offset == 6 * MiB + 512);
+
+    // A read ahead that fails is made again in its place; here it works the second time.
+    AheadHost::reset();
+    AheadHost::fail_offset = 4 * MiB;
+    CHECK(compare_ahead(a, b, true).result.outcome == CompareOutcome::Identical);
+    CHECK(AheadHost::fail_offset == UINT64_MAX); // it did fail once
+
+    // A read ahead that fails at once with a reason: dropped, given again by the chunk's own read
+    // if the failure lasts (then reported as without read-ahead).
+    AheadHost::reset();
+    AheadHost::refuse_at = 6 * MiB;
+    AheadHost::refusals_left = 1;
+    CHECK(compare_ahead(a, b, true).result.outcome == CompareOutcome::Identical);
+    CHECK(AheadHost::reasons.empty());
+    AheadHost::reset();
+    AheadHost::refuse_at = 6 * MiB;
+    AheadHost::refusals_left = 3;
+    const AheadRun failed = compare_ahead(a, b, true);
+    CHECK(failed.result.outcome == CompareOutcome::ReadFailed);
+    CHECK(failed.result.offset == 6 * MiB);
+    CHECK(failed.result.side == 0);
+    CHECK(AheadHost::reasons == std::vector<std::uint64_t>{6 * MiB});
+
+    // A host that reads at once: one chunk ahead (both sides), then none.
+    AheadHost::reset();
+    AheadHost::host_reads_late = false;
+    CHECK(compare_ahead(a, b, true).result.outcome == CompareOutcome::Identical);
+    CHECK(AheadHost::ahead_reads == 2);
+
+    // A reader that does not allow it, and no room for the second buffers: no read-ahead.
+    AheadReader unsafe(bytes, false);
+    AheadHost::reset();
+    CHECK(compare_ahead(a, unsafe, true).result.outcome == CompareOutcome::Identical);
+    CHECK(AheadHost::ahead_reads == 0);
+    AheadHost::reset();
+    CHECK(compare_ahead(a, b, true, 5 * MiB).result.outcome == CompareOutcome::Identical);
+    CHECK(AheadHost::ahead_reads == 0);
 }

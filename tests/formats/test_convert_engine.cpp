@@ -2,6 +2,7 @@
 // synthetic sources, chain composition, -S, -c, -B, progress, memory and hostile readers.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include "convert_engine.h"
+#include "ahead_host.h"
 #include "hosted_support.h"
 
 #include <doctest/doctest.h>
@@ -12,6 +13,8 @@
 #include <vector>
 
 using instar::convert::Params;
+using instar::hosted::AheadHost;
+using instar::hosted::AheadReader;
 using instar::convert::run_convert;
 using instar::convert::Source;
 using instar::guest::Allocation;
@@ -431,103 +434,9 @@ TEST_CASE("write-behind: two buffers alternate, each settled before it is filled
 
 namespace {
 
-// A host that reads ahead, as the runtime and the process sandbox's server make it: a read into the
-// engine's read-ahead window is answered at once but its bytes arrive only when the engine settles
-// (until then the buffer holds junk), so a buffer used before it is settled shows as wrong data.
-struct AheadHost {
-    struct Late {
-        std::uint8_t* dst;
-        std::uint64_t offset, len;
-    };
-    static inline std::uint8_t* window = nullptr;
-    static inline std::uint64_t window_len = 0;
-    static inline std::vector<Late> late;
-    static inline const std::vector<std::uint8_t>* bytes = nullptr;
-    static inline int ahead_reads = 0, settles = 0;
-    static inline std::uint64_t fail_offset = UINT64_MAX; // this read ahead fails (once)
-    static inline bool host_reads_late = true;
-    static inline bool quiet = false;
-    static inline std::uint64_t refuse_at = UINT64_MAX; // read() of this chunk fails with a reason
-    static inline int refusals_left = 0;
-    static inline std::vector<std::uint64_t> reasons; // the reasons given while not quiet
-    static void reset(const std::vector<std::uint8_t>& b) {
-        quiet = false;
-        refuse_at = UINT64_MAX;
-        refusals_left = 0;
-        reasons.clear();
-        window = nullptr;
-        window_len = 0;
-        late.clear();
-        bytes = &b;
-        ahead_reads = settles = 0;
-        fail_offset = UINT64_MAX;
-        host_reads_late = true;
-    }
-    static void read_ahead(const void* buf, std::uint64_t n) {
-        window = static_cast<std::uint8_t*>(const_cast<void*>(buf));
-        window_len = buf == nullptr ? 0 : n;
-    }
-    static std::int64_t settle() {
-        ++settles;
-        std::int64_t ret = 0;
-        for (const Late& l : late) {
-            if (l.offset == fail_offset) {
-                fail_offset = UINT64_MAX;
-                ret = -5;
-                continue;
-            }
-            std::memcpy(l.dst, bytes->data() + l.offset, l.len);
-        }
-        late.clear();
-        return ret;
-    }
-    static bool reads_ahead() { return host_reads_late; }
-};
-
-class AheadReader final : public ImageReader {
-public:
-    explicit AheadReader(const std::vector<std::uint8_t>& bytes, bool safe = true) : bytes_(bytes), safe_(safe) {}
-    std::uint64_t virtual_size() const override { return bytes_.size(); }
-    Status status(std::uint64_t offset, std::uint64_t length, Extent* out) override {
-        *out = Extent{};
-        out->allocation = Allocation::Data; // raw: all data (the zeros are written, not holes)
-        out->length = std::min<std::uint64_t>(length, bytes_.size() - offset);
-        return Status::Ok;
-    }
-    Status read(std::uint64_t offset, void* buf, std::size_t len) override {
-        auto* dst = static_cast<std::uint8_t*>(buf);
-        if (offset == AheadHost::refuse_at && AheadHost::refusals_left > 0) {
-            --AheadHost::refusals_left;
-            if (!AheadHost::quiet)
-                AheadHost::reasons.push_back(offset);
-            return Status::Corrupt;
-        }
-        if (AheadHost::window != nullptr && dst >= AheadHost::window &&
-            dst + len <= AheadHost::window + AheadHost::window_len && AheadHost::host_reads_late) {
-            ++AheadHost::ahead_reads;
-            AheadHost::late.push_back({dst, offset, len});
-            std::memset(dst, 0xEE, len); // junk until settled
-            return Status::Ok;
-        }
-        if (AheadHost::window != nullptr)
-            ++AheadHost::ahead_reads; // made ahead, but the host read it at once
-        std::memcpy(dst, bytes_.data() + offset, len);
-        return Status::Ok;
-    }
-    void close() override {}
-    bool reads_ahead_safe() const override { return safe_; }
-
-private:
-    const std::vector<std::uint8_t>& bytes_;
-    bool safe_;
-};
-
 Params ahead_params() {
     Params p;
-    p.read_ahead = AheadHost::read_ahead;
-    p.settle_reads = AheadHost::settle;
-    p.reads_ahead = AheadHost::reads_ahead;
-    p.quiet_reasons = [](void*, bool q) { AheadHost::quiet = q; };
+    p.ahead = AheadHost::hooks();
     return p;
 }
 
@@ -539,11 +448,11 @@ TEST_CASE("read-ahead: the next chunk is read before this one is written, and se
     std::fill(bytes.begin() + 4 * MiB, bytes.begin() + 5 * MiB, 0);
     AheadReader r(bytes);
     RecordingWriter plain(bytes.size(), 65536, true);
-    AheadHost::reset(bytes);
+    AheadHost::reset();
     REQUIRE(convert_one(&r, plain, Params{}) == Status::Ok);
     CHECK(AheadHost::ahead_reads == 0);
 
-    AheadHost::reset(bytes);
+    AheadHost::reset();
     RecordingWriter w(bytes.size(), 65536, true);
     REQUIRE(convert_one(&r, w, ahead_params(), 5 * MiB) == Status::Ok);
     CHECK(w.disk == bytes);
@@ -554,7 +463,7 @@ TEST_CASE("read-ahead: the next chunk is read before this one is written, and se
 
     // A read ahead that fails is made again when its chunk comes (its failure, if lasting, is
     // reported there, in order); here it works the second time.
-    AheadHost::reset(bytes);
+    AheadHost::reset();
     AheadHost::fail_offset = 4 * MiB;
     RecordingWriter again(bytes.size(), 65536, true);
     REQUIRE(convert_one(&r, again, ahead_params(), 5 * MiB) == Status::Ok);
@@ -563,7 +472,7 @@ TEST_CASE("read-ahead: the next chunk is read before this one is written, and se
 
     // A read ahead that fails at once with a reason: the reason is dropped, and the chunk's own read
     // gives it when the chunk comes; once only, the copy then succeeds.
-    AheadHost::reset(bytes);
+    AheadHost::reset();
     AheadHost::refuse_at = 6 * MiB;
     AheadHost::refusals_left = 1;
     RecordingWriter retried(bytes.size(), 65536, true);
@@ -571,7 +480,7 @@ TEST_CASE("read-ahead: the next chunk is read before this one is written, and se
     CHECK(retried.disk == bytes);
     CHECK(AheadHost::reasons.empty());
     // For good: one reason, from the chunk's own read, after the chunks before it were written.
-    AheadHost::reset(bytes);
+    AheadHost::reset();
     AheadHost::refuse_at = 6 * MiB;
     AheadHost::refusals_left = 2;
     RecordingWriter failed(bytes.size(), 65536, true);
@@ -580,7 +489,7 @@ TEST_CASE("read-ahead: the next chunk is read before this one is written, and se
     CHECK(std::equal(bytes.begin(), bytes.begin() + 6 * MiB, failed.disk.begin()));
 
     // A host that reads at once: one read ahead, then none (nothing would overlap).
-    AheadHost::reset(bytes);
+    AheadHost::reset();
     AheadHost::host_reads_late = false;
     RecordingWriter once(bytes.size(), 65536, true);
     REQUIRE(convert_one(&r, once, ahead_params(), 5 * MiB) == Status::Ok);
@@ -589,12 +498,12 @@ TEST_CASE("read-ahead: the next chunk is read before this one is written, and se
 
     // A reader that does not allow it, and no room for a second buffer: no read-ahead.
     AheadReader unsafe(bytes, false);
-    AheadHost::reset(bytes);
+    AheadHost::reset();
     RecordingWriter w2(bytes.size(), 65536, true);
     REQUIRE(convert_one(&unsafe, w2, ahead_params(), 5 * MiB) == Status::Ok);
     CHECK(AheadHost::ahead_reads == 0);
     CHECK(w2.disk == bytes);
-    AheadHost::reset(bytes);
+    AheadHost::reset();
     RecordingWriter w3(bytes.size(), 65536, true);
     REQUIRE(convert_one(&r, w3, ahead_params(), 3 * MiB) == Status::Ok);
     CHECK(AheadHost::ahead_reads == 0);

@@ -139,12 +139,12 @@ public:
     }
 
     // Appended in module ABI 9 (docs/guest-abi.md): whether read() may be called one chunk early and
-    // its device reads into buf completed late (convert's read-ahead, docs/convert.md): it never
-    // looks at or changes what a device read put into buf (it decrypts or decompresses elsewhere and
-    // copies in), and a call has no effect a later one depends on but caches of what it read
-    // (tables), so a failed call made again fails the same way (its reasons, dropped the first time,
-    // are given again). false (the default): every read is made when its chunk comes, and done when
-    // read() returns.
+    // its device reads into buf completed late (convert's and compare's read-ahead,
+    // docs/convert.md): it never looks at or changes what a device read put into buf (it decrypts or
+    // decompresses elsewhere and copies in), and a call has no effect a later one depends on but
+    // caches of what it read (tables), so a failed call made again fails the same way (its reasons,
+    // dropped the first time, are given again). false (the default): every read is made when its
+    // chunk comes, and done when read() returns.
     virtual bool reads_ahead_safe() const { return false; }
 
 protected:
