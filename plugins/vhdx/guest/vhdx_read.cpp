@@ -56,6 +56,12 @@ public:
         return latch(read_range(offset, buf, len));
     }
 
+    // Reads may be made ahead (read_api.h): data goes straight from the file into buf (an image
+    // whose log needs replay is refused at open, so nothing is laid over it), zeros are written
+    // beside it, the BAT and bitmap caches keep only what was read whole, and no reason is given (a
+    // latched Corrupt says as much later as it did first).
+    bool reads_ahead_safe() const override { return true; }
+
     void close() override {
         bat_.release(alloc_);
         guest::arena_delete(alloc_, this);

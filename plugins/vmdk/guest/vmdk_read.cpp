@@ -61,7 +61,7 @@ public:
 
     Status status(uint64_t offset, uint64_t length, Extent* out) override {
         if (broken_)
-            return Status::Corrupt;
+            return still_broken();
         if (offset >= layout_.virtual_size || length == 0 || length > layout_.virtual_size - offset)
             return Status::Invalid;
         uint32_t ei = 0;
@@ -81,9 +81,14 @@ public:
         return cluster - in > UINT64_MAX - offset ? UINT64_MAX : offset + (cluster - in);
     }
 
+    // Reads may be made ahead (read_api.h): data goes straight from the extent files into buf (a
+    // range past a file's end zeroed first), compressed grains through the reader's own buffers, and
+    // a corrupt image gives its reason again on every later call.
+    bool reads_ahead_safe() const override { return true; }
+
     Status read(uint64_t offset, void* buf, size_t len) override {
         if (broken_)
-            return Status::Corrupt;
+            return still_broken();
         if (offset > layout_.virtual_size || len > layout_.virtual_size - offset)
             return Status::Invalid;
         auto* p = static_cast<uint8_t*>(buf);
@@ -134,6 +139,14 @@ private:
     Status corrupt(const char* why) {
         say(reasons_, why);
         broken_ = true;
+        broken_why_ = why;
+        return Status::Corrupt;
+    }
+
+    // Every later call gives the reason again: the first may have been dropped (a read made ahead
+    // whose reasons were quiet, read_api.h); the host keeps only the first it is given.
+    Status still_broken() {
+        say(reasons_, broken_why_);
         return Status::Corrupt;
     }
 
@@ -441,6 +454,7 @@ private:
     CacheSlot gd_[VMDK_READ_GD_CACHE] = {};
     uint64_t stamp_ = 0;
     bool broken_ = false;
+    const char* broken_why_ = nullptr; // a string literal (corrupt()'s callers)
     bool grain_valid_ = false;
     uint32_t grain_extent_ = 0;
     uint64_t grain_index_ = 0;

@@ -365,6 +365,12 @@ TEST_CASE("read: hostile sparse tables are refused with a reason") {
         guest::Extent e{};
         CHECK(o->reader->status(3 * GRAIN, GRAIN, &e) == Status::Corrupt);
         CHECK(o->reasons.text == "Grain lies past the end of the extent file");
+        // Every later call gives the reason again (a read made ahead may have had it dropped).
+        o->reasons.text.clear();
+        Bytes later(512);
+        CHECK(o->reader->read(0, later.data(), 512) == Status::Corrupt);
+        CHECK(o->reasons.text == "Grain lies past the end of the extent file");
+        CHECK(o->reader->reads_ahead_safe());
         // A run of data stops before such a grain instead of reporting it.
         s.grain(2, 1);
         s.gte(3, static_cast<std::uint32_t>(s.b.size() / 512));
