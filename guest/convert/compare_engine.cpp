@@ -317,14 +317,27 @@ struct Walk {
     }
 
     // Reads the chunk at `next` of both sides ahead when the next step will surely read both
-    // there: both runs already cover it (no status query comes between), both are allocated and
-    // not both zero, -s would not stop there, and both reads allow it.
+    // there: both are allocated and not both zero, -s would not stop there, and both reads allow
+    // it. A side whose run does not cover `next` is asked for its status now, its reasons dropped
+    // (the walk's own step then finds the answer in the run; a failure is asked again and
+    // reported there, in order).
     void read_ahead(uint64_t next, uint64_t total, const uint64_t size[2], uint64_t cap, bool strict) {
         if (!ahead_on || next >= total)
             return;
         uint64_t len = cap;
         for (uint32_t i = 0; i < 2; ++i) {
-            if (next < run[i].start || next >= run[i].end || (run[i].flags & QBS_ALLOCATED) == 0)
+            if (next < run[i].start || next >= run[i].end) {
+                uint32_t flags = 0;
+                uint64_t pnum = 0;
+                if (hooks->quiet_reasons != nullptr)
+                    hooks->quiet_reasons(hooks->quiet_ctx, true);
+                const Status st = status(i, next, size[i] - next, &flags, &pnum);
+                if (hooks->quiet_reasons != nullptr)
+                    hooks->quiet_reasons(hooks->quiet_ctx, false);
+                if (st != Status::Ok)
+                    return;
+            }
+            if ((run[i].flags & QBS_ALLOCATED) == 0)
                 return;
             len = min64(len, min64(run[i].end - next, size[i] - next));
         }

@@ -75,12 +75,17 @@ struct AheadHost {
 // A raw-like reader (all data) whose reads into the window are completed late by AheadHost.
 class AheadReader final : public guest::ImageReader {
 public:
-    explicit AheadReader(const std::vector<std::uint8_t>& bytes, bool safe = true) : bytes_(bytes), safe_(safe) {}
+    // run: the longest status answer (0: the rest of the image), so a walk must ask again.
+    explicit AheadReader(const std::vector<std::uint8_t>& bytes, bool safe = true, std::uint64_t run = 0)
+        : bytes_(bytes), safe_(safe), run_(run) {}
     std::uint64_t virtual_size() const override { return bytes_.size(); }
     guest::Status status(std::uint64_t offset, std::uint64_t length, guest::Extent* out) override {
         *out = guest::Extent{};
         out->allocation = guest::Allocation::Data; // raw: all data (the zeros are written, not holes)
         out->length = std::min<std::uint64_t>(length, bytes_.size() - offset);
+        if (run_ != 0)
+            out->length = std::min<std::uint64_t>(out->length, run_ - offset % run_);
+        ++status_calls;
         return guest::Status::Ok;
     }
     guest::Status read(std::uint64_t offset, void* buf, std::size_t len) override {
@@ -105,10 +110,12 @@ public:
     }
     void close() override {}
     bool reads_ahead_safe() const override { return safe_; }
+    int status_calls = 0;
 
 private:
     const std::vector<std::uint8_t>& bytes_;
     bool safe_;
+    std::uint64_t run_;
 };
 
 } // namespace instar::hosted

@@ -347,6 +347,16 @@ TEST_CASE("read-ahead: both images' next chunk is read while this one is compare
     CHECK(compare_ahead(a, b, true).result.outcome == CompareOutcome::Identical);
     CHECK(AheadHost::ahead_reads == 2);
 
+    // Status runs of 1 MiB: each next chunk's status is asked early (once: the walk's own step finds
+    // it in the run), so every chunk after the first is still read ahead.
+    AheadReader ra(bytes, true, MiB), rb(bytes, true, MiB);
+    AheadHost::reset();
+    const AheadRun runs = compare_ahead(ra, rb, true);
+    CHECK(runs.result.outcome == CompareOutcome::Identical);
+    CHECK(runs.chunks.size() == 10);
+    CHECK(AheadHost::ahead_reads == 18);
+    CHECK(ra.status_calls == 10);
+
     // A reader that does not allow it, and no room for the second buffers: no read-ahead.
     AheadReader unsafe(bytes, false);
     AheadHost::reset();
