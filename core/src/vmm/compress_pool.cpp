@@ -52,7 +52,7 @@ std::int64_t zstd_compress(const std::uint8_t* src, std::size_t len, std::uint8_
 }
 
 // libdeflate at zlib's default level: qemu's level, a smaller result than zlib's on the same data
-// and about 2.5 times faster (docs/convert.md, "Compression").
+// and about 2.5 times faster (docs/convert.md, "Deflate with libdeflate").
 constexpr int LIBDEFLATE_LEVEL = 6;
 
 struct CompressorFree {
