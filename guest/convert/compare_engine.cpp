@@ -1,6 +1,7 @@
 // qemu-img compare's walk (compare_engine.h).
 #include "compare_engine.h"
 
+#include "byte_scan.h"
 #include "chain_reader.h"
 
 namespace instar::convert {
@@ -127,60 +128,26 @@ Status layer_status(const CompareSide& s, uint32_t k, uint64_t offset, uint64_t 
 }
 
 
-// 128 bytes per step as eight 16-byte vectors (SSE2, the x86-64 baseline), OR-ed, with one early
-// exit per step: GCC does not vectorise a byte loop with an early exit. Then a byte tail.
-typedef uint64_t V2 __attribute__((vector_size(16)));
-
-bool block_differs(const uint8_t* a, const uint8_t* b, size_t n) {
-    size_t i = 0;
-    for (; i + 128 <= n; i += 128) {
-        V2 x[8], y[8];
-        __builtin_memcpy(x, a + i, sizeof x);
-        __builtin_memcpy(y, b + i, sizeof y);
-        const V2 d = ((x[0] ^ y[0]) | (x[1] ^ y[1])) | ((x[2] ^ y[2]) | (x[3] ^ y[3])) |
-                     ((x[4] ^ y[4]) | (x[5] ^ y[5])) | ((x[6] ^ y[6]) | (x[7] ^ y[7]));
-        if ((d[0] | d[1]) != 0)
-            return true;
-    }
-    for (; i < n; ++i)
-        if (a[i] != b[i])
-            return true;
-    return false;
-}
-
-bool block_nonzero(const uint8_t* a, size_t n) {
-    size_t i = 0;
-    for (; i + 64 <= n; i += 64) {
-        uint64_t x[8];
-        __builtin_memcpy(x, a + i, sizeof x);
-        if ((x[0] | x[1] | x[2] | x[3] | x[4] | x[5] | x[6] | x[7]) != 0)
-            return true;
-    }
-    for (; i < n; ++i)
-        if (a[i] != 0)
-            return true;
-    return false;
-}
 
 } // namespace
 
 size_t first_diff_sector(const uint8_t* a, const uint8_t* b, size_t len) {
-    if (!block_differs(a, b, len)) // the common case: one pass, no per-sector bookkeeping
+    if (!buffers_differ(a, b, len)) // the common case: one pass, no per-sector bookkeeping
         return len;
     for (size_t i = 0; i < len; i += SECTOR) {
         const size_t n = len - i < SECTOR ? len - i : SECTOR;
-        if (block_differs(a + i, b + i, n))
+        if (buffers_differ(a + i, b + i, n))
             return i;
     }
     return len;
 }
 
 size_t first_nonzero_sector(const uint8_t* a, size_t len) {
-    if (!block_nonzero(a, len))
+    if (buffer_is_zero(a, len))
         return len;
     for (size_t i = 0; i < len; i += SECTOR) {
         const size_t n = len - i < SECTOR ? len - i : SECTOR;
-        if (block_nonzero(a + i, n))
+        if (!buffer_is_zero(a + i, n))
             return i;
     }
     return len;
@@ -329,12 +296,7 @@ struct Walk {
             if (next < run[i].start || next >= run[i].end) {
                 uint32_t flags = 0;
                 uint64_t pnum = 0;
-                if (hooks->quiet_reasons != nullptr)
-                    hooks->quiet_reasons(hooks->quiet_ctx, true);
-                const Status st = status(i, next, size[i] - next, &flags, &pnum);
-                if (hooks->quiet_reasons != nullptr)
-                    hooks->quiet_reasons(hooks->quiet_ctx, false);
-                if (st != Status::Ok)
+                if (hooks->quietly([&] { return status(i, next, size[i] - next, &flags, &pnum); }) != Status::Ok)
                     return;
             }
             if ((run[i].flags & QBS_ALLOCATED) == 0)

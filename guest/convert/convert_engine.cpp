@@ -3,6 +3,7 @@
 // sectors as there.
 #include "convert_engine.h"
 
+#include "byte_scan.h"
 #include "chain_reader.h"
 
 namespace instar::convert {
@@ -30,30 +31,6 @@ uint64_t pow2floor(uint64_t v) {
     while (p <= v / 2)
         p <<= 1;
     return p;
-}
-
-// qemu's buffer_is_zero, 64 bytes per step in SSE2 registers (x86-64's baseline), written with
-// the vector extension GCC and clang share (no header: the guest is freestanding; the fuzz targets
-// build it with clang). GCC does not vectorise a byte loop with an early exit (that loop cost
-// ~0.5 s per GiB of zeros in the guest), and a word-wise version spilled its eight words to the
-// stack each step. Four unaligned loads are OR-ed, then the two halves tested at once.
-bool buffer_is_zero(const uint8_t* p, uint64_t len) {
-    typedef unsigned long long v2 __attribute__((vector_size(16)));
-    uint64_t i = 0;
-    for (; i + 64 <= len; i += 64) {
-        v2 a, b, c, d;
-        __builtin_memcpy(&a, p + i, 16); // movdqu: any alignment
-        __builtin_memcpy(&b, p + i + 16, 16);
-        __builtin_memcpy(&c, p + i + 32, 16);
-        __builtin_memcpy(&d, p + i + 48, 16);
-        const v2 any = (a | b) | (c | d);
-        if ((any[0] | any[1]) != 0)
-            return false;
-    }
-    for (; i < len; ++i)
-        if (p[i] != 0)
-            return false;
-    return true;
 }
 
 // is_allocated_sectors: whether the first sector holds data; *pnum the sectors in the same state,
@@ -350,7 +327,7 @@ Status Converter::co_read(uint64_t sector_num, uint64_t nb_sectors, uint8_t* buf
     return Status::Ok;
 }
 
-// Read-ahead (Params::read_ahead): reads the chunk at sector_num into buf now, when the next
+// Read-ahead (Params::ahead): reads the chunk at sector_num into buf now, when the next
 // iteration will surely take it as one data chunk of one lone, reads-ahead-safe source and no block
 // status query comes first (its status is already known, so nothing can fail or be reported out of
 // order). true: buf holds (or will, once settled) the chunk's bytes, *count sectors of them.

@@ -27,18 +27,28 @@ struct ReadAheadHooks {
 
     bool available() const { return read_ahead != nullptr && settle_reads != nullptr && reads_ahead != nullptr; }
 
-    // Runs read() with the device reads into [buf, buf + len) made ahead and the readers' reasons
-    // dropped; returns what read() returns.
-    template <typename Read>
-    guest::Status ahead(const void* buf, uint64_t len, Read read) const {
+    // Runs call() with the readers' reasons dropped (work a walk does early: it is done again in its
+    // place, and gives them then); returns what call() returns.
+    template <typename Call>
+    guest::Status quietly(Call call) const {
         if (quiet_reasons != nullptr)
             quiet_reasons(quiet_ctx, true);
-        read_ahead(buf, len);
-        const guest::Status st = read();
-        read_ahead(nullptr, 0);
+        const guest::Status st = call();
         if (quiet_reasons != nullptr)
             quiet_reasons(quiet_ctx, false);
         return st;
+    }
+
+    // Runs read() quietly with the device reads into [buf, buf + len) made ahead; returns what
+    // read() returns.
+    template <typename Read>
+    guest::Status ahead(const void* buf, uint64_t len, Read read) const {
+        return quietly([&] {
+            read_ahead(buf, len);
+            const guest::Status st = read();
+            read_ahead(nullptr, 0);
+            return st;
+        });
     }
 };
 

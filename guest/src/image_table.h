@@ -17,7 +17,8 @@ class RecordReasons final : public ReasonSink {
 public:
     void reason(const char* text, size_t len) override;
     bool sent() const { return sent_; }
-    // While quiet, reasons are dropped (convert's reads ahead: the chunk's own read gives them again).
+    // While quiet, reasons are dropped (a walk's reads ahead and early status queries: the work done
+    // again in its place gives them).
     void quiet(bool q) { quiet_ = q; }
 
 private:

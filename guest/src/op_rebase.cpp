@@ -9,6 +9,7 @@
 #include "create_target.h"
 #include "image_table.h"
 
+#include "byte_scan.h"
 #include "chain_reader.h"
 
 #include <instar/guest/arena_new.h>
@@ -75,26 +76,6 @@ struct DeferFrom {
     DeferFrom& operator=(const DeferFrom&) = delete;
 };
 
-// Equality in 4 KiB blocks of 8-byte words OR-ed together (a loop without an early exit, which the
-// compiler vectorises), then the tail bytes.
-bool same(const uint8_t* a, const uint8_t* b, uint64_t len) {
-    constexpr uint64_t BLOCK = 4096;
-    uint64_t i = 0;
-    for (; i + BLOCK <= len; i += BLOCK) {
-        uint64_t diff = 0;
-        for (uint64_t j = 0; j < BLOCK; j += 8) {
-            uint64_t x, y;
-            __builtin_memcpy(&x, a + i + j, 8);
-            __builtin_memcpy(&y, b + i + j, 8);
-            diff |= x ^ y;
-        }
-        if (diff != 0) return false;
-    }
-    for (; i < len; ++i)
-        if (a[i] != b[i]) return false;
-    return true;
-}
-
 // One unallocated run [offset, offset + n) of the image, n <= REBASE_CHUNK: compare and copy.
 uint32_t copy_run(Walk& w, uint64_t offset, uint64_t n, uint64_t cs) {
     if (w.buf_old_spare == nullptr && host_defers_writes())
@@ -142,7 +123,7 @@ uint32_t copy_run(Walk& w, uint64_t offset, uint64_t n, uint64_t cs) {
         const uint64_t at = offset + done;
         uint64_t piece = cs - (at & (cs - 1));
         if (piece > n - done) piece = n - done;
-        if (!same(w.buf_old + done, w.buf_new + done, piece)) {
+        if (convert::buffers_differ(w.buf_old + done, w.buf_new + done, piece)) {
             if (run_len == 0) run_start = done;
             run_len += piece;
         } else if (const uint32_t out = flush_run(); out != INSTAR_REBASE_DONE) {
