@@ -180,8 +180,12 @@ def main():
             if only and name not in only.split(","):
                 continue
             # The total: a run that is never killed counts nothing, so find it by running past the end.
+            # The chain is made once; each run (the reference, the probes, every kill point) gets a
+            # copy of the directory (the names inside are relative).
+            fixture = os.path.join(work, name + "-fixture")
+            build(name, fixture, qimg, qio)
             ref = os.path.join(work, name + "-ref")
-            build(name, ref, qimg, qio)
+            shutil.copytree(fixture, ref)
             r = commit(name, instar, ref, 0)
             if r.returncode != 0:
                 failed += 1
@@ -196,7 +200,7 @@ def main():
             # Exponential then binary search for the first N that is not killed.
             while True:
                 d = os.path.join(work, "%s-probe%d" % (name, hi))
-                build(name, d, qimg, qio)
+                shutil.copytree(fixture, d)
                 killed = commit(name, instar, d, hi).returncode in KILLED
                 shutil.rmtree(d)
                 if not killed:
@@ -205,7 +209,7 @@ def main():
             while lo + 1 < hi:
                 mid = (lo + hi) // 2
                 d = os.path.join(work, "%s-probe%d" % (name, mid))
-                build(name, d, qimg, qio)
+                shutil.copytree(fixture, d)
                 killed = commit(name, instar, d, mid).returncode in KILLED
                 shutil.rmtree(d)
                 if killed:
@@ -219,7 +223,7 @@ def main():
                 points = sorted({1, total} | {int(1 + i * step) for i in range(MAX_POINTS)})
             for n in points:
                 d = os.path.join(work, "%s-%d" % (name, n))
-                build(name, d, qimg, qio)
+                shutil.copytree(fixture, d)
                 r = commit(name, instar, d, n)
                 problems = [] if r.returncode in KILLED else ["not killed: rc %d %s" % (r.returncode, r.stderr)]
                 problems += verify(name, d, qimg)
@@ -233,6 +237,7 @@ def main():
                 shutil.rmtree(d)
             print("%s: %d writes, %d kill points checked" % (name, total, len(points)))
             shutil.rmtree(ref)
+            shutil.rmtree(fixture)
     finally:
         shutil.rmtree(work)
     print("%d passed, %d failed" % (passed, failed))
