@@ -5,7 +5,7 @@ For a matrix of options x sizes (plain, preallocated, with backing files) it cre
 the hosted tool and with both qemu-imgs, and requires: the same bytes (qemu's qcow2 create is
 deterministic), the same file size and allocated ranges, the same `qemu-img info --output=json`
 under both versions, the same `qemu-img check --output=json`, and qcowinfo (libqcow) accepting the
-image. Where qemu-img refuses, instar must refuse with qemu-img's message.
+image (those three on one version's pair where the bytes match: the other pair is the same files). Where qemu-img refuses, instar must refuse with qemu-img's message.
 
 usage: qcow2_create_differential.py HOSTED_CREATE
 """
@@ -23,6 +23,9 @@ FORMAT = 'qcow2'
 QCOWINFO = '/usr/bin/qcowinfo'
 UNITS = {'': 1, 'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30, 'T': 1 << 40, 'P': 1 << 50, 'E': 1 << 60}
 CHUNK = 1 << 20
+# Where our image has qemu's bytes and allocation, info, check and qcowinfo run on the pair made with
+# this version's create only: the other pair is the same files.
+FULL_CHECK_VERSION = '7.2'
 # instar's reason is one line of at most 511 characters (CREATE_MAX_REASON); qemu quotes a
 # 1024-byte backing name in full.
 MAX_REASON = 511
@@ -49,7 +52,9 @@ PLAIN_OPTS = [
 PLAIN_SIZES = ['0', '1000', '1M', '64M', '1G', '1T']
 EXTRA_PLAIN = [
     ({'cluster_size': '512'}, '128G'),            # the largest L1: refcount table moved three times
-    ({'cluster_size': '512', 'refcount_bits': '64'}, '100G'),
+    # A refcount table of several clusters at 64-bit refcounts (moved as it grows). qemu's create is
+    # quadratic here (20G: 2 s, 100G: 48 s), so not larger.
+    ({'cluster_size': '512', 'refcount_bits': '64'}, '20G'),
     ({'cluster_size': '1024', 'refcount_bits': '1'}, '300G'),
     ({}, '1P'),
     ({'cluster_size': '2M'}, '2E'),
@@ -199,6 +204,13 @@ def check_case(tool, d, n, opts, size, backing, results):
             problems.append(f'ours failed: {res}')
         else:
             problems += compare_bytes(ours, theirs)
+            if not problems and ver != FULL_CHECK_VERSION:
+                # The same bytes and the same allocation: qemu-img info and check, and qcowinfo, are
+                # functions of those, so they are run against one oracle's image only (and where the
+                # files differ, to say how).
+                os.unlink(theirs)
+                results.append((f'{label} [created by qemu {ver}]', problems))
+                continue
             for iv, (info_img, _) in QEMUS.items():
                 for verb in ('info', 'check'):
                     qi, oi = qemu_json(info_img, verb, theirs), qemu_json(info_img, verb, ours)
