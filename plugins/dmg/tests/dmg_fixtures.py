@@ -6,6 +6,7 @@ property list whose blkx <data> elements hold base64 "mish" blocks or as a binar
 """
 import base64
 import bz2
+import random
 import struct
 import zlib
 
@@ -92,3 +93,16 @@ def sample(binary=False, with_bz2=False, with_lzfse=False):
     second.append((UDLE, sectors - 40, 0, 0, 0))
     blocks = [mish(first), mish(second, sector_number=40, data_offset=second_data)]
     return image(sectors, blocks, data, binary=binary)
+
+
+def large(seed):
+    """A 24 MiB disk for progress output: 1 MiB raw, a 16 MiB zero chunk, 1 MiB of zlib, 6 MiB raw."""
+    rnd = random.Random(seed)
+    mib = 2048  # sectors
+    raw1 = rnd.randbytes(1 << 20)
+    z = zlib.compress(rnd.randbytes(1 << 19) + bytes(1 << 19), 1)
+    raw2 = rnd.randbytes(6 << 20)
+    chunks = [(UDRW, 0, mib, 0, len(raw1)), (UDZE, mib, 16 * mib, 0, 0),
+              (UDZO, 17 * mib, mib, len(raw1), len(z)), (UDRW, 18 * mib, 6 * mib, len(raw1) + len(z), len(raw2)),
+              (UDLE, 24 * mib, 0, 0, 0)]
+    return image(24 * mib, [mish(chunks)], raw1 + z + raw2)
