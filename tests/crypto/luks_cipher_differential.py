@@ -5,7 +5,9 @@ least once, essiv with every usable IV hash family): qemu-img makes the image (c
 a plaintext source) and instar reads it (info as both versions, convert to raw compared byte for
 byte with the source); instar makes the image (convert -O luks) and qemu-img 7.2 and 10.0 open it
 (info equal to qemu's own image's apart from uuid and iteration counts, compare with the source).
-sm3 is qemu 10.0's only (7.2's refusals of sm3 headers, luks and encrypted qcow2, and options). Also: encrypted qcow2 with non-AES ciphers read, the process sandbox, and
+sm3 is qemu 10.0's only (7.2's refusals of sm3 headers, luks and encrypted qcow2, after the
+key-secret check where qemu opens with I/O, and options). Also: encrypted qcow2 with non-AES
+ciphers read, the process sandbox, and
 qemu's refusals (des, 3des, sm4, cast5 in xts, essiv without a cipher of the digest's size;
 opening a header that names cast5 in xts).
 192-bit keys outside xts are left out: qemu-img aborts on them (divergence luks-aes-192).
@@ -304,13 +306,16 @@ def main():
                      (f'info --output=json {base}', ['info', '--output=json', img]),
                      (f'convert {base}', ['convert', '--object', SECRET, opts, '-O', 'raw', 'sm3.raw']),
                      (f'compare {base}', ['compare', '--object', SECRET, opts, '-F', 'raw', src])]
-            if img.endswith('.luks'):
-                # Without a key-secret both binaries ask for it before they parse the header (7.2's
-                # info alone, opened without I/O, refuses sm3 first).
-                cases += [(f'convert {base} without a secret', ['convert', '-O', 'raw', img, 'sm3.raw']),
-                          (f'compare {base} without a secret', ['compare', '-F', 'raw', img, src]),
-                          (f'dd {base} without a secret', ['dd', f'if={img}', 'of=sm3.raw']),
-                          (f'map {base} without a secret', ['map', img])]
+            # Without a key-secret both binaries ask for it before they parse the header (7.2's info
+            # alone, opened without I/O, refuses sm3 first), luks and encrypted qcow2 alike.
+            cases += [(f'convert {base} without a secret', ['convert', '-O', 'raw', img, 'sm3.raw']),
+                      (f'compare {base} without a secret', ['compare', '-F', 'raw', img, src]),
+                      (f'dd {base} without a secret', ['dd', f'if={img}', 'of=sm3.raw']),
+                      (f'map {base} without a secret', ['map', img])]
+            if img.endswith('.qcow2'):
+                cases += [(f'check {base} without a secret', ['check', img]),
+                          (f'measure {base} without a secret', ['measure', '-O', 'raw', img]),
+                          (f'snapshot -l {base} without a secret', ['snapshot', '-l', img])]
             for label, args in cases:
                 for ver, probs in as_each_version(instar, args, d).items():
                     results.append((f'sm3: {label} [qemu {ver}]', probs))
