@@ -53,6 +53,34 @@ for args in (["convert", "-O", "raw", "l/t.qcow2", "o.raw"], ["info", "--backing
              ["rebase", "-u", "-b", "", "l/p.qcow2"], ["convert", "-n", "-f", "raw", "-O", "qcow2", "o.raw", "l/t.qcow2"]):
     CASES.append((args, "chain"))
 
+# "image": run in a directory holding a.qcow2 (1 MiB). An option given again: getopt's rule, the last
+# value wins and a flag repeats harmlessly, except that qemu checks some values as getopt returns them
+# (-r, -S, -m, -g, --start-offset, --max-length, 10.0's --output), so an earlier bad one is refused.
+for args in (["info", "-U", "-U", "--backing-chain", "--backing-chain", "a.qcow2"],
+             ["info", "--image-opts", "--image-opts", "file.filename=a.qcow2"],
+             ["info", "-f", "raw", "-f", "qcow2", "--output=json", "--output=human", "a.qcow2"],
+             ["info", "--output=bogus", "--output=json", "a.qcow2"],
+             ["check", "-q", "-q", "-r", "leaks", "-r", "all", "a.qcow2"],
+             ["check", "-r", "bogus", "-r", "all", "a.qcow2"],
+             ["check", "--output=bogus", "--output=json", "a.qcow2"],
+             ["compare", "-p", "-p", "-s", "-s", "-f", "raw", "-f", "qcow2", "a.qcow2", "a.qcow2"],
+             ["map", "--force-share", "--force-share", "--start-offset=1k", "--start-offset=0", "a.qcow2"],
+             ["map", "--start-offset=bogus", "--start-offset=0", "a.qcow2"],
+             ["map", "--max-length=bogus", "--max-length=1M", "a.qcow2"],
+             ["map", "--output=bogus", "--output=json", "a.qcow2"],
+             ["convert", "-p", "-p", "-c", "-c", "-O", "raw", "-O", "qcow2", "-S", "4k", "-S", "8k", "-m", "3",
+              "-m", "2", "a.qcow2", "o.qcow2"],
+             ["convert", "-S", "bogus", "-S", "4k", "-O", "raw", "a.qcow2", "o.raw"],
+             ["convert", "-m", "bogus", "-m", "2", "-O", "raw", "a.qcow2", "o.raw"],
+             ["convert", "-r", "bogus", "-r", "1M", "-O", "raw", "a.qcow2", "o.raw"],
+             ["commit", "-r", "bogus", "-r", "1M", "a.qcow2"],
+             ["bitmap", "--add", "-g", "bogus", "-g", "64k", "a.qcow2", "b1"],
+             ["bitmap", "--add", "-g", "64k", "-g", "128k", "a.qcow2", "b1"],
+             ["resize", "-q", "-q", "a.qcow2", "2M"],
+             ["snapshot", "-l", "-l", "a.qcow2"],
+             ["create", "-f", "raw", "-f", "qcow2", "n.qcow2", "1M"]):
+    CASES.append((args, "image"))
+
 
 def run(prog, args, cwd, env):
     p = subprocess.run([prog] + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
@@ -98,6 +126,10 @@ def main():
                 if how == "chain":
                     for w in (work_q, work_i):
                         make_chain(q72, w)
+                if how == "image":
+                    for w in (work_q, work_i):
+                        subprocess.run([q72, "create", "-q", "-f", "qcow2", "a.qcow2", "1M"], cwd=w, check=True,
+                                       capture_output=True, timeout=60)
                 want = run(oracle, args, work_q, env)
                 got = run(link, args, work_i, env)
                 if how == "first-line":

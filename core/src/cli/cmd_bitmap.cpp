@@ -189,12 +189,16 @@ int cmd_bitmap(Context& ctx, std::span<const std::string> args) {
     // is refused as "not a power of 2"; 0 itself means "not given").
     std::uint64_t granularity = 0;
     bool granularity_given = false;
-    if (auto g = last(vm, "granularity")) {
-        const SizeParse p = parse_qemu_size(*g, ctx.profile.version);
+    // Every value given, in order (qemu checks each as getopt returns it; the last one stands).
+    std::vector<std::string> granularities;
+    if (vm.count("granularity"))
+        granularities = vm["granularity"].as<std::vector<std::string>>();
+    for (const std::string& g : granularities) {
+        const SizeParse p = parse_qemu_size(g, ctx.profile.version);
         constexpr std::uint64_t MAX = INT64_MAX; // cvtnum's range
         if (p.status == ParseStatus::Invalid) {
             if (ctx.profile.version >= qemu_version(8, 0))
-                return report_error(ctx, "Invalid granularity specified: '" + *g + "'.");
+                return report_error(ctx, "Invalid granularity specified: '" + g + "'.");
             report_error(ctx, "Invalid granularity specified. You may use k, M, G, T, P or E suffixes for");
             return report_error(ctx, "kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
         }

@@ -152,21 +152,29 @@ int cmd_check(Context& ctx, std::span<const std::string> args) {
         return 0;
     }
     std::uint32_t fix = 0;
-    if (vm.count("repair")) {
-        const std::string r = vm["repair"].as<std::string>();
-        if (r == "leaks")
-            fix = INSTAR_CHECK_FIX_LEAKS;
-        else if (r == "all")
-            fix = INSTAR_CHECK_FIX_LEAKS | INSTAR_CHECK_FIX_ERRORS;
-        else if (v10)
-            return report_usage_error(ctx, "check", "--repair (-r) expects 'leaks' or 'all' not '" + r + "'");
-        else
-            return report_usage_error(ctx, "check", "Unknown option value for -r (expecting 'leaks' or 'all'): " + r);
-    }
-    // 10.0 checks --output while parsing options, 7.2 after the file name count.
+    if (const auto bad = each_value(*parsed, "repair", [&](const std::string& r) -> std::optional<int> {
+            if (r == "leaks")
+                fix = INSTAR_CHECK_FIX_LEAKS;
+            else if (r == "all")
+                fix = INSTAR_CHECK_FIX_LEAKS | INSTAR_CHECK_FIX_ERRORS;
+            else if (v10)
+                return report_usage_error(ctx, "check", "--repair (-r) expects 'leaks' or 'all' not '" + r + "'");
+            else
+                return report_usage_error(ctx, "check",
+                                          "Unknown option value for -r (expecting 'leaks' or 'all'): " + r);
+            return std::nullopt;
+        }))
+        return *bad;
+    // 10.0 checks --output while parsing options (each value given), 7.2 the last after the file name
+    // count.
     std::optional<OutputFormat> output = OutputFormat::Human;
-    if (v10 && vm.count("output") && !(output = parse_output_format(ctx, "check", vm["output"].as<std::string>())))
-        return 1;
+    if (v10)
+        if (const auto bad = each_value(*parsed, "output", [&](const std::string& v) -> std::optional<int> {
+                if (!(output = parse_output_format(ctx, "check", v)))
+                    return 1;
+                return std::nullopt;
+            }))
+            return *bad;
     if (parsed->positional.size() != 1)
         return report_usage_error(ctx, "check", "Expecting one image file name");
     if (!v10 && vm.count("output") && !(output = parse_output_format(ctx, "check", vm["output"].as<std::string>())))

@@ -88,9 +88,8 @@ int cmd_commit(Context& ctx, std::span<const std::string> args) {
     }
     auto has = [&](const char* k) { return vm.count(k) > 0; };
     std::uint64_t rate_limit = 0;
-    if (has("rate"))
-        if (auto bad = parse_rate_limit(ctx, vm["rate"].as<std::string>(), rate_limit))
-            return *bad;
+    if (auto bad = each_value(*parsed, "rate", [&](const std::string& v) { return parse_rate_limit(ctx, v, rate_limit); }))
+        return *bad;
     const bool quiet = has("quiet");
     if (parsed->positional.size() != 1)
         return report_usage_error(ctx, "commit", "Expecting one image file name");

@@ -168,8 +168,7 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
     // qemu's switch would meet a single bad one.
     std::uint64_t min_sparse = 4096;
     const bool explicit_sparse = has("sparse-size");
-    if (explicit_sparse) {
-        const std::string text = str("sparse-size");
+    if (const auto bad = each_value(*parsed, "sparse-size", [&](const std::string& text) -> std::optional<int> {
         const SizeParse p = parse_qemu_size(text, ctx.profile.version);
         if (p.status != ParseStatus::Ok) {
             if (ctx.profile.version >= qemu_version(8, 0))
@@ -183,24 +182,30 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
                                      "512 up to 16777216. Select 0 to disable sparse detection (fully allocates "
                                      "output).");
         min_sparse = p.value;
-    }
+        return std::nullopt;
+    }))
+        return *bad;
     unsigned coroutines = 8; // qemu-img's default
-    if (has("parallel")) {
-        const std::string text = str("parallel");
+    if (const auto bad = each_value(*parsed, "parallel", [&](const std::string& text) -> std::optional<int> {
         char* end = nullptr;
         errno = 0;
         const long n = std::strtol(text.c_str(), &end, 0);
-        if (text.empty() || *end != 0 || errno != 0 || n < 1 || n > MAX_COROUTINES) {
+        const bool not_a_number = text.empty() || *end != 0;
+        if (not_a_number || errno != 0 || n < 1 || n > MAX_COROUTINES) {
+            // 10.0 names a value that is not a number; one out of range (overflow too) gets the range.
+            if (ctx.profile.getopt_messages() && not_a_number)
+                return report_error(ctx, "Invalid number of coroutines specified: '" + text + "'.");
             if (ctx.profile.getopt_messages())
                 return report_error(ctx, "Invalid number of coroutines specified. Must be between 1 and 16.");
             return report_error(ctx, "Invalid number of coroutines. Allowed number of coroutines is between 1 and 16");
         }
         coroutines = static_cast<unsigned>(n);
-    }
+        return std::nullopt;
+    }))
+        return *bad;
     std::uint64_t rate_limit = 0;
-    if (has("rate"))
-        if (auto bad = parse_rate_limit(ctx, str("rate"), rate_limit))
-            return *bad;
+    if (auto bad = each_value(*parsed, "rate", [&](const std::string& v) { return parse_rate_limit(ctx, v, rate_limit); }))
+        return *bad;
     std::string options;
     if (has("target-options"))
         for (const auto& o : vm["target-options"].as<std::vector<std::string>>())

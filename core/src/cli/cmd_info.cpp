@@ -78,6 +78,12 @@ int cmd_info(Context& ctx, std::span<const std::string> args) {
         print_command_help(ctx, INFO_HELP);
         return 0;
     }
+    // 10.0 checks --output as getopt returns it (each value given); 7.2 the last, after the loop.
+    if (ctx.profile.getopt_messages())
+        if (const auto bad = each_value(*parsed, "output", [&](const std::string& v) -> std::optional<int> {
+                return parse_output_format(ctx, "info", v) ? std::nullopt : std::optional<int>(1);
+            }))
+            return *bad;
     const auto output = parse_output_format(ctx, "info", vm["output"].as<std::string>());
     if (!output)
         return 1;

@@ -150,18 +150,26 @@ int cmd_map(Context& ctx, std::span<const std::string> in_args) {
             output = parse_output_format(ctx, "map", vm["output"].as<std::string>());
         return output.has_value();
     };
+    // Each value an option was given (a repeated option's earlier ones too), as getopt returns them.
+    auto offsets = [&](const char* key, const char* what, auto& out) {
+        return each_value(*parsed, key, [&](const std::string& text) -> std::optional<int> {
+            auto v = parse_offset(ctx, what, text);
+            if (!v)
+                return 1;
+            out = *v;
+            return std::nullopt;
+        });
+    };
     for (const Check& c : checks) {
         if (c.which == 0) {
-            auto v = parse_offset(ctx, "start offset", vm["start-offset"].as<std::string>());
-            if (!v)
+            if (offsets("start-offset", "start offset", start))
                 return 1;
-            start = *v;
         } else if (c.which == 1) {
-            auto v = parse_offset(ctx, "max length", vm["max-length"].as<std::string>());
-            if (!v)
+            if (offsets("max-length", "max length", max_length))
                 return 1;
-            max_length = *v;
-        } else if (!check_output()) {
+        } else if (each_value(*parsed, "output", [&](const std::string& v) -> std::optional<int> {
+                       return parse_output_format(ctx, "map", v) ? std::nullopt : std::optional<int>(1);
+                   }) || !check_output()) {
             return 1;
         }
     }

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <iostream>
+#include <map>
 
 namespace instar::cli {
 
@@ -115,6 +116,31 @@ std::string token_as_typed(std::span<const std::string> args, const po::error_wi
     return name;
 }
 
+// getopt's rule, which qemu-img's commands follow: an option given again replaces its value, and a
+// flag given again changes nothing (`-q -q`, `-f raw -f qcow2`: the last wins), where boost would
+// refuse the repeat. Options that collect (declared as string vectors: --object, -o, the positional
+// words) keep every occurrence, in order.
+void keep_last_occurrences(po::parsed_options& parsed, const po::options_description& all,
+                           std::map<std::string, std::vector<std::string>>& replaced) {
+    auto collects = [&](const std::string& key) {
+        const po::option_description* d = all.find_nothrow(key, false);
+        return d != nullptr && dynamic_cast<const po::typed_value<std::vector<std::string>>*>(d->semantic().get()) != nullptr;
+    };
+    std::map<std::string, size_t> last;
+    for (size_t i = 0; i < parsed.options.size(); ++i)
+        last[parsed.options[i].string_key] = i;
+    std::vector<po::option> kept;
+    kept.reserve(parsed.options.size());
+    for (size_t i = 0; i < parsed.options.size(); ++i) {
+        const po::option& o = parsed.options[i];
+        if (last[o.string_key] == i || collects(o.string_key))
+            kept.push_back(o);
+        else if (!o.value.empty())
+            replaced[o.string_key].push_back(o.value.front());
+    }
+    parsed.options = std::move(kept);
+}
+
 } // namespace
 
 std::optional<ParsedCommand> parse_command(Context& ctx, std::string_view command,
@@ -131,7 +157,9 @@ std::optional<ParsedCommand> parse_command(Context& ctx, std::string_view comman
     ParsedCommand parsed;
     try {
         const std::vector<std::string> argv(args.begin(), args.end());
-        po::store(po::command_line_parser(argv).options(all).positional(pos).style(style).run(), parsed.vm);
+        po::parsed_options given = po::command_line_parser(argv).options(all).positional(pos).style(style).run();
+        keep_last_occurrences(given, all, parsed.replaced);
+        po::store(given, parsed.vm);
         po::notify(parsed.vm);
     } catch (const po::unknown_option& e) {
         status = report_option_error(ctx, command, OptionErrorKind::Unknown, e.get_option_name());

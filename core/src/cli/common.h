@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdint>
 #include <iosfwd>
+#include <map>
 #include <optional>
 #include <span>
 #include <string>
@@ -83,7 +84,25 @@ po::options_description common_options();
 struct ParsedCommand {
     po::variables_map vm;
     std::vector<std::string> positional;
+    // An option given more than once takes its last value (getopt's rule); the values it was given
+    // before, in order, by long name. qemu-img checks some options as getopt returns them, so an
+    // earlier bad value is refused even where a later one would win: each_value() walks them all.
+    std::map<std::string, std::vector<std::string>> replaced;
 };
+
+// Calls check(value) for every value option `key` was given, in command-line order (the replaced
+// ones, then the one in vm), and stops at the first that returns a status; returns that status, or
+// nullopt when all pass (or the option was not given).
+template <typename Check>
+std::optional<int> each_value(const ParsedCommand& parsed, const std::string& key, Check check) {
+    if (!parsed.vm.count(key))
+        return std::nullopt;
+    if (const auto it = parsed.replaced.find(key); it != parsed.replaced.end())
+        for (const std::string& v : it->second)
+            if (std::optional<int> st = check(v))
+                return st;
+    return check(parsed.vm[key].template as<std::string>());
+}
 
 // Parses `args` (everything after the subcommand name) with qemu-img's conventions: short options
 // may be glued to their values (-fqcow2), long ones take =VALUE or the next word, options and
