@@ -168,8 +168,9 @@ int cmd_map(Context& ctx, std::span<const std::string> in_args) {
             if (offsets("max-length", "max length", max_length))
                 return 1;
         } else if (each_value(*parsed, "output", [&](const std::string& v) -> std::optional<int> {
-                       return parse_output_format(ctx, "map", v) ? std::nullopt : std::optional<int>(1);
-                   }) || !check_output()) {
+                       output = parse_output_format(ctx, "map", v);
+                       return output ? std::nullopt : std::optional<int>(1);
+                   })) {
             return 1;
         }
     }
