@@ -23,7 +23,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "formats"))
-from oracle_retry import run_fixture  # noqa: E402
+from oracle_retry import run_fixture, run_in_place  # noqa: E402
 from differential_support import start_with_oracles  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from amend_images import Images  # noqa: E402
@@ -219,10 +219,12 @@ def main():
         return result
 
     def amend(q, version, d, args, name):
+        """Amends the fresh copy of image name in d; a retry after qemu's transient PBKDF failure
+        starts again from a fresh copy."""
         cmd = [q] + (["--qemu-version", version] if version else []) + ["amend"] + OBJECTS + \
             ["--image-opts"] + args + [opts(name, "s0")]
-        rc, out, err = run(cmd, d, env)
-        return rc, out, err.replace(q, "QEMU-IMG")
+        p = run_in_place(cmd, lambda: fresh(name, os.path.basename(d)), cwd=d, env=env, timeout=300)
+        return p.returncode, p.stdout, p.stderr.replace(q, "QEMU-IMG")
 
     try:
         for name, args in REFUSED + CHANGED:

@@ -26,6 +26,18 @@ def run_fixture(cmd, **kwargs):
     return p
 
 
+def run_in_place(cmd, reset, **kwargs):
+    """run_fixture for a command that changes its image in place (amend): qemu may have changed the
+    image before its transient failure (a refcount_bits rebuild before the new key slot's PBKDF), so
+    reset() restores the fixture before each retry, or the retry would start from another image."""
+    for attempt in range(ATTEMPTS):
+        p = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+        if p.returncode == 0 or not any(t in (p.stderr or "") for t in TRANSIENT):
+            break
+        reset()
+    return p
+
+
 def run_normalised(cmd, cwd, env=None, timeout=600):
     """run_fixture(cmd) -> (returncode, stdout, stderr), with cmd[0]'s directory replaced by ARGV0DIR
     in both texts: usage hints echo the program's path, and instar and qemu-img live apart."""

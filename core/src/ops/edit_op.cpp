@@ -20,6 +20,19 @@ namespace instar {
 
 namespace {
 
+// An edit given secrets derives keys before it works: unlocking at the image's own iteration counts
+// (qemu's default iter-time is 2 s per key slot tried) and, for amend's new key slot, calibrating and
+// deriving for iter-time. The sandbox's parsing budget (10 s) is far too short for that on a loaded
+// machine (amend's new key slot ran out at load 4 here): this much more time, the allowance create
+// and convert give an encrypted target.
+constexpr std::chrono::milliseconds EDIT_KEY_DERIVATION_TIME{120'000};
+
+// An edit that walks or rewrites the image's metadata (amend's refcount_bits and compat changes)
+// does work in proportion to the files' size: one second per 16 MiB of them, convert's copying
+// rate, far slower than any disk; a hostile image still holds the sandbox only as long as its files
+// are big.
+constexpr std::uint64_t EDIT_BYTES_PER_SECOND = 16u << 20;
+
 // An edit opens its image as info does, with these options.
 InfoOptions info_options(const EditOpen& opts) {
     InfoOptions io;
@@ -178,6 +191,12 @@ Expected<EditReport> run_edit(const EditCall& call, const vmm::SandboxConfig& sa
     vmm::SandboxConfig config = sandbox;
     if (call.timeout.count() > 0 && config.timeout < call.timeout)
         config.timeout = call.timeout;
+    std::uint64_t file_bytes = link.image.size;
+    for (const auto& f : link.files)
+        file_bytes += f.size;
+    config.timeout += std::chrono::seconds(file_bytes / EDIT_BYTES_PER_SECOND);
+    if (*secrets_device)
+        config.timeout += EDIT_KEY_DERIVATION_TIME;
     config.outputs = call.outputs;
     if (call.progress)
         config.progress = call.progress;
