@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing (docs/fuzzing.md), run by tools/run-tests.sh: builds build-fuzz/ with clang,
 # libFuzzer, ASan and UBSan (-Dfuzz_engine=libfuzzer) and runs every target of the fuzz suite for its
-# share of one fixed budget: FUZZ_BUDGET seconds of wall clock for all targets together (default 240),
+# share of one fixed budget: FUZZ_BUDGET seconds of wall clock for all targets together (default 120),
 # on all cores. A finding fails the run; the input is kept (build-fuzz/.../TARGET.artifacts/) and
 # printed in base64 in the test's log. Exit 77 ("SKIPPED LOUDLY") without clang.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-budget=${FUZZ_BUDGET:-240}
+budget=${FUZZ_BUDGET:-120}
 dir=${FUZZ_BUILD_DIR:-build-fuzz}
 cc=${FUZZ_CC:-clang-14}
 cxx=${FUZZ_CXX:-clang++-14}

@@ -7,10 +7,10 @@ bash tools/build.sh >/dev/null
 status=0
 meson test -C build --print-errorlogs --num-processes "$(nproc)" || status=$?
 # Coverage-guided fuzzing: clang + libFuzzer + ASan/UBSan in build-fuzz/, a fixed budget for all
-# targets together (FUZZ_BUDGET seconds, default 240; FUZZ_BUDGET=0 leaves it out). docs/fuzzing.md.
+# targets together (FUZZ_BUDGET seconds, default 120; FUZZ_BUDGET=0 leaves it out). docs/fuzzing.md.
 fuzz_log=
 fuzz_skipped=0
-if [ "${FUZZ_BUDGET:-240}" != 0 ]; then
+if [ "${FUZZ_BUDGET:-120}" != 0 ]; then
   fuzz_status=0
   bash tools/run-fuzz.sh || fuzz_status=$?
   if [ "$fuzz_status" = 77 ]; then
