@@ -3,7 +3,8 @@
 and `--target-image-opts` name local files as qemu-img 7.2 and 10.0 take them. Each case runs in a
 fresh copy of the fixtures, once under the oracle and once under instar: stdout, stderr (program
 name normalised) and exit code must be equal, the same files must exist afterwards, raw files must
-be byte-identical and other images must hold the same data (`qemu-img compare`).
+be byte-identical and other images must be byte-identical too or else hold the same data (`qemu-img
+compare`) under the same header (`qemu-img info`).
 
 Usage: test_image_names_convert.py INSTAR QEMU72 QEMU10 QEMU_IO
 """
@@ -115,10 +116,13 @@ def same_files(a, b):
             if not (os.path.islink(pa) and os.path.islink(pb)) or os.readlink(pa) != os.readlink(pb):
                 return f"{f}: symlink differs ({os.path.islink(pa)}, {os.path.islink(pb)})"
             continue
+        same_bytes = open(pa, "rb").read() == open(pb, "rb").read()
         if f.endswith(".raw") or f.endswith(".img"):
-            if open(pa, "rb").read() != open(pb, "rb").read():
+            if not same_bytes:
                 return f"{f}: bytes differ"
-        else:
+        elif not same_bytes:
+            # (Byte-identical images need neither: compare and info would read the same bytes. A
+            # backing file they name is itself one of the files checked here.)
             r = subprocess.run([Q72, "compare", "-q", pa, pb], capture_output=True)
             if r.returncode != 0:
                 return f"{f}: data differ ({r.returncode})"

@@ -6,7 +6,8 @@ data across cluster boundaries, zero writes, discards, compressed clusters, snap
 Each case runs the same command line through qemu-img and through instar (under the matching
 profile), each in its own directory holding hard links of the fixtures. Then:
   - stdout, stderr and the exit status must be equal (instar runs through a symlink named qemu-img);
-  - the target must read the same as the source (`qemu-img compare`) and be clean (`qemu-img check`);
+  - the target must read the same as qemu-img's (`qemu-img compare`, where their bytes differ) and
+    be clean (`qemu-img check`);
   - raw targets must equal qemu-img's byte for byte, holes included; targets of formats whose writer
     is exact (EXACT_TARGETS) must equal qemu-img's byte for byte;
   - nothing may be left behind: no temporaries, and after a failure no target.
@@ -646,8 +647,10 @@ def main():
                     # -n qcow2: instar's allocation differs (convert-existing-qcow2, docs/quirks.md).
                     exact = (tgt in EXACT_TARGETS and not ("-n" in args and tgt == "qcow2")) or \
                         ("-n" in args and tgt == "vpc")
+                    identical = False
                     if exact and "-W" not in args and label not in NOT_EXACT:
-                        if open(pq, "rb").read() != open(pi, "rb").read():
+                        identical = open(pq, "rb").read() == open(pi, "rb").read()
+                        if not identical:
                             problems.append("target bytes differ from qemu-img's")
                         if tgt == "raw" and data_segments(pq) != data_segments(pi):
                             problems.append("holes differ: qemu-img %s instar %s" %
@@ -668,7 +671,8 @@ def main():
                                 problems.append("%s differs from qemu-img's: sizes %d/%d, first at %d: %r / %r" %
                                                 (n, len(a), len(b), at, a[max(0, at - 40):at + 40],
                                                  b[max(0, at - 40):at + 40]))
-                    cmp = run([q10, "compare", "-U", "-f", tgt, "-F", tgt, pq, pi], di)
+                    # (A target byte-identical to qemu-img's reads as it does: compare only the others.)
+                    cmp = (0, "", "") if identical else run([q10, "compare", "-U", "-f", tgt, "-F", tgt, pq, pi], di)
                     if cmp[0] != 0:
                         problems.append("qemu-img compare: %s%s" % (cmp[1], cmp[2]))
                     if tgt in CHECKABLE:

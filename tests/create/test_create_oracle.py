@@ -9,8 +9,10 @@ directory. Then:
   - `qemu-img info --output=json` of instar's image must equal it on qemu-img's, under both
     oracles, except for fields random or allocation-dependent by nature (filename, actual-size,
     vmdk CIDs);
-  - `qemu-img check` (where the format has it) must be clean, the libyal reader must open the
-    image, and `instar info --output=json` must equal qemu-img's on it;
+  - `qemu-img check` (where the format has it) must be clean and the libyal reader must open the
+    image (these and the info above run only where some file's bytes differ from qemu-img's: files
+    byte-identical to qemu-img's read alike in every reader);
+  - `instar info --output=json` must equal qemu-img's on it;
   - a failed create must leave the target untouched and no temporary file behind.
 
 Usage: test_create_oracle.py INSTAR QEMU72 QEMU10 [FORMAT...]
@@ -215,6 +217,37 @@ def listing(d):
     return sorted(out)
 
 
+def data_segments(f, size):
+    """(offset, length) of an open file's allocated ranges (SEEK_DATA/SEEK_HOLE)."""
+    segs, off = [], 0
+    while off < size:
+        try:
+            d = os.lseek(f.fileno(), off, os.SEEK_DATA)
+        except OSError:
+            break
+        off = os.lseek(f.fileno(), d, os.SEEK_HOLE)
+        segs.append((d, off - d))
+    return segs
+
+
+def same_bytes(a, b, limit=64 << 20):
+    """Whether files a and b hold the same bytes, holes alike; False too when more than limit bytes
+    of data would have to be read (sparse files of any size are cheap)."""
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        size = os.fstat(fa.fileno()).st_size
+        if os.fstat(fb.fileno()).st_size != size:
+            return False
+        segs = data_segments(fa, size)
+        if segs != data_segments(fb, size) or sum(n for _, n in segs) > limit:
+            return False
+        for off, n in segs:
+            fa.seek(off)
+            fb.seek(off)
+            if fa.read(n) != fb.read(n):
+                return False
+    return True
+
+
 def normalise_info(info, fmt):
     info = dict(info)
     for k in ("filename", "actual-size"):
@@ -301,7 +334,11 @@ def main():
                         bi = [os.stat(os.path.join(di, n)).st_blocks for n, _ in li]
                         if bq != bi:
                             problems.append(f"allocated blocks differ: qemu-img {bq} instar {bi}")
-                    for oracle in (q72, q10):
+                    # Files byte-identical to qemu-img's read alike in any reader: the oracles' info,
+                    # check and the libyal reader run only where some byte differs (random ids).
+                    identical = [n for n, _ in lq] == [n for n, _ in li] and all(
+                        same_bytes(os.path.join(dq, n), os.path.join(di, n)) for n, _ in lq)
+                    for oracle in (() if identical else (q72, q10)):
                         iq = run([oracle, "info", "-U", "--output=json", img], dq)
                         ii = run([oracle, "info", "-U", "--output=json", img], di)
                         if iq[0] != 0 or ii[0] != 0:
@@ -311,13 +348,13 @@ def main():
                             continue
                         if normalise_info(json.loads(iq[1]), fmt) != normalise_info(json.loads(ii[1]), fmt):
                             problems.append(f"{oracle} info differs:\n  qemu-img: {iq[1]}\n  instar:   {ii[1]}")
-                    if fmt in CHECKABLE:
+                    if fmt in CHECKABLE and not identical:
                         rc = run([q10, "check", "-U", img], di)
                         # (qemu-img cannot check its own image when the backing file is missing)
                         if rc[0] != 0 and run([q10, "check", "-U", img], dq)[0] == 0:
                             problems.append(f"qemu-img check: {rc[1]}{rc[2]}")
                     reader = READERS.get(fmt)
-                    if reader and shutil.which(reader):
+                    if reader and shutil.which(reader) and not identical:
                         rr = run([reader, img], di)
                         # libvhdi cannot open qemu-img's own 0-byte VHD/VHDX either: hold instar
                         # to what the reader accepts from qemu-img.
