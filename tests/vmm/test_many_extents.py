@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Every vmdk instar can create works in every command: a 30 TiB twoGbMaxExtentFlat vmdk (15360
-extent files, each a device of the guest) through info (human, json; KVM and process sandbox),
-check, map, measure, convert and compare; the open-file limit's message; create's 64 TiB bound;
-and info equal to qemu-img 7.2's and 10.0's on a 1000 GiB one (500 extents: qemu opens extents in
-quadratic time, over 10 minutes for 15360 on a loaded 2-core host, so 30 TiB is not compared).
+extent files, each a device of the guest) through info (human, json; KVM and, where KVM is usable,
+the process sandbox too), check, map, measure, convert and compare; the open-file limit's message;
+create's 64 TiB bound; and info equal to qemu-img 7.2's and 10.0's on a 1000 GiB one (500
+extents: qemu opens extents in quadratic time, over 10 minutes for 15360 on a loaded 2-core host,
+so 30 TiB is not compared).
 
 usage: test_many_extents.py INSTAR QEMU_IMG_7_2 QEMU_IMG_10
 """
@@ -60,9 +61,14 @@ def main():
             j = json.loads(out)
             ok = j["virtual-size"] == SIZE_30T and len(j["format-specific"]["data"]["extents"]) == EXTENTS_30T
         expect("info --output=json 30T", ok, err)
-        rc, out, err = run([instar, "info", "--output=json", "big.vmdk"], work,
-                           env=dict(os.environ, INSTAR_SANDBOX="process"))
-        expect("info 30T, process sandbox", rc == 0 and out == kvm_json, err)
+        # The process sandbox again only where the run above could have used KVM: without a usable
+        # /dev/kvm (or with INSTAR_SANDBOX=process) that run was already the process sandbox's.
+        if os.access("/dev/kvm", os.R_OK | os.W_OK) and os.environ.get("INSTAR_SANDBOX") != "process":
+            rc, out, err = run([instar, "info", "--output=json", "big.vmdk"], work,
+                               env=dict(os.environ, INSTAR_SANDBOX="process"))
+            expect("info 30T, process sandbox", rc == 0 and out == kvm_json, err)
+        else:
+            print("NOTE LOUDLY: /dev/kvm is not usable here; info 30T above ran in the process sandbox")
 
         rc, out, err = run([instar, "check", "big.vmdk"], work)
         expect("check 30T", rc == 0 and "No errors were found on the image." in out, out + err)

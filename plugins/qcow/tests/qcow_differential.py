@@ -37,10 +37,14 @@ def main():
         d.same('create -o help', ['create', '-f', 'qcow', '-o', 'help'])
         for n, size in enumerate(['10M', '1000001', '0', '1', '100G']):
             d.same(f'create {size}', ['create', '-f', 'qcow', f'@c{n}.qcow', size], outputs=[f'c{n}.qcow'])
+        # base.raw: only its size is read (create -b, rebase -u), so it holds no data.
         d.fixture(qemu_img, 'create', '-q', '-f', 'raw', 'base.raw', '10M')
-        d.fixture(qemu_io, '-f', 'raw', '-c', 'write -P 0x21 0 10M', 'base.raw')
+        # base.qcow2: data around the tops' writes (at 1M and 5M) and across top.qcow's 10M end,
+        # holes elsewhere, so a chain reads the top, its backing's data and backing holes; 3 MiB
+        # of data rather than 16 keeps the chains' converts and the safe rebase's copy small.
         d.fixture(qemu_img, 'create', '-q', '-f', 'qcow2', 'base.qcow2', '16M')
-        d.fixture(qemu_io, '-f', 'qcow2', '-c', 'write -P 0x77 0 16M', 'base.qcow2')
+        d.fixture(qemu_io, '-f', 'qcow2', '-c', 'write -P 0x77 512k 1M', '-c', 'write -P 0x77 4608k 1M',
+                  '-c', 'write -P 0x77 9728k 1M', 'base.qcow2')
         d.same('create -b raw', ['create', '-f', 'qcow', '-b', 'base.raw', '-F', 'raw', '@cb1.qcow'],
                outputs=['cb1.qcow'])
         d.same('create -b qcow2 size', ['create', '-f', 'qcow', '-b', 'base.qcow2', '-F', 'qcow2', '@cb2.qcow', '20M'],
