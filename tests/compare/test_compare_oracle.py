@@ -188,17 +188,21 @@ pair("a.qcow2", "qcow2", "dmid.qcow2", "qcow2", "-q", "-p", "-s", both=False)
 pair("a.qcow2", "qcow2", "a.raw", "raw", "-T", "none", "-U", both=False)
 # -p steps by qemu's block-status answers, which stop where each driver stops (ReaderImage's
 # status_boundary): a qcow2 L2 slice (512 MiB at 64 KiB clusters; INT_MAX bytes for larger slices),
-# a vmdk grain or flat extent, a vdi block, a qcow cluster. Sparse images, so nothing is read.
+# a vmdk grain (64 MiB: two grain tables) or flat extent, a vdi block, a qcow cluster. Sparse
+# images, so nothing is read. qemu-img's qcow clusters are 4 KiB: the qcow pair is 4 MiB (1024
+# answers of 0.1 % each, so the progress lines show the step; at 1 GiB its 262144 answers cost a
+# minute of CPU in instar's process sandbox, past the guest's time budget on a loaded host).
 fx(q("create", "-q", "-f", "qcow2", "p3g.qcow2", "3G"), io("qcow2", "p3g.qcow2", "write -P 0x55 2G 64k"),
    q("create", "-q", "-f", "qcow2", "-o", "cluster_size=1M", "p40g.qcow2", "40G"),
    q("create", "-q", "-f", "qcow2", "-o", "extended_l2=on,cluster_size=2M", "pl2.qcow2", "5G"),
-   q("create", "-q", "-f", "vmdk", "p.vmdk", "1G"), io("vmdk", "p.vmdk", "write -P 0x55 512M 64k"),
+   q("create", "-q", "-f", "vmdk", "p.vmdk", "64M"), io("vmdk", "p.vmdk", "write -P 0x55 32M 64k"),
    q("create", "-q", "-f", "vmdk", "-o", "subformat=monolithicFlat", "pflat.vmdk", "3G"),
-   q("create", "-q", "-f", "vdi", "p.vdi", "1G"), q("create", "-q", "-f", "qcow", "p.qcow", "1G"))
+   q("create", "-q", "-f", "vdi", "p.vdi", "64M"), q("create", "-q", "-f", "vdi", "pq.vdi", "4M"),
+   q("create", "-q", "-f", "qcow", "p.qcow", "4M"))
 for a, fa, b, fb in (("p3g.qcow2", "qcow2", "p3g.qcow2", "qcow2"), ("p40g.qcow2", "qcow2", "p40g.qcow2", "qcow2"),
                      ("pl2.qcow2", "qcow2", "pl2.qcow2", "qcow2"), ("p.vmdk", "vmdk", "p.vmdk", "vmdk"),
                      ("pflat.vmdk", "vmdk", "p3g.qcow2", "qcow2"), ("p.vdi", "vdi", "p.vmdk", "vmdk"),
-                     ("p.qcow", "qcow", "p.vdi", "vdi")):
+                     ("p.qcow", "qcow", "pq.vdi", "vdi")):
     pair(a, fa, b, fb, "-p", both=False)
 case(["a.qcow2", "dmid.qcow2"], False)
 case(["ov.qcow2", "ov2.qcow2"], False)

@@ -76,10 +76,15 @@ for name, named in INPUTS.items():
     for ops in OPERANDS if name in ("a.raw", "odd.raw", "ov.qcow2") else SHORT:
         CASES.append(("%s %s" % (name, " ".join(ops)), ["dd"] + named + ops + ["if=" + name, "of=out.img"], "raw"))
 # Every output format instar creates, from a chain and from raw (fewer operand sets; qcow v1 fewer still).
+# The whole image in default 512-byte blocks from the chain only: raw input in default blocks is in
+# the raw-output cases above, and goes into each format here in 64 KiB blocks and (but for qcow)
+# in unaligned 777-byte ones to the end.
 OUT_OPERANDS = [[], ["bs=64k", "skip=3", "count=20"], ["skip=99999999"], ["bs=777", "skip=11"]]
 for out in ("qcow2", "vmdk", "vpc", "vhdx", "qcow"):
     for name in ("ov.qcow2", "a.raw"):
         for ops in OUT_OPERANDS[:2] if out == "qcow" else OUT_OPERANDS:
+            if not ops and name == "a.raw":
+                continue
             CASES.append(("-O %s %s %s" % (out, name, " ".join(ops)),
                           ["dd", "-O", out] + INPUTS[name] + ops + ["if=" + name, "of=out.img"], out))
 CASES.append(("-U", ["dd", "-U", "if=q.qcow2", "of=out.img", "count=9"], "raw"))
