@@ -27,7 +27,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "formats"))
-from differential_support import start_with_oracles  # noqa: E402
+from differential_support import data_segments, start_with_oracles  # noqa: E402
 
 CHECKABLE = {"qcow2", "vmdk", "vhdx"}
 READERS = {"qcow2": "qcowinfo", "vmdk": "vmdkinfo", "vpc": "vhdiinfo", "vhdx": "vhdiinfo"}
@@ -217,19 +217,6 @@ def listing(d):
     return sorted(out)
 
 
-def data_segments(f, size):
-    """(offset, length) of an open file's allocated ranges (SEEK_DATA/SEEK_HOLE)."""
-    segs, off = [], 0
-    while off < size:
-        try:
-            d = os.lseek(f.fileno(), off, os.SEEK_DATA)
-        except OSError:
-            break
-        off = os.lseek(f.fileno(), d, os.SEEK_HOLE)
-        segs.append((d, off - d))
-    return segs
-
-
 def same_bytes(a, b, limit=64 << 20):
     """Whether files a and b hold the same bytes, holes alike; False too when more than limit bytes
     of data would have to be read (sparse files of any size are cheap)."""
@@ -237,13 +224,13 @@ def same_bytes(a, b, limit=64 << 20):
         size = os.fstat(fa.fileno()).st_size
         if os.fstat(fb.fileno()).st_size != size:
             return False
-        segs = data_segments(fa, size)
-        if segs != data_segments(fb, size) or sum(n for _, n in segs) > limit:
+        segs = data_segments(a)
+        if segs != data_segments(b) or sum(end - start for start, end in segs) > limit:
             return False
-        for off, n in segs:
-            fa.seek(off)
-            fb.seek(off)
-            if fa.read(n) != fb.read(n):
+        for start, end in segs:
+            fa.seek(start)
+            fb.seek(start)
+            if fa.read(end - start) != fb.read(end - start):
                 return False
     return True
 

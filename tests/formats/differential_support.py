@@ -26,6 +26,20 @@ def strip(j):
     return j
 
 
+def read_head(path, length):
+    """The file's first `length` bytes (all of a shorter file) in one bytearray, read in place (no
+    copies), for masking where it lies."""
+    with open(path, 'rb') as f:
+        b = bytearray(min(length, os.fstat(f.fileno()).st_size))
+        view, done = memoryview(b), 0
+        while done < len(b):
+            n = f.readinto(view[done:])
+            if not n:
+                break
+            done += n
+    return b
+
+
 def data_segments(path):
     """The file's allocated byte ranges (SEEK_DATA / SEEK_HOLE), so sparse images of any size are
     compared by what is really stored.

@@ -20,7 +20,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'tests', 'formats'))
-from differential_support import QEMUS, compare_report, data_segments, report, run, start, strip  # noqa: E402
+from differential_support import QEMUS, compare_report, data_segments, read_head, report, run, start, strip  # noqa: E402
 
 FORMAT = 'vhdx'
 KiB, MiB, GiB, TiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
@@ -48,17 +48,8 @@ def qemu_create(qemu_img, path, size, opts):
 
 def masked(path):
     """The file's bytes with the random fields zeroed."""
-    with open(path, 'rb') as f:
-        # Every structure lies in the first 16 MiB (64 TiB: metadata at 11 MiB). Read into one
-        # buffer and masked in place: no copies.
-        b = bytearray(min(16 * MiB, os.fstat(f.fileno()).st_size))
-        view, done = memoryview(b), 0
-        while done < len(b):
-            n = f.readinto(view[done:])
-            if not n:
-                break
-            done += n
-        del view
+    # Every structure lies in the first 16 MiB (64 TiB: metadata at 11 MiB).
+    b = read_head(path, 16 * MiB)
     for h in (64 * KiB, 128 * KiB):
         b[h + 4:h + 48] = bytes(44)  # checksum, sequence number, file and data write GUIDs
     md = int.from_bytes(b[192 * KiB + 64:192 * KiB + 72], 'little')

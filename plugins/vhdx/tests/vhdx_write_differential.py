@@ -24,7 +24,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'tests', 'formats'))
-from differential_support import QEMUS, data_segments, report, run, start  # noqa: E402
+from differential_support import QEMUS, data_segments, read_head, report, run, start  # noqa: E402
 
 FORMAT = 'vhdx'
 KiB, MiB = 1 << 10, 1 << 20
@@ -124,19 +124,6 @@ def log_entries(b):
 # files are 148 MiB long but hold about 3 MiB.
 REGION_TABLE_END = 256 * KiB
 CHUNK = 16 * MiB
-
-
-def read_head(path, length):
-    """The file's first `length` bytes (all of a shorter file) in a bytearray, for mask()."""
-    with open(path, 'rb') as f:
-        b = bytearray(min(length, os.fstat(f.fileno()).st_size))
-        view, done = memoryview(b), 0
-        while done < len(b):
-            n = f.readinto(view[done:])
-            if not n:
-                break
-            done += n
-    return b
 
 
 def structures_end(b):
