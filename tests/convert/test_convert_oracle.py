@@ -26,7 +26,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "formats"))
 from oracle_retry import run_normalised  # noqa: E402
-from differential_support import start_with_oracles  # noqa: E402
+from differential_support import data_segments, start_with_oracles  # noqa: E402
 
 # Targets whose bytes equal qemu-img's exactly (others: same content, clean, but random ids).
 EXACT_TARGETS = {"raw", "qcow2"}
@@ -506,23 +506,6 @@ def without_cid(image):
     start, end = 512, 512 + 20 * 512  # qemu's desc_offset 1, desc_size 20
     text = re.sub(rb"\nCID=[0-9a-fA-F]+\n", b"\n", image[start:end].rstrip(b"\0"))
     return image[:start] + text + image[end:]
-
-
-def data_segments(path):
-    """(offset, length) of the file's allocated ranges (SEEK_DATA/SEEK_HOLE)."""
-    segs = []
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        off = 0
-        while off < size:
-            try:
-                d = os.lseek(f.fileno(), off, os.SEEK_DATA)
-            except OSError:
-                break
-            h = os.lseek(f.fileno(), d, os.SEEK_HOLE)
-            segs.append((d, h - d))
-            off = h
-    return segs
 
 
 def hostile_cases(ours, q72, work, env):

@@ -6,6 +6,7 @@ import os
 import sys
 
 from oracle_retry import run_fixture
+from sparse_compare import data_ranges
 
 QEMUS = {'7.2': ('/usr/bin/qemu-img', '/usr/bin/qemu-io'),
          '10.0': ('/opt/qemu-img-10/root/usr/bin/qemu-img', '/opt/qemu-img-10/root/usr/bin/qemu-io')}
@@ -48,24 +49,13 @@ def data_segments(path):
     cache, and reading a neighbouring range (a byte comparison, its readahead) puts them there: the
     answer would depend on what was read before. So the file is flushed and its clean pages are
     dropped first; then written extents are data and unwritten ones holes, whatever came before."""
-    segs = []
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        size = os.fstat(fd).st_size
-        off = 0
-        while off < size:
-            try:
-                start = os.lseek(fd, off, os.SEEK_DATA)
-            except OSError:
-                break
-            end = os.lseek(fd, start, os.SEEK_HOLE)
-            segs.append((start, end))
-            off = end
+        return data_ranges(fd, os.fstat(fd).st_size)
     finally:
         os.close(fd)
-    return segs
 
 
 def start(usage, tool_count, required=(), sandboxed=False):

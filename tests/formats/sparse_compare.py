@@ -10,7 +10,9 @@ import os
 CHUNK = 4 << 20
 
 
-def _data_ranges(fd, size):
+def data_ranges(fd, size):
+    """The (start, end) byte ranges below `size` that the open file `fd` stores (SEEK_DATA /
+    SEEK_HOLE); everything else reads as zeros."""
     ranges = []
     off = 0
     while off < size:
@@ -45,7 +47,7 @@ def first_difference(a, b, ignore=()):
             sa, sb = os.fstat(fa).st_size, os.fstat(fb).st_size
             if sa != sb:
                 return (sa, sb), None
-            for start, end in _union(_data_ranges(fa, sa), _data_ranges(fb, sb)):
+            for start, end in _union(data_ranges(fa, sa), data_ranges(fb, sb)):
                 for off in range(start, end, CHUNK):
                     n = min(CHUNK, end - off)
                     ca, cb = bytearray(os.pread(fa, n, off)), bytearray(os.pread(fb, n, off))
