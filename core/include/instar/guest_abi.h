@@ -69,7 +69,8 @@
  * INSTAR_PROC_MAILBOX, exchanges the word for ANSWERED and sends the answer on the channel unless
  * the old value was POSTED (the guest is still spinning and sees ANSWERED). So exactly one of the
  * two ways delivers each answer, and a guest that never stores POSTED gets every answer as a
- * message, as before. */
+ * message, as before. Either side may skip its spin for a call (spin_backoff.h: spins that keep
+ * missing back off); the handshake does not depend on it. */
 #define INSTAR_PROC_TURN 0x10800ull        /* uint32_t, shared by guest and host */
 #define INSTAR_PROC_SPIN 0x10808ull        /* uint64_t TSC ticks; written by the host only */
 #define INSTAR_PROC_TURN_POSTED 1u         /* guest: a call is on its way; it spins for the answer */

@@ -18,6 +18,8 @@
 #include <cstring>
 #include <optional>
 
+#include <instar/spin_backoff.h>
+
 #include "vmm/compress_pool.h"
 #include "vmm/device_io.h"
 #include "vmm/guest_layout.h"
@@ -250,6 +252,7 @@ Outcome<RunResult> run_in_process(const SandboxConfig& config, std::uint64_t ram
     server.enable_read_ahead(); // answers leave before run_pending_reads(), below
     std::string confinement;
     bool hello = false;
+    SpinBackoff backoff; // spins that keep missing (a loaded machine) back off (spin_backoff.h)
     auto fail = [&](SandboxError e) -> Outcome<RunResult> {
         child.finish();
         e.log = server.take_log(); // records are dropped: a failed guest's output is never used
@@ -258,7 +261,14 @@ Outcome<RunResult> run_in_process(const SandboxConfig& config, std::uint64_t ram
     for (;;) {
         if (watchdog.value()->expired()) return fail(death(0, true));
         instar_hypercall msg{};
-        ssize_t n = spin && hello ? spin_receive(turn, host_end.get(), msg) : -1;
+        ssize_t n = -1;
+        if (spin && hello && backoff.should_spin()) {
+            n = spin_receive(turn, host_end.get(), msg);
+            if (n < 0)
+                backoff.miss();
+            else
+                backoff.hit();
+        }
         if (n < 0) {
             pollfd p{host_end.get(), POLLIN, 0};
             const int ready = ::poll(&p, 1, 50); // re-check the deadline at least this often

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <instar/guest_abi.h>
+#include <instar/spin_backoff.h>
 
 namespace instar::guest {
 
@@ -50,12 +51,17 @@ inline int64_t hypercall_issue(instar_hypercall* mb) {
     if (process_syscall3(SYS_WRITE, INSTAR_PROC_CHANNEL_FD, mbp, SIZE) != SIZE) process_exit(125);
     // Spin for the answer (guest_abi.h, INSTAR_PROC_TURN): the host usually answers within the
     // budget, and an answer found here costs no wake-up of a sleeping process on either side.
+    // Spins that keep missing (a loaded machine) back off (spin_backoff.h).
+    static SpinBackoff backoff;
+    const uint64_t spin = budget != 0 && backoff.should_spin() ? budget : 0;
     const uint64_t start = __builtin_ia32_rdtsc();
+    bool slept = false;
     while (__atomic_load_n(turn, __ATOMIC_ACQUIRE) == INSTAR_PROC_TURN_POSTED) {
-        if (__builtin_ia32_rdtsc() - start < budget) {
+        if (__builtin_ia32_rdtsc() - start < spin) {
             __builtin_ia32_pause();
             continue;
         }
+        slept = true;
         uint32_t expected = INSTAR_PROC_TURN_POSTED;
         if (__atomic_compare_exchange_n(turn, &expected, INSTAR_PROC_TURN_SLEEPING, false, __ATOMIC_SEQ_CST,
                                         __ATOMIC_SEQ_CST) &&
@@ -63,6 +69,10 @@ inline int64_t hypercall_issue(instar_hypercall* mb) {
             process_exit(126);
         break;
     }
+    if (spin != 0 && slept)
+        backoff.miss();
+    else if (spin != 0)
+        backoff.hit();
     if (mb != mailbox()) __builtin_memcpy(mb, mailbox(), sizeof *mb);
     return *static_cast<volatile int64_t*>(&mb->ret);
 }
