@@ -20,7 +20,10 @@ constexpr uint32_t VPC_MAX_TABLE_ENTRIES = 1u << 24;
 // qemu's own bound on max_table_entries (it allocates entries * 4 bytes as an int).
 constexpr uint32_t VPC_QEMU_MAX_TABLE_ENTRIES = 0x7fffffff / 4;
 constexpr uint32_t BAT_UNUSED = 0xFFFFFFFF;
-constexpr size_t BAT_CHUNK = 4096; // bytes of BAT read at a time
+// Bytes of BAT read at a time by the open-time truncation check: each read is a hypercall, so a
+// 2 TiB disk's 4 MiB BAT takes 128 reads, not 1024 (vhdx_bat.h has the same reason). The buffer is
+// freed before the reader allocates its own (whose peak the unit tests bound below 64 KiB).
+constexpr size_t BAT_CHUNK = 32 * 1024;
 
 // Creator applications whose footer current_size is the disk size (qemu: vpc_ignore_current_size).
 bool creator_uses_current_size(const uint8_t* app) {
