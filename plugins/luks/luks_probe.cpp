@@ -24,6 +24,10 @@ const Divergence DIVERGENCES[] = {
      "a key slot added by amend gets its PBKDF2 iterations from iter-time by luks-iter-time's fixed rate; an "
      "iter-time scaling past 32 bits is refused with create's words, not qemu's (which name its measured count)",
      "the guest has no clock to calibrate with"},
+    {"luks-amend-force-order", "amend",
+     "amend --force over an active key slot passes the new key through a free slot (restored after), so a kill "
+     "leaves the old or the new passphrase opening the image; the finished image is qemu's",
+     "qemu overwrites the slot's material in place: a kill before its header write loses an image with one slot"},
     {"luks-aes-192", "create",
      "192-bit LUKS keys outside xts (aes/serpent/twofish-192 in cbc/ecb/ctr: 4000-stripe key material of 187.5 "
      "sectors) are refused",

@@ -92,24 +92,81 @@ Status inside(EditHost& host, uint64_t limit, uint64_t offset, uint64_t len) {
     return Status::Ok;
 }
 
-// The header bytes at `base` with one slot rewritten, written and flushed (one 592-byte write
-// inside the first sector: the switch point of both directions).
+// The header bytes at `base` with slot `slot`'s entry replaced by `entry`, written and flushed (one
+// 592-byte write inside the first sector: the switch point of both directions).
+Status put_slot(BlockDevice& dev, uint64_t base, uint64_t limit, EditHost& host, uint32_t slot,
+                const LuksKeySlotDisk& entry) {
+    LuksHeaderDisk d;
+    if (const Status st = inside(host, limit, 0, sizeof d); st != Status::Ok) return st;
+    if (const Status st = dev.read(base, &d, sizeof d); st != Status::Ok) return st;
+    d.key_slots[slot] = entry;
+    if (const Status st = dev.write(base, &d, sizeof d); st != Status::Ok) return st;
+    return host.flush(dev);
+}
+
+// put_slot with the entry's state, iterations and salt changed (offset and stripes kept).
 Status write_slot(BlockDevice& dev, uint64_t base, uint64_t limit, EditHost& host, uint32_t slot, bool active,
                   uint32_t iterations, const uint8_t* salt) {
     LuksHeaderDisk d;
     if (const Status st = inside(host, limit, 0, sizeof d); st != Status::Ok) return st;
     if (const Status st = dev.read(base, &d, sizeof d); st != Status::Ok) return st;
-    LuksKeySlotDisk& s = d.key_slots[slot];
+    LuksKeySlotDisk s = d.key_slots[slot];
     put_be32(s.active, active ? LUKS_KEY_SLOT_ENABLED : LUKS_KEY_SLOT_DISABLED);
     put_be32(s.iterations, iterations);
     if (salt != nullptr) __builtin_memcpy(s.salt, salt, SALT_BYTES);
     else __builtin_memset(s.salt, 0, SALT_BYTES);
-    if (const Status st = dev.write(base, &d, sizeof d); st != Status::Ok) return st;
-    return host.flush(dev);
+    return put_slot(dev, base, limit, host, slot, s);
+}
+
+// Sealed key material for one passphrase: what store_key writes into a slot.
+struct SealedKey {
+    const uint8_t* split;
+    size_t split_len;
+    uint32_t iterations;
+    const uint8_t* salt;
+};
+
+// The material written and flushed, then the header entry that names it (qemu's order).
+Status place_key(BlockDevice& dev, uint64_t base, uint64_t limit, EditHost& host, const LuksHeader& h,
+                 uint32_t slot, const SealedKey& k) {
+    Status st = dev.write(base + h.slots[slot].key_offset, k.split, k.split_len);
+    if (st == Status::Ok) st = host.flush(dev);
+    if (st == Status::Ok) st = write_slot(dev, base, limit, host, slot, true, k.iterations, k.salt);
+    return st;
+}
+
+// `--force` over an active slot. qemu writes the new material over the old in place, so a kill
+// between that write and the header entry leaves the slot opening with neither passphrase: with no
+// other active slot, the image is lost. Here the new key first goes into a free slot (material,
+// then its entry: from then on the new passphrase opens the image), then into the slot asked for;
+// then the free slot's entry is put back (flushed) and its former bytes restored. The result is
+// qemu's, byte for byte where qemu's is deterministic; a kill at any point leaves the old or the new
+// passphrase opening the image. Without a free slot (all eight active, so others open the image),
+// qemu's order.
+Status replace_active_key(BlockDevice& dev, uint64_t base, uint64_t limit, const EditRequest& req, EditHost& host,
+                          const LuksHeader& h, uint32_t slot, const SealedKey& k) {
+    uint32_t spare = LUKS_NUM_KEY_SLOTS;
+    for (uint32_t i = 0; i < LUKS_NUM_KEY_SLOTS && spare == LUKS_NUM_KEY_SLOTS; ++i)
+        if (!h.slots[i].active) spare = i;
+    if (spare == LUKS_NUM_KEY_SLOTS) return place_key(dev, base, limit, host, h, slot, k);
+    if (const Status st = inside(host, limit, h.slots[spare].key_offset, k.split_len); st != Status::Ok) return st;
+    LuksHeaderDisk d;
+    if (const Status st = dev.read(base, &d, sizeof d); st != Status::Ok) return st;
+    const LuksKeySlotDisk spare_entry = d.key_slots[spare];
+    auto* before = static_cast<uint8_t*>(req.allocator->allocate(k.split_len, 16));
+    if (before == nullptr) return Status::NoMemory;
+    Status st = dev.read(base + h.slots[spare].key_offset, before, k.split_len);
+    if (st == Status::Ok) st = place_key(dev, base, limit, host, h, spare, k);
+    if (st == Status::Ok) st = place_key(dev, base, limit, host, h, slot, k);
+    if (st == Status::Ok) st = put_slot(dev, base, limit, host, spare, spare_entry);
+    if (st == Status::Ok) st = dev.write(base + h.slots[spare].key_offset, before, k.split_len);
+    if (st == Status::Ok) st = host.flush(dev);
+    req.allocator->deallocate(before, k.split_len);
+    return st;
 }
 
 // qcrypto_block_luks_store_key: new key material for `pass` in `slot`, flushed, then the header
-// entry naming its salt and iterations.
+// entry naming its salt and iterations (through a free slot when `slot` is active: replace_active_key).
 Status store_key(BlockDevice& dev, uint64_t base, uint64_t limit, const EditRequest& req, EditHost& host,
                  const LuksHeader& h, uint32_t slot, const uint8_t* master_key, const uint8_t* pass, size_t pass_len,
                  uint64_t iter_time) {
@@ -124,9 +181,10 @@ Status store_key(BlockDevice& dev, uint64_t base, uint64_t limit, const EditRequ
     if (split == nullptr) return Status::NoMemory;
     Status st = luks_seal_key(h, master_key, pass, pass_len, salt, iterations, rng, *req.allocator, split);
     if (st == Status::Ok) st = inside(host, limit, h.slots[slot].key_offset, split_len);
-    if (st == Status::Ok) st = dev.write(base + h.slots[slot].key_offset, split, split_len);
-    if (st == Status::Ok) st = host.flush(dev);
-    if (st == Status::Ok) st = write_slot(dev, base, limit, host, slot, true, iterations, salt);
+    const SealedKey k{split, split_len, iterations, salt};
+    if (st == Status::Ok)
+        st = h.slots[slot].active ? replace_active_key(dev, base, limit, req, host, h, slot, k)
+                                  : place_key(dev, base, limit, host, h, slot, k);
     __builtin_memset(split, 0, split_len);
     req.allocator->deallocate(split, split_len);
     if (st == Status::Unsupported) return refuse(host, "this LUKS cipher, mode or hash is not supported by instar yet", st);
