@@ -163,18 +163,50 @@ void salvage_warnings(const vmm::RunResult& run, std::vector<std::string>& out) 
     }
 }
 
-// --bitmaps: qemu's convert_check_bitmaps over what info reported of the (single) source. Sets
-// `skipped` to the inconsistent bitmaps --skip-broken-bitmaps leaves out and `copied` to the count
-// that would be copied.
+// bdrv_supports_persistent_dirty_bitmap for an image of `plugin` whose info says `specific`: a
+// qcow2 v3 image, and from qemu 8.2 on every image of a format with
+// QEMU_PERSISTENT_BITMAPS_SINCE_8_2 (parallels). `target_compat` stands in for `specific` for a
+// target not yet created (-o compat=...; unset is qcow2's default, 1.1).
+bool supports_bitmaps(const LoadedPlugin& plugin, const boost::json::object* specific,
+                      const std::optional<std::string>& target_compat, std::uint32_t qemu_version) {
+    if (std::string_view(plugin->name) == "qcow2") {
+        if (specific == nullptr)
+            return !target_compat || *target_compat == "1.1" || *target_compat == "v3";
+        const auto* compat = specific->if_contains("compat");
+        return compat != nullptr && compat->is_string() && compat->as_string() == "1.1";
+    }
+    return (plugin->qemu_traits & QEMU_PERSISTENT_BITMAPS_SINCE_8_2) != 0 && qemu_version >= instar::qemu_version(8, 2);
+}
+
+// A node name like the one qemu generates for convert's target ("#block" and a counter that
+// varies from run to run: 3NN for a qcow2 target or an existing one, 4NN for a new parallels
+// target), from the file's inode.
+std::string generated_node_name(int fd, char hundreds) {
+    struct stat st{};
+    if (::fstat(fd, &st) != 0)
+        st.st_ino = 0;
+    return std::string("#block") + hundreds + std::to_string(10 + st.st_ino % 90);
+}
+
+// One of the source's bitmaps, in qemu's order (the reverse of info's: qemu's list of a node's
+// bitmaps puts each one loaded at its head); `skipped`: inconsistent, left out by
+// --skip-broken-bitmaps.
+struct SourceBitmap {
+    std::string name;
+    bool skipped = false;
+};
+
+// --bitmaps: qemu's convert_check_bitmaps over what info reported of the (single) source: its
+// bitmaps into `bitmaps`, in qemu's order.
 Expected<bool> check_bitmaps(const ConvertSpec& spec, const std::vector<OpenedChain>& chains,
-                             std::vector<std::string>& skipped, std::size_t& copied) {
+                             std::uint32_t qemu_version, std::vector<SourceBitmap>& bitmaps) {
     if (chains.size() > 1)
         return Error{"Copying bitmaps only possible with single source"};
-    const NodeInfo& n = chains.front().links.front().node;
-    const auto* compat = n.specific.if_contains("compat");
-    if (n.format != "qcow2" || compat == nullptr || !compat->is_string() || compat->as_string() != "1.1")
+    const ChainLink& link = chains.front().links.front();
+    const NodeInfo& n = link.node;
+    if (!supports_bitmaps(*link.plugin, &n.specific, std::nullopt, qemu_version))
         return Error{"Source lacks bitmap support"};
-    copied = 0;
+    bitmaps.clear();
     if (const auto* list = n.specific.if_contains("bitmaps"); list != nullptr && list->is_array()) {
         for (const auto& b : list->as_array()) {
             if (!b.is_object())
@@ -188,10 +220,7 @@ Expected<bool> check_bitmaps(const ConvertSpec& spec, const std::vector<OpenedCh
             if (in_use && !spec.skip_broken_bitmaps)
                 return Error{"Cannot copy inconsistent bitmap '" + nm +
                              "'\nTry --skip-broken-bitmaps, or use 'qemu-img bitmap --remove' to delete it"};
-            if (in_use)
-                skipped.push_back(nm);
-            else
-                ++copied;
+            bitmaps.insert(bitmaps.begin(), SourceBitmap{nm, in_use});
         }
     }
     return true;
@@ -216,7 +245,7 @@ Expected<bool> copy_bitmaps(const ConvertSpec& spec, const ChainLink& source, in
     call.extra.push_back({source.image.fd, source.image.size, false});
     guest::BitmapArgs head{};
     head.flags = guest::BITMAP_COPY_ALL | guest::BITMAP_SOURCE_FILE;
-    const std::string node = "#block3" + std::to_string(10 + st.st_ino % 90); // qemu's generated target name
+    const std::string node = generated_node_name(target_fd, '3');
     head.node_len = static_cast<std::uint32_t>(node.size());
     call.args.resize(sizeof head);
     std::memcpy(call.args.data(), &head, sizeof head);
@@ -344,8 +373,7 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
                 close_file(f);
         }
     } extents_closer{existing_extents};
-    std::vector<std::string> skipped_bitmaps;
-    std::size_t bitmaps_to_copy = 0;
+    std::vector<SourceBitmap> source_bitmaps;
     if (spec.existing_target) {
         if (spec.target_is_zero && has_backing)
             return false;
@@ -353,7 +381,7 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
             return Error{"Having a backing file for the target makes no sense when concatenating multiple input "
                          "images"};
         if (spec.bitmaps)
-            if (auto ok = check_bitmaps(spec, chains, skipped_bitmaps, bitmaps_to_copy); !ok)
+            if (auto ok = check_bitmaps(spec, chains, qemu_version, source_bitmaps); !ok)
                 return Error{ok.error()};
         if (spec.target_cache_error)
             return Error{*spec.target_cache_error};
@@ -420,23 +448,19 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
         }
         if (spec.compressed && !((*spec.target.plugin)->capabilities & CAP_CONVERT_COMPRESS))
             return Error{"Compression not supported for this file format"};
-        if (spec.bitmaps) {
-            const auto* compat = existing.links.front().node.specific.if_contains("compat");
-            if (std::string_view((*spec.target.plugin)->name) != "qcow2" || compat == nullptr ||
-                !compat->is_string() || compat->as_string() != "1.1")
-                return Error{"Format driver '" + spec.target_format + "' does not support bitmaps"};
-        }
+        if (spec.bitmaps &&
+            !supports_bitmaps(*spec.target.plugin, &existing.links.front().node.specific, std::nullopt, qemu_version))
+            return Error{"Format driver '" + spec.target_format + "' does not support bitmaps"};
         const std::uint64_t have = (existing.links.front().node.virtual_size + 511) / 512 * 512;
         if (have < total)
             return Error{"output file is smaller than input file"};
     } else if (spec.bitmaps) {
         // qemu creates the target first and then finds it cannot hold bitmaps; instar says so
         // before creating anything (convert-atomic).
-        if (auto ok = check_bitmaps(spec, chains, skipped_bitmaps, bitmaps_to_copy); !ok)
+        if (auto ok = check_bitmaps(spec, chains, qemu_version, source_bitmaps); !ok)
             return Error{ok.error()};
-        const std::string fmt = (*spec.target.plugin)->name;
-        if (fmt != "qcow2" || (spec.target_compat && *spec.target_compat != "1.1" && *spec.target_compat != "v3"))
-            return Error{"Format driver '" + fmt + "' does not support bitmaps"};
+        if (!supports_bitmaps(*spec.target.plugin, nullptr, spec.target_compat, qemu_version))
+            return Error{"Format driver '" + std::string((*spec.target.plugin)->name) + "' does not support bitmaps"};
     }
 
     // -B: the target's backing file, named relative to the target and opened through the target's
@@ -657,9 +681,25 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
     if (!run)
         return Error{target.filename + ": error while converting " + std::string((*target.plugin)->name) + ": " +
                      run.error().message};
-    if (spec.warnings && run->exit_status == 0)
-        for (const auto& name : skipped_bitmaps) // qemu warns as it copies the bitmaps, after the data
-            spec.warnings->push_back("Skipping inconsistent bitmap '" + name + "'");
+    // qemu's convert_copy_bitmaps, after the data: a warning per inconsistent bitmap, the others
+    // added to the target. A target that supports bitmaps only to refuse storing one (parallels
+    // from 8.2: no qcow2) fails at the first it is given, after the warnings before it.
+    const bool qcow2_target = std::string_view((*target.plugin)->name) == "qcow2";
+    std::size_t to_copy = 0;
+    std::optional<std::string> store_error;
+    for (const auto& b : source_bitmaps) {
+        if (b.skipped) {
+            if (spec.warnings && run->exit_status == 0)
+                spec.warnings->push_back("Skipping inconsistent bitmap '" + b.name + "'");
+            continue;
+        }
+        if (!qcow2_target) {
+            store_error = "Failed to create bitmap " + b.name + ": Can't store persistent bitmaps to " +
+                          generated_node_name(target_fd, spec.existing_target ? '3' : '4') + ": Operation not supported";
+            break;
+        }
+        ++to_copy;
+    }
     if (spec.warnings) {
         const std::size_t first = spec.warnings->size();
         const bool salvaged = std::any_of(run->records.begin(), run->records.end(),
@@ -711,7 +751,9 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
         return Error{failure_message(spec, table.links, run.value())};
     // --bitmaps: qemu-img's convert_copy_bitmaps after the data, into the target before it is put
     // in place: the qcow2 guest adds each bitmap of the source and fills it (docs/bitmap.md).
-    if (spec.bitmaps && bitmaps_to_copy > 0)
+    if (store_error)
+        return Error{*store_error};
+    if (spec.bitmaps && to_copy > 0)
         if (auto ok = copy_bitmaps(spec, chains.front().links.front(), target_fd, sandbox, qemu_version); !ok)
             return Error{ok.error()};
     if (spec.existing_target)
