@@ -19,10 +19,17 @@ const ProbeRule PROBE_RULES[] = {{OLD, 2}, {EXT, 2}};
 const std::uint32_t PROBE_RULE_COUNT = sizeof PROBE_RULES / sizeof PROBE_RULES[0];
 
 const Divergence DIVERGENCES[] = {
-    {"parallels-format-extension", "info",
-     "an image with a format extension (ext_off != 0: dirty bitmaps behind an MD5 checksum) is refused with a "
-     "reason; qemu-img opens it read-only after checking the extension",
-     "the extension parser (MD5, bitmap tables) is not built; refusing is safer than ignoring a corrupt one"},
+    {"parallels-format-extension", "check",
+     "an image with a format extension (ext_off != 0: dirty bitmaps behind an MD5 checksum) is read as qemu reads "
+     "it but refused for writing (check -r, convert -n), the file untouched; an ext_off of 2^54 or more is refused "
+     "under 7.2 with 10.0's 'Invalid image: Too big offset'",
+     "qemu ignores the extension on a read-write open and writes over it, leaving an image neither qemu-img can "
+     "open; 7.2 aborts on the large ext_off"},
+    {"parallels-ext-limits", "info",
+     "a bitmap granularity qemu asserts on is refused ('Invalid bitmap granularity N, ...'); a feature list that "
+     "runs past the extension cluster (qemu counts only the headers off what remains) reads zeros there; more than "
+     "1024 bitmaps (PRL_EXT_MAX_BITMAPS) are refused",
+     "qemu 7.2 and 10.0 abort, or read past their buffer; the bitmap ids are kept to find duplicates"},
     {"parallels-check-repairs", "check",
      "after check -r under 7.2, a file whose BAT named clusters outside it, or an old-magic image with data_off "
      "0, keeps the length the repair left; qemu-img's close then grows it to data_end (zeros past the image end "

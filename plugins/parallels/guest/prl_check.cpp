@@ -332,8 +332,17 @@ Status check(const guest::CheckRequest& req, guest::CheckSink& sink, guest::Chec
     *res = guest::CheckResult{};
     PrlImage img;
     const char* why = nullptr;
-    if (const Status st = prl_load(*req.image, req.qemu_version, &img, &why); st != Status::Ok)
-        return st;
+    if (const Status st = prl_load(*req.image, req.qemu_version, &img, &why,
+                                   req.fix != 0 ? PrlAccess::Write : PrlAccess::Read);
+        st != Status::Ok) {
+        // A repair of an image with a format extension (qemu's would destroy it): refused with the
+        // reason on stderr and qemu's failed-check line (EINVAL); nothing was written.
+        if (st != Status::Unsupported || why == nullptr)
+            return st;
+        guest::CheckLine().s("\x01").s(why).emit(sink);
+        res->error = -guest::CHECK_EINVAL;
+        return Status::Ok;
+    }
     const bool fix = (req.fix & guest::CHECK_FIX_ERRORS) != 0;
     if (img.unclean()) {
         guest::CheckLine().s(word(fix)).s(" image was not closed correctly").emit(sink);

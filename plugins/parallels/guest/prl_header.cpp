@@ -1,6 +1,8 @@
 // The Parallels header (prl_header.h).
 #include "prl_header.h"
 
+#include "prl_ext.h"
+
 namespace instar::parallels {
 
 using guest::Status;
@@ -14,7 +16,7 @@ bool same16(const uint8_t* a, const char* b) {
 }
 } // namespace
 
-Status prl_load(guest::BlockDevice& dev, uint32_t qemu_version, PrlImage* img, const char** why) {
+Status prl_load(guest::BlockDevice& dev, uint32_t qemu_version, PrlImage* img, const char** why, PrlAccess access) {
     __builtin_memset(img, 0, sizeof *img);
     const uint64_t file = dev.size();
     img->file_size = (file + PRL_SECTOR - 1) / PRL_SECTOR * PRL_SECTOR;
@@ -56,7 +58,10 @@ Status prl_load(guest::BlockDevice& dev, uint32_t qemu_version, PrlImage* img, c
         return Status::TooLarge;
     }
     img->ext_off = load_le64(h + off::ext_off);
-    if (prl_v10(qemu_version) && img->ext_off >= PRL_MAX_EXT_OFF) {
+    // qemu 7.2 shifts a larger one past 63 bits and aborts: refused as 10.0 refuses it (the only
+    // check here that once depended on the profile).
+    (void)qemu_version;
+    if (img->ext_off >= PRL_MAX_EXT_OFF) {
         *why = "Invalid image: Too big offset";
         return Status::TooLarge;
     }
@@ -72,10 +77,13 @@ Status prl_load(guest::BlockDevice& dev, uint32_t qemu_version, PrlImage* img, c
         *why = "Could not get the image size: File too large";
         return Status::TooLarge;
     }
-    if (img->ext_off != 0) {
-        *why = "The Parallels format extension (dirty bitmaps) is not supported by instar";
+    if (img->ext_off != 0 && access == PrlAccess::Write) {
+        *why = "The Parallels Format Extension (dirty bitmaps) is not written by instar: qemu would ignore it and "
+               "write over it (divergence parallels-format-extension)";
         return Status::Unsupported;
     }
+    if (img->ext_off != 0)
+        return prl_check_extension(dev, *img, why);
     return Status::Ok;
 }
 

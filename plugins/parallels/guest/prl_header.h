@@ -69,6 +69,7 @@ struct PrlImage {
     uint64_t total_sectors;  // virtual size / 512
     uint64_t cluster_size;   // tracks * 512
     uint64_t file_size;      // the file's length at open, rounded up to a sector (qemu's bdrv_getlength)
+    char why_buf[192];       // a formatted open error (prl_load's *why may point here)
 
     uint64_t virtual_size() const { return total_sectors * PRL_SECTOR; }
     bool unclean() const { return inuse == PRL_INUSE_MAGIC; }
@@ -78,8 +79,11 @@ struct PrlImage {
 
 // Reads and checks the header as qemu's parallels_open does, in its order and with its messages
 // (*why, qemu's words). A format extension (ext_off != 0, dirty bitmaps behind an MD5 checksum) is
-// refused as Unsupported: instar does not read it.
-guest::Status prl_load(guest::BlockDevice& dev, uint32_t qemu_version, PrlImage* img, const char** why);
+// checked as qemu's read-only open does (prl_ext.h); an open for writing refuses it as Unsupported
+// (qemu ignores it with a warning and then writes over it: divergence parallels-format-extension).
+enum class PrlAccess { Read, Write };
+guest::Status prl_load(guest::BlockDevice& dev, uint32_t qemu_version, PrlImage* img, const char** why,
+                       PrlAccess access = PrlAccess::Read);
 
 // BAT entries [first, first + count) (count <= PRL_BAT_PAGE), zeros past the end of the file (qemu
 // reads the BAT through the block layer, which pads with zeros).

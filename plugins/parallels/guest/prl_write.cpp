@@ -288,7 +288,7 @@ Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
         return Status::Invalid;
     PrlImage img;
     const char* why = nullptr;
-    if (const Status st = prl_load(*req.image, req.qemu_version, &img, &why); st != Status::Ok) {
+    if (const Status st = prl_load(*req.image, req.qemu_version, &img, &why, PrlAccess::Write); st != Status::Ok) {
         guest::say_reason(req.reasons, why);
         return st;
     }

@@ -5,6 +5,7 @@ parallels (bytes) and from parallels (data), check (clean, leaked, outside, uncl
 data_off; JSON; -r errors) and map/measure/compare.
 
 Usage: parallels_differential.py INSTAR"""
+import hashlib
 import os
 import shutil
 import struct
@@ -77,6 +78,37 @@ def old_image(path, data_off=0, extra=b''):
         f.write(img)
 
 
+EXT_MAGIC = 0xAB234CEF23DCEA87
+DIRTY_BITMAP = 0x20385FAE252CB34A
+
+
+def ext_feature(magic, data, flags=0):
+    return struct.pack('<QQII', magic, flags, len(data), 0) + data
+
+
+def ext_bitmap(sectors, granularity, l1, ident=b'\x01' * 16):
+    data = struct.pack('<Q16sII', sectors, ident, granularity, len(l1)) + b''.join(struct.pack('<Q', e) for e in l1)
+    return ext_feature(DIRTY_BITMAP, data)
+
+
+def ext_image(src, dst, features, magic=EXT_MAGIC, good_sum=True):
+    """src with a Format Extension cluster appended (ext_off names it): the features after the magic
+    and the MD5 of the rest of the cluster."""
+    data = bytearray(open(src, 'rb').read())
+    cs = struct.unpack_from('<I', data, 28)[0] * 512
+    data += bytes(-len(data) % cs)
+    at = len(data)
+    body = bytearray(cs - 24)
+    pos = 0
+    for f in features:
+        body[pos:pos + len(f)] = f
+        pos += (len(f) + 7) // 8 * 8
+    digest = hashlib.md5(bytes(body)).digest() if good_sum else bytes(16)
+    data += struct.pack('<Q', magic) + digest + body
+    struct.pack_into('<Q', data, 56, at // 512)
+    open(dst, 'wb').write(data)
+
+
 def main():
     if len(sys.argv) != 2:
         print(__doc__)
@@ -147,6 +179,62 @@ def main():
         patch(p('old.prl'), p('olddup.prl'), [(64 + 4 * 7, '<I', 8)])
         patch(p('data.prl'), p('hole.prl'), [(64 + 4 * 2, '<I', 0)])
         old_image(p('oldleak3.prl'), extra=bytes(3 * 4096))
+
+        # Format extensions (qemu reads them on a read-only open; instar checks them the same way and
+        # refuses to write an image that has one): data.prl is 1 MiB, 2048 sectors, 64 KiB clusters.
+        bm = ext_bitmap(2048, 128, [1])
+        exts = {
+            'ext-end.prl': [ext_feature(0, b'')],
+            'ext-bitmaps.prl': [bm, ext_bitmap(2048, 16, [0], b'\x02' * 16), ext_bitmap(2048, 128, [300]),
+                                ext_feature(0, b'')],
+            'ext-magic.prl': None,
+            'ext-sum.prl': None,
+            'ext-flags.prl': [ext_feature(0, b'', 1)],
+            'ext-unknown.prl': [ext_feature(0x1111, b'')],
+            'ext-small.prl': [ext_feature(DIRTY_BITMAP, bytes(16))],
+            'ext-size.prl': [ext_bitmap(2049, 128, [1])],
+            'ext-l1.prl': [ext_feature(DIRTY_BITMAP, struct.pack('<Q16sII', 2048, b'A' * 16, 128, 5))],
+            'ext-table.prl': [ext_bitmap(2048, 128, [1, 1])],
+            'ext-dup.prl': [bm, bm],
+            'ext-eio.prl': [ext_bitmap(2048, 128, [1 << 54])],
+            'ext-past.prl': [ext_feature(DIRTY_BITMAP, struct.pack('<Q16sIIQ', 2048, b'B' * 16, 128, 1, 1) +
+                                         bytes(65536 - 24 - 24 - 16 - 40))],
+        }
+        for name, features in exts.items():
+            if name == 'ext-magic.prl':
+                ext_image(p('data.prl'), p(name), [ext_feature(0, b'')], magic=0x1234)
+            elif name == 'ext-sum.prl':
+                ext_image(p('data.prl'), p(name), [ext_feature(0, b'')], good_sum=False)
+            else:
+                ext_image(p('data.prl'), p(name), features)
+        patch(p('data.prl'), p('ext-eof.prl'), [(56, '<Q', 100000)])
+        exts['ext-eof.prl'] = None
+        for ver, prof in PROFILES.items():
+            qemu = QEMUS[ver][0]
+            for name in exts:
+                for out in ('human', 'json'):
+                    same_cli(f'info {out} {name} [qemu {ver}]', [qemu, 'info', f'--output={out}', name],
+                             [instar, '--qemu-version', prof, 'info', f'--output={out}', name], d, results)
+            for name in ('ext-end.prl', 'ext-bitmaps.prl', 'ext-past.prl'):
+                for cmd in (['check'], ['check', '--output=json'], ['map', '--output=json'],
+                            ['measure', '-O', 'qcow2'], ['compare', 'data.prl']):
+                    same_cli(f'{" ".join(cmd)} {name} [qemu {ver}]', [qemu, *cmd, name],
+                             [instar, '--qemu-version', prof, *cmd, name], d, results)
+                same_cli(f'convert {name} [qemu {ver}]', [qemu, 'convert', '-O', 'raw', name, 'xq.raw'],
+                         [instar, '--qemu-version', prof, 'convert', '-O', 'raw', name, 'xi.raw'], d, results)
+                same_bytes(f'convert bytes {name} [qemu {ver}]', p('xq.raw'), p('xi.raw'), results)
+        # Writes into an image with an extension are refused (qemu warns "Format Extension ignored in
+        # RW mode" and writes over it, leaving ext_off naming a cluster it reused): exit 1, untouched.
+        for cmd in (['check', '-r', 'all', 'fx.prl'], ['convert', '-n', '-O', 'parallels', 'data.prl', 'fx.prl']):
+            shutil.copyfile(p('ext-end.prl'), p('fx.prl'))
+            rc, _, err = run([instar, *cmd], d)
+            problems = []
+            if rc != 1 or 'Format Extension' not in err:
+                problems.append(f'exit {rc}, {err!r}')
+            with open(p('fx.prl'), 'rb') as a, open(p('ext-end.prl'), 'rb') as b:
+                if a.read() != b.read():
+                    problems.append('the image changed')
+            results.append((f'refused: {" ".join(cmd)}', problems))
 
         good = ['empty.prl', 'zero.prl', 'data.prl', 'big.prl', 'old.prl', 'olddataoff.prl', 'oldsize.prl',
                 'far.prl', 'unclean.prl']

@@ -5,12 +5,14 @@
 #include "hosted_support.h"
 #include "prl_check.h"
 #include "prl_create.h"
+#include "prl_ext.h"
 #include "prl_format.h"
 #include "prl_header.h"
 #include "prl_read.h"
 #include "prl_write.h"
 
 #include <doctest/doctest.h>
+#include <nettle/md5.h>
 
 #include <algorithm>
 #include <cstring>
@@ -200,7 +202,7 @@ TEST_CASE("header checks: qemu's messages, in qemu's order") {
     x = b;
     parallels::store_le64(x.data() + 56, uint64_t{1} << 60);
     CHECK(load_error(x) == "Invalid image: Too big offset");
-    CHECK(load_error(x, 70200) != "Invalid image: Too big offset"); // 7.2 has no such check
+    CHECK(load_error(x, 70200) == "Invalid image: Too big offset"); // 7.2 aborts (divergence)
     CHECK(load_error(Bytes(10, 0)) == "Image not in Parallels format");
 }
 
@@ -459,4 +461,97 @@ TEST_CASE("convert -n: the file is cut to the data end at close; 10.0 fills hole
     CHECK(parallels::load_le32(&r[64 + 4 * 5]) == 17);
     CHECK(r[8704] == 0x77);
     CHECK(r.size() == 8704 + 4096);
+}
+
+namespace {
+
+// An image of `size` bytes with a format extension cluster appended: `features` (each a feature
+// header and its data, 8-aligned) after the magic and the MD5 of the cluster's rest.
+Bytes with_extension(std::uint64_t size, const std::vector<Bytes>& features, std::uint64_t magic = parallels::PRL_EXT_MAGIC,
+                     bool good_sum = true) {
+    Bytes b = make(size, "65536");
+    const std::size_t cs = 65536;
+    b.resize((b.size() + cs - 1) / cs * cs);
+    const std::size_t at = b.size();
+    Bytes cl(cs, 0);
+    parallels::store_le64(cl.data(), magic);
+    std::size_t pos = parallels::PRL_EXT_HEADER;
+    for (const auto& f : features) {
+        std::copy(f.begin(), f.end(), cl.begin() + static_cast<std::ptrdiff_t>(pos));
+        pos += (f.size() + 7) / 8 * 8;
+    }
+    if (good_sum) {
+        md5_ctx m;
+        md5_init(&m);
+        md5_update(&m, cs - parallels::PRL_EXT_HEADER, cl.data() + parallels::PRL_EXT_HEADER);
+        md5_digest(&m, MD5_DIGEST_SIZE, cl.data() + 8);
+    }
+    b.insert(b.end(), cl.begin(), cl.end());
+    parallels::store_le64(b.data() + 56, at / 512);
+    return b;
+}
+
+Bytes feature(std::uint64_t magic, const Bytes& data, std::uint64_t flags = 0) {
+    Bytes f(parallels::PRL_EXT_FEATURE + data.size(), 0);
+    parallels::store_le64(f.data(), magic);
+    parallels::store_le64(f.data() + 8, flags);
+    parallels::store_le32(f.data() + 16, static_cast<std::uint32_t>(data.size()));
+    std::copy(data.begin(), data.end(), f.begin() + parallels::PRL_EXT_FEATURE);
+    return f;
+}
+
+Bytes bitmap(std::uint64_t sectors, std::uint32_t granularity, const std::vector<std::uint64_t>& l1, std::uint8_t id = 1) {
+    Bytes d(parallels::PRL_EXT_BITMAP + 8 * l1.size(), 0);
+    parallels::store_le64(d.data(), sectors);
+    std::fill(d.begin() + 8, d.begin() + 24, id);
+    parallels::store_le32(d.data() + 24, granularity);
+    parallels::store_le32(d.data() + 28, static_cast<std::uint32_t>(l1.size()));
+    for (std::size_t i = 0; i < l1.size(); ++i)
+        parallels::store_le64(d.data() + parallels::PRL_EXT_BITMAP + 8 * i, l1[i]);
+    return feature(parallels::PRL_EXT_DIRTY_BITMAP, d);
+}
+
+} // namespace
+
+TEST_CASE("format extension: checked as qemu's read-only open, refused for writing") {
+    const std::uint64_t sectors = 4 * MiB / 512; // 4 MiB at 128-sector (64 KiB) granularity: 1 table entry
+    const Bytes end = feature(0, {});
+    CHECK(load_error(with_extension(4 * MiB, {end})).empty());
+    CHECK(load_error(with_extension(4 * MiB, {bitmap(sectors, 128, {1}), bitmap(sectors, 128, {0}, 2), end})).empty());
+    CHECK(load_error(with_extension(4 * MiB, {end}, 0x1234)) ==
+          "Wrong parallels Format Extension magic: 0x1234, expected: 0xab234cef23dcea87");
+    CHECK(load_error(with_extension(4 * MiB, {end}, parallels::PRL_EXT_MAGIC, false)) ==
+          "Wrong checksum in Format Extension header. Format extension is corrupted.");
+    CHECK(load_error(with_extension(4 * MiB, {feature(0, {}, 1)})) == "Flags for extension feature are unsupported");
+    CHECK(load_error(with_extension(4 * MiB, {feature(0x1111, {})})) == "Unknown feature: 0x1111");
+    CHECK(load_error(with_extension(4 * MiB, {feature(parallels::PRL_EXT_DIRTY_BITMAP, Bytes(16, 0))})) ==
+          "Too small Bitmap Feature area in Parallels Format Extension: 16 bytes, expected at least 32 bytes");
+    CHECK(load_error(with_extension(4 * MiB, {bitmap(sectors + 1, 128, {1})})) ==
+          "Bitmap size (in sectors) 8193 differs from disk size in sectors 8192");
+    CHECK(load_error(with_extension(4 * MiB, {bitmap(sectors, 3, {1})})) ==
+          "Invalid bitmap granularity 1536, expected a power of two of at least 512 bytes");
+    CHECK(load_error(with_extension(4 * MiB, {bitmap(sectors, 128, {1, 1})})) ==
+          "Bitmap table size 2 does not correspond to bitmap size and cluster size. Expected 1");
+    CHECK(load_error(with_extension(4 * MiB, {bitmap(sectors, 128, {1}), bitmap(sectors, 128, {1})})) ==
+          "Bitmap already exists: 01010101-0101-0101-0101-010101010101");
+    CHECK(load_error(with_extension(4 * MiB, {bitmap(sectors, 128, {std::uint64_t{1} << 54})})) ==
+          "Failed to read bitmap data cluster: Input/output error");
+    CHECK(load_error(with_extension(4 * MiB, {bitmap(sectors, 128, {std::uint64_t{1} << 53})})).empty());
+    // A feature whose data_size passes qemu's check but runs past the cluster (qemu counts only the
+    // headers off what remains): the bytes past the cluster read as zeros, an end of features.
+    Bytes big(65536 - parallels::PRL_EXT_HEADER - parallels::PRL_EXT_FEATURE - 16, 0);
+    parallels::store_le64(big.data(), sectors);
+    parallels::store_le32(big.data() + 24, 128);
+    parallels::store_le32(big.data() + 28, 1);
+    parallels::store_le64(big.data() + 32, 1);
+    CHECK(load_error(with_extension(4 * MiB, {feature(parallels::PRL_EXT_DIRTY_BITMAP, big)})).empty());
+    // The extension cluster past the end of the file reads as zeros: a wrong magic.
+    Bytes past = make(4 * MiB, "65536");
+    parallels::store_le64(past.data() + 56, 100000);
+    CHECK(load_error(past) == "Wrong parallels Format Extension magic: 0x0, expected: 0xab234cef23dcea87");
+    // An open for writing refuses any extension.
+    hosted::MemoryDevice dev(with_extension(4 * MiB, {end}));
+    parallels::PrlImage img;
+    const char* why = nullptr;
+    CHECK(parallels::prl_load(dev, 100000, &img, &why, parallels::PrlAccess::Write) == Status::Unsupported);
 }
