@@ -103,8 +103,8 @@ struct Ext {
     }
 };
 
-// parallels_load_bitmap over the feature data at cluster offset `at` (fh.data_size bytes, inside
-// the cluster), in qemu's order of checks.
+// parallels_load_bitmap over the feature data at cluster offset `at` (fh.data_size bytes; past the
+// cluster they read as zeros, Ext::read), in qemu's order of checks.
 Status load_bitmap(Ext& e, uint64_t at, uint32_t data_size, const char** why) {
     Why w(e.img);
     if (data_size < PRL_EXT_BITMAP)
