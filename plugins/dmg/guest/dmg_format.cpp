@@ -302,19 +302,9 @@ Status walk_table(BlockDevice& dev, Allocator& alloc, bool table, DmgImage& img,
 } // namespace
 
 Status dmg_pread(BlockDevice& dev, uint64_t offset, void* buf, size_t len) {
-    if (len > BDRV_MAX_LENGTH || offset > BDRV_MAX_LENGTH - len)
+    if (!guest::qemu_request_ok(offset, len))
         return Status::IoError;
-    uint8_t* dst = static_cast<uint8_t*>(buf);
-    const uint64_t size = dev.size();
-    size_t in = 0;
-    if (offset < size)
-        in = size - offset < len ? static_cast<size_t>(size - offset) : len;
-    if (in > 0)
-        if (const Status st = dev.read(offset, dst, in); st != Status::Ok)
-            return st;
-    if (in < len)
-        __builtin_memset(dst + in, 0, len - in);
-    return Status::Ok;
+    return guest::read_padded(dev, offset, buf, len);
 }
 
 size_t dmg_base64_decode(const char* in, size_t len, uint8_t* out) {

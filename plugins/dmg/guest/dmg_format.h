@@ -3,6 +3,7 @@
 #pragma once
 
 #include <instar/guest/format_api.h>
+#include <instar/guest/format_util.h>
 #include <instar/guest/info_sink.h>
 
 #include <stddef.h>
@@ -38,8 +39,9 @@ inline constexpr uint32_t MISH_MAGIC = 0x6d697368; // "mish"
 inline constexpr uint32_t MISH_HEADER_SIZE = 204;  // up to the first chunk entry
 inline constexpr uint32_t MISH_MIN_SIZE = 244;     // a header and one entry: smaller blocks are skipped
 inline constexpr uint32_t MISH_ENTRY_SIZE = 40;
-// qemu's BDRV_MAX_LENGTH: requests past it fail (EIO), and a disk larger is "File too large".
-inline constexpr uint64_t BDRV_MAX_LENGTH = 0x7fffffffc0000000ull;
+// qemu's BDRV_MAX_LENGTH (format_util.h): requests past it fail (EIO), and a disk larger is "File
+// too large".
+inline constexpr uint64_t BDRV_MAX_LENGTH = guest::QEMU_BDRV_MAX_LENGTH;
 
 struct DmgChunk {
     uint64_t sector; // first virtual sector

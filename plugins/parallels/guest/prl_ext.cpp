@@ -11,25 +11,6 @@ using guest::Status;
 
 namespace {
 
-// [at, at + len) of the device, zeros past its end (qemu's read of the file pads them).
-Status read_padded(guest::BlockDevice& dev, uint64_t at, uint8_t* buf, size_t len) {
-    const uint64_t file = dev.size();
-    size_t have = 0;
-    if (at < file)
-        have = file - at < len ? static_cast<size_t>(file - at) : len;
-    if (have > 0)
-        if (const Status st = dev.read(at, buf, have); st != Status::Ok)
-            return st;
-    __builtin_memset(buf + have, 0, len - have);
-    return Status::Ok;
-}
-
-// qemu's bdrv_check_request: a read of `len` bytes at `off` (an int64 in qemu) fails with EIO when
-// off is negative or the read ends past BDRV_MAX_LENGTH.
-bool qemu_readable(uint64_t off, uint64_t len) {
-    return off <= PRL_QEMU_MAX_LENGTH && len <= PRL_QEMU_MAX_LENGTH - off;
-}
-
 // qemu's messages, built in img.why_buf.
 class Why {
 public:
@@ -48,17 +29,8 @@ public:
         return d(static_cast<uint64_t>(v));
     }
     Why& x(uint64_t v) { // PRIx64
-        char s[17];
-        size_t n = 0;
-        do {
-            s[n++] = "0123456789abcdef"[v & 15];
-            v >>= 4;
-        } while (v != 0);
-        char out[17];
-        for (size_t k = 0; k < n; ++k)
-            out[k] = s[n - 1 - k];
-        out[n] = 0;
-        return t(out);
+        guest::append_hex(buf_, sizeof(PrlImage::why_buf), v);
+        return *this;
     }
     Status fail(const char** why, Status st = Status::Corrupt) {
         *why = buf_;
@@ -88,7 +60,7 @@ struct Ext {
     uint8_t ids[PRL_EXT_MAX_BITMAPS][16];
     uint32_t bitmaps = 0;
 
-    // [pos, pos + len) of the extension cluster. qemu's feature walk can run past its buffer (see
+    // [pos, pos + len) of the extension cluster (zeros past the file's end). qemu's feature walk can run past its buffer (see
     // prl_check_extension): those bytes read as zeros here, never as the file's.
     Status read(uint64_t pos, uint8_t* buf, size_t len) {
         const uint64_t cs = img.cluster_size;
@@ -96,7 +68,7 @@ struct Ext {
         if (pos < cs)
             in = cs - pos < len ? static_cast<size_t>(cs - pos) : len;
         if (in > 0)
-            if (const Status st = read_padded(dev, base + pos, buf, in); st != Status::Ok)
+            if (const Status st = guest::read_padded(dev, base + pos, buf, in); st != Status::Ok)
                 return st;
         __builtin_memset(buf + in, 0, len - in);
         return Status::Ok;
@@ -156,7 +128,7 @@ Status load_bitmap(Ext& e, uint64_t at, uint32_t data_size, const char** why) {
             return st;
         for (uint32_t k = 0; k < n; ++k) {
             const uint64_t entry = load_le64(table + 8 * k);
-            if (entry > 1 && !qemu_readable(entry << 9, e.img.cluster_size))
+            if (entry > 1 && !guest::qemu_request_ok(entry << 9, e.img.cluster_size))
                 return w.t("Failed to read bitmap data cluster: Input/output error").fail(why, Status::IoError);
         }
     }
@@ -169,10 +141,10 @@ Status prl_check_extension(guest::BlockDevice& dev, PrlImage& img, const char** 
     const uint64_t cs = img.cluster_size;
     Ext e{dev, img, img.ext_off << 9, {}, 0};
     Why w(img);
-    if (!qemu_readable(e.base, cs))
+    if (!guest::qemu_request_ok(e.base, cs))
         return w.t("Failed to read Format Extension cluster: Input/output error").fail(why, Status::IoError);
     uint8_t chunk[PRL_EXT_CHUNK];
-    if (const Status st = read_padded(dev, e.base, chunk, PRL_EXT_HEADER); st != Status::Ok)
+    if (const Status st = guest::read_padded(dev, e.base, chunk, PRL_EXT_HEADER); st != Status::Ok)
         return st;
     const uint64_t magic = load_le64(chunk);
     uint8_t sum[16];
@@ -184,7 +156,7 @@ Status prl_check_extension(guest::BlockDevice& dev, PrlImage& img, const char** 
     md5_init(&md5);
     for (uint64_t at = PRL_EXT_HEADER; at < cs; at += PRL_EXT_CHUNK) {
         const size_t n = cs - at < PRL_EXT_CHUNK ? static_cast<size_t>(cs - at) : PRL_EXT_CHUNK;
-        if (const Status st = read_padded(dev, e.base + at, chunk, n); st != Status::Ok)
+        if (const Status st = guest::read_padded(dev, e.base + at, chunk, n); st != Status::Ok)
             return st;
         md5_update(&md5, n, chunk);
     }

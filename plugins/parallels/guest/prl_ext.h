@@ -24,8 +24,6 @@ inline constexpr size_t PRL_EXT_CHUNK = 16 * 1024; // on the guest stack (960 Ki
 // exists"). A 1 MiB cluster holds at most 18724 (56 bytes each with a 1-entry table); real images
 // carry a few. More is refused with a reason (divergence parallels-ext-limits).
 inline constexpr uint32_t PRL_EXT_MAX_BITMAPS = 1024; // 16 KiB of ids on the guest stack
-// qemu's BDRV_MAX_LENGTH (INT64_MAX aligned down to 1 GiB): a read must end at or below it.
-inline constexpr uint64_t PRL_QEMU_MAX_LENGTH = (uint64_t{1} << 63) - (uint64_t{1} << 30);
 
 // Checks the format extension at img.ext_off as qemu's read-only open does. On failure *why points
 // at qemu's message, formatted into img.why_buf. IoError: a read of the device failed.

@@ -3,6 +3,8 @@
 
 #include "prl_ext.h"
 
+#include <instar/guest/format_util.h>
+
 namespace instar::parallels {
 
 using guest::Status;
@@ -91,16 +93,9 @@ Status prl_read_bat(guest::BlockDevice& dev, uint64_t first, uint64_t count, uin
     uint8_t raw[PRL_BAT_PAGE * 4];
     if (count > PRL_BAT_PAGE)
         return Status::Invalid;
-    const uint64_t at = prl_bat_entry_off(first);
-    const uint64_t len = count * 4;
-    const uint64_t file = dev.size();
-    uint64_t have = 0;
-    if (at < file)
-        have = file - at < len ? file - at : len;
-    if (have > 0)
-        if (const Status st = dev.read(at, raw, static_cast<size_t>(have)); st != Status::Ok)
-            return st;
-    __builtin_memset(raw + have, 0, static_cast<size_t>(len - have));
+    if (const Status st = guest::read_padded(dev, prl_bat_entry_off(first), raw, static_cast<size_t>(count * 4));
+        st != Status::Ok)
+        return st;
     for (uint64_t i = 0; i < count; ++i)
         out[i] = load_le32(raw + 4 * i);
     return Status::Ok;

@@ -34,20 +34,6 @@ void qcow_header_encode(const QcowHeader& h, uint8_t* raw) {
     store_be64(raw + 40, h.l1_table_offset);
 }
 
-Status qcow_read_padded(guest::BlockDevice& dev, uint64_t offset, void* buf, size_t len) {
-    uint8_t* p = static_cast<uint8_t*>(buf);
-    const uint64_t fsize = dev.size();
-    size_t in = 0;
-    if (offset < fsize)
-        in = fsize - offset < len ? static_cast<size_t>(fsize - offset) : len;
-    if (in > 0)
-        if (const Status st = dev.read(offset, p, in); st != Status::Ok)
-            return st;
-    if (in < len)
-        __builtin_memset(p + in, 0, len - in);
-    return Status::Ok;
-}
-
 namespace {
 
 size_t put_text(char* buf, size_t n, const char* s) {
@@ -80,7 +66,7 @@ Status qcow_load(guest::BlockDevice& dev, QcowImage* out, const char** why) {
     s.backing_len = 0;
     s.backing[0] = 0;
     uint8_t raw[QCOW_HEADER_SIZE];
-    if (const Status st = qcow_read_padded(dev, 0, raw, sizeof raw); st != Status::Ok)
+    if (const Status st = read_padded(dev, 0, raw, sizeof raw); st != Status::Ok)
         return st;
     qcow_header_decode(raw, &s.header);
     const QcowHeader& h = s.header;
@@ -148,7 +134,7 @@ Status qcow_load(guest::BlockDevice& dev, QcowImage* out, const char** why) {
             *why = "Could not open '{image}': Input/output error";
             return Status::IoError;
         }
-        if (const Status st = qcow_read_padded(dev, h.backing_file_offset, s.backing, len); st != Status::Ok)
+        if (const Status st = read_padded(dev, h.backing_file_offset, s.backing, len); st != Status::Ok)
             return st;
         // A C string: it ends at the first NUL; an empty name means no backing file.
         uint32_t n = 0;

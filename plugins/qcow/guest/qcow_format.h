@@ -3,6 +3,7 @@
 #pragma once
 
 #include <instar/guest/format_api.h>
+#include <instar/guest/format_util.h>
 #include <instar/guest/info_sink.h>
 
 #include <stddef.h>
@@ -83,7 +84,7 @@ struct QcowImage {
 guest::Status qcow_load(guest::BlockDevice& dev, QcowImage* out, const char** why);
 
 // Bytes [offset, offset + len) of the file, zeros past its end (qemu's block layer does the same).
-guest::Status qcow_read_padded(guest::BlockDevice& dev, uint64_t offset, void* buf, size_t len);
+using guest::read_padded;
 
 guest::Status probe(guest::BlockDevice& dev, bool* match);
 guest::Status info(const guest::InfoRequest& req, guest::InfoSink& sink);

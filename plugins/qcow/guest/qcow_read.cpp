@@ -132,7 +132,7 @@ private:
         uint64_t end;
         if (__builtin_add_overflow(at, n, &end) || end > QCOW_MAX_FILE_OFFSET)
             return Status::IoError;
-        return qcow_read_padded(dev_, at, dst, n);
+        return read_padded(dev_, at, dst, n);
     }
 
     // decompress_cluster: the cluster whose L2 entry is `entry` into cluster_.
@@ -163,7 +163,7 @@ private:
             uint8_t raw[8];
             if (file_offset > QCOW_MAX_FILE_OFFSET - 8)
                 return Status::IoError;
-            if (const Status st = qcow_read_padded(dev_, file_offset, raw, 8); st != Status::Ok)
+            if (const Status st = read_padded(dev_, file_offset, raw, 8); st != Status::Ok)
                 return st;
             *out = load_be64(raw);
             return Status::Ok;

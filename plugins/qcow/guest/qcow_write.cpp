@@ -52,7 +52,7 @@ public:
             return Status::Ok;
         for (uint64_t done = 0; done < l1_bytes_;) {
             const uint64_t n = l1_bytes_ - done < ZERO_CHUNK ? l1_bytes_ - done : ZERO_CHUNK;
-            if (const Status st = qcow_read_padded(dev_, c_.l1_offset + done, buf_, static_cast<size_t>(n));
+            if (const Status st = read_padded(dev_, c_.l1_offset + done, buf_, static_cast<size_t>(n));
                 st != Status::Ok)
                 return st;
             for (uint64_t i = 0; i < n / 8; ++i)
@@ -227,7 +227,7 @@ private:
             l2_offset_ = 0;
             for (uint64_t done = 0; done < l2_bytes_;) {
                 const uint64_t n = l2_bytes_ - done < ZERO_CHUNK ? l2_bytes_ - done : ZERO_CHUNK;
-                if (const Status st = qcow_read_padded(dev_, l2_offset + done, buf_, static_cast<size_t>(n));
+                if (const Status st = read_padded(dev_, l2_offset + done, buf_, static_cast<size_t>(n));
                     st != Status::Ok)
                     return st;
                 for (uint64_t i = 0; i < n / 8; ++i)
@@ -247,7 +247,7 @@ private:
         uint64_t end;
         if (__builtin_add_overflow(coffset, csize, &end) || end > QCOW_MAX_FILE_OFFSET)
             return Status::IoError;
-        if (const Status st = qcow_read_padded(dev_, coffset, packed_, static_cast<size_t>(csize)); st != Status::Ok)
+        if (const Status st = read_padded(dev_, coffset, packed_, static_cast<size_t>(csize)); st != Status::Ok)
             return st;
         if (codecs_ == nullptr || codecs_->inflate == nullptr)
             return Status::Unsupported;

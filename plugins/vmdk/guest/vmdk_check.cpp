@@ -8,9 +8,12 @@
 
 #include "vmdk_read.h"
 
+#include <instar/guest/format_util.h>
+
 namespace instar::vmdk {
 namespace {
 
+using guest::read_padded; // zeros past the end, as qemu's block layer reads
 using guest::Status;
 
 constexpr uint32_t VMDK_GTE_ZEROED = 1;
@@ -18,20 +21,6 @@ constexpr uint32_t VMDK_GTE_ZEROED = 1;
 uint32_t le32(const uint8_t* p) {
     return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) | (static_cast<uint32_t>(p[2]) << 16) |
            (static_cast<uint32_t>(p[3]) << 24);
-}
-
-// Reads what exists of [offset, offset + len) and zeros for the rest, as qemu's block layer does.
-Status read_padded(guest::BlockDevice& dev, uint64_t offset, uint8_t* dst, size_t len) {
-    const uint64_t size = dev.size();
-    size_t have = 0;
-    if (offset < size)
-        have = size - offset < len ? static_cast<size_t>(size - offset) : len;
-    if (have > 0)
-        if (const Status st = dev.read(offset, dst, have); st != Status::Ok)
-            return st;
-    for (size_t i = have; i < len; ++i)
-        dst[i] = 0;
-    return Status::Ok;
 }
 
 // Grain tables of a sparse extent usually lie one after another: they are read through a window of

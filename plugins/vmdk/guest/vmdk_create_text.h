@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include <instar/guest/format_api.h>
+#include <instar/guest/format_util.h>
 
 namespace instar::vmdk {
 
@@ -29,16 +30,8 @@ public:
     }
     void put(const char* s) { put(s, length(s)); }
     void put_u64(uint64_t v) {
-        char tmp[20];
-        size_t k = 0;
-        do {
-            tmp[k++] = static_cast<char>('0' + v % 10);
-            v /= 10;
-        } while (v != 0);
         char out[20];
-        for (size_t i = 0; i < k; ++i)
-            out[i] = tmp[k - 1 - i];
-        put(out, k);
+        put(out, guest::format_unsigned(out, v, 10));
     }
     void put_i64(int64_t v) {
         if (v < 0) {
@@ -49,16 +42,8 @@ public:
         }
     }
     void put_hex32(uint32_t v) { // "%x": lower case, no leading zeros
-        char tmp[8];
-        size_t k = 0;
-        do {
-            tmp[k++] = "0123456789abcdef"[v & 15];
-            v >>= 4;
-        } while (v != 0);
-        char out[8];
-        for (size_t i = 0; i < k; ++i)
-            out[i] = tmp[k - 1 - i];
-        put(out, k);
+        char out[20];
+        put(out, guest::format_unsigned(out, v, 16));
     }
     // Writes what is pending; the first failure sticks and is returned from then on.
     guest::Status flush() {

@@ -1,6 +1,8 @@
 // qemu's vmdk_write_cid on a descriptor window (vmdk_write_cid.h).
 #include "vmdk_write_cid.h"
 
+#include <instar/guest/format_util.h>
+
 namespace instar::vmdk {
 namespace {
 
@@ -54,16 +56,8 @@ bool rewrite_cid(uint8_t* desc, uint8_t* tail, uint32_t cid) {
     if (p >= WINDOW)
         return true;
     // snprintf(p_name, DESC_SIZE - (p_name - desc), "%x\n", cid)
-    char hex[10];
-    size_t k = 0;
-    char rev[8];
-    size_t r = 0;
-    do {
-        rev[r++] = "0123456789abcdef"[cid & 15];
-        cid >>= 4;
-    } while (cid != 0);
-    while (r > 0)
-        hex[k++] = rev[--r];
+    char hex[21];
+    size_t k = guest::format_unsigned(hex, cid, 16);
     hex[k++] = '\n';
     const size_t room = WINDOW - p;
     size_t i = 0;

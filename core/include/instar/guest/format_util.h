@@ -1,5 +1,5 @@
-// Freestanding helpers format code shares: UTF-16 to UTF-8 (VHD and VHDX parent paths) and a
-// scoped arena buffer. Header-only, so a plugin's guest half needs nothing but the SDK headers.
+// Freestanding helpers format code shares: UTF-16 to UTF-8 (VHD and VHDX parent paths), reads
+// padded with zeros past a device's end, message text, and a scoped arena buffer. Header-only, so a plugin's guest half needs nothing but the SDK headers.
 #pragma once
 
 #include <instar/guest/format_api.h>
@@ -77,19 +77,58 @@ inline void append_text(char* dst, size_t cap, const char* text) {
         dst[n] = 0;
 }
 
-// Appends `v` in decimal (a message's number: qemu's PRIu64 / PRId64 of a non-negative value).
-inline void append_decimal(char* dst, size_t cap, uint64_t v) {
-    char digits[21];
+// Writes `v` in `base` (10 or 16, lower case, no leading zeros: printf's %llu / %llx) to out[20]
+// without a NUL; returns the digit count.
+inline size_t format_unsigned(char* out, uint64_t v, unsigned base) {
+    char digits[20];
     size_t n = 0;
     do {
-        digits[n++] = static_cast<char>('0' + v % 10);
-        v /= 10;
+        digits[n++] = "0123456789abcdef"[v % base];
+        v /= base;
     } while (v != 0);
-    char out[21];
     for (size_t i = 0; i < n; ++i)
         out[i] = digits[n - 1 - i];
-    out[n] = 0;
+    return n;
+}
+
+// Appends `v` in decimal (a message's number: qemu's PRIu64 / PRId64 of a non-negative value).
+inline void append_decimal(char* dst, size_t cap, uint64_t v) {
+    char out[21];
+    out[format_unsigned(out, v, 10)] = 0;
     append_text(dst, cap, out);
+}
+
+// Appends `v` in lower-case hex without leading zeros (qemu's PRIx64).
+inline void append_hex(char* dst, size_t cap, uint64_t v) {
+    char out[21];
+    out[format_unsigned(out, v, 16)] = 0;
+    append_text(dst, cap, out);
+}
+
+// qemu's BDRV_MAX_LENGTH (INT64_MAX aligned down to 1 GiB): the block layer fails a request that
+// ends past it (bdrv_check_request: EIO), and a disk larger is "File too large".
+inline constexpr uint64_t QEMU_BDRV_MAX_LENGTH = 0x7fffffffc0000000ull;
+
+// Whether qemu's block layer accepts a request of `len` bytes at `offset` (an int64 in qemu: an
+// offset of 2^63 or more is negative there and fails too).
+inline bool qemu_request_ok(uint64_t offset, uint64_t len) {
+    return len <= QEMU_BDRV_MAX_LENGTH && offset <= QEMU_BDRV_MAX_LENGTH - len;
+}
+
+// Reads what exists of [offset, offset + len) of `dev` and zeros for the rest, as qemu's block layer
+// reads past the end of a file (BlockDevice::read itself refuses such a range).
+inline Status read_padded(BlockDevice& dev, uint64_t offset, void* buf, size_t len) {
+    auto* dst = static_cast<uint8_t*>(buf);
+    const uint64_t size = dev.size();
+    size_t in = 0;
+    if (offset < size)
+        in = size - offset < len ? static_cast<size_t>(size - offset) : len;
+    if (in > 0)
+        if (const Status st = dev.read(offset, dst, in); st != Status::Ok)
+            return st;
+    if (in < len)
+        __builtin_memset(dst + in, 0, len - in);
+    return Status::Ok;
 }
 
 // Owns one allocation from a guest Allocator for the scope of a call (p is nullptr when the
