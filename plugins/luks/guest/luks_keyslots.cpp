@@ -92,30 +92,33 @@ Status inside(EditHost& host, uint64_t limit, uint64_t offset, uint64_t len) {
     return Status::Ok;
 }
 
-// The header bytes at `base` with slot `slot`'s entry replaced by `entry`, written and flushed (one
+// The header bytes at `base` with slot `slot`'s entry changed by `edit`, written and flushed (one
 // 592-byte write inside the first sector: the switch point of both directions).
-Status put_slot(BlockDevice& dev, uint64_t base, uint64_t limit, EditHost& host, uint32_t slot,
-                const LuksKeySlotDisk& entry) {
+template <typename Edit>
+Status edit_slot(BlockDevice& dev, uint64_t base, uint64_t limit, EditHost& host, uint32_t slot, Edit&& edit) {
     LuksHeaderDisk d;
     if (const Status st = inside(host, limit, 0, sizeof d); st != Status::Ok) return st;
     if (const Status st = dev.read(base, &d, sizeof d); st != Status::Ok) return st;
-    d.key_slots[slot] = entry;
+    edit(d.key_slots[slot]);
     if (const Status st = dev.write(base, &d, sizeof d); st != Status::Ok) return st;
     return host.flush(dev);
 }
 
-// put_slot with the entry's state, iterations and salt changed (offset and stripes kept).
+// Slot `slot`'s entry replaced by `entry`.
+Status put_slot(BlockDevice& dev, uint64_t base, uint64_t limit, EditHost& host, uint32_t slot,
+                const LuksKeySlotDisk& entry) {
+    return edit_slot(dev, base, limit, host, slot, [&](LuksKeySlotDisk& s) { s = entry; });
+}
+
+// Slot `slot`'s state, iterations and salt changed (its offset and stripes kept).
 Status write_slot(BlockDevice& dev, uint64_t base, uint64_t limit, EditHost& host, uint32_t slot, bool active,
                   uint32_t iterations, const uint8_t* salt) {
-    LuksHeaderDisk d;
-    if (const Status st = inside(host, limit, 0, sizeof d); st != Status::Ok) return st;
-    if (const Status st = dev.read(base, &d, sizeof d); st != Status::Ok) return st;
-    LuksKeySlotDisk s = d.key_slots[slot];
-    put_be32(s.active, active ? LUKS_KEY_SLOT_ENABLED : LUKS_KEY_SLOT_DISABLED);
-    put_be32(s.iterations, iterations);
-    if (salt != nullptr) __builtin_memcpy(s.salt, salt, SALT_BYTES);
-    else __builtin_memset(s.salt, 0, SALT_BYTES);
-    return put_slot(dev, base, limit, host, slot, s);
+    return edit_slot(dev, base, limit, host, slot, [&](LuksKeySlotDisk& s) {
+        put_be32(s.active, active ? LUKS_KEY_SLOT_ENABLED : LUKS_KEY_SLOT_DISABLED);
+        put_be32(s.iterations, iterations);
+        if (salt != nullptr) __builtin_memcpy(s.salt, salt, SALT_BYTES);
+        else __builtin_memset(s.salt, 0, SALT_BYTES);
+    });
 }
 
 // Sealed key material for one passphrase: what store_key writes into a slot.
