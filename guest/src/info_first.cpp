@@ -100,8 +100,8 @@ Status cluster_size_from_info(uint32_t image, instar_convert_image& entry) {
     return Status::Ok;
 }
 
-Status inspect_first(const ModuleOps& ops, BlockDevice& image, uint64_t length, bool force, uint32_t qemu_version,
-                     InfoFirstResult* out) {
+Status inspect_first(const ModuleOps& ops, BlockDevice& image, uint64_t length, bool force, bool no_key,
+                     uint32_t qemu_version, InfoFirstResult* out) {
     if (ops.info == nullptr)
         return Status::Invalid;
     InfoView view(image, length);
@@ -118,7 +118,7 @@ Status inspect_first(const ModuleOps& ops, BlockDevice& image, uint64_t length, 
     InfoEncoder encoder(info_buf, INFO_FIRST_RECORD_BYTES, send_info_chunk, nullptr);
     WatchedInfo watched(encoder);
     BlockDevice* const no_files[1] = {nullptr};
-    const InfoRequest info_req{&view, &arena(), no_files, 0, qemu_version};
+    const InfoRequest info_req{&view, &arena(), no_files, 0, qemu_version, no_key ? INFO_REQUEST_NO_KEY : 0u};
     const Status st = ops.info(info_req, watched);
     const Status flushed = encoder.finish();
     if (st != Status::Ok || flushed != Status::Ok)
@@ -139,8 +139,9 @@ Status info_first_op(const uint8_t* arg, uint32_t arg_len) {
     // Only read-only operations on images that open as info opens them (image i on device i).
     if (a.image_count == 0 || a.image_count > INSTAR_INFO_FIRST_MAX_IMAGES || a.reserved != 0 || a.reserved2 != 0)
         return Status::Invalid;
-    const uint32_t forced_mask = (1u << a.image_count) - 1; // image_count <= 2: the shift is defined
-    if ((a.flags & ~forced_mask) != 0)
+    const uint32_t per_image = (1u << a.image_count) - 1; // image_count <= 2: the shift is defined
+    const uint32_t known = per_image | (per_image << INSTAR_INFO_FIRST_NO_KEY_SHIFT);
+    if ((a.flags & ~known) != 0)
         return Status::Invalid;
     if (a.op == INSTAR_OP_CHECK) { // a check that reads: no repair, no other file
         instar_check_arg c{};
@@ -170,7 +171,8 @@ Status info_first_op(const uint8_t* arg, uint32_t arg_len) {
         InfoFirstResult& r = g_results[i];
         r = InfoFirstResult{};
         if (const Status st =
-                inspect_first(*ops, *image, image->size(), (a.flags & (1u << i)) != 0, a.qemu_version, &r);
+                inspect_first(*ops, *image, image->size(), (a.flags & (1u << i)) != 0,
+                              (a.flags & (1u << (INSTAR_INFO_FIRST_NO_KEY_SHIFT + i))) != 0, a.qemu_version, &r);
             st != Status::Ok)
             return st;
         if (const Status sent = services().send_record(INSTAR_REC_INFO_END, &NOTHING, 0); sent != Status::Ok)

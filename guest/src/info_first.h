@@ -18,11 +18,12 @@ struct InfoFirstResult {
     uint64_t cluster_size = 0; // its cluster size, as info reported it (0: none)
 };
 
-// Inspects `image` (its first `length` bytes, read-only) with `ops`; probes first unless `force`.
-// Ok: the inspection succeeded and its records were sent (`out` says whether the image stands
-// alone). Any other status: the inspection's own (the records sent so far say why).
-Status inspect_first(const ModuleOps& ops, BlockDevice& image, uint64_t length, bool force, uint32_t qemu_version,
-                     InfoFirstResult* out);
+// Inspects `image` (its first `length` bytes, read-only) with `ops`; probes first unless `force`;
+// `no_key`: InfoRequest's INFO_REQUEST_NO_KEY. Ok: the inspection succeeded and its records were
+// sent (`out` says whether the image stands alone). Any other status: the inspection's own (the
+// records sent so far say why).
+Status inspect_first(const ModuleOps& ops, BlockDevice& image, uint64_t length, bool force, bool no_key,
+                     uint32_t qemu_version, InfoFirstResult* out);
 
 // INSTAR_OP_INFO_FIRST (docs/guest-abi.md).
 Status info_first_op(const uint8_t* arg, uint32_t arg_len);

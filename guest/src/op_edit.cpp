@@ -110,7 +110,7 @@ Status edit_op(const uint8_t* arg, uint32_t arg_len) {
     BlockDevice* plan = a.plan_device < device_count() ? device(a.plan_device) : nullptr;
     const uint64_t lengths_bytes = (static_cast<uint64_t>(a.file_count) + 1) * sizeof(uint64_t);
     constexpr uint32_t KNOWN_FLAGS =
-        INSTAR_EDIT_WRITE | INSTAR_EDIT_INFO_FIRST | INSTAR_EDIT_INFO_FORCE | INSTAR_EDIT_SECRETS;
+        INSTAR_EDIT_WRITE | INSTAR_EDIT_INFO_FIRST | INSTAR_EDIT_INFO_FORCE | INSTAR_EDIT_INFO_NO_KEY | INSTAR_EDIT_SECRETS;
     if (ops == nullptr || image == nullptr || plan == nullptr || (a.flags & ~KNOWN_FLAGS) != 0 ||
         a.file_count > INSTAR_MAX_DEVICES || a.extra_count > INSTAR_MAX_DEVICES ||
         static_cast<uint64_t>(a.file_count) + a.extra_count + 1 > a.plan_device || a.args_len > EDIT_MAX_ARGS ||
@@ -147,7 +147,8 @@ Status edit_op(const uint8_t* arg, uint32_t arg_len) {
             return Status::Invalid;
         InfoFirstResult first;
         if (const Status st =
-                inspect_first(*ops, *image, lengths[0], (a.flags & INSTAR_EDIT_INFO_FORCE) != 0, a.qemu_version, &first);
+                inspect_first(*ops, *image, lengths[0], (a.flags & INSTAR_EDIT_INFO_FORCE) != 0,
+                              (a.flags & INSTAR_EDIT_INFO_NO_KEY) != 0, a.qemu_version, &first);
             st != Status::Ok)
             return st;
         // Not started: Ok says the inspection itself succeeded (the host reuses it).

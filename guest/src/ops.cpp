@@ -78,7 +78,8 @@ Status info(const uint8_t* arg, uint32_t arg_len) {
     if (buf == nullptr)
         return Status::NoMemory;
     InfoEncoder sink(buf, INFO_RECORD_BYTES, send_info_chunk, nullptr);
-    InfoRequest req{image, &arena(), files, a.file_count, a.qemu_version};
+    InfoRequest req{image, &arena(), files, a.file_count, a.qemu_version,
+                    (a.flags & INSTAR_INFO_NO_KEY) ? guest::INFO_REQUEST_NO_KEY : 0u};
     auto report = [&](const ModuleOps* ops) {
         const Status st = ops->info(req, sink);
         const Status flushed = sink.finish();

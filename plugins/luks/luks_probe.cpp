@@ -1,16 +1,18 @@
-// LUKS probe rule: the LUKS1 magic "LUKS\xba\xbe" at offset 0 (qemu's qcrypto_block_luks_has_format),
-// and the plugin's divergences.
+// LUKS probe rule: the LUKS1 magic "LUKS\xba\xbe" at offset 0 and version 1 after it (qemu's
+// qcrypto_block_luks_has_format), and the plugin's divergences.
 #include "luks_plugin.h"
 
 namespace instar::luks {
 namespace {
 
 constexpr unsigned char MAGIC[] = {'L', 'U', 'K', 'S', 0xba, 0xbe};
-constexpr ProbeMatch HEADER[] = {{ProbeMatch::FromStart, 0, MAGIC, sizeof MAGIC}};
+constexpr unsigned char VERSION_1[] = {0, 1}; // qemu probes LUKS1 only: another version is raw to it
+constexpr ProbeMatch HEADER[] = {{ProbeMatch::FromStart, 0, MAGIC, sizeof MAGIC},
+                                 {ProbeMatch::FromStart, 6, VERSION_1, sizeof VERSION_1}};
 
 } // namespace
 
-const ProbeRule PROBE_RULES[] = {{HEADER, 1}};
+const ProbeRule PROBE_RULES[] = {{HEADER, 2}};
 const std::uint32_t PROBE_RULE_COUNT = 1;
 
 const Divergence DIVERGENCES[] = {

@@ -23,7 +23,7 @@ std::string read_all(int fd) {
     return s;
 }
 
-Expected<GuestInfoResult> fake_guest(const std::vector<const LoadedPlugin*>&, bool, const OpenedFile& image,
+Expected<GuestInfoResult> fake_guest(const std::vector<const LoadedPlugin*>&, std::uint32_t, const OpenedFile& image,
                                      const std::vector<OpenedFile>& files) {
     GuestInfoResult r;
     r.info.format = "testfmt";

@@ -276,9 +276,12 @@ enum instar_op {
  * of one (a plan of the image alone with INSTAR_MAP_PLAN_CLUSTER_FROM_INFO) or INSTAR_OP_COMPARE of
  * two (a plan of the two alone with INSTAR_COMPARE_CLUSTER_FROM_INFO). */
 #define INSTAR_INFO_FIRST_MAX_IMAGES 2u
+#define INSTAR_INFO_FIRST_NO_KEY_SHIFT 8u
 struct instar_info_first_arg {
     uint32_t op;               /* the operation to run when the images stand alone */
-    uint32_t flags;            /* bit i: image i's format was named (no probe) */
+    uint32_t flags;            /* bit i: image i's format was named (no probe); bit
+                                  INSTAR_INFO_FIRST_NO_KEY_SHIFT + i: image i has no key-secret
+                                  (INSTAR_INFO_NO_KEY for its inspection) */
     uint32_t qemu_version;     /* the profile, for the inspections */
     uint32_t image_count;      /* 1..INSTAR_INFO_FIRST_MAX_IMAGES */
     uint32_t modules[INSTAR_INFO_FIRST_MAX_IMAGES]; /* image i's module index */
@@ -294,6 +297,10 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_info_first_arg) == 40, "info-first arg la
  * With INSTAR_INFO_FORCE, module 0 reports without probing (the user named the format). When no
  * module matches, modules with detect_other() may name an unsupported format in the reason. */
 #define INSTAR_INFO_FORCE 1u
+/* The command opens the image for I/O and no key-secret was given for it: passed to the module as
+ * InfoRequest::flags INFO_REQUEST_NO_KEY (a luks image's info then refuses, as qemu's open does,
+ * before it reads the header). */
+#define INSTAR_INFO_NO_KEY 2u
 struct instar_info_arg {
     uint32_t module_count;
     uint32_t file_count;
@@ -463,6 +470,8 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_check_result) == 88, "check result layout
  * edit. Without INSTAR_EDIT_STARTED nothing was written: the host takes its ordinary path. */
 #define INSTAR_EDIT_INFO_FIRST 2u
 #define INSTAR_EDIT_INFO_FORCE 4u
+/* INSTAR_EDIT_INFO_FIRST: no key-secret names a key for the image (INSTAR_INFO_NO_KEY's meaning). */
+#define INSTAR_EDIT_INFO_NO_KEY 32u
 /* INSTAR_EDIT_SECRETS: device plan_device + 1 is a secrets device (struct instar_secret_table, as
  * convert's), whose entry indices are the command's (instar/guest/edit_api.h EDIT_SECRET_*: the image's
  * key and amend's new and old key-slot passphrases). Absent: no secrets (the flag keeps the

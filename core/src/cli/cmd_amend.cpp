@@ -290,6 +290,7 @@ int cmd_amend(Context& ctx, std::span<const std::string> args) {
     eo.unsafe_quirks = vm.count("unsafe-quirks") > 0;
     eo.backing_chain = true; // qemu opens the backing chain: a missing backing file fails the same way
     eo.read_write = true;
+    eo.opens_without_key = !secret_id(*name); // qemu asks for a luks key before reading the header
     if (vm.count("allow-path"))
         eo.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
     if (fmt && !ctx.plugins().find(*fmt)) {

@@ -243,6 +243,7 @@ int cmd_bitmap(Context& ctx, std::span<const std::string> args) {
     eo.format = format ? format : name->format;
     eo.unsafe_quirks = vm.count("unsafe-quirks") > 0;
     eo.read_write = true;
+    eo.opens_without_key = !secret_id(*name); // qemu asks for a luks key before reading the header
     if (vm.count("allow-path"))
         eo.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
     const auto sandbox = ctx.sandbox_config();

@@ -156,7 +156,14 @@ Expected<BackingProbe> probe_backing(CreateRequestLine& r, const std::string& na
     auto nodes = collect_info(io, r.ctx.plugins(), *runner);
     if (!nodes) {
         close_file(*opened);
-        return Error{r.filename + ": " + nodes.error() + "\nCould not open backing image."};
+        // bdrv_img_create reports the backing open's own error: the format's words without the
+        // "Could not open 'NAME': " frame qemu-img puts around a top image's (a file that cannot be
+        // opened keeps file-posix's own "Could not open 'NAME': ...").
+        std::string why = nodes.error();
+        const std::string frame = "Could not open '" + display + "': ";
+        if (why.rfind(frame, 0) == 0)
+            why.erase(0, frame.size());
+        return Error{r.filename + ": " + why + "\nCould not open backing image."};
     }
     return BackingProbe{*opened, nodes->front().format, nodes->front().virtual_size};
 }

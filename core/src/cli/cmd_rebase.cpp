@@ -197,6 +197,7 @@ int cmd_rebase(Context& ctx, std::span<const std::string> args) {
         eo.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
     eo.backing_chain = !unsafe && !name->no_backing;
     eo.read_write = true;
+    eo.opens_without_key = !secret_id(*name); // qemu asks for a luks key before reading the header
     OpenedChain chain;
     if (auto ok = open_for_edit(eo, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, chain); !ok)
         return fail(quote_given(*name, ok.error()));

@@ -361,6 +361,7 @@ int cmd_resize(Context& ctx, std::span<const std::string> args) {
     eo.unsafe_quirks = vm.count("unsafe-quirks") > 0;
     eo.backing_chain = true; // qemu-img resize opens the chain: a missing backing file fails the same way
     eo.read_write = true;
+    eo.opens_without_key = !secret_id(*name); // qemu asks for a luks key before reading the header
     if (vm.count("allow-path"))
         eo.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
     // qemu-img's checks on the sizes, once the current size is known: 0 to go on, else the exit status.

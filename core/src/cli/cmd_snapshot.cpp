@@ -195,6 +195,7 @@ int cmd_snapshot(Context& ctx, std::span<const std::string> args) {
     eo.unsafe_quirks = vm.count("unsafe-quirks") > 0;
     eo.backing_chain = true; // qemu-img opens the backing chain: a missing backing file is an error
     eo.read_write = !read_only;
+    eo.opens_without_key = !secret_id(*name); // qemu asks for a luks key before reading the header
     if (vm.count("allow-path"))
         eo.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
     // The command's argument bytes (guest::SnapshotArgs, then the id and the name).

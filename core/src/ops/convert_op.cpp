@@ -311,6 +311,7 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
         io.allow_paths = spec.allow_paths;
         if (i < spec.source_headers.size())
             io.header = spec.source_headers[i];
+        io.opens_without_key = !(i < spec.source_secrets.size() && spec.source_secrets[i]);
         auto opened = open_chain(io, plugins, *runner, chains[i]);
         if (!opened)
             return Error{opened.error()};
@@ -411,6 +412,7 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
         io.allow_paths = spec.allow_paths;
         io.top = &existing_file;
         io.read_write = true; // a read-only format's target: qemu's "Image is read-only" comes first
+        io.opens_without_key = !spec.target.secret;
         // vmdk and qcow2: qemu opens the target with its backing chain (a missing backing file fails
         // the open) and copies a new cluster's other bytes from it (vmdk's get_whole_cluster,
         // qcow2's copy-on-write), so the chain is opened as qemu opens it and given to the writer.

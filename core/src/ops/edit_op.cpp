@@ -42,6 +42,7 @@ InfoOptions info_options(const EditOpen& opts) {
     io.unsafe_quirks = opts.unsafe_quirks;
     io.backing_chain = opts.backing_chain;
     io.read_write = opts.read_write;
+    io.opens_without_key = opts.opens_without_key;
     return io;
 }
 
@@ -247,7 +248,8 @@ Expected<bool> try_quick_edit(const QuickEdit& quick, const PluginRegistry& plug
     call.args = quick.args;
     call.image_fd = rw->get();
     call.outputs = quick.outputs;
-    call.flags = INSTAR_EDIT_INFO_FIRST | (eo.format ? INSTAR_EDIT_INFO_FORCE : 0u);
+    call.flags = INSTAR_EDIT_INFO_FIRST | (eo.format ? INSTAR_EDIT_INFO_FORCE : 0u) |
+                 (eo.opens_without_key ? INSTAR_EDIT_INFO_NO_KEY : 0u);
     auto ran = run_edit(call, sandbox, qemu_version);
     if (!ran)
         return Error{ran.error()};

@@ -17,7 +17,7 @@ constexpr std::uint64_t INFO_GUEST_MEMORY = INSTAR_MIN_GUEST_MEMORY;
 Expected<GuestInfoRunner> make_sandbox_info_runner(const vmm::SandboxConfig& config, std::uint32_t qemu_version) {
     if (auto err = vmm::check_sandbox(config))
         return Error{err->message};
-    return GuestInfoRunner([config, qemu_version](const std::vector<const LoadedPlugin*>& candidates, bool force,
+    return GuestInfoRunner([config, qemu_version](const std::vector<const LoadedPlugin*>& candidates, std::uint32_t flags,
                                     const OpenedFile& image,
                                     const std::vector<OpenedFile>& files) -> Expected<GuestInfoResult> {
         if (candidates.size() > INSTAR_MAX_MODULES)
@@ -33,7 +33,7 @@ Expected<GuestInfoRunner> make_sandbox_info_runner(const vmm::SandboxConfig& con
         for (const auto& f : files)
             devices.push_back({f.fd, f.size, false});
         instar_info_arg arg{static_cast<std::uint32_t>(modules.size()), static_cast<std::uint32_t>(files.size()),
-                            force ? INSTAR_INFO_FORCE : 0u, qemu_version};
+                            flags & (INSTAR_INFO_FORCE | INSTAR_INFO_NO_KEY), qemu_version};
         // SAFETY: instar_info_arg is a trivially-copyable ABI struct with no padding (static_assert).
         const auto* a = reinterpret_cast<const std::uint8_t*>(&arg);
         vmm::SandboxConfig small = config;

@@ -17,14 +17,17 @@ namespace instar {
 
 GuestInfoRunner with_prefetched(GuestInfoRunner runner, const PrefetchedInfo& pf) {
     auto used = std::make_shared<bool>(false);
-    return [runner = std::move(runner), &pf, used](const std::vector<const LoadedPlugin*>& candidates, bool force,
-                                                   const OpenedFile& image,
+    // A kept inspection succeeded, so INSTAR_INFO_NO_KEY made no difference to it (a format that
+    // heeds it refuses): only the probe (FORCE) must match.
+    return [runner = std::move(runner), &pf, used](const std::vector<const LoadedPlugin*>& candidates,
+                                                   std::uint32_t flags, const OpenedFile& image,
                                                    const std::vector<OpenedFile>& files) -> Expected<GuestInfoResult> {
         const bool first = !*used;
         *used = true;
+        const bool force = (flags & INSTAR_INFO_FORCE) != 0;
         if (first && files.empty() && candidates.size() == 1 && candidates.front() == pf.plugin && force == pf.force)
             return pf.result;
-        return runner(candidates, force, image, files);
+        return runner(candidates, flags, image, files);
     };
 }
 
@@ -85,8 +88,9 @@ Expected<bool> open_inspected(const std::vector<std::uint8_t>& info, const First
     GuestInfoResult result;
     result.info = std::move(*decoded);
     bool served = false;
-    GuestInfoRunner cached = [&](const std::vector<const LoadedPlugin*>& candidates, bool force, const OpenedFile&,
-                                 const std::vector<OpenedFile>& files) -> Expected<GuestInfoResult> {
+    GuestInfoRunner cached = [&](const std::vector<const LoadedPlugin*>& candidates, std::uint32_t flags,
+                                 const OpenedFile&, const std::vector<OpenedFile>& files) -> Expected<GuestInfoResult> {
+        const bool force = (flags & INSTAR_INFO_FORCE) != 0;
         if (served || candidates.size() != 1 || candidates.front() != first.plugin || force != opts.format.has_value() ||
             !files.empty())
             return Error{"the image changed while it was being inspected"};
@@ -124,6 +128,8 @@ Expected<std::optional<vmm::RunResult>> try_quick_read(const QuickRead& quick, c
             modules.push_back(*module);
         if (quick.images[i].format)
             head.flags |= 1u << i;
+        if (quick.images[i].opens_without_key)
+            head.flags |= 1u << (INSTAR_INFO_FIRST_NO_KEY_SHIFT + i);
         devices.push_back({firsts[i].file.fd, firsts[i].file.size, false});
         opened.push_back(&firsts[i]);
     }

@@ -4,6 +4,8 @@
 #include "ops/file_limit.h"
 #include "ops/host_probe.h"
 
+#include <instar/guest_abi.h>
+
 #include <boost/json.hpp>
 
 #include <fcntl.h>
@@ -141,7 +143,9 @@ Expected<Inspected> inspect(const InfoOptions& opts, const PluginRegistry& plugi
             return could_not_open(name, f.error());
         referenced.files.push_back(*f);
     }
-    auto run = run_guest(candidates->plugins, candidates->force, image, referenced.files);
+    const std::uint32_t flags = (candidates->force ? INSTAR_INFO_FORCE : 0u) |
+                                (top && opts.opens_without_key ? INSTAR_INFO_NO_KEY : 0u);
+    auto run = run_guest(candidates->plugins, flags, image, referenced.files);
     if (!run)
         return could_not_open(name, run.error());
     if (run->status == Status::NeedFiles) {
@@ -168,7 +172,7 @@ Expected<Inspected> inspect(const InfoOptions& opts, const PluginRegistry& plugi
             f->fd = block->place(f->fd);
             referenced.files.push_back(*f);
         }
-        run = run_guest(candidates->plugins, candidates->force, image, referenced.files);
+        run = run_guest(candidates->plugins, flags, image, referenced.files);
         if (!run)
             return could_not_open(name, run.error());
         if (run->status == Status::NeedFiles)

@@ -25,8 +25,9 @@ struct GuestInfoResult {
 // Runs the guest half of `candidates` (in probe order; the first whose guest probe matches reports)
 // on `image`, with `files` attached after it; with `force`, candidate 0 reports without probing (the
 // user named the format). The real runner boots the sandbox; tests may run format code hosted.
+// `flags`: INSTAR_INFO_FORCE (the user named the format: no probe) and INSTAR_INFO_NO_KEY (guest_abi.h).
 using GuestInfoRunner = std::function<Expected<GuestInfoResult>(const std::vector<const LoadedPlugin*>& candidates,
-                                                                bool force, const OpenedFile& image,
+                                                                std::uint32_t flags, const OpenedFile& image,
                                                                 const std::vector<OpenedFile>& files)>;
 
 struct InfoOptions {
@@ -51,6 +52,10 @@ struct InfoOptions {
     // luks's header= (qemu 9.0+): a detached LUKS header the user named, opened like the image and
     // attached to the top image's guest runs as its first file (the image is then the payload).
     std::optional<std::string> header;
+    // The command opens the top image for I/O (qemu: every command but info, and create's look at
+    // a backing file) and the user gave no key-secret for it. Its inspection tells the format
+    // (INSTAR_INFO_NO_KEY), so luks refuses as qemu's open does, before it reads the header.
+    bool opens_without_key = false;
 };
 
 // The nodes to print: one, or the whole chain (top first) with --backing-chain.

@@ -131,6 +131,7 @@ Expected<bool> open_measure_source(const MeasureSourceSpec& spec, const PluginRe
     io.backing_chain = true;
     io.unsafe_quirks = spec.unsafe_quirks;
     io.allow_paths = spec.allow_paths;
+    io.opens_without_key = !spec.secret;
     if (auto opened = open_chain(io, plugins, *runner, out.chain); !opened)
         return Error{opened.error()};
     out.chain.links.front().secret = spec.secret;

@@ -13,30 +13,31 @@
 
 namespace instar::luks {
 
-namespace {
-
-// qemu's BDRV_MAX_LENGTH (QEMU_ALIGN_DOWN(INT64_MAX, 1 GiB)): bdrv_co_truncate of the file refuses
-// a longer length with bdrv_check_request's message.
-constexpr uint64_t QEMU_MAX_LENGTH = 9223372035781033984ull;
-
-} // namespace
-
 guest::Status edit_resize(const guest::EditRequest& req, guest::EditHost& host) {
     guest::ResizeArgs a{};
     if (const guest::Status st = guest::resize_file_args(req, host, &a); st != guest::Status::Ok)
         return st;
+    // The header as qemu reads it: the file's bytes, zeros past its end (a writable device's size()
+    // is the host's limit, not the file's length).
+    uint8_t raw[sizeof(LuksHeaderDisk)] = {};
+    const size_t in = req.image_length < sizeof raw ? static_cast<size_t>(req.image_length) : sizeof raw;
+    if (in != 0)
+        if (const guest::Status st = req.image->read(0, raw, in); st != guest::Status::Ok)
+            return guest::edit_refuse(host, "I/O error reading the LUKS header", st);
     LuksHeader h;
-    if (const guest::Status st = load_header(*req.image, &h); st != guest::Status::Ok)
-        return guest::edit_refuse(host, "Volume is not in LUKS format or its header is corrupt", st);
+    LuksWhy why;
+    if (const guest::Status st = luks_header_parse(raw, sizeof raw, &h, false, &why); st != guest::Status::Ok)
+        return guest::edit_refuse(host, why.text, st);
     // payload_offset is a 32-bit sector count (at most 2 TiB): no overflow with new_size <= INT64_MAX.
     const uint64_t length = h.payload_offset + a.new_size;
-    // bdrv_check_request runs twice: on the luks node's size, then on the file's length.
-    const uint64_t refused = a.new_size > QEMU_MAX_LENGTH ? a.new_size : length;
-    if (refused > QEMU_MAX_LENGTH) {
+    // bdrv_check_request runs twice: on the luks node's size, then on the file's length; each
+    // refuses a length past qemu's BDRV_MAX_LENGTH with its message.
+    const uint64_t refused = a.new_size > guest::QEMU_BDRV_MAX_LENGTH ? a.new_size : length;
+    if (refused > guest::QEMU_BDRV_MAX_LENGTH) {
         char text[guest::CREATE_MAX_REASON] = "offset(";
         guest::append_decimal(text, sizeof text, refused);
         guest::append_text(text, sizeof text, ") exceeds maximum(");
-        guest::append_decimal(text, sizeof text, QEMU_MAX_LENGTH);
+        guest::append_decimal(text, sizeof text, guest::QEMU_BDRV_MAX_LENGTH);
         guest::append_text(text, sizeof text, ")");
         return guest::edit_refuse(host, text, guest::Status::TooLarge);
     }

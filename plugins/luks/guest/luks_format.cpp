@@ -5,6 +5,7 @@
 #include "luks_header.h"
 
 #include <instar/guest/arena_new.h>
+#include <instar/guest/format_util.h>
 
 namespace instar::luks {
 
@@ -156,21 +157,21 @@ BlockDevice* header_device(BlockDevice* image, BlockDevice* const* files, uint32
 
 } // namespace
 
-Status load_header(BlockDevice& dev, LuksHeader* h, uint64_t at) {
-    if (dev.size() < sizeof(LuksHeaderDisk) || at > dev.size() - sizeof(LuksHeaderDisk))
-        return Status::Corrupt;
+Status load_header(BlockDevice& dev, LuksHeader* h, uint64_t at, bool detached, LuksWhy* why) {
+    // qemu reads the header through its block layer: bytes past the end of the file read as zeros.
     uint8_t buf[sizeof(LuksHeaderDisk)];
-    if (const Status st = dev.read(at, buf, sizeof buf); st != Status::Ok)
+    if (const Status st = guest::read_padded(dev, at, buf, sizeof buf); st != Status::Ok)
         return st;
-    return luks_header_parse(buf, sizeof buf, h);
+    return luks_header_parse(buf, sizeof buf, h, detached, why);
 }
 
 Status luks_unlock(BlockDevice& dev, uint64_t header_offset, guest::Allocator& alloc, const uint8_t* pass,
                    size_t pass_len, LuksHeader* header, SectorCipher* cipher, guest::ReasonSink* reasons,
-                   uint8_t* master_key_out, uint32_t qemu_version) {
+                   uint8_t* master_key_out, uint32_t qemu_version, bool detached) {
     LuksHeader& h = *header;
-    if (const Status st = load_header(dev, &h, header_offset); st != Status::Ok) {
-        guest::say_reason(reasons, "Volume is not in LUKS format or its header is corrupt");
+    LuksWhy why;
+    if (const Status st = load_header(dev, &h, header_offset, detached, &why); st != Status::Ok) {
+        guest::say_reason(reasons, why.text[0] != 0 ? why.text : "I/O error reading the LUKS header");
         return st;
     }
     if (const char* refusal = luks_header_profile_refusal(h, qemu_version)) {
@@ -202,14 +203,15 @@ Status luks_unlock(BlockDevice& dev, uint64_t header_offset, guest::Allocator& a
     return st;
 }
 
+// qemu's qcrypto_block_luks_has_format: the magic and version 1 (a LUKS2 volume is not luks to it).
 Status probe(BlockDevice& dev, bool* match) {
     *match = false;
-    if (dev.size() < sizeof MAGIC)
+    uint8_t buf[sizeof MAGIC + 2];
+    if (dev.size() < sizeof buf)
         return Status::Ok;
-    uint8_t buf[sizeof MAGIC];
     if (const Status st = dev.read(0, buf, sizeof buf); st != Status::Ok)
         return st;
-    *match = __builtin_memcmp(buf, MAGIC, sizeof MAGIC) == 0;
+    *match = __builtin_memcmp(buf, MAGIC, sizeof MAGIC) == 0 && buf[sizeof MAGIC] == 0 && buf[sizeof MAGIC + 1] == 1;
     return Status::Ok;
 }
 
@@ -217,11 +219,18 @@ Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
     BlockDevice* const hdr = req.image ? header_device(req.image, req.files, req.file_count) : nullptr;
     if (hdr == nullptr)
         return Status::Invalid;
+    // qemu's luks open asks for its key-secret before it reads the header, unless it opens the image
+    // without I/O (info, create's look at a backing file).
+    if (req.flags & guest::INFO_REQUEST_NO_KEY) {
+        static constexpr char NO_KEY[] = "Parameter 'key-secret' is required for cipher";
+        sink.reason(NO_KEY, sizeof NO_KEY - 1);
+        return Status::Unsupported;
+    }
     LuksHeader h;
-    if (const Status st = load_header(*hdr, &h); st != Status::Ok) {
-        bool match = false;
-        if (probe(*hdr, &match) == Status::Ok && !match) // driver=luks on another file (qemu's words)
-            sink.reason("Volume is not in LUKS format", 28);
+    LuksWhy why;
+    if (const Status st = load_header(*hdr, &h, 0, hdr != req.image, &why); st != Status::Ok) {
+        if (why.text[0] != 0)
+            sink.reason(why.text, __builtin_strlen(why.text));
         return st;
     }
     // qemu 7.2's info (opened without I/O) parses the header and refuses sm3; its other commands ask
@@ -246,18 +255,15 @@ Status open(const guest::OpenRequest& req, ImageReader** out) {
     BlockDevice* const hdr = req.image ? header_device(req.image, req.files, req.file_count) : nullptr;
     if (hdr == nullptr || req.allocator == nullptr || out == nullptr)
         return Status::Invalid;
-    LuksHeader h;
-    if (const Status st = load_header(*hdr, &h); st != Status::Ok) {
-        guest::say_reason(req.reasons, "Volume is not in LUKS format or its header is corrupt");
-        return st;
-    }
+    // qemu asks for the key-secret first; luks_unlock then reads and checks the header.
     if (req.secret == nullptr) {
         guest::say_reason(req.reasons, "Parameter 'key-secret' is required for cipher");
         return Status::Unsupported;
     }
+    LuksHeader h;
     SectorCipher cipher;
     if (const Status st = luks_unlock(*hdr, 0, *req.allocator, req.secret, req.secret_len, &h, &cipher,
-                                      req.reasons, nullptr, req.qemu_version);
+                                      req.reasons, nullptr, req.qemu_version, hdr != req.image);
         st != Status::Ok)
         return st;
     const uint64_t size = req.image->size();

@@ -14,10 +14,11 @@ namespace instar::luks {
 // extension otherwise; key slot offsets count from there) with `pass`, and sets up `*cipher` with the
 // master key (copied to master_key_out[header->key_bytes] when given). Reasons are qemu's ("Invalid password, cannot unlock any keyslot", ...).
 // A header naming a hash the emulated qemu-img (`qemu_version`) lacks is refused with its words.
+// `detached`: `dev` is a detached header file (luks_header_parse).
 guest::Status luks_unlock(guest::BlockDevice& dev, uint64_t header_offset, guest::Allocator& alloc,
                           const uint8_t* pass, size_t pass_len, LuksHeader* header, SectorCipher* cipher,
                           guest::ReasonSink* reasons, uint8_t* master_key_out = nullptr,
-                          uint32_t qemu_version = LUKS_ANY_QEMU_VERSION);
+                          uint32_t qemu_version = LUKS_ANY_QEMU_VERSION, bool detached = false);
 
 // qcrypto_block_luks_load_key: whether `pass` opens key slot `slot` (Ok, the master key copied to
 // master_key[h.key_bytes]), does not (Invalid; also for an inactive slot), or another Status (Corrupt:
@@ -26,9 +27,10 @@ guest::Status luks_unlock(guest::BlockDevice& dev, uint64_t header_offset, guest
 guest::Status luks_load_key(guest::BlockDevice& dev, uint64_t base, guest::Allocator& alloc, const LuksHeader& h,
                             uint32_t slot, const uint8_t* pass, size_t pass_len, uint8_t* split, uint8_t* master_key);
 
-// Reads and parses the LUKS1 header at `at` of `dev` (luks_header_parse's checks; Corrupt when the
-// device is too short for it).
-guest::Status load_header(guest::BlockDevice& dev, LuksHeader* h, uint64_t at = 0);
+// Reads and parses the LUKS1 header at `at` of `dev` (luks_header_parse's checks, `detached` and
+// `why` as there; bytes past the device's end read as zeros, as through qemu's block layer).
+guest::Status load_header(guest::BlockDevice& dev, LuksHeader* h, uint64_t at = 0, bool detached = false,
+                          LuksWhy* why = nullptr);
 
 guest::Status probe(guest::BlockDevice& dev, bool* match);
 guest::Status info(const guest::InfoRequest& req, guest::InfoSink& sink);

@@ -4,6 +4,8 @@
 
 #include "luks_bytes.h"
 
+#include <instar/guest/format_util.h>
+
 namespace instar::luks {
 
 namespace {
@@ -97,73 +99,142 @@ namespace {
 constexpr const char* MODES[] = {"ecb", "cbc", "xts", "ctr"};
 constexpr const char* IVGENS[] = {"plain", "plain64", "essiv"};
 
-// Sectors a key slot's split key occupies, rounded to the header size (qemu's computation, in 64 bits).
-uint64_t splitkey_sectors(uint32_t key_len, uint32_t stripes) {
-    const uint64_t bytes = uint64_t{key_len} * stripes;
-    const uint64_t sectors = (bytes + LUKS_SECTOR_SIZE - 1) / LUKS_SECTOR_SIZE;
-    return (sectors + LUKS_HEADER_SECTORS - 1) / LUKS_HEADER_SECTORS * LUKS_HEADER_SECTORS;
+// A refusal in qemu's words (crypto/block-luks.c), built piece by piece into `why` when given.
+struct Say {
+    LuksWhy* why;
+    Status status;
+    Say& text(const char* t) {
+        if (why != nullptr)
+            guest::append_text(why->text, sizeof why->text, t);
+        return *this;
+    }
+    Say& text(const uint8_t* t, size_t n) { // header bytes, n < their field's size
+        char buf[LUKS_NAME_FIELD + 1];
+        __builtin_memcpy(buf, t, n);
+        buf[n] = 0;
+        return text(buf);
+    }
+    Say& num(uint64_t v) {
+        if (why != nullptr)
+            guest::append_decimal(why->text, sizeof why->text, v);
+        return *this;
+    }
+    // printf's %d of a uint32_t (qemu's key size): values of 2^31 and more print negative.
+    Say& int32(uint32_t v) {
+        if (v >= 0x80000000u)
+            return text("-").num(uint64_t{0x100000000ull} - v);
+        return num(v);
+    }
+    Status done() const { return status; }
+};
+
+Say refuse(LuksWhy* why, Status st) {
+    if (why != nullptr)
+        why->text[0] = 0;
+    return Say{why, st};
 }
 
-Status check_slots(const LuksHeaderDisk& d, uint32_t key_len, uint32_t payload_sector) {
+// qemu's qcrypto_block_luks_splitkeylen_sectors, with its C types: the split key's byte count is a
+// 32-bit product (it wraps for a hostile key length), rounded up to whole header-sized units.
+uint32_t splitkey_sectors(uint32_t key_len, uint32_t stripes) {
+    const uint32_t bytes = key_len * stripes;
+    const uint64_t sectors = (uint64_t{bytes} + LUKS_SECTOR_SIZE - 1) / LUKS_SECTOR_SIZE;
+    return static_cast<uint32_t>((sectors + LUKS_HEADER_SECTORS - 1) / LUKS_HEADER_SECTORS * LUKS_HEADER_SECTORS);
+}
+
+// qemu's qcrypto_block_luks_check_header after the names' NUL checks, in its order and words.
+Status check_slots(const LuksHeaderDisk& d, uint32_t key_len, uint32_t payload_sector, bool detached, LuksWhy* why) {
     for (uint32_t i = 0; i < LUKS_NUM_KEY_SLOTS; ++i) {
         const LuksKeySlotDisk& s = d.key_slots[i];
         const uint32_t active = load_be32(s.active);
-        const uint64_t start = load_be32(s.key_offset_sector);
+        const uint32_t start = load_be32(s.key_offset_sector);
         const uint32_t stripes = load_be32(s.stripes);
-        const uint64_t len = splitkey_sectors(key_len, stripes);
+        const uint32_t len = splitkey_sectors(key_len, stripes);
         if (stripes != LUKS_STRIPES)
-            return Status::Corrupt;
+            return refuse(why, Status::Corrupt)
+                .text("Keyslot ").num(i).text(" is corrupted (stripes ").int32(stripes).text(" != 4000)").done();
         if (active != LUKS_KEY_SLOT_ENABLED && active != LUKS_KEY_SLOT_DISABLED)
-            return Status::Corrupt;
+            return refuse(why, Status::Corrupt).text("Keyslot ").num(i).text(" state (active/disable) is corrupted").done();
         if (active == LUKS_KEY_SLOT_ENABLED && load_be32(s.iterations) == 0)
-            return Status::Corrupt;
-        // A detached header (payload offset 0, qemu 9.0+) has no payload to overlap.
-        if (start < LUKS_HEADER_SECTORS || (payload_sector != 0 && start + len > payload_sector))
-            return Status::Corrupt;
+            return refuse(why, Status::Corrupt).text("Keyslot ").num(i).text(" iteration count is zero").done();
+        if (start < LUKS_HEADER_SECTORS)
+            return refuse(why, Status::Corrupt).text("Keyslot ").num(i).text(" is overlapping with the LUKS header").done();
+        // An unsigned int sum in qemu: it wraps, and a slot far past 4 G sectors then passes.
+        if (!detached && static_cast<uint32_t>(start + len) > payload_sector)
+            return refuse(why, Status::Corrupt)
+                .text("Keyslot ").num(i).text(" is overlapping with the encrypted payload").done();
         for (uint32_t j = i + 1; j < LUKS_NUM_KEY_SLOTS; ++j) {
             const uint64_t start2 = load_be32(d.key_slots[j].key_offset_sector);
             const uint64_t len2 = splitkey_sectors(key_len, load_be32(d.key_slots[j].stripes));
-            if (start < start2 + len2 && start2 < start + len)
-                return Status::Corrupt; // overlapping key material
+            // qemu's ranges_overlap, literally: 64-bit last bytes (offset + len - 1, which wraps for
+            // an empty range at 0), so an empty range inside another overlaps it.
+            const uint64_t last1 = uint64_t{start} + len - 1;
+            const uint64_t last2 = start2 + len2 - 1;
+            if (!(last2 < start || last1 < start2))
+                return refuse(why, Status::Corrupt)
+                    .text("Keyslots ").num(i).text(" and ").num(j).text(" are overlapping in the header").done();
         }
     }
     return Status::Ok;
 }
 
+// qemu's "No AES cipher with key size N available" family for an ESSIV hash whose digest fits no
+// key of the cipher's family.
+Status essiv_refusal(const CipherSize& c, uint32_t digest_len, LuksWhy* why) {
+    const char* family = str_eq("aes", 3, c.luks_name) ? "AES"
+                         : str_eq("serpent", 7, c.luks_name) ? "Serpent"
+                         : str_eq("twofish", 7, c.luks_name) ? "Twofish"
+                                                             : nullptr;
+    if (family == nullptr)
+        return refuse(why, Status::Unsupported).text("Cipher ").text(c.qapi_name).text(" not supported with essiv").done();
+    return refuse(why, Status::Unsupported)
+        .text("No ").text(family).text(" cipher with key size ").num(digest_len).text(" available").done();
+}
+
 } // namespace
 
-Status luks_header_parse(const uint8_t* data, size_t len, LuksHeader* out) {
+Status luks_header_parse(const uint8_t* data, size_t len, LuksHeader* out, bool detached, LuksWhy* why) {
+    if (why != nullptr)
+        why->text[0] = 0;
     if (len < sizeof(LuksHeaderDisk))
-        return Status::Corrupt;
+        return refuse(why, Status::Corrupt).text("Volume is not in LUKS format").done();
     LuksHeaderDisk d;
     __builtin_memcpy(&d, data, sizeof d);
+    // qemu's qcrypto_block_luks_check_header, in its order.
     for (size_t i = 0; i < sizeof LUKS_MAGIC; ++i)
         if (d.magic[i] != LUKS_MAGIC[i])
-            return Status::Corrupt; // qemu: "Volume is not in LUKS format"
-    if (load_be16(d.version) != LUKS_VERSION)
-        return Status::Unsupported;
+            return refuse(why, Status::Corrupt).text("Volume is not in LUKS format").done();
+    if (const uint16_t version = load_be16(d.version); version != LUKS_VERSION)
+        return refuse(why, Status::Unsupported).text("LUKS version ").num(version).text(" is not supported").done();
     const size_t name_len = bounded_strlen(d.cipher_name, sizeof d.cipher_name);
     const size_t mode_len = bounded_strlen(d.cipher_mode, sizeof d.cipher_mode);
     const size_t hash_len = bounded_strlen(d.hash_spec, sizeof d.hash_spec);
-    if (name_len == sizeof d.cipher_name || mode_len == sizeof d.cipher_mode || hash_len == sizeof d.hash_spec)
-        return Status::Corrupt; // qemu: "... is not NUL terminated"
+    if (name_len == sizeof d.cipher_name)
+        return refuse(why, Status::Corrupt).text("LUKS header cipher name is not NUL terminated").done();
+    if (mode_len == sizeof d.cipher_mode)
+        return refuse(why, Status::Corrupt).text("LUKS header cipher mode is not NUL terminated").done();
+    if (hash_len == sizeof d.hash_spec)
+        return refuse(why, Status::Corrupt).text("LUKS header hash spec is not NUL terminated").done();
     const uint32_t payload_sector = load_be32(d.payload_offset_sector);
     const uint32_t key_len = load_be32(d.master_key_len);
     LuksHeader h;
     h.master_key_iterations = load_be32(d.master_key_iterations);
-    if ((payload_sector != 0 && payload_sector < LUKS_HEADER_SECTORS) || h.master_key_iterations == 0)
-        return Status::Corrupt;
-    Status st = check_slots(d, key_len, payload_sector);
-    if (st != Status::Ok)
+    if (!detached && payload_sector < LUKS_HEADER_SECTORS)
+        return refuse(why, Status::Corrupt).text("LUKS payload is overlapping with the header").done();
+    if (h.master_key_iterations == 0)
+        return refuse(why, Status::Corrupt).text("LUKS key iteration count is zero").done();
+    if (const Status st = check_slots(d, key_len, payload_sector, detached, why); st != Status::Ok)
         return st;
 
+    // qemu's qcrypto_block_luks_parse_header: "<mode>-<ivgen>[:<ivhash>]", then each name looked up.
     // SAFETY: byte fields viewed as chars for string comparison; same size and alignment.
     const char* mode = reinterpret_cast<const char*>(d.cipher_mode);
     size_t dash = 0;
     while (dash < mode_len && mode[dash] != '-')
         ++dash;
     if (dash == mode_len)
-        return Status::Corrupt; // qemu: "Unexpected cipher mode string format"
+        return refuse(why, Status::Corrupt)
+            .text("Unexpected cipher mode string format '").text(d.cipher_mode, mode_len).text("'").done();
     const char* ivgen = mode + dash + 1;
     size_t ivgen_len = mode_len - dash - 1;
     size_t colon = 0;
@@ -171,19 +242,30 @@ Status luks_header_parse(const uint8_t* data, size_t len, LuksHeader* out) {
         ++colon;
     const HashName* ivhash = nullptr;
     if (colon < ivgen_len) {
-        ivhash = find_hash(ivgen + colon + 1, ivgen_len - colon - 1);
+        const size_t ivhash_len = ivgen_len - colon - 1;
+        ivhash = find_hash(ivgen + colon + 1, ivhash_len);
         if (!ivhash)
-            return Status::Unsupported;
+            return refuse(why, Status::Unsupported)
+                .text("Hash algorithm '")
+                .text(d.cipher_mode + dash + 1 + colon + 1, ivhash_len)
+                .text("' not supported")
+                .done();
         ivgen_len = colon;
     }
     h.cipher_mode = find_in(mode, dash, MODES, sizeof MODES / sizeof MODES[0]);
     if (!h.cipher_mode)
-        return Status::Unsupported;
+        return refuse(why, Status::Unsupported).text("Cipher mode '").text(d.cipher_mode, dash).text("' not supported").done();
     const bool xts = h.cipher_mode == MODES[2];
-    const CipherSize* cipher =
-        find_cipher(reinterpret_cast<const char*>(d.cipher_name), name_len, xts ? key_len / 2 : key_len);
+    const uint32_t cipher_key = xts ? key_len / 2 : key_len;
+    const CipherSize* cipher = find_cipher(reinterpret_cast<const char*>(d.cipher_name), name_len, cipher_key);
     if (!cipher)
-        return Status::Unsupported;
+        return refuse(why, Status::Unsupported)
+            .text("Algorithm '")
+            .text(d.cipher_name, name_len)
+            .text("' with key size ")
+            .int32(cipher_key)
+            .text(" bytes not supported")
+            .done();
     h.cipher_alg = cipher->qapi_name;
     h.cipher_name = cipher->luks_name;
     h.key_bytes = key_len;
@@ -193,16 +275,20 @@ Status luks_header_parse(const uint8_t* data, size_t len, LuksHeader* out) {
         __builtin_memcpy(h.slot_salt[i], d.key_slots[i].salt, 32);
     const HashName* hash = find_hash(reinterpret_cast<const char*>(d.hash_spec), hash_len);
     if (!hash)
-        return Status::Unsupported;
+        return refuse(why, Status::Unsupported).text("Hash algorithm '").text(d.hash_spec, hash_len).text("' not supported").done();
     h.hash_alg = hash->name;
     h.ivgen_alg = find_in(ivgen, ivgen_len, IVGENS, sizeof IVGENS / sizeof IVGENS[0]);
     if (!h.ivgen_alg)
-        return Status::Unsupported;
+        return refuse(why, Status::Unsupported)
+            .text("IV generator '")
+            .text(d.cipher_mode + dash + 1, ivgen_len)
+            .text("' not supported")
+            .done();
     if (h.ivgen_alg == IVGENS[2]) {
         if (!ivhash)
-            return Status::Corrupt; // qemu: "Missing IV generator hash specification"
+            return refuse(why, Status::Corrupt).text("Missing IV generator hash specification").done();
         if (!luks_essiv_cipher_exists(cipher->luks_name, cipher->key_bytes, ivhash->digest_len))
-            return Status::Unsupported;
+            return essiv_refusal(*cipher, ivhash->digest_len, why);
         h.ivgen_hash_alg = ivhash->name;
     }
     h.payload_offset = uint64_t{payload_sector} * LUKS_SECTOR_SIZE;

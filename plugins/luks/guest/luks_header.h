@@ -17,6 +17,8 @@ inline constexpr uint32_t LUKS_KEY_SLOT_ENABLED = 0x00AC71F3;
 inline constexpr uint32_t LUKS_KEY_SLOT_DISABLED = 0x0000DEAD;
 inline constexpr uint32_t LUKS_SECTOR_SIZE = 512;
 inline constexpr uint32_t LUKS_KEY_SLOT_OFFSET = 4096; // key material starts after the header's 8 sectors
+// The size of a LUKS1 header's name fields (cipher-name, cipher-mode, hash-spec).
+inline constexpr size_t LUKS_NAME_FIELD = 32;
 
 struct LuksKeySlotDisk {
     uint8_t active[4];
@@ -30,9 +32,9 @@ static_assert(sizeof(LuksKeySlotDisk) == 48, "LUKS key slot layout");
 struct LuksHeaderDisk {
     uint8_t magic[6]; // "LUKS\xba\xbe"
     uint8_t version[2];
-    uint8_t cipher_name[32];
-    uint8_t cipher_mode[32];
-    uint8_t hash_spec[32];
+    uint8_t cipher_name[LUKS_NAME_FIELD];
+    uint8_t cipher_mode[LUKS_NAME_FIELD];
+    uint8_t hash_spec[LUKS_NAME_FIELD];
     uint8_t payload_offset_sector[4];
     uint8_t master_key_len[4];
     uint8_t master_key_digest[20];
@@ -69,9 +71,20 @@ struct LuksHeader {
     LuksKeySlot slots[LUKS_NUM_KEY_SLOTS];
 };
 
-// Parses and checks a LUKS1 header the way qemu opens one without a key (magic, version,
-// NUL-terminated names, known algorithms, key slot sanity and overlaps).
-Status luks_header_parse(const uint8_t* data, size_t len, LuksHeader* out);
+// Why a header was refused, in qemu's words ("Keyslot 3 is corrupted (stripes 5 != 4000)"). The
+// longest quotes a 31-byte name and a 10-digit number.
+struct LuksWhy {
+    char text[128] = {};
+};
+
+// Parses and checks a LUKS1 header the way qemu opens one without a key (crypto/block-luks.c's
+// check_header then parse_header: magic, version, NUL-terminated names, the payload offset,
+// iteration counts, key slot sanity and overlaps with qemu's 32-bit arithmetic, then the cipher
+// mode, IV hash, cipher, hash, IV generator and ESSIV cipher lookups), stopping at the first
+// refusal with qemu's message in `why`. `detached`: the header is a file of its own (qemu 9.0+'s
+// header=), so the payload-overlap checks do not apply.
+Status luks_header_parse(const uint8_t* data, size_t len, LuksHeader* out, bool detached = false,
+                         LuksWhy* why = nullptr);
 
 // qemu's QCryptoHashAlgorithm (and QCryptoCipherAlgorithm: sm4) gained sm3 in 9.0; older qemu-img
 // cannot name it in a header or an option.

@@ -14,7 +14,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     (void)instar::luks::probe(dev, &match);
     (void)instar::hosted::run_info(&instar::luks::info, dev, {}, 1 << 20);
     instar::luks::LuksHeader h;
-    if (instar::luks::luks_header_parse(data, size, &h) != instar::guest::Status::Ok)
+    instar::luks::LuksWhy why; // every refusal's message is built (numbers, quoted header names)
+    const bool detached = size > 0 && (data[size - 1] & 1) != 0;
+    if (instar::luks::luks_header_parse(data, size, &h, detached, &why) != instar::guest::Status::Ok)
         return 0;
     bool cheap = h.master_key_iterations <= 64;
     for (const auto& s : h.slots)

@@ -55,7 +55,11 @@ Status read_luks(BlockDevice& dev, const Qcow2Extensions& ext, LuksHeader* out, 
     uint8_t raw[sizeof(LuksHeaderDisk)];
     if (dev.read(ext.crypto_header_offset, raw, sizeof raw) != Status::Ok)
         return Status::Corrupt;
-    return luks_header_parse(raw, sizeof raw, out);
+    luks::LuksWhy why;
+    const Status st = luks_header_parse(raw, sizeof raw, out, false, &why);
+    if (st != Status::Ok && why.text[0] != 0)
+        sink.reason(why.text, __builtin_strlen(why.text));
+    return st;
 }
 
 // Everything of ImageInfoSpecificQCow2 up to (not including) "bitmaps" and "compression-type".
@@ -141,6 +145,13 @@ Status info(const guest::InfoRequest& req, InfoSink& sink) {
     if (h.crypt_method == QCOW_CRYPT_LUKS) {
         if (!p.ext.has_crypto_header)
             return Status::Corrupt;
+        // qemu opens the LUKS header where it meets the crypto header extension, and an open for
+        // I/O asks for the key before it reads the header.
+        if (req.flags & guest::INFO_REQUEST_NO_KEY) {
+            static constexpr char NO_KEY[] = "Parameter 'encrypt.key-secret' is required for cipher";
+            sink.reason(NO_KEY, sizeof NO_KEY - 1);
+            return Status::Unsupported;
+        }
         st = read_luks(dev, p.ext, &p.luks, sink);
         if (st != Status::Ok)
             return st;

@@ -87,7 +87,14 @@ struct InfoRequest {
     // The qemu-img version whose output is being reproduced (qemu_version(): 70200, 100000, ...),
     // for the few fields that exist only in some versions.
     uint32_t qemu_version;
+    // Appended in module ABI 10 (docs/guest-abi.md): INFO_REQUEST_* bits.
+    uint32_t flags = 0;
 };
+
+// InfoRequest::flags: the command opens the image for I/O (every qemu-img command but info, and
+// create's look at a backing file) and the user gave no key-secret for it. A format whose qemu
+// driver asks for its key before it reads its header (luks) refuses with qemu's words at once.
+inline constexpr uint32_t INFO_REQUEST_NO_KEY = 1u << 0;
 
 // ---- The wire encoding (one token after another, little-endian) ----
 enum class InfoToken : uint8_t {
