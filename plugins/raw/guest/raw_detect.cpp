@@ -46,8 +46,14 @@ uint32_t be32(const uint8_t* p) {
 const char* from_head(const uint8_t* h, size_t n) {
     if (starts_with(h, n, QED_MAGIC, 4)) // includes the NUL
         return "qed";
-    if (starts_with(h, n, LUKS_MAGIC, sizeof LUKS_MAGIC))
-        return "luks";
+    // LUKS1 reaches here only without the luks plugin. qemu reads no other version (LUKS2 is raw to
+    // it); instar names LUKS2 rather than calling it unrecognised.
+    if (starts_with(h, n, LUKS_MAGIC, sizeof LUKS_MAGIC) && n >= sizeof LUKS_MAGIC + 2 && h[sizeof LUKS_MAGIC] == 0) {
+        if (h[sizeof LUKS_MAGIC + 1] == 1)
+            return "luks";
+        if (h[sizeof LUKS_MAGIC + 1] == 2)
+            return "luks2";
+    }
     if (starts_with(h, n, QCOW_MAGIC, sizeof QCOW_MAGIC) && n >= 8 && be32(h + 4) == QCOW_VERSION)
         return "qcow";
     if (n >= VDI_SIGNATURE_OFFSET + 4 && le32(h + VDI_SIGNATURE_OFFSET) == VDI_SIGNATURE)

@@ -30,7 +30,9 @@ TEST_CASE("detect: each magic") {
     CHECK(detect(with(40000, raw::ISO9660_IDENTIFIER_OFFSET, "CD001", 5)) == "iso");
     CHECK(detect(with(512, 64, "\x7f\x10\xda\xbe", 4)) == "vdi");
     CHECK(detect(with(512, 0, "QED\0", 4)) == "qed");
-    CHECK(detect(with(512, 0, raw::LUKS_MAGIC, 6)) == "luks");
+    CHECK(detect(with(512, 0, "LUKS\xba\xbe\0\1", 8)) == "luks");
+    CHECK(detect(with(512, 0, "LUKS\xba\xbe\0\2", 8)) == "luks2");
+    CHECK(detect(with(512, 0, raw::LUKS_MAGIC, 6)).empty()); // version 0: neither (qemu: raw)
     CHECK(detect(with(512, 0, "QFI\xfb\0\0\0\1", 8)) == "qcow");
     CHECK(detect(with(512, 0, "QFI\xfb\0\0\0\3", 8)).empty()); // qcow2 is not "other"
     CHECK(detect(with(4096, 4096 - 512, "koly", 4)) == "dmg");
