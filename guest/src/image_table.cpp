@@ -69,7 +69,8 @@ Status check_image_table(const instar_convert_image* images, uint32_t count) {
 }
 
 Status open_images(const instar_convert_image* images, uint32_t count, const char* snapshot, uint32_t qemu_version,
-                   ReasonSink& reasons, ImageReader** readers, uint32_t* opened, const Secrets* secrets) {
+                   ReasonSink& reasons, ImageReader** readers, uint32_t* opened, const Secrets* secrets,
+                   const ExactSnapshot* exact) {
     auto* files = static_cast<BlockDevice**>(arena().allocate(device_count() * sizeof(BlockDevice*) + 1, 8));
     if (files == nullptr) return Status::NoMemory;
     for (uint32_t i = 0; i < device_count(); ++i) files[i] = device(i);
@@ -81,10 +82,16 @@ Status open_images(const instar_convert_image* images, uint32_t count, const cha
             reasons.reason(TEXT, sizeof TEXT - 1);
             return Status::Unsupported;
         }
-        const OpenRequest req{device(im.device), files + im.first_file, im.file_count, &arena(), &codecs(),
-                              &reasons, *opened == 0 ? snapshot : nullptr, qemu_version,
-                              secrets && secrets->bytes ? secrets->bytes[*opened] : nullptr,
-                              secrets && secrets->lengths ? secrets->lengths[*opened] : 0};
+        OpenRequest req{device(im.device), files + im.first_file, im.file_count, &arena(), &codecs(),
+                        &reasons, *opened == 0 ? snapshot : nullptr, qemu_version,
+                        secrets && secrets->bytes ? secrets->bytes[*opened] : nullptr,
+                        secrets && secrets->lengths ? secrets->lengths[*opened] : 0};
+        if (*opened == 0 && exact != nullptr) {
+            req.snapshot_exact = true;
+            req.snapshot_id = exact->id;
+            req.snapshot_name = exact->name;
+            req.snapshot = exact->id != nullptr ? exact->id : exact->name;
+        }
         if (const Status st = m->open(req, &readers[*opened]); st != Status::Ok) return st;
     }
     return Status::Ok;

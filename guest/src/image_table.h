@@ -41,10 +41,18 @@ struct Secrets {
 };
 Status read_secrets(uint32_t device_plus_one, uint32_t image_count, Secrets* out);
 
+// -l snapshot.id=ID,snapshot.name=NAME: either or both, matched exactly (OpenRequest::snapshot_exact).
+struct ExactSnapshot {
+    const char* id = nullptr;
+    const char* name = nullptr;
+};
+
 // One reader per entry, in table order; `snapshot` (or nullptr) is read instead of image 0's
-// current state. On failure *opened is the index that failed (its reason already sent).
+// current state, as `exact` says when given. On failure *opened is the index that failed (its
+// reason already sent).
 Status open_images(const instar_convert_image* images, uint32_t count, const char* snapshot, uint32_t qemu_version,
-                   ReasonSink& reasons, ImageReader** readers, uint32_t* opened, const Secrets* secrets = nullptr);
+                   ReasonSink& reasons, ImageReader** readers, uint32_t* opened, const Secrets* secrets = nullptr,
+                   const ExactSnapshot* exact = nullptr);
 
 // Closes readers[0..opened).
 void close_images(ImageReader** readers, uint32_t opened);

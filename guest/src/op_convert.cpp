@@ -84,7 +84,9 @@ struct Plan {
     instar_convert_plan head{};
     instar_convert_image* images = nullptr;
     const uint8_t* create = nullptr;
-    char* snapshot = nullptr; // NUL-terminated copy, or nullptr
+    const char* snapshot = nullptr; // NUL-terminated copy, or nullptr
+    bool exact = false;       // INSTAR_CONVERT_SNAPSHOT_EXACT: `exact` names the snapshot
+    ExactSnapshot exact_snapshot;
 };
 
 // Reads and checks the plan: every index inside the tables the host gave us.
@@ -102,10 +104,25 @@ Status read_plan(uint32_t plan_device, Plan& plan) {
         return Status::Invalid;
     plan.images = reinterpret_cast<instar_convert_image*>(bytes + sizeof h); // 16-aligned + 72: 8-aligned
     plan.create = bytes + sizeof h + table;
-    if (h.snapshot_len > 0) {
-        plan.snapshot = reinterpret_cast<char*>(bytes + sizeof h + table + h.create_len);
-        plan.snapshot[h.snapshot_len] = 0; // the spare byte read_plan_device keeps
-        if (__builtin_strlen(plan.snapshot) != h.snapshot_len) return Status::Invalid;
+    if (h.snapshot_len > 0 || (h.flags & INSTAR_CONVERT_SNAPSHOT) != 0) {
+        char* const text = reinterpret_cast<char*>(bytes + sizeof h + table + h.create_len);
+        text[h.snapshot_len] = 0; // the spare byte read_plan_device keeps
+        if ((h.flags & INSTAR_CONVERT_SNAPSHOT_EXACT) == 0) {
+            if (__builtin_strlen(text) != h.snapshot_len) return Status::Invalid;
+            plan.snapshot = text; // perhaps empty: qemu looks `-l ''` up and finds nothing
+        } else {
+            // selector, id, NUL, name: each present only as the selector says.
+            if (h.snapshot_len < 2) return Status::Invalid;
+            const uint8_t sel = static_cast<uint8_t>(text[0]);
+            const size_t id_len = __builtin_strlen(text + 1);
+            if (sel == 0 || (sel & ~(INSTAR_SNAPSHOT_HAS_ID | INSTAR_SNAPSHOT_HAS_NAME)) != 0 ||
+                1 + id_len + 1 > h.snapshot_len || 1 + id_len + 1 + __builtin_strlen(text + 2 + id_len) != h.snapshot_len)
+                return Status::Invalid;
+            plan.exact = true;
+            plan.exact_snapshot.id = (sel & INSTAR_SNAPSHOT_HAS_ID) != 0 ? text + 1 : nullptr;
+            plan.exact_snapshot.name = (sel & INSTAR_SNAPSHOT_HAS_NAME) != 0 ? text + 2 + id_len : nullptr;
+            plan.snapshot = plan.exact_snapshot.id != nullptr ? plan.exact_snapshot.id : plan.exact_snapshot.name;
+        }
     }
     if (const Status st = check_image_table(plan.images, h.image_count); st != Status::Ok) return st;
     if (module(h.target_module) == nullptr || device(h.target_device) == nullptr ||
@@ -153,7 +170,8 @@ Status convert_op(const uint8_t* arg, uint32_t arg_len) {
     const uint8_t* target_secret = secrets.bytes ? secrets.bytes[h.image_count] : nullptr;
     const size_t target_secret_len = secrets.lengths ? secrets.lengths[h.image_count] : 0;
     uint32_t opened = 0;
-    Status st = open_images(plan.images, h.image_count, plan.snapshot, h.qemu_version, reasons, readers, &opened, &secrets);
+    Status st = open_images(plan.images, h.image_count, plan.snapshot, h.qemu_version, reasons, readers, &opened, &secrets,
+                            plan.exact ? &plan.exact_snapshot : nullptr);
     if (st != Status::Ok) report_failure(INSTAR_CONVERT_PHASE_OPEN, opened);
 
     // Each source's chain (and the -B image's), top first.

@@ -296,6 +296,21 @@ case("concatenate", ["convert", "-O", "qcow2", "q.qcow2", "q512.qcow2", "qv2.qco
 case("concatenate raw", ["convert", "-f", "raw", "-O", "raw", "src.raw", "odd.raw", "out.raw"], ["raw"], "raw")
 case("chain flattened", ["convert", "-O", "qcow2", "ov.qcow2", "out.qcow2"], ["qcow2"], "qcow2")
 case("-l snapshot", ["convert", "-l", "s1", "-O", "raw", "qsnap.qcow2", "out.raw"], ["qcow2"], "raw")
+# -l snapshot.id/snapshot.name: either or both, each matched exactly (qemu's bdrv_snapshot_load_tmp).
+case("-l snapshot.id and name", ["convert", "-l", "snapshot.id=1,snapshot.name=s1", "-O", "raw", "qsnap.qcow2",
+                                 "out.raw"], ["qcow2"], "raw")
+case("-l snapshot.name", ["convert", "-l", "snapshot.name=s1", "-O", "raw", "qsnap.qcow2", "out.raw"], ["qcow2"], "raw")
+for l in ["", "snapshot.id=", "snapshot.foo=1", "snapshot.id=1,snapshot.name=nosuch", "snapshot.name=1"]:
+    case("error: -l '%s'" % l, ["convert", "-l", l, "-O", "raw", "qsnap.qcow2", "out.raw"], ["qcow2"], "raw",
+         expect_error=True)
+# -B and -F win over -o backing_file / backing_fmt (qemu sets them after parsing -o).
+case("-B over -o backing_file", ["convert", "-O", "qcow2", "-B", "base.qcow2", "-F", "qcow2", "-o",
+                                 "backing_file=nosuch.qcow2,backing_fmt=raw", "ov.qcow2", "out.qcow2"], ["qcow2"], "qcow2")
+# A format without snapshots: qemu's "does not support temporarily loading internal snapshots".
+case("error: -l on raw", ["convert", "-l", "s1", "-f", "raw", "-O", "raw", "src.raw", "out.raw"], ["raw"], "raw",
+     expect_error=True)
+case("error: -l on vmdk", ["convert", "-l", "s1", "-O", "raw", "v-monolithicSparse.vmdk", "out.raw"], ["vmdk"], "raw",
+     expect_error=True)
 case("-f qcow2", ["convert", "-f", "qcow2", "-O", "raw", "q.qcow2", "out.raw"], ["qcow2"], "raw")
 for opts in ["cluster_size=4k", "cluster_size=2M", "extended_l2=on", "compat=0.10", "refcount_bits=1",
              "lazy_refcounts=on", "preallocation=metadata"]:
@@ -339,7 +354,10 @@ for args in (["convert"], ["convert", "q.qcow2"], ["convert", "missing.qcow2", "
              ["convert", "-O", "qcow2", "-o", "bogus=1", "q.qcow2", "out.qcow2"],
              ["convert", "-O", "qcow2", "-o", "cluster_size=3", "q.qcow2", "out.qcow2"],
              ["convert", "-O", "qcow2", "-o", "backing_file=base.qcow2", "q.qcow2", "out.qcow2"],
-             ["convert", "-s", "snap", "q.qcow2", "out.raw"], ["convert", "--bogus", "q.qcow2", "out.raw"]):
+             ["convert", "-s", "snap", "q.qcow2", "out.raw"], ["convert", "--bogus", "q.qcow2", "out.raw"],
+             # long names qemu-img 10.0's help lists but its getopt table lacks (7.2 lacks them too)
+             ["convert", "--target-format", "raw", "q.qcow2", "out.raw"], ["convert", "--compress", "q.qcow2", "out.raw"],
+             ["convert", "--progress", "q.qcow2", "out.raw"], ["convert", "--no-create", "q.qcow2", "out.raw"]):
     case("error: " + " ".join(args[1:]), args, ["qcow2"], "raw", expect_error=True)
 
 # -n: into an existing target, written in place (its tail past the sources stays as it was).

@@ -152,6 +152,10 @@ def main():
                       'out.raw']):
             compare(results, ' '.join(args), args, d, instar, d)
         compare(results, 'snapshot -l damaged (probed)', ['snapshot', '-l', 'stripes.luks'], d, instar, d)
+        # convert -l: luks has no snapshots to load (after the key, as qemu's open then load_tmp).
+        compare(results, 'convert -l on luks', ['convert', '--object', SECRET, '--image-opts',
+                                                 'driver=luks,key-secret=sec0,file.filename=good.luks', '-l', 's1',
+                                                 'out.raw'], d, instar, d)
     return report(results)
 
 

@@ -352,6 +352,16 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_create_arg) == 72, "create arg layout");
 #define INSTAR_CONVERT_SALVAGE 64u            /* --salvage: read errors become zeros (INSTAR_REC_CONVERT_SALVAGE) */
 #define INSTAR_CONVERT_WINDOW 128u            /* dd: copy only window_offset/window_length of the one source */
 #define INSTAR_CONVERT_ONE_COROUTINE 256u     /* -m 1: no second request in flight when a read fails */
+/* -l was given: the snapshot bytes (snapshot_len, perhaps 0: `-l ''`) name it. Without this flag a
+ * non-empty name still means a plain -l (older hosts). */
+#define INSTAR_CONVERT_SNAPSHOT 512u
+/* -l snapshot.id=ID,snapshot.name=NAME (qemu's bdrv_snapshot_load_tmp with either or both, each
+ * matched exactly): the snapshot bytes are one selector byte (INSTAR_SNAPSHOT_HAS_ID |
+ * INSTAR_SNAPSHOT_HAS_NAME), the id, a NUL, the name. Without it they are a plain -l: an id, else a
+ * name (bdrv_snapshot_load_tmp_by_id_or_name). */
+#define INSTAR_CONVERT_SNAPSHOT_EXACT 1024u
+#define INSTAR_SNAPSHOT_HAS_ID 1u
+#define INSTAR_SNAPSHOT_HAS_NAME 2u
 #define INSTAR_CONVERT_NO_BACKING 0xFFFFFFFFu /* instar_convert_image.backing: none */
 #define INSTAR_CONVERT_MAX_IMAGES 4096u       /* 64 sources x a 64-deep chain: more than any sane plan */
 

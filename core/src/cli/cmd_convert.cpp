@@ -94,6 +94,12 @@ constexpr std::string_view CONVERT_HELP =
 // every short one (--source-format, --target-format, ...), which 7.2 refuses as unrecognised.
 constexpr std::string_view LONG_OPTIONS_72[] = {"help", "object", "image-opts", "force-share", "target-image-opts",
                                                 "salvage", "target-is-zero", "bitmaps", "skip-broken-bitmaps"};
+// qemu-img 10.0 (Debian's 10.0.2) lists these long names in convert's --help but its getopt table
+// lacks them: "unrecognized option". Refused under every profile before 10.1 (10.1's table is not
+// verified here); `--progress=VALUE` stays instar's own (--progress=json).
+constexpr std::string_view LONG_OPTIONS_UNLISTED_100[] = {"compress",        "no-create",    "progress",
+                                                          "source-snapshot", "target-cache", "target-format",
+                                                          "target-options"};
 // instar's own long options, accepted under every profile.
 constexpr std::string_view LONG_OPTIONS_INSTAR[] = {"allow-path", "unsafe-quirks", "progress", "qemu-version",
                                                     "max-guest-memory", "sandbox"};
@@ -121,6 +127,18 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
     // 7.2 refuses the long names only 10.0 has (--progress is instar's --progress=json under 7.2).
     if (auto refused = refuse_unknown_long_options(ctx, "convert", args, LONG_OPTIONS_72, LONG_OPTIONS_INSTAR))
         return *refused;
+    if (ctx.profile.version < qemu_version(10, 1)) { // 7.2 lacks them as well (a bare --progress too)
+        for (const auto& a : in_args) {
+            if (a == "--")
+                break;
+            if (a.rfind("--", 0) != 0 || a.rfind("--progress=", 0) == 0)
+                continue;
+            const std::string name = a.substr(2, a.find('=') == std::string::npos ? std::string::npos : a.find('=') - 2);
+            if (std::find(std::begin(LONG_OPTIONS_UNLISTED_100), std::end(LONG_OPTIONS_UNLISTED_100), name) !=
+                std::end(LONG_OPTIONS_UNLISTED_100))
+                return report_option_error(ctx, "convert", OptionErrorKind::Unknown, a);
+        }
+    }
     po::options_description opts("convert options");
     opts.add_options()
         ("help,h", "")
@@ -336,17 +354,26 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
         return message;
     };
     if (has("source-snapshot")) {
-        std::string l = str("source-snapshot");
+        const std::string l = str("source-snapshot");
         if (l.rfind("snapshot.", 0) == 0) {
-            // snapshot.id=ID or snapshot.name=NAME: instar looks either up as an id, then a name.
-            const auto eq = l.find('=');
-            if (eq == std::string::npos || (l.substr(0, eq) != "snapshot.id" && l.substr(0, eq) != "snapshot.name"))
-                return fail("Failed in parsing snapshot param '" + l + "'");
-            l = l.substr(eq + 1);
+            // qemu's internal_snapshot_opts: snapshot.id and/or snapshot.name (the last of each
+            // wins), each matched exactly by bdrv_snapshot_load_tmp; any other key is refused.
+            for (const auto& item : split_option_list(l)) {
+                if (item.key == "snapshot.id") {
+                    spec.snapshot_id = item.value;
+                } else if (item.key == "snapshot.name") {
+                    spec.snapshot_name = item.value;
+                } else {
+                    report_error(ctx, "Invalid parameter '" + item.key + "'");
+                    return fail("Failed in parsing snapshot param '" + l + "'");
+                }
+            }
+            spec.snapshot_exact = true;
         } else if (src_num > 1) {
             return fail("No support for concatenating multiple snapshot");
+        } else {
+            spec.snapshot = l; // perhaps empty: qemu looks it up and finds nothing
         }
-        spec.snapshot = l;
     }
     spec.min_sparse = min_sparse;
     spec.compressed = compressed;
@@ -496,13 +523,17 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
         return fail("Backing file not supported for file format '" + std::string(d.name) + "'");
     if (has("backing-format") && !has_backing_key)
         return fail("Backing file format not supported for file format '" + std::string(d.name) + "'");
-    std::optional<std::string> backing = has("backing") ? std::optional(str("backing")) : std::nullopt;
-    std::optional<std::string> backing_fmt =
-        has("backing-format") ? std::optional(str("backing-format")) : std::nullopt;
+    // qemu's add_old_style_options sets -B and -F after parsing -o, so they win over -o's
+    // backing_file and backing_fmt.
+    std::optional<std::string> backing, backing_fmt;
     if (const std::string* b = set->find("backing_file"))
         backing = *b;
     if (const std::string* f = set->find("backing_fmt"))
         backing_fmt = *f;
+    if (has("backing"))
+        backing = str("backing");
+    if (has("backing-format"))
+        backing_fmt = str("backing-format");
     if (backing && src_num > 1)
         return fail("Having a backing file for the target makes no sense when concatenating multiple input images");
     // -B is set as the backing_file option before this check (add_old_style_options), so it

@@ -119,7 +119,7 @@ std::string failure_message(const ConvertSpec& spec, const std::vector<const Cha
         const std::string& name = table[failure->image]->name;
         for (std::size_t at; (at = reason.find("{image}")) != std::string::npos;)
             reason.replace(at, 7, name);
-        if (failure->image == 0 && spec.snapshot)
+        if (failure->image == 0 && (spec.snapshot || spec.snapshot_exact))
             return "Failed to load snapshot: " + reason;
         return "Could not open '" + name + "': " + reason;
     }
@@ -620,8 +620,17 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
                                                                : UINT64_MAX;
     plan.head.create_len = static_cast<std::uint32_t>(create_bytes.size());
     plan.create = std::move(create_bytes);
-    if (spec.snapshot)
+    if (spec.snapshot_exact) {
+        plan.head.flags |= INSTAR_CONVERT_SNAPSHOT | INSTAR_CONVERT_SNAPSHOT_EXACT;
+        plan.snapshot.push_back(static_cast<char>((spec.snapshot_id ? INSTAR_SNAPSHOT_HAS_ID : 0u) |
+                                                  (spec.snapshot_name ? INSTAR_SNAPSHOT_HAS_NAME : 0u)));
+        plan.snapshot += spec.snapshot_id.value_or("");
+        plan.snapshot.push_back('\0');
+        plan.snapshot += spec.snapshot_name.value_or("");
+    } else if (spec.snapshot) {
+        plan.head.flags |= INSTAR_CONVERT_SNAPSHOT;
         plan.snapshot = *spec.snapshot;
+    }
     plan.head.snapshot_len = static_cast<std::uint32_t>(plan.snapshot.size());
     plan.head.qemu_version = qemu_version;
     PlanFile plan_file;

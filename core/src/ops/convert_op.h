@@ -27,7 +27,11 @@ struct ConvertSpec {
     std::vector<std::optional<std::string>> source_secrets;
     std::vector<std::optional<std::string>> source_headers; // per source: luks's header= (InfoOptions::header)
     std::vector<bool> source_no_backing; // per source: "backing": null (the image alone; unallocated reads zeros)
-    std::optional<std::string> snapshot;       // -l (id or name)
+    std::optional<std::string> snapshot;       // -l (id or name; may be empty: qemu finds nothing)
+    // -l snapshot.id=ID,snapshot.name=NAME: `snapshot` is unset and these name it, each matched
+    // exactly when given (at least one is).
+    bool snapshot_exact = false;
+    std::optional<std::string> snapshot_id, snapshot_name;
     // The target as create would make it: filename, plugin, options, backing file/format (-B/-F or
     // -o backing_file/backing_fmt); size is filled in from the sources.
     CreateSpec target;

@@ -117,11 +117,8 @@ private:
 Status open(const guest::OpenRequest& req, guest::ImageReader** out) {
     if (req.image == nullptr || req.allocator == nullptr || out == nullptr)
         return Status::Invalid;
-    if (req.snapshot != nullptr) {
-        guest::say_reason(req.reasons, "Block format 'cloop' used by device '' does not support temporarily "
-                                       "loading internal snapshots");
+    if (guest::refuse_snapshot_load(req, "cloop"))
         return Status::Unsupported;
-    }
     CloopImage img;
     CloopMessage msg;
     const char* why = nullptr;

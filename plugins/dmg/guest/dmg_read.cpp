@@ -151,6 +151,10 @@ Status open(const guest::OpenRequest& req, guest::ImageReader** out) {
         say(req.reasons, why.text);
         return st;
     }
+    if (guest::refuse_snapshot_load(req, "dmg")) { // after the open, as qemu's convert -l
+        dmg_free(alloc, img);
+        return Status::Unsupported;
+    }
     if (img.has_zlib && (req.codecs == nullptr || req.codecs->inflate == nullptr)) {
         dmg_free(alloc, img);
         say(req.reasons, "No inflate for zlib chunks");

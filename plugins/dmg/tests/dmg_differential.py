@@ -118,6 +118,8 @@ def main():
             d.same(f'map --output=json {name}', ['map', '--output=json', name])
             d.same(f'measure -O qcow2 {name}', ['measure', '-O', 'qcow2', name])
         d.same('map gap.dmg', ['map', '--output=json', 'gap.dmg'])
+        # -l: dmg has no snapshots to load (qemu's "does not support temporarily loading ..."), never ignored.
+        d.same('convert -l xml.dmg', ['convert', '-O', 'raw', '-l', 's1', 'xml.dmg', '@out.raw'])
         d.same('dd xml.dmg', ['dd', '-O', 'raw', 'if=xml.dmg', 'of=@dd.raw', 'bs=4k', 'count=5', 'skip=1'],
                outputs=['dd.raw'])
         subprocess.run([QEMUS['7.2'][0], 'convert', '-O', 'raw', 'xml.dmg', 'ref.raw'], cwd=work,

@@ -266,6 +266,8 @@ Status open(const guest::OpenRequest& req, ImageReader** out) {
                                       req.reasons, nullptr, req.qemu_version, hdr != req.image);
         st != Status::Ok)
         return st;
+    if (guest::refuse_snapshot_load(req, "luks")) // after the key, as qemu's convert -l
+        return Status::Unsupported;
     const uint64_t size = req.image->size();
     auto* bounce = static_cast<uint8_t*>(req.allocator->allocate(READ_CHUNK, 16));
     if (bounce == nullptr)

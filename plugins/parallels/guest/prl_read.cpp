@@ -156,11 +156,8 @@ private:
 Status open(const guest::OpenRequest& req, guest::ImageReader** out) {
     if (req.image == nullptr || req.allocator == nullptr || out == nullptr)
         return Status::Invalid;
-    if (req.snapshot != nullptr) {
-        guest::say_reason(req.reasons,
-                          "Block format 'parallels' used by device '' does not support internal snapshots");
+    if (guest::refuse_snapshot_load(req, "parallels"))
         return Status::Unsupported;
-    }
     PrlImage img;
     const char* why = nullptr;
     if (const Status st = prl_load(*req.image, req.qemu_version, &img, &why); st != Status::Ok) {

@@ -258,10 +258,8 @@ Status open(const guest::OpenRequest& req, guest::ImageReader** out) {
     if (req.image == nullptr || req.allocator == nullptr || out == nullptr)
         return Status::Invalid;
     guest::Allocator& a = *req.allocator;
-    if (req.snapshot != nullptr) {
-        guest::say_reason(req.reasons, "Block format 'qcow' used by device '' does not support internal snapshots");
+    if (guest::refuse_snapshot_load(req, "qcow"))
         return Status::Unsupported;
-    }
     QcowImage* img = guest::arena_new<QcowImage>(a);
     if (img == nullptr)
         return Status::NoMemory;

@@ -106,13 +106,15 @@ Status header_failure(guest::ReasonSink* reasons, Status st, const Qcow2HeaderDi
 }
 
 struct Found {
-    bool by_id = false, by_name = false;
-    Qcow2Snapshot id, name;
+    bool by_id = false, by_name = false, by_both = false;
+    Qcow2Snapshot id, name, both;
 };
 
-// Walks the whole table (as qemu reads it at open) and keeps the first entry whose id, and the
-// first whose name, equals `want`.
-Status scan_snapshots(const Qcow2Header& h, MetadataReader& reader, const char* want, Found* f) {
+// Walks the whole table (as qemu reads it at open) and keeps the first entry whose id equals
+// `want_id`, the first whose name equals `want_name`, and the first with both (a nullptr matches
+// nothing, and `both` then needs only the other).
+Status scan_snapshots(const Qcow2Header& h, MetadataReader& reader, const char* want_id, const char* want_name,
+                      Found* f) {
     uint64_t offset = h.snapshots_offset;
     uint8_t text[256]; // ids and names are compared in pieces
     for (uint32_t i = 0; i < h.nb_snapshots; ++i) {
@@ -131,17 +133,20 @@ Status scan_snapshots(const Qcow2Header& h, MetadataReader& reader, const char* 
         if ((st = qcow2_snapshot_parse(hdr, sizeof hdr, extra, known, &s)) != Status::Ok)
             return st;
         offset += s.extra_data_size;
-        // Compare id, then name, against `want` a piece at a time.
+        // Compare the id with `want_id`, then the name with `want_name`, a piece at a time.
         const uint16_t sizes[2] = {s.id_str_size, s.name_size};
+        const char* const wants[2] = {want_id, want_name};
+        bool equals[2] = {false, false};
         for (int which = 0; which < 2; ++which) {
-            bool equal = true;
+            const char* const want = wants[which];
+            bool equal = want != nullptr;
             bool ended = false; // a NUL in the stored string ended it
             size_t pos = 0;
-            while (pos < sizes[which]) {
+            while (equal && pos < sizes[which]) {
                 const size_t n = sizes[which] - pos < sizeof text ? sizes[which] - pos : sizeof text;
                 if ((st = reader.read(offset + pos, text, n)) != Status::Ok)
                     return st;
-                if (!ended && equal) {
+                if (!ended) {
                     const size_t len = bounded_strlen(text, n);
                     for (size_t k = 0; k < len && equal; ++k)
                         equal = want[pos + k] != 0 && static_cast<uint8_t>(want[pos + k]) == text[k];
@@ -154,14 +159,20 @@ Status scan_snapshots(const Qcow2Header& h, MetadataReader& reader, const char* 
             }
             if (!ended && equal)
                 equal = want[pos] == 0;
-            if (equal && which == 0 && !f->by_id) {
-                f->by_id = true;
-                f->id = s;
-            } else if (equal && which == 1 && !f->by_name) {
-                f->by_name = true;
-                f->name = s;
-            }
+            equals[which] = equal;
             offset += sizes[which];
+        }
+        if (equals[0] && !f->by_id) {
+            f->by_id = true;
+            f->id = s;
+        }
+        if (equals[1] && !f->by_name) {
+            f->by_name = true;
+            f->name = s;
+        }
+        if ((want_id == nullptr || equals[0]) && (want_name == nullptr || equals[1]) && !f->by_both) {
+            f->by_both = true;
+            f->both = s;
         }
         if (offset - h.snapshots_offset > QCOW_MAX_SNAPSHOTS_SIZE)
             return Status::TooLarge; // qemu: "Snapshot table is too big"
@@ -182,8 +193,22 @@ Status pick_snapshot(const guest::OpenRequest& req, const Qcow2Header& h, Qcow2S
         return Status::NoMemory;
     MetadataReader reader(*req.image, window.data(), window.size());
     Found f;
-    if (const Status st = scan_snapshots(h, reader, req.snapshot, &f); st != Status::Ok)
+    const char* const want_id = req.snapshot_exact ? req.snapshot_id : req.snapshot;
+    const char* const want_name = req.snapshot_exact ? req.snapshot_name : req.snapshot;
+    if (const Status st = scan_snapshots(h, reader, want_id, want_name, &f); st != Status::Ok)
         return fail(req.reasons, st, "Snapshot table is corrupt");
+    if (req.snapshot_exact) {
+        // qcow2_snapshot_load_tmp with find_snapshot_by_id_and_name: one lookup, no fallback.
+        if (!f.by_both || (want_id == nullptr && want_name == nullptr))
+            return fail(req.reasons, Status::Invalid, "Can't find snapshot");
+        const Status st = snapshot_l1_check(h, f.both);
+        if (st == Status::TooLarge)
+            return fail(req.reasons, st, "Snapshot L1 table too large");
+        if (st != Status::Ok)
+            return fail(req.reasons, Status::Corrupt, "Snapshot L1 table offset invalid");
+        *out = f.both;
+        return Status::Ok;
+    }
     // bdrv_snapshot_load_tmp_by_id_or_name: by id first; on "not found" or "invalid" by name.
     Status st = Status::Invalid;
     if (f.by_id) {

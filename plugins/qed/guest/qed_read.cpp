@@ -167,10 +167,8 @@ private:
 Status open(const guest::OpenRequest& req, guest::ImageReader** out) {
     if (req.image == nullptr || req.allocator == nullptr || out == nullptr)
         return Status::Invalid;
-    if (req.snapshot != nullptr) {
-        guest::say_reason(req.reasons, "Block format 'qed' used by device '' does not support internal snapshots");
+    if (guest::refuse_snapshot_load(req, "qed"))
         return Status::Unsupported;
-    }
     QedImage* img = guest::arena_new<QedImage>(*req.allocator);
     if (img == nullptr)
         return Status::NoMemory;

@@ -97,13 +97,8 @@ private:
 
 Status open(const guest::OpenRequest& req, guest::ImageReader** out) {
     if (req.image == nullptr || req.allocator == nullptr) return Status::Invalid;
-    if (req.snapshot != nullptr) {
-        if (req.reasons != nullptr) {
-            static constexpr char TEXT[] = "Block format 'raw' used by device '' does not support internal snapshots";
-            req.reasons->reason(TEXT, sizeof TEXT - 1);
-        }
+    if (guest::refuse_snapshot_load(req, "raw"))
         return Status::Unsupported;
-    }
     RawReader* r = guest::arena_new<RawReader>(*req.allocator, *req.image, *req.allocator);
     if (r == nullptr) return Status::NoMemory;
     *out = r;

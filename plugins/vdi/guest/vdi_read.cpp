@@ -161,11 +161,8 @@ Status vdi_read_entries(BlockDevice& dev, const VdiImage& img, uint64_t first, u
 Status open(const guest::OpenRequest& req, guest::ImageReader** out) {
     if (req.image == nullptr || req.allocator == nullptr || out == nullptr)
         return Status::Invalid;
-    if (req.snapshot != nullptr) {
-        guest::say_reason(req.reasons,
-                          "Block format 'vdi' used by device '' does not support temporarily loading internal snapshots");
+    if (guest::refuse_snapshot_load(req, "vdi"))
         return Status::Unsupported;
-    }
     VdiImage img;
     const char* why = nullptr;
     if (const Status st = vdi_load(*req.image, &img, &why); st != Status::Ok) {

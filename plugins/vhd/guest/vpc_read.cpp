@@ -256,10 +256,8 @@ private:
 Status open(const guest::OpenRequest& req, guest::ImageReader** out) {
     if (req.image == nullptr || req.allocator == nullptr || out == nullptr)
         return Status::Invalid;
-    if (req.snapshot != nullptr) {
-        guest::say_reason(req.reasons, "Block format 'vpc' used by device '' does not support internal snapshots");
+    if (guest::refuse_snapshot_load(req, "vpc"))
         return Status::Unsupported;
-    }
     VpcImage img;
     const char* why = nullptr;
     if (const Status st = vpc_load(*req.image, *req.allocator, &img, &why); st != Status::Ok) {

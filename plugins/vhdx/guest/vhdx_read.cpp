@@ -292,10 +292,8 @@ private:
 Status open(const guest::OpenRequest& req, guest::ImageReader** out) {
     if (req.image == nullptr || req.allocator == nullptr || out == nullptr)
         return Status::Invalid;
-    if (req.snapshot != nullptr) {
-        guest::say_reason(req.reasons, "Block format 'vhdx' used by device '' does not support internal snapshots");
+    if (guest::refuse_snapshot_load(req, "vhdx"))
         return Status::Unsupported;
-    }
     VhdxImage img;
     const char* why = nullptr;
     if (const Status st = vhdx_load(*req.image, *req.allocator, &img, &why); st != Status::Ok) {

@@ -466,10 +466,8 @@ private:
 Status open(const guest::OpenRequest& req, guest::ImageReader** out) {
     if (req.image == nullptr || req.allocator == nullptr)
         return Status::Invalid;
-    if (req.snapshot != nullptr) {
-        say(req.reasons, "Block format 'vmdk' used by device '' does not support internal snapshots");
+    if (guest::refuse_snapshot_load(req, "vmdk"))
         return Status::Unsupported;
-    }
     ReadLayout layout{};
     if (const Status st = open_layout(req, &layout); st != Status::Ok)
         return st;

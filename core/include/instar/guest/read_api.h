@@ -174,7 +174,32 @@ struct OpenRequest {
     // caller offers no resizing; the host refuses a length past the output's limit. Appended with a
     // default (round 7): formats that ignore it are unchanged.
     Status (*set_length)(BlockDevice& dev, uint64_t length) = nullptr;
+    // Appended in module ABI 10: `-l snapshot.id=ID,snapshot.name=NAME` (convert). With
+    // snapshot_exact, the snapshot to read is the first whose id is snapshot_id and whose name is
+    // snapshot_name, each only when not nullptr (qemu's find_snapshot_by_id_and_name); `snapshot` is
+    // then one of the two (not nullptr), so a format without snapshots refuses as for a plain -l.
+    bool snapshot_exact = false;
+    const char* snapshot_id = nullptr;
+    const char* snapshot_name = nullptr;
 };
+
+// qemu's bdrv_snapshot_load_tmp on a driver without it (every format but qcow2): `convert -l` and
+// `measure -l` fail after the open with "Block format 'FMT' used by device '' does not support
+// temporarily loading internal snapshots". True, with that reason said, when `req` names a snapshot.
+inline bool refuse_snapshot_load(const OpenRequest& req, const char* format) {
+    if (req.snapshot == nullptr)
+        return false;
+    char text[128];
+    size_t n = 0;
+    const char* const parts[] = {"Block format '", format,
+                                 "' used by device '' does not support temporarily loading internal snapshots"};
+    for (const char* part : parts)
+        for (size_t i = 0; part[i] != 0 && n + 1 < sizeof text; ++i)
+            text[n++] = part[i];
+    text[n] = 0;
+    say_reason(req.reasons, text);
+    return true;
+}
 
 // Opens a reader (allocated from req.allocator). A non-Ok Status leaves *out untouched; Unsupported
 // for valid images the format code cannot read yet (with a reason naming what).
