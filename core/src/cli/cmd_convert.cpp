@@ -37,6 +37,8 @@ constexpr std::string_view CONVERT_HELP =
     "     quiet operations\n"
     "  -p, --progress\n"
     "     show operation progress\n"
+    "  --progress=json\n"
+    "     instar: progress as one JSON object per line on stderr (phase, percent, done, total)\n"
     "  -f, --source-format SRC_FMT\n"
     "     specify SRC_FILENAME source image format explicitly\n"
     "  --source-image-opts\n"
