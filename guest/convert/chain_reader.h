@@ -40,6 +40,12 @@ public:
     // A lone image whose reads may be made ahead of time (ImageReader::reads_ahead_safe).
     bool reads_ahead_safe() const { return depth_ == 1 && chain_[0]->reads_ahead_safe(); }
 
+    // A lone image's ImageReader::status_boundary (where qemu's driver ends a block-status answer
+    // starting at `offset`); UINT64_MAX for a chain (and for readers without one).
+    uint64_t lone_status_boundary(uint64_t offset) const {
+        return depth_ == 1 ? chain_[0]->status_boundary(offset) : UINT64_MAX;
+    }
+
     // The top image's content identifier (ImageReader::content_id).
     bool top_content_id(uint32_t kind, uint32_t* out) const { return depth_ != 0 && chain_[0]->content_id(kind, out); }
 

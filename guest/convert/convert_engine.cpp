@@ -499,9 +499,22 @@ Status Converter::run(guest::Allocator& alloc) {
             ahead = nullptr;
         }
         if (status == Blk::Data || (min_sparse_ == 0 && status == Blk::Zero)) {
-            allocated_done += n;
-            if (p_.progress != nullptr)
-                p_.progress(p_.progress_ctx, allocated_done, allocated_sectors);
+            if (p_.progress == nullptr) {
+                allocated_done += n;
+            } else {
+                // qemu's iterations end where its driver ends a block-status answer (a vmdk grain):
+                // one report per such step, so that -p prints qemu's figures.
+                for (uint64_t s = sector_num; s < sector_num + n;) {
+                    uint64_t e = sector_num + n;
+                    const uint64_t at = (s - src_cur_offset_) * SECTOR;
+                    const uint64_t b = chains_[src_cur_].lone_status_boundary(at);
+                    if (b > at && b != UINT64_MAX && (b - at) / SECTOR < e - s)
+                        e = s + (b - at + SECTOR - 1) / SECTOR;
+                    allocated_done += e - s;
+                    p_.progress(p_.progress_ctx, allocated_done, allocated_sectors);
+                    s = e;
+                }
+            }
         }
         if (status == Blk::Data && !read_already) {
             char line[FAIL_TEXT];

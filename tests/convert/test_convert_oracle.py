@@ -288,6 +288,17 @@ case("-S 0", ["convert", "-S", "0", "-f", "raw", "-O", "raw", "src.raw", "out.ra
 case("-S 64k", ["convert", "-S", "64k", "-f", "raw", "-O", "qcow2", "src.raw", "out.qcow2"], ["raw"], "qcow2")
 case("-q", ["convert", "-q", "-O", "qcow2", "q.qcow2", "out.qcow2"], ["qcow2"], "qcow2")
 case("-p", ["convert", "-p", "-f", "raw", "-O", "raw", "src.raw", "out.raw"], ["raw"], "raw")
+# -p steps where qemu's driver ends a block-status answer (one vmdk grain, a qcow2 L2 slice): the
+# display has qemu's lines for sources answered grain by grain, not only for merged runs.
+fixture("pgrains.vmdk", "vmdk", q("create", "-q", "-f", "vmdk", "pgrains.vmdk", "8M"),
+        io("vmdk", "pgrains.vmdk", "write -P 0x11 0 1M", "write -P 0x22 2M 1M", "write -P 0x33 4M 1M",
+           "write -P 0x44 6M 512k"))
+fixture("pgrains512.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "-o", "cluster_size=512", "pgrains512.qcow2", "8M"),
+        io("qcow2", "pgrains512.qcow2", "write -P 0x11 0 1M", "write -P 0x22 2M 1M", "write -P 0x33 4M 1M"))
+case("-p grain-wise vmdk", ["convert", "-p", "-O", "raw", "pgrains.vmdk", "out.raw"], ["vmdk"], "raw")
+case("-p 512-byte clusters", ["convert", "-p", "-O", "raw", "pgrains512.qcow2", "out.raw"], ["qcow2"], "raw")
+case("-p -S 0 grain-wise vmdk", ["convert", "-p", "-S", "0", "-O", "qcow2", "pgrains.vmdk", "out.qcow2"], ["vmdk"],
+     "qcow2")
 case("-W -m 4", ["convert", "-W", "-m", "4", "-f", "raw", "-O", "qcow2", "src.raw", "out.qcow2"], ["raw"], "qcow2")
 case("-t none -T writeback", ["convert", "-t", "none", "-T", "writeback", "-f", "raw", "src.raw", "out.raw"], ["raw"], "raw")
 case("-U", ["convert", "-U", "q.qcow2", "out.raw"], ["qcow2"], "raw")
