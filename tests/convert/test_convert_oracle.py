@@ -70,12 +70,17 @@ fixture("ql2.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "-o", "extended_l
 fixture("qsnap.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "qsnap.qcow2", "4M"),
         io("qcow2", "qsnap.qcow2", "write -P 0x77 0 1M"), q("snapshot", "-c", "s1", "qsnap.qcow2"),
         io("qcow2", "qsnap.qcow2", "write -P 0x88 512k 1M"))
+# zstd-compressed clusters, and an external data file (opened through the path policy, beside it)
+fixture("qzstd.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "-o", "compression_type=zstd", "qzstd.qcow2", "4M"),
+        io("qcow2", "qzstd.qcow2", "write -c -P 0x5c 0 64k", "write -c -P 0x5d 1M 128k", "write -P 0x5e 2M 64k"))
+fixture("qdf.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "-o", "data_file=qdf.data", "qdf.qcow2", "4M"),
+        io("qcow2", "qdf.qcow2", "write -P 0x61 0 1M", "write -z 1M 64k", "write -P 0x62 3M 4k"))
 fixture("base.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "base.qcow2", "8M"),
         io("qcow2", "base.qcow2", "write -P 0x99 0 4M"))
 fixture("ov.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "ov.qcow2", "10M"),
         io("qcow2", "ov.qcow2", "write -P 0xaa 1M 1M", "write -z 3M 64k"))
 # vmdk, vpc, vhdx subformats
-for sub in ["monolithicSparse", "monolithicFlat", "streamOptimized", "twoGbMaxExtentSparse"]:
+for sub in ["monolithicSparse", "monolithicFlat", "streamOptimized", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat"]:
     name = "v-%s.vmdk" % sub
     if sub == "streamOptimized":
         fixture(name, "vmdk", ["cp", "src.raw", "tmp-%s.raw" % sub],
