@@ -156,6 +156,11 @@ def main():
         compare(results, 'convert -l on luks', ['convert', '--object', SECRET, '--image-opts',
                                                  'driver=luks,key-secret=sec0,file.filename=good.luks', '-l', 's1',
                                                  'out.raw'], d, instar, d)
+        # ... and a wrong key is the open's error, framed as one, before any snapshot is looked at.
+        compare(results, 'convert -l on luks, wrong key', ['convert', '--object', 'secret,id=bad,data=wrong',
+                                                           '--image-opts',
+                                                           'driver=luks,key-secret=bad,file.filename=good.luks',
+                                                           '-l', 's1', 'out.raw'], d, instar, d)
     return report(results)
 
 

@@ -119,8 +119,8 @@ std::string failure_message(const ConvertSpec& spec, const std::vector<const Cha
         const std::string& name = table[failure->image]->name;
         for (std::size_t at; (at = reason.find("{image}")) != std::string::npos;)
             reason.replace(at, 7, name);
-        if (failure->image == 0 && (spec.snapshot || spec.snapshot_exact))
-            return "Failed to load snapshot: " + reason;
+        if (failure->image == 0 && reason.rfind(guest::SNAPSHOT_LOAD_FAILED, 0) == 0)
+            return reason; // -l's snapshot, after the open (an open error keeps its frame)
         return "Could not open '" + name + "': " + reason;
     }
     if (failure && failure->phase == INSTAR_CONVERT_PHASE_CREATE)

@@ -7,6 +7,7 @@
 #include "ops/image_table.h"
 #include "ops/map_op.h"
 
+#include <instar/guest/read_api.h>
 #include <instar/guest_abi.h>
 
 #include <boost/json.hpp>
@@ -239,8 +240,8 @@ Expected<std::uint64_t> measure_data_clusters(const MeasureSourceSpec& spec, con
             const std::string& name = table.links[failure->image]->name;
             for (std::size_t at; (at = reason.find("{image}")) != std::string::npos;)
                 reason.replace(at, 7, name);
-            if (failure->image == 0 && spec.snapshot)
-                return Error{"Failed to load snapshot: " + reason};
+            if (failure->image == 0 && reason.rfind(guest::SNAPSHOT_LOAD_FAILED, 0) == 0)
+                return Error{reason}; // -l's snapshot, after the open
             return Error{"Could not open '" + name + "': " + reason};
         }
         return Error{"Unable to get block status: " + reason};

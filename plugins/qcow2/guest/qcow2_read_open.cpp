@@ -200,12 +200,12 @@ Status pick_snapshot(const guest::OpenRequest& req, const Qcow2Header& h, Qcow2S
     if (req.snapshot_exact) {
         // qcow2_snapshot_load_tmp with find_snapshot_by_id_and_name: one lookup, no fallback.
         if (!f.by_both || (want_id == nullptr && want_name == nullptr))
-            return fail(req.reasons, Status::Invalid, "Can't find snapshot");
+            return fail(req.reasons, Status::Invalid, "Failed to load snapshot: Can't find snapshot");
         const Status st = snapshot_l1_check(h, f.both);
         if (st == Status::TooLarge)
-            return fail(req.reasons, st, "Snapshot L1 table too large");
+            return fail(req.reasons, st, "Failed to load snapshot: Snapshot L1 table too large");
         if (st != Status::Ok)
-            return fail(req.reasons, Status::Corrupt, "Snapshot L1 table offset invalid");
+            return fail(req.reasons, Status::Corrupt, "Failed to load snapshot: Snapshot L1 table offset invalid");
         *out = f.both;
         return Status::Ok;
     }
@@ -222,11 +222,11 @@ Status pick_snapshot(const guest::OpenRequest& req, const Qcow2Header& h, Qcow2S
             *out = f.name;
     }
     if (st == Status::TooLarge)
-        return fail(req.reasons, st, "Snapshot L1 table too large");
+        return fail(req.reasons, st, "Failed to load snapshot: Snapshot L1 table too large");
     if (st == Status::Invalid && (f.by_id || f.by_name))
-        return fail(req.reasons, Status::Corrupt, "Snapshot L1 table offset invalid");
+        return fail(req.reasons, Status::Corrupt, "Failed to load snapshot: Snapshot L1 table offset invalid");
     if (st != Status::Ok)
-        return fail(req.reasons, Status::Invalid, "Can't find snapshot");
+        return fail(req.reasons, Status::Invalid, "Failed to load snapshot: Can't find snapshot");
     return Status::Ok;
 }
 

@@ -600,7 +600,7 @@ TEST_CASE("qcow2 read: snapshots by id, then by name") {
     CHECK(first_byte("3") == 1);
     Opened missing(img.bytes(), {}, "nosuch");
     CHECK(missing.status == Status::Invalid);
-    CHECK(missing.reasons.text == "Can't find snapshot");
+    CHECK(missing.reasons.text == "Failed to load snapshot: Can't find snapshot");
     Opened prefix(img.bytes(), {}, "xx");
     CHECK(prefix.status == Status::Invalid);
 }
@@ -609,7 +609,7 @@ TEST_CASE("qcow2 read: a snapshot's L1 table is bounded") {
     Image img = snapshot_image(0x1000000); // 128 MiB of L1
     Opened o(img.bytes(), {}, "1");
     CHECK(o.status == Status::TooLarge);
-    CHECK(o.reasons.text == "Snapshot L1 table too large");
+    CHECK(o.reasons.text == "Failed to load snapshot: Snapshot L1 table too large");
 }
 
 TEST_CASE("qcow2 read: encrypted images are refused") {

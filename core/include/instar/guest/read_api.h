@@ -183,15 +183,20 @@ struct OpenRequest {
     const char* snapshot_name = nullptr;
 };
 
+// A reason starting with this is a failure to load -l's snapshot (qemu's bdrv_snapshot_load_tmp,
+// after the open): the host prints it as it is, not framed as an open error ("Could not open ...").
+inline constexpr char SNAPSHOT_LOAD_FAILED[] = "Failed to load snapshot: ";
+
 // qemu's bdrv_snapshot_load_tmp on a driver without it (every format but qcow2): `convert -l` and
-// `measure -l` fail after the open with "Block format 'FMT' used by device '' does not support
-// temporarily loading internal snapshots". True, with that reason said, when `req` names a snapshot.
+// `measure -l` fail after the open with "Failed to load snapshot: Block format 'FMT' used by device
+// '' does not support temporarily loading internal snapshots". True, with that reason said, when
+// `req` names a snapshot.
 inline bool refuse_snapshot_load(const OpenRequest& req, const char* format) {
     if (req.snapshot == nullptr)
         return false;
-    char text[128];
+    char text[160];
     size_t n = 0;
-    const char* const parts[] = {"Block format '", format,
+    const char* const parts[] = {SNAPSHOT_LOAD_FAILED, "Block format '", format,
                                  "' used by device '' does not support temporarily loading internal snapshots"};
     for (const char* part : parts)
         for (size_t i = 0; part[i] != 0 && n + 1 < sizeof text; ++i)
