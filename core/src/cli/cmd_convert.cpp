@@ -93,7 +93,8 @@ constexpr std::string_view CONVERT_HELP =
     "\n";
 
 // qemu-img 7.2 knows only these long options for convert; 10.0's Debian build adds long names for
-// every short one (--source-format, --target-format, ...), which 7.2 refuses as unrecognised.
+// most short ones (--source-format, --source-cache, ...; not those below), which 7.2 refuses as
+// unrecognised.
 constexpr std::string_view LONG_OPTIONS_72[] = {"help", "object", "image-opts", "force-share", "target-image-opts",
                                                 "salvage", "target-is-zero", "bitmaps", "skip-broken-bitmaps"};
 // qemu-img 10.0 (Debian's 10.0.2) lists these long names in convert's --help but its getopt table
