@@ -21,7 +21,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'formats'))
-from differential_support import QEMUS, missing_oracle, report  # noqa: E402
+from differential_support import QEMUS, report, start  # noqa: E402
 from oracle_retry import run_fixture  # noqa: E402
 
 SECRET = 'secret,id=sec0,data=cipher-pass'
@@ -186,14 +186,10 @@ def as_each_version(instar, args, cwd, outputs=True):
 
 
 def main():
-    if len(sys.argv) != 2:
-        print(__doc__)
-        return 2
-    skip = missing_oracle()
-    if skip is not None:
-        print('SKIPPED LOUDLY: qemu-img oracle missing')
-        return skip
-    instar = os.path.abspath(sys.argv[1])
+    args, status = start(__doc__, 1)
+    if args is None:
+        return status
+    instar = os.path.abspath(args[0])
     results = []
     with tempfile.TemporaryDirectory() as d:
         src = os.path.join(d, 'src.raw')

@@ -15,7 +15,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'formats'))
-from differential_support import QEMUS, missing_oracle, report  # noqa: E402
+from differential_support import QEMUS, report, start as start_check  # noqa: E402
 from oracle_diff import OracleDiff  # noqa: E402
 from oracle_retry import run_fixture  # noqa: E402
 
@@ -30,16 +30,12 @@ def opts(img, key=True):
 
 
 def main():
-    if len(sys.argv) != 2:
-        print(__doc__)
-        return 2
-    skip = missing_oracle()
-    if skip is not None:
-        print('SKIPPED LOUDLY: a qemu-img oracle is missing')
-        return skip
+    args, status = start_check(__doc__, 1)  # main has a local `start`
+    if args is None:
+        return status
     work = tempfile.mkdtemp(prefix='instar-luks-resize-')
     try:
-        d = OracleDiff(sys.argv[1], work)
+        d = OracleDiff(args[0], work)
         qemu, qemu_io = QEMUS['7.2']
         d.fixture(qemu, 'create', '-q', *OBJ, *CREATE, 'q.luks', '1M')
         d.fixture(qemu_io, *OBJ, '--image-opts', 'driver=luks,key-secret=s0,file.filename=q.luks',

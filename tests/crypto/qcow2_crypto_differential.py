@@ -10,7 +10,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'formats'))
-from differential_support import QEMUS, missing_oracle, report  # noqa: E402
+from differential_support import QEMUS, report, start  # noqa: E402
 from oracle_retry import run_fixture  # noqa: E402
 
 PASS = 'qcow2-passphrase'
@@ -31,14 +31,10 @@ def norm(text, d):
 
 
 def main():
-    if len(sys.argv) != 2:
-        print(__doc__)
-        return 2
-    skip = missing_oracle()
-    if skip is not None:
-        print('SKIPPED LOUDLY: qemu-img oracle missing')
-        return skip
-    instar = sys.argv[1]
+    args, status = start(__doc__, 1)
+    if args is None:
+        return status
+    instar = args[0]
     results = []
     secret = f'secret,id=sec0,data={PASS}'
     with tempfile.TemporaryDirectory() as d:

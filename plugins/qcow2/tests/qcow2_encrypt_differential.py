@@ -20,7 +20,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'tests', 'formats'))
-from differential_support import QEMUS, missing_oracle, report  # noqa: E402
+from differential_support import QEMUS, report, start  # noqa: E402
 from oracle_retry import run_fixture  # noqa: E402
 
 PASS = 'qcow2-enc-passphrase'
@@ -108,14 +108,10 @@ def check_image(results, label, img, qimg, src, d, instar, aes):
 
 
 def main():
-    if len(sys.argv) != 2:
-        print(__doc__)
-        return 2
-    skip = missing_oracle()
-    if skip is not None:
-        print('SKIPPED LOUDLY: qemu-img oracle missing')
-        return skip
-    instar = os.path.abspath(sys.argv[1])
+    args, status = start(__doc__, 1)
+    if args is None:
+        return status
+    instar = os.path.abspath(args[0])
     results = []
     qemu72 = QEMUS['7.2'][0]
     with tempfile.TemporaryDirectory() as d:
