@@ -54,6 +54,7 @@ struct L2Meta {
     bool keep_old;
     CowRegion cow_start;
     CowRegion cow_end;
+    bool skip_cow; // handle_alloc_space zeroed the clusters: no copy-on-write
 };
 
 uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
@@ -89,7 +90,8 @@ public:
         : img_(img), a_(img->a), t_(img->t), target_(target), alloc_(alloc), codecs_(codecs),
           has_backing_(has_backing), cs_(img->a.cluster_size()), cluster_bits_(img->a.cluster_bits()),
           extl2_(img->s.extended_l2), entries_(uint64_t{1} << img->t.l2_bits_),
-          sc_size_(img->t.subcluster_size_), spc_(img->s.extended_l2 ? 32 : 1), size_(img->s.size) {
+          sc_size_(img->t.subcluster_size_), spc_(img->s.extended_l2 ? 32 : 1), size_(img->s.size),
+          data_(img->s.data_device), data_raw_(img->s.data_file_raw) {
         sc_bits_ = 0;
         while ((uint64_t{1} << sc_bits_) < sc_size_)
             ++sc_bits_;
@@ -152,12 +154,20 @@ private:
     uint64_t l2_index(uint64_t guest) const { return (guest >> cluster_bits_) & (entries_ - 1); }
     uint64_t sc_index(uint64_t off) const { return (off >> sc_bits_) & (spc_ - 1); }
 
-    bool needs_new_alloc(uint64_t entry) const {
+    // qcow2_get_cluster_type says NORMAL or ZERO_ALLOC. Host offset 0 is a data file's first
+    // cluster: there QCOW_OFLAG_COPIED (always set, every data-file cluster has refcount 1) tells an
+    // allocated cluster from an unallocated one.
+    bool cluster_allocated(uint64_t entry) const {
         if (entry & QCOW_OFLAG_COMPRESSED)
-            return true;
+            return false;
         if (entry & L2E_OFFSET_MASK)
-            return (entry & QCOW_OFLAG_COPIED) == 0;
-        return true;
+            return true;
+        if (!extl2_ && (entry & QCOW_OFLAG_ZERO))
+            return false; // ZERO_PLAIN
+        return data_ != nullptr && (entry & QCOW_OFLAG_COPIED) != 0;
+    }
+    bool needs_new_alloc(uint64_t entry) const {
+        return !cluster_allocated(entry) || (entry & QCOW_OFLAG_COPIED) == 0;
     }
     Sc subcluster_type(uint64_t entry, uint64_t bitmap, uint64_t sc) const;
     uint64_t subcluster_range(uint64_t entry, uint64_t bitmap, uint64_t sc_from, Sc* type) const;
@@ -169,8 +179,11 @@ private:
     int64_t handle_alloc(uint64_t guest, uint64_t* host, uint64_t* bytes);
     int64_t alloc_host_offset(uint64_t offset, uint64_t* bytes, uint64_t* host);
     int64_t cow_fill(uint64_t host, uint64_t guest, uint64_t len);
+    int64_t handle_alloc_space();
     int64_t link_l2(const L2Meta& m);
     int64_t pwritev(uint64_t offset, const uint8_t* buf, uint64_t bytes);
+    // The bytes of data clusters at `host`: into the image, or into the external data file.
+    int64_t store(uint64_t host, const uint8_t* buf, uint64_t len);
     // The data write, through qcow2_co_encrypt on encrypted images (buf nullptr: zeros).
     int64_t write_data(uint64_t host, uint64_t guest, const uint8_t* buf, uint64_t len);
 
@@ -202,6 +215,10 @@ private:
     uint64_t spc_;
     uint32_t sc_bits_;
     uint64_t size_;
+    // An external data file (-o data_file): data clusters live there at their guest offsets, with no
+    // refcounts (do_alloc_cluster_offset); the image holds metadata only. data_raw_: data_file_raw.
+    guest::BlockDevice* data_;
+    bool data_raw_;
     uint32_t csize_shift_;
     uint64_t csize_mask_;
     uint64_t free_byte_offset_ = 0;
@@ -226,7 +243,7 @@ private:
 Sc Qcow2Writer::subcluster_type(uint64_t entry, uint64_t bitmap, uint64_t sc) const {
     if (entry & QCOW_OFLAG_COMPRESSED)
         return Sc::Compressed;
-    const bool allocated = (entry & L2E_OFFSET_MASK) != 0;
+    const bool allocated = cluster_allocated(entry);
     if (extl2_) {
         const bool alloc_bit = (bitmap >> sc) & 1;
         const bool zero_bit = (bitmap >> (32 + sc)) & 1;
@@ -399,7 +416,8 @@ int64_t Qcow2Writer::calculate_l2_meta(uint64_t host_cluster, uint64_t guest, ui
                                    nb,
                                    keep_old,
                                    {cow_start_from, cow_start_to - cow_start_from},
-                                   {cow_end_from, cow_end_to - cow_end_from}};
+                                   {cow_end_from, cow_end_to - cow_end_from},
+                                   false};
     return 0;
 }
 
@@ -442,7 +460,12 @@ int64_t Qcow2Writer::handle_alloc(uint64_t guest, uint64_t* host, uint64_t* byte
     if (nb == 0)
         return QCOW2_EIO; // qemu asserts: handle_copied took every cluster that needs none
     uint64_t alloc_offset = 0;
-    if (*host == INV) {
+    if (data_ != nullptr) {
+        // do_alloc_cluster_offset with a data file: the host cluster is the guest cluster.
+        alloc_offset = guest & ~(cs_ - 1);
+        if (*host != INV && (*host & ~(cs_ - 1)) != alloc_offset)
+            return QCOW2_EIO; // qemu asserts: a contiguous run continues at the next guest cluster
+    } else if (*host == INV) {
         r = a_.alloc_clusters(nb * cs_);
         if (r < 0)
             return r;
@@ -534,7 +557,7 @@ int64_t Qcow2Writer::cow_fill(uint64_t host, uint64_t guest, uint64_t len) {
         } else if (img_->cipher != nullptr) {
             r = write_data(host, guest, nullptr, n); // encrypted zeros, as qemu's COW writes them
         } else {
-            r = t_.write_zeros(host, n);
+            r = t_.write_zeros(host, n, data_);
         }
         if (r < 0)
             return r;
@@ -545,9 +568,15 @@ int64_t Qcow2Writer::cow_fill(uint64_t host, uint64_t guest, uint64_t len) {
     return 0;
 }
 
+int64_t Qcow2Writer::store(uint64_t host, const uint8_t* buf, uint64_t len) {
+    if (data_ == nullptr)
+        return a_.write(host, buf, static_cast<size_t>(len));
+    return data_->write(host, buf, static_cast<size_t>(len)) == Status::Ok ? 0 : QCOW2_EIO;
+}
+
 int64_t Qcow2Writer::write_data(uint64_t host, uint64_t guest, const uint8_t* buf, uint64_t len) {
     if (img_->cipher == nullptr)
-        return a_.write(host, buf, static_cast<size_t>(len));
+        return store(host, buf, len);
     // qcow2_co_encrypt: whole 512-byte sectors, numbered from the host offset (LUKS) or the guest
     // offset (AES), encrypted in a bounce buffer.
     if ((host | guest | len) % QCOW2_SECTOR != 0)
@@ -565,23 +594,58 @@ int64_t Qcow2Writer::write_data(uint64_t host, uint64_t guest, const uint8_t* bu
         else
             __builtin_memset(ebuf_, 0, n);
         img_->cipher->encrypt((sector_base + done) / QCOW2_SECTOR, ebuf_, n);
-        if (const int64_t r = a_.write(host + done, ebuf_, n); r < 0)
+        if (const int64_t r = store(host + done, ebuf_, n); r < 0)
             return r;
         done += n;
     }
     return 0;
 }
 
+int64_t Qcow2Writer::handle_alloc_space() {
+    // qemu's handle_alloc_space: where both copy-on-write regions of a new allocation read as zeros,
+    // the host clusters are zeroed with the file's write_zeroes (BDRV_REQ_NO_FALLBACK: file-posix's
+    // FALLOC_FL_ZERO_RANGE) instead of zeros being written, so they stay holes. Not on encrypted
+    // images. Here: past what the file holds, nothing to do but count it in the file's length (the
+    // end's set_length extends it); inside, a punched hole. A device that cannot punch copies.
+    if (img_->cipher != nullptr)
+        return 0;
+    for (size_t i = 0; i < meta_count_; ++i) {
+        L2Meta& m = metas_[i];
+        if (m.cow_start.nb_bytes == 0 && m.cow_end.nb_bytes == 0)
+            continue;
+        if (!is_zero(m.offset + m.cow_start.offset, m.cow_start.nb_bytes) ||
+            !is_zero(m.offset + m.cow_end.offset, m.cow_end.nb_bytes))
+            continue;
+        const uint64_t start = m.alloc_offset + m.cow_start.offset;
+        const uint64_t end = m.alloc_offset + m.cow_end.offset + m.cow_end.nb_bytes;
+        guest::BlockDevice& dev = data_ != nullptr ? *data_ : target_.image();
+        const uint64_t held = data_ != nullptr ? dev.size() : a_.written_length();
+        if (data_ != nullptr && end > held)
+            continue; // the data file is made as long as the disk; never past it
+        if (start < held) {
+            const Status st = dev.discard(start, min_u64(end, held) - start);
+            if (st == Status::Unsupported)
+                continue;
+            if (st != Status::Ok)
+                return QCOW2_EIO;
+        }
+        if (data_ == nullptr)
+            a_.note_write(end);
+        m.skip_cow = true;
+    }
+    return 0;
+}
+
 int64_t Qcow2Writer::link_l2(const L2Meta& m) {
     // perform_cow: the parts of the new (sub)clusters the request does not cover keep the guest
-    // disk's bytes from before the write.
-    if (m.cow_start.nb_bytes != 0) {
+    // disk's bytes from before the write (unless handle_alloc_space zeroed them).
+    if (m.cow_start.nb_bytes != 0 && !m.skip_cow) {
         const int64_t r = cow_fill(m.alloc_offset + m.cow_start.offset, m.offset + m.cow_start.offset,
                                    m.cow_start.nb_bytes);
         if (r < 0)
             return r;
     }
-    if (m.cow_end.nb_bytes != 0) {
+    if (m.cow_end.nb_bytes != 0 && !m.skip_cow) {
         const int64_t r =
             cow_fill(m.alloc_offset + m.cow_end.offset, m.offset + m.cow_end.offset, m.cow_end.nb_bytes);
         if (r < 0)
@@ -624,6 +688,9 @@ int64_t Qcow2Writer::pwritev(uint64_t offset, const uint8_t* buf, uint64_t bytes
             return r;
         if (cur == 0 || host == INV)
             return QCOW2_EIO;
+        r = handle_alloc_space();
+        if (r < 0)
+            return r;
         r = write_data(host, offset, buf, cur);
         if (r < 0)
             return r;
@@ -704,7 +771,7 @@ int64_t Qcow2Writer::zero_in_l2_slice(uint64_t offset, uint64_t nb_clusters, boo
         const uint64_t old = l2_entry(s, idx + i);
         const uint64_t old_bm = l2_bitmap(s, idx + i);
         const bool compressed = (old & QCOW_OFLAG_COMPRESSED) != 0;
-        const bool allocated = !compressed && (old & L2E_OFFSET_MASK) != 0;
+        const bool allocated = cluster_allocated(old);
         const bool unmap = compressed || (may_unmap && allocated);
         uint64_t e = unmap ? 0 : old;
         uint64_t bm = old_bm;
@@ -720,7 +787,8 @@ int64_t Qcow2Writer::zero_in_l2_slice(uint64_t offset, uint64_t nb_clusters, boo
         if (unmap) {
             if (compressed)
                 return ENOTSUP_; // never happens in convert's in-order writes
-            const int64_t f = a_.free_clusters(old & L2E_OFFSET_MASK, cs_);
+            // qcow2_free_any_cluster: a data file's clusters have no refcounts to drop.
+            const int64_t f = data_ != nullptr ? 0 : a_.free_clusters(old & L2E_OFFSET_MASK, cs_);
             if (f < 0)
                 return f;
         }
@@ -764,6 +832,12 @@ int64_t Qcow2Writer::discard_v2(uint64_t offset, uint64_t bytes) {
 }
 
 int64_t Qcow2Writer::subcluster_zeroize(uint64_t offset, uint64_t bytes, bool may_unmap) {
+    // data_file_raw: the data file is a raw image of the disk, so its bytes are zeroed too.
+    if (data_raw_ && data_ != nullptr) {
+        const int64_t r = t_.write_zeros(offset, bytes, data_);
+        if (r < 0)
+            return r;
+    }
     uint64_t end = offset + bytes;
     if (img_->s.version < 3)
         return has_backing_ ? ENOTSUP_ : discard_v2(offset, bytes);
@@ -906,6 +980,8 @@ Status Qcow2Writer::write_compressed(uint64_t offset, const void* buf, size_t le
     if (closed_)
         return Status::Invalid;
     if (img_->cipher != nullptr) // qemu-img refuses -c with encryption before it gets here
+        return Status::Unsupported;
+    if (data_ != nullptr) // qcow2_co_pwritev_compressed: -ENOTSUP with a data file
         return Status::Unsupported;
     if (len == 0) { // qemu's end-of-convert call: the file is truncated to its length in sectors
         if (const Status st = flush_batch(); st != Status::Ok)
