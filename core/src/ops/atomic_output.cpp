@@ -222,6 +222,9 @@ Expected<bool> AtomicFiles::make_direct(int fd, const std::string& path) {
 }
 
 Expected<int> AtomicFiles::add_path(const std::string& path) {
+    // open("") fails with ENOENT; caught here, before anything is written, rather than at commit.
+    if (path.empty())
+        return Error{could_not_create(path, ENOENT)};
     struct stat st{}, image_st{};
     if (::stat(path.c_str(), &st) == 0) {
         // qemu's file protocol refuses to grow a device, and opens the image's own file twice.

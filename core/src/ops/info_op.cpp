@@ -35,14 +35,14 @@ Error could_not_open(const std::string& name, const std::string& why) {
     return Error{"Could not open '" + name + "': " + why};
 }
 
-// Why a backing file that open_referenced refused could not be opened, in qemu's words, when the
-// policy allows its name and the open itself failed (missing, unreadable): "Could not open 'PATH':
-// strerror", PATH as qemu combines it with the referring image's directory. nullopt when the
-// refusal is the policy's (its own words then). Asked only after a refusal, so a chain that opens
-// costs no extra open.
-std::optional<std::string> missing_backing(const PathPolicy& policy, const std::string& image,
-                                           const std::string& backing_name) {
-    auto allowed = check_referenced(policy, image, "backing file", backing_name);
+// Why a backing file (or, `from_cwd`, a data file) that open_referenced refused could not be
+// opened, in qemu's words, when the policy allows its name and the open itself failed (missing,
+// unreadable): "Could not open 'PATH': strerror", PATH as qemu opens it. nullopt when the refusal
+// is the policy's (its own words then). Asked only after a refusal, so a chain that opens costs no
+// extra open.
+std::optional<std::string> missing_file(const PathPolicy& policy, const std::string& image, std::string_view field,
+                                        const std::string& file_name, bool from_cwd = false) {
+    auto allowed = check_referenced(policy, image, field, file_name, from_cwd);
     if (!allowed)
         return std::nullopt;
     const int fd = ::open(allowed->c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
@@ -239,8 +239,11 @@ Expected<Inspected> inspect(const InfoOptions& opts, const PluginRegistry& plugi
                 continue;
             // qemu opens the data file by its name as written, from the working directory.
             auto f = open_referenced(policy, name, "data file", ref.name, true);
-            if (!f)
+            if (!f) {
+                if (auto missing = missing_file(policy, name, "data file", ref.name, true))
+                    return could_not_open(name, *missing);
                 return could_not_open(name, f.error());
+            }
             referenced.files.push_back(*f);
         }
         *keep = std::move(referenced.files);
@@ -290,7 +293,7 @@ Expected<bool> open_chain(const InfoOptions& opts, const PluginRegistry& plugins
         if (!next) {
             // qemu opens the chain as one node: "Could not open backing file: " for each image below
             // the top, the top's name first.
-            if (auto missing = missing_backing(*policy, name, *inspected->backing_name)) {
+            if (auto missing = missing_file(*policy, name, "backing file", *inspected->backing_name)) {
                 std::string why = *missing;
                 for (std::size_t k = 0; k < chain.links.size(); ++k)
                     why = "Could not open backing file: " + why;
@@ -367,7 +370,7 @@ Expected<std::vector<NodeInfo>> collect_info(const InfoOptions& opts, const Plug
         auto next = open_referenced(*policy, name, "backing file", *inspected->backing_name);
         if (!next) {
             // qemu-img info opens each backing file as an image of its own.
-            if (auto missing = missing_backing(*policy, name, *inspected->backing_name))
+            if (auto missing = missing_file(*policy, name, "backing file", *inspected->backing_name))
                 return could_not_open(combine_path(name, *inspected->backing_name), *missing);
             return Error{next.error()};
         }
