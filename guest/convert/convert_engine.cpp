@@ -570,8 +570,11 @@ Status Converter::run(guest::Allocator& alloc) {
     // qemu signals the end of a compressed convert with an empty compressed write (qcow2 aligns
     // its file's end to a sector; vmdk's streamOptimized writes its end-of-stream marker).
     if (compressed_) {
-        if (const Status st = target_.write_compressed(0, nullptr, 0); st != Status::Ok)
-            return fail(st, "error while writing at byte ", 0);
+        if (const Status st = target_.write_compressed(0, nullptr, 0); st != Status::Ok) {
+            if (reasons_ != nullptr)
+                reasons_->reason(guest::CONVERT_END_OF_STREAM_FAILED, sizeof guest::CONVERT_END_OF_STREAM_FAILED - 1);
+            return st;
+        }
     }
     if (const Status st = target_.finish(); st != Status::Ok)
         return fail(st, "error while writing at byte ", total_sectors_ * SECTOR);

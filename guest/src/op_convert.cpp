@@ -264,6 +264,11 @@ Status convert_op(const uint8_t* arg, uint32_t arg_len) {
             // The backing image's file, for formats that record its identity (vmdk's parentCID).
             else if (h.target_backing != INSTAR_CONVERT_NO_BACKING)
                 u->req.backing = device(plan.images[h.target_backing].device);
+            // qcow2's external data file (-o data_file): the device after the target.
+            if (st == Status::Ok && (u->arg.flags & INSTAR_CREATE_DATA_FILE_DEVICE)) {
+                u->req.data_file = h.target_device + 1 > h.target_device ? device(h.target_device + 1) : nullptr;
+                if (u->req.data_file == nullptr) st = Status::Invalid;
+            }
             u->req.secret = target_secret;
             u->req.secret_len = target_secret_len;
         }

@@ -125,6 +125,11 @@ fixture("tgt-base.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "tgt-base.qc
 for tname, opts in (("tgt-ov.qcow2", []), ("tgt-ov-v2.qcow2", ["-o", "compat=0.10"])):
     fixture(tname, "qcow2", q("create", "-q", "-f", "qcow2", *opts, "-b", "tgt-base.qcow2", "-F", "qcow2", tname),
             io("qcow2", tname, "write -P 0x33 1M 64k", "write -P 0x44 10M 4k"))
+# Targets with an external data file (beside them; data_file_raw: every cluster mapped to itself).
+for tname, opts in (("tgt-df.qcow2", "data_file=tgt-df.data"), ("tgt-dfraw.qcow2",
+                                                                 "data_file=tgt-dfraw.data,data_file_raw=on")):
+    fixture(tname, "qcow2", q("create", "-q", "-f", "qcow2", "-o", opts, tname, "16M"),
+            [tname if a == "TGT" else a for a in TGT_IO])
 fixture("tgt-1m.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "tgt-1m.qcow2", "1M"))
 fixture("tgt-empty.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "tgt-empty.qcow2", "16M"))
 fixture("tgt-text16.raw", "raw", ["python3", "-c", "import random\nrandom.seed(7)\nw=[b'alpha ',b'beta ',b'gamma\\n']\n"
@@ -273,6 +278,9 @@ def case(label, args, sources, target, expect_error=False, copies=None, env=None
 REFUSED = []
 # Targets of an otherwise exact writer whose bytes differ from qemu-img's on purpose (by label).
 NOT_EXACT = set()
+# Files besides the target a case writes (a qcow2 data file), by label: qemu-img's byte for byte,
+# holes included (but for -n, whose qcow2 writer allocates otherwise: docs/quirks.md).
+EXTRA_OUTPUTS = {}
 # What instar does where qemu-img destroys the target (docs/quirks.md): (label, args, source, copies);
 # instar must succeed silently and leave a target reading as the source and `qemu-img check` clean.
 DIVERGED = []
@@ -377,6 +385,38 @@ for args in (["convert"], ["convert", "q.qcow2"], ["convert", "missing.qcow2", "
              ["convert", "--target-format", "raw", "q.qcow2", "out.raw"], ["convert", "--compress", "q.qcow2", "out.raw"],
              ["convert", "--progress", "q.qcow2", "out.raw"], ["convert", "--no-create", "q.qcow2", "out.raw"]):
     case("error: " + " ".join(args[1:]), args, ["qcow2"], "raw", expect_error=True)
+
+# -o data_file: the data clusters in the external data file at their guest offsets, the image holding
+# metadata only; data_file_raw keeps the data file a raw image of the disk. -c has no compressed
+# clusters in a data file: qemu's "Operation not supported" (silent when nothing was written).
+for label, opts, src in (("-o data_file", "data_file=out.data", "q.qcow2"),
+                         ("-o data_file,data_file_raw=on", "data_file=out.data,data_file_raw=on", "odd.raw"),
+                         ("-o data_file,extended_l2=on,cluster_size=4k", "data_file=out.data,extended_l2=on,"
+                                                                         "cluster_size=4k", "ql2.qcow2"),
+                         ("-o data_file,preallocation=full", "data_file=out.data,preallocation=full", "q.qcow2")):
+    fmt = ["-f", "raw"] if src.endswith(".raw") else []
+    case(label, ["convert"] + fmt + ["-O", "qcow2", "-o", opts, src, "out.qcow2"], ["qcow2"], "qcow2")
+    EXTRA_OUTPUTS[label] = ["out.data"]
+case("-S 0 -o data_file", ["convert", "-S", "0", "-O", "qcow2", "-o", "data_file=out.data", "qdf.qcow2", "out.qcow2"],
+     ["qcow2"], "qcow2")
+EXTRA_OUTPUTS["-S 0 -o data_file"] = ["out.data"]
+case("-B -o data_file", ["convert", "-O", "qcow2", "-B", "base.qcow2", "-F", "qcow2", "-o", "data_file=out.data",
+                         "ov.qcow2", "out.qcow2"], ["qcow2"], "qcow2")
+EXTRA_OUTPUTS["-B -o data_file"] = ["out.data"]
+for label, args in (("-c", ["-c", "q.qcow2"]), ("-c, nothing to write", ["-c", "tgt-empty.qcow2"]),
+                    ("-B, data_file_raw", ["-B", "base.qcow2", "-F", "qcow2", "-o", "data_file_raw=on", "ov.qcow2"]),
+                    ("empty name", ["-o", "data_file=", "q.qcow2"])):
+    opts = ["-o", "data_file=out.data"] if "empty name" not in label else []
+    case("error: -o data_file " + label, ["convert", "-O", "qcow2"] + opts + args[:-1] + [args[-1], "out.qcow2"],
+         ["qcow2"], "qcow2", expect_error=True)
+# -n into qcow2 images with a data file: the data file as qemu-img leaves it (the image: same content).
+for tname in ("tgt-df", "tgt-dfraw"):
+    label = "-n -> qcow2 with a data file %s" % tname
+    case(label, ["convert", "-n", "-O", "qcow2", "q.qcow2", "out.qcow2"], ["qcow2"], "qcow2",
+         copies={"out.qcow2": tname + ".qcow2", tname + ".data": tname + ".data"})
+    EXTRA_OUTPUTS[label] = [tname + ".data"]
+case("error: -n -c -> qcow2 with a data file", ["convert", "-n", "-c", "-O", "qcow2", "q.qcow2", "out.qcow2"],
+     ["qcow2"], "qcow2", expect_error=True, copies={"out.qcow2": "tgt-df.qcow2", "tgt-df.data": "tgt-df.data"})
 
 # -n: into an existing target, written in place (its tail past the sources stays as it was).
 RAND = {"out.raw": "tgt-rand.raw"}
@@ -734,7 +774,7 @@ def main():
                         identical = open(pq, "rb").read() == open(pi, "rb").read()
                         if not identical:
                             problems.append("target bytes differ from qemu-img's")
-                        if tgt == "raw" and data_segments(pq) != data_segments(pi):
+                        if data_segments(pq) != data_segments(pi):
                             problems.append("holes differ: qemu-img %s instar %s" %
                                             (data_segments(pq)[:8], data_segments(pi)[:8]))
                     if (tgt in MASKED_TARGETS and "-W" not in args and "-n" not in args and label not in NOT_EXACT
@@ -760,6 +800,13 @@ def main():
                                 problems.append("%s differs from qemu-img's: sizes %d/%d, first at %d: %r / %r" %
                                                 (n, len(a), len(b), at, a[max(0, at - 40):at + 40],
                                                  b[max(0, at - 40):at + 40]))
+                    for n in EXTRA_OUTPUTS.get(label, []):
+                        a, b = (os.path.join(x, n) for x in (dq, di))
+                        if open(a, "rb").read() != open(b, "rb").read():
+                            problems.append("%s differs from qemu-img's" % n)
+                        elif "-n" not in args and data_segments(a) != data_segments(b):
+                            problems.append("%s: holes differ: qemu-img %s instar %s" %
+                                            (n, data_segments(a)[:8], data_segments(b)[:8]))
                     # (A target byte-identical to qemu-img's reads as it does: compare only the others.)
                     cmp = (0, "", "") if identical else run([q10, "compare", "-U", "-f", tgt, "-F", tgt, pq, pi], di)
                     if cmp[0] != 0:

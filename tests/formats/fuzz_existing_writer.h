@@ -34,6 +34,7 @@ struct Requests {
     bool inside = false;
     std::uint64_t disk = 0;
     std::uint64_t output_budget = OUTPUT_BUDGET;
+    bool data_file = false; // an empty second file (a qcow2 external data file) in OpenRequest::files
 };
 
 // Fuzz input -> image file -> open_writer -> OPS requests -> finish.
@@ -44,9 +45,11 @@ inline int fuzz_existing_writer(const std::uint8_t* data, std::size_t size, inst
     ExistingFile file(data, size, static_cast<std::size_t>(bounds.output_budget));
     if (!file.ok())
         std::abort();
+    ExistingFile data_file(nullptr, 0, static_cast<std::size_t>(bounds.output_budget));
+    instar::guest::BlockDevice* files[] = {&data_file};
     instar::hosted::BudgetAllocator alloc(MEMORY_BUDGET);
-    instar::guest::OpenRequest req{&file, nullptr, 0, &alloc, &instar::hosted::host_codecs(), nullptr, nullptr,
-                                   100000};
+    instar::guest::OpenRequest req{&file, bounds.data_file ? files : nullptr, bounds.data_file ? 1u : 0u, &alloc,
+                                   &instar::hosted::host_codecs(), nullptr, nullptr, 100000};
     instar::guest::ImageWriter* w = nullptr;
     if (open_writer(req, &w) != Status::Ok)
         return 0;

@@ -303,7 +303,8 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
     // The target, as qemu's bdrv_create would make it.
     const LoadedPlugin* plugin = out_fmt ? ctx.plugins().find(*out_fmt) : nullptr;
     auto fail = [&](const std::string& msg) {
-        report_error(ctx, msg);
+        if (!msg.empty()) // empty: a failure qemu-img reports with its exit status only
+            report_error(ctx, msg);
         progress.end();
         return 1;
     };
@@ -517,10 +518,6 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
         report_warning(ctx, w);
     if (!set)
         return fail(set.error());
-    // A qcow2 target with an external data file: create makes one, but convert's qcow2 writer
-    // writes data clusters into the image only. Refused before any file is made (docs/convert.md).
-    if (set->find("data_file") != nullptr)
-        return fail("instar cannot convert into an image with an external data file (-o data_file) yet");
     const bool has_backing_key = find_option(table, "backing_file", ctx.profile.version) != nullptr;
     if (has("backing") && !has_backing_key)
         return fail("Backing file not supported for file format '" + std::string(d.name) + "'");
@@ -560,9 +557,21 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
 
     spec.target.filename = target_name->path;
     spec.target.plugin = plugin;
+    // qcow2's external data file: made with the target (and renamed into place with it), named in
+    // the image without a `file:` prefix, as create does.
+    if (const std::string* df = set->find("data_file")) {
+        auto name = parse_image_name(*df, false);
+        if (!name)
+            return fail(*out_filename + ": error while converting " + std::string(d.name) + ": " + name.error());
+        spec.target.data_file = name->path;
+    }
     for (const auto& item : set->items) {
         if (item.key == "size" || item.key == "backing_file" || item.key == "backing_fmt")
             continue;
+        if (item.key == "data_file") {
+            spec.target.options.push_back({item.key, *spec.target.data_file});
+            continue;
+        }
         const OptionDesc* desc = find_option(table, item.key, ctx.profile.version);
         if (!desc)
             desc = find_option(file_protocol_options(), item.key, ctx.profile.version);

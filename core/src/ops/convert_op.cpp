@@ -10,6 +10,7 @@
 #include "ops/info_op.h"
 
 #include <instar/guest/edit_bitmap.h>
+#include <instar/guest/write_api.h>
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -74,6 +75,9 @@ std::string failure_message(const ConvertSpec& spec, const std::vector<const Cha
             failure = f;
         }
     }
+    // qemu-img fails without a word when the write that ends a -c convert fails (write_api.h).
+    if (reason.rfind(guest::CONVERT_END_OF_STREAM_FAILED, 0) == 0)
+        return {};
     const auto status = static_cast<guest::Status>(run.exit_status);
     if (reason.empty())
         reason = status_message(status);
@@ -588,6 +592,18 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
     table.devices.push_back(fixed_target ? vmm::Device{target_fd, (existing_file.size + 511) / 512 * 512, true, false}
                                          : vmm::output_device(target_fd));
     table.devices.back().direct = direct_target;
+    // A new qcow2 target's external data file (-o data_file) follows it, made and committed with it.
+    if (!spec.existing_target && target.data_file) {
+        auto data = files.add_path(*target.data_file);
+        if (!data)
+            return Error{target.filename + ": error while converting " + std::string((*target.plugin)->name) + ": " +
+                         data.error()};
+        if (direct_target)
+            if (auto ok = AtomicFiles::make_direct(*data, *target.data_file); !ok)
+                return Error{ok.error()};
+        table.devices.push_back(vmm::output_device(*data));
+        table.devices.back().direct = direct_target;
+    }
     // -n: the target's other files follow it as outputs (a sparse extent grows), their lengths in
     // the plan where a new target's create argument would be (instar_convert_plan).
     if (spec.existing_target) {

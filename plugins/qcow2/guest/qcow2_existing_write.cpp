@@ -74,7 +74,7 @@ public:
             uint64_t at = 0, e = 0, host = 0;
             if (const Status st = entry(offset, false, &at, &e, &host); st != Status::Ok)
                 return st;
-            if (host != 0 && !(e & QCOW_OFLAG_ZERO)) {
+            if (mapped(e) && !(e & QCOW_OFLAG_ZERO)) {
                 if (run_len == 0 || host + in != run_host + run_len) {
                     if (run_len != 0)
                         if (const Status st = data_write(run_host, run_guest, run_src, run_len); st != Status::Ok)
@@ -90,7 +90,7 @@ public:
                     if (const Status st = data_write(run_host, run_guest, run_src, run_len); st != Status::Ok)
                         return st;
                 run_len = 0;
-                if (in == 0 && n == cs_ && host == 0 && !(e & QCOW_OFLAG_ZERO)) {
+                if (in == 0 && n == cs_ && !mapped(e) && !(e & QCOW_OFLAG_ZERO)) {
                     // Whole new clusters, as many as follow in this L2 table: allocated together.
                     uint64_t k = 0;
                     if (const Status st = append_clusters(offset, src, len / cs_, &k); st != Status::Ok)
@@ -136,6 +136,8 @@ public:
             return Status::Ok; // qemu's end-of-convert call: the file already ends on a cluster
         if (cipher_ != nullptr) // qemu-img refuses -c with an encrypted target before writing
             return refuse("compressed clusters into an encrypted qcow2 image");
+        if (data_ != nullptr) // qcow2_co_pwritev_compressed: -ENOTSUP with a data file
+            return Status::Unsupported;
         if ((offset & (cs_ - 1)) != 0 || offset > h_.size || len > h_.size - offset || len > cs_ ||
             (len != cs_ && offset + len != h_.size))
             return Status::Invalid;
@@ -168,7 +170,7 @@ public:
         uint64_t at = 0, e = 0, host = 0;
         if (const Status s2 = entry(offset, true, &at, &e, &host); s2 != Status::Ok)
             return s2;
-        if (host != 0)
+        if (mapped(e))
             return Status::IoError; // compression can't overwrite anything (qemu)
         if (const Status s2 = allocate(&host); s2 != Status::Ok)
             return s2;
@@ -212,13 +214,21 @@ public:
         cipher_ = cipher;
         crypt_physical_ = physical;
     }
+    // An external data file (the image's data_file): data clusters are written there at their guest
+    // offsets with no refcounts (qemu's do_alloc_cluster_offset); `raw`: data_file_raw, zeros are
+    // written into the data file too.
+    void set_data_file(guest::BlockDevice* data, bool raw) {
+        data_ = data;
+        data_raw_ = raw;
+    }
 
 private:
     // A data write: on encrypted images through qcow2_co_encrypt (whole 512-byte sectors numbered
     // from the host or the guest offset, encrypted in a bounce buffer).
     Status data_write(uint64_t host, uint64_t guest, const uint8_t* src, uint64_t len) {
+        guest::BlockDevice& out = data_ != nullptr ? *data_ : dev_;
         if (cipher_ == nullptr)
-            return dev_.write(host, src, static_cast<size_t>(len));
+            return out.write(host, src, static_cast<size_t>(len));
         if ((host | guest | len) % SECTOR != 0)
             return Status::Invalid;
         if (xbuf_ == nullptr) {
@@ -231,7 +241,7 @@ private:
             const size_t n = len - done < ENCRYPT_CHUNK ? static_cast<size_t>(len - done) : ENCRYPT_CHUNK;
             __builtin_memcpy(xbuf_, src + done, n);
             cipher_->encrypt((base + done) / SECTOR, xbuf_, n);
-            if (const Status st = dev_.write(host + done, xbuf_, n); st != Status::Ok)
+            if (const Status st = out.write(host + done, xbuf_, n); st != Status::Ok)
                 return st;
             done += n;
         }
@@ -405,6 +415,22 @@ private:
         return Status::Ok;
     }
 
+    // A data cluster for `guest`: in the data file, the guest cluster itself (nothing to count);
+    // else appended to the image (allocate).
+    Status allocate_data(uint64_t guest, uint64_t* host) {
+        if (data_ == nullptr)
+            return allocate(host);
+        *host = guest & ~(cs_ - 1);
+        return Status::Ok;
+    }
+    // Whether the entry maps a cluster (qcow2_get_cluster_type NORMAL or ZERO_ALLOC): host offset
+    // 0 is a data file's first cluster, allocated when QCOW_OFLAG_COPIED says so.
+    bool mapped(uint64_t e) const {
+        if (e & L2E_OFFSET_MASK)
+            return true;
+        return data_ != nullptr && (e & QCOW_OFLAG_COPIED) != 0 && (e & QCOW_OFLAG_ZERO) == 0;
+    }
+
     // Appends one cluster: refcount first, then (the caller) its data, then the entry naming it.
     Status allocate(uint64_t* host) {
         if (next_ > MAX_CLUSTER_OFFSET - cs_)
@@ -484,8 +510,12 @@ private:
             return corrupt(r);
         }
         *host = *e & L2E_OFFSET_MASK;
-        if (*host != 0) {
-            if (!cluster_in_file(*host) || overlaps_metadata(*host)) {
+        if (mapped(*e)) {
+            // A data file's cluster may lie anywhere in it (its length grows with the writes); an
+            // image's must lie in the file, off the metadata.
+            const bool bad = data_ != nullptr ? (*host & (cs_ - 1)) != 0 || *host > MAX_CLUSTER_OFFSET - cs_
+                                              : !cluster_in_file(*host) || overlaps_metadata(*host);
+            if (bad) {
                 ReasonText r;
                 r.add("Cluster allocation offset ").hex(*host)
                     .add(" unaligned, past the end of the image file or on metadata (L2 offset: ").hex(l2)
@@ -503,13 +533,13 @@ private:
         if (const Status st = entry(guest, true, &at, &e, &host); st != Status::Ok)
             return st;
         const uint64_t in = guest & (cs_ - 1);
-        if (host != 0 && !(e & QCOW_OFLAG_ZERO))
+        if (mapped(e) && !(e & QCOW_OFLAG_ZERO))
             return data_write(host + in, guest, src, n); // allocated: in place
         // A zero-flagged cluster reads as zeros, an unallocated one as the backing file (zeros
         // without one): the whole cluster is written, the request's bytes over that.
-        const bool fresh = host == 0;
+        const bool fresh = !mapped(e);
         if (fresh) {
-            if (const Status st = allocate(&host); st != Status::Ok)
+            if (const Status st = allocate_data(guest, &host); st != Status::Ok)
                 return st;
         }
         const uint8_t* data = src;
@@ -528,7 +558,7 @@ private:
         }
         if (const Status st = data_write(host, guest - in, data, cs_); st != Status::Ok)
             return st;
-        if (fresh && host + cs_ > file_len_)
+        if (fresh && data_ == nullptr && host + cs_ > file_len_)
             file_len_ = host + cs_;
         return write64(at, host | QCOW_OFLAG_COPIED);
     }
@@ -540,7 +570,7 @@ private:
         uint64_t at0 = 0, e = 0, host = 0;
         if (const Status st = entry(guest, true, &at0, &e, &host); st != Status::Ok)
             return st;
-        if (host != 0 || (e & QCOW_OFLAG_ZERO) || at0 == 0)
+        if (mapped(e) || (e & QCOW_OFLAG_ZERO) || at0 == 0)
             return Status::Invalid; // the caller saw it unallocated
         const uint64_t room = l2_entries_ - ((guest >> cb_) & (l2_entries_ - 1));
         uint64_t k = 1;
@@ -548,24 +578,29 @@ private:
             uint64_t at = 0;
             if (const Status st = entry(guest + k * cs_, false, &at, &e, &host); st != Status::Ok)
                 return st;
-            if (host != 0 || (e & QCOW_OFLAG_ZERO) || at != at0 + k * 8)
+            if (mapped(e) || (e & QCOW_OFLAG_ZERO) || at != at0 + k * 8)
                 break;
             ++k;
         }
         uint64_t bytes = 0;
-        if (__builtin_mul_overflow(k, cs_, &bytes) || next_ > MAX_CLUSTER_OFFSET - bytes)
+        if (__builtin_mul_overflow(k, cs_, &bytes))
             return Status::TooLarge;
-        const uint64_t first = next_;
-        next_ += bytes;
-        for (uint64_t i = 0; i < k;) {
-            uint64_t m = 0;
-            if (const Status st = set_refcounts_one(first + i * cs_, k - i, &m); st != Status::Ok)
-                return st;
-            i += m;
+        uint64_t first = guest; // a data file's clusters: the guest's own, uncounted
+        if (data_ == nullptr) {
+            if (next_ > MAX_CLUSTER_OFFSET - bytes)
+                return Status::TooLarge;
+            first = next_;
+            next_ += bytes;
+            for (uint64_t i = 0; i < k;) {
+                uint64_t m = 0;
+                if (const Status st = set_refcounts_one(first + i * cs_, k - i, &m); st != Status::Ok)
+                    return st;
+                i += m;
+            }
         }
         if (const Status st = data_write(first, guest, src, bytes); st != Status::Ok)
             return st;
-        if (first + bytes > file_len_)
+        if (data_ == nullptr && first + bytes > file_len_)
             file_len_ = first + bytes;
         if (ebuf_ == nullptr) {
             ebuf_ = static_cast<uint8_t*>(alloc_.allocate(static_cast<size_t>(cs_), 64));
@@ -621,15 +656,34 @@ private:
         return dev_.write(block + lo, buf_, static_cast<size_t>(hi - lo));
     }
 
+    // zbuf_, made on first use: one cluster of zeros.
+    Status zeros() {
+        if (zbuf_ != nullptr)
+            return Status::Ok;
+        zbuf_ = static_cast<uint8_t*>(alloc_.allocate(static_cast<size_t>(cs_), 64));
+        if (zbuf_ == nullptr)
+            return Status::NoMemory;
+        __builtin_memset(zbuf_, 0, static_cast<size_t>(cs_));
+        return Status::Ok;
+    }
+
     Status zero_piece(uint64_t guest, uint64_t n, bool may_unmap) {
         uint64_t at = 0, e = 0, host = 0;
         if (const Status st = entry(guest, false, &at, &e, &host); st != Status::Ok)
             return st;
+        // data_file_raw: the data file is the disk as a raw image, so it reads as zeros there too
+        // (qcow2_subcluster_zeroize writes them before changing the entries).
+        if (data_raw_ && data_ != nullptr) {
+            if (const Status st = zeros(); st != Status::Ok)
+                return st;
+            if (const Status st = data_->write(guest, zbuf_, static_cast<size_t>(n)); st != Status::Ok)
+                return st;
+        }
         if (e & QCOW_OFLAG_ZERO)
             return Status::Ok; // reads as zeros already
-        if (host == 0 && backing_ == nullptr)
+        if (!mapped(e) && backing_ == nullptr)
             return Status::Ok; // unallocated without a backing file: zeros already
-        if (host == 0) {
+        if (!mapped(e)) {
             // Unallocated over a backing file: a zero cluster (v3, whole clusters), else zeros
             // written over the backing file's data (copy-on-write as any partial write).
             if (n == cs_ && h_.version >= 3) {
@@ -637,22 +691,20 @@ private:
                     return st;
                 return write64(at, QCOW_OFLAG_ZERO);
             }
-            if (zbuf_ == nullptr) {
-                zbuf_ = static_cast<uint8_t*>(alloc_.allocate(static_cast<size_t>(cs_), 64));
-                if (zbuf_ == nullptr)
-                    return Status::NoMemory;
-                __builtin_memset(zbuf_, 0, static_cast<size_t>(cs_));
-            }
+            if (const Status st = zeros(); st != Status::Ok)
+                return st;
             return write_piece(guest, zbuf_, n);
         }
-        if (n == cs_ && h_.version >= 3 && may_unmap) {
+        if (n == cs_ && h_.version >= 3 && may_unmap && !data_raw_) {
             // qemu's zero_in_l2_slice with unmap: the entry becomes a plain zero cluster, then the
-            // host cluster is freed (a kill in between leaks it) and discarded in the file.
+            // host cluster is freed (a kill in between leaks it) and discarded in the file. (A raw
+            // data file keeps every cluster mapped to itself.)
             if (const Status st = write64(at, QCOW_OFLAG_ZERO); st != Status::Ok)
                 return st;
-            if (const Status st = set_refcount(host, 0, 0); st != Status::Ok)
-                return st;
-            const Status st = dev_.discard(host, cs_);
+            if (data_ == nullptr)
+                if (const Status st = set_refcount(host, 0, 0); st != Status::Ok)
+                    return st;
+            const Status st = (data_ != nullptr ? *data_ : dev_).discard(host, cs_);
             return st == Status::Unsupported ? Status::Ok : st;
         }
         if (n == cs_ && h_.version >= 3)
@@ -676,6 +728,8 @@ private:
     uint8_t* xbuf_ = nullptr; // encrypted images: the encryption bounce buffer (ENCRYPT_CHUNK)
     luks::SectorCipher* cipher_ = nullptr;
     bool crypt_physical_ = false;
+    guest::BlockDevice* data_ = nullptr; // the external data file, or nullptr
+    bool data_raw_ = false;
     uint8_t* l2c_ = nullptr;  // the last L2 table read, one cluster, kept equal to the file's
     uint64_t l2c_off_ = UINT64_MAX;
     bool has_backing_;
@@ -783,8 +837,13 @@ Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
         return refuse_open_text(req.reasons, "Parameter 'encrypt.key-secret' is required for cipher");
     if (h.nb_snapshots != 0)
         return refuse_open(req.reasons, "internal snapshots");
-    if (h.incompatible_features & QCOW2_INCOMPAT_DATA_FILE)
-        return refuse_open(req.reasons, "an external data file");
+    // An external data file: the host opened it through the path policy (OpenRequest::files).
+    guest::BlockDevice* data = nullptr;
+    if (h.incompatible_features & QCOW2_INCOMPAT_DATA_FILE) {
+        if (req.files == nullptr || req.file_count < 1 || req.files[0] == nullptr)
+            return Status::Invalid;
+        data = req.files[0];
+    }
     if (h.incompatible_features & QCOW2_INCOMPAT_EXTL2)
         return refuse_open(req.reasons, "extended L2 entries");
     if (h.incompatible_features & (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT))
@@ -835,6 +894,7 @@ Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
         return Status::NoMemory;
     }
     w->set_cipher(cipher, physical);
+    w->set_data_file(data, (h.autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW) != 0);
     *out = w;
     return Status::Ok;
 }

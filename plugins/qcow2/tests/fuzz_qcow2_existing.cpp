@@ -12,5 +12,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     std::uint64_t disk = 0; // big-endian size at byte 24
     for (std::size_t i = 24; i < 32 && size >= 32; ++i)
         disk = disk << 8 | data[i];
-    return fuzz_existing_writer(data, size, instar::qcow2::open_writer, Requests{true, disk, 32u << 20});
+    // An empty data file beside it: an image with the data-file bit writes its data there.
+    return fuzz_existing_writer(data, size, instar::qcow2::open_writer, Requests{true, disk, 32u << 20, true});
 }

@@ -15,6 +15,11 @@
 
 namespace instar::guest {
 
+// The reason convert gives when the empty compressed write that ends a `-c` convert fails (qcow2
+// with an external data file): qemu-img's convert_do_copy returns without a message, so the host
+// prints nothing and exits 1.
+inline constexpr char CONVERT_END_OF_STREAM_FAILED[] = "the end-of-stream compressed write failed: ";
+
 class ImageWriter {
 public:
     // The target's allocation unit as qemu's bdrv_get_info reports it (cluster, grain or block
