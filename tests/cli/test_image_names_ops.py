@@ -27,6 +27,9 @@ CASES = [
     ["check", "--image-opts", "-f", "qcow2", "a.qcow2"],
     ["check", "--image-opts", "driver=qcow2,file.filename=a.qcow2,foo=bar"],
     ["map", "--image-opts", "driver=qcow2,file.filename=a.qcow2,foo=bar"],
+    # short-form flags: KEY=on, noKEY=off, each with qemu's deprecation warning
+    ["map", "--image-opts", "driver=qcow2,file.filename=a.qcow2,force-share"],
+    ["check", "--image-opts", "driver=qcow2,file.filename=a.qcow2,noforce-share"],
     ["compare", "--image-opts", "driver=qcow2,file.filename=a.qcow2", "driver=qcow2,file.filename=b.qcow2"],
     ["compare", "--image-opts", "driver=qcow2,file.filename=a.qcow2", "driver=qcow2,file.filename=c.qcow2"],
     ["compare", "--image-opts", "file.filename=a.qcow2", "file.filename=b.qcow2"],

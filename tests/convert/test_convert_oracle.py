@@ -326,7 +326,8 @@ case("-l snapshot", ["convert", "-l", "s1", "-O", "raw", "qsnap.qcow2", "out.raw
 case("-l snapshot.id and name", ["convert", "-l", "snapshot.id=1,snapshot.name=s1", "-O", "raw", "qsnap.qcow2",
                                  "out.raw"], ["qcow2"], "raw")
 case("-l snapshot.name", ["convert", "-l", "snapshot.name=s1", "-O", "raw", "qsnap.qcow2", "out.raw"], ["qcow2"], "raw")
-for l in ["", "snapshot.id=", "snapshot.foo=1", "snapshot.id=1,snapshot.name=nosuch", "snapshot.name=1"]:
+for l in ["", "snapshot.id=", "snapshot.foo=1", "snapshot.id=1,snapshot.name=nosuch", "snapshot.name=1",
+          "snapshot.id,nosnapshot.name", "snapshot.id=1,bogus", "snapshot.id=1,help"]:
     case("error: -l '%s'" % l, ["convert", "-l", l, "-O", "raw", "qsnap.qcow2", "out.raw"], ["qcow2"], "raw",
          expect_error=True)
 # -B and -F win over -o backing_file / backing_fmt (qemu sets them after parsing -o).

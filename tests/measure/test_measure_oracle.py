@@ -140,6 +140,9 @@ case("measure", "--size")
 case("measure", "--target-format", "qcow2", "--size", "1")
 case("measure", "missing.qcow2")
 case("measure", "-l", "snapshot.foo=1", "qsnap.qcow2")
+# qemu_opts_parse_noisily: short-form flags warned about (snapshot.name=on), a help flag lists the keys
+case("measure", "-O", "qcow2", "-l", "snapshot.name", "qsnap.qcow2")
+case("measure", "-O", "qcow2", "-l", "snapshot.id=1,help", "qsnap.qcow2")
 # Every source into raw and qcow2 targets.
 for name, _ in FIXTURES:
     named = ["-f", "raw"] if name.endswith(".raw") or name == "p-fixed.vhd" else []

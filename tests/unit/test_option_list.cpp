@@ -53,6 +53,24 @@ TEST_CASE("split honours ,, escapes, bare flags and no-prefixes") {
     CHECK(items[3].value == "1M");
     CHECK(items[4].key == "x");
     CHECK(items[4].value == "");
+    CHECK(!items[0].flag);
+    CHECK(items[1].flag);
+    CHECK(items[2].flag);
+    CHECK(!items[4].flag);
+}
+
+TEST_CASE("short-form flags carry qemu's deprecation warning") {
+    auto on = short_form_flag("force-share");
+    CHECK(on.item.key == "force-share");
+    CHECK(on.item.value == "on");
+    CHECK(*on.warning == "short-form boolean option 'force-share' deprecated\nPlease use force-share=on instead");
+    auto off = short_form_flag("noforce-share");
+    CHECK(off.item.key == "force-share");
+    CHECK(off.item.value == "off");
+    CHECK(*off.warning == "short-form boolean option 'noforce-share' deprecated\nPlease use force-share=off instead");
+    CHECK(!short_form_flag("help").warning);
+    CHECK(!short_form_flag("?").warning);
+    CHECK(short_form_flag("nohelp").warning); // qemu warns: only a plain help asks for help
 }
 
 TEST_CASE("help is a bare help or ?") {

@@ -360,18 +360,13 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
     if (has("source-snapshot")) {
         const std::string l = str("source-snapshot");
         if (l.rfind("snapshot.", 0) == 0) {
-            // qemu's internal_snapshot_opts: snapshot.id and/or snapshot.name (the last of each
-            // wins), each matched exactly by bdrv_snapshot_load_tmp; any other key is refused.
-            for (const auto& item : split_option_list(l)) {
-                if (item.key == "snapshot.id") {
-                    spec.snapshot_id = item.value;
-                } else if (item.key == "snapshot.name") {
-                    spec.snapshot_name = item.value;
-                } else {
-                    report_error(ctx, "Invalid parameter '" + item.key + "'");
-                    return fail("Failed in parsing snapshot param '" + l + "'");
-                }
-            }
+            // qemu's internal_snapshot_opts, each matched exactly by bdrv_snapshot_load_tmp.
+            std::string why;
+            const auto opts = parse_internal_snapshot_opts(ctx, l, why);
+            if (!opts)
+                return fail(why);
+            spec.snapshot_id = opts->id;
+            spec.snapshot_name = opts->name;
             spec.snapshot_exact = true;
         } else if (src_num > 1) {
             return fail("No support for concatenating multiple snapshot");

@@ -498,21 +498,13 @@ int cmd_measure(Context& ctx, std::span<const std::string> args) {
             has_snapshot = true;
             if (value.rfind("snapshot.", 0) == 0) {
                 // qemu: sn_opts replaces an earlier -l snapshot.*; a plain name is kept beside it.
-                snapshot.id.reset();
-                snapshot.name.reset();
-                bool any = false;
-                for (const auto& item : split_option_list(value)) {
-                    if (item.key == "snapshot.id")
-                        snapshot.id = item.value;
-                    else if (item.key == "snapshot.name")
-                        snapshot.name = item.value;
-                    else {
-                        report_error(ctx, "Invalid parameter '" + item.key + "'");
-                        return report_error(ctx, "Failed in parsing snapshot param '" + value + "'");
-                    }
-                    any = true;
-                }
-                snapshot.params = any || snapshot.params;
+                std::string why;
+                const auto opts = parse_internal_snapshot_opts(ctx, value, why);
+                if (!opts)
+                    return report_error(ctx, why);
+                snapshot.id = opts->id;
+                snapshot.name = opts->name;
+                snapshot.params = !split_option_list(value).empty() || snapshot.params;
             } else {
                 snapshot.id_or_name = value;
             }

@@ -4,6 +4,7 @@
 #include "cli/image_name.h"
 #include "ops/guest_info_runner.h"
 #include "ops/info_op.h"
+#include "options/option_list.h"
 #include "options/size.h"
 
 #include <algorithm>
@@ -248,6 +249,33 @@ bool apply_common_options(Context& ctx, const po::variables_map& vm) {
     }
     ctx.max_guest_memory = p.value;
     return true;
+}
+
+std::optional<InternalSnapshotOpts> parse_internal_snapshot_opts(Context& ctx, const std::string& param,
+                                                                 std::string& error) {
+    InternalSnapshotOpts out;
+    for (const auto& item : split_option_list(param)) {
+        if (item.flag && item.value == "on" && (item.key == "help" || item.key == "?")) {
+            // qemu_opts_parse_noisily stops at a help flag and lists the options.
+            ctx.out << "snapshot options:\n  snapshot.id=<str>      - snapshot id\n"
+                       "  snapshot.name=<str>    - snapshot name\n";
+            error = "Failed in parsing snapshot param '" + param + "'";
+            return std::nullopt;
+        }
+        if (item.flag)
+            if (auto w = short_form_flag(item.value == "off" ? "no" + item.key : item.key).warning)
+                report_warning(ctx, *w);
+        if (item.key == "snapshot.id") {
+            out.id = item.value;
+        } else if (item.key == "snapshot.name") {
+            out.name = item.value;
+        } else {
+            report_error(ctx, "Invalid parameter '" + item.key + "'");
+            error = "Failed in parsing snapshot param '" + param + "'";
+            return std::nullopt;
+        }
+    }
+    return out;
 }
 
 std::optional<int> parse_rate_limit(Context& ctx, const std::string& text, std::uint64_t& out) {

@@ -71,6 +71,17 @@ std::optional<int> refuse_unknown_long_options(Context& ctx, std::string_view co
 // value, reports it in the profile's words and returns the exit status.
 std::optional<int> parse_rate_limit(Context& ctx, const std::string& text, std::uint64_t& out);
 
+// -l when it starts with "snapshot." (convert, measure): qemu's internal_snapshot_opts, parsed as
+// qemu_opts_parse_noisily parses them: snapshot.id and snapshot.name (the last of each wins), a
+// short-form flag warned about as qemu does; another key prints "Invalid parameter 'KEY'" and gives
+// the error "Failed in parsing snapshot param 'PARAM'".
+struct InternalSnapshotOpts {
+    std::optional<std::string> id;
+    std::optional<std::string> name;
+};
+std::optional<InternalSnapshotOpts> parse_internal_snapshot_opts(Context& ctx, const std::string& param,
+                                                                 std::string& error);
+
 // qemu's block cache modes (bdrv_parse_cache_mode's names), for -t and -T.
 bool valid_cache_mode(std::string_view mode);
 

@@ -1,6 +1,8 @@
 // qemu's reading of command-line image names, for local files only.
 #include "cli/image_name.h"
 
+#include "options/option_list.h"
+
 #include "output/qemu_format.h"
 
 #include <instar/plugin.h>
@@ -315,17 +317,23 @@ Expected<ImageName> parse_image_name(std::string_view name, bool allow_json, boo
 
 Expected<ImageName> parse_image_opts(std::string_view text, bool backing_secrets, bool detached_header) {
     // QemuOpts: key=value pairs separated by ','; ",," is a literal comma; a first element without
-    // '=' is the implied key (`file` for block devices); a later one is KEY=on.
+    // '=' is the implied key (`file` for block devices); a later one is a flag, KEY=on (noKEY: KEY=off),
+    // with qemu's deprecation warning.
     Flat flat;
     std::string key, value;
     bool in_value = false;
     bool first = true;
+    std::vector<std::string> warnings;
     auto finish = [&]() {
         if (!in_value) {
-            if (first)
+            if (first) {
                 flat["file"] = key;
-            else if (!key.empty())
-                flat[key] = "on";
+            } else if (!key.empty()) {
+                auto flag = short_form_flag(key);
+                if (flag.warning)
+                    warnings.push_back(*flag.warning);
+                flat[flag.item.key] = flag.item.value;
+            }
         } else {
             flat[key] = value;
         }
@@ -353,7 +361,10 @@ Expected<ImageName> parse_image_opts(std::string_view text, bool backing_secrets
     }
     if (!text.empty())
         finish();
-    return interpret(std::move(flat), std::string(text), backing_secrets, detached_header);
+    auto out = interpret(std::move(flat), std::string(text), backing_secrets, detached_header);
+    if (out)
+        out->warnings.insert(out->warnings.begin(), warnings.begin(), warnings.end());
+    return out;
 }
 
 } // namespace instar::cli

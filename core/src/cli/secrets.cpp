@@ -110,7 +110,8 @@ Expected<bool> SecretStore::add_object(std::string_view objdef) {
     std::optional<std::string> type;
     std::optional<std::string> id, data, file, format, keyid, iv;
     for (std::size_t i = 0; i < items.size(); ++i) {
-        const auto& [key, value] = items[i];
+        const std::string& key = items[i].key;
+        const std::string& value = items[i].value;
         if (i == 0 && value == "on" && objdef.substr(0, key.size()) == key &&
             (objdef.size() == key.size() || objdef[key.size()] == ',')) {
             type = key;

@@ -90,6 +90,17 @@ std::optional<Error> accumulate_option_list(std::string& accumulated, std::strin
     return std::nullopt;
 }
 
+ShortFormFlag short_form_flag(std::string_view written) {
+    ShortFormFlag f;
+    const bool no = written.rfind("no", 0) == 0;
+    f.item.key = std::string(no ? written.substr(2) : written);
+    f.item.value = no ? "off" : "on";
+    if (no || !is_help_name(f.item.key))
+        f.warning = "short-form boolean option '" + std::string(written) + "' deprecated\nPlease use " + f.item.key +
+                    "=" + f.item.value + " instead";
+    return f;
+}
+
 std::vector<OptionItem> split_option_list(std::string_view list) {
     std::vector<OptionItem> items;
     std::size_t p = 0;
@@ -112,11 +123,9 @@ std::vector<OptionItem> split_option_list(std::string_view list) {
                 }
                 item.value += list[p++];
             }
-        } else if (item.key.rfind("no", 0) == 0) {
-            item.key.erase(0, 2);
-            item.value = "off";
         } else {
-            item.value = "on";
+            item = short_form_flag(item.key).item;
+            item.flag = true;
         }
         if (p < list.size() && list[p] == ',')
             ++p;

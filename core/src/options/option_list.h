@@ -17,11 +17,20 @@ namespace instar {
 struct OptionItem {
     std::string key;
     std::string value;
+    bool flag = false; // written without '=' (split_option_list): "key" or "nokey"
 };
 
 // Appends one `-o` argument to the accumulated list (qemu joins repeated -o with ','; later keys win).
 // Errors: empty list, leading ',', or an odd run of trailing commas ("Invalid option list: ARG").
 std::optional<Error> accumulate_option_list(std::string& accumulated, std::string_view arg);
+
+// A flag written without '=' (qemu's get_opt_name_value): "key" is key=on, "nokey" key=off; `warning`
+// is what qemu_opts_parse_noisily prints for it (no warning for "help" and "?").
+struct ShortFormFlag {
+    OptionItem item;
+    std::optional<std::string> warning; // "short-form boolean option 'X' deprecated\nPlease use K=V instead"
+};
+ShortFormFlag short_form_flag(std::string_view written);
 
 // Splits "k=v,k2=v2" into items, in order. ",," in a value is a literal comma; a bare "key" means
 // key=on and "nokey" means key=off, as in qemu.
