@@ -123,7 +123,7 @@ int cmd_check(Context& ctx, std::span<const std::string> args) {
                 break;
             if (a.rfind("--", 0) != 0)
                 continue;
-            const std::string name = a.substr(2, a.find('=') == std::string::npos ? std::string::npos : a.find('=') - 2);
+            const std::string name = long_option_name(a);
             if (std::find(std::begin(LONG_OPTIONS_10_ONLY), std::end(LONG_OPTIONS_10_ONLY), name) !=
                 std::end(LONG_OPTIONS_10_ONLY))
                 return report_option_error(ctx, "check", OptionErrorKind::Unknown, a);

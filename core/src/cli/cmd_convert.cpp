@@ -136,7 +136,7 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
                 break;
             if (a.rfind("--", 0) != 0 || a.rfind("--progress=", 0) == 0)
                 continue;
-            const std::string name = a.substr(2, a.find('=') == std::string::npos ? std::string::npos : a.find('=') - 2);
+            const std::string name = long_option_name(a);
             if (std::find(std::begin(LONG_OPTIONS_UNLISTED_100), std::end(LONG_OPTIONS_UNLISTED_100), name) !=
                 std::end(LONG_OPTIONS_UNLISTED_100))
                 return report_option_error(ctx, "convert", OptionErrorKind::Unknown, a);

@@ -78,7 +78,7 @@ std::size_t position_of(std::span<const std::string> args, std::string_view long
         if (a == "--")
             break;
         if (a.rfind("--", 0) == 0) {
-            if (a.substr(2, a.find('=') == std::string::npos ? std::string::npos : a.find('=') - 2) == long_name)
+            if (long_option_name(a) == long_name)
                 return i;
         } else if (short_name != 0 && a.size() >= 2 && a[0] == '-' && a[1] == short_name) {
             return i;

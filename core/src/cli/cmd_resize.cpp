@@ -130,7 +130,7 @@ std::vector<std::string> move_negative_size(std::span<const std::string> args, s
         }
         out.push_back(a);
         if (a.size() >= 2 && a[0] == '-' && a[1] == '-') {
-            const std::string name = a.substr(2, a.find('=') == std::string::npos ? std::string::npos : a.find('=') - 2);
+            const std::string name = long_option_name(a);
             if (a.find('=') == std::string::npos && takes_value(name) && i + 1 < args.size())
                 out.push_back(args[++i]);
         } else if (a.size() >= 2 && a[0] == '-') {
@@ -168,7 +168,7 @@ std::optional<int> refuse_unknown_short(Context& ctx, const std::vector<std::str
         if (a == "--")
             break;
         if (a.size() >= 2 && a[0] == '-' && a[1] == '-') {
-            const std::string name = a.substr(2, a.find('=') == std::string::npos ? std::string::npos : a.find('=') - 2);
+            const std::string name = long_option_name(a);
             if (a.find('=') == std::string::npos && takes_value(name))
                 ++i;
             continue;

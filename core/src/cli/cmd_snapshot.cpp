@@ -74,7 +74,7 @@ int count_actions(std::span<const std::string> args, bool v10) {
         if (a == "--")
             break;
         if (a.rfind("--", 0) == 0) {
-            const std::string name = a.substr(2, a.find('=') == std::string::npos ? std::string::npos : a.find('=') - 2);
+            const std::string name = long_option_name(a);
             const bool has_eq = a.find('=') != std::string::npos;
             if (v10 && (name == "list" || name == "create" || name == "apply" || name == "delete"))
                 ++n;

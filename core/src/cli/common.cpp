@@ -185,6 +185,11 @@ std::optional<ParsedCommand> parse_command(Context& ctx, std::string_view comman
     return parsed;
 }
 
+std::string long_option_name(std::string_view arg) {
+    const std::string_view name = arg.substr(2);
+    return std::string(name.substr(0, name.find('=')));
+}
+
 std::optional<int> refuse_unknown_long_options(Context& ctx, std::string_view command,
                                                std::span<const std::string> args,
                                                std::span<const std::string_view> known,
@@ -201,7 +206,7 @@ std::optional<int> refuse_unknown_long_options(Context& ctx, std::string_view co
             break;
         if (a.rfind("--", 0) != 0)
             continue;
-        const std::string name = a.substr(2, a.find('=') == std::string::npos ? std::string::npos : a.find('=') - 2);
+        const std::string name = long_option_name(a);
         if (!listed(known, name) && !listed(instar_own, name) && !listed(GLOBAL, name))
             return report_option_error(ctx, command, OptionErrorKind::Unknown, a);
     }

@@ -67,6 +67,9 @@ std::optional<int> refuse_unknown_long_options(Context& ctx, std::string_view co
                                                std::span<const std::string_view> known,
                                                std::span<const std::string_view> instar_own);
 
+// The name of a long option as written ("--name" or "--name=value"): "name".
+std::string long_option_name(std::string_view arg);
+
 // -r RATE (convert, commit): qemu's cvtnum("rate limit") in bytes per second, 0..INT64_MAX. On a bad
 // value, reports it in the profile's words and returns the exit status.
 std::optional<int> parse_rate_limit(Context& ctx, const std::string& text, std::uint64_t& out);
