@@ -19,11 +19,6 @@ namespace {
 constexpr uint32_t VPC_MAX_TABLE_ENTRIES = 1u << 24;
 // qemu's own bound on max_table_entries (it allocates entries * 4 bytes as an int).
 constexpr uint32_t VPC_QEMU_MAX_TABLE_ENTRIES = 0x7fffffff / 4;
-constexpr uint32_t BAT_UNUSED = 0xFFFFFFFF;
-// Bytes of BAT read at a time by the open-time truncation check: each read is a hypercall, so a
-// 2 TiB disk's 4 MiB BAT takes 128 reads, not 1024 (vhdx_bat.h has the same reason). The buffer is
-// freed before the reader allocates its own (whose peak the unit tests bound below 64 KiB).
-constexpr size_t BAT_CHUNK = 32 * 1024;
 
 // Creator applications whose footer current_size is the disk size (qemu: vpc_ignore_current_size).
 bool creator_uses_current_size(const uint8_t* app) {
@@ -31,8 +26,6 @@ bool creator_uses_current_size(const uint8_t* app) {
     return same4(app, "win ") || same4(app, "qem2") || same4(app, "d2v ") || same4(app, "CTXS") ||
            (app[0] == tap[0] && app[1] == tap[1] && app[2] == tap[2] && app[3] == tap[3]);
 }
-
-using Buffer = guest::ScopedBuffer;
 
 // Appends `tail` to the NUL-terminated text in `buf` (cut to fit).
 void append(char* buf, size_t cap, const char* tail) {
@@ -67,26 +60,14 @@ Status check_bat(guest::BlockDevice& dev, guest::Allocator& alloc, const VpcDyna
     uint64_t bat_end;
     if (!add_u64(h.table_offset, bat_bytes, &bat_end) || bat_end > dev.size())
         return Status::Corrupt;
-    const uint64_t bitmap_size = vpc_bitmap_size(h.block_size);
     uint64_t free_offset = (bat_end + 511) & ~uint64_t{511};
-    Buffer chunk(alloc, BAT_CHUNK);
-    if (!chunk.p)
-        return Status::NoMemory;
-    for (uint64_t done = 0; done < bat_bytes;) {
-        const uint64_t n = bat_bytes - done < BAT_CHUNK ? bat_bytes - done : BAT_CHUNK;
-        const Status st = dev.read(h.table_offset + done, chunk.p, n);
-        if (st != Status::Ok)
-            return st;
-        for (uint64_t i = 0; i + 4 <= n; i += 4) {
-            const uint32_t e = load_be32(chunk.p + i);
-            if (e == BAT_UNUSED)
-                continue;
-            const uint64_t next = 512 * static_cast<uint64_t>(e) + bitmap_size + h.block_size;
-            if (next > free_offset)
-                free_offset = next;
-        }
-        done += n;
-    }
+    const Status st = vpc_each_block(dev, alloc, h, [&](uint64_t, uint64_t end) {
+        if (end > free_offset)
+            free_offset = end;
+        return true;
+    });
+    if (st != Status::Ok)
+        return st;
     *free_out = free_offset;
     return free_offset > dev.size() ? Status::Corrupt : Status::Ok;
 }

@@ -100,6 +100,32 @@ TEST_CASE("info: differencing disk reports its parent (W2ru, then W2ku, then the
     CHECK(run(img).info.files.at(0).name == "C:\\images\\base.vhd");
 }
 
+TEST_CASE("info: a locator a block was written over is skipped (qemu writes the disk as a dynamic one)") {
+    auto img = vpc_test::dynamic_image(4 << 20, 4, "qem2", 4096);
+    const std::size_t hdr = 512;
+    auto name = vpc_test::utf16("base-name.vhd", true);
+    std::memcpy(img.data() + hdr + 64, name.data(), name.size());
+    auto rel = vpc_test::utf16(".\\base.vhd", false);
+    const std::size_t rel_at = img.size();
+    img.resize(img.size() + 512, 0);
+    std::memcpy(img.data() + rel_at, rel.data(), rel.size());
+    std::memcpy(img.data() + hdr + 576, "W2ru", 4);
+    vpc_test::be(img, hdr + 576 + 8, rel.size(), 4);
+    vpc_test::be(img, hdr + 576 + 16, rel_at, 8);
+    CHECK(run(img).info.files.at(0).name == ".\\base.vhd");
+    // Block 3 at the locator's sector: its bitmap (512 bytes of 0xFF) and data now hold the bytes.
+    img.resize(rel_at + 512 + 4096, 0xFF);
+    vpc_test::be(img, 1536 + 3 * 4, rel_at / 512, 4);
+    auto r = run(img);
+    REQUIRE(r.status == Status::Ok);
+    CHECK(r.info.files.at(0).name == "base-name.vhd");
+    // A block elsewhere leaves the locator alone.
+    vpc_test::be(img, 1536 + 3 * 4, 0xFFFFFFFF, 4);
+    vpc_test::be(img, 1536 + 5 * 4, rel_at / 512 + 1, 4);
+    img.resize(rel_at + 512 + 512 + 4096, 0xFF);
+    CHECK(run(img).info.files.at(0).name == ".\\base.vhd");
+}
+
 TEST_CASE("hostile: truncation at every structure boundary is a clean error") {
     auto img = vpc_test::dynamic_image(8 << 20);
     for (std::size_t n : {0ul, 1ul, 511ul, 512ul, 1000ul, 1535ul, 1536ul, 1540ul}) {
