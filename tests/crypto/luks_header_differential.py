@@ -147,6 +147,16 @@ def main():
                      ['convert', '--object', SECRET, '--image-opts', f'driver=luks,key-secret=sec0,file.filename={p}',
                       'out.raw']):
             compare(results, ' '.join(args), args, d, instar, d)
+        # A key named but never defined: qemu looks it up before reading the header, so a damaged
+        # header (or none) is "No secret with id" in every command that opens the image for I/O.
+        nosuch = f'driver=luks,key-secret=nosuch,file.filename={p}'
+        for cmd, *rest in (['resize', '--image-opts', nosuch, '2M'],
+                           ['amend', '--image-opts', '-o', 'iter-time=10', nosuch],
+                           ['rebase', '-u', '-b', '', '--image-opts', nosuch], ['snapshot', '-l', '--image-opts', nosuch],
+                           ['bitmap', '--add', '--image-opts', nosuch, 'b'], ['check', '--image-opts', nosuch],
+                           ['convert', '--image-opts', nosuch, 'out.raw']):
+            args = [cmd, '--object', SECRET] + rest
+            compare(results, ' '.join(args) + ' (undefined key)', args, d, instar, d)
         compare(results, 'snapshot -l damaged (probed)', ['snapshot', '-l', 'stripes.luks'], d, instar, d)
         # convert -l: luks has no snapshots to load (after the key, as qemu's open then load_tmp).
         compare(results, 'convert -l on luks', ['convert', '--object', SECRET, '--image-opts',

@@ -290,7 +290,8 @@ int cmd_amend(Context& ctx, std::span<const std::string> args) {
     eo.unsafe_quirks = vm.count("unsafe-quirks") > 0;
     eo.backing_chain = true; // qemu opens the backing chain: a missing backing file fails the same way
     eo.read_write = true;
-    eo.opens_without_key = !secret_id(*name); // qemu asks for a luks key before reading the header
+    const OpenKey open_with = open_key(vm, *name); // qemu looks a luks key up before it reads the header
+    eo.opens_without_key = open_with.without;
     if (vm.count("allow-path"))
         eo.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
     if (fmt && !ctx.plugins().find(*fmt)) {
@@ -301,7 +302,7 @@ int cmd_amend(Context& ctx, std::span<const std::string> args) {
     auto opened = open_for_edit(eo, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, chain);
     if (!opened) {
         EndLine end{progress};
-        return report_error(ctx, quote_given(*name, opened.error()));
+        return report_error(ctx, missing_key(quote_given(*name, opened.error()), open_with));
     }
     const ChainLink& link = chain.links.front();
     // qemu opens (and probes) the image before it refuses an option given to it.

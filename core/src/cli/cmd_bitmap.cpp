@@ -243,7 +243,8 @@ int cmd_bitmap(Context& ctx, std::span<const std::string> args) {
     eo.format = format ? format : name->format;
     eo.unsafe_quirks = vm.count("unsafe-quirks") > 0;
     eo.read_write = true;
-    eo.opens_without_key = !secret_id(*name); // qemu asks for a luks key before reading the header
+    const OpenKey open_with = open_key(vm, *name); // qemu looks a luks key up before it reads the header
+    eo.opens_without_key = open_with.without;
     if (vm.count("allow-path"))
         eo.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
     const auto sandbox = ctx.sandbox_config();
@@ -304,7 +305,7 @@ int cmd_bitmap(Context& ctx, std::span<const std::string> args) {
     EditOpen first_open = eo; // the quick attempt's inspection is not run again
     first_open.prefetched = prefetched ? &*prefetched : nullptr;
     if (auto ok = open_for_edit(first_open, ctx.plugins(), sandbox, ctx.profile.version, chain); !ok)
-        return report_error(ctx, quote_given(*name, ok.error()));
+        return report_error(ctx, missing_key(quote_given(*name, ok.error()), open_with));
     if (name->unsupported_option)
         return report_error(ctx, unsupported_option_error(*name, chain.links.front().node.format));
     const ChainLink& link = chain.links.front();

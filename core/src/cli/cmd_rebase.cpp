@@ -197,10 +197,11 @@ int cmd_rebase(Context& ctx, std::span<const std::string> args) {
         eo.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
     eo.backing_chain = !unsafe && !name->no_backing;
     eo.read_write = true;
-    eo.opens_without_key = !secret_id(*name); // qemu asks for a luks key before reading the header
+    const OpenKey open_with = open_key(vm, *name); // qemu looks a luks key up before it reads the header
+    eo.opens_without_key = open_with.without;
     OpenedChain chain;
     if (auto ok = open_for_edit(eo, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, chain); !ok)
-        return fail(quote_given(*name, ok.error()));
+        return fail(missing_key(quote_given(*name, ok.error()), open_with));
     if (name->unsupported_option)
         return fail(unsupported_option_error(*name, chain.links.front().node.format));
     // An encrypted image: its key unlocked as qemu's open does (qemu's errors for a missing or wrong

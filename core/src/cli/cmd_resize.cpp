@@ -361,7 +361,8 @@ int cmd_resize(Context& ctx, std::span<const std::string> args) {
     eo.unsafe_quirks = vm.count("unsafe-quirks") > 0;
     eo.backing_chain = true; // qemu-img resize opens the chain: a missing backing file fails the same way
     eo.read_write = true;
-    eo.opens_without_key = !secret_id(*name); // qemu asks for a luks key before reading the header
+    const OpenKey open_with = open_key(vm, *name); // qemu looks a luks key up before it reads the header
+    eo.opens_without_key = open_with.without;
     if (vm.count("allow-path"))
         eo.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
     // qemu-img's checks on the sizes, once the current size is known: 0 to go on, else the exit status.
@@ -453,7 +454,7 @@ int cmd_resize(Context& ctx, std::span<const std::string> args) {
                 return report_error(ctx, "Could not open '" + given + "': Could not open backing file: Could not open '" +
                                              *chain.links[0].node.full_backing_filename + "': " + why);
         }
-        return report_error(ctx, quote_given(*name, e));
+        return report_error(ctx, missing_key(quote_given(*name, e), open_with));
     }
     const ChainLink& link = chain.links.front();
     if (name->unsupported_option)

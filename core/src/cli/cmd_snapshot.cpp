@@ -195,7 +195,8 @@ int cmd_snapshot(Context& ctx, std::span<const std::string> args) {
     eo.unsafe_quirks = vm.count("unsafe-quirks") > 0;
     eo.backing_chain = true; // qemu-img opens the backing chain: a missing backing file is an error
     eo.read_write = !read_only;
-    eo.opens_without_key = !secret_id(*name); // qemu asks for a luks key before reading the header
+    const OpenKey open_with = open_key(vm, *name); // qemu looks a luks key up before it reads the header
+    eo.opens_without_key = open_with.without;
     if (vm.count("allow-path"))
         eo.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
     // The command's argument bytes (guest::SnapshotArgs, then the id and the name).
@@ -238,7 +239,7 @@ int cmd_snapshot(Context& ctx, std::span<const std::string> args) {
     first_open.prefetched = prefetched ? &*prefetched : nullptr;
     if (!quick)
         if (auto ok = open_for_edit(first_open, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, chain); !ok)
-            return report_error(ctx, quote_given(*name, ok.error()));
+            return report_error(ctx, missing_key(quote_given(*name, ok.error()), open_with));
     const ChainLink& link = chain.links.front();
     const std::string& format = link.node.format;
     // qemu-img snapshot opens the image for I/O: an encrypted image's key is unlocked (named only

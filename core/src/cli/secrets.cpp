@@ -227,6 +227,29 @@ Expected<std::optional<std::string>> image_secret(const SecretStore& store, cons
     return secret;
 }
 
+OpenKey open_key(const boost::program_options::variables_map& vm, const ImageName& name) {
+    OpenKey key;
+    const auto id = secret_id(name);
+    if (!id)
+        return key;
+    key.without = false;
+    if (auto store = command_secrets(vm); store && !store->lookup(*id)) {
+        key.without = true;
+        key.missing = *id;
+    }
+    return key;
+}
+
+std::string missing_key(std::string error, const OpenKey& key) {
+    if (!key.missing)
+        return error;
+    for (const std::string param : {"Parameter 'key-secret' is required for cipher",
+                                    "Parameter 'encrypt.key-secret' is required for cipher"})
+        if (const auto at = error.find(param); at != std::string::npos)
+            return error.replace(at, param.size(), "No secret with id '" + *key.missing + "'");
+    return error;
+}
+
 Expected<std::optional<std::string>> unlock_for_command(const boost::program_options::variables_map& vm,
                                                         const ImageName& name, const ChainLink& link,
                                                         const vmm::SandboxConfig& sandbox,

@@ -58,6 +58,20 @@ std::optional<std::string> secret_id(const boost::json::object& strong);
 // either): qemu opening a qcow2 backing file named with backing.key-secret finds no key for it.
 std::optional<std::string> secret_id(const boost::json::object& strong, const std::string& format);
 
+// qemu looks an image's key up before it reads a LUKS header (a luks image's, or the one in a
+// qcow2's crypto extension): an image that names no key, or one --object did not define, opens
+// without a key (InfoOptions::opens_without_key: the guest refuses at that header). `missing` is
+// the id named but not defined, for missing_key.
+struct OpenKey {
+    bool without = true;
+    std::optional<std::string> missing;
+};
+OpenKey open_key(const boost::program_options::variables_map& vm, const ImageName& name);
+// The guest's refusal of an image opened without a key ("Parameter '[encrypt.]key-secret' is
+// required for cipher"), in qemu's words when the key was named but not defined: "No secret with
+// id 'ID'". Other errors unchanged.
+std::string missing_key(std::string error, const OpenKey& key);
+
 // For the commands that open an image for I/O but read none of its data through a plan (check,
 // snapshot, bitmap, resize, amend): when `link` (the opened top of `name`) is encrypted, its
 // secret looked up and its key unlocked in a sandbox (ops/map_op.h's unlock_image), as qemu's
