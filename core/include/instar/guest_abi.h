@@ -62,7 +62,7 @@
 #define INSTAR_PROC_MAP_BASE INSTAR_GPA_STACK_BOTTOM /* lowest guest address mapped in the process */
 #define INSTAR_PROC_CHANNEL_FD 3           /* the only descriptor the guest process holds */
 /* The answer handshake (docs/sandbox.md, "Answers without a wake-up"): two words in the mailbox
- * page. The host writes INSTAR_PROC_SPIN (a TSC-tick budget, 0: do not spin) before the guest
+ * page. The host writes INSTAR_PROC_SPIN (a budget of pause iterations, 0: do not spin) before the guest
  * starts. The guest stores INSTAR_PROC_TURN_POSTED in INSTAR_PROC_TURN before it writes a call,
  * spins while the word stays POSTED (at most the budget), and only then swaps POSTED for SLEEPING
  * (compare-and-exchange) and blocks in read(). The host, having placed the answer in
@@ -72,7 +72,7 @@
  * message, as before. Either side may skip its spin for a call (spin_backoff.h: spins that keep
  * missing back off); the handshake does not depend on it. */
 #define INSTAR_PROC_TURN 0x10800ull        /* uint32_t, shared by guest and host */
-#define INSTAR_PROC_SPIN 0x10808ull        /* uint64_t TSC ticks; written by the host only */
+#define INSTAR_PROC_SPIN 0x10808ull        /* uint64_t pause iterations; written by the host only */
 #define INSTAR_PROC_TURN_POSTED 1u         /* guest: a call is on its way; it spins for the answer */
 #define INSTAR_PROC_TURN_SLEEPING 2u       /* guest: blocked in read(): send the answer */
 #define INSTAR_PROC_TURN_ANSWERED 3u       /* host: the answer is in INSTAR_PROC_MAILBOX */

@@ -129,7 +129,9 @@ SandboxError death(int status, bool timed_out) {
 // side, a 2 MiB zero scan on the guest's, with room; past them both sides sleep as before, so a
 // long call wastes at most one budget of CPU.
 constexpr auto HOST_SPIN = std::chrono::microseconds(300);
-constexpr std::uint64_t GUEST_SPIN_TICKS = 1'000'000; // ~0.3-0.5 ms at 2-3 GHz TSCs
+// The guest counts pause iterations (no TSC: seccomp strict mode can disable rdtsc): a pause and a
+// load take ~40-150 cycles (Zen ~40-65, Skylake and later ~140), so 8192 spin ~0.1-0.5 ms.
+constexpr std::uint64_t GUEST_SPIN_PAUSES = 8192;
 
 // Spins for the guest's next call: returns its size as recv() does, or -1 when none came within
 // HOST_SPIN (the caller then polls). The guest stores POSTED just before it writes a call, so the
@@ -162,8 +164,8 @@ Outcome<RunResult> run_in_process(const SandboxConfig& config, std::uint64_t ram
     const bool spin = online_cpus() > 1;
     auto turn = std::atomic_ref<std::uint32_t>(*reinterpret_cast<std::uint32_t*>(m.range(INSTAR_PROC_TURN, 4)));
     {
-        const std::uint64_t ticks = spin ? GUEST_SPIN_TICKS : 0;
-        std::memcpy(m.range(INSTAR_PROC_SPIN, sizeof ticks), &ticks, sizeof ticks);
+        const std::uint64_t pauses = spin ? GUEST_SPIN_PAUSES : 0;
+        std::memcpy(m.range(INSTAR_PROC_SPIN, sizeof pauses), &pauses, sizeof pauses);
     }
 
     int sv[2];

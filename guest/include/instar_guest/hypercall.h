@@ -53,11 +53,14 @@ inline int64_t hypercall_issue(instar_hypercall* mb) {
     // budget, and an answer found here costs no wake-up of a sleeping process on either side.
     // Spins that keep missing (a loaded machine) back off (spin_backoff.h).
     static SpinBackoff backoff;
+    // The budget counts pause iterations, not TSC ticks: kernels that keep seccomp strict mode's
+    // TIF_NOTSC (6.18 here) make rdtsc fault in this process (docs/sandbox.md).
     const uint64_t spin = budget != 0 && backoff.should_spin() ? budget : 0;
-    const uint64_t start = __builtin_ia32_rdtsc();
+    uint64_t spun = 0;
     bool slept = false;
     while (__atomic_load_n(turn, __ATOMIC_ACQUIRE) == INSTAR_PROC_TURN_POSTED) {
-        if (__builtin_ia32_rdtsc() - start < spin) {
+        if (spun < spin) {
+            ++spun;
             __builtin_ia32_pause();
             continue;
         }
