@@ -157,6 +157,16 @@ def main():
                            ['convert', '--image-opts', nosuch, 'out.raw']):
             args = [cmd, '--object', SECRET] + rest
             compare(results, ' '.join(args) + ' (undefined key)', args, d, instar, d)
+        # A luks backing file: convert, map and compare open the chain as one node for I/O and name
+        # no key for it, so qemu asks for the backing's key before reading its header, in the top's
+        # frame ("Could not open 'OV': Could not open backing file: ..."); info reads the header.
+        for base in ('good.luks', 'stripes.luks', 'magic.luks'):
+            ov = f'ov-{base}.qcow2'
+            run_fixture([qemu72, 'create', '-q', '-f', 'qcow2', '-b', base, '-F', 'luks', '-u', ov, '1M'],
+                        check=True, cwd=d)
+            for args in (['convert', ov, 'out.raw'], ['map', ov], ['compare', ov, ov],
+                         ['info', '--backing-chain', ov]):
+                compare(results, ' '.join(args) + ' (luks backing)', args, d, instar, d)
         compare(results, 'snapshot -l damaged (probed)', ['snapshot', '-l', 'stripes.luks'], d, instar, d)
         # convert -l: luks has no snapshots to load (after the key, as qemu's open then load_tmp).
         compare(results, 'convert -l on luks', ['convert', '--object', SECRET, '--image-opts',

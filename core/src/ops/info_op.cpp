@@ -129,7 +129,7 @@ struct Inspected {
 Expected<Inspected> inspect(const InfoOptions& opts, const PluginRegistry& plugins, const GuestInfoRunner& run_guest,
                             const PathPolicy& policy, const OpenedFile& image, const std::string& name,
                             const std::optional<std::string>& format, std::vector<OpenedFile>* keep = nullptr,
-                            bool write = false, bool top = false) {
+                            bool write = false, bool top = false, bool no_key = false) {
     auto candidates = candidates_for(opts, plugins, image, name, format);
     if (!candidates)
         return Error{candidates.error()};
@@ -143,8 +143,7 @@ Expected<Inspected> inspect(const InfoOptions& opts, const PluginRegistry& plugi
             return could_not_open(name, f.error());
         referenced.files.push_back(*f);
     }
-    const std::uint32_t flags = (candidates->force ? INSTAR_INFO_FORCE : 0u) |
-                                (top && opts.opens_without_key ? INSTAR_INFO_NO_KEY : 0u);
+    const std::uint32_t flags = (candidates->force ? INSTAR_INFO_FORCE : 0u) | (no_key ? INSTAR_INFO_NO_KEY : 0u);
     auto run = run_guest(candidates->plugins, flags, image, referenced.files);
     if (!run)
         return could_not_open(name, run.error());
@@ -279,10 +278,21 @@ Expected<bool> open_chain(const InfoOptions& opts, const PluginRegistry& plugins
     chain.links.push_back(ChainLink{*top, {}, nullptr, {}, name, {}});
     for (;;) {
         ChainLink& link = chain.links.back();
+        const bool top_link = chain.links.size() == 1;
         auto inspected = inspect(opts, plugins, run_guest, *policy, link.image, name, format, &link.files,
-                                 opts.read_write && chain.links.size() == 1, chain.links.size() == 1);
-        if (!inspected)
+                                 opts.read_write && top_link, top_link,
+                                 top_link ? opts.opens_without_key : opts.backing_opened_without_keys);
+        if (!inspected) {
+            // A backing image of a chain opened as one node: qemu's frame for the top.
+            const std::string own = "Could not open '" + name + "': ";
+            if (!top_link && opts.backing_opened_without_keys && inspected.error().rfind(own, 0) == 0) {
+                std::string why = inspected.error().substr(own.size());
+                for (std::size_t k = 1; k < chain.links.size(); ++k)
+                    why = "Could not open backing file: " + why;
+                return could_not_open(opts.filename, why);
+            }
             return Error{inspected.error()};
+        }
         link.plugin = inspected->plugin;
         link.node = std::move(inspected->node);
         if (!opts.backing_chain || !inspected->backing_name)
@@ -357,7 +367,7 @@ Expected<std::vector<NodeInfo>> collect_info(const InfoOptions& opts, const Plug
     const OpenedFile* current = &chain.files.back();
     for (;;) {
         auto inspected = inspect(opts, plugins, run_guest, *policy, *current, name, format, nullptr, false,
-                                 nodes.empty());
+                                 nodes.empty(), nodes.empty() && opts.opens_without_key);
         if (!inspected)
             return Error{inspected.error()};
         if (inspected->info_refusal)
