@@ -167,6 +167,17 @@ def main():
             for args in (['convert', ov, 'out.raw'], ['map', ov], ['compare', ov, ov],
                          ['info', '--backing-chain', ov]):
                 compare(results, ' '.join(args) + ' (luks backing)', args, d, instar, d)
+        # Any backing image that fails to open (here a qcow2 of version 7) is reported in the top's
+        # frame by every command that opens the chain: qemu opens it as one node.
+        with open(os.path.join(d, 'v7.qcow2'), 'wb') as f:
+            f.write(qcow2[:4] + b'\0\0\0\7' + qcow2[8:])
+        run_fixture([qemu72, 'create', '-q', '-f', 'qcow2', '-b', 'v7.qcow2', '-F', 'qcow2', '-u', 'ov-v7.qcow2',
+                     '1M'], check=True, cwd=d)
+        for args in (['convert', 'ov-v7.qcow2', 'out.raw'], ['map', 'ov-v7.qcow2'], ['check', 'ov-v7.qcow2'],
+                     ['compare', 'ov-v7.qcow2', 'ov-v7.qcow2'], ['measure', '-O', 'qcow2', 'ov-v7.qcow2'],
+                     ['commit', 'ov-v7.qcow2'], ['resize', 'ov-v7.qcow2', '2M'], ['rebase', '-u', '-b', '', 'ov-v7.qcow2'],
+                     ['snapshot', '-l', 'ov-v7.qcow2'], ['dd', 'if=ov-v7.qcow2', 'of=out.raw']):
+            compare(results, ' '.join(args) + ' (backing fails to open)', args, d, instar, d)
         compare(results, 'snapshot -l damaged (probed)', ['snapshot', '-l', 'stripes.luks'], d, instar, d)
         # convert -l: luks has no snapshots to load (after the key, as qemu's open then load_tmp).
         compare(results, 'convert -l on luks', ['convert', '--object', SECRET, '--image-opts',

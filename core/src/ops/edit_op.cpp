@@ -43,6 +43,7 @@ InfoOptions info_options(const EditOpen& opts) {
     io.backing_chain = opts.backing_chain;
     io.read_write = opts.read_write;
     io.opens_without_key = opts.opens_without_key;
+    io.backing_in_one_node = true;
     return io;
 }
 

@@ -285,7 +285,8 @@ Expected<bool> open_chain(const InfoOptions& opts, const PluginRegistry& plugins
         if (!inspected) {
             // A backing image of a chain opened as one node: qemu's frame for the top.
             const std::string own = "Could not open '" + name + "': ";
-            if (!top_link && opts.backing_opened_without_keys && inspected.error().rfind(own, 0) == 0) {
+            if (!top_link && (opts.backing_in_one_node || opts.backing_opened_without_keys) &&
+                inspected.error().rfind(own, 0) == 0) {
                 std::string why = inspected.error().substr(own.size());
                 for (std::size_t k = 1; k < chain.links.size(); ++k)
                     why = "Could not open backing file: " + why;

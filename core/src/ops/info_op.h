@@ -56,11 +56,13 @@ struct InfoOptions {
     // a backing file) and the user gave no key-secret for it. Its inspection tells the format
     // (INSTAR_INFO_NO_KEY), so luks refuses as qemu's open does, before it reads the header.
     bool opens_without_key = false;
-    // The command opens the chain as one node for I/O and names no key for the images below the
-    // top (convert, map, compare: qemu's bdrv_open with the backing chain): each backing image is
-    // inspected without a key too (luks refuses as qemu's open does), and a backing image that
-    // fails to open is reported in qemu's frame for the top, "Could not open 'TOP': Could not open
-    // backing file: REASON" (once per level), not under its own name.
+    // The command opens the chain as one node (qemu's bdrv_open with the backing chain: every
+    // command but info): a backing image that fails to open is reported in qemu's frame for the
+    // top, "Could not open 'TOP': Could not open backing file: REASON" (once per level), not under
+    // its own name.
+    bool backing_in_one_node = false;
+    // ... for I/O, naming no key for the images below the top (convert, map, compare): each
+    // backing image is inspected without a key too (luks refuses as qemu's open does).
     bool backing_opened_without_keys = false;
 };
 
