@@ -20,8 +20,9 @@ const Divergence DIVERGENCES[] = {
      "a fixed VHD (footer only, no header copy at offset 0) is detected as vpc; qemu-img's probe calls it raw",
      "treating a fixed VHD as raw exposes its footer as guest data and skips the size the footer declares"},
     {"vpc-differencing-backing", "info",
-     "a differencing VHD reports its parent locator (W2ru, then W2ku, then the parent name) as the backing "
-     "file; qemu-img shows no backing file for it",
+     "a differencing VHD reports its parent locator (W2ru, then W2ku, then the parent name; a locator whose "
+     "data an allocated block covers, as qemu leaves one it wrote over, is skipped) as the backing file; "
+     "qemu-img shows no backing file for it",
      "the parent is part of what the image means: hiding it hides a dependency on another file"},
     {"vpc-create-differencing", "create",
      "with -b, create -f vpc writes a differencing VHD (type 4: the parent's unique id and timestamp, its "
