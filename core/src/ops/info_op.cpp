@@ -286,12 +286,9 @@ Expected<bool> open_chain(const InfoOptions& opts, const PluginRegistry& plugins
             // A backing image of a chain opened as one node: qemu's frame for the top.
             const std::string own = "Could not open '" + name + "': ";
             if (!top_link && (opts.backing_in_one_node || opts.backing_opened_without_keys) &&
-                inspected.error().rfind(own, 0) == 0) {
-                std::string why = inspected.error().substr(own.size());
-                for (std::size_t k = 1; k < chain.links.size(); ++k)
-                    why = "Could not open backing file: " + why;
-                return could_not_open(opts.filename, why);
-            }
+                inspected.error().rfind(own, 0) == 0)
+                return Error{open_frame(opts.filename, chain.links.size() - 1) +
+                             inspected.error().substr(own.size())};
             return Error{inspected.error()};
         }
         link.plugin = inspected->plugin;
@@ -304,12 +301,8 @@ Expected<bool> open_chain(const InfoOptions& opts, const PluginRegistry& plugins
         if (!next) {
             // qemu opens the chain as one node: "Could not open backing file: " for each image below
             // the top, the top's name first.
-            if (auto missing = missing_file(*policy, name, "backing file", *inspected->backing_name)) {
-                std::string why = *missing;
-                for (std::size_t k = 0; k < chain.links.size(); ++k)
-                    why = "Could not open backing file: " + why;
-                return could_not_open(opts.filename, why);
-            }
+            if (auto missing = missing_file(*policy, name, "backing file", *inspected->backing_name))
+                return Error{open_frame(opts.filename, chain.links.size()) + *missing};
             return Error{next.error()};
         }
         if (!seen.insert({next->device, next->inode}).second) {
@@ -321,6 +314,13 @@ Expected<bool> open_chain(const InfoOptions& opts, const PluginRegistry& plugins
         format = inspected->backing_format;
         chain.links.push_back(ChainLink{*next, {}, nullptr, {}, name, {}});
     }
+}
+
+std::string open_frame(const std::string& top, std::size_t depth) {
+    std::string frame = "Could not open '" + top + "': ";
+    for (std::size_t i = 0; i < depth; ++i)
+        frame += "Could not open backing file: ";
+    return frame;
 }
 
 std::string status_message(Status s) {

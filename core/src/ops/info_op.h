@@ -66,6 +66,10 @@ struct InfoOptions {
     bool backing_opened_without_keys = false;
 };
 
+// qemu opens the top's chain from the top: an error opening the image `depth` levels down is framed
+// once per level (bdrv_open_backing_file) under the top's name `top`.
+std::string open_frame(const std::string& top, std::size_t depth);
+
 // The nodes to print: one, or the whole chain (top first) with --backing-chain.
 Expected<std::vector<NodeInfo>> collect_info(const InfoOptions& opts, const PluginRegistry& plugins,
                                              const GuestInfoRunner& run_guest);

@@ -392,13 +392,6 @@ Expected<bool> unlock_image(const ChainLink& link, const std::optional<std::stri
     return true;
 }
 
-std::string open_frame(const std::string& top, std::size_t depth) {
-    std::string frame = "Could not open '" + top + "': ";
-    for (std::size_t i = 0; i < depth; ++i)
-        frame += "Could not open backing file: ";
-    return frame;
-}
-
 Expected<bool> unlock_chain(const OpenedChain& chain, std::size_t levels, const std::string& top,
                             const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version, std::size_t first) {
     for (std::size_t d = first; d < levels && d < chain.links.size(); ++d) {

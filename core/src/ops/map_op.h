@@ -69,9 +69,6 @@ Expected<MapResult> map_image(const MapSpec& spec, const PluginRegistry& plugins
 Expected<bool> unlock_image(const ChainLink& link, const std::optional<std::string>& secret,
                             vmm::SandboxConfig sandbox, std::uint32_t qemu_version);
 
-// qemu opens the top's chain from the top: an error opening the image `depth` levels down is framed
-// once per level (bdrv_open_backing_file) under the top's name `top`.
-std::string open_frame(const std::string& top, std::size_t depth);
 
 // qemu's open unlocks every encrypted image of a chain, top first, before the command checks
 // anything else: the first key error of links [0, levels) (no secret, a wrong one; each link's
