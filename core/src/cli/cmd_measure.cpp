@@ -504,7 +504,7 @@ int cmd_measure(Context& ctx, std::span<const std::string> args) {
                     return report_error(ctx, why);
                 snapshot.id = opts->id;
                 snapshot.name = opts->name;
-                snapshot.params = !split_option_list(value).empty() || snapshot.params;
+                snapshot.params = true; // "snapshot.X..." parsed: at least one snapshot.id/name item
             } else {
                 snapshot.id_or_name = value;
             }

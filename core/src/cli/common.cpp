@@ -6,6 +6,7 @@
 #include "ops/info_op.h"
 #include "options/option_list.h"
 #include "options/size.h"
+#include "output/option_help.h"
 
 #include <algorithm>
 #include <iostream>
@@ -256,14 +257,22 @@ bool apply_common_options(Context& ctx, const po::variables_map& vm) {
     return true;
 }
 
+// qemu-img's internal_snapshot_opts (the list -l's "snapshot.*" form is parsed with), for the help
+// a help flag prints.
+const OptionDesc INTERNAL_SNAPSHOT_OPTS[] = {
+    {"snapshot.id", OptionType::String, nullptr, "snapshot id", OptionPolicy::Honoured, nullptr, nullptr, 0, 0},
+    {"snapshot.name", OptionType::String, nullptr, "snapshot name", OptionPolicy::Honoured, nullptr, nullptr, 0, 0},
+};
+
 std::optional<InternalSnapshotOpts> parse_internal_snapshot_opts(Context& ctx, const std::string& param,
                                                                  std::string& error) {
     InternalSnapshotOpts out;
     for (const auto& item : split_option_list(param)) {
         if (item.flag && item.value == "on" && (item.key == "help" || item.key == "?")) {
             // qemu_opts_parse_noisily stops at a help flag and lists the options.
-            ctx.out << "snapshot options:\n  snapshot.id=<str>      - snapshot id\n"
-                       "  snapshot.name=<str>    - snapshot name\n";
+            ctx.out << "snapshot options:\n";
+            for (const OptionDesc& d : INTERNAL_SNAPSHOT_OPTS)
+                ctx.out << option_help_line(d) << '\n';
             error = "Failed in parsing snapshot param '" + param + "'";
             return std::nullopt;
         }

@@ -2,7 +2,6 @@
 #include "cli/image_name.h"
 
 #include "options/option_list.h"
-
 #include "output/qemu_format.h"
 
 #include <instar/plugin.h>

@@ -40,6 +40,13 @@ std::string_view option_type_name(OptionType t) {
     return "str";
 }
 
+std::string option_help_line(const OptionDesc& d) {
+    std::string line = "  " + std::string(d.key) + "=<" + std::string(option_type_name(d.type)) + ">";
+    if (line.size() < HELP_COLUMN)
+        line.append(HELP_COLUMN - line.size(), ' ');
+    return line + " - " + d.help;
+}
+
 void print_option_help(std::ostream& out, std::string_view format, std::span<const OptionDesc> format_options,
                        bool with_filename, std::uint32_t profile_version) {
     // Format options first, then protocol options whose names are new (qemu_opts_append), sorted.
@@ -60,12 +67,8 @@ void print_option_help(std::ostream& out, std::string_view format, std::span<con
         out << "Supported options:\n";
     else
         out << "Supported " << format << " options:\n";
-    for (const OptionDesc* d : all) {
-        std::string line = "  " + std::string(d->key) + "=<" + std::string(option_type_name(d->type)) + ">";
-        if (line.size() < HELP_COLUMN)
-            line.append(HELP_COLUMN - line.size(), ' ');
-        out << line << " - " << d->help << '\n';
-    }
+    for (const OptionDesc* d : all)
+        out << option_help_line(*d) << '\n';
     if (!with_filename)
         out << "\nThe protocol level may support further options.\n"
                "Specify the target filename to include those options.\n";
