@@ -19,6 +19,11 @@ namespace {
 constexpr uint32_t VPC_MAX_TABLE_ENTRIES = 1u << 24;
 // qemu's own bound on max_table_entries (it allocates entries * 4 bytes as an int).
 constexpr uint32_t VPC_QEMU_MAX_TABLE_ENTRIES = 0x7fffffff / 4;
+constexpr uint32_t BAT_UNUSED = 0xFFFFFFFF;
+// Bytes of BAT read at a time by the open-time truncation check: each read is a hypercall, so a
+// 2 TiB disk's 4 MiB BAT takes 128 reads, not 1024 (vhdx_bat.h has the same reason). The buffer is
+// freed before the reader allocates its own (whose peak the unit tests bound below 64 KiB).
+constexpr size_t BAT_CHUNK = 32 * 1024;
 
 // Creator applications whose footer current_size is the disk size (qemu: vpc_ignore_current_size).
 bool creator_uses_current_size(const uint8_t* app) {
@@ -26,6 +31,8 @@ bool creator_uses_current_size(const uint8_t* app) {
     return same4(app, "win ") || same4(app, "qem2") || same4(app, "d2v ") || same4(app, "CTXS") ||
            (app[0] == tap[0] && app[1] == tap[1] && app[2] == tap[2] && app[3] == tap[3]);
 }
+
+using Buffer = guest::ScopedBuffer;
 
 // Appends `tail` to the NUL-terminated text in `buf` (cut to fit).
 void append(char* buf, size_t cap, const char* tail) {
@@ -55,19 +62,47 @@ const char* with_number(char* buf, size_t cap, const char* prefix, uint32_t v) {
 }
 
 // qemu's truncation check: no allocated block (bitmap + data) may end past the end of the file.
-Status check_bat(guest::BlockDevice& dev, guest::Allocator& alloc, const VpcDynamicHeader& h, uint64_t* free_out) {
+// The same pass notes which parent locators' data a block covers (*covered, bit per locator).
+Status check_bat(guest::BlockDevice& dev, guest::Allocator& alloc, const VpcDynamicHeader& h, uint64_t* free_out,
+                 uint8_t* covered) {
     const uint64_t bat_bytes = static_cast<uint64_t>(h.max_table_entries) * 4;
     uint64_t bat_end;
     if (!add_u64(h.table_offset, bat_bytes, &bat_end) || bat_end > dev.size())
         return Status::Corrupt;
+    const uint64_t bitmap_size = vpc_bitmap_size(h.block_size);
     uint64_t free_offset = (bat_end + 511) & ~uint64_t{511};
-    const Status st = vpc_each_block(dev, alloc, h, [&](uint64_t, uint64_t end) {
-        if (end > free_offset)
-            free_offset = end;
-        return true;
-    });
-    if (st != Status::Ok)
-        return st;
+    // The locators that hold data (a dynamic disk has none), as [start, end) ranges.
+    uint64_t loc_start[VPC_PARENT_LOCATOR_COUNT], loc_end[VPC_PARENT_LOCATOR_COUNT];
+    uint32_t loc_index[VPC_PARENT_LOCATOR_COUNT], locs = 0;
+    for (uint32_t k = 0; k < VPC_PARENT_LOCATOR_COUNT; ++k) {
+        const VpcParentLocator& l = h.parent_locators[k];
+        if (l.data_length != 0 && add_u64(l.data_offset, l.data_length, &loc_end[locs])) {
+            loc_start[locs] = l.data_offset;
+            loc_index[locs++] = k;
+        }
+    }
+    Buffer chunk(alloc, BAT_CHUNK);
+    if (!chunk.p)
+        return Status::NoMemory;
+    for (uint64_t done = 0; done < bat_bytes;) {
+        const uint64_t n = bat_bytes - done < BAT_CHUNK ? bat_bytes - done : BAT_CHUNK;
+        const Status st = dev.read(h.table_offset + done, chunk.p, n);
+        if (st != Status::Ok)
+            return st;
+        for (uint64_t i = 0; i + 4 <= n; i += 4) {
+            const uint32_t e = load_be32(chunk.p + i);
+            if (e == BAT_UNUSED)
+                continue;
+            const uint64_t start = 512 * static_cast<uint64_t>(e);
+            const uint64_t next = start + bitmap_size + h.block_size;
+            if (next > free_offset)
+                free_offset = next;
+            for (uint32_t k = 0; k < locs; ++k)
+                if (start < loc_end[k] && loc_start[k] < next)
+                    *covered |= static_cast<uint8_t>(1u << loc_index[k]);
+        }
+        done += n;
+    }
     *free_out = free_offset;
     return free_offset > dev.size() ? Status::Corrupt : Status::Ok;
 }
@@ -182,7 +217,7 @@ Status vpc_load(guest::BlockDevice& dev, guest::Allocator& alloc, VpcImage* out,
             *why = m;
             return Status::TooLarge;
         }
-        st = check_bat(dev, alloc, h, &out->free_data_block_offset);
+        st = check_bat(dev, alloc, h, &out->free_data_block_offset, &out->covered_locators);
         if (st != Status::Ok) {
             if (st == Status::Corrupt)
                 *why = "block-vpc: free_data_block_offset points after the end of file. The image has been truncated.";
@@ -209,7 +244,7 @@ Status info(const guest::InfoRequest& req, guest::InfoSink& sink) {
         return st;
     }
     if (img.dynamic && img.footer.disk_type == VHD_DIFFERENCING) {
-        st = vpc_report_parent(*req.image, *req.allocator, img.header, sink);
+        st = vpc_report_parent(*req.image, *req.allocator, img.header, img.covered_locators, sink);
         if (st != Status::Ok)
             return st;
     }

@@ -3,7 +3,6 @@
 #include "vpc_parent.h"
 
 #include "vpc_bytes.h"
-#include "vpc_format.h"
 
 namespace instar::vpc {
 
@@ -13,31 +12,14 @@ namespace {
 
 using Buffer = guest::ScopedBuffer;
 
-// Whether an allocated block lies over [offset, end): a writer that took the disk for a dynamic one
-// (qemu: it has no differencing support) put a block where the locator's data was, so the locator
-// now holds block bytes, not a path.
-bool overwritten(guest::BlockDevice& dev, guest::Allocator& alloc, const VpcDynamicHeader& h, uint64_t offset,
-                 uint64_t end) {
-    bool hit = false;
-    const Status st = vpc_each_block(dev, alloc, h, [&](uint64_t start, uint64_t stop) {
-        hit = start < end && offset < stop;
-        return !hit;
-    });
-    return st == Status::Ok && hit;
-}
-
-// Reads one locator's UTF-16LE path into `out`; *len = 0 when it is unusable (empty, too long, or
-// overwritten by a block).
-Status read_locator(guest::BlockDevice& dev, guest::Allocator& alloc, const VpcDynamicHeader& h,
-                    const VpcParentLocator& l, uint8_t* raw, char* out, size_t* len) {
+// Reads one locator's UTF-16LE path into `out`; *len = 0 when it is unusable.
+Status read_locator(guest::BlockDevice& dev, const VpcParentLocator& l, uint8_t* raw, char* out, size_t* len) {
     *len = 0;
     if (l.data_length == 0 || l.data_length > VPC_MAX_LOCATOR_BYTES)
         return Status::Ok;
     uint64_t end;
     if (!add_u64(l.data_offset, l.data_length, &end) || end > dev.size())
         return Status::Corrupt;
-    if (overwritten(dev, alloc, h, l.data_offset, end))
-        return Status::Ok;
     const Status st = dev.read(l.data_offset, raw, l.data_length);
     if (st != Status::Ok)
         return st;
@@ -49,7 +31,7 @@ Status read_locator(guest::BlockDevice& dev, guest::Allocator& alloc, const VpcD
 } // namespace
 
 Status vpc_report_parent(guest::BlockDevice& dev, guest::Allocator& alloc, const VpcDynamicHeader& h,
-                         guest::InfoSink& sink) {
+                         uint8_t covered, guest::InfoSink& sink) {
     Buffer raw(alloc, VPC_MAX_LOCATOR_BYTES);
     Buffer out(alloc, guest::INFO_MAX_STRING);
     if (!raw.p || !out.p)
@@ -60,9 +42,9 @@ Status vpc_report_parent(guest::BlockDevice& dev, guest::Allocator& alloc, const
     for (const char* code : codes) {
         for (uint32_t i = 0; i < VPC_PARENT_LOCATOR_COUNT && len == 0; ++i) {
             const VpcParentLocator& l = h.parent_locators[i];
-            if (!same4(l.platform_code, code))
+            if (!same4(l.platform_code, code) || (covered >> i) & 1u)
                 continue;
-            const Status st = read_locator(dev, alloc, h, l, raw.p, text, &len);
+            const Status st = read_locator(dev, l, raw.p, text, &len);
             if (st != Status::Ok)
                 return st;
         }
