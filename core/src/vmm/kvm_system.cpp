@@ -37,6 +37,7 @@ Outcome<KvmSystem> KvmSystem::open() {
     static std::mutex mu;
     static int checked_fd = -1;
     static int checked_mmap_size = 0;
+    static bool checked_split_irqchip = false;
     {
         std::lock_guard lock(mu);
         if (checked_fd >= 0) {
@@ -44,6 +45,7 @@ Outcome<KvmSystem> KvmSystem::open() {
             k.fd_ = UniqueFd(::fcntl(checked_fd, F_DUPFD_CLOEXEC, 0));
             if (!k.fd_.valid()) return kvm_error("dup of the /dev/kvm descriptor");
             k.vcpu_mmap_size_ = checked_mmap_size;
+            k.split_irqchip_ = checked_split_irqchip;
             k.cpuid_ = guest_cpuid_table();
             return k;
         }
@@ -86,12 +88,15 @@ Outcome<KvmSystem> KvmSystem::open() {
     // SAFETY: no pointer argument.
     k.vcpu_mmap_size_ = ::ioctl(k.fd_.get(), KVM_GET_VCPU_MMAP_SIZE, 0);
     if (k.vcpu_mmap_size_ < static_cast<int>(sizeof(kvm_run))) return kvm_error("KVM_GET_VCPU_MMAP_SIZE");
+    // SAFETY: no pointer argument. Optional (Linux 4.5+): without it vCPUs have no in-kernel APIC.
+    k.split_irqchip_ = ::ioctl(k.fd_.get(), KVM_CHECK_EXTENSION, KVM_CAP_SPLIT_IRQCHIP) > 0;
 
     k.cpuid_ = guest_cpuid_table();
     std::lock_guard lock(mu);
     if (checked_fd < 0) {
         checked_fd = ::fcntl(k.fd_.get(), F_DUPFD_CLOEXEC, 0); // kept for the process; -1: check again next time
         checked_mmap_size = k.vcpu_mmap_size_;
+        checked_split_irqchip = k.split_irqchip_;
     }
     return k;
 }

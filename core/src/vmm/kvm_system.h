@@ -42,10 +42,13 @@ public:
     int vcpu_mmap_size() const { return vcpu_mmap_size_; }
     // The guest's CPUID table (guest_cpuid_entries()), built once per process.
     const void* supported_cpuid() const { return cpuid_; }
+    // KVM_CAP_SPLIT_IRQCHIP: an in-kernel local APIC without the PIC and IOAPIC (see Vm::create).
+    bool split_irqchip() const { return split_irqchip_; }
 
 private:
     UniqueFd fd_;
     int vcpu_mmap_size_ = 0;
+    bool split_irqchip_ = false;
     const void* cpuid_ = nullptr; // a kvm_cpuid2 in the C layout
 };
 
