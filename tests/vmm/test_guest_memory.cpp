@@ -2,7 +2,9 @@
 #include <cstdio>
 #include <fstream>
 #include <string>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -13,6 +15,38 @@
 using instar::vmm::GuestMemory;
 
 TEST_SUITE("guest_memory") {
+
+TEST_CASE("map_file() maps file pages privately into anonymous RAM only, page-aligned and inside it") {
+    const std::string path = "/tmp/instar-vmm-test-map-file";
+    {
+        std::ofstream f(path, std::ios::binary);
+        for (int i = 0; i < 3 * 4096; ++i) f.put(static_cast<char>(i / 4096 + 1));
+    }
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    auto mem = GuestMemory::create(16ull << 20, false);
+    REQUIRE(mem.ok());
+    GuestMemory& m = mem.value();
+    REQUIRE(m.map_file(0x10000, fd, 4096, 8192)); // the file's pages 2 and 3
+    CHECK(m.range(0x10000, 1)[0] == 2);
+    CHECK(m.range(0x11fff, 1)[0] == 3);
+    CHECK(m.range(0x12000, 1)[0] == 0); // RAM after the mapping is untouched
+    m.range(0x10000, 1)[0] = 9;          // private: the file keeps its byte
+    char b = 0;
+    CHECK(::pread(fd, &b, 1, 4096) == 1);
+    CHECK(b == 2);
+    CHECK_FALSE(m.map_file(0x10001, fd, 0, 4096)); // unaligned
+    CHECK_FALSE(m.map_file(0x10000, fd, 1, 4096));
+    CHECK_FALSE(m.map_file(0x10000, fd, 0, 100));
+    CHECK_FALSE(m.map_file(m.size() - 4096, fd, 0, 8192)); // past the end of RAM
+    CHECK_FALSE(m.map_file(0x10000, -1, 0, 4096));
+    CHECK(m.range(0x10000, 1)[0] == 9); // refusals change nothing
+    auto shared = GuestMemory::create_shared(4ull << 20);
+    REQUIRE(shared.ok());
+    CHECK_FALSE(shared.value().map_file(0x10000, fd, 0, 4096)); // a memfd's pages are the guest's
+    ::close(fd);
+    std::remove(path.c_str());
+}
 
 TEST_CASE("range() accepts exactly the ranges inside RAM") {
     auto mem = GuestMemory::create(16ull << 20);

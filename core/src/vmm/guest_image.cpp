@@ -87,6 +87,7 @@ Outcome<std::shared_ptr<const GuestImage>> parse(const std::string& path, ImageK
         seg.file_size = ph.p_filesz;
         seg.mem_size = ph.p_memsz;
         seg.data = file + ph.p_offset;
+        seg.file_offset = ph.p_offset;
         seg.writable = (ph.p_flags & PF_W) != 0;
         seg.executable = (ph.p_flags & PF_X) != 0;
         if (seg.writable && seg.executable) return image_error(path, "a segment is both writable and executable");
@@ -189,16 +190,16 @@ bool read_exactly(int fd, std::uint8_t* buf, std::size_t len, std::uint64_t offs
 // copying into it, then copying out of it). Only the headers are trusted to say how far to map;
 // parse() validates everything in what was mapped, so a header pointing past the file end makes
 // the image fail there as before. The files are trusted installed files, replaced by rename.
-Outcome<std::shared_ptr<const ImageFile>> map_loadable_prefix(const std::string& path, int fd, std::uint64_t file_size) {
+Outcome<std::shared_ptr<const ImageFile>> map_loadable_prefix(const std::string& path, UniqueFd fd, std::uint64_t file_size) {
     Elf64_Ehdr eh{};
     std::size_t got = 0;
-    if (!read_exactly(fd, reinterpret_cast<std::uint8_t*>(&eh), sizeof eh, 0, got)) return image_error(path, "cannot read");
+    if (!read_exactly(fd.get(), reinterpret_cast<std::uint8_t*>(&eh), sizeof eh, 0, got)) return image_error(path, "cannot read");
     if (got < sizeof eh) return image_error(path, "not an x86-64 ELF64 file");
     std::uint64_t need = file_size; // anything unexpected: map it all and let parse() say what is wrong
     if (std::memcmp(eh.e_ident, ELFMAG, SELFMAG) == 0 && eh.e_phentsize == sizeof(Elf64_Phdr) &&
         eh.e_phoff <= file_size && std::uint64_t(eh.e_phnum) * sizeof(Elf64_Phdr) <= file_size - eh.e_phoff) {
         std::vector<Elf64_Phdr> ph(eh.e_phnum);
-        if (!read_exactly(fd, reinterpret_cast<std::uint8_t*>(ph.data()), ph.size() * sizeof(Elf64_Phdr), eh.e_phoff, got))
+        if (!read_exactly(fd.get(), reinterpret_cast<std::uint8_t*>(ph.data()), ph.size() * sizeof(Elf64_Phdr), eh.e_phoff, got))
             return image_error(path, "cannot read");
         if (got == ph.size() * sizeof(Elf64_Phdr)) {
             need = std::max<std::uint64_t>(sizeof eh, eh.e_phoff + got);
@@ -212,9 +213,9 @@ Outcome<std::shared_ptr<const ImageFile>> map_loadable_prefix(const std::string&
             }
         }
     }
-    void* addr = ::mmap(nullptr, need, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+    void* addr = ::mmap(nullptr, need, PROT_READ, MAP_PRIVATE, fd.get(), 0);
     if (addr == MAP_FAILED) return image_error(path, std::string("cannot map: ") + std::strerror(errno));
-    return std::shared_ptr<const ImageFile>(std::make_shared<ImageFile>(addr, need));
+    return std::shared_ptr<const ImageFile>(std::make_shared<ImageFile>(addr, need, std::move(fd)));
 }
 
 } // namespace
@@ -244,9 +245,9 @@ Outcome<std::shared_ptr<const GuestImage>> load_guest_image(const std::string& p
         }
     }
     if (static_cast<std::uint64_t>(st.st_size) > MAX_MODULE_SIZE) return image_error(path, "file too large");
-    const UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd.valid()) return image_error(path, std::strerror(errno));
-    auto file = map_loadable_prefix(path, fd.get(), static_cast<std::uint64_t>(st.st_size));
+    auto file = map_loadable_prefix(path, std::move(fd), static_cast<std::uint64_t>(st.st_size));
     if (!file) return file.error();
     auto parsed = parse(path, kind, file.value());
     if (!parsed) return parsed;
@@ -257,13 +258,41 @@ Outcome<std::shared_ptr<const GuestImage>> load_guest_image(const std::string& p
 
 ImageFile::~ImageFile() { ::munmap(const_cast<void*>(addr), len); }
 
+namespace {
+// Whether a read-only segment can be mapped from its file into guest RAM at `base` rather than
+// copied: its pages hold nothing but file bytes of read-only segments (no .bss to clear, no
+// writable segment sharing a page, whose copy would land in the mapping), the file and the image
+// agree on where in a page it starts, and the RAM there is not backed by huge pages.
+bool mappable(const GuestImage& image, const ImageSegment& seg, const GuestMemory& mem, std::uint64_t base) {
+    if (seg.writable || seg.file_size == 0 || seg.mem_size != seg.file_size || image.file == nullptr ||
+        !image.file->fd.valid() || seg.offset % INSTAR_PAGE_SIZE != seg.file_offset % INSTAR_PAGE_SIZE) {
+        return false;
+    }
+    const std::uint64_t start = page_down(seg.offset), end = page_up(seg.offset + seg.file_size);
+    for (const ImageSegment& w : image.segments) {
+        if (w.writable && page_down(w.offset) < end && page_up(w.offset + w.mem_size) > start) return false;
+    }
+    // The first 2 MiB are 4 KiB pages in the guest's tables; elsewhere huge-page RAM stays whole.
+    return !mem.huge_pages() || base + end <= INSTAR_LARGE_PAGE_SIZE;
+}
+} // namespace
+
 bool place_guest_image(const GuestImage& image, GuestMemory& mem, std::uint64_t base) {
     std::uint8_t* dst = mem.range(base, image.size);
     if (dst == nullptr) return false;
     // Each segment lies inside [0, size) (checked at parse time). Guest memory is fresh, hence
     // zero: a segment's tail past its file bytes (.bss) needs no clearing, and clearing it would
     // only fault in pages the guest may never touch.
-    for (const ImageSegment& seg : image.segments) mem.load(base + seg.offset, seg.data, seg.file_size);
+    for (const ImageSegment& seg : image.segments) {
+        // A segment's last page may extend past its bytes into the file's next ones: the image's
+        // own read-only bytes, as a dynamic loader maps them too.
+        if (mappable(image, seg, mem, base) &&
+            mem.map_file(base + page_down(seg.offset), image.file->fd.get(), page_down(seg.file_offset),
+                         page_up(seg.offset + seg.file_size) - page_down(seg.offset))) {
+            continue;
+        }
+        mem.load(base + seg.offset, seg.data, seg.file_size);
+    }
     for (const auto& [offset, addend] : image.relocs) {
         const std::uint64_t value = base + addend;
         std::memcpy(dst + offset, &value, sizeof(value)); // offset <= size - 8, checked at parse time

@@ -12,6 +12,7 @@
 
 #include "vmm/guest_memory.h"
 #include "vmm/sandbox.h"
+#include "vmm/unique_fd.h"
 
 namespace instar::vmm {
 
@@ -24,18 +25,21 @@ struct ImageSegment {
     std::uint64_t file_size = 0;
     std::uint64_t mem_size = 0;
     const std::uint8_t* data = nullptr; // inside GuestImage::file
+    std::uint64_t file_offset = 0;      // of `data` in the file
     bool writable = false;
     bool executable = false;
 };
 
-// The file's loadable prefix, mapped read-only for as long as an image refers to it.
+// The file's loadable prefix, mapped read-only for as long as an image refers to it, and the file
+// itself (open read-only, close-on-exec) so read-only segments can be mapped into guest RAM.
 struct ImageFile {
-    ImageFile(const void* a, std::size_t l) : addr(a), len(l) {}
+    ImageFile(const void* a, std::size_t l, UniqueFd f) : addr(a), len(l), fd(std::move(f)) {}
     ImageFile(const ImageFile&) = delete;
     ImageFile& operator=(const ImageFile&) = delete;
     ~ImageFile();
     const void* addr;
     std::size_t len;
+    UniqueFd fd;
 };
 
 struct GuestImage {
@@ -59,8 +63,10 @@ inline constexpr std::uint64_t MAX_MODULE_SIZE = 64ull << 20;
 // Parses (once per path and modification time; cached for the process) and validates an image.
 Outcome<std::shared_ptr<const GuestImage>> load_guest_image(const std::string& path, ImageKind kind);
 
-// Copies an image into fresh (all-zero) guest RAM at `base` (its link_base for the runtime) and
-// relocates it. Returns false when it does not fit.
+// Places an image in fresh (all-zero) guest RAM at `base` (its link_base for the runtime) and
+// relocates it: read-only segments whose pages they have to themselves are mapped from the file
+// where the RAM allows (GuestMemory::map_file; not where it is backed by huge pages, which a
+// file mapping would split), the rest copied. Returns false when it does not fit.
 bool place_guest_image(const GuestImage& image, GuestMemory& mem, std::uint64_t base);
 
 } // namespace instar::vmm

@@ -40,6 +40,14 @@ public:
     // first. Memory made by create()/create_shared() starts zeroed, so bytes never loaded read 0.
     void load(std::uint64_t gpa, const void* data, std::size_t len);
 
+    // Maps `len` bytes of file `fd` from `offset` at guest [gpa, gpa + len) instead of copying them:
+    // private (a write copies the page, the file never changes) and populated for reading, so the
+    // page-cache pages serve the guest with no page cleared or copied (docs/sandbox.md, "Start-up").
+    // Anonymous RAM only (a memfd's pages are what the process sandbox maps); gpa, offset and len
+    // page-aligned, the range inside RAM (the caller checks). False if not done: the range is then
+    // still fresh zeroed RAM, to be loaded as usual.
+    bool map_file(std::uint64_t gpa, int fd, std::uint64_t offset, std::size_t len);
+
 private:
     GuestMemory() = default;
     void* reservation_ = nullptr;
