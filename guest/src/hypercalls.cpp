@@ -36,7 +36,12 @@ constinit uint64_t ahead_lo = 0;
 constinit uint64_t ahead_hi = 0;
 constinit bool reads_pending = false;
 constinit bool host_reads_ahead_seen = false;
+
+// Whether a call that changes a device's bytes or length has been made in this run.
+constinit bool changed_devices = false;
 } // namespace
+
+bool devices_changed() { return changed_devices; }
 
 bool host_reads_ahead() { return host_reads_ahead_seen; }
 
@@ -84,6 +89,7 @@ int64_t hc_read(uint32_t device, uint64_t offset, void* buf, uint64_t len) {
 }
 
 int64_t hc_write(uint32_t device, uint64_t offset, const void* buf, uint64_t len) {
+    changed_devices = true;
     instar_hypercall* mb = prepare(INSTAR_HC_WRITE);
     mb->device = device;
     mb->offset = offset;
@@ -125,6 +131,7 @@ int64_t hc_record(uint32_t type, const void* data, uint64_t len) {
 }
 
 int64_t hc_set_length(uint32_t device, uint64_t length, uint32_t fill) {
+    changed_devices = true;
     in_flight = 0; // settles
     instar_hypercall* mb = prepare(INSTAR_HC_SET_LENGTH);
     mb->device = device;
@@ -153,6 +160,7 @@ int64_t hc_allocation(uint32_t device, uint64_t offset, bool* data, uint64_t* le
 }
 
 int64_t hc_discard(uint32_t device, uint64_t offset, uint64_t len) {
+    changed_devices = true;
     in_flight = 0; // settles
     instar_hypercall* mb = prepare(INSTAR_HC_DISCARD);
     mb->device = device;

@@ -20,6 +20,9 @@ void hc_progress(uint64_t done, uint64_t total);
 // INSTAR_HC_COMPRESS: count <= INSTAR_MAX_COMPRESS_JOBS jobs, results written into the table.
 int64_t hc_compress(uint32_t kind, instar_compress_job* jobs, uint64_t count);
 void hc_log(const char* text, uint64_t len);
+// Whether hc_write, hc_discard or hc_set_length has been called in this run (devices.cpp's
+// small-read block is only trusted before: two devices may be one file, e.g. commit's base).
+bool devices_changed();
 [[noreturn]] void hc_exit(int32_t status);
 void log_str(const char* text);
 // Write-behind (docs/sandbox.md): device writes from inside [buf, buf + len) are sent as
@@ -45,7 +48,7 @@ void arena_init(uint64_t base, uint64_t size);
 Allocator& arena();
 
 // devices.cpp
-void devices_init(uint32_t count);
+void devices_init(const instar_boot_info& boot); // the boot info describes the first devices
 uint32_t device_count();
 BlockDevice* device(uint32_t index);
 // A device the host attached during the run (INSTAR_HC_ADD_FILE), or nullptr when the arena is full.

@@ -59,4 +59,9 @@ enum class Attack : uint8_t {
     // then INSTAR_HC_SETTLE_READS; one record: {answers that came back PENDING, the settle's ret},
     // then the page.
     ReadAhead,
+    // Not an attack: the runtime's small-read block (devices.cpp). Reads through device 0 (read-only)
+    // 8 @ 0, 100 @ 4090 (across a block boundary), 50 @ 4101, the last 3 bytes, 112 @ 0, then
+    // writes 16 bytes (i * 13) at 0 through device 1 (writable: the same file in the test) and reads
+    // 8 @ 0 through device 0 again; one record with the 281 bytes read, in that order.
+    SmallReads,
 };

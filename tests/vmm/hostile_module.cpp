@@ -281,6 +281,22 @@ Status run(const void* arg, size_t arg_len) {
         svc->send_record(INSTAR_REC_TEST, out, sizeof out);
         return svc->send_record(INSTAR_REC_TEST, buf, sizeof buf);
     }
+    case Attack::SmallReads: {
+        static uint8_t got[8 + 112 + 100 + 50 + 3 + 8];
+        BlockDevice* out = svc->device(1);
+        if (out == nullptr) return Status::Invalid;
+        const uint64_t size = dev0->size();
+        const struct { uint64_t offset, len; } before[] = {{0, 8}, {4090, 100}, {4101, 50}, {size - 3, 3}, {0, 112}};
+        uint8_t* at = got;
+        for (const auto& r : before) {
+            if (dev0->read(r.offset, at, r.len) != Status::Ok) return Status::IoError;
+            at += r.len;
+        }
+        for (unsigned i = 0; i < 16; ++i) page[i] = static_cast<uint8_t>(i * 13);
+        if (out->write(0, page, 16) != Status::Ok) return Status::IoError;
+        if (dev0->read(0, at, 8) != Status::Ok) return Status::IoError;
+        return svc->send_record(INSTAR_REC_TEST, got, sizeof got);
+    }
     case Attack::RunArenaCode: {
         auto* code = static_cast<uint8_t*>(svc->allocator->allocate(16, 16));
         if (code == nullptr) return Status::NoMemory;

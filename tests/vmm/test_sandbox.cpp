@@ -1,5 +1,7 @@
 // The sandbox end to end: a no-op boot, and hostile guests proving each limit ends the run cleanly
 // while the host keeps working.
+#include <fcntl.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include <chrono>
@@ -235,6 +237,30 @@ TEST_CASE("reads ahead: answered at once where the host can, complete when settl
     CHECK(out[0] == (vmm_test::process_mode() ? 70 : 0));
     CHECK(out[1] == 0);
     CHECK(r.records[1].data == std::vector<std::uint8_t>(data.begin(), data.begin() + 70 * 64));
+}
+
+TEST_CASE("small reads come from the runtime's block until a device changes") {
+    // Device 1 is the same file, writable: after its write, device 0's reads must see the new
+    // bytes, not the block fetched before (devices.cpp: two devices may be one file).
+    const auto data = pattern(3 * 4096 + 77);
+    TempFile f(data);
+    const int rw = ::open(("/proc/self/fd/" + std::to_string(f.fd())).c_str(), O_RDWR | O_CLOEXEC);
+    REQUIRE(rw >= 0);
+    const Device devs[] = {{f.fd(), data.size(), false}, {rw, data.size(), true}};
+    auto r = attack(Attack::SmallReads, devs);
+    ::close(rw);
+    REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message));
+    REQUIRE(r.value().exit_status == 0);
+    REQUIRE(r.value().records.size() == 1);
+    std::vector<std::uint8_t> want;
+    auto take = [&](std::size_t off, std::size_t len) { want.insert(want.end(), data.begin() + off, data.begin() + off + len); };
+    take(0, 8);
+    take(4090, 100);
+    take(4101, 50);
+    take(data.size() - 3, 3);
+    take(0, 112); // block 0 again: held when device 1 writes
+    for (unsigned i = 0; i < 8; ++i) want.push_back(static_cast<std::uint8_t>(i * 13));
+    CHECK(r.value().records[0].data == want);
 }
 
 TEST_CASE("the process sandbox never runs arena bytes as code") {

@@ -15,7 +15,7 @@
 #define INSTAR_ABI_ASSERT(cond, msg) _Static_assert(cond, msg)
 #endif
 
-#define INSTAR_GUEST_ABI_VERSION 3u
+#define INSTAR_GUEST_ABI_VERSION 4u
 
 /* ---- Guest physical memory map (identity-mapped: guest virtual == guest physical) ---- */
 #define INSTAR_PAGE_SIZE 0x1000ull
@@ -217,6 +217,10 @@ INSTAR_ABI_ASSERT(offsetof(struct instar_hypercall, out_flags) == 80, "mailbox l
  * outputs. The guest keeps its device table in the arena, so the bound costs nothing when unused. */
 #define INSTAR_MAX_DEVICES (INSTAR_MAX_ADDED_FILES + 16u)
 #define INSTAR_MAX_OP_ARG 2048u       /* operation arguments are small; data comes via devices */
+/* The first devices are described in the boot info, as INSTAR_HC_DEVICE_INFO would answer, so a
+ * run does not exit to ask (one exit per device, each ~0.1 ms under nested KVM); later ones (a
+ * vmdk's many extents) are asked for. 64 x 16 bytes keeps the boot info in its page. */
+#define INSTAR_BOOT_DEVICES 64u
 
 struct instar_module_slot {
     uint64_t base;  /* load address */
@@ -237,10 +241,17 @@ struct instar_boot_info {
     uint32_t op;      /* enum instar_op */
     uint32_t arg_len; /* bytes used in arg */
     uint8_t arg[INSTAR_MAX_OP_ARG];
+    /* Devices 0 .. min(device_count, INSTAR_BOOT_DEVICES) - 1: out_size and out_flags of
+     * INSTAR_HC_DEVICE_INFO for each; entries past device_count are zero. */
+    struct instar_boot_device {
+        uint64_t size;
+        uint64_t flags; /* INSTAR_DEVICE_* */
+    } devices[INSTAR_BOOT_DEVICES];
 };
 INSTAR_ABI_ASSERT(offsetof(struct instar_boot_info, modules) == 40, "boot info layout");
 INSTAR_ABI_ASSERT(offsetof(struct instar_boot_info, op) == 232, "boot info layout");
-INSTAR_ABI_ASSERT(sizeof(struct instar_boot_info) == 2288, "boot info layout");
+INSTAR_ABI_ASSERT(offsetof(struct instar_boot_info, devices) == 2288, "boot info layout");
+INSTAR_ABI_ASSERT(sizeof(struct instar_boot_info) == 2288 + 16 * INSTAR_BOOT_DEVICES, "boot info layout");
 INSTAR_ABI_ASSERT(sizeof(struct instar_boot_info) <= INSTAR_PAGE_SIZE, "boot info fits its page");
 
 /* ---- Operations the runtime dispatches on ---- */

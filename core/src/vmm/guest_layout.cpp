@@ -20,7 +20,7 @@ std::uint64_t random_canary() {
 
 std::optional<SandboxError> lay_out_guest(GuestMemory& m, const GuestImage& rt,
                                           const std::vector<std::shared_ptr<const GuestImage>>& images,
-                                          std::size_t device_count, std::uint32_t op,
+                                          std::span<const Device> devices, std::uint32_t op,
                                           std::span<const std::uint8_t> arg, const GuestLayout& where) {
     if (!place_guest_image(rt, m, INSTAR_GPA_RUNTIME)) {
         return SandboxError{ErrorKind::GuestImage, "the guest runtime does not fit in guest memory", {}};
@@ -39,7 +39,9 @@ std::optional<SandboxError> lay_out_guest(GuestMemory& m, const GuestImage& rt,
         next += img.size; // page-rounded by the loader
     }
     boot.module_count = static_cast<std::uint32_t>(images.size());
-    boot.device_count = static_cast<std::uint32_t>(device_count);
+    boot.device_count = static_cast<std::uint32_t>(devices.size());
+    for (std::size_t i = 0; i < devices.size() && i < INSTAR_BOOT_DEVICES; ++i)
+        boot.devices[i] = instar_boot_info::instar_boot_device{devices[i].size, device_flags(devices[i])};
     boot.arena_base = next;
     boot.arena_size = m.size() - next;
     boot.op = op;

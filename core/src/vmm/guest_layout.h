@@ -26,7 +26,7 @@ inline constexpr GuestLayout PROCESS_LAYOUT{INSTAR_PROC_BOOT_INFO, INSTAR_PROC_T
 // Places the runtime and modules, writes the boot info and a fresh canary.
 std::optional<SandboxError> lay_out_guest(GuestMemory& m, const GuestImage& runtime,
                                           const std::vector<std::shared_ptr<const GuestImage>>& images,
-                                          std::size_t device_count, std::uint32_t op,
+                                          std::span<const Device> devices, std::uint32_t op,
                                           std::span<const std::uint8_t> arg, const GuestLayout& where);
 
 } // namespace instar::vmm

@@ -141,7 +141,7 @@ Outcome<HypercallServer::Next> HypercallServer::serve() {
         const Device* d = device(req.device);
         if (d == nullptr) return bad_request("info on device " + std::to_string(req.device) + ", which does not exist");
         reply.out_size = d->size;
-        reply.out_flags = (d->writable ? INSTAR_DEVICE_WRITABLE : 0) | (d->output ? INSTAR_DEVICE_OUTPUT : 0);
+        reply.out_flags = device_flags(*d);
         break;
     }
     case INSTAR_HC_SET_LENGTH: next = set_length(req, reply); break;

@@ -157,7 +157,7 @@ Outcome<RunResult> run_in_process(const SandboxConfig& config, std::uint64_t ram
     auto memory = GuestMemory::create_shared(ram);
     if (!memory) return memory.error();
     GuestMemory& m = memory.value();
-    if (auto bad = lay_out_guest(m, runtime, images, devices.size(), op, arg, PROCESS_LAYOUT)) return *bad;
+    if (auto bad = lay_out_guest(m, runtime, images, devices, op, arg, PROCESS_LAYOUT)) return *bad;
 
     // The answer handshake (guest_abi.h, INSTAR_PROC_TURN): spinning pays only where the guest
     // process and this thread can run at once.

@@ -75,7 +75,7 @@ Outcome<RunResult> boot_and_run(PreparedVm& vm, const GuestImage& rt,
     GuestMemory& m = vm.memory;
     x86::write_boot_tables({m.host_base(), m.size()},
                            std::span<const std::uint64_t, INSTAR_EXCEPTION_VECTORS>(rt.exception_handlers));
-    if (auto bad = lay_out_guest(m, rt, images, devices.size(), op, arg, KVM_LAYOUT)) return *bad;
+    if (auto bad = lay_out_guest(m, rt, images, devices, op, arg, KVM_LAYOUT)) return *bad;
 
     if (auto bad = vm.vm->boot(INSTAR_GPA_RUNTIME + rt.entry)) return *bad;
     auto watchdog = Watchdog::arm(timeout);

@@ -35,6 +35,11 @@ struct Device {
     bool direct = false;
 };
 
+// What INSTAR_HC_DEVICE_INFO (and the boot info's device table) says of a device: INSTAR_DEVICE_*.
+inline std::uint64_t device_flags(const Device& d) {
+    return (d.writable ? INSTAR_DEVICE_WRITABLE : 0) | (d.output ? INSTAR_DEVICE_OUTPUT : 0);
+}
+
 // An output device over `fd`: addressable up to INSTAR_MAX_OUTPUT_SIZE.
 inline Device output_device(int fd) { return Device{fd, INSTAR_MAX_OUTPUT_SIZE, true, true}; }
 
