@@ -27,7 +27,7 @@ TEST_CASE("map_file() maps file pages privately into anonymous RAM only, page-al
     auto mem = GuestMemory::create(16ull << 20, false);
     REQUIRE(mem.ok());
     GuestMemory& m = mem.value();
-    REQUIRE(m.map_file(0x10000, fd, 4096, 8192)); // the file's pages 2 and 3
+    REQUIRE(m.map_file(0x10000, fd, 4096, 8192) == GuestMemory::MapResult::Mapped); // the file's pages 2 and 3
     CHECK(m.range(0x10000, 1)[0] == 2);
     CHECK(m.range(0x11fff, 1)[0] == 3);
     CHECK(m.range(0x12000, 1)[0] == 0); // RAM after the mapping is untouched
@@ -35,15 +35,22 @@ TEST_CASE("map_file() maps file pages privately into anonymous RAM only, page-al
     char b = 0;
     CHECK(::pread(fd, &b, 1, 4096) == 1);
     CHECK(b == 2);
-    CHECK_FALSE(m.map_file(0x10001, fd, 0, 4096)); // unaligned
-    CHECK_FALSE(m.map_file(0x10000, fd, 1, 4096));
-    CHECK_FALSE(m.map_file(0x10000, fd, 0, 100));
-    CHECK_FALSE(m.map_file(m.size() - 4096, fd, 0, 8192)); // past the end of RAM
-    CHECK_FALSE(m.map_file(0x10000, -1, 0, 4096));
+    CHECK(m.map_file(0x10001, fd, 0, 4096) == GuestMemory::MapResult::Declined); // unaligned
+    CHECK(m.map_file(0x10000, fd, 1, 4096) == GuestMemory::MapResult::Declined);
+    CHECK(m.map_file(0x10000, fd, 0, 100) == GuestMemory::MapResult::Declined);
+    CHECK(m.map_file(m.size() - 4096, fd, 0, 8192) == GuestMemory::MapResult::Declined); // past the end of RAM
+    CHECK(m.map_file(0x10000, -1, 0, 4096) == GuestMemory::MapResult::Declined);
     CHECK(m.range(0x10000, 1)[0] == 9); // refusals change nothing
+    // A mapping the kernel refuses (a write-only descriptor): declined, the range fresh RAM again.
+    const int wo = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    REQUIRE(wo >= 0);
+    CHECK(m.map_file(0x20000, wo, 0, 4096) == GuestMemory::MapResult::Declined);
+    ::close(wo);
+    CHECK(m.range(0x20000, 1)[0] == 0);
+    m.range(0x20fff, 1)[0] = 5; // and writable
     auto shared = GuestMemory::create_shared(4ull << 20);
     REQUIRE(shared.ok());
-    CHECK_FALSE(shared.value().map_file(0x10000, fd, 0, 4096)); // a memfd's pages are the guest's
+    CHECK(shared.value().map_file(0x10000, fd, 0, 4096) == GuestMemory::MapResult::Declined); // a memfd's pages are the guest's
     ::close(fd);
     std::remove(path.c_str());
 }

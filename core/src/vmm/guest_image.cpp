@@ -286,10 +286,11 @@ bool place_guest_image(const GuestImage& image, GuestMemory& mem, std::uint64_t 
     for (const ImageSegment& seg : image.segments) {
         // A segment's last page may extend past its bytes into the file's next ones: the image's
         // own read-only bytes, as a dynamic loader maps them too.
-        if (mappable(image, seg, mem, base) &&
-            mem.map_file(base + page_down(seg.offset), image.file->fd.get(), page_down(seg.file_offset),
-                         page_up(seg.offset + seg.file_size) - page_down(seg.offset))) {
-            continue;
+        if (mappable(image, seg, mem, base)) {
+            const auto mapped = mem.map_file(base + page_down(seg.offset), image.file->fd.get(), page_down(seg.file_offset),
+                                             page_up(seg.offset + seg.file_size) - page_down(seg.offset));
+            if (mapped == GuestMemory::MapResult::Failed) return false;
+            if (mapped == GuestMemory::MapResult::Mapped) continue;
         }
         mem.load(base + seg.offset, seg.data, seg.file_size);
     }

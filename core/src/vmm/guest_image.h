@@ -66,7 +66,8 @@ Outcome<std::shared_ptr<const GuestImage>> load_guest_image(const std::string& p
 // Places an image in fresh (all-zero) guest RAM at `base` (its link_base for the runtime) and
 // relocates it: read-only segments whose pages they have to themselves are mapped from the file
 // where the RAM allows (GuestMemory::map_file; not where it is backed by huge pages, which a
-// file mapping would split), the rest copied. Returns false when it does not fit.
+// file mapping would split), the rest copied. Returns false when it does not fit (or, never seen,
+// the kernel could not map RAM back after a failed file mapping).
 bool place_guest_image(const GuestImage& image, GuestMemory& mem, std::uint64_t base);
 
 } // namespace instar::vmm

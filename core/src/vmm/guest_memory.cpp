@@ -97,22 +97,21 @@ void GuestMemory::load(std::uint64_t gpa, const void* data, std::size_t len) {
     if (len > 0) std::memcpy(base_ + gpa, from, len);
 }
 
-bool GuestMemory::map_file(std::uint64_t gpa, int fd, std::uint64_t offset, std::size_t len) {
+GuestMemory::MapResult GuestMemory::map_file(std::uint64_t gpa, int fd, std::uint64_t offset, std::size_t len) {
     const std::uint64_t page = INSTAR_PAGE_SIZE;
     if (memfd_ >= 0 || fd < 0 || len == 0 || gpa % page != 0 || offset % page != 0 || len % page != 0 ||
         range(gpa, len) == nullptr) {
-        return false;
+        return MapResult::Declined;
     }
     void* at = base_ + gpa;
     // SAFETY: [at, at + len) lies inside this RAM mapping (checked above), which it replaces.
     if (::mmap(at, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd, static_cast<off_t>(offset)) == at) {
         (void)::madvise(at, len, MADV_POPULATE_READ); // advice only: the guest's first touch maps the rest
-        return true;
+        return MapResult::Mapped;
     }
     // A failed MAP_FIXED may already have unmapped the range: give it fresh anonymous pages back.
-    // If even that fails the range is left unmapped and the guest faults on it (KVM_RUN: EFAULT).
-    (void)::mmap(at, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
-    return false;
+    const int anon = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE;
+    return ::mmap(at, len, PROT_READ | PROT_WRITE, anon, -1, 0) == at ? MapResult::Declined : MapResult::Failed;
 }
 
 GuestMemory::GuestMemory(GuestMemory&& o) noexcept

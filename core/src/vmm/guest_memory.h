@@ -44,9 +44,11 @@ public:
     // private (a write copies the page, the file never changes) and populated for reading, so the
     // page-cache pages serve the guest with no page cleared or copied (docs/sandbox.md, "Start-up").
     // Anonymous RAM only (a memfd's pages are what the process sandbox maps); gpa, offset and len
-    // page-aligned, the range inside RAM (the caller checks). False if not done: the range is then
-    // still fresh zeroed RAM, to be loaded as usual.
-    bool map_file(std::uint64_t gpa, int fd, std::uint64_t offset, std::size_t len);
+    // page-aligned, the range inside RAM. Declined: not done, the range is still fresh zeroed RAM to
+    // be loaded as usual; Failed: the mapping failed and the range could not be given fresh RAM
+    // back (the kernel out of memory), so it must not be used.
+    enum class MapResult { Mapped, Declined, Failed };
+    MapResult map_file(std::uint64_t gpa, int fd, std::uint64_t offset, std::size_t len);
 
 private:
     GuestMemory() = default;
