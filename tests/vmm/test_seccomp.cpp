@@ -273,3 +273,59 @@ TEST_CASE("15360 device descriptors (a 30 TiB twoGbMaxExtentFlat vmdk) load as o
 }
 
 } // TEST_SUITE
+
+namespace {
+
+// In a forked child: confines the child with `filter`, compiled ahead when `ahead_ready` (the path
+// run() takes when the caller's thread finished first) or not (the vCPU thread compiles it), then
+// runs `attempt`; returns the child's wait status.
+int confined_child(bool ahead_ready, const std::function<void()>& attempt) {
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        const rlimit no_core{0, 0};
+        ::setrlimit(RLIMIT_CORE, &no_core);
+        const int dev = ::open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+        if (dev < 0) ::_exit(4);
+        VcpuFilter filter;
+        filter.vcpu_fd = 1000; // no KVM here: only the device rules matter
+        filter.device_fds = {dev};
+        AheadFilter ahead;
+        if (ahead_ready) {
+            compile_vcpu_filter(filter, ahead);
+            if (!ahead.ready.load() || ahead.program.empty()) ::_exit(5);
+        }
+        if (confine_vcpu_thread(filter, ahead)) ::_exit(6);
+        char c;
+        // Only `exit` (this thread) is on the list, not exit_group (what _exit makes).
+        if (::pread(dev, &c, 1, 0) != 1) ::syscall(SYS_exit, 7); // a device: allowed
+        attempt();
+        ::syscall(SYS_exit, 0);
+    }
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    return status;
+}
+
+} // namespace
+
+TEST_CASE("a filter compiled ahead on another thread confines exactly as one compiled in place") {
+    for (const bool ready : {true, false}) {
+        CAPTURE(ready);
+        CHECK(exited_ok(confined_child(ready, [] {})));
+        CHECK(killed_by_sigsys(confined_child(ready, [] { (void)::open("/etc/hostname", O_RDONLY); })));
+        CHECK(killed_by_sigsys(confined_child(ready, [] {
+            char c;
+            (void)::pread(0, &c, 1, 0); // not a device
+        })));
+    }
+    // The program is what libseccomp would load: a KILL_PROCESS default and well within the limit.
+    VcpuFilter filter;
+    filter.vcpu_fd = 7;
+    filter.device_fds = {8, 9, 10};
+    AheadFilter ahead;
+    compile_vcpu_filter(filter, ahead);
+    REQUIRE(ahead.ready.load());
+    CHECK(ahead.program.size() > 10);
+    CHECK(ahead.program.size() < BPF_MAXINSNS);
+}

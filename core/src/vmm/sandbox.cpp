@@ -71,7 +71,8 @@ Outcome<RunResult> boot_and_run(PreparedVm& vm, const GuestImage& rt,
                                 std::span<const Device> devices, std::uint32_t op, std::span<const std::uint8_t> arg,
                                 std::chrono::milliseconds timeout, OutputFiles* outputs,
                                 const std::function<void(std::uint64_t, std::uint64_t)>& progress,
-                                bool confine, int added_fd_floor, bool write_behind, bool compress_workers) {
+                                const VcpuFilter* confine, const AheadFilter& ahead, bool write_behind,
+                                bool compress_workers) {
     GuestMemory& m = vm.memory;
     x86::write_boot_tables({m.host_base(), m.size()},
                            std::span<const std::uint64_t, INSTAR_EXCEPTION_VECTORS>(rt.exception_handlers));
@@ -81,18 +82,14 @@ Outcome<RunResult> boot_and_run(PreparedVm& vm, const GuestImage& rt,
     auto watchdog = Watchdog::arm(timeout);
     if (!watchdog) return watchdog.error();
     // Everything is open, built and armed: from here this thread may only run the guest and serve
-    // its hypercalls (seccomp_filter.cpp has the list).
-    VcpuFilter filter;
-    filter.vcpu_fd = vm.vm->vcpu_fd();
-    for (const Device& d : devices) filter.device_fds.push_back(d.fd);
-    filter.added_fd_floor = outputs != nullptr ? added_fd_floor : -1;
+    // its hypercalls (seccomp_filter.cpp has the list; `confine` is null when it is off).
     // The write-behind thread exists before this thread drops its rights (clone is not on the list)
     // and confines itself with the same device list before it touches a request.
     std::optional<WriteBehind> writer;
     if (write_behind) {
         writer.emplace(*watchdog.value());
         std::function<bool()> confine_writer;
-        if (confine) confine_writer = [filter] { return !confine_worker_thread(filter).has_value(); };
+        if (confine) confine_writer = [filter = *confine] { return !confine_worker_thread(filter).has_value(); };
         if (!writer->start(std::move(confine_writer))) writer.reset(); // no thread: plain writes
     }
     // INSTAR_HC_COMPRESS's workers, with the bulk-copy runs only: one per online CPU beside this
@@ -102,11 +99,11 @@ Outcome<RunResult> boot_and_run(PreparedVm& vm, const GuestImage& rt,
         pool.emplace();
         const unsigned cpus = online_cpus();
         std::function<bool()> confine_worker;
-        if (confine) confine_worker = [filter] { return !confine_worker_thread(filter).has_value(); };
+        if (confine) confine_worker = [filter = *confine] { return !confine_worker_thread(filter).has_value(); };
         if (cpus > 1) pool->start(cpus - 1, confine_worker);
     }
     if (confine) {
-        if (auto bad = confine_vcpu_thread(filter)) return *bad;
+        if (auto bad = confine_vcpu_thread(*confine, ahead)) return *bad;
     }
     HypercallServer server(m, devices, *watchdog.value(), outputs, progress, writer ? &*writer : nullptr);
     if (pool) server.set_compress_pool(&*pool);
@@ -181,11 +178,18 @@ Outcome<RunResult> run(const SandboxConfig& config, std::span<const Device> devi
     std::shared_ptr<PreparedVm> vm = std::move(prepared.value());
     // The guest runs on a fresh thread that confines itself (vcpu_thread.h); this thread creates
     // added files and reports progress for it, through the broker.
-    const bool confine = seccomp_enabled();
     int added_fd_floor = vm->vm->vcpu_fd() + 1;
     for (const Device& d : devices) added_fd_floor = std::max(added_fd_floor, d.fd + 1);
     std::optional<BrokeredOutputs> outputs; // destroyed here, on this thread: it closes descriptors
     if (config.outputs != nullptr) outputs.emplace(*config.outputs, added_fd_floor);
+    std::optional<VcpuFilter> filter;
+    if (seccomp_enabled()) {
+        filter.emplace();
+        filter->vcpu_fd = vm->vm->vcpu_fd();
+        for (const Device& d : devices) filter->device_fds.push_back(d.fd);
+        filter->added_fd_floor = outputs ? added_fd_floor : -1;
+    }
+    AheadFilter ahead; // compiled on this thread while the vCPU thread places the guest
     auto ran = run_on_fresh_thread([&](Broker& broker) {
         if (outputs) outputs->attach(broker);
         std::function<void(std::uint64_t, std::uint64_t)> progress;
@@ -195,8 +199,10 @@ Outcome<RunResult> run(const SandboxConfig& config, std::span<const Device> devi
             };
         }
         return boot_and_run(*vm, *runtime.value(), images, devices, op, arg, config.timeout,
-                            outputs ? &*outputs : nullptr, progress, confine, added_fd_floor,
+                            outputs ? &*outputs : nullptr, progress, filter ? &*filter : nullptr, ahead,
                             config.write_behind, config.compress_workers);
+    }, [&] {
+        if (filter) compile_vcpu_filter(*filter, ahead);
     });
     // Everything the host needs was copied out of the guest. After prewarm() (a process running
     // many operations), in the background: get a spare ready for the next run first (it may be

@@ -4,8 +4,13 @@
 
 #include <fcntl.h>
 #include <linux/kvm.h>
+#include <linux/seccomp.h>
 #include <seccomp.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -127,13 +132,13 @@ bool seccomp_enabled() {
 
 namespace {
 
-std::optional<SandboxError> confine_thread(const VcpuFilter& f, bool vcpu) {
-    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_KILL_PROCESS);
-    if (ctx == nullptr) return filter_error("seccomp_init", ENOMEM);
-    struct Release {
-        scmp_filter_ctx c;
-        ~Release() { seccomp_release(c); }
-    } release{ctx};
+struct Release {
+    scmp_filter_ctx c;
+    ~Release() { seccomp_release(c); }
+};
+
+// The allow-list as a libseccomp filter in `ctx` (made by seccomp_init(SCMP_ACT_KILL_PROCESS)).
+std::optional<SandboxError> add_rules(scmp_filter_ctx ctx, const VcpuFilter& f, bool vcpu) {
     int rc = 0;
     for (const Plain& p : PLAIN)
         if ((rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, p.nr, 0)) < 0) return filter_error("seccomp_rule_add", rc);
@@ -166,9 +171,17 @@ std::optional<SandboxError> confine_thread(const VcpuFilter& f, bool vcpu) {
             (rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, p.nr, 1, SCMP_A0(SCMP_CMP_GE, datum(f.added_fd_floor)))) < 0)
             return filter_error("seccomp_rule_add", rc);
     }
+    return std::nullopt;
+}
+
+std::optional<SandboxError> confine_thread(const VcpuFilter& f, bool vcpu) {
+    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_KILL_PROCESS);
+    if (ctx == nullptr) return filter_error("seccomp_init", ENOMEM);
+    const Release release{ctx};
+    if (auto bad = add_rules(ctx, f, vcpu)) return bad;
     // No TSYNC (libseccomp's default): only this thread is confined. NO_NEW_PRIVS (also libseccomp's
     // default) is set for this thread only, as the kernel requires of an unprivileged filter.
-    if ((rc = seccomp_load(ctx)) < 0) return filter_error("seccomp_load", rc);
+    if (const int rc = seccomp_load(ctx); rc < 0) return filter_error("seccomp_load", rc);
     return std::nullopt;
 }
 
@@ -177,5 +190,39 @@ std::optional<SandboxError> confine_thread(const VcpuFilter& f, bool vcpu) {
 std::optional<SandboxError> confine_vcpu_thread(const VcpuFilter& f) { return confine_thread(f, true); }
 
 std::optional<SandboxError> confine_worker_thread(const VcpuFilter& f) { return confine_thread(f, false); }
+
+void compile_vcpu_filter(const VcpuFilter& f, AheadFilter& out) {
+    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_KILL_PROCESS);
+    if (ctx == nullptr) return;
+    const Release release{ctx};
+    if (add_rules(ctx, f, true)) return;
+    // libseccomp 2.5 exports the program only to a descriptor: an unnamed memory file.
+    const int fd = static_cast<int>(::syscall(SYS_memfd_create, "instar-seccomp", MFD_CLOEXEC));
+    if (fd < 0) return;
+    struct Close {
+        int fd;
+        ~Close() { ::close(fd); }
+    } close_fd{fd};
+    struct stat st {};
+    if (seccomp_export_bpf(ctx, fd) < 0 || ::fstat(fd, &st) != 0 || st.st_size <= 0 ||
+        st.st_size % static_cast<off_t>(sizeof(sock_filter)) != 0) {
+        return;
+    }
+    std::vector<sock_filter> program(static_cast<std::size_t>(st.st_size) / sizeof(sock_filter));
+    if (::pread(fd, program.data(), static_cast<std::size_t>(st.st_size), 0) != st.st_size) return;
+    out.program = std::move(program);
+    out.ready.store(true, std::memory_order_release);
+}
+
+std::optional<SandboxError> confine_vcpu_thread(const VcpuFilter& f, const AheadFilter& ahead) {
+    if (!ahead.ready.load(std::memory_order_acquire)) return confine_vcpu_thread(f);
+    // What seccomp_load does with libseccomp's defaults: NO_NEW_PRIVS, then the filter on this
+    // thread only (flags 0: no TSYNC, no logging).
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return filter_error("prctl(PR_SET_NO_NEW_PRIVS)", errno);
+    const sock_fprog prog{static_cast<unsigned short>(ahead.program.size()), const_cast<sock_filter*>(ahead.program.data())};
+    if (ahead.program.size() > BPF_MAXINSNS) return filter_error("seccomp (program too long)", E2BIG);
+    if (::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0) return filter_error("seccomp(SECCOMP_SET_MODE_FILTER)", errno);
+    return std::nullopt;
+}
 
 } // namespace instar::vmm

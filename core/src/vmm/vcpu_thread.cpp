@@ -97,7 +97,8 @@ void* vcpu_main(void* arg) {
 
 } // namespace
 
-Outcome<RunResult> run_on_fresh_thread(const std::function<Outcome<RunResult>(Broker&)>& body) {
+Outcome<RunResult> run_on_fresh_thread(const std::function<Outcome<RunResult>(Broker&)>& body,
+                                       const std::function<void()>& meanwhile) {
     auto shared = std::make_shared<Shared>();
     pthread_attr_t attr;
     if (int err = ::pthread_attr_init(&attr); err != 0)
@@ -120,6 +121,7 @@ Outcome<RunResult> run_on_fresh_thread(const std::function<Outcome<RunResult>(Br
         delete start;
         return SandboxError{ErrorKind::HostResource, std::string("cannot start the vCPU thread: ") + std::strerror(err), {}};
     }
+    if (meanwhile) meanwhile();
     shared->broker.serve(); // ADD_FILE and PROGRESS jobs, until the thread has its result
     return std::move(*shared->result);
 }
