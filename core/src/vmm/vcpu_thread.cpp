@@ -121,7 +121,14 @@ Outcome<RunResult> run_on_fresh_thread(const std::function<Outcome<RunResult>(Br
         delete start;
         return SandboxError{ErrorKind::HostResource, std::string("cannot start the vCPU thread: ") + std::strerror(err), {}};
     }
-    if (meanwhile) meanwhile();
+    // Nothing may leave this frame while the thread runs: it uses the caller's objects by reference.
+    if (meanwhile) {
+        try {
+            meanwhile();
+        } catch (...) {
+            // Only an optimisation (the body does the work itself without it).
+        }
+    }
     shared->broker.serve(); // ADD_FILE and PROGRESS jobs, until the thread has its result
     return std::move(*shared->result);
 }

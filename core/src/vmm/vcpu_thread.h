@@ -53,7 +53,8 @@ private:
 
 // Runs `body` on a fresh (detached) thread and returns its result as soon as the body has returned.
 // Meanwhile the calling thread runs `meanwhile` (if any: work the body may use when it is done,
-// e.g. its seccomp filter compiled ahead), then the jobs the body hands to the broker it is given.
+// e.g. its seccomp filter compiled ahead; an exception from it is dropped, since the body must not
+// depend on it), then the jobs the body hands to the broker it is given.
 Outcome<RunResult> run_on_fresh_thread(const std::function<Outcome<RunResult>(Broker&)>& body,
                                        const std::function<void()>& meanwhile = {});
 
