@@ -49,6 +49,13 @@ bool read_file(const std::uint8_t* file, std::uint64_t size, std::uint64_t off, 
 constexpr std::uint64_t page_down(std::uint64_t v) { return v & ~(INSTAR_PAGE_SIZE - 1); }
 constexpr std::uint64_t page_up(std::uint64_t v) { return (v + INSTAR_PAGE_SIZE - 1) & ~(INSTAR_PAGE_SIZE - 1); }
 
+// Whether a writable segment has bytes in the pages [start, end).
+bool writable_in_pages(const std::vector<ImageSegment>& segments, std::uint64_t start, std::uint64_t end) {
+    for (const ImageSegment& w : segments)
+        if (w.writable && page_down(w.offset) < end && page_up(w.offset + w.mem_size) > start) return true;
+    return false;
+}
+
 Outcome<std::shared_ptr<const GuestImage>> parse(const std::string& path, ImageKind kind,
                                                  std::shared_ptr<const ImageFile> mapped) {
     const auto* file = static_cast<const std::uint8_t*>(mapped->addr);
@@ -101,10 +108,7 @@ Outcome<std::shared_ptr<const GuestImage>> parse(const std::string& path, ImageK
     for (const ImageSegment& x : img->segments) {
         if (!x.executable) continue;
         const std::uint64_t xs = page_down(x.offset), xe = page_up(x.offset + x.mem_size);
-        for (const ImageSegment& w : img->segments) {
-            if (w.writable && page_down(w.offset) < xe && page_up(w.offset + w.mem_size) > xs)
-                return image_error(path, "a page holds both code and writable data");
-        }
+        if (writable_in_pages(img->segments, xs, xe)) return image_error(path, "a page holds both code and writable data");
         if (!img->code_pages.empty() && img->code_pages.back().second >= xs)
             img->code_pages.back().second = std::max(img->code_pages.back().second, xe);
         else
@@ -112,6 +116,14 @@ Outcome<std::shared_ptr<const GuestImage>> parse(const std::string& path, ImageK
     }
     // One code range per image: the process sandbox's loader takes a bounded list (runtime + modules).
     if (img->code_pages.size() > 1) return image_error(path, "code in more than one place (one executable segment expected)");
+    // Read-only segments whose pages hold nothing but their file bytes (no .bss to clear, no
+    // writable segment whose copy would land in the mapping), where the file and the image agree
+    // on where in a page they start, can be mapped from the file (place_guest_image).
+    for (ImageSegment& s : img->segments) {
+        s.file_mappable = !s.writable && s.file_size != 0 && s.mem_size == s.file_size &&
+                          s.offset % INSTAR_PAGE_SIZE == s.file_offset % INSTAR_PAGE_SIZE &&
+                          !writable_in_pages(img->segments, page_down(s.offset), page_up(s.offset + s.file_size));
+    }
     img->entry = eh.e_entry - lo;
     if (runtime) {
         // The runtime header (first bytes of the image) names the entry and the exception stubs.
@@ -259,21 +271,12 @@ Outcome<std::shared_ptr<const GuestImage>> load_guest_image(const std::string& p
 ImageFile::~ImageFile() { ::munmap(const_cast<void*>(addr), len); }
 
 namespace {
-// Whether a read-only segment can be mapped from its file into guest RAM at `base` rather than
-// copied: its pages hold nothing but file bytes of read-only segments (no .bss to clear, no
-// writable segment sharing a page, whose copy would land in the mapping), the file and the image
-// agree on where in a page it starts, and the RAM there is not backed by huge pages.
-bool mappable(const GuestImage& image, const ImageSegment& seg, const GuestMemory& mem, std::uint64_t base) {
-    if (seg.writable || seg.file_size == 0 || seg.mem_size != seg.file_size || image.file == nullptr ||
-        !image.file->fd.valid() || seg.offset % INSTAR_PAGE_SIZE != seg.file_offset % INSTAR_PAGE_SIZE) {
-        return false;
-    }
-    const std::uint64_t start = page_down(seg.offset), end = page_up(seg.offset + seg.file_size);
-    for (const ImageSegment& w : image.segments) {
-        if (w.writable && page_down(w.offset) < end && page_up(w.offset + w.mem_size) > start) return false;
-    }
-    // The first 2 MiB are 4 KiB pages in the guest's tables; elsewhere huge-page RAM stays whole.
-    return !mem.huge_pages() || base + end <= INSTAR_LARGE_PAGE_SIZE;
+// Whether a segment is mapped from its file into guest RAM at `base` rather than copied: it can be
+// (ImageSegment::file_mappable), and the RAM there is not backed by huge pages (the first 2 MiB
+// are 4 KiB pages in the guest's tables; elsewhere huge-page RAM stays whole).
+bool map_here(const GuestImage& image, const ImageSegment& seg, const GuestMemory& mem, std::uint64_t base) {
+    return seg.file_mappable && image.file != nullptr && image.file->fd.valid() &&
+           (!mem.huge_pages() || base + page_up(seg.offset + seg.file_size) <= INSTAR_LARGE_PAGE_SIZE);
 }
 } // namespace
 
@@ -286,7 +289,7 @@ bool place_guest_image(const GuestImage& image, GuestMemory& mem, std::uint64_t 
     for (const ImageSegment& seg : image.segments) {
         // A segment's last page may extend past its bytes into the file's next ones: the image's
         // own read-only bytes, as a dynamic loader maps them too.
-        if (mappable(image, seg, mem, base)) {
+        if (map_here(image, seg, mem, base)) {
             const auto mapped = mem.map_file(base + page_down(seg.offset), image.file->fd.get(), page_down(seg.file_offset),
                                              page_up(seg.offset + seg.file_size) - page_down(seg.offset));
             if (mapped == GuestMemory::MapResult::Failed) return false;

@@ -26,6 +26,9 @@ struct ImageSegment {
     std::uint64_t mem_size = 0;
     const std::uint8_t* data = nullptr; // inside GuestImage::file
     std::uint64_t file_offset = 0;      // of `data` in the file
+    // Read-only, no .bss, no page shared with writable data, page offset as in the file: may be
+    // mapped from the file instead of copied (set at load, place_guest_image).
+    bool file_mappable = false;
     bool writable = false;
     bool executable = false;
 };
