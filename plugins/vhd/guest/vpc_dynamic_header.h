@@ -49,6 +49,10 @@ struct VpcParentLocator {
     uint64_t data_offset;
 };
 
+// A block allocation table entry for a block that is not allocated (big-endian, like the others:
+// each used entry is the sector of the block's bitmap).
+inline constexpr uint32_t VPC_BAT_UNUSED = 0xFFFFFFFF;
+
 struct VpcDynamicHeader {
     uint64_t table_offset;
     uint32_t max_table_entries;

@@ -29,7 +29,6 @@ using guest::Status;
 
 namespace {
 
-constexpr uint32_t BAT_UNUSED = 0xFFFFFFFF;
 // Largest BAT after a resize: vpc_load's own limit (VPC_MAX_TABLE_ENTRIES there), so instar can
 // open what it wrote.
 constexpr uint32_t RESIZE_MAX_TABLE_ENTRIES = 1u << 24;
@@ -159,7 +158,7 @@ Status bat_room(guest::SizedDevice& dev, guest::Allocator& alloc, const VpcImage
         for (size_t i = 0; i + 4 <= n; i += 4) {
             const uint32_t e = load_be32(chunk.p + i);
             const uint64_t at = static_cast<uint64_t>(e) * 512;
-            if (e != BAT_UNUSED && at > h.table_offset && at < lim)
+            if (e != VPC_BAT_UNUSED && at > h.table_offset && at < lim)
                 lim = at;
         }
         done += n;
@@ -182,7 +181,7 @@ Status zero_tail(guest::SizedDevice& dev, guest::Allocator& alloc, const VpcImag
     if (st != Status::Ok)
         return st;
     const uint32_t sector = load_be32(e);
-    if (sector == BAT_UNUSED)
+    if (sector == VPC_BAT_UNUSED)
         return Status::Ok;
     uint64_t end = (index + 1) * h.block_size;
     if (to < end)
@@ -210,7 +209,7 @@ Status drop_blocks(guest::SizedDevice& dev, guest::Allocator& alloc, const VpcIm
             return st;
         for (size_t i = 0; i + 4 <= n; i += 4) {
             const uint32_t e = load_be32(chunk.p + i);
-            if (e == BAT_UNUSED)
+            if (e == VPC_BAT_UNUSED)
                 continue;
             const uint64_t at = static_cast<uint64_t>(e) * 512;
             if (at >= dev.size() || block_bytes > dev.size() - at)

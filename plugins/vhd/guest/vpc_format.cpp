@@ -19,7 +19,6 @@ namespace {
 constexpr uint32_t VPC_MAX_TABLE_ENTRIES = 1u << 24;
 // qemu's own bound on max_table_entries (it allocates entries * 4 bytes as an int).
 constexpr uint32_t VPC_QEMU_MAX_TABLE_ENTRIES = 0x7fffffff / 4;
-constexpr uint32_t BAT_UNUSED = 0xFFFFFFFF;
 // Bytes of BAT read at a time by the open-time truncation check: each read is a hypercall, so a
 // 2 TiB disk's 4 MiB BAT takes 128 reads, not 1024 (vhdx_bat.h has the same reason). The buffer is
 // freed before the reader allocates its own (whose peak the unit tests bound below 64 KiB).
@@ -91,7 +90,7 @@ Status check_bat(guest::BlockDevice& dev, guest::Allocator& alloc, const VpcDyna
             return st;
         for (uint64_t i = 0; i + 4 <= n; i += 4) {
             const uint32_t e = load_be32(chunk.p + i);
-            if (e == BAT_UNUSED)
+            if (e == VPC_BAT_UNUSED)
                 continue;
             const uint64_t start = 512 * static_cast<uint64_t>(e);
             const uint64_t next = start + bitmap_size + h.block_size;

@@ -15,7 +15,6 @@ using guest::BlockDevice;
 using guest::Extent;
 using guest::Status;
 
-constexpr uint32_t BAT_UNUSED = 0xFFFFFFFF;
 constexpr uint64_t SECTOR = 512;
 
 // Where a run of the virtual disk comes from.
@@ -153,12 +152,12 @@ private:
         if (const Status st = entry(block, &e); st != Status::Ok)
             return st;
         uint64_t n = bs - in < length ? bs - in : length;
-        if (e == BAT_UNUSED) {
+        if (e == VPC_BAT_UNUSED) {
             // Unallocated blocks merge (qemu's block status walks on until an allocated one).
             while (n < length) {
                 if (const Status st = entry(++block, &e); st != Status::Ok)
                     return st;
-                if (e != BAT_UNUSED)
+                if (e != VPC_BAT_UNUSED)
                     break;
                 n = length - n < bs ? length : n + bs;
             }
@@ -197,10 +196,10 @@ private:
         return Status::Ok;
     }
 
-    // The BAT entry of `block` (BAT_UNUSED past the table, as qemu's get_image_offset).
+    // The BAT entry of `block` (VPC_BAT_UNUSED past the table, as qemu's get_image_offset).
     Status entry(uint64_t block, uint32_t* out) {
         if (block >= img_.header.max_table_entries) {
-            *out = BAT_UNUSED;
+            *out = VPC_BAT_UNUSED;
             return Status::Ok;
         }
         return bat_.get(block, img_.header.max_table_entries, out, [&](uint64_t first, uint64_t count, uint32_t* e) {

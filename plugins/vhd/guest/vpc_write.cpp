@@ -17,7 +17,6 @@ using guest::Status;
 namespace {
 
 constexpr uint64_t SECTOR = 512;
-constexpr uint32_t BAT_UNUSED = 0xFFFFFFFFu;
 // qemu's bitmap_size for the 2 MiB blocks create makes: one bit per sector, rounded up to a sector.
 constexpr uint32_t CREATE_BITMAP_SIZE = 512;
 // Zeros written at a time for write_zeroes (qemu has no zero-write for vpc: it writes zeros as data).
@@ -113,11 +112,11 @@ private:
             return st;
         uint8_t* entry = bat_ + 4 * (i % ENTRIES_PER_SECTOR);
         uint32_t value = load_be32(entry);
-        if (value == BAT_UNUSED) {
+        if (value == VPC_BAT_UNUSED) {
             // The bitmap goes where the footer was, the footer after the new block, then the entry.
             const uint64_t block = free_offset_;
             uint64_t next;
-            if (!add_u64(block, bitmap_size_ + uint64_t{c_.block_size}, &next) || block / SECTOR >= BAT_UNUSED)
+            if (!add_u64(block, bitmap_size_ + uint64_t{c_.block_size}, &next) || block / SECTOR >= VPC_BAT_UNUSED)
                 return Status::TooLarge;
             // The footer moves past the new block first (the file always ends in one), then the
             // bitmap goes over the old footer; the caller writes the data and then the BAT entry, so
