@@ -488,8 +488,11 @@ Status Converter::run(guest::Allocator& alloc) {
         Blk status = status_;
         if (min_sparse_ == 0 && status == Blk::Zero)
             n = min_u64(n, buf_sectors_);
+        // The buffer turns only when this chunk uses it: a zero or backing chunk touches no buffer,
+        // so the next data chunk would otherwise land in the buffer whose write is still in flight
+        // (alternating data and zero runs made every refill wait for the write before it).
         uint8_t* buf = bufs[turn];
-        if (bufs[1] != nullptr)
+        if (bufs[1] != nullptr && (status == Blk::Data || (min_sparse_ == 0 && status == Blk::Zero)))
             turn ^= 1;
         if (behind)
             p_.settle_writes(buf); // its last write may still be in flight

@@ -336,6 +336,7 @@ struct DeferringHost {
     static inline const std::uint8_t* src = nullptr;
     static inline std::set<const void*> buffers;
     static inline int deferred = 0;
+    static inline int waits = 0; // settles that found their buffer's write still in flight
     static void complete() {
         if (src != nullptr)
             std::memcpy(disk->data() + off, src, len);
@@ -349,8 +350,10 @@ struct DeferringHost {
             buffers.insert(buf);
     }
     static void settle(const void* buf) {
-        if (in_flight_window == buf)
+        if (in_flight_window == buf) {
+            ++waits;
             complete();
+        }
     }
 };
 
@@ -430,6 +433,36 @@ TEST_CASE("write-behind: two buffers alternate, each settled before it is filled
     CHECK(DeferringHost::buffers.size() == 1);
     CHECK(budget.peak() <= 2 * MiB + 4096);
     CHECK(w3.disk == bytes);
+}
+
+TEST_CASE("write-behind: zero runs between data runs take no buffer, so no refill waits for a write") {
+    // Alternating 1 MiB data and zero runs (qcow2 -> raw of a half-empty image): each data run must
+    // go to the buffer the last data run did not use. Turning the buffers on every run put every
+    // data run in the same buffer, and every refill waited for the write before it.
+    std::vector<std::uint8_t> bytes = pattern(8 * MiB);
+    std::vector<FakeReader::Run> extents;
+    for (std::uint64_t at = 0; at < 8 * MiB; at += 2 * MiB) {
+        std::fill(bytes.begin() + static_cast<std::ptrdiff_t>(at + MiB), bytes.begin() + static_cast<std::ptrdiff_t>(at + 2 * MiB), 0);
+        extents.push_back({MiB, Allocation::Data});
+        extents.push_back({MiB, Allocation::Zero});
+    }
+    FakeReader r(bytes, extents);
+    DeferringHost::buffers.clear();
+    DeferringHost::deferred = 0;
+    DeferringHost::waits = 0;
+    DeferringWriter w(8 * MiB);
+    Params p;
+    p.defer_writes = DeferringHost::defer;
+    p.settle_writes = DeferringHost::settle;
+    p.writes_deferred = [] { return DeferringHost::deferred > 0; };
+    ImageReader* chain[1] = {&r};
+    Source s{chain, 1};
+    instar::hosted::BudgetAllocator alloc(5 * MiB);
+    REQUIRE(run_convert(&s, 1, w, p, alloc, nullptr) == Status::Ok);
+    CHECK(DeferringHost::deferred == 4);
+    CHECK(DeferringHost::buffers.size() == 2);
+    CHECK(DeferringHost::waits == 1); // only the last write, settled before its buffer is freed
+    CHECK(w.disk == bytes);
 }
 
 namespace {
