@@ -226,6 +226,14 @@ Outcome<RunResult> run(const SandboxConfig& config, std::span<const Device> devi
 }
 
 
+bool write_behind_requested(bool by_default) {
+    if (const char* v = std::getenv("INSTAR_WRITE_BEHIND"); v != nullptr) {
+        if (std::string_view(v) == "off") return false;
+        if (std::string_view(v) == "on") return true;
+    }
+    return by_default && online_cpus() > 1;
+}
+
 std::optional<SandboxError> check_sandbox(const SandboxConfig& config) {
     switch (requested_sandbox(config.sandbox)) {
     case SandboxKind::Process: return std::nullopt;
