@@ -4,6 +4,7 @@
 
 #include "ops/file_limit.h"
 #include "ops/signal_cleanup.h"
+#include "vmm/reaper.h"
 
 #include <fcntl.h>
 #include <sys/random.h>
@@ -388,10 +389,20 @@ Expected<bool> AtomicFiles::commit() {
         }
         placed.push_back({&f, std::move(backup), false});
     }
+    // The replaced files go. Their names are removed here; their blocks are freed by the last close
+    // of a descriptor held across the unlink, which a releaser process does after this one has
+    // moved on (0.1 s for a 512 MiB file on ext4: a third of a 1 GiB convert, and qemu-img pays
+    // it truncating the old target first). Where that cannot be, the unlink frees them here.
+    std::vector<int> held;
+    held.reserve(placed.size());
     for (const Placed& p : placed) {
         if (p.backup.empty())
             continue;
+        const int fd = held.size() < vmm::MAX_BACKGROUND_RELEASES
+                           ? ::open(p.backup.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC) : -1;
         ::unlink(p.backup.c_str());
+        if (fd >= 0)
+            held.push_back(fd);
         if (p.swapped) { // the temporary's name is gone too
             File& f = const_cast<File&>(*p.file);
             signal_cleanup::unregister(f.signal_slot);
@@ -399,6 +410,9 @@ Expected<bool> AtomicFiles::commit() {
             f.temp_path.reset();
         }
     }
+    if (!held.empty() && !vmm::release_in_background(held))
+        for (const int fd : held)
+            ::close(fd);
     committed_ = true;
     return true;
 }

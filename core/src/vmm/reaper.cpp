@@ -6,18 +6,22 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <linux/futex.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <ctime>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <new>
 #include <system_error>
 #include <thread>
+#include <vector>
 
 namespace instar::vmm {
 
@@ -111,14 +115,64 @@ void wait_for_keepers() {
     }
 }
 
+// Registers wait_for_keepers() to run at exit, once (keepers and releasers alike).
+bool exit_waits_for_keepers() {
+    static const bool registered = std::atexit(wait_for_keepers) == 0;
+    return registered;
+}
+
 constexpr std::size_t KEEPER_STACK = 64 << 10; // a few frames of raw system calls
+
+// A releaser: a process sharing this address space that closes the last descriptors of files
+// whose final close is slow (a replaced file's blocks are freed then), so that this process can
+// exit first. Its stack and its job share one mapping; the job sits at the mapping's start.
+constexpr std::size_t RELEASER_STACK = 16 << 10; // a few frames of raw system calls
+struct ReleaseJob {
+    int count = 0;
+    int fds[MAX_BACKGROUND_RELEASES] = {}; // ascending
+    int parent_done = 0;                   // futex word: the parent has closed its copies
+};
+static_assert(sizeof(ReleaseJob) < RELEASER_STACK / 4);
+// How long a releaser waits for its parent to close its copies before it closes its own anyway
+// (the parent does so right after clone; a parent killed in between never will).
+constexpr long RELEASER_PARENT_WAIT_NS = 100'000'000;
+
+int releaser_main(void* arg) {
+    auto* job = static_cast<ReleaseJob*>(arg);
+    // Every other descriptor at once: a pipe on this process's stdout must reach end of file when
+    // the parent exits, not after the files are freed.
+    unsigned from = 0;
+    for (int i = 0; i < job->count; ++i) {
+        const auto fd = static_cast<unsigned>(job->fds[i]);
+        if (fd > from) raw4(SYS_close_range, from, fd - 1, 0, 0);
+        from = fd + 1;
+    }
+    raw4(SYS_close_range, from, ~0u, 0, 0);
+    __atomic_add_fetch(&keepers_closed, 1, __ATOMIC_SEQ_CST);
+    raw4(SYS_futex, reinterpret_cast<long>(&keepers_closed), FUTEX_WAKE_PRIVATE, 1 << 30, 0);
+    // The parent's copies go first, so that these are the last and the freeing happens here.
+    const timespec limit{0, RELEASER_PARENT_WAIT_NS};
+    if (__atomic_load_n(&job->parent_done, __ATOMIC_SEQ_CST) == 0)
+        raw4(SYS_futex, reinterpret_cast<long>(&job->parent_done), FUTEX_WAIT_PRIVATE, 0, reinterpret_cast<long>(&limit));
+    for (int i = 0; i < job->count; ++i) raw4(SYS_close, job->fds[i], 0, 0, 0);
+    raw4(SYS_exit, 0, 0, 0, 0);
+    return 0;
+}
+
+// Releasers not yet reaped (their mappings are freed when they are).
+struct Releaser {
+    int pid;
+    void* mapping;
+};
+std::mutex releasers_mu;
+std::vector<Releaser> releasers; // guarded by releasers_mu; at most MAX_LIVE_RELEASERS
+constexpr std::size_t MAX_LIVE_RELEASERS = 4;
 
 } // namespace
 
 bool start_teardown_keeper() {
     if (keepers_started.load() > 0) return true;
-    static const bool waits_at_exit = std::atexit(wait_for_keepers) == 0;
-    if (!waits_at_exit) return false;
+    if (!exit_waits_for_keepers()) return false;
     void* stack = ::mmap(nullptr, KEEPER_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (stack == MAP_FAILED) return false;
     // Born with every signal blocked: a terminal's ^C or a SIGTERM must reach this process's
@@ -137,6 +191,51 @@ bool start_teardown_keeper() {
     }
     keepers_started.fetch_add(1);
     return true; // the stack is the keeper's until the address space ends
+}
+
+bool release_in_background(std::span<const int> fds) {
+    if (fds.empty() || fds.size() > MAX_BACKGROUND_RELEASES) return false;
+    if (!exit_waits_for_keepers()) return false;
+    std::lock_guard lock(releasers_mu);
+    std::erase_if(releasers, [](const Releaser& r) { // reap the finished ones (a long-lived caller)
+        if (::waitpid(r.pid, nullptr, WNOHANG | __WCLONE) != r.pid) return false;
+        ::munmap(r.mapping, RELEASER_STACK);
+        return true;
+    });
+    if (releasers.size() >= MAX_LIVE_RELEASERS) return false;
+    void* mapping = ::mmap(nullptr, RELEASER_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (mapping == MAP_FAILED) return false;
+    auto* job = new (mapping) ReleaseJob;
+    job->count = static_cast<int>(fds.size());
+    std::copy(fds.begin(), fds.end(), job->fds);
+    std::sort(job->fds, job->fds + job->count);
+    if (std::adjacent_find(job->fds, job->fds + job->count) != job->fds + job->count || job->fds[0] < 0) {
+        ::munmap(mapping, RELEASER_STACK);
+        return false;
+    }
+    try {
+        releasers.reserve(releasers.size() + 1);
+    } catch (const std::bad_alloc&) {
+        ::munmap(mapping, RELEASER_STACK);
+        return false;
+    }
+    // Born with every signal blocked (as the keeper): this process's handlers never run there. No
+    // exit signal: this process never waits for it but to reap it on a later call.
+    sigset_t all, old;
+    sigfillset(&all);
+    ::pthread_sigmask(SIG_SETMASK, &all, &old);
+    const int pid = ::clone(releaser_main, static_cast<char*>(mapping) + RELEASER_STACK, CLONE_VM, job);
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    if (pid < 0) {
+        ::munmap(mapping, RELEASER_STACK);
+        return false;
+    }
+    keepers_started.fetch_add(1);
+    for (const int fd : fds) ::close(fd);
+    __atomic_store_n(&job->parent_done, 1, __ATOMIC_SEQ_CST);
+    raw4(SYS_futex, reinterpret_cast<long>(&job->parent_done), FUTEX_WAKE_PRIVATE, 1, 0);
+    releasers.push_back({pid, mapping});
+    return true;
 }
 
 bool leave_to_keeper() {
