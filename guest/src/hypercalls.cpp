@@ -98,11 +98,17 @@ int64_t hc_write(uint32_t device, uint64_t offset, const void* buf, uint64_t len
     const bool defer = inside(window_lo, window_hi, mb->gpa, len);
     if (defer) mb->arg0 = INSTAR_WRITE_DEFERRABLE;
     const int64_t ret = hypercall_issue(mb);
-    // Any write settles the one before; this one is in flight itself if the host said so.
+    // A deferred write ends the promise for the one before (the host waited for it) and is in flight
+    // itself; a zero-length write settles; any other write may be queued behind the one in flight
+    // without settling it (guest_abi.h, since ABI 5), so it leaves `in_flight` as it was.
     const bool deferred = defer && ret == 0 && (mb->out_flags & INSTAR_WRITE_DEFERRED) != 0;
     host_defers = host_defers || deferred;
-    in_flight = deferred ? window_lo : 0;
-    in_flight_device = device;
+    if (deferred) {
+        in_flight = window_lo;
+        in_flight_device = device;
+    } else if (len == 0) {
+        in_flight = 0;
+    }
     return ret;
 }
 

@@ -1,11 +1,15 @@
 // Device I/O: O_DIRECT transfers through bounce buffers give the bytes and the file length a plain
-// transfer gives; the write-behind queue writes in order, stays bounded and reports failures.
+// transfer gives; the write-behind queue writes in order (copied metadata writes behind a data
+// write included), stays bounded and reports failures.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
 #include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
 #include <cstring>
 #include <random>
 
@@ -144,6 +148,81 @@ TEST_CASE("write-behind reports the first failure and refuses later requests") {
     CHECK(f->err == EBADF);
     CHECK_FALSE(wb.enqueue(bad, data.data(), data.size(), 0)); // refused once failed
     CHECK(out.contents() == std::vector<unsigned char>(4096, 1));
+    ::close(ro);
+}
+
+namespace {
+
+// Holds the writer thread in its confine step until release(): requests queue up behind it.
+struct Latch {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool open = false;
+    std::function<bool()> hold() {
+        return [this] {
+            std::unique_lock lock(mu);
+            cv.wait(lock, [this] { return open; });
+            return true;
+        };
+    }
+    void release() {
+        {
+            std::lock_guard lock(mu);
+            open = true;
+        }
+        cv.notify_all();
+    }
+};
+
+} // namespace
+
+TEST_CASE("write-behind copies small writes behind a queued one and writes them in order") {
+    auto wd = long_watchdog();
+    TempFile out(std::vector<unsigned char>{});
+    const Device dev{out.fd(), 1ull << 40, true, true, false};
+    Latch latch;
+    WriteBehind wb(*wd);
+    REQUIRE(wb.start(latch.hold()));
+    std::vector<unsigned char> small(100, 0x5a);
+    CHECK_FALSE(wb.enqueue_copy(dev, small.data(), small.size(), 10)); // nothing queued: write it now
+    auto data = bytes(1 << 20, 1);
+    REQUIRE(wb.enqueue(dev, data.data(), data.size(), 0));
+    REQUIRE(wb.enqueue_copy(dev, small.data(), small.size(), 10)); // over the queued write: lands after it
+    small.assign(small.size(), 0x11);                               // a copy: the caller's buffer is free
+    CHECK_FALSE(wb.enqueue_copy(dev, data.data(), WRITE_BEHIND_COPY_MAX + 1, 0)); // data, not metadata
+    CHECK_FALSE(wb.enqueue_copy(dev, data.data(), 0, 0));
+    CHECK(wb.overlaps(out.fd(), 5, 10));
+    CHECK(wb.overlaps(out.fd(), (1 << 20) - 1, 10));
+    CHECK_FALSE(wb.overlaps(out.fd(), 1 << 20, 10));
+    CHECK_FALSE(wb.overlaps(out.fd() + 1000, 5, 10));
+    latch.release();
+    CHECK_FALSE(wb.drain().has_value());
+    CHECK_FALSE(wb.overlaps(out.fd(), 5, 10));
+    auto expect = data;
+    std::fill(expect.begin() + 10, expect.begin() + 110, 0x5a);
+    CHECK(out.contents() == expect);
+}
+
+TEST_CASE("write-behind writes nothing queued after a failed write") {
+    auto wd = long_watchdog();
+    TempFile out(std::vector<unsigned char>(4096, 1));
+    TempFile other(std::vector<unsigned char>(4096, 2));
+    const int ro = ::open(out.path().c_str(), O_RDONLY | O_CLOEXEC); // pwrite fails: EBADF
+    REQUIRE(ro >= 0);
+    const Device bad{ro, 1ull << 40, true, true, false};
+    const Device good{other.fd(), 1ull << 40, true, true, false};
+    Latch latch;
+    WriteBehind wb(*wd);
+    REQUIRE(wb.start(latch.hold()));
+    std::vector<unsigned char> data(4096, 9);
+    REQUIRE(wb.enqueue(bad, data.data(), data.size(), 0));
+    REQUIRE(wb.enqueue_copy(good, data.data(), 16, 0)); // e.g. the L2 entry for the failed data write
+    latch.release();
+    auto f = wb.drain();
+    REQUIRE(f.has_value());
+    CHECK(f->err == EBADF);
+    CHECK(other.contents() == std::vector<unsigned char>(4096, 2)); // dropped, as if the process died there
+    CHECK_FALSE(wb.enqueue_copy(good, data.data(), 16, 0));
     ::close(ro);
 }
 

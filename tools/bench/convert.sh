@@ -4,6 +4,11 @@
 # and the peak RSS of each (instar's includes the guest RAM it touched: it is a mapping in the
 # host process). Usage: convert.sh [BUILD_DIR] [RUNS]     (docs/convert.md has the figures)
 # INSTAR_SANDBOX=kvm|process: only that sandbox (default: both; docs/sandbox.md).
+# INTERLEAVE=1: instead of hyperfine (all of one command's runs, then the next command's), run the
+# commands round-robin (A B C A B C ...), one warm-up round first: each tool's writes then find the
+# page cache as the others left it, not as its own previous run did (on a cloud VM whose freed
+# memory is handed back to the host, a run that reuses its own just-freed pages is up to 5x faster
+# than one that gets pages back from the host; docs/convert.md, round 22).
 set -euo pipefail
 build=$(cd "${1:-build}" && pwd)
 runs=${2:-10}
@@ -52,11 +57,34 @@ PY
 instar_cmds() { # the instar command line once per sandbox
   cmds=(); for s in $sandboxes; do cmds+=("$instar --sandbox=$s $*"); done
 }
+measure() { # json, then the commands: hyperfine, or round-robin with INTERLEAVE=1
+  local json=$1; shift
+  if [ -n "${INTERLEAVE:-}" ]; then
+    python3 - "$runs" "$json" "$@" <<'PY'
+import json, os, shlex, statistics, sys, time
+runs, out, cmds = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+null = os.open(os.devnull, os.O_RDWR)
+times = [[] for _ in cmds]
+for i in range(runs + 1):  # the first round is warm-up
+    for j, c in enumerate(cmds):
+        argv = shlex.split(c)
+        t0 = time.perf_counter()
+        pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=[(os.POSIX_SPAWN_DUP2, null, 1)])
+        _, status = os.waitpid(pid, 0)
+        if status != 0:
+            sys.exit(f"{c} failed")
+        if i >= 1:
+            times[j].append(time.perf_counter() - t0)
+json.dump({"results": [{"command": c, "median": statistics.median(t)} for c, t in zip(cmds, times)]}, open(out, "w"))
+PY
+  else
+    hyperfine -N --warmup 1 --runs "$runs" --export-json "$json" "$@" >/dev/null
+  fi
+}
 bench() { # name, then the three commands' common tail (source target-args)
   local name=$1; shift
   instar_cmds convert "$@"
-  hyperfine -N --warmup 1 --runs "$runs" --export-json "$name.json" \
-    "${cmds[@]}" "$q72 convert $*" "$q10 convert $*" >/dev/null
+  measure "$name.json" "${cmds[@]}" "$q72 convert $*" "$q10 convert $*"
   report "$name" "$name.json"
 }
 rss() { # peak RSS in MiB of one run
@@ -65,15 +93,13 @@ rss() { # peak RSS in MiB of one run
 bench "raw->qcow2 (1 GiB mixed)" -f raw -O qcow2 mixed.raw out.qcow2
 bench "qcow2->raw (1 GiB mixed)" -O raw mixed.qcow2 out.raw
 instar_cmds convert -c -f raw -O qcow2 text.raw c.qcow2
-hyperfine -N --warmup 1 --runs "$runs" --export-json c.json \
-  "${cmds[@]}" "$q72 convert -c -W -f raw -O qcow2 text.raw c.qcow2" \
-  "$q10 convert -c -W -f raw -O qcow2 text.raw c.qcow2" >/dev/null
+measure c.json "${cmds[@]}" "$q72 convert -c -W -f raw -O qcow2 text.raw c.qcow2" \
+  "$q10 convert -c -W -f raw -O qcow2 text.raw c.qcow2"
 report "-c qcow2 (256 MiB text) vs -c -W" c.json
 instar_cmds convert -c -f raw -O qcow2 -o compression_type=zstd text.raw z.qcow2
-hyperfine -N --warmup 1 --runs "$runs" --export-json z.json \
-  "${cmds[@]}" \
+measure z.json "${cmds[@]}" \
   "$q72 convert -c -W -f raw -O qcow2 -o compression_type=zstd text.raw z.qcow2" \
-  "$q10 convert -c -W -f raw -O qcow2 -o compression_type=zstd text.raw z.qcow2" >/dev/null
+  "$q10 convert -c -W -f raw -O qcow2 -o compression_type=zstd text.raw z.qcow2"
 report "-c zstd qcow2 (256 MiB) vs -c -W" z.json
 bench "vmdk streamOptimized (256 MiB text)" -f raw -O vmdk -o subformat=streamOptimized text.raw s.vmdk
 echo "peak RSS (MiB), -c qcow2 256 MiB:" \

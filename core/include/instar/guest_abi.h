@@ -15,7 +15,7 @@
 #define INSTAR_ABI_ASSERT(cond, msg) _Static_assert(cond, msg)
 #endif
 
-#define INSTAR_GUEST_ABI_VERSION 4u
+#define INSTAR_GUEST_ABI_VERSION 5u
 
 /* ---- Guest physical memory map (identity-mapped: guest virtual == guest physical) ---- */
 #define INSTAR_PAGE_SIZE 0x1000ull
@@ -175,11 +175,14 @@ INSTAR_ABI_ASSERT(offsetof(struct instar_hypercall, gpa) == 16, "mailbox layout"
 INSTAR_ABI_ASSERT(offsetof(struct instar_hypercall, arg0) == 32, "mailbox layout");
 
 /* INSTAR_HC_WRITE's arg0. DEFERRABLE: the guest leaves [gpa, gpa + len) unchanged until a later call
- * that settles (any WRITE, FLUSH, SET_LENGTH, ADD_FILE, ALLOCATION, DISCARD, EXIT, a READ of a
- * writable device) has returned, so a host with a writer thread (write-behind) may answer at once
- * and write the bytes while the guest reads on. A host may always write at once instead; it waits
- * for an earlier deferred write before taking the next, so the promise covers only the last one.
- * A zero-length WRITE to a writable device settles and does nothing else. Other bits: 0. */
+ * that settles (a zero-length WRITE, FLUSH, SET_LENGTH, ADD_FILE, ALLOCATION, DISCARD, EXIT) or a
+ * later WRITE the host answers DEFERRED has returned, so a host with a writer thread (write-behind)
+ * may answer at once and write the bytes while the guest reads on. A host may always write at once
+ * instead; it waits for an earlier deferred write before it defers the next, so the promise covers
+ * only the last one. Other WRITEs and READs do not settle (since ABI 5): the host may queue a small
+ * write behind the deferred one, in order, and answer a READ that no queued write can change,
+ * without waiting for it. A zero-length WRITE to a writable device settles and does nothing else.
+ * Other bits: 0. */
 #define INSTAR_WRITE_DEFERRABLE 1ull
 /* INSTAR_HC_WRITE's out_flags: DEFERRED, the host took a deferrable write to finish it later (a host
  * without write-behind writes at once and leaves out_flags 0, so the guest need not fence). */

@@ -666,7 +666,7 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
     sandbox.compress_workers = true; // -c compresses on every core (docs/convert.md)
     // Write-behind: the host writes the engine's data from guest RAM while the guest reads the next
     // chunk (docs/convert.md, "Overlap"); opt-in, measured slower here.
-    sandbox.write_behind = vmm::write_behind_requested(true);
+    sandbox.write_behind = vmm::write_behind_requested();
     auto budget = CONVERT_BASE_TIMEOUT + std::chrono::seconds(total / CONVERT_BYTES_PER_SECOND);
     if (spec.rate_limit != 0)
         budget += std::chrono::seconds(total / spec.rate_limit + 1);

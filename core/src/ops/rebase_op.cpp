@@ -139,7 +139,7 @@ Expected<bool> rebase_copy(const RebaseSpec& spec, const PluginRegistry& plugins
     const auto* a = reinterpret_cast<const std::uint8_t*>(&arg);
     // The host writes the copied clusters while the guest reads and compares the next chunk
     // (docs/sandbox.md, "Write-behind"); the image's metadata writes wait for them.
-    sandbox.write_behind = vmm::write_behind_requested(false); // opt-in: nothing overlaps (sandbox.h)
+    sandbox.write_behind = vmm::write_behind_requested();
     auto run = vmm::run(sandbox, table.devices, table.modules, INSTAR_OP_REBASE, {a, sizeof arg});
     if (!run)
         return Error{"Error while writing to COW image: " + run.error().message};

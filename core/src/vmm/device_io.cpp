@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 
 namespace instar::vmm {
 
@@ -158,21 +159,51 @@ bool WriteBehind::start(std::function<bool()> confine) {
 bool WriteBehind::enqueue(const Device& d, const std::uint8_t* src, std::uint64_t len, std::uint64_t offset) {
     {
         std::unique_lock lock(mu_);
-        cv_.wait(lock, [this] { return !busy_ || failure_ || stop_; });
+        cv_.wait(lock, [this] {
+            return (!from_guest_queued_ && queue_.size() < WRITE_BEHIND_MAX_JOBS) || failure_ || stop_;
+        });
         if (failure_ || stop_) return false;
-        dev_ = d;
-        src_ = src;
-        len_ = len;
-        offset_ = offset;
-        busy_ = true;
+        queue_.push_back(Job{d, src, len, offset, nullptr});
+        from_guest_queued_ = true;
     }
     cv_.notify_all();
     return true;
 }
 
+bool WriteBehind::enqueue_copy(const Device& d, const std::uint8_t* src, std::uint64_t len, std::uint64_t offset) {
+    if (len == 0 || len > WRITE_BEHIND_COPY_MAX) return false;
+    {
+        std::lock_guard lock(mu_);
+        if (queue_.empty() || failure_ || stop_) return false;
+    }
+    std::unique_ptr<std::uint8_t[]> copy(new (std::nothrow) std::uint8_t[len]);
+    if (!copy) return false;
+    std::memcpy(copy.get(), src, len);
+    {
+        std::unique_lock lock(mu_);
+        cv_.wait(lock, [this, len] {
+            return (copied_bytes_ + len <= WRITE_BEHIND_COPY_BYTES && queue_.size() < WRITE_BEHIND_MAX_JOBS) ||
+                   failure_ || stop_;
+        });
+        if (failure_ || stop_) return false;
+        const std::uint8_t* bytes = copy.get();
+        queue_.push_back(Job{d, bytes, len, offset, std::move(copy)});
+        copied_bytes_ += len;
+    }
+    cv_.notify_all();
+    return true;
+}
+
+bool WriteBehind::overlaps(int fd, std::uint64_t offset, std::uint64_t len) {
+    std::lock_guard lock(mu_);
+    for (const Job& j : queue_)
+        if (j.dev.fd == fd && offset < j.offset + j.len && j.offset < offset + len) return true;
+    return false;
+}
+
 std::optional<WriteBehind::Failure> WriteBehind::drain() {
     std::unique_lock lock(mu_);
-    cv_.wait(lock, [this] { return !busy_ || (stop_ && failure_); });
+    cv_.wait(lock, [this] { return queue_.empty() || (stop_ && failure_); });
     return failure_;
 }
 
@@ -183,26 +214,30 @@ std::optional<WriteBehind::Failure> WriteBehind::failure() {
 
 void WriteBehind::loop() {
     for (;;) {
-        Device dev{};
-        const std::uint8_t* src = nullptr;
-        std::uint64_t len = 0, offset = 0;
+        Job* job = nullptr;
         {
             std::unique_lock lock(mu_);
-            cv_.wait(lock, [this] { return busy_ || stop_; });
-            if (!busy_) return; // stop_ with nothing left to write
-            dev = dev_;
-            src = src_;
-            len = len_;
-            offset = offset_;
+            cv_.wait(lock, [this] { return !queue_.empty() || stop_; });
+            if (queue_.empty()) return; // stop_ with nothing left to write
+            job = &queue_.front();      // stays put: only this thread pops, push_back keeps references
         }
-        // SAFETY: [src, src + len) lies in guest RAM (the server checked it), which outlives this
+        // SAFETY: a write from guest RAM lies there (the server checked it), which outlives this
         // thread; the guest may change the bytes meanwhile, which only changes what it writes.
-        const Transfer t = device_transfer(dev, const_cast<std::uint8_t*>(src), len, offset, true, watchdog_, bounce_);
+        const Transfer t = device_transfer(job->dev, const_cast<std::uint8_t*>(job->src), job->len, job->offset, true,
+                                           watchdog_, bounce_);
         const int err = errno;
         {
             std::lock_guard lock(mu_);
-            if (t != Transfer::Done && !failure_) failure_ = Failure{t, err, offset};
-            busy_ = false;
+            if (t != Transfer::Done && !failure_) failure_ = Failure{t, err, job->offset};
+            if (failure_) { // nothing after a failed write is written: drop the rest
+                queue_.clear();
+                copied_bytes_ = 0;
+                from_guest_queued_ = false;
+            } else {
+                if (job->copy) copied_bytes_ -= job->len;
+                else from_guest_queued_ = false;
+                queue_.pop_front();
+            }
         }
         cv_.notify_all();
     }

@@ -5,6 +5,7 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -52,10 +53,22 @@ Transfer device_transfer(const Device& d, std::uint8_t* buf, std::uint64_t len, 
 // thread (started before the vCPU thread confines itself, and confined by its own filter:
 // seccomp_filter.h) while the guest reads on. Nothing is copied: the writer reads the bytes from
 // guest RAM, which the guest has promised to leave alone until its next settling call (guest_abi.h),
-// and which outlives the writer (the sandbox makes it first). One write is in flight at most: the
-// next one waits for it, so the promise covering only the last write is enough, and no memory is
-// needed but the bytes' own. The first failure is kept: later requests are refused, and the vCPU
-// thread hands the failure to the guest on its next call.
+// and which outlives the writer (the sandbox makes it first). One such write is queued at most: the
+// next one waits for it, so the promise covering only the last write is enough. Behind it, small
+// writes (a format writer's metadata: an L2 entry, a refcount, a header) are copied into the queue
+// instead of waiting for it, bounded in size and number, and written in the order they came: the
+// file goes through the same sequence of states as with synchronous writes, one write at a time.
+// The first failure is kept, the writes queued after it are dropped (as if the process had died
+// there: nothing written after a failed write), later requests are refused, and the vCPU thread
+// hands the failure to the guest on its next call.
+// A write copied into the queue is at most this long: metadata, not data (a qcow2 L2 table or
+// refcount block of 64 KiB clusters is the largest a format writer writes in one piece).
+inline constexpr std::uint64_t WRITE_BEHIND_COPY_MAX = 64u << 10;
+// All copied writes in the queue together: the host memory write-behind may take beyond guest RAM.
+inline constexpr std::uint64_t WRITE_BEHIND_COPY_BYTES = 1u << 20;
+// Writes queued at once (each copied one is a heap block): a bound on the bookkeeping.
+inline constexpr std::size_t WRITE_BEHIND_MAX_JOBS = 64;
+
 class WriteBehind {
 public:
     struct Failure {
@@ -64,7 +77,7 @@ public:
         std::uint64_t offset = 0;
     };
     explicit WriteBehind(const Watchdog& watchdog);
-    ~WriteBehind(); // stops and joins the thread (a pending write is still written)
+    ~WriteBehind(); // stops and joins the thread (queued writes are still written)
     WriteBehind(const WriteBehind&) = delete;
     WriteBehind& operator=(const WriteBehind&) = delete;
 
@@ -73,25 +86,37 @@ public:
     bool start(std::function<bool()> confine);
     bool running() const { return thread_.joinable(); }
 
-    // Waits for the write in flight, then hands [src, src + len) to the writer thread, which reads
-    // it later: the caller keeps it unchanged until the next enqueue() or drain() returns. False
-    // (nothing queued) once a failure is known.
+    // Waits until no earlier write from guest RAM is queued, then queues [src, src + len), which the
+    // writer thread reads later: the caller keeps it unchanged until the next enqueue() or drain()
+    // returns. False (nothing queued) once a failure is known.
     bool enqueue(const Device& d, const std::uint8_t* src, std::uint64_t len, std::uint64_t offset);
-    // Waits until the write in flight is done; returns the first failure, if any.
+    // Queues a copy of [src, src + len) behind the writes already queued (waiting while the copies'
+    // bounds are reached). False (nothing queued: the caller waits with drain() and writes it
+    // itself) when the queue is empty (nothing to keep order with), len is 0 or more than
+    // WRITE_BEHIND_COPY_MAX, memory is short, or a failure is known.
+    bool enqueue_copy(const Device& d, const std::uint8_t* src, std::uint64_t len, std::uint64_t offset);
+    // Whether a queued write to descriptor `fd` overlaps [offset, offset + len).
+    bool overlaps(int fd, std::uint64_t offset, std::uint64_t len);
+    // Waits until every queued write is done; returns the first failure, if any.
     std::optional<Failure> drain();
     std::optional<Failure> failure();
 
 private:
+    struct Job {
+        Device dev{};
+        const std::uint8_t* src = nullptr; // guest RAM, or copy's bytes
+        std::uint64_t len = 0;
+        std::uint64_t offset = 0;
+        std::unique_ptr<std::uint8_t[]> copy; // set for a copied write
+    };
     void loop();
 
     const Watchdog& watchdog_;
     std::mutex mu_;
     std::condition_variable cv_;
-    bool busy_ = false;               // a write is pending or being written (guarded by mu_)
-    Device dev_{};                    // the pending write (guarded by mu_ until busy_)
-    const std::uint8_t* src_ = nullptr;
-    std::uint64_t len_ = 0;
-    std::uint64_t offset_ = 0;
+    std::deque<Job> queue_;           // guarded by mu_; the front one is being written
+    std::uint64_t copied_bytes_ = 0;  // guarded by mu_: the copies' bytes in queue_
+    bool from_guest_queued_ = false;  // guarded by mu_: a write from guest RAM is in queue_
     bool stop_ = false;               // guarded by mu_
     std::optional<Failure> failure_;  // guarded by mu_
     BounceBuffer bounce_;             // the writer thread's

@@ -98,8 +98,18 @@ Outcome<HypercallServer::Next> HypercallServer::serve() {
                     return Next::Resume;
                 }
             }
+            // A small write to an output while writes are queued (a format writer's metadata after
+            // its data): copied behind them, in order, instead of waiting for them.
+            if (d != nullptr && d->output && !d->direct && req.offset <= d->size && req.len <= d->size - req.offset) {
+                const std::uint8_t* buf = mem_.range(req.gpa, req.len);
+                if (buf != nullptr && write_behind_->enqueue_copy(*d, buf, req.len, req.offset)) {
+                    result_.bytes_written += req.len;
+                    std::memcpy(slot, &reply, sizeof(reply)); // done, as far as the guest can tell
+                    return Next::Resume;
+                }
+            }
             break; // not queueable (or the queue has failed): settled and served below
-        case INSTAR_HC_READ: settle = d != nullptr && d->writable; break;
+        case INSTAR_HC_READ: settle = d != nullptr && d->writable && !read_misses_queue(*d, req); break;
         case INSTAR_HC_SETTLE_READS:
         case INSTAR_HC_DEVICE_INFO:
         case INSTAR_HC_PROGRESS:
@@ -269,6 +279,17 @@ Transfer fill_zeros(const Device& d, std::uint64_t from, std::uint64_t to, const
 }
 
 } // namespace
+
+// A read of a written device need not wait for the queued writes when none of them overlaps it and
+// the file already reaches past its end (a queued write further on would otherwise have made a hole
+// there that reads as zeros). O_DIRECT devices always wait (their writes rewrite whole blocks).
+bool HypercallServer::read_misses_queue(const Device& d, const instar_hypercall& req) {
+    if (d.direct || req.len == 0 || req.offset > UINT64_MAX - req.len) return false;
+    struct stat st{};
+    if (file_stat(d.fd, st) != 0 || st.st_size < 0 || req.offset + req.len > static_cast<std::uint64_t>(st.st_size))
+        return false;
+    return !write_behind_->overlaps(d.fd, req.offset, req.len);
+}
 
 Outcome<HypercallServer::Next> HypercallServer::set_length(const instar_hypercall& req, instar_hypercall& reply) {
     const Device* d = device(req.device);

@@ -63,6 +63,8 @@ private:
     // Waits for the write-behind queue; a failure not yet reported becomes the host error and, when
     // it was a timeout, the run's error. True when a write failed (now or earlier).
     Outcome<bool> settle_writes();
+    // Whether a read of written device `d` may skip settle_writes() (no queued write can change it).
+    bool read_misses_queue(const Device& d, const instar_hypercall& req);
     const Device* device(std::uint32_t index) const;
 
     GuestMemory& mem_;

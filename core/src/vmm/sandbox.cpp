@@ -226,12 +226,12 @@ Outcome<RunResult> run(const SandboxConfig& config, std::span<const Device> devi
 }
 
 
-bool write_behind_requested(bool by_default) {
+bool write_behind_requested() {
     if (const char* v = std::getenv("INSTAR_WRITE_BEHIND"); v != nullptr) {
         if (std::string_view(v) == "off") return false;
         if (std::string_view(v) == "on") return true;
     }
-    return by_default && online_cpus() > 1;
+    return online_cpus() > 1;
 }
 
 std::optional<SandboxError> check_sandbox(const SandboxConfig& config) {

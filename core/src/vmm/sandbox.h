@@ -82,8 +82,8 @@ struct SandboxConfig {
     std::function<void(std::uint64_t done, std::uint64_t total)> progress;
     // Write-behind: an INSTAR_WRITE_DEFERRABLE write to an output device is written from guest RAM
     // by a host writer thread while the guest carries on (docs/sandbox.md, "Write-behind"). Convert,
-    // commit and rebase ask for it with write_behind_requested() (convert by default where a second
-    // CPU can take the writes; INSTAR_WRITE_BEHIND=off|on to choose; docs/convert.md, figures).
+    // commit and rebase ask for it with write_behind_requested() (by default where a second CPU can
+    // take the writes; INSTAR_WRITE_BEHIND=off|on to choose; docs/convert.md, figures).
     bool write_behind = false;
     // INSTAR_HC_COMPRESS runs on one worker thread per online CPU beside the vCPU thread (without:
     // on the vCPU thread alone). For convert; other operations do not compress.
@@ -97,11 +97,9 @@ struct SandboxConfig {
 };
 
 // Whether a data operation (convert, commit, rebase) asks for SandboxConfig::write_behind:
-// INSTAR_WRITE_BEHIND=off or =on when set so; otherwise `by_default` where more than one CPU is
-// online (the writes overlap the reads only where another CPU can run them). Convert's default is
-// on; commit's and rebase's off (their writers read and write metadata after every data write,
-// which waits for it: nothing overlaps, and the hand-offs measured slower; docs/commit.md).
-bool write_behind_requested(bool by_default);
+// INSTAR_WRITE_BEHIND=off or =on when set so; otherwise on where more than one CPU is online (the
+// writes overlap the reads only where another CPU can run them).
+bool write_behind_requested();
 
 struct Record {
     std::uint32_t type = 0;
