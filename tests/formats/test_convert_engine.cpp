@@ -393,6 +393,22 @@ public:
 
 } // namespace
 
+namespace {
+
+// Params for a host that defers writes (DeferringHost), with its counters reset.
+Params deferring_params() {
+    DeferringHost::buffers.clear();
+    DeferringHost::deferred = 0;
+    DeferringHost::waits = 0;
+    Params p;
+    p.defer_writes = DeferringHost::defer;
+    p.settle_writes = DeferringHost::settle;
+    p.writes_deferred = [] { return DeferringHost::deferred > 0; };
+    return p;
+}
+
+} // namespace
+
 TEST_CASE("write-behind: two buffers alternate, each settled before it is filled again or freed") {
     // Data, a zero run, data again: the buffer written two chunks ago is refilled while the last
     // write may be in flight, and a chunk without a write sits between two with one.
@@ -400,10 +416,7 @@ TEST_CASE("write-behind: two buffers alternate, each settled before it is filled
     std::fill(bytes.begin() + 4 * MiB, bytes.begin() + 5 * MiB, 0);
     FakeReader r(bytes, {{4 * MiB, Allocation::Data}, {MiB, Allocation::Zero}, {4 * MiB, Allocation::Data}});
     DeferringWriter w(9 * MiB);
-    Params p;
-    p.defer_writes = DeferringHost::defer;
-    p.settle_writes = DeferringHost::settle;
-    p.writes_deferred = [] { return DeferringHost::deferred > 0; };
+    Params p = deferring_params();
     ImageReader* chain[1] = {&r};
     Source s{chain, 1};
     instar::hosted::BudgetAllocator alloc(5 * MiB);
@@ -447,14 +460,8 @@ TEST_CASE("write-behind: zero runs between data runs take no buffer, so no refil
         extents.push_back({MiB, Allocation::Zero});
     }
     FakeReader r(bytes, extents);
-    DeferringHost::buffers.clear();
-    DeferringHost::deferred = 0;
-    DeferringHost::waits = 0;
     DeferringWriter w(8 * MiB);
-    Params p;
-    p.defer_writes = DeferringHost::defer;
-    p.settle_writes = DeferringHost::settle;
-    p.writes_deferred = [] { return DeferringHost::deferred > 0; };
+    Params p = deferring_params();
     ImageReader* chain[1] = {&r};
     Source s{chain, 1};
     instar::hosted::BudgetAllocator alloc(5 * MiB);

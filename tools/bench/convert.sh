@@ -9,6 +9,9 @@
 # page cache as the others left it, not as its own previous run did (on a cloud VM whose freed
 # memory is handed back to the host, a run that reuses its own just-freed pages is up to 5x faster
 # than one that gets pages back from the host; docs/convert.md, round 22).
+# FRESH=1: remove the targets before every run (untimed), so each run writes a new file, as a
+# pipeline writing a new image does; without it each run replaces the one before (qemu-img
+# truncates the old target first, instar keeps it until the new one is complete).
 set -euo pipefail
 build=$(cd "${1:-build}" && pwd)
 runs=${2:-10}
@@ -59,15 +62,18 @@ instar_cmds() { # the instar command line once per sandbox
 }
 measure() { # json, then the commands: hyperfine, or round-robin with INTERLEAVE=1
   local json=$1; shift
+  local prepare=${FRESH:+rm -f out.qcow2 out.raw c.qcow2 z.qcow2 s.vmdk}
   if [ -n "${INTERLEAVE:-}" ]; then
-    python3 - "$runs" "$json" "$@" <<'PY'
+    python3 - "$runs" "$json" "$prepare" "$@" <<'PY'
 import json, os, shlex, statistics, sys, time
-runs, out, cmds = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+runs, out, prepare, cmds = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4:]
 null = os.open(os.devnull, os.O_RDWR)
 times = [[] for _ in cmds]
 for i in range(runs + 1):  # the first round is warm-up
     for j, c in enumerate(cmds):
         argv = shlex.split(c)
+        if prepare:
+            os.system(prepare)
         t0 = time.perf_counter()
         pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=[(os.POSIX_SPAWN_DUP2, null, 1)])
         _, status = os.waitpid(pid, 0)
@@ -78,7 +84,7 @@ for i in range(runs + 1):  # the first round is warm-up
 json.dump({"results": [{"command": c, "median": statistics.median(t)} for c, t in zip(cmds, times)]}, open(out, "w"))
 PY
   else
-    hyperfine -N --warmup 1 --runs "$runs" --export-json "$json" "$@" >/dev/null
+    hyperfine -N --warmup 1 --runs "$runs" ${prepare:+--prepare "$prepare"} --export-json "$json" "$@" >/dev/null
   fi
 }
 bench() { # name, then the three commands' common tail (source target-args)
