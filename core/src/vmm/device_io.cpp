@@ -201,6 +201,11 @@ bool WriteBehind::overlaps(int fd, std::uint64_t offset, std::uint64_t len) {
     return false;
 }
 
+bool WriteBehind::busy() {
+    std::lock_guard lock(mu_);
+    return !queue_.empty();
+}
+
 std::optional<WriteBehind::Failure> WriteBehind::drain() {
     std::unique_lock lock(mu_);
     cv_.wait(lock, [this] { return queue_.empty() || (stop_ && failure_); });

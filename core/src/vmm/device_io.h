@@ -97,6 +97,8 @@ public:
     bool enqueue_copy(const Device& d, const std::uint8_t* src, std::uint64_t len, std::uint64_t offset);
     // Whether a queued write to descriptor `fd` overlaps [offset, offset + len).
     bool overlaps(int fd, std::uint64_t offset, std::uint64_t len);
+    // Whether any write is queued or being written (the writer thread needs a CPU).
+    bool busy();
     // Waits until every queued write is done; returns the first failure, if any.
     std::optional<Failure> drain();
     std::optional<Failure> failure();

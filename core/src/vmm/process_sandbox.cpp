@@ -264,7 +264,9 @@ Outcome<RunResult> run_in_process(const SandboxConfig& config, std::uint64_t ram
         if (watchdog.value()->expired()) return fail(death(0, true));
         instar_hypercall msg{};
         ssize_t n = -1;
-        if (spin && hello && backoff.should_spin()) {
+        // Not while the writer thread has work: on two CPUs the guest process and the writer need
+        // them both, and a spinning server would take the writer's.
+        if (spin && hello && (!writer || !writer->busy()) && backoff.should_spin()) {
             n = spin_receive(turn, host_end.get(), msg);
             if (n < 0)
                 backoff.miss();
