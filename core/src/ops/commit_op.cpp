@@ -275,7 +275,7 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
                 spec.progress(done, all);
         };
     // The host writes the copied runs while the guest reads the next (docs/sandbox.md,
-    // "Write-behind"); the base's metadata writes wait for them, so their order is unchanged.
+    // "Write-behind"); the base's metadata writes queue behind them, so their order is unchanged.
     sandbox.write_behind = vmm::write_behind_requested();
     const instar_commit_arg arg{0, *secrets_device};
     // SAFETY: instar_commit_arg is a trivially-copyable ABI struct with no padding (static_assert).

@@ -138,7 +138,7 @@ Expected<bool> rebase_copy(const RebaseSpec& spec, const PluginRegistry& plugins
     // SAFETY: instar_rebase_arg is a trivially-copyable ABI struct with no padding (static_assert).
     const auto* a = reinterpret_cast<const std::uint8_t*>(&arg);
     // The host writes the copied clusters while the guest reads and compares the next chunk
-    // (docs/sandbox.md, "Write-behind"); the image's metadata writes wait for them.
+    // (docs/sandbox.md, "Write-behind"); the image's metadata writes queue behind them, in order.
     sandbox.write_behind = vmm::write_behind_requested();
     auto run = vmm::run(sandbox, table.devices, table.modules, INSTAR_OP_REBASE, {a, sizeof arg});
     if (!run)

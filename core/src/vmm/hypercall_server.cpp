@@ -80,30 +80,25 @@ Outcome<HypercallServer::Next> HypercallServer::serve() {
     }
     if (write_behind_ != nullptr) {
         // Write-behind: a deferrable write to an output goes to the writer thread (which first
-        // finishes the one before); every call that could see an output's bytes (or its length)
-        // first waits for it, and learns of a failed write.
+        // finishes the one before), small writes queue behind it; every call that could see queued
+        // bytes (or an output's length) first waits for them, and learns of a failed write.
         const Device* d = device(req.device);
         bool settle = true;
         switch (req.nr) {
         case INSTAR_HC_WRITE:
-            if ((req.arg0 & INSTAR_WRITE_DEFERRABLE) != 0 && d != nullptr && d->output && req.len > 0 &&
-                req.offset <= d->size && req.len <= d->size - req.offset) {
+            // A deferrable write is written from guest RAM; any other small write to an output (a
+            // format writer's metadata after its data) is copied behind the queued ones, in order,
+            // instead of waiting for them (enqueue_copy: only while something is queued).
+            if (d != nullptr && d->output && req.len > 0 && req.offset <= d->size && req.len <= d->size - req.offset) {
+                const bool deferrable = (req.arg0 & INSTAR_WRITE_DEFERRABLE) != 0;
                 const std::uint8_t* buf = mem_.range(req.gpa, req.len);
                 // SAFETY: [buf, buf + len) lies inside the guest mapping (checked by range()), which
-                // outlives the writer thread; the guest keeps the bytes until its next settling call.
-                if (buf != nullptr && write_behind_->enqueue(*d, buf, req.len, req.offset)) {
+                // outlives the writer thread; the guest keeps a deferrable write's bytes until its
+                // next settling call.
+                if (buf != nullptr && (deferrable ? write_behind_->enqueue(*d, buf, req.len, req.offset)
+                                                  : !d->direct && write_behind_->enqueue_copy(*d, buf, req.len, req.offset))) {
                     result_.bytes_written += req.len;
-                    reply.out_flags = INSTAR_WRITE_DEFERRED;
-                    std::memcpy(slot, &reply, sizeof(reply));
-                    return Next::Resume;
-                }
-            }
-            // A small write to an output while writes are queued (a format writer's metadata after
-            // its data): copied behind them, in order, instead of waiting for them.
-            if (d != nullptr && d->output && !d->direct && req.offset <= d->size && req.len <= d->size - req.offset) {
-                const std::uint8_t* buf = mem_.range(req.gpa, req.len);
-                if (buf != nullptr && write_behind_->enqueue_copy(*d, buf, req.len, req.offset)) {
-                    result_.bytes_written += req.len;
+                    if (deferrable) reply.out_flags = INSTAR_WRITE_DEFERRED;
                     std::memcpy(slot, &reply, sizeof(reply)); // done, as far as the guest can tell
                     return Next::Resume;
                 }
@@ -285,6 +280,7 @@ Transfer fill_zeros(const Device& d, std::uint64_t from, std::uint64_t to, const
 // there that reads as zeros). O_DIRECT devices always wait (their writes rewrite whole blocks).
 bool HypercallServer::read_misses_queue(const Device& d, const instar_hypercall& req) {
     if (d.direct || req.len == 0 || req.offset > UINT64_MAX - req.len) return false;
+    if (!write_behind_->busy()) return true; // nothing queued: nothing to wait for (no fstat)
     struct stat st{};
     if (file_stat(d.fd, st) != 0 || st.st_size < 0 || req.offset + req.len > static_cast<std::uint64_t>(st.st_size))
         return false;

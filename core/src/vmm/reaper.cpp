@@ -159,6 +159,19 @@ int releaser_main(void* arg) {
     return 0;
 }
 
+// Starts `fn(arg)` in a process sharing this address space (CLONE_VM) on the stack ending at
+// `stack_top`, born with every signal blocked: this process's handlers (which clean up
+// temporaries on ^C or SIGTERM) must never run a second time there. No exit signal: this process
+// never waits for it (but to reap a releaser on a later call). The pid, or -1.
+int clone_shared(int (*fn)(void*), void* stack_top, void* arg) {
+    sigset_t all, old;
+    sigfillset(&all);
+    ::pthread_sigmask(SIG_SETMASK, &all, &old);
+    const int pid = ::clone(fn, stack_top, CLONE_VM, arg);
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    return pid;
+}
+
 // Releasers not yet reaped (their mappings are freed when they are).
 struct Releaser {
     int pid;
@@ -175,16 +188,9 @@ bool start_teardown_keeper() {
     if (!exit_waits_for_keepers()) return false;
     void* stack = ::mmap(nullptr, KEEPER_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (stack == MAP_FAILED) return false;
-    // Born with every signal blocked: a terminal's ^C or a SIGTERM must reach this process's
-    // handlers (which clean up temporaries), never run them a second time in the keeper.
-    sigset_t all, old;
-    sigfillset(&all);
-    ::pthread_sigmask(SIG_SETMASK, &all, &old);
-    // No SIGCHLD for this process: it never waits for the keeper (the keeper outlives it and is
-    // reaped by whoever adopts it).
-    const int pid = ::clone(keeper_main, static_cast<char*>(stack) + KEEPER_STACK, CLONE_VM,
-                            reinterpret_cast<void*>(static_cast<long>(::getpid())));
-    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    // The keeper outlives this process and is reaped by whoever adopts it.
+    const int pid = clone_shared(keeper_main, static_cast<char*>(stack) + KEEPER_STACK,
+                                 reinterpret_cast<void*>(static_cast<long>(::getpid())));
     if (pid < 0) {
         ::munmap(stack, KEEPER_STACK);
         return false;
@@ -219,13 +225,7 @@ bool release_in_background(std::span<const int> fds) {
         ::munmap(mapping, RELEASER_STACK);
         return false;
     }
-    // Born with every signal blocked (as the keeper): this process's handlers never run there. No
-    // exit signal: this process never waits for it but to reap it on a later call.
-    sigset_t all, old;
-    sigfillset(&all);
-    ::pthread_sigmask(SIG_SETMASK, &all, &old);
-    const int pid = ::clone(releaser_main, static_cast<char*>(mapping) + RELEASER_STACK, CLONE_VM, job);
-    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    const int pid = clone_shared(releaser_main, static_cast<char*>(mapping) + RELEASER_STACK, job);
     if (pid < 0) {
         ::munmap(mapping, RELEASER_STACK);
         return false;
