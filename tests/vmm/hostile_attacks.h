@@ -59,6 +59,9 @@ enum class Attack : uint8_t {
     // then INSTAR_HC_SETTLE_READS; one record: {answers that came back PENDING, the settle's ret},
     // then the page.
     ReadAhead,
+    // INSTAR_READ_AHEAD again: 64 reads ahead of 16 KiB each from device 0 into one 1 MiB buffer,
+    // then exit 0 without settling them (the host must finish or drop them before the run ends).
+    ReadAheadUnsettled,
     // Not an attack: the runtime's small-read block (devices.cpp). Reads through device 0 (read-only)
     // 8 @ 0, 100 @ 4090 (across a block boundary), 50 @ 4101, the last 3 bytes, 112 @ 0, then
     // writes 16 bytes (i * 13) at 0 through device 1 (writable: the same file in the test) and reads

@@ -281,6 +281,20 @@ Status run(const void* arg, size_t arg_len) {
         svc->send_record(INSTAR_REC_TEST, out, sizeof out);
         return svc->send_record(INSTAR_REC_TEST, buf, sizeof buf);
     }
+    case Attack::ReadAheadUnsettled: {
+        static uint8_t buf[64 * 16384];
+        for (uint64_t i = 0; i < 64; ++i) {
+            instar_hypercall* mb = mailbox();
+            *mb = instar_hypercall{};
+            mb->nr = INSTAR_HC_READ;
+            mb->offset = 16384 * i;
+            mb->gpa = addr(buf + 16384 * i);
+            mb->len = 16384;
+            mb->arg0 = INSTAR_READ_AHEAD;
+            if (hypercall_issue(mb) != 0) return Status::IoError;
+        }
+        return Status::Ok;
+    }
     case Attack::SmallReads: {
         static uint8_t got[8 + 112 + 100 + 50 + 3 + 8];
         BlockDevice* out = svc->device(1);

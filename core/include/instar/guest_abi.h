@@ -189,8 +189,8 @@ INSTAR_ABI_ASSERT(offsetof(struct instar_hypercall, arg0) == 32, "mailbox layout
 #define INSTAR_WRITE_DEFERRED 1ull
 /* INSTAR_HC_READ's arg0. AHEAD: the guest leaves [gpa, gpa + len) alone until INSTAR_HC_SETTLE_READS
  * has returned, so a host that can (the process sandbox, whose serving thread is not the guest's
- * CPU) may answer once the request is checked and read the bytes afterwards, while the guest works
- * on. A host may always read at once instead. Reads of a writable device are never deferred.
+ * CPU, or the KVM sandbox's reader thread) may answer once the request is checked and read the
+ * bytes afterwards, while the guest works on. A host may always read at once instead. Reads of a writable device are never deferred.
  * Other bits: 0. */
 #define INSTAR_READ_AHEAD 1ull
 /* INSTAR_HC_READ's out_flags: PENDING, the host answered an AHEAD read before reading it (its

@@ -75,6 +75,9 @@ Expected<CompareReport> compare_images(const CompareSpec& spec, const PluginRegi
     auto runner = make_sandbox_info_runner(sandbox, qemu_version);
     if (!runner)
         return Error{runner.error()};
+    // The comparison's runs (not the inspections the runner makes): both sides' next chunk is read
+    // while the guest compares this one (docs/compare.md, "Read-ahead").
+    sandbox.read_ahead = vmm::read_ahead_requested();
 
     // Both images with their whole backing chains, FILE1 first, as qemu-img opens them.
     std::vector<OpenedChain> chains(2);

@@ -131,7 +131,16 @@ Outcome<HypercallServer::Next> HypercallServer::serve() {
     }
     switch (req.nr) {
     case INSTAR_HC_READ: next = read_or_write(req, reply, false); break;
-    case INSTAR_HC_SETTLE_READS: // the kept reads ran before this call was served (above)
+    case INSTAR_HC_SETTLE_READS: // the kept reads ran before this call was served (process sandbox)
+        if (reader_ != nullptr) {
+            switch (reader_->settle()) {
+            case Transfer::Done: break;
+            case Transfer::Failed: pending_read_error_ = -INSTAR_EIO; break;
+            case Transfer::TimedOut:
+                return SandboxError{ErrorKind::GuestTimeout, "guest ran past its time budget and was stopped (during a "
+                                                             "device read)", {}};
+            }
+        }
         reply.ret = pending_read_error_;
         pending_read_error_ = 0;
         break;
@@ -196,6 +205,12 @@ Outcome<HypercallServer::Next> HypercallServer::read_or_write(const instar_hyper
         // SAFETY: checked above; the guest mapping outlives the run, and the guest promised to
         // leave these bytes alone until it settles (if it does not, it only garbles its own copy).
         pending_reads_.push_back({req.device, buf, req.len, req.offset});
+        reply.out_flags = INSTAR_READ_PENDING;
+        return Next::Resume;
+    }
+    // SAFETY: as above; the worker's thread writes the bytes while the guest runs on.
+    if (!write && reader_ != nullptr && (req.arg0 & INSTAR_READ_AHEAD) != 0 && !d->writable && req.len > 0 &&
+        reader_->submit(*d, buf, req.len, req.offset)) {
         reply.out_flags = INSTAR_READ_PENDING;
         return Next::Resume;
     }

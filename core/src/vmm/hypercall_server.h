@@ -12,6 +12,7 @@
 #include "vmm/compress_pool.h"
 #include "vmm/device_io.h"
 #include "vmm/guest_memory.h"
+#include "vmm/read_ahead_worker.h"
 #include "vmm/sandbox.h"
 #include "vmm/watchdog.h"
 
@@ -45,6 +46,9 @@ public:
     // otherwise every read is done inside serve().
     void enable_read_ahead() { read_ahead_ = true; }
     Outcome<bool> run_pending_reads();
+    // Read-ahead in the KVM sandbox: a checked AHEAD read of an input device is answered at once
+    // and made by `worker`'s thread while the guest runs on; INSTAR_HC_SETTLE_READS waits for it.
+    void set_read_ahead_worker(ReadAheadWorker* worker) { reader_ = worker; }
 
     RunResult take_result() { return std::move(result_); }
     std::vector<std::string> take_log() { return std::move(result_.log); }
@@ -74,6 +78,7 @@ private:
     ProgressFn progress_;
     WriteBehind* write_behind_;
     CompressPool* compress_pool_ = nullptr;
+    ReadAheadWorker* reader_ = nullptr;
     std::unique_ptr<BounceBuffer> bounce_; // the vCPU thread's, for O_DIRECT devices
     std::uint32_t added_files_ = 0;
     RunResult result_;

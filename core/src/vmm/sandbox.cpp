@@ -13,6 +13,7 @@
 #include "vmm/hypercall_server.h"
 #include "vmm/kvm_system.h"
 #include "vmm/process_sandbox.h"
+#include "vmm/read_ahead_worker.h"
 #include "vmm/reaper.h"
 #include "vmm/seccomp_filter.h"
 #include "vmm/spare_vm.h"
@@ -72,7 +73,7 @@ Outcome<RunResult> boot_and_run(PreparedVm& vm, const GuestImage& rt,
                                 std::chrono::milliseconds timeout, OutputFiles* outputs,
                                 const std::function<void(std::uint64_t, std::uint64_t)>& progress,
                                 const VcpuFilter* confine, const AheadFilter& ahead, bool write_behind,
-                                bool compress_workers) {
+                                bool compress_workers, bool read_ahead) {
     GuestMemory& m = vm.memory;
     x86::write_boot_tables({m.host_base(), m.size()},
                            std::span<const std::uint64_t, INSTAR_EXCEPTION_VECTORS>(rt.exception_handlers));
@@ -92,6 +93,14 @@ Outcome<RunResult> boot_and_run(PreparedVm& vm, const GuestImage& rt,
         if (confine) confine_writer = [filter = *confine] { return !confine_worker_thread(filter).has_value(); };
         if (!writer->start(std::move(confine_writer))) writer.reset(); // no thread: plain writes
     }
+    // The reader thread, made and confined as the writer is.
+    std::optional<ReadAheadWorker> reader;
+    if (read_ahead) {
+        reader.emplace(*watchdog.value());
+        std::function<bool()> confine_reader;
+        if (confine) confine_reader = [filter = *confine] { return !confine_worker_thread(filter).has_value(); };
+        if (!reader->start(std::move(confine_reader))) reader.reset(); // no thread: reads at once
+    }
     // INSTAR_HC_COMPRESS's workers, with the bulk-copy runs only: one per online CPU beside this
     // thread, which takes its share of each batch.
     std::optional<CompressPool> pool;
@@ -107,6 +116,7 @@ Outcome<RunResult> boot_and_run(PreparedVm& vm, const GuestImage& rt,
     }
     HypercallServer server(m, devices, *watchdog.value(), outputs, progress, writer ? &*writer : nullptr);
     if (pool) server.set_compress_pool(&*pool);
+    if (reader) server.set_read_ahead_worker(&*reader);
     auto ran = vm.vm->run(server, *watchdog.value());
     if (!ran) {
         SandboxError e = ran.error();
@@ -200,7 +210,7 @@ Outcome<RunResult> run(const SandboxConfig& config, std::span<const Device> devi
         }
         return boot_and_run(*vm, *runtime.value(), images, devices, op, arg, config.timeout,
                             outputs ? &*outputs : nullptr, progress, filter ? &*filter : nullptr, ahead,
-                            config.write_behind, config.compress_workers);
+                            config.write_behind, config.compress_workers, config.read_ahead);
     }, [&] {
         if (filter) compile_vcpu_filter(*filter, ahead);
     });
@@ -226,13 +236,20 @@ Outcome<RunResult> run(const SandboxConfig& config, std::span<const Device> devi
 }
 
 
-bool write_behind_requested() {
-    if (const char* v = std::getenv("INSTAR_WRITE_BEHIND"); v != nullptr) {
+namespace {
+// A host thread beside the vCPU's: `variable`=off or =on when set so, else where another CPU is online.
+bool cpu_switch_requested(const char* variable) {
+    if (const char* v = std::getenv(variable); v != nullptr) {
         if (std::string_view(v) == "off") return false;
         if (std::string_view(v) == "on") return true;
     }
     return online_cpus() > 1;
 }
+} // namespace
+
+bool write_behind_requested() { return cpu_switch_requested("INSTAR_WRITE_BEHIND"); }
+
+bool read_ahead_requested() { return cpu_switch_requested("INSTAR_READ_AHEAD"); }
 
 std::optional<SandboxError> check_sandbox(const SandboxConfig& config) {
     switch (requested_sandbox(config.sandbox)) {

@@ -88,6 +88,11 @@ struct SandboxConfig {
     // INSTAR_HC_COMPRESS runs on one worker thread per online CPU beside the vCPU thread (without:
     // on the vCPU thread alone). For convert; other operations do not compress.
     bool compress_workers = false;
+    // Read-ahead in the KVM sandbox: the guest's INSTAR_READ_AHEAD reads are made by a host reader
+    // thread while the guest runs on (read_ahead_worker.h). Compare and convert (without
+    // write-behind) ask for it with read_ahead_requested(). The process sandbox always reads ahead
+    // (its serving thread is not the guest's CPU).
+    bool read_ahead = false;
     // A one-shot process (the command line): the finished VM is not torn down here but left to a
     // keeper process that shares this address space and ends when this process does, so closing
     // the VM (SRCU grace periods, freeing its MMU state: 1 ms idle, several ms on a loaded host)
@@ -100,6 +105,9 @@ struct SandboxConfig {
 // INSTAR_WRITE_BEHIND=off or =on when set so; otherwise on where more than one CPU is online (the
 // writes overlap the reads only where another CPU can run them).
 bool write_behind_requested();
+// Whether compare and convert ask for SandboxConfig::read_ahead: INSTAR_READ_AHEAD=off or =on when
+// set so; otherwise on where more than one CPU is online (another CPU must make the reads).
+bool read_ahead_requested();
 
 struct Record {
     std::uint32_t type = 0;

@@ -53,7 +53,8 @@ bool seccomp_enabled();
 std::optional<SandboxError> confine_vcpu_thread(const VcpuFilter& filter);
 
 // The same list without the vCPU ioctls (filter.vcpu_fd is ignored), for the write-behind writer
-// thread (device_io.h): it only writes to the devices and waits on the queue's lock.
+// thread (device_io.h) and the read-ahead reader thread (read_ahead_worker.h): they only write or
+// read the devices and wait on their queue's lock.
 std::optional<SandboxError> confine_worker_thread(const VcpuFilter& filter);
 
 // The vCPU filter compiled ahead, by another thread, while the vCPU thread places the guest: what

@@ -1,0 +1,84 @@
+// The KVM sandbox's reader thread (read_ahead_worker.h).
+#include "vmm/read_ahead_worker.h"
+
+namespace instar::vmm {
+
+ReadAheadWorker::ReadAheadWorker(const Watchdog& watchdog) : watchdog_(watchdog) {}
+
+ReadAheadWorker::~ReadAheadWorker() {
+    {
+        std::lock_guard lock(mu_);
+        stop_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+}
+
+bool ReadAheadWorker::start(std::function<bool()> confine) {
+    try {
+        thread_ = std::thread([this, confine = std::move(confine)] {
+            if (confine && !confine()) {
+                std::lock_guard lock(mu_);
+                stop_ = true; // submit() refuses from now on: the vCPU thread reads at once
+                if (!queue_.empty()) outcome_ = Transfer::Failed; // taken before the thread failed
+                queue_.clear();
+                cv_.notify_all();
+                return;
+            }
+            loop();
+        });
+    } catch (...) {
+        return false;
+    }
+    return true;
+}
+
+bool ReadAheadWorker::submit(const Device& d, std::uint8_t* dst, std::uint64_t len, std::uint64_t offset) {
+    {
+        std::lock_guard lock(mu_);
+        if (stop_ || queue_.size() >= READ_AHEAD_MAX_JOBS) return false;
+        queue_.push_back(Job{d, dst, len, offset});
+    }
+    cv_.notify_all();
+    return true;
+}
+
+Transfer ReadAheadWorker::settle() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [this] { return queue_.empty(); });
+    const Transfer t = outcome_;
+    outcome_ = Transfer::Done;
+    return t;
+}
+
+void ReadAheadWorker::loop() {
+    for (;;) {
+        Job job;
+        {
+            std::unique_lock lock(mu_);
+            cv_.wait(lock, [this] { return !queue_.empty() || stop_; });
+            if (stop_) {
+                queue_.clear(); // the run is over: its guest reads nothing more
+                cv_.notify_all();
+                return;
+            }
+            job = queue_.front(); // stays queued (settle() waits for it) until it is read
+        }
+        // SAFETY: the server checked [dst, dst + len) against guest RAM, which outlives this thread;
+        // the guest leaves it alone until it settles (if it does not, it garbles only its own copy).
+        const Transfer t = device_transfer(job.dev, job.dst, job.len, job.offset, false, watchdog_, bounce_);
+        {
+            std::lock_guard lock(mu_);
+            if (t == Transfer::TimedOut) {
+                outcome_ = t;
+                queue_.clear(); // past the budget: the run is ending, the rest is not read
+            } else {
+                if (t == Transfer::Failed && outcome_ == Transfer::Done) outcome_ = t;
+                queue_.pop_front();
+            }
+        }
+        cv_.notify_all();
+    }
+}
+
+} // namespace instar::vmm
