@@ -36,12 +36,7 @@ constinit uint64_t ahead_lo = 0;
 constinit uint64_t ahead_hi = 0;
 constinit bool reads_pending = false;
 constinit bool host_reads_ahead_seen = false;
-
-// Whether a call that changes a device's bytes or length has been made in this run.
-constinit bool changed_devices = false;
 } // namespace
-
-bool devices_changed() { return changed_devices; }
 
 bool host_reads_ahead() { return host_reads_ahead_seen; }
 
@@ -89,7 +84,7 @@ int64_t hc_read(uint32_t device, uint64_t offset, void* buf, uint64_t len) {
 }
 
 int64_t hc_write(uint32_t device, uint64_t offset, const void* buf, uint64_t len) {
-    changed_devices = true;
+    note_device_change(device);
     instar_hypercall* mb = prepare(INSTAR_HC_WRITE);
     mb->device = device;
     mb->offset = offset;
@@ -137,7 +132,7 @@ int64_t hc_record(uint32_t type, const void* data, uint64_t len) {
 }
 
 int64_t hc_set_length(uint32_t device, uint64_t length, uint32_t fill) {
-    changed_devices = true;
+    note_device_change(device);
     in_flight = 0; // settles
     instar_hypercall* mb = prepare(INSTAR_HC_SET_LENGTH);
     mb->device = device;
@@ -154,11 +149,17 @@ int64_t hc_add_file(const char* name, uint64_t len) {
     return hypercall_issue(mb);
 }
 
-int64_t hc_allocation(uint32_t device, uint64_t offset, bool* data, uint64_t* length) {
+int64_t hc_allocation(uint32_t device, uint64_t offset, bool* data, uint64_t* length,
+                      instar_allocation_run* runs, uint64_t max_runs) {
     in_flight = 0; // settles
     instar_hypercall* mb = prepare(INSTAR_HC_ALLOCATION);
     mb->device = device;
     mb->offset = offset;
+    if (runs != nullptr && max_runs != 0) {
+        mb->arg0 = INSTAR_ALLOCATION_RUNS;
+        mb->gpa = addr(runs);
+        mb->len = max_runs * sizeof(instar_allocation_run);
+    }
     const int64_t ret = hypercall_issue(mb);
     *data = (mb->out_flags & INSTAR_ALLOCATION_DATA) != 0;
     *length = mb->out_size;
@@ -166,7 +167,7 @@ int64_t hc_allocation(uint32_t device, uint64_t offset, bool* data, uint64_t* le
 }
 
 int64_t hc_discard(uint32_t device, uint64_t offset, uint64_t len) {
-    changed_devices = true;
+    note_device_change(device);
     in_flight = 0; // settles
     instar_hypercall* mb = prepare(INSTAR_HC_DISCARD);
     mb->device = device;

@@ -14,15 +14,21 @@ int64_t hc_device_info(uint32_t device, uint64_t* size, uint64_t* flags);
 int64_t hc_record(uint32_t type, const void* data, uint64_t len);
 int64_t hc_set_length(uint32_t device, uint64_t length, uint32_t fill);
 int64_t hc_add_file(const char* name, uint64_t len); // >= 0: the new device's index
-int64_t hc_allocation(uint32_t device, uint64_t offset, bool* data, uint64_t* length);
+// The run at `offset`; with `runs`, also up to max_runs runs from offset on (INSTAR_ALLOCATION_RUNS):
+// ret is how many the host wrote there (0 when it wrote none).
+int64_t hc_allocation(uint32_t device, uint64_t offset, bool* data, uint64_t* length,
+                      instar_allocation_run* runs = nullptr, uint64_t max_runs = 0);
 int64_t hc_discard(uint32_t device, uint64_t offset, uint64_t len);
 void hc_progress(uint64_t done, uint64_t total);
 // INSTAR_HC_COMPRESS: count <= INSTAR_MAX_COMPRESS_JOBS jobs, results written into the table.
 int64_t hc_compress(uint32_t kind, instar_compress_job* jobs, uint64_t count);
 void hc_log(const char* text, uint64_t len);
-// Whether hc_write, hc_discard or hc_set_length has been called in this run (devices.cpp's
-// small-read block is only trusted before: two devices may be one file, e.g. commit's base).
+// Whether hc_write, hc_discard or hc_set_length has been called in this run on a device that is
+// not a new output (devices.cpp's small-read block and allocation runs are only trusted before:
+// two devices may be one file, e.g. commit's base; an output is a file the host created for this
+// run, never one an input names). hypercalls.cpp reports each such call with note_device_change().
 bool devices_changed();
+void note_device_change(uint32_t device);
 [[noreturn]] void hc_exit(int32_t status);
 void log_str(const char* text);
 // Write-behind (docs/sandbox.md): device writes from inside [buf, buf + len) are sent as

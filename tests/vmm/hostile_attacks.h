@@ -62,6 +62,11 @@ enum class Attack : uint8_t {
     // INSTAR_READ_AHEAD again: 64 reads ahead of 16 KiB each from device 0 into one 1 MiB buffer,
     // then exit 0 without settling them (the host must finish or drop them before the run ends).
     ReadAheadUnsettled,
+    // INSTAR_ALLOCATION_RUNS: runs of device 0 from offset 4096 into a buffer of 8 (AllocationRuns:
+    // one record, {ret, out_flags, out_size} then the 8 runs as the host left them), and with the
+    // buffer outside guest RAM (AllocationRunsOutsideRam: the host must end the guest).
+    AllocationRuns,
+    AllocationRunsOutsideRam,
     // Not an attack: the runtime's small-read block (devices.cpp). Reads through device 0 (read-only)
     // 8 @ 0, 100 @ 4090 (across a block boundary), 50 @ 4101, the last 3 bytes, 112 @ 0, then
     // writes 16 bytes (i * 13) at 0 through device 1 (writable: the same file in the test) and reads

@@ -295,6 +295,24 @@ Status run(const void* arg, size_t arg_len) {
         }
         return Status::Ok;
     }
+    case Attack::AllocationRuns:
+    case Attack::AllocationRunsOutsideRam: {
+        static instar_allocation_run runs[8];
+        for (auto& r : runs) r = {0xdead, 0xbeef};
+        instar_hypercall* mb = mailbox();
+        *mb = instar_hypercall{};
+        mb->nr = INSTAR_HC_ALLOCATION;
+        mb->offset = 4096;
+        mb->arg0 = INSTAR_ALLOCATION_RUNS;
+        mb->gpa = static_cast<Attack>(a[0]) == Attack::AllocationRuns ? addr(runs) : (uint64_t{1} << 40);
+        mb->len = sizeof runs;
+        const int64_t ret = hypercall_issue(mb);
+        const uint64_t head[3] = {static_cast<uint64_t>(ret), mb->out_flags, mb->out_size};
+        uint8_t out[sizeof head + sizeof runs];
+        __builtin_memcpy(out, head, sizeof head);
+        __builtin_memcpy(out + sizeof head, runs, sizeof runs);
+        return svc->send_record(INSTAR_REC_TEST, out, sizeof out);
+    }
     case Attack::SmallReads: {
         static uint8_t got[8 + 112 + 100 + 50 + 3 + 8];
         BlockDevice* out = svc->device(1);

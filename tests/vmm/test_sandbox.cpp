@@ -4,6 +4,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 
@@ -277,6 +278,60 @@ TEST_CASE("a guest that exits with reads ahead unsettled ends its run cleanly") 
     auto again = run(SandboxConfig{}, {&dev, 1}, {}, INSTAR_OP_NOP, {});
     REQUIRE(again.ok());
     CHECK(again.value().exit_status == 0);
+}
+
+TEST_CASE("allocation runs: one call answers the runs of a sparse file that follow") {
+    // 4 KiB data, then every other 64 KiB block data from 64 KiB on: holes punched into a file
+    // written whole, so the runs are the file system's (SEEK_DATA/SEEK_HOLE), as for a raw image.
+    auto data = pattern(1 << 20);
+    TempFile f(data);
+    REQUIRE(::fallocate(f.fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 4096, 61440) == 0);
+    for (off_t at = 128 << 10; at < (1 << 20); at += 128 << 10)
+        REQUIRE(::fallocate(f.fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, at, 64 << 10) == 0);
+    const Device dev{f.fd(), data.size(), false};
+    auto run = attack(Attack::AllocationRuns, {&dev, 1});
+    REQUIRE_MESSAGE(run.ok(), (run.ok() ? "" : run.error().message));
+    REQUIRE(run.value().records.size() == 1);
+    const auto& rec = run.value().records[0].data;
+    std::uint64_t head[3];
+    instar_allocation_run runs[8];
+    REQUIRE(rec.size() == sizeof head + sizeof runs);
+    std::memcpy(head, rec.data(), sizeof head);
+    std::memcpy(runs, rec.data() + sizeof head, sizeof runs);
+    // The truth, from the file system: the runs from 4096 on (a file system may keep a punched
+    // range's edges allocated, so the test asks it instead of assuming the layout above).
+    std::vector<instar_allocation_run> want;
+    for (std::uint64_t at = 4096; at < data.size() && want.size() < 8;) {
+        const off_t d = ::lseek(f.fd(), static_cast<off_t>(at), SEEK_DATA);
+        if (d < 0 || static_cast<std::uint64_t>(d) > at) {
+            const std::uint64_t end = d < 0 ? data.size() : static_cast<std::uint64_t>(d);
+            want.push_back({end - at, 0});
+            at = end;
+        } else {
+            const std::uint64_t end = std::min<std::uint64_t>(static_cast<std::uint64_t>(::lseek(f.fd(), static_cast<off_t>(at), SEEK_HOLE)), data.size());
+            want.push_back({end - at, INSTAR_ALLOCATION_DATA});
+            at = end;
+        }
+    }
+    REQUIRE(head[0] == want.size());
+    CHECK(head[1] == want[0].flags);
+    CHECK(head[2] == want[0].length);
+    for (std::size_t i = 0; i < want.size(); ++i) {
+        CHECK(runs[i].length == want[i].length);
+        CHECK(runs[i].flags == want[i].flags);
+    }
+    for (std::size_t i = want.size(); i < 8; ++i) CHECK(runs[i].length == 0xdead); // untouched
+}
+
+TEST_CASE("allocation runs into a buffer outside guest RAM end the guest") {
+    const auto data = pattern(1 << 20);
+    TempFile f(data);
+    const Device dev{f.fd(), data.size(), false};
+    auto r = attack(Attack::AllocationRunsOutsideRam, {&dev, 1});
+    REQUIRE_FALSE(r.ok());
+    INFO("message: ", r.error().message);
+    CHECK(r.error().kind == ErrorKind::GuestBadRequest);
+    CHECK(r.error().message.find("allocation runs buffer") != std::string::npos);
 }
 
 TEST_CASE("small reads come from the runtime's block until a device changes") {

@@ -155,6 +155,21 @@ enum instar_fill {
 #define INSTAR_DEVICE_WRITABLE 1u /* out_flags bit */
 #define INSTAR_DEVICE_OUTPUT 2u   /* out_flags bit: a file being created; writes may extend it */
 #define INSTAR_ALLOCATION_DATA 1u /* INSTAR_HC_ALLOCATION out_flags: the run holds data, else a hole */
+/* INSTAR_HC_ALLOCATION's arg0 (added within ABI 5: an older guest never sets it, and a host that
+ * ignores it answers ret 0). RUNS: [gpa, gpa + len) holds len / 16 struct instar_allocation_run;
+ * for a read-only device the host fills them with the runs from `offset` on, each starting where
+ * the one before ends, at most INSTAR_MAX_ALLOCATION_RUNS, stopping at the file's end, and returns
+ * how many in ret (it may write none: ret 0). out_flags/out_size describe the first run either way.
+ * One exit then answers a walk's next status queries on a raw file (an exit costs ~50 us under
+ * nested KVM, a SEEK_DATA/SEEK_HOLE pair ~2 us). Other bits: 0. */
+#define INSTAR_ALLOCATION_RUNS 1ull
+struct instar_allocation_run {
+    uint64_t length; /* > 0 */
+    uint64_t flags;  /* INSTAR_ALLOCATION_DATA or 0 */
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_allocation_run) == 16, "allocation run layout");
+/* Runs one ALLOCATION call answers at most: bounds the host's work per call (two lseeks a run). */
+#define INSTAR_MAX_ALLOCATION_RUNS 256u
 
 struct instar_hypercall {
     uint32_t nr;     /* enum instar_hypercall_nr */

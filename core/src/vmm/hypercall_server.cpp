@@ -275,6 +275,20 @@ int file_stat(int fd, struct stat& st) {
     return static_cast<int>(::syscall(SYS_fstat, fd, &st));
 }
 
+// The run of data or hole at `offset` (< end) of fd, cut at `end` (the file's length).
+struct FileRun {
+    std::uint64_t length;
+    std::uint32_t flags; // INSTAR_ALLOCATION_DATA or 0
+};
+FileRun file_run(int fd, std::uint64_t offset, std::uint64_t end) {
+    const off_t data = ::lseek(fd, static_cast<off_t>(offset), SEEK_DATA);
+    if (data < 0 || static_cast<std::uint64_t>(data) > offset)
+        return {(data < 0 ? end : std::min<std::uint64_t>(static_cast<std::uint64_t>(data), end)) - offset, 0};
+    const off_t hole = ::lseek(fd, static_cast<off_t>(offset), SEEK_HOLE);
+    return {(hole < 0 ? end : std::min<std::uint64_t>(static_cast<std::uint64_t>(hole), end)) - offset,
+            INSTAR_ALLOCATION_DATA};
+}
+
 // Writes zeros over [from, to) of d, in pieces so the watchdog is checked between them.
 Transfer fill_zeros(const Device& d, std::uint64_t from, std::uint64_t to, const Watchdog& watchdog,
                     BounceBuffer& bounce) {
@@ -373,15 +387,28 @@ Outcome<HypercallServer::Next> HypercallServer::allocation(const instar_hypercal
     const std::uint64_t end = std::min<std::uint64_t>(d->size, static_cast<std::uint64_t>(st.st_size));
     if (req.offset >= end) return bad_request("allocation at " + std::to_string(req.offset) + ", past the end of device " +
                                               std::to_string(req.device));
-    const off_t data = ::lseek(d->fd, static_cast<off_t>(req.offset), SEEK_DATA);
-    if (data < 0 || static_cast<std::uint64_t>(data) > req.offset) {
-        reply.out_flags = 0;
-        reply.out_size = (data < 0 ? end : std::min<std::uint64_t>(static_cast<std::uint64_t>(data), end)) - req.offset;
-        return Next::Resume;
+    const FileRun first = file_run(d->fd, req.offset, end);
+    reply.out_flags = first.flags;
+    reply.out_size = first.length;
+    if ((req.arg0 & INSTAR_ALLOCATION_RUNS) == 0 || d->writable) return Next::Resume; // a written file's runs change
+    const std::uint64_t n = std::min<std::uint64_t>(req.len / sizeof(instar_allocation_run), INSTAR_MAX_ALLOCATION_RUNS);
+    std::uint8_t* buf = mem_.range(req.gpa, n * sizeof(instar_allocation_run));
+    if (buf == nullptr) {
+        return bad_request("allocation runs buffer " + hex(req.gpa) + " + " + std::to_string(req.len) +
+                           " lies outside guest RAM (" + std::to_string(mem_.size()) + " bytes)");
     }
-    const off_t hole = ::lseek(d->fd, static_cast<off_t>(req.offset), SEEK_HOLE);
-    reply.out_flags = INSTAR_ALLOCATION_DATA;
-    reply.out_size = (hole < 0 ? end : std::min<std::uint64_t>(static_cast<std::uint64_t>(hole), end)) - req.offset;
+    std::uint64_t written = 0;
+    FileRun run = first;
+    for (std::uint64_t at = req.offset; written < n;) {
+        const instar_allocation_run out{run.length, run.flags};
+        // SAFETY: [buf, buf + n * 16) was checked to lie inside the guest mapping just above.
+        std::memcpy(buf + written * sizeof out, &out, sizeof out);
+        ++written;
+        at += run.length;
+        if (at >= end) break;
+        run = file_run(d->fd, at, end);
+    }
+    reply.ret = static_cast<std::int64_t>(written);
     return Next::Resume;
 }
 
