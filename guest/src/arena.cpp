@@ -62,6 +62,8 @@ public:
         return reinterpret_cast<void*>(user);
     }
 
+    uint64_t room() const { return end_ - next_; }
+
     void deallocate(void* p, size_t) override {
         if (p == nullptr) return;
         // SAFETY: p came from allocate(), which put a Header right before it (checked by magic).
@@ -103,6 +105,7 @@ constinit Arena the_arena;
 
 void arena_init(uint64_t base, uint64_t size) { the_arena.init(base, size); }
 Allocator& arena() { return the_arena; }
+uint64_t arena_room() { return the_arena.room(); }
 
 } // namespace instar::guest
 

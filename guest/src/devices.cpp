@@ -118,6 +118,61 @@ int64_t fetch_runs(uint32_t index, uint64_t offset, uint64_t size, bool* data, u
     return 0;
 }
 
+// Read windows: a walk over an image whose runs are short (a raw file with a hole every other
+// 64 KiB, a qcow2 image's data clusters between unallocated ones) reads each run with its own call,
+// an exit each. A short read (at most WINDOW_MAX_READ) that moves forward through a read-only device
+// by less than a window from the end of the read before fetches READ_WINDOW bytes from its
+// 4 KiB-aligned start instead, and the reads inside them are copied from guest memory. Two slots
+// (compare's two sides), allocated when first needed and only with room to spare; trusted only until
+// a device changes, as the small-read block. A window that fails to read is not kept: the read is
+// made alone, so a failure is reported for the bytes asked.
+constexpr uint64_t READ_WINDOW = 2u << 20;
+constexpr uint64_t WINDOW_MAX_READ = 256u << 10; // longer reads are few enough to pay their exit
+constexpr uint64_t WINDOW_MIN_ROOM = 32u << 20;  // arena left after a window: walks keep their buffers
+constexpr uint32_t WINDOW_SLOTS = 2;
+struct WindowSlot {
+    uint32_t device = UINT32_MAX; // UINT32_MAX: holds nothing
+    uint64_t start = 0;
+    uint64_t len = 0;
+    uint8_t* buf = nullptr; // READ_WINDOW bytes from the arena, kept for the run
+};
+constinit WindowSlot window_slots[WINDOW_SLOTS];
+constinit uint32_t window_next = 0;
+constinit bool windows_allowed = false;
+
+// Serves [offset, offset + len) of device `index` from a window; false to read it directly.
+// *last_end: the end of the device's previous read (updated when served).
+bool read_windowed(uint32_t index, uint64_t size, uint64_t offset, void* buf, uint64_t len, uint64_t* last_end) {
+    WindowSlot* slot = nullptr;
+    for (WindowSlot& w : window_slots)
+        if (w.device == index) slot = &w;
+    if (slot != nullptr && offset >= slot->start && offset + len <= slot->start + slot->len) {
+        __builtin_memcpy(buf, slot->buf + (offset - slot->start), len);
+        *last_end = offset + len;
+        return true;
+    }
+    if (offset < *last_end || offset - *last_end >= READ_WINDOW) return false; // not moving forward
+    if (slot == nullptr) {
+        slot = &window_slots[window_next];
+        if (slot->buf == nullptr) {
+            if (arena_room() < READ_WINDOW + WINDOW_MIN_ROOM) return false;
+            slot->buf = static_cast<uint8_t*>(arena().allocate(READ_WINDOW, 4096));
+            if (slot->buf == nullptr) return false;
+        }
+        window_next = (window_next + 1) % WINDOW_SLOTS;
+    }
+    const uint64_t start = offset & ~uint64_t{4095};
+    const uint64_t n = size - start < READ_WINDOW ? size - start : READ_WINDOW;
+    slot->device = UINT32_MAX;
+    if (offset + len > start + n || hc_read(index, start, slot->buf, n) != 0) return false;
+    slot->device = index;
+    slot->start = start;
+    slot->len = n;
+    __builtin_memcpy(buf, slot->buf + (offset - start), len);
+    *last_end = offset + len;
+    return true;
+}
+
 class HypercallDevice final : public BlockDevice {
 public:
     void init(uint32_t index) {
@@ -139,6 +194,10 @@ public:
         if (len == 0) return Status::Ok;
         Status st = Status::Ok;
         if (!writable_ && len < SMALL_READ_BLOCK && read_small(index_, size_, offset, buf, len, &st)) return st;
+        if (!writable_ && windows_allowed && len <= WINDOW_MAX_READ && !devices_changed() &&
+            read_windowed(index_, size_, offset, buf, len, &last_end_))
+            return Status::Ok;
+        last_end_ = offset + len;
         return hc_read(index_, offset, buf, len) == 0 ? Status::Ok : Status::IoError;
     }
     Status write(uint64_t offset, const void* buf, size_t len) override {
@@ -169,6 +228,7 @@ private:
     uint64_t size_ = 0;
     bool writable_ = false;
     bool output_ = false;
+    uint64_t last_end_ = 0; // the end of the last read past the small-read block (read windows)
 };
 
 // The boot devices, in the arena: INSTAR_MAX_DEVICES is large (a vmdk's extents), most runs have few.
@@ -205,7 +265,10 @@ void note_device_change(uint32_t index) {
     changed_devices = true;
     small_device = UINT32_MAX;
     for (RunSlot& s : run_slots) s.device = UINT32_MAX;
+    for (WindowSlot& w : window_slots) w.device = UINT32_MAX;
 }
+
+void allow_read_windows() { windows_allowed = true; }
 
 BlockDevice* device(uint32_t index) { return index < count ? &devices[index] : nullptr; }
 

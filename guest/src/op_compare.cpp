@@ -129,6 +129,7 @@ Status compare_op(const uint8_t* arg, uint32_t arg_len) {
         convert::CompareParams p;
         p.strict = (h.flags & INSTAR_COMPARE_STRICT) != 0;
         p.ahead = runtime_read_ahead(reasons);
+        allow_read_windows(); // short runs: one call reads several (devices.cpp)
         if (h.flags & INSTAR_COMPARE_PROGRESS) {
             p.progress = progress;
             p.progress_ctx = &done;

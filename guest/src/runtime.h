@@ -52,6 +52,8 @@ bool host_reads_ahead();
 // arena.cpp: the bounded allocator behind Services::allocator and malloc/free.
 void arena_init(uint64_t base, uint64_t size);
 Allocator& arena();
+// Bytes never handed out yet (the bump region; freed blocks not counted).
+uint64_t arena_room();
 
 // devices.cpp
 void devices_init(const instar_boot_info& boot); // the boot info describes the first devices
@@ -61,6 +63,10 @@ BlockDevice* device(uint32_t index);
 BlockDevice* attach_device(uint32_t index);
 // The host's index of a device made by device() or attach_device(); UINT32_MAX for any other.
 uint32_t device_index(const BlockDevice& dev);
+// Read windows (devices.cpp): from now on, short reads that move forward through a read-only
+// device are served from a window read in one call. For the walks over data (convert, compare),
+// called once their own buffers are placed: the windows take arena memory.
+void allow_read_windows();
 
 // services.cpp
 const Services& services();

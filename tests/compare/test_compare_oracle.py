@@ -120,6 +120,16 @@ fx(q("create", "-q", "-f", "qcow2", "freed.qcow2", SIZE),
     "e = next(e for e in m if e['data'] and e['start'] <= 5 << 20 < e['start'] + e['length'])\n"
     "subprocess.run(['fallocate', '-p', '-o', str(e['offset'] + (5 << 20) - e['start']), '-l', '65536',"
     " 'freed.qcow2'], check=True)", "QIMG"])
+# Short runs (the runtime's read windows, docs/guest-abi.md): 8 MiB raw with every other 64 KiB block a
+# hole, its qcow2 copy (data clusters back to back in the file), and one-byte differences inside a
+# data block far into a window, inside a hole, and in the last block of a window.
+fx(["python3", "-c", "import os\nf = open('stripes.raw', 'wb')\nf.truncate(8 << 20)\n"
+    "for i in range(0, 8 << 20, 128 << 10):\n    f.seek(i)\n    f.write(os.urandom(64 << 10))"],
+   q("convert", "-q", "-f", "raw", "-O", "qcow2", "stripes.raw", "stripes.qcow2"))
+STRIPE_DIFFS = [("sdata", "write -P 0x99 3200000 1"), ("shole", "write -P 0x99 3000000 1"),
+                ("sedge", "write -P 0x99 4259839 1")]
+for name, op in STRIPE_DIFFS:
+    fx(["cp", "--sparse=always", "stripes.raw", "%s.raw" % name], io("raw", "%s.raw" % name, op))
 REFUSED = [(["trunc.qcow2", "empty.qcow2"], 3, "qemu-img: Sector allocation test failed for trunc.qcow2\n")]
 
 CASES = []  # (args, both_orders)
@@ -150,6 +160,10 @@ for name, _ in DIFFS:
     pair("a.vhdx", "vhdx", name + ".qcow2", "qcow2", both=False)
     pair("a-monolithicSparse.vmdk", "vmdk", name + ".raw", "raw", both=False)
     pair("a.qcow2", "qcow2", name + ".qcow2", "qcow2", "-s", both=False)
+pair("stripes.raw", "raw", "stripes.qcow2", "qcow2")
+for name, _ in STRIPE_DIFFS:
+    pair("stripes.raw", "raw", name + ".raw", "raw", both=False)
+    pair("stripes.qcow2", "qcow2", name + ".raw", "raw")
 # Sizes.
 for other in ["short.qcow2", "long0.qcow2", "long1.qcow2"]:
     pair("a.qcow2", "qcow2", other, "qcow2")

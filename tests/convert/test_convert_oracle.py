@@ -60,6 +60,11 @@ fixture("src.raw", "raw", ["python3", "-c",
                            "import os\nf=open('src.raw','wb')\nf.write(os.urandom(3<<20))\nf.write(bytes(2<<20))\n"
                            "f.seek(8<<20)\nf.write(os.urandom(100000))\nf.truncate(12<<20)"])
 fixture("odd.raw", "raw", ["python3", "-c", "import os\nopen('odd.raw','wb').write(os.urandom(1000001))"])
+# Short runs (the runtime's read windows, docs/guest-abi.md): every other 64 KiB block a hole, and its
+# qcow2 copy, whose data clusters lie back to back in the file between unallocated guest clusters.
+fixture("stripes.raw", "raw", ["python3", "-c", "import os\nf = open('stripes.raw', 'wb')\nf.truncate(8 << 20)\n"
+                               "for i in range(0, 8 << 20, 128 << 10):\n    f.seek(i)\n    f.write(os.urandom(64 << 10))"])
+fixture("stripes.qcow2", "qcow2", q("convert", "-q", "-f", "raw", "-O", "qcow2", "stripes.raw", "stripes.qcow2"))
 # qcow2: cluster sizes, v2, extended L2, zero/discard/compressed, a snapshot, a chain
 fixture("q.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "q.qcow2", "10M"), io("qcow2", "q.qcow2", *PATTERN),
         io("qcow2", "q.qcow2", "write -c -P 0x55 8M 64k", "discard 0 64k"))
@@ -297,6 +302,7 @@ for name, fmt, _ in FIXTURES:
 for tgt in ["qcow2", "vmdk", "vpc", "vhdx"]:
     case("raw -> %s" % tgt, ["convert", "-f", "raw", "-O", tgt, "src.raw", "out." + EXT[tgt]], ["raw"], tgt)
     case("qcow2 -> %s" % tgt, ["convert", "-O", tgt, "q.qcow2", "out." + EXT[tgt]], ["qcow2"], tgt)
+case("stripes raw -> qcow2", ["convert", "-f", "raw", "-O", "qcow2", "stripes.raw", "out.qcow2"], ["raw"], "qcow2")
 # Options, each once.
 case("default target format", ["convert", "q.qcow2", "out.raw"], ["qcow2"], "raw")
 case("-S 0", ["convert", "-S", "0", "-f", "raw", "-O", "raw", "src.raw", "out.raw"], ["raw"], "raw")
