@@ -173,6 +173,50 @@ bool read_windowed(uint32_t index, uint64_t size, uint64_t offset, void* buf, ui
     return true;
 }
 
+// Write gathering: a convert whose source runs are short writes its target one short run at a time
+// (a qcow2 target's 64 KiB clusters back to back, a raw target's data blocks), an exit each. Once
+// convert allows it, a write of at most GATHER_MAX_WRITE to an output that starts where the gathered
+// bytes end is copied into one GATHER_BYTES buffer instead; the buffer is written in one call when a
+// write does not continue it or would overflow it, and before every other device call and the exit
+// (hypercalls.cpp: flush_gathered()), so the host sees the same bytes in the same order, fewer calls.
+// Outputs only: they are files the host created for this run, discarded if it fails, and no input
+// reads them, so a failure found at the later write fails the run as the write itself would have.
+constexpr uint64_t GATHER_BYTES = 2u << 20;
+constexpr uint64_t GATHER_MAX_WRITE = 256u << 10; // longer writes are few enough to pay their exit
+struct Gather {
+    uint32_t device = UINT32_MAX; // UINT32_MAX: nothing gathered
+    uint64_t start = 0;
+    uint64_t len = 0;
+    uint8_t* buf = nullptr; // GATHER_BYTES from the arena, kept for the run
+};
+constinit Gather gather;
+constinit bool gathering_allowed = false;
+
+// Gathers [offset, offset + len) of output `index`; false when the write must be made alone.
+bool gather_write(uint32_t index, uint64_t offset, const void* src, uint64_t len, Status* st) {
+    if (gather.device == index && offset == gather.start + gather.len && len <= GATHER_BYTES - gather.len) {
+        __builtin_memcpy(gather.buf + gather.len, src, len);
+        gather.len += len;
+        *st = Status::Ok;
+        return true;
+    }
+    if (flush_gathered() != 0) {
+        *st = Status::IoError;
+        return true;
+    }
+    if (gather.buf == nullptr) {
+        if (arena_room() < GATHER_BYTES + WINDOW_MIN_ROOM) return false;
+        gather.buf = static_cast<uint8_t*>(arena().allocate(GATHER_BYTES, 4096));
+        if (gather.buf == nullptr) return false;
+    }
+    __builtin_memcpy(gather.buf, src, len);
+    gather.device = index;
+    gather.start = offset;
+    gather.len = len;
+    *st = Status::Ok;
+    return true;
+}
+
 class HypercallDevice final : public BlockDevice {
 public:
     void init(uint32_t index) {
@@ -203,6 +247,9 @@ public:
     Status write(uint64_t offset, const void* buf, size_t len) override {
         if (!writable_ || !in_range(offset, len)) return Status::IoError;
         if (len == 0) return Status::Ok;
+        Status st = Status::Ok;
+        if (output_ && gathering_allowed && len <= GATHER_MAX_WRITE && gather_write(index_, offset, buf, len, &st))
+            return st;
         return hc_write(index_, offset, buf, len) == 0 ? Status::Ok : Status::IoError;
     }
 
@@ -269,6 +316,15 @@ void note_device_change(uint32_t index) {
 }
 
 void allow_read_windows() { windows_allowed = true; }
+
+void allow_write_gathering() { gathering_allowed = true; }
+
+int64_t flush_gathered() {
+    if (gather.device == UINT32_MAX) return 0;
+    const uint32_t index = gather.device;
+    gather.device = UINT32_MAX; // first: hc_write flushes too, and finds nothing now
+    return hc_write(index, gather.start, gather.buf, gather.len) == 0 ? 0 : -INSTAR_EIO;
+}
 
 BlockDevice* device(uint32_t index) { return index < count ? &devices[index] : nullptr; }
 

@@ -68,6 +68,7 @@ void settle_writes_from(const void* buf) {
 }
 
 int64_t hc_read(uint32_t device, uint64_t offset, void* buf, uint64_t len) {
+    if (flush_gathered() != 0) return -INSTAR_EIO; // the writes before come first
     instar_hypercall* mb = prepare(INSTAR_HC_READ);
     mb->device = device;
     mb->offset = offset;
@@ -84,6 +85,7 @@ int64_t hc_read(uint32_t device, uint64_t offset, void* buf, uint64_t len) {
 }
 
 int64_t hc_write(uint32_t device, uint64_t offset, const void* buf, uint64_t len) {
+    if (flush_gathered() != 0) return -INSTAR_EIO; // the writes before come first
     note_device_change(device);
     instar_hypercall* mb = prepare(INSTAR_HC_WRITE);
     mb->device = device;
@@ -108,6 +110,7 @@ int64_t hc_write(uint32_t device, uint64_t offset, const void* buf, uint64_t len
 }
 
 int64_t hc_flush(uint32_t device) {
+    if (flush_gathered() != 0) return -INSTAR_EIO; // the writes before come first
     in_flight = 0; // a flush settles
     instar_hypercall* mb = prepare(INSTAR_HC_FLUSH);
     mb->device = device;
@@ -132,6 +135,7 @@ int64_t hc_record(uint32_t type, const void* data, uint64_t len) {
 }
 
 int64_t hc_set_length(uint32_t device, uint64_t length, uint32_t fill) {
+    if (flush_gathered() != 0) return -INSTAR_EIO; // the writes before come first
     note_device_change(device);
     in_flight = 0; // settles
     instar_hypercall* mb = prepare(INSTAR_HC_SET_LENGTH);
@@ -142,6 +146,7 @@ int64_t hc_set_length(uint32_t device, uint64_t length, uint32_t fill) {
 }
 
 int64_t hc_add_file(const char* name, uint64_t len) {
+    if (flush_gathered() != 0) return -INSTAR_EIO; // the writes before come first
     in_flight = 0; // settles
     instar_hypercall* mb = prepare(INSTAR_HC_ADD_FILE);
     mb->gpa = addr(name);
@@ -151,6 +156,7 @@ int64_t hc_add_file(const char* name, uint64_t len) {
 
 int64_t hc_allocation(uint32_t device, uint64_t offset, bool* data, uint64_t* length,
                       instar_allocation_run* runs, uint64_t max_runs) {
+    if (flush_gathered() != 0) return -INSTAR_EIO; // the writes before come first
     in_flight = 0; // settles
     instar_hypercall* mb = prepare(INSTAR_HC_ALLOCATION);
     mb->device = device;
@@ -167,6 +173,7 @@ int64_t hc_allocation(uint32_t device, uint64_t offset, bool* data, uint64_t* le
 }
 
 int64_t hc_discard(uint32_t device, uint64_t offset, uint64_t len) {
+    if (flush_gathered() != 0) return -INSTAR_EIO; // the writes before come first
     note_device_change(device);
     in_flight = 0; // settles
     instar_hypercall* mb = prepare(INSTAR_HC_DISCARD);
@@ -205,6 +212,8 @@ void log_str(const char* text) {
 }
 
 void hc_exit(int32_t status) {
+    // Gathered writes are part of the output: a run whose last writes failed did not succeed.
+    if (flush_gathered() != 0 && status == static_cast<int32_t>(Status::Ok)) status = static_cast<int32_t>(Status::IoError);
     instar_hypercall* mb = prepare(INSTAR_HC_EXIT);
     mb->arg0 = static_cast<uint32_t>(status);
     for (;;) {

@@ -307,7 +307,8 @@ Status convert_op(const uint8_t* arg, uint32_t arg_len) {
         p.settle_writes = settle_writes_from;
         p.writes_deferred = host_defers_writes;
         p.ahead = runtime_read_ahead(reasons);
-        allow_read_windows(); // short runs: one call reads several (devices.cpp)
+        allow_read_windows();    // short runs: one call reads several,
+        allow_write_gathering(); // and one call writes several (devices.cpp)
         // The engine finishes the target itself (writer->finish()) once the data is in.
         st = convert::run_convert(sources, h.source_count, *writer, p, arena(), &reasons);
         salvage.flush();

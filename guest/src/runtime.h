@@ -67,6 +67,12 @@ uint32_t device_index(const BlockDevice& dev);
 // device are served from a window read in one call. For the walks over data (convert, compare),
 // called once their own buffers are placed: the windows take arena memory.
 void allow_read_windows();
+// Write gathering (devices.cpp): from now on, short writes to an output that continue the one
+// before are copied into one buffer and written together, before any other device call
+// (hypercalls.cpp calls flush_gathered() first in each, and at exit). For convert.
+void allow_write_gathering();
+// Writes what was gathered: 0, or -INSTAR_EIO when that write failed (the host keeps why).
+int64_t flush_gathered();
 
 // services.cpp
 const Services& services();
