@@ -24,6 +24,20 @@ int64_t raw_call(uint32_t nr, uint32_t device, uint64_t offset, uint64_t gpa, ui
 
 uint64_t addr(const void* p) { return reinterpret_cast<uintptr_t>(p); }
 
+// One INSTAR_READ_AHEAD read of device 0; its ret, and whether it came back PENDING.
+int64_t read_ahead(uint64_t offset, void* buf, uint64_t len, bool* pending) {
+    instar_hypercall* mb = mailbox();
+    *mb = instar_hypercall{};
+    mb->nr = INSTAR_HC_READ;
+    mb->offset = offset;
+    mb->gpa = addr(buf);
+    mb->len = len;
+    mb->arg0 = INSTAR_READ_AHEAD;
+    const int64_t ret = hypercall_issue(mb);
+    *pending = (mb->out_flags & INSTAR_READ_PENDING) != 0;
+    return ret;
+}
+
 Status exhaust_allocator() {
     constexpr size_t CHUNK = 1 << 20;
     uint64_t chunks = 0;
@@ -267,15 +281,9 @@ Status run(const void* arg, size_t arg_len) {
         static uint8_t buf[70 * 64];
         int64_t out[2] = {0, 0};
         for (uint64_t i = 0; i < 70; ++i) {
-            instar_hypercall* mb = mailbox();
-            *mb = instar_hypercall{};
-            mb->nr = INSTAR_HC_READ;
-            mb->offset = 64 * i;
-            mb->gpa = addr(buf + 64 * i);
-            mb->len = 64;
-            mb->arg0 = INSTAR_READ_AHEAD;
-            if (hypercall_issue(mb) != 0) return Status::IoError;
-            if (mb->out_flags & INSTAR_READ_PENDING) ++out[0];
+            bool pending = false;
+            if (read_ahead(64 * i, buf + 64 * i, 64, &pending) != 0) return Status::IoError;
+            if (pending) ++out[0];
         }
         out[1] = raw_call(INSTAR_HC_SETTLE_READS, 0, 0, 0, 0);
         svc->send_record(INSTAR_REC_TEST, out, sizeof out);
@@ -284,14 +292,8 @@ Status run(const void* arg, size_t arg_len) {
     case Attack::ReadAheadUnsettled: {
         static uint8_t buf[64 * 16384];
         for (uint64_t i = 0; i < 64; ++i) {
-            instar_hypercall* mb = mailbox();
-            *mb = instar_hypercall{};
-            mb->nr = INSTAR_HC_READ;
-            mb->offset = 16384 * i;
-            mb->gpa = addr(buf + 16384 * i);
-            mb->len = 16384;
-            mb->arg0 = INSTAR_READ_AHEAD;
-            if (hypercall_issue(mb) != 0) return Status::IoError;
+            bool pending = false;
+            if (read_ahead(16384 * i, buf + 16384 * i, 16384, &pending) != 0) return Status::IoError;
         }
         return Status::Ok;
     }

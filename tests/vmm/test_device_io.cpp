@@ -19,15 +19,10 @@
 #include "vmm_test_support.h"
 
 using namespace instar::vmm;
+using vmm_test::long_watchdog;
 using vmm_test::TempFile;
 
 namespace {
-
-std::unique_ptr<Watchdog> long_watchdog() {
-    auto w = Watchdog::arm(std::chrono::minutes(10));
-    REQUIRE(w.ok());
-    return std::move(w.value());
-}
 
 std::uint64_t length(int fd) {
     struct stat st{};

@@ -14,23 +14,9 @@
 #include "vmm_test_support.h"
 
 using namespace instar::vmm;
+using vmm_test::long_watchdog;
+using vmm_test::pattern;
 using vmm_test::TempFile;
-
-namespace {
-
-std::unique_ptr<Watchdog> long_watchdog() {
-    auto wd = Watchdog::arm(std::chrono::minutes(5));
-    REQUIRE(wd.ok());
-    return std::move(wd.value());
-}
-
-std::vector<unsigned char> pattern(std::size_t n) {
-    std::vector<unsigned char> v(n);
-    for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<unsigned char>((i * 131) ^ (i >> 9));
-    return v;
-}
-
-} // namespace
 
 TEST_SUITE("read_ahead") {
 

@@ -12,15 +12,10 @@
 #include "vmm_test_support.h"
 
 using namespace instar::vmm;
+using vmm_test::pattern;
 using vmm_test::TempFile;
 
 namespace {
-
-std::vector<unsigned char> pattern(std::size_t n) {
-    std::vector<unsigned char> v(n);
-    for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<unsigned char>((i * 131) ^ (i >> 9));
-    return v;
-}
 
 Outcome<RunResult> attack(Attack a, std::span<const Device> devices, SandboxConfig config = {},
                           std::vector<std::uint8_t> extra = {}) {
@@ -28,6 +23,14 @@ Outcome<RunResult> attack(Attack a, std::span<const Device> devices, SandboxConf
     arg.insert(arg.end(), extra.begin(), extra.end());
     const std::string modules[] = {vmm_test::hostile_module()};
     return run(config, devices, modules, INSTAR_OP_MODULE_RUN, arg);
+}
+
+// Runs an attack on read-only device `f` with the KVM sandbox's reader thread asked for.
+Outcome<RunResult> read_ahead_attack(Attack a, const TempFile& f, std::uint64_t size) {
+    const Device dev{f.fd(), size, false};
+    SandboxConfig config;
+    config.read_ahead = true;
+    return attack(a, {&dev, 1}, config);
 }
 
 // Runs an attack on a 1 MiB read-only device; expects an error of `kind` whose message contains
@@ -244,10 +247,7 @@ TEST_CASE("reads ahead on the KVM sandbox's reader thread when asked, complete w
     if (!vmm_test::need_kvm()) return;
     const auto data = pattern(1 << 20);
     TempFile f(data);
-    const Device dev{f.fd(), data.size(), false};
-    SandboxConfig config;
-    config.read_ahead = true;
-    auto run = attack(Attack::ReadAhead, {&dev, 1}, config);
+    auto run = read_ahead_attack(Attack::ReadAhead, f, data.size());
     REQUIRE_MESSAGE(run.ok(), (run.ok() ? "" : run.error().message));
     const RunResult& r = run.value();
     REQUIRE(r.records.size() == 2);
@@ -267,10 +267,8 @@ TEST_CASE("a guest that exits with reads ahead unsettled ends its run cleanly") 
     const auto data = pattern(1 << 20);
     TempFile f(data);
     const Device dev{f.fd(), data.size(), false};
-    SandboxConfig config;
-    config.read_ahead = true;
     for (int i = 0; i < 20; ++i) { // the reads race the exit: some runs drop queued ones, some not
-        auto r = attack(Attack::ReadAheadUnsettled, {&dev, 1}, config);
+        auto r = read_ahead_attack(Attack::ReadAheadUnsettled, f, data.size());
         REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message));
         CHECK(r.value().exit_status == 0);
     }

@@ -9,7 +9,11 @@
 #include <string>
 #include <vector>
 
+#include <chrono>
+#include <memory>
+
 #include "vmm/sandbox.h"
+#include "vmm/watchdog.h"
 
 namespace vmm_test {
 
@@ -32,6 +36,20 @@ inline bool need_kvm() {
         return false;
     }
     return true;
+}
+
+// Bytes that differ from block to block and from their neighbours: a misplaced read shows.
+inline std::vector<unsigned char> pattern(std::size_t n) {
+    std::vector<unsigned char> v(n);
+    for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<unsigned char>((i * 131) ^ (i >> 9));
+    return v;
+}
+
+// A watchdog no test outlives: for the host-side I/O classes that take one.
+inline std::unique_ptr<instar::vmm::Watchdog> long_watchdog() {
+    auto w = instar::vmm::Watchdog::arm(std::chrono::minutes(10));
+    REQUIRE(w.ok());
+    return std::move(w.value());
 }
 
 inline std::string env_path(const char* name) {

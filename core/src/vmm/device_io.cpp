@@ -138,22 +138,29 @@ WriteBehind::~WriteBehind() {
     if (thread_.joinable()) thread_.join();
 }
 
-bool WriteBehind::start(std::function<bool()> confine) {
+bool start_worker_thread(std::thread& thread, std::function<bool()> confine, std::function<void()> refused,
+                         std::function<void()> body) {
     try {
-        thread_ = std::thread([this, confine = std::move(confine)] {
+        thread = std::thread([confine = std::move(confine), refused = std::move(refused), body = std::move(body)] {
             if (confine && !confine()) {
-                std::lock_guard lock(mu_);
-                failure_ = Failure{Transfer::Failed, EPERM, 0};
-                stop_ = true;
-                cv_.notify_all();
+                refused();
                 return;
             }
-            loop();
+            body();
         });
     } catch (...) {
         return false;
     }
     return true;
+}
+
+bool WriteBehind::start(std::function<bool()> confine) {
+    return start_worker_thread(thread_, std::move(confine), [this] {
+        std::lock_guard lock(mu_);
+        failure_ = Failure{Transfer::Failed, EPERM, 0};
+        stop_ = true;
+        cv_.notify_all();
+    }, [this] { loop(); });
 }
 
 bool WriteBehind::enqueue(const Device& d, const std::uint8_t* src, std::uint64_t len, std::uint64_t offset) {

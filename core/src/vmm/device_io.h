@@ -49,6 +49,11 @@ private:
 Transfer device_transfer(const Device& d, std::uint8_t* buf, std::uint64_t len, std::uint64_t offset, bool write,
                          const Watchdog& watchdog, BounceBuffer& bounce);
 
+// Starts `thread` (the write-behind writer, the read-ahead reader): it runs `confine` first (may be
+// empty), then `body`, or `refused` when confine fails. False if no thread could be made.
+bool start_worker_thread(std::thread& thread, std::function<bool()> confine, std::function<void()> refused,
+                         std::function<void()> body);
+
 // Write-behind for output devices: the guest's INSTAR_WRITE_DEFERRABLE writes, done by one writer
 // thread (started before the vCPU thread confines itself, and confined by its own filter:
 // seccomp_filter.h) while the guest reads on. Nothing is copied: the writer reads the bytes from

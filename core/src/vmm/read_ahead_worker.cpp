@@ -15,22 +15,13 @@ ReadAheadWorker::~ReadAheadWorker() {
 }
 
 bool ReadAheadWorker::start(std::function<bool()> confine) {
-    try {
-        thread_ = std::thread([this, confine = std::move(confine)] {
-            if (confine && !confine()) {
-                std::lock_guard lock(mu_);
-                stop_ = true; // submit() refuses from now on: the vCPU thread reads at once
-                if (!queue_.empty()) outcome_ = Transfer::Failed; // taken before the thread failed
-                queue_.clear();
-                cv_.notify_all();
-                return;
-            }
-            loop();
-        });
-    } catch (...) {
-        return false;
-    }
-    return true;
+    return start_worker_thread(thread_, std::move(confine), [this] {
+        std::lock_guard lock(mu_);
+        stop_ = true; // submit() refuses from now on: the vCPU thread reads at once
+        if (!queue_.empty()) outcome_ = Transfer::Failed; // taken before the thread failed
+        queue_.clear();
+        cv_.notify_all();
+    }, [this] { loop(); });
 }
 
 bool ReadAheadWorker::submit(const Device& d, std::uint8_t* dst, std::uint64_t len, std::uint64_t offset) {
