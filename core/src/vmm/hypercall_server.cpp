@@ -200,17 +200,7 @@ Outcome<HypercallServer::Next> HypercallServer::read_or_write(const instar_hyper
         return bad_request(std::string(verb) + " buffer " + hex(req.gpa) + " + " + std::to_string(req.len) +
                            " lies outside guest RAM (" + std::to_string(mem_.size()) + " bytes)");
     }
-    if (!write && read_ahead_ && (req.arg0 & INSTAR_READ_AHEAD) != 0 && !d->writable && req.len > 0 &&
-        pending_reads_.size() < MAX_PENDING_READS) {
-        // SAFETY: checked above; the guest mapping outlives the run, and the guest promised to
-        // leave these bytes alone until it settles (if it does not, it only garbles its own copy).
-        pending_reads_.push_back({req.device, buf, req.len, req.offset});
-        reply.out_flags = INSTAR_READ_PENDING;
-        return Next::Resume;
-    }
-    // SAFETY: as above; the worker's thread writes the bytes while the guest runs on.
-    if (!write && reader_ != nullptr && (req.arg0 & INSTAR_READ_AHEAD) != 0 && !d->writable && req.len > 0 &&
-        reader_->submit(*d, buf, req.len, req.offset)) {
+    if (!write && (req.arg0 & INSTAR_READ_AHEAD) != 0 && !d->writable && req.len > 0 && take_read_ahead(*d, req, buf)) {
         reply.out_flags = INSTAR_READ_PENDING;
         return Next::Resume;
     }
@@ -228,6 +218,17 @@ Outcome<HypercallServer::Next> HypercallServer::read_or_write(const instar_hyper
                                                      + std::string(verb) + ")", {}};
     }
     return Next::Resume;
+}
+
+// SAFETY: [buf, buf + req.len) was checked against guest RAM by the caller; the guest mapping
+// outlives the run, and the guest promised to leave these bytes alone until it settles (if it does
+// not, it only garbles its own copy).
+bool HypercallServer::take_read_ahead(const Device& d, const instar_hypercall& req, std::uint8_t* buf) {
+    if (read_ahead_ && pending_reads_.size() < MAX_PENDING_READS) {
+        pending_reads_.push_back({req.device, buf, req.len, req.offset}); // made after the answer
+        return true;
+    }
+    return reader_ != nullptr && reader_->submit(d, buf, req.len, req.offset); // made by the reader thread
 }
 
 Outcome<bool> HypercallServer::run_pending_reads() {

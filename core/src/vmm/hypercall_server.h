@@ -55,6 +55,10 @@ public:
 
 private:
     Outcome<Next> read_or_write(const instar_hypercall& req, instar_hypercall& reply, bool write);
+    // An INSTAR_READ_AHEAD read of input `d` into checked guest RAM `buf`, taken to be made after
+    // the answer: kept for run_pending_reads() (process sandbox) or queued for the reader thread
+    // (KVM). False: it is made now.
+    bool take_read_ahead(const Device& d, const instar_hypercall& req, std::uint8_t* buf);
     Outcome<Next> record(const instar_hypercall& req);
     Outcome<Next> log(const instar_hypercall& req);
     Outcome<Next> set_length(const instar_hypercall& req, instar_hypercall& reply);
