@@ -49,6 +49,14 @@ bool read_small(uint32_t index, uint64_t size, uint64_t offset, void* buf, size_
     return true;
 }
 
+// The slot of `slots` holding device `index` (the run cache's and the read windows'), or nullptr.
+template <typename Slot, uint32_t N>
+Slot* held_slot(Slot (&slots)[N], uint32_t index) {
+    for (Slot& s : slots)
+        if (s.device == index) return &s;
+    return nullptr;
+}
+
 // Allocation runs (INSTAR_ALLOCATION_RUNS): a walk over a raw file asks the status of each run in
 // turn, and each question was an exit (~50 us under nested KVM: a 1 GiB file with 16384 runs spent
 // 0.7 s in them). One call now brings the next RUNS_PER_SLOT runs of a read-only device, and the
@@ -70,22 +78,21 @@ constinit uint32_t run_slot_next = 0; // the slot a device without one takes (ro
 
 // Answers from a slot of `index` holding `offset`; false when none does.
 bool cached_run(uint32_t index, uint64_t offset, bool* data, uint64_t* length) {
-    for (RunSlot& s : run_slots) {
-        if (s.device != index || offset < s.start) continue;
-        uint32_t i = 0;
-        uint64_t at = s.start;
-        if (offset >= s.cursor_offset) {
-            i = s.cursor;
-            at = s.cursor_offset;
-        }
-        for (; i < s.count; at += s.runs[i].length, ++i) {
-            if (offset - at < s.runs[i].length) {
-                s.cursor = i;
-                s.cursor_offset = at;
-                *data = (s.runs[i].flags & INSTAR_ALLOCATION_DATA) != 0;
-                *length = s.runs[i].length - (offset - at);
-                return true;
-            }
+    RunSlot* s = held_slot(run_slots, index);
+    if (s == nullptr || offset < s->start) return false;
+    uint32_t i = 0;
+    uint64_t at = s->start;
+    if (offset >= s->cursor_offset) {
+        i = s->cursor;
+        at = s->cursor_offset;
+    }
+    for (; i < s->count; at += s->runs[i].length, ++i) {
+        if (offset - at < s->runs[i].length) {
+            s->cursor = i;
+            s->cursor_offset = at;
+            *data = (s->runs[i].flags & INSTAR_ALLOCATION_DATA) != 0;
+            *length = s->runs[i].length - (offset - at);
+            return true;
         }
     }
     return false;
@@ -93,9 +100,7 @@ bool cached_run(uint32_t index, uint64_t offset, bool* data, uint64_t* length) {
 
 // The run at `offset` from the host, bringing the runs after it into a slot. 0 or the call's error.
 int64_t fetch_runs(uint32_t index, uint64_t offset, uint64_t size, bool* data, uint64_t* length) {
-    RunSlot* slot = nullptr;
-    for (RunSlot& s : run_slots)
-        if (s.device == index) slot = &s;
+    RunSlot* slot = held_slot(run_slots, index);
     if (slot == nullptr) {
         slot = &run_slots[run_slot_next];
         run_slot_next = (run_slot_next + 1) % RUN_SLOTS;
@@ -143,9 +148,7 @@ constinit bool windows_allowed = false;
 // Serves [offset, offset + len) of device `index` from a window; false to read it directly.
 // *last_end: the end of the device's previous read (updated when served).
 bool read_windowed(uint32_t index, uint64_t size, uint64_t offset, void* buf, uint64_t len, uint64_t* last_end) {
-    WindowSlot* slot = nullptr;
-    for (WindowSlot& w : window_slots)
-        if (w.device == index) slot = &w;
+    WindowSlot* slot = held_slot(window_slots, index);
     if (slot != nullptr && offset >= slot->start && offset + len <= slot->start + slot->len) {
         __builtin_memcpy(buf, slot->buf + (offset - slot->start), len);
         *last_end = offset + len;
