@@ -53,7 +53,7 @@ bool read_small(uint32_t index, uint64_t size, uint64_t offset, void* buf, size_
 template <typename Slot, uint32_t N>
 Slot* held_slot(Slot (&slots)[N], uint32_t index) {
     for (Slot& s : slots)
-        if (s.device == index) return &s;
+        if (s.holds(index)) return &s;
     return nullptr;
 }
 
@@ -65,21 +65,23 @@ Slot* held_slot(Slot (&slots)[N], uint32_t index) {
 // small-read block.
 constexpr uint32_t RUN_SLOTS = 4;
 constexpr uint32_t RUNS_PER_SLOT = 128; // 2 KiB a slot; a call's host work is two lseeks a run
+// All zero is the empty state (count 0), so the 8 KiB stay in .bss instead of the runtime's image.
 struct RunSlot {
-    uint32_t device = UINT32_MAX; // UINT32_MAX: empty
-    uint32_t count = 0;
-    uint64_t start = 0;  // offset of runs[0]
-    uint32_t cursor = 0; // the run answered last, and its offset: walks ask in order
-    uint64_t cursor_offset = 0;
+    uint32_t device;     // meaningful while count > 0
+    uint32_t count;      // runs held; 0: empty
+    uint64_t start;      // offset of runs[0]
+    uint32_t cursor;     // the run answered last, and its offset: walks ask in order
+    uint64_t cursor_offset;
     instar_allocation_run runs[RUNS_PER_SLOT];
+    bool holds(uint32_t index) const { return count != 0 && device == index; }
 };
-constinit RunSlot run_slots[RUN_SLOTS];
+constinit RunSlot run_slots[RUN_SLOTS] = {};
 constinit uint32_t run_slot_next = 0; // the slot a device without one takes (round robin)
 
 // Answers from a slot of `index` holding `offset`; false when none does.
 bool cached_run(uint32_t index, uint64_t offset, bool* data, uint64_t* length) {
     RunSlot* s = held_slot(run_slots, index);
-    if (s == nullptr || offset < s->start) return false;
+    if (s == nullptr || offset < s->start) return false; // held: count > 0
     uint32_t i = 0;
     uint64_t at = s->start;
     if (offset >= s->cursor_offset) {
@@ -105,7 +107,7 @@ int64_t fetch_runs(uint32_t index, uint64_t offset, uint64_t size, bool* data, u
         slot = &run_slots[run_slot_next];
         run_slot_next = (run_slot_next + 1) % RUN_SLOTS;
     }
-    slot->device = UINT32_MAX;
+    slot->count = 0; // empty until the new runs are checked
     const int64_t ret = hc_allocation(index, offset, data, length, slot->runs, RUNS_PER_SLOT);
     if (ret <= 0 || static_cast<uint64_t>(ret) > RUNS_PER_SLOT) return ret < 0 ? ret : 0;
     // Kept only if every run is well formed and inside the device; a host that lies gets asked again.
@@ -140,6 +142,7 @@ struct WindowSlot {
     uint64_t start = 0;
     uint64_t len = 0;
     uint8_t* buf = nullptr; // READ_WINDOW bytes from the arena, kept for the run
+    bool holds(uint32_t index) const { return device == index; }
 };
 constinit WindowSlot window_slots[WINDOW_SLOTS];
 constinit uint32_t window_next = 0;
@@ -314,7 +317,7 @@ void note_device_change(uint32_t index) {
     if (index >= count || devices[index].output()) return;
     changed_devices = true;
     small_device = UINT32_MAX;
-    for (RunSlot& s : run_slots) s.device = UINT32_MAX;
+    for (RunSlot& s : run_slots) s.count = 0;
     for (WindowSlot& w : window_slots) w.device = UINT32_MAX;
 }
 
