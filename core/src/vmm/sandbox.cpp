@@ -84,32 +84,27 @@ Outcome<RunResult> boot_and_run(PreparedVm& vm, const GuestImage& rt,
     if (!watchdog) return watchdog.error();
     // Everything is open, built and armed: from here this thread may only run the guest and serve
     // its hypercalls (seccomp_filter.cpp has the list; `confine` is null when it is off).
-    // The write-behind thread exists before this thread drops its rights (clone is not on the list)
-    // and confines itself with the same device list before it touches a request.
+    // The host threads beside it (write-behind writer, read-ahead reader, compress workers) exist
+    // before this thread drops its rights (clone is not on the list), and each confines itself with
+    // the same device list before it touches a request.
+    std::function<bool()> confine_worker;
+    if (confine) confine_worker = [filter = *confine] { return !confine_worker_thread(filter).has_value(); };
     std::optional<WriteBehind> writer;
     if (write_behind) {
         writer.emplace(*watchdog.value());
-        std::function<bool()> confine_writer;
-        if (confine) confine_writer = [filter = *confine] { return !confine_worker_thread(filter).has_value(); };
-        if (!writer->start(std::move(confine_writer))) writer.reset(); // no thread: plain writes
+        if (!writer->start(confine_worker)) writer.reset(); // no thread: plain writes
     }
-    // The reader thread, made and confined as the writer is.
     std::optional<ReadAheadWorker> reader;
     if (read_ahead) {
         reader.emplace(*watchdog.value());
-        std::function<bool()> confine_reader;
-        if (confine) confine_reader = [filter = *confine] { return !confine_worker_thread(filter).has_value(); };
-        if (!reader->start(std::move(confine_reader))) reader.reset(); // no thread: reads at once
+        if (!reader->start(confine_worker)) reader.reset(); // no thread: reads at once
     }
     // INSTAR_HC_COMPRESS's workers, with the bulk-copy runs only: one per online CPU beside this
     // thread, which takes its share of each batch.
     std::optional<CompressPool> pool;
     if (compress_workers) {
         pool.emplace();
-        const unsigned cpus = online_cpus();
-        std::function<bool()> confine_worker;
-        if (confine) confine_worker = [filter = *confine] { return !confine_worker_thread(filter).has_value(); };
-        if (cpus > 1) pool->start(cpus - 1, confine_worker);
+        if (const unsigned cpus = online_cpus(); cpus > 1) pool->start(cpus - 1, confine_worker);
     }
     if (confine) {
         if (auto bad = confine_vcpu_thread(*confine, ahead)) return *bad;
