@@ -180,32 +180,29 @@ bool read_windowed(uint32_t index, uint64_t size, uint64_t offset, void* buf, ui
 }
 
 // Write gathering: a convert whose source runs are short writes its target one short run at a time
-// (a qcow2 target's 64 KiB clusters back to back, a raw target's data blocks), an exit each. Once
-// convert allows it, a write of at most GATHER_MAX_WRITE to an output that starts where the gathered
-// bytes end is copied into one GATHER_BYTES buffer instead; the buffer is written in one call when a
-// write does not continue it or would overflow it, and before every other device call and the exit
-// (hypercalls.cpp: flush_gathered()), so the host sees the same bytes in the same order, fewer calls.
-// Outputs only: they are files the host created for this run, discarded if it fails, and no input
-// reads them, so a failure found at the later write fails the run as the write itself would have.
+// (a qcow2 target's 64 KiB clusters back to back, a raw target's data blocks with holes between
+// them), an exit each. Once convert allows it, a write of at most GATHER_MAX_WRITE to an output is
+// copied into one GATHER_BYTES buffer instead: onto the last segment when it starts where that one
+// ends, else as a new segment (at most INSTAR_MAX_WRITE_SEGMENTS). The buffer is written in one call
+// (WRITE for one segment, WRITE_SEGMENTS for more) when a write does not fit, goes to another
+// device or is longer, and before every other device call and the exit (hypercalls.cpp:
+// flush_gathered()), so the host sees the same bytes in the same order, fewer calls. Outputs only:
+// they are files the host created for this run, discarded if it fails, and no input reads them, so
+// a failure found at the later write fails the run as the write itself would have.
 constexpr uint64_t GATHER_BYTES = 2u << 20;
 constexpr uint64_t GATHER_MAX_WRITE = 256u << 10; // longer writes are few enough to pay their exit
 struct Gather {
     uint32_t device = UINT32_MAX; // UINT32_MAX: nothing gathered
-    uint64_t start = 0;
-    uint64_t len = 0;
-    uint8_t* buf = nullptr; // GATHER_BYTES from the arena, kept for the run
+    uint32_t segments = 0;        // segs[0, segments) hold the gathered writes, in order
+    uint64_t used = 0;            // bytes of buf taken by them
+    uint8_t* buf = nullptr;       // GATHER_BYTES from the arena, kept for the run
+    instar_write_segment segs[INSTAR_MAX_WRITE_SEGMENTS] = {};
 };
 constinit Gather gather;
 constinit bool gathering_allowed = false;
 
-// Gathers [offset, offset + len) of output `index`; false when the write must be made alone.
-bool gather_write(uint32_t index, uint64_t offset, const void* src, uint64_t len, Status* st) {
-    if (gather.device == index && offset == gather.start + gather.len && len <= GATHER_BYTES - gather.len) {
-        __builtin_memcpy(gather.buf + gather.len, src, len);
-        gather.len += len;
-        *st = Status::Ok;
-        return true;
-    }
+// Writes what is gathered, then starts again with this write alone.
+bool gather_restart(uint32_t index, uint64_t offset, const void* src, uint64_t len, Status* st) {
     if (flush_gathered() != 0) {
         *st = Status::IoError;
         return true;
@@ -217,10 +214,30 @@ bool gather_write(uint32_t index, uint64_t offset, const void* src, uint64_t len
     }
     __builtin_memcpy(gather.buf, src, len);
     gather.device = index;
-    gather.start = offset;
-    gather.len = len;
+    gather.segments = 1;
+    gather.segs[0] = {offset, reinterpret_cast<uintptr_t>(gather.buf), len};
+    gather.used = len;
     *st = Status::Ok;
     return true;
+}
+
+// Gathers [offset, offset + len) of output `index`; false when the write must be made alone.
+bool gather_write(uint32_t index, uint64_t offset, const void* src, uint64_t len, Status* st) {
+    if (gather.device == index && len <= GATHER_BYTES - gather.used) {
+        instar_write_segment& last = gather.segs[gather.segments - 1];
+        if (offset == last.offset + last.len) {
+            last.len += len;
+        } else if (gather.segments < INSTAR_MAX_WRITE_SEGMENTS) {
+            gather.segs[gather.segments++] = {offset, reinterpret_cast<uintptr_t>(gather.buf + gather.used), len};
+        } else {
+            return gather_restart(index, offset, src, len, st);
+        }
+        __builtin_memcpy(gather.buf + gather.used, src, len);
+        gather.used += len;
+        *st = Status::Ok;
+        return true;
+    }
+    return gather_restart(index, offset, src, len, st);
 }
 
 class HypercallDevice final : public BlockDevice {
@@ -329,7 +346,9 @@ int64_t flush_gathered() {
     if (gather.device == UINT32_MAX) return 0;
     const uint32_t index = gather.device;
     gather.device = UINT32_MAX; // first: hc_write flushes too, and finds nothing now
-    return hc_write(index, gather.start, gather.buf, gather.len) == 0 ? 0 : -INSTAR_EIO;
+    const int64_t ret = gather.segments == 1 ? hc_write(index, gather.segs[0].offset, gather.buf, gather.segs[0].len)
+                                             : hc_write_segments(index, gather.segs, gather.segments);
+    return ret == 0 ? 0 : -INSTAR_EIO;
 }
 
 BlockDevice* device(uint32_t index) { return index < count ? &devices[index] : nullptr; }

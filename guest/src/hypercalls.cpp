@@ -109,6 +109,16 @@ int64_t hc_write(uint32_t device, uint64_t offset, const void* buf, uint64_t len
     return ret;
 }
 
+int64_t hc_write_segments(uint32_t device, const instar_write_segment* segments, uint64_t count) {
+    if (flush_gathered() != 0) return -INSTAR_EIO; // the writes before come first
+    note_device_change(device);
+    instar_hypercall* mb = prepare(INSTAR_HC_WRITE_SEGMENTS);
+    mb->device = device;
+    mb->gpa = addr(segments);
+    mb->len = count;
+    return hypercall_issue(mb); // never deferred: the host settles its queue first (guest_abi.h)
+}
+
 int64_t hc_flush(uint32_t device) {
     if (flush_gathered() != 0) return -INSTAR_EIO; // the writes before come first
     in_flight = 0; // a flush settles

@@ -9,6 +9,8 @@ namespace instar::guest {
 // hypercalls.cpp: typed wrappers over the mailbox.
 int64_t hc_read(uint32_t device, uint64_t offset, void* buf, uint64_t len);
 int64_t hc_write(uint32_t device, uint64_t offset, const void* buf, uint64_t len);
+// INSTAR_HC_WRITE_SEGMENTS: count (1..INSTAR_MAX_WRITE_SEGMENTS) segments, written in order.
+int64_t hc_write_segments(uint32_t device, const instar_write_segment* segments, uint64_t count);
 int64_t hc_flush(uint32_t device);
 int64_t hc_device_info(uint32_t device, uint64_t* size, uint64_t* flags);
 int64_t hc_record(uint32_t type, const void* data, uint64_t len);

@@ -72,4 +72,17 @@ enum class Attack : uint8_t {
     // writes 16 bytes (i * 13) at 0 through device 1 (writable: the same file in the test) and reads
     // 8 @ 0 through device 0 again; one record with the 281 bytes read, in that order.
     SmallReads,
+    // INSTAR_HC_WRITE_SEGMENTS to device 1 (writable, at least 8 KiB); the argument's next byte picks
+    // the table (WriteSegmentsCase). Good: 512 B of i * 3 at 4096, 256 B of i * 5 at 0, 128 B of i * 9
+    // at 4096 + 256 (over the first: later segments win), then exit 0 whatever it answered.
+    WriteSegments,
+};
+
+enum class WriteSegmentsCase : uint8_t {
+    Good = 0,
+    PastEnd,        // the good table with its second segment moved past device 1's end
+    BufferOutsideRam, // the good table with its last segment's buffer at 1 TiB
+    TooMany,        // 65 segments
+    TableOutsideRam, // the table's address at 1 TiB
+    ReadOnly,       // the good table, to device 0 (read-only)
 };

@@ -315,6 +315,31 @@ Status run(const void* arg, size_t arg_len) {
         __builtin_memcpy(out + sizeof head, runs, sizeof runs);
         return svc->send_record(INSTAR_REC_TEST, out, sizeof out);
     }
+    case Attack::WriteSegments: {
+        static uint8_t bytes[512 + 256 + 128];
+        for (unsigned i = 0; i < 512; ++i) bytes[i] = static_cast<uint8_t>(i * 3);
+        for (unsigned i = 0; i < 256; ++i) bytes[512 + i] = static_cast<uint8_t>(i * 5);
+        for (unsigned i = 0; i < 128; ++i) bytes[768 + i] = static_cast<uint8_t>(i * 9);
+        static instar_write_segment segs[INSTAR_MAX_WRITE_SEGMENTS + 1];
+        segs[0] = {4096, addr(bytes), 512};
+        segs[1] = {0, addr(bytes + 512), 256};
+        segs[2] = {4096 + 256, addr(bytes + 768), 128};
+        uint64_t count = 3, table = addr(segs);
+        uint32_t device = 1;
+        switch (static_cast<WriteSegmentsCase>(arg_len > 1 ? a[1] : 0)) {
+        case WriteSegmentsCase::Good: break;
+        case WriteSegmentsCase::PastEnd: segs[1].offset = svc->device(1)->size() - 100; break;
+        case WriteSegmentsCase::BufferOutsideRam: segs[2].gpa = uint64_t{1} << 40; break;
+        case WriteSegmentsCase::TooMany:
+            for (unsigned i = 3; i <= INSTAR_MAX_WRITE_SEGMENTS; ++i) segs[i] = segs[0];
+            count = INSTAR_MAX_WRITE_SEGMENTS + 1;
+            break;
+        case WriteSegmentsCase::TableOutsideRam: table = uint64_t{1} << 40; break;
+        case WriteSegmentsCase::ReadOnly: device = 0; break;
+        }
+        (void)raw_call(INSTAR_HC_WRITE_SEGMENTS, device, 0, table, count);
+        return Status::Ok;
+    }
     case Attack::SmallReads: {
         static uint8_t got[8 + 112 + 100 + 50 + 3 + 8];
         BlockDevice* out = svc->device(1);

@@ -491,6 +491,48 @@ TEST_CASE("a writable output device receives the guest's writes; the input stays
     CHECK(in.contents() == data);
 }
 
+// Runs WriteSegments with `which` table on a read-only 1 MiB device 0 and a writable 8 KiB device 1
+// (zeros); the run's outcome, and device 1's bytes after it.
+std::pair<Outcome<RunResult>, std::vector<unsigned char>> write_segments(WriteSegmentsCase which) {
+    const auto data = pattern(1 << 20);
+    TempFile in(data);
+    TempFile out(std::vector<unsigned char>(8192, 0));
+    const Device devs[] = {{in.fd(), data.size(), false}, {out.fd(), 8192, true}};
+    auto r = attack(Attack::WriteSegments, devs, {}, {static_cast<std::uint8_t>(which)});
+    CHECK(in.contents() == data);
+    return {std::move(r), out.contents()};
+}
+
+TEST_CASE("a segmented write lands every segment in table order") {
+    auto [r, written] = write_segments(WriteSegmentsCase::Good);
+    REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message));
+    CHECK(r.value().exit_status == 0);
+    std::vector<unsigned char> want(8192, 0);
+    for (unsigned i = 0; i < 512; ++i) want[4096 + i] = static_cast<unsigned char>(i * 3);
+    for (unsigned i = 0; i < 256; ++i) want[i] = static_cast<unsigned char>(i * 5);
+    for (unsigned i = 0; i < 128; ++i) want[4096 + 256 + i] = static_cast<unsigned char>(i * 9); // the later one wins
+    CHECK(written == want);
+}
+
+TEST_CASE("a segmented write with one bad segment ends the guest and writes nothing") {
+    const struct {
+        WriteSegmentsCase which;
+        const char* text;
+    } cases[] = {{WriteSegmentsCase::PastEnd, "segmented write past the end of device 1: segment 1"},
+                 {WriteSegmentsCase::BufferOutsideRam, "segmented write buffer 0x10000000000"},
+                 {WriteSegmentsCase::TooMany, "segmented write of 65 segments"},
+                 {WriteSegmentsCase::TableOutsideRam, "segment table 0x10000000000"},
+                 {WriteSegmentsCase::ReadOnly, "segmented write to read-only device 0"}};
+    for (const auto& c : cases) {
+        auto [r, written] = write_segments(c.which);
+        REQUIRE_FALSE(r.ok());
+        INFO("message: ", r.error().message);
+        CHECK(r.error().kind == ErrorKind::GuestBadRequest);
+        CHECK(r.error().message.find(c.text) != std::string::npos);
+        CHECK(written == std::vector<unsigned char>(8192, 0));
+    }
+}
+
 // Last in this file: from here on runs use spare VMs (later test files exercise that path).
 TEST_CASE("after prewarm() runs use spare VMs and still start fresh") {
     if (!vmm_test::need_kvm()) return;

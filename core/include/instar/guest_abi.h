@@ -121,6 +121,9 @@ enum instar_hypercall_nr {
     INSTAR_HC_SETTLE_READS = 15, /* -> ret: 0, or the first error of the read-ahead reads
                                     (INSTAR_READ_AHEAD) answered since the last settle; every one
                                     of them is complete when this returns (added within ABI 3) */
+    INSTAR_HC_WRITE_SEGMENTS = 16, /* device, gpa = table of len struct instar_write_segment: each
+                                      segment's bytes written in table order, as that many WRITEs
+                                      would (added within ABI 5; docs/guest-abi.md) */
 };
 
 /* INSTAR_HC_COMPRESS: what each job's bytes become. The host never interprets them. */
@@ -170,6 +173,24 @@ struct instar_allocation_run {
 INSTAR_ABI_ASSERT(sizeof(struct instar_allocation_run) == 16, "allocation run layout");
 /* Runs one ALLOCATION call answers at most: bounds the host's work per call (two lseeks a run). */
 #define INSTAR_MAX_ALLOCATION_RUNS 256u
+
+/* INSTAR_HC_WRITE_SEGMENTS: one segment, [gpa, gpa + len) -> the device at offset. The host copies
+ * the table out and checks every segment (inside the device, inside guest RAM) before it writes any,
+ * then writes them in table order, so a later segment overlapping an earlier one wins, as with
+ * separate WRITEs. It settles queued write-behind first and is never deferred itself. Why: a
+ * convert to a raw target writes each data run of a fragmented source alone (the holes between
+ * them stay holes, so the runs cannot be joined into one WRITE), and an exit costs ~50 us under
+ * nested KVM; the runtime gathers such writes (devices.cpp) and sends them in one exit. */
+struct instar_write_segment {
+    uint64_t offset; /* byte offset on the device */
+    uint64_t gpa;    /* guest buffer address */
+    uint64_t len;    /* byte count */
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_write_segment) == 24, "write segment layout");
+/* Segments one INSTAR_HC_WRITE_SEGMENTS call carries at most: bounds the table the host copies out
+ * (1.5 KiB on its stack) and the writes it makes in one exit. 64 covers a 2 MiB gather buffer of
+ * 32 KiB runs; shorter runs cost one more exit per 64. */
+#define INSTAR_MAX_WRITE_SEGMENTS 64u
 
 struct instar_hypercall {
     uint32_t nr;     /* enum instar_hypercall_nr */

@@ -66,7 +66,8 @@ Outcome<HypercallServer::Next> HypercallServer::serve() {
 #ifdef INSTAR_VMM_TEST_HOOKS
     if (test_hooks::on_hypercall) test_hooks::on_hypercall(req.nr);
 #endif
-    if (req.nr == INSTAR_HC_WRITE || req.nr == INSTAR_HC_SET_LENGTH || req.nr == INSTAR_HC_DISCARD) {
+    if (req.nr == INSTAR_HC_WRITE || req.nr == INSTAR_HC_WRITE_SEGMENTS || req.nr == INSTAR_HC_SET_LENGTH ||
+        req.nr == INSTAR_HC_DISCARD) {
         static std::uint64_t changes = 0;
         if (kill_at_write() != 0 && ++changes == kill_at_write())
             std::_Exit(137); // no destructor, no cleanup: what a kill -9 leaves behind
@@ -145,6 +146,7 @@ Outcome<HypercallServer::Next> HypercallServer::serve() {
         pending_read_error_ = 0;
         break;
     case INSTAR_HC_WRITE: next = read_or_write(req, reply, true); break;
+    case INSTAR_HC_WRITE_SEGMENTS: next = write_segments(req, reply); break;
     case INSTAR_HC_FLUSH: {
         const Device* d = device(req.device);
         if (d == nullptr) return bad_request("flush of device " + std::to_string(req.device) + ", which does not exist");
@@ -216,6 +218,57 @@ Outcome<HypercallServer::Next> HypercallServer::read_or_write(const instar_hyper
     case Transfer::TimedOut:
         return SandboxError{ErrorKind::GuestTimeout, "guest ran past its time budget and was stopped (during a device "
                                                      + std::string(verb) + ")", {}};
+    }
+    return Next::Resume;
+}
+
+// Every segment is checked before any is written: a table with one bad segment ends the guest with
+// nothing written, as one bad WRITE would. Written in table order; the first failure stops the rest
+// (ret -INSTAR_EIO, as a failed WRITE; the guest then fails its run).
+Outcome<HypercallServer::Next> HypercallServer::write_segments(const instar_hypercall& req, instar_hypercall& reply) {
+    const Device* d = device(req.device);
+    if (d == nullptr) return bad_request("segmented write on device " + std::to_string(req.device) + ", which does not exist");
+    if (!d->writable) return bad_request("segmented write to read-only device " + std::to_string(req.device));
+    if (req.len == 0 || req.len > INSTAR_MAX_WRITE_SEGMENTS) {
+        return bad_request("segmented write of " + std::to_string(req.len) + " segments (1 to " +
+                           std::to_string(INSTAR_MAX_WRITE_SEGMENTS) + ")");
+    }
+    const std::uint8_t* table = mem_.range(req.gpa, req.len * sizeof(instar_write_segment));
+    if (table == nullptr) {
+        return bad_request("segment table " + hex(req.gpa) + " lies outside guest RAM (" + std::to_string(mem_.size()) +
+                           " bytes)");
+    }
+    instar_write_segment segs[INSTAR_MAX_WRITE_SEGMENTS];
+    // SAFETY: copied out of guest memory before any check, so the guest cannot change a segment
+    // between its check and its write.
+    std::memcpy(segs, table, req.len * sizeof(instar_write_segment));
+    std::uint8_t* bufs[INSTAR_MAX_WRITE_SEGMENTS];
+    for (std::uint64_t i = 0; i < req.len; ++i) {
+        const instar_write_segment& s = segs[i];
+        if (s.offset > d->size || s.len > d->size - s.offset) {
+            return bad_request("segmented write past the end of device " + std::to_string(req.device) + ": segment " +
+                               std::to_string(i) + ", offset " + std::to_string(s.offset) + " + length " +
+                               std::to_string(s.len) + " > size " + std::to_string(d->size));
+        }
+        bufs[i] = mem_.range(s.gpa, s.len);
+        if (bufs[i] == nullptr) {
+            return bad_request("segmented write buffer " + hex(s.gpa) + " + " + std::to_string(s.len) +
+                               " lies outside guest RAM (" + std::to_string(mem_.size()) + " bytes)");
+        }
+    }
+    for (std::uint64_t i = 0; i < req.len; ++i) {
+        if (segs[i].len == 0) continue;
+        // SAFETY: [bufs[i], bufs[i] + len) was checked to lie inside the guest mapping above.
+        switch (device_transfer(*d, bufs[i], segs[i].len, segs[i].offset, true, watchdog_, *bounce_)) {
+        case Transfer::Done: result_.bytes_written += segs[i].len; break;
+        case Transfer::Failed:
+            reply.ret = -INSTAR_EIO;
+            host_failure(std::string("could not write: ") + std::strerror(errno), errno);
+            return Next::Resume;
+        case Transfer::TimedOut:
+            return SandboxError{ErrorKind::GuestTimeout, "guest ran past its time budget and was stopped (during a "
+                                                         "device write)", {}};
+        }
     }
     return Next::Resume;
 }

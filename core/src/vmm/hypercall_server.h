@@ -59,6 +59,7 @@ private:
     // the answer: kept for run_pending_reads() (process sandbox) or queued for the reader thread
     // (KVM). False: it is made now.
     bool take_read_ahead(const Device& d, const instar_hypercall& req, std::uint8_t* buf);
+    Outcome<Next> write_segments(const instar_hypercall& req, instar_hypercall& reply);
     Outcome<Next> record(const instar_hypercall& req);
     Outcome<Next> log(const instar_hypercall& req);
     Outcome<Next> set_length(const instar_hypercall& req, instar_hypercall& reply);
