@@ -24,6 +24,7 @@ const PluginRegistry& Context::plugins() {
 vmm::SandboxConfig Context::sandbox_config() const {
     vmm::SandboxConfig c;
     c.max_guest_memory = max_guest_memory;
+    c.max_guest_memory_given = max_guest_memory_given;
     c.sandbox = sandbox;
     c.timeout = guest_timeout;
     c.detached_teardown = true; // a command line is a one-shot process (vmm::SandboxConfig)
@@ -254,6 +255,7 @@ bool apply_common_options(Context& ctx, const po::variables_map& vm) {
         return false;
     }
     ctx.max_guest_memory = p.value;
+    ctx.max_guest_memory_given = true;
     return true;
 }
 

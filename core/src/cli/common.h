@@ -30,6 +30,7 @@ struct Context {
     std::string prog;  // basename of argv0: the "prog: " prefix of every message
     Profile profile;
     std::uint64_t max_guest_memory = vmm::DEFAULT_GUEST_MEMORY;
+    bool max_guest_memory_given = false; // --max-guest-memory was on the command line
     vmm::SandboxKind sandbox = vmm::SandboxKind::Auto; // --sandbox (Auto: INSTAR_SANDBOX, then probe)
     std::ostream& out;
     std::ostream& err;

@@ -301,6 +301,20 @@ Expected<CheckReport> run_check(const CheckOptions& opts, const PluginRegistry& 
             return Error{r.error()};
         ran = std::move(*r);
     }
+    // qemu allocates its reference-count array on the heap, as large as the file needs. Where instar's
+    // does not fit in the guest RAM and the user set no cap, the check runs once more with the
+    // largest guest RAM (docs/check.md, "Memory bound"). A check that ran out of memory has written
+    // nothing: the array is allocated before any repair.
+    if (static_cast<guest::Status>(ran->exit_status) == guest::Status::NoMemory && !sandbox.max_guest_memory_given &&
+        sandbox.max_guest_memory < INSTAR_MAX_GUEST_MEMORY) {
+        vmm::SandboxConfig larger = sandbox;
+        larger.max_guest_memory = INSTAR_MAX_GUEST_MEMORY;
+        larger.guest_memory = 0;
+        auto r = run_check_op(link, opts, larger, qemu_version);
+        if (!r)
+            return Error{r.error()};
+        ran = std::move(*r);
+    }
     const vmm::RunResult* run = &*ran;
     const auto status = static_cast<guest::Status>(run->exit_status);
     if (status != guest::Status::Ok) {
@@ -313,7 +327,11 @@ Expected<CheckReport> run_check(const CheckOptions& opts, const PluginRegistry& 
                              "2^28, docs/check.md)";
         else if (status == guest::Status::NoMemory)
             failed.failure = "Check failed: the check's reference-count array for '" + opts.filename +
-                             "' does not fit in guest memory; raise --max-guest-memory (docs/check.md)";
+                             "' does not fit in guest memory" +
+                             (sandbox.max_guest_memory_given && sandbox.max_guest_memory < INSTAR_MAX_GUEST_MEMORY
+                                  ? "; raise --max-guest-memory (docs/check.md)"
+                                  : " (" + std::to_string(INSTAR_MAX_GUEST_MEMORY >> 30) +
+                                        " GiB, the most a guest gets; docs/check.md)");
         else if (status == guest::Status::Unsupported && opts.fix)
             failed.failure = "Check failed: this image needs a repair instar does not implement (a refcount "
                              "block so far past the end of the file that instar's in-guest array cannot follow "

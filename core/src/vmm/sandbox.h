@@ -65,6 +65,9 @@ struct SandboxConfig {
     SandboxKind sandbox = SandboxKind::Auto;
 
     std::uint64_t max_guest_memory = DEFAULT_GUEST_MEMORY; // the cap (--max-guest-memory); rounded down to 2 MiB
+    // The user chose the cap (--max-guest-memory): an operation that could retry with more RAM (check's
+    // reference-count array, docs/check.md) keeps to it instead.
+    bool max_guest_memory_given = false;
     // This operation's RAM: 0 = max_guest_memory; larger values are clamped to max_guest_memory.
     // Small operations (info) ask for little: a smaller VM is cheaper to create (docs/sandbox.md).
     std::uint64_t guest_memory = 0;
