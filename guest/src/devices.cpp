@@ -249,6 +249,44 @@ bool gather_write(uint32_t index, uint64_t offset, const void* src, uint64_t len
     return gather_restart(index, offset, src, len, st);
 }
 
+// Discard gathering: qemu's repair frees each leaked cluster with its own discard, and commit empties
+// an overlay cluster run by cluster run; each was an exit. Once an operation allows it, a discard is
+// kept in a table of up to INSTAR_MAX_DISCARD_RANGES ranges of one device (one continuing the last
+// range extends it) and the table is sent in one DISCARD_RANGES call before any other device call
+// and the exit (flush_gathered(), which also sends gathered writes; only one kind is ever pending).
+// The host sees the same operations in the same order, so what a kill leaves is what a kill at an
+// earlier point would have left; a failed discard fails the call it is sent before.
+struct DiscardGather {
+    uint32_t device = UINT32_MAX; // UINT32_MAX: nothing gathered
+    uint32_t count = 0;
+    instar_range ranges[INSTAR_MAX_DISCARD_RANGES] = {};
+};
+constinit DiscardGather discards;
+constinit bool discard_gathering_allowed = false;
+
+// Gathers the discard of [offset, offset + len) of writable device `index`; *st says how it went.
+void gather_discard(uint32_t index, uint64_t offset, uint64_t len, Status* st) {
+    *st = Status::Ok;
+    const bool fits = discards.device == index && discards.count < INSTAR_MAX_DISCARD_RANGES;
+    if (gather.device != UINT32_MAX || (discards.device != UINT32_MAX && !fits)) {
+        if (flush_gathered() != 0) {
+            *st = Status::IoError;
+            return;
+        }
+    }
+    // Caches of inputs that may be this file are dropped now; their next read sends this first.
+    note_device_change(index);
+    if (discards.device == index) {
+        instar_range& last = discards.ranges[discards.count - 1];
+        if (offset == last.offset + last.len) {
+            last.len += len;
+            return;
+        }
+    }
+    discards.device = index;
+    discards.ranges[discards.count++] = {offset, len};
+}
+
 class HypercallDevice final : public BlockDevice {
 public:
     void init(uint32_t index) {
@@ -290,6 +328,11 @@ public:
     Status discard(uint64_t offset, uint64_t len) override {
         if (!writable_ || !in_range(offset, len)) return Status::IoError;
         if (len == 0) return Status::Ok;
+        if (discard_gathering_allowed) {
+            Status st = Status::Ok;
+            gather_discard(index_, offset, len, &st);
+            return st;
+        }
         return hc_discard(index_, offset, len) == 0 ? Status::Ok : Status::IoError;
     }
     Status allocation(uint64_t offset, bool* data, uint64_t* length) override {
@@ -354,7 +397,16 @@ void allow_read_windows() { windows_allowed = true; }
 
 void allow_write_gathering() { gathering_allowed = true; }
 
+void allow_discard_gathering() { discard_gathering_allowed = true; }
+
 int64_t flush_gathered() {
+    if (discards.device != UINT32_MAX) {
+        const uint32_t index = discards.device;
+        const uint32_t n = discards.count;
+        discards.device = UINT32_MAX; // first: hc_discard_ranges flushes too, and finds nothing now
+        discards.count = 0;
+        return hc_discard_ranges(index, discards.ranges, n) == 0 ? 0 : -INSTAR_EIO;
+    }
     if (gather.device == UINT32_MAX) return 0;
     const uint32_t index = gather.device;
     gather.device = UINT32_MAX; // first: hc_write flushes too, and finds nothing now

@@ -193,6 +193,17 @@ int64_t hc_discard(uint32_t device, uint64_t offset, uint64_t len) {
     return hypercall_issue(mb);
 }
 
+int64_t hc_discard_ranges(uint32_t device, const instar_range* ranges, uint64_t count) {
+    if (flush_gathered() != 0) return -INSTAR_EIO; // the writes before come first
+    note_device_change(device);
+    in_flight = 0; // settles
+    instar_hypercall* mb = prepare(INSTAR_HC_DISCARD_RANGES);
+    mb->device = device;
+    mb->gpa = addr(ranges);
+    mb->len = count;
+    return hypercall_issue(mb);
+}
+
 int64_t hc_compress(uint32_t kind, instar_compress_job* jobs, uint64_t count) {
     instar_hypercall* mb = prepare(INSTAR_HC_COMPRESS);
     mb->arg0 = kind;

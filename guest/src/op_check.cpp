@@ -142,6 +142,8 @@ Status check_op(const uint8_t* arg, uint32_t arg_len) {
         // (devices.cpp). -r reads through a writable device, which windows never serve.
         if (!a.fix)
             allow_read_windows();
+        else
+            allow_discard_gathering(); // a repair frees each leaked cluster with a discard of its own
         CheckRequest req{image, files, a.file_count, &arena(), &codecs(), a.fix, a.qemu_version, flush_device};
         if (growing != nullptr)
             req.set_length = set_image_length;

@@ -21,6 +21,8 @@ int64_t hc_add_file(const char* name, uint64_t len); // >= 0: the new device's i
 int64_t hc_allocation(uint32_t device, uint64_t offset, bool* data, uint64_t* length,
                       instar_allocation_run* runs = nullptr, uint64_t max_runs = 0);
 int64_t hc_discard(uint32_t device, uint64_t offset, uint64_t len);
+// INSTAR_HC_DISCARD_RANGES: count (1..INSTAR_MAX_DISCARD_RANGES) ranges, discarded in order.
+int64_t hc_discard_ranges(uint32_t device, const instar_range* ranges, uint64_t count);
 void hc_progress(uint64_t done, uint64_t total);
 // INSTAR_HC_COMPRESS: count <= INSTAR_MAX_COMPRESS_JOBS jobs, results written into the table.
 int64_t hc_compress(uint32_t kind, instar_compress_job* jobs, uint64_t count);
@@ -73,7 +75,10 @@ void allow_read_windows();
 // before are copied into one buffer and written together, before any other device call
 // (hypercalls.cpp calls flush_gathered() first in each, and at exit). For convert.
 void allow_write_gathering();
-// Writes what was gathered: 0, or -INSTAR_EIO when that write failed (the host keeps why).
+// Discard gathering (devices.cpp): from now on, discards of writable devices are kept and sent
+// together (INSTAR_HC_DISCARD_RANGES) before any other device call. For check's repairs.
+void allow_discard_gathering();
+// Writes (or discards) what was gathered: 0, or -INSTAR_EIO when that failed (the host keeps why).
 int64_t flush_gathered();
 
 // services.cpp

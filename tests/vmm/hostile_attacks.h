@@ -76,6 +76,11 @@ enum class Attack : uint8_t {
     // the table (WriteSegmentsCase). Good: 512 B of i * 3 at 4096, 256 B of i * 5 at 0, 128 B of i * 9
     // at 4096 + 256 (over the first: later segments win), then exit 0 whatever it answered.
     WriteSegments,
+    // INSTAR_HC_DISCARD_RANGES on device 1 (writable, at least 8 KiB); the next byte picks the table
+    // (WriteSegmentsCase, read as: Good = [0, 512) and [4096, 5120); PastEnd = the second range
+    // moved past the end; BufferOutsideRam = unused (Good); TooMany = 257 ranges; TableOutsideRam;
+    // ReadOnly = device 0), then exit 0 whatever it answered.
+    DiscardRanges,
 };
 
 enum class WriteSegmentsCase : uint8_t {

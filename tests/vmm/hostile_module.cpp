@@ -340,6 +340,26 @@ Status run(const void* arg, size_t arg_len) {
         (void)raw_call(INSTAR_HC_WRITE_SEGMENTS, device, 0, table, count);
         return Status::Ok;
     }
+    case Attack::DiscardRanges: {
+        static instar_range ranges[INSTAR_MAX_DISCARD_RANGES + 1];
+        ranges[0] = {0, 512};
+        ranges[1] = {4096, 1024};
+        uint64_t count = 2, table = addr(ranges);
+        uint32_t device = 1;
+        switch (static_cast<WriteSegmentsCase>(arg_len > 1 ? a[1] : 0)) {
+        case WriteSegmentsCase::Good:
+        case WriteSegmentsCase::BufferOutsideRam: break;
+        case WriteSegmentsCase::PastEnd: ranges[1].offset = svc->device(1)->size() - 100; break;
+        case WriteSegmentsCase::TooMany:
+            for (unsigned i = 2; i <= INSTAR_MAX_DISCARD_RANGES; ++i) ranges[i] = ranges[0];
+            count = INSTAR_MAX_DISCARD_RANGES + 1;
+            break;
+        case WriteSegmentsCase::TableOutsideRam: table = uint64_t{1} << 40; break;
+        case WriteSegmentsCase::ReadOnly: device = 0; break;
+        }
+        (void)raw_call(INSTAR_HC_DISCARD_RANGES, device, 0, table, count);
+        return Status::Ok;
+    }
     case Attack::SmallReads: {
         static uint8_t got[8 + 112 + 100 + 50 + 3 + 8];
         BlockDevice* out = svc->device(1);

@@ -533,6 +533,52 @@ TEST_CASE("a segmented write with one bad segment ends the guest and writes noth
     }
 }
 
+// Runs DiscardRanges with `which` table on a read-only 1 MiB device 0 and a writable 8 KiB device 1
+// holding a pattern; the run's outcome, device 1's bytes after it, and the pattern.
+struct DiscardRun {
+    Outcome<RunResult> run;
+    std::vector<unsigned char> after, before;
+};
+DiscardRun discard_ranges(WriteSegmentsCase which) {
+    const auto data = pattern(1 << 20);
+    TempFile in(data);
+    auto before = pattern(8192);
+    for (auto& b : before) b |= 1; // no zero byte: a discarded range shows
+    TempFile out(before);
+    const Device devs[] = {{in.fd(), data.size(), false}, {out.fd(), 8192, true}};
+    auto r = attack(Attack::DiscardRanges, devs, {}, {static_cast<std::uint8_t>(which)});
+    CHECK(in.contents() == data);
+    return {std::move(r), out.contents(), before};
+}
+
+TEST_CASE("a discard of ranges makes each range read as zeros") {
+    auto d = discard_ranges(WriteSegmentsCase::Good);
+    REQUIRE_MESSAGE(d.run.ok(), (d.run.ok() ? "" : d.run.error().message));
+    CHECK(d.run.value().exit_status == 0);
+    auto want = d.before;
+    std::fill(want.begin(), want.begin() + 512, 0);
+    std::fill(want.begin() + 4096, want.begin() + 5120, 0);
+    CHECK(d.after == want);
+}
+
+TEST_CASE("a discard of ranges with one bad range ends the guest and changes nothing") {
+    const struct {
+        WriteSegmentsCase which;
+        const char* text;
+    } cases[] = {{WriteSegmentsCase::PastEnd, "discard past the end of device 1: range 1"},
+                 {WriteSegmentsCase::TooMany, "discard of 257 ranges"},
+                 {WriteSegmentsCase::TableOutsideRam, "discard range table 0x10000000000"},
+                 {WriteSegmentsCase::ReadOnly, "discard of ranges on device 0, which is not writable"}};
+    for (const auto& c : cases) {
+        auto d = discard_ranges(c.which);
+        REQUIRE_FALSE(d.run.ok());
+        INFO("message: ", d.run.error().message);
+        CHECK(d.run.error().kind == ErrorKind::GuestBadRequest);
+        CHECK(d.run.error().message.find(c.text) != std::string::npos);
+        CHECK(d.after == d.before);
+    }
+}
+
 // Last in this file: from here on runs use spare VMs (later test files exercise that path).
 TEST_CASE("after prewarm() runs use spare VMs and still start fresh") {
     if (!vmm_test::need_kvm()) return;

@@ -67,7 +67,7 @@ Outcome<HypercallServer::Next> HypercallServer::serve() {
     if (test_hooks::on_hypercall) test_hooks::on_hypercall(req.nr);
 #endif
     if (req.nr == INSTAR_HC_WRITE || req.nr == INSTAR_HC_WRITE_SEGMENTS || req.nr == INSTAR_HC_SET_LENGTH ||
-        req.nr == INSTAR_HC_DISCARD) {
+        req.nr == INSTAR_HC_DISCARD || req.nr == INSTAR_HC_DISCARD_RANGES) {
         static std::uint64_t changes = 0;
         if (kill_at_write() != 0 && ++changes == kill_at_write())
             std::_Exit(137); // no destructor, no cleanup: what a kill -9 leaves behind
@@ -164,6 +164,7 @@ Outcome<HypercallServer::Next> HypercallServer::serve() {
     case INSTAR_HC_ADD_FILE: next = add_file(req, reply); break;
     case INSTAR_HC_ALLOCATION: next = allocation(req, reply); break;
     case INSTAR_HC_DISCARD: next = discard(req, reply); break;
+    case INSTAR_HC_DISCARD_RANGES: next = discard_ranges(req, reply); break;
     case INSTAR_HC_PROGRESS: next = progress(req); break;
     case INSTAR_HC_COMPRESS: next = compress(req); break;
     case INSTAR_HC_RECORD: next = record(req); break;
@@ -475,31 +476,83 @@ Outcome<HypercallServer::Next> HypercallServer::discard(const instar_hypercall& 
     if (req.offset > d->size || req.len > d->size - req.offset)
         return bad_request("discard past the end of device " + std::to_string(req.device));
     if (req.len == 0) return Next::Resume;
-    struct stat st{};
-    if (file_stat(d->fd, st) != 0) {
+    const auto length = file_length(*d);
+    auto done = length ? discard_range(*d, req.offset, req.len, *length) : Outcome<bool>(false);
+    if (!done) return done.error();
+    if (!done.value()) reply.ret = -INSTAR_EIO;
+    return Next::Resume;
+}
+
+// Every range is checked before any is discarded: a table with one bad range ends the guest with
+// nothing changed, as one bad DISCARD would. The first failure stops the rest (ret -INSTAR_EIO).
+Outcome<HypercallServer::Next> HypercallServer::discard_ranges(const instar_hypercall& req, instar_hypercall& reply) {
+    const Device* d = device(req.device);
+    if (d == nullptr || !d->writable) return bad_request("discard of ranges on device " + std::to_string(req.device) +
+                                                         ", which is not writable");
+    if (req.len == 0 || req.len > INSTAR_MAX_DISCARD_RANGES) {
+        return bad_request("discard of " + std::to_string(req.len) + " ranges (1 to " +
+                           std::to_string(INSTAR_MAX_DISCARD_RANGES) + ")");
+    }
+    const std::uint8_t* table = mem_.range(req.gpa, req.len * sizeof(instar_range));
+    if (table == nullptr) {
+        return bad_request("discard range table " + hex(req.gpa) + " lies outside guest RAM (" +
+                           std::to_string(mem_.size()) + " bytes)");
+    }
+    instar_range ranges[INSTAR_MAX_DISCARD_RANGES];
+    // SAFETY: copied out of guest memory before any check, so the guest cannot change a range
+    // between its check and its discard.
+    std::memcpy(ranges, table, req.len * sizeof(instar_range));
+    for (std::uint64_t i = 0; i < req.len; ++i) {
+        if (ranges[i].offset > d->size || ranges[i].len > d->size - ranges[i].offset)
+            return bad_request("discard past the end of device " + std::to_string(req.device) + ": range " +
+                               std::to_string(i));
+    }
+    const auto length = file_length(*d); // punching (KEEP_SIZE) and zero-filling inside keep it
+    if (!length) {
         reply.ret = -INSTAR_EIO;
         return Next::Resume;
     }
-    // A block device (convert -n into an LV) has no st_size: its length is the device's size.
-    const auto length = S_ISBLK(st.st_mode) ? d->size : static_cast<std::uint64_t>(st.st_size);
-    const std::uint64_t end = req.offset + req.len;
+    for (std::uint64_t i = 0; i < req.len; ++i) {
+        auto done = discard_range(*d, ranges[i].offset, ranges[i].len, *length);
+        if (!done) return done.error();
+        if (!done.value()) {
+            reply.ret = -INSTAR_EIO;
+            break;
+        }
+    }
+    return Next::Resume;
+}
+
+// The length of `d`'s file now (a block device, e.g. convert -n into an LV, has no st_size: its length
+// is the device's size); nothing when the host cannot tell.
+std::optional<std::uint64_t> HypercallServer::file_length(const Device& d) {
+    struct stat st{};
+    if (file_stat(d.fd, st) != 0) return std::nullopt;
+    return S_ISBLK(st.st_mode) ? d.size : static_cast<std::uint64_t>(st.st_size);
+}
+
+// [offset, offset + len) of writable device `d` (checked by the caller; its file `length` long) made
+// to read as zeros; false when the host failed (the failure is kept for the report).
+Outcome<bool> HypercallServer::discard_range(const Device& d, std::uint64_t offset, std::uint64_t len,
+                                             std::uint64_t length) {
+    if (len == 0) return true;
+    const std::uint64_t end = offset + len;
     // Past the file's end reads as zeros already (a later write extends it with a hole).
     const std::uint64_t inside = std::min(end, length);
-    if (req.offset < inside &&
-        ::fallocate(d->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(req.offset),
-                    static_cast<off_t>(inside - req.offset)) != 0) {
-        switch (fill_zeros(*d, req.offset, inside, watchdog_, *bounce_)) {
+    if (offset < inside &&
+        ::fallocate(d.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
+                    static_cast<off_t>(inside - offset)) != 0) {
+        switch (fill_zeros(d, offset, inside, watchdog_, *bounce_)) {
         case Transfer::Done: break;
         case Transfer::Failed:
             host_failure(std::string("could not write zeros: ") + std::strerror(errno), errno);
-            reply.ret = -INSTAR_EIO;
-            break;
+            return false;
         case Transfer::TimedOut:
             return SandboxError{ErrorKind::GuestTimeout, "guest ran past its time budget and was stopped (while the "
                                                          "host wrote zeros)", {}};
         }
     }
-    return Next::Resume;
+    return true;
 }
 
 Outcome<HypercallServer::Next> HypercallServer::progress(const instar_hypercall& req) {

@@ -66,6 +66,9 @@ private:
     Outcome<Next> add_file(const instar_hypercall& req, instar_hypercall& reply);
     Outcome<Next> allocation(const instar_hypercall& req, instar_hypercall& reply);
     Outcome<Next> discard(const instar_hypercall& req, instar_hypercall& reply);
+    Outcome<Next> discard_ranges(const instar_hypercall& req, instar_hypercall& reply);
+    Outcome<bool> discard_range(const Device& d, std::uint64_t offset, std::uint64_t len, std::uint64_t length);
+    static std::optional<std::uint64_t> file_length(const Device& d);
     Outcome<Next> progress(const instar_hypercall& req);
     Outcome<Next> compress(const instar_hypercall& req);
     void host_failure(std::string message, int err);
