@@ -73,21 +73,22 @@ enum class Attack : uint8_t {
     // 8 @ 0 through device 0 again; one record with the 281 bytes read, in that order.
     SmallReads,
     // INSTAR_HC_WRITE_SEGMENTS to device 1 (writable, at least 8 KiB); the argument's next byte picks
-    // the table (WriteSegmentsCase). Good: 512 B of i * 3 at 4096, 256 B of i * 5 at 0, 128 B of i * 9
-    // at 4096 + 256 (over the first: later segments win), then exit 0 whatever it answered.
+    // the table (TableCase). Good: 512 B of i * 3 at 4096, 256 B of i * 5 at 0, 128 B of i * 9 at
+    // 4096 + 256 (over the first: later segments win); then exit 0 whatever it answered.
     WriteSegments,
     // INSTAR_HC_DISCARD_RANGES on device 1 (writable, at least 8 KiB); the next byte picks the table
-    // (WriteSegmentsCase, read as: Good = [0, 512) and [4096, 5120); PastEnd = the second range
-    // moved past the end; BufferOutsideRam = unused (Good); TooMany = 257 ranges; TableOutsideRam;
+    // (TableCase: Good = [0, 512) and [4096, 5120); PastEnd = the second range moved past the
+    // end; BufferOutsideRam = no buffers here, so Good; TooMany = 257 ranges; TableOutsideRam;
     // ReadOnly = device 0), then exit 0 whatever it answered.
     DiscardRanges,
 };
 
-enum class WriteSegmentsCase : uint8_t {
+// The table a WriteSegments or DiscardRanges attack sends.
+enum class TableCase : uint8_t {
     Good = 0,
-    PastEnd,        // the good table with its second segment moved past device 1's end
-    BufferOutsideRam, // the good table with its last segment's buffer at 1 TiB
-    TooMany,        // 65 segments
-    TableOutsideRam, // the table's address at 1 TiB
-    ReadOnly,       // the good table, to device 0 (read-only)
+    PastEnd,          // the good table with its second entry moved past device 1's end
+    BufferOutsideRam, // the good table with its last segment's buffer at 1 TiB (segments only)
+    TooMany,          // one entry more than the call takes (65 segments, 257 ranges)
+    TableOutsideRam,  // the table's address at 1 TiB
+    ReadOnly,         // the good table, to device 0 (read-only)
 };

@@ -110,6 +110,29 @@ Status compress_attack(Attack a, uint8_t kind) {
     return recurse(depth + 1) + pad[0];
 }
 
+// WriteSegments / DiscardRanges: sends call `nr` with the first `good` of `entries` (room for max + 1),
+// spoiled as `which` says, to device 1 (device 0 for ReadOnly). The host either ends the guest or
+// answers; the answer is not looked at.
+template <class Entry>
+void send_table(uint32_t nr, Entry* entries, uint64_t good, uint64_t max, TableCase which) {
+    uint64_t count = good, table = addr(entries);
+    uint32_t device = 1;
+    switch (which) {
+    case TableCase::Good: break;
+    case TableCase::PastEnd: entries[1].offset = svc->device(1)->size() - 100; break;
+    case TableCase::BufferOutsideRam:
+        if constexpr (requires { entries[0].gpa; }) entries[good - 1].gpa = uint64_t{1} << 40;
+        break;
+    case TableCase::TooMany:
+        for (uint64_t i = good; i <= max; ++i) entries[i] = entries[0];
+        count = max + 1;
+        break;
+    case TableCase::TableOutsideRam: table = uint64_t{1} << 40; break;
+    case TableCase::ReadOnly: device = 0; break;
+    }
+    (void)raw_call(nr, device, 0, table, count);
+}
+
 // Reads through an address the compiler cannot see is bogus.
 uint64_t load(uint64_t address) {
     volatile uint64_t a = address;
@@ -324,40 +347,14 @@ Status run(const void* arg, size_t arg_len) {
         segs[0] = {4096, addr(bytes), 512};
         segs[1] = {0, addr(bytes + 512), 256};
         segs[2] = {4096 + 256, addr(bytes + 768), 128};
-        uint64_t count = 3, table = addr(segs);
-        uint32_t device = 1;
-        switch (static_cast<WriteSegmentsCase>(arg_len > 1 ? a[1] : 0)) {
-        case WriteSegmentsCase::Good: break;
-        case WriteSegmentsCase::PastEnd: segs[1].offset = svc->device(1)->size() - 100; break;
-        case WriteSegmentsCase::BufferOutsideRam: segs[2].gpa = uint64_t{1} << 40; break;
-        case WriteSegmentsCase::TooMany:
-            for (unsigned i = 3; i <= INSTAR_MAX_WRITE_SEGMENTS; ++i) segs[i] = segs[0];
-            count = INSTAR_MAX_WRITE_SEGMENTS + 1;
-            break;
-        case WriteSegmentsCase::TableOutsideRam: table = uint64_t{1} << 40; break;
-        case WriteSegmentsCase::ReadOnly: device = 0; break;
-        }
-        (void)raw_call(INSTAR_HC_WRITE_SEGMENTS, device, 0, table, count);
+        send_table(INSTAR_HC_WRITE_SEGMENTS, segs, 3, INSTAR_MAX_WRITE_SEGMENTS, static_cast<TableCase>(arg_len > 1 ? a[1] : 0));
         return Status::Ok;
     }
     case Attack::DiscardRanges: {
         static instar_range ranges[INSTAR_MAX_DISCARD_RANGES + 1];
         ranges[0] = {0, 512};
         ranges[1] = {4096, 1024};
-        uint64_t count = 2, table = addr(ranges);
-        uint32_t device = 1;
-        switch (static_cast<WriteSegmentsCase>(arg_len > 1 ? a[1] : 0)) {
-        case WriteSegmentsCase::Good:
-        case WriteSegmentsCase::BufferOutsideRam: break;
-        case WriteSegmentsCase::PastEnd: ranges[1].offset = svc->device(1)->size() - 100; break;
-        case WriteSegmentsCase::TooMany:
-            for (unsigned i = 2; i <= INSTAR_MAX_DISCARD_RANGES; ++i) ranges[i] = ranges[0];
-            count = INSTAR_MAX_DISCARD_RANGES + 1;
-            break;
-        case WriteSegmentsCase::TableOutsideRam: table = uint64_t{1} << 40; break;
-        case WriteSegmentsCase::ReadOnly: device = 0; break;
-        }
-        (void)raw_call(INSTAR_HC_DISCARD_RANGES, device, 0, table, count);
+        send_table(INSTAR_HC_DISCARD_RANGES, ranges, 2, INSTAR_MAX_DISCARD_RANGES, static_cast<TableCase>(arg_len > 1 ? a[1] : 0));
         return Status::Ok;
     }
     case Attack::SmallReads: {

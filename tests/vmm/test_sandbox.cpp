@@ -491,92 +491,81 @@ TEST_CASE("a writable output device receives the guest's writes; the input stays
     CHECK(in.contents() == data);
 }
 
-// Runs WriteSegments with `which` table on a read-only 1 MiB device 0 and a writable 8 KiB device 1
-// (zeros); the run's outcome, and device 1's bytes after it.
-std::pair<Outcome<RunResult>, std::vector<unsigned char>> write_segments(WriteSegmentsCase which) {
-    const auto data = pattern(1 << 20);
-    TempFile in(data);
-    TempFile out(std::vector<unsigned char>(8192, 0));
-    const Device devs[] = {{in.fd(), data.size(), false}, {out.fd(), 8192, true}};
-    auto r = attack(Attack::WriteSegments, devs, {}, {static_cast<std::uint8_t>(which)});
-    CHECK(in.contents() == data);
-    return {std::move(r), out.contents()};
-}
-
-TEST_CASE("a segmented write lands every segment in table order") {
-    auto [r, written] = write_segments(WriteSegmentsCase::Good);
-    REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message));
-    CHECK(r.value().exit_status == 0);
-    std::vector<unsigned char> want(8192, 0);
-    for (unsigned i = 0; i < 512; ++i) want[4096 + i] = static_cast<unsigned char>(i * 3);
-    for (unsigned i = 0; i < 256; ++i) want[i] = static_cast<unsigned char>(i * 5);
-    for (unsigned i = 0; i < 128; ++i) want[4096 + 256 + i] = static_cast<unsigned char>(i * 9); // the later one wins
-    CHECK(written == want);
-}
-
-TEST_CASE("a segmented write with one bad segment ends the guest and writes nothing") {
-    const struct {
-        WriteSegmentsCase which;
-        const char* text;
-    } cases[] = {{WriteSegmentsCase::PastEnd, "segmented write past the end of device 1: segment 1"},
-                 {WriteSegmentsCase::BufferOutsideRam, "segmented write buffer 0x10000000000"},
-                 {WriteSegmentsCase::TooMany, "segmented write of 65 segments"},
-                 {WriteSegmentsCase::TableOutsideRam, "segment table 0x10000000000"},
-                 {WriteSegmentsCase::ReadOnly, "segmented write to read-only device 0"}};
-    for (const auto& c : cases) {
-        auto [r, written] = write_segments(c.which);
-        REQUIRE_FALSE(r.ok());
-        INFO("message: ", r.error().message);
-        CHECK(r.error().kind == ErrorKind::GuestBadRequest);
-        CHECK(r.error().message.find(c.text) != std::string::npos);
-        CHECK(written == std::vector<unsigned char>(8192, 0));
-    }
-}
-
-// Runs DiscardRanges with `which` table on a read-only 1 MiB device 0 and a writable 8 KiB device 1
-// holding a pattern; the run's outcome, device 1's bytes after it, and the pattern.
-struct DiscardRun {
+// Runs a table attack (WriteSegments, DiscardRanges) with `which` table on a read-only 1 MiB device 0
+// and a writable 8 KiB device 1 holding a pattern without a zero byte; the run's outcome and device
+// 1's bytes before and after it.
+struct TableRun {
     Outcome<RunResult> run;
-    std::vector<unsigned char> after, before;
+    std::vector<unsigned char> before, after;
 };
-DiscardRun discard_ranges(WriteSegmentsCase which) {
+TableRun table_attack(Attack a, TableCase which) {
     const auto data = pattern(1 << 20);
     TempFile in(data);
     auto before = pattern(8192);
     for (auto& b : before) b |= 1; // no zero byte: a discarded range shows
     TempFile out(before);
     const Device devs[] = {{in.fd(), data.size(), false}, {out.fd(), 8192, true}};
-    auto r = attack(Attack::DiscardRanges, devs, {}, {static_cast<std::uint8_t>(which)});
+    auto r = attack(a, devs, {}, {static_cast<std::uint8_t>(which)});
     CHECK(in.contents() == data);
-    return {std::move(r), out.contents(), before};
+    return {std::move(r), before, out.contents()};
+}
+
+// The good table, run to exit status 0.
+TableRun good_table(Attack a) {
+    auto t = table_attack(a, TableCase::Good);
+    REQUIRE_MESSAGE(t.run.ok(), (t.run.ok() ? "" : t.run.error().message));
+    CHECK(t.run.value().exit_status == 0);
+    return t;
+}
+
+// Each bad table ends the guest with a message containing `text` and leaves device 1 as it was.
+struct Refusal {
+    TableCase which;
+    const char* text;
+};
+void expect_refusals(Attack a, std::initializer_list<Refusal> cases) {
+    for (const auto& c : cases) {
+        auto t = table_attack(a, c.which);
+        REQUIRE_FALSE(t.run.ok());
+        INFO("message: ", t.run.error().message);
+        CHECK(t.run.error().kind == ErrorKind::GuestBadRequest);
+        CHECK(t.run.error().message.find(c.text) != std::string::npos);
+        CHECK(t.after == t.before);
+    }
+}
+
+TEST_CASE("a segmented write lands every segment in table order") {
+    const auto t = good_table(Attack::WriteSegments);
+    auto want = t.before;
+    for (unsigned i = 0; i < 512; ++i) want[4096 + i] = static_cast<unsigned char>(i * 3);
+    for (unsigned i = 0; i < 256; ++i) want[i] = static_cast<unsigned char>(i * 5);
+    for (unsigned i = 0; i < 128; ++i) want[4096 + 256 + i] = static_cast<unsigned char>(i * 9); // the later one wins
+    CHECK(t.after == want);
+}
+
+TEST_CASE("a segmented write with one bad segment ends the guest and writes nothing") {
+    expect_refusals(Attack::WriteSegments,
+                    {{TableCase::PastEnd, "segmented write past the end of device 1: segment 1"},
+                     {TableCase::BufferOutsideRam, "segmented write buffer 0x10000000000"},
+                     {TableCase::TooMany, "segmented write of 65 segments"},
+                     {TableCase::TableOutsideRam, "segment table 0x10000000000"},
+                     {TableCase::ReadOnly, "segmented write to read-only device 0"}});
 }
 
 TEST_CASE("a discard of ranges makes each range read as zeros") {
-    auto d = discard_ranges(WriteSegmentsCase::Good);
-    REQUIRE_MESSAGE(d.run.ok(), (d.run.ok() ? "" : d.run.error().message));
-    CHECK(d.run.value().exit_status == 0);
-    auto want = d.before;
+    const auto t = good_table(Attack::DiscardRanges);
+    auto want = t.before;
     std::fill(want.begin(), want.begin() + 512, 0);
     std::fill(want.begin() + 4096, want.begin() + 5120, 0);
-    CHECK(d.after == want);
+    CHECK(t.after == want);
 }
 
 TEST_CASE("a discard of ranges with one bad range ends the guest and changes nothing") {
-    const struct {
-        WriteSegmentsCase which;
-        const char* text;
-    } cases[] = {{WriteSegmentsCase::PastEnd, "discard past the end of device 1: range 1"},
-                 {WriteSegmentsCase::TooMany, "discard of 257 ranges"},
-                 {WriteSegmentsCase::TableOutsideRam, "discard range table 0x10000000000"},
-                 {WriteSegmentsCase::ReadOnly, "discard of ranges on device 0, which is not writable"}};
-    for (const auto& c : cases) {
-        auto d = discard_ranges(c.which);
-        REQUIRE_FALSE(d.run.ok());
-        INFO("message: ", d.run.error().message);
-        CHECK(d.run.error().kind == ErrorKind::GuestBadRequest);
-        CHECK(d.run.error().message.find(c.text) != std::string::npos);
-        CHECK(d.after == d.before);
-    }
+    expect_refusals(Attack::DiscardRanges,
+                    {{TableCase::PastEnd, "discard past the end of device 1: range 1"},
+                     {TableCase::TooMany, "discard of 257 ranges"},
+                     {TableCase::TableOutsideRam, "discard range table 0x10000000000"},
+                     {TableCase::ReadOnly, "discard of ranges on device 0, which is not writable"}});
 }
 
 // Last in this file: from here on runs use spare VMs (later test files exercise that path).
