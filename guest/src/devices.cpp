@@ -249,8 +249,8 @@ bool gather_write(uint32_t index, uint64_t offset, const void* src, uint64_t len
     return gather_restart(index, offset, src, len, st);
 }
 
-// Discard gathering: qemu's repair frees each leaked cluster with its own discard, and commit empties
-// an overlay cluster run by cluster run; each was an exit. Once an operation allows it, a discard is
+// Discard gathering: qemu's repair frees each leaked cluster with its own discard, each an exit
+// (check -r allows gathering; other operations discard little). Once an operation allows it, a discard is
 // kept in a table of up to INSTAR_MAX_DISCARD_RANGES ranges of one device (one continuing the last
 // range extends it) and the table is sent in one DISCARD_RANGES call before any other device call
 // and the exit (flush_gathered(), which also sends gathered writes; only one kind is ever pending).

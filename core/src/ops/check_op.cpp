@@ -302,11 +302,12 @@ Expected<CheckReport> run_check(const CheckOptions& opts, const PluginRegistry& 
         ran = std::move(*r);
     }
     // qemu allocates its reference-count array on the heap, as large as the file needs. Where instar's
-    // does not fit in the guest RAM and the user set no cap, the check runs once more with the
-    // largest guest RAM (docs/check.md, "Memory bound"). A check that ran out of memory has written
-    // nothing: the array is allocated before any repair.
-    if (static_cast<guest::Status>(ran->exit_status) == guest::Status::NoMemory && !sandbox.max_guest_memory_given &&
-        sandbox.max_guest_memory < INSTAR_MAX_GUEST_MEMORY) {
+    // does not fit in the guest RAM and the user set no cap, a check that only reads runs once more
+    // with the largest guest RAM (docs/check.md, "Memory bound"). A repair is not run twice: the
+    // user raises the cap.
+    std::uint64_t ram_cap = sandbox.max_guest_memory; // the last run's
+    if (static_cast<guest::Status>(ran->exit_status) == guest::Status::NoMemory && !opts.fix &&
+        !sandbox.max_guest_memory_given && sandbox.max_guest_memory < INSTAR_MAX_GUEST_MEMORY) {
         vmm::SandboxConfig larger = sandbox;
         larger.max_guest_memory = INSTAR_MAX_GUEST_MEMORY;
         larger.guest_memory = 0;
@@ -314,6 +315,7 @@ Expected<CheckReport> run_check(const CheckOptions& opts, const PluginRegistry& 
         if (!r)
             return Error{r.error()};
         ran = std::move(*r);
+        ram_cap = larger.max_guest_memory;
     }
     const vmm::RunResult* run = &*ran;
     const auto status = static_cast<guest::Status>(run->exit_status);
@@ -328,7 +330,7 @@ Expected<CheckReport> run_check(const CheckOptions& opts, const PluginRegistry& 
         else if (status == guest::Status::NoMemory)
             failed.failure = "Check failed: the check's reference-count array for '" + opts.filename +
                              "' does not fit in guest memory" +
-                             (sandbox.max_guest_memory_given && sandbox.max_guest_memory < INSTAR_MAX_GUEST_MEMORY
+                             (ram_cap < INSTAR_MAX_GUEST_MEMORY
                                   ? "; raise --max-guest-memory (docs/check.md)"
                                   : " (" + std::to_string(INSTAR_MAX_GUEST_MEMORY >> 30) +
                                         " GiB, the most a guest gets; docs/check.md)");
