@@ -43,8 +43,9 @@ const Divergence DIVERGENCES[] = {
      "qemu-img reads zeros there and maps a truncated image as unallocated, silently"},
     {"qcow2-check-cluster-limit", "check",
      "check refuses files of more than 2^28 clusters (QCOW2_CHECK_MAX_CLUSTERS), or whose reference-count "
-     "array does not fit in guest memory, naming the limit; a refcount_bits=64 cluster referenced 2^32 times "
-     "or more is reported as an overflow",
+     "array does not fit in guest memory (a read-only check retries with 3 GiB unless --max-guest-memory is "
+     "given; -r does not), naming the limit; a refcount_bits=64 cluster referenced 2^32 times or more is "
+     "reported as an overflow",
      "the in-guest array is bounded (4 bytes per cluster); qemu allocates up to INT_MAX clusters on the host"},
     {"qcow2-check-repair", "check",
      "check -r all refuses one repair: a refcount block outside the file beyond the in-guest array where the "
