@@ -208,19 +208,47 @@ Outcome<HypercallServer::Next> HypercallServer::read_or_write(const instar_hyper
         return Next::Resume;
     }
     // SAFETY: [buf, buf + len) was checked to lie inside the guest mapping just above.
-    switch (device_transfer(*d, buf, req.len, req.offset, write, watchdog_, *bounce_)) {
-    case Transfer::Done:
-        if (write) result_.bytes_written += req.len;
-        break;
-    case Transfer::Failed:
-        reply.ret = -INSTAR_EIO;
-        if (write) host_failure(std::string("could not write: ") + std::strerror(errno), errno);
-        break;
-    case Transfer::TimedOut:
-        return SandboxError{ErrorKind::GuestTimeout, "guest ran past its time budget and was stopped (during a device "
-                                                     + std::string(verb) + ")", {}};
-    }
+    auto done = transfer(*d, buf, req.len, req.offset, write);
+    if (!done) return done.error();
+    if (!done.value()) reply.ret = -INSTAR_EIO;
     return Next::Resume;
+}
+
+// One READ's or WRITE's bytes between `d` and guest memory at `buf` (checked by the caller); false
+// when the host file failed (a failed write's reason is kept for the report).
+Outcome<bool> HypercallServer::transfer(const Device& d, std::uint8_t* buf, std::uint64_t len, std::uint64_t offset,
+                                        bool write) {
+    switch (device_transfer(d, buf, len, offset, write, watchdog_, *bounce_)) {
+    case Transfer::Done:
+        if (write) result_.bytes_written += len;
+        return true;
+    case Transfer::Failed:
+        if (write) host_failure(std::string("could not write: ") + std::strerror(errno), errno);
+        return false;
+    case Transfer::TimedOut: break;
+    }
+    return SandboxError{ErrorKind::GuestTimeout, std::string("guest ran past its time budget and was stopped (during a "
+                                                             "device ") + (write ? "write" : "read") + ")", {}};
+}
+
+// A table call's entries (WRITE_SEGMENTS, DISCARD_RANGES), copied out of guest memory before any
+// check, so the guest cannot change an entry between its check and its use. The errors name the
+// call, its entries and the table ("segmented write of 65 segments (1 to 64)", "segment table 0x...").
+template <class Entry, std::size_t MAX>
+std::optional<SandboxError> HypercallServer::copy_table(const instar_hypercall& req, Entry (&out)[MAX], const char* call,
+                                                        const char* entries, const char* table_name) {
+    if (req.len == 0 || req.len > MAX) {
+        return bad_request(std::string(call) + " of " + std::to_string(req.len) + " " + entries + " (1 to " +
+                           std::to_string(MAX) + ")");
+    }
+    const std::uint8_t* table = mem_.range(req.gpa, req.len * sizeof(Entry));
+    if (table == nullptr) {
+        return bad_request(std::string(table_name) + " " + hex(req.gpa) + " lies outside guest RAM (" +
+                           std::to_string(mem_.size()) + " bytes)");
+    }
+    // SAFETY: [table, table + len * sizeof(Entry)) lies inside guest RAM (checked above).
+    std::memcpy(out, table, req.len * sizeof(Entry));
+    return std::nullopt;
 }
 
 // Every segment is checked before any is written: a table with one bad segment ends the guest with
@@ -230,19 +258,8 @@ Outcome<HypercallServer::Next> HypercallServer::write_segments(const instar_hype
     const Device* d = device(req.device);
     if (d == nullptr) return bad_request("segmented write on device " + std::to_string(req.device) + ", which does not exist");
     if (!d->writable) return bad_request("segmented write to read-only device " + std::to_string(req.device));
-    if (req.len == 0 || req.len > INSTAR_MAX_WRITE_SEGMENTS) {
-        return bad_request("segmented write of " + std::to_string(req.len) + " segments (1 to " +
-                           std::to_string(INSTAR_MAX_WRITE_SEGMENTS) + ")");
-    }
-    const std::uint8_t* table = mem_.range(req.gpa, req.len * sizeof(instar_write_segment));
-    if (table == nullptr) {
-        return bad_request("segment table " + hex(req.gpa) + " lies outside guest RAM (" + std::to_string(mem_.size()) +
-                           " bytes)");
-    }
     instar_write_segment segs[INSTAR_MAX_WRITE_SEGMENTS];
-    // SAFETY: copied out of guest memory before any check, so the guest cannot change a segment
-    // between its check and its write.
-    std::memcpy(segs, table, req.len * sizeof(instar_write_segment));
+    if (auto bad = copy_table(req, segs, "segmented write", "segments", "segment table")) return *bad;
     std::uint8_t* bufs[INSTAR_MAX_WRITE_SEGMENTS];
     for (std::uint64_t i = 0; i < req.len; ++i) {
         const instar_write_segment& s = segs[i];
@@ -260,15 +277,11 @@ Outcome<HypercallServer::Next> HypercallServer::write_segments(const instar_hype
     for (std::uint64_t i = 0; i < req.len; ++i) {
         if (segs[i].len == 0) continue;
         // SAFETY: [bufs[i], bufs[i] + len) was checked to lie inside the guest mapping above.
-        switch (device_transfer(*d, bufs[i], segs[i].len, segs[i].offset, true, watchdog_, *bounce_)) {
-        case Transfer::Done: result_.bytes_written += segs[i].len; break;
-        case Transfer::Failed:
+        auto done = transfer(*d, bufs[i], segs[i].len, segs[i].offset, true);
+        if (!done) return done.error();
+        if (!done.value()) {
             reply.ret = -INSTAR_EIO;
-            host_failure(std::string("could not write: ") + std::strerror(errno), errno);
-            return Next::Resume;
-        case Transfer::TimedOut:
-            return SandboxError{ErrorKind::GuestTimeout, "guest ran past its time budget and was stopped (during a "
-                                                         "device write)", {}};
+            break;
         }
     }
     return Next::Resume;
@@ -489,19 +502,8 @@ Outcome<HypercallServer::Next> HypercallServer::discard_ranges(const instar_hype
     const Device* d = device(req.device);
     if (d == nullptr || !d->writable) return bad_request("discard of ranges on device " + std::to_string(req.device) +
                                                          ", which is not writable");
-    if (req.len == 0 || req.len > INSTAR_MAX_DISCARD_RANGES) {
-        return bad_request("discard of " + std::to_string(req.len) + " ranges (1 to " +
-                           std::to_string(INSTAR_MAX_DISCARD_RANGES) + ")");
-    }
-    const std::uint8_t* table = mem_.range(req.gpa, req.len * sizeof(instar_range));
-    if (table == nullptr) {
-        return bad_request("discard range table " + hex(req.gpa) + " lies outside guest RAM (" +
-                           std::to_string(mem_.size()) + " bytes)");
-    }
     instar_range ranges[INSTAR_MAX_DISCARD_RANGES];
-    // SAFETY: copied out of guest memory before any check, so the guest cannot change a range
-    // between its check and its discard.
-    std::memcpy(ranges, table, req.len * sizeof(instar_range));
+    if (auto bad = copy_table(req, ranges, "discard", "ranges", "discard range table")) return *bad;
     for (std::uint64_t i = 0; i < req.len; ++i) {
         if (ranges[i].offset > d->size || ranges[i].len > d->size - ranges[i].offset)
             return bad_request("discard past the end of device " + std::to_string(req.device) + ": range " +

@@ -59,6 +59,10 @@ private:
     // the answer: kept for run_pending_reads() (process sandbox) or queued for the reader thread
     // (KVM). False: it is made now.
     bool take_read_ahead(const Device& d, const instar_hypercall& req, std::uint8_t* buf);
+    Outcome<bool> transfer(const Device& d, std::uint8_t* buf, std::uint64_t len, std::uint64_t offset, bool write);
+    template <class Entry, std::size_t MAX>
+    std::optional<SandboxError> copy_table(const instar_hypercall& req, Entry (&out)[MAX], const char* call,
+                                           const char* entries, const char* table_name);
     Outcome<Next> write_segments(const instar_hypercall& req, instar_hypercall& reply);
     Outcome<Next> record(const instar_hypercall& req);
     Outcome<Next> log(const instar_hypercall& req);
