@@ -71,9 +71,10 @@ uint32_t device_index(const BlockDevice& dev);
 // device are served from a window read in one call. For the walks over data (convert, compare),
 // called once their own buffers are placed: the windows take arena memory.
 void allow_read_windows();
-// Write gathering (devices.cpp): from now on, short writes to an output that continue the one
-// before are copied into one buffer and written together, before any other device call
-// (hypercalls.cpp calls flush_gathered() first in each, and at exit). For convert.
+// Write gathering (devices.cpp): from now on, short writes to an output are copied into one buffer
+// (a segment each, or onto the last one they continue) and written together, in one WRITE or
+// WRITE_SEGMENTS, before any other device call (hypercalls.cpp calls flush_gathered() first in
+// each, and at exit). For convert.
 void allow_write_gathering();
 // Discard gathering (devices.cpp): from now on, discards of writable devices are kept and sent
 // together (INSTAR_HC_DISCARD_RANGES) before any other device call. For check's repairs.
