@@ -167,6 +167,18 @@ def main():
             for args in (['convert', ov, 'out.raw'], ['map', ov], ['compare', ov, ov],
                          ['info', '--backing-chain', ov]):
                 compare(results, ' '.join(args) + ' (luks backing)', args, d, instar, d)
+            # The commands that open the chain as one node for I/O ask for the key of a level
+            # that names none, damaged header or not (all fail here: nothing is written); with
+            # backing.key-secret the header is read (commit and rebase only for the damaged ones,
+            # which fail before writing).
+            keyed = f'driver=qcow2,file.filename={ov},backing.key-secret=sec0'
+            for args in (['check', ov], ['commit', ov], ['rebase', '-b', '', ov], ['snapshot', '-l', ov],
+                         ['resize', ov, '2M'], ['amend', '-o', 'lazy_refcounts=on', ov],
+                         ['check', '--object', SECRET, '--image-opts', keyed]) + (
+                             () if base == 'good.luks' else
+                             (['commit', '--object', SECRET, '--image-opts', keyed],
+                              ['rebase', '--object', SECRET, '-b', '', '--image-opts', keyed])):
+                compare(results, ' '.join(args) + ' (luks backing)', args, d, instar, d)
         # Any backing image that fails to open (here a qcow2 of version 7) is reported in the top's
         # frame by every command that opens the chain: qemu opens it as one node.
         with open(os.path.join(d, 'v7.qcow2'), 'wb') as f:

@@ -222,6 +222,7 @@ int cmd_check(Context& ctx, std::span<const std::string> args) {
         const auto& levels = name->backing_strong;
         return secret_for(*secrets, depth <= levels.size() ? secret_id(levels[depth - 1], format) : std::nullopt);
     };
+    co.backing_keyed = backing_keys_named(*name);
     co.unsafe_quirks = vm.count("unsafe-quirks") > 0;
     if (vm.count("allow-path"))
         co.allow_paths = vm["allow-path"].as<std::vector<std::string>>();

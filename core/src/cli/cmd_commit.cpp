@@ -131,6 +131,7 @@ int cmd_commit(Context& ctx, std::span<const std::string> args) {
         const auto& levels = name->backing_strong;
         return secret_for(*secrets, depth <= levels.size() ? secret_id(levels[depth - 1], format) : std::nullopt);
     };
+    spec.backing_keyed = backing_keys_named(*name);
     if (has("format"))
         spec.format = vm["format"].as<std::string>();
     else if (name->format)

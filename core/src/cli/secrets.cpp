@@ -214,6 +214,13 @@ std::optional<std::string> secret_id(const boost::json::object& strong, const st
 
 std::optional<std::string> secret_id(const ImageName& name) { return secret_id(name.strong); }
 
+std::vector<bool> backing_keys_named(const ImageName& name) {
+    std::vector<bool> keyed;
+    for (const auto& level : name.backing_strong)
+        keyed.push_back(secret_id(level).has_value());
+    return keyed;
+}
+
 Expected<SecretStore> command_secrets(const boost::program_options::variables_map& vm) {
     if (!vm.count("object"))
         return SecretStore{};

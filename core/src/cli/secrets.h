@@ -57,6 +57,8 @@ std::optional<std::string> secret_id(const boost::json::object& strong);
 // Only the option `format`'s driver reads (qcow2: encrypt.key-secret, luks: key-secret; others:
 // either): qemu opening a qcow2 backing file named with backing.key-secret finds no key for it.
 std::optional<std::string> secret_id(const boost::json::object& strong, const std::string& format);
+// Element d-1: whether backing level d names a key (InfoOptions::backing_keyed).
+std::vector<bool> backing_keys_named(const ImageName& name);
 
 // qemu looks an image's key up before it reads a LUKS header (a luks image's, or the one in a
 // qcow2's crypto extension): an image that names no key, or one --object did not define, opens

@@ -27,6 +27,7 @@ struct CheckOptions {
     // The secret of the encrypted backing image `depth` levels down (format: its driver), named by
     // backing.[…]encrypt.key-secret / key-secret: qemu opens the chain with every key. Unset: none.
     std::function<Expected<std::optional<std::string>>(std::size_t depth, const std::string& format)> backing_secret;
+    std::vector<bool> backing_keyed; // the levels naming a key (InfoOptions::backing_keyed)
 };
 
 struct CheckReport {

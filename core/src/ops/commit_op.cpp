@@ -141,6 +141,7 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
     io.allow_paths = spec.allow_paths;
     io.opens_without_key = !spec.secret;
     io.backing_in_one_node = true;
+    io.backing_keyed = spec.backing_keyed;
     if (auto opened = open_chain(io, plugins, *runner, chain); !opened)
         return Error{opened.error()};
     // Each encrypted image's secret: the top's, then the one its level's backing.[…]key-secret names.

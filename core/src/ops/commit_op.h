@@ -43,6 +43,7 @@ struct CommitSpec {
     // backing.[…]encrypt.key-secret / key-secret names, as `format` reads it), or qemu's lookup
     // error ("No secret with id 'ID'"). Empty: no secrets for the backing chain.
     std::function<Expected<std::optional<std::string>>(std::size_t depth, const std::string& format)> backing_secret;
+    std::vector<bool> backing_keyed; // the levels naming a key (InfoOptions::backing_keyed)
 };
 
 // Errors are qemu-img's messages without the "prog: " prefix.

@@ -279,9 +279,12 @@ Expected<bool> open_chain(const InfoOptions& opts, const PluginRegistry& plugins
     for (;;) {
         ChainLink& link = chain.links.back();
         const bool top_link = chain.links.size() == 1;
+        const std::size_t depth = chain.links.size() - 1;
+        const bool keyed = depth >= 1 && depth <= opts.backing_keyed.size() && opts.backing_keyed[depth - 1];
+        const bool without_key = top_link ? opts.opens_without_key
+                                          : (opts.backing_in_one_node || opts.backing_opened_without_keys) && !keyed;
         auto inspected = inspect(opts, plugins, run_guest, *policy, link.image, name, format, &link.files,
-                                 opts.read_write && top_link, top_link,
-                                 top_link ? opts.opens_without_key : opts.backing_opened_without_keys);
+                                 opts.read_write && top_link, top_link, without_key);
         if (!inspected) {
             // A backing image of a chain opened as one node: qemu's frame for the top.
             const std::string own = "Could not open '" + name + "': ";

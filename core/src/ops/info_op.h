@@ -64,6 +64,11 @@ struct InfoOptions {
     // ... for I/O, naming no key for the images below the top (convert, map, compare): each
     // backing image is inspected without a key too (luks refuses as qemu's open does).
     bool backing_opened_without_keys = false;
+    // For the commands that take backing.[…]key-secret (check, commit, rebase): element d-1 is
+    // true where level d names a key. qemu opens each level of a one-node chain for I/O, so a level
+    // naming none is inspected without a key too (its luks header is not read: qemu asks for the key
+    // first). Levels past the vector's end name none.
+    std::vector<bool> backing_keyed;
 };
 
 // qemu opens the top's chain from the top: an error opening the image `depth` levels down is framed
