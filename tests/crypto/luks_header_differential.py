@@ -179,6 +179,20 @@ def main():
                              (['commit', '--object', SECRET, '--image-opts', keyed],
                               ['rebase', '--object', SECRET, '-b', '', '--image-opts', keyed])):
                 compare(results, ' '.join(args) + ' (luks backing)', args, d, instar, d)
+        # An encrypted overlay given a wrong key over a luks backing naming none: qemu unlocks the
+        # top's key as it opens it, before the backing file, so the top's error comes first.
+        run_fixture([qemu72, 'create', '-q', '--object', SECRET, '-f', 'qcow2', '-o',
+                     'encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10', '-b', 'good.luks',
+                     '-F', 'luks', '-u', 'enc-ov.qcow2', '1M'], check=True, cwd=d)
+        wrong = 'secret,id=sec0,data=wrong'
+        enc = 'driver=qcow2,file.filename=enc-ov.qcow2,encrypt.key-secret=sec0'
+        for cmd, *rest in (['check'], ['commit'], ['rebase', '-b', ''], ['snapshot', '-l'],
+                           ['amend', '-o', 'lazy_refcounts=on'], ['check', 'backing.key-secret=sec0'],
+                           ['commit', 'backing.key-secret=sec0'], ['resize', '2M']):
+            opts = enc + ''.join(',' + r for r in rest if r.startswith('backing.'))
+            tail = [r for r in rest if not r.startswith('backing.') and r != '2M']
+            args = [cmd, '--object', wrong] + tail + ['--image-opts', opts] + (['2M'] if '2M' in rest else [])
+            compare(results, ' '.join(args) + ' (wrong top key, luks backing)', args, d, instar, d)
         # Any backing image that fails to open (here a qcow2 of version 7) is reported in the top's
         # frame by every command that opens the chain: qemu opens it as one node.
         with open(os.path.join(d, 'v7.qcow2'), 'wb') as f:

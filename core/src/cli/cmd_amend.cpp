@@ -302,7 +302,9 @@ int cmd_amend(Context& ctx, std::span<const std::string> args) {
     auto opened = open_for_edit(eo, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, chain);
     if (!opened) {
         EndLine end{progress};
-        return report_error(ctx, missing_key(quote_given(*name, opened.error()), open_with));
+        return report_error(ctx, after_top_unlock(vm, *name, chain,
+                                                  missing_key(quote_given(*name, opened.error()), open_with),
+                                                  ctx.sandbox_config(), ctx.profile.version));
     }
     const ChainLink& link = chain.links.front();
     // qemu opens (and probes) the image before it refuses an option given to it.

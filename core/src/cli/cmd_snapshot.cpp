@@ -239,7 +239,9 @@ int cmd_snapshot(Context& ctx, std::span<const std::string> args) {
     first_open.prefetched = prefetched ? &*prefetched : nullptr;
     if (!quick)
         if (auto ok = open_for_edit(first_open, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, chain); !ok)
-            return report_error(ctx, missing_key(quote_given(*name, ok.error()), open_with));
+            return report_error(ctx, after_top_unlock(vm, *name, chain,
+                                                      missing_key(quote_given(*name, ok.error()), open_with),
+                                                      ctx.sandbox_config(), ctx.profile.version));
     const ChainLink& link = chain.links.front();
     const std::string& format = link.node.format;
     // qemu-img snapshot opens the image for I/O: an encrypted image's key is unlocked (named only

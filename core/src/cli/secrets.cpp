@@ -274,4 +274,14 @@ Expected<std::optional<std::string>> unlock_for_command(const boost::program_opt
     return std::move(*secret);
 }
 
+std::string after_top_unlock(const boost::program_options::variables_map& vm, const ImageName& name,
+                             const OpenedChain& chain, std::string failure, const vmm::SandboxConfig& sandbox,
+                             std::uint32_t qemu_version) {
+    if (chain.links.empty() || chain.links.front().plugin == nullptr)
+        return failure;
+    if (auto unlocked = unlock_for_command(vm, name, chain.links.front(), sandbox, qemu_version); !unlocked)
+        return unlocked.error();
+    return failure;
+}
+
 } // namespace instar::cli

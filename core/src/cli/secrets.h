@@ -18,6 +18,7 @@
 
 namespace instar {
 struct ChainLink;
+struct OpenedChain;
 }
 
 namespace instar::cli {
@@ -83,5 +84,12 @@ std::string missing_key(std::string error, const OpenKey& key);
 Expected<std::optional<std::string>> unlock_for_command(const boost::program_options::variables_map& vm, const ImageName& name,
                                   const ChainLink& link, const vmm::SandboxConfig& sandbox,
                                   std::uint32_t qemu_version);
+
+// An edit command's open failed (`failure`, framed): when the top opened and the failure is below
+// it, qemu had unlocked the top's key first, so that key's error (unlock_for_command's) is reported
+// instead, else `failure`.
+std::string after_top_unlock(const boost::program_options::variables_map& vm, const ImageName& name,
+                             const OpenedChain& chain, std::string failure, const vmm::SandboxConfig& sandbox,
+                             std::uint32_t qemu_version);
 
 } // namespace instar::cli

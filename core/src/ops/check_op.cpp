@@ -263,7 +263,8 @@ Expected<CheckReport> run_check(const CheckOptions& opts, const PluginRegistry& 
         const LoadedPlugin* qcow2 = plugins.find("qcow2");
         if (lower.find("snapshot") == std::string::npos || qcow2 == nullptr ||
             (opts.format && *opts.format != "qcow2"))
-            return Error{opened.error()};
+            return unlock_above_failure(chain, Error{opened.error()}, opts.secret, opts.backing_secret,
+                                        opts.filename, sandbox, qemu_version);
         auto top = open_user_file(opts.filename);
         if (!top)
             return Error{opened.error()};

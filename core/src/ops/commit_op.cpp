@@ -143,7 +143,8 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
     io.backing_in_one_node = true;
     io.backing_keyed = spec.backing_keyed;
     if (auto opened = open_chain(io, plugins, *runner, chain); !opened)
-        return Error{opened.error()};
+        return unlock_above_failure(chain, Error{opened.error()}, spec.secret, spec.backing_secret, spec.filename,
+                                    sandbox, qemu_version);
     // Each encrypted image's secret: the top's, then the one its level's backing.[…]key-secret names.
     if (!chain.links.empty())
         chain.links.front().secret = spec.secret;

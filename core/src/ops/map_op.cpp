@@ -426,6 +426,23 @@ Expected<bool> assign_backing_secrets(OpenedChain& chain, const BackingSecretFn&
     return true;
 }
 
+Error unlock_above_failure(OpenedChain& chain, Error failure, const std::optional<std::string>& top_secret,
+                           const BackingSecretFn& secret_of, const std::string& top,
+                           const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version) {
+    std::size_t opened = 0;
+    while (opened < chain.links.size() && chain.links[opened].plugin != nullptr)
+        ++opened;
+    if (opened == 0)
+        return failure; // the top itself failed: no key was looked at yet
+    chain.links.front().secret = top_secret;
+    // assign_backing_secrets skips the failed link (nothing inspected: not known to be encrypted).
+    if (auto named = assign_backing_secrets(chain, secret_of, top, sandbox, qemu_version); !named)
+        return Error{named.error()};
+    if (auto keys = unlock_chain(chain, opened, top, sandbox, qemu_version); !keys)
+        return Error{keys.error()};
+    return failure;
+}
+
 namespace {
 
 bool mergeable(const MapEntry& curr, const MapEntry& next) {

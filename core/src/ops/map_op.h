@@ -88,6 +88,14 @@ Expected<bool> assign_backing_secrets(OpenedChain& chain, const BackingSecretFn&
                                       const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version,
                                       std::size_t first = 0);
 
+// qemu unlocks each encrypted image's key as it opens it, before it opens the image below. When
+// open_chain failed below the top (`failure`), the images it did open (the links with a plugin)
+// are unlocked first, the top with `top_secret` and the rest with `secret_of`'s, and their key
+// error is the one reported; else `failure` is.
+Error unlock_above_failure(OpenedChain& chain, Error failure, const std::optional<std::string>& top_secret,
+                           const BackingSecretFn& secret_of, const std::string& top,
+                           const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version);
+
 // The checked runs of one sandbox run's INSTAR_REC_MAP payloads, read where they lie: a big map's
 // records are MiBs, and a copy of them costs a page fault per 4 KiB.
 struct MapRecords {
