@@ -179,6 +179,21 @@ def main():
                              (['commit', '--object', SECRET, '--image-opts', keyed],
                               ['rebase', '--object', SECRET, '-b', '', '--image-opts', keyed])):
                 compare(results, ' '.join(args) + ' (luks backing)', args, d, instar, d)
+            # snapshot, resize and amend take backing keys too (qemu unlocks each level as it
+            # opens it): a wrong one, one never defined (looked up before the header), and one
+            # only qcow2 reads (luks asks for its own).
+            for opt, obj in ((',backing.key-secret=sec0', 'secret,id=sec0,data=wrong'),
+                             (',backing.key-secret=nosuch', SECRET),
+                             (',backing.encrypt.key-secret=sec0', SECRET)):
+                o = f'driver=qcow2,file.filename={ov}' + opt
+                for args in (['snapshot', '-l', '--object', obj, '--image-opts', o],
+                             ['resize', '--object', obj, '--image-opts', o, '2M'],
+                             ['amend', '--object', obj, '-o', 'lazy_refcounts=on', '--image-opts', o],
+                             ['check', '--object', obj, '--image-opts', o]):
+                    compare(results, ' '.join(args) + ' (luks backing)', args, d, instar, d)
+        compare(results, 'snapshot -l, backing key (luks backing)',
+                ['snapshot', '-l', '--object', SECRET, '--image-opts',
+                 'driver=qcow2,file.filename=ov-good.luks.qcow2,backing.key-secret=sec0'], d, instar, d)
         # An encrypted overlay given a wrong key over a luks backing naming none: qemu unlocks the
         # top's key as it opens it, before the backing file, so the top's error comes first.
         run_fixture([qemu72, 'create', '-q', '--object', SECRET, '-f', 'qcow2', '-o',

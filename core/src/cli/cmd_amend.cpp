@@ -274,7 +274,7 @@ int cmd_amend(Context& ctx, std::span<const std::string> args) {
         EndLine end{progress};
         return report_error(ctx, "--image-opts and --format are mutually exclusive");
     }
-    auto name = image_opts ? parse_image_opts(filename) : parse_image_name(filename, true);
+    auto name = image_opts ? parse_image_opts(filename, true) : parse_image_name(filename, true, true);
     if (!name) {
         EndLine end{progress};
         return report_error(ctx, "Could not open '" + filename + "': " + name.error());
@@ -292,6 +292,7 @@ int cmd_amend(Context& ctx, std::span<const std::string> args) {
     eo.read_write = true;
     const OpenKey open_with = open_key(vm, *name); // qemu looks a luks key up before it reads the header
     eo.opens_without_key = open_with.without;
+    eo.backing_keys = backing_keys_named(vm, *name);
     if (vm.count("allow-path"))
         eo.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
     if (fmt && !ctx.plugins().find(*fmt)) {
@@ -314,7 +315,7 @@ int cmd_amend(Context& ctx, std::span<const std::string> args) {
     }
     // qemu opens the image for I/O: an encrypted one's key is unlocked first (named only through
     // json: or --image-opts: encrypt.key-secret).
-    auto unlocked = unlock_for_command(vm, *name, link, ctx.sandbox_config(), ctx.profile.version);
+    auto unlocked = unlock_chain_for_command(vm, *name, chain, ctx.sandbox_config(), ctx.profile.version);
     if (!unlocked) {
         EndLine end{progress};
         return report_error(ctx, unlocked.error());

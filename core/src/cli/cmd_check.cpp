@@ -218,11 +218,8 @@ int cmd_check(Context& ctx, std::span<const std::string> args) {
     if (!secret)
         return report_error(ctx, secret.error());
     co.secret = std::move(*secret);
-    co.backing_secret = [&](std::size_t depth, const std::string& format) {
-        const auto& levels = name->backing_strong;
-        return secret_for(*secrets, depth <= levels.size() ? secret_id(levels[depth - 1], format) : std::nullopt);
-    };
-    co.backing_keyed = backing_keys_named(*name);
+    co.backing_secret = backing_secret_fn(*secrets, *name);
+    co.backing_keys = backing_keys_named(vm, *name);
     co.unsafe_quirks = vm.count("unsafe-quirks") > 0;
     if (vm.count("allow-path"))
         co.allow_paths = vm["allow-path"].as<std::vector<std::string>>();

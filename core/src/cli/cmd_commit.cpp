@@ -127,11 +127,8 @@ int cmd_commit(Context& ctx, std::span<const std::string> args) {
                                     name->backing_strong.end());
         return image_display_name(level, below.front().first, {below.begin() + 1, below.end()});
     };
-    spec.backing_secret = [&](std::size_t depth, const std::string& format) {
-        const auto& levels = name->backing_strong;
-        return secret_for(*secrets, depth <= levels.size() ? secret_id(levels[depth - 1], format) : std::nullopt);
-    };
-    spec.backing_keyed = backing_keys_named(*name);
+    spec.backing_secret = backing_secret_fn(*secrets, *name);
+    spec.backing_keys = backing_keys_named(vm, *name);
     if (has("format"))
         spec.format = vm["format"].as<std::string>();
     else if (name->format)

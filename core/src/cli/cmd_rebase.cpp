@@ -199,7 +199,7 @@ int cmd_rebase(Context& ctx, std::span<const std::string> args) {
     eo.read_write = true;
     const OpenKey open_with = open_key(vm, *name); // qemu looks a luks key up before it reads the header
     eo.opens_without_key = open_with.without;
-    eo.backing_keyed = backing_keys_named(*name);
+    eo.backing_keys = backing_keys_named(vm, *name);
     OpenedChain chain;
     if (auto ok = open_for_edit(eo, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, chain); !ok)
         return fail(after_top_unlock(vm, *name, chain, missing_key(quote_given(*name, ok.error()), open_with),

@@ -346,7 +346,7 @@ int cmd_resize(Context& ctx, std::span<const std::string> args) {
     const bool image_opts = vm.count("image-opts") > 0;
     if (image_opts && vm.count("format"))
         return report_error(ctx, "--image-opts and --format are mutually exclusive");
-    auto name = image_opts ? parse_image_opts(given) : parse_image_name(given, true);
+    auto name = image_opts ? parse_image_opts(given, true) : parse_image_name(given, true, true);
     if (!name)
         return report_error(ctx, "Could not open '" + given + "': " + name.error());
     for (const auto& w : name->warnings)
@@ -363,6 +363,7 @@ int cmd_resize(Context& ctx, std::span<const std::string> args) {
     eo.read_write = true;
     const OpenKey open_with = open_key(vm, *name); // qemu looks a luks key up before it reads the header
     eo.opens_without_key = open_with.without;
+    eo.backing_keys = backing_keys_named(vm, *name);
     if (vm.count("allow-path"))
         eo.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
     // qemu-img's checks on the sizes, once the current size is known: 0 to go on, else the exit status.
@@ -461,7 +462,8 @@ int cmd_resize(Context& ctx, std::span<const std::string> args) {
     if (name->unsupported_option)
         return report_error(ctx, unsupported_option_error(*name, link.node.format));
     // qemu opens the image for I/O: an encrypted one's key is unlocked first.
-    if (auto unlocked = unlock_for_command(vm, *name, link, ctx.sandbox_config(), ctx.profile.version); !unlocked)
+    if (auto unlocked = unlock_chain_for_command(vm, *name, chain, ctx.sandbox_config(), ctx.profile.version);
+        !unlocked)
         return report_error(ctx, unlocked.error());
     // qemu warns when it probed raw for an image it opens for writing.
     if (!eo.format && link.node.format == "raw")

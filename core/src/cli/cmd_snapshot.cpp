@@ -177,7 +177,7 @@ int cmd_snapshot(Context& ctx, std::span<const std::string> args) {
     const bool image_opts = vm.count("image-opts") > 0;
     if (image_opts && vm.count("format"))
         return report_error(ctx, "--image-opts and --format are mutually exclusive");
-    auto name = image_opts ? parse_image_opts(given) : parse_image_name(given, true);
+    auto name = image_opts ? parse_image_opts(given, true) : parse_image_name(given, true, true);
     if (!name)
         return report_error(ctx, "Could not open '" + given + "': " + name.error());
     for (const auto& w : name->warnings)
@@ -197,6 +197,7 @@ int cmd_snapshot(Context& ctx, std::span<const std::string> args) {
     eo.read_write = !read_only;
     const OpenKey open_with = open_key(vm, *name); // qemu looks a luks key up before it reads the header
     eo.opens_without_key = open_with.without;
+    eo.backing_keys = backing_keys_named(vm, *name);
     if (vm.count("allow-path"))
         eo.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
     // The command's argument bytes (guest::SnapshotArgs, then the id and the name).
@@ -247,7 +248,8 @@ int cmd_snapshot(Context& ctx, std::span<const std::string> args) {
     // qemu-img snapshot opens the image for I/O: an encrypted image's key is unlocked (named only
     // through json: or --image-opts). The key itself is never needed here: snapshots change
     // metadata only, which qcow2 does not encrypt.
-    if (auto unlocked = unlock_for_command(vm, *name, link, ctx.sandbox_config(), ctx.profile.version); !unlocked)
+    if (auto unlocked = unlock_chain_for_command(vm, *name, chain, ctx.sandbox_config(), ctx.profile.version);
+        !unlocked)
         return report_error(ctx, unlocked.error());
 
     if (action == Action::List) {

@@ -214,11 +214,18 @@ std::optional<std::string> secret_id(const boost::json::object& strong, const st
 
 std::optional<std::string> secret_id(const ImageName& name) { return secret_id(name.strong); }
 
-std::vector<bool> backing_keys_named(const ImageName& name) {
-    std::vector<bool> keyed;
+std::vector<BackingKey> backing_keys_named(const boost::program_options::variables_map& vm, const ImageName& name) {
+    const auto store = command_secrets(vm); // (an --object error is reported before any open)
+    auto named = [&](const boost::json::object& level, const char* format) -> std::optional<BackingKey::Named> {
+        auto id = secret_id(level, format);
+        if (!id)
+            return std::nullopt;
+        return BackingKey::Named{*id, store && store->lookup(*id).ok()};
+    };
+    std::vector<BackingKey> keys;
     for (const auto& level : name.backing_strong)
-        keyed.push_back(secret_id(level).has_value());
-    return keyed;
+        keys.push_back(BackingKey{named(level, "luks"), named(level, "qcow2")});
+    return keys;
 }
 
 Expected<SecretStore> command_secrets(const boost::program_options::variables_map& vm) {
@@ -274,14 +281,45 @@ Expected<std::optional<std::string>> unlock_for_command(const boost::program_opt
     return std::move(*secret);
 }
 
+BackingSecretFn backing_secret_fn(const SecretStore& store, const ImageName& name) {
+    return [&store, &name](std::size_t depth, const std::string& format) {
+        const auto& levels = name.backing_strong;
+        return secret_for(store, depth <= levels.size() ? secret_id(levels[depth - 1], format) : std::nullopt);
+    };
+}
+
+Expected<std::optional<std::string>> unlock_chain_for_command(const boost::program_options::variables_map& vm,
+                                                              const ImageName& name, OpenedChain& chain,
+                                                              const vmm::SandboxConfig& sandbox,
+                                                              std::uint32_t qemu_version) {
+    auto top = unlock_for_command(vm, name, chain.links.front(), sandbox, qemu_version);
+    if (!top || chain.links.size() < 2)
+        return top;
+    auto store = command_secrets(vm);
+    if (!store)
+        return Error{store.error()};
+    const BackingSecretFn secret_of = backing_secret_fn(*store, name);
+    if (auto named = assign_backing_secrets(chain, secret_of, name.path, sandbox, qemu_version, 1); !named)
+        return Error{quote_given(name, named.error())};
+    if (auto keys = unlock_chain(chain, chain.links.size(), name.path, sandbox, qemu_version, 1); !keys)
+        return Error{quote_given(name, keys.error())};
+    return top;
+}
+
 std::string after_top_unlock(const boost::program_options::variables_map& vm, const ImageName& name,
-                             const OpenedChain& chain, std::string failure, const vmm::SandboxConfig& sandbox,
+                             OpenedChain& chain, std::string failure, const vmm::SandboxConfig& sandbox,
                              std::uint32_t qemu_version) {
     if (chain.links.empty() || chain.links.front().plugin == nullptr)
         return failure;
-    if (auto unlocked = unlock_for_command(vm, name, chain.links.front(), sandbox, qemu_version); !unlocked)
-        return unlocked.error();
-    return failure;
+    auto store = command_secrets(vm);
+    if (!store)
+        return store.error();
+    auto top = image_secret(*store, name);
+    if (!top)
+        return top.error();
+    return quote_given(name, unlock_above_failure(chain, Error{std::move(failure)}, *top,
+                                                  backing_secret_fn(*store, name), name.path, sandbox, qemu_version)
+                                 .message);
 }
 
 } // namespace instar::cli

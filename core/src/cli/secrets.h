@@ -5,21 +5,18 @@
 #pragma once
 
 #include "cli/image_name.h"
+#include "ops/info_op.h"
 #include "util/expected.h"
 #include "vmm/sandbox.h"
 
 #include <boost/program_options/variables_map.hpp>
 
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
-
-namespace instar {
-struct ChainLink;
-struct OpenedChain;
-}
 
 namespace instar::cli {
 
@@ -58,8 +55,8 @@ std::optional<std::string> secret_id(const boost::json::object& strong);
 // Only the option `format`'s driver reads (qcow2: encrypt.key-secret, luks: key-secret; others:
 // either): qemu opening a qcow2 backing file named with backing.key-secret finds no key for it.
 std::optional<std::string> secret_id(const boost::json::object& strong, const std::string& format);
-// Element d-1: whether backing level d names a key (InfoOptions::backing_keyed).
-std::vector<bool> backing_keys_named(const ImageName& name);
+// Element d-1: what backing level d names for its key (InfoOptions::backing_keys).
+std::vector<BackingKey> backing_keys_named(const boost::program_options::variables_map& vm, const ImageName& name);
 
 // qemu looks an image's key up before it reads a LUKS header (a luks image's, or the one in a
 // qcow2's crypto extension): an image that names no key, or one --object did not define, opens
@@ -85,11 +82,25 @@ Expected<std::optional<std::string>> unlock_for_command(const boost::program_opt
                                   const ChainLink& link, const vmm::SandboxConfig& sandbox,
                                   std::uint32_t qemu_version);
 
+// The secret of the encrypted backing image `depth` levels down as `name`'s backing.[…]key-secret
+// / encrypt.key-secret names it for `format` (ops/map_op.h's BackingSecretFn); `store` and `name`
+// outlive it.
+std::function<Expected<std::optional<std::string>>(std::size_t, const std::string&)>
+backing_secret_fn(const SecretStore& store, const ImageName& name);
+
+// unlock_for_command for the whole chain an edit command opened (snapshot, resize, amend): qemu
+// unlocks every encrypted image's key as it opens the chain, each backing image with the key its
+// backing.[…]key-secret names (errors in the top's frame). Returns the top's secret.
+Expected<std::optional<std::string>> unlock_chain_for_command(const boost::program_options::variables_map& vm,
+                                                              const ImageName& name, OpenedChain& chain,
+                                                              const vmm::SandboxConfig& sandbox,
+                                                              std::uint32_t qemu_version);
+
 // An edit command's open failed (`failure`, framed): when the top opened and the failure is below
-// it, qemu had unlocked the top's key first, so that key's error (unlock_for_command's) is reported
-// instead, else `failure`.
+// it, qemu had unlocked the keys of the images above the failure first, so a key error there is
+// reported instead (ops/map_op.h's unlock_above_failure), else `failure`.
 std::string after_top_unlock(const boost::program_options::variables_map& vm, const ImageName& name,
-                             const OpenedChain& chain, std::string failure, const vmm::SandboxConfig& sandbox,
+                             OpenedChain& chain, std::string failure, const vmm::SandboxConfig& sandbox,
                              std::uint32_t qemu_version);
 
 } // namespace instar::cli

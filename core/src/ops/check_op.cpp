@@ -208,7 +208,7 @@ Expected<CheckReport> run_check(const CheckOptions& opts, const PluginRegistry& 
     io.read_write = opts.fix != 0; // check -r opens the image read-write
     io.opens_without_key = !opts.secret;
     io.backing_in_one_node = true;
-    io.backing_keyed = opts.backing_keyed;
+    io.backing_keys = opts.backing_keys;
     // qemu opens the image with its backing chain: a missing backing file fails the check's open
     // ("Could not open 'T': Could not open backing file: ...", exit 1).
     io.backing_chain = true;

@@ -2,6 +2,7 @@
 // format's guest half check the image in the sandbox and decode what it reports (docs/check.md).
 #pragma once
 
+#include "ops/info_op.h"
 #include "plugins/registry.h"
 #include "util/expected.h"
 #include "vmm/sandbox.h"
@@ -27,7 +28,7 @@ struct CheckOptions {
     // The secret of the encrypted backing image `depth` levels down (format: its driver), named by
     // backing.[…]encrypt.key-secret / key-secret: qemu opens the chain with every key. Unset: none.
     std::function<Expected<std::optional<std::string>>(std::size_t depth, const std::string& format)> backing_secret;
-    std::vector<bool> backing_keyed; // the levels naming a key (InfoOptions::backing_keyed)
+    std::vector<BackingKey> backing_keys; // what the levels name for keys (InfoOptions's)
 };
 
 struct CheckReport {

@@ -141,7 +141,7 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
     io.allow_paths = spec.allow_paths;
     io.opens_without_key = !spec.secret;
     io.backing_in_one_node = true;
-    io.backing_keyed = spec.backing_keyed;
+    io.backing_keys = spec.backing_keys;
     if (auto opened = open_chain(io, plugins, *runner, chain); !opened)
         return unlock_above_failure(chain, Error{opened.error()}, spec.secret, spec.backing_secret, spec.filename,
                                     sandbox, qemu_version);

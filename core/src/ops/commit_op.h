@@ -4,6 +4,7 @@
 // (INSTAR_OP_EDIT, EditCommand::MakeEmpty) unless -d. docs/commit.md.
 #pragma once
 
+#include "ops/info_op.h"
 #include "plugins/registry.h"
 #include "util/expected.h"
 #include "vmm/sandbox.h"
@@ -43,7 +44,7 @@ struct CommitSpec {
     // backing.[…]encrypt.key-secret / key-secret names, as `format` reads it), or qemu's lookup
     // error ("No secret with id 'ID'"). Empty: no secrets for the backing chain.
     std::function<Expected<std::optional<std::string>>(std::size_t depth, const std::string& format)> backing_secret;
-    std::vector<bool> backing_keyed; // the levels naming a key (InfoOptions::backing_keyed)
+    std::vector<BackingKey> backing_keys; // what the levels name for keys (InfoOptions's)
 };
 
 // Errors are qemu-img's messages without the "prog: " prefix.

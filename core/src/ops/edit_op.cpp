@@ -44,7 +44,7 @@ InfoOptions info_options(const EditOpen& opts) {
     io.read_write = opts.read_write;
     io.opens_without_key = opts.opens_without_key;
     io.backing_in_one_node = true;
-    io.backing_keyed = opts.backing_keyed;
+    io.backing_keys = opts.backing_keys;
     return io;
 }
 

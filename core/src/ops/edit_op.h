@@ -33,7 +33,7 @@ struct EditOpen {
     bool backing_chain = false; // open the whole chain (path policy), not just the image
     bool read_write = false;    // the command writes the image (InfoOptions::read_write)
     bool opens_without_key = false; // no key-secret names a key for the image (InfoOptions's)
-    std::vector<bool> backing_keyed; // the backing levels naming a key (InfoOptions's)
+    std::vector<BackingKey> backing_keys; // what the backing levels name for keys (InfoOptions's)
     const PrefetchedInfo* prefetched = nullptr; // the top image's first inspection, already run
 };
 

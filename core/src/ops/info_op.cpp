@@ -280,18 +280,23 @@ Expected<bool> open_chain(const InfoOptions& opts, const PluginRegistry& plugins
         ChainLink& link = chain.links.back();
         const bool top_link = chain.links.size() == 1;
         const std::size_t depth = chain.links.size() - 1;
-        const bool keyed = depth >= 1 && depth <= opts.backing_keyed.size() && opts.backing_keyed[depth - 1];
-        const bool without_key = top_link ? opts.opens_without_key
-                                          : (opts.backing_in_one_node || opts.backing_opened_without_keys) && !keyed;
+        static const BackingKey NONE;
+        const auto& key = (depth >= 1 && depth <= opts.backing_keys.size() ? opts.backing_keys[depth - 1] : NONE)
+                              .for_format(format);
+        const bool one_node = opts.backing_in_one_node || opts.backing_opened_without_keys;
+        const bool without_key = top_link ? opts.opens_without_key : one_node && !(key && key->defined);
         auto inspected = inspect(opts, plugins, run_guest, *policy, link.image, name, format, &link.files,
                                  opts.read_write && top_link, top_link, without_key);
         if (!inspected) {
             // A backing image of a chain opened as one node: qemu's frame for the top.
             const std::string own = "Could not open '" + name + "': ";
-            if (!top_link && (opts.backing_in_one_node || opts.backing_opened_without_keys) &&
-                inspected.error().rfind(own, 0) == 0)
-                return Error{open_frame(opts.filename, chain.links.size() - 1) +
-                             inspected.error().substr(own.size())};
+            if (!top_link && one_node && inspected.error().rfind(own, 0) == 0) {
+                std::string why = inspected.error().substr(own.size());
+                // A key named but never defined: qemu's lookup fails before the header is read.
+                if (key && !key->defined && why.ends_with("' is required for cipher"))
+                    why = "No secret with id '" + key->id + "'";
+                return Error{open_frame(opts.filename, depth) + why};
+            }
             return Error{inspected.error()};
         }
         link.plugin = inspected->plugin;

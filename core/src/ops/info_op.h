@@ -30,6 +30,25 @@ using GuestInfoRunner = std::function<Expected<GuestInfoResult>(const std::vecto
                                                                 std::uint32_t flags, const OpenedFile& image,
                                                                 const std::vector<OpenedFile>& files)>;
 
+// What one backing level's options name for its key, as each driver reads them (luks: key-secret,
+// qcow2: encrypt.key-secret, any other: either), and whether --object defined that id.
+struct BackingKey {
+    struct Named {
+        std::string id;
+        bool defined = false;
+    };
+    std::optional<Named> luks;
+    std::optional<Named> qcow2;
+    // The one `format` reads (unknown before a probe: either, luks's first).
+    const std::optional<Named>& for_format(const std::optional<std::string>& format) const {
+        if (format && *format == "qcow2")
+            return qcow2;
+        if ((format && *format == "luks") || luks)
+            return luks;
+        return qcow2;
+    }
+};
+
 struct InfoOptions {
     std::string filename;
     std::optional<std::string> format; // -f
@@ -64,11 +83,11 @@ struct InfoOptions {
     // ... for I/O, naming no key for the images below the top (convert, map, compare): each
     // backing image is inspected without a key too (luks refuses as qemu's open does).
     bool backing_opened_without_keys = false;
-    // For the commands that take backing.[…]key-secret (check, commit, rebase): element d-1 is
-    // true where level d names a key. qemu opens each level of a one-node chain for I/O, so a level
-    // naming none is inspected without a key too (its luks header is not read: qemu asks for the key
-    // first). Levels past the vector's end name none.
-    std::vector<bool> backing_keyed;
+    // The keys backing.[…]key-secret / encrypt.key-secret name for each level (element d-1 for
+    // level d; past the end: none). qemu opens each level of a one-node chain for I/O, so a level
+    // naming no key its format reads, or one no --object defined, is inspected without a key too
+    // (its LUKS header is not read: qemu looks the key up first).
+    std::vector<BackingKey> backing_keys;
 };
 
 // qemu opens the top's chain from the top: an error opening the image `depth` levels down is framed
