@@ -93,7 +93,7 @@ Expected<CompareReport> compare_images(const CompareSpec& spec, const PluginRegi
         io.allow_paths = spec.allow_paths;
         io.header = spec.headers[i];
         io.opens_without_key = !(i < spec.secrets.size() && spec.secrets[i]);
-        io.backing_opened_without_keys = true; // compare names no backing.key-secret
+        io.backing_in_one_node = true; // no backing keys: every level is inspected without one
     }
     // Two images that stand alone are inspected and compared in one sandbox start (info_first.h);
     // otherwise the ordinary path reuses the inspections. Not with -p: qemu-img prints the first

@@ -316,7 +316,7 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
         if (i < spec.source_headers.size())
             io.header = spec.source_headers[i];
         io.opens_without_key = !(i < spec.source_secrets.size() && spec.source_secrets[i]);
-        io.backing_opened_without_keys = true; // no backing.key-secret for convert's sources
+        io.backing_in_one_node = true; // no backing keys: every level is inspected without one
         auto opened = open_chain(io, plugins, *runner, chains[i]);
         if (!opened)
             return Error{opened.error()};

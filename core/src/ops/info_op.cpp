@@ -283,7 +283,7 @@ Expected<bool> open_chain(const InfoOptions& opts, const PluginRegistry& plugins
         static const BackingKey NONE;
         const auto& key = (depth >= 1 && depth <= opts.backing_keys.size() ? opts.backing_keys[depth - 1] : NONE)
                               .for_format(format);
-        const bool one_node = opts.backing_in_one_node || opts.backing_opened_without_keys;
+        const bool one_node = opts.backing_in_one_node;
         const bool without_key = top_link ? opts.opens_without_key : one_node && !(key && key->defined);
         auto inspected = inspect(opts, plugins, run_guest, *policy, link.image, name, format, &link.files,
                                  opts.read_write && top_link, top_link, without_key);

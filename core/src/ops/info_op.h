@@ -80,9 +80,6 @@ struct InfoOptions {
     // top, "Could not open 'TOP': Could not open backing file: REASON" (once per level), not under
     // its own name.
     bool backing_in_one_node = false;
-    // ... for I/O, naming no key for the images below the top (convert, map, compare): each
-    // backing image is inspected without a key too (luks refuses as qemu's open does).
-    bool backing_opened_without_keys = false;
     // The keys backing.[…]key-secret / encrypt.key-secret name for each level (element d-1 for
     // level d; past the end: none). qemu opens each level of a one-node chain for I/O, so a level
     // naming no key its format reads, or one no --object defined, is inspected without a key too

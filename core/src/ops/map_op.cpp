@@ -150,7 +150,7 @@ Expected<MapResult> map_image(const MapSpec& spec, const PluginRegistry& plugins
     io.allow_paths = spec.allow_paths;
     io.header = spec.header;
     io.opens_without_key = !spec.secret;
-    io.backing_opened_without_keys = true; // map names no backing.key-secret
+    io.backing_in_one_node = true; // no backing keys: every level is inspected without one
     // An image that stands alone is inspected and mapped in one sandbox start (info_first.h); any
     // other takes the ordinary path, reusing that inspection.
     std::optional<vmm::RunResult> quick;

@@ -133,7 +133,7 @@ Expected<bool> open_measure_source(const MeasureSourceSpec& spec, const PluginRe
     io.unsafe_quirks = spec.unsafe_quirks;
     io.allow_paths = spec.allow_paths;
     io.opens_without_key = !spec.secret;
-    io.backing_opened_without_keys = true; // measure names no backing.key-secret
+    io.backing_in_one_node = true; // no backing keys: every level is inspected without one
     if (auto opened = open_chain(io, plugins, *runner, out.chain); !opened)
         return Error{opened.error()};
     out.chain.links.front().secret = spec.secret;
