@@ -289,11 +289,11 @@ void SectorCipher::iv_for(uint64_t sector, uint8_t iv[LUKS_MAX_BLOCK_BYTES]) con
 
 void SectorCipher::crypt(uint64_t first_sector, uint8_t* data, size_t len, bool enc) const {
     const size_t bs = cipher_->block;
-    for (size_t at = 0; at < len; at += LUKS_SECTOR_SIZE) {
-        const size_t n = len - at < LUKS_SECTOR_SIZE ? len - at : LUKS_SECTOR_SIZE;
+    for (size_t at = 0; at < len; at += unit_) {
+        const size_t n = len - at < unit_ ? len - at : unit_;
         const size_t whole = n / bs * bs;
         uint8_t iv[LUKS_MAX_BLOCK_BYTES];
-        iv_for(first_sector + at / LUKS_SECTOR_SIZE, iv);
+        iv_for(first_sector + at / unit_ * iv_step_, iv);
         uint8_t* p = data + at;
         if (mode_ == MODE_XTS) {
             if (n < XTS_BLOCK) continue; // a torn file end (nettle's XTS needs a whole block): left as is

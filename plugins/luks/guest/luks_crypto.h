@@ -63,7 +63,15 @@ public:
     // blocks, an unknown cipher, mode or hash). `for_encryption`: set up the encrypting direction
     // (create, convert -O luks) instead.
     guest::Status init(const LuksHeader& h, const uint8_t* key, size_t key_len, bool for_encryption = false);
-    // Decrypts `len` bytes in place: 512-byte sectors numbered from `first_sector` (the last may be short).
+    // LUKS2 segments: encryption units of `bytes` (512 to 4096, a power of two), each one IV, the IV
+    // counting 512-byte sectors as dm-crypt does without iv_large_sectors (a unit's IV is its first
+    // 512-byte sector's number). LUKS1 and key slot areas keep the default, 512.
+    void set_sector_size(uint32_t bytes) {
+        unit_ = bytes;
+        iv_step_ = bytes / LUKS_SECTOR_SIZE;
+    }
+    // Decrypts `len` bytes in place: units (512-byte sectors by default) whose IVs count from
+    // `first_sector` (the last may be short).
     void decrypt(uint64_t first_sector, uint8_t* data, size_t len) const;
     // Encrypts in place, the same way (init with for_encryption).
     void encrypt(uint64_t first_sector, uint8_t* data, size_t len) const;
@@ -75,6 +83,8 @@ private:
     const BlockCipherDesc* essiv_ = nullptr; // essiv only: the IV cipher
     uint32_t mode_ = 0;  // 1 xts, 2 cbc, 3 ecb, 4 ctr
     uint32_t ivgen_ = 0; // 0 none, 1 plain, 2 plain64, 3 essiv
+    uint32_t unit_ = LUKS_SECTOR_SIZE; // bytes encrypted with one IV
+    uint32_t iv_step_ = 1;             // IV increment from one unit to the next
     alignas(16) uint8_t ctx_[LUKS_CIPHER_CTX_BYTES] = {};       // the data key's schedule
     alignas(16) uint8_t tweak_ctx_[LUKS_CIPHER_CTX_BYTES] = {}; // xts: the tweak key's (encrypting)
     alignas(16) uint8_t essiv_ctx_[LUKS_CIPHER_CTX_BYTES] = {}; // essiv: keyed with hash(key), encrypting

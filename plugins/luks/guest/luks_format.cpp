@@ -22,10 +22,14 @@ constexpr uint32_t QEMU_DETACHED_HEADER_VERSION = 90000;
 // The reader decrypts at most this much per step (a bounce buffer from the arena).
 constexpr size_t READ_CHUNK = 1u << 20;
 
+// The payload reader of LUKS1 and LUKS2: `unit` bytes decrypted with one IV (LUKS1: 512; LUKS2: the
+// segment's sector size), IVs counting 512-byte sectors from `iv_base` (LUKS2's iv_tweak).
 class LuksReader final : public ImageReader {
 public:
-    LuksReader(BlockDevice& dev, guest::Allocator& alloc, const LuksHeader& h, uint64_t size, uint8_t* bounce)
-        : dev_(dev), alloc_(alloc), h_(h), size_(size), bounce_(bounce) {}
+    LuksReader(BlockDevice& dev, guest::Allocator& alloc, uint64_t payload_offset, uint64_t size, uint8_t* bounce,
+               uint32_t unit = LUKS_SECTOR_SIZE, uint64_t iv_base = 0)
+        : dev_(dev), alloc_(alloc), payload_offset_(payload_offset), size_(size), bounce_(bounce), unit_(unit),
+          iv_base_(iv_base) {}
     SectorCipher cipher;
 
     uint64_t virtual_size() const override { return size_; }
@@ -36,17 +40,17 @@ public:
     Status read(uint64_t offset, void* buf, size_t len) override {
         auto* dst = static_cast<uint8_t*>(buf);
         while (len > 0) {
-            const uint64_t sector = offset / LUKS_SECTOR_SIZE;
-            const size_t skip = static_cast<size_t>(offset % LUKS_SECTOR_SIZE);
-            // Whole sectors covering [offset, offset + n), clipped to the file's end.
+            const uint64_t sector = offset / unit_;
+            const size_t skip = static_cast<size_t>(offset % unit_);
+            // Whole units covering [offset, offset + n), clipped to the file's end.
             size_t want = len + skip;
             if (want > READ_CHUNK) want = READ_CHUNK;
-            uint64_t span = (want + LUKS_SECTOR_SIZE - 1) / LUKS_SECTOR_SIZE * LUKS_SECTOR_SIZE;
-            const uint64_t start = h_.payload_offset + sector * LUKS_SECTOR_SIZE;
+            uint64_t span = (want + unit_ - 1) / unit_ * unit_;
+            const uint64_t start = payload_offset_ + sector * unit_;
             if (span > dev_.size() - start) span = dev_.size() - start;
             if (const Status st = dev_.read(start, bounce_, static_cast<size_t>(span)); st != Status::Ok)
                 return st;
-            cipher.decrypt(sector, bounce_, static_cast<size_t>(span));
+            cipher.decrypt(iv_base_ + sector * (unit_ / LUKS_SECTOR_SIZE), bounce_, static_cast<size_t>(span));
             size_t n = want - skip;
             __builtin_memcpy(dst, bounce_ + skip, n);
             dst += n;
@@ -64,12 +68,29 @@ public:
 private:
     BlockDevice& dev_;
     guest::Allocator& alloc_;
-    LuksHeader h_;
+    uint64_t payload_offset_;
     uint64_t size_;
     uint8_t* bounce_;
+    uint32_t unit_;
+    uint64_t iv_base_;
 };
 
 } // namespace
+
+Status luks_make_reader(BlockDevice& dev, guest::Allocator& alloc, uint64_t payload_offset, uint64_t size,
+                        uint32_t unit, uint64_t iv_base, const SectorCipher& cipher, ImageReader** out) {
+    auto* bounce = static_cast<uint8_t*>(alloc.allocate(READ_CHUNK, 16));
+    if (bounce == nullptr)
+        return Status::NoMemory;
+    LuksReader* r = guest::arena_new<LuksReader>(alloc, dev, alloc, payload_offset, size, bounce, unit, iv_base);
+    if (r == nullptr) {
+        alloc.deallocate(bounce, READ_CHUNK);
+        return Status::NoMemory;
+    }
+    r->cipher = cipher;
+    *out = r;
+    return Status::Ok;
+}
 
 // One key slot (qcrypto_block_luks_load_key): PBKDF2 over the slot's salt, decrypt the slot's split
 // key with the payload cipher, merge the stripes, and check PBKDF2 of the candidate master key
@@ -203,7 +224,8 @@ Status luks_unlock(BlockDevice& dev, uint64_t header_offset, guest::Allocator& a
     return st;
 }
 
-// qemu's qcrypto_block_luks_has_format: the magic and version 1 (a LUKS2 volume is not luks to it).
+// qemu's qcrypto_block_luks_has_format: the magic and version 1 (a LUKS2 volume is not luks to it;
+// luks2_format.cpp's probe adds it).
 Status probe(BlockDevice& dev, bool* match) {
     *match = false;
     uint8_t buf[sizeof MAGIC + 2];
@@ -272,7 +294,7 @@ Status open(const guest::OpenRequest& req, ImageReader** out) {
     auto* bounce = static_cast<uint8_t*>(req.allocator->allocate(READ_CHUNK, 16));
     if (bounce == nullptr)
         return Status::NoMemory;
-    LuksReader* r = guest::arena_new<LuksReader>(*req.allocator, *req.image, *req.allocator, h,
+    LuksReader* r = guest::arena_new<LuksReader>(*req.allocator, *req.image, *req.allocator, h.payload_offset,
                                                  size > h.payload_offset ? size - h.payload_offset : 0, bounce);
     if (r == nullptr) {
         req.allocator->deallocate(bounce, READ_CHUNK);

@@ -32,6 +32,13 @@ guest::Status luks_load_key(guest::BlockDevice& dev, uint64_t base, guest::Alloc
 guest::Status load_header(guest::BlockDevice& dev, LuksHeader* h, uint64_t at = 0, bool detached = false,
                           LuksWhy* why = nullptr);
 
+// The payload reader over `dev` from `payload_offset`, `size` bytes: `unit` bytes decrypted with one
+// IV (LUKS1 512; a LUKS2 segment's sector size), IVs counting 512-byte sectors from `iv_base`, with
+// a copy of `cipher`. Its bounce buffer and itself come from `alloc`.
+guest::Status luks_make_reader(guest::BlockDevice& dev, guest::Allocator& alloc, uint64_t payload_offset,
+                               uint64_t size, uint32_t unit, uint64_t iv_base, const SectorCipher& cipher,
+                               guest::ImageReader** out);
+
 guest::Status probe(guest::BlockDevice& dev, bool* match);
 guest::Status info(const guest::InfoRequest& req, guest::InfoSink& sink);
 guest::Status open(const guest::OpenRequest& req, guest::ImageReader** out);
