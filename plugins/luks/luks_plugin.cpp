@@ -9,7 +9,8 @@ const FormatDescriptor DESCRIPTOR = {
     .name = "luks",
     .aliases = nullptr,
     .version = "0.2.0",
-    .description = "LUKS1 encrypted disk (qemu's luks driver): info, reading, creating, writing and resizing with --object secret",
+    .description = "LUKS1 encrypted disk (qemu's luks driver): info, reading, creating, writing and resizing with --object secret; "
+                   "LUKS2 read only",
     .capabilities = CAP_INFO | CAP_CREATE | CAP_CONVERT | CAP_CONVERT_TARGET | CAP_RESIZE,
     .probe_priority = PROBE_NORMAL,
     .probe_rules = PROBE_RULES,

@@ -9,11 +9,20 @@ constexpr unsigned char MAGIC[] = {'L', 'U', 'K', 'S', 0xba, 0xbe};
 constexpr unsigned char VERSION_1[] = {0, 1}; // qemu probes LUKS1 only: another version is raw to it
 constexpr ProbeMatch HEADER[] = {{ProbeMatch::FromStart, 0, MAGIC, sizeof MAGIC},
                                  {ProbeMatch::FromStart, 6, VERSION_1, sizeof VERSION_1}};
+// LUKS2 (instar's extension, divergence luks2-read): the magic and version 2. Its third match, "the
+// file's last byte is at least 0", holds for every non-empty file; it is there because it looks at
+// the end, and --unsafe-quirks (qemu's probe, head only) skips such rules: a LUKS2 volume is then
+// raw, as in qemu-img.
+constexpr unsigned char VERSION_2[] = {0, 2};
+constexpr unsigned char ANY_BYTE[] = {0};
+constexpr ProbeMatch HEADER_2[] = {{ProbeMatch::FromStart, 0, MAGIC, sizeof MAGIC},
+                                   {ProbeMatch::FromStart, 6, VERSION_2, sizeof VERSION_2},
+                                   {ProbeMatch::FromEnd, 1, ANY_BYTE, 1, ProbeMatch::AtLeast}};
 
 } // namespace
 
-const ProbeRule PROBE_RULES[] = {{HEADER, 2}};
-const std::uint32_t PROBE_RULE_COUNT = 1;
+const ProbeRule PROBE_RULES[] = {{HEADER, 2}, {HEADER_2, 3}};
+const std::uint32_t PROBE_RULE_COUNT = 2;
 
 const Divergence DIVERGENCES[] = {
     {"luks-pbkdf-bound", "convert",
@@ -34,6 +43,11 @@ const Divergence DIVERGENCES[] = {
      "192-bit LUKS keys outside xts (aes/serpent/twofish-192 in cbc/ecb/ctr: 4000-stripe key material of 187.5 "
      "sectors) are refused",
      "qemu-img aborts with an assertion creating or opening them: such an image would be useless to qemu"},
+    {"luks2-read", "*",
+     "LUKS2 volumes (cryptsetup's format 2) are probed as luks and read with key-secret: info, convert, compare, map, "
+     "dd; argon2 key slots take their memory from the guest (--max-guest-memory); writing, resizing or amending one is "
+     "refused",
+     "qemu-img reads LUKS2 as raw (ciphertext); instar refused it by name. --unsafe-quirks keeps qemu's raw probe"},
     {"luks-sm4", "create", "cipher-alg=sm4 is refused (\"Algorithm 'sm4' not supported\", as Debian's qemu 10.0 says)",
      "Debian 12's nettle 3.8.1 has no SM4; a qemu built with SM4 (nettle 3.9+, gcrypt) would accept it"},
 };

@@ -10,6 +10,10 @@
 #include "luks_edit.h"
 #include "luks_format.h"
 #include "luks_header.h"
+#include "luks2_builder.h"
+#include "luks2_format.h"
+#include "luks2_header.h"
+#include "luks2_json.h"
 
 #include <instar/guest/edit_resize.h>
 
@@ -474,4 +478,313 @@ TEST_CASE("resize: the payload offset plus the new size, and refusals") {
     CHECK(resize_image(bad, 1 << 20, Prealloc::Off, host) != Status::Ok);
     CHECK(host.why == "LUKS payload is overlapping with the header");
     CHECK(host.length == 0);
+}
+
+// ---- LUKS2 (docs/formats/luks.md, "LUKS2") ----
+
+namespace {
+
+using instar::luks::Json;
+using instar::luks::JsonError;
+using instar::luks::JsonToken;
+
+struct Reasons final : instar::guest::ReasonSink {
+    std::string text;
+    void reason(const char* t, std::size_t n) override { text.assign(t, n); }
+};
+
+// Json keeps pointers into the text: it lives in `kept` until the next call.
+bool tokenize(const std::string& text, Json& j, std::vector<JsonToken>& tok, JsonError* err = nullptr,
+              std::uint32_t cap = instar::luks::LUKS2_JSON_MAX_TOKENS) {
+    static std::string kept;
+    kept = text;
+    tok.assign(cap, JsonToken{});
+    JsonError e;
+    return j.parse(kept.data(), kept.size(), tok.data(), cap, err ? err : &e);
+}
+
+std::vector<std::uint8_t> pattern(std::size_t n) {
+    std::vector<std::uint8_t> v(n);
+    for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<std::uint8_t>((i * 2654435761u) >> 13);
+    return v;
+}
+
+// Opens `img` with `pass` and reads all of it; the reason of a refusal in *why.
+Status read_all(const std::vector<std::uint8_t>& img, const std::string& pass, std::vector<std::uint8_t>* out,
+                std::string* why = nullptr, std::size_t budget = 64u << 20) {
+    instar::hosted::MemoryDevice dev(img);
+    instar::hosted::BudgetAllocator alloc(budget);
+    Reasons sink;
+    instar::guest::OpenRequest req{&dev, nullptr, 0, &alloc, nullptr, &sink, nullptr, 100000,
+                                   reinterpret_cast<const std::uint8_t*>(pass.data()), pass.size()};
+    instar::guest::ImageReader* r = nullptr;
+    const Status st = instar::luks::luks_any_open(req, &r);
+    if (why) *why = sink.text;
+    if (st != Status::Ok) return st;
+    out->assign(r->virtual_size(), 0);
+    // Odd offsets and lengths, across sector boundaries.
+    std::size_t at = 0, step = 1000;
+    Status rs = Status::Ok;
+    while (at < out->size() && rs == Status::Ok) {
+        const std::size_t n = std::min(step, out->size() - at);
+        rs = r->read(at, out->data() + at, n);
+        at += n;
+        step = step * 3 + 7;
+    }
+    r->close();
+    return rs;
+}
+
+// The volume with its metadata replaced by `json` (both copies re-checksummed).
+std::vector<std::uint8_t> with_json(std::vector<std::uint8_t> img, const std::string& json) {
+    luks2_test::write_headers(img, json);
+    return img;
+}
+
+std::string replace(std::string s, const std::string& from, const std::string& to) {
+    const auto at = s.find(from);
+    REQUIRE(at != std::string::npos);
+    return s.replace(at, from.size(), to);
+}
+
+} // namespace
+
+TEST_CASE("luks2 json: values, members, numbers and base64") {
+    Json j;
+    std::vector<JsonToken> tok;
+    REQUIRE(tokenize(R"( {"a": [1, "x", true, null, {"b": -1.5e3}], "n": "18446744073709551615", "s": "QUJD", "e": {}} )",
+                     j, tok));
+    const auto a = j.member(j.root(), "a");
+    REQUIRE(a != Json::NONE);
+    CHECK(j.at(a).type == instar::luks::JsonType::Array);
+    CHECK(j.at(a).children == 5);
+    std::uint64_t v = 0;
+    CHECK(j.as_u64(j.first_element(a), 10, &v));
+    CHECK(v == 1);
+    CHECK(j.as_u64(j.member(j.root(), "n"), UINT64_MAX, &v));
+    CHECK(v == UINT64_MAX);
+    CHECK_FALSE(j.as_u64(j.member(j.root(), "n"), UINT64_MAX - 1, &v)); // above the bound
+    std::uint8_t out[8];
+    std::size_t n = 0;
+    CHECK(j.as_base64(j.member(j.root(), "s"), out, sizeof out, &n));
+    CHECK(n == 3);
+    CHECK(std::memcmp(out, "ABC", 3) == 0);
+    CHECK(j.first_member(j.member(j.root(), "e")) == Json::NONE);
+    CHECK(j.member(j.root(), "missing") == Json::NONE);
+    // Members after a nested value are found (next skips the subtree).
+    CHECK(j.member(j.root(), "e") != Json::NONE);
+}
+
+TEST_CASE("luks2 json: malformed and over-bound text is refused") {
+    Json j;
+    std::vector<JsonToken> tok;
+    for (const char* bad : {"", "{", "{\"a\"}", "{\"a\":1,}", "[1 2]", "{\"a\":tru}", "\"\\x\"", "\"abc", "01",
+                            "{} {}", "{\"a\":\"\x01\"}", "[1,]", "-", "1.", "1e", "{1:2}", "]"}) {
+        JsonError e;
+        CHECK_MESSAGE(!tokenize(bad, j, tok, &e), bad);
+        CHECK(e.what != nullptr);
+    }
+    // Nesting: LUKS2_JSON_MAX_DEPTH opens pass, one more is refused.
+    const std::string deep(instar::luks::LUKS2_JSON_MAX_DEPTH, '[');
+    CHECK(tokenize(deep + std::string(instar::luks::LUKS2_JSON_MAX_DEPTH, ']'), j, tok));
+    JsonError e;
+    CHECK_FALSE(tokenize(deep + "[" + std::string(instar::luks::LUKS2_JSON_MAX_DEPTH + 1, ']'), j, tok, &e));
+    CHECK(std::string(e.what) == "nesting too deep");
+    // Values: the token array's bound.
+    std::string many = "[";
+    for (int i = 0; i < 20; ++i) many += "1,";
+    many += "1]";
+    CHECK_FALSE(tokenize(many, j, tok, &e, 10));
+    CHECK(std::string(e.what) == "too many values");
+    // base64 with bad characters, bad padding or too long for its buffer.
+    REQUIRE(tokenize(R"(["QU*D", "QUJ", "QUJDRA==", "QQ=A", "QUJD\/w=="])", j, tok));
+    std::uint8_t out[4];
+    std::size_t n = 0;
+    std::uint32_t el = j.first_element(j.root());
+    CHECK_FALSE(j.as_base64(el, out, 4, &n));
+    el = j.next_element(j.root(), el);
+    CHECK_FALSE(j.as_base64(el, out, 4, &n));
+    el = j.next_element(j.root(), el);
+    CHECK(j.as_base64(el, out, 4, &n));
+    CHECK_FALSE(j.as_base64(el, out, 3, &n));
+    el = j.next_element(j.root(), el);
+    CHECK_FALSE(j.as_base64(el, out, 4, &n));
+    el = j.next_element(j.root(), el);
+    CHECK(j.as_base64(el, out, 4, &n)); // json-c's "\/"
+    CHECK(n == 4);
+    CHECK(out[3] == 0xff);
+}
+
+TEST_CASE("luks2 volumes unlock and read back: pbkdf2, argon2i, argon2id, 512/4096 sectors, iv_tweak") {
+    const auto plain = pattern(64 * 1024);
+    struct Case {
+        const char* name;
+        luks2_test::Options o;
+    };
+    luks2_test::Options p4k;
+    p4k.sector = 4096;
+    luks2_test::Options tweak;
+    tweak.iv_tweak = 12345;
+    tweak.sector = 4096;
+    luks2_test::Options a2i;
+    a2i.kdf = "argon2i";
+    luks2_test::Options a2id;
+    a2id.kdf = "argon2id";
+    a2id.argon2_cpus = 4;
+    for (const Case& c : {Case{"pbkdf2", {}}, Case{"4096", p4k}, Case{"tweak", tweak}, Case{"argon2i", a2i},
+                          Case{"argon2id", a2id}}) {
+        CAPTURE(c.name);
+        const auto img = luks2_test::make("secret", plain, c.o);
+        std::vector<std::uint8_t> got;
+        std::string why;
+        REQUIRE(read_all(img, "secret", &got, &why) == Status::Ok);
+        CHECK(got == plain);
+        CHECK(read_all(img, "wrong", &got, &why) == Status::Invalid);
+        CHECK(why == "Invalid password, cannot unlock any keyslot");
+    }
+}
+
+TEST_CASE("luks2 probe and info") {
+    const auto img = luks2_test::make("secret", pattern(8192));
+    instar::hosted::MemoryDevice dev(img);
+    bool match = false;
+    REQUIRE(instar::luks::luks_any_probe(dev, &match) == Status::Ok);
+    CHECK(match);
+    const auto r = instar::hosted::run_info(&instar::luks::luks_any_info, dev);
+    REQUIRE(r.status == Status::Ok);
+    CHECK(r.info.format == "luks");
+    CHECK(r.info.virtual_size == 8192);
+    const auto& d = r.info.specific;
+    CHECK(d.at("cipher-alg").as_string() == "aes-256");
+    CHECK(d.at("cipher-mode").as_string() == "xts");
+    CHECK(d.at("ivgen-alg").as_string() == "plain64");
+    CHECK(d.at("hash-alg").as_string() == "sha256");
+    CHECK(d.at("payload-offset").as_int64() == static_cast<std::int64_t>(luks2_test::SEG_OFFSET));
+    CHECK(d.at("master-key-iters").as_int64() == 1000);
+    CHECK(d.at("uuid").as_string() == "5d8e1c7a-1111-4222-8333-944455556666");
+    CHECK(d.at("slots").as_array().size() == 8);
+    CHECK(d.at("slots").as_array()[0].as_object().at("active").as_bool());
+}
+
+TEST_CASE("luks2 header copies: checksums and seqid") {
+    std::string json;
+    const auto plain = pattern(4096);
+    auto img = luks2_test::make("secret", plain, {}, &json);
+    std::vector<std::uint8_t> got;
+    std::string why;
+    // A damaged primary: the secondary is used.
+    auto bad = img;
+    bad[4096 + 10] ^= 1;
+    CHECK(read_all(bad, "secret", &got, &why) == Status::Ok);
+    CHECK(why == "");
+    // A primary whose header size is not one: the secondary is found at one of its offsets.
+    bad = img;
+    bad[15] ^= 1;
+    CHECK(read_all(bad, "secret", &got, &why) == Status::Ok);
+    // A primary without its magic is not LUKS2 to the luks module (it dispatches on the primary's
+    // magic and version): LUKS1's words.
+    bad = img;
+    bad[0] = 'X';
+    CHECK(read_all(bad, "secret", &got, &why) == Status::Corrupt);
+    CHECK(why == "Volume is not in LUKS format");
+    // Both damaged.
+    bad = img;
+    bad[4096 + 10] ^= 1;
+    bad[luks2_test::HDR + 4096 + 10] ^= 1;
+    CHECK(read_all(bad, "secret", &got, &why) == Status::Corrupt);
+    CHECK(why == "LUKS2 header checksum is wrong in both copies (or a copy is cut short)");
+    // The valid copy with the higher seqid wins: a secondary naming another digest iteration count.
+    bad = img;
+    luks2_test::write_headers(bad, json, 5, 4);
+    auto other = bad;
+    luks2_test::write_headers(other, replace(json, "\"iterations\":1000,\"salt\":\"AAEC", "\"iterations\":999,\"salt\":\"AAEC"), 5, 6);
+    std::memcpy(bad.data() + luks2_test::HDR, other.data() + luks2_test::HDR, luks2_test::HDR);
+    CHECK(read_all(bad, "secret", &got, &why) == Status::Invalid); // the secondary's digest is wrong
+    // A LUKS1 header claiming version 2 is not LUKS2: qemu's words.
+    auto v1 = corpus("header-xts.bin");
+    v1.resize(4 << 20);
+    v1[7] = 2;
+    CHECK(read_all(v1, "secret", &got, &why) == Status::Unsupported);
+    CHECK(why == "LUKS version 2 is not supported");
+}
+
+TEST_CASE("luks2 hostile metadata is refused with its reason") {
+    std::string json;
+    const auto img = luks2_test::make("secret", pattern(4096), {}, &json);
+    struct Case {
+        std::string from, to, why;
+    };
+    const Case cases[] = {
+        {"{\"keyslots\"", "{\"keyslots\"}", "LUKS2 metadata is not valid JSON (expected ':' at byte 11)"},
+        {"\"stripes\":4000", "\"stripes\":4001", "LUKS2 keyslot 0 anti-forensic split is not luks1 with 4000 stripes"},
+        {"\"iterations\":1000,\"salt\":\"oK", "\"iterations\":4000000000,\"salt\":\"oK",
+         "LUKS2 keyslot 0 asks for 4000000000 PBKDF2 iterations (at most 67108864)"},
+        {"\"key_size\":64,\"af\"", "\"key_size\":65,\"af\"", "LUKS2 keyslot 0 key size is not 1 to 64 bytes"},
+        {"\"offset\":\"32768\"", "\"offset\":\"16384\"", "LUKS2 keyslot 0 area overlaps the LUKS2 header"},
+        {"\"size\":\"258048\"", "\"size\":\"4096\"", "LUKS2 keyslot 0 area is smaller than its key material"},
+        {"\"offset\":\"290816\"", "\"offset\":\"99999744\"", "LUKS2 segment 0 starts past the end of the file"},
+        {"\"size\":\"dynamic\"", "\"size\":\"1048576\"", "LUKS2 segment 0 ends past the end of the file"},
+        {"\"offset\":\"290816\"", "\"offset\":\"286720\"", "LUKS2 segment 0 overlaps the LUKS2 header or keyslots area"},
+        {"\"sector_size\":512", "\"sector_size\":8192", "LUKS2 segment 0 sector size 8192 is not 512 to 4096"},
+        {"aes-xts-plain64\",\"sector", "des-xts-plain64\",\"sector",
+         "LUKS2 segment 0 encryption 'des-xts-plain64': Algorithm 'des' with key size 32 bytes not supported"},
+        {"\"json_size\":\"12288\"", "\"json_size\":\"4096\"", "LUKS2 config json_size or keyslots_size is wrong"},
+        {"\"keyslots\":[\"0\"]", "\"keyslots\":[\"7\"]", "LUKS2 digest of segment 0 names a keyslot that does not exist"},
+        {"\"keyslots\":{\"0\"", "\"keyslots\":{\"32\"", "LUKS2 keyslot id '32' is not 0 to 31 or repeats"},
+        {"\"type\":\"crypt\"", "\"type\":\"linear\"", "LUKS2 segment 0 is not of type crypt"},
+        {"\"config\":{", "\"config\":{\"requirements\":{\"mandatory\":[\"online-reencrypt-v2\"]},",
+         "LUKS2 volume requires 'online-reencrypt-v2' (not supported)"},
+        {"\"segments\":[\"0\"]", "\"segments\":[]", "LUKS2 segment 0 has no digest"},
+    };
+    for (const Case& c : cases) {
+        CAPTURE(c.to);
+        std::vector<std::uint8_t> got;
+        std::string why;
+        CHECK(read_all(with_json(img, replace(json, c.from, c.to)), "secret", &got, &why) != Status::Ok);
+        CHECK(why == c.why);
+    }
+    // Two key slots whose areas overlap.
+    const auto ks = json.substr(json.find("\"0\":{\"type\":\"luks2\""), json.find(",\"tokens\"") - 1 - json.find("\"0\":{\"type\":\"luks2\""));
+    std::string two = replace(json, ks, ks + "," + replace(replace(ks, "\"0\":", "\"1\":"), "\"offset\":\"32768\"", "\"offset\":\"36864\""));
+    two = replace(two, "\"keyslots_size\":\"258048\"", "\"keyslots_size\":\"262144\"");
+    two = replace(two, "\"offset\":\"290816\"", "\"offset\":\"299008\"");
+    std::vector<std::uint8_t> got;
+    std::string why;
+    auto big = img;
+    big.resize(big.size() + 8192);
+    CHECK(read_all(with_json(big, two), "secret", &got, &why) == Status::Corrupt);
+    CHECK(why == "LUKS2 keyslots 0 and 1 have overlapping areas");
+}
+
+TEST_CASE("luks2 argon2 costs: bounds, and memory above the arena names --max-guest-memory") {
+    std::string json;
+    luks2_test::Options a;
+    a.kdf = "argon2id";
+    const auto img = luks2_test::make("secret", pattern(4096), a, &json);
+    std::vector<std::uint8_t> got;
+    std::string why;
+    // 1 MiB of argon2 memory does not fit a 1 MiB arena (the header scratch is freed first).
+    CHECK(read_all(img, "secret", &got, &why, 3u << 20) == Status::Ok);
+    CHECK(read_all(img, "secret", &got, &why, 1u << 20) == Status::NoMemory);
+    CHECK(why == "LUKS2 keyslot 0's argon2id needs 1 MiB of guest memory, more than the sandbox has: raise "
+                 "--max-guest-memory (at most 3G)");
+    CHECK(read_all(with_json(img, replace(json, "\"memory\":1024", "\"memory\":4194305")), "secret", &got, &why) ==
+          Status::Corrupt);
+    CHECK(why == "LUKS2 keyslot 0 asks for 4194305 KiB of argon2 memory (8 x lanes to 4194304)");
+    CHECK(read_all(with_json(img, replace(json, "\"time\":2", "\"time\":100000")), "secret", &got, &why) == Status::Corrupt);
+    CHECK(why == "LUKS2 keyslot 0 asks for 100000 argon2 passes over 1024 KiB (at most 67108864 KiB in all)");
+    CHECK(read_all(with_json(img, replace(json, "\"cpus\":2", "\"cpus\":1000")), "secret", &got, &why) == Status::Corrupt);
+    CHECK(why == "LUKS2 keyslot 0 asks for 1000 argon2 lanes (at most 16)");
+}
+
+TEST_CASE("luks2 volumes are refused to the writers") {
+    const auto img = luks2_test::make("secret", pattern(4096));
+    instar::hosted::MemoryDevice dev(img);
+    instar::hosted::BudgetAllocator alloc(64u << 20);
+    Reasons sink;
+    static const std::uint8_t PASS[] = {'s', 'e', 'c', 'r', 'e', 't'};
+    instar::guest::OpenRequest req{&dev, nullptr, 0, &alloc, nullptr, &sink, nullptr, 100000, PASS, sizeof PASS};
+    instar::guest::ImageWriter* w = nullptr;
+    CHECK(instar::luks::luks_any_open_writer(req, &w) == Status::Unsupported);
+    CHECK(sink.text.rfind("LUKS2 volumes are read-only in instar", 0) == 0);
 }

@@ -1,0 +1,145 @@
+// The luks module's entry points over LUKS1 (luks_format.cpp, luks_create.cpp, luks_edit.cpp, shared
+// with qcow2 and qcow) and LUKS2 (this plugin only): a header of version 2 is read here, as
+// cryptsetup lays it out; writing one is refused by name. docs/formats/luks.md, "LUKS2".
+#include "luks2_format.h"
+
+#include "luks_create.h"
+#include "luks_edit.h"
+#include "luks_format.h"
+
+#include <instar/guest/arena_new.h>
+#include <instar/guest/format_util.h>
+
+namespace instar::luks {
+
+using guest::BlockDevice;
+using guest::Status;
+
+namespace {
+
+constexpr uint32_t QEMU_DETACHED_HEADER_VERSION = 90000;
+constexpr char LUKS2_READ_ONLY[] = "LUKS2 volumes are read-only in instar: it reads them but cannot write, "
+                                   "resize or amend them";
+
+// The primary header's magic and version 2 at the start of `dev`.
+bool starts_luks2(BlockDevice& dev) {
+    uint8_t head[8] = {};
+    return guest::read_padded(dev, 0, head, sizeof head) == Status::Ok && head[0] == 'L' && luks2_magic(head, sizeof head);
+}
+
+// Loads a LUKS2 header into an arena copy (7 KiB: too big for the guest's stack). Ok with *out
+// set; otherwise the reason is in `why`, and *not_luks2 tells a file that does not look like LUKS2
+// at all (no header copy of a LUKS2 size): the caller then answers as qemu does for a LUKS1 header
+// of version 2 ("LUKS version 2 is not supported").
+Status load(BlockDevice& dev, guest::Allocator& alloc, Luks2Header** out, LuksWhy* why, bool* not_luks2) {
+    *out = guest::arena_new<Luks2Header>(alloc);
+    if (*out == nullptr)
+        return Status::NoMemory;
+    const Status st = luks2_load(dev, alloc, *out, why, not_luks2);
+    if (st != Status::Ok) {
+        guest::arena_delete(alloc, *out);
+        *out = nullptr;
+    }
+    return st;
+}
+
+// Whether `dev` is a LUKS2 volume (a readable one or a damaged one that still looks like LUKS2).
+bool is_luks2_volume(BlockDevice& dev, guest::Allocator& alloc) {
+    if (!starts_luks2(dev))
+        return false;
+    Luks2Header* h = nullptr;
+    LuksWhy why;
+    bool not_luks2 = false;
+    if (load(dev, alloc, &h, &why, &not_luks2) == Status::Ok)
+        guest::arena_delete(alloc, h);
+    return !not_luks2;
+}
+
+} // namespace
+
+Status luks_any_probe(BlockDevice& dev, bool* match) {
+    if (const Status st = probe(dev, match); st != Status::Ok || *match)
+        return st;
+    *match = dev.size() >= 8 && starts_luks2(dev);
+    return Status::Ok;
+}
+
+Status luks_any_info(const guest::InfoRequest& req, guest::InfoSink& sink) {
+    // The key-secret check comes first for LUKS2 too (luks_format.cpp's info); a detached header
+    // (header=) is LUKS1 only.
+    if (req.image == nullptr || req.allocator == nullptr || req.file_count != 0 || (req.flags & guest::INFO_REQUEST_NO_KEY) ||
+        !starts_luks2(*req.image))
+        return info(req, sink);
+    Luks2Header* h = nullptr;
+    LuksWhy why;
+    bool not_luks2 = false;
+    const Status st = load(*req.image, *req.allocator, &h, &why, &not_luks2);
+    if (st != Status::Ok) {
+        if (not_luks2)
+            return info(req, sink); // qemu's LUKS1 words for a header of version 2
+        if (why.text[0] != 0)
+            sink.reason(why.text, __builtin_strlen(why.text));
+        return st;
+    }
+    // The LUKS1 report's sequence (luks_format.cpp's info).
+    sink.format("luks");
+    sink.dirty(false);
+    sink.virtual_size(luks2_payload_size(*h, req.image->size()));
+    sink.dirty(false);
+    sink.encrypted(true);
+    sink.dirty(false);
+    sink.specific_type("luks");
+    luks2_report(*h, req.qemu_version >= QEMU_DETACHED_HEADER_VERSION, sink);
+    guest::arena_delete(*req.allocator, h);
+    return Status::Ok;
+}
+
+Status luks_any_open(const guest::OpenRequest& req, guest::ImageReader** out) {
+    if (req.image == nullptr || req.allocator == nullptr || out == nullptr || req.file_count != 0 ||
+        req.secret == nullptr || !starts_luks2(*req.image))
+        return open(req, out);
+    guest::Allocator& alloc = *req.allocator;
+    Luks2Header* h = nullptr;
+    LuksWhy why;
+    bool not_luks2 = false;
+    Status st = load(*req.image, alloc, &h, &why, &not_luks2);
+    if (st != Status::Ok) {
+        if (not_luks2)
+            return open(req, out);
+        guest::say_reason(req.reasons, why.text[0] != 0 ? why.text : "I/O error reading the LUKS2 header");
+        return st;
+    }
+    auto* cipher = guest::arena_new<SectorCipher>(alloc);
+    st = cipher != nullptr ? Status::Ok : Status::NoMemory;
+    if (st == Status::Ok)
+        st = luks2_unlock(*req.image, alloc, *h, req.secret, req.secret_len, cipher, req.reasons);
+    if (st == Status::Ok && guest::refuse_snapshot_load(req, "luks")) // after the key, as for LUKS1
+        st = Status::Unsupported;
+    if (st == Status::Ok)
+        st = luks_make_reader(*req.image, alloc, h->seg_offset, luks2_payload_size(*h, req.image->size()),
+                              h->sector_size, h->iv_tweak, *cipher, out);
+    if (cipher != nullptr) {
+        __builtin_memset(static_cast<void*>(cipher), 0, sizeof *cipher);
+        guest::arena_delete(alloc, cipher);
+    }
+    guest::arena_delete(alloc, h);
+    return st;
+}
+
+Status luks_any_open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
+    if (req.image != nullptr && req.allocator != nullptr && req.secret != nullptr &&
+        is_luks2_volume(*req.image, *req.allocator)) {
+        guest::say_reason(req.reasons, LUKS2_READ_ONLY);
+        return Status::Unsupported;
+    }
+    return open_writer(req, out);
+}
+
+Status luks_any_edit(const guest::EditRequest& req, guest::EditHost& host) {
+    if (req.image != nullptr && req.allocator != nullptr && req.image_length >= LUKS2_MIN_HDR_SIZE &&
+        is_luks2_volume(*req.image, *req.allocator))
+        return guest::edit_refuse(host, LUKS2_READ_ONLY, Status::Unsupported);
+    return edit(req, host);
+}
+
+} // namespace instar::luks
