@@ -6,6 +6,8 @@
 
 #include <instar/guest/format_util.h>
 
+#include <stddef.h>
+
 namespace instar::luks {
 
 using guest::Status;
@@ -15,16 +17,17 @@ namespace {
 constexpr uint8_t MAGIC_PRIMARY[6] = {'L', 'U', 'K', 'S', 0xba, 0xbe};
 constexpr uint8_t MAGIC_SECONDARY[6] = {'S', 'K', 'U', 'L', 0xba, 0xbe};
 constexpr uint16_t LUKS2_VERSION = 2;
-// Binary header field offsets (struct luks2_hdr_disk).
-constexpr size_t OFF_HDR_SIZE = 8;
-constexpr size_t OFF_SEQID = 16;
-constexpr size_t OFF_CSUM_ALG = 72;
-constexpr size_t CSUM_ALG_LEN = 32;
-constexpr size_t OFF_UUID = 168;
-constexpr size_t UUID_LEN = 40;
-constexpr size_t OFF_HDR_OFFSET = 256;
-constexpr size_t OFF_CSUM = 448;
-constexpr size_t CSUM_LEN = 64;
+// Binary header fields within a copy's bytes (Luks2HeaderDisk).
+constexpr size_t OFF_HDR_SIZE = offsetof(Luks2HeaderDisk, hdr_size);
+constexpr size_t OFF_SEQID = offsetof(Luks2HeaderDisk, seqid);
+constexpr size_t OFF_CSUM_ALG = offsetof(Luks2HeaderDisk, checksum_alg);
+constexpr size_t CSUM_ALG_LEN = sizeof(Luks2HeaderDisk::checksum_alg);
+constexpr size_t OFF_UUID = offsetof(Luks2HeaderDisk, uuid);
+constexpr size_t UUID_LEN = sizeof(Luks2HeaderDisk::uuid);
+constexpr size_t OFF_HDR_OFFSET = offsetof(Luks2HeaderDisk, hdr_offset);
+constexpr size_t OFF_CSUM = offsetof(Luks2HeaderDisk, csum);
+constexpr size_t CSUM_LEN = sizeof(Luks2HeaderDisk::csum);
+static_assert(OFF_HDR_OFFSET == 256 && OFF_CSUM == 448, "cryptsetup's luks2_hdr_disk offsets");
 // Where cryptsetup looks for the secondary header when the primary is unreadable (hdr2_offsets).
 constexpr uint64_t SECONDARY_OFFSETS[] = {0x4000, 0x8000, 0x10000, 0x20000, 0x40000, 0x80000, 0x100000, 0x200000,
                                           0x400000};
@@ -196,6 +199,8 @@ Status parse_cipher(const Json& j, uint32_t tok, uint32_t key_bytes, Luks2Cipher
     }
     LuksHeader h;
     LuksWhy inner;
+    // SAFETY: LuksHeaderDisk is an array of byte fields (no padding, static_assert'ed size), read
+    // back as its own bytes.
     if (luks_header_parse(reinterpret_cast<const uint8_t*>(&d), sizeof d, &h, true, &inner) !=
         Status::Ok)
         return refuse(why, Status::Unsupported)
@@ -387,6 +392,87 @@ bool luks2_magic(const uint8_t* head, size_t len) {
            load_be16(head + 6) == LUKS2_VERSION;
 }
 
+namespace {
+
+// The metadata checks over tokenized text (luks2_parse_json's second half), in cryptsetup's order:
+// config, key slots, segment, digest.
+Status check_metadata(const Json& j, uint64_t hdr_size, uint64_t file_size, Luks2Header& h, LuksWhy* why) {
+    const uint32_t keyslots = j.member(j.root(), "keyslots");
+    const uint32_t segments = j.member(j.root(), "segments");
+    const uint32_t digests = j.member(j.root(), "digests");
+    const uint32_t config = j.member(j.root(), "config");
+    if (j.at(keyslots).type != JsonType::Object || j.at(segments).type != JsonType::Object ||
+        j.at(digests).type != JsonType::Object || j.at(config).type != JsonType::Object)
+        return refuse(why, Status::Corrupt).text("metadata lacks keyslots, segments, digests or config").done();
+    uint64_t json_size = 0, keyslots_size = 0;
+    if (!u64_member(j, config, "json_size", UINT64_MAX, &json_size) || json_size != hdr_size - LUKS2_BIN_HEADER_BYTES ||
+        !u64_member(j, config, "keyslots_size", UINT64_MAX, &keyslots_size) ||
+        keyslots_size > UINT64_MAX - 2 * hdr_size)
+        return refuse(why, Status::Corrupt).text("config json_size or keyslots_size is wrong").done();
+    const uint64_t keyslots_end = 2 * hdr_size + keyslots_size;
+    const uint32_t requirement = j.first_element(j.member(j.member(config, "requirements"), "mandatory"));
+    if (requirement != Json::NONE)
+        return refuse(why, Status::Unsupported)
+            .text("volume requires '").text(j.str(requirement), j.at(requirement).len).text("' (not supported)").done();
+    for (uint32_t k = j.first_member(keyslots); k != Json::NONE; k = j.next_member(keyslots, k)) {
+        uint32_t id = 0;
+        if (!parse_id(j, k, LUKS2_MAX_KEYSLOTS, &id) || h.slots[id].present)
+            return refuse(why, Status::Corrupt)
+                .text("keyslot id '").text(j.str(k), j.at(k).len).text("' is not 0 to 31 or repeats").done();
+        if (const Status st = parse_keyslot(j, j.value_of(k), id, hdr_size, keyslots_end, file_size, &h.slots[id], why);
+            st != Status::Ok)
+            return st;
+    }
+    // Key slot areas never overlap (cryptsetup's LUKS2_keyslots_validate).
+    for (uint32_t a = 0; a < LUKS2_MAX_KEYSLOTS; ++a)
+        for (uint32_t b = a + 1; b < LUKS2_MAX_KEYSLOTS; ++b) {
+            const Luks2Keyslot& x = h.slots[a];
+            const Luks2Keyslot& y = h.slots[b];
+            if (x.present && y.present && x.area_offset < y.area_offset + y.area_size &&
+                y.area_offset < x.area_offset + x.area_size)
+                return refuse(why, Status::Corrupt)
+                    .text("keyslots ").num(a).text(" and ").num(b).text(" have overlapping areas").done();
+        }
+    // One crypt segment, "0" (several are an online reencryption, which sets a mandatory requirement).
+    const uint32_t seg_key = j.first_member(segments);
+    if (seg_key == Json::NONE || j.next_member(segments, seg_key) != Json::NONE || !j.str_is(seg_key, "0"))
+        return refuse(why, Status::Unsupported).text("volume does not have exactly one segment, \"0\"").done();
+    const uint32_t seg = j.value_of(seg_key);
+    if (const Status st = parse_segment(j, seg, hdr_size, keyslots_end, file_size, &h, why); st != Status::Ok)
+        return st;
+    uint32_t digest = Json::NONE;
+    for (uint32_t k = j.first_member(digests); k != Json::NONE; k = j.next_member(digests, k)) {
+        const uint32_t segs = j.member(j.value_of(k), "segments");
+        for (uint32_t e = j.first_element(segs); e != Json::NONE; e = j.next_element(segs, e)) {
+            if (!j.str_is(e, "0"))
+                continue;
+            if (digest != Json::NONE)
+                return refuse(why, Status::Corrupt).text("segment 0 has more than one digest").done();
+            digest = j.value_of(k);
+        }
+    }
+    if (digest == Json::NONE)
+        return refuse(why, Status::Corrupt).text("segment 0 has no digest").done();
+    if (const Status st = parse_digest(j, digest, &h, why); st != Status::Ok)
+        return st;
+    if (h.digest_slots == 0)
+        return refuse(why, Status::Corrupt).text("no keyslot holds the key of segment 0").done();
+    // The volume key: every key slot the digest names holds one of the same size.
+    for (uint32_t i = 0; i < LUKS2_MAX_KEYSLOTS; ++i) {
+        if (!(h.digest_slots & (1u << i)))
+            continue;
+        if (h.seg.key_bytes == 0)
+            h.seg.key_bytes = h.slots[i].key_bytes;
+        else if (h.slots[i].key_bytes != h.seg.key_bytes)
+            return refuse(why, Status::Corrupt).text("keyslots of segment 0 hold keys of different sizes").done();
+        if (h.slots[i].area_offset + h.slots[i].area_size > h.seg_offset)
+            return refuse(why, Status::Corrupt).text("keyslot ").num(i).text(" area overlaps segment 0").done();
+    }
+    return parse_cipher(j, j.member(seg, "encryption"), h.seg.key_bytes, &h.seg, "segment ", 0, why);
+}
+
+} // namespace
+
 Status luks2_parse_json(const char* json, size_t len, uint64_t hdr_size, uint64_t file_size, guest::Allocator& alloc,
                         Luks2Header* out, LuksWhy* why) {
     if (len > LUKS2_MAX_JSON_BYTES)
@@ -397,112 +483,10 @@ Status luks2_parse_json(const char* json, size_t len, uint64_t hdr_size, uint64_
         return Status::NoMemory;
     Json j;
     JsonError err;
-    Status st = Status::Ok;
-    Luks2Header& h = *out;
-    uint32_t seg = Json::NONE, dg_found = Json::NONE;
-    uint64_t json_size = 0, keyslots_size = 0, keyslots_end = 0;
-    uint32_t keyslots = Json::NONE, segments = Json::NONE, digests = Json::NONE, config = Json::NONE;
-    if (!j.parse(json, len, tokens, LUKS2_JSON_MAX_TOKENS, &err)) {
-        st = refuse(why, Status::Corrupt).text("metadata is not valid JSON (").text(err.what).text(" at byte ")
-                 .num(err.offset).text(")").done();
-        goto out;
-    }
-    keyslots = j.member(j.root(), "keyslots");
-    segments = j.member(j.root(), "segments");
-    digests = j.member(j.root(), "digests");
-    config = j.member(j.root(), "config");
-    if (keyslots == Json::NONE || segments == Json::NONE || digests == Json::NONE || config == Json::NONE ||
-        j.at(keyslots).type != JsonType::Object || j.at(segments).type != JsonType::Object ||
-        j.at(digests).type != JsonType::Object || j.at(config).type != JsonType::Object) {
-        st = refuse(why, Status::Corrupt).text("metadata lacks keyslots, segments, digests or config").done();
-        goto out;
-    }
-    if (!u64_member(j, config, "json_size", UINT64_MAX, &json_size) || json_size != hdr_size - LUKS2_BIN_HEADER_BYTES ||
-        !u64_member(j, config, "keyslots_size", UINT64_MAX, &keyslots_size) ||
-        keyslots_size > UINT64_MAX - 2 * hdr_size) {
-        st = refuse(why, Status::Corrupt).text("config json_size or keyslots_size is wrong").done();
-        goto out;
-    }
-    keyslots_end = 2 * hdr_size + keyslots_size;
-    if (const uint32_t req = j.member(config, "requirements"); req != Json::NONE) {
-        const uint32_t mandatory = j.member(req, "mandatory");
-        if (j.first_element(mandatory) != Json::NONE) {
-            st = refuse(why, Status::Unsupported).text("volume requires '").text(j.str(j.first_element(mandatory)),
-                                                                                 j.at(j.first_element(mandatory)).len)
-                     .text("' (not supported)").done();
-            goto out;
-        }
-    }
-    for (uint32_t k = j.first_member(keyslots); k != Json::NONE; k = j.next_member(keyslots, k)) {
-        uint32_t id = 0;
-        if (!parse_id(j, k, LUKS2_MAX_KEYSLOTS, &id) || h.slots[id].present) {
-            st = refuse(why, Status::Corrupt).text("keyslot id '").text(j.str(k), j.at(k).len)
-                     .text("' is not 0 to 31 or repeats").done();
-            goto out;
-        }
-        if ((st = parse_keyslot(j, j.value_of(k), id, hdr_size, keyslots_end, file_size, &h.slots[id], why)) !=
-            Status::Ok)
-            goto out;
-    }
-    // Key slot areas never overlap (cryptsetup's LUKS2_keyslots_validate).
-    for (uint32_t a = 0; a < LUKS2_MAX_KEYSLOTS; ++a)
-        for (uint32_t b = a + 1; b < LUKS2_MAX_KEYSLOTS; ++b) {
-            const Luks2Keyslot& x = h.slots[a];
-            const Luks2Keyslot& y = h.slots[b];
-            if (x.present && y.present && x.area_offset < y.area_offset + y.area_size &&
-                y.area_offset < x.area_offset + x.area_size) {
-                st = refuse(why, Status::Corrupt).text("keyslots ").num(a).text(" and ").num(b)
-                         .text(" have overlapping areas").done();
-                goto out;
-            }
-        }
-    // One crypt segment, "0" (several are an online reencryption, which sets a mandatory requirement).
-    if (j.first_member(segments) == Json::NONE || j.next_member(segments, j.first_member(segments)) != Json::NONE ||
-        !j.str_is(j.first_member(segments), "0")) {
-        st = refuse(why, Status::Unsupported).text("volume does not have exactly one segment, \"0\"").done();
-        goto out;
-    }
-    seg = j.value_of(j.first_member(segments));
-    if ((st = parse_segment(j, seg, hdr_size, keyslots_end, file_size, &h, why)) != Status::Ok)
-        goto out;
-    for (uint32_t k = j.first_member(digests); k != Json::NONE; k = j.next_member(digests, k)) {
-        const uint32_t segs = j.member(j.value_of(k), "segments");
-        for (uint32_t e = j.first_element(segs); e != Json::NONE; e = j.next_element(segs, e))
-            if (j.str_is(e, "0")) {
-                if (dg_found != Json::NONE) {
-                    st = refuse(why, Status::Corrupt).text("segment 0 has more than one digest").done();
-                    goto out;
-                }
-                dg_found = j.value_of(k);
-            }
-    }
-    if (dg_found == Json::NONE) {
-        st = refuse(why, Status::Corrupt).text("segment 0 has no digest").done();
-        goto out;
-    }
-    if ((st = parse_digest(j, dg_found, &h, why)) != Status::Ok)
-        goto out;
-    if (h.digest_slots == 0) {
-        st = refuse(why, Status::Corrupt).text("no keyslot holds the key of segment 0").done();
-        goto out;
-    }
-    // The volume key: every key slot the digest names holds one of the same size.
-    for (uint32_t i = 0; i < LUKS2_MAX_KEYSLOTS; ++i) {
-        if (!(h.digest_slots & (1u << i)))
-            continue;
-        if (h.seg.key_bytes == 0) {
-            h.seg.key_bytes = h.slots[i].key_bytes;
-        } else if (h.slots[i].key_bytes != h.seg.key_bytes) {
-            st = refuse(why, Status::Corrupt).text("keyslots of segment 0 hold keys of different sizes").done();
-            goto out;
-        }
-        if (h.slots[i].area_offset + h.slots[i].area_size > h.seg_offset) {
-            st = refuse(why, Status::Corrupt).text("keyslot ").num(i).text(" area overlaps segment 0").done();
-            goto out;
-        }
-    }
-    st = parse_cipher(j, j.member(seg, "encryption"), h.seg.key_bytes, &h.seg, "segment ", 0, why);
-out:
+    const Status st = j.parse(json, len, tokens, LUKS2_JSON_MAX_TOKENS, &err)
+                          ? check_metadata(j, hdr_size, file_size, *out, why)
+                          : refuse(why, Status::Corrupt).text("metadata is not valid JSON (").text(err.what)
+                                .text(" at byte ").num(err.offset).text(")").done();
     alloc.deallocate(tokens, TOKEN_BYTES);
     return st;
 }
@@ -551,6 +535,7 @@ Status luks2_load(guest::BlockDevice& dev, guest::Allocator& alloc, Luks2Header*
             --h.uuid_len;
         __builtin_memcpy(h.uuid, c.bytes + OFF_UUID, h.uuid_len);
         // The metadata text: the JSON area up to its first NUL.
+        // SAFETY: bytes viewed as chars (same size and alignment); json_len stays inside the copy.
         const auto* json = reinterpret_cast<const char*>(c.bytes + LUKS2_BIN_HEADER_BYTES);
         const size_t json_len = bounded_strlen(c.bytes + LUKS2_BIN_HEADER_BYTES, c.hdr_size - LUKS2_BIN_HEADER_BYTES);
         // The other copy is not needed while the text is parsed.

@@ -16,6 +16,24 @@ namespace instar::luks {
 
 // The binary header: the first 4096 bytes of each copy; the JSON area follows it to hdr_size.
 inline constexpr uint64_t LUKS2_BIN_HEADER_BYTES = 4096;
+
+// cryptsetup's struct luks2_hdr_disk (integers big-endian).
+struct Luks2HeaderDisk {
+    uint8_t magic[6];        // "LUKS\xba\xbe" (primary) or "SKUL\xba\xbe" (secondary)
+    uint8_t version[2];      // 2
+    uint8_t hdr_size[8];     // this copy: binary header + JSON area
+    uint8_t seqid[8];        // raised on every metadata write
+    uint8_t label[48];
+    uint8_t checksum_alg[32]; // "sha256"
+    uint8_t salt[64];
+    uint8_t uuid[40];
+    uint8_t subsystem[48];
+    uint8_t hdr_offset[8];   // where this copy starts
+    uint8_t padding[184];
+    uint8_t csum[64];        // checksum_alg over hdr_size bytes with this field zeroed
+    uint8_t padding4096[7 * 512];
+};
+static_assert(sizeof(Luks2HeaderDisk) == LUKS2_BIN_HEADER_BYTES, "LUKS2 binary header layout");
 // The header sizes cryptsetup writes and accepts (LUKS2_HDR_16K_LEN to 4 MiB, powers of two): a
 // larger one is refused, so reading a header never costs more than 4 MiB of guest memory.
 inline constexpr uint64_t LUKS2_MIN_HDR_SIZE = 16384;

@@ -252,7 +252,7 @@ bool Json::as_u64(uint32_t i, uint64_t max, uint64_t* out) const {
         if (!is_digit(c))
             return false;
         const uint64_t d = static_cast<uint64_t>(c - '0');
-        if (v > (max - d) / 10)
+        if (d > max || v > (max - d) / 10) // v * 10 + d > max, without wrapping
             return false;
         v = v * 10 + d;
     }

@@ -564,6 +564,7 @@ TEST_CASE("luks2 json: values, members, numbers and base64") {
     CHECK(j.as_u64(j.member(j.root(), "n"), UINT64_MAX, &v));
     CHECK(v == UINT64_MAX);
     CHECK_FALSE(j.as_u64(j.member(j.root(), "n"), UINT64_MAX - 1, &v)); // above the bound
+    CHECK_FALSE(j.as_u64(j.first_element(a), 0, &v));                    // a digit above a small bound
     std::uint8_t out[8];
     std::size_t n = 0;
     CHECK(j.as_base64(j.member(j.root(), "s"), out, sizeof out, &n));
@@ -573,6 +574,17 @@ TEST_CASE("luks2 json: values, members, numbers and base64") {
     CHECK(j.member(j.root(), "missing") == Json::NONE);
     // Members after a nested value are found (next skips the subtree).
     CHECK(j.member(j.root(), "e") != Json::NONE);
+    // Integers: bounds, and what is not one.
+    REQUIRE(tokenize("[3, 20, 21, \"\", \"1x\", -1, 1.0]", j, tok));
+    std::uint32_t el = j.first_element(j.root());
+    CHECK_FALSE(j.as_u64(el, 2, &v));
+    el = j.next_element(j.root(), el);
+    CHECK(j.as_u64(el, 20, &v));
+    CHECK(v == 20);
+    el = j.next_element(j.root(), el);
+    CHECK_FALSE(j.as_u64(el, 20, &v));
+    for (el = j.next_element(j.root(), el); el != Json::NONE; el = j.next_element(j.root(), el))
+        CHECK_FALSE(j.as_u64(el, UINT64_MAX, &v));
 }
 
 TEST_CASE("luks2 json: malformed and over-bound text is refused") {
@@ -787,4 +799,42 @@ TEST_CASE("luks2 volumes are refused to the writers") {
     instar::guest::ImageWriter* w = nullptr;
     CHECK(instar::luks::luks_any_open_writer(req, &w) == Status::Unsupported);
     CHECK(sink.text.rfind("LUKS2 volumes are read-only in instar", 0) == 0);
+}
+
+TEST_CASE("luks2 key slot ids past 7, priorities, and info's slot list") {
+    std::string json;
+    const auto plain = pattern(8192);
+    const auto img = luks2_test::make("secret", plain, {}, &json);
+    // Slot 12 instead of 0: info lists 13 slots, only the 13th active; it unlocks.
+    const auto moved = with_json(img, replace(replace(json, "\"keyslots\":{\"0\"", "\"keyslots\":{\"12\""),
+                                              "\"keyslots\":[\"0\"]", "\"keyslots\":[\"12\"]"));
+    instar::hosted::MemoryDevice dev(moved);
+    const auto r = instar::hosted::run_info(&instar::luks::luks_any_info, dev);
+    REQUIRE(r.status == Status::Ok);
+    const auto& slots = r.info.specific.at("slots").as_array();
+    REQUIRE(slots.size() == 13);
+    CHECK_FALSE(slots[0].as_object().at("active").as_bool());
+    CHECK(slots[12].as_object().at("active").as_bool());
+    CHECK(slots[12].as_object().at("key-offset").as_int64() == static_cast<std::int64_t>(luks2_test::AREA_OFFSET));
+    std::vector<std::uint8_t> got;
+    std::string why;
+    CHECK(read_all(moved, "secret", &got, &why) == Status::Ok);
+    CHECK(got == plain);
+    // Priority 0 ("ignore") is never tried without a named slot, as cryptsetup: the passphrase fails.
+    const auto ignored = with_json(img, replace(json, "\"key_size\":64,\"af\"", "\"key_size\":64,\"priority\":0,\"af\""));
+    CHECK(read_all(ignored, "secret", &got, &why) == Status::Invalid);
+    CHECK(read_all(with_json(img, replace(json, "\"key_size\":64,\"af\"", "\"key_size\":64,\"priority\":2,\"af\"")),
+                   "secret", &got, &why) == Status::Ok);
+    CHECK(read_all(with_json(img, replace(json, "\"key_size\":64,\"af\"", "\"key_size\":64,\"priority\":3,\"af\"")),
+                   "secret", &got, &why) == Status::Corrupt);
+    CHECK(why == "LUKS2 keyslot 0 priority is not 0, 1 or 2");
+    // A fixed segment size: the virtual size, whole sectors.
+    CHECK(read_all(with_json(img, replace(json, "\"size\":\"dynamic\"", "\"size\":\"4096\"")), "secret", &got, &why) ==
+          Status::Ok);
+    CHECK(got.size() == 4096);
+    CHECK(std::equal(got.begin(), got.end(), plain.begin()));
+    // Metadata nested past LUKS2_JSON_MAX_DEPTH, inside a valid header pair.
+    CHECK(read_all(with_json(img, replace(json, "\"tokens\":{}", "\"tokens\":" + std::string(30, '[') + std::string(30, ']'))),
+                   "secret", &got, &why) == Status::Corrupt);
+    CHECK(why.rfind("LUKS2 metadata is not valid JSON (nesting too deep at byte ", 0) == 0);
 }
