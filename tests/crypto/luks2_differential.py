@@ -188,6 +188,15 @@ def main():
         o2 = run([QEMUS['10.0'][0], 'compare', '-f', 'qcow2', '-F', 'raw', q, plain_path])
         check('convert -O qcow2', o.returncode == 0 and o2.returncode == 0, o.stderr + o2.stdout + o2.stderr)
 
+        # measure: works on a pbkdf2 volume; an argon2 slot of 32 MiB does not fit the fixed 16 MiB
+        # sandbox in which the host unlocks before measuring (core's unlock_image): a clear refusal.
+        pb, _, _ = vols['pbkdf2-512']
+        o = run([instar, 'measure', '--object', SECRET, '-O', 'qcow2', '--image-opts', image_opts(pb)])
+        check('measure pbkdf2', o.returncode == 0 and 'required size:' in o.stdout, o.stdout + o.stderr)
+        o = run([instar, 'measure', '--object', SECRET, '-O', 'qcow2', '--image-opts', image_opts(path)])
+        check('measure argon2 32 MiB (fixed unlock sandbox)', o.returncode == 1 and
+              'needs 32 MiB of guest memory' in o.stderr and 'fixed 16 MiB sandbox' in o.stderr, o.stdout + o.stderr)
+
         # Refusals: instar's words, the file named.
         path, offset, _ = vols['pbkdf2-512']
         base = os.path.basename(path)

@@ -145,7 +145,7 @@ Status luks2_unlock(guest::BlockDevice& dev, guest::Allocator& alloc, const Luks
     alloc.deallocate(split, split_len);
     if (result != Status::Ok) {
         __builtin_memset(key, 0, sizeof key);
-        char text[200] = {};
+        char text[256] = {}; // the longest: the memory refusal, about 200 bytes
         if (trouble == Status::NoMemory) {
             guest::append_text(text, sizeof text, "LUKS2 keyslot ");
             guest::append_decimal(text, sizeof text, memory.slot);
@@ -154,7 +154,8 @@ Status luks2_unlock(guest::BlockDevice& dev, guest::Allocator& alloc, const Luks
             guest::append_text(text, sizeof text, " needs ");
             guest::append_decimal(text, sizeof text, (uint64_t{memory.memory_kib} + 1023) / 1024);
             guest::append_text(text, sizeof text,
-                               " MiB of guest memory, more than the sandbox has: raise --max-guest-memory (at most 3G)");
+                               " MiB of guest memory, more than the sandbox has: raise --max-guest-memory (at most 3G; "
+                               "measure, check, resize and amend unlock in a fixed 16 MiB sandbox)");
             guest::say_reason(reasons, text);
             return Status::NoMemory;
         }
