@@ -265,8 +265,10 @@ Expected<MapResult> map_image(const MapSpec& spec, const PluginRegistry& plugins
         auto run = quick ? vmm::Outcome<vmm::RunResult>(std::move(*quick))
                          : vmm::run(small, table.devices, table.modules, INSTAR_OP_MAP, {a, sizeof arg});
         quick.reset();
-        if (run && run->exit_status == static_cast<std::int32_t>(guest::Status::NoMemory))
-            run = vmm::run(sandbox, table.devices, table.modules, INSTAR_OP_MAP, {a, sizeof arg});
+        for (auto next = vmm::roomier(small);
+             run && run->exit_status == static_cast<std::int32_t>(guest::Status::NoMemory) && next;
+             next = vmm::roomier(*next))
+            run = vmm::run(*next, table.devices, table.modules, INSTAR_OP_MAP, {a, sizeof arg});
         if (!run)
             return Error{"Could not open '" + spec.filename + "': " + run.error().message};
 
@@ -380,6 +382,12 @@ Expected<bool> unlock_image(const ChainLink& link, const std::optional<std::stri
     if (sandbox.timeout < MAP_BASE_TIMEOUT)
         sandbox.timeout = MAP_BASE_TIMEOUT;
     auto run = vmm::run(sandbox, table.devices, table.modules, INSTAR_OP_MAP, {a, sizeof arg});
+    // A key derivation that needs more RAM (a LUKS2 argon2 slot): the unlock only reads, so it runs
+    // again with more, as map's walk does.
+    for (auto next = vmm::roomier(sandbox);
+         run && run->exit_status == static_cast<std::int32_t>(guest::Status::NoMemory) && next;
+         next = vmm::roomier(*next))
+        run = vmm::run(*next, table.devices, table.modules, INSTAR_OP_MAP, {a, sizeof arg});
     if (!run)
         return Error{"Could not open '" + link.name + "': " + run.error().message};
     if (run->exit_status != 0) {

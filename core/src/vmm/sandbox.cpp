@@ -139,6 +139,17 @@ std::uint64_t guest_ram(const SandboxConfig& config) {
     return asked & ~(INSTAR_LARGE_PAGE_SIZE - 1);
 }
 
+std::optional<SandboxConfig> roomier(const SandboxConfig& ran) {
+    SandboxConfig next = ran;
+    next.guest_memory = 0;
+    if (guest_ram(next) > guest_ram(ran))
+        return next;
+    if (ran.max_guest_memory_given || ran.max_guest_memory >= INSTAR_MAX_GUEST_MEMORY)
+        return std::nullopt;
+    next.max_guest_memory = INSTAR_MAX_GUEST_MEMORY;
+    return next;
+}
+
 Outcome<RunResult> run(const SandboxConfig& config, std::span<const Device> devices,
                        std::span<const std::string> modules, std::uint32_t op, std::span<const std::uint8_t> arg) {
     if (auto bad = check_request(config, devices, modules, arg)) return *bad;

@@ -154,8 +154,7 @@ Status luks2_unlock(guest::BlockDevice& dev, guest::Allocator& alloc, const Luks
             guest::append_text(text, sizeof text, " needs ");
             guest::append_decimal(text, sizeof text, (uint64_t{memory.memory_kib} + 1023) / 1024);
             guest::append_text(text, sizeof text,
-                               " MiB of guest memory, more than the sandbox has: raise --max-guest-memory (at most 3G; "
-                               "measure, check, resize and amend unlock in a fixed 16 MiB sandbox)");
+                               " MiB of guest memory, more than the sandbox has: raise --max-guest-memory (at most 3G)");
             guest::say_reason(reasons, text);
             return Status::NoMemory;
         }
