@@ -3,6 +3,7 @@
 #include "luks2_header.h"
 
 #include "luks_bytes.h"
+#include "luks_say.h"
 
 #include <instar/guest/format_util.h>
 
@@ -40,30 +41,6 @@ bool plausible_hdr_size(uint64_t s) {
     return s >= LUKS2_MIN_HDR_SIZE && s <= LUKS2_MAX_HDR_SIZE && (s & (s - 1)) == 0;
 }
 
-// A refusal, built into `why`.
-struct Say {
-    LuksWhy* why;
-    Status status;
-    Say& text(const char* t) {
-        if (why != nullptr)
-            guest::append_text(why->text, sizeof why->text, t);
-        return *this;
-    }
-    Say& text(const char* t, size_t n) { // metadata bytes, cut to a readable length
-        char buf[33];
-        size_t k = 0;
-        for (; k < n && k + 1 < sizeof buf; ++k)
-            buf[k] = t[k] >= 0x20 && t[k] < 0x7f ? t[k] : '?';
-        buf[k] = 0;
-        return text(buf);
-    }
-    Say& num(uint64_t v) {
-        if (why != nullptr)
-            guest::append_decimal(why->text, sizeof why->text, v);
-        return *this;
-    }
-    Status done() const { return status; }
-};
 
 Say refuse(LuksWhy* why, Status st) {
     if (why != nullptr)

@@ -3,6 +3,7 @@
 #include "luks_header.h"
 
 #include "luks_bytes.h"
+#include "luks_say.h"
 
 #include <instar/guest/format_util.h>
 
@@ -99,34 +100,7 @@ namespace {
 constexpr const char* MODES[] = {"ecb", "cbc", "xts", "ctr"};
 constexpr const char* IVGENS[] = {"plain", "plain64", "essiv"};
 
-// A refusal in qemu's words (crypto/block-luks.c), built piece by piece into `why` when given.
-struct Say {
-    LuksWhy* why;
-    Status status;
-    Say& text(const char* t) {
-        if (why != nullptr)
-            guest::append_text(why->text, sizeof why->text, t);
-        return *this;
-    }
-    Say& text(const uint8_t* t, size_t n) { // header bytes, n < their field's size
-        char buf[LUKS_NAME_FIELD + 1];
-        __builtin_memcpy(buf, t, n);
-        buf[n] = 0;
-        return text(buf);
-    }
-    Say& num(uint64_t v) {
-        if (why != nullptr)
-            guest::append_decimal(why->text, sizeof why->text, v);
-        return *this;
-    }
-    // printf's %d of a uint32_t (qemu's key size): values of 2^31 and more print negative.
-    Say& int32(uint32_t v) {
-        if (v >= 0x80000000u)
-            return text("-").num(uint64_t{0x100000000ull} - v);
-        return num(v);
-    }
-    Status done() const { return status; }
-};
+// Refusals in qemu's words (crypto/block-luks.c): luks_say.h's Say.
 
 Say refuse(LuksWhy* why, Status st) {
     if (why != nullptr)
