@@ -308,16 +308,14 @@ Expected<CheckReport> run_check(const CheckOptions& opts, const PluginRegistry& 
     // with the largest guest RAM (docs/check.md, "Memory bound"). A repair is not run twice: the
     // user raises the cap.
     std::uint64_t ram_cap = sandbox.max_guest_memory; // the last run's
-    if (static_cast<guest::Status>(ran->exit_status) == guest::Status::NoMemory && !opts.fix &&
-        !sandbox.max_guest_memory_given && sandbox.max_guest_memory < INSTAR_MAX_GUEST_MEMORY) {
-        vmm::SandboxConfig larger = sandbox;
-        larger.max_guest_memory = INSTAR_MAX_GUEST_MEMORY;
-        larger.guest_memory = 0;
-        auto r = run_check_op(link, opts, larger, qemu_version);
+    for (auto larger = vmm::roomier(sandbox);
+         static_cast<guest::Status>(ran->exit_status) == guest::Status::NoMemory && !opts.fix && larger;
+         larger = vmm::roomier(*larger)) {
+        auto r = run_check_op(link, opts, *larger, qemu_version);
         if (!r)
             return Error{r.error()};
         ran = std::move(*r);
-        ram_cap = larger.max_guest_memory;
+        ram_cap = larger->max_guest_memory;
     }
     const vmm::RunResult* run = &*ran;
     const auto status = static_cast<guest::Status>(run->exit_status);
