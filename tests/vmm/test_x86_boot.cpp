@@ -1,8 +1,10 @@
 // Exact GDT words, page-table entries and boot registers (no KVM needed).
+#include <cpuid.h>
 #include <cstring>
 #include <vector>
 
 #include "vmm/guest_memory.h"
+#include "vmm/kvm_system.h"
 #include "vmm/x86_boot.h"
 #include "vmm_test_support.h"
 
@@ -143,6 +145,49 @@ TEST_CASE("control registers and registers at boot") {
     kvm_fpu f = boot_fpu();
     CHECK(f.fcw == 0x37f);
     CHECK(f.mxcsr == 0x1f80);
+}
+
+} // TEST_SUITE
+
+TEST_SUITE("x86_boot") {
+
+// The guest's CPUID: baseline features plus the SSE-state instructions the modules' libraries pick
+// by CPUID (nettle: AES-NI, SHA-NI), each only where the host has it; nothing needing XSAVE state.
+TEST_CASE("guest CPUID passes AES-NI and SHA-NI through, and nothing that needs XSAVE") {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    __cpuid_count(0, 0, a, b, c, d);
+    const bool host7 = a >= 7;
+    __cpuid_count(1, 0, a, b, c, d);
+    const unsigned host1_ecx = c;
+    unsigned host7_ebx = 0;
+    if (host7) {
+        __cpuid_count(7, 0, a, b, c, d);
+        host7_ebx = b;
+    }
+    const auto entries = instar::vmm::guest_cpuid_entries();
+    auto find = [&](std::uint32_t fn) -> const kvm_cpuid_entry2* {
+        for (const auto& e : entries)
+            if (e.function == fn)
+                return &e;
+        return nullptr;
+    };
+    const auto* l0 = find(0);
+    REQUIRE(l0 != nullptr);
+    CHECK(l0->eax == (host7 ? 7u : 1u));
+    const auto* l1 = find(1);
+    REQUIRE(l1 != nullptr);
+    CHECK((l1->ecx & (1u << 25)) == (host1_ecx & (1u << 25)));           // AES
+    CHECK((l1->ecx & (1u << 26 | 1u << 27 | 1u << 28)) == 0);             // XSAVE, OSXSAVE, AVX
+    const auto* l7 = find(7);
+    CHECK((l7 != nullptr) == host7);
+    if (l7 != nullptr) {
+        CHECK(l7->index == 0);
+        CHECK(l7->flags == KVM_CPUID_FLAG_SIGNIFCANT_INDEX);
+        CHECK(l7->eax == 0);
+        CHECK(l7->ebx == (host7_ebx & (1u << 29)));                       // SHA only (no AVX2, AVX-512)
+        CHECK(l7->ecx == 0);
+        CHECK(l7->edx == 0);
+    }
 }
 
 } // TEST_SUITE
