@@ -120,10 +120,10 @@ std::vector<kvm_cpuid_entry2> guest_cpuid_entries() {
     // Feature bits the guest may see, each also required to be in the host's own CPUID: what code
     // built for baseline x86-64 (the runtime, zlib, the modules) and KVM's checks of our boot state
     // (long mode, PAE, FXSR for CR4.OSFXSR) need, and nothing that needs more state (no XSAVE/AVX).
-    // Also the instructions that use only the SSE state and that the modules' libraries choose at
-    // run time by CPUID (nettle's "fat" dispatch): AES-NI for the LUKS ciphers and SHA-NI for
-    // PBKDF2 and LUKS2's digests. Without them the luks module ran its key derivation ~3x and its
-    // ciphers several times slower under KVM than in the process sandbox (the host's own CPUID).
+    // Also the instructions that need no state beyond SSE's and that the guest's libraries choose
+    // at run time by CPUID: AES-NI and SHA-NI (nettle's "fat" dispatch: the LUKS ciphers, PBKDF2,
+    // LUKS2's digests), BMI1/BMI2 (zstd's and libdeflate's decoders). Without AES-NI and SHA-NI the
+    // luks module ran ~3x slower under KVM than in the process sandbox (the host's own CPUID).
     constexpr std::uint32_t LEAF1_EDX = 1u << 0 /* FPU */ | 1u << 3 /* PSE */ | 1u << 4 /* TSC */ |
                                         1u << 5 /* MSR */ | 1u << 6 /* PAE */ | 1u << 8 /* CX8 */ |
                                         1u << 13 /* PGE */ | 1u << 15 /* CMOV */ | 1u << 16 /* PAT */ |
@@ -132,7 +132,7 @@ std::vector<kvm_cpuid_entry2> guest_cpuid_entries() {
     constexpr std::uint32_t LEAF1_ECX = 1u << 0 /* SSE3 */ | 1u << 1 /* PCLMULQDQ */ | 1u << 9 /* SSSE3 */ |
                                         1u << 13 /* CX16 */ | 1u << 19 /* SSE4.1 */ | 1u << 20 /* SSE4.2 */ |
                                         1u << 23 /* POPCNT */ | 1u << 25 /* AES */;
-    constexpr std::uint32_t LEAF7_EBX = 1u << 29 /* SHA */;
+    constexpr std::uint32_t LEAF7_EBX = 1u << 3 /* BMI1 */ | 1u << 8 /* BMI2 */ | 1u << 29 /* SHA */;
     constexpr std::uint32_t EXT1_EDX = 1u << 11 /* SYSCALL */ | 1u << 20 /* NX */ | 1u << 29 /* LM */;
     constexpr std::uint32_t EXT1_ECX = 1u << 0 /* LAHF/SAHF in long mode */ | 1u << 5 /* LZCNT */;
     auto leaf = [](std::uint32_t fn) {

@@ -53,7 +53,7 @@ private:
 };
 
 // The CPUID the guest gets: vendor, family/model and a fixed set of baseline features (SSE..SSE4.2,
-// long mode, NX; AES-NI and SHA-NI, which nettle picks by CPUID), each only if the host's own
+// long mode, NX; AES-NI, SHA-NI and BMI1/2, which nettle and zstd pick by CPUID), each only if the host's own
 // CPUID has it, and the address sizes. Not
 // KVM_GET_SUPPORTED_CPUID: that ioctl costs ~0.4 ms on kvm-pvm (about a tenth of an `info`), and
 // the guest's code is built for baseline x86-64, so the host's other features would go unused.
