@@ -9,19 +9,16 @@ constexpr unsigned char MAGIC[] = {'L', 'U', 'K', 'S', 0xba, 0xbe};
 constexpr unsigned char VERSION_1[] = {0, 1}; // qemu probes LUKS1 only: another version is raw to it
 constexpr ProbeMatch HEADER[] = {{ProbeMatch::FromStart, 0, MAGIC, sizeof MAGIC},
                                  {ProbeMatch::FromStart, 6, VERSION_1, sizeof VERSION_1}};
-// LUKS2 (instar's extension, divergence luks2-read): the magic and version 2. Its third match, "the
-// file's last byte is at least 0", holds for every non-empty file; it is there because it looks at
-// the end, and --unsafe-quirks (qemu's probe, head only) skips such rules: a LUKS2 volume is then
-// raw, as in qemu-img.
+// LUKS2 (instar's extension, divergence luks2-read): the magic and version 2, a rule qemu's probe
+// does not have (PROBE_RULE_EXTENSION): --unsafe-quirks, which probes as qemu does, skips it, so a
+// LUKS2 volume is then raw, as in qemu-img.
 constexpr unsigned char VERSION_2[] = {0, 2};
-constexpr unsigned char ANY_BYTE[] = {0};
 constexpr ProbeMatch HEADER_2[] = {{ProbeMatch::FromStart, 0, MAGIC, sizeof MAGIC},
-                                   {ProbeMatch::FromStart, 6, VERSION_2, sizeof VERSION_2},
-                                   {ProbeMatch::FromEnd, 1, ANY_BYTE, 1, ProbeMatch::AtLeast}};
+                                   {ProbeMatch::FromStart, 6, VERSION_2, sizeof VERSION_2}};
 
 } // namespace
 
-const ProbeRule PROBE_RULES[] = {{HEADER, 2}, {HEADER_2, 3}};
+const ProbeRule PROBE_RULES[] = {{HEADER, 2}, {HEADER_2, 2, PROBE_RULE_EXTENSION}};
 const std::uint32_t PROBE_RULE_COUNT = 2;
 
 const Divergence DIVERGENCES[] = {

@@ -72,3 +72,20 @@ TEST_CASE("the descriptor check refuses qemu_traits bits this instar does not kn
     REQUIRE(check_descriptor(&d).has_value());
     CHECK(check_descriptor(&d)->find("qemu_traits") != std::string::npos);
 }
+
+TEST_CASE("the descriptor check refuses probe-rule flags this instar does not know") {
+    static constexpr unsigned char MAGIC[] = {'X'};
+    static constexpr ProbeMatch MATCH[] = {{ProbeMatch::FromStart, 0, MAGIC, 1}};
+    ProbeRule rule{MATCH, 1, PROBE_RULE_EXTENSION};
+    FormatDescriptor d{};
+    d.abi_version = INSTAR_PLUGIN_ABI_VERSION;
+    d.name = "vvfat";
+    d.version = "1";
+    d.description = "test";
+    d.probe_rules = &rule;
+    d.probe_rule_count = 1;
+    CHECK_FALSE(check_descriptor(&d).has_value());
+    rule.flags = PROBE_RULE_FLAGS_ALL + 1;
+    REQUIRE(check_descriptor(&d).has_value());
+    CHECK(check_descriptor(&d)->find("unknown flags") != std::string::npos);
+}

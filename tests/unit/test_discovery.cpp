@@ -134,7 +134,7 @@ TEST_CASE("each broken plugin is skipped with one warning naming file and reason
     REQUIRE(w.lines.size() == 7);
     CHECK(w.lines[0] == "skipping plugin " + abi.string() + ": built for plugin ABI 999, this instar speaks plugin ABI " +
                               std::to_string(INSTAR_PLUGIN_ABI_VERSION));
-    CHECK(w.lines[1] == "skipping plugin " + nofactory.string() + ": no instar_format_plugin_v3 factory");
+    CHECK(w.lines[1] == "skipping plugin " + nofactory.string() + ": no instar_format_plugin_v4 factory");
     CHECK(w.lines[2] == "skipping plugin " + throws.string() + ": factory threw: deliberate failure");
     CHECK(w.lines[3] == "skipping plugin " + bad.string() + ": format name missing or not [a-z0-9_-]{1,32}");
     CHECK(w.lines[4] == "skipping plugin " + dup.string() + ": format 'other' is already provided by " +
@@ -196,8 +196,11 @@ TEST_CASE("manifest: a plugin with a current manifest is loaded only when a comm
     REQUIRE(rules.size() == eager.plugins()[0]->probe_rule_count);
     REQUIRE(rules.size() == 2);
     CHECK(rules[1].matches[1].compare == ProbeMatch::AtLeast); // "atleast" read back from the manifest
+    CHECK(rules[0].flags == 0);
+    CHECK(rules[1].flags == PROBE_RULE_EXTENSION); // "rule extension" read back
     for (std::size_t r = 0; r < rules.size(); ++r) {
         const ProbeRule& want = eager.plugins()[0]->probe_rules[r];
+        CHECK(rules[r].flags == want.flags);
         REQUIRE(rules[r].match_count == want.match_count);
         for (std::uint32_t m = 0; m < want.match_count; ++m) {
             CHECK(rules[r].matches[m].anchor == want.matches[m].anchor);

@@ -22,7 +22,7 @@ namespace instar {
 // Bumped whenever a struct below changes layout or meaning.
 // 2: FormatDescriptor::qemu_traits (round 5).
 // 3: ProbeMatch::compare (round 7).
-inline constexpr std::uint32_t INSTAR_PLUGIN_ABI_VERSION = 3;
+inline constexpr std::uint32_t INSTAR_PLUGIN_ABI_VERSION = 4;
 
 // qemu-img version profiles are encoded as major*10000 + minor*100 + micro (7.2.0 -> 70200).
 constexpr std::uint32_t qemu_version(std::uint32_t major, std::uint32_t minor, std::uint32_t micro = 0) {
@@ -143,10 +143,20 @@ struct ProbeMatch {
     Compare compare = Equal;
 };
 
+// What a probe rule is (ABI 4): PROBE_RULE_EXTENSION marks a rule qemu's probe does not have (an
+// instar extension, listed as a divergence), so --unsafe-quirks, which probes as qemu-img does,
+// skips it.
+enum ProbeRuleFlag : std::uint32_t {
+    PROBE_RULE_EXTENSION = 1u << 0,
+};
+inline constexpr std::uint32_t PROBE_RULE_FLAGS_ALL = PROBE_RULE_EXTENSION;
+
 // A rule matches when all its matches do; a format matches when any of its rules does.
 struct ProbeRule {
     const ProbeMatch* matches;
     std::uint32_t match_count;
+    // Mask of ProbeRuleFlag (ABI 4); defaulted, so two-field rules still compile: 0, qemu's own.
+    std::uint32_t flags = 0;
 };
 
 // A known, deliberate difference from qemu-img.
@@ -191,7 +201,7 @@ using FormatPluginFactoryFn = const FormatDescriptor*();
 } // namespace instar
 
 #define INSTAR_PLUGIN_ABI_SYMBOL "instar_plugin_abi_version"
-#define INSTAR_PLUGIN_FACTORY_SYMBOL "instar_format_plugin_v3"
+#define INSTAR_PLUGIN_FACTORY_SYMBOL "instar_format_plugin_v4"
 
 // Exports a plugin's two symbols. Use once, at namespace scope, in the plugin's registration file:
 //   INSTAR_DECLARE_PLUGIN(my_fmt::descriptor)   where descriptor() returns const FormatDescriptor*.
@@ -201,5 +211,5 @@ using FormatPluginFactoryFn = const FormatDescriptor*();
     inline std::uint32_t abi_version() noexcept { return ::instar::INSTAR_PLUGIN_ABI_VERSION; }   \
     inline const ::instar::FormatDescriptor* make() noexcept { return factory(); }                \
     BOOST_DLL_ALIAS(instar_plugin_export::abi_version, instar_plugin_abi_version)                 \
-    BOOST_DLL_ALIAS(instar_plugin_export::make, instar_format_plugin_v3)                          \
+    BOOST_DLL_ALIAS(instar_plugin_export::make, instar_format_plugin_v4)                          \
     }

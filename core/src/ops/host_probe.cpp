@@ -55,7 +55,11 @@ bool rule_matches(const ProbeRule& rule, std::span<const std::uint8_t> head, std
 
 namespace {
 
-bool looks_at_end(const ProbeRule& rule) {
+// Whether qemu's probe could have this rule: it sees only the file's first bytes, and it has none
+// of instar's extension rules.
+bool not_qemus(const ProbeRule& rule) {
+    if (rule.flags & PROBE_RULE_EXTENSION)
+        return true;
     for (std::uint32_t i = 0; i < rule.match_count; ++i)
         if (rule.matches[i].anchor == ProbeMatch::FromEnd)
             return true;
@@ -86,7 +90,7 @@ std::vector<const LoadedPlugin*> host_probe(const PluginRegistry& plugins, const
     std::vector<const PluginEntry*> matched;
     for (const auto& p : plugins.entries()) {
         for (const ProbeRule& rule : p.probe_rules()) {
-            if (head_only && looks_at_end(rule))
+            if (head_only && not_qemus(rule))
                 continue;
             if (rule_matches(rule, head, tail, file.size)) {
                 matched.push_back(&p);

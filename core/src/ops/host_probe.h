@@ -11,8 +11,9 @@
 namespace instar {
 
 // Plugins whose rules match `file`, in probe order (catch-all last). With `head_only`, only rules
-// that look at the file's first bytes count: qemu-img's probes see nothing else, so a fixed VHD
-// (its footer only at the end) is raw to them (--unsafe-quirks).
+// qemu-img's probes could have count (--unsafe-quirks): those that look at the file's first bytes
+// (qemu sees nothing else, so a fixed VHD, its footer only at the end, is raw to it) and are not
+// instar extensions (PROBE_RULE_EXTENSION: a LUKS2 volume is raw to qemu).
 std::vector<const LoadedPlugin*> host_probe(const PluginRegistry& plugins, const OpenedFile& file,
                                             bool head_only = false);
 

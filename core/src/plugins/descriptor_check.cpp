@@ -38,6 +38,8 @@ std::optional<std::string> check_descriptor(const FormatDescriptor* d) {
         const ProbeRule& r = d->probe_rules[i];
         if (r.match_count == 0 || r.match_count > MAX_PROBE_MATCHES || !r.matches)
             return "probe rule " + std::to_string(i) + " is empty or too long";
+        if (r.flags & ~PROBE_RULE_FLAGS_ALL)
+            return "probe rule " + std::to_string(i) + " has unknown flags (a plugin for a newer SDK)";
         for (std::uint32_t m = 0; m < r.match_count; ++m) {
             const ProbeMatch& pm = r.matches[m];
             if (!pm.bytes || pm.length == 0 || pm.length > MAX_PROBE_MATCH_BYTES || pm.offset > MAX_PROBE_OFFSET ||

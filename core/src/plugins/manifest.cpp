@@ -99,8 +99,8 @@ std::string manifest_text(const FormatDescriptor& d, const fs::path& so) {
     o << "priority " << d.probe_priority << '\n';
     static const char* const HEX = "0123456789abcdef";
     for (std::uint32_t r = 0; r < d.probe_rule_count; ++r) {
-        o << "rule\n";
         const ProbeRule& rule = d.probe_rules[r];
+        o << ((rule.flags & PROBE_RULE_EXTENSION) ? "rule extension\n" : "rule\n");
         for (std::uint32_t m = 0; m < rule.match_count; ++m) {
             const ProbeMatch& pm = rule.matches[m];
             o << "match " << (pm.anchor == ProbeMatch::FromStart ? "start" : "end") << ' ' << pm.offset << ' ';
@@ -155,6 +155,7 @@ std::shared_ptr<const PluginManifest> parse_manifest(std::string_view text, cons
     Identity recorded, actual;
     bool header = false, have_file = false, have_name = false, have_priority = false;
     std::vector<std::vector<std::pair<ProbeMatch, std::vector<unsigned char>>>> rules;
+    std::vector<std::uint32_t> rule_flags; // each rule's ProbeRuleFlag mask
     std::string_view rest = text;
     while (!rest.empty()) {
         const auto nl = rest.find('\n');
@@ -184,8 +185,10 @@ std::shared_ptr<const PluginManifest> parse_manifest(std::string_view text, cons
             if (!number(w[1], m->probe_priority))
                 return nullptr;
             have_priority = true;
-        } else if (w[0] == "rule" && w.size() == 1 && rules.size() < MAX_PLUGIN_PROBE_RULES) {
+        } else if (w[0] == "rule" && (w.size() == 1 || (w.size() == 2 && w[1] == "extension")) &&
+                   rules.size() < MAX_PLUGIN_PROBE_RULES) {
             rules.emplace_back();
+            rule_flags.push_back(w.size() == 2 ? PROBE_RULE_EXTENSION : 0u);
         } else if (w[0] == "match" && (w.size() == 4 || (w.size() == 5 && w[4] == "atleast")) && !rules.empty() &&
                    rules.back().size() < MAX_PROBE_MATCHES) {
             ProbeMatch pm{};
@@ -220,8 +223,9 @@ std::shared_ptr<const PluginManifest> parse_manifest(std::string_view text, cons
             matches.push_back(copy);
         }
     }
-    for (const auto& matches : m->match_storage)
-        m->rules.push_back(ProbeRule{matches.data(), static_cast<std::uint32_t>(matches.size())});
+    for (std::size_t r = 0; r < m->match_storage.size(); ++r)
+        m->rules.push_back(ProbeRule{m->match_storage[r].data(), static_cast<std::uint32_t>(m->match_storage[r].size()),
+                                     rule_flags[r]});
     return m;
 }
 
