@@ -39,9 +39,12 @@ check "each plugin package holds its plugin, guest half and manifest only" \
   test "$(dpkg-deb -c "$tmp/src"/instar-plugin-qcow2_*.deb | grep -c '/plugins/\(libinstar-qcow2.so\|libinstar-qcow2.so.manifest\|qcow2.gmod\)$')" -eq 3
 
 nettle_src=$(dpkg-query -f '${source:Package} (= ${source:Version})' -W nettle-dev)
-for p in instar-plugin-qcow2 instar-plugin-luks; do # both link the static libnettle.a
-  check "$p says Built-Using: $nettle_src" test "$(dpkg-deb -f "$tmp/src/${p}_"*.deb Built-Using)" = "$nettle_src"
-done
+argon2_src=$(dpkg-query -f '${source:Package} (= ${source:Version})' -W libargon2-dev)
+# Both link the static libnettle.a; luks also libargon2.a (LUKS2's argon2 key slots).
+check "instar-plugin-qcow2 says Built-Using: $nettle_src" \
+  test "$(dpkg-deb -f "$tmp/src/instar-plugin-qcow2_"*.deb Built-Using)" = "$nettle_src"
+check "instar-plugin-luks says Built-Using: $nettle_src, $argon2_src" \
+  test "$(dpkg-deb -f "$tmp/src/instar-plugin-luks_"*.deb Built-Using)" = "$nettle_src, $argon2_src"
 
 lintian_out=$(cd "$tmp/src" && lintian --fail-on error,warning ./*.changes 2>&1) && lint=0 || lint=$?
 check "lintian reports no errors or warnings" test "$lint" -eq 0
