@@ -64,6 +64,30 @@ RunResult expect_success(Attack a, const std::vector<unsigned char>& data) {
 
 TEST_SUITE("sandbox") {
 
+// The rule for a read-only run that ran out of guest RAM (no KVM needed): the cap, then 3 GiB when
+// the user named no cap, each with huge pages; then nothing.
+TEST_CASE("roomier: the cap, then the largest guest unless a cap was given") {
+    SandboxConfig small;
+    small.guest_memory = 16ull << 20;
+    small.huge_pages = false;
+    auto cap = roomier(small);
+    REQUIRE(cap.has_value());
+    CHECK(cap->guest_memory == 0);
+    CHECK(cap->huge_pages);
+    CHECK(guest_ram(*cap) == DEFAULT_GUEST_MEMORY);
+    auto largest = roomier(*cap);
+    REQUIRE(largest.has_value());
+    CHECK(guest_ram(*largest) == INSTAR_MAX_GUEST_MEMORY);
+    CHECK_FALSE(roomier(*largest).has_value());
+    SandboxConfig given = small;
+    given.max_guest_memory = 64ull << 20;
+    given.max_guest_memory_given = true;
+    auto at_cap = roomier(given);
+    REQUIRE(at_cap.has_value());
+    CHECK(guest_ram(*at_cap) == (64ull << 20));
+    CHECK_FALSE(roomier(*at_cap).has_value()); // the user's cap is the last word
+}
+
 TEST_CASE("a no-op guest boots and exits 0") {
     if (!vmm_test::need_kvm()) return;
     auto r = run(SandboxConfig{}, {}, {}, INSTAR_OP_NOP, {});

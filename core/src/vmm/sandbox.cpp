@@ -142,6 +142,7 @@ std::uint64_t guest_ram(const SandboxConfig& config) {
 std::optional<SandboxConfig> roomier(const SandboxConfig& ran) {
     SandboxConfig next = ran;
     next.guest_memory = 0;
+    next.huge_pages = true; // the guest outgrew its RAM: it touches many MiB, where huge pages pay
     if (guest_ram(next) > guest_ram(ran))
         return next;
     if (ran.max_guest_memory_given || ran.max_guest_memory >= INSTAR_MAX_GUEST_MEMORY)

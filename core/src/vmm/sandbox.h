@@ -181,8 +181,8 @@ std::uint64_t guest_ram(const SandboxConfig& config);
 // After a run that only reads ended with the guest out of memory (Status::NoMemory): the roomier
 // config to run it again with, or nullopt when there is none. First the cap (guest_memory 0), then,
 // when the user set no cap (max_guest_memory_given false), the largest guest, INSTAR_MAX_GUEST_MEMORY
-// (its RAM is mapped lazily: a run pays only for the pages it touches). A run that writes must not
-// be repeated this way.
+// (its RAM is mapped lazily: a run pays only for the pages it touches), with huge pages (a guest
+// that outgrew its RAM touches many MiB). A run that writes must not be repeated this way.
 std::optional<SandboxConfig> roomier(const SandboxConfig& ran);
 
 // For a process that runs many operations: starts creating a VM for `config` on a background thread
