@@ -26,6 +26,16 @@ constexpr std::uint64_t MAP_BYTES_PER_SECOND = 1ull << 30;
 constexpr std::uint64_t MAP_GUEST_MEMORY = INSTAR_MIN_GUEST_MEMORY;
 // Runs handed to a sink at a time: 48 KiB of entries and ~128 KiB of JSON text, reused.
 constexpr std::size_t MAP_SINK_SLICE = 1024;
+
+// A map run (the walk, or the key unlock) only reads: while it ends with the guest out of memory,
+// it runs again with a roomier config (vmm::roomier) from `ran`, the config it last ran with.
+void rerun_while_out_of_memory(vmm::Outcome<vmm::RunResult>& run, const vmm::SandboxConfig& ran,
+                               const ImageTable& table, std::span<const std::uint8_t> arg) {
+    for (auto next = vmm::roomier(ran);
+         run && run->exit_status == static_cast<std::int32_t>(guest::Status::NoMemory) && next;
+         next = vmm::roomier(*next))
+        run = vmm::run(*next, table.devices, table.modules, INSTAR_OP_MAP, arg);
+}
 // A map in one start (INSTAR_OP_INFO_FIRST) is planned before the host knows the virtual size: its
 // budget is computed for this size, and a larger image is mapped on the ordinary path (two starts,
 // the budget from info's size), where one start more is nothing against the walk.
@@ -265,10 +275,7 @@ Expected<MapResult> map_image(const MapSpec& spec, const PluginRegistry& plugins
         auto run = quick ? vmm::Outcome<vmm::RunResult>(std::move(*quick))
                          : vmm::run(small, table.devices, table.modules, INSTAR_OP_MAP, {a, sizeof arg});
         quick.reset();
-        for (auto next = vmm::roomier(small);
-             run && run->exit_status == static_cast<std::int32_t>(guest::Status::NoMemory) && next;
-             next = vmm::roomier(*next))
-            run = vmm::run(*next, table.devices, table.modules, INSTAR_OP_MAP, {a, sizeof arg});
+        rerun_while_out_of_memory(run, small, table, {a, sizeof arg});
         if (!run)
             return Error{"Could not open '" + spec.filename + "': " + run.error().message};
 
@@ -384,10 +391,7 @@ Expected<bool> unlock_image(const ChainLink& link, const std::optional<std::stri
     auto run = vmm::run(sandbox, table.devices, table.modules, INSTAR_OP_MAP, {a, sizeof arg});
     // A key derivation that needs more RAM (a LUKS2 argon2 slot): the unlock only reads, so it runs
     // again with more, as map's walk does.
-    for (auto next = vmm::roomier(sandbox);
-         run && run->exit_status == static_cast<std::int32_t>(guest::Status::NoMemory) && next;
-         next = vmm::roomier(*next))
-        run = vmm::run(*next, table.devices, table.modules, INSTAR_OP_MAP, {a, sizeof arg});
+    rerun_while_out_of_memory(run, sandbox, table, {a, sizeof arg});
     if (!run)
         return Error{"Could not open '" + link.name + "': " + run.error().message};
     if (run->exit_status != 0) {
