@@ -303,7 +303,7 @@ int cmd_amend(Context& ctx, std::span<const std::string> args) {
     auto opened = open_for_edit(eo, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, chain);
     if (!opened) {
         EndLine end{progress};
-        return report_error(ctx, after_top_unlock(vm, *name, chain,
+        return report_error(ctx, after_unlocking_above(vm, *name, chain,
                                                   missing_key(quote_given(*name, opened.error()), open_with),
                                                   ctx.sandbox_config(), ctx.profile.version));
     }

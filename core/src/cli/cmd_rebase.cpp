@@ -202,7 +202,7 @@ int cmd_rebase(Context& ctx, std::span<const std::string> args) {
     eo.backing_keys = backing_keys_named(vm, *name);
     OpenedChain chain;
     if (auto ok = open_for_edit(eo, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, chain); !ok)
-        return fail(after_top_unlock(vm, *name, chain, missing_key(quote_given(*name, ok.error()), open_with),
+        return fail(after_unlocking_above(vm, *name, chain, missing_key(quote_given(*name, ok.error()), open_with),
                                      ctx.sandbox_config(), ctx.profile.version));
     if (name->unsupported_option)
         return fail(unsupported_option_error(*name, chain.links.front().node.format));

@@ -455,7 +455,7 @@ int cmd_resize(Context& ctx, std::span<const std::string> args) {
                 return report_error(ctx, "Could not open '" + given + "': Could not open backing file: Could not open '" +
                                              *chain.links[0].node.full_backing_filename + "': " + why);
         }
-        return report_error(ctx, after_top_unlock(vm, *name, chain, missing_key(quote_given(*name, e), open_with),
+        return report_error(ctx, after_unlocking_above(vm, *name, chain, missing_key(quote_given(*name, e), open_with),
                                                   ctx.sandbox_config(), ctx.profile.version));
     }
     const ChainLink& link = chain.links.front();

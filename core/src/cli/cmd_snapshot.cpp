@@ -240,7 +240,7 @@ int cmd_snapshot(Context& ctx, std::span<const std::string> args) {
     first_open.prefetched = prefetched ? &*prefetched : nullptr;
     if (!quick)
         if (auto ok = open_for_edit(first_open, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, chain); !ok)
-            return report_error(ctx, after_top_unlock(vm, *name, chain,
+            return report_error(ctx, after_unlocking_above(vm, *name, chain,
                                                       missing_key(quote_given(*name, ok.error()), open_with),
                                                       ctx.sandbox_config(), ctx.profile.version));
     const ChainLink& link = chain.links.front();
