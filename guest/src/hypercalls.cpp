@@ -164,6 +164,17 @@ int64_t hc_add_file(const char* name, uint64_t len) {
     return hypercall_issue(mb);
 }
 
+int64_t hc_next_image(uint32_t image, uint32_t* module_flags, uint64_t* allocated) {
+    if (flush_gathered() != 0) return -INSTAR_EIO;
+    in_flight = 0; // settles
+    instar_hypercall* mb = prepare(INSTAR_HC_NEXT_IMAGE);
+    mb->arg0 = image;
+    const int64_t ret = hypercall_issue(mb);
+    *module_flags = static_cast<uint32_t>(mb->out_flags);
+    *allocated = mb->out_size;
+    return ret;
+}
+
 int64_t hc_allocation(uint32_t device, uint64_t offset, bool* data, uint64_t* length,
                       instar_allocation_run* runs, uint64_t max_runs) {
     if (flush_gathered() != 0) return -INSTAR_EIO; // the writes before come first

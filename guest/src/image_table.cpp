@@ -60,7 +60,7 @@ Status read_secrets(uint32_t device_plus_one, uint32_t image_count, Secrets* out
 Status check_image_table(const instar_convert_image* images, uint32_t count) {
     for (uint32_t i = 0; i < count; ++i) {
         const instar_convert_image& im = images[i];
-        if (module(im.module) == nullptr || device(im.device) == nullptr || im.file_count > device_count() ||
+        if (module(im.module) == nullptr || any_device(im.device) == nullptr || im.file_count > device_count() ||
             im.first_file > device_count() - im.file_count ||
             (im.backing != INSTAR_CONVERT_NO_BACKING && (im.backing >= count || im.backing == i)))
             return Status::Invalid;
@@ -82,7 +82,7 @@ Status open_images(const instar_convert_image* images, uint32_t count, const cha
             reasons.reason(TEXT, sizeof TEXT - 1);
             return Status::Unsupported;
         }
-        OpenRequest req{device(im.device), files + im.first_file, im.file_count, &arena(), &codecs(),
+        OpenRequest req{any_device(im.device), files + im.first_file, im.file_count, &arena(), &codecs(),
                         &reasons, *opened == 0 ? snapshot : nullptr, qemu_version,
                         secrets && secrets->bytes ? secrets->bytes[*opened] : nullptr,
                         secrets && secrets->lengths ? secrets->lengths[*opened] : 0};

@@ -31,6 +31,7 @@ public:
     void snapshot(const SnapshotInfo& s) override { to_.snapshot(s); }
     void file_reference(FileRole role, const char* name, size_t len) override {
         references_ = true;
+        (role == FileRole::Backing ? backing_ : others_) = true;
         to_.file_reference(role, name, len);
     }
     void specific_type(const char* type) override { to_.specific_type(type); }
@@ -46,6 +47,8 @@ public:
 
     // The command may run in this start: nothing else to open, no key to ask for, a size to check with.
     bool lone() const { return !references_ && !encrypted_ && have_size_; }
+    // ... or would, but for a backing file (INSTAR_INFO_FIRST_CHAINS opens it in this start).
+    bool backing_only() const { return backing_ && !others_ && !encrypted_ && have_size_; }
     uint64_t size() const { return size_; }
     uint64_t cluster_size() const { return cluster_size_; }
 
@@ -55,6 +58,8 @@ private:
     uint64_t cluster_size_ = 0;
     bool have_size_ = false;
     bool references_ = false;
+    bool backing_ = false; // a backing file among the references
+    bool others_ = false;  // any other reference (extent, data file)
     bool encrypted_ = false;
 };
 
@@ -86,6 +91,17 @@ Status send_info_chunk(void*, const uint8_t* data, size_t len) {
 InfoFirstResult g_results[INSTAR_INFO_FIRST_MAX_IMAGES];
 uint32_t g_started = 0;
 
+// Each image's backing files given by the host (INSTAR_HC_NEXT_IMAGE), top down: their plan entries
+// (module, device, cluster size) and allocated bytes. The host ends a chain at its own depth bound;
+// a guest asked for more stops asking.
+constexpr uint32_t INFO_FIRST_MAX_LEVELS = 64; // the host's MAX_CHAIN_DEPTH
+struct Level {
+    instar_convert_image entry;
+    uint64_t allocated;
+};
+Level g_levels[INSTAR_INFO_FIRST_MAX_IMAGES][INFO_FIRST_MAX_LEVELS];
+uint32_t g_level_count[INSTAR_INFO_FIRST_MAX_IMAGES];
+
 // The inspection of image `image` (device `image`) before the running operation, when
 // INSTAR_OP_INFO_FIRST started it; else nullptr.
 const InfoFirstResult* info_first_result(uint32_t image) { return image < g_started ? &g_results[image] : nullptr; }
@@ -97,6 +113,44 @@ Status cluster_size_from_info(uint32_t image, instar_convert_image& entry) {
     if (first == nullptr || entry.device != image)
         return Status::Invalid;
     entry.cluster_size = static_cast<uint32_t>(first->cluster_size < UINT32_MAX ? first->cluster_size : UINT32_MAX);
+    return Status::Ok;
+}
+
+Status append_info_first_chains(uint32_t tops, instar_convert_image** images, const uint32_t** words,
+                                const uint8_t** facts, uint32_t* count) {
+    if (tops > g_started || tops > *count)
+        return Status::Invalid;
+    uint32_t total = *count;
+    for (uint32_t i = 0; i < tops; ++i) {
+        if ((*images)[i].backing != INSTAR_CONVERT_NO_BACKING || (*images)[i].device != i)
+            return Status::Invalid;
+        total += g_level_count[i];
+    }
+    if (total > INSTAR_CONVERT_MAX_IMAGES)
+        return Status::TooLarge;
+    auto* im = static_cast<instar_convert_image*>(arena().allocate(total * sizeof(instar_convert_image), 8));
+    auto* w = static_cast<uint32_t*>(arena().allocate(total * sizeof(uint32_t), 8));
+    auto* f = static_cast<instar_image_facts*>(arena().allocate(total * sizeof(instar_image_facts), 8));
+    if (im == nullptr || w == nullptr || f == nullptr)
+        return Status::NoMemory;
+    __builtin_memcpy(im, *images, *count * sizeof(instar_convert_image));
+    __builtin_memcpy(w, *words, *count * sizeof(uint32_t));
+    __builtin_memcpy(f, *facts, *count * sizeof(instar_image_facts));
+    uint32_t at = *count;
+    for (uint32_t i = 0; i < tops; ++i) {
+        uint32_t above = i;
+        for (uint32_t k = 0; k < g_level_count[i]; ++k, ++at) {
+            im[at] = g_levels[i][k].entry;
+            im[above].backing = at;
+            w[at] = w[i];
+            f[at] = instar_image_facts{g_levels[i][k].allocated, f[i].flags, 0};
+            above = at;
+        }
+    }
+    *images = im;
+    *words = w;
+    *facts = reinterpret_cast<const uint8_t*>(f);
+    *count = total;
     return Status::Ok;
 }
 
@@ -124,10 +178,24 @@ Status inspect_first(const ModuleOps& ops, BlockDevice& image, uint64_t length, 
     if (st != Status::Ok || flushed != Status::Ok)
         return st != Status::Ok ? st : flushed;
     out->lone = watched.lone();
+    out->backing_only = watched.backing_only();
     out->size = watched.size();
     out->cluster_size = watched.cluster_size();
     return Status::Ok;
 }
+
+namespace {
+
+// One image of an INSTAR_OP_INFO_FIRST run inspected, its records closed by INSTAR_REC_INFO_END.
+Status inspect_and_end(const ModuleOps& ops, BlockDevice& image, bool force, bool no_key, uint32_t qemu_version,
+                       InfoFirstResult* out) {
+    if (const Status st = inspect_first(ops, image, image.size(), force, no_key, qemu_version, out); st != Status::Ok)
+        return st;
+    static constexpr uint8_t NOTHING = 0;
+    return services().send_record(INSTAR_REC_INFO_END, &NOTHING, 0);
+}
+
+} // namespace
 
 Status info_first_op(const uint8_t* arg, uint32_t arg_len) {
     instar_info_first_arg a{};
@@ -140,7 +208,7 @@ Status info_first_op(const uint8_t* arg, uint32_t arg_len) {
     if (a.image_count == 0 || a.image_count > INSTAR_INFO_FIRST_MAX_IMAGES || a.reserved != 0 || a.reserved2 != 0)
         return Status::Invalid;
     const uint32_t per_image = (1u << a.image_count) - 1; // image_count <= 2: the shift is defined
-    const uint32_t known = per_image | (per_image << INSTAR_INFO_FIRST_NO_KEY_SHIFT);
+    const uint32_t known = per_image | (per_image << INSTAR_INFO_FIRST_NO_KEY_SHIFT) | INSTAR_INFO_FIRST_CHAINS;
     if ((a.flags & ~known) != 0)
         return Status::Invalid;
     if (a.op == INSTAR_OP_CHECK) { // a check that reads: no repair, no other file
@@ -156,12 +224,15 @@ Status info_first_op(const uint8_t* arg, uint32_t arg_len) {
     } else if (a.op == INSTAR_OP_COMPARE) { // a plan naming the two images alone (op_compare.cpp)
         if (a.image_count != 2 || op_len != sizeof(instar_compare_arg))
             return Status::Invalid;
+    } else if (a.op == INSTAR_OP_INFO) { // info --backing-chain: the inspections are the command
+        if (a.image_count != 1 || op_len != 0)
+            return Status::Invalid;
     } else {
         return Status::Invalid;
     }
     // Every image is inspected (the host reuses each inspection on its ordinary path), each one's
-    // records closed by an empty INSTAR_REC_INFO_END; the first failure ends the run.
-    static constexpr uint8_t NOTHING = 0;
+    // records closed by an empty INSTAR_REC_INFO_END; the first failure ends the run. With
+    // INSTAR_INFO_FIRST_CHAINS each image's backing files follow it, as the host opens them.
     bool alone = true;
     for (uint32_t i = 0; i < a.image_count; ++i) {
         const ModuleOps* ops = module(a.modules[i]);
@@ -170,20 +241,48 @@ Status info_first_op(const uint8_t* arg, uint32_t arg_len) {
             return Status::Invalid;
         InfoFirstResult& r = g_results[i];
         r = InfoFirstResult{};
-        if (const Status st =
-                inspect_first(*ops, *image, image->size(), (a.flags & (1u << i)) != 0,
-                              (a.flags & (1u << (INSTAR_INFO_FIRST_NO_KEY_SHIFT + i))) != 0, a.qemu_version, &r);
+        if (const Status st = inspect_and_end(*ops, *image, (a.flags & (1u << i)) != 0,
+                                              (a.flags & (1u << (INSTAR_INFO_FIRST_NO_KEY_SHIFT + i))) != 0,
+                                              a.qemu_version, &r);
             st != Status::Ok)
             return st;
-        if (const Status sent = services().send_record(INSTAR_REC_INFO_END, &NOTHING, 0); sent != Status::Ok)
-            return sent;
-        alone = alone && r.lone && r.size <= a.max_virtual_size;
+        bool ends = r.lone;
+        bool backed = r.backing_only && (a.flags & INSTAR_INFO_FIRST_CHAINS) != 0;
+        g_level_count[i] = 0;
+        while (!ends && backed && g_level_count[i] < INFO_FIRST_MAX_LEVELS) {
+            uint32_t how = 0;
+            uint64_t allocated = 0;
+            const int64_t index = hc_next_image(i, &how, &allocated);
+            if (index < 0)
+                break; // the host did not open it here: its ordinary path will
+            const uint32_t module_index = how & INSTAR_NEXT_IMAGE_MODULE_MASK;
+            const ModuleOps* next_ops = module(module_index);
+            BlockDevice* next = attach_device(static_cast<uint32_t>(index));
+            if (next_ops == nullptr || next == nullptr)
+                return Status::Invalid;
+            InfoFirstResult level{};
+            if (const Status st = inspect_and_end(*next_ops, *next, (how & INSTAR_NEXT_IMAGE_FORCE) != 0,
+                                                  (how & INSTAR_NEXT_IMAGE_NO_KEY) != 0, a.qemu_version, &level);
+                st != Status::Ok)
+                return st;
+            const uint32_t cluster =
+                static_cast<uint32_t>(level.cluster_size < UINT32_MAX ? level.cluster_size : UINT32_MAX);
+            g_levels[i][g_level_count[i]++] = Level{
+                instar_convert_image{module_index, static_cast<uint32_t>(index), 0, 0, INSTAR_CONVERT_NO_BACKING, cluster},
+                allocated};
+            ends = level.lone;
+            backed = level.backing_only;
+        }
+        alone = alone && ends && r.size <= a.max_virtual_size;
     }
     // Not started: Ok says the inspections themselves succeeded (the host reuses them).
     if (!alone)
         return Status::Ok;
+    static constexpr uint8_t NOTHING = 0;
     if (const Status sent = services().send_record(INSTAR_REC_STARTED, &NOTHING, 0); sent != Status::Ok)
         return sent;
+    if (a.op == INSTAR_OP_INFO)
+        return Status::Ok;
     g_started = a.image_count;
     const Status st = dispatch(a.op, op_arg, op_len);
     g_started = 0;

@@ -14,6 +14,7 @@ namespace instar::guest {
 
 struct InfoFirstResult {
     bool lone = false;         // the image stands alone (the command may run here)
+    bool backing_only = false; // ... but for a backing file: it names no other file, is not encrypted
     uint64_t size = 0;         // its virtual size, as info reported it
     uint64_t cluster_size = 0; // its cluster size, as info reported it (0: none)
 };
@@ -32,5 +33,15 @@ Status info_first_op(const uint8_t* arg, uint32_t arg_len);
 // *_CLUSTER_FROM_INFO): its cluster size from that image's inspection, as the host's table would
 // hold it. Invalid outside an INSTAR_OP_INFO_FIRST run or for an entry on another device.
 Status cluster_size_from_info(uint32_t image, instar_convert_image& entry);
+
+// The backing files of the first `tops` entries of a plan's image table, as the INSTAR_OP_INFO_FIRST
+// run that started this operation inspected them (INSTAR_INFO_FIRST_CHAINS; the plan's
+// *_CHAIN_FROM_INFO flag): appended after the table, each top's `backing` pointing to its first and
+// each level's to the next, every level taking its top's per-entry word (map's style, compare's flags)
+// and facts flags, and the host's allocated bytes. The three arrays (`facts`: count packed
+// instar_image_facts, as plans hold them) are replaced by larger ones from the arena (the old ones
+// stay valid). Invalid outside such a run or when a top has a backing already.
+Status append_info_first_chains(uint32_t tops, instar_convert_image** images, const uint32_t** words,
+                                const uint8_t** facts, uint32_t* count);
 
 } // namespace instar::guest

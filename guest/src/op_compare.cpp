@@ -61,7 +61,8 @@ Status compare_op(const uint8_t* arg, uint32_t arg_len) {
     Plan plan;
     if (const Status st = read_plan(a.plan_device, plan); st != Status::Ok) return st;
     const instar_compare_plan& h = plan.head;
-    if ((h.flags & ~(INSTAR_COMPARE_STRICT | INSTAR_COMPARE_PROGRESS | INSTAR_COMPARE_CLUSTER_FROM_INFO)) != 0)
+    if ((h.flags & ~(INSTAR_COMPARE_STRICT | INSTAR_COMPARE_PROGRESS | INSTAR_COMPARE_CLUSTER_FROM_INFO |
+                     INSTAR_COMPARE_CHAIN_FROM_INFO)) != 0)
         return Status::Invalid;
     if ((h.flags & INSTAR_COMPARE_CLUSTER_FROM_INFO) != 0) {
         // The host planned before it had the images' info: the inspections that started this run
@@ -71,6 +72,14 @@ Status compare_op(const uint8_t* arg, uint32_t arg_len) {
         for (uint32_t i = 0; i < 2; ++i)
             if (const Status st = cluster_size_from_info(i, plan.images[i]); st != Status::Ok)
                 return st;
+    }
+    if ((h.flags & INSTAR_COMPARE_CHAIN_FROM_INFO) != 0) {
+        // ... and their backing files, which the host opened while the run inspected them.
+        if ((h.flags & INSTAR_COMPARE_CLUSTER_FROM_INFO) == 0)
+            return Status::Invalid;
+        if (const Status st = append_info_first_chains(2, &plan.images, &plan.flags, &plan.facts, &plan.head.image_count);
+            st != Status::Ok)
+            return st;
     }
     RecordReasons reasons;
 
@@ -106,7 +115,7 @@ Status compare_op(const uint8_t* arg, uint32_t arg_len) {
         // chain_of walked entries s, images[s].backing, ...: the same walk gives each layer's flags.
         uint32_t k = 0;
         for (uint32_t i = s; i != INSTAR_CONVERT_NO_BACKING && k < depth; i = plan.images[i].backing) {
-            layer_files[used + k] = device(plan.images[i].device);
+            layer_files[used + k] = any_device(plan.images[i].device);
             uint32_t lf = plan.flags[i];
             instar_image_facts f{};
             __builtin_memcpy(&f, plan.facts + static_cast<size_t>(i) * sizeof f, sizeof f);

@@ -74,7 +74,7 @@ Status map_op(const uint8_t* arg, uint32_t arg_len) {
     if (const Status st = read_plan(a.plan_device, plan); st != Status::Ok)
         return st;
     const instar_map_plan& h = plan.head;
-    if ((h.flags & ~INSTAR_MAP_PLAN_CLUSTER_FROM_INFO) != 0)
+    if ((h.flags & ~(INSTAR_MAP_PLAN_CLUSTER_FROM_INFO | INSTAR_MAP_PLAN_CHAIN_FROM_INFO)) != 0)
         return Status::Invalid;
     if ((h.flags & INSTAR_MAP_PLAN_CLUSTER_FROM_INFO) != 0) {
         // The host planned before it had the image's info: the inspection that started this run
@@ -82,6 +82,14 @@ Status map_op(const uint8_t* arg, uint32_t arg_len) {
         if (h.image_count != 1 || plan.images[0].module != 0)
             return Status::Invalid;
         if (const Status st = cluster_size_from_info(0, plan.images[0]); st != Status::Ok)
+            return st;
+    }
+    if ((h.flags & INSTAR_MAP_PLAN_CHAIN_FROM_INFO) != 0) {
+        // ... and its backing files, which the host opened while the run inspected them.
+        if ((h.flags & INSTAR_MAP_PLAN_CLUSTER_FROM_INFO) == 0)
+            return Status::Invalid;
+        if (const Status st = append_info_first_chains(1, &plan.images, &plan.styles, &plan.facts, &plan.head.image_count);
+            st != Status::Ok)
             return st;
     }
     RecordReasons reasons;
@@ -109,7 +117,7 @@ Status map_op(const uint8_t* arg, uint32_t arg_len) {
         // The styles follow the chain: find each layer's table index again.
         uint32_t i = 0;
         for (uint32_t k = 0; k < depth; ++k) {
-            BlockDevice* file = device(plan.images[i].device);
+            BlockDevice* file = any_device(plan.images[i].device);
             layers[k] = convert::MapLayer{chain[k], plan.styles[i], file->size(), file, false};
             instar_image_facts f{};
             __builtin_memcpy(&f, plan.facts + static_cast<size_t>(i) * sizeof f, sizeof f);

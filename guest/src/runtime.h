@@ -16,6 +16,10 @@ int64_t hc_device_info(uint32_t device, uint64_t* size, uint64_t* flags);
 int64_t hc_record(uint32_t type, const void* data, uint64_t len);
 int64_t hc_set_length(uint32_t device, uint64_t length, uint32_t fill);
 int64_t hc_add_file(const char* name, uint64_t len); // >= 0: the new device's index
+// >= 0: the device of image `image`'s backing file (INSTAR_HC_NEXT_IMAGE), *module_flags its module
+// index and INSTAR_NEXT_IMAGE_* flags, *allocated its file's allocated bytes; < 0: the host did not
+// open it.
+int64_t hc_next_image(uint32_t image, uint32_t* module_flags, uint64_t* allocated);
 // The run at `offset`; with `runs`, also up to max_runs runs from offset on (INSTAR_ALLOCATION_RUNS):
 // ret is how many the host wrote there (0 when it wrote none).
 int64_t hc_allocation(uint32_t device, uint64_t offset, bool* data, uint64_t* length,
@@ -65,6 +69,8 @@ uint32_t device_count();
 BlockDevice* device(uint32_t index);
 // A device the host attached during the run (INSTAR_HC_ADD_FILE), or nullptr when the arena is full.
 BlockDevice* attach_device(uint32_t index);
+// Device `index`: a boot device, or one attached before (attach_device); nullptr for any other.
+BlockDevice* any_device(uint32_t index);
 // The host's index of a device made by device() or attach_device(); UINT32_MAX for any other.
 uint32_t device_index(const BlockDevice& dev);
 // Read windows (devices.cpp): from now on, short reads that move forward through a read-only

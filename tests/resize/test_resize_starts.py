@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Sandbox starts per command that inspects an image first (docs/architecture.md, "One start where
-the image stands alone"): a lone image is inspected and edited (resize, snapshot, bitmap), checked, mapped
-or compared in one start; an overlay's first inspection is reused, not repeated; a refused size costs one start.
+the image stands alone" and "... and over a backing chain"): a lone image is inspected and edited (resize,
+snapshot, bitmap), checked, mapped or compared in one start, an overlay checked or `info --backing-chain`ed in
+one; an overlay's first inspection is reused, not repeated; a refused size costs one start.
 Counted under strace as KVM_CREATE_VM ioctls (the KVM sandbox) or execs of the process sandbox's
 loader."""
 import os, shutil, subprocess, sys, tempfile
@@ -54,7 +55,20 @@ with tempfile.TemporaryDirectory() as d:
     check("bitmap --add overlay", starts(["bitmap", "--add", "o.qcow2", "b1"], d, 0), (0, 2))
     check("check lone", starts(["check", "-q", "t.qcow2"], d, 0), (0, 1))
     check("check lone -f", starts(["check", "-q", "-f", "qcow2", "t.qcow2"], d, 0), (0, 1))
-    check("check overlay", starts(["check", "-q", "o.qcow2"], d, 0), (0, 3))
+    # A chain in one start: the guest asks for each backing file as it runs (INSTAR_HC_NEXT_IMAGE).
+    check("check overlay", starts(["check", "-q", "o.qcow2"], d, 0), (0, 1))
+    run(qemu_img, "create", "-q", "-f", "qcow2", "-b", "o.qcow2", "-F", "qcow2", "o2.qcow2")
+    check("check three levels", starts(["check", "-q", "o2.qcow2"], d, 0), (0, 1))
+    check("info --backing-chain", starts(["info", "--backing-chain", "o2.qcow2"], d, 0), (0, 1))
+    check("info plain overlay", starts(["info", "o2.qcow2"], d, 0), (0, 1))
+    # A backing file whose format's module is not in the run: level by level, the top's inspection
+    # reused (the quick attempt, the raw backing's inspection, the check).
+    run(qemu_img, "create", "-q", "-f", "qcow2", "-b", "r.img", "-F", "raw", "or.qcow2")
+    check("check overlay of raw", starts(["check", "-q", "or.qcow2"], d, 0), (0, 3))
+    check("info --backing-chain of raw", starts(["info", "--backing-chain", "or.qcow2"], d, 0), (0, 2))
+    # A missing backing file: the quick attempt stops at it; the ordinary path words the error.
+    run(qemu_img, "create", "-q", "-f", "qcow2", "-u", "-b", "gone.qcow2", "-F", "qcow2", "om.qcow2", "1G")
+    check("check overlay missing", starts(["check", "-q", "om.qcow2"], d, 1), (1, 1))
     check("check -r lone", starts(["check", "-q", "-r", "leaks", "t.qcow2"], d, 0), (0, 2))
     run(qemu_img, "create", "-q", "-f", "qcow2", "m.qcow2", "1G")
     check("map lone", starts(["map", "m.qcow2"], d, 0), (0, 1))
@@ -62,11 +76,22 @@ with tempfile.TemporaryDirectory() as d:
     run(qemu_img, "create", "-q", "-f", "qcow2", "m2.qcow2", "1G")
     check("compare lone", starts(["compare", "m.qcow2", "m2.qcow2"], d, 0), (0, 1))
     check("compare lone -f -F", starts(["compare", "-f", "qcow2", "-F", "qcow2", "m.qcow2", "m2.qcow2"], d, 0), (0, 1))
-    # An overlay: both first inspections reused (the overlay's backing costs one, the walk one).
-    check("compare overlay", starts(["compare", "o.qcow2", "m.qcow2"], d, 0), (0, 3))
+    # An overlay: its backing file joins the plan in the guest (INSTAR_COMPARE_CHAIN_FROM_INFO).
+    run(qemu_img, "create", "-q", "-f", "qcow2", "-b", "m.qcow2", "-F", "qcow2", "mo.qcow2")
+    run(qemu_img, "create", "-q", "-f", "qcow2", "-b", "mo.qcow2", "-F", "qcow2", "mo2.qcow2")
+    check("compare overlay", starts(["compare", "mo.qcow2", "m.qcow2"], d, 0), (0, 1))
+    check("compare two overlays", starts(["compare", "mo2.qcow2", "mo.qcow2"], d, 0), (0, 1))
+    # A raw backing (not the top's format): the quick attempt, the raw's inspection, the compare.
+    check("compare overlay of raw", starts(["compare", "or.qcow2", "m.qcow2"], d, 0), (0, 3))
+    # Past QUICK_COMPARE_MAX_VIRTUAL: level by level (o.qcow2 is 1 TiB).
+    check("compare overlay 1T", starts(["compare", "o.qcow2", "t.qcow2"], d, 0), (0, 3))
     # Past QUICK_MAP_MAX_VIRTUAL (1 TiB) the plan waits for info's size: two starts.
     check("map lone 2T", starts(["map", "t.qcow2"], d, 0), (0, 2))
-    check("map overlay", starts(["map", "o.qcow2"], d, 0), (0, 3))
+    # An overlay within QUICK_MAP_MAX_VIRTUAL: one start (INSTAR_MAP_PLAN_CHAIN_FROM_INFO); o.qcow2's
+    # 2 TiB does not fit it: level by level.
+    check("map overlay", starts(["map", "mo.qcow2"], d, 0), (0, 1))
+    check("map overlay 2T", starts(["map", "o.qcow2"], d, 0), (0, 3))
+    check("map overlay of raw", starts(["map", "or.qcow2"], d, 0), (0, 3))
     chk = subprocess.run([qemu_img, "check", os.path.join(d, "t.qcow2")], capture_output=True)
     check("qemu-img check", chk.returncode, 0)
 

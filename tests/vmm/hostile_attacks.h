@@ -81,6 +81,12 @@ enum class Attack : uint8_t {
     // end; BufferOutsideRam = no buffers here, so Good; TooMany = 257 ranges; TableOutsideRam;
     // ReadOnly = device 0), then exit 0 whatever it answered.
     DiscardRanges,
+    // INSTAR_HC_NEXT_IMAGE (round 26): NextImageNotAllowed where the operation opens no backing
+    // files; NextImageBadImage for image 7; NextImageThenWrite asks for image 0's backing file, then
+    // writes 4 KiB to the device the host answered (always read-only) and exits 0.
+    NextImageNotAllowed,
+    NextImageBadImage,
+    NextImageThenWrite,
 };
 
 // The table a WriteSegments or DiscardRanges attack sends.

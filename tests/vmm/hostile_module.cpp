@@ -259,6 +259,18 @@ Status run(const void* arg, size_t arg_len) {
     case Attack::AddFileWithSlash:
         raw_call(INSTAR_HC_ADD_FILE, 0, 0, addr("../x"), 4);
         return Status::Ok;
+    case Attack::NextImageNotAllowed:
+    case Attack::NextImageBadImage:
+    case Attack::NextImageThenWrite: {
+        instar_hypercall* mb = mailbox();
+        *mb = instar_hypercall{};
+        mb->nr = INSTAR_HC_NEXT_IMAGE;
+        mb->arg0 = static_cast<Attack>(a[0]) == Attack::NextImageBadImage ? 7 : 0;
+        const int64_t index = hypercall_issue(mb);
+        if (index < 0) return Status::IoError;
+        raw_call(INSTAR_HC_WRITE, static_cast<uint32_t>(index), 0, addr(page), 4096);
+        return Status::Ok;
+    }
     case Attack::RawSyscall: {
         // open(path, O_WRONLY | O_CREAT, 0600) straight to the kernel, past the runtime: a KVM guest
         // has no kernel (syscall jumps to address 0 and faults); the process sandbox's seccomp

@@ -134,6 +134,39 @@ TEST_CASE("added files need a plain name, and the operation decides what is crea
     CHECK(recorder.names.empty()); // refused before the operation was asked
 }
 
+TEST_CASE("a backing file asked for mid-run: only where allowed, only read-only") {
+    if (!vmm_test::need_kvm()) return;
+    // The operation's side: answers every request with a writable device over the same file, which
+    // the server must hand the guest read-only.
+    struct Chain final : OutputFiles {
+        int fd = -1;
+        std::uint64_t size = 0;
+        std::vector<std::uint32_t> asked;
+        std::optional<Device> add(const std::string&, std::string&) override { return std::nullopt; }
+        std::optional<NextImage> next_image(const std::vector<Record>&, std::uint32_t image) override {
+            asked.push_back(image);
+            return NextImage{Device{fd, size, true}, 0, 0};
+        }
+    } chain;
+    const auto data = pattern(4096);
+    TempFile f(data);
+    chain.fd = f.fd();
+    chain.size = data.size();
+    const Device dev{f.fd(), data.size(), false};
+    expect_failure(Attack::NextImageNotAllowed, ErrorKind::GuestBadRequest,
+                   "open a backing file, which this operation does not allow");
+    SandboxConfig config;
+    config.outputs = &chain;
+    auto bad = attack(Attack::NextImageBadImage, {&dev, 1}, config);
+    REQUIRE_FALSE(bad.ok());
+    CHECK(bad.error().message.find("open the backing file of image 7") != std::string::npos);
+    CHECK(chain.asked.empty()); // refused before the operation was asked
+    auto write = attack(Attack::NextImageThenWrite, {&dev, 1}, config);
+    REQUIRE_FALSE(write.ok());
+    CHECK(write.error().message.find("write to read-only device 1") != std::string::npos);
+    CHECK(chain.asked == std::vector<std::uint32_t>{0});
+}
+
 // Runs an attack that never ends by itself on a 300 ms budget: the watchdog must stop it, on time.
 void expect_stopped_near_budget(Attack a, const char* what) {
     const auto data = pattern(4096);

@@ -127,7 +127,17 @@ enum instar_hypercall_nr {
     INSTAR_HC_DISCARD_RANGES = 17, /* device, gpa = table of len struct instar_range: each range
                                       discarded in table order, as that many DISCARDs would (added
                                       within ABI 5; docs/guest-abi.md) */
+    INSTAR_HC_NEXT_IMAGE = 18, /* arg0 = image: in an INSTAR_OP_INFO_FIRST run with
+                                  INSTAR_INFO_FIRST_CHAINS, the backing file named by that image's
+                                  last inspection -> ret = its device (read-only), out_flags = its
+                                  module index | INSTAR_NEXT_IMAGE_*, out_size = its file's allocated
+                                  bytes (st_blocks * 512); ret < 0: not opened in this run
+                                  (added within ABI 5; docs/guest-abi.md) */
 };
+/* INSTAR_HC_NEXT_IMAGE's out_flags above the module index (bits 0-15). */
+#define INSTAR_NEXT_IMAGE_MODULE_MASK 0xFFFFu
+#define INSTAR_NEXT_IMAGE_FORCE (1u << 16)  /* inspect without probing (the chain names the format) */
+#define INSTAR_NEXT_IMAGE_NO_KEY (1u << 17) /* INSTAR_INFO_NO_KEY for its inspection */
 
 /* INSTAR_HC_COMPRESS: what each job's bytes become. The host never interprets them. */
 enum instar_compress_kind {
@@ -344,6 +354,13 @@ enum instar_op {
  * two (a plan of the two alone with INSTAR_COMPARE_CLUSTER_FROM_INFO). */
 #define INSTAR_INFO_FIRST_MAX_IMAGES 2u
 #define INSTAR_INFO_FIRST_NO_KEY_SHIFT 8u
+/* flags: the operation may run over backing chains (INSTAR_OP_CHECK, whose check reads the image alone
+ * but which opens the chain as qemu does; INSTAR_OP_INFO; INSTAR_OP_MAP and INSTAR_OP_COMPARE with
+ * their plans' *_CHAIN_FROM_INFO). An image whose only reference is a backing file
+ * is not refused for it: the guest asks for that file (INSTAR_HC_NEXT_IMAGE) and inspects it as the
+ * next image of the chain (its INSTAR_REC_INFO records and INSTAR_REC_INFO_END after the ones
+ * before), until an image names no other file; it goes on only when every chain ends so. */
+#define INSTAR_INFO_FIRST_CHAINS (1u << 16)
 struct instar_info_first_arg {
     uint32_t op;               /* the operation to run when the images stand alone */
     uint32_t flags;            /* bit i: image i's format was named (no probe); bit
@@ -638,6 +655,9 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_rebase_record) == 16, "rebase record layo
 /* Images 0 and 1 (the two tops) take their cluster_size from the inspections before them (valid only
  * in an INSTAR_OP_INFO_FIRST run, whose host plans before it has the info). */
 #define INSTAR_COMPARE_CLUSTER_FROM_INFO 4u
+/* With CLUSTER_FROM_INFO, in an INSTAR_INFO_FIRST_CHAINS run: both tops' backing files appended to
+ * the table as map's INSTAR_MAP_PLAN_CHAIN_FROM_INFO appends image 0's. */
+#define INSTAR_COMPARE_CHAIN_FROM_INFO 8u
 #define INSTAR_COMPARE_IMAGE_BACKING 1u       /* the format can have a backing file (qemu's supports_backing) */
 #define INSTAR_COMPARE_IMAGE_NO_STATUS 2u     /* qemu has no block status for the format: all data */
 #define INSTAR_COMPARE_IMAGE_HOLE_DATA 4u     /* BDRV_BLOCK_RECURSE formats (vmdk flat, vpc fixed): a Zero
@@ -710,6 +730,10 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_map_plan) == 32, "map plan layout");
 /* Image 0's cluster_size is the one the inspection before it reported (valid only in an
  * INSTAR_OP_INFO_FIRST run, whose host plans before it has the info). */
 #define INSTAR_MAP_PLAN_CLUSTER_FROM_INFO 1u
+/* With CLUSTER_FROM_INFO, in an INSTAR_INFO_FIRST_CHAINS run: image 0's backing files as the guest
+ * inspected them are appended to the table (each with image 0's style and facts flags, its
+ * allocated bytes from INSTAR_HC_NEXT_IMAGE), image 0 naming no backing in the plan itself. */
+#define INSTAR_MAP_PLAN_CHAIN_FROM_INFO 2u
 
 /* instar_map_entry.flags: qemu's BDRV_BLOCK_* as map prints them */
 #define INSTAR_MAP_DATA 1u

@@ -3,6 +3,7 @@
 #include "cli/help.h"
 #include "cli/image_name.h"
 #include "ops/guest_info_runner.h"
+#include "ops/info_first.h"
 #include "ops/info_op.h"
 #include "output/info_render.h"
 #include "output/json_pretty.h"
@@ -119,7 +120,21 @@ int cmd_info(Context& ctx, std::span<const std::string> args) {
     auto runner = make_sandbox_info_runner(ctx.sandbox_config(), ctx.profile.version);
     if (!runner)
         return report_error(ctx, runner.error());
-    auto nodes = collect_info(io, ctx.plugins(), *runner);
+    // A chain in one start where every level is a plain image (info_first.h); else level by level,
+    // the top's inspection reused.
+    std::optional<PrefetchedInfo> top_inspection;
+    Expected<std::vector<NodeInfo>> nodes = std::vector<NodeInfo>{};
+    std::optional<std::vector<NodeInfo>> quick;
+    if (io.backing_chain && !io.header) { // (a detached LUKS header is a file the top needs: ordinary path)
+        auto tried = try_quick_chain_info(io, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, top_inspection);
+        if (!tried)
+            return report_error(ctx, quote_given(*name, tried.error()));
+        quick = std::move(*tried);
+    }
+    if (quick)
+        nodes = std::move(*quick);
+    else
+        nodes = collect_info(io, ctx.plugins(), top_inspection ? with_prefetched(*runner, *top_inspection) : *runner);
     if (!nodes)
         return report_error(ctx, quote_given(*name, nodes.error()));
     if (name->unsupported_option)
@@ -127,7 +142,7 @@ int cmd_info(Context& ctx, std::span<const std::string> args) {
     nodes->front().filename = image_display_name(*name, nodes->front().format);
 
     if (*output == OutputFormat::Json) {
-        if (io.backing_chain) {
+        if (io.backing_chain && !io.header) { // (a detached LUKS header is a file the top needs: ordinary path)
             boost::json::array all;
             for (const auto& n : *nodes)
                 all.push_back(info_json(n, ctx.profile));

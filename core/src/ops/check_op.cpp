@@ -233,6 +233,7 @@ Expected<CheckReport> run_check(const CheckOptions& opts, const PluginRegistry& 
         q.images = {io};
         q.op = INSTAR_OP_CHECK;
         q.max_virtual_size = QUICK_CHECK_MAX_VIRTUAL;
+        q.chains = true; // the check reads the image alone; its backing chain is opened as qemu opens it
         q.prepare = [&](const std::vector<const FirstImage*>& first, QuickCall& call) -> Expected<bool> {
             const instar_check_arg quick_arg{0, qemu_version, 0, 0};
             append_bytes(call.arg, &quick_arg, 1);

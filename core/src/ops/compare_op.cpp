@@ -37,7 +37,8 @@ Expected<bool> prepare_quick_compare(const CompareSpec& spec, std::uint32_t qemu
     instar_compare_plan head{};
     head.magic = INSTAR_COMPARE_PLAN_MAGIC;
     head.image_count = 2;
-    head.flags = (spec.strict ? INSTAR_COMPARE_STRICT : 0u) | INSTAR_COMPARE_CLUSTER_FROM_INFO;
+    head.flags = (spec.strict ? INSTAR_COMPARE_STRICT : 0u) | INSTAR_COMPARE_CLUSTER_FROM_INFO |
+                 INSTAR_COMPARE_CHAIN_FROM_INFO;
     head.qemu_version = qemu_version;
     std::vector<instar_convert_image> images;
     std::vector<std::uint32_t> flags;
@@ -111,6 +112,7 @@ Expected<CompareReport> compare_images(const CompareSpec& spec, const PluginRegi
             return prepare_quick_compare(spec, qemu_version, first, quick_plan, call);
         };
         q.prefetched = &prefetched;
+        q.chains = true; // backing chains of the tops' formats join the plan in the guest
         auto r = try_quick_read(q, plugins, sandbox, qemu_version, chains);
         if (!r)
             return Error{"error while comparing: " + r.error()};

@@ -100,6 +100,171 @@ Expected<bool> open_inspected(const std::vector<std::uint8_t>& info, const First
     return open_chain(opts, plugins, cached, chain);
 }
 
+namespace {
+
+// Records of an INSTAR_OP_INFO_FIRST run up to its operation: each inspection's INSTAR_REC_INFO bytes
+// (closed by INSTAR_REC_INFO_END, but perhaps the last), then perhaps INSTAR_REC_STARTED. Untrusted.
+struct Inspections {
+    std::vector<std::vector<std::uint8_t>> info; // one per inspection begun
+    std::size_t ended = 0;                       // inspections closed by INFO_END
+    std::size_t first_other = 0;                 // the index of the first record after them
+    bool started = false;
+};
+
+Expected<Inspections> split_inspections(const std::vector<vmm::Record>& records, std::size_t expected) {
+    Inspections out;
+    for (; out.first_other < records.size() && !out.started; ++out.first_other) {
+        const vmm::Record& rec = records[out.first_other];
+        if (rec.type == INSTAR_REC_INFO && out.ended < expected) {
+            if (out.info.size() == out.ended)
+                out.info.emplace_back();
+            out.info.back().insert(out.info.back().end(), rec.data.begin(), rec.data.end());
+        } else if (rec.type == INSTAR_REC_INFO_END && rec.data.empty() && out.ended < expected) {
+            if (out.info.size() == out.ended)
+                out.info.emplace_back();
+            ++out.ended;
+        } else if (rec.type == INSTAR_REC_STARTED && rec.data.empty() && out.ended == expected) {
+            out.started = true;
+        } else {
+            return Error{"the sandbox sent an unexpected record type " + std::to_string(rec.type)};
+        }
+    }
+    return out;
+}
+
+// What the host handed the guest for one backing file: the file (a descriptor of its own) and how
+// the guest was told to inspect it.
+struct GivenLevel {
+    OpenedFile file;
+    const LoadedPlugin* plugin = nullptr;
+    std::uint32_t flags = 0; // INSTAR_INFO_FORCE | INSTAR_INFO_NO_KEY
+};
+
+// Opens the backing files an INSTAR_INFO_FIRST_CHAINS guest asks for. Each answer replays the
+// command's walk (open_chain, or QuickRead::walk) over the inspections the guest sent so far, so every
+// rule of the ordinary path (the path policy, the probe or the named format, loops, depth, the keys)
+// decides the next file exactly as there; the walk's request for one more inspection is the file to
+// give. Anything else (an error, a format whose module is not in the run, extra files) is no answer:
+// the guest stops and the command takes its ordinary path, which words the error.
+class ChainFiles final : public vmm::OutputFiles {
+public:
+    ChainFiles(const QuickRead& quick, const FirstImage* const* firsts, const PluginRegistry& plugins,
+               const std::vector<std::string>& modules)
+        : quick_(quick), firsts_(firsts), plugins_(plugins), modules_(modules), given_(quick.images.size()) {}
+    ~ChainFiles() override {
+        for (auto& levels : given_)
+            for (auto& g : levels)
+                close_file(g.file);
+    }
+    std::optional<vmm::Device> add(const std::string&, std::string& error) override {
+        error = "this operation adds no files";
+        return std::nullopt;
+    }
+    std::optional<vmm::NextImage> next_image(const std::vector<vmm::Record>& records, std::uint32_t image) override {
+        if (image >= given_.size())
+            return std::nullopt;
+        auto split = split_inspections(records, total_inspections());
+        if (!split || split->started || split->ended != split->info.size() || split->ended != end_of(image))
+            return std::nullopt;
+        const std::vector<std::vector<std::uint8_t>> own(
+            split->info.begin() + static_cast<std::ptrdiff_t>(first_of(image)), split->info.end());
+        std::optional<GivenLevel> asked;
+        OpenedChain chain;
+        auto replayed = replay(image, own, chain, &asked);
+        if (replayed || !asked)
+            return std::nullopt;
+        // A level of the top's own format: its module is in the run, and a plan's per-entry facts
+        // about the format (map's style, compare's flags) are the top's (*_CHAIN_FROM_INFO).
+        const auto path = guest_module_path(*asked->plugin);
+        const auto known = path ? std::find(modules_.begin(), modules_.end(), *path) : modules_.end();
+        if (asked->plugin != firsts_[image]->plugin || known == modules_.end()) {
+            close_file(asked->file);
+            return std::nullopt;
+        }
+        vmm::NextImage next;
+        next.device = vmm::Device{asked->file.fd, asked->file.size, false};
+        next.allocated = asked->file.allocated;
+        next.module_flags = static_cast<std::uint32_t>(known - modules_.begin()) |
+                            ((asked->flags & INSTAR_INFO_FORCE) != 0 ? INSTAR_NEXT_IMAGE_FORCE : 0u) |
+                            ((asked->flags & INSTAR_INFO_NO_KEY) != 0 ? INSTAR_NEXT_IMAGE_NO_KEY : 0u);
+        given_[image].push_back(std::move(*asked));
+        return next;
+    }
+
+    // Every inspection the guest sends before its operation: each image and the backing files given.
+    std::size_t total_inspections() const { return end_of(given_.size() - 1); }
+    // The index just past image `image`'s inspections, and of its first (its own).
+    std::size_t end_of(std::size_t image) const {
+        std::size_t n = 0;
+        for (std::size_t i = 0; i <= image; ++i)
+            n += 1 + given_[i].size();
+        return n;
+    }
+    std::size_t first_of(std::size_t image) const { return end_of(image) - (given_[image].size() + 1); }
+
+    // The walk for image `image` over its inspections `own` (the top's first). Each inspection is
+    // served only for the file it was made of; `asked` (when given) receives the one more that the
+    // walk wanted, which ends the replay.
+    Expected<bool> replay(std::size_t image, const std::vector<std::vector<std::uint8_t>>& own, OpenedChain& chain,
+                          std::optional<GivenLevel>* asked) const {
+        const FirstImage& top = *firsts_[image];
+        const InfoOptions& opts0 = quick_.images[image];
+        const auto& given = given_[image];
+        const char* refusal = asked != nullptr ? NOT_HERE : CHANGED;
+        std::size_t served = 0;
+        GuestInfoRunner runner = [&](const std::vector<const LoadedPlugin*>& candidates, std::uint32_t flags,
+                                     const OpenedFile& file, const std::vector<OpenedFile>& files)
+            -> Expected<GuestInfoResult> {
+            const std::size_t level = served++;
+            const bool force = (flags & INSTAR_INFO_FORCE) != 0;
+            if (candidates.size() != 1 || !files.empty())
+                return Error{refusal};
+            if (level < own.size()) {
+                const bool same = level == 0
+                                      ? candidates.front() == top.plugin && force == opts0.format.has_value()
+                                      : level - 1 < given.size() && candidates.front() == given[level - 1].plugin &&
+                                            flags == given[level - 1].flags && same_file(file, given[level - 1].file);
+                if (!same)
+                    return Error{refusal};
+                auto decoded = decode_info(own[level], true);
+                if (!decoded)
+                    return Error{decoded.error()};
+                GuestInfoResult result;
+                result.info = std::move(*decoded);
+                return result;
+            }
+            if (asked != nullptr && level == own.size()) {
+                auto copy = duplicate(file);
+                if (!copy)
+                    return Error{refusal};
+                *asked = GivenLevel{*copy, candidates.front(), flags & (INSTAR_INFO_FORCE | INSTAR_INFO_NO_KEY)};
+            }
+            return Error{refusal};
+        };
+        InfoOptions opts = opts0;
+        opts.top = &top.file;
+        auto walked = quick_.walk ? quick_.walk(image, opts, runner, chain) : open_chain(opts, plugins_, runner, chain);
+        if (walked && served != own.size())
+            return Error{CHANGED};
+        return walked;
+    }
+
+private:
+    static constexpr const char* NOT_HERE = "(not opened in this start)";
+    static constexpr const char* CHANGED = "the image changed while it was being inspected";
+    static bool same_file(const OpenedFile& a, const OpenedFile& b) {
+        return a.device == b.device && a.inode == b.inode && a.size == b.size;
+    }
+
+    const QuickRead& quick_;
+    const FirstImage* const* firsts_;
+    const PluginRegistry& plugins_;
+    const std::vector<std::string>& modules_;
+    std::vector<std::vector<GivenLevel>> given_; // per image, the backing files given, top down
+};
+
+} // namespace
+
 Expected<std::optional<vmm::RunResult>> try_quick_read(const QuickRead& quick, const PluginRegistry& plugins,
                                                        const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version,
                                                        std::vector<OpenedChain>& chains) {
@@ -139,6 +304,12 @@ Expected<std::optional<vmm::RunResult>> try_quick_read(const QuickRead& quick, c
         return Error{ready.error()};
     else if (!*ready)
         return std::optional<vmm::RunResult>{};
+    const FirstImage* first_ptrs[INSTAR_INFO_FIRST_MAX_IMAGES] = {&firsts[0], &firsts[1]};
+    ChainFiles chain_files(quick, first_ptrs, plugins, modules);
+    if (quick.chains) {
+        head.flags |= INSTAR_INFO_FIRST_CHAINS;
+        call.config.outputs = &chain_files;
+    }
     std::vector<std::uint8_t> arg(sizeof head);
     std::memcpy(arg.data(), &head, sizeof head);
     arg.insert(arg.end(), call.arg.begin(), call.arg.end());
@@ -146,46 +317,82 @@ Expected<std::optional<vmm::RunResult>> try_quick_read(const QuickRead& quick, c
     auto run = vmm::run(call.config, devices, modules, INSTAR_OP_INFO_FIRST, arg);
     if (!run)
         return Error{run.error().message};
-    // Untrusted: each image's info records then INFO_END, in order; STARTED only after all of them.
-    std::vector<std::vector<std::uint8_t>> info(count);
-    std::vector<vmm::Record> rest;
-    std::size_t ended = 0;
-    bool started = false;
-    for (auto& rec : run->records) {
-        if (started)
-            rest.push_back(std::move(rec));
-        else if (rec.type == INSTAR_REC_INFO && ended < count)
-            info[ended].insert(info[ended].end(), rec.data.begin(), rec.data.end());
-        else if (rec.type == INSTAR_REC_INFO_END && rec.data.empty() && ended < count)
-            ++ended;
-        else if (rec.type == INSTAR_REC_STARTED && rec.data.empty() && ended == count)
-            started = true;
-        else
-            return Error{"the sandbox sent an unexpected record type " + std::to_string(rec.type)};
-    }
-    if (!started) {
+    // Untrusted: each image's info records then INFO_END (each followed by the backing files it was
+    // given, in order); STARTED only after all of them.
+    auto split = split_inspections(run->records, chain_files.total_inspections());
+    if (!split)
+        return Error{split.error()};
+    const auto& info = split->info;
+    if (!split->started) {
         // The inspections that finished: the last one's status is the run's; the others succeeded.
+        // Each image's own inspection is kept (its backing files' are made again).
         if (quick.prefetched != nullptr) {
             quick.prefetched->assign(count, std::nullopt);
-            for (std::size_t i = 0; i < ended; ++i)
-                keep_inspection(info[i], guest::Status::Ok, firsts[i], quick.images[i].format.has_value(),
+            for (std::size_t i = 0; i < count; ++i) {
+                const std::size_t at = chain_files.first_of(i);
+                if (at >= info.size())
+                    break;
+                const auto status =
+                    at < split->ended ? guest::Status::Ok : static_cast<guest::Status>(run->exit_status);
+                keep_inspection(info[at], status, firsts[i], quick.images[i].format.has_value(),
                                 &(*quick.prefetched)[i]);
-            if (ended < count)
-                keep_inspection(info[ended], static_cast<guest::Status>(run->exit_status), firsts[ended],
-                                quick.images[ended].format.has_value(), &(*quick.prefetched)[ended]);
+            }
         }
         return std::optional<vmm::RunResult>{};
     }
+    // The chains as the ordinary path opens them, each inspection served for the file it was made of.
     chains.clear();
     chains.resize(count);
     for (std::size_t i = 0; i < count; ++i) {
-        InfoOptions io = quick.images[i];
-        io.top = &firsts[i].file;
-        if (auto ok = open_inspected(info[i], firsts[i], io, plugins, chains[i]); !ok)
+        const auto from = info.begin() + static_cast<std::ptrdiff_t>(chain_files.first_of(i));
+        const std::vector<std::vector<std::uint8_t>> own(from, info.begin() + static_cast<std::ptrdiff_t>(chain_files.end_of(i)));
+        if (auto ok = chain_files.replay(i, own, chains[i], nullptr); !ok)
             return Error{ok.error()};
     }
-    run->records = std::move(rest);
+    run->records.erase(run->records.begin(), run->records.begin() + static_cast<std::ptrdiff_t>(split->first_other));
     return std::optional<vmm::RunResult>{std::move(run.value())};
+}
+
+Expected<std::optional<std::vector<NodeInfo>>> try_quick_chain_info(const InfoOptions& opts,
+                                                                    const PluginRegistry& plugins,
+                                                                    const vmm::SandboxConfig& sandbox,
+                                                                    std::uint32_t qemu_version,
+                                                                    std::optional<PrefetchedInfo>& prefetched) {
+    using Nodes = std::optional<std::vector<NodeInfo>>;
+    QuickRead q;
+    q.images = {opts};
+    q.op = INSTAR_OP_INFO;
+    q.max_virtual_size = UINT64_MAX; // nothing runs after the inspections
+    q.chains = true;
+    std::vector<NodeInfo> nodes;
+    q.walk = [&](std::size_t, const InfoOptions& io, const GuestInfoRunner& runner, OpenedChain&) -> Expected<bool> {
+        auto walked = collect_info(io, plugins, runner);
+        if (!walked)
+            return Error{walked.error()};
+        nodes = std::move(*walked);
+        return true;
+    };
+    q.prepare = [](const std::vector<const FirstImage*>&, QuickCall& call) -> Expected<bool> {
+        // As info's own runs (guest_info_runner.cpp): a small guest, no huge pages. One that runs out
+        // of memory stops, and the ordinary path runs again with the cap.
+        call.config.guest_memory = INSTAR_MIN_GUEST_MEMORY;
+        call.config.huge_pages = false;
+        return true;
+    };
+    std::vector<std::optional<PrefetchedInfo>> kept;
+    q.prefetched = &kept;
+    std::vector<OpenedChain> chains;
+    auto run = try_quick_read(q, plugins, sandbox, qemu_version, chains);
+    if (!run)
+        return Error{run.error()};
+    if (!*run) {
+        if (!kept.empty())
+            prefetched = std::move(kept.front());
+        return Nodes{};
+    }
+    if (!(*run)->records.empty())
+        return Error{"the sandbox sent records after its inspections"};
+    return Nodes{std::move(nodes)};
 }
 
 } // namespace instar

@@ -73,6 +73,15 @@ struct QuickRead {
     std::vector<InfoOptions> images; // each as the ordinary path opens it (1, or 2 for compare)
     std::uint32_t op = 0;
     std::uint64_t max_virtual_size = 0;
+    // The operation may run over backing chains (INSTAR_INFO_FIRST_CHAINS): the host opens each
+    // backing file the guest asks for as open_chain would (the path policy, the probe, loops, depth)
+    // when its format's module is among the run's. For operations that read the images alone (check).
+    bool chains = false;
+    // How the host walks image i's chain (the replays of ChainFiles run it): open_chain when empty.
+    // info --backing-chain walks with collect_info, whose rules for backing files are info's.
+    std::function<Expected<bool>(std::size_t image, const InfoOptions& opts, const GuestInfoRunner& runner,
+                                 OpenedChain& chain)>
+        walk;
     // Fills the call for the images as opened; false: take the ordinary path.
     std::function<Expected<bool>(const std::vector<const FirstImage*>&, QuickCall&)> prepare;
     // When the guest inspected but did not go on: each image's inspection, where it succeeded.
@@ -83,5 +92,14 @@ struct QuickRead {
 Expected<std::optional<vmm::RunResult>> try_quick_read(const QuickRead& quick, const PluginRegistry& plugins,
                                                        const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version,
                                                        std::vector<OpenedChain>& chains);
+
+// `info --backing-chain` in one start (INSTAR_OP_INFO_FIRST of INSTAR_OP_INFO, which only inspects):
+// the nodes collect_info would return, or nullopt when the guest did not inspect the whole chain
+// (then `prefetched` holds the top's inspection, where it succeeded, for the ordinary path).
+Expected<std::optional<std::vector<NodeInfo>>> try_quick_chain_info(const InfoOptions& opts,
+                                                                    const PluginRegistry& plugins,
+                                                                    const vmm::SandboxConfig& sandbox,
+                                                                    std::uint32_t qemu_version,
+                                                                    std::optional<PrefetchedInfo>& prefetched);
 
 } // namespace instar

@@ -261,7 +261,6 @@ OpenedChain::~OpenedChain() {
     }
 }
 
-Expected<OpenedFile> duplicate(const OpenedFile& f);
 
 Expected<bool> open_chain(const InfoOptions& opts, const PluginRegistry& plugins, const GuestInfoRunner& run_guest,
                           OpenedChain& chain) {

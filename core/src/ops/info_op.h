@@ -122,6 +122,9 @@ struct OpenedChain {
 Expected<bool> open_chain(const InfoOptions& opts, const PluginRegistry& plugins, const GuestInfoRunner& run_guest,
                           OpenedChain& chain);
 
+// A second handle on an opened file, owned by the caller like any other OpenedFile.
+Expected<OpenedFile> duplicate(const OpenedFile& f);
+
 // The human name of a guest Status for messages.
 std::string status_message(guest::Status s);
 

@@ -55,7 +55,7 @@ Expected<bool> prepare_quick_map(const MapSpec& spec, std::uint32_t qemu_version
     head.start = spec.start;
     head.end = spec.max_length ? spec.start + *spec.max_length : UINT64_MAX;
     head.qemu_version = qemu_version;
-    head.flags = INSTAR_MAP_PLAN_CLUSTER_FROM_INFO;
+    head.flags = INSTAR_MAP_PLAN_CLUSTER_FROM_INFO | INSTAR_MAP_PLAN_CHAIN_FROM_INFO;
     const instar_convert_image image{first.module, 0, 1, 0, INSTAR_CONVERT_NO_BACKING, 0};
     const std::uint32_t style = map_style_of(traits);
     const instar_image_facts facts{first.file.allocated, image_facts_flags_of(traits), 0};
@@ -174,6 +174,7 @@ Expected<MapResult> map_image(const MapSpec& spec, const PluginRegistry& plugins
         q.prepare = [&](const std::vector<const FirstImage*>& first, QuickCall& call) {
             return prepare_quick_map(spec, qemu_version, *first[0], quick_plan, call);
         };
+        q.chains = true; // a backing chain of the top's format joins the plan in the guest
         q.prefetched = &prefetched;
         std::vector<OpenedChain> chains;
         auto r = try_quick_read(q, plugins, sandbox, qemu_version, chains);

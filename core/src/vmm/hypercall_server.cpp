@@ -162,6 +162,7 @@ Outcome<HypercallServer::Next> HypercallServer::serve() {
     }
     case INSTAR_HC_SET_LENGTH: next = set_length(req, reply); break;
     case INSTAR_HC_ADD_FILE: next = add_file(req, reply); break;
+    case INSTAR_HC_NEXT_IMAGE: next = next_image(req, reply); break;
     case INSTAR_HC_ALLOCATION: next = allocation(req, reply); break;
     case INSTAR_HC_DISCARD: next = discard(req, reply); break;
     case INSTAR_HC_DISCARD_RANGES: next = discard_ranges(req, reply); break;
@@ -654,6 +655,24 @@ Outcome<HypercallServer::Next> HypercallServer::add_file(const instar_hypercall&
     ++added_files_;
     devices_.push_back(*dev);
     reply.ret = static_cast<std::int64_t>(devices_.size() - 1);
+    return Next::Resume;
+}
+
+Outcome<HypercallServer::Next> HypercallServer::next_image(const instar_hypercall& req, instar_hypercall& reply) {
+    if (outputs_ == nullptr) return bad_request("open a backing file, which this operation does not allow");
+    if (req.arg0 >= INSTAR_INFO_FIRST_MAX_IMAGES) return bad_request("open the backing file of image " + std::to_string(req.arg0));
+    // Each backing file counts as an added file: the chain's own depth bound (the host's) is lower.
+    reply.ret = -INSTAR_EIO;
+    if (added_files_ >= INSTAR_MAX_ADDED_FILES) return Next::Resume;
+    std::optional<NextImage> next = outputs_->next_image(result_.records, static_cast<std::uint32_t>(req.arg0));
+    if (!next) return Next::Resume;
+    next->device.writable = false;
+    next->device.output = false;
+    ++added_files_;
+    devices_.push_back(next->device);
+    reply.ret = static_cast<std::int64_t>(devices_.size() - 1);
+    reply.out_flags = next->module_flags;
+    reply.out_size = next->allocated;
     return Next::Resume;
 }
 

@@ -68,6 +68,7 @@ private:
     Outcome<Next> log(const instar_hypercall& req);
     Outcome<Next> set_length(const instar_hypercall& req, instar_hypercall& reply);
     Outcome<Next> add_file(const instar_hypercall& req, instar_hypercall& reply);
+    Outcome<Next> next_image(const instar_hypercall& req, instar_hypercall& reply);
     Outcome<Next> allocation(const instar_hypercall& req, instar_hypercall& reply);
     Outcome<Next> discard(const instar_hypercall& req, instar_hypercall& reply);
     Outcome<Next> discard_ranges(const instar_hypercall& req, instar_hypercall& reply);

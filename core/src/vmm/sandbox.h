@@ -43,14 +43,33 @@ inline std::uint64_t device_flags(const Device& d) {
 // An output device over `fd`: addressable up to INSTAR_MAX_OUTPUT_SIZE.
 inline Device output_device(int fd) { return Device{fd, INSTAR_MAX_OUTPUT_SIZE, true, true}; }
 
+struct Record;
+
+// A backing file the host opened while the guest ran (INSTAR_HC_NEXT_IMAGE): the read-only device
+// and what the guest inspects it with (INSTAR_NEXT_IMAGE_*: the module index and the flags).
+struct NextImage {
+    Device device;
+    std::uint32_t module_flags = 0;
+    std::uint64_t allocated = 0; // the file's allocated bytes (st_blocks * 512), as plans' facts name them
+};
+
 // Creates the further files an operation's guest may add (INSTAR_HC_ADD_FILE, e.g. vmdk extents).
-// The operation owns them (and deletes them when the operation fails).
+// The operation owns them (and deletes them when the operation fails). It also opens the backing
+// files an INSTAR_OP_INFO_FIRST guest asks for (INSTAR_HC_NEXT_IMAGE), which the operation owns too.
 class OutputFiles {
 public:
     virtual ~OutputFiles() = default;
     // `name` is already checked to be a plain file name (no '/', not "." or "..", at most
     // NAME_MAX bytes). Returns the new output device, or nullopt with `error` set (one line).
     virtual std::optional<Device> add(const std::string& name, std::string& error) = 0;
+    // The backing file of image `image`'s last inspection, judged from the records the guest sent
+    // so far (untrusted: decoded as any guest output). nullopt: not opened in this run (the guest
+    // then stops before its operation and the command takes its ordinary path).
+    virtual std::optional<NextImage> next_image(const std::vector<Record>& records, std::uint32_t image) {
+        (void)records;
+        (void)image;
+        return std::nullopt;
+    }
 };
 
 // Where the guest runs (docs/sandbox.md): a KVM micro-VM, or a confined process (no /dev/kvm

@@ -48,23 +48,38 @@ BrokeredOutputs::~BrokeredOutputs() {
     for (int fd : dups_) ::close(fd);
 }
 
+bool BrokeredOutputs::above_floor(Device& dev, const std::string& name, std::string& error) {
+    if (dev.fd >= floor_) return true;
+    const int moved = ::fcntl(dev.fd, F_DUPFD_CLOEXEC, floor_);
+    if (moved < 0) {
+        error = "Could not create '" + name + "': " + std::strerror(errno);
+        return false;
+    }
+    dups_.push_back(moved);
+    dev.fd = moved;
+    return true;
+}
+
 std::optional<Device> BrokeredOutputs::add(const std::string& name, std::string& error) {
     std::optional<Device> dev;
     const std::function<void()> job = [&] {
         error = "Could not create '" + name + "'";
         dev = real_.add(name, error);
-        if (!dev || dev->fd >= floor_) return;
-        const int moved = ::fcntl(dev->fd, F_DUPFD_CLOEXEC, floor_);
-        if (moved < 0) {
-            error = "Could not create '" + name + "': " + std::strerror(errno);
-            dev.reset();
-            return;
-        }
-        dups_.push_back(moved);
-        dev->fd = moved;
+        if (dev && !above_floor(*dev, name, error)) dev.reset();
     };
     broker_->call(job);
     return dev;
+}
+
+std::optional<NextImage> BrokeredOutputs::next_image(const std::vector<Record>& records, std::uint32_t image) {
+    std::optional<NextImage> next;
+    const std::function<void()> job = [&] {
+        next = real_.next_image(records, image);
+        std::string unused;
+        if (next && !above_floor(next->device, "backing file", unused)) next.reset();
+    };
+    broker_->call(job);
+    return next;
 }
 
 namespace {

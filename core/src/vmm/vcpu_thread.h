@@ -43,8 +43,12 @@ public:
     ~BrokeredOutputs() override;
     void attach(Broker& broker) { broker_ = &broker; }
     std::optional<Device> add(const std::string& name, std::string& error) override;
+    std::optional<NextImage> next_image(const std::vector<Record>& records, std::uint32_t image) override;
 
 private:
+    // On the caller's thread: `dev`'s descriptor moved to at least the floor (the vCPU thread's
+    // seccomp filter lets it reach descriptors from there on). False: `error` says why.
+    bool above_floor(Device& dev, const std::string& name, std::string& error);
     Broker* broker_ = nullptr;
     OutputFiles& real_;
     int floor_;
