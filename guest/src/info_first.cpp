@@ -98,6 +98,7 @@ constexpr uint32_t INFO_FIRST_MAX_LEVELS = 64; // the host's MAX_CHAIN_DEPTH
 struct Level {
     instar_convert_image entry;
     uint64_t allocated;
+    uint64_t size; // its virtual size, as its inspection reported it
 };
 Level g_levels[INSTAR_INFO_FIRST_MAX_IMAGES][INFO_FIRST_MAX_LEVELS];
 uint32_t g_level_count[INSTAR_INFO_FIRST_MAX_IMAGES];
@@ -154,6 +155,13 @@ Status append_info_first_chains(uint32_t tops, instar_convert_image** images, co
     return Status::Ok;
 }
 
+bool backing_size_from_info(uint32_t image, uint64_t* size) {
+    if (image >= INSTAR_INFO_FIRST_MAX_IMAGES || g_level_count[image] == 0)
+        return false;
+    *size = g_levels[image][0].size;
+    return true;
+}
+
 Status inspect_first(const ModuleOps& ops, BlockDevice& image, uint64_t length, bool force, bool no_key,
                      uint32_t qemu_version, InfoFirstResult* out) {
     if (ops.info == nullptr)
@@ -191,11 +199,45 @@ Status inspect_and_end(const ModuleOps& ops, BlockDevice& image, bool force, boo
                        InfoFirstResult* out) {
     if (const Status st = inspect_first(ops, image, image.size(), force, no_key, qemu_version, out); st != Status::Ok)
         return st;
+    return end_inspection();
+}
+
+} // namespace
+
+Status end_inspection() {
     static constexpr uint8_t NOTHING = 0;
     return services().send_record(INSTAR_REC_INFO_END, &NOTHING, 0);
 }
 
-} // namespace
+Status inspect_backing_chain(uint32_t image, uint32_t qemu_version, const InfoFirstResult& top, bool* ends) {
+    *ends = top.lone;
+    bool backed = top.backing_only;
+    g_level_count[image] = 0;
+    while (!*ends && backed && g_level_count[image] < INFO_FIRST_MAX_LEVELS) {
+        uint32_t how = 0;
+        uint64_t allocated = 0;
+        const int64_t index = hc_next_image(image, &how, &allocated);
+        if (index < 0)
+            return Status::Ok; // the host did not open it here: its ordinary path will
+        const uint32_t module_index = how & INSTAR_NEXT_IMAGE_MODULE_MASK;
+        const ModuleOps* next_ops = module(module_index);
+        BlockDevice* next = attach_device(static_cast<uint32_t>(index));
+        if (next_ops == nullptr || next == nullptr)
+            return Status::Invalid;
+        InfoFirstResult level{};
+        if (const Status st = inspect_and_end(*next_ops, *next, (how & INSTAR_NEXT_IMAGE_FORCE) != 0,
+                                              (how & INSTAR_NEXT_IMAGE_NO_KEY) != 0, qemu_version, &level);
+            st != Status::Ok)
+            return st;
+        const uint32_t cluster = static_cast<uint32_t>(level.cluster_size < UINT32_MAX ? level.cluster_size : UINT32_MAX);
+        g_levels[image][g_level_count[image]++] = Level{
+            instar_convert_image{module_index, static_cast<uint32_t>(index), 0, 0, INSTAR_CONVERT_NO_BACKING, cluster},
+            allocated, level.size};
+        *ends = level.lone;
+        backed = level.backing_only;
+    }
+    return Status::Ok;
+}
 
 Status info_first_op(const uint8_t* arg, uint32_t arg_len) {
     instar_info_first_arg a{};
@@ -247,32 +289,9 @@ Status info_first_op(const uint8_t* arg, uint32_t arg_len) {
             st != Status::Ok)
             return st;
         bool ends = r.lone;
-        bool backed = r.backing_only && (a.flags & INSTAR_INFO_FIRST_CHAINS) != 0;
-        g_level_count[i] = 0;
-        while (!ends && backed && g_level_count[i] < INFO_FIRST_MAX_LEVELS) {
-            uint32_t how = 0;
-            uint64_t allocated = 0;
-            const int64_t index = hc_next_image(i, &how, &allocated);
-            if (index < 0)
-                break; // the host did not open it here: its ordinary path will
-            const uint32_t module_index = how & INSTAR_NEXT_IMAGE_MODULE_MASK;
-            const ModuleOps* next_ops = module(module_index);
-            BlockDevice* next = attach_device(static_cast<uint32_t>(index));
-            if (next_ops == nullptr || next == nullptr)
-                return Status::Invalid;
-            InfoFirstResult level{};
-            if (const Status st = inspect_and_end(*next_ops, *next, (how & INSTAR_NEXT_IMAGE_FORCE) != 0,
-                                                  (how & INSTAR_NEXT_IMAGE_NO_KEY) != 0, a.qemu_version, &level);
-                st != Status::Ok)
+        if (!ends && (a.flags & INSTAR_INFO_FIRST_CHAINS) != 0)
+            if (const Status st = inspect_backing_chain(i, a.qemu_version, r, &ends); st != Status::Ok)
                 return st;
-            const uint32_t cluster =
-                static_cast<uint32_t>(level.cluster_size < UINT32_MAX ? level.cluster_size : UINT32_MAX);
-            g_levels[i][g_level_count[i]++] = Level{
-                instar_convert_image{module_index, static_cast<uint32_t>(index), 0, 0, INSTAR_CONVERT_NO_BACKING, cluster},
-                allocated};
-            ends = level.lone;
-            backed = level.backing_only;
-        }
         alone = alone && ends && r.size <= a.max_virtual_size;
     }
     // Not started: Ok says the inspections themselves succeeded (the host reuses them).

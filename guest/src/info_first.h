@@ -26,6 +26,20 @@ struct InfoFirstResult {
 Status inspect_first(const ModuleOps& ops, BlockDevice& image, uint64_t length, bool force, bool no_key,
                      uint32_t qemu_version, InfoFirstResult* out);
 
+// An inspection's INSTAR_REC_INFO records closed (INSTAR_REC_INFO_END), where a run has several.
+Status end_inspection();
+
+// After image `image`'s own inspection `top` (its records closed by end_inspection()), when the host
+// allows chains (INSTAR_INFO_FIRST_CHAINS, INSTAR_EDIT_INFO_CHAINS): asks the host for each backing
+// file (INSTAR_HC_NEXT_IMAGE) and inspects it the same way, until a level names no other file
+// (*ends: the command may run here) or the host does not open one (*ends false, Ok). Another status:
+// an inspection failed (its records say why).
+Status inspect_backing_chain(uint32_t image, uint32_t qemu_version, const InfoFirstResult& top, bool* ends);
+
+// The virtual size of image `image`'s backing file as inspect_backing_chain inspected it; false when
+// it inspected none.
+bool backing_size_from_info(uint32_t image, uint64_t* size);
+
 // INSTAR_OP_INFO_FIRST (docs/guest-abi.md).
 Status info_first_op(const uint8_t* arg, uint32_t arg_len);
 

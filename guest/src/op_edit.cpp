@@ -71,8 +71,9 @@ private:
     size_t text_sent_ = 0;
 };
 
-// Resolves RESIZE_FROM_INFO against the size info reported; false when qemu-img's checks fail
-// (the host then prints their messages on its ordinary path).
+// Resolves RESIZE_FROM_INFO against the size info reported (and the backing file's, when the run
+// inspected the chain: qemu zeroes the grown area an overlay's backing reaches into); false when
+// qemu-img's checks fail (the host then prints their messages on its ordinary path).
 bool resolve_resize(uint8_t* args, uint32_t len, uint64_t current) {
     ResizeArgs r{};
     if (len != sizeof r)
@@ -91,6 +92,8 @@ bool resolve_resize(uint8_t* args, uint32_t len, uint64_t current) {
     r.new_size = static_cast<uint64_t>(total);
     r.old_size = current;
     r.flags &= ~(RESIZE_FROM_INFO | RESIZE_GROW_BY | RESIZE_SHRINK_BY);
+    if (backing_size_from_info(0, &r.backing_size))
+        r.flags |= RESIZE_HAS_BACKING;
     __builtin_memcpy(args, &r, sizeof r);
     return true;
 }
@@ -109,8 +112,8 @@ Status edit_op(const uint8_t* arg, uint32_t arg_len) {
     BlockDevice* image = device(0);
     BlockDevice* plan = a.plan_device < device_count() ? device(a.plan_device) : nullptr;
     const uint64_t lengths_bytes = (static_cast<uint64_t>(a.file_count) + 1) * sizeof(uint64_t);
-    constexpr uint32_t KNOWN_FLAGS =
-        INSTAR_EDIT_WRITE | INSTAR_EDIT_INFO_FIRST | INSTAR_EDIT_INFO_FORCE | INSTAR_EDIT_INFO_NO_KEY | INSTAR_EDIT_SECRETS;
+    constexpr uint32_t KNOWN_FLAGS = INSTAR_EDIT_WRITE | INSTAR_EDIT_INFO_FIRST | INSTAR_EDIT_INFO_FORCE |
+                                     INSTAR_EDIT_INFO_NO_KEY | INSTAR_EDIT_SECRETS | INSTAR_EDIT_INFO_CHAINS;
     if (ops == nullptr || image == nullptr || plan == nullptr || (a.flags & ~KNOWN_FLAGS) != 0 ||
         a.file_count > INSTAR_MAX_DEVICES || a.extra_count > INSTAR_MAX_DEVICES ||
         static_cast<uint64_t>(a.file_count) + a.extra_count + 1 > a.plan_device || a.args_len > EDIT_MAX_ARGS ||
@@ -151,8 +154,18 @@ Status edit_op(const uint8_t* arg, uint32_t arg_len) {
                               (a.flags & INSTAR_EDIT_INFO_NO_KEY) != 0, a.qemu_version, &first);
             st != Status::Ok)
             return st;
+        // With INSTAR_EDIT_INFO_CHAINS the backing chain is opened as the command opens it (the
+        // inspections each closed by INSTAR_REC_INFO_END); the edit itself changes the image alone.
+        bool ends = first.lone;
+        if ((a.flags & INSTAR_EDIT_INFO_CHAINS) != 0) {
+            if (const Status st = end_inspection(); st != Status::Ok)
+                return st;
+            if (!ends)
+                if (const Status st = inspect_backing_chain(0, a.qemu_version, first, &ends); st != Status::Ok)
+                    return st;
+        }
         // Not started: Ok says the inspection itself succeeded (the host reuses it).
-        if (!first.lone)
+        if (!ends)
             return Status::Ok;
         if (static_cast<EditCommand>(a.command) == EditCommand::Resize && !resolve_resize(args, a.args_len, first.size))
             return Status::Ok;

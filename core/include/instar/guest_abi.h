@@ -566,6 +566,11 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_check_result) == 88, "check result layout
 #define INSTAR_EDIT_INFO_FORCE 4u
 /* INSTAR_EDIT_INFO_FIRST: no key-secret names a key for the image (INSTAR_INFO_NO_KEY's meaning). */
 #define INSTAR_EDIT_INFO_NO_KEY 32u
+/* INSTAR_EDIT_INFO_FIRST for a command that opens the backing chain (resize, snapshot): each
+ * inspection's records are closed by INSTAR_REC_INFO_END, and an image whose only reference is a
+ * backing file does not stop the run: its backing files are asked for and inspected as
+ * INSTAR_INFO_FIRST_CHAINS does (INSTAR_HC_NEXT_IMAGE), the edit starting when the chain ends. */
+#define INSTAR_EDIT_INFO_CHAINS 64u
 /* INSTAR_EDIT_SECRETS: device plan_device + 1 is a secrets device (struct instar_secret_table, as
  * convert's), whose entry indices are the command's (instar/guest/edit_api.h EDIT_SECRET_*: the image's
  * key and amend's new and old key-slot passphrases). Absent: no secrets (the flag keeps the

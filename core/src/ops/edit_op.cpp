@@ -208,21 +208,31 @@ Expected<EditReport> run_edit(const EditCall& call, const vmm::SandboxConfig& sa
     if (!run)
         return Error{run.error().message};
     std::vector<std::uint8_t> info;
+    std::vector<std::vector<std::uint8_t>> infos(1);
     if ((call.flags & INSTAR_EDIT_INFO_FIRST) != 0) {
+        // Untrusted. With INSTAR_EDIT_INFO_CHAINS each inspection ends with INSTAR_REC_INFO_END.
+        const bool chains = (call.flags & INSTAR_EDIT_INFO_CHAINS) != 0;
         std::vector<vmm::Record> edit_records;
         for (auto& rec : run->records) {
             if (rec.type == INSTAR_REC_INFO)
-                info.insert(info.end(), rec.data.begin(), rec.data.end());
+                infos.back().insert(infos.back().end(), rec.data.begin(), rec.data.end());
+            else if (chains && rec.type == INSTAR_REC_INFO_END && rec.data.empty() && edit_records.empty())
+                infos.emplace_back();
             else
                 edit_records.push_back(std::move(rec));
         }
         run->records = std::move(edit_records);
+        if (chains && infos.back().empty() && infos.size() > 1)
+            infos.pop_back(); // the last inspection was closed
+        info = infos.front();
     }
     auto report = decode_edit_records(run->records);
     if (!report)
         return Error{report.error()};
     report->status = static_cast<guest::Status>(run->exit_status);
     report->info = std::move(info);
+    if ((call.flags & INSTAR_EDIT_INFO_CHAINS) != 0)
+        report->infos = std::move(infos);
     // The file length the host could not set (raw, luks): qemu names the errno.
     if (run->host_errno != 0 && report->reason == guest::RESIZE_FILE_REFUSED)
         report->reason = std::string("Could not resize file: ") + std::strerror(run->host_errno);
@@ -252,6 +262,19 @@ Expected<bool> try_quick_edit(const QuickEdit& quick, const PluginRegistry& plug
     call.outputs = quick.outputs;
     call.flags = INSTAR_EDIT_INFO_FIRST | (eo.format ? INSTAR_EDIT_INFO_FORCE : 0u) |
                  (eo.opens_without_key ? INSTAR_EDIT_INFO_NO_KEY : 0u);
+    // A command that opens the backing chain (resize, snapshot) opens it in this start too, where
+    // every level is a plain image of the top's format (info_first.h's ChainFiles).
+    QuickRead walk;
+    walk.images = {io};
+    const FirstImage* firsts[1] = {&first};
+    std::vector<std::string> modules;
+    if (auto m = guest_module_path(*first.plugin))
+        modules.push_back(*m);
+    ChainFiles chain_files(walk, firsts, plugins, modules, quick.outputs);
+    if (io.backing_chain && !modules.empty()) {
+        call.flags |= INSTAR_EDIT_INFO_CHAINS;
+        call.outputs = &chain_files;
+    }
     auto ran = run_edit(call, sandbox, qemu_version);
     if (!ran)
         return Error{ran.error()};
@@ -261,8 +284,15 @@ Expected<bool> try_quick_edit(const QuickEdit& quick, const PluginRegistry& plug
         return false;
     }
     io.top = &first.file;
-    if (auto ok = open_inspected(ran->info, first, io, plugins, chain); !ok)
+    if ((call.flags & INSTAR_EDIT_INFO_CHAINS) != 0) {
+        if (ran->infos.size() != chain_files.total_inspections())
+            return Error{"the sandbox sent " + std::to_string(ran->infos.size()) + " inspections for " +
+                         std::to_string(chain_files.total_inspections()) + " images"};
+        if (auto ok = chain_files.replay(0, ran->infos, chain, nullptr); !ok)
+            return Error{ok.error()};
+    } else if (auto ok = open_inspected(ran->info, first, io, plugins, chain); !ok) {
         return Error{ok.error()};
+    }
     report = std::move(*ran);
     return true;
 }

@@ -67,6 +67,8 @@ struct EditReport {
     std::vector<std::pair<std::uint32_t, std::vector<std::uint8_t>>> data; // the command's own records
     bool started = false;           // INSTAR_EDIT_INFO_FIRST: the guest began the edit
     std::vector<std::uint8_t> info; // INSTAR_EDIT_INFO_FIRST: the info token stream it sent first
+    // INSTAR_EDIT_INFO_CHAINS: every inspection's stream, top first (`info` is the first).
+    std::vector<std::vector<std::uint8_t>> infos;
 };
 
 Expected<EditReport> run_edit(const EditCall& call, const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version);

@@ -132,138 +132,112 @@ Expected<Inspections> split_inspections(const std::vector<vmm::Record>& records,
     return out;
 }
 
-// What the host handed the guest for one backing file: the file (a descriptor of its own) and how
-// the guest was told to inspect it.
-struct GivenLevel {
-    OpenedFile file;
-    const LoadedPlugin* plugin = nullptr;
-    std::uint32_t flags = 0; // INSTAR_INFO_FORCE | INSTAR_INFO_NO_KEY
-};
+} // namespace
 
-// Opens the backing files an INSTAR_INFO_FIRST_CHAINS guest asks for. Each answer replays the
-// command's walk (open_chain, or QuickRead::walk) over the inspections the guest sent so far, so every
-// rule of the ordinary path (the path policy, the probe or the named format, loops, depth, the keys)
-// decides the next file exactly as there; the walk's request for one more inspection is the file to
-// give. Anything else (an error, a format whose module is not in the run, extra files) is no answer:
-// the guest stops and the command takes its ordinary path, which words the error.
-class ChainFiles final : public vmm::OutputFiles {
-public:
-    ChainFiles(const QuickRead& quick, const FirstImage* const* firsts, const PluginRegistry& plugins,
-               const std::vector<std::string>& modules)
-        : quick_(quick), firsts_(firsts), plugins_(plugins), modules_(modules), given_(quick.images.size()) {}
-    ~ChainFiles() override {
-        for (auto& levels : given_)
-            for (auto& g : levels)
-                close_file(g.file);
-    }
-    std::optional<vmm::Device> add(const std::string&, std::string& error) override {
-        error = "this operation adds no files";
+ChainFiles::ChainFiles(const QuickRead& quick, const FirstImage* const* firsts, const PluginRegistry& plugins,
+                       const std::vector<std::string>& modules, vmm::OutputFiles* adds)
+    : quick_(quick), firsts_(firsts), plugins_(plugins), modules_(modules), adds_(adds), given_(quick.images.size()) {}
+
+ChainFiles::~ChainFiles() {
+    for (auto& levels : given_)
+        for (auto& g : levels)
+            close_file(g.file);
+}
+
+std::optional<vmm::Device> ChainFiles::add(const std::string& name, std::string& error) {
+    if (adds_ != nullptr)
+        return adds_->add(name, error);
+    error = "this operation adds no files";
+    return std::nullopt;
+}
+
+std::optional<vmm::NextImage> ChainFiles::next_image(const std::vector<vmm::Record>& records, std::uint32_t image) {
+    if (image >= given_.size())
+        return std::nullopt;
+    auto split = split_inspections(records, total_inspections());
+    if (!split || split->started || split->ended != split->info.size() || split->ended != end_of(image))
+        return std::nullopt;
+    const std::vector<std::vector<std::uint8_t>> own(split->info.begin() + static_cast<std::ptrdiff_t>(first_of(image)),
+                                                     split->info.end());
+    std::optional<GivenLevel> asked;
+    OpenedChain chain;
+    auto replayed = replay(image, own, chain, &asked);
+    if (replayed || !asked)
+        return std::nullopt;
+    // A level of the top's own format: its module is in the run, and a plan's per-entry facts
+    // about the format (map's style, compare's flags) are the top's (*_CHAIN_FROM_INFO).
+    const auto path = guest_module_path(*asked->plugin);
+    const auto known = path ? std::find(modules_.begin(), modules_.end(), *path) : modules_.end();
+    if (asked->plugin != firsts_[image]->plugin || known == modules_.end()) {
+        close_file(asked->file);
         return std::nullopt;
     }
-    std::optional<vmm::NextImage> next_image(const std::vector<vmm::Record>& records, std::uint32_t image) override {
-        if (image >= given_.size())
-            return std::nullopt;
-        auto split = split_inspections(records, total_inspections());
-        if (!split || split->started || split->ended != split->info.size() || split->ended != end_of(image))
-            return std::nullopt;
-        const std::vector<std::vector<std::uint8_t>> own(
-            split->info.begin() + static_cast<std::ptrdiff_t>(first_of(image)), split->info.end());
-        std::optional<GivenLevel> asked;
-        OpenedChain chain;
-        auto replayed = replay(image, own, chain, &asked);
-        if (replayed || !asked)
-            return std::nullopt;
-        // A level of the top's own format: its module is in the run, and a plan's per-entry facts
-        // about the format (map's style, compare's flags) are the top's (*_CHAIN_FROM_INFO).
-        const auto path = guest_module_path(*asked->plugin);
-        const auto known = path ? std::find(modules_.begin(), modules_.end(), *path) : modules_.end();
-        if (asked->plugin != firsts_[image]->plugin || known == modules_.end()) {
-            close_file(asked->file);
-            return std::nullopt;
-        }
-        vmm::NextImage next;
-        next.device = vmm::Device{asked->file.fd, asked->file.size, false};
-        next.allocated = asked->file.allocated;
-        next.module_flags = static_cast<std::uint32_t>(known - modules_.begin()) |
-                            ((asked->flags & INSTAR_INFO_FORCE) != 0 ? INSTAR_NEXT_IMAGE_FORCE : 0u) |
-                            ((asked->flags & INSTAR_INFO_NO_KEY) != 0 ? INSTAR_NEXT_IMAGE_NO_KEY : 0u);
-        given_[image].push_back(std::move(*asked));
-        return next;
-    }
+    vmm::NextImage next;
+    next.device = vmm::Device{asked->file.fd, asked->file.size, false};
+    next.allocated = asked->file.allocated;
+    next.module_flags = static_cast<std::uint32_t>(known - modules_.begin()) |
+                        ((asked->flags & INSTAR_INFO_FORCE) != 0 ? INSTAR_NEXT_IMAGE_FORCE : 0u) |
+                        ((asked->flags & INSTAR_INFO_NO_KEY) != 0 ? INSTAR_NEXT_IMAGE_NO_KEY : 0u);
+    given_[image].push_back(std::move(*asked));
+    return next;
+}
 
-    // Every inspection the guest sends before its operation: each image and the backing files given.
-    std::size_t total_inspections() const { return end_of(given_.size() - 1); }
-    // The index just past image `image`'s inspections, and of its first (its own).
-    std::size_t end_of(std::size_t image) const {
-        std::size_t n = 0;
-        for (std::size_t i = 0; i <= image; ++i)
-            n += 1 + given_[i].size();
-        return n;
-    }
-    std::size_t first_of(std::size_t image) const { return end_of(image) - (given_[image].size() + 1); }
+std::size_t ChainFiles::total_inspections() const { return end_of(given_.size() - 1); }
 
-    // The walk for image `image` over its inspections `own` (the top's first). Each inspection is
-    // served only for the file it was made of; `asked` (when given) receives the one more that the
-    // walk wanted, which ends the replay.
-    Expected<bool> replay(std::size_t image, const std::vector<std::vector<std::uint8_t>>& own, OpenedChain& chain,
-                          std::optional<GivenLevel>* asked) const {
-        const FirstImage& top = *firsts_[image];
-        const InfoOptions& opts0 = quick_.images[image];
-        const auto& given = given_[image];
-        const char* refusal = asked != nullptr ? NOT_HERE : CHANGED;
-        std::size_t served = 0;
-        GuestInfoRunner runner = [&](const std::vector<const LoadedPlugin*>& candidates, std::uint32_t flags,
-                                     const OpenedFile& file, const std::vector<OpenedFile>& files)
-            -> Expected<GuestInfoResult> {
-            const std::size_t level = served++;
-            const bool force = (flags & INSTAR_INFO_FORCE) != 0;
-            if (candidates.size() != 1 || !files.empty())
-                return Error{refusal};
-            if (level < own.size()) {
-                const bool same = level == 0
-                                      ? candidates.front() == top.plugin && force == opts0.format.has_value()
-                                      : level - 1 < given.size() && candidates.front() == given[level - 1].plugin &&
-                                            flags == given[level - 1].flags && same_file(file, given[level - 1].file);
-                if (!same)
-                    return Error{refusal};
-                auto decoded = decode_info(own[level], true);
-                if (!decoded)
-                    return Error{decoded.error()};
-                GuestInfoResult result;
-                result.info = std::move(*decoded);
-                return result;
-            }
-            if (asked != nullptr && level == own.size()) {
-                auto copy = duplicate(file);
-                if (!copy)
-                    return Error{refusal};
-                *asked = GivenLevel{*copy, candidates.front(), flags & (INSTAR_INFO_FORCE | INSTAR_INFO_NO_KEY)};
-            }
+std::size_t ChainFiles::end_of(std::size_t image) const {
+    std::size_t n = 0;
+    for (std::size_t i = 0; i <= image; ++i)
+        n += 1 + given_[i].size();
+    return n;
+}
+
+std::size_t ChainFiles::first_of(std::size_t image) const { return end_of(image) - (given_[image].size() + 1); }
+
+Expected<bool> ChainFiles::replay(std::size_t image, const std::vector<std::vector<std::uint8_t>>& own,
+                                  OpenedChain& chain, std::optional<GivenLevel>* asked) const {
+    const FirstImage& top = *firsts_[image];
+    const InfoOptions& opts0 = quick_.images[image];
+    const auto& given = given_[image];
+    const char* refusal = asked != nullptr ? NOT_HERE : CHANGED;
+    std::size_t served = 0;
+    GuestInfoRunner runner = [&](const std::vector<const LoadedPlugin*>& candidates, std::uint32_t flags,
+                                 const OpenedFile& file, const std::vector<OpenedFile>& files) -> Expected<GuestInfoResult> {
+        const std::size_t level = served++;
+        const bool force = (flags & INSTAR_INFO_FORCE) != 0;
+        if (candidates.size() != 1 || !files.empty())
             return Error{refusal};
-        };
-        InfoOptions opts = opts0;
-        opts.top = &top.file;
-        auto walked = quick_.walk ? quick_.walk(image, opts, runner, chain) : open_chain(opts, plugins_, runner, chain);
-        if (walked && served != own.size())
-            return Error{CHANGED};
-        return walked;
-    }
+        if (level < own.size()) {
+            const bool same = level == 0 ? candidates.front() == top.plugin && force == opts0.format.has_value()
+                                         : level - 1 < given.size() && candidates.front() == given[level - 1].plugin &&
+                                               flags == given[level - 1].flags && same_file(file, given[level - 1].file);
+            if (!same)
+                return Error{refusal};
+            auto decoded = decode_info(own[level], true);
+            if (!decoded)
+                return Error{decoded.error()};
+            GuestInfoResult result;
+            result.info = std::move(*decoded);
+            return result;
+        }
+        if (asked != nullptr && level == own.size()) {
+            auto copy = duplicate(file);
+            if (!copy)
+                return Error{refusal};
+            *asked = GivenLevel{*copy, candidates.front(), flags & (INSTAR_INFO_FORCE | INSTAR_INFO_NO_KEY)};
+        }
+        return Error{refusal};
+    };
+    InfoOptions opts = opts0;
+    opts.top = &top.file;
+    auto walked = quick_.walk ? quick_.walk(image, opts, runner, chain) : open_chain(opts, plugins_, runner, chain);
+    if (walked && served != own.size())
+        return Error{CHANGED};
+    return walked;
+}
 
-private:
-    static constexpr const char* NOT_HERE = "(not opened in this start)";
-    static constexpr const char* CHANGED = "the image changed while it was being inspected";
-    static bool same_file(const OpenedFile& a, const OpenedFile& b) {
-        return a.device == b.device && a.inode == b.inode && a.size == b.size;
-    }
-
-    const QuickRead& quick_;
-    const FirstImage* const* firsts_;
-    const PluginRegistry& plugins_;
-    const std::vector<std::string>& modules_;
-    std::vector<std::vector<GivenLevel>> given_; // per image, the backing files given, top down
-};
-
-} // namespace
+bool ChainFiles::same_file(const OpenedFile& a, const OpenedFile& b) {
+    return a.device == b.device && a.inode == b.inode && a.size == b.size;
+}
 
 Expected<std::optional<vmm::RunResult>> try_quick_read(const QuickRead& quick, const PluginRegistry& plugins,
                                                        const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version,

@@ -87,6 +87,56 @@ struct QuickRead {
     // When the guest inspected but did not go on: each image's inspection, where it succeeded.
     std::vector<std::optional<PrefetchedInfo>>* prefetched = nullptr;
 };
+// Opens the backing files an INSTAR_INFO_FIRST_CHAINS (or INSTAR_EDIT_INFO_CHAINS) guest asks for.
+// Each answer replays the command's walk (open_chain, or QuickRead::walk) over the inspections the
+// guest sent so far, so every rule of the ordinary path (the path policy, the probe or the named
+// format, loops, depth, the keys) decides the next file exactly as there; the walk's request for one
+// more inspection is the file to give. Anything else (an error, a level of another format than its
+// top's, extra files) is no answer: the guest stops and the command takes its ordinary path, which
+// words the error. Added files (ADD_FILE) go to `adds` (nullptr: refused).
+class ChainFiles final : public vmm::OutputFiles {
+public:
+    // What the host handed the guest for one backing file: the file (a descriptor of its own) and
+    // how the guest was told to inspect it.
+    struct GivenLevel {
+        OpenedFile file;
+        const LoadedPlugin* plugin = nullptr;
+        std::uint32_t flags = 0; // INSTAR_INFO_FORCE | INSTAR_INFO_NO_KEY
+    };
+    // `quick.images[i]` is image i as the ordinary path opens it, `firsts[i]` as opened for the run;
+    // `modules` the run's modules. All must outlive this object.
+    ChainFiles(const QuickRead& quick, const FirstImage* const* firsts, const PluginRegistry& plugins,
+               const std::vector<std::string>& modules, vmm::OutputFiles* adds = nullptr);
+    ~ChainFiles() override;
+    ChainFiles(const ChainFiles&) = delete;
+    ChainFiles& operator=(const ChainFiles&) = delete;
+    std::optional<vmm::Device> add(const std::string& name, std::string& error) override;
+    std::optional<vmm::NextImage> next_image(const std::vector<vmm::Record>& records, std::uint32_t image) override;
+
+    // Every inspection the guest sends before its operation: each image and the backing files given.
+    std::size_t total_inspections() const;
+    // The index just past image `image`'s inspections, and of its first (its own).
+    std::size_t end_of(std::size_t image) const;
+    std::size_t first_of(std::size_t image) const;
+    // The walk for image `image` over its inspections `own` (the top's first). Each inspection is
+    // served only for the file it was made of; `asked` (when given) receives the one more that the
+    // walk wanted, which ends the replay. Without `asked`, the chain as the ordinary path opens it.
+    Expected<bool> replay(std::size_t image, const std::vector<std::vector<std::uint8_t>>& own, OpenedChain& chain,
+                          std::optional<GivenLevel>* asked) const;
+
+private:
+    static constexpr const char* NOT_HERE = "(not opened in this start)";
+    static constexpr const char* CHANGED = "the image changed while it was being inspected";
+    static bool same_file(const OpenedFile& a, const OpenedFile& b);
+
+    const QuickRead& quick_;
+    const FirstImage* const* firsts_;
+    const PluginRegistry& plugins_;
+    const std::vector<std::string>& modules_;
+    vmm::OutputFiles* adds_;
+    std::vector<std::vector<GivenLevel>> given_; // per image, the backing files given, top down
+};
+
 // nullopt: the command did not run (take the ordinary path); else its run (the inspections' records
 // removed), with `chains` (one per image) opened as open_chain would have.
 Expected<std::optional<vmm::RunResult>> try_quick_read(const QuickRead& quick, const PluginRegistry& plugins,
