@@ -23,6 +23,7 @@ Qcow2Map::~Qcow2Map() {
 Status Qcow2Map::init() {
     const uint64_t table = uint64_t{g_.l2_entry_bytes} << g_.l2_bits; // one L2 table: a cluster
     slice_bytes_ = table < QCOW2_L2_SLICE_BYTES ? static_cast<size_t>(table) : QCOW2_L2_SLICE_BYTES;
+    table_slices_ = table / slice_bytes_;
     l1_window_ = static_cast<uint64_t*>(alloc_.allocate(QCOW2_L1_WINDOW_ENTRIES * sizeof(uint64_t), 16));
     slices_ = static_cast<uint8_t*>(alloc_.allocate(slice_bytes_ * QCOW2_L2_CACHE_SLICES, 16));
     if (l1_window_ == nullptr || slices_ == nullptr)
@@ -61,24 +62,42 @@ Status Qcow2Map::l1_entry(uint64_t index, uint64_t* out) {
 }
 
 Status Qcow2Map::l2_slice(uint64_t table, uint64_t index, const uint8_t** out) {
-    Slot* victim = &slots_[0];
     for (Slot& s : slots_) {
         if (s.used != 0 && s.table == table && s.index == index) {
             s.used = ++clock_;
             *out = s.data;
             return Status::Ok;
         }
-        if (s.used < victim->used)
-            victim = &s;
     }
-    victim->used = 0;
-    const Status st = read_zero_padded(image_, table + index * slice_bytes_, victim->data, slice_bytes_);
+    // A miss: the least recently used group of slots (by its most recent slot) takes this slice and
+    // the ones after it in the table, read at once (their slots are adjacent in slices_).
+    uint32_t group = 0;
+    uint64_t oldest = UINT64_MAX;
+    for (uint32_t g = 0; g < QCOW2_L2_CACHE_SLICES; g += QCOW2_L2_READ_SLICES) {
+        uint64_t recent = 0;
+        for (uint32_t k = 0; k < QCOW2_L2_READ_SLICES; ++k)
+            recent = slots_[g + k].used > recent ? slots_[g + k].used : recent;
+        if (recent < oldest) {
+            oldest = recent;
+            group = g;
+        }
+    }
+    const uint64_t left = index < table_slices_ ? table_slices_ - index : 1;
+    const uint32_t count = left < QCOW2_L2_READ_SLICES ? static_cast<uint32_t>(left) : QCOW2_L2_READ_SLICES;
+    for (uint32_t k = 0; k < QCOW2_L2_READ_SLICES; ++k)
+        slots_[group + k].used = 0;
+    const Status st = read_zero_padded(image_, table + index * slice_bytes_, slots_[group].data, count * slice_bytes_);
     if (st != Status::Ok)
         return st;
-    victim->table = table;
-    victim->index = index;
-    victim->used = ++clock_;
-    *out = victim->data;
+    for (uint32_t k = 0; k < count; ++k) {
+        Slot& s = slots_[group + k];
+        s.table = table;
+        s.index = index + k;
+        s.used = ++clock_;
+    }
+    // The slice asked for is the most recent of its group.
+    slots_[group].used = ++clock_;
+    *out = slots_[group].data;
     return Status::Ok;
 }
 

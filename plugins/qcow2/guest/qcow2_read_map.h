@@ -25,6 +25,11 @@ inline constexpr uint32_t QCOW2_L2_SLICE_BYTES = 4096;
 // Slices kept: 128 KiB of L2 metadata whatever the image's size, enough for a sequential walk and
 // for reads that alternate between a few regions.
 inline constexpr uint32_t QCOW2_L2_CACHE_SLICES = 32;
+// A miss reads this many consecutive slices of its table (within the table) into one group of
+// slots, in one device read: qemu reads a whole L2 table per miss (its default cache entry is a
+// cluster), and a walk over a 64 KiB table in 4 KiB reads cost 16 exits, ~1 ms under kvm-pvm.
+inline constexpr uint32_t QCOW2_L2_READ_SLICES = 8;
+static_assert(QCOW2_L2_CACHE_SLICES % QCOW2_L2_READ_SLICES == 0, "the cache holds whole groups");
 
 inline constexpr uint64_t L1E_OFFSET_MASK = 0x00fffffffffffe00ull;
 inline constexpr uint64_t L2E_OFFSET_MASK = 0x00fffffffffffe00ull;
@@ -109,6 +114,7 @@ private:
     uint32_t l1_window_count_ = 0;
     uint8_t* slices_ = nullptr;
     size_t slice_bytes_ = 0;
+    uint64_t table_slices_ = 1; // slices in one L2 table
     Slot slots_[QCOW2_L2_CACHE_SLICES];
     uint64_t clock_ = 0;
 };

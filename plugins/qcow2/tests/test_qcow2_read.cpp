@@ -394,6 +394,22 @@ TEST_CASE("qcow2 read: runs continue across L2 tables, empty L1 ranges are one e
     CHECK(calls <= 4);
 }
 
+TEST_CASE("qcow2 read: a walk reads each L2 table in groups of slices, not slice by slice") {
+    Image img(16, 1u << 30); // 64 KiB clusters: one L2 table (16 slices of 4 KiB) maps 512 MiB
+    const std::uint64_t t0 = img.alloc();
+    img.l1(0, t0);
+    const std::uint64_t d = img.alloc(1);
+    for (std::uint32_t i = 0; i < 8192; i += 2)
+        img.l2(t0, i, d); // every other cluster: a run per entry, so the walk visits every slice
+    Opened o(img.bytes());
+    REQUIRE(o.status == Status::Ok);
+    const std::uint64_t before = o.dev.reads();
+    for (std::uint64_t off = 0; off < o.reader->virtual_size();)
+        off += o.status_at(off).length;
+    // 16 slices in groups of QCOW2_L2_READ_SLICES: two reads (an L1 window read at most besides).
+    CHECK(o.dev.reads() - before <= 16 / qcow2::QCOW2_L2_READ_SLICES + 1);
+}
+
 TEST_CASE("qcow2 read: zlib compressed clusters") {
     Image img(12, 1u << 20);
     const std::uint64_t l2 = img.alloc();
