@@ -149,6 +149,10 @@ def detached_header_cases(instar, d, src):
     cases = [('info', ['info', '--image-opts', opts]),
              ('info --output=json', ['info', '--output=json', '--image-opts', opts]),
              ('info json: with the secret', ['info', '--object', SECRET, keyed]),
+             # --backing-chain: the header is a file the top needs, so the chain is walked level by
+             # level (not in the one-start path), and JSON is still a list.
+             ('info --backing-chain', ['info', '--backing-chain', '--image-opts', opts]),
+             ('info --backing-chain --output=json', ['info', '--backing-chain', '--output=json', '--image-opts', opts]),
              ('convert', ['convert', '--object', SECRET, keyed, '-O', 'raw', 'detached.raw']),
              ('compare', ['compare', '--object', SECRET, keyed, '-F', 'raw', src]),
              ('compare --image-opts', ['compare', '--object', SECRET, '--image-opts', opts + ',key-secret=sec0',

@@ -142,7 +142,7 @@ int cmd_info(Context& ctx, std::span<const std::string> args) {
     nodes->front().filename = image_display_name(*name, nodes->front().format);
 
     if (*output == OutputFormat::Json) {
-        if (io.backing_chain && !io.header) { // (a detached LUKS header is a file the top needs: ordinary path)
+        if (io.backing_chain) {
             boost::json::array all;
             for (const auto& n : *nodes)
                 all.push_back(info_json(n, ctx.profile));
