@@ -113,7 +113,8 @@ Status edit_op(const uint8_t* arg, uint32_t arg_len) {
     BlockDevice* plan = a.plan_device < device_count() ? device(a.plan_device) : nullptr;
     const uint64_t lengths_bytes = (static_cast<uint64_t>(a.file_count) + 1) * sizeof(uint64_t);
     constexpr uint32_t KNOWN_FLAGS = INSTAR_EDIT_WRITE | INSTAR_EDIT_INFO_FIRST | INSTAR_EDIT_INFO_FORCE |
-                                     INSTAR_EDIT_INFO_NO_KEY | INSTAR_EDIT_SECRETS | INSTAR_EDIT_INFO_CHAINS;
+                                     INSTAR_EDIT_INFO_NO_KEY | INSTAR_EDIT_SECRETS | INSTAR_EDIT_INFO_CHAINS |
+                                     INSTAR_EDIT_INFO_NO_BACKING;
     if (ops == nullptr || image == nullptr || plan == nullptr || (a.flags & ~KNOWN_FLAGS) != 0 ||
         a.file_count > INSTAR_MAX_DEVICES || a.extra_count > INSTAR_MAX_DEVICES ||
         static_cast<uint64_t>(a.file_count) + a.extra_count + 1 > a.plan_device || a.args_len > EDIT_MAX_ARGS ||
@@ -156,7 +157,9 @@ Status edit_op(const uint8_t* arg, uint32_t arg_len) {
             return st;
         // With INSTAR_EDIT_INFO_CHAINS the backing chain is opened as the command opens it (the
         // inspections each closed by INSTAR_REC_INFO_END); the edit itself changes the image alone.
-        bool ends = first.lone;
+        // INSTAR_EDIT_INFO_NO_BACKING: the command never opens the backing file, so naming one is
+        // no reason to stop (bitmap).
+        bool ends = first.lone || ((a.flags & INSTAR_EDIT_INFO_NO_BACKING) != 0 && first.backing_only);
         if ((a.flags & INSTAR_EDIT_INFO_CHAINS) != 0) {
             if (const Status st = end_inspection(); st != Status::Ok)
                 return st;

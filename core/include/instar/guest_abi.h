@@ -571,6 +571,9 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_check_result) == 88, "check result layout
  * backing file does not stop the run: its backing files are asked for and inspected as
  * INSTAR_INFO_FIRST_CHAINS does (INSTAR_HC_NEXT_IMAGE), the edit starting when the chain ends. */
 #define INSTAR_EDIT_INFO_CHAINS 64u
+/* INSTAR_EDIT_INFO_FIRST for a command that opens the image without its backing chain (bitmap, as
+ * qemu-img does): a backing file among the image's references does not stop the run. */
+#define INSTAR_EDIT_INFO_NO_BACKING 128u
 /* INSTAR_EDIT_SECRETS: device plan_device + 1 is a secrets device (struct instar_secret_table, as
  * convert's), whose entry indices are the command's (instar/guest/edit_api.h EDIT_SECRET_*: the image's
  * key and amend's new and old key-slot passphrases). Absent: no secrets (the flag keeps the

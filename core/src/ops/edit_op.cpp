@@ -274,6 +274,8 @@ Expected<bool> try_quick_edit(const QuickEdit& quick, const PluginRegistry& plug
     if (io.backing_chain && !modules.empty()) {
         call.flags |= INSTAR_EDIT_INFO_CHAINS;
         call.outputs = &chain_files;
+    } else if (!io.backing_chain) {
+        call.flags |= INSTAR_EDIT_INFO_NO_BACKING; // (bitmap: qemu-img opens the image alone)
     }
     auto ran = run_edit(call, sandbox, qemu_version);
     if (!ran)
