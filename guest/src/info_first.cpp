@@ -155,6 +155,23 @@ Status append_info_first_chains(uint32_t tops, instar_convert_image** images, co
     return Status::Ok;
 }
 
+Status complete_plan_from_info(uint32_t tops, bool cluster_from_info, bool chain_from_info,
+                               instar_convert_image** images, const uint32_t** words, const uint8_t** facts,
+                               uint32_t* count) {
+    if (cluster_from_info) {
+        if (*count != tops)
+            return Status::Invalid;
+        for (uint32_t i = 0; i < tops; ++i)
+            if (const Status st = cluster_size_from_info(i, (*images)[i]); st != Status::Ok)
+                return st;
+    }
+    if (!chain_from_info)
+        return Status::Ok;
+    if (!cluster_from_info)
+        return Status::Invalid;
+    return append_info_first_chains(tops, images, words, facts, count);
+}
+
 bool backing_size_from_info(uint32_t image, uint64_t* size) {
     if (image >= INSTAR_INFO_FIRST_MAX_IMAGES || g_level_count[image] == 0)
         return false;

@@ -58,4 +58,12 @@ Status cluster_size_from_info(uint32_t image, instar_convert_image& entry);
 Status append_info_first_chains(uint32_t tops, instar_convert_image** images, const uint32_t** words,
                                 const uint8_t** facts, uint32_t* count);
 
+// A plan the host wrote before the inspections that started the operation, naming `tops` images
+// alone (map's and compare's *_CLUSTER_FROM_INFO and *_CHAIN_FROM_INFO flags): with
+// `cluster_from_info` their cluster sizes from the inspections (cluster_size_from_info), with
+// `chain_from_info` (only with the other) their backing files appended (append_info_first_chains).
+Status complete_plan_from_info(uint32_t tops, bool cluster_from_info, bool chain_from_info,
+                               instar_convert_image** images, const uint32_t** words, const uint8_t** facts,
+                               uint32_t* count);
+
 } // namespace instar::guest

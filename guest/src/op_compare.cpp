@@ -64,23 +64,13 @@ Status compare_op(const uint8_t* arg, uint32_t arg_len) {
     if ((h.flags & ~(INSTAR_COMPARE_STRICT | INSTAR_COMPARE_PROGRESS | INSTAR_COMPARE_CLUSTER_FROM_INFO |
                      INSTAR_COMPARE_CHAIN_FROM_INFO)) != 0)
         return Status::Invalid;
-    if ((h.flags & INSTAR_COMPARE_CLUSTER_FROM_INFO) != 0) {
-        // The host planned before it had the images' info: the inspections that started this run
-        // (INSTAR_OP_INFO_FIRST) know their cluster sizes, as the host's table would.
-        if (h.image_count != 2)
-            return Status::Invalid;
-        for (uint32_t i = 0; i < 2; ++i)
-            if (const Status st = cluster_size_from_info(i, plan.images[i]); st != Status::Ok)
-                return st;
-    }
-    if ((h.flags & INSTAR_COMPARE_CHAIN_FROM_INFO) != 0) {
-        // ... and their backing files, which the host opened while the run inspected them.
-        if ((h.flags & INSTAR_COMPARE_CLUSTER_FROM_INFO) == 0)
-            return Status::Invalid;
-        if (const Status st = append_info_first_chains(2, &plan.images, &plan.flags, &plan.facts, &plan.head.image_count);
-            st != Status::Ok)
-            return st;
-    }
+    // The host planned before it had the images' info: the inspections that started this run
+    // (INSTAR_OP_INFO_FIRST) know their cluster sizes and backing files, as the host's table would.
+    if (const Status st = complete_plan_from_info(2, (h.flags & INSTAR_COMPARE_CLUSTER_FROM_INFO) != 0,
+                                                  (h.flags & INSTAR_COMPARE_CHAIN_FROM_INFO) != 0, &plan.images,
+                                                  &plan.flags, &plan.facts, &plan.head.image_count);
+        st != Status::Ok)
+        return st;
     RecordReasons reasons;
 
     auto* readers =

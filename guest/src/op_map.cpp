@@ -76,22 +76,15 @@ Status map_op(const uint8_t* arg, uint32_t arg_len) {
     const instar_map_plan& h = plan.head;
     if ((h.flags & ~(INSTAR_MAP_PLAN_CLUSTER_FROM_INFO | INSTAR_MAP_PLAN_CHAIN_FROM_INFO)) != 0)
         return Status::Invalid;
-    if ((h.flags & INSTAR_MAP_PLAN_CLUSTER_FROM_INFO) != 0) {
-        // The host planned before it had the image's info: the inspection that started this run
-        // (INSTAR_OP_INFO_FIRST) knows its cluster size, as the host's table would.
-        if (h.image_count != 1 || plan.images[0].module != 0)
-            return Status::Invalid;
-        if (const Status st = cluster_size_from_info(0, plan.images[0]); st != Status::Ok)
-            return st;
-    }
-    if ((h.flags & INSTAR_MAP_PLAN_CHAIN_FROM_INFO) != 0) {
-        // ... and its backing files, which the host opened while the run inspected them.
-        if ((h.flags & INSTAR_MAP_PLAN_CLUSTER_FROM_INFO) == 0)
-            return Status::Invalid;
-        if (const Status st = append_info_first_chains(1, &plan.images, &plan.styles, &plan.facts, &plan.head.image_count);
-            st != Status::Ok)
-            return st;
-    }
+    // The host planned before it had the image's info: the inspections that started this run
+    // (INSTAR_OP_INFO_FIRST) know its cluster size and its backing files, as the host's table would.
+    const bool from_info = (h.flags & INSTAR_MAP_PLAN_CLUSTER_FROM_INFO) != 0;
+    if (from_info && plan.images[0].module != 0)
+        return Status::Invalid;
+    if (const Status st = complete_plan_from_info(1, from_info, (h.flags & INSTAR_MAP_PLAN_CHAIN_FROM_INFO) != 0,
+                                                  &plan.images, &plan.styles, &plan.facts, &plan.head.image_count);
+        st != Status::Ok)
+        return st;
     RecordReasons reasons;
 
     auto* readers =

@@ -123,7 +123,6 @@ int cmd_info(Context& ctx, std::span<const std::string> args) {
     // A chain in one start where every level is a plain image (info_first.h); else level by level,
     // the top's inspection reused.
     std::optional<PrefetchedInfo> top_inspection;
-    Expected<std::vector<NodeInfo>> nodes = std::vector<NodeInfo>{};
     std::optional<std::vector<NodeInfo>> quick;
     if (io.backing_chain && !io.header) { // (a detached LUKS header is a file the top needs: ordinary path)
         auto tried = try_quick_chain_info(io, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, top_inspection);
@@ -131,10 +130,9 @@ int cmd_info(Context& ctx, std::span<const std::string> args) {
             return report_error(ctx, quote_given(*name, tried.error()));
         quick = std::move(*tried);
     }
-    if (quick)
-        nodes = std::move(*quick);
-    else
-        nodes = collect_info(io, ctx.plugins(), top_inspection ? with_prefetched(*runner, *top_inspection) : *runner);
+    auto nodes = quick ? Expected<std::vector<NodeInfo>>(std::move(*quick))
+                       : collect_info(io, ctx.plugins(),
+                                      top_inspection ? with_prefetched(*runner, *top_inspection) : *runner);
     if (!nodes)
         return report_error(ctx, quote_given(*name, nodes.error()));
     if (name->unsupported_option)

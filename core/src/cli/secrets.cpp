@@ -307,8 +307,8 @@ Expected<std::optional<std::string>> unlock_chain_for_command(const boost::progr
 }
 
 std::string after_unlocking_above(const boost::program_options::variables_map& vm, const ImageName& name,
-                             OpenedChain& chain, std::string failure, const vmm::SandboxConfig& sandbox,
-                             std::uint32_t qemu_version) {
+                                  OpenedChain& chain, std::string failure, const vmm::SandboxConfig& sandbox,
+                                  std::uint32_t qemu_version) {
     if (chain.links.empty() || chain.links.front().plugin == nullptr)
         return failure;
     auto store = command_secrets(vm);

@@ -100,7 +100,7 @@ Expected<std::optional<std::string>> unlock_chain_for_command(const boost::progr
 // it, qemu had unlocked the keys of the images above the failure first, so a key error there is
 // reported instead (ops/map_op.h's unlock_above_failure), else `failure`.
 std::string after_unlocking_above(const boost::program_options::variables_map& vm, const ImageName& name,
-                             OpenedChain& chain, std::string failure, const vmm::SandboxConfig& sandbox,
-                             std::uint32_t qemu_version);
+                                  OpenedChain& chain, std::string failure, const vmm::SandboxConfig& sandbox,
+                                  std::uint32_t qemu_version);
 
 } // namespace instar::cli

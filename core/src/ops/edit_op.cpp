@@ -207,7 +207,6 @@ Expected<EditReport> run_edit(const EditCall& call, const vmm::SandboxConfig& sa
     auto run = vmm::run(config, devices, modules, INSTAR_OP_EDIT, arg);
     if (!run)
         return Error{run.error().message};
-    std::vector<std::uint8_t> info;
     std::vector<std::vector<std::uint8_t>> infos(1);
     if ((call.flags & INSTAR_EDIT_INFO_FIRST) != 0) {
         // Untrusted. With INSTAR_EDIT_INFO_CHAINS each inspection ends with INSTAR_REC_INFO_END.
@@ -224,14 +223,12 @@ Expected<EditReport> run_edit(const EditCall& call, const vmm::SandboxConfig& sa
         run->records = std::move(edit_records);
         if (chains && infos.back().empty() && infos.size() > 1)
             infos.pop_back(); // the last inspection was closed
-        info = infos.front();
     }
     auto report = decode_edit_records(run->records);
     if (!report)
         return Error{report.error()};
     report->status = static_cast<guest::Status>(run->exit_status);
-    report->info = std::move(info);
-    if ((call.flags & INSTAR_EDIT_INFO_CHAINS) != 0)
+    if ((call.flags & INSTAR_EDIT_INFO_FIRST) != 0)
         report->infos = std::move(infos);
     // The file length the host could not set (raw, luks): qemu names the errno.
     if (run->host_errno != 0 && report->reason == guest::RESIZE_FILE_REFUSED)
@@ -282,19 +279,15 @@ Expected<bool> try_quick_edit(const QuickEdit& quick, const PluginRegistry& plug
         return Error{ran.error()};
     if (!ran->started) {
         // The inspection succeeded (or asked for the image's files): the ordinary path's first one.
-        keep_inspection(ran->info, ran->status, first, eo.format.has_value(), quick.prefetched);
+        keep_inspection(ran->infos.front(), ran->status, first, eo.format.has_value(), quick.prefetched);
         return false;
     }
-    io.top = &first.file;
-    if ((call.flags & INSTAR_EDIT_INFO_CHAINS) != 0) {
-        if (ran->infos.size() != chain_files.total_inspections())
-            return Error{"the sandbox sent " + std::to_string(ran->infos.size()) + " inspections for " +
-                         std::to_string(chain_files.total_inspections()) + " images"};
-        if (auto ok = chain_files.replay(0, ran->infos, chain, nullptr); !ok)
-            return Error{ok.error()};
-    } else if (auto ok = open_inspected(ran->info, first, io, plugins, chain); !ok) {
+    // The chain as open_for_edit opens it, from the inspections (the image's alone without chains).
+    if (ran->infos.size() != chain_files.total_inspections())
+        return Error{"the sandbox sent " + std::to_string(ran->infos.size()) + " inspections for " +
+                     std::to_string(chain_files.total_inspections()) + " images"};
+    if (auto ok = chain_files.replay(0, ran->infos, chain, nullptr); !ok)
         return Error{ok.error()};
-    }
     report = std::move(*ran);
     return true;
 }

@@ -66,8 +66,8 @@ struct EditReport {
     std::string reason; // why the command was refused, when it was
     std::vector<std::pair<std::uint32_t, std::vector<std::uint8_t>>> data; // the command's own records
     bool started = false;           // INSTAR_EDIT_INFO_FIRST: the guest began the edit
-    std::vector<std::uint8_t> info; // INSTAR_EDIT_INFO_FIRST: the info token stream it sent first
-    // INSTAR_EDIT_INFO_CHAINS: every inspection's stream, top first (`info` is the first).
+    // INSTAR_EDIT_INFO_FIRST: the info token stream of each inspection it sent, the image's first
+    // (with INSTAR_EDIT_INFO_CHAINS its backing files' after it; else the image's alone).
     std::vector<std::vector<std::uint8_t>> infos;
 };
 

@@ -79,27 +79,6 @@ void keep_inspection(const std::vector<std::uint8_t>& info, guest::Status status
     *prefetched = std::move(pf);
 }
 
-Expected<bool> open_inspected(const std::vector<std::uint8_t>& info, const FirstImage& first, const InfoOptions& opts,
-                              const PluginRegistry& plugins, OpenedChain& chain) {
-    // The info the guest sent before it went on: the image's node, built as open_chain builds it.
-    auto decoded = decode_info(info, true);
-    if (!decoded)
-        return Error{decoded.error()};
-    GuestInfoResult result;
-    result.info = std::move(*decoded);
-    bool served = false;
-    GuestInfoRunner cached = [&](const std::vector<const LoadedPlugin*>& candidates, std::uint32_t flags,
-                                 const OpenedFile&, const std::vector<OpenedFile>& files) -> Expected<GuestInfoResult> {
-        const bool force = (flags & INSTAR_INFO_FORCE) != 0;
-        if (served || candidates.size() != 1 || candidates.front() != first.plugin || force != opts.format.has_value() ||
-            !files.empty())
-            return Error{"the image changed while it was being inspected"};
-        served = true;
-        return result;
-    };
-    return open_chain(opts, plugins, cached, chain);
-}
-
 namespace {
 
 // Records of an INSTAR_OP_INFO_FIRST run up to its operation: each inspection's INSTAR_REC_INFO bytes
@@ -278,8 +257,7 @@ Expected<std::optional<vmm::RunResult>> try_quick_read(const QuickRead& quick, c
         return Error{ready.error()};
     else if (!*ready)
         return std::optional<vmm::RunResult>{};
-    const FirstImage* first_ptrs[INSTAR_INFO_FIRST_MAX_IMAGES] = {&firsts[0], &firsts[1]};
-    ChainFiles chain_files(quick, first_ptrs, plugins, modules);
+    ChainFiles chain_files(quick, opened.data(), plugins, modules);
     if (quick.chains) {
         head.flags |= INSTAR_INFO_FIRST_CHAINS;
         call.config.outputs = &chain_files;

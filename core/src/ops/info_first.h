@@ -54,13 +54,10 @@ public:
 bool open_first_image(const InfoOptions& opts, const PluginRegistry& plugins, const vmm::SandboxConfig& sandbox,
                       FirstImage& out);
 
-// After the guest inspected the image: when it did not go on, keeps a successful inspection in
-// `prefetched` (if given); when it went on, opens `chain` as open_chain would have (the path
-// policy, the format's checks) from the info it sent first. `opts.top` must be first.file.
+// After the guest inspected the image and did not go on: keeps a successful inspection in
+// `prefetched` (if given). (When it went on, ChainFiles::replay opens the chain from the info.)
 void keep_inspection(const std::vector<std::uint8_t>& info, guest::Status status, const FirstImage& first,
                      bool force, std::optional<PrefetchedInfo>* prefetched);
-Expected<bool> open_inspected(const std::vector<std::uint8_t>& info, const FirstImage& first, const InfoOptions& opts,
-                              const PluginRegistry& plugins, OpenedChain& chain);
 
 // A read-only command in one start (INSTAR_OP_INFO_FIRST): `op` on images that stand alone (image i
 // on device i, with its format's module), each at most max_virtual_size bytes.
