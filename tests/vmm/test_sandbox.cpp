@@ -336,6 +336,7 @@ TEST_CASE("a guest that exits with reads ahead unsettled ends its run cleanly") 
 }
 
 TEST_CASE("allocation runs: one call answers the runs of a sparse file that follow") {
+    if (!vmm_test::need_kvm()) return;
     // 4 KiB data, then every other 64 KiB block data from 64 KiB on: holes punched into a file
     // written whole, so the runs are the file system's (SEEK_DATA/SEEK_HOLE), as for a raw image.
     auto data = pattern(1 << 20);
@@ -379,6 +380,7 @@ TEST_CASE("allocation runs: one call answers the runs of a sparse file that foll
 }
 
 TEST_CASE("allocation runs into a buffer outside guest RAM end the guest") {
+    if (!vmm_test::need_kvm()) return;
     const auto data = pattern(1 << 20);
     TempFile f(data);
     const Device dev{f.fd(), data.size(), false};
@@ -390,6 +392,7 @@ TEST_CASE("allocation runs into a buffer outside guest RAM end the guest") {
 }
 
 TEST_CASE("small reads come from the runtime's block until a device changes") {
+    if (!vmm_test::need_kvm()) return;
     // Device 1 is the same file, writable: after its write, device 0's reads must see the new
     // bytes, not the block fetched before (devices.cpp: two devices may be one file).
     const auto data = pattern(3 * 4096 + 77);
@@ -592,6 +595,7 @@ void expect_refusals(Attack a, std::initializer_list<Refusal> cases) {
 }
 
 TEST_CASE("a segmented write lands every segment in table order") {
+    if (!vmm_test::need_kvm()) return;
     const auto t = good_table(Attack::WriteSegments);
     auto want = t.before;
     for (unsigned i = 0; i < 512; ++i) want[4096 + i] = static_cast<unsigned char>(i * 3);
@@ -601,6 +605,7 @@ TEST_CASE("a segmented write lands every segment in table order") {
 }
 
 TEST_CASE("a segmented write with one bad segment ends the guest and writes nothing") {
+    if (!vmm_test::need_kvm()) return;
     expect_refusals(Attack::WriteSegments,
                     {{TableCase::PastEnd, "segmented write past the end of device 1: segment 1"},
                      {TableCase::BufferOutsideRam, "segmented write buffer 0x10000000000"},
@@ -610,6 +615,7 @@ TEST_CASE("a segmented write with one bad segment ends the guest and writes noth
 }
 
 TEST_CASE("a discard of ranges makes each range read as zeros") {
+    if (!vmm_test::need_kvm()) return;
     const auto t = good_table(Attack::DiscardRanges);
     auto want = t.before;
     std::fill(want.begin(), want.begin() + 512, 0);
@@ -618,6 +624,7 @@ TEST_CASE("a discard of ranges makes each range read as zeros") {
 }
 
 TEST_CASE("a discard of ranges with one bad range ends the guest and changes nothing") {
+    if (!vmm_test::need_kvm()) return;
     expect_refusals(Attack::DiscardRanges,
                     {{TableCase::PastEnd, "discard past the end of device 1: range 1"},
                      {TableCase::TooMany, "discard of 257 ranges"},

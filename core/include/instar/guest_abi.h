@@ -15,7 +15,7 @@
 #define INSTAR_ABI_ASSERT(cond, msg) _Static_assert(cond, msg)
 #endif
 
-#define INSTAR_GUEST_ABI_VERSION 5u
+#define INSTAR_GUEST_ABI_VERSION 6u
 
 /* ---- Guest physical memory map (identity-mapped: guest virtual == guest physical) ---- */
 #define INSTAR_PAGE_SIZE 0x1000ull
@@ -70,12 +70,16 @@
  * the old value was POSTED (the guest is still spinning and sees ANSWERED). So exactly one of the
  * two ways delivers each answer, and a guest that never stores POSTED gets every answer as a
  * message, as before. Either side may skip its spin for a call (spin_backoff.h: spins that keep
- * missing back off); the handshake does not depend on it. */
+ * missing back off); the handshake does not depend on it. A call the host knows will wait for its
+ * other threads (the write-behind queue, the compress workers) makes it swap POSTED for WORKING
+ * before it serves the call: the guest stops spinning and swaps WORKING for SLEEPING as it would
+ * POSTED, and the host sends the answer only where the old value was SLEEPING (ABI 6). */
 #define INSTAR_PROC_TURN 0x10800ull        /* uint32_t, shared by guest and host */
 #define INSTAR_PROC_SPIN 0x10808ull        /* uint64_t pause iterations; written by the host only */
 #define INSTAR_PROC_TURN_POSTED 1u         /* guest: a call is on its way; it spins for the answer */
 #define INSTAR_PROC_TURN_SLEEPING 2u       /* guest: blocked in read(): send the answer */
 #define INSTAR_PROC_TURN_ANSWERED 3u       /* host: the answer is in INSTAR_PROC_MAILBOX */
+#define INSTAR_PROC_TURN_WORKING 4u        /* host: the answer will take a while: sleep for it */
 
 /* The runtime image starts with this header (at INSTAR_GPA_RUNTIME) so the host can build the IDT. */
 #define INSTAR_RUNTIME_MAGIC 0x4E555254u /* "TRUN" */

@@ -305,6 +305,13 @@ Outcome<RunResult> run_in_process(const SandboxConfig& config, std::uint64_t ram
             return fail({ErrorKind::GuestBadRequest,
                          "guest made a bad request: a hypercall message of " + std::to_string(n) + " bytes", {}});
         }
+        // A call that waits for other host threads (the writer's queue, the compress workers)
+        // sends a spinning guest to sleep: its spin would take the CPU they need (guest_abi.h,
+        // INSTAR_PROC_TURN_WORKING). A guest that has already gone to sleep stays asleep.
+        if ((writer && writer->busy()) || msg.nr == INSTAR_HC_COMPRESS) {
+            std::uint32_t expected = INSTAR_PROC_TURN_POSTED;
+            turn.compare_exchange_strong(expected, INSTAR_PROC_TURN_WORKING);
+        }
         // The server serves the mailbox at its KVM address: put the message there (the guest
         // process cannot map that page), serve, send back what the server left there.
         std::uint8_t* slot = m.range(INSTAR_GPA_MAILBOX, sizeof msg);
@@ -313,11 +320,13 @@ Outcome<RunResult> run_in_process(const SandboxConfig& config, std::uint64_t ram
         if (!next) return fail(next.error());
         if (next.value() == HypercallServer::Next::Exit) break;
         std::memcpy(&msg, slot, sizeof msg);
-        // The answer goes into the guest's mailbox, then by message only to a guest that is not
-        // spinning for it. A message that does not fit means the guest stopped reading its
-        // answers: never block on it (the watchdog would not run).
+        // The answer goes into the guest's mailbox, then by message only to a guest that is
+        // asleep (SLEEPING): one still spinning (POSTED), or not yet asleep after WORKING, finds
+        // ANSWERED. A message that does not fit means the guest stopped reading its answers:
+        // never block on it (the watchdog would not run).
         std::memcpy(m.range(INSTAR_PROC_MAILBOX, sizeof msg), &msg, sizeof msg);
-        const bool sent = turn.exchange(INSTAR_PROC_TURN_ANSWERED) == INSTAR_PROC_TURN_POSTED ||
+        const std::uint32_t was = turn.exchange(INSTAR_PROC_TURN_ANSWERED);
+        const bool sent = was == INSTAR_PROC_TURN_POSTED || was == INSTAR_PROC_TURN_WORKING ||
                           ::send(host_end.get(), &msg, sizeof msg, MSG_NOSIGNAL | MSG_DONTWAIT) ==
                               static_cast<ssize_t>(sizeof msg);
         if (sent) {

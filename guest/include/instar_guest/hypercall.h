@@ -58,19 +58,24 @@ inline int64_t hypercall_issue(instar_hypercall* mb) {
     const uint64_t spin = budget != 0 && backoff.should_spin() ? budget : 0;
     uint64_t spun = 0;
     bool slept = false;
-    while (__atomic_load_n(turn, __ATOMIC_ACQUIRE) == INSTAR_PROC_TURN_POSTED) {
-        if (spun < spin) {
+    // The host may swap POSTED for WORKING (the answer waits for its other threads): then sleep
+    // at once, without counting it as a spin that missed. A failed swap means the word changed
+    // (to ANSWERED, or POSTED to WORKING): look again.
+    for (;;) {
+        uint32_t now = __atomic_load_n(turn, __ATOMIC_ACQUIRE);
+        if (now == INSTAR_PROC_TURN_ANSWERED) break;
+        if (now == INSTAR_PROC_TURN_POSTED && spun < spin) {
             ++spun;
             __builtin_ia32_pause();
             continue;
         }
-        slept = true;
-        uint32_t expected = INSTAR_PROC_TURN_POSTED;
-        if (__atomic_compare_exchange_n(turn, &expected, INSTAR_PROC_TURN_SLEEPING, false, __ATOMIC_SEQ_CST,
-                                        __ATOMIC_SEQ_CST) &&
-            process_syscall3(SYS_READ, INSTAR_PROC_CHANNEL_FD, mbp, SIZE) != SIZE)
-            process_exit(126);
-        break;
+        if (now == INSTAR_PROC_TURN_POSTED) slept = true;
+        if (now != INSTAR_PROC_TURN_POSTED && now != INSTAR_PROC_TURN_WORKING) process_exit(126);
+        if (__atomic_compare_exchange_n(turn, &now, INSTAR_PROC_TURN_SLEEPING, false, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_SEQ_CST)) {
+            if (process_syscall3(SYS_READ, INSTAR_PROC_CHANNEL_FD, mbp, SIZE) != SIZE) process_exit(126);
+            break;
+        }
     }
     if (spin != 0 && slept)
         backoff.miss();
