@@ -949,16 +949,21 @@ def main():
             else:
                 failed += 1
                 print("FAIL sparse4t with --max-guest-memory 256M: rc %d\n%s%s" % (rc, out, err))
-            # A repair is not run twice: at the default cap it says the same, and the file is untouched.
+            # A repair whose first run ran out of guest RAM before it changed anything runs again with
+            # the largest, as the check does: qemu-img's output and exit code, no flag, and (nothing
+            # to repair) the file untouched by all three tools. With the cap given it keeps to it.
             path = os.path.join(work, "sparse4t.qcow2")
             before = (os.path.getsize(path), open(path, "rb").read(1 << 20))
-            rc, out, err = run([os.path.abspath(instar), "check", "-r", "leaks", "sparse4t.qcow2"], work, env)
+            compare("sparse4t -r leaks", ["-r", "leaks", "sparse4t.qcow2"])
+            rc, out, err = run([os.path.abspath(instar), "--max-guest-memory", "256M", "check", "-r", "all",
+                                "sparse4t.qcow2"], work, env)
             after = (os.path.getsize(path), open(path, "rb").read(1 << 20))
             if rc == 1 and "does not fit in guest memory; raise --max-guest-memory" in err and before == after:
                 passed += 1
             else:
                 failed += 1
-                print("FAIL sparse4t -r leaks: rc %d, file changed %s\n%s%s" % (rc, before != after, out, err))
+                print("FAIL sparse4t -r all with --max-guest-memory 256M: rc %d, file changed %s\n%s%s" %
+                      (rc, before != after, out, err))
         if not only or "vhdxlog" in only:
             p, f = vhdx_log_cases(work, env, q72, q10, qio, qemu_named, run, compare)
             passed += p

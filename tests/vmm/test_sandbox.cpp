@@ -347,6 +347,7 @@ TEST_CASE("allocation runs: one call answers the runs of a sparse file that foll
     const Device dev{f.fd(), data.size(), false};
     auto run = attack(Attack::AllocationRuns, {&dev, 1});
     REQUIRE_MESSAGE(run.ok(), (run.ok() ? "" : run.error().message));
+    CHECK(run.value().device_changes == 0); // reads alone
     REQUIRE(run.value().records.size() == 1);
     const auto& rec = run.value().records[0].data;
     std::uint64_t head[3];
@@ -545,6 +546,7 @@ TEST_CASE("a writable output device receives the guest's writes; the input stays
     auto r = attack(Attack::WriteOutput, devs);
     REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message));
     CHECK(r.value().exit_status == 0);
+    CHECK(r.value().device_changes > 0); // check -r's retry relies on it (docs/check.md)
     const auto written = out.contents();
     for (unsigned i = 0; i < 4096; ++i) REQUIRE(written[i] == static_cast<unsigned char>(i * 7));
     CHECK(written[4096] == 0);
@@ -617,6 +619,7 @@ TEST_CASE("a segmented write with one bad segment ends the guest and writes noth
 TEST_CASE("a discard of ranges makes each range read as zeros") {
     if (!vmm_test::need_kvm()) return;
     const auto t = good_table(Attack::DiscardRanges);
+    CHECK(t.run.value().device_changes > 0);
     auto want = t.before;
     std::fill(want.begin(), want.begin() + 512, 0);
     std::fill(want.begin() + 4096, want.begin() + 5120, 0);

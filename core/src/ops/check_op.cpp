@@ -305,12 +305,15 @@ Expected<CheckReport> run_check(const CheckOptions& opts, const PluginRegistry& 
         ran = std::move(*r);
     }
     // qemu allocates its reference-count array on the heap, as large as the file needs. Where instar's
-    // does not fit in the guest RAM and the user set no cap, a check that only reads runs once more
-    // with the largest guest RAM (docs/check.md, "Memory bound"). A repair is not run twice: the
-    // user raises the cap.
+    // does not fit in the guest RAM and the user set no cap, the check runs once more with the
+    // largest guest RAM (docs/check.md, "Memory bound"). A repair runs again only where the run
+    // that ran out changed nothing (the host counts every call that could have): the array is
+    // allocated before the first write, so that is every such run, but the host does not take the
+    // guest's word for it.
     std::uint64_t ram_cap = sandbox.max_guest_memory; // the last run's
     for (auto larger = vmm::roomier(sandbox);
-         static_cast<guest::Status>(ran->exit_status) == guest::Status::NoMemory && !opts.fix && larger;
+         static_cast<guest::Status>(ran->exit_status) == guest::Status::NoMemory &&
+         (!opts.fix || ran->device_changes == 0) && larger;
          larger = vmm::roomier(*larger)) {
         auto r = run_check_op(link, opts, *larger, qemu_version);
         if (!r)

@@ -99,6 +99,7 @@ Outcome<HypercallServer::Next> HypercallServer::serve() {
                 if (buf != nullptr && (deferrable ? write_behind_->enqueue(*d, buf, req.len, req.offset)
                                                   : !d->direct && write_behind_->enqueue_copy(*d, buf, req.len, req.offset))) {
                     result_.bytes_written += req.len;
+                    ++result_.device_changes;
                     if (deferrable) reply.out_flags = INSTAR_WRITE_DEFERRED;
                     std::memcpy(slot, &reply, sizeof(reply)); // done, as far as the guest can tell
                     return Next::Resume;
@@ -219,6 +220,7 @@ Outcome<HypercallServer::Next> HypercallServer::read_or_write(const instar_hyper
 // when the host file failed (a failed write's reason is kept for the report).
 Outcome<bool> HypercallServer::transfer(const Device& d, std::uint8_t* buf, std::uint64_t len, std::uint64_t offset,
                                         bool write) {
+    if (write) ++result_.device_changes;
     switch (device_transfer(d, buf, len, offset, write, watchdog_, *bounce_)) {
     case Transfer::Done:
         if (write) result_.bytes_written += len;
@@ -400,6 +402,7 @@ Outcome<HypercallServer::Next> HypercallServer::set_length(const instar_hypercal
         return Next::Resume;
     }
     const auto old = static_cast<std::uint64_t>(st.st_size);
+    ++result_.device_changes;
     if (req.arg0 > old && req.arg1 == INSTAR_FILL_FALLOC) {
         // As qemu's file protocol: fallocate extends the file itself, with no truncate first (which
         // would make the file system map the range twice).
@@ -490,6 +493,7 @@ Outcome<HypercallServer::Next> HypercallServer::discard(const instar_hypercall& 
     if (req.offset > d->size || req.len > d->size - req.offset)
         return bad_request("discard past the end of device " + std::to_string(req.device));
     if (req.len == 0) return Next::Resume;
+    ++result_.device_changes;
     const auto length = file_length(*d);
     auto done = length ? discard_range(*d, req.offset, req.len, *length) : Outcome<bool>(false);
     if (!done) return done.error();
@@ -510,6 +514,7 @@ Outcome<HypercallServer::Next> HypercallServer::discard_ranges(const instar_hype
             return bad_request("discard past the end of device " + std::to_string(req.device) + ": range " +
                                std::to_string(i));
     }
+    if (req.len != 0) ++result_.device_changes;
     const auto length = file_length(*d); // punching (KEEP_SIZE) and zero-filling inside keep it
     if (!length) {
         reply.ret = -INSTAR_EIO;

@@ -142,6 +142,9 @@ struct RunResult {
     std::vector<std::string> log; // printable ASCII, each line bounded
     std::uint32_t dropped_log_lines = 0;
     std::uint64_t bytes_written = 0; // by INSTAR_HC_WRITE (not the fills of INSTAR_HC_SET_LENGTH)
+    // Calls that may have changed a writable device (WRITE, WRITE_SEGMENTS, SET_LENGTH, DISCARD,
+    // DISCARD_RANGES), failed ones included: 0 means every device is as it was before the run.
+    std::uint64_t device_changes = 0;
     std::string host_error;          // the first host-side I/O failure the guest was told about
     int host_errno = 0;              // its errno (EFBIG: the file system cannot hold that size)
     SandboxKind sandbox = SandboxKind::Kvm; // the sandbox that ran the guest (never Auto)
