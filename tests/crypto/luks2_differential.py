@@ -2,8 +2,9 @@
 files (offline encryption: `cryptsetup reencrypt --encrypt`, no device-mapper) and read by instar:
 convert to raw against the plaintext (pbkdf2, argon2i, argon2id key slots; 512- and 4096-byte
 sectors; aes-xts and aes-cbc-essiv), info (human and JSON), compare, map, dd, both sandboxes; a wrong
-passphrase, damaged and hostile metadata (re-checksummed), an argon2 memory cost above the sandbox,
-and the refusals to write one. qemu-img reads LUKS2 as raw: the check runs it once to show it.
+passphrase, damaged and hostile metadata (re-checksummed), an argon2 memory cost above the sandbox;
+convert -n into each (read back, header kept, cryptsetup still unlocks it), and the refusals to
+resize or amend one. qemu-img reads LUKS2 as raw: the check runs it once to show it.
 
 usage: luks2_differential.py INSTAR"""
 import hashlib
@@ -263,19 +264,53 @@ def main():
         refusal('argon2 memory above the sandbox (process)',
                 ['--sandbox', 'process', 'convert', '--object', SECRET, '--image-opts', image_opts(bad), '-O', 'raw',
                  out], 'raise --max-guest-memory', bad)
-        # Writing a LUKS2 volume is refused by name.
+        # Resizing or amending a LUKS2 volume is refused by name, the volume untouched.
         wr = os.path.join(d, 'write.img')
         shutil.copy(path, wr)
         for label, cmd in (('resize', ['resize', '--object', SECRET, '--image-opts', image_opts(wr), '2M']),
                            ('amend', ['amend', '--object', SECRET, '--object', 'secret,id=sec1,data=x',
                                       '--image-opts', image_opts(wr), '-o',
-                                      'state=active,new-secret=sec1,iter-time=10']),
-                           ('convert -n', ['convert', '-n', '--object', SECRET, '-f', 'raw', plain_path,
-                                           '--target-image-opts', image_opts(wr)])):
+                                      'state=active,new-secret=sec1,iter-time=10'])):
             o = run([instar] + cmd)
-            check(f'refused {label}', o.returncode != 0 and 'LUKS2 volumes are read-only in instar' in o.stderr,
+            check(f'refused {label}', o.returncode != 0 and 'instar cannot resize or amend LUKS2 volumes' in o.stderr,
                   f'exit {o.returncode}: {o.stderr.strip()!r}')
-        check('write refusals leave the volume', open(wr, 'rb').read() == open(path, 'rb').read())
+        check('edit refusals leave the volume', open(wr, 'rb').read() == open(path, 'rb').read())
+
+        # convert -n writes a LUKS2 volume's payload (every variant: 512- and 4096-byte sectors, xts
+        # and cbc-essiv, pbkdf2 and argon2 slots), both sandboxes: instar reads back what it wrote,
+        # the header and key slots are untouched and cryptsetup still unlocks the volume. A source
+        # shorter than the volume ending inside a 4096-byte unit keeps the rest of that unit.
+        new = os.urandom(PLAIN_SIZE)
+        new_path = os.path.join(d, 'new.raw')
+        with open(new_path, 'wb') as f:
+            f.write(new)
+        short_path = os.path.join(d, 'short.raw')
+        with open(short_path, 'wb') as f:
+            f.write(new[:5120])  # ten 512-byte sectors: a 4096-byte unit and a quarter
+        for name, (vpath, offset, pw) in vols.items():
+            secret = f'secret,id=sec0,data={pw}'
+            for sandbox in (['--sandbox', 'kvm'] if os.path.exists('/dev/kvm') else []), ['--sandbox', 'process']:
+                label = f'{name} {" ".join(sandbox)}'
+                for src, want in ((new_path, new), (short_path, new[:5120] + plain[5120:])):
+                    wr = os.path.join(d, 'write.img')
+                    shutil.copy(vpath, wr)
+                    o = run([instar] + sandbox + ['convert', '-n', '--object', secret, '-f', 'raw', src,
+                                                  '--target-image-opts', image_opts(wr)])
+                    if o.returncode != 0:
+                        check(f'convert -n {label} {os.path.basename(src)}', False, f'exit {o.returncode}: {o.stderr}')
+                        continue
+                    out = os.path.join(d, 'back.raw')
+                    o = run([instar, 'convert', '--object', secret, '--image-opts', image_opts(wr), '-O', 'raw', out])
+                    got = open(out, 'rb').read() if o.returncode == 0 else None
+                    before, after = open(vpath, 'rb').read(), open(wr, 'rb').read()
+                    t = subprocess.run([CRYPTSETUP, 'open', '--test-passphrase', '--key-file', '-', wr],
+                                       input=pw.encode(), capture_output=True)
+                    check(f'convert -n {label} {os.path.basename(src)}',
+                          got == want and after[:offset] == before[:offset] and len(after) == len(before) and
+                          t.returncode == 0,
+                          f'read back {"ok" if got == want else "differs"}, header '
+                          f'{"kept" if after[:offset] == before[:offset] else "changed"}, cryptsetup '
+                          f'{t.returncode}: {t.stderr.decode().strip()} {o.stderr}')
         # qemu-img reads LUKS2 as raw, and so does instar under --unsafe-quirks (qemu's probe).
         o = run([QEMUS['10.0'][0], 'info', '--output=json', path])
         check('qemu-img probes raw', o.returncode == 0 and json.loads(o.stdout)['format'] == 'raw', o.stderr)

@@ -1,6 +1,7 @@
 // The luks module's entry points over LUKS1 (luks_format.cpp, luks_create.cpp, luks_edit.cpp, shared
 // with qcow2 and qcow) and LUKS2 (this plugin only): a header of version 2 is read here, as
-// cryptsetup lays it out; writing one is refused by name. docs/formats/luks.md, "LUKS2".
+// cryptsetup lays it out, and its payload written (convert -n); creating, resizing or amending one
+// is refused by name. docs/formats/luks.md, "LUKS2".
 #include "luks2_format.h"
 
 #include "luks_create.h"
@@ -18,8 +19,7 @@ using guest::Status;
 namespace {
 
 constexpr uint32_t QEMU_DETACHED_HEADER_VERSION = 90000;
-constexpr char LUKS2_READ_ONLY[] = "LUKS2 volumes are read-only in instar: it reads them but cannot write, "
-                                   "resize or amend them";
+constexpr char LUKS2_NO_EDIT[] = "instar cannot resize or amend LUKS2 volumes (it reads them and writes their data)";
 
 // The primary header's magic and version 2 at the start of `dev`.
 bool starts_luks2(BlockDevice& dev) {
@@ -126,19 +126,45 @@ Status luks_any_open(const guest::OpenRequest& req, guest::ImageReader** out) {
     return st;
 }
 
+// convert -n into a LUKS2 volume: its segment's payload, written as dm-crypt would (the header
+// and key slots untouched). A damaged LUKS2 header is refused with the reader's words.
 Status luks_any_open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
-    if (req.image != nullptr && req.allocator != nullptr && req.secret != nullptr &&
-        is_luks2_volume(*req.image, *req.allocator)) {
-        guest::say_reason(req.reasons, LUKS2_READ_ONLY);
-        return Status::Unsupported;
+    if (req.image == nullptr || req.allocator == nullptr || out == nullptr || req.file_count != 0 ||
+        req.secret == nullptr || !starts_luks2(*req.image))
+        return open_writer(req, out);
+    guest::Allocator& alloc = *req.allocator;
+    Luks2Header* h = nullptr;
+    LuksWhy why;
+    bool not_luks2 = false;
+    Status st = load(*req.image, alloc, &h, &why, &not_luks2);
+    if (st != Status::Ok) {
+        if (not_luks2)
+            return open_writer(req, out);
+        guest::say_reason(req.reasons, why.text[0] != 0 ? why.text : "I/O error reading the LUKS2 header");
+        return st;
     }
-    return open_writer(req, out);
+    auto* dec = guest::arena_new<SectorCipher>(alloc);
+    auto* enc = guest::arena_new<SectorCipher>(alloc);
+    st = dec != nullptr && enc != nullptr ? Status::Ok : Status::NoMemory;
+    if (st == Status::Ok)
+        st = luks2_unlock(*req.image, alloc, *h, req.secret, req.secret_len, dec, req.reasons, enc);
+    if (st == Status::Ok)
+        st = luks_payload_writer(*req.image, alloc, h->seg_offset, luks2_payload_size(*h, req.image->size()),
+                                 h->sector_size, h->iv_tweak, *enc, *dec, out);
+    SectorCipher* const ciphers[] = {dec, enc}; // the key schedules, wiped
+    for (SectorCipher* c : ciphers)
+        if (c != nullptr) {
+            __builtin_memset(static_cast<void*>(c), 0, sizeof *c);
+            guest::arena_delete(alloc, c);
+        }
+    guest::arena_delete(alloc, h);
+    return st;
 }
 
 Status luks_any_edit(const guest::EditRequest& req, guest::EditHost& host) {
     if (req.image != nullptr && req.allocator != nullptr && req.image_length >= LUKS2_MIN_HDR_SIZE &&
         is_luks2_volume(*req.image, *req.allocator))
-        return guest::edit_refuse(host, LUKS2_READ_ONLY, Status::Unsupported);
+        return guest::edit_refuse(host, LUKS2_NO_EDIT, Status::Unsupported);
     return edit(req, host);
 }
 

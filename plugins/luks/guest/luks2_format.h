@@ -12,11 +12,13 @@
 namespace instar::luks {
 
 // Tries the key slots of segment 0's digest with `pass` (cryptsetup's order: priority 2, then 1)
-// and sets up `*cipher` for the segment (its sector size included). Refusals are said to `reasons`:
-// qemu's LUKS1 "Invalid password, cannot unlock any keyslot" for a wrong passphrase, an argon2 cost
-// above the guest arena naming --max-guest-memory (NoMemory), a key slot that cannot be used.
+// and sets up `*cipher` for the segment (its sector size included), and `*encryptor` too where
+// given (the encrypting direction, for convert -n). Refusals are said to `reasons`: qemu's LUKS1
+// "Invalid password, cannot unlock any keyslot" for a wrong passphrase, an argon2 cost above the
+// guest arena naming --max-guest-memory (NoMemory), a key slot that cannot be used.
 guest::Status luks2_unlock(guest::BlockDevice& dev, guest::Allocator& alloc, const Luks2Header& h, const uint8_t* pass,
-                           size_t pass_len, SectorCipher* cipher, guest::ReasonSink* reasons);
+                           size_t pass_len, SectorCipher* cipher, guest::ReasonSink* reasons,
+                           SectorCipher* encryptor = nullptr);
 
 // The "Format specific information" of a LUKS2 volume, in qemu's LUKS1 shape (luks_header_report):
 // the segment's cipher-alg / cipher-mode / ivgen-alg (ivgen-hash-alg), the digest's hash-alg,

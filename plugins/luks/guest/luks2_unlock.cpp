@@ -118,7 +118,7 @@ const char* kdf_name(Luks2Kdf k) {
 } // namespace
 
 Status luks2_unlock(guest::BlockDevice& dev, guest::Allocator& alloc, const Luks2Header& h, const uint8_t* pass,
-                    size_t pass_len, SectorCipher* cipher, guest::ReasonSink* reasons) {
+                    size_t pass_len, SectorCipher* cipher, guest::ReasonSink* reasons, SectorCipher* encryptor) {
     const size_t split_len = size_t{h.seg.key_bytes} * LUKS_STRIPES;
     auto* split = static_cast<uint8_t*>(alloc.allocate(split_len, 16));
     if (split == nullptr)
@@ -175,13 +175,17 @@ Status luks2_unlock(guest::BlockDevice& dev, guest::Allocator& alloc, const Luks
     seg.cipher_mode = h.seg.cipher_mode;
     seg.ivgen_alg = h.seg.ivgen_alg;
     seg.ivgen_hash_alg = h.seg.ivgen_hash_alg;
-    const Status st = cipher->init(seg, key, h.seg.key_bytes);
+    Status st = cipher->init(seg, key, h.seg.key_bytes);
+    if (st == Status::Ok && encryptor != nullptr)
+        st = encryptor->init(seg, key, h.seg.key_bytes, true);
     __builtin_memset(key, 0, sizeof key);
     if (st != Status::Ok) {
         guest::say_reason(reasons, "LUKS2 segment 0 cipher is not supported");
         return st;
     }
     cipher->set_sector_size(h.sector_size);
+    if (encryptor != nullptr)
+        encryptor->set_sector_size(h.sector_size);
     return Status::Ok;
 }
 

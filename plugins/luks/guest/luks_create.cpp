@@ -105,6 +105,12 @@ void copy_str(uint8_t* dst, const char* a, const char* b = nullptr, const char* 
 struct Payload {
     SectorCipher cipher;
     uint64_t offset = 0; // bytes
+    // LUKS2 segments (convert -n): bytes per IV, the IV of the payload's first 512-byte sector, and
+    // the decrypting cipher for the units a write covers only in part (read, merged, re-encrypted).
+    uint32_t unit = LUKS_SECTOR_SIZE;
+    uint64_t iv_base = 0;
+    bool merge = false;
+    SectorCipher decryptor;
 };
 
 class LuksWriter final : public ImageWriter {
@@ -135,23 +141,53 @@ public:
     }
 
 private:
-    // Encrypts [offset, offset + len) of the disk (src nullptr: zeros) sector by sector into the file.
+    // Encrypts [offset, offset + len) of the disk (src nullptr: zeros) unit by unit into the file.
+    // LUKS1's unit is a 512-byte sector, and every write starts on one: a short last sector is
+    // encrypted as a whole one and only its bytes inside the disk are written. A LUKS2 segment's
+    // unit may be larger (4096): a unit the write covers only in part is read and decrypted first,
+    // so the bytes around the write keep their contents (a unit past the file's end reads as zeros).
     Status put(uint64_t offset, const uint8_t* src, uint64_t len) {
         if (offset % LUKS_SECTOR_SIZE != 0 || offset > size_ || len > size_ - offset) return Status::Invalid;
+        const uint32_t unit = payload.unit;
         while (len > 0) {
-            const size_t n = len < WRITE_CHUNK ? static_cast<size_t>(len) : WRITE_CHUNK;
-            // A short last sector is encrypted as a whole one; only its bytes inside the disk are written.
-            const size_t whole = (n + LUKS_SECTOR_SIZE - 1) / LUKS_SECTOR_SIZE * LUKS_SECTOR_SIZE;
+            const uint64_t first = offset / unit * unit;
+            const size_t skip = static_cast<size_t>(offset - first);
+            const size_t n = len < WRITE_CHUNK - skip ? static_cast<size_t>(len) : WRITE_CHUNK - skip;
+            const size_t whole = (skip + n + unit - 1) / unit * unit;
             __builtin_memset(bounce_, 0, whole);
+            if (payload.merge && (skip != 0 || (skip + n) % unit != 0))
+                if (const Status st = merge_edges(first, skip, n, whole); st != Status::Ok) return st;
             if (src != nullptr) {
-                __builtin_memcpy(bounce_, src, n);
+                __builtin_memcpy(bounce_ + skip, src, n);
                 src += n;
+            } else if (payload.merge) {
+                __builtin_memset(bounce_ + skip, 0, n);
             }
-            payload.cipher.encrypt(offset / LUKS_SECTOR_SIZE, bounce_, whole);
-            if (const Status st = dev_.write(payload.offset + offset, bounce_, n); st != Status::Ok) return st;
+            payload.cipher.encrypt(payload.iv_base + first / LUKS_SECTOR_SIZE, bounce_, whole);
+            // LUKS1: from the write's start to its end; LUKS2: whole units (the disk is whole units).
+            const size_t out = payload.merge ? whole : n;
+            if (const Status st = dev_.write(payload.offset + first, bounce_, out); st != Status::Ok) return st;
             offset += n;
             len -= n;
         }
+        return Status::Ok;
+    }
+
+    // The plaintext of the first and last units of [first, first + whole) into the bounce buffer,
+    // where the write [first + skip, first + skip + n) covers them only in part.
+    Status merge_edges(uint64_t first, size_t skip, size_t n, size_t whole) {
+        const uint32_t unit = payload.unit;
+        auto load = [&](size_t at) -> Status { // one unit at bounce_ + at
+            const uint64_t pos = payload.offset + first + at;
+            if (pos >= dev_.size() || dev_.size() - pos < unit) return Status::Ok; // past the end: zeros
+            if (const Status st = dev_.read(pos, bounce_ + at, unit); st != Status::Ok) return st;
+            payload.decryptor.decrypt(payload.iv_base + (first + at) / LUKS_SECTOR_SIZE, bounce_ + at, unit);
+            return Status::Ok;
+        };
+        if (skip != 0)
+            if (const Status st = load(0); st != Status::Ok) return st;
+        if ((skip + n) % unit != 0 && (whole > unit || skip == 0))
+            if (const Status st = load(whole - unit); st != Status::Ok) return st;
         return Status::Ok;
     }
 
@@ -445,6 +481,24 @@ Status create_writer(const CreateRequest& req, CreateTarget& target, ImageWriter
     if (st == Status::Ok) st = new_writer(target.image(), *req.allocator, req.size, *payload, out);
     __builtin_memset(static_cast<void*>(payload), 0, sizeof *payload);
     guest::arena_delete(*req.allocator, payload);
+    return st;
+}
+
+Status luks_payload_writer(BlockDevice& dev, guest::Allocator& alloc, uint64_t payload_offset, uint64_t size,
+                           uint32_t unit, uint64_t iv_base, const SectorCipher& encryptor,
+                           const SectorCipher& decryptor, ImageWriter** out) {
+    if (unit < LUKS_SECTOR_SIZE || unit > WRITE_CHUNK || (unit & (unit - 1)) != 0) return Status::Invalid;
+    auto* payload = guest::arena_new<Payload>(alloc);
+    if (payload == nullptr) return Status::NoMemory;
+    payload->cipher = encryptor;
+    payload->decryptor = decryptor;
+    payload->offset = payload_offset;
+    payload->unit = unit;
+    payload->iv_base = iv_base;
+    payload->merge = true;
+    const Status st = new_writer(dev, alloc, size, *payload, out);
+    __builtin_memset(static_cast<void*>(payload), 0, sizeof *payload);
+    guest::arena_delete(alloc, payload);
     return st;
 }
 

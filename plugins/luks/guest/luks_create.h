@@ -44,5 +44,11 @@ guest::Status luks_create_header(const guest::CreateRequest& req, guest::CreateT
 guest::Status create(const guest::CreateRequest& req, guest::CreateTarget& target);
 guest::Status create_writer(const guest::CreateRequest& req, guest::CreateTarget& target, guest::ImageWriter** out);
 guest::Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out);
+// A writer of an unlocked LUKS2 segment (convert -n): `size` bytes of payload at `payload_offset`,
+// encrypted in units of `unit` bytes (512 to 4096) whose IVs count 512-byte sectors from `iv_base`;
+// `decryptor` reads back the units a write covers only in part.
+guest::Status luks_payload_writer(guest::BlockDevice& dev, guest::Allocator& alloc, uint64_t payload_offset,
+                                  uint64_t size, uint32_t unit, uint64_t iv_base, const SectorCipher& encryptor,
+                                  const SectorCipher& decryptor, guest::ImageWriter** out);
 
 } // namespace instar::luks

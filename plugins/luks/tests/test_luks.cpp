@@ -789,16 +789,69 @@ TEST_CASE("luks2 argon2 costs: bounds, and memory above the arena names --max-gu
     CHECK(why == "LUKS2 keyslot 0 asks for 1000 argon2 lanes (at most 16)");
 }
 
-TEST_CASE("luks2 volumes are refused to the writers") {
+// A writable image in memory whose size is its bytes' (the LUKS2 writer sizes a dynamic segment by it).
+class RwMemory final : public instar::guest::BlockDevice {
+public:
+    explicit RwMemory(std::vector<std::uint8_t> b) : bytes(std::move(b)) {}
+    std::uint64_t size() const override { return bytes.size(); }
+    Status read(std::uint64_t off, void* buf, std::size_t len) override {
+        if (off > bytes.size() || len > bytes.size() - off) return Status::IoError;
+        std::memcpy(buf, bytes.data() + off, len);
+        return Status::Ok;
+    }
+    Status write(std::uint64_t off, const void* buf, std::size_t len) override {
+        if (off > bytes.size() || len > bytes.size() - off) return Status::IoError;
+        std::memcpy(bytes.data() + off, buf, len);
+        return Status::Ok;
+    }
+    std::vector<std::uint8_t> bytes;
+};
+
+TEST_CASE("a luks2 volume's writer writes its segment, merging the units a write covers in part") {
+    static const std::uint8_t PASS[] = {'s', 'e', 'c', 'r', 'e', 't'};
+    for (std::uint32_t sector : {512u, 4096u}) {
+        CAPTURE(sector);
+        luks2_test::Options o;
+        o.sector = sector;
+        o.iv_tweak = 24; // IVs counted from the segment's tweak, as the reader (checked against cryptsetup) counts them
+        const auto plain = pattern(16384);
+        const auto img = luks2_test::make("secret", plain, o);
+        RwMemory dev(img);
+        instar::hosted::BudgetAllocator alloc(64u << 20);
+        Reasons sink;
+        instar::guest::OpenRequest req{&dev, nullptr, 0, &alloc, nullptr, &sink, nullptr, 100000, PASS, sizeof PASS};
+        instar::guest::ImageWriter* w = nullptr;
+        REQUIRE(instar::luks::luks_any_open_writer(req, &w) == Status::Ok);
+        std::vector<std::uint8_t> data(3000);
+        for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<std::uint8_t>(i * 13 + 5);
+        CHECK(w->write(1536, data.data(), data.size()) == Status::Ok); // inside one 4 KiB unit and across the next
+        CHECK(w->write_zeroes(8704, 1024, false) == Status::Ok);
+        CHECK(w->write(16384 - 512, data.data(), 512) == Status::Ok); // the last sector
+        CHECK(w->write(16384, data.data(), 512) == Status::Invalid);  // past the segment
+        CHECK(w->finish() == Status::Ok);
+        w->close();
+        auto want = plain;
+        std::memcpy(want.data() + 1536, data.data(), data.size());
+        std::memset(want.data() + 8704, 0, 1024);
+        std::memcpy(want.data() + 16384 - 512, data.data(), 512);
+        std::vector<std::uint8_t> got;
+        std::string why;
+        REQUIRE(read_all(dev.bytes, "secret", &got, &why) == Status::Ok);
+        CHECK(got == want);
+        CHECK(std::equal(img.begin(), img.begin() + luks2_test::SEG_OFFSET, dev.bytes.begin())); // header, key slots
+        CHECK(dev.bytes.size() == img.size());
+    }
+    // A wrong passphrase is refused as the reader refuses it, and nothing is written.
     const auto img = luks2_test::make("secret", pattern(4096));
-    instar::hosted::MemoryDevice dev(img);
+    RwMemory dev(img);
     instar::hosted::BudgetAllocator alloc(64u << 20);
     Reasons sink;
-    static const std::uint8_t PASS[] = {'s', 'e', 'c', 'r', 'e', 't'};
-    instar::guest::OpenRequest req{&dev, nullptr, 0, &alloc, nullptr, &sink, nullptr, 100000, PASS, sizeof PASS};
+    static const std::uint8_t WRONG[] = {'n', 'o', 'p', 'e'};
+    instar::guest::OpenRequest req{&dev, nullptr, 0, &alloc, nullptr, &sink, nullptr, 100000, WRONG, sizeof WRONG};
     instar::guest::ImageWriter* w = nullptr;
-    CHECK(instar::luks::luks_any_open_writer(req, &w) == Status::Unsupported);
-    CHECK(sink.text.rfind("LUKS2 volumes are read-only in instar", 0) == 0);
+    CHECK(instar::luks::luks_any_open_writer(req, &w) == Status::Invalid);
+    CHECK(sink.text == "Invalid password, cannot unlock any keyslot");
+    CHECK(dev.bytes == img);
 }
 
 TEST_CASE("luks2 key slot ids past 7, priorities, and info's slot list") {
