@@ -42,8 +42,8 @@ const Divergence DIVERGENCES[] = {
      "qemu-img aborts with an assertion creating or opening them: such an image would be useless to qemu"},
     {"luks2-read", "*",
      "LUKS2 volumes (cryptsetup's format 2) are probed as luks and read with key-secret: info, convert, compare, map, "
-     "dd, and convert -n writes one's payload; argon2 key slots take their memory from the guest "
-     "(--max-guest-memory); resizing or amending one is refused",
+     "dd; convert -n writes one's payload and resize truncates a dynamic segment; argon2 key slots take their "
+     "memory from the guest (--max-guest-memory); amending one, or resizing a fixed-size segment, is refused",
      "qemu-img reads LUKS2 as raw (ciphertext); instar refused it by name. --unsafe-quirks keeps qemu's raw probe"},
     {"luks-sm4", "create", "cipher-alg=sm4 is refused (\"Algorithm 'sm4' not supported\", as Debian's qemu 10.0 says)",
      "Debian 12's nettle 3.8.1 has no SM4; a qemu built with SM4 (nettle 3.9+, gcrypt) would accept it"},

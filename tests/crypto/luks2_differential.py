@@ -3,8 +3,8 @@ files (offline encryption: `cryptsetup reencrypt --encrypt`, no device-mapper) a
 convert to raw against the plaintext (pbkdf2, argon2i, argon2id key slots; 512- and 4096-byte
 sectors; aes-xts and aes-cbc-essiv), info (human and JSON), compare, map, dd, both sandboxes; a wrong
 passphrase, damaged and hostile metadata (re-checksummed), an argon2 memory cost above the sandbox;
-convert -n into each (read back, header kept, cryptsetup still unlocks it), and the refusals to
-resize or amend one. qemu-img reads LUKS2 as raw: the check runs it once to show it.
+convert -n into each (read back, header kept, cryptsetup still unlocks it), resize of a dynamic
+segment, and the refusals to amend one or resize a fixed segment. qemu-img reads LUKS2 as raw: the check runs it once to show it.
 
 usage: luks2_differential.py INSTAR"""
 import hashlib
@@ -264,17 +264,53 @@ def main():
         refusal('argon2 memory above the sandbox (process)',
                 ['--sandbox', 'process', 'convert', '--object', SECRET, '--image-opts', image_opts(bad), '-O', 'raw',
                  out], 'raise --max-guest-memory', bad)
-        # Resizing or amending a LUKS2 volume is refused by name, the volume untouched.
+        # Amending a LUKS2 volume, resizing one whose segment has a fixed size, or to a size that is
+        # not whole sectors of its segment, a wrong passphrase: refused by name, the volume untouched.
         wr = os.path.join(d, 'write.img')
-        shutil.copy(path, wr)
-        for label, cmd in (('resize', ['resize', '--object', SECRET, '--image-opts', image_opts(wr), '2M']),
-                           ('amend', ['amend', '--object', SECRET, '--object', 'secret,id=sec1,data=x',
-                                      '--image-opts', image_opts(wr), '-o',
-                                      'state=active,new-secret=sec1,iter-time=10'])):
+        fixed = os.path.join(d, 'fixed.img')
+        rewrite_metadata(path, fixed, lambda t: t.replace('"size":"dynamic"', f'"size":"{PLAIN_SIZE}"', 1))
+        a2, _, _ = vols['argon2id-4096']
+        for label, src, cmd, want in (
+                ('amend', path, ['amend', '--object', SECRET, '--object', 'secret,id=sec1,data=x', '--image-opts',
+                                 image_opts(wr), '-o', 'state=active,new-secret=sec1,iter-time=10'],
+                 'instar cannot amend LUKS2 volumes'),
+                ('resize of a fixed segment', fixed, ['resize', '--object', SECRET, '--image-opts', image_opts(wr),
+                                                      '2M'], 'whose segment has a fixed size'),
+                ('resize inside a 4096-byte sector', a2, ['resize', '--object', SECRET, '--image-opts',
+                                                          image_opts(wr), str(2 * PLAIN_SIZE + 512)],
+                 'LUKS2 segment 0 has 4096-byte sectors: the new size must be a multiple of 4096'),
+                ('resize with a wrong passphrase', path, ['resize', '--object', 'secret,id=sec0,data=nope',
+                                                          '--image-opts', image_opts(wr), '2M'],
+                 'Invalid password, cannot unlock any keyslot'),
+                ('shrink without --shrink', path, ['resize', '--object', SECRET, '--image-opts', image_opts(wr),
+                                                   '512K'], 'Use the --shrink option to perform a shrink operation')):
+            shutil.copy(src, wr)
             o = run([instar] + cmd)
-            check(f'refused {label}', o.returncode != 0 and 'instar cannot resize or amend LUKS2 volumes' in o.stderr,
-                  f'exit {o.returncode}: {o.stderr.strip()!r}')
-        check('edit refusals leave the volume', open(wr, 'rb').read() == open(path, 'rb').read())
+            check(f'refused {label}', o.returncode != 0 and want in o.stderr and
+                  open(wr, 'rb').read() == open(src, 'rb').read(), f'exit {o.returncode}: {o.stderr.strip()!r}')
+
+        # resize of a dynamic segment: the file after the segment's offset, as LUKS1's; the metadata
+        # unchanged, so cryptsetup still unlocks it and sees the new size; grown sectors hold what
+        # their zeros decrypt to (qemu's LUKS1 resize likewise), shrunk ones are gone.
+        for name, size, extra in (('pbkdf2-512', 2 * PLAIN_SIZE, []), ('argon2id-4096', 3 * PLAIN_SIZE, []),
+                                  ('pbkdf2-512', PLAIN_SIZE // 2, ['--shrink'])):
+            vpath, offset, pw = vols[name]
+            secret = f'secret,id=sec0,data={pw}'
+            shutil.copy(vpath, wr)
+            o = run([instar, 'resize', '--object', secret] + extra + ['--image-opts', image_opts(wr), str(size)])
+            o2 = run([instar, 'info', '--output=json', wr])
+            vsize = json.loads(o2.stdout).get('virtual-size') if o2.returncode == 0 else None
+            out = os.path.join(d, 'back.raw')
+            o3 = run([instar, 'convert', '--object', secret, '--image-opts', image_opts(wr), '-O', 'raw', out])
+            got = open(out, 'rb').read() if o3.returncode == 0 else b''
+            t = subprocess.run([CRYPTSETUP, 'open', '--test-passphrase', '--key-file', '-', wr], input=pw.encode(),
+                               capture_output=True)
+            keep = min(size, PLAIN_SIZE)
+            check(f'resize {name} to {size}', o.returncode == 0 and o.stdout == 'Image resized.\n' and
+                  vsize == size and os.path.getsize(wr) == offset + size and got[:keep] == plain[:keep] and
+                  len(got) == size and open(wr, 'rb').read(offset) == open(vpath, 'rb').read(offset) and
+                  t.returncode == 0, f'exit {o.returncode} {o.stdout!r} {o.stderr!r}, size {vsize}, cryptsetup '
+                  f'{t.returncode} {o3.stderr}')
 
         # convert -n writes a LUKS2 volume's payload (every variant: 512- and 4096-byte sectors, xts
         # and cbc-essiv, pbkdf2 and argon2 slots), both sandboxes: instar reads back what it wrote,

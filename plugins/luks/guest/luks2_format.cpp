@@ -1,7 +1,7 @@
 // The luks module's entry points over LUKS1 (luks_format.cpp, luks_create.cpp, luks_edit.cpp, shared
 // with qcow2 and qcow) and LUKS2 (this plugin only): a header of version 2 is read here, as
-// cryptsetup lays it out, and its payload written (convert -n); creating, resizing or amending one
-// is refused by name. docs/formats/luks.md, "LUKS2".
+// cryptsetup lays it out, its payload written (convert -n) and resized (a dynamic segment);
+// creating or amending one is refused by name. docs/formats/luks.md, "LUKS2".
 #include "luks2_format.h"
 
 #include "luks_create.h"
@@ -9,6 +9,8 @@
 #include "luks_format.h"
 
 #include <instar/guest/arena_new.h>
+#include <instar/guest/edit_device.h>
+#include <instar/guest/edit_resize_file.h>
 #include <instar/guest/format_util.h>
 
 namespace instar::luks {
@@ -19,7 +21,9 @@ using guest::Status;
 namespace {
 
 constexpr uint32_t QEMU_DETACHED_HEADER_VERSION = 90000;
-constexpr char LUKS2_NO_EDIT[] = "instar cannot resize or amend LUKS2 volumes (it reads them and writes their data)";
+constexpr char LUKS2_NO_AMEND[] = "instar cannot amend LUKS2 volumes (it would rewrite their metadata)";
+constexpr char LUKS2_FIXED_SEGMENT[] = "instar cannot resize a LUKS2 volume whose segment has a fixed size (it would "
+                                       "rewrite the metadata)";
 
 // The primary header's magic and version 2 at the start of `dev`.
 bool starts_luks2(BlockDevice& dev) {
@@ -43,16 +47,23 @@ Status load(BlockDevice& dev, guest::Allocator& alloc, Luks2Header** out, LuksWh
     return st;
 }
 
-// Whether `dev` is a LUKS2 volume (a readable one or a damaged one that still looks like LUKS2).
-bool is_luks2_volume(BlockDevice& dev, guest::Allocator& alloc) {
-    if (!starts_luks2(dev))
-        return false;
-    Luks2Header* h = nullptr;
-    LuksWhy why;
-    bool not_luks2 = false;
-    if (load(dev, alloc, &h, &why, &not_luks2) == Status::Ok)
-        guest::arena_delete(alloc, h);
-    return !not_luks2;
+// resize of a LUKS2 volume: where its segment's size is dynamic (the file's whole sectors after its
+// offset, cryptsetup's default) the file is truncated as LUKS1's is and nothing in the metadata
+// changes; the new size must be whole sectors of the segment. A fixed size is refused.
+Status luks2_resize(const guest::EditRequest& req, guest::EditHost& host, const Luks2Header& h) {
+    guest::ResizeArgs a{};
+    if (const Status st = guest::resize_file_args(req, host, &a); st != Status::Ok)
+        return st;
+    if (!h.seg_dynamic)
+        return guest::edit_refuse(host, LUKS2_FIXED_SEGMENT, Status::Unsupported);
+    if (a.new_size % h.sector_size != 0) {
+        char text[guest::CREATE_MAX_REASON] = "LUKS2 segment 0 has ";
+        guest::append_decimal(text, sizeof text, h.sector_size);
+        guest::append_text(text, sizeof text, "-byte sectors: the new size must be a multiple of ");
+        guest::append_decimal(text, sizeof text, h.sector_size);
+        return guest::edit_refuse(host, text, Status::Invalid);
+    }
+    return resize_payload(req, host, a, h.seg_offset);
 }
 
 } // namespace
@@ -162,10 +173,28 @@ Status luks_any_open_writer(const guest::OpenRequest& req, guest::ImageWriter** 
 }
 
 Status luks_any_edit(const guest::EditRequest& req, guest::EditHost& host) {
-    if (req.image != nullptr && req.allocator != nullptr && req.image_length >= LUKS2_MIN_HDR_SIZE &&
-        is_luks2_volume(*req.image, *req.allocator))
-        return guest::edit_refuse(host, LUKS2_NO_EDIT, Status::Unsupported);
-    return edit(req, host);
+    if (req.image == nullptr || req.allocator == nullptr || req.image_length < LUKS2_MIN_HDR_SIZE)
+        return edit(req, host);
+    guest::SizedDevice file(*req.image, req.image_length); // the file's length, not the output's limit
+    if (!starts_luks2(file))
+        return edit(req, host);
+    Luks2Header* h = nullptr;
+    LuksWhy why;
+    bool not_luks2 = false;
+    if (const Status st = load(file, *req.allocator, &h, &why, &not_luks2); st != Status::Ok) {
+        if (not_luks2)
+            return edit(req, host); // qemu's LUKS1 words for a header of version 2
+        return guest::edit_refuse(host, why.text[0] != 0 ? why.text : "I/O error reading the LUKS2 header", st);
+    }
+    Status st;
+    if (req.command == guest::EditCommand::Resize)
+        st = luks2_resize(req, host, *h);
+    else if (req.command == guest::EditCommand::Amend)
+        st = guest::edit_refuse(host, LUKS2_NO_AMEND, Status::Unsupported);
+    else
+        st = edit(req, host);
+    guest::arena_delete(*req.allocator, h);
+    return st;
 }
 
 } // namespace instar::luks

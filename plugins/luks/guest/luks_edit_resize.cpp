@@ -28,8 +28,14 @@ guest::Status edit_resize(const guest::EditRequest& req, guest::EditHost& host) 
     LuksWhy why;
     if (const guest::Status st = luks_header_parse(raw, sizeof raw, &h, false, &why); st != guest::Status::Ok)
         return guest::edit_refuse(host, why.text, st);
-    // payload_offset is a 32-bit sector count (at most 2 TiB): no overflow with new_size <= INT64_MAX.
-    const uint64_t length = h.payload_offset + a.new_size;
+    return resize_payload(req, host, a, h.payload_offset);
+}
+
+guest::Status resize_payload(const guest::EditRequest& req, guest::EditHost& host, const guest::ResizeArgs& a,
+                             uint64_t payload_offset) {
+    // LUKS1's payload_offset is a 32-bit sector count (at most 2 TiB), LUKS2's segment offset lies
+    // inside the file: no overflow with new_size <= INT64_MAX.
+    const uint64_t length = payload_offset + a.new_size;
     // bdrv_check_request runs twice: on the luks node's size, then on the file's length; each
     // refuses a length past qemu's BDRV_MAX_LENGTH with its message.
     const uint64_t refused = a.new_size > guest::QEMU_BDRV_MAX_LENGTH ? a.new_size : length;
