@@ -280,6 +280,9 @@ Status info_first_op(const uint8_t* arg, uint32_t arg_len) {
     } else if (a.op == INSTAR_OP_MAP) { // a plan naming the image alone (op_map.cpp checks the rest)
         if (a.image_count != 1 || op_len != sizeof(instar_map_arg))
             return Status::Invalid;
+    } else if (a.op == INSTAR_OP_MEASURE) { // a plan naming the image alone (op_measure.cpp)
+        if (a.image_count != 1 || op_len != sizeof(instar_measure_arg))
+            return Status::Invalid;
     } else if (a.op == INSTAR_OP_COMPARE) { // a plan naming the two images alone (op_compare.cpp)
         if (a.image_count != 2 || op_len != sizeof(instar_compare_arg))
             return Status::Invalid;

@@ -3,6 +3,7 @@
 // composed chain for the target's cluster size. One INSTAR_REC_MEASURE on success; a failure to
 // open an image is reported as convert's INSTAR_REC_CONVERT_FAILURE (phase OPEN) and a REASON.
 #include "image_table.h"
+#include "info_first.h"
 
 #include "measure_walk.h"
 
@@ -30,7 +31,8 @@ Status read_plan(uint32_t plan_device, Plan& plan) {
     const uint64_t layers = static_cast<uint64_t>(h.image_count) * sizeof(instar_image_facts);
     if (h.magic != INSTAR_MEASURE_PLAN_MAGIC || h.image_count == 0 || h.image_count > INSTAR_CONVERT_MAX_IMAGES ||
         h.cluster_size < INSTAR_MEASURE_MIN_CLUSTER || h.cluster_size > INSTAR_MEASURE_MAX_CLUSTER ||
-        (h.cluster_size & (h.cluster_size - 1)) != 0 || h.snapshot_len > MAX_SNAPSHOT_NAME || h.reserved != 0 ||
+        (h.cluster_size & (h.cluster_size - 1)) != 0 || h.snapshot_len > MAX_SNAPSHOT_NAME ||
+        (h.flags & ~INSTAR_MEASURE_PLAN_FROM_INFO) != 0 ||
         sizeof h + table + layers + h.snapshot_len != size)
         return Status::Invalid;
     plan.images = reinterpret_cast<instar_convert_image*>(bytes + sizeof h); // 16-aligned + 24: 8-aligned
@@ -51,6 +53,17 @@ Status measure_op(const uint8_t* arg, uint32_t arg_len) {
     __builtin_memcpy(&a, arg, sizeof a);
     Plan plan;
     if (const Status st = read_plan(a.plan_device, plan); st != Status::Ok) return st;
+    // The host planned before it had the image's info: the inspections that started this run
+    // (INSTAR_OP_INFO_FIRST) know its cluster size and its backing files, as the host's table would.
+    if ((plan.head.flags & INSTAR_MEASURE_PLAN_FROM_INFO) != 0) {
+        static const uint32_t no_words[1] = {0}; // measure's table has no per-image words
+        const uint32_t* words = no_words;
+        if (plan.images[0].module != 0) return Status::Invalid;
+        if (const Status st = complete_plan_from_info(1, true, true, &plan.images, &words, &plan.layers,
+                                                      &plan.head.image_count);
+            st != Status::Ok)
+            return st;
+    }
     const instar_measure_plan& h = plan.head;
     RecordReasons reasons;
 

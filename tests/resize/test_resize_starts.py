@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Sandbox starts per command that inspects an image first (docs/architecture.md, "One start where
 the image stands alone" and "... and over a backing chain"): a lone image is inspected and edited (resize,
-snapshot, bitmap), checked, mapped or compared in one start, an overlay checked or `info --backing-chain`ed in
+snapshot, bitmap), checked, mapped, measured or compared in one start, an overlay checked or `info --backing-chain`ed in
 one; an overlay's first inspection is reused, not repeated; a refused size costs one start.
 Counted under strace as KVM_CREATE_VM ioctls (the KVM sandbox) or execs of the process sandbox's
 loader."""
@@ -97,6 +97,14 @@ with tempfile.TemporaryDirectory() as d:
     check("map overlay", starts(["map", "mo.qcow2"], d, 0), (0, 1))
     check("map overlay 2T", starts(["map", "o.qcow2"], d, 0), (0, 3))
     check("map overlay of raw", starts(["map", "or.qcow2"], d, 0), (0, 3))
+    # measure walks in the start that inspects (INSTAR_MEASURE_PLAN_FROM_INFO), over a chain of the
+    # top's format too; a raw target needs no walk; past QUICK_MEASURE_MAX_VIRTUAL (1 TiB) and over a
+    # raw backing, level by level as map.
+    check("measure lone", starts(["measure", "-O", "qcow2", "m.qcow2"], d, 0), (0, 1))
+    check("measure overlay", starts(["measure", "-O", "qcow2", "-o", "cluster_size=4k", "mo2.qcow2"], d, 0), (0, 1))
+    check("measure -O raw", starts(["measure", "-O", "raw", "m.qcow2"], d, 0), (0, 1))
+    check("measure lone 2T", starts(["measure", "-O", "qcow2", "t.qcow2"], d, 0), (0, 2))
+    check("measure overlay of raw", starts(["measure", "-O", "qcow2", "or.qcow2"], d, 0), (0, 3))
     chk = subprocess.run([qemu_img, "check", os.path.join(d, "t.qcow2")], capture_output=True)
     check("qemu-img check", chk.returncode, 0)
 

@@ -354,8 +354,9 @@ enum instar_op {
  * after this struct as its argument; the exit status is then op's. Without INSTAR_REC_STARTED the
  * exit status is the inspections' (Ok: they succeeded, and the host reuses the info it was sent).
  * `op` is INSTAR_OP_CHECK of one image (without INSTAR_CHECK_FIX_*: nothing is written), INSTAR_OP_MAP
- * of one (a plan of the image alone with INSTAR_MAP_PLAN_CLUSTER_FROM_INFO) or INSTAR_OP_COMPARE of
- * two (a plan of the two alone with INSTAR_COMPARE_CLUSTER_FROM_INFO). */
+ * of one (a plan of the image alone with INSTAR_MAP_PLAN_CLUSTER_FROM_INFO), INSTAR_OP_MEASURE of
+ * one (a plan of the image alone with INSTAR_MEASURE_PLAN_FROM_INFO) or INSTAR_OP_COMPARE of two (a
+ * plan of the two alone with INSTAR_COMPARE_CLUSTER_FROM_INFO). */
 #define INSTAR_INFO_FIRST_MAX_IMAGES 2u
 #define INSTAR_INFO_FIRST_NO_KEY_SHIFT 8u
 /* flags: the operation may run over backing chains (INSTAR_OP_CHECK, whose check reads the image alone
@@ -787,9 +788,14 @@ struct instar_measure_plan {
     uint32_t cluster_size; /* the target's allocation unit: a power of two in [MIN, MAX]_CLUSTER */
     uint32_t snapshot_len; /* bytes of -l's name after the table (0: none) */
     uint32_t qemu_version; /* the output profile */
-    uint32_t reserved;     /* 0 */
+    uint32_t flags;        /* INSTAR_MEASURE_PLAN_* (formerly reserved: 0) */
 };
 INSTAR_ABI_ASSERT(sizeof(struct instar_measure_plan) == 24, "measure plan layout");
+/* In an INSTAR_OP_INFO_FIRST run with INSTAR_INFO_FIRST_CHAINS (whose host plans before it has the
+ * info): image 0's cluster size is the one its inspection reported and its backing files, as the
+ * guest inspected them, are appended to the table (image 0's facts flags, each level's allocated
+ * bytes from INSTAR_HC_NEXT_IMAGE), as INSTAR_MAP_PLAN_CLUSTER_FROM_INFO | _CHAIN_FROM_INFO do. */
+#define INSTAR_MEASURE_PLAN_FROM_INFO 1u
 
 /* The walk's result: `required` is cluster_size times the number of target clusters that hold any
  * byte the chain reports as data (neither zero nor unallocated all the way down). */

@@ -362,6 +362,26 @@ Expected<std::string> find_snapshot(const SnapshotRequest& want, const NodeInfo&
 // qemu-img 7.2's img_measure sends getopt's '?' to help(): getopt's message on stderr (named after
 // the subcommand, qemu-img's argv[0] there), the global help on stdout, exit status 0. Scans like
 // getopt_long("hf:O:o:l:U") with 7.2's long options; true when it handled an error.
+// The cluster size the walk will use, where it is known before the source is open (a qcow2 target
+// whose options are valid and name no backing file): the source is then inspected and walked in
+// one sandbox start (measure_op.h). Nothing is reported here: the checks after the open do that.
+std::optional<std::uint32_t> walk_cluster_before_open(Context& ctx, const std::string& fmt,
+                                                      const std::string& options,
+                                                      const std::vector<std::string>& secrets) {
+    const LoadedPlugin* plugin = ctx.plugins().find(fmt);
+    if (plugin == nullptr || fmt != "qcow2" || fmt != (*plugin)->name)
+        return std::nullopt;
+    const FormatDescriptor& d = **plugin;
+    std::vector<OptionItem> items = split_option_list(options);
+    std::vector<std::string> warnings;
+    if (check_measure_options(items, {d.options, d.option_count}, ctx.profile.version, warnings))
+        return std::nullopt;
+    auto params = qcow2_params(items, ctx.profile.version, secrets);
+    if (!params || params->has_backing)
+        return std::nullopt;
+    return static_cast<std::uint32_t>(params->cluster_size);
+}
+
 bool measure_getopt_72(Context& ctx, std::span<const std::string> args, int& status) {
     constexpr std::string_view SHORT_WITH_ARG = "fOol";
     constexpr std::string_view SHORT_FLAGS = "hU";
@@ -566,6 +586,8 @@ int cmd_measure(Context& ctx, std::span<const std::string> args) {
         if (vm.count("allow-path"))
             src.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
         src.unsafe_quirks = vm.count("unsafe-quirks") > 0;
+        if (!has_snapshot)
+            src.quick_cluster_size = walk_cluster_before_open(ctx, fmt, options, secret_ids(vm));
         if (auto ok = open_measure_source(src, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, source); !ok)
             return report_error(ctx, quote_given(*source_name, ok.error()));
         // qemu opens (and probes) the image before it refuses an option given to it.

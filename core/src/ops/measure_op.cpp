@@ -5,6 +5,7 @@
 #include "ops/guest_info_runner.h"
 #include "ops/guest_module.h"
 #include "ops/image_table.h"
+#include "ops/info_first.h"
 #include "ops/map_op.h"
 
 #include <instar/guest/read_api.h>
@@ -121,6 +122,47 @@ MeasureFigures qcow2_measure(const Qcow2MeasureParams& p, std::uint64_t virtual_
     return f;
 }
 
+namespace {
+
+// A measure in one start (INSTAR_OP_INFO_FIRST) is planned before the host knows the virtual size:
+// its budget is computed for this size, and a larger source is walked on the ordinary path.
+constexpr std::uint64_t QUICK_MEASURE_MAX_VIRTUAL = 1ull << 40;
+
+// The plan of a measure of one image that stands alone, made before its info is known: device 0 is
+// the image, device 1 this plan, device 2 no secrets; the guest takes the cluster size and the
+// backing files from its inspections (INSTAR_MEASURE_PLAN_FROM_INFO). False: the ordinary path
+// (a format it cannot read, or one measured without a walk).
+Expected<bool> prepare_quick_measure(std::uint32_t cluster_size, std::uint32_t qemu_version, const FirstImage& first,
+                                     PlanFile& plan_file, QuickCall& call) {
+    const std::uint32_t traits = (*first.plugin)->qemu_traits;
+    if (!((*first.plugin)->capabilities & CAP_CONVERT) || (traits & QEMU_NO_BLOCK_STATUS) != 0)
+        return false;
+    instar_measure_plan head{};
+    head.magic = INSTAR_MEASURE_PLAN_MAGIC;
+    head.image_count = 1;
+    head.cluster_size = cluster_size;
+    head.qemu_version = qemu_version;
+    head.flags = INSTAR_MEASURE_PLAN_FROM_INFO;
+    const instar_convert_image image{first.module, 0, 1, 0, INSTAR_CONVERT_NO_BACKING, 0};
+    const instar_image_facts facts{first.file.allocated, image_facts_flags_of(traits), 0};
+    std::vector<std::uint8_t> bytes;
+    append_bytes(bytes, &head, 1);
+    append_bytes(bytes, &image, 1);
+    append_bytes(bytes, &facts, 1);
+    auto plan_device = plan_file.write(bytes);
+    if (!plan_device)
+        return Error{plan_device.error()};
+    call.devices.push_back(*plan_device);
+    const instar_measure_arg arg{1, 0};
+    append_bytes(call.arg, &arg, 1);
+    const auto budget = MEASURE_BASE_TIMEOUT + std::chrono::seconds(QUICK_MEASURE_MAX_VIRTUAL / MEASURE_BYTES_PER_SECOND);
+    if (call.config.timeout < budget)
+        call.config.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(budget);
+    return true;
+}
+
+} // namespace
+
 Expected<bool> open_measure_source(const MeasureSourceSpec& spec, const PluginRegistry& plugins,
                                    const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version, MeasureSource& out) {
     auto runner = make_sandbox_info_runner(sandbox, qemu_version);
@@ -134,8 +176,33 @@ Expected<bool> open_measure_source(const MeasureSourceSpec& spec, const PluginRe
     io.allow_paths = spec.allow_paths;
     io.opens_without_key = !spec.secret;
     io.backing_in_one_node = true; // no backing keys: every level is inspected without one
-    if (auto opened = open_chain(io, plugins, *runner, out.chain); !opened)
-        return Error{opened.error()};
+    // A source that stands alone (or over backing files of its own format) is inspected and walked
+    // in one start; any other takes the ordinary path, reusing that inspection.
+    std::vector<std::optional<PrefetchedInfo>> prefetched;
+    if (spec.quick_cluster_size && !spec.secret && !spec.snapshot) {
+        PlanFile quick_plan;
+        QuickRead q;
+        q.images = {io};
+        q.op = INSTAR_OP_MEASURE;
+        q.max_virtual_size = QUICK_MEASURE_MAX_VIRTUAL;
+        q.chains = true;
+        q.prefetched = &prefetched;
+        q.prepare = [&](const std::vector<const FirstImage*>& first, QuickCall& call) {
+            return prepare_quick_measure(*spec.quick_cluster_size, qemu_version, *first[0], quick_plan, call);
+        };
+        std::vector<OpenedChain> chains;
+        auto r = try_quick_read(q, plugins, sandbox, qemu_version, chains);
+        if (!r)
+            return Error{"Could not open '" + spec.filename + "': " + r.error()};
+        if (*r) {
+            out.quick = std::move(**r);
+            out.quick_cluster_size = *spec.quick_cluster_size;
+            out.chain.links = std::move(chains[0].links);
+        }
+    }
+    if (!out.quick)
+        if (auto opened = open_chain(io, plugins, reusing_inspection(*runner, prefetched, 0), out.chain); !opened)
+            return Error{opened.error()};
     out.chain.links.front().secret = spec.secret;
     // qemu's img_open unlocks an encrypted source's key (measure may not read its data).
     if (auto unlocked = unlock_image(out.chain.links.front(), spec.secret, sandbox, qemu_version); !unlocked)
@@ -211,7 +278,10 @@ Expected<std::uint64_t> measure_data_clusters(const MeasureSourceSpec& spec, con
     const instar_measure_arg arg{0, *secrets_device};
     // SAFETY: instar_measure_arg is a trivially-copyable ABI struct with no padding (static_assert).
     const auto* a = reinterpret_cast<const std::uint8_t*>(&arg);
-    auto run = vmm::run(sandbox, table.devices, table.modules, INSTAR_OP_MEASURE, {a, sizeof arg});
+    // The walk may have run already, in the start that inspected the source (for this cluster size).
+    auto run = source.quick && source.quick_cluster_size == cluster_size
+                   ? vmm::Outcome<vmm::RunResult>(*source.quick)
+                   : vmm::run(sandbox, table.devices, table.modules, INSTAR_OP_MEASURE, {a, sizeof arg});
     if (!run)
         return Error{"Unable to get block status: " + run.error().message};
 

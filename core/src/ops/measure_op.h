@@ -54,6 +54,10 @@ struct MeasureSource {
     std::uint64_t virtual_size = 0;
     bool qcow2_v3 = false;               // the top is a qcow2 version 3 image: it can hold bitmaps
     std::vector<MeasureBitmap> bitmaps;  // the top's persistent bitmaps
+    // The walk, when it ran in the start that inspected the source (open_measure_source with
+    // MeasureSourceSpec::quick_cluster_size), and the cluster size it walked with.
+    std::optional<vmm::RunResult> quick;
+    std::uint32_t quick_cluster_size = 0;
 };
 
 struct MeasureSourceSpec {
@@ -63,6 +67,10 @@ struct MeasureSourceSpec {
     std::vector<std::string> allow_paths;
     bool unsafe_quirks = false;
     std::optional<std::string> secret; // the source's (--object secret), never printed
+    // The cluster size measure_data_clusters will walk with, where the command knows it before the
+    // source is open: an image that stands alone (or over a chain of its own format) is then
+    // inspected and walked in one sandbox start (info_first.h). Unset: the walk starts on its own.
+    std::optional<std::uint32_t> quick_cluster_size;
 };
 
 // Opens the source as qemu-img's img_open does; the error is qemu's message.
