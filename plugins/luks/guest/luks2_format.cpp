@@ -47,6 +47,24 @@ Status load(BlockDevice& dev, guest::Allocator& alloc, Luks2Header** out, LuksWh
     return st;
 }
 
+// The LUKS2 header of an open's image, for the reader and the writer: Ok with *h set, or Ok with *h
+// null where the LUKS1 code opens the image (no key, a detached header, no LUKS2 magic, or a header
+// of version 2 that does not look like LUKS2 at all: qemu's LUKS1 words then); otherwise the
+// refusal, said to the request's reasons.
+Status open_header(const guest::OpenRequest& req, Luks2Header** h) {
+    *h = nullptr;
+    if (req.image == nullptr || req.allocator == nullptr || req.file_count != 0 || req.secret == nullptr ||
+        !starts_luks2(*req.image))
+        return Status::Ok;
+    LuksWhy why;
+    bool not_luks2 = false;
+    const Status st = load(*req.image, *req.allocator, h, &why, &not_luks2);
+    if (st == Status::Ok || not_luks2)
+        return Status::Ok; // (load leaves *h null when it fails)
+    guest::say_reason(req.reasons, why.text[0] != 0 ? why.text : "I/O error reading the LUKS2 header");
+    return st;
+}
+
 // resize of a LUKS2 volume: where its segment's size is dynamic (the file's whole sectors after its
 // offset, cryptsetup's default) the file is truncated as LUKS1's is and nothing in the metadata
 // changes; the new size must be whole sectors of the segment. A fixed size is refused.
@@ -106,22 +124,14 @@ Status luks_any_info(const guest::InfoRequest& req, guest::InfoSink& sink) {
 }
 
 Status luks_any_open(const guest::OpenRequest& req, guest::ImageReader** out) {
-    if (req.image == nullptr || req.allocator == nullptr || out == nullptr || req.file_count != 0 ||
-        req.secret == nullptr || !starts_luks2(*req.image))
-        return open(req, out);
-    guest::Allocator& alloc = *req.allocator;
     Luks2Header* h = nullptr;
-    LuksWhy why;
-    bool not_luks2 = false;
-    Status st = load(*req.image, alloc, &h, &why, &not_luks2);
-    if (st != Status::Ok) {
-        if (not_luks2)
-            return open(req, out);
-        guest::say_reason(req.reasons, why.text[0] != 0 ? why.text : "I/O error reading the LUKS2 header");
-        return st;
-    }
+    if (out == nullptr)
+        return open(req, out);
+    if (const Status loaded = open_header(req, &h); loaded != Status::Ok || h == nullptr)
+        return loaded != Status::Ok ? loaded : open(req, out);
+    guest::Allocator& alloc = *req.allocator;
     auto* cipher = guest::arena_new<SectorCipher>(alloc);
-    st = cipher != nullptr ? Status::Ok : Status::NoMemory;
+    Status st = cipher != nullptr ? Status::Ok : Status::NoMemory;
     if (st == Status::Ok)
         st = luks2_unlock(*req.image, alloc, *h, req.secret, req.secret_len, cipher, req.reasons);
     if (st == Status::Ok && guest::refuse_snapshot_load(req, "luks")) // after the key, as for LUKS1
@@ -140,23 +150,15 @@ Status luks_any_open(const guest::OpenRequest& req, guest::ImageReader** out) {
 // convert -n into a LUKS2 volume: its segment's payload, written as dm-crypt would (the header
 // and key slots untouched). A damaged LUKS2 header is refused with the reader's words.
 Status luks_any_open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
-    if (req.image == nullptr || req.allocator == nullptr || out == nullptr || req.file_count != 0 ||
-        req.secret == nullptr || !starts_luks2(*req.image))
-        return open_writer(req, out);
-    guest::Allocator& alloc = *req.allocator;
     Luks2Header* h = nullptr;
-    LuksWhy why;
-    bool not_luks2 = false;
-    Status st = load(*req.image, alloc, &h, &why, &not_luks2);
-    if (st != Status::Ok) {
-        if (not_luks2)
-            return open_writer(req, out);
-        guest::say_reason(req.reasons, why.text[0] != 0 ? why.text : "I/O error reading the LUKS2 header");
-        return st;
-    }
+    if (out == nullptr)
+        return open_writer(req, out);
+    if (const Status loaded = open_header(req, &h); loaded != Status::Ok || h == nullptr)
+        return loaded != Status::Ok ? loaded : open_writer(req, out);
+    guest::Allocator& alloc = *req.allocator;
     auto* dec = guest::arena_new<SectorCipher>(alloc);
     auto* enc = guest::arena_new<SectorCipher>(alloc);
-    st = dec != nullptr && enc != nullptr ? Status::Ok : Status::NoMemory;
+    Status st = dec != nullptr && enc != nullptr ? Status::Ok : Status::NoMemory;
     if (st == Status::Ok)
         st = luks2_unlock(*req.image, alloc, *h, req.secret, req.secret_len, dec, req.reasons, enc);
     if (st == Status::Ok)
