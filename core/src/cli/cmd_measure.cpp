@@ -359,9 +359,6 @@ Expected<std::string> find_snapshot(const SnapshotRequest& want, const NodeInfo&
     return Error{"Failed to load snapshot: Can't find snapshot"};
 }
 
-// qemu-img 7.2's img_measure sends getopt's '?' to help(): getopt's message on stderr (named after
-// the subcommand, qemu-img's argv[0] there), the global help on stdout, exit status 0. Scans like
-// getopt_long("hf:O:o:l:U") with 7.2's long options; true when it handled an error.
 // The cluster size the walk will use, where it is known before the source is open (a qcow2 target
 // whose options are valid and name no backing file): the source is then inspected and walked in
 // one sandbox start (measure_op.h). Nothing is reported here: the checks after the open do that.
@@ -382,6 +379,9 @@ std::optional<std::uint32_t> walk_cluster_before_open(Context& ctx, const std::s
     return static_cast<std::uint32_t>(params->cluster_size);
 }
 
+// qemu-img 7.2's img_measure sends getopt's '?' to help(): getopt's message on stderr (named after
+// the subcommand, qemu-img's argv[0] there), the global help on stdout, exit status 0. Scans like
+// getopt_long("hf:O:o:l:U") with 7.2's long options; true when it handled an error.
 bool measure_getopt_72(Context& ctx, std::span<const std::string> args, int& status) {
     constexpr std::string_view SHORT_WITH_ARG = "fOol";
     constexpr std::string_view SHORT_FLAGS = "hU";
