@@ -139,10 +139,7 @@ Status luks_any_open(const guest::OpenRequest& req, guest::ImageReader** out) {
     if (st == Status::Ok)
         st = luks_make_reader(*req.image, alloc, h->seg_offset, luks2_payload_size(*h, req.image->size()),
                               h->sector_size, h->iv_tweak, *cipher, out);
-    if (cipher != nullptr) {
-        __builtin_memset(static_cast<void*>(cipher), 0, sizeof *cipher);
-        guest::arena_delete(alloc, cipher);
-    }
+    delete_wiped(alloc, cipher);
     guest::arena_delete(alloc, h);
     return st;
 }
@@ -164,12 +161,8 @@ Status luks_any_open_writer(const guest::OpenRequest& req, guest::ImageWriter** 
     if (st == Status::Ok)
         st = luks_payload_writer(*req.image, alloc, h->seg_offset, luks2_payload_size(*h, req.image->size()),
                                  h->sector_size, h->iv_tweak, *enc, *dec, out);
-    SectorCipher* const ciphers[] = {dec, enc}; // the key schedules, wiped
-    for (SectorCipher* c : ciphers)
-        if (c != nullptr) {
-            __builtin_memset(static_cast<void*>(c), 0, sizeof *c);
-            guest::arena_delete(alloc, c);
-        }
+    delete_wiped(alloc, dec);
+    delete_wiped(alloc, enc);
     guest::arena_delete(alloc, h);
     return st;
 }

@@ -90,10 +90,7 @@ Status try_slot(guest::BlockDevice& dev, guest::Allocator& alloc, const Luks2Hea
             c->decrypt(0, split, split_len);
     }
     __builtin_memset(area_key, 0, sizeof area_key);
-    if (c != nullptr) {
-        __builtin_memset(static_cast<void*>(c), 0, sizeof *c);
-        guest::arena_delete(alloc, c);
-    }
+    delete_wiped(alloc, c);
     if (st != Status::Ok)
         return st;
     uint8_t candidate[LUKS_MAX_KEY_BYTES];

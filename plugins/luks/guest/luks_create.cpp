@@ -260,10 +260,7 @@ Status luks_seal_key(const LuksHeader& h, const uint8_t* master_key, const uint8
     if (st == Status::Ok && slot_cipher == nullptr) st = Status::NoMemory;
     if (st == Status::Ok) st = slot_cipher->init(h, slot_key, h.key_bytes, true);
     if (st == Status::Ok) slot_cipher->encrypt(0, out, split_len);
-    if (slot_cipher != nullptr) {
-        __builtin_memset(static_cast<void*>(slot_cipher), 0, sizeof *slot_cipher);
-        guest::arena_delete(alloc, slot_cipher);
-    }
+    delete_wiped(alloc, slot_cipher);
     __builtin_memset(random, 0, split_len);
     alloc.deallocate(random, split_len);
     __builtin_memset(slot_key, 0, sizeof slot_key);

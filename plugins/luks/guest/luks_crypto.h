@@ -7,6 +7,7 @@
 
 #include "luks_header.h"
 
+#include <instar/guest/arena_new.h>
 #include <instar/guest/format_api.h>
 
 #include <stddef.h>
@@ -89,5 +90,13 @@ private:
     alignas(16) uint8_t tweak_ctx_[LUKS_CIPHER_CTX_BYTES] = {}; // xts: the tweak key's (encrypting)
     alignas(16) uint8_t essiv_ctx_[LUKS_CIPHER_CTX_BYTES] = {}; // essiv: keyed with hash(key), encrypting
 };
+
+// Frees an arena SectorCipher, its key schedules wiped first (nullptr: nothing to free).
+inline void delete_wiped(guest::Allocator& alloc, SectorCipher* c) {
+    if (c == nullptr)
+        return;
+    __builtin_memset(static_cast<void*>(c), 0, sizeof *c);
+    guest::arena_delete(alloc, c);
+}
 
 } // namespace instar::luks

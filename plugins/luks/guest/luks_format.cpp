@@ -115,12 +115,9 @@ Status luks_load_key(BlockDevice& dev, uint64_t base, guest::Allocator& alloc, c
     if (result == Status::Ok)
         result = c->init(h, slot_key, h.key_bytes);
     __builtin_memset(slot_key, 0, sizeof slot_key);
-    if (c != nullptr) {
-        if (result == Status::Ok)
-            c->decrypt(0, split, split_len);
-        __builtin_memset(static_cast<void*>(c), 0, sizeof *c);
-        guest::arena_delete(alloc, c);
-    }
+    if (c != nullptr && result == Status::Ok)
+        c->decrypt(0, split, split_len);
+    delete_wiped(alloc, c);
     if (result != Status::Ok)
         return result;
     uint8_t candidate[LUKS_MAX_KEY_BYTES];

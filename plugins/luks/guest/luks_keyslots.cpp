@@ -348,8 +348,7 @@ Status luks_amend_keyslots(BlockDevice& dev, uint64_t base, uint64_t limit, cons
     if (cipher == nullptr) return Status::NoMemory;
     Status st = luks_unlock(dev, base, *req.allocator, key, key_len, &h, cipher, &reasons, master_key,
                             req.qemu_version);
-    __builtin_memset(static_cast<void*>(cipher), 0, sizeof *cipher);
-    guest::arena_delete(*req.allocator, cipher);
+    delete_wiped(*req.allocator, cipher);
     if (st == Status::Ok)
         st = change.args.active != 0 ? add_keyslot(dev, base, limit, change, req, host, h, master_key)
                                      : erase_keyslots(dev, base, limit, change, req, host, h);

@@ -98,8 +98,7 @@ public:
         cache_.release(alloc_);
         alloc_.deallocate(cluster_, img_.cluster_size);
         alloc_.deallocate(compressed_, img_.cluster_size);
-        if (cipher_ != nullptr)
-            guest::arena_delete(alloc_, cipher_);
+        luks::delete_wiped(alloc_, cipher_);
         guest::arena_delete(alloc_, this);
     }
 
@@ -294,7 +293,7 @@ Status open(const guest::OpenRequest& req, guest::ImageReader** out) {
         const Status st = cipher->init(lh, key, sizeof key);
         __builtin_memset(key, 0, sizeof key);
         if (st != Status::Ok) {
-            guest::arena_delete(a, cipher);
+            luks::delete_wiped(a, cipher);
             return st;
         }
     }
@@ -306,8 +305,7 @@ Status open(const guest::OpenRequest& req, guest::ImageReader** out) {
             a.deallocate(cluster, img->cluster_size);
         if (compressed)
             a.deallocate(compressed, img->cluster_size);
-        if (cipher)
-            guest::arena_delete(a, cipher);
+        luks::delete_wiped(a, cipher);
         return Status::NoMemory;
     }
     QcowReader* r =
@@ -317,8 +315,7 @@ Status open(const guest::OpenRequest& req, guest::ImageReader** out) {
         cache.release(a);
         a.deallocate(cluster, img->cluster_size);
         a.deallocate(compressed, img->cluster_size);
-        if (cipher)
-            guest::arena_delete(a, cipher);
+        luks::delete_wiped(a, cipher);
         return Status::NoMemory;
     }
     *out = r;

@@ -254,10 +254,7 @@ Status create_end(Qcow2NewImage& img, CreateTarget& target, guest::Allocator& al
 }
 
 void create_release(Qcow2NewImage* img, guest::Allocator& alloc) {
-    if (img->cipher != nullptr) {
-        __builtin_memset(static_cast<void*>(img->cipher), 0, sizeof *img->cipher);
-        guest::arena_delete(alloc, img->cipher);
-    }
+    luks::delete_wiped(alloc, img->cipher);
     guest::arena_delete(alloc, img);
 }
 

@@ -202,10 +202,7 @@ public:
             __builtin_memset(xbuf_, 0, ENCRYPT_CHUNK);
             alloc_.deallocate(xbuf_, ENCRYPT_CHUNK);
         }
-        if (cipher_ != nullptr) {
-            __builtin_memset(static_cast<void*>(cipher_), 0, sizeof *cipher_);
-            guest::arena_delete(alloc_, cipher_);
-        }
+        luks::delete_wiped(alloc_, cipher_);
         guest::arena_delete(alloc_, this);
     }
     // Encrypted images: the unlocked cipher (arena memory, owned from here on) and whether sectors
@@ -805,8 +802,7 @@ Status unlock(const guest::OpenRequest& req, const Qcow2Header& h, luks::SectorC
         st = cipher->init(lh, key, key_len, true);
     __builtin_memset(key, 0, sizeof key);
     if (st != Status::Ok) {
-        __builtin_memset(static_cast<void*>(cipher), 0, sizeof *cipher);
-        guest::arena_delete(*req.allocator, cipher);
+        luks::delete_wiped(*req.allocator, cipher);
         return st;
     }
     *out = cipher;
@@ -889,8 +885,7 @@ Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
     ExistingWriter* w = guest::arena_new<ExistingWriter>(*req.allocator, dev, *req.allocator, req.reasons, req.codecs, h, buf);
     if (w == nullptr) {
         req.allocator->deallocate(buf, static_cast<size_t>(cs));
-        if (cipher != nullptr)
-            guest::arena_delete(*req.allocator, cipher);
+        luks::delete_wiped(*req.allocator, cipher);
         return Status::NoMemory;
     }
     w->set_cipher(cipher, physical);

@@ -55,10 +55,7 @@ public:
     bool reads_ahead_safe() const override { return true; }
 
     void close() override {
-        if (cipher_ != nullptr) {
-            __builtin_memset(static_cast<void*>(cipher_), 0, sizeof *cipher_);
-            guest::arena_delete(alloc_, cipher_);
-        }
+        luks::delete_wiped(alloc_, cipher_);
         guest::arena_delete(alloc_, this);
     }
 
