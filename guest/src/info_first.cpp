@@ -172,6 +172,14 @@ Status complete_plan_from_info(uint32_t tops, bool cluster_from_info, bool chain
     return append_info_first_chains(tops, images, words, facts, count);
 }
 
+bool size_from_info(uint32_t image, uint64_t* size) {
+    const InfoFirstResult* first = info_first_result(image);
+    if (first == nullptr)
+        return false;
+    *size = first->size;
+    return true;
+}
+
 bool backing_size_from_info(uint32_t image, uint64_t* size) {
     if (image >= INSTAR_INFO_FIRST_MAX_IMAGES || g_level_count[image] == 0)
         return false;
@@ -285,6 +293,9 @@ Status info_first_op(const uint8_t* arg, uint32_t arg_len) {
             return Status::Invalid;
     } else if (a.op == INSTAR_OP_COMPARE) { // a plan naming the two images alone (op_compare.cpp)
         if (a.image_count != 2 || op_len != sizeof(instar_compare_arg))
+            return Status::Invalid;
+    } else if (a.op == INSTAR_OP_CONVERT) { // a plan naming the source alone (op_convert.cpp)
+        if (a.image_count != 1 || op_len != sizeof(instar_convert_arg))
             return Status::Invalid;
     } else if (a.op == INSTAR_OP_INFO) { // info --backing-chain: the inspections are the command
         if (a.image_count != 1 || op_len != 0)

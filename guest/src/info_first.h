@@ -36,6 +36,10 @@ Status end_inspection();
 // an inspection failed (its records say why).
 Status inspect_backing_chain(uint32_t image, uint32_t qemu_version, const InfoFirstResult& top, bool* ends);
 
+// The virtual size of image `image` as the inspection that started the running operation reported
+// it; false outside an INSTAR_OP_INFO_FIRST run.
+bool size_from_info(uint32_t image, uint64_t* size);
+
 // The virtual size of image `image`'s backing file as inspect_backing_chain inspected it; false when
 // it inspected none.
 bool backing_size_from_info(uint32_t image, uint64_t* size);

@@ -4,6 +4,7 @@
 // phase and image, then the format's reason (INSTAR_REC_REASON).
 #include "create_target.h"
 #include "image_table.h"
+#include "info_first.h"
 #include "read_ahead_hooks.h"
 
 #include "chain_reader.h"
@@ -83,7 +84,7 @@ constexpr uint32_t MAX_EXISTING_FILES = 32768;
 struct Plan {
     instar_convert_plan head{};
     instar_convert_image* images = nullptr;
-    const uint8_t* create = nullptr;
+    uint8_t* create = nullptr; // in the plan's own copy: PLAN_FROM_INFO fills in the size
     const char* snapshot = nullptr; // NUL-terminated copy, or nullptr
     bool exact = false;       // INSTAR_CONVERT_SNAPSHOT_EXACT: `exact` names the snapshot
     ExactSnapshot exact_snapshot;
@@ -131,12 +132,39 @@ Status read_plan(uint32_t plan_device, Plan& plan) {
         return Status::Invalid;
     // dd's window: one source, nothing else of convert's (the window's end is checked against the
     // source's size where the source is open).
+    // One start (INSTAR_CONVERT_PLAN_FROM_INFO): one source, a new target of nothing but options.
+    constexpr uint32_t NOT_FROM_INFO = INSTAR_CONVERT_EXISTING_TARGET | INSTAR_CONVERT_TARGET_HAS_BACKING |
+                                       INSTAR_CONVERT_WINDOW | INSTAR_CONVERT_SNAPSHOT | INSTAR_CONVERT_SNAPSHOT_EXACT;
+    if ((h.flags & INSTAR_CONVERT_PLAN_FROM_INFO) != 0 &&
+        (h.image_count != 1 || h.source_count != 1 || h.target_backing != INSTAR_CONVERT_NO_BACKING ||
+         (h.flags & NOT_FROM_INFO) != 0 || h.create_len < sizeof(instar_create_arg)))
+        return Status::Invalid;
     if ((h.flags & INSTAR_CONVERT_WINDOW) != 0 &&
         (h.source_count != 1 || h.target_backing != INSTAR_CONVERT_NO_BACKING ||
          h.window_offset > UINT64_MAX - h.window_length ||
          (h.flags & (INSTAR_CONVERT_COMPRESS | INSTAR_CONVERT_EXISTING_TARGET | INSTAR_CONVERT_TARGET_HAS_BACKING)) !=
              0))
         return Status::Invalid;
+    return Status::Ok;
+}
+
+// The host planned before it had the source's info (INSTAR_CONVERT_PLAN_FROM_INFO): the
+// inspections that started this run (INSTAR_OP_INFO_FIRST) know its cluster size and backing files,
+// as the host's table would, and its virtual size, which the target takes in whole sectors as the
+// host's sum of the sources' sizes would give it (qemu's blk_nb_sectors).
+Status complete_plan_from_info(Plan& plan) {
+    static const uint32_t no_words[1] = {0};           // convert's table has no per-image words
+    static const instar_image_facts no_facts[1] = {};  // nor facts
+    const uint32_t* words = no_words;
+    const auto* facts = reinterpret_cast<const uint8_t*>(no_facts);
+    if (const Status st = guest::complete_plan_from_info(1, true, true, &plan.images, &words, &facts,
+                                                         &plan.head.image_count);
+        st != Status::Ok)
+        return st;
+    uint64_t size = 0;
+    if (!size_from_info(0, &size) || size > UINT64_MAX - 511) return Status::Invalid;
+    size = (size + 511) / 512 * 512;
+    __builtin_memcpy(plan.create + __builtin_offsetof(instar_create_arg, size), &size, sizeof size);
     return Status::Ok;
 }
 
@@ -157,6 +185,8 @@ Status convert_op(const uint8_t* arg, uint32_t arg_len) {
     __builtin_memcpy(&a, arg, sizeof a);
     Plan plan;
     if (const Status st = read_plan(a.plan_device, plan); st != Status::Ok) return st;
+    if ((plan.head.flags & INSTAR_CONVERT_PLAN_FROM_INFO) != 0)
+        if (const Status st = complete_plan_from_info(plan); st != Status::Ok) return st;
     const instar_convert_plan& h = plan.head;
     RecordReasons reasons;
 

@@ -2,7 +2,8 @@
 """Sandbox starts per command that inspects an image first (docs/architecture.md, "One start where
 the image stands alone" and "... and over a backing chain"): a lone image is inspected and edited (resize,
 snapshot, bitmap), checked, mapped, measured or compared in one start, an overlay checked or `info --backing-chain`ed in
-one; an overlay's first inspection is reused, not repeated; a refused size costs one start.
+one; a lone source converted into a new image in one start; an overlay's first inspection is reused,
+not repeated; a refused size costs one start.
 Counted under strace as KVM_CREATE_VM ioctls (the KVM sandbox) or execs of the process sandbox's
 loader."""
 import os, shutil, subprocess, sys, tempfile
@@ -13,10 +14,10 @@ if shutil.which("strace") is None:
     sys.exit(77)
 passed = failed = 0
 
-def starts(args, cwd, want_rc):
+def starts(args, cwd, want_rc, env=None):
     log = os.path.join(cwd, "strace.log")
     p = subprocess.run(["strace", "-f", "-e", "trace=ioctl,execve", "-o", log, instar] + args, cwd=cwd,
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, env=None if env is None else dict(os.environ, **env))
     with open(log) as f:
         n = sum(1 for line in f if "KVM_CREATE_VM" in line or
                 ("execve(" in line and "instar-process-loader" in line))  # the loader by its path: one per start
@@ -105,6 +106,33 @@ with tempfile.TemporaryDirectory() as d:
     check("measure -O raw", starts(["measure", "-O", "raw", "m.qcow2"], d, 0), (0, 1))
     check("measure lone 2T", starts(["measure", "-O", "qcow2", "t.qcow2"], d, 0), (0, 2))
     check("measure overlay of raw", starts(["measure", "-O", "qcow2", "or.qcow2"], d, 0), (0, 3))
+    # convert of one source into a new image inspects and copies in one start
+    # (INSTAR_CONVERT_PLAN_FROM_INFO), over a chain of the source's format too; anything else takes
+    # the ordinary path, reusing the inspection, and the quick attempt's target file is gone (named
+    # temporaries here, so a stray one would show).
+    named = {"INSTAR_NO_TMPFILE": "1"}
+    def stray():
+        return sorted(n for n in os.listdir(d) if ".instar-" in n)
+    check("convert lone", starts(["convert", "-O", "qcow2", "m.qcow2", "c1.qcow2"], d, 0, named), (0, 1))
+    check("convert raw -f", starts(["convert", "-f", "raw", "-O", "vmdk", "r.img", "c2.vmdk"], d, 0, named), (0, 1))
+    check("convert overlay", starts(["convert", "-O", "raw", "mo2.qcow2", "c3.raw"], d, 0, named), (0, 1))
+    check("convert -c -p", starts(["convert", "-c", "-p", "-O", "qcow2", "mo.qcow2", "c4.qcow2"], d, 0, named), (0, 1))
+    for c in ("c1.qcow2", "c4.qcow2"):
+        cmp = subprocess.run([qemu_img, "compare", "m.qcow2", c], cwd=d, capture_output=True)
+        check("convert content " + c, cmp.returncode, 0)
+    check("convert vmdk size", vsize(os.path.join(d, "c2.vmdk")), "virtual size: 5 MiB (5242880 bytes)")
+    # Past QUICK_CONVERT_MAX_VIRTUAL (4 GiB): the inspection reused, the copy in a second start.
+    check("convert 2T", starts(["convert", "-O", "qcow2", "t.qcow2", "c5.qcow2"], d, 0, named), (0, 2))
+    check("convert 2T size", vsize(os.path.join(d, "c5.qcow2")), vsize(os.path.join(d, "t.qcow2")))
+    # A raw backing (not the source's format): the quick attempt, the raw's inspection, the copy.
+    check("convert overlay of raw", starts(["convert", "-O", "qcow2", "or.qcow2", "c6.qcow2"], d, 0, named), (0, 3))
+    # -B: the ordinary path from the start (the target's backing chain is opened before the plan).
+    check("convert -B", starts(["convert", "-O", "qcow2", "-B", "m.qcow2", "-F", "qcow2", "mo.qcow2", "c7.qcow2"],
+                               d, 0, named), (0, 4))
+    # A missing backing file: the quick attempt stops at it and the ordinary path words the error.
+    check("convert overlay missing", starts(["convert", "-O", "qcow2", "om.qcow2", "c8.qcow2"], d, 1, named), (1, 1))
+    check("convert no target", os.path.exists(os.path.join(d, "c8.qcow2")), False)
+    check("convert no stray temporaries", stray(), [])
     chk = subprocess.run([qemu_img, "check", os.path.join(d, "t.qcow2")], capture_output=True)
     check("qemu-img check", chk.returncode, 0)
 

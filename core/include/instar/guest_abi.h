@@ -15,7 +15,7 @@
 #define INSTAR_ABI_ASSERT(cond, msg) _Static_assert(cond, msg)
 #endif
 
-#define INSTAR_GUEST_ABI_VERSION 6u
+#define INSTAR_GUEST_ABI_VERSION 7u
 
 /* ---- Guest physical memory map (identity-mapped: guest virtual == guest physical) ---- */
 #define INSTAR_PAGE_SIZE 0x1000ull
@@ -356,12 +356,14 @@ enum instar_op {
  * `op` is INSTAR_OP_CHECK of one image (without INSTAR_CHECK_FIX_*: nothing is written), INSTAR_OP_MAP
  * of one (a plan of the image alone with INSTAR_MAP_PLAN_CLUSTER_FROM_INFO), INSTAR_OP_MEASURE of
  * one (a plan of the image alone with INSTAR_MEASURE_PLAN_FROM_INFO) or INSTAR_OP_COMPARE of two (a
- * plan of the two alone with INSTAR_COMPARE_CLUSTER_FROM_INFO). */
+ * plan of the two alone with INSTAR_COMPARE_CLUSTER_FROM_INFO); since round 28 also INSTAR_OP_CONVERT
+ * of one source into a new image (a plan of the source alone with INSTAR_CONVERT_PLAN_FROM_INFO), the
+ * one operation that writes: only its new target, an output device the host gave. */
 #define INSTAR_INFO_FIRST_MAX_IMAGES 2u
 #define INSTAR_INFO_FIRST_NO_KEY_SHIFT 8u
 /* flags: the operation may run over backing chains (INSTAR_OP_CHECK, whose check reads the image alone
  * but which opens the chain as qemu does; INSTAR_OP_INFO; INSTAR_OP_MAP and INSTAR_OP_COMPARE with
- * their plans' *_CHAIN_FROM_INFO). An image whose only reference is a backing file
+ * their plans' *_CHAIN_FROM_INFO; INSTAR_OP_CONVERT). An image whose only reference is a backing file
  * is not refused for it: the guest asks for that file (INSTAR_HC_NEXT_IMAGE) and inspects it as the
  * next image of the chain (its INSTAR_REC_INFO records and INSTAR_REC_INFO_END after the ones
  * before), until an image names no other file; it goes on only when every chain ends so. */
@@ -449,6 +451,13 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_create_arg) == 72, "create arg layout");
  * INSTAR_SNAPSHOT_HAS_NAME), the id, a NUL, the name. Without it they are a plain -l: an id, else a
  * name (bdrv_snapshot_load_tmp_by_id_or_name). */
 #define INSTAR_CONVERT_SNAPSHOT_EXACT 1024u
+/* The host planned before it had the one source's info (INSTAR_OP_INFO_FIRST of INSTAR_OP_CONVERT,
+ * round 28): the guest takes the source's cluster size and backing files from the inspections that
+ * started the run (as map's INSTAR_MAP_PLAN_CLUSTER_FROM_INFO | INSTAR_MAP_PLAN_CHAIN_FROM_INFO) and
+ * the target's size, the create argument's `size`, from its virtual size rounded up to a sector.
+ * Only for one source that names no other file, into a new target without a backing file, data
+ * file or secret; not with -n, -l or dd's window. Invalid outside such a run. */
+#define INSTAR_CONVERT_PLAN_FROM_INFO 2048u
 #define INSTAR_SNAPSHOT_HAS_ID 1u
 #define INSTAR_SNAPSHOT_HAS_NAME 2u
 #define INSTAR_CONVERT_NO_BACKING 0xFFFFFFFFu /* instar_convert_image.backing: none */

@@ -7,6 +7,7 @@
 #include "ops/open_replay.h"
 #include "ops/guest_module.h"
 #include "ops/image_table.h"
+#include "ops/info_first.h"
 #include "ops/info_op.h"
 
 #include <instar/guest/edit_bitmap.h>
@@ -294,6 +295,293 @@ Expected<OpenedFile> open_existing_target(const std::string& name) {
     return f;
 }
 
+// The plan's flags for what the user asked.
+std::uint32_t plan_flags(const ConvertSpec& spec, bool has_backing) {
+    const bool report_progress = spec.progress != nullptr || spec.rate_limit != 0;
+    return (spec.compressed ? INSTAR_CONVERT_COMPRESS : 0u) | (has_backing ? INSTAR_CONVERT_TARGET_HAS_BACKING : 0u) |
+           (spec.out_of_order ? INSTAR_CONVERT_OUT_OF_ORDER : 0u) | (report_progress ? INSTAR_CONVERT_PROGRESS : 0u) |
+           (spec.existing_target ? INSTAR_CONVERT_EXISTING_TARGET : 0u) |
+           (spec.target_is_zero ? INSTAR_CONVERT_TARGET_IS_ZERO : 0u) | (spec.salvage ? INSTAR_CONVERT_SALVAGE : 0u) |
+           (spec.dd ? INSTAR_CONVERT_WINDOW : 0u) | (spec.coroutines == 1 ? INSTAR_CONVERT_ONE_COROUTINE : 0u);
+}
+
+// -r's clock: when the copy started and the sectors copied before the current chunk.
+struct RunPacing {
+    std::chrono::steady_clock::time_point started;
+    std::uint64_t rate_before = 0;
+};
+
+// The sandbox of a convert of `total` bytes: its threads, its budget, -p and -r (through `pacing`,
+// which must outlive the run).
+void configure_run(const ConvertSpec& spec, std::uint64_t total, vmm::SandboxConfig& sandbox, RunPacing& pacing) {
+    sandbox.compress_workers = true; // -c compresses on every core (docs/convert.md)
+    // Write-behind: the host writes the engine's data from guest RAM while the guest reads the next
+    // chunk (docs/convert.md, "Overlap"). Without it the engine reads the next chunk ahead instead
+    // (the two need the same spare buffer), which the KVM sandbox makes on a reader thread.
+    sandbox.write_behind = vmm::write_behind_requested();
+    sandbox.read_ahead = !sandbox.write_behind && vmm::read_ahead_requested();
+    auto budget = CONVERT_BASE_TIMEOUT + std::chrono::seconds(total / CONVERT_BYTES_PER_SECOND);
+    if (spec.rate_limit != 0)
+        budget += std::chrono::seconds(total / spec.rate_limit + 1);
+    // An encrypted target derives its keys first (LUKS: about iter-time, default 2 s, per key; far
+    // longer on a loaded machine), and a -n target unlocks with the image's own iteration counts.
+    if (spec.target.secret) {
+        budget += std::chrono::seconds(120);
+        for (const auto& o : spec.target.options)
+            if (o.key == "iter-time" || o.key == "encrypt.iter-time")
+                if (const auto ms = std::strtoull(o.value.c_str(), nullptr, 10); ms < (1ull << 32))
+                    budget += std::chrono::milliseconds(10 * ms);
+    }
+    if (sandbox.timeout < budget)
+        sandbox.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(budget);
+    // -r: the engine reports, before each chunk it copies, the sectors copied so far including that
+    // chunk; the host (the caller's thread, outside the seccomp filter) holds the guest there until
+    // the bytes before the chunk fit the rate. qemu's throttle likewise lets the first request
+    // through at once: 4 MiB at 2 MiB/s takes about a second in both.
+    pacing.started = std::chrono::steady_clock::now();
+    pacing.rate_before = 0;
+    if (spec.progress != nullptr || spec.rate_limit != 0)
+        // The engine counts 512-byte sectors, as qemu-img does; --progress=json reports bytes.
+        sandbox.progress = [&pacing, rate = spec.rate_limit, p = spec.progress](std::uint64_t done, std::uint64_t all) {
+            if (rate != 0) {
+                const auto due = pacing.started + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                                      std::chrono::duration<double>(
+                                                          static_cast<double>(pacing.rate_before) * 512.0 /
+                                                          static_cast<double>(rate)));
+                std::this_thread::sleep_until(due);
+                pacing.rate_before = done;
+            }
+            if (p)
+                p->work(done * 512, all * 512);
+        };
+}
+
+// After the run: qemu-img's warnings and words for a failure, --bitmaps, and the new target put in
+// place. `links` are the plan's images in table order.
+Expected<bool> finish_run(const ConvertSpec& spec, const std::vector<const ChainLink*>& links,
+                          vmm::Outcome<vmm::RunResult> run, const std::vector<SourceBitmap>& source_bitmaps,
+                          const std::vector<OpenedChain>& chains, int target_fd, AtomicFiles& files,
+                          std::uint64_t total, const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version) {
+    if (!run && spec.dd)
+        return Error{"error while writing to output image file: " + run.error().message};
+    if (!run)
+        return Error{spec.target.filename + ": error while converting " +
+                     std::string((*spec.target.plugin)->name) + ": " + run.error().message};
+    // qemu's convert_copy_bitmaps, after the data: a warning per inconsistent bitmap, the others
+    // added to the target. A target that supports bitmaps only to refuse storing one (parallels
+    // from 8.2: no qcow2) fails at the first it is given, after the warnings before it.
+    const bool qcow2_target = std::string_view((*spec.target.plugin)->name) == "qcow2";
+    std::size_t to_copy = 0;
+    std::optional<std::string> store_error;
+    for (const auto& b : source_bitmaps) {
+        if (b.skipped) {
+            if (spec.warnings && run->exit_status == 0)
+                spec.warnings->push_back("Skipping inconsistent bitmap '" + b.name + "'");
+            continue;
+        }
+        if (!qcow2_target) {
+            store_error = "Failed to create bitmap " + b.name + ": Can't store persistent bitmaps to " +
+                          generated_node_name(target_fd, spec.existing_target ? '3' : '4') +
+                          ": Operation not supported";
+            break;
+        }
+        ++to_copy;
+    }
+    if (spec.warnings) {
+        const std::size_t first = spec.warnings->size();
+        const bool salvaged = std::any_of(run->records.begin(), run->records.end(),
+                                          [](const auto& r) { return r.type == INSTAR_REC_CONVERT_SALVAGE; });
+        if (!spec.quiet) // -q silences qemu-img's warnings, not the driver's line below
+            salvage_warnings(run.value(), *spec.warnings);
+        // qemu's qcow2 driver reports its first corruption event on a read-only image once, before
+        // the warnings it causes; instar's qcow2 reader words the event as qemu does.
+        const bool has_qcow2 = std::any_of(links.begin(), links.end(), [](const ChainLink* l) {
+            return std::string_view((*l->plugin)->name) == "qcow2";
+        });
+        if (salvaged && has_qcow2 && run->exit_status == 0) {
+            for (const auto& rec : run->records)
+                if (rec.type == INSTAR_REC_REASON) {
+                    spec.warnings->insert(spec.warnings->begin() + static_cast<std::ptrdiff_t>(first),
+                                          "qcow2: Image is corrupt: " +
+                                              printable_reason(std::string(rec.data.begin(), rec.data.end())) +
+                                              "; further non-fatal corruption events will be suppressed");
+                    break;
+                }
+        }
+    }
+    if (run->exit_status != 0 && spec.dd && spec.warnings) {
+        // qemu's qcow2 driver reports the first corruption it meets in a read-only image once, before
+        // img_dd's own line; instar's qcow2 reader words the event as qemu does.
+        const bool has_qcow2 = std::any_of(links.begin(), links.end(), [](const ChainLink* l) {
+            return std::string_view((*l->plugin)->name) == "qcow2";
+        });
+        // Unlocking an encrypted image's key is part of qemu's open, not a corruption event.
+        bool key_failure = false;
+        for (const auto& rec : run->records)
+            if (rec.type == INSTAR_REC_CONVERT_FAILURE && rec.data.size() == sizeof(instar_convert_failure)) {
+                instar_convert_failure f{};
+                std::memcpy(&f, rec.data.data(), sizeof f);
+                key_failure = f.phase == INSTAR_CONVERT_PHASE_OPEN && f.image < links.size() &&
+                              links[f.image]->node.encrypted.value_or(false);
+                break;
+            }
+        for (const auto& rec : run->records)
+            if (rec.type == INSTAR_REC_REASON) {
+                const std::string reason = printable_reason(std::string(rec.data.begin(), rec.data.end()));
+                if (has_qcow2 && !key_failure && !engine_reason(reason))
+                    spec.warnings->push_back("qcow2: Image is corrupt: " + reason +
+                                             "; further non-fatal corruption events will be suppressed");
+                break;
+            }
+    }
+    if (run->exit_status != 0)
+        return Error{failure_message(spec, links, run.value())};
+    // --bitmaps: qemu-img's convert_copy_bitmaps after the data, into the target before it is put
+    // in place: the qcow2 guest adds each bitmap of the source and fills it (docs/bitmap.md).
+    if (store_error)
+        return Error{*store_error};
+    if (spec.bitmaps && to_copy > 0)
+        if (auto ok = copy_bitmaps(spec, chains.front().links.front(), target_fd, sandbox, qemu_version); !ok)
+            return Error{ok.error()};
+    if (spec.existing_target)
+        return true; // written in place; qemu-img's default cache mode (unsafe) does not flush either
+    if (auto done = files.commit(); !done)
+        return Error{spec.dd ? spec.target.filename + ": error while creating output image: " + done.error()
+                             : done.error()};
+    // img_dd opens the image it created before copying; qemu's vmdk driver cannot open an empty
+    // monolithicSparse image (no grain tables), so qemu-img dd fails there, leaving the file.
+    if (spec.dd && total == 0 && std::string_view((*spec.target.plugin)->name) == "vmdk")
+        return Error{"Could not open '" + spec.target.filename + "': Unsupported image type 'monolithicSparse'"};
+    return true;
+}
+
+// Source i as qemu-img opens it: its format, its chain, its key.
+InfoOptions source_options(const ConvertSpec& spec, std::size_t i) {
+    InfoOptions io;
+    io.filename = spec.sources[i];
+    io.format = i < spec.source_formats.size() && spec.source_formats[i] ? spec.source_formats[i] : spec.source_format;
+    io.backing_chain = !(i < spec.source_no_backing.size() && spec.source_no_backing[i]);
+    io.unsafe_quirks = spec.unsafe_quirks;
+    io.allow_paths = spec.allow_paths;
+    if (i < spec.source_headers.size())
+        io.header = spec.source_headers[i];
+    io.opens_without_key = !(i < spec.source_secrets.size() && spec.source_secrets[i]);
+    io.backing_in_one_node = true; // no backing keys: every level is inspected without one
+    return io;
+}
+
+// A convert in one start is planned before the host knows the source's size: its time budget is
+// computed for this size, and a larger source is converted on the ordinary path (where a second
+// start is a negligible part of the copy: at least 4 GiB of virtual disk to scan).
+constexpr std::uint64_t QUICK_CONVERT_MAX_VIRTUAL = 4ull << 30;
+
+// What a convert in one start can plan before the source is open: one source, read without a key
+// or a detached header, into a new image that names no other file and needs no key. Everything
+// else (-n, -B, -l, --bitmaps, dd, -T none, encryption) takes the ordinary path.
+bool quick_convert_allowed(const ConvertSpec& spec) {
+    const auto has = [](const auto& per_source) {
+        return std::any_of(per_source.begin(), per_source.end(), [](const auto& v) { return v.has_value(); });
+    };
+    const CreateSpec& t = spec.target;
+    return spec.sources.size() == 1 && !spec.existing_target && !spec.dd && !spec.bitmaps && !spec.snapshot &&
+           !spec.snapshot_exact && !t.backing_file && !t.backing_fmt && !t.data_file && !t.secret &&
+           t.plugin != nullptr && ((*t.plugin)->capabilities & CAP_CREATE) != 0 &&
+           ((*t.plugin)->capabilities & CAP_CONVERT_TARGET) != 0 && !has(spec.source_secrets) &&
+           !has(spec.source_headers) && !cache_is_direct(spec.source_cache);
+}
+
+// convert in one start (INSTAR_OP_INFO_FIRST of INSTAR_OP_CONVERT, docs/architecture.md "... and
+// convert"): the new target's file is made first (its temporary name), the plan names the source
+// alone and a create argument without a size, and the guest completes both from its inspection.
+// nullopt: the guest did not go on (nothing written; the temporary file is gone, `prefetched` holds
+// the source's inspection for the ordinary path).
+Expected<std::optional<bool>> try_quick_convert(const ConvertSpec& spec, const InfoOptions& io,
+                                                const PluginRegistry& plugins, const vmm::SandboxConfig& sandbox,
+                                                std::uint32_t qemu_version,
+                                                std::vector<std::optional<PrefetchedInfo>>& prefetched) {
+    using Outcome = std::optional<bool>;
+    CreateSpec target = spec.target;
+    target.size = 0; // the guest's: the source's virtual size in whole sectors
+    target.qemu_version = qemu_version;
+    auto create = encode_create_arg(target);
+    if (!create)
+        return Outcome{}; // the ordinary path words it after the source's open, as qemu-img does
+    AtomicFiles files(target.filename);
+    files.set_durable(cache_flushes(spec.target_cache));
+    files.set_direct(cache_is_direct(spec.target_cache));
+    PlanFile plan_file;
+    RunPacing pacing;
+    int target_fd = -1;
+    QuickRead q;
+    q.images = {io};
+    q.op = INSTAR_OP_CONVERT;
+    q.max_virtual_size = QUICK_CONVERT_MAX_VIRTUAL;
+    q.chains = io.backing_chain;
+    q.prefetched = &prefetched;
+    q.prepare = [&](const std::vector<const FirstImage*>& first, QuickCall& call) -> Expected<bool> {
+        const LoadedPlugin& source = *first[0]->plugin;
+        if (!(source->capabilities & CAP_CONVERT))
+            return false;
+        auto module = guest_module_path(*spec.target.plugin);
+        if (!module)
+            return false;
+        const auto known = std::find(call.modules.begin(), call.modules.end(), *module);
+        const auto target_module = static_cast<std::uint32_t>(known - call.modules.begin());
+        if (known == call.modules.end())
+            call.modules.push_back(*module);
+        // Any failure to make the file: the ordinary path makes it again and words the error.
+        auto fd = files.open_image();
+        if (!fd)
+            return false;
+        target_fd = *fd;
+        if (cache_is_direct(spec.target_cache) && !AtomicFiles::make_direct(target_fd, target.filename))
+            return false;
+        // Devices: 0 the source, 1 this plan, 2 the target; no secrets.
+        Plan plan;
+        plan.head.magic = INSTAR_CONVERT_PLAN_MAGIC;
+        plan.head.image_count = 1;
+        plan.head.source_count = 1;
+        plan.head.target_module = target_module;
+        plan.head.target_device = 2;
+        plan.head.flags = plan_flags(spec, false) | INSTAR_CONVERT_PLAN_FROM_INFO;
+        plan.head.min_sparse = spec.min_sparse;
+        plan.head.target_backing_size = UINT64_MAX;
+        plan.head.target_backing = INSTAR_CONVERT_NO_BACKING;
+        plan.head.qemu_version = qemu_version;
+        plan.head.create_len = static_cast<std::uint32_t>(create->size());
+        plan.create = *create;
+        const std::vector<instar_convert_image> images{{first[0]->module, 0, 1, 0, INSTAR_CONVERT_NO_BACKING, 0}};
+        auto plan_device = plan_file.write(plan.bytes(images));
+        if (!plan_device)
+            return Error{plan_device.error()};
+        call.devices.push_back(*plan_device);
+        call.devices.push_back(vmm::output_device(target_fd));
+        call.devices.back().direct = cache_is_direct(spec.target_cache);
+        const instar_convert_arg arg{1, 0};
+        append_bytes(call.arg, &arg, 1);
+        call.config.outputs = &files;
+        configure_run(spec, QUICK_CONVERT_MAX_VIRTUAL, call.config, pacing);
+        return true;
+    };
+    std::vector<OpenedChain> chains;
+    auto run = try_quick_read(q, plugins, sandbox, qemu_version, chains);
+    if (!run)
+        return Error{target.filename + ": error while converting " + std::string((*target.plugin)->name) + ": " +
+                     run.error()};
+    if (!*run)
+        return Outcome{};
+    // The plan's table as the guest completed it: the source, then its backing files.
+    ImageTable table;
+    if (auto added = table.add_chains(chains); !added)
+        return Error{added.error()};
+    const std::uint64_t total = (chains[0].links.front().node.virtual_size + 511) / 512 * 512;
+    auto done = finish_run(spec, table.links, std::move(**run), {}, chains, target_fd, files, total,
+                           sandbox, qemu_version);
+    if (!done)
+        return Error{done.error()};
+    return Outcome{*done};
+}
+
 } // namespace
 
 Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plugins, vmm::SandboxConfig sandbox,
@@ -302,22 +590,23 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
     if (!runner)
         return Error{runner.error()};
 
+    // One lone source into a new image: inspected and converted in one start, when it stands alone
+    // (or over backing files of its own format); else the ordinary path reuses that inspection.
+    std::vector<std::optional<PrefetchedInfo>> prefetched;
+    if (quick_convert_allowed(spec)) {
+        auto quick = try_quick_convert(spec, source_options(spec, 0), plugins, sandbox, qemu_version, prefetched);
+        if (!quick)
+            return Error{quick.error()};
+        if (*quick)
+            return **quick;
+    }
+
     // Every source with its whole backing chain, as qemu-img opens them.
     std::vector<OpenedChain> chains(spec.sources.size());
     std::uint64_t total = 0;
     for (std::size_t i = 0; i < spec.sources.size(); ++i) {
-        InfoOptions io;
-        io.filename = spec.sources[i];
-        io.format = i < spec.source_formats.size() && spec.source_formats[i] ? spec.source_formats[i]
-                                                                              : spec.source_format;
-        io.backing_chain = !(i < spec.source_no_backing.size() && spec.source_no_backing[i]);
-        io.unsafe_quirks = spec.unsafe_quirks;
-        io.allow_paths = spec.allow_paths;
-        if (i < spec.source_headers.size())
-            io.header = spec.source_headers[i];
-        io.opens_without_key = !(i < spec.source_secrets.size() && spec.source_secrets[i]);
-        io.backing_in_one_node = true; // no backing keys: every level is inspected without one
-        auto opened = open_chain(io, plugins, *runner, chains[i]);
+        const InfoOptions io = source_options(spec, i);
+        auto opened = open_chain(io, plugins, reusing_inspection(*runner, prefetched, i), chains[i]);
         if (!opened)
             return Error{opened.error()};
         if (i < spec.source_secrets.size() && !chains[i].links.empty())
@@ -617,15 +906,7 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
             append_bytes(create_bytes, &f.size, 1);
         }
     }
-    const bool report_progress = spec.progress != nullptr || spec.rate_limit != 0;
-    plan.head.flags = (spec.compressed ? INSTAR_CONVERT_COMPRESS : 0u) |
-                      (has_backing ? INSTAR_CONVERT_TARGET_HAS_BACKING : 0u) |
-                      (spec.out_of_order ? INSTAR_CONVERT_OUT_OF_ORDER : 0u) |
-                      (report_progress ? INSTAR_CONVERT_PROGRESS : 0u) |
-                      (spec.existing_target ? INSTAR_CONVERT_EXISTING_TARGET : 0u) |
-                      (spec.target_is_zero ? INSTAR_CONVERT_TARGET_IS_ZERO : 0u) |
-                      (spec.salvage ? INSTAR_CONVERT_SALVAGE : 0u) | (spec.dd ? INSTAR_CONVERT_WINDOW : 0u) |
-                      (spec.coroutines == 1 ? INSTAR_CONVERT_ONE_COROUTINE : 0u);
+    plan.head.flags = plan_flags(spec, has_backing);
     if (spec.dd) {
         plan.head.window_offset = window_offset;
         plan.head.window_length = total;
@@ -663,138 +944,14 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
         return Error{ok.error()};
 
     sandbox.outputs = spec.existing_target ? nullptr : &files;
-    sandbox.compress_workers = true; // -c compresses on every core (docs/convert.md)
-    // Write-behind: the host writes the engine's data from guest RAM while the guest reads the next
-    // chunk (docs/convert.md, "Overlap"). Without it the engine reads the next chunk ahead instead
-    // (the two need the same spare buffer), which the KVM sandbox makes on a reader thread.
-    sandbox.write_behind = vmm::write_behind_requested();
-    sandbox.read_ahead = !sandbox.write_behind && vmm::read_ahead_requested();
-    auto budget = CONVERT_BASE_TIMEOUT + std::chrono::seconds(total / CONVERT_BYTES_PER_SECOND);
-    if (spec.rate_limit != 0)
-        budget += std::chrono::seconds(total / spec.rate_limit + 1);
-    // An encrypted target derives its keys first (LUKS: about iter-time, default 2 s, per key; far
-    // longer on a loaded machine), and a -n target unlocks with the image's own iteration counts.
-    if (spec.target.secret) {
-        budget += std::chrono::seconds(120);
-        for (const auto& o : spec.target.options)
-            if (o.key == "iter-time" || o.key == "encrypt.iter-time")
-                if (const auto ms = std::strtoull(o.value.c_str(), nullptr, 10); ms < (1ull << 32))
-                    budget += std::chrono::milliseconds(10 * ms);
-    }
-    if (sandbox.timeout < budget)
-        sandbox.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(budget);
-    // -r: the engine reports, before each chunk it copies, the sectors copied so far including that
-    // chunk; the host (the caller's thread, outside the seccomp filter) holds the guest there until
-    // the bytes before the chunk fit the rate. qemu's throttle likewise lets the first request
-    // through at once: 4 MiB at 2 MiB/s takes about a second in both.
-    const auto started = std::chrono::steady_clock::now();
-    std::uint64_t rate_before = 0;
-    if (report_progress)
-        // The engine counts 512-byte sectors, as qemu-img does; --progress=json reports bytes.
-        sandbox.progress = [&, p = spec.progress](std::uint64_t done, std::uint64_t all) {
-            if (spec.rate_limit != 0) {
-                const auto due = started + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                               std::chrono::duration<double>(static_cast<double>(rate_before) * 512.0 /
-                                                                             static_cast<double>(spec.rate_limit)));
-                std::this_thread::sleep_until(due);
-                rate_before = done;
-            }
-            if (p)
-                p->work(done * 512, all * 512);
-        };
+    RunPacing pacing;
+    configure_run(spec, total, sandbox, pacing);
     const instar_convert_arg arg{0, *secrets_device};
     // SAFETY: instar_convert_arg is a trivially-copyable ABI struct with no padding (static_assert).
     const auto* a = reinterpret_cast<const std::uint8_t*>(&arg);
     auto run = vmm::run(sandbox, table.devices, table.modules, INSTAR_OP_CONVERT, {a, sizeof arg});
-    if (!run && spec.dd)
-        return Error{"error while writing to output image file: " + run.error().message};
-    if (!run)
-        return Error{target.filename + ": error while converting " + std::string((*target.plugin)->name) + ": " +
-                     run.error().message};
-    // qemu's convert_copy_bitmaps, after the data: a warning per inconsistent bitmap, the others
-    // added to the target. A target that supports bitmaps only to refuse storing one (parallels
-    // from 8.2: no qcow2) fails at the first it is given, after the warnings before it.
-    const bool qcow2_target = std::string_view((*target.plugin)->name) == "qcow2";
-    std::size_t to_copy = 0;
-    std::optional<std::string> store_error;
-    for (const auto& b : source_bitmaps) {
-        if (b.skipped) {
-            if (spec.warnings && run->exit_status == 0)
-                spec.warnings->push_back("Skipping inconsistent bitmap '" + b.name + "'");
-            continue;
-        }
-        if (!qcow2_target) {
-            store_error = "Failed to create bitmap " + b.name + ": Can't store persistent bitmaps to " +
-                          generated_node_name(target_fd, spec.existing_target ? '3' : '4') + ": Operation not supported";
-            break;
-        }
-        ++to_copy;
-    }
-    if (spec.warnings) {
-        const std::size_t first = spec.warnings->size();
-        const bool salvaged = std::any_of(run->records.begin(), run->records.end(),
-                                          [](const auto& r) { return r.type == INSTAR_REC_CONVERT_SALVAGE; });
-        if (!spec.quiet) // -q silences qemu-img's warnings, not the driver's line below
-            salvage_warnings(run.value(), *spec.warnings);
-        // qemu's qcow2 driver reports its first corruption event on a read-only image once, before
-        // the warnings it causes; instar's qcow2 reader words the event as qemu does.
-        const bool has_qcow2 = std::any_of(table.links.begin(), table.links.end(), [](const ChainLink* l) {
-            return std::string_view((*l->plugin)->name) == "qcow2";
-        });
-        if (salvaged && has_qcow2 && run->exit_status == 0) {
-            for (const auto& rec : run->records)
-                if (rec.type == INSTAR_REC_REASON) {
-                    spec.warnings->insert(spec.warnings->begin() + static_cast<std::ptrdiff_t>(first),
-                                          "qcow2: Image is corrupt: " +
-                                              printable_reason(std::string(rec.data.begin(), rec.data.end())) +
-                                              "; further non-fatal corruption events will be suppressed");
-                    break;
-                }
-        }
-    }
-    if (run->exit_status != 0 && spec.dd && spec.warnings) {
-        // qemu's qcow2 driver reports the first corruption it meets in a read-only image once, before
-        // img_dd's own line; instar's qcow2 reader words the event as qemu does.
-        const bool has_qcow2 = std::any_of(table.links.begin(), table.links.end(), [](const ChainLink* l) {
-            return std::string_view((*l->plugin)->name) == "qcow2";
-        });
-        // Unlocking an encrypted image's key is part of qemu's open, not a corruption event.
-        bool key_failure = false;
-        for (const auto& rec : run->records)
-            if (rec.type == INSTAR_REC_CONVERT_FAILURE && rec.data.size() == sizeof(instar_convert_failure)) {
-                instar_convert_failure f{};
-                std::memcpy(&f, rec.data.data(), sizeof f);
-                key_failure = f.phase == INSTAR_CONVERT_PHASE_OPEN && f.image < table.links.size() &&
-                              table.links[f.image]->node.encrypted.value_or(false);
-                break;
-            }
-        for (const auto& rec : run->records)
-            if (rec.type == INSTAR_REC_REASON) {
-                const std::string reason = printable_reason(std::string(rec.data.begin(), rec.data.end()));
-                if (has_qcow2 && !key_failure && !engine_reason(reason))
-                    spec.warnings->push_back("qcow2: Image is corrupt: " + reason +
-                                             "; further non-fatal corruption events will be suppressed");
-                break;
-            }
-    }
-    if (run->exit_status != 0)
-        return Error{failure_message(spec, table.links, run.value())};
-    // --bitmaps: qemu-img's convert_copy_bitmaps after the data, into the target before it is put
-    // in place: the qcow2 guest adds each bitmap of the source and fills it (docs/bitmap.md).
-    if (store_error)
-        return Error{*store_error};
-    if (spec.bitmaps && to_copy > 0)
-        if (auto ok = copy_bitmaps(spec, chains.front().links.front(), target_fd, sandbox, qemu_version); !ok)
-            return Error{ok.error()};
-    if (spec.existing_target)
-        return true; // written in place; qemu-img's default cache mode (unsafe) does not flush either
-    if (auto done = files.commit(); !done)
-        return Error{spec.dd ? target.filename + ": error while creating output image: " + done.error() : done.error()};
-    // img_dd opens the image it created before copying; qemu's vmdk driver cannot open an empty
-    // monolithicSparse image (no grain tables), so qemu-img dd fails there, leaving the file.
-    if (spec.dd && total == 0 && std::string_view((*target.plugin)->name) == "vmdk")
-        return Error{"Could not open '" + target.filename + "': Unsupported image type 'monolithicSparse'"};
-    return true;
+    return finish_run(spec, table.links, std::move(run), source_bitmaps, chains, target_fd, files, total, sandbox,
+                      qemu_version);
 }
 
 } // namespace instar

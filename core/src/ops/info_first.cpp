@@ -253,11 +253,13 @@ Expected<std::optional<vmm::RunResult>> try_quick_read(const QuickRead& quick, c
     }
     QuickCall call;
     call.config = sandbox;
+    call.config.outputs = nullptr;
+    call.modules = std::move(modules);
     if (auto ready = quick.prepare(opened, call); !ready)
         return Error{ready.error()};
     else if (!*ready)
         return std::optional<vmm::RunResult>{};
-    ChainFiles chain_files(quick, opened.data(), plugins, modules);
+    ChainFiles chain_files(quick, opened.data(), plugins, call.modules, call.config.outputs);
     if (quick.chains) {
         head.flags |= INSTAR_INFO_FIRST_CHAINS;
         call.config.outputs = &chain_files;
@@ -266,7 +268,7 @@ Expected<std::optional<vmm::RunResult>> try_quick_read(const QuickRead& quick, c
     std::memcpy(arg.data(), &head, sizeof head);
     arg.insert(arg.end(), call.arg.begin(), call.arg.end());
     devices.insert(devices.end(), call.devices.begin(), call.devices.end());
-    auto run = vmm::run(call.config, devices, modules, INSTAR_OP_INFO_FIRST, arg);
+    auto run = vmm::run(call.config, devices, call.modules, INSTAR_OP_INFO_FIRST, arg);
     if (!run)
         return Error{run.error().message};
     // Untrusted: each image's info records then INFO_END (each followed by the backing files it was

@@ -65,6 +65,9 @@ struct QuickCall {
     std::vector<std::uint8_t> arg;     // the operation's argument
     std::vector<vmm::Device> devices;  // its devices after the images
     vmm::SandboxConfig config;         // the caller's sandbox, to adjust (a budget for max_virtual_size)
+    // The run's modules: the images' first; an operation that needs another (convert's target
+    // format) appends it. config.outputs, when set, takes the files the operation adds (ADD_FILE).
+    std::vector<std::string> modules;
 };
 struct QuickRead {
     std::vector<InfoOptions> images; // each as the ordinary path opens it (1, or 2 for compare)
