@@ -2,7 +2,7 @@
 """Sandbox starts per command that inspects an image first (docs/architecture.md, "One start where
 the image stands alone" and "... and over a backing chain"): a lone image is inspected and edited (resize,
 snapshot, bitmap), checked, mapped, measured or compared in one start, an overlay checked or `info --backing-chain`ed in
-one; a lone source converted into a new image in one start; an overlay's first inspection is reused,
+one; a lone source converted into a new image, and `rebase -u`, in one start; an overlay's first inspection is reused,
 not repeated; a refused size costs one start.
 Counted under strace as KVM_CREATE_VM ioctls (the KVM sandbox) or execs of the process sandbox's
 loader."""
@@ -133,6 +133,12 @@ with tempfile.TemporaryDirectory() as d:
     check("convert overlay missing", starts(["convert", "-O", "qcow2", "om.qcow2", "c8.qcow2"], d, 1, named), (1, 1))
     check("convert no target", os.path.exists(os.path.join(d, "c8.qcow2")), False)
     check("convert no stray temporaries", stray(), [])
+    # rebase -u opens the image alone (no backing chain) and switches in the start that inspects it;
+    # without -F the switch fails after the open, on the ordinary path.
+    check("rebase -u", starts(["rebase", "-u", "-b", "m2.qcow2", "-F", "qcow2", "mo.qcow2"], d, 0), (0, 1))
+    check("rebase -u detach", starts(["rebase", "-u", "-b", "", "c1.qcow2"], d, 0), (0, 1))
+    check("rebase -u no -F", starts(["rebase", "-u", "-b", "m.qcow2", "mo.qcow2"], d, 1), (1, 1))
+    check("rebase -u back", starts(["rebase", "-u", "-b", "m.qcow2", "-F", "qcow2", "mo.qcow2"], d, 0), (0, 1))
     chk = subprocess.run([qemu_img, "check", os.path.join(d, "t.qcow2")], capture_output=True)
     check("qemu-img check", chk.returncode, 0)
 

@@ -200,7 +200,66 @@ int cmd_rebase(Context& ctx, std::span<const std::string> args) {
     const OpenKey open_with = open_key(vm, *name); // qemu looks a luks key up before it reads the header
     eo.opens_without_key = open_with.without;
     eo.backing_keys = backing_keys_named(vm, *name);
+    // The switch (bdrv_change_backing_file): `-b ""` or no -b detaches.
+    const bool detach = !backing || backing->empty();
+    const std::string shown = backing ? *backing : std::string();
+    // img_rebase reports a failed switch and still prints its last progress figure.
+    auto change_failed = [&](const std::string& why) {
+        report_error(ctx, "Could not change the backing file to '" + shown + "': " + why);
+        progress.print(100, 0);
+        progress.end();
+        return 1;
+    };
+    guest::SetBackingArgs a{};
+    a.flags = detach ? guest::SET_BACKING_DETACH : 0u;
+    const std::string new_name = detach ? std::string() : *backing;
+    const std::string new_fmt = detach ? std::string() : backing_fmt.value_or("");
+    a.name_len = static_cast<std::uint32_t>(new_name.size());
+    a.format_len = static_cast<std::uint32_t>(new_fmt.size());
+    std::vector<std::uint8_t> switch_args(sizeof a);
+    std::memcpy(switch_args.data(), &a, sizeof a);
+    switch_args.insert(switch_args.end(), new_name.begin(), new_name.end());
+    switch_args.insert(switch_args.end(), new_fmt.begin(), new_fmt.end());
+    // The switch's outcome, whichever start ran it.
+    auto switched = [&](const EditReport& report) {
+        if (report.status != guest::Status::Ok) {
+            // Formats without a backing file (raw, vpc, vhdx): qemu's -ENOTSUP.
+            const bool generic = report.reason.empty() ||
+                                 report.reason == "this operation is not supported for this image format";
+            const std::string why = generic ? std::string(guest::SET_BACKING_UNSUPPORTED) : report.reason;
+            const bool qemu_errno = why == guest::SET_BACKING_UNSUPPORTED || why == guest::SET_BACKING_INVALID ||
+                                    why == guest::SET_BACKING_NO_SPACE;
+            if (qemu_errno)
+                return change_failed(why);
+            return fail("Could not open '" + given + "': " + why);
+        }
+        progress.print(100, 0);
+        progress.end();
+        return 0;
+    };
+
     OpenedChain chain;
+    // -u on an image that is not encrypted: inspected and switched in one sandbox start (edit_op's
+    // try_quick_edit; qemu-img opens the image without its backing chain, so a backing reference
+    // does not stop it), where nothing between the open and the switch can fail; everything else
+    // goes the ordinary way, reusing the inspection.
+    std::optional<PrefetchedInfo> prefetched;
+    if (unsafe && !name->unsupported_option && !has("compress") && (detach || backing_fmt) &&
+        (!backing_fmt || known_driver(*backing_fmt))) {
+        QuickEdit q;
+        q.open = eo;
+        q.filename = given;
+        q.command = guest::EditCommand::SetBacking;
+        q.args = switch_args;
+        q.prefetched = &prefetched;
+        EditReport r;
+        auto done = try_quick_edit(q, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, chain, r);
+        if (!done)
+            return fail(done.error());
+        if (*done)
+            return switched(r);
+    }
+    eo.prefetched = prefetched ? &*prefetched : nullptr;
     if (auto ok = open_for_edit(eo, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, chain); !ok)
         return fail(after_unlocking_above(vm, *name, chain, missing_key(quote_given(*name, ok.error()), open_with),
                                      ctx.sandbox_config(), ctx.profile.version));
@@ -283,24 +342,8 @@ int cmd_rebase(Context& ctx, std::span<const std::string> args) {
             return fail(copied.error());
     }
 
-    // The switch (bdrv_change_backing_file): `-b ""` or no -b detaches.
-    const bool detach = !backing || backing->empty();
-    const std::string shown = backing ? *backing : std::string();
-    // img_rebase reports a failed switch and still prints its last progress figure.
-    auto change_failed = [&](const std::string& why) {
-        report_error(ctx, "Could not change the backing file to '" + shown + "': " + why);
-        progress.print(100, 0);
-        progress.end();
-        return 1;
-    };
     if (!detach && !backing_fmt)
         return change_failed("backing format must be specified");
-    guest::SetBackingArgs a{};
-    a.flags = detach ? guest::SET_BACKING_DETACH : 0u;
-    const std::string new_name = detach ? std::string() : *backing;
-    const std::string new_fmt = detach ? std::string() : backing_fmt.value_or("");
-    a.name_len = static_cast<std::uint32_t>(new_name.size());
-    a.format_len = static_cast<std::uint32_t>(new_fmt.size());
     // After a copy the file has grown (instar wrote it, through the same inode): the switch's
     // same-file check expects its new length.
     if (!unsafe) {
@@ -313,27 +356,11 @@ int cmd_rebase(Context& ctx, std::span<const std::string> args) {
     call.link = &top;
     call.filename = given;
     call.command = guest::EditCommand::SetBacking;
-    call.args.resize(sizeof a);
-    std::memcpy(call.args.data(), &a, sizeof a);
-    call.args.insert(call.args.end(), new_name.begin(), new_name.end());
-    call.args.insert(call.args.end(), new_fmt.begin(), new_fmt.end());
+    call.args = switch_args;
     auto report = run_edit(call, ctx.sandbox_config(), ctx.profile.version);
     if (!report)
         return fail(report.error());
-    if (report->status != guest::Status::Ok) {
-        // Formats without a backing file (raw, vpc, vhdx): qemu's -ENOTSUP.
-        const bool generic = report->reason.empty() ||
-                             report->reason == "this operation is not supported for this image format";
-        const std::string why = generic ? std::string(guest::SET_BACKING_UNSUPPORTED) : report->reason;
-        const bool qemu_errno = why == guest::SET_BACKING_UNSUPPORTED || why == guest::SET_BACKING_INVALID ||
-                                why == guest::SET_BACKING_NO_SPACE;
-        if (qemu_errno)
-            return change_failed(why);
-        return fail("Could not open '" + given + "': " + why);
-    }
-    progress.print(100, 0);
-    progress.end();
-    return 0;
+    return switched(*report);
 }
 
 } // namespace instar::cli
