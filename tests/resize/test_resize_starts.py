@@ -2,7 +2,8 @@
 """Sandbox starts per command that inspects an image first (docs/architecture.md, "One start where
 the image stands alone" and "... and over a backing chain"): a lone image is inspected and edited (resize,
 snapshot, bitmap), checked, mapped, measured or compared in one start, an overlay checked or `info --backing-chain`ed in
-one; a lone source converted into a new image, and `rebase -u`, in one start; an overlay's first inspection is reused,
+one; a lone source converted into a new image, and `rebase -u`, in one start; the chain commit,
+rebase and amend open inspected in one start; an overlay's first inspection is reused,
 not repeated; a refused size costs one start.
 Counted under strace as KVM_CREATE_VM ioctls (the KVM sandbox) or execs of the process sandbox's
 loader."""
@@ -139,6 +140,16 @@ with tempfile.TemporaryDirectory() as d:
     check("rebase -u detach", starts(["rebase", "-u", "-b", "", "c1.qcow2"], d, 0), (0, 1))
     check("rebase -u no -F", starts(["rebase", "-u", "-b", "m.qcow2", "mo.qcow2"], d, 1), (1, 1))
     check("rebase -u back", starts(["rebase", "-u", "-b", "m.qcow2", "-F", "qcow2", "mo.qcow2"], d, 0), (0, 1))
+    # The commands that open a chain before a run of their own inspect a chain of plain images of one
+    # format in one start (open_chain_at_once): commit (chain, copy, emptying), a safe rebase (the
+    # image's chain, the new backing's, the copy, the switch), amend (chain, edit).
+    run(qemu_img, "create", "-q", "-f", "qcow2", "cb.qcow2", "64M")
+    run(qemu_img, "create", "-q", "-f", "qcow2", "-b", "cb.qcow2", "-F", "qcow2", "co.qcow2")
+    check("commit overlay", starts(["commit", "-q", "co.qcow2"], d, 0), (0, 3))
+    check("commit -d overlay", starts(["commit", "-q", "-d", "co.qcow2"], d, 0), (0, 2))
+    run(qemu_img, "create", "-q", "-f", "qcow2", "-b", "cb.qcow2", "-F", "qcow2", "cn.qcow2")
+    check("rebase onto an overlay", starts(["rebase", "-b", "cn.qcow2", "-F", "qcow2", "co.qcow2"], d, 0), (0, 4))
+    check("amend overlay", starts(["amend", "-o", "lazy_refcounts=on", "co.qcow2"], d, 0), (0, 2))
     chk = subprocess.run([qemu_img, "check", os.path.join(d, "t.qcow2")], capture_output=True)
     check("qemu-img check", chk.returncode, 0)
 

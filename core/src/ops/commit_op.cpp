@@ -7,6 +7,7 @@
 #include "ops/guest_info_runner.h"
 #include "ops/guest_module.h"
 #include "ops/image_table.h"
+#include "ops/info_first.h"
 #include "ops/info_op.h"
 #include "ops/map_op.h"
 
@@ -142,7 +143,7 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
     io.opens_without_key = !spec.secret;
     io.backing_in_one_node = true;
     io.backing_keys = spec.backing_keys;
-    if (auto opened = open_chain(io, plugins, *runner, chain); !opened)
+    if (auto opened = open_chain_at_once(io, plugins, sandbox, qemu_version, *runner, chain); !opened)
         return unlock_above_failure(chain, Error{opened.error()}, spec.secret, spec.backing_secret, spec.filename,
                                     sandbox, qemu_version);
     // Each encrypted image's secret: the top's, then the one its level's backing.[…]key-secret names.

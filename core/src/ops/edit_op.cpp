@@ -4,6 +4,7 @@
 #include "ops/guest_info_runner.h"
 #include "ops/guest_module.h"
 #include "ops/image_table.h"
+#include "ops/info_first.h"
 
 #include <instar/guest/edit_resize_file.h>
 
@@ -80,8 +81,8 @@ Expected<bool> open_for_edit(const EditOpen& opts, const PluginRegistry& plugins
     if (!runner)
         return Error{runner.error()};
     InfoOptions io = info_options(opts);
-    if (opts.prefetched == nullptr)
-        return open_chain(io, plugins, *runner, chain);
+    if (opts.prefetched == nullptr) // an overlay of plain images inspected in one start
+        return open_chain_at_once(io, plugins, sandbox, qemu_version, *runner, chain);
     // The first inspection (the top image, no files yet) was run by try_quick_edit.
     return open_chain(io, plugins, with_prefetched(*runner, *opts.prefetched), chain);
 }

@@ -307,6 +307,41 @@ Expected<std::optional<vmm::RunResult>> try_quick_read(const QuickRead& quick, c
     return std::optional<vmm::RunResult>{std::move(run.value())};
 }
 
+namespace {
+
+// As info's own runs (guest_info_runner.cpp): a small guest, no huge pages. One that runs out of
+// memory stops, and the ordinary path runs again with the cap.
+Expected<bool> small_inspection_guest(const std::vector<const FirstImage*>&, QuickCall& call) {
+    call.config.guest_memory = INSTAR_MIN_GUEST_MEMORY;
+    call.config.huge_pages = false;
+    return true;
+}
+
+} // namespace
+
+Expected<bool> open_chain_at_once(const InfoOptions& opts, const PluginRegistry& plugins,
+                                  const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version,
+                                  const GuestInfoRunner& runner, OpenedChain& chain) {
+    if (!opts.backing_chain || opts.top != nullptr)
+        return open_chain(opts, plugins, runner, chain);
+    QuickRead q;
+    q.images = {opts};
+    q.op = INSTAR_OP_INFO;
+    q.max_virtual_size = UINT64_MAX; // nothing runs after the inspections
+    q.chains = true;
+    q.prepare = small_inspection_guest;
+    std::vector<std::optional<PrefetchedInfo>> kept;
+    q.prefetched = &kept;
+    std::vector<OpenedChain> chains;
+    auto run = try_quick_read(q, plugins, sandbox, qemu_version, chains);
+    if (run && *run && (*run)->records.empty()) {
+        chain.links = std::move(chains.front().links);
+        return true;
+    }
+    // Not all at once (or the start failed: the ordinary path meets the failure again and words it).
+    return open_chain(opts, plugins, reusing_inspection(runner, kept, 0), chain);
+}
+
 Expected<std::optional<std::vector<NodeInfo>>> try_quick_chain_info(const InfoOptions& opts,
                                                                     const PluginRegistry& plugins,
                                                                     const vmm::SandboxConfig& sandbox,
@@ -326,13 +361,7 @@ Expected<std::optional<std::vector<NodeInfo>>> try_quick_chain_info(const InfoOp
         nodes = std::move(*walked);
         return true;
     };
-    q.prepare = [](const std::vector<const FirstImage*>&, QuickCall& call) -> Expected<bool> {
-        // As info's own runs (guest_info_runner.cpp): a small guest, no huge pages. One that runs out
-        // of memory stops, and the ordinary path runs again with the cap.
-        call.config.guest_memory = INSTAR_MIN_GUEST_MEMORY;
-        call.config.huge_pages = false;
-        return true;
-    };
+    q.prepare = small_inspection_guest;
     std::vector<std::optional<PrefetchedInfo>> kept;
     q.prefetched = &kept;
     std::vector<OpenedChain> chains;

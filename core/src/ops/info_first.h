@@ -143,6 +143,15 @@ Expected<std::optional<vmm::RunResult>> try_quick_read(const QuickRead& quick, c
                                                        const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version,
                                                        std::vector<OpenedChain>& chains);
 
+// open_chain, with the whole chain inspected in one start where every level is a plain image of the
+// top's format (INSTAR_OP_INFO_FIRST of INSTAR_OP_INFO over the chain, as try_quick_chain_info);
+// otherwise, or when that start fails, open_chain level by level with `runner`, reusing the top's
+// inspection. For the commands that open a chain before a run of their own (commit, rebase, the
+// edits): an overlay costs one start, not one per level.
+Expected<bool> open_chain_at_once(const InfoOptions& opts, const PluginRegistry& plugins,
+                                  const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version,
+                                  const GuestInfoRunner& runner, OpenedChain& chain);
+
 // `info --backing-chain` in one start (INSTAR_OP_INFO_FIRST of INSTAR_OP_INFO, which only inspects):
 // the nodes collect_info would return, or nullopt when the guest did not inspect the whole chain
 // (then `prefetched` holds the top's inspection, where it succeeded, for the ordinary path).

@@ -5,6 +5,7 @@
 #include "ops/guest_info_runner.h"
 #include "ops/guest_module.h"
 #include "ops/image_table.h"
+#include "ops/info_first.h"
 
 #include <cerrno>
 #include <cstring>
@@ -56,7 +57,7 @@ Expected<bool> rebase_copy(const RebaseSpec& spec, const PluginRegistry& plugins
         io.backing_chain = true;
         io.unsafe_quirks = spec.unsafe_quirks;
         io.allow_paths = spec.allow_paths;
-        if (auto opened = open_chain(io, plugins, *runner, fresh); !opened) {
+        if (auto opened = open_chain_at_once(io, plugins, config, qemu_version, *runner, fresh); !opened) {
             // qemu's blk_new_open error has no "Could not open 'NAME': " frame of its own.
             std::string why = opened.error();
             const std::string frame = "Could not open '" + io.filename + "': ";
