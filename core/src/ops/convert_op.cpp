@@ -10,6 +10,7 @@
 #include "ops/info_first.h"
 #include "ops/info_op.h"
 
+#include <instar/guest/dd_window.h>
 #include <instar/guest/edit_bitmap.h>
 #include <instar/guest/write_api.h>
 
@@ -455,6 +456,15 @@ Expected<bool> finish_run(const ConvertSpec& spec, const std::vector<const Chain
     return true;
 }
 
+// dd's window over an input of `input_size` bytes (whole sectors); says so when skip= is past its end.
+guest::DdWindow window_of(const ConvertSpec::DdWindow& dd, std::uint64_t input_size) {
+    const guest::DdWindow w = guest::dd_window(input_size, dd.block_size, dd.count.has_value(), dd.count.value_or(0),
+                                               dd.skip.has_value(), dd.skip.value_or(0));
+    if (w.past_end && dd.skipped_past_end)
+        *dd.skipped_past_end = true;
+    return w;
+}
+
 // Source i as qemu-img opens it: its format, its chain, its key.
 InfoOptions source_options(const ConvertSpec& spec, std::size_t i) {
     InfoOptions io;
@@ -633,21 +643,11 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
         if (!(d.capabilities & CAP_CONVERT_TARGET))
             return Error{spec.target.filename + ": error while creating output image: instar cannot write the data "
                          "of " + std::string(d.name) + " images yet"};
-        const std::uint64_t bs = spec.dd->block_size;
-        std::uint64_t size = total; // blk_getlength: whole sectors
-        if (bs == 0 || bs > INT64_MAX)
+        if (spec.dd->block_size == 0 || spec.dd->block_size > INT64_MAX)
             return Error{"Invalid bs specified."};
-        if (spec.dd->count && *spec.dd->count <= INT64_MAX / bs && *spec.dd->count * bs < size)
-            size = *spec.dd->count * bs;
-        if (spec.dd->skip && (*spec.dd->skip > INT64_MAX / bs || size < *spec.dd->skip * bs)) {
-            window_offset = size;
-            total = 0;
-            if (spec.dd->skipped_past_end)
-                *spec.dd->skipped_past_end = true;
-        } else {
-            window_offset = spec.dd->skip.value_or(0) * bs;
-            total = size - window_offset;
-        }
+        const guest::DdWindow w = window_of(*spec.dd, total); // total: blk_getlength, whole sectors
+        window_offset = w.offset;
+        total = w.length;
     }
     const bool has_backing = spec.target.backing_file.has_value();
 
