@@ -12,6 +12,7 @@
 #include "window_reader.h"
 
 #include <instar/guest/arena_new.h>
+#include <instar/guest/dd_window.h>
 
 namespace instar::guest {
 namespace {
@@ -88,7 +89,13 @@ struct Plan {
     const char* snapshot = nullptr; // NUL-terminated copy, or nullptr
     bool exact = false;       // INSTAR_CONVERT_SNAPSHOT_EXACT: `exact` names the snapshot
     ExactSnapshot exact_snapshot;
+    instar_dd_window_spec dd{}; // dd_spec_follows: img_dd's arguments
 };
+
+// A dd planned before its input was open: img_dd's arguments follow the snapshot bytes.
+bool dd_spec_follows(const instar_convert_plan& h) {
+    return (h.flags & INSTAR_CONVERT_PLAN_FROM_INFO) != 0 && (h.flags & INSTAR_CONVERT_WINDOW) != 0;
+}
 
 // Reads and checks the plan: every index inside the tables the host gave us.
 Status read_plan(uint32_t plan_device, Plan& plan) {
@@ -101,10 +108,17 @@ Status read_plan(uint32_t plan_device, Plan& plan) {
     const uint64_t table = static_cast<uint64_t>(h.image_count) * sizeof(instar_convert_image);
     if (h.magic != INSTAR_CONVERT_PLAN_MAGIC || h.image_count == 0 || h.image_count > INSTAR_CONVERT_MAX_IMAGES ||
         h.source_count == 0 || h.source_count > h.image_count || h.snapshot_len > MAX_SNAPSHOT_NAME ||
-        sizeof h + table + h.create_len + h.snapshot_len != size)
+        sizeof h + table + h.create_len + h.snapshot_len + (dd_spec_follows(h) ? sizeof(instar_dd_window_spec) : 0) !=
+            size)
         return Status::Invalid;
     plan.images = reinterpret_cast<instar_convert_image*>(bytes + sizeof h); // 16-aligned + 72: 8-aligned
     plan.create = bytes + sizeof h + table;
+    if (dd_spec_follows(h)) {
+        __builtin_memcpy(&plan.dd, bytes + sizeof h + table + h.create_len + h.snapshot_len, sizeof plan.dd);
+        if (plan.dd.block_size == 0 || plan.dd.block_size > INT64_MAX ||
+            (plan.dd.flags & ~(INSTAR_DD_HAS_COUNT | INSTAR_DD_HAS_SKIP)) != 0 || plan.dd.reserved != 0)
+            return Status::Invalid;
+    }
     if (h.snapshot_len > 0 || (h.flags & INSTAR_CONVERT_SNAPSHOT) != 0) {
         char* const text = reinterpret_cast<char*>(bytes + sizeof h + table + h.create_len);
         text[h.snapshot_len] = 0; // the spare byte read_plan_device keeps
@@ -134,7 +148,7 @@ Status read_plan(uint32_t plan_device, Plan& plan) {
     // source's size where the source is open).
     // One start (INSTAR_CONVERT_PLAN_FROM_INFO): one source, a new target of nothing but options.
     constexpr uint32_t NOT_FROM_INFO = INSTAR_CONVERT_EXISTING_TARGET | INSTAR_CONVERT_TARGET_HAS_BACKING |
-                                       INSTAR_CONVERT_WINDOW | INSTAR_CONVERT_SNAPSHOT | INSTAR_CONVERT_SNAPSHOT_EXACT;
+                                       INSTAR_CONVERT_SNAPSHOT | INSTAR_CONVERT_SNAPSHOT_EXACT;
     if ((h.flags & INSTAR_CONVERT_PLAN_FROM_INFO) != 0 &&
         (h.image_count != 1 || h.source_count != 1 || h.target_backing != INSTAR_CONVERT_NO_BACKING ||
          (h.flags & NOT_FROM_INFO) != 0 || h.create_len < sizeof(instar_create_arg)))
@@ -164,6 +178,15 @@ Status complete_plan_from_info(Plan& plan) {
     uint64_t size = 0;
     if (!size_from_info(0, &size) || size > UINT64_MAX - 511) return Status::Invalid;
     size = (size + 511) / 512 * 512;
+    // dd: the window img_dd takes of that size, whose length is the output's size.
+    if (dd_spec_follows(plan.head)) {
+        const instar_dd_window_spec& d = plan.dd;
+        const DdWindow w = dd_window(size, d.block_size, (d.flags & INSTAR_DD_HAS_COUNT) != 0, d.count,
+                                     (d.flags & INSTAR_DD_HAS_SKIP) != 0, d.skip);
+        plan.head.window_offset = w.offset;
+        plan.head.window_length = w.length;
+        size = w.length;
+    }
     __builtin_memcpy(plan.create + __builtin_offsetof(instar_create_arg, size), &size, sizeof size);
     return Status::Ok;
 }

@@ -2,7 +2,7 @@
 """Sandbox starts per command that inspects an image first (docs/architecture.md, "One start where
 the image stands alone" and "... and over a backing chain"): a lone image is inspected and edited (resize,
 snapshot, bitmap), checked, mapped, measured or compared in one start, an overlay checked or `info --backing-chain`ed in
-one; a lone source converted into a new image, and `rebase -u`, in one start; the chain commit,
+one; a lone source converted (or dd'ed) into a new image, and `rebase -u`, in one start; the chain commit,
 rebase and amend open inspected in one start; an overlay's first inspection is reused,
 not repeated; a refused size costs one start.
 Counted under strace as KVM_CREATE_VM ioctls (the KVM sandbox) or execs of the process sandbox's
@@ -122,6 +122,13 @@ with tempfile.TemporaryDirectory() as d:
         cmp = subprocess.run([qemu_img, "compare", "m.qcow2", c], cwd=d, capture_output=True)
         check("convert content " + c, cmp.returncode, 0)
     check("convert vmdk size", vsize(os.path.join(d, "c2.vmdk")), "virtual size: 5 MiB (5242880 bytes)")
+    # dd too: the guest takes img_dd's window of the size it inspected (instar/guest/dd_window.h).
+    check("dd lone", starts(["dd", "-O", "raw", "bs=64k", "count=3", "skip=1", "if=m.qcow2", "of=c9.raw"], d, 0, named),
+          (0, 1))
+    check("dd window size", os.path.getsize(os.path.join(d, "c9.raw")), 2 * 65536)
+    check("dd skip past the end", starts(["dd", "-O", "raw", "bs=1M", "skip=4096", "if=m.qcow2", "of=c10.raw"], d, 0,
+                                         named), (0, 1))
+    check("dd skip past the end size", os.path.getsize(os.path.join(d, "c10.raw")), 0)
     # Past QUICK_CONVERT_MAX_VIRTUAL (4 GiB): the inspection reused, the copy in a second start.
     check("convert 2T", starts(["convert", "-O", "qcow2", "t.qcow2", "c5.qcow2"], d, 0, named), (0, 2))
     check("convert 2T size", vsize(os.path.join(d, "c5.qcow2")), vsize(os.path.join(d, "t.qcow2")))

@@ -456,8 +456,21 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_create_arg) == 72, "create arg layout");
  * started the run (as map's INSTAR_MAP_PLAN_CLUSTER_FROM_INFO | INSTAR_MAP_PLAN_CHAIN_FROM_INFO) and
  * the target's size, the create argument's `size`, from its virtual size rounded up to a sector.
  * Only for one source that names no other file, into a new target without a backing file, data
- * file or secret; not with -n, -l or dd's window. Invalid outside such a run. */
+ * file or secret; not with -n or -l. With INSTAR_CONVERT_WINDOW (dd) the plan ends with a struct
+ * instar_dd_window_spec after the snapshot bytes, and the guest computes the window (window_offset,
+ * window_length) from the source's size as img_dd does (instar/guest/dd_window.h); the target's size
+ * is then the window's length. Invalid outside such a run. */
 #define INSTAR_CONVERT_PLAN_FROM_INFO 2048u
+#define INSTAR_DD_HAS_COUNT 1u
+#define INSTAR_DD_HAS_SKIP 2u
+struct instar_dd_window_spec {
+    uint64_t block_size; /* bs= (1..INT64_MAX) */
+    uint64_t count;      /* count=, in blocks (with INSTAR_DD_HAS_COUNT) */
+    uint64_t skip;       /* skip=, in blocks (with INSTAR_DD_HAS_SKIP) */
+    uint32_t flags;      /* INSTAR_DD_HAS_* */
+    uint32_t reserved;   /* 0 */
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_dd_window_spec) == 32, "dd window spec layout");
 #define INSTAR_SNAPSHOT_HAS_ID 1u
 #define INSTAR_SNAPSHOT_HAS_NAME 2u
 #define INSTAR_CONVERT_NO_BACKING 0xFFFFFFFFu /* instar_convert_image.backing: none */

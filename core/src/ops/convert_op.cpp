@@ -487,13 +487,15 @@ constexpr std::uint64_t QUICK_CONVERT_MAX_VIRTUAL = 4ull << 30;
 
 // What a convert in one start can plan before the source is open: one source, read without a key
 // or a detached header, into a new image that names no other file and needs no key. Everything
-// else (-n, -B, -l, --bitmaps, dd, -T none, encryption) takes the ordinary path.
+// else (-n, -B, -l, --bitmaps, -T none, encryption, dd's errors before the copy) takes the ordinary path.
 bool quick_convert_allowed(const ConvertSpec& spec) {
     const auto has = [](const auto& per_source) {
         return std::any_of(per_source.begin(), per_source.end(), [](const auto& v) { return v.has_value(); });
     };
     const CreateSpec& t = spec.target;
-    return spec.sources.size() == 1 && !spec.existing_target && !spec.dd && !spec.bitmaps && !spec.snapshot &&
+    const bool dd_ok = !spec.dd || (!spec.dd->target_name_error && spec.dd->block_size != 0 &&
+                                    spec.dd->block_size <= INT64_MAX);
+    return spec.sources.size() == 1 && !spec.existing_target && dd_ok && !spec.bitmaps && !spec.snapshot &&
            !spec.snapshot_exact && !t.backing_file && !t.backing_fmt && !t.data_file && !t.secret &&
            t.plugin != nullptr && ((*t.plugin)->capabilities & CAP_CREATE) != 0 &&
            ((*t.plugin)->capabilities & CAP_CONVERT_TARGET) != 0 && !has(spec.source_secrets) &&
@@ -561,7 +563,16 @@ Expected<std::optional<bool>> try_quick_convert(const ConvertSpec& spec, const I
         plan.head.create_len = static_cast<std::uint32_t>(create->size());
         plan.create = *create;
         const std::vector<instar_convert_image> images{{first[0]->module, 0, 1, 0, INSTAR_CONVERT_NO_BACKING, 0}};
-        auto plan_device = plan_file.write(plan.bytes(images));
+        std::vector<std::uint8_t> bytes = plan.bytes(images);
+        if (spec.dd) { // img_dd's arguments: the guest computes the window from the input's size
+            instar_dd_window_spec dd{};
+            dd.block_size = spec.dd->block_size;
+            dd.count = spec.dd->count.value_or(0);
+            dd.skip = spec.dd->skip.value_or(0);
+            dd.flags = (spec.dd->count ? INSTAR_DD_HAS_COUNT : 0u) | (spec.dd->skip ? INSTAR_DD_HAS_SKIP : 0u);
+            append_bytes(bytes, &dd, 1);
+        }
+        auto plan_device = plan_file.write(bytes);
         if (!plan_device)
             return Error{plan_device.error()};
         call.devices.push_back(*plan_device);
@@ -575,6 +586,8 @@ Expected<std::optional<bool>> try_quick_convert(const ConvertSpec& spec, const I
     };
     std::vector<OpenedChain> chains;
     auto run = try_quick_read(q, plugins, sandbox, qemu_version, chains);
+    if (!run && spec.dd)
+        return Error{"error while writing to output image file: " + run.error()};
     if (!run)
         return Error{target.filename + ": error while converting " + std::string((*target.plugin)->name) + ": " +
                      run.error()};
@@ -584,7 +597,9 @@ Expected<std::optional<bool>> try_quick_convert(const ConvertSpec& spec, const I
     ImageTable table;
     if (auto added = table.add_chains(chains); !added)
         return Error{added.error()};
-    const std::uint64_t total = (chains[0].links.front().node.virtual_size + 511) / 512 * 512;
+    std::uint64_t total = (chains[0].links.front().node.virtual_size + 511) / 512 * 512;
+    if (spec.dd) // the window the guest took, as the ordinary path computes it (and skip='s warning)
+        total = window_of(*spec.dd, total).length;
     auto done = finish_run(spec, table.links, std::move(**run), {}, chains, target_fd, files, total,
                            sandbox, qemu_version);
     if (!done)
