@@ -7,6 +7,8 @@
 #include "hosted_support.h"
 #include "window_reader.h"
 
+#include <instar/guest/dd_window.h>
+
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -100,6 +102,26 @@ std::vector<std::uint8_t> noise(std::uint64_t n, std::uint32_t seed) {
 }
 
 } // namespace
+
+TEST_CASE("img_dd's window: count= caps the size, skip= starts it, past the end it is empty") {
+    using instar::guest::dd_window;
+    const std::uint64_t mib = 1u << 20;
+    auto w = dd_window(64 * mib, mib, true, 3, true, 1);
+    CHECK((w.offset == mib && w.length == 2 * mib && !w.past_end));
+    w = dd_window(64 * mib, 512, false, 0, false, 0); // neither: the whole input
+    CHECK((w.offset == 0 && w.length == 64 * mib && !w.past_end));
+    w = dd_window(64 * mib, mib, true, 1000, false, 0); // count past the end: the input's size
+    CHECK(w.length == 64 * mib);
+    w = dd_window(64 * mib, mib, false, 0, true, 64); // skip to the very end: empty, not past it
+    CHECK((w.offset == 64 * mib && w.length == 0 && !w.past_end));
+    w = dd_window(64 * mib, mib, false, 0, true, 65);
+    CHECK((w.offset == 64 * mib && w.length == 0 && w.past_end));
+    // count * bs and skip * bs past INT64_MAX: no overflow (count ignored, skip past the end).
+    w = dd_window(64 * mib, 1ull << 40, true, 1ull << 30, true, 1ull << 30);
+    CHECK((w.length == 0 && w.past_end));
+    w = dd_window(64 * mib, 1ull << 40, true, 1ull << 30, false, 0);
+    CHECK(w.length == 64 * mib);
+}
 
 TEST_CASE("a Zero run ending inside a window sector is cut back; too short, it is Data") {
     FakeReader r(noise(32768, 1), {{4096, Allocation::Data}, {12288, Allocation::Zero}, {16384, Allocation::Data}});
