@@ -144,8 +144,6 @@ Status read_plan(uint32_t plan_device, Plan& plan) {
         (h.target_backing != INSTAR_CONVERT_NO_BACKING && (h.target_backing >= h.image_count ||
                                                            h.target_backing < h.source_count)))
         return Status::Invalid;
-    // dd's window: one source, nothing else of convert's (the window's end is checked against the
-    // source's size where the source is open).
     // One start (INSTAR_CONVERT_PLAN_FROM_INFO): one source, a new target of nothing but options.
     constexpr uint32_t NOT_FROM_INFO = INSTAR_CONVERT_EXISTING_TARGET | INSTAR_CONVERT_TARGET_HAS_BACKING |
                                        INSTAR_CONVERT_SNAPSHOT | INSTAR_CONVERT_SNAPSHOT_EXACT;
@@ -153,6 +151,8 @@ Status read_plan(uint32_t plan_device, Plan& plan) {
         (h.image_count != 1 || h.source_count != 1 || h.target_backing != INSTAR_CONVERT_NO_BACKING ||
          (h.flags & NOT_FROM_INFO) != 0 || h.create_len < sizeof(instar_create_arg)))
         return Status::Invalid;
+    // dd's window: one source, nothing else of convert's (the window's end is checked against the
+    // source's size where the source is open).
     if ((h.flags & INSTAR_CONVERT_WINDOW) != 0 &&
         (h.source_count != 1 || h.target_backing != INSTAR_CONVERT_NO_BACKING ||
          h.window_offset > UINT64_MAX - h.window_length ||

@@ -322,7 +322,7 @@ Expected<bool> small_inspection_guest(const std::vector<const FirstImage*>&, Qui
 Expected<bool> open_chain_at_once(const InfoOptions& opts, const PluginRegistry& plugins,
                                   const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version,
                                   const GuestInfoRunner& runner, OpenedChain& chain) {
-    if (!opts.backing_chain || opts.top != nullptr)
+    if (!opts.backing_chain || opts.top != nullptr || opts.header) // (a detached header: luks's own)
         return open_chain(opts, plugins, runner, chain);
     QuickRead q;
     q.images = {opts};
