@@ -465,8 +465,7 @@ Status create(const CreateRequest& req, CreateTarget& target) {
     auto* payload = guest::arena_new<Payload>(*req.allocator);
     if (payload == nullptr) return Status::NoMemory;
     const Status st = make_image(req, target, payload);
-    __builtin_memset(static_cast<void*>(payload), 0, sizeof *payload);
-    guest::arena_delete(*req.allocator, payload);
+    delete_wiped(*req.allocator, payload);
     return st;
 }
 
@@ -476,8 +475,7 @@ Status create_writer(const CreateRequest& req, CreateTarget& target, ImageWriter
     if (payload == nullptr) return Status::NoMemory;
     Status st = make_image(req, target, payload);
     if (st == Status::Ok) st = new_writer(target.image(), *req.allocator, req.size, *payload, out);
-    __builtin_memset(static_cast<void*>(payload), 0, sizeof *payload);
-    guest::arena_delete(*req.allocator, payload);
+    delete_wiped(*req.allocator, payload);
     return st;
 }
 
@@ -494,8 +492,7 @@ Status luks_payload_writer(BlockDevice& dev, guest::Allocator& alloc, uint64_t p
     payload->iv_base = iv_base;
     payload->merge = true;
     const Status st = new_writer(dev, alloc, size, *payload, out);
-    __builtin_memset(static_cast<void*>(payload), 0, sizeof *payload);
-    guest::arena_delete(alloc, payload);
+    delete_wiped(alloc, payload);
     return st;
 }
 
@@ -518,8 +515,7 @@ Status open_writer(const guest::OpenRequest& req, ImageWriter** out) {
     if (st == Status::Ok)
         st = new_writer(*req.image, *req.allocator, file > h.payload_offset ? file - h.payload_offset : 0, *payload,
                         out);
-    __builtin_memset(static_cast<void*>(payload), 0, sizeof *payload);
-    guest::arena_delete(*req.allocator, payload);
+    delete_wiped(*req.allocator, payload);
     return st;
 }
 

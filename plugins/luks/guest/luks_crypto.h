@@ -91,12 +91,14 @@ private:
     alignas(16) uint8_t essiv_ctx_[LUKS_CIPHER_CTX_BYTES] = {}; // essiv: keyed with hash(key), encrypting
 };
 
-// Frees an arena SectorCipher, its key schedules wiped first (nullptr: nothing to free).
-inline void delete_wiped(guest::Allocator& alloc, SectorCipher* c) {
-    if (c == nullptr)
+// Frees an arena object holding key material (a SectorCipher, or a writer's payload holding them),
+// its bytes wiped first (nullptr: nothing to free).
+template <typename T>
+inline void delete_wiped(guest::Allocator& alloc, T* p) {
+    if (p == nullptr)
         return;
-    __builtin_memset(static_cast<void*>(c), 0, sizeof *c);
-    guest::arena_delete(alloc, c);
+    __builtin_memset(static_cast<void*>(p), 0, sizeof *p);
+    guest::arena_delete(alloc, p);
 }
 
 } // namespace instar::luks
