@@ -357,17 +357,21 @@ void configure_run(const ConvertSpec& spec, std::uint64_t total, vmm::SandboxCon
         };
 }
 
+// qemu-img's words for a sandbox run that failed (not the guest's verdict: the run itself).
+std::string run_failure(const ConvertSpec& spec, const std::string& why) {
+    if (spec.dd)
+        return "error while writing to output image file: " + why;
+    return spec.target.filename + ": error while converting " + std::string((*spec.target.plugin)->name) + ": " + why;
+}
+
 // After the run: qemu-img's warnings and words for a failure, --bitmaps, and the new target put in
 // place. `links` are the plan's images in table order.
 Expected<bool> finish_run(const ConvertSpec& spec, const std::vector<const ChainLink*>& links,
                           vmm::Outcome<vmm::RunResult> run, const std::vector<SourceBitmap>& source_bitmaps,
                           const std::vector<OpenedChain>& chains, int target_fd, AtomicFiles& files,
                           std::uint64_t total, const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version) {
-    if (!run && spec.dd)
-        return Error{"error while writing to output image file: " + run.error().message};
     if (!run)
-        return Error{spec.target.filename + ": error while converting " +
-                     std::string((*spec.target.plugin)->name) + ": " + run.error().message};
+        return Error{run_failure(spec, run.error().message)};
     // qemu's convert_copy_bitmaps, after the data: a warning per inconsistent bitmap, the others
     // added to the target. A target that supports bitmaps only to refuse storing one (parallels
     // from 8.2: no qcow2) fails at the first it is given, after the warnings before it.
@@ -586,11 +590,8 @@ Expected<std::optional<bool>> try_quick_convert(const ConvertSpec& spec, const I
     };
     std::vector<OpenedChain> chains;
     auto run = try_quick_read(q, plugins, sandbox, qemu_version, chains);
-    if (!run && spec.dd)
-        return Error{"error while writing to output image file: " + run.error()};
     if (!run)
-        return Error{target.filename + ": error while converting " + std::string((*target.plugin)->name) + ": " +
-                     run.error()};
+        return Error{run_failure(spec, run.error())};
     if (!*run)
         return Outcome{};
     // The plan's table as the guest completed it: the source, then its backing files.
