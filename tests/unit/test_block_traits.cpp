@@ -89,3 +89,18 @@ TEST_CASE("the descriptor check refuses probe-rule flags this instar does not kn
     REQUIRE(check_descriptor(&d).has_value());
     CHECK(check_descriptor(&d)->find("unknown flags") != std::string::npos);
 }
+
+TEST_CASE("the descriptor check refuses option policies this instar does not know") {
+    OptionDesc option{"shade", OptionType::String, nullptr, "h", OptionPolicy::Extension, "x", nullptr, 0, 0};
+    FormatDescriptor d{};
+    d.abi_version = INSTAR_PLUGIN_ABI_VERSION;
+    d.name = "vvfat";
+    d.version = "1";
+    d.description = "test";
+    d.options = &option;
+    d.option_count = 1;
+    CHECK_FALSE(check_descriptor(&d).has_value());
+    option.policy = static_cast<OptionPolicy>(OPTION_POLICY_LAST + 1);
+    REQUIRE(check_descriptor(&d).has_value());
+    CHECK(check_descriptor(&d)->find("unknown policy") != std::string::npos);
+}

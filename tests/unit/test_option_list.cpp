@@ -17,6 +17,7 @@ const OptionDesc TABLE[] = {
     {"data_file", OptionType::String, nullptr, "h", OptionPolicy::Rejected, "not supported yet", nullptr, 0, 0},
     {"hint", OptionType::Size, nullptr, "h", OptionPolicy::Ignored, "no such thing here", nullptr, 0, 0},
     {"newkey", OptionType::String, nullptr, "h", OptionPolicy::Honoured, nullptr, nullptr, 80000, 0},
+    {"shade", OptionType::String, nullptr, "h", OptionPolicy::Extension, "an instar-only key", nullptr, 0, 0},
 };
 const std::uint32_t V10 = qemu_version(10, 0);
 const std::uint32_t V72 = qemu_version(7, 2);
@@ -126,6 +127,16 @@ TEST_CASE("policies: rejected keys fail with the reason, ignored keys warn") {
     REQUIRE(apply("hint=1M", V10, &warnings));
     REQUIRE(warnings.size() == 1);
     CHECK(warnings[0] == "Parameter 'hint' is accepted but ignored: no such thing here");
+}
+
+TEST_CASE("extension keys are honoured without a word, and left out of qemu's list of accepted keys") {
+    std::vector<std::string> warnings;
+    auto s = apply("shade=2", V72, &warnings);
+    REQUIRE(s);
+    CHECK(warnings.empty());
+    REQUIRE(s->find("shade") != nullptr);
+    CHECK(*s->find("shade") == "2");
+    CHECK(apply("foo=1").error().find("shade") == std::string::npos);
 }
 
 TEST_CASE("an ignored key set to its disabled value (0) does not warn, as qemu sets nothing then") {

@@ -62,6 +62,17 @@ TEST_CASE("-o help hides keys outside the profile") {
     CHECK(b.str().find("new=") != std::string::npos);
 }
 
+TEST_CASE("-o help leaves out instar's extension keys: qemu-img's list stays byte-identical") {
+    const OptionDesc t[] = {
+        {"size", OptionType::Size, nullptr, "Virtual disk size", OptionPolicy::Honoured, nullptr, nullptr, 0, 0},
+        {"shade", OptionType::String, nullptr, "s", OptionPolicy::Extension, "instar only", nullptr, 0, 0},
+    };
+    std::ostringstream out;
+    print_option_help(out, "x", t, false, qemu_version(10, 0));
+    CHECK(out.str().find("size=") != std::string::npos);
+    CHECK(out.str().find("shade") == std::string::npos);
+}
+
 TEST_CASE("qemu JSON layout: 4-space indent, newline before every close, empty containers") {
     boost::json::value v = {{"children", boost::json::array{}}, {"data", boost::json::object{}}, {"n", 1},
                              {"b", false}, {"list", {1, "x"}}};

@@ -22,7 +22,9 @@ namespace instar {
 // Bumped whenever a struct below changes layout or meaning.
 // 2: FormatDescriptor::qemu_traits (round 5).
 // 3: ProbeMatch::compare (round 7).
-inline constexpr std::uint32_t INSTAR_PLUGIN_ABI_VERSION = 4;
+// 4: ProbeRule::flags (round 25).
+// 5: OptionPolicy::Extension (round 29).
+inline constexpr std::uint32_t INSTAR_PLUGIN_ABI_VERSION = 5;
 
 // qemu-img version profiles are encoded as major*10000 + minor*100 + micro (7.2.0 -> 70200).
 constexpr std::uint32_t qemu_version(std::uint32_t major, std::uint32_t minor, std::uint32_t micro = 0) {
@@ -113,7 +115,14 @@ enum class OptionPolicy : std::uint8_t {
     Honoured, // implemented as qemu-img implements it
     Ignored,  // accepted for compatibility, has no effect (reason says why)
     Rejected, // refused with the reason as the error message
+    // An instar-only key (ABI 5), honoured: qemu-img has no such key, so instar keeps it out of
+    // what it prints in qemu's words (`-o help`, "Accepted parameters: ..."), which stay
+    // byte-identical to qemu-img's; `instar formats --output=json` and the docs list it, and
+    // create's "Formatting" line shows it only when given (give it no default_value). The reason
+    // says what it does.
+    Extension,
 };
+inline constexpr std::uint8_t OPTION_POLICY_LAST = static_cast<std::uint8_t>(OptionPolicy::Extension);
 
 struct OptionDesc {
     const char* key;            // e.g. "cluster_size"
@@ -201,7 +210,7 @@ using FormatPluginFactoryFn = const FormatDescriptor*();
 } // namespace instar
 
 #define INSTAR_PLUGIN_ABI_SYMBOL "instar_plugin_abi_version"
-#define INSTAR_PLUGIN_FACTORY_SYMBOL "instar_format_plugin_v4"
+#define INSTAR_PLUGIN_FACTORY_SYMBOL "instar_format_plugin_v5"
 
 // Exports a plugin's two symbols. Use once, at namespace scope, in the plugin's registration file:
 //   INSTAR_DECLARE_PLUGIN(my_fmt::descriptor)   where descriptor() returns const FormatDescriptor*.
@@ -211,5 +220,5 @@ using FormatPluginFactoryFn = const FormatDescriptor*();
     inline std::uint32_t abi_version() noexcept { return ::instar::INSTAR_PLUGIN_ABI_VERSION; }   \
     inline const ::instar::FormatDescriptor* make() noexcept { return factory(); }                \
     BOOST_DLL_ALIAS(instar_plugin_export::abi_version, instar_plugin_abi_version)                 \
-    BOOST_DLL_ALIAS(instar_plugin_export::make, instar_format_plugin_v4)                          \
+    BOOST_DLL_ALIAS(instar_plugin_export::make, instar_format_plugin_v5)                          \
     }

@@ -44,6 +44,7 @@ const char* policy_name(OptionPolicy p) {
     case OptionPolicy::Honoured: return "honoured";
     case OptionPolicy::Ignored: return "ignored";
     case OptionPolicy::Rejected: return "rejected";
+    case OptionPolicy::Extension: return "extension";
     }
     return "honoured";
 }
@@ -147,7 +148,8 @@ void print_human(std::ostream& out, const LoadedPlugin& p) {
     out << "  capabilities: " << (caps.empty() ? "none yet" : caps) << '\n';
     std::string keys;
     for (std::uint32_t i = 0; i < d.option_count; ++i)
-        keys += (i ? ", " : "") + std::string(d.options[i].key);
+        keys += (i ? ", " : "") + std::string(d.options[i].key) +
+                (d.options[i].policy == OptionPolicy::Extension ? " (instar extension)" : "");
     out << "  options:      " << (keys.empty() ? "-" : keys) << '\n';
     for (std::uint32_t i = 0; i < d.divergence_count; ++i)
         out << "  divergence:   " << d.divergences[i].id << " (" << d.divergences[i].subcommand

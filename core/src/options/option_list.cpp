@@ -18,7 +18,7 @@ std::string join_keys(std::span<const OptionDesc> a, std::span<const OptionDesc>
     std::vector<std::string> keys;
     for (auto t : {a, b})
         for (const auto& d : t)
-            if (option_in_profile(d, v) && std::find(keys.begin(), keys.end(), d.key) == keys.end())
+            if (option_listed(d, v) && std::find(keys.begin(), keys.end(), d.key) == keys.end())
                 keys.emplace_back(d.key);
     std::sort(keys.begin(), keys.end());
     std::string out;
@@ -143,6 +143,10 @@ bool has_help_option(std::string_view list) {
 
 bool option_in_profile(const OptionDesc& d, std::uint32_t v) {
     return (d.min_qemu == 0 || v >= d.min_qemu) && (d.max_qemu == 0 || v <= d.max_qemu);
+}
+
+bool option_listed(const OptionDesc& d, std::uint32_t v) {
+    return option_in_profile(d, v) && d.policy != OptionPolicy::Extension;
 }
 
 const std::string* OptionSet::find(std::string_view key) const {

@@ -58,6 +58,10 @@ Expected<OptionSet> apply_option_table(const std::vector<OptionItem>& items,
 // The option exists in this qemu-img profile (min_qemu/max_qemu, 0 meaning unbounded).
 bool option_in_profile(const OptionDesc& d, std::uint32_t profile_version);
 
+// The option is in this profile and qemu-img's texts name it (`-o help`, "Accepted parameters"):
+// every key but instar's extensions (OptionPolicy::Extension).
+bool option_listed(const OptionDesc& d, std::uint32_t profile_version);
+
 // The key is in the table and in this profile.
 const OptionDesc* find_option(std::span<const OptionDesc> table, std::string_view key,
                               std::uint32_t profile_version);

@@ -53,7 +53,7 @@ void print_option_help(std::ostream& out, std::string_view format, std::span<con
     std::vector<const OptionDesc*> all;
     auto add = [&](std::span<const OptionDesc> table) {
         for (const auto& d : table)
-            if (option_in_profile(d, profile_version) &&
+            if (option_listed(d, profile_version) &&
                 std::none_of(all.begin(), all.end(), [&](const OptionDesc* x) { return std::string_view(x->key) == d.key; }))
                 all.push_back(&d);
     };

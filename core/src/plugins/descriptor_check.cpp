@@ -29,9 +29,12 @@ std::optional<std::string> check_descriptor(const FormatDescriptor* d) {
         return "descriptor lacks a version or description";
     if (d->option_count > MAX_PLUGIN_OPTIONS || (d->option_count && !d->options))
         return "bad option table";
-    for (std::uint32_t i = 0; i < d->option_count; ++i)
+    for (std::uint32_t i = 0; i < d->option_count; ++i) {
         if (!d->options[i].key || !d->options[i].help)
             return "option " + std::to_string(i) + " lacks a key or help text";
+        if (static_cast<std::uint8_t>(d->options[i].policy) > OPTION_POLICY_LAST)
+            return "option " + std::to_string(i) + " has an unknown policy (a plugin for a newer SDK)";
+    }
     if (d->probe_rule_count > MAX_PLUGIN_PROBE_RULES || (d->probe_rule_count && !d->probe_rules))
         return "bad probe rule table";
     for (std::uint32_t i = 0; i < d->probe_rule_count; ++i) {
