@@ -10,7 +10,7 @@ apt-get install -y -qq --no-install-recommends \
   build-essential meson ninja-build pkg-config python3 git ca-certificates \
   libboost1.81-dev libboost-json1.81-dev libboost-program-options1.81-dev \
   libboost-filesystem1.81-dev zlib1g-dev libzstd-dev libdeflate-dev libseccomp-dev doctest-dev nettle-dev \
-  libargon2-dev cryptsetup-bin \
+  libargon2-dev cryptsetup-bin openssl \
   hyperfine time \
   clang-14 libclang-rt-14-dev llvm-14 \
   debhelper lintian bash-completion >/dev/null

@@ -8,9 +8,9 @@ const FormatDescriptor DESCRIPTOR = {
     .abi_version = INSTAR_PLUGIN_ABI_VERSION,
     .name = "luks",
     .aliases = nullptr,
-    .version = "0.2.0",
+    .version = "0.3.0",
     .description = "LUKS1 encrypted disk (qemu's luks driver): info, reading, creating, writing and resizing with --object secret; "
-                   "LUKS2 read only",
+                   "LUKS2 read, written and created (-o luks-version=2)",
     .capabilities = CAP_INFO | CAP_CREATE | CAP_CONVERT | CAP_CONVERT_TARGET | CAP_RESIZE,
     .probe_priority = PROBE_NORMAL,
     .probe_rules = PROBE_RULES,

@@ -45,6 +45,12 @@ const Divergence DIVERGENCES[] = {
      "dd; convert -n writes one's payload and resize truncates a dynamic segment; argon2 key slots take their "
      "memory from the guest (--max-guest-memory); amending one, or resizing a fixed-size segment, is refused",
      "qemu-img reads LUKS2 as raw (ciphertext); instar refused it by name. --unsafe-quirks keeps qemu's raw probe"},
+    {"luks2-create", "create",
+     "-o luks-version=2 (create -f luks, convert -O luks, measure -O luks) makes a LUKS2 volume as cryptsetup lays "
+     "one out: two 16 KiB header copies, a pbkdf2 key slot with qemu's iter-time and hash, one dynamic crypt "
+     "segment of 512-byte sectors at 16 MiB; the size is rounded up to whole sectors; ecb is refused",
+     "qemu-img creates LUKS1 only (its luks options have no format version); cryptsetup's default is LUKS2. The "
+     "key is left out of -o help and the accepted-parameter list, which stay qemu-img's"},
     {"luks-sm4", "create", "cipher-alg=sm4 is refused (\"Algorithm 'sm4' not supported\", as Debian's qemu 10.0 says)",
      "Debian 12's nettle 3.8.1 has no SM4; a qemu built with SM4 (nettle 3.9+, gcrypt) would accept it"},
 };

@@ -1,6 +1,8 @@
 # bash completion for instar. Everything it offers comes from the installed instar itself:
 # subcommands from `instar --help`, flags from `instar COMMAND --help`, format names (-f, -O, -F)
-# from the loaded plugins (`instar formats`), -o keys from `instar create -f FMT -o help`.
+# from the loaded plugins (`instar formats`), -o keys from `instar create -f FMT -o help` (qemu's)
+# and the format's "options:" line in `instar formats` (instar's extension keys, which -o help
+# leaves out).
 
 _instar_formats() {
     instar formats 2>/dev/null | sed -n 's/^\([a-z0-9_]*\) [^ ]*: .*/\1/p'
@@ -51,6 +53,8 @@ _instar() {
         done
         local keys
         keys=$(instar create -f "$fmt" -o help 2>/dev/null | sed -n 's/^  \([a-z0-9_.-]*\)=.*/\1=/p')
+        keys+=" $(instar formats 2>/dev/null | sed -n "/^$fmt /,/^[a-z]/s/^  options: *//p" | tr ',' '\n' |
+            sed -n 's/^ *\([a-z0-9_.-]*\) (instar extension)$/\1=/p')"
         compopt -o nospace 2>/dev/null
         COMPREPLY=($(compgen -W "$keys" -- "${cur##*,}"))
         if [[ $cur == *,* ]]; then

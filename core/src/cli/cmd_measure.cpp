@@ -100,7 +100,13 @@ const OptionDesc LUKS_OPTIONS[] = {
      0},
     {"detached-header", OptionType::Bool, nullptr, "Create a detached LUKS header", LUKS_H, nullptr, nullptr,
      qemu_version(9, 0), 0},
+    // The luks plugin's extension (divergence luks2-create): a LUKS2 volume's header size.
+    {"luks-version", OptionType::String, nullptr, "LUKS on-disk format version: 1 (qemu-img's) or 2",
+     OptionPolicy::Extension, "measures the LUKS2 volume the luks plugin creates", nullptr, 0, 0},
 };
+// What the luks plugin's LUKS2 creation puts before the data (plugins/luks/guest/luks2_create.cpp:
+// cryptsetup's default 16 MiB segment offset), whatever the cipher.
+constexpr std::uint64_t LUKS2_NEW_SEGMENT_OFFSET = 16u << 20;
 
 // qemu_opts_do_parse against the target's create options (the format's, then the file protocol's):
 // the value's type is checked, nothing else. Returns qemu's message on failure.
@@ -221,6 +227,9 @@ Expected<std::uint64_t> luks_measure(const std::vector<OptionItem>& items, const
     // QCryptoBlockCreateOptions has no such member: any value is refused before the secret.
     if (prefix.empty() && last_value(items, "detached-header"))
         return Error{"Parameter 'detached-header' is unexpected"};
+    const std::string* luks_version = prefix.empty() ? last_value(items, "luks-version") : nullptr;
+    if (luks_version && *luks_version != "1" && *luks_version != "2")
+        return bad("luks-version", *luks_version);
     const std::string* secret = last_value(items, prefix + "key-secret");
     if (!secret)
         return Error{"Parameter '" + prefix + "key-secret' is required for cipher"};
@@ -241,6 +250,8 @@ Expected<std::uint64_t> luks_measure(const std::vector<OptionItem>& items, const
     }
     if (mode_name == "xts" && a->family == nullptr) // cast5's 8-byte blocks
         return Error{"Unsupported cipher mode xts"};
+    if (luks_version && *luks_version == "2")
+        return LUKS2_NEW_SEGMENT_OFFSET;
     constexpr std::uint64_t STRIPES = 4000, SLOTS = 8, ALIGN = 4096;
     const std::uint64_t key = a->key * (mode_name == "xts" ? 2 : 1);
     const std::uint64_t slot = (key * STRIPES + ALIGN - 1) / ALIGN * ALIGN;
@@ -632,6 +643,9 @@ int cmd_measure(Context& ctx, std::span<const std::string> args) {
         auto header = luks_measure(litems, "", secret_ids(vm), ctx.profile.version);
         if (!header)
             return report_error(ctx, header.error());
+        // A LUKS2 volume holds whole 512-byte sectors (the plugin rounds the size up).
+        if (const std::string* v = last_value(litems, "luks-version"); v && *v == "2")
+            size = (size + 511) / 512 * 512;
         MeasureFigures lf;
         lf.required = lf.fully_allocated = *header + size;
         print_figures(ctx, output, lf);

@@ -161,12 +161,7 @@ Status parse_cipher(const Json& j, uint32_t tok, uint32_t key_bytes, Luks2Cipher
     __builtin_memcpy(d.cipher_name, s, dash);
     __builtin_memcpy(d.cipher_mode, s + dash + 1, mode_len);
     __builtin_memcpy(d.hash_spec, "sha256", 6);
-    const auto be32 = [](uint8_t* p, uint32_t v) {
-        p[0] = static_cast<uint8_t>(v >> 24);
-        p[1] = static_cast<uint8_t>(v >> 16);
-        p[2] = static_cast<uint8_t>(v >> 8);
-        p[3] = static_cast<uint8_t>(v);
-    };
+    const auto be32 = [](uint8_t* p, uint32_t v) { store_be(p, v, 4); };
     be32(d.master_key_len, key_bytes);
     be32(d.master_key_iterations, 1);
     for (uint32_t i = 0; i < LUKS_NUM_KEY_SLOTS; ++i) {

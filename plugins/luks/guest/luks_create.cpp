@@ -2,6 +2,7 @@
 // writing their payload: create, convert -O luks (create_writer) and convert -n (open_writer).
 #include "luks_create.h"
 
+#include "luks_bytes.h"
 #include "luks_crypto.h"
 #include "luks_format.h"
 #include "luks_header.h"
@@ -70,12 +71,7 @@ Status fail_joined(CreateTarget& t, const char* const (&parts)[N]) {
     return guest::create_fail(t, Status::Unsupported, text);
 }
 
-void put_be32(uint8_t* p, uint32_t v) {
-    p[0] = static_cast<uint8_t>(v >> 24);
-    p[1] = static_cast<uint8_t>(v >> 16);
-    p[2] = static_cast<uint8_t>(v >> 8);
-    p[3] = static_cast<uint8_t>(v);
-}
+void put_be32(uint8_t* p, uint32_t v) { store_be(p, v, 4); }
 
 // qemu_uuid_generate + qemu_uuid_unparse: a random (version 4) UUID in lower-case text.
 void make_uuid(KeyStream& rng, uint8_t out[40]) {
@@ -101,23 +97,12 @@ void copy_str(uint8_t* dst, const char* a, const char* b = nullptr, const char* 
             for (size_t i = 0; s[i] != 0; ++i) dst[at++] = static_cast<uint8_t>(s[i]);
 }
 
-// The payload's encryption, ready to encrypt: what create made or convert -n unlocked.
-struct Payload {
-    SectorCipher cipher;
-    uint64_t offset = 0; // bytes
-    // LUKS2 segments (convert -n): bytes per IV, the IV of the payload's first 512-byte sector, and
-    // the decrypting cipher for the units a write covers only in part (read, merged, re-encrypted).
-    uint32_t unit = LUKS_SECTOR_SIZE;
-    uint64_t iv_base = 0;
-    bool merge = false;
-    SectorCipher decryptor;
-};
 
 class LuksWriter final : public ImageWriter {
 public:
     LuksWriter(BlockDevice& dev, guest::Allocator& alloc, uint64_t size, uint8_t* bounce)
         : dev_(dev), alloc_(alloc), size_(size), bounce_(bounce) {}
-    Payload payload;
+    LuksPayload payload;
 
     uint64_t cluster_size() const override { return 0; }
     // block/crypto.c has no bdrv_has_zero_init: a new LUKS image does not read as zeros.
@@ -165,7 +150,7 @@ private:
             }
             payload.cipher.encrypt(payload.iv_base + first / LUKS_SECTOR_SIZE, bounce_, whole);
             // LUKS1: from the write's start to its end; LUKS2: whole units (the disk is whole units).
-            const size_t out = payload.merge ? whole : n;
+            const size_t out = payload.merge || payload.whole_units ? whole : n;
             if (const Status st = dev_.write(payload.offset + first, bounce_, out); st != Status::Ok) return st;
             offset += n;
             len -= n;
@@ -267,9 +252,9 @@ Status luks_seal_key(const LuksHeader& h, const uint8_t* master_key, const uint8
     return st;
 }
 
-// qcrypto_block_luks_create: the header, key slot 0 holding the master key for the passphrase.
-Status luks_create_header(const CreateRequest& req, CreateTarget& t, const char* prefix, LuksHeaderTarget& out,
-                          SectorCipher* payload, uint64_t* header_len) {
+// qcrypto_block_luks_create up to its first write: the options checked, the keys, salts and
+// iterations chosen, the LUKS1 header filled in.
+Status luks_plan_header(const CreateRequest& req, CreateTarget& t, const char* prefix, LuksPlan* p) {
     const uint32_t v = req.qemu_version;
     const char* cipher_alg = option(req, prefix, "cipher-alg");
     const char* cipher_mode = option(req, prefix, "cipher-mode");
@@ -350,7 +335,7 @@ Status luks_create_header(const CreateRequest& req, CreateTarget& t, const char*
         return fail_joined(
             t, {"instar does not create ", cipher_alg, " LUKS images outside xts: qemu-img aborts on their key material"});
 
-    LuksHeaderDisk d{};
+    LuksHeaderDisk& d = p->disk;
     const uint8_t magic[6] = {'L', 'U', 'K', 'S', 0xba, 0xbe};
     __builtin_memcpy(d.magic, magic, sizeof magic);
     d.version[1] = 1;
@@ -360,13 +345,13 @@ Status luks_create_header(const CreateRequest& req, CreateTarget& t, const char*
     else copy_str(d.cipher_mode, cipher_mode, "-", ivgen_alg);
     copy_str(d.hash_spec, hash_alg);
 
-    // All randomness: a key stream seeded with the host's 32 getrandom bytes.
-    KeyStream rng(req.random);
-    uint8_t master_key[LUKS_MAX_KEY_BYTES];
+    KeyStream& rng = p->rng;
+    uint8_t* master_key = p->master_key;
     make_uuid(rng, d.uuid);
     rng.fill(d.master_key_salt, SALT_BYTES);
     rng.fill(master_key, key_bytes);
-    uint32_t mk_iters = 0, slot_iters = 0;
+    uint32_t& mk_iters = p->mk_iters;
+    uint32_t& slot_iters = p->slot_iters;
     // Master key digest: 1/8 of iter-time (qemu: "matches cryptsetup"); the slot: all of it.
     if (!scaled_iterations(hash_alg, LUKS_DIGEST_BYTES, iter_time, 8, &mk_iters, t) ||
         !scaled_iterations(hash_alg, key_bytes, iter_time, 1, &slot_iters, t))
@@ -387,65 +372,58 @@ Status luks_create_header(const CreateRequest& req, CreateTarget& t, const char*
     }
     const uint32_t payload_sectors = HEADER_SECTORS + LUKS_NUM_KEY_SLOTS * split_sectors;
     put_be32(d.payload_offset_sector, payload_sectors);
-    *header_len = uint64_t{payload_sectors} * LUKS_SECTOR_SIZE;
 
     // Key slot 0 (qcrypto_block_luks_store_key).
     LuksKeySlotDisk& s0 = d.key_slots[0];
     rng.fill(s0.salt, SALT_BYTES);
     put_be32(s0.iterations, slot_iters);
     put_be32(s0.active, LUKS_KEY_SLOT_ENABLED);
-    LuksHeader h;
-    if (const Status st = luks_header_parse(reinterpret_cast<const uint8_t*>(&d), sizeof d, &h); st != Status::Ok)
+    if (const Status st = luks_header_parse(reinterpret_cast<const uint8_t*>(&d), sizeof d, &p->h); st != Status::Ok)
         return guest::create_fail(t, Status::Unsupported, "this LUKS cipher, mode or hash combination is invalid");
+    return Status::Ok;
+}
 
-    if (const Status st = out.init(*header_len); st != Status::Ok) return st;
-
-    // The split key: 4000 stripes (the first 3999 random), encrypted with the slot key.
-    auto* split = static_cast<uint8_t*>(req.allocator->allocate(split_len, 16));
-    if (split == nullptr) return Status::NoMemory;
-    Status st = luks_seal_key(h, master_key, req.secret, req.secret_len, s0.salt, slot_iters, rng, *req.allocator, split);
-    if (st == Status::Ok)
-        st = out.write(uint64_t{HEADER_SECTORS} * LUKS_SECTOR_SIZE, split, static_cast<size_t>(split_len));
-    if (st == Status::Ok) st = out.write(0, &d, sizeof d);
-    if (st == Status::Ok) st = payload->init(h, master_key, key_bytes, true);
-    __builtin_memset(split, 0, split_len);
-    req.allocator->deallocate(split, split_len);
-    __builtin_memset(master_key, 0, sizeof master_key);
+Status luks_seal_failed(CreateTarget& t, Status st) {
     if (st == Status::Unsupported)
         return guest::create_fail(t, st, "this LUKS cipher, mode or hash is not supported by instar yet");
     return st;
 }
 
-namespace {
-
-// block/crypto.c's create: the luks file holds the header, then the payload (the disk).
-class FileHeader final : public LuksHeaderTarget {
-public:
-    FileHeader(const CreateRequest& req, CreateTarget& t) : req_(req), t_(t) {}
-    Status init(uint64_t header_len) override {
-        if (req_.size > UINT64_MAX - header_len)
-            return guest::create_fail(t_, Status::Invalid, "The image size is too large for file format 'luks'");
-        guest::Prealloc mode = guest::Prealloc::Off;
-        if (!guest::create_option_prealloc(req_, &mode) || mode == guest::Prealloc::Metadata)
-            return guest::create_fail(t_, Status::Invalid, "Unsupported preallocation mode");
-        return t_.set_length(t_.image(), header_len + req_.size, mode);
+// qcrypto_block_luks_create: the header, key slot 0 holding the master key for the passphrase.
+Status luks_create_header(const CreateRequest& req, CreateTarget& t, const char* prefix, LuksHeaderTarget& out,
+                          SectorCipher* payload, uint64_t* header_len) {
+    if (req.allocator == nullptr) return Status::Invalid;
+    auto* p = guest::arena_new<LuksPlan>(*req.allocator, req.random);
+    if (p == nullptr) return Status::NoMemory;
+    Status st = luks_plan_header(req, t, prefix, p);
+    *header_len = p->h.payload_offset;
+    if (st == Status::Ok) st = out.init(*header_len);
+    if (st != Status::Ok) { // refused, with the reason already given to `t`
+        delete_wiped(*req.allocator, p);
+        return st;
     }
-    Status write(uint64_t offset, const void* buf, size_t len) override { return t_.image().write(offset, buf, len); }
-
-private:
-    const CreateRequest& req_;
-    CreateTarget& t_;
-};
-
-// The luks image: header, key slot 0 holding the master key for the passphrase, the file grown to
-// payload + size. Sets up `*payload` for writing.
-Status make_image(const CreateRequest& req, CreateTarget& t, Payload* payload) {
-    FileHeader file(req, t);
-    return luks_create_header(req, t, "", file, &payload->cipher, &payload->offset);
+    const LuksHeader& h = p->h;
+    const uint64_t split_len = uint64_t{h.key_bytes} * LUKS_STRIPES;
+    // The split key: 4000 stripes (the first 3999 random), encrypted with the slot key.
+    auto* split = static_cast<uint8_t*>(req.allocator->allocate(split_len, 16));
+    if (split == nullptr) st = Status::NoMemory;
+    if (st == Status::Ok)
+        st = luks_seal_key(h, p->master_key, req.secret, req.secret_len, p->disk.key_slots[0].salt, p->slot_iters,
+                           p->rng, *req.allocator, split);
+    if (st == Status::Ok)
+        st = out.write(uint64_t{HEADER_SECTORS} * LUKS_SECTOR_SIZE, split, static_cast<size_t>(split_len));
+    if (st == Status::Ok) st = out.write(0, &p->disk, sizeof p->disk);
+    if (st == Status::Ok) st = payload->init(h, p->master_key, h.key_bytes, true);
+    if (split != nullptr) {
+        __builtin_memset(split, 0, split_len);
+        req.allocator->deallocate(split, split_len);
+    }
+    delete_wiped(*req.allocator, p);
+    return luks_seal_failed(t, st);
 }
 
-Status new_writer(BlockDevice& dev, guest::Allocator& alloc, uint64_t size, const Payload& payload,
-                  ImageWriter** out) {
+Status luks_new_writer(BlockDevice& dev, guest::Allocator& alloc, uint64_t size, const LuksPayload& payload,
+                       ImageWriter** out) {
     auto* bounce = static_cast<uint8_t*>(alloc.allocate(WRITE_CHUNK, 16));
     if (bounce == nullptr) return Status::NoMemory;
     auto* w = guest::arena_new<LuksWriter>(alloc, dev, alloc, size, bounce);
@@ -458,32 +436,11 @@ Status new_writer(BlockDevice& dev, guest::Allocator& alloc, uint64_t size, cons
     return Status::Ok;
 }
 
-} // namespace
-
-Status create(const CreateRequest& req, CreateTarget& target) {
-    if (req.allocator == nullptr) return Status::Invalid;
-    auto* payload = guest::arena_new<Payload>(*req.allocator);
-    if (payload == nullptr) return Status::NoMemory;
-    const Status st = make_image(req, target, payload);
-    delete_wiped(*req.allocator, payload);
-    return st;
-}
-
-Status create_writer(const CreateRequest& req, CreateTarget& target, ImageWriter** out) {
-    if (req.allocator == nullptr || out == nullptr) return Status::Invalid;
-    auto* payload = guest::arena_new<Payload>(*req.allocator);
-    if (payload == nullptr) return Status::NoMemory;
-    Status st = make_image(req, target, payload);
-    if (st == Status::Ok) st = new_writer(target.image(), *req.allocator, req.size, *payload, out);
-    delete_wiped(*req.allocator, payload);
-    return st;
-}
-
 Status luks_payload_writer(BlockDevice& dev, guest::Allocator& alloc, uint64_t payload_offset, uint64_t size,
                            uint32_t unit, uint64_t iv_base, const SectorCipher& encryptor,
                            const SectorCipher& decryptor, ImageWriter** out) {
     if (unit < LUKS_SECTOR_SIZE || unit > WRITE_CHUNK || (unit & (unit - 1)) != 0) return Status::Invalid;
-    auto* payload = guest::arena_new<Payload>(alloc);
+    auto* payload = guest::arena_new<LuksPayload>(alloc);
     if (payload == nullptr) return Status::NoMemory;
     payload->cipher = encryptor;
     payload->decryptor = decryptor;
@@ -491,7 +448,7 @@ Status luks_payload_writer(BlockDevice& dev, guest::Allocator& alloc, uint64_t p
     payload->unit = unit;
     payload->iv_base = iv_base;
     payload->merge = true;
-    const Status st = new_writer(dev, alloc, size, *payload, out);
+    const Status st = luks_new_writer(dev, alloc, size, *payload, out);
     delete_wiped(alloc, payload);
     return st;
 }
@@ -502,7 +459,7 @@ Status open_writer(const guest::OpenRequest& req, ImageWriter** out) {
         guest::say_reason(req.reasons, "Parameter 'key-secret' is required for cipher");
         return Status::Unsupported;
     }
-    auto* payload = guest::arena_new<Payload>(*req.allocator);
+    auto* payload = guest::arena_new<LuksPayload>(*req.allocator);
     if (payload == nullptr) return Status::NoMemory;
     LuksHeader h;
     uint8_t master_key[LUKS_MAX_KEY_BYTES];
@@ -513,7 +470,7 @@ Status open_writer(const guest::OpenRequest& req, ImageWriter** out) {
     payload->offset = h.payload_offset;
     const uint64_t file = req.image->size();
     if (st == Status::Ok)
-        st = new_writer(*req.image, *req.allocator, file > h.payload_offset ? file - h.payload_offset : 0, *payload,
+        st = luks_new_writer(*req.image, *req.allocator, file > h.payload_offset ? file - h.payload_offset : 0, *payload,
                         out);
     delete_wiped(*req.allocator, payload);
     return st;

@@ -34,6 +34,27 @@ guest::Status luks_seal_key(const LuksHeader& h, const uint8_t* master_key, cons
                             const uint8_t* salt, uint32_t iterations, KeyStream& rng, guest::Allocator& alloc,
                             uint8_t* out);
 
+// What qcrypto_block_luks_create decides before it writes anything: the LUKS1 header (key slot 0's
+// salt and iterations filled in, its key material not yet made), that header parsed, the master
+// key, and the key stream (seeded with the host's 32 getrandom bytes) the rest of the randomness
+// comes from. Holds key material: made on the arena and freed with delete_wiped.
+struct LuksPlan {
+    explicit LuksPlan(const uint8_t seed[32]) : rng(seed) {}
+    KeyStream rng;
+    LuksHeaderDisk disk{};
+    LuksHeader h;
+    uint8_t master_key[LUKS_MAX_KEY_BYTES] = {};
+    uint32_t mk_iters = 0;   // the master key digest's PBKDF2 iterations (1/8 of iter-time)
+    uint32_t slot_iters = 0; // key slot 0's (all of iter-time)
+};
+
+// The options checked and the plan made, as the header functions below do first; failures go to `t`.
+guest::Status luks_plan_header(const guest::CreateRequest& req, guest::CreateTarget& t, const char* prefix,
+                               LuksPlan* p);
+
+// A failed key sealing or payload set-up: Unsupported (a hash or cipher instar lacks) named to `t`.
+guest::Status luks_seal_failed(guest::CreateTarget& t, guest::Status st);
+
 // qcrypto_block_luks_create: checks the options `prefix` + "cipher-alg", "cipher-mode",
 // "ivgen-alg", "ivgen-hash-alg", "hash-alg", "iter-time" (prefix "" for luks, "encrypt." for qcow2),
 // makes key slot 0 for req.secret and writes the header through `out`. `payload` is set up to
@@ -41,6 +62,33 @@ guest::Status luks_seal_key(const LuksHeader& h, const uint8_t* master_key, cons
 guest::Status luks_create_header(const guest::CreateRequest& req, guest::CreateTarget& t, const char* prefix,
                                  LuksHeaderTarget& out, SectorCipher* payload, uint64_t* header_len);
 
+// An instar extension (luks-version=2): the same options made into a LUKS2 volume as cryptsetup
+// lays one out (luks2_create.cpp): two 16 KiB header copies, key slot 0 (pbkdf2) in a keyslots area
+// that ends at the 16 MiB segment offset, one dynamic crypt segment of 512-byte sectors. `payload`
+// is set up to encrypt; `*header_len` is the segment offset.
+guest::Status luks2_create_header(const guest::CreateRequest& req, guest::CreateTarget& t, LuksHeaderTarget& out,
+                                  SectorCipher* payload, uint64_t* header_len);
+
+// The payload's encryption, ready to encrypt: what create made or convert -n unlocked.
+struct LuksPayload {
+    SectorCipher cipher;
+    uint64_t offset = 0; // bytes
+    // LUKS2 segments (convert -n): bytes per IV, the IV of the payload's first 512-byte sector, and
+    // the decrypting cipher for the units a write covers only in part (read, merged, re-encrypted).
+    uint32_t unit = LUKS_SECTOR_SIZE;
+    uint64_t iv_base = 0;
+    bool merge = false;
+    SectorCipher decryptor;
+    // LUKS2 create: a short last write still writes its whole sector (the volume holds whole
+    // sectors, and a sector's ciphertext decrypts only whole).
+    bool whole_units = false;
+};
+
+// A writer of `size` bytes of disk through `payload` into `dev` (convert -O luks, convert -n).
+guest::Status luks_new_writer(guest::BlockDevice& dev, guest::Allocator& alloc, uint64_t size,
+                              const LuksPayload& payload, guest::ImageWriter** out);
+
+// luks_create_file.cpp: the luks format's own create and create_writer.
 guest::Status create(const guest::CreateRequest& req, guest::CreateTarget& target);
 guest::Status create_writer(const guest::CreateRequest& req, guest::CreateTarget& target, guest::ImageWriter** out);
 guest::Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out);

@@ -254,8 +254,9 @@ struct Sink final : instar::guest::ReasonSink {
 };
 
 // create_writer with `opts`, the disk filled with a pattern, then the image unlocked and read back.
+// `image_out`, when given, receives the image's bytes.
 void round_trip(std::vector<std::pair<std::string, std::string>> opts, std::uint64_t size,
-                std::uint32_t qemu_version = 70200) {
+                std::uint32_t qemu_version = 70200, std::vector<std::uint8_t>* image_out = nullptr) {
     using namespace instar;
     hosted::MemoryTarget target;
     hosted::BudgetAllocator alloc(64 << 20);
@@ -287,13 +288,14 @@ void round_trip(std::vector<std::pair<std::string, std::string>> opts, std::uint
     REQUIRE(w->finish() == guest::Status::Ok);
     w->close();
     auto bytes = target.image_output().bytes();
+    if (image_out != nullptr) *image_out = bytes;
     hosted::MemoryDevice dev(bytes);
     Sink sink;
     guest::OpenRequest oreq{&dev, nullptr, 0, &alloc, nullptr, &sink, nullptr, qemu_version};
     oreq.secret = PASS;
     oreq.secret_len = sizeof PASS;
     guest::ImageReader* r = nullptr;
-    REQUIRE(luks::open(oreq, &r) == guest::Status::Ok);
+    REQUIRE(luks::luks_any_open(oreq, &r) == guest::Status::Ok);
     CHECK(r->virtual_size() == size);
     std::vector<std::uint8_t> back(size);
     REQUIRE(r->read(0, back.data(), back.size()) == guest::Status::Ok);
@@ -302,7 +304,7 @@ void round_trip(std::vector<std::pair<std::string, std::string>> opts, std::uint
     static const std::uint8_t WRONG[] = {'n', 'o'};
     oreq.secret = WRONG;
     oreq.secret_len = sizeof WRONG;
-    CHECK(luks::open(oreq, &r) == guest::Status::Invalid);
+    CHECK(luks::luks_any_open(oreq, &r) == guest::Status::Invalid);
     CHECK(sink.text == "Invalid password, cannot unlock any keyslot");
     // qemu before 9.0 has no sm3: a header naming it (PBKDF2 or IV hash) does not open as 7.2.
     const bool sm3 = std::any_of(opts.begin(), opts.end(), [](const auto& kv) { return kv.second == "sm3"; });
@@ -340,6 +342,74 @@ TEST_CASE("created images unlock and read back") {
     round_trip({{"cipher-alg", "aes-256"}, {"cipher-mode", "ctr"}, {"ivgen-alg", "essiv"},
                 {"ivgen-hash-alg", "md5"}},
                128 * 1024);
+}
+
+TEST_CASE("luks-version=2 creates LUKS2 volumes as cryptsetup lays them out, which unlock and read back") {
+    using namespace instar;
+    struct Case {
+        std::vector<std::pair<std::string, std::string>> opts;
+        std::uint64_t size;
+        const char* spec;
+        std::uint32_t key_bytes;
+    };
+    const Case cases[] = {
+        {{{"luks-version", "2"}}, 1 << 20, "aes-xts-plain64", 64},
+        {{{"luks-version", "2"}, {"cipher-alg", "aes-128"}, {"cipher-mode", "cbc"}, {"ivgen-alg", "essiv"}},
+         512 * 1000, "aes-cbc-essiv:sha256", 16},
+        {{{"luks-version", "2"}, {"cipher-alg", "serpent-256"}, {"hash-alg", "sha512"}}, 256 * 1024,
+         "serpent-xts-plain64", 64},
+        {{{"luks-version", "2"}, {"cipher-alg", "twofish-128"}, {"cipher-mode", "ctr"}, {"hash-alg", "sha1"}},
+         128 * 1024, "twofish-ctr-plain64", 16},
+    };
+    for (const Case& c : cases) {
+        CAPTURE(c.spec);
+        std::vector<std::uint8_t> img;
+        round_trip(c.opts, c.size, 70200, &img);
+        REQUIRE(img.size() == (16u << 20) + c.size);
+        CHECK(std::memcmp(img.data(), "LUKS\xba\xbe\0\2", 8) == 0);
+        CHECK(std::memcmp(img.data() + 16384, "SKUL\xba\xbe\0\2", 8) == 0);
+        hosted::MemoryDevice dev(img);
+        hosted::BudgetAllocator alloc(64 << 20);
+        luks::Luks2Header h;
+        luks::LuksWhy why;
+        REQUIRE(luks::luks2_load(dev, alloc, &h, &why) == guest::Status::Ok);
+        CHECK(h.hdr_size == 16384);
+        CHECK(h.seqid == 1);
+        CHECK(h.seg_offset == (16u << 20));
+        CHECK(h.seg_dynamic);
+        CHECK(h.sector_size == 512);
+        CHECK(h.seg.key_bytes == c.key_bytes);
+        CHECK(h.slots[0].present);
+        CHECK(h.slots[0].kdf == luks::Luks2Kdf::Pbkdf2);
+        CHECK(h.slots[0].area_offset == 32768);
+        CHECK(h.slots[0].area_size == (c.key_bytes * 4000 + 4095) / 4096 * 4096);
+        CHECK(h.digest_len == luks::luks_digest_len(h.digest_hash));
+        for (std::uint32_t i = 1; i < luks::LUKS2_MAX_KEYSLOTS; ++i) CHECK_FALSE(h.slots[i].present);
+        const std::string json(reinterpret_cast<const char*>(img.data()) + 4096);
+        CHECK(json.find(std::string("\"encryption\":\"") + c.spec + "\"") != std::string::npos);
+        // Both copies hold the same metadata; their salts differ.
+        CHECK(std::memcmp(img.data() + 4096, img.data() + 16384 + 4096, 12288) == 0);
+        CHECK(std::memcmp(img.data() + 104, img.data() + 16384 + 104, 64) != 0);
+    }
+    // A size that is not whole sectors is rounded up (the volume holds whole sectors).
+    std::vector<std::uint8_t> img;
+    hosted::MemoryTarget target;
+    hosted::BudgetAllocator alloc(64 << 20);
+    static const std::uint8_t PASS[] = {'p'};
+    std::uint8_t random[32] = {1};
+    guest::CreateOption v2[] = {{"key-secret", "s"}, {"iter-time", "1"}, {"luks-version", "2"}};
+    guest::CreateRequest req{};
+    req.size = 1000;
+    req.options = v2;
+    req.option_count = 3;
+    req.file_name = "t.luks";
+    req.random = random;
+    req.qemu_version = 70200;
+    req.allocator = &alloc;
+    req.secret = PASS;
+    req.secret_len = 1;
+    REQUIRE(luks::create(req, target) == guest::Status::Ok);
+    CHECK(target.image_output().bytes().size() == (16u << 20) + 1024);
 }
 
 TEST_CASE("create refusals") {
@@ -391,6 +461,16 @@ TEST_CASE("create refusals") {
     guest::CreateOption sm4[] = {{"key-secret", "s"}, {"cipher-alg", "sm4"}};
     req.options = sm4;
     CHECK(luks::create(req, target) == guest::Status::Invalid); // not in 7.2's enum
+    // luks-version, instar's extension: 1 or 2; LUKS2 refuses ecb (dm-crypt's takes no IV).
+    guest::CreateOption v3[] = {{"key-secret", "s"}, {"luks-version", "3"}};
+    req.options = v3;
+    CHECK(luks::create(req, target) == guest::Status::Invalid);
+    CHECK(target.reason_text() == "Parameter 'luks-version' does not accept value '3'");
+    guest::CreateOption ecb[] = {{"key-secret", "s"}, {"luks-version", "2"}, {"cipher-mode", "ecb"}};
+    req.options = ecb;
+    req.option_count = 3;
+    CHECK(luks::create(req, target) == guest::Status::Unsupported);
+    CHECK(target.reason_text() == "instar does not create LUKS2 volumes in ecb mode: dm-crypt's ecb takes no IV generator");
 }
 
 namespace {
