@@ -31,18 +31,26 @@ bool starts_luks2(BlockDevice& dev) {
     return guest::read_padded(dev, 0, head, sizeof head) == Status::Ok && head[0] == 'L' && luks2_magic(head, sizeof head);
 }
 
-// Loads a LUKS2 header into an arena copy (7 KiB: too big for the guest's stack). Ok with *out
-// set; otherwise the reason is in `why`, and *not_luks2 tells a file that does not look like LUKS2
-// at all (no header copy of a LUKS2 size): the caller then answers as qemu does for a LUKS1 header
-// of version 2 ("LUKS version 2 is not supported").
-Status load(BlockDevice& dev, guest::Allocator& alloc, Luks2Header** out, LuksWhy* why, bool* not_luks2) {
+// Loads the LUKS2 header of a file that starts like one into an arena copy (7 KiB: too big for the
+// guest's stack). Ok with *out set; Ok with *out null when the file does not look like LUKS2 at all
+// (no header copy of a LUKS2 size): the caller then lets the LUKS1 code answer, in qemu's words for
+// a header of version 2 ("LUKS version 2 is not supported"). Otherwise the refusal, its reason in
+// `why` (never empty). The one load-or-fall-back rule of the reader, the writer and the edits.
+Status load(BlockDevice& dev, guest::Allocator& alloc, Luks2Header** out, LuksWhy* why) {
     *out = guest::arena_new<Luks2Header>(alloc);
     if (*out == nullptr)
         return Status::NoMemory;
-    const Status st = luks2_load(dev, alloc, *out, why, not_luks2);
-    if (st != Status::Ok) {
-        guest::arena_delete(alloc, *out);
-        *out = nullptr;
+    bool not_luks2 = false;
+    const Status st = luks2_load(dev, alloc, *out, why, &not_luks2);
+    if (st == Status::Ok)
+        return st;
+    guest::arena_delete(alloc, *out);
+    *out = nullptr;
+    if (not_luks2)
+        return Status::Ok;
+    if (why->text[0] == 0) {
+        constexpr char IO[] = "I/O error reading the LUKS2 header";
+        __builtin_memcpy(why->text, IO, sizeof IO);
     }
     return st;
 }
@@ -57,11 +65,9 @@ Status open_header(const guest::OpenRequest& req, Luks2Header** h) {
         !starts_luks2(*req.image))
         return Status::Ok;
     LuksWhy why;
-    bool not_luks2 = false;
-    const Status st = load(*req.image, *req.allocator, h, &why, &not_luks2);
-    if (st == Status::Ok || not_luks2)
-        return Status::Ok; // (load leaves *h null when it fails)
-    guest::say_reason(req.reasons, why.text[0] != 0 ? why.text : "I/O error reading the LUKS2 header");
+    const Status st = load(*req.image, *req.allocator, h, &why);
+    if (st != Status::Ok)
+        guest::say_reason(req.reasons, why.text);
     return st;
 }
 
@@ -101,15 +107,12 @@ Status luks_any_info(const guest::InfoRequest& req, guest::InfoSink& sink) {
         return info(req, sink);
     Luks2Header* h = nullptr;
     LuksWhy why;
-    bool not_luks2 = false;
-    const Status st = load(*req.image, *req.allocator, &h, &why, &not_luks2);
-    if (st != Status::Ok) {
-        if (not_luks2)
-            return info(req, sink); // qemu's LUKS1 words for a header of version 2
-        if (why.text[0] != 0)
-            sink.reason(why.text, __builtin_strlen(why.text));
+    if (const Status st = load(*req.image, *req.allocator, &h, &why); st != Status::Ok) {
+        sink.reason(why.text, __builtin_strlen(why.text));
         return st;
     }
+    if (h == nullptr)
+        return info(req, sink); // qemu's LUKS1 words for a header of version 2
     // The LUKS1 report's sequence (luks_format.cpp's info).
     sink.format("luks");
     sink.dirty(false);
@@ -175,12 +178,10 @@ Status luks_any_edit(const guest::EditRequest& req, guest::EditHost& host) {
         return edit(req, host);
     Luks2Header* h = nullptr;
     LuksWhy why;
-    bool not_luks2 = false;
-    if (const Status st = load(file, *req.allocator, &h, &why, &not_luks2); st != Status::Ok) {
-        if (not_luks2)
-            return edit(req, host); // qemu's LUKS1 words for a header of version 2
-        return guest::edit_refuse(host, why.text[0] != 0 ? why.text : "I/O error reading the LUKS2 header", st);
-    }
+    if (const Status st = load(file, *req.allocator, &h, &why); st != Status::Ok)
+        return guest::edit_refuse(host, why.text, st);
+    if (h == nullptr)
+        return edit(req, host); // qemu's LUKS1 words for a header of version 2
     Status st;
     if (req.command == guest::EditCommand::Resize)
         st = luks2_resize(req, host, *h);
