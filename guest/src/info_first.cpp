@@ -111,7 +111,7 @@ const InfoFirstResult* info_first_result(uint32_t image) { return image < g_star
 
 Status cluster_size_from_info(uint32_t image, instar_convert_image& entry) {
     const InfoFirstResult* first = info_first_result(image);
-    if (first == nullptr || entry.device != image)
+    if (first == nullptr || entry.device != image || entry.module != first->module)
         return Status::Invalid;
     entry.cluster_size = static_cast<uint32_t>(first->cluster_size < UINT32_MAX ? first->cluster_size : UINT32_MAX);
     return Status::Ok;
@@ -123,7 +123,8 @@ Status append_info_first_chains(uint32_t tops, instar_convert_image** images, co
         return Status::Invalid;
     uint32_t total = *count;
     for (uint32_t i = 0; i < tops; ++i) {
-        if ((*images)[i].backing != INSTAR_CONVERT_NO_BACKING || (*images)[i].device != i)
+        if ((*images)[i].backing != INSTAR_CONVERT_NO_BACKING || (*images)[i].device != i ||
+            (*images)[i].module != g_results[i].module)
             return Status::Invalid;
         total += g_level_count[i];
     }
@@ -314,6 +315,7 @@ Status info_first_op(const uint8_t* arg, uint32_t arg_len) {
             return Status::Invalid;
         InfoFirstResult& r = g_results[i];
         r = InfoFirstResult{};
+        r.module = a.modules[i];
         if (const Status st = inspect_and_end(*ops, *image, (a.flags & (1u << i)) != 0,
                                               (a.flags & (1u << (INSTAR_INFO_FIRST_NO_KEY_SHIFT + i))) != 0,
                                               a.qemu_version, &r);

@@ -17,6 +17,7 @@ struct InfoFirstResult {
     bool backing_only = false; // ... but for a backing file: it names no other file, is not encrypted
     uint64_t size = 0;         // its virtual size, as info reported it
     uint64_t cluster_size = 0; // its cluster size, as info reported it (0: none)
+    uint32_t module = 0;       // the module that inspected it (a plan must read it with the same)
 };
 
 // Inspects `image` (its first `length` bytes, read-only) with `ops`; probes first unless `force`;
@@ -49,7 +50,8 @@ Status info_first_op(const uint8_t* arg, uint32_t arg_len);
 
 // A plan entry the host wrote before it had image `image`'s info (map's and compare's
 // *_CLUSTER_FROM_INFO): its cluster size from that image's inspection, as the host's table would
-// hold it. Invalid outside an INSTAR_OP_INFO_FIRST run or for an entry on another device.
+// hold it. Invalid outside an INSTAR_OP_INFO_FIRST run, or for an entry on another device or read
+// by another module than the one that inspected it.
 Status cluster_size_from_info(uint32_t image, instar_convert_image& entry);
 
 // The backing files of the first `tops` entries of a plan's image table, as the INSTAR_OP_INFO_FIRST
@@ -58,7 +60,8 @@ Status cluster_size_from_info(uint32_t image, instar_convert_image& entry);
 // each level's to the next, every level taking its top's per-entry word (map's style, compare's flags)
 // and facts flags, and the host's allocated bytes. The three arrays (`facts`: count packed
 // instar_image_facts, as plans hold them) are replaced by larger ones from the arena (the old ones
-// stay valid). Invalid outside such a run or when a top has a backing already.
+// stay valid). Invalid outside such a run, when a top has a backing already or names another
+// module than its inspection.
 Status append_info_first_chains(uint32_t tops, instar_convert_image** images, const uint32_t** words,
                                 const uint8_t** facts, uint32_t* count);
 

@@ -58,7 +58,6 @@ Status measure_op(const uint8_t* arg, uint32_t arg_len) {
     if ((plan.head.flags & INSTAR_MEASURE_PLAN_FROM_INFO) != 0) {
         static const uint32_t no_words[1] = {0}; // measure's table has no per-image words
         const uint32_t* words = no_words;
-        if (plan.images[0].module != 0) return Status::Invalid;
         if (const Status st = complete_plan_from_info(1, true, true, &plan.images, &words, &plan.layers,
                                                       &plan.head.image_count);
             st != Status::Ok)
