@@ -616,7 +616,8 @@ int cmd_measure(Context& ctx, std::span<const std::string> args) {
     if (plugin && fmt != (*plugin)->name)
         plugin = nullptr; // qemu's bdrv_find_format knows no aliases ("vhd" is not "vpc")
     const bool v72 = ctx.profile.version < qemu_version(8, 0);
-    // luks targets are measured here whether or not the luks plugin is installed (it cannot create yet).
+    // luks targets are measured here whether or not the luks plugin is installed (qemu-img measures
+    // them without creating anything; LUKS2, the plugin's extension, from LUKS2_NEW_SEGMENT_OFFSET).
     if (!plugin || fmt == "luks" || listed(NO_CREATE, fmt)) { // bochs, cloop: read-only plugins
         if (listed(NO_CREATE, fmt) || (v72 && listed(NO_CREATE_72, fmt)))
             return report_error(ctx, "Format driver '" + fmt + "' does not support image creation");
