@@ -21,9 +21,14 @@ void report_failure(uint32_t phase, uint32_t image) {
     hc_record(INSTAR_REC_CONVERT_FAILURE, &f, sizeof f);
 }
 
+// The most files a base names besides its own (vmdk extents): convert -n's bound.
+constexpr uint64_t MAX_BASE_FILES = 32768;
+
 struct Plan {
     instar_commit_plan head{};
     instar_convert_image* images = nullptr;
+    uint64_t file_count = 0;          // INSTAR_COMMIT_BASE_FILES: the base's other files
+    const uint8_t* file_lengths = nullptr; // file_count uint64 lengths
 };
 
 Status read_plan(uint32_t plan_device, Plan& plan) {
@@ -35,8 +40,20 @@ Status read_plan(uint32_t plan_device, Plan& plan) {
     const instar_commit_plan& h = plan.head;
     const uint64_t table = static_cast<uint64_t>(h.image_count) * sizeof(instar_convert_image);
     if (h.magic != INSTAR_COMMIT_PLAN_MAGIC || h.image_count < 2 || h.image_count > INSTAR_CONVERT_MAX_IMAGES ||
-        h.base == 0 || h.base >= h.image_count || sizeof h + table != size)
+        h.base == 0 || h.base >= h.image_count || (h.flags & ~(INSTAR_COMMIT_PROGRESS | INSTAR_COMMIT_BASE_FILES)) != 0)
         return Status::Invalid;
+    uint64_t tail = 0;
+    if ((h.flags & INSTAR_COMMIT_BASE_FILES) != 0) {
+        if (size < sizeof h + table + 8) return Status::Invalid;
+        __builtin_memcpy(&plan.file_count, bytes + sizeof h + table, 8);
+        if (plan.file_count == 0 || plan.file_count > MAX_BASE_FILES) return Status::Invalid;
+        tail = 8 + 8 * plan.file_count;
+        plan.file_lengths = bytes + sizeof h + table + 8;
+    }
+    if (sizeof h + table + tail != size) return Status::Invalid;
+    for (uint64_t i = 1; i <= plan.file_count; ++i)
+        if (h.target_device + i < h.target_device || device(static_cast<uint32_t>(h.target_device + i)) == nullptr)
+            return Status::Invalid;
     plan.images = reinterpret_cast<instar_convert_image*>(bytes + sizeof h); // 16-aligned + 32
     if (const Status st = check_image_table(plan.images, h.image_count); st != Status::Ok) return st;
     // The table is one chain: entry i is backed by entry i + 1, so chain positions are table indices.
@@ -184,11 +201,23 @@ Status commit_op(const uint8_t* arg, uint32_t arg_len) {
             st = Status::Unsupported;
         } else {
             auto* dev = arena_new<ExistingTarget>(arena(), *device(h.target_device), h.base_length);
-            OpenRequest req{dev, nullptr, 0, &arena(), &codecs(), &reasons, nullptr, h.qemu_version};
+            // The base's other files (vmdk extents) follow its device, with their lengths.
+            const auto n = static_cast<uint32_t>(plan.file_count);
+            auto* files = n == 0 ? nullptr
+                                 : static_cast<BlockDevice**>(
+                                       arena().allocate(n * sizeof(BlockDevice*), alignof(BlockDevice*)));
+            st = dev == nullptr || (n != 0 && files == nullptr) ? Status::NoMemory : Status::Ok;
+            for (uint32_t i = 0; st == Status::Ok && i < n; ++i) {
+                uint64_t length = 0;
+                __builtin_memcpy(&length, plan.file_lengths + 8 * i, 8);
+                files[i] = arena_new<ExistingTarget>(arena(), *device(h.target_device + 1 + i), length);
+                if (files[i] == nullptr) st = Status::NoMemory;
+            }
+            OpenRequest req{dev, files, n, &arena(), &codecs(), &reasons, nullptr, h.qemu_version};
             // An encrypted base: its writer encrypts with the secret its reader unlocked with.
             req.secret = secrets.bytes ? secrets.bytes[h.base] : nullptr;
             req.secret_len = secrets.lengths ? secrets.lengths[h.base] : 0;
-            st = dev == nullptr ? Status::NoMemory : bm->open_writer(req, &writer);
+            if (st == Status::Ok) st = bm->open_writer(req, &writer);
         }
         // PHASE_CREATE: opening the base for writing (PHASE_OPEN is a reader, framed as qemu's open).
         if (st != Status::Ok) report_failure(INSTAR_CONVERT_PHASE_CREATE, h.base);

@@ -5,7 +5,8 @@ killed gives the total). After each kill, every qcow2 image of the chain must pa
 (exit 0, or 3: leaked clusters only) and the top's chain must still read exactly the original
 content (`qemu-img compare` against a flat copy made before): the data is in the base before the
 top loses it. Chains: an overlay over its base (the top emptied afterwards), an overlay whose base
-grows a refcount block, a qcow2 overlay over a vmdk base, a three-deep chain committed into the middle
+grows a refcount block, a qcow2 overlay over a vmdk base (monolithicSparse, and twoGbMaxExtentSparse:
+a descriptor and an extent file), a three-deep chain committed into the middle
 image (copy-on-write from the bottom image), a plain top over a LUKS-encrypted qcow2 base (the base
 must still decrypt to the old or the new data of each cluster), and a LUKS-encrypted top emptied after
 the commit (named by json: with their secrets; checked and compared with --image-opts; their base,
@@ -48,6 +49,15 @@ CHAINS = {
                    ["QIO", "-c", "write -P 0x51 2k 70k", "-c", "write -z 512k 64k", "-c", "write -P 0x52 3M 5k",
                     "t.qcow2"]],
                   [], ["t.qcow2", "b.vmdk"]),
+    # A qcow2 top over a twoGbMaxExtentSparse vmdk base: a descriptor and a sparse extent file, whose
+    # grains and grain tables the commit writes (round 29: extent files reopened for writing).
+    "vmdk_split_base": ([["QIMG", "create", "-q", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentSparse", "b.vmdk",
+                          "4M"],
+                         ["QIO", "-f", "vmdk", "-c", "write -P 0x11 0 1M", "b.vmdk"],
+                         ["QIMG", "create", "-q", "-f", "qcow2", "-b", "b.vmdk", "-F", "vmdk", "t.qcow2"],
+                         ["QIO", "-c", "write -P 0x71 2k 70k", "-c", "write -z 512k 64k", "-c",
+                          "write -P 0x72 3M 5k", "t.qcow2"]],
+                        [], ["t.qcow2", "b.vmdk"]),
     "three": ([["QIMG", "create", "-q", "-f", "qcow2", "b.qcow2", "4M"],
                ["QIO", "-c", "write -P 0x11 0 4M", "b.qcow2"],
                ["QIMG", "create", "-q", "-f", "qcow2", "-o", "cluster_size=16k", "-b", "b.qcow2", "-F", "qcow2",

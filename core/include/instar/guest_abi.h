@@ -15,7 +15,7 @@
 #define INSTAR_ABI_ASSERT(cond, msg) _Static_assert(cond, msg)
 #endif
 
-#define INSTAR_GUEST_ABI_VERSION 7u
+#define INSTAR_GUEST_ABI_VERSION 8u
 
 /* ---- Guest physical memory map (identity-mapped: guest virtual == guest physical) ---- */
 #define INSTAR_PAGE_SIZE 0x1000ull
@@ -836,6 +836,10 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_measure_record) == 16, "measure record la
  * naming INSTAR_CONVERT_NO_BACKING) and a REASON. INSTAR_REC_COMMIT (13) is reserved; unused. */
 #define INSTAR_COMMIT_PLAN_MAGIC 0x4E4C504Fu /* "OPLN" */
 #define INSTAR_COMMIT_PROGRESS 1u            /* send INSTAR_HC_PROGRESS: bytes done of bytes to copy */
+/* The base names other files (vmdk extents): the image table is followed by a uint64 count and
+ * that many uint64 file lengths, in the order info reported the files; the files are the devices
+ * after target_device (writable outputs), as convert -n's target's (guest ABI 8). */
+#define INSTAR_COMMIT_BASE_FILES 2u
 struct instar_commit_arg {
     uint32_t plan_device;
     uint32_t secrets_device; /* as instar_convert_arg's (formerly a reserved zero: 0 still means none) */

@@ -91,6 +91,30 @@ Expected<bool> reopen_base(const ChainLink& base, std::uint64_t size, Fd& out) {
     return true;
 }
 
+// The base's other files (vmdk extents), reopened read-write as convert -n reopens its target's: the
+// very files info inspected (through /proc/self/fd, so no name is looked up again), each still the
+// same file. `lengths`: their sizes now.
+Expected<bool> reopen_base_files(const ChainLink& base, bool direct, std::vector<Fd>& out,
+                                 std::vector<std::uint64_t>& lengths) {
+    for (std::size_t i = 0; i < base.files.size(); ++i) {
+        const OpenedFile& f = base.files[i];
+        const std::string self = "/proc/self/fd/" + std::to_string(f.fd);
+        out[i].fd = ::open(self.c_str(), O_RDWR | O_CLOEXEC | O_NOCTTY);
+        if (out[i].fd < 0)
+            return Error{"Could not open '" + base.name + "': Could not open '" + f.display +
+                         "': " + std::strerror(errno)};
+        struct stat st {};
+        if (::fstat(out[i].fd, &st) != 0 || static_cast<std::uint64_t>(st.st_dev) != f.device ||
+            static_cast<std::uint64_t>(st.st_ino) != f.inode)
+            return Error{"Could not reopen '" + f.display + "' for writing: the file changed while it was inspected"};
+        if (direct)
+            if (auto ok = AtomicFiles::make_direct(out[i].fd, f.display); !ok)
+                return Error{ok.error()};
+        lengths.push_back(static_cast<std::uint64_t>(st.st_size));
+    }
+    return true;
+}
+
 std::string failure_message(const std::vector<const ChainLink*>& table, const vmm::RunResult& run,
                             const std::string& top) {
     std::string reason;
@@ -183,9 +207,6 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
     if (base_link.node.virtual_size < top.node.virtual_size)
         if (auto keys = unlock_chain(chain, chain.links.size(), spec.filename, sandbox, qemu_version); !keys)
             return Error{keys.error()};
-    if (!base_link.files.empty())
-        return keys_first("Could not open '" + base_link.name + "': instar cannot write into an existing " +
-                          base_link.node.format + " image made of several files yet");
 
     // qemu's active commit first grows a smaller base to the top's size (mirror_run:
     // blk_co_truncate); instar through the format's in-place resize (EditCommand::Resize). A crash
@@ -234,22 +255,38 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
     if (cache_is_direct(spec.cache))
         if (auto ok = AtomicFiles::make_direct(base_fd.fd, base_link.name); !ok)
             return Error{ok.error()};
+    std::vector<Fd> base_files(base_link.files.size());
+    std::vector<std::uint64_t> base_file_lengths;
+    if (auto ok = reopen_base_files(base_link, cache_is_direct(spec.cache), base_files, base_file_lengths); !ok)
+        return Error{ok.error()};
     instar_commit_plan head{};
     head.magic = INSTAR_COMMIT_PLAN_MAGIC;
     head.image_count = static_cast<std::uint32_t>(table.images.size());
     head.base = static_cast<std::uint32_t>(base);
     head.target_device = static_cast<std::uint32_t>(table.devices.size());
     head.base_length = base_file_size;
-    head.flags = spec.progress || spec.rate_limit != 0 ? INSTAR_COMMIT_PROGRESS : 0u;
+    head.flags = (spec.progress || spec.rate_limit != 0 ? INSTAR_COMMIT_PROGRESS : 0u) |
+                 (base_files.empty() ? 0u : INSTAR_COMMIT_BASE_FILES);
     head.qemu_version = qemu_version;
     // raw's base is its data: a fixed-size device (to its last whole sector), as convert -n's target.
     const bool fixed = base_link.node.format == "raw";
     table.devices.push_back(fixed ? vmm::Device{base_fd.fd, (base_file_size + 511) / 512 * 512, true, false}
                                   : vmm::output_device(base_fd.fd));
     table.devices.back().direct = cache_is_direct(spec.cache);
+    // The base's other files follow its device as outputs (a sparse extent grows), their lengths
+    // after the image table (INSTAR_COMMIT_BASE_FILES), as convert -n's target's.
+    for (const Fd& f : base_files) {
+        table.devices.push_back(vmm::output_device(f.fd));
+        table.devices.back().direct = cache_is_direct(spec.cache);
+    }
     std::vector<std::uint8_t> bytes;
     append_bytes(bytes, &head, 1);
     append_bytes(bytes, table.images.data(), table.images.size());
+    if (!base_files.empty()) {
+        const std::uint64_t count = base_files.size();
+        append_bytes(bytes, &count, 1);
+        append_bytes(bytes, base_file_lengths.data(), base_file_lengths.size());
+    }
     PlanFile plan_file;
     auto plan_device = plan_file.write(bytes);
     if (!plan_device)
@@ -291,6 +328,9 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
     // The data is in the base before the top loses it: a crash from here on finds it there.
     if (cache_flushes(spec.cache) && ::fsync(base_fd.fd) != 0)
         return Error{"Could not flush '" + base_link.name + "': " + std::strerror(errno)};
+    for (std::size_t i = 0; i < base_files.size() && cache_flushes(spec.cache); ++i)
+        if (::fsync(base_files[i].fd) != 0)
+            return Error{"Could not flush '" + base_link.files[i].display + "': " + std::strerror(errno)};
 
     if (spec.drop || !can_make_empty(top))
         return true;
