@@ -120,6 +120,10 @@ DATA_CASES += [("vmdk_flat_base", ["t.vmdk"]), ("vmdk_2g_sparse_base", ["t.vmdk"
 SCENARIOS["larger_top"] = two(base_size="4M", top_size="8M", top_data=["write -P 0x61 6M 64k"],
                               base_data=["write -P 0x11 0 1M"])
 SCENARIOS["vmdk_base"] = two(base_fmt="vmdk")
+# A qcow2 base whose data is in an external data file (named by its absolute path, so qemu-img
+# compare finds it from anywhere): written through the base's other files, as vmdk extents.
+SCENARIOS["data_file_base"] = two(base_opts=("-o", "data_file=ABS/b.data"))
+DATA_CASES += [("data_file_base", ["t.qcow2"])]
 SCENARIOS["vhdx_base"] = two(base_fmt="vhdx")
 
 
@@ -145,7 +149,7 @@ SCENARIOS["vmdk_2g_flat_base"] = vmdk_two(("-o", "subformat=twoGbMaxExtentFlat")
 def build(scenario, where, q72, qio):
     os.mkdir(where)
     for c in SCENARIOS[scenario][0]:
-        c = [q72 if a == "QIMG" else qio if a == "QIO" else a for a in c]
+        c = [q72 if a == "QIMG" else qio if a == "QIO" else a.replace("ABS", where) for a in c]
         p = run_fixture(c, cwd=where)
         if p.returncode != 0:
             raise RuntimeError("fixture %s failed: %s" % (c, p.stderr))
