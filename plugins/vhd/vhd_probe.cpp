@@ -40,7 +40,9 @@ const Divergence DIVERGENCES[] = {
     {"vpc-resize", "resize",
      "resize grows and (with --shrink) shrinks fixed, dynamic and differencing VHDs in place, the size rounded "
      "as create rounds it (CHS geometry); qemu-img refuses: \"Image format driver does not support resize\" "
-     "(a fixed VHD, which qemu-img probes as raw, is resized by qemu-img as raw: its footer stays where it was)",
+     "(a fixed VHD, which qemu-img probes as raw, is resized by qemu-img as raw: its footer stays where it was); "
+     "commit grows a smaller VHD base the same way, where qemu-img fails (\"Block job failed: Operation not "
+     "supported\", nothing written)",
      "instar extension (issue 11): growing a VHD should not need a convert; a fixed VHD is a VHD (vpc-fixed-probe)"},
 };
 const std::uint32_t DIVERGENCE_COUNT = sizeof DIVERGENCES / sizeof DIVERGENCES[0];

@@ -36,7 +36,8 @@ const Divergence DIVERGENCES[] = {
     {"vhdx-resize", "resize",
      "resize grows and (with --shrink) shrinks dynamic, fixed and differencing VHDX images in place (BAT entries "
      "added or dropped, the BAT region moved to the file's end when too small, VirtualDiskSize updated); "
-     "qemu-img refuses: \"Image format driver does not support resize\"",
+     "qemu-img refuses: \"Image format driver does not support resize\"; commit grows a smaller VHDX base the "
+     "same way, where qemu-img fails (\"Block job failed: Operation not supported\", nothing written)",
      "instar extension (issue 11): growing a VHDX should not need a convert"},
     {"vhdx-header-update-copy", "*",
      "a header update (log replay by check -r or convert -n, convert -n's first write) copies the current header "

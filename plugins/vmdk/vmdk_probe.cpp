@@ -44,7 +44,8 @@ const Divergence DIVERGENCES[] = {
      "resize grows and (with --shrink) shrinks monolithicSparse, monolithicFlat, twoGbMaxExtentFlat and "
      "twoGbMaxExtentSparse images in place (new grain tables, a moved grain directory, grown or added extents, a "
      "rewritten descriptor); streamOptimized and shrinks that would drop whole extent files are refused; qemu-img "
-     "refuses every vmdk: \"Image format driver does not support resize\"",
+     "refuses every vmdk: \"Image format driver does not support resize\"; commit grows a smaller vmdk base the "
+     "same way, where qemu-img fails (\"Block job failed: Operation not supported\", nothing written)",
      "instar extension (issue 11): growing a VMDK should not need a convert"},
 };
 const std::uint32_t DIVERGENCE_COUNT = sizeof DIVERGENCES / sizeof DIVERGENCES[0];

@@ -120,6 +120,12 @@ DATA_CASES += [("vmdk_flat_base", ["t.vmdk"]), ("vmdk_2g_sparse_base", ["t.vmdk"
 SCENARIOS["larger_top"] = two(base_size="4M", top_size="8M", top_data=["write -P 0x61 6M 64k"],
                               base_data=["write -P 0x11 0 1M"])
 SCENARIOS["vmdk_base"] = two(base_fmt="vmdk")
+# Bases smaller than the top, of formats qemu-img cannot grow (the top's data past the base's end).
+GROW_TOP = ["write -P 0x61 6M 64k", "write -P 0x62 100k 4k"]
+for _fmt in ("vmdk", "vpc", "vhdx"):
+    SCENARIOS["small_%s_base" % _fmt] = two(base_fmt=_fmt, base_size="4M", top_size="8M", top_data=GROW_TOP,
+                                            base_data=["write -P 0x11 0 1M"])
+GROWN_BASES = ["small_vmdk_base", "small_vpc_base", "small_vhdx_base"]
 # A qcow2 base whose data is in an external data file (named by its absolute path, so qemu-img
 # compare finds it from anywhere): written through the base's other files, as vmdk extents.
 SCENARIOS["data_file_base"] = two(base_opts=("-o", "data_file=ABS/b.data"))
@@ -227,6 +233,25 @@ def main():
             else:
                 passed += 1
             shutil.rmtree(qdir)
+            shutil.rmtree(idir)
+        # instar extensions (docs/quirks.md vmdk-/vpc-/vhdx-resize): a base smaller than the top, of a
+        # format qemu cannot grow ("Block job failed: Operation not supported"), is grown and
+        # committed; the base then reads as the top's chain read before.
+        for scenario in GROWN_BASES:
+            n += 1
+            idir = os.path.join(work, "i%d" % n)
+            build(scenario, idir, q72, qio)
+            shutil.copy(os.path.join(idir, "t.qcow2"), os.path.join(idir, "before.qcow2"))
+            ri = run_normalised([ours, "commit", "-d", "t.qcow2"], idir, env)
+            base = SCENARIOS[scenario][1][1]
+            fmt = {"vmdk": "vmdk", "vhd": "vpc", "vhdx": "vhdx"}[base.rsplit(".", 1)[1]]
+            c = subprocess.run([q72, "compare", "-f", fmt, base, "before.qcow2"], capture_output=True, text=True,
+                               cwd=idir)
+            if ri != (0, "Image committed.\n", "") or c.returncode != 0:
+                failed += 1
+                print("FAIL grown base %s: %r %s" % (scenario, ri, (c.stdout + c.stderr).strip()))
+            else:
+                passed += 1
             shutil.rmtree(idir)
         for scenario, args, want in REFUSED:
             for profile in ("7.2", "10.0"):
