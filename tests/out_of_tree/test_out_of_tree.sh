@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs instar to a staging prefix, builds tests/out_of_tree/plugin against that install's
 # instar-plugin.pc and instar-guest-module.pc (as a third party would), and checks that instar finds
-# it via INSTAR_PLUGIN_PATH and uses both halves (info, convert).
+# it via INSTAR_PLUGIN_PATH and uses both halves (info, convert); then does the same with one of the
+# tree's own formats (bochs) built from its plugin directory alone, loaded by the installed instar.
 # Also checks per-plugin install tags and that -D<fmt>=disabled removes a plugin.
 # Usage: test_out_of_tree.sh BUILD_ROOT SOURCE_ROOT INSTAR
 set -euo pipefail
@@ -49,6 +50,59 @@ check "convert reads its data through the third-party reader" cmp -s "$tmp/disk.
 
 help=$(INSTAR_PLUGIN_PATH="$tmp/ext" "$instar" create -f example -o help)
 check "create -o help uses the third-party table" grep -q '^  flavour=<str>          - Which flavour of example image$' <<<"$help"
+
+# One of the formats this tree ships, built out of tree the same way: the bochs plugin's own sources
+# (host and guest half, nothing else from the tree) against the installed SDK, then loaded by the
+# installed instar from a plugin set without the tree's bochs, and used (formats, info, convert).
+mkdir -p "$tmp/bochs-src/guest"
+cp "$src"/plugins/bochs/*.cpp "$src"/plugins/bochs/*.h "$tmp/bochs-src/"
+cp "$src"/plugins/bochs/guest/*.cpp "$src"/plugins/bochs/guest/*.h "$tmp/bochs-src/guest/"
+cat >"$tmp/bochs-src/meson.build" <<'MESON'
+project('instar-bochs-out-of-tree', 'cpp', default_options: ['cpp_std=c++20', 'warning_level=2', 'werror=true'])
+sdk = dependency('instar-plugin')
+guest_sdk = dependency('instar-guest-module')
+boost = dependency('boost', version: '>=1.81')
+shared_module('instar-bochs', 'bochs_plugin.cpp', 'bochs_probe.cpp', dependencies: [sdk, boost],
+  gnu_symbol_visibility: 'hidden')
+shared_module('bochs', 'guest/bochs_module.cpp', 'guest/bochs_format.cpp', 'guest/bochs_read.cpp',
+  name_prefix: '', name_suffix: guest_sdk.get_variable(pkgconfig: 'module_suffix'), dependencies: guest_sdk,
+  cpp_args: guest_sdk.get_variable(pkgconfig: 'guest_cflags').split())
+MESON
+PKG_CONFIG_PATH=$(dirname "$pc") PKG_CONFIG_SYSROOT_DIR="$tmp/stage" \
+  meson setup "$tmp/bochs-build" "$tmp/bochs-src" >"$tmp/bochs-setup.log" 2>&1 \
+  || { cat "$tmp/bochs-setup.log"; exit 1; }
+ninja -C "$tmp/bochs-build" >"$tmp/bochs-build.log" 2>&1 || { cat "$tmp/bochs-build.log"; exit 1; }
+check "bochs built out of tree (host half)" test -f "$tmp/bochs-build/libinstar-bochs.so"
+check "bochs built out of tree (guest half)" test -f "$tmp/bochs-build/bochs.gmod"
+# The installed instar (staged), its plugin set copied without bochs; its compiled-in plugin
+# directory does not exist here, so it loads exactly INSTAR_PLUGIN_PATH's.
+staged_plugins=$(dirname "$(find "$tmp/stage" -name libinstar-raw.so | head -1)")
+mkdir "$tmp/nobochs"
+cp -a "$staged_plugins"/. "$tmp/nobochs"/
+rm -f "$tmp/nobochs"/*bochs*
+staged_instar=$(find "$tmp/stage" -path '*/bin/instar' -type f | head -1)
+staged_lib=$(dirname "$(find "$tmp/stage" -name 'libinstar-core.so*' | head -1)")
+staged_runtime=$(find "$tmp/stage" -name 'instar-guest-runtime.elf' | head -1)
+staged_loader=$(find "$tmp/stage" -name 'instar-process-loader' -type f | head -1)
+staged() {
+  LD_LIBRARY_PATH="$staged_lib" INSTAR_GUEST_RUNTIME="$staged_runtime" INSTAR_PROCESS_LOADER="$staged_loader" \
+    INSTAR_PLUGIN_PATH="$tmp/nobochs:$tmp/bochs-build" "$staged_instar" "$@"
+}
+out=$(staged formats --output=json 2>&1 || true)
+check "the installed instar loads the out-of-tree bochs" \
+  grep -q "\"file\": \"$tmp/bochs-build/libinstar-bochs.so\"" <<<"$out"
+python3 - "$src" "$tmp/disk.bochs" <<'PY'
+import sys
+sys.path[:0] = [sys.argv[1] + '/plugins/bochs/tests', sys.argv[1] + '/tests/formats']
+from bochs_differential import make_bochs
+make_bochs(sys.argv[2], 3 << 20)
+PY
+info=$(staged info "$tmp/disk.bochs" 2>&1 || true)
+check "info reads a bochs image through the out-of-tree plugin" grep -q '^file format: bochs$' <<<"$info"
+staged convert -O raw "$tmp/disk.bochs" "$tmp/oot.raw" >/dev/null 2>&1 || true
+"$instar" convert -O raw "$tmp/disk.bochs" "$tmp/tree.raw" >/dev/null 2>&1 || true
+check "convert through the out-of-tree bochs reads what the tree's reads" \
+  bash -c "test -s '$tmp/tree.raw' && cmp -s '$tmp/oot.raw' '$tmp/tree.raw'"
 
 # Install tags: one per plugin, so packagers can split them.
 meson install -C "$build" --no-rebuild --quiet --destdir "$tmp/vmdk-only" --tags plugin-vmdk >/dev/null
