@@ -11,6 +11,10 @@ namespace instar::guest {
 
 // A plan is at most this large: 4096 images x 24 bytes, a create argument and a snapshot name.
 inline constexpr uint32_t MAX_PLAN_BYTES = 1u << 20;
+// The files an image written in place (convert -n's target, commit's base) may name besides its
+// own (vmdk extents, a qcow2 data file), as a plan lists them: a vmdk names at most
+// VMDK_MAX_EXTENTS (32768) and the host attaches every one of them.
+inline constexpr uint32_t MAX_EXISTING_FILES = 32768;
 
 // Reasons from format code go to the host once (the first one explains the failure).
 class RecordReasons final : public ReasonSink {

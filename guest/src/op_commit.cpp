@@ -21,9 +21,6 @@ void report_failure(uint32_t phase, uint32_t image) {
     hc_record(INSTAR_REC_CONVERT_FAILURE, &f, sizeof f);
 }
 
-// The most files a base names besides its own (vmdk extents): convert -n's bound.
-constexpr uint64_t MAX_BASE_FILES = 32768;
-
 struct Plan {
     instar_commit_plan head{};
     instar_convert_image* images = nullptr;
@@ -46,13 +43,13 @@ Status read_plan(uint32_t plan_device, Plan& plan) {
     if ((h.flags & INSTAR_COMMIT_BASE_FILES) != 0) {
         if (size < sizeof h + table + 8) return Status::Invalid;
         __builtin_memcpy(&plan.file_count, bytes + sizeof h + table, 8);
-        if (plan.file_count == 0 || plan.file_count > MAX_BASE_FILES) return Status::Invalid;
+        if (plan.file_count == 0 || plan.file_count > MAX_EXISTING_FILES) return Status::Invalid;
         tail = 8 + 8 * plan.file_count;
         plan.file_lengths = bytes + sizeof h + table + 8;
     }
     if (sizeof h + table + tail != size) return Status::Invalid;
     for (uint64_t i = 1; i <= plan.file_count; ++i)
-        if (h.target_device + i < h.target_device || device(static_cast<uint32_t>(h.target_device + i)) == nullptr)
+        if (h.target_device + i > UINT32_MAX || device(static_cast<uint32_t>(h.target_device + i)) == nullptr)
             return Status::Invalid;
     plan.images = reinterpret_cast<instar_convert_image*>(bytes + sizeof h); // 16-aligned + 32
     if (const Status st = check_image_table(plan.images, h.image_count); st != Status::Ok) return st;

@@ -78,10 +78,6 @@ struct SalvageRecords {
     }
 };
 
-// convert -n: the target's other files (vmdk extents) the plan may list; a vmdk names at most
-// VMDK_MAX_EXTENTS (32768) and the host attaches every one of them.
-constexpr uint32_t MAX_EXISTING_FILES = 32768;
-
 struct Plan {
     instar_convert_plan head{};
     instar_convert_image* images = nullptr;
