@@ -42,4 +42,9 @@ private:
 // format sees it: the file's real length, growing as writes extend it (edit_device.h).
 using ExistingTarget = SizedDevice;
 
+// The other files of an existing image (vmdk extents, a qcow2 data file) as a plan lists them: the
+// `count` devices after `image_device`, each an ExistingTarget of the length at lengths + 8 * i (a
+// uint64). *out is an arena array, nullptr when `count` is 0. Invalid for a device that is not there.
+Status existing_files(uint32_t image_device, const uint8_t* lengths, uint32_t count, BlockDevice*** out);
+
 } // namespace instar::guest

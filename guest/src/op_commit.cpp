@@ -48,9 +48,6 @@ Status read_plan(uint32_t plan_device, Plan& plan) {
         plan.file_lengths = bytes + sizeof h + table + 8;
     }
     if (sizeof h + table + tail != size) return Status::Invalid;
-    for (uint64_t i = 1; i <= plan.file_count; ++i)
-        if (h.target_device + i > UINT32_MAX || device(static_cast<uint32_t>(h.target_device + i)) == nullptr)
-            return Status::Invalid;
     plan.images = reinterpret_cast<instar_convert_image*>(bytes + sizeof h); // 16-aligned + 32
     if (const Status st = check_image_table(plan.images, h.image_count); st != Status::Ok) return st;
     // The table is one chain: entry i is backed by entry i + 1, so chain positions are table indices.
@@ -198,18 +195,10 @@ Status commit_op(const uint8_t* arg, uint32_t arg_len) {
             st = Status::Unsupported;
         } else {
             auto* dev = arena_new<ExistingTarget>(arena(), *device(h.target_device), h.base_length);
-            // The base's other files (vmdk extents) follow its device, with their lengths.
+            // The base's other files (vmdk extents, a data file) follow its device, with their lengths.
             const auto n = static_cast<uint32_t>(plan.file_count);
-            auto* files = n == 0 ? nullptr
-                                 : static_cast<BlockDevice**>(
-                                       arena().allocate(n * sizeof(BlockDevice*), alignof(BlockDevice*)));
-            st = dev == nullptr || (n != 0 && files == nullptr) ? Status::NoMemory : Status::Ok;
-            for (uint32_t i = 0; st == Status::Ok && i < n; ++i) {
-                uint64_t length = 0;
-                __builtin_memcpy(&length, plan.file_lengths + 8 * i, 8);
-                files[i] = arena_new<ExistingTarget>(arena(), *device(h.target_device + 1 + i), length);
-                if (files[i] == nullptr) st = Status::NoMemory;
-            }
+            BlockDevice** files = nullptr;
+            st = dev == nullptr ? Status::NoMemory : existing_files(h.target_device, plan.file_lengths, n, &files);
             OpenRequest req{dev, files, n, &arena(), &codecs(), &reasons, nullptr, h.qemu_version};
             // An encrypted base: its writer encrypts with the secret its reader unlocked with.
             req.secret = secrets.bytes ? secrets.bytes[h.base] : nullptr;

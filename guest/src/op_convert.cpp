@@ -275,18 +275,8 @@ Status convert_op(const uint8_t* arg, uint32_t arg_len) {
             st = Status::Unsupported;
         } else {
             auto* dev = arena_new<ExistingTarget>(arena(), *device(h.target_device), h.target_backing_size);
-            auto* files = file_count == 0 ? nullptr
-                                          : static_cast<BlockDevice**>(arena().allocate(
-                                                file_count * sizeof(BlockDevice*), alignof(BlockDevice*)));
-            st = dev == nullptr || (file_count != 0 && files == nullptr) ? Status::NoMemory : Status::Ok;
-            for (uint32_t i = 0; st == Status::Ok && i < file_count; ++i) {
-                uint64_t length = 0;
-                __builtin_memcpy(&length, plan.create + 8 * i, 8);
-                BlockDevice* file = h.target_device + 1 + i < h.target_device ? nullptr : device(h.target_device + 1 + i);
-                files[i] = file == nullptr ? nullptr : arena_new<ExistingTarget>(arena(), *file, length);
-                if (file == nullptr) st = Status::Invalid;
-                else if (files[i] == nullptr) st = Status::NoMemory;
-            }
+            BlockDevice** files = nullptr;
+            st = dev == nullptr ? Status::NoMemory : existing_files(h.target_device, plan.create, file_count, &files);
             OpenRequest req{dev, files, file_count, &arena(), &codecs(), &reasons, nullptr, h.qemu_version};
             req.secret = target_secret;
             req.secret_len = target_secret_len;

@@ -4,6 +4,8 @@
 #include "create_target.h"
 #include "image_table.h"
 
+#include <instar/guest/arena_new.h>
+
 namespace instar::guest {
 namespace {
 
@@ -110,6 +112,28 @@ Status create_op(const uint8_t* arg, uint32_t arg_len) {
     if (st != Status::Ok) return st;
     const instar_create_record rec{target.unit()};
     return hc_record(INSTAR_REC_CREATE, &rec, sizeof rec) == 0 ? Status::Ok : Status::IoError;
+}
+
+Status existing_files(uint32_t image_device, const uint8_t* lengths, uint32_t count, BlockDevice*** out) {
+    *out = nullptr;
+    if (count == 0)
+        return Status::Ok;
+    auto* files = static_cast<BlockDevice**>(arena().allocate(count * sizeof(BlockDevice*), alignof(BlockDevice*)));
+    if (files == nullptr)
+        return Status::NoMemory;
+    for (uint32_t i = 0; i < count; ++i) {
+        const uint64_t index = uint64_t{image_device} + 1 + i;
+        BlockDevice* file = index > UINT32_MAX ? nullptr : device(static_cast<uint32_t>(index));
+        if (file == nullptr)
+            return Status::Invalid;
+        uint64_t length = 0;
+        __builtin_memcpy(&length, lengths + 8 * uint64_t{i}, 8);
+        files[i] = arena_new<ExistingTarget>(arena(), *file, length);
+        if (files[i] == nullptr)
+            return Status::NoMemory;
+    }
+    *out = files;
+    return Status::Ok;
 }
 
 } // namespace instar::guest

@@ -145,6 +145,14 @@ Expected<OpenedFile> open_user_file(const std::string& name) {
     return f;
 }
 
+Expected<int> reopen_writable(const OpenedFile& f) {
+    const std::string self = "/proc/self/fd/" + std::to_string(f.fd);
+    const int fd = ::open(self.c_str(), O_RDWR | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return Error{"Could not open '" + f.display + "': " + std::strerror(errno)};
+    return fd;
+}
+
 void close_file(OpenedFile& f) {
     if (f.fd >= 0)
         ::close(f.fd);

@@ -59,4 +59,9 @@ Expected<OpenedFile> open_user_file(const std::string& name);
 
 void close_file(OpenedFile& f);
 
+// `f`, opened through the policy, opened again read-write (convert -n's target files, commit's
+// base files): the very file, through /proc/self/fd, so no name is looked up again. The new fd,
+// or "Could not open 'DISPLAY': why".
+Expected<int> reopen_writable(const OpenedFile& f);
+
 } // namespace instar

@@ -91,22 +91,21 @@ Expected<bool> reopen_base(const ChainLink& base, std::uint64_t size, Fd& out) {
     return true;
 }
 
-// The base's other files (vmdk extents), reopened read-write as convert -n reopens its target's: the
-// very files info inspected (through /proc/self/fd, so no name is looked up again), each still the
-// same file. `lengths`: their sizes now.
+// The base's other files (vmdk extents, a data file), reopened read-write as convert -n reopens its
+// target's (reopen_writable: the very files info inspected). `lengths`: their sizes now (a base
+// grown first has grown its extents too).
 Expected<bool> reopen_base_files(const ChainLink& base, bool direct, std::vector<Fd>& out,
                                  std::vector<std::uint64_t>& lengths) {
     for (std::size_t i = 0; i < base.files.size(); ++i) {
         const OpenedFile& f = base.files[i];
-        const std::string self = "/proc/self/fd/" + std::to_string(f.fd);
-        out[i].fd = ::open(self.c_str(), O_RDWR | O_CLOEXEC | O_NOCTTY);
-        if (out[i].fd < 0)
+        auto fd = reopen_writable(f);
+        if (!fd)
+            return Error{"Could not open '" + base.name + "': " + fd.error()};
+        out[i].fd = *fd;
+        struct stat st {};
+        if (::fstat(out[i].fd, &st) != 0)
             return Error{"Could not open '" + base.name + "': Could not open '" + f.display +
                          "': " + std::strerror(errno)};
-        struct stat st {};
-        if (::fstat(out[i].fd, &st) != 0 || static_cast<std::uint64_t>(st.st_dev) != f.device ||
-            static_cast<std::uint64_t>(st.st_ino) != f.inode)
-            return Error{"Could not reopen '" + f.display + "' for writing: the file changed while it was inspected"};
         if (direct)
             if (auto ok = AtomicFiles::make_direct(out[i].fd, f.display); !ok)
                 return Error{ok.error()};

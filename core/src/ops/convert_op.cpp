@@ -749,13 +749,11 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
                         return Error{"Could not open '" + spec.target.filename + "': Failed to get \"write\" lock\nIs "
                                      "another process using the image [" + spec.target.filename + "]?"};
                 }
-            const std::string self = "/proc/self/fd/" + std::to_string(f.fd);
-            const int fd = ::open(self.c_str(), O_RDWR | O_CLOEXEC | O_NOCTTY);
-            if (fd < 0)
-                return Error{"Could not open '" + spec.target.filename + "': Could not open '" + f.display +
-                             "': " + std::strerror(errno)};
+            auto fd = reopen_writable(f);
+            if (!fd)
+                return Error{"Could not open '" + spec.target.filename + "': " + fd.error()};
             OpenedFile w = f;
-            w.fd = fd;
+            w.fd = *fd;
             existing_extents.push_back(w);
         }
         if (spec.compressed && !((*spec.target.plugin)->capabilities & CAP_CONVERT_COMPRESS))

@@ -7,6 +7,8 @@
 #include "luks_bytes.h"
 #include "luks_create.h"
 
+#include <instar/guest/format_util.h>
+
 namespace instar::luks {
 
 using guest::CreateRequest;
@@ -45,12 +47,7 @@ struct JsonText {
     JsonText& str(const char* s) { return add(s, __builtin_strlen(s)); }
     JsonText& num(uint64_t v) {
         char digits[20];
-        size_t n = 0;
-        do {
-            digits[sizeof digits - ++n] = static_cast<char>('0' + v % 10);
-            v /= 10;
-        } while (v != 0);
-        return add(digits + sizeof digits - n, n);
+        return add(digits, guest::format_unsigned(digits, v, 10));
     }
     // A 64-bit number as cryptsetup writes offsets and sizes: a decimal string.
     JsonText& qnum(uint64_t v) { return str("\"").num(v).str("\""); }

@@ -4,6 +4,8 @@
 // inside their own images through luks_create_header).
 #include "luks_create.h"
 
+#include <instar/guest/format_util.h>
+
 namespace instar::luks {
 
 using guest::CreateRequest;
@@ -41,12 +43,9 @@ Status luks_version(const CreateRequest& req, CreateTarget& t, bool* luks2) {
     *luks2 = v != nullptr && v[0] == '2' && v[1] == 0;
     if (v == nullptr || *luks2 || (v[0] == '1' && v[1] == 0))
         return Status::Ok;
-    char text[guest::CREATE_MAX_REASON];
-    size_t at = 0;
-    const char* const parts[] = {"Parameter 'luks-version' does not accept value '", v, "'"};
-    for (const char* s : parts)
-        for (size_t i = 0; s[i] != 0 && at + 1 < sizeof text; ++i) text[at++] = s[i];
-    text[at] = 0;
+    char text[guest::CREATE_MAX_REASON] = "Parameter 'luks-version' does not accept value '";
+    guest::append_text(text, sizeof text, v);
+    guest::append_text(text, sizeof text, "'");
     return guest::create_fail(t, Status::Invalid, text);
 }
 
