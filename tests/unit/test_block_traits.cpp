@@ -60,12 +60,22 @@ TEST_CASE("qcow2's metadata-preallocation check is asked for by trait, for map, 
         CHECK(image_facts_flags_of(t) == 0);
 }
 
-TEST_CASE("the descriptor check refuses qemu_traits bits this instar does not know") {
+namespace {
+
+// A descriptor the check accepts: the fields every descriptor must fill, nothing else.
+FormatDescriptor minimal_descriptor() {
     FormatDescriptor d{};
     d.abi_version = INSTAR_PLUGIN_ABI_VERSION;
     d.name = "vvfat";
     d.version = "1";
     d.description = "test";
+    return d;
+}
+
+} // namespace
+
+TEST_CASE("the descriptor check refuses qemu_traits bits this instar does not know") {
+    FormatDescriptor d = minimal_descriptor();
     d.qemu_traits = QEMU_TRAITS_ALL;
     CHECK_FALSE(check_descriptor(&d).has_value());
     d.qemu_traits = QEMU_TRAITS_ALL + 1;
@@ -77,11 +87,7 @@ TEST_CASE("the descriptor check refuses probe-rule flags this instar does not kn
     static constexpr unsigned char MAGIC[] = {'X'};
     static constexpr ProbeMatch MATCH[] = {{ProbeMatch::FromStart, 0, MAGIC, 1}};
     ProbeRule rule{MATCH, 1, PROBE_RULE_EXTENSION};
-    FormatDescriptor d{};
-    d.abi_version = INSTAR_PLUGIN_ABI_VERSION;
-    d.name = "vvfat";
-    d.version = "1";
-    d.description = "test";
+    FormatDescriptor d = minimal_descriptor();
     d.probe_rules = &rule;
     d.probe_rule_count = 1;
     CHECK_FALSE(check_descriptor(&d).has_value());
@@ -92,11 +98,7 @@ TEST_CASE("the descriptor check refuses probe-rule flags this instar does not kn
 
 TEST_CASE("the descriptor check refuses option policies this instar does not know") {
     OptionDesc option{"shade", OptionType::String, nullptr, "h", OptionPolicy::Extension, "x", nullptr, 0, 0};
-    FormatDescriptor d{};
-    d.abi_version = INSTAR_PLUGIN_ABI_VERSION;
-    d.name = "vvfat";
-    d.version = "1";
-    d.description = "test";
+    FormatDescriptor d = minimal_descriptor();
     d.options = &option;
     d.option_count = 1;
     CHECK_FALSE(check_descriptor(&d).has_value());
