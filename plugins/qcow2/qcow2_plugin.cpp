@@ -20,6 +20,7 @@ const FormatDescriptor DESCRIPTOR = {
     .divergence_count = DIVERGENCE_COUNT,
     .guest_module = "qcow2.gmod",
     .qemu_traits = QEMU_SUPPORTS_BACKING | QEMU_DETECT_METADATA_PREALLOC | QEMU_FILES_AS_WRITTEN,
+    .measure = &MEASURE_HOOKS,
 };
 
 const FormatDescriptor* descriptor() { return &DESCRIPTOR; }

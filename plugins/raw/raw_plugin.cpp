@@ -20,6 +20,7 @@ const FormatDescriptor DESCRIPTOR = {
     .divergence_count = DIVERGENCE_COUNT,
     .guest_module = "raw.gmod",
     .qemu_traits = QEMU_SPLIT_EOF,
+    .measure = &MEASURE_HOOKS,
 };
 
 const FormatDescriptor* descriptor() { return &DESCRIPTOR; }

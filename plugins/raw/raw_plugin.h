@@ -11,5 +11,6 @@ extern const ProbeRule PROBE_RULES[];
 extern const std::uint32_t PROBE_RULE_COUNT;
 extern const Divergence DIVERGENCES[];
 extern const std::uint32_t DIVERGENCE_COUNT;
+extern const MeasureHooks MEASURE_HOOKS;
 
 } // namespace instar::raw

@@ -22,6 +22,7 @@ const FormatDescriptor DESCRIPTOR = {
     .divergence_count = DIVERGENCE_COUNT,
     .guest_module = "vpc.gmod",
     .qemu_traits = QEMU_RECURSE_HOLES | QEMU_UNALLOCATED_ZERO,
+    .measure = &MEASURE_HOOKS,
 };
 
 const FormatDescriptor* descriptor() { return &DESCRIPTOR; }

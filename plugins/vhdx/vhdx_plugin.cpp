@@ -21,6 +21,7 @@ const FormatDescriptor DESCRIPTOR = {
     .divergence_count = DIVERGENCE_COUNT,
     .guest_module = "vhdx.gmod",
     .qemu_traits = QEMU_NO_BLOCK_STATUS,
+    .measure = &MEASURE_HOOKS,
 };
 
 const FormatDescriptor* descriptor() { return &DESCRIPTOR; }

@@ -20,6 +20,7 @@ const FormatDescriptor DESCRIPTOR = {
     .divergence_count = DIVERGENCE_COUNT,
     .guest_module = "vmdk.gmod",
     .qemu_traits = QEMU_SUPPORTS_BACKING | QEMU_RECURSE_HOLES,
+    .measure = &MEASURE_HOOKS,
 };
 
 const FormatDescriptor* descriptor() { return &DESCRIPTOR; }

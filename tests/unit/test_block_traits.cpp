@@ -106,3 +106,23 @@ TEST_CASE("the descriptor check refuses option policies this instar does not kno
     REQUIRE(check_descriptor(&d).has_value());
     CHECK(check_descriptor(&d)->find("unknown policy") != std::string::npos);
 }
+
+namespace {
+bool no_plan(const MeasureRequest&, MeasurePlan&, char*) noexcept { return true; }
+bool no_figures(const MeasureRequest&, std::uint64_t, MeasureAnswer&, char*) noexcept { return true; }
+} // namespace
+
+TEST_CASE("the descriptor check refuses measure hooks without functions or with unknown flags") {
+    FormatDescriptor d = minimal_descriptor();
+    const MeasureHooks good{MEASURE_HOOKS_EXTENSION, no_plan, no_figures};
+    d.measure = &good;
+    CHECK_FALSE(check_descriptor(&d).has_value());
+    const MeasureHooks half{0, no_plan, nullptr};
+    d.measure = &half;
+    REQUIRE(check_descriptor(&d).has_value());
+    CHECK(check_descriptor(&d)->find("measure hooks lack") != std::string::npos);
+    const MeasureHooks newer{MEASURE_HOOKS_FLAGS_ALL + 1, no_plan, no_figures};
+    d.measure = &newer;
+    REQUIRE(check_descriptor(&d).has_value());
+    CHECK(check_descriptor(&d)->find("unknown measure hook flags") != std::string::npos);
+}

@@ -7,11 +7,14 @@
 // The ABI-version function's name and signature never change, so instar can refuse a plugin built for
 // another ABI with a message naming both versions before it touches anything else in it.
 //
-// Only trivially-copyable structs, C strings and arrays with counts cross the boundary: no STL
+// Only trivially-copyable structs, C strings, arrays with counts and (measure.h) noexcept function
+// pointers cross the boundary: no STL
 // ownership, no exceptions (the factory is noexcept; instar still survives one that throws).
 // Everything a descriptor points to must live in the plugin's static storage; instar keeps the
 // library loaded for as long as it holds the descriptor.
 #pragma once
+
+#include "instar/measure.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -24,7 +27,8 @@ namespace instar {
 // 3: ProbeMatch::compare (round 7).
 // 4: ProbeRule::flags (round 25).
 // 5: OptionPolicy::Extension (round 29).
-inline constexpr std::uint32_t INSTAR_PLUGIN_ABI_VERSION = 5;
+// 6: FormatDescriptor::measure, the target measurement hooks (instar/measure.h; round 30).
+inline constexpr std::uint32_t INSTAR_PLUGIN_ABI_VERSION = 6;
 
 // qemu-img version profiles are encoded as major*10000 + minor*100 + micro (7.2.0 -> 70200).
 constexpr std::uint32_t qemu_version(std::uint32_t major, std::uint32_t minor, std::uint32_t micro = 0) {
@@ -39,7 +43,7 @@ enum Capability : std::uint32_t {
     CAP_CONVERT = 1u << 3, // a convert source: the guest half reads the virtual disk (read_api.h)
     CAP_COMPARE = 1u << 4,
     CAP_MAP = 1u << 5,
-    CAP_MEASURE = 1u << 6,
+    CAP_MEASURE = 1u << 6, // implied by FormatDescriptor::measure (ABI 6); setting it alone does nothing
     CAP_RESIZE = 1u << 7,
     CAP_SNAPSHOT = 1u << 8,
     CAP_REBASE = 1u << 9,
@@ -199,6 +203,10 @@ struct FormatDescriptor {
     // Mask of QemuTrait (ABI 2). The default member initialiser keeps descriptors written without
     // it compiling warning-free (-Wmissing-field-initializers): 0 is qemu's BlockDriver default.
     std::uint32_t qemu_traits = 0;
+    // `instar measure -O <this format>` (ABI 6; instar/measure.h): the format's size arithmetic, or
+    // nullptr where qemu-img's driver has no bdrv_measure ("does not support size measurement").
+    // Code, not data: the hooks run in the host process on trusted inputs only.
+    const MeasureHooks* measure = nullptr;
 };
 
 static_assert(std::is_trivially_copyable_v<FormatDescriptor> && std::is_aggregate_v<FormatDescriptor>,
@@ -210,7 +218,7 @@ using FormatPluginFactoryFn = const FormatDescriptor*();
 } // namespace instar
 
 #define INSTAR_PLUGIN_ABI_SYMBOL "instar_plugin_abi_version"
-#define INSTAR_PLUGIN_FACTORY_SYMBOL "instar_format_plugin_v5"
+#define INSTAR_PLUGIN_FACTORY_SYMBOL "instar_format_plugin_v6"
 
 // Exports a plugin's two symbols. Use once, at namespace scope, in the plugin's registration file:
 //   INSTAR_DECLARE_PLUGIN(my_fmt::descriptor)   where descriptor() returns const FormatDescriptor*.
@@ -220,5 +228,5 @@ using FormatPluginFactoryFn = const FormatDescriptor*();
     inline std::uint32_t abi_version() noexcept { return ::instar::INSTAR_PLUGIN_ABI_VERSION; }   \
     inline const ::instar::FormatDescriptor* make() noexcept { return factory(); }                \
     BOOST_DLL_ALIAS(instar_plugin_export::abi_version, instar_plugin_abi_version)                 \
-    BOOST_DLL_ALIAS(instar_plugin_export::make, instar_format_plugin_v5)                          \
+    BOOST_DLL_ALIAS(instar_plugin_export::make, instar_format_plugin_v6)                          \
     }

@@ -71,12 +71,25 @@ json::array strings(const char* const* list) {
     return a;
 }
 
+// The descriptor's capabilities; "measure" where it has measure hooks (ABI 6: the hooks, not
+// CAP_MEASURE, say that a format can be measured).
+std::uint32_t capabilities(const FormatDescriptor& d) {
+    return d.capabilities | (d.measure ? std::uint32_t{CAP_MEASURE} : 0u);
+}
+
 json::array capability_list(std::uint32_t caps) {
     json::array a;
     for (const auto& [bit, name] : CAPABILITY_NAMES)
         if (caps & bit)
             a.emplace_back(name);
     return a;
+}
+
+// How `measure -O <format>` answers: qemu-img's figures, instar's --estimate, or not at all.
+const char* measure_kind(const FormatDescriptor& d) {
+    if (!d.measure)
+        return nullptr;
+    return (d.measure->flags & MEASURE_HOOKS_EXTENSION) ? "estimate" : "qemu";
 }
 
 json::object plugin_json(const LoadedPlugin& p) {
@@ -88,7 +101,8 @@ json::object plugin_json(const LoadedPlugin& p) {
     o["description"] = d.description;
     o["file"] = p.file.string();
     o["guest-module"] = d.guest_module ? json::value(p.guest_module_path().string()) : json::value(nullptr);
-    o["capabilities"] = capability_list(d.capabilities);
+    o["capabilities"] = capability_list(capabilities(d));
+    o["measure"] = measure_kind(d) ? json::value(measure_kind(d)) : json::value(nullptr);
     o["probe-priority"] = d.probe_priority;
     json::array rules;
     for (std::uint32_t i = 0; i < d.probe_rule_count; ++i) {
@@ -143,8 +157,11 @@ void print_human(std::ostream& out, const LoadedPlugin& p) {
     out << "  aliases:      " << (aliases.empty() ? "-" : aliases) << '\n';
     std::string caps;
     for (const auto& [bit, name] : CAPABILITY_NAMES)
-        if (d.capabilities & bit)
-            caps += (caps.empty() ? "" : ", ") + std::string(name);
+        if (capabilities(d) & bit)
+            caps += (caps.empty() ? "" : ", ") + std::string(name) +
+                    (bit == CAP_MEASURE && d.measure && (d.measure->flags & MEASURE_HOOKS_EXTENSION)
+                         ? " (--estimate)"
+                         : "");
     out << "  capabilities: " << (caps.empty() ? "none yet" : caps) << '\n';
     std::string keys;
     for (std::uint32_t i = 0; i < d.option_count; ++i)

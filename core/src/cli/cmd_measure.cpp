@@ -85,29 +85,6 @@ bool listed(const char* const (&list)[N], std::string_view name) {
 constexpr const char* SIZE_HINT =
     "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\nand exabytes, respectively.";
 
-// qemu's luks format's create options (block/crypto.c), for `-O luks`.
-constexpr OptionPolicy LUKS_H = OptionPolicy::Honoured;
-const OptionDesc LUKS_OPTIONS[] = {
-    {"size", OptionType::Size, nullptr, "Virtual disk size", LUKS_H, nullptr, nullptr, 0, 0},
-    {"key-secret", OptionType::String, nullptr, "ID of secret providing LUKS passphrase", LUKS_H, nullptr, nullptr, 0, 0},
-    {"cipher-alg", OptionType::String, nullptr, "Name of encryption cipher algorithm", LUKS_H, nullptr, nullptr, 0, 0},
-    {"cipher-mode", OptionType::String, nullptr, "Name of encryption cipher mode", LUKS_H, nullptr, nullptr, 0, 0},
-    {"ivgen-alg", OptionType::String, nullptr, "Name of IV generator algorithm", LUKS_H, nullptr, nullptr, 0, 0},
-    {"ivgen-hash-alg", OptionType::String, nullptr, "Name of IV generator hash algorithm", LUKS_H, nullptr, nullptr, 0,
-     0},
-    {"hash-alg", OptionType::String, nullptr, "Name of encryption hash algorithm", LUKS_H, nullptr, nullptr, 0, 0},
-    {"iter-time", OptionType::Number, nullptr, "Time to spend in PBKDF in milliseconds", LUKS_H, nullptr, nullptr, 0,
-     0},
-    {"detached-header", OptionType::Bool, nullptr, "Create a detached LUKS header", LUKS_H, nullptr, nullptr,
-     qemu_version(9, 0), 0},
-    // The luks plugin's extension (divergence luks2-create): a LUKS2 volume's header size.
-    {"luks-version", OptionType::String, nullptr, "LUKS on-disk format version: 1 (qemu-img's) or 2",
-     OptionPolicy::Extension, "measures the LUKS2 volume the luks plugin creates", nullptr, 0, 0},
-};
-// What the luks plugin's LUKS2 creation puts before the data (plugins/luks/guest/luks2_create.cpp:
-// cryptsetup's default 16 MiB segment offset), whatever the cipher.
-constexpr std::uint64_t LUKS2_NEW_SEGMENT_OFFSET = 16u << 20;
-
 // qemu_opts_do_parse against the target's create options (the format's, then the file protocol's):
 // the value's type is checked, nothing else. Returns qemu's message on failure.
 std::optional<std::string> check_measure_options(const std::vector<OptionItem>& items,
@@ -162,149 +139,6 @@ const std::string* last_value(const std::vector<OptionItem>& items, std::string_
     return v;
 }
 
-bool bool_value(const std::string& v) { return v == "on" || v == "yes" || v == "true" || v == "y"; }
-
-// block_crypto_measure / qcow2_measure for a LUKS header, in qemu's order: the QAPI visitor of
-// QCryptoBlockCreateOptionsLUKS (the enum members in field order, then an unexpected
-// detached-header), then qcrypto_block_luks_create's checks: the key-secret, its lookup, the
-// algorithms qemu's LUKS code offers, the ESSIV cipher, the cipher mode. Then
-// qcrypto_block_calculate_payload_offset: the partition header and key-slot headers (4 KiB), and
-// 8 key slots of the master key split into 4000 stripes, each rounded up to 4 KiB (the master key
-// is the cipher's key length, doubled for XTS). Messages are qemu's (Debian's builds: no sm4).
-Expected<std::uint64_t> luks_measure(const std::vector<OptionItem>& items, const std::string& prefix,
-                                     const std::vector<std::string>& secrets, std::uint32_t profile) {
-    struct Alg {
-        const char* name;
-        std::uint64_t key;
-        const char* family; // qemu's ESSIV lookup names the family; nullptr: no ESSIV with it
-    };
-    // QCryptoCipherAlgo; key 0: in the enum but not offered by qemu's LUKS code.
-    constexpr Alg ALGS[] = {{"aes-128", 16, "AES"},          {"aes-192", 24, "AES"},
-                            {"aes-256", 32, "AES"},          {"des", 0, nullptr},
-                            {"3des", 0, nullptr},            {"cast5-128", 16, nullptr},
-                            {"serpent-128", 16, "Serpent"},  {"serpent-192", 24, "Serpent"},
-                            {"serpent-256", 32, "Serpent"},  {"twofish-128", 16, "Twofish"},
-                            {"twofish-192", 24, "Twofish"},  {"twofish-256", 32, "Twofish"},
-                            {"sm4", 0, nullptr}};
-    constexpr const char* MODES[] = {"ecb", "cbc", "xts", "ctr"};
-    constexpr const char* IVGENS[] = {"plain", "plain64", "essiv"};
-    struct Hash {
-        const char* name;
-        std::uint64_t digest;
-    };
-    constexpr Hash HASHES[] = {{"md5", 16},    {"sha1", 20},   {"sha224", 28},    {"sha256", 32},
-                               {"sha384", 48}, {"sha512", 64}, {"ripemd160", 20}, {"sm3", 32}};
-    // sm4 and sm3 are enum values from qemu 9.0 (the guest's LUKS_SM_QEMU_VERSION).
-    const bool sm = profile >= qemu_version(9, 0);
-    auto known = [&](std::string_view v) { return sm || (v != "sm4" && v != "sm3"); };
-    const std::string* alg = last_value(items, prefix + "cipher-alg");
-    const std::string* mode = last_value(items, prefix + "cipher-mode");
-    const std::string* ivgen = last_value(items, prefix + "ivgen-alg");
-    const std::string* ivhash = last_value(items, prefix + "ivgen-hash-alg");
-    const std::string* hash = last_value(items, prefix + "hash-alg");
-    const Alg* a = std::find_if(std::begin(ALGS), std::end(ALGS), [&](const Alg& x) { return alg && *alg == x.name; });
-    const Hash* ih = std::find_if(std::begin(HASHES), std::end(HASHES),
-                                  [&](const Hash& x) { return ivhash && *ivhash == x.name; });
-    auto in = [](const std::string* v, const auto& names) {
-        return std::find_if(std::begin(names), std::end(names), [&](const char* n) { return *v == n; }) !=
-               std::end(names);
-    };
-    auto bad = [](const char* key, const std::string& v) {
-        return Error{"Parameter '" + std::string(key) + "' does not accept value '" + v + "'"};
-    };
-    if (alg && (a == std::end(ALGS) || !known(*alg)))
-        return bad("cipher-alg", *alg);
-    if (mode && !in(mode, MODES))
-        return bad("cipher-mode", *mode);
-    if (ivgen && !in(ivgen, IVGENS))
-        return bad("ivgen-alg", *ivgen);
-    if (ivhash && (ih == std::end(HASHES) || !known(*ivhash)))
-        return bad("ivgen-hash-alg", *ivhash);
-    if (hash && (std::none_of(std::begin(HASHES), std::end(HASHES), [&](const Hash& x) { return *hash == x.name; }) ||
-                 !known(*hash)))
-        return bad("hash-alg", *hash);
-    // qemu 9.0+ lists detached-header among luks's create options, but block_crypto_measure's
-    // QCryptoBlockCreateOptions has no such member: any value is refused before the secret.
-    if (prefix.empty() && last_value(items, "detached-header"))
-        return Error{"Parameter 'detached-header' is unexpected"};
-    const std::string* luks_version = prefix.empty() ? last_value(items, "luks-version") : nullptr;
-    if (luks_version && *luks_version != "1" && *luks_version != "2")
-        return bad("luks-version", *luks_version);
-    const std::string* secret = last_value(items, prefix + "key-secret");
-    if (!secret)
-        return Error{"Parameter '" + prefix + "key-secret' is required for cipher"};
-    if (std::find(secrets.begin(), secrets.end(), *secret) == secrets.end())
-        return Error{"No secret with id '" + *secret + "'"};
-    if (!alg)
-        a = &ALGS[2]; // aes-256
-    const std::string mode_name = mode ? *mode : "xts";
-    if (a->key == 0)
-        return Error{"Algorithm '" + std::string(a->name) + "' not supported"};
-    if (ivgen && *ivgen == "essiv") {
-        if (a->family == nullptr)
-            return Error{"Cipher " + std::string(a->name) + " not supported with essiv"};
-        const std::uint64_t digest = ivhash ? ih->digest : 32; // sha256
-        if (digest != 16 && digest != 24 && digest != 32)
-            return Error{"No " + std::string(a->family) + " cipher with key size " + std::to_string(digest) +
-                         " available"};
-    }
-    if (mode_name == "xts" && a->family == nullptr) // cast5's 8-byte blocks
-        return Error{"Unsupported cipher mode xts"};
-    if (luks_version && *luks_version == "2")
-        return LUKS2_NEW_SEGMENT_OFFSET;
-    constexpr std::uint64_t STRIPES = 4000, SLOTS = 8, ALIGN = 4096;
-    const std::uint64_t key = a->key * (mode_name == "xts" ? 2 : 1);
-    const std::uint64_t slot = (key * STRIPES + ALIGN - 1) / ALIGN * ALIGN;
-    return ALIGN + SLOTS * slot;
-}
-
-Expected<Qcow2MeasureParams> qcow2_params(const std::vector<OptionItem>& items, std::uint32_t profile,
-                                          const std::vector<std::string>& secrets) {
-    Qcow2MeasureParams p;
-    if (const std::string* v = last_value(items, "extended_l2"))
-        p.extended_l2 = bool_value(*v);
-    if (const std::string* v = last_value(items, "cluster_size"))
-        p.cluster_size = parse_qemu_size(*v, profile).value;
-    {
-        // validate_cluster_size: qemu takes ctz32 of the value truncated to 32 bits.
-        const auto low = static_cast<std::uint32_t>(p.cluster_size);
-        const int bits = low == 0 ? 32 : std::countr_zero(low);
-        if (bits < 9 || bits > 21 || (1ull << bits) != p.cluster_size)
-            return Error{"Cluster size must be a power of two between 512 and 2048k"};
-        if (p.extended_l2 && p.cluster_size < 512 * 32)
-            return Error{"Extended L2 entries are only supported with cluster sizes of at least 16384 bytes"};
-    }
-    if (const std::string* v = last_value(items, "compat")) {
-        if (*v == "0.10")
-            p.version = 2;
-        else if (*v == "1.1")
-            p.version = 3;
-        else
-            return Error{"Invalid compatibility level: '" + *v + "'"};
-    }
-    if (const std::string* v = last_value(items, "refcount_bits"))
-        p.refcount_bits = std::strtoull(v->c_str(), nullptr, 0);
-    if (p.refcount_bits > 64 || !std::has_single_bit(p.refcount_bits))
-        return Error{"Refcount width must be a power of two and may not exceed 64 bits"};
-    if (p.version < 3 && p.refcount_bits != 16)
-        return Error{"Different refcount widths than 16 bits require compatibility level 1.1 or above (use "
-                     "compat=1.1 or greater)"};
-    if (const std::string* v = last_value(items, "preallocation")) {
-        if (*v == "full" || *v == "falloc")
-            p.full_preallocation = true;
-        else if (*v != "off" && *v != "metadata")
-            return Error{"invalid parameter value: " + *v};
-    }
-    p.has_backing = last_value(items, "backing_file") != nullptr;
-    if (const std::string* v = last_value(items, "encrypt.format"); v && *v == "luks") {
-        auto header = luks_measure(items, "encrypt.", secrets, profile);
-        if (!header)
-            return Error{header.error()};
-        p.luks_payload = (*header + p.cluster_size - 1) / p.cluster_size * p.cluster_size;
-    }
-    return p;
-}
-
 // The ids of --object secret,id=ID,... (qemu creates them while parsing the command line).
 std::vector<std::string> secret_ids(const po::variables_map& vm) {
     std::vector<std::string> secrets;
@@ -326,17 +160,17 @@ std::vector<std::string> secret_ids(const po::variables_map& vm) {
     return secrets;
 }
 
-void print_figures(Context& ctx, OutputFormat output, const MeasureFigures& figures) {
+void print_figures(Context& ctx, OutputFormat output, const MeasureAnswer& figures) {
     if (output == OutputFormat::Human) {
         ctx.out << "required size: " << figures.required << '\n'
                 << "fully allocated size: " << figures.fully_allocated << '\n';
-        if (figures.bitmaps)
-            ctx.out << "bitmaps size: " << *figures.bitmaps << '\n';
+        if (figures.has_bitmaps)
+            ctx.out << "bitmaps size: " << figures.bitmaps << '\n';
         return;
     }
     boost::json::object o;
-    if (figures.bitmaps)
-        o["bitmaps"] = *figures.bitmaps;
+    if (figures.has_bitmaps)
+        o["bitmaps"] = figures.bitmaps;
     o["required"] = figures.required;
     o["fully-allocated"] = figures.fully_allocated;
     ctx.out << qemu_json_pretty(o) << '\n';
@@ -370,24 +204,47 @@ Expected<std::string> find_snapshot(const SnapshotRequest& want, const NodeInfo&
     return Error{"Failed to load snapshot: Can't find snapshot"};
 }
 
-// The cluster size the walk will use, where it is known before the source is open (a qcow2 target
-// whose options are valid and name no backing file): the source is then inspected and walked in
-// one sandbox start (measure_op.h). Nothing is reported here: the checks after the open do that.
-std::optional<std::uint32_t> walk_cluster_before_open(Context& ctx, const std::string& fmt,
-                                                      const std::string& options,
-                                                      const std::vector<std::string>& secrets) {
+// The target format's plugin when it can measure: no alias (qemu's bdrv_find_format knows none:
+// "vhd" is not "vpc"), and extension hooks only with --estimate.
+const FormatDescriptor* measuring_plugin(Context& ctx, const std::string& fmt, bool estimate) {
     const LoadedPlugin* plugin = ctx.plugins().find(fmt);
-    if (plugin == nullptr || fmt != "qcow2" || fmt != (*plugin)->name)
+    if (plugin == nullptr || fmt != (*plugin)->name || (*plugin)->measure == nullptr)
+        return nullptr;
+    if (((*plugin)->measure->flags & MEASURE_HOOKS_EXTENSION) && !estimate)
+        return nullptr;
+    return &**plugin;
+}
+
+// --size, else the last -o size (qemu_opt_get_size finds the latest), in bytes.
+std::uint64_t size_option(Context& ctx, const std::vector<OptionItem>& items, std::optional<std::uint64_t> img_size) {
+    if (img_size)
+        return *img_size;
+    const std::string* v = last_value(items, "size");
+    return v ? parse_qemu_size(*v, ctx.profile.version).value : 0;
+}
+
+// The unit the walk will count in, where the target's plan knows it before the source is open (its
+// options are valid and it does not depend on the source's size): the source is then inspected and
+// walked in one sandbox start (measure_op.h). Nothing is reported here: the checks after the open
+// do that, in qemu's order.
+std::optional<std::uint32_t> walk_unit_before_open(Context& ctx, const std::string& fmt, const std::string& options,
+                                                   bool estimate, const std::vector<std::string>& secrets) {
+    const FormatDescriptor* d = measuring_plugin(ctx, fmt, estimate);
+    if (d == nullptr)
         return std::nullopt;
-    const FormatDescriptor& d = **plugin;
+    const std::span<const OptionDesc> table{d->options, d->option_count};
     std::vector<OptionItem> items = split_option_list(options);
     std::vector<std::string> warnings;
-    if (check_measure_options(items, {d.options, d.option_count}, ctx.profile.version, warnings))
+    if (check_measure_options(items, table, ctx.profile.version, warnings))
         return std::nullopt;
-    auto params = qcow2_params(items, ctx.profile.version, secrets);
-    if (!params || params->has_backing)
+    const std::uint64_t size = size_option(ctx, items, std::nullopt);
+    const TargetMeasure target(*d->measure, std::move(items), table, ctx.profile.version, size, secrets,
+                               MEASURE_HAVE_SOURCE | MEASURE_SIZE_UNKNOWN | (estimate ? std::uint32_t{MEASURE_ESTIMATE} : 0u), 0,
+                               nullptr);
+    auto plan = target.plan();
+    if (!plan || plan->walk_unit == 0)
         return std::nullopt;
-    return static_cast<std::uint32_t>(params->cluster_size);
+    return static_cast<std::uint32_t>(plan->walk_unit);
 }
 
 // qemu-img 7.2's img_measure sends getopt's '?' to help(): getopt's message on stderr (named after
@@ -568,6 +425,7 @@ int cmd_measure(Context& ctx, std::span<const std::string> args) {
         return report_error(ctx, "--image-opts, -f, and -l require a filename argument.");
     if (filename && img_size)
         return report_error(ctx, "--size N cannot be used together with a filename.");
+    const bool estimate = vm.count("estimate") > 0;
     if (!filename && !img_size)
         return report_error(ctx, "Either --size N or one filename must be specified.");
     const bool image_opts = vm.count("image-opts") > 0;
@@ -598,7 +456,7 @@ int cmd_measure(Context& ctx, std::span<const std::string> args) {
             src.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
         src.unsafe_quirks = vm.count("unsafe-quirks") > 0;
         if (!has_snapshot)
-            src.quick_cluster_size = walk_cluster_before_open(ctx, fmt, options, secret_ids(vm));
+            src.quick_cluster_size = walk_unit_before_open(ctx, fmt, options, estimate, secret_ids(vm));
         if (auto ok = open_measure_source(src, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, source); !ok)
             return report_error(ctx, quote_given(*source_name, ok.error()));
         // qemu opens (and probes) the image before it refuses an option given to it.
@@ -612,49 +470,22 @@ int cmd_measure(Context& ctx, std::span<const std::string> args) {
         }
     }
 
+    // img_measure's order: the format (no alias: qemu's bdrv_find_format knows none, "vhd" is not
+    // "vpc"), its create options, the -o items against them, then bdrv_measure.
     const LoadedPlugin* plugin = ctx.plugins().find(fmt);
     if (plugin && fmt != (*plugin)->name)
-        plugin = nullptr; // qemu's bdrv_find_format knows no aliases ("vhd" is not "vpc")
+        plugin = nullptr;
     const bool v72 = ctx.profile.version < qemu_version(8, 0);
-    // luks targets are measured here whether or not the luks plugin is installed (qemu-img measures
-    // them without creating anything; LUKS2, the plugin's extension, from LUKS2_NEW_SEGMENT_OFFSET).
-    if (!plugin || fmt == "luks" || listed(NO_CREATE, fmt)) { // bochs, cloop: read-only plugins
-        if (listed(NO_CREATE, fmt) || (v72 && listed(NO_CREATE_72, fmt)))
-            return report_error(ctx, "Format driver '" + fmt + "' does not support image creation");
+    if (listed(NO_CREATE, fmt) || (v72 && listed(NO_CREATE_72, fmt)) ||
+        (plugin && !((*plugin)->capabilities & CAP_CREATE)))
+        return report_error(ctx, "Format driver '" + fmt + "' does not support image creation");
+    if (!plugin) {
+        // qemu's drivers instar has no plugin for.
         if (listed(NO_MEASURE, fmt) || (v72 && listed(NO_MEASURE_72, fmt)))
             return report_error(ctx, "Block driver '" + fmt + "' does not support size measurement");
-        if (fmt != "luks")
-            return report_error(ctx, unknown_format(fmt));
-        // block_crypto_measure: the LUKS header, then the whole disk (encrypted data is never sparse).
-        std::vector<OptionItem> litems = split_option_list(options);
-        std::vector<std::string> lwarnings;
-        const auto lbad = check_measure_options(litems, LUKS_OPTIONS, ctx.profile.version, lwarnings);
-        for (const auto& w : lwarnings)
-            report_warning(ctx, w);
-        if (lbad) {
-            report_error(ctx, *lbad);
-            return report_error(ctx, "Invalid options for file format 'luks'");
-        }
-        std::uint64_t size = img_size.value_or(0);
-        if (!img_size)
-            if (const std::string* v = last_value(litems, "size"))
-                size = parse_qemu_size(*v, ctx.profile.version).value;
-        if (filename)
-            size = source.virtual_size;
-        auto header = luks_measure(litems, "", secret_ids(vm), ctx.profile.version);
-        if (!header)
-            return report_error(ctx, header.error());
-        // A LUKS2 volume holds whole 512-byte sectors (the plugin rounds the size up).
-        if (const std::string* v = last_value(litems, "luks-version"); v && *v == "2")
-            size = (size + 511) / 512 * 512;
-        MeasureFigures lf;
-        lf.required = lf.fully_allocated = *header + size;
-        print_figures(ctx, output, lf);
-        return 0;
+        return report_error(ctx, unknown_format(fmt));
     }
-    const FormatDescriptor& d = **plugin;
-    const std::string name = d.name;
-    const std::span<const OptionDesc> table{d.options, d.option_count};
+    const std::span<const OptionDesc> table{(*plugin)->options, (*plugin)->option_count};
     std::vector<OptionItem> items = split_option_list(options);
     std::vector<std::string> warnings;
     const auto bad = check_measure_options(items, table, ctx.profile.version, warnings);
@@ -664,77 +495,45 @@ int cmd_measure(Context& ctx, std::span<const std::string> args) {
         report_error(ctx, *bad);
         return report_error(ctx, "Invalid options for file format '" + fmt + "'");
     }
-    if (img_size)
-        items.push_back({"size", std::to_string(*img_size)});
+    const FormatDescriptor* d = measuring_plugin(ctx, fmt, estimate);
+    if (d == nullptr)
+        return report_error(ctx, "Block driver '" + fmt + "' does not support size measurement");
 
-    MeasureFigures figures;
-    if (name == "raw") {
-        std::uint64_t size_opt = 0;
-        if (const std::string* v = last_value(items, "size"))
-            size_opt = parse_qemu_size(*v, ctx.profile.version).value;
-        figures = raw_measure(filename ? std::optional(source.virtual_size) : std::nullopt, size_opt);
-    } else if (name == "qcow2") {
-        const std::vector<std::string> secrets = secret_ids(vm);
-        auto params = qcow2_params(items, ctx.profile.version, secrets);
-        if (!params)
-            return report_error(ctx, params.error());
-        std::uint64_t size_opt = 0;
-        if (const std::string* v = last_value(items, "size"))
-            size_opt = parse_qemu_size(*v, ctx.profile.version).value;
-        if (qcow2_image_too_large(*params, size_opt))
-            return report_error(ctx, "The image size is too large (try using a larger cluster size)");
-        std::uint64_t data = 0;
-        std::optional<std::vector<MeasureBitmap>> bitmaps;
-        if (filename) {
-            // qemu walks block status unless a backing file makes every cluster required. Formats
-            // without block status in qemu (vhdx, luks: the plugin's qemu_traits) are data everywhere.
-            const bool no_block_status =
-                ((*source.chain.links.front().plugin)->qemu_traits & QEMU_NO_BLOCK_STATUS) != 0;
-            if (!params->has_backing && no_block_status) {
-                data = (source.virtual_size + params->cluster_size - 1) / params->cluster_size * params->cluster_size;
-            } else if (!params->has_backing) {
-                auto walked = measure_data_clusters(src, source, static_cast<std::uint32_t>(params->cluster_size),
-                                                    ctx.sandbox_config(), ctx.profile.version);
-                if (!walked)
-                    return report_error(ctx, walked.error());
-                data = *walked;
-            }
-            if (source.qcow2_v3)
-                bitmaps = source.bitmaps;
-            else if (((*source.chain.links.front().plugin)->qemu_traits & QEMU_PERSISTENT_BITMAPS_SINCE_8_2) != 0 &&
-                     ctx.profile.version >= qemu_version(8, 2))
-                bitmaps = std::vector<MeasureBitmap>{};
-        }
-        figures = qcow2_measure(*params, filename ? source.virtual_size : size_opt, filename != nullptr, data, bitmaps);
-    } else if (vm.count("estimate") && (name == "vmdk" || name == "vpc" || name == "vhdx")) {
-        // instar's extension: size options in bytes, then the writer's layout over the walk.
-        for (auto& item : items)
-            if (const OptionDesc* od = find_option(table, item.key, ctx.profile.version);
-                od && od->type == OptionType::Size)
-                item.value = std::to_string(parse_qemu_size(item.value, ctx.profile.version).value);
-        std::uint64_t size = 0;
-        if (filename) {
-            size = source.virtual_size;
-        } else if (const std::string* v = last_value(items, "size")) {
-            size = std::strtoull(v->c_str(), nullptr, 10);
-        }
-        std::optional<std::uint64_t> data;
-        const std::uint64_t unit = estimate_unit(name, items, size);
-        if (filename && unit != 0) {
-            auto walked = measure_data_clusters(src, source, static_cast<std::uint32_t>(unit), ctx.sandbox_config(),
-                                                ctx.profile.version);
+    // The source's persistent bitmaps, where its format can carry them in this profile: a qcow2 v3
+    // top's, or none for a format qemu marks as supporting them (QEMU_PERSISTENT_BITMAPS_SINCE_8_2).
+    const std::vector<SourceBitmap> no_bitmaps;
+    const std::vector<SourceBitmap>* bitmaps = nullptr;
+    if (filename && source.qcow2_v3)
+        bitmaps = &source.bitmaps;
+    else if (filename &&
+             ((*source.chain.links.front().plugin)->qemu_traits & QEMU_PERSISTENT_BITMAPS_SINCE_8_2) != 0 &&
+             ctx.profile.version >= qemu_version(8, 2))
+        bitmaps = &no_bitmaps;
+    const std::uint32_t flags = (filename ? std::uint32_t{MEASURE_HAVE_SOURCE} : 0u) | (estimate ? std::uint32_t{MEASURE_ESTIMATE} : 0u);
+    const std::uint64_t size = size_option(ctx, items, img_size);
+    const TargetMeasure target(*d->measure, std::move(items), table, ctx.profile.version, size, secret_ids(vm), flags,
+                               filename ? source.virtual_size : 0, bitmaps);
+    auto plan = target.plan();
+    if (!plan)
+        return report_error(ctx, plan.error());
+    std::uint64_t data = 0;
+    if (filename && plan->walk_unit != 0) {
+        const bool no_block_status = ((*source.chain.links.front().plugin)->qemu_traits & QEMU_NO_BLOCK_STATUS) != 0;
+        if ((plan->flags & MEASURE_QEMU_BLOCK_STATUS) && no_block_status) {
+            // qemu's block layer calls every byte of such a source DATA: no walk to run.
+            data = measure_round_up(source.virtual_size, plan->walk_unit);
+        } else {
+            auto walked = measure_data_clusters(src, source, static_cast<std::uint32_t>(plan->walk_unit),
+                                                ctx.sandbox_config(), ctx.profile.version);
             if (!walked)
                 return report_error(ctx, walked.error());
             data = *walked;
-        } else if (!filename) {
-            data = 0;
         }
-        figures = estimate_figures(name, items, size, data);
-    } else {
-        return report_error(ctx, "Block driver '" + name + "' does not support size measurement");
     }
-
-    print_figures(ctx, output, figures);
+    auto figures = target.figures(data);
+    if (!figures)
+        return report_error(ctx, figures.error());
+    print_figures(ctx, output, *figures);
     return 0;
 }
 

@@ -1,4 +1,4 @@
-// measure's host side (measure_op.h): qemu's arithmetic, and one sandbox run for the source's walk.
+// measure's host side (measure_op.h): one sandbox run for the source's walk, and the target's hooks.
 #include "ops/measure_op.h"
 
 #include "ops/block_traits.h"
@@ -7,6 +7,7 @@
 #include "ops/image_table.h"
 #include "ops/info_first.h"
 #include "ops/map_op.h"
+#include "options/size.h"
 
 #include <instar/guest/read_api.h>
 #include <instar/guest_abi.h>
@@ -24,17 +25,6 @@ namespace {
 constexpr std::chrono::milliseconds MEASURE_BASE_TIMEOUT{60'000};
 constexpr std::uint64_t MEASURE_BYTES_PER_SECOND = 4ull << 30;
 
-constexpr std::uint64_t L1E_SIZE = 8;               // qcow2.h
-constexpr std::uint64_t L2E_SIZE_NORMAL = 8;
-constexpr std::uint64_t L2E_SIZE_EXTENDED = 16;
-constexpr std::uint64_t REFTABLE_ENTRY_SIZE = 8;
-constexpr std::uint64_t QCOW_MAX_L1_SIZE = 32ull << 20;
-constexpr std::uint64_t BME_TABLE_ENTRY_SIZE = 8;   // qcow2-bitmap.c
-constexpr std::uint64_t BITMAP_DIR_ENTRY_SIZE = 24; // sizeof(Qcow2BitmapDirEntry)
-
-std::uint64_t div_round_up(std::uint64_t a, std::uint64_t b) { return a / b + (a % b != 0 ? 1 : 0); }
-std::uint64_t round_up(std::uint64_t a, std::uint64_t b) { return div_round_up(a, b) * b; }
-
 // The measure plan: header, image table, snapshot name.
 std::vector<std::uint8_t> plan_bytes(const instar_measure_plan& head, const std::vector<instar_convert_image>& images,
                                      const std::vector<instar_image_facts>& layers, const std::string& snapshot) {
@@ -47,80 +37,6 @@ std::vector<std::uint8_t> plan_bytes(const instar_measure_plan& head, const std:
 }
 
 } // namespace
-
-std::uint64_t qcow2_refcount_metadata_size(std::uint64_t clusters, std::uint64_t cluster_size, int refcount_order) {
-    const std::uint64_t blocks_per_table_cluster = cluster_size / REFTABLE_ENTRY_SIZE;
-    const std::uint64_t refcounts_per_block = cluster_size * 8 / (1ull << refcount_order);
-    std::uint64_t table = 0;
-    std::uint64_t blocks = 0;
-    std::uint64_t n = 0;
-    std::uint64_t last = 0;
-    do {
-        last = n;
-        blocks = div_round_up(clusters + table + blocks, refcounts_per_block);
-        table = div_round_up(blocks, blocks_per_table_cluster);
-        n = clusters + blocks + table;
-    } while (n != last);
-    return (blocks + table) * cluster_size;
-}
-
-std::uint64_t qcow2_prealloc_size(std::uint64_t total_size, std::uint64_t cluster_size, int refcount_order,
-                                  bool extended_l2) {
-    const std::uint64_t aligned = round_up(total_size, cluster_size);
-    const std::uint64_t l2e = extended_l2 ? L2E_SIZE_EXTENDED : L2E_SIZE_NORMAL;
-    std::uint64_t meta = cluster_size; // header
-    const std::uint64_t nl2e = round_up(aligned / cluster_size, cluster_size / l2e);
-    meta += nl2e * l2e;
-    const std::uint64_t nl1e = round_up(nl2e * l2e / cluster_size, cluster_size / L1E_SIZE);
-    meta += nl1e * L1E_SIZE;
-    meta += qcow2_refcount_metadata_size((meta + aligned) / cluster_size, cluster_size, refcount_order);
-    return meta + aligned;
-}
-
-std::uint64_t qcow2_bitmaps_size(std::uint64_t virtual_size, const std::vector<MeasureBitmap>& bitmaps,
-                                 std::uint64_t cluster_size) {
-    std::uint64_t size = 0;
-    std::uint64_t dir = 0;
-    for (const auto& bm : bitmaps) {
-        const std::uint64_t bytes = div_round_up(div_round_up(virtual_size, bm.granularity), 8);
-        const std::uint64_t clusters = div_round_up(bytes, cluster_size);
-        size += clusters * cluster_size;
-        size += round_up(clusters * BME_TABLE_ENTRY_SIZE, cluster_size);
-        dir += round_up(BITMAP_DIR_ENTRY_SIZE + bm.name.size(), 8);
-    }
-    return size + round_up(dir, cluster_size);
-}
-
-MeasureFigures raw_measure(std::optional<std::uint64_t> source_size, std::uint64_t size_option) {
-    MeasureFigures f;
-    f.required = source_size ? *source_size : round_up(size_option, 512);
-    f.fully_allocated = f.required;
-    return f;
-}
-
-bool qcow2_image_too_large(const Qcow2MeasureParams& p, std::uint64_t size) {
-    const std::uint64_t vs = round_up(size, p.cluster_size);
-    const std::uint64_t l2e = p.extended_l2 ? L2E_SIZE_EXTENDED : L2E_SIZE_NORMAL;
-    const std::uint64_t l2_tables = div_round_up(vs / p.cluster_size, p.cluster_size / l2e);
-    return l2_tables > QCOW_MAX_L1_SIZE / L1E_SIZE;
-}
-
-MeasureFigures qcow2_measure(const Qcow2MeasureParams& p, std::uint64_t virtual_size, bool have_source,
-                             std::uint64_t data, const std::optional<std::vector<MeasureBitmap>>& bitmaps) {
-    const std::uint64_t vs = round_up(virtual_size, p.cluster_size);
-    std::uint64_t required = 0;
-    if (have_source)
-        required = p.has_backing ? vs : data;
-    if (p.full_preallocation)
-        required = vs;
-    MeasureFigures f;
-    f.fully_allocated =
-        p.luks_payload + qcow2_prealloc_size(vs, p.cluster_size, std::countr_zero(p.refcount_bits), p.extended_l2);
-    f.required = f.fully_allocated - vs + required;
-    if (p.version >= 3 && bitmaps)
-        f.bitmaps = qcow2_bitmaps_size(virtual_size, *bitmaps, p.cluster_size);
-    return f;
-}
 
 namespace {
 
@@ -219,7 +135,7 @@ Expected<bool> open_measure_source(const MeasureSourceSpec& spec, const PluginRe
                 const auto& o = v.as_object();
                 const auto* name = o.if_contains("name");
                 const auto* gran = o.if_contains("granularity");
-                MeasureBitmap bm;
+                SourceBitmap bm;
                 if (name && name->is_string())
                     bm.name = std::string(name->as_string());
                 if (gran && gran->is_int64() && gran->as_int64() > 0)
@@ -319,7 +235,7 @@ Expected<std::uint64_t> measure_data_clusters(const MeasureSourceSpec& spec, con
     }
     if (!result)
         return Error{"Unable to get block status: the sandbox sent no result"};
-    const std::uint64_t limit = round_up(source.virtual_size, cluster_size);
+    const std::uint64_t limit = measure_round_up(source.virtual_size, cluster_size);
     if (result->virtual_size != source.virtual_size || result->required > limit || result->required % cluster_size != 0)
         return Error{"Unable to get block status: the sandbox's result is inconsistent with the image"};
     return result->required;
@@ -328,138 +244,56 @@ Expected<std::uint64_t> measure_data_clusters(const MeasureSourceSpec& spec, con
 } // namespace instar
 
 namespace instar {
-namespace {
 
-constexpr std::uint64_t KiB = 1024;
-constexpr std::uint64_t MiB = 1024 * KiB;
-
-std::string item_or(const std::vector<OptionItem>& items, std::string_view key, std::string fallback) {
-    for (auto it = items.rbegin(); it != items.rend(); ++it)
-        if (it->key == key)
-            return it->value;
-    return fallback;
+TargetMeasure::TargetMeasure(const MeasureHooks& hooks, std::vector<OptionItem> items,
+                             std::span<const OptionDesc> table, std::uint32_t qemu_version, std::uint64_t size_option,
+                             const std::vector<std::string>& secret_ids, std::uint32_t flags,
+                             std::uint64_t virtual_size, const std::vector<SourceBitmap>* bitmaps)
+    : hooks_(hooks), items_(std::move(items)), secret_ids_(secret_ids) {
+    // The hooks read sizes in bytes: instar's size syntax (k, M, ...) stays in the core.
+    for (auto& item : items_)
+        if (const OptionDesc* d = find_option(table, item.key, qemu_version); d && d->type == OptionType::Size)
+            item.value = std::to_string(parse_qemu_size(item.value, qemu_version).value);
+    for (const auto& item : items_)
+        options_.push_back({item.key.c_str(), item.value.c_str()});
+    for (const auto& id : secret_ids_)
+        secret_ptrs_.push_back(id.c_str());
+    if (bitmaps) {
+        flags |= MEASURE_SOURCE_BITMAPS;
+        bitmaps_ = *bitmaps;
+        for (const auto& b : bitmaps_)
+            bitmap_views_.push_back({b.name.c_str(), b.granularity});
+    }
+    request_.options = options_.data();
+    request_.option_count = static_cast<std::uint32_t>(options_.size());
+    request_.flags = flags;
+    request_.size_option = size_option;
+    request_.virtual_size = (flags & MEASURE_HAVE_SOURCE) ? virtual_size : size_option;
+    request_.qemu_version = qemu_version;
+    request_.secret_count = static_cast<std::uint32_t>(secret_ptrs_.size());
+    request_.secret_ids = secret_ptrs_.data();
+    request_.bitmaps = bitmap_views_.data();
+    request_.bitmap_count = static_cast<std::uint32_t>(bitmap_views_.size());
 }
 
-// The vhdx block size instar's writer picks (vhdx_create_params.cpp): -o block_size rounded up to
-// MiB and capped at 256 MiB, or by size.
-std::uint64_t vhdx_block_size(const std::vector<OptionItem>& items, std::uint64_t size) {
-    // Size options arrive normalised to bytes (cmd_measure).
-    std::uint64_t bs = std::strtoull(item_or(items, "block_size", "0").c_str(), nullptr, 10);
-    bs = round_up(bs, MiB);
-    if (bs > 256 * MiB)
-        bs = 256 * MiB;
-    if (bs == 0)
-        bs = size > (32ull << 40) ? 64 * MiB : size > (100ull << 30) ? 32 * MiB : size > (1ull << 30) ? 16 * MiB : 8 * MiB;
-    return bs;
+Expected<MeasurePlan> TargetMeasure::plan() const {
+    MeasurePlan p;
+    char error[MEASURE_ERROR_MAX] = {};
+    if (!hooks_.plan(request_, p, error))
+        return Error{error};
+    // A unit the walk cannot count in is the plugin's bug, refused rather than trusted.
+    if (p.walk_unit != 0 && (!std::has_single_bit(p.walk_unit) || p.walk_unit > (1ull << 31)))
+        return Error{"measure: the target format's plugin asked for a walk in " + std::to_string(p.walk_unit) +
+                     "-byte units"};
+    return p;
 }
 
-enum class VmdkKind { Sparse, TwoGbSparse, Flat, Stream };
-VmdkKind vmdk_kind(const std::vector<OptionItem>& items) {
-    const std::string sub = item_or(items, "subformat", "monolithicSparse");
-    if (sub == "streamOptimized")
-        return VmdkKind::Stream;
-    if (sub == "twoGbMaxExtentSparse")
-        return VmdkKind::TwoGbSparse;
-    if (sub == "monolithicFlat" || sub == "twoGbMaxExtentFlat" || sub == "vmfs")
-        return VmdkKind::Flat;
-    return VmdkKind::Sparse;
-}
-
-constexpr std::uint64_t VMDK_GRAIN = 64 * KiB;
-constexpr std::uint64_t VMDK_GT_GRAINS = 512; // grain table entries
-constexpr std::uint64_t VMDK_EXTENT_MAX = 2ull << 30; // twoGbMaxExtent*
-
-// One sparse extent's metadata: header and descriptor, redundant and primary grain directory and
-// tables, each padded to a grain, and a grain of slack.
-std::uint64_t vmdk_sparse_overhead(std::uint64_t extent_size) {
-    const std::uint64_t grains = div_round_up(extent_size, VMDK_GRAIN);
-    const std::uint64_t gts = div_round_up(grains, VMDK_GT_GRAINS);
-    const std::uint64_t tables = round_up(4 * gts, 512) + gts * VMDK_GT_GRAINS * 4;
-    return 2 * VMDK_GRAIN + 2 * round_up(tables, VMDK_GRAIN) + VMDK_GRAIN;
-}
-
-} // namespace
-
-std::uint64_t estimate_unit(const std::string& format, const std::vector<OptionItem>& items, std::uint64_t size) {
-    if (format == "vpc")
-        return item_or(items, "subformat", "dynamic") == "fixed" ? 0 : 2 * MiB;
-    if (format == "vhdx")
-        return item_or(items, "subformat", "dynamic") == "fixed" ? 0 : vhdx_block_size(items, size);
-    if (format == "vmdk")
-        return vmdk_kind(items) == VmdkKind::Flat ? 0 : VMDK_GRAIN;
-    return 0;
-}
-
-MeasureFigures estimate_figures(const std::string& format, const std::vector<OptionItem>& items, std::uint64_t size,
-                                std::optional<std::uint64_t> data) {
-    MeasureFigures f;
-    const std::uint64_t unit = estimate_unit(format, items, size);
-    if (format == "vpc") {
-        // CHS geometry may round the size up by less than a cylinder (16 heads x 255 sectors).
-        const std::uint64_t vs = round_up(size, 512) + 16 * 255 * 512;
-        if (unit == 0) {
-            f.fully_allocated = f.required = vs + 512 + 64 * KiB;
-            return f;
-        }
-        const std::uint64_t blocks = div_round_up(vs, unit);
-        // footer copy, dynamic header, BAT, footer; each block with its sector bitmap; slack.
-        const std::uint64_t meta = 512 + 1024 + round_up(4 * blocks, 512) + 512 + 64 * KiB;
-        f.fully_allocated = meta + blocks * (unit + 512);
-        f.required = meta + (data ? *data / unit : blocks) * (unit + 512);
-        return f;
-    }
-    if (format == "vhdx") {
-        const std::uint64_t bs = vhdx_block_size(items, size);
-        const std::uint64_t blocks = div_round_up(size, bs);
-        const std::uint64_t chunk_ratio = (1ull << 32) / bs; // 2^23 sectors of 512 bytes per bitmap block
-        const std::uint64_t bat = round_up(8 * (blocks + div_round_up(blocks, chunk_ratio) + 1), MiB);
-        std::uint64_t log = std::strtoull(item_or(items, "log_size", "1048576").c_str(), nullptr, 10);
-        log = round_up(std::max<std::uint64_t>(log, MiB), MiB);
-        // Header section, log, BAT, the 5 MiB gap (metadata region) before the payload, a MiB of
-        // alignment before the first appended block, a MiB of slack (the log's trailing sectors).
-        const std::uint64_t meta = MiB + log + bat + 5 * MiB + MiB + MiB;
-        if (unit == 0) {
-            // A fixed disk's payload, and (instar's writer today) blocks appended for the data.
-            f.fully_allocated = f.required = meta + round_up(size, MiB) + blocks * bs;
-            return f;
-        }
-        f.fully_allocated = meta + blocks * bs;
-        f.required = meta + (data ? *data / unit : blocks) * bs;
-        return f;
-    }
-    // vmdk
-    const VmdkKind kind = vmdk_kind(items);
-    const std::uint64_t descriptor = 64 * KiB;
-    if (kind == VmdkKind::Flat) {
-        const std::uint64_t extents = item_or(items, "subformat", "") == "twoGbMaxExtentFlat"
-                                          ? std::max<std::uint64_t>(1, div_round_up(size, VMDK_EXTENT_MAX))
-                                          : 1;
-        f.fully_allocated = f.required = round_up(size, 512) + descriptor + extents * 512;
-        return f;
-    }
-    const std::uint64_t grains = div_round_up(size, VMDK_GRAIN);
-    const std::uint64_t used = data ? *data / VMDK_GRAIN : grains;
-    if (kind == VmdkKind::Stream) {
-        // Each grain: a marker sector, the deflated grain (incompressible data grows by a few
-        // bytes per 16 KiB block), padded to sectors. Grain tables with markers, the directory,
-        // footer and end-of-stream markers, header and descriptor.
-        const std::uint64_t per_grain = VMDK_GRAIN + 2 * KiB;
-        const std::uint64_t gts = div_round_up(grains, VMDK_GT_GRAINS);
-        const std::uint64_t meta = 2 * VMDK_GRAIN + gts * (512 + VMDK_GT_GRAINS * 4) + round_up(4 * gts, 512) + 8 * 512;
-        f.fully_allocated = meta + grains * per_grain;
-        f.required = meta + used * per_grain;
-        return f;
-    }
-    std::uint64_t meta = 0;
-    if (kind == VmdkKind::TwoGbSparse) {
-        const std::uint64_t extents = std::max<std::uint64_t>(1, div_round_up(size, VMDK_EXTENT_MAX));
-        meta = descriptor + extents * vmdk_sparse_overhead(std::min(size, VMDK_EXTENT_MAX));
-    } else {
-        meta = vmdk_sparse_overhead(size);
-    }
-    f.fully_allocated = meta + grains * VMDK_GRAIN;
-    f.required = meta + used * VMDK_GRAIN;
-    return f;
+Expected<MeasureAnswer> TargetMeasure::figures(std::uint64_t data) const {
+    MeasureAnswer a;
+    char error[MEASURE_ERROR_MAX] = {};
+    if (!hooks_.figures(request_, data, a, error))
+        return Error{error};
+    return a;
 }
 
 } // namespace instar

@@ -59,6 +59,10 @@ std::optional<std::string> check_descriptor(const FormatDescriptor* d) {
     }
     if (d->qemu_traits & ~QEMU_TRAITS_ALL)
         return "unknown qemu_traits bits (a plugin for a newer SDK)";
+    if (d->measure && (!d->measure->plan || !d->measure->figures))
+        return "measure hooks lack a function";
+    if (d->measure && (d->measure->flags & ~MEASURE_HOOKS_FLAGS_ALL))
+        return "unknown measure hook flags (a plugin for a newer SDK)";
     if (d->aliases)
         for (std::uint32_t i = 0; d->aliases[i]; ++i)
             if (i >= 16 || !valid_name(d->aliases[i]))
