@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs instar to a staging prefix, builds tests/out_of_tree/plugin against that install's
 # instar-plugin.pc and instar-guest-module.pc (as a third party would), and checks that instar finds
-# it via INSTAR_PLUGIN_PATH and uses both halves (info, convert); then does the same with one of the
+# it via INSTAR_PLUGIN_PATH and uses both halves (info, convert, measure's hooks); then does the same with one of the
 # tree's own formats (bochs) built from its plugin directory alone, loaded by the installed instar.
 # Also checks per-plugin install tags and that -D<fmt>=disabled removes a plugin.
 # Usage: test_out_of_tree.sh BUILD_ROOT SOURCE_ROOT INSTAR
@@ -47,6 +47,14 @@ check "info reads its virtual size" grep -q '^virtual size: 1 MiB (1048576 bytes
 INSTAR_PLUGIN_PATH="$tmp/ext" "$instar" convert -O raw "$tmp/disk.example" "$tmp/disk.raw" >/dev/null 2>&1 || true
 { tail -c +513 "$tmp/disk.example"; head -c $((1048576 - 300000)) /dev/zero; } >"$tmp/expected.raw"
 check "convert reads its data through the third-party reader" cmp -s "$tmp/disk.raw" "$tmp/expected.raw"
+
+measure=$(INSTAR_PLUGIN_PATH="$tmp/ext" "$instar" measure -O example --size 1000 2>&1 || true)
+check "measure asks the third-party plugin's hooks (--size)" \
+  test "$measure" = $'required size: 1536\nfully allocated size: 1536'
+measure=$(INSTAR_PLUGIN_PATH="$tmp/ext" "$instar" measure -O example --output=json "$tmp/disk.example" 2>&1 || true)
+check "measure asks the third-party plugin's hooks (a source)" grep -q '"required": 1049088' <<<"$measure"
+measure=$(INSTAR_PLUGIN_PATH="$tmp/ext" "$instar" measure -O example -o flavour=sour --size 1M 2>&1 || true)
+check "measure reports the third-party plugin's refusal" test "$measure" = "instar: example: unknown flavour"
 
 help=$(INSTAR_PLUGIN_PATH="$tmp/ext" "$instar" create -f example -o help)
 check "create -o help uses the third-party table" grep -q '^  flavour=<str>          - Which flavour of example image$' <<<"$help"

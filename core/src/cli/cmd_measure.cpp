@@ -471,13 +471,14 @@ int cmd_measure(Context& ctx, std::span<const std::string> args) {
     }
 
     // img_measure's order: the format (no alias: qemu's bdrv_find_format knows none, "vhd" is not
-    // "vpc"), its create options, the -o items against them, then bdrv_measure.
+    // "vpc"), its create options, the -o items against them, then bdrv_measure. A plugin that
+    // cannot create and has no measure hooks (bochs, cloop, dmg) is a driver without create_opts.
     const LoadedPlugin* plugin = ctx.plugins().find(fmt);
     if (plugin && fmt != (*plugin)->name)
         plugin = nullptr;
     const bool v72 = ctx.profile.version < qemu_version(8, 0);
     if (listed(NO_CREATE, fmt) || (v72 && listed(NO_CREATE_72, fmt)) ||
-        (plugin && !((*plugin)->capabilities & CAP_CREATE)))
+        (plugin && !((*plugin)->capabilities & CAP_CREATE) && !(*plugin)->measure))
         return report_error(ctx, "Format driver '" + fmt + "' does not support image creation");
     if (!plugin) {
         // qemu's drivers instar has no plugin for.
