@@ -33,4 +33,17 @@ const OptionDesc OPTIONS[] = {
 };
 const std::uint32_t OPTION_COUNT = sizeof OPTIONS / sizeof OPTIONS[0];
 
+// qemu's block_crypto_amend_opts_luks: the LUKS key-slot options, without a prefix
+// (FormatDescriptor::amend_keyslot_prefix "").
+const OptionDesc AMEND_OPTIONS[] = {
+    {"state", STR, nullptr, "Select new state of affected keyslots (active/inactive)", H, nullptr, nullptr, 0, 0},
+    {"keyslot", OptionType::Number, nullptr, "Select a single keyslot to modify explicitly", H, nullptr, nullptr, 0,
+     0},
+    {"old-secret", STR, nullptr, "Select all keyslots that match this password", H, nullptr, nullptr, 0, 0},
+    {"new-secret", STR, nullptr, "New secret to set in the matching keyslots. Empty string to erase", H, nullptr,
+     nullptr, 0, 0},
+    {"iter-time", OptionType::Number, nullptr, "Time to spend in PBKDF in milliseconds", H, nullptr, nullptr, 0, 0},
+};
+const std::uint32_t AMEND_OPTION_COUNT = sizeof AMEND_OPTIONS / sizeof AMEND_OPTIONS[0];
+
 } // namespace instar::luks

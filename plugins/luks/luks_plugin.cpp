@@ -22,6 +22,11 @@ const FormatDescriptor DESCRIPTOR = {
     .guest_module = "luks.gmod",
     .qemu_traits = QEMU_NO_BLOCK_STATUS,
     .measure = &MEASURE_HOOKS,
+    .secret_option = "key-secret",
+    .detached_header_since = qemu_version(9, 0),
+    .amend_options = AMEND_OPTIONS,
+    .amend_option_count = AMEND_OPTION_COUNT,
+    .amend_keyslot_prefix = "",
 };
 
 const FormatDescriptor* descriptor() { return &DESCRIPTOR; }

@@ -53,4 +53,32 @@ const OptionDesc OPTIONS[] = {
 };
 const std::uint32_t OPTION_COUNT = sizeof OPTIONS / sizeof OPTIONS[0];
 
+// qemu's qcow2_amend_opts, in its QemuOptsList order: the order qcow2_amend_options meets the keys
+// in, so the order of its image-dependent refusals. The encrypt.* keys are LUKS key-slot changes
+// (FormatDescriptor::amend_keyslot_prefix).
+const OptionDesc AMEND_OPTIONS[] = {
+    {"encrypt.state", OptionType::String, nullptr, "Select new state of affected keyslots (active/inactive)", H,
+     nullptr, nullptr, 0, 0},
+    {"encrypt.keyslot", OptionType::Number, nullptr, "Select a single keyslot to modify explicitly", H, nullptr,
+     nullptr, 0, 0},
+    {"encrypt.old-secret", OptionType::String, nullptr, "Select all keyslots that match this password", H, nullptr,
+     nullptr, 0, 0},
+    {"encrypt.new-secret", OptionType::String, nullptr,
+     "New secret to set in the matching keyslots. Empty string to erase", H, nullptr, nullptr, 0, 0},
+    {"encrypt.iter-time", OptionType::Number, nullptr, "Time to spend in PBKDF in milliseconds", H, nullptr, nullptr,
+     0, 0},
+    {"size", OptionType::Size, nullptr, "Virtual disk size", H, nullptr, nullptr, 0, 0},
+    {"compat", OptionType::String, nullptr, "Compatibility level (v2 [0.10] or v3 [1.1])", H, nullptr, nullptr, 0,
+     0},
+    {"backing_file", OptionType::String, nullptr, "File name of a base image", H, nullptr, nullptr, 0, 0},
+    {"backing_fmt", OptionType::String, nullptr, "Image format of the base image", H, nullptr, nullptr, 0, 0},
+    {"data_file", OptionType::String, nullptr, "File name of an external data file", H, nullptr, nullptr, 0, 0},
+    {"data_file_raw", OptionType::Bool, nullptr, "The external data file must stay valid as a raw image", H, nullptr,
+     nullptr, 0, 0},
+    {"lazy_refcounts", OptionType::Bool, nullptr, "Postpone refcount updates", H, nullptr, nullptr, 0, 0},
+    {"refcount_bits", OptionType::Number, nullptr, "Width of a reference count entry in bits", H, nullptr, nullptr,
+     0, 0},
+};
+const std::uint32_t AMEND_OPTION_COUNT = sizeof AMEND_OPTIONS / sizeof AMEND_OPTIONS[0];
+
 } // namespace instar::qcow2

@@ -21,6 +21,10 @@ const FormatDescriptor DESCRIPTOR = {
     .guest_module = "qcow2.gmod",
     .qemu_traits = QEMU_SUPPORTS_BACKING | QEMU_DETECT_METADATA_PREALLOC | QEMU_FILES_AS_WRITTEN,
     .measure = &MEASURE_HOOKS,
+    .secret_option = "encrypt.key-secret",
+    .amend_options = AMEND_OPTIONS,
+    .amend_option_count = AMEND_OPTION_COUNT,
+    .amend_keyslot_prefix = "encrypt.",
 };
 
 const FormatDescriptor* descriptor() { return &DESCRIPTOR; }

@@ -7,6 +7,8 @@ namespace instar::qcow2 {
 
 extern const OptionDesc OPTIONS[];
 extern const std::uint32_t OPTION_COUNT;
+extern const OptionDesc AMEND_OPTIONS[];
+extern const std::uint32_t AMEND_OPTION_COUNT;
 extern const ProbeRule PROBE_RULES[];
 extern const std::uint32_t PROBE_RULE_COUNT;
 extern const Divergence DIVERGENCES[];

@@ -9,4 +9,4 @@ const instar::FormatDescriptor* make() { throw std::runtime_error("deliberate fa
 } // namespace
 
 BOOST_DLL_ALIAS(abi_version, instar_plugin_abi_version)
-BOOST_DLL_ALIAS(make, instar_format_plugin_v6)
+BOOST_DLL_ALIAS(make, instar_format_plugin_v7)

@@ -134,7 +134,7 @@ TEST_CASE("each broken plugin is skipped with one warning naming file and reason
     REQUIRE(w.lines.size() == 7);
     CHECK(w.lines[0] == "skipping plugin " + abi.string() + ": built for plugin ABI 999, this instar speaks plugin ABI " +
                               std::to_string(INSTAR_PLUGIN_ABI_VERSION));
-    CHECK(w.lines[1] == "skipping plugin " + nofactory.string() + ": no instar_format_plugin_v6 factory");
+    CHECK(w.lines[1] == "skipping plugin " + nofactory.string() + ": no instar_format_plugin_v7 factory");
     CHECK(w.lines[2] == "skipping plugin " + throws.string() + ": factory threw: deliberate failure");
     CHECK(w.lines[3] == "skipping plugin " + bad.string() + ": format name missing or not [a-z0-9_-]{1,32}");
     CHECK(w.lines[4] == "skipping plugin " + dup.string() + ": format 'other' is already provided by " +

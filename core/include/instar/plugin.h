@@ -28,7 +28,9 @@ namespace instar {
 // 4: ProbeRule::flags (round 25).
 // 5: OptionPolicy::Extension (round 29).
 // 6: FormatDescriptor::measure, the target measurement hooks (instar/measure.h; round 30).
-inline constexpr std::uint32_t INSTAR_PLUGIN_ABI_VERSION = 6;
+// 7: FormatDescriptor::secret_option, detached_header_since, amend_options, amend_keyslot_prefix
+//    (round 30).
+inline constexpr std::uint32_t INSTAR_PLUGIN_ABI_VERSION = 7;
 
 // qemu-img version profiles are encoded as major*10000 + minor*100 + micro (7.2.0 -> 70200).
 constexpr std::uint32_t qemu_version(std::uint32_t major, std::uint32_t minor, std::uint32_t micro = 0) {
@@ -207,6 +209,29 @@ struct FormatDescriptor {
     // nullptr where qemu-img's driver has no bdrv_measure ("does not support size measurement").
     // Code, not data: the hooks run in the host process on trusted inputs only.
     const MeasureHooks* measure = nullptr;
+
+    // What qemu's driver reads from the image's options when it opens or amends one (ABI 7), so
+    // that core names no format for them (docs/plugins.md, "Keys, headers and amend").
+    // The runtime option naming the --object secret that unlocks an image of the format
+    // ("key-secret": luks; "encrypt.key-secret": qcow2), or nullptr. An image name's options and its
+    // backing.[...] levels are searched for every installed plugin's secret option.
+    const char* secret_option = nullptr;
+    // The first qemu-img profile whose driver takes a detached header in a file of its own
+    // (`driver=FMT,header.filename=...`: luks from qemu 9.0), or 0. The header file is opened like
+    // the image (path policy) and attached to the image's guest runs as its first file.
+    std::uint32_t detached_header_since = 0;
+    // amend's -o table (the driver's amend_opts, in qemu's QemuOptsList order: the order its
+    // image-dependent refusals follow), or nullptr: "Format driver 'X' does not support option
+    // amendment". Printed by `amend -o help`.
+    const OptionDesc* amend_options = nullptr;
+    std::uint32_t amend_option_count = 0;
+    // The prefix of LUKS key-slot keys among the amend options (state, keyslot, old-secret,
+    // new-secret, iter-time), which core checks as qemu's QAPI visitor does and passes to the guest
+    // half as KeySlotArgs with the secrets they name (instar/guest/edit_amend.h); nullptr: none.
+    // "" (luks): every amend option is one and the check comes first; any other prefix ("encrypt.",
+    // qcow2): the driver meets them after its own options, so a failed check travels to the guest
+    // half to be reported in its turn.
+    const char* amend_keyslot_prefix = nullptr;
 };
 
 static_assert(std::is_trivially_copyable_v<FormatDescriptor> && std::is_aggregate_v<FormatDescriptor>,
@@ -218,7 +243,7 @@ using FormatPluginFactoryFn = const FormatDescriptor*();
 } // namespace instar
 
 #define INSTAR_PLUGIN_ABI_SYMBOL "instar_plugin_abi_version"
-#define INSTAR_PLUGIN_FACTORY_SYMBOL "instar_format_plugin_v6"
+#define INSTAR_PLUGIN_FACTORY_SYMBOL "instar_format_plugin_v7"
 
 // Exports a plugin's two symbols. Use once, at namespace scope, in the plugin's registration file:
 //   INSTAR_DECLARE_PLUGIN(my_fmt::descriptor)   where descriptor() returns const FormatDescriptor*.
@@ -228,5 +253,5 @@ using FormatPluginFactoryFn = const FormatDescriptor*();
     inline std::uint32_t abi_version() noexcept { return ::instar::INSTAR_PLUGIN_ABI_VERSION; }   \
     inline const ::instar::FormatDescriptor* make() noexcept { return factory(); }                \
     BOOST_DLL_ALIAS(instar_plugin_export::abi_version, instar_plugin_abi_version)                 \
-    BOOST_DLL_ALIAS(instar_plugin_export::make, instar_format_plugin_v6)                          \
+    BOOST_DLL_ALIAS(instar_plugin_export::make, instar_format_plugin_v7)                          \
     }

@@ -61,52 +61,9 @@ constexpr std::string_view LONG_OPTIONS_INSTAR[] = {"allow-path", "unsafe-quirks
 
 constexpr auto H = OptionPolicy::Honoured;
 
-// qcow2's amend_opts (qcow2_amend_opts), in qemu's QemuOptsList order: the order its amend
-// function meets the keys in, so the order of its image-dependent refusals.
-const OptionDesc QCOW2_AMEND_OPTIONS[] = {
-    {"encrypt.state", OptionType::String, nullptr, "Select new state of affected keyslots (active/inactive)", H,
-     nullptr, nullptr, 0, 0},
-    {"encrypt.keyslot", OptionType::Number, nullptr, "Select a single keyslot to modify explicitly", H, nullptr,
-     nullptr, 0, 0},
-    {"encrypt.old-secret", OptionType::String, nullptr, "Select all keyslots that match this password", H, nullptr,
-     nullptr, 0, 0},
-    {"encrypt.new-secret", OptionType::String, nullptr,
-     "New secret to set in the matching keyslots. Empty string to erase", H, nullptr, nullptr, 0, 0},
-    {"encrypt.iter-time", OptionType::Number, nullptr, "Time to spend in PBKDF in milliseconds", H, nullptr, nullptr,
-     0, 0},
-    {"size", OptionType::Size, nullptr, "Virtual disk size", H, nullptr, nullptr, 0, 0},
-    {"compat", OptionType::String, nullptr, "Compatibility level (v2 [0.10] or v3 [1.1])", H, nullptr, nullptr, 0,
-     0},
-    {"backing_file", OptionType::String, nullptr, "File name of a base image", H, nullptr, nullptr, 0, 0},
-    {"backing_fmt", OptionType::String, nullptr, "Image format of the base image", H, nullptr, nullptr, 0, 0},
-    {"data_file", OptionType::String, nullptr, "File name of an external data file", H, nullptr, nullptr, 0, 0},
-    {"data_file_raw", OptionType::Bool, nullptr, "The external data file must stay valid as a raw image", H, nullptr,
-     nullptr, 0, 0},
-    {"lazy_refcounts", OptionType::Bool, nullptr, "Postpone refcount updates", H, nullptr, nullptr, 0, 0},
-    {"refcount_bits", OptionType::Number, nullptr, "Width of a reference count entry in bits", H, nullptr, nullptr,
-     0, 0},
-};
-
-// The formats whose qemu driver has bdrv_amend_options, with their amend tables.
-// luks's amend_opts (block_crypto_amend_opts_luks): the key-slot options without the prefix.
-const OptionDesc LUKS_AMEND_OPTIONS[] = {
-    {"state", OptionType::String, nullptr, "Select new state of affected keyslots (active/inactive)", H, nullptr,
-     nullptr, 0, 0},
-    {"keyslot", OptionType::Number, nullptr, "Select a single keyslot to modify explicitly", H, nullptr, nullptr, 0,
-     0},
-    {"old-secret", OptionType::String, nullptr, "Select all keyslots that match this password", H, nullptr, nullptr,
-     0, 0},
-    {"new-secret", OptionType::String, nullptr, "New secret to set in the matching keyslots. Empty string to erase",
-     H, nullptr, nullptr, 0, 0},
-    {"iter-time", OptionType::Number, nullptr, "Time to spend in PBKDF in milliseconds", H, nullptr, nullptr, 0, 0},
-};
-
-std::span<const OptionDesc> amend_table(std::string_view format) {
-    if (format == "qcow2")
-        return QCOW2_AMEND_OPTIONS;
-    if (format == "luks")
-        return LUKS_AMEND_OPTIONS;
-    return {};
+// The format's amend table (FormatDescriptor::amend_options; empty: no bdrv_amend_options).
+std::span<const OptionDesc> amend_table(const LoadedPlugin& plugin) {
+    return {plugin->amend_options, plugin->amend_option_count};
 }
 
 constexpr const char* SIZE_HINT = "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\n"
@@ -245,9 +202,10 @@ int cmd_amend(Context& ctx, std::span<const std::string> args) {
         }
     };
     auto print_help_for = [&](const std::string& format) -> int {
-        if (!ctx.plugins().find(format))
+        const LoadedPlugin* plugin = ctx.plugins().find(format);
+        if (!plugin)
             return report_error(ctx, unknown_format(format));
-        const auto table = amend_table(format);
+        const auto table = amend_table(*plugin);
         if (table.empty())
             return report_error(ctx, "Format driver '" + format + "' does not support option amendment");
         print_amend_help(ctx.out, format, table);
@@ -331,7 +289,7 @@ int cmd_amend(Context& ctx, std::span<const std::string> args) {
         EndLine end{progress};
         return print_help_for(format);
     }
-    const auto table = amend_table(format);
+    const auto table = amend_table(*link.plugin);
     if (table.empty()) {
         EndLine end{progress};
         return report_error(ctx, "Format driver '" + format + "' does not support option amendment");
@@ -349,21 +307,24 @@ int cmd_amend(Context& ctx, std::span<const std::string> args) {
         return 1;
     }
 
-    // luks's amend options are all key-slot ones (qemu's block_crypto_amend_options_luks).
+    // LUKS key-slot changes (FormatDescriptor::amend_keyslot_prefix). With no prefix every amend
+    // option is one and qemu checks them first (block_crypto_amend_options_luks); under a prefix
+    // (qcow2's encrypt.*) qemu checks them (QAPI) only when it gets to the encryption update, after
+    // its option loop and the upgrade, so a failed check travels to the guest.
     std::optional<KeySlotAmend> keyslots;
-    if (format == "luks") {
+    const char* const keyslot_prefix = (*link.plugin)->amend_keyslot_prefix;
+    const std::string prefix = keyslot_prefix ? keyslot_prefix : "";
+    if (keyslot_prefix && prefix.empty()) {
         auto k = keyslot_amend(items, "", vm);
         if (!k) {
             EndLine end{progress};
             return report_error(ctx, k.error());
         }
         keyslots = std::move(*k);
-    } else if (format == "qcow2" && std::any_of(items.begin(), items.end(), [](const OptionItem& item) {
-                   return item.key.rfind("encrypt.", 0) == 0;
+    } else if (keyslot_prefix && std::any_of(items.begin(), items.end(), [&](const OptionItem& item) {
+                   return item.key.rfind(prefix, 0) == 0;
                })) {
-        // qcow2's encrypt.* keys: qemu checks them (QAPI) only when it gets to the encryption update,
-        // after its option loop and the upgrade, so a failed check travels to the guest.
-        auto k = keyslot_amend(items, "encrypt.", vm);
+        auto k = keyslot_amend(items, prefix, vm);
         keyslots = k ? std::move(*k) : keyslot_error(k.error());
     }
     guest::AmendArgs a{};
@@ -400,9 +361,6 @@ int cmd_amend(Context& ctx, std::span<const std::string> args) {
         a.given |= guest::AMEND_REFCOUNT_BITS;
         a.refcount_bits = std::strtoull(v->c_str(), nullptr, 0);
     }
-    for (const auto& item : items)
-        if (item.key.rfind("encrypt.", 0) == 0)
-            a.given |= guest::AMEND_ENCRYPT;
     if (keyslots)
         a.given |= guest::AMEND_ENCRYPT;
     if (vm.count("force"))

@@ -35,6 +35,14 @@ std::optional<std::string> check_descriptor(const FormatDescriptor* d) {
         if (static_cast<std::uint8_t>(d->options[i].policy) > OPTION_POLICY_LAST)
             return "option " + std::to_string(i) + " has an unknown policy (a plugin for a newer SDK)";
     }
+    if (d->amend_option_count > MAX_PLUGIN_OPTIONS || (d->amend_option_count && !d->amend_options))
+        return "bad amend option table";
+    for (std::uint32_t i = 0; i < d->amend_option_count; ++i)
+        if (!d->amend_options[i].key || !d->amend_options[i].help ||
+            static_cast<std::uint8_t>(d->amend_options[i].policy) > OPTION_POLICY_LAST)
+            return "amend option " + std::to_string(i) + " lacks a key or help text, or has an unknown policy";
+    if (d->secret_option && !*d->secret_option)
+        return "empty secret option name";
     if (d->probe_rule_count > MAX_PLUGIN_PROBE_RULES || (d->probe_rule_count && !d->probe_rules))
         return "bad probe rule table";
     for (std::uint32_t i = 0; i < d->probe_rule_count; ++i) {
