@@ -126,3 +126,16 @@ TEST_CASE("the descriptor check refuses measure hooks without functions or with 
     REQUIRE(check_descriptor(&d).has_value());
     CHECK(check_descriptor(&d)->find("unknown measure hook flags") != std::string::npos);
 }
+
+TEST_CASE("the descriptor check takes only qemu's secret keys and well-formed amend tables") {
+    FormatDescriptor d = minimal_descriptor();
+    d.secret_option = "encrypt.key-secret";
+    CHECK_FALSE(check_descriptor(&d).has_value());
+    d.secret_option = "password"; // instar's image-name parser would refuse it before the probe
+    REQUIRE(check_descriptor(&d).has_value());
+    CHECK(check_descriptor(&d)->find("secret option") != std::string::npos);
+    d.secret_option = nullptr;
+    d.amend_option_count = 1; // a count without a table
+    REQUIRE(check_descriptor(&d).has_value());
+    CHECK(check_descriptor(&d)->find("amend option table") != std::string::npos);
+}

@@ -79,3 +79,23 @@ TEST_CASE("quote_given puts the user's name back into open errors") {
     auto plain = parse_image_name("m.q", true);
     CHECK(quote_given(*plain, "Could not open 'm.q': x") == "Could not open 'm.q': x");
 }
+
+TEST_CASE("detached headers: taken where the driver's plugin has one, refused by name otherwise") {
+    // A stand-in for header_drivers(registry): luks takes one from qemu 9.0.
+    const HeaderDrivers headers = [](std::string_view driver) -> std::uint32_t {
+        return driver == "luks" ? instar::qemu_version(9, 0) : 0;
+    };
+    const std::string luks = "driver=luks,header.driver=file,header.filename=h.img,file.filename=d.img";
+    auto n = parse_image_opts(luks, false, headers);
+    REQUIRE(n);
+    CHECK(*n->header == "h.img");
+    CHECK(n->header_since == instar::qemu_version(9, 0));
+    header_in_profile(*n, instar::qemu_version(7, 2)); // 7.2 has no header=: refused after the open
+    CHECK(!n->header);
+    CHECK(*n->unsupported_option == "header.filename");
+    // A command that opens no header, and a driver that takes none: qemu names header.filename
+    // (not header.driver, the first key) for any driver.
+    CHECK(parse_image_opts(luks).error() == "Block format 'luks' does not support the option 'header.filename'");
+    CHECK(parse_image_opts("driver=qcow2,header.driver=file,header.filename=h,file.filename=d", false, headers)
+              .error() == "Block format 'qcow2' does not support the option 'header.filename'");
+}

@@ -116,7 +116,7 @@ int cmd_compare(Context& ctx, std::span<const std::string> args) {
     }
     // file:, json:{...} and --image-opts name local files only (cli/image_name.h, docs/info.md).
     const std::string given1 = parsed->positional[0], given2 = parsed->positional[1];
-    constexpr bool detached = true; // luks's header= (header_in_profile)
+    const HeaderDrivers detached = header_drivers(ctx.plugins()); // detached headers (header_in_profile)
     auto name1 = image_opts ? parse_image_opts(given1, false, detached) : parse_image_name(given1, true, false, detached);
     if (!name1) {
         report_error(ctx, "Could not open '" + given1 + "': " + name1.error());

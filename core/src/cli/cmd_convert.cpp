@@ -321,7 +321,7 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
         const std::string& given = pos[i];
         if (source_image_opts && spec.source_format)
             return fail("--image-opts and --format are mutually exclusive");
-        constexpr bool detached = true; // luks's header= (header_in_profile)
+        const HeaderDrivers detached = header_drivers(ctx.plugins()); // detached headers (header_in_profile)
         auto name = source_image_opts ? parse_image_opts(given, false, detached)
                                       : parse_image_name(given, true, false, detached);
         if (!name)

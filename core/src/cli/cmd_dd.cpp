@@ -228,7 +228,7 @@ int cmd_dd(Context& ctx, std::span<const std::string> args) {
     const bool image_opts = has("image-opts");
     if (image_opts && has("format"))
         return report_error(ctx, "--image-opts and --format are mutually exclusive");
-    constexpr bool detached = true; // luks's header= (header_in_profile)
+    const HeaderDrivers detached = header_drivers(ctx.plugins()); // detached headers (header_in_profile)
     auto in_name =
         image_opts ? parse_image_opts(*input, false, detached) : parse_image_name(*input, true, false, detached);
     if (!in_name)

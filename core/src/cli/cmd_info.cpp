@@ -95,7 +95,7 @@ int cmd_info(Context& ctx, std::span<const std::string> args) {
         return report_error(ctx, "--image-opts and --format are mutually exclusive");
     // A plain name, file:NAME, json:{...}, or with --image-opts an option list: local files only.
     const std::string& given = parsed->positional[0];
-    constexpr bool detached = true; // luks's header= (header_in_profile)
+    const HeaderDrivers detached = header_drivers(ctx.plugins()); // detached headers (header_in_profile)
     auto name = image_opts ? parse_image_opts(given, false, detached) : parse_image_name(given, true, false, detached);
     if (!name)
         return report_error(ctx, "Could not open '" + given + "': " + name.error());

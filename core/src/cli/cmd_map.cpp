@@ -186,7 +186,7 @@ int cmd_map(Context& ctx, std::span<const std::string> in_args) {
     if (!secrets)
         return report_error(ctx, secrets.error());
     // file:, json:{...} and --image-opts name local files only (cli/image_name.h, docs/info.md).
-    constexpr bool detached = true; // luks's header= (header_in_profile)
+    const HeaderDrivers detached = header_drivers(ctx.plugins()); // detached headers (header_in_profile)
     auto name = image_opts ? parse_image_opts(given, false, detached) : parse_image_name(given, true, false, detached);
     if (!name)
         return report_error(ctx, "Could not open '" + given + "': " + name.error());

@@ -86,8 +86,6 @@ bool known_driver(std::string_view name) {
     return std::find(std::begin(QEMU_DRIVERS), std::end(QEMU_DRIVERS), name) != std::end(QEMU_DRIVERS);
 }
 
-// Drivers with compressed writes (block_driver_can_compress): rebase -c refuses the others.
-bool can_compress(std::string_view format) { return format == "qcow2" || format == "vmdk" || format == "qcow"; }
 
 // qemu-img 7.2's getopt string has no 'c': "-c" (alone or in a cluster) is an unknown option there.
 std::optional<std::string> short_c_in_72(std::span<const std::string> args) {
@@ -291,7 +289,9 @@ int cmd_rebase(Context& ctx, std::span<const std::string> args) {
     const ChainLink& top = chain.links.front();
     const std::string& format = top.node.format;
 
-    if (has("compress") && !can_compress(format))
+    // Drivers with compressed writes (block_driver_can_compress: CAP_CONVERT_COMPRESS): rebase -c
+    // refuses the others.
+    if (has("compress") && !((*top.plugin)->capabilities & CAP_CONVERT_COMPRESS))
         return fail("Compression not supported for this file format");
     if (backing_fmt && !known_driver(*backing_fmt))
         return fail("Invalid format name: '" + *backing_fmt + "'");

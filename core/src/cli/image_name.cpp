@@ -3,6 +3,7 @@
 
 #include "options/option_list.h"
 #include "output/qemu_format.h"
+#include "plugins/secret_options.h"
 
 #include <instar/plugin.h>
 
@@ -33,9 +34,8 @@ constexpr std::string_view IGNORED_OPTIONS[] = {
     "file.read-only",     "file.auto-read-only", "file.force-share",   "file.discard",     "file.detect-zeroes",
 };
 
-// qemu's strong runtime options instar accepts and ignores: secrets (info reads LUKS headers
-// without a passphrase). They still make qemu print a json: filename.
-constexpr std::string_view STRONG_SECRETS[] = {"encrypt.key-secret", "key-secret"};
+// qemu's strong runtime options instar takes (QEMU_SECRET_OPTIONS: secrets, which info does not
+// need). They still make qemu print a json: filename.
 // backing.…: secrets for images this many levels down at most (a user's own name, but each level is
 // an element of ImageName::backing_strong): the chain itself is bounded far lower (MAX_CHAIN_DEPTH).
 constexpr std::size_t MAX_BACKING_SECRET_DEPTH = 64;
@@ -99,7 +99,7 @@ bool flatten(const boost::json::object& o, const std::string& prefix, Flat& out,
 }
 
 // The flattened option tree -> the file to open, as bdrv_open reads driver/file/filename.
-Expected<ImageName> interpret(Flat opts, const std::string& given, bool backing_secrets, bool detached_header) {
+Expected<ImageName> interpret(Flat opts, const std::string& given, bool backing_secrets, const HeaderDrivers& headers) {
     ImageName out;
     out.given = given;
     out.from_options = true;
@@ -145,22 +145,25 @@ Expected<ImageName> interpret(Flat opts, const std::string& given, bool backing_
     }
     for (auto ignored : IGNORED_OPTIONS)
         opts.erase(std::string(ignored));
-    // luks's `header` (qemu 9.0+): a detached LUKS header in a file of its own (header.filename, a
-    // file node). Without it (qemu 7.2, or a command that does not open it) the key is left over,
-    // and qemu 7.2 names header.filename in its refusal whatever else the node has.
-    if (driver && *driver == "luks") {
+    // A detached header (luks from qemu 9.0) in a file of its own (header.filename, a file node).
+    // Without it (a driver that takes none, an older profile, or a command that does not open it)
+    // the key is left over, and qemu names header.filename in its refusal whatever else the node
+    // has, for any driver (header.driver too is the child's).
+    if (driver) {
         const auto file = opts.find("header.filename");
         const auto proto = opts.find("header.driver");
-        if (detached_header && file != opts.end() && (proto == opts.end() || proto->second == "file")) {
+        const std::uint32_t since = file != opts.end() && headers ? headers(*driver) : 0;
+        if (since != 0 && (proto == opts.end() || proto->second == "file")) {
             out.header = file->second;
+            out.header_since = since;
             opts.erase(file);
             if (proto != opts.end())
                 opts.erase(proto);
         } else if (file != opts.end() && opts.begin()->first.rfind("header.", 0) == 0) {
-            return Error{"Block format 'luks' does not support the option 'header.filename'"};
+            return Error{"Block format '" + *driver + "' does not support the option 'header.filename'"};
         }
     }
-    for (auto secret : STRONG_SECRETS)
+    for (auto secret : QEMU_SECRET_OPTIONS)
         if (auto it = opts.find(std::string(secret)); it != opts.end()) {
             out.strong[std::string(secret)] = it->second;
             opts.erase(it);
@@ -171,7 +174,7 @@ Expected<ImageName> interpret(Flat opts, const std::string& given, bool backing_
         std::size_t depth = 0;
         for (constexpr std::string_view B = "backing."; key.substr(0, B.size()) == B; key.remove_prefix(B.size()))
             ++depth;
-        const bool secret = std::find(std::begin(STRONG_SECRETS), std::end(STRONG_SECRETS), key) != std::end(STRONG_SECRETS);
+        const bool secret = std::find(std::begin(QEMU_SECRET_OPTIONS), std::end(QEMU_SECRET_OPTIONS), key) != std::end(QEMU_SECRET_OPTIONS);
         if (depth == 0 || !secret || depth > MAX_BACKING_SECRET_DEPTH) {
             ++it;
             continue;
@@ -272,8 +275,15 @@ std::string quote_given(const ImageName& name, const std::string& message) {
     return "Could not open '" + name.given + "'" + message.substr(quoted.size());
 }
 
+HeaderDrivers header_drivers(const PluginRegistry& plugins) {
+    return [&plugins](std::string_view driver) -> std::uint32_t {
+        const LoadedPlugin* p = plugins.find(driver);
+        return p && driver == (*p)->name ? (*p)->detached_header_since : 0;
+    };
+}
+
 void header_in_profile(ImageName& name, std::uint32_t profile_version) {
-    if (!name.header || profile_version >= qemu_version(9, 0))
+    if (!name.header || profile_version >= name.header_since)
         return;
     name.header.reset();
     name.unsupported_option = "header.filename";
@@ -287,7 +297,7 @@ std::string protocol_prefix(std::string_view name) {
 }
 
 Expected<ImageName> parse_image_name(std::string_view name, bool allow_json, bool backing_secrets,
-                                     bool detached_header) {
+                                     const HeaderDrivers& headers) {
     if (allow_json && name.rfind("json:", 0) == 0) {
         boost::system::error_code ec;
         const boost::json::value v = boost::json::parse(name.substr(5), ec);
@@ -302,7 +312,7 @@ Expected<ImageName> parse_image_name(std::string_view name, bool allow_json, boo
         std::string error;
         if (!flatten(v.get_object(), "", flat, error))
             return Error{error};
-        return interpret(std::move(flat), std::string(name), backing_secrets, detached_header);
+        return interpret(std::move(flat), std::string(name), backing_secrets, headers);
     }
     auto path = local_path(name);
     if (!path)
@@ -314,7 +324,7 @@ Expected<ImageName> parse_image_name(std::string_view name, bool allow_json, boo
     return out;
 }
 
-Expected<ImageName> parse_image_opts(std::string_view text, bool backing_secrets, bool detached_header) {
+Expected<ImageName> parse_image_opts(std::string_view text, bool backing_secrets, const HeaderDrivers& headers) {
     // QemuOpts: key=value pairs separated by ','; ",," is a literal comma; a first element without
     // '=' is the implied key (`file` for block devices); a later one is a flag, KEY=on (noKEY: KEY=off),
     // with qemu's deprecation warning.
@@ -360,7 +370,7 @@ Expected<ImageName> parse_image_opts(std::string_view text, bool backing_secrets
     }
     if (!text.empty())
         finish();
-    auto out = interpret(std::move(flat), std::string(text), backing_secrets, detached_header);
+    auto out = interpret(std::move(flat), std::string(text), backing_secrets, headers);
     if (out)
         out->warnings.insert(out->warnings.begin(), warnings.begin(), warnings.end());
     return out;

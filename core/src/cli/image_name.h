@@ -9,11 +9,13 @@
 // docs/usage.md, "Image names").
 #pragma once
 
+#include "plugins/registry.h"
 #include "util/expected.h"
 
 #include <boost/json/object.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -41,10 +43,21 @@ struct ImageName {
     // Only parsed for the commands that open the chain with them (`backing_secrets`, rebase).
     std::vector<boost::json::object> backing_strong;
     std::vector<std::string> warnings; // qemu's warnings about the options, to print first
-    // driver=luks with header.filename (qemu 9.0+): the file holding a detached LUKS header, opened
-    // beside the image (InfoOptions::header). Parsed only when the caller asks (detached_header).
+    // driver=FMT with header.filename, FMT a format whose plugin takes a detached header (luks, from
+    // qemu 9.0): the file holding it, opened beside the image (InfoOptions::header). Parsed only
+    // when the caller asks (HeaderDrivers); `header_since` is the driver's first profile with it.
     std::optional<std::string> header;
+    std::uint32_t header_since = 0;
 };
+
+// For the commands that open a detached header: the first qemu-img profile whose `driver` takes
+// one (FormatDescriptor::detached_header_since), 0 for a driver that takes none. An empty function:
+// the command opens none.
+using HeaderDrivers = std::function<std::uint32_t(std::string_view driver)>;
+
+// The installed plugins' detached headers (a driver's plugin is loaded only when a name has
+// header.filename with driver= naming it).
+HeaderDrivers header_drivers(const PluginRegistry& plugins);
 
 // The name qemu prints for the image ("image:" line, "filename"): the file's name, or with strong
 // options qemu's json: filename built from them (bdrv_refresh_filename), `format` the image's.
@@ -61,8 +74,9 @@ std::string quote_given(const ImageName& name, const std::string& message);
 // know the format: then "The image's format does not support ..." (docs/quirks.md).
 std::string unsupported_option_error(const ImageName& name, const std::optional<std::string>& format);
 
-// luks's header= exists from qemu 9.0: under an older profile a parsed `header` becomes the option
-// qemu 7.2 refuses after opening the image (unsupported_option "header.filename").
+// A detached header exists from its driver's `header_since` (luks: qemu 9.0): under an older
+// profile a parsed `header` becomes the option qemu 7.2 refuses after opening the image
+// (unsupported_option "header.filename").
 void header_in_profile(ImageName& name, std::uint32_t profile_version);
 
 // qemu's path_has_protocol: "PROTO:rest" with no '/' before the first ':'. Returns PROTO, or "".
@@ -73,13 +87,13 @@ std::string protocol_prefix(std::string_view name);
 // (callers add what their command prints), e.g. "Unknown protocol 'a'".
 // `backing_secrets`: accept secrets for the backing chain (ImageName::backing_strong); without it
 // they are refused as every other backing.* option.
-// `detached_header`: take luks's header.filename (ImageName::header), for the commands that open it
-// under a profile that has it (qemu 9.0+); otherwise the key is refused as qemu 7.2 refuses it.
+// `headers`: take header.filename (ImageName::header) where the driver has a detached header, for
+// the commands that open one; otherwise the key is refused as qemu refuses it for any driver.
 Expected<ImageName> parse_image_name(std::string_view name, bool allow_json, bool backing_secrets = false,
-                                     bool detached_header = false);
+                                     const HeaderDrivers& headers = {});
 
 // --image-opts: the filename argument is a QemuOpts option list (",," escapes a comma).
 Expected<ImageName> parse_image_opts(std::string_view opts, bool backing_secrets = false,
-                                     bool detached_header = false);
+                                     const HeaderDrivers& headers = {});
 
 } // namespace instar::cli

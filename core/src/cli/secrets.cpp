@@ -3,6 +3,7 @@
 
 #include "ops/map_op.h"
 #include "options/option_list.h"
+#include "plugins/secret_options.h"
 
 #include <nettle/aes.h>
 #include <nettle/cbc.h>
@@ -197,17 +198,16 @@ Expected<std::optional<std::string>> secret_for(const SecretStore& store, const 
 
 std::optional<std::string> secret_id(const boost::json::object& strong) {
     std::optional<std::string> id;
-    for (const char* key : {"key-secret", "encrypt.key-secret"})
+    for (const std::string_view key : QEMU_SECRET_OPTIONS)
         if (const auto* v = strong.if_contains(key); v && v->is_string())
             id = std::string(v->as_string());
     return id;
 }
 
-std::optional<std::string> secret_id(const boost::json::object& strong, const std::string& format) {
-    const char* only = format == "qcow2" ? "encrypt.key-secret" : format == "luks" ? "key-secret" : nullptr;
-    if (only == nullptr)
+std::optional<std::string> secret_id(const boost::json::object& strong, const char* option) {
+    if (option == nullptr)
         return secret_id(strong);
-    if (const auto* v = strong.if_contains(only); v && v->is_string())
+    if (const auto* v = strong.if_contains(option); v && v->is_string())
         return std::string(v->as_string());
     return std::nullopt;
 }
@@ -216,15 +216,16 @@ std::optional<std::string> secret_id(const ImageName& name) { return secret_id(n
 
 std::vector<BackingKey> backing_keys_named(const boost::program_options::variables_map& vm, const ImageName& name) {
     const auto store = command_secrets(vm); // (an --object error is reported before any open)
-    auto named = [&](const boost::json::object& level, const char* format) -> std::optional<BackingKey::Named> {
-        auto id = secret_id(level, format);
-        if (!id)
-            return std::nullopt;
-        return BackingKey::Named{*id, store && store->lookup(*id).ok()};
-    };
     std::vector<BackingKey> keys;
-    for (const auto& level : name.backing_strong)
-        keys.push_back(BackingKey{named(level, "luks"), named(level, "qcow2")});
+    for (const auto& level : name.backing_strong) {
+        BackingKey k;
+        for (const std::string_view key : QEMU_SECRET_OPTIONS)
+            if (const auto* v = level.if_contains(key); v && v->is_string()) {
+                const std::string id(v->as_string());
+                k.named.emplace_back(std::string(key), BackingKey::Named{id, store && store->lookup(id).ok()});
+            }
+        keys.push_back(std::move(k));
+    }
     return keys;
 }
 
@@ -257,10 +258,11 @@ OpenKey open_key(const boost::program_options::variables_map& vm, const ImageNam
 std::string missing_key(std::string error, const OpenKey& key) {
     if (!key.missing)
         return error;
-    for (const std::string param : {"Parameter 'key-secret' is required for cipher",
-                                    "Parameter 'encrypt.key-secret' is required for cipher"})
+    for (const std::string_view option : QEMU_SECRET_OPTIONS) {
+        const std::string param = "Parameter '" + std::string(option) + "' is required for cipher";
         if (const auto at = error.find(param); at != std::string::npos)
             return error.replace(at, param.size(), "No secret with id '" + *key.missing + "'");
+    }
     return error;
 }
 
@@ -282,9 +284,9 @@ Expected<std::optional<std::string>> unlock_for_command(const boost::program_opt
 }
 
 BackingSecretFn backing_secret_fn(const SecretStore& store, const ImageName& name) {
-    return [&store, &name](std::size_t depth, const std::string& format) {
+    return [&store, &name](std::size_t depth, const char* secret_option) {
         const auto& levels = name.backing_strong;
-        return secret_for(store, depth <= levels.size() ? secret_id(levels[depth - 1], format) : std::nullopt);
+        return secret_for(store, depth <= levels.size() ? secret_id(levels[depth - 1], secret_option) : std::nullopt);
     };
 }
 

@@ -37,8 +37,8 @@ private:
 // All --object arguments of a command, in order.
 Expected<SecretStore> parse_objects(const std::vector<std::string>& objdefs);
 
-// The secret an image name's options point at: `key-secret` (luks) or `encrypt.key-secret`
-// (qcow2), looked up; nullopt when the name has neither.
+// The secret an image name's options point at (one of QEMU_SECRET_OPTIONS: key-secret,
+// encrypt.key-secret), looked up; nullopt when the name has neither.
 Expected<std::optional<std::string>> secret_for(const SecretStore& store, const std::optional<std::string>& id);
 
 // The one way every command that opens an image finds its secret (docs/architecture.md, "Secrets"):
@@ -52,9 +52,9 @@ Expected<std::optional<std::string>> image_secret(const SecretStore& store, cons
 std::optional<std::string> secret_id(const ImageName& name);
 // The same for one node's strong options (ImageName::strong, or a backing_strong level).
 std::optional<std::string> secret_id(const boost::json::object& strong);
-// Only the option `format`'s driver reads (qcow2: encrypt.key-secret, luks: key-secret; others:
-// either): qemu opening a qcow2 backing file named with backing.key-secret finds no key for it.
-std::optional<std::string> secret_id(const boost::json::object& strong, const std::string& format);
+// Only `option`, the key the image's driver reads (its plugin's FormatDescriptor::secret_option;
+// nullptr: either): qemu opening a qcow2 backing file named with backing.key-secret finds no key.
+std::optional<std::string> secret_id(const boost::json::object& strong, const char* option);
 // Element d-1: what backing level d names for its key (InfoOptions::backing_keys).
 std::vector<BackingKey> backing_keys_named(const boost::program_options::variables_map& vm, const ImageName& name);
 
@@ -83,10 +83,9 @@ Expected<std::optional<std::string>> unlock_for_command(const boost::program_opt
                                   std::uint32_t qemu_version);
 
 // The secret of the encrypted backing image `depth` levels down as `name`'s backing.[…]key-secret
-// / encrypt.key-secret names it for `format` (ops/map_op.h's BackingSecretFn); `store` and `name`
-// outlive it.
-std::function<Expected<std::optional<std::string>>(std::size_t, const std::string&)>
-backing_secret_fn(const SecretStore& store, const ImageName& name);
+// / encrypt.key-secret names it under the key its driver reads (ops/info_op.h's BackingSecretFn);
+// `store` and `name` outlive it.
+BackingSecretFn backing_secret_fn(const SecretStore& store, const ImageName& name);
 
 // unlock_for_command for the whole chain an edit command opened (snapshot, resize, amend): qemu
 // unlocks every encrypted image's key as it opens the chain, each backing image with the key its

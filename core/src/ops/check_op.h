@@ -27,7 +27,7 @@ struct CheckOptions {
     std::optional<std::string> secret; // the image's (--object secret): qemu unlocks its key first
     // The secret of the encrypted backing image `depth` levels down (format: its driver), named by
     // backing.[…]encrypt.key-secret / key-secret: qemu opens the chain with every key. Unset: none.
-    std::function<Expected<std::optional<std::string>>(std::size_t depth, const std::string& format)> backing_secret;
+    BackingSecretFn backing_secret;
     std::vector<BackingKey> backing_keys; // what the levels name for keys (InfoOptions's)
 };
 

@@ -43,7 +43,7 @@ struct CommitSpec {
     // The secret for the encrypted image `depth` levels below the top (the --object secret its
     // backing.[…]encrypt.key-secret / key-secret names, as `format` reads it), or qemu's lookup
     // error ("No secret with id 'ID'"). Empty: no secrets for the backing chain.
-    std::function<Expected<std::optional<std::string>>(std::size_t depth, const std::string& format)> backing_secret;
+    BackingSecretFn backing_secret;
     std::vector<BackingKey> backing_keys; // what the levels name for keys (InfoOptions's)
 };
 

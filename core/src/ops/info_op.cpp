@@ -279,9 +279,12 @@ Expected<bool> open_chain(const InfoOptions& opts, const PluginRegistry& plugins
         ChainLink& link = chain.links.back();
         const bool top_link = chain.links.size() == 1;
         const std::size_t depth = chain.links.size() - 1;
-        static const BackingKey NONE;
-        const auto& key = (depth >= 1 && depth <= opts.backing_keys.size() ? opts.backing_keys[depth - 1] : NONE)
-                              .for_format(format);
+        // The key the level's driver reads (its plugin's secret_option; unknown before a probe: either).
+        const LoadedPlugin* level_plugin = format ? plugins.find(*format) : nullptr;
+        const std::optional<BackingKey::Named> key =
+            depth >= 1 && depth <= opts.backing_keys.size()
+                ? opts.backing_keys[depth - 1].for_option(level_plugin ? (*level_plugin)->secret_option : nullptr)
+                : std::nullopt;
         const bool one_node = opts.backing_in_one_node;
         const bool without_key = top_link ? opts.opens_without_key : one_node && !(key && key->defined);
         auto inspected = inspect(opts, plugins, run_guest, *policy, link.image, name, format, &link.files,

@@ -30,24 +30,29 @@ using GuestInfoRunner = std::function<Expected<GuestInfoResult>(const std::vecto
                                                                 std::uint32_t flags, const OpenedFile& image,
                                                                 const std::vector<OpenedFile>& files)>;
 
-// What one backing level's options name for its key, as each driver reads them (luks: key-secret,
-// qcow2: encrypt.key-secret, any other: either), and whether --object defined that id.
+// What one backing level's options name for its key, and whether --object defined that id: each of
+// qemu's secret keys the level gives (QEMU_SECRET_OPTIONS), in that order.
 struct BackingKey {
     struct Named {
         std::string id;
         bool defined = false;
     };
-    std::optional<Named> luks;
-    std::optional<Named> qcow2;
-    // The one `format` reads (unknown before a probe: either, luks's first).
-    const std::optional<Named>& for_format(const std::optional<std::string>& format) const {
-        if (format && *format == "qcow2")
-            return qcow2;
-        if ((format && *format == "luks") || luks)
-            return luks;
-        return qcow2;
+    std::vector<std::pair<std::string, Named>> named; // (key, what it names)
+    // The one a driver reads: `option`, its plugin's FormatDescriptor::secret_option; nullptr (the
+    // format is unknown before a probe, or has no key) reads either, the first one named.
+    std::optional<Named> for_option(const char* option) const {
+        for (const auto& [key, n] : named)
+            if (option == nullptr || key == option)
+                return n;
+        return std::nullopt;
     }
 };
+
+// The secret of the encrypted backing image `depth` levels down, as the user named it under the key
+// its driver reads (`secret_option`, its plugin's FormatDescriptor::secret_option; nullptr: either
+// of qemu's): backing.[…]encrypt.key-secret / key-secret; nullopt when none was named.
+using BackingSecretFn =
+    std::function<Expected<std::optional<std::string>>(std::size_t depth, const char* secret_option)>;
 
 struct InfoOptions {
     std::string filename;

@@ -428,7 +428,7 @@ Expected<bool> assign_backing_secrets(OpenedChain& chain, const BackingSecretFn&
         ChainLink& link = chain.links[d];
         if (!link.node.encrypted.value_or(false))
             continue;
-        auto secret = secret_of(d, link.node.format);
+        auto secret = secret_of(d, link.plugin ? (*link.plugin)->secret_option : nullptr);
         if (!secret) {
             if (auto keys = unlock_chain(chain, d, top, sandbox, qemu_version, first); !keys)
                 return Error{keys.error()};

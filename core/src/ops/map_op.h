@@ -77,9 +77,6 @@ Expected<bool> unlock_image(const ChainLink& link, const std::optional<std::stri
 Expected<bool> unlock_chain(const OpenedChain& chain, std::size_t levels, const std::string& top,
                             const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version, std::size_t first = 0);
 
-// The secret of the encrypted backing image `depth` levels down (format: its driver), as the user
-// named it (backing.[…]encrypt.key-secret / key-secret); nullopt when none was named.
-using BackingSecretFn = std::function<Expected<std::optional<std::string>>(std::size_t depth, const std::string& format)>;
 
 // Sets the `secret` of each encrypted backing image of `chain` (links 1..) from `secret_of` (empty:
 // none named). A lookup that fails (no secret with that id) is reported as qemu's open reports it:

@@ -1,7 +1,11 @@
 // Validation of plugin descriptors (null pointers, bounded counts, well-formed names).
 #include "plugins/descriptor_check.h"
 
+#include "plugins/secret_options.h"
+
+#include <algorithm>
 #include <cstring>
+#include <iterator>
 
 namespace instar {
 namespace {
@@ -41,8 +45,9 @@ std::optional<std::string> check_descriptor(const FormatDescriptor* d) {
         if (!d->amend_options[i].key || !d->amend_options[i].help ||
             static_cast<std::uint8_t>(d->amend_options[i].policy) > OPTION_POLICY_LAST)
             return "amend option " + std::to_string(i) + " lacks a key or help text, or has an unknown policy";
-    if (d->secret_option && !*d->secret_option)
-        return "empty secret option name";
+    if (d->secret_option && std::find(std::begin(QEMU_SECRET_OPTIONS), std::end(QEMU_SECRET_OPTIONS),
+                                      std::string_view(d->secret_option)) == std::end(QEMU_SECRET_OPTIONS))
+        return "secret option is not one of qemu's (key-secret, encrypt.key-secret)";
     if (d->probe_rule_count > MAX_PLUGIN_PROBE_RULES || (d->probe_rule_count && !d->probe_rules))
         return "bad probe rule table";
     for (std::uint32_t i = 0; i < d->probe_rule_count; ++i) {
