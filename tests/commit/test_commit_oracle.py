@@ -131,6 +131,19 @@ GROWN_BASES = ["small_vmdk_base", "small_vpc_base", "small_vhdx_base"]
 SCENARIOS["data_file_base"] = two(base_opts=("-o", "data_file=ABS/b.data"))
 DATA_CASES += [("data_file_base", ["t.qcow2"])]
 SCENARIOS["vhdx_base"] = two(base_fmt="vhdx")
+# A compressed base (convert -c's, as cloud images come): the top writes part of a compressed cluster
+# (copied on write from its inflated bytes), whole ones, zeroes whole and partial ones, and writes
+# where the base has nothing; 4 KiB clusters share host clusters between compressed ones, and v2
+# has no zero clusters.
+COMPRESSED_BASE = ["write -c -P 0x11 0 64k", "write -c -P 0x12 64k 64k", "write -c -P 0x13 128k 64k",
+                   "write -c -P 0x14 1M 64k", "write -c -P 0x15 6M 64k", "write -c -P 0x16 2M 64k"]
+OVER_COMPRESSED = ["write -P 0x21 4k 4k", "write -P 0x22 64k 64k", "write -z 128k 64k", "write -z 1M 4k",
+                   "write -P 0x24 3M 64k", "write -P 0x25 6M 512"]
+SCENARIOS["compressed_base"] = two(base_data=COMPRESSED_BASE, top_data=OVER_COMPRESSED)
+SCENARIOS["compressed_base_4k_v2"] = two(("-o", "cluster_size=4k,compat=0.10"), ("-o", "compat=0.10"),
+                                         base_data=COMPRESSED_BASE, top_data=OVER_COMPRESSED)
+DATA_CASES += [("compressed_base", ["t.qcow2"]), ("compressed_base", ["-d", "t.qcow2"]),
+               ("compressed_base_4k_v2", ["t.qcow2"])]
 
 
 def vmdk_two(base_opts=()):

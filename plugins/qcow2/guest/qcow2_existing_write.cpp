@@ -7,6 +7,7 @@
 #include "qcow2_crypto_window.h"
 #include "qcow2_extensions.h"
 #include "qcow2_header.h"
+#include "qcow2_read_compressed.h"
 #include "qcow2_read_reason.h"
 #include "qcow2_reader.h"
 
@@ -74,7 +75,7 @@ public:
             uint64_t at = 0, e = 0, host = 0;
             if (const Status st = entry(offset, false, &at, &e, &host); st != Status::Ok)
                 return st;
-            if (mapped(e) && !(e & QCOW_OFLAG_ZERO)) {
+            if (mapped(e) && !(e & (QCOW_OFLAG_ZERO | QCOW_OFLAG_COMPRESSED))) {
                 if (run_len == 0 || host + in != run_host + run_len) {
                     if (run_len != 0)
                         if (const Status st = data_write(run_host, run_guest, run_src, run_len); st != Status::Ok)
@@ -203,6 +204,8 @@ public:
             alloc_.deallocate(xbuf_, ENCRYPT_CHUNK);
         }
         luks::delete_wiped(alloc_, cipher_);
+        if (compressed_ != nullptr)
+            guest::arena_delete(alloc_, compressed_);
         guest::arena_delete(alloc_, this);
     }
     // Encrypted images: the unlocked cipher (arena memory, owned from here on) and whether sectors
@@ -498,8 +501,13 @@ private:
         *at = l2 + index * 8;
         if (const Status st = l2_read(*at, e); st != Status::Ok)
             return st;
-        if (*e & QCOW_OFLAG_COMPRESSED)
-            return refuse("over compressed clusters of an existing qcow2 image");
+        if (*e & QCOW_OFLAG_COMPRESSED) {
+            // Rewritten by write_piece / zero_piece (qemu's copy-on-write of compressed clusters).
+            // qemu's writers never make them in an encrypted image or one with a data file.
+            if (cipher_ != nullptr || data_ != nullptr)
+                return refuse("over compressed clusters of an encrypted qcow2 image or one with a data file");
+            return Status::Ok;
+        }
         if (h_.version < 3 && (*e & QCOW_OFLAG_ZERO)) {
             ReasonText r;
             r.add("Zero cluster entry found in pre-v3 image (L2 offset: ").hex(l2).add(", L2 index: ").hex(index)
@@ -525,11 +533,104 @@ private:
         return Status::Ok;
     }
 
+    // A write into a compressed cluster (qemu's handle_copied / handle_alloc: compressed clusters are
+    // never written in place): a new cluster is counted, filled with the old cluster's inflated
+    // bytes and the new ones over them, the entry pointed at it, and then the compressed bytes'
+    // clusters freed. A kill before the entry changes leaks the new cluster; after it, at worst the
+    // old ones (the entry is written before their refcounts drop).
+    Status replace_compressed(uint64_t guest, uint64_t at, uint64_t e, const uint8_t* src, uint64_t n) {
+        const uint64_t in = guest & (cs_ - 1);
+        uint64_t fresh = 0;
+        if (const Status st = allocate(&fresh); st != Status::Ok) // (may use buf_: before it is filled)
+            return st;
+        const uint8_t* data = src;
+        if (n != cs_) {
+            if (compressed_ == nullptr) {
+                compressed_ = guest::arena_new<CompressedCache>(alloc_, dev_, alloc_, codecs_, h_.compression_type, cb_,
+                                                                reasons_);
+                if (compressed_ == nullptr)
+                    return Status::NoMemory;
+            }
+            const uint8_t* old = nullptr;
+            if (const Status st = compressed_->cluster(e, &old); st != Status::Ok)
+                return st;
+            __builtin_memcpy(buf_, old, static_cast<size_t>(cs_));
+            __builtin_memcpy(buf_ + in, src, static_cast<size_t>(n));
+            data = buf_;
+        }
+        if (const Status st = data_write(fresh, guest - in, data, cs_); st != Status::Ok)
+            return st;
+        if (fresh + cs_ > file_len_)
+            file_len_ = fresh + cs_;
+        if (const Status st = write64(at, fresh | QCOW_OFLAG_COPIED); st != Status::Ok)
+            return st;
+        return free_compressed(e);
+    }
+
+    // qcow2_free_any_cluster for a compressed entry: every host cluster its bytes touch (from the
+    // sector holding its first byte) loses one reference; several compressed clusters may share one.
+    Status free_compressed(uint64_t e) {
+        uint64_t offset = 0, size = 0;
+        qcow2_compressed_extent(e, cb_, &offset, &size);
+        const uint64_t start = offset & ~(QCOW2_COMPRESSED_SECTOR_SIZE - 1);
+        const uint64_t end = offset + size; // size is at most 2 clusters: no overflow below 2^56
+        for (uint64_t c = start & ~(cs_ - 1); c < end; c += cs_) {
+            uint64_t refs = 0;
+            if (const Status st = refcount_of(c, &refs); st != Status::Ok)
+                return st;
+            if (refs == 0) {
+                ReasonText r;
+                r.add("Compressed cluster data at ").hex(offset).add(" lies in a cluster with refcount 0 (").hex(c)
+                    .add(")");
+                return corrupt(r);
+            }
+            if (const Status st = set_refcount(c, refs - 1, 0); st != Status::Ok)
+                return st;
+        }
+        return Status::Ok;
+    }
+
+    // The refcount of the host cluster at `host` (a cluster an entry names: its refcount block exists).
+    Status refcount_of(uint64_t host, uint64_t* refs) {
+        const uint64_t cluster = host >> cb_;
+        const uint64_t rt_index = cluster / rb_entries_;
+        uint64_t block = 0;
+        if (rt_index < rt_entries_)
+            if (const Status st = read64(h_.refcount_table_offset + rt_index * 8, &block); st != Status::Ok)
+                return st;
+        block &= REFT_OFFSET_MASK;
+        if (block == 0 || !cluster_in_file(block) || overlaps_metadata(block)) {
+            ReasonText r;
+            r.add("Refcount block for the referenced cluster ").hex(host).add(" missing or misplaced (reftable index: ")
+                .hex(rt_index).add(")");
+            return corrupt(r);
+        }
+        const uint64_t index = cluster % rb_entries_;
+        if (refcount_bits_ < 8) {
+            uint8_t b = 0;
+            if (dev_.read(block + index * refcount_bits_ / 8, &b, 1) != Status::Ok)
+                return Status::IoError;
+            const uint32_t shift = static_cast<uint32_t>(index % (8 / refcount_bits_)) * refcount_bits_;
+            *refs = (b >> shift) & ((1u << refcount_bits_) - 1);
+            return Status::Ok;
+        }
+        const uint32_t bytes = refcount_bits_ / 8;
+        uint8_t b[8];
+        if (dev_.read(block + index * bytes, b, bytes) != Status::Ok)
+            return Status::IoError;
+        *refs = 0;
+        for (uint32_t i = 0; i < bytes; ++i)
+            *refs = (*refs << 8) | b[i];
+        return Status::Ok;
+    }
+
     Status write_piece(uint64_t guest, const uint8_t* src, uint64_t n) {
         uint64_t at = 0, e = 0, host = 0;
         if (const Status st = entry(guest, true, &at, &e, &host); st != Status::Ok)
             return st;
         const uint64_t in = guest & (cs_ - 1);
+        if (e & QCOW_OFLAG_COMPRESSED)
+            return replace_compressed(guest, at, e, src, n);
         if (mapped(e) && !(e & QCOW_OFLAG_ZERO))
             return data_write(host + in, guest, src, n); // allocated: in place
         // A zero-flagged cluster reads as zeros, an unallocated one as the backing file (zeros
@@ -676,6 +777,19 @@ private:
             if (const Status st = data_->write(guest, zbuf_, static_cast<size_t>(n)); st != Status::Ok)
                 return st;
         }
+        if (e & QCOW_OFLAG_COMPRESSED) {
+            // zero_in_l2_slice: a whole compressed cluster becomes a plain zero cluster (v3),
+            // whatever may_unmap says, and its bytes' clusters are freed; a partial one, or any in a
+            // v2 image, is copied on write as any partial write.
+            if (n == cs_ && h_.version >= 3) {
+                if (const Status st = write64(at, QCOW_OFLAG_ZERO); st != Status::Ok)
+                    return st;
+                return free_compressed(e);
+            }
+            if (const Status st = zeros(); st != Status::Ok)
+                return st;
+            return write_piece(guest, zbuf_, n);
+        }
         if (e & QCOW_OFLAG_ZERO)
             return Status::Ok; // reads as zeros already
         if (!mapped(e) && backing_ == nullptr)
@@ -722,6 +836,7 @@ private:
     uint8_t* cbuf_ = nullptr; // -c: compressed output, one cluster
     uint8_t* zbuf_ = nullptr; // zeros, one cluster (zeroing over a backing file)
     uint8_t* ebuf_ = nullptr; // a run of new L2 entries, one cluster
+    CompressedCache* compressed_ = nullptr; // inflates compressed clusters a partial write replaces
     uint8_t* xbuf_ = nullptr; // encrypted images: the encryption bounce buffer (ENCRYPT_CHUNK)
     luks::SectorCipher* cipher_ = nullptr;
     bool crypt_physical_ = false;

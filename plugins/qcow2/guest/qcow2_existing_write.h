@@ -12,14 +12,17 @@
 //     otherwise), in a host cluster of its own;
 //   - zeros leave unallocated and zero clusters alone; a whole allocated cluster gets the zero flag
 //     (v3; with may_unmap, as qemu, a plain zero cluster and the host cluster freed and discarded)
-//     or zeros written (v2, partial ranges).
+//     or zeros written (v2, partial ranges);
+//   - a compressed cluster is never written in place (round 30): data into it goes to a new
+//     cluster holding its inflated bytes with the new ones over them, whole zeros make it a plain
+//     zero cluster (v3), and then each host cluster its compressed bytes touch loses a reference.
 // With a backing file, the caller must hand the writer that file's chain (set_backing, as commit
 // does into a base that has one): partial writes into unallocated clusters copy the rest from it and
 // zeros over it become zero clusters (rebase's safe mode hands over the old chain the same way);
 // without it, the first write is refused (convert -n).
-// Refused with a reason (Unsupported): encryption, internal snapshots, external
-// data files, extended L2 entries, persistent bitmaps, dirty or corrupt images, and compressed
-// clusters in the written range. A refcount table too small for the new clusters is grown (a
+// Refused with a reason (Unsupported): internal snapshots, extended L2 entries, persistent bitmaps,
+// dirty or corrupt images, and compressed clusters in an encrypted image or one with a data file
+// (qemu's writers never make those). A refcount table too small for the new clusters is grown (a
 // larger copy appended, the header pointed at it, the old one freed), up to qemu's 8 MiB.
 #pragma once
 
