@@ -506,6 +506,20 @@ private:
             // qemu's writers never make them in an encrypted image or one with a data file.
             if (cipher_ != nullptr || data_ != nullptr)
                 return refuse("over compressed clusters of an encrypted qcow2 image or one with a data file");
+            // Its clusters (those its bytes touch; the last sector may run past the end of the file,
+            // as qemu's compressed writes leave it) must lie in the file and off the header, L1 and
+            // refcount tables: their refcounts drop once it is rewritten.
+            uint64_t offset = 0, size = 0;
+            qcow2_compressed_extent(*e, cb_, &offset, &size);
+            bool bad = offset >= file_len_ || ((offset + size - 1) & ~(cs_ - 1)) >= file_len_;
+            for (uint64_t c = offset & ~(cs_ - 1); !bad && c < offset + size; c += cs_)
+                bad = overlaps_metadata(c);
+            if (bad) {
+                ReasonText r;
+                r.add("Compressed cluster data at ").hex(offset).add(" past the end of the image file or on metadata (L2 offset: ")
+                    .hex(l2).add(", L2 index: ").hex(index).add(")");
+                return corrupt(r);
+            }
             return Status::Ok;
         }
         if (h_.version < 3 && (*e & QCOW_OFLAG_ZERO)) {

@@ -311,3 +311,65 @@ TEST_CASE("qcow2 existing writer: an overlay is written only with its backing ch
     CHECK(out[host + CS - 1] == 0x5a);
     CHECK((be64(out, l2_off + 3 * 8) & 1) == 1); // QCOW_OFLAG_ZERO
 }
+
+TEST_CASE("qcow2 existing writer: compressed clusters are copied on write and their clusters freed") {
+    // Cluster 3 stored compressed by instar's create writer (convert -c's).
+    hosted::MemoryTarget target;
+    hosted::BudgetAllocator alloc(16u << 20);
+    std::uint8_t random[guest::CREATE_RANDOM_BYTES] = {};
+    guest::CreateRequest req{};
+    req.size = 4u << 20;
+    req.file_name = "t.qcow2";
+    req.random = random;
+    req.qemu_version = 100000;
+    req.allocator = &alloc;
+    req.codecs = &hosted::host_codecs();
+    guest::ImageWriter* cw = nullptr;
+    REQUIRE(qcow2::create_writer(req, target, &cw) == Status::Ok);
+    const std::vector<std::uint8_t> c5(CS, 0xc5);
+    REQUIRE(cw->write_compressed(3 * CS, c5.data(), CS) == Status::Ok);
+    REQUIRE(cw->finish() == Status::Ok);
+    cw->close();
+    const auto base = target.image_output().bytes();
+    const std::uint64_t l1_off = be64(base, 40);
+    const std::uint64_t l2_off = be64(base, l1_off) & 0x00fffffffffffe00ull;
+    const std::uint64_t entry = be64(base, l2_off + 3 * 8);
+    REQUIRE((entry & (std::uint64_t{1} << 62)) != 0);
+    const std::uint64_t chost = (entry & ((std::uint64_t{1} << 54) - 1)) & ~(CS - 1);
+    REQUIRE(qcow2::load_be16(base.data() + 0x20000 + 2 * (chost / CS)) == 1);
+
+    // A partial write: the new cluster holds the inflated bytes with the new ones over them.
+    const std::vector<std::uint8_t> d(512, 0x77);
+    Opened o(base);
+    REQUIRE(o.status == Status::Ok);
+    REQUIRE(o.w->write(3 * CS + 1024, d.data(), d.size()) == Status::Ok);
+    const auto img = o.file.bytes();
+    const std::uint64_t now = be64(img, l2_off + 3 * 8);
+    CHECK((now & (std::uint64_t{1} << 62)) == 0);
+    CHECK((now & COPIED) != 0);
+    CHECK(qcow2::load_be16(img.data() + 0x20000 + 2 * (chost / CS)) == 0); // the old bytes' cluster freed
+    std::vector<std::uint8_t> expect(4u << 20, 0);
+    std::memset(expect.data() + 3 * CS, 0xc5, CS);
+    std::memset(expect.data() + 3 * CS + 1024, 0x77, 512);
+    CHECK(read_disk(img) == expect);
+
+    // Whole zeros: a plain zero cluster (v3), the old bytes' cluster freed.
+    Opened z(base);
+    REQUIRE(z.status == Status::Ok);
+    REQUIRE(z.w->write_zeroes(3 * CS, CS, false) == Status::Ok);
+    const auto zimg = z.file.bytes();
+    CHECK(be64(zimg, l2_off + 3 * 8) == 1);
+    CHECK(qcow2::load_be16(zimg.data() + 0x20000 + 2 * (chost / CS)) == 0);
+    CHECK(read_disk(zimg) == std::vector<std::uint8_t>(4u << 20, 0));
+
+    // Hostile: compressed bytes past the end of the file, or on the L1 table: refused, nothing written.
+    for (const std::uint64_t where : {std::uint64_t{base.size()} + 16 * CS, l1_off}) {
+        auto bad = base;
+        put64(bad, l2_off + 3 * 8, (std::uint64_t{1} << 62) | where);
+        Opened h(bad);
+        REQUIRE(h.status == Status::Ok);
+        CHECK(h.w->write(3 * CS, d.data(), d.size()) == Status::Corrupt);
+        CHECK(h.reasons.text.find("Compressed cluster data") != std::string::npos);
+        CHECK(h.file.bytes() == bad);
+    }
+}
