@@ -53,7 +53,8 @@ bool luks_header_size(const MeasureRequest& r, std::string_view prefix, std::uin
     const char* ivhash = get("ivgen-hash-alg");
     const char* hash = get("hash-alg");
     const Alg* a = std::find_if(std::begin(ALGS), std::end(ALGS), [&](const Alg& x) { return named(alg, x.name); });
-    const Hash* ih = std::find_if(std::begin(HASHES), std::end(HASHES), [&](const Hash& x) { return named(ivhash, x.name); });
+    const Hash* ih =
+        std::find_if(std::begin(HASHES), std::end(HASHES), [&](const Hash& x) { return named(ivhash, x.name); });
     auto in = [](const char* v, const auto& names) {
         return std::any_of(std::begin(names), std::end(names), [&](const char* n) { return named(v, n); });
     };
@@ -65,8 +66,9 @@ bool luks_header_size(const MeasureRequest& r, std::string_view prefix, std::uin
         return bad(error, "ivgen-alg", ivgen);
     if (ivhash && (ih == std::end(HASHES) || !known(ivhash)))
         return bad(error, "ivgen-hash-alg", ivhash);
-    if (hash && (std::none_of(std::begin(HASHES), std::end(HASHES), [&](const Hash& x) { return named(hash, x.name); }) ||
-                 !known(hash)))
+    const bool hash_known =
+        std::any_of(std::begin(HASHES), std::end(HASHES), [&](const Hash& x) { return named(hash, x.name); });
+    if (hash && (!hash_known || !known(hash)))
         return bad(error, "hash-alg", hash);
     // qemu 9.0+ lists detached-header among luks's create options, but block_crypto_measure's
     // QCryptoBlockCreateOptions has no such member: any value is refused before the secret.

@@ -24,7 +24,10 @@ bool fixed(const MeasureRequest& r) {
 std::uint64_t block_size(const MeasureRequest& r, std::uint64_t size) {
     std::uint64_t bs = std::min(measure_round_up(measure_number(r, "block_size", 0), MiB), MAX_BLOCK);
     if (bs == 0)
-        bs = size > (32ull << 40) ? 64 * MiB : size > (100ull << 30) ? 32 * MiB : size > (1ull << 30) ? 16 * MiB : 8 * MiB;
+        bs = size > (32ull << 40)    ? 64 * MiB
+             : size > (100ull << 30) ? 32 * MiB
+             : size > (1ull << 30)   ? 16 * MiB
+                                     : 8 * MiB;
     return bs;
 }
 

@@ -103,14 +103,16 @@ TEST_CASE("qcow2 measure: preallocation, backing and a source's data") {
 }
 
 TEST_CASE("qcow2 measure: qemu's refusals, in its order") {
-    CHECK(refusal(QCOW2, {.options = "cluster_size=1000"}) == "Cluster size must be a power of two between 512 and 2048k");
+    CHECK(refusal(QCOW2, {.options = "cluster_size=1000"}) ==
+          "Cluster size must be a power of two between 512 and 2048k");
     CHECK(refusal(QCOW2, {.options = "cluster_size=4k,extended_l2=on"}) ==
           "Extended L2 entries are only supported with cluster sizes of at least 16384 bytes");
     CHECK(refusal(QCOW2, {.options = "compat=2"}) == "Invalid compatibility level: '2'");
     CHECK(refusal(QCOW2, {.options = "refcount_bits=3"}) ==
           "Refcount width must be a power of two and may not exceed 64 bits");
     CHECK(refusal(QCOW2, {.options = "preallocation=banana"}) == "invalid parameter value: banana");
-    CHECK(refusal(QCOW2, {.options = "encrypt.format=luks"}) == "Parameter 'encrypt.key-secret' is required for cipher");
+    CHECK(refusal(QCOW2, {.options = "encrypt.format=luks"}) ==
+          "Parameter 'encrypt.key-secret' is required for cipher");
     // The L1 size limit, checked against the size option.
     CHECK(refusal(QCOW2, {.size = 100ull << 40}).empty());
     CHECK(refusal(QCOW2, {.size = 1ull << 60}) == "The image size is too large (try using a larger cluster size)");

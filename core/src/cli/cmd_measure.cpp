@@ -238,8 +238,9 @@ std::optional<std::uint32_t> walk_unit_before_open(Context& ctx, const std::stri
     if (check_measure_options(items, table, ctx.profile.version, warnings))
         return std::nullopt;
     const std::uint64_t size = size_option(ctx, items, std::nullopt);
-    const TargetMeasure target(*d->measure, std::move(items), table, ctx.profile.version, size, secrets,
-                               MEASURE_HAVE_SOURCE | MEASURE_SIZE_UNKNOWN | (estimate ? std::uint32_t{MEASURE_ESTIMATE} : 0u), 0,
+    const std::uint32_t flags =
+        MEASURE_HAVE_SOURCE | MEASURE_SIZE_UNKNOWN | (estimate ? std::uint32_t{MEASURE_ESTIMATE} : 0u);
+    const TargetMeasure target(*d->measure, std::move(items), table, ctx.profile.version, size, secrets, flags, 0,
                                nullptr);
     auto plan = target.plan();
     if (!plan || plan->walk_unit == 0)
@@ -510,7 +511,8 @@ int cmd_measure(Context& ctx, std::span<const std::string> args) {
              ((*source.chain.links.front().plugin)->qemu_traits & QEMU_PERSISTENT_BITMAPS_SINCE_8_2) != 0 &&
              ctx.profile.version >= qemu_version(8, 2))
         bitmaps = &no_bitmaps;
-    const std::uint32_t flags = (filename ? std::uint32_t{MEASURE_HAVE_SOURCE} : 0u) | (estimate ? std::uint32_t{MEASURE_ESTIMATE} : 0u);
+    const std::uint32_t flags =
+        (filename ? std::uint32_t{MEASURE_HAVE_SOURCE} : 0u) | (estimate ? std::uint32_t{MEASURE_ESTIMATE} : 0u);
     const std::uint64_t size = size_option(ctx, items, img_size);
     const TargetMeasure target(*d->measure, std::move(items), table, ctx.profile.version, size, secret_ids(vm), flags,
                                filename ? source.virtual_size : 0, bitmaps);

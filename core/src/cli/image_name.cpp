@@ -174,7 +174,8 @@ Expected<ImageName> interpret(Flat opts, const std::string& given, bool backing_
         std::size_t depth = 0;
         for (constexpr std::string_view B = "backing."; key.substr(0, B.size()) == B; key.remove_prefix(B.size()))
             ++depth;
-        const bool secret = std::find(std::begin(QEMU_SECRET_OPTIONS), std::end(QEMU_SECRET_OPTIONS), key) != std::end(QEMU_SECRET_OPTIONS);
+        const bool secret =
+            std::find(std::begin(QEMU_SECRET_OPTIONS), std::end(QEMU_SECRET_OPTIONS), key) != std::end(QEMU_SECRET_OPTIONS);
         if (depth == 0 || !secret || depth > MAX_BACKING_SECRET_DEPTH) {
             ++it;
             continue;

@@ -516,8 +516,9 @@ private:
                 bad = overlaps_metadata(c);
             if (bad) {
                 ReasonText r;
-                r.add("Compressed cluster data at ").hex(offset).add(" past the end of the image file or on metadata (L2 offset: ")
-                    .hex(l2).add(", L2 index: ").hex(index).add(")");
+                r.add("Compressed cluster data at ").hex(offset)
+                    .add(" past the end of the image file or on metadata (L2 offset: ").hex(l2).add(", L2 index: ")
+                    .hex(index).add(")");
                 return corrupt(r);
             }
             return Status::Ok;
