@@ -351,22 +351,34 @@ private:
                 .hex(rt_index).add(")");
             return corrupt(r);
         }
-        const uint64_t index = cluster % rb_entries_;
+        const RefEntry r = ref_entry(block, cluster);
         if (refcount_bits_ < 8) {
-            const uint64_t at = block + index * refcount_bits_ / 8;
             uint8_t b = 0;
-            if (dev_.read(at, &b, 1) != Status::Ok)
+            if (dev_.read(r.at, &b, 1) != Status::Ok)
                 return Status::IoError;
-            const uint32_t shift = static_cast<uint32_t>(index % (8 / refcount_bits_)) * refcount_bits_;
-            const uint32_t mask = ((1u << refcount_bits_) - 1) << shift;
-            b = static_cast<uint8_t>((b & ~mask) | ((static_cast<uint32_t>(value) << shift) & mask));
-            return dev_.write(at, &b, 1);
+            const uint32_t mask = ((1u << refcount_bits_) - 1) << r.shift;
+            b = static_cast<uint8_t>((b & ~mask) | ((static_cast<uint32_t>(value) << r.shift) & mask));
+            return dev_.write(r.at, &b, 1);
         }
-        const uint32_t bytes = refcount_bits_ / 8;
         uint8_t b[8];
-        for (uint32_t i = 0; i < bytes; ++i)
-            b[i] = static_cast<uint8_t>(value >> (8 * (bytes - 1 - i)));
-        return dev_.write(block + index * bytes, b, bytes);
+        for (uint32_t i = 0; i < r.bytes; ++i)
+            b[i] = static_cast<uint8_t>(value >> (8 * (r.bytes - 1 - i)));
+        return dev_.write(r.at, b, r.bytes);
+    }
+
+    // Where the refcount entry of `cluster` lies in the refcount block at `block`: its first byte,
+    // its length, and for sub-byte widths (packed from the low bits) its shift in that byte.
+    struct RefEntry {
+        uint64_t at;
+        uint32_t bytes;
+        uint32_t shift;
+    };
+    RefEntry ref_entry(uint64_t block, uint64_t cluster) const {
+        const uint64_t index = cluster % rb_entries_;
+        if (refcount_bits_ < 8)
+            return {block + index * refcount_bits_ / 8, 1,
+                    static_cast<uint32_t>(index % (8 / refcount_bits_)) * refcount_bits_};
+        return {block + index * (refcount_bits_ / 8), refcount_bits_ / 8, 0};
     }
 
     // qemu's refcount table growth, simplified: a table at least twice as large (and covering
@@ -620,21 +632,16 @@ private:
                 .hex(rt_index).add(")");
             return corrupt(r);
         }
-        const uint64_t index = cluster % rb_entries_;
+        const RefEntry r = ref_entry(block, cluster);
+        uint8_t b[8];
+        if (dev_.read(r.at, b, r.bytes) != Status::Ok)
+            return Status::IoError;
         if (refcount_bits_ < 8) {
-            uint8_t b = 0;
-            if (dev_.read(block + index * refcount_bits_ / 8, &b, 1) != Status::Ok)
-                return Status::IoError;
-            const uint32_t shift = static_cast<uint32_t>(index % (8 / refcount_bits_)) * refcount_bits_;
-            *refs = (b >> shift) & ((1u << refcount_bits_) - 1);
+            *refs = (b[0] >> r.shift) & ((1u << refcount_bits_) - 1);
             return Status::Ok;
         }
-        const uint32_t bytes = refcount_bits_ / 8;
-        uint8_t b[8];
-        if (dev_.read(block + index * bytes, b, bytes) != Status::Ok)
-            return Status::IoError;
         *refs = 0;
-        for (uint32_t i = 0; i < bytes; ++i)
+        for (uint32_t i = 0; i < r.bytes; ++i)
             *refs = (*refs << 8) | b[i];
         return Status::Ok;
     }

@@ -13,6 +13,7 @@
 #include "qcow2_write.h"
 
 #include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -31,8 +32,9 @@ struct Reasons final : guest::ReasonSink {
 
 using hosted::ExistingFile;
 
-// A fresh 4 MiB image (instar's create writer) with 0xab in cluster 1.
-std::vector<std::uint8_t> base_image(std::uint64_t size = 4u << 20, const char* cluster_size = nullptr) {
+// A fresh image made by instar's create writer, its data written by `fill`.
+std::vector<std::uint8_t> made_image(std::uint64_t size, const char* cluster_size,
+                                     const std::function<void(guest::ImageWriter&)>& fill) {
     hosted::MemoryTarget target;
     hosted::BudgetAllocator alloc(16u << 20);
     std::uint8_t random[guest::CREATE_RANDOM_BYTES] = {};
@@ -50,11 +52,18 @@ std::vector<std::uint8_t> base_image(std::uint64_t size = 4u << 20, const char* 
     req.codecs = &hosted::host_codecs();
     guest::ImageWriter* w = nullptr;
     REQUIRE(qcow2::create_writer(req, target, &w) == Status::Ok);
-    const std::vector<std::uint8_t> data(CS, 0xab);
-    REQUIRE(w->write(CS, data.data(), std::min<std::size_t>(data.size(), size - CS)) == Status::Ok);
+    fill(*w);
     REQUIRE(w->finish() == Status::Ok);
     w->close();
     return target.image_output().bytes();
+}
+
+// A fresh 4 MiB image with 0xab in cluster 1.
+std::vector<std::uint8_t> base_image(std::uint64_t size = 4u << 20, const char* cluster_size = nullptr) {
+    return made_image(size, cluster_size, [&](guest::ImageWriter& w) {
+        const std::vector<std::uint8_t> data(CS, 0xab);
+        REQUIRE(w.write(CS, data.data(), std::min<std::size_t>(data.size(), size - CS)) == Status::Ok);
+    });
 }
 
 std::vector<std::uint8_t> read_disk(const std::vector<std::uint8_t>& img) {
@@ -314,23 +323,10 @@ TEST_CASE("qcow2 existing writer: an overlay is written only with its backing ch
 
 TEST_CASE("qcow2 existing writer: compressed clusters are copied on write and their clusters freed") {
     // Cluster 3 stored compressed by instar's create writer (convert -c's).
-    hosted::MemoryTarget target;
-    hosted::BudgetAllocator alloc(16u << 20);
-    std::uint8_t random[guest::CREATE_RANDOM_BYTES] = {};
-    guest::CreateRequest req{};
-    req.size = 4u << 20;
-    req.file_name = "t.qcow2";
-    req.random = random;
-    req.qemu_version = 100000;
-    req.allocator = &alloc;
-    req.codecs = &hosted::host_codecs();
-    guest::ImageWriter* cw = nullptr;
-    REQUIRE(qcow2::create_writer(req, target, &cw) == Status::Ok);
-    const std::vector<std::uint8_t> c5(CS, 0xc5);
-    REQUIRE(cw->write_compressed(3 * CS, c5.data(), CS) == Status::Ok);
-    REQUIRE(cw->finish() == Status::Ok);
-    cw->close();
-    const auto base = target.image_output().bytes();
+    const auto base = made_image(4u << 20, nullptr, [](guest::ImageWriter& w) {
+        const std::vector<std::uint8_t> c5(CS, 0xc5);
+        REQUIRE(w.write_compressed(3 * CS, c5.data(), CS) == Status::Ok);
+    });
     const std::uint64_t l1_off = be64(base, 40);
     const std::uint64_t l2_off = be64(base, l1_off) & 0x00fffffffffffe00ull;
     const std::uint64_t entry = be64(base, l2_off + 3 * 8);
