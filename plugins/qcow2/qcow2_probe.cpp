@@ -63,6 +63,12 @@ const Divergence DIVERGENCES[] = {
      "window; INSTAR_DEFLATE=zlib deflates as qemu-img does, byte for byte",
      "about 2.5 times faster per core (issue 9's goal for -c); qemu inflates a whole cluster in one call, which "
      "reads every distance inside the cluster"},
+    {"qcow2-empty-snapshots", "commit",
+     "emptying a top with internal snapshots after commit zeroes the active L1 table, then each L2 table it "
+     "named and every cluster in it lose the active layer's reference (freed where no snapshot keeps them); "
+     "qemu discards every guest cluster, copying each L2 table a snapshot shares and allocating an empty L2 "
+     "table for every L1 entry without one: the same content and snapshots, check clean, fewer clusters",
+     "one L1 write switches the whole active layer to the backing file, so a kill leaves leaks at worst"},
     {"qcow2-encrypt-compress-existing", "convert",
      "convert -n -c into an encrypted qcow2 image is refused before anything is written",
      "qemu-img fails with an I/O error at the first compressed cluster, leaving the image partly written"},

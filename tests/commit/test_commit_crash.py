@@ -7,7 +7,9 @@ content (`qemu-img compare` against a flat copy made before): the data is in the
 top loses it. Chains: an overlay over its base (the top emptied afterwards), an overlay whose base
 grows a refcount block, a qcow2 overlay over a vmdk base (monolithicSparse, and twoGbMaxExtentSparse:
 a descriptor and an extent file), a three-deep chain committed into the middle
-image (copy-on-write from the bottom image), a plain top over a LUKS-encrypted qcow2 base (the base
+image (copy-on-write from the bottom image), a base with compressed clusters and an internal snapshot
+(copy on write of what the snapshot shares; the snapshot must read as before), the same over a
+LUKS-encrypted base, a top with an internal snapshot emptied after the commit, a plain top over a LUKS-encrypted qcow2 base (the base
 must still decrypt to the old or the new data of each cluster), and a LUKS-encrypted top emptied after
 the commit (named by json: with their secrets; checked and compared with --image-opts; their base,
 decrypted, must hold in each cluster the old data or the data of the commit that was not killed).
@@ -87,7 +89,48 @@ CHAINS = {
                  ["QIO", "OBJ", "-c", "write -P 0x71 1k 9k", "-c", "write -z 64k 8k", "-c", "write -P 0x72 3M 20k",
                   "--image-opts", "driver=qcow2,encrypt.key-secret=s0,file.filename=t.qcow2"]],
                 [], ["t.qcow2", "b.qcow2"]),
+    # A base with compressed clusters and an internal snapshot: the top's writes copy on write the
+    # compressed clusters, the L2 table and the data clusters the snapshot shares
+    # (qcow2_existing_write.cpp); the snapshot must read as before at every kill point.
+    "snapshot_base": ([["QIMG", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4k", "b.qcow2", "4M"],
+                       ["QIO", "-c", "write -P 0x11 0 1M", "-c", "write -c -P 0x12 2M 4k", "-c",
+                        "write -c -P 0x13 2052k 4k", "b.qcow2"],
+                       ["QIMG", "snapshot", "-c", "s1", "b.qcow2"],
+                       ["QIMG", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4k", "-b", "b.qcow2", "-F", "qcow2",
+                        "t.qcow2"],
+                       ["QIO", "-c", "write -P 0x81 1k 9k", "-c", "write -z 64k 8k", "-c", "write -P 0x82 2M 6k",
+                        "-c", "write -P 0x83 3M 4k", "t.qcow2"]],
+                      [], ["t.qcow2", "b.qcow2"]),
+    # The same over a LUKS-encrypted base: a partial write into a shared cluster decrypts its old
+    # sectors and encrypts them again at the new cluster's offset.
+    "enc_snapshot_base": ([["QIMG", "create", "-q", "OBJ", "-f", "qcow2", "-o",
+                            "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10,cluster_size=4k",
+                            "b.qcow2", "4M"],
+                           ["QIO", "OBJ", "-c", "write -P 0x11 0 1M", "--image-opts",
+                            "driver=qcow2,encrypt.key-secret=s0,file.filename=b.qcow2"],
+                           ["QIMG", "snapshot", "OBJ", "--image-opts", "-c", "s1",
+                            "driver=qcow2,encrypt.key-secret=s0,file.filename=b.qcow2"],
+                           ["QIMG", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4k", "-b", "b.qcow2", "-F",
+                            "qcow2", "t.qcow2"],
+                           ["QIO", "OBJ", "-c", "write -P 0x91 1k 9k", "-c", "write -z 64k 8k", "-c",
+                            "write -P 0x92 2M 20k", "--image-opts",
+                            "driver=qcow2,backing.encrypt.key-secret=s0,file.filename=t.qcow2"]],
+                          [], ["t.qcow2", "b.qcow2"]),
+    # A top with an internal snapshot, emptied after the commit (qcow2_edit_empty_discard.cpp): the
+    # active layer's references are dropped, the snapshot keeps its clusters.
+    "snapshot_top": ([["QIMG", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4k", "b.qcow2", "4M"],
+                      ["QIO", "-c", "write -P 0x11 0 3M", "b.qcow2"],
+                      ["QIMG", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4k", "-b", "b.qcow2", "-F",
+                       "qcow2", "t.qcow2"],
+                      ["QIO", "-c", "write -P 0xa1 1k 9k", "-c", "write -c -P 0xa2 1M 4k", "-c",
+                       "write -P 0xa3 3M 20k", "t.qcow2"],
+                      ["QIMG", "snapshot", "-c", "s1", "t.qcow2"],
+                      ["QIO", "-c", "write -P 0xa4 2k 3k", "-c", "write -z 3M 4k", "t.qcow2"]],
+                     [], ["t.qcow2", "b.qcow2"]),
 }
+# Chains with an internal snapshot: (image, snapshot) that must read the same after every kill.
+SNAPSHOTS = {"snapshot_base": ("b.qcow2", "s1"), "enc_snapshot_base": ("b.qcow2", "s1"),
+             "snapshot_top": ("t.qcow2", "s1")}
 # The encrypted chains: the top's name (json:, its chain's secrets) and each image's --image-opts.
 OBJ = ["--object", "secret,id=s0,data=crash-pass"]
 SECRETS = {
@@ -95,7 +138,17 @@ SECRETS = {
                  "b.qcow2": "driver=qcow2,encrypt.key-secret=s0,file.filename=b.qcow2"},
     "enc_top": {"t.qcow2": "driver=qcow2,encrypt.key-secret=s0,file.filename=t.qcow2",
                 "b.qcow2": "driver=qcow2,file.filename=b.qcow2"},
+    "enc_snapshot_base": {"t.qcow2": "driver=qcow2,backing.encrypt.key-secret=s0,file.filename=t.qcow2",
+                          "b.qcow2": "driver=qcow2,encrypt.key-secret=s0,file.filename=b.qcow2"},
 }
+
+
+def snapshot_raw(name, where, qimg, out):
+    """Chain `name`'s snapshot read into `out` (raw); the fixture's failure message or None."""
+    image, snap = SNAPSHOTS[name]
+    p = run_fixture([qimg, "convert", "-l", "snapshot.name=" + snap, "-O", "raw"] + image_args(name, image) + [out],
+                    cwd=where)
+    return None if p.returncode == 0 else (p.stdout + p.stderr).strip()
 
 
 def image_args(name, image):
@@ -118,6 +171,10 @@ def build(name, where, qimg, qio):
     if name in SECRETS:  # the base decrypted before the commit, for base_per_cluster
         run_fixture([qimg, "convert", "-O", "raw"] + image_args(name, "b.qcow2") + ["base-old.raw"], cwd=where,
                     check=True)
+    if name in SNAPSHOTS:
+        why = snapshot_raw(name, where, qimg, "snap-old.raw")
+        if why is not None:
+            raise RuntimeError("fixture snapshot unreadable: " + why)
 
 
 # base_per_cluster's unit: the chains' base cluster size.
@@ -169,6 +226,13 @@ def verify(name, where, qimg):
     p = subprocess.run(cmp, cwd=where, capture_output=True, text=True)
     if p.returncode != 0:
         problems.append("content: " + (p.stdout + p.stderr).strip())
+    if name in SNAPSHOTS:
+        why = snapshot_raw(name, where, qimg, "snap-now.raw")
+        if why is not None:
+            problems.append("snapshot unreadable: " + why)
+        elif open(os.path.join(where, "snap-now.raw"), "rb").read() != \
+                open(os.path.join(where, "snap-old.raw"), "rb").read():
+            problems.append("snapshot %s of %s changed" % SNAPSHOTS[name][::-1])
     return problems
 
 

@@ -13,8 +13,11 @@ instar refuses on purpose (REFUSED) are checked for instar's own message.
 
 Usage: test_commit_oracle.py INSTAR QEMU72 QEMU10 QEMU_IO
 """
+import filecmp
+import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -145,6 +148,35 @@ SCENARIOS["compressed_base_4k_v2"] = two(("-o", "cluster_size=4k,compat=0.10"), 
 DATA_CASES += [("compressed_base", ["t.qcow2"]), ("compressed_base", ["-d", "t.qcow2"]),
                ("compressed_base_4k_v2", ["t.qcow2"])]
 
+# Bases with internal snapshots: the top's writes land on clusters (and L2 tables) a snapshot
+# shares, copied on write as qemu does (the snapshot must keep its data: check_images reads each
+# snapshot back). One base whose tables are all still shared; one (4 KiB v2 clusters, two
+# snapshots) written after its first snapshot, so some tables and clusters are its own again.
+
+
+def with_snapshots(scenario, *steps):
+    """Inserts steps after the base's data: ("snap", NAME) or a qemu-io write list."""
+    cmds, images = scenario
+    base = images[1]
+    extra = [q("snapshot", "-c", s[1], base) if s[0] == "snap" else io("qcow2", base, *s) for s in steps]
+    return cmds[:2] + extra + cmds[2:], images
+
+
+SCENARIOS["snapshot_base"] = with_snapshots(two(), ("snap", "s1"))
+SCENARIOS["snapshot_base_4k_v2"] = with_snapshots(
+    two(("-o", "cluster_size=4k,compat=0.10"), ("-o", "compat=0.10")), ("snap", "s1"),
+    ["write -P 0x13 2M 1M", "write -z 7M 4k"], ("snap", "s2"), ["write -P 0x14 100k 8k"])
+SCENARIOS["snapshot_compressed_base"] = with_snapshots(two(base_data=COMPRESSED_BASE, top_data=OVER_COMPRESSED),
+                                                       ("snap", "s1"))
+# A top with internal snapshots, emptied after the commit as qemu's discard loop leaves it (the
+# snapshots keep their data; compressed clusters too); with -d it is left as it is.
+SCENARIOS["snapshot_top"] = two(top_data=TOP_DATA + ["write -c -P 0x26 3M 64k"])
+SCENARIOS["snapshot_top"][0].extend([q("snapshot", "-c", "s1", "t.qcow2"),
+                                     io("qcow2", "t.qcow2", "write -P 0x27 2M 100k", "write -z 60k 8k")])
+DATA_CASES += [("snapshot_top", ["t.qcow2"]), ("snapshot_top", ["-d", "t.qcow2"])]
+DATA_CASES += [("snapshot_base", ["t.qcow2"]), ("snapshot_base", ["-d", "t.qcow2"]),
+               ("snapshot_base_4k_v2", ["t.qcow2"]), ("snapshot_compressed_base", ["t.qcow2"])]
+
 
 def vmdk_two(base_opts=()):
     """b.vmdk under t.vmdk (a vmdk's backing file must be a vmdk). After qemu-img commit the top's
@@ -174,6 +206,27 @@ def build(scenario, where, q72, qio):
             raise RuntimeError("fixture %s failed: %s" % (c, p.stderr))
 
 
+def snapshot_problems(q72, name, a, b):
+    """Each internal snapshot of qcow2 image `a` must read as the same snapshot of `b`."""
+    info = subprocess.run([q72, "info", "--output=json", "-f", "qcow2", a], capture_output=True, text=True)
+    problems = []
+    for sn in json.loads(info.stdout).get("snapshots", []) if info.returncode == 0 else []:
+        raws = []
+        for img in (a, b):
+            out = img + "." + sn["name"] + ".raw"
+            p = subprocess.run([q72, "convert", "-f", "qcow2", "-l", "snapshot.name=" + sn["name"], "-O", "raw",
+                                img, out], capture_output=True, text=True)
+            if p.returncode != 0:
+                problems.append("%s: snapshot %s unreadable: %s" % (name, sn["name"], p.stderr.strip()))
+            raws.append(out)
+        if not problems and not filecmp.cmp(raws[0], raws[1], shallow=False):
+            problems.append("%s: snapshot %s differs from qemu-img's" % (name, sn["name"]))
+        for r in raws:
+            if os.path.exists(r):
+                os.unlink(r)
+    return problems
+
+
 def check_images(scenario, qdir, idir, q72):
     """Problems with instar's images against qemu's; and how many were byte-identical."""
     problems, same = [], 0
@@ -190,6 +243,7 @@ def check_images(scenario, qdir, idir, q72):
             c = subprocess.run([q72, "check", a], capture_output=True, text=True)
             if c.returncode != 0:
                 problems.append("%s: check rc %d: %s" % (name, c.returncode, c.stdout.strip()))
+            problems += snapshot_problems(q72, name, a, b)
         if fmt != "vpc":
             with open(a, "rb") as fa, open(b, "rb") as fb:
                 same += fa.read() == fb.read()
@@ -281,6 +335,28 @@ def main():
                 else:
                     passed += 1
                 shutil.rmtree(idir)
+        # A hostile top with a snapshot: an active data cluster is the snapshot's L1 table. The
+        # commit copies its data (reads are not refused), then emptying the top refuses before
+        # writing anything to it: the snapshot's table must not lose its refcount or be discarded.
+        n += 1
+        idir = os.path.join(work, "i%d" % n)
+        build("snapshot_top", idir, q72, qio)
+        top = os.path.join(idir, "t.qcow2")
+        with open(top, "r+b") as f:
+            img = bytearray(f.read())
+            l1 = struct.unpack(">Q", img[40:48])[0]
+            snap_l1 = struct.unpack(">Q", img[struct.unpack(">Q", img[64:72])[0]:][:8])[0]
+            l2 = struct.unpack(">Q", img[l1:l1 + 8])[0] & 0x00fffffffffffe00
+            img[l2:l2 + 8] = struct.pack(">Q", snap_l1 | 1 << 63)
+            f.seek(0)
+            f.write(img)
+        ri = run_normalised([ours, "commit", "t.qcow2"], idir, env)
+        if ri[0] != 1 or "on metadata" not in ri[2] or open(top, "rb").read() != bytes(img):
+            failed += 1
+            print("FAIL hostile snapshot top: %r (top changed: %s)" % (ri, open(top, "rb").read() != bytes(img)))
+        else:
+            passed += 1
+        shutil.rmtree(idir)
     finally:
         shutil.rmtree(work)
     print("byte-identical to qemu-img's: %d of %d images" % (identical, images))

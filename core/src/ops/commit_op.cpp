@@ -197,9 +197,6 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
                               std::string((*chain.links[i].plugin)->name) + " images yet");
     const ChainLink& top = chain.links.front();
     const ChainLink& base_link = chain.links[base];
-    // Refused before anything is written: the base would be committed and the top left full.
-    if (!spec.drop && can_make_empty(top) && !top.node.snapshots.empty())
-        return keys_first("instar cannot empty a qcow2 image with internal snapshots yet (commit with -d keeps the top)");
     // The keys of the encrypted images are unlocked by the copy's run before it writes anything; a
     // base that must grow is written before that run, so then they are unlocked first, as qemu's open
     // does (a missing or wrong secret fails with nothing written).

@@ -17,8 +17,9 @@
 // LUKS header keep their refcounts, and each cluster that loses its refcount is discarded (a hole,
 // or zeros written), after its refcount block is durable; 3. the file keeps its length (qemu does
 // not cut it). Byte-identical to qemu's result.
-// Images qemu empties with its discard loop for other reasons (internal snapshots, persistent
-// bitmaps, an external data file) are refused with a reason.
+// Images with internal snapshots are emptied as qemu's discard loop leaves them
+// (qcow2_edit_empty_discard.cpp). Those qemu empties with its discard loop for other reasons
+// (persistent bitmaps, an external data file) are refused with a reason.
 #include "qcow2_edit.h"
 
 #include "qcow2_bytes.h"
@@ -27,6 +28,7 @@
 #include "qcow2_inplace.h"
 #include "qcow2_limits.h"
 #include "qcow2_read_reason.h"
+#include "qcow2_sort.h"
 
 namespace instar::qcow2 {
 
@@ -52,29 +54,9 @@ Status corrupt(guest::EditHost& host, const ReasonText& r) {
     return Status::Corrupt;
 }
 
-// In-place heap sort: the refcount block offsets, for ordered lookups (no libc in the guest).
+// The refcount block offsets, for ordered lookups.
 void sort(uint64_t* v, uint64_t n) {
-    auto sift = [v](uint64_t root, uint64_t end) {
-        while (2 * root + 1 < end) {
-            uint64_t child = 2 * root + 1;
-            if (child + 1 < end && v[child] < v[child + 1])
-                ++child;
-            if (v[root] >= v[child])
-                return;
-            const uint64_t t = v[root];
-            v[root] = v[child];
-            v[child] = t;
-            root = child;
-        }
-    };
-    for (uint64_t i = n / 2; i-- > 0;)
-        sift(i, n);
-    for (uint64_t end = n; end > 1; --end) {
-        const uint64_t t = v[0];
-        v[0] = v[end - 1];
-        v[end - 1] = t;
-        sift(0, end - 1);
-    }
+    heap_sort(v, n, [](uint64_t a, uint64_t b) { return a < b; });
 }
 
 // Copies refcount entry `index` (of `bits` bits) from `from` to `to`.
@@ -174,14 +156,14 @@ guest::Status edit_empty(const guest::EditRequest& req, guest::EditHost& host) {
     }
     // qemu's qcow2_make_empty: a LUKS header's clusters must stay, so qemu discards every cluster.
     const bool luks = h.crypt_method == QCOW_CRYPT_LUKS;
-    if (h.nb_snapshots != 0)
-        return refuse(host, "internal snapshots");
     if (h.incompatible_features & QCOW2_INCOMPAT_DATA_FILE)
         return refuse(host, "an external data file");
     if (h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS)
         return refuse(host, "persistent bitmaps");
     if (h.incompatible_features & (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT))
         return refuse(host, "the dirty or corrupt bit set");
+    if (h.nb_snapshots != 0) // what the snapshots reference must stay: qemu's discard loop
+        return empty_by_discard(req, host);
 
     const uint64_t cs = h.cluster_size();
     auto in_file = [&](uint64_t offset, uint64_t bytes) {

@@ -10,6 +10,7 @@
 #include "qcow2_read_compressed.h"
 #include "qcow2_read_reason.h"
 #include "qcow2_reader.h"
+#include "qcow2_snapshot_ranges.h"
 
 #include "luks_crypto.h"
 #include "luks_format.h"
@@ -75,7 +76,7 @@ public:
             uint64_t at = 0, e = 0, host = 0;
             if (const Status st = entry(offset, false, &at, &e, &host); st != Status::Ok)
                 return st;
-            if (mapped(e) && !(e & (QCOW_OFLAG_ZERO | QCOW_OFLAG_COMPRESSED))) {
+            if (mapped(e) && !(e & (QCOW_OFLAG_ZERO | QCOW_OFLAG_COMPRESSED)) && !shared(e)) {
                 if (run_len == 0 || host + in != run_host + run_len) {
                     if (run_len != 0)
                         if (const Status st = data_write(run_host, run_guest, run_src, run_len); st != Status::Ok)
@@ -91,7 +92,7 @@ public:
                     if (const Status st = data_write(run_host, run_guest, run_src, run_len); st != Status::Ok)
                         return st;
                 run_len = 0;
-                if (in == 0 && n == cs_ && !mapped(e) && !(e & QCOW_OFLAG_ZERO)) {
+                if (in == 0 && n == cs_ && replaceable(e)) {
                     // Whole new clusters, as many as follow in this L2 table: allocated together.
                     uint64_t k = 0;
                     if (const Status st = append_clusters(offset, src, len / cs_, &k); st != Status::Ok)
@@ -199,20 +200,36 @@ public:
             alloc_.deallocate(l2c_, static_cast<size_t>(cs_));
         if (ebuf_ != nullptr)
             alloc_.deallocate(ebuf_, static_cast<size_t>(cs_));
+        if (obuf_ != nullptr)
+            alloc_.deallocate(obuf_, static_cast<size_t>(cs_));
         if (xbuf_ != nullptr) {
             __builtin_memset(xbuf_, 0, ENCRYPT_CHUNK);
             alloc_.deallocate(xbuf_, ENCRYPT_CHUNK);
         }
         luks::delete_wiped(alloc_, cipher_);
+        luks::delete_wiped(alloc_, dcipher_);
+        snapshots_.release(alloc_);
         if (compressed_ != nullptr)
             guest::arena_delete(alloc_, compressed_);
         guest::arena_delete(alloc_, this);
     }
     // Encrypted images: the unlocked cipher (arena memory, owned from here on) and whether sectors
     // count from host offsets (LUKS) or guest offsets (AES).
-    void set_cipher(luks::SectorCipher* cipher, bool physical) {
+    // `decrypt`: the same key set up to decrypt (images with internal snapshots: a partial write
+    // into a cluster a snapshot shares reads the old sectors to copy them to the new cluster).
+    void set_cipher(luks::SectorCipher* cipher, luks::SectorCipher* decrypt, bool physical) {
         cipher_ = cipher;
+        dcipher_ = decrypt;
         crypt_physical_ = physical;
+    }
+
+    // Internal snapshots: their table and L1 tables join the metadata no write may land on.
+    Status load_snapshot_metadata() {
+        ReasonText why;
+        const Status st = snapshots_.load(h_, dev_, alloc_, &why);
+        if (st == Status::Corrupt)
+            return corrupt(why);
+        return st;
     }
     // An external data file (the image's data_file): data clusters are written there at their guest
     // offsets with no refcounts (qemu's do_alloc_cluster_offset); `raw`: data_file_raw, zeros are
@@ -301,7 +318,14 @@ private:
     bool overlaps_metadata(uint64_t host) const {
         auto hit = [&](uint64_t start, uint64_t bytes) { return host + cs_ > start && host < start + bytes; };
         return host < cs_ || hit(h_.l1_table_offset, uint64_t{h_.l1_size} * 8) ||
-               hit(h_.refcount_table_offset, uint64_t{h_.refcount_table_clusters} * cs_);
+               hit(h_.refcount_table_offset, uint64_t{h_.refcount_table_clusters} * cs_) ||
+               snapshots_.hits(host, host + cs_);
+    }
+    // A data cluster an internal snapshot shares: mapped without QCOW_OFLAG_COPIED (refcount above
+    // 1), so it is never written in place. A data file's clusters have no refcounts (images with
+    // one cannot have snapshots: open refuses the pair).
+    bool shared(uint64_t e) const {
+        return data_ == nullptr && mapped(e) && !(e & (QCOW_OFLAG_COPIED | QCOW_OFLAG_COMPRESSED));
     }
 
     // Sets the refcount of the host cluster at `host` (qemu's refcount entry layouts: sub-byte
@@ -479,8 +503,12 @@ private:
                     .hex(l1_index).add(")");
                 return corrupt(r);
             }
-            if (!(e & QCOW_OFLAG_COPIED))
-                return refuse("into an L2 table an existing qcow2 image shares (refcount above 1)");
+            if (!(e & QCOW_OFLAG_COPIED)) {
+                if (data_ != nullptr)
+                    return refuse("into an L2 table an existing qcow2 image shares (refcount above 1)");
+                if (const Status st = copy_l2_table(l1_index, l2, &l2); st != Status::Ok)
+                    return st;
+            }
         } else if (create) {
             if (const Status st = allocate(&l2); st != Status::Ok)
                 return st;
@@ -554,34 +582,26 @@ private:
                     .add(", L2 index: ").hex(index).add(")");
                 return corrupt(r);
             }
-            if (!(*e & QCOW_OFLAG_COPIED))
+            if (data_ != nullptr && !(*e & QCOW_OFLAG_COPIED))
                 return refuse("into a cluster an existing qcow2 image shares (refcount above 1)");
         }
         return Status::Ok;
     }
 
-    // A write into a compressed cluster (qemu's handle_copied / handle_alloc: compressed clusters are
-    // never written in place): a new cluster is counted, filled with the old cluster's inflated
-    // bytes and the new ones over them, the entry pointed at it, and then the compressed bytes'
-    // clusters freed. A kill before the entry changes leaks the new cluster; after it, at worst the
-    // old ones (the entry is written before their refcounts drop).
-    Status replace_compressed(uint64_t guest, uint64_t at, uint64_t e, const uint8_t* src, uint64_t n) {
+    // Copy on write (a compressed cluster, or one a snapshot shares): a new cluster is counted,
+    // filled with the old cluster's bytes (`old` fills buf_, called for a partial write only) and the
+    // new ones over them, and the entry pointed at it; the caller then drops the old references. A
+    // kill before the entry changes leaks the new cluster; after it, at worst the old ones.
+    template <class Fill>
+    Status copy_on_write(uint64_t guest, uint64_t at, const uint8_t* src, uint64_t n, Fill old) {
         const uint64_t in = guest & (cs_ - 1);
         uint64_t fresh = 0;
         if (const Status st = allocate(&fresh); st != Status::Ok) // (may use buf_: before it is filled)
             return st;
         const uint8_t* data = src;
         if (n != cs_) {
-            if (compressed_ == nullptr) {
-                compressed_ = guest::arena_new<CompressedCache>(alloc_, dev_, alloc_, codecs_, h_.compression_type, cb_,
-                                                                reasons_);
-                if (compressed_ == nullptr)
-                    return Status::NoMemory;
-            }
-            const uint8_t* old = nullptr;
-            if (const Status st = compressed_->cluster(e, &old); st != Status::Ok)
+            if (const Status st = old(); st != Status::Ok)
                 return st;
-            __builtin_memcpy(buf_, old, static_cast<size_t>(cs_));
             __builtin_memcpy(buf_ + in, src, static_cast<size_t>(n));
             data = buf_;
         }
@@ -589,32 +609,124 @@ private:
             return st;
         if (fresh + cs_ > file_len_)
             file_len_ = fresh + cs_;
-        if (const Status st = write64(at, fresh | QCOW_OFLAG_COPIED); st != Status::Ok)
-            return st;
-        return free_compressed(e);
+        return write64(at, fresh | QCOW_OFLAG_COPIED);
+    }
+
+    // A write into a compressed cluster (qemu's handle_copied / handle_alloc: compressed clusters are
+    // never written in place): copied on write from its inflated bytes, then the compressed bytes'
+    // clusters freed.
+    Status replace_compressed(uint64_t guest, uint64_t at, uint64_t e, const uint8_t* src, uint64_t n) {
+        const Status st = copy_on_write(guest, at, src, n, [&]() {
+            if (compressed_ == nullptr) {
+                compressed_ = guest::arena_new<CompressedCache>(alloc_, dev_, alloc_, codecs_, h_.compression_type, cb_,
+                                                                reasons_);
+                if (compressed_ == nullptr)
+                    return Status::NoMemory;
+            }
+            const uint8_t* inflated = nullptr;
+            if (const Status s2 = compressed_->cluster(e, &inflated); s2 != Status::Ok)
+                return s2;
+            __builtin_memcpy(buf_, inflated, static_cast<size_t>(cs_));
+            return Status::Ok;
+        });
+        return st != Status::Ok ? st : free_compressed(e);
     }
 
     // qcow2_free_any_cluster for a compressed entry: every host cluster its bytes touch (from the
     // sector holding its first byte) loses one reference; several compressed clusters may share one.
     Status free_compressed(uint64_t e) {
+        return each_compressed_cluster(e, [&](uint64_t c) { return drop_refs(c, 1); });
+    }
+    // Calls fn(c) for each host cluster c a compressed entry's bytes touch, in order.
+    template <class Fn>
+    Status each_compressed_cluster(uint64_t e, Fn fn) {
         uint64_t offset = 0, size = 0;
         qcow2_compressed_extent(e, cb_, &offset, &size);
         const uint64_t start = offset & ~(QCOW2_COMPRESSED_SECTOR_SIZE - 1);
         const uint64_t end = offset + size; // size is at most 2 clusters: no overflow below 2^56
-        for (uint64_t c = start & ~(cs_ - 1); c < end; c += cs_) {
-            uint64_t refs = 0;
-            if (const Status st = refcount_of(c, &refs); st != Status::Ok)
+        for (uint64_t c = start & ~(cs_ - 1); c < end; c += cs_)
+            if (const Status st = fn(c); st != Status::Ok)
                 return st;
-            if (refs == 0) {
-                ReasonText r;
-                r.add("Compressed cluster data at ").hex(offset).add(" lies in a cluster with refcount 0 (").hex(c)
-                    .add(")");
-                return corrupt(r);
-            }
-            if (const Status st = set_refcount(c, refs - 1, 0); st != Status::Ok)
-                return st;
-        }
         return Status::Ok;
+    }
+
+    // `n` references to the host cluster at `host` are gone (their entries now name other
+    // clusters): its refcount drops by n. A referenced cluster whose refcount is already below n
+    // is corruption, reported, and nothing is written.
+    Status drop_refs(uint64_t host, uint64_t n) {
+        uint64_t refs = 0;
+        if (const Status st = refcount_of(host, &refs); st != Status::Ok)
+            return st;
+        if (refs < n) {
+            ReasonText r;
+            r.add("Referenced cluster ").hex(host).add(" has refcount ").dec(refs).add(", below its references");
+            return corrupt(r);
+        }
+        return set_refcount(host, refs - n, 0);
+    }
+    // Drops gathered over a run of replaced entries: consecutive ones naming the same host cluster
+    // (compressed clusters packed into one) cost one refcount update.
+    Status queue_drop(uint64_t host) {
+        if (drop_n_ != 0 && host == drop_host_) {
+            ++drop_n_;
+            return Status::Ok;
+        }
+        if (const Status st = flush_drops(); st != Status::Ok)
+            return st;
+        drop_host_ = host;
+        drop_n_ = 1;
+        return Status::Ok;
+    }
+    Status flush_drops() {
+        if (drop_n_ == 0)
+            return Status::Ok;
+        const uint64_t n = drop_n_;
+        drop_n_ = 0;
+        return drop_refs(drop_host_, n);
+    }
+
+    // qemu's l2_allocate for an L2 table an internal snapshot shares (L1 entry without
+    // QCOW_OFLAG_COPIED): a new cluster is counted, the table copied into it as it is (its entries
+    // keep their flags: the data clusters stay shared), the L1 entry pointed at it, and then the old
+    // table's refcount dropped. A kill before the L1 entry changes leaks the copy; after it, the old
+    // table keeps one reference too many (a leak) until its refcount drops.
+    Status copy_l2_table(uint64_t l1_index, uint64_t old, uint64_t* out) {
+        uint64_t fresh = 0;
+        if (const Status st = allocate(&fresh); st != Status::Ok) // (may use buf_: before it is filled)
+            return st;
+        if (const Status st = dev_.read(old, buf_, static_cast<size_t>(cs_)); st != Status::Ok)
+            return st;
+        if (const Status st = dev_.write(fresh, buf_, static_cast<size_t>(cs_)); st != Status::Ok)
+            return st;
+        if (fresh + cs_ > file_len_)
+            file_len_ = fresh + cs_;
+        if (const Status st = write64(h_.l1_table_offset + l1_index * 8, fresh | QCOW_OFLAG_COPIED); st != Status::Ok)
+            return st;
+        *out = fresh;
+        return drop_refs(old, 1);
+    }
+
+    // A write into a data cluster an internal snapshot shares (qemu's handle_alloc for an entry
+    // without QCOW_OFLAG_COPIED): copied on write from its bytes (zeros for a zero-flagged one;
+    // encrypted ones decrypted here and encrypted again at the new offset), then the old cluster's
+    // refcount dropped by one.
+    Status replace_shared(uint64_t guest, uint64_t at, uint64_t e, uint64_t host, const uint8_t* src, uint64_t n) {
+        const Status st = copy_on_write(guest, at, src, n, [&]() {
+            if (e & QCOW_OFLAG_ZERO) {
+                __builtin_memset(buf_, 0, static_cast<size_t>(cs_));
+                return Status::Ok;
+            }
+            if (const Status s2 = dev_.read(host, buf_, static_cast<size_t>(cs_)); s2 != Status::Ok)
+                return s2;
+            if (cipher_ != nullptr) {
+                if (dcipher_ == nullptr)
+                    return Status::Invalid; // open sets both up for an image with snapshots
+                const uint64_t first = crypt_physical_ ? host : guest & ~(cs_ - 1);
+                dcipher_->decrypt(first / SECTOR, buf_, static_cast<size_t>(cs_));
+            }
+            return Status::Ok;
+        });
+        return st != Status::Ok ? st : drop_refs(host, 1);
     }
 
     // The refcount of the host cluster at `host` (a cluster an entry names: its refcount block exists).
@@ -653,6 +765,8 @@ private:
         const uint64_t in = guest & (cs_ - 1);
         if (e & QCOW_OFLAG_COMPRESSED)
             return replace_compressed(guest, at, e, src, n);
+        if (shared(e))
+            return replace_shared(guest, at, e, host, src, n);
         if (mapped(e) && !(e & QCOW_OFLAG_ZERO))
             return data_write(host + in, guest, src, n); // allocated: in place
         // A zero-flagged cluster reads as zeros, an unallocated one as the backing file (zeros
@@ -683,24 +797,40 @@ private:
         return write64(at, host | QCOW_OFLAG_COPIED);
     }
 
-    // Up to `max` whole clusters from `guest` on that are unallocated (not zero-flagged) in one L2
-    // table, appended as one run: their refcounts first, then the data (one request), then their L2
-    // entries (one request). A kill between the steps leaves leaked clusters at worst. *done >= 1.
+    // Whether a whole-cluster write gives the entry a new cluster: unallocated (not zero-flagged),
+    // or in the image itself compressed or shared with a snapshot (copied on write, and nothing of
+    // the old cluster is kept when the write covers it).
+    bool replaceable(uint64_t e) const {
+        if (e & QCOW_OFLAG_COMPRESSED)
+            return data_ == nullptr;
+        return (!mapped(e) && !(e & QCOW_OFLAG_ZERO)) || shared(e);
+    }
+
+    // Up to `max` whole clusters from `guest` on whose entries are replaceable, in one L2 table,
+    // appended as one run: their refcounts first, then the data (one request), then their L2 entries
+    // (one request), then the references the old entries held are dropped (compressed or shared
+    // clusters). A kill between the steps leaves leaked clusters at worst. *done >= 1.
     Status append_clusters(uint64_t guest, const uint8_t* src, uint64_t max, uint64_t* done) {
         uint64_t at0 = 0, e = 0, host = 0;
         if (const Status st = entry(guest, true, &at0, &e, &host); st != Status::Ok)
             return st;
-        if (mapped(e) || (e & QCOW_OFLAG_ZERO) || at0 == 0)
-            return Status::Invalid; // the caller saw it unallocated
+        if (!replaceable(e) || at0 == 0)
+            return Status::Invalid; // the caller saw it replaceable
+        if (obuf_ == nullptr) {
+            obuf_ = static_cast<uint64_t*>(alloc_.allocate(static_cast<size_t>(cs_), 64));
+            if (obuf_ == nullptr)
+                return Status::NoMemory;
+        }
+        obuf_[0] = e;
         const uint64_t room = l2_entries_ - ((guest >> cb_) & (l2_entries_ - 1));
         uint64_t k = 1;
         while (k < max && k < room) {
             uint64_t at = 0;
             if (const Status st = entry(guest + k * cs_, false, &at, &e, &host); st != Status::Ok)
                 return st;
-            if (mapped(e) || (e & QCOW_OFLAG_ZERO) || at != at0 + k * 8)
+            if (!replaceable(e) || at != at0 + k * 8)
                 break;
-            ++k;
+            obuf_[k++] = e;
         }
         uint64_t bytes = 0;
         if (__builtin_mul_overflow(k, cs_, &bytes))
@@ -734,7 +864,17 @@ private:
         if (l2c_ != nullptr && at0 >= l2c_off_ && at0 - l2c_off_ + k * 8 <= cs_)
             __builtin_memcpy(l2c_ + (at0 - l2c_off_), ebuf_, static_cast<size_t>(k * 8));
         *done = k;
-        return Status::Ok;
+        for (uint64_t i = 0; i < k; ++i) {
+            const uint64_t old = obuf_[i];
+            Status st = Status::Ok;
+            if (old & QCOW_OFLAG_COMPRESSED)
+                st = each_compressed_cluster(old, [&](uint64_t c) { return queue_drop(c); });
+            else if (shared(old))
+                st = queue_drop(old & L2E_OFFSET_MASK);
+            if (st != Status::Ok)
+                return st;
+        }
+        return flush_drops();
     }
 
     // Refcount 1 for up to `count` clusters from `host` on that share one refcount block: the first
@@ -832,16 +972,25 @@ private:
             // qemu's zero_in_l2_slice with unmap: the entry becomes a plain zero cluster, then the
             // host cluster is freed (a kill in between leaks it) and discarded in the file. (A raw
             // data file keeps every cluster mapped to itself.)
+            // A cluster a snapshot shares loses one reference and stays (qemu discards a cluster
+            // only when its refcount reaches 0).
             if (const Status st = write64(at, QCOW_OFLAG_ZERO); st != Status::Ok)
                 return st;
+            if (shared(e))
+                return drop_refs(host, 1);
             if (data_ == nullptr)
                 if (const Status st = set_refcount(host, 0, 0); st != Status::Ok)
                     return st;
             const Status st = (data_ != nullptr ? *data_ : dev_).discard(host, cs_);
             return st == Status::Unsupported ? Status::Ok : st;
         }
-        if (n == cs_ && h_.version >= 3)
-            return write64(at, host | QCOW_OFLAG_COPIED | QCOW_OFLAG_ZERO);
+        if (n == cs_ && h_.version >= 3) // qemu keeps the entry's offset and flags (a shared one stays so)
+            return write64(at, e | QCOW_OFLAG_ZERO);
+        if (shared(e)) { // partial zeros into a shared cluster: copied on write as any partial write
+            if (const Status st = zeros(); st != Status::Ok)
+                return st;
+            return write_piece(guest, zbuf_, n);
+        }
         __builtin_memset(buf_, 0, static_cast<size_t>(n));
         return data_write(host + (guest & (cs_ - 1)), guest, buf_, n);
     }
@@ -858,10 +1007,15 @@ private:
     uint8_t* cbuf_ = nullptr; // -c: compressed output, one cluster
     uint8_t* zbuf_ = nullptr; // zeros, one cluster (zeroing over a backing file)
     uint8_t* ebuf_ = nullptr; // a run of new L2 entries, one cluster
+    uint64_t* obuf_ = nullptr; // the entries that run replaces (append_clusters), one cluster
+    uint64_t drop_host_ = 0;   // references gathered to drop from one host cluster (queue_drop)
+    uint64_t drop_n_ = 0;
     CompressedCache* compressed_ = nullptr; // inflates compressed clusters a partial write replaces
     uint8_t* xbuf_ = nullptr; // encrypted images: the encryption bounce buffer (ENCRYPT_CHUNK)
     luks::SectorCipher* cipher_ = nullptr;
+    luks::SectorCipher* dcipher_ = nullptr; // images with snapshots: decrypts a shared cluster's sectors
     bool crypt_physical_ = false;
+    SnapshotRanges snapshots_; // internal snapshots' table and L1 tables (load_snapshot_metadata)
     guest::BlockDevice* data_ = nullptr; // the external data file, or nullptr
     bool data_raw_ = false;
     uint8_t* l2c_ = nullptr;  // the last L2 table read, one cluster, kept equal to the file's
@@ -893,11 +1047,21 @@ Status refuse_open_text(guest::ReasonSink* reasons, const char* text) {
 // The encrypted image's data cipher, set up to encrypt: LUKS unlocked with the secret from the
 // crypto header extension's clusters (sectors by host offset), legacy AES keyed with the secret's
 // first 16 bytes (sectors by guest offset), as the reader does (qcow2_read_open.cpp).
-Status unlock(const guest::OpenRequest& req, const Qcow2Header& h, luks::SectorCipher** out, bool* physical) {
+// `decrypt` (optional): the same key set up to decrypt too.
+Status unlock(const guest::OpenRequest& req, const Qcow2Header& h, luks::SectorCipher** out,
+              luks::SectorCipher** decrypt, bool* physical) {
     guest::BlockDevice& dev = *req.image;
     auto* cipher = guest::arena_new<luks::SectorCipher>(*req.allocator);
     if (cipher == nullptr)
         return Status::NoMemory;
+    luks::SectorCipher* dcipher = nullptr;
+    if (decrypt != nullptr) {
+        dcipher = guest::arena_new<luks::SectorCipher>(*req.allocator);
+        if (dcipher == nullptr) {
+            luks::delete_wiped(*req.allocator, cipher);
+            return Status::NoMemory;
+        }
+    }
     uint8_t key[luks::LUKS_MAX_KEY_BYTES] = {};
     size_t key_len = 16;
     luks::LuksHeader lh;
@@ -937,12 +1101,17 @@ Status unlock(const guest::OpenRequest& req, const Qcow2Header& h, luks::SectorC
     }
     if (st == Status::Ok)
         st = cipher->init(lh, key, key_len, true);
+    if (st == Status::Ok && dcipher != nullptr)
+        st = dcipher->init(lh, key, key_len);
     __builtin_memset(key, 0, sizeof key);
     if (st != Status::Ok) {
         luks::delete_wiped(*req.allocator, cipher);
+        luks::delete_wiped(*req.allocator, dcipher);
         return st;
     }
     *out = cipher;
+    if (decrypt != nullptr)
+        *decrypt = dcipher;
     return Status::Ok;
 }
 
@@ -968,8 +1137,6 @@ Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
     // a base that has one); without it, the first write is refused.
     if (h.crypt_method != 0 && req.secret == nullptr) // what qemu-img says when no secret is given
         return refuse_open_text(req.reasons, "Parameter 'encrypt.key-secret' is required for cipher");
-    if (h.nb_snapshots != 0)
-        return refuse_open(req.reasons, "internal snapshots");
     // An external data file: the host opened it through the path policy (OpenRequest::files).
     guest::BlockDevice* data = nullptr;
     if (h.incompatible_features & QCOW2_INCOMPAT_DATA_FILE) {
@@ -977,6 +1144,8 @@ Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
             return Status::Invalid;
         data = req.files[0];
     }
+    if (data != nullptr && h.nb_snapshots != 0) // qemu never makes snapshots of such an image
+        return refuse_open(req.reasons, "internal snapshots and an external data file");
     if (h.incompatible_features & QCOW2_INCOMPAT_EXTL2)
         return refuse_open(req.reasons, "extended L2 entries");
     if (h.incompatible_features & (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT))
@@ -1012,9 +1181,11 @@ Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
     if (buf == nullptr)
         return Status::NoMemory;
     luks::SectorCipher* cipher = nullptr;
+    luks::SectorCipher* dcipher = nullptr;
     bool physical = false;
     if (h.crypt_method != 0) {
-        if (const Status st = unlock(req, h, &cipher, &physical); st != Status::Ok) {
+        if (const Status st = unlock(req, h, &cipher, h.nb_snapshots != 0 ? &dcipher : nullptr, &physical);
+            st != Status::Ok) {
             req.allocator->deallocate(buf, static_cast<size_t>(cs));
             return st;
         }
@@ -1023,10 +1194,15 @@ Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
     if (w == nullptr) {
         req.allocator->deallocate(buf, static_cast<size_t>(cs));
         luks::delete_wiped(*req.allocator, cipher);
+        luks::delete_wiped(*req.allocator, dcipher);
         return Status::NoMemory;
     }
-    w->set_cipher(cipher, physical);
+    w->set_cipher(cipher, dcipher, physical);
     w->set_data_file(data, (h.autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW) != 0);
+    if (const Status st = w->load_snapshot_metadata(); st != Status::Ok) {
+        w->close();
+        return st;
+    }
     *out = w;
     return Status::Ok;
 }

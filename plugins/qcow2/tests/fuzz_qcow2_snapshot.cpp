@@ -1,6 +1,7 @@
 // Fuzz target: `snapshot -c`, `-a` and `-d` (qcow2_edit_snapshot.cpp over qcow2_inplace.h) on a
-// hostile image. The input is the image; the three actions run one after the other on it, each
-// with names derived from the input. They must never crash, loop, outgrow the arena budget or
+// hostile image, then commit's emptying of it (qcow2_edit_empty.cpp; with the snapshot the first
+// step made, qcow2_edit_empty_discard.cpp). The input is the image; the actions run one after the
+// other on it, the snapshot ones with names derived from the input. They must never crash, loop, outgrow the arena budget or
 // the file's growth budget, whatever the header, refcount tables, L1/L2 tables and snapshot
 // table say.
 #include "fuzz_edit_host.h"
@@ -34,7 +35,8 @@ public:
     }
 };
 
-void run(instar::hosted::MemoryOutput& file, std::uint32_t action, const char* id, const char* name) {
+void run(instar::hosted::MemoryOutput& file, std::uint32_t action, const char* id, const char* name,
+         instar::guest::EditCommand command = instar::guest::EditCommand::Snapshot) {
     instar::hosted::BudgetAllocator alloc(MEMORY_BUDGET);
     Host host(file);
     instar::guest::SnapshotArgs a{};
@@ -47,7 +49,7 @@ void run(instar::hosted::MemoryOutput& file, std::uint32_t action, const char* i
     args.insert(args.end(), name, name + a.name_len);
     std::uint8_t random[instar::guest::CREATE_RANDOM_BYTES] = {};
     instar::guest::EditRequest req{};
-    req.command = instar::guest::EditCommand::Snapshot;
+    req.command = command;
     req.image = &file;
     req.image_length = file.length();
     req.writable = true;
@@ -73,5 +75,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     run(file, instar::guest::SNAPSHOT_ACTION_CREATE, "", "s");
     run(file, instar::guest::SNAPSHOT_ACTION_APPLY, "", key);
     run(file, instar::guest::SNAPSHOT_ACTION_DELETE, "1", "s");
+    run(file, instar::guest::SNAPSHOT_ACTION_CREATE, "", "e");
+    run(file, 0, "", "", instar::guest::EditCommand::MakeEmpty);
     return 0;
 }

@@ -12,6 +12,7 @@
 #include "qcow2_read.h"
 #include "qcow2_write.h"
 
+#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -203,13 +204,101 @@ TEST_CASE("qcow2 existing writer: hostile metadata is refused before anything la
         Opened o(reftable_past);
         CHECK(o.status == Status::Corrupt);
     }
-    auto snapshots = base;
+    // Internal snapshots: their table and L1 tables are metadata too (qemu's overlap check).
+    const std::uint64_t data_off = be64(base, l2_off + 8) & 0x00fffffffffffe00ull;
+    auto snapshots = base; // one snapshot whose L1 table is the active data cluster at CS
+    snapshots.resize(base.size() + CS, 0);
     qcow2::store_be32(snapshots.data() + 60, 1);
-    put64(snapshots, 64, 0x30000);
+    put64(snapshots, 64, base.size());
+    put64(snapshots, base.size(), data_off);
+    qcow2::store_be32(snapshots.data() + base.size() + 8, 1); // l1_size
     {
         Opened o(snapshots);
-        CHECK(o.status != Status::Ok);
+        REQUIRE(o.status == Status::Ok);
+        CHECK(o.w->write(CS, d.data(), d.size()) == Status::Corrupt);
+        CHECK(o.reasons.text.find("on metadata") != std::string::npos);
+        CHECK(o.file.bytes() == snapshots);
     }
+    auto big_extra = snapshots; // an entry with more extra data than qemu keeps
+    qcow2::store_be32(big_extra.data() + base.size() + 36, 5000);
+    {
+        Opened o(big_extra);
+        CHECK(o.status == Status::Corrupt);
+        CHECK(o.reasons.text.find("Snapshot table entry 0") != std::string::npos);
+    }
+}
+
+namespace {
+// The 16-bit refcount entry of the host cluster at `host` (instar's create writer's layout).
+std::uint64_t refcount_at(const std::vector<std::uint8_t>& img, std::uint64_t host) {
+    const std::uint64_t block = be64(img, be64(img, 48));
+    return block + 2 * (host / CS);
+}
+std::uint16_t refcount(const std::vector<std::uint8_t>& img, std::uint64_t host) {
+    const std::uint64_t at = refcount_at(img, host);
+    return static_cast<std::uint16_t>(img[at] << 8 | img[at + 1]);
+}
+void set_refcount(std::vector<std::uint8_t>& img, std::uint64_t host, std::uint16_t v) {
+    const std::uint64_t at = refcount_at(img, host);
+    img[at] = static_cast<std::uint8_t>(v >> 8);
+    img[at + 1] = static_cast<std::uint8_t>(v);
+}
+} // namespace
+
+TEST_CASE("qcow2 existing writer: tables and clusters a snapshot shares are copied on write") {
+    const auto base = base_image();
+    const std::uint64_t l1_off = be64(base, 40);
+    const std::uint64_t l2_off = be64(base, l1_off) & 0x00fffffffffffe00ull;
+    const std::uint64_t data_off = be64(base, l2_off + 8) & 0x00fffffffffffe00ull;
+    // As a snapshot leaves them: refcount 2, OFLAG_COPIED clear in the L1 and L2 entries.
+    auto shared = base;
+    put64(shared, l1_off, l2_off);
+    put64(shared, l2_off + 8, data_off);
+    set_refcount(shared, l2_off, 2);
+    set_refcount(shared, data_off, 2);
+    const std::vector<std::uint8_t> d(512, 0x77);
+    Opened o(shared);
+    REQUIRE(o.status == Status::Ok);
+    REQUIRE(o.w->write(CS + 4096, d.data(), d.size()) == Status::Ok);
+    const auto img = o.file.bytes();
+    // The L2 table was copied (flags kept) and the old one lost a reference, unchanged.
+    const std::uint64_t new_l2 = be64(img, l1_off) & 0x00fffffffffffe00ull;
+    CHECK((be64(img, l1_off) & COPIED) != 0);
+    CHECK(new_l2 != l2_off);
+    CHECK(refcount(img, l2_off) == 1);
+    CHECK(refcount(img, new_l2) == 1);
+    CHECK(std::equal(img.begin() + l2_off, img.begin() + l2_off + CS, shared.begin() + l2_off));
+    // The data cluster was copied on write; the old one keeps the snapshot's bytes.
+    const std::uint64_t e = be64(img, new_l2 + 8);
+    const std::uint64_t new_data = e & 0x00fffffffffffe00ull;
+    CHECK((e & COPIED) != 0);
+    CHECK(new_data != data_off);
+    CHECK(refcount(img, data_off) == 1);
+    CHECK(refcount(img, new_data) == 1);
+    CHECK(std::equal(img.begin() + data_off, img.begin() + data_off + CS, shared.begin() + data_off));
+    const auto disk = read_disk(img);
+    CHECK(disk[CS] == 0xab);
+    CHECK(disk[CS + 4096] == 0x77);
+    CHECK(disk[CS + 4096 + 511] == 0x77);
+    CHECK(disk[CS + 4096 + 512] == 0xab);
+
+    // Whole zeros with unmap over a shared cluster: a zero entry, one reference dropped, no discard.
+    auto zeroed = shared;
+    Opened z(zeroed);
+    REQUIRE(z.status == Status::Ok);
+    REQUIRE(z.w->write_zeroes(CS, CS, true) == Status::Ok);
+    const auto zimg = z.file.bytes();
+    CHECK(refcount(zimg, data_off) == 1);
+    CHECK(std::equal(zimg.begin() + data_off, zimg.begin() + data_off + CS, shared.begin() + data_off));
+    CHECK(read_disk(zimg)[CS] == 0);
+
+    // A shared cluster whose refcount is already 0: corruption, reported.
+    auto zero_ref = shared;
+    set_refcount(zero_ref, data_off, 0);
+    Opened c(zero_ref);
+    REQUIRE(c.status == Status::Ok);
+    CHECK(c.w->write(CS, d.data(), d.size()) == Status::Corrupt);
+    CHECK(c.reasons.text.find("has refcount 0") != std::string::npos);
 }
 
 TEST_CASE("qcow2 existing writer: a full refcount table is grown, the old one freed") {

@@ -1,0 +1,237 @@
+// qcow2: emptying a top image with internal snapshots (qcow2_edit_empty.cpp calls it). qemu's
+// qcow2_make_empty cannot rebuild such an image, so it discards every guest cluster
+// (qcow2_cluster_discard with full_discard): each active L2 entry becomes 0 and its cluster loses
+// the active table's reference (compressed: every host cluster its bytes touch), a cluster whose
+// refcount reaches 0 is discarded in the file, and what the snapshots reference stays.
+//
+// instar drops the active L1 table's references whole rather than entry by entry:
+//   1. every L2 table the active L1 table names is read and checked (the table and every cluster
+//      it names inside the file, off the header, the L1 table, the refcount table and blocks and the
+//      snapshot metadata), before anything is written;
+//   2. the active L1 table is zeroed, flush: every guest cluster now reads from the backing file,
+//      which holds the committed data already (the content is the same before and after);
+//   3. each of those L2 tables gives up one reference to each cluster it names, and the table
+//      itself one reference (a table a snapshot shares stays for it; qemu copies such a table into
+//      a new zeroed one, instar leaves the entry 0), flush. Clusters whose refcount reaches 0 are
+//      discarded (qemu's QCOW2_DISCARD_SNAPSHOT passthrough) after their refcount block is written.
+// A kill after step 2 leaves leaked clusters at worst; before it, the image as it was. The file
+// keeps its length, as qemu's discards leave it.
+#include "qcow2_edit.h"
+
+#include "qcow2_header.h"
+#include "qcow2_inplace.h"
+#include "qcow2_limits.h"
+#include "qcow2_read_compressed.h"
+#include "qcow2_read_reason.h"
+#include "qcow2_snapshot_ranges.h"
+#include "qcow2_sort.h"
+
+namespace instar::qcow2 {
+
+using guest::Status;
+
+namespace {
+
+// Zeros written per request over the active L1 table (up to QCOW_MAX_L1_SIZE).
+constexpr uint64_t DISCARD_ZERO_CHUNK = 1u << 20;
+
+class DiscardEmpty {
+public:
+    DiscardEmpty(const guest::EditRequest& req, guest::EditHost& host) : req_(req), host_(host), alloc_(*req.allocator) {}
+    ~DiscardEmpty() {
+        if (l1_ != nullptr)
+            alloc_.deallocate(l1_, static_cast<size_t>(l1_bytes_));
+        if (l2_ != nullptr)
+            alloc_.deallocate(l2_, static_cast<size_t>(ip_.cluster_size()));
+        snapshots_.release(alloc_);
+        if (blocks_ != nullptr)
+            alloc_.deallocate(blocks_, static_cast<size_t>(blocks_bytes_));
+        ip_.close();
+    }
+
+    Status run() {
+        if (const Status st = ip_.open(*req_.image, req_.image_length, alloc_, &host_); st != Status::Ok)
+            return st;
+        const Qcow2Header& h = ip_.header();
+        if (uint64_t{h.l1_size} * 8 > QCOW_MAX_L1_SIZE)
+            return Status::TooLarge;
+        l1_bytes_ = h.l1_size == 0 ? 8 : uint64_t{h.l1_size} * 8;
+        l1_ = static_cast<uint64_t*>(alloc_.allocate(static_cast<size_t>(l1_bytes_), 64));
+        l2_ = static_cast<uint64_t*>(alloc_.allocate(static_cast<size_t>(ip_.cluster_size()), 64));
+        if (l1_ == nullptr || l2_ == nullptr)
+            return Status::NoMemory;
+        if (const Status st = ip_.read_table(h.l1_table_offset, l1_, h.l1_size); st != Status::Ok)
+            return st;
+        if (const Status st = load_metadata(); st != Status::Ok)
+            return st;
+        // 1. Everything the active tables name is checked first.
+        for (uint32_t i = 0; i < h.l1_size; ++i)
+            if (const Status st = for_each_reference(i, false); st != Status::Ok)
+                return st;
+        // 2. The active L1 table reads as empty.
+        if (const Status st = zero_l1(); st != Status::Ok)
+            return st;
+        if (const Status st = host_.flush(*req_.image); st != Status::Ok)
+            return st;
+        // 3. The references it held are given up.
+        for (uint32_t i = 0; i < h.l1_size; ++i)
+            if (const Status st = for_each_reference(i, true); st != Status::Ok)
+                return st;
+        return ip_.sync();
+    }
+
+private:
+    Status corrupt(ReasonText& r) {
+        host_.reason(r.data(), r.size());
+        return Status::Corrupt;
+    }
+
+    // The clusters no data or table entry may name: the header, the active L1 table, the refcount
+    // table, and the snapshots' table and L1 tables (qemu's metadata overlap check).
+    // The refcount blocks too: a cluster named as data that is a refcount block would lose its
+    // refcount and be discarded with every count in it (sorted cluster indexes, one per table entry,
+    // at most QCOW_MAX_REFTABLE_SIZE / 8).
+    Status load_metadata() {
+        ReasonText why;
+        if (const Status st = snapshots_.load(ip_.header(), ip_.device(), alloc_, &why); st != Status::Ok) {
+            if (st == Status::Corrupt)
+                return corrupt(why);
+            return st;
+        }
+        blocks_bytes_ = (ip_.reftable_size() + 1) * sizeof(uint64_t);
+        blocks_ = static_cast<uint64_t*>(alloc_.allocate(static_cast<size_t>(blocks_bytes_), 8));
+        if (blocks_ == nullptr)
+            return Status::NoMemory;
+        for (uint64_t i = 0; i < ip_.reftable_size(); ++i)
+            if (const uint64_t off = ip_.reftable_entry(i) & QCOW2_REFT_OFFSET_MASK; off != 0)
+                blocks_[nblocks_++] = off >> ip_.cluster_bits();
+        heap_sort(blocks_, nblocks_, [](uint64_t a, uint64_t b) { return a < b; });
+        return Status::Ok;
+    }
+
+    // Whether a refcount block lies in clusters [first, last].
+    bool on_refblock(uint64_t first, uint64_t last) const {
+        uint64_t lo = 0, hi = nblocks_; // the first block at or after `first`: blocks_[lo]
+        while (lo < hi) {
+            const uint64_t mid = lo + (hi - lo) / 2;
+            if (blocks_[mid] < first)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        return lo < nblocks_ && blocks_[lo] <= last;
+    }
+
+    bool on_metadata(uint64_t first, uint64_t end) const {
+        const Qcow2Header& h = ip_.header();
+        const uint64_t cs = ip_.cluster_size();
+        auto hit = [&](uint64_t start, uint64_t bytes) { return first < start + bytes && end > start; };
+        return first < cs || hit(h.l1_table_offset, uint64_t{h.l1_size} * 8) ||
+               hit(h.refcount_table_offset, uint64_t{h.refcount_table_clusters} * cs) || snapshots_.hits(first, end) ||
+               on_refblock(first >> ip_.cluster_bits(), (end - 1) >> ip_.cluster_bits());
+    }
+
+    // [offset, offset + bytes) lies in the file and off the metadata.
+    bool usable(uint64_t offset, uint64_t bytes) const {
+        return ip_.range_in_file(offset, bytes) && !on_metadata(offset, offset + bytes);
+    }
+
+    // L1 entry `i`'s table and every cluster it names: checked (`drop` false), or each loses one
+    // reference, the table last (`drop` true).
+    Status for_each_reference(uint32_t i, bool drop) {
+        const uint64_t l2 = l1_[i] & QCOW2_L1E_OFFSET_MASK;
+        if (l2 == 0)
+            return Status::Ok;
+        const uint64_t cs = ip_.cluster_size();
+        if ((l2 & (cs - 1)) != 0 || !usable(l2, cs)) {
+            ReasonText r;
+            r.add("L2 table offset ").hex(l2).add(" unaligned, past the end of the image file or on metadata (L1 index: ")
+                .hex(i).add(")");
+            return corrupt(r);
+        }
+        if (const Status st = ip_.read_table(l2, l2_, ip_.l2_entries()); st != Status::Ok)
+            return st;
+        for (uint64_t j = 0; j < ip_.l2_entries(); ++j) {
+            const uint64_t e = l2_[j];
+            uint64_t offset = 0, bytes = 0;
+            if (e & QCOW_OFLAG_COMPRESSED) {
+                qcow2_compressed_extent(e, ip_.cluster_bits(), &offset, &bytes);
+            } else {
+                offset = e & QCOW2_L2E_OFFSET_MASK;
+                bytes = offset == 0 ? 0 : cs;
+            }
+            if (bytes == 0)
+                continue; // unallocated, or a zero cluster without a host cluster
+            if (!drop) {
+                // A compressed cluster's last sector may run past the end of the file (qemu's
+                // compressed writes leave it so); its first byte must lie inside.
+                const bool ok = (e & QCOW_OFLAG_COMPRESSED) ? usable(offset, 1) && !on_metadata(offset, offset + bytes)
+                                                            : (offset & (cs - 1)) == 0 && usable(offset, cs);
+                if (!ok) {
+                    ReasonText r;
+                    r.add("Cluster offset ").hex(offset)
+                        .add(" unaligned, past the end of the image file or on metadata (L2 offset: ").hex(l2)
+                        .add(", L2 index: ").hex(j).add(")");
+                    return corrupt(r);
+                }
+                continue;
+            }
+            if (const Status st = ip_.free_clusters(offset, bytes, true); st != Status::Ok)
+                return dropped(st, offset);
+        }
+        if (!drop)
+            return Status::Ok;
+        if (const Status st = ip_.free_clusters(l2, cs, false); st != Status::Ok)
+            return dropped(st, l2);
+        return Status::Ok;
+    }
+
+    Status dropped(Status st, uint64_t offset) {
+        if (st != Status::Invalid)
+            return st;
+        ReasonText r;
+        r.add("Referenced cluster ").hex(offset).add(" has refcount 0");
+        return corrupt(r);
+    }
+
+    // Zeros over the active L1 table, DISCARD_ZERO_CHUNK bytes per request.
+    Status zero_l1() {
+        const uint64_t bytes = uint64_t{ip_.header().l1_size} * 8;
+        const uint64_t chunk = bytes < DISCARD_ZERO_CHUNK ? bytes : DISCARD_ZERO_CHUNK;
+        if (chunk == 0)
+            return Status::Ok;
+        auto* zeros = static_cast<uint8_t*>(alloc_.allocate(static_cast<size_t>(chunk), 64));
+        if (zeros == nullptr)
+            return Status::NoMemory;
+        __builtin_memset(zeros, 0, static_cast<size_t>(chunk));
+        Status st = Status::Ok;
+        for (uint64_t done = 0; st == Status::Ok && done < bytes;) {
+            const uint64_t n = bytes - done < chunk ? bytes - done : chunk;
+            st = ip_.write(ip_.header().l1_table_offset + done, zeros, static_cast<size_t>(n));
+            done += n;
+        }
+        alloc_.deallocate(zeros, static_cast<size_t>(chunk));
+        return st;
+    }
+
+    const guest::EditRequest& req_;
+    guest::EditHost& host_;
+    guest::Allocator& alloc_;
+    Qcow2Inplace ip_;
+    uint64_t* l1_ = nullptr;
+    uint64_t l1_bytes_ = 0;
+    uint64_t* l2_ = nullptr;
+    SnapshotRanges snapshots_;
+    uint64_t* blocks_ = nullptr; // refcount blocks' cluster indexes, sorted
+    uint64_t blocks_bytes_ = 0;
+    uint64_t nblocks_ = 0;
+};
+
+} // namespace
+
+Status empty_by_discard(const guest::EditRequest& req, guest::EditHost& host) {
+    DiscardEmpty d(req, host);
+    return d.run();
+}
+
+} // namespace instar::qcow2
