@@ -65,7 +65,9 @@ FIXTURES = [
     # Overlays with extended L2 entries, an internal snapshot, an external data file.
     ["QIMG", "create", "-q", "-f", "qcow2", "-o", "extended_l2=on", "-b", "b1.qcow2", "-F", "qcow2", "ovx.qcow2"],
     ["QIMG", "create", "-q", "-f", "qcow2", "-b", "b1.qcow2", "-F", "qcow2", "ovs.qcow2"],
+    ["QIO", "-f", "qcow2", "-c", "write -P 0x41 100k 200k", "ovs.qcow2"],
     ["QIMG", "snapshot", "-c", "snap1", "ovs.qcow2"],
+    ["QIO", "-f", "qcow2", "-c", "write -P 0x42 6M 64k", "ovs.qcow2"],
     ["QIMG", "create", "-q", "-f", "qcow2", "-o", "data_file=ovd.raw", "-b", "b1.qcow2", "-F", "qcow2", "ovd.qcow2"],
     # An image without a backing file, to be given one (safe: what the new one adds is zeroed).
     ["QIMG", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4k", "solo.qcow2", "8M"],
@@ -90,6 +92,9 @@ CASES = [
     (["-u", "-b", "b2.qcow2", "-F", "qcow2", "ov64.qcow2"], "ov64.qcow2", "bytes"),
     (["-u", "-b", LONG300, "-F", "qcow2", "ovx.qcow2"], "ovx.qcow2", "bytes"),
     (["-u", "-b", "b2.qcow2", "-F", "qcow2", "ovs.qcow2"], "ovs.qcow2", "bytes"),
+    # Safe mode into an overlay with an internal snapshot (round 31): what the snapshot shares is
+    # copied on write.
+    (["-b", "b2.qcow2", "-F", "qcow2", "ovs.qcow2"], "ovs.qcow2", "content"),
     (["-u", "-b", "b2.qcow2", "-F", "qcow2", "ovd.qcow2"], "ovd.qcow2", "bytes"),
     (["-u", "-b", "vb2.vmdk", "-F", "vmdk", "vo.vmdk"], "vo.vmdk", "bytes"),
     (["-u", "-b", "", "vo.vmdk"], "vo.vmdk", "bytes"),
@@ -185,7 +190,7 @@ def main():
                 print("FAIL fixture %s\n%s" % (c, err))
         # The content of every image before, flat.
         for img in ("ov.qcow2", "ov64.qcow2", "ov512.qcow2", "ovv2.qcow2", "top.qcow2", "ovlong.qcow2",
-                    "solo.qcow2"):
+                    "solo.qcow2", "ovs.qcow2"):
             run([q72, "convert", "-O", "raw", img, img + ".before.raw"], fxd, env)
         link_dir = os.path.join(work, "bin")
         os.mkdir(link_dir)
