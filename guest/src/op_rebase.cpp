@@ -23,6 +23,8 @@ constexpr uint64_t REBASE_CHUNK = 2u << 20;
 struct Plan {
     instar_rebase_plan head{};
     instar_convert_image* images = nullptr;
+    uint64_t file_count = 0;               // INSTAR_REBASE_IMAGE_FILES: the image's other files
+    const uint8_t* file_lengths = nullptr; // file_count uint64 lengths
 };
 
 Status read_plan(uint32_t plan_device, Plan& plan) {
@@ -34,8 +36,21 @@ Status read_plan(uint32_t plan_device, Plan& plan) {
     const instar_rebase_plan& h = plan.head;
     const uint64_t table = static_cast<uint64_t>(h.image_count) * sizeof(instar_convert_image);
     if (h.magic != INSTAR_REBASE_PLAN_MAGIC || h.image_count < 1 || h.image_count > INSTAR_CONVERT_MAX_IMAGES ||
-        sizeof h + table != size || h.write_device >= device_count() || device(h.write_device) == nullptr ||
+        h.write_device >= device_count() || device(h.write_device) == nullptr ||
+        (h.flags & ~(INSTAR_REBASE_PROGRESS | INSTAR_REBASE_COMPRESS | INSTAR_REBASE_IMAGE_FILES)) != 0 ||
         (h.new_backing != INSTAR_CONVERT_NO_BACKING && (h.new_backing == 0 || h.new_backing >= h.image_count)))
+        return Status::Invalid;
+    uint64_t tail = 0;
+    if ((h.flags & INSTAR_REBASE_IMAGE_FILES) != 0) {
+        if (size < sizeof h + table + 8)
+            return Status::Invalid;
+        __builtin_memcpy(&plan.file_count, bytes + sizeof h + table, 8);
+        if (plan.file_count == 0 || plan.file_count > MAX_EXISTING_FILES)
+            return Status::Invalid;
+        tail = 8 + 8 * plan.file_count;
+        plan.file_lengths = bytes + sizeof h + table + 8;
+    }
+    if (sizeof h + table + tail != size)
         return Status::Invalid;
     // The plan starts 16-aligned; 32 is a multiple of the entries' alignment.
     plan.images = reinterpret_cast<instar_convert_image*>(bytes + sizeof h);
@@ -223,7 +238,14 @@ Status rebase_op(const uint8_t* arg, uint32_t arg_len) {
         close_images(readers, opened);
         return Status::NoMemory;
     }
-    OpenRequest req{file, nullptr, 0, &arena(), &codecs(), &reasons, nullptr, h.qemu_version};
+    // The image's other files (a data file, vmdk extents) follow its writable device.
+    const auto nfiles = static_cast<uint32_t>(plan.file_count);
+    BlockDevice** files = nullptr;
+    if ((st = existing_files(h.write_device, plan.file_lengths, nfiles, &files)) != Status::Ok) {
+        close_images(readers, opened);
+        return st;
+    }
+    OpenRequest req{file, files, nfiles, &arena(), &codecs(), &reasons, nullptr, h.qemu_version};
     // An encrypted image is written with its own key: entry 0's secret (the reader unlocked it).
     if (secrets.bytes != nullptr) {
         req.secret = secrets.bytes[0];
@@ -260,6 +282,8 @@ Status rebase_op(const uint8_t* arg, uint32_t arg_len) {
     if (outcome == INSTAR_REBASE_DONE && (st = writer->finish()) != Status::Ok) outcome = INSTAR_REBASE_WRITE;
     writer->close();
     // The copied data durable before the host switches the header to the new backing file.
+    for (uint32_t i = 0; i < nfiles && outcome == INSTAR_REBASE_DONE; ++i)
+        if (hc_flush(h.write_device + 1 + i) < 0) outcome = INSTAR_REBASE_WRITE;
     if (outcome == INSTAR_REBASE_DONE && hc_flush(h.write_device) < 0) outcome = INSTAR_REBASE_WRITE;
     send(outcome, 0, w.copied);
     close_images(readers, opened);

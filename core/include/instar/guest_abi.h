@@ -15,7 +15,7 @@
 #define INSTAR_ABI_ASSERT(cond, msg) _Static_assert(cond, msg)
 #endif
 
-#define INSTAR_GUEST_ABI_VERSION 8u
+#define INSTAR_GUEST_ABI_VERSION 9u
 
 /* ---- Guest physical memory map (identity-mapped: guest virtual == guest physical) ---- */
 #define INSTAR_PAGE_SIZE 0x1000ull
@@ -643,6 +643,10 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_edit_record_head) == 8, "edit record head
 #define INSTAR_REBASE_PLAN_MAGIC 0x4E4C5052u /* "RPLN" */
 #define INSTAR_REBASE_PROGRESS 1u            /* send INSTAR_HC_PROGRESS in bytes of the image */
 #define INSTAR_REBASE_COMPRESS 2u            /* -c: copied clusters stored compressed */
+/* The image names other files (a qcow2 data file, vmdk extents): the image table is followed by a
+ * uint64 count and that many uint64 file lengths, in the order info reported the files; the files
+ * are the devices after write_device (writable outputs), as commit's base's (guest ABI 9). */
+#define INSTAR_REBASE_IMAGE_FILES 4u
 
 struct instar_rebase_arg {
     uint32_t plan_device;

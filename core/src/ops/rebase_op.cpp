@@ -85,7 +85,7 @@ Expected<bool> rebase_copy(const RebaseSpec& spec, const PluginRegistry& plugins
                 return Error{"Could not open '" + link.name + "': instar cannot read the data of " +
                              std::string((*link.plugin)->name) + " images yet"};
 
-    ImageTable table(2); // device 0: the plan, device 1: the image, writable
+    ImageTable table; // device 0: the plan; the image, writable, and its other files go last
     auto image_index = table.add_chain(image);
     if (!image_index)
         return Error{image_index.error()};
@@ -110,19 +110,40 @@ Expected<bool> rebase_copy(const RebaseSpec& spec, const PluginRegistry& plugins
     auto rw = reopen_writable(top.image, spec.filename);
     if (!rw)
         return Error{rw.error()};
-    table.devices[1] = vmm::output_device(rw->get());
+    const auto write_device = static_cast<std::uint32_t>(table.devices.size());
+    table.devices.push_back(vmm::output_device(rw->get()));
+    // The image's other files (a qcow2 data file, vmdk extents), reopened the same way, follow it as
+    // outputs, their lengths after the image table (INSTAR_REBASE_IMAGE_FILES), as commit's base's.
+    std::vector<vmm::UniqueFd> files;
+    std::vector<std::uint64_t> file_lengths;
+    for (const OpenedFile& f : top.files) {
+        auto fd = reopen_writable(f, spec.filename);
+        if (!fd)
+            return Error{fd.error()};
+        table.devices.push_back(vmm::output_device(fd->get()));
+        file_lengths.push_back(f.size);
+        files.push_back(std::move(*fd));
+    }
+    if (auto ok = table.check_limits("rebase"); !ok)
+        return Error{ok.error()};
 
     instar_rebase_plan head{};
     head.magic = INSTAR_REBASE_PLAN_MAGIC;
     head.image_count = static_cast<std::uint32_t>(table.images.size());
-    head.flags = (spec.progress ? INSTAR_REBASE_PROGRESS : 0u) | (spec.compress ? INSTAR_REBASE_COMPRESS : 0u);
+    head.flags = (spec.progress ? INSTAR_REBASE_PROGRESS : 0u) | (spec.compress ? INSTAR_REBASE_COMPRESS : 0u) |
+                 (files.empty() ? 0u : INSTAR_REBASE_IMAGE_FILES);
     head.qemu_version = qemu_version;
     head.new_backing = new_top;
-    head.write_device = 1;
+    head.write_device = write_device;
     head.image_length = top.image.size;
     std::vector<std::uint8_t> bytes;
     append_bytes(bytes, &head, 1);
     append_bytes(bytes, table.images.data(), table.images.size());
+    if (!files.empty()) {
+        const std::uint64_t count = files.size();
+        append_bytes(bytes, &count, 1);
+        append_bytes(bytes, file_lengths.data(), file_lengths.size());
+    }
     PlanFile plan_file;
     auto plan_device = plan_file.write(bytes);
     if (!plan_device)
