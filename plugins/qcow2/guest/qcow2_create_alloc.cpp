@@ -5,6 +5,7 @@
 
 #include "qcow2_bytes.h"
 #include "qcow2_limits.h"
+#include "qcow2_sort.h"
 
 #include <instar/guest/format_util.h>
 
@@ -73,16 +74,8 @@ void set_refcount(uint8_t* block, uint64_t index, uint32_t order, uint64_t v) {
 } // namespace
 
 size_t Qcow2Alloc::shared_find(uint64_t cluster) const {
-    size_t lo = 0;
-    size_t hi = shared_count_;
-    while (lo < hi) {
-        const size_t mid = lo + (hi - lo) / 2;
-        if (shared_[mid].cluster < cluster)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
+    return static_cast<size_t>(
+        partition_point(shared_, shared_count_, [cluster](const auto& s) { return s.cluster < cluster; }));
 }
 
 uint64_t Qcow2Alloc::refcount(uint64_t cluster) const {

@@ -1,19 +1,12 @@
 // Sorted disjoint cluster ranges for the create-time refcount model.
 #include "qcow2_create_extents.h"
 
+#include "qcow2_sort.h"
+
 namespace instar::qcow2 {
 
 size_t Qcow2Extents::first_ending_after(uint64_t c) const {
-    size_t lo = 0;
-    size_t hi = n_;
-    while (lo < hi) {
-        const size_t mid = lo + (hi - lo) / 2;
-        if (e_[mid].end > c)
-            hi = mid;
-        else
-            lo = mid + 1;
-    }
-    return lo;
+    return static_cast<size_t>(partition_point(e_, n_, [c](const auto& e) { return e.end <= c; }));
 }
 
 bool Qcow2Extents::contains(uint64_t c) const {

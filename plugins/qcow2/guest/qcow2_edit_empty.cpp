@@ -109,15 +109,7 @@ bool entry_set(const uint8_t* rb, uint64_t index, uint32_t bits) {
 
 // The first index of sorted v[0..n) whose cluster (v[i] / cs) is at least `cluster`.
 uint64_t lower_bound(const uint64_t* v, uint64_t n, uint64_t cs, uint64_t cluster) {
-    uint64_t a = 0, b = n;
-    while (a < b) {
-        const uint64_t m = a + (b - a) / 2;
-        if (v[m] / cs < cluster)
-            a = m + 1;
-        else
-            b = m;
-    }
-    return a;
+    return partition_point(v, n, [cs, cluster](uint64_t off) { return off / cs < cluster; });
 }
 
 // Makes the clusters [first, end) of the file read as zeros: a hole where the device can punch one,

@@ -111,15 +111,8 @@ private:
 
     // Whether a refcount block lies in clusters [first, last].
     bool on_refblock(uint64_t first, uint64_t last) const {
-        uint64_t lo = 0, hi = nblocks_; // the first block at or after `first`: blocks_[lo]
-        while (lo < hi) {
-            const uint64_t mid = lo + (hi - lo) / 2;
-            if (blocks_[mid] < first)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
-        return lo < nblocks_ && blocks_[lo] <= last;
+        const uint64_t at = partition_point(blocks_, nblocks_, [first](uint64_t b) { return b < first; });
+        return at < nblocks_ && blocks_[at] <= last;
     }
 
     bool on_metadata(uint64_t first, uint64_t end) const {

@@ -14,6 +14,7 @@
 #include "qcow2_limits.h"
 #include "qcow2_read_reason.h"
 #include "qcow2_snapshot.h"
+#include "qcow2_snapshot_walk.h"
 
 #include <instar/guest/edit_snapshot.h>
 
@@ -202,20 +203,12 @@ private:
         if (n_ == 0)
             return Status::Ok;
         // Pass 1: the table's length, entry by entry through the 40-byte headers.
-        uint64_t offset = h.snapshots_offset;
-        for (uint32_t i = 0; i < n_; ++i) {
-            offset = round_up8(offset);
-            uint8_t hdr[SNAPSHOT_HEADER_BYTES];
-            if (ip_.read(offset, hdr, sizeof hdr) != Status::Ok)
-                return corrupt_table();
-            const uint32_t extra = load_be32(hdr + 36);
-            if (extra > QCOW_MAX_SNAPSHOT_EXTRA_DATA)
-                return corrupt_table();
-            offset += SNAPSHOT_HEADER_BYTES + extra + load_be16(hdr + 12) + load_be16(hdr + 14);
-            if (offset - h.snapshots_offset > QCOW_MAX_SNAPSHOTS_SIZE)
-                return corrupt_table();
-        }
-        old_size_ = offset - h.snapshots_offset;
+        SnapshotWalk walk;
+        if (qcow2_snapshot_walk(
+                h.snapshots_offset, n_, [this](uint64_t at, uint8_t* buf, uint64_t len) { return ip_.read(at, buf, len); },
+                [](uint32_t, const uint8_t*) {}, &walk) != Status::Ok)
+            return corrupt_table();
+        old_size_ = walk.length;
         raw_len_ = static_cast<size_t>(old_size_);
         raw_ = static_cast<uint8_t*>(alloc_.allocate(raw_len_, 16));
         if (raw_ == nullptr)

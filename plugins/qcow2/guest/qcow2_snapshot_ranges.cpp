@@ -3,7 +3,7 @@
 
 #include "qcow2_bytes.h"
 #include "qcow2_limits.h"
-#include "qcow2_snapshot.h"
+#include "qcow2_snapshot_walk.h"
 #include "qcow2_sort.h"
 
 namespace instar::qcow2 {
@@ -18,24 +18,21 @@ Status SnapshotRanges::load(const Qcow2Header& h, guest::BlockDevice& dev, guest
     ranges_ = static_cast<Range*>(alloc.allocate(static_cast<size_t>(bytes_), 16));
     if (ranges_ == nullptr)
         return Status::NoMemory;
-    uint64_t offset = h.snapshots_offset;
-    for (uint32_t i = 0; i < n; ++i) {
-        offset = (offset + 7) & ~uint64_t{7};
-        uint8_t hdr[sizeof(Qcow2SnapshotHeaderDisk)];
-        const uint32_t extra = dev.read(offset, hdr, sizeof hdr) == Status::Ok ? load_be32(hdr + 36) : UINT32_MAX;
-        if (extra > QCOW_MAX_SNAPSHOT_EXTRA_DATA) {
-            why->add("Snapshot table entry ").dec(i).add(" unreadable or too large (offset ").hex(offset).add(")");
-            return Status::Corrupt;
-        }
-        const uint64_t l1 = load_be64(hdr), l1_bytes = uint64_t{load_be32(hdr + 8)} * 8;
-        ranges_[i] = {l1, l1 > UINT64_MAX - l1_bytes ? UINT64_MAX : l1 + l1_bytes};
-        offset += sizeof hdr + extra + load_be16(hdr + 12) + load_be16(hdr + 14);
-        if (offset - h.snapshots_offset > QCOW_MAX_SNAPSHOTS_SIZE) {
-            why->add("Snapshot table is too big");
-            return Status::Corrupt;
-        }
-    }
-    ranges_[n] = {h.snapshots_offset, offset};
+    SnapshotWalk walk;
+    const Status st = qcow2_snapshot_walk(
+        h.snapshots_offset, n, [&dev](uint64_t at, uint8_t* buf, uint64_t len) { return dev.read(at, buf, len); },
+        [this](uint32_t i, const uint8_t* hdr) {
+            const uint64_t l1 = load_be64(hdr), l1_bytes = uint64_t{load_be32(hdr + 8)} * 8;
+            ranges_[i] = {l1, l1 > UINT64_MAX - l1_bytes ? UINT64_MAX : l1 + l1_bytes};
+        },
+        &walk);
+    if (walk.stop == SnapshotWalk::Stop::BadEntry)
+        why->add("Snapshot table entry ").dec(walk.index).add(" unreadable or too large (offset ").hex(walk.offset).add(")");
+    else if (walk.stop == SnapshotWalk::Stop::TooBig)
+        why->add("Snapshot table is too big");
+    if (st != Status::Ok)
+        return st;
+    ranges_[n] = {h.snapshots_offset, h.snapshots_offset + walk.length};
     count_ = uint64_t{n} + 1;
     heap_sort(ranges_, count_, [](const Range& a, const Range& b) { return a.start < b.start; });
     for (uint64_t i = 1; i < count_; ++i)
@@ -45,14 +42,8 @@ Status SnapshotRanges::load(const Qcow2Header& h, guest::BlockDevice& dev, guest
 }
 
 bool SnapshotRanges::hits(uint64_t first, uint64_t end) const {
-    uint64_t lo = 0, hi = count_; // the ranges starting below `end`: ranges_[0, lo)
-    while (lo < hi) {
-        const uint64_t mid = lo + (hi - lo) / 2;
-        if (ranges_[mid].start < end)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
+    // The ranges starting below `end` are ranges_[0, lo); the last of them has the largest end.
+    const uint64_t lo = partition_point(ranges_, count_, [end](const Range& r) { return r.start < end; });
     return lo > 0 && ranges_[lo - 1].max_end > first;
 }
 

@@ -1,5 +1,6 @@
-// In-place heap sort for the qcow2 guest code (no libc in the guest): O(n log n) whatever the input,
-// no recursion and no extra memory, so a hostile table of any length costs no more than a sorted one.
+// In-place heap sort and binary search for the qcow2 guest code (no libc in the guest): O(n log n)
+// and O(log n) whatever the input, no recursion and no extra memory, so a hostile table of any
+// length costs no more than a sorted one.
 #pragma once
 
 #include <stdint.h>
@@ -30,6 +31,21 @@ void heap_sort(T* v, uint64_t n, Less less) {
         v[end - 1] = t;
         sift(0, end - 1);
     }
+}
+
+// The number of leading elements of v[0..n) for which below(v[i]) holds, v being ordered so that
+// they come first (std::partition_point's index): the first element not below, or n.
+template <class T, class Below>
+uint64_t partition_point(const T* v, uint64_t n, Below below) {
+    uint64_t lo = 0, hi = n;
+    while (lo < hi) {
+        const uint64_t mid = lo + (hi - lo) / 2;
+        if (below(v[mid]))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
 }
 
 } // namespace instar::qcow2
