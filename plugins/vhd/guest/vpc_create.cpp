@@ -204,7 +204,7 @@ Status create_image(const CreateRequest& req, CreateTarget& target, VpcCreated* 
                                   "Backing file not supported for subformat 'fixed': a differencing VHD is dynamic");
     if (differencing && guest::create_option(req, "force_size") == nullptr)
         s.force_size = !chs_exact(req.size);
-    uint64_t size;
+    uint64_t size = 0;
     VpcGeometry g;
     st = size_and_geometry(req, target, s.force_size, &size, &g);
     if (st != Status::Ok)
