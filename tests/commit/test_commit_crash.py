@@ -9,7 +9,8 @@ grows a refcount block, a qcow2 overlay over a vmdk base (monolithicSparse, and 
 a descriptor and an extent file), a three-deep chain committed into the middle
 image (copy-on-write from the bottom image), a base with compressed clusters and an internal snapshot
 (copy on write of what the snapshot shares; the snapshot must read as before), the same over a
-LUKS-encrypted base, a top with an internal snapshot emptied after the commit, a plain top over a LUKS-encrypted qcow2 base (the base
+LUKS-encrypted base, a top with an internal snapshot emptied after the commit, a top whose data is in an external data file (its L2 tables zeroed, then the data file's
+clusters discarded), a plain top over a LUKS-encrypted qcow2 base (the base
 must still decrypt to the old or the new data of each cluster), and a LUKS-encrypted top emptied after
 the commit (named by json: with their secrets; checked and compared with --image-opts; their base,
 decrypted, must hold in each cluster the old data or the data of the commit that was not killed).
@@ -127,6 +128,16 @@ CHAINS = {
                       ["QIMG", "snapshot", "-c", "s1", "t.qcow2"],
                       ["QIO", "-c", "write -P 0xa4 2k 3k", "-c", "write -z 3M 4k", "t.qcow2"]],
                      [], ["t.qcow2", "b.qcow2"]),
+    # A top whose data is in an external data file (extended L2 entries), emptied after the commit
+    # (qcow2_edit_empty_discard.cpp): each L2 table zeroed and flushed before the data-file clusters
+    # it named are discarded.
+    "data_file_top": ([["QIMG", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4k", "b.qcow2", "4M"],
+                       ["QIO", "-c", "write -P 0x11 0 3M", "b.qcow2"],
+                       ["QIMG", "create", "-q", "-f", "qcow2", "-o",
+                        "cluster_size=16k,extended_l2=on,data_file=t.data", "-b", "b.qcow2", "-F", "qcow2", "t.qcow2"],
+                       ["QIO", "-c", "write -P 0xb1 1k 9k", "-c", "write -z 64k 8k", "-c", "write -P 0xb2 2M 20k",
+                        "-c", "write -P 0xb3 3M 4k", "t.qcow2"]],
+                      [], ["t.qcow2", "b.qcow2"]),
 }
 # Chains with an internal snapshot: (image, snapshot) that must read the same after every kill.
 SNAPSHOTS = {"snapshot_base": ("b.qcow2", "s1"), "enc_snapshot_base": ("b.qcow2", "s1"),

@@ -20,8 +20,9 @@ guest::Status edit_bitmap(const guest::EditRequest& req, guest::EditHost& host);
 guest::Status edit_backing(const guest::EditRequest& req, guest::EditHost& host);
 // commit's emptying of the top image (qemu's bdrv_make_empty).
 guest::Status edit_empty(const guest::EditRequest& req, guest::EditHost& host);
-// edit_empty for an image with internal snapshots: the active layer's references dropped, as qemu's
-// discard loop leaves them (qcow2_edit_empty_discard.cpp).
+// edit_empty for an image with internal snapshots (the active layer's references dropped) or an
+// external data file (its L2 tables zeroed, its data clusters discarded), as qemu's discard loop
+// leaves them (qcow2_edit_empty_discard.cpp).
 guest::Status empty_by_discard(const guest::EditRequest& req, guest::EditHost& host);
 
 } // namespace instar::qcow2

@@ -17,9 +17,9 @@
 // LUKS header keep their refcounts, and each cluster that loses its refcount is discarded (a hole,
 // or zeros written), after its refcount block is durable; 3. the file keeps its length (qemu does
 // not cut it). Byte-identical to qemu's result.
-// Images with internal snapshots are emptied as qemu's discard loop leaves them
-// (qcow2_edit_empty_discard.cpp). Those qemu empties with its discard loop for other reasons
-// (persistent bitmaps, an external data file) are refused with a reason.
+// Images with internal snapshots or an external data file are emptied as qemu's discard loop leaves
+// them (qcow2_edit_empty_discard.cpp). Those qemu empties with its discard loop for another reason
+// (persistent bitmaps) are refused with a reason.
 #include "qcow2_edit.h"
 
 #include "qcow2_bytes.h"
@@ -148,13 +148,16 @@ guest::Status edit_empty(const guest::EditRequest& req, guest::EditHost& host) {
     }
     // qemu's qcow2_make_empty: a LUKS header's clusters must stay, so qemu discards every cluster.
     const bool luks = h.crypt_method == QCOW_CRYPT_LUKS;
-    if (h.incompatible_features & QCOW2_INCOMPAT_DATA_FILE)
-        return refuse(host, "an external data file");
     if (h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS)
         return refuse(host, "persistent bitmaps");
     if (h.incompatible_features & (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT))
         return refuse(host, "the dirty or corrupt bit set");
-    if (h.nb_snapshots != 0) // what the snapshots reference must stay: qemu's discard loop
+    const bool data_file = (h.incompatible_features & QCOW2_INCOMPAT_DATA_FILE) != 0;
+    if (data_file && h.nb_snapshots != 0) // qemu never makes this pair (nor does instar's writer)
+        return refuse(host, "internal snapshots and an external data file");
+    // What the snapshots reference must stay, and data-file clusters have no refcounts: qemu's
+    // discard loop for both.
+    if (h.nb_snapshots != 0 || data_file)
         return empty_by_discard(req, host);
 
     const uint64_t cs = h.cluster_size();

@@ -16,6 +16,17 @@
 //      discarded (qemu's QCOW2_DISCARD_SNAPSHOT passthrough) after their refcount block is written.
 // A kill after step 2 leaves leaked clusters at worst; before it, the image as it was. The file
 // keeps its length, as qemu's discards leave it.
+//
+// Images with an external data file (qemu's discard loop too: data clusters have no refcounts, and
+// qemu's qcow2_free_any_cluster passes each freed one to the data file as a discard) are emptied as
+// qemu leaves them, byte for byte: the L1 table, the L2 tables and every refcount stay; after the
+// same checks as step 1, each L2 table in turn is zeroed and flushed (the guest clusters it mapped
+// now read from the backing file), then the data-file clusters it named are discarded (a hole
+// where the device can punch one; advisory, as qemu's). A kill leaves each table old (its data
+// untouched) or zeroed.
+//
+// Extended L2 tables hold 16-byte entries: the walk reads each entry's first word (the subcluster
+// bitmap that follows is not an offset).
 #include "qcow2_edit.h"
 
 #include "qcow2_header.h"
@@ -53,6 +64,14 @@ public:
         if (const Status st = ip_.open(*req_.image, req_.image_length, alloc_, &host_); st != Status::Ok)
             return st;
         const Qcow2Header& h = ip_.header();
+        entry_words_ = (h.incompatible_features & QCOW2_INCOMPAT_EXTL2) ? 2 : 1;
+        if (h.incompatible_features & QCOW2_INCOMPAT_DATA_FILE) {
+            // The host passes the files the image names: the data file first (OpenRequest::files).
+            if (req_.files == nullptr || req_.file_lengths == nullptr || req_.file_count < 1 || req_.files[0] == nullptr)
+                return Status::Invalid;
+            data_ = req_.files[0];
+            data_len_ = req_.file_lengths[0];
+        }
         if (uint64_t{h.l1_size} * 8 > QCOW_MAX_L1_SIZE)
             return Status::TooLarge;
         l1_bytes_ = h.l1_size == 0 ? 8 : uint64_t{h.l1_size} * 8;
@@ -68,6 +87,8 @@ public:
         for (uint32_t i = 0; i < h.l1_size; ++i)
             if (const Status st = for_each_reference(i, false); st != Status::Ok)
                 return st;
+        if (data_ != nullptr)
+            return empty_tables();
         // 2. The active L1 table reads as empty.
         if (const Status st = zero_l1(); st != Status::Ok)
             return st;
@@ -144,8 +165,20 @@ private:
         }
         if (const Status st = ip_.read_table(l2, l2_, ip_.l2_entries()); st != Status::Ok)
             return st;
-        for (uint64_t j = 0; j < ip_.l2_entries(); ++j) {
+        for (uint64_t j = 0; j < ip_.l2_entries(); j += entry_words_) {
             const uint64_t e = l2_[j];
+            if (data_ != nullptr) {
+                // A data-file cluster: not in this file and without a refcount (only checked here:
+                // empty_tables discards it). qemu reads no compressed cluster from such an image.
+                if ((e & QCOW_OFLAG_COMPRESSED) || (e & QCOW2_L2E_OFFSET_MASK & (cs - 1)) != 0) {
+                    ReasonText r;
+                    r.add("Cluster offset ").hex(e & QCOW2_L2E_OFFSET_MASK)
+                        .add(" compressed or unaligned in an image with a data file (L2 offset: ").hex(l2)
+                        .add(", L2 index: ").hex(j / entry_words_).add(")");
+                    return corrupt(r);
+                }
+                continue;
+            }
             uint64_t offset = 0, bytes = 0;
             if (e & QCOW_OFLAG_COMPRESSED) {
                 qcow2_compressed_extent(e, ip_.cluster_bits(), &offset, &bytes);
@@ -164,7 +197,7 @@ private:
                     ReasonText r;
                     r.add("Cluster offset ").hex(offset)
                         .add(" unaligned, past the end of the image file or on metadata (L2 offset: ").hex(l2)
-                        .add(", L2 index: ").hex(j).add(")");
+                        .add(", L2 index: ").hex(j / entry_words_).add(")");
                     return corrupt(r);
                 }
                 continue;
@@ -185,6 +218,52 @@ private:
         ReasonText r;
         r.add("Referenced cluster ").hex(offset).add(" has refcount 0");
         return corrupt(r);
+    }
+
+    // Data-file images: each L2 table zeroed and flushed, then the data-file clusters it named
+    // discarded in runs of adjacent clusters (clipped to the data file); the data file flushed last.
+    Status empty_tables() {
+        const uint64_t cs = ip_.cluster_size();
+        auto* zeros = static_cast<uint8_t*>(alloc_.allocate(static_cast<size_t>(cs), 64));
+        if (zeros == nullptr)
+            return Status::NoMemory;
+        __builtin_memset(zeros, 0, static_cast<size_t>(cs));
+        Status st = Status::Ok;
+        for (uint32_t i = 0; st == Status::Ok && i < ip_.header().l1_size; ++i) {
+            const uint64_t l2 = l1_[i] & QCOW2_L1E_OFFSET_MASK;
+            if (l2 == 0)
+                continue;
+            if ((st = ip_.read_table(l2, l2_, ip_.l2_entries())) != Status::Ok ||
+                (st = ip_.write(l2, zeros, static_cast<size_t>(cs))) != Status::Ok ||
+                (st = host_.flush(*req_.image)) != Status::Ok)
+                break;
+            uint64_t run = 0, run_len = 0; // a run of adjacent data clusters, in bytes
+            for (uint64_t j = 0; j <= ip_.l2_entries(); j += entry_words_) {
+                const uint64_t e = j < ip_.l2_entries() ? l2_[j] : 0;
+                const uint64_t offset = e & QCOW2_L2E_OFFSET_MASK;
+                // Offset 0 is a data-file cluster too where OFLAG_COPIED says so (qemu's
+                // qcow2_get_cluster_type: data-file clusters always have refcount 1).
+                const bool allocated = offset != 0 || (e & QCOW_OFLAG_COPIED) != 0;
+                if (allocated && run_len != 0 && run + run_len == offset) {
+                    run_len += cs;
+                    continue;
+                }
+                discard_data(run, run_len);
+                run = offset;
+                run_len = allocated ? cs : 0;
+            }
+        }
+        alloc_.deallocate(zeros, static_cast<size_t>(cs));
+        if (st != Status::Ok)
+            return st;
+        return host_.flush(*data_);
+    }
+
+    // qemu's pdiscard on the data file: advisory, clipped to the file.
+    void discard_data(uint64_t offset, uint64_t bytes) {
+        if (bytes == 0 || offset >= data_len_)
+            return;
+        (void)data_->discard(offset, bytes < data_len_ - offset ? bytes : data_len_ - offset);
     }
 
     // Zeros over the active L1 table, DISCARD_ZERO_CHUNK bytes per request.
@@ -215,6 +294,9 @@ private:
     uint64_t l1_bytes_ = 0;
     uint64_t* l2_ = nullptr;
     SnapshotRanges snapshots_;
+    guest::BlockDevice* data_ = nullptr; // the external data file, when the image has one
+    uint64_t data_len_ = 0;
+    uint64_t entry_words_ = 1; // 2 with extended L2 entries (offset word, subcluster bitmap)
     uint64_t* blocks_ = nullptr; // refcount blocks' cluster indexes, sorted
     uint64_t blocks_bytes_ = 0;
     uint64_t nblocks_ = 0;

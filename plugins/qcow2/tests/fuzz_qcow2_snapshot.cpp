@@ -1,6 +1,7 @@
 // Fuzz target: `snapshot -c`, `-a` and `-d` (qcow2_edit_snapshot.cpp over qcow2_inplace.h) on a
 // hostile image, then commit's emptying of it (qcow2_edit_empty.cpp; with the snapshot the first
-// step made, qcow2_edit_empty_discard.cpp). The input is the image; the actions run one after the
+// step made, or an external data file the header names, qcow2_edit_empty_discard.cpp: the emptying
+// is given a data file of DATA_FILE_BYTES to discard in). The input is the image; the actions run one after the
 // other on it, the snapshot ones with names derived from the input. They must never crash, loop, outgrow the arena budget or
 // the file's growth budget, whatever the header, refcount tables, L1/L2 tables and snapshot
 // table say.
@@ -24,6 +25,7 @@ using instar::guest::Status;
 
 constexpr std::uint64_t OUTPUT_BUDGET = 64u << 20; // the image may grow by this much at most
 constexpr std::size_t MEMORY_BUDGET = 16u << 20;   // the guest arena stand-in
+constexpr std::uint64_t DATA_FILE_BYTES = 1u << 20; // the data file handed to the emptying
 
 class Host final : public instar::hosted::FuzzEditHost {
 public:
@@ -36,7 +38,8 @@ public:
 };
 
 void run(instar::hosted::MemoryOutput& file, std::uint32_t action, const char* id, const char* name,
-         instar::guest::EditCommand command = instar::guest::EditCommand::Snapshot) {
+         instar::guest::EditCommand command = instar::guest::EditCommand::Snapshot,
+         instar::hosted::MemoryOutput* data_file = nullptr) {
     instar::hosted::BudgetAllocator alloc(MEMORY_BUDGET);
     Host host(file);
     instar::guest::SnapshotArgs a{};
@@ -53,6 +56,13 @@ void run(instar::hosted::MemoryOutput& file, std::uint32_t action, const char* i
     req.image = &file;
     req.image_length = file.length();
     req.writable = true;
+    instar::guest::BlockDevice* files[1] = {data_file};
+    const std::uint64_t lengths[1] = {data_file != nullptr ? data_file->length() : 0};
+    if (data_file != nullptr) {
+        req.files = files;
+        req.file_lengths = lengths;
+        req.file_count = 1;
+    }
     req.args = args.data();
     req.args_len = args.size();
     req.unix_time = 1700000000;
@@ -76,6 +86,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     run(file, instar::guest::SNAPSHOT_ACTION_APPLY, "", key);
     run(file, instar::guest::SNAPSHOT_ACTION_DELETE, "1", "s");
     run(file, instar::guest::SNAPSHOT_ACTION_CREATE, "", "e");
-    run(file, 0, "", "", instar::guest::EditCommand::MakeEmpty);
+    instar::hosted::MemoryOutput data_file(DATA_FILE_BYTES);
+    std::vector<std::uint8_t> pattern(DATA_FILE_BYTES, 0x5a);
+    if (data_file.write(0, pattern.data(), pattern.size()) != Status::Ok)
+        std::abort();
+    run(file, 0, "", "", instar::guest::EditCommand::MakeEmpty, &data_file);
     return 0;
 }
