@@ -69,6 +69,12 @@ const Divergence DIVERGENCES[] = {
      "qemu discards every guest cluster, copying each L2 table a snapshot shares and allocating an empty L2 "
      "table for every L1 entry without one: the same content and snapshots, check clean, fewer clusters",
      "one L1 write switches the whole active layer to the backing file, so a kill leaves leaks at worst"},
+    {"qcow2-empty-bitmaps", "commit",
+     "emptying a top with persistent bitmaps after commit leaves the bitmaps' directory, tables and data "
+     "clusters where they are; qemu stores every bitmap again on close, into new clusters, with a new "
+     "directory: the same bitmaps and bits, check clean, a different cluster layout",
+     "the bitmaps do not change (qemu's discards do not dirty them), so rewriting them is only extra writes "
+     "and a window in which a kill leaves them half stored"},
     {"qcow2-encrypt-compress-existing", "convert",
      "convert -n -c into an encrypted qcow2 image is refused before anything is written",
      "qemu-img fails with an I/O error at the first compressed cluster, leaving the image partly written"},

@@ -10,7 +10,8 @@ a descriptor and an extent file), a three-deep chain committed into the middle
 image (copy-on-write from the bottom image), a base with compressed clusters and an internal snapshot
 (copy on write of what the snapshot shares; the snapshot must read as before), the same over a
 LUKS-encrypted base, a top with an internal snapshot emptied after the commit, a top whose data is in an external data file (its L2 tables zeroed, then the data file's
-clusters discarded), a plain top over a LUKS-encrypted qcow2 base (the base
+clusters discarded), a top with a persistent bitmap emptied after the commit (the bitmap must keep
+every bit), a plain top over a LUKS-encrypted qcow2 base (the base
 must still decrypt to the old or the new data of each cluster), and a LUKS-encrypted top emptied after
 the commit (named by json: with their secrets; checked and compared with --image-opts; their base,
 decrypted, must hold in each cluster the old data or the data of the commit that was not killed).
@@ -26,6 +27,8 @@ import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "formats"))
 from oracle_retry import run_fixture  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bitmap"))
+from test_bitmap_oracle import read_bitmaps  # noqa: E402
 
 # Kill points per chain at most: a spread of this many when a commit makes more writes.
 MAX_POINTS = 80
@@ -138,6 +141,16 @@ CHAINS = {
                        ["QIO", "-c", "write -P 0xb1 1k 9k", "-c", "write -z 64k 8k", "-c", "write -P 0xb2 2M 20k",
                         "-c", "write -P 0xb3 3M 4k", "t.qcow2"]],
                       [], ["t.qcow2", "b.qcow2"]),
+    # A top with a persistent bitmap dirtied by its writes, emptied after the commit by the discard
+    # loop: the bitmap must keep every bit at every kill point (BITMAPS).
+    "bitmap_top": ([["QIMG", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4k", "b.qcow2", "4M"],
+                    ["QIO", "-c", "write -P 0x11 0 3M", "b.qcow2"],
+                    ["QIMG", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4k", "-b", "b.qcow2", "-F",
+                     "qcow2", "t.qcow2"],
+                    ["QIMG", "bitmap", "--add", "-g", "4k", "t.qcow2", "b0"],
+                    ["QIO", "-c", "write -P 0xc1 1k 9k", "-c", "write -z 64k 8k", "-c", "write -P 0xc2 2M 20k",
+                     "t.qcow2"]],
+                   [], ["t.qcow2", "b.qcow2"]),
 }
 # Chains with an internal snapshot: (image, snapshot) that must read the same after every kill.
 SNAPSHOTS = {"snapshot_base": ("b.qcow2", "s1"), "enc_snapshot_base": ("b.qcow2", "s1"),
@@ -152,6 +165,10 @@ SECRETS = {
     "enc_snapshot_base": {"t.qcow2": "driver=qcow2,backing.encrypt.key-secret=s0,file.filename=t.qcow2",
                           "b.qcow2": "driver=qcow2,encrypt.key-secret=s0,file.filename=b.qcow2"},
 }
+
+
+# Chains with persistent bitmaps: the image whose bitmaps must read the same after every kill.
+BITMAPS = {"bitmap_top": "t.qcow2"}
 
 
 def snapshot_raw(name, where, qimg, out):
@@ -182,6 +199,8 @@ def build(name, where, qimg, qio):
     if name in SECRETS:  # the base decrypted before the commit, for base_per_cluster
         run_fixture([qimg, "convert", "-O", "raw"] + image_args(name, "b.qcow2") + ["base-old.raw"], cwd=where,
                     check=True)
+    if name in BITMAPS:
+        shutil.copy(os.path.join(where, BITMAPS[name]), os.path.join(where, "bitmaps-old.qcow2"))
     if name in SNAPSHOTS:
         why = snapshot_raw(name, where, qimg, "snap-old.raw")
         if why is not None:
@@ -237,6 +256,10 @@ def verify(name, where, qimg):
     p = subprocess.run(cmp, cwd=where, capture_output=True, text=True)
     if p.returncode != 0:
         problems.append("content: " + (p.stdout + p.stderr).strip())
+    if name in BITMAPS:
+        old, now = (read_bitmaps(os.path.join(where, f)) for f in ("bitmaps-old.qcow2", BITMAPS[name]))
+        if not old or now != old:
+            problems.append("bitmaps of %s changed: %s, were %s" % (BITMAPS[name], now, old))
     if name in SNAPSHOTS:
         why = snapshot_raw(name, where, qimg, "snap-now.raw")
         if why is not None:

@@ -25,6 +25,8 @@ import tempfile
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "formats"))
 from oracle_retry import run_fixture, run_normalised  # noqa: E402
 from differential_support import data_segments  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bitmap"))
+from test_bitmap_oracle import read_bitmaps  # noqa: E402
 
 
 def q(*a):
@@ -189,6 +191,14 @@ SCENARIOS["data_file_top"][1].append("t.data")
 SCENARIOS["data_file_top_l2"] = two(top_opts=("-o", "data_file=ABS/t.data,extended_l2=on,cluster_size=16k"))
 SCENARIOS["data_file_top_l2"][1].append("t.data")
 DATA_CASES += [("data_file_top", ["t.qcow2"]), ("data_file_top", ["-d", "t.qcow2"]), ("data_file_top_l2", ["t.qcow2"])]
+# A top with persistent bitmaps (one enabled, dirtied by the top's writes; one disabled, of another
+# granularity): emptied by the discard loop too; the bitmaps must keep every bit, as qemu's (which
+# stores them again into new clusters on close: divergence qcow2-empty-bitmaps).
+SCENARIOS["bitmap_top"] = two(top_data=[])
+SCENARIOS["bitmap_top"][0].extend([q("bitmap", "--add", "t.qcow2", "b0"),
+                                   q("bitmap", "--add", "-g", "512k", "--disable", "t.qcow2", "b1"),
+                                   io("qcow2", "t.qcow2", *TOP_DATA)])
+DATA_CASES += [("bitmap_top", ["t.qcow2"]), ("bitmap_top", ["-d", "t.qcow2"])]
 # Files that must equal qemu-img's byte for byte, holes included.
 EXACT = {"data_file_top": ["t.qcow2", "t.data"], "data_file_top_l2": ["t.qcow2", "t.data"]}
 DATA_CASES += [("snapshot_base", ["t.qcow2"]), ("snapshot_base", ["-d", "t.qcow2"]),
@@ -271,10 +281,47 @@ def check_images(scenario, qdir, idir, q72):
             if c.returncode != 0:
                 problems.append("%s: check rc %d: %s" % (name, c.returncode, c.stdout.strip()))
             problems += snapshot_problems(q72, name, a, b)
+            if read_bitmaps(a) != read_bitmaps(b):
+                problems.append("%s: bitmaps %s, qemu-img's %s" % (name, read_bitmaps(a), read_bitmaps(b)))
         if fmt != "vpc":
             with open(a, "rb") as fa, open(b, "rb") as fb:
                 same += fa.read() == fb.read()
     return problems, same
+
+
+def snapshot_l1(img):
+    """The first snapshot's L1 table offset."""
+    return struct.unpack(">Q", img[struct.unpack(">Q", img[64:72])[0]:][:8])[0]
+
+
+def bitmap_data_cluster(img):
+    """The first bitmap's first data cluster (0 when it has none)."""
+    at, directory = struct.unpack(">I", img[100:104])[0], None
+    while directory is None:
+        magic, ln = struct.unpack(">II", img[at:at + 8])
+        if magic == 0x23852875:  # the bitmaps extension
+            directory = struct.unpack(">Q", img[at + 24:at + 32])[0]
+        at += 8 + ((ln + 7) & ~7)
+    table = struct.unpack(">Q", img[directory:directory + 8])[0]
+    return struct.unpack(">Q", img[table:table + 8])[0] & 0x00fffffffffffe00
+
+
+def hostile_top(ours, idir, env, target):
+    """Points t.qcow2's first active L2 entry at target(image bytes); commit must refuse to empty it
+    ("on metadata") and leave it byte for byte as it was: (ok, why not)."""
+    top = os.path.join(idir, "t.qcow2")
+    with open(top, "r+b") as f:
+        img = bytearray(f.read())
+        at = target(img)
+        l1 = struct.unpack(">Q", img[40:48])[0]
+        l2 = struct.unpack(">Q", img[l1:l1 + 8])[0] & 0x00fffffffffffe00
+        img[l2:l2 + 8] = struct.pack(">Q", at | 1 << 63)
+        f.seek(0)
+        f.write(img)
+    ri = run_normalised([ours, "commit", "t.qcow2"], idir, env)
+    changed = open(top, "rb").read() != bytes(img)
+    ok = at != 0 and ri[0] == 1 and "on metadata" in ri[2] and not changed
+    return ok, "%r (target %#x; top changed: %s)" % (ri, at, changed)
 
 
 def main():
@@ -362,28 +409,21 @@ def main():
                 else:
                     passed += 1
                 shutil.rmtree(idir)
-        # A hostile top with a snapshot: an active data cluster is the snapshot's L1 table. The
-        # commit copies its data (reads are not refused), then emptying the top refuses before
-        # writing anything to it: the snapshot's table must not lose its refcount or be discarded.
-        n += 1
-        idir = os.path.join(work, "i%d" % n)
-        build("snapshot_top", idir, q72, qio)
-        top = os.path.join(idir, "t.qcow2")
-        with open(top, "r+b") as f:
-            img = bytearray(f.read())
-            l1 = struct.unpack(">Q", img[40:48])[0]
-            snap_l1 = struct.unpack(">Q", img[struct.unpack(">Q", img[64:72])[0]:][:8])[0]
-            l2 = struct.unpack(">Q", img[l1:l1 + 8])[0] & 0x00fffffffffffe00
-            img[l2:l2 + 8] = struct.pack(">Q", snap_l1 | 1 << 63)
-            f.seek(0)
-            f.write(img)
-        ri = run_normalised([ours, "commit", "t.qcow2"], idir, env)
-        if ri[0] != 1 or "on metadata" not in ri[2] or open(top, "rb").read() != bytes(img):
-            failed += 1
-            print("FAIL hostile snapshot top: %r (top changed: %s)" % (ri, open(top, "rb").read() != bytes(img)))
-        else:
-            passed += 1
-        shutil.rmtree(idir)
+        # Hostile tops: the first active L2 entry names a cluster of the snapshot's L1 table, or a
+        # data cluster of a persistent bitmap. The commit copies its data (reads are not refused),
+        # then emptying the top refuses before writing anything to it: the metadata must not lose
+        # its refcount or be discarded.
+        for scenario, target in (("snapshot_top", snapshot_l1), ("bitmap_top", bitmap_data_cluster)):
+            n += 1
+            idir = os.path.join(work, "i%d" % n)
+            build(scenario, idir, q72, qio)
+            ok, why = hostile_top(ours, idir, env, target)
+            if ok:
+                passed += 1
+            else:
+                failed += 1
+                print("FAIL hostile %s: %s" % (scenario, why))
+            shutil.rmtree(idir)
     finally:
         shutil.rmtree(work)
     print("byte-identical to qemu-img's: %d of %d images" % (identical, images))

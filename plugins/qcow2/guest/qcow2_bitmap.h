@@ -16,6 +16,10 @@ inline constexpr uint32_t BME_FLAG_IN_USE = 1u << 0;
 inline constexpr uint32_t BME_FLAG_AUTO = 1u << 1;
 inline constexpr uint32_t BME_RESERVED_FLAGS = ~(BME_FLAG_IN_USE | BME_FLAG_AUTO); // qemu's mask
 inline constexpr uint8_t BT_DIRTY_TRACKING_BITMAP = 1;
+// Bitmap table entries: a data cluster's offset, or 0 with the all-ones flag (qcow2 spec).
+inline constexpr uint64_t BME_TABLE_ENTRY_RESERVED_MASK = 0xff000000000001feull;
+inline constexpr uint64_t BME_TABLE_ENTRY_OFFSET_MASK = 0x00fffffffffffe00ull;
+inline constexpr uint64_t BME_TABLE_ENTRY_FLAG_ALL_ONES = 1;
 
 // Fixed part of a bitmap directory entry (followed by extra data, name, zero padding to 8).
 struct Qcow2BitmapDirEntryDisk {

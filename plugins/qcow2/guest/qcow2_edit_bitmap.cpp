@@ -29,9 +29,6 @@ namespace {
 // needs 2 MiB).
 constexpr uint64_t BITMAP_MAX_MERGED_BYTES = 64u << 20;
 constexpr char INCONSISTENT_HINT[] = "Try block-dirty-bitmap-remove to delete this bitmap from disk\n";
-constexpr uint64_t BME_TABLE_ENTRY_RESERVED_MASK = 0xff000000000001feull;
-constexpr uint64_t BME_TABLE_ENTRY_OFFSET_MASK = 0x00fffffffffffe00ull;
-constexpr uint64_t BME_TABLE_ENTRY_FLAG_ALL_ONES = 1;
 // One message line at most this long: a 1023-byte name appears in it three times.
 constexpr size_t MSG_MAX = 4096;
 

@@ -17,9 +17,8 @@
 // LUKS header keep their refcounts, and each cluster that loses its refcount is discarded (a hole,
 // or zeros written), after its refcount block is durable; 3. the file keeps its length (qemu does
 // not cut it). Byte-identical to qemu's result.
-// Images with internal snapshots or an external data file are emptied as qemu's discard loop leaves
-// them (qcow2_edit_empty_discard.cpp). Those qemu empties with its discard loop for another reason
-// (persistent bitmaps) are refused with a reason.
+// Images with internal snapshots, persistent bitmaps or an external data file are emptied as qemu's
+// discard loop leaves them (qcow2_edit_empty_discard.cpp).
 #include "qcow2_edit.h"
 
 #include "qcow2_bytes.h"
@@ -148,16 +147,14 @@ guest::Status edit_empty(const guest::EditRequest& req, guest::EditHost& host) {
     }
     // qemu's qcow2_make_empty: a LUKS header's clusters must stay, so qemu discards every cluster.
     const bool luks = h.crypt_method == QCOW_CRYPT_LUKS;
-    if (h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS)
-        return refuse(host, "persistent bitmaps");
     if (h.incompatible_features & (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT))
         return refuse(host, "the dirty or corrupt bit set");
     const bool data_file = (h.incompatible_features & QCOW2_INCOMPAT_DATA_FILE) != 0;
     if (data_file && h.nb_snapshots != 0) // qemu never makes this pair (nor does instar's writer)
         return refuse(host, "internal snapshots and an external data file");
-    // What the snapshots reference must stay, and data-file clusters have no refcounts: qemu's
-    // discard loop for both.
-    if (h.nb_snapshots != 0 || data_file)
+    // What the snapshots and persistent bitmaps reference must stay, and data-file clusters have
+    // no refcounts: qemu's discard loop for all three.
+    if (h.nb_snapshots != 0 || data_file || (h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS) != 0)
         return empty_by_discard(req, host);
 
     const uint64_t cs = h.cluster_size();

@@ -25,10 +25,16 @@
 // where the device can punch one; advisory, as qemu's). A kill leaves each table old (its data
 // untouched) or zeroed.
 //
+// Images with persistent bitmaps (qemu's discard loop as well) go the same way as those with
+// snapshots: the bitmaps' directory, tables and data clusters are metadata no active entry may name,
+// and they stay where they are, unchanged (qemu's discards do not dirty them; its close then stores
+// them again into new clusters: divergence qcow2-empty-bitmaps).
+//
 // Extended L2 tables hold 16-byte entries: the walk reads each entry's first word (the subcluster
 // bitmap that follows is not an offset).
 #include "qcow2_edit.h"
 
+#include "qcow2_bitmap_ranges.h"
 #include "qcow2_header.h"
 #include "qcow2_inplace.h"
 #include "qcow2_limits.h"
@@ -55,6 +61,7 @@ public:
         if (l2_ != nullptr)
             alloc_.deallocate(l2_, static_cast<size_t>(ip_.cluster_size()));
         snapshots_.release(alloc_);
+        bitmaps_.release(alloc_);
         if (blocks_ != nullptr)
             alloc_.deallocate(blocks_, static_cast<size_t>(blocks_bytes_));
         ip_.close();
@@ -108,7 +115,9 @@ private:
     }
 
     // The clusters no data or table entry may name: the header, the active L1 table, the refcount
-    // table, and the snapshots' table and L1 tables (qemu's metadata overlap check).
+    // table, the snapshots' table and L1 tables, and the persistent bitmaps' directory, tables and
+    // data clusters (qemu's metadata overlap check; a bitmap cluster an L2 entry named would be
+    // freed under the bitmap).
     // The refcount blocks too: a cluster named as data that is a refcount block would lose its
     // refcount and be discarded with every count in it (sorted cluster indexes, one per table entry,
     // at most QCOW_MAX_REFTABLE_SIZE / 8).
@@ -117,6 +126,13 @@ private:
         if (const Status st = snapshots_.load(ip_.header(), ip_.device(), alloc_, &why); st != Status::Ok) {
             if (st == Status::Corrupt)
                 return corrupt(why);
+            return st;
+        }
+        if (const Status st = bitmaps_.load(ip_, alloc_, &why); st != Status::Ok) {
+            if (st == Status::Corrupt)
+                return corrupt(why);
+            if (why.size() > 0) // TooLarge: more bitmap data clusters than BITMAP_RANGES_MAX
+                host_.reason(why.data(), why.size());
             return st;
         }
         blocks_bytes_ = (ip_.reftable_size() + 1) * sizeof(uint64_t);
@@ -142,6 +158,7 @@ private:
         auto hit = [&](uint64_t start, uint64_t bytes) { return first < start + bytes && end > start; };
         return first < cs || hit(h.l1_table_offset, uint64_t{h.l1_size} * 8) ||
                hit(h.refcount_table_offset, uint64_t{h.refcount_table_clusters} * cs) || snapshots_.hits(first, end) ||
+               bitmaps_.hits(first, end) ||
                on_refblock(first >> ip_.cluster_bits(), (end - 1) >> ip_.cluster_bits());
     }
 
@@ -294,6 +311,7 @@ private:
     uint64_t l1_bytes_ = 0;
     uint64_t* l2_ = nullptr;
     SnapshotRanges snapshots_;
+    BitmapRanges bitmaps_; // persistent bitmaps' directory, tables and data clusters (they stay)
     guest::BlockDevice* data_ = nullptr; // the external data file, when the image has one
     uint64_t data_len_ = 0;
     uint64_t entry_words_ = 1; // 2 with extended L2 entries (offset word, subcluster bitmap)

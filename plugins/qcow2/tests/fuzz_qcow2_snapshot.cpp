@@ -1,7 +1,7 @@
 // Fuzz target: `snapshot -c`, `-a` and `-d` (qcow2_edit_snapshot.cpp over qcow2_inplace.h) on a
 // hostile image, then commit's emptying of it (qcow2_edit_empty.cpp; with the snapshot the first
-// step made, or an external data file the header names, qcow2_edit_empty_discard.cpp: the emptying
-// is given a data file of DATA_FILE_BYTES to discard in). The input is the image; the actions run one after the
+// step made, persistent bitmaps or an external data file the header names,
+// qcow2_edit_empty_discard.cpp: the emptying is given a data file of DATA_FILE_BYTES to discard in). The input is the image; the actions run one after the
 // other on it, the snapshot ones with names derived from the input. They must never crash, loop, outgrow the arena budget or
 // the file's growth budget, whatever the header, refcount tables, L1/L2 tables and snapshot
 // table say.
