@@ -19,6 +19,8 @@ Status SortedRanges::reserve(guest::Allocator& alloc, uint64_t n) {
 }
 
 bool SortedRanges::add(uint64_t start, uint64_t end) {
+    if (start >= end)
+        return true; // holds no byte (an empty L1 or bitmap table): nothing may be kept off it
     if (count_ == capacity_)
         return false;
     ranges_[count_++] = {start, end};

@@ -15,7 +15,7 @@ class SortedRanges {
 public:
     // Room for `n` ranges (once, before any add).
     Status reserve(guest::Allocator& alloc, uint64_t n);
-    // Adds [start, end); false when the room reserve() made is full.
+    // Adds [start, end) (an empty one is dropped); false when the room reserve() made is full.
     bool add(uint64_t start, uint64_t end);
     // Sorts what was added; hits() answers after this.
     void finish();
