@@ -1,9 +1,8 @@
 // The persistent bitmaps' ranges (qcow2_bitmap_ranges.h).
 #include "qcow2_bitmap_ranges.h"
 
-#include "qcow2_bitmap.h"
-#include "qcow2_extensions.h"
-#include "qcow2_limits.h"
+#include "qcow2_bitmap_walk.h"
+#include "qcow2_bytes.h"
 
 namespace instar::qcow2 {
 
@@ -33,84 +32,77 @@ Status corrupt(ReasonText* why, const char* what, uint64_t offset) {
 
 } // namespace
 
-Status BitmapRanges::load(Qcow2Inplace& ip, guest::Allocator& alloc, ReasonText* why) {
-    const Qcow2Header& h = ip.header();
+Status BitmapRanges::load(const Qcow2Header& h, guest::BlockDevice& dev, uint64_t file_len, guest::Allocator& alloc,
+                          ReasonText* why) {
     if (h.version < 3 || (h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS) == 0)
         return Status::Ok;
-    const uint64_t cs = ip.cluster_size();
+    const uint64_t cs = h.cluster_size();
+    auto cluster_in_file = [&](uint64_t at) {
+        return (at & (cs - 1)) == 0 && at >= cs && at < file_len && cs <= file_len - at;
+    };
     Qcow2Extensions ext{};
     {
         Buffer hdr(alloc, cs);
         if (hdr.p == nullptr)
             return Status::NoMemory;
-        __builtin_memset(hdr.p, 0, hdr.bytes);
-        const uint64_t have = ip.file_length() < cs ? ip.file_length() : cs;
-        if (const Status st = ip.read(0, hdr.p, static_cast<size_t>(have)); st != Status::Ok)
-            return st;
-        if (const Status st = qcow2_extensions_parse(h, static_cast<const uint8_t*>(hdr.p), h.header_length,
-                                                     h.extensions_end(), &ext);
+        if (const Status st = qcow2_header_cluster_read(dev, file_len, h, static_cast<uint8_t*>(hdr.p), &ext);
             st != Status::Ok)
             return st;
     }
     if (ext.nb_bitmaps == 0)
         return Status::Ok;
     const uint64_t dir_at = ext.bitmap_directory_offset, dsize = ext.bitmap_directory_size;
-    if (dsize > QCOW2_MAX_BITMAP_DIRECTORY_SIZE || !ip.range_in_file(dir_at, dsize))
+    if (!qcow2_bitmap_dir_placed(ext, file_len))
         return corrupt(why, "Bitmap directory invalid or past the end of the image file", dir_at);
     Buffer dir(alloc, dsize == 0 ? 8 : dsize);
     Buffer table(alloc, BITMAP_TABLE_CHUNK * 8);
     if (dir.p == nullptr || table.p == nullptr)
         return Status::NoMemory;
     const auto* d = static_cast<const uint8_t*>(dir.p);
-    if (const Status st = ip.read(dir_at, dir.p, static_cast<size_t>(dsize)); st != Status::Ok)
+    if (const Status st = dev.read(dir_at, dir.p, static_cast<size_t>(dsize)); st != Status::Ok)
         return st;
     // Pass 1: the entries (qemu's checks) and how many table entries they hold in all.
-    uint64_t off = 0, entries = 0;
-    for (uint32_t i = 0; i < ext.nb_bitmaps; ++i) {
-        Qcow2BitmapDirEntry e;
-        if (dsize - off < sizeof(Qcow2BitmapDirEntryDisk) ||
-            qcow2_bitmap_entry_parse(h, h.size, d + off, static_cast<size_t>(dsize - off), &e) != Status::Ok ||
-            e.entry_size() > dsize - off)
-            return corrupt(why, "Bitmap directory entry invalid", dir_at + off);
-        entries += e.bitmap_table_size; // each at most BME_MAX_TABLE_SIZE (the parse): no overflow
-        off += e.entry_size();
-    }
-    if (off != dsize)
-        return corrupt(why, "Bitmap directory size does not match its entries", dir_at);
+    uint64_t entries = 0, stop = 0;
+    if (qcow2_bitmap_dir_walk(h, d, dsize, ext.nb_bitmaps, [&](const Qcow2BitmapDirEntry& e, const uint8_t*, uint64_t) {
+            entries += e.bitmap_table_size; // each at most BME_MAX_TABLE_SIZE (the parse): no overflow
+            return Status::Ok;
+        }, &stop) != Status::Ok)
+        return corrupt(why, "Bitmap directory entry invalid or the directory's size does not match its entries",
+                       dir_at + stop);
     const uint64_t data = entries < BITMAP_RANGES_MAX ? entries : BITMAP_RANGES_MAX;
     if (const Status st = ranges_.reserve(alloc, 1 + uint64_t{ext.nb_bitmaps} + data); st != Status::Ok)
         return st;
     ranges_.add(dir_at, dir_at + dsize);
     // Pass 2: each table and the data clusters it names.
-    auto* t = static_cast<uint64_t*>(table.p);
-    off = 0;
-    for (uint32_t i = 0; i < ext.nb_bitmaps; ++i) {
-        Qcow2BitmapDirEntry e;
-        (void)qcow2_bitmap_entry_parse(h, h.size, d + off, static_cast<size_t>(dsize - off), &e); // pass 1 checked it
-        off += e.entry_size();
+    auto* t = static_cast<uint8_t*>(table.p);
+    const Status st = qcow2_bitmap_dir_walk(h, d, dsize, ext.nb_bitmaps, [&](const Qcow2BitmapDirEntry& e,
+                                                                             const uint8_t*, uint64_t) {
         const uint64_t bytes = uint64_t{e.bitmap_table_size} * 8;
-        if (!ip.range_in_file(e.bitmap_table_offset, bytes))
+        if (e.bitmap_table_offset > file_len || bytes > file_len - e.bitmap_table_offset)
             return corrupt(why, "Bitmap table invalid or past the end of the image file", e.bitmap_table_offset);
         ranges_.add(e.bitmap_table_offset, e.bitmap_table_offset + bytes);
         for (uint64_t done = 0; done < e.bitmap_table_size;) {
             const uint64_t n = e.bitmap_table_size - done < BITMAP_TABLE_CHUNK ? e.bitmap_table_size - done
                                                                                  : BITMAP_TABLE_CHUNK;
-            if (const Status st = ip.read_table(e.bitmap_table_offset + done * 8, t, n); st != Status::Ok)
-                return st;
+            if (const Status s2 = dev.read(e.bitmap_table_offset + done * 8, t, static_cast<size_t>(n * 8));
+                s2 != Status::Ok)
+                return s2;
             for (uint64_t k = 0; k < n; ++k) {
-                const uint64_t entry = t[k], at = entry & BME_TABLE_ENTRY_OFFSET_MASK;
-                if ((entry & BME_TABLE_ENTRY_RESERVED_MASK) != 0 ||
-                    (at != 0 && ((entry & BME_TABLE_ENTRY_FLAG_ALL_ONES) != 0 || !ip.cluster_in_file(at))))
+                const uint64_t entry = load_be64(t + k * 8), at = entry & BME_TABLE_ENTRY_OFFSET_MASK;
+                if (!qcow2_bitmap_table_entry_ok(entry, cluster_in_file))
                     return corrupt(why, "Bitmap table entry invalid", e.bitmap_table_offset + (done + k) * 8);
                 if (at != 0 && !ranges_.add(at, at + cs)) {
-                    why->add("instar cannot empty an image whose bitmaps use more than ").dec(BITMAP_RANGES_MAX)
+                    why->add("instar cannot change an image whose bitmaps use more than ").dec(BITMAP_RANGES_MAX)
                         .add(" data clusters");
                     return Status::TooLarge;
                 }
             }
             done += n;
         }
-    }
+        return Status::Ok;
+    });
+    if (st != Status::Ok)
+        return st;
     ranges_.finish();
     return Status::Ok;
 }

@@ -4,7 +4,7 @@
 // clusters (qcow2_edit_empty_discard.cpp) must neither name nor free one of them.
 #pragma once
 
-#include "qcow2_inplace.h"
+#include "qcow2_header.h"
 #include "qcow2_ranges.h"
 #include "qcow2_read_reason.h"
 
@@ -19,10 +19,12 @@ inline constexpr uint64_t BITMAP_RANGES_MAX = 1u << 20;
 
 class BitmapRanges {
 public:
-    // Reads the bitmaps extension, the directory (qemu's per-entry checks) and every bitmap table
-    // (in BITMAP_TABLE_CHUNK pieces). Nothing to do without the autoclear bitmaps bit (qemu ignores
-    // the extension then). Corrupt with `why` set on a directory or table qemu would not load.
-    Status load(Qcow2Inplace& ip, guest::Allocator& alloc, ReasonText* why);
+    // Reads the bitmaps extension, the directory and every bitmap table (in BITMAP_TABLE_CHUNK
+    // pieces) of the image on `dev` (`file_len` bytes long), with qemu's checks
+    // (qcow2_bitmap_walk.h). Nothing to do without the autoclear bitmaps bit (qemu ignores the
+    // extension then). Corrupt with `why` set on a directory or table qemu would not load.
+    Status load(const Qcow2Header& h, guest::BlockDevice& dev, uint64_t file_len, guest::Allocator& alloc,
+                ReasonText* why);
     bool hits(uint64_t first, uint64_t end) const { return ranges_.hits(first, end); }
     void release(guest::Allocator& alloc) { ranges_.release(alloc); }
 

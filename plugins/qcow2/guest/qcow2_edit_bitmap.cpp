@@ -8,6 +8,7 @@
 // directory and the tables and data no longer named are freed. A kill before the switch leaves the
 // old bitmaps (and leaked clusters), after it the new ones.
 #include "qcow2_bitmap.h"
+#include "qcow2_bitmap_walk.h"
 #include "qcow2_bytes.h"
 #include "qcow2_edit.h"
 #include "qcow2_extensions.h"
@@ -188,26 +189,18 @@ Status BitmapEdit::load_directory(Qcow2Inplace& img, const Qcow2Extensions& ext,
     *capacity = static_cast<uint32_t>(cap);
     if (ext.nb_bitmaps == 0)
         return Status::Ok;
-    const uint64_t dsize = ext.bitmap_directory_size; // <= QCOW2_MAX_BITMAP_DIRECTORY_SIZE (extension parse)
-    if (dsize > QCOW2_MAX_BITMAP_DIRECTORY_SIZE || !img.range_in_file(ext.bitmap_directory_offset, dsize))
+    const uint64_t dsize = ext.bitmap_directory_size;
+    if (!qcow2_bitmap_dir_placed(ext, img.file_length()))
         return Status::Corrupt;
     uint8_t* dir = static_cast<uint8_t*>(allocate(dsize));
     if (dir == nullptr)
         return Status::NoMemory;
     if (const Status st = img.read(ext.bitmap_directory_offset, dir, static_cast<size_t>(dsize)); st != Status::Ok)
         return st;
-    uint64_t off = 0;
-    for (uint32_t i = 0; i < ext.nb_bitmaps; ++i) {
-        Qcow2BitmapDirEntry e;
-        if (dsize - off < sizeof(Qcow2BitmapDirEntryDisk))
-            return Status::Corrupt;
-        if (const Status st = qcow2_bitmap_entry_parse(h, h.size, dir + off, static_cast<size_t>(dsize - off), &e);
-            st != Status::Ok)
-            return st;
-        if (e.entry_size() > dsize - off)
-            return Status::Corrupt;
-        Bm& b = (*list)[i];
-        b.name = dir + off + sizeof(Qcow2BitmapDirEntryDisk) + e.extra_data_size;
+    return qcow2_bitmap_dir_walk(h, dir, dsize, ext.nb_bitmaps,
+                                 [&](const Qcow2BitmapDirEntry& e, const uint8_t* bytes, uint64_t) {
+        Bm& b = (*list)[*count];
+        b.name = bytes + sizeof(Qcow2BitmapDirEntryDisk) + e.extra_data_size;
         b.name_len = e.name_size;
         b.gran_bits = e.granularity_bits;
         b.flags = e.flags;
@@ -215,12 +208,9 @@ Status BitmapEdit::load_directory(Qcow2Inplace& img, const Qcow2Extensions& ext,
         b.table_size = e.bitmap_table_size;
         b.orig_table_offset = e.bitmap_table_offset;
         b.orig_flags = e.flags;
-        off += e.entry_size();
         ++*count;
-    }
-    if (off != dsize)
-        return Status::Corrupt; // qemu: the directory holds more or less than nb_bitmaps entries
-    return Status::Ok;
+        return Status::Ok;
+    });
 }
 
 Status BitmapEdit::load_table(Qcow2Inplace& img, Bm& b) {
@@ -235,16 +225,9 @@ Status BitmapEdit::load_table(Qcow2Inplace& img, Bm& b) {
         return Status::Corrupt;
     if (const Status st = img.read_table(b.table_offset, b.table, b.table_size); st != Status::Ok)
         return st;
-    for (uint32_t i = 0; i < b.table_size; ++i) {
-        const uint64_t e = b.table[i];
-        if ((e & BME_TABLE_ENTRY_RESERVED_MASK) != 0)
-            return Status::Corrupt; // qemu: "Bitmap table entry has reserved bits set"
-        const uint64_t off = e & BME_TABLE_ENTRY_OFFSET_MASK;
-        if (off != 0 && (e & BME_TABLE_ENTRY_FLAG_ALL_ONES))
-            return Status::Corrupt; // qemu: an all-ones entry names no cluster
-        if (off != 0 && !img.cluster_in_file(off))
-            return Status::Corrupt;
-    }
+    for (uint32_t i = 0; i < b.table_size; ++i)
+        if (!qcow2_bitmap_table_entry_ok(b.table[i], [&](uint64_t at) { return img.cluster_in_file(at); }))
+            return Status::Corrupt; // qemu: "Bitmap table entry has reserved bits set" and the like
     return Status::Ok;
 }
 
@@ -293,20 +276,13 @@ Status BitmapEdit::set_bits(Bm& b, uint64_t first, uint64_t last) {
     const uint64_t bpc = img_.cluster_size() * 8;
     while (first <= last) {
         const uint64_t ci = first / bpc;
-        uint64_t in = first % bpc;
+        const uint64_t in = first % bpc;
         const uint64_t end = last - first < bpc - 1 - in ? in + (last - first) : bpc - 1;
         uint8_t* c = nullptr;
         if (const Status st = chunk(b, ci, &c); st != Status::Ok)
             return st;
         first += end - in + 1;
-        for (; in <= end && in % 8 != 0; ++in)
-            c[in / 8] |= static_cast<uint8_t>(1u << (in % 8));
-        if (in + 8 <= end + 1) {
-            __builtin_memset(c + in / 8, 0xff, static_cast<size_t>((end + 1 - in) / 8));
-            in += (end + 1 - in) / 8 * 8;
-        }
-        for (; in <= end; ++in)
-            c[in / 8] |= static_cast<uint8_t>(1u << (in % 8));
+        qcow2_bitmap_set_bits(c, in, end);
     }
     return Status::Ok;
 }
@@ -870,15 +846,9 @@ Status BitmapEdit::run() {
     cache_ = static_cast<uint8_t*>(allocate(cs));
     if (header_cluster_ == nullptr || cache_ == nullptr)
         return Status::NoMemory;
-    __builtin_memset(header_cluster_, 0, static_cast<size_t>(cs));
-    const uint64_t have = img_.file_length() < cs ? img_.file_length() : cs;
-    if (const Status st = img_.read(0, header_cluster_, static_cast<size_t>(have)); st != Status::Ok)
+    if (const Status st = qcow2_header_cluster_read(img_.device(), img_.file_length(), h, header_cluster_, &ext_);
+        st != Status::Ok)
         return st;
-    if (h.version >= 3) {
-        if (const Status st = qcow2_extensions_parse(h, header_cluster_, h.header_length, h.extensions_end(), &ext_);
-            st != Status::Ok)
-            return st;
-    }
 
     // The source image of -b (read-only), its bitmaps loaded the same way.
     Bm* src_list = nullptr;
@@ -892,20 +862,13 @@ Status BitmapEdit::run() {
         guest::BlockDevice& sd = *req_.extra[0];
         if (const Status st = src_img_.open(sd, sd.size(), alloc_, nullptr); st != Status::Ok)
             return fail(st, "bitmap: the source image is not a valid qcow2 image");
-        const uint64_t scs = src_img_.cluster_size();
-        uint8_t* shdr = static_cast<uint8_t*>(allocate(scs));
+        uint8_t* shdr = static_cast<uint8_t*>(allocate(src_img_.cluster_size()));
         if (shdr == nullptr)
             return Status::NoMemory;
-        __builtin_memset(shdr, 0, static_cast<size_t>(scs));
-        const uint64_t shave = src_img_.file_length() < scs ? src_img_.file_length() : scs;
-        if (const Status st = src_img_.read(0, shdr, static_cast<size_t>(shave)); st != Status::Ok)
-            return st;
         Qcow2Extensions sext{};
-        const Qcow2Header& sh = src_img_.header();
-        if (sh.version >= 3)
-            if (const Status st = qcow2_extensions_parse(sh, shdr, sh.header_length, sh.extensions_end(), &sext);
-                st != Status::Ok)
-                return st;
+        if (const Status st = qcow2_header_cluster_read(sd, src_img_.file_length(), src_img_.header(), shdr, &sext);
+            st != Status::Ok)
+            return st;
         uint32_t scap = 0;
         if (const Status st = load_directory(src_img_, sext, &src_bms_, &src_count_, &scap, 0); st != Status::Ok)
             return st;

@@ -128,7 +128,7 @@ private:
                 return corrupt(why);
             return st;
         }
-        if (const Status st = bitmaps_.load(ip_, alloc_, &why); st != Status::Ok) {
+        if (const Status st = bitmaps_.load(ip_.header(), ip_.device(), ip_.file_length(), alloc_, &why); st != Status::Ok) {
             if (st == Status::Corrupt)
                 return corrupt(why);
             if (why.size() > 0) // TooLarge: more bitmap data clusters than BITMAP_RANGES_MAX

@@ -99,4 +99,17 @@ Status qcow2_extensions_parse(const Qcow2Header& h, const uint8_t* cluster, uint
     return Status::Ok;
 }
 
+Status qcow2_header_cluster_read(guest::BlockDevice& dev, uint64_t file_len, const Qcow2Header& h, uint8_t* cluster,
+                                 Qcow2Extensions* ext) {
+    const uint64_t cs = h.cluster_size();
+    __builtin_memset(cluster, 0, static_cast<size_t>(cs));
+    const uint64_t have = file_len < cs ? file_len : cs;
+    if (const Status st = dev.read(0, cluster, static_cast<size_t>(have)); st != Status::Ok)
+        return st;
+    *ext = Qcow2Extensions{};
+    if (h.version < 3)
+        return Status::Ok;
+    return qcow2_extensions_parse(h, cluster, h.header_length, h.extensions_end(), ext);
+}
+
 } // namespace instar::qcow2

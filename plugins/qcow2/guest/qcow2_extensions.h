@@ -3,6 +3,8 @@
 
 #include "qcow2_header.h"
 
+#include <instar/guest/read_api.h>
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -58,5 +60,11 @@ struct Qcow2Extensions {
 // file (zero-padded), start = header_length and end = the header's extensions_end().
 Status qcow2_extensions_parse(const Qcow2Header& h, const uint8_t* cluster, uint64_t start, uint64_t end,
                               Qcow2Extensions* out);
+
+// What the in-place editors start with: reads the header cluster into `cluster` (cluster_size
+// bytes; zeros past the end of a shorter file) and parses its extensions (v3 only: a v2 image's
+// *ext stays empty). Strings in *ext point into `cluster`.
+Status qcow2_header_cluster_read(guest::BlockDevice& dev, uint64_t file_len, const Qcow2Header& h, uint8_t* cluster,
+                                 Qcow2Extensions* ext);
 
 } // namespace instar::qcow2
