@@ -203,6 +203,7 @@ Status commit_op(const uint8_t* arg, uint32_t arg_len) {
             // An encrypted base: its writer encrypts with the secret its reader unlocked with.
             req.secret = secrets.bytes ? secrets.bytes[h.base] : nullptr;
             req.secret_len = secrets.lengths ? secrets.lengths[h.base] : 0;
+            req.mirror_chunks = true; // the base's dirty bitmaps record whole mirror chunks
             if (st == Status::Ok) st = bm->open_writer(req, &writer);
         }
         // PHASE_CREATE: opening the base for writing (PHASE_OPEN is a reader, framed as qemu's open).

@@ -3,7 +3,7 @@
 // writer over the image's writable device, then walks the image as img_rebase does: where the image
 // allocates nothing, the old and new chains are read and every cluster of the image in which they
 // differ gets the old chain's bytes written into the image (whole clusters, as qemu-img 10.0 aligns
-// its writes; 7.2 writes the differing sectors: the same content). The image's content never
+// its writes; under 7.2 the differing sectors, as 7.2 writes them). The image's content never
 // changes (it still reads the old chain where it allocates nothing), so a kill at any point leaves
 // it as it was, at worst with leaked clusters. The backing switch is the host's next step.
 #include "create_target.h"
@@ -71,7 +71,7 @@ struct Walk {
     ImageWriter* writer;
     bool compress;
     bool progress;
-    bool clip_at_backing_end; // 7.2's loop
+    bool loop_72;             // 7.2's loop: steps end where a backing file ends; differing sectors
     uint64_t old_size;        // the old and new backing chains' virtual sizes (0: none)
     uint64_t new_size;
     uint8_t* buf_old;
@@ -133,10 +133,15 @@ uint32_t copy_run(Walk& w, uint64_t offset, uint64_t n, uint64_t cs) {
         run_len = 0;
         return st == Status::Ok ? INSTAR_REBASE_DONE : INSTAR_REBASE_WRITE;
     };
+    // What is compared and written: whole clusters of the image (10.0 aligns its writes), or
+    // 512-byte sectors (7.2's compare_buffers: only the differing sectors are written; a partial
+    // cluster is completed from the old chain by the writer's copy-on-write, so the content is
+    // the same and only enabled dirty bitmaps finer than a cluster can tell the two apart).
+    const uint64_t unit = w.loop_72 ? 512 : cs;
     while (done < n) {
-        // Up to the next cluster boundary of the image.
+        // Up to the next unit boundary of the image.
         const uint64_t at = offset + done;
-        uint64_t piece = cs - (at & (cs - 1));
+        uint64_t piece = unit - (at & (unit - 1));
         if (piece > n - done) piece = n - done;
         if (convert::buffers_differ(w.buf_old + done, w.buf_new + done, piece)) {
             if (run_len == 0) run_start = done;
@@ -164,7 +169,7 @@ uint32_t walk(Walk& w, uint64_t size, uint64_t cs) {
             // each step stays inside one, so 7.2 and 10.0 print as many figures.
             const uint64_t l2_span = cs * (cs / 8);
             if (n > l2_span - offset % l2_span) n = l2_span - offset % l2_span;
-            if (w.clip_at_backing_end) {
+            if (w.loop_72) {
                 const uint64_t ends[2] = {w.old_size, w.new_size};
                 for (const uint64_t end : ends)
                     if (offset < end && n > end - offset) n = end - offset;

@@ -75,6 +75,14 @@ const Divergence DIVERGENCES[] = {
      "directory: the same bitmaps and bits, check clean, a different cluster layout",
      "the bitmaps do not change (qemu's discards do not dirty them), so rewriting them is only extra writes "
      "and a window in which a kill leaves them half stored"},
+    {"qcow2-write-bitmaps", "commit",
+     "writes into an existing qcow2 image (commit's base, convert -n, safe rebase's overlay) set the bits "
+     "of its enabled persistent bitmaps in place, before the data they cover, in the bitmaps' own data "
+     "clusters (a new one where a table entry has none); qemu marks the bitmaps in use on opening and "
+     "stores every bitmap again on close, into new clusters, with a new directory: the same bits, check "
+     "clean, a different cluster layout",
+     "bits before data keep every bitmap consistent and a superset of what reached the image at any kill "
+     "point, where qemu's in-use mark makes a killed run's bitmaps inconsistent (unusable)"},
     {"qcow2-encrypt-compress-existing", "convert",
      "convert -n -c into an encrypted qcow2 image is refused before anything is written",
      "qemu-img fails with an I/O error at the first compressed cluster, leaving the image partly written"},

@@ -11,7 +11,8 @@ image (copy-on-write from the bottom image), a base with compressed clusters and
 (copy on write of what the snapshot shares; the snapshot must read as before), the same over a
 LUKS-encrypted base, a top with an internal snapshot emptied after the commit, a top whose data is in an external data file (its L2 tables zeroed, then the data file's
 clusters discarded), a top with a persistent bitmap emptied after the commit (the bitmap must keep
-every bit), a plain top over a LUKS-encrypted qcow2 base (the base
+every bit), a base with persistent bitmaps the commit dirties (bits before data: each changed chunk
+has its bit at every kill point), a plain top over a LUKS-encrypted qcow2 base (the base
 must still decrypt to the old or the new data of each cluster), and a LUKS-encrypted top emptied after
 the commit (named by json: with their secrets; checked and compared with --image-opts; their base,
 decrypted, must hold in each cluster the old data or the data of the commit that was not killed).
@@ -151,6 +152,19 @@ CHAINS = {
                     ["QIO", "-c", "write -P 0xc1 1k 9k", "-c", "write -z 64k 8k", "-c", "write -P 0xc2 2M 20k",
                      "t.qcow2"]],
                    [], ["t.qcow2", "b.qcow2"]),
+    # A base with persistent bitmaps (round 33): one of 4 KiB granularity with bits and data
+    # clusters already, one of 64 KiB with none (its first bit gets a new data cluster), one
+    # disabled. Bits are set before the data they cover (BASE_BITMAPS).
+    "bitmap_base": ([["QIMG", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4k", "b.qcow2", "4M"],
+                     ["QIMG", "bitmap", "--add", "-g", "4k", "b.qcow2", "b0"],
+                     ["QIO", "-c", "write -P 0x11 0 3M", "b.qcow2"],
+                     ["QIMG", "bitmap", "--add", "-g", "64k", "b.qcow2", "b1"],
+                     ["QIMG", "bitmap", "--add", "--disable", "b.qcow2", "b2"],
+                     ["QIMG", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4k", "-b", "b.qcow2", "-F",
+                      "qcow2", "t.qcow2"],
+                     ["QIO", "-c", "write -P 0xd1 1k 9k", "-c", "write -z 64k 8k", "-c", "write -P 0xd2 2M 20k",
+                      "-c", "write -P 0xd3 3500k 8k", "t.qcow2"]],
+                    [], ["t.qcow2", "b.qcow2"]),
 }
 # Chains with an internal snapshot: (image, snapshot) that must read the same after every kill.
 SNAPSHOTS = {"snapshot_base": ("b.qcow2", "s1"), "enc_snapshot_base": ("b.qcow2", "s1"),
@@ -169,6 +183,33 @@ SECRETS = {
 
 # Chains with persistent bitmaps: the image whose bitmaps must read the same after every kill.
 BITMAPS = {"bitmap_top": "t.qcow2"}
+# Chains whose base has persistent bitmaps the commit dirties: after every kill each bitmap holds
+# at least its old bits and at most those of the commit that was not killed, and every chunk of
+# the base whose data changed has its bit set in each enabled bitmap (bits go before data).
+BASE_BITMAPS = {"bitmap_base": "b.qcow2"}
+
+
+def base_bitmap_problems(name, where, qimg):
+    image = BASE_BITMAPS[name]
+    base = os.path.dirname(where)
+    old = read_bitmaps(os.path.join(where, "base-bitmaps-old.qcow2"))
+    final = read_bitmaps(os.path.join(base, name + "-ref", image))
+    now = read_bitmaps(os.path.join(where, image))
+    if [b[:3] for b in now] != [b[:3] for b in old]:
+        return ["bitmaps of %s: %s, were %s" % (image, [b[:3] for b in now], [b[:3] for b in old])]
+    run_fixture([qimg, "convert", "-O", "raw", "-f", "qcow2", image, "base-now.raw"], cwd=where, check=True)
+    was = open(os.path.join(where, "base-old.raw"), "rb").read()
+    got = open(os.path.join(where, "base-now.raw"), "rb").read()
+    problems = []
+    for (bname, gran, flags, o), (_, _, _, f), (_, _, _, n) in zip(old, final, now):
+        if not (o <= n <= f):
+            problems.append("bitmap %s: bits %d, not between the old %d and the final %d" % (bname, len(n), len(o),
+                                                                                        len(f)))
+        if flags & 2:  # enabled: every changed chunk recorded
+            missing = [i for i in range(0, len(got), gran) if got[i:i + gran] != was[i:i + gran] and i // gran not in n]
+            if missing:
+                problems.append("bitmap %s: changed data at %s without its bit" % (bname, missing[:6]))
+    return problems
 
 
 def snapshot_raw(name, where, qimg, out):
@@ -201,6 +242,10 @@ def build(name, where, qimg, qio):
                     check=True)
     if name in BITMAPS:
         shutil.copy(os.path.join(where, BITMAPS[name]), os.path.join(where, "bitmaps-old.qcow2"))
+    if name in BASE_BITMAPS:
+        shutil.copy(os.path.join(where, BASE_BITMAPS[name]), os.path.join(where, "base-bitmaps-old.qcow2"))
+        run_fixture([qimg, "convert", "-O", "raw", "-f", "qcow2", BASE_BITMAPS[name], "base-old.raw"], cwd=where,
+                    check=True)
     if name in SNAPSHOTS:
         why = snapshot_raw(name, where, qimg, "snap-old.raw")
         if why is not None:
@@ -337,6 +382,8 @@ def main():
                 problems += verify(name, d, qimg)
                 if name in SECRETS:
                     problems += base_per_cluster(name, d, qimg, new_raw)
+                if name in BASE_BITMAPS:
+                    problems += base_bitmap_problems(name, d, qimg)
                 if problems:
                     failed += 1
                     print("FAIL %s kill at write %d of %d: %s" % (name, n, total, "; ".join(problems)))

@@ -3,13 +3,16 @@
 
 A fixture directory is made once with qemu-img and qemu-io: qcow2 backing files of different cluster
 sizes and contents (one shorter than the overlay), overlays of 16k, 64k and 512-byte clusters and a v2
-(compat=0.10) one, a three-level chain, a raw backing file, a vmdk overlay and a raw image. Each case
+(compat=0.10) one, a three-level chain, a raw backing file, a vmdk overlay, an overlay with persistent
+bitmaps and a raw image. Each case
 runs on two fresh copies of the directory: qemu-img rebase on one, instar rebase (through a symlink
 named qemu-img, so messages carry the same program name) on the other, under the matching profile.
 Checked: stdout, stderr and exit status identical; then, on the image rebased,
   - unsafe (-u) cases: the image byte-identical to qemu-img's;
-  - safe cases: `qemu-img check` clean; under 10.0 the image's own allocation (map, depth 0) the
-    same as qemu-img's (zero clusters where the old backing file had ended); `qemu-img compare` of
+  - safe cases: `qemu-img check` clean; the image's own allocation (map, depth 0) the same as
+    qemu-img's under both profiles (zero clusters where the old backing file had ended); every bit
+    of every persistent bitmap the same as qemu-img's (7.2 writes differing sectors, 10.0 whole
+    clusters: a 512-byte bitmap tells them apart); `qemu-img compare` of
     instar's result against qemu-img's result and against the content before (each read through its
     new chain), and the backing file name and format in `qemu-img info --output=json` the same as
     qemu-img's.
@@ -26,6 +29,8 @@ import tempfile
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "formats"))
 from oracle_retry import run_normalised  # noqa: E402
 from differential_support import start_with_oracles  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bitmap"))
+from test_bitmap_oracle import read_bitmaps  # noqa: E402
 
 LONG300 = "d/" + "n" * 298
 LONG600 = "n" * 600
@@ -70,6 +75,14 @@ FIXTURES = [
     ["QIO", "-f", "qcow2", "-c", "write -P 0x42 6M 64k", "ovs.qcow2"],
     ["QIMG", "create", "-q", "-f", "qcow2", "-o", "data_file=ovd.raw", "-b", "b1.qcow2", "-F", "qcow2", "ovd.qcow2"],
     ["QIO", "-f", "qcow2", "-c", "write -P 0x43 1M 64k", "ovd.qcow2"],
+    # An overlay with persistent bitmaps (round 33): the copies record themselves in the enabled
+    # ones (a 512-byte one shows 7.2's sector writes against 10.0's clusters); the disabled one
+    # keeps its bits.
+    ["QIMG", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4k", "-b", "b1.qcow2", "-F", "qcow2", "ovb.qcow2"],
+    ["QIMG", "bitmap", "--add", "ovb.qcow2", "t0"],
+    ["QIMG", "bitmap", "--add", "-g", "512", "ovb.qcow2", "t512"],
+    ["QIO", "-f", "qcow2", "-c", "write -P 0x45 2M 8k", "ovb.qcow2"],
+    ["QIMG", "bitmap", "--add", "--disable", "ovb.qcow2", "t1"],
     # An image without a backing file, to be given one (safe: what the new one adds is zeroed).
     ["QIMG", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4k", "solo.qcow2", "8M"],
     ["QIO", "-f", "qcow2", "-c", "write -P 0x13 1M 64k", "solo.qcow2"],
@@ -147,6 +160,8 @@ CASES = [
     (["-p", "-b", "b2.qcow2", "ov.qcow2"], "ov.qcow2", "content"),
     (["-c", "-b", "", "ov64.qcow2"], "ov64.qcow2", "content"),
     (["-b", "b2.qcow2", "-F", "qcow2", "solo.qcow2"], "solo.qcow2", "content"),
+    (["-b", "b2.qcow2", "-F", "qcow2", "ovb.qcow2"], "ovb.qcow2", "content"),
+    (["-b", "", "ovb.qcow2"], "ovb.qcow2", "content"),
     (["-u", "-b", "b2.qcow2", "-F", "qcow2", "solo.qcow2"], "solo.qcow2", "bytes"),
     (["-b", "nb.qcow2", "-F", "qcow2", "ov.qcow2"], "ov.qcow2", "msg"),
     (["-b", "b2.qcow2", "-F", "vmdk", "ov.qcow2"], "ov.qcow2", "msg"),
@@ -194,7 +209,7 @@ def main():
                 print("FAIL fixture %s\n%s" % (c, err))
         # The content of every image before, flat.
         for img in ("ov.qcow2", "ov64.qcow2", "ov512.qcow2", "ovv2.qcow2", "top.qcow2", "ovlong.qcow2",
-                    "solo.qcow2", "ovs.qcow2", "ovd.qcow2"):
+                    "solo.qcow2", "ovs.qcow2", "ovd.qcow2", "ovb.qcow2"):
             run([q72, "convert", "-O", "raw", img, img + ".before.raw"], fxd, env)
         link_dir = os.path.join(work, "bin")
         os.mkdir(link_dir)
@@ -233,12 +248,15 @@ def main():
                                        capture_output=True, text=True)
                     if c.returncode != 0:
                         problems.append("compare with the content before: %s" % (c.stdout + c.stderr))
-                    if profile == "10.0":
-                        # 10.0 writes whole clusters, as instar: the same allocation, and zero
-                        # clusters (not data) where the old backing file had ended.
-                        mq, mi = alloc_map(q10, image, dq), alloc_map(q10, image, di)
-                        if mq != mi:
-                            problems.append("map %r, qemu-img's %r" % (mi, mq))
+                    # The same allocation, and zero clusters (not data) where the old backing
+                    # file had ended (10.0 writes whole clusters, 7.2 differing sectors).
+                    mq, mi = alloc_map(q10, image, dq), alloc_map(q10, image, di)
+                    if mq != mi:
+                        problems.append("map %r, qemu-img's %r" % (mi, mq))
+                    if image.endswith(".qcow2"):
+                        bq, bi = read_bitmaps(os.path.join(dq, image)), read_bitmaps(os.path.join(di, image))
+                        if bq != bi:
+                            problems.append("bitmaps %r, qemu-img's %r" % (bi, bq))
                     bq, bi = info_backing(q72, image, dq), info_backing(q72, image, di)
                     if bq != bi:
                         problems.append("backing %r, qemu-img's %r" % (bi, bq))

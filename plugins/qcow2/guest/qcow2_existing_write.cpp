@@ -3,6 +3,8 @@
 // memory is one cluster buffer whatever the image's size.
 #include "qcow2_existing_write.h"
 
+#include "qcow2_bitmap_dirty.h"
+#include "qcow2_bitmap_ranges.h"
 #include "qcow2_bytes.h"
 #include "qcow2_crypto_window.h"
 #include "qcow2_extensions.h"
@@ -39,10 +41,14 @@ constexpr size_t ENCRYPT_CHUNK = 1u << 20;
 constexpr uint64_t SECTOR = 512; // qemu encrypts 512-byte sectors
 constexpr int ZLIB_WINDOW_BITS = -12; // qcow2's raw deflate with a 4 KiB window
 constexpr int ZLIB_DEFAULT_LEVEL = 6; // Z_DEFAULT_COMPRESSION, as qemu
+// bdrv_get_default_bitmap_granularity's clamp: qemu-img commit's mirror job copies whole chunks
+// of the base's cluster size held to [4 KiB, 64 KiB].
+constexpr uint64_t MIRROR_MIN_GRANULARITY = 4096;
+constexpr uint64_t MIRROR_MAX_GRANULARITY = 65536;
 // qemu's QCOW_MAX_REFTABLE_SIZE: the largest refcount table qemu opens, so the most grown.
 constexpr uint64_t QCOW2_EXISTING_MAX_REFTABLE_BYTES = 8u << 20;
 
-class ExistingWriter final : public guest::ImageWriter {
+class ExistingWriter final : public guest::ImageWriter, private BitmapDirty::Clusters {
 public:
     ExistingWriter(guest::BlockDevice& dev, guest::Allocator& alloc, guest::ReasonSink* reasons,
                    const guest::Codecs* codecs, const Qcow2Header& h, uint8_t* buf)
@@ -65,6 +71,8 @@ public:
             return Status::Invalid;
         if (has_backing_ && backing_ == nullptr)
             return refuse("into an existing qcow2 image with a backing file");
+        if (const Status st = mark_dirty(offset, len); st != Status::Ok)
+            return st;
         const auto* src = static_cast<const uint8_t*>(buf);
         // Pieces that go in place into host clusters lying one after the other are written with
         // one request (a base written over its allocated clusters costs one write per run).
@@ -119,6 +127,8 @@ public:
             return Status::Invalid;
         if (has_backing_ && backing_ == nullptr)
             return refuse("into an existing qcow2 image with a backing file");
+        if (const Status st = mark_dirty(offset, len); st != Status::Ok)
+            return st;
         while (len > 0) {
             const uint64_t in = offset & (cs_ - 1);
             const uint64_t n = len < cs_ - in ? len : cs_ - in;
@@ -151,6 +161,8 @@ public:
             return refuse("zstd-compressed clusters into an existing qcow2 image");
         if (codecs_ == nullptr || codecs_->deflate == nullptr)
             return Status::Unsupported;
+        if (const Status st = mark_dirty(offset, len); st != Status::Ok)
+            return st;
         if (cbuf_ == nullptr) {
             cbuf_ = static_cast<uint8_t*>(alloc_.allocate(static_cast<size_t>(cs_), 64));
             if (cbuf_ == nullptr)
@@ -209,6 +221,8 @@ public:
         luks::delete_wiped(alloc_, cipher_);
         luks::delete_wiped(alloc_, dcipher_);
         snapshots_.release(alloc_);
+        bitmaps_.release(alloc_);
+        dirty_.release(alloc_);
         if (compressed_ != nullptr)
             guest::arena_delete(alloc_, compressed_);
         guest::arena_delete(alloc_, this);
@@ -231,9 +245,26 @@ public:
             return corrupt(why);
         return st;
     }
+    // Persistent bitmaps: their directory, tables and data clusters join the metadata no write may
+    // land on, and the enabled ones record every write (qcow2_bitmap_dirty.h).
+    Status load_bitmap_metadata() {
+        ReasonText why;
+        Status st = bitmaps_.load(h_, dev_, file_len_, alloc_, &why);
+        if (st == Status::Ok)
+            st = dirty_.load(h_, dev_, file_len_, alloc_, &why);
+        if (st == Status::Corrupt || st == Status::TooLarge)
+            return corrupt(why, st);
+        return st;
+    }
     // An external data file (the image's data_file): data clusters are written there at their guest
     // offsets with no refcounts (qemu's do_alloc_cluster_offset); `raw`: data_file_raw, zeros are
     // written into the data file too.
+    // commit's writes: bits are set for whole chunks of qemu's mirror granularity, the cluster
+    // size clamped to [MIRROR_MIN_GRANULARITY, MIRROR_MAX_GRANULARITY].
+    void set_mirror_chunks() {
+        mirror_chunk_ = cs_ < MIRROR_MIN_GRANULARITY ? MIRROR_MIN_GRANULARITY
+                        : cs_ > MIRROR_MAX_GRANULARITY ? MIRROR_MAX_GRANULARITY : cs_;
+    }
     void set_data_file(guest::BlockDevice* data, bool raw) {
         data_ = data;
         data_raw_ = raw;
@@ -271,10 +302,37 @@ private:
         r.send(reasons_);
         return Status::Unsupported;
     }
-    Status corrupt(ReasonText& r) {
+    Status corrupt(ReasonText& r, Status st = Status::Corrupt) {
         r.send(reasons_);
-        return Status::Corrupt;
+        return st;
     }
+    // Guest bytes [offset, offset + len) are about to change: the enabled bitmaps' bits first;
+    // under commit, the whole mirror chunks they touch (OpenRequest::mirror_chunks).
+    Status mark_dirty(uint64_t offset, uint64_t len) {
+        if (!dirty_.active() || len == 0)
+            return Status::Ok;
+        if (mirror_chunk_ != 0) {
+            const uint64_t end = offset + len;
+            offset -= offset % mirror_chunk_;
+            len = (end % mirror_chunk_ == 0 ? end : end + (mirror_chunk_ - end % mirror_chunk_)) - offset;
+            if (len > h_.size - offset)
+                len = h_.size - offset;
+        }
+        ReasonText why;
+        const Status st = dirty_.mark(offset, len, *this, &why);
+        return st == Status::Corrupt ? corrupt(why) : st;
+    }
+    // BitmapDirty::Clusters: a bitmap's new data cluster, counted, then written.
+    Status append(const uint8_t* data, uint64_t* host) override {
+        if (const Status st = allocate(host); st != Status::Ok)
+            return st;
+        if (const Status st = dev_.write(*host, data, static_cast<size_t>(cs_)); st != Status::Ok)
+            return st;
+        if (*host + cs_ > file_len_)
+            file_len_ = *host + cs_;
+        return Status::Ok;
+    }
+    uint64_t file_length() const override { return file_len_; }
     Status read64(uint64_t offset, uint64_t* v) {
         uint8_t b[8];
         if (dev_.read(offset, b, 8) != Status::Ok)
@@ -313,13 +371,14 @@ private:
     bool cluster_in_file(uint64_t host) const {
         return (host & (cs_ - 1)) == 0 && host < file_len_ && cs_ <= file_len_ - host;
     }
-    // In-place writes must not land on the header, the L1 table or the refcount table (qemu's
-    // metadata overlap check; L2 tables and refcount blocks are not tracked).
+    // In-place writes must not land on the header, the L1 table, the refcount table, a snapshot's
+    // table or L1 table, or a bitmap's directory, table or data (qemu's metadata overlap check;
+    // L2 tables and refcount blocks are not tracked).
     bool overlaps_metadata(uint64_t host) const {
         auto hit = [&](uint64_t start, uint64_t bytes) { return host + cs_ > start && host < start + bytes; };
         return host < cs_ || hit(h_.l1_table_offset, uint64_t{h_.l1_size} * 8) ||
                hit(h_.refcount_table_offset, uint64_t{h_.refcount_table_clusters} * cs_) ||
-               snapshots_.hits(host, host + cs_);
+               snapshots_.hits(host, host + cs_) || bitmaps_.hits(host, host + cs_);
     }
     // A data cluster an internal snapshot shares: mapped without QCOW_OFLAG_COPIED (refcount above
     // 1), so it is never written in place. A data file's clusters have no refcounts (images with
@@ -927,6 +986,31 @@ private:
         return Status::Ok;
     }
 
+    // Whether the rest of the cluster around [guest, guest + n) reads as zeros through the backing
+    // file by its block status (qemu's is_zero: zero clusters, holes of the whole chain, past a
+    // shorter backing file's end; data that happens to be zeros does not count).
+    Status rest_reads_zero(uint64_t guest, uint64_t n, bool* zero) {
+        const uint64_t c0 = guest & ~(cs_ - 1);
+        const uint64_t c1 = h_.size - c0 < cs_ ? h_.size : c0 + cs_;
+        const uint64_t bsize = backing_->virtual_size();
+        const uint64_t parts[2][2] = {{c0, guest}, {guest + n, c1}};
+        *zero = false;
+        for (const auto& p : parts) {
+            for (uint64_t at = p[0], end = p[1] < bsize ? p[1] : bsize; at < end;) {
+                guest::Extent x{};
+                if (const Status st = backing_->status(at, end - at, &x); st != Status::Ok)
+                    return st;
+                if (x.length == 0 || x.length > end - at)
+                    return Status::Invalid;
+                if (x.allocation != guest::Allocation::Zero)
+                    return Status::Ok;
+                at += x.length;
+            }
+        }
+        *zero = true;
+        return Status::Ok;
+    }
+
     Status zero_piece(uint64_t guest, uint64_t n, bool may_unmap) {
         uint64_t at = 0, e = 0, host = 0;
         if (const Status st = entry(guest, false, &at, &e, &host); st != Status::Ok)
@@ -957,9 +1041,15 @@ private:
         if (!mapped(e) && backing_ == nullptr)
             return Status::Ok; // unallocated without a backing file: zeros already
         if (!mapped(e)) {
-            // Unallocated over a backing file: a zero cluster (v3, whole clusters), else zeros
-            // written over the backing file's data (copy-on-write as any partial write).
-            if (n == cs_ && h_.version >= 3) {
+            // Unallocated over a backing file: a zero cluster (v3, whole clusters, or part of one
+            // whose rest reads as zeros through the backing file: qcow2_co_pwrite_zeroes' head and
+            // tail check), else zeros written over the backing file's data (copy-on-write as any
+            // partial write).
+            bool whole = n == cs_;
+            if (!whole && h_.version >= 3)
+                if (const Status st = rest_reads_zero(guest, n, &whole); st != Status::Ok)
+                    return st;
+            if (whole && h_.version >= 3) {
                 if (const Status st = entry(guest, true, &at, &e, &host); st != Status::Ok)
                     return st;
                 return write64(at, QCOW_OFLAG_ZERO);
@@ -1016,6 +1106,9 @@ private:
     luks::SectorCipher* dcipher_ = nullptr; // images with snapshots: decrypts a shared cluster's sectors
     bool crypt_physical_ = false;
     SnapshotRanges snapshots_; // internal snapshots' table and L1 tables (load_snapshot_metadata)
+    BitmapRanges bitmaps_;     // persistent bitmaps' directory, tables and data (load_bitmap_metadata)
+    BitmapDirty dirty_;        // the enabled bitmaps writes are recorded in
+    uint64_t mirror_chunk_ = 0; // commit: bits recorded in whole chunks of this size (0: exact)
     guest::BlockDevice* data_ = nullptr; // the external data file, or nullptr
     bool data_raw_ = false;
     uint8_t* l2c_ = nullptr;  // the last L2 table read, one cluster, kept equal to the file's
@@ -1150,8 +1243,6 @@ Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
         return refuse_open(req.reasons, "extended L2 entries");
     if (h.incompatible_features & (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT))
         return refuse_open(req.reasons, "the dirty or corrupt bit set");
-    if (h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS)
-        return refuse_open(req.reasons, "persistent bitmaps");
     const uint64_t cs = h.cluster_size();
     auto in_file = [&](uint64_t offset, uint64_t bytes) {
         return (offset & (cs - 1)) == 0 && offset >= cs && offset < file && bytes <= file - offset;
@@ -1199,7 +1290,12 @@ Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
     }
     w->set_cipher(cipher, dcipher, physical);
     w->set_data_file(data, (h.autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW) != 0);
-    if (const Status st = w->load_snapshot_metadata(); st != Status::Ok) {
+    if (req.mirror_chunks)
+        w->set_mirror_chunks();
+    Status st = w->load_snapshot_metadata();
+    if (st == Status::Ok)
+        st = w->load_bitmap_metadata();
+    if (st != Status::Ok) {
         w->close();
         return st;
     }

@@ -20,9 +20,12 @@
 // does into a base that has one): partial writes into unallocated clusters copy the rest from it and
 // zeros over it become zero clusters (rebase's safe mode hands over the old chain the same way);
 // without it, the first write is refused (convert -n).
-// Refused with a reason (Unsupported): internal snapshots, extended L2 entries, persistent bitmaps,
-// dirty or corrupt images, and compressed clusters in an encrypted image or one with a data file
-// (qemu's writers never make those). A refcount table too small for the new clusters is grown (a
+// Internal snapshots: clusters and L2 tables they share are copied on write. Persistent bitmaps:
+// their metadata is kept off like the snapshots', and every request sets its bits in the enabled
+// ones before its data is written (qcow2_bitmap_dirty.h).
+// Refused with a reason (Unsupported): extended L2 entries, dirty or corrupt images, internal
+// snapshots together with an external data file, and compressed clusters in an encrypted image or
+// one with a data file (qemu's writers never make those). A refcount table too small for the new clusters is grown (a
 // larger copy appended, the header pointed at it, the old one freed), up to qemu's 8 MiB.
 #pragma once
 

@@ -181,6 +181,13 @@ struct OpenRequest {
     bool snapshot_exact = false;
     const char* snapshot_id = nullptr;
     const char* snapshot_name = nullptr;
+    // open_writer only (round 33): the writes come from qemu-img commit's mirror job, which copies
+    // whole chunks of bdrv_get_default_bitmap_granularity (the image's cluster size clamped to
+    // [4 KiB, 64 KiB]) wherever a chunk holds a byte allocated above the base. A writer that
+    // records writes in the image's dirty bitmaps (qcow2) records each request rounded out to
+    // those chunks, so the bits are qemu's; the data written is the caller's exact ranges. Appended
+    // with a default: modules that ignore it are unchanged.
+    bool mirror_chunks = false;
 };
 
 // A reason starting with this is a failure to load -l's snapshot (qemu's bdrv_snapshot_load_tmp,
