@@ -4,13 +4,7 @@
 // bitmap's directory, table or data. Bits against qemu-img: tests/commit, tests/rebase.
 #include <doctest/doctest.h>
 
-#include "hosted_create.h"
-#include "hosted_existing.h"
-#include "hosted_read.h"
-#include "hosted_support.h"
-#include "qcow2_bytes.h"
-#include "qcow2_existing_write.h"
-#include "qcow2_write.h"
+#include "existing_writer_fixture.h"
 
 #include <cstring>
 #include <string>
@@ -25,13 +19,9 @@ constexpr std::uint64_t CS = 65536;
 constexpr std::uint64_t DISK = 4u << 20;
 constexpr std::uint64_t OFFSET_MASK = 0x00fffffffffffe00ull;
 
-struct Reasons final : guest::ReasonSink {
-    std::string text;
-    void reason(const char* t, std::size_t len) override { text.assign(t, len); }
-};
-
-std::uint64_t be64(const std::vector<std::uint8_t>& b, std::uint64_t off) { return qcow2::load_be64(b.data() + off); }
-void put64(std::vector<std::uint8_t>& b, std::uint64_t off, std::uint64_t v) { qcow2::store_be64(b.data() + off, v); }
+using qcow2::test::be64;
+using qcow2::test::Opened;
+using qcow2::test::put64;
 
 // One bitmap of the fixture: its name, granularity bits, flags, and its data cluster's first byte
 // (no data cluster when 0).
@@ -52,23 +42,10 @@ struct Fixture {
     std::uint64_t dir = 0;
 
     explicit Fixture(const std::vector<Spec>& specs) {
-        hosted::MemoryTarget target;
-        hosted::BudgetAllocator alloc(16u << 20);
-        std::uint8_t random[guest::CREATE_RANDOM_BYTES] = {};
-        guest::CreateRequest req{};
-        req.size = DISK;
-        req.file_name = "t.qcow2";
-        req.random = random;
-        req.qemu_version = 100000;
-        req.allocator = &alloc;
-        req.codecs = &hosted::host_codecs();
-        guest::ImageWriter* w = nullptr;
-        REQUIRE(qcow2::create_writer(req, target, &w) == Status::Ok);
-        const std::vector<std::uint8_t> data(CS, 0xab);
-        REQUIRE(w->write(CS, data.data(), data.size()) == Status::Ok);
-        REQUIRE(w->finish() == Status::Ok);
-        w->close();
-        img = target.image_output().bytes();
+        img = qcow2::test::made_image(DISK, nullptr, [](guest::ImageWriter& w) {
+            const std::vector<std::uint8_t> data(CS, 0xab);
+            REQUIRE(w.write(CS, data.data(), data.size()) == Status::Ok);
+        });
         img.resize((img.size() + CS - 1) / CS * CS, 0);
         // Directory.
         dir = img.size();
@@ -124,23 +101,6 @@ std::vector<std::uint64_t> set_bits(const std::vector<std::uint8_t>& img, std::u
             out.push_back(i);
     return out;
 }
-
-struct Opened {
-    hosted::ExistingFile file;
-    hosted::BudgetAllocator alloc{16u << 20};
-    Reasons reasons;
-    guest::ImageWriter* w = nullptr;
-    Status status;
-    explicit Opened(const std::vector<std::uint8_t>& img) : file(img) {
-        REQUIRE(file.ok());
-        guest::OpenRequest req{&file, nullptr, 0, &alloc, &hosted::host_codecs(), &reasons, nullptr, 100000};
-        status = qcow2::open_writer(req, &w);
-    }
-    ~Opened() {
-        if (w != nullptr)
-            w->close();
-    }
-};
 
 } // namespace
 

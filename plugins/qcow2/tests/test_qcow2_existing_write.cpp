@@ -3,6 +3,7 @@
 // lands on it. Content against qemu-img is checked by tests/convert (suite convert).
 #include <doctest/doctest.h>
 
+#include "existing_writer_fixture.h"
 #include "hosted_create.h"
 #include "hosted_read.h"
 #include "hosted_existing.h"
@@ -26,38 +27,11 @@ namespace {
 constexpr std::uint64_t COPIED = std::uint64_t{1} << 63;
 constexpr std::uint64_t CS = 65536;
 
-struct Reasons final : guest::ReasonSink {
-    std::string text;
-    void reason(const char* t, std::size_t len) override { text.assign(t, len); }
-};
-
 using hosted::ExistingFile;
-
-// A fresh image made by instar's create writer, its data written by `fill`.
-std::vector<std::uint8_t> made_image(std::uint64_t size, const char* cluster_size,
-                                     const std::function<void(guest::ImageWriter&)>& fill) {
-    hosted::MemoryTarget target;
-    hosted::BudgetAllocator alloc(16u << 20);
-    std::uint8_t random[guest::CREATE_RANDOM_BYTES] = {};
-    guest::CreateRequest req{};
-    req.size = size;
-    const guest::CreateOption opt{"cluster_size", cluster_size};
-    if (cluster_size != nullptr) {
-        req.options = &opt;
-        req.option_count = 1;
-    }
-    req.file_name = "t.qcow2";
-    req.random = random;
-    req.qemu_version = 100000;
-    req.allocator = &alloc;
-    req.codecs = &hosted::host_codecs();
-    guest::ImageWriter* w = nullptr;
-    REQUIRE(qcow2::create_writer(req, target, &w) == Status::Ok);
-    fill(*w);
-    REQUIRE(w->finish() == Status::Ok);
-    w->close();
-    return target.image_output().bytes();
-}
+using qcow2::test::be64;
+using qcow2::test::made_image;
+using qcow2::test::Opened;
+using qcow2::test::put64;
 
 // A fresh 4 MiB image with 0xab in cluster 1.
 std::vector<std::uint8_t> base_image(std::uint64_t size = 4u << 20, const char* cluster_size = nullptr) {
@@ -79,26 +53,6 @@ std::vector<std::uint8_t> read_disk(const std::vector<std::uint8_t>& img) {
     return disk;
 }
 
-std::uint64_t be64(const std::vector<std::uint8_t>& b, std::uint64_t off) { return qcow2::load_be64(b.data() + off); }
-
-struct Opened {
-    ExistingFile file;
-    hosted::BudgetAllocator alloc{16u << 20};
-    Reasons reasons;
-    guest::ImageWriter* w = nullptr;
-    Status status;
-    explicit Opened(const std::vector<std::uint8_t>& img) : file(img) {
-        REQUIRE(file.ok());
-        guest::OpenRequest req{&file, nullptr, 0, &alloc, &hosted::host_codecs(), &reasons, nullptr, 100000};
-        status = qcow2::open_writer(req, &w);
-    }
-    ~Opened() {
-        if (w != nullptr)
-            w->close();
-    }
-};
-
-void put64(std::vector<std::uint8_t>& b, std::uint64_t off, std::uint64_t v) { qcow2::store_be64(b.data() + off, v); }
 
 } // namespace
 
