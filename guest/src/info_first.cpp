@@ -26,7 +26,10 @@ public:
         encrypted_ = encrypted_ || yes;
         to_.encrypted(yes);
     }
-    void dirty(bool yes) override { to_.dirty(yes); }
+    void dirty(bool yes) override {
+        dirty_ = yes;
+        to_.dirty(yes);
+    }
     void backing_format(const char* name, size_t len) override { to_.backing_format(name, len); }
     void snapshot(const SnapshotInfo& s) override { to_.snapshot(s); }
     void file_reference(FileRole role, const char* name, size_t len) override {
@@ -51,6 +54,7 @@ public:
     bool backing_only() const { return backing_ && !others_ && !encrypted_ && have_size_; }
     uint64_t size() const { return size_; }
     uint64_t cluster_size() const { return cluster_size_; }
+    bool dirty_bit() const { return dirty_; }
 
 private:
     InfoEncoder& to_;
@@ -61,6 +65,7 @@ private:
     bool backing_ = false; // a backing file among the references
     bool others_ = false;  // any other reference (extent, data file)
     bool encrypted_ = false;
+    bool dirty_ = false;
 };
 
 // The image as info sees it: read-only, exactly the file's length (an output device's size() is
@@ -212,6 +217,7 @@ Status inspect_first(const ModuleOps& ops, BlockDevice& image, uint64_t length, 
     if (st != Status::Ok || flushed != Status::Ok)
         return st != Status::Ok ? st : flushed;
     out->lone = watched.lone();
+    out->dirty = watched.dirty_bit();
     out->backing_only = watched.backing_only();
     out->size = watched.size();
     out->cluster_size = watched.cluster_size();

@@ -167,8 +167,9 @@ Status edit_op(const uint8_t* arg, uint32_t arg_len) {
                 if (const Status st = inspect_backing_chain(0, a.qemu_version, first, &ends); st != Status::Ok)
                     return st;
         }
-        // Not started: Ok says the inspection itself succeeded (the host reuses it).
-        if (!ends)
+        // Not started: Ok says the inspection itself succeeded (the host reuses it). A dirty image
+        // a command writes is repaired by the host first (qemu's read-write open, dirty_repair.h).
+        if (!ends || ((a.flags & INSTAR_EDIT_WRITE) != 0 && first.dirty))
             return Status::Ok;
         if (static_cast<EditCommand>(a.command) == EditCommand::Resize && !resolve_resize(args, a.args_len, first.size))
             return Status::Ok;

@@ -75,6 +75,11 @@ const Divergence DIVERGENCES[] = {
      "directory: the same bitmaps and bits, check clean, a different cluster layout",
      "the bitmaps do not change (qemu's discards do not dirty them), so rewriting them is only extra writes "
      "and a window in which a kill leaves them half stored"},
+    {"qcow2-commit-dirty-base", "commit",
+     "commit repairs a dirty qcow2 base (lazy refcounts not written back) before writing into it, "
+     "silently, as check -r all repairs it; qemu's reopen of the base skips that repair, writes, and "
+     "clears the dirty bit over the wrong refcounts: the same output and content, a clean base",
+     "qemu-img leaves a base that check reports corrupt"},
     {"qcow2-write-bitmaps", "commit",
      "writes into an existing qcow2 image (commit's base, convert -n, safe rebase's overlay) set the bits "
      "of its enabled persistent bitmaps in place, before the data they cover, in the bitmaps' own data "

@@ -233,16 +233,7 @@ int cmd_check(Context& ctx, std::span<const std::string> args) {
         }
         // In runs between the program-name markers: stderr is unbuffered, one write per piece (a
         // character at a time made 10,000 leak lines 400,000 write calls, 15x qemu-img's time).
-        const std::string& text = report->diagnostics;
-        for (std::size_t at = 0; at < text.size();) {
-            const std::size_t marker = text.find('\x01', at);
-            const std::size_t end = marker == std::string::npos ? text.size() : marker;
-            ctx.err.write(text.data() + at, static_cast<std::streamsize>(end - at));
-            if (marker == std::string::npos)
-                break;
-            ctx.err << ctx.prog << ": ";
-            at = marker + 1;
-        }
+        print_guest_text(ctx, report->diagnostics);
         if (report->truncated)
             ctx.err << ctx.prog << ": further check messages were dropped (more than the guest's 12 MiB of text)\n";
         if (report->failure) {

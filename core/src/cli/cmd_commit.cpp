@@ -154,6 +154,7 @@ int cmd_commit(Context& ctx, std::span<const std::string> args) {
                 progress.work(done, total);
         };
     }
+    spec.diagnostics = [&](const std::string& text) { print_guest_text(ctx, text); };
     auto done = commit_image(spec, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version);
     if (!done) {
         progress.end();

@@ -389,6 +389,7 @@ int cmd_convert(Context& ctx, std::span<const std::string> in_args) {
     spec.bitmaps = has("bitmaps");
     spec.skip_broken_bitmaps = has("skip-broken-bitmaps");
     spec.progress = mode == Progress::Mode::Off ? nullptr : &progress;
+    spec.repair_dirty = [&](const std::string& text) { print_guest_text(ctx, text); }; // -n: qemu's read-write open
     std::vector<std::string> salvage_warnings;
     spec.warnings = &salvage_warnings;
     auto run_convert = [&]() {

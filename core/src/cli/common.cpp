@@ -49,6 +49,18 @@ int report_error(Context& ctx, std::string_view msg) {
 
 void report_warning(Context& ctx, std::string_view msg) { ctx.err << ctx.prog << ": warning: " << msg << '\n'; }
 
+void print_guest_text(Context& ctx, std::string_view text) {
+    for (std::size_t at = 0; at < text.size();) {
+        const std::size_t marker = text.find('\x01', at);
+        const std::size_t end = marker == std::string_view::npos ? text.size() : marker;
+        ctx.err.write(text.data() + at, static_cast<std::streamsize>(end - at));
+        if (marker == std::string_view::npos)
+            break;
+        ctx.err << ctx.prog << ": ";
+        at = marker + 1;
+    }
+}
+
 namespace {
 
 // 7.2: "Try 'qemu-img --help' for more information"; 10.0: "Try 'ARGV0 CMD --help' for more info".

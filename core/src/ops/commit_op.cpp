@@ -170,10 +170,38 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
         return unlock_above_failure(chain, Error{opened.error()}, spec.secret, spec.backing_secret, spec.filename,
                                     sandbox, qemu_version);
     // Each encrypted image's secret: the top's, then the one its level's backing.[…]key-secret names.
-    if (!chain.links.empty())
-        chain.links.front().secret = spec.secret;
-    if (auto named = assign_backing_secrets(chain, spec.backing_secret, spec.filename, sandbox, qemu_version); !named)
+    auto name_secrets = [&]() -> Expected<bool> {
+        if (!chain.links.empty())
+            chain.links.front().secret = spec.secret;
+        return assign_backing_secrets(chain, spec.backing_secret, spec.filename, sandbox, qemu_version);
+    };
+    if (auto named = name_secrets(); !named)
         return Error{named.error()};
+    // A dirty qcow2 image of the chain at `level` is repaired (dirty_repair.h), `diagnostics` printed
+    // or not; the chain is then inspected again, as the repair changed the file.
+    auto repair = [&](std::size_t level, const DiagnosticsFn& diagnostics) -> Expected<bool> {
+        const ChainLink& link = chain.links[level];
+        CheckOptions co;
+        co.filename = level == 0 ? spec.filename : link.image.path.string();
+        co.format = std::string("qcow2");
+        co.allow_paths = spec.allow_paths;
+        co.unsafe_quirks = spec.unsafe_quirks;
+        co.secret = link.secret;
+        if (auto repaired = repair_dirty_image(co, plugins, sandbox, qemu_version, diagnostics); !repaired)
+            return Error{"Could not open '" + link.name + "': " + repaired.error()};
+        chain.close();
+        if (auto opened = open_chain_at_once(io, plugins, sandbox, qemu_version, *runner, chain); !opened)
+            return Error{opened.error()};
+        return name_secrets();
+    };
+    auto dirty = [&](std::size_t level) {
+        return chain.links[level].node.format == "qcow2" && chain.links[level].node.dirty_flag;
+    };
+    // qemu's read-write open of a dirty qcow2 top repairs it first (lazy refcounts written back),
+    // printing check's lines.
+    if (!chain.links.empty() && dirty(0))
+        if (auto ok = repair(0, spec.diagnostics); !ok)
+            return Error{ok.error()};
     // An error commit finds after qemu's open comes after the open's key errors.
     auto keys_first = [&](const std::string& message) -> Error {
         if (auto keys = unlock_chain(chain, chain.links.size(), spec.filename, sandbox, qemu_version); !keys)
@@ -195,6 +223,12 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
         if (!((*chain.links[i].plugin)->capabilities & CAP_CONVERT))
             return keys_first("Could not open '" + chain.links[i].name + "': instar cannot read the data of " +
                               std::string((*chain.links[i].plugin)->name) + " images yet");
+    // A dirty qcow2 base is repaired too, silently: qemu's reopen of the base for writing skips the
+    // repair, writes, and clears the dirty bit over refcounts still wrong (a corrupt base); instar
+    // writes into a repaired one (divergence qcow2-commit-dirty-base).
+    if (base != 0 && dirty(base))
+        if (auto ok = repair(base, nullptr); !ok)
+            return Error{ok.error()};
     const ChainLink& top = chain.links.front();
     const ChainLink& base_link = chain.links[base];
     // The keys of the encrypted images are unlocked by the copy's run before it writes anything; a

@@ -4,6 +4,8 @@
 // (INSTAR_OP_EDIT, EditCommand::MakeEmpty) unless -d. docs/commit.md.
 #pragma once
 
+#include "ops/dirty_repair.h"
+
 #include "ops/info_op.h"
 #include "plugins/registry.h"
 #include "util/expected.h"
@@ -37,6 +39,9 @@ struct CommitSpec {
     std::uint64_t rate_limit = 0;      // -r bytes per second; 0 = none
     // -p: bytes done of bytes to walk; nullptr: none.
     std::function<void(std::uint64_t, std::uint64_t)> progress;
+    // A dirty qcow2 top is repaired first, as qemu's read-write open does (dirty_repair.h): check's
+    // stderr text goes here.
+    DiagnosticsFn diagnostics;
     bool unsafe_quirks = false;
     std::vector<std::string> allow_paths;
     std::optional<std::string> secret; // the top image's (--object secret), never printed

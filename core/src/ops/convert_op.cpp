@@ -1,5 +1,6 @@
 // convert's host side: sources and chains opened, the plan written, one sandbox run, atomic commit.
 #include "ops/convert_op.h"
+#include "ops/dirty_repair.h"
 
 #include "ops/atomic_output.h"
 #include "ops/edit_op.h"
@@ -736,6 +737,27 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
             return Error{replayed.error()};
         if (auto opened = open_chain(io, plugins, *runner, existing); !opened)
             return Error{opened.error()};
+        // qemu's read-write open repairs a dirty qcow2 target first (dirty_repair.h); the target is
+        // then opened and inspected again, as the repair changed the file.
+        if (spec.repair_dirty && existing.links.front().node.format == "qcow2" &&
+            existing.links.front().node.dirty_flag) {
+            CheckOptions co;
+            co.filename = spec.target.filename;
+            co.format = std::string("qcow2");
+            co.allow_paths = spec.allow_paths;
+            co.unsafe_quirks = spec.unsafe_quirks;
+            co.secret = spec.target.secret;
+            if (auto repaired = repair_dirty_image(co, plugins, sandbox, qemu_version, spec.repair_dirty); !repaired)
+                return Error{"Could not open '" + spec.target.filename + "': " + repaired.error()};
+            existing.close();
+            close_file(existing_file);
+            auto again = open_existing_target(spec.target.filename);
+            if (!again)
+                return Error{again.error()};
+            existing_file = *again;
+            if (auto opened = open_chain(io, plugins, *runner, existing); !opened)
+                return Error{opened.error()};
+        }
         // The files the target names (vmdk extents), reopened read-write: the very files info
         // inspected (through /proc/self/fd, so no name is looked up again). A source using one of
         // them is refused as the target itself is.

@@ -10,6 +10,7 @@
 #include "vmm/sandbox.h"
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -53,6 +54,9 @@ struct ConvertSpec {
     bool target_is_zero = false;               // --target-is-zero (only with -n)
     std::string target_format;                 // -n: -O as given
     std::optional<std::string> target_cache_error; // -n: a bad -t, reported where qemu checks it
+    // -n: a qcow2 target with the dirty bit is repaired first, as qemu's read-write open does
+    // (dirty_repair.h), check's stderr text handed here. Unset: opened as it is (the writer refuses).
+    std::function<void(const std::string&)> repair_dirty;
     // -n: the target's name could not be opened (json:/--target-image-opts errors, -O with
     // --target-image-opts): reported where qemu opens the target, after the sources and -t.
     std::optional<std::string> target_open_error;

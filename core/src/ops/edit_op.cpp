@@ -81,10 +81,23 @@ Expected<bool> open_for_edit(const EditOpen& opts, const PluginRegistry& plugins
     if (!runner)
         return Error{runner.error()};
     InfoOptions io = info_options(opts);
-    if (opts.prefetched == nullptr) // an overlay of plain images inspected in one start
-        return open_chain_at_once(io, plugins, sandbox, qemu_version, *runner, chain);
-    // The first inspection (the top image, no files yet) was run by try_quick_edit.
-    return open_chain(io, plugins, with_prefetched(*runner, *opts.prefetched), chain);
+    // An overlay of plain images inspected in one start; else the first inspection (the top image,
+    // no files yet) was run by try_quick_edit.
+    auto opened = opts.prefetched == nullptr
+                      ? open_chain_at_once(io, plugins, sandbox, qemu_version, *runner, chain)
+                      : open_chain(io, plugins, with_prefetched(*runner, *opts.prefetched), chain);
+    if (!opened || !opts.read_write || !opts.repair_dirty || chain.links.empty() ||
+        chain.links.front().node.format != "qcow2" || !chain.links.front().node.dirty_flag)
+        return opened;
+    CheckOptions co;
+    co.filename = opts.filename;
+    co.format = std::string("qcow2");
+    co.allow_paths = opts.allow_paths;
+    co.unsafe_quirks = opts.unsafe_quirks;
+    if (auto repaired = repair_dirty_image(co, plugins, sandbox, qemu_version, opts.repair_dirty); !repaired)
+        return Error{"Could not open '" + chain.links.front().name + "': " + repaired.error()};
+    chain.close();
+    return open_chain_at_once(io, plugins, sandbox, qemu_version, *runner, chain);
 }
 
 Expected<EditReport> decode_edit_records(std::span<const vmm::Record> records) {

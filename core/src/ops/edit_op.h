@@ -4,6 +4,8 @@
 // host serves reads and writes and decodes what the command reports (docs/edit.md).
 #pragma once
 
+#include "ops/dirty_repair.h"
+
 #include "ops/info_first.h"
 #include "ops/info_op.h"
 #include "plugins/registry.h"
@@ -35,6 +37,10 @@ struct EditOpen {
     bool opens_without_key = false; // no key-secret names a key for the image (InfoOptions's)
     std::vector<BackingKey> backing_keys; // what the backing levels name for keys (InfoOptions's)
     const PrefetchedInfo* prefetched = nullptr; // the top image's first inspection, already run
+    // With read_write: a qcow2 image with the dirty bit is repaired first, as qemu's read-write
+    // open does (dirty_repair.h), check's stderr text handed here; the chain is then opened again.
+    // Unset: a dirty image is opened as it is (the format's edit refuses it).
+    DiagnosticsFn repair_dirty;
 };
 
 // Opens opts.filename as info does (the same detection, open errors and path policy).

@@ -253,12 +253,13 @@ Expected<Inspected> inspect(const InfoOptions& opts, const PluginRegistry& plugi
 
 } // namespace
 
-OpenedChain::~OpenedChain() {
+void OpenedChain::close() {
     for (auto& link : links) {
         close_file(link.image);
         for (auto& f : link.files)
             close_file(f);
     }
+    links.clear();
 }
 
 

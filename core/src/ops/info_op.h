@@ -119,7 +119,9 @@ struct OpenedChain {
     OpenedChain(const OpenedChain&) = delete;
     OpenedChain& operator=(const OpenedChain&) = delete;
     OpenedChain(OpenedChain&&) = default;
-    ~OpenedChain();
+    ~OpenedChain() { close(); }
+    // Closes every link's files and forgets the links (the chain can be opened again).
+    void close();
 };
 // Inspects opts.filename as collect_info does and keeps everything open: with opts.backing_chain,
 // the whole backing chain (through the path policy, loops and depth refused), else the top only.
