@@ -244,6 +244,7 @@ int cmd_bitmap(Context& ctx, std::span<const std::string> args) {
     eo.unsafe_quirks = vm.count("unsafe-quirks") > 0;
     eo.read_write = true;
     eo.repair_dirty = [&](const std::string& text) { print_guest_text(ctx, text); }; // qemu's read-write open
+    eo.secret = named_image_secret(vm, *name);
     const OpenKey open_with = open_key(vm, *name); // qemu looks a luks key up before it reads the header
     eo.opens_without_key = open_with.without;
     if (vm.count("allow-path"))

@@ -196,6 +196,7 @@ int cmd_snapshot(Context& ctx, std::span<const std::string> args) {
     eo.backing_chain = true; // qemu-img opens the backing chain: a missing backing file is an error
     eo.read_write = !read_only;
     eo.repair_dirty = [&](const std::string& text) { print_guest_text(ctx, text); }; // qemu's read-write open
+    eo.secret = named_image_secret(vm, *name);
     const OpenKey open_with = open_key(vm, *name); // qemu looks a luks key up before it reads the header
     eo.opens_without_key = open_with.without;
     eo.backing_keys = backing_keys_named(vm, *name);

@@ -266,6 +266,15 @@ std::string missing_key(std::string error, const OpenKey& key) {
     return error;
 }
 
+std::optional<std::string> named_image_secret(const boost::program_options::variables_map& vm,
+                                              const ImageName& name) {
+    auto store = command_secrets(vm);
+    if (!store)
+        return std::nullopt;
+    auto secret = image_secret(*store, name);
+    return secret ? *secret : std::nullopt;
+}
+
 Expected<std::optional<std::string>> unlock_for_command(const boost::program_options::variables_map& vm,
                                                         const ImageName& name, const ChainLink& link,
                                                         const vmm::SandboxConfig& sandbox,

@@ -49,6 +49,11 @@ Expected<std::optional<std::string>> secret_for(const SecretStore& store, const 
 // parsing), a lookup error framed "Could not open 'GIVEN': ..." as qemu's bdrv_open reports it.
 Expected<SecretStore> command_secrets(const boost::program_options::variables_map& vm);
 Expected<std::optional<std::string>> image_secret(const SecretStore& store, const ImageName& name);
+// The secret the command line names for the image, or nullopt (none named, or an error the
+// command's own unlocking reports later): for a dirty image's repair before the command
+// (EditOpen::secret).
+std::optional<std::string> named_image_secret(const boost::program_options::variables_map& vm,
+                                              const ImageName& name);
 std::optional<std::string> secret_id(const ImageName& name);
 // The same for one node's strong options (ImageName::strong, or a backing_strong level).
 std::optional<std::string> secret_id(const boost::json::object& strong);

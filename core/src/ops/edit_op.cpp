@@ -94,6 +94,7 @@ Expected<bool> open_for_edit(const EditOpen& opts, const PluginRegistry& plugins
     co.format = std::string("qcow2");
     co.allow_paths = opts.allow_paths;
     co.unsafe_quirks = opts.unsafe_quirks;
+    co.secret = opts.secret;
     if (auto repaired = repair_dirty_image(co, plugins, sandbox, qemu_version, opts.repair_dirty); !repaired)
         return Error{"Could not open '" + chain.links.front().name + "': " + repaired.error()};
     chain.close();

@@ -41,6 +41,7 @@ struct EditOpen {
     // open does (dirty_repair.h), check's stderr text handed here; the chain is then opened again.
     // Unset: a dirty image is opened as it is (the format's edit refuses it).
     DiagnosticsFn repair_dirty;
+    std::optional<std::string> secret; // the image's, for that repair of an encrypted image
 };
 
 // Opens opts.filename as info does (the same detection, open errors and path policy).

@@ -256,15 +256,15 @@ public:
             return corrupt(why, st);
         return st;
     }
-    // An external data file (the image's data_file): data clusters are written there at their guest
-    // offsets with no refcounts (qemu's do_alloc_cluster_offset); `raw`: data_file_raw, zeros are
-    // written into the data file too.
     // commit's writes: bits are set for whole chunks of qemu's mirror granularity, the cluster
     // size clamped to [MIRROR_MIN_GRANULARITY, MIRROR_MAX_GRANULARITY].
     void set_mirror_chunks() {
         mirror_chunk_ = cs_ < MIRROR_MIN_GRANULARITY ? MIRROR_MIN_GRANULARITY
                         : cs_ > MIRROR_MAX_GRANULARITY ? MIRROR_MAX_GRANULARITY : cs_;
     }
+    // An external data file (the image's data_file): data clusters are written there at their guest
+    // offsets with no refcounts (qemu's do_alloc_cluster_offset); `raw`: data_file_raw, zeros are
+    // written into the data file too.
     void set_data_file(guest::BlockDevice* data, bool raw) {
         data_ = data;
         data_raw_ = raw;
