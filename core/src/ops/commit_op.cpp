@@ -181,25 +181,19 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
     // or not; the chain is then inspected again, as the repair changed the file.
     auto repair = [&](std::size_t level, const DiagnosticsFn& diagnostics) -> Expected<bool> {
         const ChainLink& link = chain.links[level];
-        CheckOptions co;
-        co.filename = level == 0 ? spec.filename : link.image.path.string();
-        co.format = std::string("qcow2");
-        co.allow_paths = spec.allow_paths;
-        co.unsafe_quirks = spec.unsafe_quirks;
-        co.secret = link.secret;
-        if (auto repaired = repair_dirty_image(co, plugins, sandbox, qemu_version, diagnostics); !repaired)
-            return Error{"Could not open '" + link.name + "': " + repaired.error()};
+        if (auto repaired = repair_dirty_image({level == 0 ? spec.filename : link.image.path.string(), link.name,
+                                                spec.allow_paths, spec.unsafe_quirks, link.secret, diagnostics},
+                                               plugins, sandbox, qemu_version);
+            !repaired)
+            return Error{repaired.error()};
         chain.close();
         if (auto opened = open_chain_at_once(io, plugins, sandbox, qemu_version, *runner, chain); !opened)
             return Error{opened.error()};
         return name_secrets();
     };
-    auto dirty = [&](std::size_t level) {
-        return chain.links[level].node.format == "qcow2" && chain.links[level].node.dirty_flag;
-    };
     // qemu's read-write open of a dirty qcow2 top repairs it first (lazy refcounts written back),
     // printing check's lines.
-    if (!chain.links.empty() && dirty(0))
+    if (!chain.links.empty() && needs_dirty_repair(chain.links.front().node))
         if (auto ok = repair(0, spec.diagnostics); !ok)
             return Error{ok.error()};
     // An error commit finds after qemu's open comes after the open's key errors.
@@ -226,7 +220,7 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
     // A dirty qcow2 base is repaired too, silently: qemu's reopen of the base for writing skips the
     // repair, writes, and clears the dirty bit over refcounts still wrong (a corrupt base); instar
     // writes into a repaired one (divergence qcow2-commit-dirty-base).
-    if (base != 0 && dirty(base))
+    if (base != 0 && needs_dirty_repair(chain.links[base].node))
         if (auto ok = repair(base, nullptr); !ok)
             return Error{ok.error()};
     const ChainLink& top = chain.links.front();

@@ -739,16 +739,12 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
             return Error{opened.error()};
         // qemu's read-write open repairs a dirty qcow2 target first (dirty_repair.h); the target is
         // then opened and inspected again, as the repair changed the file.
-        if (spec.repair_dirty && existing.links.front().node.format == "qcow2" &&
-            existing.links.front().node.dirty_flag) {
-            CheckOptions co;
-            co.filename = spec.target.filename;
-            co.format = std::string("qcow2");
-            co.allow_paths = spec.allow_paths;
-            co.unsafe_quirks = spec.unsafe_quirks;
-            co.secret = spec.target.secret;
-            if (auto repaired = repair_dirty_image(co, plugins, sandbox, qemu_version, spec.repair_dirty); !repaired)
-                return Error{"Could not open '" + spec.target.filename + "': " + repaired.error()};
+        if (spec.repair_dirty && needs_dirty_repair(existing.links.front().node)) {
+            if (auto repaired = repair_dirty_image({spec.target.filename, spec.target.filename, spec.allow_paths,
+                                                    spec.unsafe_quirks, spec.target.secret, spec.repair_dirty},
+                                                   plugins, sandbox, qemu_version);
+                !repaired)
+                return Error{repaired.error()};
             existing.close();
             close_file(existing_file);
             auto again = open_existing_target(spec.target.filename);

@@ -6,22 +6,29 @@
 
 namespace instar {
 
-Expected<bool> repair_dirty_image(CheckOptions opts, const PluginRegistry& plugins, const vmm::SandboxConfig& sandbox,
-                                  std::uint32_t qemu_version, const DiagnosticsFn& diagnostics) {
+Expected<bool> repair_dirty_image(const DirtyRepair& image, const PluginRegistry& plugins,
+                                  const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version) {
+    CheckOptions opts;
+    opts.filename = image.filename;
+    opts.format = std::string("qcow2");
     opts.fix = INSTAR_CHECK_FIX_LEAKS | INSTAR_CHECK_FIX_ERRORS;
+    opts.allow_paths = image.allow_paths;
+    opts.unsafe_quirks = image.unsafe_quirks;
+    opts.secret = image.secret;
+    const std::string frame = "Could not open '" + image.name + "': ";
     auto report = run_check(opts, plugins, sandbox, qemu_version);
     if (!report)
-        return Error{report.error()};
-    if (diagnostics && !report->diagnostics.empty())
-        diagnostics(report->diagnostics);
+        return Error{frame + report.error()};
+    if (image.diagnostics && !report->diagnostics.empty())
+        image.diagnostics(report->diagnostics);
     if (report->failure)
-        return Error{*report->failure};
+        return Error{frame + *report->failure};
     // qcow2_do_open: a negative return or any check error fails the open, -EIO when it was the latter.
     const int error = report->result.error < 0 ? -report->result.error
                       : report->result.check_errors != 0 ? EIO
                                                           : 0;
     if (error != 0)
-        return Error{std::string("Could not repair dirty image: ") + std::strerror(error)};
+        return Error{frame + "Could not repair dirty image: " + std::strerror(error)};
     return true;
 }
 

@@ -8,7 +8,9 @@
 #include "ops/check_op.h"
 
 #include <functional>
+#include <optional>
 #include <string>
+#include <vector>
 
 namespace instar {
 
@@ -16,9 +18,22 @@ namespace instar {
 // its prefix there, as cmd_check does).
 using DiagnosticsFn = std::function<void(const std::string&)>;
 
-// Repairs `opts.filename` (opts.fix is set to all here), handing check's stderr text to
-// `diagnostics` as soon as the repair ends. An error is the open's, in qemu's words.
-Expected<bool> repair_dirty_image(CheckOptions opts, const PluginRegistry& plugins, const vmm::SandboxConfig& sandbox,
-                                  std::uint32_t qemu_version, const DiagnosticsFn& diagnostics);
+// Whether qemu's read-write open repairs the image first: a qcow2 image with the dirty bit.
+inline bool needs_dirty_repair(const NodeInfo& node) { return node.format == "qcow2" && node.dirty_flag; }
+
+// The image to repair, as the command opened it.
+struct DirtyRepair {
+    std::string filename;                 // its file
+    std::string name;                     // as qemu names it ("Could not open 'NAME': ...")
+    std::vector<std::string> allow_paths; // the command's path policy (--allow-path)
+    bool unsafe_quirks = false;
+    std::optional<std::string> secret;    // its key, for an encrypted image
+    DiagnosticsFn diagnostics;            // gets check's stderr text as soon as the repair ends;
+                                          // unset: not printed (commit's base)
+};
+
+// Repairs the image with check -r all's repair. An error is the open's, in qemu's words.
+Expected<bool> repair_dirty_image(const DirtyRepair& image, const PluginRegistry& plugins,
+                                  const vmm::SandboxConfig& sandbox, std::uint32_t qemu_version);
 
 } // namespace instar

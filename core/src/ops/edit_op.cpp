@@ -87,16 +87,13 @@ Expected<bool> open_for_edit(const EditOpen& opts, const PluginRegistry& plugins
                       ? open_chain_at_once(io, plugins, sandbox, qemu_version, *runner, chain)
                       : open_chain(io, plugins, with_prefetched(*runner, *opts.prefetched), chain);
     if (!opened || !opts.read_write || !opts.repair_dirty || chain.links.empty() ||
-        chain.links.front().node.format != "qcow2" || !chain.links.front().node.dirty_flag)
+        !needs_dirty_repair(chain.links.front().node))
         return opened;
-    CheckOptions co;
-    co.filename = opts.filename;
-    co.format = std::string("qcow2");
-    co.allow_paths = opts.allow_paths;
-    co.unsafe_quirks = opts.unsafe_quirks;
-    co.secret = opts.secret;
-    if (auto repaired = repair_dirty_image(co, plugins, sandbox, qemu_version, opts.repair_dirty); !repaired)
-        return Error{"Could not open '" + chain.links.front().name + "': " + repaired.error()};
+    if (auto repaired = repair_dirty_image({opts.filename, chain.links.front().name, opts.allow_paths,
+                                            opts.unsafe_quirks, opts.secret, opts.repair_dirty},
+                                           plugins, sandbox, qemu_version);
+        !repaired)
+        return Error{repaired.error()};
     chain.close();
     return open_chain_at_once(io, plugins, sandbox, qemu_version, *runner, chain);
 }
