@@ -2,6 +2,7 @@
 // entry by entry (8-byte L1/L2 entries, one refcount entry), so nothing is held back at the end and
 // memory is one cluster buffer whatever the image's size.
 #include "qcow2_existing_write.h"
+#include "qcow2_index_set.h"
 
 #include "qcow2_bitmap_dirty.h"
 #include "qcow2_bitmap_ranges.h"
@@ -55,6 +56,7 @@ public:
         : dev_(dev), alloc_(alloc), reasons_(reasons), codecs_(codecs), h_(h), cs_(h.cluster_size()), cb_(h.cluster_bits),
           l2_entries_(h.cluster_size() / 8), buf_(buf), has_backing_(h.backing_file_offset != 0) {
         file_len_ = dev.size();
+        orig_len_ = file_len_;
         next_ = (file_len_ + cs_ - 1) / cs_ * cs_;
         refcount_bits_ = uint32_t{1} << h.refcount_order;
         rb_entries_ = cs_ * 8 / refcount_bits_;
@@ -203,6 +205,8 @@ public:
     }
     Status finish() override { return Status::Ok; } // every update was written through
     void close() override {
+        l1_vetted_.release(alloc_);
+        rb_ours_.release(alloc_);
         alloc_.deallocate(buf_, static_cast<size_t>(cs_));
         if (cbuf_ != nullptr)
             alloc_.deallocate(cbuf_, static_cast<size_t>(cs_));
@@ -238,6 +242,13 @@ public:
     }
 
     // Internal snapshots: their table and L1 tables join the metadata no write may land on.
+    // The sets cluster_in_original's checks keep: every L1 entry, every refcount-table entry up to
+    // the largest table qemu opens (QCOW2_EXISTING_MAX_REFTABLE_BYTES: 128 KiB of bits).
+    Status init_vetting() {
+        if (const Status st = l1_vetted_.init(alloc_, h_.l1_size); st != Status::Ok)
+            return st;
+        return rb_ours_.init(alloc_, QCOW2_EXISTING_MAX_REFTABLE_BYTES / 8);
+    }
     Status load_snapshot_metadata() {
         ReasonText why;
         const Status st = snapshots_.load(h_, dev_, alloc_, &why);
@@ -371,6 +382,49 @@ private:
     bool cluster_in_file(uint64_t host) const {
         return (host & (cs_ - 1)) == 0 && host < file_len_ && cs_ <= file_len_ - host;
     }
+    // ... inside the file as it was opened. Every cluster the writer allocates is appended past that
+    // end, so a pointer the image held before this run must name a cluster in it: one just past the
+    // old end would otherwise, once the writer has appended there, name a cluster it allocated.
+    bool cluster_in_original(uint64_t host) const {
+        return (host & (cs_ - 1)) == 0 && host < orig_len_ && cs_ <= orig_len_ - host;
+    }
+    // A refcount block the refcount table names at `rt_index`: this run's own, or in the original file.
+    bool refblock_placed(uint64_t rt_index, uint64_t block) const {
+        return cluster_in_file(block) && !overlaps_metadata(block) &&
+               (rb_ours_.has(rt_index) || cluster_in_original(block));
+    }
+    // The first look at the L2 table of L1 entry `l1_index` that this run did not write: the
+    // table and every cluster its entries name must lie in the original file (cluster_in_original;
+    // the entries this run writes later name appended clusters). Once per table.
+    Status vet_l2(uint64_t l1_index, uint64_t l2) {
+        ReasonText r;
+        if (!cluster_in_original(l2)) {
+            r.add("L2 table offset ").hex(l2).add(" past the end of the image file (L1 index: ").hex(l1_index).add(")");
+            return corrupt(r);
+        }
+        for (uint64_t i = 0; i < l2_entries_; ++i) {
+            uint64_t e = 0;
+            if (const Status st = l2_read(l2 + i * 8, &e); st != Status::Ok)
+                return st;
+            bool bad = false;
+            uint64_t at = e & L2E_OFFSET_MASK;
+            if (e & QCOW_OFLAG_COMPRESSED) {
+                uint64_t size = 0;
+                qcow2_compressed_extent(e, cb_, &at, &size);
+                bad = at >= orig_len_ || ((at + size - 1) & ~(cs_ - 1)) >= orig_len_;
+            } else if (at != 0 && data_ == nullptr) {
+                bad = !cluster_in_original(at);
+            }
+            if (bad) {
+                r.add((e & QCOW_OFLAG_COMPRESSED) ? "Compressed cluster data at " : "Cluster allocation offset ")
+                    .hex(at).add(" past the end of the image file (L2 offset: ").hex(l2).add(", L2 index: ").hex(i)
+                    .add(")");
+                return corrupt(r);
+            }
+        }
+        l1_vetted_.add(l1_index);
+        return Status::Ok;
+    }
     // In-place writes must not land on the header, the L1 table, the refcount table, a snapshot's
     // table or L1 table, or a bitmap's directory, table or data (qemu's metadata overlap check;
     // L2 tables and refcount blocks are not tracked).
@@ -428,7 +482,8 @@ private:
                     return st;
             if (const Status st = write64(h_.refcount_table_offset + rt_index * 8, block); st != Status::Ok)
                 return st;
-        } else if (!cluster_in_file(block) || overlaps_metadata(block)) {
+            rb_ours_.add(rt_index);
+        } else if (!refblock_placed(rt_index, block)) {
             ReasonText r;
             r.add("Refblock offset ").hex(block).add(" unaligned or past the end of the image file (reftable index: ")
                 .hex(rt_index).add(")");
@@ -562,6 +617,9 @@ private:
                     .hex(l1_index).add(")");
                 return corrupt(r);
             }
+            if (!l1_vetted_.has(l1_index))
+                if (const Status st = vet_l2(l1_index, l2); st != Status::Ok)
+                    return st;
             if (!(e & QCOW_OFLAG_COPIED)) {
                 if (data_ != nullptr)
                     return refuse("into an L2 table an existing qcow2 image shares (refcount above 1)");
@@ -579,6 +637,7 @@ private:
             file_len_ = next_;
             if (const Status st = write64(h_.l1_table_offset + l1_index * 8, l2 | QCOW_OFLAG_COPIED); st != Status::Ok)
                 return st;
+            l1_vetted_.add(l1_index); // a new table: nothing in it but what this run writes
         }
         l1_index_ = l1_index;
         l2_offset_ = l2;
@@ -797,7 +856,7 @@ private:
             if (const Status st = read64(h_.refcount_table_offset + rt_index * 8, &block); st != Status::Ok)
                 return st;
         block &= REFT_OFFSET_MASK;
-        if (block == 0 || !cluster_in_file(block) || overlaps_metadata(block)) {
+        if (block == 0 || !refblock_placed(rt_index, block)) {
             ReasonText r;
             r.add("Refcount block for the referenced cluster ").hex(host).add(" missing or misplaced (reftable index: ")
                 .hex(rt_index).add(")");
@@ -952,7 +1011,7 @@ private:
         if (const Status st = read64(h_.refcount_table_offset + (cluster / rb_entries_) * 8, &block); st != Status::Ok)
             return st;
         block &= REFT_OFFSET_MASK;
-        if (!cluster_in_file(block))
+        if (!refblock_placed(cluster / rb_entries_, block))
             return Status::Corrupt;
         // Entries index+1 .. index+m-1, as whole bytes (sub-byte widths: the bytes that hold them).
         const uint64_t lo = (index + 1) * refcount_bits_ / 8, hi = ((index + m) * refcount_bits_ + 7) / 8;
@@ -1116,6 +1175,9 @@ private:
     bool has_backing_;
     guest::ImageReader* backing_ = nullptr;
     uint64_t file_len_ = 0;
+    uint64_t orig_len_ = 0; // the file's length when opened (cluster_in_original)
+    Qcow2IndexSet l1_vetted_; // L1 entries whose table vet_l2 checked or this run made
+    Qcow2IndexSet rb_ours_;   // refcount-table entries whose block this run appended
     uint64_t next_ = 0; // where the next appended cluster goes
     uint32_t refcount_bits_ = 16;
     uint64_t rb_entries_ = 0;
@@ -1292,7 +1354,9 @@ Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
     w->set_data_file(data, (h.autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW) != 0);
     if (req.mirror_chunks)
         w->set_mirror_chunks();
-    Status st = w->load_snapshot_metadata();
+    Status st = w->init_vetting();
+    if (st == Status::Ok)
+        st = w->load_snapshot_metadata();
     if (st == Status::Ok)
         st = w->load_bitmap_metadata();
     if (st != Status::Ok) {

@@ -182,6 +182,57 @@ TEST_CASE("qcow2 existing writer: hostile metadata is refused before anything la
     }
 }
 
+// The file grows as the writer appends: a pointer the image held before the run that names a
+// cluster just past the old end must stay refused after appends have reached it (else it would
+// name a cluster the writer allocated: writes of one guest cluster landing in another's data).
+TEST_CASE("qcow2 existing writer: pointers past the old end of the file stay refused after appends") {
+    const auto base = base_image();
+    const std::uint64_t l1_off = be64(base, 40);
+    const std::uint64_t l2_off = be64(base, l1_off) & 0x00fffffffffffe00ull;
+    const std::uint64_t next = (base.size() + CS - 1) / CS * CS; // the writer's first append
+    const std::vector<std::uint8_t> d(CS, 0x5c);
+
+    auto entry_ahead = base; // guest cluster 2 named at the cluster guest cluster 3's write appends
+    put64(entry_ahead, l2_off + 2 * 8, next | COPIED);
+    {
+        Opened o(entry_ahead);
+        REQUIRE(o.status == Status::Ok);
+        CHECK(o.w->write(3 * CS, d.data(), d.size()) == Status::Corrupt);
+        CHECK(o.reasons.text.find("past the end of the image file (L2 offset") != std::string::npos);
+        CHECK(o.file.bytes() == entry_ahead);
+    }
+    const auto big = base_image(1u << 30); // two L1 entries
+    const std::uint64_t big_next = (big.size() + CS - 1) / CS * CS;
+    auto table_ahead = big; // L1 entry 1 names, as its L2 table, the cluster the first append takes
+    put64(table_ahead, be64(big, 40) + 8, big_next | COPIED);
+    {
+        Opened o(table_ahead);
+        REQUIRE(o.status == Status::Ok);
+        REQUIRE(o.w->write(3 * CS, d.data(), d.size()) == Status::Ok); // appended at big_next
+        CHECK(o.w->write(std::uint64_t{512} << 20, d.data(), 512) == Status::Corrupt);
+        CHECK(o.reasons.text.find("L2 table offset") != std::string::npos);
+        const auto after = o.file.bytes();
+        REQUIRE(after.size() >= big_next + CS);
+        CHECK(std::all_of(after.begin() + static_cast<std::ptrdiff_t>(big_next),
+                          after.begin() + static_cast<std::ptrdiff_t>(big_next + CS),
+                          [](std::uint8_t b) { return b == 0x5c; })); // the data, never taken for a table
+    }
+
+    // 512-byte clusters: a refcount block covers 128 KiB, so appends soon need refcount-table entry 1;
+    // the image names one where the writer's appends will have reached.
+    const auto small = base_image(4u << 20, "512");
+    const std::uint64_t small_next = (small.size() + 511) / 512 * 512;
+    auto block_ahead = small;
+    put64(block_ahead, be64(small, 48) + 8, small_next + 64 * 512);
+    {
+        Opened o(block_ahead);
+        REQUIRE(o.status == Status::Ok);
+        const std::vector<std::uint8_t> big(256u << 10, 0x3d);
+        CHECK(o.w->write(1u << 20, big.data(), big.size()) == Status::Corrupt);
+        CHECK(o.reasons.text.find("Refblock offset") != std::string::npos);
+    }
+}
+
 namespace {
 // The 16-bit refcount entry of the host cluster at `host` (instar's create writer's layout).
 std::uint64_t refcount_at(const std::vector<std::uint8_t>& img, std::uint64_t host) {
