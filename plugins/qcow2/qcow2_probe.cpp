@@ -88,6 +88,21 @@ const Divergence DIVERGENCES[] = {
      "clean, a different cluster layout",
      "bits before data keep every bitmap consistent and a superset of what reached the image at any kill "
      "point, where qemu's in-use mark makes a killed run's bitmaps inconsistent (unusable)"},
+    {"qcow2-resize-bitmaps", "resize",
+     "resize carries persistent bitmaps to the new size as qemu-img does (same bits, same bytes), but a shrink "
+     "that shortens a bitmap's table stores the bitmaps at the size switch, before the clean-up frees the "
+     "cropped clusters (qemu stores them on close, after it): the same bits, another cluster layout",
+     "one header write switches the size and the bitmaps together, so no kill leaves tables sized for another "
+     "disk (qemu refuses to open such an image)"},
+    {"qcow2-failed-edit-bitmaps", "resize",
+     "a resize or snapshot that qemu-img fails after opening an image with persistent bitmaps (a refused size, "
+     "an inconsistent bitmap, snapshot -a, -d of a missing snapshot) leaves the image untouched; qemu-img's "
+     "close stores every bitmap anew: the same output and bits, another cluster layout",
+     "a refusal writes nothing"},
+    {"qcow2-resize-bitmap-too-big", "resize",
+     "a resize at which a persistent bitmap would exceed qemu's bounds (512 MiB of bits) is refused before "
+     "anything is written",
+     "qemu-img resizes, warns \"Lost persistent bitmaps\" and leaves every bitmap inconsistent (unusable)"},
     {"qcow2-encrypt-compress-existing", "convert",
      "convert -n -c into an encrypted qcow2 image is refused before anything is written",
      "qemu-img fails with an I/O error at the first compressed cluster, leaving the image partly written"},

@@ -4,6 +4,8 @@ file-changing hypercall (INSTAR_TEST_KILL_AT_WRITE=N) for every N until the comm
 (or, past MAX_POINTS writes, every SPREAD-th). After each kill `qemu-img check` must accept
 the image (exit 0, or 3 for leaked clusters) and its content must be the old image's or the new
 one's (qemu-img compare against the untouched copy or against qemu-img's own resize of it).
+With persistent bitmaps, each must also be the old image's or the new one's, bit for bit and
+consistent (qemu-img check opens the image, loading them: a table sized for another disk fails).
 Also hostile images: an L1 table crafted to lie past the file's end must be refused with the
 image left byte-identical.
 
@@ -20,6 +22,9 @@ import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "formats"))
 from differential_support import start_with_oracles  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bitmap"))
+from test_bitmap_oracle import read_bitmaps  # noqa: E402
 
 MAX_POINTS = 40
 # Past MAX_POINTS, kill points are this many writes apart (a spread, as docs/edit.md allows).
@@ -62,6 +67,23 @@ SCENARIOS = [
                                       ["QIMG", "create", "-q", "-f", "qcow2", "-b", "base", "-F", "qcow2", "img",
                                        "1G"]],
      ["img", "3G"]),
+    # Persistent bitmaps (qcow2_bitmap_carry.h): the size and the bitmaps switch in one header write.
+    ("bitmaps, grow (tables grow)", [["QIMG", "create", "-q", "-f", "qcow2", "img", "64M"],
+                                     ["QIMG", "bitmap", "--add", "-g", "512", "img", "b512"],
+                                     ["QIMG", "bitmap", "--add", "img", "b0"],
+                                     ["QIO", "-c", "write -P 1 0 1M", "-c", "write -P 2 63M 1M", "img"]],
+     ["img", "1G"]),
+    ("bitmaps, shrink (tables shrink)", [["QIMG", "create", "-q", "-f", "qcow2", "img", "1G"],
+                                         ["QIMG", "bitmap", "--add", "-g", "512", "img", "b512"],
+                                         ["QIO", "-c", "write -P 1 0 1M", "-c", "write -P 2 90M 64k",
+                                          "-c", "write -P 3 1000M 1M", "img"]],
+     ["--shrink", "img", "100M"]),
+    ("bitmaps, shrink (tables kept)", [["QIMG", "create", "-q", "-f", "qcow2", "img", "64M"],
+                                       ["QIMG", "bitmap", "--add", "img", "b0"],
+                                       ["QIMG", "bitmap", "--add", "-g", "512", "img", "b512"],
+                                       ["QIO", "-c", "write -P 1 0 1M", "-c", "write -P 2 33M 512",
+                                        "-c", "write -P 3 60M 4M", "img"]],
+     ["--shrink", "img", "33M"]),
 ]
 
 
@@ -132,7 +154,7 @@ def main():
                     total = n - 1
                     break
                 points.append(n)
-                problems = check(q, d, tpl, want, old_size, new_size)
+                problems = check(q, d, tpl, want, old_size, new_size, bitmaps="bitmaps" in label)
                 if problems:
                     failed += 1
                     print("FAIL %s: kill at write %d (rc %d %s): %s" % (label, n, rc, err.strip(), "; ".join(problems)))
@@ -145,7 +167,7 @@ def main():
                     failed += 1
                     break
             # The completed run must be qemu's result.
-            problems = check(q, d, tpl, want, old_size, new_size, must_be_new=True)
+            problems = check(q, d, tpl, want, old_size, new_size, must_be_new=True, bitmaps="bitmaps" in label)
             if problems:
                 failed += 1
                 print("FAIL %s: completed run: %s" % (label, "; ".join(problems)))
@@ -159,7 +181,7 @@ def main():
     return 1 if failed else 0
 
 
-def check(q, d, tpl, want, old_size, new_size, must_be_new=False):
+def check(q, d, tpl, want, old_size, new_size, must_be_new=False, bitmaps=False):
     problems = []
     rc, out, err = run([q, "check", "img"], d)
     if rc not in (0, 3):
@@ -176,6 +198,9 @@ def check(q, d, tpl, want, old_size, new_size, must_be_new=False):
     if rc != 0:
         problems.append("content differs from the %s image: %s%s" % (
             "new" if size == new_size else "old", out, err))
+    if bitmaps and read_bitmaps(os.path.join(d, "img")) != read_bitmaps(ref):
+        problems.append("bitmaps differ from the %s image's: %s, want %s" % (
+            "new" if size == new_size else "old", read_bitmaps(os.path.join(d, "img")), read_bitmaps(ref)))
     return problems
 
 
@@ -222,6 +247,26 @@ def hostile(instar, q, work, passed, failed):
         f.seek(48)
         f.write(struct.pack(">Q", 1 << 44))
     cases.append(("refcount table past EOF", "g", ["g", "2T"]))
+    # Persistent bitmaps: a directory past the end, and a table entry with reserved bits set.
+    for name, what in (("h", "directory"), ("i", "entry")):
+        run([q, "create", "-q", "-f", "qcow2", name, "64M"], d)
+        run([q, "bitmap", "--add", name, "b0"], d)
+        run(["qemu-io", "-c", "write -P 1 0 64k", name], d)
+        with open(os.path.join(d, name), "r+b") as f:
+            data = f.read()
+            off = struct.unpack(">I", data[100:104])[0]
+            while struct.unpack(">I", data[off:off + 4])[0] != 0x23852875:
+                off += 8 + ((struct.unpack(">I", data[off + 4:off + 8])[0] + 7) & ~7)
+            doff = struct.unpack(">Q", data[off + 24:off + 32])[0]
+            if what == "directory":
+                f.seek(off + 24)
+                f.write(struct.pack(">Q", 1 << 40))
+            else:
+                table = struct.unpack(">Q", data[doff:doff + 8])[0]
+                entry = struct.unpack(">Q", data[table:table + 8])[0]
+                f.seek(table)
+                f.write(struct.pack(">Q", entry | 0x2))
+        cases.append(("bitmap %s" % what, name, [name, "1G"]))
     for label, name, args in cases:
         before = sha(os.path.join(d, name))
         size_before = os.path.getsize(os.path.join(d, name))

@@ -22,6 +22,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from oracle_retry import run_fixture, run_normalised  # noqa: E402
 from differential_support import data_segments, start_with_oracles  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bitmap"))
+from test_bitmap_oracle import read_bitmaps  # noqa: E402
+
 BYTES, SEMANTIC, NONE = "bytes", "semantic", "none"
 
 
@@ -81,6 +84,29 @@ def fixtures(q, qio):
         "q64g": [[q, "create", "-q", "-f", "qcow2", "img", "64G"]],
         "q_df": [[q, "create", "-q", "-f", "qcow2", "-o", "data_file=df.raw", "img", "4M"],
                  [qio, "-c", "write -P 3 0 1M", "-c", "write -P 4 3M 1M", "img"]],
+        # Persistent bitmaps (resize carries them: docs/resize.md): enabled ones at qemu's default,
+        # 512-byte and 1 MiB granularity, a disabled one; qemu-io's writes set their bits.
+        "q_bm": [[q, "create", "-q", "-f", "qcow2", "img", "64M"],
+                 [q, "bitmap", "--add", "img", "b0"], [q, "bitmap", "--add", "-g", "512", "img", "b512"],
+                 [q, "bitmap", "--add", "-g", "1M", "img", "b1m"],
+                 [q, "bitmap", "--add", "-g", "128k", "--disable", "img", "boff"],
+                 [qio, "-c", "write -P 1 0 1M", "-c", "write -P 2 33M 512", "-c", "write -P 3 60M 4M", "img"]],
+        "q_bm_1g": [[q, "create", "-q", "-f", "qcow2", "img", "1G"],
+                    [q, "bitmap", "--add", "-g", "512", "img", "b512"], [q, "bitmap", "--add", "img", "b0"],
+                    [qio, "-c", "write -P 1 0 64k", "-c", "write -P 2 90M 512", "-c", "write -P 3 500M 1M",
+                     "-c", "write -P 4 1023M 1M", "img"]],
+        "q_bm_512": [[q, "create", "-q", "-f", "qcow2", "-o", "cluster_size=512", "img", "1M"],
+                     [q, "bitmap", "--add", "-g", "512", "img", "b512"],
+                     [qio, "-c", "write -P 1 0 4k", "-c", "write -P 2 1020k 4k", "img"]],
+        "q_bm_ov": [[q, "create", "-q", "-f", "qcow2", "base", "2G"],
+                    [q, "create", "-q", "-f", "qcow2", "-b", "base", "-F", "qcow2", "img", "1G"],
+                    [q, "bitmap", "--add", "-g", "4k", "img", "b4k"], [qio, "-c", "write -P 8 1M 1M", "img"]],
+        "q_bm_inuse": [[q, "create", "-q", "-f", "qcow2", "img", "64M"],
+                       [q, "bitmap", "--add", "img", "b0"], [q, "bitmap", "--add", "img", "bad"],
+                       [qio, "-c", "write -P 1 0 1M", "img"],
+                       [sys.executable, "-c", "import sys; sys.path.insert(0, %r); import test_bitmap_oracle as t; "
+                        "t.set_in_use('img', 'bad')" % os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                                     "..", "bitmap")]],
     }
 
 
@@ -206,6 +232,10 @@ def main():
                 for f in ["img"] + also:
                     problems += compare_images(os.path.join(dq, f), os.path.join(di, f), check, oracle, env,
                                                "full" in " ".join(args))
+                if fixture.startswith("q_bm") and read_bitmaps(os.path.join(dq, "img")) != \
+                        read_bitmaps(os.path.join(di, "img")):
+                    problems.append("bitmaps differ: want %s got %s" % (read_bitmaps(os.path.join(dq, "img")),
+                                                                        read_bitmaps(os.path.join(di, "img"))))
                 if os.environ.get("RESIZE_TIMES"):
                     print("%6.2fs %s [%s]" % (time.monotonic() - t0, label, version))
                 if problems:
@@ -257,8 +287,10 @@ def refusals(instar, q, work, env):
     """instar-only: what instar does not do yet is refused clearly, the image left untouched."""
     cases = [
         # (encrypted qcow2 is resized since round 6: tests/crypto/secrets_differential.py)
-        ("bitmaps", [[q, "create", "-q", "-f", "qcow2", "img", "1M"], [q, "bitmap", "--add", "img", "b0"]],
-         ["img", "2M"], "instar cannot resize qcow2 images with persistent bitmaps yet"),
+        # (qemu-img resizes, warns "Lost persistent bitmaps" and leaves them inconsistent)
+        ("bitmap too big", [[q, "create", "-q", "-f", "qcow2", "img", "1M"],
+                            [q, "bitmap", "--add", "-g", "512", "img", "b0"]],
+         ["img", "4T"], "Bitmap 'b0' doesn't satisfy the constraints at the new size"),
         ("data file raw", [[q, "create", "-q", "-f", "qcow2", "-o", "data_file=df.raw,data_file_raw=on", "img",
                             "1M"]],
          ["img", "2M"], "instar cannot grow qcow2 images with a raw external data file"),
@@ -346,6 +378,25 @@ def qcow2_cases():
         ("qcow2 full snapshot", "q_snap", ["--preallocation=full", "img", "100M"], BYTES),
         ("qcow2 data file grow", "q_df", ["img", "64M"], BYTES, [], ["df.raw"]),
         ("qcow2 data file shrink", "q_df", ["--shrink", "img", "2M"], BYTES, [], ["df.raw"]),
+        ("qcow2 bitmaps grow", "q_bm", ["img", "128M"], BYTES),
+        ("qcow2 bitmaps grow tables", "q_bm", ["img", "1G"], BYTES),
+        ("qcow2 bitmaps grow L1", "q_bm", ["img", "100G"], BYTES),
+        ("qcow2 bitmaps grow odd", "q_bm", ["img", "100000256"], BYTES),
+        ("qcow2 bitmaps unaligned", "q_bm", ["img", "100000512"], SEMANTIC),  # qcow2-failed-edit-bitmaps
+        ("qcow2 bitmaps same size", "q_bm", ["img", "64M"], BYTES),
+        ("qcow2 bitmaps shrink", "q_bm", ["--shrink", "img", "33M"], BYTES),
+        ("qcow2 bitmaps shrink odd", "q_bm", ["--shrink", "img", "20000256"], BYTES),
+        ("qcow2 bitmaps metadata", "q_bm", ["--preallocation=metadata", "img", "300M"], BYTES),
+        ("qcow2 bitmaps falloc", "q_bm", ["--preallocation=falloc", "img", "100M"], BYTES),
+        # A table shortened: stored at the size switch (qcow2-resize-bitmaps: another layout).
+        ("qcow2 bitmaps shrink tables", "q_bm_1g", ["--shrink", "img", "100M"], SEMANTIC),
+        ("qcow2 bitmaps shrink tables keep", "q_bm_1g", ["--shrink", "img", "1000M"], BYTES),
+        ("qcow2 bitmaps 512 grow", "q_bm_512", ["img", "5M"], BYTES),
+        ("qcow2 bitmaps 512 shrink", "q_bm_512", ["--shrink", "img", "100k"], BYTES),
+        ("qcow2 bitmaps overlay", "q_bm_ov", ["img", "3G"], BYTES),
+        # qemu stores the consistent bitmaps again before failing (qcow2-failed-edit-bitmaps).
+        ("qcow2 bitmaps inconsistent", "q_bm_inuse", ["img", "128M"], SEMANTIC),
+        ("qcow2 bitmaps inconsistent shrink", "q_bm_inuse", ["img", "32M"], SEMANTIC),
     ]
 
 

@@ -504,8 +504,12 @@ int cmd_resize(Context& ctx, std::span<const std::string> args) {
         return report_error(ctx, report.error());
     ctx.out << report->out;
     print_guest_err(ctx, report->err);
-    if (report->status != guest::Status::Ok)
+    if (report->status != guest::Status::Ok) {
+        // qemu's message printed by the guest itself (lines on stderr; a hint can follow it).
+        if (report->reason.empty() && !report->err.empty())
+            return 1;
         return report_error(ctx, report->reason.empty() ? status_message(report->status) : report->reason);
+    }
     if (!quiet) {
         ResizeOutcome done{given, link.node.format, current, total, 0};
         if (json) {

@@ -8,6 +8,7 @@
 // directory and the tables and data no longer named are freed. A kill before the switch leaves the
 // old bitmaps (and leaked clusters), after it the new ones.
 #include "qcow2_bitmap.h"
+#include "qcow2_bitmap_carry.h"
 #include "qcow2_bitmap_walk.h"
 #include "qcow2_bytes.h"
 #include "qcow2_edit.h"
@@ -58,6 +59,12 @@ struct Msg {
             text[len++] = d[--n];
         return *this;
     }
+    const char* c_str() { // NUL-terminated (the last byte gives way when full)
+        if (len == MSG_MAX)
+            --len;
+        text[len] = 0;
+        return text;
+    }
 };
 
 // A bitmap as the run sees it.
@@ -67,7 +74,9 @@ struct Bm {
     uint8_t gran_bits = 0;
     uint32_t flags = 0;
     uint64_t table_offset = 0; // on disk (0: none yet)
-    uint32_t table_size = 0;
+    uint32_t table_size = 0;        // entries of the table this run stores (the size it covers)
+    uint32_t orig_table_size = 0;   // as loaded from the directory
+    uint32_t table_entries = 0;     // entries in `table` (as read from disk)
     uint64_t orig_table_offset = 0; // as loaded from the directory (0: added in this run)
     uint32_t orig_flags = 0;        // as loaded (BME_FLAG_IN_USE: inconsistent, left as it is)
     uint64_t* table = nullptr; // a loaded bitmap's table entries (as on disk)
@@ -89,9 +98,19 @@ uint32_t ctz64(uint64_t v) { return static_cast<uint32_t>(__builtin_ctzll(v)); }
 
 class BitmapEdit {
 public:
-    BitmapEdit(const guest::EditRequest& req, guest::EditHost& host) : req_(req), host_(host), alloc_(*req.allocator) {}
+    BitmapEdit(const guest::EditRequest& req, guest::EditHost& host)
+        : req_(req), host_(host), alloc_(*req.allocator), img_(own_img_) {}
+    // On an image another command has open (resize: Qcow2BitmapCarry).
+    BitmapEdit(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inplace& img)
+        : req_(req), host_(host), alloc_(*req.allocator), img_(img) {}
 
     Status run();
+    // Carried through another edit (qcow2_bitmap_carry.h): load, check, store at a disk size.
+    Status carry_load(bool refuse_inconsistent);
+    bool carry_present() const { return count_ > 0; }
+    Status carry_check(uint64_t new_size);
+    bool carry_tables_change(uint64_t new_size) const;
+    Status carry_store(uint64_t new_size);
 
 private:
     void* allocate(uint64_t bytes) {
@@ -112,6 +131,7 @@ private:
         const Bm* b;
         uint32_t flags;
         uint64_t table_offset;
+        uint32_t table_size;
     };
     Status store();
     uint64_t dir_bytes(const DirEnt* e, uint32_t n) const;
@@ -138,7 +158,8 @@ private:
     const guest::EditRequest& req_;
     guest::EditHost& host_;
     guest::Allocator& alloc_;
-    Qcow2Inplace img_;
+    Qcow2Inplace own_img_;
+    Qcow2Inplace& img_;
     Qcow2Inplace src_img_;
     Bm* bms_ = nullptr;
     uint32_t count_ = 0;
@@ -148,6 +169,8 @@ private:
     uint8_t* header_cluster_ = nullptr;
     Qcow2Extensions ext_{};
     uint64_t size_ = 0; // the virtual disk size (the bitmaps' size)
+    uint64_t loaded_size_ = 0; // the disk size the loaded bitmaps cover (size_ but in a resize)
+    uint64_t switch_size_ = 0; // nonzero: the header switch also writes this disk size (resize)
     uint64_t merged_bytes_ = 0; // in-memory merged content (BITMAP_MAX_MERGED_BYTES)
     uint32_t orig_count_ = 0;   // bms_[0, orig_count_): the bitmaps loaded from the image
     uint32_t* removes_ = nullptr; // indexes of loaded bitmaps --remove took, in order
@@ -206,6 +229,7 @@ Status BitmapEdit::load_directory(Qcow2Inplace& img, const Qcow2Extensions& ext,
         b.flags = e.flags;
         b.table_offset = e.bitmap_table_offset;
         b.table_size = e.bitmap_table_size;
+        b.orig_table_size = e.bitmap_table_size;
         b.orig_table_offset = e.bitmap_table_offset;
         b.orig_flags = e.flags;
         ++*count;
@@ -219,6 +243,7 @@ Status BitmapEdit::load_table(Qcow2Inplace& img, Bm& b) {
     b.table = static_cast<uint64_t*>(allocate(uint64_t{b.table_size} * 8));
     if (b.table == nullptr)
         return Status::NoMemory;
+    b.table_entries = b.table_size;
     if (b.table_size == 0)
         return Status::Ok;
     if (!img.range_in_file(b.table_offset, uint64_t{b.table_size} * 8))
@@ -244,7 +269,7 @@ Status BitmapEdit::read_data_cluster(Qcow2Inplace& img, const Bm& b, uint64_t in
         __builtin_memset(buf, 0, static_cast<size_t>(cs));
         return Status::Ok;
     }
-    const uint64_t e = index < b.table_size ? b.table[index] : 0;
+    const uint64_t e = index < b.table_entries ? b.table[index] : 0;
     const uint64_t off = e & BME_TABLE_ENTRY_OFFSET_MASK;
     if (off == 0) {
         __builtin_memset(buf, (e & BME_TABLE_ENTRY_FLAG_ALL_ONES) ? 0xff : 0, static_cast<size_t>(cs));
@@ -407,6 +432,7 @@ Status BitmapEdit::free_original(const Bm& b) {
     old.table = nullptr;
     old.chunks = nullptr;
     old.table_offset = b.orig_table_offset;
+    old.table_size = b.orig_table_size;
     if (const Status st = load_table(img_, old); st != Status::Ok)
         return st == Status::Corrupt ? Status::Ok : st; // a broken table is leaked, as qemu does
     if (const Status st = free_table(old.table, old.table_size, old.table_offset); st != Status::Ok)
@@ -437,7 +463,7 @@ Status BitmapEdit::write_dir(const DirEnt* e, uint32_t n, bool qemu_marks, uint6
         if (qemu_marks && b.orig_table_offset != 0 && !(b.orig_flags & BME_FLAG_IN_USE))
             flags |= BME_FLAG_IN_USE;
         store_be64(dir + p, e[i].table_offset);
-        store_be32(dir + p + 8, b.table_size);
+        store_be32(dir + p + 8, e[i].table_size);
         store_be32(dir + p + 12, flags);
         dir[p + 16] = BT_DIRTY_TRACKING_BITMAP;
         dir[p + 17] = b.gran_bits;
@@ -456,7 +482,6 @@ Status BitmapEdit::write_dir(const DirEnt* e, uint32_t n, bool qemu_marks, uint6
 Status BitmapEdit::store_bitmap(Bm& b, uint64_t* table_offset) {
     const uint64_t cs = img_.cluster_size();
     const uint64_t g = uint64_t{1} << b.gran_bits;
-    const uint64_t used = ((size_ + g - 1) / g + 7) / 8; // serialized bytes; the rest is zero
     uint64_t* table = static_cast<uint64_t*>(allocate(uint64_t{b.table_size} * 8));
     uint8_t* buf = static_cast<uint8_t*>(allocate(cs));
     if (table == nullptr || buf == nullptr)
@@ -465,20 +490,28 @@ Status BitmapEdit::store_bitmap(Bm& b, uint64_t* table_offset) {
     if (loaded)
         if (const Status st = load_table(img_, b); st != Status::Ok)
             return st;
+    // The bits stored: those of the disk (size_); a loaded bitmap's own content stops at the size
+    // it was loaded for (a resize's hbitmap_truncate: a grown bitmap's new bits are clear).
+    const uint64_t nbits = (size_ + g - 1) / g;
+    const uint64_t loaded_bits = (loaded_size_ + g - 1) / g;
+    const uint64_t keep = loaded && loaded_bits < nbits ? loaded_bits : nbits;
+    const uint64_t cluster_bits = cs * 8;
     for (uint32_t k = 0; k < b.table_size; ++k) {
         table[k] = 0;
-        if (b.chunks == nullptr ? b.changed || b.table[k] == 0 : b.chunks[k] == nullptr)
+        if (b.chunks == nullptr ? b.changed || k >= b.table_entries || b.table[k] == 0 : b.chunks[k] == nullptr)
             continue; // all zeros
+        const uint64_t first = uint64_t{k} * cluster_bits;
+        if (first >= keep)
+            continue;
         if (const Status st = read_data_cluster(img_, b, k, buf); st != Status::Ok)
             return st;
-        const uint64_t first = uint64_t{k} * cs;
-        if (first >= used)
-            continue;
-        const uint64_t valid = used - first < cs ? used - first : cs;
-        __builtin_memset(buf + valid, 0, static_cast<size_t>(cs - valid));
-        const uint64_t nbits = (size_ + g - 1) / g;
-        if (first + valid == used && nbits % 8 != 0)
-            buf[valid - 1] &= static_cast<uint8_t>((1u << (nbits % 8)) - 1);
+        const uint64_t in = keep - first; // bits of this cluster kept; the rest serialize as zeros
+        if (in < cluster_bits) {
+            uint64_t byte = in / 8;
+            if (in % 8 != 0)
+                buf[byte++] &= static_cast<uint8_t>((1u << (in % 8)) - 1);
+            __builtin_memset(buf + byte, 0, static_cast<size_t>(cs - byte));
+        }
         bool zero = true;
         for (uint64_t j = 0; j < cs && zero; ++j)
             zero = buf[j] == 0;
@@ -519,7 +552,7 @@ Status BitmapEdit::store() {
         return Status::NoMemory;
     uint32_t n = orig_count_;
     for (uint32_t i = 0; i < n; ++i)
-        disk[i] = {&bms_[i], bms_[i].orig_flags, bms_[i].orig_table_offset};
+        disk[i] = {&bms_[i], bms_[i].orig_flags, bms_[i].orig_table_offset, bms_[i].orig_table_size};
     uint64_t dir_off = ext_.nb_bitmaps > 0 ? ext_.bitmap_directory_offset : 0;
     // Frees the directory the header no longer names and leaves qemu's bytes in it.
     auto retire_dir = [&](uint64_t off, const DirEnt* e, uint32_t count) -> Status {
@@ -577,7 +610,7 @@ Status BitmapEdit::store() {
         fin[m++] = disk[i];
     for (uint32_t i = orig_count_; i < count_; ++i)
         if (!bms_[i].removed)
-            fin[m++] = {&bms_[i], 0, 0};
+            fin[m++] = {&bms_[i], 0, 0, bms_[i].table_size};
     for (uint32_t i = 0; i < m; ++i) {
         Bm& b = *const_cast<Bm*>(fin[i].b);
         if (b.orig_flags & BME_FLAG_IN_USE)
@@ -585,6 +618,7 @@ Status BitmapEdit::store() {
         if (const Status st = store_bitmap(b, &fin[i].table_offset); st != Status::Ok)
             return st;
         fin[i].flags = b.flags & BME_FLAG_AUTO;
+        fin[i].table_size = b.table_size;
     }
     const uint64_t fin_size = dir_bytes(fin, m);
     uint64_t fin_off = 0;
@@ -672,7 +706,9 @@ Status BitmapEdit::switch_header(uint32_t live, uint64_t dir_size, uint64_t dir_
     uint64_t autoclear = h.autoclear_features;
     autoclear = live > 0 ? (autoclear | QCOW2_AUTOCLEAR_BITMAPS) : (autoclear & ~QCOW2_AUTOCLEAR_BITMAPS);
     store_be64(out + QCOW2_HDR_AUTOCLEAR, autoclear);
-    const Status wst = img_.write(0, out, static_cast<size_t>(cs));
+    if (switch_size_ != 0)
+        store_be64(out + QCOW2_HDR_SIZE, switch_size_);
+    const Status wst = img_.write_header(0, out, static_cast<size_t>(cs)); // the parsed header follows
     alloc_.deallocate(out, static_cast<size_t>(cs));
     if (wst != Status::Ok)
         return wst;
@@ -842,6 +878,7 @@ Status BitmapEdit::run() {
         return fail(Status::Unsupported,
                     "the image is dirty (lazy refcounts); repair it first with 'qemu-img check -r all'");
     size_ = h.size;
+    loaded_size_ = h.size;
     header_cluster_ = static_cast<uint8_t*>(allocate(cs));
     cache_ = static_cast<uint8_t*>(allocate(cs));
     if (header_cluster_ == nullptr || cache_ == nullptr)
@@ -1005,6 +1042,99 @@ Status BitmapEdit::run() {
     return result;
 }
 
+// The table entries a bitmap of granularity 2^gran_bits needs over a disk of `size` bytes (qemu:
+// size_to_clusters of the serialization size), and its bytes of bits.
+uint64_t bitmap_bytes_for(uint64_t size, uint8_t gran_bits) {
+    const uint64_t g = uint64_t{1} << gran_bits;
+    return ((size + g - 1) / g + 7) / 8;
+}
+
+// qemu-img's read-write open loads every bitmap (resize: qcow2_co_truncate refuses when one is
+// inconsistent, qcow2_truncate_bitmaps_check); its close stores each anew (carry_store).
+Status BitmapEdit::carry_load(bool refuse_inconsistent) {
+    const Qcow2Header& h = img_.header();
+    const uint64_t cs = img_.cluster_size();
+    size_ = h.size;
+    loaded_size_ = h.size;
+    header_cluster_ = static_cast<uint8_t*>(allocate(cs));
+    cache_ = static_cast<uint8_t*>(allocate(cs));
+    removes_ = static_cast<uint32_t*>(allocate(4));
+    if (header_cluster_ == nullptr || cache_ == nullptr || removes_ == nullptr)
+        return Status::NoMemory;
+    if (const Status st = qcow2_header_cluster_read(img_.device(), img_.file_length(), h, header_cluster_, &ext_);
+        st != Status::Ok)
+        return st;
+    if (const Status st = load_directory(img_, ext_, &bms_, &count_, &capacity_, 0); st != Status::Ok)
+        return st;
+    orig_count_ = count_;
+    for (uint32_t i = 0; i < count_; ++i) {
+        Bm& b = bms_[i];
+        if ((b.flags & BME_FLAG_IN_USE) && !refuse_inconsistent)
+            continue; // left as it is
+        if (b.flags & BME_FLAG_IN_USE) {
+            Msg why;
+            why.add("\x01");
+            inconsistent(b, why);
+            why.add("\n").add(INCONSISTENT_HINT);
+            host_.err(why.text, why.len);
+            return Status::Unsupported;
+        }
+        // The tables are read now, while the directory still matches the disk's size.
+        if (const Status st = load_table(img_, b); st != Status::Ok)
+            return st;
+    }
+    return Status::Ok;
+}
+
+// What qemu's store refuses for a bitmap grown too large (check_constraints_on_bitmap): qemu has
+// resized the image by then, warns "Lost persistent bitmaps" and leaves them all inconsistent;
+// instar refuses the resize before writing anything (divergence qcow2-resize-bitmap-too-big).
+Status BitmapEdit::carry_check(uint64_t new_size) {
+    const uint64_t cs = img_.cluster_size();
+    for (uint32_t i = 0; i < count_; ++i) {
+        if (bms_[i].orig_flags & BME_FLAG_IN_USE)
+            continue;
+        const uint64_t bytes = bitmap_bytes_for(new_size, bms_[i].gran_bits);
+        if (bytes > BME_MAX_PHYS_SIZE || (bytes + cs - 1) / cs > BME_MAX_TABLE_SIZE) {
+            Msg why;
+            why.add("Bitmap '").add(reinterpret_cast<const char*>(bms_[i].name), bms_[i].name_len);
+            why.add("' doesn't satisfy the constraints at the new size: Too much space will be occupied by the "
+                    "bitmap. Use larger granularity (instar refuses the resize: qemu-img resizes and loses the "
+                    "persistent bitmaps)");
+            return fail(Status::TooLarge, why.c_str());
+        }
+    }
+    return Status::Ok;
+}
+
+bool BitmapEdit::carry_tables_change(uint64_t new_size) const {
+    const uint64_t cs = img_.cluster_size();
+    for (uint32_t i = 0; i < count_; ++i)
+        if (!(bms_[i].orig_flags & BME_FLAG_IN_USE) &&
+            (bitmap_bytes_for(new_size, bms_[i].gran_bits) + cs - 1) / cs != bms_[i].orig_table_size)
+            return true;
+    return false;
+}
+
+// Every bitmap stored anew for `new_size` (qemu's close), the header switch carrying the size too:
+// the image is the resized one with bitmaps to match from that one write on.
+Status BitmapEdit::carry_store(uint64_t new_size) {
+    const uint64_t cs = img_.cluster_size();
+    size_ = new_size;
+    for (uint32_t i = 0; i < count_; ++i)
+        if (!(bms_[i].orig_flags & BME_FLAG_IN_USE)) // an inconsistent one keeps its entry as it is
+            bms_[i].table_size =
+                static_cast<uint32_t>((bitmap_bytes_for(new_size, bms_[i].gran_bits) + cs - 1) / cs);
+    // The header cluster as the resize left it (a new L1 table, the size when shrinking).
+    Qcow2Extensions ext{};
+    if (const Status st = qcow2_header_cluster_read(img_.device(), img_.file_length(), img_.header(),
+                                                    header_cluster_, &ext);
+        st != Status::Ok)
+        return st;
+    switch_size_ = new_size;
+    return store();
+}
+
 // The host prints a reason for a refusal; a failed action printed its own message.
 class ReasonWatch final : public guest::EditHost {
 public:
@@ -1050,5 +1180,22 @@ guest::Status edit_bitmap(const guest::EditRequest& req, guest::EditHost& host) 
         return guest::edit_refuse(host, status_words(st), st);
     return st;
 }
+
+Qcow2BitmapCarry::Qcow2BitmapCarry(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inplace& img)
+    : alloc_(*req.allocator), edit_(guest::arena_new<BitmapEdit>(*req.allocator, req, host, img)) {}
+
+Qcow2BitmapCarry::~Qcow2BitmapCarry() { guest::arena_delete(alloc_, static_cast<BitmapEdit*>(edit_)); }
+
+Status Qcow2BitmapCarry::load(bool refuse_inconsistent) {
+    return edit_ == nullptr ? Status::NoMemory : static_cast<BitmapEdit*>(edit_)->carry_load(refuse_inconsistent);
+}
+bool Qcow2BitmapCarry::present() const {
+    return edit_ != nullptr && static_cast<const BitmapEdit*>(edit_)->carry_present();
+}
+Status Qcow2BitmapCarry::check(uint64_t new_size) { return static_cast<BitmapEdit*>(edit_)->carry_check(new_size); }
+bool Qcow2BitmapCarry::tables_change(uint64_t new_size) const {
+    return static_cast<const BitmapEdit*>(edit_)->carry_tables_change(new_size);
+}
+Status Qcow2BitmapCarry::store(uint64_t new_size) { return static_cast<BitmapEdit*>(edit_)->carry_store(new_size); }
 
 } // namespace instar::qcow2

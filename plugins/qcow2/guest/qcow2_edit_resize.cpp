@@ -12,6 +12,7 @@
 //   result is byte-identical to qemu's.
 // Everything read from the image is untrusted: the header, L1, L2 and refcount structures are
 // checked (offsets aligned and inside the file) before anything is written.
+#include "qcow2_bitmap_carry.h"
 #include "qcow2_edit.h"
 #include "qcow2_inplace.h"
 #include "qcow2_limits.h"
@@ -40,6 +41,8 @@ struct Resizer {
     uint32_t l2_entry_bytes = 8;
     uint64_t* l2 = nullptr;  // one L2 table (as u64 words, big-endian on disk, converted)
     bool data_file = false;  // data clusters live in an external data file (not refcounted)
+    // Set: the size switch is the bitmaps' store (their header switch writes the size).
+    Qcow2BitmapCarry* bitmaps_at_switch = nullptr;
 
     uint64_t size_to_l1(uint64_t size) const {
         const uint64_t span = cs * l2_entries;
@@ -49,6 +52,8 @@ struct Resizer {
     // The size field, then q.sync(): cached refcount changes (a freed old L1) and the field made
     // durable by one flush.
     Status write_size(uint64_t size) {
+        if (bitmaps_at_switch != nullptr)
+            return bitmaps_at_switch->store(size);
         uint8_t be[8];
         for (int i = 0; i < 8; ++i)
             be[i] = static_cast<uint8_t>(size >> (56 - 8 * i));
@@ -836,8 +841,6 @@ guest::Status edit_resize(const guest::EditRequest& req, guest::EditHost& host) 
     if (data_file && (a.flags & guest::RESIZE_HAS_BACKING) && a.backing_size > h.size && a.new_size > h.size)
         return say(host, "instar cannot zero the new area of an overlay with an external data file yet",
                    Status::Unsupported);
-    if (h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS)
-        return say(host, "instar cannot resize qcow2 images with persistent bitmaps yet", Status::Unsupported);
     const auto prealloc = static_cast<guest::Prealloc>(a.prealloc);
     if (prealloc != guest::Prealloc::Off && prealloc != guest::Prealloc::Metadata &&
         prealloc != guest::Prealloc::Falloc && prealloc != guest::Prealloc::Full)
@@ -846,6 +849,14 @@ guest::Status edit_resize(const guest::EditRequest& req, guest::EditHost& host) 
         return say(host, "The new size must be a multiple of 512", Status::Invalid);
     if (h.nb_snapshots != 0 && h.version < 3)
         return say(host, "Can't resize a v2 image which has snapshots", Status::Unsupported);
+    // Persistent bitmaps are carried to the new size (qcow2_bitmap_carry.h).
+    Qcow2BitmapCarry bitmaps(req, host, q);
+    if (h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS)
+        if (const Status st = bitmaps.load(true); st != Status::Ok)
+            return st;
+    if (bitmaps.present())
+        if (const Status st = bitmaps.check(a.new_size); st != Status::Ok)
+            return st;
 
     Resizer r{req, host, q};
     r.cs = q.cluster_size();
@@ -864,11 +875,20 @@ guest::Status edit_resize(const guest::EditRequest& req, guest::EditHost& host) 
             return say(host, "Preallocation can't be used for shrinking an image", Status::Invalid);
         if (!(a.flags & guest::RESIZE_SHRINK))
             return say(host, "Use the --shrink option to perform a shrink operation.", Status::Invalid);
+        // The bitmaps are stored at the size switch when their tables shrink (the old directory
+        // no longer matches the disk), else after the clean-up as qemu's close stores them (its
+        // cluster placement): the old directory stays valid at the new size until then.
+        const bool late_bitmaps = bitmaps.present() && !bitmaps.tables_change(a.new_size);
+        if (bitmaps.present() && !late_bitmaps)
+            r.bitmaps_at_switch = &bitmaps;
         if (const Status st = r.shrink(old_length, a.new_size); st != Status::Ok)
             return st;
         // qemu truncates the data file to the exact new size (PREALLOC_MODE_OFF, exact).
         if (data_file && host.set_length(*req.files[0], a.new_size, guest::Prealloc::Off) != Status::Ok)
             return say(host, "Could not resize file: Input/output error", Status::IoError);
+        if (late_bitmaps)
+            if (const Status st = bitmaps.store(a.new_size); st != Status::Ok)
+                return say(host, "Failed to store the persistent bitmaps: Input/output error", st);
         return Status::Ok;
     }
     const bool zero_write = (a.flags & guest::RESIZE_HAS_BACKING) && a.backing_size > old_length &&
@@ -904,7 +924,9 @@ guest::Status edit_resize(const guest::EditRequest& req, guest::EditHost& host) 
         if (const Status st = host.flush(*req.files[0]); st != Status::Ok)
             return st;
     }
-    if (a.new_size == h.size)
+    if (bitmaps.present())
+        r.bitmaps_at_switch = &bitmaps; // stored anew even at the same size, as qemu's close does
+    else if (a.new_size == h.size)
         return Status::Ok;
     if (const Status st = r.write_size(a.new_size); st != Status::Ok)
         return say(host, "Failed to update the image size: Input/output error", st);

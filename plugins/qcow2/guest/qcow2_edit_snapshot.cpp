@@ -8,6 +8,7 @@
 // snapshots_offset) switches to it; decreases come after the references are gone. Between a
 // refcount change and the OFLAG_COPIED update that follows it, qemu-img check reports OFLAG_COPIED
 // errors, as it does for qemu's own sequence (docs/snapshot.md).
+#include "qcow2_bitmap_carry.h"
 #include "qcow2_edit.h"
 #include "qcow2_bytes.h"
 #include "qcow2_inplace.h"
@@ -116,13 +117,15 @@ public:
         const uint8_t* name = id + a.id_len;
         if (const Status st = open(); st != Status::Ok)
             return st;
-        // qemu-img loads persistent bitmaps on opening and stores them on closing (the bitmap
-        // directory is rewritten even when nothing else changes): not modelled. -a is refused by
-        // qemu's block layer before the driver runs; instar says the same without the rewrite.
+        // qemu-img loads persistent bitmaps on opening and stores them anew on closing, whatever
+        // the command did (qcow2_bitmap_carry.h). -a is refused by qemu's block layer before the
+        // driver runs; instar says the same without the rewrite (the image untouched).
+        Qcow2BitmapCarry bitmaps(req_, host_, ip_);
         if (ip_.header().autoclear_features & QCOW2_AUTOCLEAR_BITMAPS) {
             if (a.action == guest::SNAPSHOT_ACTION_APPLY)
                 return fail_message(-E_BUSY, "Device has active dirty bitmaps");
-            return refuse("persistent bitmaps");
+            if (const Status st = bitmaps.load(false); st != Status::Ok)
+                return st;
         }
         Status st = Status::Invalid;
         switch (a.action) {
@@ -134,7 +137,9 @@ public:
         // Whatever happened, the cached refcounts go out, as qemu's cache does on close (a failed
         // step leaves leaked clusters, never a reference without its refcount).
         const Status fl = ip_.sync();
-        return st != Status::Ok ? st : fl;
+        if (st != Status::Ok || fl != Status::Ok)
+            return st != Status::Ok ? st : fl;
+        return bitmaps.present() ? bitmaps.store(ip_.header().size) : Status::Ok;
     }
 
 private:
