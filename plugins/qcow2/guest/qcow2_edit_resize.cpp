@@ -17,6 +17,7 @@
 #include "qcow2_inplace.h"
 #include "qcow2_limits.h"
 #include "qcow2_read_reason.h"
+#include "qcow2_truncate.h"
 
 #include <instar/guest/edit_resize.h>
 
@@ -806,19 +807,12 @@ struct Resizer {
 
 } // namespace
 
-guest::Status edit_resize(const guest::EditRequest& req, guest::EditHost& host) {
-    guest::ResizeArgs a{};
-    if (req.args_len != sizeof a)
-        return say(host, "resize: malformed arguments", Status::Invalid);
-    __builtin_memcpy(&a, req.args, sizeof a);
-    if (!req.writable)
-        return say(host, "resize: the image was not opened for writing", Status::Invalid);
+namespace {
+
+// qcow2_co_truncate on the open image `q` with resize's arguments.
+Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inplace& q, const guest::ResizeArgs& a) {
     if (a.new_size == 0 || a.new_size > INT64_MAX)
         return say(host, "New image size must be positive", Status::Invalid);
-
-    Qcow2Inplace q;
-    if (const Status st = q.open(*req.image, req.image_length, *req.allocator, &host); st != Status::Ok)
-        return st;
     const Qcow2Header& h = q.header();
     // An encrypted image resizes as any other (qcow2_co_truncate writes no guest data; the host
     // unlocked its key first, as qemu's open does): only the old AES method stays refused.
@@ -931,6 +925,43 @@ guest::Status edit_resize(const guest::EditRequest& req, guest::EditHost& host) 
     if (const Status st = r.write_size(a.new_size); st != Status::Ok)
         return say(host, "Failed to update the image size: Input/output error", st);
     return Status::Ok;
+}
+
+} // namespace
+
+guest::Status edit_resize(const guest::EditRequest& req, guest::EditHost& host) {
+    guest::ResizeArgs a{};
+    if (req.args_len != sizeof a)
+        return say(host, "resize: malformed arguments", Status::Invalid);
+    __builtin_memcpy(&a, req.args, sizeof a);
+    if (!req.writable)
+        return say(host, "resize: the image was not opened for writing", Status::Invalid);
+    if (a.new_size == 0 || a.new_size > INT64_MAX)
+        return say(host, "New image size must be positive", Status::Invalid);
+    Qcow2Inplace q;
+    if (const Status st = q.open(*req.image, req.image_length, *req.allocator, &host); st != Status::Ok)
+        return st;
+    return run_resize(req, host, q, a);
+}
+
+guest::Status qcow2_truncate(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inplace& q, uint64_t new_size) {
+    guest::ResizeArgs a{};
+    a.new_size = new_size;
+    a.old_size = q.header().size;
+    a.prealloc = static_cast<uint32_t>(guest::Prealloc::Off);
+    a.flags = guest::RESIZE_SHRINK;
+    return run_resize(req, host, q, a);
+}
+
+guest::Status qcow2_grow_l1_exact(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inplace& q,
+                                  uint64_t min_size) {
+    Resizer r{req, host, q};
+    r.cs = q.cluster_size();
+    r.l2_entry_bytes = (q.header().incompatible_features & QCOW2_INCOMPAT_EXTL2) ? 16 : 8;
+    r.l2_entries = r.cs / r.l2_entry_bytes;
+    if (const Status st = r.grow_l1(min_size); st != Status::Ok)
+        return st;
+    return q.sync(); // the old table's refcount, as qemu frees it
 }
 
 } // namespace instar::qcow2

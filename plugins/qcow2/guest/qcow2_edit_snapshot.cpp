@@ -16,6 +16,7 @@
 #include "qcow2_read_reason.h"
 #include "qcow2_snapshot.h"
 #include "qcow2_snapshot_walk.h"
+#include "qcow2_truncate.h"
 
 #include <instar/guest/edit_snapshot.h>
 
@@ -181,6 +182,14 @@ private:
         if (const Status st = load_l1(); st != Status::Ok)
             return st;
         return load_table();
+    }
+
+    // The active L1 table again, after a truncate or growth moved or resized it.
+    Status reload_l1() {
+        if (l1_ != nullptr)
+            alloc_.deallocate(l1_, l1_bytes_);
+        l1_ = nullptr;
+        return load_l1();
     }
 
     Status load_l1() {
@@ -565,10 +574,26 @@ private:
             (void)host_.err(r.data(), r.size());
             return result(verr);
         }
-        if (sn.disk_size != ip_.header().size / BDRV_SECTOR * BDRV_SECTOR)
-            return refuse("a snapshot whose disk size differs from the image's (qemu resizes)");
-        if (sn.l1_size > l1_size_)
-            return refuse("a snapshot L1 table larger than the active one (qemu grows the active table)");
+        // qemu_snapshot_goto: the disk truncated to the snapshot's size (exact, no preallocation),
+        // then the active L1 table grown to hold the snapshot's (qcow2_truncate.h). A kill after the
+        // truncate leaves the snapshot whole and the active layer at its size: -a can run again.
+        const uint64_t cur_size = ip_.header().size / BDRV_SECTOR * BDRV_SECTOR;
+        if (sn.disk_size != cur_size) {
+            // Growing an overlay: qemu zeroes the new area where the backing file reaches into it
+            // (the guest does not see the backing file's size here).
+            if (ip_.header().backing_file_offset != 0 && sn.disk_size > cur_size)
+                return refuse("a backing file and a snapshot larger than the disk (qemu resizes)");
+            if (const Status st = qcow2_truncate(req_, host_, ip_, sn.disk_size); st != Status::Ok)
+                return st;
+            if (const Status st = reload_l1(); st != Status::Ok)
+                return st;
+        }
+        if (sn.l1_size > l1_size_) {
+            if (const Status st = qcow2_grow_l1_exact(req_, host_, ip_, sn.l1_size); st != Status::Ok)
+                return st;
+            if (const Status st = reload_l1(); st != Status::Ok)
+                return st;
+        }
         if (!ip_.range_in_file(sn.l1_offset, uint64_t{sn.l1_size} * 8))
             return result(-E_IO);
         // The snapshot's L1 as it is on disk, padded with zeros to the active table's size.

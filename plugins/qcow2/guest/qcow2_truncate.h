@@ -1,0 +1,24 @@
+// qcow2's truncate and L1 growth on an image another edit has open (qcow2_edit_resize.cpp):
+// snapshot -a of a snapshot whose disk size or L1 table differs from the active ones
+// (qcow2_snapshot_goto: blk_truncate to the snapshot's size, exact, no preallocation; then
+// qcow2_grow_l1_table(sn->l1_size, exact)).
+#pragma once
+
+#include "qcow2_inplace.h"
+
+#include <instar/guest/edit_api.h>
+
+#include <stdint.h>
+
+namespace instar::qcow2 {
+
+// qemu's qcow2_co_truncate to `new_size` (grow or shrink, PREALLOC_MODE_OFF), as resize runs it:
+// its refusals are reasons (the caller's command fails with them); no backing-file zeroing (the
+// caller refuses an overlay that would need it).
+guest::Status qcow2_truncate(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inplace& q, uint64_t new_size);
+
+// qemu's qcow2_grow_l1_table(min_size, exact): a new table, the header switched, the old freed.
+guest::Status qcow2_grow_l1_exact(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inplace& q,
+                                  uint64_t min_size);
+
+} // namespace instar::qcow2
