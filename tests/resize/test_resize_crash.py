@@ -67,6 +67,9 @@ SCENARIOS = [
                                       ["QIMG", "create", "-q", "-f", "qcow2", "-b", "base", "-F", "qcow2", "img",
                                        "1G"]],
      ["img", "3G"]),
+    ("falloc over an allocated head cluster", [["QIMG", "create", "-q", "-f", "qcow2", "img", "100000256"],
+                                               ["QIO", "-c", "write -P 5 99999744 512", "img"]],
+     ["--preallocation=falloc", "img", "200M"]),
     # Persistent bitmaps (qcow2_bitmap_carry.h): the size and the bitmaps switch in one header write.
     ("bitmaps, grow (tables grow)", [["QIMG", "create", "-q", "-f", "qcow2", "img", "64M"],
                                      ["QIMG", "bitmap", "--add", "-g", "512", "img", "b512"],

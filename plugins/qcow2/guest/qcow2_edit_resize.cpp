@@ -214,6 +214,18 @@ struct Resizer {
         }
     }
 
+    // The head cluster of a preallocation from an unaligned old size: a plain data cluster qemu's
+    // handle_copied keeps (allocated, OFLAG_COPIED, not compressed or zero-flagged; standard L2
+    // entries), or 0 when it is anything else.
+    uint64_t head_in_place(uint64_t e) const {
+        if (l2_entry_bytes != 8 || !(e & QCOW_OFLAG_COPIED) || (e & (QCOW_OFLAG_COMPRESSED | QCOW_OFLAG_ZERO)) != 0)
+            return 0;
+        const uint64_t host_off = e & QCOW2_L2E_OFFSET_MASK;
+        if (data_file) // in the data file, at its guest offset
+            return host_off;
+        return q.cluster_in_file(host_off) ? host_off : 0;
+    }
+
     // Frees what the entries [from, to) of `table` hold (discarding clusters that reach 0).
     Status free_entries(const uint64_t* table, uint64_t from, uint64_t to) {
         if (data_file)
@@ -620,17 +632,39 @@ struct Resizer {
                         host_end = l2_off + cs;
                 }
                 const uint64_t j = (offset % span) / cs;
+                if (offset % cs != 0) {
+                    // An unaligned old size: its cluster, when allocated, stays where it is and the
+                    // run continues after it (qcow2_alloc_host_offset: handle_copied, then
+                    // handle_alloc contiguous to it).
+                    uint64_t co = 0, len = 0;
+                    entry_clusters(p->data[j * words], &co, &len);
+                    if (len != 0) {
+                        const uint64_t head = head_in_place(p->data[j * words]);
+                        if (head == 0)
+                            return say(host, "instar cannot preallocate over a compressed, zero or shared cluster yet",
+                                       Status::Unsupported);
+                        have_host = true;
+                        host_at = head + cs;
+                        offset = (offset / cs + 1) * cs;
+                        continue;
+                    }
+                }
                 const uint64_t clusters = (end - offset / cs * cs + cs - 1) / cs;
                 const uint64_t n = clusters < l2_entries - j ? clusters : l2_entries - j;
                 for (uint64_t k = j; k < j + n; ++k) {
                     uint64_t co = 0, len = 0;
                     entry_clusters(p->data[k * words], &co, &len);
-                    if (len != 0)
+                    if (len != 0) // past the old size: only a hostile or foreign image maps clusters there
                         return say(host, "instar cannot preallocate over clusters that are already allocated yet",
                                    Status::Unsupported);
                 }
                 uint64_t at = 0, got = 0;
-                if (!have_host) {
+                if (data_file) {
+                    // An external data file: a cluster lies at its guest offset there (handle_alloc);
+                    // nothing is counted in the image.
+                    at = offset / cs * cs;
+                    got = n;
+                } else if (!have_host) {
                     if (const Status st = q.alloc_clusters(n * cs, &at); st != Status::Ok)
                         return say(host, "Allocating clusters failed: File too large", st);
                     got = n;
@@ -645,12 +679,13 @@ struct Resizer {
                     p->data[(j + k) * words] = (at + k * cs) | QCOW_OFLAG_COPIED;
                 have_host = true;
                 host_at = at + got * cs;
-                if (host_at > host_end)
+                if (host_at > host_end && !data_file)
                     host_end = host_at;
                 offset = (offset / cs + got) * cs;
             }
-            // qemu extends the file to the end of the last run only.
-            last_run_end_ = host_at;
+            // qemu extends the file to the end of the last run only (a data file: the caller sets
+            // its length; the image holds only the tables).
+            last_run_end_ = data_file ? 0 : host_at;
         }
         if (const Status st = commit_batch(batch, count, last_run_end_, extended); st != Status::Ok)
             return st;
@@ -683,7 +718,10 @@ struct Resizer {
         const uint64_t first_cluster = start / cs * cs;
         const uint64_t nb_data = ((end + cs - 1) / cs * cs - first_cluster) / cs;
         const uint64_t nb_l2 = (nb_data + l2_entries - 1) / l2_entries + 1;
-        // The clusters the new area maps must be free (qemu would replace a mapped head cluster).
+        // The clusters the new area maps must be free, but for the head cluster of an unaligned old
+        // size: qemu maps a new cluster there too, its bytes before the old size copied from the old
+        // one (the allocation's cow_start), which is then freed.
+        uint64_t head_old = 0;
         for (uint64_t g = first_cluster; g < end; g += span - g % span) {
             uint64_t l1e = 0;
             const uint64_t i = g / span;
@@ -703,9 +741,14 @@ struct Resizer {
             for (uint64_t j = j0; j < j1; ++j) {
                 uint64_t co = 0, len = 0;
                 entry_clusters(l2[j * words], &co, &len);
-                if (len != 0)
-                    return say(host, "instar cannot preallocate over clusters that are already allocated yet",
-                               Status::Unsupported);
+                if (len == 0)
+                    continue;
+                if (g + (j - j0) * cs == first_cluster && start % cs != 0 && head_in_place(l2[j * words]) != 0) {
+                    head_old = head_in_place(l2[j * words]);
+                    continue;
+                }
+                return say(host, "instar cannot preallocate over clusters that are already allocated yet",
+                           Status::Unsupported);
             }
         }
         uint64_t alloc_start = 0;
@@ -721,6 +764,22 @@ struct Resizer {
         const uint64_t new_file_size = alloc_start + nb_data * cs;
         if (const Status st = host.set_length(*req.image, new_file_size, mode); st != Status::Ok)
             return say(host, "Failed to resize underlying file: Input/output error", st);
+        if (head_old != 0) {
+            // The head's bytes before the old size, into its new cluster (durable before the entry
+            // names it; the old cluster is freed once the entry has moved).
+            const uint64_t keep = start - first_cluster;
+            auto* buf = static_cast<uint8_t*>(q.allocator().allocate(static_cast<size_t>(keep), 64));
+            if (buf == nullptr)
+                return Status::NoMemory;
+            Status st = q.read(head_old, buf, static_cast<size_t>(keep));
+            if (st == Status::Ok)
+                st = q.write(alloc_start, buf, static_cast<size_t>(keep));
+            if (st == Status::Ok)
+                st = host.flush(*req.image);
+            q.allocator().deallocate(buf, static_cast<size_t>(keep));
+            if (st != Status::Ok)
+                return say(host, "Failed to update L2 tables: Input/output error", st);
+        }
         uint64_t host_off = alloc_start;
         uint64_t guest = first_cluster;
         uint64_t left = nb_data;
@@ -740,6 +799,11 @@ struct Resizer {
                 st = host.flush(*req.image);
             if (st != Status::Ok)
                 return say(host, "Failed to update L2 tables: Input/output error", st);
+            if (head_old != 0) { // qcow2_alloc_cluster_link_l2 frees the replaced cluster at once
+                if (const Status s2 = q.free_clusters(head_old, cs); s2 != Status::Ok) // (QCOW2_DISCARD_NEVER)
+                    return s2;
+                head_old = 0; // the next tables may take its place, as qemu's first fit does
+            }
             guest += n * cs;
             host_off += n * cs;
             left -= n;
@@ -766,15 +830,20 @@ struct Resizer {
                 for (uint64_t k = 0; k < cs / 8; ++k)
                     l2[k] = 0;
                 fresh = true;
+            } else if (!(l1e & QCOW_OFLAG_COPIED)) {
+                // A table shared with a snapshot: copied first (get_cluster_table's l2_allocate),
+                // its copy left in l2 to be marked.
+                if (const Status st = table_for(i, &l2_off); st != Status::Ok)
+                    return st;
             } else {
                 if (!l2_offset_ok(l2_off))
                     return Status::Corrupt;
                 uint64_t rc = 0;
                 if (const Status st = q.get_refcount(l2_off / cs, &rc); st != Status::Ok)
                     return st;
-                if (rc != 1)
-                    return say(host, "instar cannot zero the new area yet: its L2 table is shared with a snapshot",
-                               Status::Unsupported);
+                if (rc != 1) // OFLAG_COPIED on a table something else names too: written in place, it
+                    return say(host, "L2 table marked as not shared (OFLAG_COPIED) has a refcount above 1",
+                               Status::Corrupt); // would change a snapshot
                 if (const Status st = read_l2(l2_off); st != Status::Ok)
                     return st;
             }
@@ -826,16 +895,10 @@ Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inp
     const bool data_file = (h.incompatible_features & QCOW2_INCOMPAT_DATA_FILE) != 0;
     if (data_file && (req.file_count != 1 || req.files == nullptr || req.files[0] == nullptr))
         return say(host, "resize: the external data file was not opened", Status::Invalid);
-    if (data_file && (h.autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW) && a.new_size > h.size)
-        return say(host, "instar cannot grow qcow2 images with a raw external data file (data_file_raw) yet",
-                   Status::Unsupported);
-    if (data_file && static_cast<guest::Prealloc>(a.prealloc) != guest::Prealloc::Off)
-        return say(host, "instar cannot preallocate qcow2 images with an external data file yet",
-                   Status::Unsupported);
     if (data_file && (a.flags & guest::RESIZE_HAS_BACKING) && a.backing_size > h.size && a.new_size > h.size)
         return say(host, "instar cannot zero the new area of an overlay with an external data file yet",
                    Status::Unsupported);
-    const auto prealloc = static_cast<guest::Prealloc>(a.prealloc);
+    auto prealloc = static_cast<guest::Prealloc>(a.prealloc);
     if (prealloc != guest::Prealloc::Off && prealloc != guest::Prealloc::Metadata &&
         prealloc != guest::Prealloc::Falloc && prealloc != guest::Prealloc::Full)
         return say(host, "resize: unknown preallocation mode", Status::Invalid);
@@ -903,19 +966,36 @@ Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inp
     }
     if (const Status st = r.grow_l1(r.size_to_l1(a.new_size)); st != Status::Ok)
         return st;
-    if (prealloc == guest::Prealloc::Metadata && a.new_size > old_length)
+    // A raw data file (data_file_raw) keeps every cluster mapped: qemu preallocates the metadata of
+    // a grown area (qcow2_co_truncate turns PREALLOC_MODE_OFF into METADATA).
+    if (data_file && (h.autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW) && prealloc == guest::Prealloc::Off &&
+        a.new_size > old_length)
+        prealloc = guest::Prealloc::Metadata;
+    // With a data file every mode maps the new area (preallocate_co) and sets the data file's length.
+    if (a.new_size > old_length && prealloc != guest::Prealloc::Off && (data_file || prealloc == guest::Prealloc::Metadata))
         if (const Status st = r.prealloc_metadata(old_length, a.new_size); st != Status::Ok)
             return st;
-    if ((prealloc == guest::Prealloc::Falloc || prealloc == guest::Prealloc::Full) && a.new_size > old_length)
+    if (!data_file && (prealloc == guest::Prealloc::Falloc || prealloc == guest::Prealloc::Full) &&
+        a.new_size > old_length)
         if (const Status st = r.prealloc_data(old_length, a.new_size, prealloc); st != Status::Ok)
             return st;
     if (zero_write)
         if (const Status st = r.zeroize(old_length, a.new_size); st != Status::Ok)
             return st;
     if (data_file) {
-        if (host.set_length(*req.files[0], a.new_size, guest::Prealloc::Off) != Status::Ok)
-            return say(host, "Could not resize file: Input/output error", Status::IoError);
-        if (const Status st = host.flush(*req.files[0]); st != Status::Ok)
+        // Without preallocation the data file takes the exact new size; preallocate_co only grows
+        // it, to the end of its last run, with the mode (metadata: none).
+        // (The end of the last run: the new size rounded up to a cluster.)
+        guest::BlockDevice& df = *req.files[0];
+        const bool exact = prealloc == guest::Prealloc::Off;
+        const uint64_t df_len = req.file_lengths != nullptr ? req.file_lengths[0] : 0;
+        const uint64_t run_end = (a.new_size + r.cs - 1) / r.cs * r.cs;
+        if (exact || run_end > df_len) {
+            const guest::Prealloc mode = prealloc == guest::Prealloc::Metadata ? guest::Prealloc::Off : prealloc;
+            if (host.set_length(df, exact ? a.new_size : run_end, exact ? guest::Prealloc::Off : mode) != Status::Ok)
+                return say(host, "Could not resize file: Input/output error", Status::IoError);
+        }
+        if (const Status st = host.flush(df); st != Status::Ok)
             return st;
     }
     if (bitmaps.present())
