@@ -4,7 +4,9 @@
 #pragma once
 
 #include "hosted_create.h"
+#include "hosted_read.h"
 
+#include <instar/guest/create_api.h>
 #include <instar/guest/edit_api.h>
 #include <instar/guest_abi.h>
 
@@ -42,5 +44,22 @@ protected:
 private:
     MemoryOutput& out_;
 };
+
+// The request an in-place fuzz target sends over `file`: writable, a fixed time and randomness, the
+// 10.0 profile, the host's codecs; the caller adds its arguments and any further files.
+inline guest::EditRequest fuzz_edit_request(guest::EditCommand command, MemoryOutput& file, guest::Allocator& alloc) {
+    static const std::uint8_t random[guest::CREATE_RANDOM_BYTES] = {};
+    guest::EditRequest req{};
+    req.command = command;
+    req.image = &file;
+    req.image_length = file.length();
+    req.writable = true;
+    req.unix_time = 1700000000;
+    req.random = random;
+    req.qemu_version = 100002;
+    req.allocator = &alloc;
+    req.codecs = &host_codecs();
+    return req;
+}
 
 } // namespace instar::hosted

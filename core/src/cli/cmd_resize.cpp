@@ -220,16 +220,6 @@ const char* prealloc_name(guest::Prealloc p) {
     return "off";
 }
 
-// Prints what the guest wrote to stderr ('\x01' at a line start stands for "PROG: ").
-void print_guest_err(Context& ctx, const std::string& text) {
-    for (char c : text) {
-        if (c == '\x01')
-            ctx.err << ctx.prog << ": ";
-        else
-            ctx.err << c;
-    }
-}
-
 // What a successful resize reports: "Image resized." (qemu-img), or with --output=json the
 // envelope docs/resize.md describes (an instar extension).
 struct ResizeOutcome {
@@ -503,7 +493,7 @@ int cmd_resize(Context& ctx, std::span<const std::string> args) {
     if (!report)
         return report_error(ctx, report.error());
     ctx.out << report->out;
-    print_guest_err(ctx, report->err);
+    print_guest_text(ctx, report->err);
     if (report->status != guest::Status::Ok) {
         // qemu's message printed by the guest itself (lines on stderr; a hint can follow it).
         if (report->reason.empty() && !report->err.empty())

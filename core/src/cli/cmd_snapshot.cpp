@@ -103,17 +103,6 @@ int count_actions(std::span<const std::string> args, bool v10) {
 
 std::string truncated(const std::string& s, std::size_t max) { return s.size() > max ? s.substr(0, max) : s; }
 
-void print_guest_err(Context& ctx, const std::string& text) {
-    bool line_start = true;
-    for (const char c : text) {
-        if (c == '\x01' && line_start)
-            ctx.err << ctx.prog << ": ";
-        else
-            ctx.err << c;
-        line_start = c == '\n';
-    }
-}
-
 } // namespace
 
 int cmd_snapshot(Context& ctx, std::span<const std::string> args) {
@@ -329,7 +318,7 @@ int cmd_snapshot(Context& ctx, std::span<const std::string> args) {
     }
     if (!report)
         return report_error(ctx, report.error());
-    print_guest_err(ctx, report->err);
+    print_guest_text(ctx, report->err);
     ctx.out << report->out;
     if (report->status != guest::Status::Ok) {
         const std::string why = report->reason.empty() ? status_message(report->status) : report->reason;

@@ -50,15 +50,15 @@ int report_error(Context& ctx, std::string_view msg) {
 void report_warning(Context& ctx, std::string_view msg) { ctx.err << ctx.prog << ": warning: " << msg << '\n'; }
 
 void print_guest_text(Context& ctx, std::string_view text) {
-    for (std::size_t at = 0; at < text.size();) {
-        const std::size_t marker = text.find('\x01', at);
-        const std::size_t end = marker == std::string_view::npos ? text.size() : marker;
-        ctx.err.write(text.data() + at, static_cast<std::streamsize>(end - at));
-        if (marker == std::string_view::npos)
-            break;
+    std::size_t at = 0;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        if (text[i] != '\x01' || (i > 0 && text[i - 1] != '\n'))
+            continue; // a marker only starts a line: a 0x01 in a name is printed as it is
+        ctx.err.write(text.data() + at, static_cast<std::streamsize>(i - at));
         ctx.err << ctx.prog << ": ";
-        at = marker + 1;
+        at = i + 1;
     }
+    ctx.err.write(text.data() + at, static_cast<std::streamsize>(text.size() - at));
 }
 
 namespace {

@@ -50,8 +50,10 @@ private:
 // "prog: msg"; returns exit status 1.
 int report_error(Context& ctx, std::string_view msg);
 void report_warning(Context& ctx, std::string_view msg);
-// Text a guest wrote for stderr (check's lines), printed as it is except that each program-name
-// marker 0x01 becomes "prog: ". One write per run between markers (stderr is unbuffered).
+// Text a guest wrote for stderr (check's lines, an edit's messages), printed as it is except that
+// each program-name marker 0x01 at the start of a line becomes "prog: " (one elsewhere, in an
+// image's name for instance, is printed as it is). One write per run between markers (stderr is
+// unbuffered).
 void print_guest_text(Context& ctx, std::string_view text);
 
 // A usage error qemu-img raises itself ("Expecting image file name"), followed by the profile's

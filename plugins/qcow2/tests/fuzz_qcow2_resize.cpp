@@ -66,19 +66,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     instar::hosted::BudgetAllocator alloc(MEMORY_BUDGET);
     Host host(file);
-    std::uint8_t random[instar::guest::CREATE_RANDOM_BYTES] = {};
-    instar::guest::EditRequest req{};
-    req.command = instar::guest::EditCommand::Resize;
-    req.image = &file;
-    req.image_length = file.length();
-    req.writable = true;
+    instar::guest::EditRequest req = instar::hosted::fuzz_edit_request(instar::guest::EditCommand::Resize, file, alloc);
     req.args = reinterpret_cast<const std::uint8_t*>(&a);
     req.args_len = sizeof a;
-    req.unix_time = 1700000000;
-    req.random = random;
-    req.qemu_version = 100002;
-    req.allocator = &alloc;
-    req.codecs = &instar::hosted::host_codecs();
     (void)instar::qcow2::edit(req, host);
     if (alloc.peak() > MEMORY_BUDGET)
         std::abort();

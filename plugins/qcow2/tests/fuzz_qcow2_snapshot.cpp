@@ -50,12 +50,7 @@ void run(instar::hosted::MemoryOutput& file, std::uint32_t action, const char* i
     std::memcpy(args.data(), &a, sizeof a);
     args.insert(args.end(), id, id + a.id_len);
     args.insert(args.end(), name, name + a.name_len);
-    std::uint8_t random[instar::guest::CREATE_RANDOM_BYTES] = {};
-    instar::guest::EditRequest req{};
-    req.command = command;
-    req.image = &file;
-    req.image_length = file.length();
-    req.writable = true;
+    instar::guest::EditRequest req = instar::hosted::fuzz_edit_request(command, file, alloc);
     instar::guest::BlockDevice* files[1] = {data_file};
     const std::uint64_t lengths[1] = {data_file != nullptr ? data_file->length() : 0};
     if (data_file != nullptr) {
@@ -65,11 +60,6 @@ void run(instar::hosted::MemoryOutput& file, std::uint32_t action, const char* i
     }
     req.args = args.data();
     req.args_len = args.size();
-    req.unix_time = 1700000000;
-    req.random = random;
-    req.qemu_version = 100002;
-    req.allocator = &alloc;
-    req.codecs = &instar::hosted::host_codecs();
     (void)instar::qcow2::edit(req, host);
     if (alloc.peak() > MEMORY_BUDGET)
         std::abort();
