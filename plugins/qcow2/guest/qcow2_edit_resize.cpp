@@ -226,6 +226,51 @@ struct Resizer {
         return q.cluster_in_file(host_off) ? host_off : 0;
     }
 
+    // The old last cluster of an overlay zeroed from an unaligned old size: where the byte at
+    // `old_length` lies when that cluster is a plain, unshared data cluster (qemu's write path
+    // writes it in place), else 0.
+    Status head_for_zeros(uint64_t old_length, uint64_t* at) {
+        *at = 0;
+        const uint64_t span = cs * l2_entries;
+        const uint64_t i = old_length / span;
+        if (l2_entry_bytes != 8 || i >= q.header().l1_size)
+            return Status::Ok;
+        uint64_t l1e = 0;
+        if (const Status st = q.read_table(q.header().l1_table_offset + i * 8, &l1e, 1); st != Status::Ok)
+            return st;
+        const uint64_t l2_off = l1e & QCOW2_L1E_OFFSET_MASK;
+        if (l2_off == 0)
+            return Status::Ok;
+        if (!l2_offset_ok(l2_off))
+            return Status::Corrupt;
+        if (const Status st = read_l2(l2_off); st != Status::Ok)
+            return st;
+        const uint64_t host_off = head_in_place(l2[(old_length % span) / cs]);
+        if (host_off == 0)
+            return Status::Ok;
+        uint64_t rc = 0; // OFLAG_COPIED must mean one reference: in place, nothing else may change
+        if (const Status st = q.get_refcount(host_off / cs, &rc); st != Status::Ok)
+            return st;
+        if (rc == 1)
+            *at = host_off + old_length % cs;
+        return Status::Ok;
+    }
+
+    // `len` zero bytes at host offset `at` (in one cluster), flushed.
+    Status zero_bytes(uint64_t at, uint64_t len) {
+        auto* zeros = static_cast<uint8_t*>(q.allocator().allocate(static_cast<size_t>(len), 64));
+        if (zeros == nullptr)
+            return Status::NoMemory;
+        __builtin_memset(zeros, 0, static_cast<size_t>(len));
+        Status st = q.write(at, zeros, static_cast<size_t>(len));
+        q.allocator().deallocate(zeros, static_cast<size_t>(len));
+        if (st == Status::Ok)
+            st = host.flush(*req.image);
+        if (st != Status::Ok)
+            return say(host, "Failed to zero out the new area: Input/output error", st);
+        return Status::Ok;
+    }
+
     // Frees what the entries [from, to) of `table` hold (discarding clusters that reach 0).
     Status free_entries(const uint64_t* table, uint64_t from, uint64_t to) {
         if (data_file)
@@ -641,7 +686,8 @@ struct Resizer {
                     if (len != 0) {
                         const uint64_t head = head_in_place(p->data[j * words]);
                         if (head == 0)
-                            return say(host, "instar cannot preallocate over a compressed, zero or shared cluster yet",
+                            return say(host, "instar cannot preallocate over a compressed, zero-flagged, shared or "
+                                             "subclustered cluster yet",
                                        Status::Unsupported);
                         have_host = true;
                         host_at = head + cs;
@@ -950,6 +996,7 @@ Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inp
     }
     const bool zero_write = (a.flags & guest::RESIZE_HAS_BACKING) && a.backing_size > old_length &&
                             a.new_size > old_length;
+    uint64_t head_zero_host = 0; // an unaligned old size: where its cluster's bytes past it lie
     if (zero_write) {
         // qemu grows the L1 table, then finds that v2 has no zero clusters (the size stays).
         if (h.version < 3) {
@@ -959,10 +1006,17 @@ Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inp
                 return st;
             return say(host, "Failed to zero out new clusters: Operation not supported", Status::Unsupported);
         }
-        if (old_length % r.cs != 0)
-            return say(host, "instar cannot zero the new area of an overlay whose size is not a multiple of "
-                             "its cluster size yet",
-                       Status::Unsupported);
+        if (old_length % r.cs != 0) {
+            // qemu zeroes from the next cluster and writes explicit zeros over the rest of the old
+            // last cluster through its write path: in place when that cluster is allocated (else it
+            // copies the head from the backing file, which this edit cannot read).
+            if (const Status st = r.head_for_zeros(old_length, &head_zero_host); st != Status::Ok)
+                return st;
+            if (head_zero_host == 0 || h.crypt_method != QCOW_CRYPT_NONE)
+                return say(host, "instar cannot zero the new area of an overlay whose size is not a multiple of "
+                                 "its cluster size yet (its last cluster unallocated, or encrypted)",
+                           Status::Unsupported);
+        }
     }
     if (const Status st = r.grow_l1(r.size_to_l1(a.new_size)); st != Status::Ok)
         return st;
@@ -979,9 +1033,17 @@ Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inp
         a.new_size > old_length)
         if (const Status st = r.prealloc_data(old_length, a.new_size, prealloc); st != Status::Ok)
             return st;
-    if (zero_write)
-        if (const Status st = r.zeroize(old_length, a.new_size); st != Status::Ok)
-            return st;
+    if (zero_write) {
+        const uint64_t zero_start = (old_length + r.cs - 1) / r.cs * r.cs;
+        if (a.new_size > zero_start)
+            if (const Status st = r.zeroize(zero_start, a.new_size); st != Status::Ok)
+                return st;
+        if (head_zero_host != 0)
+            if (const Status st = r.zero_bytes(head_zero_host, (zero_start < a.new_size ? zero_start : a.new_size) -
+                                                                   old_length);
+                st != Status::Ok)
+                return st;
+    }
     if (data_file) {
         // Without preallocation the data file takes the exact new size; preallocate_co only grows
         // it, to the end of its last run, with the mode (metadata: none).
