@@ -223,7 +223,7 @@ def main():
                     ("resized-grow", [], "1G", [["-c", "s1"], "R-64M", ["-a", "s1"], ["-d", "s1"]]),
                     ("resized-512", ["-o", "cluster_size=512"], "1M", [["-c", "s1"], "R+3M", "W", ["-c", "s2"],
                                                                        "R-512k", ["-a", "s2"], ["-a", "s1"]])):
-                for oracle, version in oracles:
+                for oracle, version in oracles[1:]:  # the bytes do not depend on the profile
                     a = os.path.join(work, "%s-%s-i.qcow2" % (label, version))
                     b = os.path.join(work, "%s-%s-q.qcow2" % (label, version))
                     fixture(["QIMG", "create", "-q", "-f", "qcow2"] + opts + [b, size])
