@@ -224,6 +224,10 @@ SCENARIOS["bitmap_base"] = with_base_bitmaps(two(top_opts=("-o", "cluster_size=4
 SCENARIOS["bitmap_base_4k"] = with_base_bitmaps(two(("-o", "cluster_size=4k"), ("-o", "cluster_size=512")),
                                                 [("b512", "-g", "512")], [("b0",)])
 SCENARIOS["bitmap_mid"] = with_base_bitmaps(three(), [("m0",)], [("m1", "-g", "8k")], image="m.qcow2")
+# A base with bitmaps grown to the top's size first (resize carries the bitmaps, round 34).
+SCENARIOS["bitmap_base_grow"] = with_base_bitmaps(two(base_size="4M", top_size="8M", top_data=GROW_TOP,
+                                                      base_data=["write -P 0x11 0 1M"]),
+                                                  [("b0",)], [("b512", "-g", "512")])
 # An IN_USE bitmap (a qemu that died with the image open leaves one): inconsistent, left alone by
 # qemu and instar alike. The flag is set in the first directory entry by hand.
 SET_IN_USE = """import struct
@@ -238,7 +242,7 @@ open('b.qcow2', 'wb').write(d)
 SCENARIOS["bitmap_base_in_use"] = with_base_bitmaps(two(), [("b0",)], [("b1",)])
 SCENARIOS["bitmap_base_in_use"][0].insert(-2, [sys.executable, "-c", SET_IN_USE])
 DATA_CASES += [("bitmap_base", ["t.qcow2"]), ("bitmap_base", ["-d", "t.qcow2"]), ("bitmap_base_4k", ["t.qcow2"]),
-               ("bitmap_base_in_use", ["t.qcow2"]),
+               ("bitmap_base_in_use", ["t.qcow2"]), ("bitmap_base_grow", ["t.qcow2"]),
                ("bitmap_mid", ["t.qcow2"]), ("bitmap_mid", ["-b", "b.qcow2", "t.qcow2"])]
 # Dirty images (lazy refcounts not written back; round 33): the bit set by hand and the refcounts
 # broken as a killed qemu leaves them (the last cluster referenced with refcount 0, one past the end

@@ -18,6 +18,11 @@ $q72 create -q -f qcow2 t64m.qcow2 64M
 $qio -c "write -P 1 0 8M" -c "write -P 2 40M 8M" t64m.qcow2 >/dev/null
 $q72 create -q -f qcow2 t2g.qcow2 2G
 $qio -c "write -P 1 0 8M" -c "write -P 2 1500M 8M" t2g.qcow2 >/dev/null
+# Persistent bitmaps (round 34: carried to the new size, stored anew as qemu's close does).
+$q72 create -q -f qcow2 tbm.qcow2 1G
+$q72 bitmap --add tbm.qcow2 b0
+$q72 bitmap --add -g 4k tbm.qcow2 b4k
+$qio -c "write -P 1 0 64M" -c "write -P 2 900M 64M" tbm.qcow2 >/dev/null
 
 median() { python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['results']; print(' '.join('%.4f' % x['median'] for x in r))" "$1"; }
 bench() { # name, template, then the resize arguments after the image
@@ -36,4 +41,6 @@ bench "qcow2 1T -> 2T" t1t.qcow2 2T
 bench "qcow2 64M (16M data) -> +1G" t64m.qcow2 +1G
 bench "qcow2 2G (16M data) --shrink 1G" t2g.qcow2 --shrink 1G
 bench "qcow2 1T (empty) --shrink 1G" t1t.qcow2 --shrink 1G
+bench "qcow2 1G, 2 bitmaps -> 2G" tbm.qcow2 2G
+bench "qcow2 1G, 2 bitmaps --shrink 512M" tbm.qcow2 --shrink 512M
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"

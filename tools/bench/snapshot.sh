@@ -36,3 +36,19 @@ r = [x["median"] for x in json.load(open(sys.argv[1]))["results"]]
 print("%-40s instar %7.3f s  7.2 %7.3f s  10.0 %7.3f s  ratio %.2f / %.2f" %
       ("snapshot -c (1 GiB qcow2, all data)", r[0], r[1], r[2], r[0] / r[1], r[0] / r[2]))
 PY
+# The same image with two persistent bitmaps (round 34: stored anew after the snapshot, as qemu's
+# close stores them).
+cp base.qcow2 bm.qcow2
+$q72 bitmap --add bm.qcow2 b0
+$q72 bitmap --add -g 4k bm.qcow2 b4k
+$qio -c "write -P 0x5b 0 64M" bm.qcow2 >/dev/null
+hyperfine -N --warmup 1 --runs "$runs" --export-json snapshot-bm.json \
+  --prepare "cp --reflink=auto bm.qcow2 w.qcow2" \
+  "$instar --qemu-version 10.0 snapshot -c bench w.qcow2" "$q72 snapshot -c bench w.qcow2" \
+  "$q10 snapshot -c bench w.qcow2" >/dev/null
+python3 - snapshot-bm.json <<'PY'
+import json, sys
+r = [x["median"] for x in json.load(open(sys.argv[1]))["results"]]
+print("%-40s instar %7.3f s  7.2 %7.3f s  10.0 %7.3f s  ratio %.2f / %.2f" %
+      ("snapshot -c (1 GiB, 2 bitmaps)", r[0], r[1], r[2], r[0] / r[1], r[0] / r[2]))
+PY
