@@ -574,7 +574,7 @@ private:
             (void)host_.err(r.data(), r.size());
             return result(verr);
         }
-        // qemu_snapshot_goto: the disk truncated to the snapshot's size (exact, no preallocation),
+        // qcow2_snapshot_goto: the disk truncated to the snapshot's size (exact, no preallocation),
         // then the active L1 table grown to hold the snapshot's (qcow2_truncate.h). A kill after the
         // truncate leaves the snapshot whole and the active layer at its size: -a can run again.
         const uint64_t cur_size = ip_.header().size / BDRV_SECTOR * BDRV_SECTOR;

@@ -37,17 +37,8 @@ public:
 
 Status replay(instar::hosted::MemoryOutput& file, Host& host) {
     instar::hosted::BudgetAllocator alloc(MEMORY_BUDGET);
-    std::uint8_t random[instar::guest::CREATE_RANDOM_BYTES] = {};
-    instar::guest::EditRequest req{};
-    req.command = instar::guest::EditCommand::ReplayLog;
-    req.image = &file;
-    req.image_length = file.length();
-    req.writable = true;
-    req.unix_time = 1700000000;
-    req.random = random;
-    req.qemu_version = 100002;
-    req.allocator = &alloc;
-    req.codecs = &instar::hosted::host_codecs();
+    const instar::guest::EditRequest req =
+        instar::hosted::fuzz_edit_request(instar::guest::EditCommand::ReplayLog, file, alloc);
     const Status st = instar::vhdx::edit(req, host);
     if (alloc.peak() > MEMORY_BUDGET)
         std::abort();
