@@ -241,7 +241,6 @@ public:
         crypt_physical_ = physical;
     }
 
-    // Internal snapshots: their table and L1 tables join the metadata no write may land on.
     // The sets cluster_in_original's checks keep: every L1 entry, every refcount-table entry up to
     // the largest table qemu opens (QCOW2_EXISTING_MAX_REFTABLE_BYTES: 128 KiB of bits).
     Status init_vetting() {
@@ -249,6 +248,7 @@ public:
             return st;
         return rb_ours_.init(alloc_, QCOW2_EXISTING_MAX_REFTABLE_BYTES / 8);
     }
+    // Internal snapshots: their table and L1 tables join the metadata no write may land on.
     Status load_snapshot_metadata() {
         ReasonText why;
         const Status st = snapshots_.load(h_, dev_, alloc_, &why);
@@ -379,15 +379,20 @@ private:
         return Status::Ok;
     }
     // A cluster-aligned host offset whose cluster lies inside the file.
-    bool cluster_in_file(uint64_t host) const {
-        return (host & (cs_ - 1)) == 0 && host < file_len_ && cs_ <= file_len_ - host;
+    bool cluster_in_file(uint64_t host) const { return cluster_within(host, file_len_); }
+    // ... in a file of `len` bytes.
+    bool cluster_within(uint64_t host, uint64_t len) const {
+        return (host & (cs_ - 1)) == 0 && host < len && cs_ <= len - host;
+    }
+    // Compressed bytes [at, at + size) within a file of `len` bytes: the last sector may run past
+    // its end (qemu's compressed writes leave it so), the cluster holding it may not.
+    bool compressed_within(uint64_t at, uint64_t size, uint64_t len) const {
+        return at < len && ((at + size - 1) & ~(cs_ - 1)) < len;
     }
     // ... inside the file as it was opened. Every cluster the writer allocates is appended past that
     // end, so a pointer the image held before this run must name a cluster in it: one just past the
     // old end would otherwise, once the writer has appended there, name a cluster it allocated.
-    bool cluster_in_original(uint64_t host) const {
-        return (host & (cs_ - 1)) == 0 && host < orig_len_ && cs_ <= orig_len_ - host;
-    }
+    bool cluster_in_original(uint64_t host) const { return cluster_within(host, orig_len_); }
     // A refcount block the refcount table names at `rt_index`: this run's own, or in the original file.
     bool refblock_placed(uint64_t rt_index, uint64_t block) const {
         return cluster_in_file(block) && !overlaps_metadata(block) &&
@@ -411,7 +416,7 @@ private:
             if (e & QCOW_OFLAG_COMPRESSED) {
                 uint64_t size = 0;
                 qcow2_compressed_extent(e, cb_, &at, &size);
-                bad = at >= orig_len_ || ((at + size - 1) & ~(cs_ - 1)) >= orig_len_;
+                bad = !compressed_within(at, size, orig_len_);
             } else if (at != 0 && data_ == nullptr) {
                 bad = !cluster_in_original(at);
             }
@@ -669,7 +674,7 @@ private:
             // refcount tables: their refcounts drop once it is rewritten.
             uint64_t offset = 0, size = 0;
             qcow2_compressed_extent(*e, cb_, &offset, &size);
-            bool bad = offset >= file_len_ || ((offset + size - 1) & ~(cs_ - 1)) >= file_len_;
+            bool bad = !compressed_within(offset, size, file_len_);
             for (uint64_t c = offset & ~(cs_ - 1); !bad && c < offset + size; c += cs_)
                 bad = overlaps_metadata(c);
             if (bad) {
