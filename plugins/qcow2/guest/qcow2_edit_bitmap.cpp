@@ -96,6 +96,17 @@ size_t cstr_len(const char* s) {
 
 uint32_t ctz64(uint64_t v) { return static_cast<uint32_t>(__builtin_ctzll(v)); }
 
+// The bytes of bits a bitmap of granularity 2^gran_bits has over a disk of `size` bytes, and the
+// table entries (data clusters of `cs` bytes) they take (qemu: size_to_clusters of the
+// serialization size).
+uint64_t bitmap_bytes_for(uint64_t size, uint8_t gran_bits) {
+    const uint64_t g = uint64_t{1} << gran_bits;
+    return ((size + g - 1) / g + 7) / 8;
+}
+uint64_t bitmap_table_entries(uint64_t size, uint8_t gran_bits, uint64_t cs) {
+    return (bitmap_bytes_for(size, gran_bits) + cs - 1) / cs;
+}
+
 class BitmapEdit {
 public:
     BitmapEdit(const guest::EditRequest& req, guest::EditHost& host)
@@ -738,8 +749,7 @@ Status BitmapEdit::add_bitmap(const uint8_t* name, size_t len, uint64_t granular
     }
     Msg inner;
     const uint32_t bits = ctz64(g);
-    const uint64_t nbits = (size_ + g - 1) / g;
-    const uint64_t bytes = (nbits + 7) / 8;
+    const uint64_t bytes = bitmap_bytes_for(size_, static_cast<uint8_t>(bits)); // g: a power of 2 below 2^32
     uint32_t live = 0;
     uint64_t dsize = 0;
     for (uint32_t k = 0; k < count_; ++k)
@@ -775,7 +785,7 @@ Status BitmapEdit::add_bitmap(const uint8_t* name, size_t len, uint64_t granular
     b.name_len = static_cast<uint16_t>(len);
     b.gran_bits = static_cast<uint8_t>(bits);
     b.flags = flags;
-    b.table_size = static_cast<uint32_t>((bytes + cs - 1) / cs);
+    b.table_size = static_cast<uint32_t>(bitmap_table_entries(size_, b.gran_bits, cs));
     b.changed = true;
     return Status::Ok;
 }
@@ -1042,13 +1052,6 @@ Status BitmapEdit::run() {
     return result;
 }
 
-// The table entries a bitmap of granularity 2^gran_bits needs over a disk of `size` bytes (qemu:
-// size_to_clusters of the serialization size), and its bytes of bits.
-uint64_t bitmap_bytes_for(uint64_t size, uint8_t gran_bits) {
-    const uint64_t g = uint64_t{1} << gran_bits;
-    return ((size + g - 1) / g + 7) / 8;
-}
-
 // qemu-img's read-write open loads every bitmap (resize: qcow2_co_truncate refuses when one is
 // inconsistent, qcow2_truncate_bitmaps_check); its close stores each anew (carry_store).
 Status BitmapEdit::carry_load(bool refuse_inconsistent) {
@@ -1095,7 +1098,7 @@ Status BitmapEdit::carry_check(uint64_t new_size) {
         if (bms_[i].orig_flags & BME_FLAG_IN_USE)
             continue;
         const uint64_t bytes = bitmap_bytes_for(new_size, bms_[i].gran_bits);
-        if (bytes > BME_MAX_PHYS_SIZE || (bytes + cs - 1) / cs > BME_MAX_TABLE_SIZE) {
+        if (bytes > BME_MAX_PHYS_SIZE || bitmap_table_entries(new_size, bms_[i].gran_bits, cs) > BME_MAX_TABLE_SIZE) {
             Msg why;
             why.add("Bitmap '").add(reinterpret_cast<const char*>(bms_[i].name), bms_[i].name_len);
             why.add("' doesn't satisfy the constraints at the new size: Too much space will be occupied by the "
@@ -1111,7 +1114,7 @@ bool BitmapEdit::carry_tables_change(uint64_t new_size) const {
     const uint64_t cs = img_.cluster_size();
     for (uint32_t i = 0; i < count_; ++i)
         if (!(bms_[i].orig_flags & BME_FLAG_IN_USE) &&
-            (bitmap_bytes_for(new_size, bms_[i].gran_bits) + cs - 1) / cs != bms_[i].orig_table_size)
+            bitmap_table_entries(new_size, bms_[i].gran_bits, cs) != bms_[i].orig_table_size)
             return true;
     return false;
 }
@@ -1123,8 +1126,7 @@ Status BitmapEdit::carry_store(uint64_t new_size) {
     size_ = new_size;
     for (uint32_t i = 0; i < count_; ++i)
         if (!(bms_[i].orig_flags & BME_FLAG_IN_USE)) // an inconsistent one keeps its entry as it is
-            bms_[i].table_size =
-                static_cast<uint32_t>((bitmap_bytes_for(new_size, bms_[i].gran_bits) + cs - 1) / cs);
+            bms_[i].table_size = static_cast<uint32_t>(bitmap_table_entries(new_size, bms_[i].gran_bits, cs));
     // The header cluster as the resize left it (a new L1 table, the size when shrinking).
     Qcow2Extensions ext{};
     if (const Status st = qcow2_header_cluster_read(img_.device(), img_.file_length(), img_.header(),
