@@ -130,6 +130,14 @@ fixture("tgt-base.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "tgt-base.qc
 for tname, opts in (("tgt-ov.qcow2", []), ("tgt-ov-v2.qcow2", ["-o", "compat=0.10"])):
     fixture(tname, "qcow2", q("create", "-q", "-f", "qcow2", *opts, "-b", "tgt-base.qcow2", "-F", "qcow2", tname),
             io("qcow2", tname, "write -P 0x33 1M 64k", "write -P 0x44 10M 4k"))
+# Targets with extended L2 entries (round 35): subclusters allocated, completed and zeroed as qemu's
+# (partial writes and zeros in them; one an overlay with 16 KiB clusters, 512-byte subclusters).
+L2_TGT = ["write -P 0x5a 0 3M", "write -P 0x6b 10M 5k", "write -z 12M 6k", "write -P 0x6c 13M 100k"]
+fixture("tgt-l2.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "-o", "extended_l2=on", "tgt-l2.qcow2", "16M"),
+        io("qcow2", "tgt-l2.qcow2", *L2_TGT))
+fixture("tgt-ov-l2.qcow2", "qcow2", q("create", "-q", "-f", "qcow2", "-o", "extended_l2=on,cluster_size=16k", "-b",
+                                      "tgt-base.qcow2", "-F", "qcow2", "tgt-ov-l2.qcow2"),
+        io("qcow2", "tgt-ov-l2.qcow2", *L2_TGT))
 # Targets with an external data file (beside them; data_file_raw: every cluster mapped to itself).
 for tname, opts in (("tgt-df.qcow2", "data_file=tgt-df.data"), ("tgt-dfraw.qcow2",
                                                                  "data_file=tgt-dfraw.data,data_file_raw=on")):
@@ -454,10 +462,10 @@ for label, args, copies in (
     case("error: " + label, args, ["qcow2"], "raw", expect_error=True, copies=copies)
 # -n into existing qcow2 images: same content as qemu-img's and clean (not byte-identical: instar
 # appends new clusters where qemu reuses free ones, and keeps zeroed clusters allocated).
-for tname in ("tgt.qcow2", "tgt-v2.qcow2", "tgt-512.qcow2", "tgt-rc1.qcow2"):
+for tname in ("tgt.qcow2", "tgt-v2.qcow2", "tgt-512.qcow2", "tgt-rc1.qcow2", "tgt-l2.qcow2"):
     case("-n raw -> %s" % tname, ["convert", "-n", "-f", "raw", "-O", "qcow2", "src.raw", "out.qcow2"], ["raw"],
          "qcow2", copies={"out.qcow2": tname})
-for tname in ("tgt-ov.qcow2", "tgt-ov-v2.qcow2"):
+for tname in ("tgt-ov.qcow2", "tgt-ov-v2.qcow2", "tgt-ov-l2.qcow2"):
     case("-n raw -> %s" % tname, ["convert", "-n", "-f", "raw", "-O", "qcow2", "src.raw", "out.qcow2"], ["raw"],
          "qcow2", copies={"out.qcow2": tname, "tgt-base.qcow2": "tgt-base.qcow2"})
 # 12 MiB of random data into 512-byte clusters: the refcount table (one cluster, 8 MiB of file) grows.
@@ -471,6 +479,8 @@ case("error: -n -c over allocated clusters", ["convert", "-n", "-c", "-f", "raw"
      copies={"out.qcow2": "tgt.qcow2"})
 case("-n qcow2 -> qcow2", ["convert", "-n", "-O", "qcow2", "q512.qcow2", "out.qcow2"], ["qcow2"], "qcow2",
      copies={"out.qcow2": "tgt.qcow2"})
+case("-n qcow2 -> qcow2 extended L2", ["convert", "-n", "-O", "qcow2", "q512.qcow2", "out.qcow2"], ["qcow2"], "qcow2",
+     copies={"out.qcow2": "tgt-l2.qcow2"})
 case("-n -S 0 -> qcow2", ["convert", "-n", "-S", "0", "-O", "qcow2", "q.qcow2", "out.qcow2"], ["qcow2"], "qcow2",
      copies={"out.qcow2": "tgt.qcow2"})
 case("-n --target-is-zero -> qcow2", ["convert", "-n", "--target-is-zero", "-O", "qcow2", "q.qcow2", "out.qcow2"],

@@ -14,6 +14,7 @@
 #include "qcow2_read_reason.h"
 #include "qcow2_reader.h"
 #include "qcow2_snapshot_ranges.h"
+#include "qcow2_subcluster.h"
 
 #include "luks_crypto.h"
 #include "luks_format.h"
@@ -54,7 +55,9 @@ public:
     ExistingWriter(guest::BlockDevice& dev, guest::Allocator& alloc, guest::ReasonSink* reasons,
                    const guest::Codecs* codecs, const Qcow2Header& h, uint8_t* buf)
         : dev_(dev), alloc_(alloc), reasons_(reasons), codecs_(codecs), h_(h), cs_(h.cluster_size()), cb_(h.cluster_bits),
-          l2_entries_(h.cluster_size() / 8), buf_(buf), has_backing_(h.backing_file_offset != 0) {
+          extl2_((h.incompatible_features & QCOW2_INCOMPAT_EXTL2) != 0), ew_(extl2_ ? 16 : 8),
+          scb_(extl2_ ? h.cluster_bits - 5 : h.cluster_bits), l2_entries_(h.cluster_size() / ew_), buf_(buf),
+          has_backing_(h.backing_file_offset != 0) {
         file_len_ = dev.size();
         orig_len_ = file_len_;
         next_ = (file_len_ + cs_ - 1) / cs_ * cs_;
@@ -64,6 +67,7 @@ public:
     }
 
     uint64_t cluster_size() const override { return cs_; }
+    uint64_t subcluster_size() const override { return uint64_t{1} << scb_; }
     bool zero_init() const override { return false; } // an existing image: qemu asks for zeros
     // The image's own backing chain (commit into a base that has one): copy-on-write reads from it.
     void set_backing(guest::ImageReader* backing) override { backing_ = backing; }
@@ -83,10 +87,11 @@ public:
         while (len > 0) {
             const uint64_t in = offset & (cs_ - 1);
             const uint64_t n = len < cs_ - in ? len : cs_ - in;
-            uint64_t at = 0, e = 0, host = 0;
-            if (const Status st = entry(offset, false, &at, &e, &host); st != Status::Ok)
+            uint64_t at = 0, e = 0, bm = 0, host = 0;
+            if (const Status st = entry_ext(offset, false, &at, &e, &bm, &host); st != Status::Ok)
                 return st;
-            if (mapped(e) && !(e & (QCOW_OFLAG_ZERO | QCOW_OFLAG_COMPRESSED)) && !shared(e)) {
+            if (mapped(e) && !(e & (QCOW_OFLAG_ZERO | QCOW_OFLAG_COMPRESSED)) && !shared(e) &&
+                all_normal(bm, in, n)) {
                 if (run_len == 0 || host + in != run_host + run_len) {
                     if (run_len != 0)
                         if (const Status st = data_write(run_host, run_guest, run_src, run_len); st != Status::Ok)
@@ -112,7 +117,8 @@ public:
                     len -= k * cs_;
                     continue;
                 }
-                if (const Status st = write_piece(offset, src, n); st != Status::Ok)
+                if (const Status st = extl2_ ? write_piece_ext(offset, src, n) : write_piece(offset, src, n);
+                    st != Status::Ok)
                     return st;
             }
             offset += n;
@@ -131,6 +137,8 @@ public:
             return refuse("into an existing qcow2 image with a backing file");
         if (const Status st = mark_dirty(offset, len); st != Status::Ok)
             return st;
+        if (extl2_)
+            return write_zeroes_ext(offset, len, may_unmap);
         while (len > 0) {
             const uint64_t in = offset & (cs_ - 1);
             const uint64_t n = len < cs_ - in ? len : cs_ - in;
@@ -201,7 +209,8 @@ public:
         }
         const uint64_t nb_csectors = (host + out_len - 1) / 512 - host / 512;
         const uint32_t csize_shift = 62 - (cb_ - 8);
-        return write64(at, host | QCOW_OFLAG_COMPRESSED | (nb_csectors << csize_shift));
+        const uint64_t ce = host | QCOW_OFLAG_COMPRESSED | (nb_csectors << csize_shift);
+        return extl2_ ? write_entry_ext(at, ce, 0) : write64(at, ce); // (a compressed cluster's bitmap is 0)
     }
     Status finish() override { return Status::Ok; } // every update was written through
     void close() override {
@@ -354,9 +363,13 @@ private:
     Status write64(uint64_t offset, uint64_t v) {
         uint8_t b[8];
         store_be64(b, v);
-        const Status st = dev_.write(offset, b, 8);
-        if (st == Status::Ok && l2c_ != nullptr && offset >= l2c_off_ && offset - l2c_off_ <= cs_ - 8)
-            __builtin_memcpy(l2c_ + (offset - l2c_off_), b, 8); // the cached L2 table stays the file's
+        return l2_write(offset, b, 8);
+    }
+    // Bytes written into the image (L2 entries among them): the cached L2 table stays the file's.
+    Status l2_write(uint64_t offset, const uint8_t* b, uint64_t n) {
+        const Status st = dev_.write(offset, b, static_cast<size_t>(n));
+        if (st == Status::Ok && l2c_ != nullptr && offset >= l2c_off_ && offset - l2c_off_ <= cs_ - n)
+            __builtin_memcpy(l2c_ + (offset - l2c_off_), b, static_cast<size_t>(n));
         return st;
     }
     // An L2 entry at `at` (inside the L2 table cluster the caller checked), through a one-table cache.
@@ -384,6 +397,10 @@ private:
     bool cluster_within(uint64_t host, uint64_t len) const {
         return (host & (cs_ - 1)) == 0 && host < len && cs_ <= len - host;
     }
+    // A data cluster in a file of `len` bytes: it starts inside it. The file may end inside the
+    // cluster (qemu writes only the subclusters a request and its copy-on-write cover, and zeroes
+    // a hole's with FALLOC_FL_ZERO_RANGE); appends start at the next cluster boundary past the end.
+    bool data_cluster_within(uint64_t host, uint64_t len) const { return (host & (cs_ - 1)) == 0 && host < len; }
     // Compressed bytes [at, at + size) within a file of `len` bytes: the last sector may run past
     // its end (qemu's compressed writes leave it so), the cluster holding it may not.
     bool compressed_within(uint64_t at, uint64_t size, uint64_t len) const {
@@ -409,7 +426,7 @@ private:
         }
         for (uint64_t i = 0; i < l2_entries_; ++i) {
             uint64_t e = 0;
-            if (const Status st = l2_read(l2 + i * 8, &e); st != Status::Ok)
+            if (const Status st = l2_read(l2 + i * ew_, &e); st != Status::Ok)
                 return st;
             bool bad = false;
             uint64_t at = e & L2E_OFFSET_MASK;
@@ -418,7 +435,7 @@ private:
                 qcow2_compressed_extent(e, cb_, &at, &size);
                 bad = !compressed_within(at, size, orig_len_);
             } else if (at != 0 && data_ == nullptr) {
-                bad = !cluster_in_original(at);
+                bad = !data_cluster_within(at, orig_len_);
             }
             if (bad) {
                 r.add((e & QCOW_OFLAG_COMPRESSED) ? "Compressed cluster data at " : "Cluster allocation offset ")
@@ -600,7 +617,7 @@ private:
 
     // The L2 table for `guest`: its offset, or 0 when there is none and `create` is false.
     Status l2_table(uint64_t guest, bool create, uint64_t* out) {
-        const uint64_t l1_index = guest >> (cb_ + (cb_ - 3));
+        const uint64_t l1_index = guest >> (cb_ + cb_ - (extl2_ ? 4 : 3));
         if (l1_index >= h_.l1_size) {
             ReasonText r;
             r.add("L1 table too small for the virtual size (L1 index: ").hex(l1_index).add(")");
@@ -661,9 +678,11 @@ private:
         if (l2 == 0)
             return Status::Ok;
         const uint64_t index = (guest >> cb_) & (l2_entries_ - 1);
-        *at = l2 + index * 8;
+        *at = l2 + index * ew_;
         if (const Status st = l2_read(*at, e); st != Status::Ok)
             return st;
+        if (extl2_ && !(*e & QCOW_OFLAG_COMPRESSED)) // (a compressed descriptor's bit 0 is its offset's)
+            *e &= ~QCOW_OFLAG_ZERO; // reserved with extended L2 entries: the bitmap says what is zero
         if (*e & QCOW_OFLAG_COMPRESSED) {
             // Rewritten by write_piece / zero_piece (qemu's copy-on-write of compressed clusters).
             // qemu's writers never make them in an encrypted image or one with a data file.
@@ -697,7 +716,7 @@ private:
             // A data file's cluster may lie anywhere in it (its length grows with the writes); an
             // image's must lie in the file, off the metadata.
             const bool bad = data_ != nullptr ? (*host & (cs_ - 1)) != 0 || *host > MAX_CLUSTER_OFFSET - cs_
-                                              : !cluster_in_file(*host) || overlaps_metadata(*host);
+                                              : !data_cluster_within(*host, file_len_) || overlaps_metadata(*host);
             if (bad) {
                 ReasonText r;
                 r.add("Cluster allocation offset ").hex(*host)
@@ -926,7 +945,7 @@ private:
     bool replaceable(uint64_t e) const {
         if (e & QCOW_OFLAG_COMPRESSED)
             return data_ == nullptr;
-        return (!mapped(e) && !(e & QCOW_OFLAG_ZERO)) || shared(e);
+        return (!mapped(e) && !(e & QCOW_OFLAG_ZERO)) || shared(e); // (extended L2: no zero flag)
     }
 
     // Up to `max` whole clusters from `guest` on whose entries are replaceable, in one L2 table,
@@ -951,7 +970,7 @@ private:
             uint64_t at = 0;
             if (const Status st = entry(guest + k * cs_, false, &at, &e, &host); st != Status::Ok)
                 return st;
-            if (!replaceable(e) || at != at0 + k * 8)
+            if (!replaceable(e) || at != at0 + k * ew_)
                 break;
             obuf_[k++] = e;
         }
@@ -980,12 +999,13 @@ private:
             if (ebuf_ == nullptr)
                 return Status::NoMemory;
         }
-        for (uint64_t i = 0; i < k; ++i)
-            store_be64(ebuf_ + i * 8, (first + i * cs_) | QCOW_OFLAG_COPIED);
-        if (const Status st = dev_.write(at0, ebuf_, static_cast<size_t>(k * 8)); st != Status::Ok)
+        for (uint64_t i = 0; i < k; ++i) { // extended L2: every subcluster allocated (link_l2's range)
+            store_be64(ebuf_ + i * ew_, (first + i * cs_) | QCOW_OFLAG_COPIED);
+            if (extl2_)
+                store_be64(ebuf_ + i * ew_ + 8, QCOW2_L2_BITMAP_ALL_ALLOC);
+        }
+        if (const Status st = l2_write(at0, ebuf_, k * ew_); st != Status::Ok)
             return st;
-        if (l2c_ != nullptr && at0 >= l2c_off_ && at0 - l2c_off_ + k * 8 <= cs_)
-            __builtin_memcpy(l2c_ + (at0 - l2c_off_), ebuf_, static_cast<size_t>(k * 8));
         *done = k;
         for (uint64_t i = 0; i < k; ++i) {
             const uint64_t old = obuf_[i];
@@ -1149,6 +1169,311 @@ private:
         return data_write(host + (guest & (cs_ - 1)), guest, buf_, n);
     }
 
+    // ---- extended L2 entries (qcow2_subcluster.h): qemu's subcluster paths ----
+
+    // entry() and, with extended L2 entries, the subcluster bitmap after it (0 without them or
+    // without a table). A bitmap with an Invalid subcluster is refused: qemu fails any request
+    // that meets one, and the writer does not guess which.
+    Status entry_ext(uint64_t guest, bool create, uint64_t* at, uint64_t* e, uint64_t* bm, uint64_t* host) {
+        *bm = 0;
+        if (const Status st = entry(guest, create, at, e, host); st != Status::Ok)
+            return st;
+        if (!extl2_ || *at == 0)
+            return Status::Ok;
+        if (const Status st = l2_read(*at + 8, bm); st != Status::Ok)
+            return st;
+        const bool compressed = (*e & QCOW_OFLAG_COMPRESSED) != 0;
+        if (qcow2_sc_bitmap_invalid(compressed, mapped(*e) && !compressed, *bm)) {
+            ReasonText r;
+            r.add("Invalid subcluster bitmap ").hex(*bm).add(" (L2 entry at ").hex(*at).add(")");
+            return corrupt(r);
+        }
+        return Status::Ok;
+    }
+    // Whether every subcluster [in, in + n) of the cluster touches is allocated (always, without
+    // extended L2 entries): a write there changes no metadata (calculate_l2_meta's skip_cow).
+    bool all_normal(uint64_t bm, uint64_t in, uint64_t n) const {
+        if (!extl2_)
+            return true;
+        const uint64_t r = qcow2_sc_range(in >> scb_, (in + n - 1) >> scb_);
+        return (bm & r) == r;
+    }
+    // One 16-byte extended L2 entry: descriptor and bitmap in one write (the switch a kill sees
+    // whole or not at all).
+    Status write_entry_ext(uint64_t at, uint64_t e, uint64_t bm) {
+        uint8_t b[16];
+        store_be64(b, e);
+        store_be64(b + 8, bm);
+        return l2_write(at, b, 16);
+    }
+
+    // The guest's bytes [from, to) of the cluster at guest offset `gc` as they read before a write
+    // (perform_cow's source, qemu reading the regions through the image itself): subcluster by
+    // subcluster, a compressed cluster's inflated bytes, an allocated subcluster's data
+    // (decrypted), zeros, or the backing chain's bytes (zeros past its end or without one).
+    Status old_view(uint64_t gc, uint64_t e, uint64_t bm, uint64_t host, uint64_t from, uint64_t to, uint8_t* dst) {
+        const bool compressed = (e & QCOW_OFLAG_COMPRESSED) != 0;
+        const uint64_t scs = uint64_t{1} << scb_;
+        for (uint64_t a = from; a < to;) {
+            const uint64_t b = (a | (scs - 1)) + 1 < to ? (a | (scs - 1)) + 1 : to;
+            const uint64_t n = b - a;
+            switch (qcow2_sc_type(compressed, mapped(e) && !compressed, bm, a >> scb_)) {
+            case Qcow2Sc::Compressed: {
+                if (compressed_ == nullptr) {
+                    compressed_ = guest::arena_new<CompressedCache>(alloc_, dev_, alloc_, codecs_, h_.compression_type,
+                                                                    cb_, reasons_);
+                    if (compressed_ == nullptr)
+                        return Status::NoMemory;
+                }
+                const uint8_t* inflated = nullptr;
+                if (const Status st = compressed_->cluster(e, &inflated); st != Status::Ok)
+                    return st;
+                __builtin_memcpy(dst + a, inflated + a, static_cast<size_t>(n));
+                break;
+            }
+            case Qcow2Sc::Normal: {
+                if (const Status st = (data_ != nullptr ? *data_ : dev_).read(host + a, dst + a, static_cast<size_t>(n));
+                    st != Status::Ok)
+                    return st;
+                if (cipher_ != nullptr) {
+                    if (dcipher_ == nullptr)
+                        return Status::Invalid; // open sets both up for an image with snapshots
+                    dcipher_->decrypt((crypt_physical_ ? host + a : gc + a) / SECTOR, dst + a, static_cast<size_t>(n));
+                }
+                break;
+            }
+            case Qcow2Sc::UnallocPlain:
+            case Qcow2Sc::UnallocAlloc: {
+                __builtin_memset(dst + a, 0, static_cast<size_t>(n));
+                const uint64_t bsize = backing_ != nullptr ? backing_->virtual_size() : 0;
+                if (gc + a < bsize) {
+                    const uint64_t len = bsize - (gc + a) < n ? bsize - (gc + a) : n;
+                    if (const Status st = backing_->read(gc + a, dst + a, static_cast<size_t>(len)); st != Status::Ok)
+                        return st;
+                }
+                break;
+            }
+            case Qcow2Sc::ZeroPlain:
+            case Qcow2Sc::ZeroAlloc: __builtin_memset(dst + a, 0, static_cast<size_t>(n)); break;
+            default: return Status::Corrupt; // entry_ext refused Invalid bitmaps
+            }
+            a = b;
+        }
+        return Status::Ok;
+    }
+
+    // A write inside one cluster with extended L2 entries that changes metadata (qemu's
+    // handle_copied / handle_alloc with calculate_l2_meta, perform_cow, link_l2): in place into
+    // an allocated cluster of this image, its partial unallocated or zero subclusters completed
+    // from their old bytes, then the bitmap; else a new cluster holding the request and the copy-
+    // on-write regions around it (only those bytes of it are written, as qemu's), its entry and
+    // bitmap switched in one write, then the old cluster's references dropped (compressed, or
+    // shared with a snapshot).
+    Status write_piece_ext(uint64_t guest, const uint8_t* src, uint64_t n) {
+        uint64_t at = 0, e = 0, bm = 0, host = 0;
+        if (const Status st = entry_ext(guest, true, &at, &e, &bm, &host); st != Status::Ok)
+            return st;
+        const uint64_t gc = guest & ~(cs_ - 1), in = guest - gc;
+        const bool compressed = (e & QCOW_OFLAG_COMPRESSED) != 0;
+        if (compressed && data_ != nullptr)
+            return Status::Invalid; // entry() refused it
+        const bool keep_old = mapped(e) && !compressed && !shared(e);
+        Qcow2Cow cow{};
+        if (!qcow2_cow_bounds(compressed, mapped(e) && !compressed, bm, in, n, keep_old, scb_, cs_, &cow))
+            return Status::Corrupt;
+        uint64_t dst = host;
+        if (!keep_old)
+            if (const Status st = allocate_data(guest, &dst); st != Status::Ok) // (may use buf_: before it is filled)
+                return st;
+        if (const Status st = old_view(gc, e, bm, host, cow.from, in, buf_); st != Status::Ok)
+            return st;
+        __builtin_memcpy(buf_ + in, src, static_cast<size_t>(n));
+        if (const Status st = old_view(gc, e, bm, host, in + n, cow.to, buf_); st != Status::Ok)
+            return st;
+        if (const Status st = data_write(dst + cow.from, gc + cow.from, buf_ + cow.from, cow.to - cow.from);
+            st != Status::Ok)
+            return st;
+        const uint64_t nbm = qcow2_sc_written(compressed ? 0 : bm, cow.from >> scb_, (cow.to - 1) >> scb_);
+        if (keep_old)
+            return nbm == bm ? Status::Ok : write64(at + 8, nbm);
+        if (data_ == nullptr && dst + cs_ > file_len_)
+            file_len_ = dst + cs_; // (the file itself may end inside it, as qemu's does)
+        if (const Status st = write_entry_ext(at, dst | QCOW_OFLAG_COPIED, nbm); st != Status::Ok)
+            return st;
+        if (compressed)
+            return free_compressed(e);
+        return shared(e) ? drop_refs(host, 1) : Status::Ok;
+    }
+
+    // write_zeroes with extended L2 entries: bdrv_co_do_pwrite_zeroes' split at the subcluster
+    // (qcow2's pwrite_zeroes_alignment), qcow2_co_pwrite_zeroes on each piece, and the block
+    // layer's fallback to writing zeros where that is -ENOTSUP.
+    Status write_zeroes_ext(uint64_t offset, uint64_t len, bool may_unmap) {
+        const uint64_t scs = uint64_t{1} << scb_;
+        uint64_t head = offset & (scs - 1);
+        const uint64_t tail = (offset + len) & (scs - 1);
+        while (len > 0) {
+            uint64_t num = len;
+            if (head != 0) {
+                num = len < scs - head ? len : scs - head;
+                head = (head + num) & (scs - 1);
+            } else if (tail != 0 && num > scs) {
+                num -= tail;
+            }
+            bool notsup = false;
+            if (const Status st = pwrite_zeroes_ext(offset, num, may_unmap, &notsup); st != Status::Ok)
+                return st;
+            if (notsup) {
+                if (const Status st = zeros(); st != Status::Ok)
+                    return st;
+                for (uint64_t done = 0; done < num;) {
+                    const uint64_t at = offset + done, piece = cs_ - (at & (cs_ - 1));
+                    const uint64_t k = piece < num - done ? piece : num - done;
+                    if (const Status st = write(at, zbuf_, static_cast<size_t>(k)); st != Status::Ok)
+                        return st;
+                    done += k;
+                }
+            }
+            offset += num;
+            len -= num;
+        }
+        return Status::Ok;
+    }
+    // qcow2_co_pwrite_zeroes: a piece that is not whole subclusters proceeds only when the rest of
+    // its subcluster reads as zeros and the subcluster holds no data, as a whole subcluster.
+    Status pwrite_zeroes_ext(uint64_t offset, uint64_t bytes, bool may_unmap, bool* notsup) {
+        const uint64_t scs = uint64_t{1} << scb_;
+        const uint64_t head = offset & (scs - 1);
+        uint64_t tail = ((offset + bytes + scs - 1) & ~(scs - 1)) - (offset + bytes);
+        if (offset + bytes == h_.size)
+            tail = 0;
+        if (head != 0 || tail != 0) {
+            bool z1 = false, z2 = false;
+            if (const Status st = is_zero_ext(offset - head, head, &z1); st != Status::Ok)
+                return st;
+            if (const Status st = is_zero_ext(offset + bytes, tail, &z2); st != Status::Ok)
+                return st;
+            offset -= head;
+            bytes = scs;
+            uint64_t at = 0, e = 0, bm = 0, host = 0;
+            if (z1 && z2)
+                if (const Status st = entry_ext(offset, false, &at, &e, &bm, &host); st != Status::Ok)
+                    return st;
+            const Qcow2Sc t = qcow2_sc_type((e & QCOW_OFLAG_COMPRESSED) != 0,
+                                            mapped(e) && !(e & QCOW_OFLAG_COMPRESSED), bm,
+                                            (offset & (cs_ - 1)) >> scb_);
+            if (!z1 || !z2 || (t != Qcow2Sc::UnallocPlain && t != Qcow2Sc::UnallocAlloc && t != Qcow2Sc::ZeroPlain &&
+                               t != Qcow2Sc::ZeroAlloc)) {
+                *notsup = true;
+                return Status::Ok;
+            }
+        }
+        return zeroize_ext(offset, bytes, may_unmap, notsup);
+    }
+    // bdrv_co_is_zero_fast for a range inside one subcluster: one block-status run says zero (a
+    // zero subcluster; an unallocated one without a backing file, past its end, or over a
+    // backing range that holds no data).
+    Status is_zero_ext(uint64_t offset, uint64_t bytes, bool* zero) {
+        *zero = true;
+        if (bytes == 0)
+            return Status::Ok;
+        *zero = false;
+        uint64_t at = 0, e = 0, bm = 0, host = 0;
+        if (const Status st = entry_ext(offset, false, &at, &e, &bm, &host); st != Status::Ok)
+            return st;
+        const bool compressed = (e & QCOW_OFLAG_COMPRESSED) != 0;
+        switch (qcow2_sc_type(compressed, mapped(e) && !compressed, bm, (offset & (cs_ - 1)) >> scb_)) {
+        case Qcow2Sc::ZeroPlain:
+        case Qcow2Sc::ZeroAlloc: *zero = true; return Status::Ok;
+        case Qcow2Sc::UnallocPlain:
+        case Qcow2Sc::UnallocAlloc: break;
+        default: return Status::Ok;
+        }
+        const uint64_t bsize = backing_ != nullptr ? backing_->virtual_size() : 0;
+        if (!has_backing_ || offset >= bsize) {
+            *zero = true;
+            return Status::Ok;
+        }
+        guest::Extent x{};
+        const uint64_t want = bytes < bsize - offset ? bytes : bsize - offset;
+        if (const Status st = backing_->status(offset, want, &x); st != Status::Ok)
+            return st;
+        *zero = x.allocation != guest::Allocation::Data && x.length == bytes;
+        return Status::Ok;
+    }
+    // qcow2_subcluster_zeroize: partial clusters at either end get their subclusters' zero bits
+    // (zero_l2_subclusters), whole clusters an all-zero bitmap (zero_in_l2_slice).
+    Status zeroize_ext(uint64_t offset, uint64_t bytes, bool may_unmap, bool* notsup) {
+        if (data_raw_ && data_ != nullptr) { // the raw data file reads as zeros there too
+            if (const Status st = zeros(); st != Status::Ok)
+                return st;
+            for (uint64_t done = 0; done < bytes;) {
+                const uint64_t k = bytes - done < cs_ ? bytes - done : cs_;
+                if (const Status st = data_->write(offset + done, zbuf_, static_cast<size_t>(k)); st != Status::Ok)
+                    return st;
+                done += k;
+            }
+        }
+        const uint64_t scs = uint64_t{1} << scb_;
+        uint64_t end = offset + bytes;
+        const uint64_t next = (offset + cs_ - 1) & ~(cs_ - 1);
+        const uint64_t head = (end < next ? end : next) - offset;
+        offset += head;
+        const uint64_t tail = end >= h_.size ? 0 : end - (offset > (end & ~(cs_ - 1)) ? offset : end & ~(cs_ - 1));
+        end -= tail;
+        if (head != 0) {
+            if (const Status st = zero_subclusters(offset - head, (head + scs - 1) >> scb_, notsup);
+                st != Status::Ok || *notsup)
+                return st;
+        }
+        for (uint64_t c = offset; c < end; c += cs_)
+            if (const Status st = zero_cluster_ext(c, may_unmap); st != Status::Ok)
+                return st;
+        if (tail != 0)
+            return zero_subclusters(end, (tail + scs - 1) >> scb_, notsup);
+        return Status::Ok;
+    }
+    // zero_l2_subclusters: `count` subclusters from `offset` read as zeros (their data, if any,
+    // stays in the cluster); a compressed cluster cannot be partly zeroed (-ENOTSUP).
+    Status zero_subclusters(uint64_t offset, uint64_t count, bool* notsup) {
+        uint64_t at = 0, e = 0, bm = 0, host = 0;
+        if (const Status st = entry_ext(offset, true, &at, &e, &bm, &host); st != Status::Ok)
+            return st;
+        if (e & QCOW_OFLAG_COMPRESSED) {
+            *notsup = true;
+            return Status::Ok;
+        }
+        const uint64_t sc = (offset & (cs_ - 1)) >> scb_;
+        const uint64_t nbm = qcow2_sc_zeroed(bm, sc, sc + count - 1);
+        return nbm == bm ? Status::Ok : write64(at + 8, nbm);
+    }
+    // zero_in_l2_slice for one cluster: an all-zero bitmap; with may_unmap an allocated cluster
+    // (and always a compressed one) is unmapped, its entry cleared first and then its references
+    // dropped (a kill in between leaks it); a raw data file keeps every cluster mapped to itself.
+    Status zero_cluster_ext(uint64_t c, bool may_unmap) {
+        uint64_t at = 0, e = 0, bm = 0, host = 0;
+        if (const Status st = entry_ext(c, true, &at, &e, &bm, &host); st != Status::Ok)
+            return st;
+        const bool compressed = (e & QCOW_OFLAG_COMPRESSED) != 0;
+        const bool unmap = compressed || (may_unmap && mapped(e) && !data_raw_);
+        const uint64_t ne = unmap ? 0 : e;
+        if (ne == e && bm == QCOW2_L2_BITMAP_ALL_ZEROES)
+            return Status::Ok;
+        if (const Status st = write_entry_ext(at, ne, QCOW2_L2_BITMAP_ALL_ZEROES); st != Status::Ok)
+            return st;
+        if (!unmap)
+            return Status::Ok;
+        if (compressed)
+            return free_compressed(e);
+        if (shared(e))
+            return drop_refs(host, 1);
+        if (data_ == nullptr)
+            if (const Status st = set_refcount(host, 0, 0); st != Status::Ok)
+                return st;
+        const Status st = (data_ != nullptr ? *data_ : dev_).discard(host, cs_);
+        return st == Status::Unsupported ? Status::Ok : st;
+    }
+
     guest::BlockDevice& dev_;
     guest::Allocator& alloc_;
     guest::ReasonSink* reasons_;
@@ -1156,6 +1481,9 @@ private:
     Qcow2Header h_;
     uint64_t cs_;
     uint32_t cb_;
+    bool extl2_;   // extended L2 entries: 16 bytes each, a subcluster bitmap after the descriptor
+    uint64_t ew_;  // bytes per L2 entry
+    uint32_t scb_; // subcluster bits (the cluster's without extended L2 entries)
     uint64_t l2_entries_;
     uint8_t* buf_;            // one cluster
     uint8_t* cbuf_ = nullptr; // -c: compressed output, one cluster
@@ -1306,8 +1634,6 @@ Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
     }
     if (data != nullptr && h.nb_snapshots != 0) // qemu never makes snapshots of such an image
         return refuse_open(req.reasons, "internal snapshots and an external data file");
-    if (h.incompatible_features & QCOW2_INCOMPAT_EXTL2)
-        return refuse_open(req.reasons, "extended L2 entries");
     if (h.incompatible_features & (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT))
         return refuse_open(req.reasons, "the dirty or corrupt bit set");
     const uint64_t cs = h.cluster_size();
@@ -1329,7 +1655,7 @@ Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
         return Status::Corrupt;
     }
     // The L1 table must map the whole virtual disk (qemu checks the same at open).
-    const uint64_t span = cs * (cs / 8);
+    const uint64_t span = cs * (cs / ((h.incompatible_features & QCOW2_INCOMPAT_EXTL2) ? 16 : 8));
     if (h.size > 0 && (h.size - 1) / span >= h.l1_size) {
         r.add("L1 table is too small");
         r.send(req.reasons);

@@ -23,7 +23,9 @@
 // Internal snapshots: clusters and L2 tables they share are copied on write. Persistent bitmaps:
 // their metadata is kept off like the snapshots', and every request sets its bits in the enabled
 // ones before its data is written (qcow2_bitmap_dirty.h).
-// Refused with a reason (Unsupported): extended L2 entries, dirty or corrupt images, internal
+// Extended L2 entries: subclusters allocated, completed and zeroed as qemu's driver does
+// (calculate_l2_meta, link_l2, the subcluster zeroing paths; qcow2_subcluster.h).
+// Refused with a reason (Unsupported): dirty or corrupt images, internal
 // snapshots together with an external data file, and compressed clusters in an encrypted image or
 // one with a data file (qemu's writers never make those). A refcount table too small for the new clusters is grown (a
 // larger copy appended, the header pointed at it, the old one freed), up to qemu's 8 MiB.

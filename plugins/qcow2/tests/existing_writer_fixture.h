@@ -24,19 +24,16 @@ struct Reasons final : guest::ReasonSink {
     void reason(const char* t, std::size_t len) override { text.assign(t, len); }
 };
 
-// A fresh image made by instar's create writer, its data written by `fill`.
-inline std::vector<std::uint8_t> made_image(std::uint64_t size, const char* cluster_size,
-                                            const std::function<void(guest::ImageWriter&)>& fill) {
+// A fresh image made by instar's create writer with `opts`, its data written by `fill`.
+inline std::vector<std::uint8_t> made_image_with(std::uint64_t size, const std::vector<guest::CreateOption>& opts,
+                                                 const std::function<void(guest::ImageWriter&)>& fill) {
     hosted::MemoryTarget target;
     hosted::BudgetAllocator alloc(16u << 20);
     std::uint8_t random[guest::CREATE_RANDOM_BYTES] = {};
     guest::CreateRequest req{};
     req.size = size;
-    const guest::CreateOption opt{"cluster_size", cluster_size};
-    if (cluster_size != nullptr) {
-        req.options = &opt;
-        req.option_count = 1;
-    }
+    req.options = opts.data();
+    req.option_count = static_cast<std::uint32_t>(opts.size());
     req.file_name = "t.qcow2";
     req.random = random;
     req.qemu_version = 100000;
@@ -48,6 +45,14 @@ inline std::vector<std::uint8_t> made_image(std::uint64_t size, const char* clus
     REQUIRE(w->finish() == guest::Status::Ok);
     w->close();
     return target.image_output().bytes();
+}
+// ... with a cluster size (nullptr: the default).
+inline std::vector<std::uint8_t> made_image(std::uint64_t size, const char* cluster_size,
+                                            const std::function<void(guest::ImageWriter&)>& fill) {
+    std::vector<guest::CreateOption> opts;
+    if (cluster_size != nullptr)
+        opts.push_back(guest::CreateOption{"cluster_size", cluster_size});
+    return made_image_with(size, opts, fill);
 }
 
 inline std::uint64_t be64(const std::vector<std::uint8_t>& b, std::uint64_t off) {
