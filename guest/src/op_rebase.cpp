@@ -92,7 +92,7 @@ struct DeferFrom {
 };
 
 // One unallocated run [offset, offset + n) of the image, n <= REBASE_CHUNK: compare and copy.
-uint32_t copy_run(Walk& w, uint64_t offset, uint64_t n, uint64_t cs) {
+uint32_t copy_run(Walk& w, uint64_t offset, uint64_t n, uint64_t cs, uint64_t sc) {
     if (w.buf_old_spare == nullptr && host_defers_writes())
         w.buf_old_spare = static_cast<uint8_t*>(arena().allocate(REBASE_CHUNK, 64));
     if (w.buf_old_spare != nullptr) {
@@ -133,11 +133,12 @@ uint32_t copy_run(Walk& w, uint64_t offset, uint64_t n, uint64_t cs) {
         run_len = 0;
         return st == Status::Ok ? INSTAR_REBASE_DONE : INSTAR_REBASE_WRITE;
     };
-    // What is compared and written: whole clusters of the image (10.0 aligns its writes), or
+    // What is compared and written: whole subclusters of the image (10.0 aligns its writes to
+    // bdrv_get_info's subcluster_size: the cluster, or a 32nd of it with extended L2 entries), or
     // 512-byte sectors (7.2's compare_buffers: only the differing sectors are written; a partial
     // cluster is completed from the old chain by the writer's copy-on-write, so the content is
     // the same and only enabled dirty bitmaps finer than a cluster can tell the two apart).
-    const uint64_t unit = w.loop_72 ? 512 : cs;
+    const uint64_t unit = w.loop_72 ? 512 : sc;
     while (done < n) {
         // Up to the next unit boundary of the image.
         const uint64_t at = offset + done;
@@ -155,7 +156,7 @@ uint32_t copy_run(Walk& w, uint64_t offset, uint64_t n, uint64_t cs) {
     return INSTAR_REBASE_DONE;
 }
 
-uint32_t walk(Walk& w, uint64_t size, uint64_t cs) {
+uint32_t walk(Walk& w, uint64_t size, uint64_t cs, uint64_t sc) {
     for (uint64_t offset = 0; offset < size;) {
         uint64_t n = size - offset < REBASE_CHUNK ? size - offset : REBASE_CHUNK;
         Extent e{};
@@ -165,9 +166,10 @@ uint32_t walk(Walk& w, uint64_t size, uint64_t cs) {
         if (e.allocation == Allocation::Unallocated) {
             // qemu-img 7.2 ends a step where either backing file ends (10.0 reads both over the
             // whole step): one progress figure per step, so the same number of figures.
-            // qemu's qcow2 block status ends at the end of an L2 table (cluster_size / 8 entries):
-            // each step stays inside one, so 7.2 and 10.0 print as many figures.
-            const uint64_t l2_span = cs * (cs / 8);
+            // qemu's qcow2 block status ends at the end of an L2 table (cluster_size / 8 entries,
+            // / 16 with extended L2 entries, the images with subclusters): each step stays inside
+            // one, so 7.2 and 10.0 print as many figures.
+            const uint64_t l2_span = cs * (cs / (sc != cs ? 16 : 8));
             if (n > l2_span - offset % l2_span) n = l2_span - offset % l2_span;
             if (w.loop_72) {
                 const uint64_t ends[2] = {w.old_size, w.new_size};
@@ -176,7 +178,7 @@ uint32_t walk(Walk& w, uint64_t size, uint64_t cs) {
             }
             // The image allocates whole clusters: an unallocated run starts and ends on its
             // cluster boundaries (or the disk's end), so whole clusters are written.
-            if (const uint32_t out = copy_run(w, offset, n, cs); out != INSTAR_REBASE_DONE) return out;
+            if (const uint32_t out = copy_run(w, offset, n, cs, sc); out != INSTAR_REBASE_DONE) return out;
             // One figure per step that was not skipped, as img_rebase (the host adds qemu's
             // 100 / (size / IO_BUF_SIZE) for each).
             if (w.progress) hc_progress(offset + n, size);
@@ -281,7 +283,9 @@ Status rebase_op(const uint8_t* arg, uint32_t arg_len) {
            nullptr};
     uint64_t cs = writer->cluster_size();
     if (cs == 0 || (cs & (cs - 1)) != 0 || cs > REBASE_CHUNK) cs = 512; // a format without clusters: sectors
-    uint32_t outcome = walk(w, readers[0]->virtual_size(), cs);
+    uint64_t sc = writer->subcluster_size();
+    if (sc < 512 || sc > cs || cs % sc != 0) sc = cs;
+    uint32_t outcome = walk(w, readers[0]->virtual_size(), cs, sc);
     settle_writes_from(w.buf_old);
     if (w.buf_old_spare != nullptr) settle_writes_from(w.buf_old_spare);
     if (outcome == INSTAR_REBASE_DONE && (st = writer->finish()) != Status::Ok) outcome = INSTAR_REBASE_WRITE;

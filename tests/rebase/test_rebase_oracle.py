@@ -69,6 +69,8 @@ FIXTURES = [
     ["QIMG", "create", "-q", "-f", "raw", "r.img", "1M"],
     # Overlays with extended L2 entries, an internal snapshot, an external data file.
     ["QIMG", "create", "-q", "-f", "qcow2", "-o", "extended_l2=on", "-b", "b1.qcow2", "-F", "qcow2", "ovx.qcow2"],
+    ["QIO", "-f", "qcow2", "-c", "write -P 0x46 100k 5k", "-c", "write -z 1M 3k", "-c", "write -P 0x47 6M 70k",
+     "ovx.qcow2"],
     ["QIMG", "create", "-q", "-f", "qcow2", "-b", "b1.qcow2", "-F", "qcow2", "ovs.qcow2"],
     ["QIO", "-f", "qcow2", "-c", "write -P 0x41 100k 200k", "ovs.qcow2"],
     ["QIMG", "snapshot", "-c", "snap1", "ovs.qcow2"],
@@ -109,6 +111,9 @@ CASES = [
     # Safe mode into an overlay with an internal snapshot (round 31): what the snapshot shares is
     # copied on write.
     (["-b", "b2.qcow2", "-F", "qcow2", "ovs.qcow2"], "ovs.qcow2", "content"),
+    # Safe mode into an overlay with extended L2 entries (round 35): partial subclusters completed.
+    (["-b", "b2.qcow2", "-F", "qcow2", "ovx.qcow2"], "ovx.qcow2", "content"),
+    (["-b", "", "ovx.qcow2"], "ovx.qcow2", "content"),
     # Safe mode into an overlay with an external data file (round 31, guest ABI 9): the data file is
     # written through the image's writer, as commit's base's.
     (["-b", "b2.qcow2", "-F", "qcow2", "ovd.qcow2"], "ovd.qcow2", "content"),
@@ -209,7 +214,7 @@ def main():
                 print("FAIL fixture %s\n%s" % (c, err))
         # The content of every image before, flat.
         for img in ("ov.qcow2", "ov64.qcow2", "ov512.qcow2", "ovv2.qcow2", "top.qcow2", "ovlong.qcow2",
-                    "solo.qcow2", "ovs.qcow2", "ovd.qcow2", "ovb.qcow2"):
+                    "solo.qcow2", "ovs.qcow2", "ovd.qcow2", "ovb.qcow2", "ovx.qcow2"):
             run([q72, "convert", "-O", "raw", img, img + ".before.raw"], fxd, env)
         link_dir = os.path.join(work, "bin")
         os.mkdir(link_dir)

@@ -21,8 +21,8 @@ namespace instar::guest {
 
 // Bumped whenever Services or ModuleOps change layout or meaning, or a class a module implements
 // (ImageReader, ImageWriter, ...) gains a virtual function (7: ImageReader::content_id and
-// backing_valid, vmdk's parentCID check; 10: InfoRequest::flags).
-inline constexpr uint32_t MODULE_ABI_VERSION = 10;
+// backing_valid, vmdk's parentCID check; 10: InfoRequest::flags; 11: ImageWriter::subcluster_size).
+inline constexpr uint32_t MODULE_ABI_VERSION = 11;
 
 // What the runtime offers a module. Valid for the whole run.
 struct Services {

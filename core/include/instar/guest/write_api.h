@@ -50,6 +50,10 @@ public:
     virtual Status finish() = 0;
     // Releases the writer's memory. Unusable afterwards.
     virtual void close() = 0;
+    // Appended in module ABI 11 (docs/guest-abi.md): the smallest unit the image allocates, as
+    // bdrv_get_info's subcluster_size (a qcow2 cluster / 32 with extended L2 entries): qemu-img
+    // 8.0+'s safe rebase compares and writes in these.
+    virtual uint64_t subcluster_size() const { return cluster_size(); }
 
 protected:
     ~ImageWriter() = default;
