@@ -8,6 +8,7 @@
 #include "qcow2_bytes.h"
 #include "qcow2_create.h"
 #include "qcow2_header.h"
+#include "qcow2_subcluster.h"
 
 #include <instar/guest/arena_new.h>
 #include <instar/guest/format_util.h>
@@ -24,8 +25,6 @@ constexpr uint64_t QCOW_OFLAG_COMPRESSED = uint64_t{1} << 62;
 constexpr uint64_t QCOW_OFLAG_ZERO = 1;
 constexpr uint64_t L1E_OFFSET_MASK = 0x00fffffffffffe00ull;
 constexpr uint64_t L2E_OFFSET_MASK = 0x00fffffffffffe00ull;
-constexpr uint64_t QCOW_L2_BITMAP_ALL_ALLOC = 0xffffffffull;
-constexpr uint64_t QCOW_L2_BITMAP_ALL_ZEROES = 0xffffffffull << 32;
 constexpr uint64_t INT_MAX_U = 0x7fffffff;
 // qemu's BDRV_REQUEST_MAX_BYTES: the most one request (and one allocation) covers.
 constexpr uint64_t BDRV_REQUEST_MAX_BYTES = (INT_MAX_U >> 9) << 9;
@@ -40,7 +39,7 @@ constexpr int ZLIB_DEFAULT_LEVEL = 6; // Z_DEFAULT_COMPRESSION
 // L2 table or refcount block, so two or three in practice.
 constexpr size_t MAX_METAS = 8;
 
-enum class Sc { Normal, ZeroPlain, ZeroAlloc, UnallocPlain, UnallocAlloc, Compressed, Invalid };
+using Sc = Qcow2Sc;
 
 struct CowRegion {
     uint64_t offset; // from the start of the first cluster
@@ -241,23 +240,11 @@ private:
 };
 
 Sc Qcow2Writer::subcluster_type(uint64_t entry, uint64_t bitmap, uint64_t sc) const {
-    if (entry & QCOW_OFLAG_COMPRESSED)
-        return Sc::Compressed;
     const bool allocated = cluster_allocated(entry);
-    if (extl2_) {
-        const bool alloc_bit = (bitmap >> sc) & 1;
-        const bool zero_bit = (bitmap >> (32 + sc)) & 1;
-        if (alloc_bit && zero_bit)
-            return Sc::Invalid;
-        if (allocated)
-            return zero_bit ? Sc::ZeroAlloc : alloc_bit ? Sc::Normal : Sc::UnallocAlloc;
-        if (alloc_bit)
-            return Sc::Invalid;
-        return zero_bit ? Sc::ZeroPlain : Sc::UnallocPlain;
-    }
-    if (allocated)
-        return (entry & QCOW_OFLAG_ZERO) ? Sc::ZeroAlloc : Sc::Normal;
-    return (entry & QCOW_OFLAG_ZERO) ? Sc::ZeroPlain : Sc::UnallocPlain;
+    if (!extl2_) // one "subcluster": the zero flag as its zero bit, an allocated entry's as its allocation bit
+        return qcow2_sc_type((entry & QCOW_OFLAG_COMPRESSED) != 0, allocated,
+                             (entry & QCOW_OFLAG_ZERO) ? uint64_t{1} << 32 : allocated ? 1 : 0, 0);
+    return qcow2_sc_type((entry & QCOW_OFLAG_COMPRESSED) != 0, allocated, bitmap, sc);
 }
 
 uint64_t Qcow2Writer::subcluster_range(uint64_t entry, uint64_t bitmap, uint64_t sc_from, Sc* type) const {
@@ -358,7 +345,7 @@ int64_t Qcow2Writer::calculate_l2_meta(uint64_t host_cluster, uint64_t guest, ui
         case Sc::ZeroAlloc:
         case Sc::UnallocAlloc:
             if (extl2_) {
-                const uint32_t alloc_bm = static_cast<uint32_t>(bm & QCOW_L2_BITMAP_ALL_ALLOC);
+                const uint32_t alloc_bm = static_cast<uint32_t>(bm & QCOW2_L2_BITMAP_ALL_ALLOC);
                 const uint64_t ctz = alloc_bm == 0 ? 32 : static_cast<uint64_t>(__builtin_ctz(alloc_bm));
                 cow_start_from = min_u64(sc, ctz) << sc_bits_;
             } else {
@@ -392,7 +379,7 @@ int64_t Qcow2Writer::calculate_l2_meta(uint64_t host_cluster, uint64_t guest, ui
         case Sc::UnallocAlloc:
             cow_end_to = round_up(cow_end_from, cs_);
             if (extl2_) {
-                const uint32_t alloc_bm = static_cast<uint32_t>(bm & QCOW_L2_BITMAP_ALL_ALLOC);
+                const uint32_t alloc_bm = static_cast<uint32_t>(bm & QCOW2_L2_BITMAP_ALL_ALLOC);
                 const uint64_t clz = alloc_bm == 0 ? 32 : static_cast<uint64_t>(__builtin_clz(alloc_bm));
                 cow_end_to -= min_u64(spc_ - sc - 1, clz) << sc_bits_;
             }
@@ -661,17 +648,12 @@ int64_t Qcow2Writer::link_l2(const L2Meta& m) {
     for (uint64_t i = 0; i < m.nb_clusters; ++i) {
         set_l2_entry(s, idx + i, (m.alloc_offset + (i << cluster_bits_)) | QCOW_OFLAG_COPIED);
         if (extl2_) {
-            uint64_t bm = l2_bitmap(s, idx + i);
+            const uint64_t bm = l2_bitmap(s, idx + i);
             const uint64_t from = max_u64(m.cow_start.offset, i << cluster_bits_);
             const uint64_t to = min_u64(m.cow_end.offset + m.cow_end.nb_bytes, (i + 1) << cluster_bits_);
             if (from >= to)
                 return QCOW2_EIO;
-            const uint64_t first_sc = sc_index(from);
-            const uint64_t last_sc = sc_index(to - 1);
-            const uint64_t range = ((uint64_t{1} << (last_sc + 1)) - 1) & ~((uint64_t{1} << first_sc) - 1);
-            bm |= range;
-            bm &= ~(range << 32);
-            set_l2_bitmap(s, idx + i, bm);
+            set_l2_bitmap(s, idx + i, qcow2_sc_written(bm, sc_index(from), sc_index(to - 1)));
         }
     }
     return 0;
@@ -752,9 +734,8 @@ int64_t Qcow2Writer::zero_l2_subclusters(uint64_t offset, uint64_t nb_subcluster
     if (e & QCOW_OFLAG_COMPRESSED)
         return ENOTSUP_;
     const uint64_t sc = sc_index(offset);
-    const uint64_t range = ((uint64_t{1} << (sc + nb_subclusters)) - 1) & ~((uint64_t{1} << sc) - 1);
     const uint64_t old = l2_bitmap(s, idx);
-    const uint64_t bm = (old | (range << 32)) & ~range;
+    const uint64_t bm = qcow2_sc_zeroed(old, sc, sc + nb_subclusters - 1);
     if (bm != old)
         set_l2_bitmap(s, idx, bm);
     return 0;
@@ -776,7 +757,7 @@ int64_t Qcow2Writer::zero_in_l2_slice(uint64_t offset, uint64_t nb_clusters, boo
         uint64_t e = unmap ? 0 : old;
         uint64_t bm = old_bm;
         if (extl2_)
-            bm = QCOW_L2_BITMAP_ALL_ZEROES;
+            bm = QCOW2_L2_BITMAP_ALL_ZEROES;
         else
             e |= QCOW_OFLAG_ZERO;
         if (old == e && old_bm == bm)
