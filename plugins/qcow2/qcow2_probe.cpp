@@ -99,6 +99,11 @@ const Divergence DIVERGENCES[] = {
      "an inconsistent bitmap, snapshot -a, -d of a missing snapshot) leaves the image untouched; qemu-img's "
      "close stores every bitmap anew: the same output and bits, another cluster layout",
      "a refusal writes nothing"},
+    {"qcow2-amend-downgrade-bitmaps", "amend",
+     "amend -o compat=0.10 on an image with persistent bitmaps drops them cleanly (the header switched to no "
+     "bitmaps, their clusters freed): the image checks clean",
+     "qemu-img leaves the bitmaps extension in the v2 header with its clusters leaked; every later open warns "
+     "that the bitmaps must be considered inconsistent"},
     {"qcow2-resize-bitmap-too-big", "resize",
      "a resize at which a persistent bitmap would exceed qemu's bounds (512 MiB of bits) is refused before "
      "anything is written",

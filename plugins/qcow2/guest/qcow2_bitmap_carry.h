@@ -41,6 +41,9 @@ public:
     bool tables_change(uint64_t disk_size) const;
     // Stores every consistent bitmap for `disk_size`; the header switch writes it as the disk size.
     Status store(uint64_t disk_size);
+    // Drops every bitmap, consistent or not (amend's downgrade to v2): the header no longer names
+    // a directory, then the directory, tables and data clusters are freed.
+    Status drop();
 
 private:
     guest::Allocator& alloc_;

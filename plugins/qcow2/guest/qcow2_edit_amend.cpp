@@ -12,6 +12,7 @@
 // writes and flushes its new structures before its header switch and frees the old ones after; a
 // downgrade first turns zero clusters into data clusters (zeros written and flushed before the L2
 // entry that points at them), which a v3 image reads the same, and switches the version last.
+#include "qcow2_bitmap_carry.h"
 #include "qcow2_bytes.h"
 #include "qcow2_create_header.h"
 #include "qcow2_edit.h"
@@ -435,6 +436,36 @@ Status zero_clusters(const EditRequest& req, EditHost& host, State& s, ProgressI
     s.file_length = ip.file_length();
     ip.close();
     return st != Status::Ok ? st : sst;
+}
+
+// Persistent bitmaps on a downgrade (divergence qcow2-amend-downgrade-bitmaps): a v2 image has no
+// autoclear bits, so qemu's downgrade leaves the extension behind with its clusters leaked and the
+// bitmaps unusable ("must all be considered inconsistent" on every open). instar drops them: the
+// header switched to no bitmaps, then their directory, tables and data clusters freed
+// (Qcow2BitmapCarry::drop); a kill leaves a v3 image without them, at worst with leaks.
+// `live`: the autoclear bit was set (without it qemu ignores the extension, and so does this: its
+// clusters may have been reused by a program that did not know it; qemu's bytes, kept).
+Status drop_bitmaps(const EditRequest& req, EditHost& host, State& s, bool live) {
+    if (s.ext.nb_bitmaps == 0 || !live)
+        return Status::Ok;
+    Qcow2Inplace& ip = *new (req.allocator->allocate(sizeof(Qcow2Inplace), alignof(Qcow2Inplace))) Qcow2Inplace();
+    Status st = ip.open(*req.image, s.file_length, *req.allocator, &host);
+    if (st != Status::Ok)
+        return st;
+    {
+        Qcow2BitmapCarry carry(req, host, ip);
+        st = carry.load(false);
+        if (st == Status::Ok)
+            st = carry.drop();
+    }
+    s.file_length = ip.file_length();
+    ip.close();
+    if (st != Status::Ok)
+        return st;
+    s.ext.nb_bitmaps = 0;
+    s.ext.bitmap_directory_size = 0;
+    s.ext.bitmap_directory_offset = 0;
+    return Status::Ok;
 }
 
 // Any compressed cluster in the active L1 (qcow2_has_compressed_clusters looks at the active disk).
@@ -951,11 +982,6 @@ Status amend(const EditRequest& req, EditHost& host, State& s) {
     if (s.h.incompatible_features & QCOW2_INCOMPAT_DIRTY)
         return refuse(host, "instar cannot amend a dirty image (lazy refcounts not yet written back): run 'instar "
                             "check -r all' on it first");
-    if (new_version < old_version) {
-        if (s.ext.nb_bitmaps != 0 && s.h.refcount_order == 4 && !has_data_file(s))
-            return refuse(host, "instar cannot downgrade an image with persistent bitmaps");
-    }
-
     ProgressInfo progress;
     if (a.flags & guest::AMEND_PROGRESS)
         progress.host = &host;
@@ -1076,6 +1102,7 @@ Status amend(const EditRequest& req, EditHost& host, State& s) {
             return Status::Unsupported;
         }
         s.h.compatible_features = 0;
+        const bool live_bitmaps = (s.h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS) != 0;
         s.h.autoclear_features = 0;
         if ((st = zero_clusters(req, host, s, &progress)) != Status::Ok)
             return st;
@@ -1089,6 +1116,8 @@ Status amend(const EditRequest& req, EditHost& host, State& s) {
             s.h.incompatible_features &= ~QCOW2_INCOMPAT_COMPRESSION;
             s.h.compression_type = QCOW2_COMPRESSION_TYPE_ZLIB;
         }
+        if ((st = drop_bitmaps(req, host, s, live_bitmaps)) != Status::Ok)
+            return st;
         s.h.version = 2;
         s.h.header_length = QCOW2_V2_HEADER_LENGTH;
         if ((st = update_header(req, host, s)) != Status::Ok)

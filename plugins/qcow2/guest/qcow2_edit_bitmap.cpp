@@ -122,6 +122,7 @@ public:
     Status carry_check(uint64_t new_size);
     bool carry_tables_change(uint64_t new_size) const;
     Status carry_store(uint64_t new_size);
+    Status carry_drop();
 
 private:
     void* allocate(uint64_t bytes) {
@@ -1183,6 +1184,27 @@ guest::Status edit_bitmap(const guest::EditRequest& req, guest::EditHost& host) 
     return st;
 }
 
+// Every bitmap dropped (amend's downgrade: a v2 image has no bitmaps): refcounts synced, the header
+// switched to no directory (the extension gone, the autoclear bit cleared), then the directory,
+// every table and every data cluster freed. A kill after the switch leaks what is not freed yet.
+Status BitmapEdit::carry_drop() {
+    if (count_ == 0 || ext_.nb_bitmaps == 0)
+        return Status::Ok;
+    if (const Status st = img_.sync(); st != Status::Ok)
+        return st;
+    if (const Status st = switch_header(0, 0, 0); st != Status::Ok)
+        return st;
+    uint64_t dir_size = 0;
+    for (uint32_t i = 0; i < count_; ++i)
+        dir_size += round_up8(sizeof(Qcow2BitmapDirEntryDisk) + uint64_t{bms_[i].name_len});
+    if (const Status st = img_.free_clusters(ext_.bitmap_directory_offset, dir_size); st != Status::Ok)
+        return st;
+    for (uint32_t i = 0; i < count_; ++i)
+        if (const Status st = free_original(bms_[i]); st != Status::Ok)
+            return st;
+    return img_.sync();
+}
+
 Qcow2BitmapCarry::Qcow2BitmapCarry(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inplace& img)
     : alloc_(*req.allocator), edit_(guest::arena_new<BitmapEdit>(*req.allocator, req, host, img)) {}
 
@@ -1199,5 +1221,6 @@ bool Qcow2BitmapCarry::tables_change(uint64_t new_size) const {
     return static_cast<const BitmapEdit*>(edit_)->carry_tables_change(new_size);
 }
 Status Qcow2BitmapCarry::store(uint64_t new_size) { return static_cast<BitmapEdit*>(edit_)->carry_store(new_size); }
+Status Qcow2BitmapCarry::drop() { return static_cast<BitmapEdit*>(edit_)->carry_drop(); }
 
 } // namespace instar::qcow2
