@@ -1150,13 +1150,7 @@ private:
             // only when its refcount reaches 0).
             if (const Status st = write64(at, QCOW_OFLAG_ZERO); st != Status::Ok)
                 return st;
-            if (shared(e))
-                return drop_refs(host, 1);
-            if (data_ == nullptr)
-                if (const Status st = set_refcount(host, 0, 0); st != Status::Ok)
-                    return st;
-            const Status st = (data_ != nullptr ? *data_ : dev_).discard(host, cs_);
-            return st == Status::Unsupported ? Status::Ok : st;
+            return release_unmapped(e, host);
         }
         if (n == cs_ && h_.version >= 3) // qemu keeps the entry's offset and flags (a shared one stays so)
             return write64(at, e | QCOW_OFLAG_ZERO);
@@ -1463,8 +1457,13 @@ private:
             return st;
         if (!unmap)
             return Status::Ok;
-        if (compressed)
-            return free_compressed(e);
+        return compressed ? free_compressed(e) : release_unmapped(e, host);
+    }
+
+    // The allocated cluster at `host` that entry `e` named and no longer does (zero_in_l2_slice with
+    // unmap, after the entry was written): a cluster a snapshot shares loses one reference and
+    // stays; any other gets refcount 0 (a data file's clusters have none) and is discarded.
+    Status release_unmapped(uint64_t e, uint64_t host) {
         if (shared(e))
             return drop_refs(host, 1);
         if (data_ == nullptr)

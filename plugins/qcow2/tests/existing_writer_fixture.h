@@ -9,6 +9,7 @@
 #include "hosted_support.h"
 #include "qcow2_bytes.h"
 #include "qcow2_existing_write.h"
+#include "qcow2_read.h"
 #include "qcow2_write.h"
 
 #include <doctest/doctest.h>
@@ -60,6 +61,19 @@ inline std::uint64_t be64(const std::vector<std::uint8_t>& b, std::uint64_t off)
 }
 inline void put64(std::vector<std::uint8_t>& b, std::uint64_t off, std::uint64_t v) {
     qcow2::store_be64(b.data() + off, v);
+}
+
+// The disk `img` holds, as instar's qcow2 reader reads it.
+inline std::vector<std::uint8_t> read_disk(const std::vector<std::uint8_t>& img) {
+    hosted::MemoryDevice dev(img);
+    hosted::BudgetAllocator alloc(16u << 20);
+    guest::OpenRequest req{&dev, nullptr, 0, &alloc, &hosted::host_codecs(), nullptr, nullptr, 100000};
+    guest::ImageReader* r = nullptr;
+    REQUIRE(qcow2::open(req, &r) == guest::Status::Ok);
+    std::vector<std::uint8_t> disk(r->virtual_size());
+    REQUIRE(r->read(0, disk.data(), disk.size()) == guest::Status::Ok);
+    r->close();
+    return disk;
 }
 
 // The writer opened over a copy of `img` (status: open_writer's).

@@ -22,6 +22,7 @@ using qcow2::qcow2_cow_bounds;
 using qcow2::test::be64;
 using qcow2::test::Opened;
 using qcow2::test::put64;
+using qcow2::test::read_disk;
 
 namespace {
 
@@ -55,17 +56,6 @@ Entry entry(const std::vector<std::uint8_t>& img, std::uint64_t c) {
     return {at, be64(img, at), be64(img, at + 8)};
 }
 
-std::vector<std::uint8_t> read_disk(const std::vector<std::uint8_t>& img) {
-    hosted::MemoryDevice dev(img);
-    hosted::BudgetAllocator alloc(16u << 20);
-    guest::OpenRequest req{&dev, nullptr, 0, &alloc, &hosted::host_codecs(), nullptr, nullptr, 100000};
-    guest::ImageReader* r = nullptr;
-    REQUIRE(qcow2::open(req, &r) == Status::Ok);
-    std::vector<std::uint8_t> disk(r->virtual_size());
-    REQUIRE(r->read(0, disk.data(), disk.size()) == Status::Ok);
-    r->close();
-    return disk;
-}
 
 struct Lines final : guest::CheckSink {
     std::string text;

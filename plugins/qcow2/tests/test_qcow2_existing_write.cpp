@@ -32,6 +32,7 @@ using qcow2::test::be64;
 using qcow2::test::made_image;
 using qcow2::test::Opened;
 using qcow2::test::put64;
+using qcow2::test::read_disk;
 
 // A fresh 4 MiB image with 0xab in cluster 1.
 std::vector<std::uint8_t> base_image(std::uint64_t size = 4u << 20, const char* cluster_size = nullptr) {
@@ -41,17 +42,6 @@ std::vector<std::uint8_t> base_image(std::uint64_t size = 4u << 20, const char* 
     });
 }
 
-std::vector<std::uint8_t> read_disk(const std::vector<std::uint8_t>& img) {
-    hosted::MemoryDevice dev(img);
-    hosted::BudgetAllocator alloc(16u << 20);
-    guest::OpenRequest req{&dev, nullptr, 0, &alloc, &hosted::host_codecs(), nullptr, nullptr, 100000};
-    guest::ImageReader* r = nullptr;
-    REQUIRE(qcow2::open(req, &r) == Status::Ok);
-    std::vector<std::uint8_t> disk(r->virtual_size());
-    REQUIRE(r->read(0, disk.data(), disk.size()) == Status::Ok);
-    r->close();
-    return disk;
-}
 
 
 } // namespace
