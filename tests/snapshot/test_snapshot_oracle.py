@@ -218,7 +218,15 @@ def main():
         # snapshot's size first (shrinking: the cropped clusters discarded; growing: a larger L1
         # table), then applies it. Resizes between the steps are qemu-img's, on both copies.
         if not only or "resized" in only:
+            # An overlay (round 35): growing its disk to the snapshot's zeroes the new area where its
+            # 6 MiB backing file reaches (qemu's bdrv_co_truncate, BDRV_REQ_ZERO_WRITE): the host
+            # tells the guest the backing file's size, running -a again after the one-start path.
+            ovbase = os.path.join(work, "ovbase.qcow2")
+            fixture(["QIMG", "create", "-q", "-f", "qcow2", ovbase, "6M"])
+            fixture(["QIO", "-c", "write -P 0x55 0 6M", ovbase])
             for label, opts, size, steps in (
+                    ("resized-overlay", ["-o", "cluster_size=4k", "-b", ovbase, "-F", "qcow2"], "8M",
+                     [["-c", "s1"], "R-3M", ["-a", "s1"], "R-2M", "R+5M", ["-a", "s1"], ["-d", "s1"]]),
                     ("resized-shrink", [], "64M", [["-c", "s1"], "R+2G", "W2", ["-a", "s1"], ["-a", "s1"]]),
                     ("resized-grow", [], "1G", [["-c", "s1"], "R-64M", ["-a", "s1"], ["-d", "s1"]]),
                     ("resized-512", ["-o", "cluster_size=512"], "1M", [["-c", "s1"], "R+3M", "W", ["-c", "s2"],

@@ -103,6 +103,21 @@ int count_actions(std::span<const std::string> args, bool v10) {
 
 std::string truncated(const std::string& s, std::size_t max) { return s.size() > max ? s.substr(0, max) : s; }
 
+// Whether an edit's report asks to be run again with the backing image's size (the guest wrote
+// nothing: guest::SNAPSHOT_FAIL_NEED_BACKING_SIZE).
+bool needs_backing_size(const EditReport& r) {
+    if (r.status != guest::Status::Ok)
+        return false;
+    for (const auto& [kind, bytes] : r.data) {
+        guest::SnapshotResult res{};
+        if (kind == guest::SNAPSHOT_REC_RESULT && bytes.size() == sizeof res) {
+            std::memcpy(&res, bytes.data(), sizeof res);
+            return res.error != 0 && res.shape == guest::SNAPSHOT_FAIL_NEED_BACKING_SIZE;
+        }
+    }
+    return false;
+}
+
 } // namespace
 
 int cmd_snapshot(Context& ctx, std::span<const std::string> args) {
@@ -192,23 +207,28 @@ int cmd_snapshot(Context& ctx, std::span<const std::string> args) {
     if (vm.count("allow-path"))
         eo.allow_paths = vm["allow-path"].as<std::vector<std::string>>();
     // The command's argument bytes (guest::SnapshotArgs, then the id and the name).
-    auto snapshot_args = [](Action act, const std::string& id, const std::string& sn) {
+    OpenedChain chain;
+    auto snapshot_args = [&chain](Action act, const std::string& id, const std::string& sn) {
         guest::SnapshotArgs a{};
         a.action = act == Action::Create  ? guest::SNAPSHOT_ACTION_CREATE
                    : act == Action::Apply ? guest::SNAPSHOT_ACTION_APPLY
                                           : guest::SNAPSHOT_ACTION_DELETE;
         a.id_len = static_cast<std::uint32_t>(id.size());
         a.name_len = static_cast<std::uint32_t>(sn.size());
+        if (chain.links.size() > 1) { // -a may grow an overlay's disk (qemu zeroes where the backing reaches)
+            a.flags |= guest::SNAPSHOT_HAS_BACKING;
+            a.backing_size = chain.links[1].node.virtual_size;
+        }
         std::vector<std::uint8_t> bytes(sizeof a);
         std::memcpy(bytes.data(), &a, sizeof a);
         bytes.insert(bytes.end(), id.begin(), id.end());
         bytes.insert(bytes.end(), sn.begin(), sn.end());
         return bytes;
     };
-    OpenedChain chain;
     // -c and -a on a qcow2 image that stands alone: one sandbox start (edit_op's try_quick_edit);
     // everything else (and every refusal before the change) goes the ordinary way.
     std::optional<EditReport> quick;
+    bool reopened = false; // the one-start path opened the chain but the edit must run again
     std::optional<PrefetchedInfo> prefetched;
     if (action == Action::Create || action == Action::Apply) {
         QuickEdit q;
@@ -224,12 +244,18 @@ int cmd_snapshot(Context& ctx, std::span<const std::string> args) {
         auto done = try_quick_edit(q, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, chain, r);
         if (!done)
             return report_error(ctx, done.error());
-        if (*done)
-            quick = std::move(r);
+        if (*done) {
+            // -a that must grow an overlay's disk needs the backing image's size, which this start
+            // learnt only while it ran: the chain is open; the edit runs again with the size.
+            if (!needs_backing_size(r))
+                quick = std::move(r);
+            else
+                reopened = true;
+        }
     }
     EditOpen first_open = eo; // the quick attempt's inspection is not run again
     first_open.prefetched = prefetched ? &*prefetched : nullptr;
-    if (!quick)
+    if (!quick && !reopened)
         if (auto ok = open_for_edit(first_open, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, chain); !ok)
             return report_error(ctx, after_unlocking_above(vm, *name, chain,
                                                       missing_key(quote_given(*name, ok.error()), open_with),

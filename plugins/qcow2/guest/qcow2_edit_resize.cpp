@@ -1086,12 +1086,17 @@ guest::Status edit_resize(const guest::EditRequest& req, guest::EditHost& host) 
     return run_resize(req, host, q, a);
 }
 
-guest::Status qcow2_truncate(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inplace& q, uint64_t new_size) {
+guest::Status qcow2_truncate(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inplace& q, uint64_t new_size,
+                             const uint64_t* backing_size) {
     guest::ResizeArgs a{};
     a.new_size = new_size;
     a.old_size = q.header().size;
     a.prealloc = static_cast<uint32_t>(guest::Prealloc::Off);
     a.flags = guest::RESIZE_SHRINK;
+    if (backing_size != nullptr) {
+        a.flags |= guest::RESIZE_HAS_BACKING;
+        a.backing_size = *backing_size;
+    }
     return run_resize(req, host, q, a);
 }
 

@@ -29,6 +29,7 @@ using guest::EditRequest;
 
 constexpr int32_t E_NOENT = 2;
 constexpr int32_t E_IO = 5;
+constexpr int32_t E_AGAIN = 11;
 constexpr int32_t E_BUSY = 16;
 constexpr int32_t E_NOMEM = 12;
 constexpr int32_t E_INVAL = 22;
@@ -131,7 +132,9 @@ public:
         Status st = Status::Invalid;
         switch (a.action) {
         case guest::SNAPSHOT_ACTION_CREATE: st = create(name, a.name_len); break;
-        case guest::SNAPSHOT_ACTION_APPLY: st = apply(name, a.name_len); break;
+        case guest::SNAPSHOT_ACTION_APPLY:
+            st = apply(name, a.name_len, (a.flags & guest::SNAPSHOT_HAS_BACKING) ? &a.backing_size : nullptr);
+            break;
         case guest::SNAPSHOT_ACTION_DELETE: st = remove(id, a.id_len, name, a.name_len); break;
         default: break;
         }
@@ -560,7 +563,8 @@ private:
         return -1;
     }
 
-    Status apply(const uint8_t* key, uint32_t key_len) {
+    // `backing_size`: the backing image's virtual size (nullptr: not told; the host's one-start path).
+    Status apply(const uint8_t* key, uint32_t key_len, const uint64_t* backing_size) {
         if (ip_.header().incompatible_features & QCOW2_INCOMPAT_DATA_FILE)
             return result(-E_NOTSUP);
         const int32_t index = find_by_id_or_name(key, key_len);
@@ -579,11 +583,13 @@ private:
         // truncate leaves the snapshot whole and the active layer at its size: -a can run again.
         const uint64_t cur_size = ip_.header().size / BDRV_SECTOR * BDRV_SECTOR;
         if (sn.disk_size != cur_size) {
-            // Growing an overlay: qemu zeroes the new area where the backing file reaches into it
-            // (the guest does not see the backing file's size here).
-            if (ip_.header().backing_file_offset != 0 && sn.disk_size > cur_size)
-                return refuse("a backing file and a snapshot larger than the disk (qemu resizes)");
-            if (const Status st = qcow2_truncate(req_, host_, ip_, sn.disk_size); st != Status::Ok)
+            // Growing an overlay: qemu's bdrv_co_truncate zeroes the new area where the backing
+            // image reaches into it (BDRV_REQ_ZERO_WRITE), so its size is needed: asked for once.
+            const bool overlay = ip_.header().backing_file_offset != 0;
+            if (overlay && sn.disk_size > cur_size && backing_size == nullptr)
+                return result(-E_AGAIN, guest::SNAPSHOT_FAIL_NEED_BACKING_SIZE);
+            if (const Status st = qcow2_truncate(req_, host_, ip_, sn.disk_size, overlay ? backing_size : nullptr);
+                st != Status::Ok)
                 return st;
             if (const Status st = reload_l1(); st != Status::Ok)
                 return st;

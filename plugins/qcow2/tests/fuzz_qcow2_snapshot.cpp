@@ -39,13 +39,17 @@ public:
 
 void run(instar::hosted::MemoryOutput& file, std::uint32_t action, const char* id, const char* name,
          instar::guest::EditCommand command = instar::guest::EditCommand::Snapshot,
-         instar::hosted::MemoryOutput* data_file = nullptr) {
+         instar::hosted::MemoryOutput* data_file = nullptr, const std::uint64_t* backing_size = nullptr) {
     instar::hosted::BudgetAllocator alloc(MEMORY_BUDGET);
     Host host(file);
     instar::guest::SnapshotArgs a{};
     a.action = action;
     a.id_len = static_cast<std::uint32_t>(std::strlen(id));
     a.name_len = static_cast<std::uint32_t>(std::strlen(name));
+    if (backing_size != nullptr) {
+        a.flags = instar::guest::SNAPSHOT_HAS_BACKING;
+        a.backing_size = *backing_size;
+    }
     std::vector<std::uint8_t> args(sizeof a);
     std::memcpy(args.data(), &a, sizeof a);
     args.insert(args.end(), id, id + a.id_len);
@@ -74,6 +78,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const char* key = size > 0 && (data[size - 1] & 1) ? "1" : "s";
     run(file, instar::guest::SNAPSHOT_ACTION_CREATE, "", "s");
     run(file, instar::guest::SNAPSHOT_ACTION_APPLY, "", key);
+    // -a told the backing image's size (an overlay's disk grown to a larger snapshot's is zeroed
+    // where the backing reaches): a size from the input's first bytes.
+    std::uint64_t backing = 0;
+    for (std::size_t i = 0; i < 8 && i < size; ++i)
+        backing = backing << 8 | data[i];
+    backing &= (std::uint64_t{1} << 40) - 1;
+    run(file, instar::guest::SNAPSHOT_ACTION_APPLY, "", key, instar::guest::EditCommand::Snapshot, nullptr, &backing);
     run(file, instar::guest::SNAPSHOT_ACTION_DELETE, "1", "s");
     run(file, instar::guest::SNAPSHOT_ACTION_CREATE, "", "e");
     instar::hosted::MemoryOutput data_file(DATA_FILE_BYTES);
