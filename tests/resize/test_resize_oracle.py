@@ -29,7 +29,8 @@ BYTES, SEMANTIC, NONE = "bytes", "semantic", "none"
 # Fixtures whose cases run under the 10.0 profile only: their messages are the same in both profiles
 # and both qemu-imgs write the same bytes (checked against both when they were added, round 34);
 # one profile keeps the CI budget (each case once).
-ONE_PROFILE = {"q_bm", "q_bm_1g", "q_bm_512", "q_bm_ov", "q_unaligned", "q_unaligned_4k", "q_df_raw",
+ONE_PROFILE = {"q_bm", "q_bm_1g", "q_bm_512", "q_bm_ov", "q_unaligned", "q_unaligned_4k", "q_df_raw", "q_unaligned_l2",
+               "q_ov_unaligned_l2",
                "q_ov_unaligned", "q_ov_snap"}
 
 
@@ -84,6 +85,18 @@ def fixtures(q, qio):
                         [qio, "-c", "write -P 5 99999744 512", "img"]],
         "q_unaligned_4k": [[q, "create", "-q", "-f", "qcow2", "-o", "cluster_size=4k", "img", "1000448"],
                            [qio, "-c", "write -P 6 0 64k", "-c", "write -P 7 999936 512", "img"]],
+        # Extended L2 entries (round 35): the last cluster's subclusters allocated, zero and unallocated;
+        # the file ends inside it. Preallocation keeps it (metadata) or copies its head as the guest
+        # reads it (falloc, full: zeros for what is not allocated); one over a backing file that ends
+        # at that cluster.
+        "q_unaligned_l2": [[q, "create", "-q", "-f", "qcow2", "-o", "extended_l2=on", "img", "1056k"],
+                           [qio, "-c", "write -P 5 1024k 3k", "-c", "write -z 1030k 2k", "-c", "write -P 6 1040k 4k",
+                            "img"]],
+        "q_ov_unaligned_l2": [[q, "create", "-q", "-f", "qcow2", "base", "1M"],
+                              [qio, "-c", "write -P 7 0 1M", "base"],
+                              [q, "create", "-q", "-f", "qcow2", "-o", "extended_l2=on", "-b", "base", "-F", "qcow2",
+                               "img", "1056k"],
+                              [qio, "-c", "write -P 5 1024k 3k", "-c", "write -z 1030k 2k", "img"]],
         # An overlay whose size is not cluster-aligned, its last cluster allocated (copied up from the
         # backing file by qemu-io's write): zeroed in place past the old end, then zero clusters.
         "q_ov_unaligned": [[q, "create", "-q", "-f", "qcow2", "base", "2G"],
@@ -268,7 +281,7 @@ def main():
                 else:
                     passed += 1
         if not only:
-            p, f = refusals(instar, q72, work, env)
+            p, f = refusals(instar, q72, qio, work, env)
             passed += p
             failed += f
     finally:
@@ -307,7 +320,7 @@ def compare_images(want, got, check, oracle, env, full):
     return problems
 
 
-def refusals(instar, q, work, env):
+def refusals(instar, q, qio, work, env):
     """instar-only: what instar does not do yet is refused clearly, the image left untouched."""
     cases = [
         # (encrypted qcow2 is resized since round 6: tests/crypto/secrets_differential.py)
@@ -315,6 +328,13 @@ def refusals(instar, q, work, env):
         ("bitmap too big", [[q, "create", "-q", "-f", "qcow2", "img", "1M"],
                             [q, "bitmap", "--add", "-g", "512", "img", "b0"]],
          ["img", "4T"], "Bitmap 'b0' doesn't satisfy the constraints at the new size"),
+        # Extended L2 entries: a head cluster copied (falloc) whose unallocated subclusters show the
+        # backing file (qemu copies the backing file's bytes into the new cluster).
+        ("extl2 head over the backing", [[q, "create", "-q", "-f", "qcow2", "base", "1040k"],
+                                         [q, "create", "-q", "-f", "qcow2", "-o", "extended_l2=on", "-b", "base",
+                                          "-F", "qcow2", "img", "1056k"],
+                                         [qio, "-c", "write -P 5 1024k 3k", "img"]],
+         ["--preallocation=falloc", "img", "2M"], "whose subclusters show the backing file"),
     ]
     passed = failed = 0
     for label, setup, args, want in cases:
@@ -379,6 +399,9 @@ def qcow2_cases():
         ("qcow2 full allocated head", "q_unaligned", ["--preallocation=full", "img", "120M"], BYTES),
         ("qcow2 metadata allocated head 4k", "q_unaligned_4k", ["--preallocation=metadata", "img", "9M"], BYTES),
         ("qcow2 falloc allocated head 4k", "q_unaligned_4k", ["--preallocation=falloc", "img", "9M"], BYTES),
+        ("qcow2 metadata allocated head extl2", "q_unaligned_l2", ["--preallocation=metadata", "img", "3M"], BYTES),
+        ("qcow2 falloc allocated head extl2", "q_unaligned_l2", ["--preallocation=falloc", "img", "3M"], BYTES),
+        ("qcow2 full allocated head extl2", "q_ov_unaligned_l2", ["--preallocation=full", "img", "2M"], BYTES),
         ("qcow2 overlay v2", "q_ov_v2", ["img", "3G"], BYTES),
         ("qcow2 overlay shrink", "q_ov", ["--shrink", "img", "512M"], BYTES),
         ("qcow2 overlay missing backing", "q_ov_missing", ["img", "3G"], BYTES),

@@ -17,6 +17,7 @@
 #include "qcow2_inplace.h"
 #include "qcow2_limits.h"
 #include "qcow2_read_reason.h"
+#include "qcow2_subcluster.h"
 #include "qcow2_truncate.h"
 
 #include <instar/guest/edit_resize.h>
@@ -42,6 +43,7 @@ struct Resizer {
     uint32_t l2_entry_bytes = 8;
     uint64_t* l2 = nullptr;  // one L2 table (as u64 words, big-endian on disk, converted)
     bool data_file = false;  // data clusters live in an external data file (not refcounted)
+    uint64_t backing_reach = 0; // the backing image's size (0 without one): where it shows through
     // Set: the size switch is the bitmaps' store (their header switch writes the size).
     Qcow2BitmapCarry* bitmaps_at_switch = nullptr;
 
@@ -218,12 +220,41 @@ struct Resizer {
     // handle_copied keeps (allocated, OFLAG_COPIED, not compressed or zero-flagged; standard L2
     // entries), or 0 when it is anything else.
     uint64_t head_in_place(uint64_t e) const {
-        if (l2_entry_bytes != 8 || !(e & QCOW_OFLAG_COPIED) || (e & (QCOW_OFLAG_COMPRESSED | QCOW_OFLAG_ZERO)) != 0)
+        // (With extended L2 entries bit 0 is reserved: the subcluster bitmap says what is zero.)
+        const uint64_t zero = l2_entry_bytes == 8 ? QCOW_OFLAG_ZERO : 0;
+        if (!(e & QCOW_OFLAG_COPIED) || (e & (QCOW_OFLAG_COMPRESSED | zero)) != 0)
             return 0;
         const uint64_t host_off = e & QCOW2_L2E_OFFSET_MASK;
         if (data_file) // in the data file, at its guest offset
             return host_off;
-        return q.cluster_in_file(host_off) ? host_off : 0;
+        return q.data_cluster_in_file(host_off) ? host_off : 0;
+    }
+
+    // Extended L2 entries: qemu copies the head of a moved cluster as the guest reads it (perform_cow
+    // reads through the image): an allocated subcluster's bytes, zeros for one that reads as zeros
+    // or unallocated without a backing image reaching it. Unallocated over the backing image: its
+    // bytes would be needed (refused before anything is written); an invalid subcluster: corrupt.
+    Status head_view_ok(uint64_t bm, uint64_t cluster_start, uint64_t old_size) {
+        const uint32_t scb = q.header().cluster_bits - 5;
+        for (uint64_t s = 0; (s << scb) < old_size - cluster_start; ++s) {
+            const Qcow2Sc t = qcow2_sc_type(false, true, bm, s);
+            if (t == Qcow2Sc::Invalid)
+                return say(host, "Invalid subcluster bitmap in the last cluster before the old size", Status::Corrupt);
+            if (t == Qcow2Sc::UnallocAlloc && backing_reach > cluster_start + (s << scb))
+                return say(host, "instar cannot preallocate over a last cluster whose subclusters show the backing "
+                                 "file yet",
+                           Status::Unsupported);
+        }
+        return Status::Ok;
+    }
+    // The head's bytes as the guest reads them (after head_view_ok): zeros where not allocated.
+    void head_view(uint64_t bm, uint8_t* buf, uint64_t keep) const {
+        const uint32_t scb = q.header().cluster_bits - 5;
+        for (uint64_t s = 0; (s << scb) < keep; ++s)
+            if (qcow2_sc_type(false, true, bm, s) != Qcow2Sc::Normal) {
+                const uint64_t from = s << scb, to = ((s + 1) << scb) < keep ? (s + 1) << scb : keep;
+                __builtin_memset(buf + from, 0, static_cast<size_t>(to - from));
+            }
     }
 
     // The old last cluster of an overlay zeroed from an unaligned old size: where the byte at
@@ -768,6 +799,7 @@ struct Resizer {
         // size: qemu maps a new cluster there too, its bytes before the old size copied from the old
         // one (the allocation's cow_start), which is then freed.
         uint64_t head_old = 0;
+        uint64_t head_bm = 0; // its subcluster bitmap (extended L2 entries), kept by the new entry
         for (uint64_t g = first_cluster; g < end; g += span - g % span) {
             uint64_t l1e = 0;
             const uint64_t i = g / span;
@@ -791,6 +823,11 @@ struct Resizer {
                     continue;
                 if (g + (j - j0) * cs == first_cluster && start % cs != 0 && head_in_place(l2[j * words]) != 0) {
                     head_old = head_in_place(l2[j * words]);
+                    if (words == 2) {
+                        head_bm = l2[j * words + 1];
+                        if (const Status st = head_view_ok(head_bm, first_cluster, start); st != Status::Ok)
+                            return st;
+                    }
                     continue;
                 }
                 return say(host, "instar cannot preallocate over clusters that are already allocated yet",
@@ -817,7 +854,9 @@ struct Resizer {
             auto* buf = static_cast<uint8_t*>(q.allocator().allocate(static_cast<size_t>(keep), 64));
             if (buf == nullptr)
                 return Status::NoMemory;
-            Status st = q.read(head_old, buf, static_cast<size_t>(keep));
+            Status st = q.read_zero_padded(head_old, buf, static_cast<size_t>(keep));
+            if (st == Status::Ok && words == 2)
+                head_view(head_bm, buf, keep);
             if (st == Status::Ok)
                 st = q.write(alloc_start, buf, static_cast<size_t>(keep));
             if (st == Status::Ok)
@@ -965,6 +1004,8 @@ Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inp
     r.cs = q.cluster_size();
     r.data_file = data_file;
     r.l2_entry_bytes = (h.incompatible_features & QCOW2_INCOMPAT_EXTL2) ? 16 : 8;
+    if (a.flags & guest::RESIZE_HAS_BACKING)
+        r.backing_reach = a.backing_size;
     r.l2_entries = r.cs / r.l2_entry_bytes;
     r.l2 = static_cast<uint64_t*>(req.allocator->allocate(static_cast<size_t>(r.cs), 64));
     if (r.l2 == nullptr)

@@ -117,6 +117,16 @@ bool Qcow2Inplace::cluster_in_file(uint64_t offset) const {
     return (offset & (cs_ - 1)) == 0 && offset >= cs_ && range_in_file(offset, cs_);
 }
 
+bool Qcow2Inplace::data_cluster_in_file(uint64_t offset) const {
+    return (offset & (cs_ - 1)) == 0 && offset >= cs_ && offset < file_len_;
+}
+
+Status Qcow2Inplace::read_zero_padded(uint64_t offset, void* buf, size_t len) {
+    const uint64_t have = offset >= file_len_ ? 0 : file_len_ - offset < len ? file_len_ - offset : len;
+    __builtin_memset(static_cast<uint8_t*>(buf) + have, 0, len - have);
+    return have == 0 ? Status::Ok : read(offset, buf, static_cast<size_t>(have));
+}
+
 Status Qcow2Inplace::read(uint64_t offset, void* buf, size_t len) {
     if (!range_in_file(offset, len))
         return Status::IoError;

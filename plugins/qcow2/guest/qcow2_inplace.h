@@ -81,12 +81,17 @@ public:
 
     // Image I/O that keeps file_length() current (writes past the end extend the file).
     Status read(uint64_t offset, void* buf, size_t len);
+    // read(), with zeros for the part past the end of the file (a data cluster the file ends in).
+    Status read_zero_padded(uint64_t offset, void* buf, size_t len);
     Status write(uint64_t offset, const void* buf, size_t len);
     // Big-endian 64-bit tables (L1, L2, refcount table), `count` entries, converted.
     Status read_table(uint64_t offset, uint64_t* out, uint64_t count);
     Status write_table(uint64_t offset, const uint64_t* in, uint64_t count);
     // A cluster-aligned offset whose cluster lies wholly inside the file and is not cluster 0.
     bool cluster_in_file(uint64_t offset) const;
+    // A data cluster's offset: aligned, not cluster 0, starting inside the file (the file may end
+    // inside it: with extended L2 entries qemu writes only the subclusters a request covers).
+    bool data_cluster_in_file(uint64_t offset) const;
     // [offset, offset + bytes) lies inside the file.
     bool range_in_file(uint64_t offset, uint64_t bytes) const;
 
