@@ -6,48 +6,20 @@
 
 namespace instar::qcow2 {
 
-Status BitmapDirty::load(const Qcow2Header& h, guest::BlockDevice& dev, uint64_t file_len, guest::Allocator& alloc,
-                         ReasonText* why) {
-    if (h.version < 3 || (h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS) == 0)
-        return Status::Ok;
+Status BitmapDirty::begin(const Qcow2Header& h, guest::BlockDevice& dev, uint32_t count, guest::Allocator& alloc) {
     dev_ = &dev;
     cs_ = h.cluster_size();
     buf_ = static_cast<uint8_t*>(alloc.allocate(static_cast<size_t>(cs_), 64));
-    if (buf_ == nullptr)
-        return Status::NoMemory;
-    Qcow2Extensions ext{};
-    if (const Status st = qcow2_header_cluster_read(dev, file_len, h, buf_, &ext); st != Status::Ok)
-        return st;
-    if (ext.nb_bitmaps == 0)
-        return Status::Ok;
-    if (!qcow2_bitmap_dir_placed(ext, file_len)) {
-        why->add("Bitmap directory invalid or past the end of the image file");
-        return Status::Corrupt;
-    }
-    const uint64_t dsize = ext.bitmap_directory_size;
-    auto* dir = static_cast<uint8_t*>(alloc.allocate(static_cast<size_t>(dsize == 0 ? 8 : dsize), 64));
-    bitmaps_ = static_cast<Bitmap*>(alloc.allocate(sizeof(Bitmap) * ext.nb_bitmaps, 8));
-    Status st = dir == nullptr || bitmaps_ == nullptr ? Status::NoMemory : Status::Ok;
+    bitmaps_ = static_cast<Bitmap*>(alloc.allocate(sizeof(Bitmap) * (count == 0 ? 1 : count), 8));
     if (bitmaps_ != nullptr)
-        capacity_ = ext.nb_bitmaps;
-    if (st == Status::Ok)
-        st = dev.read(ext.bitmap_directory_offset, dir, static_cast<size_t>(dsize));
-    if (st == Status::Ok) {
-        st = qcow2_bitmap_dir_walk(h, dir, dsize, ext.nb_bitmaps, [&](const Qcow2BitmapDirEntry& e, const uint8_t*,
-                                                                       uint64_t) {
-            // qemu records writes in enabled bitmaps only; an IN_USE one is inconsistent, left alone.
-            if ((e.flags & BME_FLAG_AUTO) != 0 && (e.flags & BME_FLAG_IN_USE) == 0)
-                bitmaps_[count_++] = Bitmap{e.bitmap_table_offset, e.bitmap_table_size, e.granularity_bits};
-            return Status::Ok;
-        });
-        if (st != Status::Ok && st != Status::NoMemory) {
-            why->add("Bitmap directory entry invalid or the directory's size does not match its entries");
-            st = Status::Corrupt;
-        }
-    }
-    if (dir != nullptr)
-        alloc.deallocate(dir, static_cast<size_t>(dsize == 0 ? 8 : dsize));
-    return st;
+        capacity_ = count == 0 ? 1 : count; // (release() frees what was allocated)
+    return buf_ == nullptr || bitmaps_ == nullptr ? Status::NoMemory : Status::Ok;
+}
+
+void BitmapDirty::add(const Qcow2BitmapDirEntry& e) {
+    // qemu records writes in enabled bitmaps only; an IN_USE one is inconsistent, left alone.
+    if ((e.flags & BME_FLAG_AUTO) != 0 && (e.flags & BME_FLAG_IN_USE) == 0 && count_ < capacity_)
+        bitmaps_[count_++] = Bitmap{e.bitmap_table_offset, e.bitmap_table_size, e.granularity_bits};
 }
 
 void BitmapDirty::release(guest::Allocator& alloc) {

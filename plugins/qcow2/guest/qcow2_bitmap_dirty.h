@@ -12,6 +12,7 @@
 // Freestanding-clean.
 #pragma once
 
+#include "qcow2_bitmap_walk.h"
 #include "qcow2_header.h"
 #include "qcow2_read_reason.h"
 
@@ -35,11 +36,11 @@ public:
         ~Clusters() = default;
     };
 
-    // The enabled, consistent bitmaps of the image on `dev` (the directory checked as qemu's,
-    // qcow2_bitmap_walk.h; their tables were checked by BitmapRanges::load). None without the
-    // autoclear bitmaps bit. Corrupt with `why` set on a directory qemu would not load.
-    Status load(const Qcow2Header& h, guest::BlockDevice& dev, uint64_t file_len, guest::Allocator& alloc,
-                ReasonText* why);
+    // Filled by BitmapRanges::load's walk of the directory (one read of it for both): begin() for
+    // the image on `dev` with `count` directory entries, then add() for each entry (checked as
+    // qemu's, qcow2_bitmap_walk.h), which keeps the enabled, consistent ones.
+    Status begin(const Qcow2Header& h, guest::BlockDevice& dev, uint32_t count, guest::Allocator& alloc);
+    void add(const Qcow2BitmapDirEntry& e);
     bool active() const { return count_ != 0; }
     // Sets the bits of every loaded bitmap that cover guest bytes [offset, offset + len).
     Status mark(uint64_t offset, uint64_t len, Clusters& clusters, ReasonText* why);

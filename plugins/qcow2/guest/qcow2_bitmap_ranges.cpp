@@ -33,7 +33,7 @@ Status corrupt(ReasonText* why, const char* what, uint64_t offset) {
 } // namespace
 
 Status BitmapRanges::load(const Qcow2Header& h, guest::BlockDevice& dev, uint64_t file_len, guest::Allocator& alloc,
-                          ReasonText* why) {
+                          ReasonText* why, BitmapDirty* dirty) {
     if (h.version < 3 || (h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS) == 0)
         return Status::Ok;
     const uint64_t cs = h.cluster_size();
@@ -73,6 +73,9 @@ Status BitmapRanges::load(const Qcow2Header& h, guest::BlockDevice& dev, uint64_
     if (const Status st = ranges_.reserve(alloc, 1 + uint64_t{ext.nb_bitmaps} + data); st != Status::Ok)
         return st;
     ranges_.add(dir_at, dir_at + dsize);
+    if (dirty != nullptr)
+        if (const Status st = dirty->begin(h, dev, ext.nb_bitmaps, alloc); st != Status::Ok)
+            return st;
     // Pass 2: each table and the data clusters it names.
     auto* t = static_cast<uint8_t*>(table.p);
     const Status st = qcow2_bitmap_dir_walk(h, d, dsize, ext.nb_bitmaps, [&](const Qcow2BitmapDirEntry& e,
@@ -81,6 +84,8 @@ Status BitmapRanges::load(const Qcow2Header& h, guest::BlockDevice& dev, uint64_
         if (e.bitmap_table_offset > file_len || bytes > file_len - e.bitmap_table_offset)
             return corrupt(why, "Bitmap table invalid or past the end of the image file", e.bitmap_table_offset);
         ranges_.add(e.bitmap_table_offset, e.bitmap_table_offset + bytes);
+        if (dirty != nullptr)
+            dirty->add(e);
         for (uint64_t done = 0; done < e.bitmap_table_size;) {
             const uint64_t n = e.bitmap_table_size - done < BITMAP_TABLE_CHUNK ? e.bitmap_table_size - done
                                                                                  : BITMAP_TABLE_CHUNK;

@@ -4,6 +4,7 @@
 // clusters (qcow2_edit_empty_discard.cpp) must neither name nor free one of them.
 #pragma once
 
+#include "qcow2_bitmap_dirty.h"
 #include "qcow2_header.h"
 #include "qcow2_ranges.h"
 #include "qcow2_read_reason.h"
@@ -23,8 +24,9 @@ public:
     // pieces) of the image on `dev` (`file_len` bytes long), with qemu's checks
     // (qcow2_bitmap_walk.h). Nothing to do without the autoclear bitmaps bit (qemu ignores the
     // extension then). Corrupt with `why` set on a directory or table qemu would not load.
+    // `dirty` (may be null): filled from the same walk (BitmapDirty::begin, then add per entry).
     Status load(const Qcow2Header& h, guest::BlockDevice& dev, uint64_t file_len, guest::Allocator& alloc,
-                ReasonText* why);
+                ReasonText* why, BitmapDirty* dirty = nullptr);
     bool hits(uint64_t first, uint64_t end) const { return ranges_.hits(first, end); }
     void release(guest::Allocator& alloc) { ranges_.release(alloc); }
 

@@ -269,9 +269,7 @@ public:
     // land on, and the enabled ones record every write (qcow2_bitmap_dirty.h).
     Status load_bitmap_metadata() {
         ReasonText why;
-        Status st = bitmaps_.load(h_, dev_, file_len_, alloc_, &why);
-        if (st == Status::Ok)
-            st = dirty_.load(h_, dev_, file_len_, alloc_, &why);
+        const Status st = bitmaps_.load(h_, dev_, file_len_, alloc_, &why, &dirty_); // one walk for both
         if (st == Status::Corrupt || st == Status::TooLarge)
             return corrupt(why, st);
         return st;
