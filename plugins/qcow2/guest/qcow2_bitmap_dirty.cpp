@@ -49,10 +49,7 @@ Status BitmapDirty::mark(uint64_t offset, uint64_t len, Clusters& clusters, Reas
 // changed and written back only where a bit was clear; an entry without a data cluster gets one.
 Status BitmapDirty::mark_one(const Bitmap& b, uint64_t first, uint64_t last, Clusters& clusters, ReasonText* why) {
     const uint64_t bpc = cs_ * 8; // bits per data cluster
-    auto in_file = [&](uint64_t at) {
-        const uint64_t len = clusters.file_length();
-        return (at & (cs_ - 1)) == 0 && at >= cs_ && at < len && cs_ <= len - at;
-    };
+    auto in_file = [&](uint64_t at) { return qcow2_placed_in_file(at, cs_, cs_, clusters.file_length()); };
     while (first <= last) {
         const uint64_t ci = first / bpc, in = first % bpc;
         const uint64_t end = last - first < bpc - 1 - in ? in + (last - first) : bpc - 1;

@@ -37,9 +37,7 @@ Status BitmapRanges::load(const Qcow2Header& h, guest::BlockDevice& dev, uint64_
     if (h.version < 3 || (h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS) == 0)
         return Status::Ok;
     const uint64_t cs = h.cluster_size();
-    auto cluster_in_file = [&](uint64_t at) {
-        return (at & (cs - 1)) == 0 && at >= cs && at < file_len && cs <= file_len - at;
-    };
+    auto cluster_in_file = [&](uint64_t at) { return qcow2_placed_in_file(at, cs, cs, file_len); };
     Qcow2Extensions ext{};
     {
         Buffer hdr(alloc, cs);

@@ -158,9 +158,7 @@ guest::Status edit_empty(const guest::EditRequest& req, guest::EditHost& host) {
         return empty_by_discard(req, host);
 
     const uint64_t cs = h.cluster_size();
-    auto in_file = [&](uint64_t offset, uint64_t bytes) {
-        return (offset & (cs - 1)) == 0 && offset >= cs && offset < file && bytes <= file - offset;
-    };
+    auto in_file = [&](uint64_t offset, uint64_t bytes) { return qcow2_placed_in_file(offset, bytes, cs, file); };
     const uint64_t l1_bytes = uint64_t{h.l1_size} * 8;
     if (h.l1_size > 0 && (!qcow2_table_offset_valid(h, h.l1_table_offset, h.l1_size, 8) ||
                           !in_file(h.l1_table_offset, l1_bytes))) {

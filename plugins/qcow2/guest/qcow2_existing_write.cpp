@@ -1634,9 +1634,7 @@ Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
     if (h.incompatible_features & (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT))
         return refuse_open(req.reasons, "the dirty or corrupt bit set");
     const uint64_t cs = h.cluster_size();
-    auto in_file = [&](uint64_t offset, uint64_t bytes) {
-        return (offset & (cs - 1)) == 0 && offset >= cs && offset < file && bytes <= file - offset;
-    };
+    auto in_file = [&](uint64_t offset, uint64_t bytes) { return qcow2_placed_in_file(offset, bytes, cs, file); };
     ReasonText r;
     if (!qcow2_table_offset_valid(h, h.l1_table_offset, h.l1_size, 8) ||
         !in_file(h.l1_table_offset, uint64_t{h.l1_size} * 8)) {

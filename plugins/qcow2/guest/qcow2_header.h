@@ -99,4 +99,10 @@ Status qcow2_header_parse(const Qcow2HeaderDisk& disk, Qcow2Header* out, HeaderP
 // whose end does not overflow int64.
 bool qcow2_table_offset_valid(const Qcow2Header& h, uint64_t offset, uint64_t entries, uint64_t entry_len);
 
+// Metadata of `bytes` bytes at `offset` in a file of `file_len` bytes: cluster-aligned (`cs` a power
+// of two), past the header cluster, wholly inside the file.
+inline bool qcow2_placed_in_file(uint64_t offset, uint64_t bytes, uint64_t cs, uint64_t file_len) {
+    return (offset & (cs - 1)) == 0 && offset >= cs && offset < file_len && bytes <= file_len - offset;
+}
+
 } // namespace instar::qcow2

@@ -114,7 +114,7 @@ bool Qcow2Inplace::range_in_file(uint64_t offset, uint64_t bytes) const {
 }
 
 bool Qcow2Inplace::cluster_in_file(uint64_t offset) const {
-    return (offset & (cs_ - 1)) == 0 && offset >= cs_ && range_in_file(offset, cs_);
+    return qcow2_placed_in_file(offset, cs_, cs_, file_len_);
 }
 
 bool Qcow2Inplace::data_cluster_in_file(uint64_t offset) const {

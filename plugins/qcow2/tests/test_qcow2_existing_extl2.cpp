@@ -7,7 +7,7 @@
 #include "existing_writer_fixture.h"
 #include "hosted_read.h"
 #include "hosted_support.h"
-#include "qcow2_check.h"
+#include "qcow2_check_fixture.h"
 #include "qcow2_read.h"
 #include "qcow2_subcluster.h"
 
@@ -57,19 +57,11 @@ Entry entry(const std::vector<std::uint8_t>& img, std::uint64_t c) {
 }
 
 
-struct Lines final : guest::CheckSink {
-    std::string text;
-    void line(const char* t, std::size_t len) override { text.append(t, len); }
-};
 // qemu-img check's verdict: no corruption, no leak.
 void check_clean(const std::vector<std::uint8_t>& img) {
-    hosted::MemoryDevice dev(img);
-    hosted::BudgetAllocator alloc(16u << 20);
-    Lines lines;
-    guest::CheckRequest req{&dev, nullptr, 0, &alloc, nullptr, 0, 100002, nullptr};
-    guest::CheckResult r{};
-    REQUIRE(qcow2::check(req, lines, &r) == Status::Ok);
-    CHECK(lines.text == "");
+    std::string err;
+    const guest::CheckResult r = qcow2::test::check_image(img, &err);
+    CHECK(err == "");
     CHECK(r.corruptions == 0);
     CHECK(r.leaks == 0);
 }

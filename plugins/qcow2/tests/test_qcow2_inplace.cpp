@@ -6,7 +6,7 @@
 
 #include "hosted_create.h"
 #include "hosted_support.h"
-#include "qcow2_check.h"
+#include "qcow2_check_fixture.h"
 #include "qcow2_inplace.h"
 #include "qcow2_test_image.h"
 
@@ -55,22 +55,7 @@ struct File {
     explicit File(const std::vector<std::uint8_t>& b) { REQUIRE(out.write(0, b.data(), b.size()) == Status::Ok); }
 };
 
-struct Lines final : guest::CheckSink {
-    std::string text;
-    void line(const char* t, std::size_t len) override { text.append(t, len); }
-};
-
-guest::CheckResult check(const std::vector<std::uint8_t>& bytes, std::string* err = nullptr) {
-    hosted::MemoryDevice dev(bytes);
-    hosted::BudgetAllocator alloc(64u << 20);
-    Lines lines;
-    guest::CheckRequest req{&dev, nullptr, 0, &alloc, nullptr, 0, 100002, nullptr};
-    guest::CheckResult r{};
-    REQUIRE(qcow2::check(req, lines, &r) == Status::Ok);
-    if (err != nullptr)
-        *err = lines.text;
-    return r;
-}
+using qcow2::test::check_image;
 
 } // namespace
 
@@ -102,7 +87,7 @@ TEST_CASE("qcow2 inplace: refcounts, first-fit allocation and freeing") {
     REQUIRE(ip.write(7 * CS, zero.data(), zero.size()) == Status::Ok);
     REQUIRE(ip.sync() == Status::Ok);
     ip.close();
-    const auto r = check(f.out.bytes());
+    const auto r = check_image(f.out.bytes());
     CHECK(r.corruptions == 0);
     CHECK(r.check_errors == 0);
     CHECK(r.leaks == 3); // clusters 7, 8 and 9 (6 is still referenced by L2: refcount 1)
@@ -134,7 +119,7 @@ TEST_CASE("qcow2 inplace: every refcount width, and overflow is refused") {
         REQUIRE(ip.write(7 * CS, zero.data(), zero.size()) == Status::Ok);
         REQUIRE(ip.sync() == Status::Ok);
         ip.close();
-        const auto r = check(f.out.bytes());
+        const auto r = check_image(f.out.bytes());
         CHECK(r.check_errors == 0);
         // Cluster 5's refcount 2 with one reference: a leak, and its OFLAG_COPIED is now wrong.
         CHECK(r.leaks == (order == 0 ? 1u : 2u));
@@ -164,7 +149,7 @@ TEST_CASE("qcow2 inplace: new refcount blocks and a grown refcount table") {
     CHECK(ip.header().refcount_table_clusters >= 2);
     ip.close();
     std::string err;
-    const auto r = check(f.out.bytes(), &err);
+    const auto r = check_image(f.out.bytes(), &err);
     CHECK(r.corruptions == 0);
     CHECK(r.check_errors == 0);
     CHECK(r.leaks == N);
