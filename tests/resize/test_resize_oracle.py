@@ -30,7 +30,7 @@ BYTES, SEMANTIC, NONE = "bytes", "semantic", "none"
 # and both qemu-imgs write the same bytes (checked against both when they were added, round 34);
 # one profile keeps the CI budget (each case once).
 ONE_PROFILE = {"q_bm", "q_bm_1g", "q_bm_512", "q_bm_ov", "q_unaligned", "q_unaligned_4k", "q_df_raw", "q_unaligned_l2",
-               "q_ov_unaligned_l2",
+               "q_ov_unaligned_l2", "q_ov_l2_head", "q_ov_l2_zero_head", "q_ov_l2_sc",
                "q_ov_unaligned", "q_ov_snap"}
 
 
@@ -97,6 +97,21 @@ def fixtures(q, qio):
                               [q, "create", "-q", "-f", "qcow2", "-o", "extended_l2=on", "-b", "base", "-F", "qcow2",
                                "img", "1056k"],
                               [qio, "-c", "write -P 5 1024k 3k", "-c", "write -z 1030k 2k", "img"]],
+        # Overlays with extended L2 entries grown from inside a cluster (round 35): zero subclusters
+        # from the next subcluster boundary, explicit zeros before it (in place over an allocated
+        # subcluster; over a zero one, all of it, then allocated); a subcluster-aligned old size.
+        "q_ov_l2_head": [[q, "create", "-q", "-f", "qcow2", "base", "4M"], [qio, "-c", "write -P 7 0 4M", "base"],
+                         [q, "create", "-q", "-f", "qcow2", "-o", "extended_l2=on", "-b", "base", "-F", "qcow2",
+                          "img", "1057280"],
+                         [qio, "-c", "write -P 5 1024k 8k", "-c", "write -P 6 1056768 512", "img"]],
+        "q_ov_l2_zero_head": [[q, "create", "-q", "-f", "qcow2", "base", "4M"], [qio, "-c", "write -P 7 0 4M", "base"],
+                              [q, "create", "-q", "-f", "qcow2", "-o", "extended_l2=on", "-b", "base", "-F", "qcow2",
+                               "img", "1057280"],
+                              [qio, "-c", "write -P 5 1024k 8k", "-c", "write -z 1056768 512", "img"]],
+        "q_ov_l2_sc": [[q, "create", "-q", "-f", "qcow2", "base", "4M"], [qio, "-c", "write -P 7 0 4M", "base"],
+                       [q, "create", "-q", "-f", "qcow2", "-o", "extended_l2=on", "-b", "base", "-F", "qcow2",
+                        "img", "1058816"],
+                       [qio, "-c", "write -P 5 1024k 8k", "img"]],
         # An overlay whose size is not cluster-aligned, its last cluster allocated (copied up from the
         # backing file by qemu-io's write): zeroed in place past the old end, then zero clusters.
         "q_ov_unaligned": [[q, "create", "-q", "-f", "qcow2", "base", "2G"],
@@ -335,6 +350,13 @@ def refusals(instar, q, qio, work, env):
                                           "-F", "qcow2", "img", "1056k"],
                                          [qio, "-c", "write -P 5 1024k 3k", "img"]],
          ["--preallocation=falloc", "img", "2M"], "whose subclusters show the backing file"),
+        # ... an overlay grown from inside a cluster whose subcluster there is unallocated (qemu
+        # copies the backing file's bytes into a new cluster).
+        ("extl2 overlay zeroing over the backing", [[q, "create", "-q", "-f", "qcow2", "base", "4M"],
+                                                   [q, "create", "-q", "-f", "qcow2", "-o", "extended_l2=on", "-b",
+                                                    "base", "-F", "qcow2", "img", "1057280"],
+                                                   [qio, "-c", "write -P 5 1024k 4k", "img"]],
+         ["img", "3M"], "an overlay with extended L2 entries from an old size inside a cluster"),
     ]
     passed = failed = 0
     for label, setup, args, want in cases:
@@ -402,6 +424,10 @@ def qcow2_cases():
         ("qcow2 metadata allocated head extl2", "q_unaligned_l2", ["--preallocation=metadata", "img", "3M"], BYTES),
         ("qcow2 falloc allocated head extl2", "q_unaligned_l2", ["--preallocation=falloc", "img", "3M"], BYTES),
         ("qcow2 full allocated head extl2", "q_ov_unaligned_l2", ["--preallocation=full", "img", "2M"], BYTES),
+        ("qcow2 overlay extl2 head", "q_ov_l2_head", ["img", "3M"], BYTES),
+        ("qcow2 overlay extl2 zero head", "q_ov_l2_zero_head", ["img", "3M"], BYTES),
+        ("qcow2 overlay extl2 zero head small", "q_ov_l2_zero_head", ["img", "1057792"], BYTES),
+        ("qcow2 overlay extl2 subcluster", "q_ov_l2_sc", ["img", "3M"], BYTES),
         ("qcow2 overlay v2", "q_ov_v2", ["img", "3G"], BYTES),
         ("qcow2 overlay shrink", "q_ov", ["--shrink", "img", "512M"], BYTES),
         ("qcow2 overlay missing backing", "q_ov_missing", ["img", "3G"], BYTES),

@@ -287,6 +287,76 @@ struct Resizer {
         return Status::Ok;
     }
 
+    // Extended L2 entries: what zeroing an overlay from an old size that is not cluster-aligned asks
+    // of its last cluster (qcow2_co_truncate: zero bits from the next subcluster boundary on, then
+    // explicit zeros up to it through the write path). *ok: this edit can do it. *at: where those
+    // explicit zeros go (0: none, the old size is subcluster-aligned); *claim: the subcluster they
+    // land in reads as zeros (ZeroAlloc), so the write zeroes all of it in place and allocates it
+    // (calculate_l2_meta's keep_old copy-on-write, link_l2's bits). Unallocated or shared clusters
+    // and unallocated subclusters would need the write path's allocation or the backing file's
+    // bytes; a compressed cluster cannot be partly zeroed (-ENOTSUP): not done.
+    Status head_for_zeros_ext(uint64_t old_length, bool* ok, uint64_t* at, bool* claim) {
+        *ok = false;
+        *at = 0;
+        *claim = false;
+        const uint64_t span = cs * l2_entries, scs = cs / QCOW2_SUBCLUSTERS;
+        const uint64_t i = old_length / span, j = (old_length % span) / cs;
+        const bool aligned = old_length % scs == 0;
+        if (i >= q.header().l1_size)
+            return Status::Ok;
+        uint64_t l1e = 0;
+        if (const Status st = q.read_table(q.header().l1_table_offset + i * 8, &l1e, 1); st != Status::Ok)
+            return st;
+        const uint64_t l2_off = l1e & QCOW2_L1E_OFFSET_MASK;
+        if (l2_off == 0) {
+            *ok = aligned; // zero bits in a new table
+            return Status::Ok;
+        }
+        if (!l2_offset_ok(l2_off))
+            return Status::Corrupt;
+        if (const Status st = read_l2(l2_off); st != Status::Ok)
+            return st;
+        const uint64_t e = l2[j * 2], bm = l2[j * 2 + 1];
+        if (e & QCOW_OFLAG_COMPRESSED)
+            return Status::Ok;
+        if (aligned) {
+            *ok = true;
+            return Status::Ok;
+        }
+        const uint64_t host_off = head_in_place(e);
+        if (host_off == 0)
+            return Status::Ok;
+        uint64_t rc = 0; // OFLAG_COPIED must mean one reference: in place, nothing else may change
+        if (const Status st = q.get_refcount(host_off / cs, &rc); st != Status::Ok)
+            return st;
+        const uint64_t sc = (old_length % cs) / scs;
+        const Qcow2Sc t = qcow2_sc_type(false, true, bm, sc);
+        if (rc != 1 || (t != Qcow2Sc::Normal && t != Qcow2Sc::ZeroAlloc))
+            return Status::Ok;
+        *ok = true;
+        *claim = t == Qcow2Sc::ZeroAlloc;
+        *at = host_off + (*claim ? sc * scs : old_length % cs);
+        return Status::Ok;
+    }
+    // After the explicit zeros of a claimed subcluster: its allocation bit set, its zero bit cleared.
+    Status claim_subcluster(uint64_t guest) {
+        const uint64_t span = cs * l2_entries;
+        uint64_t l1e = 0;
+        if (const Status st = q.read_table(q.header().l1_table_offset + (guest / span) * 8, &l1e, 1); st != Status::Ok)
+            return st;
+        const uint64_t l2_off = l1e & QCOW2_L1E_OFFSET_MASK;
+        if (l2_off == 0 || !l2_offset_ok(l2_off))
+            return Status::Corrupt;
+        if (const Status st = read_l2(l2_off); st != Status::Ok)
+            return st;
+        const uint64_t j = (guest % span) / cs, sc = (guest % cs) / (cs / QCOW2_SUBCLUSTERS);
+        l2[j * 2 + 1] = qcow2_sc_written(l2[j * 2 + 1], sc, sc);
+        Status st = write_l2(l2_off);
+        if (st == Status::Ok)
+            st = host.flush(*req.image);
+        return st;
+    }
+
     // `len` zero bytes at host offset `at` (in one cluster), flushed.
     Status zero_bytes(uint64_t at, uint64_t len) {
         auto* zeros = static_cast<uint8_t*>(q.allocator().allocate(static_cast<size_t>(len), 64));
@@ -932,11 +1002,15 @@ struct Resizer {
                 if (const Status st = read_l2(l2_off); st != Status::Ok)
                     return st;
             }
-            for (uint64_t g = pos; g < table_end; g += cs) {
+            for (uint64_t g = pos / cs * cs; g < table_end; g += cs) {
                 const uint64_t j = (g - i * span) / cs;
-                // zero_in_l2_slice without unmapping: a mapped cluster stays mapped.
-                if (words == 2)
-                    l2[j * 2 + 1] = uint64_t{0xffffffff} << 32; // every subcluster reads as zeros
+                // zero_in_l2_slice without unmapping: a mapped cluster stays mapped. A start inside
+                // a cluster (extended L2: subcluster-aligned) is zero_l2_subclusters' from there on.
+                if (words == 2 && g < pos)
+                    l2[j * 2 + 1] = qcow2_sc_zeroed(l2[j * 2 + 1], (pos - g) / (cs / QCOW2_SUBCLUSTERS),
+                                                    QCOW2_SUBCLUSTERS - 1);
+                else if (words == 2)
+                    l2[j * 2 + 1] = QCOW2_L2_BITMAP_ALL_ZEROES; // every subcluster reads as zeros
                 else
                     l2[j] |= QCOW_OFLAG_ZERO;
             }
@@ -1038,6 +1112,7 @@ Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inp
     const bool zero_write = (a.flags & guest::RESIZE_HAS_BACKING) && a.backing_size > old_length &&
                             a.new_size > old_length;
     uint64_t head_zero_host = 0; // an unaligned old size: where its cluster's bytes past it lie
+    bool head_claim = false;     // extended L2: those zeros fill a zero subcluster and allocate it
     if (zero_write) {
         // qemu grows the L1 table, then finds that v2 has no zero clusters (the size stays).
         if (h.version < 3) {
@@ -1047,7 +1122,17 @@ Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inp
                 return st;
             return say(host, "Failed to zero out new clusters: Operation not supported", Status::Unsupported);
         }
-        if (old_length % r.cs != 0) {
+        if (old_length % r.cs != 0 && r.l2_entry_bytes == 16) {
+            // Extended L2 entries: zero bits from the next subcluster, explicit zeros before it.
+            bool ok = false;
+            if (const Status st = r.head_for_zeros_ext(old_length, &ok, &head_zero_host, &head_claim); st != Status::Ok)
+                return st;
+            if (!ok || h.crypt_method != QCOW_CRYPT_NONE)
+                return say(host, "instar cannot zero the new area of an overlay with extended L2 entries from an old "
+                                 "size inside a cluster whose subclusters are unallocated, compressed, shared or "
+                                 "encrypted yet",
+                           Status::Unsupported);
+        } else if (old_length % r.cs != 0) {
             // qemu zeroes from the next cluster and writes explicit zeros over the rest of the old
             // last cluster through its write path: in place when that cluster is allocated (else it
             // copies the head from the backing file, which this edit cannot read).
@@ -1075,15 +1160,25 @@ Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inp
         if (const Status st = r.prealloc_data(old_length, a.new_size, prealloc); st != Status::Ok)
             return st;
     if (zero_write) {
-        const uint64_t zero_start = (old_length + r.cs - 1) / r.cs * r.cs;
+        // qcow2_co_truncate: zero clusters (extended L2: zero subclusters) from the next boundary on,
+        // then explicit zeros over the unaligned rest through the write path.
+        const uint64_t unit = r.l2_entry_bytes == 16 ? r.cs / QCOW2_SUBCLUSTERS : r.cs;
+        const uint64_t zero_start = (old_length + unit - 1) / unit * unit;
         if (a.new_size > zero_start)
             if (const Status st = r.zeroize(zero_start, a.new_size); st != Status::Ok)
                 return st;
-        if (head_zero_host != 0)
-            if (const Status st = r.zero_bytes(head_zero_host, (zero_start < a.new_size ? zero_start : a.new_size) -
-                                                                   old_length);
-                st != Status::Ok)
+        const uint64_t head_end = zero_start < a.new_size ? zero_start : a.new_size;
+        if (head_zero_host != 0) {
+            // A claimed zero subcluster is written whole (the copy-on-write regions around the
+            // request, to its subcluster's bounds, read as zeros).
+            const uint64_t from = head_claim ? old_length / unit * unit : old_length;
+            const uint64_t to = head_claim ? zero_start : head_end;
+            if (const Status st = r.zero_bytes(head_zero_host, to - from); st != Status::Ok)
                 return st;
+            if (head_claim)
+                if (const Status st = r.claim_subcluster(old_length); st != Status::Ok)
+                    return st;
+        }
     }
     if (data_file) {
         // Without preallocation the data file takes the exact new size; preallocate_co only grows
