@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `instar commit` against `qemu-img commit` (7.2 and 10.0), side by side in one hyperfine run: a
 # 256 MiB overlay (random data in 1 MiB runs over the whole disk) committed into a fully allocated
-# 1 GiB qcow2 base (and into an empty one, and a compressed one), both restored from pristine copies before every run (not timed); page cache warm.
+# 1 GiB qcow2 base (and into an empty one, a compressed one, one with extended L2 entries), both restored from pristine copies before every run (not timed); page cache warm.
 # Prints each median and instar's ratio to each qemu.
 # Usage: commit.sh [BUILD_DIR] [RUNS]     (docs/commit.md has the figures)
 set -euo pipefail
@@ -29,6 +29,8 @@ $q72 create -q -f qcow2 empty0.qcow2 1G
 # A compressed base, as cloud images come (convert -c of the full base: every cluster compressed),
 # so that every cluster the overlay writes is copied on write out of a compressed one.
 $q72 convert -c -O qcow2 base0.qcow2 comp0.qcow2
+# A full base with extended L2 entries (round 35: the existing-image writer's subcluster paths).
+$q72 convert -O qcow2 -o extended_l2=on base0.qcow2 l2base0.qcow2
 prep="cp base0.qcow2 base.qcow2 && cp top0.qcow2 top.qcow2"
 eval "$prep"
 cat base0.qcow2 top0.qcow2 >/dev/null # warm the page cache
@@ -52,4 +54,6 @@ prep="cp empty0.qcow2 base.qcow2 && cp top0.qcow2 top.qcow2"
 bench "256 MiB overlay into empty 1 GiB base" top.qcow2
 prep="cp comp0.qcow2 base.qcow2 && cp top0.qcow2 top.qcow2"
 bench "256 MiB overlay into compressed 1 GiB base" top.qcow2
+prep="cp l2base0.qcow2 base.qcow2 && cp top0.qcow2 top.qcow2"
+bench "256 MiB overlay into extended-L2 1 GiB base" top.qcow2
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
