@@ -56,6 +56,12 @@ size_t cstr_len(const char* s) {
 }
 
 // One line of refusal text.
+// A Qcow2Inplace in the arena, nullptr when the arena is exhausted (ip.close() releases its memory).
+Qcow2Inplace* new_inplace(const EditRequest& req) {
+    void* p = req.allocator->allocate(sizeof(Qcow2Inplace), alignof(Qcow2Inplace));
+    return p == nullptr ? nullptr : new (p) Qcow2Inplace();
+}
+
 Status refuse(EditHost& host, const char* text, Status st = Status::Unsupported) {
     host.reason(text, cstr_len(text));
     return st;
@@ -419,7 +425,10 @@ Status zero_clusters(const EditRequest& req, EditHost& host, State& s, ProgressI
             return refuse(host, "Could not read the snapshot table", st);
         progress.total += sn.l1_size;
     }
-    Qcow2Inplace& ip = *new (req.allocator->allocate(sizeof(Qcow2Inplace), alignof(Qcow2Inplace))) Qcow2Inplace();
+    Qcow2Inplace* ipp = new_inplace(req);
+    if (ipp == nullptr)
+        return Status::NoMemory;
+    Qcow2Inplace& ip = *ipp;
     if ((st = ip.open(*req.image, s.file_length, *req.allocator, &host)) != Status::Ok)
         return st;
     w = {s.h.snapshots_offset, s.h.nb_snapshots};
@@ -448,7 +457,10 @@ Status zero_clusters(const EditRequest& req, EditHost& host, State& s, ProgressI
 Status drop_bitmaps(const EditRequest& req, EditHost& host, State& s, bool live) {
     if (s.ext.nb_bitmaps == 0 || !live)
         return Status::Ok;
-    Qcow2Inplace& ip = *new (req.allocator->allocate(sizeof(Qcow2Inplace), alignof(Qcow2Inplace))) Qcow2Inplace();
+    Qcow2Inplace* ipp = new_inplace(req);
+    if (ipp == nullptr)
+        return Status::NoMemory;
+    Qcow2Inplace& ip = *ipp;
     Status st = ip.open(*req.image, s.file_length, *req.allocator, &host);
     if (st != Status::Ok)
         return st;
@@ -784,7 +796,10 @@ Status walk_over_reftable(RefWalk& w, uint64_t walk, uint64_t total) {
 // clusters; after it, the new ones with the old clusters leaked.
 Status change_refcount_order(const EditRequest& req, EditHost& host, State& s, uint32_t new_order,
                              ProgressInfo* progress) {
-    Qcow2Inplace& ip = *new (req.allocator->allocate(sizeof(Qcow2Inplace), alignof(Qcow2Inplace))) Qcow2Inplace();
+    Qcow2Inplace* ipp = new_inplace(req);
+    if (ipp == nullptr)
+        return Status::NoMemory;
+    Qcow2Inplace& ip = *ipp;
     Status st = ip.open(*req.image, s.file_length, *req.allocator, &host);
     if (st != Status::Ok)
         return st;
@@ -864,7 +879,10 @@ Status change_refcount_order(const EditRequest& req, EditHost& host, State& s, u
         return st;
     s.header_pending = false;
 
-    Qcow2Inplace& nip = *new (req.allocator->allocate(sizeof(Qcow2Inplace), alignof(Qcow2Inplace))) Qcow2Inplace();
+    Qcow2Inplace* nipp = new_inplace(req);
+    if (nipp == nullptr)
+        return Status::NoMemory;
+    Qcow2Inplace& nip = *nipp;
     if ((st = nip.open(*req.image, file_length, *req.allocator, &host)) != Status::Ok)
         return st;
     for (uint64_t i = 0; i < old_size && st == Status::Ok; ++i)
