@@ -56,10 +56,14 @@ size_t cstr_len(const char* s) {
 }
 
 // One line of refusal text.
-// A Qcow2Inplace in the arena, nullptr when the arena is exhausted (ip.close() releases its memory).
-Qcow2Inplace* new_inplace(const EditRequest& req) {
+// A Qcow2Inplace in the arena, opened on the image of `file_length` bytes (NoMemory when the arena
+// is exhausted; close() releases what it holds).
+Status open_inplace(const EditRequest& req, EditHost& host, uint64_t file_length, Qcow2Inplace** out) {
     void* p = req.allocator->allocate(sizeof(Qcow2Inplace), alignof(Qcow2Inplace));
-    return p == nullptr ? nullptr : new (p) Qcow2Inplace();
+    if (p == nullptr)
+        return Status::NoMemory;
+    *out = new (p) Qcow2Inplace();
+    return (*out)->open(*req.image, file_length, *req.allocator, &host);
 }
 
 Status refuse(EditHost& host, const char* text, Status st = Status::Unsupported) {
@@ -425,12 +429,10 @@ Status zero_clusters(const EditRequest& req, EditHost& host, State& s, ProgressI
             return refuse(host, "Could not read the snapshot table", st);
         progress.total += sn.l1_size;
     }
-    Qcow2Inplace* ipp = new_inplace(req);
-    if (ipp == nullptr)
-        return Status::NoMemory;
-    Qcow2Inplace& ip = *ipp;
-    if ((st = ip.open(*req.image, s.file_length, *req.allocator, &host)) != Status::Ok)
+    Qcow2Inplace* ipp = nullptr;
+    if ((st = open_inplace(req, host, s.file_length, &ipp)) != Status::Ok)
         return st;
+    Qcow2Inplace& ip = *ipp;
     w = {s.h.snapshots_offset, s.h.nb_snapshots};
     st = expand_zero_clusters_in_l1(req, host, s, ip, s.h.l1_table_offset, s.h.l1_size, progress);
     while (st == Status::Ok && w.left != 0) {
@@ -457,13 +459,11 @@ Status zero_clusters(const EditRequest& req, EditHost& host, State& s, ProgressI
 Status drop_bitmaps(const EditRequest& req, EditHost& host, State& s, bool live) {
     if (s.ext.nb_bitmaps == 0 || !live)
         return Status::Ok;
-    Qcow2Inplace* ipp = new_inplace(req);
-    if (ipp == nullptr)
-        return Status::NoMemory;
-    Qcow2Inplace& ip = *ipp;
-    Status st = ip.open(*req.image, s.file_length, *req.allocator, &host);
+    Qcow2Inplace* ipp = nullptr;
+    Status st = open_inplace(req, host, s.file_length, &ipp);
     if (st != Status::Ok)
         return st;
+    Qcow2Inplace& ip = *ipp;
     {
         Qcow2BitmapCarry carry(req, host, ip);
         st = carry.load(false);
@@ -796,13 +796,11 @@ Status walk_over_reftable(RefWalk& w, uint64_t walk, uint64_t total) {
 // clusters; after it, the new ones with the old clusters leaked.
 Status change_refcount_order(const EditRequest& req, EditHost& host, State& s, uint32_t new_order,
                              ProgressInfo* progress) {
-    Qcow2Inplace* ipp = new_inplace(req);
-    if (ipp == nullptr)
-        return Status::NoMemory;
-    Qcow2Inplace& ip = *ipp;
-    Status st = ip.open(*req.image, s.file_length, *req.allocator, &host);
+    Qcow2Inplace* ipp = nullptr;
+    Status st = open_inplace(req, host, s.file_length, &ipp);
     if (st != Status::Ok)
         return st;
+    Qcow2Inplace& ip = *ipp;
     const uint64_t cs = ip.cluster_size();
     RefWalk w{};
     w.ip = &ip;
@@ -879,12 +877,10 @@ Status change_refcount_order(const EditRequest& req, EditHost& host, State& s, u
         return st;
     s.header_pending = false;
 
-    Qcow2Inplace* nipp = new_inplace(req);
-    if (nipp == nullptr)
-        return Status::NoMemory;
-    Qcow2Inplace& nip = *nipp;
-    if ((st = nip.open(*req.image, file_length, *req.allocator, &host)) != Status::Ok)
+    Qcow2Inplace* nipp = nullptr;
+    if ((st = open_inplace(req, host, file_length, &nipp)) != Status::Ok)
         return st;
+    Qcow2Inplace& nip = *nipp;
     for (uint64_t i = 0; i < old_size && st == Status::Ok; ++i)
         if (old[i] != 0)
             st = nip.free_clusters(old[i], cs);
