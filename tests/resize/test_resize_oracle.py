@@ -44,6 +44,12 @@ def sha(path):
 
 def fixtures(q, qio):
     """name -> list of commands run in the template directory (QIMG/QIO replaced)."""
+    def l2_overlay(size, *writes):
+        """An overlay with extended L2 entries of `size` bytes over a 4 MiB base full of data."""
+        io_args = [a for w in writes for a in ("-c", w)]
+        return [[q, "create", "-q", "-f", "qcow2", "base", "4M"], [qio, "-c", "write -P 7 0 4M", "base"],
+                [q, "create", "-q", "-f", "qcow2", "-o", "extended_l2=on", "-b", "base", "-F", "qcow2", "img", size],
+                [qio] + io_args + ["img"]]
     return {
         "raw1m": [["truncate", "-s", "1M", "img"]],
         "raw_data": [["truncate", "-s", "3M", "img"],
@@ -100,18 +106,9 @@ def fixtures(q, qio):
         # Overlays with extended L2 entries grown from inside a cluster (round 35): zero subclusters
         # from the next subcluster boundary, explicit zeros before it (in place over an allocated
         # subcluster; over a zero one, all of it, then allocated); a subcluster-aligned old size.
-        "q_ov_l2_head": [[q, "create", "-q", "-f", "qcow2", "base", "4M"], [qio, "-c", "write -P 7 0 4M", "base"],
-                         [q, "create", "-q", "-f", "qcow2", "-o", "extended_l2=on", "-b", "base", "-F", "qcow2",
-                          "img", "1057280"],
-                         [qio, "-c", "write -P 5 1024k 8k", "-c", "write -P 6 1056768 512", "img"]],
-        "q_ov_l2_zero_head": [[q, "create", "-q", "-f", "qcow2", "base", "4M"], [qio, "-c", "write -P 7 0 4M", "base"],
-                              [q, "create", "-q", "-f", "qcow2", "-o", "extended_l2=on", "-b", "base", "-F", "qcow2",
-                               "img", "1057280"],
-                              [qio, "-c", "write -P 5 1024k 8k", "-c", "write -z 1056768 512", "img"]],
-        "q_ov_l2_sc": [[q, "create", "-q", "-f", "qcow2", "base", "4M"], [qio, "-c", "write -P 7 0 4M", "base"],
-                       [q, "create", "-q", "-f", "qcow2", "-o", "extended_l2=on", "-b", "base", "-F", "qcow2",
-                        "img", "1058816"],
-                       [qio, "-c", "write -P 5 1024k 8k", "img"]],
+        "q_ov_l2_head": l2_overlay("1057280", "write -P 5 1024k 8k", "write -P 6 1056768 512"),
+        "q_ov_l2_zero_head": l2_overlay("1057280", "write -P 5 1024k 8k", "write -z 1056768 512"),
+        "q_ov_l2_sc": l2_overlay("1058816", "write -P 5 1024k 8k"),
         # An overlay whose size is not cluster-aligned, its last cluster allocated (copied up from the
         # backing file by qemu-io's write): zeroed in place past the old end, then zero clusters.
         "q_ov_unaligned": [[q, "create", "-q", "-f", "qcow2", "base", "2G"],

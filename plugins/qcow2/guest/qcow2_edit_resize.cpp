@@ -262,28 +262,49 @@ struct Resizer {
     // writes it in place), else 0.
     Status head_for_zeros(uint64_t old_length, uint64_t* at) {
         *at = 0;
-        const uint64_t span = cs * l2_entries;
-        const uint64_t i = old_length / span;
-        if (l2_entry_bytes != 8 || i >= q.header().l1_size)
+        if (l2_entry_bytes != 8)
+            return Status::Ok;
+        uint64_t l2_off = 0;
+        if (const Status st = load_table_of(old_length, &l2_off); st != Status::Ok || l2_off == 0)
+            return st;
+        const uint64_t host_off = head_in_place(l2[(old_length % (cs * l2_entries)) / cs]);
+        if (host_off == 0)
+            return Status::Ok;
+        bool sole = false;
+        if (const Status st = sole_reference(host_off, &sole); st != Status::Ok)
+            return st;
+        if (sole)
+            *at = host_off + old_length % cs;
+        return Status::Ok;
+    }
+
+    // The L2 table mapping guest offset `guest`, read into l2: *l2_off is its offset, 0 when the L1
+    // entry names none or `guest` lies past the L1 table.
+    Status load_table_of(uint64_t guest, uint64_t* l2_off) {
+        *l2_off = 0;
+        const uint64_t i = guest / (cs * l2_entries);
+        if (i >= q.header().l1_size)
             return Status::Ok;
         uint64_t l1e = 0;
         if (const Status st = q.read_table(q.header().l1_table_offset + i * 8, &l1e, 1); st != Status::Ok)
             return st;
-        const uint64_t l2_off = l1e & QCOW2_L1E_OFFSET_MASK;
-        if (l2_off == 0)
+        const uint64_t off = l1e & QCOW2_L1E_OFFSET_MASK;
+        if (off == 0)
             return Status::Ok;
-        if (!l2_offset_ok(l2_off))
+        if (!l2_offset_ok(off))
             return Status::Corrupt;
-        if (const Status st = read_l2(l2_off); st != Status::Ok)
+        if (const Status st = read_l2(off); st != Status::Ok)
             return st;
-        const uint64_t host_off = head_in_place(l2[(old_length % span) / cs]);
-        if (host_off == 0)
-            return Status::Ok;
-        uint64_t rc = 0; // OFLAG_COPIED must mean one reference: in place, nothing else may change
+        *l2_off = off;
+        return Status::Ok;
+    }
+    // Whether the data cluster at `host_off` has one reference: OFLAG_COPIED must mean that before
+    // it is written in place (nothing else may change).
+    Status sole_reference(uint64_t host_off, bool* sole) {
+        uint64_t rc = 0;
         if (const Status st = q.get_refcount(host_off / cs, &rc); st != Status::Ok)
             return st;
-        if (rc == 1)
-            *at = host_off + old_length % cs;
+        *sole = rc == 1;
         return Status::Ok;
     }
 
@@ -300,22 +321,17 @@ struct Resizer {
         *at = 0;
         *claim = false;
         const uint64_t span = cs * l2_entries, scs = cs / QCOW2_SUBCLUSTERS;
-        const uint64_t i = old_length / span, j = (old_length % span) / cs;
+        const uint64_t j = (old_length % span) / cs;
         const bool aligned = old_length % scs == 0;
-        if (i >= q.header().l1_size)
+        if (old_length / span >= q.header().l1_size)
             return Status::Ok;
-        uint64_t l1e = 0;
-        if (const Status st = q.read_table(q.header().l1_table_offset + i * 8, &l1e, 1); st != Status::Ok)
+        uint64_t l2_off = 0;
+        if (const Status st = load_table_of(old_length, &l2_off); st != Status::Ok)
             return st;
-        const uint64_t l2_off = l1e & QCOW2_L1E_OFFSET_MASK;
         if (l2_off == 0) {
             *ok = aligned; // zero bits in a new table
             return Status::Ok;
         }
-        if (!l2_offset_ok(l2_off))
-            return Status::Corrupt;
-        if (const Status st = read_l2(l2_off); st != Status::Ok)
-            return st;
         const uint64_t e = l2[j * 2], bm = l2[j * 2 + 1];
         if (e & QCOW_OFLAG_COMPRESSED)
             return Status::Ok;
@@ -326,12 +342,12 @@ struct Resizer {
         const uint64_t host_off = head_in_place(e);
         if (host_off == 0)
             return Status::Ok;
-        uint64_t rc = 0; // OFLAG_COPIED must mean one reference: in place, nothing else may change
-        if (const Status st = q.get_refcount(host_off / cs, &rc); st != Status::Ok)
+        bool sole = false;
+        if (const Status st = sole_reference(host_off, &sole); st != Status::Ok)
             return st;
         const uint64_t sc = (old_length % cs) / scs;
         const Qcow2Sc t = qcow2_sc_type(false, true, bm, sc);
-        if (rc != 1 || (t != Qcow2Sc::Normal && t != Qcow2Sc::ZeroAlloc))
+        if (!sole || (t != Qcow2Sc::Normal && t != Qcow2Sc::ZeroAlloc))
             return Status::Ok;
         *ok = true;
         *claim = t == Qcow2Sc::ZeroAlloc;
@@ -341,14 +357,11 @@ struct Resizer {
     // After the explicit zeros of a claimed subcluster: its allocation bit set, its zero bit cleared.
     Status claim_subcluster(uint64_t guest) {
         const uint64_t span = cs * l2_entries;
-        uint64_t l1e = 0;
-        if (const Status st = q.read_table(q.header().l1_table_offset + (guest / span) * 8, &l1e, 1); st != Status::Ok)
+        uint64_t l2_off = 0;
+        if (const Status st = load_table_of(guest, &l2_off); st != Status::Ok)
             return st;
-        const uint64_t l2_off = l1e & QCOW2_L1E_OFFSET_MASK;
-        if (l2_off == 0 || !l2_offset_ok(l2_off))
+        if (l2_off == 0)
             return Status::Corrupt;
-        if (const Status st = read_l2(l2_off); st != Status::Ok)
-            return st;
         const uint64_t j = (guest % span) / cs, sc = (guest % cs) / (cs / QCOW2_SUBCLUSTERS);
         l2[j * 2 + 1] = qcow2_sc_written(l2[j * 2 + 1], sc, sc);
         Status st = write_l2(l2_off);
