@@ -12,6 +12,7 @@
 #include <instar/guest/edit_snapshot.h>
 
 #include <cstring>
+#include <optional>
 #include <ostream>
 
 namespace instar::cli {
@@ -103,19 +104,25 @@ int count_actions(std::span<const std::string> args, bool v10) {
 
 std::string truncated(const std::string& s, std::size_t max) { return s.size() > max ? s.substr(0, max) : s; }
 
+// The guest's SnapshotResult record in an edit's report (the last one), if it sent one.
+std::optional<guest::SnapshotResult> snapshot_result(const EditReport& r) {
+    std::optional<guest::SnapshotResult> out;
+    for (const auto& [kind, bytes] : r.data)
+        if (kind == guest::SNAPSHOT_REC_RESULT && bytes.size() == sizeof(guest::SnapshotResult)) {
+            guest::SnapshotResult res{};
+            std::memcpy(&res, bytes.data(), sizeof res);
+            out = res;
+        }
+    return out;
+}
+
 // Whether an edit's report asks to be run again with the backing image's size (the guest wrote
 // nothing: guest::SNAPSHOT_FAIL_NEED_BACKING_SIZE).
 bool needs_backing_size(const EditReport& r) {
     if (r.status != guest::Status::Ok)
         return false;
-    for (const auto& [kind, bytes] : r.data) {
-        guest::SnapshotResult res{};
-        if (kind == guest::SNAPSHOT_REC_RESULT && bytes.size() == sizeof res) {
-            std::memcpy(&res, bytes.data(), sizeof res);
-            return res.error != 0 && res.shape == guest::SNAPSHOT_FAIL_NEED_BACKING_SIZE;
-        }
-    }
-    return false;
+    const auto res = snapshot_result(r);
+    return res && res->error != 0 && res->shape == guest::SNAPSHOT_FAIL_NEED_BACKING_SIZE;
 }
 
 } // namespace
@@ -350,15 +357,10 @@ int cmd_snapshot(Context& ctx, std::span<const std::string> args) {
         const std::string why = report->reason.empty() ? status_message(report->status) : report->reason;
         return report_error(ctx, "Could not " + verb + " snapshot '" + snapshot_name + "': " + why);
     }
-    guest::SnapshotResult r{};
-    bool have = false;
-    for (const auto& [kind, bytes] : report->data)
-        if (kind == guest::SNAPSHOT_REC_RESULT && bytes.size() == sizeof r) {
-            std::memcpy(&r, bytes.data(), sizeof r);
-            have = true;
-        }
-    if (!have)
+    const std::optional<guest::SnapshotResult> got = snapshot_result(*report);
+    if (!got)
         return report_error(ctx, "Could not " + verb + " snapshot '" + snapshot_name + "': the sandbox sent no result");
+    const guest::SnapshotResult r = *got;
     if (r.error == 0)
         return 0;
     if (r.error > 0 || r.error < -4095)
