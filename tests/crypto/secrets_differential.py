@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""--object secret for every command that opens an image, against both qemu-img oracles: a luks image
-and an encrypted qcow2 (encrypt.format=luks), each command with the secret given (--image-opts and
+"""--object secret for every command that opens an image, against both qemu-img oracles: a luks image,
+an encrypted qcow2 (encrypt.format=luks) and one with the old AES method (encrypt.format=aes: any key
+opens it, so "wrong" reads other bytes), each command with the secret given (--image-opts and
 json:), with a wrong passphrase, with the key-secret option missing, and with a plain file name;
 exit status, stdout, stderr and the image's bytes afterwards compared (docs/architecture.md,
 "Secrets").
@@ -23,7 +24,10 @@ FORMATS = {
     'luks': ('x.luks', 'key-secret', ['-f', 'luks', '-o', 'key-secret=s0,iter-time=10']),
     'qcow2': ('x.qcow2', 'encrypt.key-secret',
               ['-f', 'qcow2', '-o', 'encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10']),
+    'aes': ('x-aes.qcow2', 'encrypt.key-secret', ['-f', 'qcow2', '-o', 'encrypt.format=aes,encrypt.key-secret=s0']),
 }
+# The block driver of each FORMATS entry (the name when not listed).
+DRIVER = {'aes': 'qcow2'}
 # Divergences documented in docs/quirks.md (secrets-*): (command, format, mode) not compared.
 NOT_COMPARED = set()
 
@@ -36,8 +40,8 @@ def names(fmt, mode, d):
         return [], '@' + img
     obj = ['--object', f'secret,id=s0,data={"wrong-pass" if mode == "wrong" else PASS}']
     if mode == 'json':
-        return obj, 'json:' + json.dumps({'driver': fmt, key: 's0', 'file': {'driver': 'file', 'filename': '@' + img}})
-    opts = f'driver={fmt},' + ('' if mode == 'missing' else f'{key}=s0,') + f'file.filename=@{img}'
+        return obj, 'json:' + json.dumps({'driver': DRIVER.get(fmt, fmt), key: 's0', 'file': {'driver': 'file', 'filename': '@' + img}})
+    opts = f'driver={DRIVER.get(fmt, fmt)},' + ('' if mode == 'missing' else f'{key}=s0,') + f'file.filename=@{img}'
     return (obj if mode != 'missing' else []) + ['--image-opts'], opts
 
 
@@ -304,7 +308,7 @@ def main():
             d.fixture(qemu, 'create', '-q', '--object', f'secret,id=s0,data={PASS}', *create, img, '1M')
             # some data, so map, dd, convert and measure see allocated clusters
             d.fixture(qemu_io, '--object', f'secret,id=s0,data={PASS}', '--image-opts',
-                      f'driver={fmt},{key}=s0,file.filename={img}', '-c', 'write -P 0x5a 65536 65536')
+                      f'driver={DRIVER.get(fmt, fmt)},{key}=s0,file.filename={img}', '-c', 'write -P 0x5a 65536 65536')
         for fmt, (img, _, _) in FORMATS.items():
             for mode in ('given', 'json', 'wrong', 'missing', 'plain'):
                 pre, name = names(fmt, mode, work)

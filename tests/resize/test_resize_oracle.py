@@ -31,7 +31,7 @@ BYTES, SEMANTIC, NONE = "bytes", "semantic", "none"
 # one profile keeps the CI budget (each case once).
 ONE_PROFILE = {"q_bm", "q_bm_1g", "q_bm_512", "q_bm_ov", "q_unaligned", "q_unaligned_4k", "q_df_raw", "q_unaligned_l2",
                "q_ov_unaligned_l2", "q_ov_l2_head", "q_ov_l2_zero_head", "q_ov_l2_sc",
-               "q_ov_unaligned", "q_ov_snap"}
+               "q_ov_unaligned", "q_ov_snap", "q_aes", "q_ov_aes"}
 
 
 def sha(path):
@@ -115,6 +115,17 @@ def fixtures(q, qio):
                            [qio, "-c", "write -P 7 0 200M", "base"],
                            [q, "create", "-q", "-f", "qcow2", "-b", "base", "-F", "qcow2", "img", "100000256"],
                            [qio, "-c", "write -P 8 99999744 512", "img"]],
+        # The old AES encryption (round 36): qemu needs the key to open it (any key: nothing checks
+        # it); resize writes no guest data, so every mode is byte for byte. An overlay over a larger
+        # backing file gets zero clusters from an aligned old size.
+        "q_aes": [[q, "create", "-q", "-f", "qcow2", "--object", "secret,id=s0,data=abc", "-o",
+                   "encrypt.format=aes,encrypt.key-secret=s0", "img", "64M"],
+                  [qio, "--object", "secret,id=s0,data=abc", "--image-opts",
+                   "driver=qcow2,encrypt.key-secret=s0,file.filename=img", "-c", "write -P 1 0 1M",
+                   "-c", "write -P 2 60M 1M"]],
+        "q_ov_aes": [[q, "create", "-q", "-f", "qcow2", "base", "8M"], [qio, "-c", "write -P 7 0 8M", "base"],
+                     [q, "create", "-q", "-f", "qcow2", "--object", "secret,id=s0,data=abc", "-o",
+                      "encrypt.format=aes,encrypt.key-secret=s0", "-b", "base", "-F", "qcow2", "img", "4M"]],
         # An overlay with an internal snapshot: the L2 table the new area starts in is shared.
         "q_ov_snap": [[q, "create", "-q", "-f", "qcow2", "base", "2G"],
                       [q, "create", "-q", "-f", "qcow2", "-b", "base", "-F", "qcow2", "img", "100M"],
@@ -372,6 +383,11 @@ def refusals(instar, q, qio, work, env):
     return passed, failed
 
 
+# The key of the q_aes fixtures, as qemu-img wants it given.
+AES_KEY = ["--object", "secret,id=s0,data=abc", "--image-opts"]
+AES_OPTS = "driver=qcow2,encrypt.key-secret=s0"
+
+
 def qcow2_cases():
     return [
         ("qcow2 grow small", "q1m", ["img", "2M"], BYTES),
@@ -412,6 +428,15 @@ def qcow2_cases():
         ("qcow2 overlay extl2", "q_ov_extl2", ["img", "3G"], BYTES),
         ("qcow2 overlay snapshot", "q_ov_snap", ["img", "3G"], BYTES),
         ("qcow2 overlay unaligned", "q_ov_unaligned", ["img", "1G"], BYTES),
+        ("qcow2 aes grow", "q_aes", AES_KEY + ["%s,file.filename=img" % AES_OPTS, "+1G"], BYTES),
+        ("qcow2 aes shrink", "q_aes", AES_KEY + ["--shrink", "%s,file.filename=img" % AES_OPTS, "30M"], BYTES),
+        ("qcow2 aes falloc", "q_aes", AES_KEY + ["--preallocation=falloc", "%s,file.filename=img" % AES_OPTS, "70M"],
+         BYTES),
+        ("qcow2 aes full", "q_aes", AES_KEY + ["--preallocation=full", "%s,file.filename=img" % AES_OPTS, "70M"], BYTES),
+        ("qcow2 aes wrong key", "q_aes", ["--object", "secret,id=s0,data=wrong", "--image-opts",
+                                          "%s,file.filename=img" % AES_OPTS, "+1M"], BYTES),
+        ("qcow2 aes no key", "q_aes", ["img", "+1M"], BYTES),
+        ("qcow2 aes overlay", "q_ov_aes", AES_KEY + ["%s,file.filename=img" % AES_OPTS, "6M"], BYTES),
         ("qcow2 overlay unaligned small", "q_ov_unaligned", ["img", "100007424"], BYTES),
         ("qcow2 metadata allocated head", "q_unaligned", ["--preallocation=metadata", "img", "200M"], BYTES),
         ("qcow2 falloc allocated head", "q_unaligned", ["--preallocation=falloc", "img", "200M"], BYTES),

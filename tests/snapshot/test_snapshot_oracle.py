@@ -365,25 +365,28 @@ def main():
             fixture(["QIMG", "snapshot", "-c", "s1", bm])
             compare("bitmaps", ["-a", "s1", bm])
             compare("bitmaps", ["-a", "nope", bm])
-            # LUKS: qemu wants the key to open (metadata is not encrypted: instar needs none).
-            b = os.path.join(work, "luks-q.qcow2")
-            a = os.path.join(work, "luks-i.qcow2")
-            fixture(["QIMG", "create", "-q", "-f", "qcow2", "--object", "secret,id=sec0,data=abc", "-o",
-                     "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10", b, "4M"])
-            shutil.copy(b, a)
-            compare("luks", ["-l", b])
-            compare("luks", ["-c", "x", b])
-            secret = ["--object", "secret,id=sec0,data=abc", "--image-opts"]
-            for i, st in enumerate((["-c", "s1"], ["-c", "s2"], ["-a", "s1"], ["-d", "s2"])):
-                oracle, version = oracles[i % 2]
-                want = run([oracle, "snapshot"] + secret + st + ["driver=qcow2,file.filename=%s,encrypt.key-secret=sec0" % b])
-                got = run([qemu_named, "--qemu-version", version, "snapshot"] + secret + st +
-                          ["driver=qcow2,file.filename=%s,encrypt.key-secret=sec0" % a])
-                want = (want[0], want[1], want[2].replace(oracle, "QEMU-IMG"))
-                got = (got[0], got[1], got[2].replace(qemu_named, "QEMU-IMG"))
-                ok(want == got, "luks %s %s" % (version, " ".join(st)), "%r\n%r" % (want, got))
-                same_bytes("luks %s after %s" % (version, " ".join(st)), a, b)
-            compare("luks", secret + ["-l", "driver=qcow2,file.filename=%s,encrypt.key-secret=sec0" % b])
+            # Encrypted (LUKS, and the old AES method): qemu wants the key to open (metadata is not
+            # encrypted: instar needs no key material in the guest).
+            for enc in ("luks", "aes"):
+                b = os.path.join(work, "%s-q.qcow2" % enc)
+                a = os.path.join(work, "%s-i.qcow2" % enc)
+                fixture(["QIMG", "create", "-q", "-f", "qcow2", "--object", "secret,id=sec0,data=abc", "-o",
+                         "encrypt.format=%s,encrypt.key-secret=sec0%s" % (enc, ",encrypt.iter-time=10" if enc == "luks" else ""),
+                         b, "4M"])
+                shutil.copy(b, a)
+                compare(enc, ["-l", b])
+                compare(enc, ["-c", "x", b])
+                secret = ["--object", "secret,id=sec0,data=abc", "--image-opts"]
+                for i, st in enumerate((["-c", "s1"], ["-c", "s2"], ["-a", "s1"], ["-d", "s2"])):
+                    oracle, version = oracles[i % 2]
+                    want = run([oracle, "snapshot"] + secret + st + ["driver=qcow2,file.filename=%s,encrypt.key-secret=sec0" % b])
+                    got = run([qemu_named, "--qemu-version", version, "snapshot"] + secret + st +
+                              ["driver=qcow2,file.filename=%s,encrypt.key-secret=sec0" % a])
+                    want = (want[0], want[1], want[2].replace(oracle, "QEMU-IMG"))
+                    got = (got[0], got[1], got[2].replace(qemu_named, "QEMU-IMG"))
+                    ok(want == got, "%s %s %s" % (enc, version, " ".join(st)), "%r\n%r" % (want, got))
+                    same_bytes("%s %s after %s" % (enc, version, " ".join(st)), a, b)
+                compare(enc, secret + ["-l", "driver=qcow2,file.filename=%s,encrypt.key-secret=sec0" % b])
             compare("raw -f", ["-f", "raw", "-c", "z", img], oracles[1:])
             compare("raw -f", ["-f", "qcow2", "-l", img], oracles[1:])
             for args in (["-a", "nope", img], ["-d", "nope", img], ["-d", "1", img], ["-l", "-c", "x", img],

@@ -1055,10 +1055,10 @@ Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inp
     if (a.new_size == 0 || a.new_size > INT64_MAX)
         return say(host, "New image size must be positive", Status::Invalid);
     const Qcow2Header& h = q.header();
-    // An encrypted image resizes as any other (qcow2_co_truncate writes no guest data; the host
-    // unlocked its key first, as qemu's open does): only the old AES method stays refused.
-    if (h.crypt_method != QCOW_CRYPT_NONE && h.crypt_method != QCOW_CRYPT_LUKS)
-        return say(host, "instar cannot resize encrypted qcow2 images yet", Status::Unsupported);
+    // An encrypted image (LUKS or the old AES method) resizes as any other: qcow2_co_truncate
+    // writes no guest data, and the host has resolved the key first, as qemu's open does (a LUKS
+    // key unlocked; an AES key has nothing to check it against). The explicit zeros some overlay
+    // cases need are refused below for every encrypted image.
     if (h.incompatible_features & QCOW2_INCOMPAT_CORRUPT)
         return say(host, "qcow2: Image is corrupt; cannot be opened read/write", Status::Corrupt);
     if (h.incompatible_features & QCOW2_INCOMPAT_DIRTY)

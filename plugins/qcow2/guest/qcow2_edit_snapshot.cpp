@@ -177,8 +177,6 @@ private:
         }
         if (h.incompatible_features & QCOW2_INCOMPAT_DIRTY)
             return refuse("the dirty bit set (qemu repairs it on opening)");
-        if (h.crypt_method != 0 && h.crypt_method != QCOW_CRYPT_LUKS)
-            return refuse("AES encryption");
         cb_ = h.cluster_bits;
         cs_ = h.cluster_size();
         extl2_ = (h.incompatible_features & QCOW2_INCOMPAT_EXTL2) != 0;
