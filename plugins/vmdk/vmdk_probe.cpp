@@ -41,9 +41,10 @@ const Divergence DIVERGENCES[] = {
      "content, smaller grains, other bytes than qemu-img's compress(); INSTAR_DEFLATE=zlib deflates as qemu-img does",
      "about 2.5 times faster per core (issue 9's goal for streamOptimized); any zlib inflater reads the grains"},
     {"vmdk-resize", "resize",
-     "resize grows and (with --shrink) shrinks monolithicSparse, monolithicFlat, twoGbMaxExtentFlat and "
-     "twoGbMaxExtentSparse images in place (new grain tables, a moved grain directory, grown or added extents, a "
-     "rewritten descriptor); streamOptimized and shrinks that would drop whole extent files are refused; qemu-img "
+     "resize grows and (with --shrink) shrinks monolithicSparse, monolithicFlat, twoGbMaxExtentFlat, "
+     "twoGbMaxExtentSparse and streamOptimized images in place (new grain tables, a moved grain directory, grown or "
+     "added extents, a rewritten descriptor, a new footer); shrinks that would drop whole extent files are refused; "
+     "qemu-img "
      "refuses every vmdk: \"Image format driver does not support resize\"; commit grows a smaller vmdk base the "
      "same way, where qemu-img fails (\"Block job failed: Operation not supported\", nothing written)",
      "instar extension (issue 11): growing a VMDK should not need a convert"},

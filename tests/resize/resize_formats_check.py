@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -141,8 +142,9 @@ def write_both(fmt, image, ref, offset, length, pattern):
         sh([QEMU_IO, '-f', f, '-c', f'write -P {pattern} {offset} {length}', path])
 
 
-def run_case(tools, name, fmt, create, writes, steps, results):
-    """steps: (new size, shrink) in order; after each, checks and a write at the new end."""
+def run_case(tools, name, fmt, create, writes, steps, results, footer=False):
+    """steps: (new size, shrink) in order; after each, checks and a write at the new end (not with
+    `footer`: qemu appends a grain after the footer, which then no longer ends the file)."""
     if not wanted(name):
         return
     with tempfile.TemporaryDirectory(prefix='rf-') as d:
@@ -151,7 +153,10 @@ def run_case(tools, name, fmt, create, writes, steps, results):
         sh([QEMU_IMG, 'create', '-q', '-f', fmt] + create[:-1] + [image, create[-1]])
         for off, length, pat in writes:
             sh([QEMU_IO, '-f', fmt, '-c', f'write -P {pat} {off} {length}', image])
+        if footer:
+            move_directory_to_footer(image)
         make_ref(fmt, image, ref)
+        stream = 'subformat=streamOptimized' in ' '.join(create)
         for i, (size, shrink) in enumerate(steps):
             label = f'{name} step {i + 1}: {"shrink" if shrink else "grow"} to {size}'
             problems = []
@@ -163,7 +168,15 @@ def run_case(tools, name, fmt, create, writes, steps, results):
                     want = expected_size(fmt, size, d)
                     set_ref_size(ref, want)
                     checks(fmt, image, ref, want, problems)
-                    if not problems:
+                    if footer:
+                        pass
+                    elif not problems and stream and not shrink:
+                        # qemu writes a streamOptimized image a whole unallocated grain at a time
+                        # (the disk's last one from its start): the grown end is one.
+                        start = (want - 1) // STREAM_GRAIN * STREAM_GRAIN
+                        write_both(fmt, image, ref, start, want - start, 0x6b)
+                        checks(fmt, image, ref, want, problems)
+                    elif not problems and not stream:
                         end = want - 512 * 3
                         write_both(fmt, image, ref, end, 512 * 3, 0x6b)
                         checks(fmt, image, ref, want, problems)
@@ -174,12 +187,35 @@ def run_case(tools, name, fmt, create, writes, steps, results):
                 return
 
 
-def run_refusal(tools, name, fmt, create, size, shrink, want_text, results):
+def move_directory_to_footer(image):
+    """A qemu-made streamOptimized image as VMware writes them: no redundant directory, the header's
+    directory offset GD_AT_END, the real header in a footer (footer marker, magic + header,
+    end-of-stream marker)."""
+    with open(image, 'r+b') as f:
+        head = bytearray(f.read(512))
+        flags = struct.unpack_from('<I', head, 8)[0] & ~2  # VMDK4_FLAG_RGD
+        struct.pack_into('<IQ', head, 8, flags, struct.unpack_from('<Q', head, 12)[0])
+        head[48:56] = bytes(8)  # rgd_offset
+        f.seek(0, 2)
+        end = (f.tell() + 511) // 512 * 512
+        marker = lambda kind: struct.pack('<QII', 1 if kind == 3 else 0, 0, kind) + bytes(496)  # noqa: E731
+        footer = bytes(head[:512])
+        f.seek(end)
+        f.write(marker(3) + footer + marker(0))
+        head[56:64] = struct.pack('<Q', 0xffffffffffffffff)
+        f.seek(0)
+        f.write(head)
+
+
+def run_refusal(tools, name, fmt, create, size, shrink, want_text, results, footer=False):
     if not wanted(name):
         return
     with tempfile.TemporaryDirectory(prefix='rf-') as d:
         image = os.path.join(d, 'img.' + fmt)
         sh([QEMU_IMG, 'create', '-q', '-f', fmt] + create[:-1] + [image, create[-1]])
+        if footer:
+            move_directory_to_footer(image)
+            virtual_size(fmt, image)  # qemu opens it (raises otherwise)
         stamp = lambda f: (os.stat(f).st_size, os.stat(f).st_mtime_ns)  # noqa: E731 (files may be GiBs)
         before = {f: stamp(f) for f in [image] + extent_files(fmt, image)}
         rc, _, err = resize(tools, fmt, image, size, shrink)
@@ -192,7 +228,7 @@ def run_refusal(tools, name, fmt, create, size, shrink, want_text, results):
         results.append((f'{name}: refused', problems))
 
 
-def run_crash(tools, name, fmt, create, writes, size, shrink, results):
+def run_crash(tools, name, fmt, create, writes, size, shrink, results, footer=False):
     """Kills the resize at every file-changing call: old or new content, an image qemu accepts."""
     if not wanted(name):
         return
@@ -204,6 +240,8 @@ def run_crash(tools, name, fmt, create, writes, size, shrink, results):
         sh([QEMU_IMG, 'create', '-q', '-f', fmt] + create[:-1] + [image, create[-1]])
         for off, length, pat in writes:
             sh([QEMU_IO, '-f', fmt, '-c', f'write -P {pat} {off} {length}', image])
+        if footer:
+            move_directory_to_footer(image)
         old_size = virtual_size(fmt, image)
         new_size = expected_size(fmt, size, d)
         ref_old = os.path.join(d, 'old.raw')
@@ -262,6 +300,12 @@ def wanted(name):
 
 
 DATA = [(0, 3 * MiB, 0x5a), (60 * MiB, 4 * MiB, 0x33)]
+# streamOptimized (qemu's: tables after the header): 64 KiB grains; a disk ending 3 KiB into its last
+# grain, written (qemu's compressed grains hold only what was written: the resize deflates it again
+# whole on a grow).
+STREAM_GRAIN = 64 * 1024
+STREAM = ['-o', 'subformat=streamOptimized', str(64 * MiB + 3072)]
+STREAM_DATA = [(0, 3 * MiB, 0x5a), (60 * MiB, 4 * MiB, 0x33), (64 * MiB, 3072, 0x44)]
 
 
 def main():
@@ -306,8 +350,18 @@ def main():
               results)
     run_crash(tools, 'vmdk twoGbMaxExtentFlat grow (new extents)', 'vmdk',
               ['-o', 'subformat=twoGbMaxExtentFlat', str(3 * GiB)], [(0, MiB, 0x5a)], 7 * GiB, False, results)
-    run_refusal(tools, 'vmdk streamOptimized', 'vmdk', ['-o', 'subformat=streamOptimized', str(64 * MiB)], 128 * MiB,
-                False, 'streamOptimized', results)
+    run_case(tools, 'vmdk streamOptimized', 'vmdk', STREAM, STREAM_DATA,
+             [(1 * GiB, False), (61 * MiB + 512, True), (100 * MiB, False), (10 * GiB, False)], results)
+    run_crash(tools, 'vmdk streamOptimized grow (last grain deflated again, directory moved)', 'vmdk', STREAM,
+              STREAM_DATA, 10 * GiB, False, results)
+    # VMware's layout: the directory after the grains, the header in a footer (made from qemu's).
+    run_case(tools, 'vmdk streamOptimized, footer', 'vmdk', STREAM, STREAM_DATA,
+             [(1 * GiB, False), (61 * MiB + 512, True), (100 * MiB, False), (3 * GiB, False), (64 * MiB, True)],
+             results, footer=True)
+    run_crash(tools, 'vmdk streamOptimized, footer grow', 'vmdk', STREAM, STREAM_DATA, 10 * GiB, False, results,
+              footer=True)
+    run_crash(tools, 'vmdk streamOptimized, footer shrink', 'vmdk', STREAM, STREAM_DATA, 61 * MiB + 512, True,
+              results, footer=True)
     run_case(tools, 'vmdk twoGbMaxExtentSparse', 'vmdk', ['-o', 'subformat=twoGbMaxExtentSparse', str(3 * GiB)],
              [(0, MiB, 0x5a), (2047 * MiB, 2 * MiB, 0x33), (3071 * MiB, MiB, 0x44)],
              [(5 * GiB + 512 * MiB, False), (5 * GiB + 100 * MiB, True), (6 * GiB, False)], results)
@@ -333,6 +387,10 @@ def main():
              [(0, MiB, 0x5a), (2047 * MiB, 4 * MiB, 0x33)], [(7 * GiB, False), (6 * GiB + 7 * MiB, True)], results)
     run_case(host, 'vmdk twoGbMaxExtentSparse (instar)', 'vmdk', ['-o', 'subformat=twoGbMaxExtentSparse', str(3 * GiB)],
              [(0, MiB, 0x5a), (3071 * MiB, MiB, 0x44)], [(6 * GiB, False), (5 * GiB + 7 * MiB, True)], results)
+    run_case(host, 'vmdk streamOptimized (instar)', 'vmdk', STREAM, STREAM_DATA, [(200 * MiB, False), (61 * MiB, True)],
+             results)
+    run_case(host, 'vmdk streamOptimized, footer (instar)', 'vmdk', STREAM, STREAM_DATA,
+             [(200 * MiB, False), (61 * MiB, True)], results, footer=True)
     run_crash(host, 'vpc dynamic grow (BAT relocated) (instar)', 'vpc', [str(64 * MiB)], DATA, 1 * GiB, False, results)
     run_crash(host, 'vhdx fixed grow (instar)', 'vhdx', ['-o', 'subformat=fixed,block_state_zero=off', str(64 * MiB)],
               DATA, 200 * MiB, False, results)

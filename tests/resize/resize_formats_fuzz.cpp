@@ -3,6 +3,7 @@
 // shrink around the input's length) and --shrink. Whatever the bytes, the code must refuse or
 // finish without touching memory it does not own and without writing past the output budget.
 #include "hosted_create.h"
+#include "hosted_read.h"
 #include "hosted_support.h"
 
 #include <instar/guest/edit_resize.h>
@@ -67,6 +68,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     req.random = random;
     req.qemu_version = 100000;
     req.allocator = &alloc;
+    req.codecs = &instar::hosted::host_codecs(); // vmdk: a compressed grain deflated again on a grow
     MemoryHost host(image);
     (void)instar::RF_NS::edit(req, host);
     return 0;

@@ -1,6 +1,7 @@
 // The hosted resize driver for vmdk, vpc and vhdx (see resize_formats_hosted.h).
 #include "resize_formats_hosted.h"
 
+#include "hosted_read.h"
 #include "hosted_support.h"
 
 #include <instar/guest/edit_resize.h>
@@ -229,6 +230,7 @@ int resize_formats_main(int argc, char** argv, guest::EditFn edit) {
     req.random = random;
     req.qemu_version = 100000;
     req.allocator = &alloc;
+    req.codecs = &hosted::host_codecs(); // vmdk: a compressed grain is deflated again on a grow
     const Status st = edit(req, host);
     std::fprintf(stderr, "writes=%llu\n", static_cast<unsigned long long>(changes));
     if (st != Status::Ok) {

@@ -12,7 +12,11 @@
 // - twoGbMaxExtentSparse: growing adds new sparse NAME-sNNN.vmdk extents (the last one is left as
 //   it is: qemu sizes it by its header, so changing it would not wait for the descriptor);
 //   shrinking cuts the last extent as monolithicSparse, then the descriptor.
-// - refused: streamOptimized (compressed grains, directory at the end), other mixes of sparse
+// - streamOptimized as qemu writes it (tables after the header, compressed grains behind markers)
+//   resizes as monolithicSparse; a grow first rewrites the old last grain when the old size ends
+//   inside it (qemu inflates a grain to the length it was written with and fails a read past that,
+//   so the grain is deflated again whole, its tail zeroed, at the file's end).
+// - refused: streamOptimized with the directory at the end (a footer), other mixes of sparse
 //   extents behind a descriptor, shrinks that would drop whole extent files (the host cannot
 //   remove files).
 #include "vmdk_edit.h"
@@ -28,6 +32,7 @@
 #include "vmdk_descriptor.h"
 #include "vmdk_read.h"
 #include "vmdk_sparse_header.h"
+#include "vmdk_write.h"
 
 namespace instar::vmdk {
 
@@ -277,6 +282,118 @@ Status clear_range(SizedDevice& dev, guest::Allocator& alloc, const Sparse& s, u
     return Status::Ok;
 }
 
+// A compressed grain's input: qemu reads two grains' bytes for the marker and the deflated data.
+constexpr uint64_t PACKED_GRAINS = 2;
+
+// The grain-table entry of grain `g` in the tables the directory at `gd` points to: its offset in
+// the file (0: no table) and value.
+Status grain_entry(SizedDevice& dev, const Sparse& s, uint64_t gd, uint64_t g, uint64_t* entry_at, uint32_t* value) {
+    *entry_at = 0;
+    *value = 0;
+    uint8_t b[4];
+    Status st = dev.read(gd + (g / s.h.num_gtes_per_gt) * 4, b, 4);
+    if (st != Status::Ok)
+        return st;
+    const uint32_t gt = load_le32(b);
+    if (gt == 0)
+        return Status::Ok;
+    if (uint64_t{gt} * 512 + s.gt_bytes > dev.size())
+        return Status::Corrupt; // a grain table outside the file
+    *entry_at = uint64_t{gt} * 512 + (g % s.h.num_gtes_per_gt) * 4;
+    if ((st = dev.read(*entry_at, b, 4)) != Status::Ok)
+        return st;
+    *value = load_le32(b);
+    return Status::Ok;
+}
+
+// A compressed extent's grain `g` (at sector `grain`), holding sector `from` of the disk, as it
+// must be once the disk grows past `from`: inflated as the reader inflates it, its bytes from `from`
+// on zeroed, deflated again whole (qemu's compress(): zlib, level 6, memLevel 8) behind a new marker
+// (with `marker`), padded to a sector, into `out` (PACKED_GRAINS grains); *len its length. qemu
+// inflates a grain to the length it was written with and fails a read past that, and a shrink
+// leaves old data in the grain's tail: neither survives this.
+Status pack_partial_grain(SizedDevice& dev, guest::Allocator& alloc, const guest::Codecs* codecs, const Sparse& s,
+                          bool marker, uint32_t grain, uint64_t from, uint8_t* out, size_t* len) {
+    const uint64_t gran = s.h.granularity;
+    const uint64_t g = from / gran;
+    const uint64_t grain_bytes = gran * 512;
+    if (grain_bytes > VMDK_READ_MAX_COMPRESSED_GRAIN)
+        return Status::Unsupported;
+    if (codecs == nullptr || codecs->inflate == nullptr || codecs->deflate_mem == nullptr)
+        return Status::Unsupported;
+    const size_t in_cap = static_cast<size_t>(PACKED_GRAINS * grain_bytes);
+    guest::ScopedBuffer plain(alloc, static_cast<size_t>(grain_bytes));
+    if (!plain.p)
+        return Status::NoMemory;
+    const uint64_t at = uint64_t{grain} * 512;
+    if (at >= dev.size())
+        return Status::Corrupt; // a grain outside the file
+    Status st = read_zero_filled(dev, at, out, in_cap);
+    if (st != Status::Ok)
+        return st;
+    const uint8_t* src = out;
+    size_t src_len = in_cap;
+    if (marker) {
+        src = out + VMDK_GRAIN_MARKER_BYTES;
+        src_len = load_le32(out + 8);
+        if (src_len == 0 || src_len > in_cap - VMDK_GRAIN_MARKER_BYTES)
+            return Status::Corrupt; // the reader's "Invalid compressed grain size"
+    }
+    size_t out_len = 0;
+    if ((st = codecs->inflate(src, src_len, plain.p, static_cast<size_t>(grain_bytes), &out_len, VMDK_DEFLATE_WINDOW)) !=
+        Status::Ok)
+        return st == Status::TooLarge ? Status::Corrupt : st;
+    const uint64_t keep = (from - g * gran) * 512;
+    __builtin_memset(plain.p + (out_len < keep ? out_len : keep), 0,
+                     static_cast<size_t>(grain_bytes - (out_len < keep ? out_len : keep)));
+    size_t packed_len = 0;
+    const size_t head = marker ? VMDK_GRAIN_MARKER_BYTES : 0;
+    if ((st = codecs->deflate_mem(plain.p, static_cast<size_t>(grain_bytes), out + head, in_cap - head - 512,
+                                  &packed_len, VMDK_DEFLATE_WINDOW, VMDK_DEFLATE_LEVEL, VMDK_DEFLATE_MEM_LEVEL)) !=
+        Status::Ok)
+        return st;
+    if (marker) {
+        const uint64_t lba = g * gran;
+        for (int i = 0; i < 8; ++i)
+            out[i] = static_cast<uint8_t>(lba >> (8 * i));
+        store_le32(out + 8, static_cast<uint32_t>(packed_len));
+    }
+    *len = static_cast<size_t>(round_up(head + packed_len, 512));
+    __builtin_memset(out + head + packed_len, 0, *len - head - packed_len);
+    return Status::Ok;
+}
+
+// pack_partial_grain for a directory after the header: the new grain at the file's end, then the
+// grain-table entries (primary and redundant) switched to it.
+Status rewrite_partial_grain(SizedDevice& dev, guest::Allocator& alloc, const guest::Codecs* codecs, const Sparse& s,
+                             bool marker, uint64_t rgd, uint64_t from) {
+    const uint64_t g = from / s.h.granularity;
+    uint64_t entry_at[2] = {0, 0};
+    uint32_t grain = 0, ignored = 0;
+    Status st = grain_entry(dev, s, s.h.gd_offset * 512, g, &entry_at[0], &grain);
+    if (st == Status::Ok && rgd != 0)
+        st = grain_entry(dev, s, rgd, g, &entry_at[1], &ignored);
+    if (st != Status::Ok || grain <= 1)
+        return st; // unallocated or a zero grain: reads as zeros
+    guest::ScopedBuffer packed(alloc, static_cast<size_t>(PACKED_GRAINS * s.h.granularity * 512));
+    if (!packed.p)
+        return Status::NoMemory;
+    size_t len = 0;
+    if ((st = pack_partial_grain(dev, alloc, codecs, s, marker, grain, from, packed.p, &len)) != Status::Ok)
+        return st;
+    const uint64_t new_at = round_up(dev.size(), 512);
+    if (new_at + len > SPARSE_MAX_FILE)
+        return Status::TooLarge;
+    if ((st = dev.write(new_at, packed.p, len)) != Status::Ok)
+        return st;
+    uint8_t e[4];
+    store_le32(e, static_cast<uint32_t>(new_at / 512));
+    for (int k = 0; k < 2 && st == Status::Ok; ++k)
+        if (entry_at[k] != 0)
+            st = dev.write(entry_at[k], e, 4);
+    return st;
+}
+
 // Copies `count` directory entries from `from` to `to` and appends entries [count, l1) pointing at
 // consecutive new grain tables from sector *next_gt.
 Status write_directory(SizedDevice& dev, guest::Allocator& alloc, const Sparse& s, uint64_t from, uint64_t to,
@@ -333,16 +450,164 @@ Status update_embedded_descriptor(SizedDevice& dev, guest::Allocator& alloc, con
     return dev.write(h.desc_offset * 512, new_buf.p, len);
 }
 
-Status resize_sparse(SizedDevice& dev, EditHost& host, guest::Allocator& alloc, uint64_t size, bool shrink_ok) {
+// ---- streamOptimized with the directory at the end (VMware's layout) --------------------------
+
+// Metadata marker types (VMware's stream format) and the footer's three sectors.
+constexpr uint32_t MARKER_GT = 1;
+constexpr uint32_t MARKER_GD = 2;
+constexpr uint64_t FOOTER_BYTES = 1536;
+
+void put_marker(uint8_t* p, uint64_t sectors, uint32_t type) {
+    __builtin_memset(p, 0, 512);
+    for (int i = 0; i < 8; ++i)
+        p[i] = static_cast<uint8_t>(sectors >> (8 * i));
+    store_le32(p + 12, type);
+}
+
+// qemu (and libvmdk) take the header from the footer the file ends with. The new tables go after
+// the old end: (1) a copy of the old footer at the new end, the file still the old disk; (2) the
+// old end's grain deflated again whole (a grow from inside it), a copy of the grain table holding
+// the boundary (entries past the end cleared, that grain switched), each behind its marker, and the
+// directory (old entries, the new ones empty: grain tables are made when grains are written);
+// (3) the new footer over the copy, the switch; (4) the header at 0 and the embedded descriptor,
+// which nothing reads the size from. The old footer stays where it was, a stream reader's end.
+Status resize_stream_footer(SizedDevice& dev, EditHost& host, guest::Allocator& alloc, const guest::Codecs* codecs,
+                            const Sparse& s, bool compressed, uint64_t size) {
+    const uint64_t cap = s.h.capacity;
+    const uint64_t new_cap = size / 512;
+    const uint64_t gran = s.h.granularity;
+    const bool marker = (s.h.flags & VMDK4_FLAG_MARKER) != 0;
+    if ((s.h.flags & VMDK4_FLAG_RGD) != 0 && s.h.rgd_offset != 0)
+        return refuse(host, Status::Unsupported,
+                      "vmdk: a streamOptimized footer naming a redundant grain directory is not supported");
+    const uint64_t old_l1 = l1_size(s, cap);
+    const uint64_t new_l1 = l1_size(s, new_cap);
+    const uint64_t gd = s.h.gd_offset * 512;
+    if (gd + old_l1 * 4 > dev.size())
+        return refuse(host, Status::Corrupt, "vmdk: the grain directory lies past the end of the file");
+    const uint64_t old_end = round_up(dev.size(), 512);
+    guest::ScopedBuffer old_footer(alloc, FOOTER_BYTES);
+    guest::ScopedBuffer gt(alloc, static_cast<size_t>(s.gt_bytes) + 512);
+    guest::ScopedBuffer buf(alloc, CHUNK);
+    if (!old_footer.p || !gt.p || !buf.p)
+        return Status::NoMemory;
+    Status st = read_zero_filled(dev, old_end - FOOTER_BYTES, old_footer.p, FOOTER_BYTES);
+    if (st != Status::Ok)
+        return st;
+
+    // The grain table holding the new boundary (the old end for a grow, the new one for a shrink).
+    const uint64_t edge = new_cap > cap ? cap : new_cap;
+    const uint64_t edge_grain = edge / gran;
+    const uint64_t first_cleared = (edge + gran - 1) / gran;
+    const uint64_t table = edge_grain / s.h.num_gtes_per_gt;
+    uint32_t table_at = 0;
+    if (table < old_l1) {
+        uint8_t b[4];
+        if ((st = dev.read(gd + table * 4, b, 4)) != Status::Ok)
+            return st;
+        table_at = load_le32(b);
+        if (table_at != 0 && uint64_t{table_at} * 512 + s.gt_bytes > dev.size())
+            return refuse(host, Status::Corrupt, "vmdk: a grain table lies past the end of the file");
+    }
+    uint64_t pos = old_end;
+    // The partial grain deflated again (a grow from inside a written compressed grain).
+    guest::ScopedBuffer packed(alloc, static_cast<size_t>(PACKED_GRAINS * gran * 512));
+    if (!packed.p)
+        return Status::NoMemory;
+    size_t packed_len = 0;
+    uint64_t new_grain_at = 0;
+    if (table_at != 0) {
+        put_marker(gt.p, s.gt_bytes / 512, MARKER_GT);
+        if ((st = dev.read(uint64_t{table_at} * 512, gt.p + 512, static_cast<size_t>(s.gt_bytes))) != Status::Ok)
+            return st;
+        const uint64_t t0 = table * s.h.num_gtes_per_gt;
+        for (uint64_t g = first_cleared > t0 ? first_cleared : t0; g < t0 + s.h.num_gtes_per_gt; ++g)
+            store_le32(gt.p + 512 + (g - t0) * 4, 0);
+        const uint32_t grain = load_le32(gt.p + 512 + (edge_grain - t0) * 4);
+        if (new_cap > cap && compressed && cap % gran != 0 && grain > 1) {
+            if ((st = pack_partial_grain(dev, alloc, codecs, s, marker, grain, cap, packed.p, &packed_len)) !=
+                Status::Ok)
+                return refuse(host, st, "vmdk: the resize failed");
+            new_grain_at = pos;
+            pos += packed_len;
+            store_le32(gt.p + 512 + (edge_grain - t0) * 4, static_cast<uint32_t>(new_grain_at / 512));
+        }
+    }
+    const uint64_t gt_at = table_at != 0 ? pos : 0;
+    if (table_at != 0)
+        pos += 512 + s.gt_bytes;
+    const uint64_t gd_bytes = round_up(new_l1 * 4, 512);
+    const uint64_t gd_at = pos;
+    pos += 512 + gd_bytes;
+    const uint64_t new_end = pos + FOOTER_BYTES;
+    if (new_end > SPARSE_MAX_FILE)
+        return refuse(host, Status::TooLarge, "vmdk: the sparse file would exceed 2 TiB");
+
+    // (1) the old footer at the new end; (2) the tables before it.
+    st = dev.write(new_end - FOOTER_BYTES, old_footer.p, FOOTER_BYTES);
+    if (st == Status::Ok && packed_len != 0)
+        st = dev.write(new_grain_at, packed.p, packed_len);
+    if (st == Status::Ok && gt_at != 0)
+        st = dev.write(gt_at, gt.p, static_cast<size_t>(512 + s.gt_bytes));
+    if (st == Status::Ok) {
+        put_marker(buf.p, gd_bytes / 512, MARKER_GD);
+        st = dev.write(gd_at, buf.p, 512);
+    }
+    const uint64_t kept = old_l1 < new_l1 ? old_l1 : new_l1;
+    for (uint64_t i = 0; i < gd_bytes / 4 && st == Status::Ok;) {
+        const uint64_t n = gd_bytes / 4 - i < CHUNK / 4 ? gd_bytes / 4 - i : CHUNK / 4;
+        __builtin_memset(buf.p, 0, CHUNK);
+        const uint64_t copy = i < kept ? (kept - i < n ? kept - i : n) : 0;
+        if (copy != 0)
+            st = dev.read(gd + i * 4, buf.p, static_cast<size_t>(copy * 4));
+        if (st == Status::Ok && i <= table && table < i + n && gt_at != 0 && table < new_l1)
+            store_le32(buf.p + (table - i) * 4, static_cast<uint32_t>((gt_at + 512) / 512));
+        if (st == Status::Ok)
+            st = dev.write(gd_at + 512 + i * 4, buf.p, static_cast<size_t>(n * 4));
+        i += n;
+    }
+    if (st == Status::Ok)
+        st = dev.flush(host);
+    // (3) the switch: the new footer (capacity, directory) over the copy.
+    Vmdk4Header nh = s.h;
+    nh.capacity = new_cap;
+    nh.gd_offset = (gd_at + 512) / 512;
+    if (st == Status::Ok) {
+        vmdk4_header_encode(nh, old_footer.p + 512);
+        st = dev.write(new_end - FOOTER_BYTES, old_footer.p, FOOTER_BYTES);
+    }
+    if (st == Status::Ok)
+        st = dev.flush(host);
+    // (4) the header at 0 (its directory offset stays "at the end") and the embedded descriptor.
+    uint8_t hdr[VMDK4_HEADER_BYTES];
+    if (st == Status::Ok)
+        st = dev.read(0, hdr, sizeof hdr);
+    if (st == Status::Ok) {
+        Vmdk4Header h0{};
+        vmdk4_header_decode(hdr + 4, &h0);
+        h0.capacity = new_cap;
+        vmdk4_header_encode(h0, hdr);
+        st = dev.write(0, hdr, sizeof hdr);
+    }
+    if (st == Status::Ok)
+        st = update_embedded_descriptor(dev, alloc, nh, size);
+    return st == Status::Ok ? st : refuse(host, st, "vmdk: the resize failed");
+}
+
+Status resize_sparse(SizedDevice& dev, EditHost& host, guest::Allocator& alloc, const guest::Codecs* codecs,
+                     uint64_t size, bool shrink_ok) {
     Sparse s{};
     VmdkSparseExtent x{};
     bool embedded = false;
     Status st = vmdk_sparse_open(dev, &x, &s.h, &embedded);
     if (st != Status::Ok || embedded)
         return refuse(host, st != Status::Ok ? st : Status::Unsupported, "vmdk: cannot open the sparse extent");
-    if (x.compressed || (s.h.flags & VMDK4_FLAG_MARKER) != 0 || s.h.gd_offset == VMDK4_GD_AT_END)
-        return refuse(host, Status::Unsupported,
-                      "vmdk: streamOptimized images cannot be resized in place (convert them instead)");
+    uint8_t first[4 + sizeof(Vmdk4HeaderDisk)];
+    if ((st = dev.read(0, first, sizeof first)) != Status::Ok)
+        return st;
+    Vmdk4Header at_start{};
+    vmdk4_header_decode(first + 4, &at_start);
+    const bool marker = (s.h.flags & VMDK4_FLAG_MARKER) != 0;
     s.l1_entry_sectors = uint64_t{s.h.num_gtes_per_gt} * s.h.granularity;
     s.gt_bytes = round_up(uint64_t{s.h.num_gtes_per_gt} * 4, 512);
     const uint64_t cap = s.h.capacity;
@@ -353,6 +618,8 @@ Status resize_sparse(SizedDevice& dev, EditHost& host, guest::Allocator& alloc, 
         return refuse(host, Status::Invalid, "Use the --shrink option to perform a shrink operation.");
     if (new_cap > VMDK_MAX_L1_SIZE * s.l1_entry_sectors || new_cap > VMDK_MAX_EXTENT_SECTORS)
         return refuse(host, Status::TooLarge, "vmdk: the new size exceeds what a sparse extent can address");
+    if (at_start.gd_offset == VMDK4_GD_AT_END)
+        return resize_stream_footer(dev, host, alloc, codecs, s, x.compressed, size);
     const bool rgd = s.h.rgd_offset != 0 && (s.h.flags & VMDK4_FLAG_RGD) != 0;
     const uint64_t old_l1 = l1_size(s, cap);
     const uint64_t new_l1 = l1_size(s, new_cap);
@@ -377,8 +644,12 @@ Status resize_sparse(SizedDevice& dev, EditHost& host, guest::Allocator& alloc, 
         return st == Status::Ok ? st : refuse(host, st, "vmdk: the resize failed");
     }
 
-    // Grow: old tables forget stale grains past the old end; new tables at the file's end.
-    st = clear_range(dev, alloc, s, s.h.gd_offset * 512, old_l1, cap, new_cap, true);
+    // Grow: old tables forget stale grains past the old end; new tables at the file's end. A
+    // compressed grain holding the old end is written anew (rewrite_partial_grain).
+    if (x.compressed && cap % s.h.granularity != 0)
+        st = rewrite_partial_grain(dev, alloc, codecs, s, marker, rgd ? s.h.rgd_offset * 512 : 0, cap);
+    if (st == Status::Ok)
+        st = clear_range(dev, alloc, s, s.h.gd_offset * 512, old_l1, cap, new_cap, !x.compressed);
     if (st == Status::Ok && rgd)
         st = clear_range(dev, alloc, s, s.h.rgd_offset * 512, old_l1, cap, new_cap, false);
     if (st != Status::Ok)
@@ -553,7 +824,7 @@ Status resize_flat(SizedDevice& dev, SizedDevice* const* files, uint32_t file_co
                           "vmdk: this shrink would remove whole extent files, which instar cannot delete");
         if (sparse) {
             // The extent's header is what qemu reads: it changes first, the descriptor follows.
-            if ((st = resize_sparse(last_file, host, alloc, (last_sectors - cut) * 512, true)) != Status::Ok)
+            if ((st = resize_sparse(last_file, host, alloc, nullptr, (last_sectors - cut) * 512, true)) != Status::Ok)
                 return st;
         }
         edits[0] = {starts[last], last_sectors - cut};
@@ -739,7 +1010,7 @@ guest::Status edit_resize(const EditRequest& req, EditHost& host) {
             return refuse(host, Status::Unsupported, "vmdk: a descriptor inside a sparse header is not supported");
         if ((args.flags & guest::RESIZE_PREALLOC_GIVEN) != 0 && args.prealloc != 0)
             return refuse(host, Status::Unsupported, "vmdk: preallocation is not supported for sparse extents");
-        return resize_sparse(*d.image, host, *req.allocator, size, shrink_ok);
+        return resize_sparse(*d.image, host, *req.allocator, req.codecs, size, shrink_ok);
     }
     if (load_be32(magic) == VMDK3_MAGIC)
         return refuse(host, Status::Unsupported, "vmdk: COWD (vmfsSparse) extents cannot be resized");
