@@ -43,7 +43,8 @@ const Divergence DIVERGENCES[] = {
     {"vmdk-resize", "resize",
      "resize grows and (with --shrink) shrinks monolithicSparse, monolithicFlat, twoGbMaxExtentFlat, "
      "twoGbMaxExtentSparse and streamOptimized images in place (new grain tables, a moved grain directory, grown or "
-     "added extents, a rewritten descriptor, a new footer); shrinks that would drop whole extent files are refused; "
+     "added extents, a rewritten descriptor, a new footer; a shrink past the last extent removes the image's own "
+     "dropped extent files); "
      "qemu-img "
      "refuses every vmdk: \"Image format driver does not support resize\"; commit grows a smaller vmdk base the "
      "same way, where qemu-img fails (\"Block job failed: Operation not supported\", nothing written)",

@@ -168,6 +168,11 @@ def run_case(tools, name, fmt, create, writes, steps, results, footer=False):
                     want = expected_size(fmt, size, d)
                     set_ref_size(ref, want)
                     checks(fmt, image, ref, want, problems)
+                    # A shrink's dropped extent files are removed; nothing else is left beside it.
+                    named = {os.path.basename(f) for f in extent_files(fmt, image)}
+                    stray = set(os.listdir(d)) - {os.path.basename(image), 'ref.raw'} - named
+                    if stray:
+                        problems.append(f'files left beside the image: {sorted(stray)}')
                     if footer:
                         pass
                     elif not problems and stream and not shrink:
@@ -228,8 +233,11 @@ def run_refusal(tools, name, fmt, create, size, shrink, want_text, results, foot
         results.append((f'{name}: refused', problems))
 
 
-def run_crash(tools, name, fmt, create, writes, size, shrink, results, footer=False):
-    """Kills the resize at every file-changing call: old or new content, an image qemu accepts."""
+def run_crash(tools, name, fmt, create, writes, size, shrink, results, footer=False, between=False):
+    """Kills the resize at every file-changing call: old or new content, an image qemu accepts.
+    `between`: a size between the two is accepted too when the content is the old one cut there (a
+    sparse extent set dropping whole extents: the descriptor switches first, the kept last extent's
+    header follows)."""
     if not wanted(name):
         return
     with tempfile.TemporaryDirectory(prefix='rfc-') as d:
@@ -274,19 +282,70 @@ def run_crash(tools, name, fmt, create, writes, size, shrink, results, footer=Fa
                 problems.append(f'not killed (rc {rc}: {err.strip()})')
             try:
                 got = virtual_size(fmt, img)
-                if got not in (old_size, new_size):
+                mid = between and min(old_size, new_size) < got < max(old_size, new_size)
+                if got not in (old_size, new_size) and not mid:
                     problems.append(f'size {got} is neither {old_size} nor {new_size}')
+                if mid:
+                    ref_mid = os.path.join(d, 'mid.raw')
+                    sh(['cp', '--sparse=always', ref_old, ref_mid])
+                    set_ref_size(ref_mid, got)
                 if fmt != 'vpc':
                     p = sh([QEMU_IMG, 'check', '-f', fmt, img], check=False)
                     if p.returncode not in (0, 3):
                         problems.append(f'check rc {p.returncode}: {p.stdout.strip()}')
-                ref = ref_new if got == new_size else ref_old
+                ref = ref_new if got == new_size else ref_mid if mid else ref_old
                 if not compare(fmt, ref, img, got):
                     problems.append(f'content is not the {"new" if ref is ref_new else "old"} one')
             except RuntimeError as e:
                 problems.append(str(e))
             results.append((f'{name}: killed at write {n}/{total or "?"}', problems))
             shutil.rmtree(run_dir)
+
+
+def run_drop_policy(tools, results):
+    """instar resize removes a dropped extent file only when it is the image's own NAME-* file beside
+    it and no kept extent uses it; crafted descriptors naming another file, or one file twice, keep
+    them (a warning), and the shrink still happens."""
+    cases = [
+        # (label, extent lines (name, sectors, offset), files to make, new size, kept files)
+        ('other name', [('img-f001.vmdk', 2048, 0), ('other.raw', 2048, 0)], ['img-f001.vmdk', 'other.raw'], MiB,
+         ['other.raw']),
+        ('one file twice', [('img-f001.vmdk', 2048, 0), ('img-f001.vmdk', 2048, 2048)], ['img-f001.vmdk'], MiB,
+         ['img-f001.vmdk']),
+        ('own name', [('img-f001.vmdk', 2048, 0), ('img-f002.vmdk', 2048, 0)], ['img-f001.vmdk', 'img-f002.vmdk'], MiB,
+         []),
+    ]
+    for label, lines, make, size, kept in cases:
+        name = f'vmdk dropped files policy: {label} (instar)'
+        if not wanted(name):
+            continue
+        with tempfile.TemporaryDirectory(prefix='rfp-') as d:
+            for f in make:
+                with open(os.path.join(d, f), 'wb') as out:
+                    out.truncate(2 * MiB)
+            text = ('# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\n'
+                    'createType="twoGbMaxExtentFlat"\n\n# Extent description\n' +
+                    ''.join(f'RW {n} FLAT "{f}" {o}\n' for f, n, o in lines) +
+                    '\n# The Disk Data Base\n#DDB\n\nddb.virtualHWVersion = "4"\n')
+            image = os.path.join(d, 'img.vmdk')
+            with open(image, 'w') as out:
+                out.write(text)
+            p = sh([tools['instar'], 'resize', '-f', 'vmdk', '--shrink', image, str(size)], check=False)
+            problems = []
+            if p.returncode != 0:
+                problems.append(f'rc {p.returncode}: {p.stderr.strip()}')
+            left = sorted(set(os.listdir(d)) - {'img.vmdk'})
+            want_left = sorted(set(kept) | {lines[0][0]})
+            if left != want_left:
+                problems.append(f'files {left}, wanted {want_left}')
+            if kept and 'left in place' not in p.stderr:
+                problems.append(f'no warning: {p.stderr.strip()!r}')
+            try:
+                if virtual_size('vmdk', image) != size:
+                    problems.append('not shrunk')
+            except RuntimeError as e:
+                problems.append(str(e))
+            results.append((name, problems))
 
 
 ONLY = os.environ.get('RESIZE_FORMATS_ONLY')  # run only the cases whose name contains this
@@ -370,10 +429,21 @@ def main():
     run_crash(tools, 'vmdk twoGbMaxExtentSparse shrink (last extent)', 'vmdk',
               ['-o', 'subformat=twoGbMaxExtentSparse', str(3 * GiB)], [(3071 * MiB, MiB, 0x44)], 2 * GiB + 7 * MiB, True,
               results)
-    run_refusal(tools, 'vmdk twoGbMaxExtentSparse shrink dropping a file', 'vmdk',
-                ['-o', 'subformat=twoGbMaxExtentSparse', str(3 * GiB)], 1 * GiB, True, 'whole extent files', results)
-    run_refusal(tools, 'vmdk twoGbMaxExtentFlat shrink dropping a file', 'vmdk',
-                ['-o', 'subformat=twoGbMaxExtentFlat', str(3 * GiB)], 1 * GiB, True, 'whole extent files', results)
+    # Shrinks dropping whole extent files (removed after the descriptor switch).
+    run_case(tools, 'vmdk twoGbMaxExtentSparse shrink dropping files', 'vmdk',
+             ['-o', 'subformat=twoGbMaxExtentSparse', str(5 * GiB)],
+             [(0, MiB, 0x5a), (2047 * MiB, 2 * MiB, 0x33), (4095 * MiB, 2 * MiB, 0x44)],
+             [(1 * GiB + 7 * MiB, True), (2 * GiB, False), (2 * GiB, True), (5 * GiB, False), (4 * GiB, True)], results)
+    run_case(tools, 'vmdk twoGbMaxExtentFlat shrink dropping files', 'vmdk',
+             ['-o', 'subformat=twoGbMaxExtentFlat', str(5 * GiB)],
+             [(0, MiB, 0x5a), (2047 * MiB, 2 * MiB, 0x33), (4095 * MiB, 2 * MiB, 0x44)],
+             [(1 * GiB + 7 * MiB, True), (3 * GiB, False), (2 * GiB, True)], results)
+    run_crash(tools, 'vmdk twoGbMaxExtentSparse shrink dropping files', 'vmdk',
+              ['-o', 'subformat=twoGbMaxExtentSparse', str(5 * GiB)], [(2047 * MiB, 2 * MiB, 0x33), (4095 * MiB, MiB, 0x44)],
+              1 * GiB + 7 * MiB, True, results, between=True)
+    run_crash(tools, 'vmdk twoGbMaxExtentFlat shrink dropping files', 'vmdk',
+              ['-o', 'subformat=twoGbMaxExtentFlat', str(5 * GiB)], [(2047 * MiB, 2 * MiB, 0x33), (4095 * MiB, MiB, 0x44)],
+              1 * GiB + 7 * MiB, True, results)
     # The same through `instar resize` (host command, sandboxed guest module).
     for sub in ('dynamic', 'fixed'):
         run_case(host, f'vpc {sub} (instar)', 'vpc', ['-o', f'subformat={sub}', str(64 * MiB)], DATA,
@@ -389,6 +459,13 @@ def main():
              [(0, MiB, 0x5a), (3071 * MiB, MiB, 0x44)], [(6 * GiB, False), (5 * GiB + 7 * MiB, True)], results)
     run_case(host, 'vmdk streamOptimized (instar)', 'vmdk', STREAM, STREAM_DATA, [(200 * MiB, False), (61 * MiB, True)],
              results)
+    run_case(host, 'vmdk twoGbMaxExtentSparse shrink dropping files (instar)', 'vmdk',
+             ['-o', 'subformat=twoGbMaxExtentSparse', str(5 * GiB)], [(0, MiB, 0x5a), (4095 * MiB, 2 * MiB, 0x44)],
+             [(1 * GiB + 7 * MiB, True), (3 * GiB, False)], results)
+    run_case(host, 'vmdk twoGbMaxExtentFlat shrink dropping files (instar)', 'vmdk',
+             ['-o', 'subformat=twoGbMaxExtentFlat', str(5 * GiB)], [(0, MiB, 0x5a), (4095 * MiB, 2 * MiB, 0x44)],
+             [(2 * GiB, True)], results)
+    run_drop_policy(host, results)
     run_case(host, 'vmdk streamOptimized, footer (instar)', 'vmdk', STREAM, STREAM_DATA,
              [(200 * MiB, False), (61 * MiB, True)], results, footer=True)
     run_crash(host, 'vpc dynamic grow (BAT relocated) (instar)', 'vpc', [str(64 * MiB)], DATA, 1 * GiB, False, results)

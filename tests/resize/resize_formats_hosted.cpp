@@ -147,9 +147,18 @@ public:
         return Status::Ok;
     }
     void reason(const char* text, std::size_t len) override { reason_.assign(text, len); }
-    Status data(std::uint32_t, const void*, std::size_t) override { return Status::Ok; }
+    // RESIZE_DATA_DROPPED_FILE: the host command removes such a file after success; so does this.
+    Status data(std::uint32_t kind, const void* bytes, std::size_t len) override {
+        std::uint32_t i = 0;
+        if (kind != guest::RESIZE_DATA_DROPPED_FILE || len != sizeof i)
+            return Status::Invalid;
+        std::memcpy(&i, bytes, sizeof i);
+        dropped.push_back(i);
+        return Status::Ok;
+    }
     void progress(std::uint64_t, std::uint64_t) override {}
     const std::string& why() const { return reason_; }
+    std::vector<std::uint32_t> dropped; // indexes into the image's files
 
 private:
     std::string dir_;
@@ -237,6 +246,9 @@ int resize_formats_main(int argc, char** argv, guest::EditFn edit) {
         std::fprintf(stderr, "refused (%d): %s\n", static_cast<int>(st), host.why().c_str());
         return 1;
     }
+    for (const std::uint32_t i : host.dropped)
+        if (i < names.size() && ::unlink(names[i].c_str()) != 0)
+            return 1;
     return 0;
 }
 

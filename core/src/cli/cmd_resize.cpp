@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -58,6 +59,48 @@ private:
     std::string dir_;
     std::vector<int> fds_;
 };
+
+// Removes the files a shrink left unnamed (RESIZE_DATA_DROPPED_FILE records: indexes into the
+// image's files), after the command succeeded. The index comes from the guest and the names from an
+// untrusted descriptor, so a file goes only when it lies in the image's own directory, its name is
+// the image's stem and a dash ("disk.vmdk" -> "disk-s002.vmdk"), it is still the regular file that
+// was opened (device and inode), and no other file of the image (nor the image) is that file. Any
+// other is left in place with a warning (docs/resize.md, "Dropped files").
+void remove_dropped_files(Context& ctx, const ChainLink& link, const EditReport& report) {
+    std::vector<bool> drop(link.files.size(), false);
+    for (const auto& [kind, bytes] : report.data) {
+        std::uint32_t i = 0;
+        if (kind != guest::RESIZE_DATA_DROPPED_FILE || bytes.size() != sizeof i)
+            continue;
+        std::memcpy(&i, bytes.data(), sizeof i);
+        if (i < drop.size())
+            drop[i] = true;
+    }
+    const std::filesystem::path& image = link.image.path;
+    const std::string stem = image.stem().string() + "-";
+    for (std::size_t i = 0; i < drop.size(); ++i) {
+        if (!drop[i])
+            continue;
+        const OpenedFile& f = link.files[i];
+        const std::string name = f.path.filename().string();
+        bool shared = f.device == link.image.device && f.inode == link.image.inode;
+        for (std::size_t k = 0; k < link.files.size(); ++k)
+            shared = shared || (!drop[k] && link.files[k].device == f.device && link.files[k].inode == f.inode);
+        struct stat st {};
+        const bool same = ::lstat(f.path.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+                          static_cast<std::uint64_t>(st.st_dev) == f.device &&
+                          static_cast<std::uint64_t>(st.st_ino) == f.inode;
+        if (f.path.parent_path() != image.parent_path() || name.rfind(stem, 0) != 0 || name.size() == stem.size() ||
+            shared || !same) {
+            ctx.err << "WARNING: '" << f.display << "' is no longer part of '" << link.image.display
+                    << "'; left in place (instar removes only the image's own NAME-* files beside it)\n";
+            continue;
+        }
+        if (::unlink(f.path.c_str()) != 0)
+            ctx.err << "WARNING: could not remove '" << f.display << "', no longer part of the image: "
+                    << std::strerror(errno) << "\n";
+    }
+}
 
 // qemu-img 10.0's text, then instar's own options.
 constexpr std::string_view RESIZE_HELP =
@@ -500,6 +543,7 @@ int cmd_resize(Context& ctx, std::span<const std::string> args) {
             return 1;
         return report_error(ctx, report->reason.empty() ? status_message(report->status) : report->reason);
     }
+    remove_dropped_files(ctx, link, *report);
     if (!quiet) {
         ResizeOutcome done{given, link.node.format, current, total, 0};
         if (json) {

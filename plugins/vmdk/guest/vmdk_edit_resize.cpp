@@ -16,9 +16,10 @@
 //   resizes as monolithicSparse; a grow first rewrites the old last grain when the old size ends
 //   inside it (qemu inflates a grain to the length it was written with and fails a read past that,
 //   so the grain is deflated again whole, its tail zeroed, at the file's end).
-// - refused: streamOptimized with the directory at the end (a footer), other mixes of sparse
-//   extents behind a descriptor, shrinks that would drop whole extent files (the host cannot
-//   remove files).
+// - a shrink past the last extent's start drops the extents wholly past the new end from the
+//   descriptor (the switch), cuts the one holding it, and reports the dropped files for the host
+//   to remove (RESIZE_DATA_DROPPED_FILE).
+// - refused: other mixes of sparse extents behind a descriptor.
 #include "vmdk_edit.h"
 
 #include <instar/guest/arena_new.h>
@@ -68,8 +69,9 @@ uint64_t round_up(uint64_t v, uint64_t to) { return (v + to - 1) / to * to; }
 
 struct LineEdit {
     size_t line_start; // offset of the extent line in the old text
-    uint64_t sectors;  // its new sector count
+    uint64_t sectors;  // its new sector count (DROP_LINE: the line goes)
 };
+constexpr uint64_t DROP_LINE = ~uint64_t{0};
 
 struct Collected {
     const char* base;
@@ -172,7 +174,9 @@ Status rewrite_descriptor(Text t, const LineEdit* edits, uint32_t n_edits, const
             ++e;
         if (e < t.len)
             ++e;
-        if (next_edit < n_edits && edits[next_edit].line_start == pos) {
+        if (next_edit < n_edits && edits[next_edit].line_start == pos && edits[next_edit].sectors == DROP_LINE) {
+            ++next_edit;
+        } else if (next_edit < n_edits && edits[next_edit].line_start == pos) {
             // "RW <n> ...": the number after the access word is replaced.
             size_t q = pos;
             while (q < e && (t.s[q] == ' ' || t.s[q] == '\t'))
@@ -756,6 +760,59 @@ private:
     guest::BlockDevice& image_;
 };
 
+// A shrink past the last extent's start: the extents wholly past the new end leave the
+// descriptor, the one holding it is cut. The descriptor is the switch (a FLAT extent's size is its
+// line); then the kept last extent shrinks (a sparse one's header: qemu sizes a SPARSE extent by
+// it, so a kill between leaves the kept extents' old length, the old content up to there); then
+// each dropped file is reported (RESIZE_DATA_DROPPED_FILE) for the host to remove.
+Status shrink_dropping(SizedDevice& dev, SizedDevice* const* files, uint32_t count, Text t, const ExtentLine* lines,
+                       const size_t* starts, LineEdit* edits, EditHost& host, guest::Allocator& alloc, uint64_t size,
+                       bool sparse) {
+    const uint64_t new_sectors = size / 512;
+    uint64_t before = 0;
+    uint32_t keep = 0; // the extent holding the new end
+    while (keep + 1 < count && before + static_cast<uint64_t>(lines[keep].sectors) < new_sectors)
+        before += static_cast<uint64_t>(lines[keep++].sectors);
+    const uint64_t kept_sectors = new_sectors - before;
+    for (uint32_t i = keep + 1; i < count; ++i)
+        for (uint32_t k = 0; k <= keep; ++k)
+            if (files[i] == files[k])
+                return refuse(host, Status::Unsupported, "vmdk: an extent file to drop is also a kept extent");
+    uint32_t n = 0;
+    edits[n++] = {starts[keep], kept_sectors};
+    for (uint32_t i = keep + 1; i < count; ++i)
+        edits[n++] = {starts[i], DROP_LINE};
+    guest::ScopedBuffer nb(alloc, DESC_MAX);
+    if (!nb.p)
+        return Status::NoMemory;
+    Out out{reinterpret_cast<char*>(nb.p), DESC_MAX};
+    Status st = rewrite_descriptor(t, edits, n, nullptr, 0, size, &out);
+    if (st != Status::Ok)
+        return refuse(host, st, "vmdk: the new descriptor is too large");
+    const size_t text_len = out.n;
+    while (out.n < t.len && !out.overflow)
+        out.put("\n", 1);
+    st = dev.write(0, nb.p, out.n);
+    if (st == Status::Ok)
+        st = dev.flush(host);
+    if (st == Status::Ok)
+        st = dev.set_length(host, text_len, guest::Prealloc::Off);
+    SizedDevice& kept = *files[keep];
+    if (st == Status::Ok && kept_sectors < static_cast<uint64_t>(lines[keep].sectors)) {
+        if (sparse) {
+            if ((st = resize_sparse(kept, host, alloc, nullptr, kept_sectors * 512, true)) != Status::Ok)
+                return st;
+        } else {
+            const uint64_t offset = static_cast<uint64_t>(lines[keep].flat_offset < 0 ? 0 : lines[keep].flat_offset);
+            if (kept.size() > (offset + kept_sectors) * 512)
+                st = kept.set_length(host, (offset + kept_sectors) * 512, guest::Prealloc::Off);
+        }
+    }
+    for (uint32_t i = keep + 1; i < count && st == Status::Ok; ++i)
+        st = host.data(guest::RESIZE_DATA_DROPPED_FILE, &i, sizeof i);
+    return st == Status::Ok ? st : refuse(host, st, "vmdk: the resize failed");
+}
+
 Status resize_flat(SizedDevice& dev, SizedDevice* const* files, uint32_t file_count, EditHost& host,
                    guest::Allocator& alloc, uint64_t size, bool shrink_ok, guest::Prealloc prealloc) {
     const size_t cap = dev.size() < DESC_MAX ? static_cast<size_t>(dev.size()) : DESC_MAX;
@@ -820,8 +877,7 @@ Status resize_flat(SizedDevice& dev, SizedDevice* const* files, uint32_t file_co
     if (new_sectors < old_sectors) {
         const uint64_t cut = old_sectors - new_sectors;
         if (cut >= last_sectors)
-            return refuse(host, Status::Unsupported,
-                          "vmdk: this shrink would remove whole extent files, which instar cannot delete");
+            return shrink_dropping(dev, files, c.count, t, lines, starts, edits, host, alloc, size, sparse);
         if (sparse) {
             // The extent's header is what qemu reads: it changes first, the descriptor follows.
             if ((st = resize_sparse(last_file, host, alloc, nullptr, (last_sectors - cut) * 512, true)) != Status::Ok)

@@ -20,6 +20,12 @@ inline constexpr uint32_t RESIZE_FROM_INFO = 8;
 inline constexpr uint32_t RESIZE_GROW_BY = 16;    // +SIZE
 inline constexpr uint32_t RESIZE_SHRINK_BY = 32;  // -SIZE
 
+// Resize's data record (the first command data kind, INSTAR_EDIT_COMMAND_DATA, spelled here as
+// edit_api.h spells its own): a uint32 index into EditRequest::files of a file the image no longer
+// names after a shrink (a vmdk extent past the new end). Sent after the switch; the host removes
+// the file once the command succeeded, if its own rules let it (docs/resize.md, "Dropped files").
+inline constexpr uint32_t RESIZE_DATA_DROPPED_FILE = 16;
+
 struct ResizeArgs {
     uint64_t new_size;  // bytes, as qemu-img computed it (before any format rounding)
     uint64_t old_size;  // the virtual size the host saw (qemu's "current size" in messages)
