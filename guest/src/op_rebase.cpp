@@ -259,7 +259,9 @@ Status rebase_op(const uint8_t* arg, uint32_t arg_len) {
         req.secret_len = secrets.lengths[0];
     }
     if ((st = m->open_writer(req, &writer)) != Status::Ok) {
-        send(INSTAR_REBASE_WRITE, 0, 0);
+        // Corrupt: the image fails qemu's read-write open (its corrupt bit, a broken encryption
+        // header), which qemu-img rebase words as the image's failed open, before anything else.
+        send(st == Status::Corrupt ? INSTAR_REBASE_OPEN_FAILED : INSTAR_REBASE_WRITE, 0, 0);
         close_images(readers, opened);
         return Status::Ok;
     }

@@ -75,6 +75,11 @@ const Divergence DIVERGENCES[] = {
      "directory: the same bitmaps and bits, check clean, a different cluster layout",
      "the bitmaps do not change (qemu's discards do not dirty them), so rewriting them is only extra writes "
      "and a window in which a kill leaves them half stored"},
+    {"qcow2-commit-corrupt-base", "commit",
+     "commit into a qcow2 base with the corrupt bit is refused before anything is written (\"Could not open "
+     "'BASE': qcow2: Image is corrupt; cannot be opened read/write\")",
+     "qemu-img's reopen of the base for writing does not check the bit and writes into an image qemu itself "
+     "marked corrupt"},
     {"qcow2-commit-dirty-base", "commit",
      "commit repairs a dirty qcow2 base (lazy refcounts not written back) before writing into it, "
      "silently, as check -r all repairs it; qemu's reopen of the base skips that repair, writes, and "

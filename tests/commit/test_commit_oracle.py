@@ -91,8 +91,21 @@ SCENARIOS = {
 }
 SCENARIOS["no_backing"] = ([q("create", "-q", "-f", "qcow2", "t.qcow2", "1M")], ["t.qcow2"])
 
+
+def set_corrupt_bit(image):
+    """A fixture step: the qcow2 header's corrupt bit (incompatible_features bit 1) set."""
+    return [sys.executable, "-c", "import struct; f = open(%r, 'r+b'); f.seek(72); v = struct.unpack('>Q', f.read(8))[0]; "
+            "f.seek(72); f.write(struct.pack('>Q', v | 2))" % image]
+
+
+# The corrupt bit: on the top qemu's read-write open refuses before anything is written (instar too,
+# round 36; it used to commit, then fail to empty the top); on the base qemu's reopen for writing
+# does not look, and qemu writes into it: instar refuses (divergence qcow2-commit-corrupt-base).
+SCENARIOS["corrupt_top"] = (two()[0] + [set_corrupt_bit("t.qcow2")], two()[1])
+SCENARIOS["corrupt_base"] = (two()[0] + [set_corrupt_bit("b.qcow2")], two()[1])
+
 # (scenario, arguments): the data cases, the image is the last argument.
-DATA_CASES = [(s, ["t.qcow2"]) for s in SCENARIOS if s != "no_backing"]
+DATA_CASES = [(s, ["t.qcow2"]) for s in SCENARIOS if s not in ("no_backing", "corrupt_top", "corrupt_base")]
 DATA_CASES += [("vmdk_base", ["t.qcow2"]), ("vhdx_base", ["t.qcow2"]), ("vmdk_top", ["t.vmdk"]), ("vmdk_top", ["-d", "t.vmdk"]), ("vmdk_top_zeroed", ["t.vmdk"]),
                ("larger_top", ["t.qcow2"]), ("larger_top", ["-d", "t.qcow2"]),
     ("plain", ["-d", "t.qcow2"]), ("plain", ["-q", "t.qcow2"]), ("plain", ["-f", "qcow2", "t.qcow2"]),
@@ -117,11 +130,12 @@ ERROR_CASES = [
     ("plain", ["--drop", "t.qcow2"]), ("plain", ["--bogus", "t.qcow2"]), ("plain", ["missing.qcow2"]),
     ("plain", ["-f", "vmdk", "t.qcow2"]), ("plain", ["-f", "bogus", "t.qcow2"]), ("plain", ["-b"]),
     ("plain", ["--image-opts", "-f", "qcow2", "t.qcow2"]), ("plain", ["--image-opts", "t.qcow2"]),
-    ("no_backing", ["-p", "t.qcow2"]),
+    ("no_backing", ["-p", "t.qcow2"]), ("corrupt_top", ["t.qcow2"]), ("corrupt_top", ["-d", "t.qcow2"]),
 ]
 # instar refuses these on purpose (documented in docs/commit.md): (scenario, args, message). None
 # now: a vmdk base made of several files (round 29) is written as convert -n writes one.
-REFUSED = []
+REFUSED = [("corrupt_base", ["t.qcow2"],
+            "qemu-img: Could not open 'b.qcow2': qcow2: Image is corrupt; cannot be opened read/write\n")]
 # vmdk bases made of several files: a descriptor and a flat extent, and split extents (sparse and
 # flat, several 2 GiB slices only past 2 GiB: one here, still a separate file).
 DATA_CASES += [("vmdk_flat_base", ["t.vmdk"]), ("vmdk_2g_sparse_base", ["t.vmdk"]),

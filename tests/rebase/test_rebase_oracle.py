@@ -85,6 +85,11 @@ FIXTURES = [
     ["QIMG", "bitmap", "--add", "-g", "512", "ovb.qcow2", "t512"],
     ["QIO", "-f", "qcow2", "-c", "write -P 0x45 2M 8k", "ovb.qcow2"],
     ["QIMG", "bitmap", "--add", "--disable", "ovb.qcow2", "t1"],
+    # An overlay with the corrupt bit (round 36): qemu's read-write open refuses it in both modes.
+    ["QIMG", "create", "-q", "-f", "qcow2", "-b", "b1.qcow2", "-F", "qcow2", "ovc.qcow2"],
+    ["QIO", "-f", "qcow2", "-c", "write -P 0x48 1M 64k", "ovc.qcow2"],
+    [sys.executable, "-c", "import struct; f = open('ovc.qcow2', 'r+b'); f.seek(72); "
+     "v = struct.unpack('>Q', f.read(8))[0]; f.seek(72); f.write(struct.pack('>Q', v | 2))"],
     # An image without a backing file, to be given one (safe: what the new one adds is zeroed).
     ["QIMG", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4k", "solo.qcow2", "8M"],
     ["QIO", "-f", "qcow2", "-c", "write -P 0x13 1M 64k", "solo.qcow2"],
@@ -169,6 +174,9 @@ CASES = [
     (["-b", "", "ovb.qcow2"], "ovb.qcow2", "content"),
     (["-u", "-b", "b2.qcow2", "-F", "qcow2", "solo.qcow2"], "solo.qcow2", "bytes"),
     (["-b", "nb.qcow2", "-F", "qcow2", "ov.qcow2"], "ov.qcow2", "msg"),
+    (["-b", "b2.qcow2", "-F", "qcow2", "ovc.qcow2"], "ovc.qcow2", "bytes"),
+    (["-b", "", "ovc.qcow2"], "ovc.qcow2", "bytes"),
+    (["-u", "-b", "b2.qcow2", "-F", "qcow2", "ovc.qcow2"], "ovc.qcow2", "bytes"),
     (["-b", "b2.qcow2", "-F", "vmdk", "ov.qcow2"], "ov.qcow2", "msg"),
     (["-b", "b2.qcow2", "-F", "qcow2", "vo.vmdk"], "vo.vmdk", "msg"),
 ]

@@ -21,6 +21,13 @@ using DiagnosticsFn = std::function<void(const std::string&)>;
 // Whether qemu's read-write open repairs the image first: a qcow2 image with the dirty bit.
 inline bool needs_dirty_repair(const NodeInfo& node) { return node.format == "qcow2" && node.dirty_flag; }
 
+// Whether qemu's read-write open refuses the image outright: a qcow2 image with the corrupt bit
+// ("qcow2: Image is corrupt; cannot be opened read/write"), as info's format-specific data says.
+inline bool refuses_read_write(const NodeInfo& node) {
+    const auto* corrupt = node.specific.if_contains("corrupt");
+    return node.format == "qcow2" && corrupt != nullptr && corrupt->is_bool() && corrupt->get_bool();
+}
+
 // The image to repair, as the command opened it.
 struct DirtyRepair {
     std::string filename;                 // its file

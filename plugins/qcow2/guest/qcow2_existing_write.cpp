@@ -1631,8 +1631,14 @@ Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
     }
     if (data != nullptr && h.nb_snapshots != 0) // qemu never makes snapshots of such an image
         return refuse_open(req.reasons, "internal snapshots and an external data file");
-    if (h.incompatible_features & (QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT))
-        return refuse_open(req.reasons, "the dirty or corrupt bit set");
+    // qcow2_open's own refusal (Corrupt: the callers word it as qemu's failed open); a dirty image is
+    // repaired by the host's commands before they get here (docs/amend.md, "Dirty images").
+    if (h.incompatible_features & QCOW2_INCOMPAT_CORRUPT) {
+        refuse_open_text(req.reasons, "qcow2: Image is corrupt; cannot be opened read/write");
+        return Status::Corrupt;
+    }
+    if (h.incompatible_features & QCOW2_INCOMPAT_DIRTY)
+        return refuse_open(req.reasons, "the dirty bit set");
     const uint64_t cs = h.cluster_size();
     auto in_file = [&](uint64_t offset, uint64_t bytes) { return qcow2_placed_in_file(offset, bytes, cs, file); };
     ReasonText r;
