@@ -760,24 +760,28 @@ private:
     guest::BlockDevice& image_;
 };
 
-// A shrink past the last extent's start: the extents wholly past the new end leave the
-// descriptor, the one holding it is cut. The descriptor is the switch (a FLAT extent's size is its
-// line); then the kept last extent shrinks (a sparse one's header: qemu sizes a SPARSE extent by
-// it, so a kill between leaves the kept extents' old length, the old content up to there); then
-// each dropped file is reported (RESIZE_DATA_DROPPED_FILE) for the host to remove.
-Status shrink_dropping(SizedDevice& dev, SizedDevice* const* files, uint32_t count, Text t, const ExtentLine* lines,
-                       const size_t* starts, LineEdit* edits, EditHost& host, guest::Allocator& alloc, uint64_t size,
-                       bool sparse) {
+// A shrink: the extents wholly past the new end leave the descriptor, the one holding it is cut.
+// The descriptor is the switch (a FLAT extent's size is its line), padded with blanks over the old
+// text's tail until that is cut. A SPARSE extent's size is its header (qemu sizes it so): when only
+// the last extent is cut its header goes first, then the descriptor; when extents are dropped the
+// descriptor goes first, then the kept last extent's header, so a kill between leaves the kept
+// extents' old length, the old content up to there. Then each dropped file is reported
+// (RESIZE_DATA_DROPPED_FILE) for the host to remove.
+Status shrink_extents(SizedDevice& dev, SizedDevice* const* files, uint32_t count, Text t, const ExtentLine* lines,
+                      const size_t* starts, LineEdit* edits, EditHost& host, guest::Allocator& alloc, uint64_t size,
+                      bool sparse) {
     const uint64_t new_sectors = size / 512;
     uint64_t before = 0;
     uint32_t keep = 0; // the extent holding the new end
     while (keep + 1 < count && before + static_cast<uint64_t>(lines[keep].sectors) < new_sectors)
         before += static_cast<uint64_t>(lines[keep++].sectors);
     const uint64_t kept_sectors = new_sectors - before;
-    for (uint32_t i = keep + 1; i < count; ++i)
-        for (uint32_t k = 0; k <= keep; ++k)
-            if (files[i] == files[k])
-                return refuse(host, Status::Unsupported, "vmdk: an extent file to drop is also a kept extent");
+    const bool drops = keep + 1 < count;
+    const bool cut = kept_sectors < static_cast<uint64_t>(lines[keep].sectors);
+    SizedDevice& kept = *files[keep];
+    Status st = Status::Ok;
+    if (sparse && cut && !drops && (st = resize_sparse(kept, host, alloc, nullptr, kept_sectors * 512, true)) != Status::Ok)
+        return st;
     uint32_t n = 0;
     edits[n++] = {starts[keep], kept_sectors};
     for (uint32_t i = keep + 1; i < count; ++i)
@@ -786,8 +790,7 @@ Status shrink_dropping(SizedDevice& dev, SizedDevice* const* files, uint32_t cou
     if (!nb.p)
         return Status::NoMemory;
     Out out{reinterpret_cast<char*>(nb.p), DESC_MAX};
-    Status st = rewrite_descriptor(t, edits, n, nullptr, 0, size, &out);
-    if (st != Status::Ok)
+    if ((st = rewrite_descriptor(t, edits, n, nullptr, 0, size, &out)) != Status::Ok)
         return refuse(host, st, "vmdk: the new descriptor is too large");
     const size_t text_len = out.n;
     while (out.n < t.len && !out.overflow)
@@ -797,16 +800,13 @@ Status shrink_dropping(SizedDevice& dev, SizedDevice* const* files, uint32_t cou
         st = dev.flush(host);
     if (st == Status::Ok)
         st = dev.set_length(host, text_len, guest::Prealloc::Off);
-    SizedDevice& kept = *files[keep];
-    if (st == Status::Ok && kept_sectors < static_cast<uint64_t>(lines[keep].sectors)) {
-        if (sparse) {
-            if ((st = resize_sparse(kept, host, alloc, nullptr, kept_sectors * 512, true)) != Status::Ok)
-                return st;
-        } else {
-            const uint64_t offset = static_cast<uint64_t>(lines[keep].flat_offset < 0 ? 0 : lines[keep].flat_offset);
-            if (kept.size() > (offset + kept_sectors) * 512)
-                st = kept.set_length(host, (offset + kept_sectors) * 512, guest::Prealloc::Off);
-        }
+    if (st == Status::Ok && cut && sparse && drops) {
+        if ((st = resize_sparse(kept, host, alloc, nullptr, kept_sectors * 512, true)) != Status::Ok)
+            return st;
+    } else if (st == Status::Ok && cut && !sparse) {
+        const uint64_t offset = static_cast<uint64_t>(lines[keep].flat_offset < 0 ? 0 : lines[keep].flat_offset);
+        if (kept.size() > (offset + kept_sectors) * 512)
+            st = kept.set_length(host, (offset + kept_sectors) * 512, guest::Prealloc::Off);
     }
     for (uint32_t i = keep + 1; i < count && st == Status::Ok; ++i)
         st = host.data(guest::RESIZE_DATA_DROPPED_FILE, &i, sizeof i);
@@ -874,36 +874,8 @@ Status resize_flat(SizedDevice& dev, SizedDevice* const* files, uint32_t file_co
     const uint64_t last_offset = static_cast<uint64_t>(lines[last].flat_offset < 0 ? 0 : lines[last].flat_offset);
     SizedDevice& last_file = *files[last];
 
-    if (new_sectors < old_sectors) {
-        const uint64_t cut = old_sectors - new_sectors;
-        if (cut >= last_sectors)
-            return shrink_dropping(dev, files, c.count, t, lines, starts, edits, host, alloc, size, sparse);
-        if (sparse) {
-            // The extent's header is what qemu reads: it changes first, the descriptor follows.
-            if ((st = resize_sparse(last_file, host, alloc, nullptr, (last_sectors - cut) * 512, true)) != Status::Ok)
-                return st;
-        }
-        edits[0] = {starts[last], last_sectors - cut};
-        guest::ScopedBuffer nb(alloc, DESC_MAX);
-        if (!nb.p)
-            return Status::NoMemory;
-        Out out{reinterpret_cast<char*>(nb.p), DESC_MAX};
-        if ((st = rewrite_descriptor(t, edits, 1, nullptr, 0, size, &out)) != Status::Ok)
-            return refuse(host, st, "vmdk: the new descriptor is too large");
-        // The descriptor is the switch (padded with blanks over the old text's tail until it is cut).
-        const size_t text_len = out.n;
-        while (out.n < t.len && !out.overflow)
-            out.put("\n", 1);
-        st = dev.write(0, nb.p, out.n);
-        if (st == Status::Ok)
-            st = dev.flush(host);
-        if (st == Status::Ok)
-            st = dev.set_length(host, text_len, guest::Prealloc::Off);
-        const uint64_t file_end = (last_offset + last_sectors - cut) * 512;
-        if (st == Status::Ok && !sparse && last_file.size() > file_end)
-            st = last_file.set_length(host, file_end, guest::Prealloc::Off);
-        return st == Status::Ok ? st : refuse(host, st, "vmdk: the resize failed");
-    }
+    if (new_sectors < old_sectors)
+        return shrink_extents(dev, files, c.count, t, lines, starts, edits, host, alloc, size, sparse);
 
     // Grow: the last extent first (to 2 GiB for split images), then new extent files. A sparse
     // last extent stays as it is: qemu reads its size from its header, so growing it would change
