@@ -45,7 +45,14 @@ public:
     void put_string(const char* key, const char* value, size_t len) override { to_.put_string(key, value, len); }
     void put_uint(const char* key, uint64_t value) override { to_.put_uint(key, value); }
     void put_int(const char* key, int64_t value) override { to_.put_int(key, value); }
-    void put_bool(const char* key, bool value) override { to_.put_bool(key, value); }
+    void put_bool(const char* key, bool value) override {
+        static constexpr char CORRUPT[] = "corrupt";
+        bool is = value;
+        for (size_t i = 0; is && i < sizeof CORRUPT; ++i)
+            is = key[i] == CORRUPT[i];
+        corrupt_ = corrupt_ || is;
+        to_.put_bool(key, value);
+    }
     void reason(const char* text, size_t len) override { to_.reason(text, len); }
 
     // The command may run in this start: nothing else to open, no key to ask for, a size to check with.
@@ -55,6 +62,7 @@ public:
     uint64_t size() const { return size_; }
     uint64_t cluster_size() const { return cluster_size_; }
     bool dirty_bit() const { return dirty_; }
+    bool corrupt_bit() const { return corrupt_; }
 
 private:
     InfoEncoder& to_;
@@ -66,6 +74,7 @@ private:
     bool others_ = false;  // any other reference (extent, data file)
     bool encrypted_ = false;
     bool dirty_ = false;
+    bool corrupt_ = false;
 };
 
 // The image as info sees it: read-only, exactly the file's length (an output device's size() is
@@ -218,6 +227,7 @@ Status inspect_first(const ModuleOps& ops, BlockDevice& image, uint64_t length, 
         return st != Status::Ok ? st : flushed;
     out->lone = watched.lone();
     out->dirty = watched.dirty_bit();
+    out->corrupt = watched.corrupt_bit();
     out->backing_only = watched.backing_only();
     out->size = watched.size();
     out->cluster_size = watched.cluster_size();

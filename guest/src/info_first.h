@@ -16,6 +16,8 @@ struct InfoFirstResult {
     bool lone = false;         // the image stands alone (the command may run here)
     bool backing_only = false; // ... but for a backing file: it names no other file, is not encrypted
     bool dirty = false;        // the dirty bit (qcow2): a read-write command repairs it first (host)
+    bool corrupt = false;      // a "corrupt": true in the format's data (qcow2's corrupt bit): qemu's
+                               // read-write open refuses it, and the host words that (dirty_repair.h)
     uint64_t size = 0;         // its virtual size, as info reported it
     uint64_t cluster_size = 0; // its cluster size, as info reported it (0: none)
     uint32_t module = 0;       // the module that inspected it (a plan must read it with the same)

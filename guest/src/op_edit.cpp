@@ -168,8 +168,9 @@ Status edit_op(const uint8_t* arg, uint32_t arg_len) {
                     return st;
         }
         // Not started: Ok says the inspection itself succeeded (the host reuses it). A dirty image
-        // a command writes is repaired by the host first (qemu's read-write open, dirty_repair.h).
-        if (!ends || ((a.flags & INSTAR_EDIT_WRITE) != 0 && first.dirty))
+        // a command writes is repaired by the host first, a corrupt one refused there (qemu's
+        // read-write open, dirty_repair.h).
+        if (!ends || ((a.flags & INSTAR_EDIT_WRITE) != 0 && (first.dirty || first.corrupt)))
             return Status::Ok;
         if (static_cast<EditCommand>(a.command) == EditCommand::Resize && !resolve_resize(args, a.args_len, first.size))
             return Status::Ok;

@@ -18,14 +18,17 @@ namespace instar {
 // its prefix there, as cmd_check does).
 using DiagnosticsFn = std::function<void(const std::string&)>;
 
-// Whether qemu's read-write open repairs the image first: a qcow2 image with the dirty bit.
-inline bool needs_dirty_repair(const NodeInfo& node) { return node.format == "qcow2" && node.dirty_flag; }
-
 // Whether qemu's read-write open refuses the image outright: a qcow2 image with the corrupt bit
 // ("qcow2: Image is corrupt; cannot be opened read/write"), as info's format-specific data says.
 inline bool refuses_read_write(const NodeInfo& node) {
     const auto* corrupt = node.specific.if_contains("corrupt");
     return node.format == "qcow2" && corrupt != nullptr && corrupt->is_bool() && corrupt->get_bool();
+}
+
+// Whether qemu's read-write open repairs the image first: a qcow2 image with the dirty bit (and
+// not the corrupt bit: qcow2_do_open refuses that before it would repair anything).
+inline bool needs_dirty_repair(const NodeInfo& node) {
+    return node.format == "qcow2" && node.dirty_flag && !refuses_read_write(node);
 }
 
 // The image to repair, as the command opened it.

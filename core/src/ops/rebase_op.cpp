@@ -1,6 +1,8 @@
 // rebase's safe mode on the host: the new backing chain opened, INSTAR_OP_REBASE run (rebase_op.h).
 #include "ops/rebase_op.h"
 
+#include "ops/dirty_repair.h"
+
 #include "ops/edit_op.h"
 #include "ops/guest_info_runner.h"
 #include "ops/guest_module.h"
@@ -39,6 +41,10 @@ Expected<bool> rebase_copy(const RebaseSpec& spec, const PluginRegistry& plugins
         return Error{runner.error()};
     const OpenedChain& image = *spec.chain;
     const ChainLink& top = image.links.front();
+    // qemu opens the image read-write first: a corrupt one fails there, before the new backing file
+    // is looked at (the copy's writer refuses it too, in the same words).
+    if (refuses_read_write(top.node))
+        return Error{"Could not open '" + top.name + "': qcow2: Image is corrupt; cannot be opened read/write"};
 
     // The new backing file with its chain, named relative to the image as qemu resolves it.
     OpenedChain fresh;
