@@ -47,7 +47,7 @@ public:
     void put_int(const char* key, int64_t value) override { to_.put_int(key, value); }
     void put_bool(const char* key, bool value) override {
         static constexpr char CORRUPT[] = "corrupt";
-        bool is = value;
+        bool is = value && key != nullptr; // list items have no key
         for (size_t i = 0; is && i < sizeof CORRUPT; ++i)
             is = key[i] == CORRUPT[i];
         corrupt_ = corrupt_ || is;
