@@ -13,7 +13,6 @@ usage: test_corrupt_open.py INSTAR QEMU72 QEMU10 QEMU_IO
 import hashlib
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ import tempfile
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "formats"))
 from differential_support import start_with_oracles  # noqa: E402
 from oracle_retry import run_fixture  # noqa: E402
+from qcow2_header import set_incompat_bits  # noqa: E402
 
 COMMANDS = [
     ["resize", "t.qcow2", "2M"], ["resize", "--shrink", "t.qcow2", "512k"], ["resize", "-q", "t.qcow2", "+1M"],
@@ -32,14 +32,6 @@ COMMANDS = [
     ["rebase", "-u", "-b", "n.qcow2", "-F", "qcow2", "t.qcow2"], ["rebase", "-b", "", "t.qcow2"],
     ["convert", "-n", "-O", "qcow2", "n.qcow2", "t.qcow2"], ["check", "t.qcow2"],
 ]
-
-
-def set_bits(path, bits):
-    with open(path, "r+b") as f:
-        f.seek(72)
-        v = struct.unpack(">Q", f.read(8))[0]
-        f.seek(72)
-        f.write(struct.pack(">Q", v | bits))
 
 
 def digest(path):
@@ -78,7 +70,7 @@ def main():
                         d = os.path.join(work, who)
                         shutil.rmtree(d, ignore_errors=True)
                         shutil.copytree(tpl, d)
-                        set_bits(os.path.join(d, "t.qcow2"), bits)
+                        set_incompat_bits(os.path.join(d, "t.qcow2"), bits)
                         p = subprocess.run(exe + cmd, cwd=d, env=env, capture_output=True, text=True)
                         got[who] = (p.returncode, p.stdout, p.stderr.replace(exe[0], "QEMU-IMG"),
                                     {f: digest(os.path.join(d, f)) for f in ("t.qcow2", "b.qcow2")})

@@ -88,8 +88,8 @@ FIXTURES = [
     # An overlay with the corrupt bit (round 36): qemu's read-write open refuses it in both modes.
     ["QIMG", "create", "-q", "-f", "qcow2", "-b", "b1.qcow2", "-F", "qcow2", "ovc.qcow2"],
     ["QIO", "-f", "qcow2", "-c", "write -P 0x48 1M 64k", "ovc.qcow2"],
-    [sys.executable, "-c", "import struct; f = open('ovc.qcow2', 'r+b'); f.seek(72); "
-     "v = struct.unpack('>Q', f.read(8))[0]; f.seek(72); f.write(struct.pack('>Q', v | 2))"],
+    [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "formats", "qcow2_header.py"),
+     "ovc.qcow2", "2"],
     # An image without a backing file, to be given one (safe: what the new one adds is zeroed).
     ["QIMG", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4k", "solo.qcow2", "8M"],
     ["QIO", "-f", "qcow2", "-c", "write -P 0x13 1M 64k", "solo.qcow2"],

@@ -16,6 +16,7 @@ import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "tests", "formats"))
 from oracle_retry import run_fixture  # noqa: E402
+from qcow2_header import set_incompat_bits  # noqa: E402
 
 ORACLES = {
     "7.2": "/usr/bin/qemu-img",
@@ -30,14 +31,6 @@ def sh(args, cwd):
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(args)}: {r.stderr.strip()}")
     return r.stdout
-
-
-def set_incompat_bits(path, bits):
-    with open(path, "r+b") as f:
-        f.seek(72)
-        v = struct.unpack(">Q", f.read(8))[0]
-        f.seek(72)
-        f.write(struct.pack(">Q", v | bits))
 
 
 def hide_extension(path, magic):
