@@ -194,8 +194,7 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
     // qemu opens the top read-write first: a corrupt one fails there, before anything is written
     // (the base's reopen for writing has no such check: a corrupt base is refused by its writer).
     if (!chain.links.empty() && refuses_read_write(chain.links.front().node))
-        return Error{"Could not open '" + chain.links.front().name +
-                     "': qcow2: Image is corrupt; cannot be opened read/write"};
+        return Error{read_write_refusal(chain.links.front().name)};
     // qemu's read-write open of a dirty qcow2 top repairs it first (lazy refcounts written back),
     // printing check's lines.
     if (!chain.links.empty() && needs_dirty_repair(chain.links.front().node))

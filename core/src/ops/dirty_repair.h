@@ -25,6 +25,11 @@ inline bool refuses_read_write(const NodeInfo& node) {
     return node.format == "qcow2" && corrupt != nullptr && corrupt->is_bool() && corrupt->get_bool();
 }
 
+// qemu's words for that refusal, for the image qemu names `name`.
+inline std::string read_write_refusal(const std::string& name) {
+    return "Could not open '" + name + "': qcow2: Image is corrupt; cannot be opened read/write";
+}
+
 // Whether qemu's read-write open repairs the image first: a qcow2 image with the dirty bit (and
 // not the corrupt bit: qcow2_do_open refuses that before it would repair anything).
 inline bool needs_dirty_repair(const NodeInfo& node) {

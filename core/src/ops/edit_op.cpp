@@ -88,8 +88,7 @@ Expected<bool> open_for_edit(const EditOpen& opts, const PluginRegistry& plugins
                       : open_chain(io, plugins, with_prefetched(*runner, *opts.prefetched), chain);
     // qemu's read-write open refuses a corrupt image before anything else (and before a repair).
     if (opened && opts.read_write && !chain.links.empty() && refuses_read_write(chain.links.front().node))
-        return Error{"Could not open '" + chain.links.front().name +
-                     "': qcow2: Image is corrupt; cannot be opened read/write"};
+        return Error{read_write_refusal(chain.links.front().name)};
     if (!opened || !opts.read_write || !opts.repair_dirty || chain.links.empty() ||
         !needs_dirty_repair(chain.links.front().node))
         return opened;

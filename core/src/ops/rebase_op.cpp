@@ -44,7 +44,7 @@ Expected<bool> rebase_copy(const RebaseSpec& spec, const PluginRegistry& plugins
     // qemu opens the image read-write first: a corrupt one fails there, before the new backing file
     // is looked at (the copy's writer refuses it too, in the same words).
     if (refuses_read_write(top.node))
-        return Error{"Could not open '" + top.name + "': qcow2: Image is corrupt; cannot be opened read/write"};
+        return Error{read_write_refusal(top.name)};
 
     // The new backing file with its chain, named relative to the image as qemu resolves it.
     OpenedChain fresh;
