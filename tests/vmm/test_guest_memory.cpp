@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <fstream>
 #include <string>
+#include <vector>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -131,6 +132,41 @@ TEST_CASE("shared memory (the process sandbox's) is the memfd's bytes, sized to 
     CHECK(std::memcmp(back, "hello", 5) == 0);
     CHECK(GuestMemory::create(16ull << 20).value().memfd() == -1);
     CHECK_FALSE(GuestMemory::create_shared(0).ok());
+}
+
+TEST_CASE("prepare_host_write() makes the range's pages present once and changes no byte") {
+    auto mem = GuestMemory::create_shared(16ull << 20);
+    REQUIRE(mem.ok());
+    GuestMemory& m = mem.value();
+    const std::uint64_t page = 4096;
+    auto resident = [&](std::uint64_t gpa, std::uint64_t pages) {
+        std::vector<unsigned char> v(pages);
+        REQUIRE(::mincore(m.host_base() + gpa, pages * page, v.data()) == 0);
+        std::uint64_t n = 0;
+        for (unsigned char c : v)
+            n += c & 1;
+        return n;
+    };
+    m.load(0x300010, "abc", 3); // bytes already there stay
+    CHECK(resident(0x300000, 16) <= 1);
+    m.prepare_host_write(0x300010, 5 * page); // unaligned: six pages touched
+    CHECK(resident(0x300000, 6) == 6);
+    CHECK(resident(0x306000, 10) == 0);
+    CHECK(std::memcmp(m.range(0x300010, 3), "abc", 3) == 0);
+    CHECK(*m.range(0x305000, 1) == 0);
+    m.prepare_host_write(0x302000, 8 * page); // the present ones are skipped, the rest populated
+    CHECK(resident(0x300000, 10) == 10);
+    CHECK(resident(0x30a000, 6) == 0);
+    m.prepare_host_write(0, 0); // nothing
+    m.prepare_host_write((16ull << 20) - page, page); // the last page
+    CHECK(resident((16ull << 20) - page, 1) == 1);
+    // Anonymous RAM advised onto huge pages is left to its large-page faults.
+    auto huge = GuestMemory::create(16ull << 20, true);
+    REQUIRE(huge.ok());
+    huge.value().prepare_host_write(0x200000, 4 * page);
+    std::vector<unsigned char> v(4);
+    REQUIRE(::mincore(huge.value().host_base() + 0x200000, 4 * page, v.data()) == 0);
+    CHECK((v[0] & 1) == 0);
 }
 
 TEST_CASE("sizes outside the rules are refused") {

@@ -97,6 +97,26 @@ void GuestMemory::load(std::uint64_t gpa, const void* data, std::size_t len) {
     if (len > 0) std::memcpy(base_ + gpa, from, len);
 }
 
+void GuestMemory::prepare_host_write(std::uint64_t gpa, std::uint64_t len) {
+    if (huge_pages_ || len == 0) return;
+    const std::uint64_t page = INSTAR_PAGE_SIZE;
+    if (present_.empty()) present_.assign((size_ / page + 63) / 64, 0);
+    const std::uint64_t first = gpa / page, end = (gpa + len + page - 1) / page;
+    auto is_present = [&](std::uint64_t p) { return (present_[p / 64] >> (p % 64) & 1) != 0; };
+    for (std::uint64_t p = first; p < end;) {
+        if (is_present(p)) {
+            ++p;
+            continue;
+        }
+        std::uint64_t q = p;
+        for (; q < end && !is_present(q); ++q)
+            present_[q / 64] |= std::uint64_t{1} << (q % 64);
+        // SAFETY: [p, q) pages lie inside RAM (gpa + len is, by the caller's range() check).
+        (void)::madvise(base_ + p * page, (q - p) * page, MADV_POPULATE_WRITE);
+        p = q;
+    }
+}
+
 GuestMemory::MapResult GuestMemory::map_file(std::uint64_t gpa, int fd, std::uint64_t offset, std::size_t len) {
     const std::uint64_t page = INSTAR_PAGE_SIZE;
     if (memfd_ >= 0 || fd < 0 || len == 0 || gpa % page != 0 || offset % page != 0 || len % page != 0 ||
@@ -118,7 +138,7 @@ GuestMemory::GuestMemory(GuestMemory&& o) noexcept
     : reservation_(std::exchange(o.reservation_, nullptr)),
       reservation_size_(std::exchange(o.reservation_size_, 0)), base_(std::exchange(o.base_, nullptr)),
       size_(std::exchange(o.size_, 0)), huge_pages_(o.huge_pages_),
-      memfd_(std::exchange(o.memfd_, -1)) {}
+      memfd_(std::exchange(o.memfd_, -1)), present_(std::move(o.present_)) {}
 
 GuestMemory::~GuestMemory() {
     if (reservation_ != nullptr) ::munmap(reservation_, reservation_size_);

@@ -205,6 +205,7 @@ Outcome<HypercallServer::Next> HypercallServer::read_or_write(const instar_hyper
         return bad_request(std::string(verb) + " buffer " + hex(req.gpa) + " + " + std::to_string(req.len) +
                            " lies outside guest RAM (" + std::to_string(mem_.size()) + " bytes)");
     }
+    if (!write) mem_.prepare_host_write(req.gpa, req.len);
     if (!write && (req.arg0 & INSTAR_READ_AHEAD) != 0 && !d->writable && req.len > 0 && take_read_ahead(*d, req, buf)) {
         reply.out_flags = INSTAR_READ_PENDING;
         return Next::Resume;
