@@ -26,6 +26,7 @@
 #include "vmm/guest_memory.h"
 #include "vmm/hypercall_server.h"
 #include "vmm/loader/process_loader.h"
+#include "vmm/read_ahead_worker.h"
 #include "vmm/unique_fd.h"
 #include "vmm/watchdog.h"
 
@@ -251,7 +252,18 @@ Outcome<RunResult> run_in_process(const SandboxConfig& config, std::uint64_t ram
     }
     HypercallServer server(m, devices, *watchdog.value(), config.outputs, config.progress, writer ? &*writer : nullptr);
     if (pool) server.set_compress_pool(&*pool);
-    server.enable_read_ahead(); // answers leave before run_pending_reads(), below
+    // Reads ahead on a reader thread when asked (as the KVM sandbox): made after each answer on this
+    // thread, a read held up the guest's next call (compare's second side waited for the first
+    // side's 2 MiB read; docs/sandbox.md, "KVM reader thread").
+    std::optional<ReadAheadWorker> reader;
+    if (config.read_ahead) {
+        reader.emplace(*watchdog.value());
+        if (!reader->start({})) reader.reset();
+    }
+    if (reader)
+        server.set_read_ahead_worker(&*reader);
+    else
+        server.enable_read_ahead(); // answers leave before run_pending_reads(), below
     std::string confinement;
     bool hello = false;
     SpinBackoff backoff; // spins that keep missing (a loaded machine) back off (spin_backoff.h)

@@ -1,5 +1,5 @@
-// Read-ahead in the KVM sandbox: the guest's INSTAR_READ_AHEAD reads of input devices, made by one
-// host reader thread while the vCPU thread runs the guest on (docs/sandbox.md, "Read-ahead").
+// Read-ahead: the guest's INSTAR_READ_AHEAD reads of input devices, made by one host reader thread
+// while the guest runs on (docs/sandbox.md, "KVM reader thread"; the process sandbox too).
 // Nothing here looks at the bytes it moves.
 #pragma once
 
@@ -20,9 +20,10 @@ namespace instar::vmm {
 // next chunk); past this bound a read is made at once by the caller (only slower).
 inline constexpr std::size_t READ_AHEAD_MAX_JOBS = 64;
 
-// The process sandbox reads ahead with its serving thread, which is not the guest's CPU; in the KVM
-// sandbox the vCPU thread serves the call, so a read made there overlaps nothing. This thread makes
-// the reads instead. It writes into guest RAM the guest promised to leave alone until its next
+// In the KVM sandbox the vCPU thread serves the call, so a read made there overlaps nothing. The
+// process sandbox's serving thread is not the guest's CPU, but a read it makes after an answer
+// holds up the next call (compare's second side waited for the first side's read). This thread
+// makes the reads instead, in both. It writes into guest RAM the guest promised to leave alone until its next
 // INSTAR_HC_SETTLE_READS (guest_abi.h) and which outlives the thread (the sandbox makes the memory
 // first and destroys the worker before it returns). Started before the vCPU thread confines itself,
 // and confined by its own filter (seccomp_filter.h, confine_worker_thread): it only reads the

@@ -110,10 +110,10 @@ struct SandboxConfig {
     // INSTAR_HC_COMPRESS runs on one worker thread per online CPU beside the vCPU thread (without:
     // on the vCPU thread alone). For convert; other operations do not compress.
     bool compress_workers = false;
-    // Read-ahead in the KVM sandbox: the guest's INSTAR_READ_AHEAD reads are made by a host reader
-    // thread while the guest runs on (read_ahead_worker.h). Compare and convert (without
-    // write-behind) ask for it with read_ahead_requested(). The process sandbox always reads ahead
-    // (its serving thread is not the guest's CPU).
+    // Read-ahead: the guest's INSTAR_READ_AHEAD reads are made by a host reader thread while the
+    // guest runs on (read_ahead_worker.h), in both sandboxes. Compare and convert (without
+    // write-behind) ask for it with read_ahead_requested(). Without it the process sandbox still
+    // reads ahead on its serving thread, after each answer (its thread is not the guest's CPU).
     bool read_ahead = false;
     // A one-shot process (the command line): the finished VM is not torn down here but left to a
     // keeper process that shares this address space and ends when this process does, so closing
