@@ -85,6 +85,15 @@ SCENARIOS = [
                                                      ["QIO", "-c", "write -P 5 1024k 3k", "-c", "write -z 1030k 2k",
                                                       "img"]],
      ["--preallocation=falloc", "img", "3M"]),
+    # An overlay grown from inside a cluster it does not map (round 37): a first run asks for the
+    # backing file's bytes of that cluster, a second sandbox reads them into a temporary file, a
+    # third allocates the cluster (its head those bytes) before the size switch. Kills land in all
+    # three; no temporary file may outlive a kill ($TMPDIR checked after each).
+    ("overlay grow, head cluster from the backing file", [["QIMG", "create", "-q", "-f", "qcow2", "base", "4M"],
+                                                          ["QIO", "-c", "write -P 7 0 4M", "base"],
+                                                          ["QIMG", "create", "-q", "-f", "qcow2", "-b", "base", "-F",
+                                                           "qcow2", "img", "1049088"]],
+     ["img", "3M"]),
     # Persistent bitmaps (qcow2_bitmap_carry.h): the size and the bitmaps switch in one header write.
     ("bitmaps, grow (tables grow)", [["QIMG", "create", "-q", "-f", "qcow2", "img", "64M"],
                                      ["QIMG", "bitmap", "--add", "-g", "512", "img", "b512"],
@@ -166,11 +175,18 @@ def main():
             n = 1
             total = None
             d = os.path.join(work, "run")
+            tmp = os.path.join(work, "tmp") # the runs' $TMPDIR: empty after every kill
+            os.makedirs(tmp, exist_ok=True)
             while total is None:
                 shutil.rmtree(d, ignore_errors=True)
                 shutil.copytree(tpl, d)
-                env = dict(os.environ, INSTAR_TEST_KILL_AT_WRITE=str(n))
+                env = dict(os.environ, INSTAR_TEST_KILL_AT_WRITE=str(n), TMPDIR=tmp)
                 rc, out, err = run([instar, "resize"] + args, d, env)
+                if os.listdir(tmp):
+                    failed += 1
+                    print("FAIL %s: kill at write %d left %s in $TMPDIR" % (label, n, os.listdir(tmp)))
+                    for f in os.listdir(tmp):
+                        os.unlink(os.path.join(tmp, f))
                 if rc == 0:
                     total = n - 1
                     break

@@ -31,7 +31,8 @@ BYTES, SEMANTIC, NONE = "bytes", "semantic", "none"
 # one profile keeps the CI budget (each case once).
 ONE_PROFILE = {"q_bm", "q_bm_1g", "q_bm_512", "q_bm_ov", "q_unaligned", "q_unaligned_4k", "q_df_raw", "q_unaligned_l2",
                "q_ov_unaligned_l2", "q_ov_l2_head", "q_ov_l2_zero_head", "q_ov_l2_sc",
-               "q_ov_unaligned", "q_ov_snap", "q_aes", "q_ov_aes"}
+               "q_ov_unaligned", "q_ov_snap", "q_aes", "q_ov_aes", "q_ov_head", "q_ov_head_2m", "q_ov_head_zero",
+               "q_ov_head_raw", "q_ov_head_chain"}
 
 
 def sha(path):
@@ -115,6 +116,26 @@ def fixtures(q, qio):
                            [qio, "-c", "write -P 7 0 200M", "base"],
                            [q, "create", "-q", "-f", "qcow2", "-b", "base", "-F", "qcow2", "img", "100000256"],
                            [qio, "-c", "write -P 8 99999744 512", "img"]],
+        # Overlays grown from an old size inside a cluster they do not map (round 37): qemu's write
+        # path allocates that cluster, its head copied from the backing file (the host reads it in
+        # a sandbox of its own; resize then runs again with those bytes), or zeros for a zero cluster.
+        "q_ov_head": [[q, "create", "-q", "-f", "qcow2", "base", "4M"], [qio, "-c", "write -P 7 0 4M", "base"],
+                      [q, "create", "-q", "-f", "qcow2", "-b", "base", "-F", "qcow2", "img", "1049088"]],
+        "q_ov_head_2m": [[q, "create", "-q", "-f", "qcow2", "base", "4M"], [qio, "-c", "write -P 7 0 4M", "base"],
+                         [q, "create", "-q", "-f", "qcow2", "-o", "cluster_size=2M", "-b", "base", "-F", "qcow2",
+                          "img", "1049088"]],
+        "q_ov_head_zero": [[q, "create", "-q", "-f", "qcow2", "base", "4M"], [qio, "-c", "write -P 7 0 4M", "base"],
+                           [q, "create", "-q", "-f", "qcow2", "-b", "base", "-F", "qcow2", "img", "2M"],
+                           [qio, "-c", "write -z 1M 64k", "img"], [q, "resize", "-q", "--shrink", "img", "1049088"]],
+        # A raw backing file that ends inside that cluster (zeros past its end), and a chain of two
+        # whose middle level holds the head's bytes.
+        "q_ov_head_raw": [[q, "create", "-q", "-f", "raw", "base", "1049600"],
+                          [qio, "-f", "raw", "-c", "write -P 91 0 1049600", "base"],
+                          [q, "create", "-q", "-f", "qcow2", "-b", "base", "-F", "raw", "img", "1049088"]],
+        "q_ov_head_chain": [[q, "create", "-q", "-f", "qcow2", "base", "4M"], [qio, "-c", "write -P 7 0 4M", "base"],
+                            [q, "create", "-q", "-f", "qcow2", "-b", "base", "-F", "qcow2", "mid", "4M"],
+                            [qio, "-c", "write -P 51 1M 4k", "mid"],
+                            [q, "create", "-q", "-f", "qcow2", "-b", "mid", "-F", "qcow2", "img", "1049088"]],
         # The old AES encryption (round 36): qemu needs the key to open it (any key: nothing checks
         # it); resize writes no guest data, so every mode is byte for byte. An overlay over a larger
         # backing file gets zero clusters from an aligned old size.
@@ -365,6 +386,13 @@ def refusals(instar, q, qio, work, env):
                                                     "base", "-F", "qcow2", "img", "1057280"],
                                                    [qio, "-c", "write -P 5 1024k 4k", "img"]],
          ["img", "3M"], "an overlay with extended L2 entries from an old size inside a cluster"),
+        # An encrypted overlay grown from inside a cluster it does not map (qemu encrypts the copied
+        # head into the new cluster).
+        ("encrypted overlay head", [[q, "create", "-q", "-f", "qcow2", "base", "4M"],
+                                    [q, "create", "-q", "-f", "qcow2", "--object", "secret,id=s0,data=abc", "-o",
+                                     "encrypt.format=aes,encrypt.key-secret=s0", "-b", "base", "-F", "qcow2", "img",
+                                     "1049088"]],
+         AES_KEY + ["%s,file.filename=img" % AES_OPTS, "3M"], "its last cluster unallocated, compressed, shared or"),
     ]
     passed = failed = 0
     for label, setup, args, want in cases:
@@ -438,6 +466,12 @@ def qcow2_cases():
         ("qcow2 aes no key", "q_aes", ["img", "+1M"], BYTES),
         ("qcow2 aes overlay", "q_ov_aes", AES_KEY + ["%s,file.filename=img" % AES_OPTS, "6M"], BYTES),
         ("qcow2 overlay unaligned small", "q_ov_unaligned", ["img", "100007424"], BYTES),
+        ("qcow2 overlay head from backing", "q_ov_head", ["img", "3M"], BYTES),
+        ("qcow2 overlay head inside its cluster", "q_ov_head", ["img", "1050112"], BYTES),
+        ("qcow2 overlay head 2M clusters", "q_ov_head_2m", ["img", "3M"], BYTES),
+        ("qcow2 overlay zero head", "q_ov_head_zero", ["img", "3M"], BYTES),
+        ("qcow2 overlay head raw backing", "q_ov_head_raw", ["img", "4M"], BYTES),
+        ("qcow2 overlay head chain", "q_ov_head_chain", ["img", "2M"], BYTES),
         ("qcow2 metadata allocated head", "q_unaligned", ["--preallocation=metadata", "img", "200M"], BYTES),
         ("qcow2 falloc allocated head", "q_unaligned", ["--preallocation=falloc", "img", "200M"], BYTES),
         ("qcow2 full allocated head", "q_unaligned", ["--preallocation=full", "img", "120M"], BYTES),

@@ -5,6 +5,7 @@
 #include "cli/image_name.h"
 #include "cli/secrets.h"
 #include "ops/edit_op.h"
+#include "ops/image_range.h"
 #include "options/size.h"
 #include "output/json_pretty.h"
 
@@ -66,6 +67,25 @@ private:
 // the image's stem and a dash ("disk.vmdk" -> "disk-s002.vmdk"), it is still the regular file that
 // was opened (device and inode), and no other file of the image (nor the image) is that file. Any
 // other is left in place with a warning (docs/resize.md, "Dropped files").
+// The range of the backing chain a refused resize asked for (RESIZE_DATA_NEED_BACKING), when its
+// one record is well formed: untrusted, so checked as dd will read it (a length that divides the
+// offset, at most RESIZE_MAX_BACKING_BYTES).
+std::optional<guest::ResizeNeedBacking> backing_bytes_asked(const EditReport& report) {
+    std::optional<guest::ResizeNeedBacking> need;
+    for (const auto& [kind, bytes] : report.data) {
+        if (kind != guest::RESIZE_DATA_NEED_BACKING)
+            continue;
+        if (need || bytes.size() != sizeof(guest::ResizeNeedBacking))
+            return std::nullopt;
+        guest::ResizeNeedBacking n{};
+        std::memcpy(&n, bytes.data(), sizeof n);
+        if (n.length == 0 || n.length > guest::RESIZE_MAX_BACKING_BYTES || n.offset % n.length != 0)
+            return std::nullopt;
+        need = n;
+    }
+    return need;
+}
+
 void remove_dropped_files(Context& ctx, const ChainLink& link, const EditReport& report) {
     std::vector<bool> drop(link.files.size(), false);
     for (const auto& [kind, bytes] : report.data) {
@@ -511,28 +531,39 @@ int cmd_resize(Context& ctx, std::span<const std::string> args) {
     if (const int rc = check_sizes(current); rc != 0)
         return rc;
 
-    Expected<EditReport> report = Error{""};
-    if (quick) {
-        report = std::move(*quick);
-    } else {
-        guest::ResizeArgs ra{};
-        ra.new_size = static_cast<std::uint64_t>(total);
-        ra.old_size = static_cast<std::uint64_t>(current);
-        ra.prealloc = static_cast<std::uint32_t>(prealloc);
-        ra.flags = base_flags;
-        if (chain.links.size() > 1) {
-            ra.flags |= guest::RESIZE_HAS_BACKING;
-            ra.backing_size = chain.links[1].node.virtual_size;
-        }
-        EditCall call;
-        call.link = &link;
-        call.outputs = &added;
-        call.filename = given;
-        call.command = guest::EditCommand::Resize;
-        call.args.resize(sizeof ra);
-        std::memcpy(call.args.data(), &ra, sizeof ra);
-        report = run_edit(call, ctx.sandbox_config(), ctx.profile.version);
+    // The non-quick run's arguments: the sizes as checked above.
+    guest::ResizeArgs ra{};
+    ra.new_size = static_cast<std::uint64_t>(total);
+    ra.old_size = static_cast<std::uint64_t>(current);
+    ra.prealloc = static_cast<std::uint32_t>(prealloc);
+    ra.flags = base_flags;
+    if (chain.links.size() > 1) {
+        ra.flags |= guest::RESIZE_HAS_BACKING;
+        ra.backing_size = chain.links[1].node.virtual_size;
     }
+    EditCall call;
+    call.link = &link;
+    call.outputs = &added;
+    call.filename = given;
+    call.command = guest::EditCommand::Resize;
+    call.args.resize(sizeof ra);
+    std::memcpy(call.args.data(), &ra, sizeof ra);
+    Expected<EditReport> report = quick ? Expected<EditReport>(std::move(*quick))
+                                        : run_edit(call, ctx.sandbox_config(), ctx.profile.version);
+    // The format asked for bytes of the backing chain (a qcow2 overlay's head cluster, which qemu's
+    // write path fills from the backing file) and wrote nothing: they are read in a sandbox of their
+    // own and the resize runs again with them.
+    if (report && report->status != guest::Status::Ok && chain.links.size() > 1)
+        if (const auto need = backing_bytes_asked(*report)) {
+            auto bytes = read_image_range(chain.links[1], need->offset, need->length, eo.allow_paths,
+                                          eo.unsafe_quirks, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version);
+            if (!bytes)
+                return report_error(ctx, "Could not read the backing file of '" + given + "': " + bytes.error());
+            ra.flags |= guest::RESIZE_BACKING_BYTES;
+            std::memcpy(call.args.data(), &ra, sizeof ra);
+            call.extra = {vmm::Device{bytes->fd.get(), bytes->size, false}};
+            report = run_edit(call, ctx.sandbox_config(), ctx.profile.version);
+        }
     if (!report)
         return report_error(ctx, report.error());
     ctx.out << report->out;

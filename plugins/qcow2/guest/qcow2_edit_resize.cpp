@@ -278,6 +278,62 @@ struct Resizer {
         return Status::Ok;
     }
 
+    // The old last cluster of an overlay zeroed from an unaligned old size when qemu's write path
+    // allocates it anew (standard L2 entries): unallocated, so its head is the backing file's bytes
+    // (HeadAlloc::Backing), or a plain zero cluster, whose head reads as zeros (HeadAlloc::Zero).
+    enum class HeadAlloc { None, Backing, Zero };
+    Status head_to_allocate(uint64_t old_length, HeadAlloc* kind) {
+        *kind = HeadAlloc::None;
+        if (l2_entry_bytes != 8)
+            return Status::Ok;
+        uint64_t l2_off = 0;
+        if (const Status st = load_table_of(old_length, &l2_off); st != Status::Ok)
+            return st;
+        const uint64_t e = l2_off == 0 ? 0 : l2[(old_length % (cs * l2_entries)) / cs];
+        if (e == 0)
+            *kind = HeadAlloc::Backing;
+        else if ((e & ~QCOW_OFLAG_COPIED) == QCOW_OFLAG_ZERO) // no offset: nothing allocated
+            *kind = HeadAlloc::Zero;
+        return Status::Ok;
+    }
+    // qcow2_co_pwritev_part's zeros over [old_length, head_end) into that cluster: its L2 table
+    // found or allocated (get_cluster_table), a new cluster allocated (refcount durable first), the
+    // whole cluster written (the copy-on-write regions around the zeros: `backing`'s bytes, or
+    // zeros), then the entry linked.
+    Status allocate_head(uint64_t old_length, uint64_t head_end, const uint8_t* backing) {
+        const uint64_t span = cs * l2_entries;
+        const uint64_t start = old_length / cs * cs;
+        uint64_t l2_off = 0;
+        if (const Status st = table_for(old_length / span, &l2_off); st != Status::Ok)
+            return st;
+        uint64_t at = 0;
+        if (const Status st = q.alloc_clusters(cs, &at); st != Status::Ok)
+            return say(host, "Failed to zero out the new area: File too large", st);
+        if (const Status st = q.sync(); st != Status::Ok)
+            return st;
+        auto* buf = static_cast<uint8_t*>(q.allocator().allocate(static_cast<size_t>(cs), 64));
+        if (buf == nullptr)
+            return Status::NoMemory;
+        if (backing != nullptr)
+            __builtin_memcpy(buf, backing, static_cast<size_t>(cs));
+        else
+            __builtin_memset(buf, 0, static_cast<size_t>(cs));
+        __builtin_memset(buf + (old_length - start), 0, static_cast<size_t>(head_end - old_length));
+        Status st = q.write(at, buf, static_cast<size_t>(cs));
+        q.allocator().deallocate(buf, static_cast<size_t>(cs));
+        if (st == Status::Ok)
+            st = host.flush(*req.image);
+        if (st == Status::Ok) {
+            l2[(old_length % span) / cs] = at | QCOW_OFLAG_COPIED;
+            st = write_l2(l2_off);
+        }
+        if (st == Status::Ok)
+            st = host.flush(*req.image);
+        if (st != Status::Ok)
+            return say(host, "Failed to zero out the new area: Input/output error", st);
+        return Status::Ok;
+    }
+
     // The L2 table mapping guest offset `guest`, read into l2: *l2_off is its offset, 0 when the L1
     // entry names none or `guest` lies past the L1 table.
     Status load_table_of(uint64_t guest, uint64_t* l2_off) {
@@ -1126,6 +1182,9 @@ Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inp
                             a.new_size > old_length;
     uint64_t head_zero_host = 0; // an unaligned old size: where its cluster's bytes past it lie
     bool head_claim = false;     // extended L2: those zeros fill a zero subcluster and allocate it
+    // Else a new cluster for it (its head the backing file's bytes, head_bytes, or zeros).
+    Resizer::HeadAlloc head_alloc = Resizer::HeadAlloc::None;
+    uint8_t* head_bytes = nullptr;
     if (zero_write) {
         // qemu grows the L1 table, then finds that v2 has no zero clusters (the size stays).
         if (h.version < 3) {
@@ -1147,13 +1206,39 @@ Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inp
                            Status::Unsupported);
         } else if (old_length % r.cs != 0) {
             // qemu zeroes from the next cluster and writes explicit zeros over the rest of the old
-            // last cluster through its write path: in place when that cluster is allocated (else it
-            // copies the head from the backing file, which this edit cannot read).
+            // last cluster through its write path: in place when that cluster is allocated, else
+            // into a new cluster whose head it copies from the backing file (the host reads those
+            // bytes through the backing chain in a sandbox of its own and runs this again with
+            // them: RESIZE_DATA_NEED_BACKING) or, for a zero cluster, zeros.
             if (const Status st = r.head_for_zeros(old_length, &head_zero_host); st != Status::Ok)
                 return st;
-            if (head_zero_host == 0 || h.crypt_method != QCOW_CRYPT_NONE)
+            if (head_zero_host == 0 && h.crypt_method == QCOW_CRYPT_NONE)
+                if (const Status st = r.head_to_allocate(old_length, &head_alloc); st != Status::Ok)
+                    return st;
+            if (head_alloc == Resizer::HeadAlloc::Backing) {
+                const uint64_t start = old_length / r.cs * r.cs;
+                if (!(a.flags & guest::RESIZE_BACKING_BYTES)) {
+                    const guest::ResizeNeedBacking need{start, r.cs};
+                    if (const Status st = host.data(guest::RESIZE_DATA_NEED_BACKING, &need, sizeof need);
+                        st != Status::Ok)
+                        return st;
+                    head_alloc = Resizer::HeadAlloc::None; // refused below; the host comes back
+                } else {
+                    if (req.extra_count < 1 || req.extra == nullptr || req.extra[0] == nullptr)
+                        return say(host, "resize: the backing file's bytes were not sent", Status::Invalid);
+                    head_bytes = static_cast<uint8_t*>(req.allocator->allocate(static_cast<size_t>(r.cs), 64));
+                    if (head_bytes == nullptr)
+                        return Status::NoMemory;
+                    __builtin_memset(head_bytes, 0, static_cast<size_t>(r.cs));
+                    guest::BlockDevice& b = *req.extra[0];
+                    const uint64_t n = b.size() < r.cs ? b.size() : r.cs;
+                    if (n > 0 && b.read(0, head_bytes, static_cast<size_t>(n)) != Status::Ok)
+                        return say(host, "Could not read the backing file: Input/output error", Status::IoError);
+                }
+            }
+            if (head_zero_host == 0 && head_alloc == Resizer::HeadAlloc::None)
                 return say(host, "instar cannot zero the new area of an overlay whose size is not a multiple of "
-                                 "its cluster size yet (its last cluster unallocated, or encrypted)",
+                                 "its cluster size yet (its last cluster unallocated, compressed, shared or encrypted)",
                            Status::Unsupported);
         }
     }
@@ -1181,7 +1266,10 @@ Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inp
             if (const Status st = r.zeroize(zero_start, a.new_size); st != Status::Ok)
                 return st;
         const uint64_t head_end = zero_start < a.new_size ? zero_start : a.new_size;
-        if (head_zero_host != 0) {
+        if (head_alloc != Resizer::HeadAlloc::None) {
+            if (const Status st = r.allocate_head(old_length, head_end, head_bytes); st != Status::Ok)
+                return st;
+        } else if (head_zero_host != 0) {
             // A claimed zero subcluster is written whole (the copy-on-write regions around the
             // request, to its subcluster's bounds, read as zeros).
             const uint64_t from = head_claim ? old_length / unit * unit : old_length;

@@ -64,11 +64,26 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         a.flags |= instar::guest::RESIZE_HAS_BACKING;
         a.backing_size = new_size;
     }
+    // The backing chain's bytes a head cluster asks for (RESIZE_DATA_NEED_BACKING), as the host's
+    // second run sends them: a short device (a backing file ending inside the cluster) half the time.
+    instar::hosted::MemoryOutput backing(OUTPUT_BUDGET);
+    instar::guest::BlockDevice* extra[1] = {&backing};
+    if ((pick >> 6) & 1) {
+        a.flags |= instar::guest::RESIZE_BACKING_BYTES;
+        static std::uint8_t pattern[4096];
+        for (std::size_t i = 0; i < sizeof pattern; ++i)
+            pattern[i] = static_cast<std::uint8_t>(i * 7 + 1);
+        (void)backing.write(0, pattern, (pick >> 7) & 1 ? 1536 : sizeof pattern);
+    }
     instar::hosted::BudgetAllocator alloc(MEMORY_BUDGET);
     Host host(file);
     instar::guest::EditRequest req = instar::hosted::fuzz_edit_request(instar::guest::EditCommand::Resize, file, alloc);
     req.args = reinterpret_cast<const std::uint8_t*>(&a);
     req.args_len = sizeof a;
+    if ((pick >> 6) & 1) {
+        req.extra = extra;
+        req.extra_count = 1;
+    }
     (void)instar::qcow2::edit(req, host);
     if (alloc.peak() > MEMORY_BUDGET)
         std::abort();

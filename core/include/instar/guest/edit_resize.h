@@ -19,12 +19,29 @@ inline constexpr uint32_t RESIZE_HAS_BACKING = 4;     // the image has a backing
 inline constexpr uint32_t RESIZE_FROM_INFO = 8;
 inline constexpr uint32_t RESIZE_GROW_BY = 16;    // +SIZE
 inline constexpr uint32_t RESIZE_SHRINK_BY = 32;  // -SIZE
+// EditRequest::extra[0] holds the backing chain's bytes from the offset a RESIZE_DATA_NEED_BACKING
+// record asked for (as the overlay reads them where it maps nothing: zeros past the backing image's
+// end, the device shorter then), sent by the host on the run it makes again.
+inline constexpr uint32_t RESIZE_BACKING_BYTES = 64;
 
 // Resize's data record (the first command data kind, INSTAR_EDIT_COMMAND_DATA, spelled here as
 // edit_api.h spells its own): a uint32 index into EditRequest::files of a file the image no longer
 // names after a shrink (a vmdk extent past the new end). Sent after the switch; the host removes
 // the file once the command succeeded, if its own rules let it (docs/resize.md, "Dropped files").
 inline constexpr uint32_t RESIZE_DATA_DROPPED_FILE = 16;
+// Resize's second data kind: the format needs the backing chain's bytes of a range to carry out the
+// resize as qemu does (a qcow2 overlay zeroed from an old size inside a cluster it does not map:
+// qemu's write path copies the cluster's head from the backing file). Payload: ResizeNeedBacking.
+// Sent before nothing was written and a refusal; the host reads the range through the backing chain
+// in a sandbox of its own and runs the resize again with RESIZE_BACKING_BYTES.
+inline constexpr uint32_t RESIZE_DATA_NEED_BACKING = 17;
+struct ResizeNeedBacking {
+    uint64_t offset; // guest offset in the backing chain
+    uint64_t length; // at most RESIZE_MAX_BACKING_BYTES
+};
+static_assert(sizeof(ResizeNeedBacking) == 16, "resize need-backing record layout");
+// The most a format asks for: one cluster of qcow2's largest (2 MiB).
+inline constexpr uint64_t RESIZE_MAX_BACKING_BYTES = 2u << 20;
 
 struct ResizeArgs {
     uint64_t new_size;  // bytes, as qemu-img computed it (before any format rounding)

@@ -1,0 +1,32 @@
+// Bytes of an image as qemu reads them through its backing chain, for a command whose format code
+// needs them while it changes another image (resize of a qcow2 overlay whose write path copies a
+// cluster's head from the backing file: RESIZE_DATA_NEED_BACKING). The host never parses them: they
+// are read by dd's convert path in a sandbox of its own and handed to the next sandbox as a device.
+#pragma once
+
+#include "ops/info_op.h"
+#include "plugins/registry.h"
+#include "util/expected.h"
+#include "vmm/sandbox.h"
+#include "vmm/unique_fd.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace instar {
+
+struct ImageRange {
+    vmm::UniqueFd fd;       // an unlinked file ($TMPDIR) holding the bytes from `offset` on
+    std::uint64_t size = 0; // at most the length asked; shorter where the image ends first
+};
+
+// [offset, offset + length) of `link`'s image and its backing chain (the chain opened again through
+// the path policy with `allow_paths`). offset must be a multiple of length, length at most INT_MAX
+// (dd's block size).
+Expected<ImageRange> read_image_range(const ChainLink& link, std::uint64_t offset, std::uint64_t length,
+                                      const std::vector<std::string>& allow_paths, bool unsafe_quirks,
+                                      const PluginRegistry& plugins, const vmm::SandboxConfig& sandbox,
+                                      std::uint32_t qemu_version);
+
+} // namespace instar
