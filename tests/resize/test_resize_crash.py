@@ -94,6 +94,12 @@ SCENARIOS = [
                                                           ["QIMG", "create", "-q", "-f", "qcow2", "-b", "base", "-F",
                                                            "qcow2", "img", "1049088"]],
      ["img", "3M"]),
+    ("extl2 overlay grow over an unallocated subcluster", [["QIMG", "create", "-q", "-f", "qcow2", "base", "4M"],
+                                                          ["QIO", "-c", "write -P 7 0 4M", "base"],
+                                                          ["QIMG", "create", "-q", "-f", "qcow2", "-o",
+                                                           "extended_l2=on", "-b", "base", "-F", "qcow2", "img",
+                                                           "1049088"]],
+     ["img", "1057792"]),
     # Persistent bitmaps (qcow2_bitmap_carry.h): the size and the bitmaps switch in one header write.
     ("bitmaps, grow (tables grow)", [["QIMG", "create", "-q", "-f", "qcow2", "img", "64M"],
                                      ["QIMG", "bitmap", "--add", "-g", "512", "img", "b512"],

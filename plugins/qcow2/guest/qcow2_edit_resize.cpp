@@ -296,37 +296,51 @@ struct Resizer {
             *kind = HeadAlloc::Zero;
         return Status::Ok;
     }
-    // qcow2_co_pwritev_part's zeros over [old_length, head_end) into that cluster: its L2 table
-    // found or allocated (get_cluster_table), a new cluster allocated (refcount durable first), the
-    // whole cluster written (the copy-on-write regions around the zeros: `backing`'s bytes, or
-    // zeros), then the entry linked.
-    Status allocate_head(uint64_t old_length, uint64_t head_end, const uint8_t* backing) {
+    // qcow2_co_pwritev_part's zeros over [old_length, head_end), with their copy-on-write regions
+    // around them: the write covers [from, from + len) (the cluster; with extended L2 entries the
+    // subcluster), holding `backing`'s bytes (len of them) or zeros, zeros over [old_length,
+    // head_end). At host offset `at` in place (then, extended L2, the subcluster claimed), or with
+    // at == 0 into a new cluster: its L2 table found or allocated (get_cluster_table), the cluster
+    // allocated first fit (refcount durable first), written, then the entry linked (link_l2: with
+    // extended L2 entries the subcluster's allocation bit set, the rest of the bitmap kept).
+    Status write_head(uint64_t at, uint64_t from, uint64_t len, uint64_t old_length, uint64_t head_end,
+                      const uint8_t* backing) {
         const uint64_t span = cs * l2_entries;
-        const uint64_t start = old_length / cs * cs;
+        const uint64_t j = (from % span) / cs;
         uint64_t l2_off = 0;
-        if (const Status st = table_for(old_length / span, &l2_off); st != Status::Ok)
-            return st;
-        uint64_t at = 0;
-        if (const Status st = q.alloc_clusters(cs, &at); st != Status::Ok)
-            return say(host, "Failed to zero out the new area: File too large", st);
-        if (const Status st = q.sync(); st != Status::Ok)
-            return st;
-        auto* buf = static_cast<uint8_t*>(q.allocator().allocate(static_cast<size_t>(cs), 64));
+        if (at == 0) {
+            if (const Status st = table_for(from / span, &l2_off); st != Status::Ok)
+                return st;
+            uint64_t host_cluster = 0;
+            if (const Status st = q.alloc_clusters(cs, &host_cluster); st != Status::Ok)
+                return say(host, "Failed to zero out the new area: File too large", st);
+            if (const Status st = q.sync(); st != Status::Ok)
+                return st;
+            at = host_cluster + from % cs;
+        }
+        auto* buf = static_cast<uint8_t*>(q.allocator().allocate(static_cast<size_t>(len), 64));
         if (buf == nullptr)
             return Status::NoMemory;
         if (backing != nullptr)
-            __builtin_memcpy(buf, backing, static_cast<size_t>(cs));
+            __builtin_memcpy(buf, backing, static_cast<size_t>(len));
         else
-            __builtin_memset(buf, 0, static_cast<size_t>(cs));
-        __builtin_memset(buf + (old_length - start), 0, static_cast<size_t>(head_end - old_length));
-        Status st = q.write(at, buf, static_cast<size_t>(cs));
-        q.allocator().deallocate(buf, static_cast<size_t>(cs));
+            __builtin_memset(buf, 0, static_cast<size_t>(len));
+        __builtin_memset(buf + (old_length - from), 0, static_cast<size_t>(head_end - old_length));
+        Status st = q.write(at, buf, static_cast<size_t>(len));
+        q.allocator().deallocate(buf, static_cast<size_t>(len));
         if (st == Status::Ok)
             st = host.flush(*req.image);
-        if (st == Status::Ok) {
-            l2[(old_length % span) / cs] = at | QCOW_OFLAG_COPIED;
-            st = write_l2(l2_off);
+        if (st != Status::Ok)
+            return say(host, "Failed to zero out the new area: Input/output error", st);
+        if (l2_off == 0) // in place
+            return l2_entry_bytes == 16 ? claim_subcluster(old_length) : Status::Ok;
+        const uint64_t words = l2_entry_bytes / 8;
+        l2[j * words] = (at - from % cs) | QCOW_OFLAG_COPIED;
+        if (words == 2) {
+            const uint64_t sc = (from % cs) / (cs / QCOW2_SUBCLUSTERS);
+            l2[j * 2 + 1] = qcow2_sc_written(l2[j * 2 + 1], sc, sc);
         }
+        st = write_l2(l2_off);
         if (st == Status::Ok)
             st = host.flush(*req.image);
         if (st != Status::Ok)
@@ -372,10 +386,11 @@ struct Resizer {
     // (calculate_l2_meta's keep_old copy-on-write, link_l2's bits). Unallocated or shared clusters
     // and unallocated subclusters would need the write path's allocation or the backing file's
     // bytes; a compressed cluster cannot be partly zeroed (-ENOTSUP): not done.
-    Status head_for_zeros_ext(uint64_t old_length, bool* ok, uint64_t* at, bool* claim) {
+    Status head_for_zeros_ext(uint64_t old_length, bool* ok, uint64_t* at, bool* claim, HeadAlloc* alloc) {
         *ok = false;
         *at = 0;
         *claim = false;
+        *alloc = HeadAlloc::None;
         const uint64_t span = cs * l2_entries, scs = cs / QCOW2_SUBCLUSTERS;
         const uint64_t j = (old_length % span) / cs;
         const bool aligned = old_length % scs == 0;
@@ -384,8 +399,14 @@ struct Resizer {
         uint64_t l2_off = 0;
         if (const Status st = load_table_of(old_length, &l2_off); st != Status::Ok)
             return st;
+        const uint64_t sc = (old_length % cs) / scs;
+        // What the subcluster's copy-on-write head reads: the backing chain's bytes where it shows
+        // through (zeros past its end, so none needed there), else zeros.
+        const HeadAlloc shows = backing_reach > old_length / scs * scs ? HeadAlloc::Backing : HeadAlloc::Zero;
         if (l2_off == 0) {
-            *ok = aligned; // zero bits in a new table
+            *ok = true; // zero bits in a new table; an unaligned size: a new cluster for the head
+            if (!aligned)
+                *alloc = shows;
             return Status::Ok;
         }
         const uint64_t e = l2[j * 2], bm = l2[j * 2 + 1];
@@ -395,19 +416,30 @@ struct Resizer {
             *ok = true;
             return Status::Ok;
         }
+        if ((e & QCOW2_L2E_OFFSET_MASK) == 0) {
+            // Nothing allocated (calculate_l2_meta's UNALLOCATED_PLAIN / ZERO_PLAIN): a new cluster,
+            // written from the subcluster's start.
+            const Qcow2Sc t = qcow2_sc_type(false, false, bm, sc);
+            if (t == Qcow2Sc::Invalid)
+                return say(host, "Invalid subcluster bitmap in the last cluster before the old size", Status::Corrupt);
+            *ok = true;
+            *alloc = t == Qcow2Sc::ZeroPlain ? HeadAlloc::Zero : shows;
+            return Status::Ok;
+        }
         const uint64_t host_off = head_in_place(e);
         if (host_off == 0)
             return Status::Ok;
         bool sole = false;
         if (const Status st = sole_reference(host_off, &sole); st != Status::Ok)
             return st;
-        const uint64_t sc = (old_length % cs) / scs;
         const Qcow2Sc t = qcow2_sc_type(false, true, bm, sc);
-        if (!sole || (t != Qcow2Sc::Normal && t != Qcow2Sc::ZeroAlloc))
+        if (!sole || (t != Qcow2Sc::Normal && t != Qcow2Sc::ZeroAlloc && t != Qcow2Sc::UnallocAlloc))
             return Status::Ok;
         *ok = true;
-        *claim = t == Qcow2Sc::ZeroAlloc;
+        *claim = t != Qcow2Sc::Normal;
         *at = host_off + (*claim ? sc * scs : old_length % cs);
+        if (t == Qcow2Sc::UnallocAlloc) // in place, its head copied from the backing chain
+            *alloc = shows;
         return Status::Ok;
     }
     // After the explicit zeros of a claimed subcluster: its allocation bit set, its zero bit cleared.
@@ -1075,9 +1107,13 @@ struct Resizer {
                 const uint64_t j = (g - i * span) / cs;
                 // zero_in_l2_slice without unmapping: a mapped cluster stays mapped. A start inside
                 // a cluster (extended L2: subcluster-aligned) is zero_l2_subclusters' from there on.
-                if (words == 2 && g < pos)
-                    l2[j * 2 + 1] = qcow2_sc_zeroed(l2[j * 2 + 1], (pos - g) / (cs / QCOW2_SUBCLUSTERS),
-                                                    QCOW2_SUBCLUSTERS - 1);
+                // (qcow2_subcluster_zeroize's head: up to the end when it lies in that cluster,
+                // rounded up to a subcluster.)
+                if (words == 2 && g < pos) {
+                    const uint64_t scs = cs / QCOW2_SUBCLUSTERS;
+                    const uint64_t head_end = end - g < cs ? end - g : cs;
+                    l2[j * 2 + 1] = qcow2_sc_zeroed(l2[j * 2 + 1], (pos - g) / scs, (head_end + scs - 1) / scs - 1);
+                }
                 else if (words == 2)
                     l2[j * 2 + 1] = QCOW2_L2_BITMAP_ALL_ZEROES; // every subcluster reads as zeros
                 else
@@ -1182,8 +1218,10 @@ Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inp
                             a.new_size > old_length;
     uint64_t head_zero_host = 0; // an unaligned old size: where its cluster's bytes past it lie
     bool head_claim = false;     // extended L2: those zeros fill a zero subcluster and allocate it
-    // Else a new cluster for it (its head the backing file's bytes, head_bytes, or zeros).
+    // Else a copy-on-write write over [head_from, head_from + head_len) (a new cluster, or an
+    // unallocated subcluster in place): its head the backing chain's bytes (head_bytes) or zeros.
     Resizer::HeadAlloc head_alloc = Resizer::HeadAlloc::None;
+    uint64_t head_from = 0, head_len = 0;
     uint8_t* head_bytes = nullptr;
     if (zero_write) {
         // qemu grows the L1 table, then finds that v2 has no zero clusters (the size stays).
@@ -1197,49 +1235,53 @@ Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inp
         if (old_length % r.cs != 0 && r.l2_entry_bytes == 16) {
             // Extended L2 entries: zero bits from the next subcluster, explicit zeros before it.
             bool ok = false;
-            if (const Status st = r.head_for_zeros_ext(old_length, &ok, &head_zero_host, &head_claim); st != Status::Ok)
+            if (const Status st =
+                    r.head_for_zeros_ext(old_length, &ok, &head_zero_host, &head_claim, &head_alloc);
+                st != Status::Ok)
                 return st;
             if (!ok || h.crypt_method != QCOW_CRYPT_NONE)
                 return say(host, "instar cannot zero the new area of an overlay with extended L2 entries from an old "
-                                 "size inside a cluster whose subclusters are unallocated, compressed, shared or "
-                                 "encrypted yet",
+                                 "size inside a cluster whose subclusters are compressed, shared or encrypted yet",
                            Status::Unsupported);
+            head_from = old_length / (r.cs / QCOW2_SUBCLUSTERS) * (r.cs / QCOW2_SUBCLUSTERS);
+            head_len = r.cs / QCOW2_SUBCLUSTERS;
         } else if (old_length % r.cs != 0) {
             // qemu zeroes from the next cluster and writes explicit zeros over the rest of the old
             // last cluster through its write path: in place when that cluster is allocated, else
-            // into a new cluster whose head it copies from the backing file (the host reads those
-            // bytes through the backing chain in a sandbox of its own and runs this again with
-            // them: RESIZE_DATA_NEED_BACKING) or, for a zero cluster, zeros.
+            // into a new cluster whose head it copies from the backing file or, for a zero
+            // cluster, zeros.
             if (const Status st = r.head_for_zeros(old_length, &head_zero_host); st != Status::Ok)
                 return st;
             if (head_zero_host == 0 && h.crypt_method == QCOW_CRYPT_NONE)
                 if (const Status st = r.head_to_allocate(old_length, &head_alloc); st != Status::Ok)
                     return st;
-            if (head_alloc == Resizer::HeadAlloc::Backing) {
-                const uint64_t start = old_length / r.cs * r.cs;
-                if (!(a.flags & guest::RESIZE_BACKING_BYTES)) {
-                    const guest::ResizeNeedBacking need{start, r.cs};
-                    if (const Status st = host.data(guest::RESIZE_DATA_NEED_BACKING, &need, sizeof need);
-                        st != Status::Ok)
-                        return st;
-                    head_alloc = Resizer::HeadAlloc::None; // refused below; the host comes back
-                } else {
-                    if (req.extra_count < 1 || req.extra == nullptr || req.extra[0] == nullptr)
-                        return say(host, "resize: the backing file's bytes were not sent", Status::Invalid);
-                    head_bytes = static_cast<uint8_t*>(req.allocator->allocate(static_cast<size_t>(r.cs), 64));
-                    if (head_bytes == nullptr)
-                        return Status::NoMemory;
-                    __builtin_memset(head_bytes, 0, static_cast<size_t>(r.cs));
-                    guest::BlockDevice& b = *req.extra[0];
-                    const uint64_t n = b.size() < r.cs ? b.size() : r.cs;
-                    if (n > 0 && b.read(0, head_bytes, static_cast<size_t>(n)) != Status::Ok)
-                        return say(host, "Could not read the backing file: Input/output error", Status::IoError);
-                }
-            }
             if (head_zero_host == 0 && head_alloc == Resizer::HeadAlloc::None)
                 return say(host, "instar cannot zero the new area of an overlay whose size is not a multiple of "
-                                 "its cluster size yet (its last cluster unallocated, compressed, shared or encrypted)",
+                                 "its cluster size yet (its last cluster compressed, shared or encrypted)",
                            Status::Unsupported);
+            head_from = old_length / r.cs * r.cs;
+            head_len = r.cs;
+        }
+        if (head_alloc == Resizer::HeadAlloc::Backing) {
+            // The copy-on-write head is the backing chain's: the host reads those bytes in a sandbox
+            // of its own and runs this again with them (nothing is written before this point).
+            if (!(a.flags & guest::RESIZE_BACKING_BYTES)) {
+                const guest::ResizeNeedBacking need{head_from, head_len};
+                if (const Status st = host.data(guest::RESIZE_DATA_NEED_BACKING, &need, sizeof need); st != Status::Ok)
+                    return st;
+                return say(host, "instar cannot zero the new area of this overlay without its backing file's bytes",
+                           Status::Unsupported);
+            }
+            if (req.extra_count < 1 || req.extra == nullptr || req.extra[0] == nullptr)
+                return say(host, "resize: the backing file's bytes were not sent", Status::Invalid);
+            head_bytes = static_cast<uint8_t*>(req.allocator->allocate(static_cast<size_t>(head_len), 64));
+            if (head_bytes == nullptr)
+                return Status::NoMemory;
+            __builtin_memset(head_bytes, 0, static_cast<size_t>(head_len));
+            guest::BlockDevice& b = *req.extra[0];
+            const uint64_t n = b.size() < head_len ? b.size() : head_len;
+            if (n > 0 && b.read(0, head_bytes, static_cast<size_t>(n)) != Status::Ok)
+                return say(host, "Could not read the backing file: Input/output error", Status::IoError);
         }
     }
     if (const Status st = r.grow_l1(r.size_to_l1(a.new_size)); st != Status::Ok)
@@ -1267,7 +1309,8 @@ Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inp
                 return st;
         const uint64_t head_end = zero_start < a.new_size ? zero_start : a.new_size;
         if (head_alloc != Resizer::HeadAlloc::None) {
-            if (const Status st = r.allocate_head(old_length, head_end, head_bytes); st != Status::Ok)
+            if (const Status st = r.write_head(head_zero_host, head_from, head_len, old_length, head_end, head_bytes);
+                st != Status::Ok)
                 return st;
         } else if (head_zero_host != 0) {
             // A claimed zero subcluster is written whole (the copy-on-write regions around the
