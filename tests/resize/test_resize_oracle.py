@@ -399,6 +399,14 @@ def refusals(instar, q, qio, work, env):
                                      "encrypt.format=aes,encrypt.key-secret=s0", "-b", "base", "-F", "qcow2", "img",
                                      "1049088"]],
          AES_KEY + ["%s,file.filename=img" % AES_OPTS, "3M"], "its last cluster compressed, shared or encrypted"),
+        # ... and over a cluster it maps: zeros written in place would have to be encrypted.
+        ("encrypted overlay allocated head", [[q, "create", "-q", "-f", "qcow2", "base", "4M"],
+                                              [q, "create", "-q", "-f", "qcow2", "--object", "secret,id=s0,data=abc",
+                                               "-o", "encrypt.format=aes,encrypt.key-secret=s0", "-b", "base", "-F",
+                                               "qcow2", "img", "1049088"],
+                                              [qio, "--object", "secret,id=s0,data=abc", "--image-opts",
+                                               "%s,file.filename=img" % AES_OPTS, "-c", "write -P 9 1M 512"]],
+         AES_KEY + ["%s,file.filename=img" % AES_OPTS, "3M"], "its last cluster compressed, shared or encrypted"),
     ]
     passed = failed = 0
     for label, setup, args, want in cases:

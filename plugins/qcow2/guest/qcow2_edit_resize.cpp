@@ -1255,7 +1255,7 @@ Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inp
             if (head_zero_host == 0 && h.crypt_method == QCOW_CRYPT_NONE)
                 if (const Status st = r.head_to_allocate(old_length, &head_alloc); st != Status::Ok)
                     return st;
-            if (head_zero_host == 0 && head_alloc == Resizer::HeadAlloc::None)
+            if ((head_zero_host == 0 && head_alloc == Resizer::HeadAlloc::None) || h.crypt_method != QCOW_CRYPT_NONE)
                 return say(host, "instar cannot zero the new area of an overlay whose size is not a multiple of "
                                  "its cluster size yet (its last cluster compressed, shared or encrypted)",
                            Status::Unsupported);
