@@ -15,6 +15,7 @@
 #include "qcow2_reader.h"
 #include "qcow2_snapshot_ranges.h"
 #include "qcow2_subcluster.h"
+#include "qcow2_unlock.h"
 
 #include "luks_crypto.h"
 #include "luks_format.h"
@@ -1529,77 +1530,6 @@ Status refuse_open_text(guest::ReasonSink* reasons, const char* text) {
     return Status::Unsupported;
 }
 
-// The encrypted image's data cipher, set up to encrypt: LUKS unlocked with the secret from the
-// crypto header extension's clusters (sectors by host offset), legacy AES keyed with the secret's
-// first 16 bytes (sectors by guest offset), as the reader does (qcow2_read_open.cpp).
-// `decrypt` (optional): the same key set up to decrypt too.
-Status unlock(const guest::OpenRequest& req, const Qcow2Header& h, luks::SectorCipher** out,
-              luks::SectorCipher** decrypt, bool* physical) {
-    guest::BlockDevice& dev = *req.image;
-    auto* cipher = guest::arena_new<luks::SectorCipher>(*req.allocator);
-    if (cipher == nullptr)
-        return Status::NoMemory;
-    luks::SectorCipher* dcipher = nullptr;
-    if (decrypt != nullptr) {
-        dcipher = guest::arena_new<luks::SectorCipher>(*req.allocator);
-        if (dcipher == nullptr) {
-            luks::delete_wiped(*req.allocator, cipher);
-            return Status::NoMemory;
-        }
-    }
-    uint8_t key[luks::LUKS_MAX_KEY_BYTES] = {};
-    size_t key_len = 16;
-    luks::LuksHeader lh;
-    Status st = Status::Ok;
-    if (h.crypt_method == QCOW_CRYPT_LUKS) {
-        Qcow2Extensions ext;
-        const uint64_t ext_end = h.extensions_end() > sizeof(Qcow2HeaderDisk) ? h.extensions_end()
-                                                                                : sizeof(Qcow2HeaderDisk);
-        ArenaBuffer cluster(*req.allocator, static_cast<size_t>(ext_end));
-        if (!cluster.ok())
-            st = Status::NoMemory;
-        if (st == Status::Ok) {
-            __builtin_memset(cluster.data(), 0, cluster.size());
-            const uint64_t have = dev.size() < ext_end ? dev.size() : ext_end;
-            st = dev.read(0, cluster.data(), static_cast<size_t>(have));
-        }
-        if (st == Status::Ok &&
-            qcow2_extensions_parse(h, cluster.data(), h.header_length, h.extensions_end(), &ext) != Status::Ok)
-            st = refuse_open_text(req.reasons, "qcow2 header extensions are corrupt");
-        if (st == Status::Ok && !ext.has_crypto_header) {
-            ReasonText r;
-            r.add("Could not read encryption header").send(req.reasons);
-            st = Status::Corrupt;
-        }
-        if (st == Status::Ok)
-            st = unlock_in_extension(dev, ext, *req.allocator, req.secret, req.secret_len, &lh, cipher, req.reasons,
-                                     key, req.qemu_version);
-        key_len = lh.key_bytes;
-        *physical = true;
-    } else {
-        for (size_t i = 0; i < 16 && i < req.secret_len && req.secret[i] != 0; ++i)
-            key[i] = req.secret[i];
-        lh.cipher_name = "aes";
-        lh.cipher_mode = "cbc";
-        lh.ivgen_alg = "plain64";
-        *physical = false;
-    }
-    if (st == Status::Ok)
-        st = cipher->init(lh, key, key_len, true);
-    if (st == Status::Ok && dcipher != nullptr)
-        st = dcipher->init(lh, key, key_len);
-    __builtin_memset(key, 0, sizeof key);
-    if (st != Status::Ok) {
-        luks::delete_wiped(*req.allocator, cipher);
-        luks::delete_wiped(*req.allocator, dcipher);
-        return st;
-    }
-    *out = cipher;
-    if (decrypt != nullptr)
-        *decrypt = dcipher;
-    return Status::Ok;
-}
-
 } // namespace
 
 Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
@@ -1669,7 +1599,8 @@ Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
     luks::SectorCipher* dcipher = nullptr;
     bool physical = false;
     if (h.crypt_method != 0) {
-        if (const Status st = unlock(req, h, &cipher, h.nb_snapshots != 0 ? &dcipher : nullptr, &physical);
+        if (const Status st = qcow2_unlock(*req.image, h, *req.allocator, req.secret, req.secret_len, req.reasons, req.qemu_version, &cipher,
+                                 h.nb_snapshots != 0 ? &dcipher : nullptr, &physical);
             st != Status::Ok) {
             req.allocator->deallocate(buf, static_cast<size_t>(cs));
             return st;
