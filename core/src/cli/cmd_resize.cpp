@@ -517,8 +517,8 @@ int cmd_resize(Context& ctx, std::span<const std::string> args) {
     if (name->unsupported_option)
         return report_error(ctx, unsupported_option_error(*name, link.node.format));
     // qemu opens the image for I/O: an encrypted one's key is unlocked first.
-    if (auto unlocked = unlock_chain_for_command(vm, *name, chain, ctx.sandbox_config(), ctx.profile.version);
-        !unlocked)
+    auto unlocked = unlock_chain_for_command(vm, *name, chain, ctx.sandbox_config(), ctx.profile.version);
+    if (!unlocked)
         return report_error(ctx, unlocked.error());
     // qemu warns when it probed raw for an image it opens for writing.
     if (!eo.format && link.node.format == "raw")
@@ -548,6 +548,9 @@ int cmd_resize(Context& ctx, std::span<const std::string> args) {
     call.command = guest::EditCommand::Resize;
     call.args.resize(sizeof ra);
     std::memcpy(call.args.data(), &ra, sizeof ra);
+    // An encrypted image's key: the explicit zeros some overlays need are encrypted (qcow2).
+    if (*unlocked)
+        call.secrets = {*unlocked};
     Expected<EditReport> report = quick ? Expected<EditReport>(std::move(*quick))
                                         : run_edit(call, ctx.sandbox_config(), ctx.profile.version);
     // The format asked for bytes of the backing chain (a qcow2 overlay's head cluster, which qemu's

@@ -19,6 +19,7 @@
 #include "qcow2_read_reason.h"
 #include "qcow2_subcluster.h"
 #include "qcow2_truncate.h"
+#include "qcow2_unlock.h"
 
 #include <instar/guest/edit_resize.h>
 
@@ -34,6 +35,16 @@ using guest::Status;
 
 Status say(guest::EditHost& host, const char* text, Status st) { return guest::edit_refuse(host, text, st); }
 
+// An edit's refusal reasons for code that words them to a ReasonSink (qcow2_unlock).
+class EditReasons final : public guest::ReasonSink {
+public:
+    explicit EditReasons(guest::EditHost& host) : host_(host) {}
+    void reason(const char* text, size_t len) override { host_.reason(text, len); }
+
+private:
+    guest::EditHost& host_;
+};
+
 struct Resizer {
     const guest::EditRequest& req;
     guest::EditHost& host;
@@ -46,6 +57,9 @@ struct Resizer {
     uint64_t backing_reach = 0; // the backing image's size (0 without one): where it shows through
     // Set: the size switch is the bitmaps' store (their header switch writes the size).
     Qcow2BitmapCarry* bitmaps_at_switch = nullptr;
+    // An encrypted image whose resize writes guest data (an overlay's explicit zeros): its cipher.
+    luks::SectorCipher* cipher = nullptr;
+    bool crypt_physical = false;
 
     uint64_t size_to_l1(uint64_t size) const {
         const uint64_t span = cs * l2_entries;
@@ -304,7 +318,7 @@ struct Resizer {
     // allocated first fit (refcount durable first), written, then the entry linked (link_l2: with
     // extended L2 entries the subcluster's allocation bit set, the rest of the bitmap kept).
     Status write_head(uint64_t at, uint64_t from, uint64_t len, uint64_t old_length, uint64_t head_end,
-                      const uint8_t* backing) {
+                      const uint8_t* backing, bool claim) {
         const uint64_t span = cs * l2_entries;
         const uint64_t j = (from % span) / cs;
         uint64_t l2_off = 0;
@@ -325,7 +339,12 @@ struct Resizer {
             __builtin_memcpy(buf, backing, static_cast<size_t>(len));
         else
             __builtin_memset(buf, 0, static_cast<size_t>(len));
-        __builtin_memset(buf + (old_length - from), 0, static_cast<size_t>(head_end - old_length));
+        if (head_end > old_length)
+            __builtin_memset(buf + (old_length - from), 0, static_cast<size_t>(head_end - old_length));
+        // An encrypted image: qcow2_co_encrypt's sectors, numbered from the host offset (LUKS) or
+        // the guest offset (the old AES method). Sizes are whole sectors, so every one is whole.
+        if (cipher != nullptr)
+            cipher->encrypt((crypt_physical ? at : from) / SECTOR, buf, static_cast<size_t>(len));
         Status st = q.write(at, buf, static_cast<size_t>(len));
         q.allocator().deallocate(buf, static_cast<size_t>(len));
         if (st == Status::Ok)
@@ -333,7 +352,7 @@ struct Resizer {
         if (st != Status::Ok)
             return say(host, "Failed to zero out the new area: Input/output error", st);
         if (l2_off == 0) // in place
-            return l2_entry_bytes == 16 ? claim_subcluster(old_length) : Status::Ok;
+            return claim ? claim_subcluster(old_length) : Status::Ok;
         const uint64_t words = l2_entry_bytes / 8;
         l2[j * words] = (at - from % cs) | QCOW_OFLAG_COPIED;
         if (words == 2) {
@@ -456,21 +475,6 @@ struct Resizer {
         if (st == Status::Ok)
             st = host.flush(*req.image);
         return st;
-    }
-
-    // `len` zero bytes at host offset `at` (in one cluster), flushed.
-    Status zero_bytes(uint64_t at, uint64_t len) {
-        auto* zeros = static_cast<uint8_t*>(q.allocator().allocate(static_cast<size_t>(len), 64));
-        if (zeros == nullptr)
-            return Status::NoMemory;
-        __builtin_memset(zeros, 0, static_cast<size_t>(len));
-        Status st = q.write(at, zeros, static_cast<size_t>(len));
-        q.allocator().deallocate(zeros, static_cast<size_t>(len));
-        if (st == Status::Ok)
-            st = host.flush(*req.image);
-        if (st != Status::Ok)
-            return say(host, "Failed to zero out the new area: Input/output error", st);
-        return Status::Ok;
     }
 
     // Frees what the entries [from, to) of `table` hold (discarding clusters that reach 0).
@@ -1180,6 +1184,11 @@ Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inp
             return st;
 
     Resizer r{req, host, q};
+    struct WipeCipher { // the unlocked key leaves guest memory with the edit
+        guest::Allocator& alloc;
+        luks::SectorCipher*& cipher;
+        ~WipeCipher() { luks::delete_wiped(alloc, cipher); }
+    } wipe{*req.allocator, r.cipher};
     r.cs = q.cluster_size();
     r.data_file = data_file;
     r.l2_entry_bytes = (h.incompatible_features & QCOW2_INCOMPAT_EXTL2) ? 16 : 8;
@@ -1239,9 +1248,9 @@ Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inp
                     r.head_for_zeros_ext(old_length, &ok, &head_zero_host, &head_claim, &head_alloc);
                 st != Status::Ok)
                 return st;
-            if (!ok || h.crypt_method != QCOW_CRYPT_NONE)
+            if (!ok)
                 return say(host, "instar cannot zero the new area of an overlay with extended L2 entries from an old "
-                                 "size inside a cluster whose subclusters are compressed, shared or encrypted yet",
+                                 "size inside a cluster whose subclusters are compressed or shared yet",
                            Status::Unsupported);
             head_from = old_length / (r.cs / QCOW2_SUBCLUSTERS) * (r.cs / QCOW2_SUBCLUSTERS);
             head_len = r.cs / QCOW2_SUBCLUSTERS;
@@ -1252,12 +1261,12 @@ Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inp
             // cluster, zeros.
             if (const Status st = r.head_for_zeros(old_length, &head_zero_host); st != Status::Ok)
                 return st;
-            if (head_zero_host == 0 && h.crypt_method == QCOW_CRYPT_NONE)
+            if (head_zero_host == 0)
                 if (const Status st = r.head_to_allocate(old_length, &head_alloc); st != Status::Ok)
                     return st;
-            if ((head_zero_host == 0 && head_alloc == Resizer::HeadAlloc::None) || h.crypt_method != QCOW_CRYPT_NONE)
+            if (head_zero_host == 0 && head_alloc == Resizer::HeadAlloc::None)
                 return say(host, "instar cannot zero the new area of an overlay whose size is not a multiple of "
-                                 "its cluster size yet (its last cluster compressed, shared or encrypted)",
+                                 "its cluster size yet (its last cluster compressed or shared)",
                            Status::Unsupported);
             head_from = old_length / r.cs * r.cs;
             head_len = r.cs;
@@ -1282,6 +1291,18 @@ Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inp
             const uint64_t n = b.size() < head_len ? b.size() : head_len;
             if (n > 0 && b.read(0, head_bytes, static_cast<size_t>(n)) != Status::Ok)
                 return say(host, "Could not read the backing file: Input/output error", Status::IoError);
+        }
+        // Those zeros (and the copied head) are guest data: encrypted with the image's key, which
+        // the host checked when it opened the image as qemu does.
+        if (h.crypt_method != QCOW_CRYPT_NONE && (head_zero_host != 0 || head_alloc != Resizer::HeadAlloc::None)) {
+            if (req.secrets == nullptr || req.secrets[guest::EDIT_SECRET_KEY] == nullptr || req.secret_lengths == nullptr)
+                return say(host, "Parameter 'encrypt.key-secret' is required for cipher", Status::Invalid);
+            EditReasons reasons(host);
+            if (const Status st = qcow2_unlock(*req.image, h, *req.allocator, req.secrets[guest::EDIT_SECRET_KEY],
+                                               req.secret_lengths[guest::EDIT_SECRET_KEY], &reasons, req.qemu_version,
+                                               &r.cipher, nullptr, &r.crypt_physical);
+                st != Status::Ok)
+                return st;
         }
     }
     if (const Status st = r.grow_l1(r.size_to_l1(a.new_size)); st != Status::Ok)
@@ -1309,19 +1330,18 @@ Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inp
                 return st;
         const uint64_t head_end = zero_start < a.new_size ? zero_start : a.new_size;
         if (head_alloc != Resizer::HeadAlloc::None) {
-            if (const Status st = r.write_head(head_zero_host, head_from, head_len, old_length, head_end, head_bytes);
+            if (const Status st = r.write_head(head_zero_host, head_from, head_len, old_length, head_end, head_bytes,
+                                               head_claim);
                 st != Status::Ok)
                 return st;
         } else if (head_zero_host != 0) {
-            // A claimed zero subcluster is written whole (the copy-on-write regions around the
-            // request, to its subcluster's bounds, read as zeros).
+            // In place: the zeros from the old size, or a claimed zero subcluster written whole (the
+            // copy-on-write regions around the request, to its subcluster's bounds, read as zeros).
             const uint64_t from = head_claim ? old_length / unit * unit : old_length;
             const uint64_t to = head_claim ? zero_start : head_end;
-            if (const Status st = r.zero_bytes(head_zero_host, to - from); st != Status::Ok)
+            if (const Status st = r.write_head(head_zero_host, from, to - from, old_length, to, nullptr, head_claim);
+                st != Status::Ok)
                 return st;
-            if (head_claim)
-                if (const Status st = r.claim_subcluster(old_length); st != Status::Ok)
-                    return st;
         }
     }
     if (data_file) {
