@@ -33,7 +33,8 @@ ONE_PROFILE = {"q_bm", "q_bm_1g", "q_bm_512", "q_bm_ov", "q_unaligned", "q_unali
                "q_ov_unaligned_l2", "q_ov_l2_head", "q_ov_l2_zero_head", "q_ov_l2_sc",
                "q_ov_unaligned", "q_ov_snap", "q_aes", "q_ov_aes", "q_ov_head", "q_ov_head_2m", "q_ov_head_zero",
                "q_ov_head_raw", "q_ov_head_chain", "q_ov_l2_unalloc", "q_ov_l2_fresh", "q_ov_l2_first",
-               "q_ov_l2_zero", "q_ov_aes_head", "q_ov_aes_head_alloc", "q_ov_luks_head", "q_ov_luks_l2"}
+               "q_ov_l2_zero", "q_ov_aes_head", "q_ov_aes_head_alloc", "q_ov_luks_head", "q_ov_luks_l2",
+               "q_ov_head_shared", "q_ov_head_shared_zero", "q_ov_head_zero_alloc", "q_ov_aes_head_shared"}
 
 
 def sha(path):
@@ -147,6 +148,23 @@ def fixtures(q, qio):
                             [q, "create", "-q", "-f", "qcow2", "-b", "base", "-F", "qcow2", "mid", "4M"],
                             [qio, "-c", "write -P 51 1M 4k", "mid"],
                             [q, "create", "-q", "-f", "qcow2", "-b", "mid", "-F", "qcow2", "img", "1049088"]],
+        # ... a head cluster shared with an internal snapshot (a new cluster with its bytes, or zeros
+        # when zero-flagged; the shared one loses a reference) and a zero-flagged one of its own
+        # (zeros written in place, the flag dropped).
+        "q_ov_head_shared": [[q, "create", "-q", "-f", "qcow2", "base", "4M"], [qio, "-c", "write -P 7 0 4M", "base"],
+                             [q, "create", "-q", "-f", "qcow2", "-b", "base", "-F", "qcow2", "img", "1049088"],
+                             [qio, "-c", "write -P 9 1M 512", "img"], [q, "snapshot", "-c", "s1", "img"]],
+        "q_ov_head_shared_zero": [[q, "create", "-q", "-f", "qcow2", "base", "4M"],
+                                  [qio, "-c", "write -P 7 0 4M", "base"],
+                                  [q, "create", "-q", "-f", "qcow2", "-b", "base", "-F", "qcow2", "img", "2M"],
+                                  [qio, "-c", "write -P 9 1M 64k", "img"], [q, "snapshot", "-c", "s1", "img"],
+                                  [qio, "-c", "write -z 1M 64k", "img"],
+                                  [q, "resize", "-q", "--shrink", "img", "1049088"]],
+        "q_ov_head_zero_alloc": [[q, "create", "-q", "-f", "qcow2", "base", "4M"],
+                                 [qio, "-c", "write -P 7 0 4M", "base"],
+                                 [q, "create", "-q", "-f", "qcow2", "-b", "base", "-F", "qcow2", "img", "2M"],
+                                 [qio, "-c", "write -P 9 1M 64k", "-c", "write -z 1M 64k", "img"],
+                                 [q, "resize", "-q", "--shrink", "img", "1049088"]],
         # ... encrypted (round 37): the head written is encrypted with the image's key (sectors
         # numbered by guest offset for AES, by host offset for LUKS): unallocated and allocated
         # heads, and LUKS with extended L2 entries over an unallocated subcluster.
@@ -160,6 +178,15 @@ def fixtures(q, qio):
                                  "1049088"],
                                 [qio, "--object", "secret,id=s0,data=abc", "--image-opts",
                                  "driver=qcow2,encrypt.key-secret=s0,file.filename=img", "-c", "write -P 9 1M 512"]],
+        "q_ov_aes_head_shared": [[q, "create", "-q", "-f", "qcow2", "base", "4M"],
+                                 [qio, "-c", "write -P 7 0 4M", "base"],
+                                 [q, "create", "-q", "-f", "qcow2", "--object", "secret,id=s0,data=abc", "-o",
+                                  "encrypt.format=aes,encrypt.key-secret=s0", "-b", "base", "-F", "qcow2", "img",
+                                  "1049088"],
+                                 [qio, "--object", "secret,id=s0,data=abc", "--image-opts",
+                                  "driver=qcow2,encrypt.key-secret=s0,file.filename=img", "-c", "write -P 9 1M 512"],
+                                 [q, "snapshot", "--object", "secret,id=s0,data=abc", "-c", "s1", "--image-opts",
+                                  "driver=qcow2,encrypt.key-secret=s0,file.filename=img"]],
         "q_ov_luks_head": [[q, "create", "-q", "-f", "qcow2", "base", "4M"], [qio, "-c", "write -P 7 0 4M", "base"],
                            [q, "create", "-q", "-f", "qcow2", "--object", "secret,id=s0,data=abc", "-o",
                             "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10", "-b", "base", "-F",
@@ -497,10 +524,16 @@ def qcow2_cases():
         ("qcow2 overlay zero head", "q_ov_head_zero", ["img", "3M"], BYTES),
         ("qcow2 overlay head raw backing", "q_ov_head_raw", ["img", "4M"], BYTES),
         ("qcow2 overlay head chain", "q_ov_head_chain", ["img", "2M"], BYTES),
+        ("qcow2 overlay shared head", "q_ov_head_shared", ["img", "3M"], BYTES),
+        ("qcow2 overlay shared head inside", "q_ov_head_shared", ["img", "1050112"], BYTES),
+        ("qcow2 overlay shared zero head", "q_ov_head_shared_zero", ["img", "3M"], BYTES),
+        ("qcow2 overlay zero-allocated head", "q_ov_head_zero_alloc", ["img", "1050112"], BYTES),
         ("qcow2 aes overlay head", "q_ov_aes_head", AES_KEY + ["%s,file.filename=img" % AES_OPTS, "3M"], BYTES),
         ("qcow2 aes overlay head inside", "q_ov_aes_head", AES_KEY + ["%s,file.filename=img" % AES_OPTS, "1050112"],
          BYTES),
         ("qcow2 aes overlay allocated head", "q_ov_aes_head_alloc", AES_KEY + ["%s,file.filename=img" % AES_OPTS, "3M"],
+         BYTES),
+        ("qcow2 aes overlay shared head", "q_ov_aes_head_shared", AES_KEY + ["%s,file.filename=img" % AES_OPTS, "3M"],
          BYTES),
         ("qcow2 luks overlay head", "q_ov_luks_head", AES_KEY + ["%s,file.filename=img" % AES_OPTS, "3M"], BYTES),
         ("qcow2 luks overlay extl2 subcluster", "q_ov_luks_l2", AES_KEY + ["%s,file.filename=img" % AES_OPTS,

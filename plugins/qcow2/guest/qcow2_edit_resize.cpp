@@ -59,6 +59,7 @@ struct Resizer {
     Qcow2BitmapCarry* bitmaps_at_switch = nullptr;
     // An encrypted image whose resize writes guest data (an overlay's explicit zeros): its cipher.
     luks::SectorCipher* cipher = nullptr;
+    luks::SectorCipher* decipher = nullptr; // the same key, to read a shared head cluster
     bool crypt_physical = false;
 
     uint64_t size_to_l1(uint64_t size) const {
@@ -295,7 +296,14 @@ struct Resizer {
     // The old last cluster of an overlay zeroed from an unaligned old size when qemu's write path
     // allocates it anew (standard L2 entries): unallocated, so its head is the backing file's bytes
     // (HeadAlloc::Backing), or a plain zero cluster, whose head reads as zeros (HeadAlloc::Zero).
-    enum class HeadAlloc { None, Backing, Zero };
+    // Also: a cluster shared with an internal snapshot (not OFLAG_COPIED): a new cluster holding its
+    // bytes (HeadAlloc::Copy: zeros when it is zero-flagged), its reference dropped once the entry
+    // has moved (link_l2's qcow2_free_any_cluster); and a zero-flagged cluster of its own
+    // (HeadAlloc::ZeroInPlace: handle_copied keeps it, the copy-on-write reads zeros, so the whole
+    // cluster is written with zeros in place and the entry loses its zero flag).
+    enum class HeadAlloc { None, Backing, Zero, Copy, ZeroInPlace };
+    uint64_t head_cluster = 0; // Copy: the shared cluster; ZeroInPlace: the cluster itself
+    bool head_cluster_zero = false; // Copy: that cluster is zero-flagged (its bytes read as zeros)
     Status head_to_allocate(uint64_t old_length, HeadAlloc* kind) {
         *kind = HeadAlloc::None;
         if (l2_entry_bytes != 8)
@@ -304,10 +312,26 @@ struct Resizer {
         if (const Status st = load_table_of(old_length, &l2_off); st != Status::Ok)
             return st;
         const uint64_t e = l2_off == 0 ? 0 : l2[(old_length % (cs * l2_entries)) / cs];
-        if (e == 0)
+        const uint64_t off = e & QCOW2_L2E_OFFSET_MASK;
+        if (e == 0) {
             *kind = HeadAlloc::Backing;
-        else if ((e & ~QCOW_OFLAG_COPIED) == QCOW_OFLAG_ZERO) // no offset: nothing allocated
+        } else if ((e & ~QCOW_OFLAG_COPIED) == QCOW_OFLAG_ZERO) { // no offset: nothing allocated
             *kind = HeadAlloc::Zero;
+        } else if (!(e & QCOW_OFLAG_COMPRESSED) && off != 0 && q.data_cluster_in_file(off)) {
+            if (!(e & QCOW_OFLAG_COPIED)) {
+                *kind = HeadAlloc::Copy;
+                head_cluster = off;
+                head_cluster_zero = (e & QCOW_OFLAG_ZERO) != 0;
+            } else if (e & QCOW_OFLAG_ZERO) {
+                bool sole = false; // OFLAG_COPIED must mean that before the cluster is written in place
+                if (const Status st = sole_reference(off, &sole); st != Status::Ok)
+                    return st;
+                if (sole) {
+                    *kind = HeadAlloc::ZeroInPlace;
+                    head_cluster = off;
+                }
+            }
+        }
         return Status::Ok;
     }
     // qcow2_co_pwritev_part's zeros over [old_length, head_end), with their copy-on-write regions
@@ -335,10 +359,22 @@ struct Resizer {
         auto* buf = static_cast<uint8_t*>(q.allocator().allocate(static_cast<size_t>(len), 64));
         if (buf == nullptr)
             return Status::NoMemory;
-        if (backing != nullptr)
+        if (backing != nullptr) {
             __builtin_memcpy(buf, backing, static_cast<size_t>(len));
-        else
+        } else if (head_copy) {
+            // The shared cluster's bytes as the guest reads them (decrypted), zeros if zero-flagged.
             __builtin_memset(buf, 0, static_cast<size_t>(len));
+            if (!head_cluster_zero) {
+                if (const Status st = q.read_zero_padded(head_cluster, buf, static_cast<size_t>(len)); st != Status::Ok) {
+                    q.allocator().deallocate(buf, static_cast<size_t>(len));
+                    return st;
+                }
+                if (decipher != nullptr)
+                    decipher->decrypt((crypt_physical ? head_cluster : from) / SECTOR, buf, static_cast<size_t>(len));
+            }
+        } else {
+            __builtin_memset(buf, 0, static_cast<size_t>(len));
+        }
         if (head_end > old_length)
             __builtin_memset(buf + (old_length - from), 0, static_cast<size_t>(head_end - old_length));
         // An encrypted image: qcow2_co_encrypt's sectors, numbered from the host offset (LUKS) or
@@ -351,6 +387,18 @@ struct Resizer {
             st = host.flush(*req.image);
         if (st != Status::Ok)
             return say(host, "Failed to zero out the new area: Input/output error", st);
+        if (l2_off == 0 && head_relink) { // in place, the zero flag dropped (link_l2)
+            uint64_t off = 0;
+            if (const Status s2 = load_table_of(from, &off); s2 != Status::Ok || off == 0)
+                return s2 != Status::Ok ? s2 : Status::Corrupt;
+            l2[j] &= ~QCOW_OFLAG_ZERO;
+            st = write_l2(off);
+            if (st == Status::Ok)
+                st = host.flush(*req.image);
+            if (st != Status::Ok)
+                return say(host, "Failed to zero out the new area: Input/output error", st);
+            return Status::Ok;
+        }
         if (l2_off == 0) // in place
             return claim ? claim_subcluster(old_length) : Status::Ok;
         const uint64_t words = l2_entry_bytes / 8;
@@ -362,10 +410,14 @@ struct Resizer {
         st = write_l2(l2_off);
         if (st == Status::Ok)
             st = host.flush(*req.image);
+        if (st == Status::Ok && head_copy) // the shared cluster loses this reference (no discard)
+            st = q.free_clusters(head_cluster, cs);
         if (st != Status::Ok)
             return say(host, "Failed to zero out the new area: Input/output error", st);
         return Status::Ok;
     }
+    bool head_copy = false;   // write_head: the copy-on-write bytes are head_cluster's (HeadAlloc::Copy)
+    bool head_relink = false; // write_head in place: the entry's zero flag dropped (ZeroInPlace)
 
     // The L2 table mapping guest offset `guest`, read into l2: *l2_off is its offset, 0 when the L1
     // entry names none or `guest` lies past the L1 table.
@@ -1187,8 +1239,12 @@ Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inp
     struct WipeCipher { // the unlocked key leaves guest memory with the edit
         guest::Allocator& alloc;
         luks::SectorCipher*& cipher;
-        ~WipeCipher() { luks::delete_wiped(alloc, cipher); }
-    } wipe{*req.allocator, r.cipher};
+        luks::SectorCipher*& decipher;
+        ~WipeCipher() {
+            luks::delete_wiped(alloc, cipher);
+            luks::delete_wiped(alloc, decipher);
+        }
+    } wipe{*req.allocator, r.cipher, r.decipher};
     r.cs = q.cluster_size();
     r.data_file = data_file;
     r.l2_entry_bytes = (h.incompatible_features & QCOW2_INCOMPAT_EXTL2) ? 16 : 8;
@@ -1266,10 +1322,15 @@ Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inp
                     return st;
             if (head_zero_host == 0 && head_alloc == Resizer::HeadAlloc::None)
                 return say(host, "instar cannot zero the new area of an overlay whose size is not a multiple of "
-                                 "its cluster size yet (its last cluster compressed or shared)",
+                                 "its cluster size yet (its last cluster compressed)",
                            Status::Unsupported);
             head_from = old_length / r.cs * r.cs;
             head_len = r.cs;
+            r.head_copy = head_alloc == Resizer::HeadAlloc::Copy;
+            if (head_alloc == Resizer::HeadAlloc::ZeroInPlace) {
+                head_zero_host = r.head_cluster; // the whole cluster, in place
+                r.head_relink = true;
+            }
         }
         if (head_alloc == Resizer::HeadAlloc::Backing) {
             // The copy-on-write head is the backing chain's: the host reads those bytes in a sandbox
@@ -1300,7 +1361,7 @@ Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inp
             EditReasons reasons(host);
             if (const Status st = qcow2_unlock(*req.image, h, *req.allocator, req.secrets[guest::EDIT_SECRET_KEY],
                                                req.secret_lengths[guest::EDIT_SECRET_KEY], &reasons, req.qemu_version,
-                                               &r.cipher, nullptr, &r.crypt_physical);
+                                               &r.cipher, r.head_copy ? &r.decipher : nullptr, &r.crypt_physical);
                 st != Status::Ok)
                 return st;
         }
