@@ -34,7 +34,8 @@ ONE_PROFILE = {"q_bm", "q_bm_1g", "q_bm_512", "q_bm_ov", "q_unaligned", "q_unali
                "q_ov_unaligned", "q_ov_snap", "q_aes", "q_ov_aes", "q_ov_head", "q_ov_head_2m", "q_ov_head_zero",
                "q_ov_head_raw", "q_ov_head_chain", "q_ov_l2_unalloc", "q_ov_l2_fresh", "q_ov_l2_first",
                "q_ov_l2_zero", "q_ov_aes_head", "q_ov_aes_head_alloc", "q_ov_luks_head", "q_ov_luks_l2",
-               "q_ov_head_shared", "q_ov_head_shared_zero", "q_ov_head_zero_alloc", "q_ov_aes_head_shared"}
+               "q_ov_head_shared", "q_ov_head_shared_zero", "q_ov_head_zero_alloc", "q_ov_aes_head_shared",
+               "q_ov_head_compressed", "q_ov_head_zstd"}
 
 
 def sha(path):
@@ -165,6 +166,18 @@ def fixtures(q, qio):
                                  [q, "create", "-q", "-f", "qcow2", "-b", "base", "-F", "qcow2", "img", "2M"],
                                  [qio, "-c", "write -P 9 1M 64k", "-c", "write -z 1M 64k", "img"],
                                  [q, "resize", "-q", "--shrink", "img", "1049088"]],
+        # ... a compressed head cluster (zlib, zstd): a new cluster with its inflated bytes, the host
+        # clusters the compressed bytes touch each losing a reference.
+        "q_ov_head_compressed": [[q, "create", "-q", "-f", "qcow2", "base", "4M"],
+                                 [qio, "-c", "write -P 7 0 4M", "base"],
+                                 [q, "create", "-q", "-f", "qcow2", "-b", "base", "-F", "qcow2", "img", "2M"],
+                                 [qio, "-c", "write -c -P 9 1M 64k", "img"],
+                                 [q, "resize", "-q", "--shrink", "img", "1049088"]],
+        "q_ov_head_zstd": [[q, "create", "-q", "-f", "qcow2", "base", "4M"], [qio, "-c", "write -P 7 0 4M", "base"],
+                           [q, "create", "-q", "-f", "qcow2", "-o", "compression_type=zstd", "-b", "base", "-F",
+                            "qcow2", "img", "2M"],
+                           [qio, "-c", "write -c -P 9 1M 64k", "img"],
+                           [q, "resize", "-q", "--shrink", "img", "1049088"]],
         # ... encrypted (round 37): the head written is encrypted with the image's key (sectors
         # numbered by guest offset for AES, by host offset for LUKS): unallocated and allocated
         # heads, and LUKS with extended L2 entries over an unallocated subcluster.
@@ -528,6 +541,8 @@ def qcow2_cases():
         ("qcow2 overlay shared head inside", "q_ov_head_shared", ["img", "1050112"], BYTES),
         ("qcow2 overlay shared zero head", "q_ov_head_shared_zero", ["img", "3M"], BYTES),
         ("qcow2 overlay zero-allocated head", "q_ov_head_zero_alloc", ["img", "1050112"], BYTES),
+        ("qcow2 overlay compressed head", "q_ov_head_compressed", ["img", "3M"], BYTES),
+        ("qcow2 overlay zstd head inside", "q_ov_head_zstd", ["img", "1050112"], BYTES),
         ("qcow2 aes overlay head", "q_ov_aes_head", AES_KEY + ["%s,file.filename=img" % AES_OPTS, "3M"], BYTES),
         ("qcow2 aes overlay head inside", "q_ov_aes_head", AES_KEY + ["%s,file.filename=img" % AES_OPTS, "1050112"],
          BYTES),

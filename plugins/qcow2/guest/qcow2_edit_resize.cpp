@@ -16,6 +16,7 @@
 #include "qcow2_edit.h"
 #include "qcow2_inplace.h"
 #include "qcow2_limits.h"
+#include "qcow2_read_compressed.h"
 #include "qcow2_read_reason.h"
 #include "qcow2_subcluster.h"
 #include "qcow2_truncate.h"
@@ -34,6 +35,19 @@ inline constexpr uint64_t SECTOR = 512;
 using guest::Status;
 
 Status say(guest::EditHost& host, const char* text, Status st) { return guest::edit_refuse(host, text, st); }
+
+// The image as it is now, read-only, for code that reads a BlockDevice (CompressedCache): the
+// writable device's size() is the host's limit, not the file's length.
+class InplaceView final : public guest::BlockDevice {
+public:
+    explicit InplaceView(Qcow2Inplace& q) : q_(q) {}
+    uint64_t size() const override { return q_.file_length(); }
+    Status read(uint64_t offset, void* buf, size_t len) override { return q_.read_zero_padded(offset, buf, len); }
+    Status write(uint64_t, const void*, size_t) override { return Status::IoError; }
+
+private:
+    Qcow2Inplace& q_;
+};
 
 // An edit's refusal reasons for code that words them to a ReasonSink (qcow2_unlock).
 class EditReasons final : public guest::ReasonSink {
@@ -301,7 +315,10 @@ struct Resizer {
     // has moved (link_l2's qcow2_free_any_cluster); and a zero-flagged cluster of its own
     // (HeadAlloc::ZeroInPlace: handle_copied keeps it, the copy-on-write reads zeros, so the whole
     // cluster is written with zeros in place and the entry loses its zero flag).
+    // And a compressed cluster (HeadAlloc::Copy with head_compressed): a new cluster holding its
+    // inflated bytes, then every host cluster its compressed bytes touch loses a reference.
     enum class HeadAlloc { None, Backing, Zero, Copy, ZeroInPlace };
+    uint64_t head_compressed = 0; // Copy: the compressed cluster's L2 entry (0: not compressed)
     uint64_t head_cluster = 0; // Copy: the shared cluster; ZeroInPlace: the cluster itself
     bool head_cluster_zero = false; // Copy: that cluster is zero-flagged (its bytes read as zeros)
     Status head_to_allocate(uint64_t old_length, HeadAlloc* kind) {
@@ -317,7 +334,10 @@ struct Resizer {
             *kind = HeadAlloc::Backing;
         } else if ((e & ~QCOW_OFLAG_COPIED) == QCOW_OFLAG_ZERO) { // no offset: nothing allocated
             *kind = HeadAlloc::Zero;
-        } else if (!(e & QCOW_OFLAG_COMPRESSED) && off != 0 && q.data_cluster_in_file(off)) {
+        } else if (e & QCOW_OFLAG_COMPRESSED) {
+            *kind = HeadAlloc::Copy;
+            head_compressed = e;
+        } else if (off != 0 && q.data_cluster_in_file(off)) {
             if (!(e & QCOW_OFLAG_COPIED)) {
                 *kind = HeadAlloc::Copy;
                 head_cluster = off;
@@ -361,6 +381,18 @@ struct Resizer {
             return Status::NoMemory;
         if (backing != nullptr) {
             __builtin_memcpy(buf, backing, static_cast<size_t>(len));
+        } else if (head_copy && head_compressed != 0) {
+            // The compressed cluster inflated, as qemu's copy-on-write reads it.
+            EditReasons reasons(host);
+            InplaceView view(q);
+            CompressedCache cache(view, q.allocator(), req.codecs, q.header().compression_type, q.cluster_bits(),
+                                  &reasons);
+            const uint8_t* inflated = nullptr;
+            if (const Status st = cache.cluster(head_compressed, &inflated); st != Status::Ok) {
+                q.allocator().deallocate(buf, static_cast<size_t>(len));
+                return st;
+            }
+            __builtin_memcpy(buf, inflated, static_cast<size_t>(len));
         } else if (head_copy) {
             // The shared cluster's bytes as the guest reads them (decrypted), zeros if zero-flagged.
             __builtin_memset(buf, 0, static_cast<size_t>(len));
@@ -410,8 +442,12 @@ struct Resizer {
         st = write_l2(l2_off);
         if (st == Status::Ok)
             st = host.flush(*req.image);
-        if (st == Status::Ok && head_copy) // the shared cluster loses this reference (no discard)
-            st = q.free_clusters(head_cluster, cs);
+        if (st == Status::Ok && head_copy) { // the old cluster loses this reference (no discard)
+            uint64_t off = head_cluster, bytes = cs;
+            if (head_compressed != 0)
+                entry_clusters(head_compressed, &off, &bytes);
+            st = q.free_clusters(off, bytes);
+        }
         if (st != Status::Ok)
             return say(host, "Failed to zero out the new area: Input/output error", st);
         return Status::Ok;
@@ -1322,7 +1358,10 @@ Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inp
                     return st;
             if (head_zero_host == 0 && head_alloc == Resizer::HeadAlloc::None)
                 return say(host, "instar cannot zero the new area of an overlay whose size is not a multiple of "
-                                 "its cluster size yet (its last cluster compressed)",
+                                 "its cluster size yet (its last cluster is not a valid data cluster)",
+                           Status::Unsupported);
+            if (r.head_compressed != 0 && h.crypt_method != QCOW_CRYPT_NONE) // qemu's writers never make one
+                return say(host, "instar cannot zero the new area of an encrypted overlay over a compressed cluster",
                            Status::Unsupported);
             head_from = old_length / r.cs * r.cs;
             head_len = r.cs;
