@@ -54,6 +54,19 @@ def fixtures(q, qio):
         return [[q, "create", "-q", "-f", "qcow2", "base", "4M"], [qio, "-c", "write -P 7 0 4M", "base"],
                 [q, "create", "-q", "-f", "qcow2", "-o", "extended_l2=on", "-b", "base", "-F", "qcow2", "img", size],
                 [qio] + io_args + ["img"]]
+    def head_overlay(size, opts=(), *after):
+        """A qcow2 overlay of `size` bytes (create options `opts`) over a 4 MiB base full of data,
+        then the commands `after`."""
+        return [[q, "create", "-q", "-f", "qcow2", "base", "4M"], [qio, "-c", "write -P 7 0 4M", "base"],
+                [q, "create", "-q", "-f", "qcow2"] + list(opts) + ["-b", "base", "-F", "qcow2", "img", size]] + list(after)
+
+    def keyed(*cmd):
+        """A qemu-io command on the encrypted img (key s0)."""
+        return [cmd[0], "--object", "secret,id=s0,data=abc", "--image-opts",
+                "%s,file.filename=img" % AES_OPTS] + list(cmd[1:])
+
+    # A 2 MiB overlay cut back to 1049088 bytes: its last cluster, as written, now holds the old end.
+    shrink_to_head = [q, "resize", "-q", "--shrink", "img", "1049088"]
     return {
         "raw1m": [["truncate", "-s", "1M", "img"]],
         "raw_data": [["truncate", "-s", "3M", "img"],
@@ -132,14 +145,9 @@ def fixtures(q, qio):
         # Overlays grown from an old size inside a cluster they do not map (round 37): qemu's write
         # path allocates that cluster, its head copied from the backing file (the host reads it in
         # a sandbox of its own; resize then runs again with those bytes), or zeros for a zero cluster.
-        "q_ov_head": [[q, "create", "-q", "-f", "qcow2", "base", "4M"], [qio, "-c", "write -P 7 0 4M", "base"],
-                      [q, "create", "-q", "-f", "qcow2", "-b", "base", "-F", "qcow2", "img", "1049088"]],
-        "q_ov_head_2m": [[q, "create", "-q", "-f", "qcow2", "base", "4M"], [qio, "-c", "write -P 7 0 4M", "base"],
-                         [q, "create", "-q", "-f", "qcow2", "-o", "cluster_size=2M", "-b", "base", "-F", "qcow2",
-                          "img", "1049088"]],
-        "q_ov_head_zero": [[q, "create", "-q", "-f", "qcow2", "base", "4M"], [qio, "-c", "write -P 7 0 4M", "base"],
-                           [q, "create", "-q", "-f", "qcow2", "-b", "base", "-F", "qcow2", "img", "2M"],
-                           [qio, "-c", "write -z 1M 64k", "img"], [q, "resize", "-q", "--shrink", "img", "1049088"]],
+        "q_ov_head": head_overlay("1049088"),
+        "q_ov_head_2m": head_overlay("1049088", ["-o", "cluster_size=2M"]),
+        "q_ov_head_zero": head_overlay("2M", [], [qio, "-c", "write -z 1M 64k", "img"], shrink_to_head),
         # A raw backing file that ends inside that cluster (zeros past its end), and a chain of two
         # whose middle level holds the head's bytes.
         "q_ov_head_raw": [[q, "create", "-q", "-f", "raw", "base", "1049600"],
@@ -152,64 +160,30 @@ def fixtures(q, qio):
         # ... a head cluster shared with an internal snapshot (a new cluster with its bytes, or zeros
         # when zero-flagged; the shared one loses a reference) and a zero-flagged one of its own
         # (zeros written in place, the flag dropped).
-        "q_ov_head_shared": [[q, "create", "-q", "-f", "qcow2", "base", "4M"], [qio, "-c", "write -P 7 0 4M", "base"],
-                             [q, "create", "-q", "-f", "qcow2", "-b", "base", "-F", "qcow2", "img", "1049088"],
-                             [qio, "-c", "write -P 9 1M 512", "img"], [q, "snapshot", "-c", "s1", "img"]],
-        "q_ov_head_shared_zero": [[q, "create", "-q", "-f", "qcow2", "base", "4M"],
-                                  [qio, "-c", "write -P 7 0 4M", "base"],
-                                  [q, "create", "-q", "-f", "qcow2", "-b", "base", "-F", "qcow2", "img", "2M"],
-                                  [qio, "-c", "write -P 9 1M 64k", "img"], [q, "snapshot", "-c", "s1", "img"],
-                                  [qio, "-c", "write -z 1M 64k", "img"],
-                                  [q, "resize", "-q", "--shrink", "img", "1049088"]],
-        "q_ov_head_zero_alloc": [[q, "create", "-q", "-f", "qcow2", "base", "4M"],
-                                 [qio, "-c", "write -P 7 0 4M", "base"],
-                                 [q, "create", "-q", "-f", "qcow2", "-b", "base", "-F", "qcow2", "img", "2M"],
-                                 [qio, "-c", "write -P 9 1M 64k", "-c", "write -z 1M 64k", "img"],
-                                 [q, "resize", "-q", "--shrink", "img", "1049088"]],
+        "q_ov_head_shared": head_overlay("1049088", [], [qio, "-c", "write -P 9 1M 512", "img"],
+                                         [q, "snapshot", "-c", "s1", "img"]),
+        "q_ov_head_shared_zero": head_overlay("2M", [], [qio, "-c", "write -P 9 1M 64k", "img"],
+                                              [q, "snapshot", "-c", "s1", "img"],
+                                              [qio, "-c", "write -z 1M 64k", "img"], shrink_to_head),
+        "q_ov_head_zero_alloc": head_overlay("2M", [], [qio, "-c", "write -P 9 1M 64k", "-c", "write -z 1M 64k", "img"],
+                                             shrink_to_head),
         # ... a compressed head cluster (zlib, zstd): a new cluster with its inflated bytes, the host
         # clusters the compressed bytes touch each losing a reference.
-        "q_ov_head_compressed": [[q, "create", "-q", "-f", "qcow2", "base", "4M"],
-                                 [qio, "-c", "write -P 7 0 4M", "base"],
-                                 [q, "create", "-q", "-f", "qcow2", "-b", "base", "-F", "qcow2", "img", "2M"],
-                                 [qio, "-c", "write -c -P 9 1M 64k", "img"],
-                                 [q, "resize", "-q", "--shrink", "img", "1049088"]],
-        "q_ov_head_zstd": [[q, "create", "-q", "-f", "qcow2", "base", "4M"], [qio, "-c", "write -P 7 0 4M", "base"],
-                           [q, "create", "-q", "-f", "qcow2", "-o", "compression_type=zstd", "-b", "base", "-F",
-                            "qcow2", "img", "2M"],
-                           [qio, "-c", "write -c -P 9 1M 64k", "img"],
-                           [q, "resize", "-q", "--shrink", "img", "1049088"]],
+        "q_ov_head_compressed": head_overlay("2M", [], [qio, "-c", "write -c -P 9 1M 64k", "img"], shrink_to_head),
+        "q_ov_head_zstd": head_overlay("2M", ["-o", "compression_type=zstd"],
+                                       [qio, "-c", "write -c -P 9 1M 64k", "img"], shrink_to_head),
         # ... encrypted (round 37): the head written is encrypted with the image's key (sectors
-        # numbered by guest offset for AES, by host offset for LUKS): unallocated and allocated
-        # heads, and LUKS with extended L2 entries over an unallocated subcluster.
-        "q_ov_aes_head": [[q, "create", "-q", "-f", "qcow2", "base", "4M"], [qio, "-c", "write -P 7 0 4M", "base"],
-                          [q, "create", "-q", "-f", "qcow2", "--object", "secret,id=s0,data=abc", "-o",
-                           "encrypt.format=aes,encrypt.key-secret=s0", "-b", "base", "-F", "qcow2", "img", "1049088"]],
-        "q_ov_aes_head_alloc": [[q, "create", "-q", "-f", "qcow2", "base", "4M"],
-                                [qio, "-c", "write -P 7 0 4M", "base"],
-                                [q, "create", "-q", "-f", "qcow2", "--object", "secret,id=s0,data=abc", "-o",
-                                 "encrypt.format=aes,encrypt.key-secret=s0", "-b", "base", "-F", "qcow2", "img",
-                                 "1049088"],
-                                [qio, "--object", "secret,id=s0,data=abc", "--image-opts",
-                                 "driver=qcow2,encrypt.key-secret=s0,file.filename=img", "-c", "write -P 9 1M 512"]],
-        "q_ov_aes_head_shared": [[q, "create", "-q", "-f", "qcow2", "base", "4M"],
-                                 [qio, "-c", "write -P 7 0 4M", "base"],
-                                 [q, "create", "-q", "-f", "qcow2", "--object", "secret,id=s0,data=abc", "-o",
-                                  "encrypt.format=aes,encrypt.key-secret=s0", "-b", "base", "-F", "qcow2", "img",
-                                  "1049088"],
-                                 [qio, "--object", "secret,id=s0,data=abc", "--image-opts",
-                                  "driver=qcow2,encrypt.key-secret=s0,file.filename=img", "-c", "write -P 9 1M 512"],
-                                 [q, "snapshot", "--object", "secret,id=s0,data=abc", "-c", "s1", "--image-opts",
-                                  "driver=qcow2,encrypt.key-secret=s0,file.filename=img"]],
-        "q_ov_luks_head": [[q, "create", "-q", "-f", "qcow2", "base", "4M"], [qio, "-c", "write -P 7 0 4M", "base"],
-                           [q, "create", "-q", "-f", "qcow2", "--object", "secret,id=s0,data=abc", "-o",
-                            "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10", "-b", "base", "-F",
-                            "qcow2", "img", "1049088"]],
-        "q_ov_luks_l2": [[q, "create", "-q", "-f", "qcow2", "base", "4M"], [qio, "-c", "write -P 7 0 4M", "base"],
-                         [q, "create", "-q", "-f", "qcow2", "--object", "secret,id=s0,data=abc", "-o",
-                          "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10,extended_l2=on", "-b",
-                          "base", "-F", "qcow2", "img", "1057280"],
-                         [qio, "--object", "secret,id=s0,data=abc", "--image-opts",
-                          "driver=qcow2,encrypt.key-secret=s0,file.filename=img", "-c", "write -P 5 1024k 4k"]],
+        # numbered by guest offset for AES, by host offset for LUKS): unallocated, allocated and
+        # shared heads, and LUKS with extended L2 entries over an unallocated subcluster.
+        "q_ov_aes_head": head_overlay("1049088", AES_CREATE),
+        "q_ov_aes_head_alloc": head_overlay("1049088", AES_CREATE, keyed(qio, "-c", "write -P 9 1M 512")),
+        "q_ov_aes_head_shared": head_overlay("1049088", AES_CREATE, keyed(qio, "-c", "write -P 9 1M 512"),
+                                             [q, "snapshot", "--object", "secret,id=s0,data=abc", "-c", "s1",
+                                              "--image-opts", "%s,file.filename=img" % AES_OPTS]),
+        "q_ov_luks_head": head_overlay("1049088", LUKS_CREATE),
+        "q_ov_luks_l2": head_overlay("1057280", [LUKS_CREATE[0], LUKS_CREATE[1], LUKS_CREATE[2],
+                                                 LUKS_CREATE[3] + ",extended_l2=on"],
+                                     keyed(qio, "-c", "write -P 5 1024k 4k")),
         # The old AES encryption (round 36): qemu needs the key to open it (any key: nothing checks
         # it); resize writes no guest data, so every mode is byte for byte. An overlay over a larger
         # backing file gets zero clusters from an aligned old size.
@@ -479,6 +453,9 @@ def refusals(instar, q, qio, work, env):
 # The key of the q_aes fixtures, as qemu-img wants it given.
 AES_KEY = ["--object", "secret,id=s0,data=abc", "--image-opts"]
 AES_OPTS = "driver=qcow2,encrypt.key-secret=s0"
+# create options of an encrypted overlay (head fixtures)
+AES_CREATE = ["--object", "secret,id=s0,data=abc", "-o", "encrypt.format=aes,encrypt.key-secret=s0"]
+LUKS_CREATE = ["--object", "secret,id=s0,data=abc", "-o", "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10"]
 
 
 def qcow2_cases():
