@@ -227,6 +227,10 @@ def main():
             for label, opts, size, steps in (
                     ("resized-overlay", ["-o", "cluster_size=4k", "-b", ovbase, "-F", "qcow2"], "8M",
                      [["-c", "s1"], "R-3M", ["-a", "s1"], "R-2M", "R+5M", ["-a", "s1"], ["-d", "s1"]]),
+                    # Round 37: cut to inside a cluster it does not map, so -a's truncate copies that
+                    # cluster's head from the backing file (the host reads it, -a runs once more).
+                    ("resized-overlay-head", ["-b", ovbase, "-F", "qcow2"], "4M",
+                     [["-c", "s1"], "R-1049088", ["-a", "s1"], ["-d", "s1"]]),
                     ("resized-shrink", [], "64M", [["-c", "s1"], "R+2G", "W2", ["-a", "s1"], ["-a", "s1"]]),
                     ("resized-grow", [], "1G", [["-c", "s1"], "R-64M", ["-a", "s1"], ["-d", "s1"]]),
                     ("resized-512", ["-o", "cluster_size=512"], "1M", [["-c", "s1"], "R+3M", "W", ["-c", "s2"],

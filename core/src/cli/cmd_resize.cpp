@@ -67,25 +67,6 @@ private:
 // the image's stem and a dash ("disk.vmdk" -> "disk-s002.vmdk"), it is still the regular file that
 // was opened (device and inode), and no other file of the image (nor the image) is that file. Any
 // other is left in place with a warning (docs/resize.md, "Dropped files").
-// The range of the backing chain a refused resize asked for (RESIZE_DATA_NEED_BACKING), when its
-// one record is well formed: untrusted, so checked as dd will read it (a length that divides the
-// offset, at most RESIZE_MAX_BACKING_BYTES).
-std::optional<guest::ResizeNeedBacking> backing_bytes_asked(const EditReport& report) {
-    std::optional<guest::ResizeNeedBacking> need;
-    for (const auto& [kind, bytes] : report.data) {
-        if (kind != guest::RESIZE_DATA_NEED_BACKING)
-            continue;
-        if (need || bytes.size() != sizeof(guest::ResizeNeedBacking))
-            return std::nullopt;
-        guest::ResizeNeedBacking n{};
-        std::memcpy(&n, bytes.data(), sizeof n);
-        if (n.length == 0 || n.length > guest::RESIZE_MAX_BACKING_BYTES || n.offset % n.length != 0)
-            return std::nullopt;
-        need = n;
-    }
-    return need;
-}
-
 void remove_dropped_files(Context& ctx, const ChainLink& link, const EditReport& report) {
     std::vector<bool> drop(link.files.size(), false);
     for (const auto& [kind, bytes] : report.data) {

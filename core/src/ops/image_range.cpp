@@ -69,4 +69,21 @@ Expected<ImageRange> read_image_range(const ChainLink& link, std::uint64_t offse
     return out;
 }
 
+std::optional<guest::ResizeNeedBacking> backing_bytes_asked(const EditReport& report) {
+    std::optional<guest::ResizeNeedBacking> need;
+    for (const auto& [kind, bytes] : report.data) {
+        if (kind != guest::RESIZE_DATA_NEED_BACKING)
+            continue;
+        if (need || bytes.size() != sizeof(guest::ResizeNeedBacking))
+            return std::nullopt;
+        guest::ResizeNeedBacking n{};
+        std::memcpy(&n, bytes.data(), sizeof n);
+        if (n.length == 0 || n.length > guest::RESIZE_MAX_BACKING_BYTES || n.offset % n.length != 0)
+            return std::nullopt;
+        need = n;
+    }
+    return need;
+}
+
+
 } // namespace instar

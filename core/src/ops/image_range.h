@@ -4,13 +4,17 @@
 // are read by dd's convert path in a sandbox of its own and handed to the next sandbox as a device.
 #pragma once
 
+#include "ops/edit_op.h"
 #include "ops/info_op.h"
 #include "plugins/registry.h"
 #include "util/expected.h"
 #include "vmm/sandbox.h"
 #include "vmm/unique_fd.h"
 
+#include <instar/guest/edit_resize.h>
+
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,5 +32,10 @@ Expected<ImageRange> read_image_range(const ChainLink& link, std::uint64_t offse
                                       const std::vector<std::string>& allow_paths, bool unsafe_quirks,
                                       const PluginRegistry& plugins, const vmm::SandboxConfig& sandbox,
                                       std::uint32_t qemu_version);
+
+// The range of the backing chain a refused edit asked for (a RESIZE_DATA_NEED_BACKING record: resize,
+// snapshot -a), when its one record is well formed: untrusted, so checked as dd will read it (a
+// length that divides the offset, at most RESIZE_MAX_BACKING_BYTES).
+std::optional<guest::ResizeNeedBacking> backing_bytes_asked(const EditReport& report);
 
 } // namespace instar

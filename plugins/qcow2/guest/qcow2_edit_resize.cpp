@@ -1487,7 +1487,7 @@ guest::Status edit_resize(const guest::EditRequest& req, guest::EditHost& host) 
 }
 
 guest::Status qcow2_truncate(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inplace& q, uint64_t new_size,
-                             const uint64_t* backing_size) {
+                             const uint64_t* backing_size, bool backing_bytes) {
     guest::ResizeArgs a{};
     a.new_size = new_size;
     a.old_size = q.header().size;
@@ -1497,6 +1497,8 @@ guest::Status qcow2_truncate(const guest::EditRequest& req, guest::EditHost& hos
         a.flags |= guest::RESIZE_HAS_BACKING;
         a.backing_size = *backing_size;
     }
+    if (backing_bytes)
+        a.flags |= guest::RESIZE_BACKING_BYTES;
     return run_resize(req, host, q, a);
 }
 

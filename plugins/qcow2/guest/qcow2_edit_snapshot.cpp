@@ -133,7 +133,8 @@ public:
         switch (a.action) {
         case guest::SNAPSHOT_ACTION_CREATE: st = create(name, a.name_len); break;
         case guest::SNAPSHOT_ACTION_APPLY:
-            st = apply(name, a.name_len, (a.flags & guest::SNAPSHOT_HAS_BACKING) ? &a.backing_size : nullptr);
+            st = apply(name, a.name_len, (a.flags & guest::SNAPSHOT_HAS_BACKING) ? &a.backing_size : nullptr,
+                       (a.flags & guest::SNAPSHOT_BACKING_BYTES) != 0);
             break;
         case guest::SNAPSHOT_ACTION_DELETE: st = remove(id, a.id_len, name, a.name_len); break;
         default: break;
@@ -562,7 +563,7 @@ private:
     }
 
     // `backing_size`: the backing image's virtual size (nullptr: not told; the host's one-start path).
-    Status apply(const uint8_t* key, uint32_t key_len, const uint64_t* backing_size) {
+    Status apply(const uint8_t* key, uint32_t key_len, const uint64_t* backing_size, bool backing_bytes) {
         if (ip_.header().incompatible_features & QCOW2_INCOMPAT_DATA_FILE)
             return result(-E_NOTSUP);
         const int32_t index = find_by_id_or_name(key, key_len);
@@ -586,7 +587,8 @@ private:
             const bool overlay = ip_.header().backing_file_offset != 0;
             if (overlay && sn.disk_size > cur_size && backing_size == nullptr)
                 return result(-E_AGAIN, guest::SNAPSHOT_FAIL_NEED_BACKING_SIZE);
-            if (const Status st = qcow2_truncate(req_, host_, ip_, sn.disk_size, overlay ? backing_size : nullptr);
+            if (const Status st =
+                    qcow2_truncate(req_, host_, ip_, sn.disk_size, overlay ? backing_size : nullptr, backing_bytes);
                 st != Status::Ok)
                 return st;
             if (const Status st = reload_l1(); st != Status::Ok)

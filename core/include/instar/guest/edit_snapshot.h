@@ -14,6 +14,10 @@ inline constexpr uint32_t SNAPSHOT_ACTION_CREATE = 1; // -c NAME
 inline constexpr uint32_t SNAPSHOT_ACTION_APPLY = 2;  // -a ID-OR-NAME
 inline constexpr uint32_t SNAPSHOT_ACTION_DELETE = 3; // -d: ID and NAME found by the host
 
+// SnapshotArgs::flags: EditRequest::extra[0] holds the backing chain's bytes a resize record asked
+// for (-a growing an overlay from inside a cluster it does not map: edit_resize.h,
+// RESIZE_DATA_NEED_BACKING; the truncate reads them as resize does).
+inline constexpr uint32_t SNAPSHOT_BACKING_BYTES = 2;
 inline constexpr uint32_t SNAPSHOT_HAS_BACKING = 1; // SnapshotArgs::flags: backing_size is the backing image's
 
 // Followed by id_len bytes (delete: the ID), then name_len bytes (the name, or -a's ID-or-name).
