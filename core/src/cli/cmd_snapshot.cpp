@@ -271,10 +271,11 @@ int cmd_snapshot(Context& ctx, std::span<const std::string> args) {
     const ChainLink& link = chain.links.front();
     const std::string& format = link.node.format;
     // qemu-img snapshot opens the image for I/O: an encrypted image's key is unlocked (named only
-    // through json: or --image-opts). The key itself is never needed here: snapshots change
-    // metadata only, which qcow2 does not encrypt.
-    if (auto unlocked = unlock_chain_for_command(vm, *name, chain, ctx.sandbox_config(), ctx.profile.version);
-        !unlocked)
+    // through json: or --image-opts). Snapshots change metadata only, which qcow2 does not encrypt,
+    // but -a growing an overlay may write zeros into its last cluster (qcow2_truncate.h): the key
+    // goes to the edit.
+    auto unlocked = unlock_chain_for_command(vm, *name, chain, ctx.sandbox_config(), ctx.profile.version);
+    if (!unlocked)
         return report_error(ctx, unlocked.error());
 
     if (action == Action::List) {
@@ -348,6 +349,8 @@ int cmd_snapshot(Context& ctx, std::span<const std::string> args) {
         call.command = guest::EditCommand::Snapshot;
         call.args = snapshot_args(action, sn_id, sn_name);
         call.write = true;
+        if (*unlocked)
+            call.secrets = {*unlocked};
         report = run_edit(call, ctx.sandbox_config(), ctx.profile.version);
     }
     // -a growing an overlay from inside a cluster it does not map: the truncate asked for the
@@ -369,6 +372,8 @@ int cmd_snapshot(Context& ctx, std::span<const std::string> args) {
             a.flags |= guest::SNAPSHOT_BACKING_BYTES;
             std::memcpy(call.args.data(), &a, sizeof a);
             call.write = true;
+            if (*unlocked)
+                call.secrets = {*unlocked};
             call.extra = {vmm::Device{bytes->fd.get(), bytes->size, false}};
             report = run_edit(call, ctx.sandbox_config(), ctx.profile.version);
         }
