@@ -78,7 +78,9 @@ std::optional<guest::ResizeNeedBacking> backing_bytes_asked(const EditReport& re
             return std::nullopt;
         guest::ResizeNeedBacking n{};
         std::memcpy(&n, bytes.data(), sizeof n);
-        if (n.length == 0 || n.length > guest::RESIZE_MAX_BACKING_BYTES || n.offset % n.length != 0)
+        // (and inside int64, as every offset qemu takes: dd's window is computed from it)
+        if (n.length == 0 || n.length > guest::RESIZE_MAX_BACKING_BYTES || n.offset % n.length != 0 ||
+            n.offset > static_cast<std::uint64_t>(INT64_MAX) - n.length)
             return std::nullopt;
         need = n;
     }
