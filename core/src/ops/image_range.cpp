@@ -9,7 +9,6 @@
 
 #include <cerrno>
 #include <climits>
-#include <cstdlib>
 #include <cstring>
 #include <cstdio>
 #include <filesystem>
@@ -86,6 +85,5 @@ std::optional<guest::ResizeNeedBacking> backing_bytes_asked(const EditReport& re
     }
     return need;
 }
-
 
 } // namespace instar
