@@ -537,17 +537,16 @@ int cmd_resize(Context& ctx, std::span<const std::string> args) {
     // The format asked for bytes of the backing chain (a qcow2 overlay's head cluster, which qemu's
     // write path fills from the backing file) and wrote nothing: they are read in a sandbox of their
     // own and the resize runs again with them.
-    if (report && report->status != guest::Status::Ok && chain.links.size() > 1)
-        if (const auto need = backing_bytes_asked(*report)) {
-            auto bytes = read_image_range(chain.links[1], need->offset, need->length, eo.allow_paths,
-                                          eo.unsafe_quirks, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version);
-            if (!bytes)
-                return report_error(ctx, "Could not read the backing file of '" + given + "': " + bytes.error());
-            ra.flags |= guest::RESIZE_BACKING_BYTES;
-            std::memcpy(call.args.data(), &ra, sizeof ra);
-            call.extra = {vmm::Device{bytes->fd.get(), bytes->size, false}};
-            report = run_edit(call, ctx.sandbox_config(), ctx.profile.version);
-        }
+    auto bytes = read_asked_backing_bytes(report, chain, eo.allow_paths, eo.unsafe_quirks, ctx.plugins(),
+                                          ctx.sandbox_config(), ctx.profile.version);
+    if (!bytes)
+        return report_error(ctx, "Could not read the backing file of '" + given + "': " + bytes.error());
+    if (*bytes) {
+        ra.flags |= guest::RESIZE_BACKING_BYTES;
+        std::memcpy(call.args.data(), &ra, sizeof ra);
+        call.extra = {vmm::Device{(*bytes)->fd.get(), (*bytes)->size, false}};
+        report = run_edit(call, ctx.sandbox_config(), ctx.profile.version);
+    }
     if (!report)
         return report_error(ctx, report.error());
     ctx.out << report->out;

@@ -339,44 +339,33 @@ int cmd_snapshot(Context& ctx, std::span<const std::string> args) {
         return report_error(ctx, "Could not delete snapshot '" + snapshot_name + "': snapshot not found");
     }
 
-    Expected<EditReport> report = Error{""};
-    if (quick) {
-        report = std::move(*quick);
-    } else {
-        EditCall call;
-        call.link = &link;
-        call.filename = given;
-        call.command = guest::EditCommand::Snapshot;
-        call.args = snapshot_args(action, sn_id, sn_name);
-        call.write = true;
-        if (*unlocked)
-            call.secrets = {*unlocked};
-        report = run_edit(call, ctx.sandbox_config(), ctx.profile.version);
-    }
+    EditCall call;
+    call.link = &link;
+    call.filename = given;
+    call.command = guest::EditCommand::Snapshot;
+    call.args = snapshot_args(action, sn_id, sn_name);
+    call.write = true;
+    if (*unlocked)
+        call.secrets = {*unlocked};
+    Expected<EditReport> report =
+        quick ? Expected<EditReport>(std::move(*quick)) : run_edit(call, ctx.sandbox_config(), ctx.profile.version);
     // -a growing an overlay from inside a cluster it does not map: the truncate asked for the
     // backing chain's bytes of that cluster (as resize does) and wrote nothing; read them in a
     // sandbox of their own and apply again with them.
-    if (report && action == Action::Apply && report->status != guest::Status::Ok && chain.links.size() > 1)
-        if (const auto need = backing_bytes_asked(*report)) {
-            auto bytes = read_image_range(chain.links[1], need->offset, need->length, eo.allow_paths,
-                                          eo.unsafe_quirks, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version);
-            if (!bytes)
-                return report_error(ctx, "Could not apply snapshot '" + snapshot_name + "': " + bytes.error());
-            EditCall call;
-            call.link = &link;
-            call.filename = given;
-            call.command = guest::EditCommand::Snapshot;
-            call.args = snapshot_args(action, sn_id, sn_name);
+    if (action == Action::Apply) {
+        auto bytes = read_asked_backing_bytes(report, chain, eo.allow_paths, eo.unsafe_quirks, ctx.plugins(),
+                                              ctx.sandbox_config(), ctx.profile.version);
+        if (!bytes)
+            return report_error(ctx, "Could not apply snapshot '" + snapshot_name + "': " + bytes.error());
+        if (*bytes) {
             guest::SnapshotArgs a{};
             std::memcpy(&a, call.args.data(), sizeof a);
             a.flags |= guest::SNAPSHOT_BACKING_BYTES;
             std::memcpy(call.args.data(), &a, sizeof a);
-            call.write = true;
-            if (*unlocked)
-                call.secrets = {*unlocked};
-            call.extra = {vmm::Device{bytes->fd.get(), bytes->size, false}};
+            call.extra = {vmm::Device{(*bytes)->fd.get(), (*bytes)->size, false}};
             report = run_edit(call, ctx.sandbox_config(), ctx.profile.version);
         }
+    }
     if (!report)
         return report_error(ctx, report.error());
     print_guest_text(ctx, report->err);

@@ -86,4 +86,22 @@ std::optional<guest::ResizeNeedBacking> backing_bytes_asked(const EditReport& re
     return need;
 }
 
+Expected<std::optional<ImageRange>> read_asked_backing_bytes(const Expected<EditReport>& report,
+                                                             const OpenedChain& chain,
+                                                             const std::vector<std::string>& allow_paths,
+                                                             bool unsafe_quirks, const PluginRegistry& plugins,
+                                                             const vmm::SandboxConfig& sandbox,
+                                                             std::uint32_t qemu_version) {
+    if (!report || report->status == guest::Status::Ok || chain.links.size() < 2)
+        return std::optional<ImageRange>{};
+    const auto need = backing_bytes_asked(*report);
+    if (!need)
+        return std::optional<ImageRange>{};
+    auto bytes = read_image_range(chain.links[1], need->offset, need->length, allow_paths, unsafe_quirks, plugins,
+                                  sandbox, qemu_version);
+    if (!bytes)
+        return Error{bytes.error()};
+    return std::optional<ImageRange>{std::move(*bytes)};
+}
+
 } // namespace instar

@@ -38,4 +38,14 @@ Expected<ImageRange> read_image_range(const ChainLink& link, std::uint64_t offse
 // length that divides the offset, at most RESIZE_MAX_BACKING_BYTES).
 std::optional<guest::ResizeNeedBacking> backing_bytes_asked(const EditReport& report);
 
+// The bytes a refused edit of `chain`'s top asked for (backing_bytes_asked), read through its
+// backing chain (read_image_range of links[1]); nullopt when the edit did not fail asking for them
+// or the image has no backing file.
+Expected<std::optional<ImageRange>> read_asked_backing_bytes(const Expected<EditReport>& report,
+                                                             const OpenedChain& chain,
+                                                             const std::vector<std::string>& allow_paths,
+                                                             bool unsafe_quirks, const PluginRegistry& plugins,
+                                                             const vmm::SandboxConfig& sandbox,
+                                                             std::uint32_t qemu_version);
+
 } // namespace instar

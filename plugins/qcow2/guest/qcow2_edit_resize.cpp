@@ -381,7 +381,7 @@ struct Resizer {
             return Status::NoMemory;
         if (backing != nullptr) {
             __builtin_memcpy(buf, backing, static_cast<size_t>(len));
-        } else if (head_copy && head_compressed != 0) {
+        } else if (head_kind == HeadAlloc::Copy && head_compressed != 0) {
             // The compressed cluster inflated, as qemu's copy-on-write reads it.
             EditReasons reasons(host);
             InplaceView view(q);
@@ -393,11 +393,12 @@ struct Resizer {
                 return st;
             }
             __builtin_memcpy(buf, inflated, static_cast<size_t>(len));
-        } else if (head_copy) {
+        } else if (head_kind == HeadAlloc::Copy) {
             // The shared cluster's bytes as the guest reads them (decrypted), zeros if zero-flagged.
             __builtin_memset(buf, 0, static_cast<size_t>(len));
             if (!head_cluster_zero) {
-                if (const Status st = q.read_zero_padded(head_cluster, buf, static_cast<size_t>(len)); st != Status::Ok) {
+                if (const Status st = q.read_zero_padded(head_cluster, buf, static_cast<size_t>(len));
+                    st != Status::Ok) {
                     q.allocator().deallocate(buf, static_cast<size_t>(len));
                     return st;
                 }
@@ -419,7 +420,7 @@ struct Resizer {
             st = host.flush(*req.image);
         if (st != Status::Ok)
             return say(host, "Failed to zero out the new area: Input/output error", st);
-        if (l2_off == 0 && head_relink) { // in place, the zero flag dropped (link_l2)
+        if (l2_off == 0 && head_kind == HeadAlloc::ZeroInPlace) { // in place, the zero flag dropped (link_l2)
             uint64_t off = 0;
             if (const Status s2 = load_table_of(from, &off); s2 != Status::Ok || off == 0)
                 return s2 != Status::Ok ? s2 : Status::Corrupt;
@@ -442,7 +443,7 @@ struct Resizer {
         st = write_l2(l2_off);
         if (st == Status::Ok)
             st = host.flush(*req.image);
-        if (st == Status::Ok && head_copy) { // the old cluster loses this reference (no discard)
+        if (st == Status::Ok && head_kind == HeadAlloc::Copy) { // the old cluster loses this reference (no discard)
             uint64_t off = head_cluster, bytes = cs;
             if (head_compressed != 0)
                 entry_clusters(head_compressed, &off, &bytes);
@@ -452,8 +453,9 @@ struct Resizer {
             return say(host, "Failed to zero out the new area: Input/output error", st);
         return Status::Ok;
     }
-    bool head_copy = false;   // write_head: the copy-on-write bytes are head_cluster's (HeadAlloc::Copy)
-    bool head_relink = false; // write_head in place: the entry's zero flag dropped (ZeroInPlace)
+    // write_head: what head_to_allocate found (Copy reads head_cluster's bytes and drops its
+    // reference; ZeroInPlace drops the entry's zero flag).
+    HeadAlloc head_kind = HeadAlloc::None;
 
     // The L2 table mapping guest offset `guest`, read into l2: *l2_off is its offset, 0 when the L1
     // entry names none or `guest` lies past the L1 table.
@@ -1365,11 +1367,9 @@ Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inp
                            Status::Unsupported);
             head_from = old_length / r.cs * r.cs;
             head_len = r.cs;
-            r.head_copy = head_alloc == Resizer::HeadAlloc::Copy;
-            if (head_alloc == Resizer::HeadAlloc::ZeroInPlace) {
+            r.head_kind = head_alloc;
+            if (head_alloc == Resizer::HeadAlloc::ZeroInPlace)
                 head_zero_host = r.head_cluster; // the whole cluster, in place
-                r.head_relink = true;
-            }
         }
         if (head_alloc == Resizer::HeadAlloc::Backing) {
             // The copy-on-write head is the backing chain's: the host reads those bytes in a sandbox
@@ -1395,12 +1395,15 @@ Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inp
         // Those zeros (and the copied head) are guest data: encrypted with the image's key, which
         // the host checked when it opened the image as qemu does.
         if (h.crypt_method != QCOW_CRYPT_NONE && (head_zero_host != 0 || head_alloc != Resizer::HeadAlloc::None)) {
-            if (req.secrets == nullptr || req.secrets[guest::EDIT_SECRET_KEY] == nullptr || req.secret_lengths == nullptr)
+            if (req.secrets == nullptr || req.secrets[guest::EDIT_SECRET_KEY] == nullptr ||
+                req.secret_lengths == nullptr)
                 return say(host, "Parameter 'encrypt.key-secret' is required for cipher", Status::Invalid);
             EditReasons reasons(host);
             if (const Status st = qcow2_unlock(*req.image, h, *req.allocator, req.secrets[guest::EDIT_SECRET_KEY],
                                                req.secret_lengths[guest::EDIT_SECRET_KEY], &reasons, req.qemu_version,
-                                               &r.cipher, r.head_copy ? &r.decipher : nullptr, &r.crypt_physical);
+                                               &r.cipher,
+                                               r.head_kind == Resizer::HeadAlloc::Copy ? &r.decipher : nullptr,
+                                               &r.crypt_physical);
                 st != Status::Ok)
                 return st;
         }

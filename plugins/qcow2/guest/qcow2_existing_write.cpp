@@ -1599,8 +1599,9 @@ Status open_writer(const guest::OpenRequest& req, guest::ImageWriter** out) {
     luks::SectorCipher* dcipher = nullptr;
     bool physical = false;
     if (h.crypt_method != 0) {
-        if (const Status st = qcow2_unlock(*req.image, h, *req.allocator, req.secret, req.secret_len, req.reasons, req.qemu_version, &cipher,
-                                 h.nb_snapshots != 0 ? &dcipher : nullptr, &physical);
+        if (const Status st = qcow2_unlock(*req.image, h, *req.allocator, req.secret, req.secret_len, req.reasons,
+                                           req.qemu_version, &cipher, h.nb_snapshots != 0 ? &dcipher : nullptr,
+                                           &physical);
             st != Status::Ok) {
             req.allocator->deallocate(buf, static_cast<size_t>(cs));
             return st;
