@@ -155,6 +155,7 @@ struct WindowSlot {
 constinit WindowSlot window_slots[WINDOW_SLOTS];
 constinit uint32_t window_next = 0;
 constinit bool windows_allowed = false;
+constinit uint64_t window_max_read = WINDOW_MAX_READ; // allow_read_windows()'s choice
 
 // When a read may fetch a window: it starts at most WINDOW_MAX_GAP past the end of the read before
 // (any length up to WINDOW_MAX_READ, the small ones included), so a window (a 2 MiB copy, ~0.1-0.2 ms
@@ -320,7 +321,7 @@ public:
         const bool forward = offset >= last_end_ && offset - last_end_ < WINDOW_MAX_GAP;
         streak_ = forward ? (streak_ < WINDOW_STREAK ? streak_ + 1 : streak_) : 0;
         last_end_ = offset + len;
-        if (!writable_ && windows_allowed && len <= WINDOW_MAX_READ && !devices_changed() &&
+        if (!writable_ && windows_allowed && len <= window_max_read && !devices_changed() &&
             read_windowed(index_, size_, offset, buf, len, streak_ >= WINDOW_STREAK))
             return Status::Ok;
         if (!writable_ && len < SMALL_READ_BLOCK && read_small(index_, size_, offset, buf, len, &st)) return st;
@@ -403,7 +404,10 @@ void note_device_change(uint32_t index) {
     for (WindowSlot& w : window_slots) w.device = UINT32_MAX;
 }
 
-void allow_read_windows() { windows_allowed = true; }
+void allow_read_windows(uint64_t max_read) {
+    windows_allowed = true;
+    window_max_read = max_read < WINDOW_MAX_READ ? max_read : WINDOW_MAX_READ;
+}
 
 void allow_write_gathering() { gathering_allowed = true; }
 

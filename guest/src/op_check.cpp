@@ -9,6 +9,8 @@ namespace {
 
 // Bytes of stderr text per record: well under INSTAR_MAX_RECORD_SIZE.
 constexpr size_t CHECK_TEXT_RECORD_BYTES = 32u << 10;
+// A read-only check's reads of this length or more skip the read windows (below, in check_op).
+constexpr uint64_t CHECK_DIRECT_READ = 64u << 10;
 class RecordSink final : public CheckSink {
 public:
     explicit RecordSink(uint8_t* buf) : buf_(buf) {}
@@ -139,9 +141,13 @@ Status check_op(const uint8_t* arg, uint32_t arg_len) {
     } else {
         // A read-only check walks tables spread through the file (at 512-byte clusters, 37461 reads
         // of a 1 GiB image, an exit each): short reads moving forward come from 2 MiB windows
-        // (devices.cpp). -r reads through a writable device, which windows never serve.
+        // (devices.cpp). Tables of CHECK_DIRECT_READ or more (a 64 KiB cluster's L2 table or
+        // refcount block) are few and far apart: each is read straight into its buffer, which the
+        // host makes present before it reads, where a window's copy would first-touch every page of
+        // it in the guest (a fault each, ~10 us on a nested host). -r reads through a writable
+        // device, which windows never serve.
         if (!a.fix)
-            allow_read_windows();
+            allow_read_windows(CHECK_DIRECT_READ - 1);
         else
             allow_discard_gathering(); // a repair frees each leaked cluster with a discard of its own
         CheckRequest req{image, files, a.file_count, &arena(), &codecs(), a.fix, a.qemu_version, flush_device};
