@@ -132,6 +132,20 @@ def fixtures(q, qio):
         "q_ov_l2_unalloc": l2_overlay("1057280", "write -P 5 1024k 4k"),
         "q_ov_l2_fresh": l2_overlay("1057280", "read 0 512"),
         "q_ov_l2_first": l2_overlay("1049088", "read 0 512"),
+        # ... and over a compressed cluster or one shared with a snapshot (round 38): a new cluster
+        # holding the old one's bytes over qemu's copy-on-write bounds (the whole inflated cluster;
+        # a shared one's allocated subclusters first to last, as the guest reads them: zeros, and
+        # the backing file's bytes where it shows through), or, when zero bits would land in the
+        # compressed cluster, qemu's -ENOTSUP (the L1 table grown, a shared L2 table copied first).
+        "q_ov_l2_compressed": l2_overlay("1051648", "write -c -P 5 1024k 3k"),
+        "q_ov_l2_compressed_sc": l2_overlay("1052672", "write -c -P 5 1024k 4k"),
+        "q_ov_l2_compressed_snap": l2_overlay("1051648", "write -c -P 5 1024k 3k") +
+                                   [[q, "snapshot", "-c", "s1", "img"]],
+        "q_ov_l2_shared": l2_overlay("1051648", "write -P 5 1024k 3k") + [[q, "snapshot", "-c", "s1", "img"]],
+        "q_ov_l2_shared_gaps": l2_overlay("1113600", "write -P 5 1024k 2k", "write -P 6 1028k 2k", "write -z 1032k 2k",
+                                          "write -P 8 1060k 4k") + [[q, "snapshot", "-c", "s1", "img"]],
+        "q_ov_l2_shared_backing": l2_overlay("1113600", "write -P 6 1028k 2k", "write -P 8 1086k 1k") +
+                                  [[q, "snapshot", "-c", "s1", "img"]],
         "q_ov_l2_zero": [[q, "create", "-q", "-f", "qcow2", "base", "4M"], [qio, "-c", "write -P 7 0 4M", "base"],
                          [q, "create", "-q", "-f", "qcow2", "-o", "extended_l2=on", "-b", "base", "-F", "qcow2", "img",
                           "2M"],
@@ -184,6 +198,11 @@ def fixtures(q, qio):
         "q_ov_luks_l2": head_overlay("1057280", [LUKS_CREATE[0], LUKS_CREATE[1], LUKS_CREATE[2],
                                                  LUKS_CREATE[3] + ",extended_l2=on"],
                                      keyed(qio, "-c", "write -P 5 1024k 4k")),
+        "q_ov_luks_l2_shared": head_overlay("1113600", [LUKS_CREATE[0], LUKS_CREATE[1], LUKS_CREATE[2],
+                                                        LUKS_CREATE[3] + ",extended_l2=on"],
+                                            keyed(qio, "-c", "write -P 5 1028k 2k", "-c", "write -P 6 1086k 1k"),
+                                            [q, "snapshot", "--object", "secret,id=s0,data=abc", "-c", "s1",
+                                             "--image-opts", "%s,file.filename=img" % AES_OPTS]),
         # The old AES encryption (round 36): qemu needs the key to open it (any key: nothing checks
         # it); resize writes no guest data, so every mode is byte for byte. An overlay over a larger
         # backing file gets zero clusters from an aligned old size.
@@ -428,6 +447,12 @@ def refusals(instar, q, qio, work, env):
                                           "-F", "qcow2", "img", "1056k"],
                                          [qio, "-c", "write -P 5 1024k 3k", "img"]],
          ["--preallocation=falloc", "img", "2M"], "whose subclusters show the backing file"),
+        # Extended L2 entries, preallocation over a compressed or shared head cluster.
+        ("extl2 compressed head preallocated", [[q, "create", "-q", "-f", "qcow2", "base", "4M"],
+                                                [q, "create", "-q", "-f", "qcow2", "-o", "extended_l2=on", "-b",
+                                                 "base", "-F", "qcow2", "img", "1051648"],
+                                                [qio, "-c", "write -c -P 5 1024k 3k", "img"]],
+         ["--preallocation=metadata", "img", "3M"], "compressed or shared cluster with preallocation"),
         # (An overlay grown from inside a cluster whose subcluster there is unallocated is done since
         # round 37: q_ov_l2_unalloc above.)
         # (Encrypted overlays grown from inside their last cluster are done since round 37:
@@ -530,6 +555,8 @@ def qcow2_cases():
         ("qcow2 luks overlay head", "q_ov_luks_head", AES_KEY + ["%s,file.filename=img" % AES_OPTS, "3M"], BYTES),
         ("qcow2 luks overlay extl2 subcluster", "q_ov_luks_l2", AES_KEY + ["%s,file.filename=img" % AES_OPTS,
                                                                            "1057792"], BYTES),
+        ("qcow2 luks overlay extl2 shared over the backing", "q_ov_luks_l2_shared",
+         AES_KEY + ["%s,file.filename=img" % AES_OPTS, "3M"], BYTES),
         ("qcow2 metadata allocated head", "q_unaligned", ["--preallocation=metadata", "img", "200M"], BYTES),
         ("qcow2 falloc allocated head", "q_unaligned", ["--preallocation=falloc", "img", "200M"], BYTES),
         ("qcow2 full allocated head", "q_unaligned", ["--preallocation=full", "img", "120M"], BYTES),
@@ -547,6 +574,17 @@ def qcow2_cases():
         ("qcow2 overlay extl2 unallocated cluster", "q_ov_l2_fresh", ["img", "3M"], BYTES),
         ("qcow2 overlay extl2 first subcluster", "q_ov_l2_first", ["img", "1057792"], BYTES),
         ("qcow2 overlay extl2 zero subcluster", "q_ov_l2_zero", ["img", "3M"], BYTES),
+        ("qcow2 overlay extl2 compressed head enotsup", "q_ov_l2_compressed", ["img", "3M"], BYTES),
+        ("qcow2 overlay extl2 compressed head l1 grown", "q_ov_l2_compressed", ["img", "2G"], BYTES),
+        ("qcow2 overlay extl2 compressed head inside", "q_ov_l2_compressed", ["img", "1052160"], BYTES),
+        ("qcow2 overlay extl2 compressed subcluster-aligned", "q_ov_l2_compressed_sc", ["img", "3M"], BYTES),
+        ("qcow2 overlay extl2 compressed shared enotsup", "q_ov_l2_compressed_snap", ["img", "3M"], BYTES),
+        ("qcow2 overlay extl2 compressed shared inside", "q_ov_l2_compressed_snap", ["img", "1052160"], BYTES),
+        ("qcow2 overlay extl2 shared head", "q_ov_l2_shared", ["img", "3M"], BYTES),
+        ("qcow2 overlay extl2 shared head inside", "q_ov_l2_shared", ["img", "1052160"], BYTES),
+        ("qcow2 overlay extl2 shared gaps", "q_ov_l2_shared_gaps", ["img", "3M"], BYTES),
+        ("qcow2 overlay extl2 shared gaps inside", "q_ov_l2_shared_gaps", ["img", "1114112"], BYTES),
+        ("qcow2 overlay extl2 shared over the backing", "q_ov_l2_shared_backing", ["img", "3M"], BYTES),
         ("qcow2 overlay v2", "q_ov_v2", ["img", "3G"], BYTES),
         ("qcow2 overlay shrink", "q_ov", ["--shrink", "img", "512M"], BYTES),
         ("qcow2 overlay missing backing", "q_ov_missing", ["img", "3G"], BYTES),

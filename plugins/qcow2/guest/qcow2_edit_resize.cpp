@@ -379,7 +379,7 @@ struct Resizer {
         auto* buf = static_cast<uint8_t*>(q.allocator().allocate(static_cast<size_t>(len), 64));
         if (buf == nullptr)
             return Status::NoMemory;
-        if (backing != nullptr) {
+        if (backing != nullptr && head_kind != HeadAlloc::Copy) {
             __builtin_memcpy(buf, backing, static_cast<size_t>(len));
         } else if (head_kind == HeadAlloc::Copy && head_compressed != 0) {
             // The compressed cluster inflated, as qemu's copy-on-write reads it.
@@ -392,19 +392,21 @@ struct Resizer {
                 q.allocator().deallocate(buf, static_cast<size_t>(len));
                 return st;
             }
-            __builtin_memcpy(buf, inflated, static_cast<size_t>(len));
+            __builtin_memcpy(buf, inflated + from % cs, static_cast<size_t>(len));
         } else if (head_kind == HeadAlloc::Copy) {
             // The shared cluster's bytes as the guest reads them (decrypted), zeros if zero-flagged.
             __builtin_memset(buf, 0, static_cast<size_t>(len));
+            const uint64_t src = head_cluster + from % cs;
             if (!head_cluster_zero) {
-                if (const Status st = q.read_zero_padded(head_cluster, buf, static_cast<size_t>(len));
-                    st != Status::Ok) {
+                if (const Status st = q.read_zero_padded(src, buf, static_cast<size_t>(len)); st != Status::Ok) {
                     q.allocator().deallocate(buf, static_cast<size_t>(len));
                     return st;
                 }
                 if (decipher != nullptr)
-                    decipher->decrypt((crypt_physical ? head_cluster : from) / SECTOR, buf, static_cast<size_t>(len));
+                    decipher->decrypt((crypt_physical ? src : from) / SECTOR, buf, static_cast<size_t>(len));
             }
+            if (l2_entry_bytes == 16) // extended L2: a subcluster that is not Normal reads as zeros or the backing file
+                copy_view(from % cs, buf, len, backing == nullptr ? nullptr : backing + from % cs);
         } else {
             __builtin_memset(buf, 0, static_cast<size_t>(len));
         }
@@ -436,9 +438,9 @@ struct Resizer {
             return claim ? claim_subcluster(old_length) : Status::Ok;
         const uint64_t words = l2_entry_bytes / 8;
         l2[j * words] = (at - from % cs) | QCOW_OFLAG_COPIED;
-        if (words == 2) {
-            const uint64_t sc = (from % cs) / (cs / QCOW2_SUBCLUSTERS);
-            l2[j * 2 + 1] = qcow2_sc_written(l2[j * 2 + 1], sc, sc);
+        if (words == 2) { // link_l2: the written subclusters allocated, their zero bits cleared
+            const uint64_t scs = cs / QCOW2_SUBCLUSTERS;
+            l2[j * 2 + 1] = qcow2_sc_written(l2[j * 2 + 1], (from % cs) / scs, (from % cs + len - 1) / scs);
         }
         st = write_l2(l2_off);
         if (st == Status::Ok)
@@ -492,17 +494,26 @@ struct Resizer {
     // explicit zeros up to it through the write path). *ok: this edit can do it. *at: where those
     // explicit zeros go (0: none, the old size is subcluster-aligned); *claim: the subcluster they
     // land in reads as zeros (ZeroAlloc), so the write zeroes all of it in place and allocates it
-    // (calculate_l2_meta's keep_old copy-on-write, link_l2's bits). Unallocated or shared clusters
-    // and unallocated subclusters would need the write path's allocation or the backing file's
-    // bytes; a compressed cluster cannot be partly zeroed (-ENOTSUP): not done.
-    Status head_for_zeros_ext(uint64_t old_length, bool* ok, uint64_t* at, bool* claim, HeadAlloc* alloc) {
+    // (calculate_l2_meta's keep_old copy-on-write, link_l2's bits). An unallocated cluster or
+    // subcluster: the write path allocates (*alloc: Backing or Zero, the head's bytes). A compressed
+    // cluster or one shared with a snapshot (no OFLAG_COPIED): a new cluster (*alloc = Copy) holding
+    // the old one's bytes over calculate_l2_meta's copy-on-write bounds (head_cow), as the guest
+    // reads them, the subclusters that show the backing file included (head_cow_backing: their
+    // bytes asked for). *enotsup: qcow2_subcluster_zeroize would set zero bits in a compressed
+    // cluster, which zero_l2_subclusters refuses (-ENOTSUP: qemu-img fails, L1 already grown).
+    Status head_for_zeros_ext(uint64_t old_length, uint64_t new_size, bool* ok, uint64_t* at, bool* claim,
+                              HeadAlloc* alloc, bool* enotsup) {
         *ok = false;
         *at = 0;
         *claim = false;
         *alloc = HeadAlloc::None;
+        *enotsup = false;
         const uint64_t span = cs * l2_entries, scs = cs / QCOW2_SUBCLUSTERS;
         const uint64_t j = (old_length % span) / cs;
         const bool aligned = old_length % scs == 0;
+        const uint64_t zero_start = (old_length + scs - 1) / scs * scs, cluster = old_length / cs * cs;
+        const bool zeroed_here = new_size > zero_start && zero_start % cs != 0; // zero bits in this cluster first
+        const uint64_t head_end = zero_start < new_size ? zero_start : new_size;
         if (old_length / span >= q.header().l1_size)
             return Status::Ok;
         uint64_t l2_off = 0;
@@ -519,11 +530,21 @@ struct Resizer {
             return Status::Ok;
         }
         const uint64_t e = l2[j * 2], bm = l2[j * 2 + 1];
-        if (e & QCOW_OFLAG_COMPRESSED)
+        if ((e & QCOW_OFLAG_COMPRESSED) && zeroed_here) {
+            *ok = true;
+            *enotsup = true;
             return Status::Ok;
+        }
         if (aligned) {
             *ok = true;
             return Status::Ok;
+        }
+        if (e & QCOW_OFLAG_COMPRESSED) {
+            if (bm != 0)
+                return say(host, "Invalid subcluster bitmap in the compressed last cluster before the old size",
+                           Status::Corrupt);
+            head_compressed = e;
+            return head_copy(cluster, bm, old_length, head_end, ok, alloc);
         }
         if ((e & QCOW2_L2E_OFFSET_MASK) == 0) {
             // Nothing allocated (calculate_l2_meta's UNALLOCATED_PLAIN / ZERO_PLAIN): a new cluster,
@@ -534,6 +555,14 @@ struct Resizer {
             *ok = true;
             *alloc = t == Qcow2Sc::ZeroPlain ? HeadAlloc::Zero : shows;
             return Status::Ok;
+        }
+        if (!(e & QCOW_OFLAG_COPIED) && q.data_cluster_in_file(e & QCOW2_L2E_OFFSET_MASK)) {
+            // Shared: the copy-on-write reads the bitmap as qcow2_subcluster_zeroize left it.
+            head_cluster = e & QCOW2_L2E_OFFSET_MASK;
+            const uint64_t zbm = zeroed_here ? qcow2_sc_zeroed(bm, (zero_start - cluster) / scs,
+                                                               (head_end_of(new_size, cluster) + scs - 1) / scs - 1)
+                                             : bm;
+            return head_copy(cluster, zbm, old_length, head_end, ok, alloc);
         }
         const uint64_t host_off = head_in_place(e);
         if (host_off == 0)
@@ -551,6 +580,50 @@ struct Resizer {
             *alloc = shows;
         return Status::Ok;
     }
+    // zero_l2_subclusters' end inside the cluster at `cluster` for a zeroize up to `new_size`.
+    uint64_t head_end_of(uint64_t new_size, uint64_t cluster) const {
+        return new_size - cluster < cs ? new_size - cluster : cs;
+    }
+    // Extended L2 entries, a compressed or shared last cluster (bitmap `bm`, as the copy-on-write
+    // reads it): the write of [old_length, head_end) into a new cluster, over calculate_l2_meta's
+    // bounds (head_cow, cluster-relative); the backing file's bytes asked for when a subcluster in
+    // them shows it.
+    Status head_copy(uint64_t cluster, uint64_t bm, uint64_t old_length, uint64_t head_end, bool* ok,
+                     HeadAlloc* alloc) {
+        const uint32_t scb = q.header().cluster_bits - 5;
+        if (!qcow2_cow_bounds(head_compressed != 0, true, bm, old_length - cluster, head_end - old_length, false, scb,
+                              cs, &head_cow))
+            return say(host, "Invalid subcluster bitmap in the last cluster before the old size", Status::Corrupt);
+        head_bm = bm;
+        head_cow_backing = false;
+        for (uint64_t s = head_cow.from >> scb; s < head_cow.to >> scb && head_compressed == 0; ++s)
+            if (qcow2_sc_type(false, true, bm, s) == Qcow2Sc::UnallocAlloc && backing_reach > cluster + (s << scb))
+                head_cow_backing = true;
+        *ok = true;
+        *alloc = HeadAlloc::Copy;
+        return Status::Ok;
+    }
+    // head_copy's bytes [in, in + len) of the cluster as the guest reads them, in `buf` (which holds
+    // the old cluster's): zeros over the subclusters that read as zeros, the backing file's bytes
+    // (`backing`, from `in` on; zeros without) over those that show it. (The backing bytes asked
+    // for are the whole cluster's: the host reads a range aligned to its length.)
+    void copy_view(uint64_t in, uint8_t* buf, uint64_t len, const uint8_t* backing) const {
+        const uint32_t scb = q.header().cluster_bits - 5;
+        for (uint64_t s = in >> scb; (s << scb) < in + len; ++s) {
+            const Qcow2Sc t = qcow2_sc_type(false, true, head_bm, s);
+            if (t == Qcow2Sc::Normal)
+                continue;
+            const uint64_t off = (s << scb) - in, n = uint64_t{1} << scb;
+            if (t == Qcow2Sc::UnallocAlloc && backing != nullptr)
+                __builtin_memcpy(buf + off, backing + off, static_cast<size_t>(n));
+            else
+                __builtin_memset(buf + off, 0, static_cast<size_t>(n));
+        }
+    }
+    Qcow2Cow head_cow{0, 0}; // head_copy's bounds
+    uint64_t head_bm = 0;    // head_copy's bitmap (the subclusters' kinds in the copy)
+    bool head_cow_backing = false;
+
     // After the explicit zeros of a claimed subcluster: its allocation bit set, its zero bit cleared.
     Status claim_subcluster(uint64_t guest) {
         const uint64_t span = cs * l2_entries;
@@ -1337,17 +1410,37 @@ Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inp
         }
         if (old_length % r.cs != 0 && r.l2_entry_bytes == 16) {
             // Extended L2 entries: zero bits from the next subcluster, explicit zeros before it.
-            bool ok = false;
-            if (const Status st =
-                    r.head_for_zeros_ext(old_length, &ok, &head_zero_host, &head_claim, &head_alloc);
+            bool ok = false, enotsup = false;
+            if (const Status st = r.head_for_zeros_ext(old_length, a.new_size, &ok, &head_zero_host, &head_claim,
+                                                       &head_alloc, &enotsup);
                 st != Status::Ok)
                 return st;
-            if (!ok)
+            if (!ok || (prealloc != guest::Prealloc::Off && (enotsup || head_alloc == Resizer::HeadAlloc::Copy)))
                 return say(host, "instar cannot zero the new area of an overlay with extended L2 entries from an old "
-                                 "size inside a cluster whose subclusters are compressed or shared yet",
+                                 "size inside a compressed or shared cluster with preallocation yet",
+                           Status::Unsupported);
+            if (enotsup) {
+                // As the v2 case above: the L1 table grown; then zero_l2_subclusters' get_cluster_table
+                // (the L2 table copied when a snapshot shares it) before it refuses the compressed cluster.
+                if (const Status st = r.grow_l1(r.size_to_l1(a.new_size)); st != Status::Ok)
+                    return st;
+                uint64_t l2_off = 0;
+                if (const Status st = r.table_for(old_length / (r.cs * r.l2_entries), &l2_off); st != Status::Ok)
+                    return st;
+                if (const Status st = q.sync(); st != Status::Ok)
+                    return st;
+                return say(host, "Failed to zero out new clusters: Operation not supported", Status::Unsupported);
+            }
+            if (r.head_compressed != 0 && h.crypt_method != QCOW_CRYPT_NONE) // qemu's writers never make one
+                return say(host, "instar cannot zero the new area of an encrypted overlay over a compressed cluster",
                            Status::Unsupported);
             head_from = old_length / (r.cs / QCOW2_SUBCLUSTERS) * (r.cs / QCOW2_SUBCLUSTERS);
             head_len = r.cs / QCOW2_SUBCLUSTERS;
+            if (head_alloc == Resizer::HeadAlloc::Copy) {
+                head_from = old_length / r.cs * r.cs + r.head_cow.from;
+                head_len = r.head_cow.to - r.head_cow.from;
+            }
+            r.head_kind = head_alloc;
         } else if (old_length % r.cs != 0) {
             // qemu zeroes from the next cluster and writes explicit zeros over the rest of the old
             // last cluster through its write path: in place when that cluster is allocated, else
@@ -1371,11 +1464,15 @@ Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inp
             if (head_alloc == Resizer::HeadAlloc::ZeroInPlace)
                 head_zero_host = r.head_cluster; // the whole cluster, in place
         }
-        if (head_alloc == Resizer::HeadAlloc::Backing) {
+        if (head_alloc == Resizer::HeadAlloc::Backing ||
+            (head_alloc == Resizer::HeadAlloc::Copy && r.head_cow_backing)) {
             // The copy-on-write head is the backing chain's: the host reads those bytes in a sandbox
             // of its own and runs this again with them (nothing is written before this point).
+            const bool whole = head_alloc == Resizer::HeadAlloc::Copy; // the cluster's bytes (copy_view)
+            const uint64_t need_from = whole ? old_length / r.cs * r.cs : head_from;
+            const uint64_t need_len = whole ? r.cs : head_len;
             if (!(a.flags & guest::RESIZE_BACKING_BYTES)) {
-                const guest::ResizeNeedBacking need{head_from, head_len};
+                const guest::ResizeNeedBacking need{need_from, need_len};
                 if (const Status st = host.data(guest::RESIZE_DATA_NEED_BACKING, &need, sizeof need); st != Status::Ok)
                     return st;
                 return say(host, "instar cannot zero the new area of this overlay without its backing file's bytes",
@@ -1383,12 +1480,12 @@ Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inp
             }
             if (req.extra_count < 1 || req.extra == nullptr || req.extra[0] == nullptr)
                 return say(host, "resize: the backing file's bytes were not sent", Status::Invalid);
-            head_bytes = static_cast<uint8_t*>(req.allocator->allocate(static_cast<size_t>(head_len), 64));
+            head_bytes = static_cast<uint8_t*>(req.allocator->allocate(static_cast<size_t>(need_len), 64));
             if (head_bytes == nullptr)
                 return Status::NoMemory;
-            __builtin_memset(head_bytes, 0, static_cast<size_t>(head_len));
+            __builtin_memset(head_bytes, 0, static_cast<size_t>(need_len));
             guest::BlockDevice& b = *req.extra[0];
-            const uint64_t n = b.size() < head_len ? b.size() : head_len;
+            const uint64_t n = b.size() < need_len ? b.size() : need_len;
             if (n > 0 && b.read(0, head_bytes, static_cast<size_t>(n)) != Status::Ok)
                 return say(host, "Could not read the backing file: Input/output error", Status::IoError);
         }
