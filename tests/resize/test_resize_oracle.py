@@ -232,6 +232,15 @@ def fixtures(q, qio):
         "q64g": [[q, "create", "-q", "-f", "qcow2", "img", "64G"]],
         "q_df": [[q, "create", "-q", "-f", "qcow2", "-o", "data_file=df.raw", "img", "4M"],
                  [qio, "-c", "write -P 3 0 1M", "-c", "write -P 4 3M 1M", "img"]],
+        # Overlays with an external data file (round 38): zero clusters in the image, the head
+        # cluster written into the data file at its guest offset (from the backing file, in place,
+        # subclusters alike), the data file set to the new size first (a head past a new size
+        # inside it leaves the data file longer).
+        "q_df_ov": head_overlay("1049088", ["-o", "data_file=df.raw"]),
+        "q_df_ov_alloc": head_overlay("1049088", ["-o", "data_file=df.raw"], [qio, "-c", "write -P 9 1M 512", "img"]),
+        "q_df_ov_zero": head_overlay("1049088", ["-o", "data_file=df.raw"], [qio, "-c", "write -z 1M 512", "img"]),
+        "q_df_ov_l2": head_overlay("1049088", ["-o", "data_file=df.raw,extended_l2=on"],
+                                   [qio, "-c", "write -P 9 1M 512", "img"]),
         # Persistent bitmaps (resize carries them: docs/resize.md): enabled ones at qemu's default,
         # 512-byte and 1 MiB granularity, a disabled one; qemu-io's writes set their bits.
         "q_bm": [[q, "create", "-q", "-f", "qcow2", "img", "64M"],
@@ -612,6 +621,16 @@ def qcow2_cases():
         ("qcow2 full 2M", "q2m", ["--preallocation=full", "img", "110M"], BYTES),
         ("qcow2 full snapshot", "q_snap", ["--preallocation=full", "img", "100M"], BYTES),
         ("qcow2 data file grow", "q_df", ["img", "64M"], BYTES, [], ["df.raw"]),
+        ("qcow2 data file overlay head", "q_df_ov", ["img", "3M"], BYTES, [], ["df.raw"]),
+        ("qcow2 data file overlay head inside", "q_df_ov", ["img", "1050112"], BYTES, [], ["df.raw"]),
+        ("qcow2 data file overlay allocated head", "q_df_ov_alloc", ["img", "3M"], BYTES, [], ["df.raw"]),
+        ("qcow2 data file overlay zero head", "q_df_ov_zero", ["img", "3M"], BYTES, [], ["df.raw"]),
+        ("qcow2 data file overlay extl2 head", "q_df_ov_l2", ["img", "1057792"], BYTES, [], ["df.raw"]),
+        ("qcow2 data file overlay metadata", "q_df_ov", ["--preallocation=metadata", "img", "3M"], BYTES, [],
+         ["df.raw"]),
+        ("qcow2 data file overlay falloc", "q_df_ov_alloc", ["--preallocation=falloc", "img", "3M"], BYTES, [],
+         ["df.raw"]),
+        ("qcow2 data file overlay full", "q_df_ov", ["--preallocation=full", "img", "3M"], BYTES, [], ["df.raw"]),
         ("qcow2 data file shrink", "q_df", ["--shrink", "img", "2M"], BYTES, [], ["df.raw"]),
         ("qcow2 data file metadata", "q_df", ["--preallocation=metadata", "img", "64M"], BYTES, [], ["df.raw"]),
         ("qcow2 data file falloc", "q_df", ["--preallocation=falloc", "img", "64M"], BYTES, [], ["df.raw"]),

@@ -337,7 +337,7 @@ struct Resizer {
         } else if (e & QCOW_OFLAG_COMPRESSED) {
             *kind = HeadAlloc::Copy;
             head_compressed = e;
-        } else if (off != 0 && q.data_cluster_in_file(off)) {
+        } else if (off != 0 && (data_file || q.data_cluster_in_file(off))) {
             if (!(e & QCOW_OFLAG_COPIED)) {
                 *kind = HeadAlloc::Copy;
                 head_cluster = off;
@@ -369,11 +369,13 @@ struct Resizer {
         if (at == 0) {
             if (const Status st = table_for(from / span, &l2_off); st != Status::Ok)
                 return st;
-            uint64_t host_cluster = 0;
-            if (const Status st = q.alloc_clusters(cs, &host_cluster); st != Status::Ok)
-                return say(host, "Failed to zero out the new area: File too large", st);
-            if (const Status st = q.sync(); st != Status::Ok)
-                return st;
+            uint64_t host_cluster = from / cs * cs; // an external data file: at the guest offset, unrefcounted
+            if (!data_file) {
+                if (const Status st = q.alloc_clusters(cs, &host_cluster); st != Status::Ok)
+                    return say(host, "Failed to zero out the new area: File too large", st);
+                if (const Status st = q.sync(); st != Status::Ok)
+                    return st;
+            }
             at = host_cluster + from % cs;
         }
         auto* buf = static_cast<uint8_t*>(q.allocator().allocate(static_cast<size_t>(len), 64));
@@ -416,10 +418,12 @@ struct Resizer {
         // the guest offset (the old AES method). Sizes are whole sectors, so every one is whole.
         if (cipher != nullptr)
             cipher->encrypt((crypt_physical ? at : from) / SECTOR, buf, static_cast<size_t>(len));
-        Status st = q.write(at, buf, static_cast<size_t>(len));
+        // Guest data goes to the external data file when there is one (flushed before the entry).
+        guest::BlockDevice& dev = data_file ? *req.files[0] : *req.image;
+        Status st = data_file ? dev.write(at, buf, static_cast<size_t>(len)) : q.write(at, buf, static_cast<size_t>(len));
         q.allocator().deallocate(buf, static_cast<size_t>(len));
         if (st == Status::Ok)
-            st = host.flush(*req.image);
+            st = host.flush(dev);
         if (st != Status::Ok)
             return say(host, "Failed to zero out the new area: Input/output error", st);
         if (l2_off == 0 && head_kind == HeadAlloc::ZeroInPlace) { // in place, the zero flag dropped (link_l2)
@@ -482,6 +486,10 @@ struct Resizer {
     // Whether the data cluster at `host_off` has one reference: OFLAG_COPIED must mean that before
     // it is written in place (nothing else may change).
     Status sole_reference(uint64_t host_off, bool* sole) {
+        if (data_file) { // clusters of an external data file have no refcounts: each is its entry's own
+            *sole = true;
+            return Status::Ok;
+        }
         uint64_t rc = 0;
         if (const Status st = q.get_refcount(host_off / cs, &rc); st != Status::Ok)
             return st;
@@ -1326,9 +1334,6 @@ Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inp
     const bool data_file = (h.incompatible_features & QCOW2_INCOMPAT_DATA_FILE) != 0;
     if (data_file && (req.file_count != 1 || req.files == nullptr || req.files[0] == nullptr))
         return say(host, "resize: the external data file was not opened", Status::Invalid);
-    if (data_file && (a.flags & guest::RESIZE_HAS_BACKING) && a.backing_size > h.size && a.new_size > h.size)
-        return say(host, "instar cannot zero the new area of an overlay with an external data file yet",
-                   Status::Unsupported);
     auto prealloc = static_cast<guest::Prealloc>(a.prealloc);
     if (prealloc != guest::Prealloc::Off && prealloc != guest::Prealloc::Metadata &&
         prealloc != guest::Prealloc::Falloc && prealloc != guest::Prealloc::Full)
@@ -1520,6 +1525,24 @@ Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inp
         a.new_size > old_length)
         if (const Status st = r.prealloc_data(old_length, a.new_size, prealloc); st != Status::Ok)
             return st;
+    if (data_file) {
+        // (Before the zeros below, as qcow2_co_truncate's preallocation switch: a head cluster written
+        // past a new size inside it leaves the data file that long.)
+        // Without preallocation the data file takes the exact new size; preallocate_co only grows
+        // it, to the end of its last run, with the mode (metadata: none).
+        // (The end of the last run: the new size rounded up to a cluster.)
+        guest::BlockDevice& df = *req.files[0];
+        const bool exact = prealloc == guest::Prealloc::Off;
+        const uint64_t df_len = req.file_lengths != nullptr ? req.file_lengths[0] : 0;
+        const uint64_t run_end = (a.new_size + r.cs - 1) / r.cs * r.cs;
+        if (exact || run_end > df_len) {
+            const guest::Prealloc mode = prealloc == guest::Prealloc::Metadata ? guest::Prealloc::Off : prealloc;
+            if (host.set_length(df, exact ? a.new_size : run_end, exact ? guest::Prealloc::Off : mode) != Status::Ok)
+                return say(host, "Could not resize file: Input/output error", Status::IoError);
+        }
+        if (const Status st = host.flush(df); st != Status::Ok)
+            return st;
+    }
     if (zero_write) {
         // qcow2_co_truncate: zero clusters (extended L2: zero subclusters) from the next boundary on,
         // then explicit zeros over the unaligned rest through the write path.
@@ -1543,22 +1566,6 @@ Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inp
                 st != Status::Ok)
                 return st;
         }
-    }
-    if (data_file) {
-        // Without preallocation the data file takes the exact new size; preallocate_co only grows
-        // it, to the end of its last run, with the mode (metadata: none).
-        // (The end of the last run: the new size rounded up to a cluster.)
-        guest::BlockDevice& df = *req.files[0];
-        const bool exact = prealloc == guest::Prealloc::Off;
-        const uint64_t df_len = req.file_lengths != nullptr ? req.file_lengths[0] : 0;
-        const uint64_t run_end = (a.new_size + r.cs - 1) / r.cs * r.cs;
-        if (exact || run_end > df_len) {
-            const guest::Prealloc mode = prealloc == guest::Prealloc::Metadata ? guest::Prealloc::Off : prealloc;
-            if (host.set_length(df, exact ? a.new_size : run_end, exact ? guest::Prealloc::Off : mode) != Status::Ok)
-                return say(host, "Could not resize file: Input/output error", Status::IoError);
-        }
-        if (const Status st = host.flush(df); st != Status::Ok)
-            return st;
     }
     if (bitmaps.present())
         r.bitmaps_at_switch = &bitmaps; // stored anew even at the same size, as qemu's close does
