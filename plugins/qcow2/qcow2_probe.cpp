@@ -113,6 +113,16 @@ const Divergence DIVERGENCES[] = {
      "a resize at which a persistent bitmap would exceed qemu's bounds (512 MiB of bits) is refused before "
      "anything is written",
      "qemu-img resizes, warns \"Lost persistent bitmaps\" and leaves every bitmap inconsistent (unusable)"},
+    {"qcow2-resize-prealloc-compressed-extl2", "resize",
+     "a preallocating resize from inside a compressed last cluster of an image with extended L2 entries is "
+     "refused before anything is written (but falloc and full over a longer backing file, whose result is whole)",
+     "qemu-img moves the cluster with its bytes but keeps its empty subcluster bitmap: the data before the old "
+     "size then reads as unallocated, lost"},
+    {"qcow2-resize-prealloc-zero-head", "resize",
+     "resize --preallocation=metadata from inside a zero-flagged cluster of the image's own (standard L2 "
+     "entries) is refused before anything is written when no zero write follows (no longer backing file)",
+     "qemu-img keeps the cluster, drops its zero flag and writes zeros before the old size only: the new area "
+     "then shows the cluster's old bytes"},
     {"qcow2-encrypt-compress-existing", "convert",
      "convert -n -c into an encrypted qcow2 image is refused before anything is written",
      "qemu-img fails with an I/O error at the first compressed cluster, leaving the image partly written"},

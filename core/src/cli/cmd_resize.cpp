@@ -541,10 +541,12 @@ int cmd_resize(Context& ctx, std::span<const std::string> args) {
                                           ctx.sandbox_config(), ctx.profile.version);
     if (!bytes)
         return report_error(ctx, "Could not read the backing file of '" + given + "': " + bytes.error());
-    if (*bytes) {
+    if (!bytes->empty()) {
         ra.flags |= guest::RESIZE_BACKING_BYTES;
         std::memcpy(call.args.data(), &ra, sizeof ra);
-        call.extra = {vmm::Device{(*bytes)->fd.get(), (*bytes)->size, false}};
+        call.extra.clear();
+        for (const auto& range : *bytes)
+            call.extra.push_back(vmm::Device{range.fd.get(), range.size, false});
         report = run_edit(call, ctx.sandbox_config(), ctx.profile.version);
     }
     if (!report)

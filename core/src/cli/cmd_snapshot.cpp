@@ -357,12 +357,14 @@ int cmd_snapshot(Context& ctx, std::span<const std::string> args) {
                                               ctx.sandbox_config(), ctx.profile.version);
         if (!bytes)
             return report_error(ctx, "Could not apply snapshot '" + snapshot_name + "': " + bytes.error());
-        if (*bytes) {
+        if (!bytes->empty()) {
             guest::SnapshotArgs a{};
             std::memcpy(&a, call.args.data(), sizeof a);
             a.flags |= guest::SNAPSHOT_BACKING_BYTES;
             std::memcpy(call.args.data(), &a, sizeof a);
-            call.extra = {vmm::Device{(*bytes)->fd.get(), (*bytes)->size, false}};
+            call.extra.clear();
+            for (const auto& range : *bytes)
+                call.extra.push_back(vmm::Device{range.fd.get(), range.size, false});
             report = run_edit(call, ctx.sandbox_config(), ctx.profile.version);
         }
     }

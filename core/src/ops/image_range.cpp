@@ -68,40 +68,41 @@ Expected<ImageRange> read_image_range(const ChainLink& link, std::uint64_t offse
     return out;
 }
 
-std::optional<guest::ResizeNeedBacking> backing_bytes_asked(const EditReport& report) {
-    std::optional<guest::ResizeNeedBacking> need;
+std::vector<guest::ResizeNeedBacking> backing_bytes_asked(const EditReport& report) {
+    std::vector<guest::ResizeNeedBacking> need;
     for (const auto& [kind, bytes] : report.data) {
         if (kind != guest::RESIZE_DATA_NEED_BACKING)
             continue;
-        if (need || bytes.size() != sizeof(guest::ResizeNeedBacking))
-            return std::nullopt;
+        if (need.size() == guest::RESIZE_MAX_BACKING_RANGES || bytes.size() != sizeof(guest::ResizeNeedBacking))
+            return {};
         guest::ResizeNeedBacking n{};
         std::memcpy(&n, bytes.data(), sizeof n);
         // (and inside int64, as every offset qemu takes: dd's window is computed from it)
         if (n.length == 0 || n.length > guest::RESIZE_MAX_BACKING_BYTES || n.offset % n.length != 0 ||
             n.offset > static_cast<std::uint64_t>(INT64_MAX) - n.length)
-            return std::nullopt;
-        need = n;
+            return {};
+        need.push_back(n);
     }
     return need;
 }
 
-Expected<std::optional<ImageRange>> read_asked_backing_bytes(const Expected<EditReport>& report,
+Expected<std::vector<ImageRange>> read_asked_backing_bytes(const Expected<EditReport>& report,
                                                              const OpenedChain& chain,
                                                              const std::vector<std::string>& allow_paths,
                                                              bool unsafe_quirks, const PluginRegistry& plugins,
                                                              const vmm::SandboxConfig& sandbox,
                                                              std::uint32_t qemu_version) {
+    std::vector<ImageRange> out;
     if (!report || report->status == guest::Status::Ok || chain.links.size() < 2)
-        return std::optional<ImageRange>{};
-    const auto need = backing_bytes_asked(*report);
-    if (!need)
-        return std::optional<ImageRange>{};
-    auto bytes = read_image_range(chain.links[1], need->offset, need->length, allow_paths, unsafe_quirks, plugins,
-                                  sandbox, qemu_version);
-    if (!bytes)
-        return Error{bytes.error()};
-    return std::optional<ImageRange>{std::move(*bytes)};
+        return out;
+    for (const auto& need : backing_bytes_asked(*report)) {
+        auto bytes = read_image_range(chain.links[1], need.offset, need.length, allow_paths, unsafe_quirks, plugins,
+                                      sandbox, qemu_version);
+        if (!bytes)
+            return Error{bytes.error()};
+        out.push_back(std::move(*bytes));
+    }
+    return out;
 }
 
 } // namespace instar

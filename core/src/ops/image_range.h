@@ -33,15 +33,16 @@ Expected<ImageRange> read_image_range(const ChainLink& link, std::uint64_t offse
                                       const PluginRegistry& plugins, const vmm::SandboxConfig& sandbox,
                                       std::uint32_t qemu_version);
 
-// The range of the backing chain a refused edit asked for (a RESIZE_DATA_NEED_BACKING record: resize,
-// snapshot -a), when its one record is well formed: untrusted, so checked as dd will read it (a
-// length that divides the offset, at most RESIZE_MAX_BACKING_BYTES).
-std::optional<guest::ResizeNeedBacking> backing_bytes_asked(const EditReport& report);
+// The ranges of the backing chain a refused edit asked for (RESIZE_DATA_NEED_BACKING records: resize,
+// snapshot -a), in the order sent, when every record is well formed and there are at most
+// RESIZE_MAX_BACKING_RANGES of them; else none. Untrusted, so checked as dd will read each (a length
+// that divides the offset, at most RESIZE_MAX_BACKING_BYTES).
+std::vector<guest::ResizeNeedBacking> backing_bytes_asked(const EditReport& report);
 
-// The bytes a refused edit of `chain`'s top asked for (backing_bytes_asked), read through its
-// backing chain (read_image_range of links[1]); nullopt when the edit did not fail asking for them
+// The bytes a refused edit of `chain`'s top asked for (backing_bytes_asked), each range read through
+// its backing chain (read_image_range of links[1]); none when the edit did not fail asking for them
 // or the image has no backing file.
-Expected<std::optional<ImageRange>> read_asked_backing_bytes(const Expected<EditReport>& report,
+Expected<std::vector<ImageRange>> read_asked_backing_bytes(const Expected<EditReport>& report,
                                                              const OpenedChain& chain,
                                                              const std::vector<std::string>& allow_paths,
                                                              bool unsafe_quirks, const PluginRegistry& plugins,

@@ -259,32 +259,103 @@ struct Resizer {
         return q.data_cluster_in_file(host_off) ? host_off : 0;
     }
 
-    // Extended L2 entries: qemu copies the head of a moved cluster as the guest reads it (perform_cow
-    // reads through the image): an allocated subcluster's bytes, zeros for one that reads as zeros
-    // or unallocated without a backing image reaching it. Unallocated over the backing image: its
-    // bytes would be needed (refused before anything is written); an invalid subcluster: corrupt.
-    Status head_view_ok(uint64_t bm, uint64_t cluster_start, uint64_t old_size) {
+    // The guest's view of the old last cluster (entry `e`, subcluster bitmap `bm` with extended L2
+    // entries, at guest offset `cluster`), which qemu's copy-on-write reads through the image
+    // (perform_cow) when a preallocation moves or completes it: whether [from, to) of it shows the
+    // backing file (unallocated, where the backing image reaches).
+    bool view_shows_backing(uint64_t e, uint64_t bm, uint64_t cluster, uint64_t from, uint64_t to) const {
+        if (e & QCOW_OFLAG_COMPRESSED)
+            return false;
+        const bool allocated = (e & QCOW2_L2E_OFFSET_MASK) != 0;
+        if (l2_entry_bytes == 8)
+            return !allocated && !(e & QCOW_OFLAG_ZERO) && from < to && backing_reach > cluster + from;
         const uint32_t scb = q.header().cluster_bits - 5;
-        for (uint64_t s = 0; (s << scb) < old_size - cluster_start; ++s) {
-            const Qcow2Sc t = qcow2_sc_type(false, true, bm, s);
+        for (uint64_t s = from >> scb; (s << scb) < to; ++s) {
+            const Qcow2Sc t = qcow2_sc_type(false, allocated, bm, s);
+            if ((t == Qcow2Sc::UnallocPlain || t == Qcow2Sc::UnallocAlloc) && backing_reach > cluster + (s << scb))
+                return true;
+        }
+        return false;
+    }
+    // Those bytes [from, to) of it into `buf`: the data (inflated when compressed, decrypted with
+    // `decipher` when set), zeros where it reads as zeros, the backing file's bytes where it shows
+    // (`backing`: the whole cluster's, or nullptr: zeros, the backing image ending before).
+    Status view_bytes(uint64_t e, uint64_t bm, uint64_t cluster, uint64_t from, uint64_t to, uint8_t* buf,
+                      const uint8_t* backing) {
+        const size_t n = static_cast<size_t>(to - from);
+        __builtin_memset(buf, 0, n);
+        if (n == 0)
+            return Status::Ok;
+        if (e & QCOW_OFLAG_COMPRESSED) {
+            EditReasons reasons(host);
+            InplaceView view(q);
+            CompressedCache cache(view, q.allocator(), req.codecs, q.header().compression_type, q.cluster_bits(),
+                                  &reasons);
+            const uint8_t* inflated = nullptr;
+            if (const Status st = cache.cluster(e, &inflated); st != Status::Ok)
+                return st;
+            __builtin_memcpy(buf, inflated + from, n);
+            return Status::Ok;
+        }
+        const uint64_t off = e & QCOW2_L2E_OFFSET_MASK;
+        const bool allocated = off != 0;
+        if (l2_entry_bytes == 8 && (e & QCOW_OFLAG_ZERO))
+            return Status::Ok;
+        if (allocated && data_file) { // at its offset in the data file (zeros past its end)
+            guest::BlockDevice& df = *req.files[0];
+            const uint64_t have = df.size() > off + from ? df.size() - (off + from) : 0;
+            const size_t m = static_cast<size_t>(have < n ? have : n);
+            if (m > 0)
+                if (const Status st = df.read(off + from, buf, m); st != Status::Ok)
+                    return st;
+        } else if (allocated) {
+            if (!q.data_cluster_in_file(off))
+                return say(host, "Data cluster offset past the end of the image file in its last cluster",
+                           Status::Corrupt);
+            if (const Status st = q.read_zero_padded(off + from, buf, n); st != Status::Ok)
+                return st;
+            if (decipher != nullptr)
+                decipher->decrypt((crypt_physical ? off + from : cluster + from) / SECTOR, buf, n);
+        }
+        if (l2_entry_bytes == 8) {
+            if (!allocated && backing != nullptr)
+                __builtin_memcpy(buf, backing + from, n);
+            return Status::Ok;
+        }
+        const uint32_t scb = q.header().cluster_bits - 5;
+        for (uint64_t s = from >> scb; (s << scb) < to; ++s) {
+            const Qcow2Sc t = qcow2_sc_type(false, allocated, bm, s);
             if (t == Qcow2Sc::Invalid)
                 return say(host, "Invalid subcluster bitmap in the last cluster before the old size", Status::Corrupt);
-            if (t == Qcow2Sc::UnallocAlloc && backing_reach > cluster_start + (s << scb))
-                return say(host, "instar cannot preallocate over a last cluster whose subclusters show the backing "
-                                 "file yet",
-                           Status::Unsupported);
+            if (t == Qcow2Sc::Normal)
+                continue;
+            const uint64_t a = (s << scb) > from ? s << scb : from;
+            const uint64_t b = ((s + 1) << scb) < to ? (s + 1) << scb : to;
+            const bool shows = t == Qcow2Sc::UnallocPlain || t == Qcow2Sc::UnallocAlloc;
+            if (shows && backing != nullptr)
+                __builtin_memcpy(buf + (a - from), backing + a, static_cast<size_t>(b - a));
+            else
+                __builtin_memset(buf + (a - from), 0, static_cast<size_t>(b - a));
         }
         return Status::Ok;
     }
-    // The head's bytes as the guest reads them (after head_view_ok): zeros where not allocated.
-    void head_view(uint64_t bm, uint8_t* buf, uint64_t keep) const {
-        const uint32_t scb = q.header().cluster_bits - 5;
-        for (uint64_t s = 0; (s << scb) < keep; ++s)
-            if (qcow2_sc_type(false, true, bm, s) != Qcow2Sc::Normal) {
-                const uint64_t from = s << scb, to = ((s + 1) << scb) < keep ? (s + 1) << scb : keep;
-                __builtin_memset(buf + from, 0, static_cast<size_t>(to - from));
-            }
+    // qcow2_free_any_cluster for a replaced entry: a compressed one's host clusters, a data cluster,
+    // or nothing (unallocated). No discard (QCOW2_DISCARD_NEVER).
+    Status free_entry(uint64_t e) {
+        if (data_file)
+            return Status::Ok;
+        uint64_t off = 0, bytes = 0;
+        entry_clusters(e, &off, &bytes);
+        return bytes == 0 ? Status::Ok : q.free_clusters(off, bytes);
     }
+    // The backing file's bytes of the head cluster (the whole cluster's, as run_resize asked for),
+    // for a preallocation's copy-on-write; nullptr when none were needed.
+    const uint8_t* head_backing = nullptr;
+    // preallocate_co's last cluster when the new size ends inside it (not the head): its
+    // copy-on-write after the new size, [new size, tail_cow_to) of it, reads the backing file
+    // (tail_backing: the cluster's bytes; nullptr: it reads zeros, nothing to write).
+    uint64_t tail_cluster = UINT64_MAX, tail_cow_to = 0;
+    const uint8_t* tail_backing = nullptr;
 
     // The old last cluster of an overlay zeroed from an unaligned old size: where the byte at
     // `old_length` lies when that cluster is a plain, unshared data cluster (qemu's write path
@@ -381,8 +452,8 @@ struct Resizer {
         auto* buf = static_cast<uint8_t*>(q.allocator().allocate(static_cast<size_t>(len), 64));
         if (buf == nullptr)
             return Status::NoMemory;
-        if (backing != nullptr && head_kind != HeadAlloc::Copy) {
-            __builtin_memcpy(buf, backing, static_cast<size_t>(len));
+        if (backing != nullptr && head_kind != HeadAlloc::Copy) { // (the whole cluster's bytes)
+            __builtin_memcpy(buf, backing + from % cs, static_cast<size_t>(len));
         } else if (head_kind == HeadAlloc::Copy && head_compressed != 0) {
             // The compressed cluster inflated, as qemu's copy-on-write reads it.
             EditReasons reasons(host);
@@ -463,6 +534,16 @@ struct Resizer {
     // reference; ZeroInPlace drops the entry's zero flag).
     HeadAlloc head_kind = HeadAlloc::None;
 
+    // The L2 entry (and bitmap word, extended L2 entries) mapping guest offset `guest`: 0 when unmapped.
+    Status head_entry(uint64_t guest, uint64_t* e, uint64_t* bm) {
+        uint64_t l2_off = 0;
+        if (const Status st = load_table_of(guest, &l2_off); st != Status::Ok)
+            return st;
+        const uint64_t words = l2_entry_bytes / 8, j = (guest % (cs * l2_entries)) / cs;
+        *e = l2_off == 0 ? 0 : l2[j * words];
+        *bm = l2_off == 0 || words == 1 ? 0 : l2[j * 2 + 1];
+        return Status::Ok;
+    }
     // The L2 table mapping guest offset `guest`, read into l2: *l2_off is its offset, 0 when the L1
     // entry names none or `guest` lies past the L1 table.
     Status load_table_of(uint64_t guest, uint64_t* l2_off) {
@@ -1015,8 +1096,8 @@ struct Resizer {
                 const uint64_t i = offset / span;
                 Pending* p = count > 0 && batch[count - 1].l1_index == i ? &batch[count - 1] : nullptr;
                 if (p == nullptr) {
-                    if (count == cap)
-                        if (const Status st = commit_batch(batch, count, host_end, extended); st != Status::Ok)
+                    if (count == cap || meta_head_move)
+                        if (const Status st = meta_commit(batch, count, host_end, extended); st != Status::Ok)
                             return st;
                     uint64_t l1e = 0;
                     if (const Status st = q.read_table(q.header().l1_table_offset + i * 8, &l1e, 1); st != Status::Ok)
@@ -1055,26 +1136,31 @@ struct Resizer {
                 }
                 const uint64_t j = (offset % span) / cs;
                 if (offset % cs != 0) {
-                    // An unaligned old size: its cluster, when allocated, stays where it is and the
-                    // run continues after it (qcow2_alloc_host_offset: handle_copied, then
-                    // handle_alloc contiguous to it).
-                    uint64_t co = 0, len = 0;
-                    entry_clusters(p->data[j * words], &co, &len);
-                    if (len != 0) {
-                        const uint64_t head = head_in_place(p->data[j * words]);
-                        if (head == 0)
-                            return say(host, "instar cannot preallocate over a compressed, zero-flagged, shared or "
-                                             "subclustered cluster yet",
-                                       Status::Unsupported);
+                    // An unaligned old size: its cluster, when qemu's handle_copied keeps it (a data
+                    // cluster of its own, zero-flagged or not), stays where it is and the run
+                    // continues after it (then handle_alloc contiguous to it); its copy-on-write
+                    // (extended L2 entries: a subcluster that is not Normal, from its start) is
+                    // written in place. Anything else moves with the run (handle_alloc, below).
+                    const uint64_t e = p->data[j * words];
+                    const uint64_t head = meta_head_kept(e);
+                    if (head != 0) {
+                        if (const Status st = meta_head_cow(head, p->data[j * words + words - 1], offset, end);
+                            st != Status::Ok)
+                            return st;
                         have_host = true;
                         host_at = head + cs;
                         offset = (offset / cs + 1) * cs;
                         continue;
                     }
+                    meta_head_old = e;
+                    meta_head_bm = words == 2 ? p->data[j * 2 + 1] : 0;
+                    meta_head_move = true;
                 }
                 const uint64_t clusters = (end - offset / cs * cs + cs - 1) / cs;
                 const uint64_t n = clusters < l2_entries - j ? clusters : l2_entries - j;
                 for (uint64_t k = j; k < j + n; ++k) {
+                    if (k == j && offset % cs != 0)
+                        continue; // the head, moving with the run (meta_head_move)
                     uint64_t co = 0, len = 0;
                     entry_clusters(p->data[k * words], &co, &len);
                     if (len != 0) // past the old size: only a hostile or foreign image maps clusters there
@@ -1098,6 +1184,15 @@ struct Resizer {
                     if (got == 0)
                         break; // the run cannot continue here: a new one starts
                 }
+                if (meta_head_move && offset % cs != 0 && got > 0)
+                    if (const Status st = meta_head_write(at, offset, end); st != Status::Ok)
+                        return st;
+                if (tail_backing != nullptr && tail_cluster >= offset / cs * cs &&
+                    tail_cluster < offset / cs * cs + got * cs && !(offset % cs != 0 && tail_cluster == offset / cs * cs))
+                    if (const Status st = meta_cow_write(at + (tail_cluster - offset / cs * cs), 0, 0, tail_cluster,
+                                                         end % cs, tail_cow_to, tail_backing);
+                        st != Status::Ok)
+                        return st;
                 for (uint64_t k = 0; k < got; ++k)
                     p->data[(j + k) * words] = (at + k * cs) | QCOW_OFLAG_COPIED;
                 have_host = true;
@@ -1109,19 +1204,108 @@ struct Resizer {
             // qemu extends the file to the end of the last run only (a data file: the caller sets
             // its length; the image holds only the tables).
             last_run_end_ = data_file ? 0 : host_at;
+            // (qcow2_alloc_host_offset's bytes end at the request's end rounded up to a subcluster:
+            // with extended L2 entries the file ends there, inside the last cluster.)
+            const uint64_t scs = cs / (l2_entry_bytes == 16 ? QCOW2_SUBCLUSTERS : 1);
+            if (!data_file && offset >= end && end % cs != 0 && host_at >= cs)
+                last_run_end_ = host_at - cs + (end % cs + scs - 1) / scs * scs;
         }
-        if (const Status st = commit_batch(batch, count, last_run_end_, extended); st != Status::Ok)
+        if (const Status st = meta_commit(batch, count, last_run_end_, extended); st != Status::Ok)
             return st;
         q.allocator().deallocate(batch, static_cast<size_t>(cap * sizeof(Pending)));
         return q.sync();
     }
     uint64_t last_run_end_ = 0;
+    // preallocate_co's head cluster when it moves: the old entry, freed once the new one is linked
+    // (qcow2_alloc_cluster_link_l2), which here means once the batch holding it is committed; that
+    // batch is committed before the next table is taken, so the freed cluster is there for the
+    // next allocations to take first fit, as in qemu.
+    bool meta_head_move = false;
+    uint64_t meta_head_old = 0, meta_head_bm = 0;
+    Status meta_commit(Pending* batch, uint64_t& count, uint64_t host_end, uint64_t& extended) {
+        if (count > 0)
+            if (const Status st = commit_batch(batch, count, host_end, extended); st != Status::Ok)
+                return st;
+        if (!meta_head_move)
+            return Status::Ok;
+        meta_head_move = false;
+        return free_entry(meta_head_old);
+    }
+    // The cluster handle_copied keeps for the head of an unaligned old size: a data cluster of the
+    // image's own (OFLAG_COPIED; with standard L2 entries zero-flagged too), or 0.
+    uint64_t meta_head_kept(uint64_t e) const {
+        if (l2_entry_bytes == 8 && (e & QCOW_OFLAG_ZERO) && (e & QCOW_OFLAG_COPIED) && !(e & QCOW_OFLAG_COMPRESSED)) {
+            const uint64_t off = e & QCOW2_L2E_OFFSET_MASK;
+            return off != 0 && (data_file || q.data_cluster_in_file(off)) ? off : 0;
+        }
+        return head_in_place(e);
+    }
+    // A kept head with extended L2 entries (handle_copied, calculate_l2_meta with keep_old): the
+    // subclusters the request [old_size, new_size) starts and ends inside, when not Normal, are
+    // completed as the guest reads them (zeros or the backing file's bytes), in place; the bitmap
+    // is left alone (prealloc).
+    Status meta_head_cow(uint64_t host_cluster, uint64_t bm, uint64_t old_size, uint64_t new_size) {
+        if (l2_entry_bytes != 16)
+            return Status::Ok;
+        const uint64_t cluster = old_size / cs * cs, in = old_size % cs;
+        const uint64_t out = new_size - cluster < cs ? new_size - cluster : cs;
+        Qcow2Cow cow{0, 0};
+        if (!qcow2_cow_bounds(false, true, bm, in, out - in, true, q.header().cluster_bits - 5, cs, &cow))
+            return say(host, "Invalid subcluster bitmap in the last cluster before the old size", Status::Corrupt);
+        const uint64_t e = (host_cluster & QCOW2_L2E_OFFSET_MASK) | QCOW_OFLAG_COPIED;
+        if (cow.from < in)
+            if (const Status st = meta_cow_write(host_cluster, e, bm, cluster, cow.from, in, head_backing); st != Status::Ok)
+                return st;
+        if (out < cow.to)
+            return meta_cow_write(host_cluster, e, bm, cluster, out, cow.to, head_backing);
+        return Status::Ok;
+    }
+    // A moved head: its new cluster at `at` gets the copy-on-write regions around the request
+    // [old_size, new_size) of the old one as the guest reads them (calculate_l2_meta without
+    // keep_old: the whole cluster with standard L2 entries; with extended ones from the first
+    // allocated subcluster or the request's, to the last allocated one or the request's end).
+    Status meta_head_write(uint64_t at, uint64_t old_size, uint64_t new_size) {
+        const uint64_t cluster = old_size / cs * cs, in = old_size % cs;
+        const uint64_t out = new_size - cluster < cs ? new_size - cluster : cs;
+        Qcow2Cow cow{0, cs};
+        if (l2_entry_bytes == 16 && !qcow2_cow_bounds((meta_head_old & QCOW_OFLAG_COMPRESSED) != 0,
+                                                      (meta_head_old & QCOW2_L2E_OFFSET_MASK) != 0, meta_head_bm, in,
+                                                      out - in, false, q.header().cluster_bits - 5, cs, &cow))
+            return say(host, "Invalid subcluster bitmap in the last cluster before the old size", Status::Corrupt);
+        if (cow.from < in)
+            if (const Status st = meta_cow_write(at, meta_head_old, meta_head_bm, cluster, cow.from, in, head_backing);
+                st != Status::Ok)
+                return st;
+        if (out < cow.to)
+            return meta_cow_write(at, meta_head_old, meta_head_bm, cluster, out, cow.to, head_backing);
+        return Status::Ok;
+    }
+    // Writes the view of entry `e` over [from, to) of the cluster at guest `cluster` to host `at` + from.
+    Status meta_cow_write(uint64_t at, uint64_t e, uint64_t bm, uint64_t cluster, uint64_t from, uint64_t to,
+                          const uint8_t* backing) {
+        auto* buf = static_cast<uint8_t*>(q.allocator().allocate(static_cast<size_t>(to - from), 64));
+        if (buf == nullptr)
+            return Status::NoMemory;
+        Status st = view_bytes(e, bm, cluster, from, to, buf, backing);
+        if (st == Status::Ok && cipher != nullptr)
+            cipher->encrypt((crypt_physical ? at + from : cluster + from) / SECTOR, buf, static_cast<size_t>(to - from));
+        guest::BlockDevice& dev = data_file ? *req.files[0] : *req.image;
+        if (st == Status::Ok)
+            st = data_file ? dev.write(at + from, buf, static_cast<size_t>(to - from))
+                           : q.write(at + from, buf, static_cast<size_t>(to - from));
+        q.allocator().deallocate(buf, static_cast<size_t>(to - from));
+        if (st == Status::Ok)
+            st = host.flush(dev);
+        if (st != Status::Ok)
+            return say(host, "Failed to preallocate the last cluster: Input/output error", st);
+        return Status::Ok;
+    }
 
     // qcow2_co_truncate's falloc/full path: refcount structures for the new data (and its L2
     // tables) placed after the last used cluster (qcow2_refcount_area, exact), the data clusters
     // right after them, the file extended over them with `mode` (the host reserves or writes
     // zeros), then the L2 entries linked table by table (tables allocated first fit).
-    Status prealloc_data(uint64_t start, uint64_t end, guest::Prealloc mode) {
+    Status prealloc_data(uint64_t start, uint64_t end, guest::Prealloc mode, bool all_allocated) {
         const uint64_t span = cs * l2_entries;
         const uint64_t words = l2_entry_bytes / 8;
         // qcow2_get_last_cluster
@@ -1142,10 +1326,12 @@ struct Resizer {
         const uint64_t nb_data = ((end + cs - 1) / cs * cs - first_cluster) / cs;
         const uint64_t nb_l2 = (nb_data + l2_entries - 1) / l2_entries + 1;
         // The clusters the new area maps must be free, but for the head cluster of an unaligned old
-        // size: qemu maps a new cluster there too, its bytes before the old size copied from the old
-        // one (the allocation's cow_start), which is then freed.
-        uint64_t head_old = 0;
-        uint64_t head_bm = 0; // its subcluster bitmap (extended L2 entries), kept by the new entry
+        // size: qemu maps a new cluster there too, whatever the old one was, its bytes before the old
+        // size copied as the guest reads them (the allocation's cow_start, read through the image:
+        // inflated, zeros, the backing file's bytes), and the old one is then freed.
+        bool head_move = start % cs != 0; // (an unmapped table: an unallocated head, still copied)
+        uint64_t head_old = 0; // its entry
+        uint64_t head_bm = 0;  // its subcluster bitmap (extended L2 entries), kept by the new entry
         for (uint64_t g = first_cluster; g < end; g += span - g % span) {
             uint64_t l1e = 0;
             const uint64_t i = g / span;
@@ -1163,19 +1349,15 @@ struct Resizer {
             const uint64_t j0 = (g % span) / cs;
             const uint64_t j1 = end - i * span >= span ? l2_entries : (end - i * span + cs - 1) / cs;
             for (uint64_t j = j0; j < j1; ++j) {
+                if (g + (j - j0) * cs == first_cluster && start % cs != 0) {
+                    head_old = l2[j * words];
+                    head_bm = words == 2 ? l2[j * words + 1] : 0;
+                    continue;
+                }
                 uint64_t co = 0, len = 0;
                 entry_clusters(l2[j * words], &co, &len);
                 if (len == 0)
                     continue;
-                if (g + (j - j0) * cs == first_cluster && start % cs != 0 && head_in_place(l2[j * words]) != 0) {
-                    head_old = head_in_place(l2[j * words]);
-                    if (words == 2) {
-                        head_bm = l2[j * words + 1];
-                        if (const Status st = head_view_ok(head_bm, first_cluster, start); st != Status::Ok)
-                            return st;
-                    }
-                    continue;
-                }
                 return say(host, "instar cannot preallocate over clusters that are already allocated yet",
                            Status::Unsupported);
             }
@@ -1193,16 +1375,16 @@ struct Resizer {
         const uint64_t new_file_size = alloc_start + nb_data * cs;
         if (const Status st = host.set_length(*req.image, new_file_size, mode); st != Status::Ok)
             return say(host, "Failed to resize underlying file: Input/output error", st);
-        if (head_old != 0) {
+        if (head_move) {
             // The head's bytes before the old size, into its new cluster (durable before the entry
             // names it; the old cluster is freed once the entry has moved).
             const uint64_t keep = start - first_cluster;
             auto* buf = static_cast<uint8_t*>(q.allocator().allocate(static_cast<size_t>(keep), 64));
             if (buf == nullptr)
                 return Status::NoMemory;
-            Status st = q.read_zero_padded(head_old, buf, static_cast<size_t>(keep));
-            if (st == Status::Ok && words == 2)
-                head_view(head_bm, buf, keep);
+            Status st = view_bytes(head_old, head_bm, first_cluster, 0, keep, buf, head_backing);
+            if (st == Status::Ok && cipher != nullptr)
+                cipher->encrypt((crypt_physical ? alloc_start : first_cluster) / SECTOR, buf, static_cast<size_t>(keep));
             if (st == Status::Ok)
                 st = q.write(alloc_start, buf, static_cast<size_t>(keep));
             if (st == Status::Ok)
@@ -1223,17 +1405,22 @@ struct Resizer {
                 return st;
             if (const Status st = q.sync(); st != Status::Ok)
                 return st;
-            for (uint64_t k = 0; k < n; ++k)
+            for (uint64_t k = 0; k < n; ++k) {
                 l2[(j + k) * words] = (host_off + k * cs) | QCOW_OFLAG_COPIED;
+                // A zero write the file's extension took over (qemu's subclusters_need_allocation):
+                // link_l2 runs without its prealloc flag, so every subcluster is allocated.
+                if (words == 2 && all_allocated)
+                    l2[(j + k) * 2 + 1] = QCOW2_L2_BITMAP_ALL_ALLOC;
+            }
             Status st = write_l2(l2_off);
             if (st == Status::Ok)
                 st = host.flush(*req.image);
             if (st != Status::Ok)
                 return say(host, "Failed to update L2 tables: Input/output error", st);
-            if (head_old != 0) { // qcow2_alloc_cluster_link_l2 frees the replaced cluster at once
-                if (const Status s2 = q.free_clusters(head_old, cs); s2 != Status::Ok) // (QCOW2_DISCARD_NEVER)
+            if (head_move) { // qcow2_alloc_cluster_link_l2 frees the replaced cluster at once
+                if (const Status s2 = free_entry(head_old); s2 != Status::Ok)
                     return s2;
-                head_old = 0; // the next tables may take its place, as qemu's first fit does
+                head_move = false; // the next tables may take its place, as qemu's first fit does
             }
             guest += n * cs;
             host_off += n * cs;
@@ -1317,6 +1504,75 @@ struct Resizer {
 
 namespace {
 
+// What the zero write asks of the old last cluster when the old size is not cluster-aligned (run
+// by run_resize before anything is written, or after a preallocation that changed that cluster).
+struct HeadPlan {
+    uint64_t zero_host = 0; // in place: where the cluster's bytes past the old size lie (0: not in place)
+    bool claim = false;     // extended L2: those zeros fill a zero subcluster and allocate it
+    // Else a copy-on-write write over [from, from + len) (a new cluster, or an unallocated
+    // subcluster in place): its head the backing chain's bytes or zeros.
+    Resizer::HeadAlloc alloc = Resizer::HeadAlloc::None;
+    uint64_t from = 0, len = 0;
+};
+Status plan_zero_head(Resizer& r, const Qcow2Header& h, uint64_t old_length, uint64_t new_size,
+                      guest::Prealloc prealloc, HeadPlan* plan) {
+    *plan = HeadPlan{};
+    if (old_length % r.cs == 0)
+        return Status::Ok;
+    if (r.l2_entry_bytes == 16) {
+        // Extended L2 entries: zero bits from the next subcluster, explicit zeros before it.
+        bool ok = false, enotsup = false;
+        if (const Status st = r.head_for_zeros_ext(old_length, new_size, &ok, &plan->zero_host, &plan->claim,
+                                                   &plan->alloc, &enotsup);
+            st != Status::Ok)
+            return st;
+        if (!ok || (prealloc != guest::Prealloc::Off && (enotsup || plan->alloc == Resizer::HeadAlloc::Copy)))
+            return say(r.host, "instar cannot zero the new area of an overlay with extended L2 entries from an old "
+                               "size inside a compressed or shared cluster with preallocation yet",
+                       Status::Unsupported);
+        if (enotsup) {
+            // As v2: the L1 table grown; then zero_l2_subclusters' get_cluster_table (the L2 table
+            // copied when a snapshot shares it) before it refuses the compressed cluster.
+            if (const Status st = r.grow_l1(r.size_to_l1(new_size)); st != Status::Ok)
+                return st;
+            uint64_t l2_off = 0;
+            if (const Status st = r.table_for(old_length / (r.cs * r.l2_entries), &l2_off); st != Status::Ok)
+                return st;
+            if (const Status st = r.q.sync(); st != Status::Ok)
+                return st;
+            return say(r.host, "Failed to zero out new clusters: Operation not supported", Status::Unsupported);
+        }
+        plan->from = old_length / (r.cs / QCOW2_SUBCLUSTERS) * (r.cs / QCOW2_SUBCLUSTERS);
+        plan->len = r.cs / QCOW2_SUBCLUSTERS;
+        if (plan->alloc == Resizer::HeadAlloc::Copy) {
+            plan->from = old_length / r.cs * r.cs + r.head_cow.from;
+            plan->len = r.head_cow.to - r.head_cow.from;
+        }
+    } else {
+        // qemu zeroes from the next cluster and writes explicit zeros over the rest of the old last
+        // cluster through its write path: in place when that cluster is allocated, else into a new
+        // cluster whose head it copies from the backing file or, for a zero cluster, zeros.
+        if (const Status st = r.head_for_zeros(old_length, &plan->zero_host); st != Status::Ok)
+            return st;
+        if (plan->zero_host == 0)
+            if (const Status st = r.head_to_allocate(old_length, &plan->alloc); st != Status::Ok)
+                return st;
+        if (plan->zero_host == 0 && plan->alloc == Resizer::HeadAlloc::None)
+            return say(r.host, "instar cannot zero the new area of an overlay whose size is not a multiple of "
+                               "its cluster size yet (its last cluster is not a valid data cluster)",
+                       Status::Unsupported);
+        plan->from = old_length / r.cs * r.cs;
+        plan->len = r.cs;
+        if (plan->alloc == Resizer::HeadAlloc::ZeroInPlace)
+            plan->zero_host = r.head_cluster; // the whole cluster, in place
+    }
+    if (r.head_compressed != 0 && h.crypt_method != QCOW_CRYPT_NONE) // qemu's writers never make one
+        return say(r.host, "instar cannot zero the new area of an encrypted overlay over a compressed cluster",
+                   Status::Unsupported);
+    r.head_kind = plan->alloc;
+    return Status::Ok;
+}
+
 // qcow2_co_truncate on the open image `q` with resize's arguments.
 Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inplace& q, const guest::ResizeArgs& a) {
     if (a.new_size == 0 || a.new_size > INT64_MAX)
@@ -1395,120 +1651,126 @@ Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inp
                 return say(host, "Failed to store the persistent bitmaps: Input/output error", st);
         return Status::Ok;
     }
-    const bool zero_write = (a.flags & guest::RESIZE_HAS_BACKING) && a.backing_size > old_length &&
-                            a.new_size > old_length;
-    uint64_t head_zero_host = 0; // an unaligned old size: where its cluster's bytes past it lie
-    bool head_claim = false;     // extended L2: those zeros fill a zero subcluster and allocate it
-    // Else a copy-on-write write over [head_from, head_from + head_len) (a new cluster, or an
-    // unallocated subcluster in place): its head the backing chain's bytes (head_bytes) or zeros.
-    Resizer::HeadAlloc head_alloc = Resizer::HeadAlloc::None;
-    uint64_t head_from = 0, head_len = 0;
-    uint8_t* head_bytes = nullptr;
-    if (zero_write) {
-        // qemu grows the L1 table, then finds that v2 has no zero clusters (the size stays).
-        if (h.version < 3) {
-            if (const Status st = r.grow_l1(r.size_to_l1(a.new_size)); st != Status::Ok)
-                return st;
-            if (const Status st = q.sync(); st != Status::Ok) // the old L1's refcount, as qemu frees it
-                return st;
-            return say(host, "Failed to zero out new clusters: Operation not supported", Status::Unsupported);
+    // qemu's falloc and full paths extend a regular file with BDRV_REQ_ZERO_WRITE, which it honours
+    // (zeros from the file system): the zero write is then not made, and the clusters linked are
+    // allocated whole (subclusters_need_allocation). A data file takes preallocate_co instead.
+    const bool backed_past = (a.flags & guest::RESIZE_HAS_BACKING) && a.backing_size > old_length &&
+                             a.new_size > old_length;
+    const bool falloc_like =
+        !data_file && (prealloc == guest::Prealloc::Falloc || prealloc == guest::Prealloc::Full);
+    const bool zero_write = backed_past && !falloc_like;
+    const uint64_t unit = r.l2_entry_bytes == 16 ? r.cs / QCOW2_SUBCLUSTERS : r.cs;
+    const uint64_t zero_start = (old_length + unit - 1) / unit * unit;
+    const uint64_t head_cluster = old_length / r.cs * r.cs;
+    const bool unaligned = old_length % r.cs != 0;
+    // qemu finds that v2 has no zero clusters when it zeroes (the L1 table grown, any preallocation
+    // made; the size stays). The explicit zeros inside the old last cluster alone still work.
+    const bool v2_fails = zero_write && h.version < 3 && a.new_size > zero_start;
+    // A preallocation from inside the old last cluster moves or completes that cluster first
+    // (preallocate_co, or the falloc path's new head): the zero write's head is known after it.
+    const bool prealloc_head = unaligned && a.new_size > old_length && prealloc != guest::Prealloc::Off;
+    const bool deferred = zero_write && prealloc_head;
+    HeadPlan plan;
+    if (zero_write && !v2_fails && !deferred)
+        if (const Status st = plan_zero_head(r, h, old_length, a.new_size, prealloc, &plan); st != Status::Ok)
+            return st;
+    bool need_backing = plan.alloc == Resizer::HeadAlloc::Backing ||
+                        (plan.alloc == Resizer::HeadAlloc::Copy && r.head_cow_backing);
+    bool prealloc_writes = false; // the preallocation writes guest data into the head cluster
+    if (prealloc_head) {
+        uint64_t e = 0, bm = 0;
+        if (const Status st = r.head_entry(head_cluster, &e, &bm); st != Status::Ok)
+            return st;
+        const bool kept = !falloc_like && r.meta_head_kept(e) != 0; // preallocate_co's handle_copied
+        const bool zero_alloc = r.l2_entry_bytes == 8 && (e & QCOW_OFLAG_ZERO) && (e & QCOW2_L2E_OFFSET_MASK) != 0;
+        // qemu keeps a zero-flagged cluster of its own and drops the flag with zeros written before
+        // the old size only: without a zero write after it, the rest of that cluster (the new
+        // area) would show its old bytes. And a moved compressed cluster keeps its empty bitmap
+        // (extended L2 entries, link_l2 with prealloc): its bytes would read as unallocated.
+        if (kept && zero_alloc && !zero_write)
+            return say(host, "instar refuses to preallocate over a zero-flagged last cluster holding the old size: "
+                             "qemu-img would show that cluster's old bytes in the new area",
+                       Status::Unsupported);
+        if (!kept && r.l2_entry_bytes == 16 && (e & QCOW_OFLAG_COMPRESSED) && !(falloc_like && backed_past))
+            return say(host, "instar refuses to preallocate over a compressed last cluster with extended L2 entries: "
+                             "qemu-img would lose the data before the old size",
+                       Status::Unsupported);
+        prealloc_writes = !kept || zero_alloc || r.l2_entry_bytes == 16;
+        if (r.backing_reach > head_cluster && r.view_shows_backing(e, bm, head_cluster, 0, r.cs))
+            need_backing = true;
+        if (e & QCOW_OFLAG_COMPRESSED && h.crypt_method != QCOW_CRYPT_NONE) // qemu's writers never make one
+            return say(host, "instar cannot preallocate over a compressed cluster of an encrypted image",
+                       Status::Unsupported);
+    }
+    if (deferred && r.l2_entry_bytes == 16 && r.backing_reach > head_cluster)
+        need_backing = true; // the zero write's subcluster may show the backing file after the preallocation
+    // preallocate_co's last cluster, when the new size ends inside it (past the old last one): its
+    // copy-on-write after the new size reads the backing file where that reaches.
+    bool need_tail = false;
+    if (a.new_size > old_length && prealloc != guest::Prealloc::Off && !falloc_like && a.new_size % r.cs != 0 &&
+        r.backing_reach > a.new_size) {
+        const uint64_t tail = a.new_size / r.cs * r.cs;
+        const uint64_t to = (a.new_size % r.cs + unit - 1) / unit * unit;
+        uint64_t e = 0, bm = 0;
+        if (const Status st = r.head_entry(tail, &e, &bm); st != Status::Ok)
+            return st;
+        if (!(unaligned && tail == head_cluster) && to > a.new_size % r.cs &&
+            r.view_shows_backing(e, bm, tail, a.new_size % r.cs, to)) {
+            need_tail = true;
+            r.tail_cluster = tail;
+            r.tail_cow_to = to;
         }
-        if (old_length % r.cs != 0 && r.l2_entry_bytes == 16) {
-            // Extended L2 entries: zero bits from the next subcluster, explicit zeros before it.
-            bool ok = false, enotsup = false;
-            if (const Status st = r.head_for_zeros_ext(old_length, a.new_size, &ok, &head_zero_host, &head_claim,
-                                                       &head_alloc, &enotsup);
-                st != Status::Ok)
-                return st;
-            if (!ok || (prealloc != guest::Prealloc::Off && (enotsup || head_alloc == Resizer::HeadAlloc::Copy)))
-                return say(host, "instar cannot zero the new area of an overlay with extended L2 entries from an old "
-                                 "size inside a compressed or shared cluster with preallocation yet",
-                           Status::Unsupported);
-            if (enotsup) {
-                // As the v2 case above: the L1 table grown; then zero_l2_subclusters' get_cluster_table
-                // (the L2 table copied when a snapshot shares it) before it refuses the compressed cluster.
-                if (const Status st = r.grow_l1(r.size_to_l1(a.new_size)); st != Status::Ok)
-                    return st;
-                uint64_t l2_off = 0;
-                if (const Status st = r.table_for(old_length / (r.cs * r.l2_entries), &l2_off); st != Status::Ok)
-                    return st;
-                if (const Status st = q.sync(); st != Status::Ok)
-                    return st;
-                return say(host, "Failed to zero out new clusters: Operation not supported", Status::Unsupported);
-            }
-            if (r.head_compressed != 0 && h.crypt_method != QCOW_CRYPT_NONE) // qemu's writers never make one
-                return say(host, "instar cannot zero the new area of an encrypted overlay over a compressed cluster",
-                           Status::Unsupported);
-            head_from = old_length / (r.cs / QCOW2_SUBCLUSTERS) * (r.cs / QCOW2_SUBCLUSTERS);
-            head_len = r.cs / QCOW2_SUBCLUSTERS;
-            if (head_alloc == Resizer::HeadAlloc::Copy) {
-                head_from = old_length / r.cs * r.cs + r.head_cow.from;
-                head_len = r.head_cow.to - r.head_cow.from;
-            }
-            r.head_kind = head_alloc;
-        } else if (old_length % r.cs != 0) {
-            // qemu zeroes from the next cluster and writes explicit zeros over the rest of the old
-            // last cluster through its write path: in place when that cluster is allocated, else
-            // into a new cluster whose head it copies from the backing file or, for a zero
-            // cluster, zeros.
-            if (const Status st = r.head_for_zeros(old_length, &head_zero_host); st != Status::Ok)
-                return st;
-            if (head_zero_host == 0)
-                if (const Status st = r.head_to_allocate(old_length, &head_alloc); st != Status::Ok)
-                    return st;
-            if (head_zero_host == 0 && head_alloc == Resizer::HeadAlloc::None)
-                return say(host, "instar cannot zero the new area of an overlay whose size is not a multiple of "
-                                 "its cluster size yet (its last cluster is not a valid data cluster)",
-                           Status::Unsupported);
-            if (r.head_compressed != 0 && h.crypt_method != QCOW_CRYPT_NONE) // qemu's writers never make one
-                return say(host, "instar cannot zero the new area of an encrypted overlay over a compressed cluster",
-                           Status::Unsupported);
-            head_from = old_length / r.cs * r.cs;
-            head_len = r.cs;
-            r.head_kind = head_alloc;
-            if (head_alloc == Resizer::HeadAlloc::ZeroInPlace)
-                head_zero_host = r.head_cluster; // the whole cluster, in place
-        }
-        if (head_alloc == Resizer::HeadAlloc::Backing ||
-            (head_alloc == Resizer::HeadAlloc::Copy && r.head_cow_backing)) {
-            // The copy-on-write head is the backing chain's: the host reads those bytes in a sandbox
-            // of its own and runs this again with them (nothing is written before this point).
-            const bool whole = head_alloc == Resizer::HeadAlloc::Copy; // the cluster's bytes (copy_view)
-            const uint64_t need_from = whole ? old_length / r.cs * r.cs : head_from;
-            const uint64_t need_len = whole ? r.cs : head_len;
-            if (!(a.flags & guest::RESIZE_BACKING_BYTES)) {
-                const guest::ResizeNeedBacking need{need_from, need_len};
+    }
+    uint8_t* head_bytes = nullptr; // the backing chain's bytes of the whole head cluster
+    if (need_backing || need_tail) {
+        // The host reads them (each a whole cluster) in a sandbox of its own and runs this again
+        // with them, in the order asked (nothing is written before this point).
+        if (!(a.flags & guest::RESIZE_BACKING_BYTES)) {
+            const uint64_t asked[2] = {need_backing ? head_cluster : UINT64_MAX, need_tail ? r.tail_cluster : UINT64_MAX};
+            for (const uint64_t at : asked) {
+                if (at == UINT64_MAX)
+                    continue;
+                const guest::ResizeNeedBacking need{at, r.cs};
                 if (const Status st = host.data(guest::RESIZE_DATA_NEED_BACKING, &need, sizeof need); st != Status::Ok)
                     return st;
-                return say(host, "instar cannot zero the new area of this overlay without its backing file's bytes",
-                           Status::Unsupported);
             }
-            if (req.extra_count < 1 || req.extra == nullptr || req.extra[0] == nullptr)
-                return say(host, "resize: the backing file's bytes were not sent", Status::Invalid);
-            head_bytes = static_cast<uint8_t*>(req.allocator->allocate(static_cast<size_t>(need_len), 64));
-            if (head_bytes == nullptr)
+            return say(host, "instar cannot zero the new area of this overlay without its backing file's bytes",
+                       Status::Unsupported);
+        }
+        const uint32_t wanted = (need_backing ? 1u : 0u) + (need_tail ? 1u : 0u);
+        if (req.extra_count < wanted || req.extra == nullptr)
+            return say(host, "resize: the backing file's bytes were not sent", Status::Invalid);
+        for (uint32_t i = 0; i < wanted; ++i) {
+            auto* bytes = static_cast<uint8_t*>(req.allocator->allocate(static_cast<size_t>(r.cs), 64));
+            if (bytes == nullptr)
                 return Status::NoMemory;
-            __builtin_memset(head_bytes, 0, static_cast<size_t>(need_len));
-            guest::BlockDevice& b = *req.extra[0];
-            const uint64_t n = b.size() < need_len ? b.size() : need_len;
-            if (n > 0 && b.read(0, head_bytes, static_cast<size_t>(n)) != Status::Ok)
+            __builtin_memset(bytes, 0, static_cast<size_t>(r.cs));
+            guest::BlockDevice* b = req.extra[i];
+            if (b == nullptr)
+                return say(host, "resize: the backing file's bytes were not sent", Status::Invalid);
+            const uint64_t n = b->size() < r.cs ? b->size() : r.cs;
+            if (n > 0 && b->read(0, bytes, static_cast<size_t>(n)) != Status::Ok)
                 return say(host, "Could not read the backing file: Input/output error", Status::IoError);
+            if (i == 0 && need_backing)
+                head_bytes = bytes;
+            else
+                r.tail_backing = bytes;
         }
-        // Those zeros (and the copied head) are guest data: encrypted with the image's key, which
-        // the host checked when it opened the image as qemu does.
-        if (h.crypt_method != QCOW_CRYPT_NONE && (head_zero_host != 0 || head_alloc != Resizer::HeadAlloc::None)) {
-            if (req.secrets == nullptr || req.secrets[guest::EDIT_SECRET_KEY] == nullptr ||
-                req.secret_lengths == nullptr)
-                return say(host, "Parameter 'encrypt.key-secret' is required for cipher", Status::Invalid);
-            EditReasons reasons(host);
-            if (const Status st = qcow2_unlock(*req.image, h, *req.allocator, req.secrets[guest::EDIT_SECRET_KEY],
-                                               req.secret_lengths[guest::EDIT_SECRET_KEY], &reasons, req.qemu_version,
-                                               &r.cipher,
-                                               r.head_kind == Resizer::HeadAlloc::Copy ? &r.decipher : nullptr,
-                                               &r.crypt_physical);
-                st != Status::Ok)
-                return st;
-        }
+        r.head_backing = head_bytes;
+    }
+    // Those zeros (and the copied head) are guest data: encrypted with the image's key, which the
+    // host checked when it opened the image as qemu does.
+    const bool writes_head = plan.zero_host != 0 || plan.alloc != Resizer::HeadAlloc::None || deferred ||
+                             prealloc_writes;
+    if (h.crypt_method != QCOW_CRYPT_NONE && writes_head) {
+        if (req.secrets == nullptr || req.secrets[guest::EDIT_SECRET_KEY] == nullptr || req.secret_lengths == nullptr)
+            return say(host, "Parameter 'encrypt.key-secret' is required for cipher", Status::Invalid);
+        EditReasons reasons(host);
+        if (const Status st = qcow2_unlock(*req.image, h, *req.allocator, req.secrets[guest::EDIT_SECRET_KEY],
+                                           req.secret_lengths[guest::EDIT_SECRET_KEY], &reasons, req.qemu_version,
+                                           &r.cipher, &r.decipher, &r.crypt_physical);
+            st != Status::Ok)
+            return st;
     }
     if (const Status st = r.grow_l1(r.size_to_l1(a.new_size)); st != Status::Ok)
         return st;
@@ -1521,9 +1783,8 @@ Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inp
     if (a.new_size > old_length && prealloc != guest::Prealloc::Off && (data_file || prealloc == guest::Prealloc::Metadata))
         if (const Status st = r.prealloc_metadata(old_length, a.new_size); st != Status::Ok)
             return st;
-    if (!data_file && (prealloc == guest::Prealloc::Falloc || prealloc == guest::Prealloc::Full) &&
-        a.new_size > old_length)
-        if (const Status st = r.prealloc_data(old_length, a.new_size, prealloc); st != Status::Ok)
+    if (falloc_like && a.new_size > old_length)
+        if (const Status st = r.prealloc_data(old_length, a.new_size, prealloc, backed_past); st != Status::Ok)
             return st;
     if (data_file) {
         // (Before the zeros below, as qcow2_co_truncate's preallocation switch: a head cluster written
@@ -1544,25 +1805,35 @@ Status run_resize(const guest::EditRequest& req, guest::EditHost& host, Qcow2Inp
             return st;
     }
     if (zero_write) {
+        if (v2_fails) {
+            if (const Status st = q.sync(); st != Status::Ok) // the old L1's refcount, as qemu frees it
+                return st;
+            return say(host, "Failed to zero out new clusters: Operation not supported", Status::Unsupported);
+        }
+        if (deferred) {
+            if (const Status st = plan_zero_head(r, h, old_length, a.new_size, prealloc, &plan); st != Status::Ok)
+                return st;
+            if ((plan.alloc == Resizer::HeadAlloc::Backing ||
+                 (plan.alloc == Resizer::HeadAlloc::Copy && r.head_cow_backing)) && head_bytes == nullptr)
+                return say(host, "resize: the backing file's bytes were not asked for", Status::Invalid);
+        }
         // qcow2_co_truncate: zero clusters (extended L2: zero subclusters) from the next boundary on,
         // then explicit zeros over the unaligned rest through the write path.
-        const uint64_t unit = r.l2_entry_bytes == 16 ? r.cs / QCOW2_SUBCLUSTERS : r.cs;
-        const uint64_t zero_start = (old_length + unit - 1) / unit * unit;
         if (a.new_size > zero_start)
             if (const Status st = r.zeroize(zero_start, a.new_size); st != Status::Ok)
                 return st;
         const uint64_t head_end = zero_start < a.new_size ? zero_start : a.new_size;
-        if (head_alloc != Resizer::HeadAlloc::None) {
-            if (const Status st = r.write_head(head_zero_host, head_from, head_len, old_length, head_end, head_bytes,
-                                               head_claim);
+        if (plan.alloc != Resizer::HeadAlloc::None) {
+            if (const Status st = r.write_head(plan.zero_host, plan.from, plan.len, old_length, head_end, head_bytes,
+                                               plan.claim);
                 st != Status::Ok)
                 return st;
-        } else if (head_zero_host != 0) {
+        } else if (plan.zero_host != 0) {
             // In place: the zeros from the old size, or a claimed zero subcluster written whole (the
             // copy-on-write regions around the request, to its subcluster's bounds, read as zeros).
-            const uint64_t from = head_claim ? old_length / unit * unit : old_length;
-            const uint64_t to = head_claim ? zero_start : head_end;
-            if (const Status st = r.write_head(head_zero_host, from, to - from, old_length, to, nullptr, head_claim);
+            const uint64_t from = plan.claim ? old_length / unit * unit : old_length;
+            const uint64_t to = plan.claim ? zero_start : head_end;
+            if (const Status st = r.write_head(plan.zero_host, from, to - from, old_length, to, nullptr, plan.claim);
                 st != Status::Ok)
                 return st;
         }

@@ -19,7 +19,7 @@ inline constexpr uint32_t RESIZE_HAS_BACKING = 4;     // the image has a backing
 inline constexpr uint32_t RESIZE_FROM_INFO = 8;
 inline constexpr uint32_t RESIZE_GROW_BY = 16;    // +SIZE
 inline constexpr uint32_t RESIZE_SHRINK_BY = 32;  // -SIZE
-// EditRequest::extra[0] holds the backing chain's bytes from the offset a RESIZE_DATA_NEED_BACKING
+// EditRequest::extra[i] holds the backing chain's bytes from the offset the i-th RESIZE_DATA_NEED_BACKING
 // record asked for (as the overlay reads them where it maps nothing: zeros past the backing image's
 // end, the device shorter then), sent by the host on the run it makes again.
 inline constexpr uint32_t RESIZE_BACKING_BYTES = 64;
@@ -42,6 +42,9 @@ struct ResizeNeedBacking {
 static_assert(sizeof(ResizeNeedBacking) == 16, "resize need-backing record layout");
 // The most a format asks for: one cluster of qcow2's largest (2 MiB).
 inline constexpr uint64_t RESIZE_MAX_BACKING_BYTES = 2u << 20;
+// Records a run may send: qcow2's copy-on-write of the old last cluster and of the new last one (a
+// metadata preallocation that ends inside a cluster over a longer backing file).
+inline constexpr uint32_t RESIZE_MAX_BACKING_RANGES = 2;
 
 struct ResizeArgs {
     uint64_t new_size;  // bytes, as qemu-img computed it (before any format rounding)
