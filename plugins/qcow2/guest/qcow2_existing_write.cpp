@@ -364,6 +364,34 @@ private:
         store_be64(b, v);
         return l2_write(offset, b, 8);
     }
+    // The refcount table's entry `rt_index` (rt_index < rt_entries_), the last one read kept: runs of
+    // appended clusters read the same entry again and again, an exit each. This writer is the only
+    // one changing the table while it runs (set_refcount names new blocks through set_reftable,
+    // grow_reftable moves the table and forgets it).
+    Status reftable_entry(uint64_t rt_index, uint64_t* block) {
+        if (rt_index != rt_cached_index_) {
+            if (const Status st = read64(h_.refcount_table_offset + rt_index * 8, &rt_cached_block_); st != Status::Ok)
+                return st;
+            rt_cached_index_ = rt_index;
+        }
+        *block = rt_cached_block_;
+        return Status::Ok;
+    }
+    Status set_reftable(uint64_t rt_index, uint64_t block) {
+        rt_cached_index_ = UINT64_MAX;
+        if (const Status st = write64(h_.refcount_table_offset + rt_index * 8, block); st != Status::Ok)
+            return st;
+        rt_cached_index_ = rt_index;
+        rt_cached_block_ = block;
+        return Status::Ok;
+    }
+    uint64_t rt_cached_index_ = UINT64_MAX, rt_cached_block_ = 0;
+    Status misplaced_refblock(uint64_t rt_index, uint64_t block) {
+        ReasonText r;
+        r.add("Refblock offset ").hex(block).add(" unaligned or past the end of the image file (reftable index: ")
+            .hex(rt_index).add(")");
+        return corrupt(r);
+    }
     // Bytes written into the image (L2 entries among them): the cached L2 table stays the file's.
     Status l2_write(uint64_t offset, const uint8_t* b, uint64_t n) {
         const Status st = dev_.write(offset, b, static_cast<size_t>(n));
@@ -474,7 +502,7 @@ private:
                 return st;
         }
         uint64_t block = 0;
-        if (const Status st = read64(h_.refcount_table_offset + rt_index * 8, &block); st != Status::Ok)
+        if (const Status st = reftable_entry(rt_index, &block); st != Status::Ok)
             return st;
         block &= REFT_OFFSET_MASK;
         if (block == 0) {
@@ -501,14 +529,11 @@ private:
             if (!covers_itself)
                 if (const Status st = set_refcount(block, 1, depth + 1); st != Status::Ok)
                     return st;
-            if (const Status st = write64(h_.refcount_table_offset + rt_index * 8, block); st != Status::Ok)
+            if (const Status st = set_reftable(rt_index, block); st != Status::Ok)
                 return st;
             rb_ours_.add(rt_index);
         } else if (!refblock_placed(rt_index, block)) {
-            ReasonText r;
-            r.add("Refblock offset ").hex(block).add(" unaligned or past the end of the image file (reftable index: ")
-                .hex(rt_index).add(")");
-            return corrupt(r);
+            return misplaced_refblock(rt_index, block);
         }
         const RefEntry r = ref_entry(block, cluster);
         if (refcount_bits_ < 8) {
@@ -577,6 +602,7 @@ private:
         h_.refcount_table_offset = table;
         h_.refcount_table_clusters = static_cast<uint32_t>(clusters);
         rt_entries_ = clusters * per_cluster;
+        rt_cached_index_ = UINT64_MAX;
         for (uint64_t i = 0; i < clusters; ++i)
             if (const Status st = set_refcount(table + i * cs_, 1, depth + 1); st != Status::Ok)
                 return st;
@@ -876,7 +902,7 @@ private:
         const uint64_t rt_index = cluster / rb_entries_;
         uint64_t block = 0;
         if (rt_index < rt_entries_)
-            if (const Status st = read64(h_.refcount_table_offset + rt_index * 8, &block); st != Status::Ok)
+            if (const Status st = reftable_entry(rt_index, &block); st != Status::Ok)
                 return st;
         block &= REFT_OFFSET_MASK;
         if (block == 0 || !refblock_placed(rt_index, block)) {
@@ -1023,25 +1049,35 @@ private:
     // through set_refcount (which makes the block, or grows the table, when needed), the rest with one
     // read and one write of their entries. *done: how many.
     Status set_refcounts_one(uint64_t host, uint64_t count, uint64_t* done) {
-        if (const Status st = set_refcount(host, 1, 0); st != Status::Ok)
-            return st;
         const uint64_t cluster = host >> cb_;
         const uint64_t index = cluster % rb_entries_;
         const uint64_t m = count < rb_entries_ - index ? count : rb_entries_ - index;
-        *done = m;
-        if (m == 1)
-            return Status::Ok;
+        // The first through set_refcount when its block must be made (or the table grown); then,
+        // or at once when the block exists, the rest in one read and one write of their bytes.
+        uint64_t first = index;
         uint64_t block = 0;
-        if (const Status st = read64(h_.refcount_table_offset + (cluster / rb_entries_) * 8, &block); st != Status::Ok)
-            return st;
+        if (cluster / rb_entries_ < rt_entries_)
+            if (const Status st = reftable_entry(cluster / rb_entries_, &block); st != Status::Ok)
+                return st;
+        if ((block & REFT_OFFSET_MASK) == 0) {
+            if (const Status st = set_refcount(host, 1, 0); st != Status::Ok)
+                return st;
+            first = index + 1;
+            if (const Status st = reftable_entry(cluster / rb_entries_, &block); st != Status::Ok)
+                return st;
+        }
+        *done = m;
+        if (first == index + m)
+            return Status::Ok;
         block &= REFT_OFFSET_MASK;
         if (!refblock_placed(cluster / rb_entries_, block))
-            return Status::Corrupt;
-        // Entries index+1 .. index+m-1, as whole bytes (sub-byte widths: the bytes that hold them).
-        const uint64_t lo = (index + 1) * refcount_bits_ / 8, hi = ((index + m) * refcount_bits_ + 7) / 8;
-        if (dev_.read(block + lo, buf_, static_cast<size_t>(hi - lo)) != Status::Ok)
+            return misplaced_refblock(cluster / rb_entries_, block);
+        // Entries first .. index+m-1, as whole bytes (sub-byte widths: the bytes that hold them, read
+        // first for their neighbours' bits; whole-byte entries are written without a read).
+        const uint64_t lo = first * refcount_bits_ / 8, hi = ((index + m) * refcount_bits_ + 7) / 8;
+        if (refcount_bits_ < 8 && dev_.read(block + lo, buf_, static_cast<size_t>(hi - lo)) != Status::Ok)
             return Status::IoError;
-        for (uint64_t i = index + 1; i < index + m; ++i) {
+        for (uint64_t i = first; i < index + m; ++i) {
             if (refcount_bits_ >= 8) {
                 const uint32_t b = refcount_bits_ / 8;
                 uint8_t* p = buf_ + i * b - lo;
