@@ -149,13 +149,14 @@ struct WindowSlot {
     uint64_t start = 0;
     uint64_t len = 0;
     uint8_t* buf = nullptr; // READ_WINDOW bytes from the arena, kept for the run
-    uint64_t next_len = READ_WINDOW_FIRST; // the next fetch's length: doubles up to READ_WINDOW
+    uint64_t next_len = 0; // the next fetch's length (0: window_first): doubles up to READ_WINDOW
     bool holds(uint32_t index) const { return device == index; }
 };
 constinit WindowSlot window_slots[WINDOW_SLOTS];
 constinit uint32_t window_next = 0;
 constinit bool windows_allowed = false;
 constinit uint64_t window_max_read = WINDOW_MAX_READ; // allow_read_windows()'s choice
+constinit uint64_t window_first = READ_WINDOW_FIRST;  // and its first fetch's length
 
 // When a read may fetch a window: it starts at most WINDOW_MAX_GAP past the end of the read before
 // (any length up to WINDOW_MAX_READ, the small ones included), so a window (a 2 MiB copy, ~0.1-0.2 ms
@@ -187,6 +188,8 @@ bool read_windowed(uint32_t index, uint64_t size, uint64_t offset, void* buf, ui
         window_next = (window_next + 1) % WINDOW_SLOTS;
     }
     const uint64_t start = offset & ~uint64_t{4095};
+    if (slot->next_len == 0)
+        slot->next_len = window_first;
     const uint64_t want = slot->next_len < offset + len - start ? READ_WINDOW : slot->next_len;
     const uint64_t n = size - start < want ? size - start : want;
     slot->next_len = want < READ_WINDOW ? want * 2 : READ_WINDOW;
@@ -404,9 +407,10 @@ void note_device_change(uint32_t index) {
     for (WindowSlot& w : window_slots) w.device = UINT32_MAX;
 }
 
-void allow_read_windows(uint64_t max_read) {
+void allow_read_windows(uint64_t max_read, uint64_t first) {
     windows_allowed = true;
     window_max_read = max_read < WINDOW_MAX_READ ? max_read : WINDOW_MAX_READ;
+    window_first = first == 0 ? READ_WINDOW_FIRST : (first < READ_WINDOW ? first : READ_WINDOW);
 }
 
 void allow_write_gathering() { gathering_allowed = true; }

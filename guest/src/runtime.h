@@ -76,8 +76,9 @@ uint32_t device_index(const BlockDevice& dev);
 // Read windows (devices.cpp): from now on, short reads that move forward through a read-only
 // device are served from a window read in one call. For the walks over data (convert, compare),
 // called once their own buffers are placed: the windows take arena memory. Reads longer than
-// `max_read` (capped at the windows' own limit) are never served from a window.
-void allow_read_windows(uint64_t max_read = UINT64_MAX);
+// `max_read` (capped at the windows' own limit) are never served from a window; `first` is a
+// window's first fetch (0: READ_WINDOW_FIRST), doubling from there.
+void allow_read_windows(uint64_t max_read = UINT64_MAX, uint64_t first = 0);
 // Write gathering (devices.cpp): from now on, short writes to an output are copied into one buffer
 // (a segment each, or onto the last one they continue) and written together, in one WRITE or
 // WRITE_SEGMENTS, before any other device call (hypercalls.cpp calls flush_gathered() first in
