@@ -544,9 +544,7 @@ int cmd_resize(Context& ctx, std::span<const std::string> args) {
     if (!bytes->empty()) {
         ra.flags |= guest::RESIZE_BACKING_BYTES;
         std::memcpy(call.args.data(), &ra, sizeof ra);
-        call.extra.clear();
-        for (const auto& range : *bytes)
-            call.extra.push_back(vmm::Device{range.fd.get(), range.size, false});
+        call.extra = range_devices(*bytes);
         report = run_edit(call, ctx.sandbox_config(), ctx.profile.version);
     }
     if (!report)

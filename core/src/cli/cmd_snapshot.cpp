@@ -362,9 +362,7 @@ int cmd_snapshot(Context& ctx, std::span<const std::string> args) {
             std::memcpy(&a, call.args.data(), sizeof a);
             a.flags |= guest::SNAPSHOT_BACKING_BYTES;
             std::memcpy(call.args.data(), &a, sizeof a);
-            call.extra.clear();
-            for (const auto& range : *bytes)
-                call.extra.push_back(vmm::Device{range.fd.get(), range.size, false});
+            call.extra = range_devices(*bytes);
             report = run_edit(call, ctx.sandbox_config(), ctx.profile.version);
         }
     }

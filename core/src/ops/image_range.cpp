@@ -105,4 +105,11 @@ Expected<std::vector<ImageRange>> read_asked_backing_bytes(const Expected<EditRe
     return out;
 }
 
+std::vector<vmm::Device> range_devices(const std::vector<ImageRange>& ranges) {
+    std::vector<vmm::Device> out;
+    for (const auto& range : ranges)
+        out.push_back(vmm::Device{range.fd.get(), range.size, false});
+    return out;
+}
+
 } // namespace instar

@@ -49,4 +49,7 @@ Expected<std::vector<ImageRange>> read_asked_backing_bytes(const Expected<EditRe
                                                              const vmm::SandboxConfig& sandbox,
                                                              std::uint32_t qemu_version);
 
+// The read-only devices that hand `ranges` to the edit's run again, in order (EditRequest::extra).
+std::vector<vmm::Device> range_devices(const std::vector<ImageRange>& ranges);
+
 } // namespace instar

@@ -390,8 +390,8 @@ struct Resizer {
     // inflated bytes, then every host cluster its compressed bytes touch loses a reference.
     enum class HeadAlloc { None, Backing, Zero, Copy, ZeroInPlace };
     uint64_t head_compressed = 0; // Copy: the compressed cluster's L2 entry (0: not compressed)
-    uint64_t head_cluster = 0; // Copy: the shared cluster; ZeroInPlace: the cluster itself
-    bool head_cluster_zero = false; // Copy: that cluster is zero-flagged (its bytes read as zeros)
+    uint64_t head_copy_entry = 0; // Copy: the L2 entry whose bytes the new cluster takes (view_bytes)
+    uint64_t head_cluster = 0; // ZeroInPlace: the cluster itself
     Status head_to_allocate(uint64_t old_length, HeadAlloc* kind) {
         *kind = HeadAlloc::None;
         if (l2_entry_bytes != 8)
@@ -408,11 +408,11 @@ struct Resizer {
         } else if (e & QCOW_OFLAG_COMPRESSED) {
             *kind = HeadAlloc::Copy;
             head_compressed = e;
+            head_copy_entry = e;
         } else if (off != 0 && (data_file || q.data_cluster_in_file(off))) {
             if (!(e & QCOW_OFLAG_COPIED)) {
                 *kind = HeadAlloc::Copy;
-                head_cluster = off;
-                head_cluster_zero = (e & QCOW_OFLAG_ZERO) != 0;
+                head_copy_entry = e;
             } else if (e & QCOW_OFLAG_ZERO) {
                 bool sole = false; // OFLAG_COPIED must mean that before the cluster is written in place
                 if (const Status st = sole_reference(off, &sole); st != Status::Ok)
@@ -452,34 +452,17 @@ struct Resizer {
         auto* buf = static_cast<uint8_t*>(q.allocator().allocate(static_cast<size_t>(len), 64));
         if (buf == nullptr)
             return Status::NoMemory;
-        if (backing != nullptr && head_kind != HeadAlloc::Copy) { // (the whole cluster's bytes)
-            __builtin_memcpy(buf, backing + from % cs, static_cast<size_t>(len));
-        } else if (head_kind == HeadAlloc::Copy && head_compressed != 0) {
-            // The compressed cluster inflated, as qemu's copy-on-write reads it.
-            EditReasons reasons(host);
-            InplaceView view(q);
-            CompressedCache cache(view, q.allocator(), req.codecs, q.header().compression_type, q.cluster_bits(),
-                                  &reasons);
-            const uint8_t* inflated = nullptr;
-            if (const Status st = cache.cluster(head_compressed, &inflated); st != Status::Ok) {
+        if (head_kind == HeadAlloc::Copy) {
+            // The old cluster's bytes as the guest reads them: inflated, decrypted, zeros where it
+            // reads as zeros, the backing file's where it shows (extended L2 entries).
+            if (const Status st = view_bytes(head_copy_entry, head_bm, from / cs * cs, from % cs, from % cs + len, buf,
+                                             backing);
+                st != Status::Ok) {
                 q.allocator().deallocate(buf, static_cast<size_t>(len));
                 return st;
             }
-            __builtin_memcpy(buf, inflated + from % cs, static_cast<size_t>(len));
-        } else if (head_kind == HeadAlloc::Copy) {
-            // The shared cluster's bytes as the guest reads them (decrypted), zeros if zero-flagged.
-            __builtin_memset(buf, 0, static_cast<size_t>(len));
-            const uint64_t src = head_cluster + from % cs;
-            if (!head_cluster_zero) {
-                if (const Status st = q.read_zero_padded(src, buf, static_cast<size_t>(len)); st != Status::Ok) {
-                    q.allocator().deallocate(buf, static_cast<size_t>(len));
-                    return st;
-                }
-                if (decipher != nullptr)
-                    decipher->decrypt((crypt_physical ? src : from) / SECTOR, buf, static_cast<size_t>(len));
-            }
-            if (l2_entry_bytes == 16) // extended L2: a subcluster that is not Normal reads as zeros or the backing file
-                copy_view(from % cs, buf, len, backing == nullptr ? nullptr : backing + from % cs);
+        } else if (backing != nullptr) { // (the whole cluster's bytes)
+            __builtin_memcpy(buf, backing + from % cs, static_cast<size_t>(len));
         } else {
             __builtin_memset(buf, 0, static_cast<size_t>(len));
         }
@@ -520,17 +503,13 @@ struct Resizer {
         st = write_l2(l2_off);
         if (st == Status::Ok)
             st = host.flush(*req.image);
-        if (st == Status::Ok && head_kind == HeadAlloc::Copy) { // the old cluster loses this reference (no discard)
-            uint64_t off = head_cluster, bytes = cs;
-            if (head_compressed != 0)
-                entry_clusters(head_compressed, &off, &bytes);
-            st = q.free_clusters(off, bytes);
-        }
+        if (st == Status::Ok && head_kind == HeadAlloc::Copy) // the old cluster loses this reference (no discard)
+            st = free_entry(head_copy_entry);
         if (st != Status::Ok)
             return say(host, "Failed to zero out the new area: Input/output error", st);
         return Status::Ok;
     }
-    // write_head: what head_to_allocate found (Copy reads head_cluster's bytes and drops its
+    // write_head: what head_to_allocate found (Copy takes head_copy_entry's bytes and drops its
     // reference; ZeroInPlace drops the entry's zero flag).
     HeadAlloc head_kind = HeadAlloc::None;
 
@@ -633,7 +612,7 @@ struct Resizer {
                 return say(host, "Invalid subcluster bitmap in the compressed last cluster before the old size",
                            Status::Corrupt);
             head_compressed = e;
-            return head_copy(cluster, bm, old_length, head_end, ok, alloc);
+            return head_copy(e, cluster, bm, old_length, head_end, ok, alloc);
         }
         if ((e & QCOW2_L2E_OFFSET_MASK) == 0) {
             // Nothing allocated (calculate_l2_meta's UNALLOCATED_PLAIN / ZERO_PLAIN): a new cluster,
@@ -647,11 +626,10 @@ struct Resizer {
         }
         if (!(e & QCOW_OFLAG_COPIED) && q.data_cluster_in_file(e & QCOW2_L2E_OFFSET_MASK)) {
             // Shared: the copy-on-write reads the bitmap as qcow2_subcluster_zeroize left it.
-            head_cluster = e & QCOW2_L2E_OFFSET_MASK;
             const uint64_t zbm = zeroed_here ? qcow2_sc_zeroed(bm, (zero_start - cluster) / scs,
                                                                (head_end_of(new_size, cluster) + scs - 1) / scs - 1)
                                              : bm;
-            return head_copy(cluster, zbm, old_length, head_end, ok, alloc);
+            return head_copy(e, cluster, zbm, old_length, head_end, ok, alloc);
         }
         const uint64_t host_off = head_in_place(e);
         if (host_off == 0)
@@ -677,37 +655,18 @@ struct Resizer {
     // reads it): the write of [old_length, head_end) into a new cluster, over calculate_l2_meta's
     // bounds (head_cow, cluster-relative); the backing file's bytes asked for when a subcluster in
     // them shows it.
-    Status head_copy(uint64_t cluster, uint64_t bm, uint64_t old_length, uint64_t head_end, bool* ok,
+    Status head_copy(uint64_t e, uint64_t cluster, uint64_t bm, uint64_t old_length, uint64_t head_end, bool* ok,
                      HeadAlloc* alloc) {
         const uint32_t scb = q.header().cluster_bits - 5;
-        if (!qcow2_cow_bounds(head_compressed != 0, true, bm, old_length - cluster, head_end - old_length, false, scb,
-                              cs, &head_cow))
+        if (!qcow2_cow_bounds((e & QCOW_OFLAG_COMPRESSED) != 0, true, bm, old_length - cluster, head_end - old_length,
+                              false, scb, cs, &head_cow))
             return say(host, "Invalid subcluster bitmap in the last cluster before the old size", Status::Corrupt);
+        head_copy_entry = e;
         head_bm = bm;
-        head_cow_backing = false;
-        for (uint64_t s = head_cow.from >> scb; s < head_cow.to >> scb && head_compressed == 0; ++s)
-            if (qcow2_sc_type(false, true, bm, s) == Qcow2Sc::UnallocAlloc && backing_reach > cluster + (s << scb))
-                head_cow_backing = true;
+        head_cow_backing = view_shows_backing(e, bm, cluster, head_cow.from, head_cow.to);
         *ok = true;
         *alloc = HeadAlloc::Copy;
         return Status::Ok;
-    }
-    // head_copy's bytes [in, in + len) of the cluster as the guest reads them, in `buf` (which holds
-    // the old cluster's): zeros over the subclusters that read as zeros, the backing file's bytes
-    // (`backing`, from `in` on; zeros without) over those that show it. (The backing bytes asked
-    // for are the whole cluster's: the host reads a range aligned to its length.)
-    void copy_view(uint64_t in, uint8_t* buf, uint64_t len, const uint8_t* backing) const {
-        const uint32_t scb = q.header().cluster_bits - 5;
-        for (uint64_t s = in >> scb; (s << scb) < in + len; ++s) {
-            const Qcow2Sc t = qcow2_sc_type(false, true, head_bm, s);
-            if (t == Qcow2Sc::Normal)
-                continue;
-            const uint64_t off = (s << scb) - in, n = uint64_t{1} << scb;
-            if (t == Qcow2Sc::UnallocAlloc && backing != nullptr)
-                __builtin_memcpy(buf + off, backing + off, static_cast<size_t>(n));
-            else
-                __builtin_memset(buf + off, 0, static_cast<size_t>(n));
-        }
     }
     Qcow2Cow head_cow{0, 0}; // head_copy's bounds
     uint64_t head_bm = 0;    // head_copy's bitmap (the subclusters' kinds in the copy)
@@ -1189,7 +1148,7 @@ struct Resizer {
                         return st;
                 if (tail_backing != nullptr && tail_cluster >= offset / cs * cs &&
                     tail_cluster < offset / cs * cs + got * cs && !(offset % cs != 0 && tail_cluster == offset / cs * cs))
-                    if (const Status st = meta_cow_write(at + (tail_cluster - offset / cs * cs), 0, 0, tail_cluster,
+                    if (const Status st = cow_write(at + (tail_cluster - offset / cs * cs), 0, 0, tail_cluster,
                                                          end % cs, tail_cow_to, tail_backing);
                         st != Status::Ok)
                         return st;
@@ -1254,10 +1213,10 @@ struct Resizer {
             return say(host, "Invalid subcluster bitmap in the last cluster before the old size", Status::Corrupt);
         const uint64_t e = (host_cluster & QCOW2_L2E_OFFSET_MASK) | QCOW_OFLAG_COPIED;
         if (cow.from < in)
-            if (const Status st = meta_cow_write(host_cluster, e, bm, cluster, cow.from, in, head_backing); st != Status::Ok)
+            if (const Status st = cow_write(host_cluster, e, bm, cluster, cow.from, in, head_backing); st != Status::Ok)
                 return st;
         if (out < cow.to)
-            return meta_cow_write(host_cluster, e, bm, cluster, out, cow.to, head_backing);
+            return cow_write(host_cluster, e, bm, cluster, out, cow.to, head_backing);
         return Status::Ok;
     }
     // A moved head: its new cluster at `at` gets the copy-on-write regions around the request
@@ -1273,16 +1232,19 @@ struct Resizer {
                                                       out - in, false, q.header().cluster_bits - 5, cs, &cow))
             return say(host, "Invalid subcluster bitmap in the last cluster before the old size", Status::Corrupt);
         if (cow.from < in)
-            if (const Status st = meta_cow_write(at, meta_head_old, meta_head_bm, cluster, cow.from, in, head_backing);
+            if (const Status st = cow_write(at, meta_head_old, meta_head_bm, cluster, cow.from, in, head_backing);
                 st != Status::Ok)
                 return st;
         if (out < cow.to)
-            return meta_cow_write(at, meta_head_old, meta_head_bm, cluster, out, cow.to, head_backing);
+            return cow_write(at, meta_head_old, meta_head_bm, cluster, out, cow.to, head_backing);
         return Status::Ok;
     }
-    // Writes the view of entry `e` over [from, to) of the cluster at guest `cluster` to host `at` + from.
-    Status meta_cow_write(uint64_t at, uint64_t e, uint64_t bm, uint64_t cluster, uint64_t from, uint64_t to,
-                          const uint8_t* backing) {
+    // Writes the view of entry `e` over [from, to) of the cluster at guest `cluster` (view_bytes,
+    // with `backing`) to host `at` + from, encrypted as qcow2_co_encrypt does, and flushes it;
+    // `failure` is the message for a failed write.
+    Status cow_write(uint64_t at, uint64_t e, uint64_t bm, uint64_t cluster, uint64_t from, uint64_t to,
+                     const uint8_t* backing, const char* failure = "Failed to preallocate the last cluster: "
+                                                                   "Input/output error") {
         auto* buf = static_cast<uint8_t*>(q.allocator().allocate(static_cast<size_t>(to - from), 64));
         if (buf == nullptr)
             return Status::NoMemory;
@@ -1297,7 +1259,7 @@ struct Resizer {
         if (st == Status::Ok)
             st = host.flush(dev);
         if (st != Status::Ok)
-            return say(host, "Failed to preallocate the last cluster: Input/output error", st);
+            return say(host, failure, st);
         return Status::Ok;
     }
 
@@ -1378,20 +1340,10 @@ struct Resizer {
         if (head_move) {
             // The head's bytes before the old size, into its new cluster (durable before the entry
             // names it; the old cluster is freed once the entry has moved).
-            const uint64_t keep = start - first_cluster;
-            auto* buf = static_cast<uint8_t*>(q.allocator().allocate(static_cast<size_t>(keep), 64));
-            if (buf == nullptr)
-                return Status::NoMemory;
-            Status st = view_bytes(head_old, head_bm, first_cluster, 0, keep, buf, head_backing);
-            if (st == Status::Ok && cipher != nullptr)
-                cipher->encrypt((crypt_physical ? alloc_start : first_cluster) / SECTOR, buf, static_cast<size_t>(keep));
-            if (st == Status::Ok)
-                st = q.write(alloc_start, buf, static_cast<size_t>(keep));
-            if (st == Status::Ok)
-                st = host.flush(*req.image);
-            q.allocator().deallocate(buf, static_cast<size_t>(keep));
-            if (st != Status::Ok)
-                return say(host, "Failed to update L2 tables: Input/output error", st);
+            if (const Status st = cow_write(alloc_start, head_old, head_bm, first_cluster, 0, start - first_cluster,
+                                            head_backing, "Failed to update L2 tables: Input/output error");
+                st != Status::Ok)
+                return st;
         }
         uint64_t host_off = alloc_start;
         uint64_t guest = first_cluster;
