@@ -51,9 +51,7 @@ std::string describe(std::uint32_t applied) {
     static constexpr std::pair<std::uint32_t, const char*> NAMES[] = {
         {LOADER_SECCOMP_STRICT, "seccomp-strict"}, {LOADER_NO_NEW_PRIVS, "no-new-privs"},
         {LOADER_FDS_CLOSED, "only-channel-fd"},    {LOADER_RLIMITS, "rlimits"},
-        {LOADER_NS_USER, "userns"},                {LOADER_NS_MOUNT, "mountns"},
-        {LOADER_NS_NET, "netns"},                  {LOADER_NS_IPC, "ipcns"},
-        {LOADER_NS_PID, "pidns"},
+        {LOADER_NS_USER, "userns"},
     };
     std::string out;
     for (const auto& [bit, name] : NAMES) {

@@ -4,7 +4,7 @@
  * LOADER_MEMFD_FD, an empty environment and argv = {name, ram size, entry, cpu seconds, arena base,
  * code pages} (hex, hex, decimal, hex, then "start-end,start-end,..." in hex: the pages of the
  * runtime and modules that hold code). It maps guest memory at the guest addresses, gives up everything it can (descriptors,
- * privileges, namespaces, resources), tells the host what it applied, enters seccomp strict mode
+ * privileges, capabilities through a user namespace, resources), tells the host what it applied, enters seccomp strict mode
  * (read, write, exit, sigreturn) and jumps to the runtime's entry. From then on the process is
  * untrusted: the host believes nothing it sends beyond the hypercall rules.
  *
@@ -116,14 +116,12 @@ static uint32_t confine(uint64_t cpu_seconds, uint64_t ram) {
     sys(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0); /* the host gone: so is the guest */
     if (sys(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0) == 0) applied |= LOADER_NO_NEW_PRIVS;
     sys(SYS_prctl, PR_SET_DUMPABLE, 0, 0); /* no core dumps, no ptrace by the same user */
-    /* New namespaces where the kernel allows them: a user namespace first (it grants the right
-     * to make the others without privileges), then each of the others on its own so one refusal
-     * does not cost the rest. */
+    /* A user namespace where the kernel allows one: the process keeps no capability in the
+     * host's namespace (it may have been started by root). No mount, network, IPC or PID
+     * namespace: they confine mount(2), socket(2), shmget(2), kill(2) and the like, which strict
+     * mode below kills the process for calling; making and tearing them down cost ~0.6 ms of
+     * every sandbox start (docs/sandbox.md, "Start-up"). */
     if (sys(SYS_unshare, CLONE_NEWUSER, 0, 0) == 0) applied |= LOADER_NS_USER;
-    if (sys(SYS_unshare, CLONE_NEWNS, 0, 0) == 0) applied |= LOADER_NS_MOUNT;
-    if (sys(SYS_unshare, CLONE_NEWNET, 0, 0) == 0) applied |= LOADER_NS_NET;
-    if (sys(SYS_unshare, CLONE_NEWIPC, 0, 0) == 0) applied |= LOADER_NS_IPC;
-    if (sys(SYS_unshare, CLONE_NEWPID, 0, 0) == 0) applied |= LOADER_NS_PID;
     /* Resource limits: no new files or processes, no core dump, CPU time near the budget, address
      * space about what is mapped now (strict mode allows no mmap anyway). */
     const struct rlimit zero = {0, 0};

@@ -9,14 +9,11 @@
 /* Address space beyond guest RAM the loader may hold: its image, stack, signal stack, vDSO. */
 #define LOADER_AS_SLACK (64ull << 20)
 
-/* loader_hello.applied: what the loader managed to apply (namespaces may be refused). */
+/* loader_hello.applied: what the loader managed to apply (the user namespace may be refused). */
 #define LOADER_FDS_CLOSED 0x1u
 #define LOADER_NO_NEW_PRIVS 0x2u
 #define LOADER_NS_USER 0x4u
-#define LOADER_NS_MOUNT 0x8u
-#define LOADER_NS_NET 0x10u
-#define LOADER_NS_IPC 0x20u
-#define LOADER_NS_PID 0x40u
+/* 0x8 to 0x40 named the mount, network, IPC and PID namespaces the loader no longer makes. */
 #define LOADER_RLIMITS 0x80u
 #define LOADER_SECCOMP_STRICT 0x100u
 
