@@ -25,7 +25,8 @@ namespace instar::qcow2 {
 const Divergence DIVERGENCES[] = {
     {"qcow2-backing-path-policy", "*",
      "a backing file named inside an image is opened only if the path policy allows it (default: the top "
-     "image's directory tree); json: and protocol names (nbd:, http:) are refused",
+     "image's directory tree); json: and protocol names (nbd:, http:) are refused; a file: name is followed as "
+     "qemu follows it (its path from the working directory), through the policy",
      "CVE-2015-5163, CVE-2024-4467: a backing_file of /etc/shadow or json:{...} leaks host data into outputs"},
     {"qcow2-data-file-path-policy", "*",
      "an external data file named inside an image is opened only if the path policy allows it",

@@ -68,9 +68,50 @@ TEST_CASE("protocol and json: names are never followed") {
           std::string::npos);
     CHECK(refuse(t, "nbd:localhost:10809").find("protocol names (nbd:)") != std::string::npos);
     CHECK(refuse(t, "http://example.com/x").find("protocol names (http:)") != std::string::npos);
-    CHECK(refuse(t, "file:/etc/passwd").find("protocol names (file:)") != std::string::npos);
     CHECK(refuse(t, "").find("empty name") != std::string::npos);
     CHECK(refuse(t, std::string("base.q\0x", 8)).find("NUL") != std::string::npos);
+}
+
+TEST_CASE("a file: backing name is its path from the working directory, through the policy") {
+    Tree t;
+    auto policy = default_policy(t.top(), {});
+    REQUIRE(policy);
+    const fs::path before = fs::current_path();
+    fs::current_path(t.root / "img" / "sub");
+    // From the working directory, not the image's: "file:deep.q" is img/sub/deep.q here.
+    auto f = open_referenced(*policy, t.top(), "backing file", "file:deep.q");
+    CHECK(f);
+    if (f) {
+        CHECK(f->display == "deep.q");
+        CHECK(f->reference == "file:deep.q");
+        close_file(*f);
+    }
+    CHECK(refuse(t, "file:base.q").find("No such file or directory") != std::string::npos);
+    CHECK(refuse(t, "file:../base.q") == "");
+    // The rest is a plain path: the policy still decides, and a second protocol is a file's name.
+    CHECK(refuse(t, "file:/etc/passwd").find("outside the allowed directories") != std::string::npos);
+    CHECK(refuse(t, "file:nbd:x").find("No such file or directory") != std::string::npos);
+    CHECK(refuse(t, "file:").find("empty name") != std::string::npos);
+    // Only backing names: qemu opens a data file name as a file name, joins an extent's to its
+    // descriptor's directory.
+    for (const char* field : {"data file", "extent file"}) {
+        auto g = open_referenced(*policy, t.top(), field, "file:deep.q", true);
+        CHECK_FALSE(g);
+        if (!g)
+            CHECK(g.error().find("protocol names (file:)") != std::string::npos);
+    }
+    fs::current_path(before);
+}
+
+TEST_CASE("full backing file names as qemu prints them") {
+    CHECK(has_protocol("file:x"));
+    CHECK(has_protocol("nbd:host:1"));
+    CHECK_FALSE(has_protocol("dir/a:b"));
+    CHECK_FALSE(has_protocol("plain.qcow2"));
+    CHECK(full_backing_filename("/d/top.qcow2", "base.qcow2") == "/d/base.qcow2");
+    CHECK(full_backing_filename("/d/top.qcow2", "/abs/base.qcow2") == "/abs/base.qcow2");
+    CHECK(full_backing_filename("/d/top.qcow2", "file:base.qcow2") == "file:base.qcow2");
+    CHECK(full_backing_filename("top.qcow2", "base.qcow2") == "base.qcow2");
 }
 
 TEST_CASE("symlinks pointing out of the tree are refused") {

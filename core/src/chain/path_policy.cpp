@@ -75,6 +75,17 @@ std::string combine_path(std::string_view referring_image, std::string_view name
     return std::string(referring_image.substr(0, slash + 1)) + std::string(name);
 }
 
+bool has_protocol(std::string_view name) {
+    const auto stop = name.find_first_of(":/");
+    return stop != std::string_view::npos && name[stop] == ':';
+}
+
+std::string full_backing_filename(std::string_view referring_image, std::string_view name) {
+    if (has_protocol(name))
+        return std::string(name);
+    return combine_path(referring_image, name);
+}
+
 namespace {
 
 std::string roots_text(const PathPolicy& policy) {
@@ -104,11 +115,18 @@ Expected<std::string> check_referenced(const PathPolicy& policy, const std::stri
         return refuse("empty name");
     if (name.find('\0') != std::string::npos)
         return refuse("the name contains a NUL byte");
-    if (name.rfind("json:", 0) == 0)
+    std::string_view path = name;
+    if (field == "backing file" && path.starts_with(FILE_PROTOCOL)) {
+        path.remove_prefix(FILE_PROTOCOL.size());
+        from_cwd = true;
+        if (path.empty())
+            return refuse("empty name");
+    } else if (name.rfind("json:", 0) == 0) {
         return refuse("json: pseudo-protocol names are never followed");
-    if (looks_like_protocol(name))
+    } else if (looks_like_protocol(name)) {
         return refuse("protocol names (" + name.substr(0, name.find(':') + 1) + ") are never followed");
-    const std::string display = from_cwd ? name : combine_path(image, name);
+    }
+    const std::string display = from_cwd ? std::string(path) : combine_path(image, path);
     std::error_code ec;
     const fs::path target = fs::weakly_canonical(fs::absolute(display, ec), ec);
     if (!inside_roots(policy, target))

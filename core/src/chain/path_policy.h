@@ -42,10 +42,26 @@ Expected<PathPolicy> default_policy(const std::filesystem::path& top_image,
 // name (path_combine), or the name itself when absolute.
 std::string combine_path(std::string_view referring_image, std::string_view name);
 
+// qemu's path_has_protocol: a ':' before any '/' ("file:x", "nbd:...", "json:{...}").
+bool has_protocol(std::string_view name);
+
+// qemu's bdrv_get_full_backing_filename_from_filename (what info prints as the actual path): a name
+// with a protocol or an absolute one as it is, else combine_path.
+std::string full_backing_filename(std::string_view referring_image, std::string_view name);
+
+// The one protocol a backing file name may carry: "file:REST" names the file REST, taken literally
+// (no protocol or json: of its own) and, relative, from the working directory: qemu keeps a backing
+// name with a protocol as it is and its file driver strips the prefix. qemu opens a qcow2 data file
+// name as a file name ("Could not open 'file:data.raw'") and joins a vmdk extent name to the
+// descriptor's directory, so for those "file:" is no protocol (and the policy refuses such names).
+inline constexpr std::string_view FILE_PROTOCOL = "file:";
+
 // The name checks of open_referenced without opening anything: returns the path the name points
 // to (combine_path), or the refusal. For callers that must tell "refused" from "missing".
 // `from_cwd`: a relative name is taken from the working directory instead of the image's (qemu
-// opens a qcow2 external data file that way: bdrv_open_child, no path_combine).
+// opens a qcow2 external data file that way: bdrv_open_child, no path_combine). A backing file
+// name "file:REST" is REST from the working directory (FILE_PROTOCOL); other protocol and json:
+// names are refused.
 Expected<std::string> check_referenced(const PathPolicy& policy, const std::string& image, std::string_view field,
                                        const std::string& name, bool from_cwd = false);
 

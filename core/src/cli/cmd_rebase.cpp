@@ -310,8 +310,9 @@ int cmd_rebase(Context& ctx, std::span<const std::string> args) {
         spec.display = image_display_name(*name, format, below);
         spec.new_backing = *backing;
         spec.new_backing_format = backing_fmt;
-        // -b json:{...}: its file and its secret (qemu opens it as given, from the working directory).
-        if (protocol_prefix(*backing) == "json") {
+        // -b json:{...} or file:NAME: its file (and secret), opened as given, from the working
+        // directory, as qemu keeps a name with a protocol.
+        if (const std::string proto = protocol_prefix(*backing); proto == "json" || proto == "file") {
             auto parsed = parse_image_name(*backing, true);
             if (!parsed)
                 return fail("Could not open new backing file '" + *backing + "': " + parsed.error());

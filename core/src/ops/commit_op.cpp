@@ -39,8 +39,9 @@ bool can_make_empty(const ChainLink& link) {
     return link.node.format == "qcow2" || ((*link.plugin)->capabilities & CAP_MAKE_EMPTY) != 0;
 }
 
-// qemu's bdrv_find_backing_image for a plain file name: `name`, relative to the directory of the image
-// that names each candidate, resolved (realpath) and compared with the candidate's own file.
+// qemu's bdrv_find_backing_image: a plain file name, relative to the directory of the image that
+// names each candidate, resolved (realpath) and compared with the candidate's own file; a name with
+// a protocol, compared as a string.
 // Levels up to spec.overridden_levels were named with options: qemu compares -b with those images'
 // json: filenames as strings (bdrv_backing_overridden), so a plain name finds only an image below.
 std::optional<std::size_t> find_base(const OpenedChain& chain, const CommitSpec& spec) {
@@ -53,7 +54,16 @@ std::optional<std::size_t> find_base(const OpenedChain& chain, const CommitSpec&
         if (name == spec.level_name(i, below))
             return i;
     }
+    const bool protocol = has_protocol(name);
     for (std::size_t i = spec.overridden_levels + 1; i < chain.links.size(); ++i) {
+        // Either name with a protocol ("file:base.qcow2"): the strings are compared, with the
+        // overlay's backing name as written and as its full backing filename.
+        const std::string& written = chain.links[i].image.reference;
+        if (protocol || has_protocol(written)) {
+            if (name == written || name == full_backing_filename(chain.links[i - 1].image.display, written))
+                return i;
+            continue;
+        }
         const fs::path overlay = chain.links[i - 1].image.display;
         const fs::path wanted = fs::path(name).is_absolute() ? fs::path(name) : overlay.parent_path() / name;
         std::error_code ec;

@@ -214,7 +214,7 @@ Expected<Inspected> inspect(const InfoOptions& opts, const PluginRegistry& plugi
     n.encrypted = info.encrypted;
     if (const FileReference* b = info.first_file(FileRole::Backing)) {
         n.backing_filename = b->name;
-        n.full_backing_filename = combine_path(name, b->name);
+        n.full_backing_filename = full_backing_filename(name, b->name);
         n.backing_filename_format = info.backing_format;
         out.backing_name = b->name;
         out.backing_format = info.backing_format;
@@ -393,7 +393,7 @@ Expected<std::vector<NodeInfo>> collect_info(const InfoOptions& opts, const Plug
         if (!next) {
             // qemu-img info opens each backing file as an image of its own.
             if (auto missing = missing_file(*policy, name, "backing file", *inspected->backing_name))
-                return could_not_open(combine_path(name, *inspected->backing_name), *missing);
+                return could_not_open(full_backing_filename(name, *inspected->backing_name), *missing);
             return Error{next.error()};
         }
         chain.files.push_back(*next);

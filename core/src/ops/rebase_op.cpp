@@ -23,15 +23,6 @@ namespace {
 constexpr std::chrono::milliseconds REBASE_BASE_TIMEOUT{60'000};
 constexpr std::uint64_t REBASE_BYTES_PER_SECOND = 16u << 20;
 
-// qemu's bdrv_get_full_backing_filename_from_filename: a relative name is relative to the image's
-// directory; an absolute one (or a protocol name, refused later by the open) stays.
-std::string resolve_backing(const std::string& image, const std::string& backing) {
-    if (backing.empty() || backing[0] == '/')
-        return backing;
-    const auto slash = image.rfind('/');
-    return slash == std::string::npos ? backing : image.substr(0, slash + 1) + backing;
-}
-
 } // namespace
 
 Expected<bool> rebase_copy(const RebaseSpec& spec, const PluginRegistry& plugins, const vmm::SandboxConfig& config,
@@ -51,13 +42,13 @@ Expected<bool> rebase_copy(const RebaseSpec& spec, const PluginRegistry& plugins
     if (!spec.new_backing.empty()) {
         // bdrv_get_full_backing_filename_from_filename: an image qemu names by a json: filename (an
         // --image-opts or json: name with strong options, a secret) has no directory.
-        const auto stop = spec.new_backing.find_first_of(":/\\"); // qemu's path_has_protocol
-        const bool protocol = stop != std::string::npos && spec.new_backing[stop] == ':';
-        if (spec.new_backing[0] != '/' && !protocol && spec.display.rfind("json:", 0) == 0)
+        if (spec.new_backing[0] != '/' && !has_protocol(spec.new_backing) && spec.display.rfind("json:", 0) == 0)
             return Error{"Could not resolve backing filename: Cannot use relative backing file names for '" +
                          spec.display + "'"};
         InfoOptions io;
-        io.filename = spec.new_backing_file.empty() ? resolve_backing(spec.path, spec.new_backing)
+        // A relative name is relative to the image's directory; an absolute or protocol name stays
+        // (a file: name then opens from the working directory, as qemu's does).
+        io.filename = spec.new_backing_file.empty() ? full_backing_filename(spec.path, spec.new_backing)
                                                     : spec.new_backing_file;
         io.format = spec.new_backing_format;
         io.backing_chain = true;
