@@ -135,7 +135,7 @@ Outcome<HypercallServer::Next> HypercallServer::serve() {
     case INSTAR_HC_READ: next = read_or_write(req, reply, false); break;
     case INSTAR_HC_SETTLE_READS: // the kept reads ran before this call was served (process sandbox)
         if (reader_ != nullptr) {
-            switch (reader_->settle()) {
+            switch (reader_->settle(*bounce_)) {
             case Transfer::Done: break;
             case Transfer::Failed: pending_read_error_ = -INSTAR_EIO; break;
             case Transfer::TimedOut:

@@ -27,48 +27,58 @@ bool ReadAheadWorker::start(std::function<bool()> confine) {
 bool ReadAheadWorker::submit(const Device& d, std::uint8_t* dst, std::uint64_t len, std::uint64_t offset) {
     {
         std::lock_guard lock(mu_);
-        if (stop_ || queue_.size() >= READ_AHEAD_MAX_JOBS) return false;
+        if (stop_ || queue_.size() + reading_ >= READ_AHEAD_MAX_JOBS) return false;
         queue_.push_back(Job{d, dst, len, offset});
     }
     cv_.notify_all();
     return true;
 }
 
-Transfer ReadAheadWorker::settle() {
+void ReadAheadWorker::read_job(std::unique_lock<std::mutex>& lock, const Job& job, BounceBuffer& bounce) {
+    ++reading_;
+    lock.unlock();
+    // SAFETY: the server checked [dst, dst + len) against guest RAM, which outlives this thread;
+    // the guest leaves it alone until it settles (if it does not, it garbles only its own copy).
+    const Transfer t = device_transfer(job.dev, job.dst, job.len, job.offset, false, watchdog_, bounce);
+    lock.lock();
+    --reading_;
+    if (t == Transfer::TimedOut) {
+        outcome_ = t;
+        queue_.clear(); // past the budget: the run is ending, the rest is not read
+    } else if (t == Transfer::Failed && outcome_ == Transfer::Done) {
+        outcome_ = t;
+    }
+    cv_.notify_all();
+}
+
+Transfer ReadAheadWorker::settle(BounceBuffer& bounce) {
     std::unique_lock lock(mu_);
-    cv_.wait(lock, [this] { return queue_.empty(); });
+    while (!queue_.empty() || reading_ != 0) {
+        if (queue_.empty()) {
+            cv_.wait(lock);
+            continue;
+        }
+        const Job job = queue_.front(); // not started by the thread: read it here
+        queue_.pop_front();
+        read_job(lock, job, bounce);
+    }
     const Transfer t = outcome_;
     outcome_ = Transfer::Done;
     return t;
 }
 
 void ReadAheadWorker::loop() {
+    std::unique_lock lock(mu_);
     for (;;) {
-        Job job;
-        {
-            std::unique_lock lock(mu_);
-            cv_.wait(lock, [this] { return !queue_.empty() || stop_; });
-            if (stop_) {
-                queue_.clear(); // the run is over: its guest reads nothing more
-                cv_.notify_all();
-                return;
-            }
-            job = queue_.front(); // stays queued (settle() waits for it) until it is read
+        cv_.wait(lock, [this] { return !queue_.empty() || stop_; });
+        if (stop_) {
+            queue_.clear(); // the run is over: its guest reads nothing more
+            cv_.notify_all();
+            return;
         }
-        // SAFETY: the server checked [dst, dst + len) against guest RAM, which outlives this thread;
-        // the guest leaves it alone until it settles (if it does not, it garbles only its own copy).
-        const Transfer t = device_transfer(job.dev, job.dst, job.len, job.offset, false, watchdog_, bounce_);
-        {
-            std::lock_guard lock(mu_);
-            if (t == Transfer::TimedOut) {
-                outcome_ = t;
-                queue_.clear(); // past the budget: the run is ending, the rest is not read
-            } else {
-                if (t == Transfer::Failed && outcome_ == Transfer::Done) outcome_ = t;
-                queue_.pop_front();
-            }
-        }
-        cv_.notify_all();
+        const Job job = queue_.front();
+        queue_.pop_front();
+        read_job(lock, job, bounce_);
     }
 }
 

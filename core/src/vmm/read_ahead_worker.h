@@ -44,9 +44,13 @@ public:
     // reads are queued or the thread has stopped.
     bool submit(const Device& d, std::uint8_t* dst, std::uint64_t len, std::uint64_t offset);
 
-    // Waits until every queued read is done. Done, or the first failure since the last settle:
-    // Failed (some read failed) or TimedOut (the watchdog stopped one; the rest were dropped).
-    Transfer settle();
+    // Waits until every queued read is done, making the reads the thread has not started itself
+    // (through `bounce`, the calling thread's): compare queues both sides' next chunk and settles
+    // after comparing the current one, so the thread reads one side while the caller reads the
+    // other instead of waiting for the thread to read both in turn. Done, or the first failure
+    // since the last settle: Failed (some read failed) or TimedOut (the watchdog stopped one; the
+    // rest were dropped).
+    Transfer settle(BounceBuffer& bounce);
 
 private:
     struct Job {
@@ -56,11 +60,14 @@ private:
         std::uint64_t offset = 0;
     };
     void loop();
+    // Reads `job` with the lock released, then records its outcome (mu_ held on entry and exit).
+    void read_job(std::unique_lock<std::mutex>& lock, const Job& job, BounceBuffer& bounce);
 
     const Watchdog& watchdog_;
     std::mutex mu_;
     std::condition_variable cv_;
-    std::deque<Job> queue_;                // guarded by mu_; the front one is being read
+    std::deque<Job> queue_;                // guarded by mu_: reads nobody has started
+    std::uint32_t reading_ = 0;            // guarded by mu_: reads started and not finished (at most 2)
     Transfer outcome_ = Transfer::Done;    // guarded by mu_: the first failure since the last settle
     bool stop_ = false;                    // guarded by mu_
     BounceBuffer bounce_;                  // the reader thread's, for O_DIRECT devices
