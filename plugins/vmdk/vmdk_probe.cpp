@@ -42,9 +42,10 @@ const Divergence DIVERGENCES[] = {
      "about 2.5 times faster per core (issue 9's goal for streamOptimized); any zlib inflater reads the grains"},
     {"vmdk-resize", "resize",
      "resize grows and (with --shrink) shrinks monolithicSparse, monolithicFlat, twoGbMaxExtentFlat, "
-     "twoGbMaxExtentSparse and streamOptimized images in place (new grain tables, a moved grain directory, grown or "
+     "twoGbMaxExtentSparse and streamOptimized images in place, and descriptors mixing FLAT, VMFS and SPARSE "
+     "extents under any createType qemu opens (new grain tables, a moved grain directory, grown or "
      "added extents, a rewritten descriptor, a new footer; a shrink past the last extent removes the image's own "
-     "dropped extent files); "
+     "dropped extent files); COWD (vmfsSparse) extents are refused; "
      "qemu-img "
      "refuses every vmdk: \"Image format driver does not support resize\"; commit grows a smaller vmdk base the "
      "same way, where qemu-img fails (\"Block job failed: Operation not supported\", nothing written)",

@@ -98,6 +98,49 @@ def make_ref(fmt, image, ref):
     sh([QEMU_IMG, 'convert', '-f', fmt, '-O', 'raw', image, ref])
 
 
+def make_image(fmt, create, image):
+    """qemu-img create's arguments (options..., size), or a Mixed descriptor to write by hand."""
+    if isinstance(create, Mixed):
+        create.make(image)
+    else:
+        sh([QEMU_IMG, 'create', '-q', '-f', fmt] + create[:-1] + [image, create[-1]])
+
+
+class Mixed:
+    """A vmdk descriptor qemu-img never writes but opens: extents of the given kinds ('F' flat,
+    'S' sparse, with sizes in MiB) under `create_type`, named as create names split extents
+    (NAME-fNNN.vmdk, NAME-sNNN.vmdk). `line_sectors` overrides the last extent line's size."""
+
+    def __init__(self, create_type, *extents, line_sectors=None):
+        self.create_type, self.extents, self.line_sectors = create_type, extents, line_sectors
+
+    def make(self, image):
+        d = os.path.dirname(image)
+        stem = os.path.splitext(os.path.basename(image))[0]
+        lines = []
+        for i, (kind, mib) in enumerate(self.extents, 1):
+            sectors = self.line_sectors if self.line_sectors and i == len(self.extents) else mib * 2048
+            if kind == 'F':
+                name = f'{stem}-f{i:03d}.vmdk'
+                with open(os.path.join(d, name), 'wb') as f:
+                    f.truncate(mib * MiB)
+                lines.append(f'RW {sectors} FLAT "{name}" 0')
+            else:
+                name = f'{stem}-s{i:03d}.vmdk'
+                tmp = os.path.join(d, 'one.vmdk')
+                sh([QEMU_IMG, 'create', '-q', '-f', 'vmdk', '-o', 'subformat=twoGbMaxExtentSparse', tmp, f'{mib}M'])
+                os.rename(os.path.join(d, 'one-s001.vmdk'), os.path.join(d, name))
+                os.unlink(tmp)
+                lines.append(f'RW {sectors} SPARSE "{name}"')
+        total = sum(mib for _, mib in self.extents) * 2048
+        with open(image, 'w') as f:
+            f.write('# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\n'
+                    f'createType="{self.create_type}"\n\n# Extent description\n' + '\n'.join(lines) +
+                    '\n\n# The Disk Data Base\n#DDB\n\nddb.virtualHWVersion = "4"\n'
+                    f'ddb.geometry.cylinders = "{min(total // (16 * 63), 16383)}"\n'
+                    'ddb.geometry.heads = "16"\nddb.geometry.sectors = "63"\nddb.adapterType = "ide"\n')
+
+
 def set_ref_size(ref, size):
     with open(ref, 'r+b') as f:
         f.truncate(size)
@@ -150,13 +193,13 @@ def run_case(tools, name, fmt, create, writes, steps, results, footer=False):
     with tempfile.TemporaryDirectory(prefix='rf-') as d:
         image = os.path.join(d, 'img.' + ('vhd' if fmt == 'vpc' else fmt))
         ref = os.path.join(d, 'ref.raw')
-        sh([QEMU_IMG, 'create', '-q', '-f', fmt] + create[:-1] + [image, create[-1]])
+        make_image(fmt, create, image)
         for off, length, pat in writes:
             sh([QEMU_IO, '-f', fmt, '-c', f'write -P {pat} {off} {length}', image])
         if footer:
             move_directory_to_footer(image)
         make_ref(fmt, image, ref)
-        stream = 'subformat=streamOptimized' in ' '.join(create)
+        stream = not isinstance(create, Mixed) and 'subformat=streamOptimized' in ' '.join(create)
         for i, (size, shrink) in enumerate(steps):
             label = f'{name} step {i + 1}: {"shrink" if shrink else "grow"} to {size}'
             problems = []
@@ -217,7 +260,7 @@ def run_refusal(tools, name, fmt, create, size, shrink, want_text, results, foot
         return
     with tempfile.TemporaryDirectory(prefix='rf-') as d:
         image = os.path.join(d, 'img.' + fmt)
-        sh([QEMU_IMG, 'create', '-q', '-f', fmt] + create[:-1] + [image, create[-1]])
+        make_image(fmt, create, image)
         if footer:
             move_directory_to_footer(image)
             virtual_size(fmt, image)  # qemu opens it (raises otherwise)
@@ -245,7 +288,7 @@ def run_crash(tools, name, fmt, create, writes, size, shrink, results, footer=Fa
         os.mkdir(base)
         image_name = 'img.' + ('vhd' if fmt == 'vpc' else fmt)
         image = os.path.join(base, image_name)
-        sh([QEMU_IMG, 'create', '-q', '-f', fmt] + create[:-1] + [image, create[-1]])
+        make_image(fmt, create, image)
         for off, length, pat in writes:
             sh([QEMU_IO, '-f', fmt, '-c', f'write -P {pat} {off} {length}', image])
         if footer:
@@ -444,6 +487,25 @@ def main():
     run_crash(tools, 'vmdk twoGbMaxExtentFlat shrink dropping files', 'vmdk',
               ['-o', 'subformat=twoGbMaxExtentFlat', str(5 * GiB)], [(2047 * MiB, 2 * MiB, 0x33), (4095 * MiB, MiB, 0x44)],
               1 * GiB + 7 * MiB, True, results)
+    # Descriptors mixing FLAT and SPARSE extents, or SPARSE extents under another createType qemu
+    # opens: the last extent decides the grow, the kept one the cut.
+    steps = [(5 * GiB, False), (2100 * MiB, True), (100 * MiB, True), (3 * GiB, False)]
+    run_case(tools, 'vmdk monolithicFlat, FLAT then SPARSE', 'vmdk', Mixed('monolithicFlat', ('F', 64), ('S', 64)),
+             DATA, [(1 * GiB, False), (100 * MiB, True), (61 * MiB, True), (100 * MiB, False)], results)
+    run_case(tools, 'vmdk twoGbMaxExtentFlat, SPARSE last', 'vmdk',
+             Mixed('twoGbMaxExtentFlat', ('F', 64), ('S', 64)), DATA, steps, results)
+    run_case(tools, 'vmdk twoGbMaxExtentSparse, FLAT last', 'vmdk',
+             Mixed('twoGbMaxExtentSparse', ('S', 64), ('F', 64)), DATA, steps, results)
+    run_case(tools, 'vmdk monolithicFlat, one SPARSE extent', 'vmdk', Mixed('monolithicFlat', ('S', 128)), DATA,
+             steps, results)
+    run_crash(tools, 'vmdk monolithicFlat, SPARSE last grows in place', 'vmdk',
+              Mixed('monolithicFlat', ('F', 64), ('S', 64)), DATA, 10 * GiB, False, results)
+    run_crash(tools, 'vmdk twoGbMaxExtentFlat, SPARSE last shrinks dropping files', 'vmdk',
+              Mixed('twoGbMaxExtentFlat', ('S', 64), ('F', 64), ('S', 64)), DATA, 100 * MiB, True, results,
+              between=True)
+    run_refusal(tools, 'vmdk sparse extent header and descriptor disagree', 'vmdk',
+                Mixed('monolithicFlat', ('F', 64), ('S', 64), line_sectors=100000), 1 * GiB, False,
+                'disagree on its size', results)
     # The same through `instar resize` (host command, sandboxed guest module).
     for sub in ('dynamic', 'fixed'):
         run_case(host, f'vpc {sub} (instar)', 'vpc', ['-o', f'subformat={sub}', str(64 * MiB)], DATA,
@@ -466,6 +528,8 @@ def main():
              ['-o', 'subformat=twoGbMaxExtentFlat', str(5 * GiB)], [(0, MiB, 0x5a), (4095 * MiB, 2 * MiB, 0x44)],
              [(2 * GiB, True)], results)
     run_drop_policy(host, results)
+    run_case(host, 'vmdk vmfs, SPARSE then FLAT (instar)', 'vmdk', Mixed('vmfs', ('S', 64), ('F', 64)), DATA,
+             [(3 * GiB, False), (100 * MiB, True), (61 * MiB, True)], results)
     run_case(host, 'vmdk streamOptimized, footer (instar)', 'vmdk', STREAM, STREAM_DATA,
              [(200 * MiB, False), (61 * MiB, True)], results, footer=True)
     run_crash(host, 'vpc dynamic grow (BAT relocated) (instar)', 'vpc', [str(64 * MiB)], DATA, 1 * GiB, False, results)

@@ -19,7 +19,10 @@
 // - a shrink past the last extent's start drops the extents wholly past the new end from the
 //   descriptor (the switch), cuts the one holding it, and reports the dropped files for the host
 //   to remove (RESIZE_DATA_DROPPED_FILE).
-// - refused: other mixes of sparse extents behind a descriptor.
+// - descriptors mixing FLAT/VMFS and SPARSE extents, or with SPARSE extents under another
+//   createType qemu opens (monolithicFlat, vmfs, twoGbMaxExtentFlat): the last extent decides the
+//   grow (a sparse one outside a split set grows its capacity as monolithicSparse, its header
+//   first, then the descriptor), the kept one decides the cut of a shrink.
 #include "vmdk_edit.h"
 
 #include <instar/guest/arena_new.h>
@@ -768,8 +771,7 @@ private:
 // extents' old length, the old content up to there. Then each dropped file is reported
 // (RESIZE_DATA_DROPPED_FILE) for the host to remove.
 Status shrink_extents(SizedDevice& dev, SizedDevice* const* files, uint32_t count, Text t, const ExtentLine* lines,
-                      const size_t* starts, LineEdit* edits, EditHost& host, guest::Allocator& alloc, uint64_t size,
-                      bool sparse) {
+                      const size_t* starts, LineEdit* edits, EditHost& host, guest::Allocator& alloc, uint64_t size) {
     const uint64_t new_sectors = size / 512;
     uint64_t before = 0;
     uint32_t keep = 0; // the extent holding the new end
@@ -778,6 +780,7 @@ Status shrink_extents(SizedDevice& dev, SizedDevice* const* files, uint32_t coun
     const uint64_t kept_sectors = new_sectors - before;
     const bool drops = keep + 1 < count;
     const bool cut = kept_sectors < static_cast<uint64_t>(lines[keep].sectors);
+    const bool sparse = lines[keep].type == ExtentType::Sparse; // the kept one's kind decides its cut
     SizedDevice& kept = *files[keep];
     Status st = Status::Ok;
     if (sparse && cut && !drops && (st = resize_sparse(kept, host, alloc, nullptr, kept_sectors * 512, true)) != Status::Ok)
@@ -841,28 +844,27 @@ Status resize_flat(SizedDevice& dev, SizedDevice* const* files, uint32_t file_co
     Collected c{t.s, 0, n_max, starts, lines};
     if ((st = descriptor_extents(t, collect_line, &c)) != Status::Ok || c.count != file_count || c.count == 0)
         return refuse(host, Status::Invalid, "The extent files given do not match the descriptor");
-    // All extents flat, or (twoGbMaxExtentSparse) all sparse. qemu sizes a sparse extent by its
-    // header's capacity; qemu's create writes the same number in the descriptor, which is used here.
+    // FLAT, VMFS and SPARSE extents in any mix, under any createType qemu opens a descriptor of. qemu
+    // sizes a sparse extent by its header's capacity; qemu's create writes the same number in the
+    // descriptor, which is used here.
     uint64_t old_sectors = 0;
-    uint32_t n_sparse = 0;
     for (uint32_t i = 0; i < c.count; ++i) {
-        if (lines[i].type == ExtentType::Sparse)
-            ++n_sparse;
-        else if (lines[i].type != ExtentType::Flat && lines[i].type != ExtentType::Vmfs)
+        if (lines[i].type != ExtentType::Sparse && lines[i].type != ExtentType::Flat &&
+            lines[i].type != ExtentType::Vmfs)
             return refuse(host, Status::Unsupported, "vmdk: only FLAT, VMFS and SPARSE extents can be resized");
         old_sectors += static_cast<uint64_t>(lines[i].sectors);
     }
-    const bool sparse = n_sparse == c.count;
     static constexpr char SPLIT_SPARSE[] = "twoGbMaxExtentSparse";
     bool split_sparse = ct_len == sizeof SPLIT_SPARSE - 1;
     for (size_t i = 0; split_sparse && i < ct_len; ++i)
         split_sparse = ct[i] == SPLIT_SPARSE[i];
-    if ((n_sparse != 0 && !sparse) || (sparse && !split_sparse))
-        return refuse(host, Status::Unsupported,
-                      "vmdk: only twoGbMaxExtentSparse descriptors with sparse extents can be resized");
-    if (sparse && (file_count == 0 || prealloc != guest::Prealloc::Off))
+    split = split || split_sparse;
+    // The last extent decides how the disk grows: a flat one grows in place (to 2 GiB in a split
+    // set, then new files of its kind), a sparse one gets new sparse files in a split set and grows
+    // its own capacity otherwise (then its header is the switch qemu sees, the descriptor follows).
+    const bool sparse = lines[c.count - 1].type == ExtentType::Sparse;
+    if (sparse && prealloc != guest::Prealloc::Off)
         return refuse(host, Status::Unsupported, "vmdk: preallocation is not supported for sparse extents");
-    split = split || sparse;
     const uint64_t new_sectors = size / 512;
     if (new_sectors == old_sectors)
         return Status::Ok;
@@ -875,14 +877,17 @@ Status resize_flat(SizedDevice& dev, SizedDevice* const* files, uint32_t file_co
     SizedDevice& last_file = *files[last];
 
     if (new_sectors < old_sectors)
-        return shrink_extents(dev, files, c.count, t, lines, starts, edits, host, alloc, size, sparse);
+        return shrink_extents(dev, files, c.count, t, lines, starts, edits, host, alloc, size);
 
-    // Grow: the last extent first (to 2 GiB for split images), then new extent files. A sparse
-    // last extent stays as it is: qemu reads its size from its header, so growing it would change
-    // the disk before the descriptor does; new extents alone keep the descriptor the one switch.
+    // Grow: the last extent first (to 2 GiB for split images), then new extent files. In a split
+    // set a sparse last extent stays as it is: qemu reads its size from its header, so growing it
+    // would change the disk before the descriptor does; new extents alone keep the descriptor the
+    // one switch. Outside a split set there is no name for a new file, so a sparse last extent
+    // grows its capacity (resize_sparse: its header is the switch qemu sees; a kill before the
+    // descriptor follows leaves a line naming the old size, which qemu does not read).
     uint64_t more = new_sectors - old_sectors;
     uint64_t grow_last = more;
-    if (sparse)
+    if (sparse && split)
         grow_last = 0;
     else if (split)
         grow_last = last_sectors >= split_sectors ? 0 : (split_sectors - last_sectors < more ? split_sectors - last_sectors : more);
@@ -896,6 +901,9 @@ Status resize_flat(SizedDevice& dev, SizedDevice* const* files, uint32_t file_co
         if ((st = vmdk_sparse_open(last_file, &x, &h, &embedded)) != Status::Ok || embedded || x.compressed)
             return refuse(host, st != Status::Ok ? st : Status::Unsupported, "vmdk: cannot open the last sparse extent");
         zeroed_grain = (h.flags & VMDK4_FLAG_ZERO_GRAIN) != 0;
+        if (!split && h.capacity != last_sectors)
+            return refuse(host, Status::Unsupported,
+                          "vmdk: the last sparse extent's header and the descriptor disagree on its size");
     }
     if (new_files > MAX_EXTENTS - c.count)
         return refuse(host, Status::TooLarge, "vmdk: too many extent files");
@@ -936,8 +944,12 @@ Status resize_flat(SizedDevice& dev, SizedDevice* const* files, uint32_t file_co
         extra.put(sparse ? "\"\n" : "\" 0\n");
     }
     const uint64_t file_end = (last_offset + last_sectors + grow_last) * 512;
-    if (st == Status::Ok && grow_last > 0 && last_file.size() < file_end)
+    if (st == Status::Ok && sparse && grow_last > 0) {
+        if ((st = resize_sparse(last_file, host, alloc, nullptr, (last_sectors + grow_last) * 512, false)) != Status::Ok)
+            return st; // resize_sparse said why
+    } else if (st == Status::Ok && grow_last > 0 && last_file.size() < file_end) {
         st = last_file.set_length(host, file_end, prealloc);
+    }
     if (st == Status::Ok)
         st = last_file.flush(host);
     if (st != Status::Ok)
