@@ -45,7 +45,8 @@ const Divergence DIVERGENCES[] = {
      "twoGbMaxExtentSparse and streamOptimized images in place, and descriptors mixing FLAT, VMFS and SPARSE "
      "extents under any createType qemu opens (new grain tables, a moved grain directory, grown or "
      "added extents, a rewritten descriptor, a new footer; a shrink past the last extent removes the image's own "
-     "dropped extent files); COWD (vmfsSparse) extents are refused; "
+     "dropped extent files), and COWD (vmfsSparse) files alone or as extents (seSparse, which qemu opens read-only, "
+     "is refused); "
      "qemu-img "
      "refuses every vmdk: \"Image format driver does not support resize\"; commit grows a smaller vmdk base the "
      "same way, where qemu-img fails (\"Block job failed: Operation not supported\", nothing written)",

@@ -99,8 +99,8 @@ def make_ref(fmt, image, ref):
 
 
 def make_image(fmt, create, image):
-    """qemu-img create's arguments (options..., size), or a Mixed descriptor to write by hand."""
-    if isinstance(create, Mixed):
+    """qemu-img create's arguments (options..., size), or an image to write by hand (Mixed, Cowd)."""
+    if hasattr(create, 'make'):
         create.make(image)
     else:
         sh([QEMU_IMG, 'create', '-q', '-f', fmt] + create[:-1] + [image, create[-1]])
@@ -141,6 +141,29 @@ class Mixed:
                     'ddb.geometry.heads = "16"\nddb.geometry.sectors = "63"\nddb.adapterType = "ide"\n')
 
 
+class Cowd:
+    """A COWD (vmfsSparse) file qemu reads but cannot create (plugins/vmdk/tests/vmdk_vmware_images.py),
+    alone or (`descriptor`) as the VMFSSPARSE extent of a vmfsSparse descriptor: `mib` MiB, grains of
+    `grain` sectors, data in the first and last grains, `missing` directory entries without a table."""
+
+    def __init__(self, mib, grain, descriptor=False, missing=()):
+        self.mib, self.grain, self.descriptor, self.missing = mib, grain, descriptor, missing
+
+    def make(self, image):
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'plugins', 'vmdk',
+                                        'tests'))
+        import vmdk_vmware_images as vm  # noqa: E402
+        sectors = self.mib * 2048
+        grains = {0: b'\x11' * 4096, sectors // self.grain - 1: b'\x44' * 512}
+        if not self.descriptor:
+            vm.cowd(image, sectors, self.grain, grains, missing_tables=self.missing)
+            return
+        stem = os.path.splitext(os.path.basename(image))[0]
+        extent = os.path.join(os.path.dirname(image), stem + '-delta.vmdk')
+        vm.cowd(extent, sectors, self.grain, grains, cid_text=False, missing_tables=self.missing)
+        vm.descriptor(image, 'vmfsSparse', [(sectors, 'VMFSSPARSE', os.path.basename(extent))])
+
+
 def set_ref_size(ref, size):
     with open(ref, 'r+b') as f:
         f.truncate(size)
@@ -156,7 +179,9 @@ def checks(fmt, image, ref, want, problems):
             if p.returncode != 0:
                 problems.append(f'qemu {ver} check rc {p.returncode}: {p.stdout.strip()} {p.stderr.strip()}')
     ly = libyal_size(fmt, image)
-    if ly != want:
+    if ly is None and any(open(f, 'rb').read(4) == b'COWD' for f in [image] + extent_files(fmt, image)):
+        pass  # libvmdk does not read COWD (vmfsSparse) extents
+    elif ly != want:
         problems.append(f'{LIBYAL[fmt]} media size {ly} != {want}')
     if not compare(fmt, ref, image, want):
         problems.append('content differs from the reference')
@@ -199,7 +224,7 @@ def run_case(tools, name, fmt, create, writes, steps, results, footer=False):
         if footer:
             move_directory_to_footer(image)
         make_ref(fmt, image, ref)
-        stream = not isinstance(create, Mixed) and 'subformat=streamOptimized' in ' '.join(create)
+        stream = not hasattr(create, 'make') and 'subformat=streamOptimized' in ' '.join(create)
         for i, (size, shrink) in enumerate(steps):
             label = f'{name} step {i + 1}: {"shrink" if shrink else "grow"} to {size}'
             problems = []
@@ -506,6 +531,17 @@ def main():
     run_refusal(tools, 'vmdk sparse extent header and descriptor disagree', 'vmdk',
                 Mixed('monolithicFlat', ('F', 64), ('S', 64), line_sectors=100000), 1 * GiB, False,
                 'disagree on its size', results)
+    # COWD (vmfsSparse): the header's size is the switch; a grow gives the exposed directory entries
+    # zeroed tables (a hole), moving the directory when it is too short; a regrow reads zeros.
+    cowd_steps = [(1 * GiB, False), (5 * MiB, True), (200 * MiB, False), (9 * MiB + 512, True), (100 * MiB, False)]
+    run_case(tools, 'vmdk COWD alone', 'vmdk', Cowd(10, 8), [(4 * MiB, 2 * MiB, 0x5a)], cowd_steps, results)
+    run_case(tools, 'vmdk COWD behind a vmfsSparse descriptor', 'vmdk', Cowd(16, 2, descriptor=True, missing=(2,)),
+             [(1 * MiB, MiB, 0x5a)], cowd_steps, results)
+    run_crash(tools, 'vmdk COWD grow (directory moved)', 'vmdk', Cowd(10, 8), [(4 * MiB, 2 * MiB, 0x5a)], 3 * GiB,
+              False, results)
+    run_crash(tools, 'vmdk COWD extent shrink', 'vmdk', Cowd(16, 2, descriptor=True), [(1 * MiB, MiB, 0x5a)],
+              3 * MiB, True, results)
+    run_refusal(tools, 'vmdk COWD past 2 TiB', 'vmdk', Cowd(10, 8), 2 * 1024 * GiB, False, 'at most 2 TiB', results)
     # The same through `instar resize` (host command, sandboxed guest module).
     for sub in ('dynamic', 'fixed'):
         run_case(host, f'vpc {sub} (instar)', 'vpc', ['-o', f'subformat={sub}', str(64 * MiB)], DATA,
@@ -528,6 +564,8 @@ def main():
              ['-o', 'subformat=twoGbMaxExtentFlat', str(5 * GiB)], [(0, MiB, 0x5a), (4095 * MiB, 2 * MiB, 0x44)],
              [(2 * GiB, True)], results)
     run_drop_policy(host, results)
+    run_case(host, 'vmdk COWD behind a vmfsSparse descriptor (instar)', 'vmdk', Cowd(16, 2, descriptor=True),
+             [(1 * MiB, MiB, 0x5a)], [(2 * GiB, False), (7 * MiB, True)], results)
     run_case(host, 'vmdk vmfs, SPARSE then FLAT (instar)', 'vmdk', Mixed('vmfs', ('S', 64), ('F', 64)), DATA,
              [(3 * GiB, False), (100 * MiB, True), (61 * MiB, True)], results)
     run_case(host, 'vmdk streamOptimized, footer (instar)', 'vmdk', STREAM, STREAM_DATA,

@@ -23,6 +23,8 @@
 //   createType qemu opens (monolithicFlat, vmfs, twoGbMaxExtentFlat): the last extent decides the
 //   grow (a sparse one outside a split set grows its capacity as monolithicSparse, its header
 //   first, then the descriptor), the kept one decides the cut of a shrink.
+// - COWD (vmfsSparse) files, alone or as VMFSSPARSE extents: resize_cowd (its header is the switch;
+//   a grow gives the exposed range zeroed grain tables, the directory moved when too short).
 #include "vmdk_edit.h"
 
 #include <instar/guest/arena_new.h>
@@ -770,6 +772,150 @@ private:
 // descriptor goes first, then the kept last extent's header, so a kill between leaves the kept
 // extents' old length, the old content up to there. Then each dropped file is reported
 // (RESIZE_DATA_DROPPED_FILE) for the host to remove.
+// COWD (vmfsSparse; qemu's vmdk_open_vmfs_sparse): a header of 32-bit little-endian fields
+// (magic, version, flags, disk_sectors, granularity, l1dir_offset, l1dir_size, file_sectors, ...),
+// a grain directory of l1dir_size 32-bit sector numbers, 4096-entry grain tables. qemu sizes the
+// extent by disk_sectors: one sector-0 write of the header is the switch. A shrink changes only
+// that (the tables past the new end become unreachable; nothing is freed in a COWD file anyway);
+// a grow first clears whatever a shrink left in the range it exposes (the tail of the grain holding
+// the old end, the table entries and directory entries past it), so it reads as zeros, gives every
+// directory entry from there a zeroed table (a hole at the file's end), and moves the directory
+// whole after them when it has too few entries.
+constexpr uint64_t COWD_MAX_SECTORS = 0xffffffffu; // disk_sectors and every sector number are 32-bit
+
+Status cowd_corrupt(EditHost& host) {
+    return refuse(host, Status::Corrupt, "vmdk: a COWD grain directory or table lies past the end of the file");
+}
+
+Status resize_cowd(SizedDevice& dev, EditHost& host, guest::Allocator& alloc, uint64_t size, bool shrink_ok) {
+    VmdkAltExtent x{};
+    char why[VMDK_REASON_MAX];
+    Status st = vmdk_cowd_open(dev, &x, why);
+    if (st != Status::Ok)
+        return refuse(host, st, why[0] != 0 ? why : "vmdk: cannot open the COWD extent");
+    const uint64_t cap = x.sectors;
+    const uint64_t new_cap = size / 512;
+    if (new_cap == cap)
+        return Status::Ok;
+    if (new_cap < cap && !shrink_ok)
+        return refuse(host, Status::Invalid, "Use the --shrink option to perform a shrink operation.");
+    if (new_cap > COWD_MAX_SECTORS)
+        return refuse(host, Status::TooLarge, "vmdk: a COWD extent addresses at most 2 TiB");
+    const uint64_t span = uint64_t{x.gtes} * x.grain_sectors;
+    const uint64_t need = (new_cap + span - 1) / span;
+    if (need > VMDK_MAX_L1_SIZE)
+        return refuse(host, Status::TooLarge, "vmdk: the new size needs too many grain directory entries");
+    uint8_t hdr[512];
+    if ((st = read_zero_filled(dev, 0, hdr, sizeof hdr)) != Status::Ok)
+        return st;
+    if (new_cap > cap) {
+        const uint64_t l1 = x.l1_size;
+        const uint64_t gd_bytes = l1 * 4;
+        if (x.gd_offset + gd_bytes > dev.size())
+            return cowd_corrupt(host);
+        guest::ScopedBuffer gd(alloc, static_cast<size_t>(gd_bytes) + 4);
+        if (!gd.p)
+            return Status::NoMemory;
+        if ((st = dev.read(x.gd_offset, gd.p, static_cast<size_t>(gd_bytes))) != Status::Ok)
+            return st;
+        const uint64_t gt_bytes = uint64_t{x.gtes} * 4;
+        // The grain holding the old end: its tail past it is zeroed, and the entries of the grains
+        // wholly past it in the same table are cleared.
+        const uint64_t first_free = (cap + x.grain_sectors - 1) / x.grain_sectors; // first grain wholly past cap
+        const uint64_t gde = cap / span;
+        if (gde < l1 && (cap % span) != 0) {
+            const uint64_t gt = uint64_t{load_le32(gd.p + gde * 4)} * 512;
+            if (gt != 0) {
+                if (gt + gt_bytes > dev.size())
+                    return cowd_corrupt(host);
+                guest::ScopedBuffer table(alloc, static_cast<size_t>(gt_bytes));
+                if (!table.p)
+                    return Status::NoMemory;
+                if ((st = dev.read(gt, table.p, static_cast<size_t>(gt_bytes))) != Status::Ok)
+                    return st;
+                if (cap % x.grain_sectors != 0) {
+                    const uint64_t g = cap / x.grain_sectors;
+                    const uint64_t at = uint64_t{load_le32(table.p + (g % x.gtes) * 4)} * 512;
+                    const uint64_t keep = (cap % x.grain_sectors) * 512;
+                    const uint64_t grain_bytes = x.grain_sectors * 512;
+                    if (at != 0) {
+                        if (at + grain_bytes > dev.size())
+                            return cowd_corrupt(host);
+                        guest::ScopedBuffer zeros(alloc, static_cast<size_t>(grain_bytes - keep));
+                        if (!zeros.p)
+                            return Status::NoMemory;
+                        __builtin_memset(zeros.p, 0, static_cast<size_t>(grain_bytes - keep));
+                        if ((st = dev.write(at + keep, zeros.p, static_cast<size_t>(grain_bytes - keep))) != Status::Ok)
+                            return st;
+                    }
+                }
+                bool stale = false;
+                for (uint64_t e = first_free % x.gtes; e != 0 && e < x.gtes; ++e)
+                    stale = stale || load_le32(table.p + e * 4) != 0;
+                if (stale && first_free % x.gtes != 0) {
+                    const uint64_t from = first_free % x.gtes;
+                    __builtin_memset(table.p + from * 4, 0, static_cast<size_t>((x.gtes - from) * 4));
+                    if ((st = dev.write(gt, table.p, static_cast<size_t>(gt_bytes))) != Status::Ok)
+                        return st;
+                }
+            }
+        }
+        // The directory, `need` entries: the old ones up to the old end, then a new zeroed grain
+        // table for every entry from there that has none (qemu's vmdk_pwritev cannot allocate a
+        // table: with none its write lands at the file's start, as on a VMware image missing one);
+        // the tables are a hole at the file's end, the directory stays or moves after them.
+        const uint64_t used = (cap + span - 1) / span;
+        const uint64_t gd_new = round_up(need * 4, 512);
+        guest::ScopedBuffer dir(alloc, static_cast<size_t>(need <= l1 ? gd_bytes : gd_new) + 4);
+        if (!dir.p)
+            return Status::NoMemory;
+        __builtin_memset(dir.p, 0, static_cast<size_t>(need <= l1 ? gd_bytes : gd_new));
+        __builtin_memcpy(dir.p, gd.p, static_cast<size_t>((used < l1 ? used : l1) * 4));
+        const uint64_t tables_at = round_up(dev.size(), 512);
+        uint64_t end = tables_at;
+        for (uint64_t e = cap / span; e < need; ++e) {
+            if (e < used && e < l1 && load_le32(dir.p + e * 4) != 0)
+                continue;
+            if ((end + gt_bytes) / 512 > COWD_MAX_SECTORS)
+                return refuse(host, Status::TooLarge, "vmdk: the COWD file would exceed 2 TiB");
+            store_le32(dir.p + e * 4, static_cast<uint32_t>(end / 512));
+            end += gt_bytes;
+        }
+        const uint64_t dir_at = need <= l1 ? x.gd_offset : end;
+        if (need > l1) {
+            if ((end + gd_new) / 512 > COWD_MAX_SECTORS)
+                return refuse(host, Status::TooLarge, "vmdk: the COWD file would exceed 2 TiB");
+            end += gd_new;
+        }
+        if (end > dev.size() && (st = dev.set_length(host, end, guest::Prealloc::Off)) != Status::Ok)
+            return st;
+        if ((st = dev.write(dir_at, dir.p, static_cast<size_t>(need <= l1 ? gd_bytes : gd_new))) != Status::Ok)
+            return st;
+        if (need > l1) {
+            store_le32(hdr + 20, static_cast<uint32_t>(dir_at / 512));
+            store_le32(hdr + 24, static_cast<uint32_t>(need));
+        }
+        if (load_le32(hdr + 28) < end / 512)
+            store_le32(hdr + 28, static_cast<uint32_t>(end / 512));
+        if ((st = dev.flush(host)) != Status::Ok)
+            return st;
+    }
+    store_le32(hdr + 12, static_cast<uint32_t>(new_cap));
+    if ((st = dev.write(0, hdr, sizeof hdr)) == Status::Ok) // the switch
+        st = dev.flush(host);
+    return st;
+}
+
+// Extents qemu sizes by their own header (the descriptor's number is not read): a new size is
+// written there, as monolithicSparse or COWD.
+bool header_sized(ExtentType t) { return t == ExtentType::Sparse || t == ExtentType::VmfsSparse; }
+
+Status resize_in_place(SizedDevice& file, ExtentType t, EditHost& host, guest::Allocator& alloc, uint64_t size) {
+    if (t == ExtentType::VmfsSparse)
+        return resize_cowd(file, host, alloc, size, true);
+    return resize_sparse(file, host, alloc, nullptr, size, true);
+}
+
 Status shrink_extents(SizedDevice& dev, SizedDevice* const* files, uint32_t count, Text t, const ExtentLine* lines,
                       const size_t* starts, LineEdit* edits, EditHost& host, guest::Allocator& alloc, uint64_t size) {
     const uint64_t new_sectors = size / 512;
@@ -780,10 +926,10 @@ Status shrink_extents(SizedDevice& dev, SizedDevice* const* files, uint32_t coun
     const uint64_t kept_sectors = new_sectors - before;
     const bool drops = keep + 1 < count;
     const bool cut = kept_sectors < static_cast<uint64_t>(lines[keep].sectors);
-    const bool sparse = lines[keep].type == ExtentType::Sparse; // the kept one's kind decides its cut
+    const bool sparse = header_sized(lines[keep].type); // the kept one's kind decides its cut
     SizedDevice& kept = *files[keep];
     Status st = Status::Ok;
-    if (sparse && cut && !drops && (st = resize_sparse(kept, host, alloc, nullptr, kept_sectors * 512, true)) != Status::Ok)
+    if (sparse && cut && !drops && (st = resize_in_place(kept, lines[keep].type, host, alloc, kept_sectors * 512)) != Status::Ok)
         return st;
     uint32_t n = 0;
     edits[n++] = {starts[keep], kept_sectors};
@@ -804,7 +950,7 @@ Status shrink_extents(SizedDevice& dev, SizedDevice* const* files, uint32_t coun
     if (st == Status::Ok)
         st = dev.set_length(host, text_len, guest::Prealloc::Off);
     if (st == Status::Ok && cut && sparse && drops) {
-        if ((st = resize_sparse(kept, host, alloc, nullptr, kept_sectors * 512, true)) != Status::Ok)
+        if ((st = resize_in_place(kept, lines[keep].type, host, alloc, kept_sectors * 512)) != Status::Ok)
             return st;
     } else if (st == Status::Ok && cut && !sparse) {
         const uint64_t offset = static_cast<uint64_t>(lines[keep].flat_offset < 0 ? 0 : lines[keep].flat_offset);
@@ -849,9 +995,9 @@ Status resize_flat(SizedDevice& dev, SizedDevice* const* files, uint32_t file_co
     // descriptor, which is used here.
     uint64_t old_sectors = 0;
     for (uint32_t i = 0; i < c.count; ++i) {
-        if (lines[i].type != ExtentType::Sparse && lines[i].type != ExtentType::Flat &&
-            lines[i].type != ExtentType::Vmfs)
-            return refuse(host, Status::Unsupported, "vmdk: only FLAT, VMFS and SPARSE extents can be resized");
+        if (lines[i].type == ExtentType::SeSparse)
+            return refuse(host, Status::Unsupported,
+                          "vmdk: only FLAT, VMFS, SPARSE and VMFSSPARSE extents can be resized");
         old_sectors += static_cast<uint64_t>(lines[i].sectors);
     }
     static constexpr char SPLIT_SPARSE[] = "twoGbMaxExtentSparse";
@@ -862,7 +1008,10 @@ Status resize_flat(SizedDevice& dev, SizedDevice* const* files, uint32_t file_co
     // The last extent decides how the disk grows: a flat one grows in place (to 2 GiB in a split
     // set, then new files of its kind), a sparse one gets new sparse files in a split set and grows
     // its own capacity otherwise (then its header is the switch qemu sees, the descriptor follows).
-    const bool sparse = lines[c.count - 1].type == ExtentType::Sparse;
+    const ExtentType last_type = lines[c.count - 1].type;
+    const bool sparse = header_sized(last_type);
+    if (last_type == ExtentType::VmfsSparse)
+        split = false; // a COWD last extent grows its own capacity, even in a split set
     if (sparse && prealloc != guest::Prealloc::Off)
         return refuse(host, Status::Unsupported, "vmdk: preallocation is not supported for sparse extents");
     const uint64_t new_sectors = size / 512;
@@ -894,7 +1043,15 @@ Status resize_flat(SizedDevice& dev, SizedDevice* const* files, uint32_t file_co
     more -= grow_last;
     const uint64_t new_files = split ? (more + split_sectors - 1) / split_sectors : 0;
     bool zeroed_grain = false;
-    if (sparse) {
+    if (last_type == ExtentType::VmfsSparse) {
+        VmdkAltExtent x{};
+        char why[VMDK_REASON_MAX];
+        if ((st = vmdk_cowd_open(last_file, &x, why)) != Status::Ok)
+            return refuse(host, st, why[0] != 0 ? why : "vmdk: cannot open the last COWD extent");
+        if (x.sectors != last_sectors)
+            return refuse(host, Status::Unsupported,
+                          "vmdk: the last sparse extent's header and the descriptor disagree on its size");
+    } else if (sparse) {
         Vmdk4Header h{};
         VmdkSparseExtent x{};
         bool embedded = false;
@@ -945,8 +1102,8 @@ Status resize_flat(SizedDevice& dev, SizedDevice* const* files, uint32_t file_co
     }
     const uint64_t file_end = (last_offset + last_sectors + grow_last) * 512;
     if (st == Status::Ok && sparse && grow_last > 0) {
-        if ((st = resize_sparse(last_file, host, alloc, nullptr, (last_sectors + grow_last) * 512, false)) != Status::Ok)
-            return st; // resize_sparse said why
+        if ((st = resize_in_place(last_file, last_type, host, alloc, (last_sectors + grow_last) * 512)) != Status::Ok)
+            return st; // resize_sparse / resize_cowd said why
     } else if (st == Status::Ok && grow_last > 0 && last_file.size() < file_end) {
         st = last_file.set_length(host, file_end, prealloc);
     }
@@ -1052,8 +1209,11 @@ guest::Status edit_resize(const EditRequest& req, EditHost& host) {
             return refuse(host, Status::Unsupported, "vmdk: preallocation is not supported for sparse extents");
         return resize_sparse(*d.image, host, *req.allocator, req.codecs, size, shrink_ok);
     }
-    if (load_be32(magic) == VMDK3_MAGIC)
-        return refuse(host, Status::Unsupported, "vmdk: COWD (vmfsSparse) extents cannot be resized");
+    if (load_be32(magic) == VMDK3_MAGIC) {
+        if ((args.flags & guest::RESIZE_PREALLOC_GIVEN) != 0 && args.prealloc != 0)
+            return refuse(host, Status::Unsupported, "vmdk: preallocation is not supported for sparse extents");
+        return resize_cowd(*d.image, host, *req.allocator, size, shrink_ok);
+    }
     return resize_flat(*d.image, d.files, d.count, host, *req.allocator, size, shrink_ok,
                        static_cast<guest::Prealloc>(args.prealloc));
 }
