@@ -36,6 +36,11 @@ const Divergence DIVERGENCES[] = {
      "-n into a sparse extent whose grain directory entry is 0 allocates the grain table (zero-filled at the end of "
      "the file, then the directory entry); a streamOptimized extent's is refused",
      "qemu-img writes such a grain at file offset 0, over the header, and exits 0: the image is destroyed"},
+    {"vmdk-stream-footer-write", "convert",
+     "-n and commit into a streamOptimized image in VMware's layout (the header at 0 saying the directory is at "
+     "the end, the real header in a footer) are refused before anything is written",
+     "qemu-img appends the grains after the footer and exits 0: the file no longer ends with its footer and "
+     "neither qemu nor VMware opens it (\"Invalid footer\")"},
     {"vmdk-compress-libdeflate", "convert",
      "convert into a new streamOptimized vmdk deflates its grains with libdeflate at zlib's default level: the same "
      "content, smaller grains, other bytes than qemu-img's compress(); INSTAR_DEFLATE=zlib deflates as qemu-img does",

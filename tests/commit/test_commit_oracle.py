@@ -137,7 +137,12 @@ ERROR_CASES = [
 # instar refuses these on purpose (documented in docs/commit.md): (scenario, args, message). None
 # now: a vmdk base made of several files (round 29) is written as convert -n writes one.
 REFUSED = [("corrupt_base", ["t.qcow2"],
-            "qemu-img: Could not open 'b.qcow2': qcow2: Image is corrupt; cannot be opened read/write\n")]
+            "qemu-img: Could not open 'b.qcow2': qcow2: Image is corrupt; cannot be opened read/write\n"),
+           ("stream_footer_base", ["t.qcow2"],
+            "qemu-img: Could not open 'b.vmdk': instar cannot write into this existing streamOptimized vmdk image\n"),
+           ("small_stream_footer_base", ["t.qcow2"],
+            "qemu-img: instar cannot grow the base image 'b.vmdk' (4194304 bytes) to the size of 't.qcow2' (8388608 "
+            "bytes): instar cannot write into this existing streamOptimized vmdk image\n")]
 # vmdk bases made of several files: a descriptor and a flat extent, and split extents (sparse and
 # flat, several 2 GiB slices only past 2 GiB: one here, still a separate file).
 DATA_CASES += [("vmdk_flat_base", ["t.vmdk"]), ("vmdk_2g_sparse_base", ["t.vmdk"]),
@@ -145,6 +150,19 @@ DATA_CASES += [("vmdk_flat_base", ["t.vmdk"]), ("vmdk_2g_sparse_base", ["t.vmdk"
 SCENARIOS["larger_top"] = two(base_size="4M", top_size="8M", top_data=["write -P 0x61 6M 64k"],
                               base_data=["write -P 0x11 0 1M"])
 SCENARIOS["vmdk_base"] = two(base_fmt="vmdk")
+# A streamOptimized base in VMware's layout (the header in a footer): qemu-img appends the grains
+# after the footer and the base no longer opens ("Invalid footer"); instar refuses, nothing written
+# (docs/commit.md, "Not done").
+VMWARE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "plugins", "vmdk", "tests")
+TO_FOOTER = ["python3", "-c", "import sys\nsys.path.insert(0, %r)\nfrom vmdk_vmware_images import "
+             "move_directory_to_footer\nmove_directory_to_footer('b.vmdk')" % VMWARE]
+SCENARIOS["stream_footer_base"] = two(base_opts=("-o", "subformat=streamOptimized"), base_fmt="vmdk")
+SCENARIOS["stream_footer_base"][0].insert(2, TO_FOOTER)
+# The same smaller than the top: refused before the base grows (RESIZE_THEN_WRITTEN).
+SCENARIOS["small_stream_footer_base"] = two(base_opts=("-o", "subformat=streamOptimized"), base_fmt="vmdk",
+                                            base_size="4M", top_size="8M", top_data=["write -P 0x61 6M 64k"],
+                                            base_data=["write -P 0x11 0 1M"])
+SCENARIOS["small_stream_footer_base"][0].insert(2, TO_FOOTER)
 # Bases smaller than the top, of formats qemu-img cannot grow (the top's data past the base's end).
 GROW_TOP = ["write -P 0x61 6M 64k", "write -P 0x62 100k 4k"]
 for _fmt in ("vmdk", "vpc", "vhdx"):

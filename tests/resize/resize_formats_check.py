@@ -26,6 +26,10 @@ import tempfile
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'formats'))
 from differential_support import QEMUS, report, start  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'plugins', 'vmdk', 'tests'))
+import vmdk_vmware_images as vm  # noqa: E402
+from vmdk_vmware_images import move_directory_to_footer  # noqa: E402
+
 MiB = 1 << 20
 GiB = 1 << 30
 QEMU_IMG, QEMU_IO = QEMUS['7.2']
@@ -150,9 +154,6 @@ class Cowd:
         self.mib, self.grain, self.descriptor, self.missing = mib, grain, descriptor, missing
 
     def make(self, image):
-        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'plugins', 'vmdk',
-                                        'tests'))
-        import vmdk_vmware_images as vm  # noqa: E402
         sectors = self.mib * 2048
         grains = {0: b'\x11' * 4096, sectors // self.grain - 1: b'\x44' * 512}
         if not self.descriptor:
@@ -258,26 +259,6 @@ def run_case(tools, name, fmt, create, writes, steps, results, footer=False):
             results.append((label, problems))
             if problems:
                 return
-
-
-def move_directory_to_footer(image):
-    """A qemu-made streamOptimized image as VMware writes them: no redundant directory, the header's
-    directory offset GD_AT_END, the real header in a footer (footer marker, magic + header,
-    end-of-stream marker)."""
-    with open(image, 'r+b') as f:
-        head = bytearray(f.read(512))
-        flags = struct.unpack_from('<I', head, 8)[0] & ~2  # VMDK4_FLAG_RGD
-        struct.pack_into('<IQ', head, 8, flags, struct.unpack_from('<Q', head, 12)[0])
-        head[48:56] = bytes(8)  # rgd_offset
-        f.seek(0, 2)
-        end = (f.tell() + 511) // 512 * 512
-        marker = lambda kind: struct.pack('<QII', 1 if kind == 3 else 0, 0, kind) + bytes(496)  # noqa: E731
-        footer = bytes(head[:512])
-        f.seek(end)
-        f.write(marker(3) + footer + marker(0))
-        head[56:64] = struct.pack('<Q', 0xffffffffffffffff)
-        f.seek(0)
-        f.write(head)
 
 
 def run_refusal(tools, name, fmt, create, size, shrink, want_text, results, footer=False):

@@ -255,6 +255,7 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
         r.new_size = top.node.virtual_size;
         r.old_size = base_link.node.virtual_size;
         r.prealloc = static_cast<std::uint32_t>(guest::Prealloc::Off);
+        r.flags = guest::RESIZE_THEN_WRITTEN;
         EditCall call;
         call.link = &base_link;
         call.filename = base_link.name;

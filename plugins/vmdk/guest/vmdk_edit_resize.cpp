@@ -36,6 +36,7 @@
 #include "vmdk_create_descriptor.h"
 #include "vmdk_create_extent.h"
 #include "vmdk_descriptor.h"
+#include "vmdk_existing_write.h"
 #include "vmdk_read.h"
 #include "vmdk_sparse_header.h"
 #include "vmdk_write.h"
@@ -1191,6 +1192,11 @@ guest::Status edit_resize(const EditRequest& req, EditHost& host) {
         if (st != Status::Ok)
             return st;
         free_layout(*req.allocator, &layout);
+        // A base commit writes next: refused now if its writer would refuse it (nothing written),
+        // not after it grew (a streamOptimized image in VMware's footer layout).
+        guest::ImageWriter* writer = nullptr;
+        if ((args.flags & guest::RESIZE_THEN_WRITTEN) != 0 && (st = open_writer(o, &writer)) != Status::Ok)
+            return st;
     }
     const uint64_t size = (args.new_size + 511) & ~uint64_t{511};
     if (size == 0)

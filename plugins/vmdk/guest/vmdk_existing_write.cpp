@@ -496,10 +496,23 @@ Status sparse_writer(BlockDevice& dev, guest::Allocator& alloc, guest::ReasonSin
                                    : "instar cannot write into this kind of vmdk extent yet (vmfsSparse)");
         return Status::Unsupported;
     }
-    // streamOptimized: qemu appends compressed grains (whole ones) to a monolithic image; the
-    // directory is the footer's when the header's says "at the end".
+    // streamOptimized: qemu appends compressed grains (whole ones) to a monolithic image. VMware's
+    // layout (the header at 0 saying the directory is "at the end", the real header in a footer)
+    // is refused: a grain appended after the footer leaves a file that no longer ends with it, which
+    // neither qemu nor VMware opens ("Invalid footer": what qemu-img's own write does to it).
+    // vmdk_sparse_open returns the footer's header there, so the one at 0 is read here.
     const bool stream = ext.compressed;
-    if (h.gd_offset == VMDK4_GD_AT_END || (!stream && (h.flags & (VMDK4_FLAG_COMPRESS | VMDK4_FLAG_MARKER)))) {
+    bool footer = false;
+    if (!cowd) {
+        uint8_t first[4 + sizeof(Vmdk4HeaderDisk)];
+        if ((st = dev.read(0, first, sizeof first)) != Status::Ok)
+            return st;
+        Vmdk4Header at_start{};
+        vmdk4_header_decode(first + 4, &at_start);
+        footer = at_start.gd_offset == VMDK4_GD_AT_END;
+    }
+    if (footer || h.gd_offset == VMDK4_GD_AT_END ||
+        (!stream && (h.flags & (VMDK4_FLAG_COMPRESS | VMDK4_FLAG_MARKER)))) {
         say_text(reasons, "instar cannot write into this existing streamOptimized vmdk image");
         return Status::Unsupported;
     }

@@ -5,6 +5,7 @@ cowd(path, sectors, grain_sectors, grains, ...) writes a COWD file; grains maps 
 its bytes (or None for an allocated table with an unallocated entry). sesparse(...) writes a
 seSparse extent file; grains maps a grain index to bytes, 'zero' or 'unmapped'.
 descriptor(path, create_type, extents) writes a descriptor file.
+move_directory_to_footer(image) turns a qemu-made streamOptimized image into VMware's layout.
 """
 import struct
 
@@ -119,3 +120,23 @@ def descriptor(path, create_type, extents, parent_hint=None):
     lines += ['', 'ddb.virtualHWVersion = "4"', '']
     with open(path, 'w') as f:
         f.write('\n'.join(lines))
+
+
+def move_directory_to_footer(image):
+    """A qemu-made streamOptimized image as VMware writes them: no redundant directory, the header's
+    directory offset GD_AT_END, the real header in a footer (footer marker, magic + header,
+    end-of-stream marker)."""
+    with open(image, 'r+b') as f:
+        head = bytearray(f.read(512))
+        flags = struct.unpack_from('<I', head, 8)[0] & ~2  # VMDK4_FLAG_RGD
+        struct.pack_into('<IQ', head, 8, flags, struct.unpack_from('<Q', head, 12)[0])
+        head[48:56] = bytes(8)  # rgd_offset
+        f.seek(0, 2)
+        end = (f.tell() + 511) // 512 * 512
+        marker = lambda kind: struct.pack('<QII', 1 if kind == 3 else 0, 0, kind) + bytes(496)  # noqa: E731
+        footer = bytes(head[:512])
+        f.seek(end)
+        f.write(marker(3) + footer + marker(0))
+        head[56:64] = struct.pack('<Q', 0xffffffffffffffff)
+        f.seek(0)
+        f.write(head)

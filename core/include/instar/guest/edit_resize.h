@@ -23,6 +23,11 @@ inline constexpr uint32_t RESIZE_SHRINK_BY = 32;  // -SIZE
 // record asked for (as the overlay reads them where it maps nothing: zeros past the backing image's
 // end, the device shorter then), sent by the host on the run it makes again.
 inline constexpr uint32_t RESIZE_BACKING_BYTES = 64;
+// The image is written right after the resize (commit grows a smaller base, then copies into it):
+// a format whose existing-image writer would refuse the image refuses the resize first, so a
+// failed commit leaves the base as it was. Formats whose writer takes every image they resize
+// ignore it.
+inline constexpr uint32_t RESIZE_THEN_WRITTEN = 128;
 
 // Resize's data record (the first command data kind, INSTAR_EDIT_COMMAND_DATA, spelled here as
 // edit_api.h spells its own): a uint32 index into EditRequest::files of a file the image no longer
