@@ -2,6 +2,8 @@
 // entry by entry (8-byte L1/L2 entries, one refcount entry), so nothing is held back at the end and
 // memory is one cluster buffer whatever the image's size.
 #include "qcow2_existing_write.h"
+
+#include "qcow2_deferred_meta.h"
 #include "qcow2_index_set.h"
 
 #include "qcow2_bitmap_dirty.h"
@@ -55,7 +57,7 @@ class ExistingWriter final : public guest::ImageWriter, private BitmapDirty::Clu
 public:
     ExistingWriter(guest::BlockDevice& dev, guest::Allocator& alloc, guest::ReasonSink* reasons,
                    const guest::Codecs* codecs, const Qcow2Header& h, uint8_t* buf)
-        : dev_(dev), alloc_(alloc), reasons_(reasons), codecs_(codecs), h_(h), cs_(h.cluster_size()), cb_(h.cluster_bits),
+        : meta_(dev, alloc, h.cluster_size()), dev_(meta_), alloc_(alloc), reasons_(reasons), codecs_(codecs), h_(h), cs_(h.cluster_size()), cb_(h.cluster_bits),
           extl2_((h.incompatible_features & QCOW2_INCOMPAT_EXTL2) != 0), ew_(extl2_ ? 16 : 8),
           scb_(extl2_ ? h.cluster_bits - 5 : h.cluster_bits), l2_entries_(h.cluster_size() / ew_), buf_(buf),
           has_backing_(h.backing_file_offset != 0) {
@@ -213,8 +215,10 @@ public:
         const uint64_t ce = host | QCOW_OFLAG_COMPRESSED | (nb_csectors << csize_shift);
         return extl2_ ? write_entry_ext(at, ce, 0) : write64(at, ce); // (a compressed cluster's bitmap is 0)
     }
-    Status finish() override { return Status::Ok; } // every update was written through
+    Status finish() override { return meta_.settle(); } // what waits (qcow2_deferred_meta.h)
     void close() override {
+        (void)meta_.settle(); // after a failure too: the metadata of data already written
+        meta_.release();
         l1_vetted_.release(alloc_);
         rb_ours_.release(alloc_);
         alloc_.deallocate(buf_, static_cast<size_t>(cs_));
@@ -293,9 +297,12 @@ private:
     // A data write: on encrypted images through qcow2_co_encrypt (whole 512-byte sectors numbered
     // from the host or the guest offset, encrypted in a bounce buffer).
     Status data_write(uint64_t host, uint64_t guest, const uint8_t* src, uint64_t len) {
-        guest::BlockDevice& out = data_ != nullptr ? *data_ : dev_;
+        // The image's own clusters go ahead of the metadata that waits (DeferredMeta::write_data).
+        auto out = [&](uint64_t at, const uint8_t* b, size_t n) {
+            return data_ != nullptr ? data_->write(at, b, n) : meta_.write_data(at, b, n);
+        };
         if (cipher_ == nullptr)
-            return out.write(host, src, static_cast<size_t>(len));
+            return out(host, src, static_cast<size_t>(len));
         if ((host | guest | len) % SECTOR != 0)
             return Status::Invalid;
         if (xbuf_ == nullptr) {
@@ -308,7 +315,7 @@ private:
             const size_t n = len - done < ENCRYPT_CHUNK ? static_cast<size_t>(len - done) : ENCRYPT_CHUNK;
             __builtin_memcpy(xbuf_, src + done, n);
             cipher_->encrypt((base + done) / SECTOR, xbuf_, n);
-            if (const Status st = out.write(host + done, xbuf_, n); st != Status::Ok)
+            if (const Status st = out(host + done, xbuf_, n); st != Status::Ok)
                 return st;
             done += n;
         }
@@ -393,11 +400,14 @@ private:
         return corrupt(r);
     }
     // Bytes written into the image (L2 entries among them): the cached L2 table stays the file's.
+    // Metadata bytes: into the cached L2 table when they lie there (written from it later,
+    // DeferredMeta::defer_table), else waiting on their own (DeferredMeta::defer_l2).
     Status l2_write(uint64_t offset, const uint8_t* b, uint64_t n) {
-        const Status st = dev_.write(offset, b, static_cast<size_t>(n));
-        if (st == Status::Ok && l2c_ != nullptr && offset >= l2c_off_ && offset - l2c_off_ <= cs_ - n)
+        if (l2c_ != nullptr && l2c_off_ != UINT64_MAX && offset >= l2c_off_ && offset - l2c_off_ <= cs_ - n) {
             __builtin_memcpy(l2c_ + (offset - l2c_off_), b, static_cast<size_t>(n));
-        return st;
+            return meta_.defer_table(l2c_off_, l2c_, offset - l2c_off_, offset - l2c_off_ + n);
+        }
+        return meta_.defer_l2(offset, b, static_cast<size_t>(n));
     }
     // An L2 entry at `at` (inside the L2 table cluster the caller checked), through a one-table cache.
     Status l2_read(uint64_t at, uint64_t* v) {
@@ -1091,7 +1101,7 @@ private:
                 byte = static_cast<uint8_t>((byte & ~mask) | ((1u << shift) & mask));
             }
         }
-        return dev_.write(block + lo, buf_, static_cast<size_t>(hi - lo));
+        return meta_.defer_refcounts(block + lo, buf_, static_cast<size_t>(hi - lo));
     }
 
     // zbuf_, made on first use: one cluster of zeros.
@@ -1508,7 +1518,8 @@ private:
         return st == Status::Unsupported ? Status::Ok : st;
     }
 
-    guest::BlockDevice& dev_;
+    DeferredMeta meta_;      // the image's device, appended runs' metadata waiting (qcow2_deferred_meta.h)
+    guest::BlockDevice& dev_; // meta_: every request through it keeps the writer's order
     guest::Allocator& alloc_;
     guest::ReasonSink* reasons_;
     const guest::Codecs* codecs_;

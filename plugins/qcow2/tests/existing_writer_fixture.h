@@ -92,6 +92,13 @@ struct Opened {
         if (w != nullptr)
             w->close();
     }
+    // The file as the writer leaves it once finished (its metadata may wait until then:
+    // qcow2_deferred_meta.h); the writer stays usable.
+    std::vector<std::uint8_t> bytes() {
+        if (w != nullptr)
+            REQUIRE(w->finish() == guest::Status::Ok);
+        return file.bytes();
+    }
 };
 
 } // namespace instar::qcow2::test

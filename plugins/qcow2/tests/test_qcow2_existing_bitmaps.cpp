@@ -115,7 +115,7 @@ TEST_CASE("qcow2 existing writer: writes set the bits of the enabled bitmaps onl
     REQUIRE(o.w->write_zeroes(2 * CS, CS, true) == Status::Ok);         // a whole cluster
     REQUIRE(o.w->write(DISK - 512, d.data(), 512) == Status::Ok);       // the last sector
     REQUIRE(o.w->finish() == Status::Ok);
-    const auto img = o.file.bytes();
+    const auto img = o.bytes();
     std::vector<std::uint64_t> want4k{16, 17};
     for (std::uint64_t b = 32; b < 48; ++b)
         want4k.push_back(b);
@@ -177,6 +177,6 @@ TEST_CASE("qcow2 existing writer: no data lands on a bitmap, hostile bitmaps are
         Opened o(all_ones);
         REQUIRE(o.status == Status::Ok);
         REQUIRE(o.w->write(CS, d.data(), d.size()) == Status::Ok);
-        CHECK(be64(o.file.bytes(), f.tables[0]) == 1);
+        CHECK(be64(o.bytes(), f.tables[0]) == 1);
     }
 }

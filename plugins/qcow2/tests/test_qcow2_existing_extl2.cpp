@@ -132,7 +132,7 @@ TEST_CASE("qcow2 existing writer, extended L2: subclusters written, completed an
     zero(2 * CS, CS, true);
     // Part of the compressed cluster 8: -ENOTSUP, zeros written as data: copied on write whole.
     zero(8 * CS + SC, SC, true);
-    const std::vector<std::uint8_t>& img = o.file.bytes();
+    const std::vector<std::uint8_t>& img = o.bytes();
     CHECK(entry(img, 1).bm == (((bits(0, 3) | bits(5, 6)) & ~bits(1, 1)) | (bits(1, 1) << 32)));
     const Entry c4 = entry(img, 4);
     CHECK(c4.bm == bits(1, 2));
@@ -154,15 +154,15 @@ TEST_CASE("qcow2 existing writer, extended L2: the file ends where the last subc
     REQUIRE(o.status == Status::Ok);
     const std::vector<std::uint8_t> d(100, 0x11);
     REQUIRE(o.w->write(20 * CS + 1000, d.data(), d.size()) == Status::Ok);
-    const Entry c = entry(o.file.bytes(), 20);
+    const Entry c = entry(o.bytes(), 20);
     CHECK(c.bm == bits(1, 2));
-    CHECK(o.file.bytes().size() == (c.e & OFFSET_MASK) + 3 * SC);
+    CHECK(o.bytes().size() == (c.e & OFFSET_MASK) + 3 * SC);
     // The next write into it lands in place (the cluster starts inside the file).
     REQUIRE(o.w->write(20 * CS + 10 * SC, d.data(), d.size()) == Status::Ok);
-    const Entry c2 = entry(o.file.bytes(), 20);
+    const Entry c2 = entry(o.bytes(), 20);
     CHECK(c2.e == c.e);
     CHECK(c2.bm == (bits(1, 2) | bits(10, 10)));
-    check_clean(o.file.bytes());
+    check_clean(o.bytes());
 }
 
 TEST_CASE("qcow2 existing writer, extended L2: invalid subcluster bitmaps are refused, nothing written") {
@@ -175,7 +175,7 @@ TEST_CASE("qcow2 existing writer, extended L2: invalid subcluster bitmaps are re
         REQUIRE(o.status == Status::Ok);
         CHECK(o.w->write(CS + 3000, d.data(), d.size()) == Status::Corrupt);
         CHECK(o.reasons.text.find("Invalid subcluster bitmap") != std::string::npos);
-        CHECK(o.file.bytes() == both);
+        CHECK(o.bytes() == both);
     }
     auto alloc_unmapped = base; // an allocation bit on an entry that maps nothing (cluster 2)
     put64(alloc_unmapped, entry(base, 1).at + 16 + 8, bits(0, 0));
@@ -183,6 +183,6 @@ TEST_CASE("qcow2 existing writer, extended L2: invalid subcluster bitmaps are re
         Opened o(alloc_unmapped);
         REQUIRE(o.status == Status::Ok);
         CHECK(o.w->write_zeroes(2 * CS, CS, true) == Status::Corrupt);
-        CHECK(o.file.bytes() == alloc_unmapped);
+        CHECK(o.bytes() == alloc_unmapped);
     }
 }

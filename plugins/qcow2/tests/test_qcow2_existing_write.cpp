@@ -57,7 +57,7 @@ TEST_CASE("qcow2 existing writer: in place, appended clusters with refcounts, ze
     REQUIRE(o.w->write(CS + 512, ef.data(), ef.size()) == Status::Ok); // allocated: in place
     REQUIRE(o.w->write_zeroes(0, 512, true) == Status::Ok);            // unallocated: nothing to do
     REQUIRE(o.w->finish() == Status::Ok);
-    const auto img = o.file.bytes();
+    const auto img = o.bytes();
     CHECK(img.size() == end + CS); // one data cluster appended (the L2 table existed)
     const auto disk = read_disk(img);
     std::vector<std::uint8_t> expect(4u << 20, 0);
@@ -73,7 +73,7 @@ TEST_CASE("qcow2 existing writer: in place, appended clusters with refcounts, ze
     Opened k(img);
     REQUIRE(k.status == Status::Ok);
     REQUIRE(k.w->write_zeroes(CS, CS, false) == Status::Ok);
-    const auto kimg = k.file.bytes();
+    const auto kimg = k.bytes();
     const std::uint64_t l1_off = be64(kimg, 40);
     const std::uint64_t l2_off = be64(kimg, l1_off) & 0x00fffffffffffe00ull;
     CHECK((be64(kimg, l2_off + 8) & 1) == 1);
@@ -82,7 +82,7 @@ TEST_CASE("qcow2 existing writer: in place, appended clusters with refcounts, ze
     Opened z(img);
     REQUIRE(z.status == Status::Ok);
     REQUIRE(z.w->write_zeroes(CS, CS, true) == Status::Ok);
-    const auto zimg = z.file.bytes();
+    const auto zimg = z.bytes();
     CHECK(be64(zimg, l2_off + 8) == 1);
     CHECK(qcow2::load_be16(zimg.data() + 0x20000 + 2 * (host / CS)) == 0);
     std::memset(expect.data() + CS, 0, CS);
@@ -98,7 +98,7 @@ TEST_CASE("qcow2 existing writer: a missing L2 table and refcount block are appe
     // anyway and check the file grows by whole clusters and reads back.
     const std::vector<std::uint8_t> d(CS, 0x11);
     REQUIRE(o.w->write(3u << 20, d.data(), d.size()) == Status::Ok);
-    const auto img = o.file.bytes();
+    const auto img = o.bytes();
     CHECK(img.size() % CS == 0);
     const auto disk = read_disk(img);
     CHECK(disk[3u << 20] == 0x11);
@@ -118,7 +118,7 @@ TEST_CASE("qcow2 existing writer: hostile metadata is refused before anything la
         Opened o(into_header); // offset 0 reads as unallocated: a new cluster is appended instead
         REQUIRE(o.status == Status::Ok);
         REQUIRE(o.w->write(CS, d.data(), d.size()) == Status::Ok);
-        CHECK(be64(o.file.bytes(), 0) == be64(base, 0));
+        CHECK(be64(o.bytes(), 0) == be64(base, 0));
     }
     auto onto_l1 = base; // a data cluster on the L1 table
     put64(onto_l1, l2_off + 8, l1_off | COPIED);
@@ -127,7 +127,7 @@ TEST_CASE("qcow2 existing writer: hostile metadata is refused before anything la
         REQUIRE(o.status == Status::Ok);
         CHECK(o.w->write(CS, d.data(), d.size()) == Status::Corrupt);
         CHECK(o.reasons.text.find("on metadata") != std::string::npos);
-        CHECK(o.file.bytes() == onto_l1);
+        CHECK(o.bytes() == onto_l1);
     }
     auto past_eof = base;
     put64(past_eof, l2_off + 8, (base.size() + 16 * CS) | COPIED);
@@ -161,7 +161,7 @@ TEST_CASE("qcow2 existing writer: hostile metadata is refused before anything la
         REQUIRE(o.status == Status::Ok);
         CHECK(o.w->write(CS, d.data(), d.size()) == Status::Corrupt);
         CHECK(o.reasons.text.find("on metadata") != std::string::npos);
-        CHECK(o.file.bytes() == snapshots);
+        CHECK(o.bytes() == snapshots);
     }
     auto big_extra = snapshots; // an entry with more extra data than qemu keeps
     qcow2::store_be32(big_extra.data() + base.size() + 36, 5000);
@@ -189,7 +189,7 @@ TEST_CASE("qcow2 existing writer: pointers past the old end of the file stay ref
         REQUIRE(o.status == Status::Ok);
         CHECK(o.w->write(3 * CS, d.data(), d.size()) == Status::Corrupt);
         CHECK(o.reasons.text.find("past the end of the image file (L2 offset") != std::string::npos);
-        CHECK(o.file.bytes() == entry_ahead);
+        CHECK(o.bytes() == entry_ahead);
     }
     const auto big = base_image(1u << 30); // two L1 entries
     const std::uint64_t big_next = (big.size() + CS - 1) / CS * CS;
@@ -201,7 +201,7 @@ TEST_CASE("qcow2 existing writer: pointers past the old end of the file stay ref
         REQUIRE(o.w->write(3 * CS, d.data(), d.size()) == Status::Ok); // appended at big_next
         CHECK(o.w->write(std::uint64_t{512} << 20, d.data(), 512) == Status::Corrupt);
         CHECK(o.reasons.text.find("L2 table offset") != std::string::npos);
-        const auto after = o.file.bytes();
+        const auto after = o.bytes();
         REQUIRE(after.size() >= big_next + CS);
         CHECK(std::all_of(after.begin() + static_cast<std::ptrdiff_t>(big_next),
                           after.begin() + static_cast<std::ptrdiff_t>(big_next + CS),
@@ -255,7 +255,7 @@ TEST_CASE("qcow2 existing writer: tables and clusters a snapshot shares are copi
     Opened o(shared);
     REQUIRE(o.status == Status::Ok);
     REQUIRE(o.w->write(CS + 4096, d.data(), d.size()) == Status::Ok);
-    const auto img = o.file.bytes();
+    const auto img = o.bytes();
     // The L2 table was copied (flags kept) and the old one lost a reference, unchanged.
     const std::uint64_t new_l2 = be64(img, l1_off) & 0x00fffffffffffe00ull;
     CHECK((be64(img, l1_off) & COPIED) != 0);
@@ -282,7 +282,7 @@ TEST_CASE("qcow2 existing writer: tables and clusters a snapshot shares are copi
     Opened z(zeroed);
     REQUIRE(z.status == Status::Ok);
     REQUIRE(z.w->write_zeroes(CS, CS, true) == Status::Ok);
-    const auto zimg = z.file.bytes();
+    const auto zimg = z.bytes();
     CHECK(refcount(zimg, data_off) == 1);
     CHECK(std::equal(zimg.begin() + data_off, zimg.begin() + data_off + CS, shared.begin() + data_off));
     CHECK(read_disk(zimg)[CS] == 0);
@@ -308,7 +308,7 @@ TEST_CASE("qcow2 existing writer: a full refcount table is grown, the old one fr
     for (std::uint64_t at = 0; at < (12u << 20); at += d.size())
         REQUIRE(o.w->write(at, d.data(), d.size()) == Status::Ok);
     REQUIRE(o.w->finish() == Status::Ok);
-    const auto img = o.file.bytes();
+    const auto img = o.bytes();
     CHECK(img.size() > (12u << 20));
     const std::uint64_t table = be64(img, 48);
     CHECK(table != old_table);
@@ -332,7 +332,7 @@ TEST_CASE("qcow2 existing writer: whole unallocated clusters are appended as one
     const std::vector<std::uint8_t> ee(2 * CS, 0xee);
     REQUIRE(o.w->write(0, ee.data(), ee.size()) == Status::Ok);
     REQUIRE(o.w->finish() == Status::Ok);
-    const auto img = o.file.bytes();
+    const auto img = o.bytes();
     CHECK(img.size() == end + 6 * CS); // five clusters in one run, then cluster 0
     std::vector<std::uint8_t> expect(4u << 20, 0);
     std::memset(expect.data(), 0xee, 2 * CS);
@@ -391,7 +391,7 @@ TEST_CASE("qcow2 existing writer: an overlay is written only with its backing ch
     REQUIRE(o.w->write(2 * CS + 512, cd.data(), cd.size()) == Status::Ok); // partial: the rest from the chain
     // zeros over the chain: a zero cluster (v3), as qemu's write_zeroes into an overlay (commit's base)
     REQUIRE(o.w->write_zeroes(3 * CS, CS, true) == Status::Ok);
-    const auto out = o.file.bytes();
+    const auto out = o.bytes();
     const std::uint64_t l1_off = be64(out, 40);
     const std::uint64_t l2_off = be64(out, l1_off) & 0x00fffffffffffe00ull;
     const std::uint64_t host = be64(out, l2_off + 2 * 8) & 0x00fffffffffffe00ull;
@@ -423,7 +423,7 @@ TEST_CASE("qcow2 existing writer: compressed clusters are copied on write and th
     Opened o(base);
     REQUIRE(o.status == Status::Ok);
     REQUIRE(o.w->write(3 * CS + 1024, d.data(), d.size()) == Status::Ok);
-    const auto img = o.file.bytes();
+    const auto img = o.bytes();
     const std::uint64_t now = be64(img, l2_off + 3 * 8);
     CHECK((now & (std::uint64_t{1} << 62)) == 0);
     CHECK((now & COPIED) != 0);
@@ -437,7 +437,7 @@ TEST_CASE("qcow2 existing writer: compressed clusters are copied on write and th
     Opened z(base);
     REQUIRE(z.status == Status::Ok);
     REQUIRE(z.w->write_zeroes(3 * CS, CS, false) == Status::Ok);
-    const auto zimg = z.file.bytes();
+    const auto zimg = z.bytes();
     CHECK(be64(zimg, l2_off + 3 * 8) == 1);
     CHECK(qcow2::load_be16(zimg.data() + 0x20000 + 2 * (chost / CS)) == 0);
     CHECK(read_disk(zimg) == std::vector<std::uint8_t>(4u << 20, 0));
@@ -450,6 +450,7 @@ TEST_CASE("qcow2 existing writer: compressed clusters are copied on write and th
         REQUIRE(h.status == Status::Ok);
         CHECK(h.w->write(3 * CS, d.data(), d.size()) == Status::Corrupt);
         CHECK(h.reasons.text.find("Compressed cluster data") != std::string::npos);
-        CHECK(h.file.bytes() == bad);
+        CHECK(h.bytes() == bad);
     }
 }
+
