@@ -119,8 +119,11 @@ private:
             if (p.len != 0)
                 if (const guest::Status st = &p == &rc_ ? put(rc_) : settle(); st != guest::Status::Ok)
                     return st;
-            if (len > cap_)
+            if (len > cap_) { // (the writer's are at most a cluster) written at once, after what waits
+                if (const guest::Status st = settle(); st != guest::Status::Ok)
+                    return st;
                 return inner_.write(offset, buf, len);
+            }
             if (p.buf == nullptr && (p.buf = static_cast<uint8_t*>(alloc_.allocate(static_cast<size_t>(cap_), 64))) ==
                                         nullptr) {
                 if (const guest::Status st = settle(); st != guest::Status::Ok)
