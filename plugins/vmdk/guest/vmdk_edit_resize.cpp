@@ -850,11 +850,11 @@ Status resize_cowd(SizedDevice& dev, EditHost& host, guest::Allocator& alloc, ui
                             return st;
                     }
                 }
+                const uint64_t from = first_free % x.gtes; // 0: those grains start the next table
                 bool stale = false;
-                for (uint64_t e = first_free % x.gtes; e != 0 && e < x.gtes; ++e)
+                for (uint64_t e = from; from != 0 && e < x.gtes; ++e)
                     stale = stale || load_le32(table.p + e * 4) != 0;
-                if (stale && first_free % x.gtes != 0) {
-                    const uint64_t from = first_free % x.gtes;
+                if (stale) {
                     __builtin_memset(table.p + from * 4, 0, static_cast<size_t>((x.gtes - from) * 4));
                     if ((st = dev.write(gt, table.p, static_cast<size_t>(gt_bytes))) != Status::Ok)
                         return st;
@@ -867,10 +867,11 @@ Status resize_cowd(SizedDevice& dev, EditHost& host, guest::Allocator& alloc, ui
         // the tables are a hole at the file's end, the directory stays or moves after them.
         const uint64_t used = (cap + span - 1) / span;
         const uint64_t gd_new = round_up(need * 4, 512);
-        guest::ScopedBuffer dir(alloc, static_cast<size_t>(need <= l1 ? gd_bytes : gd_new) + 4);
+        const uint64_t dir_bytes = need <= l1 ? gd_bytes : gd_new; // in place, or moved
+        guest::ScopedBuffer dir(alloc, static_cast<size_t>(dir_bytes) + 4);
         if (!dir.p)
             return Status::NoMemory;
-        __builtin_memset(dir.p, 0, static_cast<size_t>(need <= l1 ? gd_bytes : gd_new));
+        __builtin_memset(dir.p, 0, static_cast<size_t>(dir_bytes));
         __builtin_memcpy(dir.p, gd.p, static_cast<size_t>((used < l1 ? used : l1) * 4));
         const uint64_t tables_at = round_up(dev.size(), 512);
         uint64_t end = tables_at;
@@ -890,7 +891,7 @@ Status resize_cowd(SizedDevice& dev, EditHost& host, guest::Allocator& alloc, ui
         }
         if (end > dev.size() && (st = dev.set_length(host, end, guest::Prealloc::Off)) != Status::Ok)
             return st;
-        if ((st = dev.write(dir_at, dir.p, static_cast<size_t>(need <= l1 ? gd_bytes : gd_new))) != Status::Ok)
+        if ((st = dev.write(dir_at, dir.p, static_cast<size_t>(dir_bytes))) != Status::Ok)
             return st;
         if (need > l1) {
             store_le32(hdr + 20, static_cast<uint32_t>(dir_at / 512));
