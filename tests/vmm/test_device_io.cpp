@@ -233,6 +233,36 @@ TEST_CASE("a writer thread that cannot confine itself fails the queue instead of
     CHECK(out.contents().empty());
 }
 
+TEST_CASE("early writeback starts every EARLY_WRITEBACK_BYTES, on flushed buffered devices only") {
+    TempFile f(std::vector<unsigned char>{});
+    const std::vector<unsigned char> piece(EARLY_WRITEBACK_BYTES / 4, 0x5a);
+    Device flushed = output_device(f.fd());
+    flushed.early_writeback = true;
+    WritebackStarter starter;
+    std::uint64_t at = 0;
+    int started = 0;
+    for (int i = 0; i < 9; ++i) { // 2.25 x the threshold: two starts, at the 4th and 8th write
+        REQUIRE(::pwrite(f.fd(), piece.data(), piece.size(), static_cast<off_t>(at)) ==
+                static_cast<ssize_t>(piece.size()));
+        at += piece.size();
+        const bool now = starter.wrote(flushed, piece.size());
+        CHECK(now == (i == 3 || i == 7));
+        started += now;
+    }
+    CHECK(started == 2);
+    // The pages are the file's as written (writeback changes nothing a reader sees).
+    CHECK(length(f.fd()) == at);
+    // Not flushed by the operation (-t unsafe, convert -n), or O_DIRECT (no dirty pages): never.
+    Device unsafe = output_device(f.fd());
+    Device direct = flushed;
+    direct.direct = true;
+    WritebackStarter other;
+    for (int i = 0; i < 8; ++i) {
+        CHECK_FALSE(other.wrote(unsafe, EARLY_WRITEBACK_BYTES));
+        CHECK_FALSE(other.wrote(direct, EARLY_WRITEBACK_BYTES));
+    }
+}
+
 TEST_CASE("sandbox write-behind: deferred writes arrive; a failed deferred write fails the run") {
     if (!vmm_test::need_kvm()) return;
     const std::string modules[] = {vmm_test::hostile_module()};

@@ -19,6 +19,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "hostile_attacks.h"
@@ -243,11 +244,56 @@ TEST_CASE("device descriptors in a block: every one allowed, its neighbours kill
     CHECK(killed_by_sigsys(run_block_child(base, count, [] { pread_one(base - 1); })));
     CHECK(killed_by_sigsys(run_block_child(base, count, [] { pread_one(base + count); })));
     CHECK(killed_by_sigsys(run_block_child(base, count, [] { (void)::fdatasync(base + count); })));
+    // Early writeback (device_io.h) on a device, and on its neighbour.
+    CHECK(exited_ok(run_block_child(base, count, [] {
+        if (::sync_file_range(base + count - 1, 0, 0, SYNC_FILE_RANGE_WRITE) != 0) ::_exit(6);
+    })));
+    CHECK(killed_by_sigsys(run_block_child(base, count, [] {
+        (void)::sync_file_range(base + count, 0, 0, SYNC_FILE_RANGE_WRITE);
+    })));
     // The upper half of the register is compared too: the kernel would take 2^32 + base as base.
     CHECK(killed_by_sigsys(run_block_child(base, count, [] {
         char c;
         ::syscall(SYS_pread64, (1ull << 32) + base, &c, 1, 0);
     })));
+}
+
+namespace {
+
+// A thread confined by the worker filter (the write-behind writer's) on device `device` runs
+// `attempt`, in a forked child; returns the child's wait status. Needs no /dev/kvm.
+int run_confined_worker(int device, const std::function<void()>& attempt) {
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        const rlimit no_core{0, 0};
+        ::setrlimit(RLIMIT_CORE, &no_core);
+        VcpuFilter filter;
+        filter.device_fds = {device};
+        std::thread worker([&] {
+            if (confine_worker_thread(filter)) ::_exit(4);
+            attempt();
+        });
+        worker.join();
+        ::_exit(0);
+    }
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    return status;
+}
+
+} // namespace
+
+TEST_CASE("the writer thread may start writeback of a device, of nothing else") {
+    // The write-behind writer starts early writeback (device_io.h, WritebackStarter) under its
+    // filter: allowed on its devices, SIGSYS on any other descriptor.
+    vmm_test::TempFile dev(std::vector<unsigned char>(8192, 1));
+    vmm_test::TempFile other(std::vector<unsigned char>(8192, 2));
+    const int d = dev.fd(), o = other.fd();
+    CHECK(exited_ok(run_confined_worker(d, [d] {
+        if (::pwrite(d, "x", 1, 0) != 1 || ::sync_file_range(d, 0, 0, SYNC_FILE_RANGE_WRITE) != 0) ::_exit(6);
+    })));
+    CHECK(killed_by_sigsys(run_confined_worker(d, [o] { (void)::sync_file_range(o, 0, 0, SYNC_FILE_RANGE_WRITE); })));
 }
 
 TEST_CASE("15360 device descriptors (a 30 TiB twoGbMaxExtentFlat vmdk) load as one filter, quickly") {

@@ -53,7 +53,9 @@ public:
             return std::nullopt;
         }
         fds_.push_back(fd);
-        return vmm::output_device(fd);
+        vmm::Device dev = vmm::output_device(fd);
+        dev.early_writeback = true; // resize flushes the files it adds
+        return dev;
     }
 
 private:

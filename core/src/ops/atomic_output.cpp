@@ -205,6 +205,7 @@ std::optional<vmm::Device> AtomicFiles::add(const std::string& name, std::string
     }
     names_.insert(name);
     vmm::Device dev = vmm::output_device(*fd);
+    dev.early_writeback = durable_; // commit() flushes it
     if (direct_) {
         if (auto ok = make_direct(*fd, path); !ok) {
             error = ok.error();

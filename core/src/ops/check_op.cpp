@@ -111,8 +111,10 @@ Expected<vmm::RunResult> run_check_op(const ChainLink& link, const CheckOptions&
     for (const auto& f : link.files)
         devices.push_back({f.fd, f.size, false});
     // -r: the image once more as an output, so the repair can extend the file (docs/check.md).
-    if (opts.fix)
+    if (opts.fix) {
         devices.push_back(vmm::output_device(rw.fd));
+        devices.back().early_writeback = true; // the repair flushes what it wrote
+    }
     const instar_check_arg arg{opts.fix, qemu_version, static_cast<std::uint32_t>(link.files.size()), 0};
     // SAFETY: instar_check_arg is a trivially-copyable ABI struct with no padding (static_assert).
     const auto* a = reinterpret_cast<const std::uint8_t*>(&arg);

@@ -312,11 +312,13 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
     table.devices.push_back(fixed ? vmm::Device{base_fd.fd, (base_file_size + 511) / 512 * 512, true, false}
                                   : vmm::output_device(base_fd.fd));
     table.devices.back().direct = cache_is_direct(spec.cache);
+    table.devices.back().early_writeback = cache_flushes(spec.cache);
     // The base's other files follow its device as outputs (a sparse extent grows), their lengths
     // after the image table (INSTAR_COMMIT_BASE_FILES), as convert -n's target's.
     for (const Fd& f : base_files) {
         table.devices.push_back(vmm::output_device(f.fd));
         table.devices.back().direct = cache_is_direct(spec.cache);
+        table.devices.back().early_writeback = cache_flushes(spec.cache);
     }
     std::vector<std::uint8_t> bytes;
     append_bytes(bytes, &head, 1);

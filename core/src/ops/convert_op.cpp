@@ -583,6 +583,7 @@ Expected<std::optional<bool>> try_quick_convert(const ConvertSpec& spec, const I
         call.devices.push_back(*plan_device);
         call.devices.push_back(vmm::output_device(target_fd));
         call.devices.back().direct = cache_is_direct(spec.target_cache);
+        call.devices.back().early_writeback = cache_flushes(spec.target_cache); // files.commit() flushes
         const instar_convert_arg arg{1, 0};
         append_bytes(call.arg, &arg, 1);
         call.config.outputs = &files;
@@ -914,6 +915,10 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
     table.devices.push_back(fixed_target ? vmm::Device{target_fd, (existing_file.size + 511) / 512 * 512, true, false}
                                          : vmm::output_device(target_fd));
     table.devices.back().direct = direct_target;
+    // A new target is flushed before it is put in place (unless -t unsafe); -n writes in place
+    // without a flush, as qemu-img's default cache mode.
+    const bool flushed_target = !spec.existing_target && cache_flushes(spec.target_cache);
+    table.devices.back().early_writeback = flushed_target;
     // A new qcow2 target's external data file (-o data_file) follows it, made and committed with it.
     if (!spec.existing_target && target.data_file) {
         auto data = files.add_path(*target.data_file);
@@ -925,6 +930,7 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
                 return Error{ok.error()};
         table.devices.push_back(vmm::output_device(*data));
         table.devices.back().direct = direct_target;
+        table.devices.back().early_writeback = flushed_target;
     }
     // -n: the target's other files follow it as outputs (a sparse extent grows), their lengths in
     // the plan where a new target's create argument would be (instar_convert_plan).

@@ -151,13 +151,16 @@ Expected<EditReport> run_edit(const EditCall& call, const vmm::SandboxConfig& sa
         if (!fd)
             return Error{fd.error()};
         devices.push_back(vmm::output_device(fd->get()));
+        devices.back().early_writeback = true; // edits flush what they wrote (before each switch, at the end)
         rw.push_back(std::move(*fd));
         return true;
     };
-    if (call.image_fd >= 0)
+    if (call.image_fd >= 0) {
         devices.push_back(vmm::output_device(call.image_fd));
-    else if (auto ok = add(link.image); !ok)
+        devices.back().early_writeback = true;
+    } else if (auto ok = add(link.image); !ok) {
         return Error{ok.error()};
+    }
     for (const auto& f : link.files)
         if (auto ok = add(f); !ok)
             return Error{ok.error()};

@@ -109,6 +109,7 @@ Expected<bool> rebase_copy(const RebaseSpec& spec, const PluginRegistry& plugins
         return Error{rw.error()};
     const auto write_device = static_cast<std::uint32_t>(table.devices.size());
     table.devices.push_back(vmm::output_device(rw->get()));
+    table.devices.back().early_writeback = true; // the guest flushes every written file at the end
     // The image's other files (a qcow2 data file, vmdk extents), reopened the same way, follow it as
     // outputs, their lengths after the image table (INSTAR_REBASE_IMAGE_FILES), as commit's base's.
     std::vector<vmm::UniqueFd> files;
@@ -118,6 +119,7 @@ Expected<bool> rebase_copy(const RebaseSpec& spec, const PluginRegistry& plugins
         if (!fd)
             return Error{fd.error()};
         table.devices.push_back(vmm::output_device(fd->get()));
+        table.devices.back().early_writeback = true;
         file_lengths.push_back(f.size);
         files.push_back(std::move(*fd));
     }

@@ -1,6 +1,7 @@
 // Device I/O for the hypercall server: plain and O_DIRECT transfers, and the write-behind queue.
 #include "vmm/device_io.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -127,6 +128,15 @@ Transfer device_transfer(const Device& d, std::uint8_t* buf, std::uint64_t len, 
     return direct_transfer(d.fd, buf, len, offset, write, watchdog, bounce);
 }
 
+bool WritebackStarter::wrote(const Device& d, std::uint64_t len) {
+    if (!d.early_writeback || d.direct) return false;
+    pending_ += len;
+    if (pending_ < EARLY_WRITEBACK_BYTES) return false;
+    pending_ = 0;
+    (void)::sync_file_range(d.fd, 0, 0, SYNC_FILE_RANGE_WRITE); // the whole file: what the flush would write
+    return true;
+}
+
 WriteBehind::WriteBehind(const Watchdog& watchdog) : watchdog_(watchdog) {}
 
 WriteBehind::~WriteBehind() {
@@ -238,6 +248,7 @@ void WriteBehind::loop() {
         const Transfer t = device_transfer(job->dev, const_cast<std::uint8_t*>(job->src), job->len, job->offset, true,
                                            watchdog_, bounce_);
         const int err = errno;
+        if (t == Transfer::Done) writeback_.wrote(job->dev, job->len);
         {
             std::lock_guard lock(mu_);
             if (t != Transfer::Done && !failure_) failure_ = Failure{t, err, job->offset};

@@ -224,7 +224,10 @@ Outcome<bool> HypercallServer::transfer(const Device& d, std::uint8_t* buf, std:
     if (write) ++result_.device_changes;
     switch (device_transfer(d, buf, len, offset, write, watchdog_, *bounce_)) {
     case Transfer::Done:
-        if (write) result_.bytes_written += len;
+        if (write) {
+            result_.bytes_written += len;
+            writeback_.wrote(d, len);
+        }
         return true;
     case Transfer::Failed:
         if (write) host_failure(std::string("could not write: ") + std::strerror(errno), errno);

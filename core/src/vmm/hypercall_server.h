@@ -93,6 +93,7 @@ private:
     CompressPool* compress_pool_ = nullptr;
     ReadAheadWorker* reader_ = nullptr;
     std::unique_ptr<BounceBuffer> bounce_; // the vCPU thread's, for O_DIRECT devices
+    WritebackStarter writeback_;           // the vCPU thread's synchronous writes
     std::uint32_t added_files_ = 0;
     RunResult result_;
     std::uint64_t record_bytes_ = 0;

@@ -33,6 +33,10 @@ struct Device {
     // Opened with O_DIRECT (cache modes none/directsync): the hypercall server moves its data through
     // aligned bounce buffers (DIRECT_IO_ALIGN), reading and rewriting partial blocks at the edges.
     bool direct = false;
+    // The operation flushes this device's writes when it ends (a cache mode that flushes, not
+    // O_DIRECT): the host starts their writeback as they come (device_io.h, WritebackStarter), so
+    // that flush waits for the last few megabytes, not for all of them.
+    bool early_writeback = false;
 };
 
 // What INSTAR_HC_DEVICE_INFO (and the boot info's device table) says of a device: INSTAR_DEVICE_*.

@@ -56,6 +56,7 @@ const Plain ON_DEVICES[] = {
     {SCMP_SYS(pread64), "INSTAR_HC_READ into guest RAM"},
     {SCMP_SYS(pwrite64), "INSTAR_HC_WRITE (on the writer thread with write-behind); zero fills for SET_LENGTH and DISCARD"},
     {SCMP_SYS(fdatasync), "INSTAR_HC_FLUSH"},
+    {SCMP_SYS(sync_file_range), "early writeback of a device the operation will flush (device_io.h)"},
     {SCMP_SYS(fstat), "SET_LENGTH, ALLOCATION, DISCARD and O_DIRECT writes read the file's length (not newfstatat: takes a path)"},
     {SCMP_SYS(ftruncate), "INSTAR_HC_SET_LENGTH; an O_DIRECT write cuts its padding block back"},
     {SCMP_SYS(fallocate), "SET_LENGTH preallocation, DISCARD hole punching"},

@@ -40,7 +40,7 @@ struct FdRange {
 // ignored, duplicates count once), in ascending order. No descriptor outside the set is in a block.
 std::vector<FdRange> fd_blocks(std::vector<int> fds);
 
-// At most this many blocks per call: each is a few BPF instructions, times the 7 device calls, far
+// At most this many blocks per call: each is a few BPF instructions, times the 8 device calls, far
 // below the kernel's 4096-instruction limit (BPF_MAXINSNS). A device set needing more (descriptors
 // scattered across the table, not opened into a block) is refused with a message naming the count.
 inline constexpr std::size_t MAX_DEVICE_FD_BLOCKS = 64;
