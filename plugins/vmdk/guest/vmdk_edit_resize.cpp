@@ -788,6 +788,101 @@ Status cowd_corrupt(EditHost& host) {
     return refuse(host, Status::Corrupt, "vmdk: a COWD grain directory or table lies past the end of the file");
 }
 
+// A grow's first step: what a shrink left in the range the grow exposes reads as zeros again. The
+// tail of the grain holding the old end `cap` is zeroed, and the entries of the grains wholly past it
+// in the same table are cleared (the directory entries past it are cowd_grow_directory's).
+Status cowd_clear_exposed(SizedDevice& dev, EditHost& host, guest::Allocator& alloc, const VmdkAltExtent& x,
+                          const uint8_t* gd, uint64_t cap) {
+    const uint64_t span = uint64_t{x.gtes} * x.grain_sectors;
+    const uint64_t gde = cap / span;
+    if (gde >= x.l1_size || cap % span == 0)
+        return Status::Ok; // the old end closes a table: nothing past it shares one
+    const uint64_t gt = uint64_t{load_le32(gd + gde * 4)} * 512;
+    if (gt == 0)
+        return Status::Ok;
+    const uint64_t gt_bytes = uint64_t{x.gtes} * 4;
+    if (gt + gt_bytes > dev.size())
+        return cowd_corrupt(host);
+    guest::ScopedBuffer table(alloc, static_cast<size_t>(gt_bytes));
+    if (!table.p)
+        return Status::NoMemory;
+    Status st = dev.read(gt, table.p, static_cast<size_t>(gt_bytes));
+    if (st != Status::Ok)
+        return st;
+    if (cap % x.grain_sectors != 0) {
+        const uint64_t g = cap / x.grain_sectors;
+        const uint64_t at = uint64_t{load_le32(table.p + (g % x.gtes) * 4)} * 512;
+        const uint64_t keep = (cap % x.grain_sectors) * 512;
+        const uint64_t grain_bytes = x.grain_sectors * 512;
+        if (at != 0) {
+            if (at + grain_bytes > dev.size())
+                return cowd_corrupt(host);
+            guest::ScopedBuffer zeros(alloc, static_cast<size_t>(grain_bytes - keep));
+            if (!zeros.p)
+                return Status::NoMemory;
+            __builtin_memset(zeros.p, 0, static_cast<size_t>(grain_bytes - keep));
+            if ((st = dev.write(at + keep, zeros.p, static_cast<size_t>(grain_bytes - keep))) != Status::Ok)
+                return st;
+        }
+    }
+    const uint64_t first_free = (cap + x.grain_sectors - 1) / x.grain_sectors; // first grain wholly past cap
+    const uint64_t from = first_free % x.gtes; // 0: those grains start the next table
+    bool stale = false;
+    for (uint64_t e = from; from != 0 && e < x.gtes; ++e)
+        stale = stale || load_le32(table.p + e * 4) != 0;
+    if (!stale)
+        return Status::Ok;
+    __builtin_memset(table.p + from * 4, 0, static_cast<size_t>((x.gtes - from) * 4));
+    return dev.write(gt, table.p, static_cast<size_t>(gt_bytes));
+}
+
+// The directory of a grow to `need` entries: the old ones up to the old end `cap`, then a new zeroed
+// grain table for every entry from there that has none (qemu's vmdk_pwritev cannot allocate a
+// table: with none its write lands at the file's start, as on a VMware image missing one); the
+// tables are a hole at the file's end, the directory stays or moves after them. `hdr` (the header's
+// first sector) gets the moved directory and the file's new sector count; the caller writes it.
+Status cowd_grow_directory(SizedDevice& dev, EditHost& host, guest::Allocator& alloc, const VmdkAltExtent& x,
+                           const uint8_t* gd, uint64_t cap, uint64_t need, uint8_t* hdr) {
+    const uint64_t span = uint64_t{x.gtes} * x.grain_sectors;
+    const uint64_t l1 = x.l1_size;
+    const uint64_t gt_bytes = uint64_t{x.gtes} * 4;
+    const uint64_t used = (cap + span - 1) / span;
+    const uint64_t gd_new = round_up(need * 4, 512);
+    const uint64_t dir_bytes = need <= l1 ? l1 * 4 : gd_new; // in place, or moved
+    guest::ScopedBuffer dir(alloc, static_cast<size_t>(dir_bytes) + 4);
+    if (!dir.p)
+        return Status::NoMemory;
+    __builtin_memset(dir.p, 0, static_cast<size_t>(dir_bytes));
+    __builtin_memcpy(dir.p, gd, static_cast<size_t>((used < l1 ? used : l1) * 4));
+    uint64_t end = round_up(dev.size(), 512);
+    for (uint64_t e = cap / span; e < need; ++e) {
+        if (e < used && e < l1 && load_le32(dir.p + e * 4) != 0)
+            continue;
+        if ((end + gt_bytes) / 512 > COWD_MAX_SECTORS)
+            return refuse(host, Status::TooLarge, "vmdk: the COWD file would exceed 2 TiB");
+        store_le32(dir.p + e * 4, static_cast<uint32_t>(end / 512));
+        end += gt_bytes;
+    }
+    const uint64_t dir_at = need <= l1 ? x.gd_offset : end;
+    if (need > l1) {
+        if ((end + gd_new) / 512 > COWD_MAX_SECTORS)
+            return refuse(host, Status::TooLarge, "vmdk: the COWD file would exceed 2 TiB");
+        end += gd_new;
+    }
+    Status st = Status::Ok;
+    if (end > dev.size() && (st = dev.set_length(host, end, guest::Prealloc::Off)) != Status::Ok)
+        return st;
+    if ((st = dev.write(dir_at, dir.p, static_cast<size_t>(dir_bytes))) != Status::Ok)
+        return st;
+    if (need > l1) {
+        store_le32(hdr + 20, static_cast<uint32_t>(dir_at / 512));
+        store_le32(hdr + 24, static_cast<uint32_t>(need));
+    }
+    if (load_le32(hdr + 28) < end / 512)
+        store_le32(hdr + 28, static_cast<uint32_t>(end / 512));
+    return Status::Ok;
+}
+
 Status resize_cowd(SizedDevice& dev, EditHost& host, guest::Allocator& alloc, uint64_t size, bool shrink_ok) {
     VmdkAltExtent x{};
     char why[VMDK_REASON_MAX];
@@ -810,96 +905,16 @@ Status resize_cowd(SizedDevice& dev, EditHost& host, guest::Allocator& alloc, ui
     if ((st = read_zero_filled(dev, 0, hdr, sizeof hdr)) != Status::Ok)
         return st;
     if (new_cap > cap) {
-        const uint64_t l1 = x.l1_size;
-        const uint64_t gd_bytes = l1 * 4;
+        const uint64_t gd_bytes = uint64_t{x.l1_size} * 4;
         if (x.gd_offset + gd_bytes > dev.size())
             return cowd_corrupt(host);
         guest::ScopedBuffer gd(alloc, static_cast<size_t>(gd_bytes) + 4);
         if (!gd.p)
             return Status::NoMemory;
-        if ((st = dev.read(x.gd_offset, gd.p, static_cast<size_t>(gd_bytes))) != Status::Ok)
-            return st;
-        const uint64_t gt_bytes = uint64_t{x.gtes} * 4;
-        // The grain holding the old end: its tail past it is zeroed, and the entries of the grains
-        // wholly past it in the same table are cleared.
-        const uint64_t first_free = (cap + x.grain_sectors - 1) / x.grain_sectors; // first grain wholly past cap
-        const uint64_t gde = cap / span;
-        if (gde < l1 && (cap % span) != 0) {
-            const uint64_t gt = uint64_t{load_le32(gd.p + gde * 4)} * 512;
-            if (gt != 0) {
-                if (gt + gt_bytes > dev.size())
-                    return cowd_corrupt(host);
-                guest::ScopedBuffer table(alloc, static_cast<size_t>(gt_bytes));
-                if (!table.p)
-                    return Status::NoMemory;
-                if ((st = dev.read(gt, table.p, static_cast<size_t>(gt_bytes))) != Status::Ok)
-                    return st;
-                if (cap % x.grain_sectors != 0) {
-                    const uint64_t g = cap / x.grain_sectors;
-                    const uint64_t at = uint64_t{load_le32(table.p + (g % x.gtes) * 4)} * 512;
-                    const uint64_t keep = (cap % x.grain_sectors) * 512;
-                    const uint64_t grain_bytes = x.grain_sectors * 512;
-                    if (at != 0) {
-                        if (at + grain_bytes > dev.size())
-                            return cowd_corrupt(host);
-                        guest::ScopedBuffer zeros(alloc, static_cast<size_t>(grain_bytes - keep));
-                        if (!zeros.p)
-                            return Status::NoMemory;
-                        __builtin_memset(zeros.p, 0, static_cast<size_t>(grain_bytes - keep));
-                        if ((st = dev.write(at + keep, zeros.p, static_cast<size_t>(grain_bytes - keep))) != Status::Ok)
-                            return st;
-                    }
-                }
-                const uint64_t from = first_free % x.gtes; // 0: those grains start the next table
-                bool stale = false;
-                for (uint64_t e = from; from != 0 && e < x.gtes; ++e)
-                    stale = stale || load_le32(table.p + e * 4) != 0;
-                if (stale) {
-                    __builtin_memset(table.p + from * 4, 0, static_cast<size_t>((x.gtes - from) * 4));
-                    if ((st = dev.write(gt, table.p, static_cast<size_t>(gt_bytes))) != Status::Ok)
-                        return st;
-                }
-            }
-        }
-        // The directory, `need` entries: the old ones up to the old end, then a new zeroed grain
-        // table for every entry from there that has none (qemu's vmdk_pwritev cannot allocate a
-        // table: with none its write lands at the file's start, as on a VMware image missing one);
-        // the tables are a hole at the file's end, the directory stays or moves after them.
-        const uint64_t used = (cap + span - 1) / span;
-        const uint64_t gd_new = round_up(need * 4, 512);
-        const uint64_t dir_bytes = need <= l1 ? gd_bytes : gd_new; // in place, or moved
-        guest::ScopedBuffer dir(alloc, static_cast<size_t>(dir_bytes) + 4);
-        if (!dir.p)
-            return Status::NoMemory;
-        __builtin_memset(dir.p, 0, static_cast<size_t>(dir_bytes));
-        __builtin_memcpy(dir.p, gd.p, static_cast<size_t>((used < l1 ? used : l1) * 4));
-        const uint64_t tables_at = round_up(dev.size(), 512);
-        uint64_t end = tables_at;
-        for (uint64_t e = cap / span; e < need; ++e) {
-            if (e < used && e < l1 && load_le32(dir.p + e * 4) != 0)
-                continue;
-            if ((end + gt_bytes) / 512 > COWD_MAX_SECTORS)
-                return refuse(host, Status::TooLarge, "vmdk: the COWD file would exceed 2 TiB");
-            store_le32(dir.p + e * 4, static_cast<uint32_t>(end / 512));
-            end += gt_bytes;
-        }
-        const uint64_t dir_at = need <= l1 ? x.gd_offset : end;
-        if (need > l1) {
-            if ((end + gd_new) / 512 > COWD_MAX_SECTORS)
-                return refuse(host, Status::TooLarge, "vmdk: the COWD file would exceed 2 TiB");
-            end += gd_new;
-        }
-        if (end > dev.size() && (st = dev.set_length(host, end, guest::Prealloc::Off)) != Status::Ok)
-            return st;
-        if ((st = dev.write(dir_at, dir.p, static_cast<size_t>(dir_bytes))) != Status::Ok)
-            return st;
-        if (need > l1) {
-            store_le32(hdr + 20, static_cast<uint32_t>(dir_at / 512));
-            store_le32(hdr + 24, static_cast<uint32_t>(need));
-        }
-        if (load_le32(hdr + 28) < end / 512)
-            store_le32(hdr + 28, static_cast<uint32_t>(end / 512));
-        if ((st = dev.flush(host)) != Status::Ok)
+        if ((st = dev.read(x.gd_offset, gd.p, static_cast<size_t>(gd_bytes))) != Status::Ok ||
+            (st = cowd_clear_exposed(dev, host, alloc, x, gd.p, cap)) != Status::Ok ||
+            (st = cowd_grow_directory(dev, host, alloc, x, gd.p, cap, need, hdr)) != Status::Ok ||
+            (st = dev.flush(host)) != Status::Ok)
             return st;
     }
     store_le32(hdr + 12, static_cast<uint32_t>(new_cap));
