@@ -6,6 +6,7 @@
 #include "cli/help.h"
 #include "cli/image_name.h"
 #include "cli/secrets.h"
+#include "ops/cache_mode.h"
 #include "ops/edit_op.h"
 #include "ops/rebase_op.h"
 #include "output/progress.h"
@@ -174,6 +175,8 @@ int cmd_rebase(Context& ctx, std::span<const std::string> args) {
         return fail("Invalid cache option: " + str("cache"));
     if (has("backing-cache") && !valid_cache_mode(str("backing-cache")))
         return fail("Invalid source cache option: " + str("backing-cache"));
+    // -t: unsafe makes no flush (the copy's, the switch's); every other mode flushes as writeback.
+    const std::string cache = has("cache") ? str("cache") : "writeback";
 
     // img_open: the image, read-write (unsafe mode: without its backing chain).
     const bool image_opts = has("image-opts");
@@ -252,6 +255,7 @@ int cmd_rebase(Context& ctx, std::span<const std::string> args) {
         q.command = guest::EditCommand::SetBacking;
         q.args = switch_args;
         q.prefetched = &prefetched;
+        q.flush = cache_flushes(cache);
         EditReport r;
         auto done = try_quick_edit(q, ctx.plugins(), ctx.sandbox_config(), ctx.profile.version, chain, r);
         if (!done)
@@ -327,6 +331,7 @@ int cmd_rebase(Context& ctx, std::span<const std::string> args) {
         }
         spec.force_share = has("force-share");
         spec.compress = has("compress");
+        spec.cache = cache;
         spec.unsafe_quirks = eo.unsafe_quirks;
         spec.allow_paths = eo.allow_paths;
         if (has("progress") && !quiet) {
@@ -360,6 +365,7 @@ int cmd_rebase(Context& ctx, std::span<const std::string> args) {
     call.filename = given;
     call.command = guest::EditCommand::SetBacking;
     call.args = switch_args;
+    call.flush = cache_flushes(cache);
     auto report = run_edit(call, ctx.sandbox_config(), ctx.profile.version);
     if (!report)
         return fail(report.error());

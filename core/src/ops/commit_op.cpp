@@ -3,6 +3,7 @@
 #include "ops/commit_op.h"
 
 #include "ops/atomic_output.h"
+#include "ops/cache_mode.h"
 #include "ops/edit_op.h"
 #include "ops/guest_info_runner.h"
 #include "ops/guest_module.h"
@@ -30,8 +31,6 @@ namespace {
 constexpr std::chrono::milliseconds COMMIT_BASE_TIMEOUT{60'000};
 constexpr std::uint64_t COMMIT_BYTES_PER_SECOND = 16u << 20;
 
-bool cache_is_direct(const std::string& mode) { return mode == "none" || mode == "off" || mode == "directsync"; }
-bool cache_flushes(const std::string& mode) { return mode != "unsafe"; }
 
 // Formats whose qemu driver has bdrv_make_empty: qcow2 and every plugin declaring CAP_MAKE_EMPTY
 // (qcow). For the others qemu's blk_make_empty fails with ENOTSUP, which qemu-img commit ignores.
@@ -313,12 +312,14 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
                                   : vmm::output_device(base_fd.fd));
     table.devices.back().direct = cache_is_direct(spec.cache);
     table.devices.back().early_writeback = cache_flushes(spec.cache);
+    table.devices.back().flush_ignored = !cache_flushes(spec.cache);
     // The base's other files follow its device as outputs (a sparse extent grows), their lengths
     // after the image table (INSTAR_COMMIT_BASE_FILES), as convert -n's target's.
     for (const Fd& f : base_files) {
         table.devices.push_back(vmm::output_device(f.fd));
         table.devices.back().direct = cache_is_direct(spec.cache);
         table.devices.back().early_writeback = cache_flushes(spec.cache);
+        table.devices.back().flush_ignored = !cache_flushes(spec.cache);
     }
     std::vector<std::uint8_t> bytes;
     append_bytes(bytes, &head, 1);
@@ -379,6 +380,7 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
     call.link = &top;
     call.filename = spec.filename;
     call.command = guest::EditCommand::MakeEmpty;
+    call.flush = cache_flushes(spec.cache); // -t applies to the whole chain, the top included
     auto emptied = run_edit(call, sandbox, qemu_version);
     if (!emptied)
         return Error{emptied.error()};

@@ -3,6 +3,7 @@
 #include "ops/dirty_repair.h"
 
 #include "ops/atomic_output.h"
+#include "ops/cache_mode.h"
 #include "ops/edit_op.h"
 #include "ops/guest_info_runner.h"
 #include "ops/open_replay.h"
@@ -36,12 +37,6 @@ namespace {
 // hostile image claiming petabytes cannot keep a sandbox for long unless it really holds the data.
 constexpr std::chrono::milliseconds CONVERT_BASE_TIMEOUT{60'000};
 constexpr std::uint64_t CONVERT_BYTES_PER_SECOND = 16u << 20;
-
-// qemu's bdrv_parse_cache_mode: none/off and directsync set BDRV_O_NOCACHE (O_DIRECT); unsafe sets
-// BDRV_O_NO_FLUSH (flushes are ignored); every other mode flushes at the latest when the image is
-// closed. docs/convert.md, "Cache modes".
-bool cache_is_direct(const std::string& mode) { return mode == "none" || mode == "off" || mode == "directsync"; }
-bool cache_flushes(const std::string& mode) { return mode != "unsafe"; }
 
 struct Plan {
     instar_convert_plan head{};
@@ -367,6 +362,17 @@ std::string run_failure(const ConvertSpec& spec, const std::string& why) {
 
 // After the run: qemu-img's warnings and words for a failure, --bitmaps, and the new target put in
 // place. `links` are the plan's images in table order.
+// -n: the target was written in place; every cache mode but unsafe flushes it (and its other files)
+// before convert returns, as qemu's close does (bdrv_close flushes the node and its children).
+Expected<bool> flush_in_place(const std::string& name, int fd, const std::vector<OpenedFile>& extents) {
+    if (::fdatasync(fd) != 0)
+        return Error{"Could not write '" + name + "': " + std::strerror(errno)};
+    for (const OpenedFile& f : extents)
+        if (::fdatasync(f.fd) != 0)
+            return Error{"Could not write '" + f.display + "': " + std::strerror(errno)};
+    return true;
+}
+
 Expected<bool> finish_run(const ConvertSpec& spec, const std::vector<const ChainLink*>& links,
                           vmm::Outcome<vmm::RunResult> run, const std::vector<SourceBitmap>& source_bitmaps,
                           const std::vector<OpenedChain>& chains, int target_fd, AtomicFiles& files,
@@ -450,7 +456,7 @@ Expected<bool> finish_run(const ConvertSpec& spec, const std::vector<const Chain
         if (auto ok = copy_bitmaps(spec, chains.front().links.front(), target_fd, sandbox, qemu_version); !ok)
             return Error{ok.error()};
     if (spec.existing_target)
-        return true; // written in place; qemu-img's default cache mode (unsafe) does not flush either
+        return true; // written in place; the caller flushes it unless -t unsafe (flush_in_place)
     if (auto done = files.commit(); !done)
         return Error{spec.dd ? spec.target.filename + ": error while creating output image: " + done.error()
                              : done.error()};
@@ -915,9 +921,9 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
     table.devices.push_back(fixed_target ? vmm::Device{target_fd, (existing_file.size + 511) / 512 * 512, true, false}
                                          : vmm::output_device(target_fd));
     table.devices.back().direct = direct_target;
-    // A new target is flushed before it is put in place (unless -t unsafe); -n writes in place
-    // without a flush, as qemu-img's default cache mode.
-    const bool flushed_target = !spec.existing_target && cache_flushes(spec.target_cache);
+    // A new target is flushed before it is put in place, an existing one (-n) after the run: both
+    // unless -t unsafe.
+    const bool flushed_target = cache_flushes(spec.target_cache);
     table.devices.back().early_writeback = flushed_target;
     // A new qcow2 target's external data file (-o data_file) follows it, made and committed with it.
     if (!spec.existing_target && target.data_file) {
@@ -941,6 +947,7 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
                     return Error{ok.error()};
             table.devices.push_back(vmm::output_device(f.fd));
             table.devices.back().direct = direct_target;
+            table.devices.back().early_writeback = flushed_target;
             append_bytes(create_bytes, &f.size, 1);
         }
     }
@@ -988,8 +995,11 @@ Expected<bool> convert_image(const ConvertSpec& spec, const PluginRegistry& plug
     // SAFETY: instar_convert_arg is a trivially-copyable ABI struct with no padding (static_assert).
     const auto* a = reinterpret_cast<const std::uint8_t*>(&arg);
     auto run = vmm::run(sandbox, table.devices, table.modules, INSTAR_OP_CONVERT, {a, sizeof arg});
-    return finish_run(spec, table.links, std::move(run), source_bitmaps, chains, target_fd, files, total, sandbox,
-                      qemu_version);
+    auto done = finish_run(spec, table.links, std::move(run), source_bitmaps, chains, target_fd, files, total,
+                           sandbox, qemu_version);
+    if (!done || !spec.existing_target || !cache_flushes(spec.target_cache))
+        return done;
+    return flush_in_place(spec.target.filename, target_fd, existing_extents);
 }
 
 } // namespace instar

@@ -151,13 +151,16 @@ Expected<EditReport> run_edit(const EditCall& call, const vmm::SandboxConfig& sa
         if (!fd)
             return Error{fd.error()};
         devices.push_back(vmm::output_device(fd->get()));
-        devices.back().early_writeback = true; // edits flush what they wrote (before each switch, at the end)
+        // Edits flush what they wrote (before each switch, at the end), unless -t unsafe.
+        devices.back().early_writeback = call.flush;
+        devices.back().flush_ignored = !call.flush;
         rw.push_back(std::move(*fd));
         return true;
     };
     if (call.image_fd >= 0) {
         devices.push_back(vmm::output_device(call.image_fd));
-        devices.back().early_writeback = true;
+        devices.back().early_writeback = call.flush;
+        devices.back().flush_ignored = !call.flush;
     } else if (auto ok = add(link.image); !ok) {
         return Error{ok.error()};
     }
@@ -275,6 +278,7 @@ Expected<bool> try_quick_edit(const QuickEdit& quick, const PluginRegistry& plug
     call.args = quick.args;
     call.image_fd = rw->get();
     call.outputs = quick.outputs;
+    call.flush = quick.flush;
     call.flags = INSTAR_EDIT_INFO_FIRST | (eo.format ? INSTAR_EDIT_INFO_FORCE : 0u) |
                  (eo.opens_without_key ? INSTAR_EDIT_INFO_NO_KEY : 0u);
     // A command that opens the backing chain (resize, snapshot) opens it in this start too, where

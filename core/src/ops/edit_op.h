@@ -61,6 +61,8 @@ struct EditCall {
     vmm::OutputFiles* outputs = nullptr;  // where the guest's add_file goes (nullptr: refused)
     std::function<void(std::uint64_t, std::uint64_t)> progress;
     std::uint32_t flags = 0; // further INSTAR_EDIT_* flags (try_quick_edit's INFO_FIRST)
+    // false: -t unsafe, the edit's flushes are not made (vmm::Device::flush_ignored), as qemu's.
+    bool flush = true;
     // The command's secrets by guest::EDIT_SECRET_* index (nullopt: none): sent as a sealed secrets
     // device (INSTAR_EDIT_SECRETS) when any is set.
     std::vector<std::optional<std::string>> secrets;
@@ -95,6 +97,7 @@ struct QuickEdit {
     std::function<bool(const LoadedPlugin&)> accept;
     vmm::OutputFiles* outputs = nullptr; // where the guest's add_file goes (nullptr: refused)
     std::optional<PrefetchedInfo>* prefetched = nullptr; // set when the guest inspected but did not edit
+    bool flush = true; // EditCall::flush
 };
 Expected<bool> try_quick_edit(const QuickEdit& quick, const PluginRegistry& plugins, const vmm::SandboxConfig& sandbox,
                               std::uint32_t qemu_version, OpenedChain& chain, EditReport& report);

@@ -1,6 +1,7 @@
 // rebase's safe mode on the host: the new backing chain opened, INSTAR_OP_REBASE run (rebase_op.h).
 #include "ops/rebase_op.h"
 
+#include "ops/cache_mode.h"
 #include "ops/dirty_repair.h"
 
 #include "ops/edit_op.h"
@@ -109,7 +110,9 @@ Expected<bool> rebase_copy(const RebaseSpec& spec, const PluginRegistry& plugins
         return Error{rw.error()};
     const auto write_device = static_cast<std::uint32_t>(table.devices.size());
     table.devices.push_back(vmm::output_device(rw->get()));
-    table.devices.back().early_writeback = true; // the guest flushes every written file at the end
+    // The guest flushes every written file at the end, unless -t unsafe.
+    table.devices.back().early_writeback = cache_flushes(spec.cache);
+    table.devices.back().flush_ignored = !cache_flushes(spec.cache);
     // The image's other files (a qcow2 data file, vmdk extents), reopened the same way, follow it as
     // outputs, their lengths after the image table (INSTAR_REBASE_IMAGE_FILES), as commit's base's.
     std::vector<vmm::UniqueFd> files;
@@ -119,7 +122,8 @@ Expected<bool> rebase_copy(const RebaseSpec& spec, const PluginRegistry& plugins
         if (!fd)
             return Error{fd.error()};
         table.devices.push_back(vmm::output_device(fd->get()));
-        table.devices.back().early_writeback = true;
+        table.devices.back().early_writeback = cache_flushes(spec.cache);
+        table.devices.back().flush_ignored = !cache_flushes(spec.cache);
         file_lengths.push_back(f.size);
         files.push_back(std::move(*fd));
     }

@@ -33,6 +33,7 @@ struct RebaseSpec {
     std::string new_backing_secret_error;
     bool force_share = false;                     // -U
     bool compress = false;                        // -c (10.0)
+    std::string cache = "writeback";              // -t, already checked: unsafe makes no flush
     bool unsafe_quirks = false;
     std::vector<std::string> allow_paths;
     std::function<void(std::uint64_t, std::uint64_t)> progress; // bytes walked of the image's size

@@ -151,7 +151,7 @@ Outcome<HypercallServer::Next> HypercallServer::serve() {
     case INSTAR_HC_FLUSH: {
         const Device* d = device(req.device);
         if (d == nullptr) return bad_request("flush of device " + std::to_string(req.device) + ", which does not exist");
-        if (d->writable && ::fdatasync(d->fd) != 0) reply.ret = -INSTAR_EIO;
+        if (d->writable && !d->flush_ignored && ::fdatasync(d->fd) != 0) reply.ret = -INSTAR_EIO;
         break;
     }
     case INSTAR_HC_DEVICE_INFO: {

@@ -37,6 +37,8 @@ struct Device {
     // O_DIRECT): the host starts their writeback as they come (device_io.h, WritebackStarter), so
     // that flush waits for the last few megabytes, not for all of them.
     bool early_writeback = false;
+    // cache=unsafe (qemu's BDRV_O_NO_FLUSH): INSTAR_HC_FLUSH succeeds without flushing this device.
+    bool flush_ignored = false;
 };
 
 // What INSTAR_HC_DEVICE_INFO (and the boot info's device table) says of a device: INSTAR_DEVICE_*.
