@@ -3,7 +3,8 @@
 `unsafe` flushes what the command wrote before it returns (qemu: bdrv_close flushes a node and its
 children; `unsafe` sets BDRV_O_NO_FLUSH). Counted under strace as fdatasync/fsync/syncfs calls on
 the target's files (-y names each descriptor's file). convert -n into an existing qcow2, raw and
-multi-file vmdk, commit -t (the base and the emptied top) and rebase -t (safe and -u): the same
+multi-file vmdk, commit -t (the base and the emptied top), rebase -t (safe and -u), amend -t and
+check -r -T (a repair that writes): the same
 "some flush or none" as qemu-img, and at least every file qemu-img flushes. A new convert target:
 qemu-img's create step flushes the empty image in every mode, so there instar's own rule is checked
 (its unnamed temporary is flushed before it is linked into place unless -t unsafe).
@@ -69,6 +70,10 @@ def fixture(d, qemu_img, kind):
         run(d, qemu_img, "create", "-q", "-f", "qcow2", "base.qcow2", "4M")
         run(d, qemu_img, "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "top.qcow2")
         run(d, qemu_img, "convert", "-n", "-f", "raw", "-O", "qcow2", "src.raw", "top.qcow2")
+    elif kind == "lazy":  # refcounts never written (lazy_refcounts, qemu-io killed): check -r repairs
+        run(d, qemu_img, "create", "-q", "-f", "qcow2", "-o", "lazy_refcounts=on", "t.img", "4M")
+        subprocess.run([os.path.join(os.path.dirname(qemu_img), "qemu-io"), "-f", "qcow2", "-c", "write -P 7 0 1M",
+                        "-c", "sigraise 9", "t.img"], cwd=d, capture_output=True)
     elif kind == "rebase":
         run(d, qemu_img, "create", "-q", "-f", "qcow2", "base.qcow2", "4M")
         run(d, qemu_img, "convert", "-f", "raw", "-O", "qcow2", "src.raw", "base2.qcow2")
@@ -84,6 +89,9 @@ for kind in ("qcow2", "raw", "vmdk"):
                   lambda t, fmt=fmt: ["convert", "-n", "-t", t, "-f", "raw", "-O", fmt, "src.raw", "t.img"],
                   MODES if kind == "qcow2" else ["unsafe", "writeback"]))
 CASES.append(("commit", "commit", lambda t: ["commit", "-t", t, "-f", "qcow2", "top.qcow2"], ["unsafe", "writeback"]))
+CASES.append(("amend", "qcow2", lambda t: ["amend", "-t", t, "-f", "qcow2", "-o", "lazy_refcounts=on", "t.img"],
+              ["unsafe", "writeback"]))
+CASES.append(("check -r all", "lazy", lambda t: ["check", "-r", "all", "-T", t, "t.img"], ["unsafe", "writeback"]))
 CASES.append(("rebase", "rebase", lambda t: ["rebase", "-t", t, "-b", "base2.qcow2", "-F", "qcow2", "top.qcow2"],
               ["unsafe", "writeback"]))
 CASES.append(("rebase -u", "rebase",

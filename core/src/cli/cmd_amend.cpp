@@ -5,6 +5,7 @@
 #include "cli/help.h"
 #include "cli/image_name.h"
 #include "cli/secrets.h"
+#include "ops/cache_mode.h"
 #include "ops/edit_op.h"
 #include "options/option_list.h"
 #include "options/size.h"
@@ -374,6 +375,7 @@ int cmd_amend(Context& ctx, std::span<const std::string> args) {
     call.link = &link;
     call.filename = name->path;
     call.command = guest::EditCommand::Amend;
+    call.flush = cache_flushes(cache); // -t unsafe: none of the amendment's flushes is made
     const auto* p = reinterpret_cast<const std::uint8_t*>(&a);
     call.args.assign(p, p + sizeof a);
     for (const std::string* s : {&compat, &backing_file, &backing_fmt, &data_file})

@@ -4,6 +4,7 @@
 #include "cli/help.h"
 #include "cli/image_name.h"
 #include "cli/secrets.h"
+#include "ops/cache_mode.h"
 #include "ops/check_op.h"
 #include "ops/edit_op.h"
 #include "output/json_pretty.h"
@@ -211,6 +212,7 @@ int cmd_check(Context& ctx, std::span<const std::string> args) {
     else if (name->format)
         co.format = name->format;
     co.fix = fix;
+    co.flush = !vm.count("cache") || cache_flushes(vm["cache"].as<std::string>());
     auto secrets = command_secrets(vm);
     if (!secrets)
         return report_error(ctx, secrets.error());

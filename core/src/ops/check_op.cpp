@@ -108,12 +108,14 @@ Expected<vmm::RunResult> run_check_op(const ChainLink& link, const CheckOptions&
             return Error{"Could not open '" + opts.filename + "': the file changed while it was being inspected"};
     }
     std::vector<vmm::Device> devices{{opts.fix ? rw.fd : link.image.fd, link.image.size, opts.fix != 0}};
+    devices.back().flush_ignored = !opts.flush; // -T unsafe (qemu's BDRV_O_NO_FLUSH)
     for (const auto& f : link.files)
         devices.push_back({f.fd, f.size, false});
     // -r: the image once more as an output, so the repair can extend the file (docs/check.md).
     if (opts.fix) {
         devices.push_back(vmm::output_device(rw.fd));
-        devices.back().early_writeback = true; // the repair flushes what it wrote
+        devices.back().early_writeback = opts.flush; // the repair flushes what it wrote
+        devices.back().flush_ignored = !opts.flush;
     }
     const instar_check_arg arg{opts.fix, qemu_version, static_cast<std::uint32_t>(link.files.size()), 0};
     // SAFETY: instar_check_arg is a trivially-copyable ABI struct with no padding (static_assert).

@@ -22,6 +22,7 @@ struct CheckOptions {
     std::string filename;
     std::optional<std::string> format; // -f
     std::uint32_t fix = 0;             // INSTAR_CHECK_FIX_*
+    bool flush = true;                 // false: -T unsafe, the repair's flushes are not made
     std::vector<std::string> allow_paths;
     bool unsafe_quirks = false; // qemu's raw fallback for unrecognised files (as info's)
     std::optional<std::string> secret; // the image's (--object secret): qemu unlocks its key first

@@ -31,7 +31,6 @@ namespace {
 constexpr std::chrono::milliseconds COMMIT_BASE_TIMEOUT{60'000};
 constexpr std::uint64_t COMMIT_BYTES_PER_SECOND = 16u << 20;
 
-
 // Formats whose qemu driver has bdrv_make_empty: qcow2 and every plugin declaring CAP_MAKE_EMPTY
 // (qcow). For the others qemu's blk_make_empty fails with ENOTSUP, which qemu-img commit ignores.
 bool can_make_empty(const ChainLink& link) {

@@ -360,8 +360,6 @@ std::string run_failure(const ConvertSpec& spec, const std::string& why) {
     return spec.target.filename + ": error while converting " + std::string((*spec.target.plugin)->name) + ": " + why;
 }
 
-// After the run: qemu-img's warnings and words for a failure, --bitmaps, and the new target put in
-// place. `links` are the plan's images in table order.
 // -n: the target was written in place; every cache mode but unsafe flushes it (and its other files)
 // before convert returns, as qemu's close does (bdrv_close flushes the node and its children).
 Expected<bool> flush_in_place(const std::string& name, int fd, const std::vector<OpenedFile>& extents) {
@@ -373,6 +371,8 @@ Expected<bool> flush_in_place(const std::string& name, int fd, const std::vector
     return true;
 }
 
+// After the run: qemu-img's warnings and words for a failure, --bitmaps, and the new target put in
+// place. `links` are the plan's images in table order.
 Expected<bool> finish_run(const ConvertSpec& spec, const std::vector<const ChainLink*>& links,
                           vmm::Outcome<vmm::RunResult> run, const std::vector<SourceBitmap>& source_bitmaps,
                           const std::vector<OpenedChain>& chains, int target_fd, AtomicFiles& files,
