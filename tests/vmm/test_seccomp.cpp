@@ -260,16 +260,18 @@ TEST_CASE("device descriptors in a block: every one allowed, its neighbours kill
 
 namespace {
 
-// A thread confined by the worker filter (the write-behind writer's) on device `device` runs
-// `attempt`, in a forked child; returns the child's wait status. Needs no /dev/kvm.
-int run_confined_worker(int device, const std::function<void()>& attempt) {
+// A thread confined by the worker filter (the write-behind writer's) on `devices` runs `attempt`,
+// in a forked child; returns the child's wait status. Needs no /dev/kvm.
+int run_confined_worker(std::vector<int> devices, const std::function<void()>& attempt, int dup_last = -1) {
     const pid_t pid = ::fork();
     REQUIRE(pid >= 0);
     if (pid == 0) {
         const rlimit no_core{0, 0};
         ::setrlimit(RLIMIT_CORE, &no_core);
+        // `dup_last`: a file placed at the last device descriptor, for the attempt to use.
+        if (dup_last >= 0 && ::dup2(dup_last, devices.back()) != devices.back()) ::_exit(5);
         VcpuFilter filter;
-        filter.device_fds = {device};
+        filter.device_fds = std::move(devices);
         std::thread worker([&] {
             if (confine_worker_thread(filter)) ::_exit(4);
             attempt();
@@ -290,10 +292,27 @@ TEST_CASE("the writer thread may start writeback of a device, of nothing else") 
     vmm_test::TempFile dev(std::vector<unsigned char>(8192, 1));
     vmm_test::TempFile other(std::vector<unsigned char>(8192, 2));
     const int d = dev.fd(), o = other.fd();
-    CHECK(exited_ok(run_confined_worker(d, [d] {
+    CHECK(exited_ok(run_confined_worker({d}, [d] {
         if (::pwrite(d, "x", 1, 0) != 1 || ::sync_file_range(d, 0, 0, SYNC_FILE_RANGE_WRITE) != 0) ::_exit(6);
     })));
-    CHECK(killed_by_sigsys(run_confined_worker(d, [o] { (void)::sync_file_range(o, 0, 0, SYNC_FILE_RANGE_WRITE); })));
+    CHECK(killed_by_sigsys(run_confined_worker({d}, [o] { (void)::sync_file_range(o, 0, 0, SYNC_FILE_RANGE_WRITE); })));
+}
+
+TEST_CASE("the most device blocks a filter takes still load, with every device call") {
+    // MAX_DEVICE_FD_BLOCKS scattered descriptors (every other one: one block each) times every call
+    // on the device list must stay under the kernel's 4096 BPF instructions: the filter loads and
+    // the calls work on the last block.
+    vmm_test::TempFile dev(std::vector<unsigned char>(8192, 1));
+    std::vector<int> fds;
+    for (std::size_t i = 0; i < MAX_DEVICE_FD_BLOCKS; ++i) fds.push_back(301 + 2 * static_cast<int>(i));
+    REQUIRE(fd_blocks(fds).size() == MAX_DEVICE_FD_BLOCKS);
+    const int last = fds.back();
+    const int src = dev.fd();
+    CHECK(exited_ok(run_confined_worker(fds, [last] {
+        if (::pwrite(last, "x", 1, 0) != 1 || ::sync_file_range(last, 0, 0, SYNC_FILE_RANGE_WRITE) != 0 ||
+            ::fdatasync(last) != 0)
+            ::_exit(6);
+    }, src)));
 }
 
 TEST_CASE("15360 device descriptors (a 30 TiB twoGbMaxExtentFlat vmdk) load as one filter, quickly") {
