@@ -39,7 +39,8 @@ const Divergence DIVERGENCES[] = {
      "the parent is part of what the image means (see vpc-differencing-backing)"},
     {"vpc-resize", "resize",
      "resize grows and (with --shrink) shrinks fixed, dynamic and differencing VHDs in place, the size rounded "
-     "as create rounds it (CHS geometry); qemu-img refuses: \"Image format driver does not support resize\" "
+     "as create rounds it (CHS geometry); a grown differencing VHD reads zeros, not its parent's data, past "
+     "the old end (as qemu zeroes a qcow2 overlay's grown area); qemu-img refuses: \"Image format driver does not support resize\" "
      "(a fixed VHD, which qemu-img probes as raw, is resized by qemu-img as raw: its footer stays where it was); "
      "commit grows a smaller VHD base the same way, where qemu-img fails (\"Block job failed: Operation not "
      "supported\", nothing written)",

@@ -35,7 +35,9 @@ const Divergence DIVERGENCES[] = {
      "map should describe the image it is given, as info does (vhdx-differencing-info)"},
     {"vhdx-resize", "resize",
      "resize grows and (with --shrink) shrinks dynamic, fixed and differencing VHDX images in place (BAT entries "
-     "added or dropped, the BAT region moved to the file's end when too small, VirtualDiskSize updated); "
+     "added or dropped, the BAT region moved to the file's end when too small, VirtualDiskSize updated; a grown "
+     "differencing VHDX reads zeros, not its parent's data, past the old end, as qemu zeroes a qcow2 overlay's "
+     "grown area); "
      "qemu-img refuses: \"Image format driver does not support resize\"; commit grows a smaller VHDX base the "
      "same way, where qemu-img fails (\"Block job failed: Operation not supported\", nothing written)",
      "instar extension (issue 11): growing a VHDX should not need a convert"},

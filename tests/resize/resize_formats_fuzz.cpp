@@ -56,6 +56,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     args.new_size = pick % (4ull << 40);
     args.old_size = image_len;
     args.flags = (data[size - 1] & 1) ? instar::guest::RESIZE_SHRINK : 0;
+    // A backing image up to 4 TiB long (a differencing disk's grown area is zeroed where it reaches).
+    if ((data[size - 1] & 2) != 0) {
+        args.flags |= instar::guest::RESIZE_HAS_BACKING;
+        args.backing_size = (pick * 0x9E3779B97F4A7C15ull) % (4ull << 40);
+    }
     instar::hosted::BudgetAllocator alloc(64u << 20);
     static const std::uint8_t random[instar::guest::CREATE_RANDOM_BYTES] = {};
     instar::guest::EditRequest req{};

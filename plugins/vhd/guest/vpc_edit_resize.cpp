@@ -18,6 +18,7 @@
 #include "vpc_footer.h"
 #include "vpc_format.h"
 #include "vpc_geometry.h"
+#include "vpc_resize_expose.h"
 
 #include <stddef.h>
 
@@ -229,7 +230,7 @@ Status drop_blocks(guest::SizedDevice& dev, guest::Allocator& alloc, const VpcIm
 }
 
 Status resize_dynamic(guest::SizedDevice& dev, EditHost& host, guest::Allocator& alloc, const VpcImage& img,
-                      uint64_t size, const VpcGeometry& g) {
+                      uint64_t size, const VpcGeometry& g, uint64_t parent_end) {
     const VpcDynamicHeader& h = img.header;
     const uint64_t entries64 = (size + h.block_size - 1) / h.block_size;
     if (entries64 > RESIZE_MAX_TABLE_ENTRIES)
@@ -244,6 +245,10 @@ Status resize_dynamic(guest::SizedDevice& dev, EditHost& host, guest::Allocator&
         return st;
     patch_footer(footer, size, g);
     const uint64_t trailing = dev.size() - VPC_FOOTER_SIZE;
+    // What the grow exposes reads as zeros (vpc_resize_expose.h); new blocks move the trailing footer.
+    VpcExpose expose{h.table_offset, h.max_table_entries, h.block_size, img.bitmap_size, img.virtual_size, size,
+                     parent_end};
+    uint64_t footer_at = trailing;
 
     if (entries <= h.max_table_entries) {
         // Shrink (or a grow within the table): the footer is the switch; then the entries past the
@@ -251,12 +256,14 @@ Status resize_dynamic(guest::SizedDevice& dev, EditHost& host, guest::Allocator&
         if (size > img.virtual_size) {
             st = zero_tail(dev, alloc, img, img.virtual_size, size);
             if (st == Status::Ok)
+                st = vpc_expose_zeros(dev, host, alloc, expose, &footer_at);
+            if (st == Status::Ok)
                 st = dev.flush(host);
         }
         if (st == Status::Ok)
             st = dev.write(0, footer, sizeof footer);
         if (st == Status::Ok)
-            st = dev.write(trailing, footer, sizeof footer);
+            st = dev.write(footer_at, footer, sizeof footer);
         if (st == Status::Ok)
             st = dev.flush(host);
         if (st != Status::Ok || entries == h.max_table_entries)
@@ -314,6 +321,10 @@ Status resize_dynamic(guest::SizedDevice& dev, EditHost& host, guest::Allocator&
         if (st == Status::Ok)
             st = dev.write(new_trailing, footer, sizeof footer); // the new size's footer, not yet in use
     }
+    footer_at = new_trailing;
+    expose.table = table;
+    if (st == Status::Ok)
+        st = vpc_expose_zeros(dev, host, alloc, expose, &footer_at);
     if (st == Status::Ok)
         st = dev.flush(host);
     if (st != Status::Ok)
@@ -326,8 +337,8 @@ Status resize_dynamic(guest::SizedDevice& dev, EditHost& host, guest::Allocator&
         st = dev.flush(host);
     if (st == Status::Ok)
         st = dev.write(0, footer, sizeof footer); // the switch: qemu reads this copy
-    if (st == Status::Ok && new_trailing == trailing)
-        st = dev.write(trailing, footer, sizeof footer);
+    if (st == Status::Ok)
+        st = dev.write(footer_at, footer, sizeof footer);
     if (st == Status::Ok && new_trailing != trailing) {
         // The old trailing footer now lies between the blocks and the table: wipe its cookie.
         static constexpr uint8_t zeros[VPC_FOOTER_SIZE] = {};
@@ -382,7 +393,15 @@ guest::Status edit_resize(const EditRequest& req, EditHost& host) {
     }
     if ((args.flags & guest::RESIZE_PREALLOC_GIVEN) != 0 && args.prealloc != 0)
         return refuse(host, Status::Unsupported, "Unsupported preallocation mode for dynamic vpc images");
-    return resize_dynamic(dev, host, *req.allocator, img, size, g);
+    // A differencing disk's parent must not show in the grown area where it reaches past the old
+    // end (qemu zeroes a qcow2 overlay's grown area then, bdrv_co_truncate).
+    uint64_t parent_end = 0;
+    if (img.footer.disk_type == VHD_DIFFERENCING) {
+        parent_end = img.virtual_size;
+        if ((args.flags & guest::RESIZE_HAS_BACKING) != 0 && args.backing_size > parent_end)
+            parent_end = args.backing_size < size ? args.backing_size : size;
+    }
+    return resize_dynamic(dev, host, *req.allocator, img, size, g, parent_end);
 }
 
 } // namespace instar::vpc

@@ -22,6 +22,7 @@
 #include "vhdx_header.h"
 #include "vhdx_metadata.h"
 #include "vhdx_region_table.h"
+#include "vhdx_resize_expose.h"
 
 namespace instar::vhdx {
 
@@ -127,8 +128,9 @@ Status zero_tail(guest::SizedDevice& dev, guest::Allocator& alloc, const VhdxIma
     return st;
 }
 
-// Writes BAT entries [first, last) at `bat`: unallocated, or (fixed disks) payload blocks fully
-// present at consecutive block-sized places from *next_block.
+// Writes BAT entries [first, last) at `bat`: unallocated (differencing disks: payload blocks
+// PAYLOAD_BLOCK_ZERO, so the grown area reads as zeros, not as the parent's data), or (fixed disks)
+// payload blocks fully present at consecutive block-sized places from *next_block.
 Status write_new_entries(guest::SizedDevice& dev, guest::Allocator& alloc, const Layout& l, uint64_t bat,
                          uint64_t first, uint64_t last, uint64_t* next_block) {
     Buffer buf(alloc, BAT_BUF);
@@ -138,6 +140,8 @@ Status write_new_entries(guest::SizedDevice& dev, guest::Allocator& alloc, const
         const uint64_t n = last - j < BAT_BUF / 8 ? last - j : BAT_BUF / 8;
         for (uint64_t k = 0; k < n; ++k) {
             uint64_t e = PAYLOAD_BLOCK_NOT_PRESENT;
+            if (l.differencing && !is_bitmap_entry(l, j + k))
+                e = PAYLOAD_BLOCK_ZERO;
             if (l.fixed && !is_bitmap_entry(l, j + k)) {
                 e = *next_block | PAYLOAD_BLOCK_FULLY_PRESENT;
                 *next_block += l.block;
@@ -228,7 +232,7 @@ Status write_size(guest::SizedDevice& dev, const Layout& l, uint64_t size) {
 }
 
 Status grow(guest::SizedDevice& dev, EditHost& host, guest::Allocator& alloc, const VhdxImage& img, const Layout& l,
-            uint64_t size, guest::Prealloc prealloc) {
+            uint64_t size, guest::Prealloc prealloc, bool parent_reaches) {
     const uint64_t old_size = img.meta.virtual_disk_size;
     const uint64_t old_entries = entries_for(l, old_size);
     const uint64_t new_entries = entries_for(l, size);
@@ -255,8 +259,18 @@ Status grow(guest::SizedDevice& dev, EditHost& host, guest::Allocator& alloc, co
     }
     const uint64_t data_blocks_new = (size + l.block - 1) / l.block;
     const uint64_t data_blocks_old = (old_size + l.block - 1) / l.block;
+    // A differencing disk's grown area reads as zeros (vhdx_resize_expose.h); the block holding the
+    // old end may need a payload block and a sector bitmap block, after the relocated BAT.
+    VhdxExpose expose{bat, old_size, size, old_entries, l.ratio, l.block, parent_reaches};
+    uint64_t expose_bytes = 0;
+    if (l.differencing)
+        if (const Status st = vhdx_expose_space(dev, expose, &expose_bytes); st != Status::Ok)
+            return st;
+    const uint64_t expose_at = next;
+    if (expose_bytes > 0)
+        next += expose_bytes;
     uint64_t new_len = dev.size();
-    if (relocate && next > new_len)
+    if ((relocate || expose_bytes > 0) && next > new_len)
         new_len = next;
     if (l.fixed) {
         new_len = file_end > new_len ? file_end : new_len;
@@ -287,6 +301,8 @@ Status grow(guest::SizedDevice& dev, EditHost& host, guest::Allocator& alloc, co
     uint64_t block_at = next;
     if (st == Status::Ok)
         st = write_new_entries(dev, alloc, l, bat, old_entries, new_entries, &block_at);
+    if (st == Status::Ok && l.differencing)
+        st = vhdx_expose_zeros(dev, alloc, expose, expose_at);
     if (st == Status::Ok)
         st = dev.flush(host);
     if (st == Status::Ok && relocate) {
@@ -409,7 +425,11 @@ guest::Status edit_resize(const EditRequest& req, EditHost& host) {
         return refuse(host, st, "vhdx: no VirtualDiskSize metadata item");
     if (req.random != nullptr && (st = renew_header(dev, host, *req.allocator, req.random)) != Status::Ok)
         return refuse(host, st, "vhdx: could not update the header");
-    st = size > old_size ? grow(dev, host, *req.allocator, img, l, size, static_cast<guest::Prealloc>(args.prealloc))
+    // The parent reaches into the grown area: it must not show there (qemu zeroes a qcow2 overlay's
+    // grown area then, bdrv_co_truncate).
+    const bool parent_reaches = (args.flags & guest::RESIZE_HAS_BACKING) != 0 && args.backing_size > old_size;
+    st = size > old_size ? grow(dev, host, *req.allocator, img, l, size, static_cast<guest::Prealloc>(args.prealloc),
+                                parent_reaches)
                          : shrink(dev, host, *req.allocator, img, l, size);
     if (st != Status::Ok)
         return refuse(host, st, "vhdx: the resize failed");

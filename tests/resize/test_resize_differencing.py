@@ -1,0 +1,303 @@
+#!/usr/bin/env python3
+"""`instar resize` of differencing VHD and VHDX disks (an instar extension, docs/resize.md "vmdk,
+vpc, vhdx"): what a grow exposes reads as zeros, never as the parent's data, as qemu zeroes the
+grown area of a qcow2 overlay whose backing file reaches into it.
+
+Each case makes a 64 MiB parent full of 0x11 (qemu-io), a differencing child over it (`instar
+create -b`), gives the child data of its own where the case says (written into the file: qemu
+cannot write a differencing disk, instar's writer only whole blocks), shrinks the child into the
+middle of a block and grows it past the parent's end, then checks:
+  - the content (`instar convert -O raw` of the chain) is the child's old content up to the
+    shrunk size and zeros after it;
+  - `instar check` accepts a VHDX child; instar info and qemu-img info (which opens a
+    differencing VHD as a dynamic disk) open a VHD child (no tool checks VHD); vhdiinfo reads both;
+  - the boundary block in every state: served by the parent, partially present (its own head,
+    the parent's middle, stale data after the shrunk end), fully present; a VHDX block a shrink
+    kept in the last chunk with stale data; a child created smaller than its parent (grown
+    without a shrink);
+  - crash consistency: the grow killed at every file-changing call (INSTAR_TEST_KILL_AT_WRITE)
+    leaves a child that checks (opens) as above, whose content is the old or the new one.
+
+Usage: test_resize_differencing.py INSTAR QEMU_IMG QEMU_IO
+"""
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+
+INSTAR, QIMG, QIO = sys.argv[1:4]
+MiB = 1 << 20
+PARENT = 64 * MiB
+SHRUNK = 41 * MiB + 512 * 1024  # inside a block for both formats (VHD 2 MiB, VHDX 1 MiB blocks)
+GROWN = 80 * MiB                # past the parent's end
+passed = failed = 0
+
+
+def check(label, cond, detail=''):
+    global passed, failed
+    if cond:
+        passed += 1
+    else:
+        failed += 1
+        print(f'FAIL {label} {detail}')
+
+
+def run(cmd, env=None):
+    return subprocess.run(cmd, capture_output=True, env=env)
+
+
+def ok(cmd):
+    p = run(cmd)
+    if p.returncode != 0:
+        raise RuntimeError(f'{cmd}: rc {p.returncode}: {p.stderr.decode()} {p.stdout.decode()[:300]}')
+    return p
+
+
+def virtual_size(fmt, path):
+    return json.loads(ok([INSTAR, 'info', '-f', fmt, '--output=json', path]).stdout)['virtual-size']
+
+
+def content(fmt, path, d):
+    """The chain's content as instar reads it (None when it cannot)."""
+    out = os.path.join(d, 'content.raw')
+    if os.path.exists(out):
+        os.unlink(out)
+    if run([INSTAR, 'convert', '-f', fmt, '-O', 'raw', path, out]).returncode != 0:
+        return None
+    with open(out, 'rb') as f:
+        return f.read()
+
+
+# ---- writing a child's own data into the file (instar's writer allocates whole blocks only) ----
+
+def vhd_layout(path):
+    with open(path, 'rb') as f:
+        footer = f.read(512)
+        data_offset = struct.unpack('>Q', footer[16:24])[0]
+        f.seek(data_offset)
+        dyn = f.read(1024)
+    table, entries, block = struct.unpack('>Q', dyn[16:24])[0], struct.unpack('>I', dyn[28:32])[0], \
+        struct.unpack('>I', dyn[32:36])[0]
+    return table, entries, block
+
+
+def vhd_add_block(path, index, present, data):
+    """Block `index` of a differencing VHD: `data` (one block), sectors with `present(s)` marked
+    present in its bitmap (bit 7 of byte 0 is the first sector); appended where the trailing footer
+    was, the footer after it."""
+    table, entries, block = vhd_layout(path)
+    assert len(data) == block and index < entries
+    bitmap = bytearray(512)
+    for s in range(block // 512):
+        if present(s):
+            bitmap[s // 8] |= 0x80 >> (s % 8)
+    size = os.path.getsize(path)
+    with open(path, 'r+b') as f:
+        f.seek(size - 512)
+        footer = f.read(512)
+        at = size - 512
+        f.seek(at)
+        f.write(bytes(bitmap) + data + footer)
+        f.seek(table + 4 * index)
+        f.write(struct.pack('>I', at // 512))
+
+
+BAT_GUID = bytes.fromhex('6677c22d23f600429d64115e9bfd4a08')
+
+
+def vhdx_bat(path):
+    with open(path, 'rb') as f:
+        f.seek(192 * 1024)
+        t = f.read(64 * 1024)
+    for i in range(struct.unpack('<I', t[8:12])[0]):
+        e = t[16 + 32 * i:48 + 32 * i]
+        if e[:16] == BAT_GUID:
+            return struct.unpack('<Q', e[16:24])[0]
+    raise RuntimeError('no BAT region')
+
+
+def vhdx_append(path, data):
+    size = os.path.getsize(path)
+    at = (size + MiB - 1) // MiB * MiB
+    with open(path, 'r+b') as f:
+        f.seek(at)
+        f.write(data)
+    return at
+
+
+def vhdx_set_entry(path, index, value):
+    bat = vhdx_bat(path)
+    with open(path, 'r+b') as f:
+        f.seek(bat + 8 * index)
+        f.write(struct.pack('<Q', value))
+
+
+def vhdx_add_block(path, block, index, data, present=None):
+    """Payload block `index` (1 MiB blocks: chunk ratio 4096): fully present, or partially present
+    with the sectors `present(s)` marked in a new sector bitmap block for chunk 0."""
+    ratio = (1 << 23) * 512 // block
+    at = vhdx_append(path, data)
+    if present is None:
+        vhdx_set_entry(path, index + index // ratio, at | 6)
+        return
+    bitmap = bytearray(MiB)
+    base = (index % ratio) * (block // 512)
+    for s in range(block // 512):
+        if present(s):
+            bitmap[(base + s) // 8] |= 1 << ((base + s) % 8)
+    sb = vhdx_append(path, bytes(bitmap))
+    vhdx_set_entry(path, index // ratio * (ratio + 1) + ratio, sb | 6)
+    vhdx_set_entry(path, index + index // ratio, at | 7)
+
+
+# ---- the cases ----
+
+def make_chain(fmt, d, child_size=None):
+    parent = os.path.join(d, 'parent.' + fmt)
+    child = os.path.join(d, 'child.' + fmt)
+    opts = ['-o', 'block_size=1M'] if fmt == 'vhdx' else []
+    ok([INSTAR, 'create', '-q', '-f', fmt] + opts + [parent, str(PARENT)])
+    ok([QIO, '-f', fmt, '-c', f'write -P 0x11 0 {PARENT}', parent])
+    # The parent named relative to the child, so a copy of the directory is a chain of its own.
+    cmd = [INSTAR, 'create', '-q', '-f', fmt] + opts + ['-b', os.path.basename(parent), '-F', fmt, child]
+    ok(cmd + ([str(child_size)] if child_size else []))
+    return child
+
+
+def block_size(fmt, child):
+    return vhd_layout(child)[2] if fmt == 'vpc' else MiB
+
+
+def opens(fmt, child):
+    """instar check accepts the image (vpc, which neither qemu nor instar checks: instar info and
+    qemu-img info, which opens a differencing VHD as a dynamic disk, open it)."""
+    if fmt == 'vpc':
+        p = run([INSTAR, 'info', '-f', fmt, child])
+        q = run([QIMG, 'info', '-f', fmt, child])
+        return p.returncode == 0 and q.returncode == 0, (p.stderr + q.stderr).decode()[-300:]
+    p = run([INSTAR, 'check', '-f', fmt, child])
+    return p.returncode == 0, (p.stdout + p.stderr).decode()[-300:]
+
+
+def structure_checks(label, fmt, child):
+    check(f'{label}: opens and checks', *opens(fmt, child))
+    check(f'{label}: vhdiinfo', run(['/usr/bin/vhdiinfo', child]).returncode == 0)
+
+
+def resize(fmt, child, size, env=None):
+    args = [INSTAR, 'resize', '-f', fmt] + (['--shrink'] if size < virtual_size(fmt, child) else []) + [child, str(size)]
+    return run(args, env=env)
+
+
+def shrink_then_grow(label, fmt, prepare):
+    with tempfile.TemporaryDirectory() as d:
+        child = make_chain(fmt, d)
+        prepare(fmt, child, block_size(fmt, child))
+        before = content(fmt, child, d)
+        p = resize(fmt, child, SHRUNK)
+        check(f'{label}: shrink', p.returncode == 0, p.stderr.decode())
+        shrunk = virtual_size(fmt, child)  # vpc: rounded to its geometry
+        check(f'{label}: shrunk inside a block', shrunk % block_size(fmt, child) != 0, str(shrunk))
+        check(f'{label}: shrunk content', content(fmt, child, d) == before[:shrunk])
+        p = resize(fmt, child, GROWN)
+        check(f'{label}: grow', p.returncode == 0, p.stderr.decode())
+        grown = virtual_size(fmt, child)
+        check(f'{label}: grown size', grown >= GROWN, str(grown))
+        got = content(fmt, child, d) or b''
+        want = before[:shrunk] + bytes(grown - shrunk)
+        first = next((i for i in range(0, min(len(got), len(want)), 512) if got[i:i + 512] != want[i:i + 512]), None)
+        check(f'{label}: grown content', got == want, f'length {len(got)}, first differing sector at {first}')
+        structure_checks(label, fmt, child)
+
+
+def nothing(fmt, child, block):
+    pass
+
+
+def partial_boundary(fmt, child, block):
+    """The block holding SHRUNK: its own data in the first quarter, the parent's in the rest of
+    the kept part, stale data (bits clear) after SHRUNK; a fully present block past SHRUNK."""
+    index = SHRUNK // block
+    data = b'\x33' * (block // 4) + b'\x44' * (block - block // 4)
+    quarter = block // 4 // 512
+    far = (SHRUNK + 4 * MiB) // block
+    if fmt == 'vpc':
+        vhd_add_block(child, index, lambda s: s < quarter, data)
+        vhd_add_block(child, far, lambda s: True, b'\x55' * block)
+    else:
+        vhdx_add_block(child, block, index, data, lambda s: s < quarter)
+        vhdx_add_block(child, block, far, b'\x55' * block)
+
+
+def full_boundary(fmt, child, block):
+    index = SHRUNK // block
+    if fmt == 'vpc':
+        vhd_add_block(child, index, lambda s: True, b'\x66' * block)
+    else:
+        vhdx_add_block(child, block, index, b'\x66' * block)
+
+
+def smaller_child(label, fmt):
+    """A child created smaller than its parent, grown without a shrink before."""
+    with tempfile.TemporaryDirectory() as d:
+        child = make_chain(fmt, d, child_size=SHRUNK)
+        before = content(fmt, child, d)
+        check(f'{label}: created smaller', len(before) < PARENT, str(len(before)))
+        p = resize(fmt, child, GROWN)
+        check(f'{label}: grow', p.returncode == 0, p.stderr.decode())
+        grown = virtual_size(fmt, child)
+        check(f'{label}: grown content', content(fmt, child, d) == before + bytes(grown - len(before)))
+        structure_checks(label, fmt, child)
+
+
+def crash(label, fmt, prepare):
+    """The grow killed at every file-changing call: the old content or the new one."""
+    with tempfile.TemporaryDirectory() as d:
+        tpl_dir = os.path.join(d, 'tpl')
+        os.mkdir(tpl_dir)
+        child = make_chain(fmt, tpl_dir)
+        prepare(fmt, child, block_size(fmt, child))
+        ok([INSTAR, 'resize', '-f', fmt, '--shrink', child, str(SHRUNK)])
+        old = content(fmt, child, d)
+        scratch = os.path.join(d, 'scratch')
+        shutil.copytree(tpl_dir, scratch)
+        ok([INSTAR, 'resize', '-f', fmt, os.path.join(scratch, os.path.basename(child)), str(GROWN)])
+        new = old + bytes(virtual_size(fmt, os.path.join(scratch, os.path.basename(child))) - len(old))
+        work = os.path.join(d, 'work')
+        n, points, bad = 1, 0, 0
+        while n < 200:
+            shutil.rmtree(work, ignore_errors=True)
+            shutil.copytree(tpl_dir, work)
+            c = os.path.join(work, os.path.basename(child))
+            # The copy names the template's parent (an absolute path), which nothing writes.
+            p = resize(fmt, c, GROWN, env=dict(os.environ, INSTAR_TEST_KILL_AT_WRITE=str(n)))
+            if p.returncode == 0:
+                break
+            points += 1
+            good, why = opens(fmt, c)
+            got = content(fmt, c, d)
+            if not good or got not in (old, new):
+                bad += 1
+                print(f'FAIL {label}: killed at write {n}: {why}, content '
+                      f'{"old" if got == old else "new" if got == new else "neither"}')
+            n += 1
+        check(f'{label}: kill points ({points}) all old or new', bad == 0 and 0 < points < 199, f'{bad} bad')
+
+
+def main():
+    for fmt in ('vpc', 'vhdx'):
+        shrink_then_grow(f'{fmt} boundary block from the parent', fmt, nothing)
+        shrink_then_grow(f'{fmt} boundary block partially present', fmt, partial_boundary)
+        shrink_then_grow(f'{fmt} boundary block fully present', fmt, full_boundary)
+        smaller_child(f'{fmt} child smaller than its parent', fmt)
+        crash(f'{fmt} crash, boundary block from the parent', fmt, nothing)
+        crash(f'{fmt} crash, boundary block partially present', fmt, partial_boundary)
+    print(f'{passed} passed, {failed} failed')
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
