@@ -1,16 +1,22 @@
 #!/usr/bin/env python3
-"""`instar resize` of differencing VHD and VHDX disks (an instar extension, docs/resize.md "vmdk,
-vpc, vhdx"): what a grow exposes reads as zeros, never as the parent's data, as qemu zeroes the
-grown area of a qcow2 overlay whose backing file reaches into it.
+"""`instar resize` of differencing VHD and VHDX disks and vmdk delta disks (an instar extension,
+docs/resize.md "vmdk, vpc, vhdx"): what a grow exposes reads as zeros, never as the parent's data,
+as qemu zeroes the grown area of a qcow2 overlay whose backing file reaches into it.
 
 Each case makes a 64 MiB parent full of 0x11 (qemu-io), a differencing child over it (`instar
 create -b`), gives the child data of its own where the case says (written into the file: qemu
-cannot write a differencing disk, instar's writer only whole blocks), shrinks the child into the
-middle of a block and grows it past the parent's end, then checks:
+cannot write a differencing VHD or VHDX, instar's writer only whole blocks; qemu-io writes a vmdk
+child), shrinks the child into the middle of a block (vmdk: of a grain) and grows it past the
+parent's end, then checks:
   - the content (`instar convert -O raw` of the chain) is the child's old content up to the
     shrunk size and zeros after it;
   - `instar check` accepts a VHDX child; instar info and qemu-img info (which opens a
     differencing VHD as a dynamic disk) open a VHD child (no tool checks VHD); vhdiinfo reads both;
+    instar check, qemu-img check and vmdkinfo a vmdk child, and qemu-img compare reads the same
+    content through the chain as instar;
+  - vmdk: a grain holding the old end that the parent served gets the parent's bytes (asked from
+    the host on a second run), a child with zeroed grains gets zeroed-grain entries, and a layout
+    the grow cannot zero yet (twoGbMaxExtentSparse) is refused with the image unchanged;
   - the boundary block in every state: served by the parent, partially present (its own head,
     the parent's middle, stale data after the shrunk end), fully present; a VHDX block a shrink
     kept in the last chunk with stale data; a child created smaller than its parent (grown
@@ -31,7 +37,8 @@ import tempfile
 INSTAR, QIMG, QIO = sys.argv[1:4]
 MiB = 1 << 20
 PARENT = 64 * MiB
-SHRUNK = 41 * MiB + 512 * 1024  # inside a block for both formats (VHD 2 MiB, VHDX 1 MiB blocks)
+# Inside a block for every format (VHD 2 MiB, VHDX 1 MiB blocks, vmdk 64 KiB grains).
+SHRUNK = 41 * MiB + 512 * 1024 + 32 * 1024
 GROWN = 80 * MiB                # past the parent's end
 passed = failed = 0
 
@@ -155,10 +162,10 @@ def vhdx_add_block(path, block, index, data, present=None):
 
 # ---- the cases ----
 
-def make_chain(fmt, d, child_size=None):
+def make_chain(fmt, d, child_size=None, opts=None):
     parent = os.path.join(d, 'parent.' + fmt)
     child = os.path.join(d, 'child.' + fmt)
-    opts = ['-o', 'block_size=1M'] if fmt == 'vhdx' else []
+    opts = opts or (['-o', 'block_size=1M'] if fmt == 'vhdx' else [])
     ok([INSTAR, 'create', '-q', '-f', fmt] + opts + [parent, str(PARENT)])
     ok([QIO, '-f', fmt, '-c', f'write -P 0x11 0 {PARENT}', parent])
     # The parent named relative to the child, so a copy of the directory is a chain of its own.
@@ -168,7 +175,7 @@ def make_chain(fmt, d, child_size=None):
 
 
 def block_size(fmt, child):
-    return vhd_layout(child)[2] if fmt == 'vpc' else MiB
+    return {'vpc': lambda: vhd_layout(child)[2], 'vhdx': lambda: MiB, 'vmdk': lambda: 64 * 1024}[fmt]()
 
 
 def opens(fmt, child):
@@ -179,12 +186,23 @@ def opens(fmt, child):
         q = run([QIMG, 'info', '-f', fmt, child])
         return p.returncode == 0 and q.returncode == 0, (p.stderr + q.stderr).decode()[-300:]
     p = run([INSTAR, 'check', '-f', fmt, child])
+    if fmt == 'vmdk':
+        q = run([QIMG, 'check', '-f', fmt, child])
+        return p.returncode == 0 and q.returncode == 0, (p.stdout + p.stderr + q.stdout + q.stderr).decode()[-300:]
     return p.returncode == 0, (p.stdout + p.stderr).decode()[-300:]
 
 
-def structure_checks(label, fmt, child):
+def structure_checks(label, fmt, child, want=None):
     check(f'{label}: opens and checks', *opens(fmt, child))
-    check(f'{label}: vhdiinfo', run(['/usr/bin/vhdiinfo', child]).returncode == 0)
+    reader = '/usr/bin/vmdkinfo' if fmt == 'vmdk' else '/usr/bin/vhdiinfo'
+    check(f'{label}: {os.path.basename(reader)}', run([reader, child]).returncode == 0)
+    if fmt == 'vmdk' and want is not None:
+        ref = child + '.ref'
+        with open(ref, 'wb') as f:
+            f.write(want)
+        p = run([QIMG, 'compare', '-f', fmt, '-F', 'raw', child, ref])
+        check(f'{label}: qemu-img compare', p.returncode == 0, p.stdout.decode()[-200:])
+        os.unlink(ref)
 
 
 def resize(fmt, child, size, env=None):
@@ -210,7 +228,7 @@ def shrink_then_grow(label, fmt, prepare):
         want = before[:shrunk] + bytes(grown - shrunk)
         first = next((i for i in range(0, min(len(got), len(want)), 512) if got[i:i + 512] != want[i:i + 512]), None)
         check(f'{label}: grown content', got == want, f'length {len(got)}, first differing sector at {first}')
-        structure_checks(label, fmt, child)
+        structure_checks(label, fmt, child, want)
 
 
 def nothing(fmt, child, block):
@@ -224,7 +242,12 @@ def partial_boundary(fmt, child, block):
     data = b'\x33' * (block // 4) + b'\x44' * (block - block // 4)
     quarter = block // 4 // 512
     far = (SHRUNK + 4 * MiB) // block
-    if fmt == 'vpc':
+    if fmt == 'vmdk':
+        # qemu-io writes the child: whole grains of its own before, in and after the boundary one.
+        ok([QIO, '-f', fmt, '-c', f'write -P 0x33 {index * block - MiB} {MiB}', child])
+        ok([QIO, '-f', fmt, '-c', f'write -P 0x44 {index * block} {block}', child])
+        ok([QIO, '-f', fmt, '-c', f'write -P 0x55 {far * block} {block}', child])
+    elif fmt == 'vpc':
         vhd_add_block(child, index, lambda s: s < quarter, data)
         vhd_add_block(child, far, lambda s: True, b'\x55' * block)
     else:
@@ -234,23 +257,26 @@ def partial_boundary(fmt, child, block):
 
 def full_boundary(fmt, child, block):
     index = SHRUNK // block
-    if fmt == 'vpc':
+    if fmt == 'vmdk':
+        ok([QIO, '-f', fmt, '-c', f'write -P 0x66 {index * block} {block}', child])
+    elif fmt == 'vpc':
         vhd_add_block(child, index, lambda s: True, b'\x66' * block)
     else:
         vhdx_add_block(child, block, index, b'\x66' * block)
 
 
-def smaller_child(label, fmt):
+def smaller_child(label, fmt, opts=None):
     """A child created smaller than its parent, grown without a shrink before."""
     with tempfile.TemporaryDirectory() as d:
-        child = make_chain(fmt, d, child_size=SHRUNK)
+        child = make_chain(fmt, d, child_size=SHRUNK, opts=opts)
         before = content(fmt, child, d)
         check(f'{label}: created smaller', len(before) < PARENT, str(len(before)))
         p = resize(fmt, child, GROWN)
         check(f'{label}: grow', p.returncode == 0, p.stderr.decode())
         grown = virtual_size(fmt, child)
-        check(f'{label}: grown content', content(fmt, child, d) == before + bytes(grown - len(before)))
-        structure_checks(label, fmt, child)
+        want = before + bytes(grown - len(before))
+        check(f'{label}: grown content', content(fmt, child, d) == want)
+        structure_checks(label, fmt, child, want)
 
 
 def crash(label, fmt, prepare):
@@ -287,7 +313,24 @@ def crash(label, fmt, prepare):
         check(f'{label}: kill points ({points}) all old or new', bad == 0 and 0 < points < 199, f'{bad} bad')
 
 
+def refused(label, fmt, opts):
+    """A layout whose grow cannot zero the area yet: refused, the files unchanged."""
+    with tempfile.TemporaryDirectory() as d:
+        child = make_chain(fmt, d, child_size=SHRUNK, opts=opts)
+        before = {n: open(os.path.join(d, n), 'rb').read() for n in sorted(os.listdir(d))}
+        p = resize(fmt, child, GROWN)
+        check(f'{label}: refused', p.returncode == 1 and b'parent' in p.stderr, (p.stdout + p.stderr).decode())
+        after = {n: open(os.path.join(d, n), 'rb').read() for n in sorted(os.listdir(d))}
+        check(f'{label}: unchanged', before == after)
+
+
 def main():
+    smaller_child('vmdk child smaller than its parent', 'vmdk')
+    smaller_child('vmdk child with zeroed grains', 'vmdk', ['-o', 'zeroed_grain=on'])
+    shrink_then_grow('vmdk boundary grain from the parent', 'vmdk', nothing)
+    shrink_then_grow('vmdk boundary grain and its neighbours written', 'vmdk', partial_boundary)
+    crash('vmdk crash, boundary grain from the parent', 'vmdk', nothing)
+    refused('vmdk twoGbMaxExtentSparse child', 'vmdk', ['-o', 'subformat=twoGbMaxExtentSparse'])
     for fmt in ('vpc', 'vhdx'):
         shrink_then_grow(f'{fmt} boundary block from the parent', fmt, nothing)
         shrink_then_grow(f'{fmt} boundary block partially present', fmt, partial_boundary)

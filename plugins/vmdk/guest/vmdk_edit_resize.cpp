@@ -25,6 +25,9 @@
 //   first, then the descriptor), the kept one decides the cut of a shrink.
 // - COWD (vmfsSparse) files, alone or as VMFSSPARSE extents: resize_cowd (its header is the switch;
 //   a grow gives the exposed range zeroed grain tables, the directory moved when too short).
+// - a delta disk grown over a parent that reaches past the old end: the grown area gets grains of
+//   its own so the parent does not show there (vmdk_resize_expose.h; monolithicSparse), or the
+//   grow is refused (the other sparse layouts).
 #include "vmdk_edit.h"
 
 #include <instar/guest/arena_new.h>
@@ -38,6 +41,7 @@
 #include "vmdk_descriptor.h"
 #include "vmdk_existing_write.h"
 #include "vmdk_read.h"
+#include "vmdk_resize_expose.h"
 #include "vmdk_sparse_header.h"
 #include "vmdk_write.h"
 
@@ -58,6 +62,11 @@ constexpr uint64_t SPARSE_MAX_FILE = (uint64_t{1} << 32) * 512;
 constexpr size_t DESC_MAX = VMDK_DESC_MAX;
 // Extents one resize handles (the descriptor's bound).
 constexpr uint32_t MAX_EXTENTS = VMDK_MAX_EXTENTS;
+// The refusal where a grow would show a delta disk's parent and the layout has no way here to
+// zero the area yet (COWD, split sparse sets, sparse extents behind a descriptor): nothing written.
+constexpr const char* PARENT_SHOWS =
+    "vmdk: growing this delta disk over a parent that reaches past its end is not supported (the parent's data "
+    "would show in the grown area)";
 
 Status refuse(EditHost& host, Status st, const char* why) {
     guest::edit_refuse(host, why, st);
@@ -604,8 +613,39 @@ Status resize_stream_footer(SizedDevice& dev, EditHost& host, guest::Allocator& 
     return st == Status::Ok ? st : refuse(host, st, "vmdk: the resize failed");
 }
 
+// A delta disk's parent, as a grow must know it (vmdk_resize_expose.h).
+struct SparseParent {
+    uint64_t end = 0;                               // bytes of the parent the grown disk would show (0: none)
+    bool bytes_sent = false;                        // RESIZE_BACKING_BYTES: extra[0] holds what was asked
+    guest::BlockDevice* const* extra = nullptr;
+    uint32_t extra_count = 0;
+};
+
+// The parent's bytes of the grain holding the old end, when the grow needs them: asked for (the
+// host runs the resize again with them; nothing written yet) or read from what the host sent.
+Status parent_head(EditHost& host, guest::Allocator& alloc, const SparseParent& p, uint64_t offset, uint64_t len,
+                   uint8_t** out) {
+    if (!p.bytes_sent) {
+        const guest::ResizeNeedBacking need{offset, len};
+        const Status st = host.data(guest::RESIZE_DATA_NEED_BACKING, &need, sizeof need);
+        return refuse(host, st != Status::Ok ? st : Status::Unsupported,
+                      "instar cannot zero the new area of this delta disk without its parent's bytes");
+    }
+    if (p.extra_count < 1 || p.extra == nullptr || p.extra[0] == nullptr)
+        return refuse(host, Status::Invalid, "resize: the backing file's bytes were not sent");
+    auto* bytes = static_cast<uint8_t*>(alloc.allocate(static_cast<size_t>(len), 64));
+    if (bytes == nullptr)
+        return Status::NoMemory;
+    __builtin_memset(bytes, 0, static_cast<size_t>(len));
+    const uint64_t n = p.extra[0]->size() < len ? p.extra[0]->size() : len;
+    if (n > 0 && p.extra[0]->read(0, bytes, static_cast<size_t>(n)) != Status::Ok)
+        return refuse(host, Status::IoError, "Could not read the backing file: Input/output error");
+    *out = bytes;
+    return Status::Ok;
+}
+
 Status resize_sparse(SizedDevice& dev, EditHost& host, guest::Allocator& alloc, const guest::Codecs* codecs,
-                     uint64_t size, bool shrink_ok) {
+                     uint64_t size, bool shrink_ok, const SparseParent& parent = SparseParent{}) {
     Sparse s{};
     VmdkSparseExtent x{};
     bool embedded = false;
@@ -654,6 +694,26 @@ Status resize_sparse(SizedDevice& dev, EditHost& host, guest::Allocator& alloc, 
         return st == Status::Ok ? st : refuse(host, st, "vmdk: the resize failed");
     }
 
+    // A delta disk's parent must not show in the grown area (vmdk_resize_expose.h): the grain
+    // holding the old end may need the parent's bytes, asked for before anything is written.
+    uint64_t parent_end = (parent.end + 511) / 512;
+    if (parent_end > new_cap)
+        parent_end = new_cap;
+    VmdkExpose expose{s.h.gd_offset * 512, rgd ? s.h.rgd_offset * 512 : 0, s.h.num_gtes_per_gt, s.h.granularity,
+                      cap, parent_end, (s.h.flags & VMDK4_FLAG_ZERO_GRAIN) != 0};
+    uint8_t* head = nullptr;
+    if (parent_end > cap) {
+        if (x.compressed)
+            return refuse(host, Status::Unsupported,
+                          "vmdk: a compressed delta disk cannot grow over a parent that reaches past its end");
+        uint64_t asked = UINT64_MAX;
+        if ((st = vmdk_expose_head(dev, expose, &asked)) != Status::Ok)
+            return refuse(host, st, "vmdk: the grain holding the old end has no grain table");
+        if (asked != UINT64_MAX &&
+            (st = parent_head(host, alloc, parent, asked, s.h.granularity * 512, &head)) != Status::Ok)
+            return st;
+    }
+
     // Grow: old tables forget stale grains past the old end; new tables at the file's end. A
     // compressed grain holding the old end is written anew (rewrite_partial_grain).
     if (x.compressed && cap % s.h.granularity != 0)
@@ -695,6 +755,15 @@ Status resize_sparse(SizedDevice& dev, EditHost& host, guest::Allocator& alloc, 
         nh.gd_offset = new_gd / 512;
         if (rgd)
             nh.rgd_offset = new_rgd / 512;
+    }
+    if (parent_end > cap) {
+        expose.gd = nh.gd_offset * 512;
+        expose.rgd = rgd ? nh.rgd_offset * 512 : 0;
+        st = vmdk_expose_zeros(dev, host, alloc, expose, head);
+        if (st == Status::Ok)
+            st = dev.flush(host);
+        if (st != Status::Ok)
+            return refuse(host, st, "vmdk: the resize failed");
     }
     vmdk4_header_encode(nh, hdr);
     st = dev.write(0, hdr, VMDK4_HEADER_BYTES);
@@ -980,7 +1049,8 @@ Status shrink_extents(SizedDevice& dev, SizedDevice* const* files, uint32_t coun
 }
 
 Status resize_flat(SizedDevice& dev, SizedDevice* const* files, uint32_t file_count, EditHost& host,
-                   guest::Allocator& alloc, uint64_t size, bool shrink_ok, guest::Prealloc prealloc) {
+                   guest::Allocator& alloc, uint64_t size, bool shrink_ok, guest::Prealloc prealloc,
+                   bool parent_reaches) {
     const size_t cap = dev.size() < DESC_MAX ? static_cast<size_t>(dev.size()) : DESC_MAX;
     guest::ScopedBuffer text_buf(alloc, cap + 1);
     if (!text_buf.p)
@@ -1031,6 +1101,8 @@ Status resize_flat(SizedDevice& dev, SizedDevice* const* files, uint32_t file_co
         split = false; // a COWD last extent grows its own capacity, even in a split set
     if (sparse && prealloc != guest::Prealloc::Off)
         return refuse(host, Status::Unsupported, "vmdk: preallocation is not supported for sparse extents");
+    if (sparse && parent_reaches)
+        return refuse(host, Status::Unsupported, PARENT_SHOWS);
     const uint64_t new_sectors = size / 512;
     if (new_sectors == old_sectors)
         return Status::Ok;
@@ -1218,6 +1290,15 @@ guest::Status edit_resize(const EditRequest& req, EditHost& host) {
     if (size == 0)
         return refuse(host, Status::Invalid, "vmdk: a disk cannot be resized to 0 bytes");
     const bool shrink_ok = (args.flags & guest::RESIZE_SHRINK) != 0;
+    // A delta disk grown over a parent that reaches past the old end: the parent must not show in
+    // the grown area (qemu zeroes a qcow2 overlay's, bdrv_co_truncate).
+    SparseParent parent{};
+    if ((args.flags & guest::RESIZE_HAS_BACKING) != 0 && args.backing_size > args.old_size && size > args.old_size) {
+        parent.end = args.backing_size < size ? args.backing_size : size;
+        parent.bytes_sent = (args.flags & guest::RESIZE_BACKING_BYTES) != 0;
+        parent.extra = req.extra;
+        parent.extra_count = req.extra_count;
+    }
     uint8_t magic[4];
     if ((st = read_zero_filled(*d.image, 0, magic, sizeof magic)) != Status::Ok)
         return st;
@@ -1229,15 +1310,17 @@ guest::Status edit_resize(const EditRequest& req, EditHost& host) {
             return refuse(host, Status::Unsupported, "vmdk: a descriptor inside a sparse header is not supported");
         if ((args.flags & guest::RESIZE_PREALLOC_GIVEN) != 0 && args.prealloc != 0)
             return refuse(host, Status::Unsupported, "vmdk: preallocation is not supported for sparse extents");
-        return resize_sparse(*d.image, host, *req.allocator, req.codecs, size, shrink_ok);
+        return resize_sparse(*d.image, host, *req.allocator, req.codecs, size, shrink_ok, parent);
     }
     if (load_be32(magic) == VMDK3_MAGIC) {
         if ((args.flags & guest::RESIZE_PREALLOC_GIVEN) != 0 && args.prealloc != 0)
             return refuse(host, Status::Unsupported, "vmdk: preallocation is not supported for sparse extents");
+        if (parent.end != 0)
+            return refuse(host, Status::Unsupported, PARENT_SHOWS);
         return resize_cowd(*d.image, host, *req.allocator, size, shrink_ok);
     }
     return resize_flat(*d.image, d.files, d.count, host, *req.allocator, size, shrink_ok,
-                       static_cast<guest::Prealloc>(args.prealloc));
+                       static_cast<guest::Prealloc>(args.prealloc), parent.end != 0);
 }
 
 } // namespace instar::vmdk
