@@ -95,6 +95,24 @@ SCENARIOS = {
 SCENARIOS["no_backing"] = ([q("create", "-q", "-f", "qcow2", "t.qcow2", "1M")], ["t.qcow2"])
 
 
+def three_small_mid(m_size):
+    """b.qcow2 (8M, data to its end) <- m.qcow2 (smaller) <- t.qcow2 (8M): committed into m, which
+    grows first, the area past its old end zeroed (bdrv_co_truncate's BDRV_REQ_ZERO_WRITE: b must
+    not show there, where t read zeros)."""
+    cmds = [q("create", "-q", "-f", "qcow2", "b.qcow2", "8M"), io("qcow2", "b.qcow2", *BASE_DATA),
+            q("create", "-q", "-f", "qcow2", "-b", "b.qcow2", "-F", "qcow2", "m.qcow2", m_size),
+            io("qcow2", "m.qcow2", "write -P 0x31 100k 1M"),
+            q("create", "-q", "-f", "qcow2", "-b", "m.qcow2", "-F", "qcow2", "t.qcow2", "8M"),
+            io("qcow2", "t.qcow2", "write -P 0x41 6M 64k")]
+    return cmds, ["t.qcow2", "m.qcow2", "b.qcow2"]
+
+
+SCENARIOS["three_small_mid"] = three_small_mid("4M")
+# Its old end inside a cluster: the zeroing copies the cluster's head from b (the grow asks the host
+# for those bytes and runs again with them).
+SCENARIOS["three_small_mid_unaligned"] = three_small_mid("4100k")
+
+
 def set_corrupt_bit(image):
     """A fixture step: the qcow2 header's corrupt bit (incompatible_features bit 1) set."""
     return [sys.executable, QCOW2_HEADER, image, "2"]
@@ -123,7 +141,7 @@ DATA_CASES += [("vmdk_base", ["t.qcow2"]), ("vhdx_base", ["t.qcow2"]), ("vmdk_to
 DATA_CASES_BOTH = [("plain", ["t.qcow2"]), ("plain", ["-d", "-q", "t.qcow2"]), ("three", ["-b", "b.qcow2", "t.qcow2"]),
                    ("plain", ["-p", "t.qcow2"])]
 # Profile-specific long options (10.0 only; 7.2 refuses them, which the error cases check).
-DATA_CASES_10 = [("plain", ["--drop", "t.qcow2"]), ("three", ["--base=b.qcow2", "--progress", "t.qcow2"]),
+DATA_CASES_10 = [("three_small_mid_unaligned", ["-b", "m.qcow2", "t.qcow2"]), ("plain", ["--drop", "t.qcow2"]), ("three", ["--base=b.qcow2", "--progress", "t.qcow2"]),
                  ("plain", ["--quiet", "--cache=writeback", "--rate", "10G", "--format=qcow2", "t.qcow2"])]
 ERROR_CASES = [
     ("no_backing", ["t.qcow2"]), ("plain", ["-b", "nope.qcow2", "t.qcow2"]), ("plain", ["-b", "t.qcow2", "t.qcow2"]),

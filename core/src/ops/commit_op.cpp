@@ -7,6 +7,7 @@
 #include "ops/edit_op.h"
 #include "ops/guest_info_runner.h"
 #include "ops/guest_module.h"
+#include "ops/image_range.h"
 #include "ops/image_table.h"
 #include "ops/info_first.h"
 #include "ops/info_op.h"
@@ -246,7 +247,10 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
 
     // qemu's active commit first grows a smaller base to the top's size (mirror_run:
     // blk_co_truncate); instar through the format's in-place resize (EditCommand::Resize). A crash
-    // after it leaves a larger base whose new tail reads as zeros, as the top read it before.
+    // after it leaves a larger base whose new tail reads as zeros, as the top read it before. A base
+    // with a backing image of its own that reaches past its end (down a chain) gets the grown area
+    // zeroed, as bdrv_co_truncate asks qemu's driver to (BDRV_REQ_ZERO_WRITE): else the backing
+    // image's data would show there, where the top read zeros.
     std::uint64_t base_file_size = base_link.image.size;
     if (base_link.node.virtual_size < top.node.virtual_size) {
         guest::ResizeArgs r{};
@@ -254,6 +258,11 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
         r.old_size = base_link.node.virtual_size;
         r.prealloc = static_cast<std::uint32_t>(guest::Prealloc::Off);
         r.flags = guest::RESIZE_THEN_WRITTEN;
+        const ChainLink* below = base + 1 < chain.links.size() ? &chain.links[base + 1] : nullptr;
+        if (below != nullptr) {
+            r.flags |= guest::RESIZE_HAS_BACKING;
+            r.backing_size = below->node.virtual_size;
+        }
         EditCall call;
         call.link = &base_link;
         call.filename = base_link.name;
@@ -265,6 +274,26 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
                                       spec.filename + "' (" + std::to_string(top.node.virtual_size) + " bytes): ";
         if (!grown)
             return Error{head_text + grown.error()};
+        // The format asked for bytes of the base's backing chain (the cluster or grain holding the
+        // old end, which the zeroing copies on write) and wrote nothing: read in a sandbox of their
+        // own, then the grow runs again with them (as resize does).
+        std::vector<ImageRange> asked;
+        if (below != nullptr) {
+            auto bytes = read_asked_bytes_of(*grown, *below, spec.allow_paths, spec.unsafe_quirks, plugins, sandbox,
+                                             qemu_version);
+            if (!bytes)
+                return Error{head_text + bytes.error()};
+            asked = std::move(*bytes);
+        }
+        if (!asked.empty()) {
+            r.flags |= guest::RESIZE_BACKING_BYTES;
+            call.args.clear();
+            append_bytes(call.args, &r, 1);
+            call.extra = range_devices(asked);
+            grown = run_edit(call, sandbox, qemu_version);
+            if (!grown)
+                return Error{head_text + grown.error()};
+        }
         if (grown->status != guest::Status::Ok)
             return Error{head_text + (grown->reason.empty() ? status_message(grown->status) : grown->reason)};
         struct stat st {};

@@ -92,12 +92,22 @@ Expected<std::vector<ImageRange>> read_asked_backing_bytes(const Expected<EditRe
                                                              bool unsafe_quirks, const PluginRegistry& plugins,
                                                              const vmm::SandboxConfig& sandbox,
                                                              std::uint32_t qemu_version) {
-    std::vector<ImageRange> out;
     if (!report || report->status == guest::Status::Ok || chain.links.size() < 2)
+        return std::vector<ImageRange>{};
+    return read_asked_bytes_of(*report, chain.links[1], allow_paths, unsafe_quirks, plugins, sandbox, qemu_version);
+}
+
+Expected<std::vector<ImageRange>> read_asked_bytes_of(const EditReport& report, const ChainLink& backing,
+                                                        const std::vector<std::string>& allow_paths,
+                                                        bool unsafe_quirks, const PluginRegistry& plugins,
+                                                        const vmm::SandboxConfig& sandbox,
+                                                        std::uint32_t qemu_version) {
+    std::vector<ImageRange> out;
+    if (report.status == guest::Status::Ok)
         return out;
-    for (const auto& need : backing_bytes_asked(*report)) {
-        auto bytes = read_image_range(chain.links[1], need.offset, need.length, allow_paths, unsafe_quirks, plugins,
-                                      sandbox, qemu_version);
+    for (const auto& need : backing_bytes_asked(report)) {
+        auto bytes = read_image_range(backing, need.offset, need.length, allow_paths, unsafe_quirks, plugins, sandbox,
+                                      qemu_version);
         if (!bytes)
             return Error{bytes.error()};
         out.push_back(std::move(*bytes));

@@ -49,6 +49,14 @@ Expected<std::vector<ImageRange>> read_asked_backing_bytes(const Expected<EditRe
                                                              const vmm::SandboxConfig& sandbox,
                                                              std::uint32_t qemu_version);
 
+// The same for an edit of an image whose backing image is `backing` (commit's base, down a chain):
+// each range read through `backing`'s chain.
+Expected<std::vector<ImageRange>> read_asked_bytes_of(const EditReport& report, const ChainLink& backing,
+                                                        const std::vector<std::string>& allow_paths,
+                                                        bool unsafe_quirks, const PluginRegistry& plugins,
+                                                        const vmm::SandboxConfig& sandbox,
+                                                        std::uint32_t qemu_version);
+
 // The read-only devices that hand `ranges` to the edit's run again, in order (EditRequest::extra).
 std::vector<vmm::Device> range_devices(const std::vector<ImageRange>& ranges);
 
