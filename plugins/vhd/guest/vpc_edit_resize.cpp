@@ -192,43 +192,6 @@ Status zero_tail(guest::SizedDevice& dev, guest::Allocator& alloc, const VpcImag
     return write_fill(dev, alloc, data + in_block, end - from, 0);
 }
 
-// After a shrink's switch: the blocks of entries [entries, max) are emptied (qemu allocates new
-// blocks at the end of what the table references and does not zero them, so space it may reuse
-// must read as zeros) and their entries marked unused.
-Status drop_blocks(guest::SizedDevice& dev, guest::Allocator& alloc, const VpcImage& img, uint32_t entries) {
-    const VpcDynamicHeader& h = img.header;
-    guest::ScopedBuffer chunk(alloc, BAT_CHUNK);
-    if (!chunk.p)
-        return Status::NoMemory;
-    const uint64_t first = static_cast<uint64_t>(entries) * 4;
-    const uint64_t bytes = static_cast<uint64_t>(h.max_table_entries) * 4 - first;
-    const uint64_t block_bytes = img.bitmap_size + h.block_size;
-    for (uint64_t done = 0; done < bytes;) {
-        const size_t n = bytes - done < BAT_CHUNK ? static_cast<size_t>(bytes - done) : BAT_CHUNK;
-        Status st = dev.read(h.table_offset + first + done, chunk.p, n);
-        if (st != Status::Ok)
-            return st;
-        for (size_t i = 0; i + 4 <= n; i += 4) {
-            const uint32_t e = load_be32(chunk.p + i);
-            if (e == VPC_BAT_UNUSED)
-                continue;
-            const uint64_t at = static_cast<uint64_t>(e) * 512;
-            if (at >= dev.size() || block_bytes > dev.size() - at)
-                continue; // vpc_load's truncation check makes this impossible
-            st = dev.discard(at, block_bytes);
-            if (st == Status::Unsupported)
-                st = write_fill(dev, alloc, at, block_bytes, 0);
-            if (st != Status::Ok)
-                return st;
-        }
-        __builtin_memset(chunk.p, 0xFF, n);
-        if ((st = dev.write(h.table_offset + first + done, chunk.p, n)) != Status::Ok)
-            return st;
-        done += n;
-    }
-    return Status::Ok;
-}
-
 Status resize_dynamic(guest::SizedDevice& dev, EditHost& host, guest::Allocator& alloc, const VpcImage& img,
                       uint64_t size, const VpcGeometry& g, uint64_t parent_end) {
     const VpcDynamicHeader& h = img.header;
@@ -268,7 +231,10 @@ Status resize_dynamic(guest::SizedDevice& dev, EditHost& host, guest::Allocator&
             st = dev.flush(host);
         if (st != Status::Ok || entries == h.max_table_entries)
             return st;
-        st = drop_blocks(dev, alloc, img, entries);
+        // The blocks of entries [entries, max) are emptied (qemu allocates new blocks at the end of
+        // what the table references and does not zero them, so space it may reuse must read as
+        // zeros) and their entries marked unused.
+        st = vpc_drop_blocks(dev, alloc, expose, entries, h.max_table_entries);
         if (st == Status::Ok)
             st = dev.flush(host);
         if (st != Status::Ok)

@@ -40,35 +40,6 @@ Status discard(guest::SizedDevice& dev, guest::Allocator& alloc, uint64_t at, ui
     return Status::Ok;
 }
 
-// Entries [first, last) of the table that reference blocks become unused, their blocks dropped.
-Status drop_stale(guest::SizedDevice& dev, guest::Allocator& alloc, const VpcExpose& x, uint64_t first, uint64_t last) {
-    guest::ScopedBuffer buf(alloc, CHUNK);
-    if (!buf.p)
-        return Status::NoMemory;
-    const uint64_t block_bytes = x.bitmap_size + x.block_size;
-    for (uint64_t i = first; i < last;) {
-        const uint64_t n = last - i < CHUNK / 4 ? last - i : CHUNK / 4;
-        Status st = dev.read(x.table + i * 4, buf.p, static_cast<size_t>(n * 4));
-        if (st != Status::Ok)
-            return st;
-        bool changed = false;
-        for (uint64_t k = 0; k < n; ++k) {
-            const uint32_t e = load_be32(buf.p + k * 4);
-            if (e == VPC_BAT_UNUSED)
-                continue;
-            const uint64_t at = uint64_t{e} * SECTOR;
-            if (at < dev.size() && block_bytes <= dev.size() - at)
-                if ((st = discard(dev, alloc, at, block_bytes)) != Status::Ok)
-                    return st;
-            store_be32(buf.p + k * 4, VPC_BAT_UNUSED);
-            changed = true;
-        }
-        if (changed && (st = dev.write(x.table + i * 4, buf.p, static_cast<size_t>(n * 4))) != Status::Ok)
-            return st;
-        i += n;
-    }
-    return Status::Ok;
-}
 
 // The sector bitmap at `at`: bits [first, block's sectors) set (bit 7 of byte 0 is the block's
 // first sector), the rest as they were (`fresh`: clear; every bitmap sector is then written, since
@@ -127,6 +98,36 @@ Status write_run(guest::SizedDevice& dev, guest::Allocator& alloc, const VpcExpo
 
 } // namespace
 
+Status vpc_drop_blocks(guest::SizedDevice& dev, guest::Allocator& alloc, const VpcExpose& x, uint64_t first,
+                       uint64_t last) {
+    guest::ScopedBuffer buf(alloc, CHUNK);
+    if (!buf.p)
+        return Status::NoMemory;
+    const uint64_t block_bytes = x.bitmap_size + x.block_size;
+    for (uint64_t i = first; i < last;) {
+        const uint64_t n = last - i < CHUNK / 4 ? last - i : CHUNK / 4;
+        Status st = dev.read(x.table + i * 4, buf.p, static_cast<size_t>(n * 4));
+        if (st != Status::Ok)
+            return st;
+        bool changed = false;
+        for (uint64_t k = 0; k < n; ++k) {
+            const uint32_t e = load_be32(buf.p + k * 4);
+            if (e == VPC_BAT_UNUSED)
+                continue;
+            const uint64_t at = uint64_t{e} * SECTOR;
+            if (at < dev.size() && block_bytes <= dev.size() - at)
+                if ((st = discard(dev, alloc, at, block_bytes)) != Status::Ok)
+                    return st;
+            store_be32(buf.p + k * 4, VPC_BAT_UNUSED);
+            changed = true;
+        }
+        if (changed && (st = dev.write(x.table + i * 4, buf.p, static_cast<size_t>(n * 4))) != Status::Ok)
+            return st;
+        i += n;
+    }
+    return Status::Ok;
+}
+
 Status vpc_expose_zeros(guest::SizedDevice& dev, guest::EditHost& host, guest::Allocator& alloc, const VpcExpose& x,
                         uint64_t* footer_at) {
     const uint64_t bs = x.block_size;
@@ -135,7 +136,7 @@ Status vpc_expose_zeros(guest::SizedDevice& dev, guest::EditHost& host, guest::A
     if (stale_end > x.old_entries)
         stale_end = x.old_entries;
     Status st = Status::Ok;
-    if (first_whole < stale_end && (st = drop_stale(dev, alloc, x, first_whole, stale_end)) != Status::Ok)
+    if (first_whole < stale_end && (st = vpc_drop_blocks(dev, alloc, x, first_whole, stale_end)) != Status::Ok)
         return st;
     if (x.parent_end <= x.old_size)
         return Status::Ok;

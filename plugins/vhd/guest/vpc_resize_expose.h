@@ -29,6 +29,12 @@ struct VpcExpose {
                            // (old_size when it does not reach past the old end); 0 otherwise
 };
 
+// Entries [first, last) of the table at x.table that reference blocks become unused, and the space
+// of those blocks is discarded (or zeroed where the file cannot punch holes): a shrink's tidying
+// after its switch, and a grow's first step.
+guest::Status vpc_drop_blocks(guest::SizedDevice& dev, guest::Allocator& alloc, const VpcExpose& x, uint64_t first,
+                              uint64_t last);
+
 // Run after the grown table is in place and before the header and footer switch; *footer_at is
 // where the file's trailing footer lies (new blocks go there, and it moves past them). Nothing the
 // old size shows changes.
