@@ -21,6 +21,7 @@ parent's end, then checks:
     the parent's middle, stale data after the shrunk end), fully present; a VHDX block a shrink
     kept in the last chunk with stale data; a child created smaller than its parent (grown
     without a shrink);
+  - a grow that moves the table (VHD BAT, VHDX BAT region);
   - crash consistency: the grow killed at every file-changing call (INSTAR_TEST_KILL_AT_WRITE)
     leaves a child that checks (opens) as above, whose content is the old or the new one.
 
@@ -313,6 +314,25 @@ def crash(label, fmt, prepare):
         check(f'{label}: kill points ({points}) all old or new', bad == 0 and 0 < points < 199, f'{bad} bad')
 
 
+def relocated(label, fmt, size):
+    """A grow far enough to move the table (VHD: past the BAT's sector room; VHDX: past the BAT
+    region's 1 MiB): the parent still does not show. The first 80 MiB read back with `instar dd`
+    (the disk is too large to convert whole)."""
+    with tempfile.TemporaryDirectory() as d:
+        child = make_chain(fmt, d)
+        before = content(fmt, child, d)
+        ok([INSTAR, 'resize', '-f', fmt, '--shrink', child, str(SHRUNK)])
+        shrunk = virtual_size(fmt, child)
+        p = resize(fmt, child, size)
+        check(f'{label}: grow', p.returncode == 0, p.stderr.decode())
+        out = os.path.join(d, 'head.raw')
+        ok([INSTAR, 'dd', '-f', fmt, '-O', 'raw', 'bs=1M', f'count={GROWN // MiB}', f'if={child}', f'of={out}'])
+        with open(out, 'rb') as f:
+            got = f.read()
+        check(f'{label}: content', got == before[:shrunk] + bytes(GROWN - shrunk))
+        structure_checks(label, fmt, child)
+
+
 def refused(label, fmt, opts):
     """A layout whose grow cannot zero the area yet: refused, the files unchanged."""
     with tempfile.TemporaryDirectory() as d:
@@ -331,6 +351,8 @@ def main():
     shrink_then_grow('vmdk boundary grain and its neighbours written', 'vmdk', partial_boundary)
     crash('vmdk crash, boundary grain from the parent', 'vmdk', nothing)
     refused('vmdk twoGbMaxExtentSparse child', 'vmdk', ['-o', 'subformat=twoGbMaxExtentSparse'])
+    relocated('vpc BAT relocated', 'vpc', 2 << 30)
+    relocated('vhdx BAT region relocated', 'vhdx', 200 << 30)
     for fmt in ('vpc', 'vhdx'):
         shrink_then_grow(f'{fmt} boundary block from the parent', fmt, nothing)
         shrink_then_grow(f'{fmt} boundary block partially present', fmt, partial_boundary)

@@ -261,11 +261,13 @@ Status grow(guest::SizedDevice& dev, EditHost& host, guest::Allocator& alloc, co
     const uint64_t data_blocks_old = (old_size + l.block - 1) / l.block;
     // A differencing disk's grown area reads as zeros (vhdx_resize_expose.h); the block holding the
     // old end may need a payload block and a sector bitmap block, after the relocated BAT.
-    VhdxExpose expose{bat, old_size, size, old_entries, l.ratio, l.block, parent_reaches};
+    // The space is judged from the BAT where it is now (a relocated copy is written below).
+    VhdxExpose expose{img.regions.bat.file_offset, old_size, size, old_entries, l.ratio, l.block, parent_reaches};
     uint64_t expose_bytes = 0;
     if (l.differencing)
         if (const Status st = vhdx_expose_space(dev, expose, &expose_bytes); st != Status::Ok)
             return st;
+    expose.bat = bat;
     const uint64_t expose_at = next;
     if (expose_bytes > 0)
         next += expose_bytes;
