@@ -268,6 +268,10 @@ Expected<bool> commit_image(const CommitSpec& spec, const PluginRegistry& plugin
         call.filename = base_link.name;
         call.command = guest::EditCommand::Resize;
         append_bytes(call.args, &r, 1);
+        // An encrypted base's key (unlocked above): the zeros a grow over a longer backing image
+        // writes are guest data (qcow2's copy-on-write head cluster).
+        if (base_link.secret)
+            call.secrets = {base_link.secret};
         auto grown = run_edit(call, sandbox, qemu_version);
         const std::string head_text = "instar cannot grow the base image '" + base_link.name + "' (" +
                                       std::to_string(base_link.node.virtual_size) + " bytes) to the size of '" +

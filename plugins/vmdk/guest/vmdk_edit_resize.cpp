@@ -708,7 +708,12 @@ Status resize_sparse(SizedDevice& dev, EditHost& host, guest::Allocator& alloc, 
                           "vmdk: a compressed delta disk cannot grow over a parent that reaches past its end");
         uint64_t asked = UINT64_MAX;
         if ((st = vmdk_expose_head(dev, expose, &asked)) != Status::Ok)
-            return refuse(host, st, "vmdk: the grain holding the old end has no grain table");
+            return refuse(host, st,
+                          st == Status::Unsupported ? "vmdk: the grain holding the old end has no grain table"
+                          : st == Status::Corrupt   ? "vmdk: a grain table lies past the end of the file"
+                          : st == Status::TooLarge  ? "vmdk: the grain holding the old end is larger than the 2 MiB "
+                                                      "instar reads of a parent"
+                                                    : "vmdk: the resize failed");
         if (asked != UINT64_MAX &&
             (st = parent_head(host, alloc, parent, asked, s.h.granularity * 512, &head)) != Status::Ok)
             return st;

@@ -104,7 +104,7 @@ Status vmdk_expose_head(SizedDevice& dev, const VmdkExpose& x, uint64_t* parent_
     if (load_le32(b) != 0)
         return Status::Ok; // allocated (its tail is zeroed: clear_range), or a zeroed grain
     if (x.granularity * SECTOR > guest::RESIZE_MAX_BACKING_BYTES)
-        return Status::Unsupported; // a grain larger than the host sends
+        return Status::TooLarge; // a grain larger than the host sends
     *parent_offset = g * x.granularity * SECTOR;
     return Status::Ok;
 }

@@ -29,7 +29,8 @@ struct VmdkExpose {
 };
 
 // Before anything is written: the file offset of the parent's bytes the grain holding the old end
-// needs (that grain's start, granularity * 512 bytes), or UINT64_MAX when it needs none.
+// needs (that grain's start, granularity * 512 bytes), or UINT64_MAX when it needs none. Unsupported
+// when that grain has no table, TooLarge when it is larger than RESIZE_MAX_BACKING_BYTES.
 guest::Status vmdk_expose_head(guest::SizedDevice& dev, const VmdkExpose& x, uint64_t* parent_offset);
 
 // After the grow's tables are in place, before the header switch. `head`: the parent's bytes of
