@@ -268,6 +268,41 @@ def commit_base_cases(d, work, qemu, qemu_io):
             d.results[-1] = (name, problems)
 
 
+def commit_grown_middle_case(d, work, qemu, qemu_io):
+    """commit into an encrypted middle image (LUKS qcow2, 1028 KiB: its end inside a cluster) smaller
+    than the top and than its own plain backing file: it grows first with the area past its old end
+    zeroed (bdrv_co_truncate's BDRV_REQ_ZERO_WRITE), the head of the cluster holding the old end
+    copied from the backing file and written encrypted with the middle image's key. Messages, exit
+    status and the top's bytes compared; the middle image on content (qemu-img compare with its
+    secret) and qemu-img check."""
+    obj = ['--object', f'secret,id=s0,data={PASS}']
+    for tag in ('', 'Qx_', 'Ix_'):
+        os.makedirs(d.path(tag + 'cm'), exist_ok=True)
+    d.fixture(qemu, 'create', '-q', '-f', 'qcow2', 'cm/b.qcow2', '2M')
+    d.fixture(qemu_io, '-f', 'qcow2', '-c', 'write -P 0x11 0 2M', 'cm/b.qcow2')
+    d.fixture(qemu, 'create', '-q', *obj, '-f', 'qcow2', '-o',
+              'encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10', '-b', 'b.qcow2', '-F', 'qcow2',
+              'cm/m.qcow2', '1028K')
+    d.fixture(qemu, 'create', '-q', '-u', '-f', 'qcow2', '-b', 'm.qcow2', '-F', 'qcow2', 'cm/t.qcow2', '2M')
+    d.fixture(qemu_io, *obj, '--image-opts', 'driver=qcow2,file.filename=cm/t.qcow2,backing.encrypt.key-secret=s0',
+              '-c', 'write -P 0xab 1536k 64k')
+    given = 'json:' + json.dumps({'file.filename': '@cm/t.qcow2', 'backing.encrypt.key-secret': 's0'})
+    opts = lambda tag: f'driver=qcow2,encrypt.key-secret=s0,file.filename={tag}cm/m.qcow2'
+    for ver in ('7.2', '10.0'):
+        d.same('commit into a grown encrypted middle image', ['commit'] + obj + [given],
+               inputs=['cm/b.qcow2', 'cm/m.qcow2', 'cm/t.qcow2'], versions=[ver])
+        name, problems = d.results[-1]
+        problems = [p for p in problems if p != 'cm/m.qcow2: bytes differ']
+        for tag in ('Qx_', 'Ix_'):
+            p = run_fixture([qemu, 'check'] + obj + ['--image-opts', opts(tag)], cwd=work)
+            if p.returncode != 0:
+                problems.append(f'{tag}cm/m.qcow2: qemu-img check: {p.stdout}{p.stderr}')
+        p = run_fixture([qemu, 'compare'] + obj + ['--image-opts', opts('Qx_'), opts('Ix_')], cwd=work)
+        if p.returncode != 0:
+            problems.append(f'middle image content differs from qemu-img\'s: {p.stdout}{p.stderr}')
+        d.results[-1] = (name, problems)
+
+
 def check_chain_cases(d, qemu):
     """check of a plain overlay over an encrypted backing image (qcow2 LUKS, raw luks): qemu opens
     the chain with every key, so the backing image's secret (backing.encrypt.key-secret /
@@ -359,6 +394,7 @@ def main():
                               [] if bases['qemu'] == bases['instar'] else ['base.qcow2: bytes differ']))
         if not only or 'commit-base' in only:
             commit_base_cases(d, work, qemu, qemu_io)
+            commit_grown_middle_case(d, work, qemu, qemu_io)
         if not only or 'rebase' in only:
             rebase_cases(d, work, qemu, qemu_io)
         if not only or 'check-chain' in only:
