@@ -85,20 +85,6 @@ Status new_geometry(const VpcImage& img, uint64_t requested, uint64_t* size, Vpc
     return Status::Ok;
 }
 
-Status write_fill(guest::BlockDevice& dev, guest::Allocator& alloc, uint64_t offset, uint64_t len, uint8_t byte) {
-    guest::ScopedBuffer buf(alloc, BAT_CHUNK);
-    if (!buf.p)
-        return Status::NoMemory;
-    __builtin_memset(buf.p, byte, BAT_CHUNK);
-    for (uint64_t done = 0; done < len;) {
-        const size_t n = len - done < BAT_CHUNK ? static_cast<size_t>(len - done) : BAT_CHUNK;
-        const Status st = dev.write(offset + done, buf.p, n);
-        if (st != Status::Ok)
-            return st;
-        done += n;
-    }
-    return Status::Ok;
-}
 
 // Fixed disk: data [0, size), footer after it. Grow: the new footer at the new end, then the old
 // footer's bytes (now inside the grown data) zeroed. Shrink: the new footer over the data past the
@@ -189,7 +175,7 @@ Status zero_tail(guest::SizedDevice& dev, guest::Allocator& alloc, const VpcImag
         end = to;
     const uint64_t data = static_cast<uint64_t>(sector) * 512 + img.bitmap_size;
     const uint64_t in_block = from - index * h.block_size;
-    return write_fill(dev, alloc, data + in_block, end - from, 0);
+    return vpc_write_fill(dev, alloc, data + in_block, end - from, 0);
 }
 
 Status resize_dynamic(guest::SizedDevice& dev, EditHost& host, guest::Allocator& alloc, const VpcImage& img,
@@ -249,7 +235,7 @@ Status resize_dynamic(guest::SizedDevice& dev, EditHost& host, guest::Allocator&
         const uint64_t kept = (h.table_offset + static_cast<uint64_t>(entries) * 4 + 511) & ~uint64_t{511};
         const uint64_t old_end = (h.table_offset + static_cast<uint64_t>(h.max_table_entries) * 4 + 511) & ~uint64_t{511};
         if (st == Status::Ok && old_end > kept)
-            st = write_fill(dev, alloc, kept, old_end - kept, 0);
+            st = vpc_write_fill(dev, alloc, kept, old_end - kept, 0);
         return st;
     }
 
@@ -267,7 +253,7 @@ Status resize_dynamic(guest::SizedDevice& dev, EditHost& host, guest::Allocator&
     uint64_t table = h.table_offset;
     uint64_t new_trailing = trailing;
     if (h.table_offset + new_bytes <= limit) {
-        st = write_fill(dev, alloc, h.table_offset + old_bytes, new_bytes - old_bytes, 0xFF);
+        st = vpc_write_fill(dev, alloc, h.table_offset + old_bytes, new_bytes - old_bytes, 0xFF);
     } else {
         table = trailing + VPC_FOOTER_SIZE;
         const uint64_t table_space = (new_bytes + 511) & ~uint64_t{511};
@@ -283,7 +269,7 @@ Status resize_dynamic(guest::SizedDevice& dev, EditHost& host, guest::Allocator&
             done += n;
         }
         if (st == Status::Ok)
-            st = write_fill(dev, alloc, table + old_bytes, table_space - old_bytes, 0xFF);
+            st = vpc_write_fill(dev, alloc, table + old_bytes, table_space - old_bytes, 0xFF);
         if (st == Status::Ok)
             st = dev.write(new_trailing, footer, sizeof footer); // the new size's footer, not yet in use
     }

@@ -24,20 +24,8 @@ uint64_t div_up(uint64_t v, uint64_t by) { return (v + by - 1) / by; }
 
 // A dropped block's space reads as zeros (qemu may put a new block there without zeroing it).
 Status discard(guest::SizedDevice& dev, guest::Allocator& alloc, uint64_t at, uint64_t len) {
-    Status st = dev.discard(at, len);
-    if (st != Status::Unsupported)
-        return st;
-    guest::ScopedBuffer zeros(alloc, CHUNK);
-    if (!zeros.p)
-        return Status::NoMemory;
-    __builtin_memset(zeros.p, 0, CHUNK);
-    for (uint64_t done = 0; done < len;) {
-        const size_t n = len - done < CHUNK ? static_cast<size_t>(len - done) : CHUNK;
-        if ((st = dev.write(at + done, zeros.p, n)) != Status::Ok)
-            return st;
-        done += n;
-    }
-    return Status::Ok;
+    const Status st = dev.discard(at, len);
+    return st == Status::Unsupported ? vpc_write_fill(dev, alloc, at, len, 0) : st;
 }
 
 
@@ -97,6 +85,21 @@ Status write_run(guest::SizedDevice& dev, guest::Allocator& alloc, const VpcExpo
 }
 
 } // namespace
+
+Status vpc_write_fill(guest::BlockDevice& dev, guest::Allocator& alloc, uint64_t offset, uint64_t len, uint8_t byte) {
+    guest::ScopedBuffer buf(alloc, CHUNK);
+    if (!buf.p)
+        return Status::NoMemory;
+    __builtin_memset(buf.p, byte, CHUNK);
+    for (uint64_t done = 0; done < len;) {
+        const size_t n = len - done < CHUNK ? static_cast<size_t>(len - done) : CHUNK;
+        const Status st = dev.write(offset + done, buf.p, n);
+        if (st != Status::Ok)
+            return st;
+        done += n;
+    }
+    return Status::Ok;
+}
 
 Status vpc_drop_blocks(guest::SizedDevice& dev, guest::Allocator& alloc, const VpcExpose& x, uint64_t first,
                        uint64_t last) {

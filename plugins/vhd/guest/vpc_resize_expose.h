@@ -29,6 +29,10 @@ struct VpcExpose {
                            // (old_size when it does not reach past the old end); 0 otherwise
 };
 
+// [offset, offset + len) of `dev` written with `byte` (BAT entries 0xFF, zeros), 64 KiB at a time.
+guest::Status vpc_write_fill(guest::BlockDevice& dev, guest::Allocator& alloc, uint64_t offset, uint64_t len,
+                             uint8_t byte);
+
 // Entries [first, last) of the table at x.table that reference blocks become unused, and the space
 // of those blocks is discarded (or zeroed where the file cannot punch holes): a shrink's tidying
 // after its switch, and a grow's first step.
