@@ -49,6 +49,32 @@ bool read_small(uint32_t index, uint64_t size, uint64_t offset, void* buf, size_
     return true;
 }
 
+// The own block: bytes this run read from a writable device (an image changed in place: resize,
+// snapshot, amend, bitmap, commit's base), kept to serve later small reads inside them. Format code
+// reads its header again after each step it writes (a qcow2 resize: 112 bytes at 0 after each of
+// its two header switches), an exit each: 3 of a 1T -> 2T resize's 22. Only bytes a read brought
+// are held (a writable device's size is not its file's, so a fetch of a whole block could run past
+// the end). This run is the file's only writer, so the block stays true by copying its own writes
+// in: a write the host took (not deferred, which may still fail) is copied; any other change to the
+// device (a deferred or failed write, a discard, a new length) empties the block, and so does a
+// change to any other input device, which may be the same file (note_device_change()). Not while
+// writes are gathered (convert's outputs): those reach the device later.
+struct OwnBlock {
+    uint32_t device = UINT32_MAX; // UINT32_MAX: holds nothing
+    uint64_t offset = 0;          // of bytes[0] in the device
+    uint64_t len = 0;             // bytes held, at most SMALL_READ_BLOCK
+};
+constinit OwnBlock own_block;
+alignas(64) constinit uint8_t own_bytes[SMALL_READ_BLOCK];
+
+bool read_own(uint32_t index, uint64_t offset, void* buf, uint64_t len) {
+    const OwnBlock& b = own_block;
+    if (b.device != index || offset < b.offset || offset - b.offset > b.len || len > b.len - (offset - b.offset))
+        return false;
+    __builtin_memcpy(buf, own_bytes + (offset - b.offset), len);
+    return true;
+}
+
 // The slot of `slots` holding device `index` (the run cache's and the read windows'), or nullptr.
 template <typename Slot, uint32_t N>
 Slot* held_slot(Slot (&slots)[N], uint32_t index) {
@@ -315,6 +341,7 @@ public:
         output_ = (flags & INSTAR_DEVICE_OUTPUT) != 0;
     }
     bool output() const { return output_; }
+    bool writable() const { return writable_; }
     uint32_t index() const { return index_; }
     uint64_t size() const override { return size_; }
     Status read(uint64_t offset, void* buf, size_t len) override {
@@ -328,6 +355,8 @@ public:
             read_windowed(index_, size_, offset, buf, len, streak_ >= WINDOW_STREAK))
             return Status::Ok;
         if (!writable_ && len < SMALL_READ_BLOCK && read_small(index_, size_, offset, buf, len, &st)) return st;
+        if (writable_ && !gathering_allowed && len < SMALL_READ_BLOCK && read_own(index_, offset, buf, len))
+            return Status::Ok;
         return hc_read(index_, offset, buf, len) == 0 ? Status::Ok : Status::IoError;
     }
     Status write(uint64_t offset, const void* buf, size_t len) override {
@@ -397,7 +426,8 @@ uint32_t device_count() { return count; }
 
 bool devices_changed() { return changed_devices; }
 
-void note_device_change(uint32_t index) {
+void note_device_change(uint32_t index, bool own_write) {
+    if (!own_write || own_block.device != index) own_block.device = UINT32_MAX;
     // Devices past the boot ones were added by the host during the run (INSTAR_HC_ADD_FILE): new
     // outputs. A new output is a file the host created for this run, never one an input names.
     if (index >= count || devices[index].output()) return;
@@ -407,13 +437,42 @@ void note_device_change(uint32_t index) {
     for (WindowSlot& w : window_slots) w.device = UINT32_MAX;
 }
 
+void note_own_read(uint32_t index, uint64_t offset, const void* src, uint64_t len) {
+    if (index >= count || !devices[index].writable() || gathering_allowed || len == 0) return;
+    OwnBlock& b = own_block;
+    // A short read is what may come again (a header): it takes the block. A longer one that covers
+    // the bytes held refreshes them from there on; elsewhere it leaves them.
+    const bool covers = b.device == index && offset <= b.offset && b.offset - offset < len;
+    if (!covers && b.device != UINT32_MAX && len >= SMALL_READ_BLOCK) return;
+    const uint64_t start = covers ? b.offset : offset;
+    const uint64_t n = offset + len - start < SMALL_READ_BLOCK ? offset + len - start : SMALL_READ_BLOCK;
+    __builtin_memcpy(own_bytes, static_cast<const uint8_t*>(src) + (start - offset), n);
+    b = OwnBlock{index, start, n};
+}
+
+void note_own_write(uint32_t index, uint64_t offset, const void* src, uint64_t len, bool taken) {
+    OwnBlock& b = own_block;
+    if (b.device != index || offset >= b.offset + b.len || offset + len <= b.offset) return;
+    if (!taken) {
+        b.device = UINT32_MAX;
+        return;
+    }
+    // The overlap of [offset, offset + len) with the bytes held.
+    const uint64_t from = offset > b.offset ? offset : b.offset;
+    const uint64_t to = offset + len < b.offset + b.len ? offset + len : b.offset + b.len;
+    __builtin_memcpy(own_bytes + (from - b.offset), static_cast<const uint8_t*>(src) + (from - offset), to - from);
+}
+
 void allow_read_windows(uint64_t max_read, uint64_t first) {
     windows_allowed = true;
     window_max_read = max_read < WINDOW_MAX_READ ? max_read : WINDOW_MAX_READ;
     window_first = first == 0 ? READ_WINDOW_FIRST : (first < READ_WINDOW ? first : READ_WINDOW);
 }
 
-void allow_write_gathering() { gathering_allowed = true; }
+void allow_write_gathering() {
+    gathering_allowed = true;
+    own_block.device = UINT32_MAX; // gathered writes reach the device later: the block could not follow
+}
 
 void allow_discard_gathering() { discard_gathering_allowed = true; }
 

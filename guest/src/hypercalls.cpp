@@ -80,13 +80,15 @@ int64_t hc_read(uint32_t device, uint64_t offset, void* buf, uint64_t len) {
     if (ahead && ret == 0 && (mb->out_flags & INSTAR_READ_PENDING) != 0) {
         reads_pending = true;
         host_reads_ahead_seen = true;
+    } else if (ret == 0) {
+        note_own_read(device, offset, buf, len); // the bytes are in buf now
     }
     return ret;
 }
 
 int64_t hc_write(uint32_t device, uint64_t offset, const void* buf, uint64_t len) {
     if (flush_gathered() != 0) return -INSTAR_EIO; // the writes before come first
-    note_device_change(device);
+    note_device_change(device, true);
     instar_hypercall* mb = prepare(INSTAR_HC_WRITE);
     mb->device = device;
     mb->offset = offset;
@@ -100,6 +102,7 @@ int64_t hc_write(uint32_t device, uint64_t offset, const void* buf, uint64_t len
     // without settling it (guest_abi.h, since ABI 5), so it leaves `in_flight` as it was.
     const bool deferred = defer && ret == 0 && (mb->out_flags & INSTAR_WRITE_DEFERRED) != 0;
     host_defers = host_defers || deferred;
+    note_own_write(device, offset, buf, len, ret == 0 && !deferred);
     if (deferred) {
         in_flight = window_lo;
         in_flight_device = device;

@@ -36,7 +36,14 @@ void hc_log(const char* text, uint64_t len);
 // two devices may be one file, e.g. commit's base; an output is a file the host created for this
 // run, never one an input names). hypercalls.cpp reports each such call with note_device_change().
 bool devices_changed();
-void note_device_change(uint32_t device);
+// own_write: the call is a write to `device`, reported by note_own_write() once made, so the own
+// block (devices.cpp) keeps that device's bytes for it to update; any other change empties it.
+void note_device_change(uint32_t device, bool own_write = false);
+// A write of [offset, offset + len) from `src` to `device` was made; `taken`: the host wrote it (not
+// deferred, not failed). The own block copies the bytes in, or empties itself when not taken.
+void note_own_write(uint32_t device, uint64_t offset, const void* src, uint64_t len, bool taken);
+// A read of [offset, offset + len) of `device` into `src` completed: the own block may keep it.
+void note_own_read(uint32_t device, uint64_t offset, const void* src, uint64_t len);
 [[noreturn]] void hc_exit(int32_t status);
 void log_str(const char* text);
 // Write-behind (docs/sandbox.md): device writes from inside [buf, buf + len) are sent as
