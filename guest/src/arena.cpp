@@ -1,6 +1,8 @@
 // The bounded allocator: size-class free lists over a bump pointer in one fixed arena.
-// Exhaustion returns nullptr (never traps); the arena never grows, so a hostile image cannot make
-// the guest use more memory than the host gave it.
+// Exhaustion returns nullptr (never traps). The arena is the tail of RAM; when it runs out, it asks
+// the host for more RAM behind it (INSTAR_HC_GROW_MEMORY), which the host gives up to the run's
+// limit (the cap, SandboxConfig::start_memory), so a hostile image still cannot make the guest use
+// more memory than the cap.
 #include "runtime.h"
 
 namespace instar::guest {
@@ -43,7 +45,7 @@ public:
         if ((align & (align - 1)) != 0 || align > (1u << 21)) return nullptr;
         // need = header + worst-case alignment padding + size, overflow-checked.
         uint64_t need = sizeof(Header) + (align - BASE_ALIGN);
-        if (size > end_ || need > end_ - size) return nullptr;
+        if (size > INSTAR_MAX_GUEST_MEMORY || need > INSTAR_MAX_GUEST_MEMORY - size) return nullptr;
         need += size;
         uint64_t cls = LARGE, block_size = align_up(need, LARGE_ALIGN);
         for (uint64_t c = 0; c < CLASSES; ++c) {
@@ -88,14 +90,29 @@ private:
             }
             link = &fb->next;
         }
-        if (block_size > end_ - next_) return 0;
+        if (block_size > end_ - next_ && !grow(next_ + block_size)) return 0;
         uintptr_t block = next_;
         next_ += block_size;
         return block;
     }
 
+    // More RAM from the host, so that the arena (which ends where RAM does) reaches `end`.
+    // A size once refused is not asked for again, nor any larger one: the run's limit does not
+    // change (an allocation loop that runs dry would otherwise pay an exit per attempt), but a
+    // smaller block may still fit under it.
+    bool grow(uint64_t end) {
+        uint64_t ram = 0;
+        if (end >= refused_ || hc_grow_memory(end, &ram) != 0 || ram < end || ram <= end_) {
+            if (end < refused_) refused_ = end;
+            return false;
+        }
+        end_ = ram;
+        return true;
+    }
+
     uint64_t next_ = 0;
     uint64_t end_ = 0;
+    uint64_t refused_ = UINT64_MAX; // the smallest end the host refused
     FreeBlock* free_[CLASSES + 1] = {};
 };
 

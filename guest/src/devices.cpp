@@ -67,6 +67,9 @@ struct OwnBlock {
 constinit OwnBlock own_block;
 alignas(64) constinit uint8_t own_bytes[SMALL_READ_BLOCK];
 
+// The file lengths note_file_length() was told, for the boot devices (0: not known).
+constinit uint64_t* file_lengths = nullptr;
+
 bool read_own(uint32_t index, uint64_t offset, void* buf, uint64_t len) {
     const OwnBlock& b = own_block;
     if (b.device != index || offset < b.offset || offset - b.offset > b.len || len > b.len - (offset - b.offset))
@@ -355,8 +358,19 @@ public:
             read_windowed(index_, size_, offset, buf, len, streak_ >= WINDOW_STREAK))
             return Status::Ok;
         if (!writable_ && len < SMALL_READ_BLOCK && read_small(index_, size_, offset, buf, len, &st)) return st;
-        if (writable_ && !gathering_allowed && len < SMALL_READ_BLOCK && read_own(index_, offset, buf, len))
-            return Status::Ok;
+        if (writable_ && !gathering_allowed && len < SMALL_READ_BLOCK) {
+            if (read_own(index_, offset, buf, len)) return Status::Ok;
+            // With the file's length known, the whole block around a small read (inside the file)
+            // is fetched once, as the read-only block does: a header's later pieces come from it.
+            const uint64_t known = file_lengths != nullptr ? file_lengths[index_] : 0;
+            const uint64_t block = offset & ~(SMALL_READ_BLOCK - 1);
+            const uint64_t n = known > block ? (known - block < SMALL_READ_BLOCK ? known - block : SMALL_READ_BLOCK) : 0;
+            if (offset + len <= block + n) {
+                own_block.device = UINT32_MAX; // the fetch takes the block (note_own_read)
+                if (hc_read(index_, block, own_bytes, n) != 0) return Status::IoError;
+                if (read_own(index_, offset, buf, len)) return Status::Ok;
+            }
+        }
         return hc_read(index_, offset, buf, len) == 0 ? Status::Ok : Status::IoError;
     }
     Status write(uint64_t offset, const void* buf, size_t len) override {
@@ -437,6 +451,17 @@ void note_device_change(uint32_t index, bool own_write) {
     for (WindowSlot& w : window_slots) w.device = UINT32_MAX;
 }
 
+void note_file_length(uint32_t index, uint64_t length) {
+    if (index >= count || !devices[index].writable()) return;
+    if (file_lengths == nullptr) {
+        if (length == 0) return;
+        file_lengths = static_cast<uint64_t*>(arena().allocate(count * sizeof(uint64_t), alignof(uint64_t)));
+        if (file_lengths == nullptr) return; // no fetches: reads are made as asked
+        for (uint32_t i = 0; i < count; ++i) file_lengths[i] = 0;
+    }
+    file_lengths[index] = length;
+}
+
 void note_own_read(uint32_t index, uint64_t offset, const void* src, uint64_t len) {
     if (index >= count || !devices[index].writable() || gathering_allowed || len == 0) return;
     OwnBlock& b = own_block;
@@ -446,11 +471,14 @@ void note_own_read(uint32_t index, uint64_t offset, const void* src, uint64_t le
     if (!covers && b.device != UINT32_MAX && len >= SMALL_READ_BLOCK) return;
     const uint64_t start = covers ? b.offset : offset;
     const uint64_t n = offset + len - start < SMALL_READ_BLOCK ? offset + len - start : SMALL_READ_BLOCK;
-    __builtin_memcpy(own_bytes, static_cast<const uint8_t*>(src) + (start - offset), n);
+    __builtin_memmove(own_bytes, static_cast<const uint8_t*>(src) + (start - offset), n); // a fetch reads into it
     b = OwnBlock{index, start, n};
 }
 
 void note_own_write(uint32_t index, uint64_t offset, const void* src, uint64_t len, bool taken) {
+    // A write past the known end makes the file longer (a failed one may have too: not known then).
+    if (file_lengths != nullptr && index < count && file_lengths[index] != 0 && offset + len > file_lengths[index])
+        file_lengths[index] = taken ? offset + len : 0;
     OwnBlock& b = own_block;
     if (b.device != index || offset >= b.offset + b.len || offset + len <= b.offset) return;
     if (!taken) {

@@ -105,20 +105,23 @@ static_assert(sizeof(instar_edit_record_head) + EDIT_MAX_DATA_RECORD <= INSTAR_M
 
 Status edit_op(const uint8_t* arg, uint32_t arg_len) {
     instar_edit_arg a{};
-    if (arg_len != sizeof a)
+    if (arg_len < sizeof a)
         return Status::Invalid;
     __builtin_memcpy(&a, arg, sizeof a);
     const ModuleOps* ops = module(0);
     BlockDevice* image = device(0);
-    BlockDevice* plan = a.plan_device < device_count() ? device(a.plan_device) : nullptr;
+    // The plan: inline after the struct (INSTAR_EDIT_PLAN_INLINE), else a device.
+    const bool inline_plan = (a.flags & INSTAR_EDIT_PLAN_INLINE) != 0;
+    BlockDevice* plan = !inline_plan && a.plan_device < device_count() ? device(a.plan_device) : nullptr;
     const uint64_t lengths_bytes = (static_cast<uint64_t>(a.file_count) + 1) * sizeof(uint64_t);
     constexpr uint32_t KNOWN_FLAGS = INSTAR_EDIT_WRITE | INSTAR_EDIT_INFO_FIRST | INSTAR_EDIT_INFO_FORCE |
                                      INSTAR_EDIT_INFO_NO_KEY | INSTAR_EDIT_SECRETS | INSTAR_EDIT_INFO_CHAINS |
-                                     INSTAR_EDIT_INFO_NO_BACKING;
-    if (ops == nullptr || image == nullptr || plan == nullptr || (a.flags & ~KNOWN_FLAGS) != 0 ||
+                                     INSTAR_EDIT_INFO_NO_BACKING | INSTAR_EDIT_PLAN_INLINE;
+    if (ops == nullptr || image == nullptr || (a.flags & ~KNOWN_FLAGS) != 0 ||
         a.file_count > INSTAR_MAX_DEVICES || a.extra_count > INSTAR_MAX_DEVICES ||
         static_cast<uint64_t>(a.file_count) + a.extra_count + 1 > a.plan_device || a.args_len > EDIT_MAX_ARGS ||
-        plan->size() != lengths_bytes + a.args_len)
+        (inline_plan ? arg_len - sizeof a != lengths_bytes + a.args_len
+                     : arg_len != sizeof a || plan == nullptr || plan->size() != lengths_bytes + a.args_len))
         return Status::Invalid;
     const uint32_t listed = a.file_count + a.extra_count;
     // In the arena, not on the stack: a vmdk may name up to INSTAR_MAX_ADDED_FILES extents.
@@ -131,13 +134,24 @@ Status edit_op(const uint8_t* arg, uint32_t arg_len) {
         return Status::NoMemory;
     for (uint32_t i = 0; i < listed; ++i)
         devs[i] = device(i + 1);
-    if (plan->read(0, lengths, lengths_bytes) != Status::Ok ||
-        (a.args_len != 0 && plan->read(lengths_bytes, args, a.args_len) != Status::Ok))
+    if (inline_plan) {
+        __builtin_memcpy(lengths, arg + sizeof a, lengths_bytes);
+        if (a.args_len != 0)
+            __builtin_memcpy(args, arg + sizeof a + lengths_bytes, a.args_len);
+    } else if (plan->read(0, lengths, lengths_bytes) != Status::Ok ||
+               (a.args_len != 0 && plan->read(lengths_bytes, args, a.args_len) != Status::Ok)) {
         return Status::IoError;
-    // The command's secrets: convert's secrets device, indexed by EDIT_SECRET_*.
+    }
+    // The files' lengths (the host's fstat) let the own block fetch whole blocks of them (devices.cpp).
+    note_file_length(0, lengths[0]);
+    for (uint32_t i = 0; i < a.file_count; ++i)
+        note_file_length(i + 1, lengths[i + 1]);
+    // The command's secrets: convert's secrets device, indexed by EDIT_SECRET_*, after the plan's
+    // place (read_secrets takes the device's index + 1).
     Secrets secrets;
     if ((a.flags & INSTAR_EDIT_SECRETS) != 0)
-        if (const Status st = read_secrets(a.plan_device + 2, EDIT_MAX_SECRETS, &secrets); st != Status::Ok)
+        if (const Status st = read_secrets(a.plan_device + (inline_plan ? 1 : 2), EDIT_MAX_SECRETS, &secrets);
+            st != Status::Ok)
             return st;
     HypercallEditHost host(buf);
     if (ops->edit == nullptr) {

@@ -28,6 +28,9 @@ int64_t hc_discard(uint32_t device, uint64_t offset, uint64_t len);
 // INSTAR_HC_DISCARD_RANGES: count (1..INSTAR_MAX_DISCARD_RANGES) ranges, discarded in order.
 int64_t hc_discard_ranges(uint32_t device, const instar_range* ranges, uint64_t count);
 void hc_progress(uint64_t done, uint64_t total);
+// INSTAR_HC_GROW_MEMORY: RAM of at least `size` bytes; *ram = the RAM size now (0: grown, or there
+// was enough).
+int64_t hc_grow_memory(uint64_t size, uint64_t* ram);
 // INSTAR_HC_COMPRESS: count <= INSTAR_MAX_COMPRESS_JOBS jobs, results written into the table.
 int64_t hc_compress(uint32_t kind, instar_compress_job* jobs, uint64_t count);
 void hc_log(const char* text, uint64_t len);
@@ -44,6 +47,10 @@ void note_device_change(uint32_t device, bool own_write = false);
 void note_own_write(uint32_t device, uint64_t offset, const void* src, uint64_t len, bool taken);
 // A read of [offset, offset + len) of `device` into `src` completed: the own block may keep it.
 void note_own_read(uint32_t device, uint64_t offset, const void* src, uint64_t len);
+// The length of writable `device`'s file, from the host (an edit's plan) or a SET_LENGTH it made (0:
+// not known, e.g. after a failed one): the own block then fetches whole blocks below it. Writes
+// past it extend it (note_own_write()).
+void note_file_length(uint32_t device, uint64_t length);
 [[noreturn]] void hc_exit(int32_t status);
 void log_str(const char* text);
 // Write-behind (docs/sandbox.md): device writes from inside [buf, buf + len) are sent as

@@ -87,6 +87,15 @@ enum class Attack : uint8_t {
     NextImageNotAllowed,
     NextImageBadImage,
     NextImageThenWrite,
+    // Not an attack: RAM grown on demand (INSTAR_HC_GROW_MEMORY, round 42). Allocates 1 MiB blocks
+    // until the allocator fails, stores a byte in every 4 KiB page of each (RAM past the start is
+    // there only once the host grew it), then one record: the block count; exits NoMemory.
+    TouchArena,
+    // Not an attack: the runtime's own block (devices.cpp). Devices 1 and 2 are one writable file.
+    // Reads 8 @ 0 and 112 @ 0 through device 1, writes 16 bytes (i * 13) at 4 through it, reads
+    // 112 @ 0, writes 8 bytes (i * 17) at 100 through device 2, reads 112 @ 0 through device 1; one
+    // record with the 8 + 3 * 112 bytes read, in that order.
+    OwnReads,
 };
 
 // The table a WriteSegments or DiscardRanges attack sends.

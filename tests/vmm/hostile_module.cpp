@@ -48,6 +48,17 @@ Status exhaust_allocator() {
     return Status::NoMemory;
 }
 
+Status touch_arena() {
+    constexpr size_t CHUNK = 1 << 20;
+    uint64_t chunks = 0;
+    while (auto* p = static_cast<volatile uint8_t*>(svc->allocator->allocate(CHUNK, 16))) {
+        for (size_t off = 0; off < CHUNK; off += 4096) p[off] = static_cast<uint8_t>(off >> 12);
+        ++chunks;
+    }
+    svc->send_record(INSTAR_REC_TEST, &chunks, sizeof chunks);
+    return Status::NoMemory;
+}
+
 Status inflate_arg(const uint8_t* data, size_t len, size_t cap) {
     void* out = svc->allocator->allocate(cap, 16);
     if (out == nullptr) return Status::NoMemory;
@@ -383,6 +394,30 @@ Status run(const void* arg, size_t arg_len) {
         for (unsigned i = 0; i < 16; ++i) page[i] = static_cast<uint8_t>(i * 13);
         if (out->write(0, page, 16) != Status::Ok) return Status::IoError;
         if (dev0->read(0, at, 8) != Status::Ok) return Status::IoError;
+        return svc->send_record(INSTAR_REC_TEST, got, sizeof got);
+    }
+    case Attack::TouchArena:
+        return touch_arena();
+    case Attack::OwnReads: {
+        static uint8_t got[8 + 3 * 112];
+        BlockDevice* one = svc->device(1);
+        BlockDevice* two = svc->device(2);
+        if (one == nullptr || two == nullptr) return Status::Invalid;
+        uint8_t* at = got;
+        auto read112 = [&] {
+            const Status st = one->read(0, at, 112);
+            at += 112;
+            return st;
+        };
+        if (one->read(0, at, 8) != Status::Ok) return Status::IoError;
+        at += 8;
+        if (read112() != Status::Ok) return Status::IoError;
+        for (unsigned i = 0; i < 16; ++i) page[i] = static_cast<uint8_t>(i * 13);
+        if (one->write(4, page, 16) != Status::Ok) return Status::IoError;
+        if (read112() != Status::Ok) return Status::IoError;
+        for (unsigned i = 0; i < 8; ++i) page[i] = static_cast<uint8_t>(i * 17);
+        if (two->write(100, page, 8) != Status::Ok) return Status::IoError;
+        if (read112() != Status::Ok) return Status::IoError;
         return svc->send_record(INSTAR_REC_TEST, got, sizeof got);
     }
     case Attack::RunArenaCode: {

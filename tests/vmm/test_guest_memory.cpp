@@ -173,6 +173,38 @@ TEST_CASE("sizes outside the rules are refused") {
     CHECK_FALSE(GuestMemory::create(0).ok());
     CHECK_FALSE(GuestMemory::create((16ull << 20) + 4096).ok());
     CHECK_FALSE(GuestMemory::create(INSTAR_MAX_GUEST_MEMORY + INSTAR_LARGE_PAGE_SIZE).ok());
+    CHECK_FALSE(GuestMemory::create(32ull << 20, true, 16ull << 20).ok());          // a limit below the size
+    CHECK_FALSE(GuestMemory::create(16ull << 20, true, (32ull << 20) + 4096).ok()); // not 2 MiB steps
+    CHECK_FALSE(GuestMemory::create(16ull << 20, true, INSTAR_MAX_GUEST_MEMORY + INSTAR_LARGE_PAGE_SIZE).ok());
+}
+
+TEST_CASE("grow() opens RAM up to the limit, behind the old, and no further") {
+    auto mem = GuestMemory::create(16ull << 20, false, 64ull << 20);
+    REQUIRE(mem.ok());
+    GuestMemory& m = mem.value();
+    CHECK(m.size() == (16ull << 20));
+    CHECK(m.limit() == (64ull << 20));
+    CHECK(m.range((16ull << 20) - 8, 16) == nullptr); // not RAM yet
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    CHECK(::write(fds[1], m.host_base() + (16ull << 20), 16) == -1); // reserved, not accessible
+    CHECK(errno == EFAULT);
+    m.prepare_host_write(0, 4096); // the present-page bitmap exists before the growth
+    CHECK_FALSE(m.grow((32ull << 20) + 4096)); // not a 2 MiB step
+    CHECK_FALSE(m.grow(128ull << 20));         // past the limit
+    CHECK_FALSE(m.grow(16ull << 20));          // not larger
+    REQUIRE(m.grow(64ull << 20));
+    CHECK(m.size() == (64ull << 20));
+    CHECK(m.range((64ull << 20) - 8, 8) != nullptr);
+    m.prepare_host_write((60ull << 20), 8192); // the bitmap covers the new RAM
+    m.host_base()[(64ull << 20) - 1] = 7;
+    CHECK(::write(fds[1], m.host_base() + (32ull << 20), 16) == 16);
+    CHECK(vm_flags_of(m.host_base() + (32ull << 20)).find(" hg") != std::string::npos); // grown: huge pages
+    CHECK(::write(fds[1], m.host_base() + (64ull << 20), 16) == -1); // the guard after the limit
+    CHECK(errno == EFAULT);
+    CHECK_FALSE(m.grow(66ull << 20));
+    ::close(fds[0]);
+    ::close(fds[1]);
 }
 
 } // TEST_SUITE

@@ -417,6 +417,35 @@ TEST_CASE("small reads come from the runtime's block until a device changes") {
     CHECK(r.value().records[0].data == want);
 }
 
+TEST_CASE("small reads of a writable device come from the own block, which follows the run's writes") {
+    if (!vmm_test::need_kvm()) return;
+    // Devices 1 and 2 are one writable file (as an edit's image, output devices): device 1's block
+    // takes its own write in, and is dropped when device 2 writes (devices.cpp, the own block).
+    const auto data = pattern(8192);
+    TempFile in(pattern(100));
+    TempFile f(data);
+    const int rw = ::open(("/proc/self/fd/" + std::to_string(f.fd())).c_str(), O_RDWR | O_CLOEXEC);
+    const int rw2 = ::open(("/proc/self/fd/" + std::to_string(f.fd())).c_str(), O_RDWR | O_CLOEXEC);
+    REQUIRE(rw >= 0);
+    REQUIRE(rw2 >= 0);
+    const Device devs[] = {{in.fd(), 100, false}, output_device(rw), output_device(rw2)};
+    auto r = attack(Attack::OwnReads, devs);
+    ::close(rw);
+    ::close(rw2);
+    REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message));
+    REQUIRE(r.value().exit_status == 0);
+    REQUIRE(r.value().records.size() == 1);
+    auto file = data;
+    std::vector<std::uint8_t> want(file.begin(), file.begin() + 8);
+    auto take = [&] { want.insert(want.end(), file.begin(), file.begin() + 112); };
+    take();
+    for (unsigned i = 0; i < 16; ++i) file[4 + i] = static_cast<std::uint8_t>(i * 13);
+    take();
+    for (unsigned i = 0; i < 8; ++i) file[100 + i] = static_cast<std::uint8_t>(i * 17);
+    take();
+    CHECK(r.value().records[0].data == want);
+}
+
 TEST_CASE("the process sandbox never runs arena bytes as code") {
     if (!vmm_test::process_mode()) return; // the VM maps all RAM executable
     expect_failure(Attack::RunArenaCode, ErrorKind::GuestFault, "#PF page fault at rip 0x");
@@ -502,6 +531,33 @@ TEST_CASE("an operation's own RAM size is used, never more than the cap") {
     auto r = run(bad, {}, {}, INSTAR_OP_NOP, {});
     REQUIRE_FALSE(r.ok());
     CHECK(r.error().kind == ErrorKind::Config);
+}
+
+TEST_CASE("a guest that starts small grows to its RAM when its allocator runs out, never past it") {
+    if (!vmm_test::need_kvm()) return;
+    const Device dev{0, 0, false};
+    SandboxConfig cfg;
+    cfg.max_guest_memory = 64ull << 20;
+    cfg.start_memory = 16ull << 20;
+    cfg.huge_pages = false;
+    CHECK(guest_ram(cfg) == (64ull << 20));
+    CHECK(start_ram(cfg) == (16ull << 20));
+    // Every page of every block is stored to: RAM past the first 16 MiB exists only once grown
+    // (the process sandbox has all 64 MiB from the start).
+    auto r = attack(Attack::TouchArena, {&dev, 1}, cfg);
+    REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message));
+    CHECK(r.value().exit_status == 5); // Status::NoMemory, at the limit
+    REQUIRE(r.value().records.size() == 1);
+    std::uint64_t chunks = 0;
+    std::memcpy(&chunks, r.value().records[0].data.data(), sizeof chunks);
+    CHECK(chunks >= 55); // ~61 MiB of arena in 1 MiB (+ header) blocks
+    CHECK(chunks < 64);
+    SandboxConfig whole = cfg; // a start at or above the RAM is the RAM
+    whole.start_memory = 128ull << 20;
+    CHECK(start_ram(whole) == (64ull << 20));
+    SandboxConfig tiny = cfg; // below the minimum: the minimum
+    tiny.start_memory = 2ull << 20;
+    CHECK(start_ram(tiny) == INSTAR_MIN_GUEST_MEMORY);
 }
 
 TEST_CASE("zlib inflate runs in the guest and a bomb stops at its limit") {

@@ -118,6 +118,18 @@ TEST_CASE("page tables for 3 GiB use three page directories") {
     CHECK(word_at(ram, INSTAR_GPA_PD + (3 * 512 - 1) * 8) == 0xbfe00087);
 }
 
+TEST_CASE("RAM that may grow is mapped up to its limit from the boot") {
+    std::vector<std::uint8_t> ram(16ull << 20);
+    write_boot_tables(ram, HANDLERS, 64ull << 20); // 16 MiB now, up to 64 MiB later
+    CHECK(word_at(ram, INSTAR_GPA_PD + 7 * 8) == 0xe00087);   // the last 2 MiB page there is now
+    CHECK(word_at(ram, INSTAR_GPA_PD + 8 * 8) == 0x1000087);  // and the first it may grow into
+    CHECK(word_at(ram, INSTAR_GPA_PD + 31 * 8) == 0x3e00087); // the last below the limit
+    CHECK(word_at(ram, INSTAR_GPA_PD + 32 * 8) == 0);         // nothing past the limit
+    std::vector<std::uint8_t> alone(16ull << 20);
+    write_boot_tables(alone, HANDLERS); // no limit: RAM alone, as before
+    CHECK(word_at(alone, INSTAR_GPA_PD + 8 * 8) == 0);
+}
+
 TEST_CASE("control registers and registers at boot") {
     CHECK(BOOT_CR0 == 0x80010033ull);
     CHECK(BOOT_CR4 == 0x620ull);

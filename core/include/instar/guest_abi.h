@@ -137,7 +137,25 @@ enum instar_hypercall_nr {
                                   module index | INSTAR_NEXT_IMAGE_*, out_size = its file's allocated
                                   bytes (st_blocks * 512); ret < 0: not opened in this run
                                   (added within ABI 5; docs/guest-abi.md) */
+    INSTAR_HC_GROW_MEMORY = 19, /* arg0 = the RAM size the guest needs -> ret 0 and out_size = the
+                                   RAM size now, at least arg0, the new RAM following the old
+                                   (its page tables map it from the boot on); ret < 0: no more RAM
+                                   for this run (added within ABI 9; docs/guest-abi.md) */
+    INSTAR_HC_RECORDS = 20, /* gpa = table of len struct instar_record_entry (1 to
+                               INSTAR_MAX_RECORD_BATCH): each a RECORD, in table order, under the same
+                               limits (added within ABI 9, round 42; docs/guest-abi.md) */
 };
+/* INSTAR_HC_RECORDS: one record, as INSTAR_HC_RECORD's arg0 (type), gpa and len. */
+struct instar_record_entry {
+    uint32_t type;
+    uint32_t len;
+    uint64_t gpa;
+};
+INSTAR_ABI_ASSERT(sizeof(struct instar_record_entry) == 16, "record entry layout");
+/* Records one INSTAR_HC_RECORDS call carries at most: bounds the table the host copies out (256 bytes
+ * on its stack). */
+#define INSTAR_MAX_RECORD_BATCH 16u
+
 /* INSTAR_HC_NEXT_IMAGE's out_flags above the module index (bits 0-15). */
 #define INSTAR_NEXT_IMAGE_MODULE_MASK 0xFFFFu
 #define INSTAR_NEXT_IMAGE_FORCE (1u << 16)  /* inspect without probing (the chain names the format) */
@@ -269,6 +287,7 @@ INSTAR_ABI_ASSERT(offsetof(struct instar_hypercall, out_flags) == 80, "mailbox l
 /* Recoverable errors the host returns in `ret` (requests that break the rules end the guest). */
 #define INSTAR_EIO 5 /* the host file failed (e.g. it shrank under us) */
 #define INSTAR_ENOSPC 28 /* INSTAR_HC_COMPRESS: the result does not fit in the job's dst_cap */
+#define INSTAR_ENOMEM 12 /* INSTAR_HC_GROW_MEMORY: the run's RAM cannot grow that far */
 
 /* ---- Limits the host enforces on what the guest sends ---- */
 #define INSTAR_MAX_LOG_LINE 512u            /* one line of diagnostics, not a data channel */
@@ -601,7 +620,12 @@ INSTAR_ABI_ASSERT(sizeof(struct instar_check_result) == 88, "check result layout
 /* INSTAR_EDIT_INFO_FIRST for a command that opens the image without its backing chain (bitmap, as
  * qemu-img does): a backing file among the image's references does not stop the run. */
 #define INSTAR_EDIT_INFO_NO_BACKING 128u
-/* INSTAR_EDIT_SECRETS: device plan_device + 1 is a secrets device (struct instar_secret_table, as
+/* INSTAR_EDIT_PLAN_INLINE (round 42): the plan's bytes (the lengths, then the command's argument)
+ * follow this struct in the operation's argument instead of being a device; plan_device is the index
+ * that device would have had, and no device is there (a secrets device is at plan_device). The host
+ * inlines a plan that fits INSTAR_MAX_OP_ARG: one exit and one sealed file fewer. */
+#define INSTAR_EDIT_PLAN_INLINE 256u
+/* INSTAR_EDIT_SECRETS: device plan_device + 1 (plan_device with INSTAR_EDIT_PLAN_INLINE) is a secrets device (struct instar_secret_table, as
  * convert's), whose entry indices are the command's (instar/guest/edit_api.h EDIT_SECRET_*: the image's
  * key and amend's new and old key-slot passphrases). Absent: no secrets (the flag keeps the
  * argument's layout unchanged). */

@@ -33,6 +33,11 @@ constexpr std::chrono::milliseconds EDIT_KEY_DERIVATION_TIME{120'000};
 // rate, far slower than any disk; a hostile image still holds the sandbox only as long as its files
 // are big.
 constexpr std::uint64_t EDIT_BYTES_PER_SECOND = 16u << 20;
+// The RAM an edit's guest starts with (SandboxConfig::start_memory), growing to the cap when it
+// asks: most edits change a few tables (a qcow2 1T -> 2T resize touches well under 1 MiB), and a
+// 16 MiB VM is made faster than one of 256 MiB (its memslot: docs/sandbox.md), which was 6% of that
+// resize. An edit cannot be run again with more RAM once it has written, so it grows instead.
+constexpr std::uint64_t EDIT_START_MEMORY = INSTAR_MIN_GUEST_MEMORY;
 
 // An edit opens its image as info does, with these options.
 InfoOptions info_options(const EditOpen& opts) {
@@ -183,19 +188,26 @@ Expected<EditReport> run_edit(const EditCall& call, const vmm::SandboxConfig& sa
                                              1'000'000'000);
     if (::getrandom(a.random, sizeof a.random, 0) != static_cast<ssize_t>(sizeof a.random))
         return Error{std::string("cannot read random bytes: ") + std::strerror(errno)};
-    // The files' lengths and the command's bytes travel in a sealed plan device (INSTAR_MAX_OP_ARG
-    // is 2 KiB; a 500-extent vmdk's lengths alone are 4 KiB).
+    // The files' lengths and the command's bytes: after the struct in the argument when they fit
+    // (INSTAR_EDIT_PLAN_INLINE: a resize's 40 bytes), else in a sealed plan device (INSTAR_MAX_OP_ARG
+    // is 2 KiB; a 500-extent vmdk's lengths alone are 4 KiB). The device cost a sealed file and the
+    // guest's read of it, an exit.
     std::vector<std::uint8_t> plan_bytes;
     append_bytes(plan_bytes, &link.image.size, 1);
     for (const auto& f : link.files)
         append_bytes(plan_bytes, &f.size, 1);
     plan_bytes.insert(plan_bytes.end(), call.args.begin(), call.args.end());
-    PlanFile plan;
-    auto plan_device = plan.write(plan_bytes);
-    if (!plan_device)
-        return Error{plan_device.error()};
     a.plan_device = static_cast<std::uint32_t>(devices.size());
-    devices.push_back(*plan_device);
+    const bool inline_plan = sizeof a + plan_bytes.size() <= INSTAR_MAX_OP_ARG;
+    PlanFile plan;
+    if (inline_plan) {
+        a.flags |= INSTAR_EDIT_PLAN_INLINE;
+    } else {
+        auto plan_device = plan.write(plan_bytes);
+        if (!plan_device)
+            return Error{plan_device.error()};
+        devices.push_back(*plan_device);
+    }
     if (call.secrets.size() > guest::EDIT_MAX_SECRETS)
         return Error{"too many secrets for an edit (EDIT_MAX_SECRETS)"};
     std::vector<std::pair<std::uint32_t, const std::string*>> secrets;
@@ -205,12 +217,14 @@ Expected<EditReport> run_edit(const EditCall& call, const vmm::SandboxConfig& sa
     auto secrets_device = write_secrets(secrets_file, secrets);
     if (!secrets_device)
         return Error{secrets_device.error()};
-    if (*secrets_device) { // the device after the plan's
+    if (*secrets_device) { // the device after the plan's place
         devices.push_back(**secrets_device);
         a.flags |= INSTAR_EDIT_SECRETS;
     }
     std::vector<std::uint8_t> arg;
     append_bytes(arg, &a, 1);
+    if (inline_plan)
+        arg.insert(arg.end(), plan_bytes.begin(), plan_bytes.end());
 
     vmm::SandboxConfig config = sandbox;
     if (call.timeout.count() > 0 && config.timeout < call.timeout)
@@ -221,6 +235,7 @@ Expected<EditReport> run_edit(const EditCall& call, const vmm::SandboxConfig& sa
     config.timeout += std::chrono::seconds(file_bytes / EDIT_BYTES_PER_SECOND);
     if (*secrets_device)
         config.timeout += EDIT_KEY_DERIVATION_TIME;
+    config.start_memory = EDIT_START_MEMORY;
     config.outputs = call.outputs;
     if (call.progress)
         config.progress = call.progress;

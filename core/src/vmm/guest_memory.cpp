@@ -23,13 +23,18 @@ namespace {
 constexpr std::uint64_t GUARD_SIZE = INSTAR_LARGE_PAGE_SIZE;
 } // namespace
 
-Outcome<GuestMemory> GuestMemory::create(std::uint64_t size, bool huge_pages) {
-    if (size == 0 || size % INSTAR_LARGE_PAGE_SIZE != 0 || size > INSTAR_MAX_GUEST_MEMORY) {
-        return SandboxError{ErrorKind::Config, "guest memory size " + std::to_string(size) +
-                                                   " is not a multiple of 2 MiB within the cap", {}};
+Outcome<GuestMemory> GuestMemory::create(std::uint64_t size, bool huge_pages, std::uint64_t limit) {
+    if (limit == 0) limit = size;
+    if (size == 0 || size % INSTAR_LARGE_PAGE_SIZE != 0 || limit % INSTAR_LARGE_PAGE_SIZE != 0 || size > limit ||
+        limit > INSTAR_MAX_GUEST_MEMORY) {
+        return SandboxError{ErrorKind::Config, "guest memory size " + std::to_string(size) + " (limit " +
+                                                   std::to_string(limit) + ") is not a multiple of 2 MiB within the cap", {}};
     }
     GuestMemory m;
-    m.reservation_size_ = size + 3 * GUARD_SIZE; // one guard each side plus alignment slack
+    m.limit_ = limit;
+    // One guard each side plus alignment slack, around the limit: the guards stay outside RAM
+    // however far it grows. MAP_NORESERVE PROT_NONE costs nothing for the part never opened.
+    m.reservation_size_ = limit + 3 * GUARD_SIZE;
     // MAP_NORESERVE: the guest only costs the pages it touches.
     m.reservation_ = ::mmap(nullptr, m.reservation_size_, PROT_NONE,
                             MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -56,6 +61,16 @@ Outcome<GuestMemory> GuestMemory::create(std::uint64_t size, bool huge_pages) {
     m.huge_pages_ = huge_pages;
     if (huge_pages) (void)::madvise(m.base_, size, MADV_HUGEPAGE);
     return m;
+}
+
+bool GuestMemory::grow(std::uint64_t new_size) {
+    if (memfd_ >= 0 || new_size <= size_ || new_size > limit_ || new_size % INSTAR_LARGE_PAGE_SIZE != 0) return false;
+    // SAFETY: [base_ + size_, base_ + new_size) lies inside the reservation (new_size <= limit_).
+    if (::mprotect(base_ + size_, new_size - size_, PROT_READ | PROT_WRITE) != 0) return false;
+    (void)::madvise(base_ + size_, new_size - size_, MADV_HUGEPAGE); // advice only
+    size_ = new_size;
+    if (!present_.empty()) present_.resize((size_ / INSTAR_PAGE_SIZE + 63) / 64, 0);
+    return true;
 }
 
 Outcome<GuestMemory> GuestMemory::create_shared(std::uint64_t size) {
@@ -137,7 +152,7 @@ GuestMemory::MapResult GuestMemory::map_file(std::uint64_t gpa, int fd, std::uin
 GuestMemory::GuestMemory(GuestMemory&& o) noexcept
     : reservation_(std::exchange(o.reservation_, nullptr)),
       reservation_size_(std::exchange(o.reservation_size_, 0)), base_(std::exchange(o.base_, nullptr)),
-      size_(std::exchange(o.size_, 0)), huge_pages_(o.huge_pages_),
+      size_(std::exchange(o.size_, 0)), limit_(std::exchange(o.limit_, 0)), huge_pages_(o.huge_pages_),
       memfd_(std::exchange(o.memfd_, -1)), present_(std::move(o.present_)) {}
 
 GuestMemory::~GuestMemory() {

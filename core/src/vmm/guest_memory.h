@@ -12,8 +12,9 @@ namespace instar::vmm {
 class GuestMemory {
 public:
     // size must be a multiple of INSTAR_LARGE_PAGE_SIZE (the caller rounds the config);
-    // huge_pages: advise MADV_HUGEPAGE (SandboxConfig::huge_pages).
-    static Outcome<GuestMemory> create(std::uint64_t size, bool huge_pages = true);
+    // huge_pages: advise MADV_HUGEPAGE (SandboxConfig::huge_pages). `limit` (0: size): the address
+    // space reserved behind it, which grow() may open up to (SandboxConfig::start_memory).
+    static Outcome<GuestMemory> create(std::uint64_t size, bool huge_pages = true, std::uint64_t limit = 0);
     // The same over a memfd (MAP_SHARED), for the process sandbox: its guest process maps
     // memfd() at the guest addresses (docs/sandbox.md).
     static Outcome<GuestMemory> create_shared(std::uint64_t size);
@@ -25,6 +26,10 @@ public:
 
     std::uint8_t* host_base() const { return base_; }
     std::uint64_t size() const { return size_; }
+    std::uint64_t limit() const { return limit_; } // what grow() may reach
+    // Opens [size(), new_size) read-write (new_size a multiple of 2 MiB, within limit()), advised
+    // onto huge pages: a guest that outgrew its start touches many MiB. False if the kernel refused.
+    bool grow(std::uint64_t new_size);
     bool huge_pages() const { return huge_pages_; }
     int memfd() const { return memfd_; } // -1 unless made by create_shared()
 
@@ -64,6 +69,7 @@ private:
     std::size_t reservation_size_ = 0;
     std::uint8_t* base_ = nullptr;
     std::uint64_t size_ = 0;
+    std::uint64_t limit_ = 0;
     bool huge_pages_ = false;
     int memfd_ = -1;
     std::vector<std::uint64_t> present_; // prepare_host_write's pages, a bit each (sized when first used)

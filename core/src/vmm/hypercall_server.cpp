@@ -112,7 +112,9 @@ Outcome<HypercallServer::Next> HypercallServer::serve() {
         case INSTAR_HC_PROGRESS:
         case INSTAR_HC_COMPRESS:
         case INSTAR_HC_RECORD:
+        case INSTAR_HC_RECORDS:
         case INSTAR_HC_LOG:
+        case INSTAR_HC_GROW_MEMORY:
         case INSTAR_HC_FAULT: settle = false; break;
         default: break;
         }
@@ -170,7 +172,9 @@ Outcome<HypercallServer::Next> HypercallServer::serve() {
     case INSTAR_HC_PROGRESS: next = progress(req); break;
     case INSTAR_HC_COMPRESS: next = compress(req); break;
     case INSTAR_HC_RECORD: next = record(req); break;
+    case INSTAR_HC_RECORDS: next = records(req); break;
     case INSTAR_HC_LOG: next = log(req); break;
+    case INSTAR_HC_GROW_MEMORY: grow_memory(req, reply); break;
     case INSTAR_HC_EXIT:
         result_.exit_status = static_cast<std::int32_t>(static_cast<std::uint32_t>(req.arg0));
         return Next::Exit;
@@ -567,6 +571,16 @@ Outcome<bool> HypercallServer::discard_range(const Device& d, std::uint64_t offs
     return true;
 }
 
+void HypercallServer::grow_memory(const instar_hypercall& req, instar_hypercall& reply) {
+    // Asked for more than the RAM there is: all of it up to the limit, at once (one memslot, and a
+    // guest that outgrew its start is likely to go on growing).
+    if (req.arg0 > mem_.size() && (!grow_ || req.arg0 > mem_.limit() || !grow_(mem_.limit()))) {
+        reply.ret = -INSTAR_ENOMEM;
+        return;
+    }
+    reply.out_size = mem_.size();
+}
+
 Outcome<HypercallServer::Next> HypercallServer::progress(const instar_hypercall& req) {
     if (req.arg0 > req.arg1) return bad_request("progress " + std::to_string(req.arg0) + " of " + std::to_string(req.arg1));
     if (progress_) progress_(req.arg0, req.arg1);
@@ -686,23 +700,39 @@ Outcome<HypercallServer::Next> HypercallServer::next_image(const instar_hypercal
 }
 
 Outcome<HypercallServer::Next> HypercallServer::record(const instar_hypercall& req) {
-    if (req.len > INSTAR_MAX_RECORD_SIZE) {
+    return record_one(req.arg0, req.gpa, req.len);
+}
+
+Outcome<HypercallServer::Next> HypercallServer::record_one(std::uint64_t type, std::uint64_t gpa, std::uint64_t len) {
+    if (len > INSTAR_MAX_RECORD_SIZE) {
         return SandboxError{ErrorKind::GuestBadRecord,
-                            "guest sent an oversized record (" + std::to_string(req.len) + " bytes, limit " +
+                            "guest sent an oversized record (" + std::to_string(len) + " bytes, limit " +
                                 std::to_string(INSTAR_MAX_RECORD_SIZE) + "); its output was discarded",
                             {}};
     }
-    if (req.arg0 == 0 || req.arg0 > UINT32_MAX) {
-        return SandboxError{ErrorKind::GuestBadRecord, "guest sent a record of invalid type " + std::to_string(req.arg0), {}};
+    if (type == 0 || type > UINT32_MAX) {
+        return SandboxError{ErrorKind::GuestBadRecord, "guest sent a record of invalid type " + std::to_string(type), {}};
     }
-    if (result_.records.size() >= INSTAR_MAX_RECORDS || req.len > INSTAR_MAX_RECORD_BYTES - record_bytes_) {
+    if (result_.records.size() >= INSTAR_MAX_RECORDS || len > INSTAR_MAX_RECORD_BYTES - record_bytes_) {
         return SandboxError{ErrorKind::GuestBadRecord, "guest sent more records than the limits allow; output discarded", {}};
     }
-    const std::uint8_t* src = mem_.range(req.gpa, req.len);
-    if (src == nullptr) return bad_request("record buffer " + hex(req.gpa) + " lies outside guest RAM");
+    const std::uint8_t* src = mem_.range(gpa, len);
+    if (src == nullptr) return bad_request("record buffer " + hex(gpa) + " lies outside guest RAM");
     // SAFETY: [src, src + len) is inside guest RAM (checked above); copied out before any use.
-    result_.records.push_back(Record{static_cast<std::uint32_t>(req.arg0), {src, src + req.len}});
-    record_bytes_ += req.len;
+    result_.records.push_back(Record{static_cast<std::uint32_t>(type), {src, src + len}});
+    record_bytes_ += len;
+    return Next::Resume;
+}
+
+// Each entry is taken as one RECORD, in table order; the first one that breaks a rule ends the guest
+// as that RECORD would have (its output is discarded either way).
+Outcome<HypercallServer::Next> HypercallServer::records(const instar_hypercall& req) {
+    instar_record_entry entries[INSTAR_MAX_RECORD_BATCH];
+    if (auto bad = copy_table(req, entries, "record batch", "records", "record table")) return *bad;
+    for (std::uint64_t i = 0; i < req.len; ++i) {
+        auto next = record_one(entries[i].type, entries[i].gpa, entries[i].len);
+        if (!next) return next;
+    }
     return Next::Resume;
 }
 

@@ -36,6 +36,13 @@ public:
     // by the caller (take_log() still returns the log for diagnosis).
     Outcome<Next> serve();
 
+    // INSTAR_HC_GROW_MEMORY: `grow` makes the RAM `new_size` bytes (GuestMemory::limit(), the
+    // only size asked), off this thread if it must (the vCPU thread is confined); false when it
+    // could not. Without one (the process sandbox, a run whose RAM is all there from the start)
+    // the call is refused.
+    using GrowFn = std::function<bool(std::uint64_t new_size)>;
+    void set_memory_grower(GrowFn grow) { grow_ = std::move(grow); }
+
     // INSTAR_HC_COMPRESS runs its jobs on `pool` (and this thread); without one, on this thread.
     void set_compress_pool(CompressPool* pool) { compress_pool_ = pool; }
 
@@ -65,6 +72,8 @@ private:
                                            const char* entries, const char* table_name);
     Outcome<Next> write_segments(const instar_hypercall& req, instar_hypercall& reply);
     Outcome<Next> record(const instar_hypercall& req);
+    Outcome<Next> record_one(std::uint64_t type, std::uint64_t gpa, std::uint64_t len);
+    Outcome<Next> records(const instar_hypercall& req);
     Outcome<Next> log(const instar_hypercall& req);
     Outcome<Next> set_length(const instar_hypercall& req, instar_hypercall& reply);
     Outcome<Next> add_file(const instar_hypercall& req, instar_hypercall& reply);
@@ -75,6 +84,7 @@ private:
     Outcome<bool> discard_range(const Device& d, std::uint64_t offset, std::uint64_t len, std::uint64_t length);
     static std::optional<std::uint64_t> file_length(const Device& d);
     Outcome<Next> progress(const instar_hypercall& req);
+    void grow_memory(const instar_hypercall& req, instar_hypercall& reply);
     Outcome<Next> compress(const instar_hypercall& req);
     void host_failure(std::string message, int err);
     // Waits for the write-behind queue; a failure not yet reported becomes the host error and, when
@@ -91,6 +101,7 @@ private:
     ProgressFn progress_;
     WriteBehind* write_behind_;
     CompressPool* compress_pool_ = nullptr;
+    GrowFn grow_;
     ReadAheadWorker* reader_ = nullptr;
     std::unique_ptr<BounceBuffer> bounce_; // the vCPU thread's, for O_DIRECT devices
     WritebackStarter writeback_;           // the vCPU thread's synchronous writes

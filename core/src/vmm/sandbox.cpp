@@ -73,10 +73,10 @@ Outcome<RunResult> boot_and_run(PreparedVm& vm, const GuestImage& rt,
                                 std::chrono::milliseconds timeout, OutputFiles* outputs,
                                 const std::function<void(std::uint64_t, std::uint64_t)>& progress,
                                 const VcpuFilter* confine, const AheadFilter& ahead, bool write_behind,
-                                bool compress_workers, bool read_ahead) {
+                                bool compress_workers, bool read_ahead, const HypercallServer::GrowFn& grow) {
     GuestMemory& m = vm.memory;
     x86::write_boot_tables({m.host_base(), m.size()},
-                           std::span<const std::uint64_t, INSTAR_EXCEPTION_VECTORS>(rt.exception_handlers));
+                           std::span<const std::uint64_t, INSTAR_EXCEPTION_VECTORS>(rt.exception_handlers), m.limit());
     if (auto bad = lay_out_guest(m, rt, images, devices, op, arg, KVM_LAYOUT)) return *bad;
 
     if (auto bad = vm.vm->boot(INSTAR_GPA_RUNTIME + rt.entry)) return *bad;
@@ -112,6 +112,7 @@ Outcome<RunResult> boot_and_run(PreparedVm& vm, const GuestImage& rt,
     HypercallServer server(m, devices, *watchdog.value(), outputs, progress, writer ? &*writer : nullptr);
     if (pool) server.set_compress_pool(&*pool);
     if (reader) server.set_read_ahead_worker(&*reader);
+    if (grow) server.set_memory_grower(grow);
     auto ran = vm.vm->run(server, *watchdog.value());
     if (!ran) {
         SandboxError e = ran.error();
@@ -139,6 +140,13 @@ std::uint64_t guest_ram(const SandboxConfig& config) {
     return asked & ~(INSTAR_LARGE_PAGE_SIZE - 1);
 }
 
+std::uint64_t start_ram(const SandboxConfig& config) {
+    const std::uint64_t ram = guest_ram(config);
+    const std::uint64_t start = std::max<std::uint64_t>(config.start_memory & ~(INSTAR_LARGE_PAGE_SIZE - 1),
+                                                        INSTAR_MIN_GUEST_MEMORY);
+    return config.start_memory == 0 || start >= ram ? ram : start;
+}
+
 std::optional<SandboxConfig> roomier(const SandboxConfig& ran) {
     SandboxConfig next = ran;
     next.guest_memory = 0;
@@ -156,6 +164,7 @@ Outcome<RunResult> run(const SandboxConfig& config, std::span<const Device> devi
     if (auto bad = check_request(config, devices, modules, arg)) return *bad;
     single_malloc_arena();
     const std::uint64_t ram = guest_ram(config);
+    const std::uint64_t start = start_ram(config); // KVM: grows to `ram` when the guest asks
     const bool huge = config.huge_pages;
 
     std::vector<std::shared_ptr<const GuestImage>> images;
@@ -182,7 +191,7 @@ Outcome<RunResult> run(const SandboxConfig& config, std::span<const Device> devi
     // in the VM's set-up (the memslot's SRCU grace period) instead of at exit.
     if (config.detached_teardown && !spares_enabled() && (kind == SandboxKind::Kvm || !check_kvm()))
         (void)start_teardown_keeper();
-    auto prepared = take_prepared_vm(ram, huge);
+    auto prepared = take_prepared_vm(start, huge, ram);
     if (!prepared) {
         // Auto: without a usable /dev/kvm, the process sandbox runs the guest instead.
         const ErrorKind why = prepared.error().kind;
@@ -209,6 +218,16 @@ Outcome<RunResult> run(const SandboxConfig& config, std::span<const Device> devi
     AheadFilter ahead; // compiled on this thread while the vCPU thread places the guest
     auto ran = run_on_fresh_thread([&](Broker& broker) {
         if (outputs) outputs->attach(broker);
+        // The vCPU thread may not map memory or add a memslot (seccomp): this thread does, while the
+        // vCPU waits in the hypercall's exit.
+        HypercallServer::GrowFn grow;
+        if (start < ram) {
+            grow = [&](std::uint64_t new_size) {
+                bool grown = false;
+                broker.call([&] { grown = vm->vm->grow_memory(vm->memory, new_size); });
+                return grown;
+            };
+        }
         std::function<void(std::uint64_t, std::uint64_t)> progress;
         if (config.progress) {
             progress = [&](std::uint64_t done, std::uint64_t total) {
@@ -217,7 +236,7 @@ Outcome<RunResult> run(const SandboxConfig& config, std::span<const Device> devi
         }
         return boot_and_run(*vm, *runtime.value(), images, devices, op, arg, config.timeout,
                             outputs ? &*outputs : nullptr, progress, filter ? &*filter : nullptr, ahead,
-                            config.write_behind, config.compress_workers, config.read_ahead);
+                            config.write_behind, config.compress_workers, config.read_ahead, grow);
     }, [&] {
         if (filter) compile_vcpu_filter(*filter, ahead);
     });
@@ -226,9 +245,9 @@ Outcome<RunResult> run(const SandboxConfig& config, std::span<const Device> devi
     // waiting for it), then tear this VM down. Otherwise tear it down here: a helper thread would
     // cost more in cross-CPU wake-ups than the teardown it hides (docs/sandbox.md, "Start-up").
     if (spares_enabled()) {
-        announce_spare_vm(ram);
-        reap_later([vm, ram, huge]() mutable {
-            prepare_spare_vm(ram, huge);
+        announce_spare_vm(start);
+        reap_later([vm, start, ram, huge]() mutable {
+            prepare_spare_vm(start, huge, ram);
             vm.reset();
         });
     } else if (config.detached_teardown && leave_to_keeper()) {
@@ -271,11 +290,12 @@ void prewarm(const SandboxConfig& config) {
     if (requested_sandbox(config.sandbox) == SandboxKind::Process) return; // nothing to keep ready
     const std::uint64_t ram = guest_ram(config);
     if (ram < INSTAR_MIN_GUEST_MEMORY || ram > INSTAR_MAX_GUEST_MEMORY) return; // run() will say why
+    const std::uint64_t start = start_ram(config);
     const bool huge = config.huge_pages;
     single_malloc_arena();
     enable_spares();
-    announce_spare_vm(ram);
-    reap_later([ram, huge] { prepare_spare_vm(ram, huge); });
+    announce_spare_vm(start);
+    reap_later([start, ram, huge] { prepare_spare_vm(start, huge, ram); });
 }
 
 } // namespace instar::vmm

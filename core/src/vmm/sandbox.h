@@ -96,6 +96,13 @@ struct SandboxConfig {
     // This operation's RAM: 0 = max_guest_memory; larger values are clamped to max_guest_memory.
     // Small operations (info) ask for little: a smaller VM is cheaper to create (docs/sandbox.md).
     std::uint64_t guest_memory = 0;
+    // KVM only: the RAM the guest starts with when less than guest_ram() (0: all of it). The guest
+    // asks for the rest when its allocator runs out (INSTAR_HC_GROW_MEMORY) and gets it up to
+    // guest_ram(): a VM's memslot costs more the larger it is (docs/sandbox.md), and an operation
+    // that may need the cap but mostly needs little (an edit: a resize's tables, a commit's
+    // buffers) pays for it only when it does. A run that writes cannot be repeated with more RAM
+    // (roomier()), so this is how such a run starts small. The process sandbox has all of it at once.
+    std::uint64_t start_memory = 0;
     // Advise host huge pages for guest RAM: pays when the guest touches many MiB (create's cluster
     // buffers, copies), costs a 2 MiB clear per touched region when it touches a few pages (info).
     bool huge_pages = true;
@@ -205,6 +212,9 @@ Outcome<RunResult> run(const SandboxConfig& config, std::span<const Device> devi
 // The RAM run() gives a guest for `config`: guest_memory (or the cap when 0), at most the cap, rounded
 // down to 2 MiB.
 std::uint64_t guest_ram(const SandboxConfig& config);
+// The RAM a KVM guest starts with: start_memory when set and smaller (rounded down to 2 MiB, at
+// least INSTAR_MIN_GUEST_MEMORY), else guest_ram(config).
+std::uint64_t start_ram(const SandboxConfig& config);
 
 // After a run that only reads ended with the guest out of memory (Status::NoMemory): the roomier
 // config to run it again with, or nullopt when there is none. First the cap (guest_memory 0), then,

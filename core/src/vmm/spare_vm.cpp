@@ -26,10 +26,10 @@ Slot& slot() {
     return *s;
 }
 
-Outcome<std::unique_ptr<PreparedVm>> create_prepared(std::uint64_t ram, bool huge_pages) {
+Outcome<std::unique_ptr<PreparedVm>> create_prepared(std::uint64_t ram, bool huge_pages, std::uint64_t limit) {
     auto kvm = KvmSystem::open();
     if (!kvm) return kvm.error();
-    auto mem = GuestMemory::create(ram, huge_pages);
+    auto mem = GuestMemory::create(ram, huge_pages, limit);
     if (!mem) return mem.error();
     auto vm = Vm::create(kvm.value(), mem.value());
     if (!vm) return vm.error();
@@ -37,19 +37,23 @@ Outcome<std::unique_ptr<PreparedVm>> create_prepared(std::uint64_t ram, bool hug
         PreparedVm{std::move(kvm.value()), std::move(mem.value()), std::move(vm.value())});
 }
 
+bool fits(const PreparedVm* vm, std::uint64_t ram, bool huge_pages, std::uint64_t limit) {
+    return vm != nullptr && vm->memory.size() == ram && vm->memory.limit() == (limit == 0 ? ram : limit) &&
+           vm->memory.huge_pages() == huge_pages;
+}
+
 } // namespace
 
-Outcome<std::unique_ptr<PreparedVm>> take_prepared_vm(std::uint64_t ram, bool huge_pages) {
+Outcome<std::unique_ptr<PreparedVm>> take_prepared_vm(std::uint64_t ram, bool huge_pages, std::uint64_t limit) {
     {
         Slot& s = slot();
         std::unique_lock lock(s.mu);
         // Usually the reaper finishes it sooner than we could make our own; on a loaded machine it
         // may not get the CPU, so wait only so long.
         s.cv.wait_for(lock, SPARE_WAIT_LIMIT, [&] { return s.coming != ram; });
-        if (s.vm != nullptr && s.vm->memory.size() == ram && s.vm->memory.huge_pages() == huge_pages)
-            return std::move(s.vm);
+        if (fits(s.vm.get(), ram, huge_pages, limit)) return std::move(s.vm);
     }
-    return create_prepared(ram, huge_pages);
+    return create_prepared(ram, huge_pages, limit);
 }
 
 namespace {
@@ -65,16 +69,16 @@ void announce_spare_vm(std::uint64_t ram) {
     s.coming = ram;
 }
 
-void prepare_spare_vm(std::uint64_t ram, bool huge_pages) {
+void prepare_spare_vm(std::uint64_t ram, bool huge_pages, std::uint64_t limit) {
     Slot& s = slot();
     bool have = false;
     {
         std::lock_guard lock(s.mu);
-        have = s.vm != nullptr && s.vm->memory.size() == ram && s.vm->memory.huge_pages() == huge_pages;
+        have = fits(s.vm.get(), ram, huge_pages, limit);
     }
     std::unique_ptr<PreparedVm> made;
     if (!have) {
-        auto m = create_prepared(ram, huge_pages); // outside the lock: runs for other sizes need not wait
+        auto m = create_prepared(ram, huge_pages, limit); // outside the lock: runs for other sizes need not wait
         if (m) made = std::move(m.value());
     }
     {

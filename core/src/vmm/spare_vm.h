@@ -19,9 +19,10 @@ struct PreparedVm {
     std::unique_ptr<Vm> vm;
 };
 
-// The spare if it has `ram` bytes of RAM and the same huge-page advice (waiting for one announced
-// and being made), otherwise a VM created now (errors are reported here, e.g. a missing /dev/kvm).
-Outcome<std::unique_ptr<PreparedVm>> take_prepared_vm(std::uint64_t ram, bool huge_pages);
+// The spare if it has `ram` bytes of RAM, may grow to `limit` (0: ram) and has the same huge-page
+// advice (waiting for one announced and being made), otherwise a VM created now (errors are
+// reported here, e.g. a missing /dev/kvm).
+Outcome<std::unique_ptr<PreparedVm>> take_prepared_vm(std::uint64_t ram, bool huge_pages, std::uint64_t limit = 0);
 
 // From the first prewarm() on, every run() leaves a spare for the next one; before it, none is made
 // (a process running one operation would only waste the work).
@@ -34,6 +35,6 @@ void announce_spare_vm(std::uint64_t ram);
 
 // Creates the spare for `ram` now (on the calling thread) unless one exists; failures are silent
 // because take_prepared_vm() will meet and report them. Ends an announcement.
-void prepare_spare_vm(std::uint64_t ram, bool huge_pages);
+void prepare_spare_vm(std::uint64_t ram, bool huge_pages, std::uint64_t limit = 0);
 
 } // namespace instar::vmm

@@ -17,7 +17,24 @@ constexpr std::uint64_t KVM_TSS_ADDRESS = 0xfffbd000;
 static_assert(INSTAR_MAX_GUEST_MEMORY <= KVM_TSS_ADDRESS, "RAM must not overlap KVM's TSS pages");
 
 SandboxError exit_error(ErrorKind kind, const std::string& msg) { return {kind, msg, {}}; }
+// Memslots a run may add by growing (INSTAR_HC_GROW_MEMORY): KVM guarantees at least 32; the
+// sandbox grows once, to the limit, so a handful is plenty.
+constexpr std::uint32_t MAX_MEMORY_SLOTS = 8;
 } // namespace
+
+bool Vm::grow_memory(GuestMemory& mem, std::uint64_t new_size) {
+    const std::uint64_t old_size = mem.size();
+    if (next_slot_ >= MAX_MEMORY_SLOTS || !mem.grow(new_size)) return false;
+    kvm_userspace_memory_region region{};
+    region.slot = next_slot_;
+    region.guest_phys_addr = old_size;
+    region.memory_size = new_size - old_size;
+    // SAFETY: the range was just opened inside `mem`, which outlives the VM (as slot 0's).
+    region.userspace_addr = reinterpret_cast<std::uintptr_t>(mem.host_base() + old_size);
+    if (::ioctl(vm_.get(), KVM_SET_USER_MEMORY_REGION, &region) < 0) return false; // RAM stays opened, unused
+    ++next_slot_;
+    return true;
+}
 
 Outcome<std::unique_ptr<Vm>> Vm::create(const KvmSystem& kvm, GuestMemory& mem) {
     std::unique_ptr<Vm> vm(new Vm());

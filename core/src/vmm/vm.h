@@ -20,6 +20,9 @@ public:
     // Creates the VM, registers `mem` as its RAM, creates the vCPU and gives it the host CPUID.
     // The guest has not run: a created Vm may wait as a spare (spare_vm.h) before boot().
     static Outcome<std::unique_ptr<Vm>> create(const KvmSystem& kvm, GuestMemory& mem);
+    // Grows `mem` (the RAM given to create()) to new_size and registers the new part as the next
+    // memslot, while the vCPU is stopped (a hypercall's exit). False when either refused.
+    bool grow_memory(GuestMemory& mem, std::uint64_t new_size);
     // Long-mode boot registers with rip = entry (x86_boot.h). Call once, before run().
     std::optional<SandboxError> boot(std::uint64_t entry);
     ~Vm();
@@ -36,6 +39,7 @@ private:
     Vm() = default;
     UniqueFd vm_;
     UniqueFd vcpu_;
+    std::uint32_t next_slot_ = 1; // slot 0 is the RAM create() registered
     kvm_run* run_ = nullptr;
     std::size_t run_size_ = 0;
 };

@@ -19,8 +19,10 @@ void put64(std::span<std::uint8_t> ram, std::uint64_t gpa, std::uint64_t value) 
 } // namespace
 
 void write_boot_tables(std::span<std::uint8_t> ram,
-                       std::span<const std::uint64_t, INSTAR_EXCEPTION_VECTORS> handlers) {
-    const std::uint64_t size = ram.size();
+                       std::span<const std::uint64_t, INSTAR_EXCEPTION_VECTORS> handlers, std::uint64_t limit) {
+    // Mapped up to the limit RAM may grow to (INSTAR_HC_GROW_MEMORY); a page past the RAM there is
+    // now faults into the host as an unbacked address, which ends the run.
+    const std::uint64_t size = limit > ram.size() ? limit : ram.size();
     for (std::size_t i = 0; i < GDT.size(); ++i) put64(ram, INSTAR_GPA_GDT + i * 8, GDT[i]);
     // 64-bit TSS: only RSP0 matters (the stack exceptions from CPL 3 switch to).
     put64(ram, INSTAR_GPA_TSS + TSS_RSP0_OFFSET, INSTAR_GPA_EXCEPTION_STACK_TOP);

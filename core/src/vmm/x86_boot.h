@@ -73,9 +73,10 @@ inline constexpr std::uint64_t PTE_LARGE = 1ull << 7; // 2 MiB page in a page di
 
 // Writes the GDT, TSS, IDT (exception gates to `handlers`), the doorbell mapping and identity page tables for `ram` (its size a
 // multiple of 2 MiB, at most INSTAR_MAX_GUEST_MEMORY) at the addresses in guest_abi.h. Page 0 and
-// the stack guard page stay not-present; nothing past the end of RAM is mapped.
+// the stack guard page stay not-present; nothing past the end of RAM, or past `limit` when RAM may
+// grow that far (a multiple of 2 MiB, at most INSTAR_MAX_GUEST_MEMORY), is mapped.
 void write_boot_tables(std::span<std::uint8_t> ram,
-                       std::span<const std::uint64_t, INSTAR_EXCEPTION_VECTORS> handlers);
+                       std::span<const std::uint64_t, INSTAR_EXCEPTION_VECTORS> handlers, std::uint64_t limit = 0);
 
 // A KVM segment from a GDT descriptor (as the CPU would load it).
 kvm_segment segment_from_gdt(std::uint64_t entry, std::uint16_t index);
