@@ -203,6 +203,13 @@ TEST_CASE("grow() opens RAM up to the limit, behind the old, and no further") {
     CHECK(::write(fds[1], m.host_base() + (64ull << 20), 16) == -1); // the guard after the limit
     CHECK(errno == EFAULT);
     CHECK_FALSE(m.grow(66ull << 20));
+    m.ungrow(16ull << 20); // KVM refused the memslot: back to the start, the rest inaccessible again
+    CHECK(m.size() == (16ull << 20));
+    CHECK(m.range((16ull << 20) - 8, 16) == nullptr);
+    CHECK(::write(fds[1], m.host_base() + (32ull << 20), 16) == -1);
+    CHECK(errno == EFAULT);
+    REQUIRE(m.grow(32ull << 20)); // and may grow again
+    CHECK(m.host_base()[(32ull << 20) - 1] == 0);
     ::close(fds[0]);
     ::close(fds[1]);
 }

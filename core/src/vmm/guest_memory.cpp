@@ -73,6 +73,15 @@ bool GuestMemory::grow(std::uint64_t new_size) {
     return true;
 }
 
+void GuestMemory::ungrow(std::uint64_t old_size) {
+    if (memfd_ >= 0 || old_size >= size_ || old_size % INSTAR_LARGE_PAGE_SIZE != 0) return;
+    // SAFETY: [base_ + old_size, base_ + size_) lies inside the reservation; nothing maps it for KVM.
+    if (::mmap(base_ + old_size, size_ - old_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
+               -1, 0) == MAP_FAILED)
+        return; // still readable and writable: the host may touch it, the guest cannot reach it
+    size_ = old_size;
+}
+
 Outcome<GuestMemory> GuestMemory::create_shared(std::uint64_t size) {
     auto made = create(size, false);
     if (!made) return made;

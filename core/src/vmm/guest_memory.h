@@ -30,6 +30,8 @@ public:
     // Opens [size(), new_size) read-write (new_size a multiple of 2 MiB, within limit()), advised
     // onto huge pages: a guest that outgrew its start touches many MiB. False if the kernel refused.
     bool grow(std::uint64_t new_size);
+    // Undoes a grow() whose memslot KVM refused: RAM is `old_size` again, the rest PROT_NONE.
+    void ungrow(std::uint64_t old_size);
     bool huge_pages() const { return huge_pages_; }
     int memfd() const { return memfd_; } // -1 unless made by create_shared()
 

@@ -31,7 +31,10 @@ bool Vm::grow_memory(GuestMemory& mem, std::uint64_t new_size) {
     region.memory_size = new_size - old_size;
     // SAFETY: the range was just opened inside `mem`, which outlives the VM (as slot 0's).
     region.userspace_addr = reinterpret_cast<std::uintptr_t>(mem.host_base() + old_size);
-    if (::ioctl(vm_.get(), KVM_SET_USER_MEMORY_REGION, &region) < 0) return false; // RAM stays opened, unused
+    if (::ioctl(vm_.get(), KVM_SET_USER_MEMORY_REGION, &region) < 0) {
+        mem.ungrow(old_size);
+        return false;
+    }
     ++next_slot_;
     return true;
 }
