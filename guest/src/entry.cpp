@@ -15,11 +15,11 @@ _start:
 
 // First bytes of the image (runtime.ld puts .instar_header first): struct instar_runtime_header,
 // telling the host the entry and the exception stubs (idt.cpp) so it can build the IDT.
-static_assert(INSTAR_RUNTIME_MAGIC == 0x4E555254u && INSTAR_GUEST_ABI_VERSION == 9u);
+static_assert(INSTAR_RUNTIME_MAGIC == 0x4E555254u && INSTAR_GUEST_ABI_VERSION == 10u);
 static_assert(offsetof(instar_runtime_header, exception_handlers) == 16 && INSTAR_EXCEPTION_VECTORS == 32);
 asm(R"(
     .section .instar_header, "a"
-    .long 0x4E555254, 9
+    .long 0x4E555254, 10
     .quad _start
     .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
     .quad instar_isr_\n

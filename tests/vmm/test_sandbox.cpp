@@ -456,7 +456,7 @@ TEST_CASE("the process sandbox maps code read+execute: a store to a code page fa
     // Error code 0x7: a user-mode write to a present page (the kernel's page-fault error code).
     expect_failure(Attack::WriteModuleCode, ErrorKind::GuestFault, "#PF page fault at rip 0x");
     expect_failure(Attack::WriteModuleCode, ErrorKind::GuestFault, "error code 0x7)");
-    expect_failure(Attack::WriteRuntimeCode, ErrorKind::GuestFault, "(address 0x100000, error code 0x7)");
+    expect_failure(Attack::WriteRuntimeCode, ErrorKind::GuestFault, "(address 0x200000, error code 0x7)"); // INSTAR_GPA_RUNTIME
 }
 
 TEST_CASE("the result says which sandbox ran, and the process sandbox what confines it") {

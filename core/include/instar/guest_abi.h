@@ -15,7 +15,7 @@
 #define INSTAR_ABI_ASSERT(cond, msg) _Static_assert(cond, msg)
 #endif
 
-#define INSTAR_GUEST_ABI_VERSION 9u
+#define INSTAR_GUEST_ABI_VERSION 10u
 
 /* ---- Guest physical memory map (identity-mapped: guest virtual == guest physical) ---- */
 #define INSTAR_PAGE_SIZE 0x1000ull
@@ -35,9 +35,13 @@
 #define INSTAR_GPA_STACK_GUARD 0xF000ull /* not present: a stack overflow faults */
 #define INSTAR_GPA_STACK_BOTTOM 0x10000ull
 #define INSTAR_GPA_STACK_TOP 0x100000ull /* 960 KiB of stack, grows down */
-#define INSTAR_GPA_RUNTIME 0x100000ull   /* the runtime is linked to run here */
+/* The runtime is linked to run here: past the first 2 MiB, which the page tables map with 4 KiB
+ * pages (the null and stack-guard holes), so that the runtime and the modules share one 2 MiB
+ * page, which the host backs with a huge page (one shadow-MMU fault instead of one per page
+ * touched under kvm-pvm: docs/guest-abi.md, round 42). */
+#define INSTAR_GPA_RUNTIME 0x200000ull
 #define INSTAR_RUNTIME_MAX_SIZE 0x100000ull /* 1 MiB: runtime + zlib need ~150 KiB */
-#define INSTAR_GPA_MODULES 0x200000ull   /* modules are loaded page-aligned from here; arena follows */
+#define INSTAR_GPA_MODULES 0x300000ull   /* modules are loaded page-aligned from here; arena follows */
 /* Page 0 (null) and INSTAR_GPA_STACK_GUARD are not present in the guest page tables, and nothing
  * past the end of RAM is mapped, so wild pointers raise #PF inside the guest.
  *
@@ -140,10 +144,10 @@ enum instar_hypercall_nr {
     INSTAR_HC_GROW_MEMORY = 19, /* arg0 = the RAM size the guest needs -> ret 0 and out_size = the
                                    RAM size now, at least arg0, the new RAM following the old
                                    (its page tables map it from the boot on); ret < 0: no more RAM
-                                   for this run (added within ABI 9; docs/guest-abi.md) */
+                                   for this run (ABI 10; docs/guest-abi.md) */
     INSTAR_HC_RECORDS = 20, /* gpa = table of len struct instar_record_entry (1 to
                                INSTAR_MAX_RECORD_BATCH): each a RECORD, in table order, under the same
-                               limits (added within ABI 9, round 42; docs/guest-abi.md) */
+                               limits (ABI 10, round 42; docs/guest-abi.md) */
 };
 /* INSTAR_HC_RECORDS: one record, as INSTAR_HC_RECORD's arg0 (type), gpa and len. */
 struct instar_record_entry {
