@@ -23,6 +23,11 @@ constinit uint32_t small_device = UINT32_MAX; // UINT32_MAX: the block holds not
 constinit uint64_t small_offset = 0;          // of the block in its device
 constinit uint64_t small_len = 0;             // bytes held (less than a block at the device end)
 
+// The bytes of the aligned block at `block` that lie before `end` (a device's or file's end).
+uint64_t block_bytes(uint64_t block, uint64_t end) {
+    return end <= block ? 0 : (end - block < SMALL_READ_BLOCK ? end - block : SMALL_READ_BLOCK);
+}
+
 // Serves a read of [offset, offset + len) (inside the device, len < SMALL_READ_BLOCK) through the
 // block; false to read it directly instead (it crosses a block boundary, or devices changed).
 bool read_small(uint32_t index, uint64_t size, uint64_t offset, void* buf, size_t len, Status* st) {
@@ -33,7 +38,7 @@ bool read_small(uint32_t index, uint64_t size, uint64_t offset, void* buf, size_
     const uint64_t block = offset & ~(SMALL_READ_BLOCK - 1);
     if (offset + len > block + SMALL_READ_BLOCK) return false;
     if (small_device != index || small_offset != block) {
-        const uint64_t n = size - block < SMALL_READ_BLOCK ? size - block : SMALL_READ_BLOCK;
+        const uint64_t n = block_bytes(block, size);
         small_device = UINT32_MAX;
         if (hc_read(index, block, small_block, n) != 0) {
             *st = Status::IoError;
@@ -52,9 +57,10 @@ bool read_small(uint32_t index, uint64_t size, uint64_t offset, void* buf, size_
 // The own block: bytes this run read from a writable device (an image changed in place: resize,
 // snapshot, amend, bitmap, commit's base), kept to serve later small reads inside them. Format code
 // reads its header again after each step it writes (a qcow2 resize: 112 bytes at 0 after each of
-// its two header switches), an exit each: 3 of a 1T -> 2T resize's 22. Only bytes a read brought
-// are held (a writable device's size is not its file's, so a fetch of a whole block could run past
-// the end). This run is the file's only writer, so the block stays true by copying its own writes
+// its two header switches), an exit each: 3 of a 1T -> 2T resize's 22. It holds the first 4 KiB a
+// read brought, or, where the file's length is known (note_file_length(): an edit's plan), the
+// whole block a small read lies in, fetched as the read-only block is (a writable device's size is
+// not its file's, so without the length a fetch could run past the end). This run is the file's only writer, so the block stays true by copying its own writes
 // in: a write the host took (not deferred, which may still fail) is copied; any other change to the
 // device (a deferred or failed write, a discard, a new length) empties the block, and so does a
 // change to any other input device, which may be the same file (note_device_change()). Not while
@@ -75,6 +81,23 @@ bool read_own(uint32_t index, uint64_t offset, void* buf, uint64_t len) {
     if (b.device != index || offset < b.offset || offset - b.offset > b.len || len > b.len - (offset - b.offset))
         return false;
     __builtin_memcpy(buf, own_bytes + (offset - b.offset), len);
+    return true;
+}
+
+// Fetches the block holding [offset, offset + len) of writable `index` into the own block, when the
+// file's length is known and the read lies inside it; false to read directly. *st: the fetch's.
+bool fetch_own(uint32_t index, uint64_t offset, uint64_t len, Status* st) {
+    const uint64_t known = file_lengths != nullptr ? file_lengths[index] : 0;
+    const uint64_t block = offset & ~(SMALL_READ_BLOCK - 1);
+    const uint64_t n = block_bytes(block, known);
+    if (offset + len > block + n) return false;
+    own_block.device = UINT32_MAX; // nothing held while own_bytes is being overwritten
+    if (hc_read(index, block, own_bytes, n) != 0) {
+        *st = Status::IoError;
+        return true;
+    }
+    own_block = OwnBlock{index, block, n};
+    *st = Status::Ok;
     return true;
 }
 
@@ -360,15 +383,9 @@ public:
         if (!writable_ && len < SMALL_READ_BLOCK && read_small(index_, size_, offset, buf, len, &st)) return st;
         if (writable_ && !gathering_allowed && len < SMALL_READ_BLOCK) {
             if (read_own(index_, offset, buf, len)) return Status::Ok;
-            // With the file's length known, the whole block around a small read (inside the file)
-            // is fetched once, as the read-only block does: a header's later pieces come from it.
-            const uint64_t known = file_lengths != nullptr ? file_lengths[index_] : 0;
-            const uint64_t block = offset & ~(SMALL_READ_BLOCK - 1);
-            const uint64_t n = known > block ? (known - block < SMALL_READ_BLOCK ? known - block : SMALL_READ_BLOCK) : 0;
-            if (offset + len <= block + n) {
-                own_block.device = UINT32_MAX; // the fetch takes the block (note_own_read)
-                if (hc_read(index_, block, own_bytes, n) != 0) return Status::IoError;
-                if (read_own(index_, offset, buf, len)) return Status::Ok;
+            if (fetch_own(index_, offset, len, &st)) {
+                if (st == Status::Ok) __builtin_memcpy(buf, own_bytes + (offset - own_block.offset), len);
+                return st;
             }
         }
         return hc_read(index_, offset, buf, len) == 0 ? Status::Ok : Status::IoError;
