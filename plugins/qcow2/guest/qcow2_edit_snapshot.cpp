@@ -38,6 +38,10 @@ constexpr int32_t E_NOTSUP = 95;
 constexpr uint64_t SNAPSHOT_HEADER_BYTES = sizeof(Qcow2SnapshotHeaderDisk);   // 40
 constexpr uint64_t SNAPSHOT_EXTRA_BYTES = sizeof(Qcow2SnapshotExtraDisk);     // 24: qemu writes at least this
 constexpr uint64_t BDRV_SECTOR = 512;
+// The L2 tables a snapshot's refcount walk read are kept for its flag pass when together they fit
+// this (a 1 GiB image with 64 KiB clusters has two; 1 MiB covers 8 GiB of them). Bounds the guest
+// memory that copy takes; past it each table is read again.
+constexpr uint64_t SNAPSHOT_L2_KEEP_BYTES = uint64_t{1} << 20;
 
 int32_t errno_of(Status st) {
     switch (st) {
@@ -296,14 +300,27 @@ private:
         auto* l2 = static_cast<uint8_t*>(alloc_.allocate(static_cast<size_t>(cs_), 64));
         if (l2 == nullptr)
             return Status::NoMemory;
+        // The tables the walk reads stay for the flags when they fit (qemu's L2 cache holds them
+        // between its refcount and flag updates too): one read each instead of two.
+        uint64_t tables = 0;
+        for (uint32_t i = 0; i < l1_size; ++i)
+            tables += l1[i] != 0 ? 1 : 0;
+        size_t kept_bytes = 0;
+        uint8_t* kept = nullptr;
+        if (addend != 0 && tables > 0 && tables <= SNAPSHOT_L2_KEEP_BYTES / cs_) {
+            kept_bytes = static_cast<size_t>(tables * cs_);
+            kept = static_cast<uint8_t*>(alloc_.allocate(kept_bytes, 64)); // none: read twice
+        }
         Status st = Status::Ok;
         if (addend != 0)
-            st = walk(l1, l1_size, addend, l2);
+            st = walk(l1, l1_size, addend, l2, kept);
         if (st == Status::Ok)
             st = ip_.sync();
         bool l1_modified = false;
         if (st == Status::Ok)
-            st = flags(l1, l1_size, l2, &l1_modified);
+            st = flags(l1, l1_size, l2, kept, &l1_modified);
+        if (kept != nullptr)
+            alloc_.deallocate(kept, kept_bytes);
         alloc_.deallocate(l2, static_cast<size_t>(cs_));
         if (st != Status::Ok)
             return st;
@@ -355,37 +372,82 @@ private:
         return Status::Corrupt;
     }
 
-    Status walk(const uint64_t* l1, uint32_t l1_size, int addend, uint8_t* l2) {
+    // `kept`: room for every table (in L1 order, empty entries skipped), read into it for flags();
+    // nullptr: each is read into `l2`.
+    Status walk(const uint64_t* l1, uint32_t l1_size, int addend, uint8_t* table, uint8_t* kept) {
         const bool dec = addend < 0;
         const uint32_t eb = entry_bytes();
+        const uint64_t per_block = cs_ * 8 >> ip_.header().refcount_order; // refcounts per block
+        uint64_t k = 0;
         for (uint32_t i = 0; i < l1_size; ++i) {
             if (l1[i] == 0)
                 continue;
             uint64_t l2_off = 0;
             if (const Status st = l2_offset_of(l1[i], i, &l2_off); st != Status::Ok)
                 return st;
+            uint8_t* l2 = kept != nullptr ? kept + k++ * cs_ : table;
             if (const Status st = ip_.read(l2_off, l2, static_cast<size_t>(cs_)); st != Status::Ok)
                 return st;
+            Run run;
             for (uint64_t j = 0; j < cs_ / eb; ++j) {
                 uint64_t off = 0, bytes = 0;
                 const int kind = classify(load_be64(l2 + j * eb), &off, &bytes);
                 if (kind == 0)
                     continue;
+                if (kind == 1 && run.continues(off, cs_, per_block) && ip_.range_in_file(off, 1)) {
+                    ++run.clusters;
+                    continue;
+                }
+                if (const Status st = run.apply(ip_, cs_, dec); st != Status::Ok)
+                    return st;
                 if (kind == 1 && ((off & (cs_ - 1)) != 0 || !ip_.range_in_file(off, 1)))
                     return bad_cluster(off, l2_off, j);
                 if (kind == 2 && !ip_.range_in_file(off, 1))
                     return bad_cluster(off, l2_off, j);
-                if (const Status st = ip_.update_refcount(off, kind == 2 ? bytes : 1, 1, dec, true); st != Status::Ok)
+                if (kind == 1) {
+                    run = Run{off, 1};
+                    continue;
+                }
+                if (const Status st = ip_.update_refcount(off, bytes, 1, dec, true); st != Status::Ok)
                     return st;
             }
+            if (const Status st = run.apply(ip_, cs_, dec); st != Status::Ok)
+                return st;
             if (const Status st = ip_.update_refcount(l2_off, 1, 1, dec, true); st != Status::Ok)
                 return st;
         }
         return Status::Ok;
     }
 
-    Status flags(uint64_t* l1, uint32_t l1_size, uint8_t* l2, bool* l1_modified) {
+    // Data clusters that follow each other in the file and share a refcount block: the walk changes
+    // their counts in one update_refcount call instead of one each (a 1 GiB image has 16384). A
+    // refused run is replayed cluster by cluster (a refused call changes nothing), so what changes,
+    // and where it stops, is what cluster-by-cluster calls would have done.
+    struct Run {
+        uint64_t start = 0;    // offset of the first cluster
+        uint64_t clusters = 0; // 0: no run
+        // `off` is the next cluster (hence aligned) in the same block.
+        bool continues(uint64_t off, uint64_t cs, uint64_t per_block) const {
+            const uint64_t next = start + clusters * cs;
+            return clusters != 0 && off == next && (start / cs) / per_block == (next / cs) / per_block;
+        }
+        Status apply(Qcow2Inplace& ip, uint64_t cs, bool dec) {
+            const uint64_t n = clusters;
+            clusters = 0;
+            if (n > 1 && ip.update_refcount(start, n * cs, 1, dec, true) == Status::Ok)
+                return Status::Ok;
+            for (uint64_t c = 0; c < n; ++c)
+                if (const Status st = ip.update_refcount(start + c * cs, 1, 1, dec, true); st != Status::Ok)
+                    return st;
+            return Status::Ok;
+        }
+    };
+
+    // `kept`: the tables as walk() read them, changed in place (nullptr: each is read again into
+    // `table`).
+    Status flags(uint64_t* l1, uint32_t l1_size, uint8_t* table, uint8_t* kept, bool* l1_modified) {
         const uint32_t eb = entry_bytes();
+        uint64_t k = 0;
         for (uint32_t i = 0; i < l1_size; ++i) {
             if (l1[i] == 0)
                 continue;
@@ -395,9 +457,11 @@ private:
             uint64_t l2_rc = 0;
             if (const Status st = ip_.get_refcount(l2_off >> cb_, &l2_rc); st != Status::Ok)
                 return st;
+            uint8_t* l2 = kept != nullptr ? kept + k++ * cs_ : table;
             if (l2_rc != 0) { // a freed table is dropped from qemu's cache unwritten
-                if (const Status st = ip_.read(l2_off, l2, static_cast<size_t>(cs_)); st != Status::Ok)
-                    return st;
+                if (kept == nullptr)
+                    if (const Status st = ip_.read(l2_off, l2, static_cast<size_t>(cs_)); st != Status::Ok)
+                        return st;
                 bool dirty = false;
                 for (uint64_t j = 0; j < cs_ / eb; ++j) {
                     const uint64_t old = load_be64(l2 + j * eb);

@@ -325,8 +325,8 @@ Status Qcow2Inplace::sync() {
     return host_->flush(*dev_);
 }
 
-Status Qcow2Inplace::get_refcount(uint64_t cluster_index, uint64_t* out) {
-    *out = 0;
+Status Qcow2Inplace::count_block(uint64_t cluster_index, Slot** out) {
+    *out = nullptr;
     const uint64_t rt_index = cluster_index >> rb_bits_;
     if (rt_index >= rt_size_)
         return Status::Ok;
@@ -335,10 +335,16 @@ Status Qcow2Inplace::get_refcount(uint64_t cluster_index, uint64_t* out) {
         return Status::Ok;
     if (!cluster_in_file(block))
         return corrupt_refblock(block, rt_index);
+    return load_refblock(block, out);
+}
+
+Status Qcow2Inplace::get_refcount(uint64_t cluster_index, uint64_t* out) {
+    *out = 0;
     Slot* s = nullptr;
-    if (const Status st = load_refblock(block, &s); st != Status::Ok)
+    if (const Status st = count_block(cluster_index, &s); st != Status::Ok)
         return st;
-    *out = get_entry(s->data, cluster_index & (rb_entries_ - 1));
+    if (s != nullptr)
+        *out = get_entry(s->data, cluster_index & (rb_entries_ - 1));
     return Status::Ok;
 }
 
@@ -530,33 +536,33 @@ Status Qcow2Inplace::update_one(uint64_t offset, uint64_t length, uint64_t adden
     const uint64_t start = offset >> h_.cluster_bits;
     const uint64_t last = (offset + length - 1) >> h_.cluster_bits;
     // Pass 1: every block exists (creating one restarts; a decrease never creates one, it
-    // underflows instead) and no count overflows or underflows.
+    // underflows instead) and no count overflows or underflows. Each block is looked up once, at
+    // its first cluster in the range: nothing in between can evict it from the cache.
+    Slot* s = nullptr;
     for (uint64_t c = start; c <= last; ++c) {
-        if (!decrease && (c == start || (c & (rb_entries_ - 1)) == 0)) {
-            Slot* s = nullptr;
-            if (const Status st = refblock_for(c, &s, depth); st != Status::Ok)
+        if (c == start || (c & (rb_entries_ - 1)) == 0) {
+            if (const Status st = decrease ? count_block(c, &s) : refblock_for(c, &s, depth); st != Status::Ok)
                 return st;
-            if (s == nullptr) {
+            if (s == nullptr && !decrease) {
                 if (free_index_ > start)
                     free_index_ = start;
                 restarted_ = true;
                 return Status::Ok;
             }
         }
-        uint64_t rc = 0;
-        if (const Status st = get_refcount(c, &rc); st != Status::Ok)
-            return st;
+        const uint64_t rc = s != nullptr ? get_entry(s->data, c & (rb_entries_ - 1)) : 0;
         if (decrease ? rc < addend : (rc + addend < rc || rc + addend > refcount_max_))
             return Status::Invalid;
     }
     // Pass 2: the change. Freed clusters are discarded in runs, merged across calls until the
     // next flush (qemu queues and merges its discards the same way).
     for (uint64_t c = start; c <= last; ++c) {
-        Slot* s = nullptr;
-        if (const Status st = refblock_for(c, &s, depth); st != Status::Ok)
-            return st;
-        if (s == nullptr)
-            return Status::Corrupt; // cannot happen: pass 1 found every block
+        if (c == start || (c & (rb_entries_ - 1)) == 0) {
+            if (const Status st = refblock_for(c, &s, depth); st != Status::Ok)
+                return st;
+            if (s == nullptr)
+                return Status::Corrupt; // cannot happen: pass 1 found every block
+        }
         const uint64_t index = c & (rb_entries_ - 1);
         uint64_t rc = get_entry(s->data, index);
         rc = decrease ? rc - addend : rc + addend;

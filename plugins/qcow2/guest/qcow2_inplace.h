@@ -144,6 +144,9 @@ private:
     };
 
     Status load_refblock(uint64_t offset, Slot** out);
+    // The cached block holding host cluster `cluster_index`'s refcount; *out null when there is
+    // none (past the table or a missing block: the count is 0).
+    Status count_block(uint64_t cluster_index, Slot** out);
     Status empty_refblock(uint64_t offset, Slot** out);
     Status write_slot(Slot& s);
     Slot* victim();
