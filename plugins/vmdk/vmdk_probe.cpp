@@ -51,8 +51,9 @@ const Divergence DIVERGENCES[] = {
      "extents under any createType qemu opens (new grain tables, a moved grain directory, grown or "
      "added extents, a rewritten descriptor, a new footer; a shrink past the last extent removes the image's own "
      "dropped extent files), and COWD (vmfsSparse) files alone or as extents (seSparse, which qemu opens read-only, "
-     "is refused); a grown delta disk reads zeros, not its parent's data, past the old end (monolithicSparse: "
-     "grains of its own; other sparse layouts are refused when the parent reaches past the old end); "
+     "is refused); a grown delta disk reads zeros, not its parent's data, past the old end (grains of its own in "
+     "every sparse layout, COWD and split sparse sets included; a compressed streamOptimized delta disk is refused "
+     "when the parent reaches past the old end); "
      "qemu-img "
      "refuses every vmdk: \"Image format driver does not support resize\"; commit grows a smaller vmdk base the "
      "same way, where qemu-img fails (\"Block job failed: Operation not supported\", nothing written)",

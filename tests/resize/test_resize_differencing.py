@@ -15,8 +15,12 @@ parent's end, then checks:
     instar check, qemu-img check and vmdkinfo a vmdk child, and qemu-img compare reads the same
     content through the chain as instar;
   - vmdk: a grain holding the old end that the parent served gets the parent's bytes (asked from
-    the host on a second run), a child with zeroed grains gets zeroed-grain entries, and a layout
-    the grow cannot zero yet (twoGbMaxExtentSparse) is refused with the image unchanged;
+    the host on a second run), a child with zeroed grains gets zeroed-grain entries, a
+    twoGbMaxExtentSparse child's new extent files get grains of their own over the parent (and the
+    grain holding its last extent's end, which qemu reads whole), a SPARSE extent behind a
+    descriptor grows as monolithicSparse 16 MiB into the disk, a COWD (vmfsSparse) extent gets new
+    grains (it has no zeroed-grain entry), and the one layout the grow does not zero (a compressed,
+    streamOptimized child) is refused with the image unchanged;
   - the boundary block in every state: served by the parent, partially present (its own head,
     the parent's middle, stale data after the shrunk end), fully present; a VHDX block a shrink
     kept in the last chunk with stale data; a child created smaller than its parent (grown
@@ -34,6 +38,9 @@ import struct
 import subprocess
 import sys
 import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'plugins', 'vmdk', 'tests'))
+import vmdk_vmware_images as vm  # noqa: E402
 
 INSTAR, QIMG, QIO = sys.argv[1:4]
 MiB = 1 << 20
@@ -175,6 +182,52 @@ def make_chain(fmt, d, child_size=None, opts=None):
     return child
 
 
+def descriptor_child(d):
+    """A vmdk delta disk SHRUNK bytes long behind a monolithicFlat descriptor: a 16 MiB FLAT extent
+    (its first 4 KiB 0x22) then a SPARSE one (a twoGbMaxExtentSparse extent qemu-img made): its
+    sparse last extent grows its own capacity over the parent, 16 MiB into the disk."""
+    parent = os.path.join(d, 'parent.vmdk')
+    ok([INSTAR, 'create', '-q', '-f', 'vmdk', parent, str(PARENT)])
+    ok([QIO, '-f', 'vmdk', '-c', f'write -P 0x11 0 {PARENT}', parent])
+    flat = 16 * MiB
+    tmp = os.path.join(d, 'tmp.vmdk')
+    ok([QIMG, 'create', '-q', '-f', 'vmdk', '-o', 'subformat=twoGbMaxExtentSparse', tmp, str(SHRUNK - flat)])
+    os.rename(os.path.join(d, 'tmp-s001.vmdk'), os.path.join(d, 'child-s001.vmdk'))
+    os.unlink(tmp)
+    with open(os.path.join(d, 'child-f001.vmdk'), 'wb') as f:
+        f.write(b'\x22' * 4096)
+        f.truncate(flat)
+    with open(parent, 'rb') as f:
+        cid = next(l.split(b'=')[1].strip() for l in f.read(65536).split(b'\n') if l.startswith(b'CID='))
+    child = os.path.join(d, 'child.vmdk')
+    with open(child, 'w') as f:
+        f.write('# Disk DescriptorFile\nversion=1\nCID=12345678\n'
+                f'parentCID={cid.decode()}\ncreateType="monolithicFlat"\nparentFileNameHint="parent.vmdk"\n\n'
+                f'# Extent description\nRW {flat // 512} FLAT "child-f001.vmdk" 0\n'
+                f'RW {(SHRUNK - flat) // 512} SPARSE "child-s001.vmdk"\n\n'
+                '# The Disk Data Base\n#DDB\n\nddb.virtualHWVersion = "4"\nddb.geometry.cylinders = "100"\n'
+                'ddb.geometry.heads = "16"\nddb.geometry.sectors = "63"\nddb.adapterType = "ide"\n')
+    return child
+
+
+def cowd_child(d):
+    """A vmdk delta disk SHRUNK bytes long whose one extent is a COWD (vmfsSparse) file with 64 KiB
+    grains, its first grain 0x22, behind a vmfsSparse descriptor (COWD has no zeroed-grain entry)."""
+    parent = os.path.join(d, 'parent.vmdk')
+    ok([INSTAR, 'create', '-q', '-f', 'vmdk', parent, str(PARENT)])
+    ok([QIO, '-f', 'vmdk', '-c', f'write -P 0x11 0 {PARENT}', parent])
+    with open(parent, 'rb') as f:
+        cid = next(l.split(b'=')[1].strip() for l in f.read(65536).split(b'\n') if l.startswith(b'CID='))
+    vm.cowd(os.path.join(d, 'child-delta.vmdk'), SHRUNK // 512, 128, {0: b'\x22' * 4096}, cid_text=False)
+    child = os.path.join(d, 'child.vmdk')
+    with open(child, 'w') as f:  # vm.descriptor's, with the DDB heading libvmdk (vmdkinfo) needs
+        f.write('# Disk DescriptorFile\nversion=1\nCID=12345678\n'
+                f'parentCID={cid.decode()}\ncreateType="vmfsSparse"\nparentFileNameHint="parent.vmdk"\n\n'
+                f'# Extent description\nRW {SHRUNK // 512} VMFSSPARSE "child-delta.vmdk"\n\n'
+                '# The Disk Data Base\n#DDB\n\nddb.virtualHWVersion = "4"\n')
+    return child
+
+
 def block_size(fmt, child):
     return {'vpc': lambda: vhd_layout(child)[2], 'vhdx': lambda: MiB, 'vmdk': lambda: 64 * 1024}[fmt]()
 
@@ -211,9 +264,9 @@ def resize(fmt, child, size, env=None):
     return run(args, env=env)
 
 
-def shrink_then_grow(label, fmt, prepare):
+def shrink_then_grow(label, fmt, prepare, opts=None):
     with tempfile.TemporaryDirectory() as d:
-        child = make_chain(fmt, d)
+        child = make_chain(fmt, d, opts=opts)
         prepare(fmt, child, block_size(fmt, child))
         before = content(fmt, child, d)
         p = resize(fmt, child, SHRUNK)
@@ -266,10 +319,10 @@ def full_boundary(fmt, child, block):
         vhdx_add_block(child, block, index, b'\x66' * block)
 
 
-def smaller_child(label, fmt, opts=None):
+def smaller_child(label, fmt, opts=None, make=None):
     """A child created smaller than its parent, grown without a shrink before."""
     with tempfile.TemporaryDirectory() as d:
-        child = make_chain(fmt, d, child_size=SHRUNK, opts=opts)
+        child = make(d) if make else make_chain(fmt, d, child_size=SHRUNK, opts=opts)
         before = content(fmt, child, d)
         check(f'{label}: created smaller', len(before) < PARENT, str(len(before)))
         p = resize(fmt, child, GROWN)
@@ -280,12 +333,12 @@ def smaller_child(label, fmt, opts=None):
         structure_checks(label, fmt, child, want)
 
 
-def crash(label, fmt, prepare):
+def crash(label, fmt, prepare, opts=None, make=None):
     """The grow killed at every file-changing call: the old content or the new one."""
     with tempfile.TemporaryDirectory() as d:
         tpl_dir = os.path.join(d, 'tpl')
         os.mkdir(tpl_dir)
-        child = make_chain(fmt, tpl_dir)
+        child = make(tpl_dir) if make else make_chain(fmt, tpl_dir, opts=opts)
         prepare(fmt, child, block_size(fmt, child))
         ok([INSTAR, 'resize', '-f', fmt, '--shrink', child, str(SHRUNK)])
         old = content(fmt, child, d)
@@ -350,7 +403,18 @@ def main():
     shrink_then_grow('vmdk boundary grain from the parent', 'vmdk', nothing)
     shrink_then_grow('vmdk boundary grain and its neighbours written', 'vmdk', partial_boundary)
     crash('vmdk crash, boundary grain from the parent', 'vmdk', nothing)
-    refused('vmdk twoGbMaxExtentSparse child', 'vmdk', ['-o', 'subformat=twoGbMaxExtentSparse'])
+    split = ['-o', 'subformat=twoGbMaxExtentSparse']
+    smaller_child('vmdk twoGbMaxExtentSparse child smaller than its parent', 'vmdk', split)
+    smaller_child('vmdk twoGbMaxExtentSparse child with zeroed grains', 'vmdk',
+                  ['-o', 'subformat=twoGbMaxExtentSparse,zeroed_grain=on'])
+    shrink_then_grow('vmdk twoGbMaxExtentSparse shrunk, then grown', 'vmdk', nothing, split)
+    shrink_then_grow('vmdk twoGbMaxExtentSparse boundary grain written', 'vmdk', partial_boundary, split)
+    crash('vmdk twoGbMaxExtentSparse crash', 'vmdk', nothing, split)
+    smaller_child('vmdk SPARSE extent behind a monolithicFlat descriptor', 'vmdk', make=descriptor_child)
+    crash('vmdk SPARSE extent behind a descriptor, crash', 'vmdk', nothing, make=descriptor_child)
+    smaller_child('vmdk COWD extent behind a vmfsSparse descriptor', 'vmdk', make=cowd_child)
+    crash('vmdk COWD extent, crash', 'vmdk', nothing, make=cowd_child)
+    refused('vmdk streamOptimized child', 'vmdk', ['-o', 'subformat=streamOptimized'])
     relocated('vpc BAT relocated', 'vpc', 2 << 30)
     relocated('vhdx BAT region relocated', 'vhdx', 200 << 30)
     for fmt in ('vpc', 'vhdx'):

@@ -26,8 +26,11 @@
 // - COWD (vmfsSparse) files, alone or as VMFSSPARSE extents: resize_cowd (its header is the switch;
 //   a grow gives the exposed range zeroed grain tables, the directory moved when too short).
 // - a delta disk grown over a parent that reaches past the old end: the grown area gets grains of
-//   its own so the parent does not show there (vmdk_resize_expose.h; monolithicSparse), or the
-//   grow is refused (the other sparse layouts).
+//   its own so the parent does not show there (vmdk_resize_expose.h): monolithicSparse and a SPARSE
+//   extent behind a descriptor (zeroed-grain entries or new grains), the new files of a
+//   twoGbMaxExtentSparse set (and the grain holding its last extent's end, settle_split_tail), COWD
+//   (new grains: it has no zeroed-grain entry). A compressed (streamOptimized) delta disk is refused:
+//   its grains would have to be written compressed, one by one.
 #include "vmdk_edit.h"
 
 #include <instar/guest/arena_new.h>
@@ -62,11 +65,6 @@ constexpr uint64_t SPARSE_MAX_FILE = (uint64_t{1} << 32) * 512;
 constexpr size_t DESC_MAX = VMDK_DESC_MAX;
 // Extents one resize handles (the descriptor's bound).
 constexpr uint32_t MAX_EXTENTS = VMDK_MAX_EXTENTS;
-// The refusal where a grow would show a delta disk's parent and the layout has no way here to
-// zero the area yet (COWD, split sparse sets, sparse extents behind a descriptor): nothing written.
-constexpr const char* PARENT_SHOWS =
-    "vmdk: growing this delta disk over a parent that reaches past its end is not supported (the parent's data "
-    "would show in the grown area)";
 
 Status refuse(EditHost& host, Status st, const char* why) {
     guest::edit_refuse(host, why, st);
@@ -616,6 +614,9 @@ Status resize_stream_footer(SizedDevice& dev, EditHost& host, guest::Allocator& 
 // A delta disk's parent, as a grow must know it (vmdk_resize_expose.h).
 struct SparseParent {
     uint64_t end = 0;                               // bytes of the parent the grown disk would show (0: none)
+    uint64_t base = 0;                              // the extent's first byte in the disk (an extent
+                                                    // behind a descriptor): `end` and the parent's
+                                                    // offsets are the disk's
     bool bytes_sent = false;                        // RESIZE_BACKING_BYTES: extra[0] holds what was asked
     guest::BlockDevice* const* extra = nullptr;
     uint32_t extra_count = 0;
@@ -696,7 +697,7 @@ Status resize_sparse(SizedDevice& dev, EditHost& host, guest::Allocator& alloc, 
 
     // A delta disk's parent must not show in the grown area (vmdk_resize_expose.h): the grain
     // holding the old end may need the parent's bytes, asked for before anything is written.
-    uint64_t parent_end = (parent.end + 511) / 512;
+    uint64_t parent_end = parent.end > parent.base ? (parent.end - parent.base + 511) / 512 : 0;
     if (parent_end > new_cap)
         parent_end = new_cap;
     VmdkExpose expose{s.h.gd_offset * 512, rgd ? s.h.rgd_offset * 512 : 0, s.h.num_gtes_per_gt, s.h.granularity,
@@ -715,7 +716,7 @@ Status resize_sparse(SizedDevice& dev, EditHost& host, guest::Allocator& alloc, 
                                                       "instar reads of a parent"
                                                     : "vmdk: the resize failed");
         if (asked != UINT64_MAX &&
-            (st = parent_head(host, alloc, parent, asked, s.h.granularity * 512, &head)) != Status::Ok)
+            (st = parent_head(host, alloc, parent, parent.base + asked, s.h.granularity * 512, &head)) != Status::Ok)
             return st;
     }
 
@@ -957,7 +958,33 @@ Status cowd_grow_directory(SizedDevice& dev, EditHost& host, guest::Allocator& a
     return Status::Ok;
 }
 
-Status resize_cowd(SizedDevice& dev, EditHost& host, guest::Allocator& alloc, uint64_t size, bool shrink_ok) {
+// A delta disk's grain holding the old end `cap` of a COWD extent, when the parent reaches past it:
+// the parent's bytes it needs (nullptr: none, allocated or closing on a grain) asked for or taken.
+Status cowd_head(EditHost& host, guest::Allocator& alloc, const VmdkAltExtent& x, const uint8_t* gd, uint64_t cap,
+                 SizedDevice& dev, const SparseParent& parent, uint8_t** head) {
+    *head = nullptr;
+    if (cap % x.grain_sectors == 0)
+        return Status::Ok;
+    const uint64_t g = cap / x.grain_sectors;
+    const uint64_t gde = g / x.gtes;
+    const uint64_t gt = gde < x.l1_size ? uint64_t{load_le32(gd + gde * 4)} * 512 : 0;
+    if (gt != 0) {
+        if (gt + uint64_t{x.gtes} * 4 > dev.size())
+            return cowd_corrupt(host);
+        uint8_t b[4];
+        if (const Status st = dev.read(gt + (g % x.gtes) * 4, b, sizeof b); st != Status::Ok)
+            return st;
+        if (load_le32(b) != 0)
+            return Status::Ok; // allocated: cowd_clear_exposed zeroes its tail
+    }
+    if (x.grain_sectors * 512 > guest::RESIZE_MAX_BACKING_BYTES)
+        return refuse(host, Status::TooLarge,
+                      "vmdk: the grain holding the old end is larger than the 2 MiB instar reads of a parent");
+    return parent_head(host, alloc, parent, parent.base + g * x.grain_sectors * 512, x.grain_sectors * 512, head);
+}
+
+Status resize_cowd(SizedDevice& dev, EditHost& host, guest::Allocator& alloc, uint64_t size, bool shrink_ok,
+                   const SparseParent& parent = SparseParent{}) {
     VmdkAltExtent x{};
     char why[VMDK_REASON_MAX];
     Status st = vmdk_cowd_open(dev, &x, why);
@@ -985,10 +1012,29 @@ Status resize_cowd(SizedDevice& dev, EditHost& host, guest::Allocator& alloc, ui
         guest::ScopedBuffer gd(alloc, static_cast<size_t>(gd_bytes) + 4);
         if (!gd.p)
             return Status::NoMemory;
-        if ((st = dev.read(x.gd_offset, gd.p, static_cast<size_t>(gd_bytes))) != Status::Ok ||
-            (st = cowd_clear_exposed(dev, host, alloc, x, gd.p, cap)) != Status::Ok ||
-            (st = cowd_grow_directory(dev, host, alloc, x, gd.p, cap, need, hdr)) != Status::Ok ||
-            (st = dev.flush(host)) != Status::Ok)
+        if ((st = dev.read(x.gd_offset, gd.p, static_cast<size_t>(gd_bytes))) != Status::Ok)
+            return st;
+        // A delta disk's parent must not show in the grown area (vmdk_resize_expose.h): COWD has
+        // no zeroed-grain entry, so every grain there gets one of its own (holes at the file's end).
+        uint64_t parent_end = parent.end > parent.base ? (parent.end - parent.base + 511) / 512 : 0;
+        if (parent_end > new_cap)
+            parent_end = new_cap;
+        uint8_t* head = nullptr;
+        if (parent_end > cap && (st = cowd_head(host, alloc, x, gd.p, cap, dev, parent, &head)) != Status::Ok)
+            return st;
+        if ((st = cowd_clear_exposed(dev, host, alloc, x, gd.p, cap)) != Status::Ok ||
+            (st = cowd_grow_directory(dev, host, alloc, x, gd.p, cap, need, hdr)) != Status::Ok)
+            return st;
+        if (parent_end > cap) {
+            const uint64_t dir = need > x.l1_size ? uint64_t{load_le32(hdr + 20)} * 512 : x.gd_offset;
+            const VmdkExpose expose{dir, 0, x.gtes, x.grain_sectors, cap, parent_end, false};
+            if ((st = vmdk_expose_zeros(dev, host, alloc, expose, head)) != Status::Ok)
+                return refuse(host, st, "vmdk: the resize failed");
+            const uint64_t end = round_up(dev.size(), 512) / 512; // the next free sector follows the new grains
+            if (load_le32(hdr + 28) < end)
+                store_le32(hdr + 28, static_cast<uint32_t>(end));
+        }
+        if ((st = dev.flush(host)) != Status::Ok)
             return st;
     }
     store_le32(hdr + 12, static_cast<uint32_t>(new_cap));
@@ -1001,10 +1047,11 @@ Status resize_cowd(SizedDevice& dev, EditHost& host, guest::Allocator& alloc, ui
 // written there, as monolithicSparse or COWD.
 bool header_sized(ExtentType t) { return t == ExtentType::Sparse || t == ExtentType::VmfsSparse; }
 
-Status resize_in_place(SizedDevice& file, ExtentType t, EditHost& host, guest::Allocator& alloc, uint64_t size) {
+Status resize_in_place(SizedDevice& file, ExtentType t, EditHost& host, guest::Allocator& alloc, uint64_t size,
+                       const SparseParent& parent = SparseParent{}) {
     if (t == ExtentType::VmfsSparse)
-        return resize_cowd(file, host, alloc, size, true);
-    return resize_sparse(file, host, alloc, nullptr, size, true);
+        return resize_cowd(file, host, alloc, size, true, parent);
+    return resize_sparse(file, host, alloc, nullptr, size, true, parent);
 }
 
 Status shrink_extents(SizedDevice& dev, SizedDevice* const* files, uint32_t count, Text t, const ExtentLine* lines,
@@ -1053,9 +1100,52 @@ Status shrink_extents(SizedDevice& dev, SizedDevice* const* files, uint32_t coun
     return st == Status::Ok ? st : refuse(host, st, "vmdk: the resize failed");
 }
 
+// A split sparse set grows by new extent files after its last one, which is left as it is. qemu
+// reads a grain whole, even past its extent's end (vmdk_co_preadv clips a read to the grain, not to
+// the extent), so where the last extent ends inside a grain, what that grain holds past the end
+// shows in the disk once a new extent follows. Before the new files: an allocated grain's tail is
+// zeroed, and an unallocated one in a delta disk whose parent reaches past the end gets a grain of
+// its own, the parent's bytes up to the end and zeros after (vmdk_resize_expose.h; the parent's
+// bytes are asked for before anything is written). `first` is the extent's first disk sector.
+Status settle_split_tail(SizedDevice& dev, EditHost& host, guest::Allocator& alloc, uint64_t first,
+                         const SparseParent& parent) {
+    Sparse s{};
+    VmdkSparseExtent x{};
+    bool embedded = false;
+    Status st = vmdk_sparse_open(dev, &x, &s.h, &embedded);
+    if (st != Status::Ok || embedded || x.compressed)
+        return refuse(host, st != Status::Ok ? st : Status::Unsupported, "vmdk: cannot open the last sparse extent");
+    const uint64_t cap = s.h.capacity, gran = s.h.granularity;
+    if (gran == 0 || cap % gran == 0)
+        return Status::Ok;
+    s.l1_entry_sectors = uint64_t{s.h.num_gtes_per_gt} * gran;
+    s.gt_bytes = round_up(uint64_t{s.h.num_gtes_per_gt} * 4, 512);
+    const bool rgd = s.h.rgd_offset != 0 && (s.h.flags & VMDK4_FLAG_RGD) != 0;
+    const uint64_t grain_end = cap / gran * gran + gran;
+    const VmdkExpose expose{s.h.gd_offset * 512, rgd ? s.h.rgd_offset * 512 : 0, s.h.num_gtes_per_gt, gran, cap,
+                            grain_end, (s.h.flags & VMDK4_FLAG_ZERO_GRAIN) != 0};
+    uint8_t* head = nullptr;
+    const bool reaches = (parent.end + 511) / 512 > first + cap;
+    if (reaches) {
+        uint64_t asked = UINT64_MAX;
+        if ((st = vmdk_expose_head(dev, expose, &asked)) != Status::Ok)
+            return refuse(host, st, "vmdk: the grain holding the last extent's end has no grain table");
+        if (asked != UINT64_MAX &&
+            (st = parent_head(host, alloc, parent, first * 512 + asked, gran * 512, &head)) != Status::Ok)
+            return st;
+    }
+    st = clear_range(dev, alloc, s, s.h.gd_offset * 512, l1_size(s, cap), cap, cap, true);
+    if (st == Status::Ok && head != nullptr)
+        st = vmdk_expose_zeros(dev, host, alloc, expose, head);
+    if (st == Status::Ok)
+        st = dev.flush(host);
+    return st == Status::Ok ? st : refuse(host, st, "vmdk: the resize failed");
+}
+
 Status resize_flat(SizedDevice& dev, SizedDevice* const* files, uint32_t file_count, EditHost& host,
                    guest::Allocator& alloc, uint64_t size, bool shrink_ok, guest::Prealloc prealloc,
-                   bool parent_reaches) {
+                   const SparseParent& parent) {
+    const uint64_t parent_end = parent.end;
     const size_t cap = dev.size() < DESC_MAX ? static_cast<size_t>(dev.size()) : DESC_MAX;
     guest::ScopedBuffer text_buf(alloc, cap + 1);
     if (!text_buf.p)
@@ -1106,8 +1196,12 @@ Status resize_flat(SizedDevice& dev, SizedDevice* const* files, uint32_t file_co
         split = false; // a COWD last extent grows its own capacity, even in a split set
     if (sparse && prealloc != guest::Prealloc::Off)
         return refuse(host, Status::Unsupported, "vmdk: preallocation is not supported for sparse extents");
-    if (sparse && parent_reaches)
-        return refuse(host, Status::Unsupported, PARENT_SHOWS);
+    // A split sparse set grows by new extent files alone, which get their own grains over the part
+    // of the parent they expose (below); a sparse last extent outside one would grow its capacity.
+    // Outside one, a SPARSE or COWD last extent grows its capacity and gets its grains as a file
+    // opened alone does (resize_sparse, resize_cowd; the parent's offsets shifted by where the
+    // extent starts).
+    const bool split_sparse_grow = split && sparse && last_type != ExtentType::VmfsSparse;
     const uint64_t new_sectors = size / 512;
     if (new_sectors == old_sectors)
         return Status::Ok;
@@ -1158,6 +1252,9 @@ Status resize_flat(SizedDevice& dev, SizedDevice* const* files, uint32_t file_co
     }
     if (new_files > MAX_EXTENTS - c.count)
         return refuse(host, Status::TooLarge, "vmdk: too many extent files");
+    if (split_sparse_grow && last_type == ExtentType::Sparse &&
+        (st = settle_split_tail(last_file, host, alloc, old_sectors - last_sectors, parent)) != Status::Ok)
+        return st;
     if (!split && more != 0)
         return refuse(host, Status::Invalid, "vmdk: internal error");
     // Extra extent lines ("RW n FLAT "name" 0"), the new files made and sized as holes.
@@ -1185,6 +1282,19 @@ Status resize_flat(SizedDevice& dev, SizedDevice* const* files, uint32_t file_co
             const SparseLayout layout = sparse_layout(n * 512, false, zeroed_grain);
             if ((st = write_sparse_extent(target, *f, layout, chunk.p)) != Status::Ok)
                 break;
+            // A delta disk: the part of its parent this file exposes reads as zeros (its grains
+            // allocated, vmdk_resize_expose.h; the file is new, so there is no grain holding an old
+            // end). Before the descriptor names the file.
+            const uint64_t first = old_sectors + grow_last + i * split_sectors; // the file's first disk sector
+            const uint64_t parent_sectors = (parent_end + 511) / 512;
+            if (parent_sectors > first) {
+                SizedDevice fresh(*f, layout.header.grain_offset * 512);
+                const VmdkExpose x{layout.header.gd_offset * 512, layout.header.rgd_offset * 512,
+                                   layout.header.num_gtes_per_gt, layout.header.granularity, 0,
+                                   parent_sectors - first < n ? parent_sectors - first : n, zeroed_grain};
+                if ((st = vmdk_expose_zeros(fresh, host, alloc, x, nullptr)) != Status::Ok)
+                    break;
+            }
         } else if ((st = host.set_length(*f, n * 512, prealloc)) != Status::Ok) {
             break;
         }
@@ -1196,7 +1306,10 @@ Status resize_flat(SizedDevice& dev, SizedDevice* const* files, uint32_t file_co
     }
     const uint64_t file_end = (last_offset + last_sectors + grow_last) * 512;
     if (st == Status::Ok && sparse && grow_last > 0) {
-        if ((st = resize_in_place(last_file, last_type, host, alloc, (last_sectors + grow_last) * 512)) != Status::Ok)
+        SparseParent shifted = parent;
+        shifted.base = (old_sectors - last_sectors) * 512;
+        if ((st = resize_in_place(last_file, last_type, host, alloc, (last_sectors + grow_last) * 512, shifted)) !=
+            Status::Ok)
             return st; // resize_sparse / resize_cowd said why
     } else if (st == Status::Ok && grow_last > 0 && last_file.size() < file_end) {
         st = last_file.set_length(host, file_end, prealloc);
@@ -1320,12 +1433,10 @@ guest::Status edit_resize(const EditRequest& req, EditHost& host) {
     if (load_be32(magic) == VMDK3_MAGIC) {
         if ((args.flags & guest::RESIZE_PREALLOC_GIVEN) != 0 && args.prealloc != 0)
             return refuse(host, Status::Unsupported, "vmdk: preallocation is not supported for sparse extents");
-        if (parent.end != 0)
-            return refuse(host, Status::Unsupported, PARENT_SHOWS);
-        return resize_cowd(*d.image, host, *req.allocator, size, shrink_ok);
+        return resize_cowd(*d.image, host, *req.allocator, size, shrink_ok, parent);
     }
     return resize_flat(*d.image, d.files, d.count, host, *req.allocator, size, shrink_ok,
-                       static_cast<guest::Prealloc>(args.prealloc), parent.end != 0);
+                       static_cast<guest::Prealloc>(args.prealloc), parent);
 }
 
 } // namespace instar::vmdk
