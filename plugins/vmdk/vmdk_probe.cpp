@@ -52,8 +52,8 @@ const Divergence DIVERGENCES[] = {
      "added extents, a rewritten descriptor, a new footer; a shrink past the last extent removes the image's own "
      "dropped extent files), and COWD (vmfsSparse) files alone or as extents (seSparse, which qemu opens read-only, "
      "is refused); a grown delta disk reads zeros, not its parent's data, past the old end (grains of its own in "
-     "every sparse layout, COWD and split sparse sets included; a compressed streamOptimized delta disk is refused "
-     "when the parent reaches past the old end); "
+     "every sparse layout, COWD, split sparse sets and streamOptimized included; a streamOptimized delta disk in "
+     "VMware's footer layout is refused when the parent reaches past the old end); "
      "qemu-img "
      "refuses every vmdk: \"Image format driver does not support resize\"; commit grows a smaller vmdk base the "
      "same way, where qemu-img fails (\"Block job failed: Operation not supported\", nothing written)",

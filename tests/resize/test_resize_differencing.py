@@ -19,8 +19,9 @@ parent's end, then checks:
     twoGbMaxExtentSparse child's new extent files get grains of their own over the parent (and the
     grain holding its last extent's end, which qemu reads whole), a SPARSE extent behind a
     descriptor grows as monolithicSparse 16 MiB into the disk, a COWD (vmfsSparse) extent gets new
-    grains (it has no zeroed-grain entry), and the one layout the grow does not zero (a compressed,
-    streamOptimized child) is refused with the image unchanged;
+    grains (it has no zeroed-grain entry), a streamOptimized child zeroed-grain entries (the header's
+    flag set with the switch) and a compressed head grain, and the one layout the grow does not zero
+    (a streamOptimized child in VMware's footer layout) is refused with the image unchanged;
   - the boundary block in every state: served by the parent, partially present (its own head,
     the parent's middle, stale data after the shrunk end), fully present; a VHDX block a shrink
     kept in the last chunk with stale data; a child created smaller than its parent (grown
@@ -228,6 +229,14 @@ def cowd_child(d):
     return child
 
 
+def footer_child(d):
+    """A streamOptimized delta disk SHRUNK bytes long in VMware's layout (its grain directory after
+    the grains, the header in a footer), which the grow does not zero."""
+    child = make_chain('vmdk', d, child_size=SHRUNK, opts=['-o', 'subformat=streamOptimized'])
+    vm.move_directory_to_footer(child)
+    return child
+
+
 def block_size(fmt, child):
     return {'vpc': lambda: vhd_layout(child)[2], 'vhdx': lambda: MiB, 'vmdk': lambda: 64 * 1024}[fmt]()
 
@@ -386,10 +395,10 @@ def relocated(label, fmt, size):
         structure_checks(label, fmt, child)
 
 
-def refused(label, fmt, opts):
+def refused(label, fmt, opts, make=None):
     """A layout whose grow cannot zero the area yet: refused, the files unchanged."""
     with tempfile.TemporaryDirectory() as d:
-        child = make_chain(fmt, d, child_size=SHRUNK, opts=opts)
+        child = make(d) if make else make_chain(fmt, d, child_size=SHRUNK, opts=opts)
         before = {n: open(os.path.join(d, n), 'rb').read() for n in sorted(os.listdir(d))}
         p = resize(fmt, child, GROWN)
         check(f'{label}: refused', p.returncode == 1 and b'parent' in p.stderr, (p.stdout + p.stderr).decode())
@@ -414,7 +423,10 @@ def main():
     crash('vmdk SPARSE extent behind a descriptor, crash', 'vmdk', nothing, make=descriptor_child)
     smaller_child('vmdk COWD extent behind a vmfsSparse descriptor', 'vmdk', make=cowd_child)
     crash('vmdk COWD extent, crash', 'vmdk', nothing, make=cowd_child)
-    refused('vmdk streamOptimized child', 'vmdk', ['-o', 'subformat=streamOptimized'])
+    stream = ['-o', 'subformat=streamOptimized']
+    smaller_child('vmdk streamOptimized child (compressed head grain, zeroed-grain entries)', 'vmdk', stream)
+    crash('vmdk streamOptimized crash', 'vmdk', nothing, stream)
+    refused('vmdk streamOptimized child, directory in a footer', 'vmdk', None, make=footer_child)
     relocated('vpc BAT relocated', 'vpc', 2 << 30)
     relocated('vhdx BAT region relocated', 'vhdx', 200 << 30)
     for fmt in ('vpc', 'vhdx'):

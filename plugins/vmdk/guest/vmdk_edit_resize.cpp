@@ -29,8 +29,9 @@
 //   its own so the parent does not show there (vmdk_resize_expose.h): monolithicSparse and a SPARSE
 //   extent behind a descriptor (zeroed-grain entries or new grains), the new files of a
 //   twoGbMaxExtentSparse set (and the grain holding its last extent's end, settle_split_tail), COWD
-//   (new grains: it has no zeroed-grain entry). A compressed (streamOptimized) delta disk is refused:
-//   its grains would have to be written compressed, one by one.
+//   (new grains: it has no zeroed-grain entry), streamOptimized in qemu's layout (zeroed-grain
+//   entries, the header's flag set with the switch; write_compressed_head). A streamOptimized delta
+//   disk in VMware's footer layout is refused: its grow makes no grain tables for the new range.
 #include "vmdk_edit.h"
 
 #include <instar/guest/arena_new.h>
@@ -329,6 +330,30 @@ Status grain_entry(SizedDevice& dev, const Sparse& s, uint64_t gd, uint64_t g, u
 // (with `marker`), padded to a sector, into `out` (PACKED_GRAINS grains); *len its length. qemu
 // inflates a grain to the length it was written with and fails a read past that, and a shrink
 // leaves old data in the grain's tail: neither survives this.
+// Grain `g`'s plain bytes (granularity * 512 of them) as a compressed grain: its marker (when the
+// image has them), the deflated bytes, zeros to a whole sector. `out` holds PACKED_GRAINS grains.
+Status pack_grain(const guest::Codecs* codecs, const Sparse& s, bool marker, uint64_t g, const uint8_t* plain,
+                  uint8_t* out, size_t* len) {
+    const uint64_t gran = s.h.granularity;
+    const size_t in_cap = static_cast<size_t>(PACKED_GRAINS * gran * 512);
+    size_t packed_len = 0;
+    const size_t head = marker ? VMDK_GRAIN_MARKER_BYTES : 0;
+    if (const Status st = codecs->deflate_mem(plain, static_cast<size_t>(gran * 512), out + head, in_cap - head - 512,
+                                              &packed_len, VMDK_DEFLATE_WINDOW, VMDK_DEFLATE_LEVEL,
+                                              VMDK_DEFLATE_MEM_LEVEL);
+        st != Status::Ok)
+        return st;
+    if (marker) {
+        const uint64_t lba = g * gran;
+        for (int i = 0; i < 8; ++i)
+            out[i] = static_cast<uint8_t>(lba >> (8 * i));
+        store_le32(out + 8, static_cast<uint32_t>(packed_len));
+    }
+    *len = static_cast<size_t>(round_up(head + packed_len, 512));
+    __builtin_memset(out + head + packed_len, 0, *len - head - packed_len);
+    return Status::Ok;
+}
+
 Status pack_partial_grain(SizedDevice& dev, guest::Allocator& alloc, const guest::Codecs* codecs, const Sparse& s,
                           bool marker, uint32_t grain, uint64_t from, uint8_t* out, size_t* len) {
     const uint64_t gran = s.h.granularity;
@@ -363,21 +388,7 @@ Status pack_partial_grain(SizedDevice& dev, guest::Allocator& alloc, const guest
     const uint64_t keep = (from - g * gran) * 512;
     __builtin_memset(plain.p + (out_len < keep ? out_len : keep), 0,
                      static_cast<size_t>(grain_bytes - (out_len < keep ? out_len : keep)));
-    size_t packed_len = 0;
-    const size_t head = marker ? VMDK_GRAIN_MARKER_BYTES : 0;
-    if ((st = codecs->deflate_mem(plain.p, static_cast<size_t>(grain_bytes), out + head, in_cap - head - 512,
-                                  &packed_len, VMDK_DEFLATE_WINDOW, VMDK_DEFLATE_LEVEL, VMDK_DEFLATE_MEM_LEVEL)) !=
-        Status::Ok)
-        return st;
-    if (marker) {
-        const uint64_t lba = g * gran;
-        for (int i = 0; i < 8; ++i)
-            out[i] = static_cast<uint8_t>(lba >> (8 * i));
-        store_le32(out + 8, static_cast<uint32_t>(packed_len));
-    }
-    *len = static_cast<size_t>(round_up(head + packed_len, 512));
-    __builtin_memset(out + head + packed_len, 0, *len - head - packed_len);
-    return Status::Ok;
+    return pack_grain(codecs, s, marker, g, plain.p, out, len);
 }
 
 // pack_partial_grain for a directory after the header: the new grain at the file's end, then the
@@ -645,6 +656,45 @@ Status parent_head(EditHost& host, guest::Allocator& alloc, const SparseParent& 
     return Status::Ok;
 }
 
+// A compressed delta disk's grain holding the old end, which its parent served: the parent's bytes
+// up to the old end (`head` holds the whole grain's; its tail is zeroed here), zeros after,
+// compressed into a new grain at the file's end; both directories' entries then point at it.
+Status write_compressed_head(SizedDevice& dev, guest::Allocator& alloc, const guest::Codecs* codecs, const Sparse& s,
+                             bool marker, const VmdkExpose& x, uint8_t* head) {
+    const uint64_t gran = s.h.granularity;
+    const uint64_t g = x.cap / gran;
+    const uint64_t keep = (x.cap % gran) * 512;
+    __builtin_memset(head + keep, 0, static_cast<size_t>(gran * 512 - keep));
+    guest::ScopedBuffer packed(alloc, static_cast<size_t>(PACKED_GRAINS * gran * 512));
+    if (!packed.p)
+        return Status::NoMemory;
+    size_t len = 0;
+    Status st = pack_grain(codecs, s, marker, g, head, packed.p, &len);
+    if (st != Status::Ok)
+        return st;
+    const uint64_t at = round_up(dev.size(), 512);
+    if (at + len > SPARSE_MAX_FILE)
+        return Status::TooLarge;
+    if ((st = dev.write(at, packed.p, len)) != Status::Ok)
+        return st;
+    uint8_t e[4];
+    store_le32(e, static_cast<uint32_t>(at / 512));
+    const uint64_t dirs[2] = {x.rgd, x.gd}; // the redundant one first, as vmdk_expose_zeros
+    for (const uint64_t dir : dirs) {
+        if (dir == 0)
+            continue;
+        uint64_t entry_at = 0;
+        uint32_t grain = 0;
+        if ((st = grain_entry(dev, s, dir, g, &entry_at, &grain)) != Status::Ok)
+            return st;
+        if (entry_at == 0)
+            return Status::Unsupported; // a grain table the directory does not have
+        if ((st = dev.write(entry_at, e, sizeof e)) != Status::Ok)
+            return st;
+    }
+    return Status::Ok;
+}
+
 Status resize_sparse(SizedDevice& dev, EditHost& host, guest::Allocator& alloc, const guest::Codecs* codecs,
                      uint64_t size, bool shrink_ok, const SparseParent& parent = SparseParent{}) {
     Sparse s{};
@@ -669,8 +719,18 @@ Status resize_sparse(SizedDevice& dev, EditHost& host, guest::Allocator& alloc, 
         return refuse(host, Status::Invalid, "Use the --shrink option to perform a shrink operation.");
     if (new_cap > VMDK_MAX_L1_SIZE * s.l1_entry_sectors || new_cap > VMDK_MAX_EXTENT_SECTORS)
         return refuse(host, Status::TooLarge, "vmdk: the new size exceeds what a sparse extent can address");
-    if (at_start.gd_offset == VMDK4_GD_AT_END)
+    // A delta disk's parent must not show in the grown area (vmdk_resize_expose.h): up to where it
+    // ends, capped at the new end.
+    uint64_t parent_end = parent.end > parent.base ? (parent.end - parent.base + 511) / 512 : 0;
+    if (parent_end > new_cap)
+        parent_end = new_cap;
+    if (at_start.gd_offset == VMDK4_GD_AT_END) {
+        if (parent_end > cap)
+            return refuse(host, Status::Unsupported,
+                          "vmdk: a streamOptimized delta disk with its grain directory in a footer cannot grow over a "
+                          "parent that reaches past its end");
         return resize_stream_footer(dev, host, alloc, codecs, s, x.compressed, size);
+    }
     const bool rgd = s.h.rgd_offset != 0 && (s.h.flags & VMDK4_FLAG_RGD) != 0;
     const uint64_t old_l1 = l1_size(s, cap);
     const uint64_t new_l1 = l1_size(s, new_cap);
@@ -695,18 +755,20 @@ Status resize_sparse(SizedDevice& dev, EditHost& host, guest::Allocator& alloc, 
         return st == Status::Ok ? st : refuse(host, st, "vmdk: the resize failed");
     }
 
-    // A delta disk's parent must not show in the grown area (vmdk_resize_expose.h): the grain
-    // holding the old end may need the parent's bytes, asked for before anything is written.
-    uint64_t parent_end = parent.end > parent.base ? (parent.end - parent.base + 511) / 512 : 0;
-    if (parent_end > new_cap)
-        parent_end = new_cap;
+    // The grain holding the old end may need the parent's bytes, asked for before anything is
+    // written. A compressed extent cannot hold hole grains: its grown area gets zeroed-grain entries,
+    // the header's flag for them set with the switch (GTE 1 is no grain of a valid image without
+    // it: sector 1 is the header's), and the head grain is written compressed.
     VmdkExpose expose{s.h.gd_offset * 512, rgd ? s.h.rgd_offset * 512 : 0, s.h.num_gtes_per_gt, s.h.granularity,
-                      cap, parent_end, (s.h.flags & VMDK4_FLAG_ZERO_GRAIN) != 0};
+                      cap, parent_end, (s.h.flags & VMDK4_FLAG_ZERO_GRAIN) != 0 || x.compressed};
     uint8_t* head = nullptr;
     if (parent_end > cap) {
-        if (x.compressed)
-            return refuse(host, Status::Unsupported,
-                          "vmdk: a compressed delta disk cannot grow over a parent that reaches past its end");
+        if (x.compressed) {
+            if (codecs == nullptr || codecs->deflate_mem == nullptr)
+                return refuse(host, Status::Unsupported,
+                              "vmdk: a compressed delta disk cannot grow over a parent that reaches past its end here");
+            nh.flags |= VMDK4_FLAG_ZERO_GRAIN;
+        }
         uint64_t asked = UINT64_MAX;
         if ((st = vmdk_expose_head(dev, expose, &asked)) != Status::Ok)
             return refuse(host, st,
@@ -765,7 +827,12 @@ Status resize_sparse(SizedDevice& dev, EditHost& host, guest::Allocator& alloc, 
     if (parent_end > cap) {
         expose.gd = nh.gd_offset * 512;
         expose.rgd = rgd ? nh.rgd_offset * 512 : 0;
-        st = vmdk_expose_zeros(dev, host, alloc, expose, head);
+        if (x.compressed && head != nullptr) {
+            st = write_compressed_head(dev, alloc, codecs, s, marker, expose, head);
+            head = nullptr;
+        }
+        if (st == Status::Ok)
+            st = vmdk_expose_zeros(dev, host, alloc, expose, head);
         if (st == Status::Ok)
             st = dev.flush(host);
         if (st != Status::Ok)
