@@ -1263,11 +1263,11 @@ Status resize_flat(SizedDevice& dev, SizedDevice* const* files, uint32_t file_co
         split = false; // a COWD last extent grows its own capacity, even in a split set
     if (sparse && prealloc != guest::Prealloc::Off)
         return refuse(host, Status::Unsupported, "vmdk: preallocation is not supported for sparse extents");
-    // A split sparse set grows by new extent files alone, which get their own grains over the part
-    // of the parent they expose (below); a sparse last extent outside one would grow its capacity.
-    // Outside one, a SPARSE or COWD last extent grows its capacity and gets its grains as a file
-    // opened alone does (resize_sparse, resize_cowd; the parent's offsets shifted by where the
-    // extent starts).
+    // A delta disk's parent must not show in the grown area. A split sparse set grows by new extent
+    // files alone, which get their own grains over the part of the parent they expose (below, with
+    // settle_split_tail first); outside one, a SPARSE or COWD last extent grows its capacity and
+    // gets its grains as a file opened alone does (resize_sparse, resize_cowd; the parent's offsets
+    // shifted by where the extent starts).
     const bool split_sparse_grow = split && sparse && last_type != ExtentType::VmfsSparse;
     const uint64_t new_sectors = size / 512;
     if (new_sectors == old_sectors)
