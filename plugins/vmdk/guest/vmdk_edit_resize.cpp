@@ -391,6 +391,21 @@ Status pack_partial_grain(SizedDevice& dev, guest::Allocator& alloc, const guest
     return pack_grain(codecs, s, marker, g, plain.p, out, len);
 }
 
+// A packed grain (`len` bytes) written at the file's end, then the grain-table entries at
+// `entry_at` (0: none) switched to it, in that order.
+Status append_grain(SizedDevice& dev, const uint8_t* packed, size_t len, const uint64_t entry_at[2]) {
+    const uint64_t at = round_up(dev.size(), 512);
+    if (at + len > SPARSE_MAX_FILE)
+        return Status::TooLarge;
+    Status st = dev.write(at, packed, len);
+    uint8_t e[4];
+    store_le32(e, static_cast<uint32_t>(at / 512));
+    for (int k = 0; k < 2 && st == Status::Ok; ++k)
+        if (entry_at[k] != 0)
+            st = dev.write(entry_at[k], e, sizeof e);
+    return st;
+}
+
 // pack_partial_grain for a directory after the header: the new grain at the file's end, then the
 // grain-table entries (primary and redundant) switched to it.
 Status rewrite_partial_grain(SizedDevice& dev, guest::Allocator& alloc, const guest::Codecs* codecs, const Sparse& s,
@@ -409,17 +424,7 @@ Status rewrite_partial_grain(SizedDevice& dev, guest::Allocator& alloc, const gu
     size_t len = 0;
     if ((st = pack_partial_grain(dev, alloc, codecs, s, marker, grain, from, packed.p, &len)) != Status::Ok)
         return st;
-    const uint64_t new_at = round_up(dev.size(), 512);
-    if (new_at + len > SPARSE_MAX_FILE)
-        return Status::TooLarge;
-    if ((st = dev.write(new_at, packed.p, len)) != Status::Ok)
-        return st;
-    uint8_t e[4];
-    store_le32(e, static_cast<uint32_t>(new_at / 512));
-    for (int k = 0; k < 2 && st == Status::Ok; ++k)
-        if (entry_at[k] != 0)
-            st = dev.write(entry_at[k], e, 4);
-    return st;
+    return append_grain(dev, packed.p, len, entry_at);
 }
 
 // Copies `count` directory entries from `from` to `to` and appends entries [count, l1) pointing at
@@ -665,34 +670,25 @@ Status write_compressed_head(SizedDevice& dev, guest::Allocator& alloc, const gu
     const uint64_t g = x.cap / gran;
     const uint64_t keep = (x.cap % gran) * 512;
     __builtin_memset(head + keep, 0, static_cast<size_t>(gran * 512 - keep));
+    // Both entries first (the redundant one is switched first, as vmdk_expose_zeros does).
+    uint64_t entry_at[2] = {0, 0};
+    const uint64_t dirs[2] = {x.rgd, x.gd};
+    for (int k = 0; k < 2; ++k) {
+        uint32_t grain = 0;
+        if (dirs[k] == 0)
+            continue;
+        if (const Status st = grain_entry(dev, s, dirs[k], g, &entry_at[k], &grain); st != Status::Ok)
+            return st;
+        if (entry_at[k] == 0)
+            return Status::Unsupported; // a grain table the directory does not have
+    }
     guest::ScopedBuffer packed(alloc, static_cast<size_t>(PACKED_GRAINS * gran * 512));
     if (!packed.p)
         return Status::NoMemory;
     size_t len = 0;
-    Status st = pack_grain(codecs, s, marker, g, head, packed.p, &len);
-    if (st != Status::Ok)
+    if (const Status st = pack_grain(codecs, s, marker, g, head, packed.p, &len); st != Status::Ok)
         return st;
-    const uint64_t at = round_up(dev.size(), 512);
-    if (at + len > SPARSE_MAX_FILE)
-        return Status::TooLarge;
-    if ((st = dev.write(at, packed.p, len)) != Status::Ok)
-        return st;
-    uint8_t e[4];
-    store_le32(e, static_cast<uint32_t>(at / 512));
-    const uint64_t dirs[2] = {x.rgd, x.gd}; // the redundant one first, as vmdk_expose_zeros
-    for (const uint64_t dir : dirs) {
-        if (dir == 0)
-            continue;
-        uint64_t entry_at = 0;
-        uint32_t grain = 0;
-        if ((st = grain_entry(dev, s, dir, g, &entry_at, &grain)) != Status::Ok)
-            return st;
-        if (entry_at == 0)
-            return Status::Unsupported; // a grain table the directory does not have
-        if ((st = dev.write(entry_at, e, sizeof e)) != Status::Ok)
-            return st;
-    }
-    return Status::Ok;
+    return append_grain(dev, packed.p, len, entry_at);
 }
 
 Status resize_sparse(SizedDevice& dev, EditHost& host, guest::Allocator& alloc, const guest::Codecs* codecs,
