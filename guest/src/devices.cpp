@@ -60,11 +60,12 @@ bool read_small(uint32_t index, uint64_t size, uint64_t offset, void* buf, size_
 // its two header switches), an exit each: 3 of a 1T -> 2T resize's 22. It holds the first 4 KiB a
 // read brought, or, where the file's length is known (note_file_length(): an edit's plan), the
 // whole block a small read lies in, fetched as the read-only block is (a writable device's size is
-// not its file's, so without the length a fetch could run past the end). This run is the file's only writer, so the block stays true by copying its own writes
-// in: a write the host took (not deferred, which may still fail) is copied; any other change to the
-// device (a deferred or failed write, a discard, a new length) empties the block, and so does a
-// change to any other input device, which may be the same file (note_device_change()). Not while
-// writes are gathered (convert's outputs): those reach the device later.
+// not its file's, so without the length a fetch could run past the end). This run is the file's
+// only writer, so the block stays true by copying its own writes in: a write the host took (not
+// deferred, which may still fail) is copied; any other change to the device (a deferred or failed
+// write, a discard, a new length) empties the block, and so does a change to any other input
+// device, which may be the same file (note_device_change()). Not while writes are gathered
+// (convert's outputs): those reach the device later.
 struct OwnBlock {
     uint32_t device = UINT32_MAX; // UINT32_MAX: holds nothing
     uint64_t offset = 0;          // of bytes[0] in the device

@@ -377,7 +377,7 @@ private:
     Status walk(const uint64_t* l1, uint32_t l1_size, int addend, uint8_t* table, uint8_t* kept) {
         const bool dec = addend < 0;
         const uint32_t eb = entry_bytes();
-        const uint64_t per_block = cs_ * 8 >> ip_.header().refcount_order; // refcounts per block
+        const uint64_t per_block = ip_.refcounts_per_block();
         uint64_t k = 0;
         for (uint32_t i = 0; i < l1_size; ++i) {
             if (l1[i] == 0)

@@ -372,16 +372,9 @@ Status Qcow2Inplace::alloc_noref(uint64_t nb_clusters, uint64_t* offset) {
 Status Qcow2Inplace::refblock_for(uint64_t cluster_index, Slot** out, uint32_t depth) {
     // Returns Ok with *out set when the block exists; Ok with *out null when one was created (the
     // caller restarts: qemu's -EAGAIN).
-    *out = nullptr;
+    if (const Status st = count_block(cluster_index, out); st != Status::Ok || *out != nullptr)
+        return st;
     const uint64_t rt_index = cluster_index >> rb_bits_;
-    if (rt_index < rt_size_) {
-        const uint64_t block = reftable_[rt_index] & QCOW2_REFT_OFFSET_MASK;
-        if (block != 0) {
-            if (!cluster_in_file(block))
-                return corrupt_refblock(block, rt_index);
-            return load_refblock(block, out);
-        }
-    }
     uint64_t new_block = 0;
     if (const Status st = alloc_noref(1, &new_block); st != Status::Ok)
         return st;

@@ -69,6 +69,7 @@ public:
     guest::BlockDevice& device() { return *dev_; }
     guest::Allocator& allocator() { return *alloc_; }
     uint64_t cluster_size() const { return cs_; }
+    uint64_t refcounts_per_block() const { return rb_entries_; }
     uint32_t cluster_bits() const { return h_.cluster_bits; }
     uint64_t file_length() const { return file_len_; }
     uint64_t refcount_max() const { return refcount_max_; }

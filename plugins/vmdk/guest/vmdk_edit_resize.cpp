@@ -636,6 +636,11 @@ struct SparseParent {
     bool bytes_sent = false;                        // RESIZE_BACKING_BYTES: extra[0] holds what was asked
     guest::BlockDevice* const* extra = nullptr;
     uint32_t extra_count = 0;
+    // Where the parent's data ends in the extent, sectors (0: before its start), capped at `cap`.
+    uint64_t end_sectors(uint64_t cap) const {
+        const uint64_t n = end > base ? (end - base + 511) / 512 : 0;
+        return n < cap ? n : cap;
+    }
 };
 
 // The parent's bytes of the grain holding the old end, when the grow needs them: asked for (the
@@ -717,9 +722,7 @@ Status resize_sparse(SizedDevice& dev, EditHost& host, guest::Allocator& alloc, 
         return refuse(host, Status::TooLarge, "vmdk: the new size exceeds what a sparse extent can address");
     // A delta disk's parent must not show in the grown area (vmdk_resize_expose.h): up to where it
     // ends, capped at the new end.
-    uint64_t parent_end = parent.end > parent.base ? (parent.end - parent.base + 511) / 512 : 0;
-    if (parent_end > new_cap)
-        parent_end = new_cap;
+    const uint64_t parent_end = parent.end_sectors(new_cap);
     if (at_start.gd_offset == VMDK4_GD_AT_END) {
         if (parent_end > cap)
             return refuse(host, Status::Unsupported,
@@ -1079,9 +1082,7 @@ Status resize_cowd(SizedDevice& dev, EditHost& host, guest::Allocator& alloc, ui
             return st;
         // A delta disk's parent must not show in the grown area (vmdk_resize_expose.h): COWD has
         // no zeroed-grain entry, so every grain there gets one of its own (holes at the file's end).
-        uint64_t parent_end = parent.end > parent.base ? (parent.end - parent.base + 511) / 512 : 0;
-        if (parent_end > new_cap)
-            parent_end = new_cap;
+        const uint64_t parent_end = parent.end_sectors(new_cap);
         uint8_t* head = nullptr;
         if (parent_end > cap && (st = cowd_head(host, alloc, x, gd.p, cap, dev, parent, &head)) != Status::Ok)
             return st;
@@ -1188,7 +1189,7 @@ Status settle_split_tail(SizedDevice& dev, EditHost& host, guest::Allocator& all
     const VmdkExpose expose{s.h.gd_offset * 512, rgd ? s.h.rgd_offset * 512 : 0, s.h.num_gtes_per_gt, gran, cap,
                             grain_end, (s.h.flags & VMDK4_FLAG_ZERO_GRAIN) != 0};
     uint8_t* head = nullptr;
-    const bool reaches = (parent.end + 511) / 512 > first + cap;
+    const bool reaches = parent.end_sectors(UINT64_MAX) > first + cap; // parent.base is 0: disk sectors
     if (reaches) {
         uint64_t asked = UINT64_MAX;
         if ((st = vmdk_expose_head(dev, expose, &asked)) != Status::Ok)
@@ -1208,7 +1209,7 @@ Status settle_split_tail(SizedDevice& dev, EditHost& host, guest::Allocator& all
 Status resize_flat(SizedDevice& dev, SizedDevice* const* files, uint32_t file_count, EditHost& host,
                    guest::Allocator& alloc, uint64_t size, bool shrink_ok, guest::Prealloc prealloc,
                    const SparseParent& parent) {
-    const uint64_t parent_end = parent.end;
+    const uint64_t parent_sectors = parent.end_sectors(UINT64_MAX); // where the parent ends, disk sectors (base 0)
     const size_t cap = dev.size() < DESC_MAX ? static_cast<size_t>(dev.size()) : DESC_MAX;
     guest::ScopedBuffer text_buf(alloc, cap + 1);
     if (!text_buf.p)
@@ -1349,7 +1350,6 @@ Status resize_flat(SizedDevice& dev, SizedDevice* const* files, uint32_t file_co
             // allocated, vmdk_resize_expose.h; the file is new, so there is no grain holding an old
             // end). Before the descriptor names the file.
             const uint64_t first = old_sectors + grow_last + i * split_sectors; // the file's first disk sector
-            const uint64_t parent_sectors = (parent_end + 511) / 512;
             if (parent_sectors > first) {
                 SizedDevice fresh(*f, layout.header.grain_offset * 512);
                 const VmdkExpose x{layout.header.gd_offset * 512, layout.header.rgd_offset * 512,
